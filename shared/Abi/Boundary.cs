@@ -1,0 +1,51 @@
+namespace ReVirt.Abi;
+
+/// <summary>
+/// What a host operation produced: the syscall's return value and the bytes it put into guest memory.
+/// Host operations never write guest memory themselves; the boundary applies <see cref="Writes"/> so that the
+/// same bytes can be logged when recording and supplied from the log when replaying.
+/// </summary>
+public sealed class HostResult
+{
+    public long Value;
+    public List<(ulong Addr, byte[] Bytes)> Writes = new();
+    public static HostResult Of(long value) => new() { Value = value };
+    public HostResult Write(ulong addr, byte[] bytes) { Writes.Add((addr, bytes)); return this; }
+}
+
+/// <summary>Kinds of nondeterministic input that are not syscalls.</summary>
+public enum InputKind { Rdtsc = 1, Rdrand = 2, StartupRandom = 3 }
+
+/// <summary>
+/// THE nondeterminism boundary. Everything the virtual machine learns from the host crosses here and nowhere
+/// else: syscall results and the bytes they return, time, randomness, RDTSC/RDRAND, the start-up randomness of
+/// AT_RANDOM. A live run performs the operation; recording performs it and writes the answer to the event log;
+/// replay never performs it and answers from the log instead.
+/// </summary>
+public interface IBoundary
+{
+    /// <summary>
+    /// A syscall that consults the host. `perform` does the real work (it runs only when the boundary is live or
+    /// recording); `reexecuteOnReplay` marks operations whose host effect belongs to this replica (writes to
+    /// its own copy of the guest's files) and that a replaying backup performs too.
+    /// </summary>
+    HostResult Syscall(int tid, int nr, Func<HostResult> perform, bool reexecuteOnReplay = false);
+
+    /// <summary>A 64-bit nondeterministic value (RDTSC, RDRAND).</summary>
+    ulong Value(int tid, InputKind kind, Func<ulong> perform);
+
+    /// <summary>Bytes of nondeterministic data (AT_RANDOM at start).</summary>
+    byte[] Bytes(int tid, InputKind kind, int count, Func<byte[]> perform);
+
+    /// <summary>True when replaying: host effects must not happen (no output, no files, no sockets).</summary>
+    bool Replaying { get; }
+}
+
+/// <summary>A boundary that simply performs everything on the host (plain `primary run`).</summary>
+public sealed class LiveBoundary : IBoundary
+{
+    public HostResult Syscall(int tid, int nr, Func<HostResult> perform, bool reexecuteOnReplay = false) => perform();
+    public ulong Value(int tid, InputKind kind, Func<ulong> perform) => perform();
+    public byte[] Bytes(int tid, InputKind kind, int count, Func<byte[]> perform) => perform();
+    public bool Replaying => false;
+}

@@ -1,0 +1,235 @@
+using System.Buffers.Binary;
+using System.Text;
+using ReVirt.Cpu;
+using ReVirt.Memory;
+
+namespace ReVirt.Abi;
+
+/// <summary>A guest file descriptor: what the guest's number refers to on the host (only live/recording runs
+/// have a host descriptor; a replay keeps the same table without one).</summary>
+public sealed class GuestFile
+{
+    public int HostFd = -1;
+    public string GuestPath = "";
+    public bool CloseOnExec;
+    public bool IsStdio;
+    public bool IsDirectory;
+    public int RefCount = 1; // shared by dup'd guest descriptors
+}
+
+/// <summary>Options of a virtual machine run.</summary>
+public sealed class MachineOptions
+{
+    public string Root = "/";
+    public string Program = "";
+    public string[] Args = Array.Empty<string>();   // argv[1..]
+    public string[]? Env;                          // null: the host's environment
+    public string Cwd = "/";
+    /// <summary>Where VM diagnostics go (warnings about unknown syscalls, fatal signals).</summary>
+    public TextWriter Diagnostics = Console.Error;
+}
+
+/// <summary>
+/// The Linux ABI for a guest process: program loading and the initial stack, the syscalls, signals' default
+/// actions, and the run loop. Every host interaction goes through <see cref="IBoundary"/>.
+/// </summary>
+public sealed partial class LinuxKernel : ICpuHost
+{
+    public const ulong StackTop = 0x7fff_ffff_f000;
+    public const ulong StackSize = 8 * 1024 * 1024;
+    public const ulong MmapTop = 0x7fff_f7ff_f000;
+    public const ulong MmapBottom = 0x10000;
+
+    public readonly GuestMemory Mem;
+    public readonly CodeCache Code;
+    public readonly IBoundary Boundary;
+    public readonly GuestFs Fs;
+    public readonly MachineOptions Options;
+    public readonly Cpu.Cpu MainThread;
+    public readonly Dictionary<int, GuestFile> Fds = new();
+    public string Cwd;
+    public ulong BrkStart, BrkCur;
+    public int Pid = 1000;
+    public bool Exited;
+    public int ExitStatus;
+    public int? TerminatingSignal;
+    public LoadedProgram Program = null!;
+    public byte[] ProgramImage = Array.Empty<byte>();
+    public string ProgramGuestPath = "";
+    readonly HashSet<int> _warnedSyscalls = new();
+
+    /// <summary>Called with (fd, bytes) for everything the guest writes to its stdout or stderr.</summary>
+    public Action<int, ReadOnlyMemory<byte>>? OutputObserver;
+
+    public LinuxKernel(MachineOptions options, IBoundary boundary)
+    {
+        Options = options;
+        Boundary = boundary;
+        Fs = new GuestFs(options.Root);
+        Cwd = options.Cwd;
+        Mem = new GuestMemory();
+        Code = new CodeCache(Mem);
+        MainThread = new Cpu.Cpu(Mem, Code, this);
+        for (int fd = 0; fd < 3; fd++) Fds[fd] = new GuestFile { HostFd = fd, IsStdio = true, GuestPath = $"/dev/fd/{fd}" };
+    }
+
+    // ---------------------------------------------------------------- start-up
+
+    /// <summary>Reads the program (through the boundary: file contents are host input), loads it and builds the stack.</summary>
+    public void Load()
+    {
+        string guestPath = Options.Program.StartsWith('/') ? Options.Program : GuestFs.Join(Cwd, Options.Program);
+        ProgramGuestPath = guestPath;
+        if (Fs.ToHost(guestPath, true, out var host) < 0) throw new ElfLoadException($"{Options.Program}: bad path");
+        if (!File.Exists(host)) throw new ElfLoadException($"{Options.Program}: no such file");
+        ProgramImage = File.ReadAllBytes(host);
+        Program = ElfLoader.Load(Mem, ProgramImage, guestPath);
+        BrkStart = BrkCur = Program.BrkStart;
+        Mem.Map(StackTop - StackSize, StackSize, Prot.Read | Prot.Write, "[stack]");
+        var pidResult = Boundary.Syscall(0, Nr.getpid, () => HostResult.Of(Environment.ProcessId));
+        Pid = (int)pidResult.Value;
+        MainThread.Tid = Pid;
+        var random = Boundary.Bytes(Pid, InputKind.StartupRandom, 16, () => System.Security.Cryptography.RandomNumberGenerator.GetBytes(16));
+        BuildStack(guestPath, random);
+        MainThread.Rip = Program.Entry;
+    }
+
+    void BuildStack(string execPath, byte[] random)
+    {
+        var argv = new List<string> { Options.Program };
+        argv.AddRange(Options.Args);
+        var env = Options.Env ?? Environment.GetEnvironmentVariables().Cast<System.Collections.DictionaryEntry>()
+            .Select(e => $"{e.Key}={e.Value}").OrderBy(s => s, StringComparer.Ordinal).ToArray();
+        ulong sp = StackTop;
+        ulong PushBytes(byte[] b) { sp -= (ulong)b.Length; Mem.WriteBytes(sp, b); return sp; }
+        ulong PushStr(string s) => PushBytes(Encoding.UTF8.GetBytes(s + "\0"));
+        ulong execfn = PushStr(execPath);
+        var envPtrs = env.Select(PushStr).ToList();
+        var argPtrs = argv.Select(PushStr).ToList();
+        ulong platform = PushStr("x86_64");
+        sp &= ~15UL;
+        ulong rnd = PushBytes(random);
+        sp &= ~15UL;
+        var aux = new List<(ulong, ulong)>
+        {
+            (3, Program.PhdrAddr), (4, (ulong)Program.PhEnt), (5, (ulong)Program.PhNum), (6, 4096), (7, 0), (8, 0),
+            (9, Program.Entry), (11, 0), (12, 0), (13, 0), (14, 0), (15, platform), (16, CpuModel.Leaf1Edx), (17, 100),
+            (23, 0), (25, rnd), (26, 0), (31, execfn), (51, 2048), (0, 0),
+        };
+        // uid/gid entries are the host's: filled through the boundary with getuid etc.
+        ulong uid = (ulong)Boundary.Syscall(Pid, Nr.getuid, () => HostResult.Of((long)HostSys.Call(Nr.getuid))).Value;
+        ulong gid = (ulong)Boundary.Syscall(Pid, Nr.getgid, () => HostResult.Of((long)HostSys.Call(Nr.getgid))).Value;
+        for (int k = 0; k < aux.Count; k++)
+        {
+            if (aux[k].Item1 == 11 || aux[k].Item1 == 12) aux[k] = (aux[k].Item1, uid);
+            if (aux[k].Item1 == 13 || aux[k].Item1 == 14) aux[k] = (aux[k].Item1, gid);
+        }
+        int words = 1 + argPtrs.Count + 1 + envPtrs.Count + 1 + aux.Count * 2;
+        sp -= (ulong)words * 8;
+        sp &= ~15UL;
+        ulong p = sp;
+        void W(ulong v) { Mem.Write64(p, v); p += 8; }
+        W((ulong)argPtrs.Count);
+        foreach (var a in argPtrs) W(a);
+        W(0);
+        foreach (var e in envPtrs) W(e);
+        W(0);
+        foreach (var (k, v) in aux) { W(k); W(v); }
+        MainThread.R[Cpu.Cpu.RSP] = sp;
+    }
+
+    // ---------------------------------------------------------------- running
+
+    /// <summary>Runs the guest until it exits or is killed by a signal; returns the process exit status.</summary>
+    public int Run()
+    {
+        var cpu = MainThread;
+        while (!Exited)
+        {
+            var r = cpu.Run();
+            if (r == RunResult.Fault) HandleFault(cpu, cpu.PendingFault!);
+            if (!Exited && Pending != 0) DeliverPending(cpu);
+        }
+        return ExitStatus;
+    }
+
+    void HandleFault(Cpu.Cpu cpu, GuestSignalException fault)
+    {
+        if (TryDeliverSignal(cpu, fault.Signal, fault.Code, fault.FaultAddress)) return;
+        string name = SignalName(fault.Signal);
+        Options.Diagnostics.WriteLine($"revirt: guest killed by {name} at rip 0x{cpu.Rip:x} after {cpu.InstructionCount} instructions: {fault.Message}");
+        Terminate(fault.Signal);
+    }
+
+    public void Terminate(int signal)
+    {
+        TerminatingSignal = signal;
+        ExitStatus = 128 + signal;
+        Exited = true;
+        MainThread.Yield = true;
+    }
+
+    public static string SignalName(int sig) => sig switch
+    {
+        1 => "SIGHUP", 2 => "SIGINT", 3 => "SIGQUIT", 4 => "SIGILL", 5 => "SIGTRAP", 6 => "SIGABRT", 7 => "SIGBUS",
+        8 => "SIGFPE", 9 => "SIGKILL", 10 => "SIGUSR1", 11 => "SIGSEGV", 12 => "SIGUSR2", 13 => "SIGPIPE",
+        14 => "SIGALRM", 15 => "SIGTERM", 17 => "SIGCHLD", _ => $"signal {sig}",
+    };
+
+    // ---------------------------------------------------------------- ICpuHost
+
+    public ulong ReadTimestampCounter(Cpu.Cpu cpu)
+        => Boundary.Value(cpu.Tid, InputKind.Rdtsc, () => (ulong)System.Diagnostics.Stopwatch.GetTimestamp());
+
+    public ulong ReadRandom(Cpu.Cpu cpu)
+        => Boundary.Value(cpu.Tid, InputKind.Rdrand, () => BinaryPrimitives.ReadUInt64LittleEndian(System.Security.Cryptography.RandomNumberGenerator.GetBytes(8)));
+
+    public void Syscall(Cpu.Cpu cpu)
+    {
+        long nr = (long)cpu.R[Cpu.Cpu.RAX];
+        long r;
+        try
+        {
+            r = Dispatch(cpu, (int)nr, cpu.R[7], cpu.R[6], cpu.R[2], cpu.R[10], cpu.R[8], cpu.R[9]);
+        }
+        catch (GuestFaultException)
+        {
+            r = -Errno.EFAULT;
+        }
+        catch (ArgumentException)
+        {
+            r = -Errno.EFAULT;
+        }
+        cpu.R[Cpu.Cpu.RAX] = (ulong)r;
+    }
+
+    long Unknown(Cpu.Cpu cpu, int nr)
+    {
+        if (_warnedSyscalls.Add(nr))
+            Options.Diagnostics.WriteLine($"revirt: warning: unsupported syscall {nr} at rip 0x{cpu.Rip:x}: returning -ENOSYS");
+        return -Errno.ENOSYS;
+    }
+
+    /// <summary>A host operation through the boundary; its memory writes are applied to the guest.</summary>
+    HostResult Host(Cpu.Cpu cpu, int nr, Func<HostResult> perform, bool reexecuteOnReplay = false)
+    {
+        var res = Boundary.Syscall(cpu.Tid, nr, perform, reexecuteOnReplay);
+        foreach (var (addr, bytes) in res.Writes) Mem.Poke(addr, bytes);
+        return res;
+    }
+
+    long HostValue(Cpu.Cpu cpu, int nr, Func<long> perform) => Host(cpu, nr, () => HostResult.Of(perform())).Value;
+
+    /// <summary>Throws the guest fault (→ EFAULT) unless [addr, addr+len) is writable by the guest.</summary>
+    void CheckWritable(ulong addr, ulong len)
+    {
+        if (len == 0) return;
+        for (ulong pg = addr & ~GuestMemory.PageMask; pg < addr + len; pg += GuestMemory.PageSize)
+        {
+            var v = Mem.FindVma(Math.Max(pg, addr));
+            if (v == null || (v.Prot & Prot.Write) == 0) throw new GuestFaultException(pg, true, v != null);
+        }
+    }
+
+    string Path(ulong addr) => Mem.ReadCString(addr, 4096);
+}

@@ -1,0 +1,388 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using Iced.Intel;
+using ReVirt.Memory;
+
+namespace ReVirt.Cpu;
+
+/// <summary>Raised by an instruction handler for a synchronous guest exception (SIGILL, SIGFPE, SIGTRAP ...).</summary>
+public sealed class GuestSignalException : Exception
+{
+    public int Signal { get; }
+    public int Code { get; }
+    public ulong FaultAddress { get; }
+    public GuestSignalException(int signal, string message, int code = 0, ulong faultAddress = 0) : base(message)
+    { Signal = signal; Code = code; FaultAddress = faultAddress; }
+}
+
+/// <summary>What a CPU thread context calls out to: syscalls and the nondeterministic instructions.</summary>
+public interface ICpuHost
+{
+    /// <summary>Executes the syscall in rax with the arguments in the registers; writes the result to rax.</summary>
+    void Syscall(Cpu cpu);
+    /// <summary>RDTSC / RDTSCP: a nondeterministic input.</summary>
+    ulong ReadTimestampCounter(Cpu cpu);
+    /// <summary>RDRAND / RDSEED: a nondeterministic input (only reached when the CPU model advertises it).</summary>
+    ulong ReadRandom(Cpu cpu);
+}
+
+/// <summary>
+/// One guest thread's architectural state (registers, flags, FS/GS base, SSE and x87 state) and the
+/// interpreter loop that runs it over the shared <see cref="CodeCache"/> and <see cref="GuestMemory"/>.
+/// Handlers are static functions taking the thread; the loop dispatches one indirect call per instruction.
+/// </summary>
+public sealed unsafe partial class Cpu
+{
+    // ---------------------------------------------------------------- architectural state
+    public const int RAX = 0, RCX = 1, RDX = 2, RBX = 3, RSP = 4, RBP = 5, RSI = 6, RDI = 7;
+    public readonly ulong[] R = new ulong[16];
+    public ulong Rip;
+    public ulong Rflags = 0x202;
+    public ulong FsBase, GsBase;
+    /// <summary>XMM registers as pairs of 64-bit lanes: Xmm[2*n] is the low half of xmmN.</summary>
+    public readonly ulong[] Xmm = new ulong[32];
+    public uint Mxcsr = 0x1F80;
+
+    public const ulong CF = 1, PF = 4, AF = 0x10, ZF = 0x40, SF = 0x80, TF = 0x100, IF = 0x200, DF = 0x400, OF = 0x800;
+    public const ulong ArithFlags = CF | PF | AF | ZF | SF | OF;
+
+    // ---------------------------------------------------------------- environment
+    public readonly GuestMemory Mem;
+    public readonly CodeCache Code;
+    public ICpuHost Host;
+    public int Tid;
+
+    // ---------------------------------------------------------------- counters
+    /// <summary>Retired guest instructions (a rep-prefixed string instruction counts once).</summary>
+    public ulong InstructionCount;
+    /// <summary>Retired control transfers (jcc taken or not, jmp, call, ret, loop, syscall).</summary>
+    public ulong BranchCount;
+    /// <summary>Stop before retiring instruction number StopAt (exact; checked once per block).</summary>
+    public ulong StopAt = ulong.MaxValue;
+    /// <summary>Set by a handler (exit, signal delivery, thread switch) to make the loop return after the current instruction.</summary>
+    public bool Yield;
+
+    public Cpu(GuestMemory mem, CodeCache code, ICpuHost host)
+    {
+        Mem = mem; Code = code; Host = host;
+    }
+
+    // ---------------------------------------------------------------- registers by Iced name
+    // RegInfo[reg] = index | kind << 4; kinds: 0 = 64-bit, 1 = 32-bit, 2 = 16-bit, 3 = low byte, 4 = high byte (AH..BH),
+    // 5 = xmm, 6 = segment/other
+    internal static readonly byte[] RegInfo = BuildRegInfo();
+    internal static readonly byte[] RegBytes = BuildRegBytes();
+    internal static readonly byte[] MemBytes = BuildMemBytes();
+
+    internal static int EnumCount<T>() where T : struct, Enum => Enum.GetValues<T>().Max(v => Convert.ToInt32(v)) + 1;
+
+    static byte[] BuildRegInfo()
+    {
+        var t = new byte[EnumCount<Register>()];
+        for (int i = 0; i < t.Length; i++)
+        {
+            var r = (Register)i;
+            if (r.IsGPR64()) t[i] = (byte)(r - Register.RAX);
+            else if (r.IsGPR32()) t[i] = (byte)((r - Register.EAX) | 1 << 4);
+            else if (r.IsGPR16()) t[i] = (byte)((r - Register.AX) | 2 << 4);
+            else if (r.IsGPR8())
+            {
+                if (r >= Register.AH && r <= Register.BH) t[i] = (byte)((r - Register.AH) | 4 << 4);
+                else if (r <= Register.BL) t[i] = (byte)((r - Register.AL) | 3 << 4);
+                else t[i] = (byte)((r - Register.SPL + 4) | 3 << 4);
+            }
+            else if (r.IsXMM()) t[i] = (byte)((r - Register.XMM0) | 5 << 4);
+            else t[i] = 6 << 4;
+        }
+        return t;
+    }
+
+    static byte[] BuildRegBytes()
+    {
+        var t = new byte[EnumCount<Register>()];
+        for (int i = 0; i < t.Length; i++) { try { t[i] = (byte)((Register)i).GetSize(); } catch { t[i] = 0; } }
+        return t;
+    }
+
+    static byte[] BuildMemBytes()
+    {
+        var t = new byte[EnumCount<MemorySize>()];
+        for (int i = 0; i < t.Length; i++) t[i] = (byte)Math.Min(255, ((MemorySize)i).GetSize());
+        return t;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public ulong GetReg(Register r)
+    {
+        int info = RegInfo[(int)r];
+        ulong v = R[info & 15];
+        switch (info >> 4)
+        {
+            case 0: return v;
+            case 1: return (uint)v;
+            case 2: return (ushort)v;
+            case 3: return (byte)v;
+            case 4: return (byte)(v >> 8);
+            default: throw Unsupported(r);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void SetReg(Register r, ulong v)
+    {
+        int info = RegInfo[(int)r];
+        ref ulong d = ref R[info & 15];
+        switch (info >> 4)
+        {
+            case 0: d = v; break;
+            case 1: d = (uint)v; break;
+            case 2: d = (d & ~0xFFFFUL) | (ushort)v; break;
+            case 3: d = (d & ~0xFFUL) | (byte)v; break;
+            case 4: d = (d & ~0xFF00UL) | ((ulong)(byte)v << 8); break;
+            default: throw Unsupported(r);
+        }
+    }
+
+    static Exception Unsupported(Register r) => new GuestSignalException(4, $"unsupported register {r}");
+
+    // ---------------------------------------------------------------- operands
+
+    /// <summary>Effective address of the instruction's memory operand (segment base included).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public ulong Ea(ref Instruction i)
+    {
+        ulong a = i.MemoryDisplacement64;
+        Register b = i.MemoryBase;
+        if (b != Register.None && b != Register.RIP)
+        {
+            if (b == Register.EIP) a = (uint)a; else a += R[RegInfo[(int)b] & 15];
+        }
+        Register x = i.MemoryIndex;
+        if (x != Register.None) a += R[RegInfo[(int)x] & 15] * (ulong)i.MemoryIndexScale;
+        if (i.MemoryDisplSize == 4 && b != Register.RIP && ((RegInfo[(int)b] >> 4) == 1 || (RegInfo[(int)x] >> 4) == 1)) a = (uint)a;
+        Register s = i.MemorySegment;
+        if (s == Register.FS) a += FsBase; else if (s == Register.GS) a += GsBase;
+        return a;
+    }
+
+    /// <summary>Size in bytes of operand n (register or memory).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static int OpSize(ref Instruction i, int n)
+    {
+        OpKind k = i.GetOpKind(n);
+        if (k == OpKind.Register) return RegBytes[(int)i.GetOpRegister(n)];
+        if (k == OpKind.Memory) return MemBytes[(int)i.MemorySize];
+        return ImmSize(k);
+    }
+
+    static int ImmSize(OpKind k) => k switch
+    {
+        OpKind.Immediate8 => 1,
+        OpKind.Immediate16 or OpKind.Immediate8to16 => 2,
+        OpKind.Immediate32 or OpKind.Immediate8to32 => 4,
+        _ => 8,
+    };
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public ulong ReadOp(ref Instruction i, int n, int size)
+    {
+        OpKind k = i.GetOpKind(n);
+        if (k == OpKind.Register) return GetReg(i.GetOpRegister(n));
+        if (k == OpKind.Memory) return Mem.Read(Ea(ref i), size);
+        return i.GetImmediate(n) & SizeMask(size);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void WriteOp(ref Instruction i, int n, ulong v, int size)
+    {
+        if (i.GetOpKind(n) == OpKind.Register) SetReg(i.GetOpRegister(n), v);
+        else Mem.Write(Ea(ref i), v, size);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static ulong SizeMask(int size) => size >= 8 ? ulong.MaxValue : (1UL << (size * 8)) - 1;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static ulong SignBit(int size) => 1UL << (size * 8 - 1);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static long SignExtend(ulong v, int size) => size switch
+    {
+        1 => (sbyte)v,
+        2 => (short)v,
+        4 => (int)v,
+        _ => (long)v,
+    };
+
+    // ---------------------------------------------------------------- stack
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Push64(ulong v) { ulong sp = R[RSP] - 8; Mem.Write64(sp, v); R[RSP] = sp; }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public ulong Pop64() { ulong sp = R[RSP]; ulong v = Mem.Read64(sp); R[RSP] = sp + 8; return v; }
+
+    // ---------------------------------------------------------------- flags
+
+    static readonly byte[] ParityTable = BuildParity();
+    static byte[] BuildParity()
+    {
+        var t = new byte[256];
+        for (int i = 0; i < 256; i++) t[i] = (byte)((System.Numerics.BitOperations.PopCount((uint)i) & 1) == 0 ? PF : 0);
+        return t;
+    }
+
+    /// <summary>ZF, SF and PF of a result of the given size.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static ulong ZSP(ulong r, int size)
+    {
+        ulong f = ParityTable[(byte)r];
+        if ((r & SizeMask(size)) == 0) f |= ZF;
+        if ((r & SignBit(size)) != 0) f |= SF;
+        return f;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void SetFlagsAdd(ulong a, ulong b, ulong r, int size)
+    {
+        ulong sb = SignBit(size);
+        ulong f = ZSP(r, size);
+        if ((((a & b) | ((a | b) & ~r)) & sb) != 0) f |= CF;
+        if ((((a ^ r) & (b ^ r)) & sb) != 0) f |= OF;
+        f |= (a ^ b ^ r) & AF;
+        Rflags = (Rflags & ~ArithFlags) | f;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void SetFlagsSub(ulong a, ulong b, ulong r, int size)
+    {
+        ulong sb = SignBit(size);
+        ulong f = ZSP(r, size);
+        if ((((~a & b) | (~(a ^ b) & r)) & sb) != 0) f |= CF;
+        if ((((a ^ b) & (a ^ r)) & sb) != 0) f |= OF;
+        f |= (a ^ b ^ r) & AF;
+        Rflags = (Rflags & ~ArithFlags) | f;
+    }
+
+    /// <summary>Flags of AND/OR/XOR/TEST: CF = OF = 0, AF cleared (undefined on paper; cleared by hardware).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void SetFlagsLogic(ulong r, int size) => Rflags = (Rflags & ~ArithFlags) | ZSP(r, size);
+
+    public bool Flag(ulong f) => (Rflags & f) != 0;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool Cond(ConditionCode cc)
+    {
+        ulong f = Rflags;
+        switch (cc)
+        {
+            case ConditionCode.o: return (f & OF) != 0;
+            case ConditionCode.no: return (f & OF) == 0;
+            case ConditionCode.b: return (f & CF) != 0;
+            case ConditionCode.ae: return (f & CF) == 0;
+            case ConditionCode.e: return (f & ZF) != 0;
+            case ConditionCode.ne: return (f & ZF) == 0;
+            case ConditionCode.be: return (f & (CF | ZF)) != 0;
+            case ConditionCode.a: return (f & (CF | ZF)) == 0;
+            case ConditionCode.s: return (f & SF) != 0;
+            case ConditionCode.ns: return (f & SF) == 0;
+            case ConditionCode.p: return (f & PF) != 0;
+            case ConditionCode.np: return (f & PF) == 0;
+            case ConditionCode.l: return ((f & SF) != 0) != ((f & OF) != 0);
+            case ConditionCode.ge: return ((f & SF) != 0) == ((f & OF) != 0);
+            case ConditionCode.le: return (f & ZF) != 0 || ((f & SF) != 0) != ((f & OF) != 0);
+            case ConditionCode.g: return (f & ZF) == 0 && ((f & SF) != 0) == ((f & OF) != 0);
+            default: return true;
+        }
+    }
+
+    // ---------------------------------------------------------------- the loop
+
+    /// <summary>Index of the instruction being executed within the current block (for fault accounting).</summary>
+    int _blockIndex;
+
+    /// <summary>
+    /// Runs until a handler sets <see cref="Yield"/> or the instruction count reaches <see cref="StopAt"/>.
+    /// Guest faults are returned as signals to the caller (the kernel decides delivery).
+    /// </summary>
+    public RunResult Run()
+    {
+        Yield = false;
+        while (true)
+        {
+            Block b = Code.Lookup(Rip);
+            if (InstructionCount + (ulong)b.Count > StopAt)
+            {
+                if (InstructionCount >= StopAt) return RunResult.ReachedStop;
+                var r = StepWithin(b, (int)(StopAt - InstructionCount));
+                if (r != RunResult.Continue) return r;
+                continue;
+            }
+            try
+            {
+                Instruction[] insts = b.Insts;
+                delegate*<Cpu, ref Instruction, void>[] hs = b.Handlers;
+                int n = b.Count;
+                for (int k = 0; k < n; k++)
+                {
+                    _blockIndex = k;
+                    ref Instruction ins = ref insts[k];
+                    Rip = ins.NextIP;
+                    hs[k](this, ref ins);
+                }
+                InstructionCount += (ulong)n;
+                BranchCount += b.EndsInBranch;
+            }
+            catch (GuestFaultException e)
+            {
+                InstructionCount += (ulong)_blockIndex;
+                Rip = b.Insts[_blockIndex].IP;
+                PendingFault = new GuestSignalException(11, e.Message, e.Mapped ? 2 : 1, e.Address);
+                return RunResult.Fault;
+            }
+            catch (GuestSignalException e)
+            {
+                InstructionCount += (ulong)_blockIndex;
+                Rip = b.Insts[_blockIndex].IP;
+                PendingFault = e;
+                return RunResult.Fault;
+            }
+            catch (CodeInvalidatedException)
+            {
+                // a store rewrote code of the running block: the store retired, continue at the next instruction
+                InstructionCount += (ulong)_blockIndex + 1;
+            }
+            if (Yield) return RunResult.Yielded;
+        }
+    }
+
+    /// <summary>Executes at most `limit` instructions of block b one at a time (used only near a stop point).</summary>
+    RunResult StepWithin(Block b, int limit)
+    {
+        int n = Math.Min(limit, b.Count);
+        for (int k = 0; k < n; k++)
+        {
+            ref Instruction ins = ref b.Insts[k];
+            Rip = ins.NextIP;
+            try { b.Handlers[k](this, ref ins); }
+            catch (GuestFaultException e)
+            {
+                Rip = ins.IP;
+                PendingFault = new GuestSignalException(11, e.Message, e.Mapped ? 2 : 1, e.Address);
+                return RunResult.Fault;
+            }
+            catch (GuestSignalException e) { Rip = ins.IP; PendingFault = e; return RunResult.Fault; }
+            catch (CodeInvalidatedException) { InstructionCount++; return RunResult.Continue; }
+            InstructionCount++;
+            if (k == b.Count - 1) BranchCount += b.EndsInBranch;
+            if (Yield) return RunResult.Yielded;
+            if (Rip != ins.NextIP) return RunResult.Continue;
+        }
+        return RunResult.Continue;
+    }
+
+    /// <summary>The synchronous signal raised by the last instruction when Run returned Fault.</summary>
+    public GuestSignalException? PendingFault;
+}
+
+public enum RunResult { Continue, Yielded, ReachedStop, Fault }

@@ -1,0 +1,102 @@
+using System.Buffers.Binary;
+using System.IO.Hashing;
+
+namespace ReVirt.Log;
+
+/// <summary>
+/// Constants and primitives of the ReVirt event log format (version 1).
+/// </summary>
+/// <remarks>
+/// <para><b>File layout.</b> A log is a <see cref="LogHeader"/> followed by zero or more records.
+/// All integers are little-endian.</para>
+/// <para><b>Header</b> (see <see cref="LogHeader"/>):
+/// <c>magic[8] = "RVLOG\0\0\x01" | u16 version | u32 bodyLength | body[bodyLength] | u32 crc</c>,
+/// where <c>crc</c> covers every preceding header byte (magic included).</para>
+/// <para><b>Record frame</b> (see <see cref="RecordFrame"/>), self-contained so that it can travel
+/// alone (e.g. as a gRPC byte chunk):
+/// <code>
+///  0  u32 length      total frame length in bytes, this field and both checksums included (>= 21)
+///  4  u64 sequence    1 for the first record of a log, +1 for each following record
+/// 12  u8  kind        a RecordKind
+/// 13  u32 headerCrc   checksum of bytes [0, 13)  (protects length/sequence/kind)
+/// 17  payload         length - 21 bytes, layout defined by the kind's payload struct
+/// L-4 u32 crc         checksum of bytes [0, L-4) (everything before it)
+/// </code>
+/// The separate header checksum lets a reader tell a torn tail (the writer crashed mid-record:
+/// a prefix of a valid frame) from a corrupted length field: a frame whose 17-byte prefix is
+/// complete but fails its header checksum is corruption, not truncation.</para>
+/// <para><b>Checksum choice.</b> Both checksums are CRC-32 (IEEE 802.3 polynomial, the one used by
+/// zlib/gzip/PNG) as implemented by <see cref="System.IO.Hashing.Crc32"/>. CRC-32C is not available
+/// in System.IO.Hashing; XxHash3 is somewhat faster but a truncated 64-bit hash gives no guarantee,
+/// whereas CRC-32 detects <em>every</em> error burst of up to 32 bits, so any single damaged byte
+/// in a frame is always detected. On x64 the implementation is vectorised, which is plenty for
+/// records of this size.</para>
+/// </remarks>
+public static class LogFormat
+{
+    /// <summary>The format version this build writes and reads.</summary>
+    public const ushort CurrentVersion = 1;
+
+    /// <summary>The 8 magic bytes opening every log: "RVLOG", 0, 0, 1.</summary>
+    public static ReadOnlySpan<byte> Magic => "RVLOG\0\0\u0001"u8;
+
+    /// <summary>Sequence number of the first record of a log (0 means "no record").</summary>
+    public const ulong FirstSequence = 1;
+
+    /// <summary>Largest header body accepted (64 MiB).</summary>
+    public const int MaxHeaderBodyLength = 64 << 20;
+
+    /// <summary>CRC-32 (IEEE) of <paramref name="data"/>; the checksum used throughout the format.</summary>
+    public static uint Checksum(ReadOnlySpan<byte> data) => Crc32.HashToUInt32(data);
+
+    internal static uint ReadU32(ReadOnlySpan<byte> s) => BinaryPrimitives.ReadUInt32LittleEndian(s);
+}
+
+/// <summary>
+/// The log is not a valid ReVirt log, or is damaged. <see cref="Message"/> reads like
+/// "checksum mismatch in record #12 at offset 4711".
+/// </summary>
+public sealed class LogFormatException : IOException
+{
+    public LogFormatException(string reason, ulong? recordNumber = null, long offset = -1, Exception? inner = null)
+        : base(Compose(reason, recordNumber, offset), inner)
+    {
+        Reason = reason;
+        RecordNumber = recordNumber;
+        Offset = offset;
+    }
+
+    /// <summary>What is wrong, without location.</summary>
+    public string Reason { get; }
+
+    /// <summary>Sequence number of the faulty record (the one expected at that place), or null for the header.</summary>
+    public ulong? RecordNumber { get; }
+
+    /// <summary>Byte offset in the log of the faulty record (or header field); -1 if unknown.</summary>
+    public long Offset { get; }
+
+    private static string Compose(string reason, ulong? recordNumber, long offset)
+    {
+        var s = reason;
+        if (recordNumber is { } n) s += $" in record #{n}";
+        if (offset >= 0) s += $" at offset {offset}";
+        return s;
+    }
+}
+
+/// <summary>The program file given does not match the SHA-256 recorded in the log header.</summary>
+public sealed class ProgramMismatchException : Exception
+{
+    public ProgramMismatchException(string path, byte[] expected, byte[] actual)
+        : base($"program mismatch: the log was recorded for sha256 {Convert.ToHexStringLower(expected)}, " +
+               $"but {path} has sha256 {Convert.ToHexStringLower(actual)}")
+    {
+        Path = path;
+        Expected = expected;
+        Actual = actual;
+    }
+
+    public string Path { get; }
+    public byte[] Expected { get; }
+    public byte[] Actual { get; }
+}

@@ -1,0 +1,156 @@
+namespace ReVirt.Log;
+
+/// <summary>
+/// Reads a log from a stream (seekable or not): validates the header on construction, then yields
+/// records in order, verifying each frame's checksums and that sequence numbers run 1, 2, 3...
+/// </summary>
+/// <remarks>
+/// Damage raises <see cref="LogFormatException"/> with the record number and byte offset
+/// ("checksum mismatch in record #N at offset X"); the reader then stays faulted.
+/// A partial last record (the writer stopped mid-record) is not an error: reading ends with
+/// <see cref="Truncated"/> set, <see cref="ValidEndOffset"/> at the end of the last complete record and
+/// <see cref="LastSequence"/> its number. The records returned are never affected by a torn tail.
+/// </remarks>
+public sealed class LogReader : IDisposable
+{
+    private readonly Stream _stream;
+    private readonly Stream _input;
+    private readonly bool _leaveOpen;
+    private readonly byte[] _frameHeader = new byte[RecordFrame.HeaderSize];
+    private long _offset;
+    private LogFormatException? _fault;
+    private bool _disposed;
+
+    /// <exception cref="LogFormatException">The stream does not start with a valid v1 header.</exception>
+    public LogReader(Stream stream, bool leaveOpen = false)
+    {
+        ArgumentNullException.ThrowIfNull(stream);
+        _stream = stream;
+        _leaveOpen = leaveOpen;
+        _input = stream is MemoryStream or BufferedStream ? stream : new BufferedStream(stream, 64 * 1024);
+        try
+        {
+            Header = LogHeader.Read(_input);
+        }
+        catch
+        {
+            if (!leaveOpen) stream.Dispose();
+            throw;
+        }
+        _offset = Header.EncodedLength;
+        ValidEndOffset = _offset;
+    }
+
+    /// <summary>Opens a log file for reading (the writer may still have it open).</summary>
+    public static LogReader Open(string path)
+    {
+        var fs = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete, bufferSize: 0);
+        return new LogReader(fs);
+    }
+
+    public LogHeader Header { get; }
+
+    /// <summary>Length of the header = offset of the first record.</summary>
+    public long HeaderLength => Header.EncodedLength;
+
+    /// <summary>Sequence number of the last valid record read; 0 if none yet.</summary>
+    public ulong LastSequence { get; private set; }
+
+    /// <summary>Number of valid records read so far (equals <see cref="LastSequence"/>).</summary>
+    public ulong RecordCount => LastSequence;
+
+    /// <summary>Offset just past the last valid record read (the header length if none).</summary>
+    public long ValidEndOffset { get; private set; }
+
+    /// <summary>True once the end of the log has been reached (cleanly or on a torn tail).</summary>
+    public bool EndReached { get; private set; }
+
+    /// <summary>True if the log ends with a partial record (only meaningful once <see cref="EndReached"/>).</summary>
+    public bool Truncated { get; private set; }
+
+    /// <summary>Bytes of the partial trailing record, if <see cref="Truncated"/>.</summary>
+    public long TruncatedBytes { get; private set; }
+
+    /// <summary>"log ends mid-record at offset X after record #N" when <see cref="Truncated"/>, else null.</summary>
+    public string? TruncationMessage => Truncated
+        ? $"log ends mid-record at offset {ValidEndOffset} after record #{LastSequence} ({TruncatedBytes} bytes of a partial record ignored)"
+        : null;
+
+    /// <summary>See <see cref="LogHeader.ProgramMatches(string)"/>.</summary>
+    public bool ProgramMatches(string programPath) => Header.ProgramMatches(programPath);
+
+    /// <summary>See <see cref="LogHeader.VerifyProgram(string)"/>.</summary>
+    public void VerifyProgram(string programPath) => Header.VerifyProgram(programPath);
+
+    /// <summary>
+    /// Reads the next record. Returns false at the end of the log (check <see cref="Truncated"/>).
+    /// </summary>
+    /// <exception cref="LogFormatException">The next record is damaged or out of sequence.</exception>
+    public bool TryRead(out LogRecord record)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        record = default;
+        if (_fault is not null) throw _fault;
+        if (EndReached) return false;
+
+        long offset = _offset;
+        ulong expected = LastSequence + 1;
+        int n = ReadFully(_frameHeader);
+        if (n == 0)
+        {
+            EndReached = true;
+            return false;
+        }
+        if (n < RecordFrame.HeaderSize) return EndTorn(n);
+
+        int length;
+        try { length = RecordFrame.CheckHeader(_frameHeader, expected, offset); }
+        catch (LogFormatException e) { throw _fault = e; }
+
+        var frame = new byte[length];
+        _frameHeader.CopyTo(frame, 0);
+        n = ReadFully(frame.AsSpan(RecordFrame.HeaderSize));
+        if (n < length - RecordFrame.HeaderSize) return EndTorn(RecordFrame.HeaderSize + n);
+
+        try { RecordFrame.CheckTrailer(frame, offset); }
+        catch (LogFormatException e) { throw _fault = e; }
+
+        _offset += length;
+        ValidEndOffset = _offset;
+        LastSequence = expected;
+        record = new LogRecord(frame, offset);
+        return true;
+    }
+
+    /// <summary>Yields the remaining records; afterwards inspect <see cref="Truncated"/>.</summary>
+    public IEnumerable<LogRecord> ReadAll()
+    {
+        while (TryRead(out var r)) yield return r;
+    }
+
+    /// <summary>Reads to the end, validating everything; returns the number of records read by this call.</summary>
+    public ulong Verify()
+    {
+        ulong n = 0;
+        while (TryRead(out _)) n++;
+        return n;
+    }
+
+    private bool EndTorn(long partialBytes)
+    {
+        EndReached = true;
+        Truncated = true;
+        TruncatedBytes = partialBytes;
+        return false;
+    }
+
+    private int ReadFully(Span<byte> buffer) =>
+        buffer.Length == 0 ? 0 : _input.ReadAtLeast(buffer, buffer.Length, throwOnEndOfStream: false);
+
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        if (!_leaveOpen) _stream.Dispose();
+    }
+}

@@ -1,0 +1,129 @@
+using System.Buffers;
+using System.Numerics;
+
+namespace ReVirt.Log;
+
+/// <summary>
+/// Appends records to a log. Writes the header to the sink on construction, then assigns consecutive
+/// sequence numbers (starting at <see cref="LogFormat.FirstSequence"/>) and encodes each record into a
+/// reused scratch buffer, so appending performs no allocation once the buffer has grown. Not thread-safe:
+/// the owner serialises calls.
+/// </summary>
+public sealed class LogWriter : IDisposable, IAsyncDisposable
+{
+    private const int LargeFrame = 1 << 20;
+    private readonly ILogSink _sink;
+    private readonly bool _leaveOpen;
+    private byte[] _scratch = new byte[4096];
+    private bool _disposed;
+
+    public LogWriter(LogHeader header, ILogSink sink, bool leaveOpen = false)
+    {
+        ArgumentNullException.ThrowIfNull(header);
+        ArgumentNullException.ThrowIfNull(sink);
+        _sink = sink;
+        _leaveOpen = leaveOpen;
+        Header = header;
+        var encoded = header.Encode();
+        sink.Append(encoded);
+        HeaderLength = encoded.Length;
+        BytesWritten = encoded.Length;
+    }
+
+    /// <summary>Creates a log file at <paramref name="path"/> (overwriting it) and writes the header.</summary>
+    public static LogWriter Create(string path, LogHeader header, bool durable = false)
+    {
+        var sink = StreamLogSink.CreateFile(path, durable);
+        try { return new LogWriter(header, sink); }
+        catch { sink.Dispose(); throw; }
+    }
+
+    public LogHeader Header { get; }
+
+    public ILogSink Sink => _sink;
+
+    /// <summary>Length of the encoded header = offset of the first record.</summary>
+    public int HeaderLength { get; }
+
+    /// <summary>Bytes handed to the sink so far (header included) = offset of the next record.</summary>
+    public long BytesWritten { get; private set; }
+
+    /// <summary>Sequence number of the last record appended; 0 if none.</summary>
+    public ulong LastSequence { get; private set; }
+
+    /// <summary>Sequence number the next record will get.</summary>
+    public ulong NextSequence => LastSequence + 1;
+
+    /// <summary>Encodes and appends a record; returns its sequence number.</summary>
+    public ulong Append<T>(in T record) where T : struct, IRecordPayload<T>
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        int frameLength = RecordFrame.FrameLength(record.EncodedLength);
+        ulong seq = LastSequence + 1;
+        if (frameLength <= LargeFrame)
+        {
+            if (_scratch.Length < frameLength)
+                _scratch = new byte[Math.Max((int)BitOperations.RoundUpToPowerOf2((uint)frameLength), _scratch.Length * 2)];
+            RecordFrame.Encode(in record, seq, _scratch);
+            _sink.Append(_scratch.AsSpan(0, frameLength));
+        }
+        else
+        {
+            // Do not keep a huge scratch buffer alive for a rare large record.
+            var rented = ArrayPool<byte>.Shared.Rent(frameLength);
+            try
+            {
+                RecordFrame.Encode(in record, seq, rented);
+                _sink.Append(rented.AsSpan(0, frameLength));
+            }
+            finally { ArrayPool<byte>.Shared.Return(rented); }
+        }
+        LastSequence = seq;
+        BytesWritten += frameLength;
+        return seq;
+    }
+
+    public ulong Append(in SyscallResult record) => Append<SyscallResult>(in record);
+    public ulong Append(in Rdtsc record) => Append<Rdtsc>(in record);
+    public ulong Append(in Rdrand record) => Append<Rdrand>(in record);
+    public ulong Append(in Signal record) => Append<Signal>(in record);
+    public ulong Append(in Preempt record) => Append<Preempt>(in record);
+    public ulong Append(in Checkpoint record) => Append<Checkpoint>(in record);
+    public ulong Append(in Output record) => Append<Output>(in record);
+    public ulong Append(in Exit record) => Append<Exit>(in record);
+    public ulong Append(in Opaque record) => Append<Opaque>(in record);
+
+    public void Flush()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        _sink.Flush();
+    }
+
+    public ValueTask FlushAsync(CancellationToken cancellationToken = default)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        return _sink.FlushAsync(cancellationToken);
+    }
+
+    /// <summary>Flushes, then disposes the sink unless it was passed with leaveOpen.</summary>
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        try { _sink.Flush(); }
+        finally { if (!_leaveOpen) _sink.Dispose(); }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        try { await _sink.FlushAsync().ConfigureAwait(false); }
+        finally
+        {
+            if (_leaveOpen) { }
+            else if (_sink is IAsyncDisposable ad) await ad.DisposeAsync().ConfigureAwait(false);
+            else _sink.Dispose();
+        }
+    }
+}

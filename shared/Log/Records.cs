@@ -1,0 +1,356 @@
+namespace ReVirt.Log;
+
+/// <summary>Record kinds (the <c>kind</c> byte of a frame). Values are part of the on-disk format.</summary>
+public enum RecordKind : byte
+{
+    SyscallResult = 1,
+    Rdtsc = 2,
+    Rdrand = 3,
+    Signal = 4,
+    Preempt = 5,
+    Checkpoint = 6,
+    Output = 7,
+    Exit = 8,
+    /// <summary>Free-form extension record; its payload is opaque to the log layer.</summary>
+    Opaque = 0x7F,
+}
+
+/// <summary>
+/// A typed record payload. <see cref="Encode"/> writes exactly <see cref="EncodedLength"/> bytes;
+/// <see cref="Decode"/> accepts exactly what <see cref="Encode"/> produced (trailing bytes are an error).
+/// Implemented by value types so that <see cref="LogWriter.Append{T}(in T)"/> needs no boxing.
+/// </summary>
+public interface IRecordPayload<TSelf> where TSelf : struct, IRecordPayload<TSelf>
+{
+    static abstract RecordKind Kind { get; }
+
+    int EncodedLength { get; }
+
+    void Encode(Span<byte> destination);
+
+    static abstract TSelf Decode(ReadOnlySpan<byte> payload);
+}
+
+/// <summary>
+/// Outcome of a system call executed by the primary on the host.
+/// Layout: <c>u64 InstrCount | i32 Tid | i32 Nr | i64 Result | bytes Data | u32 n | n × (u64 Addr | bytes)</c>
+/// (<c>bytes</c> = u32 length + content).
+/// </summary>
+public struct SyscallResult : IRecordPayload<SyscallResult>
+{
+    private byte[]? _data;
+
+    /// <summary>Guest instruction count at the syscall instruction.</summary>
+    public ulong InstrCount { get; set; }
+    public int Tid { get; set; }
+    /// <summary>x86-64 Linux syscall number.</summary>
+    public int Nr { get; set; }
+    /// <summary>Value returned in RAX (negative errno on failure).</summary>
+    public long Result { get; set; }
+    /// <summary>Opaque bytes the host produced (read buffer, stat struct...). Never null (empty when unset).</summary>
+    public byte[] Data { readonly get => _data ?? []; set => _data = value; }
+    /// <summary>Guest-memory writes the syscall performed, in order; null when none (a decoded record with no writes has null).</summary>
+    public List<(ulong Addr, byte[] Bytes)>? MemWrites { get; set; }
+
+    public static RecordKind Kind => RecordKind.SyscallResult;
+
+    /// <summary>Data bytes plus the bytes of every memory write.</summary>
+    public readonly long TotalBytes
+    {
+        get
+        {
+            long n = Data.Length;
+            if (MemWrites is { } w) foreach (var (_, b) in w) n += b?.Length ?? 0;
+            return n;
+        }
+    }
+
+    public readonly int EncodedLength
+    {
+        get
+        {
+            int n = checked(8 + 4 + 4 + 8 + PayloadWriter.BytesSize(Data.Length) + 4);
+            if (MemWrites is { } w)
+                foreach (var (_, b) in w) n = checked(n + 8 + PayloadWriter.BytesSize(b?.Length ?? 0));
+            return n;
+        }
+    }
+
+    public readonly void Encode(Span<byte> destination)
+    {
+        var w = new PayloadWriter(destination);
+        w.U64(InstrCount);
+        w.I32(Tid);
+        w.I32(Nr);
+        w.I64(Result);
+        w.Bytes(Data);
+        var writes = MemWrites;
+        w.U32((uint)(writes?.Count ?? 0));
+        if (writes is not null)
+            foreach (var (addr, bytes) in writes) { w.U64(addr); w.Bytes(bytes); }
+        w.AssertEnd();
+    }
+
+    public static SyscallResult Decode(ReadOnlySpan<byte> payload)
+    {
+        var r = new PayloadReader(payload, "SyscallResult payload");
+        var v = new SyscallResult { InstrCount = r.U64(), Tid = r.I32(), Nr = r.I32(), Result = r.I64(), Data = r.Bytes() };
+        int n = r.Count(12);
+        if (n > 0)
+        {
+            var list = new List<(ulong, byte[])>(n);
+            for (int i = 0; i < n; i++) list.Add((r.U64(), r.Bytes()));
+            v.MemWrites = list;
+        }
+        r.End();
+        return v;
+    }
+}
+
+/// <summary>Value returned by an RDTSC/RDTSCP. Layout: <c>u64 InstrCount | u64 Value</c>.</summary>
+public struct Rdtsc : IRecordPayload<Rdtsc>
+{
+    public ulong InstrCount { get; set; }
+    public ulong Value { get; set; }
+
+    public static RecordKind Kind => RecordKind.Rdtsc;
+    public readonly int EncodedLength => 16;
+
+    public readonly void Encode(Span<byte> destination)
+    {
+        var w = new PayloadWriter(destination);
+        w.U64(InstrCount);
+        w.U64(Value);
+        w.AssertEnd();
+    }
+
+    public static Rdtsc Decode(ReadOnlySpan<byte> payload)
+    {
+        var r = new PayloadReader(payload, "Rdtsc payload");
+        var v = new Rdtsc { InstrCount = r.U64(), Value = r.U64() };
+        r.End();
+        return v;
+    }
+}
+
+/// <summary>Value returned by an RDRAND/RDSEED. Layout: <c>u64 InstrCount | u64 Value</c>.</summary>
+public struct Rdrand : IRecordPayload<Rdrand>
+{
+    public ulong InstrCount { get; set; }
+    public ulong Value { get; set; }
+
+    public static RecordKind Kind => RecordKind.Rdrand;
+    public readonly int EncodedLength => 16;
+
+    public readonly void Encode(Span<byte> destination)
+    {
+        var w = new PayloadWriter(destination);
+        w.U64(InstrCount);
+        w.U64(Value);
+        w.AssertEnd();
+    }
+
+    public static Rdrand Decode(ReadOnlySpan<byte> payload)
+    {
+        var r = new PayloadReader(payload, "Rdrand payload");
+        var v = new Rdrand { InstrCount = r.U64(), Value = r.U64() };
+        r.End();
+        return v;
+    }
+}
+
+/// <summary>
+/// Asynchronous signal delivered at a precise point (instruction count, branch count, RIP, RCX).
+/// Layout: <c>u64 InstrCount | u64 BranchCount | u64 Rip | u64 Rcx | i32 Tid | i32 Signo | bytes SigInfo</c>.
+/// </summary>
+public struct Signal : IRecordPayload<Signal>
+{
+    private byte[]? _sigInfo;
+
+    public ulong InstrCount { get; set; }
+    public ulong BranchCount { get; set; }
+    public ulong Rip { get; set; }
+    public ulong Rcx { get; set; }
+    public int Tid { get; set; }
+    public int Signo { get; set; }
+    /// <summary>Raw siginfo_t as delivered; never null.</summary>
+    public byte[] SigInfo { readonly get => _sigInfo ?? []; set => _sigInfo = value; }
+
+    public static RecordKind Kind => RecordKind.Signal;
+    public readonly int EncodedLength => checked(8 * 4 + 4 + 4 + PayloadWriter.BytesSize(SigInfo.Length));
+
+    public readonly void Encode(Span<byte> destination)
+    {
+        var w = new PayloadWriter(destination);
+        w.U64(InstrCount);
+        w.U64(BranchCount);
+        w.U64(Rip);
+        w.U64(Rcx);
+        w.I32(Tid);
+        w.I32(Signo);
+        w.Bytes(SigInfo);
+        w.AssertEnd();
+    }
+
+    public static Signal Decode(ReadOnlySpan<byte> payload)
+    {
+        var r = new PayloadReader(payload, "Signal payload");
+        var v = new Signal
+        {
+            InstrCount = r.U64(), BranchCount = r.U64(), Rip = r.U64(), Rcx = r.U64(),
+            Tid = r.I32(), Signo = r.I32(), SigInfo = r.Bytes(),
+        };
+        r.End();
+        return v;
+    }
+}
+
+/// <summary>
+/// Thread switch decided by the primary's scheduler at a precise point.
+/// Layout: <c>u64 InstrCount | u64 BranchCount | u64 Rip | i32 FromTid | i32 ToTid</c>.
+/// </summary>
+public struct Preempt : IRecordPayload<Preempt>
+{
+    public ulong InstrCount { get; set; }
+    public ulong BranchCount { get; set; }
+    public ulong Rip { get; set; }
+    public int FromTid { get; set; }
+    public int ToTid { get; set; }
+
+    public static RecordKind Kind => RecordKind.Preempt;
+    public readonly int EncodedLength => 8 * 3 + 4 + 4;
+
+    public readonly void Encode(Span<byte> destination)
+    {
+        var w = new PayloadWriter(destination);
+        w.U64(InstrCount);
+        w.U64(BranchCount);
+        w.U64(Rip);
+        w.I32(FromTid);
+        w.I32(ToTid);
+        w.AssertEnd();
+    }
+
+    public static Preempt Decode(ReadOnlySpan<byte> payload)
+    {
+        var r = new PayloadReader(payload, "Preempt payload");
+        var v = new Preempt { InstrCount = r.U64(), BranchCount = r.U64(), Rip = r.U64(), FromTid = r.I32(), ToTid = r.I32() };
+        r.End();
+        return v;
+    }
+}
+
+/// <summary>
+/// Digest of the machine state at a point, for the backup to compare against.
+/// Layout: <c>u64 InstrCount | u64 Rip | bytes StateDigest</c> (digest is typically 16 or 32 bytes).
+/// </summary>
+public struct Checkpoint : IRecordPayload<Checkpoint>
+{
+    private byte[]? _digest;
+
+    public ulong InstrCount { get; set; }
+    public ulong Rip { get; set; }
+    public byte[] StateDigest { readonly get => _digest ?? []; set => _digest = value; }
+
+    public static RecordKind Kind => RecordKind.Checkpoint;
+    public readonly int EncodedLength => checked(16 + PayloadWriter.BytesSize(StateDigest.Length));
+
+    public readonly void Encode(Span<byte> destination)
+    {
+        var w = new PayloadWriter(destination);
+        w.U64(InstrCount);
+        w.U64(Rip);
+        w.Bytes(StateDigest);
+        w.AssertEnd();
+    }
+
+    public static Checkpoint Decode(ReadOnlySpan<byte> payload)
+    {
+        var r = new PayloadReader(payload, "Checkpoint payload");
+        var v = new Checkpoint { InstrCount = r.U64(), Rip = r.U64(), StateDigest = r.Bytes() };
+        r.End();
+        return v;
+    }
+}
+
+/// <summary>
+/// Output produced by the guest (e.g. a write to fd 1). <see cref="TotalBytes"/> is the running total
+/// on that fd including these bytes, <see cref="Digest"/> a running digest chosen by the producer.
+/// Layout: <c>u64 InstrCount | i32 Fd | u64 TotalBytes | bytes Digest | bytes Bytes</c>.
+/// </summary>
+public struct Output : IRecordPayload<Output>
+{
+    private byte[]? _digest;
+    private byte[]? _bytes;
+
+    public ulong InstrCount { get; set; }
+    public int Fd { get; set; }
+    public ulong TotalBytes { get; set; }
+    public byte[] Digest { readonly get => _digest ?? []; set => _digest = value; }
+    /// <summary>The bytes written (may be empty if the producer records digests only).</summary>
+    public byte[] Bytes { readonly get => _bytes ?? []; set => _bytes = value; }
+
+    public static RecordKind Kind => RecordKind.Output;
+    public readonly int EncodedLength =>
+        checked(8 + 4 + 8 + PayloadWriter.BytesSize(Digest.Length) + PayloadWriter.BytesSize(Bytes.Length));
+
+    public readonly void Encode(Span<byte> destination)
+    {
+        var w = new PayloadWriter(destination);
+        w.U64(InstrCount);
+        w.I32(Fd);
+        w.U64(TotalBytes);
+        w.Bytes(Digest);
+        w.Bytes(Bytes);
+        w.AssertEnd();
+    }
+
+    public static Output Decode(ReadOnlySpan<byte> payload)
+    {
+        var r = new PayloadReader(payload, "Output payload");
+        var v = new Output { InstrCount = r.U64(), Fd = r.I32(), TotalBytes = r.U64(), Digest = r.Bytes(), Bytes = r.Bytes() };
+        r.End();
+        return v;
+    }
+}
+
+/// <summary>The guest exited. Layout: <c>u64 InstrCount | i32 Status</c>.</summary>
+public struct Exit : IRecordPayload<Exit>
+{
+    public ulong InstrCount { get; set; }
+    public int Status { get; set; }
+
+    public static RecordKind Kind => RecordKind.Exit;
+    public readonly int EncodedLength => 12;
+
+    public readonly void Encode(Span<byte> destination)
+    {
+        var w = new PayloadWriter(destination);
+        w.U64(InstrCount);
+        w.I32(Status);
+        w.AssertEnd();
+    }
+
+    public static Exit Decode(ReadOnlySpan<byte> payload)
+    {
+        var r = new PayloadReader(payload, "Exit payload");
+        var v = new Exit { InstrCount = r.U64(), Status = r.I32() };
+        r.End();
+        return v;
+    }
+}
+
+/// <summary>Extension record: the payload is <see cref="Data"/> verbatim (no length prefix).</summary>
+public struct Opaque : IRecordPayload<Opaque>
+{
+    private byte[]? _data;
+
+    public byte[] Data { readonly get => _data ?? []; set => _data = value; }
+
+    public static RecordKind Kind => RecordKind.Opaque;
+    public readonly int EncodedLength => Data.Length;
+
+    public readonly void Encode(Span<byte> destination) => Data.CopyTo(destination);
+
+    public static Opaque Decode(ReadOnlySpan<byte> payload) => new() { Data = payload.ToArray() };
+}

@@ -1,0 +1,508 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+
+namespace ReVirt.Memory;
+
+/// <summary>Linux protection bits, as mmap/mprotect take them.</summary>
+[Flags]
+public enum Prot { None = 0, Read = 1, Write = 2, Exec = 4 }
+
+/// <summary>Raised by the memory when the guest touches an address it may not: becomes SIGSEGV for the guest.</summary>
+public sealed class GuestFaultException : Exception
+{
+    public ulong Address { get; }
+    public bool IsWrite { get; }
+    public bool Mapped { get; }
+    public GuestFaultException(ulong address, bool isWrite, bool mapped)
+        : base($"guest {(isWrite ? "write to" : "read of")} {(mapped ? "protected" : "unmapped")} address 0x{address:x}")
+    { Address = address; IsWrite = isWrite; Mapped = mapped; }
+}
+
+/// <summary>A store rewrote code of the block that is running; the store is complete and the block must end.</summary>
+public sealed class CodeInvalidatedException : Exception { }
+
+/// <summary>A mapping of the guest's address space (the analogue of a Linux VMA).</summary>
+public sealed class Vma
+{
+    public ulong Start, End; // [Start, End), page aligned
+    public Prot Prot;
+    public string Name = "";
+    public override string ToString() => $"{Start:x}-{End:x} {Prot} {Name}";
+}
+
+/// <summary>
+/// The guest's 64-bit address space: 4 KiB pages of native memory allocated on first touch, with permissions,
+/// and a software TLB (direct mapped, separate for reads and writes) so that the common access is one compare
+/// and one load. A guest address never reaches host memory outside the guest's own pages.
+/// Pages that hold decoded code are kept out of the write TLB so that a store to them is seen by the slow path,
+/// which tells the code cache to drop what it decoded there.
+/// </summary>
+public sealed unsafe class GuestMemory : IDisposable
+{
+    public const int PageShift = 12;
+    public const ulong PageSize = 1UL << PageShift;
+    public const ulong PageMask = PageSize - 1;
+    public const ulong AddressLimit = 0x0000_8000_0000_0000UL; // user half of the canonical space
+    const int TlbBits = 10;
+    const int TlbSize = 1 << TlbBits;
+
+    public sealed class Page
+    {
+        public byte* Data;
+        public Prot Prot;
+        public bool HasCode;
+    }
+
+    struct TlbEntry { public ulong Tag; public byte* Ptr; }
+
+    readonly TlbEntry* _rtlb;
+    readonly TlbEntry* _wtlb;
+    readonly Dictionary<ulong, Page> _pages = new();
+    readonly List<Vma> _vmas = new(); // sorted by Start, non-overlapping
+
+    /// <summary>Called with a page number when a store hits a page that holds decoded code; returns true when the
+    /// block that is running right now was among the code dropped (the store then ends that block).</summary>
+    public Func<ulong, bool>? CodeWritten;
+    bool _abortAfterStore;
+
+    public GuestMemory()
+    {
+        _rtlb = (TlbEntry*)NativeMemory.AllocZeroed((nuint)(TlbSize * sizeof(TlbEntry)));
+        _wtlb = (TlbEntry*)NativeMemory.AllocZeroed((nuint)(TlbSize * sizeof(TlbEntry)));
+        FlushTlb();
+    }
+
+    public IReadOnlyList<Vma> Vmas => _vmas;
+    public int PageCount => _pages.Count;
+
+    public void FlushTlb()
+    {
+        for (int i = 0; i < TlbSize; i++) { _rtlb[i].Tag = ulong.MaxValue; _wtlb[i].Tag = ulong.MaxValue; }
+    }
+
+    void FlushTlbPage(ulong pn)
+    {
+        int ix = (int)(pn & (TlbSize - 1));
+        if (_rtlb[ix].Tag == pn) _rtlb[ix].Tag = ulong.MaxValue;
+        if (_wtlb[ix].Tag == pn) _wtlb[ix].Tag = ulong.MaxValue;
+    }
+
+    // ---------------------------------------------------------------- fast paths
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public byte Read8(ulong a)
+    {
+        ulong pn = a >> PageShift; TlbEntry* e = _rtlb + (pn & (TlbSize - 1));
+        if (e->Tag == pn) return e->Ptr[a & PageMask];
+        return *ReadPtrSlow(a, 1);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public ushort Read16(ulong a)
+    {
+        ulong pn = a >> PageShift; TlbEntry* e = _rtlb + (pn & (TlbSize - 1));
+        if (e->Tag == pn && (a & PageMask) <= PageSize - 2) return Unsafe.ReadUnaligned<ushort>(e->Ptr + (a & PageMask));
+        return (ushort)ReadSlow(a, 2);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public uint Read32(ulong a)
+    {
+        ulong pn = a >> PageShift; TlbEntry* e = _rtlb + (pn & (TlbSize - 1));
+        if (e->Tag == pn && (a & PageMask) <= PageSize - 4) return Unsafe.ReadUnaligned<uint>(e->Ptr + (a & PageMask));
+        return (uint)ReadSlow(a, 4);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public ulong Read64(ulong a)
+    {
+        ulong pn = a >> PageShift; TlbEntry* e = _rtlb + (pn & (TlbSize - 1));
+        if (e->Tag == pn && (a & PageMask) <= PageSize - 8) return Unsafe.ReadUnaligned<ulong>(e->Ptr + (a & PageMask));
+        return ReadSlow(a, 8);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public UInt128 Read128(ulong a)
+    {
+        ulong pn = a >> PageShift; TlbEntry* e = _rtlb + (pn & (TlbSize - 1));
+        if (e->Tag == pn && (a & PageMask) <= PageSize - 16) return Unsafe.ReadUnaligned<UInt128>(e->Ptr + (a & PageMask));
+        return new UInt128(ReadSlow(a + 8, 8), ReadSlow(a, 8));
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public ulong Read(ulong a, int size) => size switch
+    {
+        1 => Read8(a),
+        2 => Read16(a),
+        4 => Read32(a),
+        _ => Read64(a),
+    };
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Write8(ulong a, byte v)
+    {
+        ulong pn = a >> PageShift; TlbEntry* e = _wtlb + (pn & (TlbSize - 1));
+        if (e->Tag == pn) { e->Ptr[a & PageMask] = v; return; }
+        WriteSlow(a, v, 1);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Write16(ulong a, ushort v)
+    {
+        ulong pn = a >> PageShift; TlbEntry* e = _wtlb + (pn & (TlbSize - 1));
+        if (e->Tag == pn && (a & PageMask) <= PageSize - 2) { Unsafe.WriteUnaligned(e->Ptr + (a & PageMask), v); return; }
+        WriteSlow(a, v, 2);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Write32(ulong a, uint v)
+    {
+        ulong pn = a >> PageShift; TlbEntry* e = _wtlb + (pn & (TlbSize - 1));
+        if (e->Tag == pn && (a & PageMask) <= PageSize - 4) { Unsafe.WriteUnaligned(e->Ptr + (a & PageMask), v); return; }
+        WriteSlow(a, v, 4);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Write64(ulong a, ulong v)
+    {
+        ulong pn = a >> PageShift; TlbEntry* e = _wtlb + (pn & (TlbSize - 1));
+        if (e->Tag == pn && (a & PageMask) <= PageSize - 8) { Unsafe.WriteUnaligned(e->Ptr + (a & PageMask), v); return; }
+        WriteSlow(a, v, 8);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Write128(ulong a, UInt128 v)
+    {
+        ulong pn = a >> PageShift; TlbEntry* e = _wtlb + (pn & (TlbSize - 1));
+        if (e->Tag == pn && (a & PageMask) <= PageSize - 16) { Unsafe.WriteUnaligned(e->Ptr + (a & PageMask), v); return; }
+        // check both halves before writing either, so a fault leaves memory unchanged
+        ProbeWrite(a, 16);
+        WriteSlow(a, (ulong)v, 8);
+        WriteSlow(a + 8, (ulong)(v >> 64), 8);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Write(ulong a, ulong v, int size)
+    {
+        switch (size)
+        {
+            case 1: Write8(a, (byte)v); break;
+            case 2: Write16(a, (ushort)v); break;
+            case 4: Write32(a, (uint)v); break;
+            default: Write64(a, v); break;
+        }
+    }
+
+    // ---------------------------------------------------------------- slow paths
+
+    Page? Lookup(ulong pn)
+    {
+        if (_pages.TryGetValue(pn, out var p)) return p;
+        ulong addr = pn << PageShift;
+        var vma = FindVma(addr);
+        if (vma == null) return null;
+        p = new Page { Data = (byte*)NativeMemory.AlignedAlloc((nuint)PageSize, (nuint)PageSize), Prot = vma.Prot };
+        new Span<byte>(p.Data, (int)PageSize).Clear();
+        _pages[pn] = p;
+        return p;
+    }
+
+    /// <summary>Page for an access, or throws the guest fault. Fills the TLB.</summary>
+    Page Translate(ulong a, bool write)
+    {
+        if (a >= AddressLimit) throw new GuestFaultException(a, write, false);
+        ulong pn = a >> PageShift;
+        var p = Lookup(pn) ?? throw new GuestFaultException(a, write, false);
+        if (write)
+        {
+            if ((p.Prot & Prot.Write) == 0) throw new GuestFaultException(a, true, true);
+            if (p.HasCode)
+            {
+                p.HasCode = false;
+                if (CodeWritten?.Invoke(pn) == true) _abortAfterStore = true;
+            }
+            TlbEntry* e = _wtlb + (pn & (TlbSize - 1)); e->Tag = pn; e->Ptr = p.Data;
+        }
+        else
+        {
+            if (p.Prot == Prot.None) throw new GuestFaultException(a, false, true);
+            TlbEntry* e = _rtlb + (pn & (TlbSize - 1)); e->Tag = pn; e->Ptr = p.Data;
+        }
+        return p;
+    }
+
+    byte* ReadPtrSlow(ulong a, int size) => Translate(a, false).Data + (a & PageMask);
+
+    ulong ReadSlow(ulong a, int size)
+    {
+        if ((a & PageMask) + (ulong)size <= PageSize)
+        {
+            byte* p = Translate(a, false).Data + (a & PageMask);
+            return size switch { 1 => *p, 2 => Unsafe.ReadUnaligned<ushort>(p), 4 => Unsafe.ReadUnaligned<uint>(p), _ => Unsafe.ReadUnaligned<ulong>(p) };
+        }
+        ulong v = 0;
+        for (int i = 0; i < size; i++) v |= (ulong)(*(Translate(a + (ulong)i, false).Data + ((a + (ulong)i) & PageMask))) << (8 * i);
+        return v;
+    }
+
+    void ProbeWrite(ulong a, int size)
+    {
+        Translate(a, true);
+        if ((a & PageMask) + (ulong)size > PageSize) Translate(a + (ulong)size - 1, true);
+    }
+
+    void WriteSlow(ulong a, ulong v, int size)
+    {
+        if ((a & PageMask) + (ulong)size <= PageSize)
+        {
+            byte* p = Translate(a, true).Data + (a & PageMask);
+            switch (size) { case 1: *p = (byte)v; break; case 2: Unsafe.WriteUnaligned(p, (ushort)v); break; case 4: Unsafe.WriteUnaligned(p, (uint)v); break; default: Unsafe.WriteUnaligned(p, v); break; }
+        }
+        else
+        {
+            ProbeWrite(a, size);
+            for (int i = 0; i < size; i++) *(Translate(a + (ulong)i, true).Data + ((a + (ulong)i) & PageMask)) = (byte)(v >> (8 * i));
+        }
+        if (_abortAfterStore) { _abortAfterStore = false; throw new CodeInvalidatedException(); }
+    }
+
+    // ---------------------------------------------------------------- bulk access (syscalls, loader)
+
+    /// <summary>Copies guest memory to a host buffer; throws GuestFaultException when any byte is not readable.</summary>
+    public void ReadBytes(ulong a, Span<byte> dst)
+    {
+        int done = 0;
+        while (done < dst.Length)
+        {
+            ulong cur = a + (ulong)done;
+            int off = (int)(cur & PageMask);
+            int n = Math.Min(dst.Length - done, (int)PageSize - off);
+            var p = Translate(cur, false);
+            new ReadOnlySpan<byte>(p.Data + off, n).CopyTo(dst.Slice(done));
+            done += n;
+        }
+    }
+
+    public byte[] ReadBytes(ulong a, int count) { var b = new byte[count]; ReadBytes(a, b); return b; }
+
+    /// <summary>Copies a host buffer into guest memory, honouring write permission (as a guest store would).</summary>
+    public void WriteBytes(ulong a, ReadOnlySpan<byte> src) => WriteBytesCore(a, src, force: false);
+
+    /// <summary>Writes regardless of page protection (the loader filling read-only segments).</summary>
+    public void Poke(ulong a, ReadOnlySpan<byte> src) => WriteBytesCore(a, src, force: true);
+
+    void WriteBytesCore(ulong a, ReadOnlySpan<byte> src, bool force)
+    {
+        // probe first so that a fault leaves memory unchanged
+        if (!force)
+            for (ulong pg = a & ~PageMask; pg < a + (ulong)src.Length; pg += PageSize) Translate(Math.Max(pg, a), true);
+        int done = 0;
+        _abortAfterStore = false;
+        while (done < src.Length)
+        {
+            ulong cur = a + (ulong)done;
+            int off = (int)(cur & PageMask);
+            int n = Math.Min(src.Length - done, (int)PageSize - off);
+            Page p;
+            if (force)
+            {
+                p = Lookup(cur >> PageShift) ?? throw new GuestFaultException(cur, true, false);
+                if (p.HasCode) { p.HasCode = false; CodeWritten?.Invoke(cur >> PageShift); }
+            }
+            else p = Translate(cur, true);
+            src.Slice(done, n).CopyTo(new Span<byte>(p.Data + off, n));
+            done += n;
+        }
+        _abortAfterStore = false; // bulk writes come from syscalls, which end their block anyway
+    }
+
+    /// <summary>Reads a NUL-terminated string (at most max bytes).</summary>
+    public string ReadCString(ulong a, int max = 4096)
+    {
+        var bytes = new List<byte>();
+        for (int i = 0; i < max; i++)
+        {
+            byte b = Read8(a + (ulong)i);
+            if (b == 0) return System.Text.Encoding.UTF8.GetString(bytes.ToArray());
+            bytes.Add(b);
+        }
+        throw new ArgumentException("string too long");
+    }
+
+    public bool IsReadable(ulong a, ulong len)
+    {
+        try { for (ulong pg = a & ~PageMask; pg < a + len; pg += PageSize) Translate(Math.Max(pg, a), false); return true; }
+        catch (GuestFaultException) { return false; }
+    }
+
+    /// <summary>Reads up to dst.Length bytes of code for the decoder; stops at the first non-executable byte.</summary>
+    public int FetchCode(ulong a, Span<byte> dst)
+    {
+        int n = 0;
+        while (n < dst.Length)
+        {
+            ulong cur = a + (ulong)n;
+            if (cur >= AddressLimit) break;
+            var p = Lookup(cur >> PageShift);
+            if (p == null || (p.Prot & Prot.Exec) == 0) break;
+            if (!p.HasCode)
+            {
+                p.HasCode = true;
+                // stores to this page must now take the slow path
+                TlbEntry* e = _wtlb + ((cur >> PageShift) & (TlbSize - 1));
+                if (e->Tag == cur >> PageShift) e->Tag = ulong.MaxValue;
+            }
+            int off = (int)(cur & PageMask);
+            int k = Math.Min(dst.Length - n, (int)PageSize - off);
+            new ReadOnlySpan<byte>(p.Data + off, k).CopyTo(dst.Slice(n));
+            n += k;
+        }
+        return n;
+    }
+
+    // ---------------------------------------------------------------- mappings
+
+    public Vma? FindVma(ulong addr)
+    {
+        int lo = 0, hi = _vmas.Count - 1;
+        while (lo <= hi)
+        {
+            int mid = (lo + hi) >> 1;
+            var v = _vmas[mid];
+            if (addr < v.Start) hi = mid - 1;
+            else if (addr >= v.End) lo = mid + 1;
+            else return v;
+        }
+        return null;
+    }
+
+    public bool IsFree(ulong start, ulong end)
+    {
+        foreach (var v in _vmas) if (v.Start < end && start < v.End) return false;
+        return true;
+    }
+
+    /// <summary>Maps [start, start+len) with zeroed pages, replacing whatever was there (MAP_FIXED semantics).</summary>
+    public void Map(ulong start, ulong len, Prot prot, string name = "")
+    {
+        len = (len + PageMask) & ~PageMask;
+        Unmap(start, len);
+        var vma = new Vma { Start = start, End = start + len, Prot = prot, Name = name };
+        int i = 0;
+        while (i < _vmas.Count && _vmas[i].Start < start) i++;
+        _vmas.Insert(i, vma);
+    }
+
+    /// <summary>Removes mappings in [start, start+len), splitting partially covered ones.</summary>
+    public void Unmap(ulong start, ulong len)
+    {
+        len = (len + PageMask) & ~PageMask;
+        ulong end = start + len;
+        for (int i = 0; i < _vmas.Count; i++)
+        {
+            var v = _vmas[i];
+            if (v.End <= start || v.Start >= end) continue;
+            if (v.Start < start && v.End > end)
+            {
+                var tail = new Vma { Start = end, End = v.End, Prot = v.Prot, Name = v.Name };
+                v.End = start;
+                _vmas.Insert(i + 1, tail);
+                i++;
+            }
+            else if (v.Start < start) v.End = start;
+            else if (v.End > end) v.Start = end;
+            else { _vmas.RemoveAt(i); i--; }
+        }
+        FreePages(start, end);
+    }
+
+    void FreePages(ulong start, ulong end)
+    {
+        ulong count = (end - start) >> PageShift;
+        if (count > (ulong)_pages.Count)
+        {
+            foreach (var pn in _pages.Keys.Where(k => k >= start >> PageShift && k < end >> PageShift).ToList()) FreePage(pn);
+        }
+        else
+            for (ulong pn = start >> PageShift; pn < end >> PageShift; pn++) if (_pages.ContainsKey(pn)) FreePage(pn);
+    }
+
+    void FreePage(ulong pn)
+    {
+        var p = _pages[pn];
+        if (p.HasCode) CodeWritten?.Invoke(pn);
+        NativeMemory.AlignedFree(p.Data);
+        _pages.Remove(pn);
+        FlushTlbPage(pn);
+    }
+
+    /// <summary>mprotect: changes protection of whole mappings in the range (splitting VMAs as needed).</summary>
+    public bool Protect(ulong start, ulong len, Prot prot)
+    {
+        len = (len + PageMask) & ~PageMask;
+        ulong end = start + len;
+        // every page in the range must be mapped (ENOMEM otherwise)
+        for (ulong a = start; a < end;)
+        {
+            var v = FindVma(a);
+            if (v == null) return false;
+            a = v.End;
+        }
+        for (int i = 0; i < _vmas.Count; i++)
+        {
+            var v = _vmas[i];
+            if (v.End <= start || v.Start >= end || v.Prot == prot) continue;
+            if (v.Start < start)
+            {
+                var right = new Vma { Start = start, End = v.End, Prot = v.Prot, Name = v.Name };
+                v.End = start; _vmas.Insert(i + 1, right); continue;
+            }
+            if (v.End > end)
+            {
+                var right = new Vma { Start = end, End = v.End, Prot = v.Prot, Name = v.Name };
+                v.End = end; _vmas.Insert(i + 1, right);
+            }
+            v.Prot = prot;
+        }
+        for (ulong pn = start >> PageShift; pn < end >> PageShift; pn++)
+        {
+            if (_pages.TryGetValue(pn, out var p))
+            {
+                if (p.HasCode && (prot & Prot.Exec) == 0) { p.HasCode = false; CodeWritten?.Invoke(pn); }
+                p.Prot = prot;
+            }
+            FlushTlbPage(pn);
+        }
+        return true;
+    }
+
+    /// <summary>Finds a free range of len bytes below `below`, searching downwards (Linux's top-down mmap layout).</summary>
+    public ulong FindFree(ulong len, ulong below, ulong above)
+    {
+        len = (len + PageMask) & ~PageMask;
+        ulong candidate = (below - len) & ~PageMask;
+        for (int i = _vmas.Count - 1; i >= 0 && candidate >= above; i--)
+        {
+            var v = _vmas[i];
+            if (v.Start >= candidate + len) continue;
+            if (v.End <= candidate) break;
+            if (v.Start < len) return 0;
+            candidate = (v.Start - len) & ~PageMask;
+        }
+        return candidate >= above ? candidate : 0;
+    }
+
+    /// <summary>Pages in address order (for state digests).</summary>
+    public IEnumerable<(ulong PageNumber, Page Page)> PagesInOrder()
+    {
+        foreach (var pn in _pages.Keys.OrderBy(k => k)) yield return (pn, _pages[pn]);
+    }
+
+    public void Dispose()
+    {
+        foreach (var p in _pages.Values) NativeMemory.AlignedFree(p.Data);
+        _pages.Clear();
+        NativeMemory.Free(_rtlb);
+        NativeMemory.Free(_wtlb);
+    }
+}
