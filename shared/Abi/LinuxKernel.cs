@@ -58,8 +58,35 @@ public sealed partial class LinuxKernel : ICpuHost
     public string ProgramGuestPath = "";
     readonly HashSet<int> _warnedSyscalls = new();
 
-    /// <summary>Called with (fd, bytes) for everything the guest writes to its stdout or stderr.</summary>
-    public Action<int, ReadOnlyMemory<byte>>? OutputObserver;
+    /// <summary>The thread that is running.</summary>
+    public Cpu.Cpu Current = null!;
+
+    // ---------------------------------------------------------------- host events (timers, signals from outside)
+    readonly System.Collections.Concurrent.ConcurrentQueue<int> _hostEvents = new();
+    volatile bool _hostEventsPending;
+
+    public bool HostEventsPending => _hostEventsPending;
+
+    /// <summary>
+    /// Called from any host thread (an interval timer, a signal sent to this process): the signal is queued and
+    /// the running guest is asked to stop at its next block boundary, where the boundary decides (and records)
+    /// the exact instruction at which the guest receives it.
+    /// </summary>
+    public void PostHostSignal(int sig)
+    {
+        _hostEvents.Enqueue(sig);
+        _hostEventsPending = true;
+        var c = Current;
+        if (c != null) c.StopAt = 0;
+    }
+
+    public List<int> TakeHostEvents()
+    {
+        _hostEventsPending = false;
+        var l = new List<int>();
+        while (_hostEvents.TryDequeue(out var s)) l.Add(s);
+        return l;
+    }
 
     public LinuxKernel(MachineOptions options, IBoundary boundary)
     {
@@ -144,12 +171,18 @@ public sealed partial class LinuxKernel : ICpuHost
     public int Run()
     {
         var cpu = MainThread;
+        Current = cpu;
         while (!Exited)
         {
+            cpu.StopAt = Boundary.NextStop(this, cpu);
+            if (HostEventsPending) cpu.StopAt = Math.Min(cpu.StopAt, Boundary.NextStop(this, cpu));
             var r = cpu.Run();
             if (r == RunResult.Fault) HandleFault(cpu, cpu.PendingFault!);
+            else if (r == RunResult.ReachedStop) Boundary.AtStop(this, cpu);
             if (!Exited && Pending != 0) DeliverPending(cpu);
         }
+        StopTimers();
+        Boundary.OnExit(this, cpu, ExitStatus);
         return ExitStatus;
     }
 
