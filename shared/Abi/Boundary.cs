@@ -53,6 +53,9 @@ public interface IBoundary
     /// <summary>The guest produced output on its stdout or stderr (already written to the host unless replaying).</summary>
     void OnOutput(LinuxKernel kernel, Cpu.Cpu cpu, int fd, ReadOnlySpan<byte> bytes) { }
 
+    /// <summary>Connects the boundary to the kernel it serves (for instruction counts in records).</summary>
+    void Attach(LinuxKernel kernel) { }
+
     /// <summary>The guest process ended.</summary>
     void OnExit(LinuxKernel kernel, Cpu.Cpu cpu, int status) { }
 }

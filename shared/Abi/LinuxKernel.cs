@@ -58,6 +58,9 @@ public sealed partial class LinuxKernel : ICpuHost
     public string ProgramGuestPath = "";
     readonly HashSet<int> _warnedSyscalls = new();
 
+    /// <summary>All guest threads (the main thread first).</summary>
+    public readonly List<Cpu.Cpu> Threads = new();
+
     /// <summary>The thread that is running.</summary>
     public Cpu.Cpu Current = null!;
 
@@ -97,18 +100,40 @@ public sealed partial class LinuxKernel : ICpuHost
         Mem = new GuestMemory();
         Code = new CodeCache(Mem);
         MainThread = new Cpu.Cpu(Mem, Code, this);
+        Threads.Add(MainThread);
         for (int fd = 0; fd < 3; fd++) Fds[fd] = new GuestFile { HostFd = fd, IsStdio = true, GuestPath = $"/dev/fd/{fd}" };
     }
 
     // ---------------------------------------------------------------- start-up
 
-    /// <summary>Reads the program (through the boundary: file contents are host input), loads it and builds the stack.</summary>
+    /// <summary>
+    /// Finds the program as execve would after a shell's PATH search: a name without '/' is looked up in the
+    /// guest's PATH under the root. Returns the guest path and the host path of the file.
+    /// </summary>
+    public static (string GuestPath, string HostPath) ResolveProgram(MachineOptions o)
+    {
+        var fs = new GuestFs(o.Root);
+        var candidates = new List<string>();
+        if (o.Program.Contains('/')) candidates.Add(o.Program.StartsWith('/') ? o.Program : GuestFs.Join(o.Cwd, o.Program));
+        else
+        {
+            string? path = (o.Env ?? Environment.GetEnvironmentVariables().Cast<System.Collections.DictionaryEntry>()
+                    .Select(e => $"{e.Key}={e.Value}").ToArray())
+                .FirstOrDefault(e => e.StartsWith("PATH="))?.Substring(5);
+            foreach (var dir in (path ?? "/usr/local/bin:/usr/bin:/bin").Split(':', StringSplitOptions.RemoveEmptyEntries))
+                candidates.Add(GuestFs.Join(dir, o.Program));
+        }
+        foreach (var c in candidates)
+            if (fs.ToHost(c, true, out var host) == 0 && File.Exists(host)) return (c, host);
+        throw new ElfLoadException($"{o.Program}: no such file");
+    }
+
+    /// <summary>Loads the program and builds the initial stack. The program's bytes are the machine's start
+    /// state (a recording stores their hash and a replay checks it), not a nondeterministic input.</summary>
     public void Load()
     {
-        string guestPath = Options.Program.StartsWith('/') ? Options.Program : GuestFs.Join(Cwd, Options.Program);
+        var (guestPath, host) = ResolveProgram(Options);
         ProgramGuestPath = guestPath;
-        if (Fs.ToHost(guestPath, true, out var host) < 0) throw new ElfLoadException($"{Options.Program}: bad path");
-        if (!File.Exists(host)) throw new ElfLoadException($"{Options.Program}: no such file");
         ProgramImage = File.ReadAllBytes(host);
         Program = ElfLoader.Load(Mem, ProgramImage, guestPath);
         BrkStart = BrkCur = Program.BrkStart;
