@@ -132,8 +132,8 @@ NI static void test_double_ops(void)
             mixmd(ip);
         }
         /* isinf() may return the sign (glibc) or 1 (musl): normalise with !! */
-        mixu((uint64_t)(!!isnan(a) | !!isinf(a) << 1 | !!isfinite(a) << 2 | !!isnormal(a) << 3 |
-                        !!signbit(a) << 4 | (fpclassify(a) == FP_SUBNORMAL) << 5));
+        mixu((uint64_t)((!!isnan(a)) | (!!isinf(a)) << 1 | (!!isfinite(a)) << 2 | (!!isnormal(a)) << 3 |
+                        (!!signbit(a)) << 4 | (fpclassify(a) == FP_SUBNORMAL) << 5));
     }
     printf("double ops: lt=%d cmpbits=%d hash=%016llx\n", lt, cmpbits, (unsigned long long)section_end());
 
