@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using ReVirt.Abi;
 
 namespace ReVirt;
@@ -7,36 +8,48 @@ public sealed class Machine : IDisposable
 {
     public LinuxKernel Kernel { get; }
     public MachineOptions Options { get; }
+    public IBoundary Boundary { get; }
 
     public Machine(MachineOptions options, IBoundary? boundary = null)
     {
         Options = options;
-        Kernel = new LinuxKernel(options, boundary ?? new LiveBoundary());
+        Boundary = boundary ?? new LiveBoundary();
+        Kernel = new LinuxKernel(options, Boundary);
+        Boundary.Attach(Kernel);
     }
 
-    /// <summary>Loads the program and runs it to the end; returns the exit status (128+signal when killed).</summary>
+    /// <summary>Loads the program (see <see cref="LinuxKernel.Load"/>).</summary>
+    public void Load() => Kernel.Load();
+
+    /// <summary>Runs the loaded program to the end; returns the exit status (128+signal when killed).</summary>
     public int Run()
     {
-        Kernel.Load();
-        return Kernel.Run();
+        // SIGINT/SIGTERM/SIGHUP sent to this process go to the guest, at an instruction boundary the boundary chooses
+        var regs = new List<PosixSignalRegistration>();
+        if (!Boundary.Replaying)
+            foreach (var (ps, sig) in new[] { (PosixSignal.SIGINT, 2), (PosixSignal.SIGTERM, 15), (PosixSignal.SIGHUP, 1) })
+                regs.Add(PosixSignalRegistration.Create(ps, ctx => { ctx.Cancel = true; Kernel.PostHostSignal(sig); }));
+        try { return Kernel.Run(); }
+        finally { foreach (var r in regs) r.Dispose(); }
     }
 
     public ulong InstructionCount => Kernel.MainThread.InstructionCount;
 
     public void Dispose() => Kernel.Mem.Dispose();
 
-    /// <summary>Runs a program and maps start-up failures to the shell's conventions (127: not found, 126: cannot run).</summary>
+    /// <summary>Loads and runs a program, mapping start-up failures to the shell's conventions (127: not found, 126: cannot run).</summary>
     public static int RunProgram(MachineOptions options, IBoundary? boundary = null)
     {
         using var m = new Machine(options, boundary);
         try
         {
-            return m.Run();
+            m.Load();
         }
         catch (ElfLoadException e)
         {
             options.Diagnostics.WriteLine($"revirt: {e.Message}");
             return e.Message.EndsWith("no such file") ? 127 : 126;
         }
+        return m.Run();
     }
 }

@@ -39,6 +39,25 @@ public interface IBoundary
 
     /// <summary>True when replaying: host effects must not happen (no output, no files, no sockets).</summary>
     bool Replaying { get; }
+
+    /// <summary>Instruction count of the thread at which the machine must stop next for an event (checkpoint,
+    /// asynchronous signal, preemption); ulong.MaxValue when none is due. Checked once per block.</summary>
+    ulong NextStop(LinuxKernel kernel, Cpu.Cpu cpu) => kernel.HostEventsPending ? cpu.InstructionCount : ulong.MaxValue;
+
+    /// <summary>The thread reached <see cref="NextStop"/>: take the event(s) due here.</summary>
+    void AtStop(LinuxKernel kernel, Cpu.Cpu cpu)
+    {
+        foreach (var sig in kernel.TakeHostEvents()) kernel.RaiseAsync(cpu, sig);
+    }
+
+    /// <summary>The guest produced output on its stdout or stderr (already written to the host unless replaying).</summary>
+    void OnOutput(LinuxKernel kernel, Cpu.Cpu cpu, int fd, ReadOnlySpan<byte> bytes) { }
+
+    /// <summary>Connects the boundary to the kernel it serves (for instruction counts in records).</summary>
+    void Attach(LinuxKernel kernel) { }
+
+    /// <summary>The guest process ended.</summary>
+    void OnExit(LinuxKernel kernel, Cpu.Cpu cpu, int status) { }
 }
 
 /// <summary>A boundary that simply performs everything on the host (plain `primary run`).</summary>

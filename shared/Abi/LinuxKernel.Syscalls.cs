@@ -95,6 +95,12 @@ public sealed partial class LinuxKernel
                     if (a1 != 0) Mem.Write64(a1, (ulong)t);
                     return t;
                 }
+            case Nr.setitimer: return Setitimer(cpu, (int)a1, a2, a3);
+            case Nr.getitimer: return Getitimer(cpu, (int)a1, a2);
+            case Nr.alarm: return Alarm(cpu, (uint)a1);
+            case Nr.pause:
+                if (Pending == 0) Host(cpu, nr, () => { while (!HostEventsPending && !Exited) Thread.Sleep(1); return HostResult.Of(-Errno.EINTR); });
+                return -Errno.EINTR;
             case Nr.nanosleep:
                 return Sleep(cpu, nr, a1, a2, () => 0);
             case Nr.clock_nanosleep:
@@ -427,7 +433,7 @@ public sealed partial class LinuxKernel
                 return HostResult.Of(offset < 0 ? HostSys.Call(Nr.write, f.HostFd, (long)p, data.Length)
                                                 : HostSys.Call(Nr.pwrite64, f.HostFd, (long)p, data.Length, offset));
         }, reexecuteOnReplay: !output).Value;
-        if (output && r > 0) OutputObserver?.Invoke(f.HostFd, data.AsMemory(0, (int)r));
+        if (output && r > 0) Boundary.OnOutput(this, cpu, f.HostFd, data.AsSpan(0, (int)r));
         return r;
     }
 

@@ -58,8 +58,38 @@ public sealed partial class LinuxKernel : ICpuHost
     public string ProgramGuestPath = "";
     readonly HashSet<int> _warnedSyscalls = new();
 
-    /// <summary>Called with (fd, bytes) for everything the guest writes to its stdout or stderr.</summary>
-    public Action<int, ReadOnlyMemory<byte>>? OutputObserver;
+    /// <summary>All guest threads (the main thread first).</summary>
+    public readonly List<Cpu.Cpu> Threads = new();
+
+    /// <summary>The thread that is running.</summary>
+    public Cpu.Cpu Current = null!;
+
+    // ---------------------------------------------------------------- host events (timers, signals from outside)
+    readonly System.Collections.Concurrent.ConcurrentQueue<int> _hostEvents = new();
+    volatile bool _hostEventsPending;
+
+    public bool HostEventsPending => _hostEventsPending;
+
+    /// <summary>
+    /// Called from any host thread (an interval timer, a signal sent to this process): the signal is queued and
+    /// the running guest is asked to stop at its next block boundary, where the boundary decides (and records)
+    /// the exact instruction at which the guest receives it.
+    /// </summary>
+    public void PostHostSignal(int sig)
+    {
+        _hostEvents.Enqueue(sig);
+        _hostEventsPending = true;
+        var c = Current;
+        if (c != null) c.StopAt = 0;
+    }
+
+    public List<int> TakeHostEvents()
+    {
+        _hostEventsPending = false;
+        var l = new List<int>();
+        while (_hostEvents.TryDequeue(out var s)) l.Add(s);
+        return l;
+    }
 
     public LinuxKernel(MachineOptions options, IBoundary boundary)
     {
@@ -70,18 +100,40 @@ public sealed partial class LinuxKernel : ICpuHost
         Mem = new GuestMemory();
         Code = new CodeCache(Mem);
         MainThread = new Cpu.Cpu(Mem, Code, this);
+        Threads.Add(MainThread);
         for (int fd = 0; fd < 3; fd++) Fds[fd] = new GuestFile { HostFd = fd, IsStdio = true, GuestPath = $"/dev/fd/{fd}" };
     }
 
     // ---------------------------------------------------------------- start-up
 
-    /// <summary>Reads the program (through the boundary: file contents are host input), loads it and builds the stack.</summary>
+    /// <summary>
+    /// Finds the program as execve would after a shell's PATH search: a name without '/' is looked up in the
+    /// guest's PATH under the root. Returns the guest path and the host path of the file.
+    /// </summary>
+    public static (string GuestPath, string HostPath) ResolveProgram(MachineOptions o)
+    {
+        var fs = new GuestFs(o.Root);
+        var candidates = new List<string>();
+        if (o.Program.Contains('/')) candidates.Add(o.Program.StartsWith('/') ? o.Program : GuestFs.Join(o.Cwd, o.Program));
+        else
+        {
+            string? path = (o.Env ?? Environment.GetEnvironmentVariables().Cast<System.Collections.DictionaryEntry>()
+                    .Select(e => $"{e.Key}={e.Value}").ToArray())
+                .FirstOrDefault(e => e.StartsWith("PATH="))?.Substring(5);
+            foreach (var dir in (path ?? "/usr/local/bin:/usr/bin:/bin").Split(':', StringSplitOptions.RemoveEmptyEntries))
+                candidates.Add(GuestFs.Join(dir, o.Program));
+        }
+        foreach (var c in candidates)
+            if (fs.ToHost(c, true, out var host) == 0 && File.Exists(host)) return (c, host);
+        throw new ElfLoadException($"{o.Program}: no such file");
+    }
+
+    /// <summary>Loads the program and builds the initial stack. The program's bytes are the machine's start
+    /// state (a recording stores their hash and a replay checks it), not a nondeterministic input.</summary>
     public void Load()
     {
-        string guestPath = Options.Program.StartsWith('/') ? Options.Program : GuestFs.Join(Cwd, Options.Program);
+        var (guestPath, host) = ResolveProgram(Options);
         ProgramGuestPath = guestPath;
-        if (Fs.ToHost(guestPath, true, out var host) < 0) throw new ElfLoadException($"{Options.Program}: bad path");
-        if (!File.Exists(host)) throw new ElfLoadException($"{Options.Program}: no such file");
         ProgramImage = File.ReadAllBytes(host);
         Program = ElfLoader.Load(Mem, ProgramImage, guestPath);
         BrkStart = BrkCur = Program.BrkStart;
@@ -144,12 +196,18 @@ public sealed partial class LinuxKernel : ICpuHost
     public int Run()
     {
         var cpu = MainThread;
+        Current = cpu;
         while (!Exited)
         {
+            cpu.StopAt = Boundary.NextStop(this, cpu);
+            if (HostEventsPending) cpu.StopAt = Math.Min(cpu.StopAt, Boundary.NextStop(this, cpu));
             var r = cpu.Run();
             if (r == RunResult.Fault) HandleFault(cpu, cpu.PendingFault!);
+            else if (r == RunResult.ReachedStop) Boundary.AtStop(this, cpu);
             if (!Exited && Pending != 0) DeliverPending(cpu);
         }
+        StopTimers();
+        Boundary.OnExit(this, cpu, ExitStatus);
         return ExitStatus;
     }
 

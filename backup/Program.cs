@@ -1,0 +1,74 @@
+using System.CommandLine;
+using ReVirt;
+using ReVirt.Abi;
+using ReVirt.Log;
+using ReVirt.Replay;
+
+var root = new RootCommand("ReVirt backup: replays recorded executions (and, with replication, follows a primary).");
+
+var logFile = new Argument<FileInfo>("file") { Description = "An event log written by `primary record`." };
+var dump = new Command("log", "Print a human-readable dump of an event log: the header, then one line per record.") { logFile };
+dump.SetAction(parse =>
+{
+    var f = parse.GetValue(logFile)!;
+    if (!f.Exists) { Console.Error.WriteLine($"backup: {f.FullName}: no such file"); return 2; }
+    return LogDump.Write(f.FullName, Console.Out) ? 0 : 1;
+});
+root.Add(dump);
+
+var logOpt = new Option<FileInfo>("--log") { Description = "The event log to replay.", Required = true };
+var showOpt = new Option<bool>("--show-output") { Description = "Print the guest's stdout and stderr exactly as the recorded run produced them." };
+var rootOpt = new Option<string?>("--root") { Description = "Guest root directory (default: the one recorded in the log)." };
+var replay = new Command("replay", "Re-execute a recording without touching the outside world, verifying every checkpoint, output digest and the exit status. Exit status 0 when the replay matched; 1 and a message naming the first divergence otherwise; 2 when the log is refused.")
+{
+    logOpt, showOpt, rootOpt,
+};
+replay.SetAction(parse => Replay(parse.GetValue(logOpt)!, parse.GetValue(showOpt), parse.GetValue(rootOpt)));
+root.Add(replay);
+return root.Parse(args).Invoke();
+
+static int Replay(FileInfo log, bool show, string? rootOverride)
+{
+    if (!log.Exists) { Console.Error.WriteLine($"backup: {log.FullName}: no such file"); return 2; }
+    LogReader reader;
+    try { reader = LogReader.Open(log.FullName); }
+    catch (LogFormatException e) { Console.Error.WriteLine($"backup: {log.FullName}: refused: {e.Message}"); return 2; }
+    using (reader)
+    {
+        var opts = Recording.OptionsFrom(reader.Header, rootOverride);
+        string host;
+        try { host = LinuxKernel.ResolveProgram(opts).HostPath; }
+        catch (ElfLoadException e) { Console.Error.WriteLine($"backup: refused: the recorded program is missing: {e.Message}"); return 2; }
+        if (!reader.ProgramMatches(host))
+        {
+            Console.Error.WriteLine($"backup: refused: {host} is not the program that was recorded (its SHA-256 differs from the log's {Convert.ToHexString(reader.Header.ProgramHash).ToLowerInvariant()})");
+            return 2;
+        }
+        var boundary = new ReplayBoundary(reader, show);
+        using var m = new Machine(opts, boundary);
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        try
+        {
+            m.Load();
+            int status = m.Run();
+            Console.Out.Flush();
+            Console.Error.WriteLine($"backup: replay matched the recording: {m.InstructionCount} instructions, {boundary.RecordsConsumed} records, {boundary.CheckpointsVerified} checkpoints and {boundary.OutputsVerified} outputs verified, guest exit status {status} ({sw.Elapsed.TotalSeconds:F2} s)");
+            return 0;
+        }
+        catch (ReplayDivergenceException e)
+        {
+            Console.Error.WriteLine($"backup: {e.Message}");
+            return 1;
+        }
+        catch (ReplayEndOfLogException e)
+        {
+            Console.Error.WriteLine($"backup: {e.Message}");
+            return 0;
+        }
+        catch (LogFormatException e)
+        {
+            Console.Error.WriteLine($"backup: refused: corrupt log: {e.Message}; replay stopped at instruction {m.InstructionCount}");
+            return 2;
+        }
+    }
+}

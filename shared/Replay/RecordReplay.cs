@@ -1,0 +1,323 @@
+using System.IO.Hashing;
+using System.Text;
+using ReVirt.Abi;
+using ReVirt.Log;
+using CpuT = ReVirt.Cpu.Cpu;
+
+namespace ReVirt.Replay;
+
+/// <summary>Builds the log header of a recording from the machine's options.</summary>
+public static class Recording
+{
+    public const ulong DefaultCheckpointInterval = 20_000_000;
+
+    public static LogHeader Header(MachineOptions o, byte[] programImage, ulong checkpointInterval)
+    {
+        var env = o.Env ?? Environment.GetEnvironmentVariables().Cast<System.Collections.DictionaryEntry>()
+            .Select(e => $"{e.Key}={e.Value}").OrderBy(s => s, StringComparer.Ordinal).ToArray();
+        o.Env = env; // the recorded run and its replays see exactly this environment
+        return new LogHeader
+        {
+            ProgramHash = LogHeader.ComputeProgramHash(programImage),
+            CpuModel = Cpu.CpuModel.Description,
+            RootDirectory = Path.GetFullPath(o.Root),
+            Argv = new[] { o.Program }.Concat(o.Args).ToArray(),
+            Envp = env,
+            StartTime = DateTimeOffset.UtcNow,
+            StartState = Encoding.UTF8.GetBytes("cwd=" + o.Cwd),
+            CheckpointInterval = checkpointInterval,
+        };
+    }
+
+    public static MachineOptions OptionsFrom(LogHeader h, string? rootOverride)
+    {
+        string state = Encoding.UTF8.GetString(h.StartState);
+        string cwd = state.StartsWith("cwd=") ? state.Substring(4) : "/";
+        return new MachineOptions
+        {
+            Root = rootOverride ?? h.RootDirectory,
+            Program = h.Argv[0],
+            Args = h.Argv[1..],
+            Env = h.Envp,
+            Cwd = cwd,
+        };
+    }
+}
+
+/// <summary>Keeps a running digest and byte count of each output stream (stdout, stderr).</summary>
+public sealed class OutputDigests
+{
+    readonly XxHash64[] _h = { new(), new(), new() };
+    readonly ulong[] _n = new ulong[3];
+
+    public (ulong Total, byte[] Digest) Add(int fd, ReadOnlySpan<byte> bytes)
+    {
+        int i = Math.Clamp(fd, 0, 2);
+        _h[i].Append(bytes);
+        _n[i] += (ulong)bytes.Length;
+        return (_n[i], _h[i].GetCurrentHash());
+    }
+}
+
+/// <summary>
+/// The boundary of a recording run: performs every host operation and appends its answer to the event log,
+/// takes checkpoints every N instructions, and places asynchronous host events (timer signals, signals sent to
+/// the recorder) at the block boundary where the guest noticed them, logging that exact position.
+/// </summary>
+public sealed class RecordingBoundary : IBoundary
+{
+    readonly LogWriter _w;
+    readonly ulong _interval;
+    ulong _nextCheckpoint;
+    readonly OutputDigests _out = new();
+    LinuxKernel? _k;
+
+    public RecordingBoundary(LogWriter writer, ulong checkpointInterval)
+    {
+        _w = writer;
+        _interval = checkpointInterval == 0 ? ulong.MaxValue : checkpointInterval;
+        _nextCheckpoint = _interval;
+    }
+
+    public bool Replaying => false;
+    public long Records => (long)_w.LastSequence;
+    public long LogBytes => _w.BytesWritten;
+
+    public void Attach(LinuxKernel k) => _k = k;
+    ulong Icount => _k?.Current?.InstructionCount ?? 0;
+
+    public HostResult Syscall(int tid, int nr, Func<HostResult> perform, bool reexecuteOnReplay = false)
+    {
+        var r = perform();
+        _w.Append(new SyscallResult
+        {
+            InstrCount = Icount, Tid = tid, Nr = nr, Result = r.Value,
+            MemWrites = r.Writes.Count > 0 ? r.Writes : null,
+        });
+        return r;
+    }
+
+    public ulong Value(int tid, InputKind kind, Func<ulong> perform)
+    {
+        ulong v = perform();
+        if (kind == InputKind.Rdrand) _w.Append(new Rdrand { InstrCount = Icount, Value = v });
+        else _w.Append(new Rdtsc { InstrCount = Icount, Value = v });
+        return v;
+    }
+
+    public byte[] Bytes(int tid, InputKind kind, int count, Func<byte[]> perform)
+    {
+        var b = perform();
+        _w.Append(new SyscallResult { InstrCount = Icount, Tid = tid, Nr = -1000 - (int)kind, Result = b.Length, Data = b });
+        return b;
+    }
+
+    public ulong NextStop(LinuxKernel kernel, CpuT cpu)
+        => kernel.HostEventsPending ? cpu.InstructionCount : _nextCheckpoint;
+
+    public void AtStop(LinuxKernel kernel, CpuT cpu)
+    {
+        if (cpu.InstructionCount >= _nextCheckpoint)
+        {
+            _w.Append(new Checkpoint { InstrCount = cpu.InstructionCount, Rip = cpu.Rip, StateDigest = StateDigest.Compute(kernel) });
+            _nextCheckpoint = cpu.InstructionCount + _interval;
+        }
+        foreach (var sig in kernel.TakeHostEvents())
+        {
+            _w.Append(new Signal
+            {
+                InstrCount = cpu.InstructionCount, BranchCount = cpu.BranchCount, Rip = cpu.Rip, Rcx = cpu.R[1],
+                Tid = cpu.Tid, Signo = sig,
+            });
+            kernel.RaiseAsync(cpu, sig);
+        }
+    }
+
+    public void OnOutput(LinuxKernel kernel, CpuT cpu, int fd, ReadOnlySpan<byte> bytes)
+    {
+        var (total, digest) = _out.Add(fd, bytes);
+        _w.Append(new Output { InstrCount = cpu.InstructionCount, Fd = fd, TotalBytes = total, Digest = digest, Bytes = bytes.ToArray() });
+    }
+
+    public void OnExit(LinuxKernel kernel, CpuT cpu, int status)
+    {
+        _w.Append(new Checkpoint { InstrCount = cpu.InstructionCount, Rip = cpu.Rip, StateDigest = StateDigest.Compute(kernel) });
+        _w.Append(new Exit { InstrCount = cpu.InstructionCount, Status = status });
+        _w.Flush();
+    }
+}
+
+/// <summary>The replay ran past a point where it no longer matches its recording.</summary>
+public sealed class ReplayDivergenceException : Exception
+{
+    public ReplayDivergenceException(string message) : base(message) { }
+}
+
+/// <summary>The log ended (a recording that crashed) before the guest did.</summary>
+public sealed class ReplayEndOfLogException : Exception
+{
+    public ReplayEndOfLogException(string message) : base(message) { }
+}
+
+/// <summary>
+/// The boundary of a replay: never touches the host. Every answer comes from the log, asynchronous events are
+/// injected at the exact instruction count they were recorded at, and checkpoints, output digests and the exit
+/// status are verified; the first mismatch stops the replay with a description of the divergence.
+/// </summary>
+public sealed class ReplayBoundary : IBoundary
+{
+    readonly LogReader _r;
+    readonly OutputDigests _out = new();
+    readonly Stream? _stdout, _stderr;
+    LogRecord _peek;
+    bool _havePeek, _eof;
+    LinuxKernel? _k;
+
+    public int CheckpointsVerified { get; private set; }
+    public int OutputsVerified { get; private set; }
+    public ulong RecordsConsumed { get; private set; }
+    public int? RecordedExitStatus { get; private set; }
+
+    public ReplayBoundary(LogReader reader, bool showOutput)
+    {
+        _r = reader;
+        if (showOutput) { _stdout = Console.OpenStandardOutput(); _stderr = Console.OpenStandardError(); }
+    }
+
+    public bool Replaying => true;
+    public void Attach(LinuxKernel k) => _k = k;
+    ulong Icount => _k?.Current?.InstructionCount ?? 0;
+    ulong Rip => _k?.Current?.Rip ?? 0;
+
+    bool Peek(out LogRecord rec)
+    {
+        if (!_havePeek && !_eof)
+        {
+            if (_r.TryRead(out _peek)) _havePeek = true;
+            else _eof = true;
+        }
+        rec = _peek;
+        return _havePeek;
+    }
+
+    LogRecord Take(string expecting)
+    {
+        if (!Peek(out var rec))
+        {
+            string where = _r.Truncated ? _r.TruncationMessage! : $"the log ends after record #{_r.LastSequence}";
+            throw new ReplayEndOfLogException($"{where}; the replay verified everything up to instruction {Icount} and stopped where the recording stopped (needed {expecting})");
+        }
+        _havePeek = false;
+        RecordsConsumed++;
+        return rec;
+    }
+
+    Exception Diverged(string what) => new ReplayDivergenceException($"replay diverged at instruction {Icount} (rip 0x{Rip:x}): {what}");
+
+    T Expect<T>(string what) where T : struct, IRecordPayload<T>
+    {
+        var rec = Take(what);
+        if (rec.Kind != T.Kind) throw Diverged($"the guest asked for {what} but record #{rec.Sequence} is {Describe(rec)}");
+        return rec.Decode<T>();
+    }
+
+    static string Describe(LogRecord rec)
+    {
+        try { return LogDump.FormatRecord(rec); } catch { return rec.Kind.ToString(); }
+    }
+
+    public HostResult Syscall(int tid, int nr, Func<HostResult> perform, bool reexecuteOnReplay = false)
+    {
+        var s = Expect<SyscallResult>($"the result of syscall {nr}");
+        if (s.Nr != nr) throw Diverged($"the guest made syscall {nr} where the recording made syscall {s.Nr} (at instruction {s.InstrCount})");
+        if (s.InstrCount != Icount) throw Diverged($"syscall {nr} came at instruction {Icount}, recorded at {s.InstrCount}");
+        var r = HostResult.Of(s.Result);
+        if (s.MemWrites != null) r.Writes.AddRange(s.MemWrites);
+        return r;
+    }
+
+    public ulong Value(int tid, InputKind kind, Func<ulong> perform)
+    {
+        if (kind == InputKind.Rdrand) return Expect<Rdrand>("an RDRAND value").Value;
+        return Expect<Rdtsc>("an RDTSC value").Value;
+    }
+
+    public byte[] Bytes(int tid, InputKind kind, int count, Func<byte[]> perform)
+    {
+        var s = Expect<SyscallResult>($"{kind} bytes");
+        if (s.Nr != -1000 - (int)kind || s.Data.Length != count) throw Diverged($"expected {count} bytes of {kind}, found {Describe(_peek)}");
+        return s.Data;
+    }
+
+    public ulong NextStop(LinuxKernel kernel, CpuT cpu)
+    {
+        if (!Peek(out var rec)) return ulong.MaxValue;
+        return rec.Kind switch
+        {
+            RecordKind.Checkpoint => rec.Decode<Checkpoint>().InstrCount,
+            RecordKind.Signal => rec.Decode<Signal>().InstrCount,
+            RecordKind.Preempt => rec.Decode<Preempt>().InstrCount,
+            _ => ulong.MaxValue,
+        };
+    }
+
+    public void AtStop(LinuxKernel kernel, CpuT cpu)
+    {
+        while (Peek(out var rec))
+        {
+            switch (rec.Kind)
+            {
+                case RecordKind.Checkpoint:
+                    {
+                        var c = rec.Decode<Checkpoint>();
+                        if (c.InstrCount != cpu.InstructionCount) return;
+                        Take("a checkpoint");
+                        VerifyCheckpoint(kernel, cpu, c);
+                        continue;
+                    }
+                case RecordKind.Signal:
+                    {
+                        var s = rec.Decode<Signal>();
+                        if (s.InstrCount != cpu.InstructionCount) return;
+                        Take("a signal");
+                        if (s.Rip != cpu.Rip || s.BranchCount != cpu.BranchCount)
+                            throw Diverged($"signal {s.Signo} was recorded at rip 0x{s.Rip:x} after {s.BranchCount} branches; replay is at rip 0x{cpu.Rip:x} after {cpu.BranchCount}");
+                        kernel.RaiseAsync(cpu, s.Signo);
+                        continue;
+                    }
+                default:
+                    return;
+            }
+        }
+    }
+
+    void VerifyCheckpoint(LinuxKernel kernel, CpuT cpu, Checkpoint c)
+    {
+        if (c.Rip != cpu.Rip) throw Diverged($"checkpoint at instruction {c.InstrCount}: recorded rip 0x{c.Rip:x}, replay rip 0x{cpu.Rip:x}");
+        var d = StateDigest.Compute(kernel);
+        if (!d.AsSpan().SequenceEqual(c.StateDigest))
+            throw Diverged($"checkpoint at instruction {c.InstrCount}: machine state digest {Convert.ToHexString(d)} differs from the recorded {Convert.ToHexString(c.StateDigest)}");
+        CheckpointsVerified++;
+    }
+
+    public void OnOutput(LinuxKernel kernel, CpuT cpu, int fd, ReadOnlySpan<byte> bytes)
+    {
+        var o = Expect<Output>("an output record");
+        var (total, digest) = _out.Add(fd, bytes);
+        if (o.Fd != fd || o.TotalBytes != total || !digest.AsSpan().SequenceEqual(o.Digest))
+            throw Diverged($"output on fd {fd} ({bytes.Length} bytes, {total} in all) differs from the recorded output on fd {o.Fd} ({o.TotalBytes} bytes in all)");
+        OutputsVerified++;
+        var s = fd == 2 ? _stderr : _stdout;
+        if (s != null) { s.Write(bytes); s.Flush(); }
+    }
+
+    public void OnExit(LinuxKernel kernel, CpuT cpu, int status)
+    {
+        var c = Expect<Checkpoint>("the final checkpoint");
+        VerifyCheckpoint(kernel, cpu, c);
+        var e = Expect<Exit>("the exit record");
+        RecordedExitStatus = e.Status;
+        if (e.Status != status) throw Diverged($"the guest exited with status {status}; the recording exited with {e.Status}");
+        if (e.InstrCount != cpu.InstructionCount) throw Diverged($"the guest exited after {cpu.InstructionCount} instructions; the recording after {e.InstrCount}");
+    }
+}

@@ -1,0 +1,88 @@
+using System.Diagnostics;
+using System.Text;
+
+namespace ReVirt.Tests.Programs;
+
+/// <summary>The result of running a program (natively or in the VM).</summary>
+public sealed record RunOutcome(int ExitCode, byte[] Stdout, string Stderr)
+{
+    public string StdoutText => Encoding.UTF8.GetString(Stdout);
+}
+
+/// <summary>
+/// Locates the repository, builds the guest programs under guests/ (once per test run) and runs programs
+/// natively or under the `primary` command, as a subprocess with redirected stdio.
+/// </summary>
+public static class GuestEnv
+{
+    static readonly Lazy<string> _repo = new(() =>
+    {
+        var d = new DirectoryInfo(AppContext.BaseDirectory);
+        while (d != null && !File.Exists(Path.Combine(d.FullName, "ReVirt.sln"))) d = d.Parent;
+        return d?.FullName ?? throw new InvalidOperationException("ReVirt.sln not found above the test directory");
+    });
+
+    public static string RepoRoot => _repo.Value;
+
+    static readonly Lazy<string> _guests = new(() =>
+    {
+        string outDir = Path.Combine(RepoRoot, "guests", "out");
+        var r = Exec("bash", new[] { Path.Combine(RepoRoot, "guests", "build.sh"), outDir }, null, TimeSpan.FromMinutes(5));
+        if (r.ExitCode != 0) throw new InvalidOperationException("guests/build.sh failed: " + r.Stderr);
+        return outDir;
+    });
+
+    /// <summary>Path of a built guest program, e.g. Guest("intarith", "musl").</summary>
+    public static string Guest(string name, string libc) => Path.Combine(_guests.Value, $"{name}.{libc}");
+
+    public static string PrimaryDll => Path.Combine(AppContext.BaseDirectory, "primary.dll");
+    public static string BackupDll => Path.Combine(AppContext.BaseDirectory, "backup.dll");
+
+    public static RunOutcome Native(string program, string[] args, byte[]? stdin = null, string? cwd = null)
+        => Exec(program, args, stdin, TimeSpan.FromMinutes(2), cwd);
+
+    /// <summary>Runs `primary run [extra] -- program args` and returns what it did.</summary>
+    public static RunOutcome Vm(string program, string[] args, byte[]? stdin = null, string? cwd = null, string[]? extra = null)
+    {
+        var a = new List<string> { PrimaryDll, "run" };
+        if (extra != null) a.AddRange(extra);
+        a.Add("--");
+        a.Add(program);
+        a.AddRange(args);
+        return Exec("dotnet", a.ToArray(), stdin, TimeSpan.FromMinutes(5), cwd);
+    }
+
+    public static RunOutcome Dotnet(string dll, string[] args, byte[]? stdin = null, string? cwd = null, TimeSpan? timeout = null)
+        => Exec("dotnet", new[] { dll }.Concat(args).ToArray(), stdin, timeout ?? TimeSpan.FromMinutes(5), cwd);
+
+    public static RunOutcome Exec(string file, string[] args, byte[]? stdin, TimeSpan timeout, string? cwd = null)
+    {
+        var psi = new ProcessStartInfo(file)
+        {
+            RedirectStandardInput = true,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+            WorkingDirectory = cwd ?? Environment.CurrentDirectory,
+        };
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        psi.Environment["LC_ALL"] = "C";
+        psi.Environment["TZ"] = "UTC";
+        using var p = Process.Start(psi)!;
+        var outTask = Task.Run(() => { var ms = new MemoryStream(); p.StandardOutput.BaseStream.CopyTo(ms); return ms.ToArray(); });
+        var errTask = p.StandardError.ReadToEndAsync();
+        try
+        {
+            if (stdin != null) p.StandardInput.BaseStream.Write(stdin);
+            p.StandardInput.Close();
+        }
+        catch (IOException) { } // the program did not read all of its input
+        if (!p.WaitForExit(timeout))
+        {
+            p.Kill(true);
+            throw new TimeoutException($"{file} {string.Join(' ', args)} did not finish in {timeout}");
+        }
+        p.WaitForExit();
+        return new RunOutcome(p.ExitCode, outTask.Result, errTask.Result);
+    }
+}

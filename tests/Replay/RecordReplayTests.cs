@@ -1,0 +1,141 @@
+using System.Text;
+using ReVirt.Tests.Programs;
+using Xunit;
+
+namespace ReVirt.Tests.Replay;
+
+/// <summary>Recordings of nondeterministic programs replay to exactly their own recorded output; damaged logs are refused.</summary>
+public class RecordReplayTests
+{
+    static RunOutcome Record(string log, string prog, string[] args, byte[]? stdin = null, string[]? extra = null)
+    {
+        var a = new List<string> { "record", "--log", log };
+        if (extra != null) a.AddRange(extra);
+        a.Add("--"); a.Add(prog); a.AddRange(args);
+        return GuestEnv.Dotnet(GuestEnv.PrimaryDll, a.ToArray(), stdin);
+    }
+
+    static RunOutcome Replay(string log, bool show = true)
+        => GuestEnv.Dotnet(GuestEnv.BackupDll, show ? new[] { "replay", "--log", log, "--show-output" } : new[] { "replay", "--log", log });
+
+    static string TempLog() => Path.Combine(Path.GetTempPath(), $"revirt-{Guid.NewGuid():N}.rvlog");
+
+    public static IEnumerable<object[]> NondeterministicGuests()
+    {
+        foreach (var libc in new[] { "glibc", "musl" })
+        {
+            yield return new object[] { "nondet_time", libc };
+            yield return new object[] { "nondet_random", libc };
+            yield return new object[] { "itimer", libc };
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(NondeterministicGuests))]
+    public void TwoRecordingsDifferAndEachReplaysItsOwn(string name, string libc)
+    {
+        string prog = GuestEnv.Guest(name, libc);
+        string l1 = TempLog(), l2 = TempLog();
+        try
+        {
+            var r1 = Record(l1, prog, Array.Empty<string>(), extra: new[] { "--checkpoint-interval", "200000" });
+            var r2 = Record(l2, prog, Array.Empty<string>(), extra: new[] { "--checkpoint-interval", "200000" });
+            Assert.True(r1.ExitCode == 0, r1.Stderr);
+            Assert.True(r2.ExitCode == 0, r2.Stderr);
+            Assert.NotEqual(r1.StdoutText, r2.StdoutText);
+            foreach (var (log, rec) in new[] { (l1, r1), (l2, r2) })
+            {
+                var rp = Replay(log);
+                Assert.True(rp.ExitCode == 0, rp.Stderr);
+                Assert.Equal(rec.StdoutText, rp.StdoutText);
+                Assert.Contains("replay matched", rp.Stderr);
+            }
+        }
+        finally { File.Delete(l1); File.Delete(l2); }
+    }
+
+    [Theory]
+    [InlineData("glibc")]
+    [InlineData("musl")]
+    public void StdinIsRecorded(string libc)
+    {
+        string log = TempLog();
+        try
+        {
+            var rec = Record(log, GuestEnv.Guest("nondet_stdin", libc), Array.Empty<string>(), Encoding.ASCII.GetBytes("hello, replay\nsecond line\n"));
+            Assert.Equal(0, rec.ExitCode);
+            var rp = Replay(log); // no stdin now: it comes from the log
+            Assert.True(rp.ExitCode == 0, rp.Stderr);
+            Assert.Equal(rec.StdoutText, rp.StdoutText);
+        }
+        finally { File.Delete(log); }
+    }
+
+    [Theory]
+    [InlineData("awk", "BEGIN{srand(); print rand(), rand(), srand()}")]
+    [InlineData("sort", "-R")]
+    public void BusyboxRecordsAndReplays(string applet, string arg)
+    {
+        string log = TempLog();
+        try
+        {
+            var input = Encoding.ASCII.GetBytes(string.Join("\n", Enumerable.Range(0, 200).Select(i => $"line {i * 7919 % 1000}")) + "\n");
+            var rec = Record(log, "/bin/busybox", new[] { applet, arg }, input);
+            Assert.True(rec.ExitCode == 0, rec.Stderr);
+            var rp = Replay(log);
+            Assert.True(rp.ExitCode == 0, rp.Stderr);
+            Assert.Equal(rec.StdoutText, rp.StdoutText);
+        }
+        finally { File.Delete(log); }
+    }
+
+    [Fact]
+    public void TamperedLogsAreRefused()
+    {
+        string prog = GuestEnv.Guest("nondet_random", "musl");
+        string log = TempLog();
+        try
+        {
+            Assert.Equal(0, Record(log, prog, Array.Empty<string>()).ExitCode);
+            var good = File.ReadAllBytes(log);
+
+            // a flipped byte in the middle of the records
+            var flipped = (byte[])good.Clone();
+            flipped[good.Length * 2 / 3] ^= 0x40;
+            File.WriteAllBytes(log, flipped);
+            var r = Replay(log);
+            Assert.Equal(2, r.ExitCode);
+            Assert.Contains("checksum mismatch", r.Stderr);
+
+            // a truncated tail: replays what it has and says where it stopped
+            File.WriteAllBytes(log, good.AsSpan(0, good.Length - 5).ToArray());
+            r = Replay(log);
+            Assert.Equal(0, r.ExitCode);
+            Assert.Contains("log ends mid-record", r.Stderr);
+
+            // another format version
+            var v = (byte[])good.Clone();
+            v[8] = 9;
+            File.WriteAllBytes(log, v);
+            r = Replay(log);
+            Assert.Equal(2, r.ExitCode);
+            Assert.Contains("format version", r.Stderr);
+
+            // another program at the recorded path
+            string copy = Path.Combine(Path.GetTempPath(), $"revirt-prog-{Guid.NewGuid():N}");
+            File.Copy(prog, copy);
+            try
+            {
+                string log2 = TempLog();
+                Assert.Equal(0, Record(log2, copy, Array.Empty<string>()).ExitCode);
+                File.Copy(GuestEnv.Guest("nondet_time", "musl"), copy, overwrite: true);
+                r = Replay(log2);
+                Assert.Equal(2, r.ExitCode);
+                Assert.Contains("not the program that was recorded", r.Stderr);
+                File.Delete(log2);
+            }
+            finally { File.Delete(copy); }
+        }
+        finally { File.Delete(log); }
+    }
+}
