@@ -1,0 +1,254 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+using Iced.Intel;
+
+namespace ReVirt.Cpu;
+
+/// <summary>SSE2 packed integer, logic, shift, unpack/pack and shuffle instructions (generated table + shuffles).</summary>
+public static unsafe partial class Isa
+{
+    internal interface IVop { static abstract Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> b); }
+
+    /// <summary>op xmm, xmm/m128 (aligned).</summary>
+    static void Pv<T>(Cpu c, ref Instruction i) where T : struct, IVop
+    {
+        Vector128<ulong> b = Src128(c, ref i);
+        ref Vector128<ulong> d = ref XR(c, i.Op0Register);
+        d = T.Op(d, b);
+    }
+
+    /// <summary>shift xmm, imm8: the count goes through the xmm-count form (same saturation semantics).</summary>
+    static void Pimm<T>(Cpu c, ref Instruction i) where T : struct, IVop
+    {
+        ref Vector128<ulong> d = ref XR(c, i.Op0Register);
+        d = T.Op(d, Vector128.CreateScalar((ulong)i.Immediate8));
+    }
+
+    static void RegisterSseInteger()
+    {
+        Reg(Code.Pxor_xmm_xmmm128, &Pv<VPxor>);
+        Reg(Code.Por_xmm_xmmm128, &Pv<VPor>);
+        Reg(Code.Pand_xmm_xmmm128, &Pv<VPand>);
+        Reg(Code.Pandn_xmm_xmmm128, &Pv<VPandn>);
+        Reg(Code.Xorps_xmm_xmmm128, &Pv<VXorps>);
+        Reg(Code.Xorpd_xmm_xmmm128, &Pv<VXorpd>);
+        Reg(Code.Andps_xmm_xmmm128, &Pv<VAndps>);
+        Reg(Code.Andpd_xmm_xmmm128, &Pv<VAndpd>);
+        Reg(Code.Andnps_xmm_xmmm128, &Pv<VAndnps>);
+        Reg(Code.Andnpd_xmm_xmmm128, &Pv<VAndnpd>);
+        Reg(Code.Orps_xmm_xmmm128, &Pv<VOrps>);
+        Reg(Code.Orpd_xmm_xmmm128, &Pv<VOrpd>);
+        Reg(Code.Paddb_xmm_xmmm128, &Pv<VPaddb>);
+        Reg(Code.Paddw_xmm_xmmm128, &Pv<VPaddw>);
+        Reg(Code.Paddd_xmm_xmmm128, &Pv<VPaddd>);
+        Reg(Code.Paddq_xmm_xmmm128, &Pv<VPaddq>);
+        Reg(Code.Psubb_xmm_xmmm128, &Pv<VPsubb>);
+        Reg(Code.Psubw_xmm_xmmm128, &Pv<VPsubw>);
+        Reg(Code.Psubd_xmm_xmmm128, &Pv<VPsubd>);
+        Reg(Code.Psubq_xmm_xmmm128, &Pv<VPsubq>);
+        Reg(Code.Paddsb_xmm_xmmm128, &Pv<VPaddsb>);
+        Reg(Code.Paddsw_xmm_xmmm128, &Pv<VPaddsw>);
+        Reg(Code.Paddusb_xmm_xmmm128, &Pv<VPaddusb>);
+        Reg(Code.Paddusw_xmm_xmmm128, &Pv<VPaddusw>);
+        Reg(Code.Psubsb_xmm_xmmm128, &Pv<VPsubsb>);
+        Reg(Code.Psubsw_xmm_xmmm128, &Pv<VPsubsw>);
+        Reg(Code.Psubusb_xmm_xmmm128, &Pv<VPsubusb>);
+        Reg(Code.Psubusw_xmm_xmmm128, &Pv<VPsubusw>);
+        Reg(Code.Pmullw_xmm_xmmm128, &Pv<VPmullw>);
+        Reg(Code.Pmulhw_xmm_xmmm128, &Pv<VPmulhw>);
+        Reg(Code.Pmulhuw_xmm_xmmm128, &Pv<VPmulhuw>);
+        Reg(Code.Pmuludq_xmm_xmmm128, &Pv<VPmuludq>);
+        Reg(Code.Pmaddwd_xmm_xmmm128, &Pv<VPmaddwd>);
+        Reg(Code.Pcmpeqb_xmm_xmmm128, &Pv<VPcmpeqb>);
+        Reg(Code.Pcmpeqw_xmm_xmmm128, &Pv<VPcmpeqw>);
+        Reg(Code.Pcmpeqd_xmm_xmmm128, &Pv<VPcmpeqd>);
+        Reg(Code.Pcmpgtb_xmm_xmmm128, &Pv<VPcmpgtb>);
+        Reg(Code.Pcmpgtw_xmm_xmmm128, &Pv<VPcmpgtw>);
+        Reg(Code.Pcmpgtd_xmm_xmmm128, &Pv<VPcmpgtd>);
+        Reg(Code.Pminub_xmm_xmmm128, &Pv<VPminub>);
+        Reg(Code.Pmaxub_xmm_xmmm128, &Pv<VPmaxub>);
+        Reg(Code.Pminsw_xmm_xmmm128, &Pv<VPminsw>);
+        Reg(Code.Pmaxsw_xmm_xmmm128, &Pv<VPmaxsw>);
+        Reg(Code.Pavgb_xmm_xmmm128, &Pv<VPavgb>);
+        Reg(Code.Pavgw_xmm_xmmm128, &Pv<VPavgw>);
+        Reg(Code.Psadbw_xmm_xmmm128, &Pv<VPsadbw>);
+        Reg(Code.Psllw_xmm_xmmm128, &Pv<VPsllw>);
+        Reg(Code.Pslld_xmm_xmmm128, &Pv<VPslld>);
+        Reg(Code.Psllq_xmm_xmmm128, &Pv<VPsllq>);
+        Reg(Code.Psrlw_xmm_xmmm128, &Pv<VPsrlw>);
+        Reg(Code.Psrld_xmm_xmmm128, &Pv<VPsrld>);
+        Reg(Code.Psrlq_xmm_xmmm128, &Pv<VPsrlq>);
+        Reg(Code.Psraw_xmm_xmmm128, &Pv<VPsraw>);
+        Reg(Code.Psrad_xmm_xmmm128, &Pv<VPsrad>);
+        Reg(Code.Punpcklbw_xmm_xmmm128, &Pv<VPunpcklbw>);
+        Reg(Code.Punpcklwd_xmm_xmmm128, &Pv<VPunpcklwd>);
+        Reg(Code.Punpckldq_xmm_xmmm128, &Pv<VPunpckldq>);
+        Reg(Code.Punpcklqdq_xmm_xmmm128, &Pv<VPunpcklqdq>);
+        Reg(Code.Punpckhbw_xmm_xmmm128, &Pv<VPunpckhbw>);
+        Reg(Code.Punpckhwd_xmm_xmmm128, &Pv<VPunpckhwd>);
+        Reg(Code.Punpckhdq_xmm_xmmm128, &Pv<VPunpckhdq>);
+        Reg(Code.Punpckhqdq_xmm_xmmm128, &Pv<VPunpckhqdq>);
+        Reg(Code.Unpcklps_xmm_xmmm128, &Pv<VUnpcklps>);
+        Reg(Code.Unpckhps_xmm_xmmm128, &Pv<VUnpckhps>);
+        Reg(Code.Unpcklpd_xmm_xmmm128, &Pv<VUnpcklpd>);
+        Reg(Code.Unpckhpd_xmm_xmmm128, &Pv<VUnpckhpd>);
+        Reg(Code.Packsswb_xmm_xmmm128, &Pv<VPacksswb>);
+        Reg(Code.Packuswb_xmm_xmmm128, &Pv<VPackuswb>);
+        Reg(Code.Packssdw_xmm_xmmm128, &Pv<VPackssdw>);
+        Reg(Code.Psllw_xmm_imm8, &Pimm<IPsllw>);
+        Reg(Code.Pslld_xmm_imm8, &Pimm<IPslld>);
+        Reg(Code.Psllq_xmm_imm8, &Pimm<IPsllq>);
+        Reg(Code.Psrlw_xmm_imm8, &Pimm<IPsrlw>);
+        Reg(Code.Psrld_xmm_imm8, &Pimm<IPsrld>);
+        Reg(Code.Psrlq_xmm_imm8, &Pimm<IPsrlq>);
+        Reg(Code.Psraw_xmm_imm8, &Pimm<IPsraw>);
+        Reg(Code.Psrad_xmm_imm8, &Pimm<IPsrad>);
+        Reg(Code.Pslldq_xmm_imm8, &Pslldq);
+        Reg(Code.Psrldq_xmm_imm8, &Psrldq);
+        Reg(Code.Pshufd_xmm_xmmm128_imm8, &Pshufd);
+        Reg(Code.Pshuflw_xmm_xmmm128_imm8, &Pshuflw);
+        Reg(Code.Pshufhw_xmm_xmmm128_imm8, &Pshufhw);
+        Reg(Code.Shufps_xmm_xmmm128_imm8, &Shufps);
+        Reg(Code.Shufpd_xmm_xmmm128_imm8, &Shufpd);
+    }
+
+    struct VPxor : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> b) => Sse2.Xor(a, b); }
+    struct VPor : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> b) => Sse2.Or(a, b); }
+    struct VPand : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> b) => Sse2.And(a, b); }
+    struct VPandn : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> b) => Sse2.AndNot(a, b); }
+    struct VXorps : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> b) => Sse2.Xor(a, b); }
+    struct VXorpd : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> b) => Sse2.Xor(a, b); }
+    struct VAndps : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> b) => Sse2.And(a, b); }
+    struct VAndpd : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> b) => Sse2.And(a, b); }
+    struct VAndnps : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> b) => Sse2.AndNot(a, b); }
+    struct VAndnpd : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> b) => Sse2.AndNot(a, b); }
+    struct VOrps : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> b) => Sse2.Or(a, b); }
+    struct VOrpd : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> b) => Sse2.Or(a, b); }
+    struct VPaddb : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> b) => Sse2.Add(a.AsByte(), b.AsByte()).AsUInt64(); }
+    struct VPaddw : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> b) => Sse2.Add(a.AsUInt16(), b.AsUInt16()).AsUInt64(); }
+    struct VPaddd : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> b) => Sse2.Add(a.AsUInt32(), b.AsUInt32()).AsUInt64(); }
+    struct VPaddq : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> b) => Sse2.Add(a, b); }
+    struct VPsubb : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> b) => Sse2.Subtract(a.AsByte(), b.AsByte()).AsUInt64(); }
+    struct VPsubw : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> b) => Sse2.Subtract(a.AsUInt16(), b.AsUInt16()).AsUInt64(); }
+    struct VPsubd : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> b) => Sse2.Subtract(a.AsUInt32(), b.AsUInt32()).AsUInt64(); }
+    struct VPsubq : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> b) => Sse2.Subtract(a, b); }
+    struct VPaddsb : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> b) => Sse2.AddSaturate(a.AsSByte(), b.AsSByte()).AsUInt64(); }
+    struct VPaddsw : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> b) => Sse2.AddSaturate(a.AsInt16(), b.AsInt16()).AsUInt64(); }
+    struct VPaddusb : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> b) => Sse2.AddSaturate(a.AsByte(), b.AsByte()).AsUInt64(); }
+    struct VPaddusw : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> b) => Sse2.AddSaturate(a.AsUInt16(), b.AsUInt16()).AsUInt64(); }
+    struct VPsubsb : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> b) => Sse2.SubtractSaturate(a.AsSByte(), b.AsSByte()).AsUInt64(); }
+    struct VPsubsw : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> b) => Sse2.SubtractSaturate(a.AsInt16(), b.AsInt16()).AsUInt64(); }
+    struct VPsubusb : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> b) => Sse2.SubtractSaturate(a.AsByte(), b.AsByte()).AsUInt64(); }
+    struct VPsubusw : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> b) => Sse2.SubtractSaturate(a.AsUInt16(), b.AsUInt16()).AsUInt64(); }
+    struct VPmullw : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> b) => Sse2.MultiplyLow(a.AsInt16(), b.AsInt16()).AsUInt64(); }
+    struct VPmulhw : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> b) => Sse2.MultiplyHigh(a.AsInt16(), b.AsInt16()).AsUInt64(); }
+    struct VPmulhuw : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> b) => Sse2.MultiplyHigh(a.AsUInt16(), b.AsUInt16()).AsUInt64(); }
+    struct VPmuludq : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> b) => Sse2.Multiply(a.AsUInt32(), b.AsUInt32()); }
+    struct VPmaddwd : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> b) => Sse2.MultiplyAddAdjacent(a.AsInt16(), b.AsInt16()).AsUInt64(); }
+    struct VPcmpeqb : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> b) => Sse2.CompareEqual(a.AsByte(), b.AsByte()).AsUInt64(); }
+    struct VPcmpeqw : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> b) => Sse2.CompareEqual(a.AsUInt16(), b.AsUInt16()).AsUInt64(); }
+    struct VPcmpeqd : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> b) => Sse2.CompareEqual(a.AsUInt32(), b.AsUInt32()).AsUInt64(); }
+    struct VPcmpgtb : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> b) => Sse2.CompareGreaterThan(a.AsSByte(), b.AsSByte()).AsUInt64(); }
+    struct VPcmpgtw : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> b) => Sse2.CompareGreaterThan(a.AsInt16(), b.AsInt16()).AsUInt64(); }
+    struct VPcmpgtd : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> b) => Sse2.CompareGreaterThan(a.AsInt32(), b.AsInt32()).AsUInt64(); }
+    struct VPminub : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> b) => Sse2.Min(a.AsByte(), b.AsByte()).AsUInt64(); }
+    struct VPmaxub : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> b) => Sse2.Max(a.AsByte(), b.AsByte()).AsUInt64(); }
+    struct VPminsw : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> b) => Sse2.Min(a.AsInt16(), b.AsInt16()).AsUInt64(); }
+    struct VPmaxsw : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> b) => Sse2.Max(a.AsInt16(), b.AsInt16()).AsUInt64(); }
+    struct VPavgb : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> b) => Sse2.Average(a.AsByte(), b.AsByte()).AsUInt64(); }
+    struct VPavgw : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> b) => Sse2.Average(a.AsUInt16(), b.AsUInt16()).AsUInt64(); }
+    struct VPsadbw : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> b) => Sse2.SumAbsoluteDifferences(a.AsByte(), b.AsByte()).AsUInt64(); }
+    struct VPsllw : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> b) => Sse2.ShiftLeftLogical(a.AsInt16(), b.AsInt16()).AsUInt64(); }
+    struct VPslld : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> b) => Sse2.ShiftLeftLogical(a.AsInt32(), b.AsInt32()).AsUInt64(); }
+    struct VPsllq : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> b) => Sse2.ShiftLeftLogical(a.AsInt64(), b.AsInt64()).AsUInt64(); }
+    struct VPsrlw : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> b) => Sse2.ShiftRightLogical(a.AsInt16(), b.AsInt16()).AsUInt64(); }
+    struct VPsrld : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> b) => Sse2.ShiftRightLogical(a.AsInt32(), b.AsInt32()).AsUInt64(); }
+    struct VPsrlq : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> b) => Sse2.ShiftRightLogical(a.AsInt64(), b.AsInt64()).AsUInt64(); }
+    struct VPsraw : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> b) => Sse2.ShiftRightArithmetic(a.AsInt16(), b.AsInt16()).AsUInt64(); }
+    struct VPsrad : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> b) => Sse2.ShiftRightArithmetic(a.AsInt32(), b.AsInt32()).AsUInt64(); }
+    struct VPunpcklbw : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> b) => Sse2.UnpackLow(a.AsByte(), b.AsByte()).AsUInt64(); }
+    struct VPunpcklwd : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> b) => Sse2.UnpackLow(a.AsUInt16(), b.AsUInt16()).AsUInt64(); }
+    struct VPunpckldq : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> b) => Sse2.UnpackLow(a.AsUInt32(), b.AsUInt32()).AsUInt64(); }
+    struct VPunpcklqdq : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> b) => Sse2.UnpackLow(a, b); }
+    struct VPunpckhbw : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> b) => Sse2.UnpackHigh(a.AsByte(), b.AsByte()).AsUInt64(); }
+    struct VPunpckhwd : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> b) => Sse2.UnpackHigh(a.AsUInt16(), b.AsUInt16()).AsUInt64(); }
+    struct VPunpckhdq : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> b) => Sse2.UnpackHigh(a.AsUInt32(), b.AsUInt32()).AsUInt64(); }
+    struct VPunpckhqdq : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> b) => Sse2.UnpackHigh(a, b); }
+    struct VUnpcklps : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> b) => Sse2.UnpackLow(a.AsUInt32(), b.AsUInt32()).AsUInt64(); }
+    struct VUnpckhps : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> b) => Sse2.UnpackHigh(a.AsUInt32(), b.AsUInt32()).AsUInt64(); }
+    struct VUnpcklpd : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> b) => Sse2.UnpackLow(a, b); }
+    struct VUnpckhpd : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> b) => Sse2.UnpackHigh(a, b); }
+    struct VPacksswb : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> b) => Sse2.PackSignedSaturate(a.AsInt16(), b.AsInt16()).AsUInt64(); }
+    struct VPackuswb : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> b) => Sse2.PackUnsignedSaturate(a.AsInt16(), b.AsInt16()).AsUInt64(); }
+    struct VPackssdw : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> b) => Sse2.PackSignedSaturate(a.AsInt32(), b.AsInt32()).AsUInt64(); }
+    struct IPsllw : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> n) => Sse2.ShiftLeftLogical(a.AsInt16(), n.AsInt16()).AsUInt64(); }
+    struct IPslld : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> n) => Sse2.ShiftLeftLogical(a.AsInt32(), n.AsInt32()).AsUInt64(); }
+    struct IPsllq : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> n) => Sse2.ShiftLeftLogical(a.AsInt64(), n.AsInt64()).AsUInt64(); }
+    struct IPsrlw : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> n) => Sse2.ShiftRightLogical(a.AsInt16(), n.AsInt16()).AsUInt64(); }
+    struct IPsrld : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> n) => Sse2.ShiftRightLogical(a.AsInt32(), n.AsInt32()).AsUInt64(); }
+    struct IPsrlq : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> n) => Sse2.ShiftRightLogical(a.AsInt64(), n.AsInt64()).AsUInt64(); }
+    struct IPsraw : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> n) => Sse2.ShiftRightArithmetic(a.AsInt16(), n.AsInt16()).AsUInt64(); }
+    struct IPsrad : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> n) => Sse2.ShiftRightArithmetic(a.AsInt32(), n.AsInt32()).AsUInt64(); }
+
+    static void Pslldq(Cpu c, ref Instruction i)
+    {
+        ref ulong lo = ref XLo(c, i.Op0Register);
+        ref ulong hi = ref XHi(c, i.Op0Register);
+        int n = i.Immediate8;
+        UInt128 v = n > 15 ? UInt128.Zero : new UInt128(hi, lo) << (n * 8);
+        lo = (ulong)v; hi = (ulong)(v >> 64);
+    }
+
+    static void Psrldq(Cpu c, ref Instruction i)
+    {
+        ref ulong lo = ref XLo(c, i.Op0Register);
+        ref ulong hi = ref XHi(c, i.Op0Register);
+        int n = i.Immediate8;
+        UInt128 v = n > 15 ? UInt128.Zero : new UInt128(hi, lo) >> (n * 8);
+        lo = (ulong)v; hi = (ulong)(v >> 64);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static uint Dw(Vector128<ulong> v, int k) => v.AsUInt32().GetElement(k & 3);
+
+    static void Pshufd(Cpu c, ref Instruction i)
+    {
+        Vector128<ulong> s = Src128(c, ref i);
+        int m = i.Immediate8;
+        XR(c, i.Op0Register) = Vector128.Create(Dw(s, m), Dw(s, m >> 2), Dw(s, m >> 4), Dw(s, m >> 6)).AsUInt64();
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static ulong Shuf4w(ulong q, int m)
+        => (ushort)(q >> ((m & 3) * 16)) | (ulong)(ushort)(q >> (((m >> 2) & 3) * 16)) << 16
+         | (ulong)(ushort)(q >> (((m >> 4) & 3) * 16)) << 32 | (ulong)(ushort)(q >> (((m >> 6) & 3) * 16)) << 48;
+
+    static void Pshuflw(Cpu c, ref Instruction i)
+    {
+        Vector128<ulong> s = Src128(c, ref i);
+        XR(c, i.Op0Register) = Vector128.Create(Shuf4w(s.GetElement(0), i.Immediate8), s.GetElement(1));
+    }
+
+    static void Pshufhw(Cpu c, ref Instruction i)
+    {
+        Vector128<ulong> s = Src128(c, ref i);
+        XR(c, i.Op0Register) = Vector128.Create(s.GetElement(0), Shuf4w(s.GetElement(1), i.Immediate8));
+    }
+
+    static void Shufps(Cpu c, ref Instruction i)
+    {
+        Vector128<ulong> s = Src128(c, ref i);
+        ref Vector128<ulong> d = ref XR(c, i.Op0Register);
+        int m = i.Immediate8;
+        d = Vector128.Create(Dw(d, m), Dw(d, m >> 2), Dw(s, m >> 4), Dw(s, m >> 6)).AsUInt64();
+    }
+
+    static void Shufpd(Cpu c, ref Instruction i)
+    {
+        Vector128<ulong> s = Src128(c, ref i);
+        ref Vector128<ulong> d = ref XR(c, i.Op0Register);
+        int m = i.Immediate8;
+        d = Vector128.Create(d.GetElement(m & 1), s.GetElement((m >> 1) & 1));
+    }
+}
