@@ -35,7 +35,6 @@ public static unsafe partial class Isa
         Reg(Mnemonic.Wait, &Nop); Reg(Mnemonic.Fnop, &Nop);
         Reg(Mnemonic.Ffree, &Ffree); Reg(Mnemonic.Fincstp, &Fincstp); Reg(Mnemonic.Fdecstp, &Fdecstp);
         Reg(Mnemonic.Fnstenv, &Fnstenv); Reg(Mnemonic.Fstenv, &Fnstenv); Reg(Mnemonic.Fldenv, &Fldenv);
-        Reg(Mnemonic.Fxsave, &Fxsave); Reg(Mnemonic.Fxsave64, &Fxsave); Reg(Mnemonic.Fxrstor, &Fxrstor); Reg(Mnemonic.Fxrstor64, &Fxrstor);
     }
 
     static int StIndex(Register r) => r - Register.ST0;
@@ -347,27 +346,5 @@ public static unsafe partial class Isa
         byte empty = 0;
         for (int p = 0; p < 8; p++) if (((tag >> (2 * p)) & 3) == 3) empty |= (byte)(1 << p);
         c.FpEmpty = empty;
-    }
-
-    static void Fxsave(Cpu c, ref Instruction i)
-    {
-        ulong ea = c.Ea(ref i);
-        if ((ea & 15) != 0) throw new GuestSignalException(11, "fxsave to an unaligned address", 0x80, 0);
-        var fx = new byte[512];
-        c.SaveX87(fx);
-        BitConverter.GetBytes(c.Mxcsr).CopyTo(fx, 24);
-        BitConverter.GetBytes(0xFFFFu).CopyTo(fx, 28);
-        for (int k = 0; k < 32; k++) BitConverter.GetBytes(c.Xmm[k]).CopyTo(fx, 160 + k * 8);
-        c.Mem.WriteBytes(ea, fx);
-    }
-
-    static void Fxrstor(Cpu c, ref Instruction i)
-    {
-        ulong ea = c.Ea(ref i);
-        if ((ea & 15) != 0) throw new GuestSignalException(11, "fxrstor from an unaligned address", 0x80, 0);
-        var fx = c.Mem.ReadBytes(ea, 512);
-        c.RestoreX87(fx);
-        c.Mxcsr = BitConverter.ToUInt32(fx, 24);
-        for (int k = 0; k < 32; k++) c.Xmm[k] = BitConverter.ToUInt64(fx, 160 + k * 8);
     }
 }
