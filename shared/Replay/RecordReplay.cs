@@ -209,6 +209,10 @@ public sealed class ReplayBoundary : IBoundary
         }
         _havePeek = false;
         RecordsConsumed++;
+        // the next asynchronous event may be due before the guest leaves the block it is in: aim the stop at it
+        var cpu = _k?.Current;
+        if (cpu != null && rec.Kind is RecordKind.SyscallResult or RecordKind.Rdtsc or RecordKind.Rdrand or RecordKind.Output)
+            cpu.StopAt = NextStop(_k!, cpu);
         return rec;
     }
 
