@@ -25,6 +25,7 @@ __attribute__((noinline)) static int recurse(int depth, int target, int value)
     pad[depth % 64] = (char)depth;
     depth_reached = depth;
     if (depth == target) longjmp(env_a, value);
+    if (depth > 10000) return 0;
     return recurse(depth + 1, target, value) + pad[depth % 64];
 }
 
@@ -101,7 +102,7 @@ int main(void)
     check(r == 1, "longjmp value 0 becomes 1");
 
     /* 3. out of deep recursion, several times */
-    for (int target = 1; target <= 200; target *= 3) {
+    for (volatile int target = 1; target <= 200; target *= 3) {
         volatile int local = target * 10;
         r = setjmp(env_a);
         if (r == 0) recurse(0, target, target + 1);

@@ -176,7 +176,7 @@ static void test_str(void)
             /* strlen */
             make_str(A + so, n);
             size_t len = strlen(a);
-            if (len != n) fail("strlen", n, so, 0);
+            if (len != n || len != ref_strlen(A + so)) fail("strlen", n, so, 0);
             mix(H_STRLEN, len);
 
             /* strcmp / strncmp: identical, then differ at k, then prefix */

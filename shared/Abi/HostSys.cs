@@ -46,7 +46,7 @@ public static class Nr
         getuid = 102, getgid = 104, setuid = 105, setgid = 106, geteuid = 107, getegid = 108, setpgid = 109,
         getppid = 110, getpgrp = 111, setsid = 112, getgroups = 115, getpgid = 121, getsid = 124, sigaltstack = 131,
         utime = 132, statfs = 137, fstatfs = 138, getpriority = 140, prctl = 157, arch_prctl = 158, setrlimit = 160,
-        sync = 162, gettid = 186, time = 201, futex = 202, sched_setaffinity = 203, sched_getaffinity = 204,
+        sync = 162, gettid = 186, tkill = 200, time = 201, futex = 202, sched_setaffinity = 203, sched_getaffinity = 204,
         getdents64 = 217, set_tid_address = 218, fadvise64 = 221, timer_create = 222, timer_settime = 223,
         timer_gettime = 224, timer_getoverrun = 225, timer_delete = 226, clock_gettime = 228, clock_getres = 229,
         clock_nanosleep = 230, exit_group = 231, epoll_wait = 232, epoll_ctl = 233, tgkill = 234, utimes = 235,

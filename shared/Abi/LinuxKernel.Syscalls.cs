@@ -81,6 +81,7 @@ public sealed partial class LinuxKernel
             case Nr.rt_sigreturn: return RtSigreturn(cpu);
             case Nr.sigaltstack: return Sigaltstack(cpu, a1, a2);
             case Nr.kill: case Nr.tgkill: return Kill(cpu, nr, a1, a2, a3);
+            case Nr.tkill: return Kill(cpu, Nr.kill, a1, a2, 0);
 
             // ---------------- time
             case Nr.clock_gettime:

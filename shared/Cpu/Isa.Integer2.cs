@@ -627,7 +627,7 @@ public static unsafe partial class Isa
         {
             ulong n = R[Cpu.RCX];
             ulong src = sbase + R[Cpu.RSI], dst = R[Cpu.RDI];
-            ulong chunk = n >= 4096 ? 4096 : n * (ulong)s;
+            ulong chunk = n >= 4096 ? 4096 : Math.Min(n * (ulong)s, 4096UL);
             if (dst > src && dst - src < chunk)
             {
                 if (dst - src < 64) return;
