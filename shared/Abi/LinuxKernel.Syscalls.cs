@@ -17,6 +17,11 @@ public sealed partial class LinuxKernel
         {
             // ---------------- process
             case Nr.exit:
+                return ExitThread(cpu, (int)a1);
+            case Nr.clone: return Clone(cpu, a1, a2, a3, a4, a5);
+            case Nr.clone3: return -Errno.ENOSYS; // libc falls back to clone
+            case Nr.fork: case Nr.vfork: return Clone(cpu, 17, 0, 0, 0, 0);
+            case Nr.futex: return Futex(cpu, a1, (int)a2, (uint)a3, a4, a5, (uint)a6);
             case Nr.exit_group:
                 ExitStatus = (int)(a1 & 0xFF);
                 Exited = true;
@@ -29,7 +34,7 @@ public sealed partial class LinuxKernel
                 return HostValue(cpu, nr, () => HostSys.Call(nr));
             case Nr.getpgrp: case Nr.getsid: case Nr.getpgid: return Pid;
             case Nr.setpgid: case Nr.setsid: return 0;
-            case Nr.set_tid_address: ClearChildTid = a1; return cpu.Tid;
+            case Nr.set_tid_address: cpu.ClearChildTid = a1; return cpu.Tid;
             case Nr.set_robust_list: return 0;
             case Nr.rseq: return -Errno.ENOSYS;
             case Nr.arch_prctl: return ArchPrctl(cpu, (int)a1, a2);
@@ -46,7 +51,7 @@ public sealed partial class LinuxKernel
                     return 8;
                 }
             case Nr.sched_setaffinity: return 0;
-            case Nr.sched_yield: return 0;
+            case Nr.sched_yield: return SchedYield(cpu);
             case Nr.getcpu:
                 if (a1 != 0) Mem.Write32(a1, 0);
                 if (a2 != 0) Mem.Write32(a2, 0);
@@ -193,7 +198,6 @@ public sealed partial class LinuxKernel
     }
 
     int _umask = 0x12;
-    public ulong ClearChildTid;
 
     // ---------------------------------------------------------------- helpers
 

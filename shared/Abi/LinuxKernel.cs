@@ -197,19 +197,20 @@ public sealed partial class LinuxKernel : ICpuHost
     /// <summary>Runs the guest until it exits or is killed by a signal; returns the process exit status.</summary>
     public int Run()
     {
-        var cpu = MainThread;
-        Current = cpu;
+        Current = MainThread;
         while (!Exited)
         {
+            var cpu = Current;
             cpu.StopAt = Boundary.NextStop(this, cpu);
-            if (HostEventsPending) cpu.StopAt = Math.Min(cpu.StopAt, Boundary.NextStop(this, cpu));
             var r = cpu.Run();
             if (r == RunResult.Fault) HandleFault(cpu, cpu.PendingFault!);
             else if (r == RunResult.ReachedStop) Boundary.AtStop(this, cpu);
-            if (!Exited && Pending != 0) DeliverPending(cpu);
+            if (!Exited && Pending != 0 && Current == cpu) DeliverPending(cpu);
+            if (!Exited && (_switch || cpu.Dead || cpu.Blocked)) Schedule();
         }
         StopTimers();
-        Boundary.OnExit(this, cpu, ExitStatus);
+        StopSliceTimer();
+        Boundary.OnExit(this, Current, ExitStatus);
         return ExitStatus;
     }
 
@@ -226,7 +227,7 @@ public sealed partial class LinuxKernel : ICpuHost
         TerminatingSignal = signal;
         ExitStatus = 128 + signal;
         Exited = true;
-        MainThread.Yield = true;
+        Current.Yield = true;
     }
 
     public static string SignalName(int sig) => sig switch
