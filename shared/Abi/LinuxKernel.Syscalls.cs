@@ -655,6 +655,11 @@ public sealed partial class LinuxKernel
                     var t = Mem.ReadBytes(arg, 36);
                     return OnHostFd(cpu, Nr.ioctl, fd, h => { unsafe { fixed (byte* p = t) return HostSys.Call(Nr.ioctl, h, (long)req, (long)p); } });
                 }
+            case 0x5421: // FIONBIO
+                {
+                    var on = Mem.ReadBytes(arg, 4);
+                    return OnHostFd(cpu, Nr.ioctl, fd, h => { unsafe { fixed (byte* p = on) return HostSys.Call(Nr.ioctl, h, 0x5421, (long)p); } });
+                }
             case 0x5451: f.CloseOnExec = true; return 0;  // FIOCLEX
             case 0x5450: f.CloseOnExec = false; return 0; // FIONCLEX
             default: return -Errno.ENOTTY;
