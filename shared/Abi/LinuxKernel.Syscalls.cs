@@ -193,6 +193,14 @@ public sealed partial class LinuxKernel
             case Nr.sendfile: return Sendfile(cpu, (int)a1, (int)a2, a3, a4);
             case Nr.poll: return Poll(cpu, a1, (int)a2, (int)a3);
 
+            // ---------------- sockets, select/ppoll, epoll, eventfd (LinuxKernel.Net.cs)
+            case Nr.socket: case Nr.socketpair: case Nr.bind: case Nr.listen: case Nr.accept: case Nr.accept4:
+            case Nr.connect: case Nr.getsockname: case Nr.getpeername: case Nr.sendto: case Nr.recvfrom:
+            case Nr.sendmsg: case Nr.recvmsg: case Nr.shutdown: case Nr.setsockopt: case Nr.getsockopt:
+            case Nr.select: case Nr.pselect6: case Nr.ppoll: case Nr.epoll_create: case Nr.epoll_create1:
+            case Nr.epoll_ctl: case Nr.epoll_wait: case Nr.epoll_pwait: case Nr.eventfd: case Nr.eventfd2:
+                return Net(cpu, nr, a1, a2, a3, a4, a5, a6);
+
             default: return Unknown(cpu, nr);
         }
     }
@@ -373,6 +381,7 @@ public sealed partial class LinuxKernel
     {
         if (!Fds.Remove(fd, out var f)) return -Errno.EBADF;
         if (--f.RefCount > 0 || f.IsStdio) return 0;
+        ForgetEpollTarget(f);
         return Host(cpu, Nr.close, () => HostResult.Of(f.HostFd >= 0 ? HostSys.Call(Nr.close, f.HostFd) : 0), true).Value;
     }
 
@@ -431,6 +440,7 @@ public sealed partial class LinuxKernel
 
     unsafe long WriteBytes(CpuT cpu, GuestFile f, byte[] data, long offset)
     {
+        if (f.IsSocket && offset < 0) return SendBytes(cpu, f, data, 0, null, Nr.write);
         bool output = f.IsStdio && (f.HostFd == 1 || f.HostFd == 2);
         long r = Host(cpu, offset < 0 ? Nr.write : Nr.pwrite64, () =>
         {
@@ -648,6 +658,11 @@ public sealed partial class LinuxKernel
                 {
                     var t = Mem.ReadBytes(arg, 36);
                     return OnHostFd(cpu, Nr.ioctl, fd, h => { unsafe { fixed (byte* p = t) return HostSys.Call(Nr.ioctl, h, (long)req, (long)p); } });
+                }
+            case 0x5421: // FIONBIO
+                {
+                    var on = Mem.ReadBytes(arg, 4);
+                    return OnHostFd(cpu, Nr.ioctl, fd, h => { unsafe { fixed (byte* p = on) return HostSys.Call(Nr.ioctl, h, 0x5421, (long)p); } });
                 }
             case 0x5451: f.CloseOnExec = true; return 0;  // FIOCLEX
             case 0x5450: f.CloseOnExec = false; return 0; // FIONCLEX

@@ -15,6 +15,24 @@ public sealed class GuestFile
     public bool IsStdio;
     public bool IsDirectory;
     public int RefCount = 1; // shared by dup'd guest descriptors
+
+    // sockets (set from guest inputs and logged answers only, so a replay has the same values)
+    public bool IsSocket;
+    public int SocketFamily, SocketType, SocketProtocol;
+    /// <summary>The address the socket is bound to (what the host's getsockname said right after bind/listen).</summary>
+    public byte[]? BoundAddress;
+    public bool Listening;
+    public int Backlog;
+    /// <summary>An epoll instance: the guest descriptors registered with it (guest fd -> entry).</summary>
+    public Dictionary<int, EpollEntry>? Epoll;
+}
+
+/// <summary>A guest descriptor registered with an epoll instance: the guest's events mask and user data.</summary>
+public sealed class EpollEntry
+{
+    public required GuestFile File;
+    public uint Events;
+    public ulong Data;
 }
 
 /// <summary>Options of a virtual machine run.</summary>
