@@ -279,6 +279,12 @@ public sealed partial class LinuxKernel : ICpuHost
         {
             r = -Errno.EFAULT;
         }
+        catch (Exception e) when (Cpu.Cpu.IsDefect(e))
+        {
+            // a defect in the emulation of one syscall must not take the host process down
+            Options.Diagnostics.WriteLine($"revirt: internal error in syscall {nr} at rip 0x{cpu.Rip:x}: {e.GetType().Name}: {e.Message}; returning -EINVAL");
+            r = -Errno.EINVAL;
+        }
         cpu.R[Cpu.Cpu.RAX] = (ulong)r;
     }
 
