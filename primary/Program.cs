@@ -52,9 +52,10 @@ var hbOpt = new Option<int>("--heartbeat-ms") { Description = "Heartbeat interva
 var timeoutOpt = new Option<int>("--timeout-ms") { Description = "The backup is declared lost after this long without an acknowledgement or heartbeat.", DefaultValueFactory = _ => 2000 };
 var lagRecOpt = new Option<long>("--max-lag-records") { Description = "Slow the guest down while more than this many log records are unacknowledged (bounds failover time).", DefaultValueFactory = _ => 50_000 };
 var lagBytesOpt = new Option<long>("--max-lag-bytes") { Description = "Slow the guest down while more than this many log bytes are unacknowledged.", DefaultValueFactory = _ => 16L << 20 };
+var protoOpt = new Option<uint>("--protocol-version") { Description = "Testing: announce another protocol version.", Hidden = true, DefaultValueFactory = _ => ReVirt.Replication.ReplicationProtocol.Version };
 var protect = new Command("protect", "Run like `record`, streaming the event log to a backup (`backup listen`) that replays it in lockstep and takes over if this primary dies. Output leaves the VM only once the backup holds the log up to the point where it was produced.")
 {
-    backupOpt, tokenOpt, arbiterOpt, hbOpt, timeoutOpt, lagRecOpt, lagBytesOpt, intervalOpt, rootOpt, cwdOpt, statsOpt, program,
+    backupOpt, tokenOpt, arbiterOpt, hbOpt, timeoutOpt, lagRecOpt, lagBytesOpt, protoOpt, intervalOpt, rootOpt, cwdOpt, statsOpt, program,
 };
 protect.SetAction(parse =>
 {
@@ -68,6 +69,7 @@ protect.SetAction(parse =>
         MaxLagRecords = parse.GetValue(lagRecOpt),
         MaxLagBytes = parse.GetValue(lagBytesOpt),
         RootDigest = ReVirt.Replication.RootDigest.Compute(parse.GetValue(rootOpt)!),
+        ProtocolVersion = parse.GetValue(protoOpt),
     };
     return ReVirt.Primary.ProtectHost.Run(settings, MakeOptions(parse), parse.GetValue(intervalOpt), parse.GetValue(statsOpt));
 });

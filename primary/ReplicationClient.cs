@@ -28,6 +28,7 @@ public sealed class ProtectSettings
     public int ConnectAttempts { get; init; } = 20;
     public string Id { get; init; } = $"primary:{Environment.MachineName}:{Environment.ProcessId}";
     public byte[] RootDigest { get; init; } = [];
+    public uint ProtocolVersion { get; init; } = ReplicationProtocol.Version;
 }
 
 enum LinkState { Connecting, Protected, Unprotected, Fenced }
@@ -83,7 +84,7 @@ public sealed class ReplicationClient : ILogSink
         _arbiter = new LockFileArbiter(_s.ArbiterPath ?? LockFileArbiter.DefaultPathFor(encodedHeader));
         var hello = new Hello
         {
-            ProtocolVersion = ReplicationProtocol.Version,
+            ProtocolVersion = _s.ProtocolVersion,
             LogHeader = ByteString.CopyFrom(encodedHeader),
             RootDigest = ByteString.CopyFrom(_s.RootDigest),
             ClientNonce = ByteString.CopyFrom(ReplicationProtocol.Nonce()),
