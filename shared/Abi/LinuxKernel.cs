@@ -83,12 +83,14 @@ public sealed partial class LinuxKernel : ICpuHost
         if (c != null) c.StopAt = 0;
     }
 
-    public List<int> TakeHostEvents()
+    /// <summary>Takes one queued host event. One event per stop, so that each is delivered (and, when recording,
+    /// logged) at a position of its own: the next one is placed after the guest entered the previous handler.</summary>
+    public bool TryTakeHostEvent(out int sig)
     {
         _hostEventsPending = false;
-        var l = new List<int>();
-        while (_hostEvents.TryDequeue(out var s)) l.Add(s);
-        return l;
+        bool got = _hostEvents.TryDequeue(out sig);
+        if (!_hostEvents.IsEmpty) _hostEventsPending = true;
+        return got;
     }
 
     public LinuxKernel(MachineOptions options, IBoundary boundary)

@@ -135,7 +135,7 @@ public sealed class RecordingBoundary : IBoundary
             _w.Append(new Checkpoint { InstrCount = cpu.InstructionCount, Rip = cpu.Rip, StateDigest = StateDigest.Compute(kernel) });
             _nextCheckpoint = cpu.InstructionCount + _interval;
         }
-        foreach (var sig in kernel.TakeHostEvents())
+        if (kernel.TryTakeHostEvent(out var sig))
         {
             _w.Append(new Signal
             {
@@ -422,7 +422,8 @@ public sealed class ReplayBoundary : IBoundary
                         if (s.Rip != cpu.Rip || s.BranchCount != cpu.BranchCount)
                             throw Diverged($"signal {s.Signo} was recorded at rip 0x{s.Rip:x} after {s.BranchCount} branches; replay is at rip 0x{cpu.Rip:x} after {cpu.BranchCount}");
                         kernel.RaiseAsync(cpu, s.Signo);
-                        continue;
+                        return; // one signal per stop, as recorded: the next one names the handler's position
+
                     }
                 default:
                     return;
