@@ -399,7 +399,7 @@ public sealed class ReplayBoundary : IBoundary
     {
         if (_live)
         {
-            foreach (var sig in kernel.TakeHostEvents()) kernel.RaiseAsync(cpu, sig);
+            if (kernel.TryTakeHostEvent(out var sig)) kernel.RaiseAsync(cpu, sig);
             return;
         }
         while (Peek(out var rec))
