@@ -25,6 +25,28 @@ var replay = new Command("replay", "Re-execute a recording without touching the 
 };
 replay.SetAction(parse => Replay(parse.GetValue(logOpt)!, parse.GetValue(showOpt), parse.GetValue(rootOpt)));
 root.Add(replay);
+var listenOpt = new Option<string>("--listen") { Description = "Where to serve the replication endpoint (HTTP/2), e.g. http://127.0.0.1:7000 (port 0: any free port, printed on stderr).", DefaultValueFactory = _ => "http://127.0.0.1:7000" };
+var lrootOpt = new Option<string?>("--root") { Description = "This replica's own copy of the guest root (default: the primary's recorded root). Checked against the primary's at the handshake." };
+var tokenOpt = new Option<string?>("--token-file") { Description = "File holding the secret shared with the primary." };
+var arbiterOpt = new Option<string?>("--arbiter") { Description = "Lock file both roles can reach (default: a file in the temp directory named after the run's log header)." };
+var timeoutOpt = new Option<int>("--timeout-ms") { Description = "The primary is declared lost after this long without a batch or heartbeat.", DefaultValueFactory = _ => 2000 };
+var copyOpt = new Option<string?>("--log") { Description = "Where to keep this replica's copy of the primary's log (default: a file in the temp directory)." };
+var ackDelayOpt = new Option<int>("--ack-delay-ms") { Description = "Testing: delay every acknowledgement by this many milliseconds.", Hidden = true };
+var listen = new Command("listen", "Serve the replication endpoint, follow one primary (`primary protect`), replay its log in lockstep and acknowledge each batch as soon as it holds it; when the primary is lost, drain, win the arbiter and go live. Exit status: the guest's; 3 when standing down; 1 on divergence.")
+{
+    listenOpt, lrootOpt, tokenOpt, arbiterOpt, timeoutOpt, copyOpt, ackDelayOpt,
+};
+listen.SetAction(parse => ReVirt.Backup.ListenHost.Run(new ReVirt.Backup.ListenSettings
+{
+    Listen = new Uri(parse.GetValue(listenOpt)!),
+    Root = parse.GetValue(lrootOpt),
+    Secret = ReVirt.Replication.ReplicationProtocol.ReadSecret(parse.GetValue(tokenOpt)),
+    ArbiterPath = parse.GetValue(arbiterOpt),
+    TimeoutMs = parse.GetValue(timeoutOpt),
+    LogPath = parse.GetValue(copyOpt),
+    AckDelayMs = parse.GetValue(ackDelayOpt),
+}));
+root.Add(listen);
 return root.Parse(args).Invoke();
 
 static int Replay(FileInfo log, bool show, string? rootOverride)

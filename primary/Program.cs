@@ -45,9 +45,38 @@ var recordCmd = new Command("record", "Run like `run` and record every nondeterm
 };
 recordCmd.SetAction(parse => Guest(parse, parse.GetValue(logOpt)));
 
+var backupOpt = new Option<string>("--backup") { Description = "URL of the backup's replication endpoint (`backup listen --listen URL`), e.g. http://127.0.0.1:7000.", Required = true };
+var tokenOpt = new Option<string?>("--token-file") { Description = "File holding the secret shared with the backup (the handshake proves it with an HMAC; it never travels)." };
+var arbiterOpt = new Option<string?>("--arbiter") { Description = "Lock file both roles can reach, used to decide who continues when the other side is lost (default: a file in the temp directory named after this run's log header)." };
+var hbOpt = new Option<int>("--heartbeat-ms") { Description = "Heartbeat interval when no log is flowing.", DefaultValueFactory = _ => 100 };
+var timeoutOpt = new Option<int>("--timeout-ms") { Description = "The backup is declared lost after this long without an acknowledgement or heartbeat.", DefaultValueFactory = _ => 2000 };
+var lagRecOpt = new Option<long>("--max-lag-records") { Description = "Slow the guest down while more than this many log records are unacknowledged (bounds failover time).", DefaultValueFactory = _ => 50_000 };
+var lagBytesOpt = new Option<long>("--max-lag-bytes") { Description = "Slow the guest down while more than this many log bytes are unacknowledged.", DefaultValueFactory = _ => 16L << 20 };
+var protoOpt = new Option<uint>("--protocol-version") { Description = "Testing: announce another protocol version.", Hidden = true, DefaultValueFactory = _ => ReVirt.Replication.ReplicationProtocol.Version };
+var protect = new Command("protect", "Run like `record`, streaming the event log to a backup (`backup listen`) that replays it in lockstep and takes over if this primary dies. Output leaves the VM only once the backup holds the log up to the point where it was produced.")
+{
+    backupOpt, tokenOpt, arbiterOpt, hbOpt, timeoutOpt, lagRecOpt, lagBytesOpt, protoOpt, intervalOpt, rootOpt, cwdOpt, statsOpt, program,
+};
+protect.SetAction(parse =>
+{
+    var settings = new ReVirt.Primary.ProtectSettings
+    {
+        BackupUrl = parse.GetValue(backupOpt)!,
+        Secret = ReVirt.Replication.ReplicationProtocol.ReadSecret(parse.GetValue(tokenOpt)),
+        ArbiterPath = parse.GetValue(arbiterOpt),
+        HeartbeatMs = parse.GetValue(hbOpt),
+        TimeoutMs = parse.GetValue(timeoutOpt),
+        MaxLagRecords = parse.GetValue(lagRecOpt),
+        MaxLagBytes = parse.GetValue(lagBytesOpt),
+        RootDigest = ReVirt.Replication.RootDigest.Compute(parse.GetValue(rootOpt)!),
+        ProtocolVersion = parse.GetValue(protoOpt),
+    };
+    return ReVirt.Primary.ProtectHost.Run(settings, MakeOptions(parse), parse.GetValue(intervalOpt), parse.GetValue(statsOpt));
+});
+
 var rootCmd = new RootCommand("ReVirt primary: runs and records guest programs in a deterministic x86-64 virtual machine.")
 {
-    run, recordCmd,
+    run, recordCmd, protect,
 };
 return rootCmd.Parse(args).Invoke();
 
@@ -61,14 +90,7 @@ int Guest(ParseResult parse, FileInfo? log)
         Console.Error.WriteLine($"primary: --root {root}: no such directory");
         return 2;
     }
-    string full = Path.GetFullPath(root);
-    var opts = new MachineOptions
-    {
-        Root = root,
-        Program = argv[0],
-        Args = argv[1..],
-        Cwd = cwd ?? (full == "/" ? Environment.CurrentDirectory : "/"),
-    };
+    var opts = MakeOptions(parse);
     var sw = System.Diagnostics.Stopwatch.StartNew();
     int status;
     ulong icount = 0;
@@ -98,6 +120,20 @@ int Guest(ParseResult parse, FileInfo? log)
         Console.Error.WriteLine($"primary: {icount} guest instructions in {s:F3} s ({icount / s / 1e6:F1} M instructions/s), exit status {status}");
     }
     return status;
+}
+
+MachineOptions MakeOptions(ParseResult parse)
+{
+    string root = parse.GetValue(rootOpt)!;
+    string[] argv = parse.GetValue(program)!;
+    string full = Path.GetFullPath(root);
+    return new MachineOptions
+    {
+        Root = root,
+        Program = argv[0],
+        Args = argv[1..],
+        Cwd = parse.GetValue(cwdOpt) ?? (full == "/" ? Environment.CurrentDirectory : "/"),
+    };
 }
 
 static int LoadAndRun(Machine m, MachineOptions opts, out ulong icount)

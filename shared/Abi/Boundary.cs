@@ -31,6 +31,13 @@ public interface IBoundary
     /// </summary>
     HostResult Syscall(int tid, int nr, Func<HostResult> perform, bool reexecuteOnReplay = false);
 
+    /// <summary>
+    /// A write to the guest's stdout or stderr: something that leaves the VM. `perform` writes it to the host.
+    /// The default treats it as any other syscall; a protected primary instead logs it as done and holds the
+    /// bytes in its output gate until the backup holds the log up to this point (output commit).
+    /// </summary>
+    HostResult Output(int tid, int nr, int fd, byte[] data, Func<HostResult> perform) => Syscall(tid, nr, perform);
+
     /// <summary>A 64-bit nondeterministic value (RDTSC, RDRAND).</summary>
     ulong Value(int tid, InputKind kind, Func<ulong> perform);
 

@@ -447,12 +447,15 @@ public sealed partial class LinuxKernel
     {
         if (f.IsSocket && offset < 0) return SendBytes(cpu, f, data, 0, null, Nr.write);
         bool output = f.IsStdio && (f.HostFd == 1 || f.HostFd == 2);
-        long r = Host(cpu, offset < 0 ? Nr.write : Nr.pwrite64, () =>
+        int nr = offset < 0 ? Nr.write : Nr.pwrite64;
+        Func<HostResult> perform = () =>
         {
             fixed (byte* p = data)
                 return HostResult.Of(offset < 0 ? HostSys.Call(Nr.write, f.HostFd, (long)p, data.Length)
                                                 : HostSys.Call(Nr.pwrite64, f.HostFd, (long)p, data.Length, offset));
-        }, reexecuteOnReplay: !output).Value;
+        };
+        long r = output ? Boundary.Output(cpu.Tid, nr, f.HostFd, data, perform).Value
+                        : Host(cpu, nr, perform, reexecuteOnReplay: true).Value;
         if (output && r > 0) Boundary.OnOutput(this, cpu, f.HostFd, data.AsSpan(0, (int)r));
         return r;
     }

@@ -86,6 +86,19 @@ public sealed class RecordingBoundary : IBoundary
     public void Attach(LinuxKernel k) => _k = k;
     ulong Icount => _k?.Current?.InstructionCount ?? 0;
 
+    /// <summary>
+    /// Output commit (protected primary): when set, guest writes to stdout/stderr are logged as complete and their
+    /// bytes are handed to the gate, which releases them once the backup holds the log up to their record.
+    /// </summary>
+    public Replication.OutputGate? Gate { get; init; }
+
+    public HostResult Output(int tid, int nr, int fd, byte[] data, Func<HostResult> perform)
+    {
+        if (Gate == null) return Syscall(tid, nr, perform);
+        _w.Append(new SyscallResult { InstrCount = Icount, Tid = tid, Nr = nr, Result = data.Length });
+        return HostResult.Of(data.Length);
+    }
+
     public HostResult Syscall(int tid, int nr, Func<HostResult> perform, bool reexecuteOnReplay = false)
     {
         var r = perform();
@@ -144,7 +157,9 @@ public sealed class RecordingBoundary : IBoundary
     public void OnOutput(LinuxKernel kernel, CpuT cpu, int fd, ReadOnlySpan<byte> bytes)
     {
         var (total, digest) = _out.Add(fd, bytes);
-        _w.Append(new Output { InstrCount = cpu.InstructionCount, Fd = fd, TotalBytes = total, Digest = digest, Bytes = bytes.ToArray() });
+        var copy = bytes.ToArray();
+        ulong seq = _w.Append(new Output { InstrCount = cpu.InstructionCount, Fd = fd, TotalBytes = total, Digest = digest, Bytes = copy });
+        Gate?.Hold(seq, fd, copy);
     }
 
     public void OnExit(LinuxKernel kernel, CpuT cpu, int status)
@@ -167,32 +182,76 @@ public sealed class ReplayEndOfLogException : Exception
     public ReplayEndOfLogException(string message) : base(message) { }
 }
 
+/// <summary>A following backup lost the arbiter when its primary went silent: it must not go live.</summary>
+public sealed class ReplayStoodDownException : Exception
+{
+    public ReplayStoodDownException(string message) : base(message) { }
+}
+
+/// <summary>Where a following replay turned live: the guest's position and the output offsets it resumed from.</summary>
+public readonly record struct TakeoverPoint(
+    ulong Instruction, ulong Record, ulong LogStdoutBytes, ulong LogStderrBytes, ulong ResumeStdoutAt, ulong ResumeStderrAt);
+
+/// <summary>
+/// Follow mode of a replay (a backup replaying a primary's log as it arrives). When the log ends — the primary is
+/// gone and everything it sent has been replayed — <see cref="TakeOver"/> decides (by winning the arbiter) whether
+/// this replica goes live; it returns false to stand down.
+/// </summary>
+public sealed class FollowOptions
+{
+    public required Func<TakeoverPoint, bool> TakeOver { get; init; }
+}
+
 /// <summary>
 /// The boundary of a replay: never touches the host. Every answer comes from the log, asynchronous events are
 /// injected at the exact instruction count they were recorded at, and checkpoints, output digests and the exit
 /// status are verified; the first mismatch stops the replay with a description of the divergence.
+/// In follow mode (a backup), the end of the log is where the replica takes over: from there on it is a live
+/// machine (real syscalls, real output), after re-emitting the output that the old primary may not have released.
 /// </summary>
 public sealed class ReplayBoundary : IBoundary
 {
     readonly LogReader _r;
     readonly OutputDigests _out = new();
     readonly Stream? _stdout, _stderr;
+    readonly FollowOptions? _follow;
     LogRecord _peek;
-    bool _havePeek, _eof;
+    bool _havePeek, _eof, _live;
     LinuxKernel? _k;
+    // output replayed but not yet reported released by the primary: (fd, offset of its first byte, bytes)
+    readonly Queue<(int Fd, ulong Start, byte[] Bytes)> _unreleased = new();
+    long _relOut, _relErr;
+    ulong _logOut, _logErr;
 
     public int CheckpointsVerified { get; private set; }
     public int OutputsVerified { get; private set; }
     public ulong RecordsConsumed { get; private set; }
     public int? RecordedExitStatus { get; private set; }
+    /// <summary>True once a following replay has taken over.</summary>
+    public bool Live => _live;
+    public TakeoverPoint? Takeover { get; private set; }
 
-    public ReplayBoundary(LogReader reader, bool showOutput)
+    public ReplayBoundary(LogReader reader, bool showOutput, FollowOptions? follow = null)
     {
         _r = reader;
+        _follow = follow;
         if (showOutput) { _stdout = Console.OpenStandardOutput(); _stderr = Console.OpenStandardError(); }
     }
 
-    public bool Replaying => true;
+    /// <summary>The primary reports how much of its output it has released to the world (any thread).</summary>
+    public void ReportReleased(ulong stdoutBytes, ulong stderrBytes)
+    {
+        InterlockedMax(ref _relOut, (long)stdoutBytes);
+        InterlockedMax(ref _relErr, (long)stderrBytes);
+    }
+
+    static void InterlockedMax(ref long target, long v)
+    {
+        long cur;
+        while ((cur = Volatile.Read(ref target)) < v && Interlocked.CompareExchange(ref target, v, cur) != cur) { }
+    }
+
+    public bool Replaying => !_live;
     public void Attach(LinuxKernel k) => _k = k;
     ulong Icount => _k?.Current?.InstructionCount ?? 0;
     ulong Rip => _k?.Current?.Rip ?? 0;
@@ -208,6 +267,54 @@ public sealed class ReplayBoundary : IBoundary
         return _havePeek;
     }
 
+    /// <summary>In follow mode: true when the machine is (or has just become) live because the log has ended.</summary>
+    bool LiveNow()
+    {
+        if (_live) return true;
+        if (_follow == null || Peek(out _)) return false;
+        GoLive();
+        return true;
+    }
+
+    void GoLive()
+    {
+        ulong relOut = (ulong)Volatile.Read(ref _relOut), relErr = (ulong)Volatile.Read(ref _relErr);
+        // the primary cannot have released more than the log holds
+        relOut = Math.Min(relOut, _logOut);
+        relErr = Math.Min(relErr, _logErr);
+        var pt = new TakeoverPoint(Icount, RecordsConsumed, _logOut, _logErr, relOut, relErr);
+        if (!_follow!.TakeOver(pt))
+            throw new ReplayStoodDownException($"the log ended at instruction {Icount} (record #{RecordsConsumed}) and this replica did not win the arbiter: standing down");
+        _live = true;
+        Takeover = pt;
+        // re-emit what the old primary may not have released (it can have released it in its last round trip:
+        // then this is a byte-identical repeat)
+        foreach (var (fd, start, bytes) in _unreleased)
+        {
+            ulong rel = fd == 2 ? relErr : relOut;
+            ulong end = start + (ulong)bytes.Length;
+            if (end <= rel) continue;
+            int skip = rel > start ? (int)(rel - start) : 0;
+            HostWrite(fd, bytes.AsSpan(skip));
+        }
+        _unreleased.Clear();
+    }
+
+    static unsafe void HostWrite(int fd, ReadOnlySpan<byte> data)
+    {
+        fixed (byte* p = data)
+        {
+            int off = 0;
+            while (off < data.Length)
+            {
+                long r = HostSys.Call(Nr.write, fd, (long)(p + off), data.Length - off);
+                if (r == -Errno.EINTR) continue;
+                if (r <= 0) return;
+                off += (int)r;
+            }
+        }
+    }
+
     LogRecord Take(string expecting)
     {
         if (!Peek(out var rec))
@@ -220,7 +327,7 @@ public sealed class ReplayBoundary : IBoundary
         // the next asynchronous event may be due before the guest leaves the block it is in: aim the stop at it
         var cpu = _k?.Current;
         if (cpu != null && rec.Kind is RecordKind.SyscallResult or RecordKind.Rdtsc or RecordKind.Rdrand or RecordKind.Output)
-            cpu.StopAt = NextStop(_k!, cpu);
+            cpu.StopAt = ReplayStop();
         return rec;
     }
 
@@ -240,6 +347,7 @@ public sealed class ReplayBoundary : IBoundary
 
     public HostResult Syscall(int tid, int nr, Func<HostResult> perform, bool reexecuteOnReplay = false)
     {
+        if (LiveNow()) return perform();
         var s = Expect<SyscallResult>($"the result of syscall {nr}");
         if (s.Nr != nr) throw Diverged($"the guest made syscall {nr} where the recording made syscall {s.Nr} (at instruction {s.InstrCount})");
         if (s.InstrCount != Icount) throw Diverged($"syscall {nr} came at instruction {Icount}, recorded at {s.InstrCount}");
@@ -248,20 +356,36 @@ public sealed class ReplayBoundary : IBoundary
         return r;
     }
 
+    // a write to stdout/stderr whose result came from the log; if the log ends before its Output record, the
+    // live machine writes the bytes itself
+    bool _writeFromLog;
+
+    public HostResult Output(int tid, int nr, int fd, byte[] data, Func<HostResult> perform)
+    {
+        _writeFromLog = false;
+        if (LiveNow()) return perform();
+        var r = Syscall(tid, nr, perform);
+        _writeFromLog = true;
+        return r;
+    }
+
     public ulong Value(int tid, InputKind kind, Func<ulong> perform)
     {
+        if (LiveNow()) return perform();
         if (kind == InputKind.Rdrand) return Expect<Rdrand>("an RDRAND value").Value;
         return Expect<Rdtsc>("an RDTSC value").Value;
     }
 
     public byte[] Bytes(int tid, InputKind kind, int count, Func<byte[]> perform)
     {
+        if (LiveNow()) return perform();
         var s = Expect<SyscallResult>($"{kind} bytes");
         if (s.Nr != -1000 - (int)kind || s.Data.Length != count) throw Diverged($"expected {count} bytes of {kind}, found {Describe(_peek)}");
         return s.Data;
     }
 
-    public ulong NextStop(LinuxKernel kernel, CpuT cpu)
+    /// <summary>The next recorded asynchronous event's instruction count (never turns the machine live).</summary>
+    ulong ReplayStop()
     {
         if (!Peek(out var rec)) return ulong.MaxValue;
         ulong at = rec.Kind switch
@@ -276,8 +400,19 @@ public sealed class ReplayBoundary : IBoundary
         return at;
     }
 
+    public ulong NextStop(LinuxKernel kernel, CpuT cpu)
+    {
+        if (LiveNow()) return kernel.HostEventsPending ? cpu.InstructionCount : ulong.MaxValue;
+        return ReplayStop();
+    }
+
     public void AtStop(LinuxKernel kernel, CpuT cpu)
     {
+        if (_live)
+        {
+            if (kernel.TryTakeHostEvent(out var sig)) kernel.RaiseAsync(cpu, sig);
+            return;
+        }
         while (Peek(out var rec))
         {
             switch (rec.Kind)
@@ -326,21 +461,46 @@ public sealed class ReplayBoundary : IBoundary
         if (!d.AsSpan().SequenceEqual(c.StateDigest))
             throw Diverged($"checkpoint at instruction {c.InstrCount}: machine state digest {Convert.ToHexString(d)} differs from the recorded {Convert.ToHexString(c.StateDigest)}");
         CheckpointsVerified++;
+        LastVerifiedCheckpoint = (c.InstrCount, Convert.ToHexString(d));
     }
+
+    /// <summary>Instruction count and state digest of the last checkpoint the replay verified.</summary>
+    public (ulong Instruction, string Digest)? LastVerifiedCheckpoint { get; private set; }
 
     public void OnOutput(LinuxKernel kernel, CpuT cpu, int fd, ReadOnlySpan<byte> bytes)
     {
+        if (LiveNow())
+        {
+            // the write's result came from the log but its Output record never arrived: nobody saw these bytes
+            if (_writeFromLog) HostWrite(fd, bytes);
+            _writeFromLog = false;
+            return;
+        }
+        _writeFromLog = false;
         var o = Expect<Output>("an output record");
         var (total, digest) = _out.Add(fd, bytes);
         if (o.Fd != fd || o.TotalBytes != total || !digest.AsSpan().SequenceEqual(o.Digest))
             throw Diverged($"output on fd {fd} ({bytes.Length} bytes, {total} in all) differs from the recorded output on fd {o.Fd} ({o.TotalBytes} bytes in all)");
         OutputsVerified++;
+        if (fd == 2) _logErr = total; else _logOut = total;
+        if (_follow != null)
+        {
+            _unreleased.Enqueue((fd, total - (ulong)bytes.Length, bytes.ToArray()));
+            while (_unreleased.Count > 0)
+            {
+                var (f, start, b) = _unreleased.Peek();
+                ulong rel = (ulong)(f == 2 ? Volatile.Read(ref _relErr) : Volatile.Read(ref _relOut));
+                if (start + (ulong)b.Length > rel) break;
+                _unreleased.Dequeue();
+            }
+        }
         var s = fd == 2 ? _stderr : _stdout;
         if (s != null) { s.Write(bytes); s.Flush(); }
     }
 
     public void OnExit(LinuxKernel kernel, CpuT cpu, int status)
     {
+        if (LiveNow()) return;
         var c = Expect<Checkpoint>("the final checkpoint");
         VerifyCheckpoint(kernel, cpu, c);
         var e = Expect<Exit>("the exit record");

@@ -1,0 +1,289 @@
+using System.Diagnostics;
+using System.Net;
+using Google.Protobuf;
+using Grpc.Core;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using ReVirt.Abi;
+using ReVirt.Arbiter;
+using ReVirt.Log;
+using ReVirt.Protocol;
+using ReVirt.Replay;
+using ReVirt.Replication;
+
+namespace ReVirt.Backup;
+
+public sealed class ListenSettings
+{
+    public required Uri Listen { get; init; }
+    public string? Root { get; init; }
+    public byte[] Secret { get; init; } = [];
+    public string? ArbiterPath { get; init; }
+    public int TimeoutMs { get; init; } = 2000;
+    public string? LogPath { get; init; }
+    public string Id { get; init; } = $"backup:{Environment.MachineName}:{Environment.ProcessId}";
+    /// <summary>Test hook: delay every acknowledgement by this long (shows that output waits for acks).</summary>
+    public int AckDelayMs { get; init; }
+}
+
+/// <summary>`backup listen`: serves the replication endpoint, follows one primary, takes over when it dies.</summary>
+public static class ListenHost
+{
+    public static int Run(ListenSettings s)
+    {
+        var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = [] });
+        builder.Logging.ClearProviders();
+        builder.Services.AddSingleton<IHostLifetime, QuietLifetime>();
+        builder.WebHost.ConfigureKestrel(k =>
+        {
+            var addr = s.Listen.Host is "localhost" ? IPAddress.Loopback : IPAddress.Parse(s.Listen.Host);
+            k.Listen(addr, s.Listen.Port, lo => lo.Protocols = HttpProtocols.Http2);
+            k.Limits.Http2.KeepAlivePingDelay = TimeSpan.FromSeconds(5);
+            k.Limits.MaxRequestBodySize = null;
+        });
+        builder.Services.AddGrpc(o => { o.MaxReceiveMessageSize = null; o.MaxSendMessageSize = null; });
+        var session = new BackupSession(s, Console.Error);
+        builder.Services.AddSingleton(session);
+        var app = builder.Build();
+        app.MapGrpcService<ReplicationService>();
+        session.Lifetime = app.Lifetime;
+        app.Start();
+        var addrs = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses;
+        Console.Error.WriteLine($"backup: listening on {string.Join(", ", addrs ?? [])} as {s.Id}");
+        app.WaitForShutdown();
+        return session.ExitCode;
+    }
+}
+
+sealed class QuietLifetime : IHostLifetime
+{
+    public Task WaitForStartAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+    public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+}
+
+/// <summary>
+/// The one primary this backup follows: its log is appended to this replica's own durable copy and fed to a
+/// lockstep replay as it arrives; when the primary is lost the replay drains what it holds, asks the arbiter and
+/// goes live.
+/// </summary>
+public sealed class BackupSession(ListenSettings s, TextWriter log)
+{
+    public IHostApplicationLifetime? Lifetime;
+    public int ExitCode = 1;
+    int _claimed;
+    readonly BlockingPipeStream _pipe = new();
+    StreamLogSink? _file;
+    ReplayBoundary? _boundary;
+    IArbiter? _arbiter;
+    string _primaryId = "";
+    long _lostAt;
+    string? _lostReason;
+    public ulong Held { get; private set; }
+    public ListenSettings Settings => s;
+
+    /// <summary>Checks a hello; returns the refusal reason or null.</summary>
+    public string? Check(Hello h, out LogHeader? header)
+    {
+        header = null;
+        if (h.ProtocolVersion != ReplicationProtocol.Version)
+            return $"protocol version {h.ProtocolVersion} is not supported (this backup speaks version {ReplicationProtocol.Version})";
+        try { header = LogHeader.Decode(h.LogHeader.Span, out _); }
+        catch (LogFormatException e) { return $"bad log header: {e.Message}"; }
+        var opts = Recording.OptionsFrom(header, s.Root);
+        string host;
+        try { host = LinuxKernel.ResolveProgram(opts).HostPath; }
+        catch (ElfLoadException e) { return $"the program is missing on the backup: {e.Message}"; }
+        if (!header.ProgramMatches(host))
+            return $"program mismatch: {host} on the backup is not the program the primary runs (sha256 {Convert.ToHexStringLower(header.ProgramHash)})";
+        var mine = RootDigest.Compute(opts.Root);
+        if (!mine.AsSpan().SequenceEqual(h.RootDigest.Span))
+            return $"root mismatch: the guest root {Path.GetFullPath(opts.Root)} on the backup differs from the primary's (digest {Convert.ToHexStringLower(mine)[..Math.Min(16, mine.Length * 2)]} vs {Convert.ToHexStringLower(h.RootDigest.ToByteArray())[..Math.Min(16, h.RootDigest.Length * 2)]})";
+        return null;
+    }
+
+    /// <summary>Claims the session for one primary (false: a primary was already accepted).</summary>
+    public bool Claim() => Interlocked.CompareExchange(ref _claimed, 1, 0) == 0;
+
+    public void Start(Hello h, LogHeader header)
+    {
+        _primaryId = h.PrimaryId;
+        _arbiter = new LockFileArbiter(s.ArbiterPath ?? LockFileArbiter.DefaultPathFor(h.LogHeader.ToByteArray()));
+        string path = s.LogPath ?? Path.Combine(Path.GetTempPath(), $"revirt-backup-{Environment.ProcessId}.rvlog");
+        _file = StreamLogSink.CreateFile(path);
+        _file.Append(h.LogHeader.Span);
+        _file.Flush();
+        _pipe.Append(h.LogHeader.Span);
+        log.WriteLine($"backup: following {h.PrimaryId}; log copy {path}; arbiter {_arbiter.Describe}");
+        var t = new Thread(() => ReplayMain(header), 64 << 20) { Name = "replay" };
+        t.Start();
+    }
+
+    /// <summary>Appends a batch of frames (sequence-checked) to the log copy and the replay; returns the held sequence.</summary>
+    public ulong Receive(Batch b)
+    {
+        var data = b.Frames.Memory;
+        int off = 0;
+        ulong seq = Held;
+        for (uint i = 0; i < b.Count; i++)
+        {
+            if (data.Length - off < RecordFrame.HeaderSize) throw new LogFormatException("batch ends mid-frame", seq + 1);
+            int len = (int)System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(data.Span[off..]);
+            if (len < RecordFrame.Overhead || len > data.Length - off) throw new LogFormatException($"invalid record length {len}", seq + 1);
+            RecordFrame.Parse(data.Slice(off, len), seq + 1);
+            seq++;
+            off += len;
+        }
+        if (off != data.Length) throw new LogFormatException("batch has bytes after its last frame", seq);
+        _file!.Append(data.Span);
+        _file.Flush(); // held: in this replica's log copy (OS buffers), so it survives this process
+        _pipe.Append(data.Span);
+        Held = seq;
+        if (b.Released != null) _boundary?.ReportReleased(b.Released.StdoutBytes, b.Released.StderrBytes);
+        return seq;
+    }
+
+    public void Released(OutputMark? m) { if (m != null) _boundary?.ReportReleased(m.StdoutBytes, m.StderrBytes); }
+
+    /// <summary>The primary ended its guest normally: the log is complete.</summary>
+    public void Goodbye(Goodbye g)
+    {
+        log.WriteLine($"backup: the primary's guest ended with status {g.ExitStatus} after record #{g.LastSequence}; finishing the replay");
+        _pipe.Complete();
+    }
+
+    /// <summary>The primary is gone: let the replay drain what it holds, then take over.</summary>
+    public void PrimaryLost(string reason)
+    {
+        if (_lostReason != null) return;
+        _lostReason = reason;
+        _lostAt = Stopwatch.GetTimestamp();
+        log.WriteLine($"backup: primary lost: {reason}; holding the log up to record #{Held}; draining {_pipe.Buffered} bytes");
+        _pipe.Complete();
+    }
+
+    bool TakeOver(TakeoverPoint p)
+    {
+        if (_lostReason == null)
+        {
+            log.WriteLine($"backup: the log ended without an exit record after record #{p.Record}");
+            return false;
+        }
+        double drainMs = Stopwatch.GetElapsedTime(_lostAt).TotalMilliseconds;
+        var r = _arbiter!.TryAcquire(s.Id);
+        if (!r.Won)
+        {
+            log.WriteLine($"backup: drained in {drainMs:F0} ms but the arbiter is held by {r.Holder}: standing down");
+            return false;
+        }
+        string digest = _boundary?.LastVerifiedCheckpoint is { } c ? $"; last verified checkpoint at instruction {c.Instruction}, state digest {c.Digest}" : "";
+        log.WriteLine($"backup: drained in {drainMs:F0} ms; won the arbiter; took over at instruction {p.Instruction} (record #{p.Record}), stdout resumes at byte offset {p.ResumeStdoutAt} (the log holds {p.LogStdoutBytes}), stderr at {p.ResumeStderrAt}{digest}");
+        log.Flush();
+        return true;
+    }
+
+    void ReplayMain(LogHeader header)
+    {
+        int code;
+        try
+        {
+            using var reader = new LogReader(_pipe, leaveOpen: true);
+            var opts = Recording.OptionsFrom(header, s.Root);
+            _boundary = new ReplayBoundary(reader, showOutput: false, new FollowOptions { TakeOver = TakeOver });
+            using var m = new Machine(opts, _boundary);
+            m.Load();
+            int status = m.Run();
+            if (_boundary.Live)
+                log.WriteLine($"backup: guest exited with status {status} after {m.InstructionCount} instructions (live since instruction {_boundary.Takeover!.Value.Instruction})");
+            else
+                log.WriteLine($"backup: replay matched the primary: {m.InstructionCount} instructions, {_boundary.RecordsConsumed} records, {_boundary.CheckpointsVerified} checkpoints and {_boundary.OutputsVerified} outputs verified, guest exit status {status}");
+            code = status;
+        }
+        catch (ReplayStoodDownException e) { log.WriteLine($"backup: {e.Message}"); code = 3; }
+        catch (ReplayDivergenceException e) { log.WriteLine($"backup: {e.Message}"); code = 1; }
+        catch (ReplayEndOfLogException e) { log.WriteLine($"backup: {e.Message}"); code = 1; }
+        catch (LogFormatException e) { log.WriteLine($"backup: corrupt log: {e.Message}"); code = 2; }
+        catch (ElfLoadException e) { log.WriteLine($"backup: {e.Message}"); code = 126; }
+        try { _file?.Dispose(); } catch (IOException) { }
+        ExitCode = code;
+        log.Flush();
+        Lifetime?.StopApplication();
+    }
+}
+
+/// <summary>The gRPC service: handshake, then batches and heartbeats in, acks out.</summary>
+public sealed class ReplicationService(BackupSession session) : Protocol.Replication.ReplicationBase
+{
+    public override async Task Stream(IAsyncStreamReader<PrimaryMessage> requestStream, IServerStreamWriter<BackupMessage> responseStream, ServerCallContext context)
+    {
+        var s = session.Settings;
+        var ct = context.CancellationToken;
+        Task Refuse(string reason)
+        {
+            Console.Error.WriteLine($"backup: refused a primary ({context.Peer}): {reason}");
+            return responseStream.WriteAsync(new BackupMessage { Refused = new Refused { Reason = reason } }, ct);
+        }
+        if (!await requestStream.MoveNext(ct)) return;
+        var first = requestStream.Current;
+        if (first.BodyCase != PrimaryMessage.BodyOneofCase.Hello) { await Refuse("protocol error: the first message must be a hello"); return; }
+        var hello = first.Hello;
+        var reason = session.Check(hello, out var header);
+        if (reason != null) { await Refuse(reason); return; }
+        var nonce = ReplicationProtocol.Nonce();
+        await responseStream.WriteAsync(new BackupMessage { Challenge = new Challenge { ServerNonce = ByteString.CopyFrom(nonce), BackupId = s.Id } }, ct);
+        if (!await requestStream.MoveNext(ct) || requestStream.Current.BodyCase != PrimaryMessage.BodyOneofCase.Auth) { await Refuse("protocol error: expected auth"); return; }
+        if (!ReplicationProtocol.ProofMatches(s.Secret, hello, nonce, requestStream.Current.Auth.Proof.Span))
+        { await Refuse("authentication failed: the primary does not hold this backup's token"); return; }
+        if (!session.Claim()) { await Refuse("this backup already follows a primary"); return; }
+        session.Start(hello, header!);
+        await responseStream.WriteAsync(new BackupMessage { Welcome = new Welcome { BackupId = s.Id } }, ct);
+
+        using var silence = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        try
+        {
+            while (true)
+            {
+                silence.CancelAfter(s.TimeoutMs);
+                if (!await requestStream.MoveNext(silence.Token)) { session.PrimaryLost("the primary closed the stream without saying goodbye"); return; }
+                var m = requestStream.Current;
+                switch (m.BodyCase)
+                {
+                    case PrimaryMessage.BodyOneofCase.Batch:
+                        {
+                            ulong held = session.Receive(m.Batch);
+                            if (s.AckDelayMs > 0) await Task.Delay(s.AckDelayMs, ct);
+                            await responseStream.WriteAsync(new BackupMessage { Ack = new Ack { HeldSequence = held } }, ct);
+                            break;
+                        }
+                    case PrimaryMessage.BodyOneofCase.Heartbeat:
+                        session.Released(m.Heartbeat.Released);
+                        await responseStream.WriteAsync(new BackupMessage { Ack = new Ack { HeldSequence = session.Held, EchoUnixMs = m.Heartbeat.SentUnixMs } }, ct);
+                        break;
+                    case PrimaryMessage.BodyOneofCase.Goodbye:
+                        session.Goodbye(m.Goodbye);
+                        return;
+                    default:
+                        session.PrimaryLost($"protocol error: unexpected {m.BodyCase}");
+                        return;
+                }
+            }
+        }
+        catch (OperationCanceledException) when (!ct.IsCancellationRequested)
+        {
+            session.PrimaryLost($"no batch or heartbeat for {s.TimeoutMs} ms");
+        }
+        catch (Exception e) when (e is OperationCanceledException or IOException or RpcException or InvalidOperationException)
+        {
+            session.PrimaryLost($"the connection to the primary broke ({e.GetType().Name}: {e.Message})");
+        }
+        catch (LogFormatException e)
+        {
+            session.PrimaryLost($"the primary sent a damaged batch: {e.Message}");
+        }
+    }
+}

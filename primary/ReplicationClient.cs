@@ -1,0 +1,357 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Threading.Channels;
+using Google.Protobuf;
+using Grpc.Core;
+using Grpc.Net.Client;
+using Polly;
+using Polly.Retry;
+using Polly.Timeout;
+using ReVirt.Arbiter;
+using ReVirt.Log;
+using ReVirt.Protocol;
+using ReVirt.Replication;
+
+namespace ReVirt.Primary;
+
+/// <summary>Settings of `primary protect`.</summary>
+public sealed class ProtectSettings
+{
+    public required string BackupUrl { get; init; }
+    public byte[] Secret { get; init; } = [];
+    public string? ArbiterPath { get; init; }
+    public int HeartbeatMs { get; init; } = 100;
+    public int TimeoutMs { get; init; } = 2000;
+    /// <summary>The guest is slowed down (blocked at its next log record) while this many records are unacknowledged.</summary>
+    public long MaxLagRecords { get; init; } = 50_000;
+    public long MaxLagBytes { get; init; } = 16 << 20;
+    public int ConnectAttempts { get; init; } = 20;
+    public string Id { get; init; } = $"primary:{Environment.MachineName}:{Environment.ProcessId}";
+    public byte[] RootDigest { get; init; } = [];
+    public uint ProtocolVersion { get; init; } = ReplicationProtocol.Version;
+}
+
+enum LinkState { Connecting, Protected, Unprotected, Fenced }
+
+/// <summary>
+/// The primary's end of replication: an <see cref="ILogSink"/> that the recording <see cref="LogWriter"/> appends
+/// to. The handshake runs before the guest starts; then a sender task streams record frames in batches (coalescing
+/// whatever accumulated while the previous batch was in flight) with heartbeats when idle, a receiver task applies
+/// the backup's acks to the <see cref="OutputGate"/>, and a watchdog declares the backup lost when it has been
+/// silent for the timeout. Losing the backup means asking the arbiter: won → the gate opens and the guest goes on
+/// unprotected; lost → the backup is live, so this replica stops without releasing anything more.
+/// </summary>
+public sealed class ReplicationClient : ILogSink
+{
+    readonly ProtectSettings _s;
+    readonly TextWriter _log;
+    readonly Channel<byte[]> _frames = Channel.CreateUnbounded<byte[]>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+    readonly ConcurrentQueue<(ulong Seq, long Cum)> _inflight = new();
+    readonly object _flow = new();
+    readonly CancellationTokenSource _cts = new();
+    byte[]? _headerSeen;
+    bool _gotHeader;
+    GrpcChannel? _channel;
+    AsyncDuplexStreamingCall<PrimaryMessage, BackupMessage>? _call;
+    Task? _sender, _receiver;
+    Timer? _watchdog;
+    IArbiter _arbiter = null!;
+    volatile LinkState _state = LinkState.Connecting;
+    long _produced, _producedBytes, _acked, _ackedBytes, _lastHeard, _throttleTicks;
+    int _lost;
+    volatile bool _finishing;
+
+    public OutputGate Gate { get; } = OutputGate.ToHostStdio();
+    public ulong Acked => (ulong)Interlocked.Read(ref _acked);
+    public long BytesSent { get; private set; }
+    public long Batches { get; private set; }
+    public TimeSpan Throttled => Stopwatch.GetElapsedTime(0, Interlocked.Read(ref _throttleTicks));
+    public string BackupId { get; private set; } = "";
+    public bool IsProtected => _state == LinkState.Protected;
+
+    public ReplicationClient(ProtectSettings settings, TextWriter log)
+    {
+        _s = settings;
+        _log = log;
+    }
+
+    // ------------------------------------------------------------------ handshake
+
+    /// <summary>Connects (with retries), says hello, proves the secret and waits for Welcome.</summary>
+    /// <exception cref="ReplicationRefusedException">The backup refused, or could not be reached.</exception>
+    public async Task ConnectAsync(byte[] encodedHeader)
+    {
+        _arbiter = new LockFileArbiter(_s.ArbiterPath ?? LockFileArbiter.DefaultPathFor(encodedHeader));
+        var hello = new Hello
+        {
+            ProtocolVersion = _s.ProtocolVersion,
+            LogHeader = ByteString.CopyFrom(encodedHeader),
+            RootDigest = ByteString.CopyFrom(_s.RootDigest),
+            ClientNonce = ByteString.CopyFrom(ReplicationProtocol.Nonce()),
+            PrimaryId = _s.Id,
+        };
+        _channel = GrpcChannel.ForAddress(_s.BackupUrl, new GrpcChannelOptions
+        {
+            HttpHandler = new SocketsHttpHandler
+            {
+                ConnectTimeout = TimeSpan.FromMilliseconds(Math.Max(500, _s.TimeoutMs)),
+                PooledConnectionIdleTimeout = Timeout.InfiniteTimeSpan,
+                KeepAlivePingDelay = TimeSpan.FromSeconds(5),
+                KeepAlivePingTimeout = TimeSpan.FromSeconds(5),
+                EnableMultipleHttp2Connections = true,
+            },
+            MaxReceiveMessageSize = null,
+            MaxSendMessageSize = null,
+        });
+        var client = new Protocol.Replication.ReplicationClient(_channel);
+
+        // Polly: retry while the backup is not there yet (connection refused → Unavailable), each attempt bounded
+        // by a timeout; a refusal is final.
+        var pipeline = new ResiliencePipelineBuilder()
+            .AddRetry(new RetryStrategyOptions
+            {
+                ShouldHandle = new PredicateBuilder().Handle<RpcException>(e => e.StatusCode is StatusCode.Unavailable or StatusCode.DeadlineExceeded)
+                    .Handle<TimeoutRejectedException>(),
+                MaxRetryAttempts = Math.Max(0, _s.ConnectAttempts - 1),
+                Delay = TimeSpan.FromMilliseconds(100),
+                BackoffType = DelayBackoffType.Exponential,
+                MaxDelay = TimeSpan.FromSeconds(1),
+                UseJitter = true,
+            })
+            .AddTimeout(TimeSpan.FromMilliseconds(Math.Max(2000, _s.TimeoutMs * 3)))
+            .Build();
+
+        try
+        {
+            await pipeline.ExecuteAsync(async ct =>
+            {
+                _call?.Dispose();
+                var call = client.Stream(cancellationToken: _cts.Token);
+                _call = call;
+                await call.RequestStream.WriteAsync(new PrimaryMessage { Hello = hello }, ct);
+                var challenge = await Next(call, ct);
+                if (challenge.BodyCase == BackupMessage.BodyOneofCase.Refused) throw new ReplicationRefusedException(challenge.Refused.Reason);
+                if (challenge.BodyCase != BackupMessage.BodyOneofCase.Challenge) throw new ReplicationRefusedException($"protocol error: expected a challenge, got {challenge.BodyCase}");
+                var proof = ReplicationProtocol.Proof(_s.Secret, hello, challenge.Challenge.ServerNonce.ToByteArray());
+                await call.RequestStream.WriteAsync(new PrimaryMessage { Auth = new Auth { Proof = ByteString.CopyFrom(proof) } }, ct);
+                var welcome = await Next(call, ct);
+                if (welcome.BodyCase == BackupMessage.BodyOneofCase.Refused) throw new ReplicationRefusedException(welcome.Refused.Reason);
+                if (welcome.BodyCase != BackupMessage.BodyOneofCase.Welcome) throw new ReplicationRefusedException($"protocol error: expected welcome, got {welcome.BodyCase}");
+                BackupId = welcome.Welcome.BackupId;
+            }, _cts.Token);
+        }
+        catch (RpcException e)
+        {
+            throw new ReplicationRefusedException($"cannot reach the backup at {_s.BackupUrl}: {e.Status.Detail}");
+        }
+        catch (TimeoutRejectedException)
+        {
+            throw new ReplicationRefusedException($"the backup at {_s.BackupUrl} did not answer the handshake in time");
+        }
+        _headerSeen = encodedHeader;
+        _state = LinkState.Protected;
+        Touch();
+        _sender = Task.Run(SendLoop);
+        _receiver = Task.Run(ReceiveLoop);
+        _watchdog = new Timer(_ => Watch(), null, _s.HeartbeatMs, _s.HeartbeatMs);
+        _flushTimer = new Timer(_ => Flush(), null, 2, 2);
+    }
+
+    static async Task<BackupMessage> Next(AsyncDuplexStreamingCall<PrimaryMessage, BackupMessage> call, CancellationToken ct)
+    {
+        if (!await call.ResponseStream.MoveNext(ct)) throw new ReplicationRefusedException("the backup closed the stream during the handshake");
+        return call.ResponseStream.Current;
+    }
+
+    void Touch() => Interlocked.Exchange(ref _lastHeard, Stopwatch.GetTimestamp());
+
+    // ------------------------------------------------------------------ ILogSink (guest thread)
+
+    public void Append(ReadOnlySpan<byte> encoded)
+    {
+        if (!_gotHeader) { _gotHeader = true; return; } // the header: already sent in Hello
+        ulong seq = System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(encoded[RecordFrame.SequenceOffset..]);
+        var st = _state;
+        if (st is LinkState.Unprotected or LinkState.Fenced) return;
+        var copy = encoded.ToArray();
+        long cum = _producedBytes + copy.Length;
+        _producedBytes = cum;
+        Interlocked.Exchange(ref _produced, (long)seq);
+        _inflight.Enqueue((seq, cum));
+        // coalesce on the guest thread: hand frames to the sender when an output needs committing, when 64 KiB
+        // have gathered, or from the 2 ms flush timer; waking the sender for every record costs the guest its core
+        lock (_pending)
+        {
+            _pending.Write(copy);
+            if ((RecordKind)copy[RecordFrame.KindOffset] == RecordKind.Output || _pending.Length >= 64 * 1024) PushPending();
+        }
+        // flow control: keep the backup close enough that failover time stays bounded
+        if ((long)seq - Interlocked.Read(ref _acked) > _s.MaxLagRecords || cum - Interlocked.Read(ref _ackedBytes) > _s.MaxLagBytes)
+        {
+            long t0 = Stopwatch.GetTimestamp();
+            lock (_flow)
+            {
+                while (_state == LinkState.Protected &&
+                       ((long)seq - Interlocked.Read(ref _acked) > _s.MaxLagRecords / 2 || cum - Interlocked.Read(ref _ackedBytes) > _s.MaxLagBytes / 2))
+                    Monitor.Wait(_flow, 50);
+            }
+            Interlocked.Add(ref _throttleTicks, Stopwatch.GetTimestamp() - t0);
+        }
+    }
+
+    readonly MemoryStream _pending = new();
+    Timer? _flushTimer;
+
+    void PushPending()
+    {
+        if (_pending.Length == 0) return;
+        _frames.Writer.TryWrite(_pending.ToArray());
+        _pending.SetLength(0);
+    }
+
+    public void Flush() { lock (_pending) PushPending(); }
+    public void Dispose() { }
+
+    // ------------------------------------------------------------------ streaming
+
+    async Task SendLoop()
+    {
+        var reader = _frames.Reader;
+        var ct = _cts.Token;
+        var buf = new MemoryStream();
+        try
+        {
+            Task<bool>? wait = null;
+            while (!ct.IsCancellationRequested)
+            {
+                wait ??= reader.WaitToReadAsync(ct).AsTask();
+                if (!wait.IsCompleted && await Task.WhenAny(wait, Task.Delay(_s.HeartbeatMs, ct)) != wait)
+                {
+                    await _call!.RequestStream.WriteAsync(new PrimaryMessage
+                    {
+                        Heartbeat = new Heartbeat { LastSequence = (ulong)Interlocked.Read(ref _produced), Released = Mark(), SentUnixMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() },
+                    }, ct);
+                    continue;
+                }
+                bool more = await wait;
+                wait = null;
+                if (!more) return;
+                buf.SetLength(0);
+                ulong first = 0;
+                uint count = 0;
+                while (buf.Length < (1 << 20) && reader.TryRead(out var f))
+                {
+                    if (count == 0) first = System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(f.AsSpan(RecordFrame.SequenceOffset));
+                    buf.Write(f);
+                    for (int off = 0; off < f.Length; off += (int)System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(f.AsSpan(off))) count++;
+                }
+                if (count == 0) continue;
+                var msg = new PrimaryMessage
+                {
+                    Batch = new Batch { FirstSequence = first, Count = count, Frames = ByteString.CopyFrom(buf.GetBuffer(), 0, (int)buf.Length), Released = Mark() },
+                };
+                await _call!.RequestStream.WriteAsync(msg, ct);
+                BytesSent += buf.Length;
+                Batches++;
+            }
+        }
+        catch (Exception e) when (e is OperationCanceledException or RpcException or IOException or InvalidOperationException)
+        {
+            if (!ct.IsCancellationRequested) BackupLost($"sending to the backup failed: {Short(e)}");
+        }
+    }
+
+    OutputMark Mark() => new() { StdoutBytes = Gate.ReleasedStdout, StderrBytes = Gate.ReleasedStderr };
+
+    async Task ReceiveLoop()
+    {
+        var ct = _cts.Token;
+        try
+        {
+            while (await _call!.ResponseStream.MoveNext(ct))
+            {
+                var m = _call.ResponseStream.Current;
+                Touch();
+                if (m.BodyCase == BackupMessage.BodyOneofCase.Ack) OnAck(m.Ack.HeldSequence);
+                else if (m.BodyCase == BackupMessage.BodyOneofCase.Refused) { BackupLost($"the backup stopped following: {m.Refused.Reason}"); return; }
+            }
+            if (!ct.IsCancellationRequested) BackupLost("the backup closed the stream");
+        }
+        catch (Exception e) when (e is OperationCanceledException or RpcException or IOException or InvalidOperationException)
+        {
+            if (!ct.IsCancellationRequested) BackupLost($"the stream from the backup broke: {Short(e)}");
+        }
+    }
+
+    static string Short(Exception e) => e is RpcException r ? $"{r.StatusCode}: {r.Status.Detail}" : e.Message;
+
+    void OnAck(ulong seq)
+    {
+        long s = (long)seq;
+        long cur;
+        while ((cur = Interlocked.Read(ref _acked)) < s && Interlocked.CompareExchange(ref _acked, s, cur) != cur) { }
+        while (_inflight.TryPeek(out var e) && e.Seq <= seq) { _inflight.TryDequeue(out _); Interlocked.Exchange(ref _ackedBytes, e.Cum); }
+        Gate.Ack(seq);
+        lock (_flow) Monitor.PulseAll(_flow);
+    }
+
+    void Watch()
+    {
+        if (_state != LinkState.Protected) return;
+        var silent = Stopwatch.GetElapsedTime(Interlocked.Read(ref _lastHeard));
+        if (silent.TotalMilliseconds > _s.TimeoutMs) BackupLost($"no acknowledgement or heartbeat from the backup for {silent.TotalMilliseconds:F0} ms");
+    }
+
+    /// <summary>The backup is gone: win the arbiter and continue unprotected, or stop this replica.</summary>
+    void BackupLost(string reason)
+    {
+        if (_finishing || Interlocked.Exchange(ref _lost, 1) != 0) return;
+        _watchdog?.Dispose();
+        _flushTimer?.Dispose();
+        _cts.Cancel();
+        var r = _arbiter.TryAcquire(_s.Id);
+        if (r.Won)
+        {
+            _log.WriteLine($"primary: backup lost ({reason}); acknowledged up to record #{Acked}; won the arbiter ({_arbiter.Describe}); continuing unprotected");
+            _state = LinkState.Unprotected;
+            Gate.GoUnprotected();
+            lock (_flow) Monitor.PulseAll(_flow);
+        }
+        else
+        {
+            _state = LinkState.Fenced;
+            Gate.Discard();
+            _log.WriteLine($"primary: backup lost ({reason}) but the arbiter ({_arbiter.Describe}) is held by {r.Holder}: the backup is live; stopping this replica without releasing further output");
+            _log.Flush();
+            Environment.Exit(3);
+        }
+    }
+
+    // ------------------------------------------------------------------ the end
+
+    /// <summary>
+    /// The guest ended: wait until the backup holds the whole log (so all output is released), then say goodbye.
+    /// </summary>
+    public async Task FinishAsync(ulong lastSequence, int exitStatus)
+    {
+        Flush();
+        while (_state == LinkState.Protected && Acked < lastSequence) await Task.Delay(1);
+        if (_state != LinkState.Protected) return;
+        _flushTimer?.Dispose();
+        Flush();
+        _frames.Writer.TryComplete();
+        try { if (_sender != null) await _sender; } catch { }
+        if (Interlocked.CompareExchange(ref _lost, 0, 0) != 0) return;
+        _finishing = true;
+        try
+        {
+            await _call!.RequestStream.WriteAsync(new PrimaryMessage { Goodbye = new Goodbye { LastSequence = lastSequence, ExitStatus = exitStatus } });
+            await _call.RequestStream.CompleteAsync();
+        }
+        catch (Exception e) when (e is RpcException or IOException or InvalidOperationException or OperationCanceledException) { }
+        _state = LinkState.Unprotected; // no failover from here on
+        _watchdog?.Dispose();
+        try { if (_receiver != null) await _receiver.WaitAsync(TimeSpan.FromSeconds(2)); } catch { }
+        _cts.Cancel();
+    }
+}

@@ -1,0 +1,73 @@
+namespace ReVirt.Replication;
+
+/// <summary>
+/// A one-way in-memory pipe: a producer <see cref="Append"/>s chunks, a consumer reads them as a <see cref="Stream"/>
+/// (e.g. a <see cref="Log.LogReader"/>). A read blocks while the pipe is empty and not completed; after
+/// <see cref="Complete"/> it returns what is left, then 0 (end of stream).
+/// </summary>
+public sealed class BlockingPipeStream : Stream
+{
+    readonly object _lock = new();
+    readonly Queue<byte[]> _chunks = new();
+    byte[]? _cur;
+    int _curPos;
+    bool _completed;
+    long _buffered;
+
+    public void Append(ReadOnlySpan<byte> data)
+    {
+        if (data.IsEmpty) return;
+        var copy = data.ToArray();
+        lock (_lock)
+        {
+            if (_completed) throw new InvalidOperationException("pipe completed");
+            _chunks.Enqueue(copy);
+            _buffered += copy.Length;
+            Monitor.PulseAll(_lock);
+        }
+    }
+
+    /// <summary>No more data will come: readers get the rest, then end of stream.</summary>
+    public void Complete()
+    {
+        lock (_lock) { _completed = true; Monitor.PulseAll(_lock); }
+    }
+
+    public bool Completed { get { lock (_lock) return _completed; } }
+
+    /// <summary>Bytes appended but not yet read.</summary>
+    public long Buffered { get { lock (_lock) return _buffered; } }
+
+    public override int Read(Span<byte> buffer)
+    {
+        if (buffer.IsEmpty) return 0;
+        lock (_lock)
+        {
+            while (true)
+            {
+                if (_cur != null && _curPos < _cur.Length)
+                {
+                    int n = Math.Min(buffer.Length, _cur.Length - _curPos);
+                    _cur.AsSpan(_curPos, n).CopyTo(buffer);
+                    _curPos += n;
+                    _buffered -= n;
+                    return n;
+                }
+                if (_chunks.Count > 0) { _cur = _chunks.Dequeue(); _curPos = 0; continue; }
+                if (_completed) return 0;
+                Monitor.Wait(_lock);
+            }
+        }
+    }
+
+    public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
+    public override bool CanRead => true;
+    public override bool CanSeek => false;
+    public override bool CanWrite => false;
+    public override long Length => throw new NotSupportedException();
+    public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+    public override void Flush() { }
+    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+    public override void SetLength(long value) => throw new NotSupportedException();
+    public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+}

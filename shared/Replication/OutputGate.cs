@@ -1,0 +1,122 @@
+using System.Diagnostics;
+using ReVirt.Abi;
+
+namespace ReVirt.Replication;
+
+/// <summary>
+/// Output commit. Every byte that leaves a protected primary (guest stdout/stderr) is held here, tagged with the
+/// sequence number of the log record that produced it, and released — in the order it was produced — only once
+/// the backup has acknowledged holding the log up to that record. The guest keeps running meanwhile.
+/// </summary>
+/// <remarks>
+/// States: <b>protected</b> (hold until acked), <b>unprotected</b> (the backup is gone and this primary won the
+/// arbiter: everything held is released and new output passes straight through) and <b>discarded</b> (this
+/// primary lost the arbiter: nothing held is ever released). Release runs on the thread that delivers the ack.
+/// </remarks>
+public sealed class OutputGate
+{
+    readonly object _lock = new();
+    readonly Queue<Entry> _held = new();
+    readonly Action<int, ReadOnlyMemory<byte>> _emit;
+    ulong _acked;
+    bool _unprotected, _discarded;
+    long _releasedOut, _releasedErr, _heldBytes;
+    readonly List<double> _holdMs = new();
+
+    readonly record struct Entry(ulong Seq, int Fd, byte[] Bytes, long Since);
+
+    /// <param name="emit">Writes released bytes to the host descriptor (1 or 2).</param>
+    public OutputGate(Action<int, ReadOnlyMemory<byte>> emit) => _emit = emit;
+
+    /// <summary>A gate that writes to this process's stdout/stderr with raw write(2).</summary>
+    public static OutputGate ToHostStdio() => new((fd, data) => HostIo.WriteAll(fd, data.Span));
+
+    /// <summary>Stdout bytes released to the world so far.</summary>
+    public ulong ReleasedStdout => (ulong)Interlocked.Read(ref _releasedOut);
+    public ulong ReleasedStderr => (ulong)Interlocked.Read(ref _releasedErr);
+    public long HeldBytes => Interlocked.Read(ref _heldBytes);
+    public int HeldCount { get { lock (_lock) return _held.Count; } }
+    public ulong Acked { get { lock (_lock) return _acked; } }
+
+    /// <summary>Milliseconds each released output spent in the gate (protected mode only).</summary>
+    public double[] HoldTimesMs() { lock (_lock) return _holdMs.ToArray(); }
+
+    /// <summary>Output produced by log record <paramref name="seq"/>.</summary>
+    public void Hold(ulong seq, int fd, byte[] bytes)
+    {
+        lock (_lock)
+        {
+            if (_discarded) return;
+            if (_unprotected || (seq <= _acked && _held.Count == 0)) { Emit(fd, bytes); return; }
+            _held.Enqueue(new Entry(seq, fd, bytes, Stopwatch.GetTimestamp()));
+            _heldBytes += bytes.Length;
+        }
+    }
+
+    /// <summary>The backup holds the log up to <paramref name="seq"/>: release everything produced up to there.</summary>
+    public void Ack(ulong seq)
+    {
+        lock (_lock)
+        {
+            if (seq <= _acked) return;
+            _acked = seq;
+            if (_discarded) return;
+            long now = Stopwatch.GetTimestamp();
+            while (_held.Count > 0 && _held.Peek().Seq <= seq)
+            {
+                var e = _held.Dequeue();
+                _heldBytes -= e.Bytes.Length;
+                if (_holdMs.Count < 1_000_000) _holdMs.Add(Stopwatch.GetElapsedTime(e.Since, now).TotalMilliseconds);
+                Emit(e.Fd, e.Bytes);
+            }
+        }
+    }
+
+    /// <summary>The backup is gone and this primary won the arbiter: release everything, pass output through from now on.</summary>
+    public void GoUnprotected()
+    {
+        lock (_lock)
+        {
+            if (_discarded) return;
+            _unprotected = true;
+            while (_held.Count > 0) { var e = _held.Dequeue(); _heldBytes -= e.Bytes.Length; Emit(e.Fd, e.Bytes); }
+        }
+    }
+
+    /// <summary>This primary lost the arbiter: the backup is live and owns the output from here; drop what is held.</summary>
+    public void Discard()
+    {
+        lock (_lock)
+        {
+            _discarded = true;
+            _held.Clear();
+            _heldBytes = 0;
+        }
+    }
+
+    void Emit(int fd, byte[] bytes)
+    {
+        _emit(fd, bytes);
+        if (fd == 2) Interlocked.Add(ref _releasedErr, bytes.Length);
+        else Interlocked.Add(ref _releasedOut, bytes.Length);
+    }
+}
+
+/// <summary>Raw writes to this process's descriptors (bypassing .NET's console buffering).</summary>
+public static class HostIo
+{
+    public static unsafe void WriteAll(int fd, ReadOnlySpan<byte> data)
+    {
+        fixed (byte* p = data)
+        {
+            int off = 0;
+            while (off < data.Length)
+            {
+                long r = HostSys.Call(Nr.write, fd, (long)(p + off), data.Length - off);
+                if (r == -Errno.EINTR) continue;
+                if (r <= 0) return;
+                off += (int)r;
+            }
+        }
+    }
+}

@@ -1,0 +1,76 @@
+using ReVirt.Arbiter;
+using ReVirt.Replication;
+using Xunit;
+
+namespace ReVirt.Tests.Replication;
+
+public class GateAndArbiterTests
+{
+    [Fact]
+    public void GateReleasesInOrderOnlyOnceAcked()
+    {
+        var emitted = new List<(int, string)>();
+        var g = new OutputGate((fd, d) => emitted.Add((fd, System.Text.Encoding.ASCII.GetString(d.Span))));
+        g.Hold(3, 1, "a"u8.ToArray());
+        g.Hold(5, 2, "b"u8.ToArray());
+        g.Hold(9, 1, "c"u8.ToArray());
+        Assert.Empty(emitted);
+        g.Ack(4);
+        Assert.Equal(new[] { (1, "a") }, emitted);
+        g.Ack(2); // stale ack: nothing
+        g.Ack(9);
+        Assert.Equal(new[] { (1, "a"), (2, "b"), (1, "c") }, emitted);
+        Assert.Equal(2UL, g.ReleasedStdout);
+        Assert.Equal(1UL, g.ReleasedStderr);
+        g.Hold(8, 1, "d"u8.ToArray()); // already acked and nothing held before it: passes
+        Assert.Equal((1, "d"), emitted[^1]);
+    }
+
+    [Fact]
+    public void UnprotectedReleasesEverythingDiscardedReleasesNothing()
+    {
+        var emitted = new List<string>();
+        var g = new OutputGate((_, d) => emitted.Add(System.Text.Encoding.ASCII.GetString(d.Span)));
+        g.Hold(1, 1, "x"u8.ToArray());
+        g.GoUnprotected();
+        g.Hold(2, 1, "y"u8.ToArray());
+        Assert.Equal(new[] { "x", "y" }, emitted);
+
+        var lost = new List<string>();
+        var g2 = new OutputGate((_, d) => lost.Add("!"));
+        g2.Hold(1, 1, "x"u8.ToArray());
+        g2.Discard();
+        g2.Ack(10);
+        g2.Hold(11, 1, "y"u8.ToArray());
+        Assert.Empty(lost);
+    }
+
+    [Fact]
+    public void ExactlyOneOwnerWinsTheLockFile()
+    {
+        string path = Path.Combine(Path.GetTempPath(), $"revirt-arb-{Guid.NewGuid():N}.lock");
+        try
+        {
+            var results = new ArbiterResult[16];
+            Parallel.For(0, results.Length, i => results[i] = new LockFileArbiter(path).TryAcquire($"owner{i}"));
+            Assert.Single(results, r => r.Won);
+            string winner = results.Single(r => r.Won).Holder;
+            Assert.All(results, r => Assert.Equal(winner, r.Holder));
+            Assert.True(new LockFileArbiter(path).TryAcquire(winner).Won); // the winner stays the winner
+        }
+        finally { File.Delete(path); }
+    }
+
+    [Fact]
+    public async Task PipeStreamBlocksUntilDataOrCompletion()
+    {
+        var p = new BlockingPipeStream();
+        var t = Task.Run(() => { var b = new byte[10]; int n = p.Read(b); return (n, b[0]); });
+        await Task.Delay(50);
+        Assert.False(t.IsCompleted);
+        p.Append(new byte[] { 7, 8 });
+        Assert.Equal((2, (byte)7), await t);
+        p.Complete();
+        Assert.Equal(0, p.Read(new byte[4]));
+    }
+}

@@ -1,0 +1,207 @@
+using System.Text;
+using System.Text.RegularExpressions;
+using ReVirt.Tests.Programs;
+using Xunit;
+using Xunit.Abstractions;
+
+namespace ReVirt.Tests.Replication;
+
+/// <summary>
+/// Primary-backup replication with real separate processes on loopback: lockstep replay, output commit,
+/// failover with stdout continuity, split brain, refusals.
+/// </summary>
+public class ReplicationTests(ITestOutputHelper output)
+{
+    static readonly TimeSpan Long = TimeSpan.FromMinutes(3);
+    static string Counter => GuestEnv.Guest("counter", "musl");
+
+    static string TempFile(string ext) => Path.Combine(Path.GetTempPath(), $"revirt-test-{Guid.NewGuid():N}{ext}");
+
+    /// <summary>
+    /// Checks the guest's stdout across a failover: the primary's stdout, then the backup's from the offset it
+    /// says it resumes at, is exactly lines 0..lines-1; the part the two both printed is byte-identical; and the
+    /// primary never released more than the backup held (output commit).
+    /// </summary>
+    static void AssertContinuous(byte[] p, byte[] b, string backupErr, int lines)
+    {
+        var m = Regex.Match(backupErr, @"stdout resumes at byte offset (\d+) \(the log holds (\d+)\)");
+        Assert.True(m.Success, "the backup states where stdout resumes:\n" + backupErr);
+        int resume = int.Parse(m.Groups[1].Value);
+        long held = long.Parse(m.Groups[2].Value);
+        Assert.True(resume <= p.Length, $"resume offset {resume} is past what the primary printed ({p.Length}): a gap");
+        Assert.True(p.Length <= held, $"the primary released {p.Length} stdout bytes but the backup held only {held}: output commit violated");
+        int overlap = p.Length - resume;
+        Assert.True(b.Length >= overlap, "the backup repeats what the primary may have released");
+        Assert.True(p.AsSpan(resume).SequenceEqual(b.AsSpan(0, overlap)), "a repeat is byte-identical");
+        var all = Encoding.ASCII.GetString(p.AsSpan(0, resume)) + Encoding.ASCII.GetString(b);
+        AssertLines(all, lines);
+    }
+
+    static void AssertLines(string all, int lines)
+    {
+        var ls = all.Split('\n');
+        Assert.Equal("", ls[^1]);
+        Assert.Equal(lines, ls.Length - 1);
+        for (int i = 0; i < lines; i++) Assert.StartsWith($"line {i} acc ", ls[i]);
+    }
+
+    [Fact]
+    public void ProtectedRunIsReplayedInLockstepAndMatches()
+    {
+        var (b, url) = ReplicaProcess.StartBackup();
+        using var _ = b;
+        using var p = ReplicaProcess.Primary("--backup", url, "--stats", "--checkpoint-interval", "500000", "--", Counter, "40", "20000");
+        Assert.Equal(0, p.WaitForExit(Long));
+        Assert.Equal(0, b.WaitForExit(Long));
+        output.WriteLine(p.Stderr);
+        output.WriteLine(b.Stderr);
+        AssertLines(p.StdoutText, 40);
+        Assert.Empty(b.Stdout); // a backup that never went live printed nothing
+        Assert.Contains("replay matched the primary", b.Stderr);
+        Assert.Matches(@"\d+ checkpoints and 40 outputs verified", b.Stderr);
+        Assert.DoesNotContain("backup lost", p.Stderr);
+    }
+
+    [Fact]
+    public void OutputWaitsForTheBackupsAcknowledgement()
+    {
+        var (b, url) = ReplicaProcess.StartBackup("--ack-delay-ms", "150");
+        using var _ = b;
+        using var p = ReplicaProcess.Primary("--backup", url, "--stats", "--", Counter, "10", "20000");
+        Assert.Equal(0, p.WaitForExit(Long));
+        Assert.Equal(0, b.WaitForExit(Long));
+        output.WriteLine(p.Stderr);
+        AssertLines(p.StdoutText, 10);
+        var m = Regex.Match(p.Stderr, @"output commit: (\d+) outputs held, p50 ([\d.]+) ms");
+        Assert.True(m.Success, p.Stderr);
+        Assert.Equal(10, int.Parse(m.Groups[1].Value));
+        // no output left before its log was acknowledged, and every ack took at least the injected delay
+        Assert.True(double.Parse(m.Groups[2].Value, System.Globalization.CultureInfo.InvariantCulture) >= 140, p.Stderr);
+    }
+
+    [Fact]
+    public void FailoverAtRandomMomentsKeepsStdoutContinuous()
+    {
+        var rng = new Random(12345);
+        const int lines = 300;
+        int rounds = 0, tookOver = 0;
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        while (rounds < 8 && sw.Elapsed < TimeSpan.FromMinutes(4))
+        {
+            rounds++;
+            string arbiter = TempFile(".lock");
+            var (b, url) = ReplicaProcess.StartBackup("--arbiter", arbiter, "--timeout-ms", "1000");
+            using var _ = b;
+            using var p = ReplicaProcess.Primary("--backup", url, "--arbiter", arbiter, "--checkpoint-interval", "200000", "--", Counter, lines.ToString(), "3000");
+            p.WaitForStderr("protected by", Long);
+            // kill at a random moment: after a random amount of output (0 .. most of it)
+            p.WaitForStdoutBytes(rng.Next(0, lines * 26 * 3 / 4), TimeSpan.FromSeconds(30));
+            Thread.Sleep(rng.Next(0, 50));
+            p.KillHard();
+            int code = b.WaitForExit(Long);
+            output.WriteLine($"round {rounds}: primary printed {p.Stdout.Length} bytes; backup:\n{b.Stderr}");
+            Assert.Equal(0, code);
+            if (b.Stderr.Contains("took over"))
+            {
+                tookOver++;
+                Assert.Contains("won the arbiter", b.Stderr);
+                Assert.DoesNotContain("diverged", b.Stderr);
+                AssertContinuous(p.Stdout, b.Stdout, b.Stderr, lines);
+            }
+            else
+            {
+                // the primary finished before it was killed: its output is complete, the backup printed nothing
+                AssertLines(p.StdoutText, lines);
+                Assert.Empty(b.Stdout);
+            }
+            File.Delete(arbiter);
+        }
+        Assert.True(tookOver >= rounds / 2, $"only {tookOver} of {rounds} rounds failed over");
+    }
+
+    [Fact]
+    public void SplitBrainLeavesExactlyOneLiveReplica()
+    {
+        const int lines = 400;
+        string arbiter = TempFile(".lock");
+        var (b, url) = ReplicaProcess.StartBackup("--arbiter", arbiter, "--timeout-ms", "800");
+        using var _ = b;
+        using var link = new PartitionableLink(url);
+        using var p = ReplicaProcess.Primary("--backup", link.Url, "--arbiter", arbiter, "--timeout-ms", "800", "--", Counter, lines.ToString(), "3000");
+        p.WaitForStderr("protected by", Long);
+        p.WaitForStdoutBytes(lines * 26 / 4, TimeSpan.FromSeconds(60));
+        link.Cut();
+        int pc = p.WaitForExit(Long), bc = b.WaitForExit(Long);
+        output.WriteLine($"primary {pc}:\n{p.Stderr}\nbackup {bc}:\n{b.Stderr}");
+        Assert.True((pc == 0 && bc == 3) || (pc == 3 && bc == 0), $"exactly one side continues (primary {pc}, backup {bc})");
+        if (pc == 0)
+        {
+            Assert.Contains("continuing unprotected", p.Stderr);
+            Assert.Contains("standing down", b.Stderr);
+            AssertLines(p.StdoutText, lines);
+            Assert.Empty(b.Stdout);
+        }
+        else
+        {
+            Assert.Contains("stopping this replica", p.Stderr);
+            AssertContinuous(p.Stdout, b.Stdout, b.Stderr, lines);
+        }
+        File.Delete(arbiter);
+    }
+
+    [Fact]
+    public void MismatchedPrimariesAreRefusedAndNothingIsReplayed()
+    {
+        string tok1 = TempFile(".tok"), tok2 = TempFile(".tok");
+        File.WriteAllText(tok1, "correct horse battery staple\n");
+        File.WriteAllText(tok2, "wrong token\n");
+        string rootA = TempFile(""), rootB = TempFile("");
+        Directory.CreateDirectory(rootA); Directory.CreateDirectory(rootB);
+        File.Copy(Counter, Path.Combine(rootA, "prog"));
+        File.Copy(GuestEnv.Guest("counter", "glibc"), Path.Combine(rootB, "prog")); // same path, another program
+        try
+        {
+            var (b, url) = ReplicaProcess.StartBackup("--token-file", tok1);
+            using var _ = b;
+            RunOutcome Protect(params string[] a) => GuestEnv.Dotnet(GuestEnv.PrimaryDll, new[] { "protect", "--backup", url }.Concat(a).ToArray());
+
+            var r = Protect("--token-file", tok2, "--", Counter, "3", "1000");
+            Assert.Equal(2, r.ExitCode);
+            Assert.Contains("authentication failed", r.Stderr);
+            Assert.Empty(r.Stdout);
+
+            r = Protect("--", Counter, "3", "1000"); // no token at all
+            Assert.Contains("authentication failed", r.Stderr);
+
+            r = Protect("--token-file", tok1, "--protocol-version", "99", "--", Counter, "3", "1000");
+            Assert.Equal(2, r.ExitCode);
+            Assert.Contains("protocol version 99 is not supported", r.Stderr);
+            Assert.DoesNotContain("following", b.Stderr);
+
+            // a backup whose root holds another program at the same path
+            var (b2, url2) = ReplicaProcess.StartBackup("--root", rootB);
+            using var __ = b2;
+            r = GuestEnv.Dotnet(GuestEnv.PrimaryDll, new[] { "protect", "--backup", url2, "--root", rootA, "--", "/prog", "3", "1000" });
+            Assert.Equal(2, r.ExitCode);
+            Assert.Contains("program mismatch", r.Stderr);
+            Assert.DoesNotContain("following", b2.Stderr);
+
+            // the backup accepts the right primary after all those refusals; a second primary is refused
+            using var first = ReplicaProcess.Primary("--backup", url, "--token-file", tok1, "--", Counter, "200", "20000");
+            first.WaitForStderr("protected by", Long);
+            r = Protect("--token-file", tok1, "--", Counter, "3", "1000");
+            Assert.Equal(2, r.ExitCode);
+            Assert.Contains("already follows a primary", r.Stderr);
+            Assert.Equal(0, first.WaitForExit(Long));
+            Assert.Equal(0, b.WaitForExit(Long));
+            AssertLines(first.StdoutText, 200);
+            Assert.Contains("replay matched the primary", b.Stderr);
+            Assert.Single(Regex.Matches(b.Stderr, "following"));
+        }
+        finally
+        {
+            File.Delete(tok1); File.Delete(tok2);
+            Directory.Delete(rootA, true); Directory.Delete(rootB, true);
+        }
+    }
+}
