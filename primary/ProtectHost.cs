@@ -92,6 +92,9 @@ sealed class ProtectService(ProtectSettings settings, MachineOptions opts, ulong
             Log.WriteLine($"primary: {icount} guest instructions in {s:F3} s, exit status {status}");
             Log.WriteLine($"primary: log {writer.LastSequence} records, {writer.BytesWritten} bytes ({writer.BytesWritten / s / 1e6:F2} MB/s), {client.Batches} batches; throttled {client.Throttled.TotalMilliseconds:F0} ms");
             Log.WriteLine($"primary: output commit: {hold.Length} outputs held, p50 {P(0.5):F3} ms, p99 {P(0.99):F3} ms");
+            hold = client.Gate.SendWaitTimesMs();
+            Array.Sort(hold);
+            Log.WriteLine($"primary: output commit: {hold.Length} socket sends waited, p50 {P(0.5):F3} ms, p99 {P(0.99):F3} ms");
         }
         return status;
     }

@@ -9,6 +9,9 @@ public sealed class HostResult
 {
     public long Value;
     public List<(ulong Addr, byte[] Bytes)> Writes = new();
+    /// <summary>A following backup re-executed the operation on its own host (reexecuteOnReplay): what its host
+    /// answered (e.g. its own descriptor), while <see cref="Value"/> is the logged answer the guest sees.</summary>
+    public long? Local;
     public static HostResult Of(long value) => new() { Value = value };
     public HostResult Write(ulong addr, byte[] bytes) { Writes.Add((addr, bytes)); return this; }
 }
@@ -37,6 +40,12 @@ public interface IBoundary
     /// bytes in its output gate until the backup holds the log up to this point (output commit).
     /// </summary>
     HostResult Output(int tid, int nr, int fd, byte[] data, Func<HostResult> perform) => Syscall(tid, nr, perform);
+
+    /// <summary>
+    /// Bytes that leave the VM on a socket (send, write on a socket). A protected primary makes them wait until
+    /// the backup holds the log up to here (output commit); everyone else treats it as any other syscall.
+    /// </summary>
+    HostResult Send(int tid, int nr, Func<HostResult> perform) => Syscall(tid, nr, perform);
 
     /// <summary>A 64-bit nondeterministic value (RDTSC, RDRAND).</summary>
     ulong Value(int tid, InputKind kind, Func<ulong> perform);

@@ -43,6 +43,7 @@ public sealed partial class LinuxKernel
             case Nr.shutdown:
                 {
                     if (!Sock((int)a1, out var f, out long e)) return e;
+                    if (f.Reset) return -ENOTCONN;
                     return HostValue(cpu, nr, () => HostSys.Call(Nr.shutdown, f.HostFd, (long)a2));
                 }
             case Nr.setsockopt: return SetSockOpt(cpu, (int)a1, (int)a2, (int)a3, a4, (uint)a5);
@@ -61,6 +62,21 @@ public sealed partial class LinuxKernel
     }
 
     // ---------------------------------------------------------------- helpers
+
+    /// <summary>Marks a reset connection in a poll set (never a real descriptor).</summary>
+    const int ResetFd = int.MinValue + 1;
+    const int ECONNRESET = 104, ENOTCONN = 107;
+
+    /// <summary>What poll reports for a reset connection: hang-up and error, and readable/writable (neither blocks).</summary>
+    static short ResetEvents(short requested) => (short)(POLLHUP | POLLERR | (requested & (POLLIN | POLLOUT)));
+
+    /// <summary>A read on a reset connection: ECONNRESET once, then end of file, like the kernel after a RST.</summary>
+    static long ResetRead(GuestFile f)
+    {
+        if (f.ResetReported) return 0;
+        f.ResetReported = true;
+        return -ECONNRESET;
+    }
 
     bool Sock(int fd, out GuestFile f, out long err)
     {
@@ -183,7 +199,8 @@ public sealed partial class LinuxKernel
     {
         long r = HostValue(cpu, Nr.socket, () => HostSys.Call(Nr.socket, domain, type | SOCK_CLOEXEC, protocol));
         if (r < 0) return r;
-        NewSocket(r, domain, type & SOCK_TYPE_MASK, protocol, (type & SOCK_CLOEXEC) != 0, out int gfd);
+        var sf = NewSocket(r, domain, type & SOCK_TYPE_MASK, protocol, (type & SOCK_CLOEXEC) != 0, out int gfd);
+        sf.StatusFlags = 2 | (type & SOCK_NONBLOCK); // O_RDWR
         return gfd;
     }
 
@@ -256,6 +273,7 @@ public sealed partial class LinuxKernel
     {
         if (!Sock(fd, out var f, out long e)) return e;
         if ((flags & ~(SOCK_NONBLOCK | SOCK_CLOEXEC)) != 0) return -Errno.EINVAL;
+        if (f.Reset) return -Errno.EINVAL; // a listener the takeover could not re-open
         e = OutAddrCapacity(addr, lenPtr, out uint cap);
         if (e < 0) return e;
         var res = Host(cpu, Nr.accept4, () =>
@@ -269,7 +287,8 @@ public sealed partial class LinuxKernel
             return hr;
         });
         if (res.Value < 0) return res.Value;
-        NewSocket(res.Value, f.SocketFamily, f.SocketType, f.SocketProtocol, (flags & SOCK_CLOEXEC) != 0, out int gfd);
+        var af = NewSocket(res.Value, f.SocketFamily, f.SocketType, f.SocketProtocol, (flags & SOCK_CLOEXEC) != 0, out int gfd);
+        af.StatusFlags = 2 | (flags & SOCK_NONBLOCK);
         return gfd;
     }
 
@@ -314,7 +333,13 @@ public sealed partial class LinuxKernel
     unsafe long SendBytes(CpuT cpu, GuestFile f, byte[] data, int flags, byte[]? addr, int nr)
     {
         string? unix = addr != null ? UnixGuestPath(addr) : null;
-        long r = Host(cpu, nr, () =>
+        if (f.Reset)
+        {
+            // a connection only the old primary had: the peer is gone
+            if ((flags & MSG_NOSIGNAL) == 0) RaiseAsync(cpu, SIGPIPE);
+            return -Errno.EPIPE;
+        }
+        var res = Boundary.Send(cpu.Tid, nr, () =>
         {
             byte[] h = Array.Empty<byte>();
             if (addr != null)
@@ -325,7 +350,9 @@ public sealed partial class LinuxKernel
             fixed (byte* p = data) fixed (byte* q = h)
                 return HostResult.Of(HostSys.Call(Nr.sendto, f.HostFd, (long)p, data.Length, flags | MSG_NOSIGNAL,
                     addr != null ? (long)q : 0, addr != null ? h.Length : 0));
-        }).Value;
+        });
+        foreach (var (wa, wb) in res.Writes) Mem.Poke(wa, wb);
+        long r = res.Value;
         if (r == -Errno.EPIPE && (flags & MSG_NOSIGNAL) == 0) RaiseAsync(cpu, SIGPIPE);
         return r;
     }
@@ -350,6 +377,7 @@ public sealed partial class LinuxKernel
         CheckWritable(buf, (ulong)n);
         e = OutAddrCapacity(addr, lenPtr, out uint cap);
         if (e < 0) return e;
+        if (f.Reset) return ResetRead(f);
         return Host(cpu, Nr.recvfrom, () =>
         {
             var tmp = new byte[Math.Max(n, 1)];
@@ -415,6 +443,7 @@ public sealed partial class LinuxKernel
         if (name != 0 && nameCap > 0) CheckWritable(name, (ulong)Math.Min(nameCap, MaxSockAddr));
         var vecs = ReadIovecs(iov, iovLen, true, out long total);
         int n = (int)Math.Min(total, MaxNetIo);
+        if (f.Reset) return ResetRead(f);
         return Host(cpu, Nr.recvmsg, () =>
         {
             var tmp = new byte[Math.Max(n, 1)];
@@ -516,8 +545,9 @@ public sealed partial class LinuxKernel
             short ev = (short)((Bit(R, i) ? POLLIN : 0) | (Bit(W, i) ? POLLOUT : 0) | (Bit(X, i) ? POLLPRI : 0));
             if (ev == 0) continue;
             if (!Fds.TryGetValue(i, out var f)) return -Errno.EBADF;
-            watch.Add((i, f.HostFd, ev));
+            watch.Add((i, f.Reset ? ResetFd : f.HostFd, ev));
         }
+        bool anyReset = watch.Any(w => w.HostFd == ResetFd);
         byte[]? ts = null;
         if (tmo != 0)
         {
@@ -535,11 +565,13 @@ public sealed partial class LinuxKernel
             var pf = new byte[Math.Max(watch.Count, 1) * 8];
             for (int k = 0; k < watch.Count; k++)
             {
-                BinaryPrimitives.WriteInt32LittleEndian(pf.AsSpan(k * 8), watch[k].HostFd);
+                BinaryPrimitives.WriteInt32LittleEndian(pf.AsSpan(k * 8), watch[k].HostFd == ResetFd ? -1 : watch[k].HostFd);
                 BinaryPrimitives.WriteInt16LittleEndian(pf.AsSpan(k * 8 + 4), watch[k].Events);
             }
             long r;
-            fixed (byte* p = pf) fixed (byte* t = ts) r = HostSys.Call(Nr.ppoll, (long)p, watch.Count, ts != null ? (long)t : 0, 0, 8);
+            var zero = new byte[16]; // a reset connection is ready at once
+            fixed (byte* p = pf) fixed (byte* t = ts) fixed (byte* z = zero)
+                r = HostSys.Call(Nr.ppoll, (long)p, watch.Count, anyReset ? (long)z : ts != null ? (long)t : 0, 0, 8);
             var hr = HostResult.Of(r);
             if (r < 0) return hr;
             byte[]? oR = R != null ? new byte[bytes] : null, oW = W != null ? new byte[bytes] : null, oX = X != null ? new byte[bytes] : null;
@@ -548,7 +580,8 @@ public sealed partial class LinuxKernel
             for (int k = 0; k < watch.Count; k++)
             {
                 short rev = BinaryPrimitives.ReadInt16LittleEndian(pf.AsSpan(k * 8 + 6));
-                var (g, _, ev) = watch[k];
+                var (g, hfd, ev) = watch[k];
+                if (hfd == ResetFd) rev = ResetEvents(ev);
                 if ((ev & POLLIN) != 0 && (rev & (POLLIN | POLLHUP | POLLERR)) != 0) Set(oR, g);
                 if ((ev & POLLOUT) != 0 && (rev & (POLLOUT | POLLERR)) != 0) Set(oW, g);
                 if ((ev & POLLPRI) != 0 && (rev & POLLPRI) != 0) Set(oX, g);
@@ -606,7 +639,7 @@ public sealed partial class LinuxKernel
             events = BinaryPrimitives.ReadUInt32LittleEndian(ev);
             data = BinaryPrimitives.ReadUInt64LittleEndian(ev.AsSpan(4));
         }
-        long r = HostValue(cpu, Nr.epoll_ctl, () =>
+        long r = t.Reset || (ep.HostFd < 0 && !Boundary.Replaying) ? 0 : HostValue(cpu, Nr.epoll_ctl, () =>
         {
             // the host reports the guest descriptor as its user data; epoll_wait translates it back
             var hev = new byte[EpollEventSize];
@@ -627,15 +660,26 @@ public sealed partial class LinuxKernel
         int n = Math.Min(maxEvents, 4096);
         CheckWritable(evPtr, (ulong)(n * EpollEventSize));
         var table = ep.Epoll;
+        // reset connections in the set (after a takeover) are reported at once, hung up and in error
+        var reset = table.Where(kv => kv.Value.File.Reset).Take(n).ToList();
         return Host(cpu, Nr.epoll_wait, () =>
         {
             var buf = new byte[n * EpollEventSize];
             long r;
-            fixed (byte* p = buf) r = HostSys.Call(Nr.epoll_wait, ep.HostFd, (long)p, n, timeout);
+            fixed (byte* p = buf) r = HostSys.Call(Nr.epoll_wait, ep.HostFd, (long)p, n - reset.Count, reset.Count > 0 ? 0 : timeout);
+            if (reset.Count > 0 && r < 0) r = 0;
             var hr = HostResult.Of(r);
-            if (r <= 0) return hr;
+            if (r < 0) return hr;
             var outb = new List<byte>();
             int count = 0;
+            foreach (var (_, e) in reset)
+            {
+                var ev = new byte[EpollEventSize];
+                BinaryPrimitives.WriteUInt32LittleEndian(ev, (uint)(POLLHUP | POLLERR) | (e.Events & (uint)(POLLIN | POLLOUT)));
+                BinaryPrimitives.WriteUInt64LittleEndian(ev.AsSpan(4), e.Data);
+                outb.AddRange(ev);
+                count++;
+            }
             for (int k = 0; k < r; k++)
             {
                 uint events = BinaryPrimitives.ReadUInt32LittleEndian(buf.AsSpan(k * EpollEventSize));

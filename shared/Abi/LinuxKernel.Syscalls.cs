@@ -9,6 +9,7 @@ public sealed partial class LinuxKernel
 {
     const int AT_FDCWD = -100;
     const int O_CLOEXEC = 0x80000, O_DIRECTORY = 0x10000, O_NOFOLLOW = 0x20000;
+    const int O_CREAT = 0x40, O_EXCL = 0x80, O_TRUNC = 0x200, O_APPEND = 0x400, O_NONBLOCK = 0x800;
     const int AT_SYMLINK_NOFOLLOW = 0x100, AT_EMPTY_PATH = 0x1000, AT_REMOVEDIR = 0x200;
 
     long Dispatch(CpuT cpu, int nr, ulong a1, ulong a2, ulong a3, ulong a4, ulong a5, ulong a6)
@@ -140,7 +141,12 @@ public sealed partial class LinuxKernel
             case Nr.creat: return OpenAt(cpu, AT_FDCWD, a1, 0x241, (int)a2);
             case Nr.openat: return OpenAt(cpu, (int)a1, a2, (int)a3, (int)a4);
             case Nr.close: return Close(cpu, (int)a1);
-            case Nr.lseek: return OnHostFd(cpu, nr, (int)a1, h => HostSys.Call(Nr.lseek, h, (long)a2, (long)a3));
+            case Nr.lseek:
+                {
+                    long r = OnHostFd(cpu, nr, (int)a1, h => HostSys.Call(Nr.lseek, h, (long)a2, (long)a3));
+                    if (r >= 0 && Fds.TryGetValue((int)a1, out var lf)) lf.Offset = r;
+                    return r;
+                }
             case Nr.fstat: return FdBuffer(cpu, nr, (int)a1, a2, 144, (h, buf) => HostSys.Call(Nr.fstat, h, buf));
             case Nr.stat: return PathBuffer(cpu, nr, AT_FDCWD, a1, true, a2, 144, (p, buf) => HostSys.Call(Nr.newfstatat, AT_FDCWD, p, buf, 0));
             case Nr.lstat: return PathBuffer(cpu, nr, AT_FDCWD, a1, false, a2, 144, (p, buf) => HostSys.Call(Nr.newfstatat, AT_FDCWD, p, buf, AT_SYMLINK_NOFOLLOW));
@@ -370,14 +376,21 @@ public sealed partial class LinuxKernel
             }
             return hr;
         }, reexecuteOnReplay: true);
-        if (res.Value < 0) return res.Value;
+        // a following backup opened the file on its own root too: it keeps its own descriptor
+        int local = res.Local is long l && l >= 0 ? (int)(l & 0xFFFFFFFF) : -1;
+        if (res.Value < 0)
+        {
+            if (local >= 0) HostSys.Call(Nr.close, local); // the primary's open failed: drop this replica's own descriptor
+            return res.Value;
+        }
         int gfd = LowestFreeFd();
         Fds[gfd] = new GuestFile
         {
-            HostFd = Boundary.Replaying ? -1 : (int)(res.Value & 0xFFFFFFFF),
+            HostFd = Boundary.Replaying ? local : (int)(res.Value & 0xFFFFFFFF),
             GuestPath = abs,
             CloseOnExec = (flags & O_CLOEXEC) != 0,
             IsDirectory = (res.Value >> 32) != 0,
+            StatusFlags = flags & ~(O_CREAT | O_EXCL | O_TRUNC | O_CLOEXEC),
         };
         return gfd;
     }
@@ -418,7 +431,11 @@ public sealed partial class LinuxKernel
             case 2: f.CloseOnExec = (arg & 1) != 0; return 0; // F_SETFD
             case 3: // F_GETFL
             case 4: // F_SETFL
-                return Host(cpu, Nr.fcntl, () => HostResult.Of(f.HostFd >= 0 ? HostSys.Call(Nr.fcntl, f.HostFd, cmd, (long)arg) : 0), true).Value;
+                {
+                    long r = Host(cpu, Nr.fcntl, () => HostResult.Of(f.HostFd >= 0 ? HostSys.Call(Nr.fcntl, f.HostFd, cmd, (long)arg) : cmd == 3 ? f.StatusFlags : 0), true).Value;
+                    if (cmd == 4 && r >= 0) f.StatusFlags = (f.StatusFlags & ~(O_APPEND | O_NONBLOCK)) | ((int)arg & (O_APPEND | O_NONBLOCK));
+                    return r;
+                }
             case 5: case 6: case 7: return 0; // locks: a single process never conflicts with itself
             default: return -Errno.EINVAL;
         }
@@ -430,9 +447,12 @@ public sealed partial class LinuxKernel
         if (f.IsDirectory) return -Errno.EISDIR;
         int n = (int)Math.Min(count, 1 << 24);
         CheckWritable(buf, (ulong)n);
-        return HostBuffer(cpu, offset < 0 ? Nr.read : Nr.pread64, buf, n,
+        if (f.Reset && offset < 0) return ResetRead(f);
+        long r = HostBuffer(cpu, offset < 0 ? Nr.read : Nr.pread64, buf, n,
             p => offset < 0 ? HostSys.Call(Nr.read, f.HostFd, p, n) : HostSys.Call(Nr.pread64, f.HostFd, p, n, offset),
             resultIsLength: true);
+        if (r > 0 && offset < 0) f.Offset += r;
+        return r;
     }
 
     unsafe long Write(CpuT cpu, int fd, ulong buf, ulong count, long offset)
@@ -448,15 +468,21 @@ public sealed partial class LinuxKernel
         if (f.IsSocket && offset < 0) return SendBytes(cpu, f, data, 0, null, Nr.write);
         bool output = f.IsStdio && (f.HostFd == 1 || f.HostFd == 2);
         int nr = offset < 0 ? Nr.write : Nr.pwrite64;
+        long at = offset;
+        // a following backup re-executes file writes on its own copy; its descriptor's position does not move
+        // with replayed reads and seeks, so it writes at the guest-visible offset
+        bool positioned = offset < 0 && Boundary.Replaying && (f.StatusFlags & O_APPEND) == 0;
+        if (positioned) at = f.Offset;
         Func<HostResult> perform = () =>
         {
             fixed (byte* p = data)
-                return HostResult.Of(offset < 0 ? HostSys.Call(Nr.write, f.HostFd, (long)p, data.Length)
-                                                : HostSys.Call(Nr.pwrite64, f.HostFd, (long)p, data.Length, offset));
+                return HostResult.Of(at < 0 ? HostSys.Call(Nr.write, f.HostFd, (long)p, data.Length)
+                                            : HostSys.Call(Nr.pwrite64, f.HostFd, (long)p, data.Length, at));
         };
         long r = output ? Boundary.Output(cpu.Tid, nr, f.HostFd, data, perform).Value
-                        : Host(cpu, nr, perform, reexecuteOnReplay: true).Value;
+                        : Host(cpu, nr, perform, reexecuteOnReplay: !f.IsStdio).Value;
         if (output && r > 0) Boundary.OnOutput(this, cpu, f.HostFd, data.AsSpan(0, (int)r));
+        if (!output && r > 0 && offset < 0) f.Offset += r;
         return r;
     }
 
@@ -473,7 +499,8 @@ public sealed partial class LinuxKernel
             vecs.Add((b, l)); total += l;
         }
         int n = (int)Math.Min(total, 1 << 24);
-        return Host(cpu, Nr.readv, () =>
+        if (f.Reset) return ResetRead(f);
+        long got = Host(cpu, Nr.readv, () =>
         {
             var tmp = new byte[n];
             long r;
@@ -489,6 +516,8 @@ public sealed partial class LinuxKernel
             }
             return res;
         }).Value;
+        if (got > 0) f.Offset += got;
+        return got;
     }
 
     long Writev(CpuT cpu, int fd, ulong iov, int cnt)
@@ -642,6 +671,7 @@ public sealed partial class LinuxKernel
             return res;
         });
         if (rd.Value <= 0) return rd.Value;
+        if (offset < 0) i.Offset += rd.Value;
         var data = rd.Writes[0].Bytes;
         rd.Writes.Clear();
         long w = WriteBytes(cpu, o, data, -1);
@@ -687,13 +717,14 @@ public sealed partial class LinuxKernel
         for (int k = 0; k < nfds; k++)
         {
             int gfd = BinaryPrimitives.ReadInt32LittleEndian(raw.AsSpan(k * 8));
-            hostFds[k] = gfd >= 0 && Fds.TryGetValue(gfd, out var f) ? f.HostFd : (gfd < 0 ? -1 : int.MinValue);
+            hostFds[k] = gfd >= 0 && Fds.TryGetValue(gfd, out var f) ? (f.Reset ? ResetFd : f.HostFd) : (gfd < 0 ? -1 : int.MinValue);
         }
+        if (hostFds.Contains(ResetFd)) timeout = 0; // a reset connection is ready at once
         return Host(cpu, Nr.poll, () =>
         {
             var buf = (byte[])raw.Clone();
             for (int k = 0; k < nfds; k++)
-                BinaryPrimitives.WriteInt32LittleEndian(buf.AsSpan(k * 8), hostFds[k] == int.MinValue ? 1 << 30 : hostFds[k]);
+                BinaryPrimitives.WriteInt32LittleEndian(buf.AsSpan(k * 8), hostFds[k] == int.MinValue ? 1 << 30 : hostFds[k] == ResetFd ? -1 : hostFds[k]);
             long r;
             fixed (byte* p = buf) r = HostSys.Call(Nr.poll, (long)p, nfds, timeout);
             var res = HostResult.Of(r);
@@ -704,8 +735,14 @@ public sealed partial class LinuxKernel
                 {
                     short rev = BinaryPrimitives.ReadInt16LittleEndian(buf.AsSpan(k * 8 + 6));
                     if (hostFds[k] == int.MinValue) rev = 0x20; // POLLNVAL
+                    if (hostFds[k] == ResetFd)
+                    {
+                        rev = ResetEvents(BinaryPrimitives.ReadInt16LittleEndian(raw.AsSpan(k * 8 + 4)));
+                        r++;
+                    }
                     BinaryPrimitives.WriteInt16LittleEndian(outb.AsSpan(k * 8 + 6), rev);
                 }
+                res.Value = r;
                 res.Write(fdsAddr, outb);
             }
             return res;

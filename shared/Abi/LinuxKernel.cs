@@ -25,6 +25,17 @@ public sealed class GuestFile
     public int Backlog;
     /// <summary>An epoll instance: the guest descriptors registered with it (guest fd -> entry).</summary>
     public Dictionary<int, EpollEntry>? Epoll;
+
+    // failover state (from guest inputs and logged results only, so a replay tracks the same values)
+    /// <summary>File status flags the guest gave (open flags without O_CREAT/O_EXCL/O_TRUNC; O_APPEND/O_NONBLOCK
+    /// as set by F_SETFL).</summary>
+    public int StatusFlags;
+    /// <summary>The guest-visible file offset (moved by read/write/readv/writev/lseek/sendfile, not by pread/pwrite).</summary>
+    public long Offset;
+    /// <summary>A connection only the old primary had: after a takeover it is reset (reads 0/ECONNRESET,
+    /// writes EPIPE, poll POLLHUP|POLLERR).</summary>
+    public bool Reset;
+    public bool ResetReported;
 }
 
 /// <summary>A guest descriptor registered with an epoll instance: the guest's events mask and user data.</summary>

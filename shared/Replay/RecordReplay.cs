@@ -99,6 +99,20 @@ public sealed class RecordingBoundary : IBoundary
         return HostResult.Of(data.Length);
     }
 
+    /// <summary>
+    /// Output commit for sockets: the bytes a guest sends are a function of the log so far, so with a gate the
+    /// send waits until the backup holds the log up to here, then goes out (and its result is logged).
+    /// </summary>
+    public HostResult Send(int tid, int nr, Func<HostResult> perform)
+    {
+        if (Gate != null)
+        {
+            _w.Flush();
+            Gate.WaitAcked(_w.LastSequence);
+        }
+        return Syscall(tid, nr, perform);
+    }
+
     public HostResult Syscall(int tid, int nr, Func<HostResult> perform, bool reexecuteOnReplay = false)
     {
         var r = perform();
@@ -287,6 +301,14 @@ public sealed class ReplayBoundary : IBoundary
             throw new ReplayStoodDownException($"the log ended at instruction {Icount} (record #{RecordsConsumed}) and this replica did not win the arbiter: standing down");
         _live = true;
         Takeover = pt;
+        // the machine's descriptors get host descriptors of this replica: listeners listen again, files are
+        // re-opened at their offsets, the old primary's connections are reset
+        if (_k != null)
+        {
+            _k.AttachHostAtTakeover();
+            foreach (var line in _k.TakeoverReport) _k.Options.Diagnostics.WriteLine("backup: takeover: " + line);
+            _k.Options.Diagnostics.Flush();
+        }
         // re-emit what the old primary may not have released (it can have released it in its last round trip:
         // then this is a byte-identical repeat)
         foreach (var (fd, start, bytes) in _unreleased)
@@ -353,6 +375,8 @@ public sealed class ReplayBoundary : IBoundary
         if (s.InstrCount != Icount) throw Diverged($"syscall {nr} came at instruction {Icount}, recorded at {s.InstrCount}");
         var r = HostResult.Of(s.Result);
         if (s.MemWrites != null) r.Writes.AddRange(s.MemWrites);
+        // a following backup performs this replica's own file effects on its own root (the guest sees the log)
+        if (reexecuteOnReplay && _follow != null) r.Local = perform().Value;
         return r;
     }
 

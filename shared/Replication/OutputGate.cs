@@ -53,6 +53,26 @@ public sealed class OutputGate
         }
     }
 
+    readonly List<double> _sendWaitMs = new();
+
+    /// <summary>Milliseconds each socket send waited for its acknowledgement.</summary>
+    public double[] SendWaitTimesMs() { lock (_lock) return _sendWaitMs.ToArray(); }
+
+    /// <summary>
+    /// Blocks until the backup holds the log up to <paramref name="seq"/> (a socket send waits here: its bytes
+    /// are a function of that log), or the primary runs unprotected. A fenced primary waits until it exits.
+    /// </summary>
+    public void WaitAcked(ulong seq)
+    {
+        long t0 = Stopwatch.GetTimestamp();
+        lock (_lock)
+        {
+            if (_unprotected || _acked >= seq) return;
+            while (!_unprotected && _acked < seq) Monitor.Wait(_lock, 50);
+            if (_sendWaitMs.Count < 1_000_000) _sendWaitMs.Add(Stopwatch.GetElapsedTime(t0).TotalMilliseconds);
+        }
+    }
+
     /// <summary>The backup holds the log up to <paramref name="seq"/>: release everything produced up to there.</summary>
     public void Ack(ulong seq)
     {
@@ -60,6 +80,7 @@ public sealed class OutputGate
         {
             if (seq <= _acked) return;
             _acked = seq;
+            Monitor.PulseAll(_lock);
             if (_discarded) return;
             long now = Stopwatch.GetTimestamp();
             while (_held.Count > 0 && _held.Peek().Seq <= seq)
@@ -79,6 +100,7 @@ public sealed class OutputGate
         {
             if (_discarded) return;
             _unprotected = true;
+            Monitor.PulseAll(_lock);
             while (_held.Count > 0) { var e = _held.Dequeue(); _heldBytes -= e.Bytes.Length; Emit(e.Fd, e.Bytes); }
         }
     }
