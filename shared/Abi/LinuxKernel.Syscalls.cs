@@ -468,13 +468,12 @@ public sealed partial class LinuxKernel
         if (f.IsSocket && offset < 0) return SendBytes(cpu, f, data, 0, null, Nr.write);
         bool output = f.IsStdio && (f.HostFd == 1 || f.HostFd == 2);
         int nr = offset < 0 ? Nr.write : Nr.pwrite64;
-        long at = offset;
-        // a following backup re-executes file writes on its own copy; its descriptor's position does not move
-        // with replayed reads and seeks, so it writes at the guest-visible offset
-        bool positioned = offset < 0 && Boundary.Replaying && (f.StatusFlags & O_APPEND) == 0;
-        if (positioned) at = f.Offset;
         Func<HostResult> perform = () =>
         {
+            // a following backup re-executes file writes on its own copy; its descriptor's position does not move
+            // with replayed reads and seeks, so it writes at the guest-visible offset (decided when it runs: the
+            // same call can be the one at which the replica turns live)
+            long at = offset < 0 && Boundary.Replaying && (f.StatusFlags & O_APPEND) == 0 ? f.Offset : offset;
             fixed (byte* p = data)
                 return HostResult.Of(at < 0 ? HostSys.Call(Nr.write, f.HostFd, (long)p, data.Length)
                                             : HostSys.Call(Nr.pwrite64, f.HostFd, (long)p, data.Length, at));
