@@ -1,0 +1,246 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+using System.Text.RegularExpressions;
+using ReVirt.Tests.Programs;
+using Xunit;
+using Xunit.Abstractions;
+
+namespace ReVirt.Tests.Replication;
+
+/// <summary>
+/// Network failover with the kvserver guest under `primary protect` + `backup listen` on loopback: the backup that
+/// takes over listens again on the guest's port, acknowledged writes survive, stdout has no gap, and replies wait
+/// for the backup's acknowledgement (output commit). Also file failover with the filelog guest on separate roots.
+/// </summary>
+public class KvFailoverTests(ITestOutputHelper output)
+{
+    static readonly TimeSpan Long = TimeSpan.FromMinutes(3);
+    static string Kv => GuestEnv.Guest("kvserver", "musl");
+    static string TempFile(string ext) => Path.Combine(Path.GetTempPath(), $"revirt-test-{Guid.NewGuid():N}{ext}");
+
+    static int FreePort()
+    {
+        var l = new TcpListener(IPAddress.Loopback, 0);
+        l.Start();
+        int port = ((IPEndPoint)l.LocalEndpoint).Port;
+        l.Stop();
+        return port;
+    }
+
+    /// <summary>A kvserver connection that reconnects (with retries) whenever the server goes away.</summary>
+    sealed class KvClient(int port) : IDisposable
+    {
+        TcpClient? _c;
+        StreamReader? _r;
+        NetworkStream? _s;
+        public int Connections { get; private set; }
+
+        void Connect(TimeSpan within)
+        {
+            var sw = Stopwatch.StartNew();
+            while (true)
+            {
+                try
+                {
+                    var c = new TcpClient(AddressFamily.InterNetwork) { NoDelay = true, ReceiveTimeout = 20_000, SendTimeout = 20_000 };
+                    c.Connect(IPAddress.Loopback, port);
+                    _c = c; _s = c.GetStream(); _r = new StreamReader(_s, Encoding.ASCII);
+                    Connections++;
+                    return;
+                }
+                catch (SocketException) when (sw.Elapsed < within) { Thread.Sleep(20); }
+            }
+        }
+
+        public void Drop() { _r?.Dispose(); _c?.Dispose(); _c = null; }
+
+        /// <summary>One request and its reply line; null when the connection broke (the caller retries).</summary>
+        public string? TryAsk(string line)
+        {
+            try
+            {
+                if (_c == null) Connect(TimeSpan.FromSeconds(60));
+                _s!.Write(Encoding.ASCII.GetBytes(line + "\n"));
+                var reply = _r!.ReadLine();
+                if (reply == null) Drop();
+                return reply;
+            }
+            catch (IOException) { Drop(); return null; }
+            catch (SocketException) { Drop(); return null; }
+        }
+
+        public string Ask(string line)
+        {
+            var sw = Stopwatch.StartNew();
+            while (sw.Elapsed < TimeSpan.FromSeconds(90))
+                if (TryAsk(line) is { } r) return r;
+            throw new TimeoutException($"no reply to {line}");
+        }
+
+        public void Dispose() => Drop();
+    }
+
+    /// <summary>
+    /// The guest's stdout across a failover: the primary's released stdout up to the backup's resume offset, then the
+    /// backup's, is a sequence of complete `set kN` lines; the part both printed is byte-identical; every SET the
+    /// client saw acknowledged is in it, in order; lines repeat only for SETs the client sent again.
+    /// </summary>
+    static void AssertSetLog(byte[] p, byte[] b, string backupErr, IReadOnlyList<int> acked, int attempted)
+    {
+        var m = Regex.Match(backupErr, @"took over at instruction (\d+) \(record #(\d+)\), stdout resumes at byte offset (\d+) \(the log holds (\d+)\)");
+        Assert.True(m.Success, "the backup names the instruction, record and stdout offset of the takeover:\n" + backupErr);
+        int resume = int.Parse(m.Groups[3].Value);
+        long held = long.Parse(m.Groups[4].Value);
+        Assert.True(resume <= p.Length, $"resume offset {resume} is past what the primary released ({p.Length}): a gap");
+        Assert.True(p.Length <= held, $"the primary released {p.Length} stdout bytes but the backup held only {held}");
+        int overlap = p.Length - resume;
+        Assert.True(b.Length >= overlap && p.AsSpan(resume).SequenceEqual(b.AsSpan(0, overlap)), "a repeat is byte-identical");
+        var all = Encoding.ASCII.GetString(p.AsSpan(0, resume)) + Encoding.ASCII.GetString(b);
+        var lines = all.Split('\n');
+        Assert.Equal("", lines[^1]);
+        var keys = new List<int>();
+        foreach (var l in lines[..^1])
+        {
+            var lm = Regex.Match(l, @"^set k(\d+)$");
+            Assert.True(lm.Success, $"malformed stdout line '{l}' in:\n{all}");
+            keys.Add(int.Parse(lm.Groups[1].Value));
+        }
+        // SETs are sent one at a time in key order: the log is non-decreasing, each key at most twice (sent again
+        // after a failover that hid its acknowledgement), nothing skipped
+        for (int i = 1; i < keys.Count; i++) Assert.True(keys[i] == keys[i - 1] || keys[i] == keys[i - 1] + 1, $"stdout jumps from k{keys[i - 1]} to k{keys[i]}:\n{all}");
+        Assert.True(keys.Count == 0 || keys[0] == 0);
+        Assert.True(keys.GroupBy(k => k).All(g => g.Count() <= 2), "a SET appears at most twice");
+        var set = keys.ToHashSet();
+        foreach (var k in acked) Assert.Contains(k, set);
+        Assert.True(keys.Count == 0 || keys[^1] <= attempted - 1);
+    }
+
+    [Fact]
+    public void KillingThePrimaryAtRandomMomentsLosesNoAcknowledgedWrite()
+    {
+        var rng = new Random(4242);
+        int rounds = 0, tookOver = 0;
+        var total = Stopwatch.StartNew();
+        while (rounds < 4 && total.Elapsed < TimeSpan.FromMinutes(5))
+        {
+            rounds++;
+            string arbiter = TempFile(".lock");
+            int port = FreePort();
+            var (b, url) = ReplicaProcess.StartBackup("--arbiter", arbiter, "--timeout-ms", "1000");
+            using var _ = b;
+            using var p = ReplicaProcess.Primary("--backup", url, "--arbiter", arbiter, "--", Kv, port.ToString());
+            p.WaitForStderr(@"kvserver: listening on 127\.0\.0\.1:" + port, Long);
+
+            var acked = new List<int>();
+            var values = new Dictionary<int, string>();
+            int next = 0;
+            using var client = new KvClient(port);
+            int killAfter = rng.Next(5, 120);
+            var killer = new Thread(() =>
+            {
+                // a random moment: after a random number of acknowledged writes, plus a random delay
+                while (Volatile.Read(ref next) < killAfter && !p.Exited) Thread.Sleep(1);
+                Thread.Sleep(rng.Next(0, 30));
+                p.KillHard();
+            });
+            killer.Start();
+            int target = killAfter + 60;
+            while (next < target)
+            {
+                int k = next;
+                string v = $"v{k}-{rng.Next()}";
+                // a new connection every 17 requests; reads of earlier keys in between
+                if (k % 17 == 16) client.Drop();
+                string reply = client.Ask($"SET k{k} {v}");
+                Assert.Equal("OK", reply);
+                acked.Add(k);
+                values[k] = v;
+                Volatile.Write(ref next, k + 1);
+                if (k % 5 == 4)
+                {
+                    int old = acked[rng.Next(acked.Count)];
+                    Assert.Equal("VALUE " + values[old], client.Ask($"GET k{old}"));
+                }
+            }
+            killer.Join();
+            // every acknowledged write is readable from whoever serves the port now
+            foreach (var k in acked) Assert.Equal("VALUE " + values[k], client.Ask($"GET k{k}"));
+            Assert.Equal("BYE", client.Ask("SHUTDOWN"));
+            int code = b.WaitForExit(Long);
+            output.WriteLine($"round {rounds}: killed after {killAfter} writes; {client.Connections} connections; primary released {p.Stdout.Length} stdout bytes; backup:\n{b.Stderr}");
+            Assert.Equal(0, code);
+            Assert.Contains("took over", b.Stderr);
+            tookOver++;
+            Assert.Contains("won the arbiter", b.Stderr);
+            Assert.DoesNotContain("diverged", b.Stderr);
+            Assert.Matches(@"takeover: guest fd \d+: listening again on 127\.0\.0\.1:" + port, b.Stderr);
+            AssertSetLog(p.Stdout, b.Stdout, b.Stderr, acked, target);
+            File.Delete(arbiter);
+        }
+        Assert.Equal(rounds, tookOver);
+    }
+
+    [Fact]
+    public void RepliesWaitForTheBackupsAcknowledgement()
+    {
+        int port = FreePort();
+        var (b, url) = ReplicaProcess.StartBackup("--ack-delay-ms", "300");
+        using var _ = b;
+        using var p = ReplicaProcess.Primary("--backup", url, "--stats", "--", Kv, port.ToString());
+        p.WaitForStderr(@"kvserver: listening on 127\.0\.0\.1:" + port, Long);
+        using var client = new KvClient(port);
+        var times = new List<double>();
+        for (int i = 0; i < 6; i++)
+        {
+            var sw = Stopwatch.StartNew();
+            Assert.Equal("OK", client.Ask($"SET key{i} value{i}"));
+            times.Add(sw.Elapsed.TotalMilliseconds);
+        }
+        Assert.Equal("BYE", client.Ask("SHUTDOWN"));
+        Assert.Equal(0, p.WaitForExit(Long));
+        Assert.Equal(0, b.WaitForExit(Long));
+        output.WriteLine("SET round trips (ms): " + string.Join(", ", times.Select(t => t.ToString("F1"))));
+        output.WriteLine(p.Stderr);
+        // no OK reached the client sooner than the acknowledgement delay after its SET was sent
+        Assert.All(times, t => Assert.True(t >= 295, $"an OK came back after {t:F1} ms, before the backup's delayed ack"));
+        Assert.Matches(@"output commit: \d+ socket sends waited", p.Stderr);
+        Assert.Contains("replay matched the primary", b.Stderr);
+    }
+
+    [Fact]
+    public void TakeoverContinuesOpenFilesOnTheBackupsOwnRoot()
+    {
+        var rng = new Random(99);
+        for (int round = 0; round < 2; round++)
+        {
+            string rootA = TempFile(""), rootB = TempFile(""), arbiter = TempFile(".lock");
+            Directory.CreateDirectory(rootA); Directory.CreateDirectory(rootB);
+            File.Copy(GuestEnv.Guest("filelog", "musl"), Path.Combine(rootA, "prog"));
+            File.Copy(GuestEnv.Guest("filelog", "musl"), Path.Combine(rootB, "prog"));
+            try
+            {
+                const int records = 400;
+                var (b, url) = ReplicaProcess.StartBackup("--root", rootB, "--arbiter", arbiter, "--timeout-ms", "1000");
+                using var _ = b;
+                using var p = ReplicaProcess.Primary("--backup", url, "--root", rootA, "--arbiter", arbiter, "--", "/prog", "/data.log", records.ToString(), "20000");
+                p.WaitForStdoutBytes(rng.Next(100, 2500), TimeSpan.FromSeconds(60));
+                p.KillHard();
+                int code = b.WaitForExit(Long);
+                output.WriteLine($"round {round}: primary printed {p.Stdout.Length} bytes; backup:\n{b.Stderr}");
+                Assert.Equal(0, code);
+                Assert.Contains("took over", b.Stderr);
+                Assert.Matches(@"takeover: guest fd \d+: /data\.log at offset \d+", b.Stderr);
+                Assert.EndsWith($"verified {records} records\n", b.StdoutText);
+                // the backup's own copy holds every record exactly once, in order
+                var lines = File.ReadAllLines(Path.Combine(rootB, "data.log"));
+                Assert.Equal(Enumerable.Range(0, records).Select(i => $"record {i}"), lines);
+            }
+            finally
+            {
+                Directory.Delete(rootA, true); Directory.Delete(rootB, true); File.Delete(arbiter);
+            }
+        }
+    }
+}
