@@ -545,9 +545,8 @@ public sealed partial class LinuxKernel
             short ev = (short)((Bit(R, i) ? POLLIN : 0) | (Bit(W, i) ? POLLOUT : 0) | (Bit(X, i) ? POLLPRI : 0));
             if (ev == 0) continue;
             if (!Fds.TryGetValue(i, out var f)) return -Errno.EBADF;
-            watch.Add((i, f.Reset ? ResetFd : f.HostFd, ev));
+            watch.Add((i, -1, ev));
         }
-        bool anyReset = watch.Any(w => w.HostFd == ResetFd);
         byte[]? ts = null;
         if (tmo != 0)
         {
@@ -562,6 +561,9 @@ public sealed partial class LinuxKernel
         foreach (var (s, a) in new[] { (R, rd), (W, wr), (X, ex) }) if (s != null) CheckWritable(a, (ulong)bytes);
         return Host(cpu, pselect ? Nr.pselect6 : Nr.select, () =>
         {
+            // host descriptors are looked up when the call runs: it can be the call at which a backup turns live
+            for (int k = 0; k < watch.Count; k++) { var wf = Fds[watch[k].Gfd]; watch[k] = (watch[k].Gfd, wf.Reset ? ResetFd : wf.HostFd, watch[k].Events); }
+            bool anyReset = watch.Any(w => w.HostFd == ResetFd);
             var pf = new byte[Math.Max(watch.Count, 1) * 8];
             for (int k = 0; k < watch.Count; k++)
             {
@@ -661,9 +663,9 @@ public sealed partial class LinuxKernel
         CheckWritable(evPtr, (ulong)(n * EpollEventSize));
         var table = ep.Epoll;
         // reset connections in the set (after a takeover) are reported at once, hung up and in error
-        var reset = table.Where(kv => kv.Value.File.Reset).Take(n).ToList();
         return Host(cpu, Nr.epoll_wait, () =>
         {
+            var reset = table.Where(kv => kv.Value.File.Reset).Take(n).ToList();
             var buf = new byte[n * EpollEventSize];
             long r;
             fixed (byte* p = buf) r = HostSys.Call(Nr.epoll_wait, ep.HostFd, (long)p, n - reset.Count, reset.Count > 0 ? 0 : timeout);

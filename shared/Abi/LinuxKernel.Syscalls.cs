@@ -713,19 +713,20 @@ public sealed partial class LinuxKernel
         var raw = Mem.ReadBytes(fdsAddr, nfds * 8);
         CheckWritable(fdsAddr, (ulong)nfds * 8);
         var hostFds = new int[nfds];
-        for (int k = 0; k < nfds; k++)
-        {
-            int gfd = BinaryPrimitives.ReadInt32LittleEndian(raw.AsSpan(k * 8));
-            hostFds[k] = gfd >= 0 && Fds.TryGetValue(gfd, out var f) ? (f.Reset ? ResetFd : f.HostFd) : (gfd < 0 ? -1 : int.MinValue);
-        }
-        if (hostFds.Contains(ResetFd)) timeout = 0; // a reset connection is ready at once
         return Host(cpu, Nr.poll, () =>
         {
+            // host descriptors are looked up when the call runs: it can be the call at which a backup turns live
+            for (int k = 0; k < nfds; k++)
+            {
+                int gfd = BinaryPrimitives.ReadInt32LittleEndian(raw.AsSpan(k * 8));
+                hostFds[k] = gfd >= 0 && Fds.TryGetValue(gfd, out var f) ? (f.Reset ? ResetFd : f.HostFd) : (gfd < 0 ? -1 : int.MinValue);
+            }
+            int tmo = hostFds.Contains(ResetFd) ? 0 : timeout; // a reset connection is ready at once
             var buf = (byte[])raw.Clone();
             for (int k = 0; k < nfds; k++)
                 BinaryPrimitives.WriteInt32LittleEndian(buf.AsSpan(k * 8), hostFds[k] == int.MinValue ? 1 << 30 : hostFds[k] == ResetFd ? -1 : hostFds[k]);
             long r;
-            fixed (byte* p = buf) r = HostSys.Call(Nr.poll, (long)p, nfds, timeout);
+            fixed (byte* p = buf) r = HostSys.Call(Nr.poll, (long)p, nfds, tmo);
             var res = HostResult.Of(r);
             if (r >= 0)
             {
