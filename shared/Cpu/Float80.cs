@@ -383,7 +383,7 @@ public readonly struct Float80 : IEquatable<Float80>
         st = 0;
         Kind ka = Classify(a), kb = Classify(b);
         if (PropagateNaN(a, ka, b, kb, ref st, out Float80 r)) return r;
-        if (a.IsDenormal || b.IsDenormal) st |= X87Status.Denormal;
+        if (a.IsDenormal || b.IsDenormal || dn) st |= X87Status.Denormal;
         bool sa = a.Sign, sb = b.Sign ^ negB;
         if (ka == Kind.Inf)
         {

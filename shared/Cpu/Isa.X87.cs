@@ -56,6 +56,23 @@ public static unsafe partial class Isa
         return true;
     }
 
+    /// <summary>
+    /// Reads an arithmetic/compare source operand exactly, without exception processing: an m32/m64 SNaN stays
+    /// signalling (so the NaN rules of the operation apply) and a denormal m32/m64 is reported through
+    /// <paramref name="denormal"/> (the operation raises #D only when no NaN or invalid operand takes precedence).
+    /// </summary>
+    static Float80 FpOperandMem(Cpu c, ref Instruction i, out bool denormal)
+    {
+        ulong ea = c.Ea(ref i);
+        denormal = false;
+        return i.MemorySize switch
+        {
+            MemorySize.Float32 => Float80.FromSingleOperand(BitConverter.Int32BitsToSingle((int)c.Mem.Read32(ea)), out denormal),
+            MemorySize.Float64 => Float80.FromDoubleOperand(BitConverter.Int64BitsToDouble((long)c.Mem.Read64(ea)), out denormal),
+            _ => FpLoadMem(c, ref i, out _),
+        };
+    }
+
     /// <summary>Reads a floating or integer memory operand as an 80-bit value.</summary>
     static Float80 FpLoadMem(Cpu c, ref Instruction i, out X87Status st)
     {
@@ -87,7 +104,7 @@ public static unsafe partial class Isa
             return;
         }
         var x = FpLoadMem(c, ref i, out var st);
-        FpStatus(c, st);
+        if (c.StEmpty(7)) FpStatus(c, st); // on stack overflow only #IS is reported
         c.FpPush(x);
     }
 
@@ -175,8 +192,8 @@ public static unsafe partial class Isa
         // destination and source: memory forms operate on ST0; register forms name both
         Float80 src;
         int dst;
-        X87Status st = X87Status.None;
-        if (i.OpCount == 1 && i.Op0Kind == OpKind.Memory) { dst = 0; src = FpLoadMem(c, ref i, out st); }
+        bool dn = false;
+        if (i.OpCount == 1 && i.Op0Kind == OpKind.Memory) { dst = 0; src = FpOperandMem(c, ref i, out dn); }
         else if (i.OpCount == 2) { dst = StIndex(i.Op0Register); src = c.St(StIndex(i.Op1Register)); }
         else { dst = 1; src = c.St(0); } // faddp etc. without operands
         bool pop = i.Mnemonic is Mnemonic.Faddp or Mnemonic.Fsubp or Mnemonic.Fsubrp or Mnemonic.Fmulp or Mnemonic.Fdivp or Mnemonic.Fdivrp;
@@ -191,15 +208,15 @@ public static unsafe partial class Isa
         Float80 r; X87Status s2;
         switch (i.Mnemonic)
         {
-            case Mnemonic.Fadd: case Mnemonic.Faddp: case Mnemonic.Fiadd: r = Float80.Add(d, src, rc, out s2, pc); break;
-            case Mnemonic.Fsub: case Mnemonic.Fsubp: case Mnemonic.Fisub: r = Float80.Sub(d, src, rc, out s2, pc); break;
-            case Mnemonic.Fsubr: case Mnemonic.Fsubrp: case Mnemonic.Fisubr: r = Float80.Sub(src, d, rc, out s2, pc); break;
-            case Mnemonic.Fmul: case Mnemonic.Fmulp: case Mnemonic.Fimul: r = Float80.Mul(d, src, rc, out s2, pc); break;
-            case Mnemonic.Fdiv: case Mnemonic.Fdivp: case Mnemonic.Fidiv: r = Float80.Div(d, src, rc, out s2, pc); break;
-            default: r = Float80.Div(src, d, rc, out s2, pc); break;
+            case Mnemonic.Fadd: case Mnemonic.Faddp: case Mnemonic.Fiadd: r = Float80.Add(d, src, rc, out s2, pc, dn); break;
+            case Mnemonic.Fsub: case Mnemonic.Fsubp: case Mnemonic.Fisub: r = Float80.Sub(d, src, rc, out s2, pc, dn); break;
+            case Mnemonic.Fsubr: case Mnemonic.Fsubrp: case Mnemonic.Fisubr: r = Float80.Sub(src, d, rc, out s2, pc, dn); break;
+            case Mnemonic.Fmul: case Mnemonic.Fmulp: case Mnemonic.Fimul: r = Float80.Mul(d, src, rc, out s2, pc, dn); break;
+            case Mnemonic.Fdiv: case Mnemonic.Fdivp: case Mnemonic.Fidiv: r = Float80.Div(d, src, rc, out s2, pc, dn); break;
+            default: r = Float80.Div(src, d, rc, out s2, pc, dn); break;
         }
         d = r;
-        FpStatus(c, st | s2);
+        FpStatus(c, s2);
         if (pop) c.FpPop();
     }
 
@@ -326,9 +343,9 @@ public static unsafe partial class Isa
     static void Fcom(Cpu c, ref Instruction i)
     {
         Float80 b;
-        X87Status ls = X87Status.None;
+        bool dn = false;
         if (i.Mnemonic == Mnemonic.Ftst) b = Float80.Zero;
-        else if (i.OpCount >= 1 && i.Op0Kind == OpKind.Memory) b = FpLoadMem(c, ref i, out ls);
+        else if (i.OpCount >= 1 && i.Op0Kind == OpKind.Memory) b = FpOperandMem(c, ref i, out dn);
         else if (i.OpCount == 2) b = c.St(StIndex(i.Op1Register));
         else if (i.OpCount == 1) b = c.St(StIndex(i.Op0Register));
         else b = c.St(1);
@@ -339,8 +356,8 @@ public static unsafe partial class Isa
             c.Fsw |= (ushort)(X87Status.C0 | X87Status.C2 | X87Status.C3);
         else
         {
-            Float80.Compare(c.St(0), b, !unordered, out var st);
-            FpStatus(c, (st | ls) & ~X87Status.C1, true);
+            Float80.Compare(c.St(0), b, !unordered, out var st, dn);
+            FpStatus(c, st & ~X87Status.C1, true);
         }
         if (i.Mnemonic is Mnemonic.Fcomp or Mnemonic.Fucomp or Mnemonic.Ficomp) c.FpPop();
         else if (i.Mnemonic is Mnemonic.Fcompp or Mnemonic.Fucompp) { c.FpPop(); c.FpPop(); }
