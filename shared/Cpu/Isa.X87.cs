@@ -99,6 +99,7 @@ public static unsafe partial class Isa
         if (i.Op0Kind == OpKind.Register)
         {
             int k = StIndex(i.Op0Register);
+            c.Fsw &= unchecked((ushort)~0x0200); // C1 = 0 unless the push overflows
             var v = Underflow(c, k) ? Float80.Indefinite : c.St(k);
             c.FpPush(v);
             return;
@@ -122,6 +123,7 @@ public static unsafe partial class Isa
             Mnemonic.Fldlg2 => Float80.Constant.Log10Two,
             _ => Float80.Constant.LnTwo,
         };
+        c.Fsw &= unchecked((ushort)~0x0200);
         c.FpPush(Float80.LoadConstant(k, c.FpRounding));
     }
 
@@ -308,13 +310,20 @@ public static unsafe partial class Isa
     {
         if (Underflow(c, 0, 1))
         {
-            c.Fsw &= unchecked((ushort)~(ushort)X87Status.ConditionMask);
+            c.Fsw &= unchecked((ushort)~(ushort)X87Status.C2); // C0 and C3 are left alone (as AMD hardware does)
             c.SetSt(0, Float80.Indefinite);
             return;
         }
-        var r = i.Mnemonic == Mnemonic.Fprem ? Float80.Prem(c.St(0), c.St(1), out var st) : Float80.Prem1(c.St(0), c.St(1), out st);
+        Float80 x = c.St(0), y = c.St(1);
+        var r = i.Mnemonic == Mnemonic.Fprem ? Float80.Prem(x, y, out var st) : Float80.Prem1(x, y, out st);
         c.St(0) = r;
-        FpStatus(c, st, true);
+        if (x.IsNaN || y.IsNaN || x.IsUnsupported || y.IsUnsupported || x.IsInfinity || y.IsZero)
+        {
+            // NaN or invalid-operation result: C2 and C1 cleared, C0 and C3 left as they were
+            c.Fsw &= unchecked((ushort)~(ushort)(X87Status.C1 | X87Status.C2));
+            FpStatus(c, st & X87Status.ExceptionMask);
+        }
+        else FpStatus(c, st, true);
     }
 
     static void Fxtract(Cpu c, ref Instruction i)
@@ -375,7 +384,9 @@ public static unsafe partial class Isa
         if ((st & X87Status.C2) != 0) f |= Cpu.PF;
         if ((st & X87Status.C0) != 0) f |= Cpu.CF;
         c.Rflags = (c.Rflags & ~Cpu.ArithFlags) | f;
-        FpStatus(c, st & X87Status.ExceptionMask);
+        // exception flags only: C1 is left unchanged (as AMD hardware does; Intel documents C1 = 0)
+        c.Fsw |= (ushort)(st & X87Status.ExceptionMask);
+        if ((c.Fsw & ~c.Fcw & 0x3F) != 0) c.Fsw |= 0x8080;
         if (i.Mnemonic is Mnemonic.Fcomip or Mnemonic.Fucomip) c.FpPop();
     }
 
@@ -413,7 +424,11 @@ public static unsafe partial class Isa
 
     static void Fninit(Cpu c, ref Instruction i) => c.FpInit();
     static void Fnclex(Cpu c, ref Instruction i) => c.Fsw &= 0x7F00;
-    static void Ffree(Cpu c, ref Instruction i) => c.FpEmpty |= (byte)(1 << ((c.FpTop + StIndex(i.Op0Register)) & 7));
+    static void Ffree(Cpu c, ref Instruction i)
+    {
+        c.FpEmpty |= (byte)(1 << ((c.FpTop + StIndex(i.Op0Register)) & 7));
+        c.Fsw &= unchecked((ushort)~0x0200); // C1 cleared (as AMD hardware does; undefined in the manuals)
+    }
     static void Ffreep(Cpu c, ref Instruction i) { Ffree(c, ref i); c.FpPop(); }
     static void Fincstp(Cpu c, ref Instruction i) { c.FpTop = (c.FpTop + 1) & 7; c.Fsw &= unchecked((ushort)~0x0200); }
     static void Fdecstp(Cpu c, ref Instruction i) { c.FpTop = (c.FpTop - 1) & 7; c.Fsw &= unchecked((ushort)~0x0200); }

@@ -51,7 +51,13 @@ public class X87DifferentialTests(Xunit.Abstractions.ITestOutputHelper output)
     static readonly Mnemonic[] Transcendentals =
         [Mnemonic.Fsin, Mnemonic.Fcos, Mnemonic.Fsincos, Mnemonic.Fptan, Mnemonic.Fpatan, Mnemonic.F2xm1, Mnemonic.Fyl2x, Mnemonic.Fyl2xp1];
 
-    sealed record Case(Instruction Ins, byte[] Code, CpuSnapshot Input, int Depth, ushort Cw);
+    /// <summary>One generated case: the instruction(s) under test (one 0x40-byte memory slot each), snippet and input.</summary>
+    sealed record Case(Instruction[] Seq, byte[] Code, CpuSnapshot Input, int Depth, ushort Cw)
+    {
+        public Instruction Ins => Seq[0];
+    }
+
+    const int SlotSize = 0x40, MaxSeq = 4;
 
     // ---------------------------------------------------------------- value generators
 
@@ -221,15 +227,12 @@ public class X87DifferentialTests(Xunit.Abstractions.ITestOutputHelper output)
 
     static bool SetsRflags(Mnemonic m) => m is Mnemonic.Fcomi or Mnemonic.Fcomip or Mnemonic.Fucomi or Mnemonic.Fucomip;
 
-    static Case Generate(Code code, Random r)
+    static Case Generate(Code code, Random r) => Generate([code], r);
+
+    /// <summary>Builds the instruction for <paramref name="code"/> with random ST operands and memory slot <paramref name="slot"/>.</summary>
+    static Instruction Build(Code code, int slot, Random r, out int needed)
     {
         var op = code.ToOpCode();
-        var s = CpuSnapshot.Create();
-        s[RBX] = Base;
-        s.Rflags = (ulong)r.Next() & ArithFlags;
-        ushort cw = RandCw(r);
-        BitConverter.TryWriteBytes(s.Memory.AsSpan(CwOff), cw);
-
         var ops = new List<object>();
         int maxSt = -1;
         for (int n = 0; n < op.OpCount; n++)
@@ -242,7 +245,7 @@ public class X87DifferentialTests(Xunit.Abstractions.ITestOutputHelper output)
                     int k = r.Next(3) == 0 ? r.Next(8) : r.Next(1, 3);
                     ops.Add(Register.ST0 + k); maxSt = Math.Max(maxSt, k); break;
                 }
-                case OpCodeOperandKind.mem: ops.Add(new MemoryOperand(Register.RBX, MemOff)); break;
+                case OpCodeOperandKind.mem: ops.Add(new MemoryOperand(Register.RBX, MemOff + SlotSize * slot)); break;
                 case OpCodeOperandKind.ax: ops.Add(Register.AX); break;
                 default: throw new InvalidOperationException($"operand kind {op.GetOpKind(n)} of {code}");
             }
@@ -254,7 +257,7 @@ public class X87DifferentialTests(Xunit.Abstractions.ITestOutputHelper output)
             _ => Instruction.Create(code, (Register)ops[0], (Register)ops[1]),
         };
         var mn = code.Mnemonic();
-        int needed = mn switch
+        needed = mn switch
         {
             Mnemonic.Fcompp or Mnemonic.Fucompp or Mnemonic.Fscale or Mnemonic.Fprem or Mnemonic.Fprem1 or Mnemonic.Fpatan
                 or Mnemonic.Fyl2x or Mnemonic.Fyl2xp1 => 2,
@@ -263,6 +266,24 @@ public class X87DifferentialTests(Xunit.Abstractions.ITestOutputHelper output)
             _ => 1,
         };
         needed = Math.Max(needed, maxSt + 1);
+        return ins;
+    }
+
+    static Case Generate(Code[] codes, Random r)
+    {
+        var s = CpuSnapshot.Create();
+        s[RBX] = Base;
+        s.Rflags = (ulong)r.Next() & ArithFlags;
+        ushort cw = RandCw(r);
+        BitConverter.TryWriteBytes(s.Memory.AsSpan(CwOff), cw);
+        var seq = new Instruction[codes.Length];
+        int needed = 1;
+        for (int j = 0; j < codes.Length; j++)
+        {
+            seq[j] = Build(codes[j], j, r, out int nd);
+            if (j == 0) needed = nd;
+        }
+        var mn = codes[0].Mnemonic();
         bool pushes = mn is Mnemonic.Fld or Mnemonic.Fild or Mnemonic.Fld1 or Mnemonic.Fldz or Mnemonic.Fldpi or Mnemonic.Fldl2e
             or Mnemonic.Fldl2t or Mnemonic.Fldlg2 or Mnemonic.Fldln2 or Mnemonic.Fxtract or Mnemonic.Fptan or Mnemonic.Fsincos;
         int depth = r.Next(12) switch
@@ -279,8 +300,30 @@ public class X87DifferentialTests(Xunit.Abstractions.ITestOutputHelper output)
             vals[1] = Float80.FromInt64(r.Next(5) == 0 ? RandInt(r) : r.Next(-70, 70)); // a sensible scale
         for (int k = 0; k < 8; k++) vals[k].WriteTo(s.Memory.AsSpan(StackOff + 16 * k, 10));
 
-        // memory operand
-        var mem = s.Memory.AsSpan(MemOff, 0x40);
+        for (int j = 0; j < seq.Length; j++) FillSlot(s, seq[j], j, vals[0], r);
+
+        bool sahf = !SetsRflags(seq[^1].Mnemonic) && r.Next(4) != 0;
+        byte[] code2 = NativeRunner.Asm(a =>
+        {
+            for (int k = 0; k < 8; k++) a.fldz();
+            for (int k = 0; k < 8; k++) a.fstp(st0);
+            a.fninit();
+            a.fldcw(__word_ptr[rbx + CwOff]);
+            for (int k = depth - 1; k >= 0; k--) a.fld(__tword_ptr[rbx + StackOff + 16 * k]);
+            foreach (var ins in seq) a.db(Encode(ins));
+            a.fnstsw(ax);
+            if (sahf) a.sahf();
+            a.fxsave64(__[rbx + FxOff]);
+        });
+        return new Case(seq, code2, s, depth, cw);
+    }
+
+    /// <summary>Fills the memory slot of an instruction with an operand of its size (control images kept safe).</summary>
+    static void FillSlot(CpuSnapshot s, Instruction ins, int slot, Float80 st0, Random r)
+    {
+        var mn = ins.Mnemonic;
+        var vals = new[] { st0 };
+        var mem = s.Memory.AsSpan(MemOff + SlotSize * slot, SlotSize);
         r.NextBytes(mem);
         switch (ins.MemorySize)
         {
@@ -302,22 +345,6 @@ public class X87DifferentialTests(Xunit.Abstractions.ITestOutputHelper output)
             BitConverter.TryWriteBytes(mem[4..], sw | (uint)(r.Next(2) == 0 ? 0xFFFF0000 : 0));
             BitConverter.TryWriteBytes(mem[8..], (uint)r.Next(0x10000) | (uint)(r.Next(2) == 0 ? 0xFFFF0000 : 0));
         }
-
-        byte[] insBytes = Encode(ins);
-        bool sahf = !SetsRflags(mn) && r.Next(4) != 0;
-        byte[] code2 = NativeRunner.Asm(a =>
-        {
-            for (int k = 0; k < 8; k++) a.fldz();
-            for (int k = 0; k < 8; k++) a.fstp(st0);
-            a.fninit();
-            a.fldcw(__word_ptr[rbx + CwOff]);
-            for (int k = depth - 1; k >= 0; k--) a.fld(__tword_ptr[rbx + StackOff + 16 * k]);
-            a.db(insBytes);
-            a.fnstsw(ax);
-            if (sahf) a.sahf();
-            a.fxsave64(__[rbx + FxOff]);
-        });
-        return new Case(ins, code2, s, depth, cw);
     }
 
     /// <summary>Clears the bytes whose content is implementation-specific (instruction/data pointers, padding).</summary>
@@ -328,7 +355,8 @@ public class X87DifferentialTests(Xunit.Abstractions.ITestOutputHelper output)
         Array.Clear(m, FxOff + 28, 4);            // MXCSR_MASK
         for (int k = 0; k < 8; k++) Array.Clear(m, FxOff + 32 + 16 * k + 10, 6);
         Array.Clear(m, FxOff + 160, 512 - 160);   // XMM and reserved
-        if (c.Ins.Mnemonic is Mnemonic.Fnstenv or Mnemonic.Fstenv) Array.Clear(m, MemOff + 12, 16);
+        for (int j = 0; j < c.Seq.Length; j++)
+            if (c.Seq[j].Mnemonic is Mnemonic.Fnstenv or Mnemonic.Fstenv) Array.Clear(m, MemOff + SlotSize * j + 12, 16);
     }
 
     static string Describe(CpuSnapshot s)
@@ -344,11 +372,46 @@ public class X87DifferentialTests(Xunit.Abstractions.ITestOutputHelper output)
     static string DescribeInput(Case c)
     {
         var sb = new StringBuilder();
-        sb.Append(CultureInfo.InvariantCulture, $"{c.Ins} [{Convert.ToHexString(Encode(c.Ins))}] cw={c.Cw:X4} depth={c.Depth} rflags={FlagNames(c.Input.Rflags)}\n");
+        sb.Append(CultureInfo.InvariantCulture, $"{string.Join("; ", c.Seq)} [{string.Join(" ", c.Seq.Select(k => Convert.ToHexString(Encode(k))))}] cw={c.Cw:X4} depth={c.Depth} rflags={FlagNames(c.Input.Rflags)}\n");
         for (int k = 0; k < c.Depth; k++) sb.Append(CultureInfo.InvariantCulture, $"  in ST{k}={Float80.FromBytes(c.Input.Memory.AsSpan(StackOff + 16 * k, 10))}\n");
-        if (c.Ins.Op0Kind == OpKind.Memory)
-            sb.Append(CultureInfo.InvariantCulture, $"  mem={Convert.ToHexString(c.Input.Memory, MemOff, 16)} ({c.Ins.MemorySize})\n");
+        for (int j = 0; j < c.Seq.Length; j++)
+            if (c.Seq[j].Op0Kind == OpKind.Memory)
+                sb.Append(CultureInfo.InvariantCulture, $"  mem{j}={Convert.ToHexString(c.Input.Memory, MemOff + SlotSize * j, 16)} ({c.Seq[j].MemorySize})\n");
         return sb.ToString();
+    }
+
+    static int Scale => int.TryParse(Environment.GetEnvironmentVariable("X87_SCALE"), out int k) && k > 0 ? k : 1;
+
+    /// <summary>X87_SEED (environment) explores other random streams by hand; X87_SCALE multiplies the case counts.</summary>
+    static Random NewRandom(string name)
+    {
+        int seed = int.TryParse(Environment.GetEnvironmentVariable("X87_SEED"), out int sd) ? sd : 0x87;
+        return new Random(name.GetHashCode(StringComparison.Ordinal) ^ seed);
+    }
+
+    /// <summary>Runs the cases natively and in the VM; returns (run, failed) and fails the test with details on a mismatch.</summary>
+    void RunCases(string name, IEnumerable<Case> cases)
+    {
+        var failures = new List<string>();
+        var perForm = new Dictionary<Code, int>();
+        int run = 0, failed = 0;
+        foreach (var c in cases)
+        {
+            run++;
+            var native = NativeRunner.Run(c.Code, c.Input);
+            var vm = VmRunner.Run(c.Code, c.Input, out string? fault);
+            Normalize(native, c);
+            Normalize(vm, c);
+            string diff = fault ?? Diff(native, vm, ArithFlags, compareXmm: false);
+            if (diff.Length == 0) continue;
+            failed++;
+            perForm[c.Ins.Code] = perForm.GetValueOrDefault(c.Ins.Code) + 1;
+            if (failures.Count < 20)
+                failures.Add($"{DescribeInput(c)}{diff}native: {Describe(native)}vm:     {Describe(vm)}");
+        }
+        output.WriteLine($"{name}: {run} cases, {failed} differ");
+        Assert.True(failed == 0,
+            $"{failed} of {run} cases differ; by (first) form: {string.Join(", ", perForm.Select(kv => $"{kv.Key}={kv.Value}"))}\n\n{string.Join("\n", failures)}");
     }
 
     [Theory]
@@ -359,30 +422,20 @@ public class X87DifferentialTests(Xunit.Abstractions.ITestOutputHelper output)
         var (mnemonics, perCode) = Families[family];
         var codes = Enum.GetValues<Code>().Where(k => Supported(k, mnemonics)).ToList();
         Assert.NotEmpty(codes);
-        var r = new Random(family.GetHashCode(StringComparison.Ordinal) ^ 0x87);
-        var failures = new List<string>();
-        var perForm = new Dictionary<Code, int>();
-        int run = 0, failed = 0;
-        foreach (var code in codes)
-        {
-            for (int n = 0; n < perCode; n++)
-            {
-                var c = Generate(code, r);
-                run++;
-                var native = NativeRunner.Run(c.Code, c.Input);
-                var vm = VmRunner.Run(c.Code, c.Input, out string? fault);
-                Normalize(native, c);
-                Normalize(vm, c);
-                string diff = fault ?? Diff(native, vm, ArithFlags, compareXmm: false);
-                if (diff.Length == 0) continue;
-                failed++;
-                perForm[code] = perForm.GetValueOrDefault(code) + 1;
-                if (failures.Count < 20)
-                    failures.Add($"{DescribeInput(c)}{diff}native: {Describe(native)}vm:     {Describe(vm)}");
-            }
-        }
-        output.WriteLine($"{family}: {run} cases over {codes.Count} forms, {failed} differ");
-        Assert.True(failed == 0,
-            $"{failed} of {run} cases differ; by form: {string.Join(", ", perForm.Select(kv => $"{kv.Key}={kv.Value}"))}\n\n{string.Join("\n", failures)}");
+        var r = NewRandom(family);
+        output.WriteLine($"{family}: {codes.Count} forms");
+        RunCases(family, codes.SelectMany(code => Enumerable.Range(0, perCode * Scale).Select(_ => Generate(code, r))));
+    }
+
+    /// <summary>Random sequences of 2-4 instructions from all families: state carried between instructions (tags, TOP, C1, sticky flags).</summary>
+    [Fact]
+    public void SequencesMatchHost()
+    {
+        if (!NativeRunner.IsSupported) return;
+        var all = Families.Values.SelectMany(f => f.Mnemonics).ToArray();
+        var codes = Enum.GetValues<Code>().Where(k => Supported(k, all)).ToArray();
+        var r = NewRandom("sequences");
+        RunCases("sequences", Enumerable.Range(0, 3000 * Scale).Select(_ =>
+            Generate(Enumerable.Range(0, r.Next(2, MaxSeq + 1)).Select(_ => codes[r.Next(codes.Length)]).ToArray(), r)));
     }
 }
