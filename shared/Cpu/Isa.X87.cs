@@ -100,8 +100,9 @@ public static unsafe partial class Isa
         {
             int k = StIndex(i.Op0Register);
             c.Fsw &= unchecked((ushort)~0x0200); // C1 = 0 unless the push overflows
-            var v = Underflow(c, k) ? Float80.Indefinite : c.St(k);
-            c.FpPush(v);
+            bool under = Underflow(c, k);
+            c.FpPush(under ? Float80.Indefinite : c.St(k));
+            if (under) c.Fsw &= unchecked((ushort)~0x0200); // underflow and overflow at once: reported as underflow
             return;
         }
         var x = FpLoadMem(c, ref i, out var st);
@@ -247,11 +248,11 @@ public static unsafe partial class Isa
     }
 
     /// <summary>FXTRACT/FPTAN/FSINCOS: an empty ST0 or a full stack gives two indefinites.</summary>
-    static bool PushingFault(Cpu c)
+    static bool PushingFault(Cpu c, bool clearC2)
     {
         bool under = c.StEmpty(0), over = !c.StEmpty(7);
         if (!under && !over) return false;
-        c.Fsw &= unchecked((ushort)~0x0400);
+        if (clearC2) c.Fsw &= unchecked((ushort)~0x0400); // FPTAN/FSINCOS: C2 = 0; FXTRACT leaves it (AMD)
         if (under) c.FpStackUnderflow();
         c.SetSt(0, Float80.Indefinite);
         c.FpPush(Float80.Indefinite);
@@ -260,7 +261,7 @@ public static unsafe partial class Isa
 
     static void Fsincos(Cpu c, ref Instruction i)
     {
-        if (PushingFault(c)) return;
+        if (PushingFault(c, true)) return;
         var s = Float80.SinCos(c.St(0), c.FpRounding, out var cos, out var st);
         FpStatus(c, st, true);
         if ((st & X87Status.C2) != 0) return; // out of range: operand unchanged
@@ -270,7 +271,7 @@ public static unsafe partial class Isa
 
     static void Fptan(Cpu c, ref Instruction i)
     {
-        if (PushingFault(c)) return;
+        if (PushingFault(c, true)) return;
         var t = Float80.Tan(c.St(0), c.FpRounding, out var pushed, out var st);
         FpStatus(c, st, true);
         if ((st & X87Status.C2) != 0) return;
@@ -328,7 +329,7 @@ public static unsafe partial class Isa
 
     static void Fxtract(Cpu c, ref Instruction i)
     {
-        if (PushingFault(c)) return;
+        if (PushingFault(c, false)) return;
         var sig = Float80.Xtract(c.St(0), out var exp, out var st);
         c.St(0) = exp;
         c.FpPush(sig);
