@@ -256,6 +256,7 @@ public static unsafe partial class Isa
         if (under) c.FpStackUnderflow();
         c.SetSt(0, Float80.Indefinite);
         c.FpPush(Float80.Indefinite);
+        if (under) c.Fsw &= unchecked((ushort)~0x0200); // underflow and overflow at once: reported as underflow
         return true;
     }
 

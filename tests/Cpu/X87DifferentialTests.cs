@@ -386,7 +386,9 @@ public class X87DifferentialTests(Xunit.Abstractions.ITestOutputHelper output)
     static Random NewRandom(string name)
     {
         int seed = int.TryParse(Environment.GetEnvironmentVariable("X87_SEED"), out int sd) ? sd : 0x87;
-        return new Random(name.GetHashCode(StringComparison.Ordinal) ^ seed);
+        int h = 17;
+        foreach (char ch in name) h = h * 31 + ch; // stable across runs (string.GetHashCode is randomized per process)
+        return new Random(h ^ seed);
     }
 
     /// <summary>Runs the cases natively and in the VM; returns (run, failed) and fails the test with details on a mismatch.</summary>
@@ -437,5 +439,88 @@ public class X87DifferentialTests(Xunit.Abstractions.ITestOutputHelper output)
         var r = NewRandom("sequences");
         RunCases("sequences", Enumerable.Range(0, 3000 * Scale).Select(_ =>
             Generate(Enumerable.Range(0, r.Next(2, MaxSeq + 1)).Select(_ => codes[r.Next(codes.Length)]).ToArray(), r)));
+    }
+
+    // ---------------------------------------------------------------- transcendentals (not bit-exact)
+
+    /// <summary>
+    /// Allowed distance in 80-bit ulps for FSIN, FCOS, FSINCOS, FPTAN, FPATAN, F2XM1, FYL2X, FYL2XP1: the VM computes
+    /// them through double (53 bits): measured errors reach ~3 double ulps (6000 80-bit ulps) for F2XM1 and FYL2X, so the
+    /// bound is 2^13 ulps of the 64-bit significand (four double ulps).
+    /// </summary>
+    const int TranscendentalUlps = 1 << 13;
+
+    static Float80 TransOperand(Mnemonic m, int slot, Random r)
+    {
+        if (r.Next(12) == 0) return Rand80(r); // specials: NaN, infinities, zeros, denormals, huge arguments...
+        double d = m switch
+        {
+            Mnemonic.Fsin or Mnemonic.Fcos or Mnemonic.Fsincos or Mnemonic.Fptan =>
+                r.Next(4) switch { 0 => r.NextDouble() * 1.6 - 0.8, 1 => (r.NextDouble() - 0.5) * 20, 2 => (r.NextDouble() - 0.5) * 2e6, _ => Math.ScaleB(r.NextDouble(), -r.Next(1, 60)) },
+            Mnemonic.F2xm1 => r.Next(3) == 0 ? Math.ScaleB(r.NextDouble() - 0.5, -r.Next(0, 60)) : r.NextDouble() * 2 - 1,
+            Mnemonic.Fyl2x when slot == 0 => r.Next(3) == 0 ? 1 + (r.NextDouble() - 0.5) * 0.01 : Math.ScaleB(r.NextDouble() + 0.5, r.Next(-100, 100)),
+            Mnemonic.Fyl2xp1 when slot == 0 => r.Next(3) == 0 ? Math.ScaleB(r.NextDouble() - 0.5, -r.Next(1, 60)) : (r.NextDouble() - 0.5) * 0.58,
+            _ => Math.ScaleB(r.NextDouble() - 0.5, r.Next(-20, 20)), // FPATAN operands, the y of FYL2X/FYL2XP1
+        };
+        var f = Float80.FromDouble(d);
+        // fill the 11 significand bits a double does not have
+        return f.BiasedExponent is > 0 and < 0x7FFF && r.Next(2) == 0 ? new Float80(f.Mantissa | (uint)r.Next(1 << 11), f.SignExp) : f;
+    }
+
+    /// <summary>Distance in ulps when both are finite, non-zero and of one sign; 0 for identical encodings; else max.</summary>
+    static UInt128 UlpDistance(Float80 a, Float80 b)
+    {
+        if (a == b) return 0;
+        bool fa = a.BiasedExponent != 0x7FFF && !a.IsZero, fb = b.BiasedExponent != 0x7FFF && !b.IsZero;
+        if (!fa || !fb || a.Sign != b.Sign) return UInt128.MaxValue;
+        // key: exponent and significand as one integer, monotonic in the magnitude (denormals have exponent 0)
+        UInt128 ka = ((UInt128)(uint)a.BiasedExponent << 63) + (a.Mantissa & ~IntBit);
+        UInt128 kb = ((UInt128)(uint)b.BiasedExponent << 63) + (b.Mantissa & ~IntBit);
+        if (a.BiasedExponent == 0) ka = a.Mantissa;
+        if (b.BiasedExponent == 0) kb = b.Mantissa;
+        return ka > kb ? ka - kb : kb - ka;
+    }
+
+    public static IEnumerable<object[]> TranscendentalNames() => Transcendentals.Select(m => new object[] { m.ToString() });
+
+    [Theory]
+    [MemberData(nameof(TranscendentalNames))]
+    public void TranscendentalsCloseToHost(string name)
+    {
+        if (!NativeRunner.IsSupported) return;
+        var mn = Enum.Parse<Mnemonic>(name);
+        var code = Enum.GetValues<Code>().Single(k => Supported(k, [mn]));
+        var r = NewRandom(name);
+        int run = 0, failed = 0;
+        UInt128 worst = 0;
+        var failures = new List<string>();
+        for (int n = 0; n < 300 * Scale; n++)
+        {
+            var c = Generate(code, r);
+            for (int k = 0; k < 2; k++) TransOperand(mn, k, r).WriteTo(c.Input.Memory.AsSpan(StackOff + 16 * k, 10));
+            run++;
+            var native = NativeRunner.Run(c.Code, c.Input);
+            var vm = VmRunner.Run(c.Code, c.Input, out string? fault);
+            var sb = new StringBuilder(fault ?? "");
+            byte[] nm = native.Memory, vmm = vm.Memory;
+            // TOP, C2 (argument out of range), SF, IE, ZE, DE; not PE/UE (rounding-dependent) nor C0/C1/C3
+            ushort swMask = 0x3847 | 0x0400;
+            ushort nsw = BitConverter.ToUInt16(nm, FxOff + 2), vsw = BitConverter.ToUInt16(vmm, FxOff + 2);
+            if (((nsw ^ vsw) & swMask) != 0) sb.Append(CultureInfo.InvariantCulture, $"FSW: expected {nsw:X4}, actual {vsw:X4} (mask {swMask:X4})\n");
+            if (nm[FxOff + 4] != vmm[FxOff + 4]) sb.Append(CultureInfo.InvariantCulture, $"tags: expected {nm[FxOff + 4]:X2}, actual {vmm[FxOff + 4]:X2}\n");
+            for (int k = 0; k < 8; k++)
+            {
+                var a = Float80.FromBytes(nm.AsSpan(FxOff + 32 + 16 * k, 10));
+                var b = Float80.FromBytes(vmm.AsSpan(FxOff + 32 + 16 * k, 10));
+                var d = UlpDistance(a, b);
+                if (d != UInt128.MaxValue && d > worst) worst = d;
+                if (d > TranscendentalUlps) sb.Append(CultureInfo.InvariantCulture, $"ST{k}: expected {a}, actual {b} ({(d == UInt128.MaxValue ? "different class" : d + " ulps")})\n");
+            }
+            if (sb.Length == 0) continue;
+            failed++;
+            if (failures.Count < 15) failures.Add($"{DescribeInput(c)}{sb}");
+        }
+        output.WriteLine($"{name}: {run} cases, {failed} beyond {TranscendentalUlps} ulps or differing in status; worst finite distance {worst} ulps");
+        Assert.True(failed == 0, $"{failed} of {run} cases differ\n\n{string.Join("\n", failures)}");
     }
 }
