@@ -11,6 +11,7 @@ public static unsafe partial class Isa
         Reg(Mnemonic.Fld1, &FldConst); Reg(Mnemonic.Fldz, &FldConst); Reg(Mnemonic.Fldpi, &FldConst);
         Reg(Mnemonic.Fldl2e, &FldConst); Reg(Mnemonic.Fldl2t, &FldConst); Reg(Mnemonic.Fldlg2, &FldConst); Reg(Mnemonic.Fldln2, &FldConst);
         Reg(Mnemonic.Fst, &Fst); Reg(Mnemonic.Fstp, &Fst);
+        Reg(Mnemonic.Fbld, &Fbld); Reg(Mnemonic.Fbstp, &Fbstp);
         Reg(Mnemonic.Fist, &Fist); Reg(Mnemonic.Fistp, &Fist); Reg(Mnemonic.Fisttp, &Fist);
         foreach (var m in new[] { Mnemonic.Fadd, Mnemonic.Faddp, Mnemonic.Fiadd, Mnemonic.Fsub, Mnemonic.Fsubp, Mnemonic.Fisub,
                                   Mnemonic.Fsubr, Mnemonic.Fsubrp, Mnemonic.Fisubr, Mnemonic.Fmul, Mnemonic.Fmulp, Mnemonic.Fimul,
@@ -188,6 +189,33 @@ public static unsafe partial class Isa
         }
         FpStatus(c, st);
         if (i.Mnemonic != Mnemonic.Fist) c.FpPop();
+    }
+
+    static void Fbld(Cpu c, ref Instruction i)
+    {
+        ulong ea = c.Ea(ref i);
+        Span<byte> b = stackalloc byte[10];
+        c.Mem.ReadBytes(ea, b);
+        c.Fsw &= unchecked((ushort)~0x0200);
+        c.FpPush(Float80.FromBcd(b));
+    }
+
+    static void Fbstp(Cpu c, ref Instruction i)
+    {
+        ulong ea = c.Ea(ref i);
+        Span<byte> b = stackalloc byte[10];
+        if (Underflow(c, 0))
+        {
+            b.Clear();
+            b[7] = 0xC0; b[8] = 0xFF; b[9] = 0xFF; // the packed BCD indefinite
+        }
+        else
+        {
+            Float80.ToBcd(c.St(0), c.FpRounding, b, out var st);
+            FpStatus(c, st);
+        }
+        c.Mem.WriteBytes(ea, b);
+        c.FpPop();
     }
 
     static void FArith(Cpu c, ref Instruction i)

@@ -30,8 +30,8 @@ public class X87DifferentialTests(Xunit.Abstractions.ITestOutputHelper output)
     public static readonly Dictionary<string, (Mnemonic[] Mnemonics, int PerCode)> Families = new()
     {
         ["load"] = ([Mnemonic.Fld, Mnemonic.Fild, Mnemonic.Fld1, Mnemonic.Fldz, Mnemonic.Fldpi, Mnemonic.Fldl2e, Mnemonic.Fldl2t,
-                     Mnemonic.Fldlg2, Mnemonic.Fldln2], 120),
-        ["store"] = ([Mnemonic.Fst, Mnemonic.Fstp, Mnemonic.Fist, Mnemonic.Fistp, Mnemonic.Fisttp], 200),
+                     Mnemonic.Fldlg2, Mnemonic.Fldln2, Mnemonic.Fbld], 120),
+        ["store"] = ([Mnemonic.Fst, Mnemonic.Fstp, Mnemonic.Fist, Mnemonic.Fistp, Mnemonic.Fisttp, Mnemonic.Fbstp], 200),
         ["arith"] = ([Mnemonic.Fadd, Mnemonic.Faddp, Mnemonic.Fiadd, Mnemonic.Fsub, Mnemonic.Fsubp, Mnemonic.Fisub,
                       Mnemonic.Fsubr, Mnemonic.Fsubrp, Mnemonic.Fisubr, Mnemonic.Fmul, Mnemonic.Fmulp, Mnemonic.Fimul,
                       Mnemonic.Fdiv, Mnemonic.Fdivp, Mnemonic.Fidiv, Mnemonic.Fdivr, Mnemonic.Fdivrp, Mnemonic.Fidivr], 120),
@@ -335,6 +335,15 @@ public class X87DifferentialTests(Xunit.Abstractions.ITestOutputHelper output)
             case MemorySize.Int16: BitConverter.TryWriteBytes(mem, (short)RandInt(r)); break;
             case MemorySize.Int32: BitConverter.TryWriteBytes(mem, (int)RandInt(r)); break;
             case MemorySize.Int64: BitConverter.TryWriteBytes(mem, RandInt(r)); break;
+            case MemorySize.Bcd:
+            {
+                // 18 BCD digits (now and then invalid digits) and a sign byte
+                ulong v = (ulong)r.NextInt64(0, 1_000_000_000_000_000_000) >> r.Next(0, 60);
+                for (int k = 0; k < 9; k++) { mem[k] = (byte)(v % 10 | (v / 10 % 10) << 4); v /= 100; }
+                if (r.Next(10) == 0) mem[r.Next(9)] |= 0xA0;
+                mem[9] = (byte)(r.Next(2) << 7 | (r.Next(8) == 0 ? r.Next(0x80) : 0));
+                break;
+            }
         }
         if (mn == Mnemonic.Fldcw) BitConverter.TryWriteBytes(mem, (ushort)(RandCw(r) | (r.Next(4) == 0 ? r.Next(0x10000) & 0xF0C0 : 0)));
         if (mn == Mnemonic.Fldenv)
