@@ -15,6 +15,24 @@ public sealed class GuestFile
     public bool IsStdio;
     public bool IsDirectory;
     public int RefCount = 1; // shared by dup'd guest descriptors
+
+    // sockets (set from guest inputs and logged answers only, so a replay has the same values)
+    public bool IsSocket;
+    public int SocketFamily, SocketType, SocketProtocol;
+    /// <summary>The address the socket is bound to (what the host's getsockname said right after bind/listen).</summary>
+    public byte[]? BoundAddress;
+    public bool Listening;
+    public int Backlog;
+    /// <summary>An epoll instance: the guest descriptors registered with it (guest fd -> entry).</summary>
+    public Dictionary<int, EpollEntry>? Epoll;
+}
+
+/// <summary>A guest descriptor registered with an epoll instance: the guest's events mask and user data.</summary>
+public sealed class EpollEntry
+{
+    public required GuestFile File;
+    public uint Events;
+    public ulong Data;
 }
 
 /// <summary>Options of a virtual machine run.</summary>
@@ -83,12 +101,14 @@ public sealed partial class LinuxKernel : ICpuHost
         if (c != null) c.StopAt = 0;
     }
 
-    public List<int> TakeHostEvents()
+    /// <summary>Takes one queued host event. One event per stop, so that each is delivered (and, when recording,
+    /// logged) at a position of its own: the next one is placed after the guest entered the previous handler.</summary>
+    public bool TryTakeHostEvent(out int sig)
     {
         _hostEventsPending = false;
-        var l = new List<int>();
-        while (_hostEvents.TryDequeue(out var s)) l.Add(s);
-        return l;
+        bool got = _hostEvents.TryDequeue(out sig);
+        if (!_hostEvents.IsEmpty) _hostEventsPending = true;
+        return got;
     }
 
     public LinuxKernel(MachineOptions options, IBoundary boundary)
@@ -195,19 +215,20 @@ public sealed partial class LinuxKernel : ICpuHost
     /// <summary>Runs the guest until it exits or is killed by a signal; returns the process exit status.</summary>
     public int Run()
     {
-        var cpu = MainThread;
-        Current = cpu;
+        Current = MainThread;
         while (!Exited)
         {
+            var cpu = Current;
             cpu.StopAt = Boundary.NextStop(this, cpu);
-            if (HostEventsPending) cpu.StopAt = Math.Min(cpu.StopAt, Boundary.NextStop(this, cpu));
             var r = cpu.Run();
             if (r == RunResult.Fault) HandleFault(cpu, cpu.PendingFault!);
             else if (r == RunResult.ReachedStop) Boundary.AtStop(this, cpu);
-            if (!Exited && Pending != 0) DeliverPending(cpu);
+            if (!Exited && Pending != 0 && Current == cpu) DeliverPending(cpu);
+            if (!Exited && (_switch || cpu.Dead || cpu.Blocked)) Schedule();
         }
         StopTimers();
-        Boundary.OnExit(this, cpu, ExitStatus);
+        StopSliceTimer();
+        Boundary.OnExit(this, Current, ExitStatus);
         return ExitStatus;
     }
 
@@ -224,7 +245,7 @@ public sealed partial class LinuxKernel : ICpuHost
         TerminatingSignal = signal;
         ExitStatus = 128 + signal;
         Exited = true;
-        MainThread.Yield = true;
+        Current.Yield = true;
     }
 
     public static string SignalName(int sig) => sig switch
@@ -257,6 +278,12 @@ public sealed partial class LinuxKernel : ICpuHost
         catch (ArgumentException)
         {
             r = -Errno.EFAULT;
+        }
+        catch (Exception e) when (Cpu.Cpu.IsDefect(e))
+        {
+            // a defect in the emulation of one syscall must not take the host process down
+            Options.Diagnostics.WriteLine($"revirt: internal error in syscall {nr} at rip 0x{cpu.Rip:x}: {e.GetType().Name}: {e.Message}; returning -EINVAL");
+            r = -Errno.EINVAL;
         }
         cpu.R[Cpu.Cpu.RAX] = (ulong)r;
     }

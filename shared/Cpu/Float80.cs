@@ -1,7 +1,6 @@
 using System.Buffers.Binary;
 using System.Globalization;
 using System.Numerics;
-using System.Runtime.CompilerServices;
 
 namespace ReVirt.Cpu;
 
@@ -57,11 +56,31 @@ public enum X87CompareResult : byte
 
 /// <summary>
 /// Bit-exact software model of the x87 80-bit extended-precision format (64-bit significand with an explicit
-/// integer bit, 15-bit exponent, sign). All arithmetic assumes masked exceptions (the x87 default response)
-/// and reports the raised exception flags plus the condition codes the instruction defines (C1 = "rounded up"
-/// for rounding operations). Transcendentals (FSIN, FCOS, FSINCOS, FPTAN, FPATAN, F2XM1, FYL2X, FYL2XP1) are
-/// computed through <see cref="double"/> and are NOT bit-exact (close to double accuracy, C1 not modelled);
-/// everything else matches the hardware bit for bit.
+/// integer bit, 15-bit exponent, sign), verified against the host FPU by the oracle tests.
+/// <para>
+/// Every operation returns the masked response of the x87 (the default: all exceptions masked) and reports the
+/// raised exception flags plus the condition codes it defines in an <see cref="X87Status"/> whose bits sit at
+/// their status-word positions. For rounding operations C1 is set when the inexact result was rounded up in
+/// magnitude. A VM honouring unmasked exceptions checks <c>status &amp; ~mask &amp; ExceptionMask</c> before
+/// committing the result.
+/// </para>
+/// <para>
+/// Rounding control (<see cref="X87Rounding"/>) applies to every rounding operation; precision control
+/// (<see cref="X87Precision"/>) only to FADD/FSUB/FMUL/FDIV/FSQRT (and their integer/memory forms), as on the
+/// hardware. With PC = 24 or 53 the exponent range stays the 15-bit one and the low 40/11 significand bits of
+/// denormal results are cleared too. Tininess is detected after rounding; #U (masked) needs tiny and inexact.
+/// Denormal (#D) is not reported when the operation signals #I or #Z or propagates a NaN.
+/// NaN rules: an SNaN operand signals #I; a QNaN beats an SNaN, otherwise the larger significand wins (the
+/// positive one on a tie); the result is quieted; invalid operations give the QNaN indefinite.
+/// </para>
+/// <para>
+/// Transcendentals (FSIN, FCOS, FSINCOS, FPTAN, FPATAN, F2XM1, FYL2X, FYL2XP1) are computed through
+/// <see cref="double"/> and are NOT bit-exact (about double accuracy, C1 not modelled), though FSIN/FCOS/FPTAN
+/// reduce their argument exactly modulo the x87's 66-bit pi like the hardware and special operands are exact.
+/// Everything else matches the hardware bit for bit. Implementation-specific behaviour follows the host the
+/// tests ran on (AMD): FPREM/FPREM1 reduce by 2^(32 + (D mod 32)) when the exponent difference D &gt;= 64,
+/// F2XM1 outside [-1, 1] returns its operand with #P.
+/// </para>
 /// </summary>
 public readonly struct Float80 : IEquatable<Float80>
 {
@@ -73,7 +92,6 @@ public readonly struct Float80 : IEquatable<Float80>
     public const int ExponentBias = 16383;
     private const int EMin = -16382;           // smallest normal (unbiased) exponent
     private const int EMax = 16383;            // largest (unbiased) exponent
-    private const int MinLsb = EMin - 63;      // weight of the denormal LSB
     private const ulong IntBit = 1UL << 63;
     private const ulong QuietBit = 1UL << 62;
     private const ushort SignBit = 0x8000;
@@ -91,6 +109,12 @@ public readonly struct Float80 : IEquatable<Float80>
     public static Float80 NegativeInfinity => new(IntBit, 0xFFFF);
     /// <summary>The QNaN floating-point indefinite (FFFF C000000000000000).</summary>
     public static Float80 Indefinite => new(0xC000_0000_0000_0000, 0xFFFF);
+
+    /// <summary>RC field of an x87 control word.</summary>
+    public static X87Rounding RoundingOf(ushort controlWord) => (X87Rounding)((controlWord >> 10) & 3);
+
+    /// <summary>PC field of an x87 control word.</summary>
+    public static X87Precision PrecisionOf(ushort controlWord) => (X87Precision)((controlWord >> 8) & 3);
 
     public bool Sign => (SignExp & SignBit) != 0;
     public int BiasedExponent => SignExp & 0x7FFF;
@@ -183,19 +207,80 @@ public readonly struct Float80 : IEquatable<Float80>
         _ => 64,
     };
 
-    private static UInt128 ShiftRightJam(UInt128 x, int n)
+    // 128-bit significands are kept as (hi, lo) ulong pairs on the hot paths (UInt128 shifts are slow).
+
+    private static void ShiftRightJam(ref ulong hi, ref ulong lo, int n)
     {
-        if (n <= 0) return x;
-        if (n >= 128) return x != 0 ? UInt128.One : UInt128.Zero;
-        UInt128 r = x >> n;
-        if ((x << (128 - n)) != 0) r |= 1;
-        return r;
+        if (n <= 0) return;
+        if (n < 64)
+        {
+            ulong sticky = (lo << (64 - n)) != 0 ? 1UL : 0UL;
+            lo = (lo >> n) | (hi << (64 - n)) | sticky;
+            hi >>= n;
+        }
+        else if (n < 128)
+        {
+            ulong sticky = lo != 0 || (n > 64 && (hi << (128 - n)) != 0) ? 1UL : 0UL;
+            lo = (n == 64 ? hi : hi >> (n - 64)) | sticky;
+            hi = 0;
+        }
+        else
+        {
+            lo = (hi | lo) != 0 ? 1UL : 0UL;
+            hi = 0;
+        }
+    }
+
+    /// <summary>Shifts left so that bit 127 is set; returns the shift count (the pair must be non-zero).</summary>
+    private static int Normalize(ref ulong hi, ref ulong lo)
+    {
+        if (hi == 0)
+        {
+            int l = BitOperations.LeadingZeroCount(lo);
+            hi = lo << l;
+            lo = 0;
+            return 64 + l;
+        }
+        int lz = BitOperations.LeadingZeroCount(hi);
+        if (lz != 0)
+        {
+            hi = (hi << lz) | (lo >> (64 - lz));
+            lo <<= lz;
+        }
+        return lz;
     }
 
     private static int Lzc(UInt128 x)
     {
         ulong hi = (ulong)(x >> 64);
         return hi != 0 ? BitOperations.LeadingZeroCount(hi) : 64 + BitOperations.LeadingZeroCount((ulong)x);
+    }
+
+    /// <summary>(u1:u0) / v for normalized v (bit 63 set) and u1 &lt; v (Hacker's Delight divlu).</summary>
+    private static ulong DivLu(ulong u1, ulong u0, ulong v, out ulong rem)
+    {
+        const ulong B = 1UL << 32;
+        ulong vn1 = v >> 32, vn0 = v & 0xFFFF_FFFF;
+        ulong un1 = u0 >> 32, un0 = u0 & 0xFFFF_FFFF;
+        ulong q1 = u1 / vn1;
+        ulong rhat = u1 - q1 * vn1;
+        while (q1 >= B || q1 * vn0 > ((rhat << 32) | un1))
+        {
+            q1--;
+            rhat += vn1;
+            if (rhat >= B) break;
+        }
+        ulong un21 = (u1 << 32) + un1 - q1 * v;
+        ulong q0 = un21 / vn1;
+        rhat = un21 - q0 * vn1;
+        while (q0 >= B || q0 * vn0 > ((rhat << 32) | un0))
+        {
+            q0--;
+            rhat += vn1;
+            if (rhat >= B) break;
+        }
+        rem = (un21 << 32) + un0 - q0 * v;
+        return (q1 << 32) | q0;
     }
 
     /// <summary>NaN / unsupported-operand handling for two operands. Returns true when the result is decided.</summary>
@@ -245,31 +330,39 @@ public readonly struct Float80 : IEquatable<Float80>
     }
 
     /// <summary>
-    /// Rounds sig * 2^(exp-127) (sig normalized, bit 127 set; sticky bits jammed into bit 0) to
+    /// Rounds (hi:lo) * 2^(exp-127) (normalized, bit 127 set; sticky bits jammed into bit 0) to
     /// <paramref name="prec"/> significant bits with the exponent floor of a format whose smallest normal
     /// exponent is <paramref name="emin"/> and whose denormal LSB weighs 2^<paramref name="minLsb"/>.
-    /// Returns false on overflow (rexp > emax); otherwise <paramref name="aligned"/> is the rounded
-    /// significand left-aligned to bit 63 (0 for a zero result) and <paramref name="rexp"/> its exponent.
+    /// Tininess is detected after rounding (with unbounded exponent), and #U is raised only when the result
+    /// is also inexact (masked response). Returns false on overflow (rounded exponent &gt; emax); otherwise
+    /// <paramref name="aligned"/> is the rounded significand left-aligned to bit 63 (0 for a zero result)
+    /// and <paramref name="rexp"/> its exponent.
     /// </summary>
-    private static bool RoundCore(bool neg, int exp, UInt128 sig, int prec, int emin, int minLsb, int emax,
+    private static bool RoundCore(bool neg, int exp, ulong hi, ulong lo, int prec, int emin, int minLsb, int emax,
         X87Rounding rc, ref X87Status st, out ulong aligned, out int rexp)
     {
         int lsb = Math.Max(exp - (prec - 1), minLsb);
         int keep = exp - lsb + 1;
         ulong kept;
         bool rb, sticky;
-        if (keep >= 1)
+        if (keep >= 64)
         {
-            int sh = 128 - keep;
-            kept = (ulong)(sig >> sh);
-            rb = ((ulong)(sig >> (sh - 1)) & 1) != 0;
-            sticky = (sig << (keep + 1)) != 0;
+            kept = hi;
+            rb = (lo >> 63) != 0;
+            sticky = (lo << 1) != 0;
+        }
+        else if (keep >= 1)
+        {
+            kept = hi >> (64 - keep);
+            ulong rest = hi << keep;
+            rb = (rest >> 63) != 0;
+            sticky = (rest << 1) != 0 || lo != 0;
         }
         else if (keep == 0)
         {
             kept = 0;
             rb = true;
-            sticky = (sig << 1) != 0;
+            sticky = (hi << 1) != 0 || lo != 0;
         }
         else
         {
@@ -301,31 +394,43 @@ public readonly struct Float80 : IEquatable<Float80>
             if (inexact) st |= X87Status.Underflow | X87Status.Precision;
             return true;
         }
-        int L = 63 - BitOperations.LeadingZeroCount(kept);
-        rexp = lsb + L;
-        aligned = kept << (63 - L);
+        int lz = BitOperations.LeadingZeroCount(kept);
+        rexp = lsb + 63 - lz;
+        aligned = kept << lz;
         if (rexp > emax)
             return false;
         if (inexact)
         {
             st |= X87Status.Precision;
             if (up) st |= X87Status.C1;
-            if (exp < emin && IsTinyAfterRounding(neg, exp, sig, prec, emin, rc))
+            if (exp < emin && IsTinyAfterRounding(neg, exp, hi, lo, prec, emin, rc))
                 st |= X87Status.Underflow;
         }
         return true;
     }
 
     /// <summary>Tininess test with unbounded exponent (the value is already below the normal range before rounding).</summary>
-    private static bool IsTinyAfterRounding(bool neg, int exp, UInt128 sig, int prec, int emin, X87Rounding rc)
+    private static bool IsTinyAfterRounding(bool neg, int exp, ulong hi, ulong lo, int prec, int emin, X87Rounding rc)
     {
         if (exp != emin - 1) return true;
-        int sh = 128 - prec;
-        ulong kept = (ulong)(sig >> sh);
-        ulong ones = prec == 64 ? ulong.MaxValue : (1UL << prec) - 1;
+        ulong kept, ones;
+        bool rb, sticky;
+        if (prec == 64)
+        {
+            kept = hi;
+            ones = ulong.MaxValue;
+            rb = (lo >> 63) != 0;
+            sticky = (lo << 1) != 0;
+        }
+        else
+        {
+            kept = hi >> (64 - prec);
+            ones = (1UL << prec) - 1;
+            ulong rest = hi << prec;
+            rb = (rest >> 63) != 0;
+            sticky = (rest << 1) != 0 || lo != 0;
+        }
         if (kept != ones) return true;
-        bool rb = ((ulong)(sig >> (sh - 1)) & 1) != 0;
-        bool sticky = (sig << (prec + 1)) != 0;
         bool up = (rb || sticky) && rc switch
         {
             X87Rounding.Nearest => rb,
@@ -341,11 +446,15 @@ public readonly struct Float80 : IEquatable<Float80>
 
     /// <summary>Rounds to an 80-bit register value with the given precision (masked response).</summary>
     private static Float80 RoundPack(bool neg, int exp, UInt128 sig, X87Rounding rc, int prec, ref X87Status st)
+        => RoundPack(neg, exp, (ulong)(sig >> 64), (ulong)sig, rc, prec, ref st);
+
+    /// <summary>Rounds (hi:lo) * 2^(exp-127) (bit 127 set) to an 80-bit register value (masked response).</summary>
+    private static Float80 RoundPack(bool neg, int exp, ulong hi, ulong lo, X87Rounding rc, int prec, ref X87Status st)
     {
         ushort s = neg ? SignBit : (ushort)0;
         X87Status local = 0;
         // With PC < 64 the denormal LSB also moves up: the low (64 - prec) significand bits stay clear.
-        if (!RoundCore(neg, exp, sig, prec, EMin, EMin - (prec - 1), EMax, rc, ref local, out ulong m, out int rexp))
+        if (!RoundCore(neg, exp, hi, lo, prec, EMin, EMin - (prec - 1), EMax, rc, ref local, out ulong m, out int rexp))
         {
             st |= X87Status.Overflow | X87Status.Precision;
             if (OverflowToInfinity(neg, rc))
@@ -365,7 +474,7 @@ public readonly struct Float80 : IEquatable<Float80>
     private static Float80 PackExact(bool neg, int exp, ulong sig)
     {
         X87Status dummy = 0;
-        return RoundPack(neg, exp, (UInt128)sig << 64, X87Rounding.Nearest, 64, ref dummy);
+        return RoundPack(neg, exp, sig, 0, X87Rounding.Nearest, 64, ref dummy);
     }
 
     // ------------------------------------------------------------------ basic arithmetic
@@ -399,12 +508,12 @@ public readonly struct Float80 : IEquatable<Float80>
         if (kb == Kind.Zero)
         {
             Unpack(a, out int e, out ulong m);
-            return RoundPack(sa, e, (UInt128)m << 64, rc, prec, ref st);
+            return RoundPack(sa, e, m, 0, rc, prec, ref st);
         }
         if (ka == Kind.Zero)
         {
             Unpack(b, out int e, out ulong m);
-            return RoundPack(sb, e, (UInt128)m << 64, rc, prec, ref st);
+            return RoundPack(sb, e, m, 0, rc, prec, ref st);
         }
         Unpack(a, out int ea, out ulong ma);
         Unpack(b, out int eb, out ulong mb);
@@ -414,17 +523,24 @@ public readonly struct Float80 : IEquatable<Float80>
             (ma, mb) = (mb, ma);
             (sa, sb) = (sb, sa);
         }
-        UInt128 A = (UInt128)ma << 62;
-        UInt128 B = ShiftRightJam((UInt128)mb << 62, ea - eb);
-        UInt128 S;
-        if (sa == sb) S = A + B;
+        // 62-bit headroom shift: A = ma << 62, B = mb << 62 >> (ea - eb) with sticky
+        ulong ahi = ma >> 2, alo = ma << 62;
+        ulong bhi = mb >> 2, blo = mb << 62;
+        ShiftRightJam(ref bhi, ref blo, ea - eb);
+        ulong hi, lo;
+        if (sa == sb)
+        {
+            lo = alo + blo;
+            hi = ahi + bhi + (lo < alo ? 1UL : 0UL);
+        }
         else
         {
-            S = A - B;
-            if (S == 0) return MakeZero(rc == X87Rounding.Down);
+            lo = alo - blo;
+            hi = ahi - bhi - (alo < blo ? 1UL : 0UL);
+            if ((hi | lo) == 0) return MakeZero(rc == X87Rounding.Down);
         }
-        int lz = Lzc(S);
-        return RoundPack(sa, ea + 2 - lz, S << lz, rc, prec, ref st);
+        int lz = Normalize(ref hi, ref lo);
+        return RoundPack(sa, ea + 2 - lz, hi, lo, rc, prec, ref st);
     }
 
     /// <summary>FMUL: a * b.</summary>
@@ -447,9 +563,15 @@ public readonly struct Float80 : IEquatable<Float80>
         if (ka == Kind.Zero || kb == Kind.Zero) return MakeZero(neg);
         Unpack(a, out int ea, out ulong ma);
         Unpack(b, out int eb, out ulong mb);
-        UInt128 p = (UInt128)ma * mb;
-        int lz = Lzc(p);
-        return RoundPack(neg, ea + eb + 1 - lz, p << lz, rc, PrecisionBits(pc), ref status);
+        ulong hi = Math.BigMul(ma, mb, out ulong lo);
+        int lz = 0;
+        if ((long)hi >= 0)
+        {
+            hi = (hi << 1) | (lo >> 63);
+            lo <<= 1;
+            lz = 1;
+        }
+        return RoundPack(neg, ea + eb + 1 - lz, hi, lo, rc, PrecisionBits(pc), ref status);
     }
 
     /// <summary>FDIV: a / b (FDIVR st0, x is Div(x, st0)).</summary>
@@ -488,38 +610,66 @@ public readonly struct Float80 : IEquatable<Float80>
         if (ka == Kind.Zero) return MakeZero(neg);
         Unpack(a, out int ea, out ulong ma);
         Unpack(b, out int eb, out ulong mb);
-        UInt128 n = (UInt128)ma << 64;
-        UInt128 q1 = n / mb;
-        ulong r1 = (ulong)(n - q1 * mb);
-        UInt128 n2 = (UInt128)r1 << 64;
-        ulong q2 = (ulong)(n2 / mb);
-        ulong r2 = (ulong)(n2 - (UInt128)q2 * mb);
-        UInt128 q;
+        // 128 quotient bits of ma / mb plus a sticky remainder bit
+        bool ge = ma >= mb;
+        ulong q1 = DivLu(ge ? ma - mb : ma, 0, mb, out ulong r1);
+        ulong q2 = DivLu(r1, 0, mb, out ulong r2);
+        ulong hi, lo;
         int exp;
-        if ((q1 >> 64) != 0)
+        if (ge)
         {
-            q = (q1 << 63) | (q2 >> 1) | (((q2 & 1) != 0 || r2 != 0) ? UInt128.One : UInt128.Zero);
+            hi = IntBit | (q1 >> 1);
+            lo = (q1 << 63) | (q2 >> 1) | ((q2 & 1) | (r2 != 0 ? 1UL : 0UL));
             exp = ea - eb;
         }
         else
         {
-            q = (q1 << 64) | q2 | (r2 != 0 ? UInt128.One : UInt128.Zero);
+            hi = q1;
+            lo = q2 | (r2 != 0 ? 1UL : 0UL);
             exp = ea - eb - 1;
         }
-        return RoundPack(neg, exp, q, rc, PrecisionBits(pc), ref status);
+        return RoundPack(neg, exp, hi, lo, rc, PrecisionBits(pc), ref status);
     }
 
-    private static ulong ISqrt(UInt128 n, out UInt128 rem)
+    /// <summary>floor(sqrt(nhi:nlo)) for nhi:nlo in [2^126, 2^128); reports whether the remainder is non-zero and whether it exceeds the root.</summary>
+    private static ulong ISqrt(ulong nhi, ulong nlo, out bool inexact, out bool aboveHalf)
     {
-        // n in [2^126, 2^128): root in [2^63, 2^64).
-        ulong s0 = (ulong)Math.Min(Math.Sqrt((double)n), 18446744073709549568.0);
-        if (s0 < IntBit) s0 = IntBit;
-        UInt128 s = ((UInt128)s0 + n / s0) >> 1;
-        if (s > ulong.MaxValue) s = ulong.MaxValue;
-        while (s * s > n) s--;
-        while (s < ulong.MaxValue && (s + 1) * (s + 1) <= n) s++;
-        rem = n - s * s;
-        return (ulong)s;
+        double est = Math.Sqrt(nhi * 18446744073709551616.0 + nlo);
+        ulong s = est >= 18446744073709549568.0 ? ulong.MaxValue : (ulong)est;
+        if (s < IntBit) s = IntBit;
+        if (nhi < s)
+        {
+            // one Newton step: (s + n / s) / 2 (s is normalized, nhi < s)
+            ulong q = DivLu(nhi, nlo, s, out _);
+            s = (s >> 1) + (q >> 1) + (s & q & 1);
+            if (s < IntBit) s = IntBit;
+        }
+        else
+        {
+            UInt128 n = ((UInt128)nhi << 64) | nlo;
+            UInt128 t = ((UInt128)s + n / s) >> 1;
+            s = t > ulong.MaxValue ? ulong.MaxValue : (ulong)t;
+        }
+        // fix up so that s^2 <= n < (s+1)^2
+        while (true)
+        {
+            ulong shi = Math.BigMul(s, s, out ulong slo);
+            if (shi > nhi || (shi == nhi && slo > nlo)) s--;
+            else break;
+        }
+        while (s != ulong.MaxValue)
+        {
+            ulong t = s + 1;
+            ulong thi = Math.BigMul(t, t, out ulong tlo);
+            if (thi < nhi || (thi == nhi && tlo <= nlo)) s = t;
+            else break;
+        }
+        ulong sqhi = Math.BigMul(s, s, out ulong sqlo);
+        ulong rlo = nlo - sqlo;
+        ulong rhi = nhi - sqhi - (nlo < sqlo ? 1UL : 0UL);
+        inexact = (rhi | rlo) != 0;
+        aboveHalf = rhi != 0 || rlo > s;      // remainder > s  <=>  sqrt(n) > s + 1/2
+        return s;
     }
 
     /// <summary>FSQRT.</summary>
@@ -538,12 +688,11 @@ public readonly struct Float80 : IEquatable<Float80>
         if (a.IsDenormal) status |= X87Status.Denormal;
         Unpack(a, out int e, out ulong m);
         int k = (e & 1) != 0 ? 64 : 63;
-        UInt128 n = (UInt128)m << k;
-        ulong s = ISqrt(n, out UInt128 rem);
-        UInt128 sig = (UInt128)s << 64;
-        if (rem != 0) sig |= rem > s ? ((UInt128)1 << 63) | 1 : 1;
+        ulong nhi = k == 64 ? m : m >> 1, nlo = k == 64 ? 0 : m << 63;
+        ulong s = ISqrt(nhi, nlo, out bool inexact, out bool aboveHalf);
+        ulong lo = inexact ? (aboveHalf ? IntBit | 1 : 1) : 0;
         int exp = 63 + (e - 63 - k) / 2;
-        return RoundPack(false, exp, sig, rc, PrecisionBits(pc), ref status);
+        return RoundPack(false, exp, s, lo, rc, PrecisionBits(pc), ref status);
     }
 
     /// <summary>
@@ -726,7 +875,7 @@ public readonly struct Float80 : IEquatable<Float80>
             if (b.Sign) n = -n;
         }
         Unpack(a, out int ea, out ulong ma);
-        return RoundPack(a.Sign, (int)(ea + n), (UInt128)ma << 64, rc, 64, ref status);
+        return RoundPack(a.Sign, (int)(ea + n), ma, 0, rc, 64, ref status);
     }
 
     /// <summary>Implementation-dependent partial-remainder reduction count for FPREM/FPREM1 when exponent difference &gt;= 64.</summary>
@@ -1012,7 +1161,7 @@ public readonly struct Float80 : IEquatable<Float80>
         }
         Unpack(a, out int e, out ulong m);
         int emin = 1 - bias;
-        if (!RoundCore(neg, e, (UInt128)m << 64, prec, emin, emin - fracBits, bias, rc, ref st, out ulong al, out int rexp))
+        if (!RoundCore(neg, e, m, 0, prec, emin, emin - fracBits, bias, rc, ref st, out ulong al, out int rexp))
         {
             st |= X87Status.Overflow | X87Status.Precision;
             if (OverflowToInfinity(neg, rc))
@@ -1275,7 +1424,8 @@ public readonly struct Float80 : IEquatable<Float80>
             if (kx == Kind.Inf)
             {
                 if (!xn) return Pi(rc, yn, -2, ref status);
-                return FromApprox(yn ? -3 * Math.PI / 4 : 3 * Math.PI / 4, ref status);
+                status |= X87Status.Precision;
+                return RoundPack(yn, 1, (ConstPi >> 1) + (ConstPi >> 2), rc, 64, ref status);
             }
             return Pi(rc, yn, -1, ref status);
         }

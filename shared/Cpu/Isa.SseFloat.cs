@@ -17,6 +17,11 @@ namespace ReVirt.Cpu;
 /// normal (finite, non-zero, non-denormal; zero operands allowed where harmless) and, for operations that can
 /// be inexact, the sticky precision flag is already set. Otherwise the native path computes it.
 /// </para>
+/// <para>Consequences: MXCSR rounding control, DAZ and FTZ are honoured by every form; all six exception flags
+/// are set exactly as hardware sets them; unmasked exceptions raise SIGFPE (FPE_FLTINV/DIV/OVF/UND/RES) with the
+/// destination unchanged. RCPPS/RCPSS/RSQRTPS/RSQRTSS are approximations whose bits differ between CPU vendors:
+/// they return the host's, so record and replay must run on hosts of the same vendor if a guest uses them.
+/// MXCSR_MASK is 0xFFFF (an SSE2 CPU with DAZ): LDMXCSR/FXRSTOR with bits 16-31 set raise #GP (SIGSEGV).</para>
 /// </summary>
 public static unsafe partial class Isa
 {

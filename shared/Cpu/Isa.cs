@@ -56,19 +56,22 @@ public static unsafe partial class Isa
 
     public static void Illegal(Cpu c, ref Instruction i)
     {
-        int len = Math.Max(1, i.Length);
-        var bytes = new byte[Math.Min(len, 15)];
-        try { c.Mem.ReadBytes(i.IP, bytes); } catch (Memory.GuestFaultException) { }
-        string hex = string.Join(" ", bytes.Select(b => b.ToString("x2")));
         string what = i.Code == Code.INVALID ? "invalid instruction" : $"unsupported instruction '{i}'";
-        throw new GuestSignalException(4, $"{what} at 0x{i.IP:x}: bytes {hex}", 2 /* ILL_ILLOPN */, i.IP);
+        throw new GuestSignalException(4, $"{what} at 0x{i.IP:x}: bytes {BytesAt(c, ref i)}", 2 /* ILL_ILLOPN */, i.IP);
+    }
+
+    static string BytesAt(Cpu c, ref Instruction i)
+    {
+        var bytes = new byte[Math.Clamp(i.Length, 1, 15)];
+        try { c.Mem.ReadBytes(i.IP, bytes); } catch (Memory.GuestFaultException) { }
+        return string.Join(" ", bytes.Select(b => b.ToString("x2")));
     }
 
     public static void ExecFault(Cpu c, ref Instruction i)
         => throw new Memory.GuestFaultException(i.IP, false, c.Mem.FindVma(i.IP) != null);
 
     static void Ud(Cpu c, ref Instruction i)
-        => throw new GuestSignalException(4, $"ud instruction at 0x{i.IP:x}", 2, i.IP);
+        => throw new GuestSignalException(4, $"undefined instruction '{i}' at 0x{i.IP:x}: bytes {BytesAt(c, ref i)}", 2, i.IP);
 
     static void Nop(Cpu c, ref Instruction i) { }
 
