@@ -131,8 +131,9 @@ public static unsafe partial class Isa
 
     static void Fst(Cpu c, ref Instruction i)
     {
-        if (Underflow(c, 0))
+        if (c.StEmpty(0))
         {
+            // memory first: a faulting store leaves the x87 state untouched
             if (i.Op0Kind == OpKind.Register) c.SetSt(StIndex(i.Op0Register), Float80.Indefinite);
             else
             {
@@ -144,6 +145,7 @@ public static unsafe partial class Isa
                     default: c.Mem.Write64(a, Float80.Indefinite.Mantissa); c.Mem.Write16(a + 8, Float80.Indefinite.SignExp); break;
                 }
             }
+            c.FpStackUnderflow();
             if (i.Mnemonic == Mnemonic.Fstp) c.FpPop();
             return;
         }
@@ -170,7 +172,7 @@ public static unsafe partial class Isa
         var rc = i.Mnemonic == Mnemonic.Fisttp ? X87Rounding.TowardZero : c.FpRounding;
         ulong ea = c.Ea(ref i);
         X87Status st;
-        if (Underflow(c, 0))
+        if (c.StEmpty(0))
         {
             switch (i.MemorySize)
             {
@@ -178,6 +180,7 @@ public static unsafe partial class Isa
                 case MemorySize.Int32: c.Mem.Write32(ea, 0x8000_0000); break;
                 default: c.Mem.Write64(ea, 0x8000_0000_0000_0000); break;
             }
+            c.FpStackUnderflow();
             if (i.Mnemonic != Mnemonic.Fist) c.FpPop();
             return;
         }
@@ -204,17 +207,17 @@ public static unsafe partial class Isa
     {
         ulong ea = c.Ea(ref i);
         Span<byte> b = stackalloc byte[10];
-        if (Underflow(c, 0))
+        bool empty = c.StEmpty(0);
+        X87Status st = X87Status.None;
+        if (empty)
         {
             b.Clear();
             b[7] = 0xC0; b[8] = 0xFF; b[9] = 0xFF; // the packed BCD indefinite
         }
-        else
-        {
-            Float80.ToBcd(c.St(0), c.FpRounding, b, out var st);
-            FpStatus(c, st);
-        }
-        c.Mem.WriteBytes(ea, b);
+        else Float80.ToBcd(c.St(0), c.FpRounding, b, out st);
+        c.Mem.WriteBytes(ea, b); // before any x87 state changes, in case it faults
+        if (empty) c.FpStackUnderflow();
+        else FpStatus(c, st);
         c.FpPop();
     }
 

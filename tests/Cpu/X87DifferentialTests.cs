@@ -19,8 +19,16 @@ namespace ReVirt.Tests.CpuTests;
 /// reserved padding) are masked before comparing. Transcendentals are compared within a tolerance in a separate test.
 /// </summary>
 /// <remarks>
-/// Before the snippet proper, every physical register is written with +0 and emptied (8x FLDZ, 8x FSTP ST0) so that
-/// the stale register contents the host leaves behind FNINIT do not show in the FXSAVE image.
+/// <para>Before the snippet proper, every physical register is written with +0 and emptied (8x FLDZ, 8x FSTP ST0) so
+/// that the stale register contents the host leaves behind FNINIT do not show in the FXSAVE image.</para>
+/// <para>Compared exactly: ST0-7 bits, tags, TOP, C0-C3, IE DE ZE OE UE PE SF ES B, FCW, FNSTENV images, stored memory,
+/// RFLAGS from FCOMI/SAHF. Where the manuals leave a condition code undefined (C1 after FCOMI/FFREE, C0/C3 after a
+/// faulting FPREM, C2 after a faulting FXTRACT, ...) the VM follows the AMD hardware these tests were written on.</para>
+/// <para>Not compared, and not matching: FIP/FCS/FOP/FDP/FDS (the VM stores zeros), MXCSR_MASK and FXSAVE padding. Not
+/// testable here: unmasked x87 exceptions (the host would fault; the VM records ES/B but raises no #MF/SIGFPE).
+/// Transcendentals are computed through double in the VM: see <see cref="TranscendentalUlps"/>; their C1 (round-up)
+/// and PE/UE are not compared.</para>
+/// <para>X87_SEED and X87_SCALE (environment) run other random streams and more cases by hand.</para>
 /// </remarks>
 public class X87DifferentialTests(Xunit.Abstractions.ITestOutputHelper output)
 {
@@ -400,7 +408,7 @@ public class X87DifferentialTests(Xunit.Abstractions.ITestOutputHelper output)
         return new Random(h ^ seed);
     }
 
-    /// <summary>Runs the cases natively and in the VM; returns (run, failed) and fails the test with details on a mismatch.</summary>
+    /// <summary>Runs the cases natively and in the VM and fails the test with details on a mismatch.</summary>
     void RunCases(string name, IEnumerable<Case> cases)
     {
         var failures = new List<string>();
