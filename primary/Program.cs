@@ -15,8 +15,8 @@ var cwdOpt = new Option<string?>("--cwd")
 };
 var program = new Argument<string[]>("program")
 {
-    Description = "The static x86-64 Linux program to run, then its arguments (put them after '--'). A name without '/' is looked up in PATH under the root.",
-    Arity = ArgumentArity.OneOrMore,
+    Description = "The static x86-64 Linux program to run, then its arguments (put them after '--'). A name without '/' is looked up in PATH under the root. Without a program: the built-in demo guest (a CPU benchmark compiled from guests/src/bench.c).",
+    Arity = ArgumentArity.ZeroOrMore,
 };
 var logOpt = new Option<FileInfo>("--log")
 {
@@ -127,6 +127,7 @@ MachineOptions MakeOptions(ParseResult parse)
     string root = parse.GetValue(rootOpt)!;
     string[] argv = parse.GetValue(program)!;
     string full = Path.GetFullPath(root);
+    if (argv.Length == 0) argv = BuiltInDemo(full);
     return new MachineOptions
     {
         Root = root,
@@ -134,6 +135,28 @@ MachineOptions MakeOptions(ParseResult parse)
         Args = argv[1..],
         Cwd = parse.GetValue(cwdOpt) ?? (full == "/" ? Environment.CurrentDirectory : "/"),
     };
+}
+
+/// <summary>Extracts the embedded demo guest under the root (once per content) and returns its command line.</summary>
+static string[] BuiltInDemo(string root)
+{
+    using var res = typeof(Program).Assembly.GetManifestResourceStream("ReVirt.Primary.demo.elf");
+    if (res == null) throw new InvalidOperationException("the built-in demo guest is missing from this build");
+    var bytes = new MemoryStream();
+    res.CopyTo(bytes);
+    string name = $"revirt-demo-{Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(bytes.ToArray()))[..12].ToLowerInvariant()}";
+    string dir = Path.Combine(root, "tmp");
+    if (!Directory.Exists(dir)) dir = root;
+    string host = Path.Combine(dir, name);
+    if (!File.Exists(host))
+    {
+        string tmp = host + $".{Environment.ProcessId}";
+        File.WriteAllBytes(tmp, bytes.ToArray());
+        File.Move(tmp, host, overwrite: true);
+    }
+    string guest = "/" + Path.GetRelativePath(root, host);
+    Console.Error.WriteLine($"primary: no program given: running the built-in demo guest {guest} (guests/src/bench.c, musl, static) with argument 5");
+    return new[] { guest, "5" };
 }
 
 static int LoadAndRun(Machine m, MachineOptions opts, out ulong icount)

@@ -110,7 +110,9 @@ public sealed class ReplicationClient : ILogSink
         var pipeline = new ResiliencePipelineBuilder()
             .AddRetry(new RetryStrategyOptions
             {
-                ShouldHandle = new PredicateBuilder().Handle<RpcException>(e => e.StatusCode is StatusCode.Unavailable or StatusCode.DeadlineExceeded)
+                // a cancelled call is the attempt timeout cancelling it (not ours: _cts is checked), so it is retried too
+                ShouldHandle = new PredicateBuilder().Handle<RpcException>(e => e.StatusCode is StatusCode.Unavailable or StatusCode.DeadlineExceeded
+                        || (e.StatusCode == StatusCode.Cancelled && !_cts.IsCancellationRequested))
                     .Handle<TimeoutRejectedException>(),
                 MaxRetryAttempts = Math.Max(0, _s.ConnectAttempts - 1),
                 Delay = TimeSpan.FromMilliseconds(100),
@@ -118,7 +120,8 @@ public sealed class ReplicationClient : ILogSink
                 MaxDelay = TimeSpan.FromSeconds(1),
                 UseJitter = true,
             })
-            .AddTimeout(TimeSpan.FromMilliseconds(Math.Max(2000, _s.TimeoutMs * 3)))
+            // the first handshake of a process includes loading and compiling the gRPC stack: be generous per attempt
+            .AddTimeout(TimeSpan.FromMilliseconds(Math.Max(10_000, _s.TimeoutMs * 3)))
             .Build();
 
         try

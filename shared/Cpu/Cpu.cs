@@ -169,11 +169,30 @@ public sealed unsafe partial class Cpu
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static int OpSize(ref Instruction i, int n)
     {
-        OpKind k = i.GetOpKind(n);
-        if (k == OpKind.Register) return RegBytes[(int)i.GetOpRegister(n)];
+        OpKind k = Kind(ref i, n);
+        if (k == OpKind.Register) return RegBytes[(int)OpReg(ref i, n)];
         if (k == OpKind.Memory) return MemBytes[(int)i.MemorySize];
         return ImmSize(k);
     }
+
+    /// <summary>Operand kind; with a constant n (after inlining) this is a field read, not Iced's switch.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static OpKind Kind(ref Instruction i, int n) => n switch { 0 => i.Op0Kind, 1 => i.Op1Kind, _ => i.GetOpKind(n) };
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Register OpReg(ref Instruction i, int n) => n switch { 0 => i.Op0Register, 1 => i.Op1Register, _ => i.GetOpRegister(n) };
+
+    /// <summary>An immediate operand, sign- or zero-extended as its kind says.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static ulong Imm(ref Instruction i, OpKind k, int n) => k switch
+    {
+        OpKind.Immediate8 => i.Immediate8,
+        OpKind.Immediate32 => i.Immediate32,
+        OpKind.Immediate8to32 => (uint)i.Immediate8to32,
+        OpKind.Immediate8to64 => (ulong)i.Immediate8to64,
+        OpKind.Immediate32to64 => (ulong)i.Immediate32to64,
+        _ => i.GetImmediate(n),
+    };
 
     static int ImmSize(OpKind k) => k switch
     {
@@ -186,16 +205,16 @@ public sealed unsafe partial class Cpu
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public ulong ReadOp(ref Instruction i, int n, int size)
     {
-        OpKind k = i.GetOpKind(n);
-        if (k == OpKind.Register) return GetReg(i.GetOpRegister(n));
+        OpKind k = Kind(ref i, n);
+        if (k == OpKind.Register) return GetReg(OpReg(ref i, n));
         if (k == OpKind.Memory) return Mem.Read(Ea(ref i), size);
-        return i.GetImmediate(n) & SizeMask(size);
+        return Imm(ref i, k, n) & SizeMask(size);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void WriteOp(ref Instruction i, int n, ulong v, int size)
     {
-        if (i.GetOpKind(n) == OpKind.Register) SetReg(i.GetOpRegister(n), v);
+        if (Kind(ref i, n) == OpKind.Register) SetReg(OpReg(ref i, n), v);
         else Mem.Write(Ea(ref i), v, size);
     }
 

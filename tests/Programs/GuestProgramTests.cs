@@ -90,6 +90,16 @@ public class GuestProgramTests
     }
 
     [Fact]
+    public void BuiltInDemoRunsLikeNative()
+    {
+        var vm = GuestEnv.Dotnet(GuestEnv.PrimaryDll, new[] { "run" });
+        var native = GuestEnv.Native(Path.Combine(GuestEnv.RepoRoot, "primary", "Resources", "demo.elf"), new[] { "5" });
+        Assert.True(vm.ExitCode == 0, vm.Stderr);
+        Assert.Equal(native.StdoutText, vm.StdoutText);
+        Assert.Contains("built-in demo", vm.Stderr);
+    }
+
+    [Fact]
     public void MissingProgramIs127()
     {
         var vm = GuestEnv.Vm("/nonexistent/program", Array.Empty<string>());
