@@ -54,7 +54,9 @@ public interface IBoundary
     /// <summary>The thread reached <see cref="NextStop"/>: take the event(s) due here.</summary>
     void AtStop(LinuxKernel kernel, Cpu.Cpu cpu)
     {
-        if (kernel.TryTakeHostEvent(out var sig)) kernel.RaiseAsync(cpu, sig);
+        if (!kernel.TryTakeHostEvent(out var sig)) return;
+        if (sig != LinuxKernel.PreemptEvent) kernel.RaiseAsync(cpu, sig);
+        else if (kernel.NextRunnable(cpu) is { } next) kernel.SwitchTo(cpu, next.Tid);
     }
 
     /// <summary>The guest produced output on its stdout or stderr (already written to the host unless replaying).</summary>

@@ -53,7 +53,7 @@ public static class Nr
         openat = 257, mkdirat = 258, fchownat = 260, futimesat = 261, newfstatat = 262, unlinkat = 263, renameat = 264,
         linkat = 265, symlinkat = 266, readlinkat = 267, fchmodat = 268, faccessat = 269, pselect6 = 270, ppoll = 271,
         set_robust_list = 273, get_robust_list = 274, utimensat = 280, epoll_pwait = 281, accept4 = 288,
-        eventfd2 = 290, epoll_create1 = 291, dup3 = 292, pipe2 = 293, prlimit64 = 302, getcpu = 309,
+        eventfd2 = 290, epoll_create1 = 291, dup3 = 292, pipe2 = 293, prlimit64 = 302, getcpu = 309, epoll_create = 213, eventfd = 284,
         renameat2 = 316, getrandom = 318, memfd_create = 319, statx = 332, rseq = 334, clone3 = 435, faccessat2 = 439;
 }
 
@@ -64,5 +64,5 @@ public static class Errno
         ECHILD = 10, EAGAIN = 11, ENOMEM = 12, EACCES = 13, EFAULT = 14, EBUSY = 16, EEXIST = 17, EXDEV = 18, ENODEV = 19,
         ENOTDIR = 20, EISDIR = 21, EINVAL = 22, ENFILE = 23, EMFILE = 24, ENOTTY = 25, EFBIG = 27, ENOSPC = 28,
         ESPIPE = 29, EROFS = 30, EMLINK = 31, EPIPE = 32, ERANGE = 34, ENAMETOOLONG = 36, ENOSYS = 38, ENOTEMPTY = 39,
-        ELOOP = 40, ENOTSOCK = 88, EOPNOTSUPP = 95, ETIMEDOUT = 110;
+        ELOOP = 40, ENOTSOCK = 88, EDESTADDRREQ = 89, EMSGSIZE = 90, EOPNOTSUPP = 95, ETIMEDOUT = 110;
 }

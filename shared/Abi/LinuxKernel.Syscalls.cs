@@ -17,6 +17,11 @@ public sealed partial class LinuxKernel
         {
             // ---------------- process
             case Nr.exit:
+                return ExitThread(cpu, (int)a1);
+            case Nr.clone: return Clone(cpu, a1, a2, a3, a4, a5);
+            case Nr.clone3: return -Errno.ENOSYS; // libc falls back to clone
+            case Nr.fork: case Nr.vfork: return Clone(cpu, 17, 0, 0, 0, 0);
+            case Nr.futex: return Futex(cpu, a1, (int)a2, (uint)a3, a4, a5, (uint)a6);
             case Nr.exit_group:
                 ExitStatus = (int)(a1 & 0xFF);
                 Exited = true;
@@ -29,7 +34,7 @@ public sealed partial class LinuxKernel
                 return HostValue(cpu, nr, () => HostSys.Call(nr));
             case Nr.getpgrp: case Nr.getsid: case Nr.getpgid: return Pid;
             case Nr.setpgid: case Nr.setsid: return 0;
-            case Nr.set_tid_address: ClearChildTid = a1; return cpu.Tid;
+            case Nr.set_tid_address: cpu.ClearChildTid = a1; return cpu.Tid;
             case Nr.set_robust_list: return 0;
             case Nr.rseq: return -Errno.ENOSYS;
             case Nr.arch_prctl: return ArchPrctl(cpu, (int)a1, a2);
@@ -46,7 +51,7 @@ public sealed partial class LinuxKernel
                     return 8;
                 }
             case Nr.sched_setaffinity: return 0;
-            case Nr.sched_yield: return 0;
+            case Nr.sched_yield: return SchedYield(cpu);
             case Nr.getcpu:
                 if (a1 != 0) Mem.Write32(a1, 0);
                 if (a2 != 0) Mem.Write32(a2, 0);
@@ -188,12 +193,19 @@ public sealed partial class LinuxKernel
             case Nr.sendfile: return Sendfile(cpu, (int)a1, (int)a2, a3, a4);
             case Nr.poll: return Poll(cpu, a1, (int)a2, (int)a3);
 
+            // ---------------- sockets, select/ppoll, epoll, eventfd (LinuxKernel.Net.cs)
+            case Nr.socket: case Nr.socketpair: case Nr.bind: case Nr.listen: case Nr.accept: case Nr.accept4:
+            case Nr.connect: case Nr.getsockname: case Nr.getpeername: case Nr.sendto: case Nr.recvfrom:
+            case Nr.sendmsg: case Nr.recvmsg: case Nr.shutdown: case Nr.setsockopt: case Nr.getsockopt:
+            case Nr.select: case Nr.pselect6: case Nr.ppoll: case Nr.epoll_create: case Nr.epoll_create1:
+            case Nr.epoll_ctl: case Nr.epoll_wait: case Nr.epoll_pwait: case Nr.eventfd: case Nr.eventfd2:
+                return Net(cpu, nr, a1, a2, a3, a4, a5, a6);
+
             default: return Unknown(cpu, nr);
         }
     }
 
     int _umask = 0x12;
-    public ulong ClearChildTid;
 
     // ---------------------------------------------------------------- helpers
 
@@ -369,6 +381,7 @@ public sealed partial class LinuxKernel
     {
         if (!Fds.Remove(fd, out var f)) return -Errno.EBADF;
         if (--f.RefCount > 0 || f.IsStdio) return 0;
+        ForgetEpollTarget(f);
         return Host(cpu, Nr.close, () => HostResult.Of(f.HostFd >= 0 ? HostSys.Call(Nr.close, f.HostFd) : 0), true).Value;
     }
 
@@ -427,6 +440,7 @@ public sealed partial class LinuxKernel
 
     unsafe long WriteBytes(CpuT cpu, GuestFile f, byte[] data, long offset)
     {
+        if (f.IsSocket && offset < 0) return SendBytes(cpu, f, data, 0, null, Nr.write);
         bool output = f.IsStdio && (f.HostFd == 1 || f.HostFd == 2);
         int nr = offset < 0 ? Nr.write : Nr.pwrite64;
         Func<HostResult> perform = () =>
@@ -647,6 +661,11 @@ public sealed partial class LinuxKernel
                 {
                     var t = Mem.ReadBytes(arg, 36);
                     return OnHostFd(cpu, Nr.ioctl, fd, h => { unsafe { fixed (byte* p = t) return HostSys.Call(Nr.ioctl, h, (long)req, (long)p); } });
+                }
+            case 0x5421: // FIONBIO
+                {
+                    var on = Mem.ReadBytes(arg, 4);
+                    return OnHostFd(cpu, Nr.ioctl, fd, h => { unsafe { fixed (byte* p = on) return HostSys.Call(Nr.ioctl, h, 0x5421, (long)p); } });
                 }
             case 0x5451: f.CloseOnExec = true; return 0;  // FIOCLEX
             case 0x5450: f.CloseOnExec = false; return 0; // FIONCLEX

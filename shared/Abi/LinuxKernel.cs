@@ -15,6 +15,24 @@ public sealed class GuestFile
     public bool IsStdio;
     public bool IsDirectory;
     public int RefCount = 1; // shared by dup'd guest descriptors
+
+    // sockets (set from guest inputs and logged answers only, so a replay has the same values)
+    public bool IsSocket;
+    public int SocketFamily, SocketType, SocketProtocol;
+    /// <summary>The address the socket is bound to (what the host's getsockname said right after bind/listen).</summary>
+    public byte[]? BoundAddress;
+    public bool Listening;
+    public int Backlog;
+    /// <summary>An epoll instance: the guest descriptors registered with it (guest fd -> entry).</summary>
+    public Dictionary<int, EpollEntry>? Epoll;
+}
+
+/// <summary>A guest descriptor registered with an epoll instance: the guest's events mask and user data.</summary>
+public sealed class EpollEntry
+{
+    public required GuestFile File;
+    public uint Events;
+    public ulong Data;
 }
 
 /// <summary>Options of a virtual machine run.</summary>
@@ -197,19 +215,20 @@ public sealed partial class LinuxKernel : ICpuHost
     /// <summary>Runs the guest until it exits or is killed by a signal; returns the process exit status.</summary>
     public int Run()
     {
-        var cpu = MainThread;
-        Current = cpu;
+        Current = MainThread;
         while (!Exited)
         {
+            var cpu = Current;
             cpu.StopAt = Boundary.NextStop(this, cpu);
-            if (HostEventsPending) cpu.StopAt = Math.Min(cpu.StopAt, Boundary.NextStop(this, cpu));
             var r = cpu.Run();
             if (r == RunResult.Fault) HandleFault(cpu, cpu.PendingFault!);
             else if (r == RunResult.ReachedStop) Boundary.AtStop(this, cpu);
-            if (!Exited && Pending != 0) DeliverPending(cpu);
+            if (!Exited && Pending != 0 && Current == cpu) DeliverPending(cpu);
+            if (!Exited && (_switch || cpu.Dead || cpu.Blocked)) Schedule();
         }
         StopTimers();
-        Boundary.OnExit(this, cpu, ExitStatus);
+        StopSliceTimer();
+        Boundary.OnExit(this, Current, ExitStatus);
         return ExitStatus;
     }
 
@@ -226,7 +245,7 @@ public sealed partial class LinuxKernel : ICpuHost
         TerminatingSignal = signal;
         ExitStatus = 128 + signal;
         Exited = true;
-        MainThread.Yield = true;
+        Current.Yield = true;
     }
 
     public static string SignalName(int sig) => sig switch

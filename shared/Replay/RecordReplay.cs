@@ -135,7 +135,15 @@ public sealed class RecordingBoundary : IBoundary
             _w.Append(new Checkpoint { InstrCount = cpu.InstructionCount, Rip = cpu.Rip, StateDigest = StateDigest.Compute(kernel) });
             _nextCheckpoint = cpu.InstructionCount + _interval;
         }
-        if (kernel.TryTakeHostEvent(out var sig))
+        if (kernel.TryTakeHostEvent(out var sig) && sig == LinuxKernel.PreemptEvent)
+        {
+            if (kernel.NextRunnable(cpu) is { } next)
+            {
+                _w.Append(new Preempt { InstrCount = cpu.InstructionCount, BranchCount = cpu.BranchCount, Rip = cpu.Rip, FromTid = cpu.Tid, ToTid = next.Tid });
+                kernel.SwitchTo(cpu, next.Tid);
+            }
+        }
+        else if (sig != LinuxKernel.PreemptEvent)
         {
             _w.Append(new Signal
             {
@@ -380,13 +388,16 @@ public sealed class ReplayBoundary : IBoundary
     ulong ReplayStop()
     {
         if (!Peek(out var rec)) return ulong.MaxValue;
-        return rec.Kind switch
+        ulong at = rec.Kind switch
         {
             RecordKind.Checkpoint => rec.Decode<Checkpoint>().InstrCount,
             RecordKind.Signal => rec.Decode<Signal>().InstrCount,
             RecordKind.Preempt => rec.Decode<Preempt>().InstrCount,
             _ => ulong.MaxValue,
         };
+        if (at < cpu.InstructionCount)
+            throw Diverged($"record #{rec.Sequence} ({Describe(rec)}) is due at instruction {at}, which the replay has already passed");
+        return at;
     }
 
     public ulong NextStop(LinuxKernel kernel, CpuT cpu)
@@ -419,10 +430,22 @@ public sealed class ReplayBoundary : IBoundary
                         var s = rec.Decode<Signal>();
                         if (s.InstrCount != cpu.InstructionCount) return;
                         Take("a signal");
+                        if (s.Tid != cpu.Tid) throw Diverged($"signal {s.Signo} was recorded for thread {s.Tid}, the replay is running thread {cpu.Tid}");
                         if (s.Rip != cpu.Rip || s.BranchCount != cpu.BranchCount)
                             throw Diverged($"signal {s.Signo} was recorded at rip 0x{s.Rip:x} after {s.BranchCount} branches; replay is at rip 0x{cpu.Rip:x} after {cpu.BranchCount}");
                         kernel.RaiseAsync(cpu, s.Signo);
                         return; // one signal per stop, as recorded: the next one names the handler's position
+                    }
+                case RecordKind.Preempt:
+                    {
+                        var p = rec.Decode<Preempt>();
+                        if (p.InstrCount != cpu.InstructionCount) return;
+                        Take("a preemption");
+                        if (p.FromTid != cpu.Tid) throw Diverged($"the recording preempted thread {p.FromTid} here, the replay is running thread {cpu.Tid}");
+                        if (p.Rip != cpu.Rip || p.BranchCount != cpu.BranchCount)
+                            throw Diverged($"preemption of thread {p.FromTid} was recorded at rip 0x{p.Rip:x} after {p.BranchCount} branches; replay is at rip 0x{cpu.Rip:x} after {cpu.BranchCount}");
+                        kernel.SwitchTo(cpu, p.ToTid);
+                        return;
 
                     }
                 default:

@@ -86,3 +86,84 @@ public static class GuestEnv
         return new RunOutcome(p.ExitCode, outTask.Result, errTask.Result);
     }
 }
+
+/// <summary>
+/// A program started in the background (e.g. a guest server under `primary run`): the test talks to it while it
+/// runs. Stdout is collected as bytes, stderr line by line so that a test can wait for a line such as
+/// "listening on 127.0.0.1:N".
+/// </summary>
+public sealed class RunningProgram : IDisposable
+{
+    readonly Process _p;
+    readonly Task<byte[]> _out;
+    readonly Task _errPump;
+    readonly StringBuilder _err = new();
+    readonly object _lock = new();
+
+    public RunningProgram(string file, IEnumerable<string> args, string? cwd = null)
+    {
+        var psi = new ProcessStartInfo(file)
+        {
+            RedirectStandardInput = true,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+            WorkingDirectory = cwd ?? Environment.CurrentDirectory,
+        };
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        psi.Environment["LC_ALL"] = "C";
+        psi.Environment["TZ"] = "UTC";
+        _p = Process.Start(psi)!;
+        _p.StandardInput.Close();
+        _out = Task.Run(() => { var ms = new MemoryStream(); _p.StandardOutput.BaseStream.CopyTo(ms); return ms.ToArray(); });
+        _errPump = Task.Run(() =>
+        {
+            string? line;
+            while ((line = _p.StandardError.ReadLine()) != null)
+                lock (_lock) { _err.Append(line).Append('\n'); Monitor.PulseAll(_lock); }
+            lock (_lock) Monitor.PulseAll(_lock);
+        });
+    }
+
+    /// <summary>Starts `dotnet DLL args...` (primary.dll run/record ...).</summary>
+    public static RunningProgram Dotnet(string dll, params string[] args) => new("dotnet", new[] { dll }.Concat(args));
+
+    public string Stderr { get { lock (_lock) return _err.ToString(); } }
+
+    /// <summary>Waits for a stderr line matching the pattern and returns its first group.</summary>
+    public string WaitForStderr(System.Text.RegularExpressions.Regex pattern, TimeSpan timeout)
+    {
+        var end = DateTime.UtcNow + timeout;
+        lock (_lock)
+        {
+            while (true)
+            {
+                var m = pattern.Match(_err.ToString());
+                if (m.Success) return m.Groups.Count > 1 ? m.Groups[1].Value : m.Value;
+                var left = end - DateTime.UtcNow;
+                if (left <= TimeSpan.Zero || (_p.HasExited && _errPump.IsCompleted))
+                    throw new TimeoutException($"no stderr line matching {pattern} (exited: {_p.HasExited}); stderr so far:\n{_err}");
+                Monitor.Wait(_lock, left < TimeSpan.FromMilliseconds(200) ? left : TimeSpan.FromMilliseconds(200));
+            }
+        }
+    }
+
+    /// <summary>Waits for the program to end and returns what it did (kills it after the timeout).</summary>
+    public RunOutcome WaitForExit(TimeSpan timeout)
+    {
+        if (!_p.WaitForExit(timeout))
+        {
+            _p.Kill(true);
+            throw new TimeoutException($"the program did not finish in {timeout}; stderr:\n{Stderr}");
+        }
+        _p.WaitForExit();
+        _errPump.Wait(timeout);
+        return new RunOutcome(_p.ExitCode, _out.Result, Stderr);
+    }
+
+    public void Dispose()
+    {
+        try { if (!_p.HasExited) _p.Kill(true); } catch (InvalidOperationException) { }
+        _p.Dispose();
+    }
+}

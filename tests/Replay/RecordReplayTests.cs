@@ -27,6 +27,7 @@ public class RecordReplayTests
             yield return new object[] { "nondet_time", libc };
             yield return new object[] { "nondet_random", libc };
             yield return new object[] { "itimer", libc };
+            yield return new object[] { "threads", libc };
         }
     }
 
@@ -88,6 +89,34 @@ public class RecordReplayTests
         }
         finally { File.Delete(log); }
     }
+
+    [Fact]
+    public void SigintToTheRecorderIsPlacedExactlyAndReplayed()
+    {
+        string log = TempLog();
+        try
+        {
+            var psi = new System.Diagnostics.ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
+            foreach (var a in new[] { GuestEnv.PrimaryDll, "record", "--log", log, "--", GuestEnv.Guest("bench", "musl"), "1000" }) psi.ArgumentList.Add(a);
+            using var p = System.Diagnostics.Process.Start(psi)!;
+            var err = p.StandardError.ReadToEndAsync();
+            var outp = p.StandardOutput.ReadToEndAsync();
+            Thread.Sleep(1500);
+            Assert.False(p.HasExited, "the guest should still be computing");
+            Assert.Equal(0, Kill(p.Id, 2));
+            Assert.True(p.WaitForExit(60_000));
+            Assert.Equal(130, p.ExitCode); // the guest has no handler: SIGINT's default action ends it
+            var rp = Replay(log);
+            Assert.True(rp.ExitCode == 0, rp.Stderr);
+            Assert.Contains("guest exit status 130", rp.Stderr);
+            var dump = GuestEnv.Dotnet(GuestEnv.BackupDll, new[] { "log", log });
+            Assert.Contains("SIGINT", dump.StdoutText);
+        }
+        finally { File.Delete(log); }
+    }
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "kill")]
+    static extern int Kill(int pid, int sig);
 
     [Fact]
     public void TamperedLogsAreRefused()

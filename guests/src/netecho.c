@@ -1,0 +1,240 @@
+// netecho: small TCP/AF_UNIX client exercising the socket syscalls.
+//   netecho PORT LINE...   connect to 127.0.0.1:PORT, send each LINE (alternately write() and a two-part
+//                          sendmsg()), wait with select(), read the reply line with recvmsg()/recv(), print
+//                          "reply: ..."; then shutdown(SHUT_WR), read to EOF and print "eof".
+//   netecho sigpipe PORT   the server closes at once: send(MSG_NOSIGNAL) until EPIPE (no signal), then
+//                          write() until EPIPE with a SIGPIPE handler installed; prints what happened.
+//   netecho local          no network: socketpair (stream and datagram), an abstract AF_UNIX listener,
+//                          eventfd, poll and epoll. Deterministic, comparable with a native run.
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/select.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+static void die(const char *what) { printf("error: %s: %s\n", what, strerror(errno)); exit(1); }
+
+static int connect_port(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) die("socket");
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) die("connect");
+    return fd;
+}
+
+/* reads one line (without '\n') with recvmsg/recv; returns its length or -1 at EOF */
+static int read_line(int fd, char *buf, int cap, int use_msg)
+{
+    int n = 0;
+    while (n < cap - 1) {
+        char c;
+        ssize_t r;
+        if (use_msg) {
+            struct iovec iov = { &c, 1 };
+            struct sockaddr_in from;
+            struct msghdr m = { .msg_name = &from, .msg_namelen = sizeof from, .msg_iov = &iov, .msg_iovlen = 1 };
+            r = recvmsg(fd, &m, 0);
+            if (r > 0 && (m.msg_controllen != 0 || m.msg_flags != 0)) { printf("bad msghdr\n"); exit(1); }
+        } else {
+            r = recv(fd, &c, 1, 0);
+        }
+        if (r < 0) die("recv");
+        if (r == 0) return n ? n : -1;
+        if (c == '\n') break;
+        buf[n++] = c;
+    }
+    buf[n] = 0;
+    return n;
+}
+
+static int client(int port, int nlines, char **lines)
+{
+    int fd = connect_port(port);
+    int one = 1, type = 0;
+    socklen_t tl = sizeof type;
+    if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) != 0) die("setsockopt");
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) != 0) die("getsockopt");
+    printf("type %s, optlen %u\n", type == SOCK_STREAM ? "stream" : "other", (unsigned)tl);
+    struct sockaddr_in peer, self;
+    socklen_t pl = sizeof peer, sl = sizeof self;
+    if (getpeername(fd, (struct sockaddr *)&peer, &pl) != 0) die("getpeername");
+    if (getsockname(fd, (struct sockaddr *)&self, &sl) != 0) die("getsockname");
+    printf("peer 127.0.0.1:%s, len %u; local %s, len %u\n",
+           ntohs(peer.sin_port) == port ? "PORT" : "?", (unsigned)pl,
+           self.sin_addr.s_addr == htonl(INADDR_LOOPBACK) ? "127.0.0.1" : "?", (unsigned)sl);
+    char buf[4096];
+    for (int i = 0; i < nlines; i++) {
+        const char *s = lines[i];
+        if (i % 2 == 0) {
+            char tmp[4096];
+            int k = snprintf(tmp, sizeof tmp, "%s\n", s);
+            if (write(fd, tmp, (size_t)k) != k) die("write");
+        } else {
+            struct iovec iov[2] = { { (void *)s, strlen(s) }, { "\n", 1 } };
+            struct msghdr m = { .msg_iov = iov, .msg_iovlen = 2 };
+            if (sendmsg(fd, &m, 0) != (ssize_t)strlen(s) + 1) die("sendmsg");
+        }
+        fd_set rs;
+        FD_ZERO(&rs);
+        FD_SET(fd, &rs);
+        struct timeval tv = { 10, 0 };
+        int r = select(fd + 1, &rs, NULL, NULL, &tv);
+        if (r != 1 || !FD_ISSET(fd, &rs)) die("select");
+        if (read_line(fd, buf, sizeof buf, i % 2) < 0) { printf("unexpected eof\n"); return 1; }
+        printf("reply: %s\n", buf);
+    }
+    if (shutdown(fd, SHUT_WR) != 0) die("shutdown");
+    while (read_line(fd, buf, sizeof buf, 0) >= 0) printf("extra: %s\n", buf);
+    printf("eof\n");
+    close(fd);
+    return 0;
+}
+
+static volatile sig_atomic_t sigpipes;
+static void on_sigpipe(int s) { (void)s; sigpipes++; }
+
+static int sigpipe_test(int port)
+{
+    int fd = connect_port(port);
+    char c;
+    ssize_t r = read(fd, &c, 1);
+    printf("read after server close: %zd\n", r);
+    signal(SIGPIPE, on_sigpipe);
+    int i;
+    for (i = 0; i < 2000; i++) {
+        if (send(fd, "x", 1, MSG_NOSIGNAL) < 0) {
+            if (errno == EPIPE) break;
+            if (errno != ECONNRESET) die("send");
+        }
+        usleep(1000);
+    }
+    printf("send(MSG_NOSIGNAL): %s, sigpipes %d\n", i < 2000 ? "EPIPE" : "no error", (int)sigpipes);
+    r = write(fd, "y", 1);
+    printf("write: %zd %s, sigpipes %d\n", r, r < 0 ? strerror(errno) : "", (int)sigpipes);
+    close(fd);
+    return 0;
+}
+
+static int local_test(void)
+{
+    int sv[2];
+    char buf[256];
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0) die("socketpair");
+    if (write(sv[0], "ping", 4) != 4) die("write");
+    ssize_t n = read(sv[1], buf, sizeof buf);
+    printf("stream pair: %.*s\n", (int)n, buf);
+    struct iovec iov[2] = { { "po", 2 }, { "ng", 2 } };
+    if (writev(sv[1], iov, 2) != 4) die("writev");
+    n = recv(sv[0], buf, sizeof buf, 0);
+    printf("stream pair back: %.*s\n", (int)n, buf);
+    struct pollfd pf = { sv[0], POLLIN, 0 };
+    printf("poll idle: %d\n", poll(&pf, 1, 0));
+    close(sv[1]);
+    int pr = poll(&pf, 1, 1000);
+    printf("poll after close: %d revents%s%s\n", pr, (pf.revents & POLLIN) ? " IN" : "", (pf.revents & POLLHUP) ? " HUP" : "");
+    printf("read at eof: %zd\n", read(sv[0], buf, sizeof buf));
+    close(sv[0]);
+
+    int dp[2];
+    if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK, 0, dp) != 0) die("socketpair dgram");
+    send(dp[0], "one", 3, 0);
+    send(dp[0], "three", 5, 0);
+    n = recvfrom(dp[1], buf, 2, 0, NULL, NULL);
+    printf("dgram truncated: %zd\n", n);
+    n = recv(dp[1], buf, sizeof buf, 0);
+    printf("dgram: %.*s\n", (int)n, buf);
+    n = recv(dp[1], buf, sizeof buf, 0);
+    printf("dgram empty: %zd %s\n", n, n < 0 && errno == EAGAIN ? "EAGAIN" : "?");
+    close(dp[0]);
+    close(dp[1]);
+
+    /* abstract AF_UNIX listener */
+    struct sockaddr_un un = { .sun_family = AF_UNIX };
+    int nl = snprintf(un.sun_path + 1, sizeof un.sun_path - 1, "revirt-netecho-%d", (int)getpid());
+    socklen_t ul = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + nl);
+    int l = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (bind(l, (struct sockaddr *)&un, ul) != 0) die("bind");
+    if (listen(l, 4) != 0) die("listen");
+    int c = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (connect(c, (struct sockaddr *)&un, ul) != 0) die("connect unix");
+    int a = accept4(l, NULL, NULL, SOCK_CLOEXEC);
+    if (a < 0) die("accept4");
+    struct sockaddr_un got;
+    socklen_t gl = sizeof got;
+    getsockname(l, (struct sockaddr *)&got, &gl);
+    printf("unix listener name matches: %s\n", gl == ul && memcmp(&got, &un, ul) == 0 ? "yes" : "no");
+    send(c, "hello unix", 10, 0);
+    n = recv(a, buf, sizeof buf, 0);
+    printf("unix: %.*s\n", (int)n, buf);
+
+    /* eventfd + epoll */
+    int ev = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (ev < 0) die("eventfd");
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    if (ep < 0) die("epoll_create1");
+    struct epoll_event e = { .events = EPOLLIN, .data.u64 = 0x1122334455667788ULL };
+    if (epoll_ctl(ep, EPOLL_CTL_ADD, ev, &e) != 0) die("epoll_ctl ev");
+    e.events = EPOLLIN;
+    e.data.u64 = 42;
+    if (epoll_ctl(ep, EPOLL_CTL_ADD, a, &e) != 0) die("epoll_ctl a");
+    int cr = epoll_ctl(ep, EPOLL_CTL_ADD, a, &e);
+    printf("epoll_ctl add again: %d %s\n", cr, errno == EEXIST ? "EEXIST" : "?");
+    struct epoll_event out[4];
+    printf("epoll idle: %d\n", epoll_wait(ep, out, 4, 0));
+    uint64_t v = 5;
+    write(ev, &v, 8);
+    int k = epoll_wait(ep, out, 4, 1000);
+    printf("epoll: %d events, data %llx, events %x\n", k, (unsigned long long)out[0].data.u64, out[0].events);
+    read(ev, &v, 8);
+    printf("eventfd value %llu\n", (unsigned long long)v);
+    send(c, "x", 1, 0);
+    k = epoll_wait(ep, out, 4, 1000);
+    printf("epoll: %d events, data %llu\n", k, (unsigned long long)out[0].data.u64);
+    recv(a, buf, 1, 0);
+    e.events = EPOLLOUT;
+    e.data.u64 = 7;
+    epoll_ctl(ep, EPOLL_CTL_MOD, a, &e);
+    k = epoll_wait(ep, out, 4, 1000);
+    printf("epoll mod: %d events, data %llu, out %d\n", k, (unsigned long long)out[0].data.u64, !!(out[0].events & EPOLLOUT));
+    epoll_ctl(ep, EPOLL_CTL_DEL, a, NULL);
+    printf("epoll after del: %d\n", epoll_wait(ep, out, 4, 0));
+    cr = epoll_ctl(ep, EPOLL_CTL_DEL, a, NULL);
+    printf("epoll_ctl del again: %d %s\n", cr, errno == ENOENT ? "ENOENT" : "?");
+    e.events = EPOLLIN;
+    e.data.u64 = 9;
+    epoll_ctl(ep, EPOLL_CTL_ADD, a, &e);
+    close(a); /* the last reference: gone from the set */
+    v = 1;
+    write(ev, &v, 8);
+    k = epoll_wait(ep, out, 4, 1000);
+    printf("epoll after close: %d events, data %llx\n", k, (unsigned long long)out[0].data.u64);
+    close(ep); close(ev); close(c); close(l);
+    printf("done\n");
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    if (argc >= 2 && strcmp(argv[1], "local") == 0) return local_test();
+    if (argc >= 3 && strcmp(argv[1], "sigpipe") == 0) return sigpipe_test(atoi(argv[2]));
+    if (argc >= 2) return client(atoi(argv[1]), argc - 2, argv + 2);
+    fprintf(stderr, "usage: netecho PORT LINE... | netecho sigpipe PORT | netecho local\n");
+    return 2;
+}
