@@ -19,6 +19,10 @@ public sealed class DrillSettings
     /// <summary>Extra arguments for `backup listen` / `primary protect` (test hooks that plant violations).</summary>
     public string[] ExtraBackupArgs { get; init; } = [];
     public string[] ExtraPrimaryArgs { get; init; } = [];
+    /// <summary>Testing: REVIRT_PLANT for both replicas (gate-early, ignore-arbiter, ack-early:MS) to plant a violation.</summary>
+    public string? Plant { get; init; }
+    /// <summary>A delay the link has in every round, outside any fault (a long-distance pair).</summary>
+    public int BaseLinkDelayMs { get; init; }
     public TimeSpan RoundLimit { get; init; } = TimeSpan.FromSeconds(120);
     public string WorkDir { get; init; } = Path.Combine(Path.GetTempPath(), $"revirt-chaos-{Environment.ProcessId}");
     /// <summary>Called with a one-line status as the round progresses.</summary>
@@ -86,8 +90,9 @@ public sealed class Drill(DrillSettings s)
         string label = $"round {round + 1}/{s.Rounds} {Faults.Name(fault)} (seed {seed})";
         Say($"{label}: starting the backup");
 
+        var env = s.Plant == null ? null : new Dictionary<string, string> { ["REVIRT_PLANT"] = s.Plant };
         using var backup = new ReplicaProc("backup", s.BackupDll,
-            ["listen", "--listen", "http://127.0.0.1:0", "--arbiter", arbiter, "--timeout-ms", s.TimeoutMs.ToString(), "--log", logCopy, .. s.ExtraBackupArgs], clock);
+            ["listen", "--listen", "http://127.0.0.1:0", "--arbiter", arbiter, "--timeout-ms", s.TimeoutMs.ToString(), "--log", logCopy, .. s.ExtraBackupArgs], clock, env);
         string? url = null, backupId = "";
         backup.WaitFor(() =>
         {
@@ -101,10 +106,12 @@ public sealed class Drill(DrillSettings s)
         if (url == null) throw new DrillSetupException($"the backup did not start listening:\n{backup.StderrText}");
 
         using var proxy = new TcpFaultProxy(url);
+        void Normal() { if (s.BaseLinkDelayMs > 0) proxy.Delay(s.BaseLinkDelayMs); else proxy.Pass(); }
+        Normal();
         Say($"{label}: starting the primary");
         using var primary = new ReplicaProc("primary", s.PrimaryDll,
             ["protect", "--backup", proxy.Url, "--arbiter", arbiter, "--timeout-ms", s.TimeoutMs.ToString(), "--heartbeat-ms", s.HeartbeatMs.ToString(),
-             "--checkpoint-interval", s.CheckpointInterval.ToString(), "--stats", .. s.ExtraPrimaryArgs, "--", w.Program, .. w.Args], clock);
+             "--checkpoint-interval", s.CheckpointInterval.ToString(), "--stats", .. s.ExtraPrimaryArgs, "--", w.Program, .. w.Args], clock, env);
         if (!primary.WaitFor(() => primary.Line("protected by") != null, TimeSpan.FromSeconds(60)))
             throw new DrillSetupException($"the primary did not get protected:\n{primary.StderrText}\nbackup:\n{backup.StderrText}");
         string primaryId = $"primary:{Environment.MachineName}:{primary.Pid}";
@@ -118,7 +125,7 @@ public sealed class Drill(DrillSettings s)
         Thread.Sleep(jitterMs);
         var obsFaultDetail = "";
         double? faultAt = null, faultEnd = null;
-        int linkDelay = 0;
+        int linkDelay = s.BaseLinkDelayMs;
         bool lateFault = primary.HasExited;
         if (lateFault) obsFaultDetail = "the primary finished before the fault point; ";
         faultAt = clock.Elapsed.TotalMilliseconds;
@@ -143,17 +150,17 @@ public sealed class Drill(DrillSettings s)
                 obsFaultDetail += "link cut (both directions, for good)";
                 break;
             case FaultKind.SlowLink:
-                proxy.Delay(delayMs);
-                linkDelay = delayMs;
+                proxy.Delay(s.BaseLinkDelayMs + delayMs);
+                linkDelay = s.BaseLinkDelayMs + delayMs;
                 primary.WaitFor(() => { Status($"link delayed {delayMs} ms"); return false; }, TimeSpan.FromMilliseconds(faultLenMs));
-                proxy.Pass();
+                Normal();
                 faultEnd = clock.Elapsed.TotalMilliseconds;
                 obsFaultDetail += $"link delayed {delayMs} ms per chunk for {faultLenMs} ms";
                 break;
             case FaultKind.Throttle:
                 proxy.Throttle(throttleBps);
                 primary.WaitFor(() => { Status($"link throttled to {throttleBps} B/s"); return false; }, TimeSpan.FromMilliseconds(faultLenMs));
-                proxy.Pass();
+                Normal();
                 faultEnd = clock.Elapsed.TotalMilliseconds;
                 obsFaultDetail += $"link throttled to {throttleBps} B/s for {faultLenMs} ms";
                 break;

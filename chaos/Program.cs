@@ -21,9 +21,11 @@ var quietOpt = new Option<bool>("--quiet") { Description = "No live progress lin
 var primaryArgOpt = new Option<string[]>("--primary-arg") { Description = "Testing: an extra argument for `primary protect` (repeatable).", Hidden = true, AllowMultipleArgumentsPerToken = false };
 var backupArgOpt = new Option<string[]>("--backup-arg") { Description = "Testing: an extra argument for `backup listen` (repeatable), e.g. to plant a violation.", Hidden = true, AllowMultipleArgumentsPerToken = false };
 
+var plantOpt = new Option<string?>("--plant") { Description = "Testing: plant a violation in both replicas (REVIRT_PLANT): gate-early, ignore-arbiter, ack-early:MS.", Hidden = true };
+var baseDelayOpt = new Option<int>("--link-delay-ms") { Description = "A delay the replication link adds in every round, outside any fault (as for a distant backup)." };
 var drill = new Command("drill", "Start a local primary-backup pair (separate processes, replication through a fault-injecting loopback proxy) with a bundled workload, inject one fault per round at a random moment and check the invariants: no acknowledged write lost, no output released before the backup held it, output continuous across a failover (a repeat only byte-identical and only from the last round trip), exactly one live primary, the takeover state digest equal to the primary's, the workload finishing correctly. Prints a table per round and writes a JSON report and a timeline picture. Exit status 0 only when every invariant held in every round; 1 with the first violation and its seed otherwise; 2 on bad usage or when the pair cannot be started.")
 {
-    roundsOpt, seedOpt, faultsOpt, workloadOpt, guestOpt, linesOpt, workOpt, timeoutOpt, hbOpt, cpOpt, reportOpt, limitOpt, quietOpt, primaryArgOpt, backupArgOpt,
+    roundsOpt, seedOpt, faultsOpt, workloadOpt, guestOpt, linesOpt, workOpt, timeoutOpt, hbOpt, cpOpt, reportOpt, limitOpt, quietOpt, baseDelayOpt, plantOpt, primaryArgOpt, backupArgOpt,
 };
 drill.SetAction(parse =>
 {
@@ -62,6 +64,8 @@ drill.SetAction(parse =>
         BackupDll = backupDll,
         ExtraPrimaryArgs = parse.GetValue(primaryArgOpt) ?? [],
         ExtraBackupArgs = parse.GetValue(backupArgOpt) ?? [],
+        Plant = parse.GetValue(plantOpt),
+        BaseLinkDelayMs = parse.GetValue(baseDelayOpt),
         RoundLimit = TimeSpan.FromSeconds(parse.GetValue(limitOpt)),
         Progress = !live ? null : m =>
         {
