@@ -162,6 +162,7 @@ public sealed class ReplicationClient : ILogSink
         _sender = Task.Run(SendLoop);
         _receiver = Task.Run(ReceiveLoop);
         _watchdog = new Timer(_ => Watch(), null, _s.HeartbeatMs, _s.HeartbeatMs);
+        _flushTimer = new Timer(_ => Flush(), null, 2, 2);
     }
 
     static async Task<BackupMessage> Next(AsyncDuplexStreamingCall<PrimaryMessage, BackupMessage> call, CancellationToken ct)
@@ -185,7 +186,13 @@ public sealed class ReplicationClient : ILogSink
         _producedBytes = cum;
         Interlocked.Exchange(ref _produced, (long)seq);
         _inflight.Enqueue((seq, cum));
-        _frames.Writer.TryWrite(copy);
+        // coalesce on the guest thread: hand frames to the sender when an output needs committing, when 64 KiB
+        // have gathered, or from the 2 ms flush timer; waking the sender for every record costs the guest its core
+        lock (_pending)
+        {
+            _pending.Write(copy);
+            if ((RecordKind)copy[RecordFrame.KindOffset] == RecordKind.Output || _pending.Length >= 64 * 1024) PushPending();
+        }
         // flow control: keep the backup close enough that failover time stays bounded
         if ((long)seq - Interlocked.Read(ref _acked) > _s.MaxLagRecords || cum - Interlocked.Read(ref _ackedBytes) > _s.MaxLagBytes)
         {
@@ -200,7 +207,17 @@ public sealed class ReplicationClient : ILogSink
         }
     }
 
-    public void Flush() { }
+    readonly MemoryStream _pending = new();
+    Timer? _flushTimer;
+
+    void PushPending()
+    {
+        if (_pending.Length == 0) return;
+        _frames.Writer.TryWrite(_pending.ToArray());
+        _pending.SetLength(0);
+    }
+
+    public void Flush() { lock (_pending) PushPending(); }
     public void Dispose() { }
 
     // ------------------------------------------------------------------ streaming
@@ -234,7 +251,7 @@ public sealed class ReplicationClient : ILogSink
                 {
                     if (count == 0) first = System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(f.AsSpan(RecordFrame.SequenceOffset));
                     buf.Write(f);
-                    count++;
+                    for (int off = 0; off < f.Length; off += (int)System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(f.AsSpan(off))) count++;
                 }
                 if (count == 0) continue;
                 var msg = new PrimaryMessage
@@ -298,6 +315,7 @@ public sealed class ReplicationClient : ILogSink
     {
         if (_finishing || Interlocked.Exchange(ref _lost, 1) != 0) return;
         _watchdog?.Dispose();
+        _flushTimer?.Dispose();
         _cts.Cancel();
         var r = _arbiter.TryAcquire(_s.Id);
         if (Plant == "ignore-arbiter" && !r.Won) { _log.WriteLine($"primary: TESTING: ignoring the arbiter held by {r.Holder}"); r = new ArbiterResult(true, _s.Id); }
@@ -325,8 +343,11 @@ public sealed class ReplicationClient : ILogSink
     /// </summary>
     public async Task FinishAsync(ulong lastSequence, int exitStatus)
     {
+        Flush();
         while (_state == LinkState.Protected && Acked < lastSequence) await Task.Delay(1);
         if (_state != LinkState.Protected) return;
+        _flushTimer?.Dispose();
+        Flush();
         _frames.Writer.TryComplete();
         try { if (_sender != null) await _sender; } catch { }
         if (Interlocked.CompareExchange(ref _lost, 0, 0) != 0) return;
