@@ -69,10 +69,16 @@ static int Replay(FileInfo log, bool show, string? rootOverride)
         var boundary = new ReplayBoundary(reader, show);
         using var m = new Machine(opts, boundary);
         var sw = System.Diagnostics.Stopwatch.StartNew();
+        // progress on a terminal: where the replay is, every second
+        using var progress = Console.IsErrorRedirected ? null : new Timer(_ =>
+            Console.Error.Write($"\rbackup: replaying: instruction {m.Kernel.Current?.InstructionCount ?? 0:N0}, record #{boundary.RecordsConsumed:N0}, {boundary.CheckpointsVerified} checkpoints verified   "),
+            null, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(1));
         try
         {
             m.Load();
             int status = m.Run();
+            progress?.Dispose();
+            if (progress != null) Console.Error.WriteLine();
             Console.Out.Flush();
             Console.Error.WriteLine($"backup: replay matched the recording: {m.InstructionCount} instructions, {boundary.RecordsConsumed} records, {boundary.CheckpointsVerified} checkpoints and {boundary.OutputsVerified} outputs verified, guest exit status {status} ({sw.Elapsed.TotalSeconds:F2} s)");
             return 0;

@@ -104,6 +104,11 @@ public sealed partial class LinuxKernel
             case Nr.setitimer: return Setitimer(cpu, (int)a1, a2, a3);
             case Nr.getitimer: return Getitimer(cpu, (int)a1, a2);
             case Nr.alarm: return Alarm(cpu, (uint)a1);
+            case Nr.timer_create: return TimerCreate(cpu, (int)a1, a2, a3);
+            case Nr.timer_settime: return TimerSettime(cpu, (int)a1, (int)a2, a3, a4);
+            case Nr.timer_gettime: return TimerGettime(cpu, (int)a1, a2);
+            case Nr.timer_getoverrun: return _posixTimers.ContainsKey((int)a1) ? 0 : -Errno.EINVAL;
+            case Nr.timer_delete: return TimerDelete(cpu, (int)a1);
             case Nr.pause:
                 if (Pending == 0) Host(cpu, nr, () => { while (!HostEventsPending && !Exited) Thread.Sleep(1); return HostResult.Of(-Errno.EINTR); });
                 return -Errno.EINTR;

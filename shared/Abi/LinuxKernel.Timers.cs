@@ -7,12 +7,7 @@ namespace ReVirt.Abi;
 /// live or recording run (they are created inside host operations); a replay receives the signals from the log.</summary>
 public sealed partial class LinuxKernel
 {
-    sealed class HostTimer
-    {
-        public Timer? Timer;
-        public DateTime Due;
-        public TimeSpan Interval;
-    }
+    sealed class HostTimer : HostTimerBase { }
 
     readonly HostTimer[] _itimers = { new(), new(), new() };
 
@@ -97,5 +92,117 @@ public sealed partial class LinuxKernel
     void StopTimers()
     {
         foreach (var t in _itimers) { t.Timer?.Dispose(); t.Timer = null; }
+        foreach (var t in _posixTimers.Values) { t.Timer?.Dispose(); t.Timer = null; }
+    }
+
+    // ---------------------------------------------------------------- POSIX timers (timer_create and friends)
+
+    sealed class PosixTimer : HostTimerBase
+    {
+        public int Clock;
+        public int Signal;
+    }
+
+    class HostTimerBase
+    {
+        public Timer? Timer;
+        public DateTime Due;
+        public TimeSpan Interval;
+    }
+
+    readonly Dictionary<int, PosixTimer> _posixTimers = new();
+
+    long TimerCreate(CpuT cpu, int clock, ulong sevp, ulong idOut)
+    {
+        if (clock is not (0 or 1 or 7 or 2 or 3)) return -Errno.EINVAL; // REALTIME, MONOTONIC, BOOTTIME, CPU clocks (approximated by wall time)
+        int sig = 14, notify = 0;
+        if (sevp != 0)
+        {
+            sig = (int)Mem.Read32(sevp + 8);
+            notify = (int)Mem.Read32(sevp + 12);
+        }
+        if (notify == 1) sig = 0; // SIGEV_NONE
+        else if (notify != 0 && notify != 4) return -Errno.EINVAL; // SIGEV_SIGNAL, SIGEV_THREAD_ID
+        if (sig < 0 || sig > 64) return -Errno.EINVAL;
+        int id = 0;
+        while (_posixTimers.ContainsKey(id)) id++;
+        CheckWritable(idOut, 4);
+        _posixTimers[id] = new PosixTimer { Clock = clock, Signal = sig };
+        Mem.Write32(idOut, (uint)id);
+        return 0;
+    }
+
+    long TimerSettime(CpuT cpu, int id, int flags, ulong newAddr, ulong oldAddr)
+    {
+        if (!_posixTimers.TryGetValue(id, out var t)) return -Errno.EINVAL;
+        var nv = Mem.ReadBytes(newAddr, 32);
+        if (oldAddr != 0) CheckWritable(oldAddr, 32);
+        return Host(cpu, Nr.timer_settime, () =>
+        {
+            var res = HostResult.Of(0);
+            if (oldAddr != 0) res.Write(oldAddr, EncodeItimerspec(t));
+            var interval = SpanNs(nv, 0);
+            var value = SpanNs(nv, 16);
+            if ((flags & 1) != 0 && value > TimeSpan.Zero)
+            {
+                // TIMER_ABSTIME: the value is a point on the timer's clock
+                var now = new byte[16];
+                unsafe { fixed (byte* p = now) HostSys.Call(Nr.clock_gettime, t.Clock, (long)p); }
+                value -= SpanNs(now, 0);
+                if (value <= TimeSpan.Zero) value = TimeSpan.FromTicks(1);
+            }
+            ArmTimer(t, t.Signal, value, interval);
+            return res;
+        }).Value;
+    }
+
+    long TimerGettime(CpuT cpu, int id, ulong addr)
+    {
+        if (!_posixTimers.TryGetValue(id, out var t)) return -Errno.EINVAL;
+        CheckWritable(addr, 32);
+        return Host(cpu, Nr.timer_gettime, () => HostResult.Of(0).Write(addr, EncodeItimerspec(t))).Value;
+    }
+
+    long TimerDelete(CpuT cpu, int id)
+    {
+        if (!_posixTimers.Remove(id, out var t)) return -Errno.EINVAL;
+        Host(cpu, Nr.timer_delete, () => { t.Timer?.Dispose(); t.Timer = null; return HostResult.Of(0); });
+        return 0;
+    }
+
+    void ArmTimer(HostTimerBase t, int sig, TimeSpan value, TimeSpan interval)
+    {
+        t.Timer?.Dispose();
+        t.Timer = null;
+        if (value <= TimeSpan.Zero) return;
+        t.Due = DateTime.UtcNow + value;
+        t.Interval = interval;
+        t.Timer = new Timer(_ =>
+        {
+            if (Exited) return;
+            if (t.Interval > TimeSpan.Zero) t.Due = DateTime.UtcNow + t.Interval;
+            if (sig != 0) PostHostSignal(sig);
+        }, null, value, interval > TimeSpan.Zero ? interval : Timeout.InfiniteTimeSpan);
+    }
+
+    static TimeSpan SpanNs(byte[] b, int o)
+    {
+        long sec = BinaryPrimitives.ReadInt64LittleEndian(b.AsSpan(o)), ns = BinaryPrimitives.ReadInt64LittleEndian(b.AsSpan(o + 8));
+        return TimeSpan.FromTicks(sec * TimeSpan.TicksPerSecond + ns / 100);
+    }
+
+    static byte[] EncodeItimerspec(HostTimerBase t)
+    {
+        var b = new byte[32];
+        if (t.Timer != null)
+        {
+            var rem = t.Due - DateTime.UtcNow;
+            if (rem < TimeSpan.Zero) rem = TimeSpan.FromTicks(1);
+            BinaryPrimitives.WriteInt64LittleEndian(b, t.Interval.Ticks / TimeSpan.TicksPerSecond);
+            BinaryPrimitives.WriteInt64LittleEndian(b.AsSpan(8), (t.Interval.Ticks % TimeSpan.TicksPerSecond) * 100);
+            BinaryPrimitives.WriteInt64LittleEndian(b.AsSpan(16), rem.Ticks / TimeSpan.TicksPerSecond);
+            BinaryPrimitives.WriteInt64LittleEndian(b.AsSpan(24), (rem.Ticks % TimeSpan.TicksPerSecond) * 100);
+        }
+        return b;
     }
 }

@@ -85,6 +85,7 @@ public sealed partial class LinuxKernel : ICpuHost
     // ---------------------------------------------------------------- host events (timers, signals from outside)
     readonly System.Collections.Concurrent.ConcurrentQueue<int> _hostEvents = new();
     volatile bool _hostEventsPending;
+    ulong _queuedEvents; // bit n: signal n is queued (Interlocked)
 
     public bool HostEventsPending => _hostEventsPending;
 
@@ -95,6 +96,14 @@ public sealed partial class LinuxKernel : ICpuHost
     /// </summary>
     public void PostHostSignal(int sig)
     {
+        // like a pending signal on Linux, an event that is already queued and not yet taken is not queued again
+        ulong bit = 1UL << (sig & 63);
+        ulong old;
+        do
+        {
+            old = Interlocked.Read(ref _queuedEvents);
+            if ((old & bit) != 0) { _hostEventsPending = true; var cc = Current; if (cc != null) cc.StopAt = 0; return; }
+        } while (Interlocked.CompareExchange(ref _queuedEvents, old | bit, old) != old);
         _hostEvents.Enqueue(sig);
         _hostEventsPending = true;
         var c = Current;
@@ -107,6 +116,12 @@ public sealed partial class LinuxKernel : ICpuHost
     {
         _hostEventsPending = false;
         bool got = _hostEvents.TryDequeue(out sig);
+        if (got)
+        {
+            ulong bit = 1UL << (sig & 63), old;
+            do old = Interlocked.Read(ref _queuedEvents);
+            while (Interlocked.CompareExchange(ref _queuedEvents, old & ~bit, old) != old);
+        }
         if (!_hostEvents.IsEmpty) _hostEventsPending = true;
         return got;
     }
@@ -278,6 +293,12 @@ public sealed partial class LinuxKernel : ICpuHost
         catch (ArgumentException)
         {
             r = -Errno.EFAULT;
+        }
+        catch (Exception e) when (Cpu.Cpu.IsDefect(e))
+        {
+            // a defect in the emulation of one syscall must not take the host process down
+            Options.Diagnostics.WriteLine($"revirt: internal error in syscall {nr} at rip 0x{cpu.Rip:x}: {e.GetType().Name}: {e.Message}; returning -EINVAL");
+            r = -Errno.EINVAL;
         }
         cpu.R[Cpu.Cpu.RAX] = (ulong)r;
     }

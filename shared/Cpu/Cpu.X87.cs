@@ -22,10 +22,35 @@ public sealed partial class Cpu
     public void FpPush(Float80 v)
     {
         FpTop = (FpTop - 1) & 7;
-        if ((FpEmpty & (1 << FpTop)) == 0) { Fsw |= 0x41 | 0x200; v = Float80.Indefinite; } // stack overflow: IE, SF, C1
+        if ((FpEmpty & (1 << FpTop)) == 0) { FpStackOverflow(); v = Float80.Indefinite; }
         Fpr[FpTop] = v;
         FpEmpty &= (byte)~(1 << FpTop);
     }
+
+    /// <summary>Writes ST(i) and marks it valid.</summary>
+    public void SetSt(int i, Float80 v)
+    {
+        int p = (FpTop + i) & 7;
+        Fpr[p] = v;
+        FpEmpty &= (byte)~(1 << p);
+    }
+
+    /// <summary>Masked x87 stack underflow (#IS): IE and SF set, C1 cleared.</summary>
+    public void FpStackUnderflow()
+    {
+        Fsw = (ushort)((Fsw & ~0x0200) | 0x41);
+        if ((Fcw & 1) == 0) Fsw |= 0x8080;
+    }
+
+    /// <summary>Masked x87 stack overflow (#IS): IE, SF and C1 set.</summary>
+    public void FpStackOverflow()
+    {
+        Fsw |= 0x241;
+        if ((Fcw & 1) == 0) Fsw |= 0x8080;
+    }
+
+    /// <summary>The control word as hardware keeps it: reserved bits 7 and 13-15 read 0, bit 6 reads 1.</summary>
+    public static ushort SanitizeFcw(int cw) => (ushort)((cw & 0x1F3F) | 0x40);
 
     public void FpPop()
     {
@@ -35,8 +60,8 @@ public sealed partial class Cpu
 
     public void FpInit()
     {
+        // the register contents survive FNINIT (only the tags say empty)
         Fcw = 0x037F; Fsw = 0; FpTop = 0; FpEmpty = 0xFF;
-        Array.Clear(Fpr);
     }
 
     /// <summary>Writes the x87 part of an FXSAVE image (FCW, FSW, abridged tag, ST0-7).</summary>
@@ -53,7 +78,7 @@ public sealed partial class Cpu
     /// <summary>Loads the x87 part of an FXSAVE image.</summary>
     public void RestoreX87(byte[] fx)
     {
-        Fcw = BitConverter.ToUInt16(fx, 0);
+        Fcw = SanitizeFcw(BitConverter.ToUInt16(fx, 0));
         ushort sw = BitConverter.ToUInt16(fx, 2);
         FpTop = (sw >> 11) & 7;
         Fsw = (ushort)(sw & ~0x3800);

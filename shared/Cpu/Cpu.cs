@@ -352,9 +352,23 @@ public sealed unsafe partial class Cpu
                 // a store rewrote code of the running block: the store retired, continue at the next instruction
                 InstructionCount += (ulong)_blockIndex + 1;
             }
+            catch (Exception e) when (IsDefect(e))
+            {
+                // a defect in the VM must not take the host process down: the guest gets SIGILL with the details
+                InstructionCount += (ulong)_blockIndex;
+                ref Instruction bad = ref b.Insts[_blockIndex];
+                Rip = bad.IP;
+                PendingFault = new GuestSignalException(4, $"internal error executing '{bad}' at 0x{bad.IP:x}: {e.GetType().Name}: {e.Message}", 0x80, bad.IP);
+                return RunResult.Fault;
+            }
             if (Yield) return RunResult.Yielded;
         }
     }
+
+    /// <summary>Exceptions that can only come from a defect in the VM itself (never control flow).</summary>
+    public static bool IsDefect(Exception e)
+        => e is IndexOutOfRangeException or ArgumentOutOfRangeException or NullReferenceException or InvalidCastException
+            or ArithmeticException or FormatException or KeyNotFoundException;
 
     /// <summary>Executes at most `limit` instructions of block b one at a time (used only near a stop point).</summary>
     RunResult StepWithin(Block b, int limit)

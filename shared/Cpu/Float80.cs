@@ -1476,7 +1476,7 @@ public readonly struct Float80 : IEquatable<Float80>
     {
         double u = 1 + x;
         if (u == 1) return x;
-        return Math.Log(u) * x / (u - 1);
+        return Math.Log(u) * (x / (u - 1)); // (not Log(u) * x, which overflows for huge x)
     }
 
     /// <summary>FYL2X (approximate): y * log2(x) (x = ST0, y = ST1).</summary>
@@ -1554,6 +1554,12 @@ public readonly struct Float80 : IEquatable<Float80>
             return x;
         }
         status |= X87Status.Precision;
+        if (ex >= 0)
+        {
+            // x >= 1, outside the documented range (hardware still computes y * log2(1 + x)): no cancellation here
+            Float80 lx = Log2Approx(Add(x, One, X87Rounding.Nearest, out _));
+            return MulScaled(y, lx, 0, rc, ref status);
+        }
         if (ex < -60)
         {
             // log2(1 + x) = x * log2(e) to full precision: scale x up to keep all its bits

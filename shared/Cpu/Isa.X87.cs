@@ -11,6 +11,7 @@ public static unsafe partial class Isa
         Reg(Mnemonic.Fld1, &FldConst); Reg(Mnemonic.Fldz, &FldConst); Reg(Mnemonic.Fldpi, &FldConst);
         Reg(Mnemonic.Fldl2e, &FldConst); Reg(Mnemonic.Fldl2t, &FldConst); Reg(Mnemonic.Fldlg2, &FldConst); Reg(Mnemonic.Fldln2, &FldConst);
         Reg(Mnemonic.Fst, &Fst); Reg(Mnemonic.Fstp, &Fst);
+        Reg(Mnemonic.Fbld, &Fbld); Reg(Mnemonic.Fbstp, &Fbstp);
         Reg(Mnemonic.Fist, &Fist); Reg(Mnemonic.Fistp, &Fist); Reg(Mnemonic.Fisttp, &Fist);
         foreach (var m in new[] { Mnemonic.Fadd, Mnemonic.Faddp, Mnemonic.Fiadd, Mnemonic.Fsub, Mnemonic.Fsubp, Mnemonic.Fisub,
                                   Mnemonic.Fsubr, Mnemonic.Fsubrp, Mnemonic.Fisubr, Mnemonic.Fmul, Mnemonic.Fmulp, Mnemonic.Fimul,
@@ -33,7 +34,7 @@ public static unsafe partial class Isa
         Reg(Mnemonic.Fnstsw, &Fnstsw); Reg(Mnemonic.Fstsw, &Fnstsw);
         Reg(Mnemonic.Fninit, &Fninit); Reg(Mnemonic.Finit, &Fninit); Reg(Mnemonic.Fnclex, &Fnclex); Reg(Mnemonic.Fclex, &Fnclex);
         Reg(Mnemonic.Wait, &Nop); Reg(Mnemonic.Fnop, &Nop);
-        Reg(Mnemonic.Ffree, &Ffree); Reg(Mnemonic.Fincstp, &Fincstp); Reg(Mnemonic.Fdecstp, &Fdecstp);
+        Reg(Mnemonic.Ffree, &Ffree); Reg(Mnemonic.Ffreep, &Ffreep); Reg(Mnemonic.Fincstp, &Fincstp); Reg(Mnemonic.Fdecstp, &Fdecstp);
         Reg(Mnemonic.Fnstenv, &Fnstenv); Reg(Mnemonic.Fstenv, &Fnstenv); Reg(Mnemonic.Fldenv, &Fldenv);
     }
 
@@ -45,7 +46,32 @@ public static unsafe partial class Isa
         else c.Fsw &= unchecked((ushort)~0x0200); // C1 cleared unless set below
         c.Fsw |= (ushort)((ushort)s & (ushort)X87Status.ExceptionMask);
         if (!setConditions && (s & X87Status.C1) != 0) c.Fsw |= 0x0200;
-        if ((c.Fsw & ~c.Fcw & 0x3F) != 0) c.Fsw |= 0x80; // ES (exceptions are masked by default; recorded only)
+        if ((c.Fsw & ~c.Fcw & 0x3F) != 0) c.Fsw |= 0x8080; // ES and B (exceptions are masked by default; recorded only)
+    }
+
+    /// <summary>True (after the masked #IS response: IE, SF, C1 = 0) when any of the named stack registers is empty.</summary>
+    static bool Underflow(Cpu c, int a, int b = -1)
+    {
+        if (!c.StEmpty(a) && (b < 0 || !c.StEmpty(b))) return false;
+        c.FpStackUnderflow();
+        return true;
+    }
+
+    /// <summary>
+    /// Reads an arithmetic/compare source operand exactly, without exception processing: an m32/m64 SNaN stays
+    /// signalling (so the NaN rules of the operation apply) and a denormal m32/m64 is reported through
+    /// <paramref name="denormal"/> (the operation raises #D only when no NaN or invalid operand takes precedence).
+    /// </summary>
+    static Float80 FpOperandMem(Cpu c, ref Instruction i, out bool denormal)
+    {
+        ulong ea = c.Ea(ref i);
+        denormal = false;
+        return i.MemorySize switch
+        {
+            MemorySize.Float32 => Float80.FromSingleOperand(BitConverter.Int32BitsToSingle((int)c.Mem.Read32(ea)), out denormal),
+            MemorySize.Float64 => Float80.FromDoubleOperand(BitConverter.Int64BitsToDouble((long)c.Mem.Read64(ea)), out denormal),
+            _ => FpLoadMem(c, ref i, out _),
+        };
     }
 
     /// <summary>Reads a floating or integer memory operand as an 80-bit value.</summary>
@@ -73,12 +99,15 @@ public static unsafe partial class Isa
     {
         if (i.Op0Kind == OpKind.Register)
         {
-            var v = c.St(StIndex(i.Op0Register));
-            c.FpPush(v);
+            int k = StIndex(i.Op0Register);
+            c.Fsw &= unchecked((ushort)~0x0200); // C1 = 0 unless the push overflows
+            bool under = Underflow(c, k);
+            c.FpPush(under ? Float80.Indefinite : c.St(k));
+            if (under) c.Fsw &= unchecked((ushort)~0x0200); // underflow and overflow at once: reported as underflow
             return;
         }
         var x = FpLoadMem(c, ref i, out var st);
-        FpStatus(c, st);
+        if (c.StEmpty(7)) FpStatus(c, st); // on stack overflow only #IS is reported
         c.FpPush(x);
     }
 
@@ -96,13 +125,32 @@ public static unsafe partial class Isa
             Mnemonic.Fldlg2 => Float80.Constant.Log10Two,
             _ => Float80.Constant.LnTwo,
         };
+        c.Fsw &= unchecked((ushort)~0x0200);
         c.FpPush(Float80.LoadConstant(k, c.FpRounding));
     }
 
     static void Fst(Cpu c, ref Instruction i)
     {
+        if (c.StEmpty(0))
+        {
+            // memory first: a faulting store leaves the x87 state untouched
+            if (i.Op0Kind == OpKind.Register) c.SetSt(StIndex(i.Op0Register), Float80.Indefinite);
+            else
+            {
+                ulong a = c.Ea(ref i);
+                switch (i.MemorySize)
+                {
+                    case MemorySize.Float32: c.Mem.Write32(a, 0xFFC0_0000); break;
+                    case MemorySize.Float64: c.Mem.Write64(a, 0xFFF8_0000_0000_0000); break;
+                    default: c.Mem.Write64(a, Float80.Indefinite.Mantissa); c.Mem.Write16(a + 8, Float80.Indefinite.SignExp); break;
+                }
+            }
+            c.FpStackUnderflow();
+            if (i.Mnemonic == Mnemonic.Fstp) c.FpPop();
+            return;
+        }
         var v = c.St(0);
-        if (i.Op0Kind == OpKind.Register) c.St(StIndex(i.Op0Register)) = v;
+        if (i.Op0Kind == OpKind.Register) { c.SetSt(StIndex(i.Op0Register), v); c.Fsw &= unchecked((ushort)~0x0200); }
         else
         {
             ulong ea = c.Ea(ref i);
@@ -124,6 +172,18 @@ public static unsafe partial class Isa
         var rc = i.Mnemonic == Mnemonic.Fisttp ? X87Rounding.TowardZero : c.FpRounding;
         ulong ea = c.Ea(ref i);
         X87Status st;
+        if (c.StEmpty(0))
+        {
+            switch (i.MemorySize)
+            {
+                case MemorySize.Int16: c.Mem.Write16(ea, 0x8000); break;
+                case MemorySize.Int32: c.Mem.Write32(ea, 0x8000_0000); break;
+                default: c.Mem.Write64(ea, 0x8000_0000_0000_0000); break;
+            }
+            c.FpStackUnderflow();
+            if (i.Mnemonic != Mnemonic.Fist) c.FpPop();
+            return;
+        }
         switch (i.MemorySize)
         {
             case MemorySize.Int16: c.Mem.Write16(ea, (ushort)Float80.ToInt16(v, rc, out st)); break;
@@ -134,34 +194,74 @@ public static unsafe partial class Isa
         if (i.Mnemonic != Mnemonic.Fist) c.FpPop();
     }
 
+    static void Fbld(Cpu c, ref Instruction i)
+    {
+        ulong ea = c.Ea(ref i);
+        Span<byte> b = stackalloc byte[10];
+        c.Mem.ReadBytes(ea, b);
+        c.Fsw &= unchecked((ushort)~0x0200);
+        c.FpPush(Float80.FromBcd(b));
+    }
+
+    static void Fbstp(Cpu c, ref Instruction i)
+    {
+        ulong ea = c.Ea(ref i);
+        Span<byte> b = stackalloc byte[10];
+        bool empty = c.StEmpty(0);
+        X87Status st = X87Status.None;
+        if (empty)
+        {
+            b.Clear();
+            b[7] = 0xC0; b[8] = 0xFF; b[9] = 0xFF; // the packed BCD indefinite
+        }
+        else Float80.ToBcd(c.St(0), c.FpRounding, b, out st);
+        c.Mem.WriteBytes(ea, b); // before any x87 state changes, in case it faults
+        if (empty) c.FpStackUnderflow();
+        else FpStatus(c, st);
+        c.FpPop();
+    }
+
     static void FArith(Cpu c, ref Instruction i)
     {
         // destination and source: memory forms operate on ST0; register forms name both
         Float80 src;
         int dst;
-        X87Status st = X87Status.None;
-        if (i.OpCount == 1 && i.Op0Kind == OpKind.Memory) { dst = 0; src = FpLoadMem(c, ref i, out st); }
+        bool dn = false;
+        if (i.OpCount == 1 && i.Op0Kind == OpKind.Memory) { dst = 0; src = FpOperandMem(c, ref i, out dn); }
         else if (i.OpCount == 2) { dst = StIndex(i.Op0Register); src = c.St(StIndex(i.Op1Register)); }
         else { dst = 1; src = c.St(0); } // faddp etc. without operands
+        bool pop = i.Mnemonic is Mnemonic.Faddp or Mnemonic.Fsubp or Mnemonic.Fsubrp or Mnemonic.Fmulp or Mnemonic.Fdivp or Mnemonic.Fdivrp;
+        if (Underflow(c, dst, i.OpCount == 2 ? StIndex(i.Op1Register) : i.OpCount == 1 ? 0 : 0))
+        {
+            c.SetSt(dst, Float80.Indefinite);
+            if (pop) c.FpPop();
+            return;
+        }
         ref Float80 d = ref c.St(dst);
         var rc = c.FpRounding; var pc = c.FpPrecision;
         Float80 r; X87Status s2;
         switch (i.Mnemonic)
         {
-            case Mnemonic.Fadd: case Mnemonic.Faddp: case Mnemonic.Fiadd: r = Float80.Add(d, src, rc, out s2, pc); break;
-            case Mnemonic.Fsub: case Mnemonic.Fsubp: case Mnemonic.Fisub: r = Float80.Sub(d, src, rc, out s2, pc); break;
-            case Mnemonic.Fsubr: case Mnemonic.Fsubrp: case Mnemonic.Fisubr: r = Float80.Sub(src, d, rc, out s2, pc); break;
-            case Mnemonic.Fmul: case Mnemonic.Fmulp: case Mnemonic.Fimul: r = Float80.Mul(d, src, rc, out s2, pc); break;
-            case Mnemonic.Fdiv: case Mnemonic.Fdivp: case Mnemonic.Fidiv: r = Float80.Div(d, src, rc, out s2, pc); break;
-            default: r = Float80.Div(src, d, rc, out s2, pc); break;
+            case Mnemonic.Fadd: case Mnemonic.Faddp: case Mnemonic.Fiadd: r = Float80.Add(d, src, rc, out s2, pc, dn); break;
+            case Mnemonic.Fsub: case Mnemonic.Fsubp: case Mnemonic.Fisub: r = Float80.Sub(d, src, rc, out s2, pc, dn); break;
+            case Mnemonic.Fsubr: case Mnemonic.Fsubrp: case Mnemonic.Fisubr: r = Float80.Sub(src, d, rc, out s2, pc, dn); break;
+            case Mnemonic.Fmul: case Mnemonic.Fmulp: case Mnemonic.Fimul: r = Float80.Mul(d, src, rc, out s2, pc, dn); break;
+            case Mnemonic.Fdiv: case Mnemonic.Fdivp: case Mnemonic.Fidiv: r = Float80.Div(d, src, rc, out s2, pc, dn); break;
+            default: r = Float80.Div(src, d, rc, out s2, pc, dn); break;
         }
         d = r;
-        FpStatus(c, st | s2);
-        if (i.Mnemonic is Mnemonic.Faddp or Mnemonic.Fsubp or Mnemonic.Fsubrp or Mnemonic.Fmulp or Mnemonic.Fdivp or Mnemonic.Fdivrp) c.FpPop();
+        FpStatus(c, s2);
+        if (pop) c.FpPop();
     }
 
     static void FUnary(Cpu c, ref Instruction i)
     {
+        if (Underflow(c, 0))
+        {
+            c.SetSt(0, Float80.Indefinite);
+            if (i.Mnemonic is Mnemonic.Fsin or Mnemonic.Fcos) c.Fsw &= unchecked((ushort)~0x0400);
+            return;
+        }
         ref Float80 a = ref c.St(0);
         X87Status st = X87Status.None;
         var rc = c.FpRounding;
@@ -178,8 +278,22 @@ public static unsafe partial class Isa
         FpStatus(c, st);
     }
 
+    /// <summary>FXTRACT/FPTAN/FSINCOS: an empty ST0 or a full stack gives two indefinites.</summary>
+    static bool PushingFault(Cpu c, bool clearC2)
+    {
+        bool under = c.StEmpty(0), over = !c.StEmpty(7);
+        if (!under && !over) return false;
+        if (clearC2) c.Fsw &= unchecked((ushort)~0x0400); // FPTAN/FSINCOS: C2 = 0; FXTRACT leaves it (AMD)
+        if (under) c.FpStackUnderflow();
+        c.SetSt(0, Float80.Indefinite);
+        c.FpPush(Float80.Indefinite);
+        if (under) c.Fsw &= unchecked((ushort)~0x0200); // underflow and overflow at once: reported as underflow
+        return true;
+    }
+
     static void Fsincos(Cpu c, ref Instruction i)
     {
+        if (PushingFault(c, true)) return;
         var s = Float80.SinCos(c.St(0), c.FpRounding, out var cos, out var st);
         FpStatus(c, st, true);
         if ((st & X87Status.C2) != 0) return; // out of range: operand unchanged
@@ -189,6 +303,7 @@ public static unsafe partial class Isa
 
     static void Fptan(Cpu c, ref Instruction i)
     {
+        if (PushingFault(c, true)) return;
         var t = Float80.Tan(c.St(0), c.FpRounding, out var pushed, out var st);
         FpStatus(c, st, true);
         if ((st & X87Status.C2) != 0) return;
@@ -198,6 +313,12 @@ public static unsafe partial class Isa
 
     static void FBinaryPop(Cpu c, ref Instruction i)
     {
+        if (Underflow(c, 0, 1))
+        {
+            c.SetSt(1, Float80.Indefinite);
+            c.FpPop();
+            return;
+        }
         Float80 st0 = c.St(0), st1 = c.St(1), r;
         X87Status st;
         switch (i.Mnemonic)
@@ -213,19 +334,34 @@ public static unsafe partial class Isa
 
     static void Fscale(Cpu c, ref Instruction i)
     {
+        if (Underflow(c, 0, 1)) { c.SetSt(0, Float80.Indefinite); return; }
         c.St(0) = Float80.Scale(c.St(0), c.St(1), c.FpRounding, out var st);
         FpStatus(c, st);
     }
 
     static void Fprem(Cpu c, ref Instruction i)
     {
-        var r = i.Mnemonic == Mnemonic.Fprem ? Float80.Prem(c.St(0), c.St(1), out var st) : Float80.Prem1(c.St(0), c.St(1), out st);
+        if (Underflow(c, 0, 1))
+        {
+            c.Fsw &= unchecked((ushort)~(ushort)X87Status.C2); // C0 and C3 are left alone (as AMD hardware does)
+            c.SetSt(0, Float80.Indefinite);
+            return;
+        }
+        Float80 x = c.St(0), y = c.St(1);
+        var r = i.Mnemonic == Mnemonic.Fprem ? Float80.Prem(x, y, out var st) : Float80.Prem1(x, y, out st);
         c.St(0) = r;
-        FpStatus(c, st, true);
+        if (x.IsNaN || y.IsNaN || x.IsUnsupported || y.IsUnsupported || x.IsInfinity || y.IsZero)
+        {
+            // NaN or invalid-operation result: C2 and C1 cleared, C0 and C3 left as they were
+            c.Fsw &= unchecked((ushort)~(ushort)(X87Status.C1 | X87Status.C2));
+            FpStatus(c, st & X87Status.ExceptionMask);
+        }
+        else FpStatus(c, st, true);
     }
 
     static void Fxtract(Cpu c, ref Instruction i)
     {
+        if (PushingFault(c, false)) return;
         var sig = Float80.Xtract(c.St(0), out var exp, out var st);
         c.St(0) = exp;
         c.FpPush(sig);
@@ -235,22 +371,36 @@ public static unsafe partial class Isa
     static void Fxch(Cpu c, ref Instruction i)
     {
         int k = i.OpCount == 2 ? StIndex(i.Op1Register) : 1;
-        (c.St(0), c.St(k)) = (c.St(k), c.St(0));
         c.Fsw &= unchecked((ushort)~0x0200);
+        Float80 a = c.St(0), b = c.St(k);
+        if (Underflow(c, 0, k))
+        {
+            if (c.StEmpty(0)) a = Float80.Indefinite;
+            if (c.StEmpty(k)) b = Float80.Indefinite;
+        }
+        c.SetSt(0, b);
+        c.SetSt(k, a);
     }
 
     static void Fcom(Cpu c, ref Instruction i)
     {
         Float80 b;
-        X87Status ls = X87Status.None;
+        bool dn = false;
         if (i.Mnemonic == Mnemonic.Ftst) b = Float80.Zero;
-        else if (i.OpCount >= 1 && i.Op0Kind == OpKind.Memory) b = FpLoadMem(c, ref i, out ls);
+        else if (i.OpCount >= 1 && i.Op0Kind == OpKind.Memory) b = FpOperandMem(c, ref i, out dn);
         else if (i.OpCount == 2) b = c.St(StIndex(i.Op1Register));
         else if (i.OpCount == 1) b = c.St(StIndex(i.Op0Register));
         else b = c.St(1);
         bool unordered = i.Mnemonic is Mnemonic.Fucom or Mnemonic.Fucomp or Mnemonic.Fucompp;
-        Float80.Compare(c.St(0), b, !unordered, out var st);
-        FpStatus(c, (st | ls) & ~X87Status.C1, true);
+        int other = i.Mnemonic == Mnemonic.Ftst || i.Op0Kind == OpKind.Memory ? 0
+            : i.OpCount == 2 ? StIndex(i.Op1Register) : i.OpCount == 1 ? StIndex(i.Op0Register) : 1;
+        if (Underflow(c, 0, other))
+            c.Fsw |= (ushort)(X87Status.C0 | X87Status.C2 | X87Status.C3);
+        else
+        {
+            Float80.Compare(c.St(0), b, !unordered, out var st, dn);
+            FpStatus(c, st & ~X87Status.C1, true);
+        }
         if (i.Mnemonic is Mnemonic.Fcomp or Mnemonic.Fucomp or Mnemonic.Ficomp) c.FpPop();
         else if (i.Mnemonic is Mnemonic.Fcompp or Mnemonic.Fucompp) { c.FpPop(); c.FpPop(); }
     }
@@ -259,13 +409,17 @@ public static unsafe partial class Isa
     {
         var b = c.St(StIndex(i.Op1Register));
         bool unordered = i.Mnemonic is Mnemonic.Fucomi or Mnemonic.Fucomip;
-        Float80.Compare(c.St(0), b, !unordered, out var st);
+        X87Status st;
+        if (Underflow(c, 0, StIndex(i.Op1Register))) st = X87Status.C0 | X87Status.C2 | X87Status.C3;
+        else Float80.Compare(c.St(0), b, !unordered, out st);
         ulong f = 0;
         if ((st & X87Status.C3) != 0) f |= Cpu.ZF;
         if ((st & X87Status.C2) != 0) f |= Cpu.PF;
         if ((st & X87Status.C0) != 0) f |= Cpu.CF;
         c.Rflags = (c.Rflags & ~Cpu.ArithFlags) | f;
-        FpStatus(c, st & X87Status.ExceptionMask);
+        // exception flags only: C1 is left unchanged (as AMD hardware does; Intel documents C1 = 0)
+        c.Fsw |= (ushort)(st & X87Status.ExceptionMask);
+        if ((c.Fsw & ~c.Fcw & 0x3F) != 0) c.Fsw |= 0x8080;
         if (i.Mnemonic is Mnemonic.Fcomip or Mnemonic.Fucomip) c.FpPop();
     }
 
@@ -288,10 +442,11 @@ public static unsafe partial class Isa
             Mnemonic.Fcmovnbe => !c.Flag(Cpu.CF) && !c.Flag(Cpu.ZF),
             _ => !c.Flag(Cpu.PF),
         };
-        if (take) c.St(0) = c.St(StIndex(i.Op1Register));
+        if (Underflow(c, 0, StIndex(i.Op1Register))) c.SetSt(0, Float80.Indefinite);
+        else if (take) c.St(0) = c.St(StIndex(i.Op1Register));
     }
 
-    static void Fldcw(Cpu c, ref Instruction i) => c.Fcw = (ushort)(c.Mem.Read16(c.Ea(ref i)) | 0x40);
+    static void Fldcw(Cpu c, ref Instruction i) => c.Fcw = Cpu.SanitizeFcw(c.Mem.Read16(c.Ea(ref i)));
     static void Fnstcw(Cpu c, ref Instruction i) => c.Mem.Write16(c.Ea(ref i), c.Fcw);
 
     static void Fnstsw(Cpu c, ref Instruction i)
@@ -302,9 +457,14 @@ public static unsafe partial class Isa
 
     static void Fninit(Cpu c, ref Instruction i) => c.FpInit();
     static void Fnclex(Cpu c, ref Instruction i) => c.Fsw &= 0x7F00;
-    static void Ffree(Cpu c, ref Instruction i) => c.FpEmpty |= (byte)(1 << ((c.FpTop + StIndex(i.Op0Register)) & 7));
-    static void Fincstp(Cpu c, ref Instruction i) => c.FpTop = (c.FpTop + 1) & 7;
-    static void Fdecstp(Cpu c, ref Instruction i) => c.FpTop = (c.FpTop - 1) & 7;
+    static void Ffree(Cpu c, ref Instruction i)
+    {
+        c.FpEmpty |= (byte)(1 << ((c.FpTop + StIndex(i.Op0Register)) & 7));
+        c.Fsw &= unchecked((ushort)~0x0200); // C1 cleared (as AMD hardware does; undefined in the manuals)
+    }
+    static void Ffreep(Cpu c, ref Instruction i) { Ffree(c, ref i); c.FpPop(); }
+    static void Fincstp(Cpu c, ref Instruction i) { c.FpTop = (c.FpTop + 1) & 7; c.Fsw &= unchecked((ushort)~0x0200); }
+    static void Fdecstp(Cpu c, ref Instruction i) { c.FpTop = (c.FpTop - 1) & 7; c.Fsw &= unchecked((ushort)~0x0200); }
 
     static ushort FullTag(Cpu c)
     {
@@ -338,7 +498,7 @@ public static unsafe partial class Isa
     static void Fldenv(Cpu c, ref Instruction i)
     {
         ulong ea = c.Ea(ref i);
-        c.Fcw = (ushort)c.Mem.Read32(ea);
+        c.Fcw = Cpu.SanitizeFcw((int)c.Mem.Read32(ea));
         ushort sw = (ushort)c.Mem.Read32(ea + 4);
         c.FpTop = (sw >> 11) & 7;
         c.Fsw = (ushort)(sw & ~0x3800);

@@ -327,7 +327,7 @@ public sealed class ReplayBoundary : IBoundary
         // the next asynchronous event may be due before the guest leaves the block it is in: aim the stop at it
         var cpu = _k?.Current;
         if (cpu != null && rec.Kind is RecordKind.SyscallResult or RecordKind.Rdtsc or RecordKind.Rdrand or RecordKind.Output)
-            cpu.StopAt = ReplayStop();
+            cpu.StopAt = ReplayStop(cpu);
         return rec;
     }
 
@@ -385,7 +385,7 @@ public sealed class ReplayBoundary : IBoundary
     }
 
     /// <summary>The next recorded asynchronous event's instruction count (never turns the machine live).</summary>
-    ulong ReplayStop()
+    ulong ReplayStop(CpuT cpu)
     {
         if (!Peek(out var rec)) return ulong.MaxValue;
         ulong at = rec.Kind switch
@@ -403,14 +403,16 @@ public sealed class ReplayBoundary : IBoundary
     public ulong NextStop(LinuxKernel kernel, CpuT cpu)
     {
         if (LiveNow()) return kernel.HostEventsPending ? cpu.InstructionCount : ulong.MaxValue;
-        return ReplayStop();
+        return ReplayStop(cpu);
     }
 
     public void AtStop(LinuxKernel kernel, CpuT cpu)
     {
         if (_live)
         {
-            if (kernel.TryTakeHostEvent(out var sig)) kernel.RaiseAsync(cpu, sig);
+            if (!kernel.TryTakeHostEvent(out var sig)) return;
+            if (sig != LinuxKernel.PreemptEvent) kernel.RaiseAsync(cpu, sig);
+            else if (kernel.NextRunnable(cpu) is { } next) kernel.SwitchTo(cpu, next.Tid);
             return;
         }
         while (Peek(out var rec))

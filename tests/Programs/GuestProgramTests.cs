@@ -9,7 +9,7 @@ public class GuestProgramTests
 {
     public static IEnumerable<object[]> Deterministic()
     {
-        foreach (var name in new[] { "intarith", "floatarith", "strings", "mallocchurn", "qsort", "setjmp", "exitcode", "echoargs", "bench", "sigsegv_handler" })
+        foreach (var name in new[] { "intarith", "floatarith", "strings", "mallocchurn", "qsort", "setjmp", "exitcode", "echoargs", "bench", "sigsegv_handler", "smc" })
             foreach (var libc in new[] { "glibc", "musl" })
                 yield return new object[] { name, libc };
     }

@@ -28,6 +28,7 @@ public class RecordReplayTests
             yield return new object[] { "nondet_random", libc };
             yield return new object[] { "itimer", libc };
             yield return new object[] { "threads", libc };
+            yield return new object[] { "ptimer", libc };
         }
     }
 
