@@ -74,7 +74,7 @@ public sealed class Drill(DrillSettings s)
         var rng = new Random(seed);
         var w = s.Workload;
         // everything random about the round comes from its seed, drawn in a fixed order
-        double progress = 0.15 + 0.45 * rng.NextDouble();
+        double progress = 0.15 + 0.40 * rng.NextDouble();
         long threshold = (long)(w.ExpectedStdoutBytes * progress);
         int jitterMs = rng.Next(0, 60);
         int delayMs = rng.Next(100, 400);
