@@ -279,6 +279,14 @@ public sealed class ReplicationClient : ILogSink
             while (await _call!.ResponseStream.MoveNext(ct))
             {
                 var m = _call.ResponseStream.Current;
+                // found by the chaos drill (freeze): after a SIGSTOP longer than the timeout, acks queued before the
+                // freeze must not release output — the backup may already be live. Decide on the silence first.
+                var silent = Stopwatch.GetElapsedTime(Interlocked.Read(ref _lastHeard));
+                if (_state == LinkState.Protected && silent.TotalMilliseconds > _s.TimeoutMs)
+                {
+                    BackupLost($"no acknowledgement or heartbeat from the backup for {silent.TotalMilliseconds:F0} ms");
+                    return;
+                }
                 Touch();
                 if (m.BodyCase == BackupMessage.BodyOneofCase.Ack) OnAck(m.Ack.HeldSequence);
                 else if (m.BodyCase == BackupMessage.BodyOneofCase.Refused) { BackupLost($"the backup stopped following: {m.Refused.Reason}"); return; }
