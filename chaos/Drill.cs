@@ -107,7 +107,6 @@ public sealed class Drill(DrillSettings s)
 
         using var proxy = new TcpFaultProxy(url);
         void Normal() { if (s.BaseLinkDelayMs > 0) proxy.Delay(s.BaseLinkDelayMs); else proxy.Pass(); }
-        Normal();
         Say($"{label}: starting the primary");
         using var primary = new ReplicaProc("primary", s.PrimaryDll,
             ["protect", "--backup", proxy.Url, "--arbiter", arbiter, "--timeout-ms", s.TimeoutMs.ToString(), "--heartbeat-ms", s.HeartbeatMs.ToString(),
@@ -116,6 +115,7 @@ public sealed class Drill(DrillSettings s)
             throw new DrillSetupException($"the primary did not get protected:\n{primary.StderrText}\nbackup:\n{backup.StderrText}");
         string primaryId = $"primary:{Environment.MachineName}:{primary.Pid}";
         double protectedAt = primary.Line("protected by")!.AtMs;
+        Normal(); // the base link delay starts once the pair is connected (the handshake has its own deadline)
 
         void Status(string phase) => Say($"{label}: {phase}; t={clock.Elapsed.TotalSeconds:F1}s primary {primary.StdoutLength} B, backup {backup.StdoutLength} B stdout");
 
