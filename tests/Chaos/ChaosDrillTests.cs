@@ -20,7 +20,7 @@ public class ChaosDrillTests(ITestOutputHelper output)
         Seed = seed,
         Faults = faults,
         Workload = new CounterWorkload(GuestEnv.Guest("counter", "musl"), lines, 3000),
-        TimeoutMs = 1000,
+        TimeoutMs = baseDelay > 0 ? 2500 : 1000, // a slow link on a loaded test machine must not split the pair before the fault
         HeartbeatMs = 100,
         PrimaryDll = GuestEnv.PrimaryDll,
         BackupDll = GuestEnv.BackupDll,
