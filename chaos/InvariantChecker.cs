@@ -183,6 +183,8 @@ public static class InvariantChecker
         var t = o.Takeover;
         int? finisher = t != null ? o.BackupExit : o.PrimaryExit;
         string who = t != null ? "the backup (live)" : "the primary";
+        if (t == null && o.PrimaryKilled && o.BackupLine("replay matched the primary") != null)
+            return InvariantResult.Fail(Workload, $"the primary was killed after its guest ended but before it released all output ({o.PrimaryStdout.Length} stdout bytes out); the backup replayed the complete log to the exit without going live, so nobody released the rest");
         if (finisher != 0)
             return InvariantResult.Fail(Workload, $"{who} ended with status {finisher?.ToString() ?? "(killed by the drill: hung)"}, not the guest's 0");
         if (t == null && o.PrimaryUnprotected == null && !o.BackupKilled && o.BackupExit != 0)
