@@ -219,6 +219,9 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
 /// <summary>The gRPC service: handshake, then batches and heartbeats in, acks out.</summary>
 public sealed class ReplicationService(BackupSession session) : Protocol.Replication.ReplicationBase
 {
+    /// <summary>Test hook for the chaos drill's checkers: REVIRT_PLANT=ack-early:MS acks each batch MS ms before holding it.</summary>
+    static readonly int AckEarlyMs = (Environment.GetEnvironmentVariable("REVIRT_PLANT") ?? "") is var p && p.StartsWith("ack-early:", StringComparison.Ordinal) && int.TryParse(p["ack-early:".Length..], out int ms) ? ms : 0;
+
     public override async Task Stream(IAsyncStreamReader<PrimaryMessage> requestStream, IServerStreamWriter<BackupMessage> responseStream, ServerCallContext context)
     {
         var s = session.Settings;
@@ -255,6 +258,14 @@ public sealed class ReplicationService(BackupSession session) : Protocol.Replica
                 {
                     case PrimaryMessage.BodyOneofCase.Batch:
                         {
+                            if (AckEarlyMs > 0)
+                            {
+                                // test hook (REVIRT_PLANT=ack-early:MS): acknowledge a batch before holding it
+                                await responseStream.WriteAsync(new BackupMessage { Ack = new Ack { HeldSequence = session.Held + m.Batch.Count } }, ct);
+                                await Task.Delay(AckEarlyMs, ct);
+                                session.Receive(m.Batch);
+                                break;
+                            }
                             ulong held = session.Receive(m.Batch);
                             if (s.AckDelayMs > 0) await Task.Delay(s.AckDelayMs, ct);
                             await responseStream.WriteAsync(new BackupMessage { Ack = new Ack { HeldSequence = held } }, ct);

@@ -1,11 +1,100 @@
 using System.CommandLine;
+using ReVirt.Chaos;
 
-var root = new RootCommand("ReVirt chaos: failover drills with fault injection against a primary-backup pair.");
-var drill = new Command("drill", "Start a local primary-backup pair, inject faults and check that nothing was lost.");
-drill.SetAction(_ =>
+var roundsOpt = new Option<int?>("--rounds") { Description = "Number of rounds (default: one per fault in --faults). Round i uses fault i modulo the list." };
+var seedOpt = new Option<int>("--seed") { Description = "Seed of the run; round i uses seed+i, which fixes its fault moment and fault parameters, so any round can be rerun alone with --rounds 1 --seed <its seed> --faults <its fault>.", DefaultValueFactory = _ => 1 };
+var faultsOpt = new Option<string>("--faults")
 {
-    Console.Error.WriteLine("chaos: drills need primary-backup replication, which this build does not have yet");
-    return 2;
+    Description = "Comma-separated faults to inject, one per round: " + string.Join("; ", Faults.All.Select(f => $"{Faults.Name(f)} = {Faults.Describe(f)}")) + "; all = every one.",
+    DefaultValueFactory = _ => string.Join(",", Faults.All.Select(Faults.Name)),
+};
+var workloadOpt = new Option<string>("--workload") { Description = "The guest to protect: counter (numbered lines with a running checksum; every released line is an acknowledged result).", DefaultValueFactory = _ => "counter" };
+var guestOpt = new Option<string?>("--guest") { Description = "Path of the workload's static binary (default: built from guests/ with guests/build.sh into guests/out)." };
+var linesOpt = new Option<int>("--lines") { Description = "counter: lines the guest prints (the length of a round).", DefaultValueFactory = _ => 150 };
+var workOpt = new Option<int>("--work") { Description = "counter: inner-loop iterations between lines.", DefaultValueFactory = _ => 3000 };
+var timeoutOpt = new Option<int>("--timeout-ms") { Description = "Failure-detection timeout given to both replicas (--timeout-ms of primary protect and backup listen).", DefaultValueFactory = _ => 1000 };
+var hbOpt = new Option<int>("--heartbeat-ms") { Description = "The primary's heartbeat interval.", DefaultValueFactory = _ => 100 };
+var cpOpt = new Option<ulong>("--checkpoint-interval") { Description = "Guest instructions between state-digest checkpoints (the backup verifies each; the digest at takeover is compared with the primary's).", DefaultValueFactory = _ => 200_000 };
+var reportOpt = new Option<string>("--report") { Description = "Directory for report.json (machine-readable), timeline.svg and report.html (table and timeline).", DefaultValueFactory = _ => "chaos-report" };
+var limitOpt = new Option<int>("--round-limit-s") { Description = "Upper bound on one round's run after the fault; a replica still running then is killed and the round fails.", DefaultValueFactory = _ => 120 };
+var quietOpt = new Option<bool>("--quiet") { Description = "No live progress line." };
+var primaryArgOpt = new Option<string[]>("--primary-arg") { Description = "Testing: an extra argument for `primary protect` (repeatable).", Hidden = true, AllowMultipleArgumentsPerToken = false };
+var backupArgOpt = new Option<string[]>("--backup-arg") { Description = "Testing: an extra argument for `backup listen` (repeatable), e.g. to plant a violation.", Hidden = true, AllowMultipleArgumentsPerToken = false };
+
+var plantOpt = new Option<string?>("--plant") { Description = "Testing: plant a violation in both replicas (REVIRT_PLANT): gate-early, ignore-arbiter, ack-early:MS.", Hidden = true };
+var baseDelayOpt = new Option<int>("--link-delay-ms") { Description = "A delay the replication link adds in every round, outside any fault (as for a distant backup)." };
+var drill = new Command("drill", "Start a local primary-backup pair (separate processes, replication through a fault-injecting loopback proxy) with a bundled workload, inject one fault per round at a random moment and check the invariants: no acknowledged write lost, no output released before the backup held it, output continuous across a failover (a repeat only byte-identical and only from the last round trip), exactly one live primary, the takeover state digest equal to the primary's, the workload finishing correctly. Prints a table per round and writes a JSON report and a timeline picture. Exit status 0 only when every invariant held in every round; 1 with the first violation and its seed otherwise; 2 on bad usage or when the pair cannot be started.")
+{
+    roundsOpt, seedOpt, faultsOpt, workloadOpt, guestOpt, linesOpt, workOpt, timeoutOpt, hbOpt, cpOpt, reportOpt, limitOpt, quietOpt, baseDelayOpt, plantOpt, primaryArgOpt, backupArgOpt,
+};
+drill.SetAction(parse =>
+{
+    FaultKind[] faults;
+    try { faults = Faults.Parse(parse.GetValue(faultsOpt)!); }
+    catch (ArgumentException e) { Console.Error.WriteLine($"chaos: {e.Message}"); return 2; }
+    string workload = parse.GetValue(workloadOpt)!;
+    if (workload != "counter")
+    {
+        Console.Error.WriteLine(workload == "kvserver"
+            ? "chaos: --workload kvserver needs the backup to take over the guest's listening sockets, which the replication in this build does not do yet; use --workload counter"
+            : $"chaos: unknown workload '{workload}' (known: counter)");
+        return 2;
+    }
+    string? guest = parse.GetValue(guestOpt);
+    try { guest ??= GuestLocator.Guest("counter", "musl"); }
+    catch (InvalidOperationException e) { Console.Error.WriteLine($"chaos: {e.Message}"); return 2; }
+    if (!File.Exists(guest)) { Console.Error.WriteLine($"chaos: {guest}: no such file"); return 2; }
+    string primaryDll = Path.Combine(AppContext.BaseDirectory, "primary.dll"), backupDll = Path.Combine(AppContext.BaseDirectory, "backup.dll");
+    foreach (var d in new[] { primaryDll, backupDll })
+        if (!File.Exists(d)) { Console.Error.WriteLine($"chaos: {d} is missing (build the chaos project, which copies primary and backup next to it)"); return 2; }
+
+    bool live = !parse.GetValue(quietOpt);
+    bool tty = !Console.IsErrorRedirected;
+    string last = "";
+    var settings = new DrillSettings
+    {
+        Rounds = parse.GetValue(roundsOpt) ?? faults.Length,
+        Seed = parse.GetValue(seedOpt),
+        Faults = faults,
+        Workload = new CounterWorkload(guest, parse.GetValue(linesOpt), parse.GetValue(workOpt)),
+        TimeoutMs = parse.GetValue(timeoutOpt),
+        HeartbeatMs = parse.GetValue(hbOpt),
+        CheckpointInterval = parse.GetValue(cpOpt),
+        PrimaryDll = primaryDll,
+        BackupDll = backupDll,
+        ExtraPrimaryArgs = parse.GetValue(primaryArgOpt) ?? [],
+        ExtraBackupArgs = parse.GetValue(backupArgOpt) ?? [],
+        Plant = parse.GetValue(plantOpt),
+        BaseLinkDelayMs = parse.GetValue(baseDelayOpt),
+        RoundLimit = TimeSpan.FromSeconds(parse.GetValue(limitOpt)),
+        Progress = !live ? null : m =>
+        {
+            if (tty) { Console.Error.Write("\r\x1b[K" + (m.Length > Console.WindowWidth - 1 && Console.WindowWidth > 20 ? m[..(Console.WindowWidth - 2)] : m)); if (m.Contains("invariants held") || m.Contains("VIOLATION")) Console.Error.WriteLine(); }
+            else
+            {
+                // without a terminal: one line per phase, not per tick
+                string phase = m.Split("; t=")[0];
+                if (phase != last) Console.Error.WriteLine(m);
+                last = phase;
+            }
+        },
+    };
+    if (settings.Rounds < 1) { Console.Error.WriteLine("chaos: --rounds must be at least 1"); return 2; }
+    List<RoundResult> results;
+    try { results = new Drill(settings).Run(); }
+    catch (DrillSetupException e) { Console.Error.WriteLine($"\nchaos: cannot start the pair: {e.Message}"); return 2; }
+    Console.WriteLine();
+    Console.WriteLine(Report.Table(results));
+    foreach (var r in results.Where(r => !r.Ok))
+        foreach (var i in r.Invariants.Where(i => !i.Ok))
+            Console.WriteLine($"round {r.Observation.Round + 1} ({Faults.Name(r.Observation.Fault)}, seed {r.Observation.Seed}): {i.Name} VIOLATED: {i.Detail}");
+    var files = Report.Write(parse.GetValue(reportOpt)!, results, settings);
+    Console.WriteLine($"report: {string.Join(", ", files)}");
+    var first = Report.FirstViolation(results, settings.Workload.Name);
+    if (first != null) { Console.WriteLine($"chaos: FAILED: first violation in {first}"); return 1; }
+    Console.WriteLine($"chaos: every invariant held in all {results.Count} rounds");
+    return 0;
 });
-root.Add(drill);
+
+var root = new RootCommand("ReVirt chaos: failover drills with fault injection against a local primary-backup pair.") { drill };
 return root.Parse(args).Invoke();

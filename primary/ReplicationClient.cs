@@ -62,6 +62,13 @@ public sealed class ReplicationClient : ILogSink
     volatile bool _finishing;
 
     public OutputGate Gate { get; } = OutputGate.ToHostStdio();
+
+    /// <summary>
+    /// Test hook for the chaos drill's checkers (REVIRT_PLANT): "gate-early" releases output without waiting for
+    /// the backup's acknowledgement; "ignore-arbiter" goes on unprotected even after losing the arbiter. Each
+    /// plants a violation the drill must report.
+    /// </summary>
+    static readonly string Plant = Environment.GetEnvironmentVariable("REVIRT_PLANT") ?? "";
     public ulong Acked => (ulong)Interlocked.Read(ref _acked);
     public long BytesSent { get; private set; }
     public long Batches { get; private set; }
@@ -153,6 +160,7 @@ public sealed class ReplicationClient : ILogSink
         }
         _headerSeen = encodedHeader;
         _state = LinkState.Protected;
+        if (Plant == "gate-early") { _log.WriteLine("primary: TESTING: the output gate releases without acknowledgements"); Gate.GoUnprotected(); }
         Touch();
         _sender = Task.Run(SendLoop);
         _receiver = Task.Run(ReceiveLoop);
@@ -274,6 +282,14 @@ public sealed class ReplicationClient : ILogSink
             while (await _call!.ResponseStream.MoveNext(ct))
             {
                 var m = _call.ResponseStream.Current;
+                // found by the chaos drill (freeze): after a SIGSTOP longer than the timeout, acks queued before the
+                // freeze must not release output — the backup may already be live. Decide on the silence first.
+                var silent = Stopwatch.GetElapsedTime(Interlocked.Read(ref _lastHeard));
+                if (_state == LinkState.Protected && silent.TotalMilliseconds > _s.TimeoutMs)
+                {
+                    BackupLost($"no acknowledgement or heartbeat from the backup for {silent.TotalMilliseconds:F0} ms");
+                    return;
+                }
                 Touch();
                 if (m.BodyCase == BackupMessage.BodyOneofCase.Ack) OnAck(m.Ack.HeldSequence);
                 else if (m.BodyCase == BackupMessage.BodyOneofCase.Refused) { BackupLost($"the backup stopped following: {m.Refused.Reason}"); return; }
@@ -313,6 +329,7 @@ public sealed class ReplicationClient : ILogSink
         _flushTimer?.Dispose();
         _cts.Cancel();
         var r = _arbiter.TryAcquire(_s.Id);
+        if (Plant == "ignore-arbiter" && !r.Won) { _log.WriteLine($"primary: TESTING: ignoring the arbiter held by {r.Holder}"); r = new ArbiterResult(true, _s.Id); }
         if (r.Won)
         {
             _log.WriteLine($"primary: backup lost ({reason}); acknowledged up to record #{Acked}; won the arbiter ({_arbiter.Describe}); continuing unprotected");

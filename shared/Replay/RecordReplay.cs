@@ -419,7 +419,7 @@ public sealed class ReplayBoundary : IBoundary
             RecordKind.Preempt => rec.Decode<Preempt>().InstrCount,
             _ => ulong.MaxValue,
         };
-        if (at < cpu.InstructionCount)
+        if (at < Icount)
             throw Diverged($"record #{rec.Sequence} ({Describe(rec)}) is due at instruction {at}, which the replay has already passed");
         return at;
     }

@@ -1,0 +1,298 @@
+using System.Diagnostics;
+using System.Text.RegularExpressions;
+using ReVirt.Log;
+
+namespace ReVirt.Chaos;
+
+/// <summary>Settings of a drill.</summary>
+public sealed class DrillSettings
+{
+    public int Rounds { get; init; } = 6;
+    public int Seed { get; init; } = 1;
+    public FaultKind[] Faults { get; init; } = ReVirt.Chaos.Faults.All;
+    public required IWorkload Workload { get; init; }
+    public int TimeoutMs { get; init; } = 1000;
+    public int HeartbeatMs { get; init; } = 100;
+    public ulong CheckpointInterval { get; init; } = 200_000;
+    public required string PrimaryDll { get; init; }
+    public required string BackupDll { get; init; }
+    /// <summary>Extra arguments for `backup listen` / `primary protect` (test hooks that plant violations).</summary>
+    public string[] ExtraBackupArgs { get; init; } = [];
+    public string[] ExtraPrimaryArgs { get; init; } = [];
+    /// <summary>Testing: REVIRT_PLANT for both replicas (gate-early, ignore-arbiter, ack-early:MS) to plant a violation.</summary>
+    public string? Plant { get; init; }
+    /// <summary>A delay the link has in every round, outside any fault (a long-distance pair).</summary>
+    public int BaseLinkDelayMs { get; init; }
+    public TimeSpan RoundLimit { get; init; } = TimeSpan.FromSeconds(120);
+    public string WorkDir { get; init; } = Path.Combine(Path.GetTempPath(), $"revirt-chaos-{Environment.ProcessId}");
+    /// <summary>Called with a one-line status as the round progresses.</summary>
+    public Action<string>? Progress { get; init; }
+}
+
+/// <summary>One point of a round's timeline.</summary>
+public sealed record TimelineEvent(double AtMs, string Lane, string Label);
+
+/// <summary>What one round did and whether every invariant held.</summary>
+public sealed class RoundResult
+{
+    public required RoundObservation Observation { get; init; }
+    public required List<InvariantResult> Invariants { get; init; }
+    public required string Outcome { get; init; }
+    public double? DetectionMs { get; init; }
+    public double? DrainMs { get; init; }
+    public double? FailoverMs { get; init; }
+    public double? ServiceBackMs { get; init; }
+    public double DurationMs { get; init; }
+    public int Units { get; init; }
+    public List<TimelineEvent> Timeline { get; init; } = new();
+    public bool Ok => Invariants.All(i => i.Ok);
+    public InvariantResult? FirstViolation => Invariants.FirstOrDefault(i => !i.Ok);
+}
+
+/// <summary>
+/// The drill engine: each round starts a fresh backup and primary (separate processes) with the replication
+/// link through a <see cref="TcpFaultProxy"/>, waits for a random point of progress (from the round's seed),
+/// injects one fault, lets the pair finish and checks every invariant on what it observed.
+/// </summary>
+public sealed class Drill(DrillSettings s)
+{
+    public static int RoundSeed(int seed, int round) => unchecked(seed + round);
+
+    public List<RoundResult> Run()
+    {
+        Directory.CreateDirectory(s.WorkDir);
+        var results = new List<RoundResult>();
+        for (int i = 0; i < s.Rounds; i++)
+            results.Add(RunRound(i, s.Faults[i % s.Faults.Length], RoundSeed(s.Seed, i)));
+        return results;
+    }
+
+    void Say(string m) => s.Progress?.Invoke(m);
+
+    public RoundResult RunRound(int round, FaultKind fault, int seed)
+    {
+        var rng = new Random(seed);
+        var w = s.Workload;
+        // everything random about the round comes from its seed, drawn in a fixed order
+        double progress = 0.15 + 0.40 * rng.NextDouble();
+        long threshold = (long)(w.ExpectedStdoutBytes * progress);
+        int jitterMs = rng.Next(0, 60);
+        int delayMs = rng.Next(100, 400);
+        int throttleBps = rng.Next(1500, 4000);
+        int faultLenMs = rng.Next(1000, 2500);
+
+        string tag = $"r{round}-{seed}";
+        string arbiter = Path.Combine(s.WorkDir, $"arbiter-{tag}.lock");
+        string logCopy = Path.Combine(s.WorkDir, $"backup-{tag}.rvlog");
+        File.Delete(arbiter);
+        File.Delete(logCopy);
+        var clock = Stopwatch.StartNew();
+        string label = $"round {round + 1}/{s.Rounds} {Faults.Name(fault)} (seed {seed})";
+        Say($"{label}: starting the backup");
+
+        var env = s.Plant == null ? null : new Dictionary<string, string> { ["REVIRT_PLANT"] = s.Plant };
+        using var backup = new ReplicaProc("backup", s.BackupDll,
+            ["listen", "--listen", "http://127.0.0.1:0", "--arbiter", arbiter, "--timeout-ms", s.TimeoutMs.ToString(), "--log", logCopy, .. s.ExtraBackupArgs], clock, env);
+        string? url = null, backupId = "";
+        backup.WaitFor(() =>
+        {
+            var l = backup.Line("listening on");
+            if (l == null) return false;
+            var m = Regex.Match(l.Text, @"listening on (http://127\.0\.0\.1:\d+) as (\S+)");
+            url = m.Groups[1].Value;
+            backupId = m.Groups[2].Value;
+            return m.Success;
+        }, TimeSpan.FromSeconds(60));
+        if (url == null) throw new DrillSetupException($"the backup did not start listening:\n{backup.StderrText}");
+
+        using var proxy = new TcpFaultProxy(url);
+        void Normal() { if (s.BaseLinkDelayMs > 0) proxy.Delay(s.BaseLinkDelayMs); else proxy.Pass(); }
+        Say($"{label}: starting the primary");
+        using var primary = new ReplicaProc("primary", s.PrimaryDll,
+            ["protect", "--backup", proxy.Url, "--arbiter", arbiter, "--timeout-ms", s.TimeoutMs.ToString(), "--heartbeat-ms", s.HeartbeatMs.ToString(),
+             "--checkpoint-interval", s.CheckpointInterval.ToString(), "--stats", .. s.ExtraPrimaryArgs, "--", w.Program, .. w.Args], clock, env);
+        if (!primary.WaitFor(() => primary.Line("protected by") != null, TimeSpan.FromSeconds(60)))
+            throw new DrillSetupException($"the primary did not get protected:\n{primary.StderrText}\nbackup:\n{backup.StderrText}");
+        string primaryId = $"primary:{Environment.MachineName}:{primary.Pid}";
+        double protectedAt = primary.Line("protected by")!.AtMs;
+        Normal(); // the base link delay starts once the pair is connected (the handshake has its own deadline)
+
+        void Status(string phase) => Say($"{label}: {phase}; t={clock.Elapsed.TotalSeconds:F1}s primary {primary.StdoutLength} B, backup {backup.StdoutLength} B stdout");
+
+        // the random moment: a point of progress, then a little jitter
+        Status($"waiting for {threshold} bytes of output");
+        primary.WaitFor(() => { Status($"waiting for {threshold} bytes of output"); return primary.StdoutLength >= threshold; }, s.RoundLimit);
+        Thread.Sleep(jitterMs);
+        var obsFaultDetail = "";
+        double? faultAt = null, faultEnd = null;
+        int linkDelay = s.BaseLinkDelayMs;
+        bool lateFault = primary.HasExited;
+        if (lateFault) obsFaultDetail = "the primary finished before the fault point; ";
+        faultAt = clock.Elapsed.TotalMilliseconds;
+        if (!lateFault) switch (fault)
+        {
+            case FaultKind.Kill:
+                primary.KillHard();
+                obsFaultDetail += "SIGKILL primary";
+                break;
+            case FaultKind.Freeze:
+                primary.Signal(ReplicaProc.SIGSTOP);
+                Status("primary frozen (SIGSTOP)");
+                backup.WaitFor(() => { Status("primary frozen (SIGSTOP), waiting for the backup"); return backup.Line("took over") != null || backup.Line("standing down") != null; },
+                    TimeSpan.FromMilliseconds(s.TimeoutMs * 4 + 15000));
+                Thread.Sleep(300);
+                primary.Signal(ReplicaProc.SIGCONT);
+                faultEnd = clock.Elapsed.TotalMilliseconds;
+                obsFaultDetail += $"SIGSTOP primary, SIGCONT after {faultEnd - faultAt:F0} ms";
+                break;
+            case FaultKind.Partition:
+                proxy.Cut();
+                obsFaultDetail += "link cut (both directions, for good)";
+                break;
+            case FaultKind.SlowLink:
+                proxy.Delay(s.BaseLinkDelayMs + delayMs);
+                linkDelay = s.BaseLinkDelayMs + delayMs;
+                primary.WaitFor(() => { Status($"link delayed {delayMs} ms"); return false; }, TimeSpan.FromMilliseconds(faultLenMs));
+                Normal();
+                faultEnd = clock.Elapsed.TotalMilliseconds;
+                obsFaultDetail += $"link delayed {delayMs} ms per chunk for {faultLenMs} ms";
+                break;
+            case FaultKind.Throttle:
+                proxy.Throttle(throttleBps);
+                primary.WaitFor(() => { Status($"link throttled to {throttleBps} B/s"); return false; }, TimeSpan.FromMilliseconds(faultLenMs));
+                Normal();
+                faultEnd = clock.Elapsed.TotalMilliseconds;
+                obsFaultDetail += $"link throttled to {throttleBps} B/s for {faultLenMs} ms";
+                break;
+            case FaultKind.KillBackup:
+                backup.KillHard();
+                obsFaultDetail += "SIGKILL backup";
+                break;
+        }
+
+        // let the pair finish (bounded)
+        var deadline = Stopwatch.StartNew();
+        while (!(primary.HasExited && backup.HasExited) && deadline.Elapsed < s.RoundLimit)
+        {
+            Status(primary.HasExited ? "primary gone, backup running" : backup.HasExited ? "backup gone, primary running" : "both running");
+            Thread.Sleep(100);
+        }
+        int? pExit = primary.WaitForExit(TimeSpan.FromSeconds(1));
+        int? bExit = backup.WaitForExit(TimeSpan.FromSeconds(1));
+        double duration = clock.Elapsed.TotalMilliseconds;
+        Status("checking invariants");
+
+        var obs = new RoundObservation
+        {
+            Round = round,
+            Seed = seed,
+            Fault = fault,
+            FaultDetail = obsFaultDetail,
+            FaultAtMs = faultAt,
+            FaultEndMs = faultEnd,
+            HeartbeatMs = s.HeartbeatMs,
+            TimeoutMs = s.TimeoutMs,
+            LinkDelayMs = linkDelay,
+            PrimaryStdout = primary.Stdout,
+            PrimaryChunks = primary.Chunks,
+            PrimaryLog = primary.Stderr,
+            PrimaryExit = fault == FaultKind.Kill && !lateFault ? null : pExit,
+            PrimaryKilled = fault == FaultKind.Kill && !lateFault,
+            PrimaryExitedAtMs = primary.ExitedAtMs,
+            PrimaryId = primaryId,
+            BackupStdout = backup.Stdout,
+            BackupChunks = backup.Chunks,
+            BackupLog = backup.Stderr,
+            BackupExit = fault == FaultKind.KillBackup && !lateFault ? null : bExit,
+            BackupKilled = fault == FaultKind.KillBackup && !lateFault,
+            BackupExitedAtMs = backup.ExitedAtMs,
+            BackupId = backupId,
+            ArbiterHolder = ReadHolder(arbiter),
+            PrimaryCheckpoints = ReadCheckpoints(logCopy),
+        };
+        if (lateFault) obs = WithLate(obs);
+        var result = Evaluate(obs, w, protectedAt, duration);
+        try { File.Delete(arbiter); File.Delete(logCopy); } catch (IOException) { }
+        Say($"{label}: {result.Outcome}; {(result.Ok ? "all invariants held" : $"VIOLATION {result.FirstViolation!.Name}: {result.FirstViolation.Detail}")}");
+        return result;
+    }
+
+    static RoundObservation WithLate(RoundObservation o) { o.FaultDetail = o.FaultDetail.TrimEnd(' ', ';'); return o; }
+
+    /// <summary>Metrics, outcome and timeline of an observed round, plus every invariant's verdict.</summary>
+    public static RoundResult Evaluate(RoundObservation o, IWorkload w, double protectedAt, double duration)
+    {
+        var inv = InvariantChecker.CheckAll(o, w);
+        var t = o.Takeover;
+        var unprot = o.PrimaryUnprotected;
+        double? f = o.FaultAtMs;
+        double? Since(double? at) => at is double a && f is double ff ? a - ff : null;
+        var detect = new[] { o.BackupDetected?.AtMs, o.PrimaryDetected?.AtMs }.Where(x => x != null).Min();
+        double? drain = t?.DrainMs;
+        if (drain == null && o.BackupLine("but the arbiter is held by") is { } sd && Regex.Match(sd.Text, @"drained in (\d+) ms") is { Success: true } dm)
+            drain = double.Parse(dm.Groups[1].Value);
+        double? recovered = t?.AtMs ?? unprot?.AtMs;
+        double? serviceBack = null;
+        if (t != null) serviceBack = o.BackupChunks.FirstOrDefault()?.AtMs;
+        else if (unprot != null) serviceBack = o.PrimaryChunks.FirstOrDefault(c => c.AtMs >= unprot.AtMs)?.AtMs;
+        string outcome = t != null ? "backup took over"
+            : unprot != null ? "primary went on unprotected"
+            : o.FaultDetail.StartsWith("the primary finished", StringComparison.Ordinal) ? "primary finished before the fault"
+            : "no failover needed";
+
+        var tl = new List<TimelineEvent> { new(protectedAt, "primary", "protected") };
+        if (f != null) tl.Add(new(f.Value, "fault", o.FaultDetail));
+        if (o.FaultEndMs != null) tl.Add(new(o.FaultEndMs.Value, "fault", "fault lifted"));
+        if (o.BackupDetected != null) tl.Add(new(o.BackupDetected.AtMs, "backup", "primary lost"));
+        if (o.PrimaryDetected != null) tl.Add(new(o.PrimaryDetected.AtMs, "primary", "backup lost"));
+        if (t != null) tl.Add(new(t.AtMs, "backup", "took over"));
+        if (unprot != null) tl.Add(new(unprot.AtMs, "primary", "unprotected"));
+        if (o.PrimaryFenced != null) tl.Add(new(o.PrimaryFenced.AtMs, "primary", "stood down"));
+        if (o.BackupLine("standing down") is { } sdl) tl.Add(new(sdl.AtMs, "backup", "stood down"));
+        if (serviceBack != null) tl.Add(new(serviceBack.Value, t != null ? "backup" : "primary", "service back"));
+        if (o.PrimaryExitedAtMs != null) tl.Add(new(o.PrimaryExitedAtMs.Value, "primary", o.PrimaryKilled ? "killed" : $"exit {o.PrimaryExit?.ToString() ?? "?"}"));
+        if (o.BackupExitedAtMs != null) tl.Add(new(o.BackupExitedAtMs.Value, "backup", o.BackupKilled ? "killed" : $"exit {o.BackupExit?.ToString() ?? "?"}"));
+        tl.Sort((a, b) => a.AtMs.CompareTo(b.AtMs));
+
+        return new RoundResult
+        {
+            Observation = o,
+            Invariants = inv,
+            Outcome = outcome,
+            DetectionMs = Since(detect),
+            DrainMs = drain,
+            FailoverMs = Since(recovered),
+            ServiceBackMs = Since(serviceBack),
+            DurationMs = duration,
+            Units = w.Units(o.FinalStdout, o),
+            Timeline = tl,
+        };
+    }
+
+    static string? ReadHolder(string path)
+    {
+        try { var text = File.ReadAllText(path); int nl = text.IndexOf('\n'); return nl > 0 ? text[..nl] : text; }
+        catch (IOException) { return null; }
+    }
+
+    /// <summary>The primary's checkpoints as the backup's log copy holds them (instruction → digest).</summary>
+    public static Dictionary<ulong, string> ReadCheckpoints(string logCopy)
+    {
+        var d = new Dictionary<ulong, string>();
+        if (!File.Exists(logCopy)) return d;
+        try
+        {
+            using var r = LogReader.Open(logCopy);
+            while (r.TryRead(out var rec))
+                if (rec.Kind == RecordKind.Checkpoint)
+                {
+                    var c = rec.Decode<Checkpoint>();
+                    d[c.InstrCount] = Convert.ToHexString(c.StateDigest);
+                }
+        }
+        catch (LogFormatException) { }
+        return d;
+    }
+}
+
+public sealed class DrillSetupException(string message) : Exception(message);

@@ -1,0 +1,148 @@
+using System.Globalization;
+using System.Text.RegularExpressions;
+
+namespace ReVirt.Chaos;
+
+/// <summary>The faults a drill can inject, one per round.</summary>
+public enum FaultKind { Kill, Freeze, Partition, SlowLink, Throttle, KillBackup }
+
+public static class Faults
+{
+    public static readonly FaultKind[] All = [FaultKind.Kill, FaultKind.Freeze, FaultKind.Partition, FaultKind.SlowLink, FaultKind.Throttle, FaultKind.KillBackup];
+
+    public static string Name(FaultKind k) => k switch
+    {
+        FaultKind.Kill => "kill",
+        FaultKind.Freeze => "freeze",
+        FaultKind.Partition => "partition",
+        FaultKind.SlowLink => "slow-link",
+        FaultKind.Throttle => "throttle",
+        FaultKind.KillBackup => "kill-backup",
+        _ => k.ToString(),
+    };
+
+    public static string Describe(FaultKind k) => k switch
+    {
+        FaultKind.Kill => "SIGKILL the primary",
+        FaultKind.Freeze => "SIGSTOP the primary (a hang) until the backup has taken over, then SIGCONT it: it must not come back as a second primary",
+        FaultKind.Partition => "cut the replication link in both directions (nothing is closed; bytes just stop)",
+        FaultKind.SlowLink => "delay every chunk on the replication link by 100-400 ms for a while",
+        FaultKind.Throttle => "throttle the replication link to a few KB/s for a while",
+        FaultKind.KillBackup => "SIGKILL the backup: the primary may go on unprotected only after winning the arbiter",
+        _ => k.ToString(),
+    };
+
+    /// <summary>Parses a comma-separated list of fault names; throws <see cref="ArgumentException"/> naming a bad one.</summary>
+    public static FaultKind[] Parse(string list)
+    {
+        var r = new List<FaultKind>();
+        foreach (var raw in list.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            if (raw is "all") { r.AddRange(All); continue; }
+            if (raw is "join" or "new-backup" or "rejoin")
+                throw new ArgumentException($"fault '{raw}': a new backup joining a running primary needs re-protection, which the replication in this build does not provide yet");
+            var k = All.Where(f => Name(f) == raw).Select(f => (FaultKind?)f).FirstOrDefault()
+                ?? throw new ArgumentException($"unknown fault '{raw}' (known: {string.Join(", ", All.Select(Name))}, all)");
+            r.Add(k);
+        }
+        if (r.Count == 0) throw new ArgumentException("no faults given");
+        return r.ToArray();
+    }
+}
+
+/// <summary>A client request against a service workload and what came back.</summary>
+public sealed record ClientOp(double StartMs, double EndMs, string Op, string Key, string? Value, bool Acked, string? Reply);
+
+/// <summary>
+/// Everything the drill observed in one round: the replicas' stdout (with read times), their stderr lines, exit
+/// codes, the arbiter's holder, the primary's checkpoint digests (from the backup's log copy), client requests.
+/// The invariant checkers are pure functions of this.
+/// </summary>
+public sealed class RoundObservation
+{
+    public int Round { get; init; }
+    public int Seed { get; init; }
+    public FaultKind Fault { get; init; }
+    public string FaultDetail { get; set; } = "";
+    public double? FaultAtMs { get; set; }
+    public double? FaultEndMs { get; set; }
+    public int HeartbeatMs { get; init; } = 100;
+    public int TimeoutMs { get; init; } = 1000;
+    /// <summary>The longest delay the link added during the round (bounds the last round trip).</summary>
+    public int LinkDelayMs { get; set; }
+
+    public byte[] PrimaryStdout { get; init; } = [];
+    public OutputChunk[] PrimaryChunks { get; init; } = [];
+    public LogLine[] PrimaryLog { get; init; } = [];
+    public int? PrimaryExit { get; init; }
+    public bool PrimaryKilled { get; init; }
+    public double? PrimaryExitedAtMs { get; init; }
+    public string PrimaryId { get; init; } = "";
+
+    public byte[] BackupStdout { get; init; } = [];
+    public OutputChunk[] BackupChunks { get; init; } = [];
+    public LogLine[] BackupLog { get; init; } = [];
+    public int? BackupExit { get; init; }
+    public bool BackupKilled { get; init; }
+    public double? BackupExitedAtMs { get; init; }
+    public string BackupId { get; init; } = "";
+
+    public string? ArbiterHolder { get; init; }
+    /// <summary>Checkpoints the primary wrote (instruction count → state digest, hex), read from the backup's log copy.</summary>
+    public Dictionary<ulong, string> PrimaryCheckpoints { get; init; } = new();
+    public List<ClientOp> ClientOps { get; init; } = new();
+    /// <summary>After the run: key → value read back from whichever replica finished (service workloads).</summary>
+    public Dictionary<string, string?>? ReadBack { get; init; }
+
+    // ---------------------------------------------------------------- derived facts
+
+    static readonly Regex TakeoverRe = new(@"drained in (\d+) ms; won the arbiter; took over at instruction (\d+) \(record #(\d+)\), stdout resumes at byte offset (\d+) \(the log holds (\d+)\)(?:.*last verified checkpoint at instruction (\d+), state digest ([0-9A-Fa-f]+))?");
+
+    public sealed record TakeoverFacts(double AtMs, double DrainMs, ulong Instruction, ulong Record, long ResumeAt, long LogHolds, ulong? CheckpointAt, string? Digest);
+
+    /// <summary>The backup's takeover line, parsed; null when it did not take over.</summary>
+    public TakeoverFacts? Takeover
+    {
+        get
+        {
+            foreach (var l in BackupLog)
+            {
+                var m = TakeoverRe.Match(l.Text);
+                if (!m.Success) continue;
+                ulong U(int g) => ulong.Parse(m.Groups[g].Value, CultureInfo.InvariantCulture);
+                return new TakeoverFacts(l.AtMs, double.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture), U(2), U(3),
+                    long.Parse(m.Groups[4].Value, CultureInfo.InvariantCulture), long.Parse(m.Groups[5].Value, CultureInfo.InvariantCulture),
+                    m.Groups[6].Success ? U(6) : null, m.Groups[7].Success ? m.Groups[7].Value : null);
+            }
+            return null;
+        }
+    }
+
+    public LogLine? BackupLine(string text) => BackupLog.FirstOrDefault(l => l.Text.Contains(text, StringComparison.Ordinal));
+    public LogLine? PrimaryLine(string text) => PrimaryLog.FirstOrDefault(l => l.Text.Contains(text, StringComparison.Ordinal));
+
+    /// <summary>The primary lost its backup, won the arbiter and went on unprotected.</summary>
+    public LogLine? PrimaryUnprotected => PrimaryLine("continuing unprotected");
+    public LogLine? PrimaryFenced => PrimaryLine("stopping this replica");
+    public LogLine? BackupDetected => BackupLine("backup: primary lost");
+    public LogLine? PrimaryDetected => PrimaryLine("primary: backup lost");
+
+    /// <summary>The guest's output as the outside world saw it: the primary's up to where the backup resumed, then the backup's.</summary>
+    public byte[] FinalStdout
+    {
+        get
+        {
+            var t = Takeover;
+            if (t == null) return PrimaryStdout;
+            int r = (int)Math.Clamp(t.ResumeAt, 0, PrimaryStdout.Length);
+            return [.. PrimaryStdout.AsSpan(0, r), .. BackupStdout];
+        }
+    }
+
+    /// <summary>When byte <paramref name="offset"/> of a stream was read (released), or null.</summary>
+    public static double? ReleasedAt(OutputChunk[] chunks, long offset)
+    {
+        foreach (var c in chunks) if (offset >= c.Offset && offset < c.Offset + c.Length) return c.AtMs;
+        return null;
+    }
+}
