@@ -61,8 +61,8 @@ def main():
     with open(data, 'rb') as f, open(gzdata, 'wb') as g:
         g.write(f.read(gzsize))
     workloads = [
-        ('bench.musl 20 (own C: hash loop, matmul, sieve)', [os.path.join(guests, 'bench.musl'), '20'], None),
-        ('bench.glibc 20 (same program, glibc)', [os.path.join(guests, 'bench.glibc'), '20'], None),
+        ('bench.musl 10 (own C: hash loop, matmul, sieve)', [os.path.join(guests, 'bench.musl'), '10'], None),
+        ('bench.glibc 10 (same program, glibc)', [os.path.join(guests, 'bench.glibc'), '10'], None),
         (f'busybox gzip -c ({gzsize >> 10} KB)', ['/bin/busybox', 'gzip', '-c', gzdata], None),
         (f'busybox md5sum ({size >> 20} MB)', ['/bin/busybox', 'md5sum', data], None),
     ]
