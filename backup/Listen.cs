@@ -113,7 +113,7 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
     public void Start(Hello h, LogHeader header)
     {
         _primaryId = h.PrimaryId;
-        _arbiter = new LockFileArbiter(s.ArbiterPath ?? LockFileArbiter.DefaultPathFor(h.LogHeader.ToByteArray()));
+        _arbiter = Arbiters.Create(s.ArbiterPath, h.LogHeader.ToByteArray());
         string path = s.LogPath ?? Path.Combine(Path.GetTempPath(), $"revirt-backup-{Environment.ProcessId}.rvlog");
         _file = StreamLogSink.CreateFile(path);
         _file.Append(h.LogHeader.Span);
@@ -178,7 +178,7 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         var r = _arbiter!.TryAcquire(s.Id);
         if (!r.Won)
         {
-            log.WriteLine($"backup: drained in {drainMs:F0} ms but the arbiter is held by {r.Holder}: standing down");
+            log.WriteLine($"backup: drained in {drainMs:F0} ms but the arbiter is {r.Explain}: standing down");
             return false;
         }
         string digest = _boundary?.LastVerifiedCheckpoint is { } c ? $"; last verified checkpoint at instruction {c.Instruction}, state digest {c.Digest}" : "";

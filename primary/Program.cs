@@ -47,7 +47,8 @@ recordCmd.SetAction(parse => Guest(parse, parse.GetValue(logOpt)));
 
 var backupOpt = new Option<string>("--backup") { Description = "URL of the backup's replication endpoint (`backup listen --listen URL`), e.g. http://127.0.0.1:7000.", Required = true };
 var tokenOpt = new Option<string?>("--token-file") { Description = "File holding the secret shared with the backup (the handshake proves it with an HMAC; it never travels)." };
-var arbiterOpt = new Option<string?>("--arbiter") { Description = "Lock file both roles can reach, used to decide who continues when the other side is lost (default: a file in the temp directory named after this run's log header)." };
+var arbiterOpt = new Option<string?>("--arbiter") { Description = ReVirt.Arbiter.Arbiters.Help };
+arbiterOpt.Validators.Add(r => { if (ReVirt.Arbiter.Arbiters.Validate(r.GetValueOrDefault<string?>()) is { } err) r.AddError($"--arbiter: {err}"); });
 var hbOpt = new Option<int>("--heartbeat-ms") { Description = "Heartbeat interval when no log is flowing.", DefaultValueFactory = _ => 100 };
 var timeoutOpt = new Option<int>("--timeout-ms") { Description = "The backup is declared lost after this long without an acknowledgement or heartbeat.", DefaultValueFactory = _ => 2000 };
 var lagRecOpt = new Option<long>("--max-lag-records") { Description = "Slow the guest down while more than this many log records are unacknowledged (bounds failover time).", DefaultValueFactory = _ => 50_000 };

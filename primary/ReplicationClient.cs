@@ -88,7 +88,7 @@ public sealed class ReplicationClient : ILogSink
     /// <exception cref="ReplicationRefusedException">The backup refused, or could not be reached.</exception>
     public async Task ConnectAsync(byte[] encodedHeader)
     {
-        _arbiter = new LockFileArbiter(_s.ArbiterPath ?? LockFileArbiter.DefaultPathFor(encodedHeader));
+        _arbiter = Arbiters.Create(_s.ArbiterPath, encodedHeader);
         var hello = new Hello
         {
             ProtocolVersion = _s.ProtocolVersion,
@@ -334,17 +334,29 @@ public sealed class ReplicationClient : ILogSink
         {
             _log.WriteLine($"primary: backup lost ({reason}); acknowledged up to record #{Acked}; won the arbiter ({_arbiter.Describe}); continuing unprotected");
             _state = LinkState.Unprotected;
-            Gate.GoUnprotected();
+            // a leased arbiter (etcd) can be lost later (a stall longer than its TTL): check before every release
+            Gate.GoUnprotected(() => _arbiter.StillHolds(_s.Id), ArbiterLostWhileUnprotected);
             lock (_flow) Monitor.PulseAll(_flow);
         }
         else
         {
             _state = LinkState.Fenced;
             Gate.Discard();
-            _log.WriteLine($"primary: backup lost ({reason}) but the arbiter ({_arbiter.Describe}) is held by {r.Holder}: the backup is live; stopping this replica without releasing further output");
+            _log.WriteLine(r.Error != null
+                ? $"primary: backup lost ({reason}) and the arbiter ({_arbiter.Describe}) could not be asked ({r.Error}): the backup may be live; stopping this replica without releasing further output"
+                : $"primary: backup lost ({reason}) but the arbiter ({_arbiter.Describe}) is held by {r.Holder}: the backup is live; stopping this replica without releasing further output");
             _log.Flush();
             Environment.Exit(3);
         }
+    }
+
+    /// <summary>Running unprotected, this primary found it no longer holds the arbiter: the backup may be live.</summary>
+    void ArbiterLostWhileUnprotected()
+    {
+        _state = LinkState.Fenced;
+        _log.WriteLine($"primary: lost the arbiter while running unprotected ({_arbiter.LossReason}); stopping this replica without releasing further output");
+        _log.Flush();
+        Environment.Exit(3);
     }
 
     // ------------------------------------------------------------------ the end

@@ -3,8 +3,16 @@ using System.Text;
 
 namespace ReVirt.Arbiter;
 
-/// <summary>The outcome of asking the arbiter: whether this replica now owns the guest, and who does.</summary>
-public readonly record struct ArbiterResult(bool Won, string Holder);
+/// <summary>
+/// The outcome of asking the arbiter: whether this replica now owns the guest, and who does. <paramref name="Error"/>
+/// is set when the arbiter could not be asked at all (then <paramref name="Won"/> is false and the holder unknown):
+/// a replica that cannot reach its arbiter never goes live.
+/// </summary>
+public readonly record struct ArbiterResult(bool Won, string Holder, string? Error = null)
+{
+    /// <summary>For the log: who holds the arbiter, or why it could not be asked.</summary>
+    public string Explain => Error ?? $"held by {Holder}";
+}
 
 /// <summary>
 /// Split-brain arbiter: an atomic test-and-set that both replicas can reach. The first replica to ask wins and
@@ -16,6 +24,42 @@ public interface IArbiter
 {
     ArbiterResult TryAcquire(string owner);
     string Describe { get; }
+
+    /// <summary>
+    /// Whether <paramref name="owner"/>, which won earlier, still holds the arbiter. An unprotected replica asks
+    /// before every output it releases and stops when the answer is no. Arbiters whose win is permanent (the lock
+    /// file) always say yes; a leased one (etcd) says no once the lease may have expired.
+    /// </summary>
+    bool StillHolds(string owner) => true;
+
+    /// <summary>Why <see cref="StillHolds"/> said no, for the log.</summary>
+    string LossReason => "the arbiter no longer names this replica";
+}
+
+/// <summary>Chooses the arbiter from an <c>--arbiter</c> value.</summary>
+public static class Arbiters
+{
+    /// <summary>Help text for <c>--arbiter</c>, shared by both commands.</summary>
+    public const string Help =
+        "Split-brain arbiter both roles can reach, asked by whichever side loses the other. Either a lock file path " +
+        "(one machine or shared storage; default: a file in the temp directory named after this run's log header), or " +
+        "etcd://HOST:PORT[,HOST:PORT...]/KEY[?ttl=SECONDS]: an etcd v3 cluster (plain HTTP/2) where the winner creates KEY " +
+        "holding its id on a lease (TTL default 10 s) kept alive while it runs; the key disappears TTL seconds after the winner dies, " +
+        "and a winner running unprotected re-checks it before releasing output and stops if it lost it. An unreachable etcd never makes a replica live.";
+
+    /// <summary>The arbiter named by <paramref name="spec"/> (null: the default lock file of this run).</summary>
+    /// <exception cref="FormatException">A malformed etcd URL.</exception>
+    public static IArbiter Create(string? spec, byte[] encodedLogHeader)
+        => EtcdArbiter.IsEtcdUrl(spec) ? EtcdArbiter.Parse(spec!)
+            : new LockFileArbiter(spec ?? LockFileArbiter.DefaultPathFor(encodedLogHeader));
+
+    /// <summary>Checks an <c>--arbiter</c> value up front; returns an error message or null.</summary>
+    public static string? Validate(string? spec)
+    {
+        if (!EtcdArbiter.IsEtcdUrl(spec)) return null;
+        try { EtcdArbiter.ParseUrl(spec!); return null; }
+        catch (FormatException e) { return e.Message; }
+    }
 }
 
 /// <summary>

@@ -20,6 +20,8 @@ public sealed class OutputGate
     readonly Action<int, ReadOnlyMemory<byte>> _emit;
     ulong _acked;
     bool _unprotected, _discarded;
+    Func<bool>? _stillOwner;
+    Action? _ownershipLost;
     long _releasedOut, _releasedErr, _heldBytes;
     readonly List<double> _holdMs = new();
 
@@ -47,7 +49,8 @@ public sealed class OutputGate
         lock (_lock)
         {
             if (_discarded) return;
-            if (_unprotected || (seq <= _acked && _held.Count == 0)) { Emit(fd, bytes); return; }
+            if (_unprotected) { if (Owner()) Emit(fd, bytes); return; }
+            if (seq <= _acked && _held.Count == 0) { Emit(fd, bytes); return; }
             _held.Enqueue(new Entry(seq, fd, bytes, Stopwatch.GetTimestamp()));
             _heldBytes += bytes.Length;
         }
@@ -67,7 +70,12 @@ public sealed class OutputGate
         long t0 = Stopwatch.GetTimestamp();
         lock (_lock)
         {
-            if (_unprotected || _acked >= seq) return;
+            if (_unprotected)
+            {
+                if (Owner()) return;
+                while (true) Monitor.Wait(_lock); // lost the arbiter: this send never happens; the process is stopping
+            }
+            if (_acked >= seq) return;
             while (!_unprotected && _acked < seq) Monitor.Wait(_lock, 50);
             if (_sendWaitMs.Count < 1_000_000) _sendWaitMs.Add(Stopwatch.GetElapsedTime(t0).TotalMilliseconds);
         }
@@ -93,13 +101,20 @@ public sealed class OutputGate
         }
     }
 
-    /// <summary>The backup is gone and this primary won the arbiter: release everything, pass output through from now on.</summary>
-    public void GoUnprotected()
+    /// <summary>
+    /// The backup is gone and this primary won the arbiter: release everything, pass output through from now on.
+    /// <paramref name="stillOwner"/>, when given, is asked before each release from here on (a leased arbiter can
+    /// be lost by a stall longer than its lease); when it says no, nothing more is released and
+    /// <paramref name="lost"/> runs (it is expected to stop the process).
+    /// </summary>
+    public void GoUnprotected(Func<bool>? stillOwner = null, Action? lost = null)
     {
         lock (_lock)
         {
             if (_discarded) return;
             _unprotected = true;
+            _stillOwner = stillOwner;
+            _ownershipLost = lost;
             Monitor.PulseAll(_lock);
             while (_held.Count > 0) { var e = _held.Dequeue(); _heldBytes -= e.Bytes.Length; Emit(e.Fd, e.Bytes); }
         }
@@ -114,6 +129,18 @@ public sealed class OutputGate
             _held.Clear();
             _heldBytes = 0;
         }
+    }
+
+    /// <summary>Unprotected: may output still be released? A no discards the gate for good and reports it.</summary>
+    bool Owner()
+    {
+        if (_discarded) return false;
+        if (_stillOwner == null || _stillOwner()) return true;
+        _discarded = true;
+        _held.Clear();
+        _heldBytes = 0;
+        _ownershipLost?.Invoke();
+        return false;
     }
 
     void Emit(int fd, byte[] bytes)

@@ -22,7 +22,7 @@ public class ReplicationTests(ITestOutputHelper output)
     /// says it resumes at, is exactly lines 0..lines-1; the part the two both printed is byte-identical; and the
     /// primary never released more than the backup held (output commit).
     /// </summary>
-    static void AssertContinuous(byte[] p, byte[] b, string backupErr, int lines)
+    internal static void AssertContinuous(byte[] p, byte[] b, string backupErr, int lines)
     {
         var m = Regex.Match(backupErr, @"stdout resumes at byte offset (\d+) \(the log holds (\d+)\)");
         Assert.True(m.Success, "the backup states where stdout resumes:\n" + backupErr);
@@ -37,7 +37,7 @@ public class ReplicationTests(ITestOutputHelper output)
         AssertLines(all, lines);
     }
 
-    static void AssertLines(string all, int lines)
+    internal static void AssertLines(string all, int lines)
     {
         var ls = all.Split('\n');
         Assert.Equal("", ls[^1]);
