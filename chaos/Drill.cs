@@ -44,6 +44,7 @@ public sealed class RoundResult
     public double? ServiceBackMs { get; init; }
     public double DurationMs { get; init; }
     public int Units { get; init; }
+    public string UnitName { get; init; } = "lines";
     public List<TimelineEvent> Timeline { get; init; } = new();
     public bool Ok => Invariants.All(i => i.Ok);
     public InvariantResult? FirstViolation => Invariants.FirstOrDefault(i => !i.Ok);
@@ -75,7 +76,8 @@ public sealed class Drill(DrillSettings s)
         var w = s.Workload;
         // everything random about the round comes from its seed, drawn in a fixed order
         double progress = 0.15 + 0.40 * rng.NextDouble();
-        long threshold = (long)(w.ExpectedStdoutBytes * progress);
+        using var run = w.NewRound(seed);
+        long threshold = (long)(run.Total * progress);
         int jitterMs = rng.Next(0, 60);
         int delayMs = rng.Next(100, 400);
         int throttleBps = rng.Next(1500, 4000);
@@ -110,7 +112,7 @@ public sealed class Drill(DrillSettings s)
         Say($"{label}: starting the primary");
         using var primary = new ReplicaProc("primary", s.PrimaryDll,
             ["protect", "--backup", proxy.Url, "--arbiter", arbiter, "--timeout-ms", s.TimeoutMs.ToString(), "--heartbeat-ms", s.HeartbeatMs.ToString(),
-             "--checkpoint-interval", s.CheckpointInterval.ToString(), "--stats", .. s.ExtraPrimaryArgs, "--", w.Program, .. w.Args], clock, env);
+             "--checkpoint-interval", s.CheckpointInterval.ToString(), "--stats", .. s.ExtraPrimaryArgs, "--", w.Program, .. run.Args], clock, env);
         if (!primary.WaitFor(() => primary.Line("protected by") != null, TimeSpan.FromSeconds(60)))
             throw new DrillSetupException($"the primary did not get protected:\n{primary.StderrText}\nbackup:\n{backup.StderrText}");
         string primaryId = $"primary:{Environment.MachineName}:{primary.Pid}";
@@ -119,9 +121,13 @@ public sealed class Drill(DrillSettings s)
 
         void Status(string phase) => Say($"{label}: {phase}; t={clock.Elapsed.TotalSeconds:F1}s primary {primary.StdoutLength} B, backup {backup.StdoutLength} B stdout");
 
+        if (run.Begin(primary, clock, TimeSpan.FromSeconds(60)) is { } notServing)
+            throw new DrillSetupException($"{notServing}:\n{primary.StderrText}\nbackup:\n{backup.StderrText}");
+
         // the random moment: a point of progress, then a little jitter
-        Status($"waiting for {threshold} bytes of output");
-        primary.WaitFor(() => { Status($"waiting for {threshold} bytes of output"); return primary.StdoutLength >= threshold; }, s.RoundLimit);
+        string waiting = $"waiting for {threshold} {(w is CounterWorkload ? "bytes of output" : "acknowledged SETs")}";
+        Status(waiting);
+        primary.WaitFor(() => { Status(waiting); return run.Progress(primary) >= threshold; }, s.RoundLimit);
         Thread.Sleep(jitterMs);
         var obsFaultDetail = "";
         double? faultAt = null, faultEnd = null;
@@ -170,8 +176,10 @@ public sealed class Drill(DrillSettings s)
                 break;
         }
 
-        // let the pair finish (bounded)
+        // the client load runs to its end against whichever replica is live, then reads back and shuts the guest down
         var deadline = Stopwatch.StartNew();
+        run.Finish(s.RoundLimit, m => Status(m));
+        // let the pair finish (bounded)
         while (!(primary.HasExited && backup.HasExited) && deadline.Elapsed < s.RoundLimit)
         {
             Status(primary.HasExited ? "primary gone, backup running" : backup.HasExited ? "backup gone, primary running" : "both running");
@@ -209,6 +217,9 @@ public sealed class Drill(DrillSettings s)
             BackupId = backupId,
             ArbiterHolder = ReadHolder(arbiter),
             PrimaryCheckpoints = ReadCheckpoints(logCopy),
+            ClientOps = run.Ops.ToList(),
+            ReadBack = run.ReadBack,
+            ClientErrors = run.Errors,
         };
         if (lateFault) obs = WithLate(obs);
         var result = Evaluate(obs, w, protectedAt, duration);
@@ -233,7 +244,9 @@ public sealed class Drill(DrillSettings s)
             drain = double.Parse(dm.Groups[1].Value);
         double? recovered = t?.AtMs ?? unprot?.AtMs;
         double? serviceBack = null;
-        if (t != null) serviceBack = o.BackupChunks.FirstOrDefault()?.AtMs;
+        if (o.ClientOps.Count > 0 && recovered is double rec)
+            serviceBack = o.ClientOps.Where(c => c.Acked && c.EndMs >= rec).Select(c => (double?)c.EndMs).Min(); // the client's first answer from the survivor
+        else if (t != null) serviceBack = o.BackupChunks.FirstOrDefault()?.AtMs;
         else if (unprot != null) serviceBack = o.PrimaryChunks.FirstOrDefault(c => c.AtMs >= unprot.AtMs)?.AtMs;
         string outcome = t != null ? "backup took over"
             : unprot != null ? "primary went on unprotected"
@@ -265,6 +278,7 @@ public sealed class Drill(DrillSettings s)
             ServiceBackMs = Since(serviceBack),
             DurationMs = duration,
             Units = w.Units(o.FinalStdout, o),
+            UnitName = w.UnitName,
             Timeline = tl,
         };
     }

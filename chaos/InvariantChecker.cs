@@ -27,7 +27,7 @@ public static class InvariantChecker
     public static List<InvariantResult> CheckAll(RoundObservation o, IWorkload w) =>
     [
         AckedWritesKept(o),
-        OutputCommitHeld(o),
+        OutputCommitHeld(o, w),
         OutputContinuous(o),
         ExactlyOneLivePrimary(o),
         DigestAtTakeover(o),
@@ -48,6 +48,14 @@ public static class InvariantChecker
         int diff = FirstDifference(p, f.AsSpan(0, p.Length));
         if (diff >= 0)
             return InvariantResult.Fail(AckedKept, $"stdout byte {diff} released by the primary differs from the final output there: released output was rewritten");
+        // a GET during the load that did not return a value the client had seen acknowledged before it asked
+        var lastAcked = new Dictionary<string, ClientOp>();
+        foreach (var op in o.ClientOps.OrderBy(c => c.StartMs))
+        {
+            if (op.Op == "GET" && op.Reply != null && lastAcked.TryGetValue(op.Key, out var set) && set.EndMs <= op.StartMs && op.Reply != "VALUE " + set.Value)
+                return InvariantResult.Fail(AckedKept, $"acknowledged SET {op.Key}={set.Value} (OK at {set.EndMs:F0} ms) is lost: a GET at {op.StartMs:F0} ms returned '{op.Reply}'");
+            if (op.Op == "SET" && op.Acked && (!lastAcked.TryGetValue(op.Key, out var prev) || prev.EndMs <= op.EndMs)) lastAcked[op.Key] = op;
+        }
         int acked = 0;
         if (o.ReadBack != null)
         {
@@ -56,7 +64,9 @@ public static class InvariantChecker
             foreach (var (k, v) in last)
             {
                 acked++;
-                if (!o.ReadBack.TryGetValue(k, out var got) || got != v)
+                if (!o.ReadBack.TryGetValue(k, out var got))
+                    return InvariantResult.Fail(AckedKept, $"acknowledged SET {k}={v} could not be read back (no replica answered)");
+                if (got != v)
                     return InvariantResult.Fail(AckedKept, $"acknowledged SET {k}={v} is lost: reading it back gave {(got == null ? "NOTFOUND" : got)}");
             }
         }
@@ -67,7 +77,7 @@ public static class InvariantChecker
     /// No output is released before its acknowledgement: at takeover, the primary cannot have released more stdout
     /// than the backup held in its log (a backup that acks before it holds, or a gate that opens early, breaks this).
     /// </summary>
-    public static InvariantResult OutputCommitHeld(RoundObservation o)
+    public static InvariantResult OutputCommitHeld(RoundObservation o, IWorkload? w = null)
     {
         var t = o.Takeover;
         if (t == null)
@@ -80,6 +90,19 @@ public static class InvariantChecker
             return InvariantResult.Fail(OutputCommit,
                 $"the primary released {o.PrimaryStdout.Length} stdout bytes but the backup's log held only {t.LogHolds} when it took over: {o.PrimaryStdout.Length - t.LogHolds} bytes left before the backup held them" +
                 (early.Length > 0 ? $" (first at {early[0].AtMs:F0} ms)" : ""));
+        // a reply is output too: every SET the old primary acknowledged before the fault was in the backup's log
+        if (w != null && o.ClientOps.Count > 0 && o.FaultAtMs is double fault)
+        {
+            var f = o.FinalStdout;
+            var held = w.LoggedKeys(f.AsSpan(0, (int)Math.Clamp(t.LogHolds, 0, f.Length)));
+            if (held != null)
+            {
+                var before = o.ClientOps.Where(c => c.Op == "SET" && c.Acked && c.EndMs <= fault).ToArray();
+                if (before.FirstOrDefault(c => !held.Contains(c.Key)) is { } unheld)
+                    return InvariantResult.Fail(OutputCommit, $"the client got OK for SET {unheld.Key} at {unheld.EndMs:F0} ms, before the fault, but the backup's log did not hold it when it took over: a reply left before the backup held its request");
+                return InvariantResult.Pass(OutputCommit, $"released {o.PrimaryStdout.Length} <= held {t.LogHolds} stdout bytes at takeover; all {before.Length} SETs acknowledged before the fault were in the backup's log");
+            }
+        }
         return InvariantResult.Pass(OutputCommit, $"released {o.PrimaryStdout.Length} <= held {t.LogHolds} stdout bytes at takeover");
     }
 
@@ -184,10 +207,17 @@ public static class InvariantChecker
         int? finisher = t != null ? o.BackupExit : o.PrimaryExit;
         string who = t != null ? "the backup (live)" : "the primary";
         if (t == null && o.PrimaryKilled && o.BackupLine("replay matched the primary") != null)
-            return InvariantResult.Fail(Workload, $"the primary was killed after its guest ended but before it released all output ({o.PrimaryStdout.Length} stdout bytes out); the backup replayed the complete log to the exit without going live, so nobody released the rest");
+        {
+            // killed after its guest ended: harmless when it had released everything (the backup's replay of the
+            // complete log then ends with the guest's status); otherwise nobody releases the rest
+            if (w.Validate(o.FinalStdout, o) is { } lost)
+                return InvariantResult.Fail(Workload, $"the primary was killed after its guest ended but before it released all output ({o.PrimaryStdout.Length} stdout bytes out: {lost}); the backup replayed the complete log to the exit without going live, so nobody released the rest");
+            finisher = o.BackupExit;
+            who = "the backup (replaying the complete log after the primary was killed at its end)";
+        }
         if (finisher != 0)
             return InvariantResult.Fail(Workload, $"{who} ended with status {finisher?.ToString() ?? "(killed by the drill: hung)"}, not the guest's 0");
-        if (t == null && o.PrimaryUnprotected == null && !o.BackupKilled && o.BackupExit != 0)
+        if (t == null && o.PrimaryUnprotected == null && !o.BackupKilled && !o.PrimaryKilled && o.BackupExit != 0)
             return InvariantResult.Fail(Workload, $"the backup ended with status {o.BackupExit?.ToString() ?? "(hung)"} although the pair stayed intact");
         var err = w.Validate(o.FinalStdout, o);
         if (err != null) return InvariantResult.Fail(Workload, err);

@@ -93,6 +93,8 @@ public sealed class RoundObservation
     public List<ClientOp> ClientOps { get; init; } = new();
     /// <summary>After the run: key → value read back from whichever replica finished (service workloads).</summary>
     public Dictionary<string, string?>? ReadBack { get; init; }
+    /// <summary>What went wrong on the client side of a service workload.</summary>
+    public IReadOnlyList<string> ClientErrors { get; init; } = [];
 
     // ---------------------------------------------------------------- derived facts
 

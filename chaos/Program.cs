@@ -8,9 +8,15 @@ var faultsOpt = new Option<string>("--faults")
     Description = "Comma-separated faults to inject, one per round: " + string.Join("; ", Faults.All.Select(f => $"{Faults.Name(f)} = {Faults.Describe(f)}")) + "; all = every one.",
     DefaultValueFactory = _ => string.Join(",", Faults.All.Select(Faults.Name)),
 };
-var workloadOpt = new Option<string>("--workload") { Description = "The guest to protect: counter (numbered lines with a running checksum; every released line is an acknowledged result).", DefaultValueFactory = _ => "counter" };
+var workloadOpt = new Option<string>("--workload")
+{
+    Description = "The guest to protect: kvserver (a key-value server on a fixed loopback port under real client load: several connections send SETs of unique keys and GETs, reconnecting after a failover; every SET answered OK must be readable afterwards from the live replica; a final SHUTDOWN ends it) or counter (numbered lines with a running checksum; every released line is an acknowledged result).",
+    DefaultValueFactory = _ => "kvserver",
+};
 var guestOpt = new Option<string?>("--guest") { Description = "Path of the workload's static binary (default: built from guests/ with guests/build.sh into guests/out)." };
 var linesOpt = new Option<int>("--lines") { Description = "counter: lines the guest prints (the length of a round).", DefaultValueFactory = _ => 150 };
+var requestsOpt = new Option<int>("--requests") { Description = "kvserver: SETs of unique keys per round (a GET of an earlier key follows every third).", DefaultValueFactory = _ => 400 };
+var connectionsOpt = new Option<int>("--connections") { Description = "kvserver: client connections sending at once.", DefaultValueFactory = _ => 4 };
 var workOpt = new Option<int>("--work") { Description = "counter: inner-loop iterations between lines.", DefaultValueFactory = _ => 3000 };
 var timeoutOpt = new Option<int>("--timeout-ms") { Description = "Failure-detection timeout given to both replicas (--timeout-ms of primary protect and backup listen).", DefaultValueFactory = _ => 1000 };
 var hbOpt = new Option<int>("--heartbeat-ms") { Description = "The primary's heartbeat interval.", DefaultValueFactory = _ => 100 };
@@ -25,7 +31,7 @@ var plantOpt = new Option<string?>("--plant") { Description = "Testing: plant a 
 var baseDelayOpt = new Option<int>("--link-delay-ms") { Description = "A delay the replication link adds in every round, outside any fault (as for a distant backup)." };
 var drill = new Command("drill", "Start a local primary-backup pair (separate processes, replication through a fault-injecting loopback proxy) with a bundled workload, inject one fault per round at a random moment and check the invariants: no acknowledged write lost, no output released before the backup held it, output continuous across a failover (a repeat only byte-identical and only from the last round trip), exactly one live primary, the takeover state digest equal to the primary's, the workload finishing correctly. Prints a table per round and writes a JSON report and a timeline picture. Exit status 0 only when every invariant held in every round; 1 with the first violation and its seed otherwise; 2 on bad usage or when the pair cannot be started.")
 {
-    roundsOpt, seedOpt, faultsOpt, workloadOpt, guestOpt, linesOpt, workOpt, timeoutOpt, hbOpt, cpOpt, reportOpt, limitOpt, quietOpt, baseDelayOpt, plantOpt, primaryArgOpt, backupArgOpt,
+    roundsOpt, seedOpt, faultsOpt, workloadOpt, guestOpt, requestsOpt, connectionsOpt, linesOpt, workOpt, timeoutOpt, hbOpt, cpOpt, reportOpt, limitOpt, quietOpt, baseDelayOpt, plantOpt, primaryArgOpt, backupArgOpt,
 };
 drill.SetAction(parse =>
 {
@@ -33,15 +39,10 @@ drill.SetAction(parse =>
     try { faults = Faults.Parse(parse.GetValue(faultsOpt)!); }
     catch (ArgumentException e) { Console.Error.WriteLine($"chaos: {e.Message}"); return 2; }
     string workload = parse.GetValue(workloadOpt)!;
-    if (workload != "counter")
-    {
-        Console.Error.WriteLine(workload == "kvserver"
-            ? "chaos: --workload kvserver needs the backup to take over the guest's listening sockets, which the replication in this build does not do yet; use --workload counter"
-            : $"chaos: unknown workload '{workload}' (known: counter)");
-        return 2;
-    }
+    if (workload is not ("kvserver" or "counter")) { Console.Error.WriteLine($"chaos: unknown workload '{workload}' (known: kvserver, counter)"); return 2; }
+    if (parse.GetValue(requestsOpt) < 1 || parse.GetValue(connectionsOpt) < 1) { Console.Error.WriteLine("chaos: --requests and --connections must be at least 1"); return 2; }
     string? guest = parse.GetValue(guestOpt);
-    try { guest ??= GuestLocator.Guest("counter", "musl"); }
+    try { guest ??= GuestLocator.Guest(workload, "musl"); }
     catch (InvalidOperationException e) { Console.Error.WriteLine($"chaos: {e.Message}"); return 2; }
     if (!File.Exists(guest)) { Console.Error.WriteLine($"chaos: {guest}: no such file"); return 2; }
     string primaryDll = Path.Combine(AppContext.BaseDirectory, "primary.dll"), backupDll = Path.Combine(AppContext.BaseDirectory, "backup.dll");
@@ -56,7 +57,9 @@ drill.SetAction(parse =>
         Rounds = parse.GetValue(roundsOpt) ?? faults.Length,
         Seed = parse.GetValue(seedOpt),
         Faults = faults,
-        Workload = new CounterWorkload(guest, parse.GetValue(linesOpt), parse.GetValue(workOpt)),
+        Workload = workload == "kvserver"
+            ? new KvWorkload(guest, parse.GetValue(requestsOpt), parse.GetValue(connectionsOpt))
+            : new CounterWorkload(guest, parse.GetValue(linesOpt), parse.GetValue(workOpt)),
         TimeoutMs = parse.GetValue(timeoutOpt),
         HeartbeatMs = parse.GetValue(hbOpt),
         CheckpointInterval = parse.GetValue(cpOpt),

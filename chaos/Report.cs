@@ -31,7 +31,8 @@ public static class Report
             sb.AppendLine(string.Join("  ", rows[i].Select((c, j) => j is 0 or 1 or 3 or 5 or 6 or 7 or 8 or 9 ? c.PadLeft(w[j]) : c.PadRight(w[j]))).TrimEnd());
             if (i == 0) sb.AppendLine(string.Join("  ", w.Select(x => new string('-', x))));
         }
-        sb.AppendLine("times in ms: detect = fault to the first side noticing; drain = the backup replaying what it held; failover = fault to the survivor going live; service = fault to its first output");
+        sb.AppendLine("times in ms: detect = fault to the first side noticing; drain = the backup replaying what it held; failover = fault to the survivor going live; service = fault to its first output (a service: to the client's first answer from it)");
+        if (rs.Count > 0) sb.AppendLine($"done = {rs[0].UnitName} done in the round" + (rs[0].UnitName == "requests" ? " (SETs answered OK and GETs answered, over every connection)" : ""));
         return sb.ToString();
     }
 

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Text;
 
 namespace ReVirt.Chaos;
@@ -6,15 +7,35 @@ namespace ReVirt.Chaos;
 public interface IWorkload
 {
     string Name { get; }
-    /// <summary>The guest program (host path) and its arguments.</summary>
+    /// <summary>The guest program (host path).</summary>
     string Program { get; }
-    string[] Args { get; }
-    /// <summary>Roughly how many stdout bytes a complete run prints (to place faults at a random point of progress).</summary>
-    long ExpectedStdoutBytes { get; }
+    /// <summary>What <see cref="Units"/> counts ("lines", "requests").</summary>
     string UnitName { get; }
+    /// <summary>A fresh driver for one round: the guest's arguments and, for a service, the client load against it.</summary>
+    IWorkloadRound NewRound(int seed);
     /// <summary>Null when the final output (as the world saw it) is a complete, correct run; else what is wrong.</summary>
     string? Validate(byte[] finalStdout, RoundObservation o);
     int Units(byte[] finalStdout, RoundObservation o);
+    /// <summary>For a key-value service: the keys whose SET the guest's stdout logs (null for other workloads).</summary>
+    HashSet<string>? LoggedKeys(ReadOnlySpan<byte> stdout) => null;
+}
+
+/// <summary>One round of a workload: its guest arguments, its progress (where the fault is placed) and its client.</summary>
+public interface IWorkloadRound : IDisposable
+{
+    string[] Args { get; }
+    /// <summary>Progress units of a complete run (the fault lands at a random fraction of it).</summary>
+    long Total { get; }
+    long Progress(ReplicaProc primary);
+    /// <summary>Called once the primary is protected: waits until the guest serves and starts the load; an error message when it cannot.</summary>
+    string? Begin(ReplicaProc primary, Stopwatch clock, TimeSpan within);
+    /// <summary>Called after the fault: lets the load finish (bounded), reads back what it needs and ends the guest.</summary>
+    void Finish(TimeSpan within, Action<string> status);
+    IReadOnlyList<ClientOp> Ops { get; }
+    /// <summary>Key → value read back after the load (null value: NOTFOUND); null when the workload has no client.</summary>
+    Dictionary<string, string?>? ReadBack { get; }
+    /// <summary>What went wrong on the client side (no reply in time, an unexpected answer, ...).</summary>
+    IReadOnlyList<string> Errors { get; }
 }
 
 /// <summary>
@@ -31,6 +52,21 @@ public sealed class CounterWorkload(string program, int lines, int work) : IWork
     public long ExpectedStdoutBytes => lines * (long)(21 + Digits(lines));
     public string UnitName => "lines";
     static int Digits(int n) => n.ToString().Length;
+
+    public IWorkloadRound NewRound(int seed) => new Round(this);
+
+    sealed class Round(CounterWorkload w) : IWorkloadRound
+    {
+        public string[] Args => w.Args;
+        public long Total => w.ExpectedStdoutBytes;
+        public long Progress(ReplicaProc primary) => primary.StdoutLength;
+        public string? Begin(ReplicaProc primary, Stopwatch clock, TimeSpan within) => null;
+        public void Finish(TimeSpan within, Action<string> status) { }
+        public IReadOnlyList<ClientOp> Ops => [];
+        public Dictionary<string, string?>? ReadBack => null;
+        public IReadOnlyList<string> Errors => [];
+        public void Dispose() { }
+    }
 
     public string? Validate(byte[] finalStdout, RoundObservation o)
     {
@@ -54,5 +90,5 @@ public sealed class CounterWorkload(string program, int lines, int work) : IWork
     }
 
     public int Units(byte[] finalStdout, RoundObservation o) => finalStdout.Count(b => b == (byte)'\n');
-    static string Trunc(string s) => s.Length > 60 ? s[..60] + "…" : s;
+    internal static string Trunc(string s) => s.Length > 60 ? s[..60] + "…" : s;
 }

@@ -14,20 +14,15 @@ namespace ReVirt.Tests.Replication;
 /// takes over listens again on the guest's port, acknowledged writes survive, stdout has no gap, and replies wait
 /// for the backup's acknowledgement (output commit). Also file failover with the filelog guest on separate roots.
 /// </summary>
+[Collection(ReVirt.Tests.Chaos.RealProcesses.Name)] // replica pairs timing their failure detection: not next to other pairs
 public class KvFailoverTests(ITestOutputHelper output)
 {
     static readonly TimeSpan Long = TimeSpan.FromMinutes(3);
     static string Kv => GuestEnv.Guest("kvserver", "musl");
     static string TempFile(string ext) => Path.Combine(Path.GetTempPath(), $"revirt-test-{Guid.NewGuid():N}{ext}");
 
-    static int FreePort()
-    {
-        var l = new TcpListener(IPAddress.Loopback, 0);
-        l.Start();
-        int port = ((IPEndPoint)l.LocalEndpoint).Port;
-        l.Stop();
-        return port;
-    }
+    /// <summary>A fixed port for the guest, below the ephemeral range (no outbound connection can be given it before the guest binds it).</summary>
+    static int FreePort() => ReVirt.Chaos.LoopbackPorts.Pick();
 
     /// <summary>A kvserver connection that reconnects (with retries) whenever the server goes away.</summary>
     sealed class KvClient(int port) : IDisposable

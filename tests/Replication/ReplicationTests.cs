@@ -10,6 +10,7 @@ namespace ReVirt.Tests.Replication;
 /// Primary-backup replication with real separate processes on loopback: lockstep replay, output commit,
 /// failover with stdout continuity, split brain, refusals.
 /// </summary>
+[Collection(ReVirt.Tests.Chaos.RealProcesses.Name)] // replica pairs timing their failure detection: not next to other pairs
 public class ReplicationTests(ITestOutputHelper output)
 {
     static readonly TimeSpan Long = TimeSpan.FromMinutes(3);
