@@ -82,7 +82,9 @@ sealed class ProtectService(ProtectSettings settings, MachineOptions opts, ulong
         guest.Start();
         await Task.Run(guest.Join);
         if (failure != null) throw failure;
+        if (client.Fenced()) return 3;
         await client.FinishAsync(writer.LastSequence, status);
+        if (client.Fenced()) return 3;
         if (stats)
         {
             var hold = client.Gate.HoldTimesMs();

@@ -321,6 +321,19 @@ public sealed class ReplicationClient : ILogSink
         if (silent.TotalMilliseconds > _s.TimeoutMs) BackupLost($"no acknowledgement or heartbeat from the backup for {silent.TotalMilliseconds:F0} ms");
     }
 
+    readonly ManualResetEventSlim _decided = new(false);
+
+    /// <summary>
+    /// True when this replica lost the arbiter and must stop (exit status 3). If the backup was lost, waits for the
+    /// arbiter's answer, so a guest that ends at the same moment cannot make the process report success.
+    /// </summary>
+    public bool Fenced()
+    {
+        if (Volatile.Read(ref _lost) == 0) return false;
+        _decided.Wait();
+        return _state == LinkState.Fenced;
+    }
+
     /// <summary>The backup is gone: win the arbiter and continue unprotected, or stop this replica.</summary>
     void BackupLost(string reason)
     {
@@ -332,6 +345,7 @@ public sealed class ReplicationClient : ILogSink
         if (Plant == "ignore-arbiter" && !r.Won) { _log.WriteLine($"primary: TESTING: ignoring the arbiter held by {r.Holder}"); r = new ArbiterResult(true, _s.Id); }
         if (r.Won)
         {
+            _decided.Set();
             _log.WriteLine($"primary: backup lost ({reason}); acknowledged up to record #{Acked}; won the arbiter ({_arbiter.Describe}); continuing unprotected");
             _state = LinkState.Unprotected;
             // a leased arbiter (etcd) can be lost later (a stall longer than its TTL): check before every release
@@ -341,6 +355,7 @@ public sealed class ReplicationClient : ILogSink
         else
         {
             _state = LinkState.Fenced;
+            _decided.Set();
             Gate.Discard();
             _log.WriteLine(r.Error != null
                 ? $"primary: backup lost ({reason}) and the arbiter ({_arbiter.Describe}) could not be asked ({r.Error}): the backup may be live; stopping this replica without releasing further output"
