@@ -80,6 +80,10 @@ public sealed class ReplicationClient : ILogSink
     {
         _s = settings;
         _log = log;
+        // found by the chaos drill (freeze): a primary stopped in the middle of releasing acknowledged output must
+        // not go on releasing it when it wakes after the timeout — the backup may be live; the watchdog decides
+        Gate.Fresh = () => _state != LinkState.Protected
+            || Stopwatch.GetElapsedTime(Interlocked.Read(ref _lastHeard)).TotalMilliseconds <= _s.TimeoutMs;
     }
 
     // ------------------------------------------------------------------ handshake

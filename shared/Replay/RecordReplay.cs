@@ -529,6 +529,7 @@ public sealed class ReplayBoundary : IBoundary
         if (LiveNow()) return;
         var c = Expect<Checkpoint>("the final checkpoint");
         VerifyCheckpoint(kernel, cpu, c);
+        if (LiveNow()) return; // the primary was lost between its final checkpoint and its exit record
         var e = Expect<Exit>("the exit record");
         RecordedExitStatus = e.Status;
         if (e.Status != status) throw Diverged($"the guest exited with status {status}; the recording exited with {e.Status}");

@@ -20,6 +20,10 @@ public sealed class OutputGate
     readonly Action<int, ReadOnlyMemory<byte>> _emit;
     ulong _acked;
     bool _unprotected, _discarded;
+
+    /// <summary>Asked before each release while protected: false when the link to the backup has gone stale
+    /// (this process was stopped longer than the timeout), so nothing more is released until the watchdog decided.</summary>
+    public Func<bool>? Fresh;
     Func<bool>? _stillOwner;
     Action? _ownershipLost;
     long _releasedOut, _releasedErr, _heldBytes;
@@ -93,6 +97,7 @@ public sealed class OutputGate
             long now = Stopwatch.GetTimestamp();
             while (_held.Count > 0 && _held.Peek().Seq <= seq)
             {
+                if (Fresh != null && !Fresh()) return; // the link went stale mid-release: keep the rest held
                 var e = _held.Dequeue();
                 _heldBytes -= e.Bytes.Length;
                 if (_holdMs.Count < 1_000_000) _holdMs.Add(Stopwatch.GetElapsedTime(e.Since, now).TotalMilliseconds);
