@@ -27,7 +27,7 @@ public sealed partial class LinuxKernel
             {
                 var interval = ToSpan(nv, 0);
                 var value = ToSpan(nv, 16);
-                Arm(which, value, interval);
+                ArmTimer(_itimers[which], TimerSignal(which), value, interval);
             }
             return res;
         }).Value;
@@ -46,26 +46,9 @@ public sealed partial class LinuxKernel
         {
             var t = _itimers[0];
             long remaining = t.Timer == null ? 0 : (long)Math.Ceiling(Math.Max(0, (t.Due - DateTime.UtcNow).TotalSeconds));
-            Arm(0, TimeSpan.FromSeconds(seconds), TimeSpan.Zero);
+            ArmTimer(_itimers[0], TimerSignal(0), TimeSpan.FromSeconds(seconds), TimeSpan.Zero);
             return HostResult.Of(remaining);
         }).Value;
-    }
-
-    void Arm(int which, TimeSpan value, TimeSpan interval)
-    {
-        var t = _itimers[which];
-        t.Timer?.Dispose();
-        t.Timer = null;
-        if (value <= TimeSpan.Zero) return;
-        int sig = TimerSignal(which);
-        t.Due = DateTime.UtcNow + value;
-        t.Interval = interval;
-        t.Timer = new Timer(_ =>
-        {
-            if (Exited) return;
-            if (t.Interval > TimeSpan.Zero) t.Due = DateTime.UtcNow + t.Interval;
-            PostHostSignal(sig);
-        }, null, value, interval > TimeSpan.Zero ? interval : Timeout.InfiniteTimeSpan);
     }
 
     static TimeSpan ToSpan(byte[] b, int o)
@@ -74,20 +57,7 @@ public sealed partial class LinuxKernel
         return TimeSpan.FromTicks(sec * TimeSpan.TicksPerSecond + usec * 10);
     }
 
-    static byte[] EncodeItimer(HostTimer t)
-    {
-        var b = new byte[32];
-        if (t.Timer != null)
-        {
-            var rem = t.Due - DateTime.UtcNow;
-            if (rem < TimeSpan.Zero) rem = TimeSpan.FromTicks(10);
-            BinaryPrimitives.WriteInt64LittleEndian(b, (long)t.Interval.TotalSeconds);
-            BinaryPrimitives.WriteInt64LittleEndian(b.AsSpan(8), (t.Interval.Ticks % TimeSpan.TicksPerSecond) / 10);
-            BinaryPrimitives.WriteInt64LittleEndian(b.AsSpan(16), (long)rem.TotalSeconds);
-            BinaryPrimitives.WriteInt64LittleEndian(b.AsSpan(24), (rem.Ticks % TimeSpan.TicksPerSecond) / 10);
-        }
-        return b;
-    }
+    static byte[] EncodeItimer(HostTimerBase t) => EncodeTimer(t, ticksToUnit: 0.1);
 
     void StopTimers()
     {
@@ -191,7 +161,11 @@ public sealed partial class LinuxKernel
         return TimeSpan.FromTicks(sec * TimeSpan.TicksPerSecond + ns / 100);
     }
 
-    static byte[] EncodeItimerspec(HostTimerBase t)
+    static byte[] EncodeItimerspec(HostTimerBase t) => EncodeTimer(t, ticksToUnit: 100);
+
+    /// <summary>Interval and remaining time as two {seconds, sub-second} pairs; the sub-second unit is
+    /// microseconds (itimerval, ticksToUnit 0.1) or nanoseconds (itimerspec, ticksToUnit 100).</summary>
+    static byte[] EncodeTimer(HostTimerBase t, double ticksToUnit)
     {
         var b = new byte[32];
         if (t.Timer != null)
@@ -199,9 +173,9 @@ public sealed partial class LinuxKernel
             var rem = t.Due - DateTime.UtcNow;
             if (rem < TimeSpan.Zero) rem = TimeSpan.FromTicks(1);
             BinaryPrimitives.WriteInt64LittleEndian(b, t.Interval.Ticks / TimeSpan.TicksPerSecond);
-            BinaryPrimitives.WriteInt64LittleEndian(b.AsSpan(8), (t.Interval.Ticks % TimeSpan.TicksPerSecond) * 100);
+            BinaryPrimitives.WriteInt64LittleEndian(b.AsSpan(8), (long)(t.Interval.Ticks % TimeSpan.TicksPerSecond * ticksToUnit));
             BinaryPrimitives.WriteInt64LittleEndian(b.AsSpan(16), rem.Ticks / TimeSpan.TicksPerSecond);
-            BinaryPrimitives.WriteInt64LittleEndian(b.AsSpan(24), (rem.Ticks % TimeSpan.TicksPerSecond) * 100);
+            BinaryPrimitives.WriteInt64LittleEndian(b.AsSpan(24), (long)(rem.Ticks % TimeSpan.TicksPerSecond * ticksToUnit));
         }
         return b;
     }
