@@ -4,21 +4,14 @@ using ReVirt.Abi;
 
 namespace ReVirt.Replay;
 
-/// <summary>A 128-bit digest (XxHash128) of the guest's architectural state: every thread's registers and
-/// every materialised page of memory with its address and protection.</summary>
+/// <summary>A 128-bit digest (XxHash128) of the guest's architectural state: every thread's complete
+/// <see cref="Cpu.CpuState"/> (x87 included) and every materialised page of memory with its address and protection.</summary>
 public static unsafe class StateDigest
 {
     public static byte[] Compute(LinuxKernel k)
     {
         var h = new XxHash128();
-        Span<ulong> misc = stackalloc ulong[5];
-        foreach (var cpu in k.Threads)
-        {
-            h.Append(MemoryMarshal.AsBytes(cpu.R.AsSpan()));
-            misc[0] = cpu.Rip; misc[1] = cpu.Rflags & 0xCD5; misc[2] = cpu.FsBase; misc[3] = cpu.GsBase; misc[4] = cpu.Mxcsr;
-            h.Append(MemoryMarshal.AsBytes(misc));
-            h.Append(MemoryMarshal.AsBytes(cpu.Xmm.AsSpan()));
-        }
+        foreach (var cpu in k.Threads) cpu.State.AppendTo(h);
         Span<ulong> hdr = stackalloc ulong[2];
         foreach (var (pn, page) in k.Mem.PagesInOrder())
         {
