@@ -11,6 +11,8 @@ public sealed class GuestSignalException : Exception
     public int Signal { get; }
     public int Code { get; }
     public ulong FaultAddress { get; }
+    /// <summary>A trap (int3, int1): the instruction retired, so the signal reports the rip after it.</summary>
+    public bool Trap { get; init; }
     public GuestSignalException(int signal, string message, int code = 0, ulong faultAddress = 0) : base(message)
     { Signal = signal; Code = code; FaultAddress = faultAddress; }
 }
@@ -361,8 +363,8 @@ public sealed unsafe partial class Cpu
             }
             catch (GuestSignalException e)
             {
-                InstructionCount += (ulong)_blockIndex;
-                Rip = b.Insts[_blockIndex].IP;
+                InstructionCount += (ulong)_blockIndex + (e.Trap ? 1UL : 0);
+                if (!e.Trap) Rip = b.Insts[_blockIndex].IP;
                 PendingFault = e;
                 return RunResult.Fault;
             }
@@ -404,7 +406,12 @@ public sealed unsafe partial class Cpu
                 PendingFault = new GuestSignalException(11, e.Message, e.Mapped ? 2 : 1, e.Address);
                 return RunResult.Fault;
             }
-            catch (GuestSignalException e) { Rip = ins.IP; PendingFault = e; return RunResult.Fault; }
+            catch (GuestSignalException e)
+            {
+                if (e.Trap) InstructionCount++; else Rip = ins.IP;
+                PendingFault = e;
+                return RunResult.Fault;
+            }
             catch (CodeInvalidatedException) { InstructionCount++; return RunResult.Continue; }
             InstructionCount++;
             if (k == b.Count - 1) BranchCount += b.EndsInBranch;
