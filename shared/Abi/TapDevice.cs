@@ -1,6 +1,8 @@
 using System.Runtime.InteropServices;
 using ReVirt.Linux;
 
+using ReVirt.Linux;
+
 namespace ReVirt.Abi;
 
 /// <summary>
