@@ -1,8 +1,6 @@
 using System.Runtime.InteropServices;
 using ReVirt.Linux;
 
-using ReVirt.Linux;
-
 namespace ReVirt.Abi;
 
 /// <summary>
