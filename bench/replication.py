@@ -168,7 +168,7 @@ def kv_bench(runs, seconds, clients):
             p.p.wait(timeout=120)
             if b:
                 b.p.wait(timeout=120)
-                _, m = p.wait_for(r'(\d+) socket sends waited, p50 ([\d.]+) ms, p99 ([\d.]+) ms')
+                _, m = p.wait_for(r'(\d+) socket sends held, p50 ([\d.]+) ms, p99 ([\d.]+) ms')
                 waits.append((int(m.group(1)), float(m.group(2)), float(m.group(3))))
             rates.append(rate)
             lats.append(lat)

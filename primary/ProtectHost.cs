@@ -85,6 +85,9 @@ sealed class ProtectService(ProtectSettings settings, MachineOptions opts, ulong
         if (client.Fenced()) return 3;
         await client.FinishAsync(writer.LastSequence, status);
         if (client.Fenced()) return 3;
+        // what the guest sent last (and the closes queued behind it) reaches its peers before this process ends
+        if (!client.Gate.WaitSocketsReleased(TimeSpan.FromSeconds(2)))
+            Log.WriteLine($"primary: {client.Gate.SocketHeldBytes} bytes held for sockets whose peers stopped reading were not delivered");
         if (stats)
         {
             var hold = client.Gate.HoldTimesMs();
@@ -94,9 +97,13 @@ sealed class ProtectService(ProtectSettings settings, MachineOptions opts, ulong
             Log.WriteLine($"primary: {icount} guest instructions in {s:F3} s, exit status {status}");
             Log.WriteLine($"primary: log {writer.LastSequence} records, {writer.BytesWritten} bytes ({writer.BytesWritten / s / 1e6:F2} MB/s), {client.Batches} batches; throttled {client.Throttled.TotalMilliseconds:F0} ms");
             Log.WriteLine($"primary: output commit: {hold.Length} outputs held, p50 {P(0.5):F3} ms, p99 {P(0.99):F3} ms");
-            hold = client.Gate.SendWaitTimesMs();
+            hold = client.Gate.SocketHoldTimesMs();
             Array.Sort(hold);
-            Log.WriteLine($"primary: output commit: {hold.Length} socket sends waited, p50 {P(0.5):F3} ms, p99 {P(0.99):F3} ms");
+            int creditWaits = client.Gate.CreditWaitTimesMs().Length;
+            Log.WriteLine($"primary: output commit: {hold.Length} socket sends held, p50 {P(0.5):F3} ms, p99 {P(0.99):F3} ms; {creditWaits} waited for credit");
+            hold = client.LagMs();
+            Array.Sort(hold);
+            Log.WriteLine($"primary: backup lag: {hold.Length} acks, p50 {P(0.5):F3} ms, p99 {P(0.99):F3} ms (age of the oldest record each ack covered)");
         }
         return status;
     }

@@ -46,7 +46,8 @@ public sealed class ReplicationClient : ILogSink
     readonly ProtectSettings _s;
     readonly TextWriter _log;
     readonly Channel<byte[]> _frames = Channel.CreateUnbounded<byte[]>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
-    readonly ConcurrentQueue<(ulong Seq, long Cum)> _inflight = new();
+    readonly ConcurrentQueue<(ulong Seq, long Cum, long Ticks)> _inflight = new();
+    readonly List<double> _lagMs = new();
     readonly object _flow = new();
     readonly CancellationTokenSource _cts = new();
     byte[]? _headerSeen;
@@ -74,6 +75,9 @@ public sealed class ReplicationClient : ILogSink
     public long Batches { get; private set; }
     public TimeSpan Throttled => Stopwatch.GetElapsedTime(0, Interlocked.Read(ref _throttleTicks));
     public string BackupId { get; private set; } = "";
+
+    /// <summary>The backup's lag: for each ack, how long ago the oldest record it covered was produced (ms).</summary>
+    public double[] LagMs() { lock (_lagMs) return _lagMs.ToArray(); }
     public bool IsProtected => _state == LinkState.Protected;
 
     public ReplicationClient(ProtectSettings settings, TextWriter log)
@@ -192,7 +196,7 @@ public sealed class ReplicationClient : ILogSink
         long cum = _producedBytes + copy.Length;
         _producedBytes = cum;
         Interlocked.Exchange(ref _produced, (long)seq);
-        _inflight.Enqueue((seq, cum));
+        _inflight.Enqueue((seq, cum, Stopwatch.GetTimestamp()));
         // coalesce on the guest thread: hand frames to the sender when an output needs committing, when 64 KiB
         // have gathered, or from the 2 ms flush timer; waking the sender for every record costs the guest its core
         lock (_pending)
@@ -313,7 +317,14 @@ public sealed class ReplicationClient : ILogSink
         long s = (long)seq;
         long cur;
         while ((cur = Interlocked.Read(ref _acked)) < s && Interlocked.CompareExchange(ref _acked, s, cur) != cur) { }
-        while (_inflight.TryPeek(out var e) && e.Seq <= seq) { _inflight.TryDequeue(out _); Interlocked.Exchange(ref _ackedBytes, e.Cum); }
+        bool first = true;
+        while (_inflight.TryPeek(out var e) && e.Seq <= seq)
+        {
+            _inflight.TryDequeue(out _);
+            Interlocked.Exchange(ref _ackedBytes, e.Cum);
+            if (first) lock (_lagMs) if (_lagMs.Count < 1_000_000) _lagMs.Add(Stopwatch.GetElapsedTime(e.Ticks).TotalMilliseconds);
+            first = false;
+        }
         Gate.Ack(seq);
         lock (_flow) Monitor.PulseAll(_flow);
     }

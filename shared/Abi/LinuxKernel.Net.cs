@@ -14,7 +14,8 @@ public sealed partial class LinuxKernel
 {
     const int AF_UNIX = 1, AF_INET = 2, AF_INET6 = 10;
     const int SOCK_NONBLOCK = 0x800, SOCK_CLOEXEC = 0x80000, SOCK_TYPE_MASK = 0xF;
-    const int MSG_NOSIGNAL = 0x4000;
+    const int MSG_NOSIGNAL = 0x4000, MSG_DONTWAIT = 0x40;
+    const int SOCK_STREAM = 1;
     const int SIGPIPE = 13;
     const int MaxSockAddr = 128;      // sizeof(struct sockaddr_storage)
     const int MaxSockOpt = 4096;      // bound on option buffers
@@ -44,7 +45,7 @@ public sealed partial class LinuxKernel
                 {
                     if (!Sock((int)a1, out var f, out long e)) return e;
                     if (f.Reset) return -ENOTCONN;
-                    return HostValue(cpu, nr, () => HostSys.Call(Nr.shutdown, f.HostFd, (long)a2));
+                    return Boundary.SocketEnd(cpu.Tid, nr, f, () => HostResult.Of(HostSys.Call(Nr.shutdown, f.HostFd, (long)a2)), false).Value;
                 }
             case Nr.setsockopt: return SetSockOpt(cpu, (int)a1, (int)a2, (int)a3, a4, (uint)a5);
             case Nr.getsockopt: return GetSockOpt(cpu, (int)a1, (int)a2, (int)a3, a4, a5);
@@ -339,17 +340,23 @@ public sealed partial class LinuxKernel
             if ((flags & MSG_NOSIGNAL) == 0) RaiseAsync(cpu, SIGPIPE);
             return -Errno.EPIPE;
         }
-        var res = Boundary.Send(cpu.Tid, nr, () =>
+        int hostFd = f.HostFd;
+        var res = Boundary.Send(cpu.Tid, nr, new SocketSend
         {
-            byte[] h = Array.Empty<byte>();
-            if (addr != null)
+            Socket = f, Data = data, HostFd = hostFd, Stream = f.SocketType == SOCK_STREAM,
+            NonBlocking = ((flags & MSG_DONTWAIT) | (f.StatusFlags & SOCK_NONBLOCK)) != 0,
+            Perform = (offset, count, extraFlags) =>
             {
-                long e = HostAddress(addr, unix, out h);
-                if (e < 0) return HostResult.Of(e);
-            }
-            fixed (byte* p = data) fixed (byte* q = h)
-                return HostResult.Of(HostSys.Call(Nr.sendto, f.HostFd, (long)p, data.Length, flags | MSG_NOSIGNAL,
-                    addr != null ? (long)q : 0, addr != null ? h.Length : 0));
+                byte[] h = Array.Empty<byte>();
+                if (addr != null)
+                {
+                    long e = HostAddress(addr, unix, out h);
+                    if (e < 0) return e;
+                }
+                fixed (byte* p = data) fixed (byte* q = h)
+                    return HostSys.Call(Nr.sendto, hostFd, (long)(p + offset), count, flags | MSG_NOSIGNAL | extraFlags,
+                        addr != null ? (long)q : 0, addr != null ? h.Length : 0);
+            },
         });
         foreach (var (wa, wb) in res.Writes) Mem.Poke(wa, wb);
         long r = res.Value;

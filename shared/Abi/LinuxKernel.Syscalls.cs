@@ -400,7 +400,8 @@ public sealed partial class LinuxKernel
         if (!Fds.Remove(fd, out var f)) return -Errno.EBADF;
         if (--f.RefCount > 0 || f.IsStdio) return 0;
         ForgetEpollTarget(f);
-        return Host(cpu, Nr.close, () => HostResult.Of(f.HostFd >= 0 ? HostSys.Call(Nr.close, f.HostFd) : 0), true).Value;
+        Func<HostResult> close = () => HostResult.Of(f.HostFd >= 0 ? HostSys.Call(Nr.close, f.HostFd) : 0);
+        return (f.IsSocket ? Boundary.SocketEnd(cpu.Tid, Nr.close, f, close, true) : Host(cpu, Nr.close, close, true)).Value;
     }
 
     long Dup(CpuT cpu, int oldfd, int newfd, bool cloexec)

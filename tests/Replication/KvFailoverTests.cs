@@ -200,7 +200,7 @@ public class KvFailoverTests(ITestOutputHelper output)
         output.WriteLine(p.Stderr);
         // no OK reached the client sooner than the acknowledgement delay after its SET was sent
         Assert.All(times, t => Assert.True(t >= 295, $"an OK came back after {t:F1} ms, before the backup's delayed ack"));
-        Assert.Matches(@"output commit: \d+ socket sends waited", p.Stderr);
+        Assert.Matches(@"output commit: [1-9]\d* socket sends held", p.Stderr);
         Assert.Contains("replay matched the primary", b.Stderr);
     }
 
