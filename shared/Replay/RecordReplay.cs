@@ -231,6 +231,8 @@ public readonly record struct TakeoverPoint(
 public sealed class FollowOptions
 {
     public required Func<TakeoverPoint, bool> TakeOver { get; init; }
+    /// <summary>The machine went live: what happened to each descriptor (one line each).</summary>
+    public Action<IReadOnlyList<string>>? WentLive { get; init; }
 }
 
 /// <summary>
@@ -325,6 +327,7 @@ public sealed class ReplayBoundary : IBoundary
             _k.AttachHostAtTakeover();
             foreach (var line in _k.TakeoverReport) _k.Options.Diagnostics.WriteLine("backup: takeover: " + line);
             _k.Options.Diagnostics.Flush();
+            _follow.WentLive?.Invoke(_k.TakeoverReport);
         }
         // re-emit what the old primary may not have released (it can have released it in its last round trip:
         // then this is a byte-identical repeat)
