@@ -325,9 +325,10 @@ public sealed class ReplayBoundary : IBoundary
         // re-opened at their offsets, the old primary's connections are reset
         if (_k != null)
         {
-            foreach (var line in TakeoverAgent.AttachHost(_k)) _k.Options.Diagnostics.WriteLine("backup: takeover: " + line);
+            var report = TakeoverAgent.AttachHost(_k);
+            foreach (var line in report) _k.Options.Diagnostics.WriteLine("backup: takeover: " + line);
             _k.Options.Diagnostics.Flush();
-            _follow.WentLive?.Invoke(_k.TakeoverReport);
+            _follow.WentLive?.Invoke(report);
         }
         // re-emit what the old primary may not have released (it can have released it in its last round trip:
         // then this is a byte-identical repeat)

@@ -1,5 +1,5 @@
 using System.Diagnostics;
-using ReVirt.Abi;
+using ReVirt.Linux;
 
 namespace ReVirt.Replication;
 

@@ -1,5 +1,5 @@
 using System.Text;
-using ReVirt.Abi;
+using ReVirt.Linux;
 using ReVirt.Replication;
 using Xunit;
 
