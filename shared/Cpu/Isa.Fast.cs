@@ -121,6 +121,15 @@ public static unsafe partial class Isa
     static void MovRI32x64(Cpu c, ref Instruction i) => c.R[Gpr64(i.Op0Register)] = (ulong)i.Immediate32to64;
     static void MovRI32(Cpu c, ref Instruction i) => c.R[Gpr32(i.Op0Register)] = i.Immediate32;
 
+    static void PushR64(Cpu c, ref Instruction i) => c.Push64(c.R[Gpr64(i.Op0Register)]);
+    // pop rsp leaves the popped value in rsp, as the generic handler and the hardware do
+    static void PopR64(Cpu c, ref Instruction i) { ulong v = c.Pop64(); c.R[Gpr64(i.Op0Register)] = v; }
+    static void CallRel(Cpu c, ref Instruction i) { c.Push64(c.Rip); c.Rip = i.NearBranch64; }
+    static void RetNear(Cpu c, ref Instruction i) => c.Rip = c.Pop64();
+    static void JmpRel(Cpu c, ref Instruction i) => c.Rip = i.NearBranch64;
+    static void MovzxR32M8(Cpu c, ref Instruction i) => c.R[Gpr32(i.Op0Register)] = c.Mem.Read8(c.Ea(ref i));
+    static void MovzxR32M16(Cpu c, ref Instruction i) => c.R[Gpr32(i.Op0Register)] = c.Mem.Read16(c.Ea(ref i));
+
     /// <summary>The specialised handler for this instruction's form, or null when the generic handler applies.</summary>
     static delegate*<Cpu, ref Instruction, void> Specialized(ref Instruction i)
     {
@@ -135,6 +144,13 @@ public static unsafe partial class Isa
             case Code.Mov_rm64_imm32: return r0 ? &MovRI32x64 : null;
             case Code.Mov_r32_imm32: return &MovRI32;
             case Code.Mov_rm32_imm32: return r0 ? &MovRI32 : null;
+            case Code.Push_r64: return &PushR64;
+            case Code.Pop_r64: return &PopR64;
+            case Code.Call_rel32_64: return &CallRel;
+            case Code.Retnq: return &RetNear;
+            case Code.Jmp_rel8_64 or Code.Jmp_rel32_64: return &JmpRel;
+            case Code.Movzx_r32_rm8: return m1 ? &MovzxR32M8 : null;
+            case Code.Movzx_r32_rm16: return m1 ? &MovzxR32M16 : null;
         }
         return i.Mnemonic switch
         {
