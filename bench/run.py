@@ -3,7 +3,7 @@
 (`primary run`, `primary record`, `backup replay`), side by side in one run, and writes medians and ratios to
 docs/PERFORMANCE.md.
 
-    python3 bench/run.py [--runs N] [--quick] [--baseline OLD/primary.dll]
+    python3 bench/run.py [--runs N] [--quick] [--baseline OLD/primary.dll] [--only NAME]
 
 Workloads (issue 11): busybox sha256sum 8 MB, gzip 4 MB, bzip2 2 MB, md5sum 16 MB, the bench guest, and
 `busybox true` for start-up. Reports CPU seconds (robust on a loaded machine) and wall seconds, M guest
@@ -52,6 +52,7 @@ def main():
     ap.add_argument('--runs', type=int, default=3, help='runs per configuration (median is reported)')
     ap.add_argument('--quick', action='store_true', help='inputs a quarter of the size')
     ap.add_argument('--baseline', help='primary.dll of an earlier build, run side by side as "ReVirt before"')
+    ap.add_argument('--only', action='append', help='run only the workloads whose name contains this (repeatable)')
     ap.add_argument('--out', default=os.path.join(ROOT, 'docs', 'PERFORMANCE.md'))
     a = ap.parse_args()
     runs = a.runs
@@ -80,6 +81,8 @@ def main():
         (f'bench.musl {10 // scale} (own C: hash loop, matmul, sieve)', [os.path.join(guests, 'bench.musl'), str(10 // scale)]),
         ('busybox true (start-up)', [bb, 'true']),
     ]
+    if a.only:
+        workloads = [w for w in workloads if any(o in w[0] for o in a.only)]
     configs = [('native', lambda cmd: cmd)]
     if qemu:
         configs.append(('qemu', lambda cmd: [qemu] + cmd))
