@@ -3,7 +3,11 @@
 (`primary run`, `primary record`, `backup replay`), side by side in one run, and writes medians and ratios to
 docs/PERFORMANCE.md.
 
-    python3 bench/run.py [--runs N] [--quick]
+    python3 bench/run.py [--runs N] [--quick] [--baseline OLD/primary.dll] [--only NAME]
+
+Workloads (issue 11): busybox sha256sum 8 MB, gzip 4 MB, bzip2 2 MB, md5sum 16 MB, the bench guest, and
+`busybox true` for start-up. Reports CPU seconds (robust on a loaded machine) and wall seconds, M guest
+instructions per CPU second, the ratio to qemu-user per row, and record/run and replay/record ratios.
 
 Needs: gcc, musl-gcc, busybox-static, qemu-user (apt-get install -y musl-tools busybox-static qemu-user).
 """
@@ -17,22 +21,42 @@ def sh(cmd, **kw):
 
 
 def timed(cmd, stdin_path=None):
-    with open(stdin_path or os.devnull, 'rb') as fin:
+    """Runs cmd; returns (wall seconds, CPU seconds (user + system of the child), stderr)."""
+    with open(stdin_path or os.devnull, 'rb') as fin, tempfile.TemporaryFile() as err:
         t0 = time.perf_counter()
-        p = subprocess.run(cmd, stdin=fin, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        p = subprocess.Popen(cmd, stdin=fin, stdout=subprocess.DEVNULL, stderr=err)
+        _, status, ru = os.wait4(p.pid, 0)
         dt = time.perf_counter() - t0
+        p.returncode = os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        text = err.read().decode(errors='replace')
     if p.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} exited {p.returncode}: {p.stderr.decode()[-500:]}")
-    return dt, p.stderr.decode()
+        raise RuntimeError(f"{' '.join(cmd)} exited {p.returncode}: {text[-500:]}")
+    return dt, ru.ru_utime + ru.ru_stime, text
+
+
+def make_input(path, size):
+    """Mixed data: busybox's own bytes (binary) alternating with repetitive text, so compressors have work of both kinds."""
+    with open('/bin/busybox', 'rb') as f:
+        bb = f.read()
+    with open(path, 'wb') as f:
+        n = i = 0
+        while n < size:
+            chunk = bb if i % 2 == 0 else (b'the quick brown fox %d jumps over the lazy dog\n' % i) * 200
+            chunk = chunk[:size - n]
+            f.write(chunk); n += len(chunk); i += 1
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument('--runs', type=int, default=5, help='runs per configuration (median is reported)')
-    ap.add_argument('--quick', action='store_true', help='smaller inputs, 3 runs')
+    ap.add_argument('--runs', type=int, default=3, help='runs per configuration (median is reported)')
+    ap.add_argument('--quick', action='store_true', help='inputs a quarter of the size')
+    ap.add_argument('--baseline', help='primary.dll of an earlier build, run side by side as "ReVirt before"')
+    ap.add_argument('--only', action='append', help='run only the workloads whose name contains this (repeatable)')
     ap.add_argument('--out', default=os.path.join(ROOT, 'docs', 'PERFORMANCE.md'))
     a = ap.parse_args()
-    runs = 3 if a.quick else a.runs
+    runs = a.runs
+    scale = 4 if a.quick else 1
 
     work = tempfile.mkdtemp(prefix='revirt-bench-')
     guests = os.path.join(ROOT, 'guests', 'out')
@@ -44,80 +68,92 @@ def main():
     backup = os.path.join(ROOT, 'backup', 'bin', 'Release', 'net10.0', 'backup.dll')
     qemu = shutil.which('qemu-x86_64')
 
-    # inputs: a few MB of mixed data (compressible text plus binary)
-    size = 1 << 20 if a.quick else 4 << 20
-    data = os.path.join(work, 'data.bin')
-    with open('/bin/busybox', 'rb') as f:
-        bb = f.read()
-    with open(data, 'wb') as f:
-        n = 0
-        i = 0
-        while n < size:
-            chunk = bb[:size - n] if i % 2 == 0 else (b'the quick brown fox %d jumps over the lazy dog\n' % i) * 200
-            f.write(chunk[:size - n]); n += len(chunk[:size - n]); i += 1
-
-    gzsize = size // 4
-    gzdata = os.path.join(work, 'gz.bin')
-    with open(data, 'rb') as f, open(gzdata, 'wb') as g:
-        g.write(f.read(gzsize))
+    inputs = {}
+    for name, mb in (('sha', 8), ('gzip', 4), ('bzip2', 2), ('md5', 16)):
+        inputs[name] = os.path.join(work, f'{name}.bin')
+        make_input(inputs[name], (mb << 20) // scale)
+    bb = '/bin/busybox'
     workloads = [
-        ('bench.musl 10 (own C: hash loop, matmul, sieve)', [os.path.join(guests, 'bench.musl'), '10'], None),
-        ('bench.glibc 10 (same program, glibc)', [os.path.join(guests, 'bench.glibc'), '10'], None),
-        (f'busybox gzip -c ({gzsize >> 10} KB)', ['/bin/busybox', 'gzip', '-c', gzdata], None),
-        (f'busybox md5sum ({size >> 20} MB)', ['/bin/busybox', 'md5sum', data], None),
+        (f'busybox sha256sum ({8 // scale} MB)', [bb, 'sha256sum', inputs['sha']]),
+        (f'busybox gzip -c ({4 // scale} MB)', [bb, 'gzip', '-c', inputs['gzip']]),
+        (f'busybox bzip2 -c ({2 / scale:g} MB)', [bb, 'bzip2', '-c', inputs['bzip2']]),
+        (f'busybox md5sum ({16 // scale} MB)', [bb, 'md5sum', inputs['md5']]),
+        (f'bench.musl {10 // scale} (own C: hash loop, matmul, sieve)', [os.path.join(guests, 'bench.musl'), str(10 // scale)]),
+        ('busybox true (start-up)', [bb, 'true']),
     ]
+    if a.only:
+        workloads = [w for w in workloads if any(o in w[0] for o in a.only)]
+    configs = [('native', lambda cmd: cmd)]
+    if qemu:
+        configs.append(('qemu', lambda cmd: [qemu] + cmd))
+    if a.baseline:
+        configs.append(('before', lambda cmd: ['dotnet', a.baseline, 'run', '--'] + cmd))
+    configs.append(('run', lambda cmd: ['dotnet', primary, 'run', '--stats', '--'] + cmd))
+    log = os.path.join(work, 'bench.rvlog')
+    configs.append(('record', lambda cmd: ['dotnet', primary, 'record', '--log', log, '--'] + cmd))
+    configs.append(('replay', lambda cmd: ['dotnet', backup, 'replay', '--log', log]))
+
     rows = []
-    for name, cmd, stdin in workloads:
+    for name, cmd in workloads:
         print(f'== {name}', flush=True)
-        res = {}
-        icount = None
-        logbytes = None
+        wall, cpu = {}, {}
+        icount = logbytes = None
         for r in range(runs):
-            res.setdefault('native', []).append(timed(cmd, stdin)[0])
-            if qemu:
-                res.setdefault('qemu', []).append(timed([qemu] + cmd, stdin)[0])
-            dt, err = timed(['dotnet', primary, 'run', '--stats', '--'] + cmd, stdin)
-            res.setdefault('run', []).append(dt)
-            m = re.search(r'primary: (\d+) guest instructions', err)
-            if m: icount = int(m.group(1))
-            log = os.path.join(work, 'bench.rvlog')
-            dt, err = timed(['dotnet', primary, 'record', '--log', log, '--'] + cmd, stdin)
-            res.setdefault('record', []).append(dt)
-            logbytes = os.path.getsize(log)
-            dt, err = timed(['dotnet', backup, 'replay', '--log', log])
-            res.setdefault('replay', []).append(dt)
-            print(f'   run {r + 1}/{runs}: ' + ', '.join(f'{k} {v[-1]:.3f}s' for k, v in res.items()), flush=True)
-        med = {k: statistics.median(v) for k, v in res.items()}
-        rows.append((name, med, icount, logbytes))
+            for key, wrap in configs:
+                dt, ct, err = timed(wrap(cmd))
+                wall.setdefault(key, []).append(dt)
+                cpu.setdefault(key, []).append(ct)
+                m = re.search(r'primary: (\d+) guest instructions', err)
+                if key == 'run' and m: icount = int(m.group(1))
+                if key == 'record': logbytes = os.path.getsize(log)
+            print(f'   run {r + 1}/{runs}: ' + ', '.join(f'{k} {wall[k][-1]:.2f}s/{cpu[k][-1]:.2f}cpu' for k, _ in configs), flush=True)
+        rows.append((name, {k: statistics.median(v) for k, v in wall.items()}, {k: statistics.median(v) for k, v in cpu.items()}, icount, logbytes))
 
-    # startup cost: an empty program
-    empty = [os.path.join(guests, 'exitcode.musl'), '0']
-    st = statistics.median(timed(['dotnet', primary, 'run', '--'] + empty)[0] for _ in range(runs))
-
-    now = datetime.datetime.utcnow().strftime('%Y-%m-%d %H:%M UTC')
-    cpu = ''
+    now = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')
+    cpuname = ''
     try:
-        cpu = [l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name')][0]
+        cpuname = [l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name')][0]
     except Exception:
         pass
-    out = []
-    out.append('# ReVirt performance\n')
-    out.append(f'Measured {now} on {cpu} ({os.cpu_count()} cores), a shared and noisy machine: medians of {runs} runs, side by side in one run.\n')
-    out.append('Command: `python3 bench/run.py' + (' --quick' if a.quick else f' --runs {runs}') + '`\n')
-    out.append('## Interpreter speed: native vs qemu-user vs ReVirt\n')
-    out.append('| workload | native s | qemu-user s | ReVirt run s | ReVirt/native | ReVirt/qemu | guest instructions | M instr/s |')
-    out.append('|---|---:|---:|---:|---:|---:|---:|---:|')
-    for name, med, ic, lb in rows:
-        q = med.get('qemu')
-        ips = f'{ic / med["run"] / 1e6:.1f}' if ic else '?'
-        out.append(f'| {name} | {med["native"]:.3f} | {q:.3f} | {med["run"]:.3f} | {med["run"] / med["native"]:.0f}x | {med["run"] / q:.1f}x | {ic or "?"} | {ips} |'
-                   if q else f'| {name} | {med["native"]:.3f} | n/a | {med["run"]:.3f} | {med["run"] / med["native"]:.0f}x | n/a | {ic or "?"} | {ips} |')
-    out.append(f'\nReVirt times include .NET start-up and JIT: an empty guest takes {st:.3f} s.\n')
-    out.append('## Record / replay\n')
-    out.append('| workload | run s | record s | record/run | replay s | replay/record | log bytes | log bytes per guest second |')
-    out.append('|---|---:|---:|---:|---:|---:|---:|---:|')
-    for name, med, ic, lb in rows:
-        out.append(f'| {name} | {med["run"]:.3f} | {med["record"]:.3f} | {med["record"] / med["run"]:.3f} | {med["replay"]:.3f} | {med["replay"] / med["record"]:.3f} | {lb} | {lb / med["record"]:.0f} |')
+    load = open('/proc/loadavg').read().split()[:3]
+    has_before = any('before' in w for _, w, _, _, _ in rows)
+    out = ['# ReVirt performance\n']
+    out.append(f'Measured {now} on {cpuname} ({os.cpu_count()} cores), a shared machine (load average {" ".join(load)} at the end): '
+               f'medians of {runs} runs, every configuration side by side in each run, so the ratios hold although '
+               'absolute times are inflated by the load. CPU seconds (user + system of the process) are less '
+               'disturbed by the load than wall seconds and are the primary figure.\n')
+    out.append('Command: `python3 bench/run.py' + (' --quick' if a.quick else '') + f' --runs {runs}' +
+               (' --baseline <earlier primary.dll>' if a.baseline else '') + '`\n')
+    out.append('## Native vs qemu-user vs ReVirt (CPU seconds, medians)\n')
+    hdr = '| workload | native | qemu-user |' + (' ReVirt before |' if has_before else '') + ' ReVirt | ReVirt/qemu |' + (' before/qemu |' if has_before else '') + ' ReVirt/native | guest instructions | M instr/s (CPU) |'
+    out.append(hdr)
+    out.append('|---' * (hdr.count('|') - 1) + '|')
+    for name, w, c, ic, lb in rows:
+        q = c.get('qemu')
+        cells = [name, f'{c["native"]:.3f}', f'{q:.3f}' if q else 'n/a']
+        if has_before: cells.append(f'{c["before"]:.3f}')
+        cells.append(f'{c["run"]:.3f}')
+        cells.append(f'{c["run"] / q:.1f}x' if q else 'n/a')
+        if has_before: cells.append(f'{c["before"] / q:.1f}x' if q else 'n/a')
+        cells.append(f'{c["run"] / max(c["native"], 1e-3):.0f}x')
+        cells.append(str(ic or '?'))
+        cells.append(f'{ic / c["run"] / 1e6:.1f}' if ic else '?')
+        out.append('| ' + ' | '.join(cells) + ' |')
+    out.append('\n## The same runs in wall seconds (medians)\n')
+    hdr = '| workload | native | qemu-user |' + (' ReVirt before |' if has_before else '') + ' ReVirt | ReVirt/qemu |'
+    out.append(hdr)
+    out.append('|---' * (hdr.count('|') - 1) + '|')
+    for name, w, c, ic, lb in rows:
+        q = w.get('qemu')
+        cells = [name, f'{w["native"]:.3f}', f'{q:.3f}' if q else 'n/a']
+        if has_before: cells.append(f'{w["before"]:.3f}')
+        cells += [f'{w["run"]:.3f}', f'{w["run"] / q:.1f}x' if q else 'n/a']
+        out.append('| ' + ' | '.join(cells) + ' |')
+    out.append('\n## Record / replay (CPU seconds, medians)\n')
+    out.append('| workload | run | record | record/run | replay | replay/record | log bytes |')
+    out.append('|---|---:|---:|---:|---:|---:|---:|')
+    for name, w, c, ic, lb in rows:
+        out.append(f'| {name} | {c["run"]:.3f} | {c["record"]:.3f} | {c["record"] / c["run"]:.3f} | {c["replay"]:.3f} | {c["replay"] / c["record"]:.3f} | {lb} |')
     out.append('')
     body = '\n'.join(out) + '\n'
     notes_path = os.path.join(ROOT, 'docs', 'PERFORMANCE-notes.md')

@@ -36,6 +36,10 @@ public sealed unsafe class CodeCache
     /// <summary>The block whose instructions are executing (set by Lookup), to detect self-modification.</summary>
     Block? _running;
 
+    /// <summary>Use the handlers specialised per operand form (Isa.Fast.cs); false runs everything through the generic
+    /// handlers, so tests can check that both give identical results. Set before the first lookup.</summary>
+    public bool SpecializedHandlers { get; init; } = true;
+
     public long Decoded;      // instructions decoded (statistics)
     public long Invalidations;
 
@@ -97,7 +101,7 @@ public sealed unsafe class CodeCache
             if (ins.Code == Code.INVALID && decoder.LastError == DecoderError.NoMoreBytes && insts.Count > 0)
                 break; // the rest of the instruction is on a page we may not fetch: end the block before it
             insts.Add(ins);
-            handlers.Add((nint)Isa.HandlerFor(ref ins));
+            handlers.Add((nint)Isa.HandlerFor(ref ins, SpecializedHandlers));
             Decoded++;
             end = ins.NextIP;
             if (Isa.EndsBlock(ref ins)) { if (Isa.IsBranch(ref ins)) b.EndsInBranch = 1; break; }

@@ -39,7 +39,16 @@ public sealed unsafe partial class Cpu
     public const int RAX = 0, RCX = 1, RDX = 2, RBX = 3, RSP = 4, RBP = 5, RSI = 6, RDI = 7;
     public readonly ulong[] R = new ulong[16];
     public ulong Rip;
-    public ulong Rflags = 0x202;
+    /// <summary>RFLAGS. The arithmetic flags of the last add/sub/logic operation are derived from its operands only
+    /// when read (see "lazy flags" below); every reader goes through this property, so all see exact values.</summary>
+    public ulong Rflags
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get { if (_lazy != LazyNone) MaterializeFlags(); return _flags; }
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        set { _lazy = LazyNone; _flags = value; }
+    }
+    ulong _flags = 0x202;
     public ulong FsBase, GsBase;
     /// <summary>XMM registers as pairs of 64-bit lanes: Xmm[2*n] is the low half of xmmN.</summary>
     public readonly ulong[] Xmm = new ulong[32];
@@ -265,38 +274,83 @@ public sealed unsafe partial class Cpu
         return f;
     }
 
+    // ---------------------------------------------------------------- lazy flags
+    // An add/sub/logic operation records (kind, size, a, b, result) instead of computing CF PF AF ZF SF OF; a reader
+    // of Rflags materialises them with the same formulas, and a condition test derives just the flags it needs.
+    // The record is a pure function of the instruction's inputs, so which reader comes when changes nothing.
+
+    const int LazyNone = 0, LazyAdd = 1, LazySub = 2, LazyLogic = 3, LazyKeepCf = 4;
+    int _lazy, _lazySize;
+    ulong _lazyA, _lazyB, _lazyR;
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void SetFlagsAdd(ulong a, ulong b, ulong r, int size)
+    void Record(int kind, ulong a, ulong b, ulong r, int size) { _lazy = kind; _lazySize = size; _lazyA = a; _lazyB = b; _lazyR = r; }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    void MaterializeFlags()
     {
-        ulong sb = SignBit(size);
-        ulong f = ZSP(r, size);
-        if ((((a & b) | ((a | b) & ~r)) & sb) != 0) f |= CF;
-        if ((((a ^ r) & (b ^ r)) & sb) != 0) f |= OF;
-        f |= (a ^ b ^ r) & AF;
-        Rflags = (Rflags & ~ArithFlags) | f;
+        ulong f = ZSP(_lazyR, _lazySize) | CarryOverflowAux(_lazy & 3, _lazyA, _lazyB, _lazyR, _lazySize);
+        if ((_lazy & LazyKeepCf) != 0) f = (f & ~CF) | (_flags & CF);
+        _flags = (_flags & ~ArithFlags) | f;
+        _lazy = LazyNone;
+    }
+
+    /// <summary>CF, OF and AF of an add (carry into the result included in r), sub (borrow included) or logic op.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static ulong CarryOverflowAux(int kind, ulong a, ulong b, ulong r, int size)
+    {
+        if (kind == LazyLogic) return 0;
+        ulong sb = SignBit(size), f = (a ^ b ^ r) & AF;
+        if (kind == LazyAdd)
+        {
+            if ((((a & b) | ((a | b) & ~r)) & sb) != 0) f |= CF;
+            if ((((a ^ r) & (b ^ r)) & sb) != 0) f |= OF;
+        }
+        else
+        {
+            if ((((~a & b) | (~(a ^ b) & r)) & sb) != 0) f |= CF;
+            if ((((a ^ b) & (a ^ r)) & sb) != 0) f |= OF;
+        }
+        return f;
+    }
+
+    /// <summary>CF ZF SF OF (not PF, not AF) of the pending record, without storing anything: what a condition test needs.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    ulong LazyConditionFlags()
+    {
+        ulong r = _lazyR, f = 0;
+        int size = _lazySize;
+        if ((r & SizeMask(size)) == 0) f |= ZF;
+        if ((r & SignBit(size)) != 0) f |= SF;
+        f |= CarryOverflowAux(_lazy & 3, _lazyA, _lazyB, r, size) & (CF | OF);
+        if ((_lazy & LazyKeepCf) != 0) f = (f & ~CF) | (_flags & CF);
+        return f;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void SetFlagsSub(ulong a, ulong b, ulong r, int size)
-    {
-        ulong sb = SignBit(size);
-        ulong f = ZSP(r, size);
-        if ((((~a & b) | (~(a ^ b) & r)) & sb) != 0) f |= CF;
-        if ((((a ^ b) & (a ^ r)) & sb) != 0) f |= OF;
-        f |= (a ^ b ^ r) & AF;
-        Rflags = (Rflags & ~ArithFlags) | f;
-    }
+    public void SetFlagsAdd(ulong a, ulong b, ulong r, int size) => Record(LazyAdd, a, b, r, size);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void SetFlagsSub(ulong a, ulong b, ulong r, int size) => Record(LazySub, a, b, r, size);
 
     /// <summary>Flags of AND/OR/XOR/TEST: CF = OF = 0, AF cleared (undefined on paper; cleared by hardware).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void SetFlagsLogic(ulong r, int size) => Rflags = (Rflags & ~ArithFlags) | ZSP(r, size);
+    public void SetFlagsLogic(ulong r, int size) => Record(LazyLogic, 0, 0, r, size);
+
+    /// <summary>Flags of INC (a + 1) and DEC (a - 1): as add/sub, but CF keeps its value.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void SetFlagsIncDec(bool dec, ulong a, ulong r, int size)
+    {
+        if (_lazy != LazyNone) MaterializeFlags(); // the CF to keep
+        Record((dec ? LazySub : LazyAdd) | LazyKeepCf, a, 1, r, size);
+    }
 
     public bool Flag(ulong f) => (Rflags & f) != 0;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool Cond(ConditionCode cc)
     {
-        ulong f = Rflags;
+        ulong f = _lazy == LazyNone || cc is ConditionCode.p or ConditionCode.np ? Rflags : LazyConditionFlags();
         switch (cc)
         {
             case ConditionCode.o: return (f & OF) != 0;

@@ -203,9 +203,7 @@ public static unsafe partial class Isa
         int s = Size0(ref i);
         ulong a = LoadDst(c, ref i, s, out ulong ea);
         ulong r = (a + 1) & Cpu.SizeMask(s);
-        ulong cf = c.Rflags & Cpu.CF;
-        c.SetFlagsAdd(a, 1, r, s);
-        c.Rflags = (c.Rflags & ~Cpu.CF) | cf;
+        c.SetFlagsIncDec(false, a, r, s);
         StoreDst(c, ref i, s, ea, r);
     }
 
@@ -214,9 +212,7 @@ public static unsafe partial class Isa
         int s = Size0(ref i);
         ulong a = LoadDst(c, ref i, s, out ulong ea);
         ulong r = (a - 1) & Cpu.SizeMask(s);
-        ulong cf = c.Rflags & Cpu.CF;
-        c.SetFlagsSub(a, 1, r, s);
-        c.Rflags = (c.Rflags & ~Cpu.CF) | cf;
+        c.SetFlagsIncDec(true, a, r, s);
         StoreDst(c, ref i, s, ea, r);
     }
 

@@ -30,9 +30,16 @@ public static unsafe partial class Isa
     static void Reg(Mnemonic m, delegate*<Cpu, ref Instruction, void> h) => ByMnemonic[(int)m] = h;
     static void Reg(Code c, delegate*<Cpu, ref Instruction, void> h) => ByCode[(int)c] = h;
 
-    public static delegate*<Cpu, ref Instruction, void> HandlerFor(ref Instruction i)
+    /// <summary>The handler for an instruction; `specialize` false keeps to the generic handlers (see
+    /// <see cref="CodeCache.SpecializedHandlers"/>).</summary>
+    public static delegate*<Cpu, ref Instruction, void> HandlerFor(ref Instruction i, bool specialize = true)
     {
         if (i.HasLockPrefix && !Lockable(ref i)) return &Ud;
+        if (specialize)
+        {
+            var f = Specialized(ref i);
+            if (f != null) return f;
+        }
         var h = Implements(ref i) ? ByCode[(int)i.Code] : null;
         if (h == null) h = Implements(ref i) ? ByMnemonic[(int)i.Mnemonic] : null;
         if (h == null && InHintSpace(ref i)) h = &Nop;

@@ -19,10 +19,23 @@ public static class VmRunner
 
     public static CpuSnapshot Run(byte[] code, CpuSnapshot input) => Run(code, input, out _);
 
+    /// <summary>Runs the snippet through the specialised handlers and again through the generic ones only; the two
+    /// must agree on every register, all of RFLAGS, MXCSR, memory and the fault (else this throws), so every
+    /// differential test checks both handler sets against the host.</summary>
     public static CpuSnapshot Run(byte[] code, CpuSnapshot input, out string? fault)
     {
+        var fast = RunWith(code, input, specialized: true, out fault);
+        var generic = RunWith(code, input, specialized: false, out string? genericFault);
+        string diff = CpuSnapshot.Diff(generic, fast, ulong.MaxValue, compareXmm: true, compareMemory: true, compareMxcsr: true);
+        if (diff.Length != 0 || fault != genericFault)
+            throw new InvalidOperationException($"specialised and generic handlers disagree (fault {fault ?? "none"} vs {genericFault ?? "none"}):\n{diff}");
+        return fast;
+    }
+
+    static CpuSnapshot RunWith(byte[] code, CpuSnapshot input, bool specialized, out string? fault)
+    {
         using var mem = new GuestMemory();
-        var cache = new CodeCache(mem);
+        var cache = new CodeCache(mem) { SpecializedHandlers = specialized };
         var cpu = new Cpu.Cpu(mem, cache, new NoHost());
         mem.Map(NativeRunner.ScratchBase, NativeRunner.ScratchSize, Prot.Read | Prot.Write, "scratch");
         mem.WriteBytes(NativeRunner.ScratchBase, input.Memory);
