@@ -208,7 +208,7 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         catch (ReplayDivergenceException e) { log.WriteLine($"backup: {e.Message}"); code = 1; }
         catch (ReplayEndOfLogException e) { log.WriteLine($"backup: {e.Message}"); code = 1; }
         catch (LogFormatException e) { log.WriteLine($"backup: corrupt log: {e.Message}"); code = 2; }
-        catch (ElfLoadException e) { log.WriteLine($"backup: {e.Message}"); code = 126; }
+        catch (ElfLoadException e) { log.WriteLine($"backup: {e.Message}"); code = e.ExitStatus; }
         try { _file?.Dispose(); } catch (IOException) { }
         ExitCode = code;
         log.Flush();

@@ -12,6 +12,9 @@ public sealed class HostResult
     /// <summary>A following backup re-executed the operation on its own host (reexecuteOnReplay): what its host
     /// answered (e.g. its own descriptor), while <see cref="Value"/> is the logged answer the guest sees.</summary>
     public long? Local;
+    /// <summary>Set by a <see cref="IBoundary.FileContent"/> operation: the single write holds the unchanged content
+    /// of a stable regular file (<see cref="FileRef.IsStable"/>), which a recording may log by reference.</summary>
+    public bool ByReference;
     public static HostResult Of(long value) => new() { Value = value };
     public HostResult Write(ulong addr, byte[] bytes) { Writes.Add((addr, bytes)); return this; }
 }
@@ -46,6 +49,13 @@ public interface IBoundary
     /// the backup holds the log up to here (output commit); everyone else treats it as any other syscall.
     /// </summary>
     HostResult Send(int tid, int nr, Func<HostResult> perform) => Syscall(tid, nr, perform);
+
+    /// <summary>
+    /// Bytes of a file entering the guest (a file mapping, the loader reading an interpreter): `perform` reads them on
+    /// the host into <see cref="HostResult.Writes"/> and says whether they may be logged by reference. The default
+    /// treats it as any other syscall (the bytes are logged).
+    /// </summary>
+    HostResult FileContent(int tid, int nr, FileRef file, Func<HostResult> perform) => Syscall(tid, nr, perform);
 
     /// <summary>A 64-bit nondeterministic value (RDTSC, RDRAND).</summary>
     ulong Value(int tid, InputKind kind, Func<ulong> perform);

@@ -54,6 +54,7 @@ public static class Nr
         linkat = 265, symlinkat = 266, readlinkat = 267, fchmodat = 268, faccessat = 269, pselect6 = 270, ppoll = 271,
         set_robust_list = 273, get_robust_list = 274, utimensat = 280, epoll_pwait = 281, accept4 = 288,
         eventfd2 = 290, epoll_create1 = 291, dup3 = 292, pipe2 = 293, prlimit64 = 302, getcpu = 309, epoll_create = 213, eventfd = 284,
+        getxattr = 191, lgetxattr = 192, fgetxattr = 193, listxattr = 194, llistxattr = 195, flistxattr = 196,
         renameat2 = 316, getrandom = 318, memfd_create = 319, statx = 332, rseq = 334, clone3 = 435, faccessat2 = 439;
 }
 
@@ -63,6 +64,6 @@ public static class Errno
     public const int EPERM = 1, ENOENT = 2, ESRCH = 3, EINTR = 4, EIO = 5, ENXIO = 6, E2BIG = 7, ENOEXEC = 8, EBADF = 9,
         ECHILD = 10, EAGAIN = 11, ENOMEM = 12, EACCES = 13, EFAULT = 14, EBUSY = 16, EEXIST = 17, EXDEV = 18, ENODEV = 19,
         ENOTDIR = 20, EISDIR = 21, EINVAL = 22, ENFILE = 23, EMFILE = 24, ENOTTY = 25, EFBIG = 27, ENOSPC = 28,
-        ESPIPE = 29, EROFS = 30, EMLINK = 31, EPIPE = 32, ERANGE = 34, ENAMETOOLONG = 36, ENOSYS = 38, ENOTEMPTY = 39,
+        ESPIPE = 29, EROFS = 30, EMLINK = 31, EPIPE = 32, ERANGE = 34, ENODATA = 61, ENAMETOOLONG = 36, ENOSYS = 38, ENOTEMPTY = 39,
         ELOOP = 40, ENOTSOCK = 88, EDESTADDRREQ = 89, EMSGSIZE = 90, EOPNOTSUPP = 95, ETIMEDOUT = 110;
 }

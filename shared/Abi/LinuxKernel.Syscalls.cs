@@ -169,6 +169,9 @@ public sealed partial class LinuxKernel
             case Nr.fchmodat: return PathOp(cpu, nr, (int)a1, a2, true, p => HostSys.Call(Nr.fchmodat, AT_FDCWD, p, (long)a3), true);
             case Nr.fchmod: return OnHostFd(cpu, nr, (int)a1, h => HostSys.Call(Nr.fchmod, h, (long)a2), true);
             case Nr.chown: case Nr.lchown: case Nr.fchown: case Nr.fchownat: return 0;
+            // extended attributes: the guest's files carry none (ls -l asks for ACLs and SELinux labels)
+            case Nr.getxattr: case Nr.lgetxattr: case Nr.fgetxattr: return -Errno.ENODATA;
+            case Nr.listxattr: case Nr.llistxattr: case Nr.flistxattr: return 0;
             case Nr.utimensat: return Utimensat(cpu, (int)a1, a2, a3, (int)a4);
             case Nr.rename: return TwoPaths(cpu, nr, AT_FDCWD, a1, AT_FDCWD, a2, (p, q) => HostSys.Call(Nr.renameat2, AT_FDCWD, p, AT_FDCWD, q, 0));
             case Nr.renameat: return TwoPaths(cpu, nr, (int)a1, a2, (int)a3, a4, (p, q) => HostSys.Call(Nr.renameat2, AT_FDCWD, p, AT_FDCWD, q, 0));

@@ -170,8 +170,14 @@ public sealed partial class LinuxKernel : ICpuHost
                 candidates.Add(GuestFs.Join(dir, o.Program));
         }
         foreach (var c in candidates)
-            if (fs.ToHost(c, true, out var host) == 0 && File.Exists(host)) return (c, host);
-        throw new ElfLoadException($"{o.Program}: no such file");
+        {
+            if (fs.ToHost(c, true, out var host) != 0) continue;
+            string? kind = ProgramFile.Kind(host);
+            if (kind == null || (kind == "directory" && candidates.Count > 1)) continue; // a PATH search skips directories
+            if (kind != "regular file") throw new ElfLoadException(kind == "directory" ? $"{c}: is a directory" : $"{c}: is a {kind}, not a regular file");
+            return (c, host);
+        }
+        throw ElfLoadException.NotFound(o.Program);
     }
 
     /// <summary>Loads the program and builds the initial stack. The program's bytes are the machine's start
@@ -179,49 +185,41 @@ public sealed partial class LinuxKernel : ICpuHost
     public void Load()
     {
         var (guestPath, host) = ResolveProgram(Options);
-        ProgramGuestPath = guestPath;
-        ProgramImage = File.ReadAllBytes(host);
-        Program = ElfLoader.Load(Mem, ProgramImage, guestPath);
-        BrkStart = BrkCur = Program.BrkStart;
-        Mem.Map(StackTop - StackSize, StackSize, Prot.Read | Prot.Write, "[stack]");
         var pidResult = Boundary.Syscall(0, Nr.getpid, () => HostResult.Of(Environment.ProcessId));
         Pid = (int)pidResult.Value;
         MainThread.Tid = Pid;
+        Start = ProgramLoader.Load(Mem, Fs, Boundary, Pid, guestPath, host, new[] { Options.Program }.Concat(Options.Args).ToArray());
+        Program = Start.Program;
+        ProgramGuestPath = Start.BinaryPath;
+        BrkStart = BrkCur = Program.BrkStart;
+        Mem.Map(StackTop - StackSize, StackSize, Prot.Read | Prot.Write, "[stack]");
         var random = Boundary.Bytes(Pid, InputKind.StartupRandom, 16, () => System.Security.Cryptography.RandomNumberGenerator.GetBytes(16));
-        BuildStack(guestPath, random);
-        MainThread.Rip = Program.Entry;
+        BuildStack(Start, random);
+        MainThread.Rip = Start.StartRip;
     }
 
-    void BuildStack(string execPath, byte[] random)
+    /// <summary>What execve loaded (program, interpreter, argv).</summary>
+    public StartImage Start = null!;
+
+    void BuildStack(StartImage start, byte[] random)
     {
-        var argv = new List<string> { Options.Program };
-        argv.AddRange(Options.Args);
         var env = Options.Env ?? Environment.GetEnvironmentVariables().Cast<System.Collections.DictionaryEntry>()
             .Select(e => $"{e.Key}={e.Value}").OrderBy(s => s, StringComparer.Ordinal).ToArray();
         ulong sp = StackTop;
         ulong PushBytes(byte[] b) { sp -= (ulong)b.Length; Mem.WriteBytes(sp, b); return sp; }
         ulong PushStr(string s) => PushBytes(Encoding.UTF8.GetBytes(s + "\0"));
-        ulong execfn = PushStr(execPath);
+        ulong execfn = PushStr(start.ExecPath);
         var envPtrs = env.Select(PushStr).ToList();
-        var argPtrs = argv.Select(PushStr).ToList();
+        var argPtrs = start.Argv.Select(PushStr).ToList();
         ulong platform = PushStr("x86_64");
         sp &= ~15UL;
         ulong rnd = PushBytes(random);
         sp &= ~15UL;
-        var aux = new List<(ulong, ulong)>
-        {
-            (3, Program.PhdrAddr), (4, (ulong)Program.PhEnt), (5, (ulong)Program.PhNum), (6, 4096), (7, 0), (8, 0),
-            (9, Program.Entry), (11, 0), (12, 0), (13, 0), (14, 0), (15, platform), (16, CpuModel.Leaf1Edx), (17, 100),
-            (23, 0), (25, rnd), (26, 0), (31, execfn), (51, 2048), (0, 0),
-        };
         // uid/gid entries are the host's: filled through the boundary with getuid etc.
         ulong uid = (ulong)Boundary.Syscall(Pid, Nr.getuid, () => HostResult.Of((long)HostSys.Call(Nr.getuid))).Value;
         ulong gid = (ulong)Boundary.Syscall(Pid, Nr.getgid, () => HostResult.Of((long)HostSys.Call(Nr.getgid))).Value;
-        for (int k = 0; k < aux.Count; k++)
-        {
-            if (aux[k].Item1 == 11 || aux[k].Item1 == 12) aux[k] = (aux[k].Item1, uid);
-            if (aux[k].Item1 == 13 || aux[k].Item1 == 14) aux[k] = (aux[k].Item1, gid);
-        }
+        var aux = ProgramLoader.Auxv(start, platform, rnd, execfn, uid, gid);
+        Auxv = aux.SelectMany(kv => new[] { kv.Key, kv.Value }).ToArray();
         int words = 1 + argPtrs.Count + 1 + envPtrs.Count + 1 + aux.Count * 2;
         sp -= (ulong)words * 8;
         sp &= ~15UL;
@@ -235,6 +233,9 @@ public sealed partial class LinuxKernel : ICpuHost
         foreach (var (k, v) in aux) { W(k); W(v); }
         MainThread.R[Cpu.Cpu.RSP] = sp;
     }
+
+    /// <summary>The auxiliary vector as key, value pairs (for /proc/self/auxv).</summary>
+    public ulong[] Auxv = Array.Empty<ulong>();
 
     // ---------------------------------------------------------------- running
 

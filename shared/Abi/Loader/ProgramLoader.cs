@@ -1,0 +1,171 @@
+using ReVirt.Cpu;
+using ReVirt.Memory;
+
+namespace ReVirt.Abi;
+
+/// <summary>What execve set up: the loaded program, its interpreter, the argv it runs with and where it starts.</summary>
+public sealed class StartImage
+{
+    public required LoadedProgram Program;
+    /// <summary>Where the ELF interpreter was loaded (AT_BASE); 0 for a static program.</summary>
+    public ulong InterpreterBase;
+    /// <summary>First instruction: the interpreter's entry, or the program's for a static program.</summary>
+    public ulong StartRip;
+    /// <summary>Guest path of the file that was executed (AT_EXECFN, /proc/self/exe's target for a binary).</summary>
+    public required string ExecPath;
+    /// <summary>Guest path of the ELF that runs (the interpreter of a #! script, else ExecPath).</summary>
+    public required string BinaryPath;
+    public required string[] Argv;
+}
+
+/// <summary>
+/// execve's loading half, as Linux's binfmt_script and binfmt_elf do it: a `#!` script runs its interpreter with
+/// the script's path as argument; an ELF program is validated and loaded; a program that names an ELF interpreter
+/// (PT_INTERP: glibc's ld-linux-x86-64.so.2, musl's ld-musl-x86_64.so.1) gets that interpreter loaded from the
+/// guest's root below the mmap area and starts there, and the interpreter maps the libraries through its own
+/// syscalls. The interpreter's bytes enter the machine through the boundary (<see cref="IBoundary.FileContent"/>),
+/// so a replay loads the same bytes or refuses.
+/// </summary>
+public static class ProgramLoader
+{
+    const int MaxScriptDepth = 4; // Linux's BINPRM_MAX_RECURSION
+    const int ScriptLineMax = 256; // Linux's BINPRM_BUF_SIZE
+    /// <summary>AT_HWCAP2: neither HWCAP2_RING3MWAIT nor HWCAP2_FSGSBASE (the CPU model has no FSGSBASE).</summary>
+    const ulong Hwcap2 = 0;
+
+    /// <summary>Loads the program named by argv[0] (already resolved to `guestPath` and `hostPath`).</summary>
+    public static StartImage Load(GuestMemory mem, GuestFs fs, IBoundary boundary, int tid, string guestPath, string hostPath, string[] argv)
+    {
+        string execPath = guestPath;
+        var image = ProgramFile.ReadAll(hostPath, guestPath);
+        for (int depth = 0; ElfImage.IsScript(image); depth++)
+        {
+            if (depth >= MaxScriptDepth) throw new ElfLoadException($"{guestPath}: too many levels of #! interpreters");
+            var (interp, arg) = ParseShebang(image, guestPath);
+            var list = new List<string> { interp };
+            if (arg != null) list.Add(arg);
+            list.Add(guestPath);
+            list.AddRange(argv.Skip(1));
+            argv = list.ToArray();
+            guestPath = interp;
+            image = ReadThroughBoundary(fs, boundary, tid, interp, $"{execPath}: its #! interpreter {interp}");
+        }
+        var img = ElfImage.Parse(image, guestPath);
+        var program = ElfLoader.Load(mem, image, img, img.Type == ElfImage.EtDyn ? ElfLoader.PieBase - img.LowVaddr : 0, guestPath);
+        var start = new StartImage { Program = program, StartRip = program.Entry, ExecPath = execPath, BinaryPath = guestPath, Argv = argv };
+        if (img.Interpreter is string ip)
+        {
+            var bytes = ReadThroughBoundary(fs, boundary, tid, ip, $"{guestPath}: its interpreter {ip}");
+            var ii = ElfImage.Parse(bytes, ip);
+            if (ii.Interpreter != null) throw new ElfLoadException($"{ip}: an interpreter that names an interpreter itself");
+            if (ii.Type != ElfImage.EtDyn) throw new ElfLoadException($"{ip}: an interpreter must be position independent (ET_DYN)");
+            ulong span = ii.HighVaddr - ii.LowVaddr;
+            ulong at = mem.FindFree(span, LinuxKernel.MmapTop, LinuxKernel.MmapBottom);
+            if (at == 0) throw new ElfLoadException($"{ip}: no room for the interpreter");
+            var interp = ElfLoader.Load(mem, bytes, ii, at - ii.LowVaddr, ip);
+            start.InterpreterBase = interp.LoadBias + ii.LowVaddr;
+            start.StartRip = interp.Entry;
+        }
+        return start;
+    }
+
+    /// <summary>The interpreter and optional single argument of a `#!` line (as Linux splits it).</summary>
+    public static (string Interp, string? Arg) ParseShebang(ReadOnlySpan<byte> f, string name)
+    {
+        var line = f[2..Math.Min(f.Length, ScriptLineMax)];
+        int nl = line.IndexOf((byte)'\n');
+        if (nl < 0 && f.Length > ScriptLineMax) throw new ElfLoadException($"{name}: #! line too long");
+        if (nl >= 0) line = line[..nl];
+        var text = System.Text.Encoding.UTF8.GetString(line).Trim(' ', '\t', '\r');
+        if (text.Length == 0) throw new ElfLoadException($"{name}: #! line names no interpreter");
+        int sp = text.IndexOfAny(new[] { ' ', '\t' });
+        if (sp < 0) return (text, null);
+        string arg = text[(sp + 1)..].Trim(' ', '\t');
+        return (text[..sp], arg.Length == 0 ? null : arg);
+    }
+
+    /// <summary>
+    /// Reads a whole file the loader needs (an interpreter) through the boundary: recorded by reference when it is
+    /// a stable regular file, read again and checked by a replay. Missing: 127 with `what` in the message.
+    /// </summary>
+    static byte[] ReadThroughBoundary(GuestFs fs, IBoundary boundary, int tid, string guestPath, string what)
+    {
+        string reason = "";
+        var res = boundary.FileContent(tid, Nr.execve, new FileRef(guestPath, 0, FileRef.WholeFile, 0), () =>
+        {
+            long r = fs.ToHost(guestPath, true, out var host);
+            if (r < 0) return HostResult.Of(r);
+            try
+            {
+                var bytes = ProgramFile.ReadAll(host, guestPath);
+                var hr = HostResult.Of(bytes.Length).Write(0, bytes);
+                hr.ByReference = FileRef.IsStable(host);
+                return hr;
+            }
+            catch (ElfLoadException e)
+            {
+                reason = e.Message;
+                return HostResult.Of(e.ExitStatus == 127 ? -Errno.ENOENT : -Errno.EACCES);
+            }
+        });
+        if (res.Value == -Errno.ENOENT || res.Value == -Errno.ENOTDIR) throw new ElfLoadException($"{what}: no such file", 127);
+        if (res.Value < 0) throw new ElfLoadException(reason.Length > 0 ? $"{what}: {reason}" : $"{what}: cannot be read (errno {-res.Value})");
+        return res.Writes.Count == 1 ? res.Writes[0].Bytes : Array.Empty<byte>();
+    }
+
+    /// <summary>
+    /// The auxiliary vector a dynamic loader and libc read, Linux's order. uid/gid come through the boundary;
+    /// `platform` and `random` are the addresses of the AT_PLATFORM string and the AT_RANDOM bytes on the stack.
+    /// </summary>
+    public static List<(ulong Key, ulong Value)> Auxv(StartImage s, ulong platform, ulong random, ulong execfn, ulong uid, ulong gid)
+    {
+        var p = s.Program;
+        return new List<(ulong, ulong)>
+        {
+            (AT.HWCAP, CpuModel.Leaf1Edx), (AT.PAGESZ, GuestMemory.PageSize), (AT.CLKTCK, 100),
+            (AT.PHDR, p.PhdrAddr), (AT.PHENT, (ulong)p.PhEnt), (AT.PHNUM, (ulong)p.PhNum),
+            (AT.BASE, s.InterpreterBase), (AT.FLAGS, 0), (AT.ENTRY, p.Entry),
+            (AT.UID, uid), (AT.EUID, uid), (AT.GID, gid), (AT.EGID, gid), (AT.SECURE, 0),
+            (AT.RANDOM, random), (AT.HWCAP2, Hwcap2), (AT.EXECFN, execfn), (AT.PLATFORM, platform),
+            (AT.MINSIGSTKSZ, 2048), (AT.NULL, 0),
+        };
+    }
+}
+
+/// <summary>Auxiliary vector keys (include/uapi/linux/auxvec.h).</summary>
+public static class AT
+{
+    public const ulong NULL = 0, PHDR = 3, PHENT = 4, PHNUM = 5, PAGESZ = 6, BASE = 7, FLAGS = 8, ENTRY = 9, UID = 11,
+        EUID = 12, GID = 13, EGID = 14, PLATFORM = 15, HWCAP = 16, CLKTCK = 17, SECURE = 23, RANDOM = 25, HWCAP2 = 26,
+        EXECFN = 31, MINSIGSTKSZ = 51;
+}
+
+/// <summary>
+/// A range of a file whose content enters the guest (a file mapping, an interpreter image): the guest path it was
+/// opened by, the offset, the length asked for (<see cref="WholeFile"/> for the whole file) and the guest address
+/// it goes to (0 when the loader consumes it).
+/// </summary>
+public readonly record struct FileRef(string GuestPath, long Offset, int Length, ulong Address)
+{
+    public const int WholeFile = -1;
+
+    /// <summary>How long before the VM started a file must have been last modified to be recorded by reference:
+    /// file systems stamp modifications with a coarse clock.</summary>
+    static readonly TimeSpan Settle = TimeSpan.FromSeconds(2);
+    static readonly DateTime ProcessStart = System.Diagnostics.Process.GetCurrentProcess().StartTime.ToUniversalTime();
+
+    /// <summary>
+    /// A regular file not modified since shortly before this process started, so that a replay reading it from its
+    /// own root later sees what the recording saw (a file the guest or anyone wrote during the run is not).
+    /// </summary>
+    public static bool IsStable(string hostPath)
+    {
+        try
+        {
+            var fi = new FileInfo(hostPath);
+            return fi.Exists && fi.LastWriteTimeUtc < ProcessStart - Settle && (fi.Attributes & FileAttributes.Directory) == 0;
+        }
+        catch (IOException) { return false; }
+        catch (UnauthorizedAccessException) { return false; }
+    }
+}
