@@ -70,15 +70,22 @@ public sealed partial class LinuxKernel
             case Nr.brk: return Brk(a1);
             case Nr.mmap: return Mmap(cpu, a1, a2, (int)a3, (int)a4, (int)a5, (long)a6);
             case Nr.munmap:
-                if ((a1 & GuestMemory.PageMask) != 0 || a2 == 0) return -Errno.EINVAL;
+                if ((a1 & GuestMemory.PageMask) != 0 || a2 == 0 || a2 > GuestMemory.AddressLimit) return -Errno.EINVAL;
+                Files.Unmapping(cpu.Tid, a1, a1 + a2);
                 Mem.Unmap(a1, a2);
                 return 0;
             case Nr.mprotect:
                 if ((a1 & GuestMemory.PageMask) != 0) return -Errno.EINVAL;
                 return Mem.Protect(a1, a2, (Prot)(a3 & 7)) ? 0 : -Errno.ENOMEM;
             case Nr.mremap: return Mremap(a1, a2, a3, (int)a4, a5);
-            case Nr.madvise: return 0;
-            case Nr.msync: return 0;
+            case Nr.madvise:
+                if ((a1 & GuestMemory.PageMask) != 0 || a2 > GuestMemory.AddressLimit) return -Errno.EINVAL;
+                if (a3 == MADV_DONTNEED) Files.DontNeed(a1, a1 + ((a2 + GuestMemory.PageMask) & ~GuestMemory.PageMask));
+                return 0;
+            case Nr.msync:
+                if ((a1 & GuestMemory.PageMask) != 0 || a2 > GuestMemory.AddressLimit) return -Errno.EINVAL;
+                Files.Sync(cpu.Tid, a1, a1 + a2);
+                return 0;
             case Nr.mincore: return -Errno.ENOSYS;
 
             // ---------------- signals (emulated: see LinuxKernel.Signals.cs)
@@ -847,6 +854,7 @@ public sealed partial class LinuxKernel
         return (long)BrkCur;
     }
 
+    const ulong MADV_DONTNEED = 4;
     const int MAP_SHARED = 1, MAP_PRIVATE = 2, MAP_FIXED = 0x10, MAP_ANONYMOUS = 0x20, MAP_FIXED_NOREPLACE = 0x100000;
 
     long Mmap(CpuT cpu, ulong addr, ulong len, int prot, int flags, int fd, long off)
@@ -877,20 +885,13 @@ public sealed partial class LinuxKernel
                 if (at == 0) return -Errno.ENOMEM;
             }
         }
+        Files.Unmapping(cpu.Tid, at, at + len);
         Mem.Map(at, len, (Prot)(prot & 7), file != null ? file.GuestPath : "");
         if (file != null)
         {
-            int n = (int)len;
-            var res = Host(cpu, Nr.mmap, () =>
-            {
-                var tmp = new byte[n];
-                long r;
-                unsafe { fixed (byte* p = tmp) r = HostSys.Call(Nr.pread64, file.HostFd, (long)p, n, off); }
-                var hr = HostResult.Of(r);
-                if (r > 0) hr.Write(at, tmp.AsSpan(0, (int)r).ToArray());
-                return hr;
-            });
-            if (res.Value < 0) { Mem.Unmap(at, len); return res.Value == -Errno.EISDIR ? -Errno.ENODEV : -Errno.EACCES; }
+            long got = Files.Fill(cpu.Tid, file, at, (int)Math.Min(len, int.MaxValue), off);
+            if (got < 0) { Mem.Unmap(at, len); return got == -Errno.EISDIR ? -Errno.ENODEV : -Errno.EACCES; }
+            if ((flags & MAP_SHARED) != 0 && (prot & (int)Prot.Write) != 0) Files.AddShared(file, at, at + len, off);
         }
         return (long)at;
     }

@@ -83,6 +83,8 @@ public sealed partial class LinuxKernel : ICpuHost
     public int ExitStatus;
     public int? TerminatingSignal;
     public LoadedProgram Program = null!;
+    /// <summary>File mappings: their content through the boundary, shared mappings written back.</summary>
+    public readonly FileMappings Files;
     public byte[] ProgramImage = Array.Empty<byte>();
     public string ProgramGuestPath = "";
     readonly HashSet<int> _warnedSyscalls = new();
@@ -145,6 +147,7 @@ public sealed partial class LinuxKernel : ICpuHost
         Cwd = options.Cwd;
         Mem = new GuestMemory();
         Code = new CodeCache(Mem);
+        Files = new FileMappings(this);
         MainThread = new Cpu.Cpu(Mem, Code, this);
         Threads.Add(MainThread);
         for (int fd = 0; fd < 3; fd++) Fds[fd] = new GuestFile { HostFd = fd, IsStdio = true, GuestPath = $"/dev/fd/{fd}" };
@@ -255,6 +258,7 @@ public sealed partial class LinuxKernel : ICpuHost
         }
         StopTimers();
         StopSliceTimer();
+        Files.ExitAll(Current.Tid);
         Boundary.OnExit(this, Current, ExitStatus);
         return ExitStatus;
     }

@@ -149,23 +149,35 @@ public readonly record struct FileRef(string GuestPath, long Offset, int Length,
 {
     public const int WholeFile = -1;
 
-    /// <summary>How long before the VM started a file must have been last modified to be recorded by reference:
-    /// file systems stamp modifications with a coarse clock.</summary>
-    static readonly TimeSpan Settle = TimeSpan.FromSeconds(2);
-    static readonly DateTime ProcessStart = System.Diagnostics.Process.GetCurrentProcess().StartTime.ToUniversalTime();
+    /// <summary>How long before the VM started a file must have been last changed to be recorded by reference:
+    /// file systems stamp changes with a coarse clock.</summary>
+    static readonly long SettleNs = 2_000_000_000;
+    static readonly long ProcessStartNs = (System.Diagnostics.Process.GetCurrentProcess().StartTime.ToUniversalTime() - DateTime.UnixEpoch).Ticks * 100;
 
     /// <summary>
-    /// A regular file not modified since shortly before this process started, so that a replay reading it from its
-    /// own root later sees what the recording saw (a file the guest or anyone wrote during the run is not).
+    /// A regular file whose inode has not changed (st_ctime, which utimes cannot set back) since shortly before this
+    /// process started, so that a replay reading the path from its own root later sees what the recording saw; a file
+    /// the guest or anyone else wrote during the run is not. With a descriptor, the path must still name the same
+    /// file (not renamed over since it was opened).
     /// </summary>
-    public static bool IsStable(string hostPath)
+    public static unsafe bool IsStable(string hostPath, int hostFd = -1)
     {
-        try
-        {
-            var fi = new FileInfo(hostPath);
-            return fi.Exists && fi.LastWriteTimeUtc < ProcessStart - Settle && (fi.Attributes & FileAttributes.Directory) == 0;
-        }
-        catch (IOException) { return false; }
-        catch (UnauthorizedAccessException) { return false; }
+        var byPath = new byte[144];
+        var z = HostSys.Z(hostPath);
+        long r;
+        fixed (byte* s = byPath) fixed (byte* p = z) r = HostSys.Call(Nr.stat, (long)p, (long)s);
+        if (r < 0 || !OldRegular(byPath)) return false;
+        if (hostFd < 0) return true;
+        var byFd = new byte[144];
+        fixed (byte* s = byFd) r = HostSys.Call(Nr.fstat, hostFd, (long)s);
+        return r >= 0 && byFd.AsSpan(0, 16).SequenceEqual(byPath.AsSpan(0, 16)) && OldRegular(byFd); // st_dev, st_ino
+    }
+
+    static bool OldRegular(byte[] st)
+    {
+        uint mode = System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(st.AsSpan(24));
+        long ctimeNs = System.Buffers.Binary.BinaryPrimitives.ReadInt64LittleEndian(st.AsSpan(104)) * 1_000_000_000
+            + System.Buffers.Binary.BinaryPrimitives.ReadInt64LittleEndian(st.AsSpan(112));
+        return (mode & 0xF000) == 0x8000 && ctimeNs < ProcessStartNs - SettleNs;
     }
 }
