@@ -164,7 +164,7 @@ public static class ElfLoader
                 mapFrom = existing.End;
                 if ((existing.Prot | prot) != existing.Prot) mem.Protect(existing.End - GuestMemory.PageSize, GuestMemory.PageSize, existing.Prot | prot);
             }
-            if (end > mapFrom) mem.Map(mapFrom, end - mapFrom, prot, name);
+            if (end > mapFrom) mem.Map(mapFrom, end - mapFrom, prot, name, (long)((s.Offset & ~GuestMemory.PageMask) + (mapFrom - start)));
             try { mem.Poke(s.Vaddr + bias, f.AsSpan((int)s.Offset, (int)s.FileSize)); }
             catch (GuestFaultException) { throw new ElfLoadException($"{name}: segment {k} cannot be placed"); }
             if (s.Vaddr < firstVaddr) { firstVaddr = s.Vaddr; firstOffset = s.Offset; }

@@ -154,6 +154,7 @@ public sealed partial class LinuxKernel
                     if (r >= 0 && Fds.TryGetValue((int)a1, out var lf)) lf.Offset = r;
                     return r;
                 }
+            case Nr.fstat when ProcDirStat((int)a1, a2, statx: false) is long ps: return ps;
             case Nr.fstat: return FdBuffer(cpu, nr, (int)a1, a2, 144, (h, buf) => HostSys.Call(Nr.fstat, h, buf));
             case Nr.stat: return PathBuffer(cpu, nr, AT_FDCWD, a1, true, a2, 144, (p, buf) => HostSys.Call(Nr.newfstatat, AT_FDCWD, p, buf, 0));
             case Nr.lstat: return PathBuffer(cpu, nr, AT_FDCWD, a1, false, a2, 144, (p, buf) => HostSys.Call(Nr.newfstatat, AT_FDCWD, p, buf, AT_SYMLINK_NOFOLLOW));
@@ -161,6 +162,7 @@ public sealed partial class LinuxKernel
             case Nr.statx: return Statx(cpu, (int)a1, a2, (int)a3, (uint)a4, a5);
             case Nr.fstatfs: return FdBuffer(cpu, nr, (int)a1, a2, 120, (h, buf) => HostSys.Call(Nr.fstatfs, h, buf));
             case Nr.statfs: return PathBuffer(cpu, nr, AT_FDCWD, a1, true, a2, 120, (p, buf) => HostSys.Call(Nr.statfs, p, buf));
+            case Nr.getdents64 when Fds.TryGetValue((int)a1, out var gd) && gd.SyntheticEntries != null: return ProcGetdents(gd, a2, a3);
             case Nr.getdents64: return FdBuffer(cpu, nr, (int)a1, a2, (int)Math.Min(a3, 1 << 20), (h, buf) => HostSys.Call(Nr.getdents64, h, buf, (long)Math.Min(a3, 1 << 20)), resultIsLength: true);
             case Nr.readlink: return ReadlinkAt(cpu, AT_FDCWD, a1, a2, a3);
             case Nr.readlinkat: return ReadlinkAt(cpu, (int)a1, a2, a3, a4);
@@ -274,21 +276,12 @@ public sealed partial class LinuxKernel
         return 0;
     }
 
-    /// <summary>Is this guest path one the VM answers itself rather than the host (/proc/self/...)?</summary>
-    static bool IsProcSelf(string abs, out string rest)
-    {
-        rest = "";
-        foreach (var pre in new[] { "/proc/self/", "/proc/thread-self/" })
-            if (abs.StartsWith(pre)) { rest = abs.Substring(pre.Length); return true; }
-        return false;
-    }
-
     unsafe long PathOp(CpuT cpu, int nr, int dirfd, ulong pathAddr, bool follow, Func<long, long> call, bool reexecuteOnReplay = false)
     {
         string path = Path(pathAddr);
         long e = GuestAbs(dirfd, path, out var abs);
         if (e < 0) return e;
-        if (IsProcSelf(abs, out _)) return -Errno.ENOENT;
+        if (ProcPathOp(nr, ref abs, follow) is long pr) return pr;
         return Host(cpu, nr, () =>
         {
             long r = Fs.ToHost(abs, follow, out var host);
@@ -303,8 +296,7 @@ public sealed partial class LinuxKernel
         string path = Path(pathAddr);
         long e = GuestAbs(dirfd, path, out var abs);
         if (e < 0) return e;
-        if (IsProcSelf(abs, out var rest) && rest == "exe") abs = ProgramGuestPath;
-        else if (IsProcSelf(abs, out _)) return -Errno.ENOENT;
+        if (ProcStat(cpu, nr, ref abs, follow, guestBuf, len) is long pr) return pr;
         CheckWritable(guestBuf, (ulong)len);
         return Host(cpu, nr, () =>
         {
@@ -364,11 +356,7 @@ public sealed partial class LinuxKernel
         string path = Path(pathAddr);
         long e = GuestAbs(dirfd, path, out var abs);
         if (e < 0) return e;
-        if (IsProcSelf(abs, out var rest))
-        {
-            if (rest == "exe") abs = ProgramGuestPath;
-            else return -Errno.ENOENT;
-        }
+        if (ProcOpen(cpu, ref abs, flags) is long pr) return pr;
         int isDir = 0;
         var res = Host(cpu, Nr.openat, () =>
         {
@@ -376,6 +364,8 @@ public sealed partial class LinuxKernel
             if (r < 0) return HostResult.Of(r);
             var z = HostSys.Z(host);
             fixed (byte* p = z) r = HostSys.Call(Nr.openat, AT_FDCWD, (long)p, flags | O_CLOEXEC, mode & ~_umask & 0xFFF);
+            // the host's procfs reached by a route the path check did not see (a symlink under root "/"): not the guest's
+            if (r >= 0 && ProcFs.IsHostProcFs(r)) { HostSys.Call(Nr.close, r); r = -Errno.ENOENT; }
             var hr = HostResult.Of(r);
             if (r >= 0)
             {
@@ -545,6 +535,7 @@ public sealed partial class LinuxKernel
     unsafe long FstatAt(CpuT cpu, int dirfd, ulong pathAddr, ulong buf, int flags)
     {
         string path = Path(pathAddr);
+        if (path.Length == 0 && (flags & AT_EMPTY_PATH) != 0 && ProcDirStat(dirfd, buf, statx: false) is long ps) return ps;
         if (path.Length == 0 && (flags & AT_EMPTY_PATH) != 0)
             return FdBuffer(cpu, Nr.newfstatat, dirfd, buf, 144, (h, b) => HostSys.Call(Nr.fstat, h, b));
         return PathBuffer(cpu, Nr.newfstatat, dirfd, pathAddr, (flags & AT_SYMLINK_NOFOLLOW) == 0, buf, 144,
@@ -554,6 +545,7 @@ public sealed partial class LinuxKernel
     long Statx(CpuT cpu, int dirfd, ulong pathAddr, int flags, uint mask, ulong buf)
     {
         string path = Path(pathAddr);
+        if (path.Length == 0 && (flags & AT_EMPTY_PATH) != 0 && ProcDirStat(dirfd, buf, statx: true) is long ps) return ps;
         if (path.Length == 0 && (flags & AT_EMPTY_PATH) != 0)
         {
             if (!Fds.TryGetValue(dirfd, out var f)) return -Errno.EBADF;
@@ -572,14 +564,7 @@ public sealed partial class LinuxKernel
         if ((long)size <= 0) return -Errno.EINVAL;
         int n = (int)Math.Min(size, 4096);
         CheckWritable(buf, (ulong)n);
-        if (IsProcSelf(abs, out var rest))
-        {
-            if (rest != "exe") return -Errno.ENOENT;
-            var b = Encoding.UTF8.GetBytes(ProgramGuestPath);
-            int k = Math.Min(b.Length, n);
-            Mem.WriteBytes(buf, b.AsSpan(0, k));
-            return k;
-        }
+        if (ProcReadlink(cpu, abs, buf, n) is long pr) return pr;
         return Host(cpu, Nr.readlinkat, () =>
         {
             long r = Fs.ToHost(abs, false, out var host);
@@ -628,20 +613,8 @@ public sealed partial class LinuxKernel
             if (e < 0) return HostResult.Of(e);
             return HostResult.Of((BinaryPrimitives.ReadUInt32LittleEndian(st.AsSpan(24)) & 0xF000) == 0x4000 ? 0 : -Errno.ENOTDIR);
         }).Value;
-        if (r == 0) Cwd = NormalizeLexically(abs);
+        if (r == 0) Cwd = GuestFs.Normalize(abs);
         return r;
-    }
-
-    static string NormalizeLexically(string abs)
-    {
-        var parts = new List<string>();
-        foreach (var c in abs.Split('/', StringSplitOptions.RemoveEmptyEntries))
-        {
-            if (c == ".") continue;
-            if (c == "..") { if (parts.Count > 0) parts.RemoveAt(parts.Count - 1); continue; }
-            parts.Add(c);
-        }
-        return "/" + string.Join('/', parts);
     }
 
     unsafe long Pipe(CpuT cpu, ulong fdsAddr, int flags)
@@ -886,7 +859,7 @@ public sealed partial class LinuxKernel
             }
         }
         Files.Unmapping(cpu.Tid, at, at + len);
-        Mem.Map(at, len, (Prot)(prot & 7), file != null ? file.GuestPath : "");
+        Mem.Map(at, len, (Prot)(prot & 7), file != null ? file.GuestPath : "", file != null ? off : 0, (flags & MAP_SHARED) != 0);
         if (file != null)
         {
             long got = Files.Fill(cpu.Tid, file, at, (int)Math.Min(len, int.MaxValue), off);

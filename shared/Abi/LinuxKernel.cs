@@ -15,6 +15,8 @@ public sealed class GuestFile
     public bool IsStdio;
     public bool IsDirectory;
     public int RefCount = 1; // shared by dup'd guest descriptors
+    /// <summary>A directory of the guest's /proc view: its entries (read by getdents64 from <see cref="Offset"/>).</summary>
+    public string[]? SyntheticEntries;
 
     // sockets (set from guest inputs and logged answers only, so a replay has the same values)
     public bool IsSocket;
@@ -85,6 +87,8 @@ public sealed partial class LinuxKernel : ICpuHost
     public LoadedProgram Program = null!;
     /// <summary>File mappings: their content through the boundary, shared mappings written back.</summary>
     public readonly FileMappings Files;
+    /// <summary>The guest's /proc view.</summary>
+    public readonly ProcFs Proc;
     public byte[] ProgramImage = Array.Empty<byte>();
     public string ProgramGuestPath = "";
     readonly HashSet<int> _warnedSyscalls = new();
@@ -148,6 +152,7 @@ public sealed partial class LinuxKernel : ICpuHost
         Mem = new GuestMemory();
         Code = new CodeCache(Mem);
         Files = new FileMappings(this);
+        Proc = new ProcFs(this);
         MainThread = new Cpu.Cpu(Mem, Code, this);
         Threads.Add(MainThread);
         for (int fd = 0; fd < 3; fd++) Fds[fd] = new GuestFile { HostFd = fd, IsStdio = true, GuestPath = $"/dev/fd/{fd}" };
@@ -208,6 +213,7 @@ public sealed partial class LinuxKernel : ICpuHost
     {
         var env = Options.Env ?? Environment.GetEnvironmentVariables().Cast<System.Collections.DictionaryEntry>()
             .Select(e => $"{e.Key}={e.Value}").OrderBy(s => s, StringComparer.Ordinal).ToArray();
+        GuestEnvironment = env;
         ulong sp = StackTop;
         ulong PushBytes(byte[] b) { sp -= (ulong)b.Length; Mem.WriteBytes(sp, b); return sp; }
         ulong PushStr(string s) => PushBytes(Encoding.UTF8.GetBytes(s + "\0"));
@@ -237,6 +243,8 @@ public sealed partial class LinuxKernel : ICpuHost
         MainThread.R[Cpu.Cpu.RSP] = sp;
     }
 
+    /// <summary>The environment the guest started with (for /proc/self/environ).</summary>
+    public string[] GuestEnvironment = Array.Empty<string>();
     /// <summary>The auxiliary vector as key, value pairs (for /proc/self/auxv).</summary>
     public ulong[] Auxv = Array.Empty<ulong>();
 
