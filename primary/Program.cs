@@ -1,6 +1,7 @@
 using System.CommandLine;
 using ReVirt;
 using ReVirt.Abi;
+using ReVirt.Linux;
 using ReVirt.Log;
 using ReVirt.Replay;
 
@@ -103,7 +104,7 @@ int Guest(ParseResult parse, FileInfo? log)
     else
     {
         byte[] image;
-        try { var (gp, hp) = LinuxKernel.ResolveProgram(opts); image = ProgramFile.ReadAll(hp, gp); }
+        try { var (gp, hp) = Kernel.ResolveProgram(opts); image = ProgramFile.ReadAll(hp, gp); }
         catch (ElfLoadException e) { Console.Error.WriteLine($"primary: {e.Message}"); return e.ExitStatus; }
         var header = Recording.Header(opts, image, parse.GetValue(intervalOpt));
         using var writer = LogWriter.Create(log.FullName, header);

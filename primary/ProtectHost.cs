@@ -2,6 +2,7 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using ReVirt.Abi;
+using ReVirt.Linux;
 using ReVirt.Log;
 using ReVirt.Replay;
 using ReVirt.Replication;
@@ -48,7 +49,7 @@ sealed class ProtectService(ProtectSettings settings, MachineOptions opts, ulong
     async Task<int> RunAsync()
     {
         byte[] image;
-        try { var (gp, hp) = LinuxKernel.ResolveProgram(opts); image = ProgramFile.ReadAll(hp, gp); }
+        try { var (gp, hp) = Kernel.ResolveProgram(opts); image = ProgramFile.ReadAll(hp, gp); }
         catch (ElfLoadException e) { Log.WriteLine($"primary: {e.Message}"); return e.ExitStatus; }
         var header = Recording.Header(opts, image, checkpointInterval);
         var encoded = header.Encode();

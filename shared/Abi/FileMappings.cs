@@ -1,3 +1,4 @@
+using ReVirt.Linux;
 using ReVirt.Memory;
 
 namespace ReVirt.Abi;
@@ -16,21 +17,18 @@ public sealed class FileMappings
     {
         public ulong Start, End;
         public long Offset; // file offset of Start
-        public required GuestFile File;
+        public required OpenFile File;
     }
 
-    readonly LinuxKernel _k;
     readonly List<Shared> _shared = new();
-
-    public FileMappings(LinuxKernel k) => _k = k;
 
     /// <summary>
     /// Reads up to `len` bytes of the file behind `file` at `offset` into guest memory at `at` (already mapped by the
     /// caller); never more than the file holds. Returns the bytes read or -errno from the host.
     /// </summary>
-    public unsafe long Fill(int tid, GuestFile file, ulong at, int len, long offset)
+    public static unsafe long Fill(Kernel k, int tid, OpenFile file, ulong at, int len, long offset)
     {
-        var res = _k.Boundary.FileContent(tid, Nr.mmap, new FileRef(file.GuestPath, offset, len, at), () =>
+        var res = k.Boundary.FileContent(tid, Nr.mmap, new FileRef(file.GuestPath, offset, len, at), () =>
         {
             var st = new byte[144];
             long r;
@@ -46,36 +44,36 @@ public sealed class FileMappings
             if (r > 0)
             {
                 hr.Write(at, r == n ? tmp : tmp.AsSpan(0, (int)r).ToArray());
-                hr.ByReference = _k.Fs.ToHost(file.GuestPath, true, out var host) == 0 && FileRef.IsStable(host, file.HostFd);
+                hr.ByReference = k.Fs.ToHost(file.GuestPath, true, out var host) == 0 && FileRef.IsStable(host, file.HostFd);
             }
             return hr;
         });
-        foreach (var (addr, bytes) in res.Writes) _k.Mem.Poke(addr, bytes);
+        foreach (var (addr, bytes) in res.Writes) k.Mem.Poke(addr, bytes);
         return res.Value;
     }
 
     /// <summary>A MAP_SHARED writable mapping of `file` at [start, end) from file offset `offset`.</summary>
-    public void AddShared(GuestFile file, ulong start, ulong end, long offset)
+    public void AddShared(OpenFile file, ulong start, ulong end, long offset)
     {
         file.RefCount++;
         _shared.Add(new Shared { Start = start, End = end, Offset = offset, File = file });
     }
 
     /// <summary>msync: writes back the shared pages in [start, end).</summary>
-    public void Sync(int tid, ulong start, ulong end)
+    public void Sync(Kernel k, int tid, ulong start, ulong end)
     {
-        foreach (var s in _shared) WriteBack(tid, s, Math.Max(start, s.Start), Math.Min(end, s.End));
+        foreach (var s in _shared) WriteBack(k, tid, s, Math.Max(start, s.Start), Math.Min(end, s.End));
     }
 
     /// <summary>[start, end) stops being mapped (munmap, MAP_FIXED over it): write back, then forget that part.</summary>
-    public void Unmapping(int tid, ulong start, ulong end)
+    public void Unmapping(Kernel k, int tid, ulong start, ulong end)
     {
         for (int i = 0; i < _shared.Count; i++)
         {
             var s = _shared[i];
             if (s.End <= start || s.Start >= end) continue;
-            WriteBack(tid, s, Math.Max(start, s.Start), Math.Min(end, s.End));
-            if (start <= s.Start && end >= s.End) { _shared.RemoveAt(i--); Release(s.File); }
+            WriteBack(k, tid, s, Math.Max(start, s.Start), Math.Min(end, s.End));
+            if (start <= s.Start && end >= s.End) { _shared.RemoveAt(i--); Release(k, s.File); }
             else if (start <= s.Start) { s.Offset += (long)(end - s.Start); s.Start = end; }
             else if (end >= s.End) s.End = start;
             else
@@ -90,26 +88,26 @@ public sealed class FileMappings
     }
 
     /// <summary>The guest exits: every shared mapping is written back, as the kernel does when the last reference goes.</summary>
-    public void ExitAll(int tid)
+    public void ExitAll(Kernel k, int tid)
     {
-        foreach (var s in _shared) { WriteBack(tid, s, s.Start, s.End); Release(s.File); }
+        foreach (var s in _shared) { WriteBack(k, tid, s, s.Start, s.End); Release(k, s.File); }
         _shared.Clear();
     }
 
-    void Release(GuestFile f)
+    static void Release(Kernel k, OpenFile f)
     {
         // the guest closed its descriptors already: the mapping held the last reference
-        if (--f.RefCount == 0 && f.HostFd >= 0 && !f.IsStdio) HostSys.Call(Nr.close, f.HostFd);
+        if (--f.RefCount == 0) f.Close(k, k.Current);
     }
 
-    unsafe void WriteBack(int tid, Shared s, ulong from, ulong to)
+    static unsafe void WriteBack(Kernel k, int tid, Shared s, ulong from, ulong to)
     {
         if (to <= from) return;
         byte[] data;
-        try { data = _k.Mem.ReadBytes(from, (int)Math.Min(to - from, 1 << 30)); }
+        try { data = k.Mem.ReadBytes(from, (int)Math.Min(to - from, 1 << 30)); }
         catch (GuestFaultException) { return; } // protected against reading (PROT_NONE): nothing written through it
         long off = s.Offset + (long)(from - s.Start);
-        _k.Boundary.Syscall(tid, Nr.pwrite64, () =>
+        k.Boundary.Syscall(tid, Nr.pwrite64, () =>
         {
             // a shared mapping never extends its file: only what lies before the end of the file is written
             var st = new byte[144];
@@ -126,10 +124,10 @@ public sealed class FileMappings
     /// madvise(MADV_DONTNEED): private anonymous pages in the range read as zeros afterwards, as on Linux; file
     /// mappings keep their content (Linux would read the file again, which is what they hold unless written).
     /// </summary>
-    public void DontNeed(ulong start, ulong end)
+    public static void DontNeed(GuestMemory mem, ulong start, ulong end)
     {
-        var anon = _k.Mem.Vmas.Where(v => v.Start < end && start < v.End && (v.Name.Length == 0 || v.Name == "[heap]" || v.Name == "[stack]"))
+        var anon = mem.Vmas.Where(v => v.Start < end && start < v.End && (v.Name.Length == 0 || v.Name == "[heap]" || v.Name == "[stack]"))
             .Select(v => (From: Math.Max(v.Start, start), To: Math.Min(v.End, end), v.Prot, v.Name)).ToList();
-        foreach (var (from, to, prot, name) in anon) _k.Mem.Map(from, to - from, prot, name);
+        foreach (var (from, to, prot, name) in anon) mem.Map(from, to - from, prot, name);
     }
 }

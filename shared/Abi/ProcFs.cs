@@ -1,5 +1,6 @@
 using System.Text;
 using ReVirt.Cpu;
+using ReVirt.Linux;
 using ReVirt.Memory;
 
 namespace ReVirt.Abi;
@@ -35,8 +36,8 @@ public sealed class ProcFs
 
     static readonly string[] ProcessEntries = { "auxv", "cmdline", "comm", "cwd", "environ", "exe", "fd", "maps", "stat", "statm", "status", "task" };
 
-    readonly LinuxKernel _k;
-    public ProcFs(LinuxKernel k) => _k = k;
+    readonly Kernel _k;
+    public ProcFs(Kernel k) => _k = k;
 
     /// <summary>Does this guest path belong to the guest's /proc view (answered by <see cref="Lookup"/>)?</summary>
     public static bool Covers(string abs)
@@ -94,8 +95,8 @@ public sealed class ProcFs
         if (parts.Length == 2)
             switch (top)
             {
-                case "self": return Node.Link($"/proc/{_k.Pid}");
-                case "thread-self": return Node.Link($"/proc/{_k.Pid}/task/{_k.Current?.Tid ?? _k.Pid}");
+                case "self": return Node.Link($"/proc/{_k.P.Pid}");
+                case "thread-self": return Node.Link($"/proc/{_k.P.Pid}/task/{_k.Current.Tid}");
                 case "cpuinfo": return Node.Text(CpuInfo());
                 case "meminfo": return Node.Text(MemInfo());
                 case "version": return Node.Text("Linux version 6.1.0 (revirt) #1 SMP\n");
@@ -103,7 +104,7 @@ public sealed class ProcFs
                 case "stat": return Node.Text("cpu  0 0 0 0 0 0 0 0 0 0\ncpu0 0 0 0 0 0 0 0 0 0 0\nprocesses 1\nprocs_running 1\nprocs_blocked 0\n");
             }
         if (top is "self" or "thread-self")
-            return Lookup("/proc/" + (top == "self" ? _k.Pid.ToString() : $"{_k.Pid}/task/{_k.Current?.Tid ?? _k.Pid}") + "/" + string.Join('/', parts[2..]));
+            return Lookup("/proc/" + (top == "self" ? _k.P.Pid.ToString() : $"{_k.P.Pid}/task/{_k.Current.Tid}") + "/" + string.Join('/', parts[2..]));
         if (!int.TryParse(top, out int pid) || !Tids().Contains(pid)) return Node.Missing; // the host's processes do not exist here
         var rest = parts[2..];
         // /proc/PID/task/TID/... is the same view as /proc/PID/...
@@ -116,13 +117,13 @@ public sealed class ProcFs
         if (rest.Length == 0) return Node.Dir(ProcessEntries);
         switch (rest[0])
         {
-            case "exe" when rest.Length == 1: return Node.Link(_k.ProgramGuestPath);
-            case "cwd" when rest.Length == 1: return Node.Link(_k.Cwd);
-            case "fd": return rest.Length == 1 ? Node.Dir(_k.Fds.Keys.OrderBy(x => x).Select(x => x.ToString()).ToArray()) : FdEntry(rest[1], rest.Length + 1);
+            case "exe" when rest.Length == 1: return Node.Link(_k.P.ProgramGuestPath);
+            case "cwd" when rest.Length == 1: return Node.Link(_k.P.Cwd);
+            case "fd": return rest.Length == 1 ? Node.Dir(_k.P.Fds.Entries.Select(e => e.Fd.ToString()).ToArray()) : FdEntry(rest[1], rest.Length + 1);
             case "maps" when rest.Length == 1: return Node.Text(Maps());
-            case "auxv" when rest.Length == 1: return new Node(Kind.File, _k.Auxv.SelectMany(BitConverter.GetBytes).ToArray());
-            case "cmdline" when rest.Length == 1: return new Node(Kind.File, Encoding.UTF8.GetBytes(string.Concat(_k.Start.Argv.Select(a => a + "\0"))));
-            case "environ" when rest.Length == 1: return new Node(Kind.File, Encoding.UTF8.GetBytes(string.Concat(_k.GuestEnvironment.Select(a => a + "\0"))));
+            case "auxv" when rest.Length == 1: return new Node(Kind.File, _k.P.Auxv.SelectMany(BitConverter.GetBytes).ToArray());
+            case "cmdline" when rest.Length == 1: return new Node(Kind.File, Encoding.UTF8.GetBytes(string.Concat(_k.P.Start.Argv.Select(a => a + "\0"))));
+            case "environ" when rest.Length == 1: return new Node(Kind.File, Encoding.UTF8.GetBytes(string.Concat(_k.P.Environment.Select(a => a + "\0"))));
             case "comm" when rest.Length == 1: return Node.Text(Comm() + "\n");
             case "stat" when rest.Length == 1: return Node.Text(Stat());
             case "statm" when rest.Length == 1: return Node.Text($"{VmPages()} {_k.Mem.PageCount} 0 0 0 0 0\n");
@@ -133,16 +134,16 @@ public sealed class ProcFs
 
     Node FdEntry(string name, int depth)
     {
-        if (depth != 3 || !int.TryParse(name, out int fd) || !_k.Fds.ContainsKey(fd)) return Node.Missing;
+        if (depth != 3 || !int.TryParse(name, out int fd) || !_k.P.Fds.ContainsKey(fd)) return Node.Missing;
         return Node.Link($"fd:{fd}");
     }
 
-    IEnumerable<int> Tids() => _k.Threads.Where(t => !t.Dead).Select(t => t.Tid);
+    IEnumerable<int> Tids() => _k.P.Threads.Where(t => !t.Dead).Select(t => t.Tid);
 
     string Comm()
     {
-        string name = _k.ProcessName;
-        if (name.Length == 0) name = _k.ProgramGuestPath[(_k.ProgramGuestPath.LastIndexOf('/') + 1)..];
+        string name = _k.P.Name;
+        if (name.Length == 0) name = _k.P.ProgramGuestPath[(_k.P.ProgramGuestPath.LastIndexOf('/') + 1)..];
         return name.Length > 15 ? name[..15] : name;
     }
 
@@ -167,9 +168,9 @@ public sealed class ProcFs
         int threads = Tids().Count();
         // pid (comm) state ppid pgrp session tty_nr tpgid flags minflt cminflt majflt cmajflt utime stime cutime cstime
         // priority nice num_threads itrealvalue starttime vsize rss rsslim startcode endcode startstack ... (52 fields)
-        var f = new List<string> { _k.Pid.ToString(), $"({Comm()})", "R", "1", _k.Pid.ToString(), _k.Pid.ToString(), "0", "-1", "4194304",
+        var f = new List<string> { _k.P.Pid.ToString(), $"({Comm()})", "R", "1", _k.P.Pid.ToString(), _k.P.Pid.ToString(), "0", "-1", "4194304",
             "0", "0", "0", "0", "0", "0", "0", "0", "20", "0", threads.ToString(), "0", "0", vsize.ToString(), _k.Mem.PageCount.ToString(),
-            "18446744073709551615", "0", "0", LinuxKernel.StackTop.ToString(), "0", "0", "0", "0", "0", "0", "0", "0", "0", "17", "0", "0", "0", "0", "0",
+            "18446744073709551615", "0", "0", Kernel.StackTop.ToString(), "0", "0", "0", "0", "0", "0", "0", "0", "0", "17", "0", "0", "0", "0", "0",
             "0", "0", "0", "0", "0", "0", "0", "0", "0" };
         return string.Join(' ', f) + "\n";
     }
@@ -178,11 +179,11 @@ public sealed class ProcFs
     {
         ulong vmKb = VmPages() * 4, rssKb = (ulong)_k.Mem.PageCount * 4;
         int threads = Tids().Count();
-        return $"Name:\t{Comm()}\nUmask:\t0022\nState:\tR (running)\nTgid:\t{_k.Pid}\nNgid:\t0\nPid:\t{_k.Pid}\nPPid:\t1\nTracerPid:\t0\n"
-            + $"Uid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nFDSize:\t{Math.Max(64, _k.Fds.Count)}\nGroups:\t\n"
-            + $"VmPeak:\t{vmKb,8} kB\nVmSize:\t{vmKb,8} kB\nVmRSS:\t{rssKb,8} kB\nVmStk:\t{LinuxKernel.StackSize / 1024,8} kB\n"
+        return $"Name:\t{Comm()}\nUmask:\t0022\nState:\tR (running)\nTgid:\t{_k.P.Pid}\nNgid:\t0\nPid:\t{_k.P.Pid}\nPPid:\t1\nTracerPid:\t0\n"
+            + $"Uid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nFDSize:\t{Math.Max(64, _k.P.Fds.Entries.Count())}\nGroups:\t\n"
+            + $"VmPeak:\t{vmKb,8} kB\nVmSize:\t{vmKb,8} kB\nVmRSS:\t{rssKb,8} kB\nVmStk:\t{Kernel.StackSize / 1024,8} kB\n"
             + $"Threads:\t{threads}\nSigQ:\t0/63432\nSigPnd:\t0000000000000000\nShdPnd:\t0000000000000000\n"
-            + $"SigBlk:\t{_k.SigMask:x16}\nSigIgn:\t{SigSet(1):x16}\nSigCgt:\t{SigSet(2):x16}\n"
+            + $"SigBlk:\t{_k.Current.SigMask:x16}\nSigIgn:\t{SigSet(1):x16}\nSigCgt:\t{SigSet(2):x16}\n"
             + "CapInh:\t0000000000000000\nCapPrm:\t0000000000000000\nCapEff:\t0000000000000000\nCapBnd:\t000001ffffffffff\n"
             + "Seccomp:\t0\nCpus_allowed:\t1\nCpus_allowed_list:\t0\nMems_allowed:\t1\nMems_allowed_list:\t0\n"
             + "voluntary_ctxt_switches:\t0\nnonvoluntary_ctxt_switches:\t0\n";
@@ -192,9 +193,9 @@ public sealed class ProcFs
     ulong SigSet(int which)
     {
         ulong m = 0;
-        for (int sig = 1; sig < 65 && sig < _k.Actions.Length; sig++)
+        for (int sig = 1; sig < 65 && sig < _k.P.Actions.Length; sig++)
         {
-            ulong h = _k.Actions[sig].Handler;
+            ulong h = _k.P.Actions[sig].Handler;
             if (which == 1 ? h == 1 : h > 1) m |= 1UL << (sig - 1);
         }
         return m;

@@ -32,15 +32,33 @@ public static unsafe partial class Isa
 
     public static delegate*<Cpu, ref Instruction, void> HandlerFor(ref Instruction i)
     {
+        if (i.HasLockPrefix && !Lockable(ref i)) return &Ud;
         var h = Implements(ref i) ? ByCode[(int)i.Code] : null;
         if (h == null) h = Implements(ref i) ? ByMnemonic[(int)i.Mnemonic] : null;
+        if (h == null && InHintSpace(ref i)) h = &Nop;
         if (h == null) h = &Illegal;
         return h;
     }
 
+    /// <summary>0f 18 - 0f 1f with a ModRM byte is the reserved-NOP hint space: an encoding there that no
+    /// advertised feature defines executes as a no-op on hardware.</summary>
+    static bool InHintSpace(ref Instruction i)
+    {
+        if (i.Code == Code.INVALID) return false;
+        var op = i.OpCode;
+        return op.Table == OpCodeTableKind.T0F && op.OpCode is >= 0x18 and <= 0x1F && op.Encoding == EncodingKind.Legacy;
+    }
+
     /// <summary>True when the guest CPU implements this instruction (for tests and diagnostics).</summary>
     public static bool Implements(ref Instruction i)
-        => i.Code != Code.INVALID && (ByCode[(int)i.Code] != null || ByMnemonic[(int)i.Mnemonic] != null);
+        => i.Code != Code.INVALID && (ByCode[(int)i.Code] != null || ByMnemonic[(int)i.Mnemonic] != null || InHintSpace(ref i));
+
+    /// <summary>LOCK is allowed only on these read-modify-write instructions with a memory destination; anywhere
+    /// else the CPU raises #UD (SIGILL).</summary>
+    static bool Lockable(ref Instruction i) => i.Op0Kind == OpKind.Memory && i.Mnemonic is Mnemonic.Add or Mnemonic.Adc
+        or Mnemonic.And or Mnemonic.Btc or Mnemonic.Btr or Mnemonic.Bts or Mnemonic.Cmpxchg or Mnemonic.Cmpxchg8b
+        or Mnemonic.Cmpxchg16b or Mnemonic.Dec or Mnemonic.Inc or Mnemonic.Neg or Mnemonic.Not or Mnemonic.Or
+        or Mnemonic.Sbb or Mnemonic.Sub or Mnemonic.Xor or Mnemonic.Xadd or Mnemonic.Xchg;
 
     public static bool EndsBlock(ref Instruction i)
         => i.FlowControl != FlowControl.Next || !Implements(ref i) || i.Mnemonic == Mnemonic.Syscall;
@@ -57,7 +75,7 @@ public static unsafe partial class Isa
     public static void Illegal(Cpu c, ref Instruction i)
     {
         string what = i.Code == Code.INVALID ? "invalid instruction" : $"unsupported instruction '{i}'";
-        throw new GuestSignalException(4, $"{what} at 0x{i.IP:x}: bytes {BytesAt(c, ref i)}", 2 /* ILL_ILLOPN */, i.IP);
+        throw new GuestSignalException(SIGILL, $"{what} at 0x{i.IP:x}: bytes {BytesAt(c, ref i)}", ILL_ILLOPN, i.IP);
     }
 
     static string BytesAt(Cpu c, ref Instruction i)
@@ -71,26 +89,43 @@ public static unsafe partial class Isa
         => throw new Memory.GuestFaultException(i.IP, false, c.Mem.FindVma(i.IP) != null);
 
     static void Ud(Cpu c, ref Instruction i)
-        => throw new GuestSignalException(4, $"undefined instruction '{i}' at 0x{i.IP:x}: bytes {BytesAt(c, ref i)}", 2, i.IP);
+        => throw new GuestSignalException(SIGILL, $"undefined instruction '{i}' at 0x{i.IP:x}: bytes {BytesAt(c, ref i)}", ILL_ILLOPN, i.IP);
 
     static void Nop(Cpu c, ref Instruction i) { }
 
     // ---------------------------------------------------------------- system instructions
 
+    const int SIGILL = Signals.SIGILL, SIGTRAP = Signals.SIGTRAP, SIGSEGV = Signals.SIGSEGV;
+    const int SI_KERNEL = Signals.SI_KERNEL, TRAP_BRKPT = Signals.TRAP_BRKPT, ILL_ILLOPN = Signals.ILL_ILLOPN;
+
+    /// <summary>Instructions that need ring 0 (or an I/O permission a Linux process does not have): the CPU raises
+    /// #GP, which Linux delivers as SIGSEGV with si_code SI_KERNEL and si_addr 0.</summary>
+    static readonly Mnemonic[] PrivilegedMnemonics =
+    {
+        Mnemonic.Hlt, Mnemonic.Cli, Mnemonic.Sti, Mnemonic.In, Mnemonic.Out, Mnemonic.Insb, Mnemonic.Insw, Mnemonic.Insd,
+        Mnemonic.Outsb, Mnemonic.Outsw, Mnemonic.Outsd, Mnemonic.Rdmsr, Mnemonic.Wrmsr, Mnemonic.Lgdt, Mnemonic.Lidt,
+        Mnemonic.Lldt, Mnemonic.Ltr, Mnemonic.Lmsw, Mnemonic.Clts, Mnemonic.Invd, Mnemonic.Wbinvd, Mnemonic.Invlpg,
+        Mnemonic.Swapgs, Mnemonic.Sysretq, Mnemonic.Sysret, Mnemonic.Rdpmc, Mnemonic.Wbnoinvd,
+    };
+
+    /// <summary>Moves to and from control and debug registers (#GP outside ring 0).</summary>
+    static readonly Code[] PrivilegedCodes = { Code.Mov_r64_cr, Code.Mov_cr_r64, Code.Mov_r64_dr, Code.Mov_dr_r64, Code.Mov_r32_cr, Code.Mov_cr_r32, Code.Mov_r32_dr, Code.Mov_dr_r32 };
+
+    /// <summary>Hint space a CPU without the feature (CET, MPX, CLDEMOTE) executes as a no-op; the CPU model does
+    /// not advertise those features, so guests that probe for them see their absence consistently.</summary>
+    static readonly Mnemonic[] HintNops =
+    {
+        Mnemonic.Nop, Mnemonic.Reservednop, Mnemonic.Endbr64, Mnemonic.Endbr32, Mnemonic.Rdsspd, Mnemonic.Rdsspq,
+        Mnemonic.Cldemote, Mnemonic.Bndcl, Mnemonic.Bndcu, Mnemonic.Bndcn, Mnemonic.Bndmk, Mnemonic.Bndmov,
+        Mnemonic.Bndldx, Mnemonic.Bndstx, Mnemonic.Pause, Mnemonic.Lfence, Mnemonic.Sfence, Mnemonic.Mfence,
+        Mnemonic.Prefetchnta, Mnemonic.Prefetcht0, Mnemonic.Prefetcht1, Mnemonic.Prefetcht2, Mnemonic.Prefetchw,
+    };
+
     static void RegisterSystem()
     {
-        Reg(Mnemonic.Nop, &Nop);
-        Reg(Mnemonic.Endbr64, &Nop);
-        Reg(Mnemonic.Endbr32, &Nop);
-        Reg(Mnemonic.Pause, &Nop);
-        Reg(Mnemonic.Lfence, &Nop);
-        Reg(Mnemonic.Sfence, &Nop);
-        Reg(Mnemonic.Mfence, &Nop);
-        Reg(Mnemonic.Prefetchnta, &Nop);
-        Reg(Mnemonic.Prefetcht0, &Nop);
-        Reg(Mnemonic.Prefetcht1, &Nop);
-        Reg(Mnemonic.Prefetcht2, &Nop);
-        Reg(Mnemonic.Prefetchw, &Nop);
+        foreach (var m in HintNops) Reg(m, &Nop);
+        foreach (var m in PrivilegedMnemonics) Reg(m, &Privileged);
+        foreach (var c in PrivilegedCodes) Reg(c, &Privileged);
         Reg(Mnemonic.Ud2, &Ud);
         Reg(Mnemonic.Ud0, &Ud);
         Reg(Mnemonic.Ud1, &Ud);
@@ -98,9 +133,10 @@ public static unsafe partial class Isa
         Reg(Mnemonic.Cpuid, &Cpuid);
         Reg(Mnemonic.Rdtsc, &Rdtsc);
         Reg(Mnemonic.Rdtscp, &Rdtscp);
-        Reg(Mnemonic.Hlt, &Privileged);
         Reg(Mnemonic.Int3, &Int3);
+        Reg(Mnemonic.Int1, &Int1);
         Reg(Mnemonic.Int, &IntN);
+        Reg(Mnemonic.Iretq, &Iretq);
     }
 
     static void Syscall(Cpu c, ref Instruction i)
@@ -129,11 +165,34 @@ public static unsafe partial class Isa
     }
 
     static void Privileged(Cpu c, ref Instruction i)
-        => throw new GuestSignalException(11, $"privileged instruction '{i}' at 0x{i.IP:x}", 0x80 /* SI_KERNEL */, 0);
+        => throw new GuestSignalException(SIGSEGV, $"privileged instruction '{i}' at 0x{i.IP:x}", SI_KERNEL, 0);
 
+    // int3, int 3 and int1 are traps: the instruction retires and the signal reports the next instruction's rip.
     static void Int3(Cpu c, ref Instruction i)
-        => throw new GuestSignalException(5, $"int3 at 0x{i.IP:x}", 0x80, 0);
+        => throw new GuestSignalException(SIGTRAP, $"int3 at 0x{i.IP:x}", SI_KERNEL, 0) { Trap = true };
 
+    static void Int1(Cpu c, ref Instruction i)
+        => throw new GuestSignalException(SIGTRAP, $"int1 at 0x{i.IP:x}", TRAP_BRKPT, i.NextIP) { Trap = true };
+
+    /// <summary>`int n`: only vector 3 is open to user mode (a breakpoint); any other vector is #GP. Linux on this
+    /// model has no IA-32 emulation gate, so `int 0x80` is #GP too, as on a kernel built or booted without it.</summary>
     static void IntN(Cpu c, ref Instruction i)
-        => throw new GuestSignalException(11, $"int 0x{i.Immediate8:x} at 0x{i.IP:x}", 0x80, 0);
+    {
+        if (i.Immediate8 == 3) Int3(c, ref i);
+        throw new GuestSignalException(SIGSEGV, $"int 0x{i.Immediate8:x} at 0x{i.IP:x}", SI_KERNEL, 0);
+    }
+
+    const ulong UserCs = 0x33, UserSs = 0x2b;
+
+    /// <summary>IRETQ within ring 3: pops rip, cs, rflags, rsp, ss. Only a return to the 64-bit user code and stack
+    /// selectors is modelled; anything else (another privilege level, a compatibility-mode segment) is #GP.</summary>
+    static void Iretq(Cpu c, ref Instruction i)
+    {
+        ulong sp = c.R[Cpu.RSP];
+        ulong rip = c.Mem.Read64(sp), cs = c.Mem.Read64(sp + 8), fl = c.Mem.Read64(sp + 16), rsp = c.Mem.Read64(sp + 24), ss = c.Mem.Read64(sp + 32);
+        if ((ushort)cs != UserCs || (ushort)ss != UserSs) Privileged(c, ref i);
+        c.Rflags = (c.Rflags & ~UserFlags) | (fl & UserFlags & ~Cpu.TF) | 0x202;
+        c.R[Cpu.RSP] = rsp;
+        c.Rip = rip;
+    }
 }

@@ -6,7 +6,7 @@ namespace ReVirt.Tests.Oracle;
 /// <summary>
 /// Runs the same snippet as <see cref="NativeRunner"/> inside the virtual CPU, from the same register state and
 /// with the same scratch memory mapped at the same guest address, and returns the state afterwards.
-/// The snippet is followed by an int3, which stops the virtual CPU with every register intact.
+/// The snippet is followed by an int3, which stops the virtual CPU with every register intact (and rip after the int3).
 /// </summary>
 public static class VmRunner
 {
@@ -40,7 +40,7 @@ public static class VmRunner
         fault = null;
         cpu.StopAt = 1_000_000;
         var r = cpu.Run();
-        if (r != RunResult.Fault || cpu.Rip != end || cpu.PendingFault?.Signal != 5)
+        if (r != RunResult.Fault || cpu.Rip != end + 1 || cpu.PendingFault?.Signal != 5) // int3 traps: rip after it
             fault = r == RunResult.Fault ? $"fault at 0x{cpu.Rip:x}: {cpu.PendingFault?.Message}" : $"stopped with {r} at 0x{cpu.Rip:x}";
         var output = input.Clone();
         for (int k = 0; k < 16; k++) output.Gpr[k] = cpu.R[k];

@@ -1,6 +1,8 @@
 using System.Buffers.Binary;
 using Microsoft.Win32.SafeHandles;
 
+using ReVirt.Linux;
+
 namespace ReVirt.Abi;
 
 /// <summary>

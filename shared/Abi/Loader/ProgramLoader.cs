@@ -1,6 +1,8 @@
 using ReVirt.Cpu;
 using ReVirt.Memory;
 
+using ReVirt.Linux;
+
 namespace ReVirt.Abi;
 
 /// <summary>What execve set up: the loaded program, its interpreter, the argv it runs with and where it starts.</summary>
@@ -60,7 +62,7 @@ public static class ProgramLoader
             if (ii.Interpreter != null) throw new ElfLoadException($"{ip}: an interpreter that names an interpreter itself");
             if (ii.Type != ElfImage.EtDyn) throw new ElfLoadException($"{ip}: an interpreter must be position independent (ET_DYN)");
             ulong span = ii.HighVaddr - ii.LowVaddr;
-            ulong at = mem.FindFree(span, LinuxKernel.MmapTop, LinuxKernel.MmapBottom);
+            ulong at = mem.FindFree(span, Kernel.MmapTop, Kernel.MmapBottom);
             if (at == 0) throw new ElfLoadException($"{ip}: no room for the interpreter");
             var interp = ElfLoader.Load(mem, bytes, ii, at - ii.LowVaddr, ip);
             start.InterpreterBase = interp.LoadBias + ii.LowVaddr;
@@ -117,27 +119,19 @@ public static class ProgramLoader
     /// The auxiliary vector a dynamic loader and libc read, Linux's order. uid/gid come through the boundary;
     /// `platform` and `random` are the addresses of the AT_PLATFORM string and the AT_RANDOM bytes on the stack.
     /// </summary>
-    public static List<(ulong Key, ulong Value)> Auxv(StartImage s, ulong platform, ulong random, ulong execfn, ulong uid, ulong gid)
+    public static List<(ulong Key, ulong Value)> AuxVector(StartImage s, ulong platform, ulong random, ulong execfn, ulong uid, ulong gid)
     {
         var p = s.Program;
         return new List<(ulong, ulong)>
         {
-            (AT.HWCAP, CpuModel.Leaf1Edx), (AT.PAGESZ, GuestMemory.PageSize), (AT.CLKTCK, 100),
-            (AT.PHDR, p.PhdrAddr), (AT.PHENT, (ulong)p.PhEnt), (AT.PHNUM, (ulong)p.PhNum),
-            (AT.BASE, s.InterpreterBase), (AT.FLAGS, 0), (AT.ENTRY, p.Entry),
-            (AT.UID, uid), (AT.EUID, uid), (AT.GID, gid), (AT.EGID, gid), (AT.SECURE, 0),
-            (AT.RANDOM, random), (AT.HWCAP2, Hwcap2), (AT.EXECFN, execfn), (AT.PLATFORM, platform),
-            (AT.MINSIGSTKSZ, 2048), (AT.NULL, 0),
+            (Auxv.HWCAP, CpuModel.Leaf1Edx), (Auxv.PAGESZ, GuestMemory.PageSize), (Auxv.CLKTCK, 100),
+            (Auxv.PHDR, p.PhdrAddr), (Auxv.PHENT, (ulong)p.PhEnt), (Auxv.PHNUM, (ulong)p.PhNum),
+            (Auxv.BASE, s.InterpreterBase), (Auxv.FLAGS, 0), (Auxv.ENTRY, p.Entry),
+            (Auxv.UID, uid), (Auxv.EUID, uid), (Auxv.GID, gid), (Auxv.EGID, gid), (Auxv.SECURE, 0),
+            (Auxv.RANDOM, random), (Auxv.HWCAP2, Hwcap2), (Auxv.EXECFN, execfn), (Auxv.PLATFORM, platform),
+            (Auxv.MINSIGSTKSZ, Sa.MINSIGSTKSZ), (Auxv.NULL, 0),
         };
     }
-}
-
-/// <summary>Auxiliary vector keys (include/uapi/linux/auxvec.h).</summary>
-public static class AT
-{
-    public const ulong NULL = 0, PHDR = 3, PHENT = 4, PHNUM = 5, PAGESZ = 6, BASE = 7, FLAGS = 8, ENTRY = 9, UID = 11,
-        EUID = 12, GID = 13, EGID = 14, PLATFORM = 15, HWCAP = 16, CLKTCK = 17, SECURE = 23, RANDOM = 25, HWCAP2 = 26,
-        EXECFN = 31, MINSIGSTKSZ = 51;
 }
 
 /// <summary>

@@ -1,43 +1,46 @@
 using System.Buffers.Binary;
 using System.Text;
+using ReVirt.Abi;
 using ReVirt.Memory;
 using CpuT = ReVirt.Cpu.Cpu;
 
-namespace ReVirt.Abi;
+namespace ReVirt.Linux;
 
 /// <summary>The path syscalls' side of the guest's /proc view (<see cref="ProcFs"/>): each returns null when the path
 /// is not in the view (the host handles it, possibly at the redirected path) or the syscall's result.</summary>
-public sealed partial class LinuxKernel
+public sealed partial class Kernel
 {
-    public string ProcessName => _procName;
+    /// <summary>The guest's /proc view.</summary>
+    public ProcFs Proc => _proc ??= new ProcFs(this);
+    ProcFs? _proc;
 
-    const int O_ACCMODE = 3, MFD_CLOEXEC = 1;
+    const int MFD_CLOEXEC = 1;
     const byte DT_DIR = 4, DT_REG = 8, DT_LNK = 10;
 
     /// <summary>open/openat of a /proc path.</summary>
     long? ProcOpen(CpuT cpu, ref string abs, int flags)
     {
         if (!ProcFs.Covers(abs)) return null;
-        var (node, path) = Proc.Resolve(abs, (flags & O_NOFOLLOW) == 0);
+        var (node, path) = Proc.Resolve(abs, (flags & O.NOFOLLOW) == 0);
         switch (node.Kind)
         {
             case ProcFs.Kind.NotProc: abs = path; return null;
             case ProcFs.Kind.Missing: return -Errno.ENOENT;
             case ProcFs.Kind.Link:
                 // /proc/self/fd/N, /dev/fd/N: the guest's own descriptor N
-                if (node.Target!.StartsWith("fd:")) return Dup(cpu, int.Parse(node.Target[3..]), -1, (flags & O_CLOEXEC) != 0);
+                if (node.Target!.StartsWith("fd:")) return Dup(Current, int.Parse(node.Target[3..]), -1, (flags & O.CLOEXEC) != 0);
                 return -Errno.ELOOP; // O_NOFOLLOW on a link
         }
-        if ((flags & O_ACCMODE) != 0) return -Errno.EACCES;
+        if ((flags & O.ACCMODE) != 0) return -Errno.EACCES;
         if (node.Kind == ProcFs.Kind.Dir)
         {
-            int dfd = LowestFreeFd();
-            Fds[dfd] = new GuestFile { GuestPath = path, IsDirectory = true, CloseOnExec = (flags & O_CLOEXEC) != 0 };
+            var dir = new ProcDirectory { GuestPath = path };
+            int dfd = Fds.Install(dir, (flags & O.CLOEXEC) != 0);
             // listed as it is now, as Linux lists a directory when it is read (fd/ includes this descriptor)
-            Fds[dfd].SyntheticEntries = Proc.Lookup(path).Entries ?? Array.Empty<string>();
+            dir.Entries = Proc.Lookup(path).Entries ?? Array.Empty<string>();
             return dfd;
         }
-        if ((flags & O_DIRECTORY) != 0) return -Errno.ENOTDIR;
+        if ((flags & O.DIRECTORY) != 0) return -Errno.ENOTDIR;
         // a synthetic file: its bytes (a function of the guest's state) in an anonymous host file, read like any file
         var content = node.Content!;
         var res = Host(cpu, Nr.openat, () =>
@@ -49,13 +52,8 @@ public sealed partial class LinuxKernel
         }, reexecuteOnReplay: true);
         int local = res.Local is long l && l >= 0 ? (int)l : -1;
         if (res.Value < 0) return res.Value;
-        int gfd = LowestFreeFd();
-        Fds[gfd] = new GuestFile
-        {
-            HostFd = Boundary.Replaying ? local : (int)res.Value, GuestPath = path,
-            CloseOnExec = (flags & O_CLOEXEC) != 0, StatusFlags = flags & ~(O_CREAT | O_EXCL | O_TRUNC | O_CLOEXEC),
-        };
-        return gfd;
+        var file = new HostFile { HostFd = Boundary.HostDescriptor(res.Value, local), GuestPath = path, StatusFlags = flags & ~(O.CREAT | O.EXCL | O.TRUNC | O.CLOEXEC) };
+        return Fds.Install(file, (flags & O.CLOEXEC) != 0);
     }
 
     /// <summary>stat, lstat, newfstatat, statx, statfs of a /proc path.</summary>
@@ -103,8 +101,8 @@ public sealed partial class LinuxKernel
         string target = node.Target!;
         if (target.StartsWith("fd:"))
         {
-            var f = Fds[int.Parse(target[3..])];
-            if (f.IsStdio)
+            Fds.TryGetValue(int.Parse(target[3..]), out var f);
+            if (f is StdioFile)
             {
                 // what the VM's own stdin/stdout/stderr are (a terminal, a pipe) is host state: through the boundary
                 return Host(cpu, Nr.readlinkat, () =>
@@ -112,13 +110,13 @@ public sealed partial class LinuxKernel
                     var tmp = new byte[n];
                     var z = HostSys.Z($"/proc/self/fd/{f.HostFd}");
                     long r;
-                    unsafe { fixed (byte* t = tmp) fixed (byte* p = z) r = HostSys.Call(Nr.readlinkat, AT_FDCWD, (long)p, (long)t, n); }
+                    unsafe { fixed (byte* t = tmp) fixed (byte* p = z) r = HostSys.Call(Nr.readlinkat, At.FDCWD, (long)p, (long)t, n); }
                     var res = HostResult.Of(r);
                     if (r > 0) res.Write(buf, tmp.AsSpan(0, (int)r).ToArray());
                     return res;
                 }).Value;
             }
-            target = f.IsSocket ? "socket:[0]" : f.GuestPath;
+            target = f is HostSocket ? "socket:[0]" : f.GuestPath;
         }
         var b = Encoding.UTF8.GetBytes(target);
         int k = Math.Min(b.Length, n);
@@ -129,7 +127,7 @@ public sealed partial class LinuxKernel
     /// <summary>fstat/statx of a descriptor of a /proc directory (it has no host descriptor); null for any other.</summary>
     long? ProcDirStat(int fd, ulong buf, bool statx)
     {
-        if (!Fds.TryGetValue(fd, out var f) || f.SyntheticEntries == null) return null;
+        if (!Fds.TryGetValue(fd, out var f) || f is not ProcDirectory) return null;
         var node = new ProcFs.Node(ProcFs.Kind.Dir);
         var b = statx ? ProcFs.StatxBuffer(f.GuestPath, node) : ProcFs.StatBuffer(f.GuestPath, node);
         CheckWritable(buf, (ulong)b.Length);
@@ -138,9 +136,9 @@ public sealed partial class LinuxKernel
     }
 
     /// <summary>getdents64 of a /proc directory: linux_dirent64 records from entry number Offset on.</summary>
-    long ProcGetdents(GuestFile f, ulong buf, ulong count)
+    long ProcGetdents(ProcDirectory f, ulong buf, ulong count)
     {
-        var entries = f.SyntheticEntries!;
+        var entries = f.Entries;
         var outBytes = new List<byte>();
         var all = new[] { ".", ".." }.Concat(entries).ToArray();
         while (f.Offset < all.Length)
@@ -163,4 +161,15 @@ public sealed partial class LinuxKernel
         Mem.WriteBytes(buf, outBytes.ToArray());
         return outBytes.Count;
     }
+}
+
+/// <summary>A directory of the guest's /proc view: no host descriptor; getdents64 lists its entries from entry
+/// number <see cref="OpenFile.Offset"/> on.</summary>
+public sealed class ProcDirectory : OpenFile
+{
+    public string[] Entries = Array.Empty<string>();
+    public override bool IsDirectory => true;
+    public override long Read(Kernel k, GuestThread t, ulong buf, int n, long offset) => -Errno.EISDIR;
+    public override long Write(Kernel k, GuestThread t, byte[] data, long offset) => -Errno.EBADF;
+    public override long Close(Kernel k, GuestThread t) => 0;
 }

@@ -1,0 +1,292 @@
+using System.Security.Cryptography;
+
+namespace ReVirt.Net;
+
+/// <summary>The interface's identity and the stack's bounds. Every bound is a limit on memory a peer can make the stack hold.</summary>
+public sealed record NetConfig(MacAddress Mac, uint Ip, int PrefixLength, uint Gateway = 0)
+{
+    public int MaxSockets { get; init; } = 4096;
+    public int MaxOutFrames { get; init; } = 8192;
+    public int ArpCacheSize { get; init; } = 256;
+    public int ArpPendingHosts { get; init; } = 64;
+    public int ArpPendingFramesPerHost { get; init; } = 8;
+    public int SendBuffer { get; init; } = 256 * 1024;
+    public int ReceiveBuffer { get; init; } = 256 * 1024;
+    public int UdpReceiveBuffer { get; init; } = 208 * 1024;
+    /// <summary>Most SYN_RECEIVED children one listener holds (a SYN flood beyond it is dropped).</summary>
+    public int MaxSynQueue { get; init; } = 128;
+    public int MaxTimeWait { get; init; } = 1024;
+    /// <summary>RFC 5961 §7: challenge ACKs (and ACKs to out-of-window segments, RSTs to stray segments) per second.</summary>
+    public int ChallengeAcksPerSecond { get; init; } = 100;
+
+    public uint Mask => Ip4.Mask(PrefixLength);
+    public uint SubnetBroadcast => (Ip & Mask) | ~Mask;
+}
+
+/// <summary>What the stack counted; every dropped frame is counted under the reason it was dropped.</summary>
+public sealed class NetCounters
+{
+    public long FramesIn, FramesOut, OutQueueOverflow;
+    public long DropShort, DropBadLength, DropChecksum, DropFragment, DropNotForUs, DropUnknownProtocol, DropBadOption;
+    public long DropOutOfWindow, DropBadAck, DropNoConnection, SynDropped, ChallengeAcks, RateLimited;
+    public long ResetsSent, ResetsAccepted, Retransmits, FastRetransmits, KeepAliveProbes, ArpDropped, IcmpEchoReplies;
+
+    internal void Write(BinaryWriter w)
+    {
+        foreach (var v in new[] { FramesIn, FramesOut, OutQueueOverflow, DropShort, DropBadLength, DropChecksum, DropFragment,
+                     DropNotForUs, DropUnknownProtocol, DropBadOption, DropOutOfWindow, DropBadAck, DropNoConnection, SynDropped,
+                     ChallengeAcks, RateLimited, ResetsSent, ResetsAccepted, Retransmits, FastRetransmits, KeepAliveProbes,
+                     ArpDropped, IcmpEchoReplies })
+            w.Write(v);
+    }
+}
+
+/// <summary>
+/// A deterministic TCP/IP stack for one Ethernet interface: Ethernet II, ARP (RFC 826, gratuitous announce RFC 5227),
+/// IPv4 (RFC 791; fragments are dropped, never reassembled), ICMP echo (RFC 792), UDP (RFC 768) and TCP
+/// (RFC 793/9293, 6298, 5681, 7323 window scale, 5961, 6528, 1122 keep-alive).
+///
+/// Contract: the stack's state is a pure function of its <see cref="NetConfig"/>, the seed, and the ordered sequence
+/// of calls made on it — <see cref="Input"/> with a frame, <see cref="Advance"/> with a clock value, and socket calls.
+/// It reads no host clock, starts no thread, draws no randomness but from the seed. Outgoing frames are queued and
+/// taken with <see cref="TryTakeFrame"/>; <see cref="NextDeadline"/> is the clock value at which <see cref="Advance"/>
+/// must next be called. Socket calls never block: they return -EAGAIN / -EINPROGRESS and <c>Poll</c> says when to
+/// retry; blocking is the caller's business. Not thread-safe: one caller at a time.
+/// </summary>
+public sealed partial class NetStack
+{
+    public NetConfig Config { get; }
+    public NetCounters Counters { get; } = new();
+
+    /// <summary>The last clock value handed in (ns); never decreases.</summary>
+    public long Now { get; private set; }
+
+    ulong _rng;
+    readonly ulong _isnKey;
+    long _nextSocketId = 1;
+    readonly Queue<byte[]> _out = new();
+    long _rateWindowStart; int _rateCount;
+
+    public NetStack(NetConfig config, ulong seed, long nowNs = 0)
+    {
+        if (config.Ip == 0 || config.Mac.Value == 0) throw new ArgumentException("interface needs a MAC and an IPv4 address");
+        Config = config;
+        _rng = seed;
+        _isnKey = NextRandom();
+        _nextEphemeral = (ushort)(EphemeralLow + (int)(NextRandom() % (EphemeralHigh - EphemeralLow + 1)));
+        Now = nowNs;
+    }
+
+    /// <summary>SplitMix64: the only source of the stack's choices (ISNs, ephemeral ports), seeded by the caller.</summary>
+    internal ulong NextRandom()
+    {
+        ulong z = _rng += 0x9E3779B97F4A7C15;
+        return Mix(z);
+    }
+
+    static ulong Mix(ulong z)
+    {
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EB;
+        return z ^ (z >> 31);
+    }
+
+    /// <summary>RFC 6528: ISN = M + F(4-tuple, secret), M a 4 µs clock.</summary>
+    internal uint InitialSequence(uint lip, ushort lport, uint rip, ushort rport) =>
+        (uint)(Now / 4000) + (uint)Mix(_isnKey ^ ((ulong)lip << 32 | rip) ^ Mix((ulong)lport << 16 | rport));
+
+    /// <summary>Moves the clock forward (a smaller value is ignored) and runs every timer that is due.</summary>
+    public void Advance(long nowNs)
+    {
+        if (nowNs > Now) Now = nowNs;
+        RunTimers();
+    }
+
+    /// <summary>The clock value of the earliest pending timer, or <see cref="long.MaxValue"/> when none is armed.</summary>
+    public long NextDeadline
+    {
+        get
+        {
+            long d = ArpDeadline();
+            foreach (var s in _tcp.Values) d = Math.Min(d, s.Deadline);
+            return d;
+        }
+    }
+
+    void RunTimers()
+    {
+        ArpTimers();
+        // A timer may close (and remove) its socket: iterate over a snapshot in id order.
+        foreach (var s in _tcp.Values.ToArray())
+            if (s.Deadline <= Now) s.OnTimer();
+    }
+
+    /// <summary>Frames waiting to go out, oldest first.</summary>
+    public int PendingFrames => _out.Count;
+
+    public bool TryTakeFrame(out byte[] frame) => _out.TryDequeue(out frame!);
+
+    void Emit(byte[] frame)
+    {
+        if (_out.Count >= Config.MaxOutFrames) { Counters.OutQueueOverflow++; return; }
+        Counters.FramesOut++;
+        _out.Enqueue(frame);
+    }
+
+    /// <summary>Global limiter for unsolicited answers (RFC 5961 §7), so a flood cannot make the stack send without bound.</summary>
+    internal bool AllowUnsolicited()
+    {
+        const long Second = 1_000_000_000;
+        if (Now - _rateWindowStart >= Second) { _rateWindowStart = Now; _rateCount = 0; }
+        if (_rateCount >= Config.ChallengeAcksPerSecond) { Counters.RateLimited++; return false; }
+        _rateCount++;
+        return true;
+    }
+
+    // ------------------------------------------------------------------ input
+
+    /// <summary>
+    /// Hands the stack one received Ethernet frame (destination MAC, source MAC, EtherType, payload; no FCS). Any
+    /// byte sequence is accepted: a malformed frame is counted and dropped or answered as the RFCs say.
+    /// </summary>
+    public void Input(ReadOnlySpan<byte> frame, long nowNs)
+    {
+        if (nowNs > Now) Now = nowNs;
+        Counters.FramesIn++;
+        if (frame.Length < Wire.EthHeader) { Counters.DropShort++; return; }
+        var dst = MacAddress.Read(frame);
+        if (dst != Config.Mac && dst != MacAddress.Broadcast) { Counters.DropNotForUs++; return; }
+        var src = MacAddress.Read(frame[6..]);
+        ushort type = Wire.U16(frame, 12);
+        var payload = frame[Wire.EthHeader..];
+        switch (type)
+        {
+            case Wire.EtherTypeArp: ArpInput(payload); break;
+            case Wire.EtherTypeIp4: Ip4Input(payload, src, dst == MacAddress.Broadcast); break;
+            default: Counters.DropUnknownProtocol++; break;
+        }
+        RunTimers();
+    }
+
+    void Ip4Input(ReadOnlySpan<byte> p, MacAddress srcMac, bool linkBroadcast)
+    {
+        if (p.Length < Wire.Ip4Header) { Counters.DropShort++; return; }
+        int version = p[0] >> 4, ihl = (p[0] & 0xF) * 4;
+        int total = Wire.U16(p, 2);
+        if (version != 4 || ihl < Wire.Ip4Header || total < ihl || total > p.Length) { Counters.DropBadLength++; return; }
+        if (Wire.Checksum(p[..ihl]) != 0) { Counters.DropChecksum++; return; }
+        ushort frag = Wire.U16(p, 6);
+        if ((frag & (Wire.IpFlagMoreFragments | Wire.IpFragmentOffsetMask)) != 0) { Counters.DropFragment++; return; }
+        uint src = Wire.U32(p, 12), dst = Wire.U32(p, 16);
+        bool toUs = dst == Config.Ip;
+        bool broadcast = dst == 0xFFFFFFFF || dst == Config.SubnetBroadcast;
+        if (!toUs && !broadcast) { Counters.DropNotForUs++; return; }
+        // A source that is broadcast, multicast, zero or ourselves is never a real peer (RFC 1122 §3.2.1.3).
+        if (src == 0 || src == Config.Ip || src == 0xFFFFFFFF || src == Config.SubnetBroadcast || (src >> 28) == 0xE)
+        { Counters.DropNotForUs++; return; }
+        var body = p[ihl..total];
+        byte proto = p[9];
+        // Learning the sender's MAC from IP traffic addressed to us saves an ARP round trip on the reply path.
+        if (toUs && !linkBroadcast && OnLink(src)) ArpLearn(src, srcMac, onlyIfKnown: true);
+        switch (proto)
+        {
+            case Wire.ProtoTcp: if (toUs) TcpInput(src, dst, body); break;
+            case Wire.ProtoUdp: UdpInput(src, dst, body, broadcast); break;
+            case Wire.ProtoIcmp: if (toUs) IcmpInput(src, body); break;
+            default: Counters.DropUnknownProtocol++; break;
+        }
+    }
+
+    void IcmpInput(uint src, ReadOnlySpan<byte> b)
+    {
+        if (b.Length < Wire.IcmpHeader) { Counters.DropShort++; return; }
+        if (Wire.Checksum(b) != 0) { Counters.DropChecksum++; return; }
+        if (b[0] != Wire.IcmpEchoRequest || b[1] != 0) return;   // other ICMP messages are not acted on
+        if (!AllowUnsolicited()) return;
+        var reply = new byte[b.Length];
+        b.CopyTo(reply);
+        reply[0] = Wire.IcmpEchoReply;
+        Wire.U16(reply, 2, 0);
+        Wire.U16(reply, 2, Wire.Checksum(reply));
+        Counters.IcmpEchoReplies++;
+        SendIp(src, Wire.ProtoIcmp, reply);
+    }
+
+    internal void SendIcmpPortUnreachable(uint dst, ReadOnlySpan<byte> ipHeaderAndData)
+    {
+        if (!AllowUnsolicited()) return;
+        int quoted = Math.Min(ipHeaderAndData.Length, Wire.Ip4Header + 8);
+        var m = new byte[Wire.IcmpHeader + quoted];
+        m[0] = Wire.IcmpDestUnreachable;
+        m[1] = Wire.IcmpPortUnreachable;
+        ipHeaderAndData[..quoted].CopyTo(m.AsSpan(Wire.IcmpHeader));
+        Wire.U16(m, 2, Wire.Checksum(m));
+        SendIp(dst, Wire.ProtoIcmp, m);
+    }
+
+    // ------------------------------------------------------------------ output
+
+    ushort _ipId;
+
+    bool OnLink(uint ip) => (ip & Config.Mask) == (Config.Ip & Config.Mask);
+
+    /// <summary>Whether a destination can be reached (on the subnet or through the gateway).</summary>
+    internal bool Routable(uint dst) => OnLink(dst) || Config.Gateway != 0 || dst == 0xFFFFFFFF;
+
+    /// <summary>Wraps a transport payload in IPv4 and Ethernet and queues it (or parks it until ARP resolves the next hop).</summary>
+    internal void SendIp(uint dst, byte proto, ReadOnlySpan<byte> payload)
+    {
+        int len = Wire.Ip4Header + payload.Length;
+        var f = new byte[Math.Max(Wire.MinFrame, Wire.EthHeader + len)];
+        var ip = f.AsSpan(Wire.EthHeader);
+        ip[0] = 0x45;
+        Wire.U16(ip, 2, (ushort)len);
+        Wire.U16(ip, 4, _ipId++);
+        Wire.U16(ip, 6, Wire.IpFlagDontFragment);
+        ip[8] = Wire.DefaultTtl;
+        ip[9] = proto;
+        Wire.U32(ip, 12, Config.Ip);
+        Wire.U32(ip, 16, dst);
+        Wire.U16(ip, 10, Wire.Checksum(ip[..Wire.Ip4Header]));
+        payload.CopyTo(ip[Wire.Ip4Header..]);
+        Config.Mac.Write(f.AsSpan(6));
+        Wire.U16(f, 12, Wire.EtherTypeIp4);
+
+        if (dst == 0xFFFFFFFF || dst == Config.SubnetBroadcast) { MacAddress.Broadcast.Write(f); Emit(f); return; }
+        uint hop = OnLink(dst) ? dst : Config.Gateway;
+        if (hop == 0) return;
+        if (ArpLookup(hop, out var mac)) { mac.Write(f); Emit(f); }
+        else ArpPark(hop, f);
+    }
+
+    // ------------------------------------------------------------------ state
+
+    /// <summary>
+    /// Writes the stack's complete state in a canonical order (sockets by id, ARP entries by address): two stacks
+    /// that were handed the same calls write the same bytes.
+    /// </summary>
+    public void WriteState(BinaryWriter w)
+    {
+        w.Write(Config.Mac.Value); w.Write(Config.Ip); w.Write(Config.PrefixLength); w.Write(Config.Gateway);
+        w.Write(Now); w.Write(_rng); w.Write(_isnKey); w.Write(_nextSocketId); w.Write(_nextEphemeral); w.Write(_ipId);
+        w.Write(_rateWindowStart); w.Write(_rateCount);
+        Counters.Write(w);
+        WriteArpState(w);
+        w.Write(_tcp.Count);
+        foreach (var s in _tcp.Values) s.WriteState(w);
+        w.Write(_udp.Count);
+        foreach (var u in _udp.Values) u.WriteState(w);
+        w.Write(_out.Count);
+        foreach (var f in _out) { w.Write(f.Length); w.Write(f); }
+    }
+
+    /// <summary>SHA-256 of <see cref="WriteState"/>: equal digests mean equal stacks (checkpoints compare these).</summary>
+    public byte[] Digest()
+    {
+        using var ms = new MemoryStream();
+        using (var w = new BinaryWriter(ms, System.Text.Encoding.UTF8, leaveOpen: true)) WriteState(w);
+        return SHA256.HashData(ms.ToArray());
+    }
+
+    internal long NewSocketId() => _nextSocketId++;
+}

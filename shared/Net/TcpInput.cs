@@ -1,0 +1,567 @@
+namespace ReVirt.Net;
+
+/// <summary>A parsed, checksum-verified TCP segment (RFC 793 §3.1). Options we do not use are skipped.</summary>
+readonly ref struct TcpSegment
+{
+    public readonly uint Src, Dst;
+    public readonly ushort SrcPort, DstPort;
+    public readonly uint Seq, Ack;
+    public readonly TcpFlags Flags;
+    public readonly ushort Window;
+    public readonly int Mss, WScale;       // -1 when absent
+    public readonly ReadOnlySpan<byte> Data;
+
+    public TcpSegment(uint src, uint dst, ushort sp, ushort dp, uint seq, uint ack, TcpFlags flags, ushort wnd, int mss, int ws, ReadOnlySpan<byte> data)
+    { Src = src; Dst = dst; SrcPort = sp; DstPort = dp; Seq = seq; Ack = ack; Flags = flags; Window = wnd; Mss = mss; WScale = ws; Data = data; }
+
+    public bool Syn => (Flags & TcpFlags.Syn) != 0;
+    public bool HasAck => (Flags & TcpFlags.Ack) != 0;
+    public bool Rst => (Flags & TcpFlags.Rst) != 0;
+    public bool Fin => (Flags & TcpFlags.Fin) != 0;
+    /// <summary>Sequence space the segment occupies (data plus SYN and FIN).</summary>
+    public int Length => Data.Length + (Syn ? 1 : 0) + (Fin ? 1 : 0);
+}
+
+public sealed partial class NetStack
+{
+    internal const int EphemeralLow = 32768, EphemeralHigh = 60999;   // Linux's ip_local_port_range
+    ushort _nextEphemeral;
+
+    readonly SortedDictionary<long, TcpSocket> _tcp = new();
+    readonly Dictionary<(uint, ushort, uint, ushort), TcpSocket> _conns = new();
+    readonly Dictionary<ushort, TcpSocket> _listeners = new();
+    readonly Dictionary<ushort, int> _tcpPorts = new();
+
+    /// <summary>A new TCP socket, or null when <see cref="NetConfig.MaxSockets"/> are open.</summary>
+    public TcpSocket? CreateTcp()
+    {
+        if (_socketCount >= Config.MaxSockets) return null;
+        _socketCount++;
+        var s = new TcpSocket(this, NewSocketId());
+        _tcp[s.Id] = s;
+        return s;
+    }
+
+    /// <summary>Sockets the stack holds (user-held and orphaned connections still finishing), in id order.</summary>
+    public IEnumerable<TcpSocket> TcpSockets => _tcp.Values;
+
+    internal ushort NextEphemeral()
+    {
+        ushort p = _nextEphemeral;
+        _nextEphemeral = p >= EphemeralHigh ? (ushort)EphemeralLow : (ushort)(p + 1);
+        return p;
+    }
+
+    internal ushort PickTcpPort(uint ip, uint rip = 0, ushort rport = 0)
+    {
+        for (int i = 0; i <= EphemeralHigh - EphemeralLow; i++)
+        {
+            ushort p = NextEphemeral();
+            if (!_tcpPorts.ContainsKey(p)) { RefPort(p); return p; }
+        }
+        return 0;
+    }
+
+    void RefPort(ushort p) => _tcpPorts[p] = _tcpPorts.GetValueOrDefault(p) + 1;
+
+    /// <summary>
+    /// bind(2) rules as Linux applies them to one address: a listener's port is never shared; a TIME_WAIT
+    /// connection's port is reusable with SO_REUSEADDR; other sockets' ports only when both set SO_REUSEADDR.
+    /// </summary>
+    internal bool CanBind(TcpSocket s, uint ip, ushort port)
+    {
+        if (_tcpPorts.ContainsKey(port))
+            foreach (var o in _tcp.Values)
+            {
+                if (o == s || !o.Bound || o.LocalPort != port) continue;
+                if (o.State == TcpState.Listen) return false;
+                if (o.State == TcpState.TimeWait ? !s.ReuseAddr : !(s.ReuseAddr && o.ReuseAddr)) return false;
+            }
+        RefPort(port);
+        return true;
+    }
+
+    internal bool CanListen(TcpSocket s) => !_listeners.ContainsKey(s.LocalPort);
+    internal void AddListener(TcpSocket s) => _listeners[s.LocalPort] = s;
+    internal void RemoveListener(TcpSocket s) { if (_listeners.TryGetValue(s.LocalPort, out var l) && l == s) _listeners.Remove(s.LocalPort); }
+
+    internal TcpSocket? FindConnection(uint lip, ushort lport, uint rip, ushort rport) =>
+        _conns.GetValueOrDefault((lip, lport, rip, rport));
+
+    internal void AddConnection(TcpSocket s) => _conns[(s.LocalIp, s.LocalPort, s.RemoteIp, s.RemotePort)] = s;
+
+    internal void RemoveConnection(TcpSocket s)
+    {
+        var key = (s.LocalIp, s.LocalPort, s.RemoteIp, s.RemotePort);
+        if (_conns.TryGetValue(key, out var c) && c == s) _conns.Remove(key);
+    }
+
+    internal void ReleaseTcp(TcpSocket s)
+    {
+        if (!_tcp.Remove(s.Id)) return;
+        _socketCount--;
+        if (s.Bound && _tcpPorts.TryGetValue(s.LocalPort, out int n))
+        {
+            if (n <= 1) _tcpPorts.Remove(s.LocalPort); else _tcpPorts[s.LocalPort] = n - 1;
+        }
+    }
+
+    /// <summary>A child connection for a listener (counts against <see cref="NetConfig.MaxSockets"/>).</summary>
+    internal TcpSocket? CreateChild(TcpSocket listener, in TcpSegment seg)
+    {
+        var c = CreateTcp();
+        if (c == null) return null;
+        c.LocalIp = seg.Dst; c.LocalPort = seg.DstPort; c.RemoteIp = seg.Src; c.RemotePort = seg.SrcPort;
+        c.Bound = true;
+        RefPort(c.LocalPort);
+        return c;
+    }
+
+    /// <summary>Bounds TIME_WAIT: beyond <see cref="NetConfig.MaxTimeWait"/> the oldest one ends early (as Linux's tw_buckets).</summary>
+    internal void LimitTimeWait()
+    {
+        var tw = _tcp.Values.Where(t => t.State == TcpState.TimeWait).ToList();
+        if (tw.Count <= Config.MaxTimeWait) return;
+        tw.MinBy(t => (t.EndDeadline, t.Id))!.EnterClosed();
+    }
+
+    void TcpInput(uint src, uint dst, ReadOnlySpan<byte> b)
+    {
+        if (b.Length < Wire.TcpHeader) { Counters.DropShort++; return; }
+        int hlen = (b[12] >> 4) * 4;
+        if (hlen < Wire.TcpHeader || hlen > b.Length) { Counters.DropBadLength++; return; }
+        if (Wire.TransportChecksum(src, dst, Wire.ProtoTcp, b) != 0) { Counters.DropChecksum++; return; }
+        int mss = -1, ws = -1;
+        var opts = b[Wire.TcpHeader..hlen];
+        for (int i = 0; i < opts.Length;)
+        {
+            byte kind = opts[i];
+            if (kind == 0) break;
+            if (kind == 1) { i++; continue; }
+            if (i + 1 >= opts.Length || opts[i + 1] < 2 || i + opts[i + 1] > opts.Length) { Counters.DropBadOption++; return; }
+            int olen = opts[i + 1];
+            if (kind == 2 && olen == 4) mss = Wire.U16(opts, i + 2);
+            else if (kind == 3 && olen == 3) ws = opts[i + 2];
+            i += olen;
+        }
+        var flags = (TcpFlags)(b[13] & 0x3F);
+        var seg = new TcpSegment(src, dst, Wire.U16(b, 0), Wire.U16(b, 2), Wire.U32(b, 4), Wire.U32(b, 8), flags,
+            Wire.U16(b, 14), mss, ws, b[hlen..]);
+        if (seg.SrcPort == 0 || seg.DstPort == 0) { Counters.DropBadLength++; return; }
+        // SYN with RST or FIN is never legitimate (a scan or an attack): drop.
+        if (seg.Syn && (seg.Rst || seg.Fin)) { Counters.DropBadOption++; return; }
+
+        if (_conns.TryGetValue((dst, seg.DstPort, src, seg.SrcPort), out var conn)) { conn.OnSegment(seg); return; }
+        if (_listeners.TryGetValue(seg.DstPort, out var l) && (l.LocalIp == 0 || l.LocalIp == dst)) { l.OnListen(seg); return; }
+        Counters.DropNoConnection++;
+        ResetFor(seg);
+    }
+
+    /// <summary>RFC 793 §3.4 reset generation for a segment no connection owns (never for a RST).</summary>
+    internal void ResetFor(in TcpSegment seg)
+    {
+        if (seg.Rst || !AllowUnsolicited()) return;
+        Counters.ResetsSent++;
+        if (seg.HasAck) SendTcpRaw(seg.Dst, seg.DstPort, seg.Src, seg.SrcPort, seg.Ack, 0, TcpFlags.Rst, 0, [], []);
+        else SendTcpRaw(seg.Dst, seg.DstPort, seg.Src, seg.SrcPort, 0, seg.Seq + (uint)seg.Length, TcpFlags.Rst | TcpFlags.Ack, 0, [], []);
+    }
+
+    internal void SendTcp(TcpSocket s, uint seq, uint ack, TcpFlags flags, ushort wnd, ReadOnlySpan<byte> opts, ReadOnlySpan<byte> data) =>
+        SendTcpRaw(s.LocalIp, s.LocalPort, s.RemoteIp, s.RemotePort, seq, ack, flags, wnd, opts, data);
+
+    void SendTcpRaw(uint src, ushort sport, uint dst, ushort dport, uint seq, uint ack, TcpFlags flags, ushort wnd,
+        ReadOnlySpan<byte> opts, ReadOnlySpan<byte> data)
+    {
+        int hlen = Wire.TcpHeader + opts.Length;
+        var b = new byte[hlen + data.Length];
+        Wire.U16(b, 0, sport);
+        Wire.U16(b, 2, dport);
+        Wire.U32(b, 4, seq);
+        Wire.U32(b, 8, (flags & TcpFlags.Ack) != 0 ? ack : 0);
+        b[12] = (byte)(hlen / 4 << 4);
+        b[13] = (byte)flags;
+        Wire.U16(b, 14, wnd);
+        opts.CopyTo(b.AsSpan(Wire.TcpHeader));
+        data.CopyTo(b.AsSpan(hlen));
+        Wire.U16(b, 16, Wire.TransportChecksum(src, dst, Wire.ProtoTcp, b));
+        SendIp(dst, Wire.ProtoTcp, b);
+    }
+}
+
+public sealed partial class TcpSocket
+{
+    internal bool HasRtt;
+
+    static uint InitialWindow(int mss) => (uint)Math.Min(10 * mss, Math.Max(2 * mss, 14600));   // RFC 6928
+
+    void TakeOptions(in TcpSegment seg)
+    {
+        SndMss = Math.Clamp(seg.Mss < 0 ? DefaultMss : seg.Mss, 64, OurMss);
+        // Window scaling only when both SYNs carry the option (RFC 7323 §2.2); a shift above 14 is taken as 14.
+        if (seg.WScale >= 0 && RcvShift > 0) SndShift = Math.Min(seg.WScale, 14);
+        else { SndShift = 0; RcvShift = 0; }
+        Cwnd = InitialWindow(SndMss);
+    }
+
+    /// <summary>A segment for a listening socket: a SYN makes a SYN_RECEIVED child (bounded queue), anything else is refused.</summary>
+    internal void OnListen(in TcpSegment seg)
+    {
+        if (seg.Rst) return;
+        if (seg.HasAck) { Stack.ResetFor(seg); return; }
+        if (!seg.Syn) return;
+        if (AcceptQueue.Count >= Backlog) { Stack.Counters.SynDropped++; return; }
+        if (SynQueue.Count >= Stack.Config.MaxSynQueue)
+        {
+            // SYN flood: the oldest half-open connection makes room (drop-oldest keeps memory bounded and lets a
+            // real client that retries get through).
+            Stack.Counters.SynDropped++;
+            SynQueue[0].EnterClosed();
+        }
+        var c = Stack.CreateChild(this, seg);
+        if (c == null) { Stack.Counters.SynDropped++; return; }
+        c.Parent = this;
+        c.ReuseAddr = ReuseAddr; c.NoDelay = NoDelay; c.KeepIdleNs = KeepIdleNs; c.KeepIntervalNs = KeepIntervalNs;
+        c.KeepCount = KeepCount; c._keepAlive = _keepAlive;
+        c.Irs = seg.Seq; c.RcvNxt = seg.Seq + 1;
+        c.RcvShift = WindowShift;
+        c.TakeOptions(seg);
+        c.Iss = Stack.InitialSequence(c.LocalIp, c.LocalPort, c.RemoteIp, c.RemotePort);
+        c.SndUna = c.Iss; c.SndNxt = c.SndMax = c.Iss + 1;
+        c.SndWnd = seg.Window; c.SndWl1 = seg.Seq; c.SndWl2 = c.Iss;
+        c.State = TcpState.SynReceived;
+        c.RttTiming = true; c.RttSeq = c.Iss; c.RttStart = Stack.Now;
+        SynQueue.Add(c);
+        Stack.AddConnection(c);
+        c.SendSyn();
+    }
+
+    internal void OnSegment(in TcpSegment seg)
+    {
+        if (State == TcpState.SynSent) { OnSynSent(seg); return; }
+        if (State == TcpState.Closed) return;
+        var c = Stack.Counters;
+
+        // A retransmitted SYN for a connection still in SYN_RECEIVED: our SYN-ACK was lost; send it again.
+        if (State == TcpState.SynReceived && seg.Syn && !seg.HasAck && seg.Seq == Irs) { SendSyn(); return; }
+
+        uint wnd = ReceiveWindow();
+        int len = seg.Length;
+        uint seq = seg.Seq;
+        bool acceptable = len == 0
+            ? (wnd == 0 ? seq == RcvNxt : Seq.InRange(seq, RcvNxt, RcvNxt + wnd))
+            : wnd > 0 && (Seq.InRange(seq, RcvNxt, RcvNxt + wnd) || Seq.InRange(seq + (uint)len - 1, RcvNxt, RcvNxt + wnd));
+        // With a zero window a segment at RCV.NXT still carries a valid ACK (RFC 9293 §3.10.7.4).
+        bool ackOnly = !acceptable && wnd == 0 && seq == RcvNxt;
+        if (!acceptable && !ackOnly)
+        {
+            c.DropOutOfWindow++;
+            if (!seg.Rst && Stack.AllowUnsolicited()) SendAck();
+            return;
+        }
+
+        if (seg.Rst)
+        {
+            // RFC 5961 §3.2: only a RST exactly at RCV.NXT resets; one elsewhere in the window gets a challenge ACK.
+            if (seq != RcvNxt) { if (Stack.AllowUnsolicited()) { c.ChallengeAcks++; SendAck(); } return; }
+            // RFC 1337: a RST does not end TIME_WAIT early (no assassination); the 2MSL wait protects the next incarnation.
+            if (State == TcpState.TimeWait) return;
+            c.ResetsAccepted++;
+            int err = State switch
+            {
+                TcpState.SynReceived => ActiveOpen ? NetErrno.ECONNREFUSED : 0,
+                TcpState.CloseWait => NetErrno.EPIPE,
+                TcpState.Closing or TcpState.LastAck or TcpState.TimeWait => 0,
+                _ => NetErrno.ECONNRESET,
+            };
+            Abort(sendReset: false, err);
+            return;
+        }
+
+        if (seg.Syn)
+        {
+            // RFC 5961 §4: a SYN on a synchronized connection is answered with a challenge ACK, never a reset.
+            if (Stack.AllowUnsolicited()) { c.ChallengeAcks++; SendAck(); }
+            return;
+        }
+
+        // Trim to the window: bytes already received at the front, bytes beyond the window at the back.
+        var data = ackOnly ? ReadOnlySpan<byte>.Empty : seg.Data;
+        bool fin = seg.Fin && !ackOnly;
+        if (Seq.Lt(seq, RcvNxt))
+        {
+            int cut = (int)(RcvNxt - seq);
+            if (cut > data.Length) { data = []; fin = false; }
+            else data = data[cut..];
+            seq = RcvNxt;
+        }
+        uint room = RcvNxt + wnd - seq;
+        if ((uint)data.Length > room) { data = data[..(int)room]; fin = false; }
+
+        if (!seg.HasAck) return;
+
+        if (State == TcpState.SynReceived)
+        {
+            if (Seq.Le(seg.Ack, SndUna) || Seq.Gt(seg.Ack, SndMax)) { c.DropBadAck++; Stack.ResetFor(seg); return; }
+            if (Parent != null && Parent.AcceptQueue.Count >= Parent.Backlog) { c.SynDropped++; return; }
+            State = TcpState.Established;
+            WasConnected = true;
+            SndWnd = (uint)seg.Window << SndShift; SndWl1 = seg.Seq; SndWl2 = seg.Ack; MaxSndWnd = SndWnd;
+            if (Parent != null) { Parent.SynQueue.Remove(this); Parent.AcceptQueue.Add(this); }
+            ArmKeepAlive();
+        }
+
+        // RFC 5961 §5.2: an ACK for data never sent is answered and dropped; one older than the largest window
+        // the peer ever offered gets a challenge ACK.
+        if (Seq.Gt(seg.Ack, SndMax)) { c.DropBadAck++; if (Stack.AllowUnsolicited()) SendAck(); return; }
+        if (Seq.Lt(seg.Ack, SndUna - Math.Max(MaxSndWnd, 1))) { c.DropBadAck++; if (Stack.AllowUnsolicited()) { c.ChallengeAcks++; SendAck(); } return; }
+
+        ArmKeepAlive();
+        ProcessAck(seg.Ack, (uint)seg.Window << SndShift, seg.Seq, pure: seg.Data.Length == 0 && !seg.Fin);
+        if (State == TcpState.Closed) return;
+
+        if (State == TcpState.TimeWait)
+        {
+            // A retransmitted FIN: our last ACK was lost. Answer and restart the 2MSL wait.
+            if (seg.Fin) { EndDeadline = Stack.Now + TimeWaitNs; SendAck(); }
+            return;
+        }
+        if ((data.Length > 0 || fin) && State is TcpState.Established or TcpState.FinWait1 or TcpState.FinWait2)
+            ReceiveData(seq, data, fin);
+        Output();
+    }
+
+    void ReceiveData(uint seq, ReadOnlySpan<byte> data, bool fin)
+    {
+        if (seq != RcvNxt)
+        {
+            // Out of order: keep it (bounded by the window and a segment count) and send a duplicate ACK at once,
+            // which drives the sender's fast retransmit (RFC 5681 §4.2).
+            if (data.Length > 0 && Ooo.Count < MaxOooSegments && (!Ooo.TryGetValue(seq, out var have) || have.Length < data.Length))
+                Ooo[seq] = data.ToArray();
+            if (fin) { OooFin = true; OooFinSeq = seq + (uint)data.Length; }
+            SendAck();
+            return;
+        }
+        int n = RecvBuf.Write(data);
+        RcvNxt += (uint)n;
+        if (n < data.Length) fin = false;
+        while (Ooo.Count > 0)
+        {
+            uint s = Ooo.Keys[0];
+            if (Seq.Gt(s, RcvNxt)) break;
+            var d = Ooo.Values[0];
+            Ooo.RemoveAt(0);
+            int skip = (int)(RcvNxt - s);
+            if (skip < d.Length) RcvNxt += (uint)RecvBuf.Write(d.AsSpan(skip));
+        }
+        AckPending = true;
+        if (fin || (OooFin && OooFinSeq == RcvNxt)) ReceiveFin();
+    }
+
+    void ReceiveFin()
+    {
+        OooFin = false;
+        Ooo.Clear();
+        RcvNxt++;
+        FinReceived = true;
+        AckPending = true;
+        switch (State)
+        {
+            case TcpState.Established: State = TcpState.CloseWait; break;
+            case TcpState.FinWait1: if (FinAcked) EnterTimeWait(); else State = TcpState.Closing; break;
+            case TcpState.FinWait2: EnterTimeWait(); break;
+        }
+    }
+
+    bool FinAcked => FinSent && Seq.Gt(SndUna, FinSeq);
+
+    void EnterTimeWait()
+    {
+        State = TcpState.TimeWait;
+        RtxDeadline = KeepDeadline = long.MaxValue;
+        EndDeadline = Stack.Now + TimeWaitNs;
+        SendBuf.Discard(SendBuf.Count);
+        SendAck();
+        Stack.LimitTimeWait();
+    }
+
+    void ProcessAck(uint ack, uint wnd, uint segSeq, bool pure)
+    {
+        bool windowChanged = false;
+        if (Seq.Lt(SndWl1, segSeq) || (SndWl1 == segSeq && Seq.Le(SndWl2, ack)))
+        {
+            windowChanged = SndWnd != wnd;
+            SndWnd = wnd; SndWl1 = segSeq; SndWl2 = ack;
+            if (wnd > MaxSndWnd) MaxSndWnd = wnd;
+        }
+        if (Seq.Gt(ack, SndUna))
+        {
+            uint acked = ack - SndUna;
+            int dataAcked = (int)acked;
+            if (FinSent && Seq.Gt(ack, FinSeq)) dataAcked--;
+            if (Seq.Le(SndUna, Iss)) dataAcked--;                 // our SYN
+            SendBuf.Discard(Math.Max(0, dataAcked));
+            SndUna = ack;
+            if (Seq.Lt(SndNxt, SndUna)) SndNxt = SndUna;
+            if (RttTiming && Seq.Gt(ack, RttSeq)) { RttTiming = false; RttSample(Stack.Now - RttStart); }
+            Retries = 0;
+            if (InRecovery)
+            {
+                if (Seq.Ge(ack, Recover)) { InRecovery = false; Cwnd = Ssthresh; }
+                else { RetransmitFirst(); Cwnd = Cwnd > acked ? Cwnd - acked + (uint)SndMss : (uint)SndMss; }   // partial ACK (RFC 6582)
+            }
+            else if (Cwnd < Ssthresh) Cwnd += Math.Min(acked, (uint)SndMss);
+            else Cwnd += Math.Max(1u, (uint)SndMss * (uint)SndMss / Math.Max(Cwnd, 1));
+            Cwnd = Math.Min(Cwnd, 1u << 30);
+            DupAcks = 0;
+            RtxDeadline = SndUna == SndMax ? long.MaxValue : Stack.Now + Rto;
+            if (FinAcked)
+            {
+                switch (State)
+                {
+                    case TcpState.FinWait1:
+                        State = TcpState.FinWait2;
+                        if (UserClosed) EndDeadline = Stack.Now + FinWait2Ns;
+                        break;
+                    case TcpState.Closing: EnterTimeWait(); break;
+                    case TcpState.LastAck: EnterClosed(); break;
+                }
+            }
+        }
+        else if (ack == SndUna && pure && !windowChanged && SndMax != SndUna)
+        {
+            DupAcks++;
+            if (DupAcks == 3 && !InRecovery)
+            {
+                // Fast retransmit and recovery (RFC 5681 §3.2).
+                Stack.Counters.FastRetransmits++;
+                uint flight = SndMax - SndUna;
+                Ssthresh = Math.Max(flight / 2, 2 * (uint)SndMss);
+                Recover = SndMax;
+                InRecovery = true;
+                RetransmitFirst();
+                Cwnd = Ssthresh + 3 * (uint)SndMss;
+            }
+            else if (InRecovery) Cwnd = Math.Min(Cwnd + (uint)SndMss, 1u << 30);
+        }
+    }
+
+    void RttSample(long r)
+    {
+        // RFC 6298 §2.2-2.3 with alpha = 1/8, beta = 1/4.
+        if (!HasRtt) { Srtt = r; RttVar = r / 2; HasRtt = true; }
+        else { RttVar = (3 * RttVar + Math.Abs(Srtt - r)) / 4; Srtt = (7 * Srtt + r) / 8; }
+        Rto = Math.Clamp(Srtt + Math.Max(ClockGranularity, 4 * RttVar), MinRto, MaxRto);
+    }
+
+    /// <summary>Resends the first unacknowledged segment (fast retransmit); never timed (Karn's algorithm).</summary>
+    void RetransmitFirst()
+    {
+        Span<byte> seg = stackalloc byte[OurMss];
+        int n = SendBuf.Peek(0, seg[..Math.Min(SndMss, SendBuf.Count)]);
+        bool fin = FinSent && SndUna + (uint)n == FinSeq;
+        if (n == 0 && !fin) return;
+        RttTiming = false;
+        Stack.Counters.Retransmits++;
+        SendSegment(SndUna, TcpFlags.Ack | (fin ? TcpFlags.Fin : 0) | (n > 0 ? TcpFlags.Psh : 0), seg[..n]);
+    }
+
+    void OnSynSent(in TcpSegment seg)
+    {
+        var c = Stack.Counters;
+        if (seg.HasAck && (Seq.Le(seg.Ack, Iss) || Seq.Gt(seg.Ack, SndMax))) { c.DropBadAck++; Stack.ResetFor(seg); return; }
+        if (seg.Rst)
+        {
+            if (seg.HasAck) { c.ResetsAccepted++; Abort(sendReset: false, NetErrno.ECONNREFUSED); }
+            return;
+        }
+        if (!seg.Syn) return;
+        Irs = seg.Seq; RcvNxt = seg.Seq + 1;
+        TakeOptions(seg);
+        if (!seg.HasAck)
+        {
+            // Simultaneous open (RFC 793 figure 8).
+            State = TcpState.SynReceived;
+            SendSyn();
+            return;
+        }
+        SndUna = seg.Ack;
+        if (RttTiming && Retries == 0) RttSample(Stack.Now - RttStart);
+        RttTiming = false;
+        SndWnd = seg.Window; SndWl1 = seg.Seq; SndWl2 = seg.Ack; MaxSndWnd = SndWnd;
+        State = TcpState.Established;
+        WasConnected = true;
+        RtxDeadline = long.MaxValue; Retries = 0;
+        ArmKeepAlive();
+        SendAck();
+        Output();
+    }
+
+    // ------------------------------------------------------------------ timers
+
+    internal void OnTimer()
+    {
+        long now = Stack.Now;
+        if (EndDeadline <= now) { EndDeadline = long.MaxValue; EnterClosed(); return; }
+        if (RtxDeadline <= now) { RtxDeadline = long.MaxValue; RetransmitTimeout(); }
+        if (State != TcpState.Closed && KeepDeadline <= now) KeepAliveTimeout();
+    }
+
+    void Backoff() => Rto = Math.Min(Rto * 2, MaxRto);
+
+    void RetransmitTimeout()
+    {
+        var c = Stack.Counters;
+        switch (State)
+        {
+            case TcpState.SynSent:
+                if (++Retries > MaxSynRetries) { Abort(sendReset: false, NetErrno.ETIMEDOUT); return; }
+                Backoff(); c.Retransmits++; RttTiming = false; SendSyn();
+                return;
+            case TcpState.SynReceived:
+                if (++Retries > MaxSynAckRetries) { EnterClosed(); return; }
+                Backoff(); c.Retransmits++; RttTiming = false; SendSyn();
+                return;
+            case TcpState.Established: case TcpState.CloseWait: case TcpState.FinWait1: case TcpState.Closing: case TcpState.LastAck:
+                break;
+            default: return;
+        }
+        if (SndMax == SndUna)
+        {
+            if (SendBuf.Count == 0) return;
+            // Persist timer (RFC 9293 §3.8.6.1): probe a zero window with one byte.
+            if (++Retries > MaxRetries) { Abort(sendReset: true, NetErrno.ETIMEDOUT); return; }
+            Backoff();
+            Span<byte> one = stackalloc byte[1];
+            SendBuf.Peek(0, one);
+            SendSegment(SndNxt, TcpFlags.Ack, one);
+            SndNxt++; SndMax = SndNxt;
+            RtxDeadline = Stack.Now + Rto;
+            return;
+        }
+        if (++Retries > MaxRetries) { Abort(sendReset: true, NetErrno.ETIMEDOUT); return; }
+        // RFC 5681 §3.1 eq. 4 and RFC 6298 §5.5-5.6: halve, restart from one segment, back off, resend from SND.UNA.
+        c.Retransmits++;
+        uint flight = SndMax - SndUna;
+        Ssthresh = Math.Max(flight / 2, 2 * (uint)SndMss);
+        Cwnd = (uint)SndMss;
+        InRecovery = false; DupAcks = 0;
+        SndNxt = SndUna;
+        if (FinSent && Seq.Ge(FinSeq, SndUna)) FinSent = false;
+        RttTiming = false;
+        Backoff();
+        RtxDeadline = Stack.Now + Rto;
+        Output();
+    }
+
+    void KeepAliveTimeout()
+    {
+        if (State is not (TcpState.Established or TcpState.CloseWait)) { KeepDeadline = long.MaxValue; return; }
+        if (KeepProbesSent >= KeepCount) { Abort(sendReset: true, NetErrno.ETIMEDOUT); return; }
+        // RFC 1122 §4.2.3.6: a segment with SEG.SEQ = SND.NXT - 1 makes the peer answer with an ACK.
+        KeepProbesSent++;
+        Stack.Counters.KeepAliveProbes++;
+        SendSegment(SndUna - 1, TcpFlags.Ack, []);
+        KeepDeadline = Stack.Now + KeepIntervalNs;
+    }
+}

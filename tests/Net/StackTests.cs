@@ -1,0 +1,324 @@
+using ReVirt.Net;
+using Xunit;
+
+namespace ReVirt.Tests.Net;
+
+/// <summary>
+/// The in-VM TCP/IP stack against itself over a simulated link: byte streams must arrive intact (the oracle is the
+/// payload that was sent) whatever the link loses, duplicates or reorders, and the same seed must give the same frames.
+/// </summary>
+public class StackTests
+{
+    [Fact]
+    public void Megabyte_each_way_over_a_clean_link_then_orderly_close()
+    {
+        var link = new StackLink(1);
+        var (c, s, l) = link.Connect();
+        var up = StackLink.Payload(1 << 20, 11);
+        Assert.Equal(up, link.Transfer(c, s, up));
+        var down = StackLink.Payload(1 << 20, 12);
+        Assert.Equal(down, link.Transfer(s, c, down));
+        // Both FINs exchanged: the client closed first (active close) and waits in TIME_WAIT.
+        Assert.Equal(TcpState.TimeWait, c.State);
+        Assert.True(c.EndDeadline >= link.Now + TcpSocket.TimeWaitNs / 2, $"{c.EndDeadline} {link.Now}");
+        Assert.True(link.Run(() => s.State == TcpState.Closed, () => { }));
+        Assert.Equal(0, link.A.Counters.Retransmits + link.B.Counters.Retransmits);
+        c.Close(); s.Close(); l.Close();
+        Assert.True(link.Run(() => !link.A.TcpSockets.Any() && !link.B.TcpSockets.Any(), () => { }),
+            $"{link.Now} {link.A.NextDeadline} {link.B.NextDeadline} " + string.Join(",", link.A.TcpSockets.Concat(link.B.TcpSockets).Select(x => $"{x.Id}:{x.State}:{x.UserClosed}")));
+        Assert.True(link.Now >= TcpSocket.TimeWaitNs, $"TIME_WAIT lasted 2 MSL: {link.Now}");
+    }
+
+    [Theory]
+    [InlineData(7, 0.05, 0.02, 0.10)]
+    [InlineData(8, 0.15, 0.05, 0.30)]
+    [InlineData(9, 0.01, 0.20, 0.50)]
+    public void Streams_survive_loss_duplication_and_reordering(int seed, double loss, double dup, double reorder)
+    {
+        var link = new StackLink(seed) { Loss = loss, Duplicate = dup, Reorder = reorder };
+        var (c, s, _) = link.Connect();
+        var up = StackLink.Payload(1 << 20, seed);
+        Assert.Equal(up, link.Transfer(c, s, up));
+        var down = StackLink.Payload(300_000, seed + 100);
+        Assert.Equal(down, link.Transfer(s, c, down));
+        Assert.True(link.FramesLost > 0);
+        Assert.True(link.A.Counters.Retransmits > 0);
+        if (loss >= 0.05) Assert.True(link.A.Counters.FastRetransmits > 0, "duplicate ACKs drove fast retransmit");
+    }
+
+    [Fact]
+    public void Same_seed_same_frames_and_state_other_seed_other_frames()
+    {
+        (string Trace, string DigestA, string DigestB) Run(int seed)
+        {
+            var link = new StackLink(seed) { Loss = 0.05, Duplicate = 0.05, Reorder = 0.2 };
+            var (c, s, _) = link.Connect();
+            var data = StackLink.Payload(200_000, 5);
+            Assert.Equal(data, link.Transfer(c, s, data));
+            return (link.TraceDigest(), Convert.ToHexString(link.A.Digest()), Convert.ToHexString(link.B.Digest()));
+        }
+        var first = Run(42);
+        Assert.Equal(first, Run(42));
+        var other = Run(43);
+        Assert.NotEqual(first.Trace, other.Trace);
+        Assert.NotEqual(first.DigestA, other.DigestA);
+    }
+
+    [Fact]
+    public void Digest_changes_with_connection_state()
+    {
+        var link = new StackLink(3);
+        var (c, s, _) = link.Connect();
+        var before = link.A.Digest();
+        Assert.Equal(before, link.A.Digest());
+        Assert.Equal(3, c.Send("abc"u8));
+        Assert.NotEqual(before, link.A.Digest());
+    }
+
+    [Fact]
+    public void Connect_to_a_closed_port_is_refused()
+    {
+        var link = new StackLink(4);
+        var c = link.A.CreateTcp()!;
+        Assert.Equal(-NetErrno.EINPROGRESS, c.Connect(StackLink.IpB, 9));
+        Assert.Equal(-NetErrno.EALREADY, c.Connect(StackLink.IpB, 9));
+        Assert.True(link.Run(() => c.State == TcpState.Closed, () => { }));
+        Assert.Equal(PollEvents.Err | PollEvents.Hup | PollEvents.Out | PollEvents.WrNorm, c.Poll() & ~(PollEvents.In | PollEvents.RdNorm | PollEvents.RdHup));
+        Assert.Equal(NetErrno.ECONNREFUSED, c.TakeError());
+        Assert.Equal(1, link.B.Counters.ResetsSent);
+    }
+
+    [Fact]
+    public void Nonblocking_connect_completes_then_reports_connected_once()
+    {
+        var link = new StackLink(5);
+        var l = link.B.CreateTcp()!;
+        Assert.Equal(0, l.Listen(4));
+        var c = link.A.CreateTcp()!;
+        Assert.Equal(-NetErrno.EINPROGRESS, c.Connect(StackLink.IpB, l.LocalPort));
+        Assert.Equal(0, c.Poll() & PollEvents.Out);
+        Assert.Equal(-NetErrno.EAGAIN, c.Send("x"u8));
+        Assert.True(link.Run(() => c.State == TcpState.Established, () => { }));
+        Assert.NotEqual(0, c.Poll() & PollEvents.Out);
+        Assert.Equal(0, c.TakeError());
+        Assert.Equal(0, c.Connect(StackLink.IpB, l.LocalPort));
+        Assert.Equal(-NetErrno.EISCONN, c.Connect(StackLink.IpB, l.LocalPort));
+        Assert.True(link.Run(() => (l.Poll() & PollEvents.In) != 0, () => { }));
+        Assert.Equal(0, l.Accept(out var s));
+        Assert.Equal(-NetErrno.EAGAIN, s!.Receive(new byte[10]));
+        Assert.Equal(-NetErrno.EAGAIN, l.Accept(out _));
+    }
+
+    [Fact]
+    public void Connect_to_an_absent_host_times_out()
+    {
+        var link = new StackLink(6);
+        var c = link.A.CreateTcp()!;
+        Assert.Equal(-NetErrno.EINPROGRESS, c.Connect(0x0A000063, 80));   // nobody answers ARP for 10.0.0.99
+        Assert.True(link.Run(() => c.State == TcpState.Closed, () => { }));
+        Assert.Equal(NetErrno.ETIMEDOUT, c.TakeError());
+        Assert.True(link.Now > 60_000_000_000, "SYN retransmitted with back-off before giving up");
+        Assert.True(link.A.Counters.ArpDropped > 0);
+    }
+
+    [Fact]
+    public void Half_close_eof_rdhup_and_epipe()
+    {
+        var link = new StackLink(10);
+        var (c, s, _) = link.Connect();
+        Assert.Equal(0, c.Shutdown(ShutdownHow.Write));
+        Assert.True(link.Run(() => s.State == TcpState.CloseWait, () => { }));
+        Assert.Equal(PollEvents.RdHup, s.Poll() & PollEvents.RdHup);
+        Assert.Equal(0, s.Receive(new byte[4]));
+        Assert.Equal(-NetErrno.EPIPE, c.Send("x"u8));
+        // The other direction still works after the half close.
+        Assert.Equal(5, s.Send("hello"u8));
+        var buf = new byte[16];
+        int got = 0;
+        Assert.True(link.Run(() => got == 5, () => { int n = c.Receive(buf.AsSpan(got)); if (n > 0) got += n; }));
+        Assert.Equal("hello"u8.ToArray(), buf[..5]);
+    }
+
+    [Fact]
+    public void Close_with_unread_data_resets_the_peer()
+    {
+        var link = new StackLink(11);
+        var (c, s, _) = link.Connect();
+        Assert.Equal(3, c.Send("abc"u8));
+        Assert.True(link.Run(() => s.Available == 3, () => { }));
+        s.Close();
+        Assert.True(link.Run(() => c.State == TcpState.Closed, () => { }));
+        Assert.Equal(-NetErrno.ECONNRESET, c.Receive(new byte[4]));
+        Assert.Equal(0, c.Receive(new byte[4]));
+        Assert.NotEqual(0, c.Poll() & PollEvents.Hup);
+    }
+
+    [Fact]
+    public void Orphaned_connection_still_delivers_everything_it_was_given()
+    {
+        var link = new StackLink(12) { Loss = 0.05 };
+        var (c, s, _) = link.Connect();
+        var data = StackLink.Payload(200_000, 3);
+        int sent = 0;
+        while (sent < data.Length) { int n = c.Send(data.AsSpan(sent)); Assert.True(n > 0); sent += n; }
+        c.Close();
+        var got = new MemoryStream();
+        var buf = new byte[8192];
+        bool eof = false;
+        Assert.True(link.Run(() => eof, () =>
+        {
+            int n;
+            while ((n = s.Receive(buf)) > 0) got.Write(buf, 0, n);
+            if (n == 0) eof = true;
+        }));
+        Assert.Equal(data, got.ToArray());
+    }
+
+    [Fact]
+    public void Zero_window_is_probed_and_reopens()
+    {
+        var link = new StackLink(13);
+        var (c, s, _) = link.Connect();
+        var data = StackLink.Payload(2 * link.B.Config.ReceiveBuffer + link.A.Config.SendBuffer / 2, 9);
+        int sent = 0;
+        // The receiver does not read: the sender fills the peer's window and then its own buffer.
+        link.Run(() => false, () => { while (sent < data.Length) { int n = c.Send(data.AsSpan(sent)); if (n <= 0) break; sent += n; } },
+            limitNs: 20_000_000_000);
+        Assert.Equal(0u, c.SndWnd);
+        Assert.Equal(0, c.Poll() & PollEvents.Out);
+        Assert.InRange(s.Available, s.RecvBuf.Capacity - (1 << TcpSocket.WindowShift), s.RecvBuf.Capacity);   // the scaled window's granularity
+        Assert.Equal(TcpState.Established, c.State);
+        Assert.Equal(data, link.Transfer(c, s, data, alreadySent: sent));
+    }
+
+    [Fact]
+    public void Window_scaling_lets_more_than_64k_be_in_flight()
+    {
+        var link = new StackLink(14) { LatencyNs = 20_000_000 };
+        var (c, s, _) = link.Connect();
+        Assert.Equal(TcpSocket.WindowShift, c.SndShift);
+        Assert.Equal(TcpSocket.WindowShift, s.SndShift);
+        uint maxFlight = 0;
+        var data = StackLink.Payload(1 << 20, 1);
+        int sent = 0;
+        var buf = new byte[65536];
+        link.Run(() => sent == data.Length && c.SndUna == c.SndMax, () =>
+        {
+            while (sent < data.Length) { int n = c.Send(data.AsSpan(sent)); if (n <= 0) break; sent += n; }
+            maxFlight = Math.Max(maxFlight, c.SndMax - c.SndUna);
+            while (s.Receive(buf) > 0) { }
+        });
+        Assert.True(maxFlight > 65535, $"at most {maxFlight} bytes in flight");
+    }
+
+    [Fact]
+    public void Nagle_coalesces_small_writes_unless_nodelay()
+    {
+        long Segments(bool nodelay)
+        {
+            var link = new StackLink(15) { LatencyNs = 10_000_000 };
+            var (c, s, _) = link.Connect(configure: x => x.NoDelay = nodelay);
+            long before = link.A.Counters.FramesOut;
+            for (int i = 0; i < 50; i++) Assert.Equal(10, c.Send(new byte[10]));
+            int got = 0;
+            var buf = new byte[1000];
+            Assert.True(link.Run(() => got == 500, () => { int n; while ((n = s.Receive(buf)) > 0) got += n; }));
+            return link.A.Counters.FramesOut - before;
+        }
+        long nagle = Segments(false), nodelay = Segments(true);
+        Assert.True(nodelay >= 50, $"TCP_NODELAY sent {nodelay} frames");
+        Assert.True(nagle <= 3, $"Nagle sent {nagle} frames");
+    }
+
+    [Fact]
+    public void Keepalive_probes_a_silent_peer_and_gives_up_when_it_is_gone()
+    {
+        var link = new StackLink(16);
+        var (c, s, _) = link.Connect(configure: x => { x.KeepAlive = true; x.KeepIdleNs = 10_000_000_000; x.KeepIntervalNs = 1_000_000_000; x.KeepCount = 3; });
+        c.KeepAlive = true;
+        link.Run(() => false, () => { }, limitNs: link.Now + 35_000_000_000);
+        Assert.Equal(TcpState.Established, c.State);
+        Assert.True(link.A.Counters.KeepAliveProbes >= 3, "probes answered by the peer keep the connection");
+        // The peer vanishes (its stack is gone: nothing answers any more).
+        var cut = new StackLink(16);
+        var (c2, _, _) = cut.Connect();
+        c2.KeepIdleNs = 5_000_000_000; c2.KeepIntervalNs = 1_000_000_000; c2.KeepCount = 3;
+        c2.KeepAlive = true;
+        var silent = cut.A;
+        long t = cut.Now;
+        while (silent.TryTakeFrame(out _)) { }
+        while (c2.State != TcpState.Closed && t < 60_000_000_000)
+        {
+            t = Math.Min(silent.NextDeadline, 60_000_000_000);
+            silent.Advance(t);
+            while (silent.TryTakeFrame(out _)) { }
+        }
+        Assert.Equal(TcpState.Closed, c2.State);
+        Assert.Equal(NetErrno.ETIMEDOUT, c2.TakeError());
+    }
+
+    [Fact]
+    public void Reuseaddr_governs_binding_a_port_held_in_time_wait()
+    {
+        var link = new StackLink(17);
+        var (c, s, l) = link.Connect(port: 8080);
+        l.Close();
+        s.Close();   // the server closes first: its side goes to TIME_WAIT on port 8080
+        Assert.True(link.Run(() => s.State == TcpState.FinWait2 && c.State == TcpState.CloseWait, () => { }));
+        c.Close();
+        Assert.True(link.Run(() => s.State == TcpState.TimeWait, () => { }));
+        var again = link.B.CreateTcp()!;
+        Assert.Equal(-NetErrno.EADDRINUSE, again.Bind(0, 8080));
+        again.ReuseAddr = true;
+        Assert.Equal(0, again.Bind(0, 8080));
+        Assert.Equal(0, again.Listen(8));
+        var second = link.B.CreateTcp()!;
+        second.ReuseAddr = true;
+        Assert.Equal(-NetErrno.EADDRINUSE, second.Bind(0, 8080));   // a listener's port is never shared
+    }
+
+    [Fact]
+    public void Backlog_bounds_the_accept_queue()
+    {
+        var link = new StackLink(18);
+        var l = link.B.CreateTcp()!;
+        Assert.Equal(0, l.Listen(2));
+        var clients = Enumerable.Range(0, 6).Select(_ => link.A.CreateTcp()!).ToList();
+        foreach (var c in clients) Assert.Equal(-NetErrno.EINPROGRESS, c.Connect(StackLink.IpB, l.LocalPort));
+        link.Run(() => false, () => { }, limitNs: 3_000_000_000);
+        Assert.Equal(2, l.AcceptQueue.Count);
+        // Accepting makes room: the others complete as their handshakes are retried.
+        int accepted = 0;
+        Assert.True(link.Run(() => accepted == 6, () => { while (l.Accept(out _) == 0) accepted++; }));
+    }
+
+    [Fact]
+    public void Udp_datagrams_and_port_unreachable()
+    {
+        var link = new StackLink(19);
+        var a = link.A.CreateUdp()!; var b = link.B.CreateUdp()!;
+        Assert.Equal(0, b.Bind(0, 5353));
+        Assert.Equal(5, a.SendTo("hello"u8, StackLink.IpB, 5353));
+        Assert.Equal(-NetErrno.EMSGSIZE, a.SendTo(new byte[UdpSocket.MaxPayload + 1], StackLink.IpB, 5353));
+        var buf = new byte[64];
+        int n = -1; uint ip = 0; ushort port = 0;
+        Assert.True(link.Run(() => n > 0, () => n = b.ReceiveFrom(buf, out ip, out port)));
+        Assert.Equal("hello"u8.ToArray(), buf[..n]);
+        Assert.Equal(StackLink.IpA, ip);
+        Assert.Equal(a.LocalPort, port);
+        Assert.Equal(3, a.SendTo("bye"u8, StackLink.IpB, 5354));
+        link.Run(() => false, () => { }, limitNs: link.Now + 1_000_000_000);
+        Assert.Equal(1, link.B.Counters.DropNoConnection);
+    }
+
+    [Fact]
+    public void Gratuitous_arp_announces_our_address()
+    {
+        var link = new StackLink(20);
+        link.A.Announce();
+        Assert.True(link.A.TryTakeFrame(out var f));
+        Assert.Equal(0xFFFF_FFFF_FFFFUL, MacAddress.Read(f).Value);
+        Assert.Equal((ushort)0x0806, (ushort)(f[12] << 8 | f[13]));
+        Assert.Equal(f.AsSpan(28, 4).ToArray(), f.AsSpan(38, 4).ToArray());   // sender IP == target IP
+    }
+}
