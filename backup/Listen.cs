@@ -259,8 +259,9 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         catch (ReplayStoodDownException e) { log.WriteLine($"backup: {e.Message}"); code = 3; }
         catch (ReplayDivergenceException e) { log.WriteLine($"backup: {e.Message}"); s.Events.Emit(ReplicaEvent.Diverged, ("message", e.Message)); code = 1; }
         catch (ReplayEndOfLogException e) { log.WriteLine($"backup: {e.Message}"); code = 1; }
+        catch (ReplayInputMismatchException e) { log.WriteLine($"backup: refused: {e.Message}"); code = 2; }
         catch (LogFormatException e) { log.WriteLine($"backup: corrupt log: {e.Message}"); code = 2; }
-        catch (ElfLoadException e) { log.WriteLine($"backup: {e.Message}"); code = 126; }
+        catch (ElfLoadException e) { log.WriteLine($"backup: {e.Message}"); code = e.ExitStatus; }
         try { _file?.Dispose(); } catch (IOException) { }
         ExitCode = code;
         log.Flush();

@@ -111,6 +111,16 @@ static int Replay(FileInfo log, bool show, string? rootOverride)
             Console.Error.WriteLine($"backup: {e.Message}");
             return 0;
         }
+        catch (ReplayInputMismatchException e)
+        {
+            Console.Error.WriteLine($"backup: refused: {e.Message}");
+            return 2;
+        }
+        catch (ElfLoadException e)
+        {
+            Console.Error.WriteLine($"backup: refused: the recorded program cannot be loaded here: {e.Message}");
+            return 2;
+        }
         catch (LogFormatException e)
         {
             Console.Error.WriteLine($"backup: refused: corrupt log: {e.Message}; replay stopped at instruction {m.InstructionCount}");

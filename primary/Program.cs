@@ -121,8 +121,8 @@ int Guest(ParseResult parse, FileInfo? log)
     else
     {
         byte[] image;
-        try { image = File.ReadAllBytes(Kernel.ResolveProgram(opts).HostPath); }
-        catch (ElfLoadException e) { Console.Error.WriteLine($"primary: {e.Message}"); return 127; }
+        try { var (gp, hp) = Kernel.ResolveProgram(opts); image = ProgramFile.ReadAll(hp, gp); }
+        catch (ElfLoadException e) { Console.Error.WriteLine($"primary: {e.Message}"); return e.ExitStatus; }
         var header = Recording.Header(opts, image, parse.GetValue(intervalOpt));
         using var writer = LogWriter.Create(log.FullName, header);
         var boundary = new RecordingBoundary(writer, header.CheckpointInterval);
@@ -185,7 +185,7 @@ static int LoadAndRun(Machine m, MachineOptions opts, out ulong icount)
     catch (ElfLoadException e)
     {
         Console.Error.WriteLine($"primary: {e.Message}");
-        return e.Message.EndsWith("no such file") ? 127 : 126;
+        return e.ExitStatus;
     }
     int status = m.Run();
     icount = m.InstructionCount;

@@ -54,8 +54,8 @@ sealed class ProtectService(ProtectSettings settings, MachineOptions opts, ulong
     async Task<int> RunAsync()
     {
         byte[] image;
-        try { image = File.ReadAllBytes(Kernel.ResolveProgram(opts).HostPath); }
-        catch (ElfLoadException e) { Log.WriteLine($"primary: {e.Message}"); return 127; }
+        try { var (gp, hp) = Kernel.ResolveProgram(opts); image = ProgramFile.ReadAll(hp, gp); }
+        catch (ElfLoadException e) { Log.WriteLine($"primary: {e.Message}"); return e.ExitStatus; }
         var header = Recording.Header(opts, image, checkpointInterval);
         var encoded = header.Encode();
         var client = new ReplicationClient(settings, Log);
@@ -89,7 +89,7 @@ sealed class ProtectService(ProtectSettings settings, MachineOptions opts, ulong
                 status = m.Run();
                 icount = m.InstructionCount;
             }
-            catch (ElfLoadException e) { Log.WriteLine($"primary: {e.Message}"); status = 126; }
+            catch (ElfLoadException e) { Log.WriteLine($"primary: {e.Message}"); status = e.ExitStatus; }
             catch (Exception e) { failure = e; }
         }
         guest.Start();

@@ -49,7 +49,7 @@ public sealed class Machine : IDisposable
         catch (ElfLoadException e)
         {
             options.Diagnostics.WriteLine($"revirt: {e.Message}");
-            return e.Message.EndsWith("no such file") ? 127 : 126;
+            return e.ExitStatus;
         }
         return m.Run();
     }

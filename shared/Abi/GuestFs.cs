@@ -27,6 +27,19 @@ public sealed class GuestFs
         return baseDir + "/" + path;
     }
 
+    /// <summary>Lexically normalised absolute guest path ("." and ".." resolved, repeated slashes removed).</summary>
+    public static string Normalize(string abs)
+    {
+        var parts = new List<string>();
+        foreach (var c in abs.Split('/', StringSplitOptions.RemoveEmptyEntries))
+        {
+            if (c == ".") continue;
+            if (c == "..") { if (parts.Count > 0) parts.RemoveAt(parts.Count - 1); continue; }
+            parts.Add(c);
+        }
+        return "/" + string.Join('/', parts);
+    }
+
     /// <summary>
     /// Host path for an absolute guest path, or -errno. followFinal: whether a symlink in the last component is
     /// followed (stat vs lstat, open without O_NOFOLLOW).

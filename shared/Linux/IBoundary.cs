@@ -1,3 +1,4 @@
+using ReVirt.Abi;
 namespace ReVirt.Linux;
 
 /// <summary>
@@ -12,6 +13,9 @@ public sealed class HostResult
     /// <summary>A following backup re-executed the operation on its own host (reexecuteOnReplay): what its host
     /// answered (e.g. its own descriptor), while <see cref="Value"/> is the logged answer the guest sees.</summary>
     public long? Local;
+    /// <summary>Set by a <see cref="IBoundary.FileContent"/> operation: the single write holds the unchanged content
+    /// of a stable regular file (<see cref="FileRef.IsStable"/>), which a recording may log by reference.</summary>
+    public bool ByReference;
     public static HostResult Of(long value) => new() { Value = value };
     public HostResult Write(ulong addr, byte[] bytes) { Writes.Add((addr, bytes)); return this; }
 }
@@ -54,6 +58,13 @@ public interface IBoundary
     /// </summary>
     HostResult SocketEnd(int tid, int nr, object socket, Func<HostResult> perform, bool reexecuteOnReplay)
         => Syscall(tid, nr, perform, reexecuteOnReplay);
+
+    /// <summary>
+    /// Bytes of a file entering the guest (a file mapping, the loader reading an interpreter): `perform` reads them on
+    /// the host into <see cref="HostResult.Writes"/> and says whether they may be logged by reference. The default
+    /// treats it as any other syscall (the bytes are logged).
+    /// </summary>
+    HostResult FileContent(int tid, int nr, FileRef file, Func<HostResult> perform) => Syscall(tid, nr, perform);
 
     /// <summary>A 64-bit nondeterministic value (RDTSC, RDRAND).</summary>
     ulong Value(int tid, InputKind kind, Func<ulong> perform);

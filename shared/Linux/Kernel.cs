@@ -163,8 +163,14 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles
                 candidates.Add(GuestFs.Join(dir, o.Program));
         }
         foreach (var c in candidates)
-            if (fs.ToHost(c, true, out var host) == 0 && File.Exists(host)) return (c, host);
-        throw new ElfLoadException($"{o.Program}: no such file");
+        {
+            if (fs.ToHost(c, true, out var host) != 0) continue;
+            string? kind = ProgramFile.Kind(host);
+            if (kind == null || (kind == "directory" && candidates.Count > 1)) continue; // a PATH search skips directories
+            if (kind != "regular file") throw new ElfLoadException(kind == "directory" ? $"{c}: is a directory" : $"{c}: is a {kind}, not a regular file");
+            return (c, host);
+        }
+        throw ElfLoadException.NotFound(o.Program);
     }
 
     /// <summary>Loads the program and builds the initial stack. The program's bytes are the machine's start
@@ -173,33 +179,33 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles
     {
         var p = Init;
         var (guestPath, host) = ResolveProgram(Options);
-        p.ProgramGuestPath = guestPath;
-        p.ProgramImage = File.ReadAllBytes(host);
-        p.Program = ElfLoader.Load(p.Mem, p.ProgramImage, guestPath);
-        p.BrkStart = p.BrkCur = p.Program.BrkStart;
-        p.Mem.Map(StackTop - StackSize, StackSize, Prot.Read | Prot.Write, "[stack]");
         var pidResult = Boundary.Syscall(0, Nr.getpid, () => HostResult.Of(Environment.ProcessId));
         p.Pid = p.Pgid = p.Sid = (int)pidResult.Value;
         p.MainThread.Cpu.Tid = p.Pid;
         _nextTid = p.Pid;
+        p.Start = ProgramLoader.Load(p.Mem, Fs, Boundary, p.Pid, guestPath, host, new[] { Options.Program }.Concat(Options.Args).ToArray());
+        p.Program = p.Start.Program;
+        p.ProgramGuestPath = p.Start.BinaryPath;
+        p.BrkStart = p.BrkCur = p.Program.BrkStart;
+        p.Mem.Map(StackTop - StackSize, StackSize, Prot.Read | Prot.Write, "[stack]");
         var random = Boundary.Bytes(p.Pid, InputKind.StartupRandom, 16, () => System.Security.Cryptography.RandomNumberGenerator.GetBytes(16));
-        BuildStack(p, guestPath, random);
-        p.MainThread.Cpu.Rip = p.Program.Entry;
+        BuildStack(p, random);
+        p.MainThread.Cpu.Rip = p.Start.StartRip;
     }
 
-    void BuildStack(Process proc, string execPath, byte[] random)
+    void BuildStack(Process proc, byte[] random)
     {
         var mem = proc.Mem;
-        var argv = new List<string> { Options.Program };
-        argv.AddRange(Options.Args);
+        var start = proc.Start;
         var env = Options.Env ?? Environment.GetEnvironmentVariables().Cast<System.Collections.DictionaryEntry>()
             .Select(e => $"{e.Key}={e.Value}").OrderBy(s => s, StringComparer.Ordinal).ToArray();
+        proc.Environment = env;
         ulong sp = StackTop;
         ulong PushBytes(byte[] b) { sp -= (ulong)b.Length; mem.WriteBytes(sp, b); return sp; }
         ulong PushStr(string s) => PushBytes(Encoding.UTF8.GetBytes(s + "\0"));
-        ulong execfn = PushStr(execPath);
+        ulong execfn = PushStr(start.ExecPath);
         var envPtrs = env.Select(PushStr).ToList();
-        var argPtrs = argv.Select(PushStr).ToList();
+        var argPtrs = start.Argv.Select(PushStr).ToList();
         ulong platform = PushStr("x86_64");
         sp &= ~15UL;
         ulong rnd = PushBytes(random);
@@ -207,15 +213,8 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles
         // uid/gid entries are the host's: filled through the boundary with getuid etc.
         ulong uid = (ulong)Boundary.Syscall(proc.Pid, Nr.getuid, () => HostResult.Of((long)HostSys.Call(Nr.getuid))).Value;
         ulong gid = (ulong)Boundary.Syscall(proc.Pid, Nr.getgid, () => HostResult.Of((long)HostSys.Call(Nr.getgid))).Value;
-        var prog = proc.Program;
-        var aux = new List<(ulong, ulong)>
-        {
-            (Auxv.PHDR, prog.PhdrAddr), (Auxv.PHENT, (ulong)prog.PhEnt), (Auxv.PHNUM, (ulong)prog.PhNum),
-            (Auxv.PAGESZ, GuestMemory.PageSize), (Auxv.BASE, 0), (Auxv.FLAGS, 0), (Auxv.ENTRY, prog.Entry),
-            (Auxv.UID, uid), (Auxv.EUID, uid), (Auxv.GID, gid), (Auxv.EGID, gid), (Auxv.PLATFORM, platform),
-            (Auxv.HWCAP, CpuModel.Leaf1Edx), (Auxv.CLKTCK, 100), (Auxv.SECURE, 0), (Auxv.RANDOM, rnd),
-            (Auxv.HWCAP2, 0), (Auxv.EXECFN, execfn), (Auxv.MINSIGSTKSZ, Sa.MINSIGSTKSZ), (Auxv.NULL, 0),
-        };
+        var aux = ProgramLoader.AuxVector(start, platform, rnd, execfn, uid, gid);
+        proc.Auxv = aux.SelectMany(kv => new[] { kv.Key, kv.Value }).ToArray();
         int words = 1 + argPtrs.Count + 1 + envPtrs.Count + 1 + aux.Count * 2;
         sp -= (ulong)words * 8;
         sp &= ~15UL;
@@ -249,6 +248,7 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles
         }
         StopTimers();
         StopSliceTimer();
+        foreach (var proc in Processes) proc.Files.ExitAll(this, Current.Tid);
         Boundary.OnExit(this, Current.Cpu, ExitStatus);
         return ExitStatus;
     }

@@ -37,6 +37,14 @@ public sealed class Process
     public LoadedProgram Program = null!;
     public byte[] ProgramImage = Array.Empty<byte>();
     public string ProgramGuestPath = "";
+    /// <summary>What execve loaded (program, interpreter, argv).</summary>
+    public StartImage Start = null!;
+    /// <summary>The auxiliary vector as key, value pairs (for /proc/self/auxv).</summary>
+    public ulong[] Auxv = Array.Empty<ulong>();
+    /// <summary>The environment the program started with (for /proc/self/environ).</summary>
+    public string[] Environment = Array.Empty<string>();
+    /// <summary>File mappings: shared ones are written back.</summary>
+    public readonly FileMappings Files = new();
     /// <summary>PR_SET_NAME.</summary>
     public string Name = "";
 

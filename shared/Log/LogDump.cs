@@ -189,6 +189,12 @@ public static class LogDump
                 sb.Append(CultureInfo.InvariantCulture, $"@icount={v.InstrCount} exit status={v.Status}");
                 break;
             }
+            case RecordKind.FileContent:
+            {
+                var v = r.Decode<FileContent>();
+                sb.Append(CultureInfo.InvariantCulture, $"@icount={v.InstrCount} syscall {SyscallName(v.Nr)}({v.Nr}) = {v.Result} [by reference: {v.Path} at offset {v.Offset}, sha256 {Hex(v.Sha256, 8)}] tid={v.Tid}");
+                break;
+            }
             case RecordKind.Opaque:
                 sb.Append(CultureInfo.InvariantCulture, $"opaque [{r.Payload.Length} bytes]");
                 if (r.Payload.Length > 0) sb.Append(' ').Append(Hex(r.Payload.Span, 16));

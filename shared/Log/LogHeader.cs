@@ -181,7 +181,9 @@ public sealed class LogHeader
     /// <summary>SHA-256 of a file's content.</summary>
     public static byte[] ComputeProgramHash(string path)
     {
-        using var f = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
+        // a regular file only, of bounded size (a FIFO or /dev/zero named by a header must not hang the reader)
+        using var h = Abi.ProgramFile.OpenRegular(path, path, Abi.ProgramFile.MaxImageBytes, out _);
+        using var f = new FileStream(h, FileAccess.Read, 1 << 16);
         return SHA256.HashData(f);
     }
 

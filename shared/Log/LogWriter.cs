@@ -91,6 +91,7 @@ public sealed class LogWriter : IDisposable, IAsyncDisposable
     public ulong Append(in Checkpoint record) => Append<Checkpoint>(in record);
     public ulong Append(in Output record) => Append<Output>(in record);
     public ulong Append(in Exit record) => Append<Exit>(in record);
+    public ulong Append(in FileContent record) => Append<FileContent>(in record);
     public ulong Append(in Opaque record) => Append<Opaque>(in record);
 
     public void Flush()

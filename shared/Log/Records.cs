@@ -11,6 +11,8 @@ public enum RecordKind : byte
     Checkpoint = 6,
     Output = 7,
     Exit = 8,
+    /// <summary>A file's content entered the guest by reference (<see cref="FileContent"/>).</summary>
+    FileContent = 12,
     /// <summary>Free-form extension record; its payload is opaque to the log layer.</summary>
     Opaque = 0x7F,
 }
@@ -336,6 +338,63 @@ public struct Exit : IRecordPayload<Exit>
         var r = new PayloadReader(payload, "Exit payload");
         var v = new Exit { InstrCount = r.U64(), Status = r.I32() };
         r.End();
+        return v;
+    }
+}
+
+/// <summary>
+/// Bytes of a file that entered the guest (a file mapping, the ELF interpreter the loader read), recorded by
+/// reference instead of by value: the file's guest path, the offset, and the SHA-256 of the <see cref="Result"/>
+/// bytes that were read (the syscall's answer when non-negative). A replay reads the same range of the same path
+/// under its own root and refuses, naming the file, when the bytes' hash differs; the bytes go to guest memory at
+/// <see cref="Addr"/> (0: the loader consumed them). Only written for a regular file unchanged since before the
+/// recording began; anything else is a <see cref="SyscallResult"/> with the bytes.
+/// Layout: <c>u64 InstrCount | i32 Tid | i32 Nr | i64 Result | u64 Addr | string Path | i64 Offset | bytes Sha256</c>
+/// (<c>string</c> = u32 length + UTF-8).
+/// </summary>
+public struct FileContent : IRecordPayload<FileContent>
+{
+    private string? _path;
+    private byte[]? _sha;
+
+    public ulong InstrCount { get; set; }
+    public int Tid { get; set; }
+    public int Nr { get; set; }
+    /// <summary>Number of bytes read (the value the operation returned to the kernel).</summary>
+    public long Result { get; set; }
+    public ulong Addr { get; set; }
+    public string Path { readonly get => _path ?? ""; set => _path = value; }
+    public long Offset { get; set; }
+    /// <summary>SHA-256 of the bytes (32 bytes).</summary>
+    public byte[] Sha256 { readonly get => _sha ?? []; set => _sha = value; }
+
+    public static RecordKind Kind => RecordKind.FileContent;
+    public readonly int EncodedLength => checked(8 + 4 + 4 + 8 + 8 + PayloadWriter.StringSize(Path) + 8 + PayloadWriter.BytesSize(Sha256.Length));
+
+    public readonly void Encode(Span<byte> destination)
+    {
+        var w = new PayloadWriter(destination);
+        w.U64(InstrCount);
+        w.I32(Tid);
+        w.I32(Nr);
+        w.I64(Result);
+        w.U64(Addr);
+        w.String(Path);
+        w.I64(Offset);
+        w.Bytes(Sha256);
+        w.AssertEnd();
+    }
+
+    public static FileContent Decode(ReadOnlySpan<byte> payload)
+    {
+        var r = new PayloadReader(payload, "FileContent payload");
+        var v = new FileContent
+        {
+            InstrCount = r.U64(), Tid = r.I32(), Nr = r.I32(), Result = r.I64(), Addr = r.U64(), Path = r.String(),
+            Offset = r.I64(), Sha256 = r.Bytes(),
+        };
+        r.End();
+        if (v.Sha256.Length != 32) throw new LogFormatException($"FileContent payload: a {v.Sha256.Length}-byte hash (expected 32)");
         return v;
     }
 }

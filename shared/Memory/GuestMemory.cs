@@ -27,7 +27,15 @@ public sealed class Vma
     public ulong Start, End; // [Start, End), page aligned
     public Prot Prot;
     public string Name = "";
+    /// <summary>For a file mapping: the file offset of <see cref="Start"/> (for /proc/self/maps).</summary>
+    public long FileOffset;
+    /// <summary>A MAP_SHARED mapping.</summary>
+    public bool Shared;
     public override string ToString() => $"{Start:x}-{End:x} {Prot} {Name}";
+
+    /// <summary>The part of this mapping from `at` on, as a new VMA (same name, protection and file).</summary>
+    public Vma SplitAt(ulong at, Prot prot)
+        => new() { Start = at, End = End, Prot = prot, Name = Name, Shared = Shared, FileOffset = FileOffset + (long)(at - Start) };
 }
 
 /// <summary>
@@ -383,11 +391,11 @@ public sealed unsafe class GuestMemory : IDisposable
     }
 
     /// <summary>Maps [start, start+len) with zeroed pages, replacing whatever was there (MAP_FIXED semantics).</summary>
-    public void Map(ulong start, ulong len, Prot prot, string name = "")
+    public void Map(ulong start, ulong len, Prot prot, string name = "", long fileOffset = 0, bool shared = false)
     {
         len = (len + PageMask) & ~PageMask;
         Unmap(start, len);
-        var vma = new Vma { Start = start, End = start + len, Prot = prot, Name = name };
+        var vma = new Vma { Start = start, End = start + len, Prot = prot, Name = name, FileOffset = fileOffset, Shared = shared };
         int i = 0;
         while (i < _vmas.Count && _vmas[i].Start < start) i++;
         _vmas.Insert(i, vma);
@@ -404,13 +412,13 @@ public sealed unsafe class GuestMemory : IDisposable
             if (v.End <= start || v.Start >= end) continue;
             if (v.Start < start && v.End > end)
             {
-                var tail = new Vma { Start = end, End = v.End, Prot = v.Prot, Name = v.Name };
+                var tail = v.SplitAt(end, v.Prot);
                 v.End = start;
                 _vmas.Insert(i + 1, tail);
                 i++;
             }
             else if (v.Start < start) v.End = start;
-            else if (v.End > end) v.Start = end;
+            else if (v.End > end) { v.FileOffset += (long)(end - v.Start); v.Start = end; }
             else { _vmas.RemoveAt(i); i--; }
         }
         FreePages(start, end);
@@ -454,12 +462,12 @@ public sealed unsafe class GuestMemory : IDisposable
             if (v.End <= start || v.Start >= end || v.Prot == prot) continue;
             if (v.Start < start)
             {
-                var right = new Vma { Start = start, End = v.End, Prot = v.Prot, Name = v.Name };
+                var right = v.SplitAt(start, v.Prot);
                 v.End = start; _vmas.Insert(i + 1, right); continue;
             }
             if (v.End > end)
             {
-                var right = new Vma { Start = end, End = v.End, Prot = v.Prot, Name = v.Name };
+                var right = v.SplitAt(end, v.Prot);
                 v.End = end; _vmas.Insert(i + 1, right);
             }
             v.Prot = prot;

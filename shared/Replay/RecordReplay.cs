@@ -131,13 +131,28 @@ public sealed class RecordingBoundary : IBoundary
         return HostResult.Of(0);
     }
 
-    public HostResult Syscall(int tid, int nr, Func<HostResult> perform, bool reexecuteOnReplay = false)
+    public HostResult Syscall(int tid, int nr, Func<HostResult> perform, bool reexecuteOnReplay = false) => Logged(tid, nr, perform());
+
+    HostResult Logged(int tid, int nr, HostResult r)
     {
-        var r = perform();
         _w.Append(new SyscallResult
         {
             InstrCount = Icount, Tid = tid, Nr = nr, Result = r.Value,
             MemWrites = r.Writes.Count > 0 ? r.Writes : null,
+        });
+        return r;
+    }
+
+    /// <summary>A stable file's bytes are logged as (path, offset, SHA-256); anything else by value.</summary>
+    public HostResult FileContent(int tid, int nr, FileRef file, Func<HostResult> perform)
+    {
+        var r = perform();
+        if (!r.ByReference || r.Value < 0 || r.Writes.Count != 1) return Logged(tid, nr, r);
+        var (addr, bytes) = r.Writes[0];
+        _w.Append(new FileContent
+        {
+            InstrCount = Icount, Tid = tid, Nr = nr, Result = r.Value, Addr = addr, Path = file.GuestPath, Offset = file.Offset,
+            Sha256 = System.Security.Cryptography.SHA256.HashData(bytes),
         });
         return r;
     }
@@ -206,6 +221,13 @@ public sealed class RecordingBoundary : IBoundary
 public sealed class ReplayDivergenceException : Exception
 {
     public ReplayDivergenceException(string message) : base(message) { }
+}
+
+/// <summary>A file the recording read by reference is missing or different under the replica's root: the replay is
+/// refused (the replica's root does not hold what the recording ran on).</summary>
+public sealed class ReplayInputMismatchException : Exception
+{
+    public ReplayInputMismatchException(string message) : base(message) { }
 }
 
 /// <summary>The log ended (a recording that crashed) before the guest did.</summary>
@@ -398,6 +420,32 @@ public sealed class ReplayBoundary : IBoundary
         if (s.MemWrites != null) r.Writes.AddRange(s.MemWrites);
         // a following backup performs this replica's own file effects on its own root (the guest sees the log)
         if (reexecuteOnReplay && _follow != null) r.Local = perform().Value;
+        return r;
+    }
+
+    /// <summary>
+    /// File content: by value from a <see cref="SyscallResult"/>, or by reference from a <see cref="Log.FileContent"/>
+    /// record, read from this replica's own root and checked against the recorded hash (refused, naming the file,
+    /// when it differs).
+    /// </summary>
+    public HostResult FileContent(int tid, int nr, FileRef file, Func<HostResult> perform)
+    {
+        if (LiveNow()) return perform();
+        if (!Peek(out var next) || next.Kind != RecordKind.FileContent) return Syscall(tid, nr, perform);
+        var c = Expect<Log.FileContent>($"the content of {file.GuestPath}");
+        if (c.Nr != nr || c.Path != file.GuestPath || c.Offset != file.Offset)
+            throw Diverged($"the guest read {file.GuestPath} at offset {file.Offset} (syscall {nr}) where the recording read {c.Path} at offset {c.Offset} (syscall {c.Nr})");
+        if (c.InstrCount != Icount) throw Diverged($"syscall {nr} came at instruction {Icount}, recorded at {c.InstrCount}");
+        if (c.Result < 0 || (file.Length != FileRef.WholeFile && c.Result > file.Length) || c.Result > ProgramFile.MaxImageBytes)
+            throw new LogFormatException($"a FileContent record of {c.Result} bytes for a read of {file.Length}", _r.LastSequence);
+        byte[]? bytes = null;
+        if (_k != null && _k.Fs.ToHost(c.Path, true, out var host) == 0) bytes = ProgramFile.ReadRange(host, c.Offset, (int)c.Result);
+        if (bytes == null || bytes.Length != c.Result)
+            throw new ReplayInputMismatchException($"{c.Path} (offset {c.Offset}, {c.Result} bytes), which the recording read by reference, is missing or shorter under this replica's root {_k?.Fs.Root}");
+        if (!System.Security.Cryptography.SHA256.HashData(bytes).AsSpan().SequenceEqual(c.Sha256))
+            throw new ReplayInputMismatchException($"{c.Path} under this replica's root {_k?.Fs.Root} is not the file the recording read (SHA-256 of offset {c.Offset}, {c.Result} bytes differs from the log's {Convert.ToHexStringLower(c.Sha256)[..16]})");
+        var r = HostResult.Of(c.Result);
+        r.Writes.Add((c.Addr, bytes));
         return r;
     }
 

@@ -28,14 +28,14 @@ public sealed partial class Kernel
             if (r >= 0 && Fds.TryGetValue((int)a.A1, out var lf)) lf.Offset = r;
             return r;
         });
-        r.Add(Nr.fstat, (t, a) => FdBuffer(t.Cpu, a.Nr, (int)a.A1, a.A2, 144, (h, buf) => HostSys.Call(Nr.fstat, h, buf)));
+        r.Add(Nr.fstat, (t, a) => ProcDirStat((int)a.A1, a.A2, statx: false) ?? FdBuffer(t.Cpu, a.Nr, (int)a.A1, a.A2, 144, (h, buf) => HostSys.Call(Nr.fstat, h, buf)));
         r.Add(Nr.stat, (t, a) => PathBuffer(t.Cpu, a.Nr, At.FDCWD, a.A1, true, a.A2, 144, (p, buf) => HostSys.Call(Nr.newfstatat, At.FDCWD, p, buf, 0)));
         r.Add(Nr.lstat, (t, a) => PathBuffer(t.Cpu, a.Nr, At.FDCWD, a.A1, false, a.A2, 144, (p, buf) => HostSys.Call(Nr.newfstatat, At.FDCWD, p, buf, At.SYMLINK_NOFOLLOW)));
         r.Add(Nr.newfstatat, (t, a) => FstatAt(t.Cpu, (int)a.A1, a.A2, a.A3, (int)a.A4));
         r.Add(Nr.statx, (t, a) => Statx(t.Cpu, (int)a.A1, a.A2, (int)a.A3, (uint)a.A4, a.A5));
         r.Add(Nr.fstatfs, (t, a) => FdBuffer(t.Cpu, a.Nr, (int)a.A1, a.A2, 120, (h, buf) => HostSys.Call(Nr.fstatfs, h, buf)));
         r.Add(Nr.statfs, (t, a) => PathBuffer(t.Cpu, a.Nr, At.FDCWD, a.A1, true, a.A2, 120, (p, buf) => HostSys.Call(Nr.statfs, p, buf)));
-        r.Add(Nr.getdents64, (t, a) => FdBuffer(t.Cpu, a.Nr, (int)a.A1, a.A2, (int)Math.Min(a.A3, 1 << 20), (h, buf) => HostSys.Call(Nr.getdents64, h, buf, (long)Math.Min(a.A3, 1 << 20)), resultIsLength: true));
+        r.Add(Nr.getdents64, (t, a) => Fds.TryGetValue((int)a.A1, out var gd) && gd is ProcDirectory pd ? ProcGetdents(pd, a.A2, a.A3) : FdBuffer(t.Cpu, a.Nr, (int)a.A1, a.A2, (int)Math.Min(a.A3, 1 << 20), (h, buf) => HostSys.Call(Nr.getdents64, h, buf, (long)Math.Min(a.A3, 1 << 20)), resultIsLength: true));
         r.Add(Nr.readlink, (t, a) => ReadlinkAt(t.Cpu, At.FDCWD, a.A1, a.A2, a.A3));
         r.Add(Nr.readlinkat, (t, a) => ReadlinkAt(t.Cpu, (int)a.A1, a.A2, a.A3, a.A4));
         r.Add(Nr.access, (t, a) => PathOp(t.Cpu, a.Nr, At.FDCWD, a.A1, true, p => HostSys.Call(Nr.faccessat, At.FDCWD, p, (long)a.A2)));
@@ -49,6 +49,9 @@ public sealed partial class Kernel
         r.Add(Nr.fchmodat, (t, a) => PathOp(t.Cpu, a.Nr, (int)a.A1, a.A2, true, p => HostSys.Call(Nr.fchmodat, At.FDCWD, p, (long)a.A3), true));
         r.Add(Nr.fchmod, (t, a) => OnHostFd(t.Cpu, a.Nr, (int)a.A1, h => HostSys.Call(Nr.fchmod, h, (long)a.A2), true));
         r.Add(new[] { Nr.chown, Nr.lchown, Nr.fchown, Nr.fchownat }, (t, a) => 0);
+        // extended attributes: the guest's files carry none (ls -l asks for ACLs and SELinux labels)
+        r.Add(new[] { Nr.getxattr, Nr.lgetxattr, Nr.fgetxattr }, (t, a) => -Errno.ENODATA);
+        r.Add(new[] { Nr.listxattr, Nr.llistxattr, Nr.flistxattr }, (t, a) => 0);
         r.Add(Nr.utimensat, (t, a) => Utimensat(t.Cpu, (int)a.A1, a.A2, a.A3, (int)a.A4));
         r.Add(Nr.rename, (t, a) => TwoPaths(t.Cpu, a.Nr, At.FDCWD, a.A1, At.FDCWD, a.A2, (p, q) => HostSys.Call(Nr.renameat2, At.FDCWD, p, At.FDCWD, q, 0)));
         r.Add(Nr.renameat, (t, a) => TwoPaths(t.Cpu, a.Nr, (int)a.A1, a.A2, (int)a.A3, a.A4, (p, q) => HostSys.Call(Nr.renameat2, At.FDCWD, p, At.FDCWD, q, 0)));
@@ -137,21 +140,12 @@ public sealed partial class Kernel
         return 0;
     }
 
-    /// <summary>Is this guest path one the VM answers itself rather than the host (/proc/self/...)?</summary>
-    static bool IsProcSelf(string abs, out string rest)
-    {
-        rest = "";
-        foreach (var pre in new[] { "/proc/self/", "/proc/thread-self/" })
-            if (abs.StartsWith(pre)) { rest = abs.Substring(pre.Length); return true; }
-        return false;
-    }
-
     unsafe long PathOp(CpuT cpu, int nr, int dirfd, ulong pathAddr, bool follow, Func<long, long> call, bool reexecuteOnReplay = false)
     {
         string path = Path(pathAddr);
         long e = GuestAbs(dirfd, path, out var abs);
         if (e < 0) return e;
-        if (IsProcSelf(abs, out _)) return -Errno.ENOENT;
+        if (ProcPathOp(nr, ref abs, follow) is long pr) return pr;
         return Host(cpu, nr, () =>
         {
             long r = Fs.ToHost(abs, follow, out var host);
@@ -166,8 +160,7 @@ public sealed partial class Kernel
         string path = Path(pathAddr);
         long e = GuestAbs(dirfd, path, out var abs);
         if (e < 0) return e;
-        if (IsProcSelf(abs, out var rest) && rest == "exe") abs = P.ProgramGuestPath;
-        else if (IsProcSelf(abs, out _)) return -Errno.ENOENT;
+        if (ProcStat(cpu, nr, ref abs, follow, guestBuf, len) is long pr) return pr;
         CheckWritable(guestBuf, (ulong)len);
         return Host(cpu, nr, () =>
         {
@@ -220,11 +213,7 @@ public sealed partial class Kernel
         string path = Path(pathAddr);
         long e = GuestAbs(dirfd, path, out var abs);
         if (e < 0) return e;
-        if (IsProcSelf(abs, out var rest))
-        {
-            if (rest == "exe") abs = P.ProgramGuestPath;
-            else return -Errno.ENOENT;
-        }
+        if (ProcOpen(cpu, ref abs, flags) is long pr) return pr;
         int isDir = 0;
         var res = Host(cpu, Nr.openat, () =>
         {
@@ -232,6 +221,8 @@ public sealed partial class Kernel
             if (r < 0) return HostResult.Of(r);
             var z = HostSys.Z(host);
             fixed (byte* p = z) r = HostSys.Call(Nr.openat, At.FDCWD, (long)p, flags | O.CLOEXEC, mode & ~P.Umask & 0xFFF);
+            // the host's procfs reached by a route the path check did not see (a symlink under root "/"): not the guest's
+            if (r >= 0 && ProcFs.IsHostProcFs(r)) { HostSys.Call(Nr.close, r); r = -Errno.ENOENT; }
             var hr = HostResult.Of(r);
             if (r >= 0)
             {
@@ -397,6 +388,7 @@ public sealed partial class Kernel
     unsafe long FstatAt(CpuT cpu, int dirfd, ulong pathAddr, ulong buf, int flags)
     {
         string path = Path(pathAddr);
+        if (path.Length == 0 && (flags & At.EMPTY_PATH) != 0 && ProcDirStat(dirfd, buf, statx: false) is long ps) return ps;
         if (path.Length == 0 && (flags & At.EMPTY_PATH) != 0)
             return FdBuffer(cpu, Nr.newfstatat, dirfd, buf, 144, (h, b) => HostSys.Call(Nr.fstat, h, b));
         return PathBuffer(cpu, Nr.newfstatat, dirfd, pathAddr, (flags & At.SYMLINK_NOFOLLOW) == 0, buf, 144,
@@ -406,6 +398,7 @@ public sealed partial class Kernel
     long Statx(CpuT cpu, int dirfd, ulong pathAddr, int flags, uint mask, ulong buf)
     {
         string path = Path(pathAddr);
+        if (path.Length == 0 && (flags & At.EMPTY_PATH) != 0 && ProcDirStat(dirfd, buf, statx: true) is long ps) return ps;
         if (path.Length == 0 && (flags & At.EMPTY_PATH) != 0)
         {
             if (!Fds.TryGetValue(dirfd, out var f)) return -Errno.EBADF;
@@ -424,14 +417,7 @@ public sealed partial class Kernel
         if ((long)size <= 0) return -Errno.EINVAL;
         int n = (int)Math.Min(size, 4096);
         CheckWritable(buf, (ulong)n);
-        if (IsProcSelf(abs, out var rest))
-        {
-            if (rest != "exe") return -Errno.ENOENT;
-            var b = Encoding.UTF8.GetBytes(P.ProgramGuestPath);
-            int k = Math.Min(b.Length, n);
-            Mem.WriteBytes(buf, b.AsSpan(0, k));
-            return k;
-        }
+        if (ProcReadlink(cpu, abs, buf, n) is long pr) return pr;
         return Host(cpu, Nr.readlinkat, () =>
         {
             long r = Fs.ToHost(abs, false, out var host);
@@ -480,21 +466,10 @@ public sealed partial class Kernel
             if (e < 0) return HostResult.Of(e);
             return HostResult.Of((BinaryPrimitives.ReadUInt32LittleEndian(st.AsSpan(24)) & 0xF000) == 0x4000 ? 0 : -Errno.ENOTDIR);
         }).Value;
-        if (r == 0) P.Cwd = NormalizeLexically(abs);
+        if (r == 0) P.Cwd = GuestFs.Normalize(abs);
         return r;
     }
 
-    static string NormalizeLexically(string abs)
-    {
-        var parts = new List<string>();
-        foreach (var c in abs.Split('/', StringSplitOptions.RemoveEmptyEntries))
-        {
-            if (c == ".") continue;
-            if (c == "..") { if (parts.Count > 0) parts.RemoveAt(parts.Count - 1); continue; }
-            parts.Add(c);
-        }
-        return "/" + string.Join('/', parts);
-    }
 
     unsafe long Pipe(CpuT cpu, ulong fdsAddr, int flags)
     {

@@ -1,3 +1,4 @@
+using ReVirt.Abi;
 using ReVirt.Memory;
 using CpuT = ReVirt.Cpu.Cpu;
 
@@ -13,7 +14,8 @@ public sealed partial class Kernel
         r.Add(Nr.mmap, (t, a) => Mmap(t.Cpu, a.A1, a.A2, (int)a.A3, (int)a.A4, (int)a.A5, (long)a.A6));
         r.Add(Nr.munmap, (t, a) =>
         {
-            if ((a.A1 & GuestMemory.PageMask) != 0 || a.A2 == 0) return -Errno.EINVAL;
+            if ((a.A1 & GuestMemory.PageMask) != 0 || a.A2 == 0 || a.A2 > GuestMemory.AddressLimit) return -Errno.EINVAL;
+            P.Files.Unmapping(this, t.Tid, a.A1, a.A1 + a.A2);
             Mem.Unmap(a.A1, a.A2);
             return 0;
         });
@@ -23,10 +25,22 @@ public sealed partial class Kernel
             return Mem.Protect(a.A1, a.A2, (Prot)(a.A3 & 7)) ? 0 : -Errno.ENOMEM;
         });
         r.Add(Nr.mremap, (t, a) => Mremap(a.A1, a.A2, a.A3, (int)a.A4, a.A5));
-        r.Add(Nr.madvise, (t, a) => 0);
-        r.Add(Nr.msync, (t, a) => 0);
+        r.Add(Nr.madvise, (t, a) =>
+        {
+            if ((a.A1 & GuestMemory.PageMask) != 0 || a.A2 > GuestMemory.AddressLimit) return -Errno.EINVAL;
+            if (a.A3 == MADV_DONTNEED) FileMappings.DontNeed(Mem, a.A1, a.A1 + ((a.A2 + GuestMemory.PageMask) & ~GuestMemory.PageMask));
+            return 0;
+        });
+        r.Add(Nr.msync, (t, a) =>
+        {
+            if ((a.A1 & GuestMemory.PageMask) != 0 || a.A2 > GuestMemory.AddressLimit) return -Errno.EINVAL;
+            P.Files.Sync(this, t.Tid, a.A1, a.A1 + a.A2);
+            return 0;
+        });
         r.Add(Nr.mincore, (t, a) => -Errno.ENOSYS);
     }
+
+    const ulong MADV_DONTNEED = 4;
 
     long Brk(ulong want)
     {
@@ -73,20 +87,13 @@ public sealed partial class Kernel
                 if (at == 0) return -Errno.ENOMEM;
             }
         }
-        Mem.Map(at, len, (Prot)(prot & 7), file != null ? file.GuestPath : "");
+        P.Files.Unmapping(this, cpu.Tid, at, at + len);
+        Mem.Map(at, len, (Prot)(prot & 7), file != null ? file.GuestPath : "", file != null ? off : 0, (flags & Map.SHARED) != 0);
         if (file != null)
         {
-            int n = (int)len;
-            var res = Host(cpu, Nr.mmap, () =>
-            {
-                var tmp = new byte[n];
-                long r;
-                unsafe { fixed (byte* p = tmp) r = HostSys.Call(Nr.pread64, file.HostFd, (long)p, n, off); }
-                var hr = HostResult.Of(r);
-                if (r > 0) hr.Write(at, tmp.AsSpan(0, (int)r).ToArray());
-                return hr;
-            });
-            if (res.Value < 0) { Mem.Unmap(at, len); return res.Value == -Errno.EISDIR ? -Errno.ENODEV : -Errno.EACCES; }
+            long got = FileMappings.Fill(this, cpu.Tid, file, at, (int)Math.Min(len, int.MaxValue), off);
+            if (got < 0) { Mem.Unmap(at, len); return got == -Errno.EISDIR ? -Errno.ENODEV : -Errno.EACCES; }
+            if ((flags & Map.SHARED) != 0 && (prot & (int)Prot.Write) != 0) P.Files.AddShared(file, at, at + len, off);
         }
         return (long)at;
     }

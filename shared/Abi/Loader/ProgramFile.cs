@@ -1,0 +1,108 @@
+using System.Buffers.Binary;
+using Microsoft.Win32.SafeHandles;
+
+using ReVirt.Linux;
+
+namespace ReVirt.Abi;
+
+/// <summary>
+/// Reads a file the VM itself loads (the program, its ELF interpreter, a script's interpreter) or that a replay
+/// re-reads by reference. The security contract: only regular files are read (a directory, a FIFO, a device such
+/// as /dev/zero or a socket is refused without blocking: the file is opened O_NONBLOCK and checked with fstat on the
+/// opened descriptor, so a swap between check and read cannot turn it into something else), and never more than
+/// <see cref="MaxImageBytes"/> bytes, so a hostile file cannot make the host grow without bound or hang.
+/// </summary>
+public static unsafe class ProgramFile
+{
+    /// <summary>Upper bound of a program or interpreter image (Debian's largest executables are far below this).</summary>
+    public const long MaxImageBytes = 512L << 20;
+
+    const int O_RDONLY = 0, O_NONBLOCK = 0x800, O_CLOEXEC = 0x80000, O_NOCTTY = 0x100;
+    const uint S_IFMT = 0xF000, S_IFREG = 0x8000, S_IFDIR = 0x4000, S_IFIFO = 0x1000, S_IFCHR = 0x2000, S_IFBLK = 0x6000, S_IFSOCK = 0xC000;
+
+    /// <summary>What kind of file a host path names (following symlinks); null when it does not exist.</summary>
+    public static string? Kind(string hostPath)
+    {
+        var st = new byte[144];
+        long r;
+        var z = HostSys.Z(hostPath);
+        fixed (byte* s = st) fixed (byte* p = z) r = HostSys.Call(Nr.stat, (long)p, (long)s);
+        if (r < 0) return null;
+        return KindOf(BinaryPrimitives.ReadUInt32LittleEndian(st.AsSpan(24)));
+    }
+
+    static string KindOf(uint mode) => (mode & S_IFMT) switch
+    {
+        S_IFREG => "regular file",
+        S_IFDIR => "directory",
+        S_IFIFO => "FIFO",
+        S_IFCHR => "character device",
+        S_IFBLK => "block device",
+        S_IFSOCK => "socket",
+        _ => "special file",
+    };
+
+    /// <summary>
+    /// Opens a regular file for reading; throws <see cref="ElfLoadException"/> naming `name` when it is missing,
+    /// not a regular file, or larger than `limit`. Returns the handle and the file's size.
+    /// </summary>
+    public static SafeFileHandle OpenRegular(string hostPath, string name, long limit, out long size)
+    {
+        long fd = HostSys.WithPath(Nr.open, hostPath, p => HostSys.Call(Nr.open, p, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY));
+        if (fd == -Errno.ENOENT || fd == -Errno.ENOTDIR) throw ElfLoadException.NotFound(name);
+        if (fd == -Errno.EACCES) throw new ElfLoadException($"{name}: permission denied");
+        if (fd < 0) throw new ElfLoadException($"{name}: cannot open (errno {-fd})");
+        var h = new SafeFileHandle((IntPtr)fd, ownsHandle: true);
+        var st = new byte[144];
+        long r;
+        fixed (byte* s = st) r = HostSys.Call(Nr.fstat, fd, (long)s);
+        uint mode = BinaryPrimitives.ReadUInt32LittleEndian(st.AsSpan(24));
+        size = BinaryPrimitives.ReadInt64LittleEndian(st.AsSpan(48));
+        string? problem = r < 0 ? $"cannot stat (errno {-r})"
+            : (mode & S_IFMT) == S_IFDIR ? "is a directory"
+            : (mode & S_IFMT) != S_IFREG ? $"is a {KindOf(mode)}, not a regular file"
+            : size > limit ? $"is too large ({size} bytes; the limit is {limit})"
+            : null;
+        if (problem != null) { h.Dispose(); throw new ElfLoadException($"{name}: {problem}"); }
+        return h;
+    }
+
+    /// <summary>Reads a whole regular file (see the class contract).</summary>
+    public static byte[] ReadAll(string hostPath, string name, long limit = MaxImageBytes)
+    {
+        using var h = OpenRegular(hostPath, name, limit, out long size);
+        var buf = new byte[size];
+        int done = 0;
+        while (done < buf.Length)
+        {
+            int n = RandomAccess.Read(h, buf.AsSpan(done), done);
+            if (n <= 0) break; // the file shrank while being read: what was there
+            done += n;
+        }
+        return done == buf.Length ? buf : buf.AsSpan(0, done).ToArray();
+    }
+
+    /// <summary>
+    /// Reads [offset, offset+count) of a regular file (fewer bytes at its end); null when the file is missing or not
+    /// a regular file. Used by a replay that reads a mapped file's content from its own root.
+    /// </summary>
+    public static byte[]? ReadRange(string hostPath, long offset, int count)
+    {
+        try
+        {
+            using var h = OpenRegular(hostPath, hostPath, long.MaxValue, out long size);
+            long avail = Math.Max(0, Math.Min(count, size - offset));
+            var buf = new byte[avail];
+            int done = 0;
+            while (done < buf.Length)
+            {
+                int n = RandomAccess.Read(h, buf.AsSpan(done), offset + done);
+                if (n <= 0) break;
+                done += n;
+            }
+            return done == buf.Length ? buf : buf.AsSpan(0, done).ToArray();
+        }
+        catch (ElfLoadException) { return null; }
+        catch (IOException) { return null; }
+    }
+}

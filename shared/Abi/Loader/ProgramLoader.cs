@@ -1,0 +1,177 @@
+using ReVirt.Cpu;
+using ReVirt.Memory;
+
+using ReVirt.Linux;
+
+namespace ReVirt.Abi;
+
+/// <summary>What execve set up: the loaded program, its interpreter, the argv it runs with and where it starts.</summary>
+public sealed class StartImage
+{
+    public required LoadedProgram Program;
+    /// <summary>Where the ELF interpreter was loaded (AT_BASE); 0 for a static program.</summary>
+    public ulong InterpreterBase;
+    /// <summary>First instruction: the interpreter's entry, or the program's for a static program.</summary>
+    public ulong StartRip;
+    /// <summary>Guest path of the file that was executed (AT_EXECFN, /proc/self/exe's target for a binary).</summary>
+    public required string ExecPath;
+    /// <summary>Guest path of the ELF that runs (the interpreter of a #! script, else ExecPath).</summary>
+    public required string BinaryPath;
+    public required string[] Argv;
+}
+
+/// <summary>
+/// execve's loading half, as Linux's binfmt_script and binfmt_elf do it: a `#!` script runs its interpreter with
+/// the script's path as argument; an ELF program is validated and loaded; a program that names an ELF interpreter
+/// (PT_INTERP: glibc's ld-linux-x86-64.so.2, musl's ld-musl-x86_64.so.1) gets that interpreter loaded from the
+/// guest's root below the mmap area and starts there, and the interpreter maps the libraries through its own
+/// syscalls. The interpreter's bytes enter the machine through the boundary (<see cref="IBoundary.FileContent"/>),
+/// so a replay loads the same bytes or refuses.
+/// </summary>
+public static class ProgramLoader
+{
+    const int MaxScriptDepth = 4; // Linux's BINPRM_MAX_RECURSION
+    const int ScriptLineMax = 256; // Linux's BINPRM_BUF_SIZE
+    /// <summary>AT_HWCAP2: neither HWCAP2_RING3MWAIT nor HWCAP2_FSGSBASE (the CPU model has no FSGSBASE).</summary>
+    const ulong Hwcap2 = 0;
+
+    /// <summary>Loads the program named by argv[0] (already resolved to `guestPath` and `hostPath`).</summary>
+    public static StartImage Load(GuestMemory mem, GuestFs fs, IBoundary boundary, int tid, string guestPath, string hostPath, string[] argv)
+    {
+        string execPath = guestPath;
+        var image = ProgramFile.ReadAll(hostPath, guestPath);
+        for (int depth = 0; ElfImage.IsScript(image); depth++)
+        {
+            if (depth >= MaxScriptDepth) throw new ElfLoadException($"{guestPath}: too many levels of #! interpreters");
+            var (interp, arg) = ParseShebang(image, guestPath);
+            var list = new List<string> { interp };
+            if (arg != null) list.Add(arg);
+            list.Add(guestPath);
+            list.AddRange(argv.Skip(1));
+            argv = list.ToArray();
+            guestPath = interp;
+            image = ReadThroughBoundary(fs, boundary, tid, interp, $"{execPath}: its #! interpreter {interp}");
+        }
+        var img = ElfImage.Parse(image, guestPath);
+        var program = ElfLoader.Load(mem, image, img, img.Type == ElfImage.EtDyn ? ElfLoader.PieBase - img.LowVaddr : 0, guestPath);
+        var start = new StartImage { Program = program, StartRip = program.Entry, ExecPath = execPath, BinaryPath = guestPath, Argv = argv };
+        if (img.Interpreter is string ip)
+        {
+            var bytes = ReadThroughBoundary(fs, boundary, tid, ip, $"{guestPath}: its interpreter {ip}");
+            var ii = ElfImage.Parse(bytes, ip);
+            if (ii.Interpreter != null) throw new ElfLoadException($"{ip}: an interpreter that names an interpreter itself");
+            if (ii.Type != ElfImage.EtDyn) throw new ElfLoadException($"{ip}: an interpreter must be position independent (ET_DYN)");
+            ulong span = ii.HighVaddr - ii.LowVaddr;
+            ulong at = mem.FindFree(span, Kernel.MmapTop, Kernel.MmapBottom);
+            if (at == 0) throw new ElfLoadException($"{ip}: no room for the interpreter");
+            var interp = ElfLoader.Load(mem, bytes, ii, at - ii.LowVaddr, ip);
+            start.InterpreterBase = interp.LoadBias + ii.LowVaddr;
+            start.StartRip = interp.Entry;
+        }
+        return start;
+    }
+
+    /// <summary>The interpreter and optional single argument of a `#!` line (as Linux splits it).</summary>
+    public static (string Interp, string? Arg) ParseShebang(ReadOnlySpan<byte> f, string name)
+    {
+        var line = f[2..Math.Min(f.Length, ScriptLineMax)];
+        int nl = line.IndexOf((byte)'\n');
+        if (nl < 0 && f.Length > ScriptLineMax) throw new ElfLoadException($"{name}: #! line too long");
+        if (nl >= 0) line = line[..nl];
+        var text = System.Text.Encoding.UTF8.GetString(line).Trim(' ', '\t', '\r');
+        if (text.Length == 0) throw new ElfLoadException($"{name}: #! line names no interpreter");
+        int sp = text.IndexOfAny(new[] { ' ', '\t' });
+        if (sp < 0) return (text, null);
+        string arg = text[(sp + 1)..].Trim(' ', '\t');
+        return (text[..sp], arg.Length == 0 ? null : arg);
+    }
+
+    /// <summary>
+    /// Reads a whole file the loader needs (an interpreter) through the boundary: recorded by reference when it is
+    /// a stable regular file, read again and checked by a replay. Missing: 127 with `what` in the message.
+    /// </summary>
+    static byte[] ReadThroughBoundary(GuestFs fs, IBoundary boundary, int tid, string guestPath, string what)
+    {
+        string reason = "";
+        var res = boundary.FileContent(tid, Nr.execve, new FileRef(guestPath, 0, FileRef.WholeFile, 0), () =>
+        {
+            long r = fs.ToHost(guestPath, true, out var host);
+            if (r < 0) return HostResult.Of(r);
+            try
+            {
+                var bytes = ProgramFile.ReadAll(host, guestPath);
+                var hr = HostResult.Of(bytes.Length).Write(0, bytes);
+                hr.ByReference = FileRef.IsStable(host);
+                return hr;
+            }
+            catch (ElfLoadException e)
+            {
+                reason = e.Message;
+                return HostResult.Of(e.ExitStatus == 127 ? -Errno.ENOENT : -Errno.EACCES);
+            }
+        });
+        if (res.Value == -Errno.ENOENT || res.Value == -Errno.ENOTDIR) throw new ElfLoadException($"{what}: no such file", 127);
+        if (res.Value < 0) throw new ElfLoadException(reason.Length > 0 ? $"{what}: {reason}" : $"{what}: cannot be read (errno {-res.Value})");
+        return res.Writes.Count == 1 ? res.Writes[0].Bytes : Array.Empty<byte>();
+    }
+
+    /// <summary>
+    /// The auxiliary vector a dynamic loader and libc read, Linux's order. uid/gid come through the boundary;
+    /// `platform` and `random` are the addresses of the AT_PLATFORM string and the AT_RANDOM bytes on the stack.
+    /// </summary>
+    public static List<(ulong Key, ulong Value)> AuxVector(StartImage s, ulong platform, ulong random, ulong execfn, ulong uid, ulong gid)
+    {
+        var p = s.Program;
+        return new List<(ulong, ulong)>
+        {
+            (Auxv.HWCAP, CpuModel.Leaf1Edx), (Auxv.PAGESZ, GuestMemory.PageSize), (Auxv.CLKTCK, 100),
+            (Auxv.PHDR, p.PhdrAddr), (Auxv.PHENT, (ulong)p.PhEnt), (Auxv.PHNUM, (ulong)p.PhNum),
+            (Auxv.BASE, s.InterpreterBase), (Auxv.FLAGS, 0), (Auxv.ENTRY, p.Entry),
+            (Auxv.UID, uid), (Auxv.EUID, uid), (Auxv.GID, gid), (Auxv.EGID, gid), (Auxv.SECURE, 0),
+            (Auxv.RANDOM, random), (Auxv.HWCAP2, Hwcap2), (Auxv.EXECFN, execfn), (Auxv.PLATFORM, platform),
+            (Auxv.MINSIGSTKSZ, Sa.MINSIGSTKSZ), (Auxv.NULL, 0),
+        };
+    }
+}
+
+/// <summary>
+/// A range of a file whose content enters the guest (a file mapping, an interpreter image): the guest path it was
+/// opened by, the offset, the length asked for (<see cref="WholeFile"/> for the whole file) and the guest address
+/// it goes to (0 when the loader consumes it).
+/// </summary>
+public readonly record struct FileRef(string GuestPath, long Offset, int Length, ulong Address)
+{
+    public const int WholeFile = -1;
+
+    /// <summary>How long before the VM started a file must have been last changed to be recorded by reference:
+    /// file systems stamp changes with a coarse clock.</summary>
+    static readonly long SettleNs = 2_000_000_000;
+    static readonly long ProcessStartNs = (System.Diagnostics.Process.GetCurrentProcess().StartTime.ToUniversalTime() - DateTime.UnixEpoch).Ticks * 100;
+
+    /// <summary>
+    /// A regular file whose inode has not changed (st_ctime, which utimes cannot set back) since shortly before this
+    /// process started, so that a replay reading the path from its own root later sees what the recording saw; a file
+    /// the guest or anyone else wrote during the run is not. With a descriptor, the path must still name the same
+    /// file (not renamed over since it was opened).
+    /// </summary>
+    public static unsafe bool IsStable(string hostPath, int hostFd = -1)
+    {
+        var byPath = new byte[144];
+        var z = HostSys.Z(hostPath);
+        long r;
+        fixed (byte* s = byPath) fixed (byte* p = z) r = HostSys.Call(Nr.stat, (long)p, (long)s);
+        if (r < 0 || !OldRegular(byPath)) return false;
+        if (hostFd < 0) return true;
+        var byFd = new byte[144];
+        fixed (byte* s = byFd) r = HostSys.Call(Nr.fstat, hostFd, (long)s);
+        return r >= 0 && byFd.AsSpan(0, 16).SequenceEqual(byPath.AsSpan(0, 16)) && OldRegular(byFd); // st_dev, st_ino
+    }
+
+    static bool OldRegular(byte[] st)
+    {
+        uint mode = System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(st.AsSpan(24));
+        long ctimeNs = System.Buffers.Binary.BinaryPrimitives.ReadInt64LittleEndian(st.AsSpan(104)) * 1_000_000_000
+            + System.Buffers.Binary.BinaryPrimitives.ReadInt64LittleEndian(st.AsSpan(112));
+        return (mode & 0xF000) == 0x8000 && ctimeNs < ProcessStartNs - SettleNs;
+    }
+}

@@ -1,0 +1,89 @@
+using Xunit;
+
+namespace ReVirt.Tests.Programs;
+
+/// <summary>
+/// Debian's own dynamically linked programs, unmodified, with the root directory as the guest's filesystem: the
+/// VM's stdout and exit status equal the native run's byte for byte (LC_ALL=C and TZ=UTC for both, see
+/// <see cref="GuestEnv"/>); python3 and sqlite3 recordings replay faithfully with small logs. The workloads are in
+/// tests/Programs/debian.
+/// </summary>
+public class DebianProgramTests : IClassFixture<DebianProgramTests.Tree>
+{
+    /// <summary>A fixed directory tree for ls -la and the text tools: fixed names, sizes, modes and times.</summary>
+    public sealed class Tree : IDisposable
+    {
+        public string Dir { get; } = Directory.CreateTempSubdirectory("revirt-debian").FullName;
+        public Tree()
+        {
+            Directory.CreateDirectory(Path.Combine(Dir, "sub"));
+            var words = new[] { "alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta" };
+            var rng = new Random(42);
+            var lines = Enumerable.Range(0, 3000).Select(i => $"{words[rng.Next(words.Length)]} {rng.Next(100000)} {words[rng.Next(words.Length)]}{i % 13}");
+            File.WriteAllLines(Path.Combine(Dir, "text.txt"), lines);
+            File.WriteAllText(Path.Combine(Dir, "sub", "small"), "x\n");
+            File.WriteAllBytes(Path.Combine(Dir, "blob.bin"), Enumerable.Range(0, 70000).Select(i => (byte)(i * 31)).ToArray());
+            var t = new DateTime(2001, 2, 3, 4, 5, 6, DateTimeKind.Utc);
+            foreach (var f in new[] { "text.txt", "sub/small", "blob.bin" }) File.SetLastWriteTimeUtc(Path.Combine(Dir, f), t);
+            GuestEnv.Exec("chmod", new[] { "640", Path.Combine(Dir, "blob.bin") }, null, TimeSpan.FromSeconds(30));
+            File.CreateSymbolicLink(Path.Combine(Dir, "link"), "text.txt");
+            Directory.SetLastWriteTimeUtc(Path.Combine(Dir, "sub"), t);
+        }
+        public void Dispose() => Directory.Delete(Dir, true);
+    }
+
+    readonly Tree _tree;
+    public DebianProgramTests(Tree tree) => _tree = tree;
+
+    static string Workload(string name) => Path.Combine(GuestEnv.RepoRoot, "tests", "Programs", "debian", name);
+
+    void SameAsNative(string program, string[] args, byte[]? stdin = null)
+    {
+        Assert.True(File.Exists(program), $"{program} is not installed (.ci/run installs it)");
+        var native = GuestEnv.Native(program, args, stdin, _tree.Dir);
+        var vm = GuestEnv.Vm(program, args, stdin, _tree.Dir);
+        Assert.True(native.Stdout.AsSpan().SequenceEqual(vm.Stdout), $"stdout differs\n--- native\n{native.StdoutText}\n--- vm\n{vm.StdoutText}\n--- vm stderr\n{vm.Stderr}");
+        Assert.Equal(native.ExitCode, vm.ExitCode);
+    }
+
+    [Fact] public void Python3Version() => SameAsNative("/usr/bin/python3", new[] { "-c", "import sys; print(sys.version)" });
+    [Fact] public void Python3Workload() => SameAsNative("/usr/bin/python3", new[] { Workload("workload.py") });
+    [Fact] public void Sqlite3Workload() => SameAsNative("/usr/bin/sqlite3", Array.Empty<string>(), File.ReadAllBytes(Workload("workload.sql")));
+
+    [Fact]
+    public void PerlRegexesAndHashes() => SameAsNative("/usr/bin/perl", new[] { "-e",
+        "my %h; $h{$_}++ for split //, 'the quick brown fox jumps over the lazy dog'; " +
+        "print join(',', map {\"$_=$h{$_}\"} sort keys %h), \"\\n\"; open my $f, '<', 'text.txt' or die; my %c; " +
+        "while (<$f>) { $c{$1} += $2 if /^(\\w+) (\\d+)/ } print map {\"$_ $c{$_}\\n\"} sort { $c{$b} <=> $c{$a} || $a cmp $b } keys %c;" });
+
+    [Fact] public void Gawk() => SameAsNative("/usr/bin/gawk", new[] { "{ s[$1] += $2; n++ } END { PROCINFO[\"sorted_in\"] = \"@ind_str_asc\"; for (k in s) printf \"%s %d %.3f\\n\", k, s[k], s[k] / n }", "text.txt" });
+    [Fact] public void GrepExtended() => SameAsNative("/usr/bin/grep", new[] { "-E", "-c", "^(alpha|beta) [0-9]{3,4} .*[27]$", "text.txt" });
+    [Fact] public void Sed() => SameAsNative("/usr/bin/sed", new[] { "-E", "s/([a-z]+) ([0-9]+)/\\2:\\1/;/^9/d", "text.txt" });
+    [Fact] public void Sort() => SameAsNative("/usr/bin/sort", new[] { "-k2,2n", "-k1,1", "text.txt" });
+    [Fact] public void Sha256sum() => SameAsNative("/usr/bin/sha256sum", new[] { "text.txt", "blob.bin" });
+    [Fact] public void LsLa() => SameAsNative("/usr/bin/ls", new[] { "-la", "--time-style=full-iso", "sub", "text.txt", "blob.bin", "link" });
+    [Fact] public void DateOfEpoch() => SameAsNative("/usr/bin/date", new[] { "-d", "@0" });
+
+    [Theory]
+    [InlineData("python3")]
+    [InlineData("sqlite3")]
+    public void RecordAndReplayAreFaithfulWithSmallLogs(string which)
+    {
+        string log = Path.Combine(Path.GetTempPath(), $"revirt-{Guid.NewGuid():N}.rvlog");
+        try
+        {
+            var (prog, args, stdin) = which == "python3"
+                ? ("/usr/bin/python3", new[] { Workload("workload.py") }, (byte[]?)null)
+                : ("/usr/bin/sqlite3", Array.Empty<string>(), File.ReadAllBytes(Workload("workload.sql")));
+            var rec = GuestEnv.Dotnet(GuestEnv.PrimaryDll, new[] { "record", "--log", log, "--", prog }.Concat(args).ToArray(), stdin, _tree.Dir);
+            Assert.True(rec.ExitCode == 0, rec.Stderr);
+            var rp = GuestEnv.Dotnet(GuestEnv.BackupDll, new[] { "replay", "--log", log, "--show-output" });
+            Assert.True(rp.ExitCode == 0, rp.Stderr);
+            Assert.Equal(rec.Stdout, rp.Stdout);
+            // the libraries are in the log by reference: far below the size of the program's own libraries
+            long size = new FileInfo(log).Length;
+            Assert.True(size < 1 << 20, $"log of {size} bytes");
+        }
+        finally { File.Delete(log); }
+    }
+}
