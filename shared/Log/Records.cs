@@ -12,7 +12,7 @@ public enum RecordKind : byte
     Output = 7,
     Exit = 8,
     /// <summary>Ethernet frames the virtual network interface received (see <see cref="NetInput"/>).</summary>
-    NetInput = 9,
+    NetInput = 16,
     /// <summary>Free-form extension record; its payload is opaque to the log layer.</summary>
     Opaque = 0x7F,
 }

@@ -111,13 +111,15 @@ public sealed partial class NetStack
     int _socketCount;
 
     /// <summary>A new UDP socket, or null when <see cref="NetConfig.MaxSockets"/> are open.</summary>
-    public UdpSocket? CreateUdp()
+    public UdpSocket? CreateUdp() => Create(_udp, id => new UdpSocket(this, id));
+
+    /// <summary>A new socket registered under the next id, or null when <see cref="NetConfig.MaxSockets"/> are open.</summary>
+    T? Create<T>(SortedDictionary<long, T> table, Func<long, T> make) where T : class
     {
         if (_socketCount >= Config.MaxSockets) return null;
         _socketCount++;
-        var u = new UdpSocket(this, NewSocketId());
-        _udp[u.Id] = u;
-        return u;
+        long id = NewSocketId();
+        return table[id] = make(id);
     }
 
     internal bool BindUdp(UdpSocket u, ushort port) => _udpPorts.TryAdd(port, u);
