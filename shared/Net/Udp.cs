@@ -96,11 +96,20 @@ public sealed class UdpSocket
         _rxBytes += data.Length;
     }
 
-    internal void WriteState(BinaryWriter w)
+    internal void Serialize(StateCodec c)
     {
-        w.Write(Id); w.Write(LocalIp); w.Write(LocalPort); w.Write(RemoteIp); w.Write(RemotePort); w.Write(Closed);
-        w.Write(ReuseAddr); w.Write(PendingError); w.Write(_rx.Count);
-        foreach (var (ip, port, data) in _rx) { w.Write(ip); w.Write(port); w.Write(data.Length); w.Write(data); }
+        c.Prop(LocalIp, v => LocalIp = v); c.Prop(LocalPort, v => LocalPort = v);
+        c.Prop(RemoteIp, v => RemoteIp = v); c.Prop(RemotePort, v => RemotePort = v);
+        c.Prop(Closed, v => Closed = v); c.Prop(ReuseAddr, v => ReuseAddr = v); c.Do(ref PendingError);
+        int n = c.Count(_rx.Count);
+        var items = _rx.ToList();
+        if (c.Reading) { _rx.Clear(); _rxBytes = 0; }
+        for (int i = 0; i < n; i++)
+        {
+            var (ip, port, data) = c.Reading ? (0u, (ushort)0, Array.Empty<byte>()) : items[i];
+            c.Do(ref ip); c.Do(ref port); c.Do(ref data);
+            if (c.Reading) { _rx.Enqueue((ip, port, data)); _rxBytes += data.Length; }
+        }
     }
 }
 

@@ -15,7 +15,7 @@ sealed class StackLink
     public static readonly MacAddress MacA = new(0x02_00_00_00_00_01), MacB = new(0x02_00_00_00_00_02);
 
     public NetStack A { get; }
-    public NetStack B { get; }
+    public NetStack B { get; set; }
     public long Now { get; private set; }
     public double Loss { get; init; }
     public double Duplicate { get; init; }
