@@ -11,6 +11,7 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using ReVirt.Abi;
+using ReVirt.Linux;
 using ReVirt.Arbiter;
 using ReVirt.Log;
 using ReVirt.Protocol;
@@ -97,7 +98,7 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         catch (LogFormatException e) { return $"bad log header: {e.Message}"; }
         var opts = Recording.OptionsFrom(header, s.Root);
         string host;
-        try { host = LinuxKernel.ResolveProgram(opts).HostPath; }
+        try { host = Kernel.ResolveProgram(opts).HostPath; }
         catch (ElfLoadException e) { return $"the program is missing on the backup: {e.Message}"; }
         if (!header.ProgramMatches(host))
             return $"program mismatch: {host} on the backup is not the program the primary runs (sha256 {Convert.ToHexStringLower(header.ProgramHash)})";

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using ReVirt;
 using ReVirt.Abi;
+using ReVirt.Linux;
 using ReVirt.Log;
 using ReVirt.Replay;
 
@@ -60,7 +61,7 @@ static int Replay(FileInfo log, bool show, string? rootOverride)
     {
         var opts = Recording.OptionsFrom(reader.Header, rootOverride);
         string host;
-        try { host = LinuxKernel.ResolveProgram(opts).HostPath; }
+        try { host = Kernel.ResolveProgram(opts).HostPath; }
         catch (ElfLoadException e) { Console.Error.WriteLine($"backup: refused: the recorded program is missing: {e.Message}"); return 2; }
         if (!reader.ProgramMatches(host))
         {
@@ -72,7 +73,7 @@ static int Replay(FileInfo log, bool show, string? rootOverride)
         var sw = System.Diagnostics.Stopwatch.StartNew();
         // progress on a terminal: where the replay is, every second
         using var progress = Console.IsErrorRedirected ? null : new Timer(_ =>
-            Console.Error.Write($"\rbackup: replaying: instruction {m.Kernel.Current?.InstructionCount ?? 0:N0}, record #{boundary.RecordsConsumed:N0}, {boundary.CheckpointsVerified} checkpoints verified   "),
+            Console.Error.Write($"\rbackup: replaying: instruction {m.Kernel.Current?.Cpu.InstructionCount ?? 0:N0}, record #{boundary.RecordsConsumed:N0}, {boundary.CheckpointsVerified} checkpoints verified   "),
             null, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(1));
         try
         {

@@ -1,3 +1,5 @@
+using ReVirt.Linux;
+
 namespace ReVirt.Abi;
 
 /// <summary>

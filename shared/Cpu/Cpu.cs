@@ -76,7 +76,9 @@ public sealed unsafe partial class Cpu
     internal static readonly byte[] RegBytes = BuildRegBytes();
     internal static readonly byte[] MemBytes = BuildMemBytes();
 
-    internal static int EnumCount<T>() where T : struct, Enum => Enum.GetValues<T>().Max(v => Convert.ToInt32(v)) + 1;
+    /// <summary>Size of a table indexed by an Iced enum: its values are sorted, so the last is the largest (no LINQ,
+    /// no boxing: this runs during start-up).</summary>
+    internal static int EnumCount<T>() where T : struct, Enum => Convert.ToInt32(Enum.GetValues<T>()[^1]) + 1;
 
     static byte[] BuildRegInfo()
     {
@@ -320,106 +322,23 @@ public sealed unsafe partial class Cpu
     // ---------------------------------------------------------------- the loop
 
     /// <summary>Index of the instruction being executed within the current block (for fault accounting).</summary>
-    int _blockIndex;
+    public int BlockIndex;
+
+    ExecutionLoop? _loop;
+
+    /// <summary>The loop that runs this thread (stop points, counts, faults); its executor can be replaced.</summary>
+    public ExecutionLoop Loop => _loop ??= new ExecutionLoop(this, Interpreter.Instance);
 
     /// <summary>
     /// Runs until a handler sets <see cref="Yield"/> or the instruction count reaches <see cref="StopAt"/>.
     /// Guest faults are returned as signals to the caller (the kernel decides delivery).
     /// </summary>
-    public RunResult Run()
-    {
-        Yield = false;
-        while (true)
-        {
-            Block b = Code.Lookup(Rip);
-            if (InstructionCount + (ulong)b.Count > StopAt)
-            {
-                if (InstructionCount >= StopAt) return RunResult.ReachedStop;
-                var r = StepWithin(b, (int)(StopAt - InstructionCount));
-                if (r != RunResult.Continue) return r;
-                continue;
-            }
-            try
-            {
-                Instruction[] insts = b.Insts;
-                delegate*<Cpu, ref Instruction, void>[] hs = b.Handlers;
-                int n = b.Count;
-                for (int k = 0; k < n; k++)
-                {
-                    _blockIndex = k;
-                    ref Instruction ins = ref insts[k];
-                    Rip = ins.NextIP;
-                    hs[k](this, ref ins);
-                }
-                InstructionCount += (ulong)n;
-                BranchCount += b.EndsInBranch;
-            }
-            catch (GuestFaultException e)
-            {
-                InstructionCount += (ulong)_blockIndex;
-                Rip = b.Insts[_blockIndex].IP;
-                PendingFault = new GuestSignalException(11, e.Message, e.Mapped ? 2 : 1, e.Address);
-                return RunResult.Fault;
-            }
-            catch (GuestSignalException e)
-            {
-                InstructionCount += (ulong)_blockIndex + (e.Trap ? 1UL : 0);
-                if (!e.Trap) Rip = b.Insts[_blockIndex].IP;
-                PendingFault = e;
-                return RunResult.Fault;
-            }
-            catch (CodeInvalidatedException)
-            {
-                // a store rewrote code of the running block: the store retired, continue at the next instruction
-                InstructionCount += (ulong)_blockIndex + 1;
-            }
-            catch (Exception e) when (IsDefect(e))
-            {
-                // a defect in the VM must not take the host process down: the guest gets SIGILL with the details
-                InstructionCount += (ulong)_blockIndex;
-                ref Instruction bad = ref b.Insts[_blockIndex];
-                Rip = bad.IP;
-                PendingFault = new GuestSignalException(4, $"internal error executing '{bad}' at 0x{bad.IP:x}: {e.GetType().Name}: {e.Message}", 0x80, bad.IP);
-                return RunResult.Fault;
-            }
-            if (Yield) return RunResult.Yielded;
-        }
-    }
+    public RunResult Run() => Loop.Run();
 
     /// <summary>Exceptions that can only come from a defect in the VM itself (never control flow).</summary>
     public static bool IsDefect(Exception e)
         => e is IndexOutOfRangeException or ArgumentOutOfRangeException or NullReferenceException or InvalidCastException
             or ArithmeticException or FormatException or KeyNotFoundException;
-
-    /// <summary>Executes at most `limit` instructions of block b one at a time (used only near a stop point).</summary>
-    RunResult StepWithin(Block b, int limit)
-    {
-        int n = Math.Min(limit, b.Count);
-        for (int k = 0; k < n; k++)
-        {
-            ref Instruction ins = ref b.Insts[k];
-            Rip = ins.NextIP;
-            try { b.Handlers[k](this, ref ins); }
-            catch (GuestFaultException e)
-            {
-                Rip = ins.IP;
-                PendingFault = new GuestSignalException(11, e.Message, e.Mapped ? 2 : 1, e.Address);
-                return RunResult.Fault;
-            }
-            catch (GuestSignalException e)
-            {
-                if (e.Trap) InstructionCount++; else Rip = ins.IP;
-                PendingFault = e;
-                return RunResult.Fault;
-            }
-            catch (CodeInvalidatedException) { InstructionCount++; return RunResult.Continue; }
-            InstructionCount++;
-            if (k == b.Count - 1) BranchCount += b.EndsInBranch;
-            if (Yield) return RunResult.Yielded;
-            if (Rip != ins.NextIP) return RunResult.Continue;
-        }
-        return RunResult.Continue;
-    }
 
     /// <summary>The synchronous signal raised by the last instruction when Run returned Fault.</summary>
     public GuestSignalException? PendingFault;

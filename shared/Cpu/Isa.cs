@@ -75,7 +75,7 @@ public static unsafe partial class Isa
     public static void Illegal(Cpu c, ref Instruction i)
     {
         string what = i.Code == Code.INVALID ? "invalid instruction" : $"unsupported instruction '{i}'";
-        throw new GuestSignalException(4, $"{what} at 0x{i.IP:x}: bytes {BytesAt(c, ref i)}", 2 /* ILL_ILLOPN */, i.IP);
+        throw new GuestSignalException(SIGILL, $"{what} at 0x{i.IP:x}: bytes {BytesAt(c, ref i)}", ILL_ILLOPN, i.IP);
     }
 
     static string BytesAt(Cpu c, ref Instruction i)
@@ -89,16 +89,14 @@ public static unsafe partial class Isa
         => throw new Memory.GuestFaultException(i.IP, false, c.Mem.FindVma(i.IP) != null);
 
     static void Ud(Cpu c, ref Instruction i)
-        => throw new GuestSignalException(4, $"undefined instruction '{i}' at 0x{i.IP:x}: bytes {BytesAt(c, ref i)}", 2, i.IP);
+        => throw new GuestSignalException(SIGILL, $"undefined instruction '{i}' at 0x{i.IP:x}: bytes {BytesAt(c, ref i)}", ILL_ILLOPN, i.IP);
 
     static void Nop(Cpu c, ref Instruction i) { }
 
     // ---------------------------------------------------------------- system instructions
 
-    const int SIGILL = 4, SIGTRAP = 5, SIGSEGV = 11;
-    /// <summary>si_code of a signal the kernel raises for a CPU exception without a more precise cause.</summary>
-    const int SI_KERNEL = 0x80;
-    const int TRAP_BRKPT = 1;
+    const int SIGILL = Signals.SIGILL, SIGTRAP = Signals.SIGTRAP, SIGSEGV = Signals.SIGSEGV;
+    const int SI_KERNEL = Signals.SI_KERNEL, TRAP_BRKPT = Signals.TRAP_BRKPT, ILL_ILLOPN = Signals.ILL_ILLOPN;
 
     /// <summary>Instructions that need ring 0 (or an I/O permission a Linux process does not have): the CPU raises
     /// #GP, which Linux delivers as SIGSEGV with si_code SI_KERNEL and si_addr 0.</summary>

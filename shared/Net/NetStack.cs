@@ -319,24 +319,9 @@ public sealed partial class NetStack
         c.Do(ref _rateWindowStart); c.Do(ref _rateCount);
         Counters.Serialize(c);
         ArpState(c);
-        int n = c.Count(_tcp.Count);
-        var tcp = _tcp.Values.ToList();
-        for (int i = 0; i < n; i++)
-        {
-            long id = c.Reading ? 0 : tcp[i].Id;
-            c.Do(ref id);
-            var s = c.Reading ? (_tcp[id] = new TcpSocket(this, id)) : tcp[i];
-            s.Serialize(c);
-        }
-        n = c.Count(_udp.Count);
-        var udp = _udp.Values.ToList();
-        for (int i = 0; i < n; i++)
-        {
-            long id = c.Reading ? 0 : udp[i].Id;
-            c.Do(ref id);
-            var u = c.Reading ? (_udp[id] = new UdpSocket(this, id)) : udp[i];
-            u.Serialize(c);
-        }
+        Table(c, _tcp, id => new TcpSocket(this, id), (x, k) => x.Serialize(k), x => x.Id);
+        Table(c, _udp, id => new UdpSocket(this, id), (x, k) => x.Serialize(k), x => x.Id);
+        int n = c.Count(_out.Count);
         n = c.Count(_out.Count);
         var frames = _out.ToList();
         for (int i = 0; i < n; i++)
@@ -346,6 +331,20 @@ public sealed partial class NetStack
             if (c.Reading) _out.Enqueue(f);
         }
         if (c.Reading) Reindex();
+    }
+
+    /// <summary>A socket table: each socket's id, then its state (a restore creates the sockets).</summary>
+    static void Table<T>(StateCodec c, SortedDictionary<long, T> table, Func<long, T> make, Action<T, StateCodec> serialize, Func<T, long> idOf)
+    {
+        int n = c.Count(table.Count);
+        var items = table.Values.ToList();
+        for (int i = 0; i < n; i++)
+        {
+            long id = c.Reading ? 0 : idOf(items[i]);
+            c.Do(ref id);
+            var x = c.Reading ? (table[id] = make(id)) : items[i];
+            serialize(x, c);
+        }
     }
 
     /// <summary>After a restore: the lookup tables and links that are functions of the sockets' own state.</summary>

@@ -1,4 +1,4 @@
-using ReVirt.Abi;
+using ReVirt.Linux;
 using ReVirt.Log;
 using ReVirt.Net;
 using ReVirt.Replay;

@@ -2,7 +2,7 @@ using System.Diagnostics;
 using System.Security.Cryptography;
 using ReVirt.Net;
 
-namespace ReVirt.Abi;
+namespace ReVirt.Linux;
 
 /// <summary>The guest's virtual network interface: its identity and the TAP device that is its wire.</summary>
 public sealed record VirtualNetOptions(MacAddress Mac, uint Ip, int PrefixLength, string TapName, uint Gateway = 0)

@@ -1,0 +1,123 @@
+using System.Runtime.CompilerServices;
+using Iced.Intel;
+using ReVirt.Memory;
+
+namespace ReVirt.Cpu;
+
+/// <summary>
+/// Runs blocks of one guest thread and owns everything that must not depend on how a block is executed: the stop
+/// point (<see cref="Cpu.StopAt"/>, exact to the instruction), the instruction and branch counts, and the mapping of
+/// a fault raised by instruction k of a block to the guest's state (k instructions retired, rip at instruction k, or
+/// after it for a trap; the signal in <see cref="Cpu.PendingFault"/>). A <see cref="BlockExecutor"/> only runs the
+/// first n instructions of a block and reports, through <see cref="Cpu.BlockIndex"/>, which one was executing.
+/// </summary>
+public sealed class ExecutionLoop
+{
+    readonly Cpu _cpu;
+    public BlockExecutor Executor;
+
+    public ExecutionLoop(Cpu cpu, BlockExecutor executor) { _cpu = cpu; Executor = executor; }
+
+    /// <summary>
+    /// Runs until a handler sets <see cref="Cpu.Yield"/> or the instruction count reaches <see cref="Cpu.StopAt"/>.
+    /// Guest faults are returned as signals to the caller (the kernel decides delivery).
+    /// </summary>
+    // the guest's hot loop: compiled optimised at once rather than left in tier-0 or precompiled code
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public RunResult Run()
+    {
+        Cpu c = _cpu;
+        CodeCache code = c.Code;
+        BlockExecutor exec = Executor;
+        c.Yield = false;
+        while (true)
+        {
+            if (c.InstructionCount >= c.StopAt) return RunResult.ReachedStop;
+            Block b = code.Lookup(c.Rip);
+            int n = b.Count;
+            ulong left = c.StopAt - c.InstructionCount;
+            if ((ulong)n > left) n = (int)left; // stop inside this block: the tail is not executed
+            try
+            {
+                exec.Execute(c, b, n);
+                c.InstructionCount += (ulong)n;
+                if (n == b.Count) c.BranchCount += b.EndsInBranch;
+            }
+            catch (Exception e) when (e is GuestFaultException or GuestSignalException or CodeInvalidatedException || Cpu.IsDefect(e))
+            {
+                if (!Retire(c, b, e)) return RunResult.Fault;
+            }
+            if (c.Yield) return RunResult.Yielded;
+        }
+    }
+
+    /// <summary>Accounts for instruction k = <see cref="Cpu.BlockIndex"/> of b that raised e; false when the guest
+    /// has a fault to take (then rip is that of instruction k, or of the next one for a trap).</summary>
+    static bool Retire(Cpu c, Block b, Exception e)
+    {
+        int k = c.BlockIndex;
+        ref Instruction ins = ref b.Insts[k];
+        switch (e)
+        {
+            case CodeInvalidatedException:
+                // a store rewrote code of the running block: the store retired; continue at the next instruction
+                c.InstructionCount += (ulong)k + 1;
+                return true;
+            case GuestFaultException f:
+                c.InstructionCount += (ulong)k;
+                c.Rip = ins.IP;
+                c.PendingFault = new GuestSignalException(Signals.SIGSEGV, f.Message, f.Mapped ? Signals.SEGV_ACCERR : Signals.SEGV_MAPERR, f.Address);
+                return false;
+            case GuestSignalException s:
+                c.InstructionCount += (ulong)k + (s.Trap ? 1UL : 0);
+                if (!s.Trap) c.Rip = ins.IP;
+                c.PendingFault = s;
+                return false;
+            default:
+                // a defect in the VM must not take the host process down: the guest gets SIGILL with the details
+                c.InstructionCount += (ulong)k;
+                c.Rip = ins.IP;
+                c.PendingFault = new GuestSignalException(Signals.SIGILL,
+                    $"internal error executing '{ins}' at 0x{ins.IP:x}: {e.GetType().Name}: {e.Message}", Signals.SI_KERNEL, ins.IP);
+                return false;
+        }
+    }
+}
+
+/// <summary>Executes the first n instructions of a block for the <see cref="ExecutionLoop"/>. Before instruction k
+/// runs, <see cref="Cpu.BlockIndex"/> is k and rip is its next-ip; an exception from it leaves every earlier
+/// instruction retired and nothing of later ones done.</summary>
+public abstract class BlockExecutor
+{
+    public abstract void Execute(Cpu c, Block b, int n);
+}
+
+/// <summary>The interpreter: one indirect call per instruction to the handler the code cache resolved.</summary>
+public sealed unsafe class Interpreter : BlockExecutor
+{
+    public static readonly Interpreter Instance = new();
+
+    public override void Execute(Cpu c, Block b, int n)
+    {
+        Instruction[] insts = b.Insts;
+        delegate*<Cpu, ref Instruction, void>[] hs = b.Handlers;
+        for (int k = 0; k < n; k++)
+        {
+            c.BlockIndex = k;
+            ref Instruction ins = ref insts[k];
+            c.Rip = ins.NextIP;
+            hs[k](c, ref ins);
+        }
+    }
+}
+
+/// <summary>Signal numbers and si_code values the CPU raises (Linux x86-64 values).</summary>
+public static class Signals
+{
+    public const int SIGILL = 4, SIGTRAP = 5, SIGFPE = 8, SIGSEGV = 11;
+    public const int SEGV_MAPERR = 1, SEGV_ACCERR = 2;
+    public const int ILL_ILLOPN = 2;
+    public const int TRAP_BRKPT = 1;
+    /// <summary>si_code of a signal the kernel raises for a CPU exception without a more precise cause.</summary>
+    public const int SI_KERNEL = 0x80;
+}
