@@ -21,7 +21,10 @@ public sealed class HostResult
 }
 
 /// <summary>Kinds of nondeterministic input that are not syscalls.</summary>
-public enum InputKind { Rdtsc = 1, Rdrand = 2, StartupRandom = 3 }
+public enum InputKind { Rdtsc = 1, Rdrand = 2, StartupRandom = 3, NetSeed = 4 }
+
+/// <summary>What the virtual network interface took from the host at one point: the clock value and the frames.</summary>
+public sealed record NetReceived(long ClockNs, List<byte[]> Frames);
 
 /// <summary>
 /// THE nondeterminism boundary. Everything the virtual machine learns from the host crosses here and nowhere
@@ -65,6 +68,13 @@ public interface IBoundary
     /// treats it as any other syscall (the bytes are logged).
     /// </summary>
     HostResult FileContent(int tid, int nr, FileRef file, Func<HostResult> perform) => Syscall(tid, nr, perform);
+
+    /// <summary>
+    /// The virtual network interface's input: frames received on its TAP device and the clock value its stack runs
+    /// at (`perform` reads them from the host). Recording logs them as a NetInput record at this instruction;
+    /// replay hands back the logged ones, so the in-VM stack sees the same frames at the same clock values.
+    /// </summary>
+    NetReceived NetReceive(int tid, Func<NetReceived> perform) => perform();
 
     /// <summary>A 64-bit nondeterministic value (RDTSC, RDRAND).</summary>
     ulong Value(int tid, InputKind kind, Func<ulong> perform);

@@ -195,6 +195,12 @@ public static class LogDump
                 sb.Append(CultureInfo.InvariantCulture, $"@icount={v.InstrCount} syscall {SyscallName(v.Nr)}({v.Nr}) = {v.Result} [by reference: {v.Path} at offset {v.Offset}, sha256 {Hex(v.Sha256, 8)}] tid={v.Tid}");
                 break;
             }
+            case RecordKind.NetInput:
+            {
+                var v = r.Decode<NetInput>();
+                sb.Append(CultureInfo.InvariantCulture, $"@icount={v.InstrCount} tid={v.Tid} net-input clock={v.ClockNs} frames={v.Frames.Count} [{v.Frames.Sum(f => f.Length)} bytes]");
+                break;
+            }
             case RecordKind.Opaque:
                 sb.Append(CultureInfo.InvariantCulture, $"opaque [{r.Payload.Length} bytes]");
                 if (r.Payload.Length > 0) sb.Append(' ').Append(Hex(r.Payload.Span, 16));

@@ -189,6 +189,7 @@ public readonly struct LogRecord
         RecordKind.Output => Decode<Output>(),
         RecordKind.Exit => Decode<Exit>(),
         RecordKind.FileContent => Decode<FileContent>(),
+        RecordKind.NetInput => Decode<NetInput>(),
         RecordKind.Opaque => Decode<Opaque>(),
         _ => throw new LogFormatException($"unknown record kind 0x{(byte)Kind:x2}", Sequence, Offset),
     };

@@ -13,6 +13,8 @@ public enum RecordKind : byte
     Exit = 8,
     /// <summary>A file's content entered the guest by reference (<see cref="FileContent"/>).</summary>
     FileContent = 12,
+    /// <summary>Ethernet frames the virtual network interface received (see <see cref="NetInput"/>).</summary>
+    NetInput = 16,
     /// <summary>Free-form extension record; its payload is opaque to the log layer.</summary>
     Opaque = 0x7F,
 }
@@ -412,4 +414,57 @@ public struct Opaque : IRecordPayload<Opaque>
     public readonly void Encode(Span<byte> destination) => Data.CopyTo(destination);
 
     public static Opaque Decode(ReadOnlySpan<byte> payload) => new() { Data = payload.ToArray() };
+}
+
+/// <summary>
+/// What the virtual network interface received, taken at a syscall of the guest (the only place where the guest
+/// can observe its network stack): the host clock at that moment, which drives the in-VM stack's timers, and the
+/// Ethernet frames read from the TAP device, in arrival order. A replay hands the stack the same frames and clock
+/// value at the same instruction, so the stack — and every segment it sends — is reproduced exactly.
+/// Layout: <c>u64 InstrCount | i32 Tid | i64 ClockNs | u32 n | n × bytes Frame</c>.
+/// </summary>
+public struct NetInput : IRecordPayload<NetInput>
+{
+    private List<byte[]>? _frames;
+
+    public ulong InstrCount { get; set; }
+    public int Tid { get; set; }
+    /// <summary>The VM's network clock (host CLOCK_MONOTONIC, ns) when the frames were taken.</summary>
+    public long ClockNs { get; set; }
+    public List<byte[]> Frames { readonly get => _frames ?? []; set => _frames = value; }
+
+    public static RecordKind Kind => RecordKind.NetInput;
+
+    public readonly int EncodedLength
+    {
+        get
+        {
+            int n = 8 + 4 + 8 + 4;
+            foreach (var f in Frames) n = checked(n + PayloadWriter.BytesSize(f.Length));
+            return n;
+        }
+    }
+
+    public readonly void Encode(Span<byte> destination)
+    {
+        var w = new PayloadWriter(destination);
+        w.U64(InstrCount);
+        w.I32(Tid);
+        w.I64(ClockNs);
+        w.U32((uint)Frames.Count);
+        foreach (var f in Frames) w.Bytes(f);
+        w.AssertEnd();
+    }
+
+    public static NetInput Decode(ReadOnlySpan<byte> payload)
+    {
+        var r = new PayloadReader(payload, "NetInput payload");
+        var v = new NetInput { InstrCount = r.U64(), Tid = r.I32(), ClockNs = r.I64() };
+        int n = r.Count(4);
+        var frames = new List<byte[]>(n);
+        for (int i = 0; i < n; i++) frames.Add(r.Bytes());
+        v.Frames = frames;
+        r.End();
+        return v;
+    }
 }

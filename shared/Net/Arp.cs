@@ -112,16 +112,37 @@ public sealed partial class NetStack
         Emit(f);
     }
 
-    void WriteArpState(BinaryWriter w)
+    void ArpState(StateCodec c)
     {
-        w.Write(_arpStamp);
-        w.Write(_arp.Count);
-        foreach (var (ip, e) in _arp) { w.Write(ip); w.Write(e.Mac.Value); w.Write(e.Expires); w.Write(e.Stamp); }
-        w.Write(_arpWait.Count);
-        foreach (var (ip, a) in _arpWait)
+        c.Do(ref _arpStamp);
+        int n = c.Count(_arp.Count);
+        var entries = _arp.ToList();
+        if (c.Reading) _arp.Clear();
+        for (int i = 0; i < n; i++)
         {
-            w.Write(ip); w.Write(a.Tries); w.Write(a.Retry); w.Write(a.Frames.Count);
-            foreach (var f in a.Frames) { w.Write(f.Length); w.Write(f); }
+            uint ip = c.Reading ? 0 : entries[i].Key;
+            var e = c.Reading ? new ArpEntry() : entries[i].Value;
+            ulong mac = e.Mac.Value;
+            c.Do(ref ip); c.Do(ref mac); c.Do(ref e.Expires); c.Do(ref e.Stamp);
+            e.Mac = new MacAddress(mac);
+            if (c.Reading) _arp[ip] = e;
+        }
+        n = c.Count(_arpWait.Count);
+        var waits = _arpWait.ToList();
+        if (c.Reading) _arpWait.Clear();
+        for (int i = 0; i < n; i++)
+        {
+            uint ip = c.Reading ? 0 : waits[i].Key;
+            var a = c.Reading ? new ArpWait() : waits[i].Value;
+            c.Do(ref ip); c.Do(ref a.Tries); c.Do(ref a.Retry);
+            int m = c.Count(a.Frames.Count);
+            for (int k = 0; k < m; k++)
+            {
+                var f = c.Reading ? [] : a.Frames[k];
+                c.Do(ref f);
+                if (c.Reading) a.Frames.Add(f);
+            }
+            if (c.Reading) _arpWait[ip] = a;
         }
     }
 }

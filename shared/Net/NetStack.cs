@@ -31,13 +31,13 @@ public sealed class NetCounters
     public long DropOutOfWindow, DropBadAck, DropNoConnection, SynDropped, ChallengeAcks, RateLimited;
     public long ResetsSent, ResetsAccepted, Retransmits, FastRetransmits, KeepAliveProbes, ArpDropped, IcmpEchoReplies;
 
-    internal void Write(BinaryWriter w)
+    internal void Serialize(StateCodec c)
     {
-        foreach (var v in new[] { FramesIn, FramesOut, OutQueueOverflow, DropShort, DropBadLength, DropChecksum, DropFragment,
-                     DropNotForUs, DropUnknownProtocol, DropBadOption, DropOutOfWindow, DropBadAck, DropNoConnection, SynDropped,
-                     ChallengeAcks, RateLimited, ResetsSent, ResetsAccepted, Retransmits, FastRetransmits, KeepAliveProbes,
-                     ArpDropped, IcmpEchoReplies })
-            w.Write(v);
+        c.Do(ref FramesIn); c.Do(ref FramesOut); c.Do(ref OutQueueOverflow); c.Do(ref DropShort); c.Do(ref DropBadLength);
+        c.Do(ref DropChecksum); c.Do(ref DropFragment); c.Do(ref DropNotForUs); c.Do(ref DropUnknownProtocol);
+        c.Do(ref DropBadOption); c.Do(ref DropOutOfWindow); c.Do(ref DropBadAck); c.Do(ref DropNoConnection);
+        c.Do(ref SynDropped); c.Do(ref ChallengeAcks); c.Do(ref RateLimited); c.Do(ref ResetsSent); c.Do(ref ResetsAccepted);
+        c.Do(ref Retransmits); c.Do(ref FastRetransmits); c.Do(ref KeepAliveProbes); c.Do(ref ArpDropped); c.Do(ref IcmpEchoReplies);
     }
 }
 
@@ -62,7 +62,7 @@ public sealed partial class NetStack
     public long Now { get; private set; }
 
     ulong _rng;
-    readonly ulong _isnKey;
+    ulong _isnKey;
     long _nextSocketId = 1;
     readonly Queue<byte[]> _out = new();
     long _rateWindowStart; int _rateCount;
@@ -263,22 +263,110 @@ public sealed partial class NetStack
 
     /// <summary>
     /// Writes the stack's complete state in a canonical order (sockets by id, ARP entries by address): two stacks
-    /// that were handed the same calls write the same bytes.
+    /// that were handed the same calls write the same bytes, and <see cref="Restore"/> rebuilds an equal stack.
     /// </summary>
     public void WriteState(BinaryWriter w)
     {
-        w.Write(Config.Mac.Value); w.Write(Config.Ip); w.Write(Config.PrefixLength); w.Write(Config.Gateway);
-        w.Write(Now); w.Write(_rng); w.Write(_isnKey); w.Write(_nextSocketId); w.Write(_nextEphemeral); w.Write(_ipId);
-        w.Write(_rateWindowStart); w.Write(_rateCount);
-        Counters.Write(w);
-        WriteArpState(w);
-        w.Write(_tcp.Count);
-        foreach (var s in _tcp.Values) s.WriteState(w);
-        w.Write(_udp.Count);
-        foreach (var u in _udp.Values) u.WriteState(w);
-        w.Write(_out.Count);
-        foreach (var f in _out) { w.Write(f.Length); w.Write(f); }
+        var cfg = Config;
+        ConfigState(new StateCodec(w), ref cfg);
+        Serialize(new StateCodec(w));
     }
+
+    /// <summary>
+    /// A stack equal to the one that wrote <paramref name="r"/> (for snapshots): same sockets, buffers, timers,
+    /// counters and queued frames; the caller gets its sockets back from <see cref="TcpSockets"/> and
+    /// <see cref="UdpSockets"/> by id. A corrupt or truncated state is refused (<see cref="InvalidDataException"/>).
+    /// </summary>
+    public static NetStack Restore(BinaryReader r)
+    {
+        try
+        {
+            var c = new StateCodec(r);
+            NetConfig cfg = null!;
+            ConfigState(c, ref cfg);
+            var st = new NetStack(cfg, 0);
+            st.Serialize(c);
+            return st;
+        }
+        catch (EndOfStreamException) { throw new InvalidDataException("network stack state: truncated"); }
+    }
+
+    static void ConfigState(StateCodec c, ref NetConfig cfg)
+    {
+        var d = cfg ?? new NetConfig(MacAddress.Broadcast, 1, 24);
+        ulong mac = d.Mac.Value; uint ip = d.Ip, gw = d.Gateway; int prefix = d.PrefixLength;
+        int maxSockets = d.MaxSockets, maxOut = d.MaxOutFrames, arpSize = d.ArpCacheSize, arpHosts = d.ArpPendingHosts,
+            arpFrames = d.ArpPendingFramesPerHost, sndBuf = d.SendBuffer, rcvBuf = d.ReceiveBuffer, udpBuf = d.UdpReceiveBuffer,
+            synQ = d.MaxSynQueue, tw = d.MaxTimeWait, rate = d.ChallengeAcksPerSecond;
+        c.Do(ref mac); c.Do(ref ip); c.Do(ref prefix); c.Do(ref gw);
+        c.Do(ref maxSockets); c.Do(ref maxOut); c.Do(ref arpSize); c.Do(ref arpHosts); c.Do(ref arpFrames); c.Do(ref sndBuf);
+        c.Do(ref rcvBuf); c.Do(ref udpBuf); c.Do(ref synQ); c.Do(ref tw); c.Do(ref rate);
+        if (!c.Reading) return;
+        if (mac == 0 || ip == 0 || prefix is < 1 or > 30 || sndBuf is < 1 or > (64 << 20) || rcvBuf is < 1 or > (64 << 20))
+            throw new InvalidDataException("network stack state: an impossible interface configuration");
+        cfg = new NetConfig(new MacAddress(mac), ip, prefix, gw)
+        {
+            MaxSockets = maxSockets, MaxOutFrames = maxOut, ArpCacheSize = arpSize, ArpPendingHosts = arpHosts,
+            ArpPendingFramesPerHost = arpFrames, SendBuffer = sndBuf, ReceiveBuffer = rcvBuf, UdpReceiveBuffer = udpBuf,
+            MaxSynQueue = synQ, MaxTimeWait = tw, ChallengeAcksPerSecond = rate,
+        };
+    }
+
+    void Serialize(StateCodec c)
+    {
+        long now = Now; c.Do(ref now); Now = now;
+        c.Do(ref _rng); c.Do(ref _isnKey); c.Do(ref _nextSocketId); c.Do(ref _nextEphemeral); c.Do(ref _ipId);
+        c.Do(ref _rateWindowStart); c.Do(ref _rateCount);
+        Counters.Serialize(c);
+        ArpState(c);
+        Table(c, _tcp, id => new TcpSocket(this, id), (x, k) => x.Serialize(k), x => x.Id);
+        Table(c, _udp, id => new UdpSocket(this, id), (x, k) => x.Serialize(k), x => x.Id);
+        int n = c.Count(_out.Count);
+        n = c.Count(_out.Count);
+        var frames = _out.ToList();
+        for (int i = 0; i < n; i++)
+        {
+            var f = c.Reading ? [] : frames[i];
+            c.Do(ref f);
+            if (c.Reading) _out.Enqueue(f);
+        }
+        if (c.Reading) Reindex();
+    }
+
+    /// <summary>A socket table: each socket's id, then its state (a restore creates the sockets).</summary>
+    static void Table<T>(StateCodec c, SortedDictionary<long, T> table, Func<long, T> make, Action<T, StateCodec> serialize, Func<T, long> idOf)
+    {
+        int n = c.Count(table.Count);
+        var items = table.Values.ToList();
+        for (int i = 0; i < n; i++)
+        {
+            long id = c.Reading ? 0 : idOf(items[i]);
+            c.Do(ref id);
+            var x = c.Reading ? (table[id] = make(id)) : items[i];
+            serialize(x, c);
+        }
+    }
+
+    /// <summary>After a restore: the lookup tables and links that are functions of the sockets' own state.</summary>
+    void Reindex()
+    {
+        _socketCount = _tcp.Count + _udp.Count;
+        TcpSocket Find(long id) => _tcp.TryGetValue(id, out var s) ? s : throw new InvalidDataException($"network stack state: no socket {id}");
+        foreach (var s in _tcp.Values)
+        {
+            if (s.Bound) RefPort(s.LocalPort);
+            if (s.State == TcpState.Listen) _listeners[s.LocalPort] = s;
+            else if (s.State != TcpState.Closed) AddConnection(s);
+            s.Parent = s.ParentId == 0 ? null : Find(s.ParentId);
+            s.SynQueue.AddRange(s.SynIds.Select(Find));
+            s.AcceptQueue.AddRange(s.AcceptIds.Select(Find));
+        }
+        foreach (var u in _udp.Values)
+            if (u.LocalPort != 0 && !u.Closed) _udpPorts[u.LocalPort] = u;
+    }
+
+    /// <summary>UDP sockets the stack holds, in id order.</summary>
+    public IEnumerable<UdpSocket> UdpSockets => _udp.Values;
 
     /// <summary>SHA-256 of <see cref="WriteState"/>: equal digests mean equal stacks (checkpoints compare these).</summary>
     public byte[] Digest()

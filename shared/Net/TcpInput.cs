@@ -33,14 +33,7 @@ public sealed partial class NetStack
     readonly Dictionary<ushort, int> _tcpPorts = new();
 
     /// <summary>A new TCP socket, or null when <see cref="NetConfig.MaxSockets"/> are open.</summary>
-    public TcpSocket? CreateTcp()
-    {
-        if (_socketCount >= Config.MaxSockets) return null;
-        _socketCount++;
-        var s = new TcpSocket(this, NewSocketId());
-        _tcp[s.Id] = s;
-        return s;
-    }
+    public TcpSocket? CreateTcp() => Create(_tcp, id => new TcpSocket(this, id));
 
     /// <summary>Sockets the stack holds (user-held and orphaned connections still finishing), in id order.</summary>
     public IEnumerable<TcpSocket> TcpSockets => _tcp.Values;

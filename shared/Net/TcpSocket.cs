@@ -411,25 +411,58 @@ public sealed partial class TcpSocket
         KeepDeadline = _keepAlive && State is TcpState.Established or TcpState.CloseWait ? Stack.Now + KeepIdleNs : long.MaxValue;
     }
 
-    internal void WriteState(BinaryWriter w)
+    /// <summary>Saves or restores the socket (queue and parent links as ids; <see cref="NetStack"/> resolves them).</summary>
+    internal void Serialize(StateCodec c)
     {
-        w.Write(Id); w.Write((byte)State); w.Write(LocalIp); w.Write(LocalPort); w.Write(RemoteIp); w.Write(RemotePort);
-        w.Write(ReuseAddr); w.Write(NoDelay); w.Write(_keepAlive); w.Write(KeepIdleNs); w.Write(KeepIntervalNs); w.Write(KeepCount);
-        w.Write(Backlog); w.Write(Parent?.Id ?? 0);
-        w.Write(SynQueue.Count); foreach (var c in SynQueue) w.Write(c.Id);
-        w.Write(AcceptQueue.Count); foreach (var c in AcceptQueue) w.Write(c.Id);
-        w.Write(UserClosed); w.Write(Bound); w.Write(ShutRead); w.Write(ShutWrite); w.Write(PendingError);
-        w.Write(ConnectReported); w.Write(WasConnected); w.Write(ActiveOpen);
-        w.Write(Iss); w.Write(SndUna); w.Write(SndNxt); w.Write(SndMax); w.Write(SndWnd); w.Write(SndWl1); w.Write(SndWl2);
-        w.Write(MaxSndWnd); w.Write(SndMss); w.Write(SndShift); w.Write(RcvShift); w.Write(FinSent); w.Write(FinSeq);
-        w.Write(Irs); w.Write(RcvNxt); w.Write(RcvAdvEdge); w.Write(FinReceived); w.Write(OooFin); w.Write(OooFinSeq);
-        w.Write(Srtt); w.Write(RttVar); w.Write(Rto); w.Write(RttTiming); w.Write(RttSeq); w.Write(RttStart); w.Write(Retries);
-        w.Write(RtxDeadline); w.Write(Cwnd); w.Write(Ssthresh); w.Write(DupAcks); w.Write(InRecovery); w.Write(Recover);
-        w.Write(KeepDeadline); w.Write(KeepProbesSent); w.Write(EndDeadline); w.Write(AckPending);
-        var sb = SendBuf.ToArray(); w.Write(sb.Length); w.Write(sb);
-        var rb = RecvBuf.ToArray(); w.Write(rb.Length); w.Write(rb);
-        w.Write(Ooo.Count);
-        foreach (var (seq, data) in Ooo) { w.Write(seq); w.Write(data.Length); w.Write(data); }
+        byte st = (byte)State; c.Do(ref st); State = (TcpState)st;
+        c.Prop(LocalIp, v => LocalIp = v); c.Prop(LocalPort, v => LocalPort = v);
+        c.Prop(RemoteIp, v => RemoteIp = v); c.Prop(RemotePort, v => RemotePort = v);
+        c.Prop(ReuseAddr, v => ReuseAddr = v); c.Prop(NoDelay, v => NoDelay = v); c.Do(ref _keepAlive);
+        c.Prop(KeepIdleNs, v => KeepIdleNs = v); c.Prop(KeepIntervalNs, v => KeepIntervalNs = v); c.Prop(KeepCount, v => KeepCount = v);
+        c.Do(ref Backlog);
+        long parent = Parent?.Id ?? 0; c.Do(ref parent); ParentId = parent;
+        SynIds = Ids(c, SynQueue); AcceptIds = Ids(c, AcceptQueue);
+        c.Do(ref UserClosed); c.Do(ref Bound); c.Do(ref ShutRead); c.Do(ref ShutWrite); c.Do(ref PendingError);
+        c.Do(ref ConnectReported); c.Do(ref WasConnected); c.Do(ref ActiveOpen);
+        c.Do(ref Iss); c.Do(ref SndUna); c.Do(ref SndNxt); c.Do(ref SndMax); c.Do(ref SndWnd); c.Do(ref SndWl1); c.Do(ref SndWl2);
+        c.Do(ref MaxSndWnd); c.Do(ref SndMss); c.Do(ref SndShift); c.Do(ref RcvShift); c.Do(ref FinSent); c.Do(ref FinSeq);
+        c.Do(ref Irs); c.Do(ref RcvNxt); c.Do(ref RcvAdvEdge); c.Do(ref FinReceived); c.Do(ref OooFin); c.Do(ref OooFinSeq);
+        c.Do(ref Srtt); c.Do(ref RttVar); c.Do(ref Rto); c.Do(ref HasRtt); c.Do(ref RttTiming); c.Do(ref RttSeq); c.Do(ref RttStart);
+        c.Do(ref Retries); c.Do(ref RtxDeadline); c.Do(ref Cwnd); c.Do(ref Ssthresh); c.Do(ref DupAcks); c.Do(ref InRecovery);
+        c.Do(ref Recover); c.Do(ref KeepDeadline); c.Do(ref KeepProbesSent); c.Do(ref EndDeadline); c.Do(ref AckPending);
+        Ring(c, SendBuf); Ring(c, RecvBuf);
+        int n = c.Count(Ooo.Count);
+        var ooo = Ooo.ToList();
+        if (c.Reading) Ooo.Clear();
+        for (int i = 0; i < n; i++)
+        {
+            uint seq = c.Reading ? 0 : ooo[i].Key;
+            byte[] data = c.Reading ? [] : ooo[i].Value;
+            c.Do(ref seq); c.Do(ref data);
+            if (c.Reading) Ooo[seq] = data;
+        }
+    }
+
+    // Links read from a snapshot, resolved once every socket exists.
+    internal long ParentId;
+    internal long[] SynIds = [], AcceptIds = [];
+
+    static long[] Ids(StateCodec c, List<TcpSocket> queue)
+    {
+        int n = c.Count(queue.Count);
+        var ids = new long[n];
+        for (int i = 0; i < n; i++) { ids[i] = c.Reading ? 0 : queue[i].Id; c.Do(ref ids[i]); }
+        return ids;
+    }
+
+    static void Ring(StateCodec c, ByteRing ring)
+    {
+        var bytes = c.Reading ? [] : ring.ToArray();
+        c.Do(ref bytes);
+        if (!c.Reading) return;
+        if (bytes.Length > ring.Capacity) throw new InvalidDataException("network stack state: a buffer beyond its capacity");
+        ring.Discard(ring.Count);
+        ring.Write(bytes);
     }
 }
 

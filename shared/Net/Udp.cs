@@ -96,11 +96,20 @@ public sealed class UdpSocket
         _rxBytes += data.Length;
     }
 
-    internal void WriteState(BinaryWriter w)
+    internal void Serialize(StateCodec c)
     {
-        w.Write(Id); w.Write(LocalIp); w.Write(LocalPort); w.Write(RemoteIp); w.Write(RemotePort); w.Write(Closed);
-        w.Write(ReuseAddr); w.Write(PendingError); w.Write(_rx.Count);
-        foreach (var (ip, port, data) in _rx) { w.Write(ip); w.Write(port); w.Write(data.Length); w.Write(data); }
+        c.Prop(LocalIp, v => LocalIp = v); c.Prop(LocalPort, v => LocalPort = v);
+        c.Prop(RemoteIp, v => RemoteIp = v); c.Prop(RemotePort, v => RemotePort = v);
+        c.Prop(Closed, v => Closed = v); c.Prop(ReuseAddr, v => ReuseAddr = v); c.Do(ref PendingError);
+        int n = c.Count(_rx.Count);
+        var items = _rx.ToList();
+        if (c.Reading) { _rx.Clear(); _rxBytes = 0; }
+        for (int i = 0; i < n; i++)
+        {
+            var (ip, port, data) = c.Reading ? (0u, (ushort)0, Array.Empty<byte>()) : items[i];
+            c.Do(ref ip); c.Do(ref port); c.Do(ref data);
+            if (c.Reading) { _rx.Enqueue((ip, port, data)); _rxBytes += data.Length; }
+        }
     }
 }
 
@@ -111,13 +120,15 @@ public sealed partial class NetStack
     int _socketCount;
 
     /// <summary>A new UDP socket, or null when <see cref="NetConfig.MaxSockets"/> are open.</summary>
-    public UdpSocket? CreateUdp()
+    public UdpSocket? CreateUdp() => Create(_udp, id => new UdpSocket(this, id));
+
+    /// <summary>A new socket registered under the next id, or null when <see cref="NetConfig.MaxSockets"/> are open.</summary>
+    T? Create<T>(SortedDictionary<long, T> table, Func<long, T> make) where T : class
     {
         if (_socketCount >= Config.MaxSockets) return null;
         _socketCount++;
-        var u = new UdpSocket(this, NewSocketId());
-        _udp[u.Id] = u;
-        return u;
+        long id = NewSocketId();
+        return table[id] = make(id);
     }
 
     internal bool BindUdp(UdpSocket u, ushort port) => _udpPorts.TryAdd(port, u);

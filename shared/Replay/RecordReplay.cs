@@ -157,6 +157,13 @@ public sealed class RecordingBoundary : IBoundary
         return r;
     }
 
+    public NetReceived NetReceive(int tid, Func<NetReceived> perform)
+    {
+        var r = perform();
+        _w.Append(new NetInput { InstrCount = Icount, Tid = tid, ClockNs = r.ClockNs, Frames = r.Frames });
+        return r;
+    }
+
     public ulong Value(int tid, InputKind kind, Func<ulong> perform)
     {
         ulong v = perform();
@@ -391,7 +398,7 @@ public sealed class ReplayBoundary : IBoundary
         RecordsConsumed++;
         // the next asynchronous event may be due before the guest leaves the block it is in: aim the stop at it
         var cpu = _k?.Current?.Cpu;
-        if (cpu != null && rec.Kind is RecordKind.SyscallResult or RecordKind.Rdtsc or RecordKind.Rdrand or RecordKind.Output)
+        if (cpu != null && rec.Kind is RecordKind.SyscallResult or RecordKind.Rdtsc or RecordKind.Rdrand or RecordKind.Output or RecordKind.NetInput)
             cpu.StopAt = ReplayStop(cpu);
         return rec;
     }
@@ -460,6 +467,15 @@ public sealed class ReplayBoundary : IBoundary
         var r = Syscall(tid, nr, perform);
         _writeFromLog = true;
         return r;
+    }
+
+    public NetReceived NetReceive(int tid, Func<NetReceived> perform)
+    {
+        if (LiveNow()) return perform();
+        var n = Expect<NetInput>("the network interface's input");
+        if (n.InstrCount != Icount || n.Tid != tid)
+            throw Diverged($"network input taken at instruction {Icount} by thread {tid}, recorded at {n.InstrCount} by thread {n.Tid}");
+        return new NetReceived(n.ClockNs, n.Frames);
     }
 
     public ulong Value(int tid, InputKind kind, Func<ulong> perform)

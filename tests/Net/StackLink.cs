@@ -15,7 +15,7 @@ sealed class StackLink
     public static readonly MacAddress MacA = new(0x02_00_00_00_00_01), MacB = new(0x02_00_00_00_00_02);
 
     public NetStack A { get; }
-    public NetStack B { get; }
+    public NetStack B { get; set; }
     public long Now { get; private set; }
     public double Loss { get; init; }
     public double Duplicate { get; init; }
@@ -23,6 +23,20 @@ sealed class StackLink
     public long LatencyNs { get; init; } = 1_000_000;
     public long FramesCarried { get; private set; }
     public long FramesLost { get; private set; }
+
+    /// <summary>Replaces how a stack is handed a frame (or, with null, its timers): lets a test route a stack's
+    /// input through the boundary.</summary>
+    public Action<NetStack, byte[]?, long>? Feed { get; init; }
+
+    /// <summary>Sees every frame a stack sends, in order.</summary>
+    public Action<NetStack, byte[]>? Sent { get; init; }
+
+    void Deliver(NetStack to, byte[]? frame)
+    {
+        if (Feed != null) Feed(to, frame, Now);
+        else if (frame != null) to.Input(frame, Now);
+        else to.Advance(Now);
+    }
 
     readonly Random _rng;
     readonly PriorityQueue<(NetStack To, byte[] Frame), (long At, long N)> _wire = new();
@@ -45,6 +59,7 @@ sealed class StackLink
         {
             _trace.AppendData(BitConverter.GetBytes(Now));
             _trace.AppendData(f);
+            Sent?.Invoke(from, f);
             FramesCarried++;
             if (_rng.NextDouble() < Loss) { FramesLost++; continue; }
             int copies = _rng.NextDouble() < Duplicate ? 2 : 1;
@@ -74,9 +89,9 @@ sealed class StackLink
             while (_wire.TryPeek(out var item, out var when) && when.At <= Now)
             {
                 _wire.Dequeue();
-                item.To.Input(item.Frame, Now);
+                Deliver(item.To, item.Frame);
             }
-            A.Advance(Now); B.Advance(Now);
+            Deliver(A, null); Deliver(B, null);
         }
     }
 

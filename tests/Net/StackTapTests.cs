@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Runtime.InteropServices;
-using ReVirt.Abi;
+using ReVirt.Linux;
+using Process = System.Diagnostics.Process;
 using ReVirt.Net;
 using Xunit;
 

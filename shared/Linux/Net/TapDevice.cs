@@ -1,7 +1,6 @@
 using System.Runtime.InteropServices;
-using ReVirt.Linux;
 
-namespace ReVirt.Abi;
+namespace ReVirt.Linux;
 
 /// <summary>
 /// A Linux TAP interface (Ethernet frames, no packet-information prefix) opened through /dev/net/tun: the wire of
