@@ -31,6 +31,13 @@ public sealed class ListenSettings
     public string Id { get; init; } = $"backup:{Environment.MachineName}:{Environment.ProcessId}";
     /// <summary>Test hook: delay every acknowledgement by this long (shows that output waits for acks).</summary>
     public int AckDelayMs { get; init; }
+    /// <summary>Where this replica reports what happens (<c>--events</c>).</summary>
+    public ReplicaEvents Events { get; init; } = ReplicaEvents.None;
+    /// <summary>Drills only (<c>--plant ack-early:MS</c>, hidden): acknowledge each batch MS ms before holding it,
+    /// a violation the drill's checkers must report. 0: no plant.</summary>
+    public int PlantAckEarlyMs { get; init; }
+    /// <summary>Mutual TLS (<c>--cert --key --ca</c>, with an https:// --listen URL); null: cleartext with the token proof.</summary>
+    public ReplicationTls? Tls { get; init; }
 }
 
 /// <summary>`backup listen`: serves the replication endpoint, follows one primary, takes over when it dies.</summary>
@@ -38,26 +45,44 @@ public static class ListenHost
 {
     public static int Run(ListenSettings s)
     {
+        ThreadPools.ForLowLatency();
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = [] });
         builder.Logging.ClearProviders();
         builder.Services.AddSingleton<IHostLifetime, QuietLifetime>();
         builder.WebHost.ConfigureKestrel(k =>
         {
             var addr = s.Listen.Host is "localhost" ? IPAddress.Loopback : IPAddress.Parse(s.Listen.Host);
-            k.Listen(addr, s.Listen.Port, lo => lo.Protocols = HttpProtocols.Http2);
+            k.Listen(addr, s.Listen.Port, lo =>
+            {
+                lo.Protocols = HttpProtocols.Http2;
+                // the TLS layer takes any client certificate; the service refuses one that does not chain to --ca
+                // with the reason, which a TLS alert could not carry
+                if (s.Tls is { } tls)
+                    lo.UseHttps(h =>
+                    {
+                        h.ServerCertificate = tls.Identity;
+                        h.ClientCertificateMode = Microsoft.AspNetCore.Server.Kestrel.Https.ClientCertificateMode.RequireCertificate;
+                        h.ClientCertificateValidation = (_, _, _) => true;
+                    });
+            });
             k.Limits.Http2.KeepAlivePingDelay = TimeSpan.FromSeconds(5);
             k.Limits.MaxRequestBodySize = null;
         });
         builder.Services.AddGrpc(o => { o.MaxReceiveMessageSize = null; o.MaxSendMessageSize = null; });
         var session = new BackupSession(s, Console.Error);
         builder.Services.AddSingleton(session);
+        // grpc.health.v1 on the replication endpoint: SERVING while waiting for, following or replacing a primary
+        builder.Services.AddGrpcHealthChecks().AddCheck("replication", session.Health);
         var app = builder.Build();
         app.MapGrpcService<ReplicationService>();
+        app.MapGrpcHealthChecksService();
         session.Lifetime = app.Lifetime;
         app.Start();
         var addrs = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses;
         Console.Error.WriteLine($"backup: listening on {string.Join(", ", addrs ?? [])} as {s.Id}");
+        s.Events.Emit(ReplicaEvent.Listening, ("url", addrs?.FirstOrDefault()), ("id", s.Id));
         app.WaitForShutdown();
+        s.Events.Emit(ReplicaEvent.Exit, ("status", session.ExitCode));
         return session.ExitCode;
     }
 }
@@ -87,6 +112,14 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
     string? _lostReason;
     public ulong Held { get; private set; }
     public ListenSettings Settings => s;
+
+    /// <summary>The backup's health: serving unless its primary was lost and it has not (yet) gone live.</summary>
+    public Microsoft.Extensions.Diagnostics.HealthChecks.HealthCheckResult Health()
+    {
+        if (_boundary?.Live == true) return Microsoft.Extensions.Diagnostics.HealthChecks.HealthCheckResult.Healthy("live: took over from " + _primaryId);
+        if (_lostReason != null) return Microsoft.Extensions.Diagnostics.HealthChecks.HealthCheckResult.Unhealthy("the primary was lost: " + _lostReason);
+        return Microsoft.Extensions.Diagnostics.HealthChecks.HealthCheckResult.Healthy(_primaryId == "" ? "waiting for a primary" : "following " + _primaryId);
+    }
 
     /// <summary>Checks a hello; returns the refusal reason or null.</summary>
     public string? Check(Hello h, out LogHeader? header)
@@ -121,6 +154,7 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         _file.Flush();
         _pipe.Append(h.LogHeader.Span);
         log.WriteLine($"backup: following {h.PrimaryId}; log copy {path}; arbiter {_arbiter.Describe}");
+        s.Events.Emit(ReplicaEvent.Following, ("primary", h.PrimaryId), ("log", path), ("arbiter", _arbiter.Describe));
         var t = new Thread(() => ReplayMain(header), 64 << 20) { Name = "replay" };
         t.Start();
     }
@@ -155,6 +189,7 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
     public void Goodbye(Goodbye g)
     {
         log.WriteLine($"backup: the primary's guest ended with status {g.ExitStatus} after record #{g.LastSequence}; finishing the replay");
+        s.Events.Emit(ReplicaEvent.PrimaryFinished, ("status", g.ExitStatus), ("lastSequence", g.LastSequence));
         _pipe.Complete();
     }
 
@@ -165,6 +200,7 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         _lostReason = reason;
         _lostAt = Stopwatch.GetTimestamp();
         log.WriteLine($"backup: primary lost: {reason}; holding the log up to record #{Held}; draining {_pipe.Buffered} bytes");
+        s.Events.Emit(ReplicaEvent.PrimaryLost, ("reason", reason), ("held", Held));
         _pipe.Complete();
     }
 
@@ -173,6 +209,7 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         if (_lostReason == null)
         {
             log.WriteLine($"backup: the log ended without an exit record after record #{p.Record}");
+            s.Events.Emit(ReplicaEvent.StoodDown, ("reason", "the log ended without an exit record"), ("drainMs", null));
             return false;
         }
         double drainMs = Stopwatch.GetElapsedTime(_lostAt).TotalMilliseconds;
@@ -180,10 +217,16 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         if (!r.Won)
         {
             log.WriteLine($"backup: drained in {drainMs:F0} ms but the arbiter is {r.Explain}: standing down");
+            s.Events.Emit(ReplicaEvent.StoodDown, ("reason", $"the arbiter is {r.Explain}"), ("drainMs", drainMs));
             return false;
         }
         string digest = _boundary?.LastVerifiedCheckpoint is { } c ? $"; last verified checkpoint at instruction {c.Instruction}, state digest {c.Digest}" : "";
         log.WriteLine($"backup: drained in {drainMs:F0} ms; won the arbiter; took over at instruction {p.Instruction} (record #{p.Record}), stdout resumes at byte offset {p.ResumeStdoutAt} (the log holds {p.LogStdoutBytes}), stderr at {p.ResumeStderrAt}{digest}");
+        ReplicationMetrics.Failovers.Add(1);
+        var cp = _boundary?.LastVerifiedCheckpoint;
+        s.Events.Emit(ReplicaEvent.TookOver, ("drainMs", drainMs), ("instruction", p.Instruction), ("record", p.Record),
+            ("resumeStdoutAt", p.ResumeStdoutAt), ("logStdoutBytes", p.LogStdoutBytes), ("resumeStderrAt", p.ResumeStderrAt),
+            ("checkpointInstruction", cp?.Instruction), ("checkpointDigest", cp?.Digest));
         log.Flush();
         return true;
     }
@@ -195,18 +238,26 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         {
             using var reader = new LogReader(_pipe, leaveOpen: true);
             var opts = Recording.OptionsFrom(header, s.Root);
-            _boundary = new ReplayBoundary(reader, showOutput: false, new FollowOptions { TakeOver = TakeOver });
+            _boundary = new ReplayBoundary(reader, showOutput: false, new FollowOptions
+            {
+                TakeOver = TakeOver,
+                WentLive = report => { foreach (var line in report) s.Events.Emit(ReplicaEvent.TakeoverDescriptor, ("detail", line)); },
+            });
             using var m = new Machine(opts, _boundary);
             m.Load();
             int status = m.Run();
             if (_boundary.Live)
                 log.WriteLine($"backup: guest exited with status {status} after {m.InstructionCount} instructions (live since instruction {_boundary.Takeover!.Value.Instruction})");
             else
+            {
                 log.WriteLine($"backup: replay matched the primary: {m.InstructionCount} instructions, {_boundary.RecordsConsumed} records, {_boundary.CheckpointsVerified} checkpoints and {_boundary.OutputsVerified} outputs verified, guest exit status {status}");
+                s.Events.Emit(ReplicaEvent.ReplayMatched, ("instructions", m.InstructionCount), ("records", _boundary.RecordsConsumed),
+                    ("checkpoints", _boundary.CheckpointsVerified), ("outputs", _boundary.OutputsVerified), ("status", status));
+            }
             code = status;
         }
         catch (ReplayStoodDownException e) { log.WriteLine($"backup: {e.Message}"); code = 3; }
-        catch (ReplayDivergenceException e) { log.WriteLine($"backup: {e.Message}"); code = 1; }
+        catch (ReplayDivergenceException e) { log.WriteLine($"backup: {e.Message}"); s.Events.Emit(ReplicaEvent.Diverged, ("message", e.Message)); code = 1; }
         catch (ReplayEndOfLogException e) { log.WriteLine($"backup: {e.Message}"); code = 1; }
         catch (LogFormatException e) { log.WriteLine($"backup: corrupt log: {e.Message}"); code = 2; }
         catch (ElfLoadException e) { log.WriteLine($"backup: {e.Message}"); code = 126; }
@@ -220,8 +271,6 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
 /// <summary>The gRPC service: handshake, then batches and heartbeats in, acks out.</summary>
 public sealed class ReplicationService(BackupSession session) : Protocol.Replication.ReplicationBase
 {
-    /// <summary>Test hook for the chaos drill's checkers: REVIRT_PLANT=ack-early:MS acks each batch MS ms before holding it.</summary>
-    static readonly int AckEarlyMs = (Environment.GetEnvironmentVariable("REVIRT_PLANT") ?? "") is var p && p.StartsWith("ack-early:", StringComparison.Ordinal) && int.TryParse(p["ack-early:".Length..], out int ms) ? ms : 0;
 
     public override async Task Stream(IAsyncStreamReader<PrimaryMessage> requestStream, IServerStreamWriter<BackupMessage> responseStream, ServerCallContext context)
     {
@@ -230,8 +279,11 @@ public sealed class ReplicationService(BackupSession session) : Protocol.Replica
         Task Refuse(string reason)
         {
             Console.Error.WriteLine($"backup: refused a primary ({context.Peer}): {reason}");
+            s.Events.Emit(ReplicaEvent.RefusedPrimary, ("peer", context.Peer), ("reason", reason));
             return responseStream.WriteAsync(new BackupMessage { Refused = new Refused { Reason = reason } }, ct);
         }
+        if (s.Tls is { } tls && tls.Verify(context.GetHttpContext().Connection.ClientCertificate) is { } untrusted)
+        { await Refuse($"mutual TLS: {untrusted}"); return; }
         if (!await requestStream.MoveNext(ct)) return;
         var first = requestStream.Current;
         if (first.BodyCase != PrimaryMessage.BodyOneofCase.Hello) { await Refuse("protocol error: the first message must be a hello"); return; }
@@ -259,11 +311,11 @@ public sealed class ReplicationService(BackupSession session) : Protocol.Replica
                 {
                     case PrimaryMessage.BodyOneofCase.Batch:
                         {
-                            if (AckEarlyMs > 0)
+                            if (s.PlantAckEarlyMs > 0)
                             {
-                                // test hook (REVIRT_PLANT=ack-early:MS): acknowledge a batch before holding it
+                                // planted violation (--plant ack-early:MS): acknowledge a batch before holding it
                                 await responseStream.WriteAsync(new BackupMessage { Ack = new Ack { HeldSequence = session.Held + m.Batch.Count } }, ct);
-                                await Task.Delay(AckEarlyMs, ct);
+                                await Task.Delay(s.PlantAckEarlyMs, ct);
                                 session.Receive(m.Batch);
                                 break;
                             }

@@ -33,21 +33,37 @@ var arbiterOpt = new Option<string?>("--arbiter") { Description = ReVirt.Arbiter
 arbiterOpt.Validators.Add(r => { if (ReVirt.Arbiter.Arbiters.Validate(r.GetValueOrDefault<string?>()) is { } err) r.AddError($"--arbiter: {err}"); });
 var timeoutOpt = new Option<int>("--timeout-ms") { Description = "The primary is declared lost after this long without a batch or heartbeat.", DefaultValueFactory = _ => 2000 };
 var copyOpt = new Option<string?>("--log") { Description = "Where to keep this replica's copy of the primary's log (default: a file in the temp directory)." };
+var certOpt = new Option<string?>("--cert") { Description = "Mutual TLS: this replica's certificate (PEM); with --key and --ca, and an https:// --listen URL." };
+var keyOpt = new Option<string?>("--key") { Description = "Mutual TLS: the private key of --cert (PEM)." };
+var caOpt = new Option<string?>("--ca") { Description = "Mutual TLS: the CA certificate(s) (PEM) a primary's certificate must chain to (refused with the reason otherwise)." };
+var eventsOpt = new Option<string?>("--events") { Description = "Report what happens as JSON lines (one event per line: listening, following, primary-lost, took-over, stood-down, replay-matched, exit, ...) to FILE or to an inherited descriptor fd:N." };
+var plantOpt = new Option<string?>("--plant") { Description = "Drills only: plant a violation the drill's checkers must report (ack-early:MS acknowledges each batch MS ms before holding it).", Hidden = true };
+plantOpt.Validators.Add(r => { if (r.GetValueOrDefault<string?>() is { } v && AckEarlyMs(v) <= 0) r.AddError($"--plant {v}: expected ack-early:MS with MS > 0"); });
 var ackDelayOpt = new Option<int>("--ack-delay-ms") { Description = "Testing: delay every acknowledgement by this many milliseconds.", Hidden = true };
 var listen = new Command("listen", "Serve the replication endpoint, follow one primary (`primary protect`), replay its log in lockstep and acknowledge each batch as soon as it holds it; when the primary is lost, drain, win the arbiter and go live. Exit status: the guest's; 3 when standing down; 1 on divergence.")
 {
-    listenOpt, lrootOpt, tokenOpt, arbiterOpt, timeoutOpt, copyOpt, ackDelayOpt,
+    listenOpt, lrootOpt, tokenOpt, certOpt, keyOpt, caOpt, arbiterOpt, timeoutOpt, copyOpt, eventsOpt, plantOpt, ackDelayOpt,
 };
-listen.SetAction(parse => ReVirt.Backup.ListenHost.Run(new ReVirt.Backup.ListenSettings
+listen.SetAction(parse =>
 {
-    Listen = new Uri(parse.GetValue(listenOpt)!),
-    Root = parse.GetValue(lrootOpt),
-    Secret = ReVirt.Replication.ReplicationProtocol.ReadSecret(parse.GetValue(tokenOpt)),
-    ArbiterPath = parse.GetValue(arbiterOpt),
-    TimeoutMs = parse.GetValue(timeoutOpt),
-    LogPath = parse.GetValue(copyOpt),
-    AckDelayMs = parse.GetValue(ackDelayOpt),
-}));
+    if (ReVirt.Replication.ReplicaChannelOptions.Load("--listen", parse.GetValue(listenOpt)!, parse.GetValue(certOpt), parse.GetValue(keyOpt),
+            parse.GetValue(caOpt), parse.GetValue(eventsOpt), out var tls, out var events) is { } bad)
+    { Console.Error.WriteLine($"backup: {bad}"); return 2; }
+    var url = new Uri(parse.GetValue(listenOpt)!);
+    return ReVirt.Backup.ListenHost.Run(new ReVirt.Backup.ListenSettings
+    {
+        Listen = url,
+        Root = parse.GetValue(lrootOpt),
+        Secret = ReVirt.Replication.ReplicationProtocol.ReadSecret(parse.GetValue(tokenOpt)),
+        ArbiterPath = parse.GetValue(arbiterOpt),
+        TimeoutMs = parse.GetValue(timeoutOpt),
+        LogPath = parse.GetValue(copyOpt),
+        AckDelayMs = parse.GetValue(ackDelayOpt),
+        Events = events,
+        PlantAckEarlyMs = parse.GetValue(plantOpt) is { } plant ? AckEarlyMs(plant) : 0,
+        Tls = tls,
+    });
+});
 root.Add(listen);
 return root.Parse(args).Invoke();
 
@@ -102,3 +118,6 @@ static int Replay(FileInfo log, bool show, string? rootOverride)
         }
     }
 }
+
+static int AckEarlyMs(string plant) =>
+    plant.StartsWith("ack-early:", StringComparison.Ordinal) && int.TryParse(plant.AsSpan("ack-early:".Length), out int ms) ? ms : 0;

@@ -19,7 +19,7 @@ public sealed class DrillSettings
     /// <summary>Extra arguments for `backup listen` / `primary protect` (test hooks that plant violations).</summary>
     public string[] ExtraBackupArgs { get; init; } = [];
     public string[] ExtraPrimaryArgs { get; init; } = [];
-    /// <summary>Testing: REVIRT_PLANT for both replicas (gate-early, ignore-arbiter, ack-early:MS) to plant a violation.</summary>
+    /// <summary>Drills only: a violation to plant, passed as --plant to the replica that commits it (gate-early, ignore-arbiter: primary; ack-early:MS: backup).</summary>
     public string? Plant { get; init; }
     /// <summary>A delay the link has in every round, outside any fault (a long-distance pair).</summary>
     public int BaseLinkDelayMs { get; init; }
@@ -92,37 +92,32 @@ public sealed class Drill(DrillSettings s)
         string label = $"round {round + 1}/{s.Rounds} {Faults.Name(fault)} (seed {seed})";
         Say($"{label}: starting the backup");
 
-        var env = s.Plant == null ? null : new Dictionary<string, string> { ["REVIRT_PLANT"] = s.Plant };
+        // a planted violation goes to the replica that commits it (a hidden --plant option of that replica)
+        string[] plantBackup = s.Plant is { } pb && pb.StartsWith("ack-early:", StringComparison.Ordinal) ? ["--plant", pb] : [];
+        string[] plantPrimary = s.Plant is { } pp && plantBackup.Length == 0 ? ["--plant", pp] : [];
         using var backup = new ReplicaProc("backup", s.BackupDll,
-            ["listen", "--listen", "http://127.0.0.1:0", "--arbiter", arbiter, "--timeout-ms", s.TimeoutMs.ToString(), "--log", logCopy, .. s.ExtraBackupArgs], clock, env);
-        string? url = null, backupId = "";
-        backup.WaitFor(() =>
-        {
-            var l = backup.Line("listening on");
-            if (l == null) return false;
-            var m = Regex.Match(l.Text, @"listening on (http://127\.0\.0\.1:\d+) as (\S+)");
-            url = m.Groups[1].Value;
-            backupId = m.Groups[2].Value;
-            return m.Success;
-        }, TimeSpan.FromSeconds(60));
-        if (url == null) throw new DrillSetupException($"the backup did not start listening:\n{backup.StderrText}");
+            ["listen", "--listen", "http://127.0.0.1:0", "--arbiter", arbiter, "--timeout-ms", s.TimeoutMs.ToString(), "--log", logCopy, .. plantBackup, .. s.ExtraBackupArgs], clock);
+        if (!backup.WaitFor(() => backup.Event(ReplicaEvent.Listening) != null, TimeSpan.FromSeconds(60)))
+            throw new DrillSetupException($"the backup did not start listening:\n{backup.Stderr}");
+        var listening = backup.Event(ReplicaEvent.Listening)!;
+        string url = listening.Str("url")!, backupId = listening.Str("id") ?? "";
 
         using var proxy = new TcpFaultProxy(url);
         void Normal() { if (s.BaseLinkDelayMs > 0) proxy.Delay(s.BaseLinkDelayMs); else proxy.Pass(); }
         Say($"{label}: starting the primary");
         using var primary = new ReplicaProc("primary", s.PrimaryDll,
             ["protect", "--backup", proxy.Url, "--arbiter", arbiter, "--timeout-ms", s.TimeoutMs.ToString(), "--heartbeat-ms", s.HeartbeatMs.ToString(),
-             "--checkpoint-interval", s.CheckpointInterval.ToString(), "--stats", .. s.ExtraPrimaryArgs, "--", w.Program, .. run.Args], clock, env);
-        if (!primary.WaitFor(() => primary.Line("protected by") != null, TimeSpan.FromSeconds(60)))
-            throw new DrillSetupException($"the primary did not get protected:\n{primary.StderrText}\nbackup:\n{backup.StderrText}");
+             "--checkpoint-interval", s.CheckpointInterval.ToString(), "--stats", .. plantPrimary, .. s.ExtraPrimaryArgs, "--", w.Program, .. run.Args], clock);
+        if (!primary.WaitFor(() => primary.Event(ReplicaEvent.Protected) != null, TimeSpan.FromSeconds(60)))
+            throw new DrillSetupException($"the primary did not get protected:\n{primary.Stderr}\nbackup:\n{backup.Stderr}");
         string primaryId = $"primary:{Environment.MachineName}:{primary.Pid}";
-        double protectedAt = primary.Line("protected by")!.AtMs;
+        double protectedAt = primary.Event(ReplicaEvent.Protected)!.AtMs;
         Normal(); // the base link delay starts once the pair is connected (the handshake has its own deadline)
 
         void Status(string phase) => Say($"{label}: {phase}; t={clock.Elapsed.TotalSeconds:F1}s primary {primary.StdoutLength} B, backup {backup.StdoutLength} B stdout");
 
         if (run.Begin(primary, clock, TimeSpan.FromSeconds(60)) is { } notServing)
-            throw new DrillSetupException($"{notServing}:\n{primary.StderrText}\nbackup:\n{backup.StderrText}");
+            throw new DrillSetupException($"{notServing}:\n{primary.Stderr}\nbackup:\n{backup.Stderr}");
 
         // the random moment: a point of progress, then a little jitter
         string waiting = $"waiting for {threshold} {(w is CounterWorkload ? "bytes of output" : "acknowledged SETs")}";
@@ -144,7 +139,7 @@ public sealed class Drill(DrillSettings s)
             case FaultKind.Freeze:
                 primary.Signal(ReplicaProc.SIGSTOP);
                 Status("primary frozen (SIGSTOP)");
-                backup.WaitFor(() => { Status("primary frozen (SIGSTOP), waiting for the backup"); return backup.Line("took over") != null || backup.Line("standing down") != null; },
+                backup.WaitFor(() => { Status("primary frozen (SIGSTOP), waiting for the backup"); return backup.Event(ReplicaEvent.TookOver) != null || backup.Event(ReplicaEvent.StoodDown) != null; },
                     TimeSpan.FromMilliseconds(s.TimeoutMs * 4 + 15000));
                 Thread.Sleep(300);
                 primary.Signal(ReplicaProc.SIGCONT);
@@ -170,6 +165,17 @@ public sealed class Drill(DrillSettings s)
                 faultEnd = clock.Elapsed.TotalMilliseconds;
                 obsFaultDetail += $"link throttled to {throttleBps} B/s for {faultLenMs} ms";
                 break;
+            case FaultKind.CutKill:
+                {
+                    // deterministic evidence for the output rule: nothing acknowledges the log after the cut, so
+                    // a correct primary releases nothing beyond what the backup already holds
+                    proxy.Cut();
+                    long before = primary.StdoutLength;
+                    var grew = primary.WaitFor(() => primary.StdoutLength > before, TimeSpan.FromMilliseconds(s.TimeoutMs / 2));
+                    primary.KillHard();
+                    obsFaultDetail += $"link cut, SIGKILL primary {clock.Elapsed.TotalMilliseconds - faultAt:F0} ms later{(grew ? " (it released stdout after the cut)" : "")}";
+                    break;
+                }
             case FaultKind.KillBackup:
                 backup.KillHard();
                 obsFaultDetail += "SIGKILL backup";
@@ -203,14 +209,16 @@ public sealed class Drill(DrillSettings s)
             LinkDelayMs = linkDelay,
             PrimaryStdout = primary.Stdout,
             PrimaryChunks = primary.Chunks,
-            PrimaryLog = primary.Stderr,
-            PrimaryExit = fault == FaultKind.Kill && !lateFault ? null : pExit,
-            PrimaryKilled = fault == FaultKind.Kill && !lateFault,
+            PrimaryLog = primary.StderrLines,
+            PrimaryEvents = primary.Events,
+            PrimaryExit = fault is FaultKind.Kill or FaultKind.CutKill && !lateFault ? null : pExit,
+            PrimaryKilled = fault is FaultKind.Kill or FaultKind.CutKill && !lateFault,
             PrimaryExitedAtMs = primary.ExitedAtMs,
             PrimaryId = primaryId,
             BackupStdout = backup.Stdout,
             BackupChunks = backup.Chunks,
-            BackupLog = backup.Stderr,
+            BackupLog = backup.StderrLines,
+            BackupEvents = backup.Events,
             BackupExit = fault == FaultKind.KillBackup && !lateFault ? null : bExit,
             BackupKilled = fault == FaultKind.KillBackup && !lateFault,
             BackupExitedAtMs = backup.ExitedAtMs,
@@ -240,8 +248,7 @@ public sealed class Drill(DrillSettings s)
         double? Since(double? at) => at is double a && f is double ff ? a - ff : null;
         var detect = new[] { o.BackupDetected?.AtMs, o.PrimaryDetected?.AtMs }.Where(x => x != null).Min();
         double? drain = t?.DrainMs;
-        if (drain == null && o.BackupLine("but the arbiter is held by") is { } sd && Regex.Match(sd.Text, @"drained in (\d+) ms") is { Success: true } dm)
-            drain = double.Parse(dm.Groups[1].Value);
+        if (drain == null && o.BackupStoodDown?.Num("drainMs") is double sdDrain) drain = sdDrain;
         double? recovered = t?.AtMs ?? unprot?.AtMs;
         double? serviceBack = null;
         if (o.ClientOps.Count > 0 && recovered is double rec)
@@ -261,7 +268,7 @@ public sealed class Drill(DrillSettings s)
         if (t != null) tl.Add(new(t.AtMs, "backup", "took over"));
         if (unprot != null) tl.Add(new(unprot.AtMs, "primary", "unprotected"));
         if (o.PrimaryFenced != null) tl.Add(new(o.PrimaryFenced.AtMs, "primary", "stood down"));
-        if (o.BackupLine("standing down") is { } sdl) tl.Add(new(sdl.AtMs, "backup", "stood down"));
+        if (o.BackupStoodDown is { } sdl) tl.Add(new(sdl.AtMs, "backup", "stood down"));
         if (serviceBack != null) tl.Add(new(serviceBack.Value, t != null ? "backup" : "primary", "service back"));
         if (o.PrimaryExitedAtMs != null) tl.Add(new(o.PrimaryExitedAtMs.Value, "primary", o.PrimaryKilled ? "killed" : $"exit {o.PrimaryExit?.ToString() ?? "?"}"));
         if (o.BackupExitedAtMs != null) tl.Add(new(o.BackupExitedAtMs.Value, "backup", o.BackupKilled ? "killed" : $"exit {o.BackupExit?.ToString() ?? "?"}"));

@@ -162,7 +162,7 @@ public static class InvariantChecker
         }
         if (unprot != null)
         {
-            if (o.BackupLine("took over") != null)
+            if (o.BackupEvent(ReplicaEvent.TookOver) != null)
                 return InvariantResult.Fail(OnePrimary, "two live primaries: the backup reports a takeover while the primary went on unprotected");
             if (o.BackupChunks.Length > 0)
                 return InvariantResult.Fail(OnePrimary, $"two live primaries: the backup printed {o.BackupStdout.Length} stdout bytes while the primary went on unprotected");
@@ -181,12 +181,12 @@ public static class InvariantChecker
     /// </summary>
     public static InvariantResult DigestAtTakeover(RoundObservation o)
     {
-        var div = o.BackupLine("diverged");
-        if (div != null) return InvariantResult.Fail(Digest, $"the backup diverged from the primary: {div.Text}");
+        var div = o.BackupEvent(ReplicaEvent.Diverged);
+        if (div != null) return InvariantResult.Fail(Digest, $"the backup diverged from the primary: {div.Str("message")}");
         var t = o.Takeover;
         if (t == null)
         {
-            if (o.BackupLine("replay matched the primary") is { } m) return InvariantResult.Pass(Digest, "no takeover; the backup's replay matched the primary to the end");
+            if (o.BackupEvent(ReplicaEvent.ReplayMatched) != null) return InvariantResult.Pass(Digest, "no takeover; the backup's replay matched the primary to the end");
             return InvariantResult.Pass(Digest, "no takeover");
         }
         if (t.CheckpointAt is not ulong at || t.Digest == null)
@@ -206,7 +206,7 @@ public static class InvariantChecker
         var t = o.Takeover;
         int? finisher = t != null ? o.BackupExit : o.PrimaryExit;
         string who = t != null ? "the backup (live)" : "the primary";
-        if (t == null && o.PrimaryKilled && o.BackupLine("replay matched the primary") != null)
+        if (t == null && o.PrimaryKilled && o.BackupEvent(ReplicaEvent.ReplayMatched) != null)
         {
             // killed after its guest ended: harmless when it had released everything (the backup's replay of the
             // complete log then ends with the guest's status); otherwise nobody releases the rest

@@ -182,11 +182,22 @@ public sealed class KvWorkload(string program, int sets, int connections) : IWor
         void Error(string e) { lock (_errors) _errors.Add(e); }
         void Record(ClientOp op) { lock (_ops) _ops.Add(op); }
 
+        static bool Accepts(int port)
+        {
+            try
+            {
+                using var c = new TcpClient();
+                c.Connect(IPAddress.Loopback, port);
+                return true;
+            }
+            catch (SocketException) { return false; }
+        }
+
         public string? Begin(ReplicaProc primary, Stopwatch clock, TimeSpan within)
         {
             _clock = clock;
-            string ready = $"kvserver: listening on 127.0.0.1:{port}";
-            if (!primary.WaitFor(() => primary.Line(ready) != null, within))
+            // serving = accepting connections on its port (asked of the socket, not read from its messages)
+            if (!primary.WaitFor(() => Accepts(port), within))
                 return $"the kvserver guest did not start listening on 127.0.0.1:{port}";
             for (int c = 0; c < w.Connections; c++)
             {

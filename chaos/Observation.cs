@@ -1,14 +1,12 @@
-using System.Globalization;
-using System.Text.RegularExpressions;
 
 namespace ReVirt.Chaos;
 
 /// <summary>The faults a drill can inject, one per round.</summary>
-public enum FaultKind { Kill, Freeze, Partition, SlowLink, Throttle, KillBackup }
+public enum FaultKind { Kill, Freeze, Partition, SlowLink, Throttle, KillBackup, CutKill }
 
 public static class Faults
 {
-    public static readonly FaultKind[] All = [FaultKind.Kill, FaultKind.Freeze, FaultKind.Partition, FaultKind.SlowLink, FaultKind.Throttle, FaultKind.KillBackup];
+    public static readonly FaultKind[] All = [FaultKind.Kill, FaultKind.Freeze, FaultKind.Partition, FaultKind.SlowLink, FaultKind.Throttle, FaultKind.KillBackup, FaultKind.CutKill];
 
     public static string Name(FaultKind k) => k switch
     {
@@ -18,6 +16,7 @@ public static class Faults
         FaultKind.SlowLink => "slow-link",
         FaultKind.Throttle => "throttle",
         FaultKind.KillBackup => "kill-backup",
+        FaultKind.CutKill => "cut-kill",
         _ => k.ToString(),
     };
 
@@ -29,6 +28,7 @@ public static class Faults
         FaultKind.SlowLink => "delay every chunk on the replication link by 100-400 ms for a while",
         FaultKind.Throttle => "throttle the replication link to a few KB/s for a while",
         FaultKind.KillBackup => "SIGKILL the backup: the primary may go on unprotected only after winning the arbiter",
+        FaultKind.CutKill => "cut the replication link, then SIGKILL the primary as soon as it releases more stdout (or after half the timeout): the backup takes over holding only the log that crossed before the cut, so any output the primary released after the cut without an acknowledgement shows",
         _ => k.ToString(),
     };
 
@@ -73,7 +73,10 @@ public sealed class RoundObservation
 
     public byte[] PrimaryStdout { get; init; } = [];
     public OutputChunk[] PrimaryChunks { get; init; } = [];
+    /// <summary>The primary's stderr lines (for people: reports).</summary>
     public LogLine[] PrimaryLog { get; init; } = [];
+    /// <summary>What the primary reported on its event stream: the checkers' evidence.</summary>
+    public ReplicaEventRecord[] PrimaryEvents { get; init; } = [];
     public int? PrimaryExit { get; init; }
     public bool PrimaryKilled { get; init; }
     public double? PrimaryExitedAtMs { get; init; }
@@ -82,6 +85,7 @@ public sealed class RoundObservation
     public byte[] BackupStdout { get; init; } = [];
     public OutputChunk[] BackupChunks { get; init; } = [];
     public LogLine[] BackupLog { get; init; } = [];
+    public ReplicaEventRecord[] BackupEvents { get; init; } = [];
     public int? BackupExit { get; init; }
     public bool BackupKilled { get; init; }
     public double? BackupExitedAtMs { get; init; }
@@ -98,36 +102,23 @@ public sealed class RoundObservation
 
     // ---------------------------------------------------------------- derived facts
 
-    static readonly Regex TakeoverRe = new(@"drained in (\d+) ms; won the arbiter; took over at instruction (\d+) \(record #(\d+)\), stdout resumes at byte offset (\d+) \(the log holds (\d+)\)(?:.*last verified checkpoint at instruction (\d+), state digest ([0-9A-Fa-f]+))?");
-
     public sealed record TakeoverFacts(double AtMs, double DrainMs, ulong Instruction, ulong Record, long ResumeAt, long LogHolds, ulong? CheckpointAt, string? Digest);
 
-    /// <summary>The backup's takeover line, parsed; null when it did not take over.</summary>
-    public TakeoverFacts? Takeover
-    {
-        get
-        {
-            foreach (var l in BackupLog)
-            {
-                var m = TakeoverRe.Match(l.Text);
-                if (!m.Success) continue;
-                ulong U(int g) => ulong.Parse(m.Groups[g].Value, CultureInfo.InvariantCulture);
-                return new TakeoverFacts(l.AtMs, double.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture), U(2), U(3),
-                    long.Parse(m.Groups[4].Value, CultureInfo.InvariantCulture), long.Parse(m.Groups[5].Value, CultureInfo.InvariantCulture),
-                    m.Groups[6].Success ? U(6) : null, m.Groups[7].Success ? m.Groups[7].Value : null);
-            }
-            return null;
-        }
-    }
+    /// <summary>The backup's took-over event; null when it did not take over.</summary>
+    public TakeoverFacts? Takeover => BackupEvent(ReplicaEvent.TookOver) is { } e
+        ? new TakeoverFacts(e.AtMs, e.Num("drainMs") ?? 0, e.ULong("instruction") ?? 0, e.ULong("record") ?? 0,
+            e.Long("resumeStdoutAt") ?? 0, e.Long("logStdoutBytes") ?? 0, e.ULong("checkpointInstruction"), e.Str("checkpointDigest"))
+        : null;
 
-    public LogLine? BackupLine(string text) => BackupLog.FirstOrDefault(l => l.Text.Contains(text, StringComparison.Ordinal));
-    public LogLine? PrimaryLine(string text) => PrimaryLog.FirstOrDefault(l => l.Text.Contains(text, StringComparison.Ordinal));
+    public ReplicaEventRecord? BackupEvent(string name) => BackupEvents.FirstOrDefault(e => e.Name == name);
+    public ReplicaEventRecord? PrimaryEvent(string name) => PrimaryEvents.FirstOrDefault(e => e.Name == name);
 
     /// <summary>The primary lost its backup, won the arbiter and went on unprotected.</summary>
-    public LogLine? PrimaryUnprotected => PrimaryLine("continuing unprotected");
-    public LogLine? PrimaryFenced => PrimaryLine("stopping this replica");
-    public LogLine? BackupDetected => BackupLine("backup: primary lost");
-    public LogLine? PrimaryDetected => PrimaryLine("primary: backup lost");
+    public ReplicaEventRecord? PrimaryUnprotected => PrimaryEvent(ReplicaEvent.Unprotected);
+    public ReplicaEventRecord? PrimaryFenced => PrimaryEvent(ReplicaEvent.Fenced);
+    public ReplicaEventRecord? BackupDetected => BackupEvent(ReplicaEvent.PrimaryLost);
+    public ReplicaEventRecord? PrimaryDetected => PrimaryEvent(ReplicaEvent.BackupLost);
+    public ReplicaEventRecord? BackupStoodDown => BackupEvent(ReplicaEvent.StoodDown);
 
     /// <summary>The guest's output as the outside world saw it: the primary's up to where the backup resumed, then the backup's.</summary>
     public byte[] FinalStdout

@@ -54,15 +54,25 @@ var hbOpt = new Option<int>("--heartbeat-ms") { Description = "Heartbeat interva
 var timeoutOpt = new Option<int>("--timeout-ms") { Description = "The backup is declared lost after this long without an acknowledgement or heartbeat.", DefaultValueFactory = _ => 2000 };
 var lagRecOpt = new Option<long>("--max-lag-records") { Description = "Slow the guest down while more than this many log records are unacknowledged (bounds failover time).", DefaultValueFactory = _ => 50_000 };
 var lagBytesOpt = new Option<long>("--max-lag-bytes") { Description = "Slow the guest down while more than this many log bytes are unacknowledged.", DefaultValueFactory = _ => 16L << 20 };
+var certOpt = new Option<string?>("--cert") { Description = "Mutual TLS: this replica's certificate (PEM); with --key and --ca, and an https:// --backup URL." };
+var keyOpt = new Option<string?>("--key") { Description = "Mutual TLS: the private key of --cert (PEM)." };
+var caOpt = new Option<string?>("--ca") { Description = "Mutual TLS: the CA certificate(s) (PEM) the backup's certificate must chain to; the system trust store is not used." };
+var eventsOpt = new Option<string?>("--events") { Description = "Report what happens as JSON lines (one event per line: protected, backup-lost, unprotected, fenced, exit, ...) to FILE or to an inherited descriptor fd:N." };
+var plantOpt = new Option<string?>("--plant") { Description = "Drills only: plant a violation the drill's checkers must report (gate-early, ignore-arbiter).", Hidden = true };
+plantOpt.AcceptOnlyFromAmong("gate-early", "ignore-arbiter");
 var protoOpt = new Option<uint>("--protocol-version") { Description = "Testing: announce another protocol version.", Hidden = true, DefaultValueFactory = _ => ReVirt.Replication.ReplicationProtocol.Version };
 var protect = new Command("protect", "Run like `record`, streaming the event log to a backup (`backup listen`) that replays it in lockstep and takes over if this primary dies. Output leaves the VM only once the backup holds the log up to the point where it was produced.")
 {
-    backupOpt, tokenOpt, arbiterOpt, hbOpt, timeoutOpt, lagRecOpt, lagBytesOpt, protoOpt, intervalOpt, rootOpt, cwdOpt, statsOpt, program,
+    backupOpt, tokenOpt, certOpt, keyOpt, caOpt, arbiterOpt, hbOpt, timeoutOpt, lagRecOpt, lagBytesOpt, eventsOpt, plantOpt, protoOpt, intervalOpt, rootOpt, cwdOpt, statsOpt, program,
 };
 protect.SetAction(parse =>
 {
+    if (ReVirt.Replication.ReplicaChannelOptions.Load("--backup", parse.GetValue(backupOpt)!, parse.GetValue(certOpt), parse.GetValue(keyOpt),
+            parse.GetValue(caOpt), parse.GetValue(eventsOpt), out var tls, out var events) is { } bad)
+    { Console.Error.WriteLine($"primary: {bad}"); return 2; }
     var settings = new ReVirt.Primary.ProtectSettings
     {
+        Tls = tls,
         BackupUrl = parse.GetValue(backupOpt)!,
         Secret = ReVirt.Replication.ReplicationProtocol.ReadSecret(parse.GetValue(tokenOpt)),
         ArbiterPath = parse.GetValue(arbiterOpt),
@@ -72,6 +82,13 @@ protect.SetAction(parse =>
         MaxLagBytes = parse.GetValue(lagBytesOpt),
         RootDigest = ReVirt.Replication.RootDigest.Compute(parse.GetValue(rootOpt)!),
         ProtocolVersion = parse.GetValue(protoOpt),
+        Events = events,
+        Plant = parse.GetValue(plantOpt) switch
+        {
+            "gate-early" => ReVirt.Primary.PrimaryPlant.GateEarly,
+            "ignore-arbiter" => ReVirt.Primary.PrimaryPlant.IgnoreArbiter,
+            _ => ReVirt.Primary.PrimaryPlant.None,
+        },
     };
     return ReVirt.Primary.ProtectHost.Run(settings, MakeOptions(parse), parse.GetValue(intervalOpt), parse.GetValue(statsOpt));
 });

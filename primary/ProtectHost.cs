@@ -14,6 +14,7 @@ public static class ProtectHost
 {
     public static int Run(ProtectSettings settings, MachineOptions opts, ulong checkpointInterval, bool stats)
     {
+        Replication.ThreadPools.ForLowLatency();
         if (!Directory.Exists(opts.Root)) { Console.Error.WriteLine($"primary: --root {opts.Root}: no such directory"); return 2; }
         var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true });
         builder.Logging.ClearProviders();
@@ -43,7 +44,11 @@ sealed class ProtectService(ProtectSettings settings, MachineOptions opts, ulong
     {
         try { ExitCode = await RunAsync(); }
         catch (Exception e) { Log.WriteLine($"primary: {e.Message}"); ExitCode = 1; }
-        finally { Lifetime?.StopApplication(); }
+        finally
+        {
+            settings.Events.Emit(ReplicaEvent.Exit, ("status", ExitCode));
+            Lifetime?.StopApplication();
+        }
     }
 
     async Task<int> RunAsync()
@@ -58,9 +63,11 @@ sealed class ProtectService(ProtectSettings settings, MachineOptions opts, ulong
         catch (ReplicationRefusedException e)
         {
             Log.WriteLine($"primary: refused: {e.Message}");
+            settings.Events.Emit(ReplicaEvent.Refused, ("reason", e.Message));
             return 2;
         }
         Log.WriteLine($"primary: protected by {client.BackupId} at {settings.BackupUrl}");
+        settings.Events.Emit(ReplicaEvent.Protected, ("backup", client.BackupId), ("url", settings.BackupUrl));
 
         var writer = new LogWriter(header, client);
         var boundary = new RecordingBoundary(writer, header.CheckpointInterval) { Gate = client.Gate };
@@ -68,7 +75,12 @@ sealed class ProtectService(ProtectSettings settings, MachineOptions opts, ulong
         ulong icount = 0;
         var sw = System.Diagnostics.Stopwatch.StartNew();
         Exception? failure = null;
+        var ended = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var guest = new Thread(() =>
+        {
+            try { RunGuest(); } finally { ended.SetResult(); }
+        }, 64 << 20) { Name = "guest" };
+        void RunGuest()
         {
             try
             {
@@ -79,26 +91,40 @@ sealed class ProtectService(ProtectSettings settings, MachineOptions opts, ulong
             }
             catch (ElfLoadException e) { Log.WriteLine($"primary: {e.Message}"); status = 126; }
             catch (Exception e) { failure = e; }
-        }, 64 << 20) { Name = "guest" };
+        }
         guest.Start();
-        await Task.Run(guest.Join);
+        await ended.Task; // no pool thread is parked on the guest: the replication tasks need them all
         if (failure != null) throw failure;
         if (client.Fenced()) return 3;
         await client.FinishAsync(writer.LastSequence, status);
         if (client.Fenced()) return 3;
+        // what the guest sent last (and the closes queued behind it) reaches its peers before this process ends
+        if (!client.Gate.WaitSocketsReleased(TimeSpan.FromSeconds(2)))
+            Log.WriteLine($"primary: {client.Gate.SocketHeldBytes} bytes held for sockets whose peers stopped reading were not delivered");
         if (stats)
         {
-            var hold = client.Gate.HoldTimesMs();
-            Array.Sort(hold);
-            double P(double q) => hold.Length == 0 ? 0 : hold[Math.Min(hold.Length - 1, (int)(q * hold.Length))];
+            var (held, heldP50, heldP99) = Percentiles(client.Gate.HoldTimesMs());
+            var (socks, sockP50, sockP99) = Percentiles(client.Gate.SocketHoldTimesMs());
+            var (acks, lagP50, lagP99) = Percentiles(client.LagMs());
+            int creditWaits = client.Gate.CreditWaitTimesMs().Length;
             double s = sw.Elapsed.TotalSeconds;
             Log.WriteLine($"primary: {icount} guest instructions in {s:F3} s, exit status {status}");
             Log.WriteLine($"primary: log {writer.LastSequence} records, {writer.BytesWritten} bytes ({writer.BytesWritten / s / 1e6:F2} MB/s), {client.Batches} batches; throttled {client.Throttled.TotalMilliseconds:F0} ms");
-            Log.WriteLine($"primary: output commit: {hold.Length} outputs held, p50 {P(0.5):F3} ms, p99 {P(0.99):F3} ms");
-            hold = client.Gate.SendWaitTimesMs();
-            Array.Sort(hold);
-            Log.WriteLine($"primary: output commit: {hold.Length} socket sends waited, p50 {P(0.5):F3} ms, p99 {P(0.99):F3} ms");
+            Log.WriteLine($"primary: output commit: {held} outputs held, p50 {heldP50:F3} ms, p99 {heldP99:F3} ms");
+            Log.WriteLine($"primary: output commit: {socks} socket sends held, p50 {sockP50:F3} ms, p99 {sockP99:F3} ms; {creditWaits} waited for credit");
+            Log.WriteLine($"primary: backup lag: {acks} acks, p50 {lagP50:F3} ms, p99 {lagP99:F3} ms (age of the oldest record each ack covered)");
+            settings.Events.Emit(ReplicaEvent.Stats, ("instructions", icount), ("seconds", s), ("records", writer.LastSequence), ("logBytes", writer.BytesWritten),
+                ("batches", client.Batches), ("outputsHeld", held), ("outputHoldP50Ms", heldP50), ("outputHoldP99Ms", heldP99),
+                ("socketSendsHeld", socks), ("socketHoldP50Ms", sockP50), ("socketHoldP99Ms", sockP99), ("creditWaits", creditWaits),
+                ("acks", acks), ("lagP50Ms", lagP50), ("lagP99Ms", lagP99));
         }
         return status;
+    }
+
+    static (int Count, double P50, double P99) Percentiles(double[] xs)
+    {
+        Array.Sort(xs);
+        double P(double q) => xs.Length == 0 ? 0 : xs[Math.Min(xs.Length - 1, (int)(q * xs.Length))];
+        return (xs.Length, P(0.5), P(0.99));
     }
 }

@@ -29,7 +29,20 @@ public sealed class ProtectSettings
     public string Id { get; init; } = $"primary:{Environment.MachineName}:{Environment.ProcessId}";
     public byte[] RootDigest { get; init; } = [];
     public uint ProtocolVersion { get; init; } = ReplicationProtocol.Version;
+    /// <summary>Where this replica reports what happens (<c>--events</c>).</summary>
+    public ReplicaEvents Events { get; init; } = ReplicaEvents.None;
+    /// <summary>Mutual TLS (<c>--cert --key --ca</c>); null: cleartext with the token proof.</summary>
+    public ReplicationTls? Tls { get; init; }
+    /// <summary>
+    /// Drills only (<c>--plant</c>, hidden): a violation the drill's checkers must report. "gate-early" releases
+    /// output without waiting for the backup's acknowledgement; "ignore-arbiter" goes on unprotected even after
+    /// losing the arbiter.
+    /// </summary>
+    public PrimaryPlant Plant { get; init; }
 }
+
+/// <summary>Violations a drill can plant in a primary (<c>primary protect --plant</c>).</summary>
+public enum PrimaryPlant { None, GateEarly, IgnoreArbiter }
 
 enum LinkState { Connecting, Protected, Unprotected, Fenced }
 
@@ -46,10 +59,12 @@ public sealed class ReplicationClient : ILogSink
     readonly ProtectSettings _s;
     readonly TextWriter _log;
     readonly Channel<byte[]> _frames = Channel.CreateUnbounded<byte[]>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
-    readonly ConcurrentQueue<(ulong Seq, long Cum)> _inflight = new();
+    readonly ConcurrentQueue<(ulong Seq, long Cum, long Ticks)> _inflight = new();
+    readonly List<double> _lagMs = new();
     readonly object _flow = new();
     readonly CancellationTokenSource _cts = new();
     byte[]? _headerSeen;
+    volatile string? _tlsRefusal;
     bool _gotHeader;
     GrpcChannel? _channel;
     AsyncDuplexStreamingCall<PrimaryMessage, BackupMessage>? _call;
@@ -63,17 +78,14 @@ public sealed class ReplicationClient : ILogSink
 
     public OutputGate Gate { get; } = OutputGate.ToHostStdio();
 
-    /// <summary>
-    /// Test hook for the chaos drill's checkers (REVIRT_PLANT): "gate-early" releases output without waiting for
-    /// the backup's acknowledgement; "ignore-arbiter" goes on unprotected even after losing the arbiter. Each
-    /// plants a violation the drill must report.
-    /// </summary>
-    static readonly string Plant = Environment.GetEnvironmentVariable("REVIRT_PLANT") ?? "";
     public ulong Acked => (ulong)Interlocked.Read(ref _acked);
     public long BytesSent { get; private set; }
     public long Batches { get; private set; }
     public TimeSpan Throttled => Stopwatch.GetElapsedTime(0, Interlocked.Read(ref _throttleTicks));
     public string BackupId { get; private set; } = "";
+
+    /// <summary>The backup's lag: for each ack, how long ago the oldest record it covered was produced (ms).</summary>
+    public double[] LagMs() { lock (_lagMs) return _lagMs.ToArray(); }
     public bool IsProtected => _state == LinkState.Protected;
 
     public ReplicationClient(ProtectSettings settings, TextWriter log)
@@ -110,6 +122,11 @@ public sealed class ReplicationClient : ILogSink
                 KeepAlivePingDelay = TimeSpan.FromSeconds(5),
                 KeepAlivePingTimeout = TimeSpan.FromSeconds(5),
                 EnableMultipleHttp2Connections = true,
+                SslOptions = _s.Tls is { } tls ? new System.Net.Security.SslClientAuthenticationOptions
+                {
+                    ClientCertificates = [tls.Identity],
+                    RemoteCertificateValidationCallback = (_, cert, _, errors) => (_tlsRefusal = tls.VerifyServer(cert, errors)) == null,
+                } : new System.Net.Security.SslClientAuthenticationOptions(),
             },
             MaxReceiveMessageSize = null,
             MaxSendMessageSize = null,
@@ -122,7 +139,7 @@ public sealed class ReplicationClient : ILogSink
             .AddRetry(new RetryStrategyOptions
             {
                 // a cancelled call is the attempt timeout cancelling it (not ours: _cts is checked), so it is retried too
-                ShouldHandle = new PredicateBuilder().Handle<RpcException>(e => e.StatusCode is StatusCode.Unavailable or StatusCode.DeadlineExceeded
+                ShouldHandle = new PredicateBuilder().Handle<RpcException>(e => _tlsRefusal == null && e.StatusCode is StatusCode.Unavailable or StatusCode.DeadlineExceeded
                         || (e.StatusCode == StatusCode.Cancelled && !_cts.IsCancellationRequested))
                     .Handle<TimeoutRejectedException>(),
                 MaxRetryAttempts = Math.Max(0, _s.ConnectAttempts - 1),
@@ -156,6 +173,7 @@ public sealed class ReplicationClient : ILogSink
         }
         catch (RpcException e)
         {
+            if (_tlsRefusal != null) throw new ReplicationRefusedException($"mutual TLS: {_tlsRefusal}");
             throw new ReplicationRefusedException($"cannot reach the backup at {_s.BackupUrl}: {e.Status.Detail}");
         }
         catch (TimeoutRejectedException)
@@ -164,7 +182,13 @@ public sealed class ReplicationClient : ILogSink
         }
         _headerSeen = encodedHeader;
         _state = LinkState.Protected;
-        if (Plant == "gate-early") { _log.WriteLine("primary: TESTING: the output gate releases without acknowledgements"); Gate.GoUnprotected(); }
+        ReplicationMetrics.Observe(() => Interlocked.Read(ref _produced) - Interlocked.Read(ref _acked), () => Gate.HeldBytes + Gate.SocketHeldBytes);
+        if (_s.Plant == PrimaryPlant.GateEarly)
+        {
+            _log.WriteLine("primary: TESTING: the output gate releases without acknowledgements");
+            _s.Events.Emit(ReplicaEvent.Planted, ("violation", "gate-early"));
+            Gate.GoUnprotected();
+        }
         Touch();
         _sender = Task.Run(SendLoop);
         _receiver = Task.Run(ReceiveLoop);
@@ -192,7 +216,7 @@ public sealed class ReplicationClient : ILogSink
         long cum = _producedBytes + copy.Length;
         _producedBytes = cum;
         Interlocked.Exchange(ref _produced, (long)seq);
-        _inflight.Enqueue((seq, cum));
+        _inflight.Enqueue((seq, cum, Stopwatch.GetTimestamp()));
         // coalesce on the guest thread: hand frames to the sender when an output needs committing, when 64 KiB
         // have gathered, or from the 2 ms flush timer; waking the sender for every record costs the guest its core
         lock (_pending)
@@ -267,6 +291,7 @@ public sealed class ReplicationClient : ILogSink
                 };
                 await _call!.RequestStream.WriteAsync(msg, ct);
                 BytesSent += buf.Length;
+                ReplicationMetrics.LogBytes.Add(buf.Length);
                 Batches++;
             }
         }
@@ -313,7 +338,19 @@ public sealed class ReplicationClient : ILogSink
         long s = (long)seq;
         long cur;
         while ((cur = Interlocked.Read(ref _acked)) < s && Interlocked.CompareExchange(ref _acked, s, cur) != cur) { }
-        while (_inflight.TryPeek(out var e) && e.Seq <= seq) { _inflight.TryDequeue(out _); Interlocked.Exchange(ref _ackedBytes, e.Cum); }
+        bool first = true;
+        while (_inflight.TryPeek(out var e) && e.Seq <= seq)
+        {
+            _inflight.TryDequeue(out _);
+            Interlocked.Exchange(ref _ackedBytes, e.Cum);
+            if (first)
+            {
+                double ms = Stopwatch.GetElapsedTime(e.Ticks).TotalMilliseconds;
+                ReplicationMetrics.AckLatency.Record(ms);
+                lock (_lagMs) if (_lagMs.Count < 1_000_000) _lagMs.Add(ms);
+            }
+            first = false;
+        }
         Gate.Ack(seq);
         lock (_flow) Monitor.PulseAll(_flow);
     }
@@ -346,12 +383,20 @@ public sealed class ReplicationClient : ILogSink
         _flushTimer?.Dispose();
         _cts.Cancel();
         var r = _arbiter.TryAcquire(_s.Id);
-        if (Plant == "ignore-arbiter" && !r.Won) { _log.WriteLine($"primary: TESTING: ignoring the arbiter held by {r.Holder}"); r = new ArbiterResult(true, _s.Id); }
+        _s.Events.Emit(ReplicaEvent.BackupLost, ("reason", reason), ("acked", Acked));
+        if (_s.Plant == PrimaryPlant.IgnoreArbiter && !r.Won)
+        {
+            _log.WriteLine($"primary: TESTING: ignoring the arbiter held by {r.Holder}");
+            _s.Events.Emit(ReplicaEvent.Planted, ("violation", "ignore-arbiter"));
+            r = new ArbiterResult(true, _s.Id);
+        }
         if (r.Won)
         {
             _decided.Set();
             _log.WriteLine($"primary: backup lost ({reason}); acknowledged up to record #{Acked}; won the arbiter ({_arbiter.Describe}); continuing unprotected");
+            _s.Events.Emit(ReplicaEvent.Unprotected, ("arbiter", _arbiter.Describe));
             _state = LinkState.Unprotected;
+            ReplicationMetrics.Failovers.Add(1);
             // a leased arbiter (etcd) can be lost later (a stall longer than its TTL): check before every release
             Gate.GoUnprotected(() => _arbiter.StillHolds(_s.Id), ArbiterLostWhileUnprotected);
             lock (_flow) Monitor.PulseAll(_flow);
@@ -364,6 +409,8 @@ public sealed class ReplicationClient : ILogSink
             _log.WriteLine(r.Error != null
                 ? $"primary: backup lost ({reason}) and the arbiter ({_arbiter.Describe}) could not be asked ({r.Error}): the backup may be live; stopping this replica without releasing further output"
                 : $"primary: backup lost ({reason}) but the arbiter ({_arbiter.Describe}) is held by {r.Holder}: the backup is live; stopping this replica without releasing further output");
+            _s.Events.Emit(ReplicaEvent.Fenced, ("reason", r.Error != null ? $"the arbiter could not be asked: {r.Error}" : $"the arbiter is held by {r.Holder}"));
+            _s.Events.Emit(ReplicaEvent.Exit, ("status", 3));
             _log.Flush();
             Environment.Exit(3);
         }
@@ -374,6 +421,8 @@ public sealed class ReplicationClient : ILogSink
     {
         _state = LinkState.Fenced;
         _log.WriteLine($"primary: lost the arbiter while running unprotected ({_arbiter.LossReason}); stopping this replica without releasing further output");
+        _s.Events.Emit(ReplicaEvent.Fenced, ("reason", $"lost the arbiter while running unprotected: {_arbiter.LossReason}"));
+        _s.Events.Emit(ReplicaEvent.Exit, ("status", 3));
         _log.Flush();
         Environment.Exit(3);
     }

@@ -1,5 +1,4 @@
 using System.Runtime.InteropServices;
-
 using ReVirt.Linux;
 
 namespace ReVirt.Abi;

@@ -42,10 +42,18 @@ public interface IBoundary
     HostResult Output(int tid, int nr, int fd, byte[] data, Func<HostResult> perform) => Syscall(tid, nr, perform);
 
     /// <summary>
-    /// Bytes that leave the VM on a socket (send, write on a socket). A protected primary makes them wait until
-    /// the backup holds the log up to here (output commit); everyone else treats it as any other syscall.
+    /// Bytes that leave the VM on a socket (send, write on a socket). A protected primary accepts them at once
+    /// within the socket's credit and holds them until the backup holds the log up to here (output commit);
+    /// everyone else treats it as any other syscall that performs the whole send.
     /// </summary>
-    HostResult Send(int tid, int nr, Func<HostResult> perform) => Syscall(tid, nr, perform);
+    HostResult Send(int tid, int nr, SocketSend send) => Syscall(tid, nr, () => HostResult.Of(send.Perform(0, send.Data.Length, 0)));
+
+    /// <summary>
+    /// A shutdown or the last close of a socket. A protected primary that still holds bytes for the socket
+    /// performs it after they are released (the guest gets 0 at once); otherwise it is any other syscall.
+    /// </summary>
+    HostResult SocketEnd(int tid, int nr, object socket, Func<HostResult> perform, bool reexecuteOnReplay)
+        => Syscall(tid, nr, perform, reexecuteOnReplay);
 
     /// <summary>A 64-bit nondeterministic value (RDTSC, RDRAND).</summary>
     ulong Value(int tid, InputKind kind, Func<ulong> perform);
@@ -80,6 +88,26 @@ public interface IBoundary
 
     /// <summary>The guest process ended.</summary>
     void OnExit(Kernel kernel, Cpu.Cpu cpu, int status) { }
+}
+
+/// <summary>
+/// A send on a socket as the kernel hands it to the boundary. <see cref="Perform"/>(offset, count, flags) sends
+/// <c>Data[offset..offset+count]</c> on the host socket with extra flags (MSG_NOSIGNAL always; the gate adds MSG_DONTWAIT)
+/// and returns the host's answer (bytes sent or -errno); it may run later, on another thread, until the socket's
+/// last close has taken effect.
+/// </summary>
+public sealed class SocketSend
+{
+    /// <summary>The socket's identity (the guest's open file description, shared by dup'd descriptors).</summary>
+    public required object Socket { get; init; }
+    public required byte[] Data { get; init; }
+    /// <summary>The host descriptor (polled for room when the host's send buffer is full).</summary>
+    public required int HostFd { get; init; }
+    /// <summary>O_NONBLOCK or MSG_DONTWAIT: no room answers EAGAIN instead of waiting.</summary>
+    public bool NonBlocking { get; init; }
+    /// <summary>A byte stream (TCP, AF_UNIX stream): a send may be accepted in part. Datagrams are all or nothing.</summary>
+    public bool Stream { get; init; }
+    public required Func<int, int, int, long> Perform { get; init; }
 }
 
 /// <summary>A boundary that simply performs everything on the host (plain `primary run`).</summary>

@@ -101,17 +101,34 @@ public sealed class RecordingBoundary : IBoundary
     }
 
     /// <summary>
-    /// Output commit for sockets: the bytes a guest sends are a function of the log so far, so with a gate the
-    /// send waits until the backup holds the log up to here, then goes out (and its result is logged).
+    /// Output commit for sockets: with a gate, the send is accepted at once within the socket's credit (its
+    /// result logged as any syscall's) and its bytes wait in the gate until the backup holds the log up to this
+    /// record; the record is shipped at once, so the acknowledgement comes back as soon as the link allows.
     /// </summary>
-    public HostResult Send(int tid, int nr, Func<HostResult> perform)
+    public HostResult Send(int tid, int nr, SocketSend send)
     {
-        if (Gate != null)
+        if (Gate == null) return Syscall(tid, nr, () => HostResult.Of(send.Perform(0, send.Data.Length, 0)));
+        long n = Gate.AcceptSend(send);
+        ulong seq = _w.Append(new SyscallResult { InstrCount = Icount, Tid = tid, Nr = nr, Result = n });
+        if (n < 0) return HostResult.Of(n);
+        _w.Flush();
+        Gate.HoldSend(seq, send, (int)n);
+        return HostResult.Of(n);
+    }
+
+    /// <summary>A shutdown or last close of a socket whose bytes are still held runs after them (the guest gets 0 now).</summary>
+    public HostResult SocketEnd(int tid, int nr, object socket, Func<HostResult> perform, bool reexecuteOnReplay)
+    {
+        if (Gate == null || !Gate.Holds(socket))
         {
-            _w.Flush();
-            Gate.WaitAcked(_w.LastSequence);
+            var r = Syscall(tid, nr, perform, reexecuteOnReplay);
+            if (nr == Nr.close) Gate?.Forget(socket);
+            return r;
         }
-        return Syscall(tid, nr, perform);
+        ulong seq = _w.Append(new SyscallResult { InstrCount = Icount, Tid = tid, Nr = nr, Result = 0 });
+        _w.Flush();
+        Gate.HoldEnd(seq, socket, perform, nr == Nr.close);
+        return HostResult.Of(0);
     }
 
     public HostResult Syscall(int tid, int nr, Func<HostResult> perform, bool reexecuteOnReplay = false)
@@ -215,6 +232,8 @@ public readonly record struct TakeoverPoint(
 public sealed class FollowOptions
 {
     public required Func<TakeoverPoint, bool> TakeOver { get; init; }
+    /// <summary>The machine went live: what happened to each descriptor (one line each).</summary>
+    public Action<IReadOnlyList<string>>? WentLive { get; init; }
 }
 
 /// <summary>
@@ -306,8 +325,10 @@ public sealed class ReplayBoundary : IBoundary
         // re-opened at their offsets, the old primary's connections are reset
         if (_k != null)
         {
-            foreach (var line in TakeoverAgent.AttachHost(_k)) _k.Options.Diagnostics.WriteLine("backup: takeover: " + line);
+            var report = TakeoverAgent.AttachHost(_k);
+            foreach (var line in report) _k.Options.Diagnostics.WriteLine("backup: takeover: " + line);
             _k.Options.Diagnostics.Flush();
+            _follow.WentLive?.Invoke(report);
         }
         // re-emit what the old primary may not have released (it can have released it in its last round trip:
         // then this is a byte-identical repeat)

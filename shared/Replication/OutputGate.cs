@@ -5,16 +5,17 @@ using ReVirt.Linux;
 namespace ReVirt.Replication;
 
 /// <summary>
-/// Output commit. Every byte that leaves a protected primary (guest stdout/stderr) is held here, tagged with the
-/// sequence number of the log record that produced it, and released — in the order it was produced — only once
-/// the backup has acknowledged holding the log up to that record. The guest keeps running meanwhile.
+/// Output commit. Every byte that leaves a protected primary (guest stdout/stderr, socket sends, a socket's
+/// shutdown or close) is held here, tagged with the sequence number of the log record that produced it, and
+/// released — in the order it was produced — only once the backup has acknowledged holding the log up to that
+/// record. The guest keeps running meanwhile (sockets: see OutputGate.Sockets.cs).
 /// </summary>
 /// <remarks>
 /// States: <b>protected</b> (hold until acked), <b>unprotected</b> (the backup is gone and this primary won the
 /// arbiter: everything held is released and new output passes straight through) and <b>discarded</b> (this
 /// primary lost the arbiter: nothing held is ever released). Release runs on the thread that delivers the ack.
 /// </remarks>
-public sealed class OutputGate
+public sealed partial class OutputGate
 {
     readonly object _lock = new();
     readonly Queue<Entry> _held = new();
@@ -61,31 +62,6 @@ public sealed class OutputGate
         }
     }
 
-    readonly List<double> _sendWaitMs = new();
-
-    /// <summary>Milliseconds each socket send waited for its acknowledgement.</summary>
-    public double[] SendWaitTimesMs() { lock (_lock) return _sendWaitMs.ToArray(); }
-
-    /// <summary>
-    /// Blocks until the backup holds the log up to <paramref name="seq"/> (a socket send waits here: its bytes
-    /// are a function of that log), or the primary runs unprotected. A fenced primary waits until it exits.
-    /// </summary>
-    public void WaitAcked(ulong seq)
-    {
-        long t0 = Stopwatch.GetTimestamp();
-        lock (_lock)
-        {
-            if (_unprotected)
-            {
-                if (Owner()) return;
-                while (true) Monitor.Wait(_lock); // lost the arbiter: this send never happens; the process is stopping
-            }
-            if (_acked >= seq) return;
-            while (!_unprotected && _acked < seq) Monitor.Wait(_lock, 50);
-            if (_sendWaitMs.Count < 1_000_000) _sendWaitMs.Add(Stopwatch.GetElapsedTime(t0).TotalMilliseconds);
-        }
-    }
-
     /// <summary>The backup holds the log up to <paramref name="seq"/>: release everything produced up to there.</summary>
     public void Ack(ulong seq)
     {
@@ -95,6 +71,7 @@ public sealed class OutputGate
             _acked = seq;
             Monitor.PulseAll(_lock);
             if (_discarded) return;
+            ReleaseSockets();
             long now = Stopwatch.GetTimestamp();
             while (_held.Count > 0 && _held.Peek().Seq <= seq)
             {
@@ -123,6 +100,7 @@ public sealed class OutputGate
             _ownershipLost = lost;
             Monitor.PulseAll(_lock);
             while (_held.Count > 0) { var e = _held.Dequeue(); _heldBytes -= e.Bytes.Length; Emit(e.Fd, e.Bytes); }
+            ReleaseSockets();
         }
     }
 
@@ -134,6 +112,8 @@ public sealed class OutputGate
             _discarded = true;
             _held.Clear();
             _heldBytes = 0;
+            DropSockets();
+            Monitor.PulseAll(_lock);
         }
     }
 
@@ -145,6 +125,8 @@ public sealed class OutputGate
         _discarded = true;
         _held.Clear();
         _heldBytes = 0;
+        DropSockets();
+        Monitor.PulseAll(_lock);
         _ownershipLost?.Invoke();
         return false;
     }

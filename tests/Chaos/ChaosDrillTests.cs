@@ -21,13 +21,13 @@ namespace ReVirt.Tests.Chaos;
 [Collection(RealProcesses.Name)]
 public class ChaosDrillTests(ITestOutputHelper output)
 {
-    static DrillSettings Settings(FaultKind[] faults, int seed, int rounds, string? plant = null, int baseDelay = 0, IWorkload? workload = null, int roundLimitS = 50) => new()
+    static DrillSettings Settings(FaultKind[] faults, int seed, int rounds, string? plant = null, int baseDelay = 0, IWorkload? workload = null, int roundLimitS = 50, int? timeoutMs = null) => new()
     {
         Rounds = rounds,
         Seed = seed,
         Faults = faults,
         Workload = workload ?? KvLoad(),
-        TimeoutMs = baseDelay > 0 ? 2500 : 1500, // a loaded test machine (or a slow link) must not split the pair before the fault
+        TimeoutMs = timeoutMs ?? (baseDelay > 0 ? 2500 : 1500), // a loaded test machine (or a slow link) must not split the pair before the fault
         HeartbeatMs = 100,
         PrimaryDll = GuestEnv.PrimaryDll,
         BackupDll = GuestEnv.BackupDll,
@@ -51,18 +51,6 @@ public class ChaosDrillTests(ITestOutputHelper output)
     RoundResult RunOne(FaultKind fault, int seed, string? plant = null, int baseDelay = 0, IWorkload? workload = null, int roundLimitS = 50)
         => Run(Settings([fault], seed, 1, plant, baseDelay, workload, roundLimitS)).Single();
 
-    /// <summary>Counter rounds from <paramref name="seed"/> on until one fails over (a counter can finish before its fault point).</summary>
-    RoundResult RunCounterUntilFailover(FaultKind fault, int seed, string? plant = null, int baseDelay = 0)
-    {
-        RoundResult? r = null;
-        for (int i = 0; i < 3; i++)
-        {
-            r = RunOne(fault, seed + i, plant, baseDelay, Counter());
-            if (r.Outcome is "backup took over" or "primary went on unprotected") return r;
-        }
-        return r!;
-    }
-
     [Fact]
     public void DrillWithEveryFaultKindPasses()
     {
@@ -76,6 +64,7 @@ public class ChaosDrillTests(ITestOutputHelper output)
         Assert.Equal("backup took over", rs.Single(r => r.Observation.Fault == FaultKind.Freeze).Outcome);
         Assert.Contains(rs.Single(r => r.Observation.Fault == FaultKind.Partition).Outcome, (string[])["backup took over", "primary went on unprotected"]);
         Assert.Equal("primary went on unprotected", rs.Single(r => r.Observation.Fault == FaultKind.KillBackup).Outcome);
+        Assert.Equal("backup took over", rs.Single(r => r.Observation.Fault == FaultKind.CutKill).Outcome);
         Assert.All(rs.Where(r => r.Outcome == "backup took over"), r => Assert.NotNull(r.FailoverMs));
         // every round served the whole load: 150 SETs and a GET after every third SET of each connection
         Assert.All(rs, r => Assert.True(r.Units >= 150, $"{r.Units} requests done"));
@@ -135,10 +124,13 @@ public class ChaosDrillTests(ITestOutputHelper output)
     [Fact]
     public void PlantedGateThatReleasesEarlyIsReported()
     {
-        // over a slow link the backup is always ~300 ms behind: a gate that does not wait shows it at the kill. With
-        // the counter: its output fills the link, so the primary dies holding log the backup never gets (a kvserver's
-        // replies are few, and everything in flight through the delaying proxy still reaches the backup)
-        var r = RunCounterUntilFailover(FaultKind.Kill, 7, plant: "gate-early", baseDelay: 300);
+        // deterministic: the link is cut under client load, and the primary is killed as soon as it releases stdout
+        // after the cut (a correct gate cannot: nothing acknowledges the log any more); the backup takes over holding
+        // only what crossed before the cut. A long timeout gives a loaded machine time to serve a SET after the cut.
+        var s = Settings([FaultKind.CutKill], 7, 1, plant: "gate-early", timeoutMs: 8000);
+        var r = Run(s).Single();
+        Assert.Equal("backup took over", r.Outcome);
+        Assert.Contains("released stdout after the cut", r.Observation.FaultDetail);
         var v = r.Invariants.Single(i => i.Name == InvariantChecker.OutputCommit);
         Assert.False(v.Ok, v.Detail);
         Assert.Contains("before the backup held", v.Detail);
@@ -188,12 +180,15 @@ public class InvariantCheckerTests
         return r.ToArray();
     }
 
-    static string TakeoverLine(long resume, long holds, ulong cp = 1000, string digest = "AABB") =>
-        $"backup: drained in 12 ms; won the arbiter; took over at instruction 5000 (record #40), stdout resumes at byte offset {resume} (the log holds {holds}), stderr at 0; last verified checkpoint at instruction {cp}, state digest {digest}";
+    static ReplicaEventRecord TakeoverEvent(long resume, long holds, ulong cp = 1000, string digest = "AABB") =>
+        ReplicaEventRecord.Of(1250, ReplicaEvent.TookOver, ("drainMs", 12), ("instruction", 5000), ("record", 40), ("resumeStdoutAt", resume),
+            ("logStdoutBytes", holds), ("resumeStderrAt", 0), ("checkpointInstruction", cp), ("checkpointDigest", digest));
+
+    static readonly ReplicaEventRecord PrimaryLost = ReplicaEventRecord.Of(1100, ReplicaEvent.PrimaryLost, ("reason", "the connection broke"), ("held", 40));
 
     /// <summary>A correct failover: the primary released lines 0..5 (the last in its final round trip), the backup resumes after line 4 and repeats line 5.</summary>
-    static RoundObservation Good(Func<RoundObservation, RoundObservation>? tweak = null, byte[]? p = null, byte[]? b = null, string? takeover = null,
-        LogLine[]? extraPrimary = null, OutputChunk[]? pChunks = null, string? holder = null, Dictionary<ulong, string>? cps = null, int? backupExit = 0)
+    static RoundObservation Good(Func<RoundObservation, RoundObservation>? tweak = null, byte[]? p = null, byte[]? b = null, ReplicaEventRecord? takeover = null,
+        ReplicaEventRecord[]? extraPrimary = null, OutputChunk[]? pChunks = null, string? holder = null, Dictionary<ulong, string>? cps = null, int? backupExit = 0)
     {
         p ??= Lines(0, 6);
         b ??= Lines(5, 10);
@@ -204,12 +199,12 @@ public class InvariantCheckerTests
             FaultAtMs = 1000,
             PrimaryStdout = p,
             PrimaryChunks = pChunks ?? Chunks(p, 500, 90),
-            PrimaryLog = [new(100, "primary: protected by backup:x:1"), .. extraPrimary ?? []],
+            PrimaryEvents = [ReplicaEventRecord.Of(100, ReplicaEvent.Protected, ("backup", "backup:x:1")), .. extraPrimary ?? []],
             PrimaryKilled = true,
             PrimaryId = "primary:x:2",
             BackupStdout = b,
             BackupChunks = Chunks(b, 1300, 5),
-            BackupLog = [new(1100, "backup: primary lost: the connection broke; holding the log up to record #40; draining 0 bytes"), new(1250, takeover ?? TakeoverLine(resume, Lines(0, 7).Length))],
+            BackupEvents = [PrimaryLost, takeover ?? TakeoverEvent(resume, Lines(0, 7).Length)],
             BackupExit = backupExit,
             BackupId = "backup:x:1",
             ArbiterHolder = holder ?? "backup:x:1",
@@ -232,7 +227,7 @@ public class InvariantCheckerTests
     {
         // the primary released 6 lines, but the backup's log held only 4 lines' worth when it took over
         long holds = Lines(0, 4).Length;
-        var o = Good(takeover: TakeoverLine(holds, holds), b: Lines(4, 10, "ffffffffffffffff"));
+        var o = Good(takeover: TakeoverEvent(holds, holds), b: Lines(4, 10, "ffffffffffffffff"));
         var v = Check(o, InvariantChecker.OutputCommit);
         Assert.False(v.Ok);
         Assert.Contains("left before the backup held them", v.Detail);
@@ -253,7 +248,7 @@ public class InvariantCheckerTests
     public void TwoLivePrimariesAreCaught()
     {
         // the old primary also won (or ignored) the arbiter and went on unprotected
-        var o = Good(extraPrimary: [new(1400, "primary: backup lost (silence); acknowledged up to record #40; won the arbiter (lock file /x); continuing unprotected")]);
+        var o = Good(extraPrimary: [ReplicaEventRecord.Of(1400, ReplicaEvent.BackupLost, ("reason", "silence"), ("acked", 40)), ReplicaEventRecord.Of(1400, ReplicaEvent.Unprotected, ("arbiter", "lock file /x"))]);
         var v = Check(o, InvariantChecker.OnePrimary);
         Assert.False(v.Ok);
         Assert.Contains("two live primaries", v.Detail);
@@ -272,14 +267,14 @@ public class InvariantCheckerTests
     public void AGapARewrittenRepeatAndAnOldRepeatAreCaught()
     {
         long past = Lines(0, 7).Length; // resumes after line 6, but the primary released only 0..5
-        Assert.Contains("gap", Check(Good(takeover: TakeoverLine(past, past)), InvariantChecker.Continuity).Detail);
+        Assert.Contains("gap", Check(Good(takeover: TakeoverEvent(past, past)), InvariantChecker.Continuity).Detail);
 
         var differs = Good(b: Lines(5, 10, "ffffffffffffffff"));
         Assert.Contains("repeat differs", Check(differs, InvariantChecker.Continuity).Detail);
 
         // repeating output the primary released long before the fault: the backup resumes at line 1
         long early = Lines(0, 1).Length;
-        var old = Good(takeover: TakeoverLine(early, Lines(0, 7).Length), b: Lines(1, 10));
+        var old = Good(takeover: TakeoverEvent(early, Lines(0, 7).Length), b: Lines(1, 10));
         var v = Check(old, InvariantChecker.Continuity);
         Assert.False(v.Ok);
         Assert.Contains("more than one round trip", v.Detail);
@@ -293,7 +288,7 @@ public class InvariantCheckerTests
         var div = new RoundObservation
         {
             Fault = o.Fault, FaultAtMs = o.FaultAtMs, PrimaryStdout = o.PrimaryStdout, PrimaryChunks = o.PrimaryChunks, PrimaryKilled = true,
-            BackupLog = [.. o.BackupLog, new(1260, "backup: replay diverged at instruction 9 (rip 0x1): checkpoint differs")],
+            BackupEvents = [.. o.BackupEvents, ReplicaEventRecord.Of(1260, ReplicaEvent.Diverged, ("message", "replay diverged at instruction 9 (rip 0x1): checkpoint differs"))],
         };
         Assert.False(Check(div, InvariantChecker.Digest).Ok);
     }
@@ -315,12 +310,12 @@ public class InvariantCheckerTests
             FaultAtMs = 1000,
             PrimaryStdout = p,
             PrimaryChunks = [new OutputChunk(900, 0, p.Length)],
-            PrimaryLog = [new(100, "primary: protected by backup:x:1")],
+            PrimaryEvents = [ReplicaEventRecord.Of(100, ReplicaEvent.Protected, ("backup", "backup:x:1"))],
             PrimaryKilled = true,
             PrimaryId = "primary:x:2",
             BackupStdout = b,
             BackupChunks = [new OutputChunk(1400, 0, b.Length)],
-            BackupLog = [new(1100, "backup: primary lost: the connection broke; holding the log up to record #40; draining 0 bytes"), new(1250, TakeoverLine(p.Length, holds ?? p.Length))],
+            BackupEvents = [PrimaryLost, TakeoverEvent(p.Length, holds ?? p.Length)],
             BackupExit = 0,
             BackupId = "backup:x:1",
             ArbiterHolder = "backup:x:1",
@@ -379,7 +374,7 @@ public class InvariantCheckerTests
         var err = new RoundObservation
         {
             Fault = o.Fault, FaultAtMs = o.FaultAtMs, PrimaryStdout = o.PrimaryStdout, PrimaryChunks = o.PrimaryChunks, PrimaryKilled = true,
-            BackupStdout = o.BackupStdout, BackupLog = o.BackupLog, BackupExit = 0, ClientOps = o.ClientOps, ReadBack = o.ReadBack,
+            BackupStdout = o.BackupStdout, BackupEvents = o.BackupEvents, BackupExit = 0, ClientOps = o.ClientOps, ReadBack = o.ReadBack,
             ClientErrors = ["SET k2: no reply within 45000 ms"],
         };
         Assert.Contains("no reply", KvCheck(err, InvariantChecker.Workload).Detail);
@@ -392,7 +387,7 @@ public class InvariantCheckerTests
         RoundObservation Late(byte[] p) => new()
         {
             Fault = FaultKind.Kill, FaultAtMs = 1000, PrimaryStdout = p, PrimaryChunks = Chunks(p, 500, 10), PrimaryKilled = true,
-            BackupLog = [new(1100, "backup: primary lost: the connection broke; holding the log up to record #40; draining 0 bytes"), new(1200, "backup: replay matched the primary")],
+            BackupEvents = [PrimaryLost, ReplicaEventRecord.Of(1200, ReplicaEvent.ReplayMatched, ("status", 0))],
             BackupExit = 0,
         };
         var all = Check(Late(Lines(0, 10)), InvariantChecker.Workload);

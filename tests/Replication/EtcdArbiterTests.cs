@@ -241,20 +241,19 @@ public class EtcdArbiterTests(EtcdServer etcd, ITestOutputHelper output) : IClas
         const int lines = 300;
         string key = NewKey();
         string arbiter = etcd.Url(key);
-        var (b, url) = ReplicaProcess.StartBackup("--arbiter", arbiter, "--timeout-ms", "1000");
+        var (b, url) = Replicas.StartBackup("--arbiter", arbiter, "--timeout-ms", "1000");
         using var _ = b;
-        using var p = ReplicaProcess.Primary("--backup", url, "--arbiter", arbiter, "--checkpoint-interval", "200000", "--",
+        using var p = Replicas.Primary("--backup", url, "--arbiter", arbiter, "--checkpoint-interval", "200000", "--",
             GuestEnv.Guest("counter", "musl"), lines.ToString(), "3000");
-        p.WaitForStderr("protected by", Long);
+        p.WaitForEvent(ReplicaEvent.Protected, Long);
         p.WaitForStdoutBytes(lines * 26 / 3, TimeSpan.FromSeconds(60));
         p.KillHard();
-        int code = b.WaitForExit(Long);
+        int? code = b.WaitForExit(Long);
         output.WriteLine($"primary printed {p.Stdout.Length} bytes; primary:\n{p.Stderr}\nbackup:\n{b.Stderr}");
         Assert.Equal(0, code);
-        Assert.Contains("took over", b.Stderr);
-        Assert.Contains("won the arbiter", b.Stderr);
-        Assert.Contains($"etcd key {key}", b.Stderr);
-        ReplicationTests.AssertContinuous(p.Stdout, b.Stdout, b.Stderr, lines);
+        Assert.NotNull(b.Event(ReplicaEvent.TookOver));
+        Assert.Contains($"etcd key {key}", b.Event(ReplicaEvent.Following)!.Str("arbiter"));
+        ReplicationTests.AssertContinuous(p.Stdout, b.Stdout, b, lines);
         Assert.StartsWith("backup:", etcd.Get(key)); // the backup's lease outlives it by up to the TTL
     }
 
@@ -263,34 +262,34 @@ public class EtcdArbiterTests(EtcdServer etcd, ITestOutputHelper output) : IClas
     {
         const int lines = 400;
         string arbiter = etcd.Url(NewKey());
-        var (b, url) = ReplicaProcess.StartBackup("--arbiter", arbiter, "--timeout-ms", "800");
+        var (b, url) = Replicas.StartBackup("--arbiter", arbiter, "--timeout-ms", "800");
         using var _ = b;
         using var link = new PartitionableLink(url);
-        using var p = ReplicaProcess.Primary("--backup", link.Url, "--arbiter", arbiter, "--timeout-ms", "800", "--",
+        using var p = Replicas.Primary("--backup", link.Url, "--arbiter", arbiter, "--timeout-ms", "800", "--",
             GuestEnv.Guest("counter", "musl"), lines.ToString(), "3000");
-        p.WaitForStderr("protected by", Long);
+        p.WaitForEvent(ReplicaEvent.Protected, Long);
         p.WaitForStdoutBytes(lines * 26 / 4, TimeSpan.FromSeconds(60));
         link.Cut();
-        int pc = p.WaitForExit(Long), bc = b.WaitForExit(Long);
+        int? pc = p.WaitForExit(Long), bc = b.WaitForExit(Long);
         output.WriteLine($"primary {pc}:\n{p.Stderr}\nbackup {bc}:\n{b.Stderr}");
         Assert.True((pc == 0 && bc == 3) || (pc == 3 && bc == 0), $"exactly one side continues (primary {pc}, backup {bc})");
         if (pc == 0)
         {
-            Assert.Contains("continuing unprotected", p.Stderr);
+            Assert.NotNull(p.Event(ReplicaEvent.Unprotected));
             ReplicationTests.AssertLines(p.StdoutText, lines);
             Assert.Empty(b.Stdout);
         }
         else
         {
-            Assert.Contains("stopping this replica", p.Stderr);
-            ReplicationTests.AssertContinuous(p.Stdout, b.Stdout, b.Stderr, lines);
+            Assert.NotNull(p.Event(ReplicaEvent.Fenced));
+            ReplicationTests.AssertContinuous(p.Stdout, b.Stdout, b, lines);
         }
     }
 
     [Fact]
     public void AMalformedEtcdArbiterUrlIsRefusedOnTheCommandLine()
     {
-        using var p = ReplicaProcess.Primary("--backup", "http://127.0.0.1:1", "--arbiter", "etcd://127.0.0.1/nokey-port", "--", GuestEnv.Guest("counter", "musl"), "1", "1");
+        using var p = Replicas.Primary("--backup", "http://127.0.0.1:1", "--arbiter", "etcd://127.0.0.1/nokey-port", "--", GuestEnv.Guest("counter", "musl"), "1", "1");
         Assert.NotEqual(0, p.WaitForExit(Long));
         Assert.Contains("--arbiter", p.Stderr);
     }

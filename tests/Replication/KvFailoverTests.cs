@@ -82,12 +82,12 @@ public class KvFailoverTests(ITestOutputHelper output)
     /// backup's, is a sequence of complete `set kN` lines; the part both printed is byte-identical; every SET the
     /// client saw acknowledged is in it, in order; lines repeat only for SETs the client sent again.
     /// </summary>
-    static void AssertSetLog(byte[] p, byte[] b, string backupErr, IReadOnlyList<int> acked, int attempted)
+    static void AssertSetLog(byte[] p, byte[] b, ReplicaProc backup, IReadOnlyList<int> acked, int attempted)
     {
-        var m = Regex.Match(backupErr, @"took over at instruction (\d+) \(record #(\d+)\), stdout resumes at byte offset (\d+) \(the log holds (\d+)\)");
-        Assert.True(m.Success, "the backup names the instruction, record and stdout offset of the takeover:\n" + backupErr);
-        int resume = int.Parse(m.Groups[3].Value);
-        long held = long.Parse(m.Groups[4].Value);
+        var t = backup.Event(ReplicaEvent.TookOver);
+        Assert.True(t != null && t.ULong("instruction") > 0 && t.ULong("record") > 0, "the backup names the instruction, record and stdout offset of the takeover:\n" + backup.Stderr);
+        int resume = (int)t.Long("resumeStdoutAt")!.Value;
+        long held = t.Long("logStdoutBytes")!.Value;
         Assert.True(resume <= p.Length, $"resume offset {resume} is past what the primary released ({p.Length}): a gap");
         Assert.True(p.Length <= held, $"the primary released {p.Length} stdout bytes but the backup held only {held}");
         int overlap = p.Length - resume;
@@ -123,10 +123,10 @@ public class KvFailoverTests(ITestOutputHelper output)
             rounds++;
             string arbiter = TempFile(".lock");
             int port = FreePort();
-            var (b, url) = ReplicaProcess.StartBackup("--arbiter", arbiter, "--timeout-ms", "1000");
+            var (b, url) = Replicas.StartBackup("--arbiter", arbiter, "--timeout-ms", "1000");
             using var _ = b;
-            using var p = ReplicaProcess.Primary("--backup", url, "--arbiter", arbiter, "--", Kv, port.ToString());
-            p.WaitForStderr(@"kvserver: listening on 127\.0\.0\.1:" + port, Long);
+            using var p = Replicas.Primary("--backup", url, "--arbiter", arbiter, "--", Kv, port.ToString());
+            Replicas.WaitUntilAccepting(p, port, Long);
 
             var acked = new List<int>();
             var values = new Dictionary<int, string>();
@@ -136,7 +136,7 @@ public class KvFailoverTests(ITestOutputHelper output)
             var killer = new Thread(() =>
             {
                 // a random moment: after a random number of acknowledged writes, plus a random delay
-                while (Volatile.Read(ref next) < killAfter && !p.Exited) Thread.Sleep(1);
+                while (Volatile.Read(ref next) < killAfter && !p.HasExited) Thread.Sleep(1);
                 Thread.Sleep(rng.Next(0, 30));
                 p.KillHard();
             });
@@ -163,15 +163,14 @@ public class KvFailoverTests(ITestOutputHelper output)
             // every acknowledged write is readable from whoever serves the port now
             foreach (var k in acked) Assert.Equal("VALUE " + values[k], client.Ask($"GET k{k}"));
             Assert.Equal("BYE", client.Ask("SHUTDOWN"));
-            int code = b.WaitForExit(Long);
+            int? code = b.WaitForExit(Long);
             output.WriteLine($"round {rounds}: killed after {killAfter} writes; {client.Connections} connections; primary released {p.Stdout.Length} stdout bytes; backup:\n{b.Stderr}");
             Assert.Equal(0, code);
-            Assert.Contains("took over", b.Stderr);
+            Assert.NotNull(b.Event(ReplicaEvent.TookOver));
             tookOver++;
-            Assert.Contains("won the arbiter", b.Stderr);
-            Assert.DoesNotContain("diverged", b.Stderr);
-            Assert.Matches(@"takeover: guest fd \d+: listening again on 127\.0\.0\.1:" + port, b.Stderr);
-            AssertSetLog(p.Stdout, b.Stdout, b.Stderr, acked, target);
+            Assert.Null(b.Event(ReplicaEvent.Diverged));
+            Assert.Contains(b.Events, e => e.Name == ReplicaEvent.TakeoverDescriptor && Regex.IsMatch(e.Str("detail")!, @"listening again on 127\.0\.0\.1:" + port));
+            AssertSetLog(p.Stdout, b.Stdout, b, acked, target);
             File.Delete(arbiter);
         }
         Assert.Equal(rounds, tookOver);
@@ -181,10 +180,10 @@ public class KvFailoverTests(ITestOutputHelper output)
     public void RepliesWaitForTheBackupsAcknowledgement()
     {
         int port = FreePort();
-        var (b, url) = ReplicaProcess.StartBackup("--ack-delay-ms", "300");
+        var (b, url) = Replicas.StartBackup("--ack-delay-ms", "300");
         using var _ = b;
-        using var p = ReplicaProcess.Primary("--backup", url, "--stats", "--", Kv, port.ToString());
-        p.WaitForStderr(@"kvserver: listening on 127\.0\.0\.1:" + port, Long);
+        using var p = Replicas.Primary("--backup", url, "--stats", "--", Kv, port.ToString());
+        Replicas.WaitUntilAccepting(p, port, Long);
         using var client = new KvClient(port);
         var times = new List<double>();
         for (int i = 0; i < 6; i++)
@@ -200,8 +199,8 @@ public class KvFailoverTests(ITestOutputHelper output)
         output.WriteLine(p.Stderr);
         // no OK reached the client sooner than the acknowledgement delay after its SET was sent
         Assert.All(times, t => Assert.True(t >= 295, $"an OK came back after {t:F1} ms, before the backup's delayed ack"));
-        Assert.Matches(@"output commit: \d+ socket sends waited", p.Stderr);
-        Assert.Contains("replay matched the primary", b.Stderr);
+        Assert.True(p.WaitForEvent(ReplicaEvent.Stats, Long).Long("socketSendsHeld") > 0);
+        Assert.NotNull(b.Event(ReplicaEvent.ReplayMatched));
     }
 
     [Fact]
@@ -218,18 +217,18 @@ public class KvFailoverTests(ITestOutputHelper output)
             try
             {
                 const int records = 400;
-                var (b, url) = ReplicaProcess.StartBackup("--root", rootB, "--arbiter", arbiter, "--timeout-ms", "1000");
+                var (b, url) = Replicas.StartBackup("--root", rootB, "--arbiter", arbiter, "--timeout-ms", "1000");
                 using var _ = b;
-                using var p = ReplicaProcess.Primary("--backup", url, "--root", rootA, "--arbiter", arbiter, "--", "/prog", "/data.log", records.ToString(), "20000");
+                using var p = Replicas.Primary("--backup", url, "--root", rootA, "--arbiter", arbiter, "--", "/prog", "/data.log", records.ToString(), "20000");
                 p.WaitForStdoutBytes(rng.Next(100, 2500), TimeSpan.FromSeconds(60));
                 p.KillHard();
-                int code = b.WaitForExit(Long);
+                int? code = b.WaitForExit(Long);
                 output.WriteLine($"round {round}: primary printed {p.Stdout.Length} bytes; backup:\n{b.Stderr}");
                 Assert.Equal(0, code);
-                if (b.Stderr.Contains("the primary's guest ended")) continue; // the kill landed after the guest finished: no takeover to check
+                if (b.Event(ReplicaEvent.PrimaryFinished) != null) continue; // the kill landed after the guest finished: no takeover to check
                 takeovers++;
-                Assert.Contains("took over", b.Stderr);
-                Assert.Matches(@"takeover: guest fd \d+: /data\.log at offset \d+", b.Stderr);
+                Assert.NotNull(b.Event(ReplicaEvent.TookOver));
+                Assert.Contains(b.Events, e => e.Name == ReplicaEvent.TakeoverDescriptor && Regex.IsMatch(e.Str("detail")!, @"/data\.log at offset \d+"));
                 Assert.EndsWith($"verified {records} records\n", b.StdoutText);
                 // the backup's own copy holds every record exactly once, in order
                 var lines = File.ReadAllLines(Path.Combine(rootB, "data.log"));

@@ -23,12 +23,12 @@ public class ReplicationTests(ITestOutputHelper output)
     /// says it resumes at, is exactly lines 0..lines-1; the part the two both printed is byte-identical; and the
     /// primary never released more than the backup held (output commit).
     /// </summary>
-    internal static void AssertContinuous(byte[] p, byte[] b, string backupErr, int lines)
+    internal static void AssertContinuous(byte[] p, byte[] b, ReplicaProc backup, int lines)
     {
-        var m = Regex.Match(backupErr, @"stdout resumes at byte offset (\d+) \(the log holds (\d+)\)");
-        Assert.True(m.Success, "the backup states where stdout resumes:\n" + backupErr);
-        int resume = int.Parse(m.Groups[1].Value);
-        long held = long.Parse(m.Groups[2].Value);
+        var t = backup.Event(ReplicaEvent.TookOver);
+        Assert.True(t != null, "the backup reports where stdout resumes:\n" + backup.Stderr);
+        int resume = (int)t.Long("resumeStdoutAt")!.Value;
+        long held = t.Long("logStdoutBytes")!.Value;
         Assert.True(resume <= p.Length, $"resume offset {resume} is past what the primary printed ({p.Length}): a gap");
         Assert.True(p.Length <= held, $"the primary released {p.Length} stdout bytes but the backup held only {held}: output commit violated");
         int overlap = p.Length - resume;
@@ -49,35 +49,35 @@ public class ReplicationTests(ITestOutputHelper output)
     [Fact]
     public void ProtectedRunIsReplayedInLockstepAndMatches()
     {
-        var (b, url) = ReplicaProcess.StartBackup();
+        var (b, url) = Replicas.StartBackup();
         using var _ = b;
-        using var p = ReplicaProcess.Primary("--backup", url, "--stats", "--checkpoint-interval", "500000", "--", Counter, "40", "20000");
+        using var p = Replicas.Primary("--backup", url, "--stats", "--checkpoint-interval", "500000", "--", Counter, "40", "20000");
         Assert.Equal(0, p.WaitForExit(Long));
         Assert.Equal(0, b.WaitForExit(Long));
         output.WriteLine(p.Stderr);
         output.WriteLine(b.Stderr);
         AssertLines(p.StdoutText, 40);
         Assert.Empty(b.Stdout); // a backup that never went live printed nothing
-        Assert.Contains("replay matched the primary", b.Stderr);
-        Assert.Matches(@"\d+ checkpoints and 40 outputs verified", b.Stderr);
-        Assert.DoesNotContain("backup lost", p.Stderr);
+        var matched = b.WaitForEvent(ReplicaEvent.ReplayMatched, Long);
+        Assert.Equal(40, matched.Long("outputs"));
+        Assert.True(matched.Long("checkpoints") > 0);
+        Assert.Null(p.Event(ReplicaEvent.BackupLost));
     }
 
     [Fact]
     public void OutputWaitsForTheBackupsAcknowledgement()
     {
-        var (b, url) = ReplicaProcess.StartBackup("--ack-delay-ms", "150");
+        var (b, url) = Replicas.StartBackup("--ack-delay-ms", "150");
         using var _ = b;
-        using var p = ReplicaProcess.Primary("--backup", url, "--stats", "--", Counter, "10", "20000");
+        using var p = Replicas.Primary("--backup", url, "--stats", "--", Counter, "10", "20000");
         Assert.Equal(0, p.WaitForExit(Long));
         Assert.Equal(0, b.WaitForExit(Long));
         output.WriteLine(p.Stderr);
         AssertLines(p.StdoutText, 10);
-        var m = Regex.Match(p.Stderr, @"output commit: (\d+) outputs held, p50 ([\d.]+) ms");
-        Assert.True(m.Success, p.Stderr);
-        Assert.Equal(10, int.Parse(m.Groups[1].Value));
+        var stats = p.WaitForEvent(ReplicaEvent.Stats, Long);
+        Assert.Equal(10, stats.Long("outputsHeld"));
         // no output left before its log was acknowledged, and every ack took at least the injected delay
-        Assert.True(double.Parse(m.Groups[2].Value, System.Globalization.CultureInfo.InvariantCulture) >= 140, p.Stderr);
+        Assert.True(stats.Num("outputHoldP50Ms") >= 140, p.Stderr);
     }
 
     [Fact]
@@ -91,23 +91,22 @@ public class ReplicationTests(ITestOutputHelper output)
         {
             rounds++;
             string arbiter = TempFile(".lock");
-            var (b, url) = ReplicaProcess.StartBackup("--arbiter", arbiter, "--timeout-ms", "1000");
+            var (b, url) = Replicas.StartBackup("--arbiter", arbiter, "--timeout-ms", "1000");
             using var _ = b;
-            using var p = ReplicaProcess.Primary("--backup", url, "--arbiter", arbiter, "--checkpoint-interval", "200000", "--", Counter, lines.ToString(), "3000");
-            p.WaitForStderr("protected by", Long);
+            using var p = Replicas.Primary("--backup", url, "--arbiter", arbiter, "--checkpoint-interval", "200000", "--", Counter, lines.ToString(), "3000");
+            p.WaitForEvent(ReplicaEvent.Protected, Long);
             // kill at a random moment: after a random amount of output (0 .. most of it)
             p.WaitForStdoutBytes(rng.Next(0, lines * 26 * 3 / 4), TimeSpan.FromSeconds(30));
             Thread.Sleep(rng.Next(0, 50));
             p.KillHard();
-            int code = b.WaitForExit(Long);
+            int? code = b.WaitForExit(Long);
             output.WriteLine($"round {rounds}: primary printed {p.Stdout.Length} bytes; backup:\n{b.Stderr}");
             Assert.Equal(0, code);
-            if (b.Stderr.Contains("took over"))
+            if (b.Event(ReplicaEvent.TookOver) != null)
             {
                 tookOver++;
-                Assert.Contains("won the arbiter", b.Stderr);
-                Assert.DoesNotContain("diverged", b.Stderr);
-                AssertContinuous(p.Stdout, b.Stdout, b.Stderr, lines);
+                Assert.Null(b.Event(ReplicaEvent.Diverged));
+                AssertContinuous(p.Stdout, b.Stdout, b, lines);
             }
             else
             {
@@ -125,27 +124,27 @@ public class ReplicationTests(ITestOutputHelper output)
     {
         const int lines = 400;
         string arbiter = TempFile(".lock");
-        var (b, url) = ReplicaProcess.StartBackup("--arbiter", arbiter, "--timeout-ms", "800");
+        var (b, url) = Replicas.StartBackup("--arbiter", arbiter, "--timeout-ms", "800");
         using var _ = b;
         using var link = new PartitionableLink(url);
-        using var p = ReplicaProcess.Primary("--backup", link.Url, "--arbiter", arbiter, "--timeout-ms", "800", "--", Counter, lines.ToString(), "3000");
-        p.WaitForStderr("protected by", Long);
+        using var p = Replicas.Primary("--backup", link.Url, "--arbiter", arbiter, "--timeout-ms", "800", "--", Counter, lines.ToString(), "3000");
+        p.WaitForEvent(ReplicaEvent.Protected, Long);
         p.WaitForStdoutBytes(lines * 26 / 4, TimeSpan.FromSeconds(60));
         link.Cut();
-        int pc = p.WaitForExit(Long), bc = b.WaitForExit(Long);
+        int? pc = p.WaitForExit(Long), bc = b.WaitForExit(Long);
         output.WriteLine($"primary {pc}:\n{p.Stderr}\nbackup {bc}:\n{b.Stderr}");
         Assert.True((pc == 0 && bc == 3) || (pc == 3 && bc == 0), $"exactly one side continues (primary {pc}, backup {bc})");
         if (pc == 0)
         {
-            Assert.Contains("continuing unprotected", p.Stderr);
-            Assert.Contains("standing down", b.Stderr);
+            Assert.NotNull(p.Event(ReplicaEvent.Unprotected));
+            Assert.NotNull(b.Event(ReplicaEvent.StoodDown));
             AssertLines(p.StdoutText, lines);
             Assert.Empty(b.Stdout);
         }
         else
         {
-            Assert.Contains("stopping this replica", p.Stderr);
-            AssertContinuous(p.Stdout, b.Stdout, b.Stderr, lines);
+            Assert.NotNull(p.Event(ReplicaEvent.Fenced));
+            AssertContinuous(p.Stdout, b.Stdout, b, lines);
         }
         File.Delete(arbiter);
     }
@@ -162,7 +161,7 @@ public class ReplicationTests(ITestOutputHelper output)
         File.Copy(GuestEnv.Guest("counter", "glibc"), Path.Combine(rootB, "prog")); // same path, another program
         try
         {
-            var (b, url) = ReplicaProcess.StartBackup("--token-file", tok1);
+            var (b, url) = Replicas.StartBackup("--token-file", tok1);
             using var _ = b;
             RunOutcome Protect(params string[] a) => GuestEnv.Dotnet(GuestEnv.PrimaryDll, new[] { "protect", "--backup", url }.Concat(a).ToArray());
 
@@ -177,27 +176,27 @@ public class ReplicationTests(ITestOutputHelper output)
             r = Protect("--token-file", tok1, "--protocol-version", "99", "--", Counter, "3", "1000");
             Assert.Equal(2, r.ExitCode);
             Assert.Contains("protocol version 99 is not supported", r.Stderr);
-            Assert.DoesNotContain("following", b.Stderr);
+            Assert.Null(b.Event(ReplicaEvent.Following));
 
             // a backup whose root holds another program at the same path
-            var (b2, url2) = ReplicaProcess.StartBackup("--root", rootB);
+            var (b2, url2) = Replicas.StartBackup("--root", rootB);
             using var __ = b2;
             r = GuestEnv.Dotnet(GuestEnv.PrimaryDll, new[] { "protect", "--backup", url2, "--root", rootA, "--", "/prog", "3", "1000" });
             Assert.Equal(2, r.ExitCode);
             Assert.Contains("program mismatch", r.Stderr);
-            Assert.DoesNotContain("following", b2.Stderr);
+            Assert.Null(b2.Event(ReplicaEvent.Following));
 
             // the backup accepts the right primary after all those refusals; a second primary is refused
-            using var first = ReplicaProcess.Primary("--backup", url, "--token-file", tok1, "--", Counter, "200", "20000");
-            first.WaitForStderr("protected by", Long);
+            using var first = Replicas.Primary("--backup", url, "--token-file", tok1, "--", Counter, "200", "20000");
+            first.WaitForEvent(ReplicaEvent.Protected, Long);
             r = Protect("--token-file", tok1, "--", Counter, "3", "1000");
             Assert.Equal(2, r.ExitCode);
             Assert.Contains("already follows a primary", r.Stderr);
             Assert.Equal(0, first.WaitForExit(Long));
             Assert.Equal(0, b.WaitForExit(Long));
             AssertLines(first.StdoutText, 200);
-            Assert.Contains("replay matched the primary", b.Stderr);
-            Assert.Single(Regex.Matches(b.Stderr, "following"));
+            Assert.NotNull(b.Event(ReplicaEvent.ReplayMatched));
+            Assert.Single(b.Events, e => e.Name == ReplicaEvent.Following);
         }
         finally
         {

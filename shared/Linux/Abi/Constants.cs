@@ -117,12 +117,13 @@ public static class Af
 public static class Sock
 {
     public const int NONBLOCK = 0x800, CLOEXEC = 0x80000, TYPE_MASK = 0xF;
+    public const int STREAM = 1;
     public const int SOL_SOCKET = 1, SO_REUSEADDR = 2;
 }
 
 public static class Msg
 {
-    public const int NOSIGNAL = 0x4000;
+    public const int NOSIGNAL = 0x4000, DONTWAIT = 0x40;
 }
 
 /// <summary>epoll_ctl operations.</summary>

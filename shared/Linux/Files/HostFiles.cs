@@ -66,6 +66,13 @@ public class HostSocket : HostFile
     public override long Write(Kernel k, GuestThread t, byte[] data, long offset)
         => offset < 0 ? k.SendBytes(t.Cpu, this, data, 0, null, Nr.write) : base.Write(k, t, data, offset);
 
+    /// <summary>The last close: with bytes held for the socket in the output gate, it takes effect after them.</summary>
+    public override long Close(Kernel k, GuestThread t)
+    {
+        k.ForgetEpollTarget(this);
+        return k.Boundary.SocketEnd(t.Cpu.Tid, Nr.close, this, () => HostResult.Of(HostFd >= 0 ? HostSys.Call(Nr.close, HostFd) : 0), true).Value;
+    }
+
     /// <summary>Copies what a takeover needs to know about the socket.</summary>
     protected void CopyFrom(HostSocket s)
     {

@@ -37,7 +37,8 @@ public sealed partial class Kernel
         r.Add(Nr.shutdown, (t, a) =>
         {
             if (!TryGetSocket((int)a.A1, out var f, out long e)) return e;
-            return f.Shutdown(() => HostValue(t.Cpu, a.Nr, () => HostSys.Call(Nr.shutdown, f.HostFd, (long)a.A2)));
+            // with bytes held for the socket in the output gate, the shutdown takes effect after them
+            return f.Shutdown(() => Boundary.SocketEnd(t.Cpu.Tid, a.Nr, f, () => HostResult.Of(HostSys.Call(Nr.shutdown, f.HostFd, (long)a.A2)), false).Value);
         });
         r.Add(Nr.setsockopt, (t, a) => SetSockOpt(t.Cpu, (int)a.A1, (int)a.A2, (int)a.A3, a.A4, (uint)a.A5));
         r.Add(Nr.getsockopt, (t, a) => GetSockOpt(t.Cpu, (int)a.A1, (int)a.A2, (int)a.A3, a.A4, a.A5));
@@ -315,17 +316,23 @@ public sealed partial class Kernel
     unsafe long SendHost(CpuT cpu, HostSocket f, byte[] data, int flags, byte[]? addr, int nr)
     {
         string? unix = addr != null ? UnixGuestPath(addr) : null;
-        var res = Boundary.Send(cpu.Tid, nr, () =>
+        int hostFd = f.HostFd;
+        var res = Boundary.Send(cpu.Tid, nr, new SocketSend
         {
-            byte[] h = Array.Empty<byte>();
-            if (addr != null)
+            Socket = f, Data = data, HostFd = hostFd, Stream = (f.Type & Sock.TYPE_MASK) == Sock.STREAM,
+            NonBlocking = ((flags & Msg.DONTWAIT) | (f.StatusFlags & Sock.NONBLOCK)) != 0,
+            Perform = (offset, count, extraFlags) =>
             {
-                long e = HostAddress(addr, unix, out h);
-                if (e < 0) return HostResult.Of(e);
-            }
-            fixed (byte* p = data) fixed (byte* q = h)
-                return HostResult.Of(HostSys.Call(Nr.sendto, f.HostFd, (long)p, data.Length, flags | Msg.NOSIGNAL,
-                    addr != null ? (long)q : 0, addr != null ? h.Length : 0));
+                byte[] h = Array.Empty<byte>();
+                if (addr != null)
+                {
+                    long e = HostAddress(addr, unix, out h);
+                    if (e < 0) return e;
+                }
+                fixed (byte* p = data) fixed (byte* q = h)
+                    return HostSys.Call(Nr.sendto, hostFd, (long)(p + offset), count, flags | Msg.NOSIGNAL | extraFlags,
+                        addr != null ? (long)q : 0, addr != null ? h.Length : 0);
+            },
         });
         foreach (var (wa, wb) in res.Writes) Mem.Poke(wa, wb);
         long r = res.Value;

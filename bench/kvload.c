@@ -1,0 +1,124 @@
+// kvload: closed-loop load generator for the kvserver guest.
+// Usage: kvload PORT CONNECTIONS SECONDS [WARMUP_SECONDS]
+// Each of CONNECTIONS connections keeps exactly one request outstanding (SET of its own key, then GET of it,
+// alternately), sends the next one as soon as the reply arrives, and checks the reply. One thread, epoll: the
+// client costs a few microseconds per request, far below the server's cost, so it is not the bottleneck.
+// Prints one line: "requests N seconds S rate R p50_ms A p90_ms B p99_ms C max_ms D errors E".
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+struct conn {
+    int fd;
+    long n;            // requests completed
+    double sent_at;    // when the outstanding request was sent
+    char in[256];
+    int in_len;
+};
+
+static double now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec / 1e9;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int send_request(struct conn *c, int id)
+{
+    char buf[128];
+    int len = c->n % 2 == 0 ? snprintf(buf, sizeof buf, "SET c%dk%ld value-%ld\n", id, c->n, c->n)
+                            : snprintf(buf, sizeof buf, "GET c%dk%ld\n", id, c->n - 1);
+    c->sent_at = now();
+    return write(c->fd, buf, len) == len ? 0 : -1;
+}
+
+static int reply_ok(struct conn *c, int id, const char *line)
+{
+    char want[128];
+    if (c->n % 2 == 0) return strcmp(line, "OK") == 0;
+    snprintf(want, sizeof want, "VALUE value-%ld", c->n - 1);
+    (void)id;
+    return strcmp(line, want) == 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 4) { fprintf(stderr, "usage: kvload PORT CONNECTIONS SECONDS [WARMUP_SECONDS]\n"); return 2; }
+    int port = atoi(argv[1]), nconn = atoi(argv[2]);
+    double seconds = atof(argv[3]), warmup = argc > 4 ? atof(argv[4]) : 0.5;
+    struct conn *cs = calloc(nconn, sizeof *cs);
+    int ep = epoll_create1(0);
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port) };
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    for (int i = 0; i < nconn; i++) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+        double t0 = now();
+        while (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+            if (now() - t0 > 60) { perror("connect"); return 1; }
+            close(fd);
+            fd = socket(AF_INET, SOCK_STREAM, 0);
+            usleep(5000);
+        }
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        cs[i].fd = fd;
+        struct epoll_event ev = { .events = EPOLLIN, .data.u32 = i };
+        epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+    }
+    size_t cap = 1 << 20, nlat = 0;
+    double *lat = malloc(cap * sizeof *lat);
+    long errors = 0, total = 0;
+    double start = now(), measure_from = start + warmup, stop = measure_from + seconds;
+    for (int i = 0; i < nconn; i++) send_request(&cs[i], i);
+    struct epoll_event evs[256];
+    int active = nconn;
+    while (active > 0) {
+        int k = epoll_wait(ep, evs, 256, 1000);
+        if (k < 0 && errno == EINTR) continue;
+        if (k < 0) { perror("epoll_wait"); return 1; }
+        for (int e = 0; e < k; e++) {
+            int i = evs[e].data.u32;
+            struct conn *c = &cs[i];
+            ssize_t r = read(c->fd, c->in + c->in_len, sizeof c->in - 1 - c->in_len);
+            if (r <= 0) { fprintf(stderr, "connection %d: %s\n", i, r == 0 ? "closed" : strerror(errno)); return 1; }
+            c->in_len += r;
+            char *nl;
+            while ((nl = memchr(c->in, '\n', c->in_len))) {
+                *nl = 0;
+                double t = now();
+                if (!reply_ok(c, i, c->in)) errors++;
+                if (c->sent_at >= measure_from && t <= stop) {
+                    if (nlat == cap) lat = realloc(lat, (cap *= 2) * sizeof *lat);
+                    lat[nlat++] = (t - c->sent_at) * 1000;
+                    total++;
+                }
+                int used = nl - c->in + 1;
+                memmove(c->in, nl + 1, c->in_len - used);
+                c->in_len -= used;
+                c->n++;
+                if (t < stop) send_request(c, i);
+                else { epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL); active--; }
+            }
+        }
+    }
+    qsort(lat, nlat, sizeof *lat, cmp_double);
+#define P(q) (nlat ? lat[(size_t)((q) * (nlat - 1))] : 0.0)
+    printf("requests %ld seconds %.3f rate %.1f p50_ms %.4f p90_ms %.4f p99_ms %.4f max_ms %.4f errors %ld\n",
+           total, seconds, total / seconds, P(0.5), P(0.9), P(0.99), nlat ? lat[nlat - 1] : 0.0, errors);
+    for (int i = 0; i < nconn; i++) close(cs[i].fd);
+    return errors ? 1 : 0;
+}

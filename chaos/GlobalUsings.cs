@@ -1,0 +1,2 @@
+global using ReVirt.Harness;
+global using ReVirt.Replication;

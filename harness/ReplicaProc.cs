@@ -1,0 +1,193 @@
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+using System.Text;
+
+namespace ReVirt.Harness;
+
+/// <summary>A timestamped piece of a process's stdout: when the runner read it and where it starts in the stream.</summary>
+public sealed record OutputChunk(double AtMs, long Offset, int Length);
+
+/// <summary>A timestamped stderr line.</summary>
+public sealed record LogLine(double AtMs, string Text);
+
+/// <summary>
+/// A replica subprocess (`dotnet primary.dll …`, `dotnet backup.dll …`) as the drill and the tests run it: its
+/// stdout bytes and stderr lines are collected as they arrive, and what it reports on its event stream
+/// (<c>--events</c>, added to the arguments right after the subcommand) is read as named events. Everything is
+/// stamped with one clock, so a checker can reason about when output left and when a replica did what.
+/// Programs read the events; the stderr lines are for people.
+/// </summary>
+public sealed class ReplicaProc : IDisposable
+{
+    readonly Process _p;
+    readonly Stopwatch _clock;
+    readonly double _originUnixMs;
+    readonly MemoryStream _out = new();
+    readonly List<OutputChunk> _chunks = new();
+    readonly List<LogLine> _err = new();
+    readonly List<ReplicaEventRecord> _events = new();
+    readonly Task _outPump, _errPump, _eventPump;
+    readonly string _eventsPath;
+    readonly CancellationTokenSource _stop = new();
+    public string Name { get; }
+    public double? ExitedAtMs { get; private set; }
+    public bool Killed { get; private set; }
+
+    /// <param name="args">The subcommand first (e.g. "listen", "protect"), then its options.</param>
+    /// <param name="clock">The runner's clock (a drill round's); a fresh one when null.</param>
+    public ReplicaProc(string name, string dll, IReadOnlyList<string> args, Stopwatch? clock = null)
+    {
+        Name = name;
+        _clock = clock ?? Stopwatch.StartNew();
+        _originUnixMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() - _clock.Elapsed.TotalMilliseconds;
+        _eventsPath = Path.Combine(Path.GetTempPath(), $"revirt-events-{Guid.NewGuid():N}.jsonl");
+        File.WriteAllBytes(_eventsPath, []);
+        var psi = new ProcessStartInfo("dotnet")
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            RedirectStandardInput = true,
+            UseShellExecute = false,
+        };
+        psi.ArgumentList.Add(dll);
+        for (int i = 0; i < args.Count; i++)
+        {
+            psi.ArgumentList.Add(args[i]);
+            if (i == 0) { psi.ArgumentList.Add("--events"); psi.ArgumentList.Add(_eventsPath); }
+        }
+        psi.Environment["LC_ALL"] = "C";
+        psi.Environment["TZ"] = "UTC";
+        _p = new Process { StartInfo = psi, EnableRaisingEvents = true };
+        _p.Exited += (_, _) => ExitedAtMs ??= Now;
+        _p.Start();
+        _p.StandardInput.Close();
+        _outPump = Task.Factory.StartNew(() =>
+        {
+            var buf = new byte[65536];
+            int n;
+            var s = _p.StandardOutput.BaseStream;
+            while ((n = s.Read(buf)) > 0)
+                lock (_out) { _chunks.Add(new OutputChunk(Now, _out.Length, n)); _out.Write(buf, 0, n); }
+        }, TaskCreationOptions.LongRunning);
+        _errPump = Task.Factory.StartNew(() =>
+        {
+            string? line;
+            while ((line = _p.StandardError.ReadLine()) != null) lock (_err) _err.Add(new LogLine(Now, line));
+        }, TaskCreationOptions.LongRunning);
+        _eventPump = Task.Factory.StartNew(TailEvents, TaskCreationOptions.LongRunning);
+    }
+
+    public static ReplicaProc Backup(string dll, params string[] args) => new("backup", dll, ["listen", .. args]);
+    public static ReplicaProc Primary(string dll, params string[] args) => new("primary", dll, ["protect", .. args]);
+
+    /// <summary>Reads the event file as the replica appends to it, until the process has exited and all is read.</summary>
+    void TailEvents()
+    {
+        using var f = new FileStream(_eventsPath, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+        var pending = new StringBuilder();
+        var buf = new byte[16384];
+        var dec = Encoding.UTF8.GetDecoder();
+        var chars = new char[16384];
+        while (true)
+        {
+            bool exited = _p.HasExited || _stop.IsCancellationRequested;
+            int n = f.Read(buf);
+            if (n == 0)
+            {
+                if (exited) return;
+                Thread.Sleep(2);
+                continue;
+            }
+            int c = dec.GetChars(buf, 0, n, chars, 0);
+            pending.Append(chars, 0, c);
+            int nl;
+            while ((nl = pending.ToString().IndexOf('\n')) >= 0)
+            {
+                string line = pending.ToString(0, nl);
+                pending.Remove(0, nl + 1);
+                if (ReplicaEventRecord.Parse(line, _originUnixMs) is { } e) lock (_events) _events.Add(e);
+            }
+        }
+    }
+
+    double Now => _clock.Elapsed.TotalMilliseconds;
+    public int Pid => _p.Id;
+    public byte[] Stdout { get { lock (_out) return _out.ToArray(); } }
+    public string StdoutText => Encoding.UTF8.GetString(Stdout);
+    public long StdoutLength { get { lock (_out) return _out.Length; } }
+    public OutputChunk[] Chunks { get { lock (_out) return _chunks.ToArray(); } }
+    public LogLine[] StderrLines { get { lock (_err) return _err.ToArray(); } }
+    /// <summary>The stderr lines so far, for people (test output, reports).</summary>
+    public string Stderr => string.Join("\n", StderrLines.Select(l => l.Text));
+    public ReplicaEventRecord[] Events { get { lock (_events) return _events.ToArray(); } }
+    public bool HasExited => _p.HasExited;
+    public int? ExitCode => _p.HasExited ? _p.ExitCode : null;
+
+    /// <summary>The first event named <paramref name="name"/>, or null.</summary>
+    public ReplicaEventRecord? Event(string name) { lock (_events) return _events.FirstOrDefault(e => e.Name == name); }
+
+    /// <summary>Waits for event <paramref name="name"/>; throws (with the stderr so far) when the process exits or the time is up first.</summary>
+    public ReplicaEventRecord WaitForEvent(string name, TimeSpan timeout)
+    {
+        if (WaitFor(() => Event(name) != null, timeout)) return Event(name)!;
+        throw new TimeoutException($"{Name}: no '{name}' event (events: {string.Join(", ", Events.Select(e => e.Name))}); stderr:\n{Stderr}");
+    }
+
+    /// <summary>Waits until <paramref name="until"/> holds, the process exits or the timeout passes; returns whether it held.</summary>
+    public bool WaitFor(Func<bool> until, TimeSpan timeout)
+    {
+        var sw = Stopwatch.StartNew();
+        while (sw.Elapsed < timeout)
+        {
+            if (until()) return true;
+            if (_p.HasExited) { _eventPump.Wait(TimeSpan.FromSeconds(5)); _errPump.Wait(TimeSpan.FromSeconds(5)); return until(); }
+            Thread.Sleep(5);
+        }
+        return until();
+    }
+
+    /// <summary>Waits until the process has written <paramref name="n"/> stdout bytes (or exited, or the time is up).</summary>
+    public bool WaitForStdoutBytes(int n, TimeSpan timeout) => WaitFor(() => StdoutLength >= n, timeout);
+
+    [DllImport("libc", SetLastError = true, EntryPoint = "kill")]
+    static extern int SysKill(int pid, int sig);
+    public const int SIGKILL = 9, SIGCONT = 18, SIGSTOP = 19;
+
+    public void Signal(int sig)
+    {
+        if (_p.HasExited) return;
+        SysKill(_p.Id, sig);
+        if (sig == SIGKILL) Killed = true;
+    }
+
+    /// <summary>SIGKILL, the way a crash looks to the other side; waits until it is gone and its pipes are read.</summary>
+    public void KillHard()
+    {
+        Signal(SIGKILL);
+        try { _p.WaitForExit(); } catch (InvalidOperationException) { }
+        _outPump.Wait(TimeSpan.FromSeconds(5));
+        _eventPump.Wait(TimeSpan.FromSeconds(5));
+    }
+
+    /// <summary>Waits for exit (killing the process after <paramref name="timeout"/>); the exit code, or null when it had to be killed.</summary>
+    public int? WaitForExit(TimeSpan timeout)
+    {
+        bool ok = _p.WaitForExit(timeout);
+        if (!ok) { SysKill(_p.Id, SIGCONT); try { _p.Kill(true); } catch (InvalidOperationException) { } _p.WaitForExit(); }
+        _p.WaitForExit();
+        _outPump.Wait(TimeSpan.FromSeconds(5));
+        _errPump.Wait(TimeSpan.FromSeconds(5));
+        _eventPump.Wait(TimeSpan.FromSeconds(5));
+        ExitedAtMs ??= Now;
+        return ok ? _p.ExitCode : null;
+    }
+
+    public void Dispose()
+    {
+        try { if (!_p.HasExited) { SysKill(_p.Id, SIGCONT); _p.Kill(true); _p.WaitForExit(5000); } } catch (InvalidOperationException) { }
+        _stop.Cancel();
+        _eventPump.Wait(TimeSpan.FromSeconds(5));
+        _p.Dispose();
+        try { File.Delete(_eventsPath); } catch (IOException) { }
+    }
+}

@@ -1,0 +1,326 @@
+using System.Diagnostics;
+using ReVirt.Linux;
+
+namespace ReVirt.Replication;
+
+/// <summary>
+/// Output commit for sockets: the output rule holds the output, never the guest. A guest send is accepted at
+/// once — its result logged like any syscall's — as long as the socket's credit (the bytes it holds here, which
+/// stand for the kernel's send buffer) allows; the bytes then wait here and reach the host socket, in the order
+/// they were sent, once the backup has acknowledged the log up to the send's record. Only a socket whose credit
+/// is used up makes the guest wait (or answers EAGAIN when the socket is non-blocking).
+/// </summary>
+/// <remarks>
+/// Contract, as a kernel's send buffer behaves:
+/// <list type="bullet">
+/// <item>A socket that holds nothing takes any send whole; otherwise a send must fit the remaining credit. A
+/// non-blocking stream send takes what fits (a short count), a non-blocking datagram or a send into a full
+/// socket gets EAGAIN, a blocking one waits until the send fits.</item>
+/// <item>The host is never waited on: releases use MSG_DONTWAIT; a host socket whose buffer is full is polled
+/// for room by one drain thread, and its bytes keep their place.</item>
+/// <item>An error the host reports while releasing (EPIPE, ECONNRESET, ...) drops the socket's remaining held
+/// stream bytes and is the answer to the guest's next send or shutdown on that socket.</item>
+/// <item>A shutdown or the last close of a socket that still holds bytes is queued behind them: the guest gets 0
+/// at once and the host socket shuts down or closes after the release.</item>
+/// <item>Unprotected (won the arbiter) releases everything at once; discarded (lost it) drops everything held and
+/// accepts new sends without ever releasing them (the process is stopping).</item>
+/// </list>
+/// The guest thread adds entries; the ack thread and the drain thread release them; all under the gate's lock.
+/// </remarks>
+public sealed partial class OutputGate
+{
+    /// <summary>Default credit of a socket: a kernel's typical autotuned send buffer for a busy connection.</summary>
+    public const int DefaultSocketCredit = 256 * 1024;
+    const int MSG_DONTWAIT = 0x40;
+    const short POLLIN = 1, POLLOUT = 4;
+    const int PollFdSize = 8;
+
+    /// <summary>Bytes one socket may hold before its sender waits (or gets EAGAIN).</summary>
+    public int SocketCredit { get; init; } = DefaultSocketCredit;
+
+    readonly Dictionary<object, HeldSocket> _sockets = new(ReferenceEqualityComparer.Instance);
+    readonly HashSet<HeldSocket> _unreleased = new();
+    readonly List<double> _socketHoldMs = new(), _creditWaitMs = new();
+    long _socketHeldBytes;
+    int _waiters;
+    Thread? _drainer;
+    int _wakeFd = -1;
+
+    sealed class HeldSocket(object key)
+    {
+        public readonly object Key = key;
+        public readonly Queue<SocketEntry> Entries = new();
+        /// <summary>Bytes accepted from the guest that the host has not taken yet.</summary>
+        public long Held;
+        /// <summary>A host error (-errno) not yet reported to the guest.</summary>
+        public long Error;
+        /// <summary>The host's send buffer was full: released again when the host socket reports room.</summary>
+        public bool Stuck;
+        public int HostFd = -1;
+    }
+
+    sealed class SocketEntry
+    {
+        public ulong Seq;
+        public long Since;
+        /// <summary>A send: bytes [Offset, Count) of its data are still to go.</summary>
+        public SocketSend? Send;
+        public int Offset, Count;
+        /// <summary>A shutdown or the last close, queued behind the socket's held bytes.</summary>
+        public Func<HostResult>? End;
+        public bool Last;
+    }
+
+    /// <summary>Bytes held for sockets right now.</summary>
+    public long SocketHeldBytes => Interlocked.Read(ref _socketHeldBytes);
+
+    /// <summary>Milliseconds each socket send's bytes spent in the gate (until the host took their last byte).</summary>
+    public double[] SocketHoldTimesMs() { lock (_lock) return _socketHoldMs.ToArray(); }
+
+    /// <summary>Milliseconds each blocking send waited for credit (sends that did not wait are not counted).</summary>
+    public double[] CreditWaitTimesMs() { lock (_lock) return _creditWaitMs.ToArray(); }
+
+    /// <summary>
+    /// Guest thread, before the send is logged: how many bytes of <paramref name="s"/> the socket takes now, or
+    /// the -errno the send answers (a host error from an earlier release, or EAGAIN). A blocking send that does
+    /// not fit waits here for credit.
+    /// </summary>
+    public long AcceptSend(SocketSend s)
+    {
+        long t0 = 0;
+        lock (_lock)
+        {
+            var h = Socket(s.Socket, s.HostFd);
+            try
+            {
+                while (true)
+                {
+                    if (h.Error != 0) { long e = h.Error; h.Error = 0; return e; }
+                    if (_discarded) return s.Data.Length;
+                    long room = SocketCredit - h.Held;
+                    if (h.Held == 0 || s.Data.Length <= room) return s.Data.Length;
+                    if (s.NonBlocking) return s.Stream && room > 0 ? room : -Errno.EAGAIN;
+                    if (t0 == 0) { t0 = Stopwatch.GetTimestamp(); _waiters++; }
+                    Monitor.Wait(_lock, 50);
+                }
+            }
+            finally
+            {
+                if (t0 != 0)
+                {
+                    _waiters--;
+                    if (_creditWaitMs.Count < 1_000_000) _creditWaitMs.Add(Stopwatch.GetElapsedTime(t0).TotalMilliseconds);
+                }
+            }
+        }
+    }
+
+    /// <summary>Guest thread, after the send's result (<paramref name="count"/> bytes) was logged as record <paramref name="seq"/>.</summary>
+    public void HoldSend(ulong seq, SocketSend s, int count)
+    {
+        lock (_lock)
+        {
+            if (_discarded) return;
+            var h = Socket(s.Socket, s.HostFd);
+            h.Entries.Enqueue(new SocketEntry { Seq = seq, Since = Stopwatch.GetTimestamp(), Send = s, Count = count });
+            h.Held += count;
+            _socketHeldBytes += count;
+            _unreleased.Add(h);
+            Release(h);
+        }
+    }
+
+    /// <summary>True when the socket still holds bytes (or a queued end): its shutdown or close must queue behind them.</summary>
+    public bool Holds(object socket)
+    {
+        lock (_lock) return _sockets.TryGetValue(socket, out var h) && h.Entries.Count > 0;
+    }
+
+    /// <summary>
+    /// Guest thread: a shutdown (<paramref name="last"/> false) or the last close, logged as record
+    /// <paramref name="seq"/> with result 0, runs on the host after the socket's held bytes are released.
+    /// </summary>
+    public void HoldEnd(ulong seq, object socket, Func<HostResult> end, bool last)
+    {
+        lock (_lock)
+        {
+            if (_discarded) return;
+            var h = Socket(socket, -1);
+            h.Entries.Enqueue(new SocketEntry { Seq = seq, Since = Stopwatch.GetTimestamp(), End = end, Last = last });
+            _unreleased.Add(h);
+            Release(h);
+        }
+    }
+
+    /// <summary>The guest closed the socket for good and nothing was held: forget its state (and any unreported error).</summary>
+    public void Forget(object socket)
+    {
+        lock (_lock) _sockets.Remove(socket);
+    }
+
+    /// <summary>
+    /// The guest has ended: waits until every socket's held bytes reached the host and queued ends ran, as long
+    /// as the host keeps taking them; gives up after <paramref name="idle"/> without progress (a peer that stopped
+    /// reading). True when everything was released.
+    /// </summary>
+    public bool WaitSocketsReleased(TimeSpan idle)
+    {
+        lock (_lock)
+        {
+            _waiters++;
+            try
+            {
+                long last = -1, since = Stopwatch.GetTimestamp();
+                while (_unreleased.Count > 0 && !_discarded)
+                {
+                    long now = _socketHeldBytes + _unreleased.Sum(h => h.Entries.Count);
+                    if (now != last) { last = now; since = Stopwatch.GetTimestamp(); }
+                    else if (Stopwatch.GetElapsedTime(since) > idle) return false;
+                    Monitor.Wait(_lock, 20);
+                }
+                return _unreleased.Count == 0;
+            }
+            finally { _waiters--; }
+        }
+    }
+
+    HeldSocket Socket(object key, int hostFd)
+    {
+        if (!_sockets.TryGetValue(key, out var h)) _sockets[key] = h = new HeldSocket(key);
+        if (hostFd >= 0) h.HostFd = hostFd;
+        return h;
+    }
+
+    /// <summary>May output of record <paramref name="seq"/> leave now?</summary>
+    bool Releasable(ulong seq)
+    {
+        if (_discarded) return false;
+        if (_unprotected) return Owner();
+        return seq <= _acked && (Fresh == null || Fresh());
+    }
+
+    void ReleaseSockets()
+    {
+        if (_unreleased.Count == 0) return;
+        foreach (var h in _unreleased.ToArray()) Release(h);
+    }
+
+    /// <summary>Hands the socket's releasable entries to the host, in order, without ever waiting on it.</summary>
+    void Release(HeldSocket h)
+    {
+        bool freed = false;
+        while (h.Entries.Count > 0 && !h.Stuck)
+        {
+            var e = h.Entries.Peek();
+            if (!Releasable(e.Seq)) break;
+            if (e.End != null)
+            {
+                h.Entries.Dequeue();
+                e.End();
+                if (e.Last) _sockets.Remove(h.Key);
+                continue;
+            }
+            long r = e.Send!.Perform(e.Offset, e.Count - e.Offset, MSG_DONTWAIT);
+            if (r == -Errno.EINTR) continue;
+            if (r == -Errno.EAGAIN) { h.Stuck = true; WakeDrainer(); break; }
+            freed = true;
+            if (r < 0) { Fail(h, e, r); continue; }
+            e.Offset += (int)r;
+            h.Held -= r;
+            _socketHeldBytes -= r;
+            if (e.Offset < e.Count && e.Send.Stream) continue;
+            if (e.Offset < e.Count) { h.Held -= e.Count - e.Offset; _socketHeldBytes -= e.Count - e.Offset; } // a datagram goes whole or not at all
+            h.Entries.Dequeue();
+            if (_socketHoldMs.Count < 1_000_000) _socketHoldMs.Add(Stopwatch.GetElapsedTime(e.Since).TotalMilliseconds);
+        }
+        if (h.Entries.Count == 0) _unreleased.Remove(h);
+        if (freed && _waiters > 0) Monitor.PulseAll(_lock);
+    }
+
+    /// <summary>
+    /// The host refused a release: the error is the guest's next answer on this socket. A stream loses the rest of
+    /// its held bytes (they can never arrive after the gap); a datagram socket loses only the failed datagram.
+    /// </summary>
+    void Fail(HeldSocket h, SocketEntry failed, long err)
+    {
+        h.Error = err;
+        int n = h.Entries.Count;
+        for (int i = 0; i < n; i++)
+        {
+            var e = h.Entries.Dequeue();
+            bool drop = e == failed || (e.Send != null && e.Send.Stream);
+            if (!drop) { h.Entries.Enqueue(e); continue; }
+            long rest = e.Count - e.Offset;
+            h.Held -= rest;
+            _socketHeldBytes -= rest;
+        }
+    }
+
+    /// <summary>Lost the arbiter: nothing held for any socket is ever released.</summary>
+    void DropSockets()
+    {
+        _sockets.Clear();
+        _unreleased.Clear();
+        _socketHeldBytes = 0;
+    }
+
+    // ------------------------------------------------------------------ the drain thread
+
+    void WakeDrainer()
+    {
+        if (_drainer == null)
+        {
+            _wakeFd = (int)HostSys.Call(Nr.eventfd2, 0, 0x80000 /* EFD_CLOEXEC */);
+            _drainer = new Thread(DrainLoop) { IsBackground = true, Name = "output-gate" };
+            _drainer.Start();
+        }
+        else Signal(_wakeFd);
+    }
+
+    static unsafe void Signal(int fd)
+    {
+        if (fd < 0) return;
+        ulong one = 1;
+        HostSys.Call(Nr.write, fd, (long)&one, 8);
+    }
+
+    /// <summary>Polls the host sockets whose send buffer was full and releases more as soon as one has room.</summary>
+    unsafe void DrainLoop()
+    {
+        var stuck = new List<HeldSocket>();
+        var fds = new byte[PollFdSize];
+        while (true)
+        {
+            lock (_lock)
+            {
+                stuck.Clear();
+                foreach (var h in _unreleased) if (h.Stuck) stuck.Add(h);
+            }
+            int n = stuck.Count + 1;
+            if (fds.Length < n * PollFdSize) fds = new byte[n * PollFdSize * 2];
+            fixed (byte* p = fds)
+            {
+                var pfd = (int*)p;
+                pfd[0] = _wakeFd; ((short*)(pfd + 1))[0] = POLLIN; ((short*)(pfd + 1))[1] = 0;
+                for (int i = 0; i < stuck.Count; i++)
+                {
+                    pfd[2 * (i + 1)] = stuck[i].HostFd;
+                    ((short*)(pfd + 2 * (i + 1) + 1))[0] = POLLOUT;
+                    ((short*)(pfd + 2 * (i + 1) + 1))[1] = 0;
+                }
+                long r = HostSys.Call(Nr.poll, (long)p, n, stuck.Count == 0 ? -1 : 100);
+                if (r < 0 && r != -Errno.EINTR) Thread.Sleep(10);
+                if ((((short*)(pfd + 1))[1] & POLLIN) != 0) { ulong v; HostSys.Call(Nr.read, _wakeFd, (long)&v, 8); }
+                lock (_lock)
+                {
+                    for (int i = 0; i < stuck.Count; i++)
+                    {
+                        if (((short*)(pfd + 2 * (i + 1) + 1))[1] == 0 && r != 0) continue;
+                        stuck[i].Stuck = false;
+                        if (_unreleased.Contains(stuck[i])) Release(stuck[i]);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,106 @@
+using System.Text;
+using System.Text.Json;
+
+namespace ReVirt.Replication;
+
+/// <summary>
+/// What a replica reports to whoever runs it (drills, tests, an operator's tooling): one JSON object per line,
+/// <c>{"event": NAME, "unixMs": WALL-CLOCK MS, ...fields}</c>, flushed as it happens. Written to the file or
+/// descriptor given by <c>--events FILE|fd:N</c>; the human-readable stderr lines say the same for people, but
+/// programs read this. The names are a contract (<see cref="ReplicaEvent"/>); fields are only ever added.
+/// </summary>
+public sealed class ReplicaEvents : IDisposable
+{
+    readonly Stream? _out;
+    readonly object _lock = new();
+
+    ReplicaEvents(Stream? output) => _out = output;
+
+    /// <summary>Reports nothing.</summary>
+    public static readonly ReplicaEvents None = new(null);
+
+    /// <summary>
+    /// Opens <paramref name="spec"/>: null → <see cref="None"/>; <c>fd:N</c> → descriptor N (inherited from the
+    /// parent); anything else → a file path (created or appended to).
+    /// </summary>
+    /// <exception cref="ArgumentException">An unusable spec, with the reason.</exception>
+    public static ReplicaEvents Open(string? spec)
+    {
+        if (string.IsNullOrEmpty(spec)) return None;
+        try
+        {
+            if (spec.StartsWith("fd:", StringComparison.Ordinal))
+            {
+                if (!int.TryParse(spec.AsSpan(3), out int fd) || fd < 0) throw new ArgumentException($"--events {spec}: not a descriptor number");
+                return new ReplicaEvents(new FileStream(new Microsoft.Win32.SafeHandles.SafeFileHandle(fd, ownsHandle: true), FileAccess.Write, 1));
+            }
+            return new ReplicaEvents(new FileStream(spec, FileMode.Append, FileAccess.Write, FileShare.ReadWrite, 1));
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new ArgumentException($"--events {spec}: {e.Message}");
+        }
+    }
+
+    /// <summary>Reports event <paramref name="name"/> with its fields (strings, numbers, booleans, null).</summary>
+    public void Emit(string name, params (string Key, object? Value)[] fields)
+    {
+        if (_out == null) return;
+        var buf = new MemoryStream();
+        using (var w = new Utf8JsonWriter(buf))
+        {
+            w.WriteStartObject();
+            w.WriteString("event", name);
+            w.WriteNumber("unixMs", DateTimeOffset.UtcNow.ToUnixTimeMilliseconds());
+            foreach (var (k, v) in fields)
+            {
+                switch (v)
+                {
+                    case null: w.WriteNull(k); break;
+                    case string s: w.WriteString(k, s); break;
+                    case bool b: w.WriteBoolean(k, b); break;
+                    case int i: w.WriteNumber(k, i); break;
+                    case long l: w.WriteNumber(k, l); break;
+                    case ulong u: w.WriteNumber(k, u); break;
+                    case double d: w.WriteNumber(k, d); break;
+                    default: w.WriteString(k, v.ToString()); break;
+                }
+            }
+            w.WriteEndObject();
+        }
+        buf.WriteByte((byte)'\n');
+        lock (_lock)
+        {
+            try { _out.Write(buf.GetBuffer(), 0, (int)buf.Length); _out.Flush(); }
+            catch (IOException) { } // a reader that went away costs the replica nothing
+        }
+    }
+
+    public void Dispose() { lock (_lock) _out?.Dispose(); }
+}
+
+/// <summary>The event names replicas report (see docs/ARCHITECTURE.md, "Replica events").</summary>
+public static class ReplicaEvent
+{
+    // backup
+    public const string Listening = "listening";              // url, id
+    public const string RefusedPrimary = "refused-primary";   // peer, reason
+    public const string Following = "following";              // primary, log, arbiter
+    public const string PrimaryLost = "primary-lost";         // reason, held
+    public const string TookOver = "took-over";               // drainMs, instruction, record, resumeStdoutAt, logStdoutBytes, resumeStderrAt, checkpointInstruction, checkpointDigest
+    public const string TakeoverDescriptor = "takeover-descriptor"; // detail
+    public const string StoodDown = "stood-down";             // reason, drainMs
+    public const string ReplayMatched = "replay-matched";     // instructions, records, checkpoints, outputs, status
+    public const string Diverged = "diverged";                // message
+    public const string PrimaryFinished = "primary-finished"; // status, lastSequence (the primary said goodbye)
+    // primary
+    public const string Protected = "protected";              // backup, url
+    public const string Refused = "refused";                  // reason
+    public const string BackupLost = "backup-lost";           // reason, acked
+    public const string Unprotected = "unprotected";          // arbiter
+    public const string Fenced = "fenced";                    // reason
+    public const string Planted = "planted";                  // violation (drills only)
+    public const string Stats = "stats";                      // --stats figures: outputsHeld, outputHoldP50Ms/P99Ms, socketSendsHeld, socketHoldP50Ms/P99Ms, creditWaits, acks, lagP50Ms/P99Ms, records, logBytes
+    // both
+    public const string Exit = "exit";                        // status
+}

@@ -1,0 +1,95 @@
+using System.Net;
+using System.Net.Sockets;
+using ReVirt.Tests.Programs;
+
+namespace ReVirt.Tests.Replication;
+
+/// <summary>Replica processes for the tests (the shared harness, with the test build's primary.dll and backup.dll).</summary>
+public static class Replicas
+{
+    public static ReplicaProc Backup(params string[] args) => ReplicaProc.Backup(GuestEnv.BackupDll, args);
+    public static ReplicaProc Primary(params string[] args) => ReplicaProc.Primary(GuestEnv.PrimaryDll, args);
+
+    /// <summary>Starts a backup on a free loopback port and returns it with its URL (from its listening event).</summary>
+    public static (ReplicaProc Backup, string Url) StartBackup(params string[] args)
+    {
+        var b = Backup(["--listen", "http://127.0.0.1:0", .. args]);
+        return (b, b.WaitForEvent(ReplicaEvent.Listening, TimeSpan.FromSeconds(60)).Str("url")!);
+    }
+
+    /// <summary>Waits until the guest accepts connections on <paramref name="port"/> (asked of the socket).</summary>
+    public static void WaitUntilAccepting(ReplicaProc p, int port, TimeSpan timeout)
+    {
+        bool Accepts()
+        {
+            try { using var c = new TcpClient(); c.Connect(IPAddress.Loopback, port); return true; }
+            catch (SocketException) { return false; }
+        }
+        if (!p.WaitFor(Accepts, timeout)) throw new TimeoutException($"nothing accepts on port {port}; stderr:\n{p.Stderr}");
+    }
+}
+
+/// <summary>
+/// A TCP relay on loopback between primary and backup whose link can be cut silently (a partition: nothing is
+/// closed, bytes just stop flowing in both directions).
+/// </summary>
+public sealed class PartitionableLink : IDisposable
+{
+    readonly TcpListener _l;
+    readonly string _targetHost;
+    readonly int _targetPort;
+    volatile bool _cut;
+    readonly List<TcpClient> _conns = new();
+    readonly CancellationTokenSource _cts = new();
+
+    public PartitionableLink(string targetUrl)
+    {
+        var u = new Uri(targetUrl);
+        _targetHost = u.Host;
+        _targetPort = u.Port;
+        _l = new TcpListener(IPAddress.Loopback, 0);
+        _l.Start();
+        _ = Task.Run(AcceptLoop);
+    }
+
+    public string Url => $"http://127.0.0.1:{((IPEndPoint)_l.LocalEndpoint).Port}";
+
+    public void Cut() => _cut = true;
+
+    async Task AcceptLoop()
+    {
+        while (!_cts.IsCancellationRequested)
+        {
+            TcpClient a;
+            try { a = await _l.AcceptTcpClientAsync(_cts.Token); } catch { return; }
+            var b = new TcpClient();
+            await b.ConnectAsync(_targetHost, _targetPort);
+            lock (_conns) { _conns.Add(a); _conns.Add(b); }
+            _ = Pump(a.GetStream(), b.GetStream());
+            _ = Pump(b.GetStream(), a.GetStream());
+        }
+    }
+
+    async Task Pump(NetworkStream from, NetworkStream to)
+    {
+        var buf = new byte[65536];
+        try
+        {
+            while (true)
+            {
+                int n = await from.ReadAsync(buf, _cts.Token);
+                if (n == 0) { if (!_cut) to.Socket.Shutdown(SocketShutdown.Send); return; }
+                if (_cut) continue; // the partition swallows everything
+                await to.WriteAsync(buf.AsMemory(0, n), _cts.Token);
+            }
+        }
+        catch { }
+    }
+
+    public void Dispose()
+    {
+        _cts.Cancel();
+        _l.Stop();
+        lock (_conns) foreach (var c in _conns) c.Dispose();
+    }
+}

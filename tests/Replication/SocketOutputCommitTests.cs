@@ -1,0 +1,229 @@
+using System.Text;
+using ReVirt.Linux;
+using ReVirt.Replication;
+using Xunit;
+
+namespace ReVirt.Tests.Replication;
+
+/// <summary>
+/// Asynchronous output commit for sockets, against real host socket pairs: the peer's end is the oracle for what
+/// left the gate and when (bytes arrive only after the ack covering their send, in order; credit, errors and
+/// closes behave as a kernel's send buffer does).
+/// </summary>
+public class SocketOutputCommitTests
+{
+    const int AF_UNIX = 1, SOCK_STREAM = 1, SOCK_DGRAM = 2, SOCK_CLOEXEC = 0x80000, MSG_DONTWAIT = 0x40;
+
+    /// <summary>A host socketpair: end A is the guest's socket, end B the peer the test reads from.</summary>
+    sealed class Pair : IDisposable
+    {
+        public int A, B;
+        public readonly object Key = new();
+        public Pair(int type)
+        {
+            var sv = new int[2];
+            unsafe { fixed (int* p = sv) Assert.Equal(0, HostSys.Call(Nr.socketpair, AF_UNIX, type | SOCK_CLOEXEC, 0, (long)p)); }
+            A = sv[0]; B = sv[1];
+        }
+
+        public SocketSend Send(string text, bool nonBlocking = false) => Send(Encoding.ASCII.GetBytes(text), nonBlocking);
+
+        public SocketSend Send(byte[] data, bool nonBlocking = false, bool stream = true)
+        {
+            int fd = A;
+            return new SocketSend
+            {
+                Socket = Key, Data = data, HostFd = fd, NonBlocking = nonBlocking, Stream = stream,
+                Perform = (off, count, flags) =>
+                {
+                    unsafe { fixed (byte* p = data) return HostSys.Call(Nr.sendto, fd, (long)(p + off), count, 0x4000 | flags, 0, 0); }
+                },
+            };
+        }
+
+        /// <summary>What the peer can read right now without waiting ("" when nothing; null at end of stream).</summary>
+        public string? ReadNow()
+        {
+            var buf = new byte[1 << 20];
+            var sb = new StringBuilder();
+            while (true)
+            {
+                long r;
+                unsafe { fixed (byte* p = buf) r = HostSys.Call(Nr.recvfrom, B, (long)p, buf.Length, MSG_DONTWAIT, 0, 0); }
+                if (r == 0) return sb.Length == 0 ? null : sb.ToString();
+                if (r < 0) return sb.ToString();
+                sb.Append(Encoding.ASCII.GetString(buf, 0, (int)r));
+            }
+        }
+
+        /// <summary>Reads until <paramref name="n"/> bytes have arrived (blocking, bounded).</summary>
+        public byte[] ReadExactly(int n)
+        {
+            var buf = new byte[n];
+            int got = 0;
+            var deadline = DateTime.UtcNow.AddSeconds(30);
+            while (got < n)
+            {
+                long r;
+                unsafe { fixed (byte* p = buf) r = HostSys.Call(Nr.recvfrom, B, (long)(p + got), n - got, MSG_DONTWAIT, 0, 0); }
+                if (r > 0) { got += (int)r; continue; }
+                Assert.True(r == -Errno.EAGAIN, $"peer read failed: {r}");
+                Assert.True(DateTime.UtcNow < deadline, $"only {got} of {n} bytes arrived");
+                Thread.Sleep(2);
+            }
+            return buf;
+        }
+
+        public void CloseA() { if (A >= 0) HostSys.Call(Nr.close, A); A = -1; }
+        public void CloseB() { if (B >= 0) HostSys.Call(Nr.close, B); B = -1; }
+        public void Dispose() { CloseA(); CloseB(); }
+    }
+
+    static void Hold(OutputGate g, ulong seq, SocketSend s)
+    {
+        long n = g.AcceptSend(s);
+        Assert.Equal(s.Data.Length, n);
+        g.HoldSend(seq, s, (int)n);
+    }
+
+    [Fact]
+    public void SendsLeaveInOrderOnlyOnceTheirRecordIsAcknowledged()
+    {
+        using var x = new Pair(SOCK_STREAM);
+        using var y = new Pair(SOCK_STREAM);
+        var g = new OutputGate((_, _) => { });
+        Hold(g, 3, x.Send("a1 "));
+        Hold(g, 4, y.Send("b1 "));
+        Hold(g, 7, x.Send("a2 "));
+        Hold(g, 9, y.Send("b2 "));
+        Assert.Equal("", x.ReadNow());
+        Assert.Equal("", y.ReadNow());
+        g.Ack(4);
+        Assert.Equal("a1 ", x.ReadNow());
+        Assert.Equal("b1 ", y.ReadNow());
+        g.Ack(8);
+        Assert.Equal("a2 ", x.ReadNow());
+        Assert.Equal("", y.ReadNow());
+        Hold(g, 10, x.Send("a3 ")); // nothing held before it but its own record is not acknowledged
+        Assert.Equal("", x.ReadNow());
+        g.Ack(10);
+        Assert.Equal("a3 ", x.ReadNow());
+        Assert.Equal("b2 ", y.ReadNow());
+        Assert.Equal(0, g.SocketHeldBytes);
+    }
+
+    [Fact]
+    public void NonBlockingSendsGetAShortCountThenEagainWhenTheCreditIsUsedUp()
+    {
+        using var x = new Pair(SOCK_STREAM);
+        var g = new OutputGate((_, _) => { }) { SocketCredit = 1000 };
+        Hold(g, 1, x.Send(new byte[1500], nonBlocking: true)); // an empty socket takes a send whole
+        Assert.Equal(-Errno.EAGAIN, g.AcceptSend(x.Send(new byte[10], nonBlocking: true)));
+        g.Ack(1);
+        Assert.Equal(1500, x.ReadExactly(1500).Length);
+        var s = x.Send(new byte[700], nonBlocking: true);
+        Assert.Equal(700, g.AcceptSend(s));
+        g.HoldSend(2, s, 700);
+        s = x.Send(Enumerable.Repeat((byte)'z', 700).ToArray(), nonBlocking: true);
+        Assert.Equal(300, g.AcceptSend(s)); // a stream takes what fits
+        g.HoldSend(3, s, 300);
+        Assert.Equal(-Errno.EAGAIN, g.AcceptSend(x.Send(new byte[1], nonBlocking: true)));
+        g.Ack(3);
+        var got = x.ReadExactly(1000);
+        Assert.True(got.AsSpan(700).ToArray().All(b => b == 'z'));
+        Assert.Equal("", x.ReadNow()); // exactly the accepted bytes, nothing more
+
+        using var d = new Pair(SOCK_DGRAM);
+        var dg = new OutputGate((_, _) => { }) { SocketCredit = 100 };
+        var first = d.Send(new byte[60], nonBlocking: true, stream: false);
+        Assert.Equal(60, dg.AcceptSend(first));
+        dg.HoldSend(1, first, 60);
+        Assert.Equal(-Errno.EAGAIN, dg.AcceptSend(d.Send(new byte[60], nonBlocking: true, stream: false))); // a datagram goes whole or not at all
+    }
+
+    [Fact]
+    public async Task ABlockingSendWaitsForCreditUntilTheAckReleasesTheHeldBytes()
+    {
+        using var x = new Pair(SOCK_STREAM);
+        var g = new OutputGate((_, _) => { }) { SocketCredit = 1000 };
+        Hold(g, 1, x.Send(new string('a', 800)));
+        var second = x.Send(new string('b', 800));
+        var accept = Task.Run(() => g.AcceptSend(second));
+        // it cannot complete: nothing frees credit until the ack (this holds however slow the machine is)
+        Assert.NotSame(accept, await Task.WhenAny(accept, Task.Delay(300)));
+        g.Ack(1);
+        Assert.Equal(800, await accept.WaitAsync(TimeSpan.FromSeconds(30)));
+        g.HoldSend(2, second, 800);
+        g.Ack(2);
+        Assert.Equal(new string('a', 800) + new string('b', 800), Encoding.ASCII.GetString(x.ReadExactly(1600)));
+        Assert.Single(g.CreditWaitTimesMs());
+    }
+
+    [Fact]
+    public void HostErrorsSurfaceOnTheNextSendAndDropTheRestOfTheStream()
+    {
+        using var x = new Pair(SOCK_STREAM);
+        var g = new OutputGate((_, _) => { });
+        Hold(g, 1, x.Send("one "));
+        Hold(g, 2, x.Send("two "));
+        x.CloseB(); // the peer is gone before anything was released
+        g.Ack(2);
+        Assert.Equal(0, g.SocketHeldBytes);
+        Assert.Equal(-Errno.EPIPE, g.AcceptSend(x.Send("three ")));
+        // reported once, as a kernel reports a pending error; the next send fails on its own when released
+        var again = x.Send("four ");
+        Assert.Equal(5, g.AcceptSend(again));
+        g.HoldSend(3, again, 5);
+        g.Ack(3);
+        Assert.Equal(-Errno.EPIPE, g.AcceptSend(x.Send("five ")));
+    }
+
+    [Fact]
+    public void ShutdownAndCloseTakeEffectAfterTheHeldBytesAreReleased()
+    {
+        using var x = new Pair(SOCK_STREAM);
+        var g = new OutputGate((_, _) => { });
+        Hold(g, 1, x.Send("last words"));
+        Assert.True(g.Holds(x.Key));
+        int fd = x.A;
+        g.HoldEnd(2, x.Key, () => HostResult.Of(HostSys.Call(Nr.close, fd)), last: true);
+        x.A = -1; // the gate owns the host close now
+        Assert.Equal("", x.ReadNow()); // neither the bytes nor the end of stream yet
+        g.Ack(1);
+        Assert.Equal("last words", x.ReadNow()); // the bytes, but the close is its own record
+        g.Ack(2);
+        Assert.Null(x.ReadNow()); // end of stream after the bytes
+        Assert.False(g.Holds(x.Key));
+        Assert.True(g.WaitSocketsReleased(TimeSpan.FromSeconds(1)));
+    }
+
+    [Fact]
+    public void AFullHostBufferKeepsTheBytesInOrderUntilThePeerReads()
+    {
+        using var x = new Pair(SOCK_STREAM);
+        var g = new OutputGate((_, _) => { }) { SocketCredit = 8 << 20 };
+        var data = new byte[4 << 20]; // far more than a socketpair buffers
+        for (int i = 0; i < data.Length; i++) data[i] = (byte)(i * 7 + i / 4096);
+        Hold(g, 1, x.Send(data[..(1 << 20)]));
+        Hold(g, 2, x.Send(data[(1 << 20)..]));
+        g.GoUnprotected();
+        Assert.True(g.SocketHeldBytes > 0, "the host socket cannot take 4 MiB at once");
+        var got = x.ReadExactly(data.Length); // reading makes room; the drain thread releases the rest
+        Assert.True(got.AsSpan().SequenceEqual(data));
+        Assert.True(g.WaitSocketsReleased(TimeSpan.FromSeconds(5)));
+    }
+
+    [Fact]
+    public void ADiscardedGateNeverReleasesSocketBytes()
+    {
+        using var x = new Pair(SOCK_STREAM);
+        var g = new OutputGate((_, _) => { });
+        Hold(g, 1, x.Send("held"));
+        g.Discard();
+        g.Ack(5);
+        Assert.Equal(4, g.AcceptSend(x.Send("more")));
+        g.HoldSend(6, x.Send("more"), 4);
+        g.Ack(7);
+        Assert.Equal("", x.ReadNow());
+    }
+}
