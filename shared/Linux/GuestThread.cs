@@ -12,7 +12,8 @@ public enum ThreadState { Runnable, Blocked, Dead }
 /// </summary>
 public sealed class GuestThread
 {
-    public readonly CpuT Cpu;
+    /// <summary>Its CPU (a new one after execve).</summary>
+    public CpuT Cpu { get; internal set; }
     public readonly Process Process;
 
     public GuestThread(CpuT cpu, Process process)
@@ -30,6 +31,10 @@ public sealed class GuestThread
     /// <summary>Blocked signals (bit n-1 for signal n); a new thread inherits its creator's.</summary>
     public ulong SigMask;
 
+    /// <summary>rt_sigsuspend: the mask to restore once the signal that ended the suspension was taken (the
+    /// handler's frame saves it, so rt_sigreturn restores it).</summary>
+    public ulong? MaskAfterSuspend;
+
     /// <summary>CLONE_CHILD_CLEARTID / set_tid_address: zeroed and futex-woken when the thread exits.</summary>
     public ulong ClearChildTid;
 
@@ -38,6 +43,10 @@ public sealed class GuestThread
     public uint FutexBitset;
     /// <summary>The wait has a timeout: it expires when no other thread can run (deterministically).</summary>
     public bool FutexTimed;
+
+    /// <summary>Blocked in a syscall that waits for the VM's state (a pipe, a child): woken by any change, it runs
+    /// the syscall again.</summary>
+    public bool Parked;
 
     /// <summary>sigaltstack: base, size and flags (SS_DISABLE until set).</summary>
     public ulong AltSp, AltSize;

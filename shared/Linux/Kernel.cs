@@ -189,17 +189,19 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles
         p.BrkStart = p.BrkCur = p.Program.BrkStart;
         p.Mem.Map(StackTop - StackSize, StackSize, Prot.Read | Prot.Write, "[stack]");
         var random = Boundary.Bytes(p.Pid, InputKind.StartupRandom, 16, () => System.Security.Cryptography.RandomNumberGenerator.GetBytes(16));
-        BuildStack(p, random);
+        var env = Options.Env ?? Environment.GetEnvironmentVariables().Cast<System.Collections.DictionaryEntry>()
+            .Select(e => $"{e.Key}={e.Value}").OrderBy(s => s, StringComparer.Ordinal).ToArray();
+        BuildStack(p, env, random);
         p.MainThread.Cpu.Rip = p.Start.StartRip;
     }
 
-    void BuildStack(Process proc, byte[] random)
+    /// <summary>The initial stack of a new image (<see cref="Process.Start"/>): strings, AT_RANDOM bytes, argv,
+    /// envp, auxv.</summary>
+    void BuildStack(Process proc, IReadOnlyList<string> env, byte[] random)
     {
         var mem = proc.Mem;
         var start = proc.Start;
-        var env = Options.Env ?? Environment.GetEnvironmentVariables().Cast<System.Collections.DictionaryEntry>()
-            .Select(e => $"{e.Key}={e.Value}").OrderBy(s => s, StringComparer.Ordinal).ToArray();
-        proc.Environment = env;
+        proc.Environment = env.ToArray();
         ulong sp = StackTop;
         ulong PushBytes(byte[] b) { sp -= (ulong)b.Length; mem.WriteBytes(sp, b); return sp; }
         ulong PushStr(string s) => PushBytes(Encoding.UTF8.GetBytes(s + "\0"));
@@ -241,9 +243,18 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles
             var cpu = t.Cpu;
             cpu.StopAt = Boundary.NextStop(this, cpu);
             var r = cpu.Run();
+            if (t.Cpu != cpu)
+            {
+                // execve gave the thread a new CPU during this run: it continues the machine's counts
+                t.Cpu.InstructionCount = cpu.InstructionCount;
+                t.Cpu.BranchCount = cpu.BranchCount;
+            }
             if (r == RunResult.Fault) HandleFault(t, cpu.PendingFault!);
             else if (r == RunResult.ReachedStop) Boundary.AtStop(this, cpu);
-            if (!Exited && Current == t && (t.Process.Pending & ~t.SigMask) != 0) DeliverPending(t);
+            // signals are taken only where record and replay both stop: after a syscall, a yield or a fault, or a
+            // stop at which the boundary raised one (a stop that ended up doing nothing is in no log)
+            bool deterministicPoint = r != RunResult.ReachedStop || cpu.Yield;
+            if (!Exited && deterministicPoint && Current == t && (t.Process.Pending & ~t.SigMask) != 0) DeliverPending(t);
             if (!Exited && (_switch || t.Dead || t.Blocked)) Schedule();
         }
         StopTimers();
@@ -256,9 +267,9 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles
     void HandleFault(GuestThread t, GuestSignalException fault)
     {
         if (TryDeliverSignal(t, fault.Signal, fault.Code, fault.FaultAddress)) return;
-        string name = Sig.Name(fault.Signal);
-        Options.Diagnostics.WriteLine($"revirt: guest killed by {name} at rip 0x{t.Cpu.Rip:x} after {t.Cpu.InstructionCount} instructions: {fault.Message}");
-        Terminate(fault.Signal);
+        if (t.Process == Init)
+            Options.Diagnostics.WriteLine($"revirt: guest killed by {Sig.Name(fault.Signal)} at rip 0x{t.Cpu.Rip:x} after {t.Cpu.InstructionCount} instructions: {fault.Message}");
+        KillProcess(t.Process, fault.Signal);
     }
 
     /// <summary>Ends the machine as if its process were killed by the signal.</summary>
@@ -271,12 +282,7 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles
     }
 
     /// <summary>The process ended with exit_group (or the exit of its last thread).</summary>
-    void ExitProcess(GuestThread t, int status)
-    {
-        ExitStatus = status & 0xFF;
-        Exited = true;
-        t.Cpu.Yield = true;
-    }
+    void ExitProcess(GuestThread t, int status) => EndProcess(t.Process, (status & 0xFF) << 8);
 
     public static string SignalName(int sig) => Sig.Name(sig);
 
@@ -296,6 +302,14 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles
         try
         {
             r = Dispatch(t, new SyscallArgs((int)nr, cpu.R[7], cpu.R[6], cpu.R[2], cpu.R[10], cpu.R[8], cpu.R[9]));
+            if (r == Restart)
+            {
+                // the call waits for something in the VM: the thread parks at the syscall instruction and runs it
+                // again when woken (deterministic: only guest actions wake it)
+                cpu.Rip -= SyscallInsnLength;
+                Park(t);
+                return;
+            }
         }
         catch (GuestFaultException)
         {
@@ -313,6 +327,12 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles
         }
         cpu.R[CpuT.RAX] = (ulong)r;
     }
+
+    /// <summary>What a handler returns to park the calling thread until the VM's state changes; the syscall then
+    /// runs again from the start (nothing it did before parking is visible).</summary>
+    internal const long Restart = long.MinValue;
+    /// <summary>Length of the syscall instruction (0F 05): a parked thread's rip goes back over it.</summary>
+    const ulong SyscallInsnLength = 2;
 
     /// <summary>A syscall the VM does not implement: -ENOSYS and a one-line warning naming it (once per syscall).</summary>
     internal long Unknown(GuestThread t, int nr)

@@ -15,8 +15,8 @@ public sealed class SigAction { public ulong Handler, Flags, Restorer, Mask; }
 /// </summary>
 public sealed class Process
 {
-    public readonly GuestMemory Mem;
-    public readonly CodeCache Code;
+    public GuestMemory Mem { get; internal set; }
+    public CodeCache Code { get; internal set; }
     public readonly FdTable Fds;
     public string Cwd;
     public int Umask = 0x12;
@@ -48,9 +48,12 @@ public sealed class Process
     /// <summary>PR_SET_NAME.</summary>
     public string Name = "";
 
+    /// <summary>The process has ended (a zombie until its parent reaps it).</summary>
     public bool Exited;
-    public int ExitStatus;
-    public int? TerminatingSignal;
+    /// <summary>Its wait status (exit code &lt;&lt; 8, or the terminating signal).</summary>
+    public int WaitStatus;
+    /// <summary>The signal its parent gets when it ends (clone's low byte; SIGCHLD for fork).</summary>
+    public int ExitSignal = Sig.CHLD;
 
     public Process(GuestMemory mem, CodeCache code, FdTable fds, string cwd)
     {

@@ -59,15 +59,12 @@ public sealed partial class Kernel
     long CloneTask(GuestThread parent, ulong flags, ulong stack, ulong parentTid, ulong childTid, ulong tls)
     {
         var cpu = parent.Cpu;
-        if ((flags & (Clone.VM | Clone.THREAD)) != (Clone.VM | Clone.THREAD))
-        {
-            if (_warnedSyscalls.Add(-Nr.clone))
-                Options.Diagnostics.WriteLine($"revirt: warning: fork-style clone (flags 0x{flags:x}) is not supported: returning -ENOSYS");
-            return -Errno.ENOSYS;
-        }
+        // without CLONE_THREAD: a new process; with CLONE_VM (vfork, posix_spawn) it gets a copy all the same
+        if ((flags & Clone.THREAD) == 0) return Fork(parent, flags, stack, parentTid, childTid, tls);
+        if ((flags & Clone.VM) == 0) return -Errno.EINVAL;
         if (_live >= MaxThreads) return -Errno.EAGAIN;
         int tid = ++_nextTid;
-        var t = new GuestThread(cpu.CloneThread(tid), parent.Process) { SigMask = parent.SigMask };
+        var t = new GuestThread(cpu.CloneInto(cpu.Mem, cpu.Code, tid), parent.Process) { SigMask = parent.SigMask };
         t.Cpu.R[CpuT.RAX] = 0;
         if (stack != 0) t.Cpu.R[CpuT.RSP] = stack;
         if ((flags & Clone.SETTLS) != 0) t.Cpu.FsBase = tls;
@@ -101,6 +98,27 @@ public sealed partial class Kernel
         }
         RequestSwitch(t);
         return 0;
+    }
+
+    /// <summary>Parks a thread whose syscall waits for the VM's state to change (see <see cref="Restart"/>).</summary>
+    internal void Park(GuestThread t)
+    {
+        t.Parked = true;
+        SetState(t, ThreadState.Blocked);
+        RequestSwitch(t);
+    }
+
+    /// <summary>Something in the VM changed (a pipe, a process ended): every parked thread runs its syscall again.</summary>
+    internal void InVmChanged()
+    {
+        foreach (var t in _threads)
+            if (t.Parked && t.State == ThreadState.Blocked) Unpark(t);
+    }
+
+    void Unpark(GuestThread t)
+    {
+        t.Parked = false;
+        SetState(t, ThreadState.Runnable);
     }
 
     void RequestSwitch(GuestThread t)

@@ -6,12 +6,19 @@ namespace ReVirt.Linux;
 /// <summary>Signal delivery: default actions, frames (the kernel's rt_sigframe layout) and rt_sigreturn.</summary>
 public sealed partial class Kernel
 {
-    /// <summary>Marks an asynchronous signal pending for the running thread's process; the run loop delivers it at
-    /// the next boundary.</summary>
+    /// <summary>A signal from outside the VM (a host timer, a signal sent to the VM), placed by the boundary at this
+    /// point of the running thread: it goes to the machine's first process.</summary>
     public void RaiseAsync(CpuT cpu, int sig)
     {
-        P.Pending |= Sig.Bit(sig);
-        cpu.Yield = true;
+        if (P == Init) RaiseSignal(Current, sig);
+        else SignalProcess(Init, sig);
+    }
+
+    /// <summary>Marks a signal pending for the thread's own process; the run loop delivers it at the next boundary.</summary>
+    internal void RaiseSignal(GuestThread t, int sig)
+    {
+        t.Process.Pending |= Sig.Bit(sig);
+        t.Cpu.Yield = true;
     }
 
     /// <summary>Delivers pending signals the thread does not block (called between instructions by the run loop).</summary>
@@ -21,19 +28,23 @@ public sealed partial class Kernel
         while (!Exited)
         {
             ulong ready = p.Pending & ~t.SigMask;
-            if (ready == 0) return;
+            if (ready == 0) break;
             int sig = System.Numerics.BitOperations.TrailingZeroCount(ready) + 1;
             p.Pending &= ~Sig.Bit(sig);
             var a = p.Actions[sig];
             if (a.Handler == Sa.SIG_IGN || (a.Handler == Sa.SIG_DFL && Sig.DefaultIgnores(sig))) continue;
             if (a.Handler == Sa.SIG_DFL)
             {
-                Options.Diagnostics.WriteLine($"revirt: guest killed by {Sig.Name(sig)}");
-                Terminate(sig);
+                if (p == Init) Options.Diagnostics.WriteLine($"revirt: guest killed by {Sig.Name(sig)}");
+                KillProcess(p, sig);
                 return;
             }
+            // a thread parked in a syscall takes the handler now and runs the syscall again after it (SA_RESTART)
+            if (t.Parked) Unpark(t);
             BuildFrame(t, sig, a, Sa.SI_USER, 0);
         }
+        // no handler ran after rt_sigsuspend (the signal was ignored): its mask ends with the call
+        if (t.MaskAfterSuspend is { } m) { t.SigMask = m; t.MaskAfterSuspend = null; }
     }
 
     /// <summary>Synchronous fault: runs the guest's handler if it has one; false means the default action (death).</summary>
@@ -88,7 +99,8 @@ public sealed partial class Kernel
         for (int k = 0; k < g.Length; k++) mem.Write64(mc + (ulong)k * 8, g[k]);
         mem.Write64(mc + McFpstate, fp);
         for (int k = 0; k < 8; k++) mem.Write64(mc + McReserved + (ulong)k * 8, 0);
-        mem.Write64(uc + UcSigmask, t.SigMask);
+        mem.Write64(uc + UcSigmask, t.MaskAfterSuspend ?? t.SigMask);
+        t.MaskAfterSuspend = null;
         var si = new byte[SiginfoSize];
         BitConverter.GetBytes(sig).CopyTo(si, 0);
         BitConverter.GetBytes(code).CopyTo(si, 8);

@@ -500,6 +500,21 @@ public sealed unsafe class GuestMemory : IDisposable
         return candidate >= above ? candidate : 0;
     }
 
+    /// <summary>A copy of the address space for a forked process: the same mappings and an eager copy of every
+    /// materialised page (no decoded code: the child has its own code cache).</summary>
+    public GuestMemory Fork()
+    {
+        var m = new GuestMemory();
+        foreach (var v in _vmas) m._vmas.Add(new Vma { Start = v.Start, End = v.End, Prot = v.Prot, Name = v.Name });
+        foreach (var (pn, p) in _pages)
+        {
+            var c = new Page { Data = (byte*)NativeMemory.AlignedAlloc((nuint)PageSize, (nuint)PageSize), Prot = p.Prot };
+            Buffer.MemoryCopy(p.Data, c.Data, PageSize, PageSize);
+            m._pages[pn] = c;
+        }
+        return m;
+    }
+
     /// <summary>Pages in address order (for state digests).</summary>
     public IEnumerable<(ulong PageNumber, Page Page)> PagesInOrder()
     {

@@ -38,24 +38,25 @@ public static class GuestEnv
     public static string PrimaryDll => Path.Combine(AppContext.BaseDirectory, "primary.dll");
     public static string BackupDll => Path.Combine(AppContext.BaseDirectory, "backup.dll");
 
-    public static RunOutcome Native(string program, string[] args, byte[]? stdin = null, string? cwd = null)
-        => Exec(program, args, stdin, TimeSpan.FromMinutes(2), cwd);
+    public static RunOutcome Native(string program, string[] args, byte[]? stdin = null, string? cwd = null, IDictionary<string, string>? env = null)
+        => Exec(program, args, stdin, TimeSpan.FromMinutes(2), cwd, env);
 
     /// <summary>Runs `primary run [extra] -- program args` and returns what it did.</summary>
-    public static RunOutcome Vm(string program, string[] args, byte[]? stdin = null, string? cwd = null, string[]? extra = null)
+    public static RunOutcome Vm(string program, string[] args, byte[]? stdin = null, string? cwd = null, string[]? extra = null, IDictionary<string, string>? env = null)
     {
         var a = new List<string> { PrimaryDll, "run" };
         if (extra != null) a.AddRange(extra);
         a.Add("--");
         a.Add(program);
         a.AddRange(args);
-        return Exec("dotnet", a.ToArray(), stdin, TimeSpan.FromMinutes(5), cwd);
+        return Exec("dotnet", a.ToArray(), stdin, TimeSpan.FromMinutes(5), cwd, env);
     }
 
-    public static RunOutcome Dotnet(string dll, string[] args, byte[]? stdin = null, string? cwd = null, TimeSpan? timeout = null)
-        => Exec("dotnet", new[] { dll }.Concat(args).ToArray(), stdin, timeout ?? TimeSpan.FromMinutes(5), cwd);
+    public static RunOutcome Dotnet(string dll, string[] args, byte[]? stdin = null, string? cwd = null, TimeSpan? timeout = null, IDictionary<string, string>? env = null)
+        => Exec("dotnet", new[] { dll }.Concat(args).ToArray(), stdin, timeout ?? TimeSpan.FromMinutes(5), cwd, env);
 
-    public static RunOutcome Exec(string file, string[] args, byte[]? stdin, TimeSpan timeout, string? cwd = null)
+    /// <summary>Runs a program; `env` adds to (or replaces) variables of this process's environment.</summary>
+    public static RunOutcome Exec(string file, string[] args, byte[]? stdin, TimeSpan timeout, string? cwd = null, IDictionary<string, string>? env = null)
     {
         var psi = new ProcessStartInfo(file)
         {
@@ -68,6 +69,7 @@ public static class GuestEnv
         foreach (var a in args) psi.ArgumentList.Add(a);
         psi.Environment["LC_ALL"] = "C";
         psi.Environment["TZ"] = "UTC";
+        if (env != null) foreach (var (k, v) in env) psi.Environment[k] = v;
         using var p = Process.Start(psi)!;
         var outTask = Task.Run(() => { var ms = new MemoryStream(); p.StandardOutput.BaseStream.CopyTo(ms); return ms.ToArray(); });
         var errTask = p.StandardError.ReadToEndAsync();

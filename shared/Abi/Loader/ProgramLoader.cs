@@ -52,6 +52,13 @@ public static class ProgramLoader
             guestPath = interp;
             image = ReadThroughBoundary(fs, boundary, tid, interp, $"{execPath}: its #! interpreter {interp}");
         }
+        return LoadElf(mem, fs, boundary, tid, image, guestPath, execPath, argv);
+    }
+
+    /// <summary>Loads an ELF image already read (by the start-up path or by execve) and, when it names one, its
+    /// interpreter. Throws <see cref="ElfLoadException"/> (exit status 127 when the interpreter is missing).</summary>
+    public static StartImage LoadElf(GuestMemory mem, GuestFs fs, IBoundary boundary, int tid, byte[] image, string guestPath, string execPath, string[] argv)
+    {
         var img = ElfImage.Parse(image, guestPath);
         var program = ElfLoader.Load(mem, image, img, img.Type == ElfImage.EtDyn ? ElfLoader.PieBase - img.LowVaddr : 0, guestPath);
         var start = new StartImage { Program = program, StartRip = program.Entry, ExecPath = execPath, BinaryPath = guestPath, Argv = argv };

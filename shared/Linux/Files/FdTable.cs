@@ -66,7 +66,19 @@ public sealed class FdTable
     /// <summary>Every description in the table.</summary>
     public IEnumerable<OpenFile> Files => _fds.Values.Select(s => s.File);
 
-    /// <summary>Makes every descriptor that refers to `old` refer to `replacement`.</summary>
+    /// <summary>A child's table after fork: the same descriptions (shared offsets), each referred to once more.</summary>
+    public FdTable Fork()
+    {
+        var t = new FdTable();
+        foreach (var (fd, s) in _fds)
+        {
+            s.File.RefCount++;
+            t._fds[fd] = s;
+        }
+        return t;
+    }
+
+    /// <summary>Makes every descriptor that refer to `old` refer to `replacement`.</summary>
     public void Replace(OpenFile old, OpenFile replacement)
     {
         foreach (var (fd, s) in _fds.ToList())

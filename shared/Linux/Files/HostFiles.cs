@@ -106,7 +106,7 @@ public sealed class ResetConnection : HostSocket
 
     public override long Send(Kernel k, GuestThread t, int flags, Func<long> host)
     {
-        if ((flags & Msg.NOSIGNAL) == 0) k.RaiseAsync(t.Cpu, Sig.PIPE);
+        if ((flags & Msg.NOSIGNAL) == 0) k.RaiseSignal(t, Sig.PIPE);
         return -Errno.EPIPE;
     }
 

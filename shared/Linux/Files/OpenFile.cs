@@ -21,6 +21,10 @@ public abstract class OpenFile
 
     public virtual bool IsDirectory => false;
 
+    /// <summary>st_mode of a description that exists only in the VM (fstat answers without the host); null for
+    /// host-backed ones.</summary>
+    public virtual uint? StatMode => null;
+
     /// <summary>read/pread64 of up to n bytes into guest memory at buf.</summary>
     public abstract long Read(Kernel k, GuestThread t, ulong buf, int n, long offset);
 

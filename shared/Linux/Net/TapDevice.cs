@@ -25,6 +25,9 @@ public sealed unsafe class TapDevice : IDisposable
 
     public string Name { get; }
 
+    /// <summary>The host descriptor (polled by the output gate when it must wait for room).</summary>
+    public int Fd => _fd;
+
     /// <summary>Opens (creating if needed) the TAP interface <paramref name="name"/>; throws with the errno on failure.</summary>
     public static TapDevice Open(string name)
     {

@@ -71,14 +71,19 @@ public sealed class VirtualNic : IDisposable
     public void Transmit(IBoundary boundary, int tid)
     {
         if (Stack.PendingFrames == 0) return;
-        var frames = new List<byte[]>(Stack.PendingFrames);
-        while (Stack.TryTakeFrame(out var f)) frames.Add(f);
-        boundary.Send(tid, TransmitNr, () =>
+        // a replay never opens the TAP device: its boundary answers from the log without performing
+        int hostFd = boundary.Replaying ? -1 : Tap().Fd;
+        // each frame is a datagram for the output gate: a protected primary holds it until the backup has the log
+        // that produced it, and releases it whole
+        while (Stack.TryTakeFrame(out var f))
         {
-            var tap = Tap();
-            foreach (var f in frames) tap.Write(f);
-            return HostResult.Of(frames.Count);
-        });
+            var frame = f;
+            boundary.Send(tid, TransmitNr, new SocketSend
+            {
+                Socket = this, Data = frame, HostFd = hostFd, Stream = false,
+                Perform = (offset, count, _) => { Tap().Write(frame.AsSpan(offset, count)); return count; },
+            });
+        }
     }
 
     /// <summary>

@@ -28,7 +28,9 @@ public sealed partial class Kernel
             if (r >= 0 && Fds.TryGetValue((int)a.A1, out var lf)) lf.Offset = r;
             return r;
         });
-        r.Add(Nr.fstat, (t, a) => ProcDirStat((int)a.A1, a.A2, statx: false) ?? FdBuffer(t.Cpu, a.Nr, (int)a.A1, a.A2, 144, (h, buf) => HostSys.Call(Nr.fstat, h, buf)));
+        r.Add(Nr.fstat, (t, a) => ProcDirStat((int)a.A1, a.A2, statx: false)
+            ?? (Fds.TryGetValue((int)a.A1, out var sf) && sf.StatMode is { } mode ? StatInVm(a.A2, mode)
+                : FdBuffer(t.Cpu, a.Nr, (int)a.A1, a.A2, 144, (h, buf) => HostSys.Call(Nr.fstat, h, buf))));
         r.Add(Nr.stat, (t, a) => PathBuffer(t.Cpu, a.Nr, At.FDCWD, a.A1, true, a.A2, 144, (p, buf) => HostSys.Call(Nr.newfstatat, At.FDCWD, p, buf, 0)));
         r.Add(Nr.lstat, (t, a) => PathBuffer(t.Cpu, a.Nr, At.FDCWD, a.A1, false, a.A2, 144, (p, buf) => HostSys.Call(Nr.newfstatat, At.FDCWD, p, buf, At.SYMLINK_NOFOLLOW)));
         r.Add(Nr.newfstatat, (t, a) => FstatAt(t.Cpu, (int)a.A1, a.A2, a.A3, (int)a.A4));
@@ -88,8 +90,8 @@ public sealed partial class Kernel
         });
         r.Add(Nr.fcntl, (t, a) => Fcntl(t.Cpu, (int)a.A1, (int)a.A2, a.A3));
         r.Add(Nr.ioctl, (t, a) => IoctlFd(t.Cpu, (int)a.A1, a.A2, a.A3));
-        r.Add(Nr.pipe, (t, a) => Pipe(t.Cpu, a.A1, 0));
-        r.Add(Nr.pipe2, (t, a) => Pipe(t.Cpu, a.A1, (int)a.A2));
+        r.Add(Nr.pipe, (t, a) => MakePipe(a.A1, 0), SyscallFlags.Emulated);
+        r.Add(Nr.pipe2, (t, a) => MakePipe(a.A1, (int)a.A2), SyscallFlags.Emulated);
         r.Add(Nr.sendfile, (t, a) => Sendfile(t.Cpu, (int)a.A1, (int)a.A2, a.A3, a.A4));
         r.Add(Nr.poll, (t, a) => PollFds(t.Cpu, a.A1, (int)a.A2, (int)a.A3));
     }
@@ -471,20 +473,15 @@ public sealed partial class Kernel
     }
 
 
-    unsafe long Pipe(CpuT cpu, ulong fdsAddr, int flags)
+    /// <summary>pipe/pipe2: an in-VM pipe (never the host's, so nothing is logged).</summary>
+    long MakePipe(ulong fdsAddr, int flags)
     {
+        if ((flags & ~(O.CLOEXEC | O.NONBLOCK | O.DIRECT)) != 0) return -Errno.EINVAL;
         CheckWritable(fdsAddr, 8);
-        var res = Host(cpu, Nr.pipe2, () =>
-        {
-            var fds = new int[2];
-            long r;
-            fixed (int* p = fds) r = HostSys.Call(Nr.pipe2, (long)p, O.CLOEXEC | (flags & ~O.CLOEXEC));
-            return HostResult.Of(r < 0 ? r : ((long)fds[1] << 32) | (uint)fds[0]);
-        });
-        if (res.Value < 0) return res.Value;
+        var pipe = new Pipe();
         bool cloexec = (flags & O.CLOEXEC) != 0;
-        int r0 = Fds.Install(new HostFile { HostFd = Boundary.HostDescriptor(res.Value & 0xFFFFFFFF), GuestPath = "pipe:" }, cloexec);
-        int w0 = Fds.Install(new HostFile { HostFd = Boundary.HostDescriptor(res.Value >> 32), GuestPath = "pipe:" }, cloexec);
+        int r0 = Fds.Install(new PipeReader(pipe, flags), cloexec);
+        int w0 = Fds.Install(new PipeWriter(pipe, flags), cloexec);
         Mem.Write32(fdsAddr, (uint)r0);
         Mem.Write32(fdsAddr + 4, (uint)w0);
         return 0;
@@ -550,6 +547,29 @@ public sealed partial class Kernel
         CheckWritable(fdsAddr, (ulong)nfds * 8);
         var hostFds = new int[nfds];
         var files = new OpenFile?[nfds];
+        short Requested(int k) => BinaryPrimitives.ReadInt16LittleEndian(raw.AsSpan(k * 8 + 4));
+        // a set of descriptions the VM answers itself (pipes) never reaches the host: nothing to log
+        bool anyHost = false;
+        for (int k = 0; k < nfds; k++)
+        {
+            int gfd = BinaryPrimitives.ReadInt32LittleEndian(raw.AsSpan(k * 8));
+            if (gfd >= 0 && Fds.TryGetValue(gfd, out var f) && f.ReadyEvents(0) == null) anyHost = true;
+        }
+        if (!anyHost)
+        {
+            var outb = (byte[])raw.Clone();
+            int count = 0;
+            for (int k = 0; k < nfds; k++)
+            {
+                int gfd = BinaryPrimitives.ReadInt32LittleEndian(raw.AsSpan(k * 8));
+                short rev = gfd < 0 ? (short)0 : Fds.TryGetValue(gfd, out var f) ? f.ReadyEvents(Requested(k))!.Value : Poll.NVAL;
+                if (rev != 0) count++;
+                BinaryPrimitives.WriteInt16LittleEndian(outb.AsSpan(k * 8 + 6), rev);
+            }
+            if (count == 0 && timeout != 0) return Restart; // wait until a pipe changes
+            Mem.WriteBytes(fdsAddr, outb);
+            return count;
+        }
         return Host(cpu, Nr.poll, () =>
         {
             // host descriptors are looked up when the call runs: it can be the call at which a backup turns live
@@ -559,7 +579,10 @@ public sealed partial class Kernel
                 files[k] = gfd >= 0 && Fds.TryGetValue(gfd, out var f) ? f : null;
                 hostFds[k] = files[k] is { } pf ? (pf.ReadyEvents(0) != null ? ResetFd : pf.HostFd) : (gfd < 0 ? -1 : int.MinValue);
             }
-            int tmo = hostFds.Contains(ResetFd) ? 0 : timeout; // a description that answers itself is ready at once
+            // a description that answers itself and is ready makes the host poll not wait
+            bool selfReady = false;
+            for (int k = 0; k < nfds; k++) if (hostFds[k] == ResetFd && files[k]!.ReadyEvents(Requested(k)) != 0) selfReady = true;
+            int tmo = selfReady ? 0 : timeout;
             var buf = (byte[])raw.Clone();
             for (int k = 0; k < nfds; k++)
                 BinaryPrimitives.WriteInt32LittleEndian(buf.AsSpan(k * 8), hostFds[k] == int.MinValue ? 1 << 30 : hostFds[k] == ResetFd ? -1 : hostFds[k]);
@@ -575,8 +598,8 @@ public sealed partial class Kernel
                     if (hostFds[k] == int.MinValue) rev = 0x20; // POLLNVAL
                     if (hostFds[k] == ResetFd)
                     {
-                        rev = files[k]!.ReadyEvents(BinaryPrimitives.ReadInt16LittleEndian(raw.AsSpan(k * 8 + 4)))!.Value;
-                        r++;
+                        rev = files[k]!.ReadyEvents(Requested(k))!.Value;
+                        if (rev != 0) r++;
                     }
                     BinaryPrimitives.WriteInt16LittleEndian(outb.AsSpan(k * 8 + 6), rev);
                 }
@@ -587,4 +610,16 @@ public sealed partial class Kernel
         }).Value;
     }
 
+
+    /// <summary>fstat of a description that exists only in the VM: its type and mode, everything else zero.</summary>
+    long StatInVm(ulong buf, uint mode)
+    {
+        CheckWritable(buf, SMode.StatSize);
+        var st = new byte[SMode.StatSize];
+        BitConverter.GetBytes(mode).CopyTo(st, SMode.StModeOffset);
+        BitConverter.GetBytes(1u).CopyTo(st, 16); // st_nlink
+        BitConverter.GetBytes(4096L).CopyTo(st, 56); // st_blksize
+        Mem.WriteBytes(buf, st);
+        return 0;
+    }
 }

@@ -336,7 +336,7 @@ public sealed partial class Kernel
         });
         foreach (var (wa, wb) in res.Writes) Mem.Poke(wa, wb);
         long r = res.Value;
-        if (r == -Errno.EPIPE && (flags & Msg.NOSIGNAL) == 0) RaiseAsync(cpu, Sig.PIPE);
+        if (r == -Errno.EPIPE && (flags & Msg.NOSIGNAL) == 0) RaiseSignal(Current, Sig.PIPE);
         return r;
     }
 
@@ -540,11 +540,32 @@ public sealed partial class Kernel
             CheckWritable(tmo, 16);
         }
         foreach (var (s, a) in new[] { (R, rd), (W, wr), (X, ex) }) if (s != null) CheckWritable(a, (ulong)bytes);
+        if (watch.All(w => Fds.TryGetValue(w.Gfd, out var wf) && wf.ReadyEvents(0) != null))
+        {
+            // only descriptions the VM answers itself (pipes): no host call, nothing logged
+            byte[]? oR = R != null ? new byte[bytes] : null, oW = W != null ? new byte[bytes] : null, oX = X != null ? new byte[bytes] : null;
+            int count = 0;
+            void Set(byte[]? s, int i) { if (s != null) { s[i >> 3] |= (byte)(1 << (i & 7)); count++; } }
+            foreach (var (g, _, ev) in watch)
+            {
+                Fds.TryGetValue(g, out var wf);
+                short rev = wf.ReadyEvents(ev)!.Value;
+                if ((ev & Poll.IN) != 0 && (rev & (Poll.IN | Poll.HUP | Poll.ERR)) != 0) Set(oR, g);
+                if ((ev & Poll.OUT) != 0 && (rev & (Poll.OUT | Poll.ERR)) != 0) Set(oW, g);
+                if ((ev & Poll.PRI) != 0 && (rev & Poll.PRI) != 0) Set(oX, g);
+            }
+            bool zeroTimeout = ts != null && BinaryPrimitives.ReadInt64LittleEndian(ts) == 0 && BinaryPrimitives.ReadInt64LittleEndian(ts.AsSpan(8)) == 0;
+            if (count == 0 && !zeroTimeout) return Restart; // wait until a pipe changes
+            if (oR != null) Mem.WriteBytes(rd, oR);
+            if (oW != null) Mem.WriteBytes(wr, oW);
+            if (oX != null) Mem.WriteBytes(ex, oX);
+            return count;
+        }
         return Host(cpu, pselect ? Nr.pselect6 : Nr.select, () =>
         {
             // host descriptors are looked up when the call runs: it can be the call at which a backup turns live
             for (int k = 0; k < watch.Count; k++) { Fds.TryGetValue(watch[k].Gfd, out var wf); watch[k] = (watch[k].Gfd, wf.ReadyEvents(0) != null ? ResetFd : wf.HostFd, watch[k].Events); }
-            bool anyReset = watch.Any(w => w.HostFd == ResetFd);
+            bool anyReset = watch.Any(w => w.HostFd == ResetFd && Fds.TryGetValue(w.Gfd, out var sf) && sf.ReadyEvents(w.Events) != 0);
             var pf = new byte[Math.Max(watch.Count, 1) * 8];
             for (int k = 0; k < watch.Count; k++)
             {
@@ -645,7 +666,7 @@ public sealed partial class Kernel
         // reset connections in the set (after a takeover) are reported at once, hung up and in error
         return Host(cpu, Nr.epoll_wait, () =>
         {
-            var reset = table.Where(kv => kv.Value.File.ReadyEvents(0) != null).Take(n).ToList();
+            var reset = table.Where(kv => kv.Value.File.ReadyEvents((short)kv.Value.Events) is short ev && ev != 0).Take(n).ToList();
             var buf = new byte[n * Epoll.EventSize];
             long r;
             fixed (byte* p = buf) r = HostSys.Call(Nr.epoll_wait, ep.HostFd, (long)p, n - reset.Count, reset.Count > 0 ? 0 : timeout);

@@ -16,10 +16,17 @@ public sealed partial class Kernel
         r.Add(Nr.exit_group, (t, a) => { ExitProcess(t, (int)a.A1); return 0; });
         r.Add(Nr.getpid, (t, a) => t.Process.Pid);
         r.Add(Nr.gettid, (t, a) => t.Cpu.Tid);
-        r.Add(Nr.getppid, (t, a) => HostValue(t.Cpu, a.Nr, () => HostSys.Call(Nr.getppid)), SyscallFlags.Host);
+        // the first process's parent is outside the VM (the host's answer); the others' parents are guest processes
+        r.Add(Nr.getppid, (t, a) => t.Process.Parent == null ? HostValue(t.Cpu, a.Nr, () => HostSys.Call(Nr.getppid)) : t.Process.Parent.Pid, SyscallFlags.Host);
         r.Add(new[] { Nr.getuid, Nr.geteuid, Nr.getgid, Nr.getegid }, (t, a) => HostValue(t.Cpu, a.Nr, () => HostSys.Call(a.Nr)), SyscallFlags.Host);
-        r.Add(new[] { Nr.getpgrp, Nr.getsid, Nr.getpgid }, (t, a) => t.Process.Pid);
-        r.Add(new[] { Nr.setpgid, Nr.setsid }, (t, a) => 0);
+        r.Add(Nr.getpgrp, (t, a) => t.Process.Pgid);
+        r.Add(Nr.getpgid, (t, a) => FindProcess(t, (int)a.A1) is { } p ? p.Pgid : -Errno.ESRCH);
+        r.Add(Nr.getsid, (t, a) => FindProcess(t, (int)a.A1) is { } p ? p.Sid : -Errno.ESRCH);
+        r.Add(Nr.setpgid, (t, a) => SetPgid(t, (int)a.A1, (int)a.A2));
+        r.Add(Nr.setsid, (t, a) => SetSid(t));
+        r.Add(Nr.wait4, (t, a) => Wait4(t, (int)a.A1, a.A2, (int)a.A3, a.A4));
+        r.Add(Nr.execve, (t, a) => Execve(t, At.FDCWD, a.A1, a.A2, a.A3, 0), SyscallFlags.Host);
+        r.Add(Nr.execveat, (t, a) => Execve(t, (int)a.A1, a.A2, a.A3, a.A4, (int)a.A5), SyscallFlags.Host);
         r.Add(Nr.set_tid_address, (t, a) => { t.ClearChildTid = a.A1; return t.Tid; });
         r.Add(Nr.set_robust_list, (t, a) => 0);
         r.Add(Nr.rseq, (t, a) => -Errno.ENOSYS);

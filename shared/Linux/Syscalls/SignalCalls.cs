@@ -11,6 +11,7 @@ public sealed partial class Kernel
         r.Add(Nr.rt_sigprocmask, (t, a) => RtSigprocmask(t, (int)a.A1, a.A2, a.A3, a.A4));
         r.Add(Nr.rt_sigreturn, (t, a) => RtSigreturn(t));
         r.Add(Nr.sigaltstack, (t, a) => Sigaltstack(t, a.A1, a.A2));
+        r.Add(Nr.rt_sigsuspend, (t, a) => RtSigsuspend(t, a.A1, a.A2));
         r.Add(new[] { Nr.kill, Nr.tgkill }, (t, a) => Kill(t, a.Nr, a.A1, a.A2, a.A3));
         r.Add(Nr.tkill, (t, a) => Kill(t, Nr.kill, a.A1, a.A2, 0));
     }
@@ -57,6 +58,19 @@ public sealed partial class Kernel
         return 0;
     }
 
+    /// <summary>Waits with a temporary mask until a signal it lets through is taken; then -EINTR, and the old mask
+    /// comes back when the handler returns.</summary>
+    long RtSigsuspend(GuestThread t, ulong maskAddr, ulong sigsetsize)
+    {
+        if (sigsetsize != SigsetSize) return -Errno.EINVAL;
+        ulong mask = t.Process.Mem.Read64(maskAddr) & ~Sig.Unblockable;
+        if ((t.Process.Pending & ~mask) == 0) return Restart; // parked until something changes
+        t.MaskAfterSuspend = t.SigMask;
+        t.SigMask = mask;
+        t.Cpu.Yield = true;
+        return -Errno.EINTR;
+    }
+
     long Sigaltstack(GuestThread t, ulong ss, ulong old)
     {
         var mem = t.Process.Mem;
@@ -73,14 +87,33 @@ public sealed partial class Kernel
         return 0;
     }
 
+    /// <summary>kill, tkill, tgkill: to a process, a thread's process, a process group (pid 0: the caller's, -N:
+    /// group N) or every process (-1). A signal to another guest process wakes its parked threads.</summary>
     long Kill(GuestThread t, int nr, ulong a1, ulong a2, ulong a3)
     {
         int target = (int)a1;
         int sig = nr == Nr.kill ? (int)a2 : (int)a3;
-        if (target != t.Process.Pid && target != 0 && target != -1) return -Errno.ESRCH;
         if (sig < 0 || sig > Sig.Max) return -Errno.EINVAL;
+        List<Process> targets;
+        if (nr != Nr.kill)
+        {
+            var th = _threads.FirstOrDefault(x => x.Tid == target && !x.Dead);
+            targets = th == null ? new() : new() { th.Process };
+        }
+        else if (target > 0) targets = Processes.Where(p => p.Pid == target && !p.Exited).ToList();
+        else if (target == -1) targets = Processes.Where(p => !p.Exited).ToList();
+        else
+        {
+            int pgid = target == 0 ? t.Process.Pgid : -target;
+            targets = Processes.Where(p => p.Pgid == pgid && !p.Exited).ToList();
+        }
+        if (targets.Count == 0) return -Errno.ESRCH;
         if (sig == 0) return 0;
-        RaiseAsync(t.Cpu, sig);
+        foreach (var p in targets)
+        {
+            if (p == t.Process) RaiseSignal(t, sig);
+            else SignalProcess(p, sig);
+        }
         return 0;
     }
 }

@@ -1,0 +1,159 @@
+using System.IO.Hashing;
+using System.Text;
+using ReVirt.Abi;
+using ReVirt.Cpu;
+using ReVirt.Memory;
+using CpuT = ReVirt.Cpu.Cpu;
+
+namespace ReVirt.Linux;
+
+/// <summary>
+/// execve/execveat: the process gets a new image in place. The image's bytes are start state, not input: the
+/// host operation reads the file and the log keeps only its length and digest (XxHash128); a replay reads the same
+/// path under its own root and refuses an image whose digest differs. Errors are Linux's: ENOENT, EACCES (a
+/// directory, not a regular file, not executable), ENOEXEC (neither ELF nor #!), E2BIG, ELOOP (#! nesting).
+/// </summary>
+public sealed partial class Kernel
+{
+    /// <summary>Most bytes of argument and environment strings (a quarter of the 8 MiB stack, as Linux).</summary>
+    const int ArgMax = 2 * 1024 * 1024;
+    /// <summary>Longest single argument or environment string (MAX_ARG_STRLEN).</summary>
+    const int MaxArgStrlen = 32 * 4096;
+    const int MaxInterpreterDepth = 4;
+    const int X_OK = 1;
+
+    long Execve(GuestThread t, int dirfd, ulong pathAddr, ulong argvAddr, ulong envpAddr, int flags)
+    {
+        string path = Path(pathAddr);
+        if (path.Length == 0) return -Errno.ENOENT;
+        long e = GuestAbs(dirfd, path, out var abs);
+        if (e < 0) return e;
+        var argv = ReadStrings(argvAddr, out e);
+        if (e < 0) return e;
+        var env = ReadStrings(envpAddr, out e);
+        if (e < 0) return e;
+        return ExecImage(t, abs, path, argv, env, 0);
+    }
+
+    /// <summary>A NULL-terminated array of guest strings (E2BIG beyond Linux's limits).</summary>
+    List<string> ReadStrings(ulong addr, out long err)
+    {
+        err = 0;
+        var list = new List<string>();
+        if (addr == 0) return list;
+        long total = 0;
+        for (ulong p = addr; ; p += 8)
+        {
+            ulong s = Mem.Read64(p);
+            if (s == 0) break;
+            string v = Mem.ReadCString(s, MaxArgStrlen + 1);
+            int len = Encoding.UTF8.GetByteCount(v) + 1;
+            total += len + 8;
+            if (len > MaxArgStrlen || total > ArgMax) { err = -Errno.E2BIG; return list; }
+            list.Add(v);
+        }
+        return list;
+    }
+
+    long ExecImage(GuestThread t, string abs, string execPath, List<string> argv, List<string> env, int depth)
+    {
+        if (depth > MaxInterpreterDepth) return -Errno.ELOOP;
+        var image = ReadImage(t, abs, out long e);
+        if (image == null) return e;
+        if (image.Length >= 2 && image[0] == '#' && image[1] == '!')
+        {
+            int nl = Array.IndexOf(image, (byte)'\n');
+            string line = Encoding.UTF8.GetString(image, 2, (nl < 0 ? Math.Min(image.Length, 256) : Math.Min(nl, 256)) - 2).Trim(' ', '\t', '\r');
+            if (line.Length == 0) return -Errno.ENOEXEC;
+            int sp = line.IndexOfAny(new[] { ' ', '\t' });
+            string interp = sp < 0 ? line : line[..sp];
+            string? arg = sp < 0 ? null : line[(sp + 1)..].Trim(' ', '\t');
+            var nargv = new List<string> { interp };
+            if (!string.IsNullOrEmpty(arg)) nargv.Add(arg);
+            nargv.Add(execPath);
+            nargv.AddRange(argv.Skip(1));
+            long ge = GuestAbs(At.FDCWD, interp, out var iabs);
+            if (ge < 0) return ge;
+            return ExecImage(t, iabs, interp, nargv, env, depth + 1);
+        }
+        if (image.Length < 4 || image[0] != 0x7F || image[1] != 'E' || image[2] != 'L' || image[3] != 'F') return -Errno.ENOEXEC;
+        var mem = new GuestMemory();
+        StartImage start;
+        try { start = ProgramLoader.LoadElf(mem, Fs, Boundary, t.Tid, image, abs, execPath, argv.ToArray()); }
+        catch (ElfLoadException le) { mem.Dispose(); return le.ExitStatus == 127 ? -Errno.ENOENT : -Errno.ENOEXEC; }
+        var prog = start.Program;
+
+        // the point of no return: the process becomes the new image
+        var p = t.Process;
+        foreach (var x in p.Threads) if (x != t) SetState(x, ThreadState.Dead);
+        p.Threads.Clear();
+        p.Threads.Add(t);
+        var old = p.Mem;
+        p.Mem = mem;
+        p.Code = new CodeCache(mem);
+        old.Dispose();
+        p.Program = prog;
+        p.ProgramImage = image;
+        p.ProgramGuestPath = abs;
+        p.Name = System.IO.Path.GetFileName(abs);
+        p.BrkStart = p.BrkCur = prog.BrkStart;
+        foreach (var (fd, _) in p.Fds.Entries.ToList())
+            if (p.Fds.CloseOnExec(fd) && p.Fds.Remove(fd, out var f)) Release(t, f);
+        for (int s = 1; s <= Sig.Max; s++)
+        {
+            var a = p.Actions[s];
+            if (a.Handler != Sa.SIG_IGN) { a.Handler = Sa.SIG_DFL; a.Flags = 0; a.Mask = 0; a.Restorer = 0; }
+        }
+        t.AltSp = 0; t.AltSize = 0; t.AltFlags = Sa.SS_DISABLE;
+        t.ClearChildTid = 0;
+        var oldCpu = t.Cpu;
+        var cpu = new CpuT(mem, p.Code, this) { Tid = t.Tid, InstructionCount = oldCpu.InstructionCount, BranchCount = oldCpu.BranchCount };
+        t.Cpu = cpu;
+        oldCpu.Yield = true;
+        mem.Map(StackTop - StackSize, StackSize, Prot.Read | Prot.Write, "[stack]");
+        var random = Boundary.Bytes(t.Tid, InputKind.StartupRandom, 16, () => System.Security.Cryptography.RandomNumberGenerator.GetBytes(16));
+        p.Start = start;
+        BuildStack(p, env, random);
+        cpu.Rip = start.StartRip;
+        return 0;
+    }
+
+    /// <summary>
+    /// The bytes of an executable, checked as execve checks them (ENOENT, EACCES). The log holds the answer, the
+    /// length and the digest; the bytes come from the file under this replica's root.
+    /// </summary>
+    unsafe byte[]? ReadImage(GuestThread t, string abs, out long err)
+    {
+        byte[]? bytes = null;
+        var res = HostSide(t.Cpu, Nr.execve, () =>
+        {
+            long r = Fs.ToHost(abs, true, out var host);
+            if (r < 0) return HostResult.Of(r);
+            var st = new byte[SMode.StatSize];
+            var z = HostSys.Z(host);
+            fixed (byte* pz = z) fixed (byte* ps = st) r = HostSys.Call(Nr.newfstatat, At.FDCWD, (long)pz, (long)ps, 0);
+            if (r < 0) return HostResult.Of(r);
+            uint mode = BitConverter.ToUInt32(st, SMode.StModeOffset);
+            if ((mode & SMode.IFMT) != SMode.IFREG) return HostResult.Of(-Errno.EACCES);
+            fixed (byte* pz = z) r = HostSys.Call(Nr.faccessat, At.FDCWD, (long)pz, X_OK);
+            if (r < 0) return HostResult.Of(r);
+            try { bytes = File.ReadAllBytes(host); }
+            catch (UnauthorizedAccessException) { return HostResult.Of(-Errno.EACCES); }
+            catch (IOException) { return HostResult.Of(-Errno.EIO); }
+            return HostResult.Of(bytes.Length).Write(0, XxHash128.Hash(bytes));
+        }, out var digest);
+        err = res.Value;
+        if (res.Value < 0) return null;
+        if (bytes == null)
+        {
+            // a replay: the same file under this replica's root, which must be the one the recording ran
+            if (Fs.ToHost(abs, true, out var host) == 0 && File.Exists(host)) bytes = File.ReadAllBytes(host);
+            if (bytes == null || bytes.Length != res.Value || digest == null || !XxHash128.Hash(bytes).AsSpan().SequenceEqual(digest))
+                throw new ExecImageMismatchException($"execve {abs}: the file under this root is not the one the recording ran");
+        }
+        return bytes;
+    }
+}
+
+/// <summary>A replay found a different executable than the recording ran (the roots differ).</summary>
+public sealed class ExecImageMismatchException(string message) : Exception(message);
