@@ -86,6 +86,10 @@ public sealed class Drill(DrillSettings s)
         string tag = $"r{round}-{seed}";
         string arbiter = Path.Combine(s.WorkDir, $"arbiter-{tag}.lock");
         string logCopy = Path.Combine(s.WorkDir, $"backup-{tag}.rvlog");
+        // the pair authenticates with a fresh secret; both use this machine's "/" as the guest root on purpose (the
+        // drill's guests write no files), which the backup refuses unless told the storage is shared
+        string token = Path.Combine(s.WorkDir, $"token-{tag}");
+        ReVirt.Replication.ReplicationProtocol.WriteNewSecret(token);
         File.Delete(arbiter);
         File.Delete(logCopy);
         var clock = Stopwatch.StartNew();
@@ -94,7 +98,7 @@ public sealed class Drill(DrillSettings s)
 
         var env = s.Plant == null ? null : new Dictionary<string, string> { ["REVIRT_PLANT"] = s.Plant };
         using var backup = new ReplicaProc("backup", s.BackupDll,
-            ["listen", "--listen", "http://127.0.0.1:0", "--arbiter", arbiter, "--timeout-ms", s.TimeoutMs.ToString(), "--log", logCopy, .. s.ExtraBackupArgs], clock, env);
+            ["listen", "--listen", "http://127.0.0.1:0", "--token-file", token, "--shared-storage", "--arbiter", arbiter, "--timeout-ms", s.TimeoutMs.ToString(), "--log", logCopy, .. s.ExtraBackupArgs], clock, env);
         string? url = null, backupId = "";
         backup.WaitFor(() =>
         {
@@ -111,7 +115,7 @@ public sealed class Drill(DrillSettings s)
         void Normal() { if (s.BaseLinkDelayMs > 0) proxy.Delay(s.BaseLinkDelayMs); else proxy.Pass(); }
         Say($"{label}: starting the primary");
         using var primary = new ReplicaProc("primary", s.PrimaryDll,
-            ["protect", "--backup", proxy.Url, "--arbiter", arbiter, "--timeout-ms", s.TimeoutMs.ToString(), "--heartbeat-ms", s.HeartbeatMs.ToString(),
+            ["protect", "--backup", proxy.Url, "--token-file", token, "--arbiter", arbiter, "--timeout-ms", s.TimeoutMs.ToString(), "--heartbeat-ms", s.HeartbeatMs.ToString(),
              "--checkpoint-interval", s.CheckpointInterval.ToString(), "--stats", .. s.ExtraPrimaryArgs, "--", w.Program, .. run.Args], clock, env);
         if (!primary.WaitFor(() => primary.Line("protected by") != null, TimeSpan.FromSeconds(60)))
             throw new DrillSetupException($"the primary did not get protected:\n{primary.StderrText}\nbackup:\n{backup.StderrText}");

@@ -60,10 +60,14 @@ var protect = new Command("protect", "Run like `record`, streaming the event log
 };
 protect.SetAction(parse =>
 {
+    byte[] secret;
+    try { secret = ReVirt.Replication.ReplicationProtocol.ReadSecret(parse.GetValue(tokenOpt)); }
+    catch (IOException e) { Console.Error.WriteLine($"primary: {e.Message}"); return 2; }
     var settings = new ReVirt.Primary.ProtectSettings
     {
         BackupUrl = parse.GetValue(backupOpt)!,
-        Secret = ReVirt.Replication.ReplicationProtocol.ReadSecret(parse.GetValue(tokenOpt)),
+        Secret = secret,
+        Root = ReVirt.Replication.RootIdentities.Of(parse.GetValue(rootOpt)!),
         ArbiterPath = parse.GetValue(arbiterOpt),
         HeartbeatMs = parse.GetValue(hbOpt),
         TimeoutMs = parse.GetValue(timeoutOpt),

@@ -188,6 +188,7 @@ public readonly struct LogRecord
         RecordKind.Checkpoint => Decode<Checkpoint>(),
         RecordKind.Output => Decode<Output>(),
         RecordKind.Exit => Decode<Exit>(),
+        RecordKind.End => Decode<End>(),
         RecordKind.Opaque => Decode<Opaque>(),
         _ => throw new LogFormatException($"unknown record kind 0x{(byte)Kind:x2}", Sequence, Offset),
     };

@@ -41,7 +41,19 @@ public sealed class ReplicaProcess : IDisposable
         _p.BeginErrorReadLine();
     }
 
-    public static ReplicaProcess Backup(params string[] args) => new(GuestEnv.BackupDll, new[] { "listen" }.Concat(args));
+    /// <summary>
+    /// `backup listen ARGS`. A backup refuses to listen without a token and refuses a primary whose guest root is the
+    /// same directory as its own; tests that give no --token-file run it with --insecure-no-auth, and tests that give
+    /// no --root (both replicas on this machine's "/", guests that write no files) with --shared-storage.
+    /// </summary>
+    public static ReplicaProcess Backup(params string[] args)
+    {
+        var a = new List<string> { "listen" };
+        a.AddRange(args);
+        if (!args.Contains("--token-file")) a.Add("--insecure-no-auth");
+        if (!args.Contains("--root")) a.Add("--shared-storage");
+        return new(GuestEnv.BackupDll, a);
+    }
     public static ReplicaProcess Primary(params string[] args) => new(GuestEnv.PrimaryDll, new[] { "protect" }.Concat(args));
 
     public int Pid => _p.Id;

@@ -155,7 +155,7 @@ public class ReplicationTests(ITestOutputHelper output)
     {
         string tok1 = TempFile(".tok"), tok2 = TempFile(".tok");
         File.WriteAllText(tok1, "correct horse battery staple\n");
-        File.WriteAllText(tok2, "wrong token\n");
+        File.WriteAllText(tok2, "a wrong token, long enough\n");
         string rootA = TempFile(""), rootB = TempFile("");
         Directory.CreateDirectory(rootA); Directory.CreateDirectory(rootB);
         File.Copy(Counter, Path.Combine(rootA, "prog"));
