@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using ReVirt.Abi;
+using ReVirt.Linux;
 using ReVirt.Log;
 using ReVirt.Memory;
 using ReVirt.Replay;
@@ -114,29 +115,55 @@ public sealed class LogFuzzer(Random rng, TextWriter output)
 
     byte[] RandomBytes(int n) { var b = new byte[n]; rng.NextBytes(b); return b; }
 
-    /// <summary>Runs one case on its own thread; false when it hung (the caller must stop the process).</summary>
-    bool RunCase(string what, Action body)
+    public long LongRunning;
+
+    /// <summary>
+    /// Runs one case on its own thread; false when it hung (the caller must stop the process). A forged log can
+    /// make its guest compute for as long as the program could (a signal placed far ahead of a spinning guest): a
+    /// replay whose guest keeps executing instructions is not hung; after <see cref="LongRun"/> it is stopped and
+    /// counted. A case that makes no progress for <see cref="CaseTimeout"/> is a hang.
+    /// </summary>
+    bool RunCase(string what, Action<Action<Machine>> body)
     {
         Exception? thrown = null;
-        var t = new Thread(() => { try { body(); } catch (Exception e) { thrown = e; } }, 256 << 20) { IsBackground = true };
+        Machine? machine = null;
+        var t = new Thread(() => { try { body(m => machine = m); } catch (Exception e) { thrown = e; } }, 256 << 20) { IsBackground = true };
+        var sw = Stopwatch.StartNew();
         t.Start();
-        if (!t.Join(CaseTimeout)) { Finding($"hang: {what} did not finish in {CaseTimeout.TotalSeconds:F0} s"); return false; }
+        ulong last = ulong.MaxValue;
+        var lastProgress = Stopwatch.StartNew();
+        bool stopped = false;
+        while (!t.Join(TimeSpan.FromSeconds(2)))
+        {
+            ulong now = machine?.Kernel.Current?.Cpu.InstructionCount ?? 0;
+            if (now != last) { last = now; lastProgress.Restart(); }
+            if (!stopped && machine != null && sw.Elapsed > LongRun && lastProgress.Elapsed < TimeSpan.FromSeconds(5))
+            {
+                stopped = true;
+                Interlocked.Increment(ref LongRunning);
+                machine.Kernel.Exited = true;
+                if (machine.Kernel.Current is { } cur) cur.Cpu.StopAt = 0;
+            }
+            if (lastProgress.Elapsed > CaseTimeout) { Finding($"hang: {what} made no progress for {CaseTimeout.TotalSeconds:F0} s"); return false; }
+        }
         if (thrown != null) Finding($"host exception: {what}: {thrown.GetType().Name}: {thrown.Message}\n{thrown.StackTrace}");
         return true;
     }
+
+    static readonly TimeSpan LongRun = TimeSpan.FromSeconds(30);
 
     public bool LogCase(byte[] seed, string seedName)
     {
         var m = Mutate(seed);
         Cases++;
         Count(ByMutation, m.Kind);
-        return RunCase($"log {seedName} mutation {m.Kind}", () =>
+        return RunCase($"log {seedName} mutation {m.Kind}", started =>
         {
             ReplayVerdict v;
             try
             {
                 using var reader = new LogReader(new MemoryStream(m.Log, writable: false));
-                v = ReplayCheck.Run(reader);
+                v = ReplayCheck.Run(reader, started: (machine, _) => started(machine));
             }
             catch (LogFormatException) { v = new(ReplayVerdictKind.Refused, "header"); }
             lock (ByVerdict) Count(ByVerdict, v.Kind.ToString());
@@ -171,7 +198,7 @@ public sealed class LogFuzzer(Random rng, TextWriter output)
         }
         Cases++;
         Count(ByMutation, "elf-" + kind);
-        return RunCase($"elf {seedName} mutation {kind}", () =>
+        return RunCase($"elf {seedName} mutation {kind}", _ =>
         {
             using var mem = new GuestMemory();
             try { ElfLoader.Load(mem, b, "fuzz"); lock (ByVerdict) Count(ByVerdict, "elf loaded"); }
@@ -209,7 +236,7 @@ public sealed class LogFuzzer(Random rng, TextWriter output)
             }
         }
         finally { Console.SetError(quiet); }
-        output.WriteLine($"backup: fuzz: {fz.Cases} cases in {sw.Elapsed.TotalMinutes:F1} min (seed {seed}), {fz.Findings} findings; {fz.AlternativeInputs} mutated inputs replayed as another faithful run");
+        output.WriteLine($"backup: fuzz: {fz.Cases} cases in {sw.Elapsed.TotalMinutes:F1} min (seed {seed}), {fz.Findings} findings; {fz.AlternativeInputs} mutated inputs replayed as another faithful run; {fz.LongRunning} replays whose guest was still computing after {LongRun.TotalSeconds:F0} s stopped");
         output.WriteLine("  mutations: " + string.Join(", ", fz.ByMutation.OrderBy(k => k.Key).Select(k => $"{k.Key} {k.Value}")));
         output.WriteLine("  outcomes:  " + string.Join(", ", fz.ByVerdict.OrderBy(k => k.Key).Select(k => $"{k.Key} {k.Value}")));
         return fz.Findings == 0 ? 0 : 1;

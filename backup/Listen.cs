@@ -11,6 +11,7 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using ReVirt.Abi;
+using ReVirt.Linux;
 using ReVirt.Arbiter;
 using ReVirt.Log;
 using ReVirt.Protocol;
@@ -132,7 +133,7 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
                    "so both would apply the guest's file writes to the same files. Fix: give the backup its own copy of the root (backup listen --root DIR, " +
                    "a copy of the primary's --root), or, if the two replicas share storage on purpose, pass --shared-storage to backup listen";
         string host;
-        try { host = LinuxKernel.ResolveProgram(opts).HostPath; }
+        try { host = Kernel.ResolveProgram(opts).HostPath; }
         catch (ElfLoadException e) { return $"the program is missing on the backup: {e.Message}"; }
         try
         {

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using ReVirt;
 using ReVirt.Abi;
+using ReVirt.Linux;
 using ReVirt.Log;
 using ReVirt.Replay;
 
@@ -85,7 +86,7 @@ static int Replay(FileInfo log, bool show, string? rootOverride)
             // progress on a terminal: where the replay is, every second
             if (!Console.IsErrorRedirected)
                 progress = new Timer(_ =>
-                    Console.Error.Write($"\rbackup: replaying: instruction {m.Kernel.Current?.InstructionCount ?? 0:N0}, record #{boundary.RecordsConsumed:N0}, {boundary.CheckpointsVerified} checkpoints verified   "),
+                    Console.Error.Write($"\rbackup: replaying: instruction {m.Kernel.Current?.Cpu.InstructionCount ?? 0:N0}, record #{boundary.RecordsConsumed:N0}, {boundary.CheckpointsVerified} checkpoints verified   "),
                     null, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(1));
         });
         if (progress != null) { progress.Dispose(); Console.Error.WriteLine(); }

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using ReVirt;
 using ReVirt.Abi;
+using ReVirt.Linux;
 using ReVirt.Log;
 using ReVirt.Replay;
 
@@ -107,7 +108,7 @@ int Guest(ParseResult parse, FileInfo? log)
     else
     {
         byte[] image;
-        try { image = File.ReadAllBytes(LinuxKernel.ResolveProgram(opts).HostPath); }
+        try { image = File.ReadAllBytes(Kernel.ResolveProgram(opts).HostPath); }
         catch (ElfLoadException e) { Console.Error.WriteLine($"primary: {e.Message}"); return 127; }
         var header = Recording.Header(opts, image, parse.GetValue(intervalOpt));
         using var writer = LogWriter.Create(log.FullName, header);

@@ -2,6 +2,7 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using ReVirt.Abi;
+using ReVirt.Linux;
 using ReVirt.Log;
 using ReVirt.Replay;
 using ReVirt.Replication;
@@ -48,7 +49,7 @@ sealed class ProtectService(ProtectSettings settings, MachineOptions opts, ulong
     async Task<int> RunAsync()
     {
         byte[] image;
-        try { image = File.ReadAllBytes(LinuxKernel.ResolveProgram(opts).HostPath); }
+        try { image = File.ReadAllBytes(Kernel.ResolveProgram(opts).HostPath); }
         catch (ElfLoadException e) { Log.WriteLine($"primary: {e.Message}"); return 127; }
         var header = Recording.Header(opts, image, checkpointInterval);
         var encoded = header.Encode();

@@ -1,12 +1,13 @@
 using System.Runtime.InteropServices;
 using ReVirt.Abi;
+using ReVirt.Linux;
 
 namespace ReVirt;
 
 /// <summary>A virtual machine running one guest program: the facade the commands and tests use.</summary>
 public sealed class Machine : IDisposable
 {
-    public LinuxKernel Kernel { get; }
+    public Kernel Kernel { get; }
     public MachineOptions Options { get; }
     public IBoundary Boundary { get; }
 
@@ -14,11 +15,11 @@ public sealed class Machine : IDisposable
     {
         Options = options;
         Boundary = boundary ?? new LiveBoundary();
-        Kernel = new LinuxKernel(options, Boundary);
+        Kernel = new Kernel(options, Boundary);
         Boundary.Attach(Kernel);
     }
 
-    /// <summary>Loads the program (see <see cref="LinuxKernel.Load"/>).</summary>
+    /// <summary>Loads the program (see <see cref="Kernel.Load"/>).</summary>
     public void Load() => Kernel.Load();
 
     /// <summary>Runs the loaded program to the end; returns the exit status (128+signal when killed).</summary>
@@ -33,9 +34,9 @@ public sealed class Machine : IDisposable
         finally { foreach (var r in regs) r.Dispose(); }
     }
 
-    public ulong InstructionCount => Kernel.MainThread.InstructionCount;
+    public ulong InstructionCount => Kernel.MainThread.Cpu.InstructionCount;
 
-    public void Dispose() => Kernel.Mem.Dispose();
+    public void Dispose() { foreach (var p in Kernel.Processes) p.Mem.Dispose(); }
 
     /// <summary>Loads and runs a program, mapping start-up failures to the shell's conventions (127: not found, 126: cannot run).</summary>
     public static int RunProgram(MachineOptions options, IBoundary? boundary = null)

@@ -1,3 +1,5 @@
+using ReVirt.Linux;
+
 using System.Buffers.Binary;
 using System.Text;
 

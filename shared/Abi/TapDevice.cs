@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using ReVirt.Linux;
 
 namespace ReVirt.Abi;
 

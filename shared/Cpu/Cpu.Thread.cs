@@ -1,19 +1,9 @@
 namespace ReVirt.Cpu;
 
-/// <summary>Per-thread state the kernel keeps for scheduling (set_tid_address, futex waits).</summary>
 public sealed partial class Cpu
 {
-    /// <summary>CLONE_CHILD_CLEARTID / set_tid_address: zeroed and futex-woken when the thread exits.</summary>
-    public ulong ClearChildTid;
-    /// <summary>The futex word this thread waits on (valid while Blocked).</summary>
-    public ulong FutexAddr;
-    public uint FutexBitset;
-    /// <summary>The wait has a timeout: it expires when no other thread can run (deterministically).</summary>
-    public bool FutexTimed;
-    public bool Blocked;
-    public bool Dead;
-
-    /// <summary>A new thread sharing memory and code with this one (clone with CLONE_VM|CLONE_THREAD).</summary>
+    /// <summary>A new CPU with this one's registers, sharing memory and code with it (a thread of the same
+    /// process: clone with CLONE_VM|CLONE_THREAD). Scheduling state belongs to the kernel's GuestThread.</summary>
     public Cpu CloneThread(int tid)
     {
         var t = new Cpu(Mem, Code, Host) { Tid = tid };

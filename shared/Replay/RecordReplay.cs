@@ -1,6 +1,7 @@
 using System.IO.Hashing;
 using System.Text;
 using ReVirt.Abi;
+using ReVirt.Linux;
 using ReVirt.Log;
 using CpuT = ReVirt.Cpu.Cpu;
 
@@ -76,7 +77,7 @@ public sealed class RecordingBoundary : IBoundary
     readonly ulong _interval;
     ulong _nextCheckpoint;
     readonly OutputDigests _out = new();
-    LinuxKernel? _k;
+    Kernel? _k;
     Timer? _flushTimer;
     volatile bool _flushDue;
 
@@ -90,7 +91,7 @@ public sealed class RecordingBoundary : IBoundary
     void RequestFlush()
     {
         _flushDue = true;
-        var c = _k?.Current;
+        var c = _k?.Current?.Cpu;
         if (c != null) c.StopAt = 0; // stop at the next block boundary (AtStop flushes), as a host event does
     }
 
@@ -106,13 +107,13 @@ public sealed class RecordingBoundary : IBoundary
     public long Records => (long)_w.LastSequence;
     public long LogBytes => _w.BytesWritten;
 
-    public void Attach(LinuxKernel k)
+    public void Attach(Kernel k)
     {
         _k = k;
         _flushTimer ??= new Timer(_ => RequestFlush(), null, FlushInterval, FlushInterval);
     }
 
-    ulong Icount => _k?.Current?.InstructionCount ?? 0;
+    ulong Icount => _k?.Current?.Cpu.InstructionCount ?? 0;
 
     /// <summary>
     /// Output commit (protected primary): when set, guest writes to stdout/stderr are logged as complete and their
@@ -168,10 +169,10 @@ public sealed class RecordingBoundary : IBoundary
         return b;
     }
 
-    public ulong NextStop(LinuxKernel kernel, CpuT cpu)
+    public ulong NextStop(Kernel kernel, CpuT cpu)
         => kernel.HostEventsPending ? cpu.InstructionCount : _nextCheckpoint;
 
-    public void AtStop(LinuxKernel kernel, CpuT cpu)
+    public void AtStop(Kernel kernel, CpuT cpu)
     {
         if (cpu.InstructionCount >= _nextCheckpoint)
         {
@@ -180,7 +181,7 @@ public sealed class RecordingBoundary : IBoundary
             _flushDue = true;
         }
         FlushIfDue();
-        if (kernel.TryTakeHostEvent(out var sig) && sig == LinuxKernel.PreemptEvent)
+        if (kernel.TryTakeHostEvent(out var sig) && sig == Kernel.PreemptEvent)
         {
             if (kernel.NextRunnable(cpu) is { } next)
             {
@@ -188,7 +189,7 @@ public sealed class RecordingBoundary : IBoundary
                 kernel.SwitchTo(cpu, next.Tid);
             }
         }
-        else if (sig != LinuxKernel.PreemptEvent)
+        else if (sig != Kernel.PreemptEvent)
         {
             _w.Append(new Signal
             {
@@ -199,7 +200,7 @@ public sealed class RecordingBoundary : IBoundary
         }
     }
 
-    public void OnOutput(LinuxKernel kernel, CpuT cpu, int fd, ReadOnlySpan<byte> bytes)
+    public void OnOutput(Kernel kernel, CpuT cpu, int fd, ReadOnlySpan<byte> bytes)
     {
         var (total, digest) = _out.Add(fd, bytes);
         var copy = bytes.ToArray();
@@ -207,7 +208,7 @@ public sealed class RecordingBoundary : IBoundary
         Gate?.Hold(seq, fd, copy);
     }
 
-    public void OnExit(LinuxKernel kernel, CpuT cpu, int status)
+    public void OnExit(Kernel kernel, CpuT cpu, int status)
     {
         _w.Append(new Checkpoint { InstrCount = cpu.InstructionCount, Rip = cpu.Rip, StateDigest = StateDigest.Compute(kernel) });
         _w.Append(new Exit { InstrCount = cpu.InstructionCount, Status = status });
@@ -264,7 +265,7 @@ public sealed class ReplayBoundary : IBoundary
     readonly FollowOptions? _follow;
     LogRecord _peek;
     bool _havePeek, _eof, _live;
-    LinuxKernel? _k;
+    Kernel? _k;
     // output replayed but not yet reported released by the primary: (fd, offset of its first byte, bytes)
     readonly Queue<(int Fd, ulong Start, byte[] Bytes)> _unreleased = new();
     long _relOut, _relErr;
@@ -299,9 +300,9 @@ public sealed class ReplayBoundary : IBoundary
     }
 
     public bool Replaying => !_live;
-    public void Attach(LinuxKernel k) => _k = k;
-    ulong Icount => _k?.Current?.InstructionCount ?? 0;
-    ulong Rip => _k?.Current?.Rip ?? 0;
+    public void Attach(Kernel k) => _k = k;
+    ulong Icount => _k?.Current?.Cpu.InstructionCount ?? 0;
+    ulong Rip => _k?.Current?.Cpu.Rip ?? 0;
 
     /// <summary>The next record of the recording; false at its end. The End record (checked by the reader) is the
     /// end, not a record: after it <see cref="RecordingComplete"/> holds.</summary>
@@ -352,8 +353,7 @@ public sealed class ReplayBoundary : IBoundary
         // re-opened at their offsets, the old primary's connections are reset
         if (_k != null)
         {
-            _k.AttachHostAtTakeover();
-            foreach (var line in _k.TakeoverReport) _k.Options.Diagnostics.WriteLine("backup: takeover: " + line);
+            foreach (var line in TakeoverAgent.AttachHost(_k)) _k.Options.Diagnostics.WriteLine("backup: takeover: " + line);
             _k.Options.Diagnostics.Flush();
         }
         // re-emit what the old primary may not have released (it can have released it in its last round trip:
@@ -390,7 +390,7 @@ public sealed class ReplayBoundary : IBoundary
         _havePeek = false;
         RecordsConsumed++;
         // the next asynchronous event may be due before the guest leaves the block it is in: aim the stop at it
-        var cpu = _k?.Current;
+        var cpu = _k?.Current?.Cpu;
         if (cpu != null && rec.Kind is RecordKind.SyscallResult or RecordKind.Rdtsc or RecordKind.Rdrand or RecordKind.Output)
             cpu.StopAt = ReplayStop(cpu);
         return rec;
@@ -422,7 +422,7 @@ public sealed class ReplayBoundary : IBoundary
         if (s.Tid != tid) throw Diverged($"syscall {nr} came from thread {tid}, recorded from thread {s.Tid}");
         if (s.Data.Length != 0) throw Forged(s, $"syscall {nr} returns no data bytes, the record holds {s.Data.Length}");
         // (before the guest runs, e.g. while loading, the main thread's registers are all zero: no buffer at all)
-        if (_k != null && RecordedWrites.Check(nr, _k.Current ?? _k.MainThread, _k.Mem, s.MemWrites) is { } bad) throw Forged(s, bad);
+        if (_k?.Current is { } t && RecordedWrites.Check(nr, t.Cpu, _k.Mem, s.MemWrites) is { } bad) throw Forged(s, bad);
         var r = HostResult.Of(s.Result);
         if (s.MemWrites != null) r.Writes.AddRange(s.MemWrites);
         // a following backup performs this replica's own file effects on its own root (the guest sees the log)
@@ -478,18 +478,18 @@ public sealed class ReplayBoundary : IBoundary
         return at;
     }
 
-    public ulong NextStop(LinuxKernel kernel, CpuT cpu)
+    public ulong NextStop(Kernel kernel, CpuT cpu)
     {
         if (LiveNow()) return kernel.HostEventsPending ? cpu.InstructionCount : ulong.MaxValue;
         return ReplayStop(cpu);
     }
 
-    public void AtStop(LinuxKernel kernel, CpuT cpu)
+    public void AtStop(Kernel kernel, CpuT cpu)
     {
         if (_live)
         {
             if (!kernel.TryTakeHostEvent(out var sig)) return;
-            if (sig != LinuxKernel.PreemptEvent) kernel.RaiseAsync(cpu, sig);
+            if (sig != Kernel.PreemptEvent) kernel.RaiseAsync(cpu, sig);
             else if (kernel.NextRunnable(cpu) is { } next) kernel.SwitchTo(cpu, next.Tid);
             return;
         }
@@ -540,7 +540,7 @@ public sealed class ReplayBoundary : IBoundary
     /// <summary>Highest signal number (SIGRTMAX).</summary>
     const int MaxSignal = 64;
 
-    void VerifyCheckpoint(LinuxKernel kernel, CpuT cpu, Checkpoint c)
+    void VerifyCheckpoint(Kernel kernel, CpuT cpu, Checkpoint c)
     {
         if (c.InstrCount != cpu.InstructionCount) throw Diverged($"a checkpoint recorded at instruction {c.InstrCount} came at instruction {cpu.InstructionCount}");
         if (c.Rip != cpu.Rip) throw Diverged($"checkpoint at instruction {c.InstrCount}: recorded rip 0x{c.Rip:x}, replay rip 0x{cpu.Rip:x}");
@@ -554,7 +554,7 @@ public sealed class ReplayBoundary : IBoundary
     /// <summary>Instruction count and state digest of the last checkpoint the replay verified.</summary>
     public (ulong Instruction, string Digest)? LastVerifiedCheckpoint { get; private set; }
 
-    public void OnOutput(LinuxKernel kernel, CpuT cpu, int fd, ReadOnlySpan<byte> bytes)
+    public void OnOutput(Kernel kernel, CpuT cpu, int fd, ReadOnlySpan<byte> bytes)
     {
         if (LiveNow())
         {
@@ -586,7 +586,7 @@ public sealed class ReplayBoundary : IBoundary
         if (s != null) { s.Write(bytes); s.Flush(); }
     }
 
-    public void OnExit(LinuxKernel kernel, CpuT cpu, int status)
+    public void OnExit(Kernel kernel, CpuT cpu, int status)
     {
         if (LiveNow()) return;
         var c = Expect<Checkpoint>("the final checkpoint");

@@ -1,4 +1,5 @@
 using ReVirt.Abi;
+using ReVirt.Linux;
 using ReVirt.Memory;
 using CpuT = ReVirt.Cpu.Cpu;
 

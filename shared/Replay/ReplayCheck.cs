@@ -1,4 +1,5 @@
 using ReVirt.Abi;
+using ReVirt.Linux;
 using ReVirt.Log;
 
 namespace ReVirt.Replay;
@@ -29,7 +30,7 @@ public static class ReplayCheck
     {
         var opts = Recording.OptionsFrom(reader.Header, rootOverride);
         string host;
-        try { host = LinuxKernel.ResolveProgram(opts).HostPath; }
+        try { host = Kernel.ResolveProgram(opts).HostPath; }
         catch (ElfLoadException e) { return new(ReplayVerdictKind.Refused, $"the recorded program is missing: {e.Message}"); }
         try
         {

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using ReVirt.Abi;
+using ReVirt.Linux;
 
 namespace ReVirt.Replication;
 

@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using ReVirt.Abi;
+using ReVirt.Linux;
 using ReVirt.Log;
 using ReVirt.Replay;
 using ReVirt.Tests.Programs;
@@ -15,7 +16,7 @@ public sealed record SocketState(int Fd, int Family, int Type, int Protocol, str
 sealed class ProbingBoundary : IBoundary
 {
     readonly IBoundary _inner;
-    LinuxKernel? _k;
+    Kernel? _k;
     public List<SocketState>? Sockets;
     public readonly ManualResetEventSlim Probed = new();
 
@@ -25,9 +26,10 @@ sealed class ProbingBoundary : IBoundary
     {
         if (nr == Nr.poll && Sockets == null && _k != null)
         {
-            Sockets = _k.Fds.Where(kv => kv.Value.IsSocket).OrderBy(kv => kv.Key)
-                .Select(kv => new SocketState(kv.Key, kv.Value.SocketFamily, kv.Value.SocketType, kv.Value.SocketProtocol,
-                    Convert.ToHexString(kv.Value.BoundAddress ?? Array.Empty<byte>()), kv.Value.Listening, kv.Value.Backlog)).ToList();
+            Sockets = _k.Init.Fds.Entries.Where(e => e.File is HostSocket)
+                .Select(e => (e.Fd, S: (HostSocket)e.File))
+                .Select(e => new SocketState(e.Fd, e.S.Family, e.S.Type, e.S.Protocol,
+                    Convert.ToHexString(e.S.BoundAddress ?? Array.Empty<byte>()), e.S.Listening, e.S.Backlog)).ToList();
             Probed.Set();
         }
         return _inner.Syscall(tid, nr, perform, reexecuteOnReplay);
@@ -36,11 +38,11 @@ sealed class ProbingBoundary : IBoundary
     public ulong Value(int tid, InputKind kind, Func<ulong> perform) => _inner.Value(tid, kind, perform);
     public byte[] Bytes(int tid, InputKind kind, int count, Func<byte[]> perform) => _inner.Bytes(tid, kind, count, perform);
     public bool Replaying => _inner.Replaying;
-    public ulong NextStop(LinuxKernel kernel, CpuT cpu) => _inner.NextStop(kernel, cpu);
-    public void AtStop(LinuxKernel kernel, CpuT cpu) => _inner.AtStop(kernel, cpu);
-    public void OnOutput(LinuxKernel kernel, CpuT cpu, int fd, ReadOnlySpan<byte> bytes) => _inner.OnOutput(kernel, cpu, fd, bytes);
-    public void Attach(LinuxKernel kernel) { _k = kernel; _inner.Attach(kernel); }
-    public void OnExit(LinuxKernel kernel, CpuT cpu, int status) => _inner.OnExit(kernel, cpu, status);
+    public ulong NextStop(Kernel kernel, CpuT cpu) => _inner.NextStop(kernel, cpu);
+    public void AtStop(Kernel kernel, CpuT cpu) => _inner.AtStop(kernel, cpu);
+    public void OnOutput(Kernel kernel, CpuT cpu, int fd, ReadOnlySpan<byte> bytes) => _inner.OnOutput(kernel, cpu, fd, bytes);
+    public void Attach(Kernel kernel) { _k = kernel; _inner.Attach(kernel); }
+    public void OnExit(Kernel kernel, CpuT cpu, int status) => _inner.OnExit(kernel, cpu, status);
 }
 
 /// <summary>The kernel records each listening socket's family, type, protocol, bound address and backlog, and a

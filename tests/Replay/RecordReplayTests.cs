@@ -102,7 +102,10 @@ public class RecordReplayTests
             using var p = System.Diagnostics.Process.Start(psi)!;
             var err = p.StandardError.ReadToEndAsync();
             var outp = p.StandardOutput.ReadToEndAsync();
-            Thread.Sleep(1500);
+            // the recorder flushes its log at least every second once the guest runs: wait for that, then a little
+            var sw = System.Diagnostics.Stopwatch.StartNew();
+            while (sw.Elapsed < TimeSpan.FromSeconds(60) && !p.HasExited && (!File.Exists(log) || new FileInfo(log).Length == 0)) Thread.Sleep(50);
+            Thread.Sleep(500);
             Assert.False(p.HasExited, "the guest should still be computing");
             Assert.Equal(0, Kill(p.Id, 2));
             Assert.True(p.WaitForExit(60_000));

@@ -52,7 +52,8 @@ public class ReplicationTests(ITestOutputHelper output)
         var (b, url) = ReplicaProcess.StartBackup();
         using var _ = b;
         using var p = ReplicaProcess.Primary("--backup", url, "--stats", "--checkpoint-interval", "500000", "--", Counter, "40", "20000");
-        Assert.Equal(0, p.WaitForExit(Long));
+        int pe = p.WaitForExit(Long);
+        Assert.True(pe == 0, $"primary exit {pe}:\n{p.Stderr}\nbackup:\n{b.Stderr}");
         Assert.Equal(0, b.WaitForExit(Long));
         output.WriteLine(p.Stderr);
         output.WriteLine(b.Stderr);

@@ -1,5 +1,6 @@
 using System.Text;
 using ReVirt.Abi;
+using ReVirt.Linux;
 using ReVirt.Tests.Programs;
 using Xunit;
 
@@ -122,5 +123,24 @@ public class GuestFsSecurityTests
             Assert.True(opened > 0 && swaps > 100, $"the race did not happen: {opened} opens, {swaps} swaps");
         }
         finally { stop.Cancel(); swapper?.Join(); Directory.Delete(root, true); }
+    }
+
+    [Fact]
+    public void RmdirOfTheRootInsideTheGuestLeavesTheHostDirectory()
+    {
+        string root = Path.Combine(Path.GetTempPath(), $"revirt-rmroot-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(root);
+        File.Copy(GuestEnv.Guest("rmroot", "musl"), Path.Combine(root, "rmroot"));
+        try
+        {
+            var r = GuestEnv.Vm("/rmroot", [], extra: ["--root", root]);
+            Assert.True(r.ExitCode == 0, r.Stderr);
+            Assert.True(Directory.Exists(root), "the guest removed its root directory on the host");
+            var steps = r.StdoutText.Split('\n', StringSplitOptions.RemoveEmptyEntries).ToDictionary(l => l.Split(' ')[0], l => int.Parse(l.Split(' ')[1]));
+            Assert.Equal(0, steps["unlink-self"]);
+            foreach (var s in new[] { "rmdir-root", "rmdir-dot", "rmdir-dotdot", "unlink-root", "rename-root" })
+                Assert.NotEqual(0, steps[s]);
+        }
+        finally { if (Directory.Exists(root)) Directory.Delete(root, true); }
     }
 }

@@ -327,6 +327,17 @@ public class LogSecurityTests
         finally { File.Delete(fifo); }
     }
 
+    /// <summary>True once the log file (being written) holds a whole record of this kind.</summary>
+    static bool Holds(string log, RecordKind kind)
+    {
+        try
+        {
+            using var r = new LogReader(new MemoryStream(File.ReadAllBytes(log)));
+            return r.ReadAll().Any(x => x.Kind == kind);
+        }
+        catch (Exception e) when (e is IOException) { return false; }
+    }
+
     [Theory]
     [InlineData("2000000")]
     [InlineData("0")]
@@ -337,10 +348,11 @@ public class LogSecurityTests
         {
             using (var p = RunningProgram.Dotnet(GuestEnv.PrimaryDll, "record", "--log", log, "--checkpoint-interval", interval, "--", GuestEnv.Guest("bench", "musl"), "100000"))
             {
-                // CPU-bound: the guest makes no syscall for seconds; wait until it has run ~2 s in the VM
+                // CPU-bound: the guest makes no syscall for seconds. Wait until the log holds what must have been
+                // flushed by now (the start-up records after a second; a checkpoint after 2M instructions), then ~2 s more
                 var sw = Stopwatch.StartNew();
-                while (sw.Elapsed < TimeSpan.FromSeconds(60) && (!File.Exists(log) || new FileInfo(log).Length == 0)) Thread.Sleep(50);
-                Thread.Sleep(2500);
+                while (sw.Elapsed < TimeSpan.FromSeconds(90) && !Holds(log, interval == "0" ? RecordKind.SyscallResult : RecordKind.Checkpoint)) Thread.Sleep(100);
+                Thread.Sleep(2000);
             } // SIGKILL (RunningProgram.Dispose kills the process)
             Thread.Sleep(500);
             var bytes = File.ReadAllBytes(log);

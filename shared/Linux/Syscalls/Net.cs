@@ -1,88 +1,69 @@
 using System.Buffers.Binary;
 using System.Text;
+using ReVirt.Abi;
 using CpuT = ReVirt.Cpu.Cpu;
 
-namespace ReVirt.Abi;
+namespace ReVirt.Linux;
 
 /// <summary>
 /// Guest networking: real host sockets behind guest descriptors (live and recording runs), every answer through
 /// the boundary so that a replay gets the same results and received bytes from the log without a socket.
 /// Also select/pselect6/ppoll, epoll and eventfd. Address structures are passed through verbatim (host and guest
-/// are both x86-64 Linux), except AF_UNIX path names, which are guest paths under the root.
+/// are both x86-64 Linux), except Af.UNIX path names, which are guest paths under the root.
 /// </summary>
-public sealed partial class LinuxKernel
+public sealed partial class Kernel
 {
-    const int AF_UNIX = 1, AF_INET = 2, AF_INET6 = 10;
-    const int SOCK_NONBLOCK = 0x800, SOCK_CLOEXEC = 0x80000, SOCK_TYPE_MASK = 0xF;
-    const int MSG_NOSIGNAL = 0x4000;
-    const int SIGPIPE = 13;
     const int MaxSockAddr = 128;      // sizeof(struct sockaddr_storage)
     const int MaxSockOpt = 4096;      // bound on option buffers
     const int MaxNetIo = 1 << 24;
     const int MaxIov = 1024;
-    const int EpollEventSize = 12;    // struct epoll_event is packed on x86-64
-    const short POLLIN = 1, POLLPRI = 2, POLLOUT = 4, POLLERR = 8, POLLHUP = 0x10, POLLNVAL = 0x20;
 
-    long Net(CpuT cpu, int nr, ulong a1, ulong a2, ulong a3, ulong a4, ulong a5, ulong a6)
+    void RegisterNetSyscalls(SyscallTable r)
     {
-        switch (nr)
+        r.Family(SyscallFlags.Host);
+        r.Add(Nr.socket, (t, a) => Socket(t.Cpu, (int)a.A1, (int)a.A2, (int)a.A3));
+        r.Add(Nr.socketpair, (t, a) => SocketPair(t.Cpu, (int)a.A1, (int)a.A2, (int)a.A3, a.A4));
+        r.Add(Nr.bind, (t, a) => Bind(t.Cpu, (int)a.A1, a.A2, (uint)a.A3));
+        r.Add(Nr.listen, (t, a) => Listen(t.Cpu, (int)a.A1, (int)a.A2));
+        r.Add(Nr.accept, (t, a) => Accept(t.Cpu, (int)a.A1, a.A2, a.A3, 0));
+        r.Add(Nr.accept4, (t, a) => Accept(t.Cpu, (int)a.A1, a.A2, a.A3, (int)a.A4));
+        r.Add(Nr.connect, (t, a) => Connect(t.Cpu, (int)a.A1, a.A2, (uint)a.A3));
+        r.Add(Nr.getsockname, (t, a) => SockName(t.Cpu, a.Nr, (int)a.A1, a.A2, a.A3));
+        r.Add(Nr.getpeername, (t, a) => SockName(t.Cpu, a.Nr, (int)a.A1, a.A2, a.A3));
+        r.Add(Nr.sendto, (t, a) => SendTo(t.Cpu, (int)a.A1, a.A2, a.A3, (int)a.A4, a.A5, (uint)a.A6));
+        r.Add(Nr.recvfrom, (t, a) => RecvFrom(t.Cpu, (int)a.A1, a.A2, a.A3, (int)a.A4, a.A5, a.A6));
+        r.Add(Nr.sendmsg, (t, a) => SendMsg(t.Cpu, (int)a.A1, a.A2, (int)a.A3));
+        r.Add(Nr.recvmsg, (t, a) => RecvMsg(t.Cpu, (int)a.A1, a.A2, (int)a.A3));
+        r.Add(Nr.shutdown, (t, a) =>
         {
-            case Nr.socket: return Socket(cpu, (int)a1, (int)a2, (int)a3);
-            case Nr.socketpair: return SocketPair(cpu, (int)a1, (int)a2, (int)a3, a4);
-            case Nr.bind: return Bind(cpu, (int)a1, a2, (uint)a3);
-            case Nr.listen: return Listen(cpu, (int)a1, (int)a2);
-            case Nr.accept: return Accept(cpu, (int)a1, a2, a3, 0);
-            case Nr.accept4: return Accept(cpu, (int)a1, a2, a3, (int)a4);
-            case Nr.connect: return Connect(cpu, (int)a1, a2, (uint)a3);
-            case Nr.getsockname: return SockName(cpu, nr, (int)a1, a2, a3);
-            case Nr.getpeername: return SockName(cpu, nr, (int)a1, a2, a3);
-            case Nr.sendto: return SendTo(cpu, (int)a1, a2, a3, (int)a4, a5, (uint)a6);
-            case Nr.recvfrom: return RecvFrom(cpu, (int)a1, a2, a3, (int)a4, a5, a6);
-            case Nr.sendmsg: return SendMsg(cpu, (int)a1, a2, (int)a3);
-            case Nr.recvmsg: return RecvMsg(cpu, (int)a1, a2, (int)a3);
-            case Nr.shutdown:
-                {
-                    if (!Sock((int)a1, out var f, out long e)) return e;
-                    if (f.Reset) return -ENOTCONN;
-                    return HostValue(cpu, nr, () => HostSys.Call(Nr.shutdown, f.HostFd, (long)a2));
-                }
-            case Nr.setsockopt: return SetSockOpt(cpu, (int)a1, (int)a2, (int)a3, a4, (uint)a5);
-            case Nr.getsockopt: return GetSockOpt(cpu, (int)a1, (int)a2, (int)a3, a4, a5);
-            case Nr.select: return Select(cpu, (int)a1, a2, a3, a4, a5, false);
-            case Nr.pselect6: return Select(cpu, (int)a1, a2, a3, a4, a5, true);
-            case Nr.ppoll: return Ppoll(cpu, a1, (int)a2, a3);
-            case Nr.epoll_create: return (int)a1 <= 0 ? -Errno.EINVAL : EpollCreate(cpu, 0);
-            case Nr.epoll_create1: return EpollCreate(cpu, (int)a1);
-            case Nr.epoll_ctl: return EpollCtl(cpu, (int)a1, (int)a2, (int)a3, a4);
-            case Nr.epoll_wait: case Nr.epoll_pwait: return EpollWait(cpu, (int)a1, a2, (int)a3, (int)a4);
-            case Nr.eventfd: return EventFd(cpu, (uint)a1, 0);
-            case Nr.eventfd2: return EventFd(cpu, (uint)a1, (int)a2);
-            default: return Unknown(cpu, nr);
-        }
+            if (!TryGetSocket((int)a.A1, out var f, out long e)) return e;
+            return f.Shutdown(() => HostValue(t.Cpu, a.Nr, () => HostSys.Call(Nr.shutdown, f.HostFd, (long)a.A2)));
+        });
+        r.Add(Nr.setsockopt, (t, a) => SetSockOpt(t.Cpu, (int)a.A1, (int)a.A2, (int)a.A3, a.A4, (uint)a.A5));
+        r.Add(Nr.getsockopt, (t, a) => GetSockOpt(t.Cpu, (int)a.A1, (int)a.A2, (int)a.A3, a.A4, a.A5));
+        r.Add(Nr.select, (t, a) => Select(t.Cpu, (int)a.A1, a.A2, a.A3, a.A4, a.A5, false));
+        r.Add(Nr.pselect6, (t, a) => Select(t.Cpu, (int)a.A1, a.A2, a.A3, a.A4, a.A5, true));
+        r.Add(Nr.ppoll, (t, a) => Ppoll(t.Cpu, a.A1, (int)a.A2, a.A3));
+        r.Add(Nr.epoll_create, (t, a) => (int)a.A1 <= 0 ? -Errno.EINVAL : EpollCreate(t.Cpu, 0));
+        r.Add(Nr.epoll_create1, (t, a) => EpollCreate(t.Cpu, (int)a.A1));
+        r.Add(Nr.epoll_ctl, (t, a) => EpollCtl(t.Cpu, (int)a.A1, (int)a.A2, (int)a.A3, a.A4));
+        r.Add(new[] { Nr.epoll_wait, Nr.epoll_pwait }, (t, a) => EpollWait(t.Cpu, (int)a.A1, a.A2, (int)a.A3, (int)a.A4));
+        r.Add(Nr.eventfd, (t, a) => EventFd(t.Cpu, (uint)a.A1, 0));
+        r.Add(Nr.eventfd2, (t, a) => EventFd(t.Cpu, (uint)a.A1, (int)a.A2));
     }
 
     // ---------------------------------------------------------------- helpers
 
-    /// <summary>Marks a reset connection in a poll set (never a real descriptor).</summary>
+    /// <summary>Marks, in a poll set, a description that answers itself (never a real descriptor).</summary>
     const int ResetFd = int.MinValue + 1;
-    const int ECONNRESET = 104, ENOTCONN = 107;
 
-    /// <summary>What poll reports for a reset connection: hang-up and error, and readable/writable (neither blocks).</summary>
-    static short ResetEvents(short requested) => (short)(POLLHUP | POLLERR | (requested & (POLLIN | POLLOUT)));
-
-    /// <summary>A read on a reset connection: ECONNRESET once, then end of file, like the kernel after a RST.</summary>
-    static long ResetRead(GuestFile f)
-    {
-        if (f.ResetReported) return 0;
-        f.ResetReported = true;
-        return -ECONNRESET;
-    }
-
-    bool Sock(int fd, out GuestFile f, out long err)
+    bool TryGetSocket(int fd, out HostSocket f, out long err)
     {
         err = 0;
-        if (!Fds.TryGetValue(fd, out f!)) { err = -Errno.EBADF; return false; }
-        if (!f.IsSocket) { err = -Errno.ENOTSOCK; return false; }
+        f = null!;
+        if (!Fds.TryGetValue(fd, out var of)) { err = -Errno.EBADF; return false; }
+        if (of is not HostSocket s) { err = -Errno.ENOTSOCK; return false; }
+        f = s;
         return true;
     }
 
@@ -102,35 +83,29 @@ public sealed partial class LinuxKernel
         return res;
     }
 
-    GuestFile NewFd(long hostFd, string path, bool cloexec, out int gfd)
+    /// <summary>Gives a new description its host descriptor (the boundary decides whether this run holds one)
+    /// and the lowest free guest descriptor.</summary>
+    T NewFd<T>(T f, long hostFd, bool cloexec, out int gfd) where T : OpenFile
     {
-        gfd = LowestFreeFd();
-        var f = new GuestFile { HostFd = Boundary.Replaying ? -1 : (int)hostFd, GuestPath = path, CloseOnExec = cloexec };
-        Fds[gfd] = f;
+        f.HostFd = Boundary.HostDescriptor(hostFd);
+        gfd = Fds.Install(f, cloexec);
         return f;
     }
 
-    GuestFile NewSocket(long hostFd, int family, int type, int protocol, bool cloexec, out int gfd)
-    {
-        var f = NewFd(hostFd, "socket:", cloexec, out gfd);
-        f.IsSocket = true;
-        f.SocketFamily = family;
-        f.SocketType = type;
-        f.SocketProtocol = protocol;
-        return f;
-    }
+    HostSocket NewSocket(long hostFd, int family, int type, int protocol, bool cloexec, out int gfd)
+        => NewFd(new HostSocket { Family = family, Type = type, Protocol = protocol }, hostFd, cloexec, out gfd);
 
-    /// <summary>The guest path of an AF_UNIX pathname address (null for other families and abstract names).</summary>
-    string? UnixGuestPath(byte[] addr)
+    /// <summary>The guest path of an Af.UNIX pathname address (null for other families and abstract names).</summary>
+    public string? UnixGuestPath(byte[] addr)
     {
-        if (addr.Length <= 2 || BinaryPrimitives.ReadUInt16LittleEndian(addr) != AF_UNIX || addr[2] == 0) return null;
+        if (addr.Length <= 2 || BinaryPrimitives.ReadUInt16LittleEndian(addr) != Af.UNIX || addr[2] == 0) return null;
         int end = Array.IndexOf(addr, (byte)0, 2);
         string p = Encoding.UTF8.GetString(addr, 2, (end < 0 ? addr.Length : end) - 2);
-        return p.StartsWith('/') ? p : GuestFs.Join(Cwd, p);
+        return p.StartsWith('/') ? p : GuestFs.Join(P.Cwd, p);
     }
 
-    /// <summary>The host form of a guest address (inside a host operation): AF_UNIX paths go under the root.</summary>
-    long HostAddress(byte[] addr, string? unixPath, out byte[] host)
+    /// <summary>The host form of a guest address (inside a host operation): Af.UNIX paths go under the root.</summary>
+    public long HostAddress(byte[] addr, string? unixPath, out byte[] host)
     {
         host = addr;
         if (unixPath == null) return 0;
@@ -139,22 +114,22 @@ public sealed partial class LinuxKernel
         var pb = Encoding.UTF8.GetBytes(hp);
         if (pb.Length >= 108) return -Errno.ENAMETOOLONG;
         host = new byte[2 + pb.Length + 1];
-        BinaryPrimitives.WriteUInt16LittleEndian(host, AF_UNIX);
+        BinaryPrimitives.WriteUInt16LittleEndian(host, Af.UNIX);
         pb.CopyTo(host, 2);
         return 0;
     }
 
-    /// <summary>The guest form of an address the host returned (AF_UNIX paths under the root lose the root).</summary>
+    /// <summary>The guest form of an address the host returned (Af.UNIX paths under the root lose the root).</summary>
     byte[] GuestAddress(byte[] host)
     {
-        if (!Fs.Confined || host.Length <= 2 || BinaryPrimitives.ReadUInt16LittleEndian(host) != AF_UNIX || host[2] == 0) return host;
+        if (!Fs.Confined || host.Length <= 2 || BinaryPrimitives.ReadUInt16LittleEndian(host) != Af.UNIX || host[2] == 0) return host;
         int end = Array.IndexOf(host, (byte)0, 2);
         string hp = Encoding.UTF8.GetString(host, 2, (end < 0 ? host.Length : end) - 2);
         string? gp = Fs.ToGuest(hp);
         if (gp == null) return host;
         var pb = Encoding.UTF8.GetBytes(gp);
         var g = new byte[2 + pb.Length + 1];
-        BinaryPrimitives.WriteUInt16LittleEndian(g, AF_UNIX);
+        BinaryPrimitives.WriteUInt16LittleEndian(g, Af.UNIX);
         pb.CopyTo(g, 2);
         return g;
     }
@@ -197,10 +172,10 @@ public sealed partial class LinuxKernel
 
     long Socket(CpuT cpu, int domain, int type, int protocol)
     {
-        long r = HostValue(cpu, Nr.socket, () => HostSys.Call(Nr.socket, domain, type | SOCK_CLOEXEC, protocol));
+        long r = HostValue(cpu, Nr.socket, () => HostSys.Call(Nr.socket, domain, type | Sock.CLOEXEC, protocol));
         if (r < 0) return r;
-        var sf = NewSocket(r, domain, type & SOCK_TYPE_MASK, protocol, (type & SOCK_CLOEXEC) != 0, out int gfd);
-        sf.StatusFlags = 2 | (type & SOCK_NONBLOCK); // O_RDWR
+        var sf = NewSocket(r, domain, type & Sock.TYPE_MASK, protocol, (type & Sock.CLOEXEC) != 0, out int gfd);
+        sf.StatusFlags = 2 | (type & Sock.NONBLOCK); // O_RDWR
         return gfd;
     }
 
@@ -211,13 +186,13 @@ public sealed partial class LinuxKernel
         {
             var fds = new int[2];
             long e;
-            fixed (int* p = fds) e = HostSys.Call(Nr.socketpair, domain, type | SOCK_CLOEXEC, protocol, (long)p);
+            fixed (int* p = fds) e = HostSys.Call(Nr.socketpair, domain, type | Sock.CLOEXEC, protocol, (long)p);
             return e < 0 ? e : ((long)fds[1] << 32) | (uint)fds[0];
         });
         if (r < 0) return r;
-        bool cloexec = (type & SOCK_CLOEXEC) != 0;
-        NewSocket(r & 0xFFFFFFFF, domain, type & SOCK_TYPE_MASK, protocol, cloexec, out int g0);
-        NewSocket(r >> 32, domain, type & SOCK_TYPE_MASK, protocol, cloexec, out int g1);
+        bool cloexec = (type & Sock.CLOEXEC) != 0;
+        NewSocket(r & 0xFFFFFFFF, domain, type & Sock.TYPE_MASK, protocol, cloexec, out int g0);
+        NewSocket(r >> 32, domain, type & Sock.TYPE_MASK, protocol, cloexec, out int g1);
         Mem.Write32(sv, (uint)g0);
         Mem.Write32(sv + 4, (uint)g1);
         return 0;
@@ -234,7 +209,7 @@ public sealed partial class LinuxKernel
 
     unsafe long Bind(CpuT cpu, int fd, ulong addr, uint len)
     {
-        if (!Sock(fd, out var f, out long e)) return e;
+        if (!TryGetSocket(fd, out var f, out long e)) return e;
         e = ReadSockAddr(addr, len, out var a);
         if (e < 0 || a == null) return e < 0 ? e : -Errno.EFAULT;
         string? unix = UnixGuestPath(a);
@@ -253,7 +228,7 @@ public sealed partial class LinuxKernel
 
     long Listen(CpuT cpu, int fd, int backlog)
     {
-        if (!Sock(fd, out var f, out long e)) return e;
+        if (!TryGetSocket(fd, out var f, out long e)) return e;
         var res = HostSide(cpu, Nr.listen, () =>
         {
             var hr = HostResult.Of(HostSys.Call(Nr.listen, f.HostFd, backlog));
@@ -271,30 +246,34 @@ public sealed partial class LinuxKernel
 
     unsafe long Accept(CpuT cpu, int fd, ulong addr, ulong lenPtr, int flags)
     {
-        if (!Sock(fd, out var f, out long e)) return e;
-        if ((flags & ~(SOCK_NONBLOCK | SOCK_CLOEXEC)) != 0) return -Errno.EINVAL;
-        if (f.Reset) return -Errno.EINVAL; // a listener the takeover could not re-open
-        e = OutAddrCapacity(addr, lenPtr, out uint cap);
+        if (!TryGetSocket(fd, out var f, out long e)) return e;
+        if ((flags & ~(Sock.NONBLOCK | Sock.CLOEXEC)) != 0) return -Errno.EINVAL;
+        return f.Accept(() => AcceptHost(cpu, f, addr, lenPtr, flags));
+    }
+
+    unsafe long AcceptHost(CpuT cpu, HostSocket f, ulong addr, ulong lenPtr, int flags)
+    {
+        long e = OutAddrCapacity(addr, lenPtr, out uint cap);
         if (e < 0) return e;
         var res = Host(cpu, Nr.accept4, () =>
         {
             var buf = new byte[MaxSockAddr];
             int len = MaxSockAddr;
             long r;
-            fixed (byte* p = buf) r = HostSys.Call(Nr.accept4, f.HostFd, (long)p, (long)&len, (flags & SOCK_NONBLOCK) | SOCK_CLOEXEC);
+            fixed (byte* p = buf) r = HostSys.Call(Nr.accept4, f.HostFd, (long)p, (long)&len, (flags & Sock.NONBLOCK) | Sock.CLOEXEC);
             var hr = HostResult.Of(r);
             if (r >= 0) WriteOutAddr(hr, addr, lenPtr, cap, buf, len);
             return hr;
         });
         if (res.Value < 0) return res.Value;
-        var af = NewSocket(res.Value, f.SocketFamily, f.SocketType, f.SocketProtocol, (flags & SOCK_CLOEXEC) != 0, out int gfd);
-        af.StatusFlags = 2 | (flags & SOCK_NONBLOCK);
+        var af = NewSocket(res.Value, f.Family, f.Type, f.Protocol, (flags & Sock.CLOEXEC) != 0, out int gfd);
+        af.StatusFlags = 2 | (flags & Sock.NONBLOCK);
         return gfd;
     }
 
     unsafe long Connect(CpuT cpu, int fd, ulong addr, uint len)
     {
-        if (!Sock(fd, out var f, out long e)) return e;
+        if (!TryGetSocket(fd, out var f, out long e)) return e;
         e = ReadSockAddr(addr, len, out var a);
         if (e < 0 || a == null) return e < 0 ? e : -Errno.EFAULT;
         string? unix = UnixGuestPath(a);
@@ -308,7 +287,7 @@ public sealed partial class LinuxKernel
 
     unsafe long SockName(CpuT cpu, int nr, int fd, ulong addr, ulong lenPtr)
     {
-        if (!Sock(fd, out var f, out long e)) return e;
+        if (!TryGetSocket(fd, out var f, out long e)) return e;
         if (addr == 0 || lenPtr == 0) return -Errno.EFAULT;
         e = OutAddrCapacity(addr, lenPtr, out uint cap);
         if (e < 0) return e;
@@ -328,17 +307,14 @@ public sealed partial class LinuxKernel
 
     /// <summary>
     /// Sends bytes on a socket (send, sendto, sendmsg, and write/writev on a socket). The host never raises
-    /// SIGPIPE (MSG_NOSIGNAL); the guest gets it like from the kernel unless it asked for MSG_NOSIGNAL.
+    /// Sig.PIPE (Msg.NOSIGNAL); the guest gets it like from the kernel unless it asked for Msg.NOSIGNAL.
     /// </summary>
-    unsafe long SendBytes(CpuT cpu, GuestFile f, byte[] data, int flags, byte[]? addr, int nr)
+    internal long SendBytes(CpuT cpu, HostSocket f, byte[] data, int flags, byte[]? addr, int nr)
+        => f.Send(this, Current, flags, () => SendHost(cpu, f, data, flags, addr, nr));
+
+    unsafe long SendHost(CpuT cpu, HostSocket f, byte[] data, int flags, byte[]? addr, int nr)
     {
         string? unix = addr != null ? UnixGuestPath(addr) : null;
-        if (f.Reset)
-        {
-            // a connection only the old primary had: the peer is gone
-            if ((flags & MSG_NOSIGNAL) == 0) RaiseAsync(cpu, SIGPIPE);
-            return -Errno.EPIPE;
-        }
         var res = Boundary.Send(cpu.Tid, nr, () =>
         {
             byte[] h = Array.Empty<byte>();
@@ -348,18 +324,18 @@ public sealed partial class LinuxKernel
                 if (e < 0) return HostResult.Of(e);
             }
             fixed (byte* p = data) fixed (byte* q = h)
-                return HostResult.Of(HostSys.Call(Nr.sendto, f.HostFd, (long)p, data.Length, flags | MSG_NOSIGNAL,
+                return HostResult.Of(HostSys.Call(Nr.sendto, f.HostFd, (long)p, data.Length, flags | Msg.NOSIGNAL,
                     addr != null ? (long)q : 0, addr != null ? h.Length : 0));
         });
         foreach (var (wa, wb) in res.Writes) Mem.Poke(wa, wb);
         long r = res.Value;
-        if (r == -Errno.EPIPE && (flags & MSG_NOSIGNAL) == 0) RaiseAsync(cpu, SIGPIPE);
+        if (r == -Errno.EPIPE && (flags & Msg.NOSIGNAL) == 0) RaiseAsync(cpu, Sig.PIPE);
         return r;
     }
 
     long SendTo(CpuT cpu, int fd, ulong buf, ulong len, int flags, ulong addr, uint addrLen)
     {
-        if (!Sock(fd, out var f, out long e)) return e;
+        if (!TryGetSocket(fd, out var f, out long e)) return e;
         byte[]? a = null;
         if (addr != 0)
         {
@@ -372,13 +348,12 @@ public sealed partial class LinuxKernel
 
     unsafe long RecvFrom(CpuT cpu, int fd, ulong buf, ulong len, int flags, ulong addr, ulong lenPtr)
     {
-        if (!Sock(fd, out var f, out long e)) return e;
+        if (!TryGetSocket(fd, out var f, out long e)) return e;
         int n = (int)Math.Min(len, MaxNetIo);
         CheckWritable(buf, (ulong)n);
         e = OutAddrCapacity(addr, lenPtr, out uint cap);
         if (e < 0) return e;
-        if (f.Reset) return ResetRead(f);
-        return Host(cpu, Nr.recvfrom, () =>
+        return f.Receive(() => Host(cpu, Nr.recvfrom, () =>
         {
             var tmp = new byte[Math.Max(n, 1)];
             var ab = new byte[MaxSockAddr];
@@ -390,7 +365,7 @@ public sealed partial class LinuxKernel
             if (r > 0) hr.Write(buf, tmp.AsSpan(0, (int)Math.Min(r, n)).ToArray());
             if (r >= 0) WriteOutAddr(hr, addr, lenPtr, cap, ab, alen);
             return hr;
-        }).Value;
+        }).Value);
     }
 
     /// <summary>The iovecs of a guest msghdr (checked writable when receiving).</summary>
@@ -411,7 +386,7 @@ public sealed partial class LinuxKernel
 
     long SendMsg(CpuT cpu, int fd, ulong msg, int flags)
     {
-        if (!Sock(fd, out var f, out long e)) return e;
+        if (!TryGetSocket(fd, out var f, out long e)) return e;
         var m = Mem.ReadBytes(msg, 56);
         ulong name = BinaryPrimitives.ReadUInt64LittleEndian(m), iov = BinaryPrimitives.ReadUInt64LittleEndian(m.AsSpan(16));
         uint nameLen = BinaryPrimitives.ReadUInt32LittleEndian(m.AsSpan(8));
@@ -432,7 +407,7 @@ public sealed partial class LinuxKernel
 
     unsafe long RecvMsg(CpuT cpu, int fd, ulong msg, int flags)
     {
-        if (!Sock(fd, out var f, out long e)) return e;
+        if (!TryGetSocket(fd, out var f, out long e)) return e;
         var m = Mem.ReadBytes(msg, 56);
         CheckWritable(msg, 56);
         ulong name = BinaryPrimitives.ReadUInt64LittleEndian(m), iov = BinaryPrimitives.ReadUInt64LittleEndian(m.AsSpan(16));
@@ -443,8 +418,7 @@ public sealed partial class LinuxKernel
         if (name != 0 && nameCap > 0) CheckWritable(name, (ulong)Math.Min(nameCap, MaxSockAddr));
         var vecs = ReadIovecs(iov, iovLen, true, out long total);
         int n = (int)Math.Min(total, MaxNetIo);
-        if (f.Reset) return ResetRead(f);
-        return Host(cpu, Nr.recvmsg, () =>
+        return f.Receive(() => Host(cpu, Nr.recvmsg, () =>
         {
             var tmp = new byte[Math.Max(n, 1)];
             var ab = new byte[MaxSockAddr];
@@ -488,14 +462,14 @@ public sealed partial class LinuxKernel
             BinaryPrimitives.WriteInt32LittleEndian(outm.AsSpan(48), BinaryPrimitives.ReadInt32LittleEndian(hm.AsSpan(48)));
             hr.Write(msg, outm);
             return hr;
-        }).Value;
+        }).Value);
     }
 
     // ---------------------------------------------------------------- options
 
     unsafe long SetSockOpt(CpuT cpu, int fd, int level, int name, ulong val, uint len)
     {
-        if (!Sock(fd, out var f, out long e)) return e;
+        if (!TryGetSocket(fd, out var f, out long e)) return e;
         if (len > MaxSockOpt) return -Errno.EINVAL;
         var v = val != 0 ? Mem.ReadBytes(val, (int)len) : null;
         return HostValue(cpu, Nr.setsockopt, () =>
@@ -506,7 +480,7 @@ public sealed partial class LinuxKernel
 
     unsafe long GetSockOpt(CpuT cpu, int fd, int level, int name, ulong val, ulong lenPtr)
     {
-        if (!Sock(fd, out var f, out long e)) return e;
+        if (!TryGetSocket(fd, out var f, out long e)) return e;
         int cap = (int)Mem.Read32(lenPtr);
         if (cap < 0) return -Errno.EINVAL;
         cap = Math.Min(cap, MaxSockOpt);
@@ -542,7 +516,7 @@ public sealed partial class LinuxKernel
         var watch = new List<(int Gfd, int HostFd, short Events)>();
         for (int i = 0; i < nfds; i++)
         {
-            short ev = (short)((Bit(R, i) ? POLLIN : 0) | (Bit(W, i) ? POLLOUT : 0) | (Bit(X, i) ? POLLPRI : 0));
+            short ev = (short)((Bit(R, i) ? Poll.IN : 0) | (Bit(W, i) ? Poll.OUT : 0) | (Bit(X, i) ? Poll.PRI : 0));
             if (ev == 0) continue;
             if (!Fds.TryGetValue(i, out var f)) return -Errno.EBADF;
             watch.Add((i, -1, ev));
@@ -562,7 +536,7 @@ public sealed partial class LinuxKernel
         return Host(cpu, pselect ? Nr.pselect6 : Nr.select, () =>
         {
             // host descriptors are looked up when the call runs: it can be the call at which a backup turns live
-            for (int k = 0; k < watch.Count; k++) { var wf = Fds[watch[k].Gfd]; watch[k] = (watch[k].Gfd, wf.Reset ? ResetFd : wf.HostFd, watch[k].Events); }
+            for (int k = 0; k < watch.Count; k++) { Fds.TryGetValue(watch[k].Gfd, out var wf); watch[k] = (watch[k].Gfd, wf.ReadyEvents(0) != null ? ResetFd : wf.HostFd, watch[k].Events); }
             bool anyReset = watch.Any(w => w.HostFd == ResetFd);
             var pf = new byte[Math.Max(watch.Count, 1) * 8];
             for (int k = 0; k < watch.Count; k++)
@@ -583,10 +557,10 @@ public sealed partial class LinuxKernel
             {
                 short rev = BinaryPrimitives.ReadInt16LittleEndian(pf.AsSpan(k * 8 + 6));
                 var (g, hfd, ev) = watch[k];
-                if (hfd == ResetFd) rev = ResetEvents(ev);
-                if ((ev & POLLIN) != 0 && (rev & (POLLIN | POLLHUP | POLLERR)) != 0) Set(oR, g);
-                if ((ev & POLLOUT) != 0 && (rev & (POLLOUT | POLLERR)) != 0) Set(oW, g);
-                if ((ev & POLLPRI) != 0 && (rev & POLLPRI) != 0) Set(oX, g);
+                if (hfd == ResetFd && Fds.TryGetValue(g, out var rf)) rev = rf.ReadyEvents(ev)!.Value;
+                if ((ev & Poll.IN) != 0 && (rev & (Poll.IN | Poll.HUP | Poll.ERR)) != 0) Set(oR, g);
+                if ((ev & Poll.OUT) != 0 && (rev & (Poll.OUT | Poll.ERR)) != 0) Set(oW, g);
+                if ((ev & Poll.PRI) != 0 && (rev & Poll.PRI) != 0) Set(oX, g);
             }
             if (oR != null) hr.Write(rd, oR);
             if (oW != null) hr.Write(wr, oW);
@@ -613,60 +587,59 @@ public sealed partial class LinuxKernel
             if (sec < 0 || ns < 0 || ns >= 1_000_000_000) return -Errno.EINVAL;
             ms = (int)Math.Min(int.MaxValue, sec * 1000 + (ns + 999_999) / 1_000_000);
         }
-        return Poll(cpu, fds, nfds, ms);
+        return PollFds(cpu, fds, nfds, ms);
     }
 
     // ---------------------------------------------------------------- epoll, eventfd
 
     long EpollCreate(CpuT cpu, int flags)
     {
-        if ((flags & ~O_CLOEXEC) != 0) return -Errno.EINVAL;
-        long r = HostValue(cpu, Nr.epoll_create1, () => HostSys.Call(Nr.epoll_create1, O_CLOEXEC));
+        if ((flags & ~O.CLOEXEC) != 0) return -Errno.EINVAL;
+        long r = HostValue(cpu, Nr.epoll_create1, () => HostSys.Call(Nr.epoll_create1, O.CLOEXEC));
         if (r < 0) return r;
-        var f = NewFd(r, "anon_inode:[eventpoll]", (flags & O_CLOEXEC) != 0, out int gfd);
-        f.Epoll = new Dictionary<int, EpollEntry>();
+        NewFd(new EpollFile(), r, (flags & O.CLOEXEC) != 0, out int gfd);
         return gfd;
     }
 
     unsafe long EpollCtl(CpuT cpu, int epfd, int op, int fd, ulong evPtr)
     {
-        if (!Fds.TryGetValue(epfd, out var ep) || !Fds.TryGetValue(fd, out var t)) return -Errno.EBADF;
-        if (ep.Epoll == null || epfd == fd || ReferenceEquals(ep, t)) return -Errno.EINVAL;
+        if (!Fds.TryGetValue(epfd, out var epf) || !Fds.TryGetValue(fd, out var t)) return -Errno.EBADF;
+        if (epf is not EpollFile ep || epfd == fd || ReferenceEquals(ep, t)) return -Errno.EINVAL;
         if (op is not (1 or 2 or 3)) return -Errno.EINVAL; // ADD, DEL, MOD
         uint events = 0;
         ulong data = 0;
         if (op != 2)
         {
-            var ev = Mem.ReadBytes(evPtr, EpollEventSize);
+            var ev = Mem.ReadBytes(evPtr, Epoll.EventSize);
             events = BinaryPrimitives.ReadUInt32LittleEndian(ev);
             data = BinaryPrimitives.ReadUInt64LittleEndian(ev.AsSpan(4));
         }
-        long r = t.Reset || (ep.HostFd < 0 && !Boundary.Replaying) ? 0 : HostValue(cpu, Nr.epoll_ctl, () =>
+        long r = t.ReadyEvents(0) != null || (ep.HostFd < 0 && !Boundary.Replaying) ? 0 : HostValue(cpu, Nr.epoll_ctl, () =>
         {
             // the host reports the guest descriptor as its user data; epoll_wait translates it back
-            var hev = new byte[EpollEventSize];
+            var hev = new byte[Epoll.EventSize];
             BinaryPrimitives.WriteUInt32LittleEndian(hev, events);
             BinaryPrimitives.WriteUInt64LittleEndian(hev.AsSpan(4), (ulong)fd);
             fixed (byte* p = hev) return HostSys.Call(Nr.epoll_ctl, ep.HostFd, op, t.HostFd, (long)p);
         });
         if (r < 0) return r;
-        if (op == 2) ep.Epoll.Remove(fd);
-        else ep.Epoll[fd] = new EpollEntry { File = t, Events = events, Data = data };
+        if (op == Epoll.CTL_DEL) ep.Entries.Remove(fd);
+        else ep.Entries[fd] = new EpollEntry { File = t, Events = events, Data = data };
         return 0;
     }
 
     unsafe long EpollWait(CpuT cpu, int epfd, ulong evPtr, int maxEvents, int timeout)
     {
-        if (!Fds.TryGetValue(epfd, out var ep)) return -Errno.EBADF;
-        if (ep.Epoll == null || maxEvents <= 0) return -Errno.EINVAL;
+        if (!Fds.TryGetValue(epfd, out var epf)) return -Errno.EBADF;
+        if (epf is not EpollFile ep || maxEvents <= 0) return -Errno.EINVAL;
         int n = Math.Min(maxEvents, 4096);
-        CheckWritable(evPtr, (ulong)(n * EpollEventSize));
-        var table = ep.Epoll;
+        CheckWritable(evPtr, (ulong)(n * Epoll.EventSize));
+        var table = ep.Entries;
         // reset connections in the set (after a takeover) are reported at once, hung up and in error
         return Host(cpu, Nr.epoll_wait, () =>
         {
-            var reset = table.Where(kv => kv.Value.File.Reset).Take(n).ToList();
-            var buf = new byte[n * EpollEventSize];
+            var reset = table.Where(kv => kv.Value.File.ReadyEvents(0) != null).Take(n).ToList();
+            var buf = new byte[n * Epoll.EventSize];
             long r;
             fixed (byte* p = buf) r = HostSys.Call(Nr.epoll_wait, ep.HostFd, (long)p, n - reset.Count, reset.Count > 0 ? 0 : timeout);
             if (reset.Count > 0 && r < 0) r = 0;
@@ -676,18 +649,18 @@ public sealed partial class LinuxKernel
             int count = 0;
             foreach (var (_, e) in reset)
             {
-                var ev = new byte[EpollEventSize];
-                BinaryPrimitives.WriteUInt32LittleEndian(ev, (uint)(POLLHUP | POLLERR) | (e.Events & (uint)(POLLIN | POLLOUT)));
+                var ev = new byte[Epoll.EventSize];
+                BinaryPrimitives.WriteUInt32LittleEndian(ev, (uint)(ushort)e.File.ReadyEvents((short)e.Events)!.Value);
                 BinaryPrimitives.WriteUInt64LittleEndian(ev.AsSpan(4), e.Data);
                 outb.AddRange(ev);
                 count++;
             }
             for (int k = 0; k < r; k++)
             {
-                uint events = BinaryPrimitives.ReadUInt32LittleEndian(buf.AsSpan(k * EpollEventSize));
-                int gfd = (int)BinaryPrimitives.ReadUInt64LittleEndian(buf.AsSpan(k * EpollEventSize + 4));
+                uint events = BinaryPrimitives.ReadUInt32LittleEndian(buf.AsSpan(k * Epoll.EventSize));
+                int gfd = (int)BinaryPrimitives.ReadUInt64LittleEndian(buf.AsSpan(k * Epoll.EventSize + 4));
                 if (!table.TryGetValue(gfd, out var entry)) continue;
-                var ev = new byte[EpollEventSize];
+                var ev = new byte[Epoll.EventSize];
                 BinaryPrimitives.WriteUInt32LittleEndian(ev, events);
                 BinaryPrimitives.WriteUInt64LittleEndian(ev.AsSpan(4), entry.Data);
                 outb.AddRange(ev);
@@ -700,22 +673,22 @@ public sealed partial class LinuxKernel
     }
 
     /// <summary>The last descriptor of a file was closed: the host dropped it from every epoll set; so do we.</summary>
-    void ForgetEpollTarget(GuestFile f)
+    internal void ForgetEpollTarget(OpenFile f)
     {
-        foreach (var ep in Fds.Values)
+        foreach (var ep in Fds.Files.OfType<EpollFile>())
         {
-            if (ep.Epoll == null || ep.Epoll.Count == 0) continue;
-            foreach (var k in ep.Epoll.Where(kv => ReferenceEquals(kv.Value.File, f)).Select(kv => kv.Key).ToList())
-                ep.Epoll.Remove(k);
+            if (ep.Entries.Count == 0) continue;
+            foreach (var k in ep.Entries.Where(kv => ReferenceEquals(kv.Value.File, f)).Select(kv => kv.Key).ToList())
+                ep.Entries.Remove(k);
         }
     }
 
     long EventFd(CpuT cpu, uint initval, int flags)
     {
-        if ((flags & ~(O_CLOEXEC | SOCK_NONBLOCK | 1)) != 0) return -Errno.EINVAL; // EFD_CLOEXEC, EFD_NONBLOCK, EFD_SEMAPHORE
-        long r = HostValue(cpu, Nr.eventfd2, () => HostSys.Call(Nr.eventfd2, initval, flags | O_CLOEXEC));
+        if ((flags & ~(O.CLOEXEC | Sock.NONBLOCK | 1)) != 0) return -Errno.EINVAL; // EFD_CLOEXEC, EFD_NONBLOCK, EFD_SEMAPHORE
+        long r = HostValue(cpu, Nr.eventfd2, () => HostSys.Call(Nr.eventfd2, initval, flags | O.CLOEXEC));
         if (r < 0) return r;
-        NewFd(r, "anon_inode:[eventfd]", (flags & O_CLOEXEC) != 0, out int gfd);
+        NewFd(new HostFile { GuestPath = "anon_inode:[eventfd]" }, r, (flags & O.CLOEXEC) != 0, out int gfd);
         return gfd;
     }
 }

@@ -1,15 +1,28 @@
 using System.Buffers.Binary;
 using CpuT = ReVirt.Cpu.Cpu;
 
-namespace ReVirt.Abi;
+namespace ReVirt.Linux;
 
 /// <summary>Interval timers (setitimer, alarm): host timers that post signals to the guest. They exist only in a
 /// live or recording run (they are created inside host operations); a replay receives the signals from the log.</summary>
-public sealed partial class LinuxKernel
+public sealed partial class Kernel
 {
     sealed class HostTimer : HostTimerBase { }
 
     readonly HostTimer[] _itimers = { new(), new(), new() };
+
+    void RegisterTimerSyscalls(SyscallTable r)
+    {
+        r.Family(SyscallFlags.Host);
+        r.Add(Nr.setitimer, (t, a) => Setitimer(t.Cpu, (int)a.A1, a.A2, a.A3));
+        r.Add(Nr.getitimer, (t, a) => Getitimer(t.Cpu, (int)a.A1, a.A2));
+        r.Add(Nr.alarm, (t, a) => Alarm(t.Cpu, (uint)a.A1));
+        r.Add(Nr.timer_create, (t, a) => TimerCreate(t.Cpu, (int)a.A1, a.A2, a.A3));
+        r.Add(Nr.timer_settime, (t, a) => TimerSettime(t.Cpu, (int)a.A1, (int)a.A2, a.A3, a.A4));
+        r.Add(Nr.timer_gettime, (t, a) => TimerGettime(t.Cpu, (int)a.A1, a.A2));
+        r.Add(Nr.timer_getoverrun, (t, a) => _posixTimers.ContainsKey((int)a.A1) ? 0 : -Errno.EINVAL);
+        r.Add(Nr.timer_delete, (t, a) => TimerDelete(t.Cpu, (int)a.A1));
+    }
 
     static int TimerSignal(int which) => which switch { 0 => 14, 1 => 26, _ => 27 };
 

@@ -1,50 +1,11 @@
 using System.Buffers.Binary;
 using System.Text;
+using ReVirt.Abi;
 using ReVirt.Cpu;
 using ReVirt.Memory;
+using CpuT = ReVirt.Cpu.Cpu;
 
-namespace ReVirt.Abi;
-
-/// <summary>A guest file descriptor: what the guest's number refers to on the host (only live/recording runs
-/// have a host descriptor; a replay keeps the same table without one).</summary>
-public sealed class GuestFile
-{
-    public int HostFd = -1;
-    public string GuestPath = "";
-    public bool CloseOnExec;
-    public bool IsStdio;
-    public bool IsDirectory;
-    public int RefCount = 1; // shared by dup'd guest descriptors
-
-    // sockets (set from guest inputs and logged answers only, so a replay has the same values)
-    public bool IsSocket;
-    public int SocketFamily, SocketType, SocketProtocol;
-    /// <summary>The address the socket is bound to (what the host's getsockname said right after bind/listen).</summary>
-    public byte[]? BoundAddress;
-    public bool Listening;
-    public int Backlog;
-    /// <summary>An epoll instance: the guest descriptors registered with it (guest fd -> entry).</summary>
-    public Dictionary<int, EpollEntry>? Epoll;
-
-    // failover state (from guest inputs and logged results only, so a replay tracks the same values)
-    /// <summary>File status flags the guest gave (open flags without O_CREAT/O_EXCL/O_TRUNC; O_APPEND/O_NONBLOCK
-    /// as set by F_SETFL).</summary>
-    public int StatusFlags;
-    /// <summary>The guest-visible file offset (moved by read/write/readv/writev/lseek/sendfile, not by pread/pwrite).</summary>
-    public long Offset;
-    /// <summary>A connection only the old primary had: after a takeover it is reset (reads 0/ECONNRESET,
-    /// writes EPIPE, poll POLLHUP|POLLERR).</summary>
-    public bool Reset;
-    public bool ResetReported;
-}
-
-/// <summary>A guest descriptor registered with an epoll instance: the guest's events mask and user data.</summary>
-public sealed class EpollEntry
-{
-    public required GuestFile File;
-    public uint Events;
-    public ulong Data;
-}
+namespace ReVirt.Linux;
 
 /// <summary>Options of a virtual machine run.</summary>
 public sealed class MachineOptions
@@ -59,39 +20,40 @@ public sealed class MachineOptions
 }
 
 /// <summary>
-/// The Linux ABI for a guest process: program loading and the initial stack, the syscalls, signals' default
-/// actions, and the run loop. Every host interaction goes through <see cref="IBoundary"/>.
+/// The machine-wide part of the Linux ABI: the processes and their threads on one deterministic scheduler
+/// (Scheduler.cs), host events (timers, signals sent from outside), the nondeterminism boundary, the syscall
+/// table (Syscalls/), signal delivery (Signals.cs) and the run loop. Every host interaction goes through
+/// <see cref="IBoundary"/>. Per-process state lives in <see cref="Process"/>, per-thread state in
+/// <see cref="GuestThread"/>, descriptors in <see cref="FdTable"/> and <see cref="OpenFile"/>s.
 /// </summary>
-public sealed partial class LinuxKernel : ICpuHost
+public sealed partial class Kernel : ICpuHost, IMachineFiles
 {
     public const ulong StackTop = 0x7fff_ffff_f000;
     public const ulong StackSize = 8 * 1024 * 1024;
     public const ulong MmapTop = 0x7fff_f7ff_f000;
     public const ulong MmapBottom = 0x10000;
 
-    public readonly GuestMemory Mem;
-    public readonly CodeCache Code;
     public readonly IBoundary Boundary;
     public readonly GuestFs Fs;
     public readonly MachineOptions Options;
-    public readonly Cpu.Cpu MainThread;
-    public readonly Dictionary<int, GuestFile> Fds = new();
-    public string Cwd;
-    public ulong BrkStart, BrkCur;
-    public int Pid = 1000;
+    /// <summary>The machine's first process (its exit status is the machine's).</summary>
+    public readonly Process Init;
+    public readonly List<Process> Processes = new();
+
+    /// <summary>The machine has ended (its first process ended or it was killed).</summary>
     public bool Exited;
     public int ExitStatus;
     public int? TerminatingSignal;
-    public LoadedProgram Program = null!;
-    public byte[] ProgramImage = Array.Empty<byte>();
-    public string ProgramGuestPath = "";
     readonly HashSet<int> _warnedSyscalls = new();
 
-    /// <summary>All guest threads (the main thread first).</summary>
-    public readonly List<Cpu.Cpu> Threads = new();
-
     /// <summary>The thread that is running.</summary>
-    public Cpu.Cpu Current = null!;
+    public GuestThread Current = null!;
+
+    /// <summary>The running thread's process.</summary>
+    public Process P => Current.Process;
+    /// <summary>The running process's memory (the memory syscalls act on).</summary>
+    public GuestMemory Mem => Current.Process.Mem;
+    FdTable Fds => Current.Process.Fds;
 
     // ---------------------------------------------------------------- host events (timers, signals from outside)
     readonly System.Collections.Concurrent.ConcurrentQueue<int> _hostEvents = new();
@@ -113,12 +75,18 @@ public sealed partial class LinuxKernel : ICpuHost
         do
         {
             old = Interlocked.Read(ref _queuedEvents);
-            if ((old & bit) != 0) { _hostEventsPending = true; var cc = Current; if (cc != null) cc.StopAt = 0; return; }
+            if ((old & bit) != 0) { _hostEventsPending = true; StopRunning(); return; }
         } while (Interlocked.CompareExchange(ref _queuedEvents, old | bit, old) != old);
         _hostEvents.Enqueue(sig);
         _hostEventsPending = true;
-        var c = Current;
-        if (c != null) c.StopAt = 0;
+        StopRunning();
+    }
+
+    /// <summary>Asks the running thread (from any host thread) to stop at its next block boundary.</summary>
+    void StopRunning()
+    {
+        var c = Volatile.Read(ref Current);
+        if (c != null) c.Cpu.StopAt = 0;
     }
 
     /// <summary>Takes one queued host event. One event per stop, so that each is delivered (and, when recording,
@@ -137,17 +105,42 @@ public sealed partial class LinuxKernel : ICpuHost
         return got;
     }
 
-    public LinuxKernel(MachineOptions options, IBoundary boundary)
+    public Kernel(MachineOptions options, IBoundary boundary)
     {
         Options = options;
         Boundary = boundary;
         Fs = new GuestFs(options.Root);
-        Cwd = options.Cwd;
-        Mem = new GuestMemory();
-        Code = new CodeCache(Mem);
-        MainThread = new Cpu.Cpu(Mem, Code, this);
-        Threads.Add(MainThread);
-        for (int fd = 0; fd < 3; fd++) Fds[fd] = new GuestFile { HostFd = fd, IsStdio = true, GuestPath = $"/dev/fd/{fd}" };
+        var mem = new GuestMemory();
+        var fds = new FdTable();
+        for (int fd = 0; fd < 3; fd++) fds.InstallAt(fd, new StdioFile(fd), cloexec: false);
+        Init = new Process(mem, new CodeCache(mem), fds, options.Cwd);
+        Processes.Add(Init);
+        var main = new GuestThread(new CpuT(Init.Mem, Init.Code, this), Init);
+        AddThread(main);
+        Current = main;
+    }
+
+    /// <summary>The first process's main thread.</summary>
+    public GuestThread MainThread => Init.MainThread;
+
+    /// <summary>Every thread of every process, in creation order within each process.</summary>
+    public IEnumerable<GuestThread> AllThreads => Processes.SelectMany(p => p.Threads);
+
+    // ---------------------------------------------------------------- IMachineFiles
+
+    public IEnumerable<(int Fd, OpenFile File)> Descriptors => Processes.SelectMany(p => p.Fds.Entries);
+
+    GuestFs IMachineFiles.Fs => Fs;
+
+    public void Replace(OpenFile old, OpenFile replacement)
+    {
+        foreach (var p in Processes)
+        {
+            p.Fds.Replace(old, replacement);
+            foreach (var ep in p.Fds.Files.OfType<EpollFile>())
+                foreach (var e in ep.Entries.Values)
+                    if (ReferenceEquals(e.File, old)) e.File = replacement;
+        }
     }
 
     // ---------------------------------------------------------------- start-up
@@ -178,28 +171,31 @@ public sealed partial class LinuxKernel : ICpuHost
     /// state (a recording stores their hash and a replay checks it), not a nondeterministic input.</summary>
     public void Load()
     {
+        var p = Init;
         var (guestPath, host) = ResolveProgram(Options);
-        ProgramGuestPath = guestPath;
-        ProgramImage = File.ReadAllBytes(host);
-        Program = ElfLoader.Load(Mem, ProgramImage, guestPath);
-        BrkStart = BrkCur = Program.BrkStart;
-        Mem.Map(StackTop - StackSize, StackSize, Prot.Read | Prot.Write, "[stack]");
+        p.ProgramGuestPath = guestPath;
+        p.ProgramImage = File.ReadAllBytes(host);
+        p.Program = ElfLoader.Load(p.Mem, p.ProgramImage, guestPath);
+        p.BrkStart = p.BrkCur = p.Program.BrkStart;
+        p.Mem.Map(StackTop - StackSize, StackSize, Prot.Read | Prot.Write, "[stack]");
         var pidResult = Boundary.Syscall(0, Nr.getpid, () => HostResult.Of(Environment.ProcessId));
-        Pid = (int)pidResult.Value;
-        MainThread.Tid = Pid;
-        var random = Boundary.Bytes(Pid, InputKind.StartupRandom, 16, () => System.Security.Cryptography.RandomNumberGenerator.GetBytes(16));
-        BuildStack(guestPath, random);
-        MainThread.Rip = Program.Entry;
+        p.Pid = p.Pgid = p.Sid = (int)pidResult.Value;
+        p.MainThread.Cpu.Tid = p.Pid;
+        _nextTid = p.Pid;
+        var random = Boundary.Bytes(p.Pid, InputKind.StartupRandom, 16, () => System.Security.Cryptography.RandomNumberGenerator.GetBytes(16));
+        BuildStack(p, guestPath, random);
+        p.MainThread.Cpu.Rip = p.Program.Entry;
     }
 
-    void BuildStack(string execPath, byte[] random)
+    void BuildStack(Process proc, string execPath, byte[] random)
     {
+        var mem = proc.Mem;
         var argv = new List<string> { Options.Program };
         argv.AddRange(Options.Args);
         var env = Options.Env ?? Environment.GetEnvironmentVariables().Cast<System.Collections.DictionaryEntry>()
             .Select(e => $"{e.Key}={e.Value}").OrderBy(s => s, StringComparer.Ordinal).ToArray();
         ulong sp = StackTop;
-        ulong PushBytes(byte[] b) { sp -= (ulong)b.Length; Mem.WriteBytes(sp, b); return sp; }
+        ulong PushBytes(byte[] b) { sp -= (ulong)b.Length; mem.WriteBytes(sp, b); return sp; }
         ulong PushStr(string s) => PushBytes(Encoding.UTF8.GetBytes(s + "\0"));
         ulong execfn = PushStr(execPath);
         var envPtrs = env.Select(PushStr).ToList();
@@ -208,32 +204,30 @@ public sealed partial class LinuxKernel : ICpuHost
         sp &= ~15UL;
         ulong rnd = PushBytes(random);
         sp &= ~15UL;
+        // uid/gid entries are the host's: filled through the boundary with getuid etc.
+        ulong uid = (ulong)Boundary.Syscall(proc.Pid, Nr.getuid, () => HostResult.Of((long)HostSys.Call(Nr.getuid))).Value;
+        ulong gid = (ulong)Boundary.Syscall(proc.Pid, Nr.getgid, () => HostResult.Of((long)HostSys.Call(Nr.getgid))).Value;
+        var prog = proc.Program;
         var aux = new List<(ulong, ulong)>
         {
-            (3, Program.PhdrAddr), (4, (ulong)Program.PhEnt), (5, (ulong)Program.PhNum), (6, 4096), (7, 0), (8, 0),
-            (9, Program.Entry), (11, 0), (12, 0), (13, 0), (14, 0), (15, platform), (16, CpuModel.Leaf1Edx), (17, 100),
-            (23, 0), (25, rnd), (26, 0), (31, execfn), (51, 2048), (0, 0),
+            (Auxv.PHDR, prog.PhdrAddr), (Auxv.PHENT, (ulong)prog.PhEnt), (Auxv.PHNUM, (ulong)prog.PhNum),
+            (Auxv.PAGESZ, GuestMemory.PageSize), (Auxv.BASE, 0), (Auxv.FLAGS, 0), (Auxv.ENTRY, prog.Entry),
+            (Auxv.UID, uid), (Auxv.EUID, uid), (Auxv.GID, gid), (Auxv.EGID, gid), (Auxv.PLATFORM, platform),
+            (Auxv.HWCAP, CpuModel.Leaf1Edx), (Auxv.CLKTCK, 100), (Auxv.SECURE, 0), (Auxv.RANDOM, rnd),
+            (Auxv.HWCAP2, 0), (Auxv.EXECFN, execfn), (Auxv.MINSIGSTKSZ, Sa.MINSIGSTKSZ), (Auxv.NULL, 0),
         };
-        // uid/gid entries are the host's: filled through the boundary with getuid etc.
-        ulong uid = (ulong)Boundary.Syscall(Pid, Nr.getuid, () => HostResult.Of((long)HostSys.Call(Nr.getuid))).Value;
-        ulong gid = (ulong)Boundary.Syscall(Pid, Nr.getgid, () => HostResult.Of((long)HostSys.Call(Nr.getgid))).Value;
-        for (int k = 0; k < aux.Count; k++)
-        {
-            if (aux[k].Item1 == 11 || aux[k].Item1 == 12) aux[k] = (aux[k].Item1, uid);
-            if (aux[k].Item1 == 13 || aux[k].Item1 == 14) aux[k] = (aux[k].Item1, gid);
-        }
         int words = 1 + argPtrs.Count + 1 + envPtrs.Count + 1 + aux.Count * 2;
         sp -= (ulong)words * 8;
         sp &= ~15UL;
         ulong p = sp;
-        void W(ulong v) { Mem.Write64(p, v); p += 8; }
+        void W(ulong v) { mem.Write64(p, v); p += 8; }
         W((ulong)argPtrs.Count);
         foreach (var a in argPtrs) W(a);
         W(0);
         foreach (var e in envPtrs) W(e);
         W(0);
         foreach (var (k, v) in aux) { W(k); W(v); }
-        MainThread.R[Cpu.Cpu.RSP] = sp;
+        proc.MainThread.Cpu.R[CpuT.RSP] = sp;
     }
 
     // ---------------------------------------------------------------- running
@@ -244,58 +238,64 @@ public sealed partial class LinuxKernel : ICpuHost
         Current = MainThread;
         while (!Exited)
         {
-            var cpu = Current;
+            var t = Current;
+            var cpu = t.Cpu;
             cpu.StopAt = Boundary.NextStop(this, cpu);
             var r = cpu.Run();
-            if (r == RunResult.Fault) HandleFault(cpu, cpu.PendingFault!);
+            if (r == RunResult.Fault) HandleFault(t, cpu.PendingFault!);
             else if (r == RunResult.ReachedStop) Boundary.AtStop(this, cpu);
-            if (!Exited && Pending != 0 && Current == cpu) DeliverPending(cpu);
-            if (!Exited && (_switch || cpu.Dead || cpu.Blocked)) Schedule();
+            if (!Exited && Current == t && (t.Process.Pending & ~t.SigMask) != 0) DeliverPending(t);
+            if (!Exited && (_switch || t.Dead || t.Blocked)) Schedule();
         }
         StopTimers();
         StopSliceTimer();
-        Boundary.OnExit(this, Current, ExitStatus);
+        Boundary.OnExit(this, Current.Cpu, ExitStatus);
         return ExitStatus;
     }
 
-    void HandleFault(Cpu.Cpu cpu, GuestSignalException fault)
+    void HandleFault(GuestThread t, GuestSignalException fault)
     {
-        if (TryDeliverSignal(cpu, fault.Signal, fault.Code, fault.FaultAddress)) return;
-        string name = SignalName(fault.Signal);
-        Options.Diagnostics.WriteLine($"revirt: guest killed by {name} at rip 0x{cpu.Rip:x} after {cpu.InstructionCount} instructions: {fault.Message}");
+        if (TryDeliverSignal(t, fault.Signal, fault.Code, fault.FaultAddress)) return;
+        string name = Sig.Name(fault.Signal);
+        Options.Diagnostics.WriteLine($"revirt: guest killed by {name} at rip 0x{t.Cpu.Rip:x} after {t.Cpu.InstructionCount} instructions: {fault.Message}");
         Terminate(fault.Signal);
     }
 
+    /// <summary>Ends the machine as if its process were killed by the signal.</summary>
     public void Terminate(int signal)
     {
         TerminatingSignal = signal;
         ExitStatus = 128 + signal;
         Exited = true;
-        Current.Yield = true;
+        Current.Cpu.Yield = true;
     }
 
-    public static string SignalName(int sig) => sig switch
+    /// <summary>The process ended with exit_group (or the exit of its last thread).</summary>
+    void ExitProcess(GuestThread t, int status)
     {
-        1 => "SIGHUP", 2 => "SIGINT", 3 => "SIGQUIT", 4 => "SIGILL", 5 => "SIGTRAP", 6 => "SIGABRT", 7 => "SIGBUS",
-        8 => "SIGFPE", 9 => "SIGKILL", 10 => "SIGUSR1", 11 => "SIGSEGV", 12 => "SIGUSR2", 13 => "SIGPIPE",
-        14 => "SIGALRM", 15 => "SIGTERM", 17 => "SIGCHLD", _ => $"signal {sig}",
-    };
+        ExitStatus = status & 0xFF;
+        Exited = true;
+        t.Cpu.Yield = true;
+    }
+
+    public static string SignalName(int sig) => Sig.Name(sig);
 
     // ---------------------------------------------------------------- ICpuHost
 
-    public ulong ReadTimestampCounter(Cpu.Cpu cpu)
+    public ulong ReadTimestampCounter(CpuT cpu)
         => Boundary.Value(cpu.Tid, InputKind.Rdtsc, () => (ulong)System.Diagnostics.Stopwatch.GetTimestamp());
 
-    public ulong ReadRandom(Cpu.Cpu cpu)
+    public ulong ReadRandom(CpuT cpu)
         => Boundary.Value(cpu.Tid, InputKind.Rdrand, () => BinaryPrimitives.ReadUInt64LittleEndian(System.Security.Cryptography.RandomNumberGenerator.GetBytes(8)));
 
-    public void Syscall(Cpu.Cpu cpu)
+    public void Syscall(CpuT cpu)
     {
-        long nr = (long)cpu.R[Cpu.Cpu.RAX];
+        var t = Current; // the CPU that makes a syscall is the running thread's
+        long nr = (long)cpu.R[CpuT.RAX];
         long r;
         try
         {
-            r = Dispatch(cpu, (int)nr, cpu.R[7], cpu.R[6], cpu.R[2], cpu.R[10], cpu.R[8], cpu.R[9]);
+            r = Dispatch(t, new SyscallArgs((int)nr, cpu.R[7], cpu.R[6], cpu.R[2], cpu.R[10], cpu.R[8], cpu.R[9]));
         }
         catch (GuestFaultException)
         {
@@ -305,34 +305,35 @@ public sealed partial class LinuxKernel : ICpuHost
         {
             r = -Errno.EFAULT;
         }
-        catch (Exception e) when (Cpu.Cpu.IsDefect(e))
+        catch (Exception e) when (CpuT.IsDefect(e))
         {
             // a defect in the emulation of one syscall must not take the host process down
-            Options.Diagnostics.WriteLine($"revirt: internal error in syscall {nr} at rip 0x{cpu.Rip:x}: {e.GetType().Name}: {e.Message}; returning -EINVAL");
+            Options.Diagnostics.WriteLine($"revirt: internal error in syscall {Nr.Describe((int)nr)} at rip 0x{cpu.Rip:x}: {e.GetType().Name}: {e.Message}; returning -EINVAL");
             r = -Errno.EINVAL;
         }
-        cpu.R[Cpu.Cpu.RAX] = (ulong)r;
+        cpu.R[CpuT.RAX] = (ulong)r;
     }
 
-    long Unknown(Cpu.Cpu cpu, int nr)
+    /// <summary>A syscall the VM does not implement: -ENOSYS and a one-line warning naming it (once per syscall).</summary>
+    internal long Unknown(GuestThread t, int nr)
     {
         if (_warnedSyscalls.Add(nr))
-            Options.Diagnostics.WriteLine($"revirt: warning: unsupported syscall {nr} at rip 0x{cpu.Rip:x}: returning -ENOSYS");
+            Options.Diagnostics.WriteLine($"revirt: warning: unsupported syscall {Nr.Describe(nr)} at rip 0x{t.Cpu.Rip:x}: returning -ENOSYS");
         return -Errno.ENOSYS;
     }
 
     /// <summary>A host operation through the boundary; its memory writes are applied to the guest.</summary>
-    HostResult Host(Cpu.Cpu cpu, int nr, Func<HostResult> perform, bool reexecuteOnReplay = false)
+    internal HostResult Host(CpuT cpu, int nr, Func<HostResult> perform, bool reexecuteOnReplay = false)
     {
         var res = Boundary.Syscall(cpu.Tid, nr, perform, reexecuteOnReplay);
         foreach (var (addr, bytes) in res.Writes) Mem.Poke(addr, bytes);
         return res;
     }
 
-    long HostValue(Cpu.Cpu cpu, int nr, Func<long> perform) => Host(cpu, nr, () => HostResult.Of(perform())).Value;
+    internal long HostValue(CpuT cpu, int nr, Func<long> perform) => Host(cpu, nr, () => HostResult.Of(perform())).Value;
 
     /// <summary>Throws the guest fault (→ EFAULT) unless [addr, addr+len) is writable by the guest.</summary>
-    void CheckWritable(ulong addr, ulong len)
+    internal void CheckWritable(ulong addr, ulong len)
     {
         if (len == 0) return;
         for (ulong pg = addr & ~GuestMemory.PageMask; pg < addr + len; pg += GuestMemory.PageSize)

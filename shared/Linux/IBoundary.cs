@@ -1,4 +1,4 @@
-namespace ReVirt.Abi;
+namespace ReVirt.Linux;
 
 /// <summary>
 /// What a host operation produced: the syscall's return value and the bytes it put into guest memory.
@@ -56,26 +56,30 @@ public interface IBoundary
     /// <summary>True when replaying: host effects must not happen (no output, no files, no sockets).</summary>
     bool Replaying { get; }
 
+    /// <summary>The host descriptor a new guest description holds: what the host operation returned, or in a
+    /// replay none (-1) unless this replica opened its own copy (`local`, from a re-executed operation).</summary>
+    int HostDescriptor(long performed, int local = -1) => Replaying ? local : (int)performed;
+
     /// <summary>Instruction count of the thread at which the machine must stop next for an event (checkpoint,
     /// asynchronous signal, preemption); ulong.MaxValue when none is due. Checked once per block.</summary>
-    ulong NextStop(LinuxKernel kernel, Cpu.Cpu cpu) => kernel.HostEventsPending ? cpu.InstructionCount : ulong.MaxValue;
+    ulong NextStop(Kernel kernel, Cpu.Cpu cpu) => kernel.HostEventsPending ? cpu.InstructionCount : ulong.MaxValue;
 
     /// <summary>The thread reached <see cref="NextStop"/>: take the event(s) due here.</summary>
-    void AtStop(LinuxKernel kernel, Cpu.Cpu cpu)
+    void AtStop(Kernel kernel, Cpu.Cpu cpu)
     {
         if (!kernel.TryTakeHostEvent(out var sig)) return;
-        if (sig != LinuxKernel.PreemptEvent) kernel.RaiseAsync(cpu, sig);
+        if (sig != Kernel.PreemptEvent) kernel.RaiseAsync(cpu, sig);
         else if (kernel.NextRunnable(cpu) is { } next) kernel.SwitchTo(cpu, next.Tid);
     }
 
     /// <summary>The guest produced output on its stdout or stderr (already written to the host unless replaying).</summary>
-    void OnOutput(LinuxKernel kernel, Cpu.Cpu cpu, int fd, ReadOnlySpan<byte> bytes) { }
+    void OnOutput(Kernel kernel, Cpu.Cpu cpu, int fd, ReadOnlySpan<byte> bytes) { }
 
     /// <summary>Connects the boundary to the kernel it serves (for instruction counts in records).</summary>
-    void Attach(LinuxKernel kernel) { }
+    void Attach(Kernel kernel) { }
 
     /// <summary>The guest process ended.</summary>
-    void OnExit(LinuxKernel kernel, Cpu.Cpu cpu, int status) { }
+    void OnExit(Kernel kernel, Cpu.Cpu cpu, int status) { }
 }
 
 /// <summary>A boundary that simply performs everything on the host (plain `primary run`).</summary>

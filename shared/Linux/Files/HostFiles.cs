@@ -1,0 +1,133 @@
+using CpuT = ReVirt.Cpu.Cpu;
+
+namespace ReVirt.Linux;
+
+/// <summary>
+/// A description backed by a host descriptor in live and recording runs: regular files, directories, eventfds.
+/// Every operation goes through the boundary, so a replay (which has no host descriptor) gets the same answers
+/// from the log.
+/// </summary>
+public class HostFile : OpenFile
+{
+    public bool Directory;
+    public override bool IsDirectory => Directory;
+
+    public override unsafe long Read(Kernel k, GuestThread t, ulong buf, int n, long offset)
+    {
+        if (IsDirectory) return -Errno.EISDIR;
+        k.CheckWritable(buf, (ulong)n);
+        long HostRead() => k.HostBuffer(t.Cpu, offset < 0 ? Nr.read : Nr.pread64, buf, n,
+            p => offset < 0 ? HostSys.Call(Nr.read, HostFd, p, n) : HostSys.Call(Nr.pread64, HostFd, p, n, offset),
+            resultIsLength: true);
+        long r = offset < 0 ? Receive(HostRead) : HostRead();
+        if (r > 0 && offset < 0) Offset += r;
+        return r;
+    }
+
+    /// <summary>A write to a file of the guest's: a following backup re-executes it on its own copy.</summary>
+    public override long Write(Kernel k, GuestThread t, byte[] data, long offset)
+        => k.WriteHost(t.Cpu, this, data, offset, output: false, reexecuteOnReplay: true);
+
+    public override long Close(Kernel k, GuestThread t)
+    {
+        k.ForgetEpollTarget(this);
+        return k.Host(t.Cpu, Nr.close, () => HostResult.Of(HostFd >= 0 ? HostSys.Call(Nr.close, HostFd) : 0), true).Value;
+    }
+}
+
+/// <summary>The guest's stdin, stdout and stderr: the host's own descriptors 0-2. Bytes written to 1 and 2 leave
+/// the VM (output commit applies); closing them leaves the host's descriptors alone.</summary>
+public sealed class StdioFile : HostFile
+{
+    public StdioFile(int fd)
+    {
+        HostFd = fd;
+        GuestPath = $"/dev/fd/{fd}";
+    }
+
+    public override long Write(Kernel k, GuestThread t, byte[] data, long offset)
+        => k.WriteHost(t.Cpu, this, data, offset, output: HostFd is 1 or 2, reexecuteOnReplay: false);
+
+    public override long Close(Kernel k, GuestThread t) => 0;
+}
+
+/// <summary>A host socket. It records, for a later takeover, its family, type and protocol, whether it listens
+/// and with what backlog, and its bound address (what the host's getsockname said right after bind/listen).</summary>
+public class HostSocket : HostFile
+{
+    public int Family, Type, Protocol;
+    public byte[]? BoundAddress;
+    public bool Listening;
+    public int Backlog;
+
+    public HostSocket() => GuestPath = "socket:";
+
+    /// <summary>write/writev on a connected socket is a send.</summary>
+    public override long Write(Kernel k, GuestThread t, byte[] data, long offset)
+        => offset < 0 ? k.SendBytes(t.Cpu, this, data, 0, null, Nr.write) : base.Write(k, t, data, offset);
+
+    /// <summary>Copies what a takeover needs to know about the socket.</summary>
+    protected void CopyFrom(HostSocket s)
+    {
+        GuestPath = s.GuestPath; StatusFlags = s.StatusFlags; Offset = s.Offset; RefCount = s.RefCount;
+        Family = s.Family; Type = s.Type; Protocol = s.Protocol; BoundAddress = s.BoundAddress;
+        Listening = s.Listening; Backlog = s.Backlog;
+    }
+}
+
+/// <summary>
+/// A connection only the old primary had: after a takeover it stands in for the socket. Like the kernel after a
+/// RST: reads give ECONNRESET once and then end of file, sends EPIPE (and SIGPIPE unless MSG_NOSIGNAL), poll
+/// reports hang-up and error at once, accept and shutdown fail.
+/// </summary>
+public sealed class ResetConnection : HostSocket
+{
+    bool _reported;
+
+    public ResetConnection(HostSocket s)
+    {
+        CopyFrom(s);
+        HostFd = -1;
+    }
+
+    public override long Receive(Func<long> host)
+    {
+        if (_reported) return 0;
+        _reported = true;
+        return -Errno.ECONNRESET;
+    }
+
+    public override long Send(Kernel k, GuestThread t, int flags, Func<long> host)
+    {
+        if ((flags & Msg.NOSIGNAL) == 0) k.RaiseAsync(t.Cpu, Sig.PIPE);
+        return -Errno.EPIPE;
+    }
+
+    public override long Accept(Func<long> host) => -Errno.EINVAL; // a listener the takeover could not re-open
+    public override long Shutdown(Func<long> host) => -Errno.ENOTCONN;
+
+    public override short? ReadyEvents(short requested) => (short)(Poll.HUP | Poll.ERR | (requested & (Poll.IN | Poll.OUT)));
+
+    public override long Close(Kernel k, GuestThread t)
+    {
+        k.ForgetEpollTarget(this);
+        return 0;
+    }
+}
+
+/// <summary>A guest descriptor registered with an epoll instance: the guest's events mask and user data.</summary>
+public sealed class EpollEntry
+{
+    public required OpenFile File { get; set; }
+    public uint Events;
+    public ulong Data;
+}
+
+/// <summary>An epoll instance: a host epoll (live and recording) and the guest's own table of what is
+/// registered (guest fd -> entry). The host reports the guest descriptor as its data; epoll_wait turns it back
+/// into the guest's data.</summary>
+public sealed class EpollFile : HostFile
+{
+    public readonly Dictionary<int, EpollEntry> Entries = new();
+    public EpollFile() => GuestPath = "anon_inode:[eventpoll]";
+}

@@ -1,0 +1,48 @@
+namespace ReVirt.Linux;
+
+/// <summary>
+/// An open file description: what one or more guest descriptors (after dup, or in several processes after a
+/// fork) refer to, with its status flags and offset. The kind of description decides how the generic
+/// operations behave; a syscall finds the description and asks it, never branches on its kind.
+/// The fields are set from guest inputs and logged answers only, so a replay tracks the same values.
+/// </summary>
+public abstract class OpenFile
+{
+    /// <summary>The host descriptor behind it (live and recording runs; a replay has none, -1).</summary>
+    public int HostFd = -1;
+    public string GuestPath = "";
+    /// <summary>File status flags the guest gave (open flags without O_CREAT/O_EXCL/O_TRUNC; O_APPEND/O_NONBLOCK
+    /// as set by F_SETFL).</summary>
+    public int StatusFlags;
+    /// <summary>The guest-visible file offset (moved by read/write/readv/writev/lseek/sendfile, not by pread/pwrite).</summary>
+    public long Offset;
+    /// <summary>Guest descriptors that refer to this description (in every process).</summary>
+    public int RefCount = 1;
+
+    public virtual bool IsDirectory => false;
+
+    /// <summary>read/pread64 of up to n bytes into guest memory at buf.</summary>
+    public abstract long Read(Kernel k, GuestThread t, ulong buf, int n, long offset);
+
+    /// <summary>write/pwrite64/writev of guest bytes (offset -1: at the file offset).</summary>
+    public abstract long Write(Kernel k, GuestThread t, byte[] data, long offset);
+
+    /// <summary>A stream read or receive: performs the host operation unless the description answers itself.</summary>
+    public virtual long Receive(Func<long> host) => host();
+
+    /// <summary>A send on a stream: performs the host operation unless the description answers itself.</summary>
+    public virtual long Send(Kernel k, GuestThread t, int flags, Func<long> host) => host();
+
+    /// <summary>accept on a listener.</summary>
+    public virtual long Accept(Func<long> host) => host();
+
+    /// <summary>shutdown of a connection.</summary>
+    public virtual long Shutdown(Func<long> host) => host();
+
+    /// <summary>poll/select/epoll: events the description reports by itself without asking the host (null: ask
+    /// the host about <see cref="HostFd"/>).</summary>
+    public virtual short? ReadyEvents(short requested) => null;
+
+    /// <summary>The last descriptor referring to it was closed.</summary>
+    public abstract long Close(Kernel k, GuestThread t);
+}

@@ -1,0 +1,130 @@
+using ReVirt.Memory;
+using CpuT = ReVirt.Cpu.Cpu;
+
+namespace ReVirt.Linux;
+
+/// <summary>Signal delivery: default actions, frames (the kernel's rt_sigframe layout) and rt_sigreturn.</summary>
+public sealed partial class Kernel
+{
+    /// <summary>Marks an asynchronous signal pending for the running thread's process; the run loop delivers it at
+    /// the next boundary.</summary>
+    public void RaiseAsync(CpuT cpu, int sig)
+    {
+        P.Pending |= Sig.Bit(sig);
+        cpu.Yield = true;
+    }
+
+    /// <summary>Delivers pending signals the thread does not block (called between instructions by the run loop).</summary>
+    void DeliverPending(GuestThread t)
+    {
+        var p = t.Process;
+        while (!Exited)
+        {
+            ulong ready = p.Pending & ~t.SigMask;
+            if (ready == 0) return;
+            int sig = System.Numerics.BitOperations.TrailingZeroCount(ready) + 1;
+            p.Pending &= ~Sig.Bit(sig);
+            var a = p.Actions[sig];
+            if (a.Handler == Sa.SIG_IGN || (a.Handler == Sa.SIG_DFL && Sig.DefaultIgnores(sig))) continue;
+            if (a.Handler == Sa.SIG_DFL)
+            {
+                Options.Diagnostics.WriteLine($"revirt: guest killed by {Sig.Name(sig)}");
+                Terminate(sig);
+                return;
+            }
+            BuildFrame(t, sig, a, Sa.SI_USER, 0);
+        }
+    }
+
+    /// <summary>Synchronous fault: runs the guest's handler if it has one; false means the default action (death).</summary>
+    bool TryDeliverSignal(GuestThread t, int sig, int code, ulong addr)
+    {
+        var a = t.Process.Actions[sig];
+        bool blocked = (t.SigMask & Sig.Bit(sig)) != 0;
+        if (a.Handler == Sa.SIG_DFL || a.Handler == Sa.SIG_IGN || blocked) return false;
+        try { BuildFrame(t, sig, a, code, addr); }
+        catch (GuestFaultException) { return false; } // no room for the frame: the kernel forces SIGSEGV
+        return true;
+    }
+
+    // rt_sigframe layout (x86-64): the return address (sa_restorer), then a ucontext, then a siginfo
+    const int UcontextSize = 304, SiginfoSize = 128, FxsaveSize = 512, RedZone = 128;
+    const ulong UcStack = 16, UcMcontext = 40, UcSigmask = 296;
+    const ulong McRip = 128, McFlags = 136, McFpstate = 184, McReserved = 192;
+    /// <summary>Order of the general registers in mcontext (r8..r15, rdi, rsi, rbp, rbx, rdx, rax, rcx, rsp).</summary>
+    static readonly int[] McontextOrder = { 8, 9, 10, 11, 12, 13, 14, 15, 7, 6, 5, 3, 2, 0, 1, 4 };
+    /// <summary>Flags rt_sigreturn may restore (CF PF AF ZF SF TF DF OF, AC, ID and the like).</summary>
+    const ulong RestorableFlags = 0x254DD5UL;
+    const ulong UserCs = 0x33, PageFaultTrap = 14;
+
+    void BuildFrame(GuestThread t, int sig, SigAction a, int code, ulong addr)
+    {
+        var cpu = t.Cpu;
+        var mem = t.Process.Mem;
+        ulong sp = cpu.R[CpuT.RSP];
+        bool onAlt = t.AltFlags == 0 && sp > t.AltSp && sp <= t.AltSp + t.AltSize;
+        if ((a.Flags & Sa.ONSTACK) != 0 && t.AltFlags == 0 && !onAlt) sp = t.AltSp + t.AltSize;
+        else sp -= RedZone;
+        // fxsave-format FP state
+        sp = (sp - FxsaveSize) & ~63UL;
+        ulong fp = sp;
+        var fx = new byte[FxsaveSize];
+        BitConverter.GetBytes(cpu.Mxcsr).CopyTo(fx, 24);
+        BitConverter.GetBytes(0xFFFFu).CopyTo(fx, 28);
+        for (int k = 0; k < 32; k++) BitConverter.GetBytes(cpu.Xmm[k]).CopyTo(fx, 160 + k * 8);
+        cpu.SaveX87(fx);
+        mem.WriteBytes(fp, fx);
+        const int frameSize = 8 + UcontextSize + SiginfoSize;
+        sp = ((sp - frameSize) & ~15UL) - 8;
+        ulong frame = sp, uc = frame + 8, mc = uc + UcMcontext, info = frame + 8 + UcontextSize;
+        mem.Write64(frame, a.Restorer);
+        mem.Write64(uc, 0); mem.Write64(uc + 8, 0);
+        mem.Write64(uc + UcStack, t.AltSp); mem.Write32(uc + UcStack + 8, (uint)(t.AltFlags | (onAlt ? Sa.SS_ONSTACK : 0)));
+        mem.Write32(uc + UcStack + 12, 0); mem.Write64(uc + UcStack + 16, t.AltSize);
+        var r = cpu.R;
+        var g = new ulong[23];
+        for (int k = 0; k < 16; k++) g[k] = r[McontextOrder[k]];
+        g[16] = cpu.Rip; g[17] = cpu.Rflags; g[18] = UserCs; g[19] = 0; g[20] = sig == Sig.SEGV ? PageFaultTrap : 0; g[21] = 0; g[22] = addr;
+        for (int k = 0; k < g.Length; k++) mem.Write64(mc + (ulong)k * 8, g[k]);
+        mem.Write64(mc + McFpstate, fp);
+        for (int k = 0; k < 8; k++) mem.Write64(mc + McReserved + (ulong)k * 8, 0);
+        mem.Write64(uc + UcSigmask, t.SigMask);
+        var si = new byte[SiginfoSize];
+        BitConverter.GetBytes(sig).CopyTo(si, 0);
+        BitConverter.GetBytes(code).CopyTo(si, 8);
+        if (Sig.IsFault(sig)) BitConverter.GetBytes(addr).CopyTo(si, 16);
+        else BitConverter.GetBytes(t.Process.Pid).CopyTo(si, 16);
+        mem.WriteBytes(info, si);
+        r[7] = (ulong)sig; r[6] = info; r[2] = uc; r[0] = 0;
+        r[CpuT.RSP] = frame;
+        cpu.Rip = a.Handler;
+        cpu.Rflags &= ~(CpuT.DF | CpuT.TF);
+        if ((a.Flags & Sa.NODEFER) == 0) t.SigMask |= Sig.Bit(sig);
+        t.SigMask |= a.Mask;
+        if ((a.Flags & Sa.RESETHAND) != 0) { a.Handler = Sa.SIG_DFL; a.Flags = 0; }
+    }
+
+    long RtSigreturn(GuestThread t)
+    {
+        var cpu = t.Cpu;
+        var mem = t.Process.Mem;
+        ulong uc = cpu.R[CpuT.RSP];
+        ulong mc = uc + UcMcontext;
+        var r = cpu.R;
+        for (int k = 0; k < 16; k++) r[McontextOrder[k]] = mem.Read64(mc + (ulong)k * 8);
+        cpu.Rip = mem.Read64(mc + McRip);
+        ulong fl = mem.Read64(mc + McFlags);
+        cpu.Rflags = (cpu.Rflags & ~RestorableFlags) | (fl & RestorableFlags) | 2;
+        ulong fp = mem.Read64(mc + McFpstate);
+        if (fp != 0)
+        {
+            var fx = mem.ReadBytes(fp, FxsaveSize);
+            cpu.Mxcsr = BitConverter.ToUInt32(fx, 24);
+            for (int k = 0; k < 32; k++) cpu.Xmm[k] = BitConverter.ToUInt64(fx, 160 + k * 8);
+            cpu.RestoreX87(fx);
+        }
+        t.SigMask = mem.Read64(uc + UcSigmask) & ~Sig.Unblockable;
+        if ((t.Process.Pending & ~t.SigMask) != 0) cpu.Yield = true;
+        return (long)r[0];
+    }
+}

@@ -1,0 +1,631 @@
+using System.Buffers.Binary;
+using System.Text;
+using ReVirt.Abi;
+using ReVirt.Memory;
+using CpuT = ReVirt.Cpu.Cpu;
+
+namespace ReVirt.Linux;
+
+/// <summary>Files and descriptors: open/close/read/write, paths, dup/fcntl/ioctl, pipes, poll.</summary>
+public sealed partial class Kernel
+{
+    void RegisterFileSyscalls(SyscallTable r)
+    {
+        r.Family(SyscallFlags.Host);
+        r.Add(Nr.read, (t, a) => Read(t, (int)a.A1, a.A2, a.A3, -1));
+        r.Add(Nr.pread64, (t, a) => Read(t, (int)a.A1, a.A2, a.A3, (long)a.A4));
+        r.Add(Nr.write, (t, a) => Write(t, (int)a.A1, a.A2, a.A3, -1));
+        r.Add(Nr.pwrite64, (t, a) => Write(t, (int)a.A1, a.A2, a.A3, (long)a.A4));
+        r.Add(Nr.readv, (t, a) => Readv(t.Cpu, (int)a.A1, a.A2, (int)a.A3));
+        r.Add(Nr.writev, (t, a) => Writev(t.Cpu, (int)a.A1, a.A2, (int)a.A3));
+        r.Add(Nr.open, (t, a) => OpenAt(t.Cpu, At.FDCWD, a.A1, (int)a.A2, (int)a.A3));
+        r.Add(Nr.creat, (t, a) => OpenAt(t.Cpu, At.FDCWD, a.A1, O.CREAT | O.WRONLY | O.TRUNC, (int)a.A2));
+        r.Add(Nr.openat, (t, a) => OpenAt(t.Cpu, (int)a.A1, a.A2, (int)a.A3, (int)a.A4));
+        r.Add(Nr.close, (t, a) => Close(t, (int)a.A1));
+        r.Add(Nr.lseek, (t, a) =>
+        {
+            long r = OnHostFd(t.Cpu, a.Nr, (int)a.A1, h => HostSys.Call(Nr.lseek, h, (long)a.A2, (long)a.A3));
+            if (r >= 0 && Fds.TryGetValue((int)a.A1, out var lf)) lf.Offset = r;
+            return r;
+        });
+        r.Add(Nr.fstat, (t, a) => FdBuffer(t.Cpu, a.Nr, (int)a.A1, a.A2, 144, (h, buf) => HostSys.Call(Nr.fstat, h, buf)));
+        r.Add(Nr.stat, (t, a) => PathBuffer(t.Cpu, a.Nr, At.FDCWD, a.A1, true, a.A2, 144, (fd, buf) => AtEmpty(e => HostSys.Call(Nr.newfstatat, fd, e, buf, At.EMPTY_PATH))));
+        r.Add(Nr.lstat, (t, a) => PathBuffer(t.Cpu, a.Nr, At.FDCWD, a.A1, false, a.A2, 144, (fd, buf) => AtEmpty(e => HostSys.Call(Nr.newfstatat, fd, e, buf, At.EMPTY_PATH))));
+        r.Add(Nr.newfstatat, (t, a) => FstatAt(t.Cpu, (int)a.A1, a.A2, a.A3, (int)a.A4));
+        r.Add(Nr.statx, (t, a) => Statx(t.Cpu, (int)a.A1, a.A2, (int)a.A3, (uint)a.A4, a.A5));
+        r.Add(Nr.fstatfs, (t, a) => FdBuffer(t.Cpu, a.Nr, (int)a.A1, a.A2, 120, (h, buf) => HostSys.Call(Nr.fstatfs, h, buf)));
+        r.Add(Nr.statfs, (t, a) => PathBuffer(t.Cpu, a.Nr, At.FDCWD, a.A1, true, a.A2, 120, (fd, buf) => HostSys.Call(Nr.fstatfs, fd, buf)));
+        r.Add(Nr.getdents64, (t, a) => FdBuffer(t.Cpu, a.Nr, (int)a.A1, a.A2, (int)Math.Min(a.A3, 1 << 20), (h, buf) => HostSys.Call(Nr.getdents64, h, buf, (long)Math.Min(a.A3, 1 << 20)), resultIsLength: true));
+        r.Add(Nr.readlink, (t, a) => ReadlinkAt(t.Cpu, At.FDCWD, a.A1, a.A2, a.A3));
+        r.Add(Nr.readlinkat, (t, a) => ReadlinkAt(t.Cpu, (int)a.A1, a.A2, a.A3, a.A4));
+        r.Add(Nr.access, (t, a) => PathOp(t.Cpu, a.Nr, At.FDCWD, a.A1, true, fd => AtEmpty(e => HostSys.Call(Nr.faccessat2, fd, e, (long)a.A2, At.EMPTY_PATH))));
+        r.Add(new[] { Nr.faccessat, Nr.faccessat2 }, (t, a) => PathOp(t.Cpu, a.Nr, (int)a.A1, a.A2, true, fd => AtEmpty(e => HostSys.Call(Nr.faccessat2, fd, e, (long)a.A3, At.EMPTY_PATH))));
+        r.Add(Nr.unlink, (t, a) => NameOp(t.Cpu, a.Nr, At.FDCWD, a.A1, -Errno.EISDIR, (d, n) => HostSys.Call(Nr.unlinkat, d, n, 0)));
+        r.Add(Nr.unlinkat, (t, a) => NameOp(t.Cpu, a.Nr, (int)a.A1, a.A2, (a.A3 & At.REMOVEDIR) != 0 ? -Errno.EBUSY : -Errno.EISDIR, (d, n) => HostSys.Call(Nr.unlinkat, d, n, (long)(a.A3 & At.REMOVEDIR))));
+        r.Add(Nr.rmdir, (t, a) => NameOp(t.Cpu, a.Nr, At.FDCWD, a.A1, -Errno.EBUSY, (d, n) => HostSys.Call(Nr.unlinkat, d, n, At.REMOVEDIR)));
+        r.Add(Nr.mkdir, (t, a) => NameOp(t.Cpu, a.Nr, At.FDCWD, a.A1, -Errno.EEXIST, (d, n) => HostSys.Call(Nr.mkdirat, d, n, (long)a.A2)));
+        r.Add(Nr.mkdirat, (t, a) => NameOp(t.Cpu, a.Nr, (int)a.A1, a.A2, -Errno.EEXIST, (d, n) => HostSys.Call(Nr.mkdirat, d, n, (long)a.A3)));
+        r.Add(Nr.chmod, (t, a) => PathOp(t.Cpu, a.Nr, At.FDCWD, a.A1, true, fd => ViaFd(fd, p => HostSys.Call(Nr.fchmodat, At.FDCWD, p, (long)a.A2)), true));
+        r.Add(Nr.fchmodat, (t, a) => PathOp(t.Cpu, a.Nr, (int)a.A1, a.A2, true, fd => ViaFd(fd, p => HostSys.Call(Nr.fchmodat, At.FDCWD, p, (long)a.A3)), true));
+        r.Add(Nr.fchmod, (t, a) => OnHostFd(t.Cpu, a.Nr, (int)a.A1, h => HostSys.Call(Nr.fchmod, h, (long)a.A2), true));
+        r.Add(new[] { Nr.chown, Nr.lchown, Nr.fchown, Nr.fchownat }, (t, a) => 0);
+        r.Add(Nr.utimensat, (t, a) => Utimensat(t.Cpu, (int)a.A1, a.A2, a.A3, (int)a.A4));
+        r.Add(Nr.rename, (t, a) => TwoPaths(t.Cpu, a.Nr, At.FDCWD, a.A1, At.FDCWD, a.A2, (d1, p, d2, q) => HostSys.Call(Nr.renameat2, d1, p, d2, q, 0)));
+        r.Add(Nr.renameat, (t, a) => TwoPaths(t.Cpu, a.Nr, (int)a.A1, a.A2, (int)a.A3, a.A4, (d1, p, d2, q) => HostSys.Call(Nr.renameat2, d1, p, d2, q, 0)));
+        r.Add(Nr.renameat2, (t, a) => TwoPaths(t.Cpu, a.Nr, (int)a.A1, a.A2, (int)a.A3, a.A4, (d1, p, d2, q) => HostSys.Call(Nr.renameat2, d1, p, d2, q, (long)a.A5)));
+        r.Add(Nr.link, (t, a) => TwoPaths(t.Cpu, a.Nr, At.FDCWD, a.A1, At.FDCWD, a.A2, (d1, p, d2, q) => HostSys.Call(Nr.linkat, d1, p, d2, q, 0)));
+        r.Add(Nr.linkat, (t, a) => TwoPaths(t.Cpu, a.Nr, (int)a.A1, a.A2, (int)a.A3, a.A4, (d1, p, d2, q) => HostSys.Call(Nr.linkat, d1, p, d2, q, 0)));
+        r.Add(Nr.symlink, (t, a) => Symlink(t.Cpu, a.A1, At.FDCWD, a.A2));
+        r.Add(Nr.symlinkat, (t, a) => Symlink(t.Cpu, a.A1, (int)a.A2, a.A3));
+        r.Add(Nr.truncate, (t, a) => Truncate(t.Cpu, a.A1, (long)a.A2));
+        r.Add(Nr.ftruncate, (t, a) => OnHostFd(t.Cpu, a.Nr, (int)a.A1, h => HostSys.Call(Nr.ftruncate, h, (long)a.A2), true));
+        r.Add(new[] { Nr.fsync, Nr.fdatasync }, (t, a) => OnHostFd(t.Cpu, a.Nr, (int)a.A1, h => HostSys.Call(a.Nr, h), true));
+        r.Add(Nr.sync, (t, a) => 0);
+        r.Add(Nr.fadvise64, (t, a) => 0);
+        r.Add(Nr.flock, (t, a) => OnHostFd(t.Cpu, a.Nr, (int)a.A1, h => 0));
+        r.Add(Nr.getcwd, (t, a) => Getcwd(a.A1, a.A2));
+        r.Add(Nr.chdir, (t, a) => Chdir(t.Cpu, a.A1));
+        r.Add(Nr.fchdir, (t, a) =>
+        {
+            if (!Fds.TryGetValue((int)a.A1, out var df)) return -Errno.EBADF;
+            if (!df.IsDirectory) return -Errno.ENOTDIR;
+            P.Cwd = df.GuestPath;
+            return 0;
+        });
+        r.Add(Nr.dup, (t, a) => Dup(t, (int)a.A1, -1, false));
+        r.Add(Nr.dup2, (t, a) =>
+        {
+            if (a.A1 == a.A2) return Fds.ContainsKey((int)a.A1) ? (long)a.A1 : -Errno.EBADF;
+            return Dup(t, (int)a.A1, (int)a.A2, false);
+        });
+        r.Add(Nr.dup3, (t, a) =>
+        {
+            if (a.A1 == a.A2) return -Errno.EINVAL;
+            return Dup(t, (int)a.A1, (int)a.A2, (a.A3 & O.CLOEXEC) != 0);
+        });
+        r.Add(Nr.fcntl, (t, a) => Fcntl(t.Cpu, (int)a.A1, (int)a.A2, a.A3));
+        r.Add(Nr.ioctl, (t, a) => IoctlFd(t.Cpu, (int)a.A1, a.A2, a.A3));
+        r.Add(Nr.pipe, (t, a) => Pipe(t.Cpu, a.A1, 0));
+        r.Add(Nr.pipe2, (t, a) => Pipe(t.Cpu, a.A1, (int)a.A2));
+        r.Add(Nr.sendfile, (t, a) => Sendfile(t.Cpu, (int)a.A1, (int)a.A2, a.A3, a.A4));
+        r.Add(Nr.poll, (t, a) => PollFds(t.Cpu, a.A1, (int)a.A2, (int)a.A3));
+    }
+
+    // ---------------------------------------------------------------- helpers
+
+    /// <summary>A host call that fills a guest buffer of `len` bytes (0 = none) with what the host wrote.</summary>
+    internal unsafe long HostBuffer(CpuT cpu, int nr, ulong guestBuf, int len, Func<long, long> call, bool resultIsLength = false)
+    {
+        if (len > 0) CheckWritable(guestBuf, (ulong)len);
+        return Host(cpu, nr, () =>
+        {
+            var buf = new byte[Math.Max(len, 1)];
+            long r;
+            fixed (byte* p = buf) r = call(len > 0 ? (long)p : 0);
+            var res = HostResult.Of(r);
+            if (r >= 0 && len > 0)
+            {
+                int n = resultIsLength ? (int)r : len;
+                res.Write(guestBuf, buf.AsSpan(0, n).ToArray());
+            }
+            return res;
+        }).Value;
+    }
+
+    /// <summary>The host descriptor of a guest descriptor inside a host operation (-EBADF when there is none).</summary>
+    long OnHostFd(CpuT cpu, int nr, int fd, Func<long, long> call, bool reexecuteOnReplay = false)
+    {
+        if (!Fds.TryGetValue(fd, out var f)) return -Errno.EBADF;
+        return Host(cpu, nr, () => HostResult.Of(call(f.HostFd)), reexecuteOnReplay).Value;
+    }
+
+    long FdBuffer(CpuT cpu, int nr, int fd, ulong guestBuf, int len, Func<long, long, long> call, bool resultIsLength = false)
+    {
+        if (!Fds.TryGetValue(fd, out var f)) return -Errno.EBADF;
+        return HostBuffer(cpu, nr, guestBuf, len, buf => call(f.HostFd, buf), resultIsLength);
+    }
+
+    /// <summary>Absolute guest path for a path relative to a guest directory descriptor.</summary>
+    long GuestAbs(int dirfd, string path, out string abs)
+    {
+        abs = path;
+        if (path.StartsWith('/')) return 0;
+        if (dirfd == At.FDCWD) { abs = GuestFs.Join(P.Cwd, path); return 0; }
+        if (!Fds.TryGetValue(dirfd, out var d)) return -Errno.EBADF;
+        if (!d.IsDirectory) return -Errno.ENOTDIR;
+        abs = path.Length == 0 ? d.GuestPath : GuestFs.Join(d.GuestPath, path);
+        return 0;
+    }
+
+    /// <summary>Is this guest path one the VM answers itself rather than the host (/proc/self/...)?</summary>
+    static bool IsProcSelf(string abs, out string rest)
+    {
+        rest = "";
+        foreach (var pre in new[] { "/proc/self/", "/proc/thread-self/" })
+            if (abs.StartsWith(pre)) { rest = abs.Substring(pre.Length); return true; }
+        return false;
+    }
+
+    static readonly byte[] EmptyPath = [0];
+
+    /// <summary>Calls a host ...at syscall with "" as its path (with At.EMPTY_PATH it acts on the descriptor itself).</summary>
+    static unsafe long AtEmpty(Func<long, long> call) { fixed (byte* e = EmptyPath) return call((long)e); }
+
+    /// <summary>Calls a path syscall on the object a descriptor holds, named through this process's descriptor
+    /// table (for calls with no descriptor form): the host resolves /proc/self/fd/N to that very object.</summary>
+    static unsafe long ViaFd(int fd, Func<long, long> call)
+    {
+        var z = HostSys.Z($"/proc/self/fd/{fd}");
+        fixed (byte* p = z) return call((long)p);
+    }
+
+    /// <summary>An operation on the object a guest path names: `call` gets an O_PATH descriptor of it, resolved
+    /// inside the root by <see cref="GuestFs.OnObject"/> (a final symlink followed when `follow`).</summary>
+    long PathOp(CpuT cpu, int nr, int dirfd, ulong pathAddr, bool follow, Func<int, long> call, bool reexecuteOnReplay = false)
+    {
+        string path = Path(pathAddr);
+        long e = GuestAbs(dirfd, path, out var abs);
+        if (e < 0) return e;
+        if (IsProcSelf(abs, out _)) return -Errno.ENOENT;
+        return Host(cpu, nr, () => HostResult.Of(Fs.OnObject(abs, follow, call)), reexecuteOnReplay).Value;
+    }
+
+    /// <summary>An operation on the name a guest path ends in (mkdir, unlink, rmdir): `call` gets the directory
+    /// descriptor and the name (<see cref="GuestFs.InParent"/>); the root and "."/".." get `noName`.</summary>
+    unsafe long NameOp(CpuT cpu, int nr, int dirfd, ulong pathAddr, int noName, Func<int, long, long> call)
+    {
+        string path = Path(pathAddr);
+        long e = GuestAbs(dirfd, path, out var abs);
+        if (e < 0) return e;
+        if (IsProcSelf(abs, out _)) return -Errno.ENOENT;
+        return Host(cpu, nr, () => HostResult.Of(Fs.InParent(abs, noName, (d, name) => { fixed (byte* n = name) return call(d, (long)n); })), true).Value;
+    }
+
+    long Truncate(CpuT cpu, ulong pathAddr, long length)
+    {
+        long e = GuestAbs(At.FDCWD, Path(pathAddr), out var abs);
+        if (e < 0) return e;
+        if (IsProcSelf(abs, out _)) return -Errno.ENOENT;
+        return Host(cpu, Nr.truncate, () =>
+        {
+            long fd = Fs.Open(abs, O.WRONLY, 0);
+            if (fd < 0) return HostResult.Of(fd == -Errno.EISDIR ? -Errno.EISDIR : fd);
+            long r = HostSys.Call(Nr.ftruncate, fd, length);
+            HostSys.Call(Nr.close, fd);
+            return HostResult.Of(r);
+        }, true).Value;
+    }
+
+    unsafe long PathBuffer(CpuT cpu, int nr, int dirfd, ulong pathAddr, bool follow, ulong guestBuf, int len, Func<long, long, long> call)
+    {
+        string path = Path(pathAddr);
+        long e = GuestAbs(dirfd, path, out var abs);
+        if (e < 0) return e;
+        if (IsProcSelf(abs, out var rest) && rest == "exe") abs = P.ProgramGuestPath;
+        else if (IsProcSelf(abs, out _)) return -Errno.ENOENT;
+        CheckWritable(guestBuf, (ulong)len);
+        return Host(cpu, nr, () =>
+        {
+            var buf = new byte[len];
+            long r = Fs.OnObject(abs, follow, fd => { fixed (byte* b = buf) return call(fd, (long)b); });
+            var res = HostResult.Of(r);
+            if (r >= 0) res.Write(guestBuf, buf);
+            return res;
+        }).Value;
+    }
+
+    unsafe long TwoPaths(CpuT cpu, int nr, int d1, ulong p1, int d2, ulong p2, Func<int, long, int, long, long> call)
+    {
+        long e = GuestAbs(d1, Path(p1), out var a1);
+        if (e < 0) return e;
+        e = GuestAbs(d2, Path(p2), out var a2);
+        if (e < 0) return e;
+        return Host(cpu, nr, () => HostResult.Of(Fs.InParents(a1, a2, -Errno.EBUSY, (dir1, n1, dir2, n2) =>
+        {
+            fixed (byte* q1 = n1) fixed (byte* q2 = n2) return call(dir1, (long)q1, dir2, (long)q2);
+        })), true).Value;
+    }
+
+    unsafe long Symlink(CpuT cpu, ulong target, int dirfd, ulong linkpath)
+    {
+        string t = Path(target);
+        long e = GuestAbs(dirfd, Path(linkpath), out var abs);
+        if (e < 0) return e;
+        var zt = HostSys.Z(t);
+        return Host(cpu, Nr.symlinkat, () => HostResult.Of(Fs.InParent(abs, -Errno.EEXIST, (dir, name) =>
+        {
+            fixed (byte* q1 = zt) fixed (byte* q2 = name) return HostSys.Call(Nr.symlinkat, (long)q1, dir, (long)q2);
+        })), true).Value;
+    }
+
+    // ---------------------------------------------------------------- file syscalls
+
+    unsafe long OpenAt(CpuT cpu, int dirfd, ulong pathAddr, int flags, int mode)
+    {
+        string path = Path(pathAddr);
+        long e = GuestAbs(dirfd, path, out var abs);
+        if (e < 0) return e;
+        if (IsProcSelf(abs, out var rest))
+        {
+            if (rest == "exe") abs = P.ProgramGuestPath;
+            else return -Errno.ENOENT;
+        }
+        int isDir = 0;
+        var res = Host(cpu, Nr.openat, () =>
+        {
+            long r = Fs.Open(abs, flags | O.CLOEXEC, mode & ~P.Umask & 0xFFF);
+            var hr = HostResult.Of(r);
+            if (r >= 0)
+            {
+                var st = new byte[144];
+                fixed (byte* s = st) HostSys.Call(Nr.fstat, r, (long)s);
+                isDir = (BinaryPrimitives.ReadUInt32LittleEndian(st.AsSpan(24)) & 0xF000) == 0x4000 ? 1 : 0;
+                hr.Value = ((long)isDir << 32) | r; // host fd and directory bit travel together
+            }
+            return hr;
+        }, reexecuteOnReplay: true);
+        // a following backup opened the file on its own root too: it keeps its own descriptor
+        int local = res.Local is long l && l >= 0 ? (int)(l & 0xFFFFFFFF) : -1;
+        if (res.Value < 0)
+        {
+            if (local >= 0) HostSys.Call(Nr.close, local); // the primary's open failed: drop this replica's own descriptor
+            return res.Value;
+        }
+        var file = new HostFile
+        {
+            HostFd = Boundary.HostDescriptor(res.Value & 0xFFFFFFFF, local),
+            GuestPath = abs,
+            Directory = (res.Value >> 32) != 0,
+            StatusFlags = flags & ~(O.CREAT | O.EXCL | O.TRUNC | O.CLOEXEC),
+        };
+        return Fds.Install(file, (flags & O.CLOEXEC) != 0);
+    }
+
+    long Close(GuestThread t, int fd)
+    {
+        if (!Fds.Remove(fd, out var f)) return -Errno.EBADF;
+        return Release(t, f);
+    }
+
+    /// <summary>A descriptor referring to `f` went away: the last one closes the description.</summary>
+    long Release(GuestThread t, OpenFile f)
+    {
+        if (--f.RefCount > 0) return 0;
+        return f.Close(this, t);
+    }
+
+    long Dup(GuestThread t, int oldfd, int newfd, bool cloexec)
+    {
+        if (!Fds.TryGetValue(oldfd, out var f)) return -Errno.EBADF;
+        if (newfd < 0) newfd = Fds.LowestFree();
+        else if (newfd > FdTable.MaxFd) return -Errno.EBADF;
+        if (Fds.ContainsKey(newfd)) Close(t, newfd);
+        f.RefCount++;
+        Fds.InstallAt(newfd, f, cloexec);
+        return newfd;
+    }
+
+    long Fcntl(CpuT cpu, int fd, int cmd, ulong arg)
+    {
+        if (!Fds.TryGetValue(fd, out var f)) return -Errno.EBADF;
+        switch (cmd)
+        {
+            case F.DUPFD:
+            case F.DUPFD_CLOEXEC:
+                {
+                    if (arg > FdTable.MaxFd) return -Errno.EINVAL;
+                    f.RefCount++;
+                    return Fds.Install(f, cmd == F.DUPFD_CLOEXEC, (int)arg);
+                }
+            case F.GETFD: return Fds.CloseOnExec(fd) ? F.FD_CLOEXEC : 0;
+            case F.SETFD: Fds.SetCloseOnExec(fd, (arg & F.FD_CLOEXEC) != 0); return 0;
+            case F.GETFL:
+            case F.SETFL:
+                {
+                    long r = Host(cpu, Nr.fcntl, () => HostResult.Of(f.HostFd >= 0 ? HostSys.Call(Nr.fcntl, f.HostFd, cmd, (long)arg) : cmd == F.GETFL ? f.StatusFlags : 0), true).Value;
+                    if (cmd == F.SETFL && r >= 0) f.StatusFlags = (f.StatusFlags & ~(O.APPEND | O.NONBLOCK)) | ((int)arg & (O.APPEND | O.NONBLOCK));
+                    return r;
+                }
+            case F.GETLK: case F.SETLK: case F.SETLKW: return 0; // locks: a single process never conflicts with itself
+            default: return -Errno.EINVAL;
+        }
+    }
+
+    long Read(GuestThread t, int fd, ulong buf, ulong count, long offset)
+    {
+        if (!Fds.TryGetValue(fd, out var f)) return -Errno.EBADF;
+        return f.Read(this, t, buf, (int)Math.Min(count, 1 << 24), offset);
+    }
+
+    long Write(GuestThread t, int fd, ulong buf, ulong count, long offset)
+    {
+        if (!Fds.TryGetValue(fd, out var f)) return -Errno.EBADF;
+        int n = (int)Math.Min(count, 1 << 24);
+        var data = Mem.ReadBytes(buf, n);
+        return f.Write(this, t, data, offset);
+    }
+
+    /// <summary>
+    /// A write through the boundary to the host descriptor behind a description. `output`: the bytes leave the
+    /// VM (stdout, stderr), so output commit applies and the boundary sees them; `reexecuteOnReplay`: a file of
+    /// the guest's, which a following backup writes to its own copy too.
+    /// </summary>
+    internal unsafe long WriteHost(CpuT cpu, OpenFile f, byte[] data, long offset, bool output, bool reexecuteOnReplay)
+    {
+        int nr = offset < 0 ? Nr.write : Nr.pwrite64;
+        Func<HostResult> perform = () =>
+        {
+            // a following backup re-executes file writes on its own copy; its descriptor's position does not move
+            // with replayed reads and seeks, so it writes at the guest-visible offset (decided when it runs: the
+            // same call can be the one at which the replica turns live)
+            long at = offset < 0 && Boundary.Replaying && (f.StatusFlags & O.APPEND) == 0 ? f.Offset : offset;
+            fixed (byte* p = data)
+                return HostResult.Of(at < 0 ? HostSys.Call(Nr.write, f.HostFd, (long)p, data.Length)
+                                            : HostSys.Call(Nr.pwrite64, f.HostFd, (long)p, data.Length, at));
+        };
+        long r = output ? Boundary.Output(cpu.Tid, nr, f.HostFd, data, perform).Value
+                        : Host(cpu, nr, perform, reexecuteOnReplay).Value;
+        if (output && r > 0) Boundary.OnOutput(this, cpu, f.HostFd, data.AsSpan(0, (int)r));
+        if (!output && r > 0 && offset < 0) f.Offset += r;
+        return r;
+    }
+
+    long Readv(CpuT cpu, int fd, ulong iov, int cnt)
+    {
+        if (cnt < 0 || cnt > 1024) return -Errno.EINVAL;
+        if (!Fds.TryGetValue(fd, out var f)) return -Errno.EBADF;
+        var vecs = new List<(ulong, ulong)>();
+        ulong total = 0;
+        for (int k = 0; k < cnt; k++)
+        {
+            ulong b = Mem.Read64(iov + (ulong)k * 16), l = Mem.Read64(iov + (ulong)k * 16 + 8);
+            if (l > 0) CheckWritable(b, l);
+            vecs.Add((b, l)); total += l;
+        }
+        int n = (int)Math.Min(total, 1 << 24);
+        long got = f.Receive(() => Host(cpu, Nr.readv, () =>
+        {
+            var tmp = new byte[n];
+            long r;
+            unsafe { fixed (byte* p = tmp) r = HostSys.Call(Nr.read, f.HostFd, (long)p, n); }
+            var res = HostResult.Of(r);
+            long off = 0;
+            foreach (var (b, l) in vecs)
+            {
+                if (off >= r) break;
+                long take = Math.Min((long)l, r - off);
+                res.Write(b, tmp.AsSpan((int)off, (int)take).ToArray());
+                off += take;
+            }
+            return res;
+        }).Value);
+        if (got > 0) f.Offset += got;
+        return got;
+    }
+
+    long Writev(CpuT cpu, int fd, ulong iov, int cnt)
+    {
+        if (cnt < 0 || cnt > 1024) return -Errno.EINVAL;
+        if (!Fds.TryGetValue(fd, out var f)) return -Errno.EBADF;
+        var ms = new MemoryStream();
+        for (int k = 0; k < cnt; k++)
+        {
+            ulong b = Mem.Read64(iov + (ulong)k * 16), l = Mem.Read64(iov + (ulong)k * 16 + 8);
+            if (l > 0) ms.Write(Mem.ReadBytes(b, (int)Math.Min(l, 1 << 24)));
+        }
+        return f.Write(this, Current, ms.ToArray(), -1);
+    }
+
+    unsafe long FstatAt(CpuT cpu, int dirfd, ulong pathAddr, ulong buf, int flags)
+    {
+        string path = Path(pathAddr);
+        if (path.Length == 0 && (flags & At.EMPTY_PATH) != 0)
+            return FdBuffer(cpu, Nr.newfstatat, dirfd, buf, 144, (h, b) => HostSys.Call(Nr.fstat, h, b));
+        return PathBuffer(cpu, Nr.newfstatat, dirfd, pathAddr, (flags & At.SYMLINK_NOFOLLOW) == 0, buf, 144,
+            (fd, b) => AtEmpty(e => HostSys.Call(Nr.newfstatat, fd, e, b, At.EMPTY_PATH)));
+    }
+
+    long Statx(CpuT cpu, int dirfd, ulong pathAddr, int flags, uint mask, ulong buf)
+    {
+        string path = Path(pathAddr);
+        if (path.Length == 0 && (flags & At.EMPTY_PATH) != 0)
+        {
+            if (!Fds.TryGetValue(dirfd, out var f)) return -Errno.EBADF;
+            var empty = HostSys.Z("");
+            return HostBuffer(cpu, Nr.statx, buf, 256, b => { unsafe { fixed (byte* e = empty) return HostSys.Call(Nr.statx, f.HostFd, (long)e, At.EMPTY_PATH | (flags & ~At.EMPTY_PATH), mask, b); } });
+        }
+        return PathBuffer(cpu, Nr.statx, dirfd, pathAddr, (flags & At.SYMLINK_NOFOLLOW) == 0, buf, 256,
+            (fd, b) => AtEmpty(e => HostSys.Call(Nr.statx, fd, e, At.EMPTY_PATH | (flags & ~(At.SYMLINK_NOFOLLOW | At.EMPTY_PATH)), mask, b)));
+    }
+
+    unsafe long ReadlinkAt(CpuT cpu, int dirfd, ulong pathAddr, ulong buf, ulong size)
+    {
+        string path = Path(pathAddr);
+        long e = GuestAbs(dirfd, path, out var abs);
+        if (e < 0) return e;
+        if ((long)size <= 0) return -Errno.EINVAL;
+        int n = (int)Math.Min(size, 4096);
+        CheckWritable(buf, (ulong)n);
+        if (IsProcSelf(abs, out var rest))
+        {
+            if (rest != "exe") return -Errno.ENOENT;
+            var b = Encoding.UTF8.GetBytes(P.ProgramGuestPath);
+            int k = Math.Min(b.Length, n);
+            Mem.WriteBytes(buf, b.AsSpan(0, k));
+            return k;
+        }
+        return Host(cpu, Nr.readlinkat, () =>
+        {
+            var tmp = new byte[n];
+            long r = Fs.OnObject(abs, false, fd => { fixed (byte* t = tmp) { long tp = (long)t; return AtEmpty(e => HostSys.Call(Nr.readlinkat, fd, e, tp, n)); } });
+            var res = HostResult.Of(r);
+            if (r > 0) res.Write(buf, tmp.AsSpan(0, (int)r).ToArray());
+            return res;
+        }).Value;
+    }
+
+    unsafe long Utimensat(CpuT cpu, int dirfd, ulong pathAddr, ulong times, int flags)
+    {
+        byte[]? t = times != 0 ? Mem.ReadBytes(times, 32) : null;
+        if (pathAddr == 0)
+        {
+            if (!Fds.TryGetValue(dirfd, out var f)) return -Errno.EBADF;
+            return Host(cpu, Nr.utimensat, () => { fixed (byte* tp = t) return HostResult.Of(HostSys.Call(Nr.utimensat, f.HostFd, 0, t == null ? 0 : (long)tp, 0)); }, true).Value;
+        }
+        return PathOp(cpu, Nr.utimensat, dirfd, pathAddr, (flags & At.SYMLINK_NOFOLLOW) == 0,
+            fd => { fixed (byte* tp = t) { long tt = t == null ? 0 : (long)tp; return AtEmpty(e => HostSys.Call(Nr.utimensat, fd, e, tt, At.EMPTY_PATH)); } }, true);
+    }
+
+    long Getcwd(ulong buf, ulong size)
+    {
+        var b = Encoding.UTF8.GetBytes(P.Cwd + "\0");
+        if ((ulong)b.Length > size) return -Errno.ERANGE;
+        CheckWritable(buf, (ulong)b.Length);
+        Mem.WriteBytes(buf, b);
+        return b.Length;
+    }
+
+    unsafe long Chdir(CpuT cpu, ulong pathAddr)
+    {
+        string path = Path(pathAddr);
+        GuestAbs(At.FDCWD, path, out var abs);
+        long r = Host(cpu, Nr.chdir, () =>
+        {
+            var st = new byte[144];
+            long e = Fs.OnObject(abs, true, fd => { fixed (byte* s = st) return HostSys.Call(Nr.fstat, fd, (long)s); });
+            if (e < 0) return HostResult.Of(e);
+            return HostResult.Of((BinaryPrimitives.ReadUInt32LittleEndian(st.AsSpan(24)) & 0xF000) == 0x4000 ? 0 : -Errno.ENOTDIR);
+        }).Value;
+        if (r == 0) P.Cwd = NormalizeLexically(abs);
+        return r;
+    }
+
+    static string NormalizeLexically(string abs)
+    {
+        var parts = new List<string>();
+        foreach (var c in abs.Split('/', StringSplitOptions.RemoveEmptyEntries))
+        {
+            if (c == ".") continue;
+            if (c == "..") { if (parts.Count > 0) parts.RemoveAt(parts.Count - 1); continue; }
+            parts.Add(c);
+        }
+        return "/" + string.Join('/', parts);
+    }
+
+    unsafe long Pipe(CpuT cpu, ulong fdsAddr, int flags)
+    {
+        CheckWritable(fdsAddr, 8);
+        var res = Host(cpu, Nr.pipe2, () =>
+        {
+            var fds = new int[2];
+            long r;
+            fixed (int* p = fds) r = HostSys.Call(Nr.pipe2, (long)p, O.CLOEXEC | (flags & ~O.CLOEXEC));
+            return HostResult.Of(r < 0 ? r : ((long)fds[1] << 32) | (uint)fds[0]);
+        });
+        if (res.Value < 0) return res.Value;
+        bool cloexec = (flags & O.CLOEXEC) != 0;
+        int r0 = Fds.Install(new HostFile { HostFd = Boundary.HostDescriptor(res.Value & 0xFFFFFFFF), GuestPath = "pipe:" }, cloexec);
+        int w0 = Fds.Install(new HostFile { HostFd = Boundary.HostDescriptor(res.Value >> 32), GuestPath = "pipe:" }, cloexec);
+        Mem.Write32(fdsAddr, (uint)r0);
+        Mem.Write32(fdsAddr + 4, (uint)w0);
+        return 0;
+    }
+
+    unsafe long Sendfile(CpuT cpu, int outFd, int inFd, ulong offPtr, ulong count)
+    {
+        if (!Fds.TryGetValue(outFd, out var o) || !Fds.TryGetValue(inFd, out var i)) return -Errno.EBADF;
+        int n = (int)Math.Min(count, 1 << 20);
+        long offset = offPtr != 0 ? (long)Mem.Read64(offPtr) : -1;
+        // read through the boundary (input), then write as the guest would
+        var rd = Boundary.Syscall(cpu.Tid, Nr.sendfile, () =>
+        {
+            var tmp = new byte[n];
+            long r;
+            fixed (byte* p = tmp) r = offset < 0 ? HostSys.Call(Nr.read, i.HostFd, (long)p, n) : HostSys.Call(Nr.pread64, i.HostFd, (long)p, n, offset);
+            var res = HostResult.Of(r);
+            if (r > 0) res.Writes.Add((0, tmp.AsSpan(0, (int)r).ToArray()));
+            return res;
+        });
+        if (rd.Value <= 0) return rd.Value;
+        if (offset < 0) i.Offset += rd.Value;
+        var data = rd.Writes[0].Bytes;
+        rd.Writes.Clear();
+        long w = o.Write(this, Current, data, -1);
+        if (w > 0 && offPtr != 0) Mem.Write64(offPtr, (ulong)(offset + w));
+        return w;
+    }
+
+    long IoctlFd(CpuT cpu, int fd, ulong req, ulong arg)
+    {
+        if (!Fds.TryGetValue(fd, out var f)) return -Errno.EBADF;
+        switch (req)
+        {
+            case Ioctl.TCGETS:
+                return FdBuffer(cpu, Nr.ioctl, fd, arg, 36, (h, b) => HostSys.Call(Nr.ioctl, h, (long)Ioctl.TCGETS, b));
+            case Ioctl.TIOCGWINSZ:
+                return FdBuffer(cpu, Nr.ioctl, fd, arg, 8, (h, b) => HostSys.Call(Nr.ioctl, h, (long)Ioctl.TIOCGWINSZ, b));
+            case Ioctl.TIOCGPGRP:
+                return FdBuffer(cpu, Nr.ioctl, fd, arg, 4, (h, b) => HostSys.Call(Nr.ioctl, h, (long)Ioctl.TIOCGPGRP, b));
+            case Ioctl.FIONREAD:
+                return FdBuffer(cpu, Nr.ioctl, fd, arg, 4, (h, b) => HostSys.Call(Nr.ioctl, h, (long)Ioctl.FIONREAD, b));
+            case Ioctl.TCSETS: case Ioctl.TCSETSW: case Ioctl.TCSETSF:
+                {
+                    var t = Mem.ReadBytes(arg, 36);
+                    return OnHostFd(cpu, Nr.ioctl, fd, h => { unsafe { fixed (byte* p = t) return HostSys.Call(Nr.ioctl, h, (long)req, (long)p); } });
+                }
+            case Ioctl.FIONBIO:
+                {
+                    var on = Mem.ReadBytes(arg, 4);
+                    return OnHostFd(cpu, Nr.ioctl, fd, h => { unsafe { fixed (byte* p = on) return HostSys.Call(Nr.ioctl, h, (long)Ioctl.FIONBIO, (long)p); } });
+                }
+            case Ioctl.FIOCLEX: Fds.SetCloseOnExec(fd, true); return 0;
+            case Ioctl.FIONCLEX: Fds.SetCloseOnExec(fd, false); return 0;
+            default: return -Errno.ENOTTY;
+        }
+    }
+
+    unsafe long PollFds(CpuT cpu, ulong fdsAddr, int nfds, int timeout)
+    {
+        if (nfds < 0 || nfds > 4096) return -Errno.EINVAL;
+        var raw = Mem.ReadBytes(fdsAddr, nfds * 8);
+        CheckWritable(fdsAddr, (ulong)nfds * 8);
+        var hostFds = new int[nfds];
+        var files = new OpenFile?[nfds];
+        return Host(cpu, Nr.poll, () =>
+        {
+            // host descriptors are looked up when the call runs: it can be the call at which a backup turns live
+            for (int k = 0; k < nfds; k++)
+            {
+                int gfd = BinaryPrimitives.ReadInt32LittleEndian(raw.AsSpan(k * 8));
+                files[k] = gfd >= 0 && Fds.TryGetValue(gfd, out var f) ? f : null;
+                hostFds[k] = files[k] is { } pf ? (pf.ReadyEvents(0) != null ? ResetFd : pf.HostFd) : (gfd < 0 ? -1 : int.MinValue);
+            }
+            int tmo = hostFds.Contains(ResetFd) ? 0 : timeout; // a description that answers itself is ready at once
+            var buf = (byte[])raw.Clone();
+            for (int k = 0; k < nfds; k++)
+                BinaryPrimitives.WriteInt32LittleEndian(buf.AsSpan(k * 8), hostFds[k] == int.MinValue ? 1 << 30 : hostFds[k] == ResetFd ? -1 : hostFds[k]);
+            long r;
+            fixed (byte* p = buf) r = HostSys.Call(Nr.poll, (long)p, nfds, tmo);
+            var res = HostResult.Of(r);
+            if (r >= 0)
+            {
+                var outb = (byte[])raw.Clone();
+                for (int k = 0; k < nfds; k++)
+                {
+                    short rev = BinaryPrimitives.ReadInt16LittleEndian(buf.AsSpan(k * 8 + 6));
+                    if (hostFds[k] == int.MinValue) rev = 0x20; // POLLNVAL
+                    if (hostFds[k] == ResetFd)
+                    {
+                        rev = files[k]!.ReadyEvents(BinaryPrimitives.ReadInt16LittleEndian(raw.AsSpan(k * 8 + 4)))!.Value;
+                        r++;
+                    }
+                    BinaryPrimitives.WriteInt16LittleEndian(outb.AsSpan(k * 8 + 6), rev);
+                }
+                res.Value = r;
+                res.Write(fdsAddr, outb);
+            }
+            return res;
+        }).Value;
+    }
+
+}

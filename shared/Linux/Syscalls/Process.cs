@@ -1,0 +1,115 @@
+using System.Text;
+using CpuT = ReVirt.Cpu.Cpu;
+
+namespace ReVirt.Linux;
+
+/// <summary>Process and thread identity, limits, the machine description (uname), arch_prctl/prctl.</summary>
+public sealed partial class Kernel
+{
+    void RegisterProcessSyscalls(SyscallTable r)
+    {
+        r.Family(SyscallFlags.Emulated);
+        r.Add(Nr.exit, (t, a) => ExitThread(t, (int)a.A1));
+        r.Add(Nr.clone, (t, a) => CloneTask(t, a.A1, a.A2, a.A3, a.A4, a.A5));
+        r.Add(Nr.clone3, (t, a) => -Errno.ENOSYS); // libc falls back to clone
+        r.Add(new[] { Nr.fork, Nr.vfork }, (t, a) => CloneTask(t, (ulong)Sig.CHLD, 0, 0, 0, 0));
+        r.Add(Nr.exit_group, (t, a) => { ExitProcess(t, (int)a.A1); return 0; });
+        r.Add(Nr.getpid, (t, a) => t.Process.Pid);
+        r.Add(Nr.gettid, (t, a) => t.Cpu.Tid);
+        r.Add(Nr.getppid, (t, a) => HostValue(t.Cpu, a.Nr, () => HostSys.Call(Nr.getppid)), SyscallFlags.Host);
+        r.Add(new[] { Nr.getuid, Nr.geteuid, Nr.getgid, Nr.getegid }, (t, a) => HostValue(t.Cpu, a.Nr, () => HostSys.Call(a.Nr)), SyscallFlags.Host);
+        r.Add(new[] { Nr.getpgrp, Nr.getsid, Nr.getpgid }, (t, a) => t.Process.Pid);
+        r.Add(new[] { Nr.setpgid, Nr.setsid }, (t, a) => 0);
+        r.Add(Nr.set_tid_address, (t, a) => { t.ClearChildTid = a.A1; return t.Tid; });
+        r.Add(Nr.set_robust_list, (t, a) => 0);
+        r.Add(Nr.rseq, (t, a) => -Errno.ENOSYS);
+        r.Add(Nr.arch_prctl, (t, a) => ArchPrctl(t.Cpu, (int)a.A1, a.A2));
+        r.Add(Nr.prctl, (t, a) => PrctlOp((int)a.A1, a.A2));
+        r.Add(Nr.uname, (t, a) => Uname(t.Cpu, a.A1), SyscallFlags.Host);
+        r.Add(Nr.prlimit64, (t, a) => Prlimit(t.Cpu, (int)a.A1, (int)a.A2, a.A3, a.A4));
+        r.Add(Nr.getrlimit, (t, a) => Prlimit(t.Cpu, 0, (int)a.A1, 0, a.A2));
+        r.Add(Nr.setrlimit, (t, a) => 0);
+        r.Add(Nr.sched_getaffinity, (t, a) =>
+        {
+            if (a.A2 < 8) return -Errno.EINVAL;
+            CheckWritable(a.A3, 8);
+            Mem.WriteBytes(a.A3, BitConverter.GetBytes(1UL));
+            return 8;
+        });
+        r.Add(Nr.sched_setaffinity, (t, a) => 0);
+        r.Add(Nr.sched_yield, (t, a) => SchedYield(t));
+        r.Add(Nr.getcpu, (t, a) =>
+        {
+            if (a.A1 != 0) Mem.Write32(a.A1, 0);
+            if (a.A2 != 0) Mem.Write32(a.A2, 0);
+            return 0;
+        });
+        r.Add(Nr.umask, (t, a) => { int old = t.Process.Umask; t.Process.Umask = (int)(a.A1 & 0x1FF); return old; });
+        r.Add(Nr.sysinfo, (t, a) => HostBuffer(t.Cpu, a.Nr, a.A1, 112, buf => HostSys.Call(Nr.sysinfo, buf)), SyscallFlags.Host);
+        r.Add(Nr.getrusage, (t, a) => HostBuffer(t.Cpu, a.Nr, a.A2, 144, buf => HostSys.Call(Nr.getrusage, (long)a.A1, buf)), SyscallFlags.Host);
+        r.Add(Nr.times, (t, a) => HostBuffer(t.Cpu, a.Nr, a.A1, a.A1 == 0 ? 0 : 32, buf => HostSys.Call(Nr.times, buf)), SyscallFlags.Host);
+        r.Add(Nr.getgroups, (t, a) => 0);
+        r.Add(Nr.getpriority, (t, a) => 20);
+    }
+
+    long ArchPrctl(CpuT cpu, int code, ulong addr)
+    {
+        switch (code)
+        {
+            case Prctl.ARCH_SET_FS: cpu.FsBase = addr; return 0;
+            case Prctl.ARCH_SET_GS: cpu.GsBase = addr; return 0;
+            case Prctl.ARCH_GET_FS: Mem.Write64(addr, cpu.FsBase); return 0;
+            case Prctl.ARCH_GET_GS: Mem.Write64(addr, cpu.GsBase); return 0;
+            default: return -Errno.EINVAL; // ARCH_CET_STATUS among others
+        }
+    }
+
+    long PrctlOp(int option, ulong arg2)
+    {
+        switch (option)
+        {
+            case Prctl.PR_SET_NAME: P.Name = Mem.ReadCString(arg2, 16); return 0;
+            case Prctl.PR_GET_NAME: Mem.WriteBytes(arg2, Encoding.UTF8.GetBytes((P.Name + "\0").PadRight(16, '\0'))[..16]); return 0;
+            default: return -Errno.EINVAL;
+        }
+    }
+
+    long Uname(CpuT cpu, ulong buf)
+    {
+        CheckWritable(buf, 390);
+        // the VM presents its own machine: fixed fields, the host's node name through the boundary
+        var res = Boundary.Syscall(cpu.Tid, Nr.uname, () =>
+        {
+            var b = new byte[390];
+            unsafe { fixed (byte* p = b) HostSys.Call(Nr.uname, (long)p); }
+            return HostResult.Of(0).Write(0, b.AsSpan(65, 65).ToArray());
+        });
+        var node = res.Writes.Count > 0 ? res.Writes[0].Bytes : new byte[65];
+        var outb = new byte[390];
+        void Field(int idx, string s) => Encoding.ASCII.GetBytes(s).CopyTo(outb, idx * 65);
+        Field(0, "Linux");
+        node.CopyTo(outb, 65);
+        Field(2, "6.1.0-revirt");
+        Field(3, "#1 SMP ReVirt");
+        Field(4, "x86_64");
+        Field(5, "(none)");
+        Mem.WriteBytes(buf, outb);
+        return 0;
+    }
+
+    long Prlimit(CpuT cpu, int pid, int resource, ulong newLimit, ulong oldLimit)
+    {
+        if (oldLimit == 0) return 0;
+        ulong cur = ulong.MaxValue, max = ulong.MaxValue;
+        switch (resource)
+        {
+            case Rlimit.STACK: cur = StackSize; break;
+            case Rlimit.NOFILE: cur = 1024; max = 1048576; break;
+        }
+        CheckWritable(oldLimit, 16);
+        Mem.Write64(oldLimit, cur);
+        Mem.Write64(oldLimit + 8, max);
+        return 0;
+    }
+
+}
