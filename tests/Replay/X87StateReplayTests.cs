@@ -38,7 +38,7 @@ public class X87StateReplayTests
         opts.Diagnostics = TextWriter.Null;
         using var m = new Machine(opts, new ReplayBoundary(reader, false));
         m.Load();
-        perturb?.Invoke(m.Kernel.MainThread);
+        perturb?.Invoke(m.Kernel.MainThread.Cpu);
         return m.Run();
     }
 
