@@ -38,6 +38,10 @@ public sealed class ListenSettings
     public int PlantAckEarlyMs { get; init; }
     /// <summary>Mutual TLS (<c>--cert --key --ca</c>, with an https:// --listen URL); null: cleartext with the token proof.</summary>
     public ReplicationTls? Tls { get; init; }
+    /// <summary>Accept a primary without a shared secret (--insecure-no-auth): anyone who reaches the port can claim this backup.</summary>
+    public bool InsecureNoAuth { get; init; }
+    /// <summary>The user chose storage shared with the primary (--shared-storage): a root identical to the primary's is not refused.</summary>
+    public bool SharedStorage { get; init; }
 }
 
 /// <summary>`backup listen`: serves the replication endpoint, follows one primary, takes over when it dies.</summary>
@@ -46,6 +50,14 @@ public static class ListenHost
     public static int Run(ListenSettings s)
     {
         ThreadPools.ForLowLatency();
+        if (s.Secret.Length == 0 && !s.InsecureNoAuth)
+        {
+            Console.Error.WriteLine("backup: refusing to listen without authentication: pass --token-file FILE (the secret the primary's --token-file holds), " +
+                                    "or --insecure-no-auth to accept any client as the primary (anyone who reaches the port could then claim this backup and have it run a program of their choice when it goes live)");
+            return 2;
+        }
+        if (s.Secret.Length == 0)
+            Console.Error.WriteLine($"backup: WARNING: --insecure-no-auth: NO AUTHENTICATION; any client that reaches port {s.Listen.Port} can claim this backup");
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = [] });
         builder.Logging.ClearProviders();
         builder.Services.AddSingleton<IHostLifetime, QuietLifetime>();
@@ -66,9 +78,17 @@ public static class ListenHost
                     });
             });
             k.Limits.Http2.KeepAlivePingDelay = TimeSpan.FromSeconds(5);
-            k.Limits.MaxRequestBodySize = null;
+            k.Limits.MaxRequestBodySize = null; // one stream carries the whole log; each message is bounded below
+            // what strangers can hold open: a few connections, a few streams each (one primary needs one stream)
+            k.Limits.MaxConcurrentConnections = 16;
+            k.Limits.Http2.MaxStreamsPerConnection = 4;
+            k.Limits.MaxRequestHeadersTotalSize = 16 << 10;
         });
-        builder.Services.AddGrpc(o => { o.MaxReceiveMessageSize = null; o.MaxSendMessageSize = null; });
+        builder.Services.AddGrpc(o =>
+        {
+            o.MaxReceiveMessageSize = ReplicationProtocol.MaxMessageBytes;
+            o.MaxSendMessageSize = ReplicationProtocol.MaxBackupMessageBytes;
+        });
         var session = new BackupSession(s, Console.Error);
         builder.Services.AddSingleton(session);
         // grpc.health.v1 on the replication endpoint: SERVING while waiting for, following or replacing a primary
@@ -122,20 +142,42 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
     }
 
     /// <summary>Checks a hello; returns the refusal reason or null.</summary>
+    /// <summary>
+    /// What is checked before the peer has proved the secret: only what costs nothing (no file is looked at, so a
+    /// stranger learns nothing about this machine's files and cannot make it hash anything).
+    /// </summary>
+    public static string? CheckBeforeAuth(Hello h)
+    {
+        if (h.ProtocolVersion != ReplicationProtocol.Version)
+            return $"protocol version {h.ProtocolVersion} is not supported (this backup speaks version {ReplicationProtocol.Version})";
+        return null;
+    }
+
+    /// <summary>Checks an authenticated primary's hello against this replica; returns the refusal reason or null.</summary>
     public string? Check(Hello h, out LogHeader? header)
     {
         header = null;
-        if (h.ProtocolVersion != ReplicationProtocol.Version)
-            return $"protocol version {h.ProtocolVersion} is not supported (this backup speaks version {ReplicationProtocol.Version})";
+        if (CheckBeforeAuth(h) is { } early) return early;
         try { header = LogHeader.Decode(h.LogHeader.Span, out _); }
         catch (LogFormatException e) { return $"bad log header: {e.Message}"; }
+        if (header.Argv.Length == 0) return "bad log header: no program";
         var opts = Recording.OptionsFrom(header, s.Root);
+        if (!s.SharedStorage && RootIdentities.Same(h.Root, RootIdentities.Of(opts.Root)))
+            return $"shared root: the primary's guest root and this backup's ({Path.GetFullPath(opts.Root)}) are the same directory on the same machine, " +
+                   "so both would apply the guest's file writes to the same files. Fix: give the backup its own copy of the root (backup listen --root DIR, " +
+                   "a copy of the primary's --root), or, if the two replicas share storage on purpose, pass --shared-storage to backup listen";
         string host;
         try { host = Kernel.ResolveProgram(opts).HostPath; }
         catch (ElfLoadException e) { return $"the program is missing on the backup: {e.Message}"; }
-        if (!header.ProgramMatches(host))
-            return $"program mismatch: {host} on the backup is not the program the primary runs (sha256 {Convert.ToHexStringLower(header.ProgramHash)})";
-        var mine = RootDigest.Compute(opts.Root);
+        try
+        {
+            if (!header.ProgramMatches(host))
+                return $"program mismatch: {host} on the backup is not the program the primary runs (sha256 {Convert.ToHexStringLower(header.ProgramHash)})";
+        }
+        catch (IOException e) { return $"the program cannot be read on the backup: {e.Message}"; }
+        byte[] mine;
+        try { mine = RootDigest.Compute(opts.Root); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return $"the guest root {opts.Root} cannot be read on the backup: {e.Message}"; }
         if (!mine.AsSpan().SequenceEqual(h.RootDigest.Span))
             return $"root mismatch: the guest root {Path.GetFullPath(opts.Root)} on the backup differs from the primary's (digest {Convert.ToHexStringLower(mine)[..Math.Min(16, mine.Length * 2)]} vs {Convert.ToHexStringLower(h.RootDigest.ToByteArray())[..Math.Min(16, h.RootDigest.Length * 2)]})";
         return null;
@@ -261,7 +303,13 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         catch (ReplayEndOfLogException e) { log.WriteLine($"backup: {e.Message}"); code = 1; }
         catch (ReplayInputMismatchException e) { log.WriteLine($"backup: refused: {e.Message}"); code = 2; }
         catch (LogFormatException e) { log.WriteLine($"backup: corrupt log: {e.Message}"); code = 2; }
-        catch (ElfLoadException e) { log.WriteLine($"backup: {e.Message}"); code = e.ExitStatus; }
+        catch (ElfLoadException e) { log.WriteLine($"backup: refused: the program cannot be loaded: {e.Message}"); code = e.ExitStatus; }
+        catch (Exception e)
+        {
+            // nothing the primary sends may take this process down: an unexpected failure ends the replay with its reason
+            log.WriteLine($"backup: refused: the replay failed: {e.GetType().Name}: {e.Message}");
+            code = 2;
+        }
         try { _file?.Dispose(); } catch (IOException) { }
         ExitCode = code;
         log.Flush();
@@ -272,6 +320,9 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
 /// <summary>The gRPC service: handshake, then batches and heartbeats in, acks out.</summary>
 public sealed class ReplicationService(BackupSession session) : Protocol.Replication.ReplicationBase
 {
+    /// <summary>One handshake at a time (shared by every stream of this process).</summary>
+    static readonly SemaphoreSlim HandshakeGate = new(1, 1);
+
 
     public override async Task Stream(IAsyncStreamReader<PrimaryMessage> requestStream, IServerStreamWriter<BackupMessage> responseStream, ServerCallContext context)
     {
@@ -285,18 +336,40 @@ public sealed class ReplicationService(BackupSession session) : Protocol.Replica
         }
         if (s.Tls is { } tls && tls.Verify(context.GetHttpContext().Connection.ClientCertificate) is { } untrusted)
         { await Refuse($"mutual TLS: {untrusted}"); return; }
-        if (!await requestStream.MoveNext(ct)) return;
-        var first = requestStream.Current;
-        if (first.BodyCase != PrimaryMessage.BodyOneofCase.Hello) { await Refuse("protocol error: the first message must be a hello"); return; }
-        var hello = first.Hello;
-        var reason = session.Check(hello, out var header);
-        if (reason != null) { await Refuse(reason); return; }
-        var nonce = ReplicationProtocol.Nonce();
-        await responseStream.WriteAsync(new BackupMessage { Challenge = new Challenge { ServerNonce = ByteString.CopyFrom(nonce), BackupId = s.Id } }, ct);
-        if (!await requestStream.MoveNext(ct) || requestStream.Current.BodyCase != PrimaryMessage.BodyOneofCase.Auth) { await Refuse("protocol error: expected auth"); return; }
-        if (!ReplicationProtocol.ProofMatches(s.Secret, hello, nonce, requestStream.Current.Auth.Proof.Span))
-        { await Refuse("authentication failed: the primary does not hold this backup's token"); return; }
-        if (!session.Claim()) { await Refuse("this backup already follows a primary"); return; }
+        // Before the peer proves the secret it gets one bounded message (gRPC's size limit), a fixed time and no
+        // look at this machine's files; handshakes run one at a time, so strangers cannot add their costs up.
+        // (a peer waits for the one before it, which has a deadline; a retrying primary queues behind its own first try)
+        if (!await HandshakeGate.WaitAsync(ReplicationProtocol.HandshakeTimeout + TimeSpan.FromSeconds(1), ct)) { await Refuse("busy: another peer is being authenticated; retry"); return; }
+        Hello hello;
+        LogHeader? header;
+        try
+        {
+            using var deadline = CancellationTokenSource.CreateLinkedTokenSource(ct);
+            deadline.CancelAfter(ReplicationProtocol.HandshakeTimeout);
+            try
+            {
+                if (!await requestStream.MoveNext(deadline.Token)) return;
+                var first = requestStream.Current;
+                if (first.BodyCase != PrimaryMessage.BodyOneofCase.Hello) { await Refuse("protocol error: the first message must be a hello"); return; }
+                hello = first.Hello;
+                if (BackupSession.CheckBeforeAuth(hello) is { } early) { await Refuse(early); return; }
+                var nonce = ReplicationProtocol.Nonce();
+                await responseStream.WriteAsync(new BackupMessage { Challenge = new Challenge { ServerNonce = ByteString.CopyFrom(nonce), BackupId = s.Id } }, ct);
+                if (!await requestStream.MoveNext(deadline.Token) || requestStream.Current.BodyCase != PrimaryMessage.BodyOneofCase.Auth) { await Refuse("protocol error: expected auth"); return; }
+                if (!ReplicationProtocol.ProofMatches(s.Secret, hello, nonce, requestStream.Current.Auth.Proof.Span))
+                { await Refuse("authentication failed: the primary does not hold this backup's token"); return; }
+            }
+            catch (OperationCanceledException) when (!ct.IsCancellationRequested)
+            {
+                await Refuse($"the handshake took longer than {ReplicationProtocol.HandshakeTimeout.TotalSeconds:F0} s");
+                return;
+            }
+            // authenticated: now the hello may cost this replica work (program hash, root digest)
+            var reason = session.Check(hello, out header);
+            if (reason != null) { await Refuse(reason); return; }
+            if (!session.Claim()) { await Refuse("this backup already follows a primary"); return; }
+        }
+        finally { HandshakeGate.Release(); }
         session.Start(hello, header!);
         await responseStream.WriteAsync(new BackupMessage { Welcome = new Welcome { BackupId = s.Id } }, ct);
 

@@ -20,7 +20,7 @@ root.Add(dump);
 var logOpt = new Option<FileInfo>("--log") { Description = "The event log to replay.", Required = true };
 var showOpt = new Option<bool>("--show-output") { Description = "Print the guest's stdout and stderr exactly as the recorded run produced them." };
 var rootOpt = new Option<string?>("--root") { Description = "Guest root directory (default: the one recorded in the log)." };
-var replay = new Command("replay", "Re-execute a recording without touching the outside world, verifying every checkpoint, output digest and the exit status. Exit status 0 when the replay matched; 1 and a message naming the first divergence otherwise; 2 when the log is refused.")
+var replay = new Command("replay", "Re-execute a recording without touching the outside world, verifying every record against what the guest does: checkpoints, output bytes and digests, where each syscall wrote, the exit status and the log's End record. Exit status 0 when the replay matched a complete recording (faithful); 3 when it matched but the recording ended early (no End record: a crashed recorder or a cut log; the message names the last record); 1 and a message naming the first divergence; 2 when the log is refused (corrupt, forged or appended-to record, other format version, other program).")
 {
     logOpt, showOpt, rootOpt,
 };
@@ -28,7 +28,9 @@ replay.SetAction(parse => Replay(parse.GetValue(logOpt)!, parse.GetValue(showOpt
 root.Add(replay);
 var listenOpt = new Option<string>("--listen") { Description = "Where to serve the replication endpoint (HTTP/2), e.g. http://127.0.0.1:7000 (port 0: any free port, printed on stderr).", DefaultValueFactory = _ => "http://127.0.0.1:7000" };
 var lrootOpt = new Option<string?>("--root") { Description = "This replica's own copy of the guest root (default: the primary's recorded root). Checked against the primary's at the handshake." };
-var tokenOpt = new Option<string?>("--token-file") { Description = "File holding the secret shared with the primary." };
+var tokenOpt = new Option<string?>("--token-file") { Description = "File holding the secret shared with the primary (at least 16 bytes). Required unless --insecure-no-auth." };
+var insecureOpt = new Option<bool>("--insecure-no-auth") { Description = "Listen WITHOUT authentication: any client that reaches the port can claim this backup as its primary and, when it goes live, have it run a program of its choice. Only for throwaway experiments on a trusted network." };
+var sharedOpt = new Option<bool>("--shared-storage") { Description = "The primary and this backup share the guest root on purpose (the same directory on one machine). Without it, such a pair is refused: both replicas would apply the guest's file writes to the same files." };
 var arbiterOpt = new Option<string?>("--arbiter") { Description = ReVirt.Arbiter.Arbiters.Help };
 arbiterOpt.Validators.Add(r => { if (ReVirt.Arbiter.Arbiters.Validate(r.GetValueOrDefault<string?>()) is { } err) r.AddError($"--arbiter: {err}"); });
 var timeoutOpt = new Option<int>("--timeout-ms") { Description = "The primary is declared lost after this long without a batch or heartbeat.", DefaultValueFactory = _ => 2000 };
@@ -42,19 +44,23 @@ plantOpt.Validators.Add(r => { if (r.GetValueOrDefault<string?>() is { } v && Ac
 var ackDelayOpt = new Option<int>("--ack-delay-ms") { Description = "Testing: delay every acknowledgement by this many milliseconds.", Hidden = true };
 var listen = new Command("listen", "Serve the replication endpoint, follow one primary (`primary protect`), replay its log in lockstep and acknowledge each batch as soon as it holds it; when the primary is lost, drain, win the arbiter and go live. Exit status: the guest's; 3 when standing down; 1 on divergence.")
 {
-    listenOpt, lrootOpt, tokenOpt, certOpt, keyOpt, caOpt, arbiterOpt, timeoutOpt, copyOpt, eventsOpt, plantOpt, ackDelayOpt,
+    listenOpt, lrootOpt, tokenOpt, insecureOpt, sharedOpt, certOpt, keyOpt, caOpt, arbiterOpt, timeoutOpt, copyOpt, eventsOpt, plantOpt, ackDelayOpt,
 };
 listen.SetAction(parse =>
 {
     if (ReVirt.Replication.ReplicaChannelOptions.Load("--listen", parse.GetValue(listenOpt)!, parse.GetValue(certOpt), parse.GetValue(keyOpt),
             parse.GetValue(caOpt), parse.GetValue(eventsOpt), out var tls, out var events) is { } bad)
     { Console.Error.WriteLine($"backup: {bad}"); return 2; }
-    var url = new Uri(parse.GetValue(listenOpt)!);
+    byte[] secret;
+    try { secret = ReVirt.Replication.ReplicationProtocol.ReadSecret(parse.GetValue(tokenOpt)); }
+    catch (IOException e) { Console.Error.WriteLine($"backup: {e.Message}"); return 2; }
     return ReVirt.Backup.ListenHost.Run(new ReVirt.Backup.ListenSettings
     {
-        Listen = url,
+        Listen = new Uri(parse.GetValue(listenOpt)!),
         Root = parse.GetValue(lrootOpt),
-        Secret = ReVirt.Replication.ReplicationProtocol.ReadSecret(parse.GetValue(tokenOpt)),
+        Secret = secret,
+        InsecureNoAuth = parse.GetValue(insecureOpt),
+        SharedStorage = parse.GetValue(sharedOpt),
         ArbiterPath = parse.GetValue(arbiterOpt),
         TimeoutMs = parse.GetValue(timeoutOpt),
         LogPath = parse.GetValue(copyOpt),
@@ -65,67 +71,41 @@ listen.SetAction(parse =>
     });
 });
 root.Add(listen);
+var minutesOpt = new Option<double>("--minutes") { Description = "How long to fuzz.", DefaultValueFactory = _ => 1 };
+var seedLogsOpt = new Option<string[]>("--log") { Description = "A recorded log to mutate (repeatable); it must replay faithfully first.", AllowMultipleArgumentsPerToken = false };
+var seedElfsOpt = new Option<string[]>("--elf") { Description = "An ELF program to mutate and load (repeatable).", AllowMultipleArgumentsPerToken = false };
+var rngOpt = new Option<int>("--seed") { Description = "Random seed (the same seed replays the same mutations).", DefaultValueFactory = _ => 1 };
+var fuzz = new Command("fuzz", "Security testing: mutate recorded logs (cuts, appends, removed/duplicated/moved records, bit flips with and without correct checksums and End record, forged records of every kind, memory writes moved outside their buffers) and ELF files for the given time, replay or load each, and report every host exception, hang or forged log accepted as faithful. Exit status 0 when there was no finding, 1 otherwise. Not part of the default test run.")
+{
+    minutesOpt, seedLogsOpt, seedElfsOpt, rngOpt,
+};
+fuzz.SetAction(parse => ReVirt.Backup.LogFuzzer.Run(TimeSpan.FromMinutes(parse.GetValue(minutesOpt)), parse.GetValue(seedLogsOpt) ?? [], parse.GetValue(seedElfsOpt) ?? [], parse.GetValue(rngOpt), Console.Out));
+root.Add(fuzz);
 return root.Parse(args).Invoke();
 
 static int Replay(FileInfo log, bool show, string? rootOverride)
 {
-    if (!log.Exists) { Console.Error.WriteLine($"backup: {log.FullName}: no such file"); return 2; }
+    if (!log.Exists) { Console.Error.WriteLine($"backup: {log.FullName}: no such file"); return (int)ReplayVerdictKind.Refused; }
     LogReader reader;
     try { reader = LogReader.Open(log.FullName); }
-    catch (LogFormatException e) { Console.Error.WriteLine($"backup: {log.FullName}: refused: {e.Message}"); return 2; }
+    catch (LogFormatException e) { Console.Error.WriteLine($"backup: {log.FullName}: refused: {e.Message}"); return (int)ReplayVerdictKind.Refused; }
     using (reader)
     {
-        var opts = Recording.OptionsFrom(reader.Header, rootOverride);
-        string host;
-        try { host = Kernel.ResolveProgram(opts).HostPath; }
-        catch (ElfLoadException e) { Console.Error.WriteLine($"backup: refused: the recorded program is missing: {e.Message}"); return 2; }
-        if (!reader.ProgramMatches(host))
-        {
-            Console.Error.WriteLine($"backup: refused: {host} is not the program that was recorded (its SHA-256 differs from the log's {Convert.ToHexString(reader.Header.ProgramHash).ToLowerInvariant()})");
-            return 2;
-        }
-        var boundary = new ReplayBoundary(reader, show);
-        using var m = new Machine(opts, boundary);
         var sw = System.Diagnostics.Stopwatch.StartNew();
-        // progress on a terminal: where the replay is, every second
-        using var progress = Console.IsErrorRedirected ? null : new Timer(_ =>
-            Console.Error.Write($"\rbackup: replaying: instruction {m.Kernel.Current?.Cpu.InstructionCount ?? 0:N0}, record #{boundary.RecordsConsumed:N0}, {boundary.CheckpointsVerified} checkpoints verified   "),
-            null, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(1));
-        try
+        Timer? progress = null;
+        var v = ReplayCheck.Run(reader, rootOverride, show, (m, boundary) =>
         {
-            m.Load();
-            int status = m.Run();
-            progress?.Dispose();
-            if (progress != null) Console.Error.WriteLine();
-            Console.Out.Flush();
-            Console.Error.WriteLine($"backup: replay matched the recording: {m.InstructionCount} instructions, {boundary.RecordsConsumed} records, {boundary.CheckpointsVerified} checkpoints and {boundary.OutputsVerified} outputs verified, guest exit status {status} ({sw.Elapsed.TotalSeconds:F2} s)");
-            return 0;
-        }
-        catch (ReplayDivergenceException e)
-        {
-            Console.Error.WriteLine($"backup: {e.Message}");
-            return 1;
-        }
-        catch (ReplayEndOfLogException e)
-        {
-            Console.Error.WriteLine($"backup: {e.Message}");
-            return 0;
-        }
-        catch (ReplayInputMismatchException e)
-        {
-            Console.Error.WriteLine($"backup: refused: {e.Message}");
-            return 2;
-        }
-        catch (ElfLoadException e)
-        {
-            Console.Error.WriteLine($"backup: refused: the recorded program cannot be loaded here: {e.Message}");
-            return 2;
-        }
-        catch (LogFormatException e)
-        {
-            Console.Error.WriteLine($"backup: refused: corrupt log: {e.Message}; replay stopped at instruction {m.InstructionCount}");
-            return 2;
-        }
+            // progress on a terminal: where the replay is, every second
+            if (!Console.IsErrorRedirected)
+                progress = new Timer(_ =>
+                    Console.Error.Write($"\rbackup: replaying: instruction {m.Kernel.Current?.Cpu.InstructionCount ?? 0:N0}, record #{boundary.RecordsConsumed:N0}, {boundary.CheckpointsVerified} checkpoints verified   "),
+                    null, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(1));
+        });
+        if (progress != null) { progress.Dispose(); Console.Error.WriteLine(); }
+        Console.Out.Flush();
+        string prefix = v.Kind == ReplayVerdictKind.Refused ? "refused: " : "";
+        Console.Error.WriteLine($"backup: {prefix}{v.Message} ({sw.Elapsed.TotalSeconds:F2} s)");
+        return (int)v.Kind;
     }
 }
 

@@ -86,6 +86,10 @@ public sealed class Drill(DrillSettings s)
         string tag = $"r{round}-{seed}";
         string arbiter = Path.Combine(s.WorkDir, $"arbiter-{tag}.lock");
         string logCopy = Path.Combine(s.WorkDir, $"backup-{tag}.rvlog");
+        // the pair authenticates with a fresh secret; both use this machine's "/" as the guest root on purpose (the
+        // drill's guests write no files), which the backup refuses unless told the storage is shared
+        string token = Path.Combine(s.WorkDir, $"token-{tag}");
+        ReVirt.Replication.ReplicationProtocol.WriteNewSecret(token);
         File.Delete(arbiter);
         File.Delete(logCopy);
         var clock = Stopwatch.StartNew();
@@ -96,7 +100,7 @@ public sealed class Drill(DrillSettings s)
         string[] plantBackup = s.Plant is { } pb && pb.StartsWith("ack-early:", StringComparison.Ordinal) ? ["--plant", pb] : [];
         string[] plantPrimary = s.Plant is { } pp && plantBackup.Length == 0 ? ["--plant", pp] : [];
         using var backup = new ReplicaProc("backup", s.BackupDll,
-            ["listen", "--listen", "http://127.0.0.1:0", "--arbiter", arbiter, "--timeout-ms", s.TimeoutMs.ToString(), "--log", logCopy, .. plantBackup, .. s.ExtraBackupArgs], clock);
+            ["listen", "--listen", "http://127.0.0.1:0", "--token-file", token, "--shared-storage", "--arbiter", arbiter, "--timeout-ms", s.TimeoutMs.ToString(), "--log", logCopy, .. plantBackup, .. s.ExtraBackupArgs], clock);
         if (!backup.WaitFor(() => backup.Event(ReplicaEvent.Listening) != null, TimeSpan.FromSeconds(60)))
             throw new DrillSetupException($"the backup did not start listening:\n{backup.Stderr}");
         var listening = backup.Event(ReplicaEvent.Listening)!;
@@ -106,7 +110,7 @@ public sealed class Drill(DrillSettings s)
         void Normal() { if (s.BaseLinkDelayMs > 0) proxy.Delay(s.BaseLinkDelayMs); else proxy.Pass(); }
         Say($"{label}: starting the primary");
         using var primary = new ReplicaProc("primary", s.PrimaryDll,
-            ["protect", "--backup", proxy.Url, "--arbiter", arbiter, "--timeout-ms", s.TimeoutMs.ToString(), "--heartbeat-ms", s.HeartbeatMs.ToString(),
+            ["protect", "--backup", proxy.Url, "--token-file", token, "--arbiter", arbiter, "--timeout-ms", s.TimeoutMs.ToString(), "--heartbeat-ms", s.HeartbeatMs.ToString(),
              "--checkpoint-interval", s.CheckpointInterval.ToString(), "--stats", .. plantPrimary, .. s.ExtraPrimaryArgs, "--", w.Program, .. run.Args], clock);
         if (!primary.WaitFor(() => primary.Event(ReplicaEvent.Protected) != null, TimeSpan.FromSeconds(60)))
             throw new DrillSetupException($"the primary did not get protected:\n{primary.Stderr}\nbackup:\n{backup.Stderr}");

@@ -2,7 +2,11 @@ using System.Diagnostics;
 
 namespace ReVirt.Chaos;
 
-/// <summary>Finds the repository (the folder holding ReVirt.sln) and builds the bundled guests into guests/out.</summary>
+/// <summary>
+/// Finds the repository (the folder holding ReVirt.sln) and builds the one bundled guest a drill runs, with the C
+/// compiler this machine has: musl-gcc when asked for musl and present, else gcc -static (glibc). A fresh machine
+/// with the .NET SDK and gcc needs nothing more; what is missing is said plainly.
+/// </summary>
 public static class GuestLocator
 {
     static readonly Lazy<string> _repo = new(() =>
@@ -16,20 +20,42 @@ public static class GuestLocator
         throw new InvalidOperationException("the ReVirt repository (ReVirt.sln) was not found above chaos.dll or the current directory; pass --guest PATH");
     });
 
-    static readonly Lazy<string> _out = new(() =>
+    /// <summary>The compiler guests/build.sh uses for a variant.</summary>
+    static string CompilerFor(string libc) => libc == "musl" ? "musl-gcc" : "gcc";
+
+    /// <summary>True if <paramref name="program"/> is an executable file in a PATH directory.</summary>
+    public static bool OnPath(string program) =>
+        (Environment.GetEnvironmentVariable("PATH") ?? "").Split(':', StringSplitOptions.RemoveEmptyEntries)
+            .Any(d => File.Exists(Path.Combine(d, program)));
+
+    /// <summary>
+    /// The built guest, e.g. Guest("kvserver", "musl", note): built (if older than its source) into
+    /// <paramref name="outDir"/> (default guests/out). When musl-gcc is missing the glibc build is used instead and
+    /// <paramref name="note"/> says so.
+    /// </summary>
+    public static string Guest(string name, string libc, Action<string> note, string? outDir = null)
     {
-        string outDir = Path.Combine(_repo.Value, "guests", "out");
+        string repo = _repo.Value;
+        outDir ??= Path.Combine(repo, "guests", "out");
+        if (!File.Exists(Path.Combine(repo, "guests", "src", name + ".c")))
+            throw new InvalidOperationException($"there is no bundled guest '{name}' (guests/src/{name}.c)");
+        if (!OnPath(CompilerFor(libc)))
+        {
+            string other = libc == "musl" ? "glibc" : "musl";
+            if (!OnPath(CompilerFor(other)))
+                throw new InvalidOperationException($"building the {name} guest needs a C compiler: neither gcc nor musl-gcc is installed (Debian: apt-get install gcc); or pass --guest PATH to a static x86-64 build of guests/src/{name}.c");
+            note($"{CompilerFor(libc)} is not installed (Debian: apt-get install musl-tools); building the {name} guest with {CompilerFor(other)} -static ({other}) instead");
+            libc = other;
+        }
         var psi = new ProcessStartInfo("bash") { RedirectStandardError = true, RedirectStandardOutput = true, UseShellExecute = false };
-        psi.ArgumentList.Add(Path.Combine(_repo.Value, "guests", "build.sh"));
+        psi.ArgumentList.Add(Path.Combine(repo, "guests", "build.sh"));
         psi.ArgumentList.Add(outDir);
+        psi.ArgumentList.Add($"{name}.{libc}");
         using var p = Process.Start(psi)!;
         var err = p.StandardError.ReadToEndAsync();
         p.StandardOutput.ReadToEnd();
         if (!p.WaitForExit(TimeSpan.FromMinutes(5))) { p.Kill(true); throw new InvalidOperationException("guests/build.sh took too long"); }
-        if (p.ExitCode != 0) throw new InvalidOperationException($"guests/build.sh failed (it needs gcc and musl-gcc): {err.Result}");
-        return outDir;
-    });
-
-    /// <summary>The built guest, e.g. Guest("counter", "musl").</summary>
-    public static string Guest(string name, string libc) => Path.Combine(_out.Value, $"{name}.{libc}");
+        if (p.ExitCode != 0) throw new InvalidOperationException($"building guests/src/{name}.c with {CompilerFor(libc)} failed: {err.Result.Trim()}");
+        return Path.Combine(outDir, $"{name}.{libc}");
+    }
 }

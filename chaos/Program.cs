@@ -29,9 +29,10 @@ var backupArgOpt = new Option<string[]>("--backup-arg") { Description = "Testing
 
 var plantOpt = new Option<string?>("--plant") { Description = "Drills only: plant a violation in the replica that commits it (its hidden --plant option): gate-early, ignore-arbiter (primary), ack-early:MS (backup).", Hidden = true };
 var baseDelayOpt = new Option<int>("--link-delay-ms") { Description = "A delay the replication link adds in every round, outside any fault (as for a distant backup)." };
+var buildDirOpt = new Option<string?>("--build-dir") { Description = "Where the bundled guest is built (default: guests/out of the repository)." };
 var drill = new Command("drill", "Start a local primary-backup pair (separate processes, replication through a fault-injecting loopback proxy) with a bundled workload, inject one fault per round at a random moment and check the invariants: no acknowledged write lost, no output released before the backup held it, output continuous across a failover (a repeat only byte-identical and only from the last round trip), exactly one live primary, the takeover state digest equal to the primary's, the workload finishing correctly. Prints a table per round and writes a JSON report and a timeline picture. Exit status 0 only when every invariant held in every round; 1 with the first violation and its seed otherwise; 2 on bad usage or when the pair cannot be started.")
 {
-    roundsOpt, seedOpt, faultsOpt, workloadOpt, guestOpt, requestsOpt, connectionsOpt, linesOpt, workOpt, timeoutOpt, hbOpt, cpOpt, reportOpt, limitOpt, quietOpt, baseDelayOpt, plantOpt, primaryArgOpt, backupArgOpt,
+    roundsOpt, seedOpt, faultsOpt, workloadOpt, guestOpt, requestsOpt, connectionsOpt, linesOpt, workOpt, timeoutOpt, hbOpt, cpOpt, reportOpt, limitOpt, quietOpt, baseDelayOpt, plantOpt, primaryArgOpt, backupArgOpt, buildDirOpt,
 };
 drill.SetAction(parse =>
 {
@@ -42,7 +43,7 @@ drill.SetAction(parse =>
     if (workload is not ("kvserver" or "counter")) { Console.Error.WriteLine($"chaos: unknown workload '{workload}' (known: kvserver, counter)"); return 2; }
     if (parse.GetValue(requestsOpt) < 1 || parse.GetValue(connectionsOpt) < 1) { Console.Error.WriteLine("chaos: --requests and --connections must be at least 1"); return 2; }
     string? guest = parse.GetValue(guestOpt);
-    try { guest ??= GuestLocator.Guest(workload, "musl"); }
+    try { guest ??= GuestLocator.Guest(workload, "musl", msg => Console.Error.WriteLine($"chaos: {msg}"), parse.GetValue(buildDirOpt)); }
     catch (InvalidOperationException e) { Console.Error.WriteLine($"chaos: {e.Message}"); return 2; }
     if (!File.Exists(guest)) { Console.Error.WriteLine($"chaos: {guest}: no such file"); return 2; }
     string primaryDll = Path.Combine(AppContext.BaseDirectory, "primary.dll"), backupDll = Path.Combine(AppContext.BaseDirectory, "backup.dll");

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build every guests/src/*.c twice (static glibc and static musl) into OUTDIR.
-#   usage: guests/build.sh OUTDIR
+#   usage: guests/build.sh OUTDIR [NAME.VARIANT...]
+# With targets (e.g. kvserver.glibc), only those are built.
 # Per-file extra flags come from comment lines in the first 20 lines of the source:
 #   // CFLAGS: ...     extra compile flags
 #   // LDFLAGS: ...    extra link flags (e.g. -lm, -pthread)
@@ -9,14 +10,16 @@
 # Prints nothing on success; compiler diagnostics go to stderr.
 set -euo pipefail
 
-if [ $# -ne 1 ]; then
-    echo "usage: $0 OUTDIR" >&2
+if [ $# -lt 1 ]; then
+    echo "usage: $0 OUTDIR [NAME.VARIANT...]" >&2
     exit 2
 fi
 
 script=${BASH_SOURCE[0]}
 src_dir=$(cd "$(dirname "$script")" && pwd)/src
 out_dir=$1
+shift
+targets=" $* "
 mkdir -p "$out_dir"
 
 GCC=${GCC:-gcc}
@@ -60,6 +63,9 @@ for src in "$src_dir"/*.c; do
     flags_read=0
     for variant in glibc musl; do
         out=$out_dir/$name.$variant
+        if [ "$targets" != "  " ] && [[ $targets != *" $name.$variant "* ]]; then
+            continue
+        fi
         if [ -e "$out" ] && [ "$out" -nt "$src" ] && [ "$out" -nt "$script" ]; then
             continue
         fi

@@ -70,11 +70,15 @@ protect.SetAction(parse =>
     if (ReVirt.Replication.ReplicaChannelOptions.Load("--backup", parse.GetValue(backupOpt)!, parse.GetValue(certOpt), parse.GetValue(keyOpt),
             parse.GetValue(caOpt), parse.GetValue(eventsOpt), out var tls, out var events) is { } bad)
     { Console.Error.WriteLine($"primary: {bad}"); return 2; }
+    byte[] secret;
+    try { secret = ReVirt.Replication.ReplicationProtocol.ReadSecret(parse.GetValue(tokenOpt)); }
+    catch (IOException e) { Console.Error.WriteLine($"primary: {e.Message}"); return 2; }
     var settings = new ReVirt.Primary.ProtectSettings
     {
         Tls = tls,
         BackupUrl = parse.GetValue(backupOpt)!,
-        Secret = ReVirt.Replication.ReplicationProtocol.ReadSecret(parse.GetValue(tokenOpt)),
+        Secret = secret,
+        Root = ReVirt.Replication.RootIdentities.Of(parse.GetValue(rootOpt)!),
         ArbiterPath = parse.GetValue(arbiterOpt),
         HeartbeatMs = parse.GetValue(hbOpt),
         TimeoutMs = parse.GetValue(timeoutOpt),

@@ -28,6 +28,8 @@ public sealed class ProtectSettings
     public int ConnectAttempts { get; init; } = 20;
     public string Id { get; init; } = $"primary:{Environment.MachineName}:{Environment.ProcessId}";
     public byte[] RootDigest { get; init; } = [];
+    /// <summary>Which directory of this machine the guest root is (the backup refuses a root it would share by accident).</summary>
+    public RootIdentity? Root { get; init; }
     public uint ProtocolVersion { get; init; } = ReplicationProtocol.Version;
     /// <summary>Where this replica reports what happens (<c>--events</c>).</summary>
     public ReplicaEvents Events { get; init; } = ReplicaEvents.None;
@@ -112,6 +114,7 @@ public sealed class ReplicationClient : ILogSink
             RootDigest = ByteString.CopyFrom(_s.RootDigest),
             ClientNonce = ByteString.CopyFrom(ReplicationProtocol.Nonce()),
             PrimaryId = _s.Id,
+            Root = _s.Root,
         };
         _channel = GrpcChannel.ForAddress(_s.BackupUrl, new GrpcChannelOptions
         {
@@ -128,8 +131,8 @@ public sealed class ReplicationClient : ILogSink
                     RemoteCertificateValidationCallback = (_, cert, _, errors) => (_tlsRefusal = tls.VerifyServer(cert, errors)) == null,
                 } : new System.Net.Security.SslClientAuthenticationOptions(),
             },
-            MaxReceiveMessageSize = null,
-            MaxSendMessageSize = null,
+            MaxReceiveMessageSize = ReplicationProtocol.MaxBackupMessageBytes,
+            MaxSendMessageSize = ReplicationProtocol.MaxMessageBytes,
         });
         var client = new Protocol.Replication.ReplicationClient(_channel);
 

@@ -1,23 +1,64 @@
 using ReVirt.Linux;
 
+using System.Buffers.Binary;
+using System.Text;
+
 namespace ReVirt.Abi;
 
 /// <summary>
-/// Maps guest paths to host paths under the guest's root directory. With a root other than "/", every
-/// component is walked on the host and symlinks are resolved here, relative to the root, so that neither
-/// ".." nor a symlink (absolute or relative) can lead outside it. Runs only inside host operations.
+/// The guest's view of the host file system: every guest path is resolved and acted on in one step, relative to a
+/// descriptor of the guest's root directory that is opened once and never leaves it.
 /// </summary>
-public sealed class GuestFs
+/// <remarks>
+/// <para>Contract. Nothing a guest names (through "..", absolute or relative symlinks, /proc magic links, or a
+/// symlink swapped by another process between two steps) reaches a host file outside the root. The kernel never
+/// hands a host path string to the host; it asks this class for a descriptor:</para>
+/// <list type="bullet">
+/// <item><see cref="Open"/> — open(2) semantics for a guest path; the descriptor the guest's file will use.</item>
+/// <item><see cref="OnObject"/> — an O_PATH descriptor of the object a path names (following a final symlink or
+/// not), for stat, access, chmod, utimensat, readlink, statfs, chdir, truncate (…at with AT_EMPTY_PATH).</item>
+/// <item><see cref="InParent"/>/<see cref="InParents"/> — the directory that holds the final name, and the name,
+/// for operations on names: mkdir, unlink, rmdir, rename, link, symlink. The root itself, "." and ".." have no
+/// name in a parent: such calls get the errno the caller gives (rmdir("/") never touches the host's root).</item>
+/// </list>
+/// <para>How. On Linux 5.6+ openat2(rootfd, path, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS): the host kernel resolves
+/// the whole path as if rootfd were "/", atomically with respect to concurrent renames and symlink swaps. Elsewhere
+/// an O_PATH walk, one component at a time: each step is openat(dirfd, name, O_PATH | O_NOFOLLOW); symlinks are read
+/// from their own descriptor and spliced in, ".." never goes above the root descriptor, and the final open uses
+/// O_NOFOLLOW, so a swap after a step makes the call fail instead of escaping.</para>
+/// </remarks>
+public sealed class GuestFs : IDisposable
 {
+    const int O_DIRECTORY = 0x10000, O_NOFOLLOW = 0x20000, O_CLOEXEC = 0x80000, O_PATH = 0x200000, O_CREAT = 0x40;
+    const int AT_EMPTY_PATH = 0x1000, AT_SYMLINK_NOFOLLOW = 0x100, F_DUPFD_CLOEXEC = 1030;
+    const ulong RESOLVE_NO_MAGICLINKS = 0x02, RESOLVE_IN_ROOT = 0x10;
+    const int SysOpenat2 = 437, MaxLinks = 40, MaxPath = 4095;
+    const uint S_IFMT = 0xF000, S_IFLNK = 0xA000;
+
+    readonly int _rootFd;
+    readonly long _rootError;
+    bool _disposed;
+
     public string Root { get; }
     public bool Confined => Root != "/";
+    /// <summary>True when openat2 resolves paths; false when the component-by-component walk does.</summary>
+    public bool UsesOpenat2 { get; }
 
-    public GuestFs(string root)
+    /// <param name="root">The guest's root directory on the host.</param>
+    /// <param name="allowOpenat2">False forces the O_PATH walk (the fallback for kernels without openat2; tests).</param>
+    public GuestFs(string root, bool allowOpenat2 = true)
     {
         var full = Path.GetFullPath(root);
         if (full.Length > 1) full = full.TrimEnd('/');
         Root = full.Length == 0 ? "/" : full;
+        long fd = HostSys.WithPath(0, Root, p => HostSys.Call(Nr.openat, -100, p, O_PATH | O_DIRECTORY | O_CLOEXEC));
+        if (fd < 0) { _rootFd = -1; _rootError = fd; }
+        else _rootFd = (int)fd;
+        UsesOpenat2 = allowOpenat2 && _rootFd >= 0 && Openat2(".", O_PATH | O_CLOEXEC, 0) is long probe and not -Errno.ENOSYS and not -Errno.EPERM
+                      && Close(probe);
     }
+
+    static bool Close(long fd) { if (fd >= 0) HostSys.Call(Nr.close, fd); return true; }
 
     /// <summary>Joins a guest path with a guest base directory, lexically (no host access).</summary>
     public static string Join(string baseDir, string path)
@@ -40,18 +81,181 @@ public sealed class GuestFs
         return "/" + string.Join('/', parts);
     }
 
+    static long CheckName(string guestAbs)
+    {
+        if (guestAbs.Length == 0) return -Errno.ENOENT;
+        if (guestAbs.Length > MaxPath) return -Errno.ENAMETOOLONG;
+        if (guestAbs.Contains('\0')) return -Errno.EINVAL;
+        return 0;
+    }
+
+    // ------------------------------------------------------------------ the three operations
+
+    /// <summary>Opens a guest path with open(2) flags and mode; returns a host descriptor the caller owns, or -errno.</summary>
+    public long Open(string guestAbs, int flags, int mode)
+    {
+        if (CheckName(guestAbs) is < 0 and var bad) return bad;
+        if (_rootFd < 0) return _rootError;
+        if (UsesOpenat2) return Openat2(guestAbs, flags | O_CLOEXEC, mode);
+        bool follow = (flags & O_NOFOLLOW) == 0;
+        return Walk(guestAbs, follow, (dir, name) => HostSys.WithPath(0, name, p => HostSys.Call(Nr.openat, dir, p, flags | O_CLOEXEC | O_NOFOLLOW, mode)));
+    }
+
     /// <summary>
-    /// Host path for an absolute guest path, or -errno. followFinal: whether a symlink in the last component is
-    /// followed (stat vs lstat, open without O_NOFOLLOW).
+    /// Runs <paramref name="op"/> on an O_PATH descriptor of the object a guest path names (a final symlink followed
+    /// when <paramref name="follow"/>); the descriptor is closed afterwards. Returns op's value or -errno.
+    /// </summary>
+    public long OnObject(string guestAbs, bool follow, Func<int, long> op)
+    {
+        long fd = Open(guestAbs, O_PATH | (follow ? 0 : O_NOFOLLOW), 0);
+        if (fd < 0) return fd;
+        try { return op((int)fd); }
+        finally { HostSys.Call(Nr.close, fd); }
+    }
+
+    /// <summary>
+    /// Runs <paramref name="op"/>(directory descriptor, NUL-terminated final name) for an operation on the name a
+    /// guest path ends in. A path naming the root, or ending in "." or "..", has no such name: returns
+    /// <paramref name="noNameErrno"/> (negative) without touching the host.
+    /// </summary>
+    public long InParent(string guestAbs, int noNameErrno, Func<int, byte[], long> op)
+    {
+        if (CheckName(guestAbs) is < 0 and var bad) return bad;
+        if (_rootFd < 0) return _rootError;
+        if (!SplitFinal(guestAbs, out var parent, out var name)) return noNameErrno;
+        long dir = Open(parent, O_PATH | O_DIRECTORY, 0);
+        if (dir < 0) return dir;
+        try { return op((int)dir, HostSys.Z(name)); }
+        finally { HostSys.Call(Nr.close, dir); }
+    }
+
+    /// <summary><see cref="InParent"/> for two paths at once (rename, link).</summary>
+    public long InParents(string a, string b, int noNameErrno, Func<int, byte[], int, byte[], long> op)
+        => InParent(a, noNameErrno, (da, na) => InParent(b, noNameErrno, (db, nb) => op(da, na, db, nb)));
+
+    /// <summary>Splits "/x/y/name" into "/x/y" and "name"; false for the root and for a final "." or "..".</summary>
+    static bool SplitFinal(string guestAbs, out string parent, out string name)
+    {
+        var parts = guestAbs.Split('/', StringSplitOptions.RemoveEmptyEntries);
+        parent = "/";
+        name = "";
+        if (parts.Length == 0 || parts[^1] is "." or "..") return false;
+        name = parts[^1];
+        parent = "/" + string.Join('/', parts[..^1]);
+        return true;
+    }
+
+    // ------------------------------------------------------------------ openat2
+
+    unsafe long Openat2(string path, int flags, int mode)
+    {
+        var how = new byte[24];
+        BinaryPrimitives.WriteUInt64LittleEndian(how, (ulong)(uint)flags);
+        BinaryPrimitives.WriteUInt64LittleEndian(how.AsSpan(8), (flags & (O_CREAT | 0x410000)) != 0 ? (ulong)(mode & 0xFFF) : 0);
+        BinaryPrimitives.WriteUInt64LittleEndian(how.AsSpan(16), RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS);
+        var z = HostSys.Z(path);
+        for (int attempt = 0; ; attempt++)
+        {
+            long r;
+            fixed (byte* p = z) fixed (byte* h = how) r = HostSys.Call(SysOpenat2, _rootFd, (long)p, (long)h, how.Length);
+            // EAGAIN: a rename raced with the resolution; the kernel refuses rather than risk an escape. Try again.
+            if (r != -Errno.EAGAIN || attempt >= 16) return r;
+        }
+    }
+
+    // ------------------------------------------------------------------ the O_PATH walk (no openat2)
+
+    /// <summary>
+    /// Resolves every component but the last (and the last too when it is a symlink to follow), confined to the
+    /// root, then calls <paramref name="final"/>(directory descriptor, final name). Returns its value or -errno.
+    /// </summary>
+    unsafe long Walk(string guestAbs, bool followFinal, Func<int, string, long> final)
+    {
+        var dirs = new List<int> { (int)HostSys.Call(Nr.fcntl, _rootFd, F_DUPFD_CLOEXEC, 0) };
+        if (dirs[0] < 0) return dirs[0];
+        var todo = new Stack<string>(guestAbs.Split('/', StringSplitOptions.RemoveEmptyEntries).Reverse());
+        int links = 0;
+        try
+        {
+            while (true)
+            {
+                if (todo.Count == 0) return final(dirs[^1], ".");
+                string c = todo.Pop();
+                if (c == ".") continue;
+                if (c == "..")
+                {
+                    if (dirs.Count > 1) { HostSys.Call(Nr.close, dirs[^1]); dirs.RemoveAt(dirs.Count - 1); }
+                    continue;
+                }
+                bool last = todo.Count == 0;
+                var st = new byte[144];
+                var zc = HostSys.Z(c);
+                long r;
+                fixed (byte* p = zc) fixed (byte* s = st) r = HostSys.Call(Nr.newfstatat, dirs[^1], (long)p, (long)s, AT_SYMLINK_NOFOLLOW);
+                if (r < 0 && !(last && r == -Errno.ENOENT)) return r;
+                bool isLink = r == 0 && (BinaryPrimitives.ReadUInt32LittleEndian(st.AsSpan(24)) & S_IFMT) == S_IFLNK;
+                if (isLink && (!last || followFinal))
+                {
+                    if (++links > MaxLinks) return -Errno.ELOOP;
+                    var buf = new byte[MaxPath + 1];
+                    fixed (byte* p = zc) fixed (byte* b = buf) r = HostSys.Call(Nr.readlinkat, dirs[^1], (long)p, (long)b, buf.Length);
+                    if (r < 0) return r;
+                    string target = Encoding.UTF8.GetString(buf, 0, (int)r);
+                    if (target.StartsWith('/'))
+                        while (dirs.Count > 1) { HostSys.Call(Nr.close, dirs[^1]); dirs.RemoveAt(dirs.Count - 1); }
+                    foreach (var t in target.Split('/', StringSplitOptions.RemoveEmptyEntries).Reverse()) todo.Push(t);
+                    continue;
+                }
+                if (last) return final(dirs[^1], c);
+                // an intermediate directory: step into it without following anything
+                fixed (byte* p = zc) r = HostSys.Call(Nr.openat, dirs[^1], (long)p, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                if (r < 0) return r;
+                dirs.Add((int)r);
+            }
+        }
+        finally { foreach (var d in dirs) HostSys.Call(Nr.close, d); }
+    }
+
+    // ------------------------------------------------------------------ names the host must see as strings
+
+    /// <summary>
+    /// A host path string for a guest path, for the few interfaces that take no descriptor (an AF_UNIX socket
+    /// address, a program to read by name). The parent is resolved confined (<see cref="InParent"/>) and named
+    /// through this process's own descriptor table (/proc/self/fd/N/name), so the host resolves it below the
+    /// root; <paramref name="keepAlive"/> holds that descriptor and must be disposed after the call that uses it.
+    /// </summary>
+    public long HostName(string guestAbs, out string host, out IDisposable? keepAlive)
+    {
+        host = "";
+        keepAlive = null;
+        if (CheckName(guestAbs) is < 0 and var bad) return bad;
+        if (_rootFd < 0) return _rootError;
+        string parent = "/", name = ".";
+        if (SplitFinal(guestAbs, out var p, out var n)) { parent = p; name = n; }
+        long dir = Open(parent, O_PATH | O_DIRECTORY, 0);
+        if (dir < 0) return dir;
+        keepAlive = new FdHolder((int)dir);
+        host = $"/proc/self/fd/{dir}/{name}";
+        return 0;
+    }
+
+    sealed class FdHolder(int fd) : IDisposable
+    {
+        int _fd = fd;
+        public void Dispose() { int f = Interlocked.Exchange(ref _fd, -1); if (f >= 0) HostSys.Call(Nr.close, f); }
+    }
+
+    /// <summary>
+    /// Host path for an absolute guest path by a lexical-and-lstat walk (the former resolution). Racy by nature (the
+    /// host resolves the string again later); kept only for callers not yet moved to descriptors.
     /// </summary>
     public long ToHost(string guestAbs, bool followFinal, out string host)
     {
         host = "";
-        if (guestAbs.Length == 0) return -Errno.ENOENT;
-        if (guestAbs.Length > 4095) return -Errno.ENAMETOOLONG;
+        if (CheckName(guestAbs) is < 0 and var bad) return bad;
         if (!Confined) { host = guestAbs; return 0; }
-        var parts = new List<string>();          // resolved guest components
-        var todo = new Stack<string>(Split(guestAbs).Reverse());
+        var parts = new List<string>();
+        var todo = new Stack<string>(guestAbs.Split('/', StringSplitOptions.RemoveEmptyEntries).Reverse());
         int links = 0;
         while (todo.Count > 0)
         {
@@ -67,15 +271,14 @@ public sealed class GuestFs
             {
                 if (fi.LinkTarget is string target)
                 {
-                    if (++links > 40) return -Errno.ELOOP;
+                    if (++links > MaxLinks) return -Errno.ELOOP;
                     parts.RemoveAt(parts.Count - 1);
                     if (target.StartsWith('/')) parts.Clear();
-                    foreach (var t in Split(target).Reverse()) todo.Push(t);
+                    foreach (var t in target.Split('/', StringSplitOptions.RemoveEmptyEntries).Reverse()) todo.Push(t);
                 }
             }
             else if (!last)
             {
-                // a missing intermediate component: let the host say ENOENT/ENOTDIR on the confined path
                 foreach (var rest in todo) parts.Add(rest);
                 break;
             }
@@ -84,8 +287,6 @@ public sealed class GuestFs
         return 0;
     }
 
-    static string[] Split(string p) => p.Split('/', StringSplitOptions.RemoveEmptyEntries);
-
     /// <summary>Guest path of a host path under the root (for getcwd-like answers), or null if outside.</summary>
     public string? ToGuest(string hostPath)
     {
@@ -93,5 +294,12 @@ public sealed class GuestFs
         if (hostPath == Root) return "/";
         if (hostPath.StartsWith(Root + "/")) return hostPath.Substring(Root.Length);
         return null;
+    }
+
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        if (_rootFd >= 0) HostSys.Call(Nr.close, _rootFd);
     }
 }

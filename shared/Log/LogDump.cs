@@ -91,6 +91,9 @@ public static class LogDump
             }
             output.WriteLine(sb.ToString());
             if (reader.Truncated) output.WriteLine(reader.TruncationMessage);
+            output.WriteLine(reader.Complete
+                ? "complete: the End record matches the record count and the digest of the log"
+                : $"incomplete: no End record (the recording ended early, after record #{reader.LastSequence})");
             return true;
         }
     }
@@ -199,6 +202,12 @@ public static class LogDump
             {
                 var v = r.Decode<NetInput>();
                 sb.Append(CultureInfo.InvariantCulture, $"@icount={v.InstrCount} tid={v.Tid} net-input clock={v.ClockNs} frames={v.Frames.Count} [{v.Frames.Sum(f => f.Length)} bytes]");
+                break;
+            }
+            case RecordKind.End:
+            {
+                var v = r.Decode<End>();
+                sb.Append(CultureInfo.InvariantCulture, $"end of the recording: {v.RecordCount} records before, digest={Hex(v.Digest, 8)}");
                 break;
             }
             case RecordKind.Opaque:

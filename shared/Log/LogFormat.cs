@@ -4,7 +4,7 @@ using System.IO.Hashing;
 namespace ReVirt.Log;
 
 /// <summary>
-/// Constants and primitives of the ReVirt event log format (version 1).
+/// Constants and primitives of the ReVirt event log format (version 2).
 /// </summary>
 /// <remarks>
 /// <para><b>File layout.</b> A log is a <see cref="LogHeader"/> followed by zero or more records.
@@ -31,11 +31,15 @@ namespace ReVirt.Log;
 /// whereas CRC-32 detects <em>every</em> error burst of up to 32 bits, so any single damaged byte
 /// in a frame is always detected. On x64 the implementation is vectorised, which is plenty for
 /// records of this size.</para>
+/// <para><b>End of a recording</b> (v2). A complete log ends with exactly one <see cref="End"/> record, after the
+/// Exit record: the record count and the SHA-256 of every byte before it. No byte may follow it. A log without
+/// it ended early (the recorder crashed or the file was cut at any point, record boundaries included); a log
+/// with bytes after it is refused. v1 logs had no such record and are refused as another version.</para>
 /// </remarks>
 public static class LogFormat
 {
     /// <summary>The format version this build writes and reads.</summary>
-    public const ushort CurrentVersion = 1;
+    public const ushort CurrentVersion = 2;
 
     /// <summary>The 8 magic bytes opening every log: "RVLOG", 0, 0, 1.</summary>
     public static ReadOnlySpan<byte> Magic => "RVLOG\0\0\u0001"u8;

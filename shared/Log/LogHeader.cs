@@ -164,7 +164,10 @@ public sealed class LogHeader
     }
 
     /// <summary>Reads exactly the header from the current position of <paramref name="stream"/>.</summary>
-    public static LogHeader Read(Stream stream)
+    public static LogHeader Read(Stream stream) => Read(stream, out _);
+
+    /// <summary>Reads exactly the header; <paramref name="encoded"/> is its bytes as they are in the log.</summary>
+    public static LogHeader Read(Stream stream, out byte[] encoded)
     {
         ArgumentNullException.ThrowIfNull(stream);
         var prefix = new byte[FixedPrefix];
@@ -173,12 +176,21 @@ public sealed class LogHeader
         var all = new byte[FixedPrefix + bodyLength + 4];
         prefix.CopyTo(all, 0);
         n = stream.ReadAtLeast(all.AsSpan(FixedPrefix), all.Length - FixedPrefix, throwOnEndOfStream: false);
-        return Decode(all.AsSpan(0, FixedPrefix + n), out _);
+        var h = Decode(all.AsSpan(0, FixedPrefix + n), out _);
+        encoded = all;
+        return h;
     }
 
     // ---------------------------------------------------------------- program hash
 
-    /// <summary>SHA-256 of a file's content.</summary>
+    /// <summary>Largest program file hashed or loaded (1 GiB): a bound on what a header naming a path can cost.</summary>
+    public const long MaxProgramBytes = 1L << 30;
+
+    /// <summary>
+    /// SHA-256 of a program file's content. Only a regular file of at most <see cref="MaxProgramBytes"/> is read:
+    /// it is opened without blocking (a FIFO cannot hang the caller) and checked on the open descriptor, so
+    /// /dev/zero, a FIFO or a directory named by a log header or a peer is refused with <see cref="IOException"/>.
+    /// </summary>
     public static byte[] ComputeProgramHash(string path)
     {
         // a regular file only, of bounded size (a FIFO or /dev/zero named by a header must not hang the reader)

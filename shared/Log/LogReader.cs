@@ -1,3 +1,5 @@
+using System.Security.Cryptography;
+
 namespace ReVirt.Log;
 
 /// <summary>
@@ -10,6 +12,13 @@ namespace ReVirt.Log;
 /// A partial last record (the writer stopped mid-record) is not an error: reading ends with
 /// <see cref="Truncated"/> set, <see cref="ValidEndOffset"/> at the end of the last complete record and
 /// <see cref="LastSequence"/> its number. The records returned are never affected by a torn tail.
+/// <para>Completeness: the reader keeps a SHA-256 of every byte it has read. An <see cref="End"/> record is checked
+/// against it (record count and digest; a mismatch is damage) and returned like any record; it sets
+/// <see cref="Complete"/>, and any byte after it raises <see cref="LogFormatException"/> (records appended to a
+/// finished recording). A log that ends (cleanly at a record boundary or torn) without an End record ended early:
+/// <see cref="Complete"/> stays false.</para>
+/// <para>Allocation is bounded by what is present: a frame header announcing more bytes than a seekable stream
+/// still holds is a torn tail, found without allocating the announced length.</para>
 /// </remarks>
 public sealed class LogReader : IDisposable
 {
@@ -19,6 +28,7 @@ public sealed class LogReader : IDisposable
     private readonly byte[] _frameHeader = new byte[RecordFrame.HeaderSize];
     private long _offset;
     private LogFormatException? _fault;
+    private readonly IncrementalHash _digest = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
     private bool _disposed;
 
     /// <exception cref="LogFormatException">The stream does not start with a valid v1 header.</exception>
@@ -30,7 +40,8 @@ public sealed class LogReader : IDisposable
         _input = stream is MemoryStream or BufferedStream ? stream : new BufferedStream(stream, 64 * 1024);
         try
         {
-            Header = LogHeader.Read(_input);
+            Header = LogHeader.Read(_input, out var encodedHeader);
+            _digest.AppendData(encodedHeader);
         }
         catch
         {
@@ -65,6 +76,9 @@ public sealed class LogReader : IDisposable
     /// <summary>True once the end of the log has been reached (cleanly or on a torn tail).</summary>
     public bool EndReached { get; private set; }
 
+    /// <summary>True once the End record has been read and matched: the recording is complete (see <see cref="End"/>).</summary>
+    public bool Complete { get; private set; }
+
     /// <summary>True if the log ends with a partial record (only meaningful once <see cref="EndReached"/>).</summary>
     public bool Truncated { get; private set; }
 
@@ -96,6 +110,12 @@ public sealed class LogReader : IDisposable
         long offset = _offset;
         ulong expected = LastSequence + 1;
         int n = ReadFully(_frameHeader);
+        if (Complete)
+        {
+            EndReached = true;
+            if (n == 0) return false;
+            throw _fault = new LogFormatException($"{n}{(n == _frameHeader.Length ? " or more" : "")} bytes after the End record: records appended to a finished recording are refused", expected, offset);
+        }
         if (n == 0)
         {
             EndReached = true;
@@ -106,6 +126,12 @@ public sealed class LogReader : IDisposable
         int length;
         try { length = RecordFrame.CheckHeader(_frameHeader, expected, offset); }
         catch (LogFormatException e) { throw _fault = e; }
+        if (_input.CanSeek)
+        {
+            // never allocate more than the stream still holds: a length pointing past the end is a torn tail
+            long left = _input.Length - _input.Position;
+            if (length - RecordFrame.HeaderSize > left) return EndTorn(RecordFrame.HeaderSize + left);
+        }
 
         var frame = new byte[length];
         _frameHeader.CopyTo(frame, 0);
@@ -114,6 +140,13 @@ public sealed class LogReader : IDisposable
 
         try { RecordFrame.CheckTrailer(frame, offset); }
         catch (LogFormatException e) { throw _fault = e; }
+        if ((RecordKind)frame[RecordFrame.KindOffset] == RecordKind.End)
+        {
+            try { CheckEnd(new LogRecord(frame, offset), expected); }
+            catch (LogFormatException e) { throw _fault = e; }
+            Complete = true;
+        }
+        _digest.AppendData(frame);
 
         _offset += length;
         ValidEndOffset = _offset;
@@ -136,6 +169,16 @@ public sealed class LogReader : IDisposable
         return n;
     }
 
+    /// <summary>The End record must count the records before it and carry the digest of every byte before it.</summary>
+    private void CheckEnd(LogRecord record, ulong sequence)
+    {
+        var end = record.Decode<End>();
+        if (end.RecordCount != sequence - 1)
+            throw new LogFormatException($"the End record counts {end.RecordCount} records but {sequence - 1} precede it", sequence, record.Offset);
+        if (!CryptographicOperations.FixedTimeEquals(end.Digest, _digest.GetCurrentHash()))
+            throw new LogFormatException("the End record's digest does not match the log before it (records changed, removed or inserted)", sequence, record.Offset);
+    }
+
     private bool EndTorn(long partialBytes)
     {
         EndReached = true;
@@ -151,6 +194,7 @@ public sealed class LogReader : IDisposable
     {
         if (_disposed) return;
         _disposed = true;
+        _digest.Dispose();
         if (!_leaveOpen) _stream.Dispose();
     }
 }

@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Numerics;
+using System.Security.Cryptography;
 
 namespace ReVirt.Log;
 
@@ -7,7 +8,8 @@ namespace ReVirt.Log;
 /// Appends records to a log. Writes the header to the sink on construction, then assigns consecutive
 /// sequence numbers (starting at <see cref="LogFormat.FirstSequence"/>) and encodes each record into a
 /// reused scratch buffer, so appending performs no allocation once the buffer has grown. Not thread-safe:
-/// the owner serialises calls.
+/// the owner serialises calls. Every byte handed to the sink is also fed to a running SHA-256, so that
+/// <see cref="Finish"/> can close the log with an <see cref="End"/> record proving its completeness.
 /// </summary>
 public sealed class LogWriter : IDisposable, IAsyncDisposable
 {
@@ -15,7 +17,8 @@ public sealed class LogWriter : IDisposable, IAsyncDisposable
     private readonly ILogSink _sink;
     private readonly bool _leaveOpen;
     private byte[] _scratch = new byte[4096];
-    private bool _disposed;
+    private readonly IncrementalHash _digest = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+    private bool _disposed, _finished;
 
     public LogWriter(LogHeader header, ILogSink sink, bool leaveOpen = false)
     {
@@ -26,6 +29,7 @@ public sealed class LogWriter : IDisposable, IAsyncDisposable
         Header = header;
         var encoded = header.Encode();
         sink.Append(encoded);
+        _digest.AppendData(encoded);
         HeaderLength = encoded.Length;
         BytesWritten = encoded.Length;
     }
@@ -54,10 +58,28 @@ public sealed class LogWriter : IDisposable, IAsyncDisposable
     /// <summary>Sequence number the next record will get.</summary>
     public ulong NextSequence => LastSequence + 1;
 
+    /// <summary>True once <see cref="Finish"/> wrote the End record: nothing more can be appended.</summary>
+    public bool Finished => _finished;
+
+    /// <summary>
+    /// Closes a complete recording: appends the <see cref="End"/> record (record count and SHA-256 of every byte
+    /// written so far) and flushes. Call once, after the Exit record; later appends throw.
+    /// </summary>
+    public ulong Finish()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (_finished) throw new InvalidOperationException("the log already ends with its End record");
+        ulong seq = Append(new End { RecordCount = LastSequence, Digest = _digest.GetCurrentHash() });
+        _finished = true;
+        _sink.Flush();
+        return seq;
+    }
+
     /// <summary>Encodes and appends a record; returns its sequence number.</summary>
     public ulong Append<T>(in T record) where T : struct, IRecordPayload<T>
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
+        if (_finished) throw new InvalidOperationException("the log already ends with its End record: nothing may follow it");
         int frameLength = RecordFrame.FrameLength(record.EncodedLength);
         ulong seq = LastSequence + 1;
         if (frameLength <= LargeFrame)
@@ -66,6 +88,7 @@ public sealed class LogWriter : IDisposable, IAsyncDisposable
                 _scratch = new byte[Math.Max((int)BitOperations.RoundUpToPowerOf2((uint)frameLength), _scratch.Length * 2)];
             RecordFrame.Encode(in record, seq, _scratch);
             _sink.Append(_scratch.AsSpan(0, frameLength));
+            _digest.AppendData(_scratch, 0, frameLength);
         }
         else
         {
@@ -75,6 +98,7 @@ public sealed class LogWriter : IDisposable, IAsyncDisposable
             {
                 RecordFrame.Encode(in record, seq, rented);
                 _sink.Append(rented.AsSpan(0, frameLength));
+                _digest.AppendData(rented, 0, frameLength);
             }
             finally { ArrayPool<byte>.Shared.Return(rented); }
         }
@@ -111,6 +135,7 @@ public sealed class LogWriter : IDisposable, IAsyncDisposable
     {
         if (_disposed) return;
         _disposed = true;
+        _digest.Dispose();
         try { _sink.Flush(); }
         finally { if (!_leaveOpen) _sink.Dispose(); }
     }
@@ -119,6 +144,7 @@ public sealed class LogWriter : IDisposable, IAsyncDisposable
     {
         if (_disposed) return;
         _disposed = true;
+        _digest.Dispose();
         try { await _sink.FlushAsync().ConfigureAwait(false); }
         finally
         {

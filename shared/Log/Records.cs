@@ -11,6 +11,8 @@ public enum RecordKind : byte
     Checkpoint = 6,
     Output = 7,
     Exit = 8,
+    /// <summary>The last record of a complete log (format v2): proves that nothing was cut off or appended.</summary>
+    End = 9,
     /// <summary>A file's content entered the guest by reference (<see cref="FileContent"/>).</summary>
     FileContent = 12,
     /// <summary>Ethernet frames the virtual network interface received (see <see cref="NetInput"/>).</summary>
@@ -465,6 +467,45 @@ public struct NetInput : IRecordPayload<NetInput>
         for (int i = 0; i < n; i++) frames.Add(r.Bytes());
         v.Frames = frames;
         r.End();
+        return v;
+    }
+}
+
+/// <summary>
+/// The last record of a complete recording, written once after <see cref="Exit"/>. <see cref="RecordCount"/> is the
+/// number of records before it (= its own sequence number - 1) and <see cref="Digest"/> the SHA-256 of every log
+/// byte before it (the encoded header and all frames, as written). A reader that finds no End record knows the
+/// recording ended early (a crashed recorder or a cut file); a reader refuses any byte after it (appended records).
+/// The digest is unkeyed: it proves completeness against accident, not authorship; forged content is caught by the
+/// replay's own checks.
+/// Layout: <c>u64 RecordCount | bytes Digest</c> (Digest is 32 bytes).
+/// </summary>
+public struct End : IRecordPayload<End>
+{
+    public const int DigestLength = 32;
+    private byte[]? _digest;
+
+    public ulong RecordCount { get; set; }
+    public byte[] Digest { readonly get => _digest ?? []; set => _digest = value; }
+
+    public static RecordKind Kind => RecordKind.End;
+    public readonly int EncodedLength => checked(8 + PayloadWriter.BytesSize(Digest.Length));
+
+    public readonly void Encode(Span<byte> destination)
+    {
+        var w = new PayloadWriter(destination);
+        w.U64(RecordCount);
+        w.Bytes(Digest);
+        w.AssertEnd();
+    }
+
+    public static End Decode(ReadOnlySpan<byte> payload)
+    {
+        var r = new PayloadReader(payload, "End payload");
+        var v = new End { RecordCount = r.U64(), Digest = r.Bytes() };
+        r.End();
+        if (v.Digest.Length != DigestLength)
+            throw new LogFormatException($"malformed End payload: digest of {v.Digest.Length} bytes, expected {DigestLength}");
         return v;
     }
 }

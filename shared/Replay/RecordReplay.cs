@@ -64,14 +64,22 @@ public sealed class OutputDigests
 /// The boundary of a recording run: performs every host operation and appends its answer to the event log,
 /// takes checkpoints every N instructions, and places asynchronous host events (timer signals, signals sent to
 /// the recorder) at the block boundary where the guest noticed them, logging that exact position.
+/// The log reaches its sink at every checkpoint and at least every <see cref="FlushInterval"/> (a timer asks the
+/// guest thread, the writer's only user, to stop at its next block and flush), so a recorder killed with SIGKILL
+/// loses only its last moments; the complete log ends with an End record (<see cref="LogWriter.Finish"/>).
 /// </summary>
 public sealed class RecordingBoundary : IBoundary
 {
+    /// <summary>Longest time recorded events stay in the writer's buffers.</summary>
+    public static readonly TimeSpan FlushInterval = TimeSpan.FromSeconds(1);
+
     readonly LogWriter _w;
     readonly ulong _interval;
     ulong _nextCheckpoint;
     readonly OutputDigests _out = new();
     Kernel? _k;
+    Timer? _flushTimer;
+    volatile bool _flushDue;
 
     public RecordingBoundary(LogWriter writer, ulong checkpointInterval)
     {
@@ -80,11 +88,31 @@ public sealed class RecordingBoundary : IBoundary
         _nextCheckpoint = _interval;
     }
 
+    void RequestFlush()
+    {
+        _flushDue = true;
+        var c = _k?.Current?.Cpu;
+        if (c != null) c.StopAt = 0; // stop at the next block boundary (AtStop flushes), as a host event does
+    }
+
+    /// <summary>Flushes if the timer asked for it (guest thread only).</summary>
+    void FlushIfDue()
+    {
+        if (!_flushDue) return;
+        _flushDue = false;
+        _w.Flush();
+    }
+
     public bool Replaying => false;
     public long Records => (long)_w.LastSequence;
     public long LogBytes => _w.BytesWritten;
 
-    public void Attach(Kernel k) => _k = k;
+    public void Attach(Kernel k)
+    {
+        _k = k;
+        _flushTimer ??= new Timer(_ => RequestFlush(), null, FlushInterval, FlushInterval);
+    }
+
     ulong Icount => _k?.Current?.Cpu.InstructionCount ?? 0;
 
     /// <summary>
@@ -140,6 +168,7 @@ public sealed class RecordingBoundary : IBoundary
             InstrCount = Icount, Tid = tid, Nr = nr, Result = r.Value,
             MemWrites = r.Writes.Count > 0 ? r.Writes : null,
         });
+        FlushIfDue();
         return r;
     }
 
@@ -188,7 +217,9 @@ public sealed class RecordingBoundary : IBoundary
         {
             _w.Append(new Checkpoint { InstrCount = cpu.InstructionCount, Rip = cpu.Rip, StateDigest = StateDigest.Compute(kernel) });
             _nextCheckpoint = cpu.InstructionCount + _interval;
+            _flushDue = true;
         }
+        FlushIfDue();
         if (kernel.TryTakeHostEvent(out var sig) && sig == Kernel.PreemptEvent)
         {
             if (kernel.NextRunnable(cpu) is { } next)
@@ -220,7 +251,9 @@ public sealed class RecordingBoundary : IBoundary
     {
         _w.Append(new Checkpoint { InstrCount = cpu.InstructionCount, Rip = cpu.Rip, StateDigest = StateDigest.Compute(kernel) });
         _w.Append(new Exit { InstrCount = cpu.InstructionCount, Status = status });
-        _w.Flush();
+        _flushTimer?.Dispose();
+        _flushTimer = null;
+        _w.Finish();
     }
 }
 
@@ -319,25 +352,39 @@ public sealed class ReplayBoundary : IBoundary
     ulong Icount => _k?.Current?.Cpu.InstructionCount ?? 0;
     ulong Rip => _k?.Current?.Cpu.Rip ?? 0;
 
+    /// <summary>The next record of the recording; false at its end. The End record (checked by the reader) is the
+    /// end, not a record: after it <see cref="RecordingComplete"/> holds.</summary>
     bool Peek(out LogRecord rec)
     {
         if (!_havePeek && !_eof)
         {
-            if (_r.TryRead(out _peek)) _havePeek = true;
+            if (_r.TryRead(out _peek) && _peek.Kind != RecordKind.End) _havePeek = true;
             else _eof = true;
         }
         rec = _peek;
         return _havePeek;
     }
 
+    /// <summary>True once the log's End record was read: the recording is complete, nothing was cut off.</summary>
+    public bool RecordingComplete => _r.Complete;
+
+    /// <summary>Sequence number of the last record of the recording read so far (the End record excluded).</summary>
+    public ulong LastRecord => _r.Complete ? _r.LastSequence - 1 : _r.LastSequence;
+
     /// <summary>In follow mode: true when the machine is (or has just become) live because the log has ended.</summary>
     bool LiveNow()
     {
         if (_live) return true;
         if (_follow == null || Peek(out _)) return false;
+        if (_r.Complete) throw Diverged($"the recording is complete (its End record follows record #{LastRecord}) but the guest goes on");
         GoLive();
         return true;
     }
+
+    /// <summary>The log has no record left for a guest that is still running: where a plain replay stops.</summary>
+    Exception OutOfRecords(string needed) => _r.Complete
+        ? Diverged($"the recording is complete (its End record follows record #{LastRecord}) but the guest goes on{needed}")
+        : new ReplayEndOfLogException($"recording ended early at record #{LastRecord}{(_r.Truncated ? $" ({_r.TruncationMessage})" : "")}: no End record; the replay verified everything up to instruction {Icount}{needed}");
 
     void GoLive()
     {
@@ -389,11 +436,7 @@ public sealed class ReplayBoundary : IBoundary
 
     LogRecord Take(string expecting)
     {
-        if (!Peek(out var rec))
-        {
-            string where = _r.Truncated ? _r.TruncationMessage! : $"the log ends after record #{_r.LastSequence}";
-            throw new ReplayEndOfLogException($"{where}; the replay verified everything up to instruction {Icount} and stopped where the recording stopped (needed {expecting})");
-        }
+        if (!Peek(out var rec)) throw OutOfRecords($" (it needs {expecting})");
         _havePeek = false;
         RecordsConsumed++;
         // the next asynchronous event may be due before the guest leaves the block it is in: aim the stop at it
@@ -402,6 +445,9 @@ public sealed class ReplayBoundary : IBoundary
             cpu.StopAt = ReplayStop(cpu);
         return rec;
     }
+
+    /// <summary>A record no recording of this guest can contain (a forged or damaged log): refused like a corrupt log.</summary>
+    Exception Forged(SyscallResult s, string what) => new LogFormatException($"impossible record at instruction {s.InstrCount}: {what}", _r.LastSequence);
 
     Exception Diverged(string what) => new ReplayDivergenceException($"replay diverged at instruction {Icount} (rip 0x{Rip:x}): {what}");
 
@@ -423,6 +469,10 @@ public sealed class ReplayBoundary : IBoundary
         var s = Expect<SyscallResult>($"the result of syscall {nr}");
         if (s.Nr != nr) throw Diverged($"the guest made syscall {nr} where the recording made syscall {s.Nr} (at instruction {s.InstrCount})");
         if (s.InstrCount != Icount) throw Diverged($"syscall {nr} came at instruction {Icount}, recorded at {s.InstrCount}");
+        if (s.Tid != tid) throw Diverged($"syscall {nr} came from thread {tid}, recorded from thread {s.Tid}");
+        if (s.Data.Length != 0) throw Forged(s, $"syscall {nr} returns no data bytes, the record holds {s.Data.Length}");
+        // (before the guest runs, e.g. while loading, the main thread's registers are all zero: no buffer at all)
+        if (_k?.Current is { } t && RecordedWrites.Check(nr, t.Cpu, _k.Mem, s.MemWrites) is { } bad) throw Forged(s, bad);
         var r = HostResult.Of(s.Result);
         if (s.MemWrites != null) r.Writes.AddRange(s.MemWrites);
         // a following backup performs this replica's own file effects on its own root (the guest sees the log)
@@ -481,22 +531,26 @@ public sealed class ReplayBoundary : IBoundary
     public ulong Value(int tid, InputKind kind, Func<ulong> perform)
     {
         if (LiveNow()) return perform();
-        if (kind == InputKind.Rdrand) return Expect<Rdrand>("an RDRAND value").Value;
-        return Expect<Rdtsc>("an RDTSC value").Value;
+        ulong at, value;
+        if (kind == InputKind.Rdrand) { var r = Expect<Rdrand>("an RDRAND value"); (at, value) = (r.InstrCount, r.Value); }
+        else { var t = Expect<Rdtsc>("an RDTSC value"); (at, value) = (t.InstrCount, t.Value); }
+        if (at != Icount) throw Diverged($"{kind} came at instruction {Icount}, recorded at {at}");
+        return value;
     }
 
     public byte[] Bytes(int tid, InputKind kind, int count, Func<byte[]> perform)
     {
         if (LiveNow()) return perform();
         var s = Expect<SyscallResult>($"{kind} bytes");
-        if (s.Nr != -1000 - (int)kind || s.Data.Length != count) throw Diverged($"expected {count} bytes of {kind}, found {Describe(_peek)}");
+        if (s.Nr != -1000 - (int)kind || s.Data.Length != count || s.MemWrites != null) throw Diverged($"expected {count} bytes of {kind}, found {Describe(_peek)}");
         return s.Data;
     }
 
     /// <summary>The next recorded asynchronous event's instruction count (never turns the machine live).</summary>
     ulong ReplayStop(CpuT cpu)
     {
-        if (!Peek(out var rec)) return ulong.MaxValue;
+        // a plain replay whose log has no record left stops at once (AtStop reports it); a follower goes live
+        if (!Peek(out var rec)) return _follow == null ? Icount : ulong.MaxValue;
         ulong at = rec.Kind switch
         {
             RecordKind.Checkpoint => rec.Decode<Checkpoint>().InstrCount,
@@ -542,7 +596,8 @@ public sealed class ReplayBoundary : IBoundary
                         if (s.InstrCount != cpu.InstructionCount) return;
                         Take("a signal");
                         if (s.Tid != cpu.Tid) throw Diverged($"signal {s.Signo} was recorded for thread {s.Tid}, the replay is running thread {cpu.Tid}");
-                        if (s.Rip != cpu.Rip || s.BranchCount != cpu.BranchCount)
+                        if (s.Signo is < 1 or > MaxSignal) throw new LogFormatException($"impossible record: signal number {s.Signo}", rec.Sequence);
+                        if (s.Rip != cpu.Rip || s.BranchCount != cpu.BranchCount || s.Rcx != cpu.R[1])
                             throw Diverged($"signal {s.Signo} was recorded at rip 0x{s.Rip:x} after {s.BranchCount} branches; replay is at rip 0x{cpu.Rip:x} after {cpu.BranchCount}");
                         kernel.RaiseAsync(cpu, s.Signo);
                         return; // one signal per stop, as recorded: the next one names the handler's position
@@ -553,6 +608,7 @@ public sealed class ReplayBoundary : IBoundary
                         if (p.InstrCount != cpu.InstructionCount) return;
                         Take("a preemption");
                         if (p.FromTid != cpu.Tid) throw Diverged($"the recording preempted thread {p.FromTid} here, the replay is running thread {cpu.Tid}");
+                        if (kernel.NextRunnable(cpu)?.Tid != p.ToTid) throw Diverged($"the recording switched from thread {p.FromTid} to thread {p.ToTid}, which cannot run here");
                         if (p.Rip != cpu.Rip || p.BranchCount != cpu.BranchCount)
                             throw Diverged($"preemption of thread {p.FromTid} was recorded at rip 0x{p.Rip:x} after {p.BranchCount} branches; replay is at rip 0x{cpu.Rip:x} after {cpu.BranchCount}");
                         kernel.SwitchTo(cpu, p.ToTid);
@@ -563,10 +619,15 @@ public sealed class ReplayBoundary : IBoundary
                     return;
             }
         }
+        if (_follow == null) throw OutOfRecords("");
     }
+
+    /// <summary>Highest signal number (SIGRTMAX).</summary>
+    const int MaxSignal = 64;
 
     void VerifyCheckpoint(Kernel kernel, CpuT cpu, Checkpoint c)
     {
+        if (c.InstrCount != cpu.InstructionCount) throw Diverged($"a checkpoint recorded at instruction {c.InstrCount} came at instruction {cpu.InstructionCount}");
         if (c.Rip != cpu.Rip) throw Diverged($"checkpoint at instruction {c.InstrCount}: recorded rip 0x{c.Rip:x}, replay rip 0x{cpu.Rip:x}");
         var d = StateDigest.Compute(kernel);
         if (!d.AsSpan().SequenceEqual(c.StateDigest))
@@ -590,8 +651,9 @@ public sealed class ReplayBoundary : IBoundary
         _writeFromLog = false;
         var o = Expect<Output>("an output record");
         var (total, digest) = _out.Add(fd, bytes);
-        if (o.Fd != fd || o.TotalBytes != total || !digest.AsSpan().SequenceEqual(o.Digest))
-            throw Diverged($"output on fd {fd} ({bytes.Length} bytes, {total} in all) differs from the recorded output on fd {o.Fd} ({o.TotalBytes} bytes in all)");
+        if (o.InstrCount != cpu.InstructionCount) throw Diverged($"output recorded at instruction {o.InstrCount} came at instruction {cpu.InstructionCount}");
+        if (o.Fd != fd || o.TotalBytes != total || !digest.AsSpan().SequenceEqual(o.Digest) || !bytes.SequenceEqual(o.Bytes))
+            throw Diverged($"output on fd {fd} ({bytes.Length} bytes, {total} in all) differs from the recorded output on fd {o.Fd} ({o.Bytes.Length} bytes, {o.TotalBytes} in all)");
         OutputsVerified++;
         if (fd == 2) _logErr = total; else _logOut = total;
         if (_follow != null)
@@ -619,5 +681,7 @@ public sealed class ReplayBoundary : IBoundary
         RecordedExitStatus = e.Status;
         if (e.Status != status) throw Diverged($"the guest exited with status {status}; the recording exited with {e.Status}");
         if (e.InstrCount != cpu.InstructionCount) throw Diverged($"the guest exited after {cpu.InstructionCount} instructions; the recording after {e.InstrCount}");
+        // only the End record may follow the exit record (RecordingComplete says whether it came)
+        if (Peek(out var after)) throw Diverged($"record #{after.Sequence} ({Describe(after)}) follows the exit record");
     }
 }

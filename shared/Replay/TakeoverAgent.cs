@@ -90,12 +90,7 @@ public static class TakeoverAgent
         bool append = (f.StatusFlags & O.APPEND) != 0;
         if (f.HostFd < 0)
         {
-            long r = machine.Fs.ToHost(f.GuestPath, (f.StatusFlags & O.NOFOLLOW) == 0, out var host);
-            if (r == 0)
-            {
-                var z = HostSys.Z(host);
-                fixed (byte* p = z) r = HostSys.Call(Nr.openat, At.FDCWD, (long)p, (f.StatusFlags & ~(O.CREAT | O.EXCL | O.TRUNC)) | O.CLOEXEC, 0);
-            }
+            long r = machine.Fs.Open(f.GuestPath, (f.StatusFlags & ~(O.CREAT | O.EXCL | O.TRUNC)) | O.CLOEXEC, 0);
             if (r < 0) { report.Add($"guest fd {gfd}: could not re-open {f.GuestPath}: errno {-r}"); return; }
             f.HostFd = (int)r;
         }

@@ -11,11 +11,42 @@ public static class ReplicationProtocol
     /// <summary>Version of shared/Protocol/replication.proto spoken by this build.</summary>
     public const uint Version = 1;
 
-    /// <summary>Reads a shared secret (the whole file, surrounding whitespace trimmed); empty without a file.</summary>
+    /// <summary>
+    /// Largest gRPC message either side accepts (both directions, every stream). A batch holds up to 1 MiB of frames
+    /// plus at most one larger record (the kernel caps a single read at 16 MiB and getrandom at 32 MiB); a peer that
+    /// has not authenticated can make the backup buffer at most this much, once (handshakes are one at a time).
+    /// </summary>
+    public const int MaxMessageBytes = 40 << 20;
+
+    /// <summary>Largest message the backup sends (acks, challenges, refusals): what the primary accepts.</summary>
+    public const int MaxBackupMessageBytes = 64 << 10;
+
+    /// <summary>Longest time a peer may take from connecting to proving the secret.</summary>
+    public static readonly TimeSpan HandshakeTimeout = TimeSpan.FromSeconds(10);
+
+    /// <summary>Fewest bytes a token file must hold: a secret anyone could guess is no authentication.</summary>
+    public const int MinSecretBytes = 16;
+
+    /// <summary>Reads a shared secret (the whole file, surrounding whitespace trimmed, at most 4 KiB); empty without a file.</summary>
     public static byte[] ReadSecret(string? tokenFile)
     {
         if (string.IsNullOrEmpty(tokenFile)) return [];
-        return Encoding.UTF8.GetBytes(File.ReadAllText(tokenFile).Trim());
+        var info = new FileInfo(tokenFile);
+        if (!info.Exists) throw new FileNotFoundException($"token file {tokenFile}: no such file", tokenFile);
+        if (info.Length > 4096) throw new IOException($"token file {tokenFile}: {info.Length} bytes; a token is at most 4096");
+        var secret = Encoding.UTF8.GetBytes(File.ReadAllText(tokenFile).Trim());
+        if (secret.Length < MinSecretBytes)
+            throw new IOException($"token file {tokenFile}: the secret has {secret.Length} bytes; use at least {MinSecretBytes} (e.g. `head -c 32 /dev/urandom | base64 > {tokenFile}`)");
+        return secret;
+    }
+
+    /// <summary>Writes a fresh random secret to a new file readable by its owner only (the drill's pairs use one).</summary>
+    public static void WriteNewSecret(string tokenFile)
+    {
+        var options = new FileStreamOptions { Mode = FileMode.Create, Access = FileAccess.Write };
+        if (!OperatingSystem.IsWindows()) options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+        using var f = new FileStream(tokenFile, options);
+        f.Write(Encoding.ASCII.GetBytes(Convert.ToBase64String(RandomNumberGenerator.GetBytes(32))));
     }
 
     public static byte[] Nonce() => RandomNumberGenerator.GetBytes(32);
@@ -72,6 +103,45 @@ public static class RootDigest
         }
         Walk(full, "");
         return h.GetHashAndReset();
+    }
+}
+
+/// <summary>
+/// Which directory of which running machine a guest root is. Two replicas whose roots have the same identity would
+/// both apply the guest's file writes to the same files (a protected guest appending 5 lines would leave 10).
+/// </summary>
+public static class RootIdentities
+{
+    public static RootIdentity Of(string root)
+    {
+        string full = Path.GetFullPath(root);
+        var (dev, ino) = DeviceAndInode(full);
+        return new RootIdentity { HostId = HostId.Value, Device = dev, Inode = ino, Path = full };
+    }
+
+    /// <summary>True when both name the same directory on the same running machine.</summary>
+    public static bool Same(RootIdentity? a, RootIdentity? b)
+        => a != null && b != null && a.HostId.Length > 0 && a.HostId == b.HostId && a.Device == b.Device && a.Inode == b.Inode;
+
+    /// <summary>The machine's id and its boot id: equal for two processes on one running machine (or container host).</summary>
+    static readonly Lazy<string> HostId = new(() =>
+    {
+        static string Read(string p) { try { return File.ReadAllText(p).Trim(); } catch (IOException) { return ""; } catch (UnauthorizedAccessException) { return ""; } }
+        return $"{Read("/etc/machine-id")}/{Read("/proc/sys/kernel/random/boot_id")}/{Environment.MachineName}";
+    });
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "syscall", SetLastError = true)]
+    static extern unsafe long syscall4(long nr, long a1, long a2, long a3, long a4);
+
+    static unsafe (ulong Dev, ulong Ino) DeviceAndInode(string path)
+    {
+        const int newfstatat = 262, AT_FDCWD = -100;
+        var st = new byte[144];
+        var p = Encoding.UTF8.GetBytes(path + "\0");
+        long r;
+        fixed (byte* sp = st) fixed (byte* pp = p) r = syscall4(newfstatat, AT_FDCWD, (long)pp, (long)sp, 0);
+        if (r != 0) return (0, 0);
+        return (BitConverter.ToUInt64(st, 0), BitConverter.ToUInt64(st, 8));
     }
 }
 

@@ -7,7 +7,18 @@ namespace ReVirt.Tests.Replication;
 /// <summary>Replica processes for the tests (the shared harness, with the test build's primary.dll and backup.dll).</summary>
 public static class Replicas
 {
-    public static ReplicaProc Backup(params string[] args) => ReplicaProc.Backup(GuestEnv.BackupDll, args);
+    /// <summary>
+    /// `backup listen ARGS`. A backup refuses to listen without a token and refuses a primary whose guest root is the
+    /// same directory as its own; tests that give no --token-file run it with --insecure-no-auth, and tests that give
+    /// no --root (both replicas on this machine's "/", guests that write no files) with --shared-storage.
+    /// </summary>
+    public static ReplicaProc Backup(params string[] args)
+    {
+        var a = new List<string>(args);
+        if (!args.Contains("--token-file") && !args.Contains("--insecure-no-auth")) a.Add("--insecure-no-auth");
+        if (!args.Contains("--root") && !args.Contains("--shared-storage")) a.Add("--shared-storage");
+        return ReplicaProc.Backup(GuestEnv.BackupDll, a.ToArray());
+    }
     public static ReplicaProc Primary(params string[] args) => ReplicaProc.Primary(GuestEnv.PrimaryDll, args);
 
     /// <summary>Starts a backup on a free loopback port and returns it with its URL (from its listening event).</summary>

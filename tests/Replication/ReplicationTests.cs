@@ -52,7 +52,8 @@ public class ReplicationTests(ITestOutputHelper output)
         var (b, url) = Replicas.StartBackup();
         using var _ = b;
         using var p = Replicas.Primary("--backup", url, "--stats", "--checkpoint-interval", "500000", "--", Counter, "40", "20000");
-        Assert.Equal(0, p.WaitForExit(Long));
+        int? pe = p.WaitForExit(Long);
+        Assert.True(pe == 0, $"primary exit {pe}:\n{p.Stderr}\nbackup:\n{b.Stderr}");
         Assert.Equal(0, b.WaitForExit(Long));
         output.WriteLine(p.Stderr);
         output.WriteLine(b.Stderr);
@@ -154,7 +155,7 @@ public class ReplicationTests(ITestOutputHelper output)
     {
         string tok1 = TempFile(".tok"), tok2 = TempFile(".tok");
         File.WriteAllText(tok1, "correct horse battery staple\n");
-        File.WriteAllText(tok2, "wrong token\n");
+        File.WriteAllText(tok2, "a wrong token, long enough\n");
         string rootA = TempFile(""), rootB = TempFile("");
         Directory.CreateDirectory(rootA); Directory.CreateDirectory(rootB);
         File.Copy(Counter, Path.Combine(rootA, "prog"));

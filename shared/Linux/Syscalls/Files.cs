@@ -31,38 +31,38 @@ public sealed partial class Kernel
         r.Add(Nr.fstat, (t, a) => ProcDirStat((int)a.A1, a.A2, statx: false)
             ?? (Fds.TryGetValue((int)a.A1, out var sf) && sf.StatMode is { } mode ? StatInVm(a.A2, mode)
                 : FdBuffer(t.Cpu, a.Nr, (int)a.A1, a.A2, 144, (h, buf) => HostSys.Call(Nr.fstat, h, buf))));
-        r.Add(Nr.stat, (t, a) => PathBuffer(t.Cpu, a.Nr, At.FDCWD, a.A1, true, a.A2, 144, (p, buf) => HostSys.Call(Nr.newfstatat, At.FDCWD, p, buf, 0)));
-        r.Add(Nr.lstat, (t, a) => PathBuffer(t.Cpu, a.Nr, At.FDCWD, a.A1, false, a.A2, 144, (p, buf) => HostSys.Call(Nr.newfstatat, At.FDCWD, p, buf, At.SYMLINK_NOFOLLOW)));
+        r.Add(Nr.stat, (t, a) => PathBuffer(t.Cpu, a.Nr, At.FDCWD, a.A1, true, a.A2, 144, (fd, buf) => AtEmpty(e => HostSys.Call(Nr.newfstatat, fd, e, buf, At.EMPTY_PATH))));
+        r.Add(Nr.lstat, (t, a) => PathBuffer(t.Cpu, a.Nr, At.FDCWD, a.A1, false, a.A2, 144, (fd, buf) => AtEmpty(e => HostSys.Call(Nr.newfstatat, fd, e, buf, At.EMPTY_PATH))));
         r.Add(Nr.newfstatat, (t, a) => FstatAt(t.Cpu, (int)a.A1, a.A2, a.A3, (int)a.A4));
         r.Add(Nr.statx, (t, a) => Statx(t.Cpu, (int)a.A1, a.A2, (int)a.A3, (uint)a.A4, a.A5));
         r.Add(Nr.fstatfs, (t, a) => FdBuffer(t.Cpu, a.Nr, (int)a.A1, a.A2, 120, (h, buf) => HostSys.Call(Nr.fstatfs, h, buf)));
-        r.Add(Nr.statfs, (t, a) => PathBuffer(t.Cpu, a.Nr, At.FDCWD, a.A1, true, a.A2, 120, (p, buf) => HostSys.Call(Nr.statfs, p, buf)));
+        r.Add(Nr.statfs, (t, a) => PathBuffer(t.Cpu, a.Nr, At.FDCWD, a.A1, true, a.A2, 120, (fd, buf) => HostSys.Call(Nr.fstatfs, fd, buf)));
         r.Add(Nr.getdents64, (t, a) => Fds.TryGetValue((int)a.A1, out var gd) && gd is ProcDirectory pd ? ProcGetdents(pd, a.A2, a.A3) : FdBuffer(t.Cpu, a.Nr, (int)a.A1, a.A2, (int)Math.Min(a.A3, 1 << 20), (h, buf) => HostSys.Call(Nr.getdents64, h, buf, (long)Math.Min(a.A3, 1 << 20)), resultIsLength: true));
         r.Add(Nr.readlink, (t, a) => ReadlinkAt(t.Cpu, At.FDCWD, a.A1, a.A2, a.A3));
         r.Add(Nr.readlinkat, (t, a) => ReadlinkAt(t.Cpu, (int)a.A1, a.A2, a.A3, a.A4));
-        r.Add(Nr.access, (t, a) => PathOp(t.Cpu, a.Nr, At.FDCWD, a.A1, true, p => HostSys.Call(Nr.faccessat, At.FDCWD, p, (long)a.A2)));
-        r.Add(new[] { Nr.faccessat, Nr.faccessat2 }, (t, a) => PathOp(t.Cpu, a.Nr, (int)a.A1, a.A2, true, p => HostSys.Call(Nr.faccessat, At.FDCWD, p, (long)a.A3)));
-        r.Add(Nr.unlink, (t, a) => PathOp(t.Cpu, a.Nr, At.FDCWD, a.A1, false, p => HostSys.Call(Nr.unlinkat, At.FDCWD, p, 0), true));
-        r.Add(Nr.unlinkat, (t, a) => PathOp(t.Cpu, a.Nr, (int)a.A1, a.A2, false, p => HostSys.Call(Nr.unlinkat, At.FDCWD, p, (long)(a.A3 & At.REMOVEDIR)), true));
-        r.Add(Nr.rmdir, (t, a) => PathOp(t.Cpu, a.Nr, At.FDCWD, a.A1, false, p => HostSys.Call(Nr.unlinkat, At.FDCWD, p, At.REMOVEDIR), true));
-        r.Add(Nr.mkdir, (t, a) => PathOp(t.Cpu, a.Nr, At.FDCWD, a.A1, false, p => HostSys.Call(Nr.mkdirat, At.FDCWD, p, (long)a.A2), true));
-        r.Add(Nr.mkdirat, (t, a) => PathOp(t.Cpu, a.Nr, (int)a.A1, a.A2, false, p => HostSys.Call(Nr.mkdirat, At.FDCWD, p, (long)a.A3), true));
-        r.Add(Nr.chmod, (t, a) => PathOp(t.Cpu, a.Nr, At.FDCWD, a.A1, true, p => HostSys.Call(Nr.fchmodat, At.FDCWD, p, (long)a.A2), true));
-        r.Add(Nr.fchmodat, (t, a) => PathOp(t.Cpu, a.Nr, (int)a.A1, a.A2, true, p => HostSys.Call(Nr.fchmodat, At.FDCWD, p, (long)a.A3), true));
+        r.Add(Nr.access, (t, a) => PathOp(t.Cpu, a.Nr, At.FDCWD, a.A1, true, fd => AtEmpty(e => HostSys.Call(Nr.faccessat2, fd, e, (long)a.A2, At.EMPTY_PATH))));
+        r.Add(new[] { Nr.faccessat, Nr.faccessat2 }, (t, a) => PathOp(t.Cpu, a.Nr, (int)a.A1, a.A2, true, fd => AtEmpty(e => HostSys.Call(Nr.faccessat2, fd, e, (long)a.A3, At.EMPTY_PATH))));
+        r.Add(Nr.unlink, (t, a) => NameOp(t.Cpu, a.Nr, At.FDCWD, a.A1, -Errno.EISDIR, (d, n) => HostSys.Call(Nr.unlinkat, d, n, 0)));
+        r.Add(Nr.unlinkat, (t, a) => NameOp(t.Cpu, a.Nr, (int)a.A1, a.A2, (a.A3 & At.REMOVEDIR) != 0 ? -Errno.EBUSY : -Errno.EISDIR, (d, n) => HostSys.Call(Nr.unlinkat, d, n, (long)(a.A3 & At.REMOVEDIR))));
+        r.Add(Nr.rmdir, (t, a) => NameOp(t.Cpu, a.Nr, At.FDCWD, a.A1, -Errno.EBUSY, (d, n) => HostSys.Call(Nr.unlinkat, d, n, At.REMOVEDIR)));
+        r.Add(Nr.mkdir, (t, a) => NameOp(t.Cpu, a.Nr, At.FDCWD, a.A1, -Errno.EEXIST, (d, n) => HostSys.Call(Nr.mkdirat, d, n, (long)a.A2)));
+        r.Add(Nr.mkdirat, (t, a) => NameOp(t.Cpu, a.Nr, (int)a.A1, a.A2, -Errno.EEXIST, (d, n) => HostSys.Call(Nr.mkdirat, d, n, (long)a.A3)));
+        r.Add(Nr.chmod, (t, a) => PathOp(t.Cpu, a.Nr, At.FDCWD, a.A1, true, fd => ViaFd(fd, p => HostSys.Call(Nr.fchmodat, At.FDCWD, p, (long)a.A2)), true));
+        r.Add(Nr.fchmodat, (t, a) => PathOp(t.Cpu, a.Nr, (int)a.A1, a.A2, true, fd => ViaFd(fd, p => HostSys.Call(Nr.fchmodat, At.FDCWD, p, (long)a.A3)), true));
         r.Add(Nr.fchmod, (t, a) => OnHostFd(t.Cpu, a.Nr, (int)a.A1, h => HostSys.Call(Nr.fchmod, h, (long)a.A2), true));
         r.Add(new[] { Nr.chown, Nr.lchown, Nr.fchown, Nr.fchownat }, (t, a) => 0);
         // extended attributes: the guest's files carry none (ls -l asks for ACLs and SELinux labels)
         r.Add(new[] { Nr.getxattr, Nr.lgetxattr, Nr.fgetxattr }, (t, a) => -Errno.ENODATA);
         r.Add(new[] { Nr.listxattr, Nr.llistxattr, Nr.flistxattr }, (t, a) => 0);
         r.Add(Nr.utimensat, (t, a) => Utimensat(t.Cpu, (int)a.A1, a.A2, a.A3, (int)a.A4));
-        r.Add(Nr.rename, (t, a) => TwoPaths(t.Cpu, a.Nr, At.FDCWD, a.A1, At.FDCWD, a.A2, (p, q) => HostSys.Call(Nr.renameat2, At.FDCWD, p, At.FDCWD, q, 0)));
-        r.Add(Nr.renameat, (t, a) => TwoPaths(t.Cpu, a.Nr, (int)a.A1, a.A2, (int)a.A3, a.A4, (p, q) => HostSys.Call(Nr.renameat2, At.FDCWD, p, At.FDCWD, q, 0)));
-        r.Add(Nr.renameat2, (t, a) => TwoPaths(t.Cpu, a.Nr, (int)a.A1, a.A2, (int)a.A3, a.A4, (p, q) => HostSys.Call(Nr.renameat2, At.FDCWD, p, At.FDCWD, q, (long)a.A5)));
-        r.Add(Nr.link, (t, a) => TwoPaths(t.Cpu, a.Nr, At.FDCWD, a.A1, At.FDCWD, a.A2, (p, q) => HostSys.Call(Nr.linkat, At.FDCWD, p, At.FDCWD, q, 0)));
-        r.Add(Nr.linkat, (t, a) => TwoPaths(t.Cpu, a.Nr, (int)a.A1, a.A2, (int)a.A3, a.A4, (p, q) => HostSys.Call(Nr.linkat, At.FDCWD, p, At.FDCWD, q, 0)));
+        r.Add(Nr.rename, (t, a) => TwoPaths(t.Cpu, a.Nr, At.FDCWD, a.A1, At.FDCWD, a.A2, (d1, p, d2, q) => HostSys.Call(Nr.renameat2, d1, p, d2, q, 0)));
+        r.Add(Nr.renameat, (t, a) => TwoPaths(t.Cpu, a.Nr, (int)a.A1, a.A2, (int)a.A3, a.A4, (d1, p, d2, q) => HostSys.Call(Nr.renameat2, d1, p, d2, q, 0)));
+        r.Add(Nr.renameat2, (t, a) => TwoPaths(t.Cpu, a.Nr, (int)a.A1, a.A2, (int)a.A3, a.A4, (d1, p, d2, q) => HostSys.Call(Nr.renameat2, d1, p, d2, q, (long)a.A5)));
+        r.Add(Nr.link, (t, a) => TwoPaths(t.Cpu, a.Nr, At.FDCWD, a.A1, At.FDCWD, a.A2, (d1, p, d2, q) => HostSys.Call(Nr.linkat, d1, p, d2, q, 0)));
+        r.Add(Nr.linkat, (t, a) => TwoPaths(t.Cpu, a.Nr, (int)a.A1, a.A2, (int)a.A3, a.A4, (d1, p, d2, q) => HostSys.Call(Nr.linkat, d1, p, d2, q, 0)));
         r.Add(Nr.symlink, (t, a) => Symlink(t.Cpu, a.A1, At.FDCWD, a.A2));
         r.Add(Nr.symlinkat, (t, a) => Symlink(t.Cpu, a.A1, (int)a.A2, a.A3));
-        r.Add(Nr.truncate, (t, a) => PathOp(t.Cpu, a.Nr, At.FDCWD, a.A1, true, p => HostSys.Call(Nr.truncate, p, (long)a.A2), true));
+        r.Add(Nr.truncate, (t, a) => Truncate(t.Cpu, a.A1, (long)a.A2));
         r.Add(Nr.ftruncate, (t, a) => OnHostFd(t.Cpu, a.Nr, (int)a.A1, h => HostSys.Call(Nr.ftruncate, h, (long)a.A2), true));
         r.Add(new[] { Nr.fsync, Nr.fdatasync }, (t, a) => OnHostFd(t.Cpu, a.Nr, (int)a.A1, h => HostSys.Call(a.Nr, h), true));
         r.Add(Nr.sync, (t, a) => 0);
@@ -142,19 +142,63 @@ public sealed partial class Kernel
         return 0;
     }
 
-    unsafe long PathOp(CpuT cpu, int nr, int dirfd, ulong pathAddr, bool follow, Func<long, long> call, bool reexecuteOnReplay = false)
+    /// <summary>Is this guest path one the VM answers itself rather than the host (/proc/self/...)?</summary>
+    static bool IsProcSelf(string abs, out string rest)
+    {
+        rest = "";
+        foreach (var pre in new[] { "/proc/self/", "/proc/thread-self/" })
+            if (abs.StartsWith(pre)) { rest = abs.Substring(pre.Length); return true; }
+        return false;
+    }
+
+    static readonly byte[] EmptyPath = [0];
+
+    /// <summary>Calls a host ...at syscall with "" as its path (with At.EMPTY_PATH it acts on the descriptor itself).</summary>
+    static unsafe long AtEmpty(Func<long, long> call) { fixed (byte* e = EmptyPath) return call((long)e); }
+
+    /// <summary>Calls a path syscall on the object a descriptor holds, named through this process's descriptor
+    /// table (for calls with no descriptor form): the host resolves /proc/self/fd/N to that very object.</summary>
+    static unsafe long ViaFd(int fd, Func<long, long> call)
+    {
+        var z = HostSys.Z($"/proc/self/fd/{fd}");
+        fixed (byte* p = z) return call((long)p);
+    }
+
+    /// <summary>An operation on the object a guest path names: `call` gets an O_PATH descriptor of it, resolved
+    /// inside the root by <see cref="GuestFs.OnObject"/> (a final symlink followed when `follow`).</summary>
+    long PathOp(CpuT cpu, int nr, int dirfd, ulong pathAddr, bool follow, Func<int, long> call, bool reexecuteOnReplay = false)
     {
         string path = Path(pathAddr);
         long e = GuestAbs(dirfd, path, out var abs);
         if (e < 0) return e;
         if (ProcPathOp(nr, ref abs, follow) is long pr) return pr;
-        return Host(cpu, nr, () =>
+        return Host(cpu, nr, () => HostResult.Of(Fs.OnObject(abs, follow, call)), reexecuteOnReplay).Value;
+    }
+
+    /// <summary>An operation on the name a guest path ends in (mkdir, unlink, rmdir): `call` gets the directory
+    /// descriptor and the name (<see cref="GuestFs.InParent"/>); the root and "."/".." get `noName`.</summary>
+    unsafe long NameOp(CpuT cpu, int nr, int dirfd, ulong pathAddr, int noName, Func<int, long, long> call)
+    {
+        string path = Path(pathAddr);
+        long e = GuestAbs(dirfd, path, out var abs);
+        if (e < 0) return e;
+        if (IsProcSelf(abs, out _)) return -Errno.ENOENT;
+        return Host(cpu, nr, () => HostResult.Of(Fs.InParent(abs, noName, (d, name) => { fixed (byte* n = name) return call(d, (long)n); })), true).Value;
+    }
+
+    long Truncate(CpuT cpu, ulong pathAddr, long length)
+    {
+        long e = GuestAbs(At.FDCWD, Path(pathAddr), out var abs);
+        if (e < 0) return e;
+        if (IsProcSelf(abs, out _)) return -Errno.ENOENT;
+        return Host(cpu, Nr.truncate, () =>
         {
-            long r = Fs.ToHost(abs, follow, out var host);
-            if (r < 0) return HostResult.Of(r);
-            var z = HostSys.Z(host);
-            fixed (byte* p = z) return HostResult.Of(call((long)p));
-        }, reexecuteOnReplay).Value;
+            long fd = Fs.Open(abs, O.WRONLY, 0);
+            if (fd < 0) return HostResult.Of(fd == -Errno.EISDIR ? -Errno.EISDIR : fd);
+            long r = HostSys.Call(Nr.ftruncate, fd, length);
+            HostSys.Call(Nr.close, fd);
+            return HostResult.Of(r);
+        }, true).Value;
     }
 
     unsafe long PathBuffer(CpuT cpu, int nr, int dirfd, ulong pathAddr, bool follow, ulong guestBuf, int len, Func<long, long, long> call)
@@ -166,32 +210,24 @@ public sealed partial class Kernel
         CheckWritable(guestBuf, (ulong)len);
         return Host(cpu, nr, () =>
         {
-            long r = Fs.ToHost(abs, follow, out var host);
-            if (r < 0) return HostResult.Of(r);
-            var z = HostSys.Z(host);
             var buf = new byte[len];
-            fixed (byte* p = z) fixed (byte* b = buf) r = call((long)p, (long)b);
+            long r = Fs.OnObject(abs, follow, fd => { fixed (byte* b = buf) return call(fd, (long)b); });
             var res = HostResult.Of(r);
             if (r >= 0) res.Write(guestBuf, buf);
             return res;
         }).Value;
     }
 
-    unsafe long TwoPaths(CpuT cpu, int nr, int d1, ulong p1, int d2, ulong p2, Func<long, long, long> call)
+    unsafe long TwoPaths(CpuT cpu, int nr, int d1, ulong p1, int d2, ulong p2, Func<int, long, int, long, long> call)
     {
         long e = GuestAbs(d1, Path(p1), out var a1);
         if (e < 0) return e;
         e = GuestAbs(d2, Path(p2), out var a2);
         if (e < 0) return e;
-        return Host(cpu, nr, () =>
+        return Host(cpu, nr, () => HostResult.Of(Fs.InParents(a1, a2, -Errno.EBUSY, (dir1, n1, dir2, n2) =>
         {
-            long r = Fs.ToHost(a1, false, out var h1);
-            if (r < 0) return HostResult.Of(r);
-            r = Fs.ToHost(a2, false, out var h2);
-            if (r < 0) return HostResult.Of(r);
-            var z1 = HostSys.Z(h1); var z2 = HostSys.Z(h2);
-            fixed (byte* q1 = z1) fixed (byte* q2 = z2) return HostResult.Of(call((long)q1, (long)q2));
-        }, true).Value;
+            fixed (byte* q1 = n1) fixed (byte* q2 = n2) return call(dir1, (long)q1, dir2, (long)q2);
+        })), true).Value;
     }
 
     unsafe long Symlink(CpuT cpu, ulong target, int dirfd, ulong linkpath)
@@ -199,13 +235,11 @@ public sealed partial class Kernel
         string t = Path(target);
         long e = GuestAbs(dirfd, Path(linkpath), out var abs);
         if (e < 0) return e;
-        return Host(cpu, Nr.symlinkat, () =>
+        var zt = HostSys.Z(t);
+        return Host(cpu, Nr.symlinkat, () => HostResult.Of(Fs.InParent(abs, -Errno.EEXIST, (dir, name) =>
         {
-            long r = Fs.ToHost(abs, false, out var host);
-            if (r < 0) return HostResult.Of(r);
-            var zt = HostSys.Z(t); var zl = HostSys.Z(host);
-            fixed (byte* q1 = zt) fixed (byte* q2 = zl) return HostResult.Of(HostSys.Call(Nr.symlinkat, (long)q1, At.FDCWD, (long)q2));
-        }, true).Value;
+            fixed (byte* q1 = zt) fixed (byte* q2 = name) return HostSys.Call(Nr.symlinkat, (long)q1, dir, (long)q2);
+        })), true).Value;
     }
 
     // ---------------------------------------------------------------- file syscalls
@@ -219,10 +253,7 @@ public sealed partial class Kernel
         int isDir = 0;
         var res = Host(cpu, Nr.openat, () =>
         {
-            long r = Fs.ToHost(abs, (flags & O.NOFOLLOW) == 0, out var host);
-            if (r < 0) return HostResult.Of(r);
-            var z = HostSys.Z(host);
-            fixed (byte* p = z) r = HostSys.Call(Nr.openat, At.FDCWD, (long)p, flags | O.CLOEXEC, mode & ~P.Umask & 0xFFF);
+            long r = Fs.Open(abs, flags | O.CLOEXEC, mode & ~P.Umask & 0xFFF);
             // the host's procfs reached by a route the path check did not see (a symlink under root "/"): not the guest's
             if (r >= 0 && ProcFs.IsHostProcFs(r)) { HostSys.Call(Nr.close, r); r = -Errno.ENOENT; }
             var hr = HostResult.Of(r);
@@ -394,7 +425,7 @@ public sealed partial class Kernel
         if (path.Length == 0 && (flags & At.EMPTY_PATH) != 0)
             return FdBuffer(cpu, Nr.newfstatat, dirfd, buf, 144, (h, b) => HostSys.Call(Nr.fstat, h, b));
         return PathBuffer(cpu, Nr.newfstatat, dirfd, pathAddr, (flags & At.SYMLINK_NOFOLLOW) == 0, buf, 144,
-            (p, b) => HostSys.Call(Nr.newfstatat, At.FDCWD, p, b, flags & At.SYMLINK_NOFOLLOW));
+            (fd, b) => AtEmpty(e => HostSys.Call(Nr.newfstatat, fd, e, b, At.EMPTY_PATH)));
     }
 
     long Statx(CpuT cpu, int dirfd, ulong pathAddr, int flags, uint mask, ulong buf)
@@ -408,7 +439,7 @@ public sealed partial class Kernel
             return HostBuffer(cpu, Nr.statx, buf, 256, b => { unsafe { fixed (byte* e = empty) return HostSys.Call(Nr.statx, f.HostFd, (long)e, At.EMPTY_PATH | (flags & ~At.EMPTY_PATH), mask, b); } });
         }
         return PathBuffer(cpu, Nr.statx, dirfd, pathAddr, (flags & At.SYMLINK_NOFOLLOW) == 0, buf, 256,
-            (p, b) => HostSys.Call(Nr.statx, At.FDCWD, p, flags, mask, b));
+            (fd, b) => AtEmpty(e => HostSys.Call(Nr.statx, fd, e, At.EMPTY_PATH | (flags & ~(At.SYMLINK_NOFOLLOW | At.EMPTY_PATH)), mask, b)));
     }
 
     unsafe long ReadlinkAt(CpuT cpu, int dirfd, ulong pathAddr, ulong buf, ulong size)
@@ -422,11 +453,8 @@ public sealed partial class Kernel
         if (ProcReadlink(cpu, abs, buf, n) is long pr) return pr;
         return Host(cpu, Nr.readlinkat, () =>
         {
-            long r = Fs.ToHost(abs, false, out var host);
-            if (r < 0) return HostResult.Of(r);
-            var z = HostSys.Z(host);
             var tmp = new byte[n];
-            fixed (byte* p = z) fixed (byte* t = tmp) r = HostSys.Call(Nr.readlinkat, At.FDCWD, (long)p, (long)t, n);
+            long r = Fs.OnObject(abs, false, fd => { fixed (byte* t = tmp) { long tp = (long)t; return AtEmpty(e => HostSys.Call(Nr.readlinkat, fd, e, tp, n)); } });
             var res = HostResult.Of(r);
             if (r > 0) res.Write(buf, tmp.AsSpan(0, (int)r).ToArray());
             return res;
@@ -442,7 +470,7 @@ public sealed partial class Kernel
             return Host(cpu, Nr.utimensat, () => { fixed (byte* tp = t) return HostResult.Of(HostSys.Call(Nr.utimensat, f.HostFd, 0, t == null ? 0 : (long)tp, 0)); }, true).Value;
         }
         return PathOp(cpu, Nr.utimensat, dirfd, pathAddr, (flags & At.SYMLINK_NOFOLLOW) == 0,
-            p => { fixed (byte* tp = t) return HostSys.Call(Nr.utimensat, At.FDCWD, p, t == null ? 0 : (long)tp, flags); }, true);
+            fd => { fixed (byte* tp = t) { long tt = t == null ? 0 : (long)tp; return AtEmpty(e => HostSys.Call(Nr.utimensat, fd, e, tt, At.EMPTY_PATH)); } }, true);
     }
 
     long Getcwd(ulong buf, ulong size)
@@ -460,11 +488,8 @@ public sealed partial class Kernel
         GuestAbs(At.FDCWD, path, out var abs);
         long r = Host(cpu, Nr.chdir, () =>
         {
-            long e = Fs.ToHost(abs, true, out var host);
-            if (e < 0) return HostResult.Of(e);
             var st = new byte[144];
-            var z = HostSys.Z(host);
-            fixed (byte* p = z) fixed (byte* s = st) e = HostSys.Call(Nr.newfstatat, At.FDCWD, (long)p, (long)s, 0);
+            long e = Fs.OnObject(abs, true, fd => { fixed (byte* s = st) return HostSys.Call(Nr.fstat, fd, (long)s); });
             if (e < 0) return HostResult.Of(e);
             return HostResult.Of((BinaryPrimitives.ReadUInt32LittleEndian(st.AsSpan(24)) & 0xF000) == 0x4000 ? 0 : -Errno.ENOTDIR);
         }).Value;

@@ -1,0 +1,61 @@
+using ReVirt.Abi;
+using ReVirt.Linux;
+using ReVirt.Log;
+
+namespace ReVirt.Replay;
+
+/// <summary>How a replay of a log ended. The values are `backup replay`'s exit statuses (a contract).</summary>
+public enum ReplayVerdictKind
+{
+    /// <summary>The replay matched a complete recording: every record, and the End record closing it.</summary>
+    Faithful = 0,
+    /// <summary>The guest did something other than what the log says (message names the first difference).</summary>
+    Diverged = 1,
+    /// <summary>The log is refused: damaged, forged, appended to, another version, or another/unreadable program.</summary>
+    Refused = 2,
+    /// <summary>The replay matched every record there is, but the log has no End record: the recording ended early.</summary>
+    EndedEarly = 3,
+}
+
+public sealed record ReplayVerdict(ReplayVerdictKind Kind, string Message, ulong Instructions = 0);
+
+/// <summary>
+/// Replays one log from start to end on this machine and classifies the outcome: the one definition of
+/// "faithful", "ended early", "diverged" and "refused" that `backup replay`, the tests and the fuzzer share.
+/// Exceptions other than those naming a bad log or a divergence are defects and propagate.
+/// </summary>
+public static class ReplayCheck
+{
+    public static ReplayVerdict Run(LogReader reader, string? rootOverride = null, bool showOutput = false, Action<Machine, ReplayBoundary>? started = null)
+    {
+        var opts = Recording.OptionsFrom(reader.Header, rootOverride);
+        string host;
+        try { host = Kernel.ResolveProgram(opts).HostPath; }
+        catch (ElfLoadException e) { return new(ReplayVerdictKind.Refused, $"the recorded program is missing: {e.Message}"); }
+        try
+        {
+            if (!reader.ProgramMatches(host))
+                return new(ReplayVerdictKind.Refused, $"{host} is not the program that was recorded (its SHA-256 differs from the log's {Convert.ToHexStringLower(reader.Header.ProgramHash)})");
+        }
+        catch (IOException e) { return new(ReplayVerdictKind.Refused, $"the recorded program cannot be read: {e.Message}"); }
+        var boundary = new ReplayBoundary(reader, showOutput);
+        using var m = new Machine(opts, boundary);
+        started?.Invoke(m, boundary);
+        try
+        {
+            m.Load();
+            int status = m.Run();
+            // the replay reads no further than the End record: make the reader look past it (it refuses any byte there)
+            if (boundary.RecordingComplete) reader.TryRead(out _);
+            string verified = $"{m.InstructionCount} instructions, {boundary.RecordsConsumed} records, {boundary.CheckpointsVerified} checkpoints and {boundary.OutputsVerified} outputs verified, guest exit status {status}";
+            return boundary.RecordingComplete
+                ? new(ReplayVerdictKind.Faithful, $"faithful: the replay matched the complete recording: {verified}", m.InstructionCount)
+                : new(ReplayVerdictKind.EndedEarly, $"recording ended early at record #{boundary.LastRecord}: the replay matched it ({verified}) but the log has no End record", m.InstructionCount);
+        }
+        catch (ReplayDivergenceException e) { return new(ReplayVerdictKind.Diverged, e.Message, m.InstructionCount); }
+        catch (ReplayEndOfLogException e) { return new(ReplayVerdictKind.EndedEarly, e.Message, m.InstructionCount); }
+        catch (LogFormatException e) { return new(ReplayVerdictKind.Refused, $"corrupt log: {e.Message}; replay stopped at instruction {m.InstructionCount}", m.InstructionCount); }
+        catch (ElfLoadException e) { return new(ReplayVerdictKind.Refused, $"the recorded program cannot be loaded: {e.Message}"); }
+        catch (ReplayInputMismatchException e) { return new(ReplayVerdictKind.Refused, e.Message, m.InstructionCount); }
+    }
+}

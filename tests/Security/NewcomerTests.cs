@@ -1,0 +1,50 @@
+using ReVirt.Tests.Programs;
+using Xunit;
+
+namespace ReVirt.Tests.Security;
+
+/// <summary>
+/// The README's first command on a machine with the .NET SDK and gcc but without musl-tools: the drill builds the
+/// one guest it runs with gcc -static and passes. musl-gcc is hidden by running the drill with a PATH made of links
+/// to every program of /usr/bin except the musl ones.
+/// </summary>
+[Collection(ReVirt.Tests.Chaos.RealProcesses.Name)]
+public class NewcomerTests
+{
+    [Fact]
+    public async Task TheDrillRunsWithoutMuslGcc()
+    {
+        string bin = Path.Combine(Path.GetTempPath(), $"revirt-nomusl-{Guid.NewGuid():N}");
+        string build = bin + "-guests";
+        Directory.CreateDirectory(bin);
+        try
+        {
+            foreach (var f in Directory.EnumerateFileSystemEntries("/usr/bin"))
+            {
+                string name = Path.GetFileName(f);
+                if (name.Contains("musl")) continue;
+                File.CreateSymbolicLink(Path.Combine(bin, name), f);
+            }
+            var psi = new System.Diagnostics.ProcessStartInfo("/usr/bin/dotnet")
+            {
+                RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false,
+            };
+            foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "chaos.dll"), "drill", "--rounds", "1", "--requests", "60", "--quiet", "--build-dir", build, "--report", Path.Combine(build, "report") })
+                psi.ArgumentList.Add(a);
+            psi.Environment["PATH"] = bin;
+            using var p = System.Diagnostics.Process.Start(psi)!;
+            var err = p.StandardError.ReadToEndAsync();
+            var output = p.StandardOutput.ReadToEndAsync();
+            Assert.True(p.WaitForExit(TimeSpan.FromMinutes(5)), "the drill did not finish");
+            string o = await output, e = await err;
+            Assert.True(p.ExitCode == 0, $"exit {p.ExitCode}\n{o}\n{e}");
+            Assert.True(File.Exists(Path.Combine(build, "kvserver.glibc")), "the guest was not built with gcc");
+            Assert.False(File.Exists(Path.Combine(build, "kvserver.musl")));
+        }
+        finally
+        {
+            Directory.Delete(bin, true);
+            if (Directory.Exists(build)) Directory.Delete(build, true);
+        }
+    }
+}

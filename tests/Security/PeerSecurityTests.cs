@@ -1,0 +1,193 @@
+using System.Diagnostics;
+using Google.Protobuf;
+using Grpc.Core;
+using Grpc.Net.Client;
+using ReVirt.Harness;
+using ReVirt.Log;
+using ReVirt.Protocol;
+using ReVirt.Replication;
+using ReVirt.Tests.Programs;
+using ReVirt.Tests.Replication;
+using Xunit;
+
+namespace ReVirt.Tests.Security;
+
+/// <summary>
+/// A hostile peer gets nowhere: a backup does not listen without a secret unless told to loudly; before a peer has
+/// proved the secret it costs the backup a bounded amount of memory and time and learns nothing about its files; an
+/// accidental shared root is refused; a primary's malformed program is refused with a reason, not a crash.
+/// </summary>
+[Collection(ReVirt.Tests.Chaos.RealProcesses.Name)]
+public class PeerSecurityTests
+{
+    static readonly TimeSpan Long = TimeSpan.FromMinutes(3);
+    static string TempPath(string ext = "") => Path.Combine(Path.GetTempPath(), $"revirt-sec-{Guid.NewGuid():N}{ext}");
+
+    static string Token()
+    {
+        string t = TempPath(".tok");
+        ReplicationProtocol.WriteNewSecret(t);
+        return t;
+    }
+
+    /// <summary>`backup listen` exactly as given (no test defaults added); returns it and its URL.</summary>
+    static (ReplicaProc, string) RawBackup(params string[] args)
+    {
+        var b = ReplicaProc.Backup(GuestEnv.BackupDll, ["--listen", "http://127.0.0.1:0", .. args]);
+        return (b, b.WaitForEvent(ReplicaEvent.Listening, TimeSpan.FromSeconds(60)).Str("url")!);
+    }
+
+    static long PeakRssKiB(int pid)
+    {
+        foreach (var line in File.ReadLines($"/proc/{pid}/status"))
+            if (line.StartsWith("VmHWM:")) return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]);
+        return 0;
+    }
+
+    [Fact]
+    public void ABackupWithoutATokenRefusesToListen()
+    {
+        var r = GuestEnv.Dotnet(GuestEnv.BackupDll, ["listen", "--listen", "http://127.0.0.1:0"]);
+        Assert.Equal(2, r.ExitCode);
+        // a token too short to be a secret is refused too
+        string t = TempPath(".tok");
+        File.WriteAllText(t, "short");
+        try { Assert.Equal(2, GuestEnv.Dotnet(GuestEnv.BackupDll, ["listen", "--listen", "http://127.0.0.1:0", "--token-file", t]).ExitCode); }
+        finally { File.Delete(t); }
+    }
+
+    static Hello HelloFor(string program, int padding = 0)
+    {
+        var h = new LogHeader { RootDirectory = "/", Argv = [program], Envp = padding > 0 ? ["PAD=" + new string('x', padding)] : [], CpuModel = "x", StartState = "cwd=/"u8.ToArray() };
+        return new Hello
+        {
+            ProtocolVersion = ReplicationProtocol.Version,
+            LogHeader = ByteString.CopyFrom(h.Encode()),
+            ClientNonce = ByteString.CopyFrom(ReplicationProtocol.Nonce()),
+            PrimaryId = "stranger",
+        };
+    }
+
+    /// <summary>A stranger's handshake: hello, then a proof made with a secret it guessed. Returns the backup's refusal.</summary>
+    static async Task<string> StrangerHandshake(string url, Hello hello)
+    {
+        using var ch = GrpcChannel.ForAddress(url, new GrpcChannelOptions { MaxSendMessageSize = null, MaxReceiveMessageSize = null });
+        var client = new Protocol.Replication.ReplicationClient(ch);
+        using var call = client.Stream();
+        try
+        {
+            await call.RequestStream.WriteAsync(new PrimaryMessage { Hello = hello });
+            if (!await call.ResponseStream.MoveNext()) return "closed";
+            var m = call.ResponseStream.Current;
+            if (m.BodyCase == BackupMessage.BodyOneofCase.Refused) return m.Refused.Reason;
+            var proof = ReplicationProtocol.Proof("a guessed secret, long enough"u8.ToArray(), hello, m.Challenge.ServerNonce.ToByteArray());
+            await call.RequestStream.WriteAsync(new PrimaryMessage { Auth = new Auth { Proof = ByteString.CopyFrom(proof) } });
+            if (!await call.ResponseStream.MoveNext()) return "closed";
+            return call.ResponseStream.Current.Refused?.Reason ?? call.ResponseStream.Current.BodyCase.ToString();
+        }
+        catch (RpcException e) { return $"rpc: {e.StatusCode}"; }
+    }
+
+    [Fact]
+    public async Task BeforeAuthenticationAPeerCostsLittleAndLearnsNothingAndTheRealPrimaryStillGetsIn()
+    {
+        string tok = Token();
+        var (b, url) = RawBackup("--token-file", tok, "--shared-storage");
+        using var _ = b;
+        try
+        {
+            long rss0 = PeakRssKiB(b.Pid);
+            // a 48 MiB hello (over the 40 MiB message limit) is refused by the transport before it is buffered
+            var r = await StrangerHandshake(url, HelloFor("/bin/true", 48 << 20));
+            Assert.StartsWith("rpc:", r);
+            // hellos naming a device, a huge tree and a missing file all get the same answer, at once: nothing is
+            // opened or hashed before the secret is proved, so nothing tells whether a path exists
+            var answers = new List<string>();
+            foreach (var program in new[] { "/dev/zero", "/usr", "/no/such/program", GuestEnv.Guest("counter", "musl") })
+            {
+                var sw = Stopwatch.StartNew();
+                answers.Add(await StrangerHandshake(url, HelloFor(program)));
+                Assert.True(sw.Elapsed < TimeSpan.FromSeconds(15), $"{program}: {sw.Elapsed}");
+            }
+            Assert.All(answers, a => Assert.Contains("authentication failed", a));
+            Assert.Single(answers.Distinct());
+            long grew = PeakRssKiB(b.Pid) - rss0;
+            Assert.True(grew < 200 * 1024, $"the backup's peak memory grew by {grew} KiB for unauthenticated peers");
+            Assert.False(b.HasExited);
+            // the real primary is not locked out
+            using var p = Replicas.Primary("--backup", url, "--token-file", tok, "--", GuestEnv.Guest("counter", "musl"), "5", "1000");
+            Assert.Equal(0, p.WaitForExit(Long));
+            Assert.Equal(0, b.WaitForExit(Long));
+        }
+        finally { File.Delete(tok); }
+    }
+
+    [Fact]
+    public async Task AStrangerWhoNeverAuthenticatesIsCutOffAndTheRealPrimaryGetsIn()
+    {
+        string tok = Token();
+        var (b, url) = RawBackup("--token-file", tok, "--shared-storage");
+        using var _ = b;
+        try
+        {
+            using var ch = GrpcChannel.ForAddress(url);
+            using var call = new Protocol.Replication.ReplicationClient(ch).Stream();
+            await call.RequestStream.WriteAsync(new PrimaryMessage { Hello = HelloFor("/bin/true") });
+            Assert.True(await call.ResponseStream.MoveNext());
+            Assert.Equal(BackupMessage.BodyOneofCase.Challenge, call.ResponseStream.Current.BodyCase);
+            // ... and says nothing more: the backup gives up on it after the handshake timeout
+            var sw = Stopwatch.StartNew();
+            Assert.True(await call.ResponseStream.MoveNext());
+            Assert.Equal(BackupMessage.BodyOneofCase.Refused, call.ResponseStream.Current.BodyCase);
+            Assert.True(sw.Elapsed < ReplicationProtocol.HandshakeTimeout + TimeSpan.FromSeconds(10));
+            using var p = Replicas.Primary("--backup", url, "--token-file", tok, "--", GuestEnv.Guest("counter", "musl"), "5", "1000");
+            Assert.Equal(0, p.WaitForExit(Long));
+            Assert.Equal(0, b.WaitForExit(Long));
+        }
+        finally { File.Delete(tok); }
+    }
+
+    [Fact]
+    public void APairOnOneMachineWithTheSameRootIsRefusedAndNoFileIsWrittenTwice()
+    {
+        string tok = Token(), root = TempPath();
+        Directory.CreateDirectory(root);
+        File.Copy(GuestEnv.Guest("filelog", "musl"), Path.Combine(root, "prog"));
+        try
+        {
+            // the backup's root defaults to the primary's recorded one: the same directory
+            var (b, url) = RawBackup("--token-file", tok);
+            using var _ = b;
+            var r = GuestEnv.Dotnet(GuestEnv.PrimaryDll, ["protect", "--backup", url, "--token-file", tok, "--root", root, "--", "/prog", "/data.log", "5", "1000"]);
+            Assert.Equal(2, r.ExitCode);
+            Assert.Contains("shared root", r.Stderr);
+            Assert.False(File.Exists(Path.Combine(root, "data.log")), "the refused guest ran anyway");
+            Assert.False(b.HasExited);
+        }
+        finally { File.Delete(tok); Directory.Delete(root, true); }
+    }
+
+    [Fact]
+    public void ABackupFollowingAPrimaryWhoseProgramIsAMalformedElfRefusesWithAReason()
+    {
+        string tok = Token(), rootA = TempPath(), rootB = TempPath();
+        var elf = File.ReadAllBytes(GuestEnv.Guest("counter", "musl"));
+        // program headers said to lie past the end of the file
+        BitConverter.GetBytes((ulong)elf.Length - 8).CopyTo(elf, 32);
+        foreach (var root in new[] { rootA, rootB })
+        {
+            Directory.CreateDirectory(root);
+            File.WriteAllBytes(Path.Combine(root, "prog"), elf);
+        }
+        try
+        {
+            var (b, url) = RawBackup("--token-file", tok, "--root", rootB);
+            using var _ = b;
+            var r = GuestEnv.Dotnet(GuestEnv.PrimaryDll, ["protect", "--backup", url, "--token-file", tok, "--root", rootA, "--", "/prog"]);
+            Assert.NotEqual(134, r.ExitCode);
+            if (!b.HasExited) b.KillHard();
+            else Assert.NotEqual(134, b.WaitForExit(Long));
+        }
+        finally { File.Delete(tok); Directory.Delete(rootA, true); Directory.Delete(rootB, true); }
+    }
+}
