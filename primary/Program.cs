@@ -16,7 +16,7 @@ var cwdOpt = new Option<string?>("--cwd")
 };
 var program = new Argument<string[]>("program")
 {
-    Description = "The static x86-64 Linux program to run, then its arguments (put them after '--'). A name without '/' is looked up in PATH under the root. Without a program: the built-in demo guest (a CPU benchmark compiled from guests/src/bench.c).",
+    Description = "The x86-64 Linux program to run (static or dynamically linked, or a #! script), then its arguments (put them after '--'). A name without '/' is looked up in PATH under the root. Without a program: the built-in demo guest (a CPU benchmark compiled from guests/src/bench.c).",
     Arity = ArgumentArity.ZeroOrMore,
 };
 var logOpt = new Option<FileInfo>("--log")
@@ -34,7 +34,7 @@ var statsOpt = new Option<bool>("--stats")
     Description = "Print instruction counts and timing to stderr when the guest ends.",
 };
 
-var run = new Command("run", "Run a static x86-64 Linux program in the ReVirt virtual machine. The guest's stdin, stdout and stderr are this process's; the exit status is the guest's (128+signal when a signal ended it).")
+var run = new Command("run", "Run an x86-64 Linux program (and the processes it starts) in the ReVirt virtual machine. The guest's stdin, stdout and stderr are this process's; the exit status is the guest's (128+signal when a signal ended it).")
 {
     rootOpt, cwdOpt, statsOpt, program,
 };

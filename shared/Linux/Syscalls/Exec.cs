@@ -28,6 +28,7 @@ public sealed partial class Kernel
         if (path.Length == 0) return -Errno.ENOENT;
         long e = GuestAbs(dirfd, path, out var abs);
         if (e < 0) return e;
+        if (ProcExecPath(ref abs) is long pe) return pe;
         var argv = ReadStrings(argvAddr, out e);
         if (e < 0) return e;
         var env = ReadStrings(envpAddr, out e);

@@ -38,8 +38,8 @@ public sealed partial class Kernel
         r.Add(Nr.fstatfs, (t, a) => FdBuffer(t.Cpu, a.Nr, (int)a.A1, a.A2, 120, (h, buf) => HostSys.Call(Nr.fstatfs, h, buf)));
         r.Add(Nr.statfs, (t, a) => PathBuffer(t.Cpu, a.Nr, At.FDCWD, a.A1, true, a.A2, 120, (fd, buf) => HostSys.Call(Nr.fstatfs, fd, buf)));
         r.Add(Nr.getdents64, (t, a) => Fds.TryGetValue((int)a.A1, out var gd) && gd is ProcDirectory pd ? ProcGetdents(pd, a.A2, a.A3) : FdBuffer(t.Cpu, a.Nr, (int)a.A1, a.A2, (int)Math.Min(a.A3, 1 << 20), (h, buf) => HostSys.Call(Nr.getdents64, h, buf, (long)Math.Min(a.A3, 1 << 20)), resultIsLength: true));
-        r.Add(Nr.readlink, (t, a) => ReadlinkAt(t.Cpu, At.FDCWD, a.A1, a.A2, a.A3));
-        r.Add(Nr.readlinkat, (t, a) => ReadlinkAt(t.Cpu, (int)a.A1, a.A2, a.A3, a.A4));
+        r.Add(Nr.readlink, (t, a) => ReadlinkAt(t.Cpu, a.Nr, At.FDCWD, a.A1, a.A2, a.A3));
+        r.Add(Nr.readlinkat, (t, a) => ReadlinkAt(t.Cpu, a.Nr, (int)a.A1, a.A2, a.A3, a.A4));
         r.Add(Nr.access, (t, a) => PathOp(t.Cpu, a.Nr, At.FDCWD, a.A1, true, fd => AtEmpty(e => HostSys.Call(Nr.faccessat2, fd, e, (long)a.A2, At.EMPTY_PATH))));
         r.Add(new[] { Nr.faccessat, Nr.faccessat2 }, (t, a) => PathOp(t.Cpu, a.Nr, (int)a.A1, a.A2, true, fd => AtEmpty(e => HostSys.Call(Nr.faccessat2, fd, e, (long)a.A3, At.EMPTY_PATH))));
         r.Add(Nr.unlink, (t, a) => NameOp(t.Cpu, a.Nr, At.FDCWD, a.A1, -Errno.EISDIR, (d, n) => HostSys.Call(Nr.unlinkat, d, n, 0)));
@@ -442,7 +442,9 @@ public sealed partial class Kernel
             (fd, b) => AtEmpty(e => HostSys.Call(Nr.statx, fd, e, At.EMPTY_PATH | (flags & ~(At.SYMLINK_NOFOLLOW | At.EMPTY_PATH)), mask, b)));
     }
 
-    unsafe long ReadlinkAt(CpuT cpu, int dirfd, ulong pathAddr, ulong buf, ulong size)
+    /// <summary>readlink and readlinkat; logged under the guest's own syscall number (the replay checks the write
+    /// against that call's buffer argument).</summary>
+    unsafe long ReadlinkAt(CpuT cpu, int nr, int dirfd, ulong pathAddr, ulong buf, ulong size)
     {
         string path = Path(pathAddr);
         long e = GuestAbs(dirfd, path, out var abs);
@@ -451,7 +453,7 @@ public sealed partial class Kernel
         int n = (int)Math.Min(size, 4096);
         CheckWritable(buf, (ulong)n);
         if (ProcReadlink(cpu, abs, buf, n) is long pr) return pr;
-        return Host(cpu, Nr.readlinkat, () =>
+        return Host(cpu, nr, () =>
         {
             var tmp = new byte[n];
             long r = Fs.OnObject(abs, false, fd => { fixed (byte* t = tmp) { long tp = (long)t; return AtEmpty(e => HostSys.Call(Nr.readlinkat, fd, e, tp, n)); } });

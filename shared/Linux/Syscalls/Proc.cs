@@ -17,6 +17,20 @@ public sealed partial class Kernel
     const int MFD_CLOEXEC = 1;
     const byte DT_DIR = 4, DT_REG = 8, DT_LNK = 10;
 
+    /// <summary>execve of a /proc path: /proc/self/exe and other links run what they name in the guest's view
+    /// (never the host's /proc); a synthetic file cannot be executed.</summary>
+    long? ProcExecPath(ref string abs)
+    {
+        if (!ProcFs.Covers(abs)) return null;
+        var (node, path) = Proc.Resolve(abs, followFinal: true);
+        switch (node.Kind)
+        {
+            case ProcFs.Kind.NotProc: abs = path; return null;
+            case ProcFs.Kind.Missing: return -Errno.ENOENT;
+            default: return -Errno.EACCES;
+        }
+    }
+
     /// <summary>open/openat of a /proc path.</summary>
     long? ProcOpen(CpuT cpu, ref string abs, int flags)
     {
