@@ -48,12 +48,9 @@ var listen = new Command("listen", "Serve the replication endpoint, follow one p
 };
 listen.SetAction(parse =>
 {
-    if (ReVirt.Replication.ReplicaChannelOptions.Load("--listen", parse.GetValue(listenOpt)!, parse.GetValue(certOpt), parse.GetValue(keyOpt),
-            parse.GetValue(caOpt), parse.GetValue(eventsOpt), out var tls, out var events) is { } bad)
+    if (ReVirt.Replication.ReplicaChannelOptions.Load("--listen", parse.GetValue(listenOpt)!, parse.GetValue(tokenOpt), parse.GetValue(certOpt), parse.GetValue(keyOpt),
+            parse.GetValue(caOpt), parse.GetValue(eventsOpt), out var secret, out var tls, out var events) is { } bad)
     { Console.Error.WriteLine($"backup: {bad}"); return 2; }
-    byte[] secret;
-    try { secret = ReVirt.Replication.ReplicationProtocol.ReadSecret(parse.GetValue(tokenOpt)); }
-    catch (IOException e) { Console.Error.WriteLine($"backup: {e.Message}"); return 2; }
     return ReVirt.Backup.ListenHost.Run(new ReVirt.Backup.ListenSettings
     {
         Listen = new Uri(parse.GetValue(listenOpt)!),

@@ -67,12 +67,9 @@ var protect = new Command("protect", "Run like `record`, streaming the event log
 };
 protect.SetAction(parse =>
 {
-    if (ReVirt.Replication.ReplicaChannelOptions.Load("--backup", parse.GetValue(backupOpt)!, parse.GetValue(certOpt), parse.GetValue(keyOpt),
-            parse.GetValue(caOpt), parse.GetValue(eventsOpt), out var tls, out var events) is { } bad)
+    if (ReVirt.Replication.ReplicaChannelOptions.Load("--backup", parse.GetValue(backupOpt)!, parse.GetValue(tokenOpt), parse.GetValue(certOpt), parse.GetValue(keyOpt),
+            parse.GetValue(caOpt), parse.GetValue(eventsOpt), out var secret, out var tls, out var events) is { } bad)
     { Console.Error.WriteLine($"primary: {bad}"); return 2; }
-    byte[] secret;
-    try { secret = ReVirt.Replication.ReplicationProtocol.ReadSecret(parse.GetValue(tokenOpt)); }
-    catch (IOException e) { Console.Error.WriteLine($"primary: {e.Message}"); return 2; }
     var settings = new ReVirt.Primary.ProtectSettings
     {
         Tls = tls,

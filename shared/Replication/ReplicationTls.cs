@@ -69,14 +69,17 @@ public sealed class ReplicationTls
 public static class ReplicaChannelOptions
 {
     /// <summary>
-    /// Loads <c>--cert/--key/--ca</c> and <c>--events</c> and checks that the URL's scheme goes with them;
+    /// Loads <c>--token-file</c>, <c>--cert/--key/--ca</c> and <c>--events</c> and checks that the URL's scheme goes with them;
     /// null when fine, otherwise the error for the command line (exit status 2).
     /// </summary>
-    public static string? Load(string urlOption, string url, string? cert, string? key, string? ca, string? eventsSpec,
-        out ReplicationTls? tls, out ReplicaEvents events)
+    public static string? Load(string urlOption, string url, string? tokenFile, string? cert, string? key, string? ca, string? eventsSpec,
+        out byte[] secret, out ReplicationTls? tls, out ReplicaEvents events)
     {
+        secret = [];
         tls = null;
         events = ReplicaEvents.None;
+        try { secret = ReplicationProtocol.ReadSecret(tokenFile); }
+        catch (IOException e) { return e.Message; }
         try
         {
             tls = ReplicationTls.Load(cert, key, ca);
