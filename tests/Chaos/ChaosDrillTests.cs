@@ -117,7 +117,10 @@ public class ChaosDrillTests(ITestOutputHelper output)
         RoundResult r = RunOne(FaultKind.Kill, 7, plant: "ack-early:400", workload: KvLoad(sets: 30));
         for (int i = 1; i < 3 && r.Ok; i++) r = RunOne(FaultKind.Kill, 7 + 10 * i, plant: "ack-early:400", workload: KvLoad(sets: 30));
         Assert.False(r.Ok);
-        Assert.False(r.Invariants.Single(i => i.Name == InvariantChecker.OutputCommit).Ok);
+        // acking a batch before holding it shows as one of two consequences, depending on whether the late batch
+        // reached the backup before it took over: a reply whose request the backup lacks (output commit), or a
+        // takeover that resumes behind output released long before the fault (continuity)
+        Assert.Contains(r.Invariants, i => !i.Ok && i.Name is InvariantChecker.OutputCommit or InvariantChecker.Continuity);
         Assert.Contains($"seed {r.Observation.Seed}", Report.FirstViolation([r], "kvserver"));
     }
 
