@@ -495,6 +495,8 @@ public sealed class ReplayBoundary : IBoundary
         if (c.InstrCount != Icount) throw Diverged($"syscall {nr} came at instruction {Icount}, recorded at {c.InstrCount}");
         if (c.Result < 0 || (file.Length != FileRef.WholeFile && c.Result > file.Length) || c.Result > ProgramFile.MaxImageBytes)
             throw new LogFormatException($"a FileContent record of {c.Result} bytes for a read of {file.Length}", _r.LastSequence);
+        if (c.Addr != file.Address)
+            throw new LogFormatException($"a FileContent record writing at 0x{c.Addr:x} for a read into 0x{file.Address:x}", _r.LastSequence);
         byte[]? bytes = null;
         if (_k != null && _k.Fs.ToHost(c.Path, true, out var host) == 0) bytes = ProgramFile.ReadRange(host, c.Offset, (int)c.Result);
         if (bytes == null || bytes.Length != c.Result)
