@@ -72,7 +72,7 @@ var minutesOpt = new Option<double>("--minutes") { Description = "How long to fu
 var seedLogsOpt = new Option<string[]>("--log") { Description = "A recorded log to mutate (repeatable); it must replay faithfully first.", AllowMultipleArgumentsPerToken = false };
 var seedElfsOpt = new Option<string[]>("--elf") { Description = "An ELF program to mutate and load (repeatable).", AllowMultipleArgumentsPerToken = false };
 var rngOpt = new Option<int>("--seed") { Description = "Random seed (the same seed replays the same mutations).", DefaultValueFactory = _ => 1 };
-var fuzz = new Command("fuzz", "Security testing: mutate recorded logs (cuts, appends, removed/duplicated/moved records, bit flips with and without correct checksums and End record, forged records of every kind, memory writes moved outside their buffers) and ELF files for the given time, replay or load each, and report every host exception, hang or forged log accepted as faithful. Exit status 0 when there was no finding, 1 otherwise. Not part of the default test run.")
+var fuzz = new Command("fuzz", "Security testing: mutate recorded logs (cuts, appends, removed/duplicated/moved records, bit flips with and without correct checksums and End record, forged records of every kind, memory writes moved outside their buffers), ELF files (through the loader) and peer hellos (through the backup's handshake checks) for the given time, and report every host exception, hang or forgery accepted. Exit status 0 when there was no finding, 1 otherwise. Not part of the default test run.")
 {
     minutesOpt, seedLogsOpt, seedElfsOpt, rngOpt,
 };

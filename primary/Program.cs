@@ -117,18 +117,18 @@ int Guest(ParseResult parse, FileInfo? log)
     if (log == null)
     {
         using var m = new Machine(opts);
-        status = LoadAndRun(m, opts, out icount);
+        status = LoadAndRun(m, opts, null, out icount);
     }
     else
     {
-        byte[] image;
-        try { var (gp, hp) = Kernel.ResolveProgram(opts); image = ProgramFile.ReadAll(hp, gp); }
+        StartProgram program;
+        try { program = Kernel.ResolveProgram(opts); }
         catch (ElfLoadException e) { Console.Error.WriteLine($"primary: {e.Message}"); return e.ExitStatus; }
-        var header = Recording.Header(opts, image, parse.GetValue(intervalOpt));
+        var header = Recording.Header(opts, program.Image, parse.GetValue(intervalOpt));
         using var writer = LogWriter.Create(log.FullName, header);
         var boundary = new RecordingBoundary(writer, header.CheckpointInterval);
         using var m = new Machine(opts, boundary);
-        status = LoadAndRun(m, opts, out icount);
+        status = LoadAndRun(m, opts, program, out icount); // the very bytes the header's hash is of
         writer.Flush();
         if (parse.GetValue(statsOpt))
             Console.Error.WriteLine($"primary: log {log.FullName}: {boundary.Records} records, {boundary.LogBytes} bytes");
@@ -179,10 +179,10 @@ static string[] BuiltInDemo(string root)
     return new[] { guest, "5" };
 }
 
-static int LoadAndRun(Machine m, MachineOptions opts, out ulong icount)
+static int LoadAndRun(Machine m, MachineOptions opts, StartProgram? program, out ulong icount)
 {
     icount = 0;
-    try { m.Load(); }
+    try { m.Load(program); }
     catch (ElfLoadException e)
     {
         Console.Error.WriteLine($"primary: {e.Message}");
