@@ -31,21 +31,41 @@ sealed class TapNamespace : IDisposable
     /// <paramref name="openTap"/> false: the device is made persistent (`ip tuntap add`) and left for a VM process to
     /// open by name with `--tap rvtap0 --netns NAME`; the host side is configured before the VM attaches.
     /// </summary>
-    public TapNamespace(bool openTap)
+    public TapNamespace(bool openTap) : this(openTap ? null : [TapName]) { }
+
+    /// <summary>
+    /// Persistent TAP devices for VM processes to open by name (null: one the test opens itself). Several devices are
+    /// ports of one bridge that holds the Linux side's address, as the switch between two replicas and their
+    /// clients: the replica that announces the interface (gratuitous ARP) is the one the bridge sends its frames to.
+    /// </summary>
+    TapNamespace(string[]? persistentTaps)
     {
         Assert.True(Environment.UserName == "root" || geteuid() == 0, "the TAP tests need root (CI runs as root)");
         Name = $"rvnet{Environment.ProcessId}n{Interlocked.Increment(ref _count)}";
         Run("ip", "netns", "add", Name);
         try
         {
-            if (openTap) _tap = TapDevice.Open(TapName, Name);
-            else Exec("ip", "tuntap", "add", "dev", TapName, "mode", "tap");
             Exec("ip", "link", "set", "lo", "up");
-            Exec("ip", "addr", "add", HostCidr, "dev", TapName);
-            Exec("ip", "link", "set", TapName, "up");
+            if (persistentTaps == null) _tap = TapDevice.Open(TapName, Name);
+            else foreach (var t in persistentTaps) Exec("ip", "tuntap", "add", "dev", t, "mode", "tap");
+            string hostSide = TapName;
+            if (persistentTaps is { Length: > 1 })
+            {
+                hostSide = BridgeName;
+                Exec("ip", "link", "add", BridgeName, "type", "bridge");
+                foreach (var t in persistentTaps) { Exec("ip", "link", "set", t, "master", BridgeName); Exec("ip", "link", "set", t, "up"); }
+            }
+            Exec("ip", "addr", "add", HostCidr, "dev", hostSide);
+            Exec("ip", "link", "set", hostSide, "up");
         }
         catch { Run("ip", "netns", "del", Name); throw; }
     }
+
+    /// <summary>The bridge of <see cref="Bridged"/>.</summary>
+    public const string BridgeName = "rvbr0";
+
+    /// <summary>A namespace whose Linux side is a bridge with the persistent TAP devices <paramref name="taps"/> as ports.</summary>
+    public static TapNamespace Bridged(params string[] taps) => new(taps);
 
     /// <summary>Runs a command inside the namespace and returns its standard output (throws on a non-zero exit).</summary>
     public string Exec(params string[] args) => Run(["ip", "netns", "exec", Name, .. args]);
