@@ -42,9 +42,11 @@ var eventsOpt = new Option<string?>("--events") { Description = "Report what hap
 var plantOpt = new Option<string?>("--plant") { Description = "Drills only: plant a violation the drill's checkers must report (ack-early:MS acknowledges each batch MS ms before holding it).", Hidden = true };
 plantOpt.Validators.Add(r => { if (r.GetValueOrDefault<string?>() is { } v && AckEarlyMs(v) <= 0) r.AddError($"--plant {v}: expected ack-early:MS with MS > 0"); });
 var ackDelayOpt = new Option<int>("--ack-delay-ms") { Description = "Testing: delay every acknowledgement by this many milliseconds.", Hidden = true };
+var tapOpt = new Option<string>("--tap") { Description = "For a guest with a virtual network interface (primary --net virtual): the TAP device this replica brings the interface up on when it takes over (same MAC and IP, announced with a gratuitous ARP).", DefaultValueFactory = _ => VirtualNetOptions.DefaultTap };
+var netnsOpt = new Option<string?>("--netns") { Description = "Open the --tap device in this network namespace (a name of `ip netns`, or a path)." };
 var listen = new Command("listen", "Serve the replication endpoint, follow one primary (`primary protect`), replay its log in lockstep and acknowledge each batch as soon as it holds it; when the primary is lost, drain, win the arbiter and go live. Exit status: the guest's; 3 when standing down; 1 on divergence.")
 {
-    listenOpt, lrootOpt, tokenOpt, insecureOpt, sharedOpt, certOpt, keyOpt, caOpt, arbiterOpt, timeoutOpt, copyOpt, eventsOpt, plantOpt, ackDelayOpt,
+    listenOpt, lrootOpt, tokenOpt, insecureOpt, sharedOpt, certOpt, keyOpt, caOpt, arbiterOpt, timeoutOpt, copyOpt, eventsOpt, plantOpt, ackDelayOpt, tapOpt, netnsOpt,
 };
 listen.SetAction(parse =>
 {
@@ -65,6 +67,8 @@ listen.SetAction(parse =>
         Events = events,
         PlantAckEarlyMs = parse.GetValue(plantOpt) is { } plant ? AckEarlyMs(plant) : 0,
         Tls = tls,
+        Tap = parse.GetValue(tapOpt)!,
+        Netns = parse.GetValue(netnsOpt),
     });
 });
 root.Add(listen);

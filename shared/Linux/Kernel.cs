@@ -15,6 +15,9 @@ public sealed class MachineOptions
     public string[] Args = Array.Empty<string>();   // argv[1..]
     public string[]? Env;                          // null: the host's environment
     public string Cwd = "/";
+    /// <summary>The guest's network: null (`--net host`) gives its sockets to the host; a virtual interface
+    /// (`--net virtual`) serves its AF_INET sockets with the in-VM stack (Syscalls/VirtualNet.cs).</summary>
+    public VirtualNetOptions? Net;
     /// <summary>Where VM diagnostics go (warnings about unknown syscalls, fatal signals).</summary>
     public TextWriter Diagnostics = Console.Error;
 }
@@ -260,6 +263,7 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles
         StopTimers();
         StopSliceTimer();
         foreach (var proc in Processes) proc.Files.ExitAll(this, Current.Tid);
+        LingerNetwork();
         Boundary.OnExit(this, Current.Cpu, ExitStatus);
         return ExitStatus;
     }
