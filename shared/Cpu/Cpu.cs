@@ -279,7 +279,7 @@ public sealed unsafe partial class Cpu
     // of Rflags materialises them with the same formulas, and a condition test derives just the flags it needs.
     // The record is a pure function of the instruction's inputs, so which reader comes when changes nothing.
 
-    const int LazyNone = 0, LazyAdd = 1, LazySub = 2, LazyLogic = 3, LazyKeepCf = 4;
+    internal const int LazyNone = 0, LazyAdd = 1, LazySub = 2, LazyLogic = 3, LazyKeepCf = 4;
     int _lazy, _lazySize;
     ulong _lazyA, _lazyB, _lazyR;
 

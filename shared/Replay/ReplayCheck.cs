@@ -26,9 +26,11 @@ public sealed record ReplayVerdict(ReplayVerdictKind Kind, string Message, ulong
 /// </summary>
 public static class ReplayCheck
 {
-    public static ReplayVerdict Run(LogReader reader, string? rootOverride = null, bool showOutput = false, Action<Machine, ReplayBoundary>? started = null)
+    public static ReplayVerdict Run(LogReader reader, string? rootOverride = null, bool showOutput = false, Action<Machine, ReplayBoundary>? started = null,
+        Cpu.ExecutionTier tier = Cpu.ExecutionTier.Default)
     {
         var opts = Recording.OptionsFrom(reader.Header, rootOverride);
+        opts.Tier = tier; // which tier replays is the replayer's choice: every tier gives the same execution
         string host;
         try { host = Kernel.ResolveProgram(opts).HostPath; }
         catch (ElfLoadException e) { return new(ReplayVerdictKind.Refused, $"the recorded program is missing: {e.Message}"); }
