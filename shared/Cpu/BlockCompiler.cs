@@ -94,7 +94,7 @@ public static unsafe class BlockCompiler
 
     // ---------------------------------------------------------------- what an instruction does, decided before emitting
 
-    enum Form { Helper, Nop, Mov, Movzx, Movsx, Lea, Alu, IncDec, Neg, Not, Push, Pop, Call, Ret, Jmp, Jcc, Setcc, Cmovcc }
+    enum Form { Helper, Nop, Mov, Movzx, Movsx, Lea, Alu, IncDec, Neg, Not, Push, Pop, Call, Ret, Jmp, Jcc, Setcc, Cmovcc, Shift, Imul }
 
     /// <summary>How an instruction touches the arithmetic flags, for liveness.</summary>
     enum FlagUse { None, Writes, Reads }
@@ -120,6 +120,10 @@ public static unsafe class BlockCompiler
         public int AluKind;    // Cpu.LazyAdd / LazySub / LazyLogic for Form.Alu
         public OpCode AluOp;   // the IL operation of Form.Alu
         public bool AluStores; // false for cmp and test
+        public int Count;      // shift count (immediate, masked, not 0)
+        /// <summary>Inline only while nothing can observe its flags (shifts, rotates and imul compute no flags
+        /// inline: when they are live the handler runs).</summary>
+        public bool NeedsDeadFlags;
     }
 
     static Operand Classify(ref Instruction i, int n)
@@ -242,6 +246,25 @@ public static unsafe class BlockCompiler
                 p.Form = Form.Jmp; p.Flags = FlagUse.None; p.Memory = mem0;
                 return p;
         }
+        if (i.Mnemonic is Mnemonic.Shl or Mnemonic.Sal or Mnemonic.Shr or Mnemonic.Sar or Mnemonic.Rol or Mnemonic.Ror)
+        {
+            if (count != 2 || !IsRegOrMem(o0) || i.Op1Kind != OpKind.Immediate8) return p;
+            p.Size = Cpu.OpSize(ref i, 0);
+            if (p.Size is not (1 or 2 or 4 or 8)) return p;
+            p.Count = i.Immediate8 & (p.Size == 8 ? 0x3F : 0x1F);
+            if (p.Count == 0) return p; // a count of 0 changes nothing but still stores: the handler's business
+            p.Form = Form.Shift; p.Flags = FlagUse.None; p.NeedsDeadFlags = true; p.Memory = p.Stores = mem0;
+            return p;
+        }
+        if (i.Mnemonic == Mnemonic.Imul && count is 2 or 3 && o0.Class == OpClass.Reg && o0.RegKind <= 1 && IsRegOrMem(o1)
+            && (count == 2 || Classify(ref i, 2).Class == OpClass.Imm))
+        {
+            p.Size = Cpu.OpSize(ref i, 0);
+            if (count == 3) p.O0.Imm = Classify(ref i, 2).Imm; // the third operand, kept with the destination
+            p.Count = count;
+            p.Form = Form.Imul; p.Flags = FlagUse.None; p.NeedsDeadFlags = true; p.Memory = mem1;
+            return p;
+        }
         if (i.Mnemonic is Mnemonic.Jo or Mnemonic.Jno or Mnemonic.Jb or Mnemonic.Jae or Mnemonic.Je or Mnemonic.Jne or Mnemonic.Jbe
                 or Mnemonic.Ja or Mnemonic.Js or Mnemonic.Jns or Mnemonic.Jp or Mnemonic.Jnp or Mnemonic.Jl or Mnemonic.Jge or Mnemonic.Jle
                 or Mnemonic.Jg)
@@ -293,6 +316,9 @@ public static unsafe class BlockCompiler
             _v = _il.DeclareLocal(typeof(ulong));
             _plans = new Plan[b.Count];
             for (int k = 0; k < b.Count; k++) _plans[k] = Analyze(ref b.Insts[k]);
+            // from the end, so that the liveness of k sees the final plans of the instructions after it
+            for (int k = b.Count - 1; k >= 0; k--)
+                if (_plans[k].NeedsDeadFlags && FlagsLive(k)) _plans[k] = new Plan { Form = Form.Helper, Flags = FlagUse.Reads };
         }
 
         public DynamicMethod Emit()
@@ -466,6 +492,43 @@ public static unsafe class BlockCompiler
                     il.MarkLabel(keep);
                     if (p.Size == 4) { LdReg(p.O0.Reg); il.Emit(OpCodes.Conv_U4); il.Emit(OpCodes.Conv_U8); Stloc(_v); StReg(p.O0.Reg, _v); }
                     il.MarkLabel(end);
+                    return false;
+                }
+                case Form.Shift:
+                {
+                    if (p.Memory) { Ea(ref ins, true); Stloc(_ea); }
+                    Read(ref p.O0, p.Size); Stloc(_a);
+                    int bits = p.Size * 8, n = p.Count;
+                    switch (ins.Mnemonic)
+                    {
+                        case Mnemonic.Shl or Mnemonic.Sal: Ldloc(_a); il.Emit(OpCodes.Ldc_I4, n); il.Emit(OpCodes.Shl); break;
+                        case Mnemonic.Shr: Ldloc(_a); il.Emit(OpCodes.Ldc_I4, n); il.Emit(OpCodes.Shr_Un); break;
+                        case Mnemonic.Sar: Ldloc(_a); SignExtend(p.Size); il.Emit(OpCodes.Ldc_I4, n); il.Emit(OpCodes.Shr); break;
+                        default:
+                        {
+                            int rc = n & (bits - 1), left = ins.Mnemonic == Mnemonic.Rol ? rc : bits - rc;
+                            Ldloc(_a);
+                            if (rc != 0)
+                            {
+                                il.Emit(OpCodes.Ldc_I4, left); il.Emit(OpCodes.Shl);
+                                Ldloc(_a); il.Emit(OpCodes.Ldc_I4, bits - left); il.Emit(OpCodes.Shr_Un);
+                                il.Emit(OpCodes.Or);
+                            }
+                            break;
+                        }
+                    }
+                    Truncate(p.Size); Stloc(_r);
+                    Write(ref p.O0, p.Size, _r);
+                    return false;
+                }
+                case Form.Imul:
+                {
+                    if (p.Memory) { Ea(ref ins, true); Stloc(_ea); }
+                    // the low half of a product does not depend on the signedness of the factors
+                    if (p.Count == 2) { Read(ref p.O0, p.Size); Read(ref p.O1, p.Size); }
+                    else { Read(ref p.O1, p.Size); il.Emit(OpCodes.Ldc_I8, (long)(p.O0.Imm & Cpu.SizeMask(p.Size))); }
+                    il.Emit(OpCodes.Mul); Truncate(p.Size); Stloc(_r);
+                    Write(ref p.O0, p.Size, _r);
                     return false;
                 }
             }

@@ -345,6 +345,11 @@ public sealed unsafe partial class Cpu
         Record((dec ? LazySub : LazyAdd) | LazyKeepCf, a, 1, r, size);
     }
 
+    /// <summary>Replaces all six arithmetic flags at once: a pending record is dropped without being derived, as
+    /// none of its flags would survive.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void SetArithFlags(ulong f) { _lazy = LazyNone; _flags = (_flags & ~ArithFlags) | (f & ArithFlags); }
+
     public bool Flag(ulong f) => (Rflags & f) != 0;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
