@@ -20,6 +20,8 @@ public sealed class MachineOptions
     public VirtualNetOptions? Net;
     /// <summary>Where VM diagnostics go (warnings about unknown syscalls, fatal signals).</summary>
     public TextWriter Diagnostics = Console.Error;
+    /// <summary>Which executor runs guest code (the results are the same in every tier).</summary>
+    public ExecutionTier Tier = ExecutionTier.Default;
 }
 
 /// <summary>
@@ -116,7 +118,7 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles
         var mem = new GuestMemory();
         var fds = new FdTable();
         for (int fd = 0; fd < 3; fd++) fds.InstallAt(fd, new StdioFile(fd), cloexec: false);
-        Init = new Process(mem, new CodeCache(mem), fds, options.Cwd);
+        Init = new Process(mem, new CodeCache(mem, options.Tier), fds, options.Cwd);
         Processes.Add(Init);
         var main = new GuestThread(new CpuT(Init.Mem, Init.Code, this), Init);
         AddThread(main);

@@ -31,7 +31,7 @@ static class ContentReads
             if (r <= 0) return hr;
             hr.Write(buf, r == n ? tmp : tmp.AsSpan(0, (int)r).ToArray());
             long from = offset >= 0 ? offset : HostSys.Call(Nr.lseek, f.HostFd, 0, Seek.CUR) - r;
-            hr.ByReference = from == at && k.Fs.ToHost(f.GuestPath, true, out var host) == 0 && FileRef.IsStable(host, f.HostFd);
+            hr.ByReference = from == at && FileRef.IsStable(k.Fs, f.GuestPath, f.HostFd);
             return hr;
         });
         foreach (var (addr, bytes) in res.Writes) k.Mem.Poke(addr, bytes);
