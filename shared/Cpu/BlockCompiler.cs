@@ -1,6 +1,7 @@
 using System.Reflection;
 using System.Reflection.Emit;
 using Iced.Intel;
+using Label = System.Reflection.Emit.Label;
 using ReVirt.Memory;
 
 namespace ReVirt.Cpu;
@@ -68,6 +69,10 @@ public static unsafe class BlockCompiler
     const BindingFlags Inst = BindingFlags.Instance | BindingFlags.Public | BindingFlags.NonPublic;
     static readonly FieldInfo FR = typeof(Cpu).GetField(nameof(Cpu.R))!;
     static readonly FieldInfo FRip = typeof(Cpu).GetField(nameof(Cpu.Rip))!;
+    static readonly FieldInfo FCount = typeof(Cpu).GetField(nameof(Cpu.InstructionCount))!;
+    static readonly FieldInfo FBranches = typeof(Cpu).GetField(nameof(Cpu.BranchCount))!;
+    static readonly FieldInfo FStopAt = typeof(Cpu).GetField(nameof(Cpu.StopAt))!;
+    static readonly FieldInfo FYield = typeof(Cpu).GetField(nameof(Cpu.Yield))!;
     static readonly FieldInfo FBlockIndex = typeof(Cpu).GetField(nameof(Cpu.BlockIndex))!;
     static readonly FieldInfo FMem = typeof(Cpu).GetField(nameof(Cpu.Mem))!;
     static readonly FieldInfo FFsBase = typeof(Cpu).GetField(nameof(Cpu.FsBase))!;
@@ -301,6 +306,7 @@ public static unsafe class BlockCompiler
         readonly ILGenerator _il;
         readonly LocalBuilder _regs, _mem, _ea, _a, _bv, _r, _v;
         readonly Plan[] _plans;
+        Label _top;
 
         public Emitter(Block b)
         {
@@ -327,6 +333,8 @@ public static unsafe class BlockCompiler
             // ref ulong regs = ref c.R[0]; GuestMemory mem = c.Mem;
             il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, FR); il.Emit(OpCodes.Ldc_I4_0); il.Emit(OpCodes.Ldelema, typeof(ulong)); il.Emit(OpCodes.Stloc, _regs);
             il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, FMem); il.Emit(OpCodes.Stloc, _mem);
+            _top = il.DefineLabel();
+            il.MarkLabel(_top);
             bool ripSet = false;
             for (int k = 0; k < _b.Count; k++)
             {
@@ -358,6 +366,27 @@ public static unsafe class BlockCompiler
             il.Emit(OpCodes.Ldarg_0); il.Emit(OpCodes.Ldfld, FInsts); il.Emit(OpCodes.Ldc_I4, k); il.Emit(OpCodes.Ldelema, typeof(Instruction));
             il.Emit(OpCodes.Ldarg_0); il.Emit(OpCodes.Ldfld, FHandlers); il.Emit(OpCodes.Ldc_I4, k); il.Emit(OpCodes.Ldelem_I);
             il.EmitCalli(OpCodes.Calli, CallingConventions.Standard, typeof(void), new[] { typeof(Cpu), typeof(Instruction).MakeByRefType() }, null);
+        }
+
+        /// <summary>A direct branch. To the block's own start (a loop of one block), the next iteration runs here
+        /// when the execution loop would run it whole too: the guest has not yielded and the whole block fits
+        /// before <see cref="Cpu.StopAt"/>; this iteration is then counted here (the loop counts the last one).</summary>
+        void BranchTo(ulong target)
+        {
+            var il = _il;
+            if (target == _b.Start)
+            {
+                var exit = il.DefineLabel();
+                long n = _b.Count;
+                il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, FYield); il.Emit(OpCodes.Brtrue, exit);
+                il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, FCount); il.Emit(OpCodes.Ldc_I8, 2 * n); il.Emit(OpCodes.Add);
+                il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, FStopAt); il.Emit(OpCodes.Bgt_Un, exit);
+                il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Dup); il.Emit(OpCodes.Ldfld, FCount); il.Emit(OpCodes.Ldc_I8, n); il.Emit(OpCodes.Add); il.Emit(OpCodes.Stfld, FCount);
+                il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Dup); il.Emit(OpCodes.Ldfld, FBranches); il.Emit(OpCodes.Ldc_I8, (long)_b.EndsInBranch); il.Emit(OpCodes.Add); il.Emit(OpCodes.Stfld, FBranches);
+                il.Emit(OpCodes.Br, _top);
+                il.MarkLabel(exit);
+            }
+            SetRip(target);
         }
 
         void SetRip(ulong v) { _il.Emit(OpCodes.Ldarg_1); _il.Emit(OpCodes.Ldc_I8, (long)v); _il.Emit(OpCodes.Stfld, FRip); }
@@ -456,6 +485,7 @@ public static unsafe class BlockCompiler
                     il.Emit(OpCodes.Ldarg_1); Ldloc(_r); il.Emit(OpCodes.Stfld, FRip);
                     return true;
                 case Form.Jmp:
+                    if (p.O0.Class == OpClass.Imm) { BranchTo(p.O0.Imm); return true; }
                     if (p.O0.Class == OpClass.Mem) { Ea(ref ins, true); Stloc(_ea); }
                     Read(ref p.O0, 8); Stloc(_r);
                     il.Emit(OpCodes.Ldarg_1); Ldloc(_r); il.Emit(OpCodes.Stfld, FRip);
@@ -466,7 +496,7 @@ public static unsafe class BlockCompiler
                     var notTaken = il.DefineLabel();
                     var end = il.DefineLabel();
                     il.Emit(OpCodes.Brfalse, notTaken);
-                    SetRip(p.O0.Imm);
+                    BranchTo(p.O0.Imm);
                     il.Emit(OpCodes.Br, end);
                     il.MarkLabel(notTaken);
                     SetRip(ins.NextIP);

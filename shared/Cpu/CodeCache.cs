@@ -42,8 +42,10 @@ public sealed unsafe class CodeCache
     readonly byte[] _fetch = new byte[MaxBlockInstructions * 15 + 16];
     readonly Block _faultBlock;
 
-    /// <summary>The block whose instructions are executing (set by Lookup), to detect self-modification.</summary>
-    Block? _running;
+    /// <summary>Start of the block whose instructions are executing (set by Lookup), to detect self-modification.
+    /// An address, not a reference, so that the per-block store needs no GC write barrier; at most one valid block
+    /// starts at an address.</summary>
+    ulong _running = ulong.MaxValue;
 
     /// <summary>Use the handlers specialised per operand form (Isa.Fast.cs); false runs everything through the generic
     /// handlers, so tests can check that both give identical results. Set before the first lookup.</summary>
@@ -77,7 +79,7 @@ public sealed unsafe class CodeCache
         int ix = (int)((rip ^ (rip >> FastBits)) & ((1 << FastBits) - 1));
         Block? b = _fast[ix];
         if (b == null || b.Start != rip) b = _fast[ix] = LookupSlow(rip);
-        _running = b;
+        _running = rip;
         return b;
     }
 
@@ -159,7 +161,7 @@ public sealed unsafe class CodeCache
             if (_blocks.TryGetValue(b.Start, out var cur) && cur == b) _blocks.Remove(b.Start);
             int ix = (int)((b.Start ^ (b.Start >> FastBits)) & ((1 << FastBits) - 1));
             if (_fast[ix] == b) _fast[ix] = null;
-            if (b == _running) hitRunning = true;
+            if (b.Start == _running) hitRunning = true;
         }
         return hitRunning;
     }

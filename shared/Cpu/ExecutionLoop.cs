@@ -47,8 +47,9 @@ public sealed class ExecutionLoop
                     if (f == null && ++b.Hits == code.CompileThreshold) f = code.Compile(b);
                     if (f != null)
                     {
-                        f(c);
-                        code.CompiledInstructions += n;
+                        ulong before = c.InstructionCount;
+                        f(c); // may run further iterations of a one-block loop, counting them itself
+                        code.CompiledInstructions += (long)(c.InstructionCount - before) + n;
                     }
                     else exec.Execute(c, b, n);
                     c.InstructionCount += (ulong)n;

@@ -10,7 +10,7 @@ namespace ReVirt.Tests.Oracle;
 /// </summary>
 public static class VmRunner
 {
-    sealed class NoHost : ICpuHost
+    public sealed class NoHost : ICpuHost
     {
         public void Syscall(Cpu.Cpu cpu) => throw new InvalidOperationException("snippets make no syscalls");
         public ulong ReadTimestampCounter(Cpu.Cpu cpu) => 0;
