@@ -10,7 +10,7 @@ public sealed unsafe class Block
     public ulong Start;
     public ulong End; // address after the last instruction
     public Instruction[] Insts = Array.Empty<Instruction>();
-    public delegate*<Cpu, ref Instruction, void>[] Handlers = new delegate*<Cpu, ref Instruction, void>[0];
+    public delegate*<VirtualCpu, ref Instruction, void>[] Handlers = new delegate*<VirtualCpu, ref Instruction, void>[0];
     public int Count;
     /// <summary>1 when the last instruction is a control transfer (counted in BranchCount), else 0.</summary>
     public ulong EndsInBranch;
@@ -60,8 +60,8 @@ public sealed unsafe class CodeCache
     /// <summary>Executions of a whole block after which the default tier compiles it; 0 never compiles.</summary>
     public readonly int CompileThreshold;
 
-    // statistics of the compiled tier
-    public long BlocksCompiled, CompileTicks, CompiledInstructions;
+    // statistics of the tiers (instructions that ran compiled: all retired minus these interpreted ones)
+    public long BlocksCompiled, CompileTicks, InterpretedInstructions;
 
     public CodeCache(GuestMemory mem, ExecutionTier tier = ExecutionTier.Default)
     {
@@ -108,7 +108,7 @@ public sealed unsafe class CodeCache
             fault.IP = rip;
             fault.NextIP = rip;
             b.Insts = new[] { fault };
-            b.Handlers = new delegate*<Cpu, ref Instruction, void>[] { &Isa.ExecFault };
+            b.Handlers = new delegate*<VirtualCpu, ref Instruction, void>[] { &Isa.ExecFault };
             b.Count = 1;
             b.End = rip;
             return b;
@@ -131,8 +131,8 @@ public sealed unsafe class CodeCache
         }
         b.Insts = insts.ToArray();
         b.Count = b.Insts.Length;
-        b.Handlers = new delegate*<Cpu, ref Instruction, void>[b.Count];
-        for (int i = 0; i < b.Count; i++) b.Handlers[i] = (delegate*<Cpu, ref Instruction, void>)handlers[i];
+        b.Handlers = new delegate*<VirtualCpu, ref Instruction, void>[b.Count];
+        for (int i = 0; i < b.Count; i++) b.Handlers[i] = (delegate*<VirtualCpu, ref Instruction, void>)handlers[i];
         b.End = end;
         b.Bytes = _fetch.AsSpan(0, (int)(end - rip)).ToArray();
         return b;

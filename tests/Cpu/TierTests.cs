@@ -7,7 +7,7 @@ using ReVirt.Tests.Oracle;
 using ReVirt.Tests.Programs;
 using Xunit;
 using static Iced.Intel.AssemblerRegisters;
-using CpuT = ReVirt.Cpu.Cpu;
+using CpuT = ReVirt.Cpu.VirtualCpu;
 
 namespace ReVirt.Tests.CpuTests;
 
