@@ -47,9 +47,11 @@ var eventsOpt = new Option<string?>("--events") { Description = "Report what hap
 var plantOpt = new Option<string?>("--plant") { Description = "Drills only: plant a violation the drill's checkers must report (ack-early:MS acknowledges each batch MS ms before holding it).", Hidden = true };
 plantOpt.Validators.Add(r => { if (r.GetValueOrDefault<string?>() is { } v && AckEarlyMs(v) <= 0) r.AddError($"--plant {v}: expected ack-early:MS with MS > 0"); });
 var ackDelayOpt = new Option<int>("--ack-delay-ms") { Description = "Testing: delay every acknowledgement by this many milliseconds.", Hidden = true };
+var tapOpt = new Option<string>("--tap") { Description = "For a guest with a virtual network interface (primary --net virtual): the TAP device this replica brings the interface up on when it takes over (same MAC and IP, announced with a gratuitous ARP).", DefaultValueFactory = _ => VirtualNetOptions.DefaultTap };
+var netnsOpt = new Option<string?>("--netns") { Description = "Open the --tap device in this network namespace (a name of `ip netns`, or a path)." };
 var listen = new Command("listen", "Serve the replication endpoint, follow one primary (`primary protect`), replay its log in lockstep and acknowledge each batch as soon as it holds it; when the primary is lost, drain, win the arbiter and go live. Exit status: the guest's; 3 when standing down; 1 on divergence.")
 {
-    listenOpt, lrootOpt, tokenOpt, insecureOpt, sharedOpt, certOpt, keyOpt, caOpt, arbiterOpt, timeoutOpt, copyOpt, eventsOpt, plantOpt, ackDelayOpt,
+    listenOpt, lrootOpt, tokenOpt, insecureOpt, sharedOpt, certOpt, keyOpt, caOpt, arbiterOpt, timeoutOpt, copyOpt, eventsOpt, plantOpt, ackDelayOpt, tapOpt, netnsOpt,
 };
 listen.SetAction(parse =>
 {
@@ -70,6 +72,8 @@ listen.SetAction(parse =>
         Events = events,
         PlantAckEarlyMs = parse.GetValue(plantOpt) is { } plant ? AckEarlyMs(plant) : 0,
         Tls = tls,
+        Tap = parse.GetValue(tapOpt)!,
+        Netns = parse.GetValue(netnsOpt),
     });
 });
 root.Add(listen);
@@ -77,7 +81,7 @@ var minutesOpt = new Option<double>("--minutes") { Description = "How long to fu
 var seedLogsOpt = new Option<string[]>("--log") { Description = "A recorded log to mutate (repeatable); it must replay faithfully first.", AllowMultipleArgumentsPerToken = false };
 var seedElfsOpt = new Option<string[]>("--elf") { Description = "An ELF program to mutate and load (repeatable).", AllowMultipleArgumentsPerToken = false };
 var rngOpt = new Option<int>("--seed") { Description = "Random seed (the same seed replays the same mutations).", DefaultValueFactory = _ => 1 };
-var fuzz = new Command("fuzz", "Security testing: mutate recorded logs (cuts, appends, removed/duplicated/moved records, bit flips with and without correct checksums and End record, forged records of every kind, memory writes moved outside their buffers) and ELF files for the given time, replay or load each, and report every host exception, hang or forged log accepted as faithful. Exit status 0 when there was no finding, 1 otherwise. Not part of the default test run.")
+var fuzz = new Command("fuzz", "Security testing: mutate recorded logs (cuts, appends, removed/duplicated/moved records, bit flips with and without correct checksums and End record, forged records of every kind, memory writes moved outside their buffers), ELF files (through the loader) and peer hellos (through the backup's handshake checks) for the given time, and report every host exception, hang or forgery accepted. Exit status 0 when there was no finding, 1 otherwise. Not part of the default test run.")
 {
     minutesOpt, seedLogsOpt, seedElfsOpt, rngOpt,
 };

@@ -19,8 +19,8 @@ public sealed class Machine : IDisposable
         Boundary.Attach(Kernel);
     }
 
-    /// <summary>Loads the program (see <see cref="Kernel.Load"/>).</summary>
-    public void Load() => Kernel.Load();
+    /// <summary>Loads the program (see <see cref="Kernel.Load"/>): the one given, already read, or the one the options name.</summary>
+    public void Load(StartProgram? program = null) => Kernel.Load(program);
 
     /// <summary>Runs the loaded program to the end; returns the exit status (128+signal when killed).</summary>
     public int Run()
@@ -36,7 +36,11 @@ public sealed class Machine : IDisposable
 
     public ulong InstructionCount => Kernel.MainThread.Cpu.InstructionCount;
 
-    public void Dispose() { foreach (var p in Kernel.Processes) p.Mem.Dispose(); }
+    public void Dispose()
+    {
+        Kernel.Nic?.Dispose();
+        foreach (var p in Kernel.Processes) p.Mem.Dispose();
+    }
 
     /// <summary>Loads and runs a program, mapping start-up failures to the shell's conventions (127: not found, 126: cannot run).</summary>
     public static int RunProgram(MachineOptions options, IBoundary? boundary = null)

@@ -84,7 +84,9 @@ public sealed class ExecutionLoop
             case GuestFaultException f:
                 c.InstructionCount += (ulong)k;
                 c.Rip = ins.IP;
-                c.PendingFault = new GuestSignalException(Signals.SIGSEGV, f.Message, f.Mapped ? Signals.SEGV_ACCERR : Signals.SEGV_MAPERR, f.Address);
+                c.PendingFault = f.BeyondEndOfFile
+                    ? new GuestSignalException(Signals.SIGBUS, f.Message, Signals.BUS_ADRERR, f.Address)
+                    : new GuestSignalException(Signals.SIGSEGV, f.Message, f.Mapped ? Signals.SEGV_ACCERR : Signals.SEGV_MAPERR, f.Address);
                 return false;
             case GuestSignalException s:
                 c.InstructionCount += (ulong)k + (s.Trap ? 1UL : 0);
@@ -132,8 +134,9 @@ public sealed unsafe class Interpreter : BlockExecutor
 /// <summary>Signal numbers and si_code values the CPU raises (Linux x86-64 values).</summary>
 public static class Signals
 {
-    public const int SIGILL = 4, SIGTRAP = 5, SIGFPE = 8, SIGSEGV = 11;
+    public const int SIGILL = 4, SIGTRAP = 5, SIGBUS = 7, SIGFPE = 8, SIGSEGV = 11;
     public const int SEGV_MAPERR = 1, SEGV_ACCERR = 2;
+    public const int BUS_ADRERR = 2;
     public const int ILL_ILLOPN = 2;
     public const int TRAP_BRKPT = 1;
     /// <summary>si_code of a signal the kernel raises for a CPU exception without a more precise cause.</summary>
