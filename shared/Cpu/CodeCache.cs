@@ -61,7 +61,7 @@ public sealed unsafe class CodeCache
     public readonly int CompileThreshold;
 
     // statistics of the tiers (instructions that ran compiled: all retired minus these interpreted ones)
-    public long BlocksCompiled, CompileTicks, InterpretedInstructions;
+    public long BlocksCompiled, CompileTicks, InterpretedInstructions, CompileFailures;
 
     public CodeCache(GuestMemory mem, ExecutionTier tier = ExecutionTier.Default)
     {
@@ -139,13 +139,23 @@ public sealed unsafe class CodeCache
     }
 
     /// <summary>Compiles b (its compiled code then runs it whenever all of it is to be executed).</summary>
-    public CompiledBlock Compile(Block b)
+    /// <summary>Compiles b; null (and b stays interpreted) when the compiler fails, which is a defect of the
+    /// compiler that must cost speed, never the guest's results or the host process.</summary>
+    public CompiledBlock? Compile(Block b)
     {
         long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
-        var f = b.Compiled = BlockCompiler.Compile(b);
-        CompileTicks += System.Diagnostics.Stopwatch.GetTimestamp() - t0;
-        BlocksCompiled++;
-        return f;
+        try
+        {
+            var f = b.Compiled = BlockCompiler.Compile(b);
+            BlocksCompiled++;
+            return f;
+        }
+        catch (Exception e) when (e is InvalidOperationException or NotSupportedException or ArgumentException or InvalidProgramException)
+        {
+            CompileFailures++;
+            return null;
+        }
+        finally { CompileTicks += System.Diagnostics.Stopwatch.GetTimestamp() - t0; }
     }
 
     bool OnCodeWritten(ulong pn)

@@ -61,6 +61,12 @@ public sealed class ExecutionLoop
                     code.InterpretedInstructions += n;
                 }
             }
+            catch (InvalidProgramException) when (b.Compiled != null)
+            {
+                // the runtime refused the compiled code (before any of it ran): the block stays interpreted
+                b.Compiled = null;
+                code.CompileFailures++;
+            }
             catch (Exception e) when (e is GuestFaultException or GuestSignalException or CodeInvalidatedException || VirtualCpu.IsDefect(e))
             {
                 if (!Retire(c, b, e)) return RunResult.Fault;

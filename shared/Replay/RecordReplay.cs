@@ -470,7 +470,7 @@ public sealed class ReplayBoundary : IBoundary
         RecordsConsumed++;
         // the next asynchronous event may be due before the guest leaves the block it is in: aim the stop at it
         var cpu = _k?.Current?.Cpu;
-        if (cpu != null && rec.Kind is RecordKind.SyscallResult or RecordKind.Rdtsc or RecordKind.Rdrand or RecordKind.Output or RecordKind.NetInput)
+        if (cpu != null && rec.Kind is RecordKind.SyscallResult or RecordKind.FileContent or RecordKind.Rdtsc or RecordKind.Rdrand or RecordKind.Output or RecordKind.NetInput)
             cpu.StopAt = ReplayStop(cpu);
         return rec;
     }

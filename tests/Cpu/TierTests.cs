@@ -183,12 +183,15 @@ public class TierTests
     [InlineData("threads", "glibc", "Compiled", "Interpreter")]
     [InlineData("bench", "musl", "Interpreter", "Compiled")]
     [InlineData("nondet_random", "glibc", "Default", "Compiled")]
+    [InlineData("sha256sum", "busybox", "Default", "Interpreter")] // reads logged by reference between checkpoints
     public void RecordingReplaysFaithfullyInAnotherTier(string name, string libc, string recordTier, string replayTier)
     {
         string log = Path.Combine(Path.GetTempPath(), $"revirt-tier-{Guid.NewGuid():N}.rvlog");
         try
         {
-            var args = new List<string> { "record", "--log", log, "--checkpoint-interval", "100000", "--tier", recordTier, "--", GuestEnv.Guest(name, libc) };
+            var args = new List<string> { "record", "--log", log, "--checkpoint-interval", "100000", "--tier", recordTier, "--" };
+            if (libc == "busybox") args.AddRange(new[] { "/bin/busybox", name, "/bin/busybox" });
+            else args.Add(GuestEnv.Guest(name, libc));
             if (name == "bench") args.Add("1");
             var rec = GuestEnv.Dotnet(GuestEnv.PrimaryDll, args.ToArray());
             Assert.True(rec.ExitCode == 0, rec.Stderr);
