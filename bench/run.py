@@ -139,7 +139,7 @@ def main():
                (' --baseline <earlier primary.dll>' if a.baseline else '') + '`\n')
     out.append('## Native vs qemu-user vs ReVirt (CPU seconds, medians)\n')
     out.append('"interpreter" is `primary run --tier Interpreter`, "default" is `primary run` (interpret, compile blocks that ran '
-               '256 times); blocks compiled, compile time, share of instructions run compiled and peak RSS are of the default tier.\n')
+               '4096 times); blocks compiled, compile time, share of instructions run compiled and peak RSS are of the default tier.\n')
     hdr = ('| workload | native | qemu-user |' + (' ReVirt before |' if has_before else '') +
            ' ReVirt interpreter | ReVirt default | default/qemu | interpreter/qemu |' + (' before/qemu |' if has_before else '') +
            ' default/native | guest instructions | M instr/s interpreter | M instr/s default | blocks compiled | compile ms | run compiled | peak RSS MB |')

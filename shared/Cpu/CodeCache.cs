@@ -31,9 +31,11 @@ public sealed unsafe class Block
 public sealed unsafe class CodeCache
 {
     public const int MaxBlockInstructions = 64;
-    /// <summary>Whole-block executions before the default tier compiles a block: enough that start-up code which
-    /// runs a few times is never compiled (a compilation costs as much as thousands of interpreted blocks).</summary>
-    public const int DefaultCompileThreshold = 256;
+    /// <summary>Whole-block executions before the default tier compiles a block. Compiling one block (IL emission
+    /// and the runtime's JIT) costs 1-3 ms, the time of interpreting a short block some 10,000 times; waiting that
+    /// long keeps start-up loops (memset, ld.so's relocation walk) interpreted, and costs a hot loop that runs
+    /// millions of times at most that 1-3 ms more. (256 compiled 8 blocks of `busybox true` and made it slower.)</summary>
+    public const int DefaultCompileThreshold = 4096;
     const int FastBits = 14;
     readonly Block?[] _fast = new Block?[1 << FastBits];
     readonly Dictionary<ulong, Block> _blocks = new();
