@@ -452,8 +452,13 @@ public sealed class ReplayBoundary : IBoundary
             _k.Options.Diagnostics.Flush();
             _follow.WentLive?.Invoke(report);
         }
-        // re-emit what the old primary may not have released (it can have released it in its last round trip:
-        // then this is a byte-identical repeat)
+        EmitUnreleased(relOut, relErr);
+    }
+
+    /// <summary>Re-emits what the old primary may not have released (it can have released it in its last round trip:
+    /// then this is a byte-identical repeat).</summary>
+    void EmitUnreleased(ulong relOut, ulong relErr)
+    {
         foreach (var (fd, start, bytes) in _unreleased)
         {
             ulong rel = fd == 2 ? relErr : relOut;
@@ -463,6 +468,35 @@ public sealed class ReplayBoundary : IBoundary
             HostWrite(fd, bytes.AsSpan(skip));
         }
         _unreleased.Clear();
+    }
+
+    /// <summary>In follow mode, after the replayed guest ended: output of the log that the primary had not reported
+    /// released (it holds output until this replica acknowledges the log, so it may die with some still held).</summary>
+    public bool HoldsUnreleasedOutput
+    {
+        get
+        {
+            ulong relOut = (ulong)Volatile.Read(ref _relOut), relErr = (ulong)Volatile.Read(ref _relErr);
+            foreach (var (fd, start, bytes) in _unreleased)
+                if (start + (ulong)bytes.Length > (fd == 2 ? relErr : relOut)) return true;
+            return false;
+        }
+    }
+
+    /// <summary>
+    /// The primary was lost after its guest ended but before it reported releasing all output: the guest has nothing
+    /// left to run, so taking over means releasing that output (when this replica wins the arbiter). False when it
+    /// stood down.
+    /// </summary>
+    public bool TakeOverOutput()
+    {
+        ulong relOut = Math.Min((ulong)Volatile.Read(ref _relOut), _logOut), relErr = Math.Min((ulong)Volatile.Read(ref _relErr), _logErr);
+        var pt = new TakeoverPoint(Icount, RecordsConsumed, _logOut, _logErr, relOut, relErr);
+        if (_follow?.TakeOver(pt) != true) return false;
+        _live = true;
+        Takeover = pt;
+        EmitUnreleased(relOut, relErr);
+        return true;
     }
 
     static unsafe void HostWrite(int fd, ReadOnlySpan<byte> data)

@@ -42,7 +42,8 @@ public class MutualTlsTests(ITestOutputHelper output) : IDisposable
         req.CertificateExtensions.Add(new X509BasicConstraintsExtension(false, false, 0, false));
         req.CertificateExtensions.Add(new X509EnhancedKeyUsageExtension(
             [new Oid("1.3.6.1.5.5.7.3.1"), new Oid("1.3.6.1.5.5.7.3.2")], false)); // server and client authentication
-        using var cert = req.Create(ca, DateTimeOffset.UtcNow.AddMinutes(-5), DateTimeOffset.UtcNow.AddDays(1), RandomNumberGenerator.GetBytes(8));
+        // inside the CA's validity (a leaf may not outlive its issuer: computing "now + 1 day" again could)
+        using var cert = req.Create(ca, new DateTimeOffset(ca.NotBefore.ToUniversalTime()).AddMinutes(1), new DateTimeOffset(ca.NotAfter.ToUniversalTime()).AddMinutes(-1), RandomNumberGenerator.GetBytes(8));
         string c = Path.Combine(_dir, name + ".crt"), k = Path.Combine(_dir, name + ".key");
         File.WriteAllText(c, cert.ExportCertificatePem());
         File.WriteAllText(k, key.ExportPkcs8PrivateKeyPem());
