@@ -5,8 +5,8 @@ docs/PERFORMANCE.md.
 
     python3 bench/run.py [--runs N] [--quick] [--baseline OLD/primary.dll] [--only NAME]
 
-Workloads (issue 11): busybox sha256sum 8 MB, gzip 4 MB, bzip2 2 MB, md5sum 16 MB, the bench guest, and
-`busybox true` for start-up. Reports CPU seconds (robust on a loaded machine) and wall seconds, M guest
+Workloads (issue 11): busybox sha256sum 8 MB, gzip 4 MB, bzip2 2 MB, md5sum 16 MB, the bench guest,
+`busybox true` for start-up, and (issue 9) a busybox sh loop of 200 fork+exec+wait of `busybox true`. Reports CPU seconds (robust on a loaded machine) and wall seconds, M guest
 instructions per CPU second, the ratio to qemu-user per row, and record/run and replay/record ratios.
 
 Needs: gcc, musl-gcc, busybox-static, qemu-user (apt-get install -y musl-tools busybox-static qemu-user).
@@ -80,6 +80,8 @@ def main():
         (f'busybox md5sum ({16 // scale} MB)', [bb, 'md5sum', inputs['md5']]),
         (f'bench.musl {10 // scale} (own C: hash loop, matmul, sieve)', [os.path.join(guests, 'bench.musl'), str(10 // scale)]),
         ('busybox true (start-up)', [bb, 'true']),
+        # process trees: a shell loop that forks, execs and waits for a static program 200 times
+        ('busybox sh: 200 x fork+exec+wait of busybox true', [bb, 'sh', '-c', f'i=0; while [ $i -lt 200 ]; do {bb} true; i=$((i + 1)); done']),
     ]
     if a.only:
         workloads = [w for w in workloads if any(o in w[0] for o in a.only)]
