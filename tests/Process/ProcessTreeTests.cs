@@ -54,7 +54,7 @@ public class ProcessTreeTests : IClassFixture<ProcessTreeTests.Applets>
         var vm = GuestEnv.Vm(program, args, cwd: _applets.Dir, env: Env);
         Assert.Equal(native.StdoutText, vm.StdoutText);
         // bash names a child that crashed by its pid ("line 8: 12130 Segmentation fault"): pids are the host's natively
-        static string Pids(string err) => System.Text.RegularExpressions.Regex.Replace(err, @"(line \d+: )\d+ ", "$1PID ");
+        static string Pids(string err) => System.Text.RegularExpressions.Regex.Replace(err, @"(line \d+:) +\d+ ", "$1 PID ");
         Assert.Equal(Pids(native.Stderr), Pids(vm.Stderr));
         Assert.Equal(native.ExitCode, vm.ExitCode);
     }
