@@ -1,5 +1,5 @@
 using ReVirt.Memory;
-using CpuT = ReVirt.Cpu.Cpu;
+using CpuT = ReVirt.Cpu.VirtualCpu;
 
 namespace ReVirt.Linux;
 

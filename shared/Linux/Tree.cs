@@ -1,6 +1,6 @@
 using System.Buffers.Binary;
 using ReVirt.Cpu;
-using CpuT = ReVirt.Cpu.Cpu;
+using CpuT = ReVirt.Cpu.VirtualCpu;
 
 namespace ReVirt.Linux;
 

@@ -3,7 +3,7 @@ using System.Text;
 using ReVirt.Abi;
 using ReVirt.Linux;
 using ReVirt.Log;
-using CpuT = ReVirt.Cpu.Cpu;
+using CpuT = ReVirt.Cpu.VirtualCpu;
 
 namespace ReVirt.Replay;
 

@@ -1,7 +1,7 @@
 using ReVirt.Abi;
 using ReVirt.Linux;
 using ReVirt.Memory;
-using CpuT = ReVirt.Cpu.Cpu;
+using CpuT = ReVirt.Cpu.VirtualCpu;
 
 namespace ReVirt.Replay;
 

@@ -2,7 +2,7 @@ using System.Buffers.Binary;
 using System.Text;
 using ReVirt.Abi;
 using ReVirt.Memory;
-using CpuT = ReVirt.Cpu.Cpu;
+using CpuT = ReVirt.Cpu.VirtualCpu;
 
 namespace ReVirt.Linux;
 

@@ -1,7 +1,7 @@
 using System.Buffers.Binary;
 using System.Text;
 using ReVirt.Abi;
-using CpuT = ReVirt.Cpu.Cpu;
+using CpuT = ReVirt.Cpu.VirtualCpu;
 
 namespace ReVirt.Linux;
 
