@@ -5,11 +5,12 @@ docs/PERFORMANCE.md.
 
     python3 bench/run.py [--runs N] [--quick] [--baseline OLD/primary.dll] [--only NAME]
 
-Workloads (issue 11): busybox sha256sum 8 MB, gzip 4 MB, bzip2 2 MB, md5sum 16 MB, the bench guest, and
-`busybox true` for start-up. ReVirt runs in its default tier (interpret, compile hot blocks) and forced to the
-interpreter (`--tier Interpreter`). Reports CPU seconds (robust on a loaded machine) and wall seconds, M guest
-instructions per CPU second, blocks compiled, compile time, the share of instructions run compiled, peak host
-memory, the ratio to qemu-user per row, and record/run and replay/record ratios.
+Workloads (issue 11): busybox sha256sum 8 MB, gzip 4 MB, bzip2 2 MB, md5sum 16 MB, the bench guest,
+`busybox true` for start-up, and (issue 9) a busybox sh loop of 200 fork+exec+wait of `busybox true`. ReVirt runs
+in its default tier (interpret, compile hot blocks) and forced to the interpreter (`--tier Interpreter`). Reports
+CPU seconds (robust on a loaded machine) and wall seconds, M guest instructions per CPU second, blocks compiled,
+compile time, the share of instructions run compiled, peak host memory, the ratio to qemu-user per row, and
+record/run and replay/record ratios.
 
 Needs: gcc, musl-gcc, busybox-static, qemu-user (apt-get install -y musl-tools busybox-static qemu-user).
 """
@@ -85,6 +86,8 @@ def main():
         (f'busybox md5sum ({16 // scale} MB)', [bb, 'md5sum', inputs['md5']]),
         (f'bench.musl {10 // scale} (own C: hash loop, matmul, sieve)', [os.path.join(guests, 'bench.musl'), str(10 // scale)]),
         ('busybox true (start-up)', [bb, 'true']),
+        # process trees: a shell loop that forks, execs and waits for a static program 200 times
+        ('busybox sh: 200 x fork+exec+wait of busybox true', [bb, 'sh', '-c', f'i=0; while [ $i -lt 200 ]; do {bb} true; i=$((i + 1)); done']),
     ]
     if a.only:
         workloads = [w for w in workloads if any(o in w[0] for o in a.only)]

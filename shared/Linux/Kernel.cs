@@ -110,6 +110,8 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles
     {
         while (!HostEventsPending)
         {
+            // a thread became runnable meanwhile (a backup that just went live renews its host waits): run it
+            if (_runnable > 0) return true;
             if (!MayBeWoken()) return false;
             _posted.Wait(TimeSpan.FromMilliseconds(500));
         }
