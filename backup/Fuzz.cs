@@ -1,9 +1,12 @@
 using System.Diagnostics;
+using Google.Protobuf;
 using ReVirt.Abi;
 using ReVirt.Linux;
 using ReVirt.Log;
 using ReVirt.Memory;
+using ReVirt.Protocol;
 using ReVirt.Replay;
+using ReVirt.Replication;
 
 namespace ReVirt.Backup;
 
@@ -118,36 +121,76 @@ public sealed class LogFuzzer(Random rng, TextWriter output)
     public long LongRunning;
 
     /// <summary>
-    /// Runs one case on its own thread; false when it hung (the caller must stop the process). A forged log can
+    /// Runs one case on the worker thread; false when it hung (the caller must stop the process). A forged log can
     /// make its guest compute for as long as the program could (a signal placed far ahead of a spinning guest): a
     /// replay whose guest keeps executing instructions is not hung; after <see cref="LongRun"/> it is stopped and
     /// counted. A case that makes no progress for <see cref="CaseTimeout"/> is a hang.
     /// </summary>
     bool RunCase(string what, Action<Action<Machine>> body)
     {
-        Exception? thrown = null;
         Machine? machine = null;
-        var t = new Thread(() => { try { body(m => machine = m); } catch (Exception e) { thrown = e; } }, 256 << 20) { IsBackground = true };
         var sw = Stopwatch.StartNew();
-        t.Start();
+        _worker.Start(() => body(m => Volatile.Write(ref machine, m)));
         ulong last = ulong.MaxValue;
         var lastProgress = Stopwatch.StartNew();
         bool stopped = false;
-        while (!t.Join(TimeSpan.FromSeconds(2)))
+        Exception? thrown;
+        while (!_worker.Wait(TimeSpan.FromSeconds(2), out thrown))
         {
-            ulong now = machine?.Kernel.Current?.Cpu.InstructionCount ?? 0;
+            var m = Volatile.Read(ref machine);
+            ulong now = m?.Kernel.Current?.Cpu.InstructionCount ?? 0;
             if (now != last) { last = now; lastProgress.Restart(); }
-            if (!stopped && machine != null && sw.Elapsed > LongRun && lastProgress.Elapsed < TimeSpan.FromSeconds(5))
+            if (!stopped && m != null && sw.Elapsed > LongRun && lastProgress.Elapsed < TimeSpan.FromSeconds(5))
             {
                 stopped = true;
                 Interlocked.Increment(ref LongRunning);
-                machine.Kernel.Exited = true;
-                if (machine.Kernel.Current is { } cur) cur.Cpu.StopAt = 0;
+                m.Kernel.Exited = true;
+                if (m.Kernel.Current is { } cur) cur.Cpu.StopAt = 0;
             }
             if (lastProgress.Elapsed > CaseTimeout) { Finding($"hang: {what} made no progress for {CaseTimeout.TotalSeconds:F0} s"); return false; }
         }
         if (thrown != null) Finding($"host exception: {what}: {thrown.GetType().Name}: {thrown.Message}\n{thrown.StackTrace}");
         return true;
+    }
+
+    readonly CaseWorker _worker = new();
+
+    /// <summary>
+    /// One long-lived thread that runs the cases one after another: a guest may recurse deeply, so the thread has a
+    /// large stack, and it is made once (a thread per case made the process run out of memory within minutes).
+    /// </summary>
+    sealed class CaseWorker
+    {
+        const int StackBytes = 256 << 20;
+        readonly SemaphoreSlim _go = new(0), _done = new(0);
+        Action? _case;
+        Exception? _thrown;
+
+        public CaseWorker() => new Thread(Loop, StackBytes) { IsBackground = true, Name = "fuzz case" }.Start();
+
+        void Loop()
+        {
+            while (true)
+            {
+                _go.Wait();
+                _thrown = null;
+                try { _case!(); }
+                catch (Exception e) { _thrown = e; }
+                _case = null;
+                _done.Release();
+            }
+        }
+
+        public void Start(Action c) { _case = c; _go.Release(); }
+
+        /// <summary>True when the case finished within `timeout` (then `thrown` is what it threw, if anything).</summary>
+        public bool Wait(TimeSpan timeout, out Exception? thrown)
+        {
+            thrown = null;
+            if (!_done.Wait(timeout)) return false;
+            thrown = _thrown;
+            return true;
+        }
     }
 
     static readonly TimeSpan LongRun = TimeSpan.FromSeconds(30);
@@ -206,6 +249,78 @@ public sealed class LogFuzzer(Random rng, TextWriter output)
         });
     }
 
+    /// <summary>
+    /// A peer's hello, as a backup receives it: the serialised message mutated (bytes, or its log header forged with
+    /// correct structure), then what the backup does with it before the proof (parse, version check, proof check)
+    /// and, as if the peer held the secret, after it (header decode, program lookup and hash, root checks).
+    /// Refusals are outcomes; only an exception, a hang or an accepted mismatched program is a finding.
+    /// </summary>
+    public bool HelloCase(byte[] seedLog, string seedName)
+    {
+        var header = LogImage.Parse(seedLog).Header;
+        var original = LogHeader.Decode(header, out int _);
+        var secret = RandomBytes(32);
+        var hello = new Hello
+        {
+            ProtocolVersion = ReplicationProtocol.Version,
+            LogHeader = ByteString.CopyFrom(header),
+            ClientNonce = ByteString.CopyFrom(RandomBytes(32)),
+            PrimaryId = "fuzz",
+            Root = new RootIdentity { HostId = "elsewhere", Path = "/" },
+        };
+        byte[] wire = hello.ToByteArray();
+        string kind;
+        switch (rng.Next(4))
+        {
+            case 0: kind = "truncate"; wire = wire[..rng.Next(wire.Length)]; break;
+            case 1: kind = "flip"; for (int k = rng.Next(1, 8); k > 0; k--) wire[rng.Next(wire.Length)] ^= (byte)(1 << rng.Next(8)); break;
+            case 2: // the log header's bytes flipped inside a well-formed message
+                {
+                    kind = "header-flip";
+                    var h = (byte[])header.Clone();
+                    for (int k = rng.Next(1, 4); k > 0; k--) h[rng.Next(h.Length)] ^= (byte)(1 << rng.Next(8));
+                    hello.LogHeader = ByteString.CopyFrom(h);
+                    wire = hello.ToByteArray();
+                    break;
+                }
+            default: // a well-formed header naming another program, argv or root
+                {
+                    kind = "header-forged";
+                    var lh = LogHeader.Decode(header, out _);
+                    string[] programs = ["/dev/zero", "/dev/null", "/proc/self/mem", "/usr", "/", "", "/nonexistent", "../../etc/passwd", new string('a', 5000), "/bin/sh"];
+                    switch (rng.Next(4))
+                    {
+                        case 0: lh.Argv = [programs[rng.Next(programs.Length)], .. lh.Argv.Skip(1)]; break;
+                        case 1: lh.RootDirectory = programs[rng.Next(programs.Length)]; break;
+                        case 2: lh.Argv = []; break;
+                        default: lh.ProgramHash = RandomBytes(32); break;
+                    }
+                    hello.LogHeader = ByteString.CopyFrom(lh.Encode());
+                    wire = hello.ToByteArray();
+                    break;
+                }
+        }
+        Cases++;
+        Count(ByMutation, "hello-" + kind);
+        return RunCase($"hello from log {seedName} mutation {kind}", _ =>
+        {
+            Hello got;
+            try { got = Hello.Parser.ParseFrom(wire); }
+            catch (InvalidProtocolBufferException) { lock (ByVerdict) Count(ByVerdict, "hello unparsable"); return; }
+            if (BackupSession.CheckBeforeAuth(got) != null) { lock (ByVerdict) Count(ByVerdict, "hello refused before auth"); return; }
+            var nonce = ReplicationProtocol.Nonce();
+            if (!ReplicationProtocol.ProofMatches(secret, got, nonce, ReplicationProtocol.Proof(secret, got, nonce)))
+            { Finding($"hello {kind}: a correct proof was not accepted"); return; }
+            var session = new BackupSession(new ListenSettings { Listen = new Uri("http://127.0.0.1:1"), SharedStorage = false }, TextWriter.Null);
+            string? reason = session.Check(got, out var lh);
+            lock (ByVerdict) Count(ByVerdict, reason == null ? "hello accepted" : "hello refused after auth");
+            if (reason == null && lh != null && !lh.ProgramHash.AsSpan().SequenceEqual(original.ProgramHash) && lh.Argv[0] == original.Argv[0] && lh.RootDirectory == original.RootDirectory)
+                Finding($"accepted forgery: hello {kind} with another program hash was accepted");
+        });
+    }
+
+    static long Megabytes(long bytes) => bytes >> 20;
+
     /// <summary>Fuzzes until the deadline; returns the process exit status (0: no finding).</summary>
     public static int Run(TimeSpan duration, IReadOnlyList<string> logs, IReadOnlyList<string> elfs, int seed, TextWriter output)
     {
@@ -228,15 +343,28 @@ public sealed class LogFuzzer(Random rng, TextWriter output)
         {
             for (long n = 0; sw.Elapsed < duration; n++)
             {
-                bool ok = (n % 4 == 3 || seeds.Count == 0) && elfSeeds.Count > 0
-                    ? fz.ElfCase(elfSeeds[(int)(n % elfSeeds.Count)].Bytes, elfSeeds[(int)(n % elfSeeds.Count)].Name)
-                    : fz.LogCase(seeds[(int)(n % seeds.Count)].Bytes, seeds[(int)(n % seeds.Count)].Name);
+                // three log cases, one ELF case, one hello case in every five (the hellos come from the log seeds)
+                var (name, bytes) = seeds.Count > 0 ? seeds[(int)(n % seeds.Count)] : default;
+                bool ok = (n % 5) switch
+                {
+                    3 when elfSeeds.Count > 0 => fz.ElfCase(elfSeeds[(int)(n % elfSeeds.Count)].Bytes, elfSeeds[(int)(n % elfSeeds.Count)].Name),
+                    4 when seeds.Count > 0 => fz.HelloCase(bytes, name),
+                    _ when seeds.Count > 0 => fz.LogCase(bytes, name),
+                    _ => fz.ElfCase(elfSeeds[(int)(n % elfSeeds.Count)].Bytes, elfSeeds[(int)(n % elfSeeds.Count)].Name),
+                };
                 if (!ok) break;
-                if (sw.Elapsed - lastReport > TimeSpan.FromMinutes(1)) { lastReport = sw.Elapsed; output.WriteLine($"backup: fuzz: {sw.Elapsed.TotalMinutes:F1} min, {fz.Cases} cases, {fz.Findings} findings"); output.Flush(); }
+                if (sw.Elapsed - lastReport > TimeSpan.FromMinutes(1))
+                {
+                    lastReport = sw.Elapsed;
+                    output.WriteLine($"backup: fuzz: {sw.Elapsed.TotalMinutes:F1} min, {fz.Cases} cases, {fz.Findings} findings, {Megabytes(Environment.WorkingSet)} MiB resident");
+                    output.Flush();
+                }
             }
         }
         finally { Console.SetError(quiet); }
         output.WriteLine($"backup: fuzz: {fz.Cases} cases in {sw.Elapsed.TotalMinutes:F1} min (seed {seed}), {fz.Findings} findings; {fz.AlternativeInputs} mutated inputs replayed as another faithful run; {fz.LongRunning} replays whose guest was still computing after {LongRun.TotalSeconds:F0} s stopped");
+        using (var self = System.Diagnostics.Process.GetCurrentProcess())
+            output.WriteLine($"  memory:    {Megabytes(Environment.WorkingSet)} MiB resident at the end, peak {Megabytes(self.PeakWorkingSet64)} MiB");
         output.WriteLine("  mutations: " + string.Join(", ", fz.ByMutation.OrderBy(k => k.Key).Select(k => $"{k.Key} {k.Value}")));
         output.WriteLine("  outcomes:  " + string.Join(", ", fz.ByVerdict.OrderBy(k => k.Key).Select(k => $"{k.Key} {k.Value}")));
         return fz.Findings == 0 ? 0 : 1;

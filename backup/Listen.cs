@@ -164,21 +164,14 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         if (CheckBeforeAuth(h) is { } early) return early;
         try { header = LogHeader.Decode(h.LogHeader.Span, out _); }
         catch (LogFormatException e) { return $"bad log header: {e.Message}"; }
-        if (header.Argv.Length == 0) return "bad log header: no program";
-        var opts = Recording.OptionsFrom(header, s.Root);
+        MachineOptions opts;
+        try { opts = Recording.OptionsFrom(header, s.Root); }
+        catch (LogFormatException e) { return $"bad log header: {e.Message}"; }
         if (!s.SharedStorage && RootIdentities.Same(h.Root, RootIdentities.Of(opts.Root)))
             return $"shared root: the primary's guest root and this backup's ({Path.GetFullPath(opts.Root)}) are the same directory on the same machine, " +
                    "so both would apply the guest's file writes to the same files. Fix: give the backup its own copy of the root (backup listen --root DIR, " +
                    "a copy of the primary's --root), or, if the two replicas share storage on purpose, pass --shared-storage to backup listen";
-        string host;
-        try { host = Kernel.ResolveProgram(opts).HostPath; }
-        catch (ElfLoadException e) { return $"the program is missing on the backup: {e.Message}"; }
-        try
-        {
-            if (!header.ProgramMatches(host))
-                return $"program mismatch: {host} on the backup is not the program the primary runs (sha256 {Convert.ToHexStringLower(header.ProgramHash)})";
-        }
-        catch (IOException e) { return $"the program cannot be read on the backup: {e.Message}"; }
+        if (Recording.RecordedProgram(header, opts, out var why) is null) return $"program: {why}";
         byte[] mine;
         try { mine = RootDigest.Compute(opts.Root); }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return $"the guest root {opts.Root} cannot be read on the backup: {e.Message}"; }
@@ -289,8 +282,10 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
                 TakeOver = TakeOver,
                 WentLive = report => { foreach (var line in report) s.Events.Emit(ReplicaEvent.TakeoverDescriptor, ("detail", line)); },
             });
+            // the program is read again for loading and must still be the one the hello's hash named
+            var program = Recording.RecordedProgram(header, opts, out var why) ?? throw new ElfLoadException($"program: {why}");
             using var m = new Machine(opts, _boundary);
-            m.Load();
+            m.Load(program);
             int status = m.Run();
             if (_boundary.Live)
                 log.WriteLine($"backup: guest exited with status {status} after {m.InstructionCount} instructions (live since instruction {_boundary.Takeover!.Value.Instruction})");

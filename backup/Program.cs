@@ -20,11 +20,16 @@ root.Add(dump);
 var logOpt = new Option<FileInfo>("--log") { Description = "The event log to replay.", Required = true };
 var showOpt = new Option<bool>("--show-output") { Description = "Print the guest's stdout and stderr exactly as the recorded run produced them." };
 var rootOpt = new Option<string?>("--root") { Description = "Guest root directory (default: the one recorded in the log)." };
+var tierOpt = new Option<ReVirt.Cpu.ExecutionTier>("--tier")
+{
+    Description = "Which executor runs guest code: Default (interpret, compile hot blocks), Interpreter, or Compiled (every block). The results are the same in every tier.",
+    DefaultValueFactory = _ => ReVirt.Cpu.ExecutionTier.Default,
+};
 var replay = new Command("replay", "Re-execute a recording without touching the outside world, verifying every record against what the guest does: checkpoints, output bytes and digests, where each syscall wrote, the exit status and the log's End record. Exit status 0 when the replay matched a complete recording (faithful); 3 when it matched but the recording ended early (no End record: a crashed recorder or a cut log; the message names the last record); 1 and a message naming the first divergence; 2 when the log is refused (corrupt, forged or appended-to record, other format version, other program).")
 {
-    logOpt, showOpt, rootOpt,
+    logOpt, showOpt, rootOpt, tierOpt,
 };
-replay.SetAction(parse => Replay(parse.GetValue(logOpt)!, parse.GetValue(showOpt), parse.GetValue(rootOpt)));
+replay.SetAction(parse => Replay(parse.GetValue(logOpt)!, parse.GetValue(showOpt), parse.GetValue(rootOpt), parse.GetValue(tierOpt)));
 root.Add(replay);
 var listenOpt = new Option<string>("--listen") { Description = "Where to serve the replication endpoint (HTTP/2), e.g. http://127.0.0.1:7000 (port 0: any free port, printed on stderr).", DefaultValueFactory = _ => "http://127.0.0.1:7000" };
 var lrootOpt = new Option<string?>("--root") { Description = "This replica's own copy of the guest root (default: the primary's recorded root). Checked against the primary's at the handshake." };
@@ -76,7 +81,7 @@ var minutesOpt = new Option<double>("--minutes") { Description = "How long to fu
 var seedLogsOpt = new Option<string[]>("--log") { Description = "A recorded log to mutate (repeatable); it must replay faithfully first.", AllowMultipleArgumentsPerToken = false };
 var seedElfsOpt = new Option<string[]>("--elf") { Description = "An ELF program to mutate and load (repeatable).", AllowMultipleArgumentsPerToken = false };
 var rngOpt = new Option<int>("--seed") { Description = "Random seed (the same seed replays the same mutations).", DefaultValueFactory = _ => 1 };
-var fuzz = new Command("fuzz", "Security testing: mutate recorded logs (cuts, appends, removed/duplicated/moved records, bit flips with and without correct checksums and End record, forged records of every kind, memory writes moved outside their buffers) and ELF files for the given time, replay or load each, and report every host exception, hang or forged log accepted as faithful. Exit status 0 when there was no finding, 1 otherwise. Not part of the default test run.")
+var fuzz = new Command("fuzz", "Security testing: mutate recorded logs (cuts, appends, removed/duplicated/moved records, bit flips with and without correct checksums and End record, forged records of every kind, memory writes moved outside their buffers), ELF files (through the loader) and peer hellos (through the backup's handshake checks) for the given time, and report every host exception, hang or forgery accepted. Exit status 0 when there was no finding, 1 otherwise. Not part of the default test run.")
 {
     minutesOpt, seedLogsOpt, seedElfsOpt, rngOpt,
 };
@@ -84,7 +89,7 @@ fuzz.SetAction(parse => ReVirt.Backup.LogFuzzer.Run(TimeSpan.FromMinutes(parse.G
 root.Add(fuzz);
 return root.Parse(args).Invoke();
 
-static int Replay(FileInfo log, bool show, string? rootOverride)
+static int Replay(FileInfo log, bool show, string? rootOverride, ReVirt.Cpu.ExecutionTier tier)
 {
     if (!log.Exists) { Console.Error.WriteLine($"backup: {log.FullName}: no such file"); return (int)ReplayVerdictKind.Refused; }
     LogReader reader;
@@ -101,7 +106,7 @@ static int Replay(FileInfo log, bool show, string? rootOverride)
                 progress = new Timer(_ =>
                     Console.Error.Write($"\rbackup: replaying: instruction {m.Kernel.Current?.Cpu.InstructionCount ?? 0:N0}, record #{boundary.RecordsConsumed:N0}, {boundary.CheckpointsVerified} checkpoints verified   "),
                     null, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(1));
-        });
+        }, tier);
         if (progress != null) { progress.Dispose(); Console.Error.WriteLine(); }
         Console.Out.Flush();
         string prefix = v.Kind == ReplayVerdictKind.Refused ? "refused: " : "";

@@ -44,15 +44,21 @@ var statsOpt = new Option<bool>("--stats")
     Description = "Print instruction counts and timing to stderr when the guest ends.",
 };
 
+var tierOpt = new Option<ReVirt.Cpu.ExecutionTier>("--tier")
+{
+    Description = "Which executor runs guest code: Default (interpret, compile hot blocks), Interpreter, or Compiled (every block). The results are the same in every tier.",
+    DefaultValueFactory = _ => ReVirt.Cpu.ExecutionTier.Default,
+};
+
 var run = new Command("run", "Run an x86-64 Linux program (and the processes it starts) in the ReVirt virtual machine. The guest's stdin, stdout and stderr are this process's; the exit status is the guest's (128+signal when a signal ended it).")
 {
-    rootOpt, cwdOpt, netOpt, ipOpt, macOpt, tapOpt, netnsOpt, statsOpt, program,
+    rootOpt, cwdOpt, netOpt, ipOpt, macOpt, tapOpt, netnsOpt, statsOpt, tierOpt, program,
 };
 run.SetAction(parse => Guest(parse, null));
 
 var recordCmd = new Command("record", "Run like `run` and record every nondeterministic input to an event log that `backup replay --log FILE` re-executes instruction for instruction.")
 {
-    logOpt, intervalOpt, rootOpt, cwdOpt, netOpt, ipOpt, macOpt, tapOpt, netnsOpt, statsOpt, program,
+    logOpt, intervalOpt, rootOpt, cwdOpt, netOpt, ipOpt, macOpt, tapOpt, netnsOpt, statsOpt, tierOpt, program,
 };
 recordCmd.SetAction(parse => Guest(parse, parse.GetValue(logOpt)));
 
@@ -73,7 +79,7 @@ plantOpt.AcceptOnlyFromAmong("gate-early", "ignore-arbiter");
 var protoOpt = new Option<uint>("--protocol-version") { Description = "Testing: announce another protocol version.", Hidden = true, DefaultValueFactory = _ => ReVirt.Replication.ReplicationProtocol.Version };
 var protect = new Command("protect", "Run like `record`, streaming the event log to a backup (`backup listen`) that replays it in lockstep and takes over if this primary dies. Output leaves the VM only once the backup holds the log up to the point where it was produced.")
 {
-    backupOpt, tokenOpt, certOpt, keyOpt, caOpt, arbiterOpt, hbOpt, timeoutOpt, lagRecOpt, lagBytesOpt, eventsOpt, plantOpt, protoOpt, intervalOpt, rootOpt, cwdOpt, netOpt, ipOpt, macOpt, tapOpt, netnsOpt, statsOpt, program,
+    backupOpt, tokenOpt, certOpt, keyOpt, caOpt, arbiterOpt, hbOpt, timeoutOpt, lagRecOpt, lagBytesOpt, eventsOpt, plantOpt, protoOpt, intervalOpt, rootOpt, cwdOpt, netOpt, ipOpt, macOpt, tapOpt, netnsOpt, statsOpt, tierOpt, program,
 };
 protect.SetAction(parse =>
 {
@@ -128,18 +134,18 @@ int Guest(ParseResult parse, FileInfo? log)
     if (log == null)
     {
         using var m = new Machine(opts);
-        status = LoadAndRun(m, opts, out icount);
+        status = LoadAndRun(m, opts, null, out icount, parse.GetValue(statsOpt));
     }
     else
     {
-        byte[] image;
-        try { var (gp, hp) = Kernel.ResolveProgram(opts); image = ProgramFile.ReadAll(hp, gp); }
+        StartProgram program;
+        try { program = Kernel.ResolveProgram(opts); }
         catch (ElfLoadException e) { Console.Error.WriteLine($"primary: {e.Message}"); return e.ExitStatus; }
-        var header = Recording.Header(opts, image, parse.GetValue(intervalOpt));
+        var header = Recording.Header(opts, program.Image, parse.GetValue(intervalOpt));
         using var writer = LogWriter.Create(log.FullName, header);
         var boundary = new RecordingBoundary(writer, header.CheckpointInterval);
         using var m = new Machine(opts, boundary);
-        status = LoadAndRun(m, opts, out icount);
+        status = LoadAndRun(m, opts, program, out icount, parse.GetValue(statsOpt)); // the very bytes the header's hash is of
         writer.Flush();
         if (parse.GetValue(statsOpt))
             Console.Error.WriteLine($"primary: log {log.FullName}: {boundary.Records} records, {boundary.LogBytes} bytes");
@@ -183,6 +189,7 @@ MachineOptions? MakeOptions(ParseResult parse)
         Args = argv[1..],
         Cwd = parse.GetValue(cwdOpt) ?? (full == "/" ? Environment.CurrentDirectory : "/"),
         Net = net,
+        Tier = parse.GetValue(tierOpt),
     };
 }
 
@@ -208,10 +215,10 @@ static string[] BuiltInDemo(string root)
     return new[] { guest, "5" };
 }
 
-static int LoadAndRun(Machine m, MachineOptions opts, out ulong icount)
+static int LoadAndRun(Machine m, MachineOptions opts, StartProgram? program, out ulong icount, bool stats)
 {
     icount = 0;
-    try { m.Load(); }
+    try { m.Load(program); }
     catch (ElfLoadException e)
     {
         Console.Error.WriteLine($"primary: {e.Message}");
@@ -219,5 +226,11 @@ static int LoadAndRun(Machine m, MachineOptions opts, out ulong icount)
     }
     int status = m.Run();
     icount = m.InstructionCount;
+    if (stats)
+    {
+        var code = m.Kernel.Init.Code;
+        Console.Error.WriteLine($"primary: tier {opts.Tier}: {code.BlocksCompiled} blocks compiled in {code.CompileTicks * 1000.0 / System.Diagnostics.Stopwatch.Frequency:F0} ms, "
+            + $"{code.CompiledInstructions} of {icount} instructions run compiled ({100.0 * code.CompiledInstructions / Math.Max(1UL, icount):F1} %)");
+    }
     return status;
 }

@@ -53,10 +53,10 @@ sealed class ProtectService(ProtectSettings settings, MachineOptions opts, ulong
 
     async Task<int> RunAsync()
     {
-        byte[] image;
-        try { var (gp, hp) = Kernel.ResolveProgram(opts); image = ProgramFile.ReadAll(hp, gp); }
+        StartProgram program;
+        try { program = Kernel.ResolveProgram(opts); }
         catch (ElfLoadException e) { Log.WriteLine($"primary: {e.Message}"); return e.ExitStatus; }
-        var header = Recording.Header(opts, image, checkpointInterval);
+        var header = Recording.Header(opts, program.Image, checkpointInterval);
         var encoded = header.Encode();
         var client = new ReplicationClient(settings, Log);
         try { await client.ConnectAsync(encoded); }
@@ -85,7 +85,7 @@ sealed class ProtectService(ProtectSettings settings, MachineOptions opts, ulong
             try
             {
                 using var m = new Machine(opts, boundary);
-                m.Load();
+                m.Load(program); // the very bytes the header's hash is of
                 status = m.Run();
                 icount = m.InstructionCount;
             }

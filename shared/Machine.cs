@@ -19,8 +19,8 @@ public sealed class Machine : IDisposable
         Boundary.Attach(Kernel);
     }
 
-    /// <summary>Loads the program (see <see cref="Kernel.Load"/>).</summary>
-    public void Load() => Kernel.Load();
+    /// <summary>Loads the program (see <see cref="Kernel.Load"/>): the one given, already read, or the one the options name.</summary>
+    public void Load(StartProgram? program = null) => Kernel.Load(program);
 
     /// <summary>Runs the loaded program to the end; returns the exit status (128+signal when killed).</summary>
     public int Run()

@@ -6,6 +6,9 @@
 //                          write() until EPIPE with a SIGPIPE handler installed; prints what happened.
 //   netecho local          no network: socketpair (stream and datagram), an abstract AF_UNIX listener,
 //                          eventfd, poll and epoll. Deterministic, comparable with a native run.
+//   netecho unixpath DIR   AF_UNIX sockets bound to path names in DIR (relative and absolute names, stream and
+//                          datagram): getsockname/getpeername/accept/recvfrom show the names as given, a name
+//                          already taken is EADDRINUSE, a missing one ENOENT. Comparable with a native run.
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -22,6 +25,7 @@
 #include <sys/eventfd.h>
 #include <sys/select.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -229,12 +233,89 @@ static int local_test(void)
     return 0;
 }
 
+static void show_name(const char *what, struct sockaddr_un *a, socklen_t l)
+{
+    if (l <= offsetof(struct sockaddr_un, sun_path)) { printf("%s: unnamed (len %u)\n", what, (unsigned)l); return; }
+    printf("%s: \"%s\" (len %u)\n", what, a->sun_path, (unsigned)l);
+}
+
+static socklen_t unix_name(struct sockaddr_un *a, const char *path)
+{
+    memset(a, 0, sizeof *a);
+    a->sun_family = AF_UNIX;
+    snprintf(a->sun_path, sizeof a->sun_path, "%s", path);
+    return (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(a->sun_path) + 1);
+}
+
+static int unixpath_test(const char *dir)
+{
+    char buf[256], abs[200];
+    struct sockaddr_un a, got;
+    socklen_t al, gl;
+    if (chdir(dir) != 0) die("chdir");
+    mkdir("sub", 0755);
+    unlink("srv.sock"); unlink("sub/dg.sock"); unlink("cli.sock");
+    /* a stream listener under a relative name */
+    int l = socket(AF_UNIX, SOCK_STREAM, 0);
+    al = unix_name(&a, "srv.sock");
+    if (bind(l, (struct sockaddr *)&a, al) != 0) die("bind srv.sock");
+    if (listen(l, 4) != 0) die("listen");
+    gl = sizeof got; getsockname(l, (struct sockaddr *)&got, &gl); show_name("listener", &got, gl);
+    int again = socket(AF_UNIX, SOCK_STREAM, 0);
+    int r = bind(again, (struct sockaddr *)&a, al);
+    printf("bind taken name: %d %s\n", r, errno == EADDRINUSE ? "EADDRINUSE" : strerror(errno));
+    close(again);
+    /* a client bound to its own name connects by the relative name, and through "./sub/.." */
+    int c = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un cn;
+    socklen_t cl = unix_name(&cn, "cli.sock");
+    if (bind(c, (struct sockaddr *)&cn, cl) != 0) die("bind cli.sock");
+    al = unix_name(&a, "./sub/../srv.sock");
+    if (connect(c, (struct sockaddr *)&a, al) != 0) die("connect");
+    gl = sizeof got;
+    int s = accept(l, (struct sockaddr *)&got, &gl);
+    if (s < 0) die("accept");
+    show_name("accepted peer", &got, gl);
+    gl = sizeof got; getpeername(c, (struct sockaddr *)&got, &gl); show_name("client's peer", &got, gl);
+    gl = sizeof got; getsockname(c, (struct sockaddr *)&got, &gl); show_name("client", &got, gl);
+    send(c, "over a path", 11, 0);
+    ssize_t n = recv(s, buf, sizeof buf, 0);
+    printf("stream: %.*s\n", (int)n, buf);
+    close(s); close(c);
+    /* a datagram socket under an absolute name in a subdirectory, reached with sendto */
+    if (!getcwd(abs, sizeof abs - 20)) die("getcwd");
+    strcat(abs, strcmp(abs, "/") == 0 ? "sub/dg.sock" : "/sub/dg.sock");
+    int d = socket(AF_UNIX, SOCK_DGRAM, 0);
+    al = unix_name(&a, abs);
+    if (bind(d, (struct sockaddr *)&a, al) != 0) die("bind dg.sock");
+    gl = sizeof got; getsockname(d, (struct sockaddr *)&got, &gl);
+    printf("datagram name as given: %s\n", gl == al && strcmp(got.sun_path, abs) == 0 ? "yes" : "no");
+    int ds = socket(AF_UNIX, SOCK_DGRAM, 0);
+    al = unix_name(&a, "sub/dg.sock");
+    if (sendto(ds, "datagram", 8, 0, (struct sockaddr *)&a, al) != 8) die("sendto");
+    gl = sizeof got;
+    n = recvfrom(d, buf, sizeof buf, 0, (struct sockaddr *)&got, &gl);
+    printf("datagram: %.*s\n", (int)n, buf);
+    show_name("unbound sender", &got, gl);
+    al = unix_name(&a, "missing.sock");
+    r = connect(socket(AF_UNIX, SOCK_STREAM, 0), (struct sockaddr *)&a, al);
+    printf("connect missing: %d %s\n", r, errno == ENOENT ? "ENOENT" : strerror(errno));
+    al = unix_name(&a, "sub");
+    r = connect(socket(AF_UNIX, SOCK_STREAM, 0), (struct sockaddr *)&a, al);
+    printf("connect directory: %d %s\n", r, errno == ECONNREFUSED ? "ECONNREFUSED" : strerror(errno));
+    close(d); close(ds); close(l);
+    unlink("srv.sock"); unlink("sub/dg.sock"); unlink("cli.sock"); rmdir("sub");
+    printf("done\n");
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (argc >= 2 && strcmp(argv[1], "local") == 0) return local_test();
+    if (argc >= 3 && strcmp(argv[1], "unixpath") == 0) return unixpath_test(argv[2]);
     if (argc >= 3 && strcmp(argv[1], "sigpipe") == 0) return sigpipe_test(atoi(argv[2]));
     if (argc >= 2) return client(atoi(argv[1]), argc - 2, argv + 2);
-    fprintf(stderr, "usage: netecho PORT LINE... | netecho sigpipe PORT | netecho local\n");
+    fprintf(stderr, "usage: netecho PORT LINE... | netecho sigpipe PORT | netecho local | netecho unixpath DIR\n");
     return 2;
 }

@@ -44,7 +44,7 @@ public sealed class FileMappings
             if (r > 0)
             {
                 hr.Write(at, r == n ? tmp : tmp.AsSpan(0, (int)r).ToArray());
-                hr.ByReference = k.Fs.ToHost(file.GuestPath, true, out var host) == 0 && FileRef.IsStable(host, file.HostFd);
+                hr.ByReference = FileRef.IsStable(k.Fs, file.GuestPath, file.HostFd);
             }
             return hr;
         });

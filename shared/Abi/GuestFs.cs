@@ -219,73 +219,29 @@ public sealed class GuestFs : IDisposable
     // ------------------------------------------------------------------ names the host must see as strings
 
     /// <summary>
-    /// A host path string for a guest path, for the few interfaces that take no descriptor (an AF_UNIX socket
-    /// address, a program to read by name). The parent is resolved confined (<see cref="InParent"/>) and named
-    /// through this process's own descriptor table (/proc/self/fd/N/name), so the host resolves it below the
-    /// root; <paramref name="keepAlive"/> holds that descriptor and must be disposed after the call that uses it.
+    /// Runs <paramref name="op"/> with a host path string for a guest path, for the one interface that takes a name
+    /// and no descriptor: an AF_UNIX socket address (bind, connect, sendto). The string names a descriptor of this
+    /// process, never anything the guest wrote, so the host resolves nothing on the guest's behalf:
+    /// <list type="bullet">
+    /// <item>an existing object (<paramref name="create"/> false: connect, sendto): "/proc/self/fd/N", N an O_PATH
+    /// descriptor of the object resolved under the root as <see cref="Open"/> does (a final symlink followed, inside
+    /// the root); the host follows the descriptor to that very inode;</item>
+    /// <item>a name to create (bind): "/proc/self/fd/N/name", N the parent directory resolved under the root; the host
+    /// creates the final name itself and fails with EADDRINUSE when anything, a symlink too, is already there. The
+    /// root, "." and ".." have no name to create: EADDRINUSE, as binding an existing directory gets.</item>
+    /// </list>
+    /// The descriptor is open until op returns. A swapped symlink makes the call fail or reach a socket inside the
+    /// root, never one outside it.
     /// </summary>
-    public long HostName(string guestAbs, out string host, out IDisposable? keepAlive)
+    public long ViaDescriptor(string guestAbs, bool create, Func<string, long> op)
     {
-        host = "";
-        keepAlive = null;
-        if (CheckName(guestAbs) is < 0 and var bad) return bad;
-        if (_rootFd < 0) return _rootError;
-        string parent = "/", name = ".";
-        if (SplitFinal(guestAbs, out var p, out var n)) { parent = p; name = n; }
-        long dir = Open(parent, O_PATH | O_DIRECTORY, 0);
-        if (dir < 0) return dir;
-        keepAlive = new FdHolder((int)dir);
-        host = $"/proc/self/fd/{dir}/{name}";
-        return 0;
+        if (!create) return OnObject(guestAbs, true, fd => op($"/proc/self/fd/{fd}"));
+        return InParent(guestAbs, -Errno.EADDRINUSE, (dir, name) => op($"/proc/self/fd/{dir}/{Encoding.UTF8.GetString(name, 0, name.Length - 1)}"));
     }
 
-    sealed class FdHolder(int fd) : IDisposable
-    {
-        int _fd = fd;
-        public void Dispose() { int f = Interlocked.Exchange(ref _fd, -1); if (f >= 0) HostSys.Call(Nr.close, f); }
-    }
-
-    /// <summary>
-    /// Host path for an absolute guest path by a lexical-and-lstat walk (the former resolution). Racy by nature (the
-    /// host resolves the string again later); kept only for callers not yet moved to descriptors.
-    /// </summary>
-    public long ToHost(string guestAbs, bool followFinal, out string host)
-    {
-        host = "";
-        if (CheckName(guestAbs) is < 0 and var bad) return bad;
-        if (!Confined) { host = guestAbs; return 0; }
-        var parts = new List<string>();
-        var todo = new Stack<string>(guestAbs.Split('/', StringSplitOptions.RemoveEmptyEntries).Reverse());
-        int links = 0;
-        while (todo.Count > 0)
-        {
-            string c = todo.Pop();
-            if (c == "." || c.Length == 0) continue;
-            if (c == "..") { if (parts.Count > 0) parts.RemoveAt(parts.Count - 1); continue; }
-            parts.Add(c);
-            bool last = todo.Count == 0;
-            if (last && !followFinal) break;
-            string hp = Root + "/" + string.Join('/', parts);
-            var fi = new FileInfo(hp);
-            if (fi.Exists || Directory.Exists(hp))
-            {
-                if (fi.LinkTarget is string target)
-                {
-                    if (++links > MaxLinks) return -Errno.ELOOP;
-                    parts.RemoveAt(parts.Count - 1);
-                    if (target.StartsWith('/')) parts.Clear();
-                    foreach (var t in target.Split('/', StringSplitOptions.RemoveEmptyEntries).Reverse()) todo.Push(t);
-                }
-            }
-            else if (!last)
-            {
-                foreach (var rest in todo) parts.Add(rest);
-                break;
-            }
-        }
-        host = Root + "/" + string.Join('/', parts);
-        return 0;
-    }
+    /// <summary>True when a host path string is one <see cref="ViaDescriptor"/> makes (the host reports it back as a
+    /// socket's address; the guest must be shown its own name instead).</summary>
+    public static bool IsDescriptorName(string host) => host.StartsWith("/proc/self/fd/", StringComparison.Ordinal);
 
     /// <summary>Guest path of a host path under the root (for getcwd-like answers), or null if outside.</summary>
     public string? ToGuest(string hostPath)

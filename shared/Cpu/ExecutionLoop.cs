@@ -10,6 +10,8 @@ namespace ReVirt.Cpu;
 /// a fault raised by instruction k of a block to the guest's state (k instructions retired, rip at instruction k, or
 /// after it for a trap; the signal in <see cref="Cpu.PendingFault"/>). A <see cref="BlockExecutor"/> only runs the
 /// first n instructions of a block and reports, through <see cref="Cpu.BlockIndex"/>, which one was executing.
+/// A block the code cache compiled (<see cref="Block.Compiled"/>) runs compiled whenever all of it is to run;
+/// the compiled code keeps the same contract, so which tier ran a block never shows in the results.
 /// </summary>
 public sealed class ExecutionLoop
 {
@@ -39,9 +41,24 @@ public sealed class ExecutionLoop
             if ((ulong)n > left) n = (int)left; // stop inside this block: the tail is not executed
             try
             {
-                exec.Execute(c, b, n);
-                c.InstructionCount += (ulong)n;
-                if (n == b.Count) c.BranchCount += b.EndsInBranch;
+                if (n == b.Count)
+                {
+                    CompiledBlock? f = b.Compiled;
+                    if (f == null && ++b.Hits == code.CompileThreshold) f = code.Compile(b);
+                    if (f != null)
+                    {
+                        f(c);
+                        code.CompiledInstructions += n;
+                    }
+                    else exec.Execute(c, b, n);
+                    c.InstructionCount += (ulong)n;
+                    c.BranchCount += b.EndsInBranch;
+                }
+                else
+                {
+                    exec.Execute(c, b, n); // a stop inside the block: only the interpreter runs a prefix
+                    c.InstructionCount += (ulong)n;
+                }
             }
             catch (Exception e) when (e is GuestFaultException or GuestSignalException or CodeInvalidatedException || Cpu.IsDefect(e))
             {

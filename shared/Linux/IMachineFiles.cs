@@ -20,6 +20,7 @@ public interface IMachineFiles
     /// <summary>The guest path of an AF_UNIX pathname address (null for other families and abstract names).</summary>
     string? UnixGuestPath(byte[] addr);
 
-    /// <summary>The host form of a guest socket address: AF_UNIX paths go under the root.</summary>
-    long HostAddress(byte[] addr, string? unixPath, out byte[] host);
+    /// <summary>Runs `op` with the host form of a guest socket address: an AF_UNIX path resolved under the root and
+    /// named through a descriptor (`bind`: a name to create), see <see cref="GuestFs.ViaDescriptor"/>.</summary>
+    long WithHostAddress(byte[] addr, string? unixPath, bool bind, Func<byte[], long> op);
 }

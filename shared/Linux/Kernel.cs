@@ -20,6 +20,8 @@ public sealed class MachineOptions
     public VirtualNetOptions? Net;
     /// <summary>Where VM diagnostics go (warnings about unknown syscalls, fatal signals).</summary>
     public TextWriter Diagnostics = Console.Error;
+    /// <summary>Which executor runs guest code (the results are the same in every tier).</summary>
+    public ExecutionTier Tier = ExecutionTier.Default;
 }
 
 /// <summary>
@@ -116,7 +118,7 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles
         var mem = new GuestMemory();
         var fds = new FdTable();
         for (int fd = 0; fd < 3; fd++) fds.InstallAt(fd, new StdioFile(fd), cloexec: false);
-        Init = new Process(mem, new CodeCache(mem), fds, options.Cwd);
+        Init = new Process(mem, new CodeCache(mem, options.Tier), fds, options.Cwd);
         Processes.Add(Init);
         var main = new GuestThread(new CpuT(Init.Mem, Init.Code, this), Init);
         AddThread(main);
@@ -152,9 +154,9 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles
     /// Finds the program as execve would after a shell's PATH search: a name without '/' is looked up in the
     /// guest's PATH under the root. Returns the guest path and the host path of the file.
     /// </summary>
-    public static (string GuestPath, string HostPath) ResolveProgram(MachineOptions o)
+    public static StartProgram ResolveProgram(MachineOptions o)
     {
-        var fs = new GuestFs(o.Root);
+        using var fs = new GuestFs(o.Root);
         var candidates = new List<string>();
         if (o.Program.Contains('/')) candidates.Add(o.Program.StartsWith('/') ? o.Program : GuestFs.Join(o.Cwd, o.Program));
         else
@@ -167,26 +169,26 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles
         }
         foreach (var c in candidates)
         {
-            if (fs.ToHost(c, true, out var host) != 0) continue;
-            string? kind = ProgramFile.Kind(host);
+            string? kind = ProgramFile.Kind(fs, c);
             if (kind == null || (kind == "directory" && candidates.Count > 1)) continue; // a PATH search skips directories
             if (kind != "regular file") throw new ElfLoadException(kind == "directory" ? $"{c}: is a directory" : $"{c}: is a {kind}, not a regular file");
-            return (c, host);
+            // read through the root descriptor and checked again on the open descriptor (a swap since is refused)
+            return new StartProgram(c, ProgramFile.ReadAll(fs, c, c));
         }
         throw ElfLoadException.NotFound(o.Program);
     }
 
     /// <summary>Loads the program and builds the initial stack. The program's bytes are the machine's start
     /// state (a recording stores their hash and a replay checks it), not a nondeterministic input.</summary>
-    public void Load()
+    public void Load(StartProgram? program = null)
     {
         var p = Init;
-        var (guestPath, host) = ResolveProgram(Options);
+        program ??= ResolveProgram(Options);
         var pidResult = Boundary.Syscall(0, Nr.getpid, () => HostResult.Of(Environment.ProcessId));
         p.Pid = p.Pgid = p.Sid = (int)pidResult.Value;
         p.MainThread.Cpu.Tid = p.Pid;
         _nextTid = p.Pid;
-        p.Start = ProgramLoader.Load(p.Mem, Fs, Boundary, p.Pid, guestPath, host, new[] { Options.Program }.Concat(Options.Args).ToArray());
+        p.Start = ProgramLoader.Load(p.Mem, Fs, Boundary, p.Pid, program.GuestPath, program.Image, new[] { Options.Program }.Concat(Options.Args).ToArray());
         p.Program = p.Start.Program;
         p.ProgramGuestPath = p.Start.BinaryPath;
         p.BrkStart = p.BrkCur = p.Program.BrkStart;

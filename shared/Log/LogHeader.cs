@@ -1,3 +1,4 @@
+using System.Text;
 using System.Buffers.Binary;
 using System.Security.Cryptography;
 
@@ -130,6 +131,21 @@ public sealed class LogHeader
         h.EncodedLength = total;
         bytesConsumed = total;
         return h;
+    }
+
+    /// <summary>
+    /// Why a machine cannot be started from this header, or null. A recorder never writes such a header, but any
+    /// decodable header is a valid log format: a header must name a program and an absolute root directory, and no
+    /// string may hold a NUL (the guest could not be given it; host path interfaces refuse it).
+    /// </summary>
+    public string? NotRunnable()
+    {
+        if (Argv.Length == 0 || Argv[0].Length == 0) return "it names no program";
+        if (!RootDirectory.StartsWith('/')) return $"its root directory \"{RootDirectory}\" is not an absolute path";
+        if (RootDirectory.Contains('\0') || Argv.Any(a => a.Contains('\0')) || Envp.Any(e => e.Contains('\0')))
+            return "a root, argument or environment string holds a NUL";
+        if (Encoding.UTF8.GetString(StartState).Contains('\0')) return "its start state holds a NUL";
+        return null;
     }
 
     private static string[] ReadStrings(ref PayloadReader r)

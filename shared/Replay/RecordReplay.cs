@@ -30,8 +30,11 @@ public static class Recording
         };
     }
 
+    /// <summary>The machine a header describes (under another root when given).</summary>
+    /// <exception cref="LogFormatException">The header cannot be run (<see cref="LogHeader.NotRunnable"/>).</exception>
     public static MachineOptions OptionsFrom(LogHeader h, string? rootOverride, string? tap = null, string? netns = null)
     {
+        if (h.NotRunnable() is string why) throw new LogFormatException($"the log header cannot be run: {why}");
         // start state: "cwd=DIR", then "net=A.B.C.D/N MAC" when the guest has a virtual interface (one per line)
         var lines = Encoding.UTF8.GetString(h.StartState).Split('\n');
         string cwd = lines[0].StartsWith("cwd=") ? lines[0].Substring(4) : "/";
@@ -47,6 +50,25 @@ public static class Recording
             Env = h.Envp,
             Cwd = cwd,
         };
+    }
+
+    /// <summary>
+    /// The program a header names, found under <paramref name="opts"/>' root and read once (the bytes that will be
+    /// loaded), or null with the reason: missing, not a regular file, unreadable, or not the recorded program (its
+    /// SHA-256 differs from the header's).
+    /// </summary>
+    public static StartProgram? RecordedProgram(LogHeader h, MachineOptions opts, out string reason)
+    {
+        reason = "";
+        StartProgram p;
+        try { p = Kernel.ResolveProgram(opts); }
+        catch (ElfLoadException e) { reason = $"the recorded program is missing or cannot be read: {e.Message}"; return null; }
+        if (!System.Security.Cryptography.CryptographicOperations.FixedTimeEquals(LogHeader.ComputeProgramHash(p.Image), h.ProgramHash))
+        {
+            reason = $"{p.GuestPath} under the root {opts.Root} is not the program that was recorded (its SHA-256 differs from the log's {Convert.ToHexStringLower(h.ProgramHash)})";
+            return null;
+        }
+        return p;
     }
 }
 
@@ -502,8 +524,10 @@ public sealed class ReplayBoundary : IBoundary
         if (c.InstrCount != Icount) throw Diverged($"syscall {nr} came at instruction {Icount}, recorded at {c.InstrCount}");
         if (c.Result < 0 || (file.Length != FileRef.WholeFile && c.Result > file.Length) || c.Result > ProgramFile.MaxImageBytes)
             throw new LogFormatException($"a FileContent record of {c.Result} bytes for a read of {file.Length}", _r.LastSequence);
+        if (c.Addr != file.Address)
+            throw new LogFormatException($"a FileContent record writing at 0x{c.Addr:x} for a read into 0x{file.Address:x}", _r.LastSequence);
         byte[]? bytes = null;
-        if (_k != null && _k.Fs.ToHost(c.Path, true, out var host) == 0) bytes = ProgramFile.ReadRange(host, c.Offset, (int)c.Result);
+        if (_k != null) bytes = ProgramFile.ReadRange(_k.Fs, c.Path, c.Offset, (int)c.Result);
         if (bytes == null || bytes.Length != c.Result)
             throw new ReplayInputMismatchException($"{c.Path} (offset {c.Offset}, {c.Result} bytes), which the recording read by reference, is missing or shorter under this replica's root {_k?.Fs.Root}");
         if (!System.Security.Cryptography.SHA256.HashData(bytes).AsSpan().SequenceEqual(c.Sha256))

@@ -26,24 +26,20 @@ public sealed record ReplayVerdict(ReplayVerdictKind Kind, string Message, ulong
 /// </summary>
 public static class ReplayCheck
 {
-    public static ReplayVerdict Run(LogReader reader, string? rootOverride = null, bool showOutput = false, Action<Machine, ReplayBoundary>? started = null)
+    public static ReplayVerdict Run(LogReader reader, string? rootOverride = null, bool showOutput = false, Action<Machine, ReplayBoundary>? started = null,
+        Cpu.ExecutionTier tier = Cpu.ExecutionTier.Default)
     {
-        var opts = Recording.OptionsFrom(reader.Header, rootOverride);
-        string host;
-        try { host = Kernel.ResolveProgram(opts).HostPath; }
-        catch (ElfLoadException e) { return new(ReplayVerdictKind.Refused, $"the recorded program is missing: {e.Message}"); }
-        try
-        {
-            if (!reader.ProgramMatches(host))
-                return new(ReplayVerdictKind.Refused, $"{host} is not the program that was recorded (its SHA-256 differs from the log's {Convert.ToHexStringLower(reader.Header.ProgramHash)})");
-        }
-        catch (IOException e) { return new(ReplayVerdictKind.Refused, $"the recorded program cannot be read: {e.Message}"); }
+        MachineOptions opts;
+        try { opts = Recording.OptionsFrom(reader.Header, rootOverride); }
+        catch (LogFormatException e) { return new(ReplayVerdictKind.Refused, e.Message); }
+        opts.Tier = tier; // which tier replays is the replayer's choice: every tier gives the same execution
+        if (Recording.RecordedProgram(reader.Header, opts, out var why) is not { } program) return new(ReplayVerdictKind.Refused, why);
         var boundary = new ReplayBoundary(reader, showOutput);
         using var m = new Machine(opts, boundary);
         started?.Invoke(m, boundary);
         try
         {
-            m.Load();
+            m.Load(program);
             int status = m.Run();
             // the replay reads no further than the End record: make the reader look past it (it refuses any byte there)
             if (boundary.RecordingComplete) reader.TryRead(out _);

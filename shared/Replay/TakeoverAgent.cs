@@ -52,9 +52,8 @@ public static class TakeoverAgent
     static unsafe void ReopenListener(IMachineFiles machine, int gfd, HostSocket f, List<string> report)
     {
         string? unix = machine.UnixGuestPath(f.BoundAddress!);
-        long e = machine.HostAddress(f.BoundAddress!, unix, out var host);
         int type = f.Type | Sock.CLOEXEC | ((f.StatusFlags & O.NONBLOCK) != 0 ? Sock.NONBLOCK : 0);
-        long fd = e < 0 ? e : HostSys.Call(Nr.socket, f.Family, type, f.Protocol);
+        long fd = HostSys.Call(Nr.socket, f.Family, type, f.Protocol);
         if (fd < 0) { FailListener(machine, gfd, f, $"socket: errno {-fd}", report); return; }
         int one = 1;
         HostSys.Call(Nr.setsockopt, fd, Sock.SOL_SOCKET, Sock.SO_REUSEADDR, (long)&one, 4);
@@ -64,7 +63,7 @@ public static class TakeoverAgent
         while (true)
         {
             tries++;
-            fixed (byte* p = host) r = HostSys.Call(Nr.bind, fd, (long)p, host.Length);
+            r = machine.WithHostAddress(f.BoundAddress!, unix, bind: true, host => { fixed (byte* p = host) return HostSys.Call(Nr.bind, fd, (long)p, host.Length); });
             if (r == 0 || r != -Errno.EADDRINUSE || sw.Elapsed > RebindTimeout) break;
             Thread.Sleep(20); // the dead primary's port is being released
         }

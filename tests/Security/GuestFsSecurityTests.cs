@@ -43,6 +43,45 @@ public class GuestFsSecurityTests
 
     public static IEnumerable<object[]> Strategies() => [[true], [false]];
 
+    /// <summary>
+    /// Another thread that keeps replacing symlinks (each atomically, by rename over it) with each of its targets in
+    /// turn, until disposed: the race a confined resolution must survive.
+    /// </summary>
+    sealed class LinkSwapper : IDisposable
+    {
+        readonly CancellationTokenSource _stop = new();
+        readonly Thread _thread;
+        long _swaps;
+        public long Swaps => Interlocked.Read(ref _swaps);
+
+        public LinkSwapper(params (string Link, string[] Targets)[] links)
+        {
+            foreach (var (l, t) in links) File.CreateSymbolicLink(l, t[0]);
+            _thread = new Thread(() =>
+            {
+                try
+                {
+                    for (int i = 0; !_stop.IsCancellationRequested; i++)
+                    {
+                        for (int k = 0; k < links.Length; k++)
+                        {
+                            var (l, t) = links[k];
+                            string tmp = l + ".tmp";
+                            File.Delete(tmp);
+                            File.CreateSymbolicLink(tmp, t[(i + k) % t.Length]);
+                            Rename(tmp, l); // the link changes atomically
+                        }
+                        Interlocked.Increment(ref _swaps);
+                    }
+                }
+                catch (IOException) when (_stop.IsCancellationRequested) { }
+            }) { IsBackground = true };
+            _thread.Start();
+        }
+
+        public void Dispose() { _stop.Cancel(); _thread.Join(); }
+    }
+
     [Theory]
     [MemberData(nameof(Strategies))]
     public void DotDotSymlinksAndMagicLinksStayInside(bool openat2)
@@ -82,30 +121,9 @@ public class GuestFsSecurityTests
     public void AConcurrentSymlinkSwapperNeverLetsAReadOutside(bool openat2)
     {
         string root = NewRoot();
-        using var stop = new CancellationTokenSource();
-        Thread? swapper = null;
         try
         {
-            string link = Path.Combine(root, "link"), tmp = Path.Combine(root, "link.tmp");
-            File.CreateSymbolicLink(link, "dir");
-            var targets = new[] { "dir", "/etc", "../../../../../../../etc", "/dir" };
-            long swaps = 0;
-            swapper = new Thread(() =>
-            {
-                int i = 0;
-                try
-                {
-                    while (!stop.IsCancellationRequested)
-                    {
-                        File.Delete(tmp);
-                        File.CreateSymbolicLink(tmp, targets[i++ % targets.Length]);
-                        Rename(tmp, link); // the link changes atomically
-                        swaps++;
-                    }
-                }
-                catch (IOException) when (stop.IsCancellationRequested) { }
-            }) { IsBackground = true };
-            swapper.Start();
+            using var swapper = new LinkSwapper((Path.Combine(root, "link"), ["dir", "/etc", "../../../../../../../etc", "/dir"]));
             using var fs = new GuestFs(root, openat2);
             int opened = 0, iterations = 20_000;
             for (int i = 0; i < iterations; i++)
@@ -118,11 +136,174 @@ public class GuestFsSecurityTests
                 long n = fs.OnObject("/link/passwd", true, _ => 0);
                 Assert.True(n == 0 || n < 0);
             }
-            stop.Cancel();
-            swapper.Join();
-            Assert.True(opened > 0 && swaps > 100, $"the race did not happen: {opened} opens, {swaps} swaps");
+            Assert.True(opened > 0 && swapper.Swaps > 100, $"the race did not happen: {opened} opens, {swapper.Swaps} swaps");
         }
-        finally { stop.Cancel(); swapper?.Join(); Directory.Delete(root, true); }
+        finally { Directory.Delete(root, true); }
+    }
+
+    const int AF_UNIX = 1, SOCK_STREAM = 1, SOCK_NONBLOCK = 0x800, SOCK_CLOEXEC = 0x80000;
+
+    /// <summary>bind(2) or connect(2) of a socket to an AF_UNIX path (the host's own call, no guest involved).</summary>
+    static unsafe long UnixCall(int nr, long fd, string path)
+    {
+        var pb = Encoding.UTF8.GetBytes(path);
+        var a = new byte[2 + pb.Length + 1];
+        a[0] = AF_UNIX;
+        pb.CopyTo(a, 2);
+        fixed (byte* p = a) return HostSys.Call(nr, fd, (long)p, a.Length);
+    }
+
+    static long UnixSocket() => HostSys.Call(Nr.socket, AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+
+    static long Listener(string hostPath)
+    {
+        long fd = UnixSocket();
+        Assert.Equal(0, UnixCall(Nr.bind, fd, hostPath));
+        Assert.Equal(0, HostSys.Call(Nr.listen, fd, 64));
+        return fd;
+    }
+
+    /// <summary>How many connections a listener holds (accepting and closing them).</summary>
+    static int Drain(long listener)
+    {
+        int n = 0;
+        for (long a; (a = HostSys.Call(Nr.accept4, listener, 0, 0, SOCK_CLOEXEC)) >= 0; n++) HostSys.Call(Nr.close, a);
+        return n;
+    }
+
+    /// <summary>
+    /// AF_UNIX addresses (connect, sendto, bind) take the same one-step resolution as every other path: a socket
+    /// outside the root is never reached and no socket file is ever created outside it, through a symlink to
+    /// outside, nor while another thread swaps a directory link or the final link between inside and outside.
+    /// Oracle: the outside listener's accept queue stays empty and no file appears in the outside directory.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(Strategies))]
+    public void SocketPathsNeverReachOutsideTheRootEvenWithASwapper(bool openat2)
+    {
+        string root = NewRoot();
+        string outside = Path.Combine(Path.GetTempPath(), $"revirt-outsock-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(outside);
+        long inner = Listener(Path.Combine(root, "dir", "s")), outer = Listener(Path.Combine(outside, "s"));
+        try
+        {
+            using var fs = new GuestFs(root, openat2);
+            long Connect(string guestPath)
+            {
+                long c = UnixSocket();
+                try { return fs.ViaDescriptor(guestPath, create: false, hp => UnixCall(Nr.connect, c, hp)); }
+                finally { HostSys.Call(Nr.close, c); }
+            }
+            long Bind(string guestPath)
+            {
+                long b = UnixSocket();
+                try { return fs.ViaDescriptor(guestPath, create: true, hp => UnixCall(Nr.bind, b, hp)); }
+                finally { HostSys.Call(Nr.close, b); }
+            }
+            // without a race: the socket inside is reached, links to outside are not
+            Assert.Equal(0, Connect("/dir/s"));
+            Assert.Equal(0, Connect("/../../../../dir/s"));
+            File.CreateSymbolicLink(Path.Combine(root, "abs"), Path.Combine(outside, "s"));
+            File.CreateSymbolicLink(Path.Combine(root, "absdir"), outside);
+            File.CreateSymbolicLink(Path.Combine(root, "reldir"), "../../../../../../.." + outside);
+            foreach (var p in new[] { "/abs", "/absdir/s", "/reldir/s", "/proc/self/root" + outside + "/s", "/proc/self/cwd" + outside + "/s" })
+                Assert.NotEqual(0, Connect(p));
+            foreach (var p in new[] { "/absdir/new", "/reldir/new", "/abs" })
+                Assert.NotEqual(0, Bind(p));
+            Assert.Equal(-Errno.EADDRINUSE, Bind("/"));
+            Assert.Equal(0, Bind("/dir/new")); // a name inside is created
+            Assert.True(File.Exists(Path.Combine(root, "dir", "new")));
+            File.Delete(Path.Combine(root, "dir", "new"));
+            Assert.Equal(2, Drain(inner));
+            Assert.Equal(0, Drain(outer));
+
+            // with a swapper: a directory link and a final link change between inside and outside all the time
+            using var swapper = new LinkSwapper(
+                (Path.Combine(root, "link"), ["dir", outside, "../../../../../../.." + outside, "/dir"]),
+                (Path.Combine(root, "sock"), ["dir/s", Path.Combine(outside, "s"), "/dir/s", "../../../../../../.." + outside + "/s"]));
+            int connected = 0, bound = 0, iterations = 6_000;
+            for (int i = 0; i < iterations; i++)
+            {
+                if (Connect(i % 2 == 0 ? "/link/s" : "/sock") == 0) connected++;
+                if (Bind("/link/new") == 0) { bound++; File.Delete(Path.Combine(root, "dir", "new")); }
+                Assert.True(Drain(outer) == 0, $"iteration {i}: a connection reached the socket outside the root");
+                Assert.False(File.Exists(Path.Combine(outside, "new")), $"iteration {i}: a socket file was created outside the root");
+                Drain(inner);
+            }
+            Assert.True(connected > 0 && bound > 0 && swapper.Swaps > 100, $"the race did not happen: {connected} connects, {bound} binds, {swapper.Swaps} swaps");
+        }
+        finally
+        {
+            HostSys.Call(Nr.close, inner);
+            HostSys.Call(Nr.close, outer);
+            Directory.Delete(root, true);
+            Directory.Delete(outside, true);
+        }
+    }
+
+    /// <summary>
+    /// A guest's AF_UNIX sockets bound to path names under its root behave as natively: names as given in
+    /// getsockname/getpeername/accept, EADDRINUSE, ENOENT, ECONNREFUSED; with --root the files are created inside
+    /// the root. The oracle is the same program run natively in a host directory.
+    /// </summary>
+    [Theory]
+    [InlineData("glibc")]
+    [InlineData("musl")]
+    public void GuestSocketPathsBehaveAsNativeUnderARoot(string libc)
+    {
+        string prog = GuestEnv.Guest("netecho", libc);
+        string native = Path.Combine(Path.GetTempPath(), $"revirt-unixn-{Guid.NewGuid():N}");
+        string root = Path.Combine(Path.GetTempPath(), $"revirt-unixr-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(native);
+        Directory.CreateDirectory(Path.Combine(root, "work"));
+        File.Copy(prog, Path.Combine(root, "netecho"));
+        try
+        {
+            var n = GuestEnv.Native(prog, ["unixpath", native]);
+            Assert.True(n.ExitCode == 0, n.StdoutText);
+            Assert.EndsWith("done\n", n.StdoutText);
+            var vm = GuestEnv.Vm("/netecho", ["unixpath", "/work"], extra: ["--root", root]);
+            Assert.True(vm.ExitCode == 0, vm.Stderr + vm.StdoutText);
+            Assert.Equal(n.StdoutText, vm.StdoutText);
+        }
+        finally { Directory.Delete(native, true); Directory.Delete(root, true); }
+    }
+
+    /// <summary>
+    /// The start-up program lookup (<see cref="Kernel.ResolveProgram"/>: a path, or a PATH search) reads the program
+    /// through the root descriptor in one step: with a swapper changing a directory link between inside and outside,
+    /// the bytes it returns are always the inside program's (or the lookup fails); a link to outside is never read.
+    /// </summary>
+    [Theory]
+    [InlineData("/link/prog")]
+    [InlineData("prog")]
+    public void TheStartupProgramLookupNeverReadsOutsideTheRoot(string program)
+    {
+        string root = NewRoot();
+        string outside = Path.Combine(Path.GetTempPath(), $"revirt-outprog-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(outside);
+        File.WriteAllText(Path.Combine(root, "dir", "prog"), "inside program");
+        File.WriteAllText(Path.Combine(outside, "prog"), "outside program");
+        try
+        {
+            string link = Path.Combine(root, "link");
+            File.CreateSymbolicLink(Path.Combine(root, "abs"), Path.Combine(outside, "prog"));
+            var opts = new MachineOptions { Root = root, Program = program, Env = ["PATH=/link"] };
+            var direct = new MachineOptions { Root = root, Program = "/abs" };
+            Assert.Throws<ElfLoadException>(() => Kernel.ResolveProgram(direct)); // /abs resolves to root/<outside>/prog: missing
+            using var swapper = new LinkSwapper((link, ["dir", outside, "../../../../../../.." + outside, "/dir"]));
+            int found = 0;
+            for (int i = 0; i < 5_000; i++)
+            {
+                StartProgram p;
+                try { p = Kernel.ResolveProgram(opts); }
+                catch (ElfLoadException) { continue; }
+                found++;
+                Assert.Equal("inside program", Encoding.UTF8.GetString(p.Image));
+            }
+            Assert.True(found > 0 && swapper.Swaps > 100, $"the race did not happen: {found} found, {swapper.Swaps} swaps");
+        }
+        finally { Directory.Delete(root, true); Directory.Delete(outside, true); }
     }
 
     [Fact]

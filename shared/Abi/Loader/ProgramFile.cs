@@ -20,15 +20,13 @@ public static unsafe class ProgramFile
     const int O_RDONLY = 0, O_NONBLOCK = 0x800, O_CLOEXEC = 0x80000, O_NOCTTY = 0x100;
     const uint S_IFMT = 0xF000, S_IFREG = 0x8000, S_IFDIR = 0x4000, S_IFIFO = 0x1000, S_IFCHR = 0x2000, S_IFBLK = 0x6000, S_IFSOCK = 0xC000;
 
-    /// <summary>What kind of file a host path names (following symlinks); null when it does not exist.</summary>
-    public static string? Kind(string hostPath)
+    /// <summary>What kind of file a guest path names under the root (following symlinks inside it); null when it
+    /// does not exist or cannot be reached.</summary>
+    public static string? Kind(GuestFs fs, string guestPath)
     {
         var st = new byte[144];
-        long r;
-        var z = HostSys.Z(hostPath);
-        fixed (byte* s = st) fixed (byte* p = z) r = HostSys.Call(Nr.stat, (long)p, (long)s);
-        if (r < 0) return null;
-        return KindOf(BinaryPrimitives.ReadUInt32LittleEndian(st.AsSpan(24)));
+        long r = fs.OnObject(guestPath, true, fd => { fixed (byte* s = st) return HostSys.Call(Nr.fstat, fd, (long)s); });
+        return r < 0 ? null : KindOf(BinaryPrimitives.ReadUInt32LittleEndian(st.AsSpan(24)));
     }
 
     static string KindOf(uint mode) => (mode & S_IFMT) switch
@@ -42,15 +40,33 @@ public static unsafe class ProgramFile
         _ => "special file",
     };
 
+    const int OpenFlags = O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY;
+
     /// <summary>
-    /// Opens a regular file for reading; throws <see cref="ElfLoadException"/> naming `name` when it is missing,
-    /// not a regular file, or larger than `limit`. Returns the handle and the file's size.
+    /// Opens a host file the user named (not a guest path) for reading; throws <see cref="ElfLoadException"/> naming
+    /// `name` when it is missing, not a regular file, or larger than `limit`. Returns the handle and the file's size.
     /// </summary>
     public static SafeFileHandle OpenRegular(string hostPath, string name, long limit, out long size)
+        => Checked(HostSys.WithPath(Nr.open, hostPath, p => HostSys.Call(Nr.open, p, OpenFlags)), name, limit, out size);
+
+    /// <summary>
+    /// Opens a guest path's file for reading, resolved under the root in one step (<see cref="GuestFs.Open"/>), with
+    /// the checks of <see cref="OpenRegular(string, string, long, out long)"/>.
+    /// </summary>
+    public static SafeFileHandle OpenRegular(GuestFs fs, string guestPath, string name, long limit, out long size)
     {
-        long fd = HostSys.WithPath(Nr.open, hostPath, p => HostSys.Call(Nr.open, p, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY));
+        long fd = fs.Open(guestPath, OpenFlags, 0);
+        // a socket cannot be opened (ENXIO): name what it is
+        if (fd == -Errno.ENXIO && Kind(fs, guestPath) is string kind) throw new ElfLoadException($"{name}: is a {kind}, not a regular file");
+        return Checked(fd, name, limit, out size);
+    }
+
+    static SafeFileHandle Checked(long fd, string name, long limit, out long size)
+    {
+        size = 0;
         if (fd == -Errno.ENOENT || fd == -Errno.ENOTDIR) throw ElfLoadException.NotFound(name);
         if (fd == -Errno.EACCES) throw new ElfLoadException($"{name}: permission denied");
+        if (fd == -Errno.ELOOP) throw new ElfLoadException($"{name}: too many levels of symbolic links, or a link the guest may not follow");
         if (fd < 0) throw new ElfLoadException($"{name}: cannot open (errno {-fd})");
         var h = new SafeFileHandle((IntPtr)fd, ownsHandle: true);
         var st = new byte[144];
@@ -67,10 +83,10 @@ public static unsafe class ProgramFile
         return h;
     }
 
-    /// <summary>Reads a whole regular file (see the class contract).</summary>
-    public static byte[] ReadAll(string hostPath, string name, long limit = MaxImageBytes)
+    /// <summary>Reads a whole regular file of the guest's root (see the class contract).</summary>
+    public static byte[] ReadAll(GuestFs fs, string guestPath, string name, long limit = MaxImageBytes)
     {
-        using var h = OpenRegular(hostPath, name, limit, out long size);
+        using var h = OpenRegular(fs, guestPath, name, limit, out long size);
         var buf = new byte[size];
         int done = 0;
         while (done < buf.Length)
@@ -86,11 +102,11 @@ public static unsafe class ProgramFile
     /// Reads [offset, offset+count) of a regular file (fewer bytes at its end); null when the file is missing or not
     /// a regular file. Used by a replay that reads a mapped file's content from its own root.
     /// </summary>
-    public static byte[]? ReadRange(string hostPath, long offset, int count)
+    public static byte[]? ReadRange(GuestFs fs, string guestPath, long offset, int count)
     {
         try
         {
-            using var h = OpenRegular(hostPath, hostPath, long.MaxValue, out long size);
+            using var h = OpenRegular(fs, guestPath, guestPath, long.MaxValue, out long size);
             long avail = Math.Max(0, Math.Min(count, size - offset));
             var buf = new byte[avail];
             int done = 0;

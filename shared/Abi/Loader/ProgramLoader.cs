@@ -5,6 +5,10 @@ using ReVirt.Linux;
 
 namespace ReVirt.Abi;
 
+/// <summary>The program a machine starts with, found under its root: its guest path and its bytes, read once through
+/// the root descriptor (so the bytes a recording hashes are the bytes that run).</summary>
+public sealed record StartProgram(string GuestPath, byte[] Image);
+
 /// <summary>What execve set up: the loaded program, its interpreter, the argv it runs with and where it starts.</summary>
 public sealed class StartImage
 {
@@ -35,11 +39,10 @@ public static class ProgramLoader
     /// <summary>AT_HWCAP2: neither HWCAP2_RING3MWAIT nor HWCAP2_FSGSBASE (the CPU model has no FSGSBASE).</summary>
     const ulong Hwcap2 = 0;
 
-    /// <summary>Loads the program named by argv[0] (already resolved to `guestPath` and `hostPath`).</summary>
-    public static StartImage Load(GuestMemory mem, GuestFs fs, IBoundary boundary, int tid, string guestPath, string hostPath, string[] argv)
+    /// <summary>Loads the program named by argv[0] (already resolved to `guestPath` and read: `image`).</summary>
+    public static StartImage Load(GuestMemory mem, GuestFs fs, IBoundary boundary, int tid, string guestPath, byte[] image, string[] argv)
     {
         string execPath = guestPath;
-        var image = ProgramFile.ReadAll(hostPath, guestPath);
         for (int depth = 0; ElfImage.IsScript(image); depth++)
         {
             if (depth >= MaxScriptDepth) throw new ElfLoadException($"{guestPath}: too many levels of #! interpreters");
@@ -102,13 +105,11 @@ public static class ProgramLoader
         string reason = "";
         var res = boundary.FileContent(tid, Nr.execve, new FileRef(guestPath, 0, FileRef.WholeFile, 0), () =>
         {
-            long r = fs.ToHost(guestPath, true, out var host);
-            if (r < 0) return HostResult.Of(r);
             try
             {
-                var bytes = ProgramFile.ReadAll(host, guestPath);
+                var bytes = ProgramFile.ReadAll(fs, guestPath, guestPath);
                 var hr = HostResult.Of(bytes.Length).Write(0, bytes);
-                hr.ByReference = FileRef.IsStable(host);
+                hr.ByReference = FileRef.IsStable(fs, guestPath);
                 return hr;
             }
             catch (ElfLoadException e)
@@ -161,12 +162,10 @@ public readonly record struct FileRef(string GuestPath, long Offset, int Length,
     /// the guest or anyone else wrote during the run is not. With a descriptor, the path must still name the same
     /// file (not renamed over since it was opened).
     /// </summary>
-    public static unsafe bool IsStable(string hostPath, int hostFd = -1)
+    public static unsafe bool IsStable(GuestFs fs, string guestPath, int hostFd = -1)
     {
         var byPath = new byte[144];
-        var z = HostSys.Z(hostPath);
-        long r;
-        fixed (byte* s = byPath) fixed (byte* p = z) r = HostSys.Call(Nr.stat, (long)p, (long)s);
+        long r = fs.OnObject(guestPath, true, fd => { fixed (byte* s = byPath) return HostSys.Call(Nr.fstat, fd, (long)s); });
         if (r < 0 || !OldRegular(byPath)) return false;
         if (hostFd < 0) return true;
         var byFd = new byte[144];

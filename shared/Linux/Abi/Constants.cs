@@ -159,6 +159,12 @@ public static class Prctl
 }
 
 /// <summary>Resource numbers of getrlimit/prlimit64.</summary>
+/// <summary>lseek's whence values.</summary>
+public static class Seek
+{
+    public const int SET = 0, CUR = 1, END = 2;
+}
+
 public static class Rlimit
 {
     public const int STACK = 3, NPROC = 6, NOFILE = 7;

@@ -91,7 +91,7 @@ public sealed partial class Kernel
         p.Threads.Add(t);
         var old = p.Mem;
         p.Mem = mem;
-        p.Code = new CodeCache(mem);
+        p.Code = new CodeCache(mem, p.Code.Tier);
         old.Dispose();
         p.Program = prog;
         p.ProgramImage = image;
@@ -128,19 +128,20 @@ public sealed partial class Kernel
         byte[]? bytes = null;
         var res = HostSide(t.Cpu, Nr.execve, () =>
         {
-            long r = Fs.ToHost(abs, true, out var host);
+            // the checks and the read act on descriptors resolved under the root in one step each; the read checks
+            // the opened file again (regular, bounded), so a swap in between is refused, never followed outside
+            long r = Fs.OnObject(abs, true, fd =>
+            {
+                var st = new byte[SMode.StatSize];
+                long e;
+                fixed (byte* ps = st) e = HostSys.Call(Nr.fstat, fd, (long)ps);
+                if (e < 0) return e;
+                if ((BitConverter.ToUInt32(st, SMode.StModeOffset) & SMode.IFMT) != SMode.IFREG) return -Errno.EACCES;
+                fixed (byte* pe = EmptyPath) return HostSys.Call(Nr.faccessat2, fd, (long)pe, X_OK, At.EMPTY_PATH);
+            });
             if (r < 0) return HostResult.Of(r);
-            var st = new byte[SMode.StatSize];
-            var z = HostSys.Z(host);
-            fixed (byte* pz = z) fixed (byte* ps = st) r = HostSys.Call(Nr.newfstatat, At.FDCWD, (long)pz, (long)ps, 0);
-            if (r < 0) return HostResult.Of(r);
-            uint mode = BitConverter.ToUInt32(st, SMode.StModeOffset);
-            if ((mode & SMode.IFMT) != SMode.IFREG) return HostResult.Of(-Errno.EACCES);
-            fixed (byte* pz = z) r = HostSys.Call(Nr.faccessat, At.FDCWD, (long)pz, X_OK);
-            if (r < 0) return HostResult.Of(r);
-            try { bytes = File.ReadAllBytes(host); }
-            catch (UnauthorizedAccessException) { return HostResult.Of(-Errno.EACCES); }
-            catch (IOException) { return HostResult.Of(-Errno.EIO); }
+            try { bytes = ProgramFile.ReadAll(Fs, abs, abs); }
+            catch (ElfLoadException e) { return HostResult.Of(e.ExitStatus == 127 ? -Errno.ENOENT : -Errno.EACCES); }
             return HostResult.Of(bytes.Length).Write(0, XxHash128.Hash(bytes));
         }, out var digest);
         err = res.Value;
@@ -148,7 +149,8 @@ public sealed partial class Kernel
         if (bytes == null)
         {
             // a replay: the same file under this replica's root, which must be the one the recording ran
-            if (Fs.ToHost(abs, true, out var host) == 0 && File.Exists(host)) bytes = File.ReadAllBytes(host);
+            try { bytes = ProgramFile.ReadAll(Fs, abs, abs); }
+            catch (ElfLoadException) { bytes = null; }
             if (bytes == null || bytes.Length != res.Value || digest == null || !XxHash128.Hash(bytes).AsSpan().SequenceEqual(digest))
                 throw new ExecImageMismatchException($"execve {abs}: the file under this root is not the one the recording ran");
         }

@@ -96,43 +96,63 @@ public sealed partial class Kernel
     HostSocket NewSocket(long hostFd, int family, int type, int protocol, bool cloexec, out int gfd)
         => NewFd(new HostSocket { Family = family, Type = type, Protocol = protocol }, hostFd, cloexec, out gfd);
 
-    /// <summary>The guest path of an Af.UNIX pathname address (null for other families and abstract names).</summary>
+    /// <summary>The guest path of an Af.UNIX pathname address, made absolute against the current directory (null for
+    /// other families and abstract names).</summary>
     public string? UnixGuestPath(byte[] addr)
+        => UnixName(addr) is string p ? (p.StartsWith('/') ? p : GuestFs.Join(P.Cwd, p)) : null;
+
+    /// <summary>The sun_path of an Af.UNIX pathname address as written (null for other families and abstract names).</summary>
+    static string? UnixName(byte[] addr)
     {
         if (addr.Length <= 2 || BinaryPrimitives.ReadUInt16LittleEndian(addr) != Af.UNIX || addr[2] == 0) return null;
         int end = Array.IndexOf(addr, (byte)0, 2);
-        string p = Encoding.UTF8.GetString(addr, 2, (end < 0 ? addr.Length : end) - 2);
-        return p.StartsWith('/') ? p : GuestFs.Join(P.Cwd, p);
+        return Encoding.UTF8.GetString(addr, 2, (end < 0 ? addr.Length : end) - 2);
     }
 
-    /// <summary>The host form of a guest address (inside a host operation): Af.UNIX paths go under the root.</summary>
-    public long HostAddress(byte[] addr, string? unixPath, out byte[] host)
+    /// <summary>An Af.UNIX pathname address as Linux reports it: family, the path, a NUL.</summary>
+    static byte[] UnixAddress(string name)
     {
-        host = addr;
-        if (unixPath == null) return 0;
-        long r = Fs.ToHost(unixPath, false, out var hp);
-        if (r < 0) return r;
-        var pb = Encoding.UTF8.GetBytes(hp);
-        if (pb.Length >= 108) return -Errno.ENAMETOOLONG;
-        host = new byte[2 + pb.Length + 1];
-        BinaryPrimitives.WriteUInt16LittleEndian(host, Af.UNIX);
-        pb.CopyTo(host, 2);
-        return 0;
+        var pb = Encoding.UTF8.GetBytes(name);
+        var a = new byte[2 + pb.Length + 1];
+        BinaryPrimitives.WriteUInt16LittleEndian(a, Af.UNIX);
+        pb.CopyTo(a, 2);
+        return a;
     }
 
-    /// <summary>The guest form of an address the host returned (Af.UNIX paths under the root lose the root).</summary>
+    /// <summary>
+    /// The guest's own address of every socket it bound by path, by the host name it was bound under
+    /// (<see cref="GuestFs.ViaDescriptor"/>): the host reports that name (getsockname, getpeername, accept,
+    /// recvfrom), the guest must see the path it gave. Only host operations read it, and their answers are logged.
+    /// </summary>
+    readonly Dictionary<string, byte[]> _unixBound = new();
+
+    /// <summary>
+    /// Runs a host operation with the host form of a guest address (inside a host operation): an Af.UNIX path is
+    /// resolved under the root in one step and named through a descriptor (<see cref="GuestFs.ViaDescriptor"/>;
+    /// `bind` for a name to create); any other address is passed as it is.
+    /// </summary>
+    public long WithHostAddress(byte[] addr, string? unixPath, bool bind, Func<byte[], long> op)
+    {
+        if (unixPath == null) return op(addr);
+        return Fs.ViaDescriptor(unixPath, bind, hp =>
+        {
+            var host = UnixAddress(hp);
+            if (host.Length - 2 > UnixPathMax) return -Errno.ENAMETOOLONG;
+            long r = op(host);
+            if (bind && r == 0) lock (_unixBound) _unixBound[hp] = UnixAddress(UnixName(addr)!);
+            return r;
+        });
+    }
+
+    /// <summary>Room in sockaddr_un's sun_path, with its NUL.</summary>
+    const int UnixPathMax = 108;
+
+    /// <summary>The guest form of an address the host returned (inside a host operation): a socket the guest bound by
+    /// path shows the path the guest gave; anything else is passed through, as a chroot shows it.</summary>
     byte[] GuestAddress(byte[] host)
     {
-        if (!Fs.Confined || host.Length <= 2 || BinaryPrimitives.ReadUInt16LittleEndian(host) != Af.UNIX || host[2] == 0) return host;
-        int end = Array.IndexOf(host, (byte)0, 2);
-        string hp = Encoding.UTF8.GetString(host, 2, (end < 0 ? host.Length : end) - 2);
-        string? gp = Fs.ToGuest(hp);
-        if (gp == null) return host;
-        var pb = Encoding.UTF8.GetBytes(gp);
-        var g = new byte[2 + pb.Length + 1];
-        BinaryPrimitives.WriteUInt16LittleEndian(g, Af.UNIX);
-        pb.CopyTo(g, 2);
-        return g;
+        if (UnixName(host) is not string hp || !GuestFs.IsDescriptorName(hp)) return host;
+        lock (_unixBound) return _unixBound.TryGetValue(hp, out var g) ? g : host;
     }
 
     /// <summary>Reads an input address (NULL allowed when optional).</summary>
@@ -200,12 +220,12 @@ public sealed partial class Kernel
     }
 
     /// <summary>The host's getsockname of a host socket, as a side value (inside a host operation).</summary>
-    static unsafe void AddLocalAddress(HostResult res, int hostFd)
+    unsafe void AddLocalAddress(HostResult res, int hostFd)
     {
         var buf = new byte[MaxSockAddr];
         int len = MaxSockAddr;
         fixed (byte* p = buf) if (HostSys.Call(Nr.getsockname, hostFd, (long)p, (long)&len) == 0)
-            res.Write(0, buf.AsSpan(0, Math.Min(len, MaxSockAddr)).ToArray());
+            res.Write(0, GuestAddress(buf.AsSpan(0, Math.Min(len, MaxSockAddr)).ToArray()));
     }
 
     unsafe long Bind(CpuT cpu, int fd, ulong addr, uint len)
@@ -216,14 +236,13 @@ public sealed partial class Kernel
         string? unix = UnixGuestPath(a);
         var res = HostSide(cpu, Nr.bind, () =>
         {
-            long r = HostAddress(a, unix, out var h);
-            if (r < 0) return HostResult.Of(r);
-            fixed (byte* p = h) r = HostSys.Call(Nr.bind, f.HostFd, (long)p, h.Length);
+            long r = WithHostAddress(a, unix, bind: true, h => { fixed (byte* p = h) return HostSys.Call(Nr.bind, f.HostFd, (long)p, h.Length); });
             var hr = HostResult.Of(r);
-            if (r == 0) AddLocalAddress(hr, f.HostFd);
+            if (r == 0 && unix == null) AddLocalAddress(hr, f.HostFd);
             return hr;
         }, out var local);
-        if (res.Value == 0) f.BoundAddress = local != null ? GuestAddress(local) : a;
+        // a path is kept absolute, so that a backup going live binds the same name again whatever the cwd is then
+        if (res.Value == 0) f.BoundAddress = unix != null ? UnixAddress(unix) : local ?? a;
         return res.Value;
     }
 
@@ -240,7 +259,7 @@ public sealed partial class Kernel
         {
             f.Listening = true;
             f.Backlog = backlog;
-            if (local != null) f.BoundAddress = GuestAddress(local);
+            if (local != null && f.BoundAddress == null) f.BoundAddress = local;
         }
         return res.Value;
     }
@@ -278,12 +297,10 @@ public sealed partial class Kernel
         e = ReadSockAddr(addr, len, out var a);
         if (e < 0 || a == null) return e < 0 ? e : -Errno.EFAULT;
         string? unix = UnixGuestPath(a);
-        return Host(cpu, Nr.connect, () =>
+        return Host(cpu, Nr.connect, () => HostResult.Of(WithHostAddress(a, unix, bind: false, h =>
         {
-            long r = HostAddress(a, unix, out var h);
-            if (r < 0) return HostResult.Of(r);
-            fixed (byte* p = h) return HostResult.Of(HostSys.Call(Nr.connect, f.HostFd, (long)p, h.Length));
-        }).Value;
+            fixed (byte* p = h) return HostSys.Call(Nr.connect, f.HostFd, (long)p, h.Length);
+        }))).Value;
     }
 
     unsafe long SockName(CpuT cpu, int nr, int fd, ulong addr, ulong lenPtr)
@@ -321,18 +338,12 @@ public sealed partial class Kernel
         {
             Socket = f, Data = data, HostFd = hostFd, Stream = (f.Type & Sock.TYPE_MASK) == Sock.STREAM,
             NonBlocking = ((flags & Msg.DONTWAIT) | (f.StatusFlags & Sock.NONBLOCK)) != 0,
-            Perform = (offset, count, extraFlags) =>
+            Perform = (offset, count, extraFlags) => WithHostAddress(addr ?? [], unix, bind: false, h =>
             {
-                byte[] h = Array.Empty<byte>();
-                if (addr != null)
-                {
-                    long e = HostAddress(addr, unix, out h);
-                    if (e < 0) return e;
-                }
                 fixed (byte* p = data) fixed (byte* q = h)
                     return HostSys.Call(Nr.sendto, hostFd, (long)(p + offset), count, flags | Msg.NOSIGNAL | extraFlags,
                         addr != null ? (long)q : 0, addr != null ? h.Length : 0);
-            },
+            }),
         });
         foreach (var (wa, wb) in res.Writes) Mem.Poke(wa, wb);
         long r = res.Value;
