@@ -193,4 +193,30 @@ public class VirtualNetTests
         }
         finally { File.Delete(log); }
     }
+
+    /// <summary>
+    /// poll, epoll_wait, select and ppoll with time-outs on a virtual socket nobody connects to end after their time-out
+    /// with nothing ready (the wait runs on the stack's logged clock), printing what the same program prints natively
+    /// on loopback; and the recording of it replays faithfully.
+    /// </summary>
+    [Fact]
+    public void TimeOutsOfWaitsOnVirtualSocketsAreKeptAndReplayed()
+    {
+        string guest = GuestEnv.Guest("netecho", "musl");
+        var native = GuestEnv.Native(guest, ["timeouts", "127.0.0.1", ReVirt.Chaos.LoopbackPorts.Pick().ToString()]);
+        Assert.Equal(0, native.ExitCode);
+        Assert.Contains("waited at least the time-outs: yes", native.StdoutText);
+        using var ns = new TapNamespace(openTap: false);
+        var log = Path.Combine(Path.GetTempPath(), $"revirt-vnet-{Guid.NewGuid():N}.rvlog");
+        try
+        {
+            var vm = GuestEnv.Dotnet(GuestEnv.PrimaryDll, ["record", "--log", log, .. NetArgs(ns), "--", guest, "timeouts", GuestIp, Port.ToString()]);
+            Assert.True(vm.ExitCode == 0, vm.Stderr);
+            Assert.Equal(native.StdoutText, vm.StdoutText);
+            var replay = GuestEnv.Dotnet(GuestEnv.BackupDll, ["replay", "--log", log, "--show-output"]);
+            Assert.True(replay.ExitCode == 0, replay.Stderr);
+            Assert.Equal(vm.StdoutText, replay.StdoutText);
+        }
+        finally { File.Delete(log); }
+    }
 }
