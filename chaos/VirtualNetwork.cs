@@ -20,6 +20,7 @@ public sealed class VirtualNetwork : IDisposable
     public const string PrimaryTap = "rvp0", BackupTap = "rvb0", Bridge = "rvbr0";
 
     public string Name { get; }
+    static int _made;
     readonly BlockingCollection<TaskCompletionSource<Socket>> _requests = new();
     readonly Thread _inside;
 
@@ -33,7 +34,7 @@ public sealed class VirtualNetwork : IDisposable
     /// <summary>Makes the namespace, its bridge and the two TAP devices; throws with the failing command.</summary>
     public static VirtualNetwork Create()
     {
-        string name = $"rvchaos{Environment.ProcessId}";
+        string name = $"rvchaos{Environment.ProcessId}n{Interlocked.Increment(ref _made)}";
         Ip("netns", "add", name);
         try
         {
