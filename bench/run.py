@@ -6,13 +6,16 @@ docs/PERFORMANCE.md.
     python3 bench/run.py [--runs N] [--quick] [--baseline OLD/primary.dll] [--only NAME]
 
 Workloads (issue 11): busybox sha256sum 8 MB, gzip 4 MB, bzip2 2 MB, md5sum 16 MB, the bench guest, and
-`busybox true` for start-up. Reports CPU seconds (robust on a loaded machine) and wall seconds, M guest
-instructions per CPU second, the ratio to qemu-user per row, and record/run and replay/record ratios.
+`busybox true` for start-up. ReVirt runs in its default tier (interpret, compile hot blocks) and forced to the
+interpreter (`--tier Interpreter`). Reports CPU seconds (robust on a loaded machine) and wall seconds, M guest
+instructions per CPU second, blocks compiled, compile time, the share of instructions run compiled, peak host
+memory, the ratio to qemu-user per row, and record/run and replay/record ratios.
 
 Needs: gcc, musl-gcc, busybox-static, qemu-user (apt-get install -y musl-tools busybox-static qemu-user).
 """
 import argparse, os, re, shutil, statistics, subprocess, sys, tempfile, time, datetime
 
+LOAD_AT_START = []
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -21,7 +24,7 @@ def sh(cmd, **kw):
 
 
 def timed(cmd, stdin_path=None):
-    """Runs cmd; returns (wall seconds, CPU seconds (user + system of the child), stderr)."""
+    """Runs cmd; returns (wall seconds, CPU seconds (user + system of the child), stderr, peak RSS in MB)."""
     with open(stdin_path or os.devnull, 'rb') as fin, tempfile.TemporaryFile() as err:
         t0 = time.perf_counter()
         p = subprocess.Popen(cmd, stdin=fin, stdout=subprocess.DEVNULL, stderr=err)
@@ -32,7 +35,7 @@ def timed(cmd, stdin_path=None):
         text = err.read().decode(errors='replace')
     if p.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} exited {p.returncode}: {text[-500:]}")
-    return dt, ru.ru_utime + ru.ru_stime, text
+    return dt, ru.ru_utime + ru.ru_stime, text, ru.ru_maxrss / 1024
 
 
 def make_input(path, size):
@@ -58,6 +61,8 @@ def main():
     runs = a.runs
     scale = 4 if a.quick else 1
 
+    global LOAD_AT_START
+    LOAD_AT_START = open('/proc/loadavg').read().split()[:3]
     work = tempfile.mkdtemp(prefix='revirt-bench-')
     guests = os.path.join(ROOT, 'guests', 'out')
     sh(['bash', os.path.join(ROOT, 'guests', 'build.sh'), guests])
@@ -88,6 +93,7 @@ def main():
         configs.append(('qemu', lambda cmd: [qemu] + cmd))
     if a.baseline:
         configs.append(('before', lambda cmd: ['dotnet', a.baseline, 'run', '--'] + cmd))
+    configs.append(('interp', lambda cmd: ['dotnet', primary, 'run', '--tier', 'Interpreter', '--'] + cmd))
     configs.append(('run', lambda cmd: ['dotnet', primary, 'run', '--stats', '--'] + cmd))
     log = os.path.join(work, 'bench.rvlog')
     configs.append(('record', lambda cmd: ['dotnet', primary, 'record', '--log', log, '--'] + cmd))
@@ -98,16 +104,22 @@ def main():
         print(f'== {name}', flush=True)
         wall, cpu = {}, {}
         icount = logbytes = None
+        tier = {}
         for r in range(runs):
             for key, wrap in configs:
-                dt, ct, err = timed(wrap(cmd))
+                dt, ct, err, rss = timed(wrap(cmd))
                 wall.setdefault(key, []).append(dt)
                 cpu.setdefault(key, []).append(ct)
                 m = re.search(r'primary: (\d+) guest instructions', err)
                 if key == 'run' and m: icount = int(m.group(1))
+                t = re.search(r'tier \w+: (\d+) blocks compiled in (\d+) ms, (\d+) of (\d+) instructions run compiled \(([\d.]+) %\)', err)
+                if key == 'run' and t:
+                    tier = {'blocks': int(t.group(1)), 'ms': int(t.group(2)), 'share': float(t.group(5))}
+                if key == 'run': tier.setdefault('rss', []).append(rss)
                 if key == 'record': logbytes = os.path.getsize(log)
             print(f'   run {r + 1}/{runs}: ' + ', '.join(f'{k} {wall[k][-1]:.2f}s/{cpu[k][-1]:.2f}cpu' for k, _ in configs), flush=True)
-        rows.append((name, {k: statistics.median(v) for k, v in wall.items()}, {k: statistics.median(v) for k, v in cpu.items()}, icount, logbytes))
+        if 'rss' in tier: tier['rss'] = max(tier['rss'])
+        rows.append((name, {k: statistics.median(v) for k, v in wall.items()}, {k: statistics.median(v) for k, v in cpu.items()}, icount, logbytes, tier))
 
     now = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')
     cpuname = ''
@@ -116,43 +128,51 @@ def main():
     except Exception:
         pass
     load = open('/proc/loadavg').read().split()[:3]
-    has_before = any('before' in w for _, w, _, _, _ in rows)
+    load_start = ' '.join(LOAD_AT_START)
+    has_before = any('before' in w for _, w, _, _, _, _ in rows)
     out = ['# ReVirt performance\n']
-    out.append(f'Measured {now} on {cpuname} ({os.cpu_count()} cores), a shared machine (load average {" ".join(load)} at the end): '
+    out.append(f'Measured {now} on {cpuname} ({os.cpu_count()} cores), a shared machine (load average {load_start} at the start, {" ".join(load)} at the end: other builds and tests were running): '
                f'medians of {runs} runs, every configuration side by side in each run, so the ratios hold although '
                'absolute times are inflated by the load. CPU seconds (user + system of the process) are less '
                'disturbed by the load than wall seconds and are the primary figure.\n')
     out.append('Command: `python3 bench/run.py' + (' --quick' if a.quick else '') + f' --runs {runs}' +
                (' --baseline <earlier primary.dll>' if a.baseline else '') + '`\n')
     out.append('## Native vs qemu-user vs ReVirt (CPU seconds, medians)\n')
-    hdr = '| workload | native | qemu-user |' + (' ReVirt before |' if has_before else '') + ' ReVirt | ReVirt/qemu |' + (' before/qemu |' if has_before else '') + ' ReVirt/native | guest instructions | M instr/s (CPU) |'
+    out.append('"interpreter" is `primary run --tier Interpreter`, "default" is `primary run` (interpret, compile blocks that ran '
+               '4096 times); blocks compiled, compile time, share of instructions run compiled and peak RSS are of the default tier.\n')
+    hdr = ('| workload | native | qemu-user |' + (' ReVirt before |' if has_before else '') +
+           ' ReVirt interpreter | ReVirt default | default/qemu | interpreter/qemu |' + (' before/qemu |' if has_before else '') +
+           ' default/native | guest instructions | M instr/s interpreter | M instr/s default | blocks compiled | compile ms | run compiled | peak RSS MB |')
     out.append(hdr)
     out.append('|---' * (hdr.count('|') - 1) + '|')
-    for name, w, c, ic, lb in rows:
+    for name, w, c, ic, lb, t in rows:
         q = c.get('qemu')
         cells = [name, f'{c["native"]:.3f}', f'{q:.3f}' if q else 'n/a']
         if has_before: cells.append(f'{c["before"]:.3f}')
-        cells.append(f'{c["run"]:.3f}')
+        cells += [f'{c["interp"]:.3f}', f'{c["run"]:.3f}']
         cells.append(f'{c["run"] / q:.1f}x' if q else 'n/a')
+        cells.append(f'{c["interp"] / q:.1f}x' if q else 'n/a')
         if has_before: cells.append(f'{c["before"] / q:.1f}x' if q else 'n/a')
         cells.append(f'{c["run"] / max(c["native"], 1e-3):.0f}x')
         cells.append(str(ic or '?'))
+        cells.append(f'{ic / c["interp"] / 1e6:.1f}' if ic else '?')
         cells.append(f'{ic / c["run"] / 1e6:.1f}' if ic else '?')
+        cells += [str(t.get('blocks', '?')), str(t.get('ms', '?')), f'{t["share"]:.1f} %' if 'share' in t else '?', f'{t.get("rss", 0):.0f}']
         out.append('| ' + ' | '.join(cells) + ' |')
     out.append('\n## The same runs in wall seconds (medians)\n')
-    hdr = '| workload | native | qemu-user |' + (' ReVirt before |' if has_before else '') + ' ReVirt | ReVirt/qemu |'
+    hdr = '| workload | native | qemu-user |' + (' ReVirt before |' if has_before else '') + ' ReVirt interpreter | ReVirt default | default/qemu |'
     out.append(hdr)
     out.append('|---' * (hdr.count('|') - 1) + '|')
-    for name, w, c, ic, lb in rows:
+    for name, w, c, ic, lb, t in rows:
         q = w.get('qemu')
         cells = [name, f'{w["native"]:.3f}', f'{q:.3f}' if q else 'n/a']
         if has_before: cells.append(f'{w["before"]:.3f}')
-        cells += [f'{w["run"]:.3f}', f'{w["run"] / q:.1f}x' if q else 'n/a']
+        cells += [f'{w["interp"]:.3f}', f'{w["run"]:.3f}', f'{w["run"] / q:.1f}x' if q else 'n/a']
         out.append('| ' + ' | '.join(cells) + ' |')
     out.append('\n## Record / replay (CPU seconds, medians)\n')
     out.append('| workload | run | record | record/run | replay | replay/record | log bytes |')
     out.append('|---|---:|---:|---:|---:|---:|---:|')
-    for name, w, c, ic, lb in rows:
+    for name, w, c, ic, lb, t in rows:
         out.append(f'| {name} | {c["run"]:.3f} | {c["record"]:.3f} | {c["record"] / c["run"]:.3f} | {c["replay"]:.3f} | {c["replay"] / c["record"]:.3f} | {lb} |')
     out.append('')
     body = '\n'.join(out) + '\n'

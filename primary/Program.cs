@@ -229,8 +229,9 @@ static int LoadAndRun(Machine m, MachineOptions opts, StartProgram? program, out
     if (stats)
     {
         var code = m.Kernel.Init.Code;
+        long compiled = Math.Max(0, (long)icount - code.InterpretedInstructions);
         Console.Error.WriteLine($"primary: tier {opts.Tier}: {code.BlocksCompiled} blocks compiled in {code.CompileTicks * 1000.0 / System.Diagnostics.Stopwatch.Frequency:F0} ms, "
-            + $"{code.CompiledInstructions} of {icount} instructions run compiled ({100.0 * code.CompiledInstructions / Math.Max(1UL, icount):F1} %)");
+            + $"{compiled} of {icount} instructions run compiled ({100.0 * compiled / Math.Max(1UL, icount):F1} %)");
     }
     return status;
 }

@@ -1,24 +1,25 @@
 using System.Reflection;
 using System.Reflection.Emit;
 using Iced.Intel;
+using Label = System.Reflection.Emit.Label;
 using ReVirt.Memory;
 
 namespace ReVirt.Cpu;
 
 /// <summary>A compiled block: runs all of its block's instructions on the thread (see <see cref="BlockCompiler"/>).</summary>
-public delegate void CompiledBlock(Cpu c);
+public delegate void CompiledBlock(VirtualCpu c);
 
 /// <summary>
 /// The compiled tier: lowers a decoded block to IL once (a <see cref="DynamicMethod"/>, compiled by the runtime's
 /// JIT), with register numbers, operand sizes, immediates, displacements and next-ips as constants. The frequent
 /// integer forms (moves, ALU operations, push/pop, call/ret/jmp/jcc, setcc/cmovcc) run inline: guest registers are
-/// read and written in <see cref="Cpu.R"/> directly, memory goes through the software TLB's inlined fast path, and
+/// read and written in <see cref="VirtualCpu.R"/> directly, memory goes through the software TLB's inlined fast path, and
 /// a flag record that the next instructions overwrite before anything can read it is not stored (flag liveness);
 /// a conditional jump after a compare or test decides from the compared values (fusion). Every other instruction
 /// calls its interpreter handler after the state the handler sees (rip, block index) is stored.
 ///
 /// The contract is the interpreter's (<see cref="BlockExecutor"/>): before anything of instruction k that can fault,
-/// <see cref="Cpu.BlockIndex"/> is k; before a store or a handler call, rip is instruction k's next-ip; each
+/// <see cref="VirtualCpu.BlockIndex"/> is k; before a store or a handler call, rip is instruction k's next-ip; each
 /// instruction's effects happen in the order its handler has them, so a fault leaves exactly the interpreter's
 /// state. The emitted code depends only on the block's address and bytes, so one method serves every code cache
 /// (forks, re-executions of a program, test machines) through a bounded table.
@@ -66,21 +67,25 @@ public static unsafe class BlockCompiler
     // ---------------------------------------------------------------- reflection handles
 
     const BindingFlags Inst = BindingFlags.Instance | BindingFlags.Public | BindingFlags.NonPublic;
-    static readonly FieldInfo FR = typeof(Cpu).GetField(nameof(Cpu.R))!;
-    static readonly FieldInfo FRip = typeof(Cpu).GetField(nameof(Cpu.Rip))!;
-    static readonly FieldInfo FBlockIndex = typeof(Cpu).GetField(nameof(Cpu.BlockIndex))!;
-    static readonly FieldInfo FMem = typeof(Cpu).GetField(nameof(Cpu.Mem))!;
-    static readonly FieldInfo FFsBase = typeof(Cpu).GetField(nameof(Cpu.FsBase))!;
-    static readonly FieldInfo FGsBase = typeof(Cpu).GetField(nameof(Cpu.GsBase))!;
-    static readonly FieldInfo FLazy = typeof(Cpu).GetField("_lazy", Inst)!;
-    static readonly FieldInfo FLazySize = typeof(Cpu).GetField("_lazySize", Inst)!;
-    static readonly FieldInfo FLazyA = typeof(Cpu).GetField("_lazyA", Inst)!;
-    static readonly FieldInfo FLazyB = typeof(Cpu).GetField("_lazyB", Inst)!;
-    static readonly FieldInfo FLazyR = typeof(Cpu).GetField("_lazyR", Inst)!;
+    static readonly FieldInfo FR = typeof(VirtualCpu).GetField(nameof(VirtualCpu.R))!;
+    static readonly FieldInfo FRip = typeof(VirtualCpu).GetField(nameof(VirtualCpu.Rip))!;
+    static readonly FieldInfo FCount = typeof(VirtualCpu).GetField(nameof(VirtualCpu.InstructionCount))!;
+    static readonly FieldInfo FBranches = typeof(VirtualCpu).GetField(nameof(VirtualCpu.BranchCount))!;
+    static readonly FieldInfo FStopAt = typeof(VirtualCpu).GetField(nameof(VirtualCpu.StopAt))!;
+    static readonly FieldInfo FYield = typeof(VirtualCpu).GetField(nameof(VirtualCpu.Yield))!;
+    static readonly FieldInfo FBlockIndex = typeof(VirtualCpu).GetField(nameof(VirtualCpu.BlockIndex))!;
+    static readonly FieldInfo FMem = typeof(VirtualCpu).GetField(nameof(VirtualCpu.Mem))!;
+    static readonly FieldInfo FFsBase = typeof(VirtualCpu).GetField(nameof(VirtualCpu.FsBase))!;
+    static readonly FieldInfo FGsBase = typeof(VirtualCpu).GetField(nameof(VirtualCpu.GsBase))!;
+    static readonly FieldInfo FLazy = typeof(VirtualCpu).GetField("_lazy", Inst)!;
+    static readonly FieldInfo FLazySize = typeof(VirtualCpu).GetField("_lazySize", Inst)!;
+    static readonly FieldInfo FLazyA = typeof(VirtualCpu).GetField("_lazyA", Inst)!;
+    static readonly FieldInfo FLazyB = typeof(VirtualCpu).GetField("_lazyB", Inst)!;
+    static readonly FieldInfo FLazyR = typeof(VirtualCpu).GetField("_lazyR", Inst)!;
     static readonly FieldInfo FInsts = typeof(Block).GetField(nameof(Block.Insts))!;
     static readonly FieldInfo FHandlers = typeof(Block).GetField(nameof(Block.Handlers))!;
-    static readonly MethodInfo MCond = typeof(Cpu).GetMethod(nameof(Cpu.Cond))!;
-    static readonly MethodInfo MIncDec = typeof(Cpu).GetMethod(nameof(Cpu.SetFlagsIncDec))!;
+    static readonly MethodInfo MCond = typeof(VirtualCpu).GetMethod(nameof(VirtualCpu.Cond))!;
+    static readonly MethodInfo MIncDec = typeof(VirtualCpu).GetMethod(nameof(VirtualCpu.SetFlagsIncDec))!;
     static readonly MethodInfo[] MRead =
     {
         null!, typeof(GuestMemory).GetMethod(nameof(GuestMemory.Read8))!, typeof(GuestMemory).GetMethod(nameof(GuestMemory.Read16))!, null!,
@@ -104,7 +109,7 @@ public static unsafe class BlockCompiler
     struct Operand
     {
         public OpClass Class;
-        public int Reg, RegKind; // RegKind as Cpu.RegInfo: 0 = 64, 1 = 32, 2 = 16, 3 = low byte, 4 = high byte
+        public int Reg, RegKind; // RegKind as VirtualCpu.RegInfo: 0 = 64, 1 = 32, 2 = 16, 3 = low byte, 4 = high byte
         public ulong Imm;
     }
 
@@ -117,7 +122,7 @@ public static unsafe class BlockCompiler
         public bool Memory;    // accesses guest memory (can fault)
         public bool Stores;    // writes guest memory
         public FlagUse Flags;
-        public int AluKind;    // Cpu.LazyAdd / LazySub / LazyLogic for Form.Alu
+        public int AluKind;    // VirtualCpu.LazyAdd / LazySub / LazyLogic for Form.Alu
         public OpCode AluOp;   // the IL operation of Form.Alu
         public bool AluStores; // false for cmp and test
         public int Count;      // shift count (immediate, masked, not 0)
@@ -133,7 +138,7 @@ public static unsafe class BlockCompiler
         {
             case OpKind.Register:
             {
-                int info = Cpu.RegInfo[(int)i.GetOpRegister(n)];
+                int info = VirtualCpu.RegInfo[(int)i.GetOpRegister(n)];
                 if ((info >> 4) > 4) return o;
                 o.Class = OpClass.Reg; o.Reg = info & 15; o.RegKind = info >> 4;
                 return o;
@@ -159,8 +164,8 @@ public static unsafe class BlockCompiler
     static bool SimpleMemory(ref Instruction i)
     {
         Register b = i.MemoryBase, x = i.MemoryIndex;
-        if (b != Register.None && b != Register.RIP && (Cpu.RegInfo[(int)b] >> 4) != 0) return false;
-        if (x != Register.None && (Cpu.RegInfo[(int)x] >> 4) != 0) return false;
+        if (b != Register.None && b != Register.RIP && (VirtualCpu.RegInfo[(int)b] >> 4) != 0) return false;
+        if (x != Register.None && (VirtualCpu.RegInfo[(int)x] >> 4) != 0) return false;
         if (b == Register.RIP && x != Register.None) return false;
         return i.MemorySegment is Register.None or Register.ES or Register.CS or Register.SS or Register.DS or Register.FS or Register.GS;
     }
@@ -182,13 +187,13 @@ public static unsafe class BlockCompiler
                 return p;
             case Mnemonic.Mov:
                 if (count != 2 || !IsRegOrMem(o0) || o1.Class == OpClass.Bad) return p;
-                p.Size = Cpu.OpSize(ref i, 0);
+                p.Size = VirtualCpu.OpSize(ref i, 0);
                 if (p.Size is not (1 or 2 or 4 or 8)) return p;
                 p.Form = Form.Mov; p.Flags = FlagUse.None; p.Memory = mem0 || mem1; p.Stores = mem0;
                 return p;
             case Mnemonic.Movzx or Mnemonic.Movsx or Mnemonic.Movsxd:
                 if (count != 2 || o0.Class != OpClass.Reg || !IsRegOrMem(o1)) return p;
-                p.Size = Cpu.OpSize(ref i, 0); p.SrcSize = Cpu.OpSize(ref i, 1);
+                p.Size = VirtualCpu.OpSize(ref i, 0); p.SrcSize = VirtualCpu.OpSize(ref i, 1);
                 if (p.SrcSize is not (1 or 2 or 4)) return p;
                 p.Form = i.Mnemonic == Mnemonic.Movzx ? Form.Movzx : Form.Movsx; p.Flags = FlagUse.None; p.Memory = mem1;
                 return p;
@@ -198,23 +203,23 @@ public static unsafe class BlockCompiler
                 return p;
             case Mnemonic.Add or Mnemonic.Sub or Mnemonic.Cmp or Mnemonic.And or Mnemonic.Or or Mnemonic.Xor or Mnemonic.Test:
                 if (count != 2 || !IsRegOrMem(o0) || o1.Class == OpClass.Bad) return p;
-                p.Size = Cpu.OpSize(ref i, 0);
+                p.Size = VirtualCpu.OpSize(ref i, 0);
                 if (p.Size is not (1 or 2 or 4 or 8)) return p;
                 (p.AluKind, p.AluOp, p.AluStores) = i.Mnemonic switch
                 {
-                    Mnemonic.Add => (Cpu.LazyAdd, OpCodes.Add, true),
-                    Mnemonic.Sub => (Cpu.LazySub, OpCodes.Sub, true),
-                    Mnemonic.Cmp => (Cpu.LazySub, OpCodes.Sub, false),
-                    Mnemonic.And => (Cpu.LazyLogic, OpCodes.And, true),
-                    Mnemonic.Or => (Cpu.LazyLogic, OpCodes.Or, true),
-                    Mnemonic.Xor => (Cpu.LazyLogic, OpCodes.Xor, true),
-                    _ => (Cpu.LazyLogic, OpCodes.And, false),
+                    Mnemonic.Add => (VirtualCpu.LazyAdd, OpCodes.Add, true),
+                    Mnemonic.Sub => (VirtualCpu.LazySub, OpCodes.Sub, true),
+                    Mnemonic.Cmp => (VirtualCpu.LazySub, OpCodes.Sub, false),
+                    Mnemonic.And => (VirtualCpu.LazyLogic, OpCodes.And, true),
+                    Mnemonic.Or => (VirtualCpu.LazyLogic, OpCodes.Or, true),
+                    Mnemonic.Xor => (VirtualCpu.LazyLogic, OpCodes.Xor, true),
+                    _ => (VirtualCpu.LazyLogic, OpCodes.And, false),
                 };
                 p.Form = Form.Alu; p.Flags = FlagUse.Writes; p.Memory = mem0 || mem1; p.Stores = mem0 && p.AluStores;
                 return p;
             case Mnemonic.Inc or Mnemonic.Dec or Mnemonic.Neg or Mnemonic.Not:
                 if (count != 1 || !IsRegOrMem(o0)) return p;
-                p.Size = Cpu.OpSize(ref i, 0);
+                p.Size = VirtualCpu.OpSize(ref i, 0);
                 if (p.Size is not (1 or 2 or 4 or 8)) return p;
                 p.Form = i.Mnemonic switch { Mnemonic.Neg => Form.Neg, Mnemonic.Not => Form.Not, _ => Form.IncDec };
                 // inc/dec keep CF: they read the pending record
@@ -249,7 +254,7 @@ public static unsafe class BlockCompiler
         if (i.Mnemonic is Mnemonic.Shl or Mnemonic.Sal or Mnemonic.Shr or Mnemonic.Sar or Mnemonic.Rol or Mnemonic.Ror)
         {
             if (count != 2 || !IsRegOrMem(o0) || i.Op1Kind != OpKind.Immediate8) return p;
-            p.Size = Cpu.OpSize(ref i, 0);
+            p.Size = VirtualCpu.OpSize(ref i, 0);
             if (p.Size is not (1 or 2 or 4 or 8)) return p;
             p.Count = i.Immediate8 & (p.Size == 8 ? 0x3F : 0x1F);
             if (p.Count == 0) return p; // a count of 0 changes nothing but still stores: the handler's business
@@ -259,7 +264,7 @@ public static unsafe class BlockCompiler
         if (i.Mnemonic == Mnemonic.Imul && count is 2 or 3 && o0.Class == OpClass.Reg && o0.RegKind <= 1 && IsRegOrMem(o1)
             && (count == 2 || Classify(ref i, 2).Class == OpClass.Imm))
         {
-            p.Size = Cpu.OpSize(ref i, 0);
+            p.Size = VirtualCpu.OpSize(ref i, 0);
             if (count == 3) p.O0.Imm = Classify(ref i, 2).Imm; // the third operand, kept with the destination
             p.Count = count;
             p.Form = Form.Imul; p.Flags = FlagUse.None; p.NeedsDeadFlags = true; p.Memory = mem1;
@@ -277,7 +282,7 @@ public static unsafe class BlockCompiler
                 or Mnemonic.Setbe or Mnemonic.Seta or Mnemonic.Sets or Mnemonic.Setns or Mnemonic.Setp or Mnemonic.Setnp or Mnemonic.Setl
                 or Mnemonic.Setge or Mnemonic.Setle or Mnemonic.Setg)
         {
-            if (count != 1 || !IsRegOrMem(o0) || Cpu.OpSize(ref i, 0) != 1) return p;
+            if (count != 1 || !IsRegOrMem(o0) || VirtualCpu.OpSize(ref i, 0) != 1) return p;
             p.Form = Form.Setcc; p.Size = 1; p.Memory = p.Stores = mem0;
             return p;
         }
@@ -286,7 +291,7 @@ public static unsafe class BlockCompiler
                 or Mnemonic.Cmovl or Mnemonic.Cmovge or Mnemonic.Cmovle or Mnemonic.Cmovg)
         {
             if (count != 2 || o0.Class != OpClass.Reg || o0.RegKind > 1 || !IsRegOrMem(o1)) return p;
-            p.Form = Form.Cmovcc; p.Size = Cpu.OpSize(ref i, 0); p.Memory = mem1;
+            p.Form = Form.Cmovcc; p.Size = VirtualCpu.OpSize(ref i, 0); p.Memory = mem1;
             return p;
         }
         return p;
@@ -301,11 +306,12 @@ public static unsafe class BlockCompiler
         readonly ILGenerator _il;
         readonly LocalBuilder _regs, _mem, _ea, _a, _bv, _r, _v;
         readonly Plan[] _plans;
+        Label _top;
 
         public Emitter(Block b)
         {
             _b = b;
-            _dm = new DynamicMethod($"block_{b.Start:x}", typeof(void), new[] { typeof(Block), typeof(Cpu) }, typeof(Cpu).Module, skipVisibility: true);
+            _dm = new DynamicMethod($"block_{b.Start:x}", typeof(void), new[] { typeof(Block), typeof(VirtualCpu) }, typeof(VirtualCpu).Module, skipVisibility: true);
             _il = _dm.GetILGenerator(256 + b.Count * 64);
             _regs = _il.DeclareLocal(typeof(ulong).MakeByRefType());
             _mem = _il.DeclareLocal(typeof(GuestMemory));
@@ -327,12 +333,14 @@ public static unsafe class BlockCompiler
             // ref ulong regs = ref c.R[0]; GuestMemory mem = c.Mem;
             il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, FR); il.Emit(OpCodes.Ldc_I4_0); il.Emit(OpCodes.Ldelema, typeof(ulong)); il.Emit(OpCodes.Stloc, _regs);
             il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, FMem); il.Emit(OpCodes.Stloc, _mem);
+            _top = il.DefineLabel();
+            il.MarkLabel(_top);
             bool ripSet = false;
             for (int k = 0; k < _b.Count; k++)
             {
                 ref Instruction ins = ref _b.Insts[k];
                 ref Plan p = ref _plans[k];
-                bool fusable = k > 0 && _plans[k - 1].Form == Form.Alu && _plans[k - 1].AluKind != Cpu.LazyAdd;
+                bool fusable = k > 0 && _plans[k - 1].Form == Form.Alu && _plans[k - 1].AluKind != VirtualCpu.LazyAdd;
                 if (p.Form == Form.Helper)
                 {
                     EmitHelper(k, ref ins);
@@ -357,7 +365,28 @@ public static unsafe class BlockCompiler
             il.Emit(OpCodes.Ldarg_1);
             il.Emit(OpCodes.Ldarg_0); il.Emit(OpCodes.Ldfld, FInsts); il.Emit(OpCodes.Ldc_I4, k); il.Emit(OpCodes.Ldelema, typeof(Instruction));
             il.Emit(OpCodes.Ldarg_0); il.Emit(OpCodes.Ldfld, FHandlers); il.Emit(OpCodes.Ldc_I4, k); il.Emit(OpCodes.Ldelem_I);
-            il.EmitCalli(OpCodes.Calli, CallingConventions.Standard, typeof(void), new[] { typeof(Cpu), typeof(Instruction).MakeByRefType() }, null);
+            il.EmitCalli(OpCodes.Calli, CallingConventions.Standard, typeof(void), new[] { typeof(VirtualCpu), typeof(Instruction).MakeByRefType() }, null);
+        }
+
+        /// <summary>A direct branch. To the block's own start (a loop of one block), the next iteration runs here
+        /// when the execution loop would run it whole too: the guest has not yielded and the whole block fits
+        /// before <see cref="VirtualCpu.StopAt"/>; this iteration is then counted here (the loop counts the last one).</summary>
+        void BranchTo(ulong target)
+        {
+            var il = _il;
+            if (target == _b.Start)
+            {
+                var exit = il.DefineLabel();
+                long n = _b.Count;
+                il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, FYield); il.Emit(OpCodes.Brtrue, exit);
+                il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, FCount); il.Emit(OpCodes.Ldc_I8, 2 * n); il.Emit(OpCodes.Add);
+                il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, FStopAt); il.Emit(OpCodes.Bgt_Un, exit);
+                il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Dup); il.Emit(OpCodes.Ldfld, FCount); il.Emit(OpCodes.Ldc_I8, n); il.Emit(OpCodes.Add); il.Emit(OpCodes.Stfld, FCount);
+                il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Dup); il.Emit(OpCodes.Ldfld, FBranches); il.Emit(OpCodes.Ldc_I8, (long)_b.EndsInBranch); il.Emit(OpCodes.Add); il.Emit(OpCodes.Stfld, FBranches);
+                il.Emit(OpCodes.Br, _top);
+                il.MarkLabel(exit);
+            }
+            SetRip(target);
         }
 
         void SetRip(ulong v) { _il.Emit(OpCodes.Ldarg_1); _il.Emit(OpCodes.Ldc_I8, (long)v); _il.Emit(OpCodes.Stfld, FRip); }
@@ -394,9 +423,9 @@ public static unsafe class BlockCompiler
                     Read(ref p.O0, p.Size); Stloc(_a);
                     Read(ref p.O1, p.Size); Stloc(_bv);
                     Ldloc(_a); Ldloc(_bv); il.Emit(p.AluOp);
-                    if (p.AluKind != Cpu.LazyLogic) Truncate(p.Size);
+                    if (p.AluKind != VirtualCpu.LazyLogic) Truncate(p.Size);
                     Stloc(_r);
-                    if (FlagsLive(k)) Record(p.AluKind, p.AluKind == Cpu.LazyLogic ? null : _a, p.AluKind == Cpu.LazyLogic ? null : _bv, _r, p.Size);
+                    if (FlagsLive(k)) Record(p.AluKind, p.AluKind == VirtualCpu.LazyLogic ? null : _a, p.AluKind == VirtualCpu.LazyLogic ? null : _bv, _r, p.Size);
                     if (p.AluStores) Write(ref p.O0, p.Size, _r);
                     return false;
                 }
@@ -405,7 +434,7 @@ public static unsafe class BlockCompiler
                     Read(ref p.O0, p.Size); Stloc(_a);
                     il.Emit(OpCodes.Ldc_I8, 0L); Ldloc(_a); il.Emit(OpCodes.Sub); Truncate(p.Size); Stloc(_r);
                     il.Emit(OpCodes.Ldc_I8, 0L); Stloc(_bv);
-                    if (FlagsLive(k)) Record(Cpu.LazySub, _bv, _a, _r, p.Size);
+                    if (FlagsLive(k)) Record(VirtualCpu.LazySub, _bv, _a, _r, p.Size);
                     Write(ref p.O0, p.Size, _r);
                     return false;
                 case Form.Not:
@@ -427,35 +456,36 @@ public static unsafe class BlockCompiler
                 case Form.Push:
                     if (p.O0.Class == OpClass.Mem) { Ea(ref ins, true); Stloc(_ea); }
                     Read(ref p.O0, 8); Stloc(_v);
-                    LdReg(Cpu.RSP); il.Emit(OpCodes.Ldc_I8, 8L); il.Emit(OpCodes.Sub); Stloc(_a);
+                    LdReg(VirtualCpu.RSP); il.Emit(OpCodes.Ldc_I8, 8L); il.Emit(OpCodes.Sub); Stloc(_a);
                     StoreMem(_a, _v, 8);
-                    StReg(Cpu.RSP, _a);
+                    StReg(VirtualCpu.RSP, _a);
                     return false;
                 case Form.Pop:
-                    LdReg(Cpu.RSP); Stloc(_a);
+                    LdReg(VirtualCpu.RSP); Stloc(_a);
                     LoadMem(_a, 8); Stloc(_v);
                     Ldloc(_a); il.Emit(OpCodes.Ldc_I8, 8L); il.Emit(OpCodes.Add); Stloc(_a);
-                    StReg(Cpu.RSP, _a);
+                    StReg(VirtualCpu.RSP, _a);
                     StReg(p.O0.Reg, _v); // pop rsp: the popped value wins, as in the handler
                     return false;
                 case Form.Call:
                     if (p.O0.Class == OpClass.Mem) { Ea(ref ins, true); Stloc(_ea); }
                     Read(ref p.O0, 8); Stloc(_r);
-                    LdReg(Cpu.RSP); il.Emit(OpCodes.Ldc_I8, 8L); il.Emit(OpCodes.Sub); Stloc(_a);
+                    LdReg(VirtualCpu.RSP); il.Emit(OpCodes.Ldc_I8, 8L); il.Emit(OpCodes.Sub); Stloc(_a);
                     il.Emit(OpCodes.Ldc_I8, (long)ins.NextIP); Stloc(_v);
                     StoreMem(_a, _v, 8);
-                    StReg(Cpu.RSP, _a);
+                    StReg(VirtualCpu.RSP, _a);
                     il.Emit(OpCodes.Ldarg_1); Ldloc(_r); il.Emit(OpCodes.Stfld, FRip);
                     return true;
                 case Form.Ret:
-                    LdReg(Cpu.RSP); Stloc(_a);
+                    LdReg(VirtualCpu.RSP); Stloc(_a);
                     LoadMem(_a, 8); Stloc(_r);
                     Ldloc(_a); il.Emit(OpCodes.Ldc_I8, 8L); il.Emit(OpCodes.Add); Stloc(_a);
-                    StReg(Cpu.RSP, _a);
-                    if (p.O0.Imm != 0) { LdReg(Cpu.RSP); il.Emit(OpCodes.Ldc_I8, (long)p.O0.Imm); il.Emit(OpCodes.Add); Stloc(_a); StReg(Cpu.RSP, _a); }
+                    StReg(VirtualCpu.RSP, _a);
+                    if (p.O0.Imm != 0) { LdReg(VirtualCpu.RSP); il.Emit(OpCodes.Ldc_I8, (long)p.O0.Imm); il.Emit(OpCodes.Add); Stloc(_a); StReg(VirtualCpu.RSP, _a); }
                     il.Emit(OpCodes.Ldarg_1); Ldloc(_r); il.Emit(OpCodes.Stfld, FRip);
                     return true;
                 case Form.Jmp:
+                    if (p.O0.Class == OpClass.Imm) { BranchTo(p.O0.Imm); return true; }
                     if (p.O0.Class == OpClass.Mem) { Ea(ref ins, true); Stloc(_ea); }
                     Read(ref p.O0, 8); Stloc(_r);
                     il.Emit(OpCodes.Ldarg_1); Ldloc(_r); il.Emit(OpCodes.Stfld, FRip);
@@ -466,7 +496,7 @@ public static unsafe class BlockCompiler
                     var notTaken = il.DefineLabel();
                     var end = il.DefineLabel();
                     il.Emit(OpCodes.Brfalse, notTaken);
-                    SetRip(p.O0.Imm);
+                    BranchTo(p.O0.Imm);
                     il.Emit(OpCodes.Br, end);
                     il.MarkLabel(notTaken);
                     SetRip(ins.NextIP);
@@ -526,7 +556,7 @@ public static unsafe class BlockCompiler
                     if (p.Memory) { Ea(ref ins, true); Stloc(_ea); }
                     // the low half of a product does not depend on the signedness of the factors
                     if (p.Count == 2) { Read(ref p.O0, p.Size); Read(ref p.O1, p.Size); }
-                    else { Read(ref p.O1, p.Size); il.Emit(OpCodes.Ldc_I8, (long)(p.O0.Imm & Cpu.SizeMask(p.Size))); }
+                    else { Read(ref p.O1, p.Size); il.Emit(OpCodes.Ldc_I8, (long)(p.O0.Imm & VirtualCpu.SizeMask(p.Size))); }
                     il.Emit(OpCodes.Mul); Truncate(p.Size); Stloc(_r);
                     Write(ref p.O0, p.Size, _r);
                     return false;
@@ -572,7 +602,7 @@ public static unsafe class BlockCompiler
             }
             int s = prev.Size;
             bool negate = false;
-            if (prev.AluKind == Cpu.LazySub)
+            if (prev.AluKind == VirtualCpu.LazySub)
             {
                 switch (cc)
                 {
@@ -618,10 +648,10 @@ public static unsafe class BlockCompiler
             var il = _il;
             il.Emit(OpCodes.Ldc_I8, (long)i.MemoryDisplacement64);
             Register b = i.MemoryBase, x = i.MemoryIndex;
-            if (b != Register.None && b != Register.RIP) { LdReg(Cpu.RegInfo[(int)b] & 15); il.Emit(OpCodes.Add); }
+            if (b != Register.None && b != Register.RIP) { LdReg(VirtualCpu.RegInfo[(int)b] & 15); il.Emit(OpCodes.Add); }
             if (x != Register.None)
             {
-                LdReg(Cpu.RegInfo[(int)x] & 15);
+                LdReg(VirtualCpu.RegInfo[(int)x] & 15);
                 int scale = i.MemoryIndexScale;
                 if (scale != 1) { il.Emit(OpCodes.Ldc_I4, System.Numerics.BitOperations.Log2((uint)scale)); il.Emit(OpCodes.Shl); }
                 il.Emit(OpCodes.Add);
@@ -646,7 +676,7 @@ public static unsafe class BlockCompiler
                     LoadMem(_ea, size);
                     break;
                 case OpClass.Imm:
-                    _il.Emit(OpCodes.Ldc_I8, (long)(o.Imm & Cpu.SizeMask(size)));
+                    _il.Emit(OpCodes.Ldc_I8, (long)(o.Imm & VirtualCpu.SizeMask(size)));
                     break;
                 default:
                     throw new InvalidOperationException("operand");

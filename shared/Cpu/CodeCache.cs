@@ -10,7 +10,7 @@ public sealed unsafe class Block
     public ulong Start;
     public ulong End; // address after the last instruction
     public Instruction[] Insts = Array.Empty<Instruction>();
-    public delegate*<Cpu, ref Instruction, void>[] Handlers = new delegate*<Cpu, ref Instruction, void>[0];
+    public delegate*<VirtualCpu, ref Instruction, void>[] Handlers = new delegate*<VirtualCpu, ref Instruction, void>[0];
     public int Count;
     /// <summary>1 when the last instruction is a control transfer (counted in BranchCount), else 0.</summary>
     public ulong EndsInBranch;
@@ -31,9 +31,11 @@ public sealed unsafe class Block
 public sealed unsafe class CodeCache
 {
     public const int MaxBlockInstructions = 64;
-    /// <summary>Whole-block executions before the default tier compiles a block: enough that start-up code which
-    /// runs a few times is never compiled (a compilation costs as much as thousands of interpreted blocks).</summary>
-    public const int DefaultCompileThreshold = 256;
+    /// <summary>Whole-block executions before the default tier compiles a block. Compiling one block (IL emission
+    /// and the runtime's JIT) costs 1-3 ms, the time of interpreting a short block some 10,000 times; waiting that
+    /// long keeps start-up loops (memset, ld.so's relocation walk) interpreted, and costs a hot loop that runs
+    /// millions of times at most that 1-3 ms more. (256 compiled 8 blocks of `busybox true` and made it slower.)</summary>
+    public const int DefaultCompileThreshold = 4096;
     const int FastBits = 14;
     readonly Block?[] _fast = new Block?[1 << FastBits];
     readonly Dictionary<ulong, Block> _blocks = new();
@@ -42,8 +44,10 @@ public sealed unsafe class CodeCache
     readonly byte[] _fetch = new byte[MaxBlockInstructions * 15 + 16];
     readonly Block _faultBlock;
 
-    /// <summary>The block whose instructions are executing (set by Lookup), to detect self-modification.</summary>
-    Block? _running;
+    /// <summary>Start of the block whose instructions are executing (set by Lookup), to detect self-modification.
+    /// An address, not a reference, so that the per-block store needs no GC write barrier; at most one valid block
+    /// starts at an address.</summary>
+    ulong _running = ulong.MaxValue;
 
     /// <summary>Use the handlers specialised per operand form (Isa.Fast.cs); false runs everything through the generic
     /// handlers, so tests can check that both give identical results. Set before the first lookup.</summary>
@@ -58,8 +62,8 @@ public sealed unsafe class CodeCache
     /// <summary>Executions of a whole block after which the default tier compiles it; 0 never compiles.</summary>
     public readonly int CompileThreshold;
 
-    // statistics of the compiled tier
-    public long BlocksCompiled, CompileTicks, CompiledInstructions;
+    // statistics of the tiers (instructions that ran compiled: all retired minus these interpreted ones)
+    public long BlocksCompiled, CompileTicks, InterpretedInstructions, CompileFailures;
 
     public CodeCache(GuestMemory mem, ExecutionTier tier = ExecutionTier.Default)
     {
@@ -77,7 +81,7 @@ public sealed unsafe class CodeCache
         int ix = (int)((rip ^ (rip >> FastBits)) & ((1 << FastBits) - 1));
         Block? b = _fast[ix];
         if (b == null || b.Start != rip) b = _fast[ix] = LookupSlow(rip);
-        _running = b;
+        _running = rip;
         return b;
     }
 
@@ -106,7 +110,7 @@ public sealed unsafe class CodeCache
             fault.IP = rip;
             fault.NextIP = rip;
             b.Insts = new[] { fault };
-            b.Handlers = new delegate*<Cpu, ref Instruction, void>[] { &Isa.ExecFault };
+            b.Handlers = new delegate*<VirtualCpu, ref Instruction, void>[] { &Isa.ExecFault };
             b.Count = 1;
             b.End = rip;
             return b;
@@ -129,21 +133,31 @@ public sealed unsafe class CodeCache
         }
         b.Insts = insts.ToArray();
         b.Count = b.Insts.Length;
-        b.Handlers = new delegate*<Cpu, ref Instruction, void>[b.Count];
-        for (int i = 0; i < b.Count; i++) b.Handlers[i] = (delegate*<Cpu, ref Instruction, void>)handlers[i];
+        b.Handlers = new delegate*<VirtualCpu, ref Instruction, void>[b.Count];
+        for (int i = 0; i < b.Count; i++) b.Handlers[i] = (delegate*<VirtualCpu, ref Instruction, void>)handlers[i];
         b.End = end;
         b.Bytes = _fetch.AsSpan(0, (int)(end - rip)).ToArray();
         return b;
     }
 
     /// <summary>Compiles b (its compiled code then runs it whenever all of it is to be executed).</summary>
-    public CompiledBlock Compile(Block b)
+    /// <summary>Compiles b; null (and b stays interpreted) when the compiler fails, which is a defect of the
+    /// compiler that must cost speed, never the guest's results or the host process.</summary>
+    public CompiledBlock? Compile(Block b)
     {
         long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
-        var f = b.Compiled = BlockCompiler.Compile(b);
-        CompileTicks += System.Diagnostics.Stopwatch.GetTimestamp() - t0;
-        BlocksCompiled++;
-        return f;
+        try
+        {
+            var f = b.Compiled = BlockCompiler.Compile(b);
+            BlocksCompiled++;
+            return f;
+        }
+        catch (Exception e) when (e is InvalidOperationException or NotSupportedException or ArgumentException or InvalidProgramException)
+        {
+            CompileFailures++;
+            return null;
+        }
+        finally { CompileTicks += System.Diagnostics.Stopwatch.GetTimestamp() - t0; }
     }
 
     bool OnCodeWritten(ulong pn)
@@ -159,7 +173,7 @@ public sealed unsafe class CodeCache
             if (_blocks.TryGetValue(b.Start, out var cur) && cur == b) _blocks.Remove(b.Start);
             int ix = (int)((b.Start ^ (b.Start >> FastBits)) & ((1 << FastBits) - 1));
             if (_fast[ix] == b) _fast[ix] = null;
-            if (b == _running) hitRunning = true;
+            if (b.Start == _running) hitRunning = true;
         }
         return hitRunning;
     }

@@ -29,7 +29,7 @@ public struct CpuState
 
     /// <summary>The rflags bits the digest covers: the status flags and DF (the rest are fixed or not
     /// architecturally visible to a user-mode guest).</summary>
-    public const ulong DigestedFlags = Cpu.ArithFlags | Cpu.DF;
+    public const ulong DigestedFlags = VirtualCpu.ArithFlags | VirtualCpu.DF;
 
     /// <summary>Bytes of <see cref="WriteCanonical"/>.</summary>
     public const int CanonicalSize = 16 * 8 + 4 * 8 + 32 * 8 + 4 + 8 * 10 + 1 + 2 + 2 + 1;
@@ -60,7 +60,7 @@ public struct CpuState
     }
 }
 
-public sealed partial class Cpu
+public sealed partial class VirtualCpu
 {
     /// <summary>The thread's architectural state as a value (see <see cref="CpuState"/>).</summary>
     public CpuState State

@@ -6,29 +6,29 @@ namespace ReVirt.Cpu;
 
 /// <summary>
 /// Runs blocks of one guest thread and owns everything that must not depend on how a block is executed: the stop
-/// point (<see cref="Cpu.StopAt"/>, exact to the instruction), the instruction and branch counts, and the mapping of
+/// point (<see cref="VirtualCpu.StopAt"/>, exact to the instruction), the instruction and branch counts, and the mapping of
 /// a fault raised by instruction k of a block to the guest's state (k instructions retired, rip at instruction k, or
-/// after it for a trap; the signal in <see cref="Cpu.PendingFault"/>). A <see cref="BlockExecutor"/> only runs the
-/// first n instructions of a block and reports, through <see cref="Cpu.BlockIndex"/>, which one was executing.
+/// after it for a trap; the signal in <see cref="VirtualCpu.PendingFault"/>). A <see cref="BlockExecutor"/> only runs the
+/// first n instructions of a block and reports, through <see cref="VirtualCpu.BlockIndex"/>, which one was executing.
 /// A block the code cache compiled (<see cref="Block.Compiled"/>) runs compiled whenever all of it is to run;
 /// the compiled code keeps the same contract, so which tier ran a block never shows in the results.
 /// </summary>
 public sealed class ExecutionLoop
 {
-    readonly Cpu _cpu;
+    readonly VirtualCpu _cpu;
     public BlockExecutor Executor;
 
-    public ExecutionLoop(Cpu cpu, BlockExecutor executor) { _cpu = cpu; Executor = executor; }
+    public ExecutionLoop(VirtualCpu cpu, BlockExecutor executor) { _cpu = cpu; Executor = executor; }
 
     /// <summary>
-    /// Runs until a handler sets <see cref="Cpu.Yield"/> or the instruction count reaches <see cref="Cpu.StopAt"/>.
+    /// Runs until a handler sets <see cref="VirtualCpu.Yield"/> or the instruction count reaches <see cref="VirtualCpu.StopAt"/>.
     /// Guest faults are returned as signals to the caller (the kernel decides delivery).
     /// </summary>
     // the guest's hot loop: compiled optimised at once rather than left in tier-0 or precompiled code
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public RunResult Run()
     {
-        Cpu c = _cpu;
+        VirtualCpu c = _cpu;
         CodeCache code = c.Code;
         BlockExecutor exec = Executor;
         c.Yield = false;
@@ -45,12 +45,12 @@ public sealed class ExecutionLoop
                 {
                     CompiledBlock? f = b.Compiled;
                     if (f == null && ++b.Hits == code.CompileThreshold) f = code.Compile(b);
-                    if (f != null)
+                    if (f != null) f(c); // may run further iterations of a one-block loop, counting them itself
+                    else
                     {
-                        f(c);
-                        code.CompiledInstructions += n;
+                        exec.Execute(c, b, n);
+                        code.InterpretedInstructions += n;
                     }
-                    else exec.Execute(c, b, n);
                     c.InstructionCount += (ulong)n;
                     c.BranchCount += b.EndsInBranch;
                 }
@@ -58,9 +58,16 @@ public sealed class ExecutionLoop
                 {
                     exec.Execute(c, b, n); // a stop inside the block: only the interpreter runs a prefix
                     c.InstructionCount += (ulong)n;
+                    code.InterpretedInstructions += n;
                 }
             }
-            catch (Exception e) when (e is GuestFaultException or GuestSignalException or CodeInvalidatedException || Cpu.IsDefect(e))
+            catch (InvalidProgramException) when (b.Compiled != null)
+            {
+                // the runtime refused the compiled code (before any of it ran): the block stays interpreted
+                b.Compiled = null;
+                code.CompileFailures++;
+            }
+            catch (Exception e) when (e is GuestFaultException or GuestSignalException or CodeInvalidatedException || VirtualCpu.IsDefect(e))
             {
                 if (!Retire(c, b, e)) return RunResult.Fault;
             }
@@ -68,9 +75,9 @@ public sealed class ExecutionLoop
         }
     }
 
-    /// <summary>Accounts for instruction k = <see cref="Cpu.BlockIndex"/> of b that raised e; false when the guest
+    /// <summary>Accounts for instruction k = <see cref="VirtualCpu.BlockIndex"/> of b that raised e; false when the guest
     /// has a fault to take (then rip is that of instruction k, or of the next one for a trap).</summary>
-    static bool Retire(Cpu c, Block b, Exception e)
+    static bool Retire(VirtualCpu c, Block b, Exception e)
     {
         int k = c.BlockIndex;
         ref Instruction ins = ref b.Insts[k];
@@ -104,11 +111,11 @@ public sealed class ExecutionLoop
 }
 
 /// <summary>Executes the first n instructions of a block for the <see cref="ExecutionLoop"/>. Before instruction k
-/// runs, <see cref="Cpu.BlockIndex"/> is k and rip is its next-ip; an exception from it leaves every earlier
+/// runs, <see cref="VirtualCpu.BlockIndex"/> is k and rip is its next-ip; an exception from it leaves every earlier
 /// instruction retired and nothing of later ones done.</summary>
 public abstract class BlockExecutor
 {
-    public abstract void Execute(Cpu c, Block b, int n);
+    public abstract void Execute(VirtualCpu c, Block b, int n);
 }
 
 /// <summary>The interpreter: one indirect call per instruction to the handler the code cache resolved.</summary>
@@ -116,10 +123,10 @@ public sealed unsafe class Interpreter : BlockExecutor
 {
     public static readonly Interpreter Instance = new();
 
-    public override void Execute(Cpu c, Block b, int n)
+    public override void Execute(VirtualCpu c, Block b, int n)
     {
         Instruction[] insts = b.Insts;
-        delegate*<Cpu, ref Instruction, void>[] hs = b.Handlers;
+        delegate*<VirtualCpu, ref Instruction, void>[] hs = b.Handlers;
         for (int k = 0; k < n; k++)
         {
             c.BlockIndex = k;

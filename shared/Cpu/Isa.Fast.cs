@@ -13,7 +13,7 @@ public static unsafe partial class Isa
     interface IAlu
     {
         /// <summary>Computes a op b of the given size, records the flags and returns the result.</summary>
-        static abstract ulong Do(Cpu c, ulong a, ulong b, int size);
+        static abstract ulong Do(VirtualCpu c, ulong a, ulong b, int size);
         /// <summary>False for CMP and TEST, which only set flags.</summary>
         static abstract bool Stores { get; }
     }
@@ -21,38 +21,38 @@ public static unsafe partial class Isa
     struct AddOp : IAlu
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static ulong Do(Cpu c, ulong a, ulong b, int s) { ulong r = (a + b) & Cpu.SizeMask(s); c.SetFlagsAdd(a, b, r, s); return r; }
+        public static ulong Do(VirtualCpu c, ulong a, ulong b, int s) { ulong r = (a + b) & VirtualCpu.SizeMask(s); c.SetFlagsAdd(a, b, r, s); return r; }
         public static bool Stores => true;
     }
     struct SubOp : IAlu
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static ulong Do(Cpu c, ulong a, ulong b, int s) { ulong r = (a - b) & Cpu.SizeMask(s); c.SetFlagsSub(a, b, r, s); return r; }
+        public static ulong Do(VirtualCpu c, ulong a, ulong b, int s) { ulong r = (a - b) & VirtualCpu.SizeMask(s); c.SetFlagsSub(a, b, r, s); return r; }
         public static bool Stores => true;
     }
     /// <summary>CMP is SUB and TEST is AND without the store.</summary>
     struct FlagsOnly<T> : IAlu where T : struct, IAlu
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static ulong Do(Cpu c, ulong a, ulong b, int s) => T.Do(c, a, b, s);
+        public static ulong Do(VirtualCpu c, ulong a, ulong b, int s) => T.Do(c, a, b, s);
         public static bool Stores => false;
     }
     struct AndOp : IAlu
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static ulong Do(Cpu c, ulong a, ulong b, int s) { ulong r = a & b; c.SetFlagsLogic(r, s); return r; }
+        public static ulong Do(VirtualCpu c, ulong a, ulong b, int s) { ulong r = a & b; c.SetFlagsLogic(r, s); return r; }
         public static bool Stores => true;
     }
     struct OrOp : IAlu
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static ulong Do(Cpu c, ulong a, ulong b, int s) { ulong r = a | b; c.SetFlagsLogic(r, s); return r; }
+        public static ulong Do(VirtualCpu c, ulong a, ulong b, int s) { ulong r = a | b; c.SetFlagsLogic(r, s); return r; }
         public static bool Stores => true;
     }
     struct XorOp : IAlu
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static ulong Do(Cpu c, ulong a, ulong b, int s) { ulong r = a ^ b; c.SetFlagsLogic(r, s); return r; }
+        public static ulong Do(VirtualCpu c, ulong a, ulong b, int s) { ulong r = a ^ b; c.SetFlagsLogic(r, s); return r; }
         public static bool Stores => true;
     }
 
@@ -60,50 +60,50 @@ public static unsafe partial class Isa
     [MethodImpl(MethodImplOptions.AggressiveInlining)] static int Gpr32(Register r) => r - Register.EAX;
 
     // op0 register, op1 register / immediate / memory; 64-bit and 32-bit (a 32-bit result zero-extends)
-    static void AluRR64<T>(Cpu c, ref Instruction i) where T : struct, IAlu
+    static void AluRR64<T>(VirtualCpu c, ref Instruction i) where T : struct, IAlu
     {
         ref ulong d = ref c.R[Gpr64(i.Op0Register)];
         ulong r = T.Do(c, d, c.R[Gpr64(i.Op1Register)], 8);
         if (T.Stores) d = r;
     }
-    static void AluRR32<T>(Cpu c, ref Instruction i) where T : struct, IAlu
+    static void AluRR32<T>(VirtualCpu c, ref Instruction i) where T : struct, IAlu
     {
         ref ulong d = ref c.R[Gpr32(i.Op0Register)];
         ulong r = T.Do(c, (uint)d, (uint)c.R[Gpr32(i.Op1Register)], 4);
         if (T.Stores) d = r;
     }
-    static void AluRI8x64<T>(Cpu c, ref Instruction i) where T : struct, IAlu
+    static void AluRI8x64<T>(VirtualCpu c, ref Instruction i) where T : struct, IAlu
     {
         ref ulong d = ref c.R[Gpr64(i.Op0Register)];
         ulong r = T.Do(c, d, (ulong)i.Immediate8to64, 8);
         if (T.Stores) d = r;
     }
-    static void AluRI32x64<T>(Cpu c, ref Instruction i) where T : struct, IAlu
+    static void AluRI32x64<T>(VirtualCpu c, ref Instruction i) where T : struct, IAlu
     {
         ref ulong d = ref c.R[Gpr64(i.Op0Register)];
         ulong r = T.Do(c, d, (ulong)i.Immediate32to64, 8);
         if (T.Stores) d = r;
     }
-    static void AluRI8x32<T>(Cpu c, ref Instruction i) where T : struct, IAlu
+    static void AluRI8x32<T>(VirtualCpu c, ref Instruction i) where T : struct, IAlu
     {
         ref ulong d = ref c.R[Gpr32(i.Op0Register)];
         ulong r = T.Do(c, (uint)d, (uint)i.Immediate8to32, 4);
         if (T.Stores) d = r;
     }
-    static void AluRI32x32<T>(Cpu c, ref Instruction i) where T : struct, IAlu
+    static void AluRI32x32<T>(VirtualCpu c, ref Instruction i) where T : struct, IAlu
     {
         ref ulong d = ref c.R[Gpr32(i.Op0Register)];
         ulong r = T.Do(c, (uint)d, i.Immediate32, 4);
         if (T.Stores) d = r;
     }
-    static void AluRM64<T>(Cpu c, ref Instruction i) where T : struct, IAlu
+    static void AluRM64<T>(VirtualCpu c, ref Instruction i) where T : struct, IAlu
     {
         ulong b = c.Mem.Read64(c.Ea(ref i));
         ref ulong d = ref c.R[Gpr64(i.Op0Register)];
         ulong r = T.Do(c, d, b, 8);
         if (T.Stores) d = r;
     }
-    static void AluRM32<T>(Cpu c, ref Instruction i) where T : struct, IAlu
+    static void AluRM32<T>(VirtualCpu c, ref Instruction i) where T : struct, IAlu
     {
         ulong b = c.Mem.Read32(c.Ea(ref i));
         ref ulong d = ref c.R[Gpr32(i.Op0Register)];
@@ -111,27 +111,27 @@ public static unsafe partial class Isa
         if (T.Stores) d = r;
     }
 
-    static void MovRR64(Cpu c, ref Instruction i) => c.R[Gpr64(i.Op0Register)] = c.R[Gpr64(i.Op1Register)];
-    static void MovRR32(Cpu c, ref Instruction i) => c.R[Gpr32(i.Op0Register)] = (uint)c.R[Gpr32(i.Op1Register)];
-    static void MovRM64(Cpu c, ref Instruction i) => c.R[Gpr64(i.Op0Register)] = c.Mem.Read64(c.Ea(ref i));
-    static void MovRM32(Cpu c, ref Instruction i) => c.R[Gpr32(i.Op0Register)] = c.Mem.Read32(c.Ea(ref i));
-    static void MovMR64(Cpu c, ref Instruction i) => c.Mem.Write64(c.Ea(ref i), c.R[Gpr64(i.Op1Register)]);
-    static void MovMR32(Cpu c, ref Instruction i) => c.Mem.Write32(c.Ea(ref i), (uint)c.R[Gpr32(i.Op1Register)]);
-    static void MovRI64(Cpu c, ref Instruction i) => c.R[Gpr64(i.Op0Register)] = i.Immediate64;
-    static void MovRI32x64(Cpu c, ref Instruction i) => c.R[Gpr64(i.Op0Register)] = (ulong)i.Immediate32to64;
-    static void MovRI32(Cpu c, ref Instruction i) => c.R[Gpr32(i.Op0Register)] = i.Immediate32;
+    static void MovRR64(VirtualCpu c, ref Instruction i) => c.R[Gpr64(i.Op0Register)] = c.R[Gpr64(i.Op1Register)];
+    static void MovRR32(VirtualCpu c, ref Instruction i) => c.R[Gpr32(i.Op0Register)] = (uint)c.R[Gpr32(i.Op1Register)];
+    static void MovRM64(VirtualCpu c, ref Instruction i) => c.R[Gpr64(i.Op0Register)] = c.Mem.Read64(c.Ea(ref i));
+    static void MovRM32(VirtualCpu c, ref Instruction i) => c.R[Gpr32(i.Op0Register)] = c.Mem.Read32(c.Ea(ref i));
+    static void MovMR64(VirtualCpu c, ref Instruction i) => c.Mem.Write64(c.Ea(ref i), c.R[Gpr64(i.Op1Register)]);
+    static void MovMR32(VirtualCpu c, ref Instruction i) => c.Mem.Write32(c.Ea(ref i), (uint)c.R[Gpr32(i.Op1Register)]);
+    static void MovRI64(VirtualCpu c, ref Instruction i) => c.R[Gpr64(i.Op0Register)] = i.Immediate64;
+    static void MovRI32x64(VirtualCpu c, ref Instruction i) => c.R[Gpr64(i.Op0Register)] = (ulong)i.Immediate32to64;
+    static void MovRI32(VirtualCpu c, ref Instruction i) => c.R[Gpr32(i.Op0Register)] = i.Immediate32;
 
-    static void PushR64(Cpu c, ref Instruction i) => c.Push64(c.R[Gpr64(i.Op0Register)]);
+    static void PushR64(VirtualCpu c, ref Instruction i) => c.Push64(c.R[Gpr64(i.Op0Register)]);
     // pop rsp leaves the popped value in rsp, as the generic handler and the hardware do
-    static void PopR64(Cpu c, ref Instruction i) { ulong v = c.Pop64(); c.R[Gpr64(i.Op0Register)] = v; }
-    static void CallRel(Cpu c, ref Instruction i) { c.Push64(c.Rip); c.Rip = i.NearBranch64; }
-    static void RetNear(Cpu c, ref Instruction i) => c.Rip = c.Pop64();
-    static void JmpRel(Cpu c, ref Instruction i) => c.Rip = i.NearBranch64;
-    static void MovzxR32M8(Cpu c, ref Instruction i) => c.R[Gpr32(i.Op0Register)] = c.Mem.Read8(c.Ea(ref i));
-    static void MovzxR32M16(Cpu c, ref Instruction i) => c.R[Gpr32(i.Op0Register)] = c.Mem.Read16(c.Ea(ref i));
+    static void PopR64(VirtualCpu c, ref Instruction i) { ulong v = c.Pop64(); c.R[Gpr64(i.Op0Register)] = v; }
+    static void CallRel(VirtualCpu c, ref Instruction i) { c.Push64(c.Rip); c.Rip = i.NearBranch64; }
+    static void RetNear(VirtualCpu c, ref Instruction i) => c.Rip = c.Pop64();
+    static void JmpRel(VirtualCpu c, ref Instruction i) => c.Rip = i.NearBranch64;
+    static void MovzxR32M8(VirtualCpu c, ref Instruction i) => c.R[Gpr32(i.Op0Register)] = c.Mem.Read8(c.Ea(ref i));
+    static void MovzxR32M16(VirtualCpu c, ref Instruction i) => c.R[Gpr32(i.Op0Register)] = c.Mem.Read16(c.Ea(ref i));
 
     /// <summary>The specialised handler for this instruction's form, or null when the generic handler applies.</summary>
-    static delegate*<Cpu, ref Instruction, void> Specialized(ref Instruction i)
+    static delegate*<VirtualCpu, ref Instruction, void> Specialized(ref Instruction i)
     {
         bool r0 = i.Op0Kind == OpKind.Register;
         bool r1 = i.OpCount > 1 && i.Op1Kind == OpKind.Register;
@@ -165,13 +165,13 @@ public static unsafe partial class Isa
         };
     }
 
-    static delegate*<Cpu, ref Instruction, void> AluForm<T>(ref Instruction i, bool r0, bool r1, bool m1) where T : struct, IAlu
+    static delegate*<VirtualCpu, ref Instruction, void> AluForm<T>(ref Instruction i, bool r0, bool r1, bool m1) where T : struct, IAlu
     {
         if (!r0 || i.OpCount != 2) return null;
-        int size = Cpu.OpSize(ref i, 0);
+        int size = VirtualCpu.OpSize(ref i, 0);
         if (size != 8 && size != 4) return null;
         bool q = size == 8;
-        if (r1) return Cpu.OpSize(ref i, 1) == size ? (q ? &AluRR64<T> : &AluRR32<T>) : null;
+        if (r1) return VirtualCpu.OpSize(ref i, 1) == size ? (q ? &AluRR64<T> : &AluRR32<T>) : null;
         if (m1) return q ? &AluRM64<T> : &AluRM32<T>;
         return i.Op1Kind switch
         {

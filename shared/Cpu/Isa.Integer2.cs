@@ -9,7 +9,7 @@ namespace ReVirt.Cpu;
 /// <summary>
 /// Shifts and rotates, multiply and divide, bit tests and scans, string instructions, enter and xlat.
 /// Flags the manual leaves undefined follow what current x86-64 hardware does where that is consistent
-/// (see tests/Cpu/IntegerDifferentialTests.cs, which compares against the host CPU).
+/// (see tests/VirtualCpu/IntegerDifferentialTests.cs, which compares against the host CPU).
 /// </summary>
 public static unsafe partial class Isa
 {
@@ -72,9 +72,9 @@ public static unsafe partial class Isa
 
     /// <summary>The count operand (1, imm8 or CL) masked to 5 bits, or 6 for 64-bit operands.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static int ShiftCount(Cpu c, ref Instruction i, int opIndex, int s)
+    static int ShiftCount(VirtualCpu c, ref Instruction i, int opIndex, int s)
     {
-        int n = i.GetOpKind(opIndex) == OpKind.Register ? (byte)c.R[Cpu.RCX] : i.Immediate8;
+        int n = i.GetOpKind(opIndex) == OpKind.Register ? (byte)c.R[VirtualCpu.RCX] : i.Immediate8;
         return n & (s == 8 ? 0x3F : 0x1F);
     }
 
@@ -87,28 +87,28 @@ public static unsafe partial class Isa
     /// <summary>Flags after a shift with a non-zero count: SZP from the result, CF, OF as given; AF (undefined) is
     /// set, as the reference hardware does.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static void SetShiftFlags(Cpu c, ulong r, int s, ulong cf, ulong of)
-        => c.SetArithFlags(Cpu.ZSP(r, s) | Cpu.AF | cf | (of != 0 ? Cpu.OF : 0));
+    static void SetShiftFlags(VirtualCpu c, ulong r, int s, ulong cf, ulong of)
+        => c.SetArithFlags(VirtualCpu.ZSP(r, s) | VirtualCpu.AF | cf | (of != 0 ? VirtualCpu.OF : 0));
 
     /// <summary>Rotates change only CF and OF.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static void SetRotateFlags(Cpu c, ulong cf, ulong of)
-        => c.Rflags = (c.Rflags & ~(Cpu.CF | Cpu.OF)) | cf | (of != 0 ? Cpu.OF : 0);
+    static void SetRotateFlags(VirtualCpu c, ulong cf, ulong of)
+        => c.Rflags = (c.Rflags & ~(VirtualCpu.CF | VirtualCpu.OF)) | cf | (of != 0 ? VirtualCpu.OF : 0);
 
-    static void Shl(Cpu c, ref Instruction i)
+    static void Shl(VirtualCpu c, ref Instruction i)
     {
         int s = Size0(ref i);
         ulong a = LoadDst(c, ref i, s, out ulong ea);
         int n = ShiftCount(c, ref i, 1, s);
         if (n == 0) { StoreDst(c, ref i, s, ea, a); return; }
         int bits = s * 8;
-        ulong r = (a << n) & Cpu.SizeMask(s);
+        ulong r = (a << n) & VirtualCpu.SizeMask(s);
         ulong cf = n <= bits ? (a >> (bits - n)) & 1 : 0;
         SetShiftFlags(c, r, s, cf, cf ^ (r >> (bits - 1)));
         StoreDst(c, ref i, s, ea, r);
     }
 
-    static void Shr(Cpu c, ref Instruction i)
+    static void Shr(VirtualCpu c, ref Instruction i)
     {
         int s = Size0(ref i);
         ulong a = LoadDst(c, ref i, s, out ulong ea);
@@ -122,20 +122,20 @@ public static unsafe partial class Isa
         StoreDst(c, ref i, s, ea, r);
     }
 
-    static void Sar(Cpu c, ref Instruction i)
+    static void Sar(VirtualCpu c, ref Instruction i)
     {
         int s = Size0(ref i);
         ulong a = LoadDst(c, ref i, s, out ulong ea);
         int n = ShiftCount(c, ref i, 1, s);
         if (n == 0) { StoreDst(c, ref i, s, ea, a); return; }
-        long sa = Cpu.SignExtend(a, s);
-        ulong r = (ulong)(sa >> n) & Cpu.SizeMask(s);
+        long sa = VirtualCpu.SignExtend(a, s);
+        ulong r = (ulong)(sa >> n) & VirtualCpu.SizeMask(s);
         ulong cf = (ulong)(sa >> (n - 1)) & 1;
         SetShiftFlags(c, r, s, cf, 0);
         StoreDst(c, ref i, s, ea, r);
     }
 
-    static void Rol(Cpu c, ref Instruction i)
+    static void Rol(VirtualCpu c, ref Instruction i)
     {
         int s = Size0(ref i);
         ulong a = LoadDst(c, ref i, s, out ulong ea);
@@ -143,13 +143,13 @@ public static unsafe partial class Isa
         if (n == 0) { StoreDst(c, ref i, s, ea, a); return; }
         int bits = s * 8;
         int rc = n & (bits - 1);
-        ulong r = rc == 0 ? a : ((a << rc) | (a >> (bits - rc))) & Cpu.SizeMask(s);
+        ulong r = rc == 0 ? a : ((a << rc) | (a >> (bits - rc))) & VirtualCpu.SizeMask(s);
         ulong cf = r & 1;
         SetRotateFlags(c, cf, cf ^ (r >> (bits - 1)));
         StoreDst(c, ref i, s, ea, r);
     }
 
-    static void Ror(Cpu c, ref Instruction i)
+    static void Ror(VirtualCpu c, ref Instruction i)
     {
         int s = Size0(ref i);
         ulong a = LoadDst(c, ref i, s, out ulong ea);
@@ -157,13 +157,13 @@ public static unsafe partial class Isa
         if (n == 0) { StoreDst(c, ref i, s, ea, a); return; }
         int bits = s * 8;
         int rc = n & (bits - 1);
-        ulong r = rc == 0 ? a : ((a >> rc) | (a << (bits - rc))) & Cpu.SizeMask(s);
+        ulong r = rc == 0 ? a : ((a >> rc) | (a << (bits - rc))) & VirtualCpu.SizeMask(s);
         ulong msb = r >> (bits - 1);
         SetRotateFlags(c, msb, msb ^ ((r >> (bits - 2)) & 1));
         StoreDst(c, ref i, s, ea, r);
     }
 
-    static void Rcl(Cpu c, ref Instruction i)
+    static void Rcl(VirtualCpu c, ref Instruction i)
     {
         int s = Size0(ref i);
         ulong a = LoadDst(c, ref i, s, out ulong ea);
@@ -171,18 +171,18 @@ public static unsafe partial class Isa
         if (n == 0) { StoreDst(c, ref i, s, ea, a); return; }
         int bits = s * 8;
         int rc = s <= 2 ? n % (bits + 1) : n;
-        ulong cf = c.Rflags & Cpu.CF;
+        ulong cf = c.Rflags & VirtualCpu.CF;
         ulong r = a;
         if (rc != 0)
         {
-            r = (ShlX(a, rc) | (cf << (rc - 1)) | ShrX(a, bits + 1 - rc)) & Cpu.SizeMask(s);
+            r = (ShlX(a, rc) | (cf << (rc - 1)) | ShrX(a, bits + 1 - rc)) & VirtualCpu.SizeMask(s);
             cf = (a >> (bits - rc)) & 1;
         }
         SetRotateFlags(c, cf, cf ^ (r >> (bits - 1)));
         StoreDst(c, ref i, s, ea, r);
     }
 
-    static void Rcr(Cpu c, ref Instruction i)
+    static void Rcr(VirtualCpu c, ref Instruction i)
     {
         int s = Size0(ref i);
         ulong a = LoadDst(c, ref i, s, out ulong ea);
@@ -190,18 +190,18 @@ public static unsafe partial class Isa
         if (n == 0) { StoreDst(c, ref i, s, ea, a); return; }
         int bits = s * 8;
         int rc = s <= 2 ? n % (bits + 1) : n;
-        ulong cf = c.Rflags & Cpu.CF;
+        ulong cf = c.Rflags & VirtualCpu.CF;
         ulong r = a;
         if (rc != 0)
         {
-            r = (ShrX(a, rc) | ShlX(cf, bits - rc) | ShlX(a, bits + 1 - rc)) & Cpu.SizeMask(s);
+            r = (ShrX(a, rc) | ShlX(cf, bits - rc) | ShlX(a, bits + 1 - rc)) & VirtualCpu.SizeMask(s);
             cf = (a >> (rc - 1)) & 1;
         }
         SetRotateFlags(c, cf, ((r >> (bits - 1)) ^ (r >> (bits - 2))) & 1);
         StoreDst(c, ref i, s, ea, r);
     }
 
-    static void Shld(Cpu c, ref Instruction i)
+    static void Shld(VirtualCpu c, ref Instruction i)
     {
         int s = Size0(ref i);
         ulong a = LoadDst(c, ref i, s, out ulong ea);
@@ -222,7 +222,7 @@ public static unsafe partial class Isa
         }
         else
         {
-            r = ((a << n) | (b >> (bits - n))) & Cpu.SizeMask(s);
+            r = ((a << n) | (b >> (bits - n))) & VirtualCpu.SizeMask(s);
             cf = (a >> (bits - n)) & 1;
         }
         // OF = CF ^ MSB of the destination's own bits shifted (the reference hardware's rule for any count;
@@ -231,7 +231,7 @@ public static unsafe partial class Isa
         StoreDst(c, ref i, s, ea, r);
     }
 
-    static void Shrd(Cpu c, ref Instruction i)
+    static void Shrd(VirtualCpu c, ref Instruction i)
     {
         int s = Size0(ref i);
         ulong a = LoadDst(c, ref i, s, out ulong ea);
@@ -250,7 +250,7 @@ public static unsafe partial class Isa
         }
         else
         {
-            r = ((a >> n) | (b << (bits - n))) & Cpu.SizeMask(s);
+            r = ((a >> n) | (b << (bits - n))) & VirtualCpu.SizeMask(s);
             cf = (a >> (n - 1)) & 1;
         }
         SetShiftFlags(c, r, s, cf, ((r >> (bits - 1)) ^ (r >> (bits - 2))) & 1);
@@ -262,21 +262,21 @@ public static unsafe partial class Isa
     /// <summary>Flags after a multiply: CF = OF = overflow; SF/ZF/AF/PF (undefined) are left unchanged, as the
     /// reference hardware does.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static void SetMulFlags(Cpu c, ulong lo, int s, bool overflow)
-        => c.Rflags = (c.Rflags & ~(Cpu.CF | Cpu.OF)) | (overflow ? Cpu.CF | Cpu.OF : 0);
+    static void SetMulFlags(VirtualCpu c, ulong lo, int s, bool overflow)
+        => c.Rflags = (c.Rflags & ~(VirtualCpu.CF | VirtualCpu.OF)) | (overflow ? VirtualCpu.CF | VirtualCpu.OF : 0);
 
     /// <summary>Flags after a divide (all undefined): the reference hardware clears SF, ZF and PF, sets AF and
     /// leaves CF and OF.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static void SetDivFlags(Cpu c)
-        => c.Rflags = (c.Rflags & ~(Cpu.SF | Cpu.ZF | Cpu.PF)) | Cpu.AF;
+    static void SetDivFlags(VirtualCpu c)
+        => c.Rflags = (c.Rflags & ~(VirtualCpu.SF | VirtualCpu.ZF | VirtualCpu.PF)) | VirtualCpu.AF;
 
-    static void Mul(Cpu c, ref Instruction i)
+    static void Mul(VirtualCpu c, ref Instruction i)
     {
         int s = Size0(ref i);
         ulong b = c.ReadOp(ref i, 0, s);
-        ref ulong rax = ref c.R[Cpu.RAX];
-        ref ulong rdx = ref c.R[Cpu.RDX];
+        ref ulong rax = ref c.R[VirtualCpu.RAX];
+        ref ulong rdx = ref c.R[VirtualCpu.RDX];
         ulong lo, hi;
         switch (s)
         {
@@ -310,13 +310,13 @@ public static unsafe partial class Isa
         SetMulFlags(c, lo, s, hi != 0);
     }
 
-    static void Imul(Cpu c, ref Instruction i)
+    static void Imul(VirtualCpu c, ref Instruction i)
     {
         int s = Size0(ref i);
         if (i.OpCount == 1) { Imul1(c, ref i, s); return; }
         long a, b;
-        if (i.OpCount == 2) { a = Cpu.SignExtend(c.GetReg(i.Op0Register), s); b = Cpu.SignExtend(c.ReadOp(ref i, 1, s), s); }
-        else { a = Cpu.SignExtend(c.ReadOp(ref i, 1, s), s); b = Cpu.SignExtend(c.ReadOp(ref i, 2, s), s); }
+        if (i.OpCount == 2) { a = VirtualCpu.SignExtend(c.GetReg(i.Op0Register), s); b = VirtualCpu.SignExtend(c.ReadOp(ref i, 1, s), s); }
+        else { a = VirtualCpu.SignExtend(c.ReadOp(ref i, 1, s), s); b = VirtualCpu.SignExtend(c.ReadOp(ref i, 2, s), s); }
         ulong lo;
         bool ovf;
         if (s == 8)
@@ -328,18 +328,18 @@ public static unsafe partial class Isa
         else
         {
             long p = a * b;
-            lo = (ulong)p & Cpu.SizeMask(s);
-            ovf = Cpu.SignExtend(lo, s) != p;
+            lo = (ulong)p & VirtualCpu.SizeMask(s);
+            ovf = VirtualCpu.SignExtend(lo, s) != p;
         }
         c.SetReg(i.Op0Register, lo);
         SetMulFlags(c, lo, s, ovf);
     }
 
-    static void Imul1(Cpu c, ref Instruction i, int s)
+    static void Imul1(VirtualCpu c, ref Instruction i, int s)
     {
-        long b = Cpu.SignExtend(c.ReadOp(ref i, 0, s), s);
-        ref ulong rax = ref c.R[Cpu.RAX];
-        ref ulong rdx = ref c.R[Cpu.RDX];
+        long b = VirtualCpu.SignExtend(c.ReadOp(ref i, 0, s), s);
+        ref ulong rax = ref c.R[VirtualCpu.RAX];
+        ref ulong rdx = ref c.R[VirtualCpu.RDX];
         ulong lo;
         bool ovf;
         switch (s)
@@ -381,13 +381,13 @@ public static unsafe partial class Isa
     static Exception DivideError(ref Instruction i)
         => new GuestSignalException(8, $"divide error at 0x{i.IP:x}", 1 /* FPE_INTDIV */, i.IP);
 
-    static void Div(Cpu c, ref Instruction i)
+    static void Div(VirtualCpu c, ref Instruction i)
     {
         int s = Size0(ref i);
         ulong b = c.ReadOp(ref i, 0, s);
         if (b == 0) throw DivideError(ref i);
-        ref ulong rax = ref c.R[Cpu.RAX];
-        ref ulong rdx = ref c.R[Cpu.RDX];
+        ref ulong rax = ref c.R[VirtualCpu.RAX];
+        ref ulong rdx = ref c.R[VirtualCpu.RDX];
         switch (s)
         {
             case 1:
@@ -432,13 +432,13 @@ public static unsafe partial class Isa
         SetDivFlags(c);
     }
 
-    static void Idiv(Cpu c, ref Instruction i)
+    static void Idiv(VirtualCpu c, ref Instruction i)
     {
         int s = Size0(ref i);
-        long b = Cpu.SignExtend(c.ReadOp(ref i, 0, s), s);
+        long b = VirtualCpu.SignExtend(c.ReadOp(ref i, 0, s), s);
         if (b == 0) throw DivideError(ref i);
-        ref ulong rax = ref c.R[Cpu.RAX];
-        ref ulong rdx = ref c.R[Cpu.RDX];
+        ref ulong rax = ref c.R[VirtualCpu.RAX];
+        ref ulong rdx = ref c.R[VirtualCpu.RDX];
         switch (s)
         {
             case 1:
@@ -495,7 +495,7 @@ public static unsafe partial class Isa
 
     /// <summary>bt/bts/btr/btc: op 0 test, 1 set, 2 reset, 3 complement. CF = the selected bit; other flags unchanged.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static void BitOp(Cpu c, ref Instruction i, int op)
+    static void BitOp(VirtualCpu c, ref Instruction i, int op)
     {
         int s = Size0(ref i);
         int bits = s * 8;
@@ -509,7 +509,7 @@ public static unsafe partial class Isa
             if (mem)
             {
                 // a register bit offset is signed and may select another operand-sized word of memory
-                long word = Cpu.SignExtend(off, s) >> BitOperations.Log2((uint)bits);
+                long word = VirtualCpu.SignExtend(off, s) >> BitOperations.Log2((uint)bits);
                 ea = c.Ea(ref i) + (ulong)(word * s);
             }
         }
@@ -520,7 +520,7 @@ public static unsafe partial class Isa
         }
         v = mem ? c.Mem.Read(ea, s) : c.GetReg(i.Op0Register);
         ulong m = 1UL << bit;
-        c.Rflags = (c.Rflags & ~Cpu.CF) | ((v >> bit) & 1);
+        c.Rflags = (c.Rflags & ~VirtualCpu.CF) | ((v >> bit) & 1);
         switch (op)
         {
             case 0: return;
@@ -531,39 +531,39 @@ public static unsafe partial class Isa
         if (mem) c.Mem.Write(ea, v, s); else c.SetReg(i.Op0Register, v);
     }
 
-    static void Bt(Cpu c, ref Instruction i) => BitOp(c, ref i, 0);
-    static void Bts(Cpu c, ref Instruction i) => BitOp(c, ref i, 1);
-    static void Btr(Cpu c, ref Instruction i) => BitOp(c, ref i, 2);
-    static void Btc(Cpu c, ref Instruction i) => BitOp(c, ref i, 3);
+    static void Bt(VirtualCpu c, ref Instruction i) => BitOp(c, ref i, 0);
+    static void Bts(VirtualCpu c, ref Instruction i) => BitOp(c, ref i, 1);
+    static void Btr(VirtualCpu c, ref Instruction i) => BitOp(c, ref i, 2);
+    static void Btc(VirtualCpu c, ref Instruction i) => BitOp(c, ref i, 3);
 
     // bsf/bsr: only ZF is defined. The reference hardware clears CF, OF, SF and AF and sets PF from the
     // result (from 0 when the source is zero, when the destination is left unchanged).
-    static void Bsf(Cpu c, ref Instruction i)
+    static void Bsf(VirtualCpu c, ref Instruction i)
     {
         int s = Size0(ref i);
         ulong v = c.ReadOp(ref i, 1, s);
-        if (v == 0) { c.Rflags = (c.Rflags & ~Cpu.ArithFlags) | Cpu.ZF | Cpu.PF; return; } // destination unchanged
+        if (v == 0) { c.Rflags = (c.Rflags & ~VirtualCpu.ArithFlags) | VirtualCpu.ZF | VirtualCpu.PF; return; } // destination unchanged
         ulong r = (ulong)BitOperations.TrailingZeroCount(v);
-        c.Rflags = (c.Rflags & ~Cpu.ArithFlags) | Cpu.ZSP(r, 8) & Cpu.PF;
+        c.Rflags = (c.Rflags & ~VirtualCpu.ArithFlags) | VirtualCpu.ZSP(r, 8) & VirtualCpu.PF;
         c.SetReg(i.Op0Register, r);
     }
 
-    static void Bsr(Cpu c, ref Instruction i)
+    static void Bsr(VirtualCpu c, ref Instruction i)
     {
         int s = Size0(ref i);
         ulong v = c.ReadOp(ref i, 1, s);
-        if (v == 0) { c.Rflags = (c.Rflags & ~Cpu.ArithFlags) | Cpu.ZF | Cpu.PF; return; }
+        if (v == 0) { c.Rflags = (c.Rflags & ~VirtualCpu.ArithFlags) | VirtualCpu.ZF | VirtualCpu.PF; return; }
         ulong r = (ulong)(63 - BitOperations.LeadingZeroCount(v));
-        c.Rflags = (c.Rflags & ~Cpu.ArithFlags) | Cpu.ZSP(r, 8) & Cpu.PF;
+        c.Rflags = (c.Rflags & ~VirtualCpu.ArithFlags) | VirtualCpu.ZSP(r, 8) & VirtualCpu.PF;
         c.SetReg(i.Op0Register, r);
     }
 
-    static void Popcnt(Cpu c, ref Instruction i)
+    static void Popcnt(VirtualCpu c, ref Instruction i)
     {
         int s = Size0(ref i);
         ulong v = c.ReadOp(ref i, 1, s);
         c.SetReg(i.Op0Register, (ulong)BitOperations.PopCount(v));
-        c.Rflags = (c.Rflags & ~Cpu.ArithFlags) | (v == 0 ? Cpu.ZF : 0);
+        c.Rflags = (c.Rflags & ~VirtualCpu.ArithFlags) | (v == 0 ? VirtualCpu.ZF : 0);
     }
 
     // ================================================================ string instructions
@@ -572,7 +572,7 @@ public static unsafe partial class Isa
     // retired, so the registers are advanced first and an unfinished rep restarts at the same instruction.
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static ulong SrcSegBase(Cpu c, ref Instruction i)
+    static ulong SrcSegBase(VirtualCpu c, ref Instruction i)
     {
         Register seg = i.MemorySegment;
         return seg == Register.FS ? c.FsBase : seg == Register.GS ? c.GsBase : 0;
@@ -581,34 +581,34 @@ public static unsafe partial class Isa
     static void Addr32String(ref Instruction i)
         => throw new GuestSignalException(4, $"32-bit address size string instruction '{i}' at 0x{i.IP:x}", 2, i.IP);
 
-    static void Movs(Cpu c, ref Instruction i)
+    static void Movs(VirtualCpu c, ref Instruction i)
     {
         if (i.Op0Kind != OpKind.MemoryESRDI) Addr32String(ref i);
-        int s = Cpu.MemBytes[(int)i.MemorySize];
+        int s = VirtualCpu.MemBytes[(int)i.MemorySize];
         ulong sbase = SrcSegBase(c, ref i);
         ulong[] R = c.R;
-        long d = (c.Rflags & Cpu.DF) != 0 ? -s : s;
+        long d = (c.Rflags & VirtualCpu.DF) != 0 ? -s : s;
         bool rep = i.HasRepPrefix || i.HasRepnePrefix;
         if (!rep)
         {
-            ulong v = c.Mem.Read(sbase + R[Cpu.RSI], s);
-            try { c.Mem.Write(R[Cpu.RDI], v, s); }
-            catch (CodeInvalidatedException) { R[Cpu.RSI] += (ulong)d; R[Cpu.RDI] += (ulong)d; throw; }
-            R[Cpu.RSI] += (ulong)d; R[Cpu.RDI] += (ulong)d;
+            ulong v = c.Mem.Read(sbase + R[VirtualCpu.RSI], s);
+            try { c.Mem.Write(R[VirtualCpu.RDI], v, s); }
+            catch (CodeInvalidatedException) { R[VirtualCpu.RSI] += (ulong)d; R[VirtualCpu.RDI] += (ulong)d; throw; }
+            R[VirtualCpu.RSI] += (ulong)d; R[VirtualCpu.RDI] += (ulong)d;
             return;
         }
-        if (d > 0 && R[Cpu.RCX] >= 16) MovsBulk(c, s, sbase);
-        while (R[Cpu.RCX] != 0)
+        if (d > 0 && R[VirtualCpu.RCX] >= 16) MovsBulk(c, s, sbase);
+        while (R[VirtualCpu.RCX] != 0)
         {
-            ulong v = c.Mem.Read(sbase + R[Cpu.RSI], s);
-            try { c.Mem.Write(R[Cpu.RDI], v, s); }
+            ulong v = c.Mem.Read(sbase + R[VirtualCpu.RSI], s);
+            try { c.Mem.Write(R[VirtualCpu.RDI], v, s); }
             catch (CodeInvalidatedException)
             {
-                R[Cpu.RSI] += (ulong)d; R[Cpu.RDI] += (ulong)d;
-                if (--R[Cpu.RCX] != 0) c.Rip = i.IP;
+                R[VirtualCpu.RSI] += (ulong)d; R[VirtualCpu.RDI] += (ulong)d;
+                if (--R[VirtualCpu.RCX] != 0) c.Rip = i.IP;
                 throw;
             }
-            R[Cpu.RSI] += (ulong)d; R[Cpu.RDI] += (ulong)d; R[Cpu.RCX]--;
+            R[VirtualCpu.RSI] += (ulong)d; R[VirtualCpu.RDI] += (ulong)d; R[VirtualCpu.RCX]--;
         }
     }
 
@@ -619,14 +619,14 @@ public static unsafe partial class Isa
     /// the source) keep the element-by-element result by never copying more than the distance at once.
     /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    static void MovsBulk(Cpu c, int s, ulong sbase)
+    static void MovsBulk(VirtualCpu c, int s, ulong sbase)
     {
         ulong[] R = c.R;
         Span<byte> buf = stackalloc byte[4096];
-        while (R[Cpu.RCX] != 0)
+        while (R[VirtualCpu.RCX] != 0)
         {
-            ulong n = R[Cpu.RCX];
-            ulong src = sbase + R[Cpu.RSI], dst = R[Cpu.RDI];
+            ulong n = R[VirtualCpu.RCX];
+            ulong src = sbase + R[VirtualCpu.RSI], dst = R[VirtualCpu.RDI];
             ulong chunk = n >= 4096 ? 4096 : Math.Min(4096, n * (ulong)s);
             if (dst > src && dst - src < chunk)
             {
@@ -642,41 +642,41 @@ public static unsafe partial class Isa
                 c.Mem.WriteBytes(dst, span);
             }
             catch (GuestFaultException) { return; }
-            R[Cpu.RSI] += chunk; R[Cpu.RDI] += chunk; R[Cpu.RCX] = n - chunk / (ulong)s;
+            R[VirtualCpu.RSI] += chunk; R[VirtualCpu.RDI] += chunk; R[VirtualCpu.RCX] = n - chunk / (ulong)s;
         }
     }
 
-    static void Stos(Cpu c, ref Instruction i)
+    static void Stos(VirtualCpu c, ref Instruction i)
     {
         if (i.Op0Kind != OpKind.MemoryESRDI) Addr32String(ref i);
-        int s = Cpu.MemBytes[(int)i.MemorySize];
+        int s = VirtualCpu.MemBytes[(int)i.MemorySize];
         ulong[] R = c.R;
-        ulong v = R[Cpu.RAX];
-        long d = (c.Rflags & Cpu.DF) != 0 ? -s : s;
+        ulong v = R[VirtualCpu.RAX];
+        long d = (c.Rflags & VirtualCpu.DF) != 0 ? -s : s;
         bool rep = i.HasRepPrefix || i.HasRepnePrefix;
         if (!rep)
         {
-            try { c.Mem.Write(R[Cpu.RDI], v, s); }
-            catch (CodeInvalidatedException) { R[Cpu.RDI] += (ulong)d; throw; }
-            R[Cpu.RDI] += (ulong)d;
+            try { c.Mem.Write(R[VirtualCpu.RDI], v, s); }
+            catch (CodeInvalidatedException) { R[VirtualCpu.RDI] += (ulong)d; throw; }
+            R[VirtualCpu.RDI] += (ulong)d;
             return;
         }
-        if (d > 0 && R[Cpu.RCX] >= 16) StosBulk(c, s, v);
-        while (R[Cpu.RCX] != 0)
+        if (d > 0 && R[VirtualCpu.RCX] >= 16) StosBulk(c, s, v);
+        while (R[VirtualCpu.RCX] != 0)
         {
-            try { c.Mem.Write(R[Cpu.RDI], v, s); }
+            try { c.Mem.Write(R[VirtualCpu.RDI], v, s); }
             catch (CodeInvalidatedException)
             {
-                R[Cpu.RDI] += (ulong)d;
-                if (--R[Cpu.RCX] != 0) c.Rip = i.IP;
+                R[VirtualCpu.RDI] += (ulong)d;
+                if (--R[VirtualCpu.RCX] != 0) c.Rip = i.IP;
                 throw;
             }
-            R[Cpu.RDI] += (ulong)d; R[Cpu.RCX]--;
+            R[VirtualCpu.RDI] += (ulong)d; R[VirtualCpu.RCX]--;
         }
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
-    static void StosBulk(Cpu c, int s, ulong v)
+    static void StosBulk(VirtualCpu c, int s, ulong v)
     {
         ulong[] R = c.R;
         Span<byte> buf = stackalloc byte[4096];
@@ -687,10 +687,10 @@ public static unsafe partial class Isa
             case 4: MemoryMarshal.Cast<byte, uint>(buf).Fill((uint)v); break;
             default: MemoryMarshal.Cast<byte, ulong>(buf).Fill(v); break;
         }
-        while (R[Cpu.RCX] != 0)
+        while (R[VirtualCpu.RCX] != 0)
         {
-            ulong n = R[Cpu.RCX];
-            ulong dst = R[Cpu.RDI];
+            ulong n = R[VirtualCpu.RCX];
+            ulong dst = R[VirtualCpu.RDI];
             // align chunks to pages of the destination so that most chunks are whole pages
             ulong chunk = 4096 - (dst & 4095);
             if (chunk < (ulong)s) chunk = 4096;
@@ -698,14 +698,14 @@ public static unsafe partial class Isa
             chunk -= chunk % (ulong)s;
             try { c.Mem.WriteBytes(dst, buf.Slice(0, (int)chunk)); }
             catch (GuestFaultException) { return; }
-            R[Cpu.RDI] += chunk; R[Cpu.RCX] = n - chunk / (ulong)s;
+            R[VirtualCpu.RDI] += chunk; R[VirtualCpu.RCX] = n - chunk / (ulong)s;
         }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static void SetAcc(Cpu c, ulong v, int s)
+    static void SetAcc(VirtualCpu c, ulong v, int s)
     {
-        ref ulong rax = ref c.R[Cpu.RAX];
+        ref ulong rax = ref c.R[VirtualCpu.RAX];
         switch (s)
         {
             case 1: rax = (rax & ~0xFFUL) | (v & 0xFF); break;
@@ -715,83 +715,83 @@ public static unsafe partial class Isa
         }
     }
 
-    static void Lods(Cpu c, ref Instruction i)
+    static void Lods(VirtualCpu c, ref Instruction i)
     {
         if (i.Op1Kind != OpKind.MemorySegRSI) Addr32String(ref i);
-        int s = Cpu.MemBytes[(int)i.MemorySize];
+        int s = VirtualCpu.MemBytes[(int)i.MemorySize];
         ulong sbase = SrcSegBase(c, ref i);
         ulong[] R = c.R;
-        long d = (c.Rflags & Cpu.DF) != 0 ? -s : s;
+        long d = (c.Rflags & VirtualCpu.DF) != 0 ? -s : s;
         if (!(i.HasRepPrefix || i.HasRepnePrefix))
         {
-            SetAcc(c, c.Mem.Read(sbase + R[Cpu.RSI], s), s);
-            R[Cpu.RSI] += (ulong)d;
+            SetAcc(c, c.Mem.Read(sbase + R[VirtualCpu.RSI], s), s);
+            R[VirtualCpu.RSI] += (ulong)d;
             return;
         }
-        while (R[Cpu.RCX] != 0)
+        while (R[VirtualCpu.RCX] != 0)
         {
-            SetAcc(c, c.Mem.Read(sbase + R[Cpu.RSI], s), s);
-            R[Cpu.RSI] += (ulong)d; R[Cpu.RCX]--;
+            SetAcc(c, c.Mem.Read(sbase + R[VirtualCpu.RSI], s), s);
+            R[VirtualCpu.RSI] += (ulong)d; R[VirtualCpu.RCX]--;
         }
     }
 
-    static void Cmps(Cpu c, ref Instruction i)
+    static void Cmps(VirtualCpu c, ref Instruction i)
     {
         if (i.Op0Kind != OpKind.MemorySegRSI) Addr32String(ref i);
-        int s = Cpu.MemBytes[(int)i.MemorySize];
+        int s = VirtualCpu.MemBytes[(int)i.MemorySize];
         ulong sbase = SrcSegBase(c, ref i);
         ulong[] R = c.R;
-        long d = (c.Rflags & Cpu.DF) != 0 ? -s : s;
-        ulong mask = Cpu.SizeMask(s);
+        long d = (c.Rflags & VirtualCpu.DF) != 0 ? -s : s;
+        ulong mask = VirtualCpu.SizeMask(s);
         if (!i.HasRepPrefix && !i.HasRepnePrefix)
         {
-            ulong a = c.Mem.Read(sbase + R[Cpu.RSI], s), b = c.Mem.Read(R[Cpu.RDI], s);
+            ulong a = c.Mem.Read(sbase + R[VirtualCpu.RSI], s), b = c.Mem.Read(R[VirtualCpu.RDI], s);
             c.SetFlagsSub(a, b, (a - b) & mask, s);
-            R[Cpu.RSI] += (ulong)d; R[Cpu.RDI] += (ulong)d;
+            R[VirtualCpu.RSI] += (ulong)d; R[VirtualCpu.RDI] += (ulong)d;
             return;
         }
-        ulong stopWhenZf = i.HasRepnePrefix ? Cpu.ZF : 0; // repe stops when ZF = 0, repne when ZF = 1
-        while (R[Cpu.RCX] != 0)
+        ulong stopWhenZf = i.HasRepnePrefix ? VirtualCpu.ZF : 0; // repe stops when ZF = 0, repne when ZF = 1
+        while (R[VirtualCpu.RCX] != 0)
         {
-            ulong a = c.Mem.Read(sbase + R[Cpu.RSI], s), b = c.Mem.Read(R[Cpu.RDI], s);
+            ulong a = c.Mem.Read(sbase + R[VirtualCpu.RSI], s), b = c.Mem.Read(R[VirtualCpu.RDI], s);
             c.SetFlagsSub(a, b, (a - b) & mask, s);
-            R[Cpu.RSI] += (ulong)d; R[Cpu.RDI] += (ulong)d; R[Cpu.RCX]--;
-            if ((c.Rflags & Cpu.ZF) == stopWhenZf) break;
+            R[VirtualCpu.RSI] += (ulong)d; R[VirtualCpu.RDI] += (ulong)d; R[VirtualCpu.RCX]--;
+            if ((c.Rflags & VirtualCpu.ZF) == stopWhenZf) break;
         }
     }
 
-    static void Scas(Cpu c, ref Instruction i)
+    static void Scas(VirtualCpu c, ref Instruction i)
     {
         if (i.Op1Kind != OpKind.MemoryESRDI) Addr32String(ref i);
-        int s = Cpu.MemBytes[(int)i.MemorySize];
+        int s = VirtualCpu.MemBytes[(int)i.MemorySize];
         ulong[] R = c.R;
-        long d = (c.Rflags & Cpu.DF) != 0 ? -s : s;
-        ulong mask = Cpu.SizeMask(s);
-        ulong a = R[Cpu.RAX] & mask;
+        long d = (c.Rflags & VirtualCpu.DF) != 0 ? -s : s;
+        ulong mask = VirtualCpu.SizeMask(s);
+        ulong a = R[VirtualCpu.RAX] & mask;
         if (!i.HasRepPrefix && !i.HasRepnePrefix)
         {
-            ulong b = c.Mem.Read(R[Cpu.RDI], s);
+            ulong b = c.Mem.Read(R[VirtualCpu.RDI], s);
             c.SetFlagsSub(a, b, (a - b) & mask, s);
-            R[Cpu.RDI] += (ulong)d;
+            R[VirtualCpu.RDI] += (ulong)d;
             return;
         }
-        ulong stopWhenZf = i.HasRepnePrefix ? Cpu.ZF : 0;
-        while (R[Cpu.RCX] != 0)
+        ulong stopWhenZf = i.HasRepnePrefix ? VirtualCpu.ZF : 0;
+        while (R[VirtualCpu.RCX] != 0)
         {
-            ulong b = c.Mem.Read(R[Cpu.RDI], s);
+            ulong b = c.Mem.Read(R[VirtualCpu.RDI], s);
             c.SetFlagsSub(a, b, (a - b) & mask, s);
-            R[Cpu.RDI] += (ulong)d; R[Cpu.RCX]--;
-            if ((c.Rflags & Cpu.ZF) == stopWhenZf) break;
+            R[VirtualCpu.RDI] += (ulong)d; R[VirtualCpu.RCX]--;
+            if ((c.Rflags & VirtualCpu.ZF) == stopWhenZf) break;
         }
     }
 
     // ================================================================ enter, xlat
 
-    static void Enter(Cpu c, ref Instruction i)
+    static void Enter(VirtualCpu c, ref Instruction i)
     {
         ulong size = i.Immediate16;
         int level = i.Immediate8_2nd & 31;
-        ulong sp = c.R[Cpu.RSP], bp = c.R[Cpu.RBP];
+        ulong sp = c.R[VirtualCpu.RSP], bp = c.R[VirtualCpu.RBP];
         sp -= 8; c.Mem.Write64(sp, bp);
         ulong frame = sp;
         if (level > 0)
@@ -804,13 +804,13 @@ public static unsafe partial class Isa
             }
             sp -= 8; c.Mem.Write64(sp, frame);
         }
-        c.R[Cpu.RBP] = frame;
-        c.R[Cpu.RSP] = sp - size;
+        c.R[VirtualCpu.RBP] = frame;
+        c.R[VirtualCpu.RSP] = sp - size;
     }
 
-    static void Xlat(Cpu c, ref Instruction i)
+    static void Xlat(VirtualCpu c, ref Instruction i)
     {
-        ulong a = SrcSegBase(c, ref i) + c.R[Cpu.RBX] + (c.R[Cpu.RAX] & 0xFF);
-        c.R[Cpu.RAX] = (c.R[Cpu.RAX] & ~0xFFUL) | c.Mem.Read8(a);
+        ulong a = SrcSegBase(c, ref i) + c.R[VirtualCpu.RBX] + (c.R[VirtualCpu.RAX] & 0xFF);
+        c.R[VirtualCpu.RAX] = (c.R[VirtualCpu.RAX] & ~0xFFUL) | c.Mem.Read8(a);
     }
 }

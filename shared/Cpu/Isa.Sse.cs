@@ -26,33 +26,33 @@ public static unsafe partial class Isa
     // ---------------------------------------------------------------- operand helpers
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static ref Vector128<ulong> XR(Cpu c, Register r)
+    internal static ref Vector128<ulong> XR(VirtualCpu c, Register r)
         => ref Unsafe.As<ulong, Vector128<ulong>>(ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(c.Xmm), ((int)r - (int)Register.XMM0) * 2));
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static ref ulong XLo(Cpu c, Register r)
+    internal static ref ulong XLo(VirtualCpu c, Register r)
         => ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(c.Xmm), ((int)r - (int)Register.XMM0) * 2);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static ref ulong XHi(Cpu c, Register r)
+    internal static ref ulong XHi(VirtualCpu c, Register r)
         => ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(c.Xmm), ((int)r - (int)Register.XMM0) * 2 + 1);
 
     static GuestSignalException AlignFault(ulong ea, ref Instruction i)
         => new(11, $"general protection: misaligned 16-byte SSE operand 0x{ea:x} at 0x{i.IP:x}", 0x80 /* SI_KERNEL */, 0);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static Vector128<ulong> Load128(Cpu c, ulong ea)
+    static Vector128<ulong> Load128(VirtualCpu c, ulong ea)
     {
         UInt128 v = c.Mem.Read128(ea);
         return Unsafe.As<UInt128, Vector128<ulong>>(ref v);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static void Store128(Cpu c, ulong ea, Vector128<ulong> v) => c.Mem.Write128(ea, Unsafe.As<Vector128<ulong>, UInt128>(ref v));
+    static void Store128(VirtualCpu c, ulong ea, Vector128<ulong> v) => c.Mem.Write128(ea, Unsafe.As<Vector128<ulong>, UInt128>(ref v));
 
     /// <summary>Operand 1 as xmm/m128 (memory must be 16-byte aligned).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static Vector128<ulong> Src128(Cpu c, ref Instruction i)
+    internal static Vector128<ulong> Src128(VirtualCpu c, ref Instruction i)
     {
         if (i.Op1Kind == OpKind.Register) return XR(c, i.Op1Register);
         ulong ea = c.Ea(ref i);
@@ -62,17 +62,17 @@ public static unsafe partial class Isa
 
     /// <summary>Operand 1 as xmm/m128 without the alignment requirement.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static Vector128<ulong> Src128U(Cpu c, ref Instruction i)
+    static Vector128<ulong> Src128U(VirtualCpu c, ref Instruction i)
         => i.Op1Kind == OpKind.Register ? XR(c, i.Op1Register) : Load128(c, c.Ea(ref i));
 
     /// <summary>Low 64 bits of operand 1 (xmm or m64).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static ulong Src64(Cpu c, ref Instruction i)
+    internal static ulong Src64(VirtualCpu c, ref Instruction i)
         => i.Op1Kind == OpKind.Register ? XLo(c, i.Op1Register) : c.Mem.Read64(c.Ea(ref i));
 
     /// <summary>Low 32 bits of operand 1 (xmm or m32).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static uint Src32(Cpu c, ref Instruction i)
+    internal static uint Src32(VirtualCpu c, ref Instruction i)
         => i.Op1Kind == OpKind.Register ? (uint)XLo(c, i.Op1Register) : c.Mem.Read32(c.Ea(ref i));
 
     // ---------------------------------------------------------------- moves
@@ -134,14 +134,14 @@ public static unsafe partial class Isa
         Reg(Code.Pextrw_r64_xmm_imm8, &Pextrw);
     }
 
-    static void MovdToX(Cpu c, ref Instruction i)
+    static void MovdToX(VirtualCpu c, ref Instruction i)
     {
         ulong v = i.Op1Kind == OpKind.Register ? c.GetReg(i.Op1Register)
             : i.Code == Code.Movq_xmm_rm64 ? c.Mem.Read64(c.Ea(ref i)) : c.Mem.Read32(c.Ea(ref i));
         XR(c, i.Op0Register) = Vector128.CreateScalar(v);
     }
 
-    static void MovdFromX(Cpu c, ref Instruction i)
+    static void MovdFromX(VirtualCpu c, ref Instruction i)
     {
         ulong v = XLo(c, i.Op1Register);
         if (i.Op0Kind == OpKind.Register) c.SetReg(i.Op0Register, v);
@@ -149,19 +149,19 @@ public static unsafe partial class Isa
         else c.Mem.Write32(c.Ea(ref i), (uint)v);
     }
 
-    static void MovqLoad(Cpu c, ref Instruction i) => XR(c, i.Op0Register) = Vector128.CreateScalar(Src64(c, ref i));
+    static void MovqLoad(VirtualCpu c, ref Instruction i) => XR(c, i.Op0Register) = Vector128.CreateScalar(Src64(c, ref i));
 
-    static void MovqStore(Cpu c, ref Instruction i)
+    static void MovqStore(VirtualCpu c, ref Instruction i)
     {
         ulong v = XLo(c, i.Op1Register);
         if (i.Op0Kind == OpKind.Register) XR(c, i.Op0Register) = Vector128.CreateScalar(v);
         else c.Mem.Write64(c.Ea(ref i), v);
     }
 
-    static void MovA(Cpu c, ref Instruction i) => XR(c, i.Op0Register) = Src128(c, ref i);
-    static void MovU(Cpu c, ref Instruction i) => XR(c, i.Op0Register) = Src128U(c, ref i);
+    static void MovA(VirtualCpu c, ref Instruction i) => XR(c, i.Op0Register) = Src128(c, ref i);
+    static void MovU(VirtualCpu c, ref Instruction i) => XR(c, i.Op0Register) = Src128U(c, ref i);
 
-    static void MovAStore(Cpu c, ref Instruction i)
+    static void MovAStore(VirtualCpu c, ref Instruction i)
     {
         Vector128<ulong> v = XR(c, i.Op1Register);
         if (i.Op0Kind == OpKind.Register) { XR(c, i.Op0Register) = v; return; }
@@ -170,20 +170,20 @@ public static unsafe partial class Isa
         Store128(c, ea, v);
     }
 
-    static void MovUStore(Cpu c, ref Instruction i)
+    static void MovUStore(VirtualCpu c, ref Instruction i)
     {
         Vector128<ulong> v = XR(c, i.Op1Register);
         if (i.Op0Kind == OpKind.Register) XR(c, i.Op0Register) = v;
         else Store128(c, c.Ea(ref i), v);
     }
 
-    static void Movnti(Cpu c, ref Instruction i)
+    static void Movnti(VirtualCpu c, ref Instruction i)
     {
-        int s = Cpu.OpSize(ref i, 1);
+        int s = VirtualCpu.OpSize(ref i, 1);
         c.Mem.Write(c.Ea(ref i), c.GetReg(i.Op1Register), s);
     }
 
-    static void MovssLoad(Cpu c, ref Instruction i)
+    static void MovssLoad(VirtualCpu c, ref Instruction i)
     {
         if (i.Op1Kind == OpKind.Register)
         {
@@ -193,7 +193,7 @@ public static unsafe partial class Isa
         else XR(c, i.Op0Register) = Vector128.CreateScalar((ulong)c.Mem.Read32(c.Ea(ref i)));
     }
 
-    static void MovssStore(Cpu c, ref Instruction i)
+    static void MovssStore(VirtualCpu c, ref Instruction i)
     {
         uint v = (uint)XLo(c, i.Op1Register);
         if (i.Op0Kind == OpKind.Register)
@@ -204,47 +204,47 @@ public static unsafe partial class Isa
         else c.Mem.Write32(c.Ea(ref i), v);
     }
 
-    static void MovsdLoad(Cpu c, ref Instruction i)
+    static void MovsdLoad(VirtualCpu c, ref Instruction i)
     {
         if (i.Op1Kind == OpKind.Register) XLo(c, i.Op0Register) = XLo(c, i.Op1Register);
         else XR(c, i.Op0Register) = Vector128.CreateScalar(c.Mem.Read64(c.Ea(ref i)));
     }
 
-    static void MovsdStore(Cpu c, ref Instruction i)
+    static void MovsdStore(VirtualCpu c, ref Instruction i)
     {
         ulong v = XLo(c, i.Op1Register);
         if (i.Op0Kind == OpKind.Register) XLo(c, i.Op0Register) = v;
         else c.Mem.Write64(c.Ea(ref i), v);
     }
 
-    static void MovlLoad(Cpu c, ref Instruction i) => XLo(c, i.Op0Register) = c.Mem.Read64(c.Ea(ref i));
-    static void MovlStore(Cpu c, ref Instruction i) => c.Mem.Write64(c.Ea(ref i), XLo(c, i.Op1Register));
-    static void MovhLoad(Cpu c, ref Instruction i) => XHi(c, i.Op0Register) = c.Mem.Read64(c.Ea(ref i));
-    static void MovhStore(Cpu c, ref Instruction i) => c.Mem.Write64(c.Ea(ref i), XHi(c, i.Op1Register));
-    static void Movhlps(Cpu c, ref Instruction i) => XLo(c, i.Op0Register) = XHi(c, i.Op1Register);
-    static void Movlhps(Cpu c, ref Instruction i) => XHi(c, i.Op0Register) = XLo(c, i.Op1Register);
+    static void MovlLoad(VirtualCpu c, ref Instruction i) => XLo(c, i.Op0Register) = c.Mem.Read64(c.Ea(ref i));
+    static void MovlStore(VirtualCpu c, ref Instruction i) => c.Mem.Write64(c.Ea(ref i), XLo(c, i.Op1Register));
+    static void MovhLoad(VirtualCpu c, ref Instruction i) => XHi(c, i.Op0Register) = c.Mem.Read64(c.Ea(ref i));
+    static void MovhStore(VirtualCpu c, ref Instruction i) => c.Mem.Write64(c.Ea(ref i), XHi(c, i.Op1Register));
+    static void Movhlps(VirtualCpu c, ref Instruction i) => XLo(c, i.Op0Register) = XHi(c, i.Op1Register);
+    static void Movlhps(VirtualCpu c, ref Instruction i) => XHi(c, i.Op0Register) = XLo(c, i.Op1Register);
 
-    static void Movmskps(Cpu c, ref Instruction i)
+    static void Movmskps(VirtualCpu c, ref Instruction i)
         => c.SetReg(i.Op0Register, (uint)Sse.MoveMask(XR(c, i.Op1Register).AsSingle()));
 
-    static void Movmskpd(Cpu c, ref Instruction i)
+    static void Movmskpd(VirtualCpu c, ref Instruction i)
         => c.SetReg(i.Op0Register, (uint)Sse2.MoveMask(XR(c, i.Op1Register).AsDouble()));
 
-    static void Pmovmskb(Cpu c, ref Instruction i)
+    static void Pmovmskb(VirtualCpu c, ref Instruction i)
         => c.SetReg(i.Op0Register, (uint)Sse2.MoveMask(XR(c, i.Op1Register).AsByte()));
 
-    static void Maskmovdqu(Cpu c, ref Instruction i)
+    static void Maskmovdqu(VirtualCpu c, ref Instruction i)
     {
         // operands: DS:rDI (implicit), data xmm, mask xmm
         Vector128<byte> v = XR(c, i.Op1Register).AsByte(), m = XR(c, i.Op2Register).AsByte();
-        ulong a = i.Op0Kind == OpKind.MemorySegEDI ? (uint)c.R[Cpu.RDI] : c.R[Cpu.RDI];
+        ulong a = i.Op0Kind == OpKind.MemorySegEDI ? (uint)c.R[VirtualCpu.RDI] : c.R[VirtualCpu.RDI];
         Register s = i.MemorySegment;
         if (s == Register.FS) a += c.FsBase; else if (s == Register.GS) a += c.GsBase;
         for (int k = 0; k < 16; k++)
             if ((m.GetElement(k) & 0x80) != 0) c.Mem.Write8(a + (ulong)k, v.GetElement(k));
     }
 
-    static void Pinsrw(Cpu c, ref Instruction i)
+    static void Pinsrw(VirtualCpu c, ref Instruction i)
     {
         ushort v = i.Op1Kind == OpKind.Register ? (ushort)c.GetReg(i.Op1Register) : c.Mem.Read16(c.Ea(ref i));
         int k = i.Immediate8 & 7;
@@ -253,7 +253,7 @@ public static unsafe partial class Isa
         d = (d & ~(0xFFFFUL << sh)) | ((ulong)v << sh);
     }
 
-    static void Pextrw(Cpu c, ref Instruction i)
+    static void Pextrw(VirtualCpu c, ref Instruction i)
     {
         int k = i.Immediate8 & 7;
         ulong q = Unsafe.Add(ref XLo(c, i.Op1Register), k >> 2);

@@ -103,9 +103,9 @@ public static unsafe partial class Isa
         Reg(Code.Fxrstor64_m512byte, &Fxrstor);
     }
 
-    static readonly bool[] FpWritesFlags = new bool[Cpu.EnumCount<Code>()];
+    static readonly bool[] FpWritesFlags = new bool[VirtualCpu.EnumCount<Code>()];
 
-    static void RegF(Code code, delegate*<Cpu, ref Instruction, void> h)
+    static void RegF(Code code, delegate*<VirtualCpu, ref Instruction, void> h)
     {
         Reg(code, h);
         SseNative.Describe(code);
@@ -115,7 +115,7 @@ public static unsafe partial class Isa
     // ---------------------------------------------------------------- the exact (native) path
 
     /// <summary>Any registered floating-point form, executed by the host under the guest MXCSR.</summary>
-    static void FpNative(Cpu c, ref Instruction i)
+    static void FpNative(VirtualCpu c, ref Instruction i)
     {
         byte* s = stackalloc byte[SseNative.ScratchSize];
         Code code = i.Code;
@@ -129,7 +129,7 @@ public static unsafe partial class Isa
         else
         {
             ulong ea = c.Ea(ref i);
-            int n = Cpu.MemBytes[(int)i.MemorySize];
+            int n = VirtualCpu.MemBytes[(int)i.MemorySize];
             Vector128<ulong> v;
             if (n == 16)
             {
@@ -143,7 +143,7 @@ public static unsafe partial class Isa
         SseNative.Run(c, ref i, s, i.OpCount > 2 ? i.Immediate8 : 0);
         if (g0) c.SetReg(i.Op0Register, *(ulong*)(s + SseNative.OffGpr));
         else if (FpWritesFlags[(int)code])
-            c.Rflags = (c.Rflags & ~Cpu.ArithFlags) | (*(ulong*)(s + SseNative.OffFlags) & Cpu.ArithFlags);
+            c.Rflags = (c.Rflags & ~VirtualCpu.ArithFlags) | (*(ulong*)(s + SseNative.OffFlags) & VirtualCpu.ArithFlags);
         else XR(c, i.Op0Register) = *(Vector128<ulong>*)(s + SseNative.OffDst);
     }
 
@@ -184,10 +184,10 @@ public static unsafe partial class Isa
 
     /// <summary>May an operation that can be inexact take the managed path? (default control, PE already set)</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static bool ArithFast(Cpu c) => (c.Mxcsr & 0xFFE0) == (MxcsrCtlDefault | PeFlag);
+    static bool ArithFast(VirtualCpu c) => (c.Mxcsr & 0xFFE0) == (MxcsrCtlDefault | PeFlag);
     /// <summary>May an exact operation (min/max) take the managed path?</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static bool CtlDefault(Cpu c) => (c.Mxcsr & 0xFFC0) == MxcsrCtlDefault;
+    static bool CtlDefault(VirtualCpu c) => (c.Mxcsr & 0xFFC0) == MxcsrCtlDefault;
 
     // ---------------------------------------------------------------- arithmetic
 
@@ -250,7 +250,7 @@ public static unsafe partial class Isa
         public static Vector128<double> PD(Vector128<double> a, Vector128<double> b) => Sse2.Max(a, b);
     }
 
-    static void ArithSd<T>(Cpu c, ref Instruction i) where T : struct, IFArith
+    static void ArithSd<T>(VirtualCpu c, ref Instruction i) where T : struct, IFArith
     {
         ulong b = Src64(c, ref i);
         ref ulong d = ref XLo(c, i.Op0Register);
@@ -268,7 +268,7 @@ public static unsafe partial class Isa
         FpNative(c, ref i);
     }
 
-    static void ArithSs<T>(Cpu c, ref Instruction i) where T : struct, IFArith
+    static void ArithSs<T>(VirtualCpu c, ref Instruction i) where T : struct, IFArith
     {
         uint b = Src32(c, ref i);
         ref ulong d = ref XLo(c, i.Op0Register);
@@ -286,7 +286,7 @@ public static unsafe partial class Isa
         FpNative(c, ref i);
     }
 
-    static void ArithPd<T>(Cpu c, ref Instruction i) where T : struct, IFArith
+    static void ArithPd<T>(VirtualCpu c, ref Instruction i) where T : struct, IFArith
     {
         Vector128<ulong> b = Src128(c, ref i);
         ref Vector128<ulong> d = ref XR(c, i.Op0Register);
@@ -303,7 +303,7 @@ public static unsafe partial class Isa
         FpNative(c, ref i);
     }
 
-    static void ArithPs<T>(Cpu c, ref Instruction i) where T : struct, IFArith
+    static void ArithPs<T>(VirtualCpu c, ref Instruction i) where T : struct, IFArith
     {
         Vector128<ulong> b = Src128(c, ref i);
         ref Vector128<ulong> d = ref XR(c, i.Op0Register);
@@ -320,7 +320,7 @@ public static unsafe partial class Isa
         FpNative(c, ref i);
     }
 
-    static void Sqrtsd(Cpu c, ref Instruction i)
+    static void Sqrtsd(VirtualCpu c, ref Instruction i)
     {
         ulong a = Src64(c, ref i);
         if (ArithFast(c) && NormD(a) && (long)a > 0)
@@ -328,7 +328,7 @@ public static unsafe partial class Isa
         FpNative(c, ref i);
     }
 
-    static void Sqrtss(Cpu c, ref Instruction i)
+    static void Sqrtss(VirtualCpu c, ref Instruction i)
     {
         uint a = Src32(c, ref i);
         if (ArithFast(c) && NormF(a) && (int)a > 0)
@@ -343,11 +343,11 @@ public static unsafe partial class Isa
     // ---------------------------------------------------------------- compares
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static void SetCompareFlags(Cpu c, bool less, bool equal)
-        => c.Rflags = (c.Rflags & ~Cpu.ArithFlags) | (less ? Cpu.CF : 0) | (equal ? Cpu.ZF : 0);
+    static void SetCompareFlags(VirtualCpu c, bool less, bool equal)
+        => c.Rflags = (c.Rflags & ~VirtualCpu.ArithFlags) | (less ? VirtualCpu.CF : 0) | (equal ? VirtualCpu.ZF : 0);
 
     /// <summary>COMISD/UCOMISD: the managed path when neither operand is NaN or denormal (no flag possible).</summary>
-    static void Comisd(Cpu c, ref Instruction i)
+    static void Comisd(VirtualCpu c, ref Instruction i)
     {
         ulong b = Src64(c, ref i), a = XLo(c, i.Op0Register);
         if ((c.Mxcsr & 0x40) == 0 && NormOrZeroD(a) && NormOrZeroD(b))
@@ -359,7 +359,7 @@ public static unsafe partial class Isa
         FpNative(c, ref i);
     }
 
-    static void Comiss(Cpu c, ref Instruction i)
+    static void Comiss(VirtualCpu c, ref Instruction i)
     {
         uint b = Src32(c, ref i), a = (uint)XLo(c, i.Op0Register);
         if ((c.Mxcsr & 0x40) == 0 && NormOrZeroF(a) && NormOrZeroF(b))
@@ -373,21 +373,21 @@ public static unsafe partial class Isa
 
     // ---------------------------------------------------------------- conversions
 
-    static long IntSrc(Cpu c, ref Instruction i, bool wide)
+    static long IntSrc(VirtualCpu c, ref Instruction i, bool wide)
     {
         if (i.Op1Kind == OpKind.Register) return wide ? (long)c.GetReg(i.Op1Register) : (int)c.GetReg(i.Op1Register);
         ulong ea = c.Ea(ref i);
         return wide ? (long)c.Mem.Read64(ea) : (int)c.Mem.Read32(ea);
     }
 
-    static void Cvtsi2sd(Cpu c, ref Instruction i)
+    static void Cvtsi2sd(VirtualCpu c, ref Instruction i)
     {
         long v = IntSrc(c, ref i, i.Code == Code.Cvtsi2sd_xmm_rm64);
         if (v >= -(1L << 53) && v <= 1L << 53) { XLo(c, i.Op0Register) = BitConverter.DoubleToUInt64Bits(v); return; } // exact: no flag, any RC
         FpNative(c, ref i);
     }
 
-    static void Cvtsi2ss(Cpu c, ref Instruction i)
+    static void Cvtsi2ss(VirtualCpu c, ref Instruction i)
     {
         long v = IntSrc(c, ref i, i.Code == Code.Cvtsi2ss_xmm_rm64);
         if (v >= -(1L << 24) && v <= 1L << 24)
@@ -399,14 +399,14 @@ public static unsafe partial class Isa
         FpNative(c, ref i);
     }
 
-    static void Cvtss2sd(Cpu c, ref Instruction i)
+    static void Cvtss2sd(VirtualCpu c, ref Instruction i)
     {
         uint a = Src32(c, ref i);
         if (NormOrZeroF(a)) { XLo(c, i.Op0Register) = BitConverter.DoubleToUInt64Bits(BitConverter.UInt32BitsToSingle(a)); return; }
         FpNative(c, ref i);
     }
 
-    static void Cvtsd2ss(Cpu c, ref Instruction i)
+    static void Cvtsd2ss(VirtualCpu c, ref Instruction i)
     {
         ulong a = Src64(c, ref i);
         if (ArithFast(c) && NormOrZeroD(a))
@@ -424,7 +424,7 @@ public static unsafe partial class Isa
 
     /// <summary>Truncation ignores RC; the managed path covers in-range, non-denormal inputs that are exact or
     /// whose inexactness is already recorded (and masked).</summary>
-    static void Cvttsd2si(Cpu c, ref Instruction i)
+    static void Cvttsd2si(VirtualCpu c, ref Instruction i)
     {
         ulong a = Src64(c, ref i);
         double x = BitConverter.UInt64BitsToDouble(a);
@@ -438,7 +438,7 @@ public static unsafe partial class Isa
         FpNative(c, ref i);
     }
 
-    static void Cvttss2si(Cpu c, ref Instruction i)
+    static void Cvttss2si(VirtualCpu c, ref Instruction i)
     {
         uint a = Src32(c, ref i);
         float x = BitConverter.UInt32BitsToSingle(a);
@@ -453,12 +453,12 @@ public static unsafe partial class Isa
     }
 
     /// <summary>CVTDQ2PD is always exact and raises nothing.</summary>
-    static void Cvtdq2pd(Cpu c, ref Instruction i)
+    static void Cvtdq2pd(VirtualCpu c, ref Instruction i)
         => XR(c, i.Op0Register) = Sse2.ConvertToVector128Double(Vector128.CreateScalar(Src64(c, ref i)).AsInt32()).AsUInt64();
 
     // ---------------------------------------------------------------- MXCSR, FXSAVE
 
-    static void Ldmxcsr(Cpu c, ref Instruction i)
+    static void Ldmxcsr(VirtualCpu c, ref Instruction i)
     {
         uint v = c.Mem.Read32(c.Ea(ref i));
         if ((v & 0xFFFF_0000u) != 0)
@@ -466,11 +466,11 @@ public static unsafe partial class Isa
         c.Mxcsr = v;
     }
 
-    static void Stmxcsr(Cpu c, ref Instruction i) => c.Mem.Write32(c.Ea(ref i), c.Mxcsr);
+    static void Stmxcsr(VirtualCpu c, ref Instruction i) => c.Mem.Write32(c.Ea(ref i), c.Mxcsr);
 
-    /// <summary>FXSAVE: 512-byte image, 16-byte aligned. x87 part from <see cref="Cpu.SaveX87"/>; MXCSR at 24,
+    /// <summary>FXSAVE: 512-byte image, 16-byte aligned. x87 part from <see cref="VirtualCpu.SaveX87"/>; MXCSR at 24,
     /// MXCSR_MASK (0xFFFF: DAZ supported) at 28, XMM0-15 at 160. Bytes 416-511 are left untouched, as hardware does.</summary>
-    static void Fxsave(Cpu c, ref Instruction i)
+    static void Fxsave(VirtualCpu c, ref Instruction i)
     {
         ulong ea = c.Ea(ref i);
         if ((ea & 15) != 0) throw AlignFault(ea, ref i);
@@ -484,7 +484,7 @@ public static unsafe partial class Isa
         c.Mem.WriteBytes(ea, img);
     }
 
-    static void Fxrstor(Cpu c, ref Instruction i)
+    static void Fxrstor(VirtualCpu c, ref Instruction i)
     {
         ulong ea = c.Ea(ref i);
         if ((ea & 15) != 0) throw AlignFault(ea, ref i);

@@ -11,7 +11,7 @@ public static unsafe partial class Isa
     internal interface IVop { static abstract Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> b); }
 
     /// <summary>op xmm, xmm/m128 (aligned).</summary>
-    static void Pv<T>(Cpu c, ref Instruction i) where T : struct, IVop
+    static void Pv<T>(VirtualCpu c, ref Instruction i) where T : struct, IVop
     {
         Vector128<ulong> b = Src128(c, ref i);
         ref Vector128<ulong> d = ref XR(c, i.Op0Register);
@@ -19,7 +19,7 @@ public static unsafe partial class Isa
     }
 
     /// <summary>shift xmm, imm8: the count goes through the xmm-count form (same saturation semantics).</summary>
-    static void Pimm<T>(Cpu c, ref Instruction i) where T : struct, IVop
+    static void Pimm<T>(VirtualCpu c, ref Instruction i) where T : struct, IVop
     {
         ref Vector128<ulong> d = ref XR(c, i.Op0Register);
         d = T.Op(d, Vector128.CreateScalar((ulong)i.Immediate8));
@@ -191,7 +191,7 @@ public static unsafe partial class Isa
     struct IPsraw : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> n) => Sse2.ShiftRightArithmetic(a.AsInt16(), n.AsInt16()).AsUInt64(); }
     struct IPsrad : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> n) => Sse2.ShiftRightArithmetic(a.AsInt32(), n.AsInt32()).AsUInt64(); }
 
-    static void Pslldq(Cpu c, ref Instruction i)
+    static void Pslldq(VirtualCpu c, ref Instruction i)
     {
         ref ulong lo = ref XLo(c, i.Op0Register);
         ref ulong hi = ref XHi(c, i.Op0Register);
@@ -200,7 +200,7 @@ public static unsafe partial class Isa
         lo = (ulong)v; hi = (ulong)(v >> 64);
     }
 
-    static void Psrldq(Cpu c, ref Instruction i)
+    static void Psrldq(VirtualCpu c, ref Instruction i)
     {
         ref ulong lo = ref XLo(c, i.Op0Register);
         ref ulong hi = ref XHi(c, i.Op0Register);
@@ -212,7 +212,7 @@ public static unsafe partial class Isa
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static uint Dw(Vector128<ulong> v, int k) => v.AsUInt32().GetElement(k & 3);
 
-    static void Pshufd(Cpu c, ref Instruction i)
+    static void Pshufd(VirtualCpu c, ref Instruction i)
     {
         Vector128<ulong> s = Src128(c, ref i);
         int m = i.Immediate8;
@@ -224,19 +224,19 @@ public static unsafe partial class Isa
         => (ushort)(q >> ((m & 3) * 16)) | (ulong)(ushort)(q >> (((m >> 2) & 3) * 16)) << 16
          | (ulong)(ushort)(q >> (((m >> 4) & 3) * 16)) << 32 | (ulong)(ushort)(q >> (((m >> 6) & 3) * 16)) << 48;
 
-    static void Pshuflw(Cpu c, ref Instruction i)
+    static void Pshuflw(VirtualCpu c, ref Instruction i)
     {
         Vector128<ulong> s = Src128(c, ref i);
         XR(c, i.Op0Register) = Vector128.Create(Shuf4w(s.GetElement(0), i.Immediate8), s.GetElement(1));
     }
 
-    static void Pshufhw(Cpu c, ref Instruction i)
+    static void Pshufhw(VirtualCpu c, ref Instruction i)
     {
         Vector128<ulong> s = Src128(c, ref i);
         XR(c, i.Op0Register) = Vector128.Create(s.GetElement(0), Shuf4w(s.GetElement(1), i.Immediate8));
     }
 
-    static void Shufps(Cpu c, ref Instruction i)
+    static void Shufps(VirtualCpu c, ref Instruction i)
     {
         Vector128<ulong> s = Src128(c, ref i);
         ref Vector128<ulong> d = ref XR(c, i.Op0Register);
@@ -244,7 +244,7 @@ public static unsafe partial class Isa
         d = Vector128.Create(Dw(d, m), Dw(d, m >> 2), Dw(s, m >> 4), Dw(s, m >> 6)).AsUInt64();
     }
 
-    static void Shufpd(Cpu c, ref Instruction i)
+    static void Shufpd(VirtualCpu c, ref Instruction i)
     {
         Vector128<ulong> s = Src128(c, ref i);
         ref Vector128<ulong> d = ref XR(c, i.Op0Register);

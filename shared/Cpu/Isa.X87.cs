@@ -40,7 +40,7 @@ public static unsafe partial class Isa
 
     static int StIndex(Register r) => r - Register.ST0;
 
-    static void FpStatus(Cpu c, X87Status s, bool setConditions = false)
+    static void FpStatus(VirtualCpu c, X87Status s, bool setConditions = false)
     {
         if (setConditions) c.Fsw = (ushort)((c.Fsw & ~(ushort)X87Status.ConditionMask) | ((ushort)s & (ushort)X87Status.ConditionMask));
         else c.Fsw &= unchecked((ushort)~0x0200); // C1 cleared unless set below
@@ -50,7 +50,7 @@ public static unsafe partial class Isa
     }
 
     /// <summary>True (after the masked #IS response: IE, SF, C1 = 0) when any of the named stack registers is empty.</summary>
-    static bool Underflow(Cpu c, int a, int b = -1)
+    static bool Underflow(VirtualCpu c, int a, int b = -1)
     {
         if (!c.StEmpty(a) && (b < 0 || !c.StEmpty(b))) return false;
         c.FpStackUnderflow();
@@ -62,7 +62,7 @@ public static unsafe partial class Isa
     /// signalling (so the NaN rules of the operation apply) and a denormal m32/m64 is reported through
     /// <paramref name="denormal"/> (the operation raises #D only when no NaN or invalid operand takes precedence).
     /// </summary>
-    static Float80 FpOperandMem(Cpu c, ref Instruction i, out bool denormal)
+    static Float80 FpOperandMem(VirtualCpu c, ref Instruction i, out bool denormal)
     {
         ulong ea = c.Ea(ref i);
         denormal = false;
@@ -75,7 +75,7 @@ public static unsafe partial class Isa
     }
 
     /// <summary>Reads a floating or integer memory operand as an 80-bit value.</summary>
-    static Float80 FpLoadMem(Cpu c, ref Instruction i, out X87Status st)
+    static Float80 FpLoadMem(VirtualCpu c, ref Instruction i, out X87Status st)
     {
         ulong ea = c.Ea(ref i);
         st = X87Status.None;
@@ -95,7 +95,7 @@ public static unsafe partial class Isa
         }
     }
 
-    static void Fld(Cpu c, ref Instruction i)
+    static void Fld(VirtualCpu c, ref Instruction i)
     {
         if (i.Op0Kind == OpKind.Register)
         {
@@ -111,9 +111,9 @@ public static unsafe partial class Isa
         c.FpPush(x);
     }
 
-    static void Fild(Cpu c, ref Instruction i) => Fld(c, ref i);
+    static void Fild(VirtualCpu c, ref Instruction i) => Fld(c, ref i);
 
-    static void FldConst(Cpu c, ref Instruction i)
+    static void FldConst(VirtualCpu c, ref Instruction i)
     {
         var k = i.Mnemonic switch
         {
@@ -129,7 +129,7 @@ public static unsafe partial class Isa
         c.FpPush(Float80.LoadConstant(k, c.FpRounding));
     }
 
-    static void Fst(Cpu c, ref Instruction i)
+    static void Fst(VirtualCpu c, ref Instruction i)
     {
         if (c.StEmpty(0))
         {
@@ -166,7 +166,7 @@ public static unsafe partial class Isa
         if (i.Mnemonic == Mnemonic.Fstp) c.FpPop();
     }
 
-    static void Fist(Cpu c, ref Instruction i)
+    static void Fist(VirtualCpu c, ref Instruction i)
     {
         var v = c.St(0);
         var rc = i.Mnemonic == Mnemonic.Fisttp ? X87Rounding.TowardZero : c.FpRounding;
@@ -194,7 +194,7 @@ public static unsafe partial class Isa
         if (i.Mnemonic != Mnemonic.Fist) c.FpPop();
     }
 
-    static void Fbld(Cpu c, ref Instruction i)
+    static void Fbld(VirtualCpu c, ref Instruction i)
     {
         ulong ea = c.Ea(ref i);
         Span<byte> b = stackalloc byte[10];
@@ -203,7 +203,7 @@ public static unsafe partial class Isa
         c.FpPush(Float80.FromBcd(b));
     }
 
-    static void Fbstp(Cpu c, ref Instruction i)
+    static void Fbstp(VirtualCpu c, ref Instruction i)
     {
         ulong ea = c.Ea(ref i);
         Span<byte> b = stackalloc byte[10];
@@ -221,7 +221,7 @@ public static unsafe partial class Isa
         c.FpPop();
     }
 
-    static void FArith(Cpu c, ref Instruction i)
+    static void FArith(VirtualCpu c, ref Instruction i)
     {
         // destination and source: memory forms operate on ST0; register forms name both
         Float80 src;
@@ -254,7 +254,7 @@ public static unsafe partial class Isa
         if (pop) c.FpPop();
     }
 
-    static void FUnary(Cpu c, ref Instruction i)
+    static void FUnary(VirtualCpu c, ref Instruction i)
     {
         if (Underflow(c, 0))
         {
@@ -279,7 +279,7 @@ public static unsafe partial class Isa
     }
 
     /// <summary>FXTRACT/FPTAN/FSINCOS: an empty ST0 or a full stack gives two indefinites.</summary>
-    static bool PushingFault(Cpu c, bool clearC2)
+    static bool PushingFault(VirtualCpu c, bool clearC2)
     {
         bool under = c.StEmpty(0), over = !c.StEmpty(7);
         if (!under && !over) return false;
@@ -291,7 +291,7 @@ public static unsafe partial class Isa
         return true;
     }
 
-    static void Fsincos(Cpu c, ref Instruction i)
+    static void Fsincos(VirtualCpu c, ref Instruction i)
     {
         if (PushingFault(c, true)) return;
         var s = Float80.SinCos(c.St(0), c.FpRounding, out var cos, out var st);
@@ -301,7 +301,7 @@ public static unsafe partial class Isa
         c.FpPush(cos);
     }
 
-    static void Fptan(Cpu c, ref Instruction i)
+    static void Fptan(VirtualCpu c, ref Instruction i)
     {
         if (PushingFault(c, true)) return;
         var t = Float80.Tan(c.St(0), c.FpRounding, out var pushed, out var st);
@@ -311,7 +311,7 @@ public static unsafe partial class Isa
         c.FpPush(pushed);
     }
 
-    static void FBinaryPop(Cpu c, ref Instruction i)
+    static void FBinaryPop(VirtualCpu c, ref Instruction i)
     {
         if (Underflow(c, 0, 1))
         {
@@ -332,14 +332,14 @@ public static unsafe partial class Isa
         c.FpPop();
     }
 
-    static void Fscale(Cpu c, ref Instruction i)
+    static void Fscale(VirtualCpu c, ref Instruction i)
     {
         if (Underflow(c, 0, 1)) { c.SetSt(0, Float80.Indefinite); return; }
         c.St(0) = Float80.Scale(c.St(0), c.St(1), c.FpRounding, out var st);
         FpStatus(c, st);
     }
 
-    static void Fprem(Cpu c, ref Instruction i)
+    static void Fprem(VirtualCpu c, ref Instruction i)
     {
         if (Underflow(c, 0, 1))
         {
@@ -359,7 +359,7 @@ public static unsafe partial class Isa
         else FpStatus(c, st, true);
     }
 
-    static void Fxtract(Cpu c, ref Instruction i)
+    static void Fxtract(VirtualCpu c, ref Instruction i)
     {
         if (PushingFault(c, false)) return;
         var sig = Float80.Xtract(c.St(0), out var exp, out var st);
@@ -368,7 +368,7 @@ public static unsafe partial class Isa
         FpStatus(c, st);
     }
 
-    static void Fxch(Cpu c, ref Instruction i)
+    static void Fxch(VirtualCpu c, ref Instruction i)
     {
         int k = i.OpCount == 2 ? StIndex(i.Op1Register) : 1;
         c.Fsw &= unchecked((ushort)~0x0200);
@@ -382,7 +382,7 @@ public static unsafe partial class Isa
         c.SetSt(k, a);
     }
 
-    static void Fcom(Cpu c, ref Instruction i)
+    static void Fcom(VirtualCpu c, ref Instruction i)
     {
         Float80 b;
         bool dn = false;
@@ -405,7 +405,7 @@ public static unsafe partial class Isa
         else if (i.Mnemonic is Mnemonic.Fcompp or Mnemonic.Fucompp) { c.FpPop(); c.FpPop(); }
     }
 
-    static void Fcomi(Cpu c, ref Instruction i)
+    static void Fcomi(VirtualCpu c, ref Instruction i)
     {
         var b = c.St(StIndex(i.Op1Register));
         bool unordered = i.Mnemonic is Mnemonic.Fucomi or Mnemonic.Fucomip;
@@ -413,60 +413,60 @@ public static unsafe partial class Isa
         if (Underflow(c, 0, StIndex(i.Op1Register))) st = X87Status.C0 | X87Status.C2 | X87Status.C3;
         else Float80.Compare(c.St(0), b, !unordered, out st);
         ulong f = 0;
-        if ((st & X87Status.C3) != 0) f |= Cpu.ZF;
-        if ((st & X87Status.C2) != 0) f |= Cpu.PF;
-        if ((st & X87Status.C0) != 0) f |= Cpu.CF;
-        c.Rflags = (c.Rflags & ~Cpu.ArithFlags) | f;
+        if ((st & X87Status.C3) != 0) f |= VirtualCpu.ZF;
+        if ((st & X87Status.C2) != 0) f |= VirtualCpu.PF;
+        if ((st & X87Status.C0) != 0) f |= VirtualCpu.CF;
+        c.Rflags = (c.Rflags & ~VirtualCpu.ArithFlags) | f;
         // exception flags only: C1 is left unchanged (as AMD hardware does; Intel documents C1 = 0)
         c.Fsw |= (ushort)(st & X87Status.ExceptionMask);
         if ((c.Fsw & ~c.Fcw & 0x3F) != 0) c.Fsw |= 0x8080;
         if (i.Mnemonic is Mnemonic.Fcomip or Mnemonic.Fucomip) c.FpPop();
     }
 
-    static void Fxam(Cpu c, ref Instruction i)
+    static void Fxam(VirtualCpu c, ref Instruction i)
     {
         X87Status st = c.StEmpty(0) ? Float80.ExamineEmpty | (c.St(0).Sign ? X87Status.C1 : 0) : Float80.Examine(c.St(0));
         c.Fsw = (ushort)((c.Fsw & ~(ushort)X87Status.ConditionMask) | (ushort)st);
     }
 
-    static void Fcmov(Cpu c, ref Instruction i)
+    static void Fcmov(VirtualCpu c, ref Instruction i)
     {
         bool take = i.Mnemonic switch
         {
-            Mnemonic.Fcmovb => c.Flag(Cpu.CF),
-            Mnemonic.Fcmove => c.Flag(Cpu.ZF),
-            Mnemonic.Fcmovbe => c.Flag(Cpu.CF) || c.Flag(Cpu.ZF),
-            Mnemonic.Fcmovu => c.Flag(Cpu.PF),
-            Mnemonic.Fcmovnb => !c.Flag(Cpu.CF),
-            Mnemonic.Fcmovne => !c.Flag(Cpu.ZF),
-            Mnemonic.Fcmovnbe => !c.Flag(Cpu.CF) && !c.Flag(Cpu.ZF),
-            _ => !c.Flag(Cpu.PF),
+            Mnemonic.Fcmovb => c.Flag(VirtualCpu.CF),
+            Mnemonic.Fcmove => c.Flag(VirtualCpu.ZF),
+            Mnemonic.Fcmovbe => c.Flag(VirtualCpu.CF) || c.Flag(VirtualCpu.ZF),
+            Mnemonic.Fcmovu => c.Flag(VirtualCpu.PF),
+            Mnemonic.Fcmovnb => !c.Flag(VirtualCpu.CF),
+            Mnemonic.Fcmovne => !c.Flag(VirtualCpu.ZF),
+            Mnemonic.Fcmovnbe => !c.Flag(VirtualCpu.CF) && !c.Flag(VirtualCpu.ZF),
+            _ => !c.Flag(VirtualCpu.PF),
         };
         if (Underflow(c, 0, StIndex(i.Op1Register))) c.SetSt(0, Float80.Indefinite);
         else if (take) c.St(0) = c.St(StIndex(i.Op1Register));
     }
 
-    static void Fldcw(Cpu c, ref Instruction i) => c.Fcw = Cpu.SanitizeFcw(c.Mem.Read16(c.Ea(ref i)));
-    static void Fnstcw(Cpu c, ref Instruction i) => c.Mem.Write16(c.Ea(ref i), c.Fcw);
+    static void Fldcw(VirtualCpu c, ref Instruction i) => c.Fcw = VirtualCpu.SanitizeFcw(c.Mem.Read16(c.Ea(ref i)));
+    static void Fnstcw(VirtualCpu c, ref Instruction i) => c.Mem.Write16(c.Ea(ref i), c.Fcw);
 
-    static void Fnstsw(Cpu c, ref Instruction i)
+    static void Fnstsw(VirtualCpu c, ref Instruction i)
     {
         if (i.Op0Kind == OpKind.Register) c.SetReg(i.Op0Register, c.FswWithTop);
         else c.Mem.Write16(c.Ea(ref i), c.FswWithTop);
     }
 
-    static void Fninit(Cpu c, ref Instruction i) => c.FpInit();
-    static void Fnclex(Cpu c, ref Instruction i) => c.Fsw &= 0x7F00;
-    static void Ffree(Cpu c, ref Instruction i)
+    static void Fninit(VirtualCpu c, ref Instruction i) => c.FpInit();
+    static void Fnclex(VirtualCpu c, ref Instruction i) => c.Fsw &= 0x7F00;
+    static void Ffree(VirtualCpu c, ref Instruction i)
     {
         c.FpEmpty |= (byte)(1 << ((c.FpTop + StIndex(i.Op0Register)) & 7));
         c.Fsw &= unchecked((ushort)~0x0200); // C1 cleared (as AMD hardware does; undefined in the manuals)
     }
-    static void Ffreep(Cpu c, ref Instruction i) { Ffree(c, ref i); c.FpPop(); }
-    static void Fincstp(Cpu c, ref Instruction i) { c.FpTop = (c.FpTop + 1) & 7; c.Fsw &= unchecked((ushort)~0x0200); }
-    static void Fdecstp(Cpu c, ref Instruction i) { c.FpTop = (c.FpTop - 1) & 7; c.Fsw &= unchecked((ushort)~0x0200); }
+    static void Ffreep(VirtualCpu c, ref Instruction i) { Ffree(c, ref i); c.FpPop(); }
+    static void Fincstp(VirtualCpu c, ref Instruction i) { c.FpTop = (c.FpTop + 1) & 7; c.Fsw &= unchecked((ushort)~0x0200); }
+    static void Fdecstp(VirtualCpu c, ref Instruction i) { c.FpTop = (c.FpTop - 1) & 7; c.Fsw &= unchecked((ushort)~0x0200); }
 
-    static ushort FullTag(Cpu c)
+    static ushort FullTag(VirtualCpu c)
     {
         ushort tag = 0;
         for (int p = 0; p < 8; p++)
@@ -485,7 +485,7 @@ public static unsafe partial class Isa
         return tag;
     }
 
-    static void Fnstenv(Cpu c, ref Instruction i)
+    static void Fnstenv(VirtualCpu c, ref Instruction i)
     {
         ulong ea = c.Ea(ref i);
         c.Mem.Write32(ea, c.Fcw | 0xFFFF0000u);
@@ -495,10 +495,10 @@ public static unsafe partial class Isa
         c.Fcw |= 0x3F; // fnstenv masks all exceptions
     }
 
-    static void Fldenv(Cpu c, ref Instruction i)
+    static void Fldenv(VirtualCpu c, ref Instruction i)
     {
         ulong ea = c.Ea(ref i);
-        c.Fcw = Cpu.SanitizeFcw((int)c.Mem.Read32(ea));
+        c.Fcw = VirtualCpu.SanitizeFcw((int)c.Mem.Read32(ea));
         ushort sw = (ushort)c.Mem.Read32(ea + 4);
         c.FpTop = (sw >> 11) & 7;
         c.Fsw = (ushort)(sw & ~0x3800);

@@ -10,8 +10,8 @@ namespace ReVirt.Cpu;
 /// </summary>
 public static unsafe partial class Isa
 {
-    static readonly delegate*<Cpu, ref Instruction, void>[] ByCode = new delegate*<Cpu, ref Instruction, void>[Cpu.EnumCount<Code>()];
-    static readonly delegate*<Cpu, ref Instruction, void>[] ByMnemonic = new delegate*<Cpu, ref Instruction, void>[Cpu.EnumCount<Mnemonic>()];
+    static readonly delegate*<VirtualCpu, ref Instruction, void>[] ByCode = new delegate*<VirtualCpu, ref Instruction, void>[VirtualCpu.EnumCount<Code>()];
+    static readonly delegate*<VirtualCpu, ref Instruction, void>[] ByMnemonic = new delegate*<VirtualCpu, ref Instruction, void>[VirtualCpu.EnumCount<Mnemonic>()];
 
     static Isa() => Build();
 
@@ -27,12 +27,12 @@ public static unsafe partial class Isa
     static partial void RegisterSse();
     static partial void RegisterX87();
 
-    static void Reg(Mnemonic m, delegate*<Cpu, ref Instruction, void> h) => ByMnemonic[(int)m] = h;
-    static void Reg(Code c, delegate*<Cpu, ref Instruction, void> h) => ByCode[(int)c] = h;
+    static void Reg(Mnemonic m, delegate*<VirtualCpu, ref Instruction, void> h) => ByMnemonic[(int)m] = h;
+    static void Reg(Code c, delegate*<VirtualCpu, ref Instruction, void> h) => ByCode[(int)c] = h;
 
     /// <summary>The handler for an instruction; `specialize` false keeps to the generic handlers (see
     /// <see cref="CodeCache.SpecializedHandlers"/>).</summary>
-    public static delegate*<Cpu, ref Instruction, void> HandlerFor(ref Instruction i, bool specialize = true)
+    public static delegate*<VirtualCpu, ref Instruction, void> HandlerFor(ref Instruction i, bool specialize = true)
     {
         if (i.HasLockPrefix && !Lockable(ref i)) return &Ud;
         if (specialize)
@@ -79,26 +79,26 @@ public static unsafe partial class Isa
 
     // ---------------------------------------------------------------- exceptional handlers
 
-    public static void Illegal(Cpu c, ref Instruction i)
+    public static void Illegal(VirtualCpu c, ref Instruction i)
     {
         string what = i.Code == Code.INVALID ? "invalid instruction" : $"unsupported instruction '{i}'";
         throw new GuestSignalException(SIGILL, $"{what} at 0x{i.IP:x}: bytes {BytesAt(c, ref i)}", ILL_ILLOPN, i.IP);
     }
 
-    static string BytesAt(Cpu c, ref Instruction i)
+    static string BytesAt(VirtualCpu c, ref Instruction i)
     {
         var bytes = new byte[Math.Clamp(i.Length, 1, 15)];
         try { c.Mem.ReadBytes(i.IP, bytes); } catch (Memory.GuestFaultException) { }
         return string.Join(" ", bytes.Select(b => b.ToString("x2")));
     }
 
-    public static void ExecFault(Cpu c, ref Instruction i)
+    public static void ExecFault(VirtualCpu c, ref Instruction i)
         => throw new Memory.GuestFaultException(i.IP, false, c.Mem.FindVma(i.IP) != null);
 
-    static void Ud(Cpu c, ref Instruction i)
+    static void Ud(VirtualCpu c, ref Instruction i)
         => throw new GuestSignalException(SIGILL, $"undefined instruction '{i}' at 0x{i.IP:x}: bytes {BytesAt(c, ref i)}", ILL_ILLOPN, i.IP);
 
-    static void Nop(Cpu c, ref Instruction i) { }
+    static void Nop(VirtualCpu c, ref Instruction i) { }
 
     // ---------------------------------------------------------------- system instructions
 
@@ -146,44 +146,44 @@ public static unsafe partial class Isa
         Reg(Mnemonic.Iretq, &Iretq);
     }
 
-    static void Syscall(Cpu c, ref Instruction i)
+    static void Syscall(VirtualCpu c, ref Instruction i)
     {
-        c.R[Cpu.RCX] = c.Rip;
+        c.R[VirtualCpu.RCX] = c.Rip;
         c.R[11] = c.Rflags;
         c.Host.Syscall(c);
     }
 
-    static void Cpuid(Cpu c, ref Instruction i)
+    static void Cpuid(VirtualCpu c, ref Instruction i)
     {
-        CpuModel.Query((uint)c.R[Cpu.RAX], (uint)c.R[Cpu.RCX], out uint a, out uint b, out uint cc, out uint d);
-        c.R[Cpu.RAX] = a; c.R[Cpu.RBX] = b; c.R[Cpu.RCX] = cc; c.R[Cpu.RDX] = d;
+        CpuModel.Query((uint)c.R[VirtualCpu.RAX], (uint)c.R[VirtualCpu.RCX], out uint a, out uint b, out uint cc, out uint d);
+        c.R[VirtualCpu.RAX] = a; c.R[VirtualCpu.RBX] = b; c.R[VirtualCpu.RCX] = cc; c.R[VirtualCpu.RDX] = d;
     }
 
-    static void Rdtsc(Cpu c, ref Instruction i)
+    static void Rdtsc(VirtualCpu c, ref Instruction i)
     {
         ulong t = c.Host.ReadTimestampCounter(c);
-        c.R[Cpu.RAX] = (uint)t; c.R[Cpu.RDX] = t >> 32;
+        c.R[VirtualCpu.RAX] = (uint)t; c.R[VirtualCpu.RDX] = t >> 32;
     }
 
-    static void Rdtscp(Cpu c, ref Instruction i)
+    static void Rdtscp(VirtualCpu c, ref Instruction i)
     {
         Rdtsc(c, ref i);
-        c.R[Cpu.RCX] = 0;
+        c.R[VirtualCpu.RCX] = 0;
     }
 
-    static void Privileged(Cpu c, ref Instruction i)
+    static void Privileged(VirtualCpu c, ref Instruction i)
         => throw new GuestSignalException(SIGSEGV, $"privileged instruction '{i}' at 0x{i.IP:x}", SI_KERNEL, 0);
 
     // int3, int 3 and int1 are traps: the instruction retires and the signal reports the next instruction's rip.
-    static void Int3(Cpu c, ref Instruction i)
+    static void Int3(VirtualCpu c, ref Instruction i)
         => throw new GuestSignalException(SIGTRAP, $"int3 at 0x{i.IP:x}", SI_KERNEL, 0) { Trap = true };
 
-    static void Int1(Cpu c, ref Instruction i)
+    static void Int1(VirtualCpu c, ref Instruction i)
         => throw new GuestSignalException(SIGTRAP, $"int1 at 0x{i.IP:x}", TRAP_BRKPT, i.NextIP) { Trap = true };
 
     /// <summary>`int n`: only vector 3 is open to user mode (a breakpoint); any other vector is #GP. Linux on this
     /// model has no IA-32 emulation gate, so `int 0x80` is #GP too, as on a kernel built or booted without it.</summary>
-    static void IntN(Cpu c, ref Instruction i)
+    static void IntN(VirtualCpu c, ref Instruction i)
     {
         if (i.Immediate8 == 3) Int3(c, ref i);
         throw new GuestSignalException(SIGSEGV, $"int 0x{i.Immediate8:x} at 0x{i.IP:x}", SI_KERNEL, 0);
@@ -193,13 +193,13 @@ public static unsafe partial class Isa
 
     /// <summary>IRETQ within ring 3: pops rip, cs, rflags, rsp, ss. Only a return to the 64-bit user code and stack
     /// selectors is modelled; anything else (another privilege level, a compatibility-mode segment) is #GP.</summary>
-    static void Iretq(Cpu c, ref Instruction i)
+    static void Iretq(VirtualCpu c, ref Instruction i)
     {
-        ulong sp = c.R[Cpu.RSP];
+        ulong sp = c.R[VirtualCpu.RSP];
         ulong rip = c.Mem.Read64(sp), cs = c.Mem.Read64(sp + 8), fl = c.Mem.Read64(sp + 16), rsp = c.Mem.Read64(sp + 24), ss = c.Mem.Read64(sp + 32);
         if ((ushort)cs != UserCs || (ushort)ss != UserSs) Privileged(c, ref i);
-        c.Rflags = (c.Rflags & ~UserFlags) | (fl & UserFlags & ~Cpu.TF) | 0x202;
-        c.R[Cpu.RSP] = rsp;
+        c.Rflags = (c.Rflags & ~UserFlags) | (fl & UserFlags & ~VirtualCpu.TF) | 0x202;
+        c.R[VirtualCpu.RSP] = rsp;
         c.Rip = rip;
     }
 }

@@ -23,9 +23,9 @@ internal static unsafe class SseNative
     const int Slot = 96;
 
     /// <summary>Stub entry by Code; compare forms have 8 consecutive stubs (one per predicate), Slot bytes apart.</summary>
-    static readonly nint[] StubByCode = new nint[Cpu.EnumCount<Code>()];
-    static readonly byte[] Op0Gpr = new byte[Cpu.EnumCount<Code>()]; // 0 xmm, 4 r32, 8 r64
-    static readonly byte[] Op1Gpr = new byte[Cpu.EnumCount<Code>()];
+    static readonly nint[] StubByCode = new nint[VirtualCpu.EnumCount<Code>()];
+    static readonly byte[] Op0Gpr = new byte[VirtualCpu.EnumCount<Code>()]; // 0 xmm, 4 r32, 8 r64
+    static readonly byte[] Op1Gpr = new byte[VirtualCpu.EnumCount<Code>()];
     static readonly object Lock = new();
     static byte* _region;
     static int _used, _size;
@@ -128,7 +128,7 @@ internal static unsafe class SseNative
     /// exception masked on the host. Merges the raised flags into the guest MXCSR; raises SIGFPE (leaving the
     /// destination untouched, as hardware does) when a raised exception is unmasked in the guest.
     /// </summary>
-    public static void Run(Cpu c, ref Instruction i, byte* s, int imm)
+    public static void Run(VirtualCpu c, ref Instruction i, byte* s, int imm)
     {
         nint stub = StubByCode[(int)i.Code];
         if (stub == 0) stub = Prepare(i.Code);

@@ -91,24 +91,28 @@ public interface IBoundary
 
     /// <summary>Instruction count of the thread at which the machine must stop next for an event (checkpoint,
     /// asynchronous signal, preemption); ulong.MaxValue when none is due. Checked once per block.</summary>
-    ulong NextStop(Kernel kernel, Cpu.Cpu cpu) => kernel.HostEventsPending ? cpu.InstructionCount : ulong.MaxValue;
+    ulong NextStop(Kernel kernel, Cpu.VirtualCpu cpu) => kernel.HostEventsPending ? cpu.InstructionCount : ulong.MaxValue;
 
     /// <summary>The thread reached <see cref="NextStop"/>: take the event(s) due here.</summary>
-    void AtStop(Kernel kernel, Cpu.Cpu cpu)
+    void AtStop(Kernel kernel, Cpu.VirtualCpu cpu) => kernel.TakeHostEvent(cpu);
+
+    /// <summary>Every guest thread waits (`cpu` is the last one that ran): wait for the next asynchronous event and
+    /// take it as at a stop. False when none can ever come (the guest is deadlocked).</summary>
+    bool Idle(Kernel kernel, Cpu.VirtualCpu cpu)
     {
-        if (!kernel.TryTakeHostEvent(out var sig)) return;
-        if (sig != Kernel.PreemptEvent) kernel.RaiseAsync(cpu, sig);
-        else if (kernel.NextRunnable(cpu) is { } next) kernel.SwitchTo(cpu, next.Tid);
+        if (!kernel.WaitForHostEvent()) return false;
+        AtStop(kernel, cpu);
+        return true;
     }
 
     /// <summary>The guest produced output on its stdout or stderr (already written to the host unless replaying).</summary>
-    void OnOutput(Kernel kernel, Cpu.Cpu cpu, int fd, ReadOnlySpan<byte> bytes) { }
+    void OnOutput(Kernel kernel, Cpu.VirtualCpu cpu, int fd, ReadOnlySpan<byte> bytes) { }
 
     /// <summary>Connects the boundary to the kernel it serves (for instruction counts in records).</summary>
     void Attach(Kernel kernel) { }
 
     /// <summary>The guest process ended.</summary>
-    void OnExit(Kernel kernel, Cpu.Cpu cpu, int status) { }
+    void OnExit(Kernel kernel, Cpu.VirtualCpu cpu, int status) { }
 }
 
 /// <summary>

@@ -214,7 +214,7 @@ public class IntegerDifferentialTests(Xunit.Abstractions.ITestOutputHelper outpu
         if (op.Mnemonic is Mnemonic.Bt or Mnemonic.Bts or Mnemonic.Btr or Mnemonic.Btc && ops[0] is MemoryOperand && ops[1] is Register off)
         {
             long bits = r.Next(-0x1800, 0x1800);
-            int idx = ReVirt.Cpu.Cpu.RegInfo[(int)off] & 15;
+            int idx = ReVirt.Cpu.VirtualCpu.RegInfo[(int)off] & 15;
             int size = off.GetSize();
             ulong mask = size == 8 ? ulong.MaxValue : (1UL << (size * 8)) - 1;
             s[idx] = (s[idx] & ~mask) | ((ulong)bits & mask);
@@ -289,7 +289,7 @@ public class IntegerDifferentialTests(Xunit.Abstractions.ITestOutputHelper outpu
         if (ins.GetOpKind(n) == OpKind.Register)
         {
             Register reg = ins.GetOpRegister(n);
-            int info = ReVirt.Cpu.Cpu.RegInfo[(int)reg];
+            int info = ReVirt.Cpu.VirtualCpu.RegInfo[(int)reg];
             ulong v = c.Input[info & 15];
             return (info >> 4) == 4 ? (v >> 8) & 0xFF : v & mask;
         }

@@ -48,14 +48,7 @@ public class LazyFlagsTests
             foreach (bool q in new[] { true, false })
                 for (int k = 0; k < 24; k++)
                 {
-                    var input = CpuSnapshot.Create();
-                    input.Gpr[CpuSnapshot.RAX] = Values[r.Next(Values.Length)] + (ulong)r.Next(-1, 2);
-                    input.Gpr[CpuSnapshot.RBX] = k % 3 == 0 ? input.Gpr[CpuSnapshot.RAX] : Values[r.Next(Values.Length)];
-                    input.Gpr[CpuSnapshot.RSI] = NativeRunner.ScratchBase + 0x100;
-                    input.Gpr[CpuSnapshot.RDI] = NativeRunner.ScratchBase;
-                    input.Gpr[CpuSnapshot.RCX] = 0;
-                    input.Rflags = (k & 1) != 0 ? CpuSnapshot.CF : 0;
-                    BitConverter.GetBytes(input.Gpr[CpuSnapshot.RBX]).CopyTo(input.Memory, 0x100);
+                    var input = Input(r, k % 3 == 0, (k & 1) != 0);
                     var code = NativeRunner.Asm(a =>
                     {
                         emit(a, q);
@@ -73,13 +66,66 @@ public class LazyFlagsTests
                         a.pop(rdx);
                     });
                     run++;
-                    var native = NativeRunner.Run(code, input);
-                    var vm = VmRunner.Run(code, input, out string? fault);
-                    string diff = fault ?? CpuSnapshot.Diff(native, vm, CpuSnapshot.ArithFlags, compareXmm: false);
-                    if (diff.Length != 0 && failures.Count < 10) failures.Add($"{name} {(q ? 64 : 32)}-bit rax={input.Gpr[0]:x} rbx={input.Gpr[3]:x} cf={k & 1}:\n{diff}");
+                    Compare(code, input, $"{name} {(q ? 64 : 32)}-bit", failures);
                 }
         Assert.True(failures.Count == 0, string.Join("\n", failures));
         Assert.True(run > 500);
+    }
+
+    /// <summary>A conditional jump right after the flag writer (the compiled tier decides it from the compared
+    /// values, without the flags), for every writer, condition, operand size of 64 and 32 bits, and CF on entry.</summary>
+    [Fact]
+    public void JccRightAfterEveryWriterMatchesHost()
+    {
+        if (!NativeRunner.IsSupported) return;
+        var r = new Random(11);
+        var failures = new List<string>();
+        int run = 0;
+        foreach (var (name, emit) in Writers)
+            foreach (bool q in new[] { true, false })
+                foreach (var cc in Conditions)
+                    for (int k = 0; k < 4; k++)
+                    {
+                        var input = Input(r, k == 0, (k & 1) != 0);
+                        var code = NativeRunner.Asm(a =>
+                        {
+                            var skip = a.CreateLabel();
+                            emit(a, q);
+                            EmitJcc(a, cc, skip);
+                            a.lea(rcx, __[rcx + 1]);
+                            a.Label(ref skip);
+                            a.pushfq();
+                            a.pop(rdx);
+                        });
+                        run++;
+                        Compare(code, input, $"{name}; j{cc} {(q ? 64 : 32)}-bit", failures);
+                    }
+        Assert.True(failures.Count == 0, string.Join("\n", failures));
+        Assert.True(run > 1000);
+    }
+
+    /// <summary>rax and rbx from the edge values (equal when asked), the same value at rsi in memory, rdi at the
+    /// scratch start, rcx 0, and CF as asked.</summary>
+    static CpuSnapshot Input(Random r, bool equal, bool cf)
+    {
+        var input = CpuSnapshot.Create();
+        input.Gpr[CpuSnapshot.RAX] = Values[r.Next(Values.Length)] + (ulong)r.Next(-1, 2);
+        input.Gpr[CpuSnapshot.RBX] = equal ? input.Gpr[CpuSnapshot.RAX] : Values[r.Next(Values.Length)];
+        input.Gpr[CpuSnapshot.RSI] = NativeRunner.ScratchBase + 0x100;
+        input.Gpr[CpuSnapshot.RDI] = NativeRunner.ScratchBase;
+        input.Gpr[CpuSnapshot.RCX] = 0;
+        input.Rflags = cf ? CpuSnapshot.CF : 0;
+        BitConverter.GetBytes(input.Gpr[CpuSnapshot.RBX]).CopyTo(input.Memory, 0x100);
+        return input;
+    }
+
+    static void Compare(byte[] code, CpuSnapshot input, string what, List<string> failures)
+    {
+        var native = NativeRunner.Run(code, input);
+        var vm = VmRunner.Run(code, input, out string? fault);
+        string diff = fault ?? CpuSnapshot.Diff(native, vm, CpuSnapshot.ArithFlags, compareXmm: false);
+        if (diff.Length != 0 && failures.Count < 10)
+            failures.Add($"{what} rax={input.Gpr[0]:x} rbx={input.Gpr[3]:x} cf={input.Rflags & CpuSnapshot.CF}:\n{diff}");
     }
 
     static Code SetccCode(ConditionCode c) => Enum.Parse<Code>("Set" + c + "_rm8", true);

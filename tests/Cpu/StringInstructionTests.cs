@@ -92,22 +92,22 @@ public class StringInstructionTests(Xunit.Abstractions.ITestOutputHelper output)
 
     sealed class NoHost : ICpuHost
     {
-        public void Syscall(ReVirt.Cpu.Cpu cpu) => throw new InvalidOperationException();
-        public ulong ReadTimestampCounter(ReVirt.Cpu.Cpu cpu) => 0;
-        public ulong ReadRandom(ReVirt.Cpu.Cpu cpu) => 0;
+        public void Syscall(ReVirt.Cpu.VirtualCpu cpu) => throw new InvalidOperationException();
+        public ulong ReadTimestampCounter(ReVirt.Cpu.VirtualCpu cpu) => 0;
+        public ulong ReadRandom(ReVirt.Cpu.VirtualCpu cpu) => 0;
     }
 
     const ulong Code0 = 0x40_0000, Data = 0x100_0000;
 
-    static (ReVirt.Cpu.Cpu cpu, GuestMemory mem) Vm(byte[] code, ulong dataPages)
+    static (ReVirt.Cpu.VirtualCpu cpu, GuestMemory mem) Vm(byte[] code, ulong dataPages)
     {
         var mem = new GuestMemory();
-        var cpu = new ReVirt.Cpu.Cpu(mem, new CodeCache(mem), new NoHost());
+        var cpu = new ReVirt.Cpu.VirtualCpu(mem, new CodeCache(mem), new NoHost());
         mem.Map(Code0, 0x1000, Prot.Read | Prot.Exec);
         mem.Poke(Code0, [.. code, 0xCC]);
         mem.Map(Data, dataPages * 0x1000, Prot.Read | Prot.Write);
         cpu.Rip = Code0;
-        cpu.R[ReVirt.Cpu.Cpu.RSP] = Data + dataPages * 0x1000;
+        cpu.R[ReVirt.Cpu.VirtualCpu.RSP] = Data + dataPages * 0x1000;
         return (cpu, mem);
     }
 
@@ -125,16 +125,16 @@ public class StringInstructionTests(Xunit.Abstractions.ITestOutputHelper output)
         mem.WriteBytes(Data, pattern);
         ulong dst = Data + 0x4800;
         ulong n = 0x3000 / (ulong)size;
-        cpu.R[ReVirt.Cpu.Cpu.RSI] = Data; cpu.R[ReVirt.Cpu.Cpu.RDI] = dst; cpu.R[ReVirt.Cpu.Cpu.RCX] = n;
+        cpu.R[ReVirt.Cpu.VirtualCpu.RSI] = Data; cpu.R[ReVirt.Cpu.VirtualCpu.RDI] = dst; cpu.R[ReVirt.Cpu.VirtualCpu.RCX] = n;
         var res = cpu.Run();
         Assert.Equal(RunResult.Fault, res);
         Assert.Equal(11, cpu.PendingFault!.Signal);
         Assert.Equal(Data + 0x6000, cpu.PendingFault.FaultAddress);
         Assert.Equal(Code0, cpu.Rip);
         ulong done = 0x1800 / (ulong)size;
-        Assert.Equal(Data + 0x1800, cpu.R[ReVirt.Cpu.Cpu.RSI]);
-        Assert.Equal(dst + 0x1800, cpu.R[ReVirt.Cpu.Cpu.RDI]);
-        Assert.Equal(n - done, cpu.R[ReVirt.Cpu.Cpu.RCX]);
+        Assert.Equal(Data + 0x1800, cpu.R[ReVirt.Cpu.VirtualCpu.RSI]);
+        Assert.Equal(dst + 0x1800, cpu.R[ReVirt.Cpu.VirtualCpu.RDI]);
+        Assert.Equal(n - done, cpu.R[ReVirt.Cpu.VirtualCpu.RCX]);
         Assert.Equal(pattern.AsSpan(0, 0x1800).ToArray(), mem.ReadBytes(dst, 0x1800));
     }
 
@@ -143,11 +143,11 @@ public class StringInstructionTests(Xunit.Abstractions.ITestOutputHelper output)
     {
         var (cpu, mem) = Vm(Encode(Instruction.CreateStosd(64, RepPrefixKind.Repe)), 2);
         using var _ = mem;
-        cpu.R[ReVirt.Cpu.Cpu.RAX] = 0xDEADBEEF;
-        cpu.R[ReVirt.Cpu.Cpu.RDI] = Data + 0x10; cpu.R[ReVirt.Cpu.Cpu.RCX] = 0x1000;
+        cpu.R[ReVirt.Cpu.VirtualCpu.RAX] = 0xDEADBEEF;
+        cpu.R[ReVirt.Cpu.VirtualCpu.RDI] = Data + 0x10; cpu.R[ReVirt.Cpu.VirtualCpu.RCX] = 0x1000;
         Assert.Equal(RunResult.Fault, cpu.Run());
-        Assert.Equal(Data + 0x2000, cpu.R[ReVirt.Cpu.Cpu.RDI]);
-        Assert.Equal(0x1000UL - (0x2000 - 0x10) / 4, cpu.R[ReVirt.Cpu.Cpu.RCX]);
+        Assert.Equal(Data + 0x2000, cpu.R[ReVirt.Cpu.VirtualCpu.RDI]);
+        Assert.Equal(0x1000UL - (0x2000 - 0x10) / 4, cpu.R[ReVirt.Cpu.VirtualCpu.RCX]);
         Assert.Equal(0xDEADBEEFU, mem.Read32(Data + 0x1FFC));
     }
 
@@ -168,13 +168,13 @@ public class StringInstructionTests(Xunit.Abstractions.ITestOutputHelper output)
         };
         var (cpu, mem) = Vm(Encode(Instruction.Create(code, reg)), 1);
         using var _ = mem;
-        cpu.R[ReVirt.Cpu.Cpu.RAX] = rax; cpu.R[ReVirt.Cpu.Cpu.RDX] = rdx; cpu.R[ReVirt.Cpu.Cpu.RBX] = divisor;
+        cpu.R[ReVirt.Cpu.VirtualCpu.RAX] = rax; cpu.R[ReVirt.Cpu.VirtualCpu.RDX] = rdx; cpu.R[ReVirt.Cpu.VirtualCpu.RBX] = divisor;
         Assert.Equal(RunResult.Fault, cpu.Run());
         Assert.Equal(8, cpu.PendingFault!.Signal);
         Assert.Equal(1, cpu.PendingFault.Code);
         Assert.Equal(Code0, cpu.Rip);
-        Assert.Equal(rax, cpu.R[ReVirt.Cpu.Cpu.RAX]);
-        Assert.Equal(rdx, cpu.R[ReVirt.Cpu.Cpu.RDX]);
+        Assert.Equal(rax, cpu.R[ReVirt.Cpu.VirtualCpu.RAX]);
+        Assert.Equal(rdx, cpu.R[ReVirt.Cpu.VirtualCpu.RDX]);
     }
 
     [Fact]

@@ -10,11 +10,11 @@ namespace ReVirt.Tests.Oracle;
 /// </summary>
 public static class VmRunner
 {
-    sealed class NoHost : ICpuHost
+    public sealed class NoHost : ICpuHost
     {
-        public void Syscall(Cpu.Cpu cpu) => throw new InvalidOperationException("snippets make no syscalls");
-        public ulong ReadTimestampCounter(Cpu.Cpu cpu) => 0;
-        public ulong ReadRandom(Cpu.Cpu cpu) => 0;
+        public void Syscall(Cpu.VirtualCpu cpu) => throw new InvalidOperationException("snippets make no syscalls");
+        public ulong ReadTimestampCounter(Cpu.VirtualCpu cpu) => 0;
+        public ulong ReadRandom(Cpu.VirtualCpu cpu) => 0;
     }
 
     public static CpuSnapshot Run(byte[] code, CpuSnapshot input) => Run(code, input, out _);
@@ -41,7 +41,7 @@ public static class VmRunner
     {
         using var mem = new GuestMemory();
         var cache = new CodeCache(mem, tier) { SpecializedHandlers = specialized };
-        var cpu = new Cpu.Cpu(mem, cache, new NoHost());
+        var cpu = new Cpu.VirtualCpu(mem, cache, new NoHost());
         mem.Map(NativeRunner.ScratchBase, NativeRunner.ScratchSize, Prot.Read | Prot.Write, "scratch");
         mem.WriteBytes(NativeRunner.ScratchBase, input.Memory);
         mem.Map(NativeRunner.CodeBase, NativeRunner.CodeSize, Prot.Read | Prot.Exec, "code");

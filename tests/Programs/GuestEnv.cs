@@ -46,6 +46,9 @@ public static class GuestEnv
     {
         var a = new List<string> { PrimaryDll, "run" };
         if (extra != null) a.AddRange(extra);
+        // REVIRT_TEST_TIER=Compiled (or Interpreter) runs every suite that uses this in that tier
+        if (Environment.GetEnvironmentVariable("REVIRT_TEST_TIER") is { Length: > 0 } tier && extra?.Contains("--tier") != true)
+        { a.Add("--tier"); a.Add(tier); }
         a.Add("--");
         a.Add(program);
         a.AddRange(args);

@@ -4,7 +4,7 @@ using ReVirt.Log;
 using ReVirt.Replay;
 using ReVirt.Tests.Programs;
 using Xunit;
-using CpuT = ReVirt.Cpu.Cpu;
+using CpuT = ReVirt.Cpu.VirtualCpu;
 
 namespace ReVirt.Tests.Replay;
 

@@ -3,7 +3,7 @@ using System.Text;
 using ReVirt.Abi;
 using ReVirt.Cpu;
 using ReVirt.Memory;
-using CpuT = ReVirt.Cpu.Cpu;
+using CpuT = ReVirt.Cpu.VirtualCpu;
 
 namespace ReVirt.Linux;
 

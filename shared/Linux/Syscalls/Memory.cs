@@ -1,6 +1,6 @@
 using ReVirt.Abi;
 using ReVirt.Memory;
-using CpuT = ReVirt.Cpu.Cpu;
+using CpuT = ReVirt.Cpu.VirtualCpu;
 
 namespace ReVirt.Linux;
 

@@ -1,5 +1,5 @@
 using System.Buffers.Binary;
-using CpuT = ReVirt.Cpu.Cpu;
+using CpuT = ReVirt.Cpu.VirtualCpu;
 
 namespace ReVirt.Linux;
 
@@ -71,6 +71,9 @@ public sealed partial class Kernel
     }
 
     static byte[] EncodeItimer(HostTimerBase t) => EncodeTimer(t, ticksToUnit: 0.1);
+
+    /// <summary>An interval or POSIX timer may still post a signal.</summary>
+    bool TimersArmed => _itimers.Any(t => t.Timer != null) || _posixTimers.Values.Any(t => t.Timer != null);
 
     void StopTimers()
     {

@@ -21,11 +21,11 @@ public sealed class GuestSignalException : Exception
 public interface ICpuHost
 {
     /// <summary>Executes the syscall in rax with the arguments in the registers; writes the result to rax.</summary>
-    void Syscall(Cpu cpu);
+    void Syscall(VirtualCpu cpu);
     /// <summary>RDTSC / RDTSCP: a nondeterministic input.</summary>
-    ulong ReadTimestampCounter(Cpu cpu);
+    ulong ReadTimestampCounter(VirtualCpu cpu);
     /// <summary>RDRAND / RDSEED: a nondeterministic input (only reached when the CPU model advertises it).</summary>
-    ulong ReadRandom(Cpu cpu);
+    ulong ReadRandom(VirtualCpu cpu);
 }
 
 /// <summary>
@@ -33,7 +33,7 @@ public interface ICpuHost
 /// interpreter loop that runs it over the shared <see cref="CodeCache"/> and <see cref="GuestMemory"/>.
 /// Handlers are static functions taking the thread; the loop dispatches one indirect call per instruction.
 /// </summary>
-public sealed unsafe partial class Cpu
+public sealed unsafe partial class VirtualCpu
 {
     // ---------------------------------------------------------------- architectural state
     public const int RAX = 0, RCX = 1, RDX = 2, RBX = 3, RSP = 4, RBP = 5, RSI = 6, RDI = 7;
@@ -73,7 +73,7 @@ public sealed unsafe partial class Cpu
     /// <summary>Set by a handler (exit, signal delivery, thread switch) to make the loop return after the current instruction.</summary>
     public bool Yield;
 
-    public Cpu(GuestMemory mem, CodeCache code, ICpuHost host)
+    public VirtualCpu(GuestMemory mem, CodeCache code, ICpuHost host)
     {
         Mem = mem; Code = code; Host = host;
     }

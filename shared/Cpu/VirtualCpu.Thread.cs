@@ -1,15 +1,15 @@
 namespace ReVirt.Cpu;
 
-public sealed partial class Cpu
+public sealed partial class VirtualCpu
 {
     /// <summary>A new CPU with this one's registers, sharing memory and code with it (a thread of the same
     /// process: clone with CLONE_VM|CLONE_THREAD). Scheduling state belongs to the kernel's GuestThread.</summary>
-    public Cpu CloneThread(int tid) => CloneInto(Mem, Code, tid);
+    public VirtualCpu CloneThread(int tid) => CloneInto(Mem, Code, tid);
 
     /// <summary>A new CPU with this one's registers over the given memory and code (a forked process's copy).</summary>
-    public Cpu CloneInto(Memory.GuestMemory mem, CodeCache code, int tid)
+    public VirtualCpu CloneInto(Memory.GuestMemory mem, CodeCache code, int tid)
     {
-        var t = new Cpu(mem, code, Host) { Tid = tid };
+        var t = new VirtualCpu(mem, code, Host) { Tid = tid };
         Array.Copy(R, t.R, 16);
         Array.Copy(Xmm, t.Xmm, 32);
         t.Rip = Rip; t.Rflags = Rflags; t.FsBase = FsBase; t.GsBase = GsBase; t.Mxcsr = Mxcsr;

@@ -1,7 +1,7 @@
 namespace ReVirt.Cpu;
 
 /// <summary>The x87 FPU state of a thread: eight 80-bit registers used as a stack, control and status words.</summary>
-public sealed partial class Cpu
+public sealed partial class VirtualCpu
 {
     public readonly Float80[] Fpr = new Float80[8];
     public int FpTop;

@@ -1,0 +1,205 @@
+using System.IO.Hashing;
+using System.Text;
+using Iced.Intel;
+using ReVirt.Cpu;
+using ReVirt.Memory;
+using ReVirt.Tests.Oracle;
+using ReVirt.Tests.Programs;
+using Xunit;
+using static Iced.Intel.AssemblerRegisters;
+using CpuT = ReVirt.Cpu.VirtualCpu;
+
+namespace ReVirt.Tests.CpuTests;
+
+/// <summary>
+/// Which tier runs a block may change, the results may not: stops at every instruction of a window, a fault at
+/// every memory access position, stores into the running block, programs against their native runs, and
+/// recordings replayed in the other tier. The interpreter is the reference of the in-process cases (it is itself
+/// checked against the host CPU by the differential tests, which run every tier too).
+/// </summary>
+public class TierTests
+{
+    const ulong Data = 0x100_0000, DataSize = 0x2000;
+    const int Iterations = 40;
+
+    /// <summary>A loop of one block (the compiled tier runs its iterations without returning to the execution loop)
+    /// with loads, stores, a rotate, imul, lea and flags, then a call; int3 ends it.</summary>
+    static readonly byte[] LoopCode = NativeRunner.Asm(a =>
+    {
+        var top = a.CreateLabel();
+        var fn = a.CreateLabel();
+        a.mov(ecx, Iterations);
+        a.xor(eax, eax);
+        a.Label(ref top);
+        a.add(rax, __qword_ptr[rsi]);
+        a.mov(__qword_ptr[rdi], rax);
+        a.ror(rax, 7);
+        a.lea(rsi, __[rsi + 8]);
+        a.add(rdi, 8);
+        a.imul(rdx, rax, 3);
+        a.xor(rax, rdx);
+        a.sub(ecx, 1);
+        a.jne(top);
+        a.call(fn);
+        a.int3();
+        a.Label(ref fn);
+        a.shl(rax, 3);
+        a.cmp(rax, rdx);
+        a.setb(bl);
+        a.ret();
+    });
+
+    sealed class Vm : IDisposable
+    {
+        public readonly CpuT Cpu;
+        public readonly GuestMemory Mem = new();
+
+        public Vm(byte[] code, ExecutionTier tier, ulong rsi = Data, ulong rdi = Data + 0x800)
+        {
+            Cpu = new CpuT(Mem, new CodeCache(Mem, tier), new VmRunner.NoHost());
+            Mem.Map(NativeRunner.CodeBase, NativeRunner.CodeSize, Prot.Read | Prot.Write | Prot.Exec, "code");
+            Mem.Poke(NativeRunner.SnippetAddress, code);
+            Mem.Map(Data, DataSize, Prot.Read | Prot.Write, "data");
+            var pattern = new byte[DataSize];
+            new Random(3).NextBytes(pattern);
+            Mem.WriteBytes(Data, pattern);
+            Cpu.Rip = NativeRunner.SnippetAddress;
+            Cpu.R[CpuT.RSP] = Data + 0x1000;
+            Cpu.R[CpuT.RSI] = rsi;
+            Cpu.R[CpuT.RDI] = rdi;
+            Cpu.R[CpuT.RCX] = 0x5555;
+        }
+
+        public RunResult Run(ulong stopAt)
+        {
+            Cpu.StopAt = stopAt;
+            return Cpu.Run();
+        }
+
+        /// <summary>Everything that must not depend on the tier.</summary>
+        public string State(RunResult r)
+        {
+            var mem = new byte[DataSize];
+            Mem.ReadBytes(Data, mem);
+            var s = new StringBuilder();
+            s.Append($"{r} rip={Cpu.Rip:x} flags={Cpu.Rflags & CpuState.DigestedFlags:x} n={Cpu.InstructionCount} branches={Cpu.BranchCount} ");
+            for (int k = 0; k < 16; k++) s.Append($"r{k}={Cpu.R[k]:x} ");
+            s.Append($"mem={XxHash64.HashToUInt64(mem):x} ");
+            if (r == RunResult.Fault) s.Append($"fault={Cpu.PendingFault!.Signal}/{Cpu.PendingFault.Code}/{Cpu.PendingFault.FaultAddress:x}");
+            return s.ToString();
+        }
+
+        public void Dispose() => Mem.Dispose();
+    }
+
+    static (string AtStop, string AtEnd) StopAndFinish(byte[] code, ExecutionTier tier, ulong stopAt, ulong rsi = Data, ulong rdi = Data + 0x800)
+    {
+        using var vm = new Vm(code, tier, rsi, rdi);
+        string atStop = vm.State(vm.Run(stopAt));
+        return (atStop, vm.State(vm.Run(ulong.MaxValue)));
+    }
+
+    [Fact]
+    public void StopAtEveryInstructionOfTheLoopLeavesTheSameState()
+    {
+        using var whole = new Vm(LoopCode, ExecutionTier.Interpreter);
+        Assert.Equal(RunResult.Fault, whole.Run(ulong.MaxValue)); // the int3
+        ulong total = whole.Cpu.InstructionCount;
+        Assert.True(total > Iterations * 9);
+        for (ulong stop = 0; stop <= total + 1; stop++)
+        {
+            var reference = StopAndFinish(LoopCode, ExecutionTier.Interpreter, stop);
+            var compiled = StopAndFinish(LoopCode, ExecutionTier.Compiled, stop);
+            Assert.True(reference == compiled, $"stop at {stop}:\ninterpreter {reference}\ncompiled    {compiled}");
+        }
+    }
+
+    [Fact]
+    public void FaultAtEveryMemoryAccessOfTheLoopLeavesTheSameState()
+    {
+        // the load (rsi) or the store (rdi) walks off the end of the data mapping at iteration j
+        for (int j = 0; j < Iterations; j++)
+            foreach (bool load in new[] { true, false })
+            {
+                ulong edge = Data + DataSize - 8 * (ulong)j;
+                ulong rsi = load ? edge : Data, rdi = load ? Data + 0x800 : edge;
+                var reference = StopAndFinish(LoopCode, ExecutionTier.Interpreter, ulong.MaxValue, rsi, rdi);
+                var compiled = StopAndFinish(LoopCode, ExecutionTier.Compiled, ulong.MaxValue, rsi, rdi);
+                Assert.Contains("fault=11/", reference.AtStop);
+                Assert.True(reference == compiled, $"{(load ? "load" : "store")} faults at iteration {j}:\ninterpreter {reference}\ncompiled    {compiled}");
+            }
+    }
+
+    [Fact]
+    public void StoreIntoTheRunningBlockTakesEffectAtTheNextIteration()
+    {
+        // the loop rewrites the immediate of its own first instruction every iteration
+        var code = NativeRunner.Asm(a =>
+        {
+            var top = a.CreateLabel();
+            a.mov(ecx, 30);
+            a.xor(ebx, ebx);
+            a.lea(rdx, __[top]);
+            a.Label(ref top);
+            a.mov(eax, 1000);
+            a.add(rbx, rax);
+            a.mov(__byte_ptr[rdx + 1], cl);
+            a.imul(rbx, rbx, 3);
+            a.dec(ecx);
+            a.jne(top);
+            a.int3();
+        });
+        var reference = StopAndFinish(code, ExecutionTier.Interpreter, ulong.MaxValue);
+        var compiled = StopAndFinish(code, ExecutionTier.Compiled, ulong.MaxValue);
+        var byDefault = StopAndFinish(code, ExecutionTier.Default, ulong.MaxValue);
+        Assert.Equal(reference, compiled);
+        Assert.Equal(reference, byDefault);
+        // the oracle of the patching itself: the sum the loop computes when each store takes effect at once
+        ulong sum = 0, imm = 1000;
+        for (ulong cx = 30; cx != 0; cx--) { sum = (sum + imm) * 3; imm = (imm & ~0xFFUL) | (cx & 0xFF); }
+        Assert.Contains($"r3={sum:x} ", reference.AtStop);
+    }
+
+    public static IEnumerable<object[]> Programs()
+    {
+        foreach (var name in new[] { "smc", "intarith", "strings", "qsort", "setjmp", "sigsegv_handler", "bench" })
+            foreach (var libc in new[] { "glibc", "musl" })
+                yield return new object[] { name, libc };
+    }
+
+    [Theory]
+    [MemberData(nameof(Programs))]
+    public void ProgramsCompiledMatchTheirNativeRuns(string name, string libc)
+    {
+        string prog = GuestEnv.Guest(name, libc);
+        string[] args = name == "bench" ? new[] { "1" } : Array.Empty<string>();
+        var native = GuestEnv.Native(prog, args);
+        var vm = GuestEnv.Vm(prog, args, extra: new[] { "--tier", "Compiled" });
+        Assert.True(native.StdoutText == vm.StdoutText, $"stdout differs\n--- native\n{native.StdoutText}\n--- compiled\n{vm.StdoutText}\n--- stderr\n{vm.Stderr}");
+        Assert.Equal(native.ExitCode, vm.ExitCode);
+    }
+
+    [Theory]
+    [InlineData("threads", "glibc", "Compiled", "Interpreter")]
+    [InlineData("bench", "musl", "Interpreter", "Compiled")]
+    [InlineData("nondet_random", "glibc", "Default", "Compiled")]
+    [InlineData("sha256sum", "busybox", "Default", "Interpreter")] // reads logged by reference between checkpoints
+    public void RecordingReplaysFaithfullyInAnotherTier(string name, string libc, string recordTier, string replayTier)
+    {
+        string log = Path.Combine(Path.GetTempPath(), $"revirt-tier-{Guid.NewGuid():N}.rvlog");
+        try
+        {
+            var args = new List<string> { "record", "--log", log, "--checkpoint-interval", "100000", "--tier", recordTier, "--" };
+            if (libc == "busybox") args.AddRange(new[] { "/bin/busybox", name, "/bin/busybox" });
+            else args.Add(GuestEnv.Guest(name, libc));
+            if (name == "bench") args.Add("1");
+            var rec = GuestEnv.Dotnet(GuestEnv.PrimaryDll, args.ToArray());
+            Assert.True(rec.ExitCode == 0, rec.Stderr);
+            var rp = GuestEnv.Dotnet(GuestEnv.BackupDll, new[] { "replay", "--log", log, "--show-output", "--tier", replayTier });
+            Assert.True(rp.ExitCode == 0, rp.Stderr);
+            Assert.Equal(rec.StdoutText, rp.StdoutText);
+            Assert.Contains("checkpoints", rp.Stderr);
+        }
+        finally { File.Delete(log); }
+    }
+}
