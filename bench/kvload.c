@@ -1,5 +1,5 @@
 // kvload: closed-loop load generator for the kvserver guest.
-// Usage: kvload PORT CONNECTIONS SECONDS [WARMUP_SECONDS]
+// Usage: kvload PORT CONNECTIONS SECONDS [WARMUP_SECONDS [ADDR]]   (ADDR: the server's IPv4 address, default 127.0.0.1)
 // Each of CONNECTIONS connections keeps exactly one request outstanding (SET of its own key, then GET of it,
 // alternately), sends the next one as soon as the reply arrives, and checks the reply. One thread, epoll: the
 // client costs a few microseconds per request, far below the server's cost, so it is not the bottleneck.
@@ -58,13 +58,13 @@ static int reply_ok(struct conn *c, int id, const char *line)
 
 int main(int argc, char **argv)
 {
-    if (argc < 4) { fprintf(stderr, "usage: kvload PORT CONNECTIONS SECONDS [WARMUP_SECONDS]\n"); return 2; }
+    if (argc < 4) { fprintf(stderr, "usage: kvload PORT CONNECTIONS SECONDS [WARMUP_SECONDS [ADDR]]\n"); return 2; }
     int port = atoi(argv[1]), nconn = atoi(argv[2]);
     double seconds = atof(argv[3]), warmup = argc > 4 ? atof(argv[4]) : 0.5;
     struct conn *cs = calloc(nconn, sizeof *cs);
     int ep = epoll_create1(0);
     struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port) };
-    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    if (inet_pton(AF_INET, argc > 5 ? argv[5] : "127.0.0.1", &a.sin_addr) != 1) { fprintf(stderr, "kvload: bad address\n"); return 2; }
     for (int i = 0; i < nconn; i++) {
         int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
         double t0 = now();

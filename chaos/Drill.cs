@@ -19,6 +19,8 @@ public sealed class DrillSettings
     /// <summary>Extra arguments for `backup listen` / `primary protect` (test hooks that plant violations).</summary>
     public string[] ExtraBackupArgs { get; init; } = [];
     public string[] ExtraPrimaryArgs { get; init; } = [];
+    /// <summary>The guest's virtual network (`chaos drill --net virtual`); null: host sockets on loopback.</summary>
+    public VirtualNetwork? Network { get; init; }
     /// <summary>Drills only: a violation to plant, passed as --plant to the replica that commits it (gate-early, ignore-arbiter: primary; ack-early:MS: backup).</summary>
     public string? Plant { get; init; }
     /// <summary>A delay the link has in every round, outside any fault (a long-distance pair).</summary>
@@ -100,7 +102,7 @@ public sealed class Drill(DrillSettings s)
         string[] plantBackup = s.Plant is { } pb && pb.StartsWith("ack-early:", StringComparison.Ordinal) ? ["--plant", pb] : [];
         string[] plantPrimary = s.Plant is { } pp && plantBackup.Length == 0 ? ["--plant", pp] : [];
         using var backup = new ReplicaProc("backup", s.BackupDll,
-            ["listen", "--listen", "http://127.0.0.1:0", "--token-file", token, "--shared-storage", "--arbiter", arbiter, "--timeout-ms", s.TimeoutMs.ToString(), "--log", logCopy, .. plantBackup, .. s.ExtraBackupArgs], clock);
+            ["listen", "--listen", "http://127.0.0.1:0", "--token-file", token, "--shared-storage", "--arbiter", arbiter, "--timeout-ms", s.TimeoutMs.ToString(), "--log", logCopy, .. plantBackup, .. s.Network?.BackupArgs ?? [], .. s.ExtraBackupArgs], clock);
         if (!backup.WaitFor(() => backup.Event(ReplicaEvent.Listening) != null, TimeSpan.FromSeconds(60)))
             throw new DrillSetupException($"the backup did not start listening:\n{backup.Stderr}");
         var listening = backup.Event(ReplicaEvent.Listening)!;
@@ -111,7 +113,7 @@ public sealed class Drill(DrillSettings s)
         Say($"{label}: starting the primary");
         using var primary = new ReplicaProc("primary", s.PrimaryDll,
             ["protect", "--backup", proxy.Url, "--token-file", token, "--arbiter", arbiter, "--timeout-ms", s.TimeoutMs.ToString(), "--heartbeat-ms", s.HeartbeatMs.ToString(),
-             "--checkpoint-interval", s.CheckpointInterval.ToString(), "--stats", .. plantPrimary, .. s.ExtraPrimaryArgs, "--", w.Program, .. run.Args], clock);
+             "--checkpoint-interval", s.CheckpointInterval.ToString(), "--stats", .. plantPrimary, .. s.Network?.PrimaryArgs ?? [], .. s.ExtraPrimaryArgs, "--", w.Program, .. run.Args], clock);
         if (!primary.WaitFor(() => primary.Event(ReplicaEvent.Protected) != null, TimeSpan.FromSeconds(60)))
             throw new DrillSetupException($"the primary did not get protected:\n{primary.Stderr}\nbackup:\n{backup.Stderr}");
         string primaryId = $"primary:{Environment.MachineName}:{primary.Pid}";
@@ -232,6 +234,7 @@ public sealed class Drill(DrillSettings s)
             ClientOps = run.Ops.ToList(),
             ReadBack = run.ReadBack,
             ClientErrors = run.Errors,
+            Connections = run.Connections,
         };
         if (lateFault) obs = WithLate(obs);
         var result = Evaluate(obs, w, protectedAt, duration);

@@ -19,7 +19,8 @@ public static class InvariantChecker
     public const string OnePrimary = "one-live-primary";
     public const string Digest = "takeover-digest";
     public const string Workload = "workload-correct";
-    public static readonly string[] Names = [AckedKept, OutputCommit, Continuity, OnePrimary, Digest, Workload];
+    public const string ConnectionsSurvive = "connections-survive";
+    public static readonly string[] Names = [AckedKept, OutputCommit, Continuity, OnePrimary, Digest, Workload, ConnectionsSurvive];
 
     /// <summary>Slack for the drill's own pipe reading when comparing release times with log-line times.</summary>
     public const double ReadSlackMs = 150;
@@ -32,7 +33,27 @@ public static class InvariantChecker
         ExactlyOneLivePrimary(o),
         DigestAtTakeover(o),
         WorkloadCorrect(o, w),
+        ConnectionsSurvived(o),
     ];
+
+    /// <summary>
+    /// With the guest's network inside the machine (`--net virtual`), a client connection is replicated state: each
+    /// client's one connection lasts the whole round, across any takeover — none breaks (a reset, an end of stream, an
+    /// error) and none is opened again. Host sockets die with the replica that holds them, so the invariant does not
+    /// apply to them (the drill's clients reconnect there, which workload-correct covers).
+    /// </summary>
+    public static InvariantResult ConnectionsSurvived(RoundObservation o)
+    {
+        var c = o.Connections;
+        if (c == null) return InvariantResult.Pass(ConnectionsSurvive, "not applicable: the workload has no client connections");
+        if (!c.VirtualNet) return InvariantResult.Pass(ConnectionsSurvive, $"not applicable: host sockets (--net host), {c.Connects} connects by {c.Clients} clients");
+        string across = o.Takeover != null ? " across the takeover" : "";
+        if (c.Breaks > 0)
+            return InvariantResult.Fail(ConnectionsSurvive, $"{c.Breaks} of the {c.Clients} clients' connections broke (reset, end of stream or error){across}");
+        if (c.Connects != c.Clients)
+            return InvariantResult.Fail(ConnectionsSurvive, $"{c.Clients} clients opened {c.Connects} connections{across}: a connection was replaced");
+        return InvariantResult.Pass(ConnectionsSurvive, $"all {c.Clients} client connections lasted the round{across}, none reset");
+    }
 
     /// <summary>
     /// No acknowledged write is lost. Every stdout byte the primary released was acknowledged to the world, so it

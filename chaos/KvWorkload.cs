@@ -52,24 +52,28 @@ public static class LoopbackPorts
     }
 }
 
-/// <summary>One kvserver connection that reconnects on the next request after it broke.</summary>
-sealed class KvConn(int port, int replyTimeoutMs) : IDisposable
+/// <summary>One kvserver connection that reconnects on the next request after it broke; counts its connects and
+/// breaks (a reset, an end of stream or an error after it was connected).</summary>
+sealed class KvConn(ServiceAddress at, int port, int replyTimeoutMs) : IDisposable
 {
-    TcpClient? _c;
+    Socket? _c;
     NetworkStream? _s;
     StreamReader? _r;
     public int Connections { get; private set; }
+    public int Breaks { get; private set; }
 
     /// <summary>Connects, retrying refusals every 10 ms until <paramref name="until"/> (the service is failing over).</summary>
     bool Connect(Stopwatch clock, double untilMs)
     {
         while (true)
         {
-            var c = new TcpClient(AddressFamily.InterNetwork) { NoDelay = true, ReceiveTimeout = replyTimeoutMs, SendTimeout = replyTimeoutMs };
+            var c = at.NewSocket();
+            c.NoDelay = true;
+            c.ReceiveTimeout = c.SendTimeout = replyTimeoutMs;
             try
             {
-                c.Connect(IPAddress.Loopback, port);
-                _c = c; _s = c.GetStream(); _r = new StreamReader(_s, Encoding.ASCII);
+                c.Connect(at.Address, port);
+                _c = c; _s = new NetworkStream(c, ownsSocket: true); _r = new StreamReader(_s, Encoding.ASCII);
                 Connections++;
                 return true;
             }
@@ -82,7 +86,9 @@ sealed class KvConn(int port, int replyTimeoutMs) : IDisposable
         }
     }
 
-    public void Drop() { _r?.Dispose(); _c?.Dispose(); _c = null; _s = null; _r = null; }
+    public void Drop() { _r?.Dispose(); _s?.Dispose(); _c?.Dispose(); _c = null; _s = null; _r = null; }
+
+    void Broke() { Breaks++; Drop(); }
 
     /// <summary>One request and its reply line; null when there was no connection or it broke (the caller retries).</summary>
     public string? TryAsk(string line, Stopwatch clock, double connectUntilMs)
@@ -92,12 +98,12 @@ sealed class KvConn(int port, int replyTimeoutMs) : IDisposable
             if (_c == null && !Connect(clock, connectUntilMs)) return null;
             _s!.Write(Encoding.ASCII.GetBytes(line + "\n"));
             var reply = _r!.ReadLine();
-            if (reply == null) Drop();
+            if (reply == null) Broke();
             return reply;
         }
-        catch (IOException) { Drop(); return null; }
-        catch (SocketException) { Drop(); return null; }
-        catch (ObjectDisposedException) { Drop(); return null; }
+        catch (IOException) { Broke(); return null; }
+        catch (SocketException) { Broke(); return null; }
+        catch (ObjectDisposedException) { Broke(); return null; }
     }
 
     public void Dispose() => Drop();
@@ -121,8 +127,10 @@ public sealed class KvWorkload(string program, int sets, int connections) : IWor
     public int ReplyTimeoutMs { get; init; } = 10_000;
     /// <summary>How long a request is retried (reconnecting) before the client gives up on the service.</summary>
     public int GiveUpMs { get; init; } = 45_000;
+    /// <summary>The guest's virtual network (`--net virtual`); null: the guest's sockets are host sockets on loopback.</summary>
+    public VirtualNetwork? Network { get; init; }
 
-    public IWorkloadRound NewRound(int seed) => new KvRound(this, seed, LoopbackPorts.Pick());
+    public IWorkloadRound NewRound(int seed) => new KvRound(this, seed, LoopbackPorts.Pick(), Network is { } n ? ServiceAddress.On(n) : ServiceAddress.Loopback);
 
     public HashSet<string>? LoggedKeys(ReadOnlySpan<byte> stdout)
     {
@@ -162,7 +170,7 @@ public sealed class KvWorkload(string program, int sets, int connections) : IWor
     /// <summary>Requests of the load (SETs and GETs) that were answered.</summary>
     public int Units(byte[] finalStdout, RoundObservation o) => o.ClientOps.Count(c => c.Acked && c.Op is "SET" or "GET");
 
-    sealed class KvRound(KvWorkload w, int seed, int port) : IWorkloadRound
+    sealed class KvRound(KvWorkload w, int seed, int port, ServiceAddress at) : IWorkloadRound
     {
         readonly List<ClientOp> _ops = new();
         readonly List<string> _errors = new();
@@ -171,7 +179,12 @@ public sealed class KvWorkload(string program, int sets, int connections) : IWor
         volatile bool _stop;
         int _acked;
 
-        public string[] Args => [port.ToString()];
+        readonly List<KvConn> _conns = new();
+        public string[] Args => w.Network != null ? [port.ToString(), VirtualNetwork.GuestIp] : [port.ToString()];
+        public ConnectionStats? Connections
+        {
+            get { lock (_conns) return new ConnectionStats(w.Network != null, _conns.Count, _conns.Sum(c => c.Connections), _conns.Sum(c => c.Breaks)); }
+        }
         public long Total => w.Sets;
         public long Progress(ReplicaProc primary) => Volatile.Read(ref _acked);
         public IReadOnlyList<ClientOp> Ops { get { lock (_ops) return _ops.ToArray(); } }
@@ -182,12 +195,12 @@ public sealed class KvWorkload(string program, int sets, int connections) : IWor
         void Error(string e) { lock (_errors) _errors.Add(e); }
         void Record(ClientOp op) { lock (_ops) _ops.Add(op); }
 
-        static bool Accepts(int port)
+        bool Accepts()
         {
             try
             {
-                using var c = new TcpClient();
-                c.Connect(IPAddress.Loopback, port);
+                using var c = at.NewSocket();
+                c.Connect(at.Address, port);
                 return true;
             }
             catch (SocketException) { return false; }
@@ -197,8 +210,8 @@ public sealed class KvWorkload(string program, int sets, int connections) : IWor
         {
             _clock = clock;
             // serving = accepting connections on its port (asked of the socket, not read from its messages)
-            if (!primary.WaitFor(() => Accepts(port), within))
-                return $"the kvserver guest did not start listening on 127.0.0.1:{port}";
+            if (!primary.WaitFor(Accepts, within))
+                return $"the kvserver guest did not start listening on {at.Address}:{port}";
             for (int c = 0; c < w.Connections; c++)
             {
                 int id = c;
@@ -221,7 +234,7 @@ public sealed class KvWorkload(string program, int sets, int connections) : IWor
                 bool ok = reply != null && acked(reply);
                 Record(new ClientOp(start, end, op, key, value, ok, reply));
                 if (reply != null) return reply;
-                if (Now >= giveUp) { Error($"{op} {key}: no reply within {w.GiveUpMs} ms (no replica served 127.0.0.1:{port})"); return null; }
+                if (Now >= giveUp) { Error($"{op} {key}: no reply within {w.GiveUpMs} ms (no replica served {at.Address}:{port})"); return null; }
                 Thread.Sleep(5);
             }
             return null;
@@ -231,7 +244,8 @@ public sealed class KvWorkload(string program, int sets, int connections) : IWor
         {
             var rng = new Random(HashCode.Combine(seed, c));
             int share = w.Sets / w.Connections + (c < w.Sets % w.Connections ? 1 : 0);
-            using var conn = new KvConn(port, w.ReplyTimeoutMs);
+            using var conn = new KvConn(at, port, w.ReplyTimeoutMs);
+            lock (_conns) _conns.Add(conn);
             var mine = new List<(string K, string V)>();
             for (int i = 0; i < share && !_stop; i++)
             {
@@ -269,7 +283,7 @@ public sealed class KvWorkload(string program, int sets, int connections) : IWor
             if (Errors.Count > 0) return;
             // every acknowledged write, read back from whichever replica serves the port now
             status("reading back every acknowledged SET");
-            using var conn = new KvConn(port, w.ReplyTimeoutMs);
+            using var conn = new KvConn(at, port, w.ReplyTimeoutMs);
             var rb = new Dictionary<string, string?>();
             ReadBack = rb;
             foreach (var k in Ops.Where(o => o.Op == "SET" && o.Acked).Select(o => o.Key).Distinct())

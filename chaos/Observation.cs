@@ -99,6 +99,8 @@ public sealed class RoundObservation
     public Dictionary<string, string?>? ReadBack { get; init; }
     /// <summary>What went wrong on the client side of a service workload.</summary>
     public IReadOnlyList<string> ClientErrors { get; init; } = [];
+    /// <summary>The load's client connections (service workloads), counted by the clients.</summary>
+    public ConnectionStats? Connections { get; init; }
 
     // ---------------------------------------------------------------- derived facts
 

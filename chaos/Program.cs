@@ -29,10 +29,16 @@ var backupArgOpt = new Option<string[]>("--backup-arg") { Description = "Testing
 
 var plantOpt = new Option<string?>("--plant") { Description = "Drills only: plant a violation in the replica that commits it (its hidden --plant option): gate-early, ignore-arbiter (primary), ack-early:MS (backup).", Hidden = true };
 var baseDelayOpt = new Option<int>("--link-delay-ms") { Description = "A delay the replication link adds in every round, outside any fault (as for a distant backup)." };
+var netOpt = new Option<string>("--net")
+{
+    Description = "The guest's network. host (default): host sockets on loopback; a failover resets the clients' connections and they reconnect. virtual: the guest's own TCP/IP stack on a virtual interface in a network namespace the drill makes (needs root), with one TAP device per replica on a bridge; the clients' connections are part of the replicated machine and must survive every round (invariant connections-survive).",
+    DefaultValueFactory = _ => "host",
+};
+netOpt.AcceptOnlyFromAmong("host", "virtual");
 var buildDirOpt = new Option<string?>("--build-dir") { Description = "Where the bundled guest is built (default: guests/out of the repository)." };
 var drill = new Command("drill", "Start a local primary-backup pair (separate processes, replication through a fault-injecting loopback proxy) with a bundled workload, inject one fault per round at a random moment and check the invariants: no acknowledged write lost, no output released before the backup held it, output continuous across a failover (a repeat only byte-identical and only from the last round trip), exactly one live primary, the takeover state digest equal to the primary's, the workload finishing correctly. Prints a table per round and writes a JSON report and a timeline picture. Exit status 0 only when every invariant held in every round; 1 with the first violation and its seed otherwise; 2 on bad usage or when the pair cannot be started.")
 {
-    roundsOpt, seedOpt, faultsOpt, workloadOpt, guestOpt, requestsOpt, connectionsOpt, linesOpt, workOpt, timeoutOpt, hbOpt, cpOpt, reportOpt, limitOpt, quietOpt, baseDelayOpt, plantOpt, primaryArgOpt, backupArgOpt, buildDirOpt,
+    roundsOpt, seedOpt, faultsOpt, workloadOpt, guestOpt, requestsOpt, connectionsOpt, linesOpt, workOpt, timeoutOpt, hbOpt, cpOpt, reportOpt, limitOpt, quietOpt, baseDelayOpt, plantOpt, primaryArgOpt, backupArgOpt, buildDirOpt, netOpt,
 };
 drill.SetAction(parse =>
 {
@@ -50,6 +56,14 @@ drill.SetAction(parse =>
     foreach (var d in new[] { primaryDll, backupDll })
         if (!File.Exists(d)) { Console.Error.WriteLine($"chaos: {d} is missing (build the chaos project, which copies primary and backup next to it)"); return 2; }
 
+    VirtualNetwork? network = null;
+    if (parse.GetValue(netOpt) == "virtual")
+    {
+        try { network = VirtualNetwork.Create(); }
+        catch (Exception e) when (e is InvalidOperationException or System.ComponentModel.Win32Exception)
+        { Console.Error.WriteLine($"chaos: --net virtual: cannot make the drill's network namespace (root and iproute2 needed): {e.Message}"); return 2; }
+    }
+    using var _ = network;
     bool live = !parse.GetValue(quietOpt);
     bool tty = !Console.IsErrorRedirected;
     string last = "";
@@ -59,7 +73,7 @@ drill.SetAction(parse =>
         Seed = parse.GetValue(seedOpt),
         Faults = faults,
         Workload = workload == "kvserver"
-            ? new KvWorkload(guest, parse.GetValue(requestsOpt), parse.GetValue(connectionsOpt))
+            ? new KvWorkload(guest, parse.GetValue(requestsOpt), parse.GetValue(connectionsOpt)) { Network = network }
             : new CounterWorkload(guest, parse.GetValue(linesOpt), parse.GetValue(workOpt)),
         TimeoutMs = parse.GetValue(timeoutOpt),
         HeartbeatMs = parse.GetValue(hbOpt),
@@ -70,6 +84,7 @@ drill.SetAction(parse =>
         ExtraBackupArgs = parse.GetValue(backupArgOpt) ?? [],
         Plant = parse.GetValue(plantOpt),
         BaseLinkDelayMs = parse.GetValue(baseDelayOpt),
+        Network = network,
         RoundLimit = TimeSpan.FromSeconds(parse.GetValue(limitOpt)),
         Progress = !live ? null : m =>
         {

@@ -36,7 +36,16 @@ public interface IWorkloadRound : IDisposable
     Dictionary<string, string?>? ReadBack { get; }
     /// <summary>What went wrong on the client side (no reply in time, an unexpected answer, ...).</summary>
     IReadOnlyList<string> Errors { get; }
+    /// <summary>The load's client connections (null: the workload has no client).</summary>
+    ConnectionStats? Connections => null;
 }
+
+/// <summary>
+/// A service workload's client connections over a round: how many clients (each meant to keep one connection), how
+/// many connects they made and how many connections broke (reset, end of stream or error); whether the guest's
+/// network was its own (`--net virtual`, where connections are part of the replicated machine).
+/// </summary>
+public sealed record ConnectionStats(bool VirtualNet, int Clients, int Connects, int Breaks);
 
 /// <summary>
 /// The counter guest: LINES numbered lines with a running checksum that depends on all previous work and on the

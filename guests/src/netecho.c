@@ -9,6 +9,9 @@
 //   netecho unixpath DIR   AF_UNIX sockets bound to path names in DIR (relative and absolute names, stream and
 //                          datagram): getsockname/getpeername/accept/recvfrom show the names as given, a name
 //                          already taken is EADDRINUSE, a missing one ENOENT. Comparable with a native run.
+//   netecho timeouts ADDR PORT   a listener on ADDR:PORT nobody connects to: poll, epoll_wait, select and ppoll
+//                          with time-outs end with nothing ready (select clears its set), then the elapsed
+//                          milliseconds on CLOCK_MONOTONIC are checked against the time-outs asked for.
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -28,6 +31,7 @@
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 static void die(const char *what) { printf("error: %s: %s\n", what, strerror(errno)); exit(1); }
@@ -309,12 +313,52 @@ static int unixpath_test(const char *dir)
     return 0;
 }
 
+static double mono_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
+}
+
+static int timeouts_test(const char *addr, int port)
+{
+    int l = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+    if (inet_pton(AF_INET, addr, &a.sin_addr) != 1) die("address");
+    if (bind(l, (struct sockaddr *)&a, sizeof a) != 0) die("bind");
+    if (listen(l, 4) != 0) die("listen");
+    double t0 = mono_ms();
+    struct pollfd pf = { l, POLLIN, POLLHUP };
+    int r = poll(&pf, 1, 150);
+    printf("poll: %d revents %d\n", r, pf.revents);
+    int ep = epoll_create1(0);
+    struct epoll_event e = { .events = EPOLLIN, .data.u64 = 1 }, out[2];
+    epoll_ctl(ep, EPOLL_CTL_ADD, l, &e);
+    printf("epoll_wait: %d\n", epoll_wait(ep, out, 2, 150));
+    fd_set rd;
+    FD_ZERO(&rd);
+    FD_SET(l, &rd);
+    struct timeval tv = { 0, 150000 };
+    r = select(l + 1, &rd, NULL, NULL, &tv);
+    printf("select: %d set %s\n", r, FD_ISSET(l, &rd) ? "kept" : "cleared");
+    struct timespec ts = { 0, 150000000 };
+    pf.revents = POLLHUP;
+    r = ppoll(&pf, 1, &ts, NULL);
+    printf("ppoll: %d revents %d\n", r, pf.revents);
+    double waited = mono_ms() - t0;
+    printf("waited at least the time-outs: %s\n", waited >= 590 ? "yes" : "no");
+    close(ep);
+    close(l);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (argc >= 2 && strcmp(argv[1], "local") == 0) return local_test();
     if (argc >= 3 && strcmp(argv[1], "unixpath") == 0) return unixpath_test(argv[2]);
     if (argc >= 3 && strcmp(argv[1], "sigpipe") == 0) return sigpipe_test(atoi(argv[2]));
+    if (argc >= 4 && strcmp(argv[1], "timeouts") == 0) return timeouts_test(argv[2], atoi(argv[3]));
     if (argc >= 2) return client(atoi(argv[1]), argc - 2, argv + 2);
     fprintf(stderr, "usage: netecho PORT LINE... | netecho sigpipe PORT | netecho local | netecho unixpath DIR\n");
     return 2;

@@ -94,6 +94,36 @@ public class ChaosDrillTests(ITestOutputHelper output)
         Assert.True(rs.Count(r => r.Outcome is "backup took over" or "primary went on unprotected") >= 2, "failover faults failed the pair over");
     }
 
+    /// <summary>
+    /// `chaos drill --net virtual`: the guest's connections are part of the machine, so the clients keep one
+    /// connection each through a kill and a freeze of the primary (connections-survive), and report.json says so.
+    /// </summary>
+    [Fact]
+    public void DrillOnTheVirtualNetworkKeepsEveryConnection()
+    {
+        using var net = VirtualNetwork.Create();
+        var s = Settings([FaultKind.Kill, FaultKind.Freeze], seed: 5, rounds: 2, workload: new KvWorkload(GuestEnv.Guest("kvserver", "musl"), 200, 6) { GiveUpMs = 30_000, Network = net });
+        s = new DrillSettings
+        {
+            Rounds = s.Rounds, Seed = s.Seed, Faults = s.Faults, Workload = s.Workload, TimeoutMs = s.TimeoutMs, HeartbeatMs = s.HeartbeatMs,
+            PrimaryDll = s.PrimaryDll, BackupDll = s.BackupDll, RoundLimit = s.RoundLimit, Network = net,
+        };
+        var rs = Run(s);
+        Assert.All(rs, r => Assert.True(r.Ok, Report.FirstViolation([r], "kvserver")));
+        Assert.All(rs, r => Assert.Equal("backup took over", r.Outcome));
+        Assert.All(rs, r => Assert.Equal(new ConnectionStats(true, 6, 6, 0), r.Observation.Connections));
+        Assert.All(rs, r => Assert.Contains("across the takeover", r.Invariants.Single(i => i.Name == InvariantChecker.ConnectionsSurvive).Detail));
+        string dir = Path.Combine(Path.GetTempPath(), $"revirt-chaos-test-{Guid.NewGuid():N}");
+        try
+        {
+            using var doc = JsonDocument.Parse(File.ReadAllText(Report.Write(dir, rs, s)[0]));
+            Assert.Equal("virtual", doc.RootElement.GetProperty("net").GetString());
+            var inv = doc.RootElement.GetProperty("roundResults")[0].GetProperty("invariants").EnumerateArray().Single(i => i.GetProperty("name").GetString() == InvariantChecker.ConnectionsSurvive);
+            Assert.True(inv.GetProperty("ok").GetBoolean());
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
     /// <summary>A long soak: REVIRT_SOAK=1 (REVIRT_SOAK_ROUNDS rounds, default 60, seed from REVIRT_SOAK_SEED or the clock).</summary>
     [Fact]
     public void Soak()
@@ -303,7 +333,7 @@ public class InvariantCheckerTests
     static byte[] SetLines(params string[] keys) => Encoding.ASCII.GetBytes(string.Concat(keys.Select(k => $"set {k}\n")));
 
     /// <summary>A kvserver failover: k0 and k1 acknowledged by the primary before the fault at 1000 ms, k2 by the backup after it.</summary>
-    static RoundObservation KvGood(byte[]? p = null, long? holds = null, List<ClientOp>? ops = null, Dictionary<string, string?>? readBack = null)
+    static RoundObservation KvGood(byte[]? p = null, long? holds = null, List<ClientOp>? ops = null, Dictionary<string, string?>? readBack = null, ConnectionStats? connections = null)
     {
         p ??= SetLines("k0", "k1");
         var b = SetLines("k2");
@@ -332,6 +362,7 @@ public class InvariantCheckerTests
                 new(1500, 1510, "SHUTDOWN", "", null, true, "BYE"),
             ],
             ReadBack = readBack ?? new() { ["k0"] = "a", ["k1"] = "b", ["k2"] = "c" },
+            Connections = connections,
         };
     }
 
@@ -342,6 +373,24 @@ public class InvariantCheckerTests
     {
         Assert.All(InvariantChecker.CheckAll(KvGood(), Kv), i => Assert.True(i.Ok, $"{i.Name}: {i.Detail}"));
         Assert.Equal(4, Kv.Units(KvGood().FinalStdout, KvGood())); // answered SETs and GETs
+    }
+
+    [Fact]
+    public void ABrokenOrReplacedConnectionOnTheVirtualNetworkIsCaught()
+    {
+        var kept = KvCheck(KvGood(connections: new ConnectionStats(true, 4, 4, 0)), InvariantChecker.ConnectionsSurvive);
+        Assert.True(kept.Ok, kept.Detail);
+        // planted: one connection reset at the takeover, and a client that reconnected after it
+        var reset = KvCheck(KvGood(connections: new ConnectionStats(true, 4, 4, 1)), InvariantChecker.ConnectionsSurvive);
+        Assert.False(reset.Ok);
+        Assert.Contains("1 of the 4 clients' connections broke", reset.Detail);
+        var replaced = KvCheck(KvGood(connections: new ConnectionStats(true, 4, 5, 0)), InvariantChecker.ConnectionsSurvive);
+        Assert.False(replaced.Ok);
+        Assert.Contains("opened 5 connections", replaced.Detail);
+        // host sockets reset at a failover by nature: the invariant does not apply to them
+        var host = KvCheck(KvGood(connections: new ConnectionStats(false, 4, 9, 5)), InvariantChecker.ConnectionsSurvive);
+        Assert.True(host.Ok);
+        Assert.StartsWith("not applicable", host.Detail);
     }
 
     [Fact]

@@ -9,7 +9,20 @@ namespace ReVirt.Tests.Net;
 /// What a run of <see cref="KvClients.Script"/> saw: SETs acknowledged, connections reset, other failures, and the
 /// longest time between two consecutive acknowledgements of all connections (the stall of a failover).
 /// </summary>
-sealed record KvClientReport(int Acked, int Resets, string[] Errors, double MaxGapMs, bool Bye);
+sealed record KvClientReport(int Acked, int Resets, string[] Errors, double MaxGapMs, bool Bye, double[] AckTimesMs)
+{
+    /// <summary>The stall after a moment (CLOCK_MONOTONIC ms, as <see cref="KvClients.MonotonicMs"/>): the longest
+    /// silence between two consecutive acknowledgements (of all connections) that ends after it. Replies already on
+    /// their way when a primary dies still arrive; the silence that follows them is the failover's.</summary>
+    public double StallAfter(double atMs)
+    {
+        var t = AckTimesMs.Order().ToArray();
+        double worst = 0;
+        for (int i = 1; i < t.Length; i++)
+            if (t[i] > atMs) worst = Math.Max(worst, t[i] - t[i - 1]);
+        return worst;
+    }
+}
 
 /// <summary>
 /// Linux clients of kvserver (python3, one thread per connection) in a network namespace: each connection SETs its own
@@ -23,7 +36,7 @@ static class KvClients
 import socket, sys, threading, time, json
 host, port, nconn, nreq = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 lock = threading.Lock()
-st = {'acked': 0, 'resets': 0, 'errors': [], 'last': None, 'maxgap': 0.0}
+st = {'acked': 0, 'resets': 0, 'errors': [], 'last': None, 'maxgap': 0.0, 'times': []}
 socks = [None] * nconn
 def note():
     now = time.monotonic()
@@ -31,6 +44,7 @@ def note():
         if st['last'] is not None: st['maxgap'] = max(st['maxgap'], now - st['last'])
         st['last'] = now
         st['acked'] += 1
+        st['times'].append(round(now * 1000, 1))
         a = st['acked']
     if a % 100 == 0: print('progress', a, flush=True)
 def worker(c):
@@ -66,10 +80,14 @@ except Exception as e:
     st['errors'].append('shutdown: %r' % e)
 for s in socks:
     if s: s.close()
-print(json.dumps({'Acked': st['acked'], 'Resets': st['resets'], 'Errors': st['errors'], 'MaxGapMs': st['maxgap'] * 1000, 'Bye': bye}), flush=True)
+print(json.dumps({'Acked': st['acked'], 'Resets': st['resets'], 'Errors': st['errors'], 'MaxGapMs': st['maxgap'] * 1000, 'Bye': bye, 'AckTimesMs': st['times']}), flush=True)
 """;
 
     static readonly Regex Progress = new(@"^progress (\d+)$");
+
+    /// <summary>Now on CLOCK_MONOTONIC in ms: the clock of the clients' <see cref="KvClientReport.AckTimesMs"/>
+    /// (Python's time.monotonic and .NET's Stopwatch both read it on Linux).</summary>
+    public static double MonotonicMs() => System.Diagnostics.Stopwatch.GetTimestamp() * 1000.0 / System.Diagnostics.Stopwatch.Frequency;
 
     /// <summary>Starts the clients inside the namespace; <see cref="Finish"/> collects the report.</summary>
     public static System.Diagnostics.Process Start(TapNamespace ns, string host, int port, int connections, int requests)
@@ -172,6 +190,32 @@ public class VirtualNetTests
                 while (reader.TryRead(out var rec))
                     if (rec.Kind == ReVirt.Log.RecordKind.NetInput) netInputs++;
             Assert.True(netInputs > 8 * 150, $"{netInputs} NetInput records for 8 x 150 requests");
+        }
+        finally { File.Delete(log); }
+    }
+
+    /// <summary>
+    /// poll, epoll_wait, select and ppoll with time-outs on a virtual socket nobody connects to end after their time-out
+    /// with nothing ready (the wait runs on the stack's logged clock), printing what the same program prints natively
+    /// on loopback; and the recording of it replays faithfully.
+    /// </summary>
+    [Fact]
+    public void TimeOutsOfWaitsOnVirtualSocketsAreKeptAndReplayed()
+    {
+        string guest = GuestEnv.Guest("netecho", "musl");
+        var native = GuestEnv.Native(guest, ["timeouts", "127.0.0.1", ReVirt.Chaos.LoopbackPorts.Pick().ToString()]);
+        Assert.Equal(0, native.ExitCode);
+        Assert.Contains("waited at least the time-outs: yes", native.StdoutText);
+        using var ns = new TapNamespace(openTap: false);
+        var log = Path.Combine(Path.GetTempPath(), $"revirt-vnet-{Guid.NewGuid():N}.rvlog");
+        try
+        {
+            var vm = GuestEnv.Dotnet(GuestEnv.PrimaryDll, ["record", "--log", log, .. NetArgs(ns), "--", guest, "timeouts", GuestIp, Port.ToString()]);
+            Assert.True(vm.ExitCode == 0, vm.Stderr);
+            Assert.Equal(native.StdoutText, vm.StdoutText);
+            var replay = GuestEnv.Dotnet(GuestEnv.BackupDll, ["replay", "--log", log, "--show-output"]);
+            Assert.True(replay.ExitCode == 0, replay.Stderr);
+            Assert.Equal(vm.StdoutText, replay.StdoutText);
         }
         finally { File.Delete(log); }
     }

@@ -132,7 +132,7 @@ public sealed class VirtualSocket : OpenFile
             if (to != null) { long e = ParseAddress(to, out ip, out port); if (e < 0) return e; }
             return _udp.SendTo(data, ip, port);
         }
-        if (to != null && _tcp!.State is TcpState.Established or TcpState.CloseWait) return -Errno.EISCONN;
+        // a stream socket ignores a destination address, as Linux's TCP does
         return Wait(_tcp!.Send(data), flags);
     }
 
@@ -147,8 +147,8 @@ public sealed class VirtualSocket : OpenFile
             if (n >= 0) from = Address(ip, port);
             return Wait(n, flags);
         }
-        from = Address(_tcp!.RemoteIp, _tcp.RemotePort);
-        return Wait(_tcp.Receive(buf, peek), flags);
+        from = []; // a stream socket reports no source address (length 0), as Linux's TCP does
+        return Wait(_tcp!.Receive(buf, peek), flags);
     }
 
     public long Shutdown(int how)

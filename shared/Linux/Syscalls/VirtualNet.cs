@@ -69,16 +69,81 @@ public sealed partial class Kernel
         // the poll family takes what the interface received before it looks at readiness; a set of in-VM
         // descriptions only (virtual sockets, pipes) is answered without the host and parks when nothing is ready
         foreach (int nr in new[] { Nr.poll, Nr.ppoll, Nr.select, Nr.pselect6 })
-            r.Wrap(nr, host => (t, a) => { NetSync(t); return host(t, a); });
+            r.Wrap(nr, host => (t, a) => { NetSync(t); return TimedWait(t, a, host(t, a), () => TimedOut(t, a)); });
         foreach (int nr in new[] { Nr.epoll_wait, Nr.epoll_pwait })
             r.Wrap(nr, host => (t, a) =>
             {
                 NetSync(t);
                 return Fds.TryGetValue((int)a.A1, out var f) && f is EpollFile ep && ep.Entries.Count > 0 && ep.Entries.Values.All(e => e.File.ReadyEvents(0) != null)
-                    ? EpollWaitInVm(ep, a.A2, (int)a.A3, (int)a.A4)
+                    ? TimedWait(t, a, EpollWaitInVm(ep, a.A2, (int)a.A3, (int)a.A4), () => 0)
                     : host(t, a);
             });
     }
+
+    // ---------------------------------------------------------------- time-outs of in-VM waits
+
+    /// <summary>Where each thread waiting with a time-out in the poll family must give up: (the call's nr and rip, the
+    /// deadline on the stack's clock). A parked call runs again from the start, so its first run sets the deadline and
+    /// later runs of the same call compare with it.</summary>
+    readonly Dictionary<GuestThread, (int Nr, ulong Rip, long DeadlineNs)> _waitDeadlines = new();
+
+    /// <summary>The time-out a poll-family call asked for in ns (-1: none, wait for ever).</summary>
+    long WaitTimeoutNs(SyscallArgs a)
+    {
+        long Spec(ulong p, long unitNs)
+        {
+            if (p == 0) return -1;
+            long sec = (long)Mem.Read64(p), sub = (long)Mem.Read64(p + 8);
+            return sec < 0 || sub < 0 ? 0 : sec * 1_000_000_000 + sub * unitNs;
+        }
+        return a.Nr switch
+        {
+            Nr.poll => (int)a.A3 < 0 ? -1 : (int)a.A3 * 1_000_000L,
+            Nr.ppoll => Spec(a.A3, 1),
+            Nr.select => Spec(a.A5, 1000),
+            Nr.pselect6 => Spec(a.A5, 1),
+            _ => (int)a.A4 < 0 ? -1 : (int)a.A4 * 1_000_000L, // epoll_wait, epoll_pwait
+        };
+    }
+
+    /// <summary>
+    /// A poll-family call over in-VM descriptions that parks (<paramref name="result"/> is <see cref="Restart"/>) with a
+    /// time-out: the time-out runs on the stack's clock, which moves only with logged input, so when the thread runs the
+    /// call again after the deadline it ends with <paramref name="timedOut"/> (0 ready, outputs cleared) in a replay too.
+    /// <see cref="WaitForNetwork"/> wakes the machine at the earliest deadline.
+    /// </summary>
+    long TimedWait(GuestThread t, SyscallArgs a, long result, Func<long> timedOut)
+    {
+        if (result != Restart || _nic == null) { _waitDeadlines.Remove(t); return result; }
+        long timeout = WaitTimeoutNs(a);
+        if (timeout < 0) return result;
+        long now = _nic.Stack.Now;
+        if (!_waitDeadlines.TryGetValue(t, out var d) || d.Nr != a.Nr || d.Rip != t.Cpu.Rip)
+            _waitDeadlines[t] = d = (a.Nr, t.Cpu.Rip, now + timeout);
+        if (now < d.DeadlineNs) return result;
+        _waitDeadlines.Remove(t);
+        return timedOut();
+    }
+
+    /// <summary>A poll/ppoll/select/pselect6 that timed out: nothing ready, as Linux leaves the caller's sets.</summary>
+    long TimedOut(GuestThread t, SyscallArgs a)
+    {
+        switch (a.Nr)
+        {
+            case Nr.poll: case Nr.ppoll:
+                int n = (int)a.A2;
+                for (int k = 0; k < n; k++) Mem.WriteBytes(a.A1 + (ulong)k * 8 + 6, new byte[2]); // revents = 0
+                return 0;
+            default: // select, pselect6: every set cleared, no time left
+                int bytes = ((int)a.A1 + 63) / 64 * 8;
+                foreach (var set in new[] { a.A2, a.A3, a.A4 }) if (set != 0 && bytes > 0) Mem.WriteBytes(set, new byte[bytes]);
+                if (a.A5 != 0) Mem.WriteBytes(a.A5, new byte[16]);
+                return 0;
+        }
+    }
+
+    /// <summary>The earliest time-out of a parked poll-family call, as a wait from now on the stack's clock.</summary>
+    long NextWaitDeadline(long now) => _waitDeadlines.Count == 0 ? long.MaxValue : Math.Max(0, _waitDeadlines.Values.Min(d => d.DeadlineNs) - now);
 
     /// <summary>Answers a descriptor-first socket call on a virtual socket; any other descriptor goes to the host handler.</summary>
     void OnVirtual(SyscallTable r, int nr, Func<GuestThread, VirtualSocket, SyscallArgs, long> call)
@@ -106,7 +171,7 @@ public sealed partial class Kernel
     bool WaitForNetwork()
     {
         if (_nic == null || !_threads.Any(t => t.Parked && !t.Dead)) return false;
-        _nic.Sync(Boundary, Current.Tid, long.MaxValue, () => HostEventsPending);
+        _nic.Sync(Boundary, Current.Tid, NextWaitDeadline(_nic.Stack.Now), () => HostEventsPending);
         InVmChanged();
         return true;
     }

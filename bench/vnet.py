@@ -1,0 +1,178 @@
+#!/usr/bin/env python3
+"""kvserver through the in-VM TCP/IP stack (`--net virtual`) vs through host sockets (`--net host`), unprotected
+(`primary run`) and protected (`primary protect` + `backup listen`), and the failover stall of the virtual network:
+SIGKILL of the protected primary while 64 connections keep one request each outstanding. Prints a Markdown section
+for docs/PERFORMANCE-replication.md.
+
+    python3 bench/vnet.py [--runs N] [--seconds S] [--connections 16,64] [--kills K]
+
+Needs root (a network namespace with a bridge and two TAP devices, one per replica, holding the clients), gcc,
+and the tests built: dotnet build tests -c Release (tests/bin/Release/net10.0/{primary,backup}.dll) and
+guests/out/kvserver.musl (guests/build.sh guests/out). The load is bench/kvload.c (closed loop, one request
+outstanding per connection; it exits non-zero when a connection is closed or reset, so a kill run that completes
+had no reset). In a kill run the stall is the longest request latency: the requests outstanding when the primary
+dies wait for the backup to take over.
+"""
+import argparse, os, re, signal, statistics, subprocess, sys, tempfile, threading, time, datetime
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, 'tests', 'bin', 'Release', 'net10.0')
+PRIMARY, BACKUP = os.path.join(BIN, 'primary.dll'), os.path.join(BIN, 'backup.dll')
+KV = os.path.join(ROOT, 'guests', 'out', 'kvserver.musl')
+KVLOAD = os.path.join(tempfile.gettempdir(), f'revirt-vnet-kvload-{os.getpid()}')
+NS = f'rvbench{os.getpid()}'
+GUEST_IP, PORT = '10.213.8.2', 7000
+NET = ['--net', 'virtual', '--ip', GUEST_IP + '/24', '--netns', NS]
+
+
+def sh(*args):
+    subprocess.run(list(args), check=True, capture_output=True)
+
+
+def make_namespace():
+    sh('ip', 'netns', 'add', NS)
+    def i(*a): sh('ip', 'netns', 'exec', NS, 'ip', *a)
+    i('link', 'set', 'lo', 'up')
+    i('link', 'add', 'rvbr0', 'type', 'bridge')
+    for tap in ('rvp0', 'rvb0'):
+        i('tuntap', 'add', 'dev', tap, 'mode', 'tap')
+        i('link', 'set', tap, 'master', 'rvbr0')
+        i('link', 'set', tap, 'up')
+    i('addr', 'add', '10.213.8.1/24', 'dev', 'rvbr0')
+    i('link', 'set', 'rvbr0', 'up')
+
+
+class Proc:
+    """A replica process whose stderr lines are kept."""
+    def __init__(self, args):
+        self.p = subprocess.Popen(['dotnet'] + args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.lines = []
+        threading.Thread(target=lambda: [self.lines.append(l.rstrip('\n')) for l in self.p.stderr], daemon=True).start()
+
+    def wait_for(self, pattern, timeout=180):
+        t0 = time.time()
+        while time.time() - t0 < timeout:
+            for l in list(self.lines):
+                m = re.search(pattern, l)
+                if m:
+                    return m
+            if self.p.poll() is not None and not any(re.search(pattern, l) for l in self.lines):
+                raise RuntimeError(f'exited without /{pattern}/:\n' + '\n'.join(self.lines))
+            time.sleep(0.01)
+        raise TimeoutError(pattern)
+
+
+def start(mode, net, lock=None):
+    """kvserver under run or protect, on host sockets (loopback) or the virtual interface; returns (primary, backup, address)."""
+    b = None
+    guest = [KV, str(PORT)] + ([GUEST_IP] if net == 'virtual' else [])
+    netargs = NET + ['--tap', 'rvp0'] if net == 'virtual' else []
+    if mode == 'run':
+        p = Proc([PRIMARY, 'run'] + netargs + ['--'] + guest)
+    else:
+        extra = ['--arbiter', lock, '--timeout-ms', '2000'] if lock else []
+        b = Proc([BACKUP, 'listen', '--listen', 'http://127.0.0.1:0', '--insecure-no-auth', '--shared-storage', '--tap', 'rvb0', '--netns', NS] + extra)
+        url = b.wait_for(r'listening on (http://127\.0\.0\.1:\d+)').group(1)
+        p = Proc([PRIMARY, 'protect', '--backup', url] + extra + netargs + ['--'] + guest)
+    p.wait_for(r'kvserver: listening on')
+    return p, b, (GUEST_IP if net == 'virtual' else '127.0.0.1')
+
+
+def client(net, *args):
+    """Runs a client command where the guest's clients are: inside the namespace for the virtual network."""
+    return (['ip', 'netns', 'exec', NS] if net == 'virtual' else []) + list(args)
+
+
+def load(net, addr, conns, seconds):
+    out = subprocess.run(client(net, KVLOAD, str(PORT), str(conns), str(seconds), '1', addr), capture_output=True, text=True, timeout=seconds + 300)
+    if out.returncode != 0:
+        raise RuntimeError('kvload: ' + out.stdout + out.stderr)
+    f = out.stdout.split()
+    return {f[i]: float(f[i + 1]) for i in range(0, len(f) - 1, 2)}
+
+
+def shutdown(net, addr):
+    code = f"import socket; s=socket.create_connection(('{addr}',{PORT}),timeout=60); s.sendall(b'SHUTDOWN\\n'); s.recv(16)"
+    subprocess.run(client(net, sys.executable, '-c', code), check=True, timeout=120)
+
+
+def throughput(runs, seconds, connections):
+    res = {}
+    for conns in connections:
+        for _ in range(runs):
+            for mode in ('run', 'protect'):
+                for net in ('host', 'virtual'):
+                    p, b, addr = start(mode, net)
+                    v = load(net, addr, conns, seconds)
+                    shutdown(net, addr)
+                    p.p.wait(timeout=120)
+                    if b:
+                        b.p.wait(timeout=120)
+                    res.setdefault((conns, mode, net), []).append(v)
+                    print(conns, mode, net, f"{v['rate']:.0f} req/s p50 {v['p50_ms']:.3f} p99 {v['p99_ms']:.3f}", flush=True)
+    return {k: sorted(v, key=lambda x: x['rate'])[len(v) // 2] for k, v in res.items()}
+
+
+def kill_once(i, seconds):
+    lock = os.path.join(tempfile.gettempdir(), f'revirt-vnet-{os.getpid()}-{i}.lock')
+    p, b, addr = start('protect', 'virtual', lock)
+    result = {}
+    t = threading.Thread(target=lambda: result.update(load('virtual', addr, 64, seconds)))
+    t.start()
+    time.sleep(1 + seconds / 3)
+    p.p.send_signal(signal.SIGKILL)
+    t.join()
+    shutdown('virtual', addr)
+    b.p.wait(timeout=120)
+    os.remove(lock)
+    return result
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--runs', type=int, default=1)
+    ap.add_argument('--seconds', type=float, default=5)
+    ap.add_argument('--connections', default='16,64')
+    ap.add_argument('--kills', type=int, default=10)
+    a = ap.parse_args()
+    subprocess.run(['gcc', '-O2', '-o', KVLOAD, os.path.join(ROOT, 'bench', 'kvload.c')], check=True)
+    make_namespace()
+    try:
+        conns = [int(c) for c in a.connections.split(',')]
+        tp = throughput(a.runs, a.seconds, conns)
+        stalls, failed = [], []
+        for i in range(a.kills):
+            try:
+                v = kill_once(i, 6)
+                stalls.append(v['max_ms'])
+                print('kill', i, f"stall {v['max_ms']:.0f} ms, {v['requests']:.0f} requests, errors {v['errors']:.0f}", flush=True)
+            except Exception as e:  # a reset shows here: kvload exits non-zero when a connection closes
+                failed.append(str(e).strip().splitlines()[-1] if str(e).strip() else repr(e))
+                print('kill', i, 'FAILED', e, flush=True)
+    finally:
+        subprocess.run(['ip', 'netns', 'del', NS])
+        os.remove(KVLOAD)
+    load_avg = os.getloadavg()[0]
+    print()
+    print(f'## kvserver through the in-VM TCP/IP stack (`bench/vnet.py`)\n')
+    print(f'{datetime.date.today()}, {os.cpu_count()} cores (load average {load_avg:.1f} at the end: shared machine), '
+          f'median of {a.runs} run(s) of {a.seconds:.0f} s (after 1 s of warm-up); `bench/kvload.c` keeps one request outstanding per '
+          f'connection. Host sockets: client on 127.0.0.1. Virtual: the client in a network namespace, the guest on a TAP device '
+          f'bridged to it (`--net virtual`). Command: `python3 bench/vnet.py --runs {a.runs} --seconds {a.seconds:g} --connections {a.connections} --kills {a.kills}`.\n')
+    print('| connections | | host sockets req/s | p50 ms | p99 ms | in-VM stack req/s | p50 ms | p99 ms | stack / host |')
+    print('|---|---|---|---|---|---|---|---|---|')
+    for c in conns:
+        for mode in ('run', 'protect'):
+            h, v = tp[(c, mode, 'host')], tp[(c, mode, 'virtual')]
+            print(f"| {c} | `primary {mode}` | {h['rate']:.0f} | {h['p50_ms']:.3f} | {h['p99_ms']:.3f} | {v['rate']:.0f} | {v['p50_ms']:.3f} | {v['p99_ms']:.3f} | **{v['rate'] / h['rate']:.2f}x** |")
+    print()
+    if stalls:
+        s = sorted(stalls)
+        p99 = s[min(len(s) - 1, int(0.99 * len(s)))]
+        print(f'Failover stall with `--net virtual` (SIGKILL of the protected primary a third into a 6 s load of 64 connections, '
+              f'{len(stalls)} of {a.kills} kills completed without a reset): p50 {statistics.median(s):.0f} ms, p99 {p99:.0f} ms, '
+              f'max {s[-1]:.0f} ms; per kill (ms): {", ".join(f"{x:.0f}" for x in stalls)}.' + (f' Failed: {"; ".join(failed)}' if failed else ''))
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,118 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using System.Runtime.InteropServices;
+
+namespace ReVirt.Chaos;
+
+/// <summary>
+/// The network of a drill run with `--net virtual`: a network namespace made for the run, holding a bridge (the
+/// clients' side, <see cref="BridgeCidr"/>) whose ports are two persistent TAP devices, one per replica. The primary
+/// serves the guest's virtual interface (<see cref="GuestIp"/>) on <see cref="PrimaryTap"/>; a backup that takes over
+/// brings the same MAC and IP up on <see cref="BackupTap"/> and announces it, and the bridge sends it the clients'
+/// frames from then on. The clients' sockets are created inside the namespace (by one thread that entered it and
+/// does nothing else), so the drill itself and the replication link stay on this process's loopback. Needs root.
+/// </summary>
+public sealed class VirtualNetwork : IDisposable
+{
+    public const string BridgeCidr = "10.213.9.1/24", GuestIp = "10.213.9.2", GuestCidr = GuestIp + "/24";
+    public const string PrimaryTap = "rvp0", BackupTap = "rvb0", Bridge = "rvbr0";
+
+    public string Name { get; }
+    static int _made;
+    readonly BlockingCollection<TaskCompletionSource<Socket>> _requests = new();
+    readonly Thread _inside;
+
+    VirtualNetwork(string name)
+    {
+        Name = name;
+        _inside = new Thread(Inside) { IsBackground = true, Name = $"netns {name}" };
+        _inside.Start();
+    }
+
+    /// <summary>Makes the namespace, its bridge and the two TAP devices; throws with the failing command.</summary>
+    public static VirtualNetwork Create()
+    {
+        string name = $"rvchaos{Environment.ProcessId}n{Interlocked.Increment(ref _made)}";
+        Ip("netns", "add", name);
+        try
+        {
+            void In(params string[] a) => Ip(["netns", "exec", name, "ip", .. a]);
+            In("link", "set", "lo", "up");
+            In("link", "add", Bridge, "type", "bridge");
+            foreach (var tap in new[] { PrimaryTap, BackupTap })
+            {
+                In("tuntap", "add", "dev", tap, "mode", "tap");
+                In("link", "set", tap, "master", Bridge);
+                In("link", "set", tap, "up");
+            }
+            In("addr", "add", BridgeCidr, "dev", Bridge);
+            In("link", "set", Bridge, "up");
+            return new VirtualNetwork(name);
+        }
+        catch { Ip("netns", "del", name); throw; }
+    }
+
+    /// <summary>`primary protect` options that give the guest its interface on this network.</summary>
+    public string[] PrimaryArgs => ["--net", "virtual", "--ip", GuestCidr, "--tap", PrimaryTap, "--netns", Name];
+
+    /// <summary>`backup listen` options: where the backup brings the interface up when it takes over.</summary>
+    public string[] BackupArgs => ["--tap", BackupTap, "--netns", Name];
+
+    public IPAddress Guest => IPAddress.Parse(GuestIp);
+
+    /// <summary>A TCP socket that lives in the namespace (it stays there whichever thread uses it).</summary>
+    public Socket NewTcpSocket()
+    {
+        var tcs = new TaskCompletionSource<Socket>(TaskCreationOptions.RunContinuationsAsynchronously);
+        _requests.Add(tcs);
+        return tcs.Task.GetAwaiter().GetResult();
+    }
+
+    void Inside()
+    {
+        int target = open($"/var/run/netns/{Name}", 0);
+        bool entered = target >= 0 && setns(target, CloneNewNet) == 0;
+        if (target >= 0) close(target);
+        foreach (var tcs in _requests.GetConsumingEnumerable())
+        {
+            if (!entered) { tcs.SetException(new InvalidOperationException($"cannot enter network namespace {Name}")); continue; }
+            try { tcs.SetResult(new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp)); }
+            catch (SocketException e) { tcs.SetException(e); }
+        }
+    }
+
+    static void Ip(params string[] args)
+    {
+        var psi = new ProcessStartInfo("ip") { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        using var p = Process.Start(psi) ?? throw new InvalidOperationException("cannot run ip");
+        string err = p.StandardError.ReadToEnd();
+        p.StandardOutput.ReadToEnd();
+        p.WaitForExit();
+        if (p.ExitCode != 0) throw new InvalidOperationException($"ip {string.Join(' ', args)}: exit {p.ExitCode}: {err.Trim()}");
+    }
+
+    const int CloneNewNet = 0x40000000;
+    [DllImport("libc", SetLastError = true)] static extern int setns(int fd, int nstype);
+    [DllImport("libc", SetLastError = true)] static extern int open(string path, int flags);
+    [DllImport("libc")] static extern int close(int fd);
+
+    public void Dispose()
+    {
+        _requests.CompleteAdding();
+        try { Ip("netns", "del", Name); } catch (InvalidOperationException) { }
+    }
+}
+
+/// <summary>Where a workload's clients reach the guest: this host's loopback (the guest's sockets are host sockets)
+/// or the guest's virtual interface inside a <see cref="VirtualNetwork"/>.</summary>
+public sealed class ServiceAddress(IPAddress address, Func<Socket> newSocket)
+{
+    public IPAddress Address => address;
+    public Socket NewSocket() => newSocket();
+
+    public static readonly ServiceAddress Loopback = new(IPAddress.Loopback, () => new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp));
+    public static ServiceAddress On(VirtualNetwork net) => new(net.Guest, net.NewTcpSocket);
+}
