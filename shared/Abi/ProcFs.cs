@@ -90,7 +90,7 @@ public sealed class ProcFs
                 if (parts.Length == 2) return Node.Link($"/proc/self/fd/{Array.IndexOf(new[] { "stdin", "stdout", "stderr" }, parts[1])}");
                 return FdEntry(parts[2], parts.Length);
         }
-        if (parts.Length == 1) return Node.Dir(new[] { "self", "thread-self", "cpuinfo", "meminfo", "stat", "uptime", "version" }.Concat(Tids().Select(t => t.ToString())).ToArray());
+        if (parts.Length == 1) return Node.Dir(new[] { "self", "thread-self", "cpuinfo", "meminfo", "stat", "uptime", "version" }.Concat(Pids().Select(t => t.ToString())).ToArray());
         string top = parts[1];
         if (parts.Length == 2)
             switch (top)
@@ -101,33 +101,36 @@ public sealed class ProcFs
                 case "meminfo": return Node.Text(MemInfo());
                 case "version": return Node.Text("Linux version 6.1.0 (revirt) #1 SMP\n");
                 case "uptime": return Node.Text("0.00 0.00\n");
-                case "stat": return Node.Text("cpu  0 0 0 0 0 0 0 0 0 0\ncpu0 0 0 0 0 0 0 0 0 0 0\nprocesses 1\nprocs_running 1\nprocs_blocked 0\n");
+                case "stat": return Node.Text($"cpu  0 0 0 0 0 0 0 0 0 0\ncpu0 0 0 0 0 0 0 0 0 0 0\nprocesses {_k.Processes.Count}\nprocs_running 1\nprocs_blocked 0\n");
             }
         if (top is "self" or "thread-self")
             return Lookup("/proc/" + (top == "self" ? _k.P.Pid.ToString() : $"{_k.P.Pid}/task/{_k.Current.Tid}") + "/" + string.Join('/', parts[2..]));
-        if (!int.TryParse(top, out int pid) || !Tids().Contains(pid)) return Node.Missing; // the host's processes do not exist here
+        // a guest process by its pid (or one of its threads by tid); the host's processes do not exist here
+        if (!int.TryParse(top, out int pid) || FindProcess(pid) is not { } p) return Node.Missing;
         var rest = parts[2..];
         // /proc/PID/task/TID/... is the same view as /proc/PID/...
         if (rest.Length >= 1 && rest[0] == "task")
         {
-            if (rest.Length == 1) return Node.Dir(Tids().Select(t => t.ToString()).ToArray());
-            if (!int.TryParse(rest[1], out int tid) || !Tids().Contains(tid)) return Node.Missing;
+            if (rest.Length == 1) return Node.Dir(Tids(p).Select(t => t.ToString()).ToArray());
+            if (!int.TryParse(rest[1], out int tid) || !Tids(p).Contains(tid)) return Node.Missing;
             rest = rest[2..];
         }
         if (rest.Length == 0) return Node.Dir(ProcessEntries);
         switch (rest[0])
         {
-            case "exe" when rest.Length == 1: return Node.Link(_k.P.ProgramGuestPath);
-            case "cwd" when rest.Length == 1: return Node.Link(_k.P.Cwd);
-            case "fd": return rest.Length == 1 ? Node.Dir(_k.P.Fds.Entries.Select(e => e.Fd.ToString()).ToArray()) : FdEntry(rest[1], rest.Length + 1);
-            case "maps" when rest.Length == 1: return Node.Text(Maps());
-            case "auxv" when rest.Length == 1: return new Node(Kind.File, _k.P.Auxv.SelectMany(BitConverter.GetBytes).ToArray());
-            case "cmdline" when rest.Length == 1: return new Node(Kind.File, Encoding.UTF8.GetBytes(string.Concat(_k.P.Start.Argv.Select(a => a + "\0"))));
-            case "environ" when rest.Length == 1: return new Node(Kind.File, Encoding.UTF8.GetBytes(string.Concat(_k.P.Environment.Select(a => a + "\0"))));
-            case "comm" when rest.Length == 1: return Node.Text(Comm() + "\n");
-            case "stat" when rest.Length == 1: return Node.Text(Stat());
-            case "statm" when rest.Length == 1: return Node.Text($"{VmPages()} {_k.Mem.PageCount} 0 0 0 0 0\n");
-            case "status" when rest.Length == 1: return Node.Text(Status());
+            case "exe" when rest.Length == 1: return Node.Link(p.ProgramGuestPath);
+            case "cwd" when rest.Length == 1: return Node.Link(p.Cwd);
+            // descriptors are shown to their own process only (another's are not the caller's to open)
+            case "fd" when p == _k.P: return rest.Length == 1 ? Node.Dir(p.Fds.Entries.Select(e => e.Fd.ToString()).ToArray()) : FdEntry(rest[1], rest.Length + 1);
+            case "fd" when rest.Length == 1: return Node.Dir();
+            case "maps" when rest.Length == 1: return Node.Text(Maps(p));
+            case "auxv" when rest.Length == 1: return new Node(Kind.File, p.Auxv.SelectMany(BitConverter.GetBytes).ToArray());
+            case "cmdline" when rest.Length == 1: return new Node(Kind.File, Encoding.UTF8.GetBytes(string.Concat(p.Start.Argv.Select(a => a + "\0"))));
+            case "environ" when rest.Length == 1: return new Node(Kind.File, Encoding.UTF8.GetBytes(string.Concat(p.Environment.Select(a => a + "\0"))));
+            case "comm" when rest.Length == 1: return Node.Text(Comm(p) + "\n");
+            case "stat" when rest.Length == 1: return Node.Text(Stat(p));
+            case "statm" when rest.Length == 1: return Node.Text($"{VmPages(p)} {p.Mem.PageCount} 0 0 0 0 0\n");
+            case "status" when rest.Length == 1: return Node.Text(Status(p));
         }
         return Node.Missing;
     }
@@ -138,22 +141,35 @@ public sealed class ProcFs
         return Node.Link($"fd:{fd}");
     }
 
-    IEnumerable<int> Tids() => _k.P.Threads.Where(t => !t.Dead).Select(t => t.Tid);
+    /// <summary>The live process a pid names, or the process of a live thread with that tid.</summary>
+    Process? FindProcess(int pid)
+        => _k.Processes.FirstOrDefault(q => !q.Exited && q.Pid == pid)
+           ?? _k.Processes.FirstOrDefault(q => !q.Exited && q.Threads.Any(t => !t.Dead && t.Tid == pid));
 
-    string Comm()
+    IEnumerable<int> Pids() => _k.Processes.Where(q => !q.Exited).Select(q => q.Pid);
+
+    static IEnumerable<int> Tids(Process p) => p.Threads.Where(t => !t.Dead).Select(t => t.Tid);
+
+    static string Comm(Process p)
     {
-        string name = _k.P.Name;
-        if (name.Length == 0) name = _k.P.ProgramGuestPath[(_k.P.ProgramGuestPath.LastIndexOf('/') + 1)..];
+        string name = p.Name;
+        if (name.Length == 0) name = p.ProgramGuestPath[(p.ProgramGuestPath.LastIndexOf('/') + 1)..];
         return name.Length > 15 ? name[..15] : name;
     }
 
-    ulong VmPages() => _k.Mem.Vmas.Aggregate(0UL, (n, v) => n + ((v.End - v.Start) >> GuestMemory.PageShift));
+    static ulong VmPages(Process p) => p.Mem.Vmas.Aggregate(0UL, (n, v) => n + ((v.End - v.Start) >> GuestMemory.PageShift));
+
+    /// <summary>'R' while one of its threads can run, 'S' while all wait.</summary>
+    static char State(Process p) => p.Threads.Any(t => !t.Dead && !t.Blocked) ? 'R' : 'S';
+
+    /// <summary>The parent's pid as the guest sees it (the first process's parent is outside the VM: 0).</summary>
+    static int Ppid(Process p) => p.Parent?.Pid ?? 0;
 
     /// <summary>Lines as Linux prints them: start-end perms offset dev inode path.</summary>
-    string Maps()
+    static string Maps(Process p)
     {
         var sb = new StringBuilder();
-        foreach (var v in _k.Mem.Vmas)
+        foreach (var v in p.Mem.Vmas)
         {
             string perms = $"{((v.Prot & Prot.Read) != 0 ? 'r' : '-')}{((v.Prot & Prot.Write) != 0 ? 'w' : '-')}{((v.Prot & Prot.Exec) != 0 ? 'x' : '-')}{(v.Shared ? 's' : 'p')}";
             string line = $"{v.Start:x8}-{v.End:x8} {perms} {v.FileOffset:x8} 00:00 0";
@@ -162,40 +178,43 @@ public sealed class ProcFs
         return sb.ToString();
     }
 
-    string Stat()
+    static string Stat(Process p)
     {
-        ulong vsize = VmPages() << GuestMemory.PageShift;
-        int threads = Tids().Count();
+        ulong vsize = VmPages(p) << GuestMemory.PageShift;
+        int threads = Tids(p).Count();
+        ulong ticks = p.Instructions / (Kernel.NominalInstructionsPerSecond / 100), cticks = p.ChildInstructions / (Kernel.NominalInstructionsPerSecond / 100);
         // pid (comm) state ppid pgrp session tty_nr tpgid flags minflt cminflt majflt cmajflt utime stime cutime cstime
         // priority nice num_threads itrealvalue starttime vsize rss rsslim startcode endcode startstack ... (52 fields)
-        var f = new List<string> { _k.P.Pid.ToString(), $"({Comm()})", "R", "1", _k.P.Pid.ToString(), _k.P.Pid.ToString(), "0", "-1", "4194304",
-            "0", "0", "0", "0", "0", "0", "0", "0", "20", "0", threads.ToString(), "0", "0", vsize.ToString(), _k.Mem.PageCount.ToString(),
+        var f = new List<string> { p.Pid.ToString(), $"({Comm(p)})", State(p).ToString(), Ppid(p).ToString(), p.Pgid.ToString(), p.Sid.ToString(), "0", "-1", "4194304",
+            "0", "0", "0", "0", ticks.ToString(), "0", cticks.ToString(), "0", "20", "0", threads.ToString(), "0", "0", vsize.ToString(), p.Mem.PageCount.ToString(),
             "18446744073709551615", "0", "0", Kernel.StackTop.ToString(), "0", "0", "0", "0", "0", "0", "0", "0", "0", "17", "0", "0", "0", "0", "0",
             "0", "0", "0", "0", "0", "0", "0", "0", "0" };
         return string.Join(' ', f) + "\n";
     }
 
-    string Status()
+    static string Status(Process p)
     {
-        ulong vmKb = VmPages() * 4, rssKb = (ulong)_k.Mem.PageCount * 4;
-        int threads = Tids().Count();
-        return $"Name:\t{Comm()}\nUmask:\t0022\nState:\tR (running)\nTgid:\t{_k.P.Pid}\nNgid:\t0\nPid:\t{_k.P.Pid}\nPPid:\t1\nTracerPid:\t0\n"
-            + $"Uid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nFDSize:\t{Math.Max(64, _k.P.Fds.Entries.Count())}\nGroups:\t\n"
+        ulong vmKb = VmPages(p) * 4, rssKb = (ulong)p.Mem.PageCount * 4;
+        int threads = Tids(p).Count();
+        string state = State(p) == 'R' ? "R (running)" : "S (sleeping)";
+        ulong mask = p.Threads.FirstOrDefault(t => !t.Dead)?.SigMask ?? 0;
+        return $"Name:\t{Comm(p)}\nUmask:\t{Convert.ToString(p.Umask, 8).PadLeft(4, '0')}\nState:\t{state}\nTgid:\t{p.Pid}\nNgid:\t0\nPid:\t{p.Pid}\nPPid:\t{Ppid(p)}\nTracerPid:\t0\n"
+            + $"Uid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nFDSize:\t{Math.Max(64, p.Fds.Entries.Count())}\nGroups:\t\n"
             + $"VmPeak:\t{vmKb,8} kB\nVmSize:\t{vmKb,8} kB\nVmRSS:\t{rssKb,8} kB\nVmStk:\t{Kernel.StackSize / 1024,8} kB\n"
-            + $"Threads:\t{threads}\nSigQ:\t0/63432\nSigPnd:\t0000000000000000\nShdPnd:\t0000000000000000\n"
-            + $"SigBlk:\t{_k.Current.SigMask:x16}\nSigIgn:\t{SigSet(1):x16}\nSigCgt:\t{SigSet(2):x16}\n"
+            + $"Threads:\t{threads}\nSigQ:\t0/63432\nSigPnd:\t0000000000000000\nShdPnd:\t{p.Pending:x16}\n"
+            + $"SigBlk:\t{mask:x16}\nSigIgn:\t{SigSet(p, 1):x16}\nSigCgt:\t{SigSet(p, 2):x16}\n"
             + "CapInh:\t0000000000000000\nCapPrm:\t0000000000000000\nCapEff:\t0000000000000000\nCapBnd:\t000001ffffffffff\n"
             + "Seccomp:\t0\nCpus_allowed:\t1\nCpus_allowed_list:\t0\nMems_allowed:\t1\nMems_allowed_list:\t0\n"
             + "voluntary_ctxt_switches:\t0\nnonvoluntary_ctxt_switches:\t0\n";
     }
 
     /// <summary>Signals whose handler is SIG_IGN (1) or a function (2), as a mask (bit n-1 for signal n).</summary>
-    ulong SigSet(int which)
+    static ulong SigSet(Process p, int which)
     {
         ulong m = 0;
-        for (int sig = 1; sig < 65 && sig < _k.P.Actions.Length; sig++)
+        for (int sig = 1; sig < 65 && sig < p.Actions.Length; sig++)
         {
-            ulong h = _k.P.Actions[sig].Handler;
+            ulong h = p.Actions[sig].Handler;
             if (which == 1 ? h == 1 : h > 1) m |= 1UL << (sig - 1);
         }
         return m;

@@ -44,9 +44,25 @@ public sealed class GuestThread
     /// <summary>The wait has a timeout: it expires when no other thread can run (deterministically).</summary>
     public bool FutexTimed;
 
-    /// <summary>Blocked in a syscall that waits for the VM's state (a pipe, a child): woken by any change, it runs
-    /// the syscall again.</summary>
+    /// <summary>Parked in a syscall (rip at the syscall instruction): when woken it runs the syscall again.</summary>
     public bool Parked;
+    /// <summary>The syscall it is parked in (a signal ends it with EINTR or restarts it, by call kind).</summary>
+    public int ParkedNr;
+    /// <summary>Any change of the VM's state (a pipe, a process ended) wakes it.</summary>
+    public bool WakesOnVmChange;
+    /// <summary>Nonzero: the number of the host wait (<see cref="WaitSeq"/>) whose end wakes it.</summary>
+    public uint HostWait;
+    /// <summary>Counts the thread's host waits, the same way in a recording and its replays.</summary>
+    public uint WaitSeq;
+    /// <summary>The blocked call's deadline on the host's monotonic clock: set and read only inside host operations
+    /// (a replay never has one), kept across the retries of one call and dropped when the call ends.</summary>
+    public long? HostDeadline;
+    /// <summary>Bytes a blocking pipe write moved before it parked for the rest (what it returns when a signal
+    /// interrupts it).</summary>
+    public long PartialDone;
+    /// <summary>Set by a handler that returns <see cref="Kernel.WouldBlock"/> for a wait that an in-VM change ends
+    /// too (a poll over pipes and host descriptors).</summary>
+    internal bool AlsoWaitsInVm;
 
     /// <summary>sigaltstack: base, size and flags (SS_DISABLE until set).</summary>
     public ulong AltSp, AltSize;

@@ -94,11 +94,15 @@ public interface IBoundary
     ulong NextStop(Kernel kernel, Cpu.VirtualCpu cpu) => kernel.HostEventsPending ? cpu.InstructionCount : ulong.MaxValue;
 
     /// <summary>The thread reached <see cref="NextStop"/>: take the event(s) due here.</summary>
-    void AtStop(Kernel kernel, Cpu.VirtualCpu cpu)
+    void AtStop(Kernel kernel, Cpu.VirtualCpu cpu) => kernel.TakeHostEvent(cpu);
+
+    /// <summary>Every guest thread waits (`cpu` is the last one that ran): wait for the next asynchronous event and
+    /// take it as at a stop. False when none can ever come (the guest is deadlocked).</summary>
+    bool Idle(Kernel kernel, Cpu.VirtualCpu cpu)
     {
-        if (!kernel.TryTakeHostEvent(out var sig)) return;
-        if (sig != Kernel.PreemptEvent) kernel.RaiseAsync(cpu, sig);
-        else if (kernel.NextRunnable(cpu) is { } next) kernel.SwitchTo(cpu, next.Tid);
+        if (!kernel.WaitForHostEvent()) return false;
+        AtStop(kernel, cpu);
+        return true;
     }
 
     /// <summary>The guest produced output on its stdout or stderr (already written to the host unless replaying).</summary>

@@ -51,6 +51,9 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles
     public int? TerminatingSignal;
     readonly HashSet<int> _warnedSyscalls = new();
 
+    /// <summary>The user id the guest runs as (the host's, from the log at each image start).</summary>
+    public uint Uid { get; private set; }
+
     /// <summary>The thread that is running.</summary>
     public GuestThread Current = null!;
 
@@ -66,6 +69,66 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles
     ulong _queuedEvents; // bit n: signal n is queued (Interlocked)
 
     public bool HostEventsPending => _hostEventsPending;
+
+    readonly System.Collections.Concurrent.ConcurrentQueue<(int Tid, uint Seq)> _wakes = new();
+    /// <summary>Signalled whenever a host event is posted (an idle machine waits on it).</summary>
+    readonly SemaphoreSlim _posted = new(0);
+
+    /// <summary>The host side of blocking calls (registrations are made only inside host operations).</summary>
+    public readonly HostWaiter Waiter;
+
+    /// <summary>Called from the waiter's host thread: a parked thread's host wait ended. Like a signal from outside,
+    /// the boundary places (and logs) the wake-up at the next block boundary of the running thread.</summary>
+    void PostWake(int tid, uint seq)
+    {
+        _wakes.Enqueue((tid, seq));
+        _hostEventsPending = true;
+        StopRunning();
+        _posted.Release();
+    }
+
+    /// <summary>Takes one posted wake-up (guest thread only).</summary>
+    public bool TryTakeWake(out int tid, out uint seq)
+    {
+        bool got = _wakes.TryDequeue(out var w);
+        (tid, seq) = w;
+        if (got && _hostEvents.IsEmpty && _wakes.IsEmpty) _hostEventsPending = false;
+        return got;
+    }
+
+    /// <summary>A wake-up taken from the host (or from the log): the thread runs its call again if it still waits
+    /// in that very wait (a wait that ended for another reason is not ended twice).</summary>
+    public void Wake(int tid, uint seq)
+    {
+        var t = _threads.FirstOrDefault(x => x.Tid == tid && !x.Dead);
+        if (t != null && t.Parked && t.HostWait == seq) Unpark(t);
+    }
+
+    /// <summary>The machine has nothing to run: waits (live or recording) until a host event is posted. False when
+    /// nothing can ever post one (no host wait, no timer, nobody waiting for a signal): a deadlock.</summary>
+    public bool WaitForHostEvent()
+    {
+        while (!HostEventsPending)
+        {
+            if (!MayBeWoken()) return false;
+            _posted.Wait(TimeSpan.FromMilliseconds(500));
+        }
+        return true;
+    }
+
+    /// <summary>Takes one posted host event where nothing is logged (a live run): a wake-up, a signal from outside
+    /// or a preemption.</summary>
+    public void TakeHostEvent(CpuT cpu)
+    {
+        if (TryTakeWake(out int tid, out uint seq)) { Wake(tid, seq); return; }
+        if (!TryTakeHostEvent(out var sig)) return;
+        if (sig != PreemptEvent) RaiseAsync(cpu, sig);
+        else if (NextRunnable(cpu) is { } next) SwitchTo(cpu, next.Tid);
+    }
+
+    bool MayBeWoken()
+        => Waiter.Any || TimersArmed
+           || _threads.Any(t => t.Parked && t.ParkedNr is Nr.pause or Nr.rt_sigsuspend);
 
     /// <summary>
     /// Called from any host thread (an interval timer, a signal sent to this process): the signal is queued and
@@ -85,6 +148,7 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles
         _hostEvents.Enqueue(sig);
         _hostEventsPending = true;
         StopRunning();
+        _posted.Release();
     }
 
     /// <summary>Asks the running thread (from any host thread) to stop at its next block boundary.</summary>
@@ -106,7 +170,7 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles
             do old = Interlocked.Read(ref _queuedEvents);
             while (Interlocked.CompareExchange(ref _queuedEvents, old & ~bit, old) != old);
         }
-        if (!_hostEvents.IsEmpty) _hostEventsPending = true;
+        if (!_hostEvents.IsEmpty || !_wakes.IsEmpty) _hostEventsPending = true;
         return got;
     }
 
@@ -115,6 +179,7 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles
         Options = options;
         Boundary = boundary;
         Fs = new GuestFs(options.Root);
+        Waiter = new HostWaiter(PostWake);
         var mem = new GuestMemory();
         var fds = new FdTable();
         for (int fd = 0; fd < 3; fd++) fds.InstallAt(fd, new StdioFile(fd), cloexec: false);
@@ -220,6 +285,7 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles
         // uid/gid entries are the host's: filled through the boundary with getuid etc.
         ulong uid = (ulong)Boundary.Syscall(proc.Pid, Nr.getuid, () => HostResult.Of((long)HostSys.Call(Nr.getuid))).Value;
         ulong gid = (ulong)Boundary.Syscall(proc.Pid, Nr.getgid, () => HostResult.Of((long)HostSys.Call(Nr.getgid))).Value;
+        Uid = (uint)uid;
         var aux = ProgramLoader.AuxVector(start, platform, rnd, execfn, uid, gid);
         proc.Auxv = aux.SelectMany(kv => new[] { kv.Key, kv.Value }).ToArray();
         int words = 1 + argPtrs.Count + 1 + envPtrs.Count + 1 + aux.Count * 2;
@@ -245,6 +311,11 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles
         while (!Exited)
         {
             var t = Current;
+            if (t.Dead || t.Blocked)
+            {
+                Schedule(); // switches, waits for the host while every thread waits, or ends a deadlocked guest
+                continue;
+            }
             var cpu = t.Cpu;
             cpu.StopAt = Boundary.NextStop(this, cpu);
             var r = cpu.Run();
@@ -264,6 +335,7 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles
         }
         StopTimers();
         StopSliceTimer();
+        Waiter.Dispose();
         foreach (var proc in Processes) proc.Files.ExitAll(this, Current.Tid);
         LingerNetwork();
         Boundary.OnExit(this, Current.Cpu, ExitStatus);
@@ -308,14 +380,17 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles
         try
         {
             r = Dispatch(t, new SyscallArgs((int)nr, cpu.R[7], cpu.R[6], cpu.R[2], cpu.R[10], cpu.R[8], cpu.R[9]));
-            if (r == Restart)
+            if (r == Restart || r == WouldBlock)
             {
-                // the call waits for something in the VM: the thread parks at the syscall instruction and runs it
-                // again when woken (deterministic: only guest actions wake it)
+                // the call waits: the thread parks at the syscall instruction and runs it again when woken, by a
+                // change in the VM (Restart: only guest actions, so nothing is logged) or by the end of its host
+                // wait (WouldBlock: a logged wake-up)
                 cpu.Rip -= SyscallInsnLength;
-                Park(t);
+                Park(t, (int)nr, inVm: r == Restart || t.AlsoWaitsInVm, onHost: r == WouldBlock);
+                t.AlsoWaitsInVm = false;
                 return;
             }
+            EndCall(t);
         }
         catch (GuestFaultException)
         {
@@ -337,6 +412,48 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles
     /// <summary>What a handler returns to park the calling thread until the VM's state changes; the syscall then
     /// runs again from the start (nothing it did before parking is visible).</summary>
     internal const long Restart = long.MinValue;
+    /// <summary>What a host operation answers (after registering the wait with <see cref="BlockOnHost"/>) when the
+    /// call would have to wait on the host: the answer is logged, the thread parks and a logged wake-up
+    /// (<see cref="Wake"/>) runs the call again. Linux's internal ERESTARTSYS, never seen by a guest.</summary>
+    public const long WouldBlock = -512;
+
+    /// <summary>Inside a host operation: registers the calling thread's wait (its next wait number) and answers
+    /// <see cref="WouldBlock"/>.</summary>
+    internal HostResult BlockOnHost(GuestThread t, HostWaitSpec wait)
+    {
+        Waiter.Add(t.Tid, t.WaitSeq + 1, wait);
+        return HostResult.Of(WouldBlock);
+    }
+
+    /// <summary>Inside a host operation: null when a call on the description may go ahead without waiting (it does
+    /// not block, or the host descriptor is ready for `events`); otherwise the wait is registered and the answer
+    /// is <see cref="WouldBlock"/>.</summary>
+    internal long? WouldWait(GuestThread t, OpenFile f, short events, bool nonBlocking = false)
+    {
+        if (nonBlocking || (f.StatusFlags & O.NONBLOCK) != 0 || f.HostFd < 0 || HostReady(f.HostFd, events)) return null;
+        // the host description may be non-blocking without the guest having said so here (SOCK_NONBLOCK of a
+        // socketpair, a terminal another program shares): then the operation answers EAGAIN itself
+        if ((HostSys.Call(Nr.fcntl, f.HostFd, F.GETFL) & O.NONBLOCK) != 0) return null;
+        return BlockOnHost(t, new HostWaitSpec([(f.HostFd, events)], t.HostDeadline ?? HostWaitSpec.Never)).Value;
+    }
+
+    /// <summary>Is a host descriptor ready now for any of the events (or in error or hung up)?</summary>
+    static unsafe bool HostReady(int fd, short events)
+    {
+        long* pfd = stackalloc long[1];
+        *(int*)pfd = fd;
+        ((short*)pfd)[2] = events;
+        ((short*)pfd)[3] = 0;
+        return HostSys.Call(Nr.poll, (long)pfd, 1, 0) != 0;
+    }
+
+    /// <summary>A call ended (it returned to the guest): what its waits kept is dropped.</summary>
+    static void EndCall(GuestThread t)
+    {
+        t.HostDeadline = null;
+        t.PartialDone = 0;
+        t.AlsoWaitsInVm = false;
+    }
     /// <summary>Length of the syscall instruction (0F 05): a parked thread's rip goes back over it.</summary>
     const ulong SyscallInsnLength = 2;
 

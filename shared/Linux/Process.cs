@@ -54,6 +54,13 @@ public sealed class Process
     public int WaitStatus;
     /// <summary>The signal its parent gets when it ends (clone's low byte; SIGCHLD for fork).</summary>
     public int ExitSignal = Sig.CHLD;
+    /// <summary>PR_SET_PDEATHSIG: the signal it gets when its parent ends (0: none; not inherited by fork).</summary>
+    public int DeathSignal;
+
+    /// <summary>Instructions its threads retired (its CPU time, <see cref="Kernel.NominalInstructionsPerSecond"/>),
+    /// and the same for its reaped children and their descendants; largest resident sets in pages.</summary>
+    public ulong Instructions, ChildInstructions;
+    public long MaxRssPages, ChildMaxRssPages;
 
     public Process(GuestMemory mem, CodeCache code, FdTable fds, string cwd)
     {

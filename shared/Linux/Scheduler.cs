@@ -52,7 +52,12 @@ public sealed partial class Kernel
         if (t.State == s) return;
         if (t.State == ThreadState.Runnable) _runnable--;
         if (s == ThreadState.Runnable) _runnable++;
-        if (s == ThreadState.Dead) _live--;
+        if (s == ThreadState.Dead)
+        {
+            _live--;
+            t.Parked = false;
+            if (t.HostWait != 0) { t.HostWait = 0; Waiter.Cancel(t.Tid); }
+        }
         t.State = s;
     }
 
@@ -100,25 +105,45 @@ public sealed partial class Kernel
         return 0;
     }
 
-    /// <summary>Parks a thread whose syscall waits for the VM's state to change (see <see cref="Restart"/>).</summary>
-    internal void Park(GuestThread t)
+    /// <summary>Parks a thread in its syscall until the VM's state changes (<see cref="Restart"/>), its host wait
+    /// ends (<see cref="WouldBlock"/>), or a signal arrives.</summary>
+    void Park(GuestThread t, int nr, bool inVm, bool onHost)
     {
         t.Parked = true;
+        t.ParkedNr = nr;
+        t.WakesOnVmChange = inVm;
+        if (onHost) t.HostWait = ++t.WaitSeq;
         SetState(t, ThreadState.Blocked);
         RequestSwitch(t);
     }
 
-    /// <summary>Something in the VM changed (a pipe, a process ended): every parked thread runs its syscall again.</summary>
+    /// <summary>Something in the VM changed (a pipe, a process ended): every thread parked on the VM's state runs
+    /// its syscall again.</summary>
     internal void InVmChanged()
     {
         foreach (var t in _threads)
-            if (t.Parked && t.State == ThreadState.Blocked) Unpark(t);
+            if (t.Parked && t.WakesOnVmChange && t.State == ThreadState.Blocked) Unpark(t);
     }
 
+    /// <summary>The parked thread becomes runnable (it runs its syscall again); its host wait, if any, is dropped.</summary>
     void Unpark(GuestThread t)
     {
         t.Parked = false;
+        t.WakesOnVmChange = false;
+        if (t.HostWait != 0)
+        {
+            t.HostWait = 0;
+            Waiter.Cancel(t.Tid);
+        }
         SetState(t, ThreadState.Runnable);
+    }
+
+    /// <summary>After a takeover: threads parked on the old primary's host waits have no registration on this host;
+    /// they run their calls again, which wait here.</summary>
+    public void RenewHostWaits()
+    {
+        foreach (var t in _threads)
+            if (t.Parked && t.HostWait != 0 && !t.Dead) Unpark(t);
     }
 
     void RequestSwitch(GuestThread t)
@@ -144,6 +169,7 @@ public sealed partial class Kernel
     {
         var cur = Current;
         if (next == cur) return;
+        Account();
         next.Cpu.InstructionCount = cur.Cpu.InstructionCount;
         next.Cpu.BranchCount = cur.Cpu.BranchCount;
         Current = next;
@@ -174,9 +200,12 @@ public sealed partial class Kernel
         if (next == null)
         {
             // nobody can run: the earliest (in thread order) timed wait times out; otherwise it is a deadlock
-            var timed = _threads.FirstOrDefault(t => !t.Dead && t.Blocked && t.FutexTimed);
+            var timed = _threads.FirstOrDefault(t => !t.Dead && t.Blocked && !t.Parked && t.FutexTimed);
             if (timed == null)
             {
+                // every thread waits: the machine sleeps until the host posts an event (a host wait ended, a timer
+                // or a signal from outside), which the boundary places and logs here; or nothing can ever wake it
+                if (Boundary.Idle(this, cur.Cpu)) return;
                 Options.Diagnostics.WriteLine("revirt: every guest thread is blocked forever (deadlock); ending the guest");
                 Terminate(Sig.ABRT);
                 return;

@@ -10,7 +10,7 @@ public sealed partial class Kernel
     /// point of the running thread: it goes to the machine's first process.</summary>
     public void RaiseAsync(CpuT cpu, int sig)
     {
-        if (P == Init) RaiseSignal(Current, sig);
+        if (P == Init && !Current.Dead && !Current.Blocked) RaiseSignal(Current, sig);
         else SignalProcess(Init, sig);
     }
 
@@ -39,13 +39,41 @@ public sealed partial class Kernel
                 KillProcess(p, sig);
                 return;
             }
-            // a thread parked in a syscall takes the handler now and runs the syscall again after it (SA_RESTART)
-            if (t.Parked) Unpark(t);
+            // a thread parked in a syscall takes the handler now: the call ends with EINTR, or runs again after the
+            // handler, as Linux decides by the call and SA_RESTART
+            if (t.Parked) InterruptCall(t, a);
             BuildFrame(t, sig, a, Sa.SI_USER, 0);
         }
         // no handler ran after rt_sigsuspend (the signal was ignored): its mask ends with the call
         if (t.MaskAfterSuspend is { } m) { t.SigMask = m; t.MaskAfterSuspend = null; }
     }
+
+    /// <summary>
+    /// A signal handler runs while the thread is parked in a syscall (rip at the syscall instruction). As Linux: a
+    /// call that already moved bytes returns that count; a call of the restartable kind (ERESTARTSYS: reads,
+    /// writes, accept, wait4, ...) runs again after the handler when the action has SA_RESTART; every other call
+    /// (poll, select, epoll_wait, nanosleep, pause, sigsuspend: ERESTARTNOHAND and restart blocks) returns -EINTR.
+    /// </summary>
+    void InterruptCall(GuestThread t, SigAction a)
+    {
+        Unpark(t);
+        var cpu = t.Cpu;
+        long done = t.PartialDone;
+        bool restart = done == 0 && (a.Flags & Sa.RESTART) != 0 && RestartsAfterHandler(t.ParkedNr);
+        EndCall(t);
+        if (restart) return;
+        cpu.Rip += SyscallInsnLength;
+        cpu.R[CpuT.RAX] = done > 0 ? (ulong)done : unchecked((ulong)-Errno.EINTR);
+    }
+
+    /// <summary>Calls Linux restarts after a handler with SA_RESTART (those that return ERESTARTSYS).</summary>
+    static bool RestartsAfterHandler(int nr) => nr switch
+    {
+        Nr.read or Nr.readv or Nr.pread64 or Nr.write or Nr.writev or Nr.pwrite64 or Nr.recvfrom or Nr.recvmsg
+            or Nr.sendto or Nr.sendmsg or Nr.accept or Nr.accept4 or Nr.wait4 or Nr.waitid or Nr.ioctl or Nr.flock
+            or Nr.fcntl or Nr.open or Nr.openat or Nr.futex or Nr.sendfile => true,
+        _ => false,
+    };
 
     /// <summary>Synchronous fault: runs the guest's handler if it has one; false means the default action (death).</summary>
     bool TryDeliverSignal(GuestThread t, int sig, int code, ulong addr)

@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using ReVirt.Cpu;
 using CpuT = ReVirt.Cpu.VirtualCpu;
 
@@ -22,6 +23,7 @@ public sealed partial class Kernel
             Umask = pp.Umask, BrkStart = pp.BrkStart, BrkCur = pp.BrkCur,
             Pid = pid, Ppid = pp.Pid, Pgid = pp.Pgid, Sid = pp.Sid, Parent = pp,
             Program = pp.Program, ProgramImage = pp.ProgramImage, ProgramGuestPath = pp.ProgramGuestPath, Name = pp.Name,
+            Start = pp.Start, Auxv = pp.Auxv, Environment = pp.Environment,
             ExitSignal = (int)(flags & Clone.CSIGNAL),
         };
         for (int s = 1; s <= Sig.Max; s++)
@@ -54,6 +56,8 @@ public sealed partial class Kernel
     void EndProcess(Process p, int waitStatus)
     {
         if (p.Exited) return;
+        if (Current.Process == p) Account();
+        p.MaxRssPages = Math.Max(p.MaxRssPages, p.Mem.PageCount);
         p.Exited = true;
         p.WaitStatus = waitStatus;
         var closer = p.Threads.FirstOrDefault(x => !x.Dead) ?? p.Threads[0];
@@ -70,6 +74,7 @@ public sealed partial class Kernel
         {
             foreach (var c in p.Children)
             {
+                if (c.DeathSignal != 0 && !c.Exited) SignalProcess(c, c.DeathSignal); // PR_SET_PDEATHSIG
                 c.Parent = Init; c.Ppid = Init.Pid;
                 Init.Children.Add(c);
             }
@@ -101,27 +106,112 @@ public sealed partial class Kernel
         EndProcess(p, sig & 0x7F);
     }
 
-    const int WNOHANG = 1, WUNTRACED = 2;
+    /// <summary>Which children a wait names: pid &gt; 0 that child, -1 any, 0 the caller's group, &lt; -1 group -pid.</summary>
+    static Func<Process, bool> WaitTarget(Process p, int pid) => pid switch
+    {
+        > 0 => c => c.Pid == pid,
+        -1 => c => true,
+        0 => c => c.Pgid == p.Pgid,
+        _ => c => c.Pgid == -pid,
+    };
+
+    /// <summary>A child that ended and matches, or an answer: -ECHILD (no such child), 0 (WNOHANG and none has
+    /// ended yet) or <see cref="Restart"/> (park until a process ends).</summary>
+    long FindZombie(Process p, Func<Process, bool> matches, int options, out Process? zombie)
+    {
+        zombie = null;
+        var candidates = p.Children.Where(matches).ToList();
+        if (candidates.Count == 0) return -Errno.ECHILD;
+        // no child ever stops here (no job control), so only WEXITED finds anything
+        zombie = (options & Wait.EXITED) != 0 ? candidates.FirstOrDefault(c => c.Exited) : null;
+        if (zombie != null) return zombie.Pid;
+        return (options & Wait.NOHANG) != 0 ? 0 : Restart;
+    }
+
+    /// <summary>A zombie is reaped: its resource use becomes its parent's children's.</summary>
+    static void Reap(Process parent, Process z)
+    {
+        parent.Children.Remove(z);
+        parent.ChildInstructions += z.Instructions + z.ChildInstructions;
+        parent.ChildMaxRssPages = Math.Max(parent.ChildMaxRssPages, Math.Max(z.MaxRssPages, z.ChildMaxRssPages));
+    }
 
     long Wait4(GuestThread t, int pid, ulong statusAddr, int options, ulong rusage)
     {
+        if ((options & ~(Wait.NOHANG | Wait.UNTRACED | Wait.CONTINUED | Wait.NOTHREAD | Wait.ALL | Wait.CLONE)) != 0) return -Errno.EINVAL;
         var p = t.Process;
-        bool Matches(Process c) => pid switch
-        {
-            > 0 => c.Pid == pid,
-            -1 => true,
-            0 => c.Pgid == p.Pgid,
-            _ => c.Pgid == -pid,
-        };
-        var candidates = p.Children.Where(Matches).ToList();
-        if (candidates.Count == 0) return -Errno.ECHILD;
-        var z = candidates.FirstOrDefault(c => c.Exited);
-        if (z == null) return (options & WNOHANG) != 0 ? 0 : Restart;
+        long r = FindZombie(p, WaitTarget(p, pid), options | Wait.EXITED, out var z);
+        if (z == null) return r;
         if (statusAddr != 0) p.Mem.Write32(statusAddr, (uint)z.WaitStatus);
-        if (rusage != 0) p.Mem.WriteBytes(rusage, new byte[144]);
-        p.Children.Remove(z);
+        if (rusage != 0) p.Mem.WriteBytes(rusage, Rusage(z.Instructions + z.ChildInstructions, Math.Max(z.MaxRssPages, z.ChildMaxRssPages)));
+        Reap(p, z);
         return z.Pid;
     }
+
+    /// <summary>waitid: P_ALL, P_PID, P_PGID (0: the caller's group); WEXITED (WSTOPPED and WCONTINUED find nothing:
+    /// no child stops here), WNOHANG, WNOWAIT (the child stays a zombie); the siginfo as Linux fills it (all zero when
+    /// WNOHANG finds nothing).</summary>
+    long Waitid(GuestThread t, int idType, int id, ulong infop, int options, ulong rusage)
+    {
+        if ((options & ~(Wait.NOHANG | Wait.STOPPED | Wait.EXITED | Wait.CONTINUED | Wait.NOWAIT | Wait.NOTHREAD | Wait.ALL | Wait.CLONE)) != 0
+            || (options & (Wait.EXITED | Wait.STOPPED | Wait.CONTINUED)) == 0) return -Errno.EINVAL;
+        var p = t.Process;
+        Func<Process, bool> matches;
+        switch (idType)
+        {
+            case Wait.P_ALL: matches = c => true; break;
+            case Wait.P_PID: if (id <= 0) return -Errno.EINVAL; matches = c => c.Pid == id; break;
+            case Wait.P_PGID: if (id < 0) return -Errno.EINVAL; int g = id == 0 ? p.Pgid : id; matches = c => c.Pgid == g; break;
+            default: return -Errno.EINVAL;
+        }
+        if (infop != 0) CheckWritable(infop, SiginfoSize);
+        if (rusage != 0) CheckWritable(rusage, RusageSize);
+        long r = FindZombie(p, matches, options, out var z);
+        if (r == Restart || r < 0) return r;
+        var si = new byte[SiginfoSize];
+        if (z != null)
+        {
+            int sig = z.WaitStatus & 0x7F;
+            BinaryPrimitives.WriteInt32LittleEndian(si, Sig.CHLD);
+            BinaryPrimitives.WriteInt32LittleEndian(si.AsSpan(8), sig != 0 ? Wait.CLD_KILLED : Wait.CLD_EXITED);
+            BinaryPrimitives.WriteInt32LittleEndian(si.AsSpan(16), z.Pid);
+            BinaryPrimitives.WriteUInt32LittleEndian(si.AsSpan(20), Uid);
+            BinaryPrimitives.WriteInt32LittleEndian(si.AsSpan(24), sig != 0 ? sig : (z.WaitStatus >> 8) & 0xFF);
+            if (rusage != 0) p.Mem.WriteBytes(rusage, Rusage(z.Instructions + z.ChildInstructions, Math.Max(z.MaxRssPages, z.ChildMaxRssPages)));
+            if ((options & Wait.NOWAIT) == 0) Reap(p, z);
+        }
+        if (infop != 0) p.Mem.WriteBytes(infop, si);
+        return 0;
+    }
+
+    const int RusageSize = 144;
+
+    /// <summary>Guest CPU time: retired instructions at a nominal rate, so that rusage of guest processes is a
+    /// function of the execution (deterministic, never logged).</summary>
+    public const long NominalInstructionsPerSecond = 1_000_000_000;
+
+    /// <summary>A struct rusage with user time from instructions and the largest resident set in KiB.</summary>
+    static byte[] Rusage(ulong instructions, long maxRssPages)
+    {
+        var b = new byte[RusageSize];
+        ulong us = instructions / (NominalInstructionsPerSecond / 1_000_000);
+        BinaryPrimitives.WriteInt64LittleEndian(b, (long)(us / 1_000_000));
+        BinaryPrimitives.WriteInt64LittleEndian(b.AsSpan(8), (long)(us % 1_000_000));
+        BinaryPrimitives.WriteInt64LittleEndian(b.AsSpan(32), maxRssPages * 4);
+        return b;
+    }
+
+    /// <summary>Charges the instructions retired since the last switch to the running thread's process.</summary>
+    void Account()
+    {
+        var cur = Current;
+        ulong now = cur.Cpu.InstructionCount;
+        if (now > _accountedAt) cur.Process.Instructions += now - _accountedAt;
+        _accountedAt = now;
+        cur.Process.MaxRssPages = Math.Max(cur.Process.MaxRssPages, cur.Process.Mem.PageCount);
+    }
+
+    ulong _accountedAt;
 
     /// <summary>The process a pid names (0: the caller's own), or null.</summary>
     Process? FindProcess(GuestThread t, int pid)

@@ -204,6 +204,13 @@ public static class LogDump
                 sb.Append(CultureInfo.InvariantCulture, $"@icount={v.InstrCount} tid={v.Tid} net-input clock={v.ClockNs} frames={v.Frames.Count} [{v.Frames.Sum(f => f.Length)} bytes]");
                 break;
             }
+            case RecordKind.Wake:
+            {
+                var v = r.Decode<Wake>();
+                sb.Append(CultureInfo.InvariantCulture,
+                    $"@icount={v.InstrCount} wake tid {v.WokenTid} (wait {v.WaitSeq}) tid={v.Tid} branches={v.BranchCount} rip=0x{v.Rip:x}");
+                break;
+            }
             case RecordKind.End:
             {
                 var v = r.Decode<End>();

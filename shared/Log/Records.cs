@@ -17,6 +17,8 @@ public enum RecordKind : byte
     FileContent = 12,
     /// <summary>Ethernet frames the virtual network interface received (see <see cref="NetInput"/>).</summary>
     NetInput = 16,
+    /// <summary>A guest thread's wait on the host ended (see <see cref="Wake"/>).</summary>
+    Wake = 17,
     /// <summary>Free-form extension record; its payload is opaque to the log layer.</summary>
     Opaque = 0x7F,
 }
@@ -241,6 +243,47 @@ public struct Preempt : IRecordPayload<Preempt>
     {
         var r = new PayloadReader(payload, "Preempt payload");
         var v = new Preempt { InstrCount = r.U64(), BranchCount = r.U64(), Rip = r.U64(), FromTid = r.I32(), ToTid = r.I32() };
+        r.End();
+        return v;
+    }
+}
+
+/// <summary>
+/// The host wait of a parked guest thread ended (a descriptor became ready, a deadline passed), placed like an
+/// asynchronous signal at a precise point of the running thread: there the woken thread becomes runnable and later
+/// runs its syscall again. <see cref="WaitSeq"/> names which wait of the thread ended (a wait that already ended
+/// for another reason is not ended twice).
+/// Layout: <c>u64 InstrCount | u64 BranchCount | u64 Rip | i32 Tid | i32 WokenTid | u32 WaitSeq</c>.
+/// </summary>
+public struct Wake : IRecordPayload<Wake>
+{
+    public ulong InstrCount { get; set; }
+    public ulong BranchCount { get; set; }
+    public ulong Rip { get; set; }
+    /// <summary>The thread that was running (or, when every thread waited, the last one that ran).</summary>
+    public int Tid { get; set; }
+    public int WokenTid { get; set; }
+    public uint WaitSeq { get; set; }
+
+    public static RecordKind Kind => RecordKind.Wake;
+    public readonly int EncodedLength => 8 * 3 + 4 + 4 + 4;
+
+    public readonly void Encode(Span<byte> destination)
+    {
+        var w = new PayloadWriter(destination);
+        w.U64(InstrCount);
+        w.U64(BranchCount);
+        w.U64(Rip);
+        w.I32(Tid);
+        w.I32(WokenTid);
+        w.U32(WaitSeq);
+        w.AssertEnd();
+    }
+
+    public static Wake Decode(ReadOnlySpan<byte> payload)
+    {
+        var r = new PayloadReader(payload, "Wake payload");
+        var v = new Wake { InstrCount = r.U64(), BranchCount = r.U64(), Rip = r.U64(), Tid = r.I32(), WokenTid = r.I32(), WaitSeq = r.U32() };
         r.End();
         return v;
     }

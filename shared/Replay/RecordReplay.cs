@@ -247,6 +247,12 @@ public sealed class RecordingBoundary : IBoundary
             _flushDue = true;
         }
         FlushIfDue();
+        if (kernel.TryTakeWake(out int woken, out uint seq))
+        {
+            _w.Append(new Wake { InstrCount = cpu.InstructionCount, BranchCount = cpu.BranchCount, Rip = cpu.Rip, Tid = cpu.Tid, WokenTid = woken, WaitSeq = seq });
+            kernel.Wake(woken, seq);
+            return;
+        }
         if (kernel.TryTakeHostEvent(out var sig) && sig == Kernel.PreemptEvent)
         {
             if (kernel.NextRunnable(cpu) is { } next)
@@ -264,6 +270,16 @@ public sealed class RecordingBoundary : IBoundary
             });
             kernel.RaiseAsync(cpu, sig);
         }
+    }
+
+    /// <summary>Every thread waits: the log reaches its sink (nothing more may come for a while), then the next host
+    /// event is taken and logged as at a stop.</summary>
+    public bool Idle(Kernel kernel, CpuT cpu)
+    {
+        _w.Flush();
+        if (!kernel.WaitForHostEvent()) return false;
+        AtStop(kernel, cpu);
+        return true;
     }
 
     public void OnOutput(Kernel kernel, CpuT cpu, int fd, ReadOnlySpan<byte> bytes)
@@ -431,6 +447,7 @@ public sealed class ReplayBoundary : IBoundary
             var report = TakeoverAgent.AttachHost(_k).ToList();
             // the virtual interface (if the guest has one) comes up here with the replayed connections
             if (_k.Nic is { } nic) report.Add(nic.TakeOver(this, _k.Current.Tid));
+            _k.RenewHostWaits(); // threads parked on the old primary's host waits wait again on this host
             foreach (var line in report) _k.Options.Diagnostics.WriteLine("backup: takeover: " + line);
             _k.Options.Diagnostics.Flush();
             _follow.WentLive?.Invoke(report);
@@ -587,6 +604,7 @@ public sealed class ReplayBoundary : IBoundary
             RecordKind.Checkpoint => rec.Decode<Checkpoint>().InstrCount,
             RecordKind.Signal => rec.Decode<Signal>().InstrCount,
             RecordKind.Preempt => rec.Decode<Preempt>().InstrCount,
+            RecordKind.Wake => rec.Decode<Wake>().InstrCount,
             _ => ulong.MaxValue,
         };
         if (at < Icount)
@@ -604,9 +622,7 @@ public sealed class ReplayBoundary : IBoundary
     {
         if (_live)
         {
-            if (!kernel.TryTakeHostEvent(out var sig)) return;
-            if (sig != Kernel.PreemptEvent) kernel.RaiseAsync(cpu, sig);
-            else if (kernel.NextRunnable(cpu) is { } next) kernel.SwitchTo(cpu, next.Tid);
+            kernel.TakeHostEvent(cpu);
             return;
         }
         while (Peek(out var rec))
@@ -646,11 +662,45 @@ public sealed class ReplayBoundary : IBoundary
                         return;
 
                     }
+                case RecordKind.Wake:
+                    {
+                        var w = rec.Decode<Wake>();
+                        if (w.InstrCount != cpu.InstructionCount) return;
+                        Take("a wake-up");
+                        if (w.Tid != cpu.Tid || w.Rip != cpu.Rip || w.BranchCount != cpu.BranchCount)
+                            throw Diverged($"the wake-up of thread {w.WokenTid} was recorded in thread {w.Tid} at rip 0x{w.Rip:x} after {w.BranchCount} branches; replay is in thread {cpu.Tid} at rip 0x{cpu.Rip:x} after {cpu.BranchCount}");
+                        kernel.Wake(w.WokenTid, w.WaitSeq);
+                        return;
+                    }
                 default:
                     return;
             }
         }
         if (_follow == null) throw OutOfRecords("");
+    }
+
+    /// <summary>Every thread waits: the recording's next asynchronous event must be due right here (a signal, a
+    /// wake-up or a preemption); without one the recorded run found the guest deadlocked too. A following backup
+    /// whose log has ended is live and waits for the host.</summary>
+    public bool Idle(Kernel kernel, CpuT cpu)
+    {
+        if (LiveNow())
+        {
+            if (!kernel.WaitForHostEvent()) return false;
+            kernel.TakeHostEvent(cpu);
+            return true;
+        }
+        if (!Peek(out var rec)) throw OutOfRecords(" (every guest thread waits)");
+        ulong at = rec.Kind switch
+        {
+            RecordKind.Signal => rec.Decode<Signal>().InstrCount,
+            RecordKind.Preempt => rec.Decode<Preempt>().InstrCount,
+            RecordKind.Wake => rec.Decode<Wake>().InstrCount,
+            _ => ulong.MaxValue,
+        };
+        if (at != cpu.InstructionCount) return false;
+        AtStop(kernel, cpu);
+        return true;
     }
 
     /// <summary>Highest signal number (SIGRTMAX).</summary>

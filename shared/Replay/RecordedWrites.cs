@@ -74,6 +74,8 @@ public static class RecordedWrites
             case Nr.getrusage: Buf(a2, 144); break;
             case Nr.times: case Nr.gettimeofday: Buf(a1, 32); break;
             case Nr.clock_gettime: case Nr.clock_getres: Buf(a2, 16); break;
+            case Nr.nanosleep: Buf(a2, 16); break;
+            case Nr.clock_nanosleep: Buf(a4, 16); break;
             case Nr.setitimer: Buf(a3, 32); break;
             case Nr.getitimer: case Nr.timer_gettime: Buf(a2, 32); break;
             case Nr.timer_settime: Buf(a4, 32); break;

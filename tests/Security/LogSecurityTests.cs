@@ -148,7 +148,7 @@ public class LogSecurityTests
     static readonly RecordKind[] ForgeableKinds =
     [
         RecordKind.SyscallResult, RecordKind.Rdtsc, RecordKind.Rdrand, RecordKind.Signal, RecordKind.Preempt,
-        RecordKind.Checkpoint, RecordKind.Output, RecordKind.Exit, RecordKind.End, RecordKind.Opaque, (RecordKind)0x42,
+        RecordKind.Checkpoint, RecordKind.Output, RecordKind.Exit, RecordKind.End, RecordKind.Opaque, RecordKind.Wake, (RecordKind)0x42,
     ];
 
     static byte[] Flip(byte[] b, int at) { var c = (byte[])b.Clone(); if (c.Length > 0) c[at % c.Length] ^= 0x20; return c; }
@@ -187,6 +187,7 @@ public class LogSecurityTests
                     return LogImage.Frame(s);
                 }
             case RecordKind.Preempt: return LogImage.Frame(new Preempt { InstrCount = at, FromTid = 1, ToTid = 2 });
+            case RecordKind.Wake: return LogImage.Frame(new Wake { InstrCount = at, Tid = 1, WokenTid = 2, WaitSeq = 1 });
             case RecordKind.Checkpoint:
                 {
                     var c = same ? orig.Decode<Checkpoint>() : new Checkpoint { InstrCount = at, StateDigest = new byte[32] };

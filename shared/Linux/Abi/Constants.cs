@@ -155,7 +155,23 @@ public static class Prctl
 {
     public const int ARCH_SET_GS = 0x1001, ARCH_SET_FS = 0x1002, ARCH_GET_FS = 0x1003, ARCH_GET_GS = 0x1004,
         ARCH_CET_STATUS = 0x3001;
-    public const int PR_SET_NAME = 15, PR_GET_NAME = 16;
+    public const int PR_SET_PDEATHSIG = 1, PR_GET_PDEATHSIG = 2, PR_SET_NAME = 15, PR_GET_NAME = 16;
+}
+
+/// <summary>wait4/waitid options, waitid id types, and si_code values of SIGCHLD.</summary>
+public static class Wait
+{
+    public const int NOHANG = 1, UNTRACED = 2, STOPPED = 2, EXITED = 4, CONTINUED = 8, NOWAIT = 0x01000000,
+        NOTHREAD = 0x20000000, ALL = 0x40000000, CLONE = unchecked((int)0x80000000);
+    public const int P_ALL = 0, P_PID = 1, P_PGID = 2;
+    public const int CLD_EXITED = 1, CLD_KILLED = 2;
+}
+
+/// <summary>Clock ids and clock_nanosleep flags.</summary>
+public static class Clocks
+{
+    public const int REALTIME = 0, MONOTONIC = 1, BOOTTIME = 7, TAI = 11;
+    public const int TIMER_ABSTIME = 1;
 }
 
 /// <summary>Resource numbers of getrlimit/prlimit64.</summary>
@@ -175,5 +191,7 @@ public static class SMode
 {
     public const uint IFMT = 0xF000, IFIFO = 0x1000, IFDIR = 0x4000, IFREG = 0x8000;
     /// <summary>Offset of st_mode in struct stat (x86-64) and the structure's size.</summary>
-    public const int StModeOffset = 24, StatSize = 144;
+    public const int StModeOffset = 24, StatSize = 144, StInoOffset = 8;
+    /// <summary>st_dev of a pipe (Linux's pipefs: an anonymous device).</summary>
+    public const ulong PipeFsDev = 0xd;
 }

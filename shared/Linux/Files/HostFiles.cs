@@ -22,7 +22,7 @@ public class HostFile : OpenFile
         k.CheckWritable(buf, (ulong)n);
         if (n >= ContentReads.MinBytes && MayReadByReference) return ContentReads.Read(k, t, this, buf, n, offset);
         long HostRead() => k.HostBuffer(t.Cpu, offset < 0 ? Nr.read : Nr.pread64, buf, n,
-            p => offset < 0 ? HostSys.Call(Nr.read, HostFd, p, n) : HostSys.Call(Nr.pread64, HostFd, p, n, offset),
+            p => offset < 0 ? k.WouldWait(t, this, Poll.IN) ?? HostSys.Call(Nr.read, HostFd, p, n) : HostSys.Call(Nr.pread64, HostFd, p, n, offset),
             resultIsLength: true);
         long r = offset < 0 ? Receive(HostRead) : HostRead();
         if (r > 0 && offset < 0) Offset += r;

@@ -25,6 +25,9 @@ public abstract class OpenFile
     /// host-backed ones.</summary>
     public virtual uint? StatMode => null;
 
+    /// <summary>st_ino of a description that exists only in the VM (distinct per object, deterministic).</summary>
+    public virtual ulong StatInode => 0;
+
     /// <summary>read/pread64 of up to n bytes into guest memory at buf.</summary>
     public abstract long Read(Kernel k, GuestThread t, ulong buf, int n, long offset);
 
@@ -46,6 +49,12 @@ public abstract class OpenFile
     /// <summary>poll/select/epoll: events the description reports by itself without asking the host (null: ask
     /// the host about <see cref="HostFd"/>).</summary>
     public virtual short? ReadyEvents(short requested) => null;
+
+    /// <summary>The host descriptor (and events) whose readiness ends a wait on this description (inside host
+    /// operations only); null when no host descriptor can wake it: an in-VM description's readiness changes only
+    /// with the VM's state, and a waiter that watches one also wakes on every in-VM change.</summary>
+    public virtual (int Fd, short Events)? HostWaitFd(short events)
+        => ReadyEvents(0) == null && HostFd >= 0 ? (HostFd, events) : null;
 
     /// <summary>The last descriptor referring to it was closed.</summary>
     public abstract long Close(Kernel k, GuestThread t);

@@ -12,6 +12,11 @@ public sealed class Pipe
     public const int AtomicWrite = 4096;
 
     readonly byte[] _buf = new byte[Capacity];
+
+    /// <summary>Its inode number (fstat): pipes are numbered in the order the guest makes them.</summary>
+    public readonly ulong Inode;
+
+    public Pipe(ulong inode) => Inode = inode;
     int _head, _count;
 
     /// <summary>Open descriptions of each end (a description counts once however many descriptors share it).</summary>
@@ -50,6 +55,7 @@ public sealed class PipeReader : OpenFile
     public PipeReader(Pipe p, int flags) { Pipe = p; GuestPath = "pipe:"; StatusFlags = O.RDONLY | (flags & O.NONBLOCK); }
 
     public override uint? StatMode => SMode.IFIFO | 0x180;
+    public override ulong StatInode => Pipe.Inode;
 
     public override long Read(Kernel k, GuestThread t, ulong buf, int n, long offset)
     {
@@ -90,25 +96,37 @@ public sealed class PipeWriter : OpenFile
     public PipeWriter(Pipe p, int flags) { Pipe = p; GuestPath = "pipe:"; StatusFlags = O.WRONLY | (flags & O.NONBLOCK); }
 
     public override uint? StatMode => SMode.IFIFO | 0x180;
+    public override ulong StatInode => Pipe.Inode;
 
     public override long Read(Kernel k, GuestThread t, ulong buf, int n, long offset) => -Errno.EBADF;
 
-    /// <summary>Writes what fits; blocks (restarts) while nothing fits, or while a write of at most PIPE_BUF
-    /// bytes does not fit whole. With no reader left: EPIPE and SIGPIPE.</summary>
+    /// <summary>
+    /// As Linux: a write of at most PIPE_BUF bytes goes in whole or waits; a larger one moves what fits and, when
+    /// blocking, parks for the rest (the bytes already moved are kept in <see cref="GuestThread.PartialDone"/> across
+    /// the retries, and are what the call returns if a signal interrupts it); non-blocking, it returns what fit or
+    /// EAGAIN. With no reader left: EPIPE and SIGPIPE (or the count already moved).
+    /// </summary>
     public override long Write(Kernel k, GuestThread t, byte[] data, long offset)
     {
         if (offset >= 0) return -Errno.ESPIPE;
+        int done = (int)Math.Min(t.PartialDone, data.Length);
         if (Pipe.Readers == 0)
         {
             k.RaiseSignal(t, Sig.PIPE);
-            return -Errno.EPIPE;
+            return done > 0 ? done : -Errno.EPIPE;
         }
         if (data.Length == 0) return 0;
+        bool nonBlocking = (StatusFlags & O.NONBLOCK) != 0;
         bool fits = data.Length <= Pipe.AtomicWrite ? Pipe.Free >= data.Length : Pipe.Free > 0;
-        if (!fits) return (StatusFlags & O.NONBLOCK) != 0 ? -Errno.EAGAIN : Kernel.Restart;
-        int n = Pipe.Put(data);
+        if (!fits) return nonBlocking ? -Errno.EAGAIN : Kernel.Restart;
+        int n = Pipe.Put(data.AsSpan(done));
         k.InVmChanged();
-        return n;
+        if (done + n < data.Length && !nonBlocking)
+        {
+            t.PartialDone = done + n;
+            return Kernel.Restart;
+        }
+        return done + n;
     }
 
     public override short? ReadyEvents(short requested)

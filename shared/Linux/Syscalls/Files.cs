@@ -24,12 +24,13 @@ public sealed partial class Kernel
         r.Add(Nr.close, (t, a) => Close(t, (int)a.A1));
         r.Add(Nr.lseek, (t, a) =>
         {
+            if (Fds.TryGetValue((int)a.A1, out var sp) && sp.StatMode != null) return -Errno.ESPIPE; // a pipe in the VM
             long r = OnHostFd(t.Cpu, a.Nr, (int)a.A1, h => HostSys.Call(Nr.lseek, h, (long)a.A2, (long)a.A3));
             if (r >= 0 && Fds.TryGetValue((int)a.A1, out var lf)) lf.Offset = r;
             return r;
         });
         r.Add(Nr.fstat, (t, a) => ProcDirStat((int)a.A1, a.A2, statx: false)
-            ?? (Fds.TryGetValue((int)a.A1, out var sf) && sf.StatMode is { } mode ? StatInVm(a.A2, mode)
+            ?? (Fds.TryGetValue((int)a.A1, out var sf) && sf.StatMode is { } mode ? StatInVm(a.A2, mode, sf.StatInode)
                 : FdBuffer(t.Cpu, a.Nr, (int)a.A1, a.A2, 144, (h, buf) => HostSys.Call(Nr.fstat, h, buf))));
         r.Add(Nr.stat, (t, a) => PathBuffer(t.Cpu, a.Nr, At.FDCWD, a.A1, true, a.A2, 144, (fd, buf) => AtEmpty(e => HostSys.Call(Nr.newfstatat, fd, e, buf, At.EMPTY_PATH))));
         r.Add(Nr.lstat, (t, a) => PathBuffer(t.Cpu, a.Nr, At.FDCWD, a.A1, false, a.A2, 144, (fd, buf) => AtEmpty(e => HostSys.Call(Nr.newfstatat, fd, e, buf, At.EMPTY_PATH))));
@@ -93,7 +94,7 @@ public sealed partial class Kernel
         r.Add(Nr.pipe, (t, a) => MakePipe(a.A1, 0), SyscallFlags.Emulated);
         r.Add(Nr.pipe2, (t, a) => MakePipe(a.A1, (int)a.A2), SyscallFlags.Emulated);
         r.Add(Nr.sendfile, (t, a) => Sendfile(t.Cpu, (int)a.A1, (int)a.A2, a.A3, a.A4));
-        r.Add(Nr.poll, (t, a) => PollFds(t.Cpu, a.A1, (int)a.A2, (int)a.A3));
+        r.Add(Nr.poll, (t, a) => PollFds(t, a.A1, (int)a.A2, (int)a.A3 < 0 ? -1 : (long)(int)a.A3 * 1_000_000));
     }
 
     // ---------------------------------------------------------------- helpers
@@ -387,6 +388,7 @@ public sealed partial class Kernel
         int n = (int)Math.Min(total, 1 << 24);
         long got = f.Receive(() => Host(cpu, Nr.readv, () =>
         {
+            if (WouldWait(Current, f, Poll.IN) is long w) return HostResult.Of(w);
             var tmp = new byte[n];
             long r;
             unsafe { fixed (byte* p = tmp) r = HostSys.Call(Nr.read, f.HostFd, (long)p, n); }
@@ -423,7 +425,8 @@ public sealed partial class Kernel
         string path = Path(pathAddr);
         if (path.Length == 0 && (flags & At.EMPTY_PATH) != 0 && ProcDirStat(dirfd, buf, statx: false) is long ps) return ps;
         if (path.Length == 0 && (flags & At.EMPTY_PATH) != 0)
-            return FdBuffer(cpu, Nr.newfstatat, dirfd, buf, 144, (h, b) => HostSys.Call(Nr.fstat, h, b));
+            return Fds.TryGetValue(dirfd, out var vf) && vf.StatMode is { } mode ? StatInVm(buf, mode, vf.StatInode)
+                : FdBuffer(cpu, Nr.newfstatat, dirfd, buf, 144, (h, b) => HostSys.Call(Nr.fstat, h, b));
         return PathBuffer(cpu, Nr.newfstatat, dirfd, pathAddr, (flags & At.SYMLINK_NOFOLLOW) == 0, buf, 144,
             (fd, b) => AtEmpty(e => HostSys.Call(Nr.newfstatat, fd, e, b, At.EMPTY_PATH)));
     }
@@ -500,12 +503,15 @@ public sealed partial class Kernel
     }
 
 
+    /// <summary>Pipes made so far (a pipe's inode number: distinct, and the same in a replay).</summary>
+    ulong _pipes;
+
     /// <summary>pipe/pipe2: an in-VM pipe (never the host's, so nothing is logged).</summary>
     long MakePipe(ulong fdsAddr, int flags)
     {
         if ((flags & ~(O.CLOEXEC | O.NONBLOCK | O.DIRECT)) != 0) return -Errno.EINVAL;
         CheckWritable(fdsAddr, 8);
-        var pipe = new Pipe();
+        var pipe = new Pipe(++_pipes);
         bool cloexec = (flags & O.CLOEXEC) != 0;
         int r0 = Fds.Install(new PipeReader(pipe, flags), cloexec);
         int w0 = Fds.Install(new PipeWriter(pipe, flags), cloexec);
@@ -567,83 +573,14 @@ public sealed partial class Kernel
         }
     }
 
-    unsafe long PollFds(CpuT cpu, ulong fdsAddr, int nfds, int timeout)
-    {
-        if (nfds < 0 || nfds > 4096) return -Errno.EINVAL;
-        var raw = Mem.ReadBytes(fdsAddr, nfds * 8);
-        CheckWritable(fdsAddr, (ulong)nfds * 8);
-        var hostFds = new int[nfds];
-        var files = new OpenFile?[nfds];
-        short Requested(int k) => BinaryPrimitives.ReadInt16LittleEndian(raw.AsSpan(k * 8 + 4));
-        // a set of descriptions the VM answers itself (pipes) never reaches the host: nothing to log
-        bool anyHost = false;
-        for (int k = 0; k < nfds; k++)
-        {
-            int gfd = BinaryPrimitives.ReadInt32LittleEndian(raw.AsSpan(k * 8));
-            if (gfd >= 0 && Fds.TryGetValue(gfd, out var f) && f.ReadyEvents(0) == null) anyHost = true;
-        }
-        if (!anyHost)
-        {
-            var outb = (byte[])raw.Clone();
-            int count = 0;
-            for (int k = 0; k < nfds; k++)
-            {
-                int gfd = BinaryPrimitives.ReadInt32LittleEndian(raw.AsSpan(k * 8));
-                short rev = gfd < 0 ? (short)0 : Fds.TryGetValue(gfd, out var f) ? f.ReadyEvents(Requested(k))!.Value : Poll.NVAL;
-                if (rev != 0) count++;
-                BinaryPrimitives.WriteInt16LittleEndian(outb.AsSpan(k * 8 + 6), rev);
-            }
-            if (count == 0 && timeout != 0) return Restart; // wait until a pipe changes
-            Mem.WriteBytes(fdsAddr, outb);
-            return count;
-        }
-        return Host(cpu, Nr.poll, () =>
-        {
-            // host descriptors are looked up when the call runs: it can be the call at which a backup turns live
-            for (int k = 0; k < nfds; k++)
-            {
-                int gfd = BinaryPrimitives.ReadInt32LittleEndian(raw.AsSpan(k * 8));
-                files[k] = gfd >= 0 && Fds.TryGetValue(gfd, out var f) ? f : null;
-                hostFds[k] = files[k] is { } pf ? (pf.ReadyEvents(0) != null ? ResetFd : pf.HostFd) : (gfd < 0 ? -1 : int.MinValue);
-            }
-            // a description that answers itself and is ready makes the host poll not wait
-            bool selfReady = false;
-            for (int k = 0; k < nfds; k++) if (hostFds[k] == ResetFd && files[k]!.ReadyEvents(Requested(k)) != 0) selfReady = true;
-            int tmo = selfReady ? 0 : timeout;
-            var buf = (byte[])raw.Clone();
-            for (int k = 0; k < nfds; k++)
-                BinaryPrimitives.WriteInt32LittleEndian(buf.AsSpan(k * 8), hostFds[k] == int.MinValue ? 1 << 30 : hostFds[k] == ResetFd ? -1 : hostFds[k]);
-            long r;
-            fixed (byte* p = buf) r = HostSys.Call(Nr.poll, (long)p, nfds, tmo);
-            var res = HostResult.Of(r);
-            if (r >= 0)
-            {
-                var outb = (byte[])raw.Clone();
-                for (int k = 0; k < nfds; k++)
-                {
-                    short rev = BinaryPrimitives.ReadInt16LittleEndian(buf.AsSpan(k * 8 + 6));
-                    if (hostFds[k] == int.MinValue) rev = 0x20; // POLLNVAL
-                    if (hostFds[k] == ResetFd)
-                    {
-                        rev = files[k]!.ReadyEvents(Requested(k))!.Value;
-                        if (rev != 0) r++;
-                    }
-                    BinaryPrimitives.WriteInt16LittleEndian(outb.AsSpan(k * 8 + 6), rev);
-                }
-                res.Value = r;
-                res.Write(fdsAddr, outb);
-            }
-            return res;
-        }).Value;
-    }
-
-
     /// <summary>fstat of a description that exists only in the VM: its type and mode, everything else zero.</summary>
-    long StatInVm(ulong buf, uint mode)
+    long StatInVm(ulong buf, uint mode, ulong inode)
     {
         CheckWritable(buf, SMode.StatSize);
         var st = new byte[SMode.StatSize];
         BitConverter.GetBytes(mode).CopyTo(st, SMode.StModeOffset);
+        BitConverter.GetBytes(inode).CopyTo(st, SMode.StInoOffset);
+        BitConverter.GetBytes(SMode.PipeFsDev).CopyTo(st, 0); // st_dev
         BitConverter.GetBytes(1u).CopyTo(st, 16); // st_nlink
         BitConverter.GetBytes(4096L).CopyTo(st, 56); // st_blksize
         Mem.WriteBytes(buf, st);

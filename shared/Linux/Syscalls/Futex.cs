@@ -59,7 +59,7 @@ public sealed partial class Kernel
     }
 
     /// <summary>Threads of the process blocked in a futex wait (futex words are addresses in its memory).</summary>
-    static IEnumerable<GuestThread> Waiters(Process p) => p.Threads.Where(w => w.Blocked);
+    static IEnumerable<GuestThread> Waiters(Process p) => p.Threads.Where(w => w.Blocked && !w.Parked);
 
     int FutexWake(ulong uaddr, int n, uint bitset)
     {

@@ -42,21 +42,18 @@ public sealed partial class Kernel
         });
         r.Add(Nr.setsockopt, (t, a) => SetSockOpt(t.Cpu, (int)a.A1, (int)a.A2, (int)a.A3, a.A4, (uint)a.A5));
         r.Add(Nr.getsockopt, (t, a) => GetSockOpt(t.Cpu, (int)a.A1, (int)a.A2, (int)a.A3, a.A4, a.A5));
-        r.Add(Nr.select, (t, a) => Select(t.Cpu, (int)a.A1, a.A2, a.A3, a.A4, a.A5, false));
-        r.Add(Nr.pselect6, (t, a) => Select(t.Cpu, (int)a.A1, a.A2, a.A3, a.A4, a.A5, true));
-        r.Add(Nr.ppoll, (t, a) => Ppoll(t.Cpu, a.A1, (int)a.A2, a.A3));
+        r.Add(Nr.select, (t, a) => Select(t, (int)a.A1, a.A2, a.A3, a.A4, a.A5, false));
+        r.Add(Nr.pselect6, (t, a) => Select(t, (int)a.A1, a.A2, a.A3, a.A4, a.A5, true));
+        r.Add(Nr.ppoll, (t, a) => Ppoll(t, a.A1, (int)a.A2, a.A3));
         r.Add(Nr.epoll_create, (t, a) => (int)a.A1 <= 0 ? -Errno.EINVAL : EpollCreate(t.Cpu, 0));
         r.Add(Nr.epoll_create1, (t, a) => EpollCreate(t.Cpu, (int)a.A1));
         r.Add(Nr.epoll_ctl, (t, a) => EpollCtl(t.Cpu, (int)a.A1, (int)a.A2, (int)a.A3, a.A4));
-        r.Add(new[] { Nr.epoll_wait, Nr.epoll_pwait }, (t, a) => EpollWait(t.Cpu, (int)a.A1, a.A2, (int)a.A3, (int)a.A4));
+        r.Add(new[] { Nr.epoll_wait, Nr.epoll_pwait }, (t, a) => EpollWait(t, (int)a.A1, a.A2, (int)a.A3, (int)a.A4));
         r.Add(Nr.eventfd, (t, a) => EventFd(t.Cpu, (uint)a.A1, 0));
         r.Add(Nr.eventfd2, (t, a) => EventFd(t.Cpu, (uint)a.A1, (int)a.A2));
     }
 
     // ---------------------------------------------------------------- helpers
-
-    /// <summary>Marks, in a poll set, a description that answers itself (never a real descriptor).</summary>
-    const int ResetFd = int.MinValue + 1;
 
     bool TryGetSocket(int fd, out HostSocket f, out long err)
     {
@@ -277,6 +274,7 @@ public sealed partial class Kernel
         if (e < 0) return e;
         var res = Host(cpu, Nr.accept4, () =>
         {
+            if (WouldWait(Current, f, Poll.IN) is long w) return HostResult.Of(w);
             var buf = new byte[MaxSockAddr];
             int len = MaxSockAddr;
             long r;
@@ -373,6 +371,7 @@ public sealed partial class Kernel
         if (e < 0) return e;
         return f.Receive(() => Host(cpu, Nr.recvfrom, () =>
         {
+            if (WouldWait(Current, f, Poll.IN, (flags & Msg.DONTWAIT) != 0) is long w) return HostResult.Of(w);
             var tmp = new byte[Math.Max(n, 1)];
             var ab = new byte[MaxSockAddr];
             int alen = MaxSockAddr;
@@ -417,6 +416,7 @@ public sealed partial class Kernel
         int n = (int)Math.Min(total, MaxNetIo);
         return f.Receive(() => Host(cpu, Nr.recvmsg, () =>
         {
+            if (WouldWait(Current, f, Poll.IN, (flags & Msg.DONTWAIT) != 0) is long w) return HostResult.Of(w);
             var tmp = new byte[Math.Max(n, 1)];
             var ab = new byte[MaxSockAddr];
             var hv = new byte[16];
@@ -500,114 +500,6 @@ public sealed partial class Kernel
         }).Value;
     }
 
-    // ---------------------------------------------------------------- select, pselect6, ppoll
-
-    /// <summary>select/pselect6 as a host ppoll over the host descriptors behind the guest's fd_sets.</summary>
-    unsafe long Select(CpuT cpu, int nfds, ulong rd, ulong wr, ulong ex, ulong tmo, bool pselect)
-    {
-        if (nfds < 0) return -Errno.EINVAL;
-        nfds = Math.Min(nfds, 65536);
-        int bytes = (nfds + 63) / 64 * 8;
-        byte[]? R = rd != 0 ? Mem.ReadBytes(rd, bytes) : null, W = wr != 0 ? Mem.ReadBytes(wr, bytes) : null, X = ex != 0 ? Mem.ReadBytes(ex, bytes) : null;
-        static bool Bit(byte[]? s, int i) => s != null && (s[i >> 3] & (1 << (i & 7))) != 0;
-        var watch = new List<(int Gfd, int HostFd, short Events)>();
-        for (int i = 0; i < nfds; i++)
-        {
-            short ev = (short)((Bit(R, i) ? Poll.IN : 0) | (Bit(W, i) ? Poll.OUT : 0) | (Bit(X, i) ? Poll.PRI : 0));
-            if (ev == 0) continue;
-            if (!Fds.TryGetValue(i, out var f)) return -Errno.EBADF;
-            watch.Add((i, -1, ev));
-        }
-        byte[]? ts = null;
-        if (tmo != 0)
-        {
-            var t = Mem.ReadBytes(tmo, 16);
-            long sec = BinaryPrimitives.ReadInt64LittleEndian(t), sub = BinaryPrimitives.ReadInt64LittleEndian(t.AsSpan(8));
-            if (sec < 0 || sub < 0 || sub >= (pselect ? 1_000_000_000 : 1_000_000)) return -Errno.EINVAL;
-            ts = new byte[16];
-            BinaryPrimitives.WriteInt64LittleEndian(ts, sec);
-            BinaryPrimitives.WriteInt64LittleEndian(ts.AsSpan(8), pselect ? sub : sub * 1000);
-            CheckWritable(tmo, 16);
-        }
-        foreach (var (s, a) in new[] { (R, rd), (W, wr), (X, ex) }) if (s != null) CheckWritable(a, (ulong)bytes);
-        if (watch.All(w => Fds.TryGetValue(w.Gfd, out var wf) && wf.ReadyEvents(0) != null))
-        {
-            // only descriptions the VM answers itself (pipes): no host call, nothing logged
-            byte[]? oR = R != null ? new byte[bytes] : null, oW = W != null ? new byte[bytes] : null, oX = X != null ? new byte[bytes] : null;
-            int count = 0;
-            void Set(byte[]? s, int i) { if (s != null) { s[i >> 3] |= (byte)(1 << (i & 7)); count++; } }
-            foreach (var (g, _, ev) in watch)
-            {
-                Fds.TryGetValue(g, out var wf);
-                short rev = wf.ReadyEvents(ev)!.Value;
-                if ((ev & Poll.IN) != 0 && (rev & (Poll.IN | Poll.HUP | Poll.ERR)) != 0) Set(oR, g);
-                if ((ev & Poll.OUT) != 0 && (rev & (Poll.OUT | Poll.ERR)) != 0) Set(oW, g);
-                if ((ev & Poll.PRI) != 0 && (rev & Poll.PRI) != 0) Set(oX, g);
-            }
-            bool zeroTimeout = ts != null && BinaryPrimitives.ReadInt64LittleEndian(ts) == 0 && BinaryPrimitives.ReadInt64LittleEndian(ts.AsSpan(8)) == 0;
-            if (count == 0 && !zeroTimeout) return Restart; // wait until a pipe changes
-            if (oR != null) Mem.WriteBytes(rd, oR);
-            if (oW != null) Mem.WriteBytes(wr, oW);
-            if (oX != null) Mem.WriteBytes(ex, oX);
-            return count;
-        }
-        return Host(cpu, pselect ? Nr.pselect6 : Nr.select, () =>
-        {
-            // host descriptors are looked up when the call runs: it can be the call at which a backup turns live
-            for (int k = 0; k < watch.Count; k++) { Fds.TryGetValue(watch[k].Gfd, out var wf); watch[k] = (watch[k].Gfd, wf.ReadyEvents(0) != null ? ResetFd : wf.HostFd, watch[k].Events); }
-            bool anyReset = watch.Any(w => w.HostFd == ResetFd && Fds.TryGetValue(w.Gfd, out var sf) && sf.ReadyEvents(w.Events) != 0);
-            var pf = new byte[Math.Max(watch.Count, 1) * 8];
-            for (int k = 0; k < watch.Count; k++)
-            {
-                BinaryPrimitives.WriteInt32LittleEndian(pf.AsSpan(k * 8), watch[k].HostFd == ResetFd ? -1 : watch[k].HostFd);
-                BinaryPrimitives.WriteInt16LittleEndian(pf.AsSpan(k * 8 + 4), watch[k].Events);
-            }
-            long r;
-            var zero = new byte[16]; // a reset connection is ready at once
-            fixed (byte* p = pf) fixed (byte* t = ts) fixed (byte* z = zero)
-                r = HostSys.Call(Nr.ppoll, (long)p, watch.Count, anyReset ? (long)z : ts != null ? (long)t : 0, 0, 8);
-            var hr = HostResult.Of(r);
-            if (r < 0) return hr;
-            byte[]? oR = R != null ? new byte[bytes] : null, oW = W != null ? new byte[bytes] : null, oX = X != null ? new byte[bytes] : null;
-            int count = 0;
-            void Set(byte[]? s, int i) { if (s != null) { s[i >> 3] |= (byte)(1 << (i & 7)); count++; } }
-            for (int k = 0; k < watch.Count; k++)
-            {
-                short rev = BinaryPrimitives.ReadInt16LittleEndian(pf.AsSpan(k * 8 + 6));
-                var (g, hfd, ev) = watch[k];
-                if (hfd == ResetFd && Fds.TryGetValue(g, out var rf)) rev = rf.ReadyEvents(ev)!.Value;
-                if ((ev & Poll.IN) != 0 && (rev & (Poll.IN | Poll.HUP | Poll.ERR)) != 0) Set(oR, g);
-                if ((ev & Poll.OUT) != 0 && (rev & (Poll.OUT | Poll.ERR)) != 0) Set(oW, g);
-                if ((ev & Poll.PRI) != 0 && (rev & Poll.PRI) != 0) Set(oX, g);
-            }
-            if (oR != null) hr.Write(rd, oR);
-            if (oW != null) hr.Write(wr, oW);
-            if (oX != null) hr.Write(ex, oX);
-            if (ts != null)
-            {
-                // the kernel writes back the time left (microseconds for select)
-                if (!pselect) BinaryPrimitives.WriteInt64LittleEndian(ts.AsSpan(8), BinaryPrimitives.ReadInt64LittleEndian(ts.AsSpan(8)) / 1000);
-                hr.Write(tmo, ts);
-            }
-            hr.Value = count;
-            return hr;
-        }).Value;
-    }
-
-    /// <summary>ppoll: poll with a timespec (rounded up to milliseconds); the signal mask argument is ignored.</summary>
-    long Ppoll(CpuT cpu, ulong fds, int nfds, ulong tsp)
-    {
-        int ms = -1;
-        if (tsp != 0)
-        {
-            var t = Mem.ReadBytes(tsp, 16);
-            long sec = BinaryPrimitives.ReadInt64LittleEndian(t), ns = BinaryPrimitives.ReadInt64LittleEndian(t.AsSpan(8));
-            if (sec < 0 || ns < 0 || ns >= 1_000_000_000) return -Errno.EINVAL;
-            ms = (int)Math.Min(int.MaxValue, sec * 1000 + (ns + 999_999) / 1_000_000);
-        }
-        return PollFds(cpu, fds, nfds, ms);
-    }
-
     // ---------------------------------------------------------------- epoll, eventfd
 
     long EpollCreate(CpuT cpu, int flags)
@@ -644,50 +536,6 @@ public sealed partial class Kernel
         if (op == Epoll.CTL_DEL) ep.Entries.Remove(fd);
         else ep.Entries[fd] = new EpollEntry { File = t, Events = events, Data = data };
         return 0;
-    }
-
-    unsafe long EpollWait(CpuT cpu, int epfd, ulong evPtr, int maxEvents, int timeout)
-    {
-        if (!Fds.TryGetValue(epfd, out var epf)) return -Errno.EBADF;
-        if (epf is not EpollFile ep || maxEvents <= 0) return -Errno.EINVAL;
-        int n = Math.Min(maxEvents, 4096);
-        CheckWritable(evPtr, (ulong)(n * Epoll.EventSize));
-        var table = ep.Entries;
-        // reset connections in the set (after a takeover) are reported at once, hung up and in error
-        return Host(cpu, Nr.epoll_wait, () =>
-        {
-            var reset = table.Where(kv => kv.Value.File.ReadyEvents((short)kv.Value.Events) is short ev && ev != 0).Take(n).ToList();
-            var buf = new byte[n * Epoll.EventSize];
-            long r;
-            fixed (byte* p = buf) r = HostSys.Call(Nr.epoll_wait, ep.HostFd, (long)p, n - reset.Count, reset.Count > 0 ? 0 : timeout);
-            if (reset.Count > 0 && r < 0) r = 0;
-            var hr = HostResult.Of(r);
-            if (r < 0) return hr;
-            var outb = new List<byte>();
-            int count = 0;
-            foreach (var (_, e) in reset)
-            {
-                var ev = new byte[Epoll.EventSize];
-                BinaryPrimitives.WriteUInt32LittleEndian(ev, (uint)(ushort)e.File.ReadyEvents((short)e.Events)!.Value);
-                BinaryPrimitives.WriteUInt64LittleEndian(ev.AsSpan(4), e.Data);
-                outb.AddRange(ev);
-                count++;
-            }
-            for (int k = 0; k < r; k++)
-            {
-                uint events = BinaryPrimitives.ReadUInt32LittleEndian(buf.AsSpan(k * Epoll.EventSize));
-                int gfd = (int)BinaryPrimitives.ReadUInt64LittleEndian(buf.AsSpan(k * Epoll.EventSize + 4));
-                if (!table.TryGetValue(gfd, out var entry)) continue;
-                var ev = new byte[Epoll.EventSize];
-                BinaryPrimitives.WriteUInt32LittleEndian(ev, events);
-                BinaryPrimitives.WriteUInt64LittleEndian(ev.AsSpan(4), entry.Data);
-                outb.AddRange(ev);
-                count++;
-            }
-            hr.Value = count;
-            if (count > 0) hr.Write(evPtr, outb.ToArray());
-            return hr;
-        }).Value;
     }
 
     /// <summary>The last descriptor of a file was closed: the host dropped it from every epoll set; so do we.</summary>

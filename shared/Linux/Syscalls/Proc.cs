@@ -84,6 +84,8 @@ public sealed partial class Kernel
         if (node.Kind == ProcFs.Kind.Link && follow && node.Target!.StartsWith("fd:"))
         {
             int fd = int.Parse(node.Target[3..]);
+            // a description that exists only in the VM (a pipe) answers itself
+            if (nr is Nr.stat or Nr.newfstatat && Fds.TryGetValue(fd, out var vf) && vf.StatMode is { } mode) return StatInVm(guestBuf, mode, vf.StatInode);
             if (nr != Nr.statx) return FdBuffer(cpu, Nr.fstat, fd, guestBuf, Math.Min(len, 144), (h, b) => HostSys.Call(nr == Nr.statfs ? Nr.fstatfs : Nr.fstat, h, b));
             node = new ProcFs.Node(ProcFs.Kind.File);
         }

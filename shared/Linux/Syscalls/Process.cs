@@ -25,13 +25,14 @@ public sealed partial class Kernel
         r.Add(Nr.setpgid, (t, a) => SetPgid(t, (int)a.A1, (int)a.A2));
         r.Add(Nr.setsid, (t, a) => SetSid(t));
         r.Add(Nr.wait4, (t, a) => Wait4(t, (int)a.A1, a.A2, (int)a.A3, a.A4));
+        r.Add(Nr.waitid, (t, a) => Waitid(t, (int)a.A1, (int)a.A2, a.A3, (int)a.A4, a.A5));
         r.Add(Nr.execve, (t, a) => Execve(t, At.FDCWD, a.A1, a.A2, a.A3, 0), SyscallFlags.Host);
         r.Add(Nr.execveat, (t, a) => Execve(t, (int)a.A1, a.A2, a.A3, a.A4, (int)a.A5), SyscallFlags.Host);
         r.Add(Nr.set_tid_address, (t, a) => { t.ClearChildTid = a.A1; return t.Tid; });
         r.Add(Nr.set_robust_list, (t, a) => 0);
         r.Add(Nr.rseq, (t, a) => -Errno.ENOSYS);
         r.Add(Nr.arch_prctl, (t, a) => ArchPrctl(t.Cpu, (int)a.A1, a.A2));
-        r.Add(Nr.prctl, (t, a) => PrctlOp((int)a.A1, a.A2));
+        r.Add(Nr.prctl, (t, a) => PrctlOp(t, (int)a.A1, a.A2));
         r.Add(Nr.uname, (t, a) => Uname(t.Cpu, a.A1), SyscallFlags.Host);
         r.Add(Nr.prlimit64, (t, a) => Prlimit(t.Cpu, (int)a.A1, (int)a.A2, a.A3, a.A4));
         r.Add(Nr.getrlimit, (t, a) => Prlimit(t.Cpu, 0, (int)a.A1, 0, a.A2));
@@ -53,8 +54,21 @@ public sealed partial class Kernel
         });
         r.Add(Nr.umask, (t, a) => { int old = t.Process.Umask; t.Process.Umask = (int)(a.A1 & 0x1FF); return old; });
         r.Add(Nr.sysinfo, (t, a) => HostBuffer(t.Cpu, a.Nr, a.A1, 112, buf => HostSys.Call(Nr.sysinfo, buf)), SyscallFlags.Host);
-        r.Add(Nr.getrusage, (t, a) => HostBuffer(t.Cpu, a.Nr, a.A2, 144, buf => HostSys.Call(Nr.getrusage, (long)a.A1, buf)), SyscallFlags.Host);
-        r.Add(Nr.times, (t, a) => HostBuffer(t.Cpu, a.Nr, a.A1, a.A1 == 0 ? 0 : 32, buf => HostSys.Call(Nr.times, buf)), SyscallFlags.Host);
+        // the VM's own processes' use (children's) is the VM's: instructions at a nominal rate; the caller's is the host's
+        r.Add(Nr.getrusage, (t, a) =>
+        {
+            if ((int)a.A1 != RusageChildren) return HostBuffer(t.Cpu, a.Nr, a.A2, RusageSize, buf => HostSys.Call(Nr.getrusage, (long)a.A1, buf));
+            CheckWritable(a.A2, RusageSize);
+            Mem.WriteBytes(a.A2, Rusage(t.Process.ChildInstructions, t.Process.ChildMaxRssPages));
+            return 0;
+        }, SyscallFlags.Host);
+        r.Add(Nr.times, (t, a) =>
+        {
+            long r = HostBuffer(t.Cpu, a.Nr, a.A1, a.A1 == 0 ? 0 : 32, buf => HostSys.Call(Nr.times, buf));
+            if (r >= 0 && a.A1 != 0) Mem.Write64(a.A1 + 16, t.Process.ChildInstructions / (NominalInstructionsPerSecond / ClockTicksPerSecond)); // tms_cutime
+            if (r >= 0 && a.A1 != 0) Mem.Write64(a.A1 + 24, 0); // tms_cstime
+            return r;
+        }, SyscallFlags.Host);
         r.Add(Nr.getgroups, (t, a) => 0);
         r.Add(Nr.getpriority, (t, a) => 20);
     }
@@ -71,10 +85,19 @@ public sealed partial class Kernel
         }
     }
 
-    long PrctlOp(int option, ulong arg2)
+    const int RusageChildren = -1;
+    /// <summary>Clock ticks per second of times() (sysconf(_SC_CLK_TCK), AT_CLKTCK).</summary>
+    const ulong ClockTicksPerSecond = 100;
+
+    long PrctlOp(GuestThread t, int option, ulong arg2)
     {
         switch (option)
         {
+            case Prctl.PR_SET_PDEATHSIG:
+                if (arg2 > Sig.Max) return -Errno.EINVAL;
+                t.Process.DeathSignal = (int)arg2;
+                return 0;
+            case Prctl.PR_GET_PDEATHSIG: CheckWritable(arg2, 4); Mem.Write32(arg2, (uint)t.Process.DeathSignal); return 0;
             case Prctl.PR_SET_NAME: P.Name = Mem.ReadCString(arg2, 16); return 0;
             case Prctl.PR_GET_NAME: Mem.WriteBytes(arg2, Encoding.UTF8.GetBytes((P.Name + "\0").PadRight(16, '\0'))[..16]); return 0;
             default: return -Errno.EINVAL;

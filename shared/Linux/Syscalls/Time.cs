@@ -18,13 +18,10 @@ public sealed partial class Kernel
             if (a.A1 != 0) Mem.Write64(a.A1, (ulong)now);
             return now;
         });
-        r.Add(Nr.pause, (t, a) =>
-        {
-            if (t.Process.Pending == 0) Host(t.Cpu, a.Nr, () => { while (!HostEventsPending && !Exited) Thread.Sleep(1); return HostResult.Of(-Errno.EINTR); });
-            return -Errno.EINTR;
-        });
-        r.Add(Nr.nanosleep, (t, a) => Sleep(t.Cpu, a.Nr, a.A1, a.A2, () => 0));
-        r.Add(Nr.clock_nanosleep, (t, a) => Sleep(t.Cpu, a.Nr, a.A3, a.A4, () => a.A1));
+        // pause: a host wait that only a signal ends (it counts as a way the idle machine may be woken)
+        r.Add(Nr.pause, (t, a) => Host(t.Cpu, a.Nr, () => BlockOnHost(t, new HostWaitSpec([], HostWaitSpec.Never))).Value);
+        r.Add(Nr.nanosleep, (t, a) => Sleep(t, a.Nr, Clocks.MONOTONIC, 0, a.A1, a.A2));
+        r.Add(Nr.clock_nanosleep, (t, a) => Sleep(t, a.Nr, (int)a.A1, (int)a.A2, a.A3, a.A4));
         r.Add(Nr.getrandom, (t, a) =>
         {
             ulong len = Math.Min(a.A2, 1 << 25);
@@ -37,18 +34,36 @@ public sealed partial class Kernel
         });
     }
 
-    long Sleep(CpuT cpu, int nr, ulong req, ulong rem, Func<ulong> clock)
+    /// <summary>
+    /// nanosleep and clock_nanosleep (relative, or TIMER_ABSTIME: a point on the given clock). Only the calling
+    /// thread waits: the first attempt fixes the deadline on the host's monotonic clock and parks the thread; the
+    /// logged wake-up at the deadline runs the call again, which returns 0. A signal whose handler runs ends it
+    /// with EINTR and, for a relative sleep, the time left in `rem` (written at each attempt that parks).
+    /// </summary>
+    long Sleep(GuestThread t, int nr, int clock, int flags, ulong req, ulong rem)
     {
+        if (clock is not (Clocks.REALTIME or Clocks.MONOTONIC or Clocks.BOOTTIME or Clocks.TAI)) return -Errno.EINVAL;
         var ts = Mem.ReadBytes(req, 16);
         long sec = BinaryPrimitives.ReadInt64LittleEndian(ts), nsec = BinaryPrimitives.ReadInt64LittleEndian(ts.AsSpan(8));
         if (sec < 0 || nsec < 0 || nsec >= 1_000_000_000) return -Errno.EINVAL;
-        return Host(cpu, nr, () =>
+        long ns = sec > long.MaxValue / 2_000_000_000 ? long.MaxValue / 2 : sec * 1_000_000_000 + nsec;
+        bool absolute = (flags & Clocks.TIMER_ABSTIME) != 0;
+        if (rem != 0 && !absolute) CheckWritable(rem, 16);
+        return Host(t.Cpu, nr, () =>
         {
-            unsafe
+            long now = HostClock.NowNs();
+            t.HostDeadline ??= absolute ? now + (ns - HostClock.Now(clock)) : now + ns;
+            long left = t.HostDeadline.Value - now;
+            if (left <= 0) return HostResult.Of(0);
+            var res = BlockOnHost(t, new HostWaitSpec([], t.HostDeadline.Value));
+            if (rem != 0 && !absolute)
             {
-                fixed (byte* p = ts)
-                    return HostResult.Of(nr == Nr.nanosleep ? HostSys.Call(Nr.nanosleep, (long)p, 0) : HostSys.Call(Nr.clock_nanosleep, (long)clock(), 0, (long)p, 0));
+                var r = new byte[16];
+                BinaryPrimitives.WriteInt64LittleEndian(r, left / 1_000_000_000);
+                BinaryPrimitives.WriteInt64LittleEndian(r.AsSpan(8), left % 1_000_000_000);
+                res.Write(rem, r);
             }
+            return res;
         }).Value;
     }
 

@@ -72,6 +72,9 @@ public sealed partial class Kernel
 
     static byte[] EncodeItimer(HostTimerBase t) => EncodeTimer(t, ticksToUnit: 0.1);
 
+    /// <summary>An interval or POSIX timer may still post a signal.</summary>
+    bool TimersArmed => _itimers.Any(t => t.Timer != null) || _posixTimers.Values.Any(t => t.Timer != null);
+
     void StopTimers()
     {
         foreach (var t in _itimers) { t.Timer?.Dispose(); t.Timer = null; }

@@ -1,0 +1,157 @@
+using System.Buffers.Binary;
+
+namespace ReVirt.Linux;
+
+/// <summary>What a guest thread parked in a host call waits for: host descriptors becoming ready for some events,
+/// and/or a point of the host's monotonic clock (<see cref="HostClock"/>), whichever comes first.</summary>
+public sealed record HostWaitSpec((int Fd, short Events)[] Fds, long DeadlineNs)
+{
+    public const long Never = long.MaxValue;
+}
+
+/// <summary>The host's CLOCK_MONOTONIC in nanoseconds (only read inside host operations).</summary>
+public static class HostClock
+{
+    const int Monotonic = 1;
+
+    public static unsafe long NowNs() => Now(Monotonic);
+
+    /// <summary>A clock's current value in nanoseconds (clock_gettime).</summary>
+    public static unsafe long Now(int clock)
+    {
+        long* ts = stackalloc long[2];
+        HostSys.Call(Nr.clock_gettime, clock, (long)ts);
+        return ts[0] * 1_000_000_000 + ts[1];
+    }
+}
+
+/// <summary>
+/// The host side of blocking calls: one host thread that waits (ppoll) on every host descriptor and deadline that
+/// parked guest threads wait for, and posts a wake-up for a thread (its id and the number of its wait) when its
+/// wait is over. The wake-up is an asynchronous event like a signal from outside: the boundary places it at an
+/// exact instruction and logs it, so a replay wakes the thread at the same point without a host wait.
+/// Registrations are made only inside host operations (a replay makes none); everything else is the kernel's.
+/// </summary>
+public sealed class HostWaiter : IDisposable
+{
+    sealed record Registration(int Tid, uint Seq, HostWaitSpec Spec);
+
+    readonly Action<int, uint> _wake;
+    readonly object _lock = new();
+    readonly Dictionary<int, Registration> _regs = new();
+    int _eventFd = -1;
+    Thread? _thread;
+    volatile bool _stopping;
+
+    /// <param name="wake">Called on the waiter's thread when a registration's wait is over.</param>
+    public HostWaiter(Action<int, uint> wake) => _wake = wake;
+
+    /// <summary>Some thread waits on the host.</summary>
+    public bool Any { get { lock (_lock) return _regs.Count > 0; } }
+
+    /// <summary>Registers (or replaces) the wait of a thread; its end posts (tid, seq).</summary>
+    public void Add(int tid, uint seq, HostWaitSpec spec)
+    {
+        lock (_lock)
+        {
+            _regs[tid] = new Registration(tid, seq, spec);
+            EnsureThread();
+        }
+        Kick();
+    }
+
+    /// <summary>The thread no longer waits (woken by something else, or dead).</summary>
+    public void Cancel(int tid)
+    {
+        bool had;
+        lock (_lock) had = _regs.Remove(tid);
+        if (had) Kick();
+    }
+
+    void EnsureThread()
+    {
+        if (_thread != null) return;
+        _eventFd = (int)HostSys.Call(Nr.eventfd2, 0, O.CLOEXEC | O.NONBLOCK);
+        _thread = new Thread(Loop) { IsBackground = true, Name = "revirt host waits" };
+        _thread.Start();
+    }
+
+    unsafe void Kick()
+    {
+        if (_eventFd < 0) return;
+        long one = 1;
+        HostSys.Call(Nr.write, _eventFd, (long)&one, 8);
+    }
+
+    unsafe void Loop()
+    {
+        var pfd = new byte[8];
+        long* ts = stackalloc long[2];
+        while (!_stopping)
+        {
+            Registration[] regs;
+            lock (_lock) regs = _regs.Values.ToArray();
+            int n = 1 + regs.Sum(r => r.Spec.Fds.Length);
+            if (pfd.Length < n * 8) pfd = new byte[n * 8];
+            Array.Clear(pfd);
+            BinaryPrimitives.WriteInt32LittleEndian(pfd, _eventFd);
+            BinaryPrimitives.WriteInt16LittleEndian(pfd.AsSpan(4), Poll.IN);
+            int k = 1;
+            long deadline = HostWaitSpec.Never;
+            foreach (var r in regs)
+            {
+                deadline = Math.Min(deadline, r.Spec.DeadlineNs);
+                foreach (var (fd, ev) in r.Spec.Fds)
+                {
+                    BinaryPrimitives.WriteInt32LittleEndian(pfd.AsSpan(k * 8), fd);
+                    BinaryPrimitives.WriteInt16LittleEndian(pfd.AsSpan(k * 8 + 4), ev);
+                    k++;
+                }
+            }
+            long tsp = 0;
+            if (deadline != HostWaitSpec.Never)
+            {
+                long left = Math.Max(0, deadline - HostClock.NowNs());
+                ts[0] = left / 1_000_000_000; ts[1] = left % 1_000_000_000;
+                tsp = (long)ts;
+            }
+            long got;
+            fixed (byte* p = pfd) got = HostSys.Call(Nr.ppoll, (long)p, n, tsp, 0, 8);
+            if (_stopping) break;
+            if (got < 0 && got != -Errno.EINTR) { Thread.Sleep(1); continue; }
+            if ((BinaryPrimitives.ReadInt16LittleEndian(pfd.AsSpan(6)) & Poll.IN) != 0)
+            {
+                long v;
+                HostSys.Call(Nr.read, _eventFd, (long)&v, 8);
+            }
+            long now = HostClock.NowNs();
+            k = 1;
+            var done = new List<Registration>();
+            foreach (var r in regs)
+            {
+                bool ready = now >= r.Spec.DeadlineNs;
+                foreach (var _ in r.Spec.Fds)
+                {
+                    if (BinaryPrimitives.ReadInt16LittleEndian(pfd.AsSpan(k * 8 + 6)) != 0) ready = true;
+                    k++;
+                }
+                if (ready) done.Add(r);
+            }
+            foreach (var r in done)
+            {
+                bool current;
+                lock (_lock) current = _regs.TryGetValue(r.Tid, out var cur) && cur == r && _regs.Remove(r.Tid);
+                if (current) _wake(r.Tid, r.Seq);
+            }
+        }
+    }
+
+    public void Dispose()
+    {
+        _stopping = true;
+        Kick();
+        _thread?.Join(TimeSpan.FromSeconds(2));
+        if (_eventFd >= 0) HostSys.Call(Nr.close, _eventFd);
+        _eventFd = -1;
+    }
+}
