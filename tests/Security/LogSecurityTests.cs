@@ -17,16 +17,20 @@ public class LogSecurityTests
     static readonly Dictionary<string, byte[]> Recordings = new();
 
     /// <summary>A recording made by `primary record` (once per guest and test run).</summary>
-    internal static byte[] Recorded(string guest, params string[] args)
+    internal static byte[] Recorded(string guest, params string[] args) => Recorded(guest, null, args);
+
+    /// <summary>A recording with periodic checkpoints every <paramref name="interval"/> instructions (null: the default).</summary>
+    internal static byte[] Recorded(string guest, string? interval, params string[] args)
     {
-        string key = guest + " " + string.Join(' ', args);
+        string key = guest + " " + interval + " " + string.Join(' ', args);
         lock (Recordings)
         {
             if (Recordings.TryGetValue(key, out var b)) return b;
             string log = Path.Combine(Path.GetTempPath(), $"revirt-sec-{Guid.NewGuid():N}.rvlog");
             try
             {
-                var r = GuestEnv.Dotnet(GuestEnv.PrimaryDll, new[] { "record", "--log", log, "--", GuestEnv.Guest(guest, "musl") }.Concat(args).ToArray());
+                string[] every = interval == null ? [] : ["--checkpoint-interval", interval];
+                var r = GuestEnv.Dotnet(GuestEnv.PrimaryDll, new[] { "record", "--log", log }.Concat(every).Concat(["--", GuestEnv.Guest(guest, "musl")]).Concat(args).ToArray());
                 Assert.True(r.ExitCode == 0, r.Stderr);
                 return Recordings[key] = File.ReadAllBytes(log);
             }
@@ -143,6 +147,37 @@ public class LogSecurityTests
             var r = Replay(removed.Build(reseal: true, freshEnd: false));
             Assert.True(r.Kind is ReplayVerdictKind.Refused or ReplayVerdictKind.Diverged, $"record #{i + 1} removed: {r.Kind}: {r.Message}");
         }
+    }
+
+    /// <summary>
+    /// A record removed and the log sealed again with a fresh End record (what a forger writes): never faithful.
+    /// Inputs, signals, preemptions, outputs and the exit are missed by the guest; a periodic checkpoint is missed
+    /// because the replay knows where the recorder takes them (its first stop at or after each interval, from the
+    /// header) and stops there to see it. Every record of a short recording with several periodic checkpoints, and
+    /// each periodic checkpoint of a longer one with signals.
+    /// </summary>
+    [Theory]
+    [InlineData("nondet_random", "5000", false)]
+    [InlineData("itimer", "2000000", true)]
+    public void ARecordRemovedWithAFreshEndRecordIsNeverFaithful(string guest, string interval, bool checkpointsOnly)
+    {
+        var img = LogImage.Parse(Recorded(guest, interval));
+        Assert.True(Replay(img.Build()).Kind == ReplayVerdictKind.Faithful, "the resealed untouched log");
+        int n = img.Frames.Count - 1, periodic = 0;
+        for (int i = 0; i < n; i++)
+        {
+            var kind = LogImage.KindOf(img.Frames[i]);
+            bool isPeriodic = kind == RecordKind.Checkpoint && LogImage.KindOf(img.Frames[i + 1]) != RecordKind.Exit;
+            if (isPeriodic) periodic++;
+            if (checkpointsOnly && !isPeriodic) continue;
+            var removed = new LogImage { Header = img.Header };
+            removed.Frames.AddRange(img.Frames.Take(n));
+            removed.Frames.RemoveAt(i);
+            var v = Replay(removed.Build());
+            Assert.True(v.Kind != ReplayVerdictKind.Faithful, $"record #{i + 1} ({kind}) removed, End record fresh: {v.Message}");
+            if (isPeriodic) Assert.True(v.Kind == ReplayVerdictKind.Diverged, $"periodic checkpoint #{i + 1} removed: {v.Kind}: {v.Message}");
+        }
+        Assert.True(periodic >= 3, $"only {periodic} periodic checkpoints: the interval does not exercise the rule");
     }
 
     static readonly RecordKind[] ForgeableKinds =
