@@ -180,6 +180,32 @@ public class LogSecurityTests
         Assert.True(periodic >= 3, $"only {periodic} periodic checkpoints: the interval does not exercise the rule");
     }
 
+    /// <summary>
+    /// A well-formed header (correct checksum and End record) that no recorder writes and no machine can start from:
+    /// no program, an empty or relative root, a NUL in a path, argument, variable or the start state. Refused with
+    /// the reason, never a host exception (found by `backup fuzz` through the handshake, which shares this check).
+    /// </summary>
+    [Fact]
+    public void AHeaderThatCannotBeRunIsRefused()
+    {
+        var img = LogImage.Parse(Recorded("nondet_random"));
+        var forgeries = new List<Action<LogHeader>>
+        {
+            h => h.RootDirectory = "", h => h.RootDirectory = "relative/root", h => h.RootDirectory = "/tmp\0x",
+            h => h.Argv = [], h => h.Argv = ["", .. h.Argv.Skip(1)], h => h.Argv = [.. h.Argv, "a\0b"],
+            h => h.Envp = [.. h.Envp, "X=\0"], h => h.StartState = "cwd=/\0"u8.ToArray(),
+        };
+        foreach (var forge in forgeries)
+        {
+            var h = LogHeader.Decode(img.Header, out _);
+            forge(h);
+            var forged = new LogImage { Header = h.Encode() };
+            forged.Frames.AddRange(img.Frames.Take(img.Frames.Count - 1));
+            var v = Replay(forged.Build());
+            Assert.True(v.Kind == ReplayVerdictKind.Refused, $"{v.Kind}: {v.Message}");
+        }
+    }
+
     static readonly RecordKind[] ForgeableKinds =
     [
         RecordKind.SyscallResult, RecordKind.Rdtsc, RecordKind.Rdrand, RecordKind.Signal, RecordKind.Preempt,

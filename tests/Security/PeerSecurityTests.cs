@@ -56,9 +56,13 @@ public class PeerSecurityTests
         finally { File.Delete(t); }
     }
 
-    static Hello HelloFor(string program, int padding = 0)
+    static Hello HelloFor(string program, int padding = 0) => HelloWith(new LogHeader
     {
-        var h = new LogHeader { RootDirectory = "/", Argv = [program], Envp = padding > 0 ? ["PAD=" + new string('x', padding)] : [], CpuModel = "x", StartState = "cwd=/"u8.ToArray() };
+        RootDirectory = "/", Argv = [program], Envp = padding > 0 ? ["PAD=" + new string('x', padding)] : [], CpuModel = "x", StartState = "cwd=/"u8.ToArray(),
+    });
+
+    static Hello HelloWith(LogHeader h)
+    {
         return new Hello
         {
             ProtocolVersion = ReplicationProtocol.Version,
@@ -69,7 +73,10 @@ public class PeerSecurityTests
     }
 
     /// <summary>A stranger's handshake: hello, then a proof made with a secret it guessed. Returns the backup's refusal.</summary>
-    static async Task<string> StrangerHandshake(string url, Hello hello)
+    static Task<string> StrangerHandshake(string url, Hello hello) => Handshake(url, hello, "a guessed secret, long enough"u8.ToArray());
+
+    /// <summary>A handshake proving `secret`; returns the backup's refusal reason, or the kind of its answer.</summary>
+    static async Task<string> Handshake(string url, Hello hello, byte[] secret)
     {
         using var ch = GrpcChannel.ForAddress(url, new GrpcChannelOptions { MaxSendMessageSize = null, MaxReceiveMessageSize = null });
         var client = new Protocol.Replication.ReplicationClient(ch);
@@ -80,7 +87,7 @@ public class PeerSecurityTests
             if (!await call.ResponseStream.MoveNext()) return "closed";
             var m = call.ResponseStream.Current;
             if (m.BodyCase == BackupMessage.BodyOneofCase.Refused) return m.Refused.Reason;
-            var proof = ReplicationProtocol.Proof("a guessed secret, long enough"u8.ToArray(), hello, m.Challenge.ServerNonce.ToByteArray());
+            var proof = ReplicationProtocol.Proof(secret, hello, m.Challenge.ServerNonce.ToByteArray());
             await call.RequestStream.WriteAsync(new PrimaryMessage { Auth = new Auth { Proof = ByteString.CopyFrom(proof) } });
             if (!await call.ResponseStream.MoveNext()) return "closed";
             return call.ResponseStream.Current.Refused?.Reason ?? call.ResponseStream.Current.BodyCase.ToString();
@@ -116,6 +123,35 @@ public class PeerSecurityTests
             Assert.False(b.HasExited);
             // the real primary is not locked out
             using var p = Replicas.Primary("--backup", url, "--token-file", tok, "--", GuestEnv.Guest("counter", "musl"), "5", "1000");
+            Assert.Equal(0, p.WaitForExit(Long));
+            Assert.Equal(0, b.WaitForExit(Long));
+        }
+        finally { File.Delete(tok); }
+    }
+
+    /// <summary>
+    /// Found by `backup fuzz`: a hello whose log header names no program, or a root that is empty, relative or holds
+    /// a NUL, made the backup's checks of an authenticated primary throw (Path.GetFullPath). Such headers are refused
+    /// with the reason, and the backup goes on waiting for its real primary.
+    /// </summary>
+    [Fact]
+    public async Task AnAuthenticatedHelloWhoseHeaderCannotBeRunIsRefusedWithTheReason()
+    {
+        string tok = Token();
+        var (b, url) = RawBackup("--token-file", tok, "--shared-storage");
+        using var _ = b;
+        try
+        {
+            var secret = ReplicationProtocol.ReadSecret(tok);
+            string counter = GuestEnv.Guest("counter", "musl");
+            LogHeader H(string root, string[] argv, string cwd = "/") => new() { RootDirectory = root, Argv = argv, Envp = [], CpuModel = "x", StartState = System.Text.Encoding.UTF8.GetBytes("cwd=" + cwd) };
+            foreach (var h in new[] { H("", [counter]), H("relative", [counter]), H("/tmp\0x", [counter]), H("/", []), H("/", [""]), H("/", [counter, "a\0b"]), H("/", [counter], "/\0") })
+            {
+                var reason = await Handshake(url, HelloWith(h), secret);
+                Assert.StartsWith("bad log header", reason);
+                Assert.False(b.HasExited);
+            }
+            using var p = Replicas.Primary("--backup", url, "--token-file", tok, "--", counter, "5", "1000");
             Assert.Equal(0, p.WaitForExit(Long));
             Assert.Equal(0, b.WaitForExit(Long));
         }
