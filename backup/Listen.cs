@@ -42,6 +42,10 @@ public sealed class ListenSettings
     public bool InsecureNoAuth { get; init; }
     /// <summary>The user chose storage shared with the primary (--shared-storage): a root identical to the primary's is not refused.</summary>
     public bool SharedStorage { get; init; }
+    /// <summary>A guest with a virtual network interface: this replica's TAP device for it once live (<c>--tap</c>), and
+    /// the network namespace to open it in (<c>--netns</c>; null: this process's).</summary>
+    public string Tap { get; init; } = VirtualNetOptions.DefaultTap;
+    public string? Netns { get; init; }
 }
 
 /// <summary>`backup listen`: serves the replication endpoint, follows one primary, takes over when it dies.</summary>
@@ -272,7 +276,7 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         try
         {
             using var reader = new LogReader(_pipe, leaveOpen: true);
-            var opts = Recording.OptionsFrom(header, s.Root);
+            var opts = Recording.OptionsFrom(header, s.Root, s.Tap, s.Netns);
             _boundary = new ReplayBoundary(reader, showOutput: false, new FollowOptions
             {
                 TakeOver = TakeOver,

@@ -20,11 +20,16 @@ root.Add(dump);
 var logOpt = new Option<FileInfo>("--log") { Description = "The event log to replay.", Required = true };
 var showOpt = new Option<bool>("--show-output") { Description = "Print the guest's stdout and stderr exactly as the recorded run produced them." };
 var rootOpt = new Option<string?>("--root") { Description = "Guest root directory (default: the one recorded in the log)." };
+var tierOpt = new Option<ReVirt.Cpu.ExecutionTier>("--tier")
+{
+    Description = "Which executor runs guest code: Default (interpret, compile hot blocks), Interpreter, or Compiled (every block). The results are the same in every tier.",
+    DefaultValueFactory = _ => ReVirt.Cpu.ExecutionTier.Default,
+};
 var replay = new Command("replay", "Re-execute a recording without touching the outside world, verifying every record against what the guest does: checkpoints, output bytes and digests, where each syscall wrote, the exit status and the log's End record. Exit status 0 when the replay matched a complete recording (faithful); 3 when it matched but the recording ended early (no End record: a crashed recorder or a cut log; the message names the last record); 1 and a message naming the first divergence; 2 when the log is refused (corrupt, forged or appended-to record, other format version, other program).")
 {
-    logOpt, showOpt, rootOpt,
+    logOpt, showOpt, rootOpt, tierOpt,
 };
-replay.SetAction(parse => Replay(parse.GetValue(logOpt)!, parse.GetValue(showOpt), parse.GetValue(rootOpt)));
+replay.SetAction(parse => Replay(parse.GetValue(logOpt)!, parse.GetValue(showOpt), parse.GetValue(rootOpt), parse.GetValue(tierOpt)));
 root.Add(replay);
 var listenOpt = new Option<string>("--listen") { Description = "Where to serve the replication endpoint (HTTP/2), e.g. http://127.0.0.1:7000 (port 0: any free port, printed on stderr).", DefaultValueFactory = _ => "http://127.0.0.1:7000" };
 var lrootOpt = new Option<string?>("--root") { Description = "This replica's own copy of the guest root (default: the primary's recorded root). Checked against the primary's at the handshake." };
@@ -42,9 +47,11 @@ var eventsOpt = new Option<string?>("--events") { Description = "Report what hap
 var plantOpt = new Option<string?>("--plant") { Description = "Drills only: plant a violation the drill's checkers must report (ack-early:MS acknowledges each batch MS ms before holding it).", Hidden = true };
 plantOpt.Validators.Add(r => { if (r.GetValueOrDefault<string?>() is { } v && AckEarlyMs(v) <= 0) r.AddError($"--plant {v}: expected ack-early:MS with MS > 0"); });
 var ackDelayOpt = new Option<int>("--ack-delay-ms") { Description = "Testing: delay every acknowledgement by this many milliseconds.", Hidden = true };
+var tapOpt = new Option<string>("--tap") { Description = "For a guest with a virtual network interface (primary --net virtual): the TAP device this replica brings the interface up on when it takes over (same MAC and IP, announced with a gratuitous ARP).", DefaultValueFactory = _ => VirtualNetOptions.DefaultTap };
+var netnsOpt = new Option<string?>("--netns") { Description = "Open the --tap device in this network namespace (a name of `ip netns`, or a path)." };
 var listen = new Command("listen", "Serve the replication endpoint, follow one primary (`primary protect`), replay its log in lockstep and acknowledge each batch as soon as it holds it; when the primary is lost, drain, win the arbiter and go live. Exit status: the guest's; 3 when standing down; 1 on divergence.")
 {
-    listenOpt, lrootOpt, tokenOpt, insecureOpt, sharedOpt, certOpt, keyOpt, caOpt, arbiterOpt, timeoutOpt, copyOpt, eventsOpt, plantOpt, ackDelayOpt,
+    listenOpt, lrootOpt, tokenOpt, insecureOpt, sharedOpt, certOpt, keyOpt, caOpt, arbiterOpt, timeoutOpt, copyOpt, eventsOpt, plantOpt, ackDelayOpt, tapOpt, netnsOpt,
 };
 listen.SetAction(parse =>
 {
@@ -65,6 +72,8 @@ listen.SetAction(parse =>
         Events = events,
         PlantAckEarlyMs = parse.GetValue(plantOpt) is { } plant ? AckEarlyMs(plant) : 0,
         Tls = tls,
+        Tap = parse.GetValue(tapOpt)!,
+        Netns = parse.GetValue(netnsOpt),
     });
 });
 root.Add(listen);
@@ -80,7 +89,7 @@ fuzz.SetAction(parse => ReVirt.Backup.LogFuzzer.Run(TimeSpan.FromMinutes(parse.G
 root.Add(fuzz);
 return root.Parse(args).Invoke();
 
-static int Replay(FileInfo log, bool show, string? rootOverride)
+static int Replay(FileInfo log, bool show, string? rootOverride, ReVirt.Cpu.ExecutionTier tier)
 {
     if (!log.Exists) { Console.Error.WriteLine($"backup: {log.FullName}: no such file"); return (int)ReplayVerdictKind.Refused; }
     LogReader reader;
@@ -97,7 +106,7 @@ static int Replay(FileInfo log, bool show, string? rootOverride)
                 progress = new Timer(_ =>
                     Console.Error.Write($"\rbackup: replaying: instruction {m.Kernel.Current?.Cpu.InstructionCount ?? 0:N0}, record #{boundary.RecordsConsumed:N0}, {boundary.CheckpointsVerified} checkpoints verified   "),
                     null, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(1));
-        });
+        }, tier);
         if (progress != null) { progress.Dispose(); Console.Error.WriteLine(); }
         Console.Out.Flush();
         string prefix = v.Kind == ReplayVerdictKind.Refused ? "refused: " : "";

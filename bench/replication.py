@@ -56,7 +56,7 @@ class Proc:
 
 
 def backup(*extra):
-    b = Proc([BACKUP, 'listen', '--listen', 'http://127.0.0.1:0'] + list(extra))
+    b = Proc([BACKUP, 'listen', '--listen', 'http://127.0.0.1:0', '--insecure-no-auth', '--shared-storage'] + list(extra))  # loopback, one root
     _, m = b.wait_for(r'listening on (http://127\.0\.0\.1:\d+)')
     return b, m.group(1)
 

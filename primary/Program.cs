@@ -29,20 +29,36 @@ var intervalOpt = new Option<ulong>("--checkpoint-interval")
     Description = "Write a checkpoint (a digest of registers and memory, verified by replay) every N guest instructions; 0 disables periodic checkpoints.",
     DefaultValueFactory = _ => Recording.DefaultCheckpointInterval,
 };
+var netOpt = new Option<string>("--net")
+{
+    Description = "The guest's network. host (default): its sockets are this host's sockets, with the host's addresses. virtual: its AF_INET sockets are served by a TCP/IP stack inside the VM on a virtual interface (--ip, --mac) whose wire is a TAP device (--tap); the connections are part of the replicated machine, so with `protect` they survive a failover.",
+    DefaultValueFactory = _ => "host",
+};
+netOpt.AcceptOnlyFromAmong("host", "virtual");
+var ipOpt = new Option<string?>("--ip") { Description = "--net virtual: the interface's IPv4 address and prefix length, e.g. 10.0.0.2/24." };
+var macOpt = new Option<string?>("--mac") { Description = "--net virtual: the interface's MAC address (default: 02:52:56 followed by the address's last three bytes)." };
+var tapOpt = new Option<string>("--tap") { Description = "--net virtual: the TAP device that is the interface's wire (create it with `ip tuntap add NAME mode tap` and give the host side an address on the same network).", DefaultValueFactory = _ => VirtualNetOptions.DefaultTap };
+var netnsOpt = new Option<string?>("--netns") { Description = "--net virtual: open the TAP device in this network namespace (a name of `ip netns`, or a path) instead of this process's." };
 var statsOpt = new Option<bool>("--stats")
 {
     Description = "Print instruction counts and timing to stderr when the guest ends.",
 };
 
+var tierOpt = new Option<ReVirt.Cpu.ExecutionTier>("--tier")
+{
+    Description = "Which executor runs guest code: Default (interpret, compile hot blocks), Interpreter, or Compiled (every block). The results are the same in every tier.",
+    DefaultValueFactory = _ => ReVirt.Cpu.ExecutionTier.Default,
+};
+
 var run = new Command("run", "Run an x86-64 Linux program (and the processes it starts) in the ReVirt virtual machine. The guest's stdin, stdout and stderr are this process's; the exit status is the guest's (128+signal when a signal ended it).")
 {
-    rootOpt, cwdOpt, statsOpt, program,
+    rootOpt, cwdOpt, netOpt, ipOpt, macOpt, tapOpt, netnsOpt, statsOpt, tierOpt, program,
 };
 run.SetAction(parse => Guest(parse, null));
 
 var recordCmd = new Command("record", "Run like `run` and record every nondeterministic input to an event log that `backup replay --log FILE` re-executes instruction for instruction.")
 {
-    logOpt, intervalOpt, rootOpt, cwdOpt, statsOpt, program,
+    logOpt, intervalOpt, rootOpt, cwdOpt, netOpt, ipOpt, macOpt, tapOpt, netnsOpt, statsOpt, tierOpt, program,
 };
 recordCmd.SetAction(parse => Guest(parse, parse.GetValue(logOpt)));
 
@@ -63,7 +79,7 @@ plantOpt.AcceptOnlyFromAmong("gate-early", "ignore-arbiter");
 var protoOpt = new Option<uint>("--protocol-version") { Description = "Testing: announce another protocol version.", Hidden = true, DefaultValueFactory = _ => ReVirt.Replication.ReplicationProtocol.Version };
 var protect = new Command("protect", "Run like `record`, streaming the event log to a backup (`backup listen`) that replays it in lockstep and takes over if this primary dies. Output leaves the VM only once the backup holds the log up to the point where it was produced.")
 {
-    backupOpt, tokenOpt, certOpt, keyOpt, caOpt, arbiterOpt, hbOpt, timeoutOpt, lagRecOpt, lagBytesOpt, eventsOpt, plantOpt, protoOpt, intervalOpt, rootOpt, cwdOpt, statsOpt, program,
+    backupOpt, tokenOpt, certOpt, keyOpt, caOpt, arbiterOpt, hbOpt, timeoutOpt, lagRecOpt, lagBytesOpt, eventsOpt, plantOpt, protoOpt, intervalOpt, rootOpt, cwdOpt, netOpt, ipOpt, macOpt, tapOpt, netnsOpt, statsOpt, tierOpt, program,
 };
 protect.SetAction(parse =>
 {
@@ -91,7 +107,8 @@ protect.SetAction(parse =>
             _ => ReVirt.Primary.PrimaryPlant.None,
         },
     };
-    return ReVirt.Primary.ProtectHost.Run(settings, MakeOptions(parse), parse.GetValue(intervalOpt), parse.GetValue(statsOpt));
+    if (MakeOptions(parse) is not { } machine) return 2;
+    return ReVirt.Primary.ProtectHost.Run(settings, machine, parse.GetValue(intervalOpt), parse.GetValue(statsOpt));
 });
 
 var rootCmd = new RootCommand("ReVirt primary: runs and records guest programs in a deterministic x86-64 virtual machine.")
@@ -110,14 +127,14 @@ int Guest(ParseResult parse, FileInfo? log)
         Console.Error.WriteLine($"primary: --root {root}: no such directory");
         return 2;
     }
-    var opts = MakeOptions(parse);
+    if (MakeOptions(parse) is not { } opts) return 2;
     var sw = System.Diagnostics.Stopwatch.StartNew();
     int status;
     ulong icount = 0;
     if (log == null)
     {
         using var m = new Machine(opts);
-        status = LoadAndRun(m, opts, null, out icount);
+        status = LoadAndRun(m, opts, null, out icount, parse.GetValue(statsOpt));
     }
     else
     {
@@ -128,7 +145,7 @@ int Guest(ParseResult parse, FileInfo? log)
         using var writer = LogWriter.Create(log.FullName, header);
         var boundary = new RecordingBoundary(writer, header.CheckpointInterval);
         using var m = new Machine(opts, boundary);
-        status = LoadAndRun(m, opts, program, out icount); // the very bytes the header's hash is of
+        status = LoadAndRun(m, opts, program, out icount, parse.GetValue(statsOpt)); // the very bytes the header's hash is of
         writer.Flush();
         if (parse.GetValue(statsOpt))
             Console.Error.WriteLine($"primary: log {log.FullName}: {boundary.Records} records, {boundary.LogBytes} bytes");
@@ -142,8 +159,25 @@ int Guest(ParseResult parse, FileInfo? log)
     return status;
 }
 
-MachineOptions MakeOptions(ParseResult parse)
+/// <summary>The machine's options from the command line; null (after saying why) when the network options are wrong.</summary>
+MachineOptions? MakeOptions(ParseResult parse)
 {
+    VirtualNetOptions? net = null;
+    if (parse.GetValue(netOpt) == "virtual")
+    {
+        if (parse.GetValue(ipOpt) is not { } ip) { Console.Error.WriteLine("primary: --net virtual needs --ip A.B.C.D/N"); return null; }
+        net = VirtualNetOptions.Parse(ip, parse.GetValue(macOpt), parse.GetValue(tapOpt)!, out var err);
+        if (net == null) { Console.Error.WriteLine($"primary: {err}"); return null; }
+        net = net with { Namespace = parse.GetValue(netnsOpt) };
+        // the wire must exist before the guest runs: a clear error now rather than a failed socket call later
+        try { TapDevice.Open(net.TapName, net.Namespace).Dispose(); }
+        catch (Exception e) when (e is IOException or ArgumentException) { Console.Error.WriteLine($"primary: --tap {net.TapName}: {e.Message}"); return null; }
+    }
+    else if (parse.GetValue(ipOpt) != null || parse.GetValue(macOpt) != null)
+    {
+        Console.Error.WriteLine("primary: --ip and --mac need --net virtual");
+        return null;
+    }
     string root = parse.GetValue(rootOpt)!;
     string[] argv = parse.GetValue(program)!;
     string full = Path.GetFullPath(root);
@@ -154,6 +188,8 @@ MachineOptions MakeOptions(ParseResult parse)
         Program = argv[0],
         Args = argv[1..],
         Cwd = parse.GetValue(cwdOpt) ?? (full == "/" ? Environment.CurrentDirectory : "/"),
+        Net = net,
+        Tier = parse.GetValue(tierOpt),
     };
 }
 
@@ -179,7 +215,7 @@ static string[] BuiltInDemo(string root)
     return new[] { guest, "5" };
 }
 
-static int LoadAndRun(Machine m, MachineOptions opts, StartProgram? program, out ulong icount)
+static int LoadAndRun(Machine m, MachineOptions opts, StartProgram? program, out ulong icount, bool stats)
 {
     icount = 0;
     try { m.Load(program); }
@@ -190,5 +226,11 @@ static int LoadAndRun(Machine m, MachineOptions opts, StartProgram? program, out
     }
     int status = m.Run();
     icount = m.InstructionCount;
+    if (stats)
+    {
+        var code = m.Kernel.Init.Code;
+        Console.Error.WriteLine($"primary: tier {opts.Tier}: {code.BlocksCompiled} blocks compiled in {code.CompileTicks * 1000.0 / System.Diagnostics.Stopwatch.Frequency:F0} ms, "
+            + $"{code.CompiledInstructions} of {icount} instructions run compiled ({100.0 * code.CompiledInstructions / Math.Max(1UL, icount):F1} %)");
+    }
     return status;
 }

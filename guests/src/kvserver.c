@@ -1,6 +1,6 @@
 // kvserver: single-threaded TCP key-value server built on poll().
-// Usage: kvserver PORT    (listens on 127.0.0.1:PORT; PORT 0 = any free port)
-// On startup writes "kvserver: listening on 127.0.0.1:N" to stderr.
+// Usage: kvserver PORT [ADDR]   (listens on ADDR:PORT, default 127.0.0.1; PORT 0 = any free port)
+// On startup writes "kvserver: listening on ADDR:N" to stderr.
 // Protocol: one command per line ("\n", a trailing "\r" is ignored):
 //   SET key value  -> OK          (value = rest of the line, may contain spaces)
 //   GET key        -> VALUE value | NOTFOUND
@@ -261,7 +261,7 @@ static int conn_write(struct conn *c)
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: %s PORT\n", argv[0]);
+        fprintf(stderr, "usage: %s PORT [ADDR]\n", argv[0]);
         return 2;
     }
     int port = atoi(argv[1]);
@@ -276,12 +276,18 @@ int main(int argc, char **argv)
     addr.sin_family = AF_INET;
     addr.sin_port = htons((uint16_t)port);
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (argc > 2 && inet_pton(AF_INET, argv[2], &addr.sin_addr) != 1) {
+        fprintf(stderr, "kvserver: bad address %s\n", argv[2]);
+        return 2;
+    }
     if (bind(lfd, (struct sockaddr *)&addr, sizeof addr) != 0) { perror("bind"); return 1; }
     if (listen(lfd, 128) != 0) { perror("listen"); return 1; }
     socklen_t alen = sizeof addr;
     getsockname(lfd, (struct sockaddr *)&addr, &alen);
     fcntl(lfd, F_SETFL, fcntl(lfd, F_GETFL) | O_NONBLOCK);
-    fprintf(stderr, "kvserver: listening on 127.0.0.1:%d\n", ntohs(addr.sin_port));
+    char shown[INET_ADDRSTRLEN];
+    inet_ntop(AF_INET, &addr.sin_addr, shown, sizeof shown);
+    fprintf(stderr, "kvserver: listening on %s:%d\n", shown, ntohs(addr.sin_port));
 
     struct pollfd pfds[MAX_CLIENTS + 1];
     for (;;) {

@@ -15,6 +15,12 @@ public sealed unsafe class Block
     /// <summary>1 when the last instruction is a control transfer (counted in BranchCount), else 0.</summary>
     public ulong EndsInBranch;
     public bool Valid = true;
+    /// <summary>The block's bytes as decoded (the key of its compiled code, see <see cref="BlockCompiler"/>).</summary>
+    public byte[] Bytes = Array.Empty<byte>();
+    /// <summary>Times the interpreter ran the whole block (counts toward compilation in the default tier).</summary>
+    public int Hits;
+    /// <summary>The compiled form of all <see cref="Count"/> instructions, once compiled; null before.</summary>
+    public CompiledBlock? Compiled;
 }
 
 /// <summary>
@@ -25,6 +31,9 @@ public sealed unsafe class Block
 public sealed unsafe class CodeCache
 {
     public const int MaxBlockInstructions = 64;
+    /// <summary>Whole-block executions before the default tier compiles a block: enough that start-up code which
+    /// runs a few times is never compiled (a compilation costs as much as thousands of interpreted blocks).</summary>
+    public const int DefaultCompileThreshold = 256;
     const int FastBits = 14;
     readonly Block?[] _fast = new Block?[1 << FastBits];
     readonly Dictionary<ulong, Block> _blocks = new();
@@ -43,8 +52,20 @@ public sealed unsafe class CodeCache
     public long Decoded;      // instructions decoded (statistics)
     public long Invalidations;
 
-    public CodeCache(GuestMemory mem)
+    /// <summary>Which tier runs blocks (<see cref="ExecutionTier"/>); results are the same in every tier.</summary>
+    public ExecutionTier Tier { get; }
+
+    /// <summary>Executions of a whole block after which the default tier compiles it; 0 never compiles.</summary>
+    public readonly int CompileThreshold;
+
+    // statistics of the compiled tier
+    public long BlocksCompiled, CompileTicks, CompiledInstructions;
+
+    public CodeCache(GuestMemory mem, ExecutionTier tier = ExecutionTier.Default)
     {
+        Tier = tier;
+        CompileThreshold = tier switch { ExecutionTier.Interpreter => 0, ExecutionTier.Compiled => 1, _ => DefaultCompileThreshold };
+
         _mem = mem;
         _mem.CodeWritten = OnCodeWritten;
         _faultBlock = new Block();
@@ -111,7 +132,18 @@ public sealed unsafe class CodeCache
         b.Handlers = new delegate*<Cpu, ref Instruction, void>[b.Count];
         for (int i = 0; i < b.Count; i++) b.Handlers[i] = (delegate*<Cpu, ref Instruction, void>)handlers[i];
         b.End = end;
+        b.Bytes = _fetch.AsSpan(0, (int)(end - rip)).ToArray();
         return b;
+    }
+
+    /// <summary>Compiles b (its compiled code then runs it whenever all of it is to be executed).</summary>
+    public CompiledBlock Compile(Block b)
+    {
+        long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
+        var f = b.Compiled = BlockCompiler.Compile(b);
+        CompileTicks += System.Diagnostics.Stopwatch.GetTimestamp() - t0;
+        BlocksCompiled++;
+        return f;
     }
 
     bool OnCodeWritten(ulong pn)

@@ -279,7 +279,7 @@ public sealed unsafe partial class Cpu
     // of Rflags materialises them with the same formulas, and a condition test derives just the flags it needs.
     // The record is a pure function of the instruction's inputs, so which reader comes when changes nothing.
 
-    const int LazyNone = 0, LazyAdd = 1, LazySub = 2, LazyLogic = 3, LazyKeepCf = 4;
+    internal const int LazyNone = 0, LazyAdd = 1, LazySub = 2, LazyLogic = 3, LazyKeepCf = 4;
     int _lazy, _lazySize;
     ulong _lazyA, _lazyB, _lazyR;
 
@@ -344,6 +344,11 @@ public sealed unsafe partial class Cpu
         if (_lazy != LazyNone) MaterializeFlags(); // the CF to keep
         Record((dec ? LazySub : LazyAdd) | LazyKeepCf, a, 1, r, size);
     }
+
+    /// <summary>Replaces all six arithmetic flags at once: a pending record is dropped without being derived, as
+    /// none of its flags would survive.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void SetArithFlags(ulong f) { _lazy = LazyNone; _flags = (_flags & ~ArithFlags) | (f & ArithFlags); }
 
     public bool Flag(ulong f) => (Rflags & f) != 0;
 

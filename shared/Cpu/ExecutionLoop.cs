@@ -10,6 +10,8 @@ namespace ReVirt.Cpu;
 /// a fault raised by instruction k of a block to the guest's state (k instructions retired, rip at instruction k, or
 /// after it for a trap; the signal in <see cref="Cpu.PendingFault"/>). A <see cref="BlockExecutor"/> only runs the
 /// first n instructions of a block and reports, through <see cref="Cpu.BlockIndex"/>, which one was executing.
+/// A block the code cache compiled (<see cref="Block.Compiled"/>) runs compiled whenever all of it is to run;
+/// the compiled code keeps the same contract, so which tier ran a block never shows in the results.
 /// </summary>
 public sealed class ExecutionLoop
 {
@@ -39,9 +41,24 @@ public sealed class ExecutionLoop
             if ((ulong)n > left) n = (int)left; // stop inside this block: the tail is not executed
             try
             {
-                exec.Execute(c, b, n);
-                c.InstructionCount += (ulong)n;
-                if (n == b.Count) c.BranchCount += b.EndsInBranch;
+                if (n == b.Count)
+                {
+                    CompiledBlock? f = b.Compiled;
+                    if (f == null && ++b.Hits == code.CompileThreshold) f = code.Compile(b);
+                    if (f != null)
+                    {
+                        f(c);
+                        code.CompiledInstructions += n;
+                    }
+                    else exec.Execute(c, b, n);
+                    c.InstructionCount += (ulong)n;
+                    c.BranchCount += b.EndsInBranch;
+                }
+                else
+                {
+                    exec.Execute(c, b, n); // a stop inside the block: only the interpreter runs a prefix
+                    c.InstructionCount += (ulong)n;
+                }
             }
             catch (Exception e) when (e is GuestFaultException or GuestSignalException or CodeInvalidatedException || Cpu.IsDefect(e))
             {
@@ -66,7 +83,9 @@ public sealed class ExecutionLoop
             case GuestFaultException f:
                 c.InstructionCount += (ulong)k;
                 c.Rip = ins.IP;
-                c.PendingFault = new GuestSignalException(Signals.SIGSEGV, f.Message, f.Mapped ? Signals.SEGV_ACCERR : Signals.SEGV_MAPERR, f.Address);
+                c.PendingFault = f.BeyondEndOfFile
+                    ? new GuestSignalException(Signals.SIGBUS, f.Message, Signals.BUS_ADRERR, f.Address)
+                    : new GuestSignalException(Signals.SIGSEGV, f.Message, f.Mapped ? Signals.SEGV_ACCERR : Signals.SEGV_MAPERR, f.Address);
                 return false;
             case GuestSignalException s:
                 c.InstructionCount += (ulong)k + (s.Trap ? 1UL : 0);
@@ -114,8 +133,9 @@ public sealed unsafe class Interpreter : BlockExecutor
 /// <summary>Signal numbers and si_code values the CPU raises (Linux x86-64 values).</summary>
 public static class Signals
 {
-    public const int SIGILL = 4, SIGTRAP = 5, SIGFPE = 8, SIGSEGV = 11;
+    public const int SIGILL = 4, SIGTRAP = 5, SIGBUS = 7, SIGFPE = 8, SIGSEGV = 11;
     public const int SEGV_MAPERR = 1, SEGV_ACCERR = 2;
+    public const int BUS_ADRERR = 2;
     public const int ILL_ILLOPN = 2;
     public const int TRAP_BRKPT = 1;
     /// <summary>si_code of a signal the kernel raises for a CPU exception without a more precise cause.</summary>

@@ -88,7 +88,7 @@ public static unsafe partial class Isa
     /// set, as the reference hardware does.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static void SetShiftFlags(Cpu c, ulong r, int s, ulong cf, ulong of)
-        => c.Rflags = (c.Rflags & ~Cpu.ArithFlags) | Cpu.ZSP(r, s) | Cpu.AF | cf | (of != 0 ? Cpu.OF : 0);
+        => c.SetArithFlags(Cpu.ZSP(r, s) | Cpu.AF | cf | (of != 0 ? Cpu.OF : 0));
 
     /// <summary>Rotates change only CF and OF.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -15,8 +15,13 @@ public sealed class MachineOptions
     public string[] Args = Array.Empty<string>();   // argv[1..]
     public string[]? Env;                          // null: the host's environment
     public string Cwd = "/";
+    /// <summary>The guest's network: null (`--net host`) gives its sockets to the host; a virtual interface
+    /// (`--net virtual`) serves its AF_INET sockets with the in-VM stack (Syscalls/VirtualNet.cs).</summary>
+    public VirtualNetOptions? Net;
     /// <summary>Where VM diagnostics go (warnings about unknown syscalls, fatal signals).</summary>
     public TextWriter Diagnostics = Console.Error;
+    /// <summary>Which executor runs guest code (the results are the same in every tier).</summary>
+    public ExecutionTier Tier = ExecutionTier.Default;
 }
 
 /// <summary>
@@ -113,7 +118,7 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles
         var mem = new GuestMemory();
         var fds = new FdTable();
         for (int fd = 0; fd < 3; fd++) fds.InstallAt(fd, new StdioFile(fd), cloexec: false);
-        Init = new Process(mem, new CodeCache(mem), fds, options.Cwd);
+        Init = new Process(mem, new CodeCache(mem, options.Tier), fds, options.Cwd);
         Processes.Add(Init);
         var main = new GuestThread(new CpuT(Init.Mem, Init.Code, this), Init);
         AddThread(main);
@@ -260,6 +265,7 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles
         StopTimers();
         StopSliceTimer();
         foreach (var proc in Processes) proc.Files.ExitAll(this, Current.Tid);
+        LingerNetwork();
         Boundary.OnExit(this, Current.Cpu, ExitStatus);
         return ExitStatus;
     }

@@ -169,6 +169,8 @@ public sealed partial class Kernel
         var next = (!cur.Dead && !cur.Blocked && _yieldAsked) ? NextRunnable(cur.Cpu) ?? cur : null;
         _yieldAsked = false;
         if (next == null) next = !cur.Dead && !cur.Blocked ? cur : NextRunnable(cur.Cpu);
+        // nobody can run but a thread waits for the network: wait for the interface, then parked threads look again
+        if (next == null && WaitForNetwork()) next = !cur.Dead && !cur.Blocked ? cur : NextRunnable(cur.Cpu);
         if (next == null)
         {
             // nobody can run: the earliest (in thread order) timed wait times out; otherwise it is a deadlock

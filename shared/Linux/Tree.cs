@@ -16,7 +16,7 @@ public sealed partial class Kernel
         var pp = parent.Process;
         int pid = ++_nextTid;
         var mem = pp.Mem.Fork();
-        var code = new CodeCache(mem);
+        var code = new CodeCache(mem, pp.Code.Tier);
         var child = new Process(mem, code, pp.Fds.Fork(), pp.Cwd)
         {
             Umask = pp.Umask, BrkStart = pp.BrkStart, BrkCur = pp.BrkCur,

@@ -13,9 +13,12 @@ public sealed class GuestFaultException : Exception
     public ulong Address { get; }
     public bool IsWrite { get; }
     public bool Mapped { get; }
-    public GuestFaultException(ulong address, bool isWrite, bool mapped)
-        : base($"guest {(isWrite ? "write to" : "read of")} {(mapped ? "protected" : "unmapped")} address 0x{address:x}")
-    { Address = address; IsWrite = isWrite; Mapped = mapped; }
+    /// <summary>The address lies in a file mapping past the end of its file: SIGBUS (BUS_ADRERR), not SIGSEGV.</summary>
+    public bool BeyondEndOfFile { get; }
+    public GuestFaultException(ulong address, bool isWrite, bool mapped, bool beyondEndOfFile = false)
+        : base(beyondEndOfFile ? $"guest {(isWrite ? "write to" : "read of")} address 0x{address:x}, past the end of the mapped file"
+                               : $"guest {(isWrite ? "write to" : "read of")} {(mapped ? "protected" : "unmapped")} address 0x{address:x}")
+    { Address = address; IsWrite = isWrite; Mapped = mapped; BeyondEndOfFile = beyondEndOfFile; }
 }
 
 /// <summary>A store rewrote code of the block that is running; the store is complete and the block must end.</summary>
@@ -31,11 +34,15 @@ public sealed class Vma
     public long FileOffset;
     /// <summary>A MAP_SHARED mapping.</summary>
     public bool Shared;
+    /// <summary>For a file mapping longer than its file: the first page wholly past the end of the file (an absolute
+    /// address; <see cref="ulong.MaxValue"/> when none). Touching it raises SIGBUS, as on Linux; the partial page
+    /// holding the end of the file reads zeros past it.</summary>
+    public ulong BeyondEof = ulong.MaxValue;
     public override string ToString() => $"{Start:x}-{End:x} {Prot} {Name}";
 
     /// <summary>The part of this mapping from `at` on, as a new VMA (same name, protection and file).</summary>
     public Vma SplitAt(ulong at, Prot prot)
-        => new() { Start = at, End = End, Prot = prot, Name = Name, Shared = Shared, FileOffset = FileOffset + (long)(at - Start) };
+        => new() { Start = at, End = End, Prot = prot, Name = Name, Shared = Shared, FileOffset = FileOffset + (long)(at - Start), BeyondEof = BeyondEof };
 }
 
 /// <summary>
@@ -209,6 +216,7 @@ public sealed unsafe class GuestMemory : IDisposable
         ulong addr = pn << PageShift;
         var vma = FindVma(addr);
         if (vma == null) return null;
+        if (addr >= vma.BeyondEof) throw new GuestFaultException(addr, false, true, beyondEndOfFile: true);
         p = new Page { Data = (byte*)NativeMemory.AlignedAlloc((nuint)PageSize, (nuint)PageSize), Prot = vma.Prot };
         new Span<byte>(p.Data, (int)PageSize).Clear();
         _pages[pn] = p;
@@ -220,7 +228,10 @@ public sealed unsafe class GuestMemory : IDisposable
     {
         if (a >= AddressLimit) throw new GuestFaultException(a, write, false);
         ulong pn = a >> PageShift;
-        var p = Lookup(pn) ?? throw new GuestFaultException(a, write, false);
+        Page? found;
+        try { found = Lookup(pn); }
+        catch (GuestFaultException e) when (e.BeyondEndOfFile) { throw new GuestFaultException(a, write, true, beyondEndOfFile: true); } // the exact address, as si_addr
+        var p = found ?? throw new GuestFaultException(a, write, false);
         if (write)
         {
             if ((p.Prot & Prot.Write) == 0) throw new GuestFaultException(a, true, true);
@@ -399,6 +410,16 @@ public sealed unsafe class GuestMemory : IDisposable
         int i = 0;
         while (i < _vmas.Count && _vmas[i].Start < start) i++;
         _vmas.Insert(i, vma);
+    }
+
+    /// <summary>Marks the pages of the mapping at <paramref name="start"/> from <paramref name="from"/> on as past the
+    /// end of its file (see <see cref="Vma.BeyondEof"/>); nothing may have touched them yet.</summary>
+    public void MarkBeyondEof(ulong start, ulong from)
+    {
+        var v = FindVma(start);
+        if (v == null || from >= v.End) return;
+        FreePages(from, v.End);
+        v.BeyondEof = from;
     }
 
     /// <summary>Removes mappings in [start, start+len), splitting partially covered ones.</summary>

@@ -447,6 +447,14 @@ public sealed partial class TcpSocket
         Rto = Math.Clamp(Srtt + Math.Max(ClockGranularity, 4 * RttVar), MinRto, MaxRto);
     }
 
+    /// <summary>See <see cref="NetStack.TakeOver"/>.</summary>
+    internal void Resynchronize()
+    {
+        if (State is not (TcpState.Established or TcpState.CloseWait or TcpState.FinWait1 or TcpState.FinWait2 or TcpState.Closing or TcpState.LastAck)) return;
+        if (SndUna != SndMax) RetransmitFirst();
+        for (int i = 0; i < 3; i++) SendAck();
+    }
+
     /// <summary>Resends the first unacknowledged segment (fast retransmit); never timed (Karn's algorithm).</summary>
     void RetransmitFirst()
     {

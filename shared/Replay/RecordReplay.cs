@@ -25,7 +25,7 @@ public static class Recording
             Argv = new[] { o.Program }.Concat(o.Args).ToArray(),
             Envp = env,
             StartTime = DateTimeOffset.UtcNow,
-            StartState = Encoding.UTF8.GetBytes("cwd=" + o.Cwd),
+            StartState = Encoding.UTF8.GetBytes("cwd=" + o.Cwd + (o.Net != null ? "\nnet=" + o.Net.Identity : "")),
             CheckpointInterval = checkpointInterval,
         };
     }
@@ -43,13 +43,18 @@ public static class Recording
 
     /// <summary>The machine a header describes (under another root when given).</summary>
     /// <exception cref="LogFormatException">The header cannot be run (<see cref="LogHeader.NotRunnable"/>).</exception>
-    public static MachineOptions OptionsFrom(LogHeader h, string? rootOverride)
+    public static MachineOptions OptionsFrom(LogHeader h, string? rootOverride, string? tap = null, string? netns = null)
     {
         if (h.NotRunnable() is string why) throw new LogFormatException($"the log header cannot be run: {why}");
-        string state = Encoding.UTF8.GetString(h.StartState);
-        string cwd = state.StartsWith("cwd=") ? state.Substring(4) : "/";
+        // start state: "cwd=DIR", then "net=A.B.C.D/N MAC" when the guest has a virtual interface (one per line)
+        var lines = Encoding.UTF8.GetString(h.StartState).Split('\n');
+        string cwd = lines[0].StartsWith("cwd=") ? lines[0].Substring(4) : "/";
+        string? net = lines.Skip(1).FirstOrDefault(l => l.StartsWith("net="))?.Substring(4);
         return new MachineOptions
         {
+            // the replica's own wire: a replay never opens it, a backup that goes live uses its own (--tap, --netns)
+            Net = net == null ? null : VirtualNetOptions.FromIdentity(net, tap ?? VirtualNetOptions.DefaultTap, netns)
+                ?? throw new LogFormatException($"the log's start state names a malformed network interface '{net}'"),
             Root = rootOverride ?? h.RootDirectory,
             Program = h.Argv[0],
             Args = h.Argv[1..],
@@ -440,7 +445,9 @@ public sealed class ReplayBoundary : IBoundary
         // re-opened at their offsets, the old primary's connections are reset
         if (_k != null)
         {
-            var report = TakeoverAgent.AttachHost(_k);
+            var report = TakeoverAgent.AttachHost(_k).ToList();
+            // the virtual interface (if the guest has one) comes up here with the replayed connections
+            if (_k.Nic is { } nic) report.Add(nic.TakeOver(this, _k.Current.Tid));
             foreach (var line in report) _k.Options.Diagnostics.WriteLine("backup: takeover: " + line);
             _k.Options.Diagnostics.Flush();
             _follow.WentLive?.Invoke(report);
@@ -534,6 +541,8 @@ public sealed class ReplayBoundary : IBoundary
         if (c.InstrCount != Icount) throw Diverged($"syscall {nr} came at instruction {Icount}, recorded at {c.InstrCount}");
         if (c.Result < 0 || (file.Length != FileRef.WholeFile && c.Result > file.Length) || c.Result > ProgramFile.MaxImageBytes)
             throw new LogFormatException($"a FileContent record of {c.Result} bytes for a read of {file.Length}", _r.LastSequence);
+        if (c.Addr != file.Address)
+            throw new LogFormatException($"a FileContent record writing at 0x{c.Addr:x} for a read into 0x{file.Address:x}", _r.LastSequence);
         byte[]? bytes = null;
         if (_k != null) bytes = ProgramFile.ReadRange(_k.Fs, c.Path, c.Offset, (int)c.Result);
         if (bytes == null || bytes.Length != c.Result)

@@ -26,11 +26,13 @@ public sealed record ReplayVerdict(ReplayVerdictKind Kind, string Message, ulong
 /// </summary>
 public static class ReplayCheck
 {
-    public static ReplayVerdict Run(LogReader reader, string? rootOverride = null, bool showOutput = false, Action<Machine, ReplayBoundary>? started = null)
+    public static ReplayVerdict Run(LogReader reader, string? rootOverride = null, bool showOutput = false, Action<Machine, ReplayBoundary>? started = null,
+        Cpu.ExecutionTier tier = Cpu.ExecutionTier.Default)
     {
         MachineOptions opts;
         try { opts = Recording.OptionsFrom(reader.Header, rootOverride); }
         catch (LogFormatException e) { return new(ReplayVerdictKind.Refused, e.Message); }
+        opts.Tier = tier; // which tier replays is the replayer's choice: every tier gives the same execution
         if (Recording.RecordedProgram(reader.Header, opts, out var why) is not { } program) return new(ReplayVerdictKind.Refused, why);
         var boundary = new ReplayBoundary(reader, showOutput);
         using var m = new Machine(opts, boundary);

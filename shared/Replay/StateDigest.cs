@@ -7,7 +7,8 @@ namespace ReVirt.Replay;
 
 /// <summary>A 128-bit digest (XxHash128) of the guest's architectural state, process by process: every thread's
 /// complete <see cref="Cpu.CpuState"/> (x87 included) and every materialised page of memory with its address and
-/// protection.</summary>
+/// protection; and the in-VM network stack's complete state (connections, buffers, timers) when the guest has a
+/// virtual interface.</summary>
 public static unsafe class StateDigest
 {
     public static byte[] Compute(Kernel k)
@@ -24,6 +25,7 @@ public static unsafe class StateDigest
                 h.Append(new ReadOnlySpan<byte>(page.Data, (int)Memory.GuestMemory.PageSize));
             }
         }
+        if (k.Nic is { } nic) h.Append(nic.Stack.Digest());
         return h.GetCurrentHash();
     }
 }

@@ -9,7 +9,7 @@ namespace ReVirt.Tests.Loader;
 /// it, its interpreter and libc: PT_INTERP loading and file mappings against the native run, and recordings whose
 /// library content is logged by reference, replayed from the replica's root and refused when that root differs.
 /// </summary>
-public class DynamicProgramTests : IClassFixture<DynamicProgramTests.Root>
+public class DynamicProgramTests(DynamicProgramTests.Root root, Xunit.Abstractions.ITestOutputHelper output) : IClassFixture<DynamicProgramTests.Root>
 {
     public sealed class Root : IDisposable
     {
@@ -48,8 +48,7 @@ public class DynamicProgramTests : IClassFixture<DynamicProgramTests.Root>
         public void Dispose() => Directory.Delete(Dir, true);
     }
 
-    readonly Root _root;
-    public DynamicProgramTests(Root root) => _root = root;
+    readonly Root _root = root;
 
     string[] RootArgs => new[] { "--root", _root.Dir };
 
@@ -126,5 +125,41 @@ public class DynamicProgramTests : IClassFixture<DynamicProgramTests.Root>
             Assert.Contains("libc.so.6", rp.Stderr);
         }
         finally { File.Delete(log); Directory.Delete(other, true); }
+    }
+
+    /// <summary>
+    /// A broken library in the root: the guest gets what Linux gives it. The oracle is the same root run natively
+    /// under chroot(8) (the tests run as root): ld.so's own message on stderr, unchanged, and the same exit status
+    /// (127 for a missing or unloadable library; a signal's status if ld.so touches a mapping past a truncated end).
+    /// </summary>
+    [Theory]
+    [InlineData("missing")]
+    [InlineData("truncated")]
+    [InlineData("header-zeroed")]
+    public void ABrokenLibraryGivesTheGuestWhatLinuxGivesIt(string how)
+    {
+        string other = Directory.CreateTempSubdirectory("revirt-dynroot-broken").FullName;
+        try
+        {
+            Assert.Equal(0, GuestEnv.Exec("cp", new[] { "-a", _root.Dir + "/.", other }, null, TimeSpan.FromMinutes(1)).ExitCode);
+            string libc = other + Root.Libraries[1];
+            var b = File.ReadAllBytes(libc);
+            switch (how)
+            {
+                case "missing": File.Delete(libc); break;
+                case "truncated": File.WriteAllBytes(libc, b.AsSpan(0, b.Length / 3).ToArray()); break;
+                default: Array.Clear(b, 0, 64); File.WriteAllBytes(libc, b); break;
+            }
+            string s = "/" + Path.GetFileName(_root.NewSharedFile());
+            File.Copy(_root.Dir + s, other + s);
+            var native = GuestEnv.Exec("chroot", new[] { other, "/bin/mapfile", "/data", s }, null, TimeSpan.FromMinutes(1));
+            var vm = GuestEnv.Vm("/bin/mapfile", new[] { "/data", s }, extra: new[] { "--root", other });
+            Assert.Equal(native.ExitCode, vm.ExitCode);
+            // the VM's own diagnostic of a fatal signal ("revirt: guest killed by ...") is the VM's, not the guest's
+            string guestStderr = string.Join("\n", vm.Stderr.Split('\n').Where(l => !l.StartsWith("revirt: ")));
+            Assert.Equal(native.Stderr.Trim(), guestStderr.Trim());
+            output.WriteLine($"{how}: exit {vm.ExitCode}; {vm.Stderr.Trim()}");
+        }
+        finally { Directory.Delete(other, true); }
     }
 }

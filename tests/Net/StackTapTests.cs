@@ -19,22 +19,53 @@ sealed class TapNamespace : IDisposable
     static int _count;
 
     public string Name { get; }
-    public TapDevice Tap { get; }
+    /// <summary>The test's own end of the TAP device (null when a VM process opens it: <see cref="TapNamespace(bool)"/>).</summary>
+    public TapDevice Tap => _tap ?? throw new InvalidOperationException("the TAP device is left to a VM process");
+    readonly TapDevice? _tap;
+    /// <summary>Name of the TAP device inside the namespace.</summary>
+    public const string TapName = "rvtap0";
 
-    public TapNamespace()
+    public TapNamespace() : this(openTap: true) { }
+
+    /// <summary>
+    /// <paramref name="openTap"/> false: the device is made persistent (`ip tuntap add`) and left for a VM process to
+    /// open by name with `--tap rvtap0 --netns NAME`; the host side is configured before the VM attaches.
+    /// </summary>
+    public TapNamespace(bool openTap) : this(openTap ? null : [TapName]) { }
+
+    /// <summary>
+    /// Persistent TAP devices for VM processes to open by name (null: one the test opens itself). Several devices are
+    /// ports of one bridge that holds the Linux side's address, as the switch between two replicas and their
+    /// clients: the replica that announces the interface (gratuitous ARP) is the one the bridge sends its frames to.
+    /// </summary>
+    TapNamespace(string[]? persistentTaps)
     {
         Assert.True(Environment.UserName == "root" || geteuid() == 0, "the TAP tests need root (CI runs as root)");
         Name = $"rvnet{Environment.ProcessId}n{Interlocked.Increment(ref _count)}";
         Run("ip", "netns", "add", Name);
         try
         {
-            Tap = OpenInside(Name, "rvtap0");
             Exec("ip", "link", "set", "lo", "up");
-            Exec("ip", "addr", "add", HostCidr, "dev", "rvtap0");
-            Exec("ip", "link", "set", "rvtap0", "up");
+            if (persistentTaps == null) _tap = TapDevice.Open(TapName, Name);
+            else foreach (var t in persistentTaps) Exec("ip", "tuntap", "add", "dev", t, "mode", "tap");
+            string hostSide = TapName;
+            if (persistentTaps is { Length: > 1 })
+            {
+                hostSide = BridgeName;
+                Exec("ip", "link", "add", BridgeName, "type", "bridge");
+                foreach (var t in persistentTaps) { Exec("ip", "link", "set", t, "master", BridgeName); Exec("ip", "link", "set", t, "up"); }
+            }
+            Exec("ip", "addr", "add", HostCidr, "dev", hostSide);
+            Exec("ip", "link", "set", hostSide, "up");
         }
         catch { Run("ip", "netns", "del", Name); throw; }
     }
+
+    /// <summary>The bridge of <see cref="Bridged"/>.</summary>
+    public const string BridgeName = "rvbr0";
+
+    /// <summary>A namespace whose Linux side is a bridge with the persistent TAP devices <paramref name="taps"/> as ports.</summary>
+    public static TapNamespace Bridged(params string[] taps) => new(taps);
 
     /// <summary>Runs a command inside the namespace and returns its standard output (throws on a non-zero exit).</summary>
     public string Exec(params string[] args) => Run(["ip", "netns", "exec", Name, .. args]);
@@ -47,7 +78,7 @@ sealed class TapNamespace : IDisposable
         return Process.Start(psi)!;
     }
 
-    static string Run(params string[] args)
+    internal static string Run(params string[] args)
     {
         var psi = new ProcessStartInfo(args[0]) { RedirectStandardOutput = true, RedirectStandardError = true };
         foreach (var a in args.Skip(1)) psi.ArgumentList.Add(a);
@@ -58,39 +89,11 @@ sealed class TapNamespace : IDisposable
         return o;
     }
 
-    /// <summary>Creates the TAP device inside the namespace: a dedicated thread enters it, opens the device, and leaves.</summary>
-    static TapDevice OpenInside(string ns, string dev)
-    {
-        TapDevice? tap = null;
-        Exception? error = null;
-        var t = new Thread(() =>
-        {
-            int home = open("/proc/thread-self/ns/net", 0);
-            int target = open($"/var/run/netns/{ns}", 0);
-            try
-            {
-                if (home < 0 || target < 0 || setns(target, CloneNewNet) != 0) throw new IOException($"entering netns {ns} failed");
-                try { tap = TapDevice.Open(dev); }
-                finally { if (setns(home, CloneNewNet) != 0) Environment.FailFast("cannot return to the original network namespace"); }
-            }
-            catch (Exception e) { error = e; }
-            finally { close(home); close(target); }
-        });
-        t.Start();
-        t.Join();
-        if (error != null) throw error;
-        return tap!;
-    }
-
-    const int CloneNewNet = 0x40000000;
-    [DllImport("libc", SetLastError = true)] static extern int setns(int fd, int nstype);
-    [DllImport("libc", SetLastError = true)] static extern int open(string path, int flags);
-    [DllImport("libc")] static extern int close(int fd);
     [DllImport("libc")] static extern uint geteuid();
 
     public void Dispose()
     {
-        Tap.Dispose();
+        _tap?.Dispose();
         try { Run("ip", "netns", "del", Name); } catch (InvalidOperationException) { }
     }
 }

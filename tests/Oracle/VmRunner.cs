@@ -19,23 +19,28 @@ public static class VmRunner
 
     public static CpuSnapshot Run(byte[] code, CpuSnapshot input) => Run(code, input, out _);
 
-    /// <summary>Runs the snippet through the specialised handlers and again through the generic ones only; the two
-    /// must agree on every register, all of RFLAGS, MXCSR, memory and the fault (else this throws), so every
-    /// differential test checks both handler sets against the host.</summary>
+    /// <summary>Runs the snippet through the specialised handlers, again through the generic ones only, and again
+    /// compiled (<see cref="ExecutionTier.Compiled"/>); all must agree on every register, all of RFLAGS, MXCSR,
+    /// memory and the fault (else this throws), so every differential test checks each tier against the host.</summary>
     public static CpuSnapshot Run(byte[] code, CpuSnapshot input, out string? fault)
     {
-        var fast = RunWith(code, input, specialized: true, out fault);
-        var generic = RunWith(code, input, specialized: false, out string? genericFault);
-        string diff = CpuSnapshot.Diff(generic, fast, ulong.MaxValue, compareXmm: true, compareMemory: true, compareMxcsr: true);
-        if (diff.Length != 0 || fault != genericFault)
-            throw new InvalidOperationException($"specialised and generic handlers disagree (fault {fault ?? "none"} vs {genericFault ?? "none"}):\n{diff}");
+        var fast = RunWith(code, input, specialized: true, ExecutionTier.Interpreter, out fault);
+        Agree("generic handlers", fast, fault, RunWith(code, input, specialized: false, ExecutionTier.Interpreter, out string? genericFault), genericFault);
+        Agree("compiled tier", fast, fault, RunWith(code, input, specialized: true, ExecutionTier.Compiled, out string? compiledFault), compiledFault);
         return fast;
     }
 
-    static CpuSnapshot RunWith(byte[] code, CpuSnapshot input, bool specialized, out string? fault)
+    static void Agree(string what, CpuSnapshot reference, string? fault, CpuSnapshot other, string? otherFault)
+    {
+        string diff = CpuSnapshot.Diff(reference, other, ulong.MaxValue, compareXmm: true, compareMemory: true, compareMxcsr: true);
+        if (diff.Length != 0 || fault != otherFault)
+            throw new InvalidOperationException($"the interpreter and the {what} disagree (fault {fault ?? "none"} vs {otherFault ?? "none"}):\n{diff}");
+    }
+
+    static CpuSnapshot RunWith(byte[] code, CpuSnapshot input, bool specialized, ExecutionTier tier, out string? fault)
     {
         using var mem = new GuestMemory();
-        var cache = new CodeCache(mem) { SpecializedHandlers = specialized };
+        var cache = new CodeCache(mem, tier) { SpecializedHandlers = specialized };
         var cpu = new Cpu.Cpu(mem, cache, new NoHost());
         mem.Map(NativeRunner.ScratchBase, NativeRunner.ScratchSize, Prot.Read | Prot.Write, "scratch");
         mem.WriteBytes(NativeRunner.ScratchBase, input.Memory);

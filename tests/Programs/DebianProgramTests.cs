@@ -1,3 +1,4 @@
+using ReVirt.Log;
 using Xunit;
 
 namespace ReVirt.Tests.Programs;
@@ -83,6 +84,36 @@ public class DebianProgramTests : IClassFixture<DebianProgramTests.Tree>
             // the libraries are in the log by reference: far below the size of the program's own libraries
             long size = new FileInfo(log).Length;
             Assert.True(size < 1 << 20, $"log of {size} bytes");
+        }
+        finally { File.Delete(log); }
+    }
+
+    /// <summary>
+    /// read(2) of a file nobody changed since before the run is logged as (path, offset, SHA-256), not its bytes:
+    /// sha256sum reading a 35 KB licence text leaves a log far smaller than the text, and the replay (which reads the
+    /// same file from its root and checks the hash) prints the same digest.
+    /// </summary>
+    [Fact]
+    public void StableFilesReadWithReadAreLoggedByReference()
+    {
+        const string text = "/usr/share/common-licenses/GPL-3"; // base-files: on every Debian system
+        string log = Path.Combine(Path.GetTempPath(), $"revirt-{Guid.NewGuid():N}.rvlog");
+        try
+        {
+            var native = GuestEnv.Native("/usr/bin/sha256sum", [text]);
+            var rec = GuestEnv.Dotnet(GuestEnv.PrimaryDll, ["record", "--log", log, "--", "/usr/bin/sha256sum", text]);
+            Assert.True(rec.ExitCode == 0, rec.Stderr);
+            Assert.Equal(native.StdoutText, rec.StdoutText);
+            int reads = 0;
+            using (var reader = LogReader.Open(log))
+                while (reader.TryRead(out var r))
+                    if (r.Kind == RecordKind.FileContent && r.Decode<FileContent>() is { Path: text } c && c.Nr == ReVirt.Linux.Nr.read) reads++;
+            Assert.True(reads > 0, "no read of the text was logged by reference");
+            long size = new FileInfo(log).Length;
+            Assert.True(size < new FileInfo(text).Length / 2, $"log of {size} bytes for a {new FileInfo(text).Length}-byte text");
+            var rp = GuestEnv.Dotnet(GuestEnv.BackupDll, ["replay", "--log", log, "--show-output"]);
+            Assert.True(rp.ExitCode == 0, rp.Stderr);
+            Assert.Equal(native.StdoutText, rp.StdoutText);
         }
         finally { File.Delete(log); }
     }

@@ -132,6 +132,8 @@ public sealed class RunningProgram : IDisposable
 
     public string Stderr { get { lock (_lock) return _err.ToString(); } }
 
+    public bool HasExited => _p.HasExited;
+
     /// <summary>Waits for a stderr line matching the pattern and returns its first group.</summary>
     public string WaitForStderr(System.Text.RegularExpressions.Regex pattern, TimeSpan timeout)
     {

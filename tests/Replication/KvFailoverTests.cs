@@ -133,14 +133,8 @@ public class KvFailoverTests(ITestOutputHelper output)
             int next = 0;
             using var client = new KvClient(port);
             int killAfter = rng.Next(5, 120);
-            var killer = new Thread(() =>
-            {
-                // a random moment: after a random number of acknowledged writes, plus a random delay
-                while (Volatile.Read(ref next) < killAfter && !p.HasExited) Thread.Sleep(1);
-                Thread.Sleep(rng.Next(0, 30));
-                p.KillHard();
-            });
-            killer.Start();
+            // a random moment: after a random number of acknowledged writes, plus a random delay
+            var killer = Replicas.KillWhen(p, () => Volatile.Read(ref next), killAfter, rng);
             int target = killAfter + 60;
             while (next < target)
             {

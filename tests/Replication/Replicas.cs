@@ -28,6 +28,23 @@ public static class Replicas
         return (b, b.WaitForEvent(ReplicaEvent.Listening, TimeSpan.FromSeconds(60)).Str("url")!);
     }
 
+    /// <summary>
+    /// SIGKILLs <paramref name="p"/> from another thread at a random moment: once <paramref name="progress"/> reaches
+    /// <paramref name="after"/> (e.g. acknowledged writes), plus 0-30 ms. Join the thread before checking the outcome.
+    /// </summary>
+    public static Thread KillWhen(ReplicaProc p, Func<int> progress, int after, Random rng)
+    {
+        int delay = rng.Next(0, 30);
+        var t = new Thread(() =>
+        {
+            while (progress() < after && !p.HasExited) Thread.Sleep(1);
+            Thread.Sleep(delay);
+            p.KillHard();
+        });
+        t.Start();
+        return t;
+    }
+
     /// <summary>Waits until the guest accepts connections on <paramref name="port"/> (asked of the socket).</summary>
     public static void WaitUntilAccepting(ReplicaProc p, int port, TimeSpan timeout)
     {

@@ -12,6 +12,8 @@ public static class Errno
         ESPIPE = 29, EROFS = 30, EMLINK = 31, EPIPE = 32, ERANGE = 34, ENODATA = 61, ENAMETOOLONG = 36, ENOSYS = 38, ENOTEMPTY = 39,
         ELOOP = 40, ENOTSOCK = 88, EDESTADDRREQ = 89, EMSGSIZE = 90, EOPNOTSUPP = 95, EADDRINUSE = 98,
         ECONNRESET = 104, ENOTCONN = 107, ETIMEDOUT = 110;
+    /// <summary>Socket errnos the in-VM sockets answer.</summary>
+    public const int ENOPROTOOPT = 92, EPROTONOSUPPORT = 93, EAFNOSUPPORT = 97, EISCONN = 106, EALREADY = 114, EINPROGRESS = 115;
 }
 
 /// <summary>Signal numbers.</summary>
@@ -157,6 +159,12 @@ public static class Prctl
 }
 
 /// <summary>Resource numbers of getrlimit/prlimit64.</summary>
+/// <summary>lseek's whence values.</summary>
+public static class Seek
+{
+    public const int SET = 0, CUR = 1, END = 2;
+}
+
 public static class Rlimit
 {
     public const int STACK = 3, NPROC = 6, NOFILE = 7;

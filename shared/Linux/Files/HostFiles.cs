@@ -12,10 +12,15 @@ public class HostFile : OpenFile
     public bool Directory;
     public override bool IsDirectory => Directory;
 
+    /// <summary>Reads may be logged by reference when the file proves stable (<see cref="ContentReads"/>); not for
+    /// streams (stdio, sockets), whose bytes exist nowhere else.</summary>
+    protected virtual bool MayReadByReference => true;
+
     public override unsafe long Read(Kernel k, GuestThread t, ulong buf, int n, long offset)
     {
         if (IsDirectory) return -Errno.EISDIR;
         k.CheckWritable(buf, (ulong)n);
+        if (n >= ContentReads.MinBytes && MayReadByReference) return ContentReads.Read(k, t, this, buf, n, offset);
         long HostRead() => k.HostBuffer(t.Cpu, offset < 0 ? Nr.read : Nr.pread64, buf, n,
             p => offset < 0 ? HostSys.Call(Nr.read, HostFd, p, n) : HostSys.Call(Nr.pread64, HostFd, p, n, offset),
             resultIsLength: true);
@@ -39,6 +44,8 @@ public class HostFile : OpenFile
 /// the VM (output commit applies); closing them leaves the host's descriptors alone.</summary>
 public sealed class StdioFile : HostFile
 {
+    protected override bool MayReadByReference => false;
+
     public StdioFile(int fd)
     {
         HostFd = fd;
@@ -55,6 +62,8 @@ public sealed class StdioFile : HostFile
 /// and with what backlog, and its bound address (what the host's getsockname said right after bind/listen).</summary>
 public class HostSocket : HostFile
 {
+    protected override bool MayReadByReference => false;
+
     public int Family, Type, Protocol;
     public byte[]? BoundAddress;
     public bool Listening;

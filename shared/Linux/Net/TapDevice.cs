@@ -28,6 +28,43 @@ public sealed unsafe class TapDevice : IDisposable
     /// <summary>The host descriptor (polled by the output gate when it must wait for room).</summary>
     public int Fd => _fd;
 
+    const int CloneNewNet = 0x40000000;
+
+    /// <summary>
+    /// Opens the TAP interface <paramref name="name"/> inside the network namespace <paramref name="ns"/> (a name under
+    /// /var/run/netns, as `ip netns add` makes them, or a path; null: this process's own). A dedicated thread enters the
+    /// namespace, opens the device and the thread ends; the descriptor stays bound to the device in that namespace, so
+    /// the rest of the process keeps its own network.
+    /// </summary>
+    public static TapDevice Open(string name, string? ns)
+    {
+        if (ns == null) return Open(name);
+        string path = ns.Contains('/') ? ns : $"/var/run/netns/{ns}";
+        TapDevice? tap = null;
+        Exception? error = null;
+        var t = new Thread(() =>
+        {
+            try
+            {
+                long target = HostSys.WithPath(Nr.open, path, p => HostSys.Call(Nr.open, p, O_CLOEXEC));
+                if (target < 0) throw new IOException($"network namespace {path}: errno {-target}");
+                try
+                {
+                    long r = HostSys.Call(Nr.setns, target, CloneNewNet);
+                    if (r < 0) throw new IOException($"entering network namespace {path}: errno {-r}");
+                    tap = Open(name);
+                }
+                finally { HostSys.Call(Nr.close, target); }
+            }
+            catch (Exception e) { error = e; }
+            // the thread ends here: it never runs anything else inside the namespace
+        });
+        t.Start();
+        t.Join();
+        if (error != null) throw error;
+        return tap!;
+    }
+
     /// <summary>Opens (creating if needed) the TAP interface <paramref name="name"/>; throws with the errno on failure.</summary>
     public static TapDevice Open(string name)
     {

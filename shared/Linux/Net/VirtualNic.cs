@@ -4,9 +4,20 @@ using ReVirt.Net;
 
 namespace ReVirt.Linux;
 
-/// <summary>The guest's virtual network interface: its identity and the TAP device that is its wire.</summary>
+/// <summary>
+/// The guest's virtual network interface: its identity (MAC, IPv4 address and prefix, gateway) — part of the machine's
+/// start state, recorded in the log — and the TAP device that is its wire on this replica (its name and, optionally,
+/// the network namespace it lives in), which each replica chooses for itself.
+/// </summary>
 public sealed record VirtualNetOptions(MacAddress Mac, uint Ip, int PrefixLength, string TapName, uint Gateway = 0)
 {
+    /// <summary>TAP device used when none is named.</summary>
+    public const string DefaultTap = "revirt0";
+
+    /// <summary>A network namespace (a name under /var/run/netns or a path) to open the TAP device in; null: this
+    /// process's own.</summary>
+    public string? Namespace { get; init; }
+
     /// <summary>Parses `--ip A.B.C.D/N` and `--mac aa:bb:cc:dd:ee:ff`; null with a reason when either is malformed.</summary>
     public static VirtualNetOptions? Parse(string ip, string? mac, string tap, out string? error)
     {
@@ -15,7 +26,18 @@ public sealed record VirtualNetOptions(MacAddress Mac, uint Ip, int PrefixLength
         MacAddress m;
         if (mac == null) m = new MacAddress(0x02_52_56_00_00_00UL | (addr & 0xFFFFFF));   // locally administered, from the address
         else if (!MacAddress.TryParse(mac, out m)) { error = $"--mac '{mac}' is not a unicast MAC address (aa:bb:cc:dd:ee:ff)"; return null; }
+        if (tap.Length == 0 || tap.Length >= 16) { error = $"--tap '{tap}' is not an interface name (1 to 15 characters)"; return null; }
         return new VirtualNetOptions(m, addr, prefix, tap);
+    }
+
+    /// <summary>The identity as the log's start state records it: "A.B.C.D/N aa:bb:cc:dd:ee:ff".</summary>
+    public string Identity => $"{Ip4.ToString(Ip)}/{PrefixLength} {Mac}";
+
+    /// <summary>Reads <see cref="Identity"/> back, with this replica's TAP device; null when malformed.</summary>
+    public static VirtualNetOptions? FromIdentity(string identity, string tap, string? ns)
+    {
+        var parts = identity.Split(' ');
+        return parts.Length == 2 ? Parse(parts[0], parts[1], tap, out _) is { } o ? o with { Namespace = ns } : null : null;
     }
 }
 
@@ -55,16 +77,29 @@ public sealed class VirtualNic : IDisposable
 
     static long HostClock() => (long)(Stopwatch.GetTimestamp() * (1_000_000_000.0 / Stopwatch.Frequency));
 
-    /// <summary>
-    /// Feeds the stack what arrived since the last call, waiting up to <paramref name="maxWaitNs"/> (never past the
-    /// stack's next timer) when nothing has; runs its timers; sends what it produced.
-    /// </summary>
-    public void Sync(IBoundary boundary, int tid, long maxWaitNs)
+    /// <summary>This replica's offset from its host clock to the stack's: zero on the recording primary; a backup that
+    /// goes live continues from the clock value the log left the stack at, so its timers neither stall nor jump.</summary>
+    long _clockOffset;
+
+    long Clock()
     {
-        var got = boundary.NetReceive(tid, () => HostReceive(maxWaitNs));
+        long raw = HostClock();
+        if (raw + _clockOffset < Stack.Now) _clockOffset = Stack.Now - raw;
+        return raw + _clockOffset;
+    }
+
+    /// <summary>
+    /// Feeds the stack what arrived since the last call, waiting up to <paramref name="maxWaitNs"/> when nothing has
+    /// (never past the stack's next timer, and not once <paramref name="interrupted"/> says so); runs its timers; sends
+    /// what it produced. Returns the number of frames taken.
+    /// </summary>
+    public int Sync(IBoundary boundary, int tid, long maxWaitNs, Func<bool> interrupted)
+    {
+        var got = boundary.NetReceive(tid, () => HostReceive(maxWaitNs, interrupted));
         foreach (var f in got.Frames) Stack.Input(f, got.ClockNs);
         Stack.Advance(got.ClockNs);
         Transmit(boundary, tid);
+        return got.Frames.Count;
     }
 
     /// <summary>Sends the frames the stack has queued (after a socket call or a synchronisation).</summary>
@@ -87,18 +122,22 @@ public sealed class VirtualNic : IDisposable
     }
 
     /// <summary>
-    /// Announces the interface (gratuitous ARP) so neighbours send to this replica: called when a backup takes over
-    /// the same MAC and IP.
+    /// A backup took over the machine: the interface comes up on this replica's TAP device with the same MAC and IP,
+    /// announces itself (gratuitous ARP) and repairs its connections at once (<see cref="NetStack.TakeOver"/>).
     /// </summary>
-    public void Announce(IBoundary boundary, int tid)
+    public string TakeOver(IBoundary boundary, int tid)
     {
-        Stack.Announce();
+        Stack.TakeOver();
         Transmit(boundary, tid);
+        return $"virtual interface {_options.Identity} up on {_options.TapName}{(_options.Namespace != null ? $" (netns {_options.Namespace})" : "")}, announced; {Stack.ConnectionCount} connections carried over";
     }
 
-    TapDevice Tap() => _tap ??= TapDevice.Open(_options.TapName);
+    TapDevice Tap() => _tap ??= TapDevice.Open(_options.TapName, _options.Namespace);
 
-    NetReceived HostReceive(long maxWaitNs)
+    /// <summary>Longest single host wait, so that a pending host event is noticed soon.</summary>
+    const int WaitSliceMs = 50;
+
+    NetReceived HostReceive(long maxWaitNs, Func<bool> interrupted)
     {
         var tap = Tap();
         var frames = new List<byte[]>();
@@ -106,9 +145,15 @@ public sealed class VirtualNic : IDisposable
         int n = tap.Read(buf);
         if (n == 0 && maxWaitNs > 0)
         {
-            long now = HostClock();
-            long wait = Math.Min(maxWaitNs, Math.Max(0, Stack.NextDeadline - now));
-            if (wait > 0 && tap.WaitReadable((int)Math.Min(int.MaxValue, (wait + 999_999) / 1_000_000))) n = tap.Read(buf);
+            long start = Clock();
+            long until = Math.Min(Stack.NextDeadline, maxWaitNs == long.MaxValue ? long.MaxValue : start + maxWaitNs);
+            while (n == 0 && !interrupted())
+            {
+                long now = Clock();
+                if (now >= until) break;
+                int ms = (int)Math.Min(WaitSliceMs, (until - now + 999_999) / 1_000_000);
+                if (tap.WaitReadable(ms)) n = tap.Read(buf);
+            }
         }
         while (n > 0)
         {
@@ -116,7 +161,7 @@ public sealed class VirtualNic : IDisposable
             if (frames.Count >= MaxFramesPerSync) break;
             n = tap.Read(buf);
         }
-        return new NetReceived(HostClock(), frames);
+        return new NetReceived(Clock(), frames);
     }
 
     public void Dispose() => _tap?.Dispose();

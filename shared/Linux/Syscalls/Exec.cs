@@ -91,7 +91,7 @@ public sealed partial class Kernel
         p.Threads.Add(t);
         var old = p.Mem;
         p.Mem = mem;
-        p.Code = new CodeCache(mem);
+        p.Code = new CodeCache(mem, p.Code.Tier);
         old.Dispose();
         p.Program = prog;
         p.ProgramImage = image;

@@ -93,6 +93,9 @@ public sealed partial class Kernel
         {
             long got = FileMappings.Fill(this, cpu.Tid, file, at, (int)Math.Min(len, int.MaxValue), off);
             if (got < 0) { Mem.Unmap(at, len); return got == -Errno.EISDIR ? -Errno.ENODEV : -Errno.EACCES; }
+            // pages wholly past the end of the file raise SIGBUS when touched (the count is the logged result)
+            ulong filled = ((ulong)got + GuestMemory.PageMask) & ~GuestMemory.PageMask;
+            if (filled < len) Mem.MarkBeyondEof(at, at + filled);
             if ((flags & Map.SHARED) != 0 && (prot & (int)Prot.Write) != 0) P.Files.AddShared(file, at, at + len, off);
         }
         return (long)at;

@@ -405,36 +405,15 @@ public sealed partial class Kernel
     long SendMsg(CpuT cpu, int fd, ulong msg, int flags)
     {
         if (!TryGetSocket(fd, out var f, out long e)) return e;
-        var m = Mem.ReadBytes(msg, 56);
-        ulong name = BinaryPrimitives.ReadUInt64LittleEndian(m), iov = BinaryPrimitives.ReadUInt64LittleEndian(m.AsSpan(16));
-        uint nameLen = BinaryPrimitives.ReadUInt32LittleEndian(m.AsSpan(8));
-        ulong iovLen = BinaryPrimitives.ReadUInt64LittleEndian(m.AsSpan(24));
-        if (iovLen > MaxIov) return -Errno.EMSGSIZE;
-        byte[]? a = null;
-        if (name != 0 && nameLen != 0)
-        {
-            e = ReadSockAddr(name, nameLen, out a);
-            if (e < 0) return e;
-        }
-        // control messages (SCM_RIGHTS, credentials) are not passed on
-        var ms = new MemoryStream();
-        foreach (var (b, l) in ReadIovecs(iov, iovLen, false, out _))
-            if (l > 0 && ms.Length < MaxNetIo) ms.Write(Mem.ReadBytes(b, (int)Math.Min(l, (ulong)(MaxNetIo - ms.Length))));
-        return SendBytes(cpu, f, ms.ToArray(), flags, a, Nr.sendmsg);
+        if ((e = ReadMsgHdr(msg, false, out var h)) < 0 || (e = MsgDestination(h, out var a)) < 0) return e;
+        return SendBytes(cpu, f, Gather(h), flags, a, Nr.sendmsg);
     }
 
     unsafe long RecvMsg(CpuT cpu, int fd, ulong msg, int flags)
     {
         if (!TryGetSocket(fd, out var f, out long e)) return e;
-        var m = Mem.ReadBytes(msg, 56);
-        CheckWritable(msg, 56);
-        ulong name = BinaryPrimitives.ReadUInt64LittleEndian(m), iov = BinaryPrimitives.ReadUInt64LittleEndian(m.AsSpan(16));
-        int nameCap = (int)BinaryPrimitives.ReadUInt32LittleEndian(m.AsSpan(8));
-        ulong iovLen = BinaryPrimitives.ReadUInt64LittleEndian(m.AsSpan(24));
-        if (iovLen > MaxIov) return -Errno.EMSGSIZE;
-        if (nameCap < 0) return -Errno.EINVAL;
-        if (name != 0 && nameCap > 0) CheckWritable(name, (ulong)Math.Min(nameCap, MaxSockAddr));
-        var vecs = ReadIovecs(iov, iovLen, true, out long total);
+        if ((e = ReadMsgHdr(msg, true, out var hdr)) < 0) return e;
+        var (m, name, nameCap, vecs, total) = (hdr.Raw, hdr.Name, hdr.NameLen, hdr.Vecs, hdr.Total);
         int n = (int)Math.Min(total, MaxNetIo);
         return f.Receive(() => Host(cpu, Nr.recvmsg, () =>
         {

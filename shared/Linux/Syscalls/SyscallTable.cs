@@ -45,6 +45,14 @@ public sealed class SyscallTable
         foreach (var nr in nrs) Add(nr, handler, flags);
     }
 
+    /// <summary>Puts a handler in front of a registered one: <paramref name="wrap"/> gets the registered handler
+    /// and returns the one that answers from now on (it decides when to hand the call on).</summary>
+    public void Wrap(int nr, Func<SyscallHandler, SyscallHandler> wrap)
+    {
+        var e = _entries[nr] ?? throw new InvalidOperationException($"syscall {Nr.Name(nr)} is not registered");
+        _entries[nr] = e with { Handler = wrap(e.Handler) };
+    }
+
     public SyscallEntry? this[int nr] => (uint)nr < (uint)_entries.Length ? _entries[nr] : null;
 
     /// <summary>Every implemented syscall in number order.</summary>
@@ -68,6 +76,7 @@ public sealed partial class Kernel
         RegisterTimerSyscalls(r);
         RegisterFileSyscalls(r);
         RegisterNetSyscalls(r);
+        RegisterVirtualNetSyscalls(r);
         return r;
     }
 

@@ -1,0 +1,730 @@
+using System.Reflection;
+using System.Reflection.Emit;
+using Iced.Intel;
+using ReVirt.Memory;
+
+namespace ReVirt.Cpu;
+
+/// <summary>A compiled block: runs all of its block's instructions on the thread (see <see cref="BlockCompiler"/>).</summary>
+public delegate void CompiledBlock(Cpu c);
+
+/// <summary>
+/// The compiled tier: lowers a decoded block to IL once (a <see cref="DynamicMethod"/>, compiled by the runtime's
+/// JIT), with register numbers, operand sizes, immediates, displacements and next-ips as constants. The frequent
+/// integer forms (moves, ALU operations, push/pop, call/ret/jmp/jcc, setcc/cmovcc) run inline: guest registers are
+/// read and written in <see cref="Cpu.R"/> directly, memory goes through the software TLB's inlined fast path, and
+/// a flag record that the next instructions overwrite before anything can read it is not stored (flag liveness);
+/// a conditional jump after a compare or test decides from the compared values (fusion). Every other instruction
+/// calls its interpreter handler after the state the handler sees (rip, block index) is stored.
+///
+/// The contract is the interpreter's (<see cref="BlockExecutor"/>): before anything of instruction k that can fault,
+/// <see cref="Cpu.BlockIndex"/> is k; before a store or a handler call, rip is instruction k's next-ip; each
+/// instruction's effects happen in the order its handler has them, so a fault leaves exactly the interpreter's
+/// state. The emitted code depends only on the block's address and bytes, so one method serves every code cache
+/// (forks, re-executions of a program, test machines) through a bounded table.
+/// </summary>
+public static unsafe class BlockCompiler
+{
+    /// <summary>Compiled methods kept for reuse; past this the table is emptied (blocks keep their delegates, and
+    /// a method no block references any more is collected).</summary>
+    const int MaxShared = 8192;
+
+    readonly struct Key(ulong start, byte[] bytes) : IEquatable<Key>
+    {
+        readonly ulong _start = start;
+        readonly byte[] _bytes = bytes;
+        public bool Equals(Key o) => _start == o._start && _bytes.AsSpan().SequenceEqual(o._bytes);
+        public override bool Equals(object? o) => o is Key k && Equals(k);
+        public override int GetHashCode()
+        {
+            var h = new HashCode();
+            h.Add(_start);
+            h.AddBytes(_bytes);
+            return h.ToHashCode();
+        }
+    }
+
+    static readonly Dictionary<Key, DynamicMethod> Shared = new();
+
+    public static CompiledBlock Compile(Block b)
+    {
+        var key = new Key(b.Start, b.Bytes);
+        DynamicMethod? dm;
+        lock (Shared) Shared.TryGetValue(key, out dm);
+        if (dm == null)
+        {
+            dm = new Emitter(b).Emit();
+            lock (Shared)
+            {
+                if (Shared.Count >= MaxShared) Shared.Clear();
+                Shared[key] = dm;
+            }
+        }
+        return (CompiledBlock)dm.CreateDelegate(typeof(CompiledBlock), b);
+    }
+
+    // ---------------------------------------------------------------- reflection handles
+
+    const BindingFlags Inst = BindingFlags.Instance | BindingFlags.Public | BindingFlags.NonPublic;
+    static readonly FieldInfo FR = typeof(Cpu).GetField(nameof(Cpu.R))!;
+    static readonly FieldInfo FRip = typeof(Cpu).GetField(nameof(Cpu.Rip))!;
+    static readonly FieldInfo FBlockIndex = typeof(Cpu).GetField(nameof(Cpu.BlockIndex))!;
+    static readonly FieldInfo FMem = typeof(Cpu).GetField(nameof(Cpu.Mem))!;
+    static readonly FieldInfo FFsBase = typeof(Cpu).GetField(nameof(Cpu.FsBase))!;
+    static readonly FieldInfo FGsBase = typeof(Cpu).GetField(nameof(Cpu.GsBase))!;
+    static readonly FieldInfo FLazy = typeof(Cpu).GetField("_lazy", Inst)!;
+    static readonly FieldInfo FLazySize = typeof(Cpu).GetField("_lazySize", Inst)!;
+    static readonly FieldInfo FLazyA = typeof(Cpu).GetField("_lazyA", Inst)!;
+    static readonly FieldInfo FLazyB = typeof(Cpu).GetField("_lazyB", Inst)!;
+    static readonly FieldInfo FLazyR = typeof(Cpu).GetField("_lazyR", Inst)!;
+    static readonly FieldInfo FInsts = typeof(Block).GetField(nameof(Block.Insts))!;
+    static readonly FieldInfo FHandlers = typeof(Block).GetField(nameof(Block.Handlers))!;
+    static readonly MethodInfo MCond = typeof(Cpu).GetMethod(nameof(Cpu.Cond))!;
+    static readonly MethodInfo MIncDec = typeof(Cpu).GetMethod(nameof(Cpu.SetFlagsIncDec))!;
+    static readonly MethodInfo[] MRead =
+    {
+        null!, typeof(GuestMemory).GetMethod(nameof(GuestMemory.Read8))!, typeof(GuestMemory).GetMethod(nameof(GuestMemory.Read16))!, null!,
+        typeof(GuestMemory).GetMethod(nameof(GuestMemory.Read32))!, null!, null!, null!, typeof(GuestMemory).GetMethod(nameof(GuestMemory.Read64))!,
+    };
+    static readonly MethodInfo[] MWrite =
+    {
+        null!, typeof(GuestMemory).GetMethod(nameof(GuestMemory.Write8))!, typeof(GuestMemory).GetMethod(nameof(GuestMemory.Write16))!, null!,
+        typeof(GuestMemory).GetMethod(nameof(GuestMemory.Write32))!, null!, null!, null!, typeof(GuestMemory).GetMethod(nameof(GuestMemory.Write64))!,
+    };
+
+    // ---------------------------------------------------------------- what an instruction does, decided before emitting
+
+    enum Form { Helper, Nop, Mov, Movzx, Movsx, Lea, Alu, IncDec, Neg, Not, Push, Pop, Call, Ret, Jmp, Jcc, Setcc, Cmovcc, Shift, Imul }
+
+    /// <summary>How an instruction touches the arithmetic flags, for liveness.</summary>
+    enum FlagUse { None, Writes, Reads }
+
+    enum OpClass { Bad, Reg, Mem, Imm }
+
+    struct Operand
+    {
+        public OpClass Class;
+        public int Reg, RegKind; // RegKind as Cpu.RegInfo: 0 = 64, 1 = 32, 2 = 16, 3 = low byte, 4 = high byte
+        public ulong Imm;
+    }
+
+    struct Plan
+    {
+        public Form Form;
+        public Operand O0, O1;
+        public int Size;       // operand size (destination size for movzx/movsx)
+        public int SrcSize;    // source size for movzx/movsx
+        public bool Memory;    // accesses guest memory (can fault)
+        public bool Stores;    // writes guest memory
+        public FlagUse Flags;
+        public int AluKind;    // Cpu.LazyAdd / LazySub / LazyLogic for Form.Alu
+        public OpCode AluOp;   // the IL operation of Form.Alu
+        public bool AluStores; // false for cmp and test
+        public int Count;      // shift count (immediate, masked, not 0)
+        /// <summary>Inline only while nothing can observe its flags (shifts, rotates and imul compute no flags
+        /// inline: when they are live the handler runs).</summary>
+        public bool NeedsDeadFlags;
+    }
+
+    static Operand Classify(ref Instruction i, int n)
+    {
+        var o = new Operand();
+        switch (i.GetOpKind(n))
+        {
+            case OpKind.Register:
+            {
+                int info = Cpu.RegInfo[(int)i.GetOpRegister(n)];
+                if ((info >> 4) > 4) return o;
+                o.Class = OpClass.Reg; o.Reg = info & 15; o.RegKind = info >> 4;
+                return o;
+            }
+            case OpKind.Memory:
+                if (!SimpleMemory(ref i)) return o;
+                o.Class = OpClass.Mem;
+                return o;
+            case OpKind.Immediate8: case OpKind.Immediate16: case OpKind.Immediate32: case OpKind.Immediate64:
+            case OpKind.Immediate8to16: case OpKind.Immediate8to32: case OpKind.Immediate8to64: case OpKind.Immediate32to64:
+                o.Class = OpClass.Imm; o.Imm = i.GetImmediate(n);
+                return o;
+            case OpKind.NearBranch64:
+                o.Class = OpClass.Imm; o.Imm = i.NearBranch64;
+                return o;
+            default:
+                return o;
+        }
+    }
+
+    /// <summary>A memory operand with 64-bit (or no) base and index registers: the address forms the inline code
+    /// computes; 32-bit address forms go to the handler.</summary>
+    static bool SimpleMemory(ref Instruction i)
+    {
+        Register b = i.MemoryBase, x = i.MemoryIndex;
+        if (b != Register.None && b != Register.RIP && (Cpu.RegInfo[(int)b] >> 4) != 0) return false;
+        if (x != Register.None && (Cpu.RegInfo[(int)x] >> 4) != 0) return false;
+        if (b == Register.RIP && x != Register.None) return false;
+        return i.MemorySegment is Register.None or Register.ES or Register.CS or Register.SS or Register.DS or Register.FS or Register.GS;
+    }
+
+    static bool IsRegOrMem(in Operand o) => o.Class is OpClass.Reg or OpClass.Mem;
+
+    static Plan Analyze(ref Instruction i)
+    {
+        var p = new Plan { Form = Form.Helper, Flags = FlagUse.Reads };
+        if (i.HasLockPrefix || i.Code == Code.INVALID) return p;
+        int count = i.OpCount;
+        Operand o0 = count > 0 ? Classify(ref i, 0) : default, o1 = count > 1 ? Classify(ref i, 1) : default;
+        p.O0 = o0; p.O1 = o1;
+        bool mem0 = o0.Class == OpClass.Mem, mem1 = o1.Class == OpClass.Mem;
+        switch (i.Mnemonic)
+        {
+            case Mnemonic.Nop:
+                p.Form = Form.Nop; p.Flags = FlagUse.None;
+                return p;
+            case Mnemonic.Mov:
+                if (count != 2 || !IsRegOrMem(o0) || o1.Class == OpClass.Bad) return p;
+                p.Size = Cpu.OpSize(ref i, 0);
+                if (p.Size is not (1 or 2 or 4 or 8)) return p;
+                p.Form = Form.Mov; p.Flags = FlagUse.None; p.Memory = mem0 || mem1; p.Stores = mem0;
+                return p;
+            case Mnemonic.Movzx or Mnemonic.Movsx or Mnemonic.Movsxd:
+                if (count != 2 || o0.Class != OpClass.Reg || !IsRegOrMem(o1)) return p;
+                p.Size = Cpu.OpSize(ref i, 0); p.SrcSize = Cpu.OpSize(ref i, 1);
+                if (p.SrcSize is not (1 or 2 or 4)) return p;
+                p.Form = i.Mnemonic == Mnemonic.Movzx ? Form.Movzx : Form.Movsx; p.Flags = FlagUse.None; p.Memory = mem1;
+                return p;
+            case Mnemonic.Lea:
+                if (o0.Class != OpClass.Reg || o0.RegKind > 1 || !mem1) return p;
+                p.Form = Form.Lea; p.Flags = FlagUse.None;
+                return p;
+            case Mnemonic.Add or Mnemonic.Sub or Mnemonic.Cmp or Mnemonic.And or Mnemonic.Or or Mnemonic.Xor or Mnemonic.Test:
+                if (count != 2 || !IsRegOrMem(o0) || o1.Class == OpClass.Bad) return p;
+                p.Size = Cpu.OpSize(ref i, 0);
+                if (p.Size is not (1 or 2 or 4 or 8)) return p;
+                (p.AluKind, p.AluOp, p.AluStores) = i.Mnemonic switch
+                {
+                    Mnemonic.Add => (Cpu.LazyAdd, OpCodes.Add, true),
+                    Mnemonic.Sub => (Cpu.LazySub, OpCodes.Sub, true),
+                    Mnemonic.Cmp => (Cpu.LazySub, OpCodes.Sub, false),
+                    Mnemonic.And => (Cpu.LazyLogic, OpCodes.And, true),
+                    Mnemonic.Or => (Cpu.LazyLogic, OpCodes.Or, true),
+                    Mnemonic.Xor => (Cpu.LazyLogic, OpCodes.Xor, true),
+                    _ => (Cpu.LazyLogic, OpCodes.And, false),
+                };
+                p.Form = Form.Alu; p.Flags = FlagUse.Writes; p.Memory = mem0 || mem1; p.Stores = mem0 && p.AluStores;
+                return p;
+            case Mnemonic.Inc or Mnemonic.Dec or Mnemonic.Neg or Mnemonic.Not:
+                if (count != 1 || !IsRegOrMem(o0)) return p;
+                p.Size = Cpu.OpSize(ref i, 0);
+                if (p.Size is not (1 or 2 or 4 or 8)) return p;
+                p.Form = i.Mnemonic switch { Mnemonic.Neg => Form.Neg, Mnemonic.Not => Form.Not, _ => Form.IncDec };
+                // inc/dec keep CF: they read the pending record
+                p.Flags = i.Mnemonic switch { Mnemonic.Neg => FlagUse.Writes, Mnemonic.Not => FlagUse.None, _ => FlagUse.Reads };
+                p.Memory = p.Stores = mem0;
+                return p;
+            case Mnemonic.Push:
+                if (count != 1 || i.StackPointerIncrement != -8 || o0.Class == OpClass.Bad) return p;
+                if (o0.Class == OpClass.Reg && o0.RegKind != 0) return p;
+                p.Form = Form.Push; p.Flags = FlagUse.None; p.Memory = p.Stores = true;
+                return p;
+            case Mnemonic.Pop:
+                if (count != 1 || i.StackPointerIncrement != 8 || o0.Class != OpClass.Reg || o0.RegKind != 0) return p;
+                p.Form = Form.Pop; p.Flags = FlagUse.None; p.Memory = true;
+                return p;
+            case Mnemonic.Call:
+                if (count != 1 || (o0.Class == OpClass.Reg && o0.RegKind != 0) || o0.Class == OpClass.Bad) return p;
+                if (i.Code is not (Code.Call_rel32_64 or Code.Call_rm64)) return p;
+                p.Form = Form.Call; p.Flags = FlagUse.None; p.Memory = p.Stores = true;
+                return p;
+            case Mnemonic.Ret:
+                if (i.Code is not (Code.Retnq or Code.Retnq_imm16)) return p;
+                p.Form = Form.Ret; p.Flags = FlagUse.None; p.Memory = true;
+                p.O0 = new Operand { Class = OpClass.Imm, Imm = count == 1 ? i.Immediate16 : 0UL };
+                return p;
+            case Mnemonic.Jmp:
+                if (i.Code is not (Code.Jmp_rel8_64 or Code.Jmp_rel32_64 or Code.Jmp_rm64)) return p;
+                if (o0.Class == OpClass.Bad || (o0.Class == OpClass.Reg && o0.RegKind != 0)) return p;
+                p.Form = Form.Jmp; p.Flags = FlagUse.None; p.Memory = mem0;
+                return p;
+        }
+        if (i.Mnemonic is Mnemonic.Shl or Mnemonic.Sal or Mnemonic.Shr or Mnemonic.Sar or Mnemonic.Rol or Mnemonic.Ror)
+        {
+            if (count != 2 || !IsRegOrMem(o0) || i.Op1Kind != OpKind.Immediate8) return p;
+            p.Size = Cpu.OpSize(ref i, 0);
+            if (p.Size is not (1 or 2 or 4 or 8)) return p;
+            p.Count = i.Immediate8 & (p.Size == 8 ? 0x3F : 0x1F);
+            if (p.Count == 0) return p; // a count of 0 changes nothing but still stores: the handler's business
+            p.Form = Form.Shift; p.Flags = FlagUse.None; p.NeedsDeadFlags = true; p.Memory = p.Stores = mem0;
+            return p;
+        }
+        if (i.Mnemonic == Mnemonic.Imul && count is 2 or 3 && o0.Class == OpClass.Reg && o0.RegKind <= 1 && IsRegOrMem(o1)
+            && (count == 2 || Classify(ref i, 2).Class == OpClass.Imm))
+        {
+            p.Size = Cpu.OpSize(ref i, 0);
+            if (count == 3) p.O0.Imm = Classify(ref i, 2).Imm; // the third operand, kept with the destination
+            p.Count = count;
+            p.Form = Form.Imul; p.Flags = FlagUse.None; p.NeedsDeadFlags = true; p.Memory = mem1;
+            return p;
+        }
+        if (i.Mnemonic is Mnemonic.Jo or Mnemonic.Jno or Mnemonic.Jb or Mnemonic.Jae or Mnemonic.Je or Mnemonic.Jne or Mnemonic.Jbe
+                or Mnemonic.Ja or Mnemonic.Js or Mnemonic.Jns or Mnemonic.Jp or Mnemonic.Jnp or Mnemonic.Jl or Mnemonic.Jge or Mnemonic.Jle
+                or Mnemonic.Jg)
+        {
+            if (count != 1 || i.Op0Kind != OpKind.NearBranch64) return p;
+            p.Form = Form.Jcc;
+            return p;
+        }
+        if (i.Mnemonic is Mnemonic.Seto or Mnemonic.Setno or Mnemonic.Setb or Mnemonic.Setae or Mnemonic.Sete or Mnemonic.Setne
+                or Mnemonic.Setbe or Mnemonic.Seta or Mnemonic.Sets or Mnemonic.Setns or Mnemonic.Setp or Mnemonic.Setnp or Mnemonic.Setl
+                or Mnemonic.Setge or Mnemonic.Setle or Mnemonic.Setg)
+        {
+            if (count != 1 || !IsRegOrMem(o0) || Cpu.OpSize(ref i, 0) != 1) return p;
+            p.Form = Form.Setcc; p.Size = 1; p.Memory = p.Stores = mem0;
+            return p;
+        }
+        if (i.Mnemonic is Mnemonic.Cmovo or Mnemonic.Cmovno or Mnemonic.Cmovb or Mnemonic.Cmovae or Mnemonic.Cmove or Mnemonic.Cmovne
+                or Mnemonic.Cmovbe or Mnemonic.Cmova or Mnemonic.Cmovs or Mnemonic.Cmovns or Mnemonic.Cmovp or Mnemonic.Cmovnp
+                or Mnemonic.Cmovl or Mnemonic.Cmovge or Mnemonic.Cmovle or Mnemonic.Cmovg)
+        {
+            if (count != 2 || o0.Class != OpClass.Reg || o0.RegKind > 1 || !IsRegOrMem(o1)) return p;
+            p.Form = Form.Cmovcc; p.Size = Cpu.OpSize(ref i, 0); p.Memory = mem1;
+            return p;
+        }
+        return p;
+    }
+
+    // ---------------------------------------------------------------- emission
+
+    sealed class Emitter
+    {
+        readonly Block _b;
+        readonly DynamicMethod _dm;
+        readonly ILGenerator _il;
+        readonly LocalBuilder _regs, _mem, _ea, _a, _bv, _r, _v;
+        readonly Plan[] _plans;
+
+        public Emitter(Block b)
+        {
+            _b = b;
+            _dm = new DynamicMethod($"block_{b.Start:x}", typeof(void), new[] { typeof(Block), typeof(Cpu) }, typeof(Cpu).Module, skipVisibility: true);
+            _il = _dm.GetILGenerator(256 + b.Count * 64);
+            _regs = _il.DeclareLocal(typeof(ulong).MakeByRefType());
+            _mem = _il.DeclareLocal(typeof(GuestMemory));
+            _ea = _il.DeclareLocal(typeof(ulong));
+            _a = _il.DeclareLocal(typeof(ulong));
+            _bv = _il.DeclareLocal(typeof(ulong));
+            _r = _il.DeclareLocal(typeof(ulong));
+            _v = _il.DeclareLocal(typeof(ulong));
+            _plans = new Plan[b.Count];
+            for (int k = 0; k < b.Count; k++) _plans[k] = Analyze(ref b.Insts[k]);
+            // from the end, so that the liveness of k sees the final plans of the instructions after it
+            for (int k = b.Count - 1; k >= 0; k--)
+                if (_plans[k].NeedsDeadFlags && FlagsLive(k)) _plans[k] = new Plan { Form = Form.Helper, Flags = FlagUse.Reads };
+        }
+
+        public DynamicMethod Emit()
+        {
+            var il = _il;
+            // ref ulong regs = ref c.R[0]; GuestMemory mem = c.Mem;
+            il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, FR); il.Emit(OpCodes.Ldc_I4_0); il.Emit(OpCodes.Ldelema, typeof(ulong)); il.Emit(OpCodes.Stloc, _regs);
+            il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, FMem); il.Emit(OpCodes.Stloc, _mem);
+            bool ripSet = false;
+            for (int k = 0; k < _b.Count; k++)
+            {
+                ref Instruction ins = ref _b.Insts[k];
+                ref Plan p = ref _plans[k];
+                bool fusable = k > 0 && _plans[k - 1].Form == Form.Alu && _plans[k - 1].AluKind != Cpu.LazyAdd;
+                if (p.Form == Form.Helper)
+                {
+                    EmitHelper(k, ref ins);
+                    ripSet = true;
+                    continue;
+                }
+                if (p.Memory) { il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldc_I4, k); il.Emit(OpCodes.Stfld, FBlockIndex); }
+                if (p.Stores) SetRip(ins.NextIP);
+                ripSet = EmitInline(k, ref ins, ref p, fusable);
+            }
+            if (!ripSet) SetRip(_b.Insts[_b.Count - 1].NextIP);
+            il.Emit(OpCodes.Ret);
+            return _dm;
+        }
+
+        /// <summary>Runs the interpreter's handler for instruction k.</summary>
+        void EmitHelper(int k, ref Instruction ins)
+        {
+            var il = _il;
+            il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldc_I4, k); il.Emit(OpCodes.Stfld, FBlockIndex);
+            SetRip(ins.NextIP);
+            il.Emit(OpCodes.Ldarg_1);
+            il.Emit(OpCodes.Ldarg_0); il.Emit(OpCodes.Ldfld, FInsts); il.Emit(OpCodes.Ldc_I4, k); il.Emit(OpCodes.Ldelema, typeof(Instruction));
+            il.Emit(OpCodes.Ldarg_0); il.Emit(OpCodes.Ldfld, FHandlers); il.Emit(OpCodes.Ldc_I4, k); il.Emit(OpCodes.Ldelem_I);
+            il.EmitCalli(OpCodes.Calli, CallingConventions.Standard, typeof(void), new[] { typeof(Cpu), typeof(Instruction).MakeByRefType() }, null);
+        }
+
+        void SetRip(ulong v) { _il.Emit(OpCodes.Ldarg_1); _il.Emit(OpCodes.Ldc_I8, (long)v); _il.Emit(OpCodes.Stfld, FRip); }
+
+        /// <summary>Emits instruction k; returns true when it set rip (a control transfer).</summary>
+        bool EmitInline(int k, ref Instruction ins, ref Plan p, bool fusable)
+        {
+            var il = _il;
+            switch (p.Form)
+            {
+                case Form.Nop:
+                    return false;
+                case Form.Mov:
+                    if (p.O1.Class == OpClass.Mem) { Ea(ref ins, true); Stloc(_ea); }
+                    Read(ref p.O1, p.Size); Stloc(_v);
+                    if (p.O0.Class == OpClass.Mem) { Ea(ref ins, true); Stloc(_ea); }
+                    Write(ref p.O0, p.Size, _v);
+                    return false;
+                case Form.Movzx:
+                case Form.Movsx:
+                    if (p.O1.Class == OpClass.Mem) { Ea(ref ins, true); Stloc(_ea); }
+                    Read(ref p.O1, p.SrcSize);
+                    if (p.Form == Form.Movsx) { SignExtend(p.SrcSize); Truncate(p.Size); }
+                    Stloc(_v);
+                    Write(ref p.O0, p.Size, _v);
+                    return false;
+                case Form.Lea:
+                    Ea(ref ins, false); Stloc(_v);
+                    Write(ref p.O0, p.O0.RegKind == 0 ? 8 : 4, _v);
+                    return false;
+                case Form.Alu:
+                {
+                    if (p.Memory) { Ea(ref ins, true); Stloc(_ea); }
+                    Read(ref p.O0, p.Size); Stloc(_a);
+                    Read(ref p.O1, p.Size); Stloc(_bv);
+                    Ldloc(_a); Ldloc(_bv); il.Emit(p.AluOp);
+                    if (p.AluKind != Cpu.LazyLogic) Truncate(p.Size);
+                    Stloc(_r);
+                    if (FlagsLive(k)) Record(p.AluKind, p.AluKind == Cpu.LazyLogic ? null : _a, p.AluKind == Cpu.LazyLogic ? null : _bv, _r, p.Size);
+                    if (p.AluStores) Write(ref p.O0, p.Size, _r);
+                    return false;
+                }
+                case Form.Neg:
+                    if (p.Memory) { Ea(ref ins, true); Stloc(_ea); }
+                    Read(ref p.O0, p.Size); Stloc(_a);
+                    il.Emit(OpCodes.Ldc_I8, 0L); Ldloc(_a); il.Emit(OpCodes.Sub); Truncate(p.Size); Stloc(_r);
+                    il.Emit(OpCodes.Ldc_I8, 0L); Stloc(_bv);
+                    if (FlagsLive(k)) Record(Cpu.LazySub, _bv, _a, _r, p.Size);
+                    Write(ref p.O0, p.Size, _r);
+                    return false;
+                case Form.Not:
+                    if (p.Memory) { Ea(ref ins, true); Stloc(_ea); }
+                    Read(ref p.O0, p.Size); il.Emit(OpCodes.Not); Truncate(p.Size); Stloc(_r);
+                    Write(ref p.O0, p.Size, _r);
+                    return false;
+                case Form.IncDec:
+                {
+                    bool dec = ins.Mnemonic == Mnemonic.Dec;
+                    if (p.Memory) { Ea(ref ins, true); Stloc(_ea); }
+                    Read(ref p.O0, p.Size); Stloc(_a);
+                    Ldloc(_a); il.Emit(OpCodes.Ldc_I8, 1L); il.Emit(dec ? OpCodes.Sub : OpCodes.Add); Truncate(p.Size); Stloc(_r);
+                    il.Emit(OpCodes.Ldarg_1); il.Emit(dec ? OpCodes.Ldc_I4_1 : OpCodes.Ldc_I4_0); Ldloc(_a); Ldloc(_r); il.Emit(OpCodes.Ldc_I4, p.Size);
+                    il.Emit(OpCodes.Call, MIncDec);
+                    Write(ref p.O0, p.Size, _r);
+                    return false;
+                }
+                case Form.Push:
+                    if (p.O0.Class == OpClass.Mem) { Ea(ref ins, true); Stloc(_ea); }
+                    Read(ref p.O0, 8); Stloc(_v);
+                    LdReg(Cpu.RSP); il.Emit(OpCodes.Ldc_I8, 8L); il.Emit(OpCodes.Sub); Stloc(_a);
+                    StoreMem(_a, _v, 8);
+                    StReg(Cpu.RSP, _a);
+                    return false;
+                case Form.Pop:
+                    LdReg(Cpu.RSP); Stloc(_a);
+                    LoadMem(_a, 8); Stloc(_v);
+                    Ldloc(_a); il.Emit(OpCodes.Ldc_I8, 8L); il.Emit(OpCodes.Add); Stloc(_a);
+                    StReg(Cpu.RSP, _a);
+                    StReg(p.O0.Reg, _v); // pop rsp: the popped value wins, as in the handler
+                    return false;
+                case Form.Call:
+                    if (p.O0.Class == OpClass.Mem) { Ea(ref ins, true); Stloc(_ea); }
+                    Read(ref p.O0, 8); Stloc(_r);
+                    LdReg(Cpu.RSP); il.Emit(OpCodes.Ldc_I8, 8L); il.Emit(OpCodes.Sub); Stloc(_a);
+                    il.Emit(OpCodes.Ldc_I8, (long)ins.NextIP); Stloc(_v);
+                    StoreMem(_a, _v, 8);
+                    StReg(Cpu.RSP, _a);
+                    il.Emit(OpCodes.Ldarg_1); Ldloc(_r); il.Emit(OpCodes.Stfld, FRip);
+                    return true;
+                case Form.Ret:
+                    LdReg(Cpu.RSP); Stloc(_a);
+                    LoadMem(_a, 8); Stloc(_r);
+                    Ldloc(_a); il.Emit(OpCodes.Ldc_I8, 8L); il.Emit(OpCodes.Add); Stloc(_a);
+                    StReg(Cpu.RSP, _a);
+                    if (p.O0.Imm != 0) { LdReg(Cpu.RSP); il.Emit(OpCodes.Ldc_I8, (long)p.O0.Imm); il.Emit(OpCodes.Add); Stloc(_a); StReg(Cpu.RSP, _a); }
+                    il.Emit(OpCodes.Ldarg_1); Ldloc(_r); il.Emit(OpCodes.Stfld, FRip);
+                    return true;
+                case Form.Jmp:
+                    if (p.O0.Class == OpClass.Mem) { Ea(ref ins, true); Stloc(_ea); }
+                    Read(ref p.O0, 8); Stloc(_r);
+                    il.Emit(OpCodes.Ldarg_1); Ldloc(_r); il.Emit(OpCodes.Stfld, FRip);
+                    return true;
+                case Form.Jcc:
+                {
+                    Condition(ins.ConditionCode, fusable ? _plans[k - 1] : default, fusable);
+                    var notTaken = il.DefineLabel();
+                    var end = il.DefineLabel();
+                    il.Emit(OpCodes.Brfalse, notTaken);
+                    SetRip(p.O0.Imm);
+                    il.Emit(OpCodes.Br, end);
+                    il.MarkLabel(notTaken);
+                    SetRip(ins.NextIP);
+                    il.MarkLabel(end);
+                    return true;
+                }
+                case Form.Setcc:
+                    if (p.Memory) { Ea(ref ins, true); Stloc(_ea); }
+                    Condition(ins.ConditionCode, fusable ? _plans[k - 1] : default, fusable);
+                    il.Emit(OpCodes.Conv_U8); Stloc(_v);
+                    Write(ref p.O0, 1, _v);
+                    return false;
+                case Form.Cmovcc:
+                {
+                    if (p.Memory) { Ea(ref ins, true); Stloc(_ea); }
+                    Read(ref p.O1, p.Size); Stloc(_v); // the source is read (and may fault) whatever the condition
+                    Condition(ins.ConditionCode, fusable ? _plans[k - 1] : default, fusable);
+                    var keep = il.DefineLabel();
+                    var end = il.DefineLabel();
+                    il.Emit(OpCodes.Brfalse, keep);
+                    Write(ref p.O0, p.Size, _v);
+                    il.Emit(OpCodes.Br, end);
+                    il.MarkLabel(keep);
+                    if (p.Size == 4) { LdReg(p.O0.Reg); il.Emit(OpCodes.Conv_U4); il.Emit(OpCodes.Conv_U8); Stloc(_v); StReg(p.O0.Reg, _v); }
+                    il.MarkLabel(end);
+                    return false;
+                }
+                case Form.Shift:
+                {
+                    if (p.Memory) { Ea(ref ins, true); Stloc(_ea); }
+                    Read(ref p.O0, p.Size); Stloc(_a);
+                    int bits = p.Size * 8, n = p.Count;
+                    switch (ins.Mnemonic)
+                    {
+                        case Mnemonic.Shl or Mnemonic.Sal: Ldloc(_a); il.Emit(OpCodes.Ldc_I4, n); il.Emit(OpCodes.Shl); break;
+                        case Mnemonic.Shr: Ldloc(_a); il.Emit(OpCodes.Ldc_I4, n); il.Emit(OpCodes.Shr_Un); break;
+                        case Mnemonic.Sar: Ldloc(_a); SignExtend(p.Size); il.Emit(OpCodes.Ldc_I4, n); il.Emit(OpCodes.Shr); break;
+                        default:
+                        {
+                            int rc = n & (bits - 1), left = ins.Mnemonic == Mnemonic.Rol ? rc : bits - rc;
+                            Ldloc(_a);
+                            if (rc != 0)
+                            {
+                                il.Emit(OpCodes.Ldc_I4, left); il.Emit(OpCodes.Shl);
+                                Ldloc(_a); il.Emit(OpCodes.Ldc_I4, bits - left); il.Emit(OpCodes.Shr_Un);
+                                il.Emit(OpCodes.Or);
+                            }
+                            break;
+                        }
+                    }
+                    Truncate(p.Size); Stloc(_r);
+                    Write(ref p.O0, p.Size, _r);
+                    return false;
+                }
+                case Form.Imul:
+                {
+                    if (p.Memory) { Ea(ref ins, true); Stloc(_ea); }
+                    // the low half of a product does not depend on the signedness of the factors
+                    if (p.Count == 2) { Read(ref p.O0, p.Size); Read(ref p.O1, p.Size); }
+                    else { Read(ref p.O1, p.Size); il.Emit(OpCodes.Ldc_I8, (long)(p.O0.Imm & Cpu.SizeMask(p.Size))); }
+                    il.Emit(OpCodes.Mul); Truncate(p.Size); Stloc(_r);
+                    Write(ref p.O0, p.Size, _r);
+                    return false;
+                }
+            }
+            throw new InvalidOperationException($"no emitter for {p.Form}");
+        }
+
+        /// <summary>Whether the flag record of instruction k can be read before it is replaced: it is dead only
+        /// when a later instruction of the block replaces it and nothing in between can fault, call a handler or
+        /// read flags (a fault hands the flags to the guest's signal handler).</summary>
+        bool FlagsLive(int k)
+        {
+            for (int j = k + 1; j < _plans.Length; j++)
+            {
+                ref Plan q = ref _plans[j];
+                if (q.Form == Form.Helper || q.Memory || q.Flags == FlagUse.Reads) return true;
+                if (q.Flags == FlagUse.Writes) return false;
+            }
+            return true;
+        }
+
+        void Record(int kind, LocalBuilder? a, LocalBuilder? b, LocalBuilder r, int size)
+        {
+            var il = _il;
+            il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldc_I4, kind); il.Emit(OpCodes.Stfld, FLazy);
+            il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldc_I4, size); il.Emit(OpCodes.Stfld, FLazySize);
+            il.Emit(OpCodes.Ldarg_1); if (a != null) Ldloc(a); else il.Emit(OpCodes.Ldc_I8, 0L); il.Emit(OpCodes.Stfld, FLazyA);
+            il.Emit(OpCodes.Ldarg_1); if (b != null) Ldloc(b); else il.Emit(OpCodes.Ldc_I8, 0L); il.Emit(OpCodes.Stfld, FLazyB);
+            il.Emit(OpCodes.Ldarg_1); Ldloc(r); il.Emit(OpCodes.Stfld, FLazyR);
+        }
+
+        /// <summary>Pushes the condition as 0 or 1. After a compare, subtraction or logic operation that is the
+        /// previous instruction, the condition is decided from its operands and result (still in _a, _bv, _r);
+        /// otherwise from the thread's flags.</summary>
+        void Condition(ConditionCode cc, Plan prev, bool fusable)
+        {
+            var il = _il;
+            if (!fusable || cc is ConditionCode.o or ConditionCode.no or ConditionCode.p or ConditionCode.np)
+            {
+                il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldc_I4, (int)cc); il.Emit(OpCodes.Call, MCond);
+                return;
+            }
+            int s = prev.Size;
+            bool negate = false;
+            if (prev.AluKind == Cpu.LazySub)
+            {
+                switch (cc)
+                {
+                    case ConditionCode.e: case ConditionCode.ne: Ldloc(_r); il.Emit(OpCodes.Ldc_I8, 0L); il.Emit(OpCodes.Ceq); negate = cc == ConditionCode.ne; break;
+                    case ConditionCode.b: case ConditionCode.ae: Ldloc(_a); Ldloc(_bv); il.Emit(OpCodes.Clt_Un); negate = cc == ConditionCode.ae; break;
+                    case ConditionCode.a: case ConditionCode.be: Ldloc(_a); Ldloc(_bv); il.Emit(OpCodes.Cgt_Un); negate = cc == ConditionCode.be; break;
+                    case ConditionCode.l: case ConditionCode.ge: Ldloc(_a); SignExtend(s); Ldloc(_bv); SignExtend(s); il.Emit(OpCodes.Clt); negate = cc == ConditionCode.ge; break;
+                    case ConditionCode.g: case ConditionCode.le: Ldloc(_a); SignExtend(s); Ldloc(_bv); SignExtend(s); il.Emit(OpCodes.Cgt); negate = cc == ConditionCode.le; break;
+                    case ConditionCode.s: case ConditionCode.ns: Sign(s); negate = cc == ConditionCode.ns; break;
+                    default: throw new InvalidOperationException($"condition {cc}");
+                }
+            }
+            else
+            {
+                // logic: CF = OF = 0
+                switch (cc)
+                {
+                    case ConditionCode.e: case ConditionCode.be: case ConditionCode.ne: case ConditionCode.a:
+                        Ldloc(_r); il.Emit(OpCodes.Ldc_I8, 0L); il.Emit(OpCodes.Ceq); negate = cc is ConditionCode.ne or ConditionCode.a; break;
+                    case ConditionCode.s: case ConditionCode.l: case ConditionCode.ns: case ConditionCode.ge:
+                        Sign(s); negate = cc is ConditionCode.ns or ConditionCode.ge; break;
+                    case ConditionCode.le: case ConditionCode.g:
+                        Ldloc(_r); il.Emit(OpCodes.Ldc_I8, 0L); il.Emit(OpCodes.Ceq); Sign(s); il.Emit(OpCodes.Or); negate = cc == ConditionCode.g; break;
+                    case ConditionCode.b: il.Emit(OpCodes.Ldc_I4_0); break;
+                    case ConditionCode.ae: il.Emit(OpCodes.Ldc_I4_1); break;
+                    default: throw new InvalidOperationException($"condition {cc}");
+                }
+            }
+            if (negate) { il.Emit(OpCodes.Ldc_I4_0); il.Emit(OpCodes.Ceq); }
+        }
+
+        /// <summary>Pushes the sign bit (0 or 1, int32) of the result in _r of the given size.</summary>
+        void Sign(int s)
+        {
+            Ldloc(_r); _il.Emit(OpCodes.Ldc_I4, s * 8 - 1); _il.Emit(OpCodes.Shr_Un); _il.Emit(OpCodes.Conv_I4); _il.Emit(OpCodes.Ldc_I4_1); _il.Emit(OpCodes.And);
+        }
+
+        // ------------------------------------------------------------ operands
+
+        /// <summary>Pushes the effective address of the memory operand (with the FS/GS base when `segment`).</summary>
+        void Ea(ref Instruction i, bool segment)
+        {
+            var il = _il;
+            il.Emit(OpCodes.Ldc_I8, (long)i.MemoryDisplacement64);
+            Register b = i.MemoryBase, x = i.MemoryIndex;
+            if (b != Register.None && b != Register.RIP) { LdReg(Cpu.RegInfo[(int)b] & 15); il.Emit(OpCodes.Add); }
+            if (x != Register.None)
+            {
+                LdReg(Cpu.RegInfo[(int)x] & 15);
+                int scale = i.MemoryIndexScale;
+                if (scale != 1) { il.Emit(OpCodes.Ldc_I4, System.Numerics.BitOperations.Log2((uint)scale)); il.Emit(OpCodes.Shl); }
+                il.Emit(OpCodes.Add);
+            }
+            if (segment && i.MemorySegment is Register.FS or Register.GS)
+            {
+                il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, i.MemorySegment == Register.FS ? FFsBase : FGsBase); il.Emit(OpCodes.Add);
+            }
+        }
+
+        /// <summary>Pushes the operand's value, zero-extended, of the given size (a memory operand's address is in _ea).</summary>
+        void Read(ref Operand o, int size)
+        {
+            switch (o.Class)
+            {
+                case OpClass.Reg:
+                    LdReg(o.Reg);
+                    if (o.RegKind == 4) { _il.Emit(OpCodes.Ldc_I4_8); _il.Emit(OpCodes.Shr_Un); Truncate(1); }
+                    else Truncate(size);
+                    break;
+                case OpClass.Mem:
+                    LoadMem(_ea, size);
+                    break;
+                case OpClass.Imm:
+                    _il.Emit(OpCodes.Ldc_I8, (long)(o.Imm & Cpu.SizeMask(size)));
+                    break;
+                default:
+                    throw new InvalidOperationException("operand");
+            }
+        }
+
+        /// <summary>Writes v (already of the given size) to the operand as the handlers' SetReg / Mem.Write do.</summary>
+        void Write(ref Operand o, int size, LocalBuilder v)
+        {
+            var il = _il;
+            if (o.Class == OpClass.Mem) { StoreMem(_ea, v, size); return; }
+            if (o.Class != OpClass.Reg) throw new InvalidOperationException("destination");
+            int kind = o.RegKind;
+            if (kind == 0 || kind == 1)
+            {
+                RegAddr(o.Reg); Ldloc(v); if (kind == 1) { il.Emit(OpCodes.Conv_U4); il.Emit(OpCodes.Conv_U8); }
+                il.Emit(OpCodes.Stind_I8);
+                return;
+            }
+            ulong keep = kind switch { 2 => ~0xFFFFUL, 3 => ~0xFFUL, _ => ~0xFF00UL };
+            RegAddr(o.Reg);
+            LdReg(o.Reg); il.Emit(OpCodes.Ldc_I8, (long)keep); il.Emit(OpCodes.And);
+            Ldloc(v);
+            if (kind == 2) { il.Emit(OpCodes.Conv_U2); il.Emit(OpCodes.Conv_U8); }
+            else { il.Emit(OpCodes.Conv_U1); il.Emit(OpCodes.Conv_U8); if (kind == 4) { il.Emit(OpCodes.Ldc_I4_8); il.Emit(OpCodes.Shl); } }
+            il.Emit(OpCodes.Or);
+            il.Emit(OpCodes.Stind_I8);
+        }
+
+        void LoadMem(LocalBuilder addr, int size)
+        {
+            Ldloc(_mem); Ldloc(addr); _il.Emit(OpCodes.Call, MRead[size]);
+            if (size < 8) _il.Emit(OpCodes.Conv_U8);
+        }
+
+        void StoreMem(LocalBuilder addr, LocalBuilder v, int size)
+        {
+            Ldloc(_mem); Ldloc(addr); Ldloc(v);
+            switch (size)
+            {
+                case 1: _il.Emit(OpCodes.Conv_U1); break;
+                case 2: _il.Emit(OpCodes.Conv_U2); break;
+                case 4: _il.Emit(OpCodes.Conv_U4); break;
+            }
+            _il.Emit(OpCodes.Call, MWrite[size]);
+        }
+
+        void RegAddr(int r)
+        {
+            Ldloc(_regs);
+            if (r != 0) { _il.Emit(OpCodes.Ldc_I4, r * 8); _il.Emit(OpCodes.Add); }
+        }
+
+        void LdReg(int r) { RegAddr(r); _il.Emit(OpCodes.Ldind_I8); }
+
+        void StReg(int r, LocalBuilder v) { RegAddr(r); Ldloc(v); _il.Emit(OpCodes.Stind_I8); }
+
+        void Truncate(int size)
+        {
+            switch (size)
+            {
+                case 1: _il.Emit(OpCodes.Conv_U1); _il.Emit(OpCodes.Conv_U8); break;
+                case 2: _il.Emit(OpCodes.Conv_U2); _il.Emit(OpCodes.Conv_U8); break;
+                case 4: _il.Emit(OpCodes.Conv_U4); _il.Emit(OpCodes.Conv_U8); break;
+            }
+        }
+
+        void SignExtend(int size)
+        {
+            switch (size)
+            {
+                case 1: _il.Emit(OpCodes.Conv_I1); _il.Emit(OpCodes.Conv_I8); break;
+                case 2: _il.Emit(OpCodes.Conv_I2); _il.Emit(OpCodes.Conv_I8); break;
+                case 4: _il.Emit(OpCodes.Conv_I4); _il.Emit(OpCodes.Conv_I8); break;
+            }
+        }
+
+        void Ldloc(LocalBuilder l) => _il.Emit(OpCodes.Ldloc, l);
+        void Stloc(LocalBuilder l) => _il.Emit(OpCodes.Stloc, l);
+    }
+}
