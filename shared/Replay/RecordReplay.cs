@@ -302,13 +302,6 @@ public sealed class ReplayDivergenceException : Exception
     public ReplayDivergenceException(string message) : base(message) { }
 }
 
-/// <summary>A file the recording read by reference is missing or different under the replica's root: the replay is
-/// refused (the replica's root does not hold what the recording ran on).</summary>
-public sealed class ReplayInputMismatchException : Exception
-{
-    public ReplayInputMismatchException(string message) : base(message) { }
-}
-
 /// <summary>The log ended (a recording that crashed) before the guest did.</summary>
 public sealed class ReplayEndOfLogException : Exception
 {

@@ -206,6 +206,52 @@ public class LogSecurityTests
         }
     }
 
+    /// <summary>
+    /// Found by `backup fuzz`: an execve record whose length or digest of the executable was forged made the replay
+    /// throw (the executable under the root no longer matched what the log claimed) instead of refusing. The guest is
+    /// busybox sh running a pipeline, which execs /bin/busybox in its children.
+    /// </summary>
+    [Fact]
+    public void AForgedExecveRecordIsRefused()
+    {
+        string log = Path.Combine(Path.GetTempPath(), $"revirt-sec-{Guid.NewGuid():N}.rvlog");
+        try
+        {
+            var r = GuestEnv.Dotnet(GuestEnv.PrimaryDll, ["record", "--log", log, "--", "/bin/busybox", "sh", "-c", "/bin/busybox echo a | /bin/busybox cat"]);
+            Assert.True(r.ExitCode == 0, r.Stderr);
+            var img = LogImage.Parse(File.ReadAllBytes(log));
+            Assert.True(Replay(img.Build()).Kind == ReplayVerdictKind.Faithful);
+            const int execve = 59;
+            int forgedCount = 0;
+            for (int i = 0; i < img.Frames.Count - 1; i++)
+            {
+                if (LogImage.KindOf(img.Frames[i]) != RecordKind.SyscallResult) continue;
+                var orig = SyscallResult.Decode(LogImage.Payload(img.Frames[i]));
+                if (orig.Nr != execve || orig.Result <= 0) continue;
+                int k = 0;
+                // (SyscallResult is a value: each forgery returns the changed copy)
+                foreach (var forge in new Func<SyscallResult, SyscallResult>[]
+                {
+                    s => { s.Result += 1; return s; },
+                    s => { s.Result = 1; return s; },
+                    s => { if (s.MemWrites is { Count: > 0 } w) w[0] = (w[0].Addr, Flip(w[0].Bytes, 1)); else s.Data = Flip(s.Data, 1); return s; },
+                })
+                {
+                    var s = forge(SyscallResult.Decode(LogImage.Payload(img.Frames[i])));
+                    var forged = new LogImage { Header = img.Header };
+                    forged.Frames.AddRange(img.Frames.Take(img.Frames.Count - 1));
+                    forged.Frames[i] = LogImage.Frame(s);
+                    var v = Replay(forged.Build());
+                    Assert.True(v.Kind == ReplayVerdictKind.Refused, $"record #{i + 1} (execve = {orig.Result}), forgery {k}: {v.Kind}: {v.Message}");
+                    forgedCount++;
+                    k++;
+                }
+            }
+            Assert.True(forgedCount >= 3, "the recording holds no execve of a file");
+        }
+        finally { File.Delete(log); }
+    }
+
     static readonly RecordKind[] ForgeableKinds =
     [
         RecordKind.SyscallResult, RecordKind.Rdtsc, RecordKind.Rdrand, RecordKind.Signal, RecordKind.Preempt,

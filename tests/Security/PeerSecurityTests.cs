@@ -158,6 +158,43 @@ public class PeerSecurityTests
         finally { File.Delete(tok); }
     }
 
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "mknod", SetLastError = true)]
+    static extern int Mknod(string path, uint mode, ulong dev);
+
+    /// <summary>
+    /// Found by `backup fuzz`: the root digest an authenticated primary's hello makes the backup compute read every
+    /// file of the root, so a FIFO, a device node (a chroot's /dev/zero) or a mounted /proc in it hung the handshake.
+    /// Only regular files are read now; the others count by type (and device number), pseudo file systems by type.
+    /// Oracle: the digest finishes at once, and changes when a special file is replaced by another kind.
+    /// </summary>
+    [Fact]
+    public void TheRootDigestReadsNoSpecialFile()
+    {
+        string root = TempPath();
+        Directory.CreateDirectory(Path.Combine(root, "dev"));
+        File.WriteAllText(Path.Combine(root, "file"), "content");
+        try
+        {
+            Assert.Equal(0, Mknod(Path.Combine(root, "fifo"), 0x1000 | 0x1a4, 0));                 // S_IFIFO
+            bool devices = Mknod(Path.Combine(root, "dev", "zero"), 0x2000 | 0x1b6, (1 << 8) | 5) == 0; // S_IFCHR 1:5, root only
+            Directory.CreateSymbolicLink(Path.Combine(root, "proc"), "/proc");                     // a link: digested as a link
+            var sw = Stopwatch.StartNew();
+            var d1 = RootDigest.Compute(root);
+            Assert.True(sw.Elapsed < TimeSpan.FromSeconds(30), $"the digest took {sw.Elapsed}");
+            Assert.Equal(d1, RootDigest.Compute(root));
+            File.Delete(Path.Combine(root, "fifo"));
+            File.WriteAllText(Path.Combine(root, "fifo"), "");
+            Assert.NotEqual(d1, RootDigest.Compute(root));
+            Assert.True(devices || Environment.UserName != "root", "mknod of a character device failed as root");
+            // a pseudo file system's mount point is not walked: /sys/kernel as a root is digested by its type at once
+            sw.Restart();
+            RootDigest.Compute("/sys/kernel");
+            RootDigest.Compute("/proc/self");
+            Assert.True(sw.Elapsed < TimeSpan.FromSeconds(30), $"pseudo file systems took {sw.Elapsed}");
+        }
+        finally { Directory.Delete(root, true); }
+    }
+
     [Fact]
     public async Task AStrangerWhoNeverAuthenticatesIsCutOffAndTheRealPrimaryGetsIn()
     {
