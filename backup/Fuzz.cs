@@ -84,6 +84,8 @@ public sealed class LogFuzzer(Random rng, TextWriter output)
                     // a repeated asynchronous signal at the same point coalesces with the pending one, as on Linux:
                     // the log then describes an equivalent run
                     bool same = op == 1 && kind == RecordKind.Signal;
+                    // a preemption removed: the timer did not fire there, another possible run (asynchronous input)
+                    same |= op == 0 && kind == RecordKind.Preempt;
                     return new(op switch { 0 => "delete", 1 => "duplicate", _ => "swap" }, f.Build(), same);
                 }
             case 3: // raw bit flips, checksums left as they are

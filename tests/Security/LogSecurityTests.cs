@@ -151,7 +151,7 @@ public class LogSecurityTests
 
     /// <summary>
     /// A record removed and the log sealed again with a fresh End record (what a forger writes): never faithful.
-    /// Inputs, signals, preemptions, outputs and the exit are missed by the guest; a periodic checkpoint is missed
+    /// Inputs, outputs and the exit are missed by the guest (the recordings have no removable preemption); a periodic checkpoint is missed
     /// because the replay knows where the recorder takes them (its first stop at or after each interval, from the
     /// header) and stops there to see it. Every record of a short recording with several periodic checkpoints, and
     /// each periodic checkpoint of a longer one with signals.
