@@ -45,8 +45,24 @@ public sealed class LogFuzzer(Random rng, TextWriter output)
         int i = rng.Next(body);
         var frame = img.Frames[i];
         var kind = LogImage.KindOf(frame);
-        switch (rng.Next(10))
+        switch (rng.Next(11))
         {
+            case 9: // a well-formed header with a field changed, the End record recomputed
+                {
+                    var h = LogHeader.Decode(img.Header, out _);
+                    ulong before = h.CheckpointInterval;
+                    string what = ForgeHeader(h);
+                    var f = new LogImage { Header = h.Encode() };
+                    f.Frames.AddRange(img.Frames.Take(body));
+                    // the start time, the cwd and the checkpoint interval need not be observable by the run (then the
+                    // log is the faithful recording of a run with that header); the program, its arguments and
+                    // environment (on the guest's stack, in every checkpoint digest) are
+                    // (an interval is unobservable only when neither it nor the recorded one falls inside the run)
+                    ulong last = img.Frames.Where(x => LogImage.KindOf(x) == RecordKind.Checkpoint).Select(x => Checkpoint.Decode(LogImage.Payload(x)).InstrCount).DefaultIfEmpty(0UL).Max();
+                    bool unobservable = what is "time" or "cwd" || f.Header.AsSpan().SequenceEqual(img.Header)
+                        || (what == "interval" && Recording.FirstCheckpoint(before) > last && Recording.FirstCheckpoint(h.CheckpointInterval) > last);
+                    return new("header-" + what, f.Build(), unobservable);
+                }
             case 0: // a cut anywhere (record boundary or not)
                 {
                     int at = rng.Next(img.Header.Length, seed.Length);
@@ -68,6 +84,8 @@ public sealed class LogFuzzer(Random rng, TextWriter output)
                     // a repeated asynchronous signal at the same point coalesces with the pending one, as on Linux:
                     // the log then describes an equivalent run
                     bool same = op == 1 && kind == RecordKind.Signal;
+                    // a preemption removed: the timer did not fire there, another possible run (asynchronous input)
+                    same |= op == 0 && kind == RecordKind.Preempt;
                     return new(op switch { 0 => "delete", 1 => "duplicate", _ => "swap" }, f.Build(), same);
                 }
             case 3: // raw bit flips, checksums left as they are
@@ -113,6 +131,32 @@ public sealed class LogFuzzer(Random rng, TextWriter output)
                     bool input = kind is RecordKind.SyscallResult or RecordKind.Rdtsc or RecordKind.Rdrand;
                     return new($"flip-{kind}", f.Build(), input);
                 }
+        }
+    }
+
+    static readonly string[] Roots = ["/dev", "/proc", "/sys/kernel", "", "relative", "/nonexistent", "/", "a\0b", "/etc/passwd", "/tmp/../dev"];
+
+    static readonly string[] Paths = ["/dev/zero", "/dev/null", "/proc/self/mem", "/proc/self/exe", "/usr", "/", "", "relative", "/nonexistent", "../../etc/passwd", "a\0b", "/bin/sh"];
+
+    /// <summary>Changes one field of a header to a hostile or merely different value; returns which.</summary>
+    string ForgeHeader(LogHeader h)
+    {
+        string P() => Paths[rng.Next(Paths.Length)];
+        switch (rng.Next(8))
+        {
+            case 0: h.Argv = [P(), .. h.Argv.Skip(1)]; return "program";
+            case 1: h.RootDirectory = P(); return "root";
+            case 2: h.Argv = rng.Next(2) == 0 ? [] : [.. h.Argv, "extra"]; return "argv";
+            case 3: h.Envp = rng.Next(2) == 0 ? [] : [.. h.Envp, "X=" + new string('x', rng.Next(1, 100_000))]; return "envp";
+            case 4:
+                ulong[] iv = [0, 1, 2, 997, ulong.MaxValue, ulong.MaxValue - 1, h.CheckpointInterval / 2 + 1, h.CheckpointInterval * 2];
+                ulong v = iv[rng.Next(iv.Length)];
+                if (v == h.CheckpointInterval) v++;
+                h.CheckpointInterval = v;
+                return "interval";
+            case 5: h.StartState = System.Text.Encoding.UTF8.GetBytes("cwd=" + P()); return "cwd";
+            case 6: h.ProgramHash = RandomBytes(32); return "hash";
+            default: h.StartTime = h.StartTime.AddSeconds(rng.Next(1, 1_000_000)); return "time";
         }
     }
 
@@ -291,7 +335,9 @@ public sealed class LogFuzzer(Random rng, TextWriter output)
                     switch (rng.Next(4))
                     {
                         case 0: lh.Argv = [programs[rng.Next(programs.Length)], .. lh.Argv.Skip(1)]; break;
-                        case 1: lh.RootDirectory = programs[rng.Next(programs.Length)]; break;
+                        // roots an authenticated primary may name; the backup digests the tree (a large one such as /usr
+                        // costs what hashing it costs, which is the check the protocol asks for: not drawn here)
+                        case 1: lh.RootDirectory = Roots[rng.Next(Roots.Length)]; break;
                         case 2: lh.Argv = []; break;
                         default: lh.ProgramHash = RandomBytes(32); break;
                     }

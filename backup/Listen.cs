@@ -175,7 +175,7 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
             return $"shared root: the primary's guest root and this backup's ({Path.GetFullPath(opts.Root)}) are the same directory on the same machine, " +
                    "so both would apply the guest's file writes to the same files. Fix: give the backup its own copy of the root (backup listen --root DIR, " +
                    "a copy of the primary's --root), or, if the two replicas share storage on purpose, pass --shared-storage to backup listen";
-        if (Recording.RecordedProgram(header, opts, out var why) is null) return $"program: {why}";
+        if (Recording.RecordedProgram(header, opts, out var why) is null) return $"program mismatch: {why}";
         byte[] mine;
         try { mine = RootDigest.Compute(opts.Root); }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return $"the guest root {opts.Root} cannot be read on the backup: {e.Message}"; }

@@ -12,7 +12,7 @@ namespace ReVirt.Abi;
 /// <remarks>
 /// <para>Contract. Nothing a guest names (through "..", absolute or relative symlinks, /proc magic links, or a
 /// symlink swapped by another process between two steps) reaches a host file outside the root. The kernel never
-/// hands a host path string to the host; it asks this class for a descriptor:</para>
+/// hands a host path string that the guest wrote to the host; it asks this class for a descriptor:</para>
 /// <list type="bullet">
 /// <item><see cref="Open"/> — open(2) semantics for a guest path; the descriptor the guest's file will use.</item>
 /// <item><see cref="OnObject"/> — an O_PATH descriptor of the object a path names (following a final symlink or
@@ -20,6 +20,8 @@ namespace ReVirt.Abi;
 /// <item><see cref="InParent"/>/<see cref="InParents"/> — the directory that holds the final name, and the name,
 /// for operations on names: mkdir, unlink, rmdir, rename, link, symlink. The root itself, "." and ".." have no
 /// name in a parent: such calls get the errno the caller gives (rmdir("/") never touches the host's root).</item>
+/// <item><see cref="ViaDescriptor"/> — for AF_UNIX socket addresses (which take a name, not a descriptor): a
+/// string naming one of this process's descriptors (/proc/self/fd/N), of the object or of its confined parent.</item>
 /// </list>
 /// <para>How. On Linux 5.6+ openat2(rootfd, path, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS): the host kernel resolves
 /// the whole path as if rootfd were "/", atomically with respect to concurrent renames and symlink swaps. Elsewhere
@@ -40,7 +42,6 @@ public sealed class GuestFs : IDisposable
     bool _disposed;
 
     public string Root { get; }
-    public bool Confined => Root != "/";
     /// <summary>True when openat2 resolves paths; false when the component-by-component walk does.</summary>
     public bool UsesOpenat2 { get; }
 
@@ -242,15 +243,6 @@ public sealed class GuestFs : IDisposable
     /// <summary>True when a host path string is one <see cref="ViaDescriptor"/> makes (the host reports it back as a
     /// socket's address; the guest must be shown its own name instead).</summary>
     public static bool IsDescriptorName(string host) => host.StartsWith("/proc/self/fd/", StringComparison.Ordinal);
-
-    /// <summary>Guest path of a host path under the root (for getcwd-like answers), or null if outside.</summary>
-    public string? ToGuest(string hostPath)
-    {
-        if (!Confined) return hostPath;
-        if (hostPath == Root) return "/";
-        if (hostPath.StartsWith(Root + "/")) return hostPath.Substring(Root.Length);
-        return null;
-    }
 
     public void Dispose()
     {

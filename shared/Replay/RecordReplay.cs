@@ -30,6 +30,17 @@ public static class Recording
         };
     }
 
+    /// <summary>
+    /// Where periodic checkpoints go, one rule for the recorder and the replay: the recorder takes one at its first
+    /// stop at or after <see cref="NextCheckpoint"/> (the first at the interval, then the interval after the last
+    /// one); an interval of 0 means none. A replay that knows the rule can tell that a checkpoint was removed.
+    /// </summary>
+    public static ulong FirstCheckpoint(ulong interval) => interval == 0 ? ulong.MaxValue : interval;
+
+    /// <inheritdoc cref="FirstCheckpoint"/>
+    public static ulong NextCheckpoint(ulong at, ulong interval)
+        => interval == 0 || at > ulong.MaxValue - interval ? ulong.MaxValue : at + interval;
+
     /// <summary>The machine a header describes (under another root when given).</summary>
     /// <exception cref="LogFormatException">The header cannot be run (<see cref="LogHeader.NotRunnable"/>).</exception>
     public static MachineOptions OptionsFrom(LogHeader h, string? rootOverride, string? tap = null, string? netns = null)
@@ -103,6 +114,7 @@ public sealed class RecordingBoundary : IBoundary
     readonly LogWriter _w;
     readonly ulong _interval;
     ulong _nextCheckpoint;
+
     readonly OutputDigests _out = new();
     Kernel? _k;
     Timer? _flushTimer;
@@ -111,8 +123,8 @@ public sealed class RecordingBoundary : IBoundary
     public RecordingBoundary(LogWriter writer, ulong checkpointInterval)
     {
         _w = writer;
-        _interval = checkpointInterval == 0 ? ulong.MaxValue : checkpointInterval;
-        _nextCheckpoint = _interval;
+        _interval = checkpointInterval;
+        _nextCheckpoint = Recording.FirstCheckpoint(checkpointInterval);
     }
 
     void RequestFlush()
@@ -243,7 +255,7 @@ public sealed class RecordingBoundary : IBoundary
         if (cpu.InstructionCount >= _nextCheckpoint)
         {
             _w.Append(new Checkpoint { InstrCount = cpu.InstructionCount, Rip = cpu.Rip, StateDigest = StateDigest.Compute(kernel) });
-            _nextCheckpoint = cpu.InstructionCount + _interval;
+            _nextCheckpoint = Recording.NextCheckpoint(cpu.InstructionCount, _interval);
             _flushDue = true;
         }
         FlushIfDue();
@@ -306,13 +318,6 @@ public sealed class ReplayDivergenceException : Exception
     public ReplayDivergenceException(string message) : base(message) { }
 }
 
-/// <summary>A file the recording read by reference is missing or different under the replica's root: the replay is
-/// refused (the replica's root does not hold what the recording ran on).</summary>
-public sealed class ReplayInputMismatchException : Exception
-{
-    public ReplayInputMismatchException(string message) : base(message) { }
-}
-
 /// <summary>The log ended (a recording that crashed) before the guest did.</summary>
 public sealed class ReplayEndOfLogException : Exception
 {
@@ -361,6 +366,9 @@ public sealed class ReplayBoundary : IBoundary
     readonly Queue<(int Fd, ulong Start, byte[] Bytes)> _unreleased = new();
     long _relOut, _relErr;
     ulong _logOut, _logErr;
+    // the header's checkpoint interval and where the recorder's next periodic checkpoint is due (Recording's rule)
+    readonly ulong _interval;
+    ulong _checkpointDue;
 
     public int CheckpointsVerified { get; private set; }
     public int OutputsVerified { get; private set; }
@@ -374,6 +382,8 @@ public sealed class ReplayBoundary : IBoundary
     {
         _r = reader;
         _follow = follow;
+        _interval = reader.Header.CheckpointInterval;
+        _checkpointDue = Recording.FirstCheckpoint(_interval);
         if (showOutput) { _stdout = Console.OpenStandardOutput(); _stderr = Console.OpenStandardError(); }
     }
 
@@ -643,7 +653,8 @@ public sealed class ReplayBoundary : IBoundary
         };
         if (at < Icount)
             throw Diverged($"record #{rec.Sequence} ({Describe(rec)}) is due at instruction {at}, which the replay has already passed");
-        return at;
+        // the replay stops where the recorder's periodic checkpoint was due, to see that it is there
+        return Math.Min(at, _checkpointDue);
     }
 
     public ulong NextStop(Kernel kernel, CpuT cpu)
@@ -661,14 +672,21 @@ public sealed class ReplayBoundary : IBoundary
         }
         while (Peek(out var rec))
         {
+            // the recorder takes a checkpoint first at a stop where one is due: its record cannot be missing
+            if (cpu.InstructionCount >= _checkpointDue && !(rec.Kind == RecordKind.Checkpoint && rec.Decode<Checkpoint>().InstrCount == cpu.InstructionCount))
+                throw Diverged($"the recording takes a checkpoint at its first stop at or after instruction {_checkpointDue} (interval {_interval}), here at {cpu.InstructionCount}; " +
+                               $"record #{rec.Sequence} ({Describe(rec)}) is there instead: a checkpoint record was removed");
             switch (rec.Kind)
             {
                 case RecordKind.Checkpoint:
                     {
                         var c = rec.Decode<Checkpoint>();
                         if (c.InstrCount != cpu.InstructionCount) return;
+                        if (c.InstrCount < _checkpointDue)
+                            throw Diverged($"record #{rec.Sequence} is a checkpoint at instruction {c.InstrCount}, where the recording takes none (the next is due at its first stop at or after instruction {_checkpointDue}; the interval is {_interval})");
                         Take("a checkpoint");
                         VerifyCheckpoint(kernel, cpu, c);
+                        _checkpointDue = Recording.NextCheckpoint(cpu.InstructionCount, _interval);
                         continue;
                     }
                 case RecordKind.Signal:

@@ -1,6 +1,7 @@
 using System.Security.Cryptography;
 using System.Text;
 using Google.Protobuf;
+using ReVirt.Linux;
 using ReVirt.Protocol;
 
 namespace ReVirt.Replication;
@@ -78,15 +79,35 @@ public static class ReplicationProtocol
 /// </summary>
 public static class RootDigest
 {
+    const int O_RDONLY = 0, O_NONBLOCK = 0x800, O_NOFOLLOW = 0x20000, O_CLOEXEC = 0x80000, O_DIRECTORY = 0x10000, O_PATH = 0x200000;
+    const uint S_IFMT = 0xF000, S_IFREG = 0x8000;
+
+    /// <summary>File systems whose files describe the running machine, not stored content (reading them may never
+    /// end: /proc/kcore, a pipe of a process): their mount points are digested by type, never read.</summary>
+    static readonly HashSet<long> PseudoFileSystems =
+    [
+        0x9fa0, /* proc */ 0x62656572, /* sysfs */ 0x1cd1, /* devpts */ 0x27e0eb, /* cgroup */ 0x63677270, /* cgroup2 */
+        0x64626720, /* debugfs */ 0x74726163, /* tracefs */ 0x73636673, /* securityfs */ unchecked((long)0xcafe4a11), /* bpf */
+    ];
+
+    /// <summary>
+    /// The digest of a root directory tree. Only regular files are read (opened without blocking and checked on the
+    /// open descriptor); a FIFO, a socket or a device node counts by its type and device number, a mounted pseudo
+    /// file system (/proc, /sys, ...) by its type; so a root holding /dev nodes, a FIFO or a mounted /proc is
+    /// digested in time proportional to its stored files, never read without end.
+    /// </summary>
+    /// <exception cref="IOException">A directory or file cannot be read.</exception>
     public static byte[] Compute(string root)
     {
         string full = Path.GetFullPath(root);
         if (full == "/") return [];
         using var h = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
         var buf = new byte[1 << 16];
+        var st = new byte[144];
         void Str(string s) { var b = Encoding.UTF8.GetBytes(s); h.AppendData(BitConverter.GetBytes(b.Length)); h.AppendData(b); }
         void Walk(string dir, string rel)
         {
+            if (FileSystemType(dir) is long fsType && PseudoFileSystems.Contains(fsType)) { Str($"P{rel}:{fsType:x}"); return; }
             var entries = new DirectoryInfo(dir).GetFileSystemInfos();
             Array.Sort(entries, (a, b) => string.CompareOrdinal(a.Name, b.Name));
             foreach (var e in entries)
@@ -94,8 +115,18 @@ public static class RootDigest
                 string r = rel + "/" + e.Name;
                 if (e.LinkTarget != null) { Str("L" + r); Str(e.LinkTarget); continue; }
                 if (e is DirectoryInfo d) { Str("D" + r); Walk(d.FullName, r); continue; }
+                long fd = Open(e.FullName, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC | 0x100 /* O_NOCTTY */);
+                if (fd < 0) throw new IOException($"{e.FullName}: cannot open (errno {-fd})");
+                using var handle = new Microsoft.Win32.SafeHandles.SafeFileHandle((IntPtr)fd, ownsHandle: true);
+                if (Fstat(fd, st) < 0) throw new IOException($"{e.FullName}: cannot stat");
+                uint mode = BitConverter.ToUInt32(st, 24);
+                if ((mode & S_IFMT) != S_IFREG)
+                {
+                    Str($"S{r}:{mode & S_IFMT:x}:{BitConverter.ToUInt64(st, 40):x}"); // type and st_rdev
+                    continue;
+                }
                 Str("F" + r);
-                using var fs = new FileStream(e.FullName, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
+                using var fs = new FileStream(handle, FileAccess.Read, 1, isAsync: false);
                 h.AppendData(BitConverter.GetBytes(fs.Length));
                 int n;
                 while ((n = fs.Read(buf)) > 0) h.AppendData(buf, 0, n);
@@ -103,6 +134,23 @@ public static class RootDigest
         }
         Walk(full, "");
         return h.GetHashAndReset();
+    }
+
+    static long Open(string path, int flags) => HostSys.WithPath(Nr.openat, path, p => HostSys.Call(Nr.openat, AT_FDCWD, p, flags));
+
+    static unsafe long Fstat(long fd, byte[] st)
+    {
+        fixed (byte* s = st) return HostSys.Call(Nr.fstat, fd, (long)s);
+    }
+
+    const int AT_FDCWD = -100;
+
+    /// <summary>statfs f_type of the file system a directory is on; null when it cannot be asked.</summary>
+    static unsafe long? FileSystemType(string dir)
+    {
+        var buf = new byte[120];
+        long r = HostSys.WithPath(Nr.statfs, dir, p => { fixed (byte* b = buf) return HostSys.Call(Nr.statfs, p, (long)b); });
+        return r < 0 ? null : BitConverter.ToInt64(buf, 0);
     }
 }
 

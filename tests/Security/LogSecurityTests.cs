@@ -17,16 +17,20 @@ public class LogSecurityTests
     static readonly Dictionary<string, byte[]> Recordings = new();
 
     /// <summary>A recording made by `primary record` (once per guest and test run).</summary>
-    internal static byte[] Recorded(string guest, params string[] args)
+    internal static byte[] Recorded(string guest, params string[] args) => Recorded(guest, null, args);
+
+    /// <summary>A recording with periodic checkpoints every <paramref name="interval"/> instructions (null: the default).</summary>
+    internal static byte[] Recorded(string guest, string? interval, params string[] args)
     {
-        string key = guest + " " + string.Join(' ', args);
+        string key = guest + " " + interval + " " + string.Join(' ', args);
         lock (Recordings)
         {
             if (Recordings.TryGetValue(key, out var b)) return b;
             string log = Path.Combine(Path.GetTempPath(), $"revirt-sec-{Guid.NewGuid():N}.rvlog");
             try
             {
-                var r = GuestEnv.Dotnet(GuestEnv.PrimaryDll, new[] { "record", "--log", log, "--", GuestEnv.Guest(guest, "musl") }.Concat(args).ToArray());
+                string[] every = interval == null ? [] : ["--checkpoint-interval", interval];
+                var r = GuestEnv.Dotnet(GuestEnv.PrimaryDll, new[] { "record", "--log", log }.Concat(every).Concat(["--", GuestEnv.Guest(guest, "musl")]).Concat(args).ToArray());
                 Assert.True(r.ExitCode == 0, r.Stderr);
                 return Recordings[key] = File.ReadAllBytes(log);
             }
@@ -143,6 +147,109 @@ public class LogSecurityTests
             var r = Replay(removed.Build(reseal: true, freshEnd: false));
             Assert.True(r.Kind is ReplayVerdictKind.Refused or ReplayVerdictKind.Diverged, $"record #{i + 1} removed: {r.Kind}: {r.Message}");
         }
+    }
+
+    /// <summary>
+    /// A record removed and the log sealed again with a fresh End record (what a forger writes): never faithful.
+    /// Inputs, outputs and the exit are missed by the guest (the recordings have no removable preemption); a periodic checkpoint is missed
+    /// because the replay knows where the recorder takes them (its first stop at or after each interval, from the
+    /// header) and stops there to see it. Every record of a short recording with several periodic checkpoints, and
+    /// each periodic checkpoint of a longer one with signals.
+    /// </summary>
+    [Theory]
+    [InlineData("nondet_random", "5000", false)]
+    [InlineData("itimer", "2000000", true)]
+    public void ARecordRemovedWithAFreshEndRecordIsNeverFaithful(string guest, string interval, bool checkpointsOnly)
+    {
+        var img = LogImage.Parse(Recorded(guest, interval));
+        Assert.True(Replay(img.Build()).Kind == ReplayVerdictKind.Faithful, "the resealed untouched log");
+        int n = img.Frames.Count - 1, periodic = 0;
+        for (int i = 0; i < n; i++)
+        {
+            var kind = LogImage.KindOf(img.Frames[i]);
+            bool isPeriodic = kind == RecordKind.Checkpoint && LogImage.KindOf(img.Frames[i + 1]) != RecordKind.Exit;
+            if (isPeriodic) periodic++;
+            if (checkpointsOnly && !isPeriodic) continue;
+            var removed = new LogImage { Header = img.Header };
+            removed.Frames.AddRange(img.Frames.Take(n));
+            removed.Frames.RemoveAt(i);
+            var v = Replay(removed.Build());
+            Assert.True(v.Kind != ReplayVerdictKind.Faithful, $"record #{i + 1} ({kind}) removed, End record fresh: {v.Message}");
+            if (isPeriodic) Assert.True(v.Kind == ReplayVerdictKind.Diverged, $"periodic checkpoint #{i + 1} removed: {v.Kind}: {v.Message}");
+        }
+        Assert.True(periodic >= 3, $"only {periodic} periodic checkpoints: the interval does not exercise the rule");
+    }
+
+    /// <summary>
+    /// A well-formed header (correct checksum and End record) that no recorder writes and no machine can start from:
+    /// no program, an empty or relative root, a NUL in a path, argument, variable or the start state. Refused with
+    /// the reason, never a host exception (found by `backup fuzz` through the handshake, which shares this check).
+    /// </summary>
+    [Fact]
+    public void AHeaderThatCannotBeRunIsRefused()
+    {
+        var img = LogImage.Parse(Recorded("nondet_random"));
+        var forgeries = new List<Action<LogHeader>>
+        {
+            h => h.RootDirectory = "", h => h.RootDirectory = "relative/root", h => h.RootDirectory = "/tmp\0x",
+            h => h.Argv = [], h => h.Argv = ["", .. h.Argv.Skip(1)], h => h.Argv = [.. h.Argv, "a\0b"],
+            h => h.Envp = [.. h.Envp, "X=\0"], h => h.StartState = "cwd=/\0"u8.ToArray(),
+        };
+        foreach (var forge in forgeries)
+        {
+            var h = LogHeader.Decode(img.Header, out _);
+            forge(h);
+            var forged = new LogImage { Header = h.Encode() };
+            forged.Frames.AddRange(img.Frames.Take(img.Frames.Count - 1));
+            var v = Replay(forged.Build());
+            Assert.True(v.Kind == ReplayVerdictKind.Refused, $"{v.Kind}: {v.Message}");
+        }
+    }
+
+    /// <summary>
+    /// Found by `backup fuzz`: an execve record whose length or digest of the executable was forged made the replay
+    /// throw (the executable under the root no longer matched what the log claimed) instead of refusing. The guest is
+    /// busybox sh running a pipeline, which execs /bin/busybox in its children.
+    /// </summary>
+    [Fact]
+    public void AForgedExecveRecordIsRefused()
+    {
+        string log = Path.Combine(Path.GetTempPath(), $"revirt-sec-{Guid.NewGuid():N}.rvlog");
+        try
+        {
+            var r = GuestEnv.Dotnet(GuestEnv.PrimaryDll, ["record", "--log", log, "--", "/bin/busybox", "sh", "-c", "/bin/busybox echo a | /bin/busybox cat"]);
+            Assert.True(r.ExitCode == 0, r.Stderr);
+            var img = LogImage.Parse(File.ReadAllBytes(log));
+            Assert.True(Replay(img.Build()).Kind == ReplayVerdictKind.Faithful);
+            const int execve = 59;
+            int forgedCount = 0;
+            for (int i = 0; i < img.Frames.Count - 1; i++)
+            {
+                if (LogImage.KindOf(img.Frames[i]) != RecordKind.SyscallResult) continue;
+                var orig = SyscallResult.Decode(LogImage.Payload(img.Frames[i]));
+                if (orig.Nr != execve || orig.Result <= 0) continue;
+                int k = 0;
+                // (SyscallResult is a value: each forgery returns the changed copy)
+                foreach (var forge in new Func<SyscallResult, SyscallResult>[]
+                {
+                    s => { s.Result += 1; return s; },
+                    s => { s.Result = 1; return s; },
+                    s => { if (s.MemWrites is { Count: > 0 } w) w[0] = (w[0].Addr, Flip(w[0].Bytes, 1)); else s.Data = Flip(s.Data, 1); return s; },
+                })
+                {
+                    var s = forge(SyscallResult.Decode(LogImage.Payload(img.Frames[i])));
+                    var forged = new LogImage { Header = img.Header };
+                    forged.Frames.AddRange(img.Frames.Take(img.Frames.Count - 1));
+                    forged.Frames[i] = LogImage.Frame(s);
+                    var v = Replay(forged.Build());
+                    Assert.True(v.Kind == ReplayVerdictKind.Refused, $"record #{i + 1} (execve = {orig.Result}), forgery {k}: {v.Kind}: {v.Message}");
+                    forgedCount++;
+                    k++;
+                }
+            }
+            Assert.True(forgedCount >= 3, "the recording holds no execve of a file");
+        }
+        finally { File.Delete(log); }
     }
 
     static readonly RecordKind[] ForgeableKinds =

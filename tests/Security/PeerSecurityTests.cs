@@ -56,9 +56,13 @@ public class PeerSecurityTests
         finally { File.Delete(t); }
     }
 
-    static Hello HelloFor(string program, int padding = 0)
+    static Hello HelloFor(string program, int padding = 0) => HelloWith(new LogHeader
     {
-        var h = new LogHeader { RootDirectory = "/", Argv = [program], Envp = padding > 0 ? ["PAD=" + new string('x', padding)] : [], CpuModel = "x", StartState = "cwd=/"u8.ToArray() };
+        RootDirectory = "/", Argv = [program], Envp = padding > 0 ? ["PAD=" + new string('x', padding)] : [], CpuModel = "x", StartState = "cwd=/"u8.ToArray(),
+    });
+
+    static Hello HelloWith(LogHeader h)
+    {
         return new Hello
         {
             ProtocolVersion = ReplicationProtocol.Version,
@@ -69,7 +73,10 @@ public class PeerSecurityTests
     }
 
     /// <summary>A stranger's handshake: hello, then a proof made with a secret it guessed. Returns the backup's refusal.</summary>
-    static async Task<string> StrangerHandshake(string url, Hello hello)
+    static Task<string> StrangerHandshake(string url, Hello hello) => Handshake(url, hello, "a guessed secret, long enough"u8.ToArray());
+
+    /// <summary>A handshake proving `secret`; returns the backup's refusal reason, or the kind of its answer.</summary>
+    static async Task<string> Handshake(string url, Hello hello, byte[] secret)
     {
         using var ch = GrpcChannel.ForAddress(url, new GrpcChannelOptions { MaxSendMessageSize = null, MaxReceiveMessageSize = null });
         var client = new Protocol.Replication.ReplicationClient(ch);
@@ -80,7 +87,7 @@ public class PeerSecurityTests
             if (!await call.ResponseStream.MoveNext()) return "closed";
             var m = call.ResponseStream.Current;
             if (m.BodyCase == BackupMessage.BodyOneofCase.Refused) return m.Refused.Reason;
-            var proof = ReplicationProtocol.Proof("a guessed secret, long enough"u8.ToArray(), hello, m.Challenge.ServerNonce.ToByteArray());
+            var proof = ReplicationProtocol.Proof(secret, hello, m.Challenge.ServerNonce.ToByteArray());
             await call.RequestStream.WriteAsync(new PrimaryMessage { Auth = new Auth { Proof = ByteString.CopyFrom(proof) } });
             if (!await call.ResponseStream.MoveNext()) return "closed";
             return call.ResponseStream.Current.Refused?.Reason ?? call.ResponseStream.Current.BodyCase.ToString();
@@ -120,6 +127,72 @@ public class PeerSecurityTests
             Assert.Equal(0, b.WaitForExit(Long));
         }
         finally { File.Delete(tok); }
+    }
+
+    /// <summary>
+    /// Found by `backup fuzz`: a hello whose log header names no program, or a root that is empty, relative or holds
+    /// a NUL, made the backup's checks of an authenticated primary throw (Path.GetFullPath). Such headers are refused
+    /// with the reason, and the backup goes on waiting for its real primary.
+    /// </summary>
+    [Fact]
+    public async Task AnAuthenticatedHelloWhoseHeaderCannotBeRunIsRefusedWithTheReason()
+    {
+        string tok = Token();
+        var (b, url) = RawBackup("--token-file", tok, "--shared-storage");
+        using var _ = b;
+        try
+        {
+            var secret = ReplicationProtocol.ReadSecret(tok);
+            string counter = GuestEnv.Guest("counter", "musl");
+            LogHeader H(string root, string[] argv, string cwd = "/") => new() { RootDirectory = root, Argv = argv, Envp = [], CpuModel = "x", StartState = System.Text.Encoding.UTF8.GetBytes("cwd=" + cwd) };
+            foreach (var h in new[] { H("", [counter]), H("relative", [counter]), H("/tmp\0x", [counter]), H("/", []), H("/", [""]), H("/", [counter, "a\0b"]), H("/", [counter], "/\0") })
+            {
+                var reason = await Handshake(url, HelloWith(h), secret);
+                Assert.StartsWith("bad log header", reason);
+                Assert.False(b.HasExited);
+            }
+            using var p = Replicas.Primary("--backup", url, "--token-file", tok, "--", counter, "5", "1000");
+            Assert.Equal(0, p.WaitForExit(Long));
+            Assert.Equal(0, b.WaitForExit(Long));
+        }
+        finally { File.Delete(tok); }
+    }
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "mknod", SetLastError = true)]
+    static extern int Mknod(string path, uint mode, ulong dev);
+
+    /// <summary>
+    /// Found by `backup fuzz`: the root digest an authenticated primary's hello makes the backup compute read every
+    /// file of the root, so a FIFO, a device node (a chroot's /dev/zero) or a mounted /proc in it hung the handshake.
+    /// Only regular files are read now; the others count by type (and device number), pseudo file systems by type.
+    /// Oracle: the digest finishes at once, and changes when a special file is replaced by another kind.
+    /// </summary>
+    [Fact]
+    public void TheRootDigestReadsNoSpecialFile()
+    {
+        string root = TempPath();
+        Directory.CreateDirectory(Path.Combine(root, "dev"));
+        File.WriteAllText(Path.Combine(root, "file"), "content");
+        try
+        {
+            Assert.Equal(0, Mknod(Path.Combine(root, "fifo"), 0x1000 | 0x1a4, 0));                 // S_IFIFO
+            bool devices = Mknod(Path.Combine(root, "dev", "zero"), 0x2000 | 0x1b6, (1 << 8) | 5) == 0; // S_IFCHR 1:5, root only
+            Directory.CreateSymbolicLink(Path.Combine(root, "proc"), "/proc");                     // a link: digested as a link
+            var sw = Stopwatch.StartNew();
+            var d1 = RootDigest.Compute(root);
+            Assert.True(sw.Elapsed < TimeSpan.FromSeconds(30), $"the digest took {sw.Elapsed}");
+            Assert.Equal(d1, RootDigest.Compute(root));
+            File.Delete(Path.Combine(root, "fifo"));
+            File.WriteAllText(Path.Combine(root, "fifo"), "");
+            Assert.NotEqual(d1, RootDigest.Compute(root));
+            Assert.True(devices || Environment.UserName != "root", "mknod of a character device failed as root");
+            // a pseudo file system's mount point is not walked: /sys/kernel as a root is digested by its type at once
+            sw.Restart();
+            RootDigest.Compute("/sys/kernel");
+            RootDigest.Compute("/proc/self");
+            Assert.True(sw.Elapsed < TimeSpan.FromSeconds(30), $"pseudo file systems took {sw.Elapsed}");
+        }
+        finally { Directory.Delete(root, true); }
     }
 
     [Fact]

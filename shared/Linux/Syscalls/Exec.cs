@@ -152,11 +152,15 @@ public sealed partial class Kernel
             try { bytes = ProgramFile.ReadAll(Fs, abs, abs); }
             catch (ElfLoadException) { bytes = null; }
             if (bytes == null || bytes.Length != res.Value || digest == null || !XxHash128.Hash(bytes).AsSpan().SequenceEqual(digest))
-                throw new ExecImageMismatchException($"execve {abs}: the file under this root is not the one the recording ran");
+                throw new ReplayInputMismatchException($"execve {abs}: the file under this root is not the one the log says the recording ran (length {res.Value}, digest {(digest == null ? "none" : Convert.ToHexStringLower(digest))})");
         }
         return bytes;
     }
 }
 
-/// <summary>A replay found a different executable than the recording ran (the roots differ).</summary>
-public sealed class ExecImageMismatchException(string message) : Exception(message);
+/// <summary>
+/// A file the log says the recording read (by reference, or an executable execve ran) is missing or different under
+/// this replica's root: the replay is refused, because the root does not hold what the log says the recording ran on
+/// (a different root, or a forged log).
+/// </summary>
+public sealed class ReplayInputMismatchException(string message) : Exception(message);
