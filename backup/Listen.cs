@@ -134,10 +134,6 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
     string _primaryId = "";
     long _lostAt;
     string? _lostReason;
-    /// <summary>Set when the primary said goodbye or was lost: how a finished replay learns whether the primary
-    /// released all its output.</summary>
-    readonly ManualResetEventSlim _primaryEnded = new();
-    volatile bool _goodbye;
     public ulong Held { get; private set; }
     public ListenSettings Settings => s;
 
@@ -233,8 +229,6 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
     {
         log.WriteLine($"backup: the primary's guest ended with status {g.ExitStatus} after record #{g.LastSequence}; finishing the replay");
         s.Events.Emit(ReplicaEvent.PrimaryFinished, ("status", g.ExitStatus), ("lastSequence", g.LastSequence));
-        _goodbye = true;
-        _primaryEnded.Set();
         _pipe.Complete();
     }
 
@@ -246,7 +240,6 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         _lostAt = Stopwatch.GetTimestamp();
         log.WriteLine($"backup: primary lost: {reason}; holding the log up to record #{Held}; draining {_pipe.Buffered} bytes");
         s.Events.Emit(ReplicaEvent.PrimaryLost, ("reason", reason), ("held", Held));
-        _primaryEnded.Set();
         _pipe.Complete();
     }
 
@@ -288,6 +281,7 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
             {
                 TakeOver = TakeOver,
                 WentLive = report => { foreach (var line in report) s.Events.Emit(ReplicaEvent.TakeoverDescriptor, ("detail", line)); },
+                SharedStorage = s.SharedStorage,
             });
             // the program is read again for loading and must still be the one the hello's hash named
             var program = Recording.RecordedProgram(header, opts, out var why) ?? throw new ElfLoadException($"program: {why}");
@@ -301,13 +295,6 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
                 log.WriteLine($"backup: replay matched the primary: {m.InstructionCount} instructions, {_boundary.RecordsConsumed} records, {_boundary.CheckpointsVerified} checkpoints and {_boundary.OutputsVerified} outputs verified, guest exit status {status}");
                 s.Events.Emit(ReplicaEvent.ReplayMatched, ("instructions", m.InstructionCount), ("records", _boundary.RecordsConsumed),
                     ("checkpoints", _boundary.CheckpointsVerified), ("outputs", _boundary.OutputsVerified), ("status", status));
-                // the primary releases the last output once this replica acknowledges the end of the log: if it dies
-                // before it says goodbye, that output is this replica's to release (no gap at the end of a run)
-                if (_boundary.HoldsUnreleasedOutput)
-                {
-                    _primaryEnded.Wait();
-                    if (!_goodbye && !_boundary.TakeOverOutput()) throw new ReplayStoodDownException("the primary was lost after its guest ended and this replica did not win the arbiter: standing down");
-                }
             }
             code = status;
         }

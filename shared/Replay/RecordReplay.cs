@@ -344,6 +344,10 @@ public sealed class FollowOptions
     public required Func<TakeoverPoint, bool> TakeOver { get; init; }
     /// <summary>The machine went live: what happened to each descriptor (one line each).</summary>
     public Action<IReadOnlyList<string>>? WentLive { get; init; }
+    /// <summary>The primary's guest root is this replica's too (one directory, shared storage): the primary's file
+    /// effects are already there, so this replica must not apply them again while it follows (an append would be
+    /// doubled, an O_TRUNC open would cut what the primary wrote since). Files are opened when it goes live.</summary>
+    public bool SharedStorage { get; init; }
 }
 
 /// <summary>
@@ -480,35 +484,6 @@ public sealed class ReplayBoundary : IBoundary
         _unreleased.Clear();
     }
 
-    /// <summary>In follow mode, after the replayed guest ended: output of the log that the primary had not reported
-    /// released (it holds output until this replica acknowledges the log, so it may die with some still held).</summary>
-    public bool HoldsUnreleasedOutput
-    {
-        get
-        {
-            ulong relOut = (ulong)Volatile.Read(ref _relOut), relErr = (ulong)Volatile.Read(ref _relErr);
-            foreach (var (fd, start, bytes) in _unreleased)
-                if (start + (ulong)bytes.Length > (fd == 2 ? relErr : relOut)) return true;
-            return false;
-        }
-    }
-
-    /// <summary>
-    /// The primary was lost after its guest ended but before it reported releasing all output: the guest has nothing
-    /// left to run, so taking over means releasing that output (when this replica wins the arbiter). False when it
-    /// stood down.
-    /// </summary>
-    public bool TakeOverOutput()
-    {
-        ulong relOut = Math.Min((ulong)Volatile.Read(ref _relOut), _logOut), relErr = Math.Min((ulong)Volatile.Read(ref _relErr), _logErr);
-        var pt = new TakeoverPoint(Icount, RecordsConsumed, _logOut, _logErr, relOut, relErr);
-        if (_follow?.TakeOver(pt) != true) return false;
-        _live = true;
-        Takeover = pt;
-        EmitUnreleased(relOut, relErr);
-        return true;
-    }
-
     static unsafe void HostWrite(int fd, ReadOnlySpan<byte> data)
     {
         fixed (byte* p = data)
@@ -566,7 +541,7 @@ public sealed class ReplayBoundary : IBoundary
         var r = HostResult.Of(s.Result);
         if (s.MemWrites != null) r.Writes.AddRange(s.MemWrites);
         // a following backup performs this replica's own file effects on its own root (the guest sees the log)
-        if (reexecuteOnReplay && _follow != null) r.Local = perform().Value;
+        if (reexecuteOnReplay && _follow is { SharedStorage: false }) r.Local = perform().Value;
         return r;
     }
 

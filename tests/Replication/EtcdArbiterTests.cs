@@ -244,9 +244,9 @@ public class EtcdArbiterTests(EtcdServer etcd, ITestOutputHelper output) : IClas
         var (b, url) = Replicas.StartBackup("--arbiter", arbiter, "--timeout-ms", "1000");
         using var _ = b;
         using var p = Replicas.Primary("--backup", url, "--arbiter", arbiter, "--checkpoint-interval", "200000", "--",
-            GuestEnv.Guest("counter", "musl"), lines.ToString(), "3000");
+            GuestEnv.Guest("counter", "musl"), lines.ToString(), "200000"); // computes between lines: the kill lands mid-run
         p.WaitForEvent(ReplicaEvent.Protected, Long);
-        p.WaitForStdoutBytes(lines * 26 / 3, TimeSpan.FromSeconds(60));
+        p.WaitForStdoutBytes(lines * 26 / 10, TimeSpan.FromSeconds(60));
         p.KillHard();
         int? code = b.WaitForExit(Long);
         output.WriteLine($"primary printed {p.Stdout.Length} bytes; primary:\n{p.Stderr}\nbackup:\n{b.Stderr}");
@@ -266,9 +266,9 @@ public class EtcdArbiterTests(EtcdServer etcd, ITestOutputHelper output) : IClas
         using var _ = b;
         using var link = new PartitionableLink(url);
         using var p = Replicas.Primary("--backup", link.Url, "--arbiter", arbiter, "--timeout-ms", "800", "--",
-            GuestEnv.Guest("counter", "musl"), lines.ToString(), "3000");
+            GuestEnv.Guest("counter", "musl"), lines.ToString(), "200000"); // computes between lines: the cut lands mid-run
         p.WaitForEvent(ReplicaEvent.Protected, Long);
-        p.WaitForStdoutBytes(lines * 26 / 4, TimeSpan.FromSeconds(60));
+        p.WaitForStdoutBytes(lines * 26 / 10, TimeSpan.FromSeconds(60));
         link.Cut();
         int? pc = p.WaitForExit(Long), bc = b.WaitForExit(Long);
         output.WriteLine($"primary {pc}:\n{p.Stderr}\nbackup {bc}:\n{b.Stderr}");
