@@ -102,10 +102,10 @@ public class RecordReplayTests
             using var p = System.Diagnostics.Process.Start(psi)!;
             var err = p.StandardError.ReadToEndAsync();
             var outp = p.StandardOutput.ReadToEndAsync();
-            // the recorder flushes its log at least every second once the guest runs: wait for that, then a little
+            // the guest runs (and the recorder handles SIGINT) once a checkpoint is in the log: the header alone is
+            // written before the program is even loaded, when a SIGINT would still end the recorder itself
             var sw = System.Diagnostics.Stopwatch.StartNew();
-            while (sw.Elapsed < TimeSpan.FromSeconds(60) && !p.HasExited && (!File.Exists(log) || new FileInfo(log).Length == 0)) Thread.Sleep(50);
-            Thread.Sleep(500);
+            while (sw.Elapsed < TimeSpan.FromSeconds(120) && !p.HasExited && !HasCheckpoint(log)) Thread.Sleep(100);
             Assert.False(p.HasExited, "the guest should still be computing");
             Assert.Equal(0, Kill(p.Id, 2));
             Assert.True(p.WaitForExit(60_000));
@@ -117,6 +117,19 @@ public class RecordReplayTests
             Assert.Contains("SIGINT", dump.StdoutText);
         }
         finally { File.Delete(log); }
+    }
+
+    /// <summary>True when the (growing) log already holds a checkpoint record; a torn tail is fine.</summary>
+    static bool HasCheckpoint(string log)
+    {
+        try
+        {
+            using var f = new FileStream(log, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+            using var r = new ReVirt.Log.LogReader(f);
+            while (r.TryRead(out var rec)) if (rec.Kind == ReVirt.Log.RecordKind.Checkpoint) return true;
+        }
+        catch (Exception) { } // a header still being written, a file not yet there: not yet
+        return false;
     }
 
     [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "kill")]
