@@ -43,6 +43,15 @@ sealed class ProbingBoundary : IBoundary
     public void OnOutput(Kernel kernel, CpuT cpu, int fd, ReadOnlySpan<byte> bytes) => _inner.OnOutput(kernel, cpu, fd, bytes);
     public void Attach(Kernel kernel) { _k = kernel; _inner.Attach(kernel); }
     public void OnExit(Kernel kernel, CpuT cpu, int status) => _inner.OnExit(kernel, cpu, status);
+    // every other member forwarded too: a default interface method here would replace the inner boundary's own
+    // (a replay's Idle takes the next record, the default waits for host events)
+    public bool Idle(Kernel kernel, CpuT cpu) => _inner.Idle(kernel, cpu);
+    public HostResult Output(int tid, int nr, int fd, byte[] data, Func<HostResult> perform) => _inner.Output(tid, nr, fd, data, perform);
+    public HostResult Send(int tid, int nr, SocketSend send) => _inner.Send(tid, nr, send);
+    public HostResult SocketEnd(int tid, int nr, object socket, Func<HostResult> perform, bool reexecuteOnReplay) => _inner.SocketEnd(tid, nr, socket, perform, reexecuteOnReplay);
+    public HostResult FileContent(int tid, int nr, FileRef file, Func<HostResult> perform) => _inner.FileContent(tid, nr, file, perform);
+    public NetReceived NetReceive(int tid, Func<NetReceived> perform) => _inner.NetReceive(tid, perform);
+    public int HostDescriptor(long performed, int local = -1) => _inner.HostDescriptor(performed, local);
 }
 
 /// <summary>The kernel records each listening socket's family, type, protocol, bound address and backlog, and a
