@@ -134,6 +134,10 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
     string _primaryId = "";
     long _lostAt;
     string? _lostReason;
+    /// <summary>Set when the primary said goodbye or was lost: how a finished replay learns whether the primary
+    /// released the output its gate held when the guest ended.</summary>
+    readonly ManualResetEventSlim _primaryEnded = new();
+    volatile bool _goodbye;
     public ulong Held { get; private set; }
     public ListenSettings Settings => s;
 
@@ -229,6 +233,8 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
     {
         log.WriteLine($"backup: the primary's guest ended with status {g.ExitStatus} after record #{g.LastSequence}; finishing the replay");
         s.Events.Emit(ReplicaEvent.PrimaryFinished, ("status", g.ExitStatus), ("lastSequence", g.LastSequence));
+        _goodbye = true;
+        _primaryEnded.Set();
         _pipe.Complete();
     }
 
@@ -240,6 +246,7 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         _lostAt = Stopwatch.GetTimestamp();
         log.WriteLine($"backup: primary lost: {reason}; holding the log up to record #{Held}; draining {_pipe.Buffered} bytes");
         s.Events.Emit(ReplicaEvent.PrimaryLost, ("reason", reason), ("held", Held));
+        _primaryEnded.Set();
         _pipe.Complete();
     }
 
@@ -270,6 +277,25 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         return true;
     }
 
+    /// <summary>
+    /// The replay verified the whole run but the log holds output the primary has not reported released: its gate
+    /// held that output when the guest ended and releases it only holding the arbiter (then it says goodbye). A
+    /// primary lost before its goodbye leaves it to this replica if this replica wins the arbiter; if the primary
+    /// holds the arbiter, it released the output itself.
+    /// </summary>
+    void FinishOutput(ReplayBoundary b)
+    {
+        // bounded by the protocol: a primary that stops sending is lost after the timeout; the bound is for a primary
+        // that keeps heartbeating and never finishes (its own stdout blocked): that primary still owns its output
+        if (!_primaryEnded.Wait(TimeSpan.FromMilliseconds(10L * s.TimeoutMs + 60_000)) || _goodbye || !b.HoldsUnreleasedOutput) return;
+        if (b.TakeOverOutput())
+        {
+            log.WriteLine("backup: the primary was lost after its guest ended: released the output it held");
+            return;
+        }
+        log.WriteLine("backup: the primary was lost after its guest ended and holds the arbiter: it released its last output itself");
+    }
+
     void ReplayMain(LogHeader header)
     {
         int code;
@@ -295,6 +321,7 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
                 log.WriteLine($"backup: replay matched the primary: {m.InstructionCount} instructions, {_boundary.RecordsConsumed} records, {_boundary.CheckpointsVerified} checkpoints and {_boundary.OutputsVerified} outputs verified, guest exit status {status}");
                 s.Events.Emit(ReplicaEvent.ReplayMatched, ("instructions", m.InstructionCount), ("records", _boundary.RecordsConsumed),
                     ("checkpoints", _boundary.CheckpointsVerified), ("outputs", _boundary.OutputsVerified), ("status", status));
+                if (_boundary.HoldsUnreleasedOutput) FinishOutput(_boundary);
             }
             code = status;
         }

@@ -98,6 +98,7 @@ public static class ReplicaEvent
     public const string Refused = "refused";                  // reason
     public const string BackupLost = "backup-lost";           // reason, acked
     public const string Unprotected = "unprotected";          // arbiter
+    public const string FinalRelease = "final-release";       // arbiter, heldBytes (the guest ended: the primary releases its last output holding the arbiter)
     public const string Fenced = "fenced";                    // reason
     public const string Planted = "planted";                  // violation (drills only)
     public const string Stats = "stats";                      // --stats figures: outputsHeld, outputHoldP50Ms/P99Ms, socketSendsHeld, socketHoldP50Ms/P99Ms, creditWaits, acks, lagP50Ms/P99Ms, records, logBytes

@@ -25,7 +25,9 @@ public class RedisFailoverTests(ITestOutputHelper output)
         // issue 12's note); REVIRT_SOAK=1 runs it
         if (Environment.GetEnvironmentVariable("REVIRT_SOAK") != "1") { output.WriteLine("skipped: set REVIRT_SOAK=1"); return; }
         Assert.True(File.Exists(Redis.Server) && File.Exists(Redis.Benchmark), "redis-server and redis-tools are not installed (.ci/run installs them)");
-        var rng = new Random(6379);
+        int seed = int.TryParse(Environment.GetEnvironmentVariable("REVIRT_SEED"), out var sd) ? sd : Environment.TickCount & 0xffff;
+        output.WriteLine($"seed {seed}");
+        var rng = new Random(seed);
         string arbiter = TempFile(".lock");
         int port = ReVirt.Chaos.LoopbackPorts.Pick();
         var (b, url) = Replicas.StartBackup("--arbiter", arbiter, "--timeout-ms", "1000");
@@ -40,7 +42,7 @@ public class RedisFailoverTests(ITestOutputHelper output)
         var acked = new List<int>();
         int next = 0;
         using var client = new Redis.Client(port);
-        int killAfter = rng.Next(100, 300);
+        int killAfter = rng.Next(20, 300);
         var killer = Replicas.KillWhen(p, () => Volatile.Read(ref next), killAfter, rng);
         int target = killAfter + 100;
         var stall = TimeSpan.Zero;
