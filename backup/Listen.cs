@@ -187,6 +187,15 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
     /// <summary>Claims the session for one primary (false: a primary was already accepted).</summary>
     public bool Claim() => Interlocked.CompareExchange(ref _claimed, 1, 0) == 0;
 
+    /// <summary>The claiming stream ended before the primary's first message: nothing of the guest was received,
+    /// so this backup waits for a primary again (the same one retrying, typically).</summary>
+    public void Unclaim(string reason)
+    {
+        log.WriteLine($"backup: handshake not completed ({reason}); waiting for a primary again");
+        s.Events.Emit(ReplicaEvent.HandshakeAbandoned, ("reason", reason));
+        Volatile.Write(ref _claimed, 0);
+    }
+
     public void Start(Hello h, LogHeader header)
     {
         _primaryId = h.PrimaryId;
@@ -397,17 +406,27 @@ public sealed class ReplicationService(BackupSession session) : Protocol.Replica
             if (!session.Claim()) { await Refuse("this backup already follows a primary"); return; }
         }
         finally { HandshakeGate.Release(); }
-        session.Start(hello, header!);
-        await responseStream.WriteAsync(new BackupMessage { Welcome = new Welcome { BackupId = s.Id } }, ct);
 
+        // The session starts with the primary's first message after the welcome: a primary whose handshake attempt
+        // timed out on its side (a loaded machine) retries on a new stream and must find this backup free, not
+        // following a stream that ended before the guest's first record (which it would then take over from
+        // record 0, running the guest a second time next to the primary that retried).
         using var silence = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        bool started = false;
         try
         {
+            await responseStream.WriteAsync(new BackupMessage { Welcome = new Welcome { BackupId = s.Id } }, ct);
             while (true)
             {
                 silence.CancelAfter(s.TimeoutMs);
-                if (!await requestStream.MoveNext(silence.Token)) { session.PrimaryLost("the primary closed the stream without saying goodbye"); return; }
+                if (!await requestStream.MoveNext(silence.Token))
+                {
+                    if (started) session.PrimaryLost("the primary closed the stream without saying goodbye");
+                    else session.Unclaim("the primary closed the stream before its first message");
+                    return;
+                }
                 var m = requestStream.Current;
+                if (!started) { session.Start(hello, header!); started = true; }
                 switch (m.BodyCase)
                 {
                     case PrimaryMessage.BodyOneofCase.Batch:
@@ -440,11 +459,13 @@ public sealed class ReplicationService(BackupSession session) : Protocol.Replica
         }
         catch (OperationCanceledException) when (!ct.IsCancellationRequested)
         {
-            session.PrimaryLost($"no batch or heartbeat for {s.TimeoutMs} ms");
+            if (started) session.PrimaryLost($"no batch or heartbeat for {s.TimeoutMs} ms");
+            else session.Unclaim($"no message after the welcome for {s.TimeoutMs} ms");
         }
         catch (Exception e) when (e is OperationCanceledException or IOException or RpcException or InvalidOperationException)
         {
-            session.PrimaryLost($"the connection to the primary broke ({e.GetType().Name}: {e.Message})");
+            if (started) session.PrimaryLost($"the connection to the primary broke ({e.GetType().Name}: {e.Message})");
+            else session.Unclaim($"the connection broke after the welcome ({e.GetType().Name}: {e.Message})");
         }
         catch (LogFormatException e)
         {

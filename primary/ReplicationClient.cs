@@ -152,7 +152,8 @@ public sealed class ReplicationClient : ILogSink
                 UseJitter = true,
             })
             // the first handshake of a process includes loading and compiling the gRPC stack: be generous per attempt
-            .AddTimeout(TimeSpan.FromMilliseconds(Math.Max(10_000, _s.TimeoutMs * 3)))
+            // (and the backup's check of the root, which hashes it): 10 s was too short on a loaded 2-core machine
+            .AddTimeout(TimeSpan.FromMilliseconds(Math.Max(30_000, _s.TimeoutMs * 3)))
             .Build();
 
         try
