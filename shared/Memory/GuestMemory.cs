@@ -542,11 +542,15 @@ public sealed unsafe class GuestMemory : IDisposable
         foreach (var pn in _pages.Keys.OrderBy(k => k)) yield return (pn, _pages[pn]);
     }
 
+    /// <summary>Frees the pages and the TLBs; a second call (memory shared by a vfork child) does nothing.</summary>
     public void Dispose()
     {
+        if (_disposed) return;
+        _disposed = true;
         foreach (var p in _pages.Values) NativeMemory.AlignedFree(p.Data);
         _pages.Clear();
         NativeMemory.Free(_rtlb);
         NativeMemory.Free(_wtlb);
     }
+    bool _disposed;
 }
