@@ -196,7 +196,7 @@ public sealed partial class OutputGate
     {
         if (_discarded) return false;
         if (_unprotected) return Owner();
-        return seq <= _acked && (Fresh == null || Fresh());
+        return seq <= _acked && !_final && (Fresh == null || Fresh());
     }
 
     void ReleaseSockets()
