@@ -40,6 +40,7 @@ public sealed class Machine : IDisposable
     {
         Kernel.Nic?.Dispose();
         foreach (var p in Kernel.Processes) p.Mem.Dispose();
+        Kernel.Images.Dispose();
     }
 
     /// <summary>Loads and runs a program, mapping start-up failures to the shell's conventions (127: not found, 126: cannot run).</summary>

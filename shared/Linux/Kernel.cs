@@ -176,6 +176,9 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles
         return got;
     }
 
+    /// <summary>What the machine derived from program files, shared by its processes (see <see cref="ImageCache"/>).</summary>
+    public ImageCache Images { get; } = new();
+
     public Kernel(MachineOptions options, IBoundary boundary)
     {
         Options = options;
@@ -185,7 +188,7 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles
         var mem = new GuestMemory();
         var fds = new FdTable();
         for (int fd = 0; fd < 3; fd++) fds.InstallAt(fd, new StdioFile(fd), cloexec: false);
-        Init = new Process(mem, new CodeCache(mem, options.Tier), fds, options.Cwd);
+        Init = new Process(mem, new CodeCache(mem, options.Tier, Images.Code), fds, options.Cwd);
         Processes.Add(Init);
         var main = new GuestThread(new CpuT(Init.Mem, Init.Code, this), Init);
         AddThread(main);
@@ -255,7 +258,9 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles
         p.Pid = p.Pgid = p.Sid = (int)pidResult.Value;
         p.MainThread.Cpu.Tid = p.Pid;
         _nextTid = p.Pid;
-        p.Start = ProgramLoader.Load(p.Mem, Fs, Boundary, p.Pid, program.GuestPath, program.Image, new[] { Options.Program }.Concat(Options.Args).ToArray());
+        // the start program's bytes serve later execs of the same file (a shell running itself) when it is stable
+        if (StatOf(program.GuestPath) is { } st && ImageCache.FileIdentity.OfStable(st) is { } id) Images.Add(id, program.Image);
+        p.Start = ProgramLoader.Load(p.Mem, Fs, Boundary, p.Pid, program.GuestPath, program.Image, new[] { Options.Program }.Concat(Options.Args).ToArray(), Images);
         p.Program = p.Start.Program;
         p.ProgramGuestPath = p.Start.BinaryPath;
         p.BrkStart = p.BrkCur = p.Program.BrkStart;
