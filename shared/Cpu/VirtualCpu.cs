@@ -383,6 +383,10 @@ public sealed unsafe partial class VirtualCpu
     /// <summary>Index of the instruction being executed within the current block (for fault accounting).</summary>
     public int BlockIndex;
 
+    /// <summary>Which block of the running compiled region (<see cref="Block.Members"/>) is executing; the execution
+    /// loop sets it to the block it enters the region at, where the compiled code then starts.</summary>
+    public int RegionMember;
+
     ExecutionLoop? _loop;
 
     /// <summary>The loop that runs this thread (stop points, counts, faults); its executor can be replaced.</summary>
