@@ -362,7 +362,11 @@ public static unsafe class BlockCompiler
                 for (int k = 0; k < b.Count; k++) plans[k] = Analyze(ref b.Insts[k]);
                 // from the end, so that the liveness of k sees the final plans of the instructions after it
                 for (int k = b.Count - 1; k >= 0; k--)
+                {
                     if (plans[k].NeedsDeadFlags && FlagsLive(k)) plans[k] = new Plan { Form = Form.Helper, Flags = FlagUse.Reads };
+                    // inc and dec read CF only to keep it in flags of their own: with those dead they read nothing
+                    else if (plans[k].Form == Form.IncDec && !FlagsLive(k)) plans[k].Flags = FlagUse.None;
+                }
                 _starts[j] = _il.DefineLabel();
             }
         }
@@ -384,7 +388,7 @@ public static unsafe class BlockCompiler
                 {
                     ref Instruction ins = ref _b.Insts[k];
                     ref Plan p = ref _plans[k];
-                    bool fusable = k > 0 && _plans[k - 1].Form == Form.Alu && _plans[k - 1].AluKind != VirtualCpu.LazyAdd;
+                    bool fusable = k > 0 && _plans[k - 1].Form is Form.Alu or Form.IncDec;
                     if (p.Form == Form.Helper)
                     {
                         EmitHelper(k, ref ins);
@@ -506,8 +510,11 @@ public static unsafe class BlockCompiler
                     if (p.Memory) { Ea(ref ins, true); Stloc(_ea); }
                     Read(ref p.O0, p.Size); Stloc(_a);
                     Ldloc(_a); il.Emit(OpCodes.Ldc_I8, 1L); il.Emit(dec ? OpCodes.Sub : OpCodes.Add); Truncate(p.Size); Stloc(_r);
-                    il.Emit(OpCodes.Ldarg_1); il.Emit(dec ? OpCodes.Ldc_I4_1 : OpCodes.Ldc_I4_0); Ldloc(_a); Ldloc(_r); il.Emit(OpCodes.Ldc_I4, p.Size);
-                    il.Emit(OpCodes.Call, MIncDec);
+                    if (p.Flags != FlagUse.None)
+                    {
+                        il.Emit(OpCodes.Ldarg_1); il.Emit(dec ? OpCodes.Ldc_I4_1 : OpCodes.Ldc_I4_0); Ldloc(_a); Ldloc(_r); il.Emit(OpCodes.Ldc_I4, p.Size);
+                        il.Emit(OpCodes.Call, MIncDec);
+                    }
                     Write(ref p.O0, p.Size, _r);
                     return Flow.Next;
                 }
@@ -651,14 +658,29 @@ public static unsafe class BlockCompiler
         void Condition(ConditionCode cc, Plan prev, bool fusable)
         {
             var il = _il;
-            if (!fusable || cc is ConditionCode.o or ConditionCode.no or ConditionCode.p or ConditionCode.np)
+            // an add leaves CF and the sign and zero of its result at hand; inc and dec only the latter (they keep CF)
+            bool fromResult = prev.Form == Form.IncDec || prev.AluKind == VirtualCpu.LazyAdd;
+            if (!fusable || cc is ConditionCode.o or ConditionCode.no or ConditionCode.p or ConditionCode.np
+                || (fromResult && cc is not (ConditionCode.e or ConditionCode.ne or ConditionCode.s or ConditionCode.ns or ConditionCode.b or ConditionCode.ae))
+                || (prev.Form == Form.IncDec && cc is ConditionCode.b or ConditionCode.ae))
             {
                 il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldc_I4, (int)cc); il.Emit(OpCodes.Call, MCond);
                 return;
             }
             int s = prev.Size;
             bool negate = false;
-            if (prev.AluKind == VirtualCpu.LazySub)
+            if (fromResult)
+            {
+                switch (cc)
+                {
+                    case ConditionCode.e: case ConditionCode.ne: Ldloc(_r); il.Emit(OpCodes.Ldc_I8, 0L); il.Emit(OpCodes.Ceq); negate = cc == ConditionCode.ne; break;
+                    case ConditionCode.s: case ConditionCode.ns: Sign(s); negate = cc == ConditionCode.ns; break;
+                    // the carry out of a + b (both of the operand size): the truncated sum is below a
+                    case ConditionCode.b: case ConditionCode.ae: Ldloc(_r); Ldloc(_a); il.Emit(OpCodes.Clt_Un); negate = cc == ConditionCode.ae; break;
+                    default: throw new InvalidOperationException($"condition {cc}");
+                }
+            }
+            else if (prev.AluKind == VirtualCpu.LazySub)
             {
                 switch (cc)
                 {

@@ -341,7 +341,9 @@ public sealed unsafe partial class VirtualCpu
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void SetFlagsIncDec(bool dec, ulong a, ulong r, int size)
     {
-        if (_lazy != LazyNone) MaterializeFlags(); // the CF to keep
+        // the CF to keep: only it is derived from a pending record (the new record replaces every other flag)
+        if (_lazy != LazyNone && (_lazy & LazyKeepCf) == 0)
+            _flags = (_flags & ~CF) | (CarryOverflowAux(_lazy & 3, _lazyA, _lazyB, _lazyR, _lazySize) & CF);
         Record((dec ? LazySub : LazyAdd) | LazyKeepCf, a, 1, r, size);
     }
 
