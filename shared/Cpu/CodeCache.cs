@@ -19,8 +19,15 @@ public sealed unsafe class Block
     public byte[] Bytes = Array.Empty<byte>();
     /// <summary>Times the interpreter ran the whole block (counts toward compilation in the default tier).</summary>
     public int Hits;
-    /// <summary>The compiled form of all <see cref="Count"/> instructions, once compiled; null before.</summary>
+    /// <summary>The compiled form of all <see cref="Count"/> instructions, once compiled; null before. It may run
+    /// on into the other blocks of its region (<see cref="Members"/>) without returning to the execution loop.</summary>
     public CompiledBlock? Compiled;
+    /// <summary>The blocks of the region <see cref="Compiled"/> belongs to (every member shares the array and the
+    /// compiled code, which is entered at <see cref="RegionIndex"/>); the index of the block executing is
+    /// <see cref="VirtualCpu.RegionMember"/>. Null while not compiled.</summary>
+    public Block[]? Members;
+    /// <summary>This block's index in <see cref="Members"/>.</summary>
+    public int RegionIndex;
 }
 
 /// <summary>
@@ -36,6 +43,9 @@ public sealed unsafe class CodeCache
     /// long keeps start-up loops (memset, ld.so's relocation walk) interpreted, and costs a hot loop that runs
     /// millions of times at most that 1-3 ms more. (256 compiled 8 blocks of `busybox true` and made it slower.)</summary>
     public const int DefaultCompileThreshold = 4096;
+    /// <summary>Bounds of a region (see <see cref="FormRegion"/>): the runtime's compile time grows with the method;
+    /// 8-24 blocks measured alike on gzip and bzip2 (their inner loops are 2-8 blocks).</summary>
+    public const int MaxRegionBlocks = 16, MaxRegionInstructions = 256;
     const int FastBits = 14;
     readonly Block?[] _fast = new Block?[1 << FastBits];
     readonly Dictionary<ulong, Block> _blocks = new();
@@ -63,16 +73,23 @@ public sealed unsafe class CodeCache
     public readonly int CompileThreshold;
 
     // statistics of the tiers (instructions that ran compiled: all retired minus these interpreted ones)
-    public long BlocksCompiled, CompileTicks, InterpretedInstructions, CompileFailures;
+    public long BlocksCompiled, RegionsCompiled, CompileTicks, InterpretedInstructions, CompileFailures;
 
     /// <summary>Blocks decoded from program images, shared with the other processes of the machine (null: none).</summary>
     readonly SharedCode? _shared;
 
-    public CodeCache(GuestMemory mem, ExecutionTier tier = ExecutionTier.Default, SharedCode? shared = null)
+    /// <param name="compileThreshold">overrides the tier's threshold (tests use small ones to have regions form
+    /// after a few iterations); ignored by the interpreter-only tier.</param>
+    public CodeCache(GuestMemory mem, ExecutionTier tier = ExecutionTier.Default, SharedCode? shared = null, int? compileThreshold = null)
     {
         _shared = shared;
         Tier = tier;
-        CompileThreshold = tier switch { ExecutionTier.Interpreter => 0, ExecutionTier.Compiled => 1, _ => DefaultCompileThreshold };
+        CompileThreshold = tier switch
+        {
+            ExecutionTier.Interpreter => 0,
+            ExecutionTier.Compiled => 1,
+            _ => compileThreshold is > 0 ? compileThreshold.Value : DefaultCompileThreshold,
+        };
 
         _mem = mem;
         _mem.CodeWritten = OnCodeWritten;
@@ -177,16 +194,24 @@ public sealed unsafe class CodeCache
         return b;
     }
 
-    /// <summary>Compiles b (its compiled code then runs it whenever all of it is to be executed).</summary>
-    /// <summary>Compiles b; null (and b stays interpreted) when the compiler fails, which is a defect of the
-    /// compiler that must cost speed, never the guest's results or the host process.</summary>
+    /// <summary>Compiles b with the warm blocks it leads to (its region, <see cref="FormRegion"/>); its compiled code
+    /// then runs whenever all of b is to be executed. Null (and b stays interpreted) when the compiler fails, which
+    /// is a defect of the compiler that must cost speed, never the guest's results or the host process.</summary>
     public CompiledBlock? Compile(Block b)
     {
         long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
         try
         {
-            var f = b.Compiled = BlockCompiler.Compile(b);
-            BlocksCompiled++;
+            Block[] members = FormRegion(b);
+            var f = BlockCompiler.Compile(members);
+            for (int j = 0; j < members.Length; j++)
+            {
+                members[j].Compiled = f;
+                members[j].Members = members;
+                members[j].RegionIndex = j;
+            }
+            BlocksCompiled += members.Length;
+            RegionsCompiled++;
             return f;
         }
         catch (Exception e) when (e is InvalidOperationException or NotSupportedException or ArgumentException or InvalidProgramException)
@@ -195,6 +220,50 @@ public sealed unsafe class CodeCache
             return null;
         }
         finally { CompileTicks += System.Diagnostics.Stopwatch.GetTimestamp() - t0; }
+    }
+
+    /// <summary>
+    /// The region of a hot block: it and the blocks reachable from it by direct jumps, conditional jumps, direct
+    /// calls and fall-through that are decoded already, not compiled yet and warm (ran whole at least an eighth of
+    /// the compile threshold), breadth first, within <see cref="MaxRegionBlocks"/> and
+    /// <see cref="MaxRegionInstructions"/>. Every block is compiled once, in one region, which is entered at any of
+    /// its blocks. Nothing is decoded for it: what a region contains depends only on what ran, and decoding ahead
+    /// could touch pages the guest never executed.
+    /// </summary>
+    Block[] FormRegion(Block head)
+    {
+        var members = new List<Block> { head };
+        int instructions = head.Count;
+        int warm = CompileThreshold / 8;
+        Span<ulong> next = stackalloc ulong[2];
+        for (int j = 0; j < members.Count && members.Count < MaxRegionBlocks; j++)
+        {
+            Block m = members[j];
+            if (m.Count == 0 || m.Bytes.Length == 0) continue;
+            int n = Successors(ref m.Insts[m.Count - 1], next);
+            for (int t = 0; t < n; t++)
+            {
+                if (!_blocks.TryGetValue(next[t], out var s) || !s.Valid || s.Bytes.Length == 0) continue;
+                if (s.Hits < warm || s.Compiled != null) continue;
+                if (members.Contains(s) || instructions + s.Count > MaxRegionInstructions || members.Count >= MaxRegionBlocks) continue;
+                members.Add(s);
+                instructions += s.Count;
+            }
+        }
+        return members.ToArray();
+    }
+
+    /// <summary>The addresses a block ending in `last` continues at without an indirect transfer.</summary>
+    static int Successors(ref Instruction last, Span<ulong> next)
+    {
+        if (!Isa.EndsBlock(ref last)) { next[0] = last.NextIP; return 1; } // ended by the size limit or a page edge
+        if (last.Op0Kind != OpKind.NearBranch64 || last.OpCount != 1) return 0;
+        switch (last.FlowControl)
+        {
+            case FlowControl.ConditionalBranch: next[0] = last.NearBranch64; next[1] = last.NextIP; return 2;
+            case FlowControl.UnconditionalBranch or FlowControl.Call: next[0] = last.NearBranch64; return 1;
+            default: return 0;
+        }
     }
 
     bool OnCodeWritten(ulong pn)
@@ -213,8 +282,26 @@ public sealed unsafe class CodeCache
             int ix = (int)((b.Start ^ (b.Start >> FastBits)) & ((1 << FastBits) - 1));
             if (_fast[ix] == b) _fast[ix] = null;
             if (b.Start == _running) hitRunning = true;
+            // the region that runs this block's old code is dropped, at each of its entries
+            if (b.Members is { } region && DropRegion(region)) hitRunning = true;
         }
         return hitRunning;
+    }
+
+    /// <summary>Makes every block of a compiled region interpreted again (they compile again once hot again); true
+    /// when the block running now is one of them.</summary>
+    public bool DropRegion(Block[] region)
+    {
+        bool running = false;
+        foreach (var m in region)
+        {
+            if (m.Members != region) continue;
+            m.Compiled = null;
+            m.Members = null;
+            m.Hits = 0;
+            if (m.Start == _running) running = true;
+        }
+        return running;
     }
 
     /// <summary>Drops everything (after exec or a large unmap).</summary>
