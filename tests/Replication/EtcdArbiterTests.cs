@@ -119,7 +119,7 @@ public class EtcdArbiterTests(EtcdServer etcd, ITestOutputHelper output) : IClas
                 start.SignalAndWait();
                 results[i] = arbiters[i].TryAcquire($"owner{i}");
             })).ToArray();
-            foreach (var t in threads) t.Start();
+            foreach (var t in threads) { t.IsBackground = true; t.Start(); }
             foreach (var t in threads) Assert.True(t.Join(TimeSpan.FromSeconds(60)));
             foreach (var r in results) Assert.Null(r.Error);
             var winners = results.Select((r, i) => (r, i)).Where(x => x.r.Won).ToArray();

@@ -40,7 +40,7 @@ public static class Replicas
             while (progress() < after && !p.HasExited) Thread.Sleep(1);
             Thread.Sleep(delay);
             p.KillHard();
-        });
+        }) { IsBackground = true }; // never what keeps the test host alive
         t.Start();
         return t;
     }

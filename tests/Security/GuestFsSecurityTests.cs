@@ -76,6 +76,7 @@ public class GuestFsSecurityTests
                 }
                 catch (IOException) when (_stop.IsCancellationRequested) { }
             }) { IsBackground = true };
+            _thread.IsBackground = true;
             _thread.Start();
         }
 
