@@ -65,10 +65,6 @@ public static class ListenHost
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = [] });
         builder.Logging.ClearProviders();
         builder.Services.AddSingleton<IHostLifetime, QuietLifetime>();
-        // the primary's death reaches this process as the end of its connection: Kestrel hands that (and every
-        // batch) to the service without a thread-pool hop, which on a loaded machine was tens of milliseconds of
-        // each failover and of each acknowledgement (the service's handlers never block: they append and answer)
-        builder.WebHost.UseSockets(o => o.UnsafePreferInlineScheduling = true);
         builder.WebHost.ConfigureKestrel(k =>
         {
             var addr = s.Listen.Host is "localhost" ? IPAddress.Loopback : IPAddress.Parse(s.Listen.Host);
