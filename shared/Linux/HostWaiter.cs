@@ -78,7 +78,10 @@ public sealed class HostWaiter : IDisposable
     void EnsureThread()
     {
         if (_thread != null) return;
-        _eventFd = (int)HostSys.Call(Nr.eventfd2, 0, O.CLOEXEC | O.NONBLOCK);
+        long fd = HostSys.Call(Nr.eventfd2, 0, O.CLOEXEC | O.NONBLOCK);
+        // without its eventfd no registration could ever wake the wait thread: fail now, not hang later
+        if (fd < 0) throw new IOException($"cannot create the host-wait eventfd: errno {-fd}");
+        _eventFd = (int)fd;
         _thread = new Thread(Loop) { IsBackground = true, Name = "revirt host waits" };
         _thread.Start();
     }
