@@ -620,6 +620,8 @@ public sealed class ReplayBoundary : IBoundary
     public NetReceived NetReceive(int tid, Func<NetReceived> perform)
     {
         if (LiveNow()) return perform();
+        // a following backup opens its TAP device now, off the failover's critical path (nothing is read before it)
+        if (_follow != null && _k?.Nic is { } nic) nic.OpenAhead();
         var n = Expect<NetInput>("the network interface's input");
         if (n.InstrCount != Icount || n.Tid != tid)
             throw Diverged($"network input taken at instruction {Icount} by thread {tid}, recorded at {n.InstrCount} by thread {n.Tid}");

@@ -117,7 +117,15 @@ public sealed partial class OutputGate
             _stillOwner = stillOwner;
             _ownershipLost = lost;
             Monitor.PulseAll(_lock);
-            while (_held.Count > 0) { var e = _held.Dequeue(); _heldBytes -= e.Bytes.Length; Emit(e.Fd, e.Bytes); }
+            long now = Stopwatch.GetTimestamp();
+            while (_held.Count > 0)
+            {
+                var e = _held.Dequeue();
+                _heldBytes -= e.Bytes.Length;
+                // the end of a run: this output waited for the whole log's acknowledgement, then the arbiter
+                if (_final && _holdMs.Count < 1_000_000) _holdMs.Add(Stopwatch.GetElapsedTime(e.Since, now).TotalMilliseconds);
+                Emit(e.Fd, e.Bytes);
+            }
             ReleaseSockets();
         }
     }

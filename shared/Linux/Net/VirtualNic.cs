@@ -127,12 +127,40 @@ public sealed class VirtualNic : IDisposable
     /// </summary>
     public string TakeOver(IBoundary boundary, int tid)
     {
+        // frames the device queued while this replica followed (broadcasts the primary answered) are not input
+        if (_ahead != null)
+        {
+            var tap = Tap();
+            var buf = new byte[TapDevice.MaxFrame + 64];
+            for (int i = 0; i < MaxStaleFrames && tap.Read(buf) > 0; i++) { }
+        }
         Stack.TakeOver();
         Transmit(boundary, tid);
         return $"virtual interface {_options.Identity} up on {_options.TapName}{(_options.Namespace != null ? $" (netns {_options.Namespace})" : "")}, announced; {Stack.ConnectionCount} connections carried over";
     }
 
-    TapDevice Tap() => _tap ??= TapDevice.Open(_options.TapName, _options.Namespace);
+    TapDevice Tap()
+    {
+        if (_tap != null) return _tap;
+        // opened ahead by a following backup: use it (a failed attempt is made again here, to report its error)
+        if (_ahead != null && _ahead.Wait(TimeSpan.FromSeconds(10)) && _ahead.Status == TaskStatus.RanToCompletion) return _tap = _ahead.Result;
+        return _tap = TapDevice.Open(_options.TapName, _options.Namespace);
+    }
+
+    Task<TapDevice>? _ahead;
+    /// <summary>Bound on the stale frames dropped at a takeover (the device's own queue holds 500 by default).</summary>
+    const int MaxStaleFrames = 4096;
+
+    /// <summary>
+    /// A following backup opens its TAP device while it follows (on a thread of its own, which enters the network
+    /// namespace), so a takeover does not wait for it: opening it then cost a thread start, the namespace switch and
+    /// the device's bring-up on the failover's critical path. Nothing is read from it before the takeover.
+    /// </summary>
+    public void OpenAhead()
+    {
+        if (_tap != null || _ahead != null) return;
+        _ahead = Task.Factory.StartNew(() => TapDevice.Open(_options.TapName, _options.Namespace), CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
+    }
 
     /// <summary>Longest single host wait, so that a pending host event is noticed soon.</summary>
     const int WaitSliceMs = 50;
@@ -164,5 +192,9 @@ public sealed class VirtualNic : IDisposable
         return new NetReceived(Clock(), frames);
     }
 
-    public void Dispose() => _tap?.Dispose();
+    public void Dispose()
+    {
+        _tap?.Dispose();
+        if (_ahead != null && _tap == null && _ahead.Wait(TimeSpan.FromSeconds(10)) && _ahead.Status == TaskStatus.RanToCompletion) _ahead.Result.Dispose();
+    }
 }
