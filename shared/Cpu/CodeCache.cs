@@ -75,10 +75,14 @@ public sealed unsafe class CodeCache
     // statistics of the tiers (instructions that ran compiled: all retired minus these interpreted ones)
     public long BlocksCompiled, RegionsCompiled, CompileTicks, InterpretedInstructions, CompileFailures;
 
+    /// <summary>Blocks decoded from program images, shared with the other processes of the machine (null: none).</summary>
+    readonly SharedCode? _shared;
+
     /// <param name="compileThreshold">overrides the tier's threshold (tests use small ones to have regions form
     /// after a few iterations); ignored by the interpreter-only tier.</param>
-    public CodeCache(GuestMemory mem, ExecutionTier tier = ExecutionTier.Default, int? compileThreshold = null)
+    public CodeCache(GuestMemory mem, ExecutionTier tier = ExecutionTier.Default, SharedCode? shared = null, int? compileThreshold = null)
     {
+        _shared = shared;
         Tier = tier;
         CompileThreshold = tier switch
         {
@@ -105,7 +109,7 @@ public sealed unsafe class CodeCache
     Block LookupSlow(ulong rip)
     {
         if (_blocks.TryGetValue(rip, out var b)) return b;
-        b = Translate(rip);
+        b = _shared != null && SpecializedHandlers ? SharedOrTranslate(rip, _shared) : Translate(rip, out _);
         _blocks[rip] = b;
         for (ulong pn = b.Start >> GuestMemory.PageShift; pn <= (Math.Max(b.End, b.Start + 1) - 1) >> GuestMemory.PageShift; pn++)
         {
@@ -115,8 +119,40 @@ public sealed unsafe class CodeCache
         return b;
     }
 
-    Block Translate(ulong rip)
+    /// <summary>
+    /// The block at rip from the machine's shared store when the bytes it spans are pinned frames of a program
+    /// image (the same frames mapped executable here: the same bytes, so the same decoding), else decoded here and,
+    /// when it lies on such frames and its end did not depend on what follows them, added to the store.
+    /// </summary>
+    Block SharedOrTranslate(ulong rip, SharedCode shared)
     {
+        ulong pn = rip >> GuestMemory.PageShift;
+        var first = _mem.PinnedCodeFrame(pn);
+        if (first == null) return Translate(rip, out _);
+        if (shared.TryGet(first, rip, out var b, out var second))
+        {
+            ulong last = (b.End - 1) >> GuestMemory.PageShift;
+            if (last == pn || (second != null && _mem.PinnedCodeFrame(last) == second))
+            {
+                for (ulong p = pn; p <= last; p++) _mem.MarkCode(p);
+                shared.Hits++;
+                return b;
+            }
+        }
+        b = Translate(rip, out bool complete);
+        if (!complete) return b;
+        ulong lastPage = (b.End - 1) >> GuestMemory.PageShift;
+        SharedFrame? next = null;
+        if (lastPage != pn && (next = _mem.PinnedCodeFrame(lastPage)) == null) return b;
+        shared.Add(first, rip, b, next);
+        return b;
+    }
+
+    /// <param name="complete">The block ended at a control transfer or at its size limit, not where the executable
+    /// bytes ran out (so its decoding depends on its own bytes alone).</param>
+    Block Translate(ulong rip, out bool complete)
+    {
+        complete = false;
         int avail = _mem.FetchCode(rip, _fetch);
         var insts = new List<Instruction>(16);
         var b = new Block { Start = rip };
@@ -146,8 +182,9 @@ public sealed unsafe class CodeCache
             handlers.Add((nint)Isa.HandlerFor(ref ins, SpecializedHandlers));
             Decoded++;
             end = ins.NextIP;
-            if (Isa.EndsBlock(ref ins)) { if (Isa.IsBranch(ref ins)) b.EndsInBranch = 1; break; }
+            if (Isa.EndsBlock(ref ins)) { if (Isa.IsBranch(ref ins)) b.EndsInBranch = 1; complete = true; break; }
         }
+        if (insts.Count == MaxBlockInstructions) complete = true;
         b.Insts = insts.ToArray();
         b.Count = b.Insts.Length;
         b.Handlers = new delegate*<VirtualCpu, ref Instruction, void>[b.Count];
@@ -196,6 +233,12 @@ public sealed unsafe class CodeCache
     Block[] FormRegion(Block head)
     {
         var members = new List<Block> { head };
+        // A block of the shared store (and so its compiled code) may be run by another process that maps the same
+        // frame at its page, and nothing else alike: a region of shared blocks stays within the head's page (the
+        // same bytes wherever the head is), and shared and private blocks never mix.
+        bool shared = _shared != null && _shared.Holds(head);
+        ulong page = head.Start >> GuestMemory.PageShift;
+        if (shared && ((head.End - 1) >> GuestMemory.PageShift) != page) return members.ToArray();
         int instructions = head.Count;
         int warm = CompileThreshold / 8;
         Span<ulong> next = stackalloc ulong[2];
@@ -208,6 +251,8 @@ public sealed unsafe class CodeCache
             {
                 if (!_blocks.TryGetValue(next[t], out var s) || !s.Valid || s.Bytes.Length == 0) continue;
                 if (s.Hits < warm || s.Compiled != null) continue;
+                if (_shared != null && _shared.Holds(s) != shared) continue;
+                if (shared && ((s.Start >> GuestMemory.PageShift) != page || ((s.End - 1) >> GuestMemory.PageShift) != page)) continue;
                 if (members.Contains(s) || instructions + s.Count > MaxRegionInstructions || members.Count >= MaxRegionBlocks) continue;
                 members.Add(s);
                 instructions += s.Count;
@@ -236,10 +281,12 @@ public sealed unsafe class CodeCache
         _byPage.Remove(pn);
         foreach (var b in list)
         {
-            if (!b.Valid) continue;
-            b.Valid = false;
+            // a block of the shared store stays valid for the other processes (their frames did not change): it
+            // leaves this cache only, and Valid keeps meaning "valid somewhere"
+            if (!_blocks.TryGetValue(b.Start, out var cur) || cur != b) continue;
+            if (_shared == null || !_shared.Holds(b)) b.Valid = false;
             Invalidations++;
-            if (_blocks.TryGetValue(b.Start, out var cur) && cur == b) _blocks.Remove(b.Start);
+            _blocks.Remove(b.Start);
             int ix = (int)((b.Start ^ (b.Start >> FastBits)) & ((1 << FastBits) - 1));
             if (_fast[ix] == b) _fast[ix] = null;
             if (b.Start == _running) hitRunning = true;
@@ -269,8 +316,42 @@ public sealed unsafe class CodeCache
     public void Clear()
     {
         Array.Clear(_fast);
-        foreach (var b in _blocks.Values) b.Valid = false;
+        foreach (var b in _blocks.Values) if (_shared == null || !_shared.Holds(b)) b.Valid = false;
         _blocks.Clear();
         _byPage.Clear();
     }
+}
+
+/// <summary>
+/// Blocks decoded from the pinned frames of program images (<see cref="GuestMemory.ToTemplate"/>), shared by every
+/// process of one machine that maps those frames executable: a process that execs a program another one ran (a
+/// shell's children) does not decode its code again, and the hit counts and compiled code are shared too. Keyed by
+/// the frame of the block's first byte and its address; a block that crosses into the next page records that
+/// page's frame, and is used only where both are mapped. A pinned frame never changes, so a block here never goes
+/// stale; a process that writes to such a page gets its own copy of it and drops the block from its own cache only.
+/// One machine's processes run on one host thread at a time, so the store needs no lock.
+/// </summary>
+public sealed class SharedCode
+{
+    readonly Dictionary<(SharedFrame, ulong), (Block Block, SharedFrame? Next)> _blocks = new();
+    readonly HashSet<Block> _held = new(ReferenceEqualityComparer.Instance);
+
+    /// <summary>Blocks taken from the store instead of being decoded (statistics).</summary>
+    public long Hits;
+    public int Count => _blocks.Count;
+
+    public bool TryGet(SharedFrame first, ulong rip, out Block block, out SharedFrame? next)
+    {
+        if (_blocks.TryGetValue((first, rip), out var e)) { block = e.Block; next = e.Next; return true; }
+        block = null!; next = null;
+        return false;
+    }
+
+    public void Add(SharedFrame first, ulong rip, Block b, SharedFrame? next)
+    {
+        _blocks[(first, rip)] = (b, next);
+        _held.Add(b);
+    }
+
+    public bool Holds(Block b) => _held.Contains(b);
 }

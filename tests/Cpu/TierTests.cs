@@ -56,7 +56,7 @@ public class TierTests
 
         public Vm(byte[] code, ExecutionTier tier, ulong rsi = Data, ulong rdi = Data + 0x800, int? threshold = null)
         {
-            Cpu = new CpuT(Mem, new CodeCache(Mem, tier, threshold), new VmRunner.NoHost());
+            Cpu = new CpuT(Mem, new CodeCache(Mem, tier, compileThreshold: threshold), new VmRunner.NoHost());
             Mem.Map(NativeRunner.CodeBase, NativeRunner.CodeSize, Prot.Read | Prot.Write | Prot.Exec, "code");
             Mem.Poke(NativeRunner.SnippetAddress, code);
             Mem.Map(Data, DataSize, Prot.Read | Prot.Write, "data");
