@@ -233,6 +233,12 @@ public sealed unsafe class CodeCache
     Block[] FormRegion(Block head)
     {
         var members = new List<Block> { head };
+        // A block of the shared store (and so its compiled code) may be run by another process that maps the same
+        // frame at its page, and nothing else alike: a region of shared blocks stays within the head's page (the
+        // same bytes wherever the head is), and shared and private blocks never mix.
+        bool shared = _shared != null && _shared.Holds(head);
+        ulong page = head.Start >> GuestMemory.PageShift;
+        if (shared && ((head.End - 1) >> GuestMemory.PageShift) != page) return members.ToArray();
         int instructions = head.Count;
         int warm = CompileThreshold / 8;
         Span<ulong> next = stackalloc ulong[2];
@@ -245,6 +251,8 @@ public sealed unsafe class CodeCache
             {
                 if (!_blocks.TryGetValue(next[t], out var s) || !s.Valid || s.Bytes.Length == 0) continue;
                 if (s.Hits < warm || s.Compiled != null) continue;
+                if (_shared != null && _shared.Holds(s) != shared) continue;
+                if (shared && ((s.Start >> GuestMemory.PageShift) != page || ((s.End - 1) >> GuestMemory.PageShift) != page)) continue;
                 if (members.Contains(s) || instructions + s.Count > MaxRegionInstructions || members.Count >= MaxRegionBlocks) continue;
                 members.Add(s);
                 instructions += s.Count;
