@@ -31,7 +31,7 @@ public sealed class MachineOptions
 /// <see cref="IBoundary"/>. Per-process state lives in <see cref="Process"/>, per-thread state in
 /// <see cref="GuestThread"/>, descriptors in <see cref="FdTable"/> and <see cref="OpenFile"/>s.
 /// </summary>
-public sealed partial class Kernel : ICpuHost, IMachineFiles
+public sealed partial class Kernel : ICpuHost, IMachineFiles, IDisposable
 {
     public const ulong StackTop = 0x7fff_ffff_f000;
     public const ulong StackSize = 8 * 1024 * 1024;
@@ -178,6 +178,22 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles
 
     /// <summary>What the machine derived from program files, shared by its processes (see <see cref="ImageCache"/>).</summary>
     public ImageCache Images { get; } = new();
+
+    /// <summary>
+    /// Gives back every host resource the machine holds whether or not its guest ran to the end: the root
+    /// descriptor, the host-wait thread and its eventfd, timers, the virtual NIC and guest memory. A process that
+    /// builds many machines (a replay check per recording, the fuzzer, the tests) must not run out of descriptors.
+    /// </summary>
+    public void Dispose()
+    {
+        StopTimers();
+        StopSliceTimer();
+        Waiter.Dispose();
+        Nic?.Dispose();
+        foreach (var p in Processes) p.Mem.Dispose();
+        Images.Dispose();
+        Fs.Dispose();
+    }
 
     public Kernel(MachineOptions options, IBoundary boundary)
     {

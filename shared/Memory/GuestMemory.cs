@@ -638,13 +638,17 @@ public sealed unsafe class GuestMemory : IDisposable
         foreach (var pn in _pages.Keys.OrderBy(k => k)) yield return (pn, _pages[pn]);
     }
 
+    /// <summary>Frees the pages and the TLBs; a second call (memory shared by a vfork child) does nothing.</summary>
     public void Dispose()
     {
+        if (_disposed) return;
+        _disposed = true;
         foreach (var p in _pages.Values) Release(p);
         _pages.Clear();
         NativeMemory.Free(_rtlb);
         NativeMemory.Free(_wtlb);
     }
+    bool _disposed;
 }
 
 /// <summary>
