@@ -76,7 +76,7 @@ public sealed class ReplicationClient : ILogSink
     volatile LinkState _state = LinkState.Connecting;
     long _produced, _producedBytes, _acked, _ackedBytes, _lastHeard, _throttleTicks;
     int _lost;
-    volatile bool _finishing;
+    volatile bool _finishing, _finalReleased;
 
     public OutputGate Gate { get; } = OutputGate.ToHostStdio();
 
@@ -152,7 +152,8 @@ public sealed class ReplicationClient : ILogSink
                 UseJitter = true,
             })
             // the first handshake of a process includes loading and compiling the gRPC stack: be generous per attempt
-            .AddTimeout(TimeSpan.FromMilliseconds(Math.Max(10_000, _s.TimeoutMs * 3)))
+            // (and the backup's check of the root, which hashes it): 10 s was too short on a loaded 2-core machine
+            .AddTimeout(TimeSpan.FromMilliseconds(Math.Max(30_000, _s.TimeoutMs * 3)))
             .Build();
 
         try
@@ -419,6 +420,38 @@ public sealed class ReplicationClient : ILogSink
         }
     }
 
+    /// <summary>
+    /// The guest ended and the backup holds the whole log; the gate has held what was not released when the guest
+    /// ended (<see cref="OutputGate.GuestEnded"/>). A backup that loses this primary now, without a goodbye, takes
+    /// that output over if it wins the arbiter, so this primary releases it only holding the arbiter: exactly one
+    /// of the two emits it, whether this primary then dies (the backup wins) or was only cut off (whoever asks first
+    /// wins; the other stops). False when the backup was lost meanwhile (that path decided) or the arbiter is held by
+    /// the backup (then this process stops without releasing, exit status 3).
+    /// </summary>
+    bool ReleaseFinalOutput()
+    {
+        if (!Gate.HoldsOutput) return true; // nothing held: everything was released while protected
+        if (Interlocked.Exchange(ref _lost, 1) != 0) return false; // a lost backup is being decided: that path releases or stops
+        _finishing = true;
+        var r = _arbiter.TryAcquire(_s.Id);
+        if (r.Won)
+        {
+            _log.WriteLine($"primary: the guest ended; holding the arbiter ({_arbiter.Describe}), releasing its last output");
+            _s.Events.Emit(ReplicaEvent.FinalRelease, ("arbiter", _arbiter.Describe), ("heldBytes", Gate.HeldBytes + Gate.SocketHeldBytes));
+            _finalReleased = true;
+            Gate.GoUnprotected(() => _arbiter.StillHolds(_s.Id), ArbiterLostWhileUnprotected);
+            _decided.Set(); // Fenced(): not fenced; the state stays protected for the goodbye
+            return true;
+        }
+        _state = LinkState.Fenced;
+        _decided.Set();
+        Gate.Discard();
+        string why = r.Error != null ? $"the arbiter could not be asked: {r.Error}" : $"the arbiter is held by {r.Holder}";
+        _log.WriteLine($"primary: the guest ended but {why}: the backup releases its last output; stopping this replica without releasing it");
+        _s.Events.Emit(ReplicaEvent.Fenced, ("reason", why));
+        return false;
+    }
+
     /// <summary>Running unprotected, this primary found it no longer holds the arbiter: the backup may be live.</summary>
     void ArbiterLostWhileUnprotected()
     {
@@ -433,18 +466,20 @@ public sealed class ReplicationClient : ILogSink
     // ------------------------------------------------------------------ the end
 
     /// <summary>
-    /// The guest ended: wait until the backup holds the whole log (so all output is released), then say goodbye.
+    /// The guest ended: wait until the backup holds the whole log, release the output still held (only holding the
+    /// arbiter, see <see cref="ReleaseFinalOutput"/>), then say goodbye.
     /// </summary>
     public async Task FinishAsync(ulong lastSequence, int exitStatus)
     {
         Flush();
         while (_state == LinkState.Protected && Acked < lastSequence) await Task.Delay(1);
         if (_state != LinkState.Protected) return;
+        if (!ReleaseFinalOutput()) return;
         _flushTimer?.Dispose();
         Flush();
         _frames.Writer.TryComplete();
         try { if (_sender != null) await _sender; } catch { }
-        if (Interlocked.CompareExchange(ref _lost, 0, 0) != 0) return;
+        if (Interlocked.CompareExchange(ref _lost, 0, 0) != 0 && !_finalReleased) return;
         _finishing = true;
         try
         {

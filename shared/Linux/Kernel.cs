@@ -181,7 +181,8 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles, IDisposable
 
     /// <summary>
     /// Gives back every host resource the machine holds whether or not its guest ran to the end: the root
-    /// descriptor, the host-wait thread and its eventfd, timers, the virtual NIC and guest memory. A process that
+    /// descriptor, the host-wait thread and its eventfd, timers, the virtual NIC, guest memory and the
+    /// images shared by its processes. A process that
     /// builds many machines (a replay check per recording, the fuzzer, the tests) must not run out of descriptors.
     /// </summary>
     public void Dispose()
