@@ -41,8 +41,12 @@ public sealed class GuestThread
     /// <summary>The futex word this thread waits on (valid while Blocked).</summary>
     public ulong FutexAddr;
     public uint FutexBitset;
-    /// <summary>The wait has a timeout: it expires when no other thread can run (deterministically).</summary>
+    /// <summary>The wait has a timeout: the thread is parked in it with a host wait until its deadline
+    /// (<see cref="Kernel"/>'s futex), and a FUTEX_WAKE unparks it.</summary>
     public bool FutexTimed;
+    /// <summary>A FUTEX_WAKE chose this thread while it was parked in a timed wait: the call returns 0 when it
+    /// runs again (whatever the futex word holds by then).</summary>
+    public bool FutexWoken;
 
     /// <summary>Parked in a syscall (rip at the syscall instruction): when woken it runs the syscall again.</summary>
     public bool Parked;

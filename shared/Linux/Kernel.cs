@@ -477,6 +477,8 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles, IDisposable
         t.HostDeadline = null;
         t.PartialDone = 0;
         t.AlsoWaitsInVm = false;
+        t.FutexTimed = false;
+        t.FutexWoken = false;
     }
     /// <summary>Length of the syscall instruction (0F 05): a parked thread's rip goes back over it.</summary>
     const ulong SyscallInsnLength = 2;

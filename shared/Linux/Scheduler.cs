@@ -187,7 +187,7 @@ public sealed partial class Kernel
         return null;
     }
 
-    /// <summary>After a thread blocked, yielded or exited: pick the next one; expire a timed wait if none can run.</summary>
+    /// <summary>After a thread blocked, yielded or exited: pick the next one; the machine idles when none can run.</summary>
     void Schedule()
     {
         _switch = false;
@@ -199,20 +199,12 @@ public sealed partial class Kernel
         if (next == null && WaitForNetwork()) next = !cur.Dead && !cur.Blocked ? cur : NextRunnable(cur.Cpu);
         if (next == null)
         {
-            // nobody can run: the earliest (in thread order) timed wait times out; otherwise it is a deadlock
-            var timed = _threads.FirstOrDefault(t => !t.Dead && t.Blocked && !t.Parked && t.FutexTimed);
-            if (timed == null)
-            {
-                // every thread waits: the machine sleeps until the host posts an event (a host wait ended, a timer
-                // or a signal from outside), which the boundary places and logs here; or nothing can ever wake it
-                if (Boundary.Idle(this, cur.Cpu)) return;
-                Options.Diagnostics.WriteLine("revirt: every guest thread is blocked forever (deadlock); ending the guest");
-                Terminate(Sig.ABRT);
-                return;
-            }
-            SetState(timed, ThreadState.Runnable);
-            timed.Cpu.R[CpuT.RAX] = unchecked((ulong)-Errno.ETIMEDOUT);
-            next = timed;
+            // every thread waits: the machine sleeps until the host posts an event (a host wait ended, a timer
+            // or a signal from outside), which the boundary places and logs here; or nothing can ever wake it
+            if (Boundary.Idle(this, cur.Cpu)) return;
+            Options.Diagnostics.WriteLine("revirt: every guest thread is blocked forever (deadlock); ending the guest");
+            Terminate(Sig.ABRT);
+            return;
         }
         MakeCurrent(next);
     }

@@ -86,6 +86,15 @@ public class BlockingCallTests
     [InlineData("musl")]
     public void SignalMasksOfPollCallsAsNatively(string libc) => SameAsNativeAndReplays(GuestEnv.Guest("callmask", libc));
 
+    /// <summary>guests/src/futextimed.c: a timed condition wait nobody signals ends at its deadline while another
+    /// thread computes (a VM that let timed futex waits expire only when no other thread could run never ended
+    /// this program), a signalled one returns at once, raw FUTEX_WAIT and FUTEX_WAIT_BITSET (absolute, realtime)
+    /// wait their time: the same lines as natively, and a recording replays faithfully.</summary>
+    [Theory]
+    [InlineData("glibc")]
+    [InlineData("musl")]
+    public void TimedFutexWaitsWaitTheirTimeAsNatively(string libc) => SameAsNativeAndReplays(GuestEnv.Guest("futextimed", libc));
+
     static void SameAsNativeAndReplays(string prog)
     {
         var native = GuestEnv.Native(prog, Array.Empty<string>());

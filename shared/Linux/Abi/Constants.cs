@@ -101,6 +101,8 @@ public static class Futex
     public const int WAIT = 0, WAKE = 1, REQUEUE = 3, CMP_REQUEUE = 4, WAKE_OP = 5, WAIT_BITSET = 9, WAKE_BITSET = 10;
     /// <summary>The command without FUTEX_PRIVATE_FLAG and FUTEX_CLOCK_REALTIME.</summary>
     public const int CMD_MASK = 0x7F;
+    /// <summary>FUTEX_CLOCK_REALTIME: WAIT_BITSET's absolute timeout is on CLOCK_REALTIME (else CLOCK_MONOTONIC).</summary>
+    public const int CLOCK_REALTIME = 256;
     public const uint BITSET_MATCH_ANY = uint.MaxValue;
 }
 

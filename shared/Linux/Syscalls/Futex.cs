@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 
 namespace ReVirt.Linux;
 
@@ -18,14 +19,14 @@ public sealed partial class Kernel
             case Futex.WAIT:
             case Futex.WAIT_BITSET:
                 {
+                    if (timeout != 0) return TimedFutexWait(t, uaddr, op, val, timeout, cmd == Futex.WAIT_BITSET ? val3 : Futex.BITSET_MATCH_ANY);
                     uint cur = Mem.Read32(uaddr);
                     if (cur != val) return -Errno.EAGAIN;
                     SetState(t, ThreadState.Blocked);
                     t.FutexAddr = uaddr;
                     t.FutexBitset = cmd == Futex.WAIT_BITSET ? val3 : Futex.BITSET_MATCH_ANY;
-                    t.FutexTimed = timeout != 0;
                     RequestSwitch(t);
-                    return 0; // the value the waiter sees when woken (a timeout writes -ETIMEDOUT instead)
+                    return 0; // the value the waiter sees when woken
                 }
             case Futex.WAKE:
             case Futex.WAKE_BITSET:
@@ -58,18 +59,60 @@ public sealed partial class Kernel
         }
     }
 
-    /// <summary>Threads of the process blocked in a futex wait (futex words are addresses in its memory).</summary>
-    static IEnumerable<GuestThread> Waiters(Process p) => p.Threads.Where(w => w.Blocked && !w.Parked);
+    /// <summary>
+    /// A futex wait with a timeout parks only its thread, as a sleep does: the first attempt checks the word and
+    /// fixes the deadline on the host's monotonic clock (FUTEX_WAIT: relative; FUTEX_WAIT_BITSET: absolute on
+    /// CLOCK_MONOTONIC, or CLOCK_REALTIME with FUTEX_CLOCK_REALTIME), and the thread parks with a host wait until
+    /// then; the logged wake-up at the deadline runs the call again, which answers ETIMEDOUT. A FUTEX_WAKE that
+    /// chooses the thread unparks it (an in-VM event, nothing logged) and the call answers 0. A run of the call
+    /// after any other wake-up (a signal that did not interrupt it) checks the word again, as a new call would:
+    /// EAGAIN when it changed, which every futex user takes as "look again".
+    /// </summary>
+    long TimedFutexWait(GuestThread t, ulong uaddr, int op, uint val, ulong timeout, uint bitset)
+    {
+        if (t.FutexWoken) { EndFutexWait(t); return 0; }
+        var ts = Mem.ReadBytes(timeout, 16);
+        long sec = BinaryPrimitives.ReadInt64LittleEndian(ts), nsec = BinaryPrimitives.ReadInt64LittleEndian(ts.AsSpan(8));
+        if (sec < 0 || nsec < 0 || nsec >= 1_000_000_000) { EndFutexWait(t); return -Errno.EINVAL; }
+        if (Mem.Read32(uaddr) != val) { EndFutexWait(t); return -Errno.EAGAIN; }
+        long ns = sec > long.MaxValue / 2_000_000_000 ? long.MaxValue / 2 : sec * 1_000_000_000 + nsec;
+        bool absolute = (op & Futex.CMD_MASK) == Futex.WAIT_BITSET;
+        int clock = (op & Futex.CLOCK_REALTIME) != 0 ? Clocks.REALTIME : Clocks.MONOTONIC;
+        t.FutexAddr = uaddr;
+        t.FutexBitset = bitset;
+        t.FutexTimed = true;
+        long r = Host(t.Cpu, Nr.futex, () =>
+        {
+            long now = HostClock.NowNs();
+            t.HostDeadline ??= absolute ? now + (ns - HostClock.Now(clock)) : now + ns;
+            if (now >= t.HostDeadline.Value) return HostResult.Of(-Errno.ETIMEDOUT);
+            return BlockOnHost(t, new HostWaitSpec([], t.HostDeadline.Value));
+        }).Value;
+        if (r != WouldBlock) EndFutexWait(t);
+        return r;
+    }
+
+    static void EndFutexWait(GuestThread t)
+    {
+        t.FutexTimed = false;
+        t.FutexWoken = false;
+    }
+
+    /// <summary>Threads of the process waiting on a futex (futex words are addresses in its memory): blocked in an
+    /// untimed wait, or parked in a timed one.</summary>
+    static IEnumerable<GuestThread> Waiters(Process p)
+        => p.Threads.Where(w => w.Blocked && (!w.Parked || (w.FutexTimed && !w.FutexWoken && w.ParkedNr == Nr.futex)));
 
     int FutexWake(ulong uaddr, int n, uint bitset)
     {
         int woken = 0;
-        foreach (var w in Waiters(P))
+        foreach (var w in Waiters(P).ToList())
         {
             if (woken >= n) break;
             if (w.FutexAddr == uaddr && (w.FutexBitset & bitset) != 0)
             {
-                SetState(w, ThreadState.Runnable);
+                if (w.Parked) { w.FutexWoken = true; Unpark(w); }
+                else SetState(w, ThreadState.Runnable);
                 woken++;
             }
         }
