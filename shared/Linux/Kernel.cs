@@ -104,6 +104,18 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles
         if (t != null && t.Parked && t.HostWait == seq) Unpark(t);
     }
 
+    /// <summary>
+    /// A backup that went live and goes on recording its log: every thread parked on one of the old primary's host
+    /// waits gets a wake-up posted, which the recording places and logs like any other, so that a replay of the
+    /// continued log runs those calls again at the same points (an unlogged <see cref="RenewHostWaits"/>
+    /// would leave them parked there).
+    /// </summary>
+    public void PostRenewedHostWaits()
+    {
+        foreach (var t in _threads)
+            if (t.Parked && t.HostWait != 0 && !t.Dead) PostWake(t.Tid, t.HostWait);
+    }
+
     /// <summary>The machine has nothing to run: waits (live or recording) until a host event is posted. False when
     /// nothing can ever post one (no host wait, no timer, nobody waiting for a signal): a deadlock.</summary>
     public bool WaitForHostEvent()

@@ -104,6 +104,32 @@ public sealed partial class OutputGate
         }
     }
 
+    /// <summary>
+    /// A standby joined this unprotected replica: from here on output waits for acknowledgements again. Everything
+    /// produced up to record <paramref name="upTo"/> was released while unprotected; the standby receives the whole
+    /// log from record 1, so its acknowledgements reach past <paramref name="upTo"/> only once it holds the backlog.
+    /// </summary>
+    public void Reprotect(ulong upTo)
+    {
+        lock (_lock)
+        {
+            if (_discarded) return;
+            _unprotected = false;
+            _stillOwner = null;
+            _ownershipLost = null;
+            if (upTo > _acked) _acked = upTo;
+        }
+    }
+
+    /// <summary>A replica that took over starts at the guest's output offsets where the log it replayed ended (what
+    /// its predecessor released or it re-emitted itself): the marks it reports to a standby are offsets of the
+    /// guest's whole output.</summary>
+    public void StartReleasedAt(ulong stdoutBytes, ulong stderrBytes)
+    {
+        Interlocked.Exchange(ref _releasedOut, (long)stdoutBytes);
+        Interlocked.Exchange(ref _releasedErr, (long)stderrBytes);
+    }
+
     /// <summary>This primary lost the arbiter: the backup is live and owns the output from here; drop what is held.</summary>
     public void Discard()
     {
