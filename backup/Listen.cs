@@ -178,6 +178,8 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         MachineOptions opts;
         try { opts = Recording.OptionsFrom(header, s.Root); }
         catch (LogFormatException e) { return $"bad log header: {e.Message}"; }
+        if (header.CpuModel != ReVirt.Cpu.CpuModel.Description)
+            return $"CPU model mismatch: the primary's guest runs on the CPU model '{header.CpuModel}', this replica's is '{ReVirt.Cpu.CpuModel.Description}' (a replay on another model diverges)";
         if (!s.SharedStorage && RootIdentities.Same(h.Root, RootIdentities.Of(opts.Root)))
             return $"shared root: the primary's guest root and this backup's ({Path.GetFullPath(opts.Root)}) are the same directory on the same machine, " +
                    "so both would apply the guest's file writes to the same files. Fix: give the backup its own copy of the root (backup listen --root DIR, " +
@@ -284,6 +286,15 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
             return false;
         }
         double drainMs = Stopwatch.GetElapsedTime(_lostAt).TotalMilliseconds;
+        if (_hello is { LiveSequence: > 0 } joined && Held < joined.LiveSequence)
+        {
+            // a standby that joined a live replica and lost it before holding the log up to the join point: the
+            // world may have seen output of records it does not hold, so a takeover could contradict it
+            string why = $"this standby joined a live replica whose log then ended at record #{joined.LiveSequence} but holds only #{Held}";
+            log.WriteLine($"backup: drained in {drainMs:F0} ms but {why}: standing down");
+            s.Events.Emit(ReplicaEvent.StoodDown, ("reason", why), ("drainMs", drainMs));
+            return false;
+        }
         var r = _arbiter!.TryAcquire(s.Id, _term);
         _wonTerm = r.Term;
         if (!r.Won)

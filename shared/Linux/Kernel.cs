@@ -92,7 +92,13 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles
     {
         bool got = _wakes.TryDequeue(out var w);
         (tid, seq) = w;
-        if (got && _hostEvents.IsEmpty && _wakes.IsEmpty) _hostEventsPending = false;
+        if (got && _hostEvents.IsEmpty && _wakes.IsEmpty)
+        {
+            _hostEventsPending = false;
+            // a wake-up the waiter posted between the check and the clear must not be lost (an idle machine that
+            // saw no pending event and no registered wait would end the guest as deadlocked)
+            if (!_hostEvents.IsEmpty || !_wakes.IsEmpty) _hostEventsPending = true;
+        }
         return got;
     }
 

@@ -198,7 +198,7 @@ public sealed class ReplicationClient : ILogSink
     });
 
     /// <summary>Hello, challenge, proof, welcome with the backup or standby at <paramref name="url"/>.</summary>
-    async Task<Session> HandshakeAsync(string url, int attempts, TimeSpan perAttempt, CancellationToken token)
+    async Task<Session> HandshakeAsync(string url, int attempts, TimeSpan perAttempt, CancellationToken token, ulong liveSequence = 0)
     {
         var hello = new Hello
         {
@@ -209,7 +209,7 @@ public sealed class ReplicationClient : ILogSink
             PrimaryId = _s.Id,
             Root = _s.Root,
             Term = (ulong)Term,
-            LiveSequence = (ulong)Interlocked.Read(ref _produced),
+            LiveSequence = liveSequence,
         };
         _tlsRefusal = null;
         var channel = NewChannel(url);
@@ -281,7 +281,7 @@ public sealed class ReplicationClient : ILogSink
     /// running guest) it first receives the stored log up to this moment; the switch happens under the lock the
     /// guest thread appends under, so every record goes either into that backlog or into the live stream, once.
     /// </summary>
-    void Activate(Session session, bool catchUp)
+    void Activate(Session session, bool catchUp, ulong joinAt = 0)
     {
         lock (_pending)
         {
@@ -291,7 +291,8 @@ public sealed class ReplicationClient : ILogSink
             session.CatchUpFrom = catchUp ? _store.HeaderLength : _store.Length;
             session.CatchUpTo = _store.Length;
             session.JoinedAt = Stopwatch.GetTimestamp();
-            _base = Interlocked.Read(ref _produced);
+            // the gate has held output since the hello (HoldForJoin): what was logged up to joinAt was released
+            _base = catchUp ? (long)joinAt : Interlocked.Read(ref _produced);
             _baseBytes = _producedBytes;
             Interlocked.Exchange(ref _acked, 0);
             Interlocked.Exchange(ref _ackedBytes, 0);
@@ -299,7 +300,6 @@ public sealed class ReplicationClient : ILogSink
             _cur = session;
             Touch();
             _state = LinkState.Protected;
-            if (catchUp) Gate.Reprotect((ulong)_base);
         }
         session.Sender = Task.Run(() => SendLoop(session));
         session.Receiver = Task.Run(() => ReceiveLoop(session));
@@ -327,11 +327,15 @@ public sealed class ReplicationClient : ILogSink
             for (int i = 0; !ct.IsCancellationRequested && _state == LinkState.Unprotected; i++)
             {
                 string url = _s.Standbys[i % _s.Standbys.Count];
+                // from the hello on, output is held again: the standby is told the log's end S, and whatever the
+                // world sees from here on waits for its acknowledgements. A standby that loses this replica before
+                // it holds record S must not go live (the world may have seen output it cannot reproduce).
+                ulong joinAt = HoldForJoin();
                 try
                 {
-                    var session = await HandshakeAsync(url, 2, TimeSpan.FromMilliseconds(Math.Max(5_000, _s.TimeoutMs * 3)), ct);
-                    if (_state != LinkState.Unprotected || _finishing) { session.Cts.Cancel(); session.Call.Dispose(); session.Channel.Dispose(); return; }
-                    Activate(session, catchUp: true);
+                    var session = await HandshakeAsync(url, 2, TimeSpan.FromMilliseconds(Math.Max(5_000, _s.TimeoutMs * 3)), ct, joinAt);
+                    if (_state != LinkState.Unprotected || _finishing) { session.Cts.Cancel(); session.Call.Dispose(); session.Channel.Dispose(); ResumeUnprotected(); return; }
+                    Activate(session, catchUp: true, joinAt);
                     double waitedMs = Stopwatch.GetElapsedTime(since).TotalMilliseconds;
                     _log.WriteLine($"{_s.Role}: protected again by {session.BackupId} at {url} (term {Term}); sending it the log so far: {_base} records, {session.CatchUpTo - session.CatchUpFrom} bytes");
                     _s.Events.Emit(ReplicaEvent.Reprotected, ("backup", session.BackupId), ("url", url), ("term", Term),
@@ -340,6 +344,7 @@ public sealed class ReplicationClient : ILogSink
                 }
                 catch (Exception e) when (!ct.IsCancellationRequested)
                 {
+                    ResumeUnprotected();
                     string reason = e is ReplicationRefusedException ? e.Message : $"{e.GetType().Name}: {e.Message}";
                     if (!lastReason.TryGetValue(url, out var prev) || prev != reason)
                     {
@@ -352,6 +357,25 @@ public sealed class ReplicationClient : ILogSink
             }
         }
         catch (OperationCanceledException) { }
+        finally { if (_state == LinkState.Unprotected) ResumeUnprotected(); }
+    }
+
+    /// <summary>Flushes the log to the store and holds output produced after it; returns the last record (the join point).</summary>
+    ulong HoldForJoin()
+    {
+        lock (_pending)
+        {
+            PushPending();
+            ulong at = (ulong)Interlocked.Read(ref _produced);
+            Gate.Reprotect(at);
+            return at;
+        }
+    }
+
+    /// <summary>No standby joined: release what was held for it and go on unprotected.</summary>
+    void ResumeUnprotected()
+    {
+        if (_state == LinkState.Unprotected) Gate.GoUnprotected(() => _arbiter.StillHolds(_s.Id), ArbiterLostWhileUnprotected);
     }
 
     // ------------------------------------------------------------------ ILogSink (guest thread)
