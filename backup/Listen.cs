@@ -145,6 +145,10 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
     LogWriter? _liveWriter;
     long _lostAt;
     string? _lostReason;
+    /// <summary>Set when the primary said goodbye or was lost: how a finished replay learns whether the primary
+    /// released the output its gate held when the guest ended.</summary>
+    readonly ManualResetEventSlim _primaryEnded = new();
+    volatile bool _goodbye;
     public ulong Held { get; private set; }
     public ListenSettings Settings => s;
 
@@ -195,6 +199,15 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
 
     /// <summary>Claims the session for one primary (false: a primary was already accepted).</summary>
     public bool Claim() => Interlocked.CompareExchange(ref _claimed, 1, 0) == 0;
+
+    /// <summary>The claiming stream ended before the primary's first message: nothing of the guest was received,
+    /// so this backup waits for a primary again (the same one retrying, typically).</summary>
+    public void Unclaim(string reason)
+    {
+        log.WriteLine($"backup: handshake not completed ({reason}); waiting for a primary again");
+        s.Events.Emit(ReplicaEvent.HandshakeAbandoned, ("reason", reason));
+        Volatile.Write(ref _claimed, 0);
+    }
 
     public void Start(Hello h, LogHeader header)
     {
@@ -263,6 +276,8 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
     {
         log.WriteLine($"backup: the primary's guest ended with status {g.ExitStatus} after record #{g.LastSequence}; finishing the replay");
         s.Events.Emit(ReplicaEvent.PrimaryFinished, ("status", g.ExitStatus), ("lastSequence", g.LastSequence));
+        _goodbye = true;
+        _primaryEnded.Set();
         _pipe.Complete();
     }
 
@@ -274,6 +289,7 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         _lostAt = Stopwatch.GetTimestamp();
         log.WriteLine($"backup: primary lost: {reason}; holding the log up to record #{Held}; draining {_pipe.Buffered} bytes");
         s.Events.Emit(ReplicaEvent.PrimaryLost, ("reason", reason), ("held", Held));
+        _primaryEnded.Set();
         _pipe.Complete();
     }
 
@@ -349,6 +365,25 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         return new RecordingBoundary(_liveWriter, from) { Gate = client.Gate };
     }
 
+    /// <summary>
+    /// The replay verified the whole run but the log holds output the primary has not reported released: its gate
+    /// held that output when the guest ended and releases it only holding the arbiter (then it says goodbye). A
+    /// primary lost before its goodbye leaves it to this replica if this replica wins the arbiter; if the primary
+    /// holds the arbiter, it released the output itself.
+    /// </summary>
+    void FinishOutput(ReplayBoundary b)
+    {
+        // bounded by the protocol: a primary that stops sending is lost after the timeout; the bound is for a primary
+        // that keeps heartbeating and never finishes (its own stdout blocked): that primary still owns its output
+        if (!_primaryEnded.Wait(TimeSpan.FromMilliseconds(10L * s.TimeoutMs + 60_000)) || _goodbye || !b.HoldsUnreleasedOutput) return;
+        if (b.TakeOverOutput())
+        {
+            log.WriteLine("backup: the primary was lost after its guest ended: released the output it held");
+            return;
+        }
+        log.WriteLine("backup: the primary was lost after its guest ended and holds the arbiter: it released its last output itself");
+    }
+
     void ReplayMain(LogHeader header)
     {
         int code;
@@ -385,6 +420,7 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
                 log.WriteLine($"backup: replay matched the primary: {m.InstructionCount} instructions, {_boundary.RecordsConsumed} records, {_boundary.CheckpointsVerified} checkpoints and {_boundary.OutputsVerified} outputs verified, guest exit status {status}");
                 s.Events.Emit(ReplicaEvent.ReplayMatched, ("instructions", m.InstructionCount), ("records", _boundary.RecordsConsumed),
                     ("checkpoints", _boundary.CheckpointsVerified), ("outputs", _boundary.OutputsVerified), ("status", status));
+                if (_boundary.HoldsUnreleasedOutput) FinishOutput(_boundary);
             }
             code = status;
         }
@@ -460,17 +496,27 @@ public sealed class ReplicationService(BackupSession session) : Protocol.Replica
             if (!session.Claim()) { await Refuse("this backup already follows a primary"); return; }
         }
         finally { HandshakeGate.Release(); }
-        session.Start(hello, header!);
-        await responseStream.WriteAsync(new BackupMessage { Welcome = new Welcome { BackupId = s.Id } }, ct);
 
+        // The session starts with the primary's first message after the welcome: a primary whose handshake attempt
+        // timed out on its side (a loaded machine) retries on a new stream and must find this backup free, not
+        // following a stream that ended before the guest's first record (which it would then take over from
+        // record 0, running the guest a second time next to the primary that retried).
         using var silence = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        bool started = false;
         try
         {
+            await responseStream.WriteAsync(new BackupMessage { Welcome = new Welcome { BackupId = s.Id } }, ct);
             while (true)
             {
                 silence.CancelAfter(s.TimeoutMs);
-                if (!await requestStream.MoveNext(silence.Token)) { session.PrimaryLost("the primary closed the stream without saying goodbye"); return; }
+                if (!await requestStream.MoveNext(silence.Token))
+                {
+                    if (started) session.PrimaryLost("the primary closed the stream without saying goodbye");
+                    else session.Unclaim("the primary closed the stream before its first message");
+                    return;
+                }
                 var m = requestStream.Current;
+                if (!started) { session.Start(hello, header!); started = true; }
                 switch (m.BodyCase)
                 {
                     case PrimaryMessage.BodyOneofCase.Batch:
@@ -503,11 +549,13 @@ public sealed class ReplicationService(BackupSession session) : Protocol.Replica
         }
         catch (OperationCanceledException) when (!ct.IsCancellationRequested)
         {
-            session.PrimaryLost($"no batch or heartbeat for {s.TimeoutMs} ms");
+            if (started) session.PrimaryLost($"no batch or heartbeat for {s.TimeoutMs} ms");
+            else session.Unclaim($"no message after the welcome for {s.TimeoutMs} ms");
         }
         catch (Exception e) when (e is OperationCanceledException or IOException or RpcException or InvalidOperationException)
         {
-            session.PrimaryLost($"the connection to the primary broke ({e.GetType().Name}: {e.Message})");
+            if (started) session.PrimaryLost($"the connection to the primary broke ({e.GetType().Name}: {e.Message})");
+            else session.Unclaim($"the connection broke after the welcome ({e.GetType().Name}: {e.Message})");
         }
         catch (LogFormatException e)
         {

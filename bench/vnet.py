@@ -13,7 +13,7 @@ outstanding per connection; it exits non-zero when a connection is closed or res
 had no reset). In a kill run the stall is the longest request latency: the requests outstanding when the primary
 dies wait for the backup to take over.
 """
-import argparse, os, re, signal, statistics, subprocess, sys, tempfile, threading, time, datetime
+import argparse, json, os, re, signal, statistics, subprocess, sys, tempfile, threading, time, datetime
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, 'tests', 'bin', 'Release', 'net10.0')
@@ -62,8 +62,9 @@ class Proc:
         raise TimeoutError(pattern)
 
 
-def start(mode, net, lock=None):
-    """kvserver under run or protect, on host sockets (loopback) or the virtual interface; returns (primary, backup, address)."""
+def start(mode, net, lock=None, events=None):
+    """kvserver under run or protect, on host sockets (loopback) or the virtual interface; returns (primary, backup, address).
+    `events`: a file for the backup's JSON-lines events (`--events`)."""
     b = None
     guest = [KV, str(PORT)] + ([GUEST_IP] if net == 'virtual' else [])
     netargs = NET + ['--tap', 'rvp0'] if net == 'virtual' else []
@@ -71,7 +72,8 @@ def start(mode, net, lock=None):
         p = Proc([PRIMARY, 'run'] + netargs + ['--'] + guest)
     else:
         extra = ['--arbiter', lock, '--timeout-ms', '2000'] if lock else []
-        b = Proc([BACKUP, 'listen', '--listen', 'http://127.0.0.1:0', '--insecure-no-auth', '--shared-storage', '--tap', 'rvb0', '--netns', NS] + extra)
+        ev = ['--events', events] if events else []
+        b = Proc([BACKUP, 'listen', '--listen', 'http://127.0.0.1:0', '--insecure-no-auth', '--shared-storage', '--tap', 'rvb0', '--netns', NS] + extra + ev)
         url = b.wait_for(r'listening on (http://127\.0\.0\.1:\d+)').group(1)
         p = Proc([PRIMARY, 'protect', '--backup', url] + extra + netargs + ['--'] + guest)
     p.wait_for(r'kvserver: listening on')
@@ -114,17 +116,30 @@ def throughput(runs, seconds, connections):
 
 
 def kill_once(i, seconds):
+    """One protected run killed mid-load; returns kvload's figures and, from the backup's events, when (ms after
+    the kill) it noticed the loss (`lost`), won the arbiter (`won`) and had its interface up and announced (`up`)."""
     lock = os.path.join(tempfile.gettempdir(), f'revirt-vnet-{os.getpid()}-{i}.lock')
-    p, b, addr = start('protect', 'virtual', lock)
+    events = os.path.join(tempfile.gettempdir(), f'revirt-vnet-{os.getpid()}-{i}.events')
+    p, b, addr = start('protect', 'virtual', lock, events)
     result = {}
     t = threading.Thread(target=lambda: result.update(load('virtual', addr, 64, seconds)))
     t.start()
     time.sleep(1 + seconds / 3)
+    killed_ms = time.time() * 1000
     p.p.send_signal(signal.SIGKILL)
     t.join()
     shutdown('virtual', addr)
     b.p.wait(timeout=120)
     os.remove(lock)
+    with open(events) as f:
+        evs = [json.loads(l) for l in f if l.strip()]
+    os.remove(events)
+    def at(name, cond=lambda e: True):
+        e = next((e for e in evs if e['event'] == name and cond(e)), None)
+        return e['unixMs'] - killed_ms if e else float('nan')
+    result['lost'] = at('primary-lost')
+    result['won'] = at('took-over')
+    result['up'] = at('takeover-descriptor', lambda e: str(e.get('detail', '')).startswith('virtual interface'))
     return result
 
 
@@ -134,18 +149,20 @@ def main():
     ap.add_argument('--seconds', type=float, default=5)
     ap.add_argument('--connections', default='16,64')
     ap.add_argument('--kills', type=int, default=10)
+    ap.add_argument('--kills-only', action='store_true', help='measure only the failover stall (no throughput runs)')
     a = ap.parse_args()
     subprocess.run(['gcc', '-O2', '-o', KVLOAD, os.path.join(ROOT, 'bench', 'kvload.c')], check=True)
     make_namespace()
     try:
         conns = [int(c) for c in a.connections.split(',')]
-        tp = throughput(a.runs, a.seconds, conns)
-        stalls, failed = [], []
+        tp = {} if a.kills_only else throughput(a.runs, a.seconds, conns)
+        stalls, failed, parts = [], [], []
         for i in range(a.kills):
             try:
                 v = kill_once(i, 6)
                 stalls.append(v['max_ms'])
-                print('kill', i, f"stall {v['max_ms']:.0f} ms, {v['requests']:.0f} requests, errors {v['errors']:.0f}", flush=True)
+                parts.append((v['lost'], v['won'], v['up']))
+                print('kill', i, f"stall {v['max_ms']:.0f} ms (backup: lost +{v['lost']:.0f}, won +{v['won']:.0f}, up +{v['up']:.0f} ms), {v['requests']:.0f} requests, errors {v['errors']:.0f}", flush=True)
             except Exception as e:  # a reset shows here: kvload exits non-zero when a connection closes
                 failed.append(str(e).strip().splitlines()[-1] if str(e).strip() else repr(e))
                 print('kill', i, 'FAILED', e, flush=True)
@@ -159,9 +176,10 @@ def main():
           f'median of {a.runs} run(s) of {a.seconds:.0f} s (after 1 s of warm-up); `bench/kvload.c` keeps one request outstanding per '
           f'connection. Host sockets: client on 127.0.0.1. Virtual: the client in a network namespace, the guest on a TAP device '
           f'bridged to it (`--net virtual`). Command: `python3 bench/vnet.py --runs {a.runs} --seconds {a.seconds:g} --connections {a.connections} --kills {a.kills}`.\n')
-    print('| connections | | host sockets req/s | p50 ms | p99 ms | in-VM stack req/s | p50 ms | p99 ms | stack / host |')
-    print('|---|---|---|---|---|---|---|---|---|')
-    for c in conns:
+    if tp:
+        print('| connections | | host sockets req/s | p50 ms | p99 ms | in-VM stack req/s | p50 ms | p99 ms | stack / host |')
+        print('|---|---|---|---|---|---|---|---|---|')
+    for c in (conns if tp else []):
         for mode in ('run', 'protect'):
             h, v = tp[(c, mode, 'host')], tp[(c, mode, 'virtual')]
             print(f"| {c} | `primary {mode}` | {h['rate']:.0f} | {h['p50_ms']:.3f} | {h['p99_ms']:.3f} | {v['rate']:.0f} | {v['p50_ms']:.3f} | {v['p99_ms']:.3f} | **{v['rate'] / h['rate']:.2f}x** |")
@@ -172,6 +190,10 @@ def main():
         print(f'Failover stall with `--net virtual` (SIGKILL of the protected primary a third into a 6 s load of 64 connections, '
               f'{len(stalls)} of {a.kills} kills completed without a reset): p50 {statistics.median(s):.0f} ms, p99 {p99:.0f} ms, '
               f'max {s[-1]:.0f} ms; per kill (ms): {", ".join(f"{x:.0f}" for x in stalls)}.' + (f' Failed: {"; ".join(failed)}' if failed else ''))
+        med = lambda k: statistics.median(x[k] for x in parts)
+        print(f'\nWhere the stall goes (medians, ms after the kill, from the backup\'s events): the loss noticed +{med(0):.0f}, '
+              f'the arbiter won (drain done) +{med(1):.0f}, the interface up and announced +{med(2):.0f}; per kill (lost/won/up/stall): '
+              + ", ".join(f"{l:.0f}/{w:.0f}/{u:.0f}/{st:.0f}" for (l, w, u), st in zip(parts, stalls)) + '.')
 
 
 if __name__ == '__main__':

@@ -47,15 +47,10 @@ public static class GuestLocator
             note($"{CompilerFor(libc)} is not installed (Debian: apt-get install musl-tools); building the {name} guest with {CompilerFor(other)} -static ({other}) instead");
             libc = other;
         }
-        var psi = new ProcessStartInfo("bash") { RedirectStandardError = true, RedirectStandardOutput = true, UseShellExecute = false };
-        psi.ArgumentList.Add(Path.Combine(repo, "guests", "build.sh"));
-        psi.ArgumentList.Add(outDir);
-        psi.ArgumentList.Add($"{name}.{libc}");
-        using var p = Process.Start(psi)!;
-        var err = p.StandardError.ReadToEndAsync();
-        p.StandardOutput.ReadToEnd();
-        if (!p.WaitForExit(TimeSpan.FromMinutes(5))) { p.Kill(true); throw new InvalidOperationException("guests/build.sh took too long"); }
-        if (p.ExitCode != 0) throw new InvalidOperationException($"building guests/src/{name}.c with {CompilerFor(libc)} failed: {err.Result.Trim()}");
+        RunOutcome r;
+        try { r = Child.Run("bash", [Path.Combine(repo, "guests", "build.sh"), outDir, $"{name}.{libc}"], TimeSpan.FromMinutes(5)); }
+        catch (TimeoutException e) { throw new InvalidOperationException("guests/build.sh took too long: " + e.Message); }
+        if (r.ExitCode != 0) throw new InvalidOperationException($"building guests/src/{name}.c with {CompilerFor(libc)} failed: {r.Stderr.Trim()}");
         return Path.Combine(outDir, $"{name}.{libc}");
     }
 }

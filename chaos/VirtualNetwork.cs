@@ -83,16 +83,7 @@ public sealed class VirtualNetwork : IDisposable
         }
     }
 
-    static void Ip(params string[] args)
-    {
-        var psi = new ProcessStartInfo("ip") { RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (var a in args) psi.ArgumentList.Add(a);
-        using var p = Process.Start(psi) ?? throw new InvalidOperationException("cannot run ip");
-        string err = p.StandardError.ReadToEnd();
-        p.StandardOutput.ReadToEnd();
-        p.WaitForExit();
-        if (p.ExitCode != 0) throw new InvalidOperationException($"ip {string.Join(' ', args)}: exit {p.ExitCode}: {err.Trim()}");
-    }
+    static void Ip(params string[] args) => Child.Check(TimeSpan.FromMinutes(1), "ip", args);
 
     const int CloneNewNet = 0x40000000;
     [DllImport("libc", SetLastError = true)] static extern int setns(int fd, int nstype);

@@ -36,11 +36,7 @@ public sealed class Machine : IDisposable
 
     public ulong InstructionCount => Kernel.MainThread.Cpu.InstructionCount;
 
-    public void Dispose()
-    {
-        Kernel.Nic?.Dispose();
-        foreach (var p in Kernel.Processes) p.Mem.Dispose();
-    }
+    public void Dispose() => Kernel.Dispose();
 
     /// <summary>Loads and runs a program, mapping start-up failures to the shell's conventions (127: not found, 126: cannot run).</summary>
     public static int RunProgram(MachineOptions options, IBoundary? boundary = null)

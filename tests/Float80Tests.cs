@@ -26,20 +26,10 @@ public sealed class X87OracleFixture : IDisposable
         string src = Path.Combine(_dir, "x87oracle.c");
         string exe = Path.Combine(_dir, "x87oracle");
         File.WriteAllText(src, Float80Tests.OracleSource);
-        var psi = new ProcessStartInfo("gcc", $"-O1 -o \"{exe}\" \"{src}\"")
-        {
-            RedirectStandardError = true,
-            RedirectStandardOutput = true,
-            UseShellExecute = false,
-        };
         try
         {
-            using var p = Process.Start(psi)!;
-            var stdout = p.StandardOutput.ReadToEndAsync();
-            string err = p.StandardError.ReadToEnd();
-            stdout.Wait();
-            p.WaitForExit();
-            if (p.ExitCode != 0) Error = "gcc failed: " + err;
+            var r = Child.Run("gcc", ["-O1", "-o", exe, src], TimeSpan.FromMinutes(2));
+            if (r.ExitCode != 0) Error = "gcc failed: " + r.Stderr;
             else ExePath = exe;
         }
         catch (System.ComponentModel.Win32Exception e)
@@ -52,24 +42,11 @@ public sealed class X87OracleFixture : IDisposable
     public string[] Run(IReadOnlyList<string> lines)
     {
         Assert.True(ExePath != null, Error);
-        var psi = new ProcessStartInfo(ExePath!)
-        {
-            RedirectStandardInput = true,
-            RedirectStandardOutput = true,
-            UseShellExecute = false,
-        };
-        using var p = Process.Start(psi)!;
-        var writer = Task.Run(() =>
-        {
-            var sb = new StringBuilder(lines.Count * 56);
-            foreach (var l in lines) sb.Append(l).Append('\n');
-            p.StandardInput.Write(sb.ToString());
-            p.StandardInput.Close();
-        });
-        string all = p.StandardOutput.ReadToEnd();
-        writer.Wait();
-        p.WaitForExit();
-        var res = all.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        var sb = new StringBuilder(lines.Count * 56);
+        foreach (var l in lines) sb.Append(l).Append('\n');
+        var r = Child.Run(ExePath!, [], TimeSpan.FromMinutes(2), Encoding.ASCII.GetBytes(sb.ToString()));
+        Assert.True(r.ExitCode == 0, $"the x87 oracle failed: {r.Stderr}");
+        var res = r.StdoutText.Split('\n', StringSplitOptions.RemoveEmptyEntries);
         Assert.Equal(lines.Count, res.Length);
         return res;
     }

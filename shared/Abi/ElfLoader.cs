@@ -25,6 +25,8 @@ public sealed class LoadedProgram
     public bool IsPie;
     /// <summary>The ELF interpreter the program names (PT_INTERP), or null for a static program.</summary>
     public string? Interpreter;
+
+    public LoadedProgram Copy() => (LoadedProgram)MemberwiseClone();
 }
 
 /// <summary>One program header (Elf64_Phdr), as read from the file.</summary>

@@ -6,7 +6,8 @@ using ReVirt.Memory;
 
 namespace ReVirt.Cpu;
 
-/// <summary>A compiled block: runs all of its block's instructions on the thread (see <see cref="BlockCompiler"/>).</summary>
+/// <summary>A compiled region: runs all of its first block's instructions on the thread, and on into further blocks
+/// of the region (see <see cref="BlockCompiler"/>).</summary>
 public delegate void CompiledBlock(VirtualCpu c);
 
 /// <summary>
@@ -21,8 +22,13 @@ public delegate void CompiledBlock(VirtualCpu c);
 /// The contract is the interpreter's (<see cref="BlockExecutor"/>): before anything of instruction k that can fault,
 /// <see cref="VirtualCpu.BlockIndex"/> is k; before a store or a handler call, rip is instruction k's next-ip; each
 /// instruction's effects happen in the order its handler has them, so a fault leaves exactly the interpreter's
-/// state. The emitted code depends only on the block's address and bytes, so one method serves every code cache
-/// (forks, re-executions of a program, test machines) through a bounded table.
+/// state. A region (a hot block and the warm blocks it leads to by direct transfers, see
+/// <see cref="CodeCache.Compile"/>) is one method: a direct transfer to a block of the region is an internal branch
+/// taken when the execution loop would run that block whole too (no yield, the block fits before the stop), so a
+/// loop of several blocks runs without leaving compiled code; each block is counted as it completes and
+/// <see cref="VirtualCpu.RegionMember"/> names the one executing. The emitted code depends only on the blocks'
+/// addresses and bytes, so one method serves every code cache (forks, re-executions of a program, test machines)
+/// through a bounded table.
 /// </summary>
 public static unsafe class BlockCompiler
 {
@@ -30,38 +36,55 @@ public static unsafe class BlockCompiler
     /// a method no block references any more is collected).</summary>
     const int MaxShared = 8192;
 
-    readonly struct Key(ulong start, byte[] bytes) : IEquatable<Key>
+    /// <summary>The start and bytes of every block of a region, in order: all that the emitted code depends on.</summary>
+    readonly struct Key(byte[] blob) : IEquatable<Key>
     {
-        readonly ulong _start = start;
-        readonly byte[] _bytes = bytes;
-        public bool Equals(Key o) => _start == o._start && _bytes.AsSpan().SequenceEqual(o._bytes);
+        readonly byte[] _blob = blob;
+        public bool Equals(Key o) => _blob.AsSpan().SequenceEqual(o._blob);
         public override bool Equals(object? o) => o is Key k && Equals(k);
         public override int GetHashCode()
         {
             var h = new HashCode();
-            h.Add(_start);
-            h.AddBytes(_bytes);
+            h.AddBytes(_blob);
             return h.ToHashCode();
+        }
+
+        public static Key Of(Block[] members)
+        {
+            int size = 0;
+            foreach (var m in members) size += 12 + m.Bytes.Length;
+            var blob = new byte[size];
+            int o = 0;
+            foreach (var m in members)
+            {
+                System.Buffers.Binary.BinaryPrimitives.WriteUInt64LittleEndian(blob.AsSpan(o), m.Start);
+                System.Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(blob.AsSpan(o + 8), m.Bytes.Length);
+                m.Bytes.CopyTo(blob, o + 12);
+                o += 12 + m.Bytes.Length;
+            }
+            return new Key(blob);
         }
     }
 
     static readonly Dictionary<Key, DynamicMethod> Shared = new();
 
-    public static CompiledBlock Compile(Block b)
+    /// <summary>Compiles a region (see <see cref="CodeCache.Compile"/>): entered at the block
+    /// <see cref="VirtualCpu.RegionMember"/> names, it may continue into any of them.</summary>
+    public static CompiledBlock Compile(Block[] members)
     {
-        var key = new Key(b.Start, b.Bytes);
+        var key = Key.Of(members);
         DynamicMethod? dm;
         lock (Shared) Shared.TryGetValue(key, out dm);
         if (dm == null)
         {
-            dm = new Emitter(b).Emit();
+            dm = new Emitter(members).Emit();
             lock (Shared)
             {
                 if (Shared.Count >= MaxShared) Shared.Clear();
                 Shared[key] = dm;
             }
         }
-        return (CompiledBlock)dm.CreateDelegate(typeof(CompiledBlock), b);
+        return (CompiledBlock)dm.CreateDelegate(typeof(CompiledBlock), members);
     }
 
     // ---------------------------------------------------------------- reflection handles
@@ -74,6 +97,7 @@ public static unsafe class BlockCompiler
     static readonly FieldInfo FStopAt = typeof(VirtualCpu).GetField(nameof(VirtualCpu.StopAt))!;
     static readonly FieldInfo FYield = typeof(VirtualCpu).GetField(nameof(VirtualCpu.Yield))!;
     static readonly FieldInfo FBlockIndex = typeof(VirtualCpu).GetField(nameof(VirtualCpu.BlockIndex))!;
+    static readonly FieldInfo FRegionMember = typeof(VirtualCpu).GetField(nameof(VirtualCpu.RegionMember))!;
     static readonly FieldInfo FMem = typeof(VirtualCpu).GetField(nameof(VirtualCpu.Mem))!;
     static readonly FieldInfo FFsBase = typeof(VirtualCpu).GetField(nameof(VirtualCpu.FsBase))!;
     static readonly FieldInfo FGsBase = typeof(VirtualCpu).GetField(nameof(VirtualCpu.GsBase))!;
@@ -299,20 +323,29 @@ public static unsafe class BlockCompiler
 
     // ---------------------------------------------------------------- emission
 
+    /// <summary>What the code of an instruction leaves to the code after it.</summary>
+    enum Flow { Next, RipSet, Exited }
+
     sealed class Emitter
     {
-        readonly Block _b;
+        readonly Block[] _members;
         readonly DynamicMethod _dm;
         readonly ILGenerator _il;
         readonly LocalBuilder _regs, _mem, _ea, _a, _bv, _r, _v;
-        readonly Plan[] _plans;
-        Label _top;
+        readonly Plan[][] _allPlans;
+        readonly Label[] _starts;
+        Block _b = null!;     // the block being emitted
+        int _j;               // its index in the region
+        Plan[] _plans = null!; // its plans
 
-        public Emitter(Block b)
+        public Emitter(Block[] members)
         {
-            _b = b;
-            _dm = new DynamicMethod($"block_{b.Start:x}", typeof(void), new[] { typeof(Block), typeof(VirtualCpu) }, typeof(VirtualCpu).Module, skipVisibility: true);
-            _il = _dm.GetILGenerator(256 + b.Count * 64);
+            _members = members;
+            Block head = members[0];
+            int total = 0;
+            foreach (var m in members) total += m.Count;
+            _dm = new DynamicMethod($"block_{head.Start:x}", typeof(void), new[] { typeof(Block[]), typeof(VirtualCpu) }, typeof(VirtualCpu).Module, skipVisibility: true);
+            _il = _dm.GetILGenerator(256 + total * 64);
             _regs = _il.DeclareLocal(typeof(ulong).MakeByRefType());
             _mem = _il.DeclareLocal(typeof(GuestMemory));
             _ea = _il.DeclareLocal(typeof(ulong));
@@ -320,11 +353,22 @@ public static unsafe class BlockCompiler
             _bv = _il.DeclareLocal(typeof(ulong));
             _r = _il.DeclareLocal(typeof(ulong));
             _v = _il.DeclareLocal(typeof(ulong));
-            _plans = new Plan[b.Count];
-            for (int k = 0; k < b.Count; k++) _plans[k] = Analyze(ref b.Insts[k]);
-            // from the end, so that the liveness of k sees the final plans of the instructions after it
-            for (int k = b.Count - 1; k >= 0; k--)
-                if (_plans[k].NeedsDeadFlags && FlagsLive(k)) _plans[k] = new Plan { Form = Form.Helper, Flags = FlagUse.Reads };
+            _allPlans = new Plan[members.Length][];
+            _starts = new Label[members.Length];
+            for (int j = 0; j < members.Length; j++)
+            {
+                Block b = members[j];
+                var plans = _plans = _allPlans[j] = new Plan[b.Count];
+                for (int k = 0; k < b.Count; k++) plans[k] = Analyze(ref b.Insts[k]);
+                // from the end, so that the liveness of k sees the final plans of the instructions after it
+                for (int k = b.Count - 1; k >= 0; k--)
+                {
+                    if (plans[k].NeedsDeadFlags && FlagsLive(k)) plans[k] = new Plan { Form = Form.Helper, Flags = FlagUse.Reads };
+                    // inc and dec read CF only to keep it in flags of their own: with those dead they read nothing
+                    else if (plans[k].Form == Form.IncDec && !FlagsLive(k)) plans[k].Flags = FlagUse.None;
+                }
+                _starts[j] = _il.DefineLabel();
+            }
         }
 
         public DynamicMethod Emit()
@@ -333,26 +377,31 @@ public static unsafe class BlockCompiler
             // ref ulong regs = ref c.R[0]; GuestMemory mem = c.Mem;
             il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, FR); il.Emit(OpCodes.Ldc_I4_0); il.Emit(OpCodes.Ldelema, typeof(ulong)); il.Emit(OpCodes.Stloc, _regs);
             il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, FMem); il.Emit(OpCodes.Stloc, _mem);
-            _top = il.DefineLabel();
-            il.MarkLabel(_top);
-            bool ripSet = false;
-            for (int k = 0; k < _b.Count; k++)
+            // the region is entered at the block the execution loop looked up
+            if (_members.Length > 1) { il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, FRegionMember); il.Emit(OpCodes.Switch, _starts); }
+            for (int j = 0; j < _members.Length; j++)
             {
-                ref Instruction ins = ref _b.Insts[k];
-                ref Plan p = ref _plans[k];
-                bool fusable = k > 0 && _plans[k - 1].Form == Form.Alu && _plans[k - 1].AluKind != VirtualCpu.LazyAdd;
-                if (p.Form == Form.Helper)
+                _j = j; _b = _members[j]; _plans = _allPlans[j];
+                il.MarkLabel(_starts[j]);
+                Flow flow = Flow.Next;
+                for (int k = 0; k < _b.Count; k++)
                 {
-                    EmitHelper(k, ref ins);
-                    ripSet = true;
-                    continue;
+                    ref Instruction ins = ref _b.Insts[k];
+                    ref Plan p = ref _plans[k];
+                    bool fusable = k > 0 && _plans[k - 1].Form is Form.Alu or Form.IncDec;
+                    if (p.Form == Form.Helper)
+                    {
+                        EmitHelper(k, ref ins);
+                        flow = Flow.RipSet;
+                        continue;
+                    }
+                    if (p.Memory) { il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldc_I4, k); il.Emit(OpCodes.Stfld, FBlockIndex); }
+                    if (p.Stores) SetRip(ins.NextIP);
+                    flow = EmitInline(k, ref ins, ref p, fusable);
                 }
-                if (p.Memory) { il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldc_I4, k); il.Emit(OpCodes.Stfld, FBlockIndex); }
-                if (p.Stores) SetRip(ins.NextIP);
-                ripSet = EmitInline(k, ref ins, ref p, fusable);
+                if (flow == Flow.Next) ExitTo(_b.Insts[_b.Count - 1].NextIP);
+                else if (flow == Flow.RipSet) { CountBlock(); il.Emit(OpCodes.Ret); }
             }
-            if (!ripSet) SetRip(_b.Insts[_b.Count - 1].NextIP);
-            il.Emit(OpCodes.Ret);
             return _dm;
         }
 
@@ -363,48 +412,61 @@ public static unsafe class BlockCompiler
             il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldc_I4, k); il.Emit(OpCodes.Stfld, FBlockIndex);
             SetRip(ins.NextIP);
             il.Emit(OpCodes.Ldarg_1);
-            il.Emit(OpCodes.Ldarg_0); il.Emit(OpCodes.Ldfld, FInsts); il.Emit(OpCodes.Ldc_I4, k); il.Emit(OpCodes.Ldelema, typeof(Instruction));
-            il.Emit(OpCodes.Ldarg_0); il.Emit(OpCodes.Ldfld, FHandlers); il.Emit(OpCodes.Ldc_I4, k); il.Emit(OpCodes.Ldelem_I);
+            Member(); il.Emit(OpCodes.Ldfld, FInsts); il.Emit(OpCodes.Ldc_I4, k); il.Emit(OpCodes.Ldelema, typeof(Instruction));
+            Member(); il.Emit(OpCodes.Ldfld, FHandlers); il.Emit(OpCodes.Ldc_I4, k); il.Emit(OpCodes.Ldelem_I);
             il.EmitCalli(OpCodes.Calli, CallingConventions.Standard, typeof(void), new[] { typeof(VirtualCpu), typeof(Instruction).MakeByRefType() }, null);
         }
 
-        /// <summary>A direct branch. To the block's own start (a loop of one block), the next iteration runs here
-        /// when the execution loop would run it whole too: the guest has not yielded and the whole block fits
-        /// before <see cref="VirtualCpu.StopAt"/>; this iteration is then counted here (the loop counts the last one).</summary>
-        void BranchTo(ulong target)
+        /// <summary>Pushes the block being emitted (from the region's array, the method's first argument).</summary>
+        void Member() { _il.Emit(OpCodes.Ldarg_0); _il.Emit(OpCodes.Ldc_I4, _j); _il.Emit(OpCodes.Ldelem_Ref); }
+
+        /// <summary>Counts the block being emitted as completed (the execution loop leaves that to compiled code).</summary>
+        void CountBlock()
         {
             var il = _il;
-            if (target == _b.Start)
+            il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Dup); il.Emit(OpCodes.Ldfld, FCount); il.Emit(OpCodes.Ldc_I8, (long)_b.Count); il.Emit(OpCodes.Add); il.Emit(OpCodes.Stfld, FCount);
+            if (_b.EndsInBranch != 0) { il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Dup); il.Emit(OpCodes.Ldfld, FBranches); il.Emit(OpCodes.Ldc_I8, 1L); il.Emit(OpCodes.Add); il.Emit(OpCodes.Stfld, FBranches); }
+        }
+
+        /// <summary>Ends the block being emitted with a direct transfer to target: it is counted, and when target
+        /// starts a block of the region, that block runs next here if the execution loop would run it whole too
+        /// (the guest has not yielded and all of it fits before <see cref="VirtualCpu.StopAt"/>); otherwise rip
+        /// is target and the method returns.</summary>
+        void ExitTo(ulong target)
+        {
+            var il = _il;
+            CountBlock();
+            int m = Array.FindIndex(_members, x => x.Start == target);
+            if (m >= 0)
             {
                 var exit = il.DefineLabel();
-                long n = _b.Count;
                 il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, FYield); il.Emit(OpCodes.Brtrue, exit);
-                il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, FCount); il.Emit(OpCodes.Ldc_I8, 2 * n); il.Emit(OpCodes.Add);
+                il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, FCount); il.Emit(OpCodes.Ldc_I8, (long)_members[m].Count); il.Emit(OpCodes.Add);
                 il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, FStopAt); il.Emit(OpCodes.Bgt_Un, exit);
-                il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Dup); il.Emit(OpCodes.Ldfld, FCount); il.Emit(OpCodes.Ldc_I8, n); il.Emit(OpCodes.Add); il.Emit(OpCodes.Stfld, FCount);
-                il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Dup); il.Emit(OpCodes.Ldfld, FBranches); il.Emit(OpCodes.Ldc_I8, (long)_b.EndsInBranch); il.Emit(OpCodes.Add); il.Emit(OpCodes.Stfld, FBranches);
-                il.Emit(OpCodes.Br, _top);
+                if (m != _j) { il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldc_I4, m); il.Emit(OpCodes.Stfld, FRegionMember); }
+                il.Emit(OpCodes.Br, _starts[m]);
                 il.MarkLabel(exit);
             }
             SetRip(target);
+            il.Emit(OpCodes.Ret);
         }
 
         void SetRip(ulong v) { _il.Emit(OpCodes.Ldarg_1); _il.Emit(OpCodes.Ldc_I8, (long)v); _il.Emit(OpCodes.Stfld, FRip); }
 
-        /// <summary>Emits instruction k; returns true when it set rip (a control transfer).</summary>
-        bool EmitInline(int k, ref Instruction ins, ref Plan p, bool fusable)
+        /// <summary>Emits instruction k.</summary>
+        Flow EmitInline(int k, ref Instruction ins, ref Plan p, bool fusable)
         {
             var il = _il;
             switch (p.Form)
             {
                 case Form.Nop:
-                    return false;
+                    return Flow.Next;
                 case Form.Mov:
                     if (p.O1.Class == OpClass.Mem) { Ea(ref ins, true); Stloc(_ea); }
                     Read(ref p.O1, p.Size); Stloc(_v);
                     if (p.O0.Class == OpClass.Mem) { Ea(ref ins, true); Stloc(_ea); }
                     Write(ref p.O0, p.Size, _v);
-                    return false;
+                    return Flow.Next;
                 case Form.Movzx:
                 case Form.Movsx:
                     if (p.O1.Class == OpClass.Mem) { Ea(ref ins, true); Stloc(_ea); }
@@ -412,11 +474,11 @@ public static unsafe class BlockCompiler
                     if (p.Form == Form.Movsx) { SignExtend(p.SrcSize); Truncate(p.Size); }
                     Stloc(_v);
                     Write(ref p.O0, p.Size, _v);
-                    return false;
+                    return Flow.Next;
                 case Form.Lea:
                     Ea(ref ins, false); Stloc(_v);
                     Write(ref p.O0, p.O0.RegKind == 0 ? 8 : 4, _v);
-                    return false;
+                    return Flow.Next;
                 case Form.Alu:
                 {
                     if (p.Memory) { Ea(ref ins, true); Stloc(_ea); }
@@ -427,7 +489,7 @@ public static unsafe class BlockCompiler
                     Stloc(_r);
                     if (FlagsLive(k)) Record(p.AluKind, p.AluKind == VirtualCpu.LazyLogic ? null : _a, p.AluKind == VirtualCpu.LazyLogic ? null : _bv, _r, p.Size);
                     if (p.AluStores) Write(ref p.O0, p.Size, _r);
-                    return false;
+                    return Flow.Next;
                 }
                 case Form.Neg:
                     if (p.Memory) { Ea(ref ins, true); Stloc(_ea); }
@@ -436,22 +498,25 @@ public static unsafe class BlockCompiler
                     il.Emit(OpCodes.Ldc_I8, 0L); Stloc(_bv);
                     if (FlagsLive(k)) Record(VirtualCpu.LazySub, _bv, _a, _r, p.Size);
                     Write(ref p.O0, p.Size, _r);
-                    return false;
+                    return Flow.Next;
                 case Form.Not:
                     if (p.Memory) { Ea(ref ins, true); Stloc(_ea); }
                     Read(ref p.O0, p.Size); il.Emit(OpCodes.Not); Truncate(p.Size); Stloc(_r);
                     Write(ref p.O0, p.Size, _r);
-                    return false;
+                    return Flow.Next;
                 case Form.IncDec:
                 {
                     bool dec = ins.Mnemonic == Mnemonic.Dec;
                     if (p.Memory) { Ea(ref ins, true); Stloc(_ea); }
                     Read(ref p.O0, p.Size); Stloc(_a);
                     Ldloc(_a); il.Emit(OpCodes.Ldc_I8, 1L); il.Emit(dec ? OpCodes.Sub : OpCodes.Add); Truncate(p.Size); Stloc(_r);
-                    il.Emit(OpCodes.Ldarg_1); il.Emit(dec ? OpCodes.Ldc_I4_1 : OpCodes.Ldc_I4_0); Ldloc(_a); Ldloc(_r); il.Emit(OpCodes.Ldc_I4, p.Size);
-                    il.Emit(OpCodes.Call, MIncDec);
+                    if (p.Flags != FlagUse.None)
+                    {
+                        il.Emit(OpCodes.Ldarg_1); il.Emit(dec ? OpCodes.Ldc_I4_1 : OpCodes.Ldc_I4_0); Ldloc(_a); Ldloc(_r); il.Emit(OpCodes.Ldc_I4, p.Size);
+                        il.Emit(OpCodes.Call, MIncDec);
+                    }
                     Write(ref p.O0, p.Size, _r);
-                    return false;
+                    return Flow.Next;
                 }
                 case Form.Push:
                     if (p.O0.Class == OpClass.Mem) { Ea(ref ins, true); Stloc(_ea); }
@@ -459,14 +524,14 @@ public static unsafe class BlockCompiler
                     LdReg(VirtualCpu.RSP); il.Emit(OpCodes.Ldc_I8, 8L); il.Emit(OpCodes.Sub); Stloc(_a);
                     StoreMem(_a, _v, 8);
                     StReg(VirtualCpu.RSP, _a);
-                    return false;
+                    return Flow.Next;
                 case Form.Pop:
                     LdReg(VirtualCpu.RSP); Stloc(_a);
                     LoadMem(_a, 8); Stloc(_v);
                     Ldloc(_a); il.Emit(OpCodes.Ldc_I8, 8L); il.Emit(OpCodes.Add); Stloc(_a);
                     StReg(VirtualCpu.RSP, _a);
                     StReg(p.O0.Reg, _v); // pop rsp: the popped value wins, as in the handler
-                    return false;
+                    return Flow.Next;
                 case Form.Call:
                     if (p.O0.Class == OpClass.Mem) { Ea(ref ins, true); Stloc(_ea); }
                     Read(ref p.O0, 8); Stloc(_r);
@@ -474,8 +539,9 @@ public static unsafe class BlockCompiler
                     il.Emit(OpCodes.Ldc_I8, (long)ins.NextIP); Stloc(_v);
                     StoreMem(_a, _v, 8);
                     StReg(VirtualCpu.RSP, _a);
+                    if (p.O0.Class == OpClass.Imm) { ExitTo(p.O0.Imm); return Flow.Exited; }
                     il.Emit(OpCodes.Ldarg_1); Ldloc(_r); il.Emit(OpCodes.Stfld, FRip);
-                    return true;
+                    return Flow.RipSet;
                 case Form.Ret:
                     LdReg(VirtualCpu.RSP); Stloc(_a);
                     LoadMem(_a, 8); Stloc(_r);
@@ -483,32 +549,29 @@ public static unsafe class BlockCompiler
                     StReg(VirtualCpu.RSP, _a);
                     if (p.O0.Imm != 0) { LdReg(VirtualCpu.RSP); il.Emit(OpCodes.Ldc_I8, (long)p.O0.Imm); il.Emit(OpCodes.Add); Stloc(_a); StReg(VirtualCpu.RSP, _a); }
                     il.Emit(OpCodes.Ldarg_1); Ldloc(_r); il.Emit(OpCodes.Stfld, FRip);
-                    return true;
+                    return Flow.RipSet;
                 case Form.Jmp:
-                    if (p.O0.Class == OpClass.Imm) { BranchTo(p.O0.Imm); return true; }
+                    if (p.O0.Class == OpClass.Imm) { ExitTo(p.O0.Imm); return Flow.Exited; }
                     if (p.O0.Class == OpClass.Mem) { Ea(ref ins, true); Stloc(_ea); }
                     Read(ref p.O0, 8); Stloc(_r);
                     il.Emit(OpCodes.Ldarg_1); Ldloc(_r); il.Emit(OpCodes.Stfld, FRip);
-                    return true;
+                    return Flow.RipSet;
                 case Form.Jcc:
                 {
                     Condition(ins.ConditionCode, fusable ? _plans[k - 1] : default, fusable);
                     var notTaken = il.DefineLabel();
-                    var end = il.DefineLabel();
                     il.Emit(OpCodes.Brfalse, notTaken);
-                    BranchTo(p.O0.Imm);
-                    il.Emit(OpCodes.Br, end);
+                    ExitTo(p.O0.Imm);
                     il.MarkLabel(notTaken);
-                    SetRip(ins.NextIP);
-                    il.MarkLabel(end);
-                    return true;
+                    ExitTo(ins.NextIP);
+                    return Flow.Exited;
                 }
                 case Form.Setcc:
                     if (p.Memory) { Ea(ref ins, true); Stloc(_ea); }
                     Condition(ins.ConditionCode, fusable ? _plans[k - 1] : default, fusable);
                     il.Emit(OpCodes.Conv_U8); Stloc(_v);
                     Write(ref p.O0, 1, _v);
-                    return false;
+                    return Flow.Next;
                 case Form.Cmovcc:
                 {
                     if (p.Memory) { Ea(ref ins, true); Stloc(_ea); }
@@ -522,7 +585,7 @@ public static unsafe class BlockCompiler
                     il.MarkLabel(keep);
                     if (p.Size == 4) { LdReg(p.O0.Reg); il.Emit(OpCodes.Conv_U4); il.Emit(OpCodes.Conv_U8); Stloc(_v); StReg(p.O0.Reg, _v); }
                     il.MarkLabel(end);
-                    return false;
+                    return Flow.Next;
                 }
                 case Form.Shift:
                 {
@@ -549,7 +612,7 @@ public static unsafe class BlockCompiler
                     }
                     Truncate(p.Size); Stloc(_r);
                     Write(ref p.O0, p.Size, _r);
-                    return false;
+                    return Flow.Next;
                 }
                 case Form.Imul:
                 {
@@ -559,7 +622,7 @@ public static unsafe class BlockCompiler
                     else { Read(ref p.O1, p.Size); il.Emit(OpCodes.Ldc_I8, (long)(p.O0.Imm & VirtualCpu.SizeMask(p.Size))); }
                     il.Emit(OpCodes.Mul); Truncate(p.Size); Stloc(_r);
                     Write(ref p.O0, p.Size, _r);
-                    return false;
+                    return Flow.Next;
                 }
             }
             throw new InvalidOperationException($"no emitter for {p.Form}");
@@ -595,14 +658,29 @@ public static unsafe class BlockCompiler
         void Condition(ConditionCode cc, Plan prev, bool fusable)
         {
             var il = _il;
-            if (!fusable || cc is ConditionCode.o or ConditionCode.no or ConditionCode.p or ConditionCode.np)
+            // an add leaves CF and the sign and zero of its result at hand; inc and dec only the latter (they keep CF)
+            bool fromResult = prev.Form == Form.IncDec || prev.AluKind == VirtualCpu.LazyAdd;
+            if (!fusable || cc is ConditionCode.o or ConditionCode.no or ConditionCode.p or ConditionCode.np
+                || (fromResult && cc is not (ConditionCode.e or ConditionCode.ne or ConditionCode.s or ConditionCode.ns or ConditionCode.b or ConditionCode.ae))
+                || (prev.Form == Form.IncDec && cc is ConditionCode.b or ConditionCode.ae))
             {
                 il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldc_I4, (int)cc); il.Emit(OpCodes.Call, MCond);
                 return;
             }
             int s = prev.Size;
             bool negate = false;
-            if (prev.AluKind == VirtualCpu.LazySub)
+            if (fromResult)
+            {
+                switch (cc)
+                {
+                    case ConditionCode.e: case ConditionCode.ne: Ldloc(_r); il.Emit(OpCodes.Ldc_I8, 0L); il.Emit(OpCodes.Ceq); negate = cc == ConditionCode.ne; break;
+                    case ConditionCode.s: case ConditionCode.ns: Sign(s); negate = cc == ConditionCode.ns; break;
+                    // the carry out of a + b (both of the operand size): the truncated sum is below a
+                    case ConditionCode.b: case ConditionCode.ae: Ldloc(_r); Ldloc(_a); il.Emit(OpCodes.Clt_Un); negate = cc == ConditionCode.ae; break;
+                    default: throw new InvalidOperationException($"condition {cc}");
+                }
+            }
+            else if (prev.AluKind == VirtualCpu.LazySub)
             {
                 switch (cc)
                 {

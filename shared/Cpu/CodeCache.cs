@@ -19,8 +19,15 @@ public sealed unsafe class Block
     public byte[] Bytes = Array.Empty<byte>();
     /// <summary>Times the interpreter ran the whole block (counts toward compilation in the default tier).</summary>
     public int Hits;
-    /// <summary>The compiled form of all <see cref="Count"/> instructions, once compiled; null before.</summary>
+    /// <summary>The compiled form of all <see cref="Count"/> instructions, once compiled; null before. It may run
+    /// on into the other blocks of its region (<see cref="Members"/>) without returning to the execution loop.</summary>
     public CompiledBlock? Compiled;
+    /// <summary>The blocks of the region <see cref="Compiled"/> belongs to (every member shares the array and the
+    /// compiled code, which is entered at <see cref="RegionIndex"/>); the index of the block executing is
+    /// <see cref="VirtualCpu.RegionMember"/>. Null while not compiled.</summary>
+    public Block[]? Members;
+    /// <summary>This block's index in <see cref="Members"/>.</summary>
+    public int RegionIndex;
 }
 
 /// <summary>
@@ -36,6 +43,9 @@ public sealed unsafe class CodeCache
     /// long keeps start-up loops (memset, ld.so's relocation walk) interpreted, and costs a hot loop that runs
     /// millions of times at most that 1-3 ms more. (256 compiled 8 blocks of `busybox true` and made it slower.)</summary>
     public const int DefaultCompileThreshold = 4096;
+    /// <summary>Bounds of a region (see <see cref="FormRegion"/>): the runtime's compile time grows with the method;
+    /// 8-24 blocks measured alike on gzip and bzip2 (their inner loops are 2-8 blocks).</summary>
+    public const int MaxRegionBlocks = 16, MaxRegionInstructions = 256;
     const int FastBits = 14;
     readonly Block?[] _fast = new Block?[1 << FastBits];
     readonly Dictionary<ulong, Block> _blocks = new();
@@ -63,12 +73,23 @@ public sealed unsafe class CodeCache
     public readonly int CompileThreshold;
 
     // statistics of the tiers (instructions that ran compiled: all retired minus these interpreted ones)
-    public long BlocksCompiled, CompileTicks, InterpretedInstructions, CompileFailures;
+    public long BlocksCompiled, RegionsCompiled, CompileTicks, InterpretedInstructions, CompileFailures;
 
-    public CodeCache(GuestMemory mem, ExecutionTier tier = ExecutionTier.Default)
+    /// <summary>Blocks decoded from program images, shared with the other processes of the machine (null: none).</summary>
+    readonly SharedCode? _shared;
+
+    /// <param name="compileThreshold">overrides the tier's threshold (tests use small ones to have regions form
+    /// after a few iterations); ignored by the interpreter-only tier.</param>
+    public CodeCache(GuestMemory mem, ExecutionTier tier = ExecutionTier.Default, SharedCode? shared = null, int? compileThreshold = null)
     {
+        _shared = shared;
         Tier = tier;
-        CompileThreshold = tier switch { ExecutionTier.Interpreter => 0, ExecutionTier.Compiled => 1, _ => DefaultCompileThreshold };
+        CompileThreshold = tier switch
+        {
+            ExecutionTier.Interpreter => 0,
+            ExecutionTier.Compiled => 1,
+            _ => compileThreshold is > 0 ? compileThreshold.Value : DefaultCompileThreshold,
+        };
 
         _mem = mem;
         _mem.CodeWritten = OnCodeWritten;
@@ -88,7 +109,7 @@ public sealed unsafe class CodeCache
     Block LookupSlow(ulong rip)
     {
         if (_blocks.TryGetValue(rip, out var b)) return b;
-        b = Translate(rip);
+        b = _shared != null && SpecializedHandlers ? SharedOrTranslate(rip, _shared) : Translate(rip, out _);
         _blocks[rip] = b;
         for (ulong pn = b.Start >> GuestMemory.PageShift; pn <= (Math.Max(b.End, b.Start + 1) - 1) >> GuestMemory.PageShift; pn++)
         {
@@ -98,8 +119,40 @@ public sealed unsafe class CodeCache
         return b;
     }
 
-    Block Translate(ulong rip)
+    /// <summary>
+    /// The block at rip from the machine's shared store when the bytes it spans are pinned frames of a program
+    /// image (the same frames mapped executable here: the same bytes, so the same decoding), else decoded here and,
+    /// when it lies on such frames and its end did not depend on what follows them, added to the store.
+    /// </summary>
+    Block SharedOrTranslate(ulong rip, SharedCode shared)
     {
+        ulong pn = rip >> GuestMemory.PageShift;
+        var first = _mem.PinnedCodeFrame(pn);
+        if (first == null) return Translate(rip, out _);
+        if (shared.TryGet(first, rip, out var b, out var second))
+        {
+            ulong last = (b.End - 1) >> GuestMemory.PageShift;
+            if (last == pn || (second != null && _mem.PinnedCodeFrame(last) == second))
+            {
+                for (ulong p = pn; p <= last; p++) _mem.MarkCode(p);
+                shared.Hits++;
+                return b;
+            }
+        }
+        b = Translate(rip, out bool complete);
+        if (!complete) return b;
+        ulong lastPage = (b.End - 1) >> GuestMemory.PageShift;
+        SharedFrame? next = null;
+        if (lastPage != pn && (next = _mem.PinnedCodeFrame(lastPage)) == null) return b;
+        shared.Add(first, rip, b, next);
+        return b;
+    }
+
+    /// <param name="complete">The block ended at a control transfer or at its size limit, not where the executable
+    /// bytes ran out (so its decoding depends on its own bytes alone).</param>
+    Block Translate(ulong rip, out bool complete)
+    {
+        complete = false;
         int avail = _mem.FetchCode(rip, _fetch);
         var insts = new List<Instruction>(16);
         var b = new Block { Start = rip };
@@ -129,8 +182,9 @@ public sealed unsafe class CodeCache
             handlers.Add((nint)Isa.HandlerFor(ref ins, SpecializedHandlers));
             Decoded++;
             end = ins.NextIP;
-            if (Isa.EndsBlock(ref ins)) { if (Isa.IsBranch(ref ins)) b.EndsInBranch = 1; break; }
+            if (Isa.EndsBlock(ref ins)) { if (Isa.IsBranch(ref ins)) b.EndsInBranch = 1; complete = true; break; }
         }
+        if (insts.Count == MaxBlockInstructions) complete = true;
         b.Insts = insts.ToArray();
         b.Count = b.Insts.Length;
         b.Handlers = new delegate*<VirtualCpu, ref Instruction, void>[b.Count];
@@ -140,16 +194,24 @@ public sealed unsafe class CodeCache
         return b;
     }
 
-    /// <summary>Compiles b (its compiled code then runs it whenever all of it is to be executed).</summary>
-    /// <summary>Compiles b; null (and b stays interpreted) when the compiler fails, which is a defect of the
-    /// compiler that must cost speed, never the guest's results or the host process.</summary>
+    /// <summary>Compiles b with the warm blocks it leads to (its region, <see cref="FormRegion"/>); its compiled code
+    /// then runs whenever all of b is to be executed. Null (and b stays interpreted) when the compiler fails, which
+    /// is a defect of the compiler that must cost speed, never the guest's results or the host process.</summary>
     public CompiledBlock? Compile(Block b)
     {
         long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
         try
         {
-            var f = b.Compiled = BlockCompiler.Compile(b);
-            BlocksCompiled++;
+            Block[] members = FormRegion(b);
+            var f = BlockCompiler.Compile(members);
+            for (int j = 0; j < members.Length; j++)
+            {
+                members[j].Compiled = f;
+                members[j].Members = members;
+                members[j].RegionIndex = j;
+            }
+            BlocksCompiled += members.Length;
+            RegionsCompiled++;
             return f;
         }
         catch (Exception e) when (e is InvalidOperationException or NotSupportedException or ArgumentException or InvalidProgramException)
@@ -160,6 +222,50 @@ public sealed unsafe class CodeCache
         finally { CompileTicks += System.Diagnostics.Stopwatch.GetTimestamp() - t0; }
     }
 
+    /// <summary>
+    /// The region of a hot block: it and the blocks reachable from it by direct jumps, conditional jumps, direct
+    /// calls and fall-through that are decoded already, not compiled yet and warm (ran whole at least an eighth of
+    /// the compile threshold), breadth first, within <see cref="MaxRegionBlocks"/> and
+    /// <see cref="MaxRegionInstructions"/>. Every block is compiled once, in one region, which is entered at any of
+    /// its blocks. Nothing is decoded for it: what a region contains depends only on what ran, and decoding ahead
+    /// could touch pages the guest never executed.
+    /// </summary>
+    Block[] FormRegion(Block head)
+    {
+        var members = new List<Block> { head };
+        int instructions = head.Count;
+        int warm = CompileThreshold / 8;
+        Span<ulong> next = stackalloc ulong[2];
+        for (int j = 0; j < members.Count && members.Count < MaxRegionBlocks; j++)
+        {
+            Block m = members[j];
+            if (m.Count == 0 || m.Bytes.Length == 0) continue;
+            int n = Successors(ref m.Insts[m.Count - 1], next);
+            for (int t = 0; t < n; t++)
+            {
+                if (!_blocks.TryGetValue(next[t], out var s) || !s.Valid || s.Bytes.Length == 0) continue;
+                if (s.Hits < warm || s.Compiled != null) continue;
+                if (members.Contains(s) || instructions + s.Count > MaxRegionInstructions || members.Count >= MaxRegionBlocks) continue;
+                members.Add(s);
+                instructions += s.Count;
+            }
+        }
+        return members.ToArray();
+    }
+
+    /// <summary>The addresses a block ending in `last` continues at without an indirect transfer.</summary>
+    static int Successors(ref Instruction last, Span<ulong> next)
+    {
+        if (!Isa.EndsBlock(ref last)) { next[0] = last.NextIP; return 1; } // ended by the size limit or a page edge
+        if (last.Op0Kind != OpKind.NearBranch64 || last.OpCount != 1) return 0;
+        switch (last.FlowControl)
+        {
+            case FlowControl.ConditionalBranch: next[0] = last.NearBranch64; next[1] = last.NextIP; return 2;
+            case FlowControl.UnconditionalBranch or FlowControl.Call: next[0] = last.NearBranch64; return 1;
+            default: return 0;
+        }
+    }
+
     bool OnCodeWritten(ulong pn)
     {
         if (!_byPage.TryGetValue(pn, out var list)) return false;
@@ -167,23 +273,77 @@ public sealed unsafe class CodeCache
         _byPage.Remove(pn);
         foreach (var b in list)
         {
-            if (!b.Valid) continue;
-            b.Valid = false;
+            // a block of the shared store stays valid for the other processes (their frames did not change): it
+            // leaves this cache only, and Valid keeps meaning "valid somewhere"
+            if (!_blocks.TryGetValue(b.Start, out var cur) || cur != b) continue;
+            if (_shared == null || !_shared.Holds(b)) b.Valid = false;
             Invalidations++;
-            if (_blocks.TryGetValue(b.Start, out var cur) && cur == b) _blocks.Remove(b.Start);
+            _blocks.Remove(b.Start);
             int ix = (int)((b.Start ^ (b.Start >> FastBits)) & ((1 << FastBits) - 1));
             if (_fast[ix] == b) _fast[ix] = null;
             if (b.Start == _running) hitRunning = true;
+            // the region that runs this block's old code is dropped, at each of its entries
+            if (b.Members is { } region && DropRegion(region)) hitRunning = true;
         }
         return hitRunning;
+    }
+
+    /// <summary>Makes every block of a compiled region interpreted again (they compile again once hot again); true
+    /// when the block running now is one of them.</summary>
+    public bool DropRegion(Block[] region)
+    {
+        bool running = false;
+        foreach (var m in region)
+        {
+            if (m.Members != region) continue;
+            m.Compiled = null;
+            m.Members = null;
+            m.Hits = 0;
+            if (m.Start == _running) running = true;
+        }
+        return running;
     }
 
     /// <summary>Drops everything (after exec or a large unmap).</summary>
     public void Clear()
     {
         Array.Clear(_fast);
-        foreach (var b in _blocks.Values) b.Valid = false;
+        foreach (var b in _blocks.Values) if (_shared == null || !_shared.Holds(b)) b.Valid = false;
         _blocks.Clear();
         _byPage.Clear();
     }
+}
+
+/// <summary>
+/// Blocks decoded from the pinned frames of program images (<see cref="GuestMemory.ToTemplate"/>), shared by every
+/// process of one machine that maps those frames executable: a process that execs a program another one ran (a
+/// shell's children) does not decode its code again, and the hit counts and compiled code are shared too. Keyed by
+/// the frame of the block's first byte and its address; a block that crosses into the next page records that
+/// page's frame, and is used only where both are mapped. A pinned frame never changes, so a block here never goes
+/// stale; a process that writes to such a page gets its own copy of it and drops the block from its own cache only.
+/// One machine's processes run on one host thread at a time, so the store needs no lock.
+/// </summary>
+public sealed class SharedCode
+{
+    readonly Dictionary<(SharedFrame, ulong), (Block Block, SharedFrame? Next)> _blocks = new();
+    readonly HashSet<Block> _held = new(ReferenceEqualityComparer.Instance);
+
+    /// <summary>Blocks taken from the store instead of being decoded (statistics).</summary>
+    public long Hits;
+    public int Count => _blocks.Count;
+
+    public bool TryGet(SharedFrame first, ulong rip, out Block block, out SharedFrame? next)
+    {
+        if (_blocks.TryGetValue((first, rip), out var e)) { block = e.Block; next = e.Next; return true; }
+        block = null!; next = null;
+        return false;
+    }
+
+    public void Add(SharedFrame first, ulong rip, Block b, SharedFrame? next)
+    {
+        _blocks[(first, rip)] = (b, next);
+        _held.Add(b);
+    }
+
+    public bool Holds(Block b) => _held.Contains(b);
 }

@@ -11,7 +11,10 @@ namespace ReVirt.Cpu;
 /// after it for a trap; the signal in <see cref="VirtualCpu.PendingFault"/>). A <see cref="BlockExecutor"/> only runs the
 /// first n instructions of a block and reports, through <see cref="VirtualCpu.BlockIndex"/>, which one was executing.
 /// A block the code cache compiled (<see cref="Block.Compiled"/>) runs compiled whenever all of it is to run;
-/// the compiled code keeps the same contract, so which tier ran a block never shows in the results.
+/// the compiled code keeps the same contract, so which tier ran a block never shows in the results. Compiled code
+/// may go on into further blocks of its region (<see cref="Block.Members"/>) when each fits before the stop and the
+/// guest has not yielded; it counts every block it completes itself and keeps <see cref="VirtualCpu.RegionMember"/>
+/// at the index of the one executing, so a fault maps to that block's instruction.
 /// </summary>
 public sealed class ExecutionLoop
 {
@@ -39,20 +42,27 @@ public sealed class ExecutionLoop
             int n = b.Count;
             ulong left = c.StopAt - c.InstructionCount;
             if ((ulong)n > left) n = (int)left; // stop inside this block: the tail is not executed
+            Block[]? region = null;
             try
             {
                 if (n == b.Count)
                 {
                     CompiledBlock? f = b.Compiled;
                     if (f == null && ++b.Hits == code.CompileThreshold) f = code.Compile(b);
-                    if (f != null) f(c); // may run further iterations of a one-block loop, counting them itself
+                    if (f != null)
+                    {
+                        // runs b and possibly further blocks of its region, counting each one it completes
+                        region = b.Members;
+                        c.RegionMember = b.RegionIndex;
+                        f(c);
+                    }
                     else
                     {
                         exec.Execute(c, b, n);
                         code.InterpretedInstructions += n;
+                        c.InstructionCount += (ulong)n;
+                        c.BranchCount += b.EndsInBranch;
                     }
-                    c.InstructionCount += (ulong)n;
-                    c.BranchCount += b.EndsInBranch;
                 }
                 else
                 {
@@ -61,15 +71,17 @@ public sealed class ExecutionLoop
                     code.InterpretedInstructions += n;
                 }
             }
-            catch (InvalidProgramException) when (b.Compiled != null)
+            catch (InvalidProgramException) when (region != null)
             {
-                // the runtime refused the compiled code (before any of it ran): the block stays interpreted
-                b.Compiled = null;
+                // the runtime refused the compiled code (before any of it ran): its blocks are interpreted again
+                code.DropRegion(region!);
                 code.CompileFailures++;
             }
             catch (Exception e) when (e is GuestFaultException or GuestSignalException or CodeInvalidatedException || VirtualCpu.IsDefect(e))
             {
-                if (!Retire(c, b, e)) return RunResult.Fault;
+                // in compiled code, the block of the region that was executing raised it (its predecessors are counted)
+                Block at = region != null ? region[c.RegionMember] : b;
+                if (!Retire(c, at, e)) return RunResult.Fault;
             }
             if (c.Yield) return RunResult.Yielded;
         }

@@ -341,7 +341,9 @@ public sealed unsafe partial class VirtualCpu
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void SetFlagsIncDec(bool dec, ulong a, ulong r, int size)
     {
-        if (_lazy != LazyNone) MaterializeFlags(); // the CF to keep
+        // the CF to keep: only it is derived from a pending record (the new record replaces every other flag)
+        if (_lazy != LazyNone && (_lazy & LazyKeepCf) == 0)
+            _flags = (_flags & ~CF) | (CarryOverflowAux(_lazy & 3, _lazyA, _lazyB, _lazyR, _lazySize) & CF);
         Record((dec ? LazySub : LazyAdd) | LazyKeepCf, a, 1, r, size);
     }
 
@@ -382,6 +384,10 @@ public sealed unsafe partial class VirtualCpu
 
     /// <summary>Index of the instruction being executed within the current block (for fault accounting).</summary>
     public int BlockIndex;
+
+    /// <summary>Which block of the running compiled region (<see cref="Block.Members"/>) is executing; the execution
+    /// loop sets it to the block it enters the region at, where the compiled code then starts.</summary>
+    public int RegionMember;
 
     ExecutionLoop? _loop;
 

@@ -39,6 +39,8 @@ public sealed class HostWaiter : IDisposable
     readonly Action<int, uint> _wake;
     readonly object _lock = new();
     readonly Dictionary<int, Registration> _regs = new();
+    /// <summary>Waits that ended and whose wake-up is being posted: they still count as waiting (<see cref="Any"/>).</summary>
+    int _posting;
     int _eventFd = -1;
     Thread? _thread;
     volatile bool _stopping;
@@ -46,8 +48,13 @@ public sealed class HostWaiter : IDisposable
     /// <param name="wake">Called on the waiter's thread when a registration's wait is over.</param>
     public HostWaiter(Action<int, uint> wake) => _wake = wake;
 
-    /// <summary>Some thread waits on the host.</summary>
-    public bool Any { get { lock (_lock) return _regs.Count > 0; } }
+    /// <summary>
+    /// Some thread waits on the host, or a wait just ended and its wake-up is not posted yet. An idle machine that
+    /// sees false here ends the guest as deadlocked, so a wait counts until its wake-up is posted: between the two
+    /// the machine would otherwise find nothing pending and nobody waiting (a guest whose one host wait ended at
+    /// that moment was ended with SIGABRT).
+    /// </summary>
+    public bool Any { get { lock (_lock) return _regs.Count > 0 || _posting > 0; } }
 
     /// <summary>Registers (or replaces) the wait of a thread; its end posts (tid, seq).</summary>
     public void Add(int tid, uint seq, HostWaitSpec spec)
@@ -71,7 +78,10 @@ public sealed class HostWaiter : IDisposable
     void EnsureThread()
     {
         if (_thread != null) return;
-        _eventFd = (int)HostSys.Call(Nr.eventfd2, 0, O.CLOEXEC | O.NONBLOCK);
+        long fd = HostSys.Call(Nr.eventfd2, 0, O.CLOEXEC | O.NONBLOCK);
+        // without its eventfd no registration could ever wake the wait thread: fail now, not hang later
+        if (fd < 0) throw new IOException($"cannot create the host-wait eventfd: errno {-fd}");
+        _eventFd = (int)fd;
         _thread = new Thread(Loop) { IsBackground = true, Name = "revirt host waits" };
         _thread.Start();
     }
@@ -139,9 +149,13 @@ public sealed class HostWaiter : IDisposable
             }
             foreach (var r in done)
             {
-                bool current;
-                lock (_lock) current = _regs.TryGetValue(r.Tid, out var cur) && cur == r && _regs.Remove(r.Tid);
-                if (current) _wake(r.Tid, r.Seq);
+                lock (_lock)
+                {
+                    if (!(_regs.TryGetValue(r.Tid, out var cur) && cur == r && _regs.Remove(r.Tid))) continue;
+                    _posting++;
+                }
+                try { _wake(r.Tid, r.Seq); }
+                finally { lock (_lock) _posting--; }
             }
         }
     }

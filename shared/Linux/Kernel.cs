@@ -31,7 +31,7 @@ public sealed class MachineOptions
 /// <see cref="IBoundary"/>. Per-process state lives in <see cref="Process"/>, per-thread state in
 /// <see cref="GuestThread"/>, descriptors in <see cref="FdTable"/> and <see cref="OpenFile"/>s.
 /// </summary>
-public sealed partial class Kernel : ICpuHost, IMachineFiles
+public sealed partial class Kernel : ICpuHost, IMachineFiles, IDisposable
 {
     public const ulong StackTop = 0x7fff_ffff_f000;
     public const ulong StackSize = 8 * 1024 * 1024;
@@ -194,6 +194,26 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles
         return got;
     }
 
+    /// <summary>What the machine derived from program files, shared by its processes (see <see cref="ImageCache"/>).</summary>
+    public ImageCache Images { get; } = new();
+
+    /// <summary>
+    /// Gives back every host resource the machine holds whether or not its guest ran to the end: the root
+    /// descriptor, the host-wait thread and its eventfd, timers, the virtual NIC, guest memory and the
+    /// images shared by its processes. A process that
+    /// builds many machines (a replay check per recording, the fuzzer, the tests) must not run out of descriptors.
+    /// </summary>
+    public void Dispose()
+    {
+        StopTimers();
+        StopSliceTimer();
+        Waiter.Dispose();
+        Nic?.Dispose();
+        foreach (var p in Processes) p.Mem.Dispose();
+        Images.Dispose();
+        Fs.Dispose();
+    }
+
     public Kernel(MachineOptions options, IBoundary boundary)
     {
         Options = options;
@@ -203,7 +223,7 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles
         var mem = new GuestMemory();
         var fds = new FdTable();
         for (int fd = 0; fd < 3; fd++) fds.InstallAt(fd, new StdioFile(fd), cloexec: false);
-        Init = new Process(mem, new CodeCache(mem, options.Tier), fds, options.Cwd);
+        Init = new Process(mem, new CodeCache(mem, options.Tier, Images.Code), fds, options.Cwd);
         Processes.Add(Init);
         var main = new GuestThread(new CpuT(Init.Mem, Init.Code, this), Init);
         AddThread(main);
@@ -273,7 +293,9 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles
         p.Pid = p.Pgid = p.Sid = (int)pidResult.Value;
         p.MainThread.Cpu.Tid = p.Pid;
         _nextTid = p.Pid;
-        p.Start = ProgramLoader.Load(p.Mem, Fs, Boundary, p.Pid, program.GuestPath, program.Image, new[] { Options.Program }.Concat(Options.Args).ToArray());
+        // the start program's bytes serve later execs of the same file (a shell running itself) when it is stable
+        if (StatOf(program.GuestPath) is { } st && ImageCache.FileIdentity.OfStable(st) is { } id) Images.Add(id, program.Image);
+        p.Start = ProgramLoader.Load(p.Mem, Fs, Boundary, p.Pid, program.GuestPath, program.Image, new[] { Options.Program }.Concat(Options.Args).ToArray(), Images);
         p.Program = p.Start.Program;
         p.ProgramGuestPath = p.Start.BinaryPath;
         p.BrkStart = p.BrkCur = p.Program.BrkStart;

@@ -5,7 +5,7 @@ using CpuT = ReVirt.Cpu.VirtualCpu;
 namespace ReVirt.Linux;
 
 /// <summary>
-/// The process tree: fork (a child with an eager copy of the address space), exit and zombies, wait4, reparenting
+/// The process tree: fork (a child sharing the address space's pages copy-on-write), exit and zombies, wait4, reparenting
 /// to the first process, and the end of the machine when the first process ends. Everything here is in-VM state,
 /// so none of it is logged: a replay rebuilds the same tree from the same syscalls.
 /// </summary>
@@ -17,7 +17,7 @@ public sealed partial class Kernel
         var pp = parent.Process;
         int pid = ++_nextTid;
         var mem = pp.Mem.Fork();
-        var code = new CodeCache(mem, pp.Code.Tier);
+        var code = new CodeCache(mem, pp.Code.Tier, Images.Code);
         var child = new Process(mem, code, pp.Fds.Fork(), pp.Cwd)
         {
             Umask = pp.Umask, BrkStart = pp.BrkStart, BrkCur = pp.BrkCur,

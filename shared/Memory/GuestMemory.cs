@@ -66,6 +66,10 @@ public sealed unsafe class GuestMemory : IDisposable
         public byte* Data;
         public Prot Prot;
         public bool HasCode;
+        /// <summary>Non-null while <see cref="Data"/> may be seen by another address space (a fork's copy-on-write,
+        /// or a program image's page shared from an <see cref="ImageTemplate"/>): it is then read-only to this one,
+        /// and the first store copies it (<see cref="Unshare"/>). Null: the page is this address space's alone.</summary>
+        public SharedFrame? Shared;
     }
 
     struct TlbEntry { public ulong Tag; public byte* Ptr; }
@@ -217,7 +221,7 @@ public sealed unsafe class GuestMemory : IDisposable
         var vma = FindVma(addr);
         if (vma == null) return null;
         if (addr >= vma.BeyondEof) throw new GuestFaultException(addr, false, true, beyondEndOfFile: true);
-        p = new Page { Data = (byte*)NativeMemory.AlignedAlloc((nuint)PageSize, (nuint)PageSize), Prot = vma.Prot };
+        p = new Page { Data = PagePool.Rent(), Prot = vma.Prot };
         new Span<byte>(p.Data, (int)PageSize).Clear();
         _pages[pn] = p;
         return p;
@@ -235,6 +239,7 @@ public sealed unsafe class GuestMemory : IDisposable
         if (write)
         {
             if ((p.Prot & Prot.Write) == 0) throw new GuestFaultException(a, true, true);
+            if (p.Shared != null) Unshare(p, pn);
             if (p.HasCode)
             {
                 p.HasCode = false;
@@ -326,6 +331,7 @@ public sealed unsafe class GuestMemory : IDisposable
             if (force)
             {
                 p = Lookup(cur >> PageShift) ?? throw new GuestFaultException(cur, true, false);
+                if (p.Shared != null) Unshare(p, cur >> PageShift);
                 if (p.HasCode) { p.HasCode = false; CodeWritten?.Invoke(cur >> PageShift); }
             }
             else p = Translate(cur, true);
@@ -460,7 +466,7 @@ public sealed unsafe class GuestMemory : IDisposable
     {
         var p = _pages[pn];
         if (p.HasCode) CodeWritten?.Invoke(pn);
-        NativeMemory.AlignedFree(p.Data);
+        Release(p);
         _pages.Remove(pn);
         FlushTlbPage(pn);
     }
@@ -521,19 +527,109 @@ public sealed unsafe class GuestMemory : IDisposable
         return candidate >= above ? candidate : 0;
     }
 
-    /// <summary>A copy of the address space for a forked process: the same mappings and an eager copy of every
-    /// materialised page (no decoded code: the child has its own code cache).</summary>
+    /// <summary>
+    /// A copy of the address space for a forked process: the same mappings, and every materialised page shared
+    /// copy-on-write (no decoded code: the child has its own code cache). Sharing costs a page record per page
+    /// instead of a 4 KiB copy, and a process that execs right after fork (the common case) never copies at all;
+    /// the first store to a shared page by either side copies that page (<see cref="Unshare"/>). This address
+    /// space's write TLB is emptied, since its pages are now shared.
+    /// </summary>
     public GuestMemory Fork()
     {
         var m = new GuestMemory();
-        foreach (var v in _vmas) m._vmas.Add(new Vma { Start = v.Start, End = v.End, Prot = v.Prot, Name = v.Name });
+        foreach (var v in _vmas) m._vmas.Add(Copy(v));
+        m._pages.EnsureCapacity(_pages.Count);
+        foreach (var (pn, p) in _pages) m._pages[pn] = new Page { Data = p.Data, Prot = p.Prot, Shared = Share(p) };
+        FlushWriteTlb();
+        return m;
+    }
+
+    /// <summary>Marks p shared by one more address space and returns its frame.</summary>
+    static SharedFrame Share(Page p)
+    {
+        if (p.Shared == null) p.Shared = new SharedFrame(p.Data) { Refs = 2 }; // p's and the new holder's
+        else Interlocked.Increment(ref p.Shared.Refs);
+        return p.Shared;
+    }
+
+    /// <summary>The first store to a shared page: the page becomes this address space's own (its bytes copied,
+    /// unless every other holder has let go of them meanwhile). The read TLB's entry for the page (pn) is dropped,
+    /// since it may point at the shared bytes.</summary>
+    void Unshare(Page p, ulong pn)
+    {
+        FlushTlbPage(pn);
+        var f = p.Shared!;
+        p.Shared = null;
+        if (!f.Pinned && Interlocked.CompareExchange(ref f.Refs, 0, 1) == 1) return; // the last holder: keep the bytes
+        byte* copy = PagePool.Rent();
+        Buffer.MemoryCopy(f.Data, copy, PageSize, PageSize);
+        p.Data = copy;
+        f.Release();
+    }
+
+    static void Release(Page p)
+    {
+        if (p.Shared is { } f) { p.Shared = null; f.Release(); }
+        else PagePool.Return(p.Data);
+        p.Data = null;
+    }
+
+    static Vma Copy(Vma v) => new() { Start = v.Start, End = v.End, Prot = v.Prot, Name = v.Name, FileOffset = v.FileOffset, Shared = v.Shared, BeyondEof = v.BeyondEof };
+
+    void FlushWriteTlb()
+    {
+        for (int i = 0; i < TlbSize; i++) _wtlb[i].Tag = ulong.MaxValue;
+    }
+
+    /// <summary>
+    /// Captures this address space (a program image just loaded into an otherwise empty one) as a template that
+    /// <see cref="MapTemplate"/> maps into other address spaces without copying: its pages become pinned frames,
+    /// never written again (every address space that maps them copies a page on its first store to it).
+    /// </summary>
+    public ImageTemplate ToTemplate()
+    {
+        var pages = new List<(ulong, Prot, SharedFrame)>(_pages.Count);
         foreach (var (pn, p) in _pages)
         {
-            var c = new Page { Data = (byte*)NativeMemory.AlignedAlloc((nuint)PageSize, (nuint)PageSize), Prot = p.Prot };
-            Buffer.MemoryCopy(p.Data, c.Data, PageSize, PageSize);
-            m._pages[pn] = c;
+            var f = p.Shared ?? new SharedFrame(p.Data);
+            f.Pinned = true;
+            p.Shared = f;
+            Interlocked.Increment(ref f.Refs); // the template's own hold
+            pages.Add((pn, p.Prot, f));
         }
-        return m;
+        FlushWriteTlb();
+        return new ImageTemplate(_vmas.Select(Copy).ToArray(), pages.ToArray());
+    }
+
+    /// <summary>Maps a template's mappings (replacing whatever was there) and shares its pages copy-on-write.</summary>
+    public void MapTemplate(ImageTemplate t)
+    {
+        foreach (var v in t.Vmas)
+        {
+            Map(v.Start, v.End - v.Start, v.Prot, v.Name, v.FileOffset, v.Shared);
+            if (v.BeyondEof != ulong.MaxValue) FindVma(v.Start)!.BeyondEof = v.BeyondEof;
+        }
+        foreach (var (pn, prot, f) in t.Pages)
+        {
+            Interlocked.Increment(ref f.Refs);
+            _pages[pn] = new Page { Data = f.Data, Prot = prot, Shared = f };
+            FlushTlbPage(pn);
+        }
+    }
+
+    /// <summary>The pinned frame (see <see cref="ToTemplate"/>) mapped executable at page pn, or null: code decoded
+    /// from such a frame is the same in every address space that maps it.</summary>
+    public SharedFrame? PinnedCodeFrame(ulong pn)
+        => _pages.TryGetValue(pn, out var p) && (p.Prot & Prot.Exec) != 0 && p.Shared is { Pinned: true } f ? f : null;
+
+    /// <summary>Marks page pn as holding decoded code (as <see cref="FetchCode"/> does), for code decoded elsewhere
+    /// from the same frame.</summary>
+    public void MarkCode(ulong pn)
+    {
+        if (!_pages.TryGetValue(pn, out var p) || p.HasCode) return;
+        p.HasCode = true;
+        TlbEntry* e = _wtlb + (pn & (TlbSize - 1));
+        if (e->Tag == pn) e->Tag = ulong.MaxValue;
     }
 
     /// <summary>Pages in address order (for state digests).</summary>
@@ -542,11 +638,75 @@ public sealed unsafe class GuestMemory : IDisposable
         foreach (var pn in _pages.Keys.OrderBy(k => k)) yield return (pn, _pages[pn]);
     }
 
+    /// <summary>Frees the pages and the TLBs; a second call (memory shared by a vfork child) does nothing.</summary>
     public void Dispose()
     {
-        foreach (var p in _pages.Values) NativeMemory.AlignedFree(p.Data);
+        if (_disposed) return;
+        _disposed = true;
+        foreach (var p in _pages.Values) Release(p);
         _pages.Clear();
         NativeMemory.Free(_rtlb);
         NativeMemory.Free(_wtlb);
+    }
+    bool _disposed;
+}
+
+/// <summary>
+/// A page's bytes seen by more than one address space (a fork's copy-on-write) or kept by an
+/// <see cref="ImageTemplate"/> (<see cref="Pinned"/>: never written in place again). Freed when the last holder lets go.
+/// </summary>
+public sealed unsafe class SharedFrame
+{
+    public readonly byte* Data;
+    /// <summary>Holders (address spaces, and a template).</summary>
+    public int Refs = 1;
+    /// <summary>Held by a template: no holder may take the bytes over, so they never change.</summary>
+    public bool Pinned;
+
+    public SharedFrame(byte* data) { Data = data; }
+
+    public void Release()
+    {
+        if (Interlocked.Decrement(ref Refs) == 0) PagePool.Return(Data);
+    }
+}
+
+/// <summary>The mappings and pages of a loaded program image, mapped copy-on-write into every process that runs it
+/// (<see cref="GuestMemory.MapTemplate"/>).</summary>
+public sealed class ImageTemplate(Vma[] vmas, (ulong PageNumber, Prot Prot, SharedFrame Frame)[] pages) : IDisposable
+{
+    public Vma[] Vmas { get; } = vmas;
+    public (ulong PageNumber, Prot Prot, SharedFrame Frame)[] Pages { get; } = pages;
+    public long Bytes => (long)Pages.Length * (long)GuestMemory.PageSize;
+
+    /// <summary>Lets go of the template's hold on its frames (address spaces that map them keep theirs).</summary>
+    public void Dispose()
+    {
+        foreach (var (_, _, f) in Pages) f.Release();
+    }
+}
+
+/// <summary>
+/// Page-sized, page-aligned native buffers, reused: a process tree allocates and frees the same few hundred pages
+/// per spawn, and the allocator's aligned path with its zeroing and first-touch faults was a large part of a spawn.
+/// Thread-safe (several machines may run in one host process); keeps at most <see cref="MaxKept"/> free pages.
+/// </summary>
+static unsafe class PagePool
+{
+    const int MaxKept = 16384; // 64 MiB
+    static readonly nint[] Free = new nint[MaxKept];
+    static int _count;
+    static readonly Lock Gate = new();
+
+    public static byte* Rent()
+    {
+        lock (Gate) if (_count > 0) return (byte*)Free[--_count];
+        return (byte*)NativeMemory.AlignedAlloc((nuint)GuestMemory.PageSize, (nuint)GuestMemory.PageSize);
+    }
+
+    public static void Return(byte* p)
+    {
+        lock (Gate) if (_count < MaxKept) { Free[_count++] = (nint)p; return; }
+        NativeMemory.AlignedFree(p);
     }
 }

@@ -145,6 +145,7 @@ public sealed class RecordingBoundary : IBoundary
     /// that record and its exit record): the exit follows without a second checkpoint.</summary>
     public void ExitAfterCheckpoint(int status)
     {
+        Gate?.GuestEnded();
         _w.Append(new Exit { InstrCount = Icount, Status = status });
         _flushTimer?.Dispose();
         _flushTimer = null;
@@ -328,6 +329,7 @@ public sealed class RecordingBoundary : IBoundary
 
     public void OnExit(Kernel kernel, CpuT cpu, int status)
     {
+        Gate?.GuestEnded(); // what is still held leaves only under the arbiter (every batch from here reports the exact release)
         _w.Append(new Checkpoint { InstrCount = cpu.InstructionCount, Rip = cpu.Rip, StateDigest = StateDigest.Compute(kernel) });
         _w.Append(new Exit { InstrCount = cpu.InstructionCount, Status = status });
         _flushTimer?.Dispose();
@@ -523,6 +525,36 @@ public sealed class ReplayBoundary : IBoundary
             HostWrite(fd, bytes.AsSpan(skip));
         }
         _unreleased.Clear();
+    }
+
+    /// <summary>In follow mode, after the replayed guest ended: output of the log that the primary has not reported
+    /// released (its gate holds what was not released when the guest ended until it holds the arbiter).</summary>
+    public bool HoldsUnreleasedOutput
+    {
+        get
+        {
+            ulong relOut = (ulong)Volatile.Read(ref _relOut), relErr = (ulong)Volatile.Read(ref _relErr);
+            foreach (var (fd, start, bytes) in _unreleased)
+                if (start + (ulong)bytes.Length > (fd == 2 ? relErr : relOut)) return true;
+            return false;
+        }
+    }
+
+    /// <summary>
+    /// The primary was lost after its guest ended (this replay verified the whole run) and before it said goodbye:
+    /// the guest has nothing left to run, so taking over means asking the arbiter and, on winning, releasing the
+    /// output the primary had not reported released. The primary releases that output only holding the arbiter, so
+    /// a win means it never did (beyond what its reports say). False when this replica did not win.
+    /// </summary>
+    public bool TakeOverOutput()
+    {
+        ulong relOut = Math.Min((ulong)Volatile.Read(ref _relOut), _logOut), relErr = Math.Min((ulong)Volatile.Read(ref _relErr), _logErr);
+        var pt = new TakeoverPoint(Icount, RecordsConsumed, _logOut, _logErr, relOut, relErr);
+        if (_follow?.TakeOver(pt) != true) return false;
+        _live = true;
+        Takeover = pt;
+        EmitUnreleased(relOut, relErr);
+        return true;
     }
 
     static unsafe void HostWrite(int fd, ReadOnlySpan<byte> data)

@@ -196,7 +196,7 @@ public sealed partial class OutputGate
     {
         if (_discarded) return false;
         if (_unprotected) return Owner();
-        return seq <= _acked && (Fresh == null || Fresh());
+        return seq <= _acked && !_final && (Fresh == null || Fresh());
     }
 
     void ReleaseSockets()
@@ -270,7 +270,10 @@ public sealed partial class OutputGate
     {
         if (_drainer == null)
         {
-            _wakeFd = (int)HostSys.Call(Nr.eventfd2, 0, 0x80000 /* EFD_CLOEXEC */);
+            long fd = HostSys.Call(Nr.eventfd2, 0, O.CLOEXEC);
+            // without it released bytes for a full socket would wait for a wake-up that never comes
+            if (fd < 0) throw new IOException($"cannot create the output gate's eventfd: errno {-fd}");
+            _wakeFd = (int)fd;
             _drainer = new Thread(DrainLoop) { IsBackground = true, Name = "output-gate" };
             _drainer.Start();
         }

@@ -11,9 +11,11 @@ namespace ReVirt.Replication;
 /// record. The guest keeps running meanwhile (sockets: see OutputGate.Sockets.cs).
 /// </summary>
 /// <remarks>
-/// States: <b>protected</b> (hold until acked), <b>unprotected</b> (the backup is gone and this primary won the
-/// arbiter: everything held is released and new output passes straight through) and <b>discarded</b> (this
-/// primary lost the arbiter: nothing held is ever released). Release runs on the thread that delivers the ack.
+/// States: <b>protected</b> (hold until acked), <b>final</b> (the guest has ended: acks no longer release; what is
+/// held leaves only once this primary holds the arbiter, see <see cref="GuestEnded"/>), <b>unprotected</b> (the
+/// backup is gone, or the guest ended, and this primary won the arbiter: everything held is released and new output
+/// passes straight through) and <b>discarded</b> (this primary lost the arbiter: nothing held is ever released).
+/// Release runs on the thread that delivers the ack.
 /// </remarks>
 public sealed partial class OutputGate
 {
@@ -21,7 +23,7 @@ public sealed partial class OutputGate
     readonly Queue<Entry> _held = new();
     readonly Action<int, ReadOnlyMemory<byte>> _emit;
     ulong _acked;
-    bool _unprotected, _discarded;
+    bool _unprotected, _discarded, _final;
 
     /// <summary>Asked before each release while protected: false when the link to the backup has gone stale
     /// (this process was stopped longer than the timeout), so nothing more is released until the watchdog decided.</summary>
@@ -46,7 +48,8 @@ public sealed partial class OutputGate
     public int HeldCount { get { lock (_lock) return _held.Count; } }
     public ulong Acked { get { lock (_lock) return _acked; } }
 
-    /// <summary>Milliseconds each released output spent in the gate (protected mode only).</summary>
+    /// <summary>Milliseconds each output held while protected spent in the gate (released by an acknowledgement, or
+    /// when this replica went on without its backup or released the end of a run under the arbiter).</summary>
     public double[] HoldTimesMs() { lock (_lock) return _holdMs.ToArray(); }
 
     /// <summary>Output produced by log record <paramref name="seq"/>.</summary>
@@ -56,7 +59,7 @@ public sealed partial class OutputGate
         {
             if (_discarded) return;
             if (_unprotected) { if (Owner()) Emit(fd, bytes); return; }
-            if (seq <= _acked && _held.Count == 0) { Emit(fd, bytes); return; }
+            if (seq <= _acked && _held.Count == 0 && !_final) { Emit(fd, bytes); return; }
             _held.Enqueue(new Entry(seq, fd, bytes, Stopwatch.GetTimestamp()));
             _heldBytes += bytes.Length;
         }
@@ -70,7 +73,7 @@ public sealed partial class OutputGate
             if (seq <= _acked) return;
             _acked = seq;
             Monitor.PulseAll(_lock);
-            if (_discarded) return;
+            if (_discarded || _final) return;
             ReleaseSockets();
             long now = Stopwatch.GetTimestamp();
             while (_held.Count > 0 && _held.Peek().Seq <= seq)
@@ -83,6 +86,22 @@ public sealed partial class OutputGate
             }
         }
     }
+
+    /// <summary>
+    /// The guest has ended (called before its exit is logged). From here acknowledgements release nothing: the
+    /// output still held is released only by <see cref="GoUnprotected"/>, once this primary holds the arbiter, or
+    /// never (<see cref="Discard"/>). A backup that replayed the whole run and finds its primary gone without a
+    /// goodbye can then take that output over through the arbiter, and exactly one replica emits it, whether the
+    /// primary died or was only cut off. What was released before this point is final, and every batch sent after it
+    /// reports the released totals exactly.
+    /// </summary>
+    public void GuestEnded()
+    {
+        lock (_lock) _final = true;
+    }
+
+    /// <summary>Output (stdout, stderr or socket bytes) that waits in the gate.</summary>
+    public bool HoldsOutput { get { lock (_lock) return _held.Count > 0 || _unreleased.Count > 0; } }
 
     /// <summary>
     /// The backup is gone and this primary won the arbiter: release everything, pass output through from now on.
@@ -99,7 +118,15 @@ public sealed partial class OutputGate
             _stillOwner = stillOwner;
             _ownershipLost = lost;
             Monitor.PulseAll(_lock);
-            while (_held.Count > 0) { var e = _held.Dequeue(); _heldBytes -= e.Bytes.Length; Emit(e.Fd, e.Bytes); }
+            long now = Stopwatch.GetTimestamp();
+            while (_held.Count > 0)
+            {
+                var e = _held.Dequeue();
+                _heldBytes -= e.Bytes.Length;
+                // held until now (the final release of a guest that ended counts as much as an acknowledged one)
+                if (_holdMs.Count < 1_000_000) _holdMs.Add(Stopwatch.GetElapsedTime(e.Since, now).TotalMilliseconds);
+                Emit(e.Fd, e.Bytes);
+            }
             ReleaseSockets();
         }
     }

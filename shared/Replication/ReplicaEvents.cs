@@ -85,7 +85,8 @@ public static class ReplicaEvent
     // backup
     public const string Listening = "listening";              // url, id
     public const string RefusedPrimary = "refused-primary";   // peer, reason
-    public const string Following = "following";              // primary, log, arbiter
+    public const string Following = "following";              // primary, log, arbiter (the primary's first message after the welcome came)
+    public const string HandshakeAbandoned = "handshake-abandoned"; // reason (the stream ended before the primary's first message: waiting for a primary again)
     public const string PrimaryLost = "primary-lost";         // reason, held
     public const string TookOver = "took-over";               // drainMs, instruction, record, resumeStdoutAt, logStdoutBytes, resumeStderrAt, checkpointInstruction, checkpointDigest
     public const string TakeoverDescriptor = "takeover-descriptor"; // detail
@@ -99,6 +100,7 @@ public static class ReplicaEvent
     public const string Refused = "refused";                  // reason
     public const string BackupLost = "backup-lost";           // reason, acked
     public const string Unprotected = "unprotected";          // arbiter
+    public const string FinalRelease = "final-release";       // arbiter, heldBytes (the guest ended: the primary releases its last output holding the arbiter)
     public const string Fenced = "fenced";                    // reason, term
     // a live replica (a primary, or a backup that took over) and its standbys (--standby)
     public const string Reprotected = "reprotected";          // backup, url, term, backlogRecords, backlogBytes, unprotectedMs

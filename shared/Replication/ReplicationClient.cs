@@ -148,7 +148,9 @@ public sealed class ReplicationClient : ILogSink
     {
         _header = encodedHeader;
         _arbiter = Arbiters.Create(_s.ArbiterPath, encodedHeader);
-        var session = await HandshakeAsync(_s.BackupUrl, Math.Max(1, _s.ConnectAttempts), TimeSpan.FromMilliseconds(Math.Max(10_000, _s.TimeoutMs * 3)), _stop.Token);
+        // the first handshake of a process includes loading and compiling the gRPC stack (and the backup's check of
+        // the root, which hashes it): 10 s per attempt was too short on a loaded 2-core machine
+        var session = await HandshakeAsync(_s.BackupUrl, Math.Max(1, _s.ConnectAttempts), TimeSpan.FromMilliseconds(Math.Max(30_000, _s.TimeoutMs * 3)), _stop.Token);
         ReplicationMetrics.Observe(() => Interlocked.Read(ref _produced) - Interlocked.Read(ref _acked), () => Gate.HeldBytes + Gate.SocketHeldBytes);
         Activate(session, catchUp: false);
         if (_s.Plant == PrimaryPlant.GateEarly)
@@ -627,6 +629,41 @@ public sealed class ReplicationClient : ILogSink
         }
     }
 
+    /// <summary>
+    /// The guest ended and the backup holds the whole log; the gate has held what was not released when the guest
+    /// ended (<see cref="OutputGate.GuestEnded"/>). A backup that loses this replica now, without a goodbye, takes
+    /// that output over if it wins the arbiter, so this replica releases it only after winning the arbiter from its
+    /// term: exactly one of the two emits it, whether this replica then dies (the backup wins) or was only cut off
+    /// (whoever asks first wins; the other stops). False when the backup was lost meanwhile (that path decided) or
+    /// the arbiter went to the backup (then this replica releases nothing and is fenced).
+    /// </summary>
+    bool ReleaseFinalOutput(Session session)
+    {
+        lock (_decide)
+        {
+            if (session.Lost != 0 || _state != LinkState.Protected) return false;
+            if (!Gate.HoldsOutput) return true; // nothing held: everything was released while protected
+            session.Lost = 1; // a loss of the backup from here on is not decided again
+            _finishing = true;
+        }
+        long term = Term;
+        var r = _arbiter.TryAcquire(_s.Id, term);
+        if (r.Won)
+        {
+            Interlocked.Exchange(ref _term, r.Term);
+            _log.WriteLine($"{_s.Role}: the guest ended; holding the arbiter ({_arbiter.Describe}, term {r.Term}), releasing its last output");
+            _s.Events.Emit(ReplicaEvent.FinalRelease, ("arbiter", _arbiter.Describe), ("heldBytes", Gate.HeldBytes + Gate.SocketHeldBytes), ("term", r.Term));
+            Gate.GoUnprotected(() => _arbiter.StillHolds(_s.Id), ArbiterLostWhileUnprotected);
+            return true; // the state stays protected for the goodbye
+        }
+        _state = LinkState.Fenced;
+        Gate.Discard();
+        string why = r.Error != null ? $"the arbiter could not be asked: {r.Error}" : $"the arbiter is {r.Explain}";
+        _log.WriteLine($"{_s.Role}: the guest ended but {why}: the backup releases its last output; stopping this replica without releasing it");
+        _s.Events.Emit(ReplicaEvent.Fenced, ("reason", why), ("term", term));
+        return false;
+    }
+
     /// <summary>Running unprotected, this replica found it no longer holds the arbiter: another may be live.</summary>
     void ArbiterLostWhileUnprotected()
     {
@@ -652,14 +689,11 @@ public sealed class ReplicationClient : ILogSink
         while (_state == LinkState.Protected && Acked < lastSequence) await Task.Delay(1);
         _flushTimer?.Dispose();
         if (_state != LinkState.Protected || _cur is not { } session) return;
+        if (!ReleaseFinalOutput(session)) return;
         Flush();
         session.Frames.Writer.TryComplete();
         try { if (session.Sender != null) await session.Sender.WaitAsync(TimeSpan.FromSeconds(30)); } catch { }
-        lock (_decide)
-        {
-            if (session.Lost != 0 || _state != LinkState.Protected) return;
-            _finishing = true;
-        }
+        lock (_decide) _finishing = true;
         try
         {
             await session.Call.RequestStream.WriteAsync(new PrimaryMessage { Goodbye = new Goodbye { LastSequence = lastSequence, ExitStatus = exitStatus } });

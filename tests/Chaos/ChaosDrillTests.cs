@@ -45,6 +45,14 @@ public class ChaosDrillTests(ITestOutputHelper output)
         output.WriteLine(Report.Table(rs));
         foreach (var r in rs)
             foreach (var i in r.Invariants) output.WriteLine($"round {r.Observation.Round + 1} {(i.Ok ? "ok  " : "FAIL")} {i.Name}: {i.Detail}");
+        // a failed round shows what each replica printed (a crash's stack trace, a refusal's reason)
+        foreach (var r in rs.Where(r => !r.Ok))
+        {
+            output.WriteLine($"round {r.Observation.Round + 1} primary (exit {r.Observation.PrimaryExit?.ToString() ?? "killed"}) stderr:");
+            foreach (var l in r.Observation.PrimaryLog.TakeLast(60)) output.WriteLine($"  {l.Text}");
+            output.WriteLine($"round {r.Observation.Round + 1} backup (exit {r.Observation.BackupExit?.ToString() ?? "killed"}) stderr:");
+            foreach (var l in r.Observation.BackupLog.TakeLast(60)) output.WriteLine($"  {l.Text}");
+        }
         return rs;
     }
 

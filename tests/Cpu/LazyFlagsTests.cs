@@ -32,6 +32,13 @@ public class LazyFlagsTests
         ("sbb", (a, q) => { if (q) a.sbb(rax, rbx); else a.sbb(eax, ebx); }),
         ("add mem", (a, q) => { if (q) a.add(rax, __qword_ptr[rsi]); else a.add(eax, __dword_ptr[rsi]); }),
         ("sub byte", (a, q) => a.sub(al, bl)),
+        // inc and dec after another writer keep its CF (derived from its record alone)
+        ("add, inc", (a, q) => { if (q) { a.add(rax, rbx); a.inc(rax); } else { a.add(eax, ebx); a.inc(eax); } }),
+        ("sub, dec", (a, q) => { if (q) { a.sub(rax, rbx); a.dec(rbx); } else { a.sub(eax, ebx); a.dec(ebx); } }),
+        ("and, dec", (a, q) => { if (q) { a.and(rax, rbx); a.dec(rax); } else { a.and(eax, ebx); a.dec(eax); } }),
+        ("dec, inc", (a, q) => { if (q) { a.dec(rax); a.inc(rbx); } else { a.dec(eax); a.inc(ebx); } }),
+        // flags of inc overwritten before any reader: the compiled tier computes none for it
+        ("inc, add", (a, q) => { if (q) { a.inc(rax); a.add(rax, rbx); } else { a.inc(eax); a.add(eax, ebx); } }),
     };
 
     static readonly ulong[] Values = { 0, 1, 2, 0x7f, 0x80, 0xff, 0x7fff_ffff, 0x8000_0000, 0xffff_ffff, 0x1_0000_0000,

@@ -54,9 +54,9 @@ public class TierTests
         public readonly CpuT Cpu;
         public readonly GuestMemory Mem = new();
 
-        public Vm(byte[] code, ExecutionTier tier, ulong rsi = Data, ulong rdi = Data + 0x800)
+        public Vm(byte[] code, ExecutionTier tier, ulong rsi = Data, ulong rdi = Data + 0x800, int? threshold = null)
         {
-            Cpu = new CpuT(Mem, new CodeCache(Mem, tier), new VmRunner.NoHost());
+            Cpu = new CpuT(Mem, new CodeCache(Mem, tier, compileThreshold: threshold), new VmRunner.NoHost());
             Mem.Map(NativeRunner.CodeBase, NativeRunner.CodeSize, Prot.Read | Prot.Write | Prot.Exec, "code");
             Mem.Poke(NativeRunner.SnippetAddress, code);
             Mem.Map(Data, DataSize, Prot.Read | Prot.Write, "data");
@@ -92,25 +92,175 @@ public class TierTests
         public void Dispose() => Mem.Dispose();
     }
 
-    static (string AtStop, string AtEnd) StopAndFinish(byte[] code, ExecutionTier tier, ulong stopAt, ulong rsi = Data, ulong rdi = Data + 0x800)
+    static (string AtStop, string AtEnd) StopAndFinish(byte[] code, ExecutionTier tier, ulong stopAt, ulong rsi = Data, ulong rdi = Data + 0x800, int? threshold = null)
     {
-        using var vm = new Vm(code, tier, rsi, rdi);
+        using var vm = new Vm(code, tier, rsi, rdi, threshold);
         string atStop = vm.State(vm.Run(stopAt));
         return (atStop, vm.State(vm.Run(ulong.MaxValue)));
     }
 
-    [Fact]
-    public void StopAtEveryInstructionOfTheLoopLeavesTheSameState()
+    /// <summary>The default tier compiling after two whole runs of a block: its regions form mid-loop, from blocks
+    /// the interpreter ran before.</summary>
+    const int EagerThreshold = 2;
+
+    /// <summary>A loop of several blocks (both arms of a branch, a call into a function, a join) whose flags cross
+    /// block edges: the compare of one block is read by setb and adc in the next ones, on either path.</summary>
+    static readonly byte[] RegionCode = NativeRunner.Asm(a =>
     {
-        using var whole = new Vm(LoopCode, ExecutionTier.Interpreter);
+        var top = a.CreateLabel();
+        var even = a.CreateLabel();
+        var join = a.CreateLabel();
+        var skip = a.CreateLabel();
+        var fn = a.CreateLabel();
+        a.mov(ecx, Iterations);
+        a.xor(eax, eax);
+        a.xor(ebx, ebx);
+        a.Label(ref top);
+        a.mov(rdx, __qword_ptr[rsi]);
+        a.add(rax, rdx);
+        a.test(dl, 1);
+        a.je(even);
+        a.ror(rax, 5);
+        a.mov(__qword_ptr[rdi], rax);
+        a.add(rbx, 3);
+        a.jmp(join);
+        a.Label(ref even);
+        a.imul(rdx, rax, 7);
+        a.xor(rax, rdx);
+        a.call(fn);
+        a.Label(ref join);
+        a.lea(rsi, __[rsi + 8]);
+        a.add(rdi, 8);
+        a.cmp(ebx, 60);
+        a.jb(skip);
+        a.sub(ebx, 50);
+        a.Label(ref skip);
+        a.setb(dl);
+        a.movzx(edx, dl);
+        a.add(rax, rdx);
+        a.dec(ecx);
+        a.jne(top);
+        a.int3();
+        a.Label(ref fn);
+        a.shl(rax, 3);
+        a.cmp(rax, rdx);
+        a.adc(rbx, 0);
+        a.ret();
+    });
+
+    /// <summary>The region tests below are not vacuous: with the eager threshold the loop runs in regions of several
+    /// blocks (the compiled tier compiles each block as it first runs, before its successors are decoded, so it
+    /// forms regions of one block).</summary>
+    [Fact]
+    public void TheRegionLoopRunsInCompiledRegionsOfSeveralBlocks()
+    {
+        using var vm = new Vm(RegionCode, ExecutionTier.Default, threshold: EagerThreshold);
+        Assert.Equal(RunResult.Fault, vm.Run(ulong.MaxValue));
+        var code = vm.Cpu.Code;
+        Assert.True(code.BlocksCompiled > code.RegionsCompiled, $"{code.BlocksCompiled} blocks in {code.RegionsCompiled} regions");
+        Assert.True(code.InterpretedInstructions < (long)vm.Cpu.InstructionCount / 4, $"{code.InterpretedInstructions} of {vm.Cpu.InstructionCount} interpreted");
+    }
+
+    [Fact]
+    public void StopAtEveryInstructionOfARegionLeavesTheSameState() => AssertSameAtEveryStop(RegionCode, Iterations * 12);
+
+    [Fact]
+    public void FaultAtEveryMemoryAccessOfARegionLeavesTheSameState()
+    {
+        // the load (rsi) or the store of the odd arm (rdi) leaves the data mapping at iteration j; or the call's push
+        // faults (rsp at the start of the mapping)
+        for (int j = 0; j < Iterations; j++)
+            foreach (int which in new[] { 0, 1, 2 })
+            {
+                if (which == 2 && j > 0) continue;
+                ulong edge = Data + DataSize - 8 * (ulong)j;
+                ulong rsi = which == 0 ? edge : Data, rdi = which == 1 ? edge : Data + 0x800;
+                foreach (var (tier, threshold) in new[] { (ExecutionTier.Compiled, (int?)null), (ExecutionTier.Default, EagerThreshold) })
+                {
+                    (string, string) Run(ExecutionTier t, int? th)
+                    {
+                        using var vm = new Vm(RegionCode, t, rsi, rdi, th);
+                        if (which == 2) vm.Cpu.R[CpuT.RSP] = Data;
+                        string atStop = vm.State(vm.Run(ulong.MaxValue));
+                        return (atStop, vm.State(vm.Run(ulong.MaxValue)));
+                    }
+                    var reference = Run(ExecutionTier.Interpreter, null);
+                    var other = Run(tier, threshold);
+                    Assert.Contains("fault=", reference.Item1);
+                    Assert.True(reference == other, $"access {which} faults at iteration {j}, {tier}:\ninterpreter {reference}\nother       {other}");
+                }
+            }
+    }
+
+    /// <summary>A two-block loop whose second block rewrites the immediate of the first; with `apart` the first
+    /// block is on another page than the store (so the store invalidates a block of the region that is not running).</summary>
+    static byte[] PatchingRegion(bool apart) => NativeRunner.Asm(a =>
+    {
+        var top = a.CreateLabel();
+        var second = a.CreateLabel();
+        var start = a.CreateLabel();
+        a.jmp(start);
+        a.Label(ref top);
+        a.mov(eax, 1000);
+        a.add(rbx, rax);
+        a.test(cl, 1);
+        a.je(second);
+        a.add(rbx, 1);
+        a.jmp(second);
+        if (apart) a.db(new byte[4200]); // the rest of the loop on the next page
+        a.Label(ref second);
+        a.mov(__byte_ptr[rdx + 1], cl);
+        a.imul(rbx, rbx, 3);
+        a.dec(ecx);
+        a.jne(top);
+        a.int3();
+        a.Label(ref start);
+        a.mov(ecx, 30);
+        a.xor(ebx, ebx);
+        a.lea(rdx, __[top]);
+        a.jmp(top);
+    });
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void StoreIntoABlockOfTheRunningRegionTakesEffectAtItsNextRun(bool apart)
+    {
+        var code = PatchingRegion(apart);
+        var reference = StopAndFinish(code, ExecutionTier.Interpreter, ulong.MaxValue);
+        Assert.Equal(reference, StopAndFinish(code, ExecutionTier.Compiled, ulong.MaxValue));
+        Assert.Equal(reference, StopAndFinish(code, ExecutionTier.Default, ulong.MaxValue, threshold: EagerThreshold));
+        // the oracle of the patching itself: each store takes effect at the next iteration
+        ulong sum = 0, imm = 1000;
+        for (ulong cx = 30; cx != 0; cx--) { sum = (sum + imm + ((cx & 1) != 0 ? 1UL : 0)) * 3; imm = (imm & ~0xFFUL) | (cx & 0xFF); }
+        Assert.Contains($"r3={sum:x} ", reference.AtStop);
+        // and at every stop in the window of the first iterations
+        for (ulong stop = 0; stop < 120; stop++)
+        {
+            var r = StopAndFinish(code, ExecutionTier.Interpreter, stop);
+            Assert.Equal(r, StopAndFinish(code, ExecutionTier.Compiled, stop));
+            Assert.Equal(r, StopAndFinish(code, ExecutionTier.Default, stop, threshold: EagerThreshold));
+        }
+    }
+
+    [Fact]
+    public void StopAtEveryInstructionOfTheLoopLeavesTheSameState() => AssertSameAtEveryStop(LoopCode, Iterations * 9);
+
+    /// <summary>Stops the program at every instruction count from 0 to one past its end, then runs it to the end:
+    /// the interpreter, the compiled tier and the default tier with regions forming mid-run leave the same states.</summary>
+    static void AssertSameAtEveryStop(byte[] code, ulong atLeast)
+    {
+        using var whole = new Vm(code, ExecutionTier.Interpreter);
         Assert.Equal(RunResult.Fault, whole.Run(ulong.MaxValue)); // the int3
         ulong total = whole.Cpu.InstructionCount;
-        Assert.True(total > Iterations * 9);
+        Assert.True(total > atLeast);
         for (ulong stop = 0; stop <= total + 1; stop++)
         {
-            var reference = StopAndFinish(LoopCode, ExecutionTier.Interpreter, stop);
-            var compiled = StopAndFinish(LoopCode, ExecutionTier.Compiled, stop);
+            var reference = StopAndFinish(code, ExecutionTier.Interpreter, stop);
+            var compiled = StopAndFinish(code, ExecutionTier.Compiled, stop);
+            var eager = StopAndFinish(code, ExecutionTier.Default, stop, threshold: EagerThreshold);
             Assert.True(reference == compiled, $"stop at {stop}:\ninterpreter {reference}\ncompiled    {compiled}");
+            Assert.True(reference == eager, $"stop at {stop}:\ninterpreter {reference}\ndefault     {eager}");
         }
     }
 

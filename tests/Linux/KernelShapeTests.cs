@@ -10,11 +10,42 @@ public class KernelShapeTests
     static Kernel NewKernel(TextWriter diagnostics)
         => new(new MachineOptions { Diagnostics = diagnostics }, new LiveBoundary());
 
+    /// <summary>A disposed machine holds no host descriptor: one that leaked its root descriptor per machine ran a
+    /// long-lived process (the test host, the fuzzer) out of descriptors, after which host waits never woke.</summary>
+    [Fact]
+    public void ADisposedMachineLeavesNoHostDescriptorBehind()
+    {
+        string root = Directory.CreateTempSubdirectory("revirt-fdleak-").FullName;
+        try
+        {
+            for (int i = 0; i < 20; i++)
+            {
+                using var m = new Machine(new MachineOptions { Root = root, Diagnostics = TextWriter.Null });
+                Assert.NotEmpty(DescriptorsOn(root)); // the root descriptor is open while the machine lives
+            }
+            Assert.Empty(DescriptorsOn(root));
+        }
+        finally { Directory.Delete(root, true); }
+    }
+
+    /// <summary>This process's descriptors that name <paramref name="dir"/> or something below it.</summary>
+    static List<string> DescriptorsOn(string dir)
+    {
+        var found = new List<string>();
+        foreach (var fd in Directory.EnumerateFileSystemEntries("/proc/self/fd"))
+        {
+            string? target = null;
+            try { target = new FileInfo(fd).LinkTarget; } catch (IOException) { } // closed meanwhile
+            if (target != null && (target == dir || target.StartsWith(dir + "/", StringComparison.Ordinal))) found.Add($"{fd} -> {target}");
+        }
+        return found;
+    }
+
     [Fact]
     public void UnknownSyscallWarningNamesTheSyscallOnce()
     {
         var sw = new StringWriter();
-        var k = NewKernel(sw);
+        using var k = NewKernel(sw);
         Assert.Equal(-Errno.ENOSYS, k.Unknown(k.MainThread, Nr.io_uring_setup));
         Assert.Equal(-Errno.ENOSYS, k.Unknown(k.MainThread, Nr.io_uring_setup));
         var lines = sw.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries);
@@ -26,7 +57,7 @@ public class KernelShapeTests
     [Fact]
     public void SyscallTableNamesEntriesAsLinuxDoes()
     {
-        var k = NewKernel(TextWriter.Null);
+        using var k = NewKernel(TextWriter.Null);
         // names come from the kernel's asm/unistd_64.h; spot-check numbers against the ABI
         Assert.Equal("read", k.Syscalls[0]!.Name);
         Assert.Equal("clone", k.Syscalls[56]!.Name);

@@ -73,21 +73,12 @@ sealed class TapNamespace : IDisposable
     /// <summary>Starts a command inside the namespace.</summary>
     public Process Start(params string[] args)
     {
-        var psi = new ProcessStartInfo("ip") { RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (var a in new[] { "netns", "exec", Name }.Concat(args)) psi.ArgumentList.Add(a);
-        return Process.Start(psi)!;
+        var p = Process.Start(Child.StartInfo("ip", new[] { "netns", "exec", Name }.Concat(args)))!;
+        p.StandardInput.Close();
+        return p;
     }
 
-    internal static string Run(params string[] args)
-    {
-        var psi = new ProcessStartInfo(args[0]) { RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (var a in args.Skip(1)) psi.ArgumentList.Add(a);
-        using var p = Process.Start(psi)!;
-        string o = p.StandardOutput.ReadToEnd(), e = p.StandardError.ReadToEnd();
-        p.WaitForExit();
-        if (p.ExitCode != 0) throw new InvalidOperationException($"{string.Join(' ', args)}: exit {p.ExitCode}: {e}");
-        return o;
-    }
+    internal static string Run(params string[] args) => Child.Check(TimeSpan.FromMinutes(2), args[0], args[1..]);
 
     [DllImport("libc")] static extern uint geteuid();
 

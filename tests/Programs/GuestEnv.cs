@@ -3,12 +3,6 @@ using System.Text;
 
 namespace ReVirt.Tests.Programs;
 
-/// <summary>The result of running a program (natively or in the VM).</summary>
-public sealed record RunOutcome(int ExitCode, byte[] Stdout, string Stderr)
-{
-    public string StdoutText => Encoding.UTF8.GetString(Stdout);
-}
-
 /// <summary>
 /// Locates the repository, builds the guest programs under guests/ (once per test run) and runs programs
 /// natively or under the `primary` command, as a subprocess with redirected stdio.
@@ -60,36 +54,7 @@ public static class GuestEnv
 
     /// <summary>Runs a program; `env` adds to (or replaces) variables of this process's environment.</summary>
     public static RunOutcome Exec(string file, string[] args, byte[]? stdin, TimeSpan timeout, string? cwd = null, IDictionary<string, string>? env = null)
-    {
-        var psi = new ProcessStartInfo(file)
-        {
-            RedirectStandardInput = true,
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-            WorkingDirectory = cwd ?? Environment.CurrentDirectory,
-        };
-        foreach (var a in args) psi.ArgumentList.Add(a);
-        psi.Environment["LC_ALL"] = "C";
-        psi.Environment["TZ"] = "UTC";
-        if (env != null) foreach (var (k, v) in env) psi.Environment[k] = v;
-        using var p = Process.Start(psi)!;
-        var outTask = Task.Run(() => { var ms = new MemoryStream(); p.StandardOutput.BaseStream.CopyTo(ms); return ms.ToArray(); });
-        var errTask = p.StandardError.ReadToEndAsync();
-        try
-        {
-            if (stdin != null) p.StandardInput.BaseStream.Write(stdin);
-            p.StandardInput.Close();
-        }
-        catch (IOException) { } // the program did not read all of its input
-        if (!p.WaitForExit(timeout))
-        {
-            p.Kill(true);
-            throw new TimeoutException($"{file} {string.Join(' ', args)} did not finish in {timeout}");
-        }
-        p.WaitForExit();
-        return new RunOutcome(p.ExitCode, outTask.Result, errTask.Result);
-    }
+        => Child.Run(file, args, timeout, stdin, cwd, env);
 }
 
 /// <summary>
@@ -107,17 +72,7 @@ public sealed class RunningProgram : IDisposable
 
     public RunningProgram(string file, IEnumerable<string> args, string? cwd = null)
     {
-        var psi = new ProcessStartInfo(file)
-        {
-            RedirectStandardInput = true,
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-            WorkingDirectory = cwd ?? Environment.CurrentDirectory,
-        };
-        foreach (var a in args) psi.ArgumentList.Add(a);
-        psi.Environment["LC_ALL"] = "C";
-        psi.Environment["TZ"] = "UTC";
+        var psi = Child.StartInfo(file, args, cwd);
         _p = Process.Start(psi)!;
         _p.StandardInput.Close();
         _out = Task.Run(() => { var ms = new MemoryStream(); _p.StandardOutput.BaseStream.CopyTo(ms); return ms.ToArray(); });

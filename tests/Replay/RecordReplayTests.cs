@@ -98,9 +98,8 @@ public class RecordReplayTests
         string log = TempLog();
         try
         {
-            var psi = new System.Diagnostics.ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
-            foreach (var a in new[] { GuestEnv.PrimaryDll, "record", "--log", log, "--", GuestEnv.Guest("bench", "musl"), "1000" }) psi.ArgumentList.Add(a);
-            using var p = System.Diagnostics.Process.Start(psi)!;
+            using var p = System.Diagnostics.Process.Start(Child.StartInfo("dotnet", [GuestEnv.PrimaryDll, "record", "--log", log, "--", GuestEnv.Guest("bench", "musl"), "1000"]))!;
+            p.StandardInput.Close();
             var err = p.StandardError.ReadToEndAsync();
             var outp = p.StandardOutput.ReadToEndAsync();
             // the guest runs (and the recorder handles SIGINT) once a checkpoint is in the log: the header alone is

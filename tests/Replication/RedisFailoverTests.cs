@@ -11,21 +11,38 @@ namespace ReVirt.Tests.Replication;
 /// client of the test writes numbered keys; the backup takes over on the same port and every SET the client saw
 /// acknowledged (before or after the kill) reads back from it.
 /// </summary>
+/// <remarks>
+/// The kill lands while redis-benchmark loads the server, so the log the backup drains holds connections, epoll
+/// waits and accepts at any point; the new primary re-listens on the port, resets the old primary's connections
+/// and renews the parked epoll wait. Every wait is bounded (2 minutes per reply across reconnections).
+/// </remarks>
 [Collection(ReVirt.Tests.Chaos.RealProcesses.Name)]
 public class RedisFailoverTests(ITestOutputHelper output)
 {
     static readonly TimeSpan Long = TimeSpan.FromMinutes(3);
     static string TempFile(string ext) => Path.Combine(Path.GetTempPath(), $"revirt-test-{Guid.NewGuid():N}{ext}");
 
+    /// <summary>
+    /// The suite's run: a short load (4 benchmark connections) and a kill after 30-80 acknowledged SETs (a random
+    /// point, from a printed seed: REVIRT_SEED=N repeats it), then 30 more SETs through the new primary.
+    /// </summary>
     [Fact]
-    public void KillingTheProtectedPrimaryMidBenchmarkKeepsEveryAcknowledgedSet()
+    public void KillingTheProtectedPrimaryMidBenchmarkKeepsEveryAcknowledgedSet() => KillMidBenchmark(benchConnections: 4, killFrom: 30, killTo: 80, after: 30);
+
+    /// <summary>The load run: 8 benchmark connections, a kill after 100-300 SETs, 100 more (REVIRT_SOAK=1).</summary>
+    [Fact]
+    public void SoakKillingTheProtectedPrimaryUnderHeavierLoad()
     {
-        // a load run (redis-benchmark against a protected server, then a kill): behind the soak switch, because the
-        // new primary sometimes stops answering after the takeover under a loaded CI machine (an open defect, see
-        // issue 12's note); REVIRT_SOAK=1 runs it
         if (Environment.GetEnvironmentVariable("REVIRT_SOAK") != "1") { output.WriteLine("skipped: set REVIRT_SOAK=1"); return; }
+        KillMidBenchmark(benchConnections: 8, killFrom: 100, killTo: 300, after: 100);
+    }
+
+    void KillMidBenchmark(int benchConnections, int killFrom, int killTo, int after)
+    {
         Assert.True(File.Exists(Redis.Server) && File.Exists(Redis.Benchmark), "redis-server and redis-tools are not installed (.ci/run installs them)");
-        var rng = new Random(6379);
+        int seed = int.TryParse(Environment.GetEnvironmentVariable("REVIRT_SEED"), out var sd) ? sd : Environment.TickCount & 0xffff;
+        output.WriteLine($"seed {seed}");
+        var rng = new Random(seed);
         string arbiter = TempFile(".lock");
         int port = ReVirt.Chaos.LoopbackPorts.Pick();
         var (b, url) = Replicas.StartBackup("--arbiter", arbiter, "--timeout-ms", "1000");
@@ -33,16 +50,16 @@ public class RedisFailoverTests(ITestOutputHelper output)
         using var p = Replicas.Primary(["--backup", url, "--arbiter", arbiter, "--", .. Redis.Args(port)]);
         Assert.True(Redis.WaitForPong(port, Long, () => p.HasExited), "the protected redis-server did not answer PING:\n" + p.Stderr);
 
-        // load from Debian's benchmark (8 connections, random keys) for the whole round; it may report errors
-        // once its connections are reset by the takeover, which is not what this test checks
-        using var bench = new RunningProgram(Redis.Benchmark, ["-p", port.ToString(), "-q", "-n", "10000000", "-c", "8", "-r", "100000", "-t", "set,get"]);
+        // load from Debian's benchmark (random keys) for the whole round; it may report errors once its connections
+        // are reset by the takeover, which is not what this test checks
+        using var bench = new RunningProgram(Redis.Benchmark, ["-p", port.ToString(), "-q", "-n", "10000000", "-c", benchConnections.ToString(), "-r", "100000", "-t", "set,get"]);
 
         var acked = new List<int>();
         int next = 0;
         using var client = new Redis.Client(port);
-        int killAfter = rng.Next(100, 300);
+        int killAfter = rng.Next(killFrom, killTo);
         var killer = Replicas.KillWhen(p, () => Volatile.Read(ref next), killAfter, rng);
-        int target = killAfter + 100;
+        int target = killAfter + after;
         var stall = TimeSpan.Zero;
         while (next < target)
         {
@@ -54,7 +71,7 @@ public class RedisFailoverTests(ITestOutputHelper output)
             acked.Add(k);
             Volatile.Write(ref next, k + 1);
         }
-        killer.Join();
+        Assert.True(killer.Join(TimeSpan.FromSeconds(60)), "the kill did not happen");
         bench.Dispose();
         // every acknowledged write is readable from whoever serves the port now
         foreach (var k in acked) Assert.Equal($"$value-{k}", client.Ask(TimeSpan.FromSeconds(60), "GET", $"key:{k}"));

@@ -12,7 +12,7 @@ namespace ReVirt.Tests.Security;
 public class NewcomerTests
 {
     [Fact]
-    public async Task TheDrillRunsWithoutMuslGcc()
+    public void TheDrillRunsWithoutMuslGcc()
     {
         string bin = Path.Combine(Path.GetTempPath(), $"revirt-nomusl-{Guid.NewGuid():N}");
         string build = bin + "-guests";
@@ -25,19 +25,11 @@ public class NewcomerTests
                 if (name.Contains("musl")) continue;
                 File.CreateSymbolicLink(Path.Combine(bin, name), f);
             }
-            var psi = new System.Diagnostics.ProcessStartInfo("/usr/bin/dotnet")
-            {
-                RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false,
-            };
-            foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "chaos.dll"), "drill", "--rounds", "1", "--requests", "60", "--quiet", "--build-dir", build, "--report", Path.Combine(build, "report") })
-                psi.ArgumentList.Add(a);
-            psi.Environment["PATH"] = bin;
-            using var p = System.Diagnostics.Process.Start(psi)!;
-            var err = p.StandardError.ReadToEndAsync();
-            var output = p.StandardOutput.ReadToEndAsync();
-            Assert.True(p.WaitForExit(TimeSpan.FromMinutes(5)), "the drill did not finish");
-            string o = await output, e = await err;
-            Assert.True(p.ExitCode == 0, $"exit {p.ExitCode}\n{o}\n{e}");
+            var r = Child.Run("/usr/bin/dotnet",
+                [Path.Combine(AppContext.BaseDirectory, "chaos.dll"), "drill", "--rounds", "1", "--requests", "60", "--quiet", "--build-dir", build, "--report", Path.Combine(build, "report")],
+                TimeSpan.FromMinutes(5), env: [new("PATH", bin)]);
+            string o = r.StdoutText, e = r.Stderr;
+            Assert.True(r.ExitCode == 0, $"exit {r.ExitCode}\n{o}\n{e}");
             Assert.True(File.Exists(Path.Combine(build, "kvserver.glibc")), "the guest was not built with gcc");
             Assert.False(File.Exists(Path.Combine(build, "kvserver.musl")));
         }

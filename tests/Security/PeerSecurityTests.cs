@@ -265,4 +265,38 @@ public class PeerSecurityTests
         }
         finally { File.Delete(tok); Directory.Delete(rootA, true); Directory.Delete(rootB, true); }
     }
+    /// <summary>
+    /// A primary whose handshake attempt timed out on its side (a loaded machine) ends that stream right after the
+    /// backup's welcome and retries on a new one. The backup must be free for the retry: before, it had started
+    /// following the first stream, took the guest over from record 0 when that stream ended, and refused the retry
+    /// ("already follows a primary"), so two machines ran the guest.
+    /// </summary>
+    [Fact]
+    public async Task AHandshakeThatEndsBeforeThePrimarysFirstMessageLeavesTheBackupFreeForTheRetry()
+    {
+        string tok = Token();
+        var (b, url) = RawBackup("--token-file", tok, "--shared-storage");
+        using var _ = b;
+        try
+        {
+            string counter = GuestEnv.Guest("counter", "musl");
+            var opts = new ReVirt.Linux.MachineOptions { Root = "/", Program = counter, Args = ["3", "1000"], Cwd = "/" };
+            var header = ReVirt.Replay.Recording.Header(opts, ReVirt.Linux.Kernel.ResolveProgram(opts).Image, 20_000_000);
+            var hello = HelloWith(header);
+            hello.PrimaryId = "primary:first-attempt";
+            // the first attempt: authenticated and welcomed, then the stream ends before any batch or heartbeat
+            Assert.Equal("Welcome", await Handshake(url, hello, ReplicationProtocol.ReadSecret(tok)));
+            var abandoned = b.WaitForEvent(ReplicaEvent.HandshakeAbandoned, Long);
+            Assert.NotNull(abandoned.Str("reason"));
+            Assert.Null(b.Event(ReplicaEvent.Following));
+            Assert.Null(b.Event(ReplicaEvent.TookOver));
+            // the retry: a real primary, accepted and replayed to the end
+            var r = GuestEnv.Dotnet(GuestEnv.PrimaryDll, ["protect", "--backup", url, "--token-file", tok, "--", counter, "3", "1000"]);
+            Assert.True(r.ExitCode == 0, r.Stderr);
+            Assert.Equal(0, b.WaitForExit(Long));
+            Assert.NotNull(b.Event(ReplicaEvent.ReplayMatched));
+            Assert.Null(b.Event(ReplicaEvent.TookOver));
+        }
+        finally { File.Delete(tok); }
+    }
 }

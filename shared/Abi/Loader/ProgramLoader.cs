@@ -40,7 +40,7 @@ public static class ProgramLoader
     const ulong Hwcap2 = 0;
 
     /// <summary>Loads the program named by argv[0] (already resolved to `guestPath` and read: `image`).</summary>
-    public static StartImage Load(GuestMemory mem, GuestFs fs, IBoundary boundary, int tid, string guestPath, byte[] image, string[] argv)
+    public static StartImage Load(GuestMemory mem, GuestFs fs, IBoundary boundary, int tid, string guestPath, byte[] image, string[] argv, ImageCache? images = null)
     {
         string execPath = guestPath;
         for (int depth = 0; ElfImage.IsScript(image); depth++)
@@ -55,15 +55,17 @@ public static class ProgramLoader
             guestPath = interp;
             image = ReadThroughBoundary(fs, boundary, tid, interp, $"{execPath}: its #! interpreter {interp}");
         }
-        return LoadElf(mem, fs, boundary, tid, image, guestPath, execPath, argv);
+        return LoadElf(mem, fs, boundary, tid, image, guestPath, execPath, argv, images);
     }
 
     /// <summary>Loads an ELF image already read (by the start-up path or by execve) and, when it names one, its
-    /// interpreter. Throws <see cref="ElfLoadException"/> (exit status 127 when the interpreter is missing).</summary>
-    public static StartImage LoadElf(GuestMemory mem, GuestFs fs, IBoundary boundary, int tid, byte[] image, string guestPath, string execPath, string[] argv)
+    /// interpreter; through `images` when given (see <see cref="ImageCache.Load"/>). Throws
+    /// <see cref="ElfLoadException"/> (exit status 127 when the interpreter is missing).</summary>
+    public static StartImage LoadElf(GuestMemory mem, GuestFs fs, IBoundary boundary, int tid, byte[] image, string guestPath, string execPath, string[] argv, ImageCache? images = null)
     {
         var img = ElfImage.Parse(image, guestPath);
-        var program = ElfLoader.Load(mem, image, img, img.Type == ElfImage.EtDyn ? ElfLoader.PieBase - img.LowVaddr : 0, guestPath);
+        ulong bias = img.Type == ElfImage.EtDyn ? ElfLoader.PieBase - img.LowVaddr : 0;
+        var program = images != null ? images.Load(mem, image, img, bias, guestPath) : ElfLoader.Load(mem, image, img, bias, guestPath);
         var start = new StartImage { Program = program, StartRip = program.Entry, ExecPath = execPath, BinaryPath = guestPath, Argv = argv };
         if (img.Interpreter is string ip)
         {
@@ -173,7 +175,8 @@ public readonly record struct FileRef(string GuestPath, long Offset, int Length,
         return r >= 0 && byFd.AsSpan(0, 16).SequenceEqual(byPath.AsSpan(0, 16)) && OldRegular(byFd); // st_dev, st_ino
     }
 
-    static bool OldRegular(byte[] st)
+    /// <summary>A stat buffer of a regular file not changed since shortly before this process started.</summary>
+    public static bool OldRegular(byte[] st)
     {
         uint mode = System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(st.AsSpan(24));
         long ctimeNs = System.Buffers.Binary.BinaryPrimitives.ReadInt64LittleEndian(st.AsSpan(104)) * 1_000_000_000

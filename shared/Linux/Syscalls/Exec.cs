@@ -80,7 +80,7 @@ public sealed partial class Kernel
         if (image.Length < 4 || image[0] != 0x7F || image[1] != 'E' || image[2] != 'L' || image[3] != 'F') return -Errno.ENOEXEC;
         var mem = new GuestMemory();
         StartImage start;
-        try { start = ProgramLoader.LoadElf(mem, Fs, Boundary, t.Tid, image, abs, execPath, argv.ToArray()); }
+        try { start = ProgramLoader.LoadElf(mem, Fs, Boundary, t.Tid, image, abs, execPath, argv.ToArray(), Images); }
         catch (ElfLoadException le) { mem.Dispose(); return le.ExitStatus == 127 ? -Errno.ENOENT : -Errno.ENOEXEC; }
         var prog = start.Program;
 
@@ -91,7 +91,7 @@ public sealed partial class Kernel
         p.Threads.Add(t);
         var old = p.Mem;
         p.Mem = mem;
-        p.Code = new CodeCache(mem, p.Code.Tier);
+        p.Code = new CodeCache(mem, p.Code.Tier, Images.Code);
         old.Dispose();
         p.Program = prog;
         p.ProgramImage = image;
@@ -121,7 +121,8 @@ public sealed partial class Kernel
 
     /// <summary>
     /// The bytes of an executable, checked as execve checks them (ENOENT, EACCES). The log holds the answer, the
-    /// length and the digest; the bytes come from the file under this replica's root.
+    /// length and the digest; the bytes come from the file under this replica's root, or from the machine's
+    /// <see cref="ImageCache"/> when it is the same stable file as one read before.
     /// </summary>
     unsafe byte[]? ReadImage(GuestThread t, string abs, out long err)
     {
@@ -130,9 +131,9 @@ public sealed partial class Kernel
         {
             // the checks and the read act on descriptors resolved under the root in one step each; the read checks
             // the opened file again (regular, bounded), so a swap in between is refused, never followed outside
+            var st = new byte[SMode.StatSize];
             long r = Fs.OnObject(abs, true, fd =>
             {
-                var st = new byte[SMode.StatSize];
                 long e;
                 fixed (byte* ps = st) e = HostSys.Call(Nr.fstat, fd, (long)ps);
                 if (e < 0) return e;
@@ -140,21 +141,46 @@ public sealed partial class Kernel
                 fixed (byte* pe = EmptyPath) return HostSys.Call(Nr.faccessat2, fd, (long)pe, X_OK, At.EMPTY_PATH);
             });
             if (r < 0) return HostResult.Of(r);
-            try { bytes = ProgramFile.ReadAll(Fs, abs, abs); }
-            catch (ElfLoadException e) { return HostResult.Of(e.ExitStatus == 127 ? -Errno.ENOENT : -Errno.EACCES); }
-            return HostResult.Of(bytes.Length).Write(0, XxHash128.Hash(bytes));
+            var read = ReadProgramFile(abs, st, out long readErr);
+            if (read == null) return HostResult.Of(readErr);
+            bytes = read.Value.Bytes;
+            return HostResult.Of(bytes.Length).Write(0, read.Value.Digest);
         }, out var digest);
         err = res.Value;
         if (res.Value < 0) return null;
         if (bytes == null)
         {
             // a replay: the same file under this replica's root, which must be the one the recording ran
-            try { bytes = ProgramFile.ReadAll(Fs, abs, abs); }
-            catch (ElfLoadException) { bytes = null; }
-            if (bytes == null || bytes.Length != res.Value || digest == null || !XxHash128.Hash(bytes).AsSpan().SequenceEqual(digest))
+            var read = ReadProgramFile(abs, StatOf(abs), out _);
+            if (read == null || read.Value.Bytes.Length != res.Value || digest == null || !read.Value.Digest.AsSpan().SequenceEqual(digest))
                 throw new ReplayInputMismatchException($"execve {abs}: the file under this root is not the one the log says the recording ran (length {res.Value}, digest {(digest == null ? "none" : Convert.ToHexStringLower(digest))})");
+            bytes = read.Value.Bytes;
         }
         return bytes;
+    }
+
+    /// <summary>The bytes and digest of a program file whose stat buffer is `st` (null: not stat'ed): from the
+    /// image cache when it is a stable file seen before, else read (and kept when stable). Null when unreadable
+    /// (err: ENOENT when it is gone, else EACCES).</summary>
+    (byte[] Bytes, byte[] Digest)? ReadProgramFile(string abs, byte[]? st, out long err)
+    {
+        err = 0;
+        var id = st == null ? null : ImageCache.FileIdentity.OfStable(st);
+        if (id is { } known && Images.TryGet(known, out var cached, out var cachedDigest)) return (cached, cachedDigest);
+        byte[] bytes;
+        try { bytes = ProgramFile.ReadAll(Fs, abs, abs); }
+        catch (ElfLoadException e) { err = e.ExitStatus == 127 ? -Errno.ENOENT : -Errno.EACCES; return null; }
+        var digest = XxHash128.Hash(bytes);
+        if (id is { } stable) Images.Add(stable, bytes, digest);
+        return (bytes, digest);
+    }
+
+    /// <summary>The stat buffer of a guest path (symlinks followed under the root), or null.</summary>
+    unsafe byte[]? StatOf(string abs)
+    {
+        var st = new byte[SMode.StatSize];
+        long r = Fs.OnObject(abs, true, fd => { fixed (byte* ps = st) return HostSys.Call(Nr.fstat, fd, (long)ps); });
+        return r < 0 ? null : st;
     }
 }
 

@@ -113,7 +113,7 @@ public sealed partial class Kernel
             () => WaitFds(LookUp(asked)));
     }
 
-    /// <summary>ppoll: poll with a timespec; the signal mask argument is ignored.</summary>
+    /// <summary>ppoll: poll with a timespec (its signal mask: <see cref="RegisterCallMasks"/>).</summary>
     long Ppoll(GuestThread t, ulong fds, int nfds, ulong tsp)
     {
         long ns = -1;

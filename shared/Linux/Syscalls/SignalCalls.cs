@@ -12,8 +12,60 @@ public sealed partial class Kernel
         r.Add(Nr.rt_sigreturn, (t, a) => RtSigreturn(t));
         r.Add(Nr.sigaltstack, (t, a) => Sigaltstack(t, a.A1, a.A2));
         r.Add(Nr.rt_sigsuspend, (t, a) => RtSigsuspend(t, a.A1, a.A2));
+        // the pending signals the thread blocks (those it does not are delivered before it runs on)
+        r.Add(Nr.rt_sigpending, (t, a) =>
+        {
+            if (a.A2 != SigsetSize) return -Errno.EINVAL;
+            t.Process.Mem.Write64(a.A1, t.Process.Pending & t.SigMask);
+            return 0;
+        });
         r.Add(new[] { Nr.kill, Nr.tgkill }, (t, a) => Kill(t, a.Nr, a.A1, a.A2, a.A3));
         r.Add(Nr.tkill, (t, a) => Kill(t, Nr.kill, a.A1, a.A2, 0));
+    }
+
+    /// <summary>
+    /// ppoll, pselect6 and epoll_pwait take a signal mask that replaces the thread's for the duration of the call,
+    /// as Linux does it: a signal the call's mask lets through ends a wait with EINTR (or is taken right after a
+    /// call that found descriptors ready), its handler runs under the call's mask and rt_sigreturn restores the
+    /// thread's own (the frame saves it, as for rt_sigsuspend); a call that returns without a handler running
+    /// restores the thread's own mask at once, and what that mask blocks stays pending.
+    /// </summary>
+    void RegisterCallMasks(SyscallTable r)
+    {
+        r.Wrap(Nr.ppoll, call => (t, a) => WithCallMask(t, a.A4, a.A5, () => call(t, a)));
+        r.Wrap(Nr.epoll_pwait, call => (t, a) => WithCallMask(t, a.A5, a.A6, () => call(t, a)));
+        // pselect6's sixth argument points to { const sigset_t *ss; size_t ss_len; }
+        r.Wrap(Nr.pselect6, call => (t, a) => a.A6 == 0 ? call(t, a)
+            : WithCallMask(t, t.Process.Mem.Read64(a.A6), t.Process.Mem.Read64(a.A6 + 8), () => call(t, a)));
+    }
+
+    long WithCallMask(GuestThread t, ulong maskAddr, ulong sigsetsize, Func<long> call)
+    {
+        if (maskAddr == 0) return call();
+        if (sigsetsize != SigsetSize) return -Errno.EINVAL;
+        ulong mask = t.Process.Mem.Read64(maskAddr) & ~Sig.Unblockable;
+        // a call that runs again after parking keeps the mask the thread had before its first run
+        ulong own = t.MaskAfterSuspend ?? t.SigMask;
+        t.MaskAfterSuspend = own;
+        t.SigMask = mask;
+        bool parked = false;
+        try
+        {
+            long r = call();
+            parked = r == Restart || r == WouldBlock;
+            return r;
+        }
+        finally
+        {
+            // parked: the call's mask holds while the thread waits (a signal it lets through interrupts the wait,
+            // and the handler's frame saves the thread's own mask); otherwise the call is over
+            if (!parked)
+            {
+                t.SigMask = own;
+                t.MaskAfterSuspend = null;
+                if ((t.Process.Pending & ~own) != 0) t.Cpu.Yield = true;
+            }
+        }
     }
 
     /// <summary>The size of a kernel sigset_t on x86-64.</summary>

@@ -77,6 +77,7 @@ public sealed partial class Kernel
         RegisterFileSyscalls(r);
         RegisterNetSyscalls(r);
         RegisterVirtualNetSyscalls(r);
+        RegisterCallMasks(r); // outermost: the mask holds for every way the call is answered
         return r;
     }
 

@@ -1,0 +1,106 @@
+using System.Buffers.Binary;
+using System.IO.Hashing;
+using ReVirt.Cpu;
+using ReVirt.Memory;
+
+namespace ReVirt.Abi;
+
+/// <summary>
+/// What a machine derives from a program file, kept for every process of the machine that runs the same file: the
+/// file's bytes and digest (an execve of a file already seen neither reads nor hashes it again), the loaded image
+/// as a template of pinned frames (<see cref="GuestMemory.ToTemplate"/>) mapped copy-on-write into each process
+/// instead of being built and copied again, and the blocks decoded from those frames (<see cref="Code"/>).
+///
+/// The contract: a file is taken from the cache only when it is the same file (device, inode, size, modification
+/// and change times) and it was last changed before shortly before this process started
+/// (<see cref="FileRef.OldRegular"/>), the condition under which a recording may log a file by reference: a file
+/// that could change under the machine is read and hashed on every execve, as before. What the cache holds is the
+/// same bytes the file would give, so a run with it and one without are the same run, and a replay may use its own.
+/// Bounded (<see cref="MaxFiles"/>, <see cref="MaxBytes"/>): beyond the bounds files are read every time.
+/// One machine's processes run on one host thread at a time, so the cache needs no lock.
+/// </summary>
+public sealed class ImageCache : IDisposable
+{
+    public const int MaxFiles = 64;
+    public const long MaxBytes = 256L << 20;
+
+    /// <summary>Identity of a stable regular file, from its stat buffer.</summary>
+    public readonly record struct FileIdentity(ulong Dev, ulong Ino, long Size, long MtimeNs, long CtimeNs)
+    {
+        /// <summary>The identity of the file of a stat buffer when the file may be cached (see the contract).</summary>
+        public static FileIdentity? OfStable(byte[] st) => !FileRef.OldRegular(st) ? null : new(
+            BinaryPrimitives.ReadUInt64LittleEndian(st), BinaryPrimitives.ReadUInt64LittleEndian(st.AsSpan(8)),
+            BinaryPrimitives.ReadInt64LittleEndian(st.AsSpan(48)),
+            BinaryPrimitives.ReadInt64LittleEndian(st.AsSpan(88)) * 1_000_000_000 + BinaryPrimitives.ReadInt64LittleEndian(st.AsSpan(96)),
+            BinaryPrimitives.ReadInt64LittleEndian(st.AsSpan(104)) * 1_000_000_000 + BinaryPrimitives.ReadInt64LittleEndian(st.AsSpan(112)));
+    }
+
+    sealed class Entry(byte[] bytes)
+    {
+        public readonly byte[] Bytes = bytes;
+        public byte[]? Digest;
+        public readonly Dictionary<(ulong Bias, string Name), (ImageTemplate Template, LoadedProgram Program)> Templates = new();
+    }
+
+    readonly Dictionary<FileIdentity, Entry> _byId = new();
+    readonly Dictionary<byte[], Entry> _byBytes = new(ReferenceEqualityComparer.Instance);
+    long _bytes;
+
+    /// <summary>Blocks decoded from the templates' frames, shared by the machine's processes.</summary>
+    public SharedCode Code { get; } = new();
+
+    /// <summary>Statistics: execs served from the cache, images loaded from a template.</summary>
+    public long FileHits, TemplateHits;
+
+    /// <summary>The bytes and digest (XxHash128) of the file with this identity, when cached.</summary>
+    public bool TryGet(FileIdentity id, out byte[] bytes, out byte[] digest)
+    {
+        if (_byId.TryGetValue(id, out var e))
+        {
+            bytes = e.Bytes;
+            digest = e.Digest ??= XxHash128.Hash(e.Bytes);
+            FileHits++;
+            return true;
+        }
+        bytes = digest = null!;
+        return false;
+    }
+
+    /// <summary>Keeps a file's bytes (read from the file whose identity this is) while the bounds allow.</summary>
+    public void Add(FileIdentity id, byte[] bytes, byte[]? digest = null)
+    {
+        if (_byId.ContainsKey(id) || bytes.LongLength != id.Size || _byId.Count >= MaxFiles || _bytes + bytes.LongLength > MaxBytes) return;
+        var e = new Entry(bytes) { Digest = digest };
+        _byId[id] = e;
+        _byBytes[bytes] = e;
+        _bytes += bytes.LongLength;
+    }
+
+    /// <summary>
+    /// Loads a validated ELF image as <see cref="ElfLoader.Load(GuestMemory, byte[], ElfImage, ulong, string)"/>
+    /// does: for bytes this cache holds, from a template built once per (bias, name) and mapped copy-on-write;
+    /// other bytes are loaded directly. `mem` must hold nothing where the image goes (a new image's address space).
+    /// </summary>
+    public LoadedProgram Load(GuestMemory mem, byte[] f, ElfImage img, ulong bias, string name)
+    {
+        if (!_byBytes.TryGetValue(f, out var e)) return ElfLoader.Load(mem, f, img, bias, name);
+        if (!e.Templates.TryGetValue((bias, name), out var t))
+        {
+            using var scratch = new GuestMemory();
+            var program = ElfLoader.Load(scratch, f, img, bias, name);
+            t = (scratch.ToTemplate(), program);
+            e.Templates[(bias, name)] = t;
+        }
+        else TemplateHits++;
+        mem.MapTemplate(t.Template);
+        return t.Program.Copy();
+    }
+
+    public void Dispose()
+    {
+        foreach (var e in _byId.Values)
+            foreach (var t in e.Templates.Values) t.Template.Dispose();
+        _byId.Clear();
+        _byBytes.Clear();
+    }
+}
