@@ -45,6 +45,10 @@ public sealed class ListenSettings
     /// <summary>A guest with a virtual network interface: this replica's TAP device for it once live (<c>--tap</c>), and
     /// the network namespace to open it in (<c>--netns</c>; null: this process's).</summary>
     public string Tap { get; init; } = VirtualNetOptions.DefaultTap;
+    /// <summary>Standbys (<c>--standby</c>) this replica asks to join once it has taken over; empty: it records
+    /// nothing after the takeover and runs unprotected.</summary>
+    public IReadOnlyList<string> Standbys { get; init; } = [];
+    public int StandbyRetryMs { get; init; } = 500;
     public string? Netns { get; init; }
 }
 
@@ -132,6 +136,13 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
     ReplayBoundary? _boundary;
     IArbiter? _arbiter;
     string _primaryId = "";
+    long _term, _wonTerm;
+    Hello? _hello;
+    string _logPath = "";
+    // once live with standbys: the log goes on being recorded and streamed to whichever standby joins
+    ReplicationClient? _liveClient;
+    Timer? _catchUpTimer; // referenced here so that it is not collected while it watches
+    LogWriter? _liveWriter;
     long _lostAt;
     string? _lostReason;
     /// <summary>Set when the primary said goodbye or was lost: how a finished replay learns whether the primary
@@ -171,6 +182,8 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         MachineOptions opts;
         try { opts = Recording.OptionsFrom(header, s.Root); }
         catch (LogFormatException e) { return $"bad log header: {e.Message}"; }
+        if (header.CpuModel != ReVirt.Cpu.CpuModel.Description)
+            return $"CPU model mismatch: the primary's guest runs on the CPU model '{header.CpuModel}', this replica's is '{ReVirt.Cpu.CpuModel.Description}' (a replay on another model diverges)";
         if (!s.SharedStorage && RootIdentities.Same(h.Root, RootIdentities.Of(opts.Root)))
             return $"shared root: the primary's guest root and this backup's ({Path.GetFullPath(opts.Root)}) are the same directory on the same machine, " +
                    "so both would apply the guest's file writes to the same files. Fix: give the backup its own copy of the root (backup listen --root DIR, " +
@@ -199,16 +212,37 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
     public void Start(Hello h, LogHeader header)
     {
         _primaryId = h.PrimaryId;
+        _term = (long)h.Term;
+        _hello = h;
         _arbiter = Arbiters.Create(s.ArbiterPath, h.LogHeader.ToByteArray());
         string path = s.LogPath ?? Path.Combine(Path.GetTempPath(), $"revirt-backup-{Environment.ProcessId}.rvlog");
+        _logPath = path;
         _file = StreamLogSink.CreateFile(path);
         _file.Append(h.LogHeader.Span);
         _file.Flush();
         _pipe.Append(h.LogHeader.Span);
         log.WriteLine($"backup: following {h.PrimaryId}; log copy {path}; arbiter {_arbiter.Describe}");
-        s.Events.Emit(ReplicaEvent.Following, ("primary", h.PrimaryId), ("log", path), ("arbiter", _arbiter.Describe));
+        s.Events.Emit(ReplicaEvent.Following, ("primary", h.PrimaryId), ("log", path), ("arbiter", _arbiter.Describe), ("term", _term), ("liveSequence", h.LiveSequence));
         var t = new Thread(() => ReplayMain(header), 64 << 20) { Name = "replay" };
         t.Start();
+        if (h.LiveSequence > 0) WatchCatchUp(h.LiveSequence);
+    }
+
+    /// <summary>A standby that joined a live replica: reports when its replay has reached the record the live
+    /// replica's log ended at when it joined (from there on it follows in lockstep).</summary>
+    void WatchCatchUp(ulong target)
+    {
+        long t0 = Stopwatch.GetTimestamp();
+        Timer? timer = null;
+        _catchUpTimer = timer = new Timer(_ =>
+        {
+            if (_boundary is not { } b || _lostReason != null) { if (_lostReason != null) timer?.Dispose(); return; }
+            if (b.RecordsConsumed < target && !b.Live) return;
+            timer?.Dispose();
+            double ms = Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
+            log.WriteLine($"backup: caught up: replayed the {target} records the live replica held when this standby joined in {ms:F0} ms");
+            s.Events.Emit(ReplicaEvent.CaughtUp, ("records", target), ("ms", ms));
+        }, null, 10, 10);
     }
 
     /// <summary>Appends a batch of frames (sequence-checked) to the log copy and the replay; returns the held sequence.</summary>
@@ -268,7 +302,17 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
             return false;
         }
         double drainMs = Stopwatch.GetElapsedTime(_lostAt).TotalMilliseconds;
-        var r = _arbiter!.TryAcquire(s.Id);
+        if (_hello is { LiveSequence: > 0 } joined && Held < joined.LiveSequence)
+        {
+            // a standby that joined a live replica and lost it before holding the log up to the join point: the
+            // world may have seen output of records it does not hold, so a takeover could contradict it
+            string why = $"this standby joined a live replica whose log then ended at record #{joined.LiveSequence} but holds only #{Held}";
+            log.WriteLine($"backup: drained in {drainMs:F0} ms but {why}: standing down");
+            s.Events.Emit(ReplicaEvent.StoodDown, ("reason", why), ("drainMs", drainMs));
+            return false;
+        }
+        var r = _arbiter!.TryAcquire(s.Id, _term);
+        _wonTerm = r.Term;
         if (!r.Won)
         {
             log.WriteLine($"backup: drained in {drainMs:F0} ms but the arbiter is {r.Explain}: standing down");
@@ -281,9 +325,44 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         var cp = _boundary?.LastVerifiedCheckpoint;
         s.Events.Emit(ReplicaEvent.TookOver, ("drainMs", drainMs), ("instruction", p.Instruction), ("record", p.Record),
             ("resumeStdoutAt", p.ResumeStdoutAt), ("logStdoutBytes", p.LogStdoutBytes), ("resumeStderrAt", p.ResumeStderrAt),
-            ("checkpointInstruction", cp?.Instruction), ("checkpointDigest", cp?.Digest));
+            ("checkpointInstruction", cp?.Instruction), ("checkpointDigest", cp?.Digest), ("term", r.Term));
         log.Flush();
         return true;
+    }
+
+    /// <summary>
+    /// With standbys: the live machine goes on recording its log after the records this replica received (into the
+    /// same log copy), and a client streams it to whichever standby joins, from record 1.
+    /// </summary>
+    IBoundary? ContinueRecording(TakeoverPoint p, RecordingContinuation from, LogHeader header)
+    {
+        if (s.Standbys.Count == 0 || _hello is not { } h) return null;
+        if (from.LastSequence != Held) throw new InvalidOperationException($"the replay consumed {from.LastSequence} records but this replica holds {Held}");
+        _file?.Dispose();
+        _file = null;
+        var store = LogStore.Open(_logPath, h.LogHeader.Length, Held);
+        var client = new ReplicationClient(new ProtectSettings
+        {
+            BackupUrl = s.Standbys[0],
+            Standbys = s.Standbys,
+            StandbyRetryMs = s.StandbyRetryMs,
+            Secret = s.Secret,
+            Tls = s.Tls,
+            TimeoutMs = s.TimeoutMs,
+            Id = s.Id,
+            RootDigest = h.RootDigest.ToByteArray(), // the root as the guest started: a standby replays from record 1
+            Root = RootIdentities.Of(Recording.OptionsFrom(header, s.Root).Root),
+            Events = s.Events,
+            Role = "backup",
+            Stop = code => Environment.Exit(code),
+        }, log, store);
+        using (var prefix = new FileStream(_logPath, FileMode.Open, FileAccess.Read, FileShare.ReadWrite))
+            _liveWriter = new LogWriter(header, client, Held, prefix);
+        client.Gate.StartReleasedAt(p.LogStdoutBytes, p.LogStderrBytes);
+        client.StartLive(h.LogHeader.ToByteArray(), _arbiter!, _wonTerm);
+        _liveClient = client;
+        log.WriteLine($"backup: recording on after record #{Held} into {_logPath}; asking standbys {string.Join(", ", s.Standbys)} to join");
+        return new RecordingBoundary(_liveWriter, from) { Gate = client.Gate };
     }
 
     /// <summary>
@@ -317,12 +396,23 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
                 TakeOver = TakeOver,
                 WentLive = report => { foreach (var line in report) s.Events.Emit(ReplicaEvent.TakeoverDescriptor, ("detail", line)); },
                 SharedStorage = s.SharedStorage,
+                Continue = (p, from) => ContinueRecording(p, from, header),
             });
             // the program is read again for loading and must still be the one the hello's hash named
             var program = Recording.RecordedProgram(header, opts, out var why) ?? throw new ElfLoadException($"program: {why}");
             using var m = new Machine(opts, _boundary);
             m.Load(program);
             int status = m.Run();
+            if (_liveClient is { } lc)
+            {
+                // the standby (if one joined) holds the whole log before this replica says goodbye
+                if (!lc.FinishAsync(_liveWriter!.LastSequence, status).Wait(TimeSpan.FromSeconds(60)))
+                    log.WriteLine("backup: the standby did not acknowledge the end of the log within 60 s");
+                if (lc.Fenced()) status = 3;
+                else if (!lc.Gate.WaitSocketsReleased(TimeSpan.FromSeconds(2)))
+                    log.WriteLine($"backup: {lc.Gate.SocketHeldBytes} bytes held for sockets whose peers stopped reading were not delivered");
+                lc.Store.Dispose();
+            }
             if (_boundary.Live)
                 log.WriteLine($"backup: guest exited with status {status} after {m.InstructionCount} instructions (live since instruction {_boundary.Takeover!.Value.Instruction})");
             else

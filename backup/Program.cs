@@ -49,9 +49,15 @@ plantOpt.Validators.Add(r => { if (r.GetValueOrDefault<string?>() is { } v && Ac
 var ackDelayOpt = new Option<int>("--ack-delay-ms") { Description = "Testing: delay every acknowledgement by this many milliseconds.", Hidden = true };
 var tapOpt = new Option<string>("--tap") { Description = "For a guest with a virtual network interface (primary --net virtual): the TAP device this replica brings the interface up on when it takes over (same MAC and IP, announced with a gratuitous ARP).", DefaultValueFactory = _ => VirtualNetOptions.DefaultTap };
 var netnsOpt = new Option<string?>("--netns") { Description = "Open the --tap device in this network namespace (a name of `ip netns`, or a path)." };
+var standbyOpt = new Option<string[]>("--standby")
+{
+    Description = "URL of a standby (another `backup listen` with the same token or certificates), repeatable. Once this replica has taken over, it records its guest's log on from where the old primary's ended (into --log) and asks the standbys in turn every --standby-retry-ms until one accepts; that standby receives the whole log from the beginning, replays it and follows. Without --standby a replica that took over runs unprotected and records nothing.",
+    AllowMultipleArgumentsPerToken = false,
+};
+var standbyRetryOpt = new Option<int>("--standby-retry-ms") { Description = "Pause between two rounds over the standbys while none accepts.", DefaultValueFactory = _ => 500 };
 var listen = new Command("listen", "Serve the replication endpoint, follow one primary (`primary protect`), replay its log in lockstep and acknowledge each batch as soon as it holds it; when the primary is lost, drain, win the arbiter and go live. Exit status: the guest's; 3 when standing down; 1 on divergence.")
 {
-    listenOpt, lrootOpt, tokenOpt, insecureOpt, sharedOpt, certOpt, keyOpt, caOpt, arbiterOpt, timeoutOpt, copyOpt, eventsOpt, plantOpt, ackDelayOpt, tapOpt, netnsOpt,
+    listenOpt, lrootOpt, tokenOpt, insecureOpt, sharedOpt, certOpt, keyOpt, caOpt, arbiterOpt, timeoutOpt, copyOpt, eventsOpt, plantOpt, ackDelayOpt, tapOpt, netnsOpt, standbyOpt, standbyRetryOpt,
 };
 listen.SetAction(parse =>
 {
@@ -61,6 +67,8 @@ listen.SetAction(parse =>
     return ReVirt.Backup.ListenHost.Run(new ReVirt.Backup.ListenSettings
     {
         Listen = new Uri(parse.GetValue(listenOpt)!),
+        Standbys = parse.GetValue(standbyOpt) ?? [],
+        StandbyRetryMs = parse.GetValue(standbyRetryOpt),
         Root = parse.GetValue(lrootOpt),
         Secret = secret,
         InsecureNoAuth = parse.GetValue(insecureOpt),

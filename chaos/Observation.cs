@@ -40,7 +40,7 @@ public static class Faults
         {
             if (raw is "all") { r.AddRange(All); continue; }
             if (raw is "join" or "new-backup" or "rejoin")
-                throw new ArgumentException($"fault '{raw}': a new backup joining a running primary needs re-protection, which the replication in this build does not provide yet");
+                throw new ArgumentException($"fault '{raw}': a new backup joining a live replica is what `chaos drill --cycles N` drills (kill, takeover, a standby joins, again)");
             var k = All.Where(f => Name(f) == raw).Select(f => (FaultKind?)f).FirstOrDefault()
                 ?? throw new ArgumentException($"unknown fault '{raw}' (known: {string.Join(", ", All.Select(Name))}, all)");
             r.Add(k);

@@ -35,13 +35,16 @@ var netOpt = new Option<string>("--net")
     DefaultValueFactory = _ => "host",
 };
 netOpt.AcceptOnlyFromAmong("host", "virtual");
+var cyclesOpt = new Option<int?>("--cycles") { Description = "Instead of rounds: one run of the guest (guests/src/ticker.c), N times: SIGKILL the live replica, its follower takes over, a new standby process starts and the survivor re-protects itself with it (the standby receives the whole log and catches up), again. Every invariant is checked after each cycle; at the end the last live replica's whole log is replayed and must print exactly what the world saw. report.json gives each cycle's takeover, join, transfer and catch-up times." };
+var tickOpt = new Option<int>("--tick-ms") { Description = "--cycles: the guest's sleep between two output lines.", DefaultValueFactory = _ => 20 };
 var buildDirOpt = new Option<string?>("--build-dir") { Description = "Where the bundled guest is built (default: guests/out of the repository)." };
 var drill = new Command("drill", "Start a local primary-backup pair (separate processes, replication through a fault-injecting loopback proxy) with a bundled workload, inject one fault per round at a random moment and check the invariants: no acknowledged write lost, no output released before the backup held it, output continuous across a failover (a repeat only byte-identical and only from the last round trip), exactly one live primary, the takeover state digest equal to the primary's, the workload finishing correctly. Prints a table per round and writes a JSON report and a timeline picture. Exit status 0 only when every invariant held in every round; 1 with the first violation and its seed otherwise; 2 on bad usage or when the pair cannot be started.")
 {
-    roundsOpt, seedOpt, faultsOpt, workloadOpt, guestOpt, requestsOpt, connectionsOpt, linesOpt, workOpt, timeoutOpt, hbOpt, cpOpt, reportOpt, limitOpt, quietOpt, baseDelayOpt, plantOpt, primaryArgOpt, backupArgOpt, buildDirOpt, netOpt,
+    roundsOpt, cyclesOpt, tickOpt, seedOpt, faultsOpt, workloadOpt, guestOpt, requestsOpt, connectionsOpt, linesOpt, workOpt, timeoutOpt, hbOpt, cpOpt, reportOpt, limitOpt, quietOpt, baseDelayOpt, plantOpt, primaryArgOpt, backupArgOpt, buildDirOpt, netOpt,
 };
 drill.SetAction(parse =>
 {
+    if (parse.GetValue(cyclesOpt) is int cycles) return Cycles(parse, cycles);
     FaultKind[] faults;
     try { faults = Faults.Parse(parse.GetValue(faultsOpt)!); }
     catch (ArgumentException e) { Console.Error.WriteLine($"chaos: {e.Message}"); return 2; }
@@ -114,6 +117,45 @@ drill.SetAction(parse =>
     Console.WriteLine($"chaos: every invariant held in all {results.Count} rounds");
     return 0;
 });
+
+int Cycles(ParseResult parse, int cycles)
+{
+    if (cycles < 1) { Console.Error.WriteLine("chaos: --cycles must be at least 1"); return 2; }
+    string? guest = parse.GetValue(guestOpt);
+    try { guest ??= GuestLocator.Guest("ticker", "musl", msg => Console.Error.WriteLine($"chaos: {msg}"), parse.GetValue(buildDirOpt)); }
+    catch (InvalidOperationException e) { Console.Error.WriteLine($"chaos: {e.Message}"); return 2; }
+    string primaryDll = Path.Combine(AppContext.BaseDirectory, "primary.dll"), backupDll = Path.Combine(AppContext.BaseDirectory, "backup.dll");
+    string reportDir = Path.GetFullPath(parse.GetValue(reportOpt)!);
+    Directory.CreateDirectory(reportDir);
+    var settings = new CycleSettings
+    {
+        Cycles = cycles,
+        Seed = parse.GetValue(seedOpt),
+        Guest = guest,
+        SleepMs = parse.GetValue(tickOpt),
+        TimeoutMs = parse.GetValue(timeoutOpt),
+        HeartbeatMs = parse.GetValue(hbOpt),
+        PrimaryDll = primaryDll,
+        BackupDll = backupDll,
+        StepLimit = TimeSpan.FromSeconds(parse.GetValue(limitOpt)),
+        WorkDir = Path.Combine(reportDir, "cycles-work"),
+        Progress = parse.GetValue(quietOpt) ? null : m => Console.Error.WriteLine("chaos: " + m),
+    };
+    List<CycleRecord> rs;
+    List<InvariantResult> final;
+    string report;
+    try { (rs, final, report) = new CycleDrill(settings).Run(); }
+    catch (DrillSetupException e) { Console.Error.WriteLine($"chaos: the cycles drill could not go on: {e.Message}"); return 2; }
+    string dest = Path.Combine(reportDir, "report.json");
+    File.Copy(report, dest, overwrite: true);
+    Console.WriteLine(CycleDrill.Table(rs));
+    foreach (var i in final) Console.WriteLine($"{(i.Ok ? "ok  " : "FAIL")} {i.Name}: {i.Detail}");
+    Console.WriteLine($"report: {dest}");
+    var bad = rs.SelectMany(r => r.Invariants.Where(i => !i.Ok).Select(i => $"cycle {r.Cycle}: {i.Name}: {i.Detail}")).Concat(final.Where(i => !i.Ok).Select(i => $"end: {i.Name}: {i.Detail}")).FirstOrDefault();
+    if (bad != null) { Console.WriteLine($"chaos: FAILED: {bad}"); return 1; }
+    Console.WriteLine($"chaos: every invariant held in all {rs.Count} cycles");
+    return 0;
+}
 
 var root = new RootCommand("ReVirt chaos: failover drills with fault injection against a local primary-backup pair.") { drill };
 return root.Parse(args).Invoke();

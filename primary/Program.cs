@@ -76,18 +76,29 @@ var caOpt = new Option<string?>("--ca") { Description = "Mutual TLS: the CA cert
 var eventsOpt = new Option<string?>("--events") { Description = "Report what happens as JSON lines (one event per line: protected, backup-lost, unprotected, fenced, exit, ...) to FILE or to an inherited descriptor fd:N." };
 var plantOpt = new Option<string?>("--plant") { Description = "Drills only: plant a violation the drill's checkers must report (gate-early, ignore-arbiter).", Hidden = true };
 plantOpt.AcceptOnlyFromAmong("gate-early", "ignore-arbiter");
+var standbyOpt = new Option<string[]>("--standby")
+{
+    Description = "URL of a standby (`backup listen --listen URL` with the same token or certificates), repeatable. Whenever this replica runs without a backup (it lost its backup and won the arbiter), it asks the standbys in turn every --standby-retry-ms until one accepts, sends it the whole log from the beginning and is protected again; output produced from then on waits for that standby's acknowledgements.",
+    AllowMultipleArgumentsPerToken = false,
+};
+var standbyRetryOpt = new Option<int>("--standby-retry-ms") { Description = "Pause between two rounds over the standbys while none accepts.", DefaultValueFactory = _ => 500 };
+var storeOpt = new Option<string?>("--log") { Description = "Where this replica keeps its whole log, which a standby that joins later receives from the beginning (default: a temporary file removed at exit)." };
 var protoOpt = new Option<uint>("--protocol-version") { Description = "Testing: announce another protocol version.", Hidden = true, DefaultValueFactory = _ => ReVirt.Replication.ReplicationProtocol.Version };
 var protect = new Command("protect", "Run like `record`, streaming the event log to a backup (`backup listen`) that replays it in lockstep and takes over if this primary dies. Output leaves the VM only once the backup holds the log up to the point where it was produced.")
 {
-    backupOpt, tokenOpt, certOpt, keyOpt, caOpt, arbiterOpt, hbOpt, timeoutOpt, lagRecOpt, lagBytesOpt, eventsOpt, plantOpt, protoOpt, intervalOpt, rootOpt, cwdOpt, netOpt, ipOpt, macOpt, tapOpt, netnsOpt, statsOpt, tierOpt, program,
+    backupOpt, standbyOpt, standbyRetryOpt, storeOpt, tokenOpt, certOpt, keyOpt, caOpt, arbiterOpt, hbOpt, timeoutOpt, lagRecOpt, lagBytesOpt, eventsOpt, plantOpt, protoOpt, intervalOpt, rootOpt, cwdOpt, netOpt, ipOpt, macOpt, tapOpt, netnsOpt, statsOpt, tierOpt, program,
 };
 protect.SetAction(parse =>
 {
     if (ReVirt.Replication.ReplicaChannelOptions.Load("--backup", parse.GetValue(backupOpt)!, parse.GetValue(tokenOpt), parse.GetValue(certOpt), parse.GetValue(keyOpt),
             parse.GetValue(caOpt), parse.GetValue(eventsOpt), out var secret, out var tls, out var events) is { } bad)
     { Console.Error.WriteLine($"primary: {bad}"); return 2; }
-    var settings = new ReVirt.Primary.ProtectSettings
+    var settings = new ReVirt.Replication.ProtectSettings
     {
+        Standbys = parse.GetValue(standbyOpt) ?? [],
+        StandbyRetryMs = parse.GetValue(standbyRetryOpt),
+        LogPath = parse.GetValue(storeOpt),
+        Stop = code => Environment.Exit(code),
         Tls = tls,
         BackupUrl = parse.GetValue(backupOpt)!,
         Secret = secret,
@@ -102,9 +113,9 @@ protect.SetAction(parse =>
         Events = events,
         Plant = parse.GetValue(plantOpt) switch
         {
-            "gate-early" => ReVirt.Primary.PrimaryPlant.GateEarly,
-            "ignore-arbiter" => ReVirt.Primary.PrimaryPlant.IgnoreArbiter,
-            _ => ReVirt.Primary.PrimaryPlant.None,
+            "gate-early" => ReVirt.Replication.PrimaryPlant.GateEarly,
+            "ignore-arbiter" => ReVirt.Replication.PrimaryPlant.IgnoreArbiter,
+            _ => ReVirt.Replication.PrimaryPlant.None,
         },
     };
     if (MakeOptions(parse) is not { } machine) return 2;

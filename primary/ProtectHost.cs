@@ -58,7 +58,15 @@ sealed class ProtectService(ProtectSettings settings, MachineOptions opts, ulong
         catch (ElfLoadException e) { Log.WriteLine($"primary: {e.Message}"); return e.ExitStatus; }
         var header = Recording.Header(opts, program.Image, checkpointInterval);
         var encoded = header.Encode();
-        var client = new ReplicationClient(settings, Log);
+        string storePath = settings.LogPath ?? Path.Combine(Path.GetTempPath(), $"revirt-primary-{Environment.ProcessId}.rvlog");
+        using var store = LogStore.Create(storePath);
+        try { return await RunProtected(header, encoded, program, store); }
+        finally { if (settings.LogPath == null) try { File.Delete(storePath); } catch (IOException) { } }
+    }
+
+    async Task<int> RunProtected(LogHeader header, byte[] encoded, StartProgram program, LogStore store)
+    {
+        var client = new ReplicationClient(settings, Log, store);
         try { await client.ConnectAsync(encoded); }
         catch (ReplicationRefusedException e)
         {
@@ -67,7 +75,7 @@ sealed class ProtectService(ProtectSettings settings, MachineOptions opts, ulong
             return 2;
         }
         Log.WriteLine($"primary: protected by {client.BackupId} at {settings.BackupUrl}");
-        settings.Events.Emit(ReplicaEvent.Protected, ("backup", client.BackupId), ("url", settings.BackupUrl));
+        settings.Events.Emit(ReplicaEvent.Protected, ("backup", client.BackupId), ("url", settings.BackupUrl), ("term", client.Term));
 
         var writer = new LogWriter(header, client);
         var boundary = new RecordingBoundary(writer, header.CheckpointInterval) { Gate = client.Gate };

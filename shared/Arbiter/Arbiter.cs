@@ -8,21 +8,29 @@ namespace ReVirt.Arbiter;
 /// is set when the arbiter could not be asked at all (then <paramref name="Won"/> is false and the holder unknown):
 /// a replica that cannot reach its arbiter never goes live.
 /// </summary>
-public readonly record struct ArbiterResult(bool Won, string Holder, string? Error = null)
+public readonly record struct ArbiterResult(bool Won, string Holder, string? Error = null, long Term = 0)
 {
-    /// <summary>For the log: who holds the arbiter, or why it could not be asked.</summary>
-    public string Explain => Error ?? $"held by {Holder}";
+    /// <summary>For the log: who holds the arbiter (and in which term), or why it could not be asked.</summary>
+    public string Explain => Error ?? $"held by {Holder}{(Term > 0 ? $" in term {Term}" : "")}";
 }
 
 /// <summary>
-/// Split-brain arbiter: an atomic test-and-set that both replicas can reach. The first replica to ask wins and
-/// stays the winner for good; every later request from another owner loses. A replica asks only when it has lost
-/// its peer (the backup when the primary went silent, the primary when the backup did), so there are never two
-/// live primaries: a replica that loses stops.
+/// Split-brain arbiter: an atomic compare-and-set on a <b>term</b> that every replica of one guest can reach.
+/// A replica works in the term it learned when it joined the guest (a fresh pair: term 0; a standby that joins a
+/// live replica: that replica's term, sent in the hello). A replica asks only when it has lost its peer (the
+/// backup when the primary went silent, the primary when the backup did); asking from term T wins term T+1 if
+/// and only if nobody has advanced past T yet. So of the two replicas of a pair exactly one wins, every decision
+/// (a takeover, or a primary going on without its backup) starts a new term, and a replica of an older term —
+/// one that was cut off, stopped, or planted — can never win again, however long it waits.
 /// </summary>
 public interface IArbiter
 {
-    ArbiterResult TryAcquire(string owner);
+    /// <summary>
+    /// Asks to own the guest from term <paramref name="term"/> on: won (with <see cref="ArbiterResult.Term"/> =
+    /// <paramref name="term"/>+1) when the arbiter still stands at <paramref name="term"/>, or when this very owner
+    /// already won term+1 (a retried request); otherwise lost, naming the holder of the newest term.
+    /// </summary>
+    ArbiterResult TryAcquire(string owner, long term);
     string Describe { get; }
 
     /// <summary>
@@ -41,11 +49,12 @@ public static class Arbiters
 {
     /// <summary>Help text for <c>--arbiter</c>, shared by both commands.</summary>
     public const string Help =
-        "Split-brain arbiter both roles can reach, asked by whichever side loses the other. Either a lock file path " +
-        "(one machine or shared storage; default: a file in the temp directory named after this run's log header), or " +
-        "etcd://HOST:PORT[,HOST:PORT...]/KEY[?ttl=SECONDS]: an etcd v3 cluster (plain HTTP/2) where the winner creates KEY " +
-        "holding its id on a lease (TTL default 10 s) kept alive while it runs; the key disappears TTL seconds after the winner dies, " +
-        "and a winner running unprotected re-checks it before releasing output and stops if it lost it. An unreachable etcd never makes a replica live.";
+        "Split-brain arbiter every replica of the guest can reach, asked by whichever side loses the other; every decision starts a new term " +
+        "and a replica of an older term can never win again. Either a lock file path (one machine or shared storage; default: a file in the " +
+        "temp directory named after this run's log header; term N > 1 is the file PATH.N), or " +
+        "etcd://HOST:PORT[,HOST:PORT...]/KEY[?ttl=SECONDS]: an etcd v3 cluster (plain HTTP/2) where the term is KEY/term and the winner " +
+        "writes KEY = its id on a lease (TTL default 10 s) kept alive while it runs; a winner running unprotected re-checks KEY before " +
+        "releasing output and stops once it names someone else or the lease expired. An unreachable etcd never makes a replica live.";
 
     /// <summary>The arbiter named by <paramref name="spec"/> (null: the default lock file of this run).</summary>
     /// <exception cref="FormatException">A malformed etcd URL.</exception>
@@ -63,17 +72,20 @@ public static class Arbiters
 }
 
 /// <summary>
-/// The built-in arbiter: a lock file on a path both roles see (one machine, or storage shared by both hosts with
-/// atomic exclusive create — a local file system or NFSv3+, where O_CREAT|O_EXCL is atomic).
-/// <see cref="TryAcquire"/> creates the file with <see cref="FileMode.CreateNew"/> (O_CREAT|O_EXCL) and writes the
-/// owner's id into it; if it already exists, whoever's id it holds has won.
+/// The built-in arbiter: lock files on a path both roles see (one machine, or storage shared by all hosts with
+/// atomic exclusive create — a local file system or NFSv3+, where O_CREAT|O_EXCL is atomic). Term 1 is the file
+/// PATH itself, term N &gt; 1 the file PATH.N. <see cref="TryAcquire"/> from term T creates the file of term T+1
+/// with <see cref="FileMode.CreateNew"/> (O_CREAT|O_EXCL) and writes the owner's id into it; if it already exists,
+/// whoever's id it holds has won that term. That is a compare-and-set on the term: a term's file is only ever
+/// created by a replica of the term before, so it exists exactly when someone has advanced past T.
 /// </summary>
 /// <remarks>
-/// Stale locks: the lock is never released or expired automatically — a winner that dies leaves it in place, so a
-/// replica of the same pair can never win it later (that would be a second live primary). The default path is
+/// Stale locks: no file is ever released or expired automatically — a winner that dies leaves it in place, so a
+/// replica of an older term can never win later (that would be a second live primary). The default path is
 /// unique to one protected run (derived from its log header, which holds the start time), so a new run never
-/// meets an old lock; an operator who reuses a path with <c>--arbiter</c> removes the file before starting a new
-/// pair. A winner whose file is empty (it died between create and write) still holds the lock.
+/// meets an old lock; an operator who reuses a path with <c>--arbiter</c> removes PATH and PATH.* before starting
+/// a new pair. A winner whose file is empty (it died between create and write) still holds its term.
+/// <see cref="StillHolds"/> is a stat of the next term's file: a winner that finds its term superseded stops.
 /// </remarks>
 public sealed class LockFileArbiter : IArbiter
 {
@@ -86,11 +98,17 @@ public sealed class LockFileArbiter : IArbiter
         => System.IO.Path.Combine(System.IO.Path.GetTempPath(),
             $"revirt-arbiter-{Convert.ToHexStringLower(SHA256.HashData(encodedLogHeader))[..24]}.lock");
 
-    public ArbiterResult TryAcquire(string owner)
+    /// <summary>The file of term <paramref name="term"/> (1: the path itself).</summary>
+    public string TermPath(long term) => term <= 1 ? Path : $"{Path}.{term}";
+
+    long _held; // the term this instance won (0: none)
+
+    public ArbiterResult TryAcquire(string owner, long term)
     {
+        string path = TermPath(term + 1);
         try
         {
-            using (var fs = new FileStream(Path, FileMode.CreateNew, FileAccess.Write, FileShare.Read))
+            using (var fs = new FileStream(path, FileMode.CreateNew, FileAccess.Write, FileShare.Read))
             {
                 fs.Write(Encoding.UTF8.GetBytes($"{owner}\n{DateTimeOffset.UtcNow:O}\n"));
                 // no fsync: the exclusive create is what decides, atomically, for every process that can see the
@@ -99,22 +117,32 @@ public sealed class LockFileArbiter : IArbiter
                 // takeover tens to hundreds of milliseconds on a busy disk
                 fs.Flush();
             }
-            return new ArbiterResult(true, owner);
+            _held = term + 1;
+            return new ArbiterResult(true, owner, Term: term + 1);
         }
-        catch (IOException) when (File.Exists(Path))
+        catch (IOException) when (File.Exists(path))
         {
-            string holder = ReadHolder();
-            return new ArbiterResult(holder == owner, holder);
+            string holder = ReadHolder(path);
+            if (holder == owner) { _held = term + 1; return new ArbiterResult(true, owner, Term: term + 1); }
+            // name the newest term's holder: that is who is live (or was last)
+            long newest = term + 1;
+            while (File.Exists(TermPath(newest + 1))) newest++;
+            return new ArbiterResult(false, newest == term + 1 ? holder : ReadHolder(TermPath(newest)), Term: newest);
         }
     }
 
-    string ReadHolder()
+    /// <summary>False once a newer term than the one this instance won exists: a successor went live.</summary>
+    public bool StillHolds(string owner) => _held > 0 && !File.Exists(TermPath(_held + 1));
+
+    public string LossReason => $"a newer term exists ({TermPath(_held + 1)}): another replica went live after this one";
+
+    static string ReadHolder(string path)
     {
         for (int i = 0; i < 50; i++)
         {
             try
             {
-                var text = File.ReadAllText(Path);
+                var text = File.ReadAllText(path);
                 int nl = text.IndexOf('\n');
                 if (nl > 0) return text[..nl];
             }

@@ -14,12 +14,13 @@ namespace ReVirt.Arbiter;
 /// slash, e.g. <c>etcd://10.0.0.5:2379,10.0.0.6:2379/revirt/kvserver</c>).
 /// </summary>
 /// <remarks>
-/// <para><b>Test-and-set.</b> <see cref="TryAcquire"/> grants a lease (TTL from <c>?ttl=</c>, default 10 s; etcd may
-/// round it up to its minimum) and runs one transaction: if <c>CreateRevision(KEY) == 0</c> (the key does not
-/// exist) put <c>KEY = owner</c> attached to that lease, otherwise read the key. The first replica whose
-/// transaction commits wins; anyone else reads the holder's id and loses (the same owner asking again reads its
-/// own id and still holds it). While the winner's process lives a background task keeps the lease alive
-/// (a keep-alive every TTL/3).</para>
+/// <para><b>Compare-and-set on the term.</b> <see cref="TryAcquire"/> from term T grants a lease (TTL from
+/// <c>?ttl=</c>, default 10 s; etcd may round it up to its minimum) and runs one transaction: if the persistent
+/// key <c>KEY/term</c> still holds T (is absent, for T = 0) put <c>KEY/term = T+1</c> and <c>KEY = owner</c>
+/// attached to that lease, otherwise read both. The first replica of term T whose transaction commits wins term
+/// T+1; anyone else reads the holder's id and the newest term and loses (the same owner asking again reads its own
+/// id in term T+1 and still holds it). A replica of an older term can never win: the term key is never deleted.
+/// While the winner's process lives a background task keeps the lease alive (a keep-alive every TTL/3).</para>
 /// <para><b>Unreachable etcd.</b> Any failure to reach etcd (no endpoint answers within the call timeout, an error
 /// status) makes <see cref="TryAcquire"/> return a lost result whose <see cref="ArbiterResult.Error"/> says why —
 /// never a win. A replica that cannot reach its arbiter does not go live; if neither can, both stop (safety over
@@ -27,12 +28,14 @@ namespace ReVirt.Arbiter;
 /// <para><b>Lease expiry.</b> Unlike the lock file, a win is not forever: when the winner's process dies its lease
 /// is no longer kept alive and etcd deletes the key once the TTL has passed. That is still safe for the pair:
 /// <list type="bullet">
-/// <item>A replica asks the arbiter once, when it has lost its peer; the loser stops for good (exit status 3) and
-/// never asks again, and a dead winner cannot come back as a second primary of the same pair — a restarted
-/// process is a new replica that has to win again, and it can do so only when nobody holds the key.</item>
+/// <item>A replica asks the arbiter once per term, when it has lost its peer; the loser stops for good (exit
+/// status 3), and a dead winner cannot come back as a second primary — a replica of its term can no longer win, and
+/// its successor's win overwrites KEY, which the old winner's next <see cref="StillHolds"/> sees.</item>
 /// <item>The dangerous case is a winner that is alive but stalled (SIGSTOPped, swapped out, cut off from etcd)
-/// for longer than the TTL while its peer has not asked yet: the peer can then win, and the stalled winner must
-/// not release anything more when it wakes. So a replica that runs unprotected after winning calls
+/// while a replica of its term (a standby that had joined it) wins the next term: the stalled winner must not
+/// release anything more when it wakes. While it has a standby its output waits for that standby's
+/// acknowledgements (and stops when the link is stale), and on losing the standby it asks from its own term,
+/// which is gone. Running alone, it has no peer of its term that could win, and it stops once its lease expired. So a replica that runs unprotected after winning calls
 /// <see cref="StillHolds"/> before every output it releases: it answers from the last keep-alive while the lease
 /// is certainly alive (the deadline is counted from when that keep-alive was <em>sent</em>, on the monotonic
 /// clock, which keeps running while a process is stopped) and otherwise asks etcd whether the key still holds
@@ -129,7 +132,11 @@ public sealed class EtcdArbiter : IArbiter, IDisposable
     DateTime Deadline() => DateTime.UtcNow + _callTimeout;
     ByteString KeyBytes => ByteString.CopyFromUtf8(Key);
 
-    public ArbiterResult TryAcquire(string owner)
+    /// <summary>The persistent key holding the current term (decimal; absent: term 0).</summary>
+    public string TermKey => Key + "/term";
+    ByteString TermKeyBytes => ByteString.CopyFromUtf8(TermKey);
+
+    public ArbiterResult TryAcquire(string owner, long term)
     {
         lock (_lock)
         {
@@ -139,20 +146,27 @@ public sealed class EtcdArbiter : IArbiter, IDisposable
                 long sent = Stopwatch.GetTimestamp();
                 var lease = _client.LeaseGrant(new LeaseGrantRequest { TTL = TtlSeconds }, deadline: Deadline());
                 granted = lease.ID;
+                // compare-and-set on the term: it must still be the one this replica works in
                 var txn = new TxnRequest();
-                txn.Compare.Add(new Compare { Key = KeyBytes, Target = Compare.Types.CompareTarget.Create, Result = Compare.Types.CompareResult.Equal, CreateRevision = 0 });
+                txn.Compare.Add(term == 0
+                    ? new Compare { Key = TermKeyBytes, Target = Compare.Types.CompareTarget.Create, Result = Compare.Types.CompareResult.Equal, CreateRevision = 0 }
+                    : new Compare { Key = TermKeyBytes, Target = Compare.Types.CompareTarget.Value, Result = Compare.Types.CompareResult.Equal, Value = ByteString.CopyFromUtf8(term.ToString(CultureInfo.InvariantCulture)) });
+                txn.Success.Add(new RequestOp { RequestPut = new PutRequest { Key = TermKeyBytes, Value = ByteString.CopyFromUtf8((term + 1).ToString(CultureInfo.InvariantCulture)) } });
                 txn.Success.Add(new RequestOp { RequestPut = new PutRequest { Key = KeyBytes, Value = ByteString.CopyFromUtf8(owner), Lease = granted } });
                 txn.Failure.Add(new RequestOp { RequestRange = new RangeRequest { Key = KeyBytes } });
+                txn.Failure.Add(new RequestOp { RequestRange = new RangeRequest { Key = TermKeyBytes } });
                 var r = _client.Transaction(txn, deadline: Deadline());
                 if (r.Succeeded)
                 {
                     Hold(owner, granted, lease.TTL, sent);
-                    return new ArbiterResult(true, owner);
+                    return new ArbiterResult(true, owner, Term: term + 1);
                 }
                 var kvs = r.Responses.Count > 0 ? r.Responses[0].ResponseRange?.Kvs : null;
                 var kv = kvs is { Count: > 0 } ? kvs[0] : null;
-                string holder = kv?.Value.ToStringUtf8() ?? "(the key vanished during the transaction)";
-                if (kv != null && holder == owner)
+                var tkvs = r.Responses.Count > 1 ? r.Responses[1].ResponseRange?.Kvs : null;
+                long current = tkvs is { Count: > 0 } && long.TryParse(tkvs[0].Value.ToStringUtf8(), NumberStyles.None, CultureInfo.InvariantCulture, out long t) ? t : 0;
+                string holder = kv?.Value.ToStringUtf8() ?? "(nobody: the last holder's lease expired)";
+                if (kv != null && holder == owner && current == term + 1)
                 {
                     // our own earlier win (this process, or a retried transaction whose first answer was lost)
                     if (kv.Lease != granted) Revoke(granted);
@@ -160,13 +174,13 @@ public sealed class EtcdArbiter : IArbiter, IDisposable
                     if (kv.Lease == 0 || ttl > 0)
                     {
                         Hold(owner, kv.Lease, ttl, sent);
-                        return new ArbiterResult(true, owner);
+                        return new ArbiterResult(true, owner, Term: current);
                     }
-                    return new ArbiterResult(false, holder, "this owner's lease has just expired");
+                    return new ArbiterResult(false, holder, "this owner's lease has just expired", current);
                 }
                 Revoke(granted);
                 if (_owner != null) _lost = true;
-                return new ArbiterResult(false, holder);
+                return new ArbiterResult(false, holder, Term: current);
             }
             catch (Exception e)
             {

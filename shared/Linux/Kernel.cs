@@ -92,7 +92,13 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles, IDisposable
     {
         bool got = _wakes.TryDequeue(out var w);
         (tid, seq) = w;
-        if (got && _hostEvents.IsEmpty && _wakes.IsEmpty) _hostEventsPending = false;
+        if (got && _hostEvents.IsEmpty && _wakes.IsEmpty)
+        {
+            _hostEventsPending = false;
+            // a wake-up the waiter posted between the check and the clear must not be lost (an idle machine that
+            // saw no pending event and no registered wait would end the guest as deadlocked)
+            if (!_hostEvents.IsEmpty || !_wakes.IsEmpty) _hostEventsPending = true;
+        }
         return got;
     }
 
@@ -102,6 +108,18 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles, IDisposable
     {
         var t = _threads.FirstOrDefault(x => x.Tid == tid && !x.Dead);
         if (t != null && t.Parked && t.HostWait == seq) Unpark(t);
+    }
+
+    /// <summary>
+    /// A backup that went live and goes on recording its log: every thread parked on one of the old primary's host
+    /// waits gets a wake-up posted, which the recording places and logs like any other, so that a replay of the
+    /// continued log runs those calls again at the same points (an unlogged <see cref="RenewHostWaits"/>
+    /// would leave them parked there).
+    /// </summary>
+    public void PostRenewedHostWaits()
+    {
+        foreach (var t in _threads)
+            if (t.Parked && t.HostWait != 0 && !t.Dead) PostWake(t.Tid, t.HostWait);
     }
 
     /// <summary>The machine has nothing to run: waits (live or recording) until a host event is posted. False when

@@ -34,6 +34,28 @@ public sealed class LogWriter : IDisposable, IAsyncDisposable
         BytesWritten = encoded.Length;
     }
 
+    /// <summary>
+    /// Continues a log whose first <paramref name="lastSequence"/> records (and header) already exist elsewhere — a
+    /// backup that took over goes on recording after the records it received. <paramref name="prefix"/> holds those
+    /// bytes (header included); they feed the running digest, so the End record covers the whole log, and are not
+    /// written again. Nothing is appended to <paramref name="sink"/> until the first new record.
+    /// </summary>
+    public LogWriter(LogHeader header, ILogSink sink, ulong lastSequence, Stream prefix, bool leaveOpen = false)
+    {
+        ArgumentNullException.ThrowIfNull(header);
+        ArgumentNullException.ThrowIfNull(sink);
+        _sink = sink;
+        _leaveOpen = leaveOpen;
+        Header = header;
+        HeaderLength = header.Encode().Length;
+        var buf = new byte[1 << 16];
+        int n;
+        long total = 0;
+        while ((n = prefix.Read(buf)) > 0) { _digest.AppendData(buf, 0, n); total += n; }
+        BytesWritten = total;
+        LastSequence = lastSequence;
+    }
+
     /// <summary>Creates a log file at <paramref name="path"/> (overwriting it) and writes the header.</summary>
     public static LogWriter Create(string path, LogHeader header, bool durable = false)
     {

@@ -118,6 +118,7 @@ public sealed class RecordingBoundary : IBoundary
     readonly OutputDigests _out = new();
     Kernel? _k;
     Timer? _flushTimer;
+
     volatile bool _flushDue;
 
     public RecordingBoundary(LogWriter writer, ulong checkpointInterval)
@@ -125,6 +126,30 @@ public sealed class RecordingBoundary : IBoundary
         _w = writer;
         _interval = checkpointInterval;
         _nextCheckpoint = Recording.FirstCheckpoint(checkpointInterval);
+    }
+
+    /// <summary>
+    /// Goes on recording where a replay of the same log turned live (a backup that took over): the output totals
+    /// and the next periodic checkpoint continue from the replay's, so a replay of the whole log — the records the
+    /// old primary wrote, then these — sees one recording.
+    /// </summary>
+    public RecordingBoundary(LogWriter writer, RecordingContinuation from)
+    {
+        _w = writer;
+        _interval = writer.Header.CheckpointInterval;
+        _nextCheckpoint = from.NextCheckpoint;
+        _out = from.Outputs;
+    }
+
+    /// <summary>The guest exits right after the replay consumed its final checkpoint (the old primary died between
+    /// that record and its exit record): the exit follows without a second checkpoint.</summary>
+    public void ExitAfterCheckpoint(int status)
+    {
+        Gate?.GuestEnded();
+        _w.Append(new Exit { InstrCount = Icount, Status = status });
+        _flushTimer?.Dispose();
+        _flushTimer = null;
+        _w.Finish();
     }
 
     void RequestFlush()
@@ -349,7 +374,15 @@ public sealed class FollowOptions
     /// effects are already there, so this replica must not apply them again while it follows (an append would be
     /// doubled, an O_TRUNC open would cut what the primary wrote since). Files are opened when it goes live.</summary>
     public bool SharedStorage { get; init; }
+    /// <summary>Called once the replica has won the takeover, before the machine does anything live: returns the
+    /// boundary the live machine runs on from here (a <see cref="RecordingBoundary"/> continuing the log, so that a
+    /// standby can join this replica later), or null for a plain live machine that records nothing.</summary>
+    public Func<TakeoverPoint, RecordingContinuation, IBoundary?>? Continue { get; init; }
 }
+
+/// <summary>Where a following replay turned live, for the recording that continues its log: the last record it
+/// consumed, the output totals so far (digests chain across the takeover) and when the next checkpoint is due.</summary>
+public sealed record RecordingContinuation(ulong LastSequence, OutputDigests Outputs, ulong NextCheckpoint);
 
 /// <summary>
 /// The boundary of a replay: never touches the host. Every answer comes from the log, asynchronous events are
@@ -367,6 +400,8 @@ public sealed class ReplayBoundary : IBoundary
     LogRecord _peek;
     bool _havePeek, _eof, _live;
     Kernel? _k;
+    // what the machine runs on once live: the host as it is, or a recording that continues the log
+    IBoundary _after = new LiveBoundary();
     // output replayed but not yet reported released by the primary: (fd, offset of its first byte, bytes)
     readonly Queue<(int Fd, ulong Start, byte[] Bytes)> _unreleased = new();
     long _relOut, _relErr;
@@ -455,6 +490,11 @@ public sealed class ReplayBoundary : IBoundary
             throw new ReplayStoodDownException($"the log ended at instruction {Icount} (record #{RecordsConsumed}) and this replica did not win the arbiter: standing down");
         _live = true;
         Takeover = pt;
+        if (_follow.Continue?.Invoke(pt, new RecordingContinuation(_r.LastSequence, _out, _checkpointDue)) is { } after)
+        {
+            _after = after;
+            if (_k != null) after.Attach(_k);
+        }
         // the machine's descriptors get host descriptors of this replica: listeners listen again, files are
         // re-opened at their offsets, the old primary's connections are reset
         if (_k != null)
@@ -462,7 +502,9 @@ public sealed class ReplayBoundary : IBoundary
             var report = TakeoverAgent.AttachHost(_k).ToList();
             // the virtual interface (if the guest has one) comes up here with the replayed connections
             if (_k.Nic is { } nic) report.Add(nic.TakeOver(this, _k.Current.Tid));
-            _k.RenewHostWaits(); // threads parked on the old primary's host waits wait again on this host
+            // threads parked on the old primary's host waits wait again on this host (logged wake-ups when the log goes on)
+            if (_after is RecordingBoundary) _k.PostRenewedHostWaits();
+            else _k.RenewHostWaits();
             foreach (var line in report) _k.Options.Diagnostics.WriteLine("backup: takeover: " + line);
             _k.Options.Diagnostics.Flush();
             _follow.WentLive?.Invoke(report);
@@ -561,7 +603,7 @@ public sealed class ReplayBoundary : IBoundary
 
     public HostResult Syscall(int tid, int nr, Func<HostResult> perform, bool reexecuteOnReplay = false)
     {
-        if (LiveNow()) return perform();
+        if (LiveNow()) return _after.Syscall(tid, nr, perform, reexecuteOnReplay);
         var s = Expect<SyscallResult>($"the result of syscall {nr}");
         if (s.Nr != nr) throw Diverged($"the guest made syscall {nr} where the recording made syscall {s.Nr} (at instruction {s.InstrCount})");
         if (s.InstrCount != Icount) throw Diverged($"syscall {nr} came at instruction {Icount}, recorded at {s.InstrCount}");
@@ -583,7 +625,7 @@ public sealed class ReplayBoundary : IBoundary
     /// </summary>
     public HostResult FileContent(int tid, int nr, FileRef file, Func<HostResult> perform)
     {
-        if (LiveNow()) return perform();
+        if (LiveNow()) return _after.FileContent(tid, nr, file, perform);
         if (!Peek(out var next) || next.Kind != RecordKind.FileContent) return Syscall(tid, nr, perform);
         var c = Expect<Log.FileContent>($"the content of {file.GuestPath}");
         if (c.Nr != nr || c.Path != file.GuestPath || c.Offset != file.Offset)
@@ -611,15 +653,21 @@ public sealed class ReplayBoundary : IBoundary
     public HostResult Output(int tid, int nr, int fd, byte[] data, Func<HostResult> perform)
     {
         _writeFromLog = false;
-        if (LiveNow()) return perform();
+        if (LiveNow()) return _after.Output(tid, nr, fd, data, perform);
         var r = Syscall(tid, nr, perform);
         _writeFromLog = true;
         return r;
     }
 
+    public HostResult Send(int tid, int nr, SocketSend send)
+        => LiveNow() ? _after.Send(tid, nr, send) : Syscall(tid, nr, () => HostResult.Of(send.Perform(0, send.Data.Length, 0)));
+
+    public HostResult SocketEnd(int tid, int nr, object socket, Func<HostResult> perform, bool reexecuteOnReplay)
+        => LiveNow() ? _after.SocketEnd(tid, nr, socket, perform, reexecuteOnReplay) : Syscall(tid, nr, perform, reexecuteOnReplay);
+
     public NetReceived NetReceive(int tid, Func<NetReceived> perform)
     {
-        if (LiveNow()) return perform();
+        if (LiveNow()) return _after.NetReceive(tid, perform);
         // a following backup opens its TAP device now, off the failover's critical path (nothing is read before it)
         if (_follow != null && _k?.Nic is { } nic) nic.OpenAhead();
         var n = Expect<NetInput>("the network interface's input");
@@ -630,7 +678,7 @@ public sealed class ReplayBoundary : IBoundary
 
     public ulong Value(int tid, InputKind kind, Func<ulong> perform)
     {
-        if (LiveNow()) return perform();
+        if (LiveNow()) return _after.Value(tid, kind, perform);
         ulong at, value;
         if (kind == InputKind.Rdrand) { var r = Expect<Rdrand>("an RDRAND value"); (at, value) = (r.InstrCount, r.Value); }
         else { var t = Expect<Rdtsc>("an RDTSC value"); (at, value) = (t.InstrCount, t.Value); }
@@ -640,7 +688,7 @@ public sealed class ReplayBoundary : IBoundary
 
     public byte[] Bytes(int tid, InputKind kind, int count, Func<byte[]> perform)
     {
-        if (LiveNow()) return perform();
+        if (LiveNow()) return _after.Bytes(tid, kind, count, perform);
         var s = Expect<SyscallResult>($"{kind} bytes");
         if (s.Nr != -1000 - (int)kind || s.Data.Length != count || s.MemWrites != null) throw Diverged($"expected {count} bytes of {kind}, found {Describe(_peek)}");
         return s.Data;
@@ -667,7 +715,7 @@ public sealed class ReplayBoundary : IBoundary
 
     public ulong NextStop(Kernel kernel, CpuT cpu)
     {
-        if (LiveNow()) return kernel.HostEventsPending ? cpu.InstructionCount : ulong.MaxValue;
+        if (LiveNow()) return _after.NextStop(kernel, cpu);
         return ReplayStop(cpu);
     }
 
@@ -675,7 +723,7 @@ public sealed class ReplayBoundary : IBoundary
     {
         if (_live)
         {
-            kernel.TakeHostEvent(cpu);
+            _after.AtStop(kernel, cpu);
             return;
         }
         while (Peek(out var rec))
@@ -744,12 +792,7 @@ public sealed class ReplayBoundary : IBoundary
     /// whose log has ended is live and waits for the host.</summary>
     public bool Idle(Kernel kernel, CpuT cpu)
     {
-        if (LiveNow())
-        {
-            if (!kernel.WaitForHostEvent()) return false;
-            kernel.TakeHostEvent(cpu);
-            return true;
-        }
+        if (LiveNow()) return _after.Idle(kernel, cpu);
         if (!Peek(out var rec)) throw OutOfRecords(" (every guest thread waits)");
         ulong at = rec.Kind switch
         {
@@ -784,8 +827,10 @@ public sealed class ReplayBoundary : IBoundary
     {
         if (LiveNow())
         {
-            // the write's result came from the log but its Output record never arrived: nobody saw these bytes
-            if (_writeFromLog) HostWrite(fd, bytes);
+            // a recording continuation logs every output and releases it through its gate; without one, a write
+            // whose result came from the log but whose Output record never arrived was seen by nobody: write it
+            if (_after is RecordingBoundary) _after.OnOutput(kernel, cpu, fd, bytes);
+            else if (_writeFromLog) HostWrite(fd, bytes);
             _writeFromLog = false;
             return;
         }
@@ -814,10 +859,15 @@ public sealed class ReplayBoundary : IBoundary
 
     public void OnExit(Kernel kernel, CpuT cpu, int status)
     {
-        if (LiveNow()) return;
+        if (LiveNow()) { _after.OnExit(kernel, cpu, status); return; }
         var c = Expect<Checkpoint>("the final checkpoint");
         VerifyCheckpoint(kernel, cpu, c);
-        if (LiveNow()) return; // the primary was lost between its final checkpoint and its exit record
+        if (LiveNow())
+        {
+            // the primary was lost between its final checkpoint and its exit record
+            if (_after is RecordingBoundary rec) rec.ExitAfterCheckpoint(status);
+            return;
+        }
         var e = Expect<Exit>("the exit record");
         RecordedExitStatus = e.Status;
         if (e.Status != status) throw Diverged($"the guest exited with status {status}; the recording exited with {e.Status}");

@@ -48,7 +48,8 @@ public sealed partial class OutputGate
     public int HeldCount { get { lock (_lock) return _held.Count; } }
     public ulong Acked { get { lock (_lock) return _acked; } }
 
-    /// <summary>Milliseconds each released output spent in the gate (protected mode only).</summary>
+    /// <summary>Milliseconds each output held while protected spent in the gate (released by an acknowledgement, or
+    /// when this replica went on without its backup or released the end of a run under the arbiter).</summary>
     public double[] HoldTimesMs() { lock (_lock) return _holdMs.ToArray(); }
 
     /// <summary>Output produced by log record <paramref name="seq"/>.</summary>
@@ -122,12 +123,38 @@ public sealed partial class OutputGate
             {
                 var e = _held.Dequeue();
                 _heldBytes -= e.Bytes.Length;
-                // the end of a run: this output waited for the whole log's acknowledgement, then the arbiter
-                if (_final && _holdMs.Count < 1_000_000) _holdMs.Add(Stopwatch.GetElapsedTime(e.Since, now).TotalMilliseconds);
+                // held until now (the final release of a guest that ended counts as much as an acknowledged one)
+                if (_holdMs.Count < 1_000_000) _holdMs.Add(Stopwatch.GetElapsedTime(e.Since, now).TotalMilliseconds);
                 Emit(e.Fd, e.Bytes);
             }
             ReleaseSockets();
         }
+    }
+
+    /// <summary>
+    /// A standby joined this unprotected replica: from here on output waits for acknowledgements again. Everything
+    /// produced up to record <paramref name="upTo"/> was released while unprotected; the standby receives the whole
+    /// log from record 1, so its acknowledgements reach past <paramref name="upTo"/> only once it holds the backlog.
+    /// </summary>
+    public void Reprotect(ulong upTo)
+    {
+        lock (_lock)
+        {
+            if (_discarded) return;
+            _unprotected = false;
+            _stillOwner = null;
+            _ownershipLost = null;
+            if (upTo > _acked) _acked = upTo;
+        }
+    }
+
+    /// <summary>A replica that took over starts at the guest's output offsets where the log it replayed ended (what
+    /// its predecessor released or it re-emitted itself): the marks it reports to a standby are offsets of the
+    /// guest's whole output.</summary>
+    public void StartReleasedAt(ulong stdoutBytes, ulong stderrBytes)
+    {
+        Interlocked.Exchange(ref _releasedOut, (long)stdoutBytes);
+        Interlocked.Exchange(ref _releasedErr, (long)stderrBytes);
     }
 
     /// <summary>This primary lost the arbiter: the backup is live and owns the output from here; drop what is held.</summary>

@@ -94,13 +94,18 @@ public static class ReplicaEvent
     public const string ReplayMatched = "replay-matched";     // instructions, records, checkpoints, outputs, status
     public const string Diverged = "diverged";                // message
     public const string PrimaryFinished = "primary-finished"; // status, lastSequence (the primary said goodbye)
+    public const string CaughtUp = "caught-up";               // records, ms (a standby that joined a live replica replayed the log it had then)
     // primary
     public const string Protected = "protected";              // backup, url
     public const string Refused = "refused";                  // reason
     public const string BackupLost = "backup-lost";           // reason, acked
     public const string Unprotected = "unprotected";          // arbiter
     public const string FinalRelease = "final-release";       // arbiter, heldBytes (the guest ended: the primary releases its last output holding the arbiter)
-    public const string Fenced = "fenced";                    // reason
+    public const string Fenced = "fenced";                    // reason, term
+    // a live replica (a primary, or a backup that took over) and its standbys (--standby)
+    public const string Reprotected = "reprotected";          // backup, url, term, backlogRecords, backlogBytes, unprotectedMs
+    public const string StandbyRefused = "standby-refused";   // url, reason (each time a standby's answer changes)
+    public const string StandbyHolds = "standby-holds";       // backup, records, transferMs (the standby acknowledged the whole backlog)
     public const string Planted = "planted";                  // violation (drills only)
     public const string Stats = "stats";                      // --stats figures: outputsHeld, outputHoldP50Ms/P99Ms, socketSendsHeld, socketHoldP50Ms/P99Ms, creditWaits, acks, lagP50Ms/P99Ms, records, logBytes
     // both

@@ -117,7 +117,7 @@ public class EtcdArbiterTests(EtcdServer etcd, ITestOutputHelper output) : IClas
             var threads = Enumerable.Range(0, arbiters.Length).Select(i => new Thread(() =>
             {
                 start.SignalAndWait();
-                results[i] = arbiters[i].TryAcquire($"owner{i}");
+                results[i] = arbiters[i].TryAcquire($"owner{i}", 0);
             })).ToArray();
             foreach (var t in threads) { t.IsBackground = true; t.Start(); }
             foreach (var t in threads) Assert.True(t.Join(TimeSpan.FromSeconds(60)));
@@ -128,10 +128,10 @@ public class EtcdArbiterTests(EtcdServer etcd, ITestOutputHelper output) : IClas
             Assert.All(results, r => Assert.Equal(winner, r.Holder));
             Assert.Equal(winner, etcd.Get(key));
             // the same owner asking again (this instance or another) still holds it; nobody else does
-            Assert.True(arbiters[winners[0].i].TryAcquire(winner).Won);
+            Assert.True(arbiters[winners[0].i].TryAcquire(winner, 0).Won);
             using var again = EtcdArbiter.Parse(etcd.Url(key));
-            Assert.True(again.TryAcquire(winner).Won);
-            Assert.False(again.TryAcquire("someone-else").Won);
+            Assert.True(again.TryAcquire(winner, 0).Won);
+            Assert.False(again.TryAcquire("someone-else", 0).Won);
             Assert.True(arbiters[winners[0].i].StillHolds(winner));
             Assert.False(arbiters[(winners[0].i + 1) % 16].StillHolds($"owner{(winners[0].i + 1) % 16}"));
         }
@@ -139,20 +139,39 @@ public class EtcdArbiterTests(EtcdServer etcd, ITestOutputHelper output) : IClas
     }
 
     [Fact]
-    public void AfterTheWinnerReleasesAnotherOwnerCanWin()
+    public void EachWinStartsANewTermAndAStaleReplicaNeverWinsAgain()
     {
         string key = NewKey();
         using var a = EtcdArbiter.Parse(etcd.Url(key));
         using var b = EtcdArbiter.Parse(etcd.Url(key));
-        Assert.True(a.TryAcquire("a").Won);
-        var lost = b.TryAcquire("b");
+        using var c = EtcdArbiter.Parse(etcd.Url(key));
+        var won = a.TryAcquire("a", 0);
+        Assert.True(won.Won);
+        Assert.Equal(1, won.Term);
+        var lost = b.TryAcquire("b", 0);
         Assert.False(lost.Won);
-        Assert.Equal("a", lost.Holder);
-        a.Release(); // revokes the lease: the key goes with it
-        Assert.Null(etcd.Get(key));
-        Assert.True(b.TryAcquire("b").Won);
+        Assert.Equal(("a", 1L), (lost.Holder, lost.Term));
+        // b joined a in term 1 as its standby; a dies: b takes term 2 at once (no waiting for a's lease)
+        var b2 = b.TryAcquire("b", 1);
+        Assert.True(b2.Won);
+        Assert.Equal(2, b2.Term);
+        // a stalled winner that wakes up asks from its own term (it had a standby: it lost it) and finds b in term 2;
+        // from then on it holds nothing
+        var late = a.TryAcquire("a", 1);
+        Assert.False(late.Won);
+        Assert.Equal(("b", 2L), (late.Holder, late.Term));
         Assert.False(a.StillHolds("a"));
+        a.Release();
+        Assert.Equal("b", etcd.Get(key));
+        // a replica of an older term can never win, even once the key is gone
         b.Release();
+        Assert.Null(etcd.Get(key));
+        var stale = c.TryAcquire("c", 1);
+        Assert.False(stale.Won);
+        Assert.Equal(2, stale.Term);
+        Assert.False(c.TryAcquire("c", 0).Won);
+        Assert.True(c.TryAcquire("c", 2).Won);
+        c.Release();
     }
 
     [Fact]
@@ -160,38 +179,40 @@ public class EtcdArbiterTests(EtcdServer etcd, ITestOutputHelper output) : IClas
     {
         string key = NewKey();
         using var a = EtcdArbiter.Parse(etcd.Url(key, ttl: 2));
-        Assert.True(a.TryAcquire("a").Won);
+        Assert.True(a.TryAcquire("a", 0).Won);
         Thread.Sleep(TimeSpan.FromSeconds(3 * Math.Max(2, a.GrantedTtlSeconds)));
         Assert.Equal("a", etcd.Get(key));
         using var b = EtcdArbiter.Parse(etcd.Url(key, ttl: 2));
-        Assert.False(b.TryAcquire("b").Won);
+        Assert.False(b.TryAcquire("b", 0).Won);
         Assert.True(a.StillHolds("a"));
         a.Release();
     }
 
     [Fact]
-    public void AStalledWinnersLeaseExpiresAnotherWinsAndTheStalledOneNoticesBeforeReleasingOutput()
+    public void AStalledWinnersLeaseExpiresAndItNoticesBeforeReleasingOutput()
     {
         string key = NewKey();
         using var a = EtcdArbiter.Parse(etcd.Url(key, ttl: 2));
-        Assert.True(a.TryAcquire("a").Won);
+        Assert.True(a.TryAcquire("a", 0).Won);
         output.WriteLine($"granted TTL {a.GrantedTtlSeconds} s");
         Assert.True(a.StillHolds("a"));
         a.SuspendKeepAlive(); // as if SIGSTOPped
-        using var b = EtcdArbiter.Parse(etcd.Url(key, ttl: 2));
         var sw = Stopwatch.StartNew();
-        ArbiterResult r;
-        while (!(r = b.TryAcquire("b")).Won)
+        while (etcd.Get(key) != null)
         {
-            Assert.True(sw.Elapsed < TimeSpan.FromSeconds(30), $"the stalled winner's lease never expired ({r.Explain})");
+            Assert.True(sw.Elapsed < TimeSpan.FromSeconds(30), "the stalled winner's lease never expired");
             Thread.Sleep(200);
         }
-        output.WriteLine($"b won {sw.ElapsedMilliseconds} ms after a stopped keeping its lease alive");
+        output.WriteLine($"the key went {sw.ElapsedMilliseconds} ms after a stopped keeping its lease alive");
         Assert.True(sw.Elapsed >= TimeSpan.FromSeconds(1), "the lease outlived at least most of its TTL");
         // the stalled winner wakes up: it must find it lost the key before releasing anything
         Assert.False(a.StillHolds("a"));
         Assert.Contains("expired", a.LossReason);
-        Assert.False(a.TryAcquire("a").Won);
+        // its term is still the newest: the other replica of term 0 cannot win it, a replica of term 1 can
+        using var b = EtcdArbiter.Parse(etcd.Url(key, ttl: 2));
+        Assert.False(b.TryAcquire("b", 0).Won);
+        Assert.True(b.TryAcquire("b", 1).Won);
+        Assert.False(a.TryAcquire("a", 0).Won);
         b.Release();
     }
 
@@ -201,7 +222,7 @@ public class EtcdArbiterTests(EtcdServer etcd, ITestOutputHelper output) : IClas
         int dead = EtcdServer.FreePort(); // nothing listens there
         using var a = EtcdArbiter.Parse($"etcd://127.0.0.1:{dead}/{NewKey()}?ttl=3");
         var sw = Stopwatch.StartNew();
-        var r = a.TryAcquire("a");
+        var r = a.TryAcquire("a", 0);
         output.WriteLine($"{sw.ElapsedMilliseconds} ms: {r.Explain}");
         Assert.False(r.Won);
         Assert.NotNull(r.Error);

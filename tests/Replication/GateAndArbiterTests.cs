@@ -52,13 +52,51 @@ public class GateAndArbiterTests
         try
         {
             var results = new ArbiterResult[16];
-            Parallel.For(0, results.Length, i => results[i] = new LockFileArbiter(path).TryAcquire($"owner{i}"));
+            Parallel.For(0, results.Length, i => results[i] = new LockFileArbiter(path).TryAcquire($"owner{i}", 0));
             Assert.Single(results, r => r.Won);
             string winner = results.Single(r => r.Won).Holder;
             Assert.All(results, r => Assert.Equal(winner, r.Holder));
-            Assert.True(new LockFileArbiter(path).TryAcquire(winner).Won); // the winner stays the winner
+            Assert.True(new LockFileArbiter(path).TryAcquire(winner, 0).Won); // the winner stays the winner
         }
         finally { File.Delete(path); }
+    }
+
+    [Fact]
+    public void LockFileTermsAdvanceOnceEachAndAStaleReplicaNeverWins()
+    {
+        string path = Path.Combine(Path.GetTempPath(), $"revirt-arb-{Guid.NewGuid():N}.lock");
+        try
+        {
+            var primary = new LockFileArbiter(path);
+            var backup = new LockFileArbiter(path);
+            var standby = new LockFileArbiter(path);
+            var won = backup.TryAcquire("backup", 0); // the primary died: the backup takes term 1
+            Assert.True(won.Won);
+            Assert.Equal(1, won.Term);
+            Assert.True(backup.StillHolds("backup"));
+            var stale = primary.TryAcquire("primary", 0); // the old primary comes back from a stall: term 0 is over
+            Assert.False(stale.Won);
+            Assert.Equal(("backup", 1L), (stale.Holder, stale.Term));
+            // a standby joined the backup in term 1; the backup dies: the standby takes term 2
+            var next = standby.TryAcquire("standby", 1);
+            Assert.True(next.Won);
+            Assert.Equal(2, next.Term);
+            Assert.False(backup.StillHolds("backup")); // a stalled winner sees the newer term before releasing output
+            Assert.False(primary.TryAcquire("primary", 0).Won);
+            var late = backup.TryAcquire("backup", 1);
+            Assert.False(late.Won);
+            Assert.Equal(("standby", 2L), (late.Holder, late.Term));
+            Assert.True(standby.TryAcquire("standby", 1).Won); // a retried request of the winner
+            // racing replicas of one term: exactly one wins it
+            var results = new ArbiterResult[8];
+            Parallel.For(0, results.Length, i => results[i] = new LockFileArbiter(path).TryAcquire($"r{i}", 2));
+            Assert.Single(results, r => r.Won);
+            Assert.All(results, r => Assert.Equal(3, r.Term));
+        }
+        finally
+        {
+            foreach (var f in Directory.GetFiles(Path.GetDirectoryName(path)!, Path.GetFileName(path) + "*")) File.Delete(f);
+        }
     }
 
     [Fact]

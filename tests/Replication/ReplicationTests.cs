@@ -253,7 +253,7 @@ public class ReplicationTests(ITestOutputHelper output)
 
             // the backup accepts the right primary after all those refusals; a second primary is refused
             // the first primary's guest computes for seconds, so it still runs when the second primary knocks
-            using var first = Replicas.Primary("--backup", url, "--token-file", tok1, "--", Counter, "200", "1000000");
+            using var first = Replicas.Primary("--backup", url, "--token-file", tok1, "--", Counter, "200", "20000000");
             first.WaitForEvent(ReplicaEvent.Protected, Long);
             r = Protect("--token-file", tok1, "--", Counter, "3", "1000");
             Assert.Equal(2, r.ExitCode);

@@ -151,6 +151,8 @@ public class PeerSecurityTests
                 Assert.StartsWith("bad log header", reason);
                 Assert.False(b.HasExited);
             }
+            // a runnable header recorded on another CPU model: refused with the reason (a replay would diverge)
+            Assert.StartsWith("CPU model mismatch", await Handshake(url, HelloWith(H("/", [counter])), secret));
             using var p = Replicas.Primary("--backup", url, "--token-file", tok, "--", counter, "5", "1000");
             Assert.Equal(0, p.WaitForExit(Long));
             Assert.Equal(0, b.WaitForExit(Long));

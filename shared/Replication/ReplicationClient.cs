@@ -1,0 +1,803 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Threading.Channels;
+using Google.Protobuf;
+using Grpc.Core;
+using Grpc.Net.Client;
+using Polly;
+using Polly.Retry;
+using Polly.Timeout;
+using ReVirt.Arbiter;
+using ReVirt.Log;
+using ReVirt.Protocol;
+
+namespace ReVirt.Replication;
+
+/// <summary>Settings of `primary protect`.</summary>
+public sealed class ProtectSettings
+{
+    public required string BackupUrl { get; init; }
+    public byte[] Secret { get; init; } = [];
+    public string? ArbiterPath { get; init; }
+    public int HeartbeatMs { get; init; } = 100;
+    public int TimeoutMs { get; init; } = 2000;
+    /// <summary>The guest is slowed down (blocked at its next log record) while this many records are unacknowledged.</summary>
+    public long MaxLagRecords { get; init; } = 50_000;
+    public long MaxLagBytes { get; init; } = 16 << 20;
+    public int ConnectAttempts { get; init; } = 20;
+    public string Id { get; init; } = $"primary:{Environment.MachineName}:{Environment.ProcessId}";
+    public byte[] RootDigest { get; init; } = [];
+    /// <summary>Which directory of this machine the guest root is (the backup refuses a root it would share by accident).</summary>
+    public RootIdentity? Root { get; init; }
+    public uint ProtocolVersion { get; init; } = ReplicationProtocol.Version;
+    /// <summary>Where this replica reports what happens (<c>--events</c>).</summary>
+    public ReplicaEvents Events { get; init; } = ReplicaEvents.None;
+    /// <summary>Mutual TLS (<c>--cert --key --ca</c>); null: cleartext with the token proof.</summary>
+    public ReplicationTls? Tls { get; init; }
+    /// <summary>
+    /// Drills only (<c>--plant</c>, hidden): a violation the drill's checkers must report. "gate-early" releases
+    /// output without waiting for the backup's acknowledgement; "ignore-arbiter" goes on unprotected even after
+    /// losing the arbiter.
+    /// </summary>
+    public PrimaryPlant Plant { get; init; }
+    /// <summary>
+    /// Standby endpoints (<c>--standby URL</c>, repeatable): whenever this replica runs without a backup (it lost
+    /// one and won the arbiter, or it took over), it asks them in turn until one accepts, sends it the whole log
+    /// from record 1 and is protected again. Empty: it stays unprotected.
+    /// </summary>
+    public IReadOnlyList<string> Standbys { get; init; } = [];
+    /// <summary>How long to wait between two rounds over the standbys while none accepts.</summary>
+    public int StandbyRetryMs { get; init; } = 500;
+    /// <summary>Where this replica keeps its whole log for standbys that join later (null: a temporary file).</summary>
+    public string? LogPath { get; init; }
+    /// <summary>How this replica names itself on stderr.</summary>
+    public string Role { get; init; } = "primary";
+    /// <summary>Stops the process with the exit status (a replica that lost the arbiter must not go on).</summary>
+    public required Action<int> Stop { get; init; }
+}
+
+/// <summary>Violations a drill can plant in a primary (<c>primary protect --plant</c>).</summary>
+public enum PrimaryPlant { None, GateEarly, IgnoreArbiter }
+
+enum LinkState { Connecting, Protected, Unprotected, Fenced }
+
+/// <summary>
+/// The live replica's end of replication: an <see cref="ILogSink"/> that the recording <see cref="LogWriter"/>
+/// appends to. Every record goes to this replica's <see cref="LogStore"/> (its whole log, kept for standbys that
+/// join later) and, while a backup follows, to that backup: a sender task streams record frames in batches
+/// (coalescing whatever accumulated while the previous batch was in flight) with heartbeats when idle, a receiver
+/// task applies the backup's acks to the <see cref="OutputGate"/>, and a watchdog declares the backup lost when it
+/// has been silent for the timeout. Losing the backup means asking the arbiter from this replica's term: won → a
+/// new term, the gate opens and the guest goes on unprotected while the standbys (if any) are asked to join;
+/// lost → another replica is live, so this one stops without releasing anything more.
+/// A standby that joins receives the stored log from record 1 first (catch-up) and then the live records; output
+/// is held again from the moment it joined, so what the guest produces from then on waits until the standby holds
+/// the whole log up to it.
+/// </summary>
+public sealed class ReplicationClient : ILogSink
+{
+    readonly ProtectSettings _s;
+    readonly TextWriter _log;
+    readonly LogStore _store;
+    readonly ConcurrentQueue<(ulong Seq, long Cum, long Ticks)> _inflight = new();
+    readonly List<double> _lagMs = new();
+    readonly object _flow = new();
+    readonly object _decide = new();
+    readonly CancellationTokenSource _stop = new();
+    volatile string? _tlsRefusal;
+    byte[] _header = [];
+    Session? _cur;
+    IArbiter _arbiter = null!;
+    long _term;
+    volatile LinkState _state = LinkState.Connecting;
+    // _acked: what the current backup acknowledged; _base: records the log held when it joined (released already)
+    long _produced, _producedBytes, _acked, _ackedBytes, _base, _baseBytes, _lastHeard, _throttleTicks;
+    volatile bool _deciding, _finishing;
+    Task? _reprotect;
+    Timer? _flushTimer;
+
+    /// <summary>One backup following this replica: its call, its frames and its tasks.</summary>
+    sealed class Session
+    {
+        public required string Url;
+        public required GrpcChannel Channel;
+        public required AsyncDuplexStreamingCall<PrimaryMessage, BackupMessage> Call;
+        public required CancellationTokenSource Cts;
+        public string BackupId = "";
+        public readonly Channel<byte[]> Frames = System.Threading.Channels.Channel.CreateUnbounded<byte[]>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+        public long CatchUpFrom, CatchUpTo;
+        public Task? Sender, Receiver;
+        public Timer? Watchdog;
+        public int Lost;
+        public long JoinedAt;
+    }
+
+    public OutputGate Gate { get; } = OutputGate.ToHostStdio();
+
+    public ulong Acked => (ulong)Interlocked.Read(ref _acked);
+    public long BytesSent { get; private set; }
+    public long Batches { get; private set; }
+    public TimeSpan Throttled => Stopwatch.GetElapsedTime(0, Interlocked.Read(ref _throttleTicks));
+    public string BackupId => _cur?.BackupId ?? "";
+    /// <summary>The arbiter term this replica works in.</summary>
+    public long Term => Interlocked.Read(ref _term);
+    public LogStore Store => _store;
+
+    /// <summary>The backup's lag: for each ack, how long ago the oldest record it covered was produced (ms).</summary>
+    public double[] LagMs() { lock (_lagMs) return _lagMs.ToArray(); }
+    public bool IsProtected => _state == LinkState.Protected;
+
+    /// <param name="store">The replica's whole log; empty for a new recording (the writer's header goes there
+    /// first), or the log a backup received before it took over.</param>
+    public ReplicationClient(ProtectSettings settings, TextWriter log, LogStore store)
+    {
+        _s = settings;
+        _log = log;
+        _store = store;
+        // found by the chaos drill (freeze): a primary stopped in the middle of releasing acknowledged output must
+        // not go on releasing it when it wakes after the timeout — the backup may be live; the watchdog decides
+        Gate.Fresh = () => _state != LinkState.Protected
+            || Stopwatch.GetElapsedTime(Interlocked.Read(ref _lastHeard)).TotalMilliseconds <= _s.TimeoutMs;
+    }
+
+    // ------------------------------------------------------------------ handshake
+
+    /// <summary>A new recording: connects to the backup (with retries), says hello, proves the secret and waits for Welcome.</summary>
+    /// <exception cref="ReplicationRefusedException">The backup refused, or could not be reached.</exception>
+    public async Task ConnectAsync(byte[] encodedHeader)
+    {
+        _header = encodedHeader;
+        _arbiter = Arbiters.Create(_s.ArbiterPath, encodedHeader);
+        // the first handshake of a process includes loading and compiling the gRPC stack (and the backup's check of
+        // the root, which hashes it): 10 s per attempt was too short on a loaded 2-core machine
+        var session = await HandshakeAsync(_s.BackupUrl, Math.Max(1, _s.ConnectAttempts), TimeSpan.FromMilliseconds(Math.Max(30_000, _s.TimeoutMs * 3)), _stop.Token);
+        ReplicationMetrics.Observe(() => Interlocked.Read(ref _produced) - Interlocked.Read(ref _acked), () => Gate.HeldBytes + Gate.SocketHeldBytes);
+        Activate(session, catchUp: false);
+        if (_s.Plant == PrimaryPlant.GateEarly)
+        {
+            _log.WriteLine($"{_s.Role}: TESTING: the output gate releases without acknowledgements");
+            _s.Events.Emit(ReplicaEvent.Planted, ("violation", "gate-early"));
+            Gate.GoUnprotected();
+        }
+        _flushTimer = new Timer(_ => Flush(), null, 2, 2);
+    }
+
+    /// <summary>
+    /// A replica that took over and goes on recording into <see cref="Store"/> (which holds the log it received):
+    /// it won <paramref name="arbiter"/> in term <paramref name="term"/>, runs unprotected and asks the standbys.
+    /// </summary>
+    public void StartLive(byte[] encodedHeader, IArbiter arbiter, long term)
+    {
+        _header = encodedHeader;
+        _arbiter = arbiter;
+        _term = term;
+        _produced = (long)_store.LastSequence;
+        _producedBytes = _store.Length;
+        _state = LinkState.Unprotected;
+        ReplicationMetrics.Observe(() => Interlocked.Read(ref _produced) - Interlocked.Read(ref _acked), () => Gate.HeldBytes + Gate.SocketHeldBytes);
+        Gate.GoUnprotected(() => _arbiter.StillHolds(_s.Id), ArbiterLostWhileUnprotected);
+        _flushTimer = new Timer(_ => Flush(), null, 2, 2);
+        StartReprotecting();
+    }
+
+    GrpcChannel NewChannel(string url) => GrpcChannel.ForAddress(url, new GrpcChannelOptions
+    {
+        HttpHandler = new SocketsHttpHandler
+        {
+            ConnectTimeout = TimeSpan.FromMilliseconds(Math.Max(500, _s.TimeoutMs)),
+            PooledConnectionIdleTimeout = Timeout.InfiniteTimeSpan,
+            KeepAlivePingDelay = TimeSpan.FromSeconds(5),
+            KeepAlivePingTimeout = TimeSpan.FromSeconds(5),
+            EnableMultipleHttp2Connections = true,
+            SslOptions = _s.Tls is { } tls ? new System.Net.Security.SslClientAuthenticationOptions
+            {
+                ClientCertificates = [tls.Identity],
+                RemoteCertificateValidationCallback = (_, cert, _, errors) => (_tlsRefusal = tls.VerifyServer(cert, errors)) == null,
+            } : new System.Net.Security.SslClientAuthenticationOptions(),
+        },
+        MaxReceiveMessageSize = ReplicationProtocol.MaxBackupMessageBytes,
+        MaxSendMessageSize = ReplicationProtocol.MaxMessageBytes,
+    });
+
+    /// <summary>Hello, challenge, proof, welcome with the backup or standby at <paramref name="url"/>.</summary>
+    async Task<Session> HandshakeAsync(string url, int attempts, TimeSpan perAttempt, CancellationToken token, ulong liveSequence = 0)
+    {
+        var hello = new Hello
+        {
+            ProtocolVersion = _s.ProtocolVersion,
+            LogHeader = ByteString.CopyFrom(_header),
+            RootDigest = ByteString.CopyFrom(_s.RootDigest),
+            ClientNonce = ByteString.CopyFrom(ReplicationProtocol.Nonce()),
+            PrimaryId = _s.Id,
+            Root = _s.Root,
+            Term = (ulong)Term,
+            LiveSequence = liveSequence,
+        };
+        _tlsRefusal = null;
+        var channel = NewChannel(url);
+        var client = new Protocol.Replication.ReplicationClient(channel);
+        // the call outlives the handshake's token (the re-protection loop's): only the session cancels it
+        var cts = new CancellationTokenSource();
+
+        // Polly: retry while the backup is not there yet (connection refused → Unavailable), each attempt bounded
+        // by a timeout; a refusal is final.
+        var pipeline = new ResiliencePipelineBuilder()
+            .AddRetry(new RetryStrategyOptions
+            {
+                // a cancelled call is the attempt timeout cancelling it (not ours: the token is checked), so it is retried too
+                ShouldHandle = new PredicateBuilder().Handle<RpcException>(e => _tlsRefusal == null && e.StatusCode is StatusCode.Unavailable or StatusCode.DeadlineExceeded
+                        || (e.StatusCode == StatusCode.Cancelled && !cts.IsCancellationRequested))
+                    .Handle<TimeoutRejectedException>(),
+                MaxRetryAttempts = Math.Max(0, attempts - 1),
+                Delay = TimeSpan.FromMilliseconds(100),
+                BackoffType = DelayBackoffType.Exponential,
+                MaxDelay = TimeSpan.FromSeconds(1),
+                UseJitter = true,
+            })
+            // the first handshake of a process includes loading and compiling the gRPC stack: be generous per attempt
+            .AddTimeout(perAttempt)
+            .Build();
+
+        AsyncDuplexStreamingCall<PrimaryMessage, BackupMessage>? call = null;
+        string backupId = "";
+        try
+        {
+            await pipeline.ExecuteAsync(async ct =>
+            {
+                call?.Dispose();
+                call = client.Stream(cancellationToken: cts.Token);
+                await call.RequestStream.WriteAsync(new PrimaryMessage { Hello = hello }, ct);
+                var challenge = await Next(call, ct);
+                if (challenge.BodyCase == BackupMessage.BodyOneofCase.Refused) throw new ReplicationRefusedException(challenge.Refused.Reason);
+                if (challenge.BodyCase != BackupMessage.BodyOneofCase.Challenge) throw new ReplicationRefusedException($"protocol error: expected a challenge, got {challenge.BodyCase}");
+                var proof = ReplicationProtocol.Proof(_s.Secret, hello, challenge.Challenge.ServerNonce.ToByteArray());
+                await call.RequestStream.WriteAsync(new PrimaryMessage { Auth = new Auth { Proof = ByteString.CopyFrom(proof) } }, ct);
+                var welcome = await Next(call, ct);
+                if (welcome.BodyCase == BackupMessage.BodyOneofCase.Refused) throw new ReplicationRefusedException(welcome.Refused.Reason);
+                if (welcome.BodyCase != BackupMessage.BodyOneofCase.Welcome) throw new ReplicationRefusedException($"protocol error: expected welcome, got {welcome.BodyCase}");
+                backupId = welcome.Welcome.BackupId;
+            }, token);
+        }
+        catch (Exception e) when (e is RpcException or TimeoutRejectedException or ReplicationRefusedException or OperationCanceledException or IOException)
+        {
+            cts.Cancel();
+            call?.Dispose();
+            channel.Dispose();
+            if (e is ReplicationRefusedException) throw;
+            if (_tlsRefusal != null) throw new ReplicationRefusedException($"mutual TLS: {_tlsRefusal}");
+            if (e is RpcException r) throw new ReplicationRefusedException($"cannot reach the backup at {url}: {r.Status.Detail}");
+            if (e is OperationCanceledException) throw new ReplicationRefusedException("stopped while connecting");
+            throw new ReplicationRefusedException($"the backup at {url} did not answer the handshake in time");
+        }
+        return new Session { Url = url, Channel = channel, Call = call!, Cts = cts, BackupId = backupId };
+    }
+
+    static async Task<BackupMessage> Next(AsyncDuplexStreamingCall<PrimaryMessage, BackupMessage> call, CancellationToken ct)
+    {
+        if (!await call.ResponseStream.MoveNext(ct)) throw new ReplicationRefusedException("the backup closed the stream during the handshake");
+        return call.ResponseStream.Current;
+    }
+
+    /// <summary>
+    /// The welcomed backup becomes this replica's backup. With <paramref name="catchUp"/> (a standby joining a
+    /// running guest) it first receives the stored log up to this moment; the switch happens under the lock the
+    /// guest thread appends under, so every record goes either into that backlog or into the live stream, once.
+    /// </summary>
+    void Activate(Session session, bool catchUp, ulong joinAt = 0)
+    {
+        lock (_pending)
+        {
+            _store.Append(_pending.GetBuffer().AsSpan(0, (int)_pending.Length));
+            _pending.SetLength(0);
+            _store.Flush();
+            session.CatchUpFrom = catchUp ? _store.HeaderLength : _store.Length;
+            session.CatchUpTo = _store.Length;
+            session.JoinedAt = Stopwatch.GetTimestamp();
+            // the gate has held output since the hello (HoldForJoin): what was logged up to joinAt was released
+            _base = catchUp ? (long)joinAt : Interlocked.Read(ref _produced);
+            _baseBytes = _producedBytes;
+            Interlocked.Exchange(ref _acked, 0);
+            Interlocked.Exchange(ref _ackedBytes, 0);
+            while (_inflight.TryDequeue(out _)) { }
+            _cur = session;
+            Touch();
+            _state = LinkState.Protected;
+        }
+        session.Sender = Task.Run(() => SendLoop(session));
+        session.Receiver = Task.Run(() => ReceiveLoop(session));
+        session.Watchdog = new Timer(_ => Watch(session), null, _s.HeartbeatMs, _s.HeartbeatMs);
+    }
+
+    void Touch() => Interlocked.Exchange(ref _lastHeard, Stopwatch.GetTimestamp());
+
+    // ------------------------------------------------------------------ re-protection
+
+    void StartReprotecting()
+    {
+        if (_s.Standbys.Count == 0 || _finishing || _stop.IsCancellationRequested) return;
+        _reprotect = Task.Run(ReprotectLoop);
+    }
+
+    /// <summary>Asks the standbys in turn until one joins (or the guest ends, or this replica is fenced).</summary>
+    async Task ReprotectLoop()
+    {
+        var ct = _stop.Token;
+        var lastReason = new Dictionary<string, string>();
+        long since = Stopwatch.GetTimestamp();
+        try
+        {
+            for (int i = 0; !ct.IsCancellationRequested && _state == LinkState.Unprotected; i++)
+            {
+                string url = _s.Standbys[i % _s.Standbys.Count];
+                // from the hello on, output is held again: the standby is told the log's end S, and whatever the
+                // world sees from here on waits for its acknowledgements. A standby that loses this replica before
+                // it holds record S must not go live (the world may have seen output it cannot reproduce).
+                ulong joinAt = HoldForJoin();
+                try
+                {
+                    var session = await HandshakeAsync(url, 2, TimeSpan.FromMilliseconds(Math.Max(5_000, _s.TimeoutMs * 3)), ct, joinAt);
+                    if (_state != LinkState.Unprotected || _finishing) { session.Cts.Cancel(); session.Call.Dispose(); session.Channel.Dispose(); ResumeUnprotected(); return; }
+                    Activate(session, catchUp: true, joinAt);
+                    double waitedMs = Stopwatch.GetElapsedTime(since).TotalMilliseconds;
+                    _log.WriteLine($"{_s.Role}: protected again by {session.BackupId} at {url} (term {Term}); sending it the log so far: {_base} records, {session.CatchUpTo - session.CatchUpFrom} bytes");
+                    _s.Events.Emit(ReplicaEvent.Reprotected, ("backup", session.BackupId), ("url", url), ("term", Term),
+                        ("backlogRecords", _base), ("backlogBytes", session.CatchUpTo - session.CatchUpFrom), ("unprotectedMs", waitedMs));
+                    return;
+                }
+                catch (Exception e) when (!ct.IsCancellationRequested)
+                {
+                    ResumeUnprotected();
+                    string reason = e is ReplicationRefusedException ? e.Message : $"{e.GetType().Name}: {e.Message}";
+                    if (!lastReason.TryGetValue(url, out var prev) || prev != reason)
+                    {
+                        lastReason[url] = reason;
+                        _log.WriteLine($"{_s.Role}: standby {url} did not join: {reason}");
+                        _s.Events.Emit(ReplicaEvent.StandbyRefused, ("url", url), ("reason", reason));
+                    }
+                }
+                if ((i + 1) % _s.Standbys.Count == 0) await Task.Delay(_s.StandbyRetryMs, ct);
+            }
+        }
+        catch (OperationCanceledException) { }
+        finally { if (_state == LinkState.Unprotected) ResumeUnprotected(); }
+    }
+
+    /// <summary>Flushes the log to the store and holds output produced after it; returns the last record (the join point).</summary>
+    ulong HoldForJoin()
+    {
+        lock (_pending)
+        {
+            PushPending();
+            ulong at = (ulong)Interlocked.Read(ref _produced);
+            Gate.Reprotect(at);
+            return at;
+        }
+    }
+
+    /// <summary>No standby joined: release what was held for it and go on unprotected.</summary>
+    void ResumeUnprotected()
+    {
+        if (_state == LinkState.Unprotected) Gate.GoUnprotected(() => _arbiter.StillHolds(_s.Id), ArbiterLostWhileUnprotected);
+    }
+
+    // ------------------------------------------------------------------ ILogSink (guest thread)
+
+    public void Append(ReadOnlySpan<byte> encoded)
+    {
+        if (_store.Length == 0) { _store.Append(encoded); return; } // the header: already sent in Hello
+        ulong seq = System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(encoded[RecordFrame.SequenceOffset..]);
+        var st = _state;
+        if (st == LinkState.Fenced) return;
+        long cum;
+        // coalesce on the guest thread: hand frames to the sender when an output needs committing, when 64 KiB
+        // have gathered, or from the 2 ms flush timer; waking the sender for every record costs the guest its core
+        lock (_pending)
+        {
+            cum = _producedBytes + encoded.Length;
+            _producedBytes = cum;
+            Interlocked.Exchange(ref _produced, (long)seq);
+            if (_state == LinkState.Protected) _inflight.Enqueue((seq, cum, Stopwatch.GetTimestamp()));
+            _pending.Write(encoded);
+            if ((RecordKind)encoded[RecordFrame.KindOffset] == RecordKind.Output || _pending.Length >= 64 * 1024) PushPending();
+        }
+        if (_state != LinkState.Protected) return;
+        // flow control: keep the backup close enough that failover time stays bounded (a standby that is catching
+        // up is not waited for: the backlog was released already)
+        long acked = Math.Max(Interlocked.Read(ref _acked), Interlocked.Read(ref _base));
+        long ackedBytes = Math.Max(Interlocked.Read(ref _ackedBytes), Interlocked.Read(ref _baseBytes));
+        if ((long)seq - acked > _s.MaxLagRecords || cum - ackedBytes > _s.MaxLagBytes)
+        {
+            long t0 = Stopwatch.GetTimestamp();
+            lock (_flow)
+            {
+                while (_state == LinkState.Protected &&
+                       ((long)seq - Math.Max(Interlocked.Read(ref _acked), Interlocked.Read(ref _base)) > _s.MaxLagRecords / 2
+                        || cum - Math.Max(Interlocked.Read(ref _ackedBytes), Interlocked.Read(ref _baseBytes)) > _s.MaxLagBytes / 2))
+                    Monitor.Wait(_flow, 50);
+            }
+            Interlocked.Add(ref _throttleTicks, Stopwatch.GetTimestamp() - t0);
+        }
+    }
+
+    readonly MemoryStream _pending = new();
+
+    /// <summary>Moves the gathered frames into the store and, while a backup follows, to its sender (under the lock).</summary>
+    void PushPending()
+    {
+        if (_pending.Length == 0) return;
+        _store.Append(_pending.GetBuffer().AsSpan(0, (int)_pending.Length));
+        if (_state == LinkState.Protected && _cur is { } s) s.Frames.Writer.TryWrite(_pending.ToArray());
+        _pending.SetLength(0);
+    }
+
+    public void Flush() { lock (_pending) PushPending(); }
+    public void Dispose() { }
+
+    // ------------------------------------------------------------------ streaming
+
+    async Task SendLoop(Session session)
+    {
+        var reader = session.Frames.Reader;
+        var ct = session.Cts.Token;
+        var buf = new MemoryStream();
+        try
+        {
+            // catch-up: the stored log from record 1 up to the moment the standby joined
+            if (session.CatchUpTo > session.CatchUpFrom)
+            {
+                foreach (var (first, count, frames) in _store.ReadBatches(session.CatchUpFrom, session.CatchUpTo, 1 << 20))
+                {
+                    ct.ThrowIfCancellationRequested();
+                    await session.Call.RequestStream.WriteAsync(new PrimaryMessage
+                    {
+                        Batch = new Batch { FirstSequence = first, Count = count, Frames = ByteString.CopyFrom(frames), Released = Mark() },
+                    }, ct);
+                    BytesSent += frames.Length;
+                    ReplicationMetrics.LogBytes.Add(frames.Length);
+                    Batches++;
+                }
+            }
+            Task<bool>? wait = null;
+            while (!ct.IsCancellationRequested)
+            {
+                wait ??= reader.WaitToReadAsync(ct).AsTask();
+                if (!wait.IsCompleted && await Task.WhenAny(wait, Task.Delay(_s.HeartbeatMs, ct)) != wait)
+                {
+                    await session.Call.RequestStream.WriteAsync(new PrimaryMessage
+                    {
+                        Heartbeat = new Heartbeat { LastSequence = (ulong)Interlocked.Read(ref _produced), Released = Mark(), SentUnixMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() },
+                    }, ct);
+                    continue;
+                }
+                bool more = await wait;
+                wait = null;
+                if (!more) return;
+                buf.SetLength(0);
+                ulong first = 0;
+                uint count = 0;
+                while (buf.Length < (1 << 20) && reader.TryRead(out var f))
+                {
+                    if (count == 0) first = System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(f.AsSpan(RecordFrame.SequenceOffset));
+                    buf.Write(f);
+                    for (int off = 0; off < f.Length; off += (int)System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(f.AsSpan(off))) count++;
+                }
+                if (count == 0) continue;
+                var msg = new PrimaryMessage
+                {
+                    Batch = new Batch { FirstSequence = first, Count = count, Frames = ByteString.CopyFrom(buf.GetBuffer(), 0, (int)buf.Length), Released = Mark() },
+                };
+                await session.Call.RequestStream.WriteAsync(msg, ct);
+                BytesSent += buf.Length;
+                ReplicationMetrics.LogBytes.Add(buf.Length);
+                Batches++;
+            }
+        }
+        catch (Exception e) when (e is OperationCanceledException or RpcException or IOException or InvalidOperationException)
+        {
+            if (!ct.IsCancellationRequested) BackupLost(session, $"sending to the backup failed: {Short(e)}");
+        }
+    }
+
+    OutputMark Mark() => new() { StdoutBytes = Gate.ReleasedStdout, StderrBytes = Gate.ReleasedStderr };
+
+    async Task ReceiveLoop(Session session)
+    {
+        var ct = session.Cts.Token;
+        var call = session.Call;
+        try
+        {
+            while (await call.ResponseStream.MoveNext(ct))
+            {
+                var m = call.ResponseStream.Current;
+                // found by the chaos drill (freeze): after a SIGSTOP longer than the timeout, acks queued before the
+                // freeze must not release output — the backup may already be live. Decide on the silence first.
+                var silent = Stopwatch.GetElapsedTime(Interlocked.Read(ref _lastHeard));
+                if (_state == LinkState.Protected && silent.TotalMilliseconds > _s.TimeoutMs)
+                {
+                    BackupLost(session, $"no acknowledgement or heartbeat from the backup for {silent.TotalMilliseconds:F0} ms");
+                    return;
+                }
+                Touch();
+                if (m.BodyCase == BackupMessage.BodyOneofCase.Ack) OnAck(session, m.Ack.HeldSequence);
+                else if (m.BodyCase == BackupMessage.BodyOneofCase.Refused) { BackupLost(session, $"the backup stopped following: {m.Refused.Reason}"); return; }
+            }
+            if (!ct.IsCancellationRequested) BackupLost(session, "the backup closed the stream");
+        }
+        catch (Exception e) when (e is OperationCanceledException or RpcException or IOException or InvalidOperationException)
+        {
+            if (!ct.IsCancellationRequested) BackupLost(session, $"the stream from the backup broke: {Short(e)}");
+        }
+    }
+
+    static string Short(Exception e) => e is RpcException r ? $"{r.StatusCode}: {r.Status.Detail}" : e.Message;
+
+    void OnAck(Session session, ulong seq)
+    {
+        if (session != _cur) return;
+        long s = (long)seq;
+        long before = Interlocked.Read(ref _acked);
+        long cur;
+        while ((cur = Interlocked.Read(ref _acked)) < s && Interlocked.CompareExchange(ref _acked, s, cur) != cur) { }
+        if (before < _base && s >= _base && _base > 0)
+        {
+            // a standby that joined now holds the whole backlog
+            double ms = Stopwatch.GetElapsedTime(session.JoinedAt).TotalMilliseconds;
+            _s.Events.Emit(ReplicaEvent.StandbyHolds, ("backup", session.BackupId), ("records", _base), ("transferMs", ms));
+        }
+        bool first = true;
+        while (_inflight.TryPeek(out var e) && e.Seq <= seq)
+        {
+            _inflight.TryDequeue(out _);
+            Interlocked.Exchange(ref _ackedBytes, e.Cum);
+            if (first)
+            {
+                double ms = Stopwatch.GetElapsedTime(e.Ticks).TotalMilliseconds;
+                ReplicationMetrics.AckLatency.Record(ms);
+                lock (_lagMs) if (_lagMs.Count < 1_000_000) _lagMs.Add(ms);
+            }
+            first = false;
+        }
+        Gate.Ack(seq);
+        lock (_flow) Monitor.PulseAll(_flow);
+    }
+
+    void Watch(Session session)
+    {
+        if (_state != LinkState.Protected || session != _cur) return;
+        var silent = Stopwatch.GetElapsedTime(Interlocked.Read(ref _lastHeard));
+        if (silent.TotalMilliseconds > _s.TimeoutMs) BackupLost(session, $"no acknowledgement or heartbeat from the backup for {silent.TotalMilliseconds:F0} ms");
+    }
+
+    /// <summary>
+    /// True when this replica lost the arbiter and must stop (exit status 3). If the backup was lost, waits for the
+    /// arbiter's answer, so a guest that ends at the same moment cannot make the process report success.
+    /// </summary>
+    public bool Fenced()
+    {
+        lock (_decide) while (_deciding) Monitor.Wait(_decide, 100);
+        return _state == LinkState.Fenced;
+    }
+
+    /// <summary>The backup is gone: win the arbiter (a new term) and continue unprotected, or stop this replica.</summary>
+    void BackupLost(Session session, string reason)
+    {
+        lock (_decide)
+        {
+            if (_finishing || session != _cur || _state != LinkState.Protected || Interlocked.Exchange(ref session.Lost, 1) != 0) return;
+            _deciding = true;
+        }
+        try { Decide(session, reason); }
+        finally { lock (_decide) { _deciding = false; Monitor.PulseAll(_decide); } }
+    }
+
+    void Decide(Session session, string reason)
+    {
+        session.Watchdog?.Dispose();
+        session.Cts.Cancel();
+        long term = Term;
+        var r = _arbiter.TryAcquire(_s.Id, term);
+        _s.Events.Emit(ReplicaEvent.BackupLost, ("reason", reason), ("acked", Acked), ("backup", session.BackupId));
+        if (_s.Plant == PrimaryPlant.IgnoreArbiter && !r.Won)
+        {
+            _log.WriteLine($"{_s.Role}: TESTING: ignoring the arbiter held by {r.Holder}");
+            _s.Events.Emit(ReplicaEvent.Planted, ("violation", "ignore-arbiter"));
+            r = new ArbiterResult(true, _s.Id, Term: term + 1);
+        }
+        if (r.Won)
+        {
+            Interlocked.Exchange(ref _term, r.Term);
+            _log.WriteLine($"{_s.Role}: backup lost ({reason}); acknowledged up to record #{Acked}; won the arbiter ({_arbiter.Describe}) for term {r.Term}; continuing unprotected");
+            _s.Events.Emit(ReplicaEvent.Unprotected, ("arbiter", _arbiter.Describe), ("term", r.Term));
+            lock (_pending) _state = LinkState.Unprotected;
+            ReplicationMetrics.Failovers.Add(1);
+            // the arbiter can be lost later (a leased one by a stall longer than its TTL; any by a newer term): check before every release
+            Gate.GoUnprotected(() => _arbiter.StillHolds(_s.Id), ArbiterLostWhileUnprotected);
+            lock (_flow) Monitor.PulseAll(_flow);
+            StartReprotecting();
+        }
+        else
+        {
+            _state = LinkState.Fenced;
+            Gate.Discard();
+            _log.WriteLine(r.Error != null
+                ? $"{_s.Role}: backup lost ({reason}) and the arbiter ({_arbiter.Describe}) could not be asked ({r.Error}): the backup may be live; stopping this replica without releasing further output"
+                : $"{_s.Role}: backup lost ({reason}) but the arbiter ({_arbiter.Describe}) is {r.Explain} (this replica works in term {term}): another replica is live; stopping this replica without releasing further output");
+            _s.Events.Emit(ReplicaEvent.Fenced, ("reason", r.Error != null ? $"the arbiter could not be asked: {r.Error}" : $"the arbiter is {r.Explain}"), ("term", term));
+            _s.Events.Emit(ReplicaEvent.Exit, ("status", 3));
+            _log.Flush();
+            _s.Stop(3);
+        }
+    }
+
+    /// <summary>
+    /// The guest ended and the backup holds the whole log; the gate has held what was not released when the guest
+    /// ended (<see cref="OutputGate.GuestEnded"/>). A backup that loses this replica now, without a goodbye, takes
+    /// that output over if it wins the arbiter, so this replica releases it only after winning the arbiter from its
+    /// term: exactly one of the two emits it, whether this replica then dies (the backup wins) or was only cut off
+    /// (whoever asks first wins; the other stops). False when the backup was lost meanwhile (that path decided) or
+    /// the arbiter went to the backup (then this replica releases nothing and is fenced).
+    /// </summary>
+    bool ReleaseFinalOutput(Session session)
+    {
+        lock (_decide)
+        {
+            if (session.Lost != 0 || _state != LinkState.Protected) return false;
+            if (!Gate.HoldsOutput) return true; // nothing held: everything was released while protected
+            session.Lost = 1; // a loss of the backup from here on is not decided again
+            _finishing = true;
+        }
+        long term = Term;
+        var r = _arbiter.TryAcquire(_s.Id, term);
+        if (r.Won)
+        {
+            Interlocked.Exchange(ref _term, r.Term);
+            _log.WriteLine($"{_s.Role}: the guest ended; holding the arbiter ({_arbiter.Describe}, term {r.Term}), releasing its last output");
+            _s.Events.Emit(ReplicaEvent.FinalRelease, ("arbiter", _arbiter.Describe), ("heldBytes", Gate.HeldBytes + Gate.SocketHeldBytes), ("term", r.Term));
+            Gate.GoUnprotected(() => _arbiter.StillHolds(_s.Id), ArbiterLostWhileUnprotected);
+            return true; // the state stays protected for the goodbye
+        }
+        _state = LinkState.Fenced;
+        Gate.Discard();
+        string why = r.Error != null ? $"the arbiter could not be asked: {r.Error}" : $"the arbiter is {r.Explain}";
+        _log.WriteLine($"{_s.Role}: the guest ended but {why}: the backup releases its last output; stopping this replica without releasing it");
+        _s.Events.Emit(ReplicaEvent.Fenced, ("reason", why), ("term", term));
+        return false;
+    }
+
+    /// <summary>Running unprotected, this replica found it no longer holds the arbiter: another may be live.</summary>
+    void ArbiterLostWhileUnprotected()
+    {
+        _state = LinkState.Fenced;
+        _log.WriteLine($"{_s.Role}: lost the arbiter while running unprotected ({_arbiter.LossReason}); stopping this replica without releasing further output");
+        _s.Events.Emit(ReplicaEvent.Fenced, ("reason", $"lost the arbiter while running unprotected: {_arbiter.LossReason}"), ("term", Term));
+        _s.Events.Emit(ReplicaEvent.Exit, ("status", 3));
+        _log.Flush();
+        _s.Stop(3);
+    }
+
+    // ------------------------------------------------------------------ the end
+
+    /// <summary>
+    /// The guest ended: stop asking standbys; wait until the backup (if any) holds the whole log (so all output is
+    /// released), then say goodbye.
+    /// </summary>
+    public async Task FinishAsync(ulong lastSequence, int exitStatus)
+    {
+        _stop.Cancel();
+        try { if (_reprotect != null) await _reprotect.WaitAsync(TimeSpan.FromSeconds(30)); } catch (Exception) { }
+        Flush();
+        while (_state == LinkState.Protected && Acked < lastSequence) await Task.Delay(1);
+        _flushTimer?.Dispose();
+        if (_state != LinkState.Protected || _cur is not { } session) return;
+        if (!ReleaseFinalOutput(session)) return;
+        Flush();
+        session.Frames.Writer.TryComplete();
+        try { if (session.Sender != null) await session.Sender.WaitAsync(TimeSpan.FromSeconds(30)); } catch { }
+        lock (_decide) _finishing = true;
+        try
+        {
+            await session.Call.RequestStream.WriteAsync(new PrimaryMessage { Goodbye = new Goodbye { LastSequence = lastSequence, ExitStatus = exitStatus } });
+            await session.Call.RequestStream.CompleteAsync();
+        }
+        catch (Exception e) when (e is RpcException or IOException or InvalidOperationException or OperationCanceledException) { }
+        _state = LinkState.Unprotected; // no failover from here on
+        session.Watchdog?.Dispose();
+        try { if (session.Receiver != null) await session.Receiver.WaitAsync(TimeSpan.FromSeconds(2)); } catch { }
+        session.Cts.Cancel();
+    }
+}
+
+/// <summary>
+/// The whole log of a live replica — header and every record, in order — kept in a file so that a standby can
+/// join at any time and receive it from record 1. Appended to by one writer (under the client's lock); read back
+/// through a separate handle up to an offset that was flushed.
+/// </summary>
+public sealed class LogStore : IDisposable
+{
+    readonly FileStream _w;
+    public string Path { get; }
+    /// <summary>Bytes appended so far (header included).</summary>
+    public long Length { get; private set; }
+    public int HeaderLength { get; private set; }
+    /// <summary>Sequence number of the last record appended.</summary>
+    public ulong LastSequence { get; private set; }
+
+    LogStore(string path, FileStream w, long length, int headerLength, ulong last)
+    {
+        Path = path;
+        _w = w;
+        Length = length;
+        HeaderLength = headerLength;
+        LastSequence = last;
+    }
+
+    /// <summary>A new, empty store (the first append is the header).</summary>
+    public static LogStore Create(string path)
+        => new(path, new FileStream(path, FileMode.Create, FileAccess.Write, FileShare.ReadWrite, 1 << 16), 0, 0, 0);
+
+    /// <summary>A store over a log file that already holds a header of <paramref name="headerLength"/> bytes and
+    /// records up to <paramref name="lastSequence"/> (a backup's copy of the log it received).</summary>
+    public static LogStore Open(string path, int headerLength, ulong lastSequence)
+    {
+        var w = new FileStream(path, FileMode.Append, FileAccess.Write, FileShare.ReadWrite, 1 << 16);
+        return new(path, w, w.Length, headerLength, lastSequence);
+    }
+
+    public void Append(ReadOnlySpan<byte> bytes)
+    {
+        if (bytes.IsEmpty) return;
+        if (Length == 0) HeaderLength = bytes.Length;
+        else
+        {
+            // the last frame's sequence number (frames are appended whole)
+            int off = 0;
+            while (off + RecordFrame.HeaderSize <= bytes.Length)
+            {
+                int len = (int)System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(bytes[off..]);
+                if (len <= 0 || off + len > bytes.Length) break;
+                LastSequence = System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(bytes[(off + RecordFrame.SequenceOffset)..]);
+                off += len;
+            }
+        }
+        _w.Write(bytes);
+        Length += bytes.Length;
+    }
+
+    /// <summary>Hands what was appended to the OS, where the reading handle sees it.</summary>
+    public void Flush() => _w.Flush();
+
+    /// <summary>The frames between two offsets (both at frame boundaries, flushed) in batches of at most
+    /// <paramref name="maxBytes"/> (or one frame when a frame is larger).</summary>
+    public IEnumerable<(ulong First, uint Count, byte[] Frames)> ReadBatches(long from, long to, int maxBytes)
+    {
+        using var r = new FileStream(Path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete, 1 << 16);
+        r.Position = from;
+        var lenBuf = new byte[RecordFrame.HeaderSize];
+        long pos = from;
+        var batch = new MemoryStream();
+        ulong first = 0;
+        uint count = 0;
+        while (pos < to)
+        {
+            r.ReadExactly(lenBuf);
+            int len = (int)System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(lenBuf);
+            if (len < RecordFrame.Overhead || pos + len > to) throw new IOException($"the stored log {Path} is damaged at offset {pos}");
+            if (count > 0 && batch.Length + len > maxBytes)
+            {
+                yield return (first, count, batch.ToArray());
+                batch.SetLength(0);
+                count = 0;
+            }
+            if (count == 0) first = System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(lenBuf.AsSpan(RecordFrame.SequenceOffset));
+            batch.Write(lenBuf);
+            var rest = new byte[len - lenBuf.Length];
+            r.ReadExactly(rest);
+            batch.Write(rest);
+            count++;
+            pos += len;
+        }
+        if (count > 0) yield return (first, count, batch.ToArray());
+    }
+
+    public void Dispose() => _w.Dispose();
+}
