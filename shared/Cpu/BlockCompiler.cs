@@ -440,9 +440,11 @@ public static unsafe class BlockCompiler
             if (m >= 0)
             {
                 var exit = il.DefineLabel();
-                il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, FYield); il.Emit(OpCodes.Brtrue, exit);
+                // volatile loads: another thread posts a host event by setting Yield or StopAt (a timer's signal, a
+                // wake-up); a loop that stays inside the region must see it, so the JIT may not hoist these reads
+                il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Volatile); il.Emit(OpCodes.Ldfld, FYield); il.Emit(OpCodes.Brtrue, exit);
                 il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, FCount); il.Emit(OpCodes.Ldc_I8, (long)_members[m].Count); il.Emit(OpCodes.Add);
-                il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, FStopAt); il.Emit(OpCodes.Bgt_Un, exit);
+                il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Volatile); il.Emit(OpCodes.Ldfld, FStopAt); il.Emit(OpCodes.Bgt_Un, exit);
                 if (m != _j) { il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldc_I4, m); il.Emit(OpCodes.Stfld, FRegionMember); }
                 il.Emit(OpCodes.Br, _starts[m]);
                 il.MarkLabel(exit);
