@@ -18,7 +18,7 @@ public sealed record RunOutcome(int ExitCode, byte[] Stdout, string Stderr)
 /// <item>the program gets <paramref name="timeout"/>; past it the whole process tree is killed and a
 /// <see cref="TimeoutException"/> names the command and shows its stderr so far;</item>
 /// <item>once it has exited, its pipes get <see cref="PipeGrace"/> to reach end-of-file: a grandchild left running
-/// in the background may hold them open forever, and what arrived by then is what is returned.</item>
+/// in the background may hold them open forever; what arrived by then is what is returned.</item>
 /// </list>
 /// </summary>
 public static class Child
@@ -32,8 +32,22 @@ public static class Child
     {
         var psi = StartInfo(file, args, cwd, env);
         using var p = Process.Start(psi) ?? throw new InvalidOperationException($"cannot start {file}");
-        var outTask = Task.Run(() => { var ms = new MemoryStream(); p.StandardOutput.BaseStream.CopyTo(ms); return ms.ToArray(); });
-        var errTask = Task.Run(() => p.StandardError.ReadToEnd());
+        // read as it comes, so that what arrived is there even when a background grandchild keeps a pipe open
+        var stdout = new MemoryStream();
+        var stderr = new StringBuilder();
+        var outTask = Task.Run(() =>
+        {
+            var buf = new byte[65536];
+            int n;
+            while ((n = p.StandardOutput.BaseStream.Read(buf)) > 0) lock (stdout) stdout.Write(buf, 0, n);
+        });
+        var errTask = Task.Run(() =>
+        {
+            var buf = new char[8192];
+            int n;
+            while ((n = p.StandardError.Read(buf)) > 0) lock (stderr) stderr.Append(buf, 0, n);
+        });
+        string Err() { lock (stderr) return stderr.ToString(); }
         var inTask = Task.Run(() =>
         {
             try
@@ -48,12 +62,12 @@ public static class Child
         {
             KillTree(p);
             errTask.Wait(PipeGrace);
-            throw new TimeoutException($"{what} did not finish in {timeout.TotalSeconds:0} s; stderr so far:\n{(errTask.IsCompletedSuccessfully ? errTask.Result : "")}");
+            throw new TimeoutException($"{what} did not finish in {timeout.TotalSeconds:0} s; stderr so far:\n{Err()}");
         }
         Task.WaitAll([outTask, errTask, inTask], PipeGrace);
-        byte[] o = outTask.IsCompletedSuccessfully ? outTask.Result : [];
-        string e = errTask.IsCompletedSuccessfully ? errTask.Result : "(stderr still open: a background child holds it)";
-        return new RunOutcome(p.ExitCode, o, e);
+        byte[] o;
+        lock (stdout) o = stdout.ToArray();
+        return new RunOutcome(p.ExitCode, o, Err());
     }
 
     /// <summary>Runs a command that must succeed and returns its stdout; throws with its stderr otherwise.</summary>
