@@ -208,8 +208,18 @@ public class ReplicationTests(ITestOutputHelper output)
         link.Cut();
         int? pc = p.WaitForExit(Long), bc = b.WaitForExit(Long);
         output.WriteLine($"primary {pc}:\n{p.Stderr}\nbackup {bc}:\n{b.Stderr}");
-        Assert.True((pc == 0 && bc == 3) || (pc == 3 && bc == 0), $"exactly one side continues (primary {pc}, backup {bc})");
-        Assert.Equal(pc == 0, PrimaryWentOn(p));
+        if (b.Event(ReplicaEvent.ReplayMatched) != null)
+        {
+            // output is held, not the guest: on a fast machine the guest ended before the cut, and the end-of-run rule
+            // decided through the arbiter (the backup verified the whole run and exits with the guest's status)
+            Assert.Equal(0, bc);
+            Assert.Equal(PrimaryWentOn(p) ? 0 : 3, pc);
+        }
+        else
+        {
+            Assert.True((pc == 0 && bc == 3) || (pc == 3 && bc == 0), $"exactly one side continues (primary {pc}, backup {bc})");
+            Assert.Equal(pc == 0, PrimaryWentOn(p));
+        }
         AssertExactlyOneWentOn(p, b, lines);
         File.Delete(arbiter);
     }
