@@ -573,10 +573,17 @@ public class EventLogTests
         using var w = new LogWriter(SampleHeader(), new StreamLogSink(Stream.Null));
         var s = new SyscallResult { InstrCount = 1, Tid = 1, Nr = 0, Result = 100, Data = data };
         for (int i = 0; i < 1000; i++) { w.Append(in s); w.Append(new Rdtsc { InstrCount = (ulong)i }); }
-        long before = GC.GetAllocatedBytesForCurrentThread();
-        for (int i = 0; i < 10_000; i++) { w.Append(in s); w.Append(new Rdtsc { InstrCount = (ulong)i }); }
-        long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
-        Assert.True(allocated < 1024, $"{allocated} bytes allocated by 20k appends");
+        // The least of a few rounds: the runtime itself may allocate once on this thread while the
+        // appends run (a tier-up or a first call of a rare path), which says nothing about Append.
+        // An Append that allocates does so in every round.
+        long least = long.MaxValue;
+        for (int round = 0; round < 5 && least >= 1024; round++)
+        {
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            for (int i = 0; i < 10_000; i++) { w.Append(in s); w.Append(new Rdtsc { InstrCount = (ulong)i }); }
+            least = Math.Min(least, GC.GetAllocatedBytesForCurrentThread() - before);
+        }
+        Assert.True(least < 1024, $"{least} bytes allocated by 20k appends in the best of 5 rounds");
     }
 
     [Fact]
