@@ -57,6 +57,8 @@ public sealed partial class Kernel
             _live--;
             t.Parked = false;
             if (t.HostWait != 0) { t.HostWait = 0; Waiter.Cancel(t.Tid); }
+            t.PendingOpen?.Abandon();
+            t.PendingOpen = null;
         }
         t.State = s;
     }

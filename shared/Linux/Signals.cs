@@ -19,6 +19,16 @@ public sealed partial class Kernel
     {
         t.Process.Pending |= Sig.Bit(sig);
         t.Cpu.Yield = true;
+        // a signal the raising thread blocks is for another thread of its process: those that wait are woken to
+        // take it (as Linux picks a thread that does not block it)
+        if ((t.SigMask & Sig.Bit(sig)) != 0) WakeParked(t.Process);
+    }
+
+    /// <summary>The process's parked threads run their calls again, so that one that does not block a pending
+    /// signal takes it (the others park again).</summary>
+    void WakeParked(Process p)
+    {
+        foreach (var x in p.Threads) if (x.Blocked && x.Parked) Unpark(x);
     }
 
     /// <summary>Delivers pending signals the thread does not block (called between instructions by the run loop).</summary>
@@ -71,7 +81,7 @@ public sealed partial class Kernel
     {
         Nr.read or Nr.readv or Nr.pread64 or Nr.write or Nr.writev or Nr.pwrite64 or Nr.recvfrom or Nr.recvmsg
             or Nr.sendto or Nr.sendmsg or Nr.accept or Nr.accept4 or Nr.wait4 or Nr.waitid or Nr.ioctl or Nr.flock
-            or Nr.fcntl or Nr.open or Nr.openat or Nr.futex or Nr.sendfile => true,
+            or Nr.fcntl or Nr.open or Nr.openat or Nr.futex or Nr.sendfile or Nr.connect => true,
         _ => false,
     };
 

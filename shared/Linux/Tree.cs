@@ -96,7 +96,7 @@ public sealed partial class Kernel
         var a = p.Actions[sig];
         if (a.Handler == Sa.SIG_IGN || (a.Handler == Sa.SIG_DFL && Sig.DefaultIgnores(sig))) return;
         p.Pending |= Sig.Bit(sig);
-        foreach (var x in p.Threads) if (x.Blocked && x.Parked) Unpark(x);
+        WakeParked(p);
     }
 
     /// <summary>Ends a process by a signal's default action (the machine, when it is the first process).</summary>

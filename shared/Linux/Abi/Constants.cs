@@ -71,7 +71,8 @@ public static class Auxv
 public static class O
 {
     public const int RDONLY = 0, WRONLY = 1, RDWR = 2, ACCMODE = 3, CREAT = 0x40, EXCL = 0x80, NOCTTY = 0x100,
-        TRUNC = 0x200, APPEND = 0x400, NONBLOCK = 0x800, DIRECT = 0x4000, DIRECTORY = 0x10000, NOFOLLOW = 0x20000, CLOEXEC = 0x80000;
+        TRUNC = 0x200, APPEND = 0x400, NONBLOCK = 0x800, DIRECT = 0x4000, DIRECTORY = 0x10000, NOFOLLOW = 0x20000, CLOEXEC = 0x80000,
+        PATH = 0x200000;
 }
 
 /// <summary>*at() conventions.</summary>
@@ -191,7 +192,7 @@ public static class Rlimit
 /// <summary>File type bits of st_mode.</summary>
 public static class SMode
 {
-    public const uint IFMT = 0xF000, IFIFO = 0x1000, IFDIR = 0x4000, IFREG = 0x8000;
+    public const uint IFMT = 0xF000, IFIFO = 0x1000, IFCHR = 0x2000, IFDIR = 0x4000, IFBLK = 0x6000, IFREG = 0x8000, IFSOCK = 0xC000;
     /// <summary>Offset of st_mode in struct stat (x86-64) and the structure's size.</summary>
     public const int StModeOffset = 24, StatSize = 144, StInoOffset = 8;
     /// <summary>st_dev of a pipe (Linux's pipefs: an anonymous device).</summary>
