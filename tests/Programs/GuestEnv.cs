@@ -42,6 +42,15 @@ public static class GuestEnv
         return null;
     }
 
+    /// <summary>How many records of this kind a log holds.</summary>
+    public static int CountRecords(string log, ReVirt.Log.RecordKind kind)
+    {
+        using var r = ReVirt.Log.LogReader.Open(log);
+        int n = 0;
+        while (r.TryRead(out var rec)) if (rec.Kind == kind) n++;
+        return n;
+    }
+
     public static RunOutcome Native(string program, string[] args, byte[]? stdin = null, string? cwd = null, IDictionary<string, string>? env = null)
         => Exec(program, args, stdin, TimeSpan.FromMinutes(2), cwd, env);
 

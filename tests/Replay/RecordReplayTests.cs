@@ -51,7 +51,6 @@ public class RecordReplayTests
                 var rp = Replay(log);
                 Assert.True(rp.ExitCode == 0, rp.Stderr);
                 Assert.Equal(rec.StdoutText, rp.StdoutText);
-                Assert.Contains("replay matched", rp.Stderr);
             }
         }
         finally { File.Delete(l1); File.Delete(l2); }
