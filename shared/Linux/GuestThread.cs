@@ -27,6 +27,8 @@ public sealed class GuestThread
     public ThreadState State { get; internal set; }
     public bool Blocked => State == ThreadState.Blocked;
     public bool Dead => State == ThreadState.Dead;
+    /// <summary>The scheduler may run it: runnable, and its process is not stopped (job control).</summary>
+    public bool CanRun => State == ThreadState.Runnable && !Process.Stopped;
 
     /// <summary>Blocked signals (bit n-1 for signal n); a new thread inherits its creator's.</summary>
     public ulong SigMask;

@@ -251,6 +251,9 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles, IDisposable
     /// <summary>The first process's main thread.</summary>
     public GuestThread MainThread => Init.MainThread;
 
+    /// <summary>Processes that ended and that their parents have not reaped yet.</summary>
+    public IEnumerable<Process> Zombies => Processes.SelectMany(p => p.Children).Where(c => c.Exited);
+
     /// <summary>Every thread of every process, in creation order within each process.</summary>
     public IEnumerable<GuestThread> AllThreads => Processes.SelectMany(p => p.Threads);
 
@@ -371,7 +374,7 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles, IDisposable
         while (!Exited)
         {
             var t = Current;
-            if (t.Dead || t.Blocked)
+            if (!t.CanRun)
             {
                 Schedule(); // switches, waits for the host while every thread waits, or ends a deadlocked guest
                 continue;
@@ -391,7 +394,7 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles, IDisposable
             // stop at which the boundary raised one (a stop that ended up doing nothing is in no log)
             bool deterministicPoint = r != RunResult.ReachedStop || cpu.Yield;
             if (!Exited && deterministicPoint && Current == t && (t.Process.Pending & ~t.SigMask) != 0) DeliverPending(t);
-            if (!Exited && (_switch || t.Dead || t.Blocked)) Schedule();
+            if (!Exited && (_switch || !t.CanRun)) Schedule();
         }
         StopTimers();
         StopSliceTimer();

@@ -111,6 +111,16 @@ public class BlockingCallTests
         finally { Directory.Delete(dir, true); }
     }
 
+    /// <summary>guests/src/jobctl.c: a zombie's /proc/PID/stat and status (state Z) until it is reaped; SIGSTOP and
+    /// SIGTSTP stop a child (waitpid WUNTRACED, waitid WSTOPPED, /proc state T, SIGCHLD with CLD_STOPPED unless
+    /// SA_NOCLDSTOP), SIGCONT continues it (WCONTINUED, CLD_CONTINUED), a read it was blocked in goes on, SIGKILL
+    /// ends it stopped, an ignored SIGTSTP does not stop: the same lines as natively, and a recording replays
+    /// faithfully.</summary>
+    [Theory]
+    [InlineData("glibc")]
+    [InlineData("musl")]
+    public void ZombiesAndJobControlAsNatively(string libc) => SameAsNativeAndReplays(GuestEnv.Guest("jobctl", libc));
+
     static void SameAsNativeAndReplays(string prog, params string[] args)
     {
         var native = GuestEnv.Native(prog, args);

@@ -46,6 +46,8 @@ public class ProcessTreeTests : IClassFixture<ProcessTreeTests.Applets>
     [InlineData("bash", "files.sh")]
     [InlineData("bash", "errors.sh")]
     [InlineData("bash", "bash-features.sh")]
+    [InlineData("busybox", "jobs.sh")]
+    [InlineData("bash", "jobs.sh")]
     public void ShellScriptRunsAsNatively(string shell, string script)
     {
         string program = shell == "bash" ? Bash : BusyboxTests.Busybox;
