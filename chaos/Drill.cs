@@ -108,11 +108,11 @@ public sealed class Drill(DrillSettings s)
         var listening = backup.Event(ReplicaEvent.Listening)!;
         string url = listening.Str("url")!, backupId = listening.Str("id") ?? "";
 
-        using var proxy = new TcpFaultProxy(url);
+        using var proxy = TcpFaultProxy.To(listening);
         void Normal() { if (s.BaseLinkDelayMs > 0) proxy.Delay(s.BaseLinkDelayMs); else proxy.Pass(); }
         Say($"{label}: starting the primary");
         using var primary = new ReplicaProc("primary", s.PrimaryDll,
-            ["protect", "--backup", proxy.Url, "--token-file", token, "--arbiter", arbiter, "--timeout-ms", s.TimeoutMs.ToString(), "--heartbeat-ms", s.HeartbeatMs.ToString(),
+            ["protect", .. proxy.PrimaryArgs, "--token-file", token, "--arbiter", arbiter, "--timeout-ms", s.TimeoutMs.ToString(), "--heartbeat-ms", s.HeartbeatMs.ToString(),
              "--checkpoint-interval", s.CheckpointInterval.ToString(), "--stats", .. plantPrimary, .. s.Network?.PrimaryArgs ?? [], .. s.ExtraPrimaryArgs, "--", w.Program, .. run.Args], clock);
         if (!primary.WaitFor(() => primary.Event(ReplicaEvent.Protected) != null, TimeSpan.FromSeconds(60)))
             throw new DrillSetupException($"the primary did not get protected:\n{primary.Stderr}\nbackup:\n{backup.Stderr}");
