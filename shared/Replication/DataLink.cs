@@ -294,6 +294,7 @@ public sealed class DataListener : IDisposable
             return;
         }
         Interlocked.Decrement(ref _opening);
+        ThreadPools.RaiseCurrentThread(); // this thread holds and acknowledges every batch
         try
         {
             if (_open(link, ticket, proof) is { } refusal)

@@ -608,6 +608,7 @@ public sealed class ReplicationClient : ILogSink
     void ReceiveLoop(Session session)
     {
         var ct = session.Cts.Token;
+        ThreadPools.RaiseCurrentThread(); // this thread releases the output every ack covers
         try
         {
             while (true)
