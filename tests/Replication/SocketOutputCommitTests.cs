@@ -12,7 +12,7 @@ namespace ReVirt.Tests.Replication;
 /// </summary>
 public class SocketOutputCommitTests
 {
-    const int AF_UNIX = 1, SOCK_STREAM = 1, SOCK_DGRAM = 2, SOCK_CLOEXEC = 0x80000, MSG_DONTWAIT = 0x40;
+    const int AF_UNIX = 1, SHUT_RDWR = 2, SOCK_STREAM = 1, SOCK_DGRAM = 2, SOCK_CLOEXEC = 0x80000, MSG_DONTWAIT = 0x40;
 
     /// <summary>A host socketpair: end A is the guest's socket, end B the peer the test reads from.</summary>
     sealed class Pair : IDisposable
@@ -75,7 +75,9 @@ public class SocketOutputCommitTests
         }
 
         public void CloseA() { if (A >= 0) HostSys.Call(Nr.close, A); A = -1; }
-        public void CloseB() { if (B >= 0) HostSys.Call(Nr.close, B); B = -1; }
+        /// <summary>The peer goes away. Shut down first: a close alone leaves the socket open while a child that
+        /// another test forks at this moment still holds a copy of the descriptor (until its exec closes it).</summary>
+        public void CloseB() { if (B >= 0) { HostSys.Call(Nr.shutdown, B, SHUT_RDWR); HostSys.Call(Nr.close, B); } B = -1; }
         public void Dispose() { CloseA(); CloseB(); }
     }
 
@@ -186,7 +188,8 @@ public class SocketOutputCommitTests
         Hold(g, 1, x.Send("last words"));
         Assert.True(g.Holds(x.Key));
         int fd = x.A;
-        g.HoldEnd(2, x.Key, () => HostResult.Of(HostSys.Call(Nr.close, fd)), last: true);
+        // shut down, then close: see CloseB (a child forked elsewhere in this process may hold a copy of fd)
+        g.HoldEnd(2, x.Key, () => { HostSys.Call(Nr.shutdown, fd, SHUT_RDWR); return HostResult.Of(HostSys.Call(Nr.close, fd)); }, last: true);
         x.A = -1; // the gate owns the host close now
         Assert.Equal("", x.ReadNow()); // neither the bytes nor the end of stream yet
         g.Ack(1);
