@@ -413,6 +413,9 @@ public sealed class ReplayBoundary : IBoundary
     public int CheckpointsVerified { get; private set; }
     public int OutputsVerified { get; private set; }
     public ulong RecordsConsumed { get; private set; }
+    ulong _replayed;
+    /// <summary>Sequence number of the last record the replay consumed (any thread).</summary>
+    public ulong ReplayedSequence => Volatile.Read(ref _replayed);
     public int? RecordedExitStatus { get; private set; }
     /// <summary>True once a following replay has taken over.</summary>
     public bool Live => _live;
@@ -577,6 +580,7 @@ public sealed class ReplayBoundary : IBoundary
         if (!Peek(out var rec)) throw OutOfRecords($" (it needs {expecting})");
         _havePeek = false;
         RecordsConsumed++;
+        Volatile.Write(ref _replayed, rec.Sequence);
         // the next asynchronous event may be due before the guest leaves the block it is in: aim the stop at it
         var cpu = _k?.Current?.Cpu;
         if (cpu != null && rec.Kind is RecordKind.SyscallResult or RecordKind.FileContent or RecordKind.Rdtsc or RecordKind.Rdrand or RecordKind.Output or RecordKind.NetInput)
