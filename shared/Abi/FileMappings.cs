@@ -22,6 +22,9 @@ public sealed class FileMappings
 
     readonly List<Shared> _shared = new();
 
+    /// <summary>The process holds a MAP_SHARED writable mapping (its file stays open; a snapshot cannot carry it yet).</summary>
+    public bool HasShared => _shared.Count > 0;
+
     /// <summary>
     /// Reads up to `len` bytes of the file behind `file` at `offset` into guest memory at `at` (already mapped by the
     /// caller); never more than the file holds. Returns the bytes read or -errno from the host.

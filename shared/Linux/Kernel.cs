@@ -42,7 +42,7 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles, IDisposable
     public readonly GuestFs Fs;
     public readonly MachineOptions Options;
     /// <summary>The machine's first process (its exit status is the machine's).</summary>
-    public readonly Process Init;
+    public Process Init { get; private set; }
     public readonly List<Process> Processes = new();
 
     /// <summary>The machine has ended (its first process ended or it was killed).</summary>
@@ -120,15 +120,26 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles, IDisposable
     /// nothing can ever post one (no host wait, no timer, nobody waiting for a signal): a deadlock.</summary>
     public bool WaitForHostEvent()
     {
-        while (!EventQueued())
+        while (!EventQueued() && !_interrupted)
         {
             // a thread became runnable meanwhile (a backup that just went live renews its host waits): run it
             if (_runnable > 0) return true;
             // a wait that ends now is posted after it stops counting as registered: look at the queues once more
-            if (!MayBeWoken()) return EventQueued();
+            if (!MayBeWoken()) { bool any = EventQueued() || _interrupted; _interrupted = false; return any; }
             _posted.Wait(TimeSpan.FromMilliseconds(500));
         }
+        _interrupted = false;
         return true;
+    }
+
+    volatile bool _interrupted;
+
+    /// <summary>Ends an idle wait (<see cref="WaitForHostEvent"/>) without an event, so the boundary gets the guest
+    /// thread at once (any thread): the boundary asked for something to be done at an instruction boundary.</summary>
+    public void Interrupt()
+    {
+        _interrupted = true;
+        _posted.Release();
     }
 
     /// <summary>Takes one posted host event where nothing is logged (a live run): a wake-up, a signal from outside
@@ -370,7 +381,8 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles, IDisposable
     /// <summary>Runs the guest until it exits or is killed by a signal; returns the process exit status.</summary>
     public int Run()
     {
-        Current = MainThread;
+        // a machine restored from a snapshot goes on with the thread that was running when it was taken
+        if (!_restored) Current = MainThread;
         while (!Exited)
         {
             var t = Current;

@@ -32,8 +32,17 @@ public sealed class LogReader : IDisposable
     private bool _disposed;
 
     /// <exception cref="LogFormatException">The stream does not start with a valid v1 header.</exception>
-    public LogReader(Stream stream, bool leaveOpen = false)
+    public LogReader(Stream stream, bool leaveOpen = false) : this(stream, leaveOpen, 0) { }
+
+    /// <summary>
+    /// A log whose first <paramref name="startsAfter"/> records are not in the stream: a replica that started from a
+    /// machine snapshot holds the records after it only. Sequence numbers run from startsAfter+1; the End record's
+    /// count is checked, its digest is not (it covers records this stream does not hold).
+    /// </summary>
+    public LogReader(Stream stream, bool leaveOpen, ulong startsAfter)
     {
+        LastSequence = startsAfter;
+        StartsAfter = startsAfter;
         ArgumentNullException.ThrowIfNull(stream);
         _stream = stream;
         _leaveOpen = leaveOpen;
@@ -63,6 +72,9 @@ public sealed class LogReader : IDisposable
 
     /// <summary>Length of the header = offset of the first record.</summary>
     public long HeaderLength => Header.EncodedLength;
+
+    /// <summary>Records before the stream's first (a log that starts after a snapshot); 0 for a whole log.</summary>
+    public ulong StartsAfter { get; }
 
     /// <summary>Sequence number of the last valid record read; 0 if none yet.</summary>
     public ulong LastSequence { get; private set; }
@@ -175,7 +187,7 @@ public sealed class LogReader : IDisposable
         var end = record.Decode<End>();
         if (end.RecordCount != sequence - 1)
             throw new LogFormatException($"the End record counts {end.RecordCount} records but {sequence - 1} precede it", sequence, record.Offset);
-        if (!CryptographicOperations.FixedTimeEquals(end.Digest, _digest.GetCurrentHash()))
+        if (StartsAfter == 0 && !CryptographicOperations.FixedTimeEquals(end.Digest, _digest.GetCurrentHash()))
             throw new LogFormatException("the End record's digest does not match the log before it (records changed, removed or inserted)", sequence, record.Offset);
     }
 

@@ -632,6 +632,27 @@ public sealed unsafe class GuestMemory : IDisposable
         if (e->Tag == pn) e->Tag = ulong.MaxValue;
     }
 
+    /// <summary>
+    /// A restored address space (a machine snapshot): the mappings exactly as given (sorted, non-overlapping; never
+    /// merged or split, so /proc/self/maps reads the same) in an address space that holds none yet.
+    /// </summary>
+    internal void RestoreLayout(IEnumerable<Vma> vmas)
+    {
+        if (_vmas.Count != 0 || _pages.Count != 0) throw new InvalidOperationException("an address space is restored only when empty");
+        foreach (var v in vmas) _vmas.Add(Copy(v));
+    }
+
+    /// <summary>A restored page: its bytes and protection (the page must lie in a mapping).</summary>
+    internal void RestorePage(ulong pn, Prot prot, ReadOnlySpan<byte> bytes)
+    {
+        if (bytes.Length != (int)PageSize) throw new ArgumentException("a page is 4096 bytes");
+        byte* d = PagePool.Rent();
+        bytes.CopyTo(new Span<byte>(d, (int)PageSize));
+        if (_pages.TryGetValue(pn, out var old)) Release(old);
+        _pages[pn] = new Page { Data = d, Prot = prot };
+        FlushTlbPage(pn);
+    }
+
     /// <summary>Pages in address order (for state digests).</summary>
     public IEnumerable<(ulong PageNumber, Page Page)> PagesInOrder()
     {

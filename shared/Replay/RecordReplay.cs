@@ -83,18 +83,42 @@ public static class Recording
     }
 }
 
-/// <summary>Keeps a running digest and byte count of each output stream (stdout, stderr).</summary>
+/// <summary>Keeps a running digest and byte count of each output stream (stdout, stderr). Its state travels in a
+/// snapshot (<see cref="Save"/>, <see cref="Resume"/>), so a replica restored from one continues the same chains.</summary>
 public sealed class OutputDigests
 {
-    readonly XxHash64[] _h = { new(), new(), new() };
-    readonly ulong[] _n = new ulong[3];
+    readonly ResumableXxHash64[] _h = { new(), new(), new() };
 
     public (ulong Total, byte[] Digest) Add(int fd, ReadOnlySpan<byte> bytes)
     {
         int i = Math.Clamp(fd, 0, 2);
         _h[i].Append(bytes);
-        _n[i] += (ulong)bytes.Length;
-        return (_n[i], _h[i].GetCurrentHash());
+        return (_h[i].Length, _h[i].GetCurrentHash());
+    }
+
+    /// <summary>Bytes written to the stream so far (fd 0, 1, 2).</summary>
+    public ulong Total(int fd) => _h[Math.Clamp(fd, 0, 2)].Length;
+
+    public const int StateSize = 3 * ResumableXxHash64.StateSize;
+
+    public void Save(Span<byte> d)
+    {
+        for (int i = 0; i < 3; i++) _h[i].SaveState(d.Slice(i * ResumableXxHash64.StateSize, ResumableXxHash64.StateSize));
+    }
+
+    /// <summary>An independent copy of the digests as they stand.</summary>
+    public OutputDigests Copy()
+    {
+        var b = new byte[StateSize];
+        Save(b);
+        return Resume(b);
+    }
+
+    public static OutputDigests Resume(ReadOnlySpan<byte> s)
+    {
+        var o = new OutputDigests();
+        for (int i = 0; i < 3; i++) o._h[i] = ResumableXxHash64.Resume(s.Slice(i * ResumableXxHash64.StateSize, ResumableXxHash64.StateSize));
+        return o;
     }
 }
 
@@ -106,7 +130,7 @@ public sealed class OutputDigests
 /// guest thread, the writer's only user, to stop at its next block and flush), so a recorder killed with SIGKILL
 /// loses only its last moments; the complete log ends with an End record (<see cref="LogWriter.Finish"/>).
 /// </summary>
-public sealed class RecordingBoundary : IBoundary
+public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
 {
     /// <summary>Longest time recorded events stay in the writer's buffers.</summary>
     public static readonly TimeSpan FlushInterval = TimeSpan.FromSeconds(1);
@@ -166,6 +190,35 @@ public sealed class RecordingBoundary : IBoundary
         _flushDue = false;
         _w.Flush();
     }
+
+    // actions another thread asked to run on the guest thread at an instruction boundary (a snapshot for a standby)
+    readonly System.Collections.Concurrent.ConcurrentQueue<Action<Kernel>> _atStop = new();
+
+    /// <summary>
+    /// Runs <paramref name="action"/> on the guest thread at its next stop, or where it idles (every thread waits):
+    /// an instruction boundary at which the log holds everything up to <see cref="Point"/> and the sink has it all.
+    /// Any thread; the action must not throw.
+    /// </summary>
+    public void RunAtNextStop(Action<Kernel> action)
+    {
+        _atStop.Enqueue(action);
+        var c = _k?.Current?.Cpu;
+        if (c != null) c.StopAt = 0;
+        _k?.Interrupt();
+    }
+
+    void RunRequested(Kernel kernel)
+    {
+        if (_atStop.IsEmpty) return;
+        _w.Flush();
+        while (_atStop.TryDequeue(out var a)) a(kernel);
+    }
+
+    /// <summary>Where the log stands (guest thread only): the last record, the next checkpoint and the output digests.</summary>
+    public Snapshot.SnapshotPoint Point => new(_w.LastSequence, _nextCheckpoint, _out.Copy());
+
+    /// <summary>The log's encoded header.</summary>
+    public byte[] EncodedHeader => _w.Header.Encode();
 
     public bool Replaying => false;
     public long Records => (long)_w.LastSequence;
@@ -277,6 +330,7 @@ public sealed class RecordingBoundary : IBoundary
 
     public void AtStop(Kernel kernel, CpuT cpu)
     {
+        RunRequested(kernel);
         if (cpu.InstructionCount >= _nextCheckpoint)
         {
             _w.Append(new Checkpoint { InstrCount = cpu.InstructionCount, Rip = cpu.Rip, StateDigest = StateDigest.Compute(kernel) });
@@ -314,6 +368,7 @@ public sealed class RecordingBoundary : IBoundary
     public bool Idle(Kernel kernel, CpuT cpu)
     {
         _w.Flush();
+        RunRequested(kernel);
         if (!kernel.WaitForHostEvent()) return false;
         AtStop(kernel, cpu);
         return true;
@@ -394,7 +449,7 @@ public sealed record RecordingContinuation(ulong LastSequence, OutputDigests Out
 public sealed class ReplayBoundary : IBoundary
 {
     readonly LogReader _r;
-    readonly OutputDigests _out = new();
+    OutputDigests _out = new();
     readonly Stream? _stdout, _stderr;
     readonly FollowOptions? _follow;
     LogRecord _peek;
@@ -429,6 +484,27 @@ public sealed class ReplayBoundary : IBoundary
         _checkpointDue = Recording.FirstCheckpoint(_interval);
         if (showOutput) { _stdout = Console.OpenStandardOutput(); _stderr = Console.OpenStandardError(); }
     }
+
+    /// <summary>
+    /// The replay starts from a machine snapshot (shared/Snapshot) instead of the program's start: the reader holds
+    /// the records after it (<see cref="LogReader.StartsAfter"/>), the output digests and the checkpoint schedule
+    /// go on from the snapshot's, and `unreleased` is output of records up to the snapshot that the live replica had
+    /// not released when it was taken (a follower that takes over emits it as it would have emitted it from its log).
+    /// </summary>
+    public void ResumeAt(Snapshot.SnapshotPoint point, IEnumerable<(int Fd, ulong Start, byte[] Bytes)>? unreleased = null)
+    {
+        if (_r.StartsAfter != point.Sequence) throw new InvalidOperationException($"the log starts after record #{_r.StartsAfter}, the snapshot after #{point.Sequence}");
+        _out = point.Outputs;
+        _checkpointDue = point.NextCheckpoint;
+        RecordsConsumed = point.Sequence;
+        _logOut = point.Outputs.Total(1);
+        _logErr = point.Outputs.Total(2);
+        if (unreleased != null) foreach (var u in unreleased) _unreleased.Enqueue(u);
+    }
+
+    /// <summary>Where the replay stands (guest thread only): the records consumed, the next checkpoint due and the
+    /// output digests, for a snapshot of the replayed machine.</summary>
+    public Snapshot.SnapshotPoint Point => new(RecordsConsumed, _checkpointDue, _out.Copy());
 
     /// <summary>The primary reports how much of its output it has released to the world (any thread).</summary>
     public void ReportReleased(ulong stdoutBytes, ulong stderrBytes)

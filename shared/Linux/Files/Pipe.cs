@@ -23,6 +23,17 @@ public sealed class Pipe
     public int Readers = 1, Writers = 1;
 
     public int Count => _count;
+
+    /// <summary>The bytes buffered, oldest first (a snapshot's copy).</summary>
+    public byte[] Contents()
+    {
+        var b = new byte[_count];
+        int first = Math.Min(_count, Capacity - _head);
+        _buf.AsSpan(_head, first).CopyTo(b);
+        _buf.AsSpan(0, _count - first).CopyTo(b.AsSpan(first));
+        return b;
+    }
+
     public int Free => Capacity - _count;
 
     public int Take(Span<byte> dst)

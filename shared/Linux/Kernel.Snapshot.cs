@@ -1,0 +1,64 @@
+using ReVirt.Cpu;
+using ReVirt.Memory;
+using CpuT = ReVirt.Cpu.VirtualCpu;
+
+namespace ReVirt.Linux;
+
+/// <summary>
+/// What a machine snapshot (shared/Snapshot) needs of the kernel's private state: the scheduler's order and counters,
+/// and a way to install a process tree restored from a snapshot in place of the one the constructor made. The
+/// encoding itself lives in <see cref="Snapshot.MachineSnapshot"/>; this file only opens the doors it needs.
+/// </summary>
+public sealed partial class Kernel
+{
+    bool _restored;
+
+    /// <summary>The scheduler's state that is not in the processes and threads themselves.</summary>
+    internal readonly record struct SchedulerState(int NextTid, ulong PipesMade, ulong AccountedAt, bool SwitchAsked, bool YieldAsked, uint Uid);
+
+    internal SchedulerState Scheduler => new(_nextTid, _pipes, _accountedAt, _switch, _yieldAsked, Uid);
+
+    /// <summary>Threads in the scheduler's round-robin order, those of reaped processes left out (dead, never run
+    /// again, in no digest).</summary>
+    internal IEnumerable<GuestThread> SchedulerOrder => _threads.Where(t => Processes.Contains(t.Process));
+
+    /// <summary>Why the machine's state cannot be captured yet (null: it can). Host state that a snapshot cannot
+    /// carry to another replica (host sockets and epoll instances, eventfds, armed host timers, shared file
+    /// mappings, the virtual network interface) makes the caller fall back to sending the log.</summary>
+    internal string? Uncapturable()
+    {
+        if (Exited) return "the guest has ended";
+        if (_nic != null) return "the guest has a virtual network interface (its stack is not part of a snapshot yet)";
+        if (_itimers.Any(t => t.Timer != null)) return "an interval timer is armed (host timers are not part of a snapshot yet)";
+        if (_posixTimers.Count > 0) return "the guest created POSIX timers (not part of a snapshot yet)";
+        foreach (var p in Processes)
+        {
+            if (p.Files.HasShared) return $"process {p.Pid} has a shared writable file mapping";
+            if (Processes.Any(q => q != p && ReferenceEquals(q.Mem, p.Mem))) return $"process {p.Pid} shares its address space with another process";
+        }
+        return null;
+    }
+
+    /// <summary>Replaces the process tree the constructor made by one restored from a snapshot: `procs` (the first is
+    /// the machine's first process), the threads in scheduler order, the running thread and the counters.</summary>
+    internal void InstallRestored(List<Process> procs, List<GuestThread> order, GuestThread current, SchedulerState st)
+    {
+        foreach (var p in Processes) p.Mem.Dispose();
+        Processes.Clear();
+        Processes.AddRange(procs);
+        Init = procs[0];
+        _threads.Clear();
+        _threads.AddRange(order);
+        _live = order.Count(t => t.State != ThreadState.Dead);
+        _runnable = order.Count(t => t.State == ThreadState.Runnable);
+        (_nextTid, _pipes, _accountedAt, _switch, _yieldAsked, Uid) = (st.NextTid, st.PipesMade, st.AccountedAt, st.SwitchAsked, st.YieldAsked, st.Uid);
+        Current = current;
+        _restored = true;
+    }
+
+    /// <summary>A CPU for a restored thread of `p`, answering to this kernel.</summary>
+    internal CpuT NewCpu(Process p, int tid) => new(p.Mem, p.Code, this) { Tid = tid };
+
+    /// <summary>A code cache for a restored process (decoded blocks are derived state: they start empty).</summary>
+    internal CodeCache NewCodeCache(GuestMemory mem) => new(mem, Options.Tier, Images.Code);
+}

@@ -1,0 +1,526 @@
+using System.Buffers.Binary;
+using System.Diagnostics;
+using System.Security.Cryptography;
+using System.Text;
+using ReVirt.Abi;
+using ReVirt.Cpu;
+using ReVirt.Linux;
+using ReVirt.Memory;
+using ReVirt.Replay;
+using Process = ReVirt.Linux.Process;
+using ThreadState = ReVirt.Linux.ThreadState;
+
+namespace ReVirt.Snapshot;
+
+/// <summary>Where the log stood when a snapshot was taken: the last record the state includes, when the recorder's
+/// next periodic checkpoint is due, and the running output digests (so a replay from the snapshot verifies the
+/// records after it exactly as a replay from record 1 would).</summary>
+public sealed record SnapshotPoint(ulong Sequence, ulong NextCheckpoint, OutputDigests Outputs);
+
+/// <summary>The bytes are not a snapshot of this run (wrong magic, version or run, damaged, cut off).</summary>
+public sealed class SnapshotFormatException(string message) : Exception(message);
+
+/// <summary>A well-formed snapshot whose restored machine does not match what it claims (a page or a register
+/// missing or changed): the reason says what differed.</summary>
+public sealed class SnapshotRefusedException(string message) : Exception(message);
+
+/// <summary>Violations a test or drill can plant in an encoded snapshot (never in normal operation).</summary>
+public enum SnapshotPlant { None, OmitPage }
+
+/// <summary>
+/// A machine snapshot at an instruction boundary: every process (ids, tree, memory layout and pages, descriptors,
+/// dispositions and pending signals, brk, cwd, its program's start image), every thread (<see cref="CpuState"/>,
+/// instruction and branch counts, signal mask, futex and parked-call state), in-VM pipes with their bytes, the
+/// scheduler's order and counters, and the log position (<see cref="SnapshotPoint"/>). It is the start state of a
+/// replica that joins a running guest: restored, it follows the log from the record after the snapshot.
+///
+/// Format (little-endian): "RVSNAP01" | u32 version | u32 kernel-section length | kernel section | per process in
+/// the kernel section's order: u32 pages, then (u64 page number, u8 protection, 4096 bytes) in address order |
+/// 16-byte state digest (<see cref="StateDigest"/>: what the restored machine must compute) | SHA-256 of all the
+/// bytes before it. The kernel section is one encoding used both ways: a restored machine re-encodes to the same
+/// bytes, which is checked, as is the state digest; a snapshot that fails either is refused with the reason.
+///
+/// Capture costs the guest a copy-on-write fork of each address space (<see cref="GuestMemory.Fork"/>: a page
+/// record per page, no copy) and the small kernel section; the pages are read and hashed afterwards, off the guest
+/// thread, while the guest's first store to each page copies it.
+/// </summary>
+public static class MachineSnapshot
+{
+    static readonly byte[] Magic = "RVSNAP01"u8.ToArray();
+    public const uint Version = 1;
+    const int PageBytes = (int)GuestMemory.PageSize;
+    const int MaxString = 1 << 20, MaxItems = 1 << 20;
+
+    /// <summary>Why this machine cannot be captured now (null: it can). Checked on the guest thread at capture.</summary>
+    public static string? Uncapturable(Kernel k)
+    {
+        if (k.Uncapturable() is { } why) return why;
+        foreach (var p in k.Processes)
+            foreach (var (fd, f) in p.Fds.Entries)
+                if (FileKind(f) == null)
+                    return $"process {p.Pid} holds descriptor {fd} ({f.GetType().Name} {f.GuestPath}), which is host state a snapshot cannot carry yet";
+        return null;
+    }
+
+    enum Kind : byte { Stdio = 1, PipeRead = 2, PipeWrite = 3, File = 4 }
+
+    static Kind? FileKind(OpenFile f) => f switch
+    {
+        StdioFile => Kind.Stdio,
+        PipeReader => Kind.PipeRead,
+        PipeWriter => Kind.PipeWrite,
+        // a regular file or directory opened by path (not an eventfd, a socket or an epoll instance)
+        HostFile h when h.GetType() == typeof(HostFile) && h.GuestPath.StartsWith('/') => Kind.File,
+        _ => null,
+    };
+
+    /// <summary>
+    /// Captures the machine (guest thread, at an instruction boundary): the kernel section now, and a copy-on-write
+    /// fork of every address space whose pages <see cref="SnapshotCapture.Encode"/> reads later on any thread.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">The machine holds state a snapshot cannot carry (<see cref="Uncapturable"/>).</exception>
+    public static SnapshotCapture Capture(Kernel k, SnapshotPoint point, ReadOnlySpan<byte> encodedHeader)
+    {
+        long t0 = Stopwatch.GetTimestamp();
+        if (Uncapturable(k) is { } why) throw new InvalidOperationException(why);
+        var kernel = EncodeKernel(k, point, SHA256.HashData(encodedHeader));
+        var procs = k.Processes.Select(p => (p.Threads.Select(t => t.Cpu.State).ToArray(), p.Mem.Fork())).ToList();
+        byte[]? net = k.Nic?.Stack.Digest();
+        return new SnapshotCapture(kernel, procs, net, point.Sequence, Stopwatch.GetElapsedTime(t0));
+    }
+
+    // ------------------------------------------------------------------ the kernel section
+
+    static byte[] EncodeKernel(Kernel k, SnapshotPoint point, byte[] headerHash)
+    {
+        var ms = new MemoryStream();
+        var w = new BinaryWriter(ms, Encoding.UTF8);
+        w.Write(headerHash);
+        w.Write(point.Sequence);
+        w.Write(point.NextCheckpoint);
+        var outputs = new byte[OutputDigests.StateSize];
+        point.Outputs.Save(outputs);
+        w.Write(outputs);
+        var st = k.Scheduler;
+        w.Write(st.NextTid); w.Write(st.PipesMade); w.Write(st.AccountedAt); w.Write(st.SwitchAsked); w.Write(st.YieldAsked); w.Write(st.Uid);
+
+        // open file descriptions (shared by descriptors and processes) and pipes, numbered in first-use order
+        var files = new Dictionary<OpenFile, int>(ReferenceEqualityComparer.Instance);
+        var pipes = new Dictionary<Pipe, int>(ReferenceEqualityComparer.Instance);
+        foreach (var p in k.Processes)
+            foreach (var (_, f) in p.Fds.Entries)
+            {
+                if (files.ContainsKey(f)) continue;
+                files[f] = files.Count;
+                var pipe = f switch { PipeReader r => r.Pipe, PipeWriter pw => pw.Pipe, _ => null };
+                if (pipe != null && !pipes.ContainsKey(pipe)) pipes[pipe] = pipes.Count;
+            }
+        w.Write(pipes.Count);
+        foreach (var pipe in pipes.Keys)
+        {
+            w.Write(pipe.Inode); w.Write(pipe.Readers); w.Write(pipe.Writers);
+            var c = pipe.Contents();
+            w.Write(c.Length); w.Write(c);
+        }
+        w.Write(files.Count);
+        foreach (var f in files.Keys)
+        {
+            var kind = FileKind(f) ?? throw new InvalidOperationException($"{f.GetType().Name} cannot be captured");
+            w.Write((byte)kind);
+            w.Write(f.GuestPath); w.Write(f.StatusFlags); w.Write(f.Offset); w.Write(f.RefCount);
+            switch (kind)
+            {
+                case Kind.Stdio: w.Write(f.HostFd); break;
+                case Kind.PipeRead: w.Write(pipes[((PipeReader)f).Pipe]); break;
+                case Kind.PipeWrite: w.Write(pipes[((PipeWriter)f).Pipe]); break;
+                case Kind.File: w.Write(((HostFile)f).Directory); break;
+            }
+        }
+
+        w.Write(k.Processes.Count);
+        foreach (var p in k.Processes)
+        {
+            w.Write(p.Pid); w.Write(p.Ppid); w.Write(p.Pgid); w.Write(p.Sid);
+            w.Write(p.Parent != null && k.Processes.Contains(p.Parent) ? p.Parent.Pid : -1);
+            w.Write(p.Children.Count);
+            foreach (var c in p.Children) w.Write(c.Pid);
+            w.Write(p.Cwd); w.Write(p.Umask); w.Write(p.BrkStart); w.Write(p.BrkCur);
+            for (int s = 0; s <= Sig.Max; s++) { var a = p.Actions[s]; w.Write(a.Handler); w.Write(a.Flags); w.Write(a.Restorer); w.Write(a.Mask); }
+            w.Write(p.Pending); w.Write(p.Name); w.Write(p.Exited); w.Write(p.WaitStatus); w.Write(p.ExitSignal); w.Write(p.DeathSignal);
+            w.Write(p.Instructions); w.Write(p.ChildInstructions); w.Write(p.MaxRssPages); w.Write(p.ChildMaxRssPages);
+            var si = p.Start;
+            var lp = si.Program;
+            w.Write(lp.Entry); w.Write(lp.LoadBias); w.Write(lp.PhdrAddr); w.Write(lp.PhNum); w.Write(lp.PhEnt); w.Write(lp.BrkStart); w.Write(lp.IsPie);
+            WriteOpt(w, lp.Interpreter);
+            w.Write(si.InterpreterBase); w.Write(si.StartRip); w.Write(si.ExecPath); w.Write(si.BinaryPath); WriteStrings(w, si.Argv);
+            w.Write(p.ProgramGuestPath);
+            w.Write(p.Auxv.Length); foreach (var v in p.Auxv) w.Write(v);
+            WriteStrings(w, p.Environment);
+            w.Write(p.Mem.Vmas.Count);
+            foreach (var v in p.Mem.Vmas) { w.Write(v.Start); w.Write(v.End); w.Write((int)v.Prot); w.Write(v.Name); w.Write(v.FileOffset); w.Write(v.Shared); w.Write(v.BeyondEof); }
+            var fds = p.Fds.Entries.ToList();
+            w.Write(fds.Count);
+            foreach (var (fd, f) in fds) { w.Write(fd); w.Write(files[f]); w.Write(p.Fds.CloseOnExec(fd)); }
+            w.Write(p.Threads.Count);
+            foreach (var t in p.Threads) WriteThread(w, t);
+        }
+        var order = k.SchedulerOrder.ToList();
+        w.Write(order.Count);
+        foreach (var t in order) w.Write(t.Tid);
+        w.Write(k.Current.Tid);
+        w.Flush();
+        return ms.ToArray();
+    }
+
+    static void WriteThread(BinaryWriter w, GuestThread t)
+    {
+        w.Write(t.Tid); w.Write((byte)t.State);
+        var s = t.Cpu.State;
+        for (int i = 0; i < 16; i++) w.Write(s.R[i]);
+        w.Write(s.Rip); w.Write(s.Rflags); w.Write(s.FsBase); w.Write(s.GsBase);
+        for (int i = 0; i < 32; i++) w.Write(s.Xmm[i]);
+        w.Write(s.Mxcsr);
+        Span<byte> f = stackalloc byte[10];
+        for (int i = 0; i < 8; i++) { s.Fpr[i].WriteTo(f); w.Write(f); }
+        w.Write(s.FpTop); w.Write(s.Fcw); w.Write(s.Fsw); w.Write(s.FpEmpty);
+        w.Write(t.Cpu.InstructionCount); w.Write(t.Cpu.BranchCount); w.Write(t.Cpu.Yield);
+        w.Write(t.SigMask); w.Write(t.MaskAfterSuspend.HasValue); w.Write(t.MaskAfterSuspend ?? 0);
+        w.Write(t.ClearChildTid); w.Write(t.FutexAddr); w.Write(t.FutexBitset); w.Write(t.FutexTimed); w.Write(t.FutexWoken);
+        w.Write(t.Parked); w.Write(t.ParkedNr); w.Write(t.WakesOnVmChange); w.Write(t.HostWait); w.Write(t.WaitSeq);
+        w.Write(t.PartialDone); w.Write(t.AlsoWaitsInVm); w.Write(t.AltSp); w.Write(t.AltSize); w.Write(t.AltFlags);
+    }
+
+    static void WriteOpt(BinaryWriter w, string? s) { w.Write(s != null); if (s != null) w.Write(s); }
+    static void WriteStrings(BinaryWriter w, string[] a) { w.Write(a.Length); foreach (var s in a) w.Write(s); }
+
+    // ------------------------------------------------------------------ restoring
+
+    /// <summary>A bounded reader: every count and length is checked against what is left, so damaged bytes give a
+    /// <see cref="SnapshotFormatException"/>, never a huge allocation or another exception.</summary>
+    sealed class Reader(byte[] b, int start, int end)
+    {
+        int _o = start;
+        public bool AtEnd => _o == end;
+        ReadOnlySpan<byte> Take(int n)
+        {
+            if (n < 0 || end - _o < n) throw new SnapshotFormatException($"the kernel section ends early (at byte {_o})");
+            var s = b.AsSpan(_o, n);
+            _o += n;
+            return s;
+        }
+        public byte U8() => Take(1)[0];
+        public bool Bool() => U8() switch { 0 => false, 1 => true, var x => throw new SnapshotFormatException($"bad boolean {x}") };
+        public int I32() => BinaryPrimitives.ReadInt32LittleEndian(Take(4));
+        public uint U32() => BinaryPrimitives.ReadUInt32LittleEndian(Take(4));
+        public long I64() => BinaryPrimitives.ReadInt64LittleEndian(Take(8));
+        public ulong U64() => BinaryPrimitives.ReadUInt64LittleEndian(Take(8));
+        public ushort U16() => BinaryPrimitives.ReadUInt16LittleEndian(Take(2));
+        public byte[] Bytes(int n) => Take(n).ToArray();
+        public int Count(int max = MaxItems)
+        {
+            int n = I32();
+            if (n < 0 || n > max) throw new SnapshotFormatException($"a count of {n} (at most {max})");
+            return n;
+        }
+        public string Str()
+        {
+            // BinaryWriter's 7-bit encoded length
+            int len = 0, shift = 0;
+            byte x;
+            do
+            {
+                if (shift > 28) throw new SnapshotFormatException("bad string length");
+                x = U8();
+                len |= (x & 0x7F) << shift;
+                shift += 7;
+            } while ((x & 0x80) != 0);
+            if (len > MaxString) throw new SnapshotFormatException($"a string of {len} bytes");
+            return Encoding.UTF8.GetString(Take(len));
+        }
+        public string? OptStr() => Bool() ? Str() : null;
+        public string[] Strs() { var a = new string[Count()]; for (int i = 0; i < a.Length; i++) a[i] = Str(); return a; }
+    }
+
+    /// <summary>
+    /// Verifies a snapshot of the run whose encoded log header is given and restores the machine: a new
+    /// <see cref="Machine"/> on <paramref name="boundary"/> (not loaded: its processes are the snapshot's) whose
+    /// <see cref="Machine.Run"/> goes on from the snapshot's instruction. Refuses, with the reason, bytes that are not a
+    /// snapshot of this run and a snapshot whose restored state does not match its digest or its own encoding.
+    /// </summary>
+    /// <exception cref="SnapshotFormatException">Not a well-formed snapshot of this run.</exception>
+    /// <exception cref="SnapshotRefusedException">The restored machine is not the machine the snapshot describes.</exception>
+    public static (Machine Machine, SnapshotPoint Point) Restore(byte[] snap, ReadOnlySpan<byte> encodedHeader, MachineOptions options, IBoundary boundary)
+    {
+        const int Trailer = 16 + 32;
+        if (snap.Length < Magic.Length + 8 + Trailer || !snap.AsSpan(0, Magic.Length).SequenceEqual(Magic))
+            throw new SnapshotFormatException("not a machine snapshot (no RVSNAP01 magic)");
+        uint version = BinaryPrimitives.ReadUInt32LittleEndian(snap.AsSpan(8));
+        if (version != Version) throw new SnapshotFormatException($"snapshot format version {version} (this replica reads {Version})");
+        if (!SHA256.HashData(snap.AsSpan(0, snap.Length - 32)).AsSpan().SequenceEqual(snap.AsSpan(snap.Length - 32)))
+            throw new SnapshotFormatException($"the snapshot's {snap.Length} bytes do not match their SHA-256 (damaged or cut off in transfer)");
+        int kernelLen = BinaryPrimitives.ReadInt32LittleEndian(snap.AsSpan(12));
+        int kernelStart = 16;
+        if (kernelLen < 0 || kernelLen > snap.Length - kernelStart - Trailer) throw new SnapshotFormatException($"a kernel section of {kernelLen} bytes in a snapshot of {snap.Length}");
+        var kernelSection = snap.AsSpan(kernelStart, kernelLen);
+        var r = new Reader(snap, kernelStart, kernelStart + kernelLen);
+        if (!r.Bytes(32).AsSpan().SequenceEqual(SHA256.HashData(encodedHeader)))
+            throw new SnapshotFormatException("the snapshot was taken of another run (its log header differs)");
+        ulong sequence = r.U64(), nextCheckpoint = r.U64();
+        var outputs = OutputDigests.Resume(r.Bytes(OutputDigests.StateSize));
+        var point = new SnapshotPoint(sequence, nextCheckpoint, outputs);
+
+        var m = new Machine(options, boundary);
+        try
+        {
+            var k = m.Kernel;
+            var st = new Kernel.SchedulerState(r.I32(), r.U64(), r.U64(), r.Bool(), r.Bool(), r.U32());
+            var pipes = new Pipe[r.Count()];
+            for (int i = 0; i < pipes.Length; i++)
+            {
+                var pipe = new Pipe(r.U64()) { Readers = r.I32(), Writers = r.I32() };
+                var c = r.Bytes(r.Count(Pipe.Capacity));
+                pipe.Put(c);
+                pipes[i] = pipe;
+            }
+            var files = new OpenFile[r.Count()];
+            for (int i = 0; i < files.Length; i++)
+            {
+                var kind = (Kind)r.U8();
+                string path = r.Str();
+                int flags = r.I32();
+                long offset = r.I64();
+                int refs = r.I32();
+                Pipe PipeAt(int ix) => ix >= 0 && ix < pipes.Length ? pipes[ix] : throw new SnapshotFormatException($"pipe {ix} of {pipes.Length}");
+                OpenFile f = kind switch
+                {
+                    Kind.Stdio => StdioAt(r.I32()),
+                    Kind.PipeRead => new PipeReader(PipeAt(r.I32()), 0),
+                    Kind.PipeWrite => new PipeWriter(PipeAt(r.I32()), 0),
+                    Kind.File => new HostFile { Directory = r.Bool() },
+                    _ => throw new SnapshotFormatException($"unknown open file kind {(byte)kind}"),
+                };
+                f.GuestPath = path; f.StatusFlags = flags; f.Offset = offset; f.RefCount = refs;
+                files[i] = f;
+            }
+
+            int nproc = r.Count(1 << 16);
+            if (nproc == 0) throw new SnapshotFormatException("a snapshot without processes");
+            var procs = new List<Process>(nproc);
+            var parents = new List<int>();
+            var children = new List<int[]>();
+            var threads = new Dictionary<int, GuestThread>();
+            for (int i = 0; i < nproc; i++)
+            {
+                var mem = new GuestMemory();
+                var p = new Process(mem, k.NewCodeCache(mem), new FdTable(), "/");
+                procs.Add(p);
+                p.Pid = r.I32(); p.Ppid = r.I32(); p.Pgid = r.I32(); p.Sid = r.I32();
+                parents.Add(r.I32());
+                var ch = new int[r.Count()];
+                for (int j = 0; j < ch.Length; j++) ch[j] = r.I32();
+                children.Add(ch);
+                p.Cwd = r.Str(); p.Umask = r.I32(); p.BrkStart = r.U64(); p.BrkCur = r.U64();
+                for (int s = 0; s <= Sig.Max; s++) { var a = p.Actions[s]; a.Handler = r.U64(); a.Flags = r.U64(); a.Restorer = r.U64(); a.Mask = r.U64(); }
+                p.Pending = r.U64(); p.Name = r.Str(); p.Exited = r.Bool(); p.WaitStatus = r.I32(); p.ExitSignal = r.I32(); p.DeathSignal = r.I32();
+                p.Instructions = r.U64(); p.ChildInstructions = r.U64(); p.MaxRssPages = r.I64(); p.ChildMaxRssPages = r.I64();
+                var lp = new LoadedProgram { Entry = r.U64(), LoadBias = r.U64(), PhdrAddr = r.U64(), PhNum = r.I32(), PhEnt = r.I32(), BrkStart = r.U64(), IsPie = r.Bool(), Interpreter = r.OptStr() };
+                p.Start = new StartImage { Program = lp, InterpreterBase = r.U64(), StartRip = r.U64(), ExecPath = r.Str(), BinaryPath = r.Str(), Argv = r.Strs() };
+                p.Program = lp;
+                p.ProgramGuestPath = r.Str();
+                p.Auxv = new ulong[r.Count()];
+                for (int j = 0; j < p.Auxv.Length; j++) p.Auxv[j] = r.U64();
+                p.Environment = r.Strs();
+                var vmas = new Vma[r.Count()];
+                ulong prevEnd = 0;
+                for (int j = 0; j < vmas.Length; j++)
+                {
+                    var v = new Vma { Start = r.U64(), End = r.U64(), Prot = (Prot)r.I32(), Name = r.Str(), FileOffset = r.I64(), Shared = r.Bool(), BeyondEof = r.U64() };
+                    if (v.Start < prevEnd || v.End <= v.Start || v.End > GuestMemory.AddressLimit || ((v.Start | v.End) & GuestMemory.PageMask) != 0)
+                        throw new SnapshotFormatException($"mapping {v} of process {p.Pid} is not page-aligned, sorted and inside the address space");
+                    prevEnd = v.End;
+                    vmas[j] = v;
+                }
+                mem.RestoreLayout(vmas);
+                int nfd = r.Count(FdTable.MaxFd + 1);
+                for (int j = 0; j < nfd; j++)
+                {
+                    int fd = r.I32(), ix = r.I32();
+                    bool cloexec = r.Bool();
+                    if (fd < 0 || fd > FdTable.MaxFd || p.Fds.ContainsKey(fd) || ix < 0 || ix >= files.Length) throw new SnapshotFormatException($"descriptor {fd} -> description {ix} of process {p.Pid}");
+                    p.Fds.InstallAt(fd, files[ix], cloexec);
+                }
+                int nthr = r.Count(k.MaxThreads);
+                for (int j = 0; j < nthr; j++)
+                {
+                    var t = ReadThread(r, k, p);
+                    if (!threads.TryAdd(t.Tid, t)) throw new SnapshotFormatException($"thread {t.Tid} appears twice");
+                    p.Threads.Add(t);
+                }
+            }
+            var byPid = new Dictionary<int, Process>();
+            foreach (var p in procs) if (!byPid.TryAdd(p.Pid, p)) throw new SnapshotFormatException($"process {p.Pid} appears twice");
+            for (int i = 0; i < nproc; i++)
+            {
+                procs[i].Parent = parents[i] < 0 ? null : byPid.GetValueOrDefault(parents[i]) ?? throw new SnapshotFormatException($"parent {parents[i]} of process {procs[i].Pid} is missing");
+                foreach (int c in children[i]) procs[i].Children.Add(byPid.GetValueOrDefault(c) ?? throw new SnapshotFormatException($"child {c} of process {procs[i].Pid} is missing"));
+            }
+            var order = new List<GuestThread>();
+            int norder = r.Count(threads.Count);
+            for (int i = 0; i < norder; i++) order.Add(threads.GetValueOrDefault(r.I32()) ?? throw new SnapshotFormatException("the scheduler names a thread that is missing"));
+            var current = threads.GetValueOrDefault(r.I32()) ?? throw new SnapshotFormatException("the running thread is missing");
+            if (!r.AtEnd) throw new SnapshotFormatException("bytes after the kernel section's end");
+
+            // memory: per process, its pages in address order
+            int o = kernelStart + kernelLen;
+            int memEnd = snap.Length - Trailer;
+            foreach (var p in procs)
+            {
+                if (memEnd - o < 4) throw new SnapshotFormatException("the memory section ends early");
+                int n = BinaryPrimitives.ReadInt32LittleEndian(snap.AsSpan(o));
+                o += 4;
+                if (n < 0 || (long)n * (9 + PageBytes) > memEnd - o) throw new SnapshotFormatException($"{n} pages of process {p.Pid} in {memEnd - o} bytes");
+                for (int j = 0; j < n; j++)
+                {
+                    ulong pn = BinaryPrimitives.ReadUInt64LittleEndian(snap.AsSpan(o));
+                    var prot = (Prot)snap[o + 8];
+                    if (p.Mem.FindVma(pn << GuestMemory.PageShift) == null) throw new SnapshotFormatException($"page 0x{pn << GuestMemory.PageShift:x} of process {p.Pid} lies outside its mappings");
+                    p.Mem.RestorePage(pn, prot, snap.AsSpan(o + 9, PageBytes));
+                    o += 9 + PageBytes;
+                }
+            }
+            if (o != memEnd) throw new SnapshotFormatException($"{memEnd - o} bytes after the memory section");
+            k.InstallRestored(procs, order, current, st);
+
+            // the restored machine must be the one the snapshot describes
+            var digest = StateDigest.Compute(k);
+            var claimed = snap.AsSpan(memEnd, 16);
+            if (!claimed.SequenceEqual(digest))
+                throw new SnapshotRefusedException($"the restored machine's state digest {Convert.ToHexString(digest)} differs from the snapshot's {Convert.ToHexString(claimed)} (a page or register is missing or changed)");
+            var again = EncodeKernel(k, point, SHA256.HashData(encodedHeader));
+            if (!again.AsSpan().SequenceEqual(kernelSection))
+                throw new SnapshotRefusedException($"the restored kernel state re-encodes to {again.Length} bytes that differ from the snapshot's {kernelLen} (first difference at byte {FirstDiff(again, kernelSection)})");
+            return (m, point);
+        }
+        catch
+        {
+            m.Dispose();
+            throw;
+        }
+    }
+
+    static StdioFile StdioAt(int fd) => fd is >= 0 and <= 2 ? new StdioFile(fd) : throw new SnapshotFormatException($"stdio descriptor {fd}");
+
+    static int FirstDiff(ReadOnlySpan<byte> a, ReadOnlySpan<byte> b)
+    {
+        int n = Math.Min(a.Length, b.Length);
+        for (int i = 0; i < n; i++) if (a[i] != b[i]) return i;
+        return n;
+    }
+
+    static GuestThread ReadThread(Reader r, Kernel k, Process p)
+    {
+        int tid = r.I32();
+        byte state = r.U8();
+        if (state > (byte)ThreadState.Dead) throw new SnapshotFormatException($"thread {tid} in state {state}");
+        var s = new CpuState();
+        for (int i = 0; i < 16; i++) s.R[i] = r.U64();
+        s.Rip = r.U64(); s.Rflags = r.U64(); s.FsBase = r.U64(); s.GsBase = r.U64();
+        for (int i = 0; i < 32; i++) s.Xmm[i] = r.U64();
+        s.Mxcsr = r.U32();
+        for (int i = 0; i < 8; i++) s.Fpr[i] = Float80.FromBytes(r.Bytes(10));
+        s.FpTop = r.I32(); s.Fcw = r.U16(); s.Fsw = r.U16(); s.FpEmpty = r.U8();
+        if (s.FpTop is < 0 or > 7) throw new SnapshotFormatException($"thread {tid}: x87 top {s.FpTop}");
+        var cpu = k.NewCpu(p, tid);
+        cpu.State = s;
+        cpu.InstructionCount = r.U64(); cpu.BranchCount = r.U64(); cpu.Yield = r.Bool();
+        var t = new GuestThread(cpu, p) { State = (ThreadState)state };
+        t.SigMask = r.U64();
+        bool hasMask = r.Bool();
+        ulong mask = r.U64();
+        t.MaskAfterSuspend = hasMask ? mask : null;
+        t.ClearChildTid = r.U64(); t.FutexAddr = r.U64(); t.FutexBitset = r.U32(); t.FutexTimed = r.Bool(); t.FutexWoken = r.Bool();
+        t.Parked = r.Bool(); t.ParkedNr = r.I32(); t.WakesOnVmChange = r.Bool(); t.HostWait = r.U32(); t.WaitSeq = r.U32();
+        t.PartialDone = r.I64(); t.AlsoWaitsInVm = r.Bool(); t.AltSp = r.U64(); t.AltSize = r.U64(); t.AltFlags = r.I32();
+        return t;
+    }
+
+    internal static byte[] Assemble(byte[] kernel, IReadOnlyList<(CpuState[] Threads, GuestMemory Mem)> procs, byte[]? net, SnapshotPlant plant)
+    {
+        var digest = StateDigest.Compute(procs.Select(p => ((IEnumerable<CpuState>)p.Threads, p.Mem)), net);
+        long pages = procs.Sum(p => (long)p.Mem.PageCount);
+        var ms = new MemoryStream((int)Math.Min(int.MaxValue, 64 + kernel.Length + pages * (9 + PageBytes)));
+        var w = new BinaryWriter(ms);
+        w.Write(Magic); w.Write(Version); w.Write(kernel.Length); w.Write(kernel);
+        bool omitted = false;
+        foreach (var (_, mem) in procs)
+        {
+            var list = mem.PagesInOrder().ToList();
+            // planted (tests and drills only): the last page of the first process that has one is left out
+            if (plant == SnapshotPlant.OmitPage && !omitted && list.Count > 0) { list.RemoveAt(list.Count - 1); omitted = true; }
+            w.Write(list.Count);
+            foreach (var (pn, page) in list)
+            {
+                w.Write(pn);
+                w.Write((byte)page.Prot);
+                unsafe { w.Write(new ReadOnlySpan<byte>(page.Data, PageBytes)); }
+            }
+        }
+        w.Write(digest);
+        w.Flush();
+        var body = ms.GetBuffer().AsSpan(0, (int)ms.Length);
+        var sha = SHA256.HashData(body);
+        w.Write(sha);
+        w.Flush();
+        return ms.ToArray();
+    }
+}
+
+/// <summary>
+/// A snapshot taken but not yet encoded: the kernel section and a copy-on-write fork of every address space. The
+/// guest runs on meanwhile (its stores copy the pages they touch); <see cref="Encode"/> reads the forks on any
+/// thread and <see cref="Dispose"/> lets go of them.
+/// </summary>
+public sealed class SnapshotCapture : IDisposable
+{
+    readonly byte[] _kernel;
+    readonly List<(CpuState[] Threads, GuestMemory Mem)> _procs;
+    readonly byte[]? _net;
+    int _disposed;
+
+    internal SnapshotCapture(byte[] kernel, List<(CpuState[], GuestMemory)> procs, byte[]? net, ulong sequence, TimeSpan pause)
+    {
+        _kernel = kernel;
+        _procs = procs;
+        _net = net;
+        Sequence = sequence;
+        Pause = pause;
+    }
+
+    /// <summary>The last log record the snapshot includes.</summary>
+    public ulong Sequence { get; }
+    /// <summary>How long the guest was stopped for the capture.</summary>
+    public TimeSpan Pause { get; }
+    public long Pages => _procs.Sum(p => (long)p.Mem.PageCount);
+
+    /// <summary>The snapshot's bytes (with its state digest and SHA-256); the forks are released afterwards.</summary>
+    public byte[] Encode(SnapshotPlant plant = SnapshotPlant.None)
+    {
+        try { return MachineSnapshot.Assemble(_kernel, _procs, _net, plant); }
+        finally { Dispose(); }
+    }
+
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+        foreach (var (_, mem) in _procs) mem.Dispose();
+    }
+}
+
+/// <summary>A running machine that can be captured at its next instruction boundary (a recording boundary: its
+/// guest thread runs the action at its next stop, with the log up to <see cref="Point"/> in the sink).</summary>
+public interface ISnapshotSource
+{
+    void RunAtNextStop(Action<Kernel> action);
+    /// <summary>Where the log stands (read inside the action).</summary>
+    SnapshotPoint Point { get; }
+}

@@ -1,0 +1,238 @@
+using System.IO.Hashing;
+using ReVirt.Abi;
+using ReVirt.Linux;
+using ReVirt.Log;
+using ReVirt.Replay;
+using ReVirt.Snapshot;
+using ReVirt.Tests.Programs;
+using Xunit;
+using CpuT = ReVirt.Cpu.VirtualCpu;
+
+namespace ReVirt.Tests.Replay;
+
+/// <summary>
+/// Machine snapshots: a machine captured mid-run and restored goes on exactly as the uninterrupted run did (the
+/// oracle is the recording: every output and checkpoint digest after the snapshot is verified against it); a
+/// snapshot that omits a page or is damaged is refused with the reason.
+/// </summary>
+public class SnapshotTests
+{
+    [Fact]
+    public void ResumableXxHash64EqualsTheLibrarysAcrossChunkingsAndResumes()
+    {
+        var rng = new Random(7);
+        for (int round = 0; round < 200; round++)
+        {
+            var data = new byte[rng.Next(0, 300)];
+            rng.NextBytes(data);
+            var oracle = new XxHash64();
+            var mine = new ResumableXxHash64();
+            int off = 0;
+            while (off < data.Length)
+            {
+                int n = Math.Min(data.Length - off, rng.Next(0, 70));
+                oracle.Append(data.AsSpan(off, n));
+                mine.Append(data.AsSpan(off, n));
+                off += n;
+                if (rng.Next(3) == 0)
+                {
+                    var state = new byte[ResumableXxHash64.StateSize];
+                    mine.SaveState(state);
+                    mine = ResumableXxHash64.Resume(state);
+                }
+                Assert.Equal(oracle.GetCurrentHash(), mine.GetCurrentHash());
+            }
+            Assert.Equal(XxHash64.Hash(data), mine.GetCurrentHash());
+        }
+    }
+
+    /// <summary>Forwards to a replay and takes a snapshot at its first stop after a given record; keeps the output.</summary>
+    sealed class SnapshotAt(ReplayBoundary inner, ulong afterRecord, SnapshotPlant plant = SnapshotPlant.None) : IBoundary
+    {
+        public byte[]? Snapshot;
+        public SnapshotPoint? Point;
+        public TimeSpan Pause;
+        public readonly MemoryStream Stdout = new();
+        Kernel? _k;
+
+        public HostResult Syscall(int tid, int nr, Func<HostResult> perform, bool reexecuteOnReplay = false) => inner.Syscall(tid, nr, perform, reexecuteOnReplay);
+        public HostResult Output(int tid, int nr, int fd, byte[] data, Func<HostResult> perform) => inner.Output(tid, nr, fd, data, perform);
+        public HostResult Send(int tid, int nr, SocketSend send) => inner.Send(tid, nr, send);
+        public HostResult SocketEnd(int tid, int nr, object socket, Func<HostResult> perform, bool reexecuteOnReplay) => inner.SocketEnd(tid, nr, socket, perform, reexecuteOnReplay);
+        public HostResult FileContent(int tid, int nr, FileRef file, Func<HostResult> perform) => inner.FileContent(tid, nr, file, perform);
+        public NetReceived NetReceive(int tid, Func<NetReceived> perform) => inner.NetReceive(tid, perform);
+        public ulong Value(int tid, InputKind kind, Func<ulong> perform) => inner.Value(tid, kind, perform);
+        public byte[] Bytes(int tid, InputKind kind, int count, Func<byte[]> perform) => inner.Bytes(tid, kind, count, perform);
+        public bool Replaying => inner.Replaying;
+        public int HostDescriptor(long performed, int local = -1) => ((IBoundary)inner).HostDescriptor(performed, local);
+        public ulong NextStop(Kernel kernel, CpuT cpu) => inner.NextStop(kernel, cpu);
+        public bool Idle(Kernel kernel, CpuT cpu) { Take(kernel); return inner.Idle(kernel, cpu); }
+        public void OnOutput(Kernel kernel, CpuT cpu, int fd, ReadOnlySpan<byte> bytes) { if (fd == 1) Stdout.Write(bytes); inner.OnOutput(kernel, cpu, fd, bytes); }
+        public void Attach(Kernel kernel) { _k = kernel; inner.Attach(kernel); }
+        public void OnExit(Kernel kernel, CpuT cpu, int status) => inner.OnExit(kernel, cpu, status);
+
+        public void AtStop(Kernel kernel, CpuT cpu)
+        {
+            Take(kernel);
+            inner.AtStop(kernel, cpu);
+        }
+
+        void Take(Kernel kernel)
+        {
+            if (Snapshot != null || inner.RecordsConsumed < afterRecord) return;
+            Point = inner.Point;
+            using var cap = MachineSnapshot.Capture(kernel, Point, _header);
+            Pause = cap.Pause;
+            Snapshot = cap.Encode(plant);
+        }
+
+        public byte[] _header = [];
+    }
+
+    static string TempLog() => Path.Combine(Path.GetTempPath(), $"revirt-snap-{Guid.NewGuid():N}.rvlog");
+
+    /// <summary>The log's header bytes and the frames after record `after`, as a replica that starts from a snapshot
+    /// taken there receives them.</summary>
+    static MemoryStream LogAfter(string log, ulong after)
+    {
+        using var r = LogReader.Open(log);
+        int headerLen = (int)r.HeaderLength;
+        while (r.LastSequence < after && r.TryRead(out _)) { }
+        Assert.Equal(after, r.LastSequence);
+        var all = File.ReadAllBytes(log);
+        var ms = new MemoryStream();
+        ms.Write(all, 0, headerLen);
+        ms.Write(all, (int)r.ValidEndOffset, all.Length - (int)r.ValidEndOffset);
+        ms.Position = 0;
+        return ms;
+    }
+
+    static (byte[] Snapshot, SnapshotPoint Point, byte[] Header, byte[] Stdout, int Status, int Checkpoints) ReplayWithSnapshot(string log, ulong afterRecord, SnapshotPlant plant = SnapshotPlant.None)
+    {
+        using var reader = LogReader.Open(log);
+        var header = reader.Header.Encode();
+        var opts = Recording.OptionsFrom(reader.Header, null);
+        var inner = new ReplayBoundary(reader, showOutput: false);
+        var b = new SnapshotAt(inner, afterRecord, plant) { _header = header };
+        var program = Recording.RecordedProgram(reader.Header, opts, out var why) ?? throw new Exception(why);
+        using var m = new Machine(opts, b);
+        m.Load(program);
+        int status = m.Run();
+        Assert.True(inner.RecordingComplete);
+        Assert.NotNull(b.Snapshot);
+        return (b.Snapshot!, b.Point!, header, b.Stdout.ToArray(), status, inner.CheckpointsVerified);
+    }
+
+    public static IEnumerable<object[]> Guests()
+    {
+        // a process tree with pipes (fork, exec, wait, in-VM pipes with bytes in them)
+        yield return ["/bin/busybox", new[] { "sh", "-c", "i=0; while [ $i -lt 60 ]; do echo line $i; i=$((i+1)); done | sort -r | head -40; echo done" }];
+        // threads on the deterministic scheduler, futexes
+        yield return [GuestEnv.Guest("threads", "glibc"), Array.Empty<string>()];
+        yield return [GuestEnv.Guest("forkcow", "musl"), Array.Empty<string>()];
+    }
+
+    [Theory]
+    [MemberData(nameof(Guests))]
+    public void ARestoredSnapshotGoesOnAsTheUninterruptedRun(string program, string[] args)
+    {
+        string log = TempLog();
+        try
+        {
+            var rec = GuestEnv.Dotnet(GuestEnv.PrimaryDll, ["record", "--log", log, "--checkpoint-interval", "100000", "--", program, .. args]);
+            Assert.True(rec.ExitCode == 0, rec.Stderr);
+            ulong records;
+            using (var r = LogReader.Open(log)) records = r.Verify();
+            Assert.True(records > 20, $"only {records} records");
+            // the uninterrupted replay, which also takes the snapshot halfway (the capture must not disturb it)
+            var (snap, point, header, fullOut, status, checkpoints) = ReplayWithSnapshot(log, records / 2);
+            Assert.Equal(rec.ExitCode, status);
+            Assert.Equal(rec.Stdout, fullOut);
+
+            // a new machine from the snapshot, following the rest of the log
+            using var reader = new LogReader(LogAfter(log, point.Sequence), leaveOpen: false, startsAfter: point.Sequence);
+            var opts = Recording.OptionsFrom(reader.Header, null);
+            var boundary = new ReplayBoundary(reader, showOutput: false);
+            var tail = new SnapshotAt(boundary, ulong.MaxValue);
+            var (m, restoredPoint) = MachineSnapshot.Restore(snap, header, opts, tail);
+            boundary.ResumeAt(restoredPoint);
+            using (m)
+            {
+                int st = m.Run();
+                Assert.Equal(rec.ExitCode, st);
+            }
+            Assert.True(boundary.RecordingComplete, "the restored replay did not reach the End record");
+            // every checkpoint and output after the snapshot was verified against the recording, and the output is the
+            // uninterrupted run's from the snapshot's offset on
+            ulong offset = point.Outputs.Total(1);
+            Assert.Equal(rec.Stdout.AsSpan((int)offset).ToArray(), tail.Stdout.ToArray());
+            Assert.True(boundary.CheckpointsVerified > 0, "no checkpoint after the snapshot");
+            Assert.True(boundary.CheckpointsVerified < checkpoints, "the restored replay verified as many checkpoints as the whole run");
+        }
+        finally { File.Delete(log); }
+    }
+
+    /// <summary>A recording of a shell pipeline and a snapshot of its replay after record 30.</summary>
+    static (byte[] Snapshot, byte[] Header, string Log, ulong After) SnapshotOfBusybox()
+    {
+        string log = TempLog();
+        var rec = GuestEnv.Dotnet(GuestEnv.PrimaryDll, ["record", "--log", log, "--checkpoint-interval", "100000", "--", "/bin/busybox", "sh", "-c", "seq 1 300 | sort -rn | head -3"]);
+        Assert.True(rec.ExitCode == 0, rec.Stderr);
+        var (snap, point, header, _, _, _) = ReplayWithSnapshot(log, 30);
+        return (snap, header, log, point.Sequence);
+    }
+
+    [Fact]
+    public void ASnapshotThatOmitsAPageIsRefusedWithTheReason()
+    {
+        var (good, header, log, after) = SnapshotOfBusybox();
+        try
+        {
+            var planted = ReplayWithSnapshot(log, after, SnapshotPlant.OmitPage).Snapshot;
+            Assert.True(planted.Length == good.Length - 9 - 4096, $"the planted snapshot has {planted.Length} bytes, the good one {good.Length}");
+            using var reader = LogReader.Open(log);
+            var opts = Recording.OptionsFrom(reader.Header, null);
+            var e = Assert.Throws<SnapshotRefusedException>(() => MachineSnapshot.Restore(planted, header, opts, new ReplayBoundary(reader, false)));
+            Assert.Contains("state digest", e.Message);
+            // the good one restores (the same check passes)
+            using var reader2 = LogReader.Open(log);
+            var (m, _) = MachineSnapshot.Restore(good, header, opts, new ReplayBoundary(reader2, false));
+            m.Dispose();
+        }
+        finally { File.Delete(log); }
+    }
+
+    [Fact]
+    public void DamagedCutOrForeignSnapshotsAreRefused()
+    {
+        var (good, header, log, _) = SnapshotOfBusybox();
+        try
+        {
+            using var reader = LogReader.Open(log);
+            var opts = Recording.OptionsFrom(reader.Header, null);
+            SnapshotFormatException Refuse(byte[] b) => Assert.Throws<SnapshotFormatException>(() => MachineSnapshot.Restore(b, header, opts, new LiveBoundary()));
+            Assert.Contains("SHA-256", Refuse(good[..(good.Length / 2)]).Message);
+            var flipped = (byte[])good.Clone();
+            flipped[good.Length / 3] ^= 1;
+            Assert.Contains("SHA-256", Refuse(flipped).Message);
+            Assert.Contains("magic", Refuse(new byte[100]).Message);
+            var otherHeader = (byte[])header.Clone();
+            otherHeader[^1] ^= 0x55;
+            Assert.Contains("another run", Assert.Throws<SnapshotFormatException>(() => MachineSnapshot.Restore(good, otherHeader, opts, new LiveBoundary())).Message);
+            // random garbage with a valid frame (magic, version, SHA-256) never gets past the bounded reader
+            var rng = new Random(3);
+            for (int i = 0; i < 200; i++)
+            {
+                var junk = new byte[rng.Next(64, 4000)];
+                rng.NextBytes(junk);
+                "RVSNAP01"u8.CopyTo(junk);
+                BitConverter.GetBytes(MachineSnapshot.Version).CopyTo(junk, 8);
+                BitConverter.GetBytes(rng.Next(0, junk.Length)).CopyTo(junk, 12);
+                System.Security.Cryptography.SHA256.HashData(junk.AsSpan(0, junk.Length - 32)).CopyTo(junk, junk.Length - 32);
+                var ex = Record.Exception(() => MachineSnapshot.Restore(junk, header, opts, new LiveBoundary()).Machine.Dispose());
+                Assert.True(ex is SnapshotFormatException or SnapshotRefusedException, $"garbage gave {ex?.GetType().Name}: {ex?.Message}");
+            }
+        }
+        finally { File.Delete(log); }
+    }
+}
