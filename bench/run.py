@@ -6,7 +6,8 @@ docs/PERFORMANCE.md.
     python3 bench/run.py [--runs N] [--quick] [--baseline OLD/primary.dll] [--only NAME]
 
 Workloads (issue 11): busybox sha256sum 8 MB, gzip 4 MB, bzip2 2 MB, md5sum 16 MB, the bench guest,
-`busybox true` for start-up, and (issue 9) a busybox sh loop of 200 fork+exec+wait of `busybox true`. ReVirt runs
+`busybox true` for start-up, and (issue 9) busybox sh loops of 200 and 1,000 fork+exec+wait of `busybox true`
+and forks of a guest with 64 MiB touched (guests/src/forkbig.c). ReVirt runs
 in its default tier (interpret, compile hot blocks) and forced to the interpreter (`--tier Interpreter`). Reports
 CPU seconds (robust on a loaded machine) and wall seconds, M guest instructions per CPU second, blocks compiled,
 compile time, the share of instructions run compiled, peak host memory, the ratio to qemu-user per row, and
@@ -88,6 +89,11 @@ def main():
         ('busybox true (start-up)', [bb, 'true']),
         # process trees: a shell loop that forks, execs and waits for a static program 200 times
         ('busybox sh: 200 x fork+exec+wait of busybox true', [bb, 'sh', '-c', f'i=0; while [ $i -lt 200 ]; do {bb} true; i=$((i + 1)); done']),
+        # the issue's own figure: 1,000 of them (--only 1000)
+        ('busybox sh: 1000 x fork+exec+wait of busybox true', [bb, 'sh', '-c', f'i=0; while [ $i -lt 1000 ]; do {bb} true; i=$((i + 1)); done']),
+        # fork of a guest with 64 MiB touched (--only forkbig): the difference of the two rows is 100 forks' cost
+        ('forkbig: 64 MiB touched, no fork', [os.path.join(guests, 'forkbig.musl'), '64', '0']),
+        ('forkbig: 64 MiB touched, 100 x fork+exit+wait', [os.path.join(guests, 'forkbig.musl'), '64', '100']),
     ]
     if a.only:
         workloads = [w for w in workloads if any(o in w[0] for o in a.only)]

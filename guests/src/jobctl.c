@@ -3,7 +3,9 @@
 // SIGSTOP/SIGTSTP stop a child (wait with WUNTRACED / waitid with WSTOPPED report it, /proc says T, the parent
 // gets SIGCHLD with CLD_STOPPED unless SA_NOCLDSTOP), SIGCONT continues it (WCONTINUED, CLD_CONTINUED), a read
 // the child was blocked in goes on after it is continued, SIGKILL ends a stopped child, a caught SIGTSTP does
-// not stop. Deterministic output; exit 1 on an unexpected result.
+// not stop. Children run in process groups of their own (setpgid, as a job-control shell puts its jobs): Linux
+// discards SIGTSTP/SIGTTIN/SIGTTOU sent to an orphaned process group, and whether the caller's own group is
+// orphaned depends on how it was started. Deterministic output; exit 1 on an unexpected result.
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -61,6 +63,15 @@ static int status_says(pid_t pid, const char *line)
     return strstr(buf, line) != NULL;
 }
 
+/* a child in a process group of its own: set by both sides, so neither order of running matters */
+static pid_t job(void)
+{
+    pid_t c = fork();
+    if (c == 0) setpgid(0, 0);
+    else if (c > 0) setpgid(c, c);
+    return c;
+}
+
 /* waits until the child sleeps (it is blocked in pause or read) */
 static void until_sleeping(pid_t c)
 {
@@ -87,7 +98,7 @@ int main(void)
 
     /* SIGSTOP, SIGCONT, waitpid WUNTRACED/WCONTINUED, SIGCHLD codes */
     chld_handler(0);
-    pid_t c = fork();
+    pid_t c = job();
     if (c == 0) { for (;;) pause(); }
     until_sleeping(c);
     chld_count = 0;
@@ -129,7 +140,7 @@ int main(void)
     chld_handler(0);
     int p[2], q[2];
     if (pipe(p) || pipe(q)) return 1;
-    pid_t r = fork();
+    pid_t r = job();
     if (r == 0) {
         close(p[1]);
         close(q[0]);
@@ -151,7 +162,7 @@ int main(void)
     check(read(q[0], &got, 1) == 1 && got == 'R', "its read went on and got the bytes");
     check(waitpid(r, &st, 0) == r && WIFEXITED(st) && WEXITSTATUS(st) == 0, "the reader exited 0");
 
-    pid_t h = fork();
+    pid_t h = job();
     if (h == 0) {
         struct sigaction sa;
         memset(&sa, 0, sizeof sa);

@@ -63,6 +63,9 @@ public sealed class GuestThread
     /// <summary>The blocked call's deadline on the host's monotonic clock: set and read only inside host operations
     /// (a replay never has one), kept across the retries of one call and dropped when the call ends.</summary>
     public long? HostDeadline;
+    /// <summary>sendfile is writing what it read: its write may not park (a retry would read the input again), so
+    /// it waits on the host as before (a gap: sendfile to a full pipe or socket blocks the machine).</summary>
+    internal bool WriteMustNotPark;
     /// <summary>A blocking open of a FIFO running on a host thread of its own (host-side, like <see cref="HostDeadline"/>).</summary>
     internal BlockingOpen? PendingOpen;
     /// <summary>The deadline of the timed wait the thread is parked in, as a point of CLOCK_REALTIME in ns, from the log

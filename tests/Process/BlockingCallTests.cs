@@ -152,6 +152,21 @@ public class BlockingCallTests
         Assert.Equal(128 + 15, p.ExitCode);
     }
 
+    /// <summary>The issue's own words: `timeout 3 primary run -- /bin/busybox sleep 30` ends after about 3 s (timeout
+    /// sends SIGTERM, the VM takes it while its guest sleeps) with timeout's status 124.</summary>
+    [Fact]
+    public void TimeoutEndsAVmWhoseGuestSleeps()
+    {
+        var sw = Stopwatch.StartNew();
+        var r = ReVirt.Harness.Child.Run("/usr/bin/timeout", new[] { "-k", "60", "3", "dotnet", GuestEnv.PrimaryDll, "run", "--", "/bin/busybox", "sleep", "30" },
+            TimeSpan.FromMinutes(2));
+        var took = sw.Elapsed;
+        Assert.True(r.ExitCode == 124, $"timeout's status {r.ExitCode}: {r.Stderr}");
+        // 3 s, plus the time the VM takes to end on SIGTERM (well below the sleep's 30 s even on a loaded machine)
+        Assert.True(took < TimeSpan.FromSeconds(20), $"timeout 3 ... sleep 30 took {took.TotalSeconds:F1} s");
+        Assert.True(took >= TimeSpan.FromSeconds(2.9), $"ended after {took.TotalSeconds:F1} s, before timeout's 3 s");
+    }
+
     [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "kill")]
     static extern int Kill(int pid, int sig);
 

@@ -62,6 +62,52 @@ public class ProcessTreeTests : IClassFixture<ProcessTreeTests.Applets>
         Assert.Equal(native.ExitCode, vm.ExitCode);
     }
 
+    /// <summary>`primary run -- /bin/busybox sh` reading its script from stdin works as sh does: the same stdout,
+    /// stderr and exit status as the native run fed the same bytes.</summary>
+    [Theory]
+    [InlineData("pipelines.sh")]
+    [InlineData("files.sh")]
+    public void ShellReadingItsScriptFromStdinRunsAsNatively(string script)
+    {
+        var stdin = File.ReadAllBytes(Script(script));
+        var native = GuestEnv.Native(BusyboxTests.Busybox, new[] { "sh" }, stdin, cwd: _applets.Dir, env: Env);
+        var vm = GuestEnv.Vm(BusyboxTests.Busybox, new[] { "sh" }, stdin, cwd: _applets.Dir, env: Env);
+        Assert.False(string.IsNullOrEmpty(native.StdoutText));
+        Assert.Equal(native.StdoutText, vm.StdoutText);
+        Assert.Equal(native.Stderr, vm.Stderr);
+        Assert.Equal(native.ExitCode, vm.ExitCode);
+    }
+
+    /// <summary>guests/src/execerrs.c: execve of a missing file (ENOENT), a directory and a file without the execute
+    /// bit (EACCES), an executable that is neither ELF nor #! and an empty one (ENOEXEC), a #! naming a missing
+    /// interpreter (ENOENT), a path through a file (ENOTDIR), an argument over 128 KiB and arguments over 2 MiB
+    /// (E2BIG), a 32-bit ELF; children that dereference NULL and run ud2 seen by their parent as SIGSEGV and SIGILL:
+    /// the same lines as natively. A host that runs 32-bit programs (IA32 emulation) runs the 32-bit ELF natively;
+    /// the VM, an x86-64 machine, answers ENOEXEC as a kernel without IA32 emulation does.</summary>
+    [Theory]
+    [InlineData("glibc")]
+    [InlineData("musl")]
+    public void ExecErrorsAndCrashingChildrenAsNatively(string libc)
+    {
+        string prog = GuestEnv.Guest("execerrs", libc);
+        string Run(bool vm)
+        {
+            string dir = Directory.CreateTempSubdirectory("revirt-execerrs-").FullName;
+            try
+            {
+                var r = vm ? GuestEnv.Vm(prog, new[] { dir }) : GuestEnv.Native(prog, new[] { dir });
+                Assert.True(r.ExitCode == 0, r.StdoutText + r.Stderr);
+                return r.StdoutText;
+            }
+            finally { Directory.Delete(dir, true); }
+        }
+        string native = Run(vm: false).Replace("32-bit ELF: ran, exit 7\n", "32-bit ELF: ENOEXEC\n");
+        string inVm = Run(vm: true);
+        Assert.Contains("32-bit ELF: ENOEXEC", inVm);
+        Assert.Contains("an argument of 200 KiB: E2BIG", native);
+        Assert.Equal(native, inVm);
+    }
+
     [Theory]
     [InlineData("busybox", "pipelines.sh", 7)]
     [InlineData("bash", "bash-features.sh", 6)]

@@ -47,7 +47,10 @@ public sealed partial class Kernel
         {
             ulong s = Mem.Read64(p);
             if (s == 0) break;
-            string v = Mem.ReadCString(s, MaxArgStrlen + 1);
+            string v;
+            // a string without its NUL within MAX_ARG_STRLEN is too long, not a bad address
+            try { v = Mem.ReadCString(s, MaxArgStrlen + 1); }
+            catch (ArgumentException) { err = -Errno.E2BIG; return list; }
             int len = Encoding.UTF8.GetByteCount(v) + 1;
             total += len + 8;
             if (len > MaxArgStrlen || total > ArgMax) { err = -Errno.E2BIG; return list; }

@@ -376,7 +376,7 @@ public sealed partial class Kernel
     {
         var t = Current;
         int nr = offset < 0 ? Nr.write : Nr.pwrite64;
-        bool blocking = offset < 0 && (f.StatusFlags & O.NONBLOCK) == 0;
+        bool blocking = offset < 0 && (f.StatusFlags & O.NONBLOCK) == 0 && !t.WriteMustNotPark;
         int done = blocking ? (int)Math.Min(t.PartialDone, data.Length) : 0;
         var rest = done == 0 ? data : data[done..];
         Func<HostResult> perform = () =>
@@ -568,7 +568,10 @@ public sealed partial class Kernel
         if (offset < 0) i.Offset += rd.Value;
         var data = rd.Writes[0].Bytes;
         rd.Writes.Clear();
-        long w = o.Write(this, Current, data, -1);
+        long w;
+        Current.WriteMustNotPark = true;
+        try { w = o.Write(this, Current, data, -1); }
+        finally { Current.WriteMustNotPark = false; }
         if (w > 0 && offPtr != 0) Mem.Write64(offPtr, (ulong)(offset + w));
         return w;
     }

@@ -338,9 +338,11 @@ public sealed partial class Kernel
         string? unix = addr != null ? UnixGuestPath(addr) : null;
         int hostFd = f.HostFd;
         bool blocking = ((flags & Msg.DONTWAIT) | (f.StatusFlags & Sock.NONBLOCK)) == 0;
+        // a blocking send waits with its thread only (not inside sendfile: see GuestThread.WriteMustNotPark)
+        bool parks = blocking && !t.WriteMustNotPark;
         bool stream = (f.Type & Sock.TYPE_MASK) == Sock.STREAM;
         // a blocking stream send the host took in part goes on with the rest after its thread waited for room
-        int done = blocking && stream ? (int)Math.Min(t.PartialDone, data.Length) : 0;
+        int done = parks && stream ? (int)Math.Min(t.PartialDone, data.Length) : 0;
         var rest = done == 0 ? data : data[done..];
         long Perform(int offset, int count, int extraFlags) => WithHostAddress(addr ?? [], unix, bind: false, h =>
         {
@@ -352,7 +354,7 @@ public sealed partial class Kernel
         {
             Socket = f, Data = rest, HostFd = hostFd, Stream = stream, NonBlocking = !blocking, Perform = Perform,
             // unheld (no output gate), a blocking send never waits on the host: it sends what the host takes now
-            Attempt = blocking ? () =>
+            Attempt = parks ? () =>
             {
                 long r = Perform(0, rest.Length, Msg.DONTWAIT);
                 return r == -Errno.EAGAIN ? WaitForRoom(t, f) : HostResult.Of(r);
@@ -363,7 +365,7 @@ public sealed partial class Kernel
         if (r == WouldBlock) return r;
         if (r == -Errno.EPIPE && (flags & Msg.NOSIGNAL) == 0) RaiseSignal(t, Sig.PIPE);
         if (r < 0) return done > 0 ? done : r;
-        if (blocking && stream && r < rest.Length && RestWaits(t, nr, f, done + r) is long wait) return wait;
+        if (parks && stream && r < rest.Length && RestWaits(t, nr, f, done + r) is long wait) return wait;
         return done + r;
     }
 
