@@ -251,7 +251,7 @@ public sealed class DataListener : IDisposable
     readonly ReplicationTls? _tls;
     readonly Func<DataLink, byte[], byte[], string?> _open;
     readonly TextWriter _log;
-    int _opening;
+    int _opening, _closed;
 
     /// <param name="open">Given the link, its ticket and proof: returns a refusal reason (the link is refused and
     /// closed), or null after running the link to its end.</param>
@@ -271,10 +271,17 @@ public sealed class DataListener : IDisposable
 
     void AcceptLoop()
     {
-        while (true)
+        // the loop owns the listener: it polls and checks for Dispose rather than having another thread close a
+        // socket it is blocked on
+        using var listener = _listener;
+        while (Volatile.Read(ref _closed) == 0)
         {
             Socket c;
-            try { c = _listener.Accept(); }
+            try
+            {
+                if (!listener.Poll(200_000, SelectMode.SelectRead)) continue;
+                c = listener.Accept();
+            }
             catch (Exception e) when (e is SocketException or ObjectDisposedException) { return; }
             if (Interlocked.Increment(ref _opening) > MaxOpening) { Interlocked.Decrement(ref _opening); c.Dispose(); continue; }
             new Thread(() => Serve(c)) { Name = "data-link", IsBackground = true }.Start();
@@ -308,5 +315,6 @@ public sealed class DataListener : IDisposable
 
     static string SafePeer(Socket s) { try { return s.RemoteEndPoint?.ToString() ?? "?"; } catch (Exception) { return "?"; } }
 
-    public void Dispose() => _listener.Dispose();
+    /// <summary>Stops accepting (the accept thread closes the port within 200 ms).</summary>
+    public void Dispose() => Volatile.Write(ref _closed, 1);
 }
