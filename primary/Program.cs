@@ -170,6 +170,8 @@ int Guest(ParseResult parse, FileInfo? log)
     {
         double s = sw.Elapsed.TotalSeconds;
         Console.Error.WriteLine($"primary: {icount} guest instructions in {s:F3} s ({icount / s / 1e6:F1} M instructions/s), exit status {status}");
+        // the host's own share: methods the runtime's JIT compiled (ReadyToRun code needs none) and its time
+        Console.Error.WriteLine($"primary: host JIT: {System.Runtime.JitInfo.GetCompiledMethodCount()} methods in {System.Runtime.JitInfo.GetCompilationTime().TotalMilliseconds:F0} ms");
     }
     return status;
 }

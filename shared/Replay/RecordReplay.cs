@@ -199,7 +199,7 @@ public sealed class RecordingBoundary : IBoundary
     /// </summary>
     public HostResult Send(int tid, int nr, SocketSend send)
     {
-        if (Gate == null) return Syscall(tid, nr, () => HostResult.Of(send.Perform(0, send.Data.Length, 0)));
+        if (Gate == null) return Syscall(tid, nr, send.Unheld);
         long n = Gate.AcceptSend(send);
         ulong seq = _w.Append(new SyscallResult { InstrCount = Icount, Tid = tid, Nr = nr, Result = n });
         if (n < 0) return HostResult.Of(n);
@@ -664,7 +664,7 @@ public sealed class ReplayBoundary : IBoundary
     }
 
     public HostResult Send(int tid, int nr, SocketSend send)
-        => LiveNow() ? _after.Send(tid, nr, send) : Syscall(tid, nr, () => HostResult.Of(send.Perform(0, send.Data.Length, 0)));
+        => LiveNow() ? _after.Send(tid, nr, send) : Syscall(tid, nr, send.Unheld);
 
     public HostResult SocketEnd(int tid, int nr, object socket, Func<HostResult> perform, bool reexecuteOnReplay)
         => LiveNow() ? _after.SocketEnd(tid, nr, socket, perform, reexecuteOnReplay) : Syscall(tid, nr, perform, reexecuteOnReplay);
