@@ -221,6 +221,26 @@ public sealed class DataLink : IDisposable
         catch (InvalidProtocolBufferException e) { throw new IOException($"the peer sent a malformed message: {e.Message}", e); }
     }
 
+    /// <summary>
+    /// Waits <paramref name="ms"/> and tells whether the peer closed the link meanwhile (its end is readable with
+    /// nothing left to read before it), without reading anything.
+    /// </summary>
+    public bool PeerClosedWithin(int ms)
+    {
+        long deadline = Environment.TickCount64 + ms;
+        try
+        {
+            for (long left; (left = deadline - Environment.TickCount64) > 0;)
+            {
+                if (!_socket.Poll((int)Math.Min(left, int.MaxValue / 1000) * 1000, SelectMode.SelectRead)) continue;
+                if (_socket.Available == 0) return true;
+                Thread.Sleep(5); // data is waiting (the next message): keep watching for the end until the deadline
+            }
+            return false;
+        }
+        catch (Exception e) when (e is SocketException or ObjectDisposedException) { return true; }
+    }
+
     /// <summary>No more messages from this side (the peer reads the end after what was sent).</summary>
     public void ShutdownSend()
     {
