@@ -346,7 +346,8 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
                         {
                             // planted violation (--plant ack-early:MS): acknowledge a batch before holding it
                             link.Send(new BackupMessage { Ack = new Ack { HeldSequence = Held + m.Batch.Count } });
-                            Thread.Sleep(s.PlantAckEarlyMs);
+                            // the batch is held only MS later, and not at all if the primary is gone by then
+                            if (link.PeerClosedWithin(s.PlantAckEarlyMs)) throw new EndOfStreamException("the primary closed the data link");
                             Receive(m.Batch);
                             break;
                         }

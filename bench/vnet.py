@@ -5,6 +5,7 @@ SIGKILL of the protected primary while 64 connections keep one request each outs
 for docs/PERFORMANCE-replication.md.
 
     python3 bench/vnet.py [--runs N] [--seconds S] [--connections 16,64] [--kills K]
+    python3 bench/vnet.py --kills-only --kills K [--compare BIN_DIR]   # stall alone; with another build alternating
 
 Needs root (a network namespace with a bridge and two TAP devices, one per replica, holding the clients), gcc,
 and the tests built: dotnet build tests -c Release (tests/bin/Release/net10.0/{primary,backup}.dll) and
@@ -62,10 +63,12 @@ class Proc:
         raise TimeoutError(pattern)
 
 
-def start(mode, net, lock=None, events=None):
+def start(mode, net, lock=None, events=None, bin_dir=BIN):
     """kvserver under run or protect, on host sockets (loopback) or the virtual interface; returns (primary, backup, address).
-    `events`: a file for the backup's JSON-lines events (`--events`)."""
+    `events`: a file for the backup's JSON-lines events (`--events`); `bin_dir`: the build whose primary.dll and
+    backup.dll run."""
     b = None
+    PRIMARY, BACKUP = os.path.join(bin_dir, 'primary.dll'), os.path.join(bin_dir, 'backup.dll')
     guest = [KV, str(PORT)] + ([GUEST_IP] if net == 'virtual' else [])
     netargs = NET + ['--tap', 'rvp0'] if net == 'virtual' else []
     if mode == 'run':
@@ -115,12 +118,12 @@ def throughput(runs, seconds, connections):
     return {k: sorted(v, key=lambda x: x['rate'])[len(v) // 2] for k, v in res.items()}
 
 
-def kill_once(i, seconds):
+def kill_once(i, seconds, bin_dir=BIN):
     """One protected run killed mid-load; returns kvload's figures and, from the backup's events, when (ms after
     the kill) it noticed the loss (`lost`), won the arbiter (`won`) and had its interface up and announced (`up`)."""
     lock = os.path.join(tempfile.gettempdir(), f'revirt-vnet-{os.getpid()}-{i}.lock')
     events = os.path.join(tempfile.gettempdir(), f'revirt-vnet-{os.getpid()}-{i}.events')
-    p, b, addr = start('protect', 'virtual', lock, events)
+    p, b, addr = start('protect', 'virtual', lock, events, bin_dir)
     result = {}
     t = threading.Thread(target=lambda: result.update(load('virtual', addr, 64, seconds)))
     t.start()
@@ -150,7 +153,12 @@ def main():
     ap.add_argument('--connections', default='16,64')
     ap.add_argument('--kills', type=int, default=10)
     ap.add_argument('--kills-only', action='store_true', help='measure only the failover stall (no throughput runs)')
+    ap.add_argument('--compare', metavar='BIN_DIR', help="with --kills-only: alternate each kill with one of another build "
+                    "(its primary.dll/backup.dll) and print both builds' stalls side by side")
     a = ap.parse_args()
+    if a.compare:
+        compare_kills(a)
+        return
     subprocess.run(['gcc', '-O2', '-o', KVLOAD, os.path.join(ROOT, 'bench', 'kvload.c')], check=True)
     make_namespace()
     try:
@@ -194,6 +202,47 @@ def main():
         print(f'\nWhere the stall goes (medians, ms after the kill, from the backup\'s events): the loss noticed +{med(0):.0f}, '
               f'the arbiter won (drain done) +{med(1):.0f}, the interface up and announced +{med(2):.0f}; per kill (lost/won/up/stall): '
               + ", ".join(f"{l:.0f}/{w:.0f}/{u:.0f}/{st:.0f}" for (l, w, u), st in zip(parts, stalls)) + '.')
+
+
+def stall_summary(name, stalls, parts, failed):
+    s = sorted(stalls)
+    p99 = s[min(len(s) - 1, int(0.99 * len(s)))]
+    med = lambda k: statistics.median(x[k] for x in parts)
+    return (f'| {name} | {len(s)} | {statistics.median(s):.0f} | {p99:.0f} | {med(0):.0f} | {med(1):.0f} | {med(2):.0f} | '
+            + ", ".join(f"{l:.0f}/{w:.0f}/{u:.0f}/{st:.0f}" for (l, w, u), st in zip(parts, stalls))
+            + (f' (failed: {"; ".join(failed)})' if failed else '') + ' |')
+
+
+def compare_kills(a):
+    subprocess.run(['gcc', '-O2', '-o', KVLOAD, os.path.join(ROOT, 'bench', 'kvload.c')], check=True)
+    make_namespace()
+    builds = [('before', a.compare), ('this build', BIN)]
+    res = {n: ([], [], []) for n, _ in builds}
+    loads = []
+    try:
+        for i in range(a.kills):
+            for name, d in builds:
+                stalls, parts, failed = res[name]
+                try:
+                    v = kill_once(i, 6, d)
+                    stalls.append(v['max_ms'])
+                    parts.append((v['lost'], v['won'], v['up']))
+                    print('kill', i, name, f"stall {v['max_ms']:.0f} ms (backup: lost +{v['lost']:.0f}, won +{v['won']:.0f}, up +{v['up']:.0f} ms)", flush=True)
+                except Exception as e:
+                    failed.append(str(e).strip().splitlines()[-1] if str(e).strip() else repr(e))
+                    print('kill', i, name, 'FAILED', e, flush=True)
+                loads.append(os.getloadavg()[0])
+    finally:
+        subprocess.run(['ip', 'netns', 'del', NS])
+        os.remove(KVLOAD)
+    print(f'\n{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, load average {min(loads):.0f}-{max(loads):.0f} '
+          f'during the run; the two builds alternating, kill by kill. Command: `python3 bench/vnet.py --kills-only --kills {a.kills} --compare BIN_DIR`.\n')
+    print('| build | kills | stall p50 ms | stall p99 (max) ms | loss noticed p50 | arbiter won p50 | interface up p50 | per kill lost/won/up/stall ms |')
+    print('|---|---|---|---|---|---|---|---|')
+    for name, _ in builds:
+        stalls, parts, failed = res[name]
+        if stalls:
+            print(stall_summary(name, stalls, parts, failed))
 
 
 if __name__ == '__main__':

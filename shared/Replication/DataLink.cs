@@ -221,6 +221,26 @@ public sealed class DataLink : IDisposable
         catch (InvalidProtocolBufferException e) { throw new IOException($"the peer sent a malformed message: {e.Message}", e); }
     }
 
+    /// <summary>
+    /// Waits <paramref name="ms"/> and tells whether the peer closed the link meanwhile (its end is readable with
+    /// nothing left to read before it), without reading anything.
+    /// </summary>
+    public bool PeerClosedWithin(int ms)
+    {
+        long deadline = Environment.TickCount64 + ms;
+        try
+        {
+            for (long left; (left = deadline - Environment.TickCount64) > 0;)
+            {
+                if (!_socket.Poll((int)Math.Min(left, int.MaxValue / 1000) * 1000, SelectMode.SelectRead)) continue;
+                if (_socket.Available == 0) return true;
+                Thread.Sleep(5); // data is waiting (the next message): keep watching for the end until the deadline
+            }
+            return false;
+        }
+        catch (Exception e) when (e is SocketException or ObjectDisposedException) { return true; }
+    }
+
     /// <summary>No more messages from this side (the peer reads the end after what was sent).</summary>
     public void ShutdownSend()
     {
@@ -251,7 +271,7 @@ public sealed class DataListener : IDisposable
     readonly ReplicationTls? _tls;
     readonly Func<DataLink, byte[], byte[], string?> _open;
     readonly TextWriter _log;
-    int _opening;
+    int _opening, _closed;
 
     /// <param name="open">Given the link, its ticket and proof: returns a refusal reason (the link is refused and
     /// closed), or null after running the link to its end.</param>
@@ -271,10 +291,17 @@ public sealed class DataListener : IDisposable
 
     void AcceptLoop()
     {
-        while (true)
+        // the loop owns the listener: it polls and checks for Dispose rather than having another thread close a
+        // socket it is blocked on
+        using var listener = _listener;
+        while (Volatile.Read(ref _closed) == 0)
         {
             Socket c;
-            try { c = _listener.Accept(); }
+            try
+            {
+                if (!listener.Poll(200_000, SelectMode.SelectRead)) continue;
+                c = listener.Accept();
+            }
             catch (Exception e) when (e is SocketException or ObjectDisposedException) { return; }
             if (Interlocked.Increment(ref _opening) > MaxOpening) { Interlocked.Decrement(ref _opening); c.Dispose(); continue; }
             new Thread(() => Serve(c)) { Name = "data-link", IsBackground = true }.Start();
@@ -308,5 +335,6 @@ public sealed class DataListener : IDisposable
 
     static string SafePeer(Socket s) { try { return s.RemoteEndPoint?.ToString() ?? "?"; } catch (Exception) { return "?"; } }
 
-    public void Dispose() => _listener.Dispose();
+    /// <summary>Stops accepting (the accept thread closes the port within 200 ms).</summary>
+    public void Dispose() => Volatile.Write(ref _closed, 1);
 }

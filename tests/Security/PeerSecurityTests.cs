@@ -222,6 +222,54 @@ public class PeerSecurityTests
         finally { File.Delete(tok); }
     }
 
+    /// <summary>
+    /// The data link (the log and the acks after the handshake) opens only with the ticket of a welcomed primary and
+    /// a proof of the token: a stranger who reaches the data port with a made-up ticket, or with garbage, is refused
+    /// with the reason (or cut off) and costs nothing; the real primary then replicates as usual.
+    /// </summary>
+    [Fact]
+    public void AStrangerOnTheDataPortIsRefusedAndTheRealPrimaryGetsIn()
+    {
+        string tok = Token();
+        var b = ReplicaProc.Backup(GuestEnv.BackupDll, ["--listen", "http://127.0.0.1:0", "--token-file", tok, "--shared-storage"]);
+        using var _ = b;
+        try
+        {
+            var listening = b.WaitForEvent(ReplicaEvent.Listening, TimeSpan.FromSeconds(60));
+            string url = listening.Str("url")!;
+            int dataPort = (int)listening.Long("dataPort")!.Value;
+            // a made-up ticket with a made-up proof: a Refused naming why
+            using (var s = new System.Net.Sockets.TcpClient())
+            {
+                s.Connect(System.Net.IPAddress.Loopback, dataPort);
+                s.ReceiveTimeout = 30_000;
+                var st = s.GetStream();
+                st.Write([.. DataLink.Magic, .. new byte[DataLink.TicketBytes + DataLink.ProofBytes]]);
+                var len = new byte[4];
+                st.ReadExactly(len);
+                var body = new byte[BitConverter.ToInt32(len)];
+                st.ReadExactly(body);
+                var answer = BackupMessage.Parser.ParseFrom(body);
+                Assert.Equal(BackupMessage.BodyOneofCase.Refused, answer.BodyCase);
+                Assert.Contains("ticket", answer.Refused.Reason);
+            }
+            // garbage instead of an opening: the connection is closed
+            using (var s = new System.Net.Sockets.TcpClient())
+            {
+                s.Connect(System.Net.IPAddress.Loopback, dataPort);
+                s.ReceiveTimeout = 30_000;
+                var st = s.GetStream();
+                st.Write(new byte[DataLink.OpeningBytes]);
+                Assert.Equal(0, st.Read(new byte[16]));
+            }
+            using var p = Replicas.Primary("--backup", url, "--token-file", tok, "--", GuestEnv.Guest("counter", "musl"), "5", "1000");
+            Assert.Equal(0, p.WaitForExit(Long));
+            Assert.Equal(0, b.WaitForExit(Long));
+            Assert.NotNull(b.Event(ReplicaEvent.ReplayMatched));
+        }
+        finally { File.Delete(tok); }
+    }
+
     [Fact]
     public void APairOnOneMachineWithTheSameRootIsRefusedAndNoFileIsWrittenTwice()
     {
