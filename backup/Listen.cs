@@ -333,22 +333,25 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         link.ReceiveTimeoutMs = s.TimeoutMs;
         if (!link.TrySend(new BackupMessage { Ack = new Ack() })) { Unclaim("the data link broke as it opened"); return; }
         bool started = false;
+        var planted = s.PlantAckEarlyMs > 0 ? new Queue<(Batch Batch, long Due)>() : null;
+        ulong earlyAcked = 0;
         try
         {
             while (true)
             {
+                if (planted != null) HoldDuePlanted(planted, link);
                 var m = link.Receive(PrimaryMessage.Parser, ReplicationProtocol.MaxMessageBytes);
                 if (!started) { Start(p.Hello, p.Header); _link = link; started = true; }
                 switch (m.BodyCase)
                 {
                     case PrimaryMessage.BodyOneofCase.Batch:
-                        if (s.PlantAckEarlyMs > 0)
+                        if (planted != null)
                         {
-                            // planted violation (--plant ack-early:MS): acknowledge a batch before holding it
-                            link.Send(new BackupMessage { Ack = new Ack { HeldSequence = Held + m.Batch.Count } });
-                            // the batch is held only MS later, and not at all if the primary is gone by then
-                            if (link.PeerClosedWithin(s.PlantAckEarlyMs)) throw new EndOfStreamException("the primary closed the data link");
-                            Receive(m.Batch);
+                            // planted violation (--plant ack-early:MS): a batch is acknowledged at once but held only
+                            // MS later, and never if the link ends first (HoldDuePlanted; the end drops the queue)
+                            earlyAcked = Math.Max(earlyAcked, Held) + (ulong)m.Batch.Count;
+                            link.Send(new BackupMessage { Ack = new Ack { HeldSequence = earlyAcked } });
+                            planted.Enqueue((m.Batch, Environment.TickCount64 + s.PlantAckEarlyMs));
                             break;
                         }
                         ulong held = Receive(m.Batch);
@@ -362,6 +365,7 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
                         link.Send(ack);
                         break;
                     case PrimaryMessage.BodyOneofCase.Goodbye:
+                        while (planted is { Count: > 0 }) Receive(planted.Dequeue().Batch); // a normal end: hold them all
                         Goodbye(m.Goodbye);
                         return;
                     default:
@@ -386,6 +390,18 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
             else Unclaim($"{why} after the welcome");
         }
         finally { _link = null; }
+    }
+
+    /// <summary>Planted early acks: holds every queued batch whose time has come, unless something arrives on the
+    /// link first (read it: if it is the end, the batches still queued are lost although acknowledged).</summary>
+    void HoldDuePlanted(Queue<(Batch Batch, long Due)> planted, DataLink link)
+    {
+        while (planted.Count > 0)
+        {
+            long wait = planted.Peek().Due - Environment.TickCount64;
+            if (wait > 0 && link.WaitReadable((int)wait)) return;
+            Receive(planted.Dequeue().Batch);
+        }
     }
 
     static bool TimedOut(Exception? e)

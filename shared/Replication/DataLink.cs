@@ -221,23 +221,11 @@ public sealed class DataLink : IDisposable
         catch (InvalidProtocolBufferException e) { throw new IOException($"the peer sent a malformed message: {e.Message}", e); }
     }
 
-    /// <summary>
-    /// Waits <paramref name="ms"/> and tells whether the peer closed the link meanwhile (its end is readable with
-    /// nothing left to read before it), without reading anything.
-    /// </summary>
-    public bool PeerClosedWithin(int ms)
+    /// <summary>True when something can be read within <paramref name="ms"/> ms: a message, the end of the link, or an
+    /// error (which the next <see cref="Receive"/> reports).</summary>
+    public bool WaitReadable(int ms)
     {
-        long deadline = Environment.TickCount64 + ms;
-        try
-        {
-            for (long left; (left = deadline - Environment.TickCount64) > 0;)
-            {
-                if (!_socket.Poll((int)Math.Min(left, int.MaxValue / 1000) * 1000, SelectMode.SelectRead)) continue;
-                if (_socket.Available == 0) return true;
-                Thread.Sleep(5); // data is waiting (the next message): keep watching for the end until the deadline
-            }
-            return false;
-        }
+        try { return _socket.Poll(Math.Max(0, ms) * 1000L > int.MaxValue ? int.MaxValue : Math.Max(0, ms) * 1000, SelectMode.SelectRead); }
         catch (Exception e) when (e is SocketException or ObjectDisposedException) { return true; }
     }
 
