@@ -51,6 +51,15 @@ public static class MachineSnapshot
     const int PageBytes = (int)GuestMemory.PageSize;
     const int MaxString = 1 << 20, MaxItems = 1 << 20;
 
+    /// <summary>The last log record a snapshot includes, read from its kernel section without restoring it (a log
+    /// kept by a replica that joined from the snapshot starts after it).</summary>
+    /// <exception cref="SnapshotFormatException">Too short or not a snapshot.</exception>
+    public static ulong SequenceOf(ReadOnlySpan<byte> snap)
+    {
+        if (snap.Length < 16 + 32 + 8 || !snap[..Magic.Length].SequenceEqual(Magic)) throw new SnapshotFormatException("not a machine snapshot (no RVSNAP01 magic)");
+        return BinaryPrimitives.ReadUInt64LittleEndian(snap[(16 + 32)..]);
+    }
+
     /// <summary>Why this machine cannot be captured now (null: it can). Checked on the guest thread at capture.</summary>
     public static string? Uncapturable(Kernel k)
     {
