@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Security.Cryptography;
 using System.Net;
 using Google.Protobuf;
 using Grpc.Core;
@@ -24,6 +25,8 @@ namespace ReVirt.Backup;
 public sealed class ListenSettings
 {
     public required Uri Listen { get; init; }
+    /// <summary>Port of the data link on the listen address (<c>--data-port</c>; 0: any free port).</summary>
+    public int DataPort { get; init; }
     public string? Root { get; init; }
     public byte[] Secret { get; init; } = [];
     public string? ArbiterPath { get; init; }
@@ -69,13 +72,13 @@ public static class ListenHost
         }
         if (s.Secret.Length == 0)
             Console.Error.WriteLine($"backup: WARNING: --insecure-no-auth: NO AUTHENTICATION; any client that reaches port {s.Listen.Port} can claim this backup");
+        var listenAddr = s.Listen.Host is "localhost" ? IPAddress.Loopback : IPAddress.Parse(s.Listen.Host);
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = [] });
         builder.Logging.ClearProviders();
         builder.Services.AddSingleton<IHostLifetime, QuietLifetime>();
         builder.WebHost.ConfigureKestrel(k =>
         {
-            var addr = s.Listen.Host is "localhost" ? IPAddress.Loopback : IPAddress.Parse(s.Listen.Host);
-            k.Listen(addr, s.Listen.Port, lo =>
+            k.Listen(listenAddr, s.Listen.Port, lo =>
             {
                 lo.Protocols = HttpProtocols.Http2;
                 // the TLS layer takes any client certificate; the service refuses one that does not chain to --ca
@@ -101,6 +104,9 @@ public static class ListenHost
             o.MaxSendMessageSize = ReplicationProtocol.MaxBackupMessageBytes;
         });
         var session = new BackupSession(s, Console.Error);
+        // the log and the acks travel on the data link, served by threads of its own (shared/Replication/DataLink.cs)
+        using var data = new DataListener(listenAddr, s.DataPort, s.Tls, session.OpenLink, Console.Error);
+        session.DataPort = data.Port;
         builder.Services.AddSingleton(session);
         // grpc.health.v1 on the replication endpoint: SERVING while waiting for, following or replacing a primary
         builder.Services.AddGrpcHealthChecks().AddCheck("replication", session.Health);
@@ -110,8 +116,8 @@ public static class ListenHost
         session.Lifetime = app.Lifetime;
         app.Start();
         var addrs = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses;
-        Console.Error.WriteLine($"backup: listening on {string.Join(", ", addrs ?? [])} as {s.Id}");
-        s.Events.Emit(ReplicaEvent.Listening, ("url", addrs?.FirstOrDefault()), ("id", s.Id));
+        Console.Error.WriteLine($"backup: listening on {string.Join(", ", addrs ?? [])} as {s.Id} (data link on port {data.Port})");
+        s.Events.Emit(ReplicaEvent.Listening, ("url", addrs?.FirstOrDefault()), ("id", s.Id), ("dataPort", data.Port));
         app.WaitForShutdown();
         s.Events.Emit(ReplicaEvent.Exit, ("status", session.ExitCode));
         return session.ExitCode;
@@ -154,8 +160,14 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
     /// released the output its gate held when the guest ended.</summary>
     readonly ManualResetEventSlim _primaryEnded = new();
     volatile bool _goodbye;
-    public ulong Held { get; private set; }
+    ulong _held, _ackedReplayed;
+    /// <summary>The highest sequence appended to this replica's log copy (any thread).</summary>
+    public ulong Held { get => Volatile.Read(ref _held); private set => Volatile.Write(ref _held, value); }
     public ListenSettings Settings => s;
+    /// <summary>The data link's port (the Welcome names it).</summary>
+    public int DataPort;
+    PendingLink? _pendingLink;
+    volatile DataLink? _link;
 
     /// <summary>The backup's health: serving unless its primary was lost and it has not (yet) gone live.</summary>
     public Microsoft.Extensions.Diagnostics.HealthChecks.HealthCheckResult Health()
@@ -224,6 +236,7 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         long t0 = Stopwatch.GetTimestamp();
         var pipe = new BlockingPipeStream();
         pipe.Append(h.LogHeader.Span);
+        pipe.Starving = AckReplayed;
         var reader = new LogReader(pipe, leaveOpen: true, startsAfter: sequence);
         var opts = Recording.OptionsFrom(header, s.Root, s.Tap, s.Netns);
         var boundary = new ReplayBoundary(reader, showOutput: false, Follow(header));
@@ -262,6 +275,8 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
     {
         Begin(h);
         _pipe.Append(h.LogHeader.Span);
+        // the replay has consumed everything held: tell the primary at once (it bounds how far the replay may trail)
+        _pipe.Starving = AckReplayed;
         var t = new Thread(() => ReplayMain(header), 64 << 20) { Name = "replay" };
         t.Start();
         if (h.LiveSequence > 0) WatchCatchUp(h.LiveSequence);
@@ -323,6 +338,184 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         Held = seq;
         if (b.Released != null) _boundary?.ReportReleased(b.Released.StdoutBytes, b.Released.StderrBytes);
         return seq;
+    }
+
+    /// <summary>The welcomed primary's data link, expected with a one-time ticket (state: 0 waiting, 1 taken,
+    /// 2 abandoned).</summary>
+    public sealed class PendingLink(Hello hello, LogHeader header)
+    {
+        public readonly byte[] Ticket = ReplicationProtocol.Nonce();
+        public readonly Hello Hello = hello;
+        public readonly LogHeader Header = header;
+        public int State;
+        public readonly TaskCompletionSource Taken = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        public readonly TaskCompletionSource Ended = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    }
+
+    /// <summary>The claimed primary was welcomed: its data link is expected with this ticket.</summary>
+    public PendingLink ExpectLink(Hello h, LogHeader header) => _pendingLink = new PendingLink(h, header);
+
+    /// <summary>The data link did not come: the ticket is void. False when a link took it meanwhile.</summary>
+    public bool Abandon(PendingLink p)
+    {
+        if (Interlocked.CompareExchange(ref p.State, 2, 0) != 0) return false;
+        Interlocked.CompareExchange(ref _pendingLink, null, p);
+        return true;
+    }
+
+    /// <summary>
+    /// A data link presented a ticket (on the link's own thread): refused with the reason unless it is the pending
+    /// ticket with a proof of the secret; then the session runs on this thread until the link ends.
+    /// </summary>
+    public string? OpenLink(DataLink link, byte[] ticket, byte[] proof)
+    {
+        if (_pendingLink is not { } p || !CryptographicOperations.FixedTimeEquals(ticket, p.Ticket))
+            return "unknown data link ticket (no primary was welcomed with it, or it was used)";
+        if (!CryptographicOperations.FixedTimeEquals(DataLink.Proof(s.Secret, ticket), proof))
+            return "authentication failed: the data link's opener does not hold this backup's token";
+        if (Interlocked.CompareExchange(ref p.State, 1, 0) != 0) return "the data link ticket expired";
+        Interlocked.CompareExchange(ref _pendingLink, null, p);
+        p.Taken.TrySetResult();
+        try { RunLink(p, link); }
+        finally { p.Ended.TrySetResult(); }
+        return null;
+    }
+
+    /// <summary>
+    /// The session on its data link: batches are held (log copy, then the replay's pipe) and acknowledged at once
+    /// from this thread; heartbeats are answered; the session starts with the primary's first message.
+    /// </summary>
+    void RunLink(PendingLink p, DataLink link)
+    {
+        link.ReceiveTimeoutMs = s.TimeoutMs;
+        if (!link.TrySend(new BackupMessage { Ack = new Ack() })) { Unclaim("the data link broke as it opened"); return; }
+        bool started = false;
+        // a snapshot arriving in chunks (a standby that takes one): nothing is kept until it is whole and verified
+        byte[]? snap = null;
+        ulong snapGot = 0;
+        long snapStart = 0;
+        string Cut() => snap != null ? $" (the snapshot was cut off after {snapGot} of {snap.Length} bytes; nothing of it is kept)" : "";
+        try
+        {
+            while (true)
+            {
+                var m = link.Receive(PrimaryMessage.Parser, ReplicationProtocol.MaxMessageBytes);
+                if (!started && m.BodyCase == PrimaryMessage.BodyOneofCase.Heartbeat && AcceptsSnapshot(p.Hello))
+                {
+                    // the live replica is taking or encoding the snapshot: this standby starts only with it
+                    link.Send(new BackupMessage { Ack = new Ack { HeldSequence = 0, EchoUnixMs = m.Heartbeat.SentUnixMs } });
+                    continue;
+                }
+                if (!started && m.BodyCase == PrimaryMessage.BodyOneofCase.SnapshotChunk)
+                {
+                    if (!AcceptsSnapshot(p.Hello)) { RefuseLink(link, "protocol error: a snapshot this standby did not ask for"); return; }
+                    var c = m.SnapshotChunk;
+                    if (snap == null)
+                    {
+                        if (c.TotalBytes == 0 || c.TotalBytes > (ulong)MaxSnapshotBytes) { RefuseLink(link, $"a snapshot of {c.TotalBytes} bytes (at most {MaxSnapshotBytes})"); return; }
+                        snap = new byte[c.TotalBytes];
+                        snapStart = Stopwatch.GetTimestamp();
+                    }
+                    if (c.TotalBytes != (ulong)snap.Length || c.Offset != snapGot || (ulong)c.Data.Length > (ulong)snap.Length - snapGot)
+                    { RefuseLink(link, $"protocol error: a snapshot chunk at {c.Offset} ({c.Data.Length} bytes of {c.TotalBytes}) after {snapGot} bytes"); return; }
+                    c.Data.Span.CopyTo(snap.AsSpan((int)snapGot));
+                    snapGot += (ulong)c.Data.Length;
+                    // answered, so the live replica's watchdog hears from this standby while a large snapshot crosses
+                    if (snapGot < (ulong)snap.Length) { link.Send(new BackupMessage { Ack = new Ack { HeldSequence = 0 } }); continue; }
+                    double receiveMs = Stopwatch.GetElapsedTime(snapStart).TotalMilliseconds;
+                    var whole = snap;
+                    var restore = Task.Run(() => StartFromSnapshot(p.Hello, p.Header, whole, c.Sequence, c.Held, receiveMs));
+                    while (!((IAsyncResult)restore).AsyncWaitHandle.WaitOne(100)) link.Send(new BackupMessage { Ack = new Ack { HeldSequence = 0 } });
+                    if (restore.Exception?.InnerException is { } refused)
+                    {
+                        string reason = refused is SnapshotFormatException or SnapshotRefusedException ? refused.Message : $"{refused.GetType().Name}: {refused.Message}";
+                        log.WriteLine($"backup: refused the snapshot: {reason}");
+                        s.Events.Emit(ReplicaEvent.SnapshotRefused, ("reason", reason));
+                        RefuseLink(link, $"snapshot refused: {reason}");
+                        return;
+                    }
+                    snap = null;
+                    started = true;
+                    _link = link;
+                    link.Send(AckNow(Held));
+                    continue;
+                }
+                if (!started) { Start(p.Hello, p.Header); _link = link; started = true; }
+                switch (m.BodyCase)
+                {
+                    case PrimaryMessage.BodyOneofCase.Batch:
+                        if (s.PlantAckEarlyMs > 0)
+                        {
+                            // planted violation (--plant ack-early:MS): acknowledge a batch before holding it
+                            link.Send(new BackupMessage { Ack = new Ack { HeldSequence = Held + m.Batch.Count } });
+                            Thread.Sleep(s.PlantAckEarlyMs);
+                            Receive(m.Batch);
+                            break;
+                        }
+                        ulong held = Receive(m.Batch);
+                        if (s.AckDelayMs > 0) Thread.Sleep(s.AckDelayMs);
+                        link.Send(AckNow(held));
+                        break;
+                    case PrimaryMessage.BodyOneofCase.Heartbeat:
+                        Released(m.Heartbeat.Released);
+                        var ack = AckNow(Held);
+                        ack.Ack.EchoUnixMs = m.Heartbeat.SentUnixMs;
+                        link.Send(ack);
+                        break;
+                    case PrimaryMessage.BodyOneofCase.Goodbye:
+                        Goodbye(m.Goodbye);
+                        return;
+                    default:
+                        PrimaryLost($"protocol error: unexpected {m.BodyCase}");
+                        return;
+                }
+            }
+        }
+        catch (LogFormatException e)
+        {
+            PrimaryLost($"the primary sent a damaged batch: {e.Message}");
+        }
+        catch (EndOfStreamException)
+        {
+            if (started) PrimaryLost("the primary closed the stream without saying goodbye");
+            else Unclaim($"the primary closed the data link before its first message{Cut()}");
+        }
+        catch (IOException e)
+        {
+            string why = TimedOut(e) ? $"no batch or heartbeat for {s.TimeoutMs} ms" : $"the connection to the primary broke ({e.Message})";
+            if (started) PrimaryLost(why);
+            else Unclaim($"{why} after the welcome{Cut()}");
+        }
+        finally { _link = null; }
+    }
+
+    /// <summary>Refuses the primary on its data link with the reason and waits for a primary again (nothing was kept).</summary>
+    void RefuseLink(DataLink link, string reason)
+    {
+        link.TrySend(new BackupMessage { Refused = new Refused { Reason = reason } });
+        Unclaim(reason);
+    }
+
+    static bool TimedOut(Exception? e)
+    {
+        for (; e != null; e = e.InnerException)
+            if (e is System.Net.Sockets.SocketException { SocketErrorCode: System.Net.Sockets.SocketError.TimedOut or System.Net.Sockets.SocketError.WouldBlock }) return true;
+        return false;
+    }
+
+    /// <summary>An ack of what this replica holds and how far its replay got.</summary>
+    BackupMessage AckNow(ulong held)
+    {
+        ulong replayed = _boundary?.ReplayedSequence ?? 0;
+        if (replayed > Volatile.Read(ref _ackedReplayed)) Volatile.Write(ref _ackedReplayed, replayed);
+        return new BackupMessage { Ack = new Ack { HeldSequence = held, ReplayedSequence = replayed } };
+    }
+
+    /// <summary>The replay consumed everything held (on the replay thread): report its position unless an ack did.</summary>
+    void AckReplayed()
+    {
+        if (_link is not { } l || _boundary is not { } b || b.ReplayedSequence <= Volatile.Read(ref _ackedReplayed)) return;
+        l.TrySend(AckNow(Held));
     }
 
     public void Released(OutputMark? m) { if (m != null) _boundary?.ReportReleased(m.StdoutBytes, m.StderrBytes); }
@@ -566,119 +759,43 @@ public sealed class ReplicationService(BackupSession session) : Protocol.Replica
         }
         finally { HandshakeGate.Release(); }
 
-        // The session starts with the primary's first message after the welcome: a primary whose handshake attempt
-        // timed out on its side (a loaded machine) retries on a new stream and must find this backup free, not
-        // following a stream that ended before the guest's first record (which it would then take over from
-        // record 0, running the guest a second time next to the primary that retried).
-        using var silence = CancellationTokenSource.CreateLinkedTokenSource(ct);
-        bool started = false;
-        // a snapshot arriving in chunks (a standby that takes one): nothing is kept until it is whole and verified
-        byte[]? snap = null;
-        ulong snapGot = 0;
-        long snapStart = 0;
-        string Cut() => snap != null ? $" (the snapshot was cut off after {snapGot} of {snap.Length} bytes; nothing of it is kept)" : "";
+        // The session starts with the primary's first message after the welcome, on the data link the welcome names
+        // (a one-time ticket): a primary whose handshake attempt timed out on its side (a loaded machine) retries on
+        // a new stream and must find this backup free, not following a stream that ended before the guest's first
+        // record (which it would then take over from record 0, running the guest a second time next to the primary
+        // that retried).
+        var pending = session.ExpectLink(hello, header!);
         try
         {
-            await responseStream.WriteAsync(new BackupMessage { Welcome = new Welcome { BackupId = s.Id, Snapshot = session.AcceptsSnapshot(hello) } }, ct);
-            while (true)
+            await responseStream.WriteAsync(new BackupMessage
             {
-                silence.CancelAfter(s.TimeoutMs);
-                if (!await requestStream.MoveNext(silence.Token))
-                {
-                    if (started) session.PrimaryLost("the primary closed the stream without saying goodbye");
-                    else session.Unclaim($"the primary closed the stream before its first message{Cut()}");
-                    return;
-                }
-                var m = requestStream.Current;
-                if (!started && m.BodyCase == PrimaryMessage.BodyOneofCase.Heartbeat && session.AcceptsSnapshot(hello))
-                {
-                    // the live replica is taking or encoding the snapshot: this standby starts only with it
-                    await responseStream.WriteAsync(new BackupMessage { Ack = new Ack { HeldSequence = 0, EchoUnixMs = m.Heartbeat.SentUnixMs } }, ct);
-                    continue;
-                }
-                if (!started && m.BodyCase == PrimaryMessage.BodyOneofCase.SnapshotChunk)
-                {
-                    if (!session.AcceptsSnapshot(hello)) { await Refuse("protocol error: a snapshot this standby did not ask for"); session.Unclaim("refused an unasked-for snapshot"); return; }
-                    var c = m.SnapshotChunk;
-                    if (snap == null)
-                    {
-                        if (c.TotalBytes == 0 || c.TotalBytes > (ulong)BackupSession.MaxSnapshotBytes) { await Refuse($"a snapshot of {c.TotalBytes} bytes (at most {BackupSession.MaxSnapshotBytes})"); session.Unclaim("refused the snapshot's size"); return; }
-                        snap = new byte[c.TotalBytes];
-                        snapStart = Stopwatch.GetTimestamp();
-                    }
-                    if (c.TotalBytes != (ulong)snap.Length || c.Offset != snapGot || (ulong)c.Data.Length > (ulong)snap.Length - snapGot)
-                    { await Refuse($"protocol error: a snapshot chunk at {c.Offset} ({c.Data.Length} bytes of {c.TotalBytes}) after {snapGot} bytes"); session.Unclaim("a snapshot chunk out of order"); return; }
-                    c.Data.Span.CopyTo(snap.AsSpan((int)snapGot));
-                    snapGot += (ulong)c.Data.Length;
-                    if (snapGot < (ulong)snap.Length)
-                    {
-                        // answered, so the live replica's watchdog hears from this standby while a large snapshot crosses
-                        await responseStream.WriteAsync(new BackupMessage { Ack = new Ack { HeldSequence = 0 } }, ct);
-                        continue;
-                    }
-                    double receiveMs = Stopwatch.GetElapsedTime(snapStart).TotalMilliseconds;
-                    var whole = snap;
-                    var restore = Task.Run(() => session.StartFromSnapshot(hello, header!, whole, c.Sequence, c.Held, receiveMs));
-                    while (await Task.WhenAny(restore, Task.Delay(100, ct)) != restore)
-                        await responseStream.WriteAsync(new BackupMessage { Ack = new Ack { HeldSequence = 0 } }, ct);
-                    if (restore.Exception?.InnerException is { } refused)
-                    {
-                        string reason = refused is SnapshotFormatException or SnapshotRefusedException ? refused.Message : $"{refused.GetType().Name}: {refused.Message}";
-                        Console.Error.WriteLine($"backup: refused the snapshot: {reason}");
-                        s.Events.Emit(ReplicaEvent.SnapshotRefused, ("reason", reason));
-                        await responseStream.WriteAsync(new BackupMessage { Refused = new Refused { Reason = $"snapshot refused: {reason}" } }, ct);
-                        session.Unclaim($"refused the snapshot: {reason}");
-                        return;
-                    }
-                    snap = null;
-                    started = true;
-                    await responseStream.WriteAsync(new BackupMessage { Ack = new Ack { HeldSequence = session.Held } }, ct);
-                    continue;
-                }
-                if (!started) { session.Start(hello, header!); started = true; }
-                switch (m.BodyCase)
-                {
-                    case PrimaryMessage.BodyOneofCase.Batch:
-                        {
-                            if (s.PlantAckEarlyMs > 0)
-                            {
-                                // planted violation (--plant ack-early:MS): acknowledge a batch before holding it
-                                await responseStream.WriteAsync(new BackupMessage { Ack = new Ack { HeldSequence = session.Held + m.Batch.Count } }, ct);
-                                await Task.Delay(s.PlantAckEarlyMs, ct);
-                                session.Receive(m.Batch);
-                                break;
-                            }
-                            ulong held = session.Receive(m.Batch);
-                            if (s.AckDelayMs > 0) await Task.Delay(s.AckDelayMs, ct);
-                            await responseStream.WriteAsync(new BackupMessage { Ack = new Ack { HeldSequence = held } }, ct);
-                            break;
-                        }
-                    case PrimaryMessage.BodyOneofCase.Heartbeat:
-                        session.Released(m.Heartbeat.Released);
-                        await responseStream.WriteAsync(new BackupMessage { Ack = new Ack { HeldSequence = session.Held, EchoUnixMs = m.Heartbeat.SentUnixMs } }, ct);
-                        break;
-                    case PrimaryMessage.BodyOneofCase.Goodbye:
-                        session.Goodbye(m.Goodbye);
-                        return;
-                    default:
-                        session.PrimaryLost($"protocol error: unexpected {m.BodyCase}");
-                        return;
-                }
-            }
-        }
-        catch (OperationCanceledException) when (!ct.IsCancellationRequested)
-        {
-            if (started) session.PrimaryLost($"no batch or heartbeat for {s.TimeoutMs} ms");
-            else session.Unclaim($"no message after the welcome for {s.TimeoutMs} ms{Cut()}");
+                Welcome = new Welcome { BackupId = s.Id, DataPort = (uint)session.DataPort, DataTicket = ByteString.CopyFrom(pending.Ticket), Snapshot = session.AcceptsSnapshot(hello) },
+            }, ct);
         }
         catch (Exception e) when (e is OperationCanceledException or IOException or RpcException or InvalidOperationException)
         {
-            if (started) session.PrimaryLost($"the connection to the primary broke ({e.GetType().Name}: {e.Message})");
-            else session.Unclaim($"the connection broke after the welcome ({e.GetType().Name}: {e.Message}){Cut()}");
+            if (session.Abandon(pending)) session.Unclaim($"the connection broke before the welcome ({e.GetType().Name}: {e.Message})");
+            return;
         }
-        catch (LogFormatException e)
+        var streamEnded = WatchEnd(requestStream, ct);
+        var limit = Task.Delay(TimeSpan.FromMilliseconds(Math.Max(s.TimeoutMs, ReplicationProtocol.HandshakeTimeout.TotalMilliseconds)), ct);
+        var firstDone = await Task.WhenAny(pending.Taken.Task, streamEnded, limit);
+        if (firstDone != pending.Taken.Task && session.Abandon(pending))
         {
-            session.PrimaryLost($"the primary sent a damaged batch: {e.Message}");
+            session.Unclaim(firstDone == limit && !ct.IsCancellationRequested
+                ? "the primary did not open the data link in time"
+                : "the primary closed the stream before opening the data link");
+            return;
         }
+        // the gRPC stream stays open, idle, while the data link lives; the link decides the session's end
+        try { await pending.Ended.Task.WaitAsync(ct); }
+        catch (OperationCanceledException) { }
+    }
+
+    /// <summary>Completes when the primary's side of the stream ends (nothing more is expected on it).</summary>
+    static async Task WatchEnd(IAsyncStreamReader<PrimaryMessage> requestStream, CancellationToken ct)
+    {
+        try { while (await requestStream.MoveNext(ct)) { } }
+        catch (Exception e) when (e is OperationCanceledException or IOException or RpcException or InvalidOperationException) { }
     }
 }

@@ -55,10 +55,11 @@ var standbyOpt = new Option<string[]>("--standby")
     Description = "URL of a standby (another `backup listen` with the same token or certificates), repeatable. Once this replica has taken over, it records its guest's log on from where the old primary's ended (into --log) and asks the standbys in turn every --standby-retry-ms until one accepts; that standby receives the whole log from the beginning, replays it and follows. Without --standby a replica that took over runs unprotected and records nothing.",
     AllowMultipleArgumentsPerToken = false,
 };
+var dataPortOpt = new Option<int>("--data-port") { Description = "TCP port of the data link (on the --listen address) that carries the log and the acks after the handshake; the Welcome tells the primary. 0 (default): any free port.", DefaultValueFactory = _ => 0 };
 var standbyRetryOpt = new Option<int>("--standby-retry-ms") { Description = "Pause between two rounds over the standbys while none accepts.", DefaultValueFactory = _ => 500 };
 var listen = new Command("listen", "Serve the replication endpoint, follow one primary (`primary protect`), replay its log in lockstep and acknowledge each batch as soon as it holds it; when the primary is lost, drain, win the arbiter and go live. Exit status: the guest's; 3 when standing down; 1 on divergence.")
 {
-    listenOpt, lrootOpt, tokenOpt, insecureOpt, sharedOpt, noSnapshotOpt, certOpt, keyOpt, caOpt, arbiterOpt, timeoutOpt, copyOpt, eventsOpt, plantOpt, ackDelayOpt, tapOpt, netnsOpt, standbyOpt, standbyRetryOpt,
+    listenOpt, lrootOpt, tokenOpt, insecureOpt, sharedOpt, noSnapshotOpt, certOpt, keyOpt, caOpt, arbiterOpt, timeoutOpt, copyOpt, eventsOpt, plantOpt, ackDelayOpt, tapOpt, netnsOpt, standbyOpt, standbyRetryOpt, dataPortOpt,
 };
 listen.SetAction(parse =>
 {
@@ -68,6 +69,7 @@ listen.SetAction(parse =>
     return ReVirt.Backup.ListenHost.Run(new ReVirt.Backup.ListenSettings
     {
         Listen = new Uri(parse.GetValue(listenOpt)!),
+        DataPort = parse.GetValue(dataPortOpt),
         Standbys = parse.GetValue(standbyOpt) ?? [],
         StandbyRetryMs = parse.GetValue(standbyRetryOpt),
         Root = parse.GetValue(lrootOpt),

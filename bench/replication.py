@@ -55,8 +55,8 @@ class Proc:
         return '\n'.join(l for _, l in self.lines)
 
 
-def backup(*extra):
-    b = Proc([BACKUP, 'listen', '--listen', 'http://127.0.0.1:0', '--insecure-no-auth', '--shared-storage'] + list(extra))  # loopback, one root
+def backup(*extra, bin_dir=BIN):
+    b = Proc([os.path.join(bin_dir, 'backup.dll'), 'listen', '--listen', 'http://127.0.0.1:0', '--insecure-no-auth', '--shared-storage'] + list(extra))  # loopback, one root
     _, m = b.wait_for(r'listening on (http://127\.0\.0\.1:\d+)')
     return b, m.group(1)
 
@@ -147,27 +147,31 @@ def pct(xs, q):
     return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else 0.0
 
 
-def kv_server(mode, port):
-    """Starts kvserver under `primary run` or `primary protect` (with a fresh backup); returns (primary, backup)."""
+def kv_server(mode, port, bin_dir=BIN):
+    """Starts kvserver under `primary run` or `primary protect` (with a fresh backup) of the build in bin_dir;
+    returns (primary, backup)."""
     b = None
+    primary = os.path.join(bin_dir, 'primary.dll')
     if mode == 'run':
-        p = Proc([PRIMARY, 'run', '--', KV, str(port)])
+        p = Proc([primary, 'run', '--', KV, str(port)])
     else:
-        b, url = backup()
-        p = Proc([PRIMARY, 'protect', '--backup', url, '--stats', '--', KV, str(port)])
+        b, url = backup(bin_dir=bin_dir)
+        p = Proc([primary, 'protect', '--backup', url, '--stats', '--', KV, str(port)])
     p.wait_for(r'kvserver: listening on')
     return p, b
 
 
-def kv_bench(runs, seconds, connections):
-    """`primary run` and `primary protect` side by side, alternating, for each connection count; medians by rate."""
+def kv_bench(runs, seconds, connections, before=None):
+    """`primary run` and `primary protect` side by side, alternating, for each connection count; medians by rate.
+    With before (another build's bin directory), its `primary protect` runs in the same rotation as 'before'."""
     res = {}
     for conns in connections:
-        per = {'run': [], 'protect': []}
+        modes = ('run', 'protect') + (('before',) if before else ())
+        per = {m: [] for m in modes}
         for _ in range(runs):
-            for mode in ('run', 'protect'):
+            for mode in modes:
                 port = free_port()
-                p, b = kv_server(mode, port)
+                p, b = kv_server('protect' if mode == 'before' else mode, port, before if mode == 'before' else BIN)
                 rate, p50, p99, cpu = kv_load(port, seconds, conns, b.p.pid if b else None)
                 c = KvConn(port)
                 c.ask('SHUTDOWN')
@@ -268,13 +272,40 @@ def kv_section(runs, seconds, connections):
     return lines
 
 
+def kv_compare(runs, seconds, connections, before):
+    """This build's `primary run` and `primary protect` and another build's `primary protect`, alternating in one
+    run; prints a Markdown table (the document is not rewritten)."""
+    build_kvload()
+    res = kv_bench(runs, seconds, connections, before)
+    load = os.getloadavg()
+    lines = [f'{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} '
+             f'when the run ended; median of {runs} runs of {seconds} s each, the three alternating.', '',
+             '| connections | | requests/s | vs `primary run` | latency p50 ms | latency p99 ms | added p50 ms | added p99 ms | backup CPU s per guest s | lag p50 ms | lag p99 ms |',
+             '|---|---|---|---|---|---|---|---|---|---|---|']
+    for conns, r in res.items():
+        rr = r['run']
+        lines.append(f'| {conns} | `primary run` | {rr[0]:.0f} | | {rr[1]:.3f} | {rr[2]:.3f} | | | | | |')
+        for mode, name in (('before', '`primary protect`, before'), ('protect', '`primary protect`, data link')):
+            if mode not in r:
+                continue
+            pr = r[mode]
+            lag = pr[5]
+            lines.append(f'| {conns} | {name} | {pr[0]:.0f} | **{pr[0] / rr[0]:.2f}x** | {pr[1]:.3f} | {pr[2]:.3f} | **+{pr[1] - rr[1]:.3f}** | **+{pr[2] - rr[2]:.3f}** | {pr[3]:.2f} | {lag[0]:.3f} | {lag[1]:.3f} |')
+    print('\n'.join(lines))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--runs', type=int, default=3)
     ap.add_argument('--kv-only', action='store_true')
     ap.add_argument('--kv-seconds', type=float, default=5)
     ap.add_argument('--kv-connections', default='16,64')
+    ap.add_argument('--kv-compare', metavar='BIN_DIR', help="kvserver only: compare with another build's primary.dll/backup.dll "
+                    "(its `primary protect` alternating with this build's run and protect); prints a table, writes nothing")
     a = ap.parse_args()
+    if a.kv_compare:
+        kv_compare(a.runs, a.kv_seconds, [int(x) for x in a.kv_connections.split(',')], a.kv_compare)
+        return
     path = os.path.join(ROOT, 'docs', 'PERFORMANCE-replication.md')
     head = ['# Replication performance', '', 'Generated by `python3 bench/replication.py` (kvserver part alone: `python3 bench/replication.py --kv-only`).', '']
     kv_lines = kv_section(a.runs, a.kv_seconds, [int(x) for x in a.kv_connections.split(',')])

@@ -20,7 +20,10 @@ public sealed class DrillSettings
     public string[] ExtraBackupArgs { get; init; } = [];
     public string[] ExtraPrimaryArgs { get; init; } = [];
     /// <summary>The guest's virtual network (`chaos drill --net virtual`); null: host sockets on loopback.</summary>
-    public VirtualNetwork? Network { get; init; }
+    public IGuestNetwork? Network { get; init; }
+    /// <summary>`--hosts netns`: every replica, the clients and etcd on hosts of their own (network namespaces on a
+    /// bridge); host faults are real and etcd is the arbiter. Null: everything on this host's loopback.</summary>
+    public NetnsHosts? Hosts { get; init; }
     /// <summary>Drills only: a violation to plant, passed as --plant to the replica that commits it (gate-early, ignore-arbiter: primary; ack-early:MS: backup).</summary>
     public string? Plant { get; init; }
     /// <summary>A delay the link has in every round, outside any fault (a long-distance pair).</summary>
@@ -101,19 +104,34 @@ public sealed class Drill(DrillSettings s)
         // a planted violation goes to the replica that commits it (a hidden --plant option of that replica)
         string[] plantBackup = s.Plant is { } pb && pb.StartsWith("ack-early:", StringComparison.Ordinal) ? ["--plant", pb] : [];
         string[] plantPrimary = s.Plant is { } pp && plantBackup.Length == 0 ? ["--plant", pp] : [];
+        var hosts = s.Hosts;
+        // on separate hosts the arbiter is etcd on its own host (a key per round), else a lock file
+        string etcdKey = $"revirt/chaos/{Environment.ProcessId}/{tag}";
+        string arbiterSpec = hosts != null ? NetnsHosts.ArbiterUrl(etcdKey) : arbiter;
         using var backup = new ReplicaProc("backup", s.BackupDll,
-            ["listen", "--listen", "http://127.0.0.1:0", "--token-file", token, "--shared-storage", "--arbiter", arbiter, "--timeout-ms", s.TimeoutMs.ToString(), "--log", logCopy, .. plantBackup, .. s.Network?.BackupArgs ?? [], .. s.ExtraBackupArgs], clock);
+            ["listen", "--listen", hosts != null ? NetnsHosts.ListenUrl(Host.Backup) : "http://127.0.0.1:0", "--token-file", token, "--shared-storage", "--arbiter", arbiterSpec,
+             "--timeout-ms", s.TimeoutMs.ToString(), "--log", logCopy, .. plantBackup, .. s.Network?.BackupArgs ?? [], .. s.ExtraBackupArgs], clock, hosts?.Ns(Host.Backup));
+        try { return RunPair(); }
+        finally { hosts?.Heal(); }
+
+        RoundResult RunPair()
+        {
         if (!backup.WaitFor(() => backup.Event(ReplicaEvent.Listening) != null, TimeSpan.FromSeconds(60)))
             throw new DrillSetupException($"the backup did not start listening:\n{backup.Stderr}");
         var listening = backup.Event(ReplicaEvent.Listening)!;
         string url = listening.Str("url")!, backupId = listening.Str("id") ?? "";
 
-        using var proxy = new TcpFaultProxy(url);
-        void Normal() { if (s.BaseLinkDelayMs > 0) proxy.Delay(s.BaseLinkDelayMs); else proxy.Pass(); }
+ // between hosts the link is the bridge (faults at the bridge); on loopback a relay the drill can cut, delay or throttle
+        using var proxy = hosts == null ? TcpFaultProxy.To(listening) : null;
+        void Normal() { if (proxy == null) return; if (s.BaseLinkDelayMs > 0) proxy.Delay(s.BaseLinkDelayMs); else proxy.Pass(); }
+        TcpFaultProxy Proxy() => proxy ?? throw new DrillSetupException("this fault needs the loopback relay (not available with --hosts netns)");
+        void CutLink() { if (hosts != null) hosts.Partition(); else Proxy().Cut(); }
+        string killed = hosts != null ? "SIGKILL primary host (its processes, its ports down)" : "SIGKILL primary";
         Say($"{label}: starting the primary");
         using var primary = new ReplicaProc("primary", s.PrimaryDll,
-            ["protect", "--backup", proxy.Url, "--token-file", token, "--arbiter", arbiter, "--timeout-ms", s.TimeoutMs.ToString(), "--heartbeat-ms", s.HeartbeatMs.ToString(),
-             "--checkpoint-interval", s.CheckpointInterval.ToString(), "--stats", .. plantPrimary, .. s.Network?.PrimaryArgs ?? [], .. s.ExtraPrimaryArgs, "--", w.Program, .. run.Args], clock);
+            ["protect", .. proxy?.PrimaryArgs ?? ["--backup", url], "--token-file", token, "--arbiter", arbiterSpec, "--timeout-ms", s.TimeoutMs.ToString(), "--heartbeat-ms", s.HeartbeatMs.ToString(),
+             "--checkpoint-interval", s.CheckpointInterval.ToString(), "--stats", .. plantPrimary, .. s.Network?.PrimaryArgs ?? [], .. s.ExtraPrimaryArgs, "--", w.Program, .. run.Args], clock, hosts?.Ns(Host.Primary));
+        void KillPrimary() { primary.KillHard(); hosts?.KillHost(Host.Primary); }
         if (!primary.WaitFor(() => primary.Event(ReplicaEvent.Protected) != null, TimeSpan.FromSeconds(60)))
             throw new DrillSetupException($"the primary did not get protected:\n{primary.Stderr}\nbackup:\n{backup.Stderr}");
         string primaryId = $"primary:{Environment.MachineName}:{primary.Pid}";
@@ -139,8 +157,12 @@ public sealed class Drill(DrillSettings s)
         if (!lateFault) switch (fault)
         {
             case FaultKind.Kill:
-                primary.KillHard();
-                obsFaultDetail += "SIGKILL primary";
+                KillPrimary();
+                obsFaultDetail += killed;
+                break;
+            case FaultKind.LinkDown:
+                (hosts ?? throw new DrillSetupException("link-down needs --hosts netns")).LinkDown(Host.Primary);
+                obsFaultDetail += "the primary host's links down (its veth and TAP ports at the bridge)";
                 break;
             case FaultKind.Freeze:
                 primary.Signal(ReplicaProc.SIGSTOP);
@@ -153,11 +175,11 @@ public sealed class Drill(DrillSettings s)
                 obsFaultDetail += $"SIGSTOP primary, SIGCONT after {faultEnd - faultAt:F0} ms";
                 break;
             case FaultKind.Partition:
-                proxy.Cut();
-                obsFaultDetail += "link cut (both directions, for good)";
+                CutLink();
+                obsFaultDetail += hosts != null ? "partition at the bridge between the primary's and the backup's hosts (both still reach etcd and the clients)" : "link cut (both directions, for good)";
                 break;
             case FaultKind.SlowLink:
-                proxy.Delay(s.BaseLinkDelayMs + delayMs);
+                Proxy().Delay(s.BaseLinkDelayMs + delayMs);
                 linkDelay = s.BaseLinkDelayMs + delayMs;
                 primary.WaitFor(() => { Status($"link delayed {delayMs} ms"); return false; }, TimeSpan.FromMilliseconds(faultLenMs));
                 Normal();
@@ -165,7 +187,7 @@ public sealed class Drill(DrillSettings s)
                 obsFaultDetail += $"link delayed {delayMs} ms per chunk for {faultLenMs} ms";
                 break;
             case FaultKind.Throttle:
-                proxy.Throttle(throttleBps);
+                Proxy().Throttle(throttleBps);
                 primary.WaitFor(() => { Status($"link throttled to {throttleBps} B/s"); return false; }, TimeSpan.FromMilliseconds(faultLenMs));
                 Normal();
                 faultEnd = clock.Elapsed.TotalMilliseconds;
@@ -175,16 +197,17 @@ public sealed class Drill(DrillSettings s)
                 {
                     // deterministic evidence for the output rule: nothing acknowledges the log after the cut, so
                     // a correct primary releases nothing beyond what the backup already holds
-                    proxy.Cut();
+                    CutLink();
                     long before = primary.StdoutLength;
                     var grew = primary.WaitFor(() => primary.StdoutLength > before, TimeSpan.FromMilliseconds(s.TimeoutMs / 2));
-                    primary.KillHard();
-                    obsFaultDetail += $"link cut, SIGKILL primary {clock.Elapsed.TotalMilliseconds - faultAt:F0} ms later{(grew ? " (it released stdout after the cut)" : "")}";
+                    KillPrimary();
+                    obsFaultDetail += $"link cut, {killed} {clock.Elapsed.TotalMilliseconds - faultAt:F0} ms later{(grew ? " (it released stdout after the cut)" : "")}";
                     break;
                 }
             case FaultKind.KillBackup:
                 backup.KillHard();
-                obsFaultDetail += "SIGKILL backup";
+                hosts?.KillHost(Host.Backup);
+                obsFaultDetail += hosts != null ? "SIGKILL backup host (its processes, its ports down)" : "SIGKILL backup";
                 break;
         }
 
@@ -229,7 +252,7 @@ public sealed class Drill(DrillSettings s)
             BackupKilled = fault == FaultKind.KillBackup && !lateFault,
             BackupExitedAtMs = backup.ExitedAtMs,
             BackupId = backupId,
-            ArbiterHolder = ReadHolder(arbiter),
+            ArbiterHolder = hosts != null ? hosts.ReadKey(etcdKey) : ReadHolder(arbiter),
             PrimaryCheckpoints = ReadCheckpoints(logCopy),
             ClientOps = run.Ops.ToList(),
             ReadBack = run.ReadBack,
@@ -241,6 +264,7 @@ public sealed class Drill(DrillSettings s)
         try { File.Delete(arbiter); File.Delete(logCopy); } catch (IOException) { }
         Say($"{label}: {result.Outcome}; {(result.Ok ? "all invariants held" : $"VIOLATION {result.FirstViolation!.Name}: {result.FirstViolation.Detail}")}");
         return result;
+        }
     }
 
     static RoundObservation WithLate(RoundObservation o) { o.FaultDetail = o.FaultDetail.TrimEnd(' ', ';'); return o; }

@@ -128,7 +128,7 @@ public sealed class KvWorkload(string program, int sets, int connections) : IWor
     /// <summary>How long a request is retried (reconnecting) before the client gives up on the service.</summary>
     public int GiveUpMs { get; init; } = 45_000;
     /// <summary>The guest's virtual network (`--net virtual`); null: the guest's sockets are host sockets on loopback.</summary>
-    public VirtualNetwork? Network { get; init; }
+    public IGuestNetwork? Network { get; init; }
 
     public IWorkloadRound NewRound(int seed) => new KvRound(this, seed, LoopbackPorts.Pick(), Network is { } n ? ServiceAddress.On(n) : ServiceAddress.Loopback);
 
@@ -180,7 +180,7 @@ public sealed class KvWorkload(string program, int sets, int connections) : IWor
         int _acked;
 
         readonly List<KvConn> _conns = new();
-        public string[] Args => w.Network != null ? [port.ToString(), VirtualNetwork.GuestIp] : [port.ToString()];
+        public string[] Args => w.Network is { } n ? [port.ToString(), n.Guest.ToString()] : [port.ToString()];
         public ConnectionStats? Connections
         {
             get { lock (_conns) return new ConnectionStats(w.Network != null, _conns.Count, _conns.Sum(c => c.Connections), _conns.Sum(c => c.Breaks)); }

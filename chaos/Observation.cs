@@ -2,11 +2,14 @@
 namespace ReVirt.Chaos;
 
 /// <summary>The faults a drill can inject, one per round.</summary>
-public enum FaultKind { Kill, Freeze, Partition, SlowLink, Throttle, KillBackup, CutKill }
+public enum FaultKind { Kill, Freeze, Partition, SlowLink, Throttle, KillBackup, CutKill, LinkDown }
 
 public static class Faults
 {
     public static readonly FaultKind[] All = [FaultKind.Kill, FaultKind.Freeze, FaultKind.Partition, FaultKind.SlowLink, FaultKind.Throttle, FaultKind.KillBackup, FaultKind.CutKill];
+
+    /// <summary>The faults of `--hosts netns` (real host faults; no relay to delay or throttle the link).</summary>
+    public static readonly FaultKind[] OnHosts = [FaultKind.Kill, FaultKind.Freeze, FaultKind.Partition, FaultKind.LinkDown, FaultKind.KillBackup, FaultKind.CutKill];
 
     public static string Name(FaultKind k) => k switch
     {
@@ -17,14 +20,16 @@ public static class Faults
         FaultKind.Throttle => "throttle",
         FaultKind.KillBackup => "kill-backup",
         FaultKind.CutKill => "cut-kill",
+        FaultKind.LinkDown => "link-down",
         _ => k.ToString(),
     };
 
     public static string Describe(FaultKind k) => k switch
     {
-        FaultKind.Kill => "SIGKILL the primary",
+        FaultKind.Kill => "SIGKILL the primary (--hosts netns: its whole host, whose ports also go down)",
+        FaultKind.LinkDown => "--hosts netns: the primary host's links go down at the bridge (silence; nothing is reset)",
         FaultKind.Freeze => "SIGSTOP the primary (a hang) until the backup has taken over, then SIGCONT it: it must not come back as a second primary",
-        FaultKind.Partition => "cut the replication link in both directions (nothing is closed; bytes just stop)",
+        FaultKind.Partition => "cut the replication link in both directions (nothing is closed; bytes just stop; --hosts netns: the bridge stops forwarding between the replicas' hosts, both still reach etcd and the clients)",
         FaultKind.SlowLink => "delay every chunk on the replication link by 100-400 ms for a while",
         FaultKind.Throttle => "throttle the replication link to a few KB/s for a while",
         FaultKind.KillBackup => "SIGKILL the backup: the primary may go on unprotected only after winning the arbiter",
@@ -32,17 +37,21 @@ public static class Faults
         _ => k.ToString(),
     };
 
-    /// <summary>Parses a comma-separated list of fault names; throws <see cref="ArgumentException"/> naming a bad one.</summary>
-    public static FaultKind[] Parse(string list)
+    /// <summary>Parses a comma-separated list of fault names; throws <see cref="ArgumentException"/> naming a bad one.
+    /// <paramref name="onHosts"/>: for `--hosts netns` (its own list: <see cref="OnHosts"/>).</summary>
+    public static FaultKind[] Parse(string list, bool onHosts = false)
     {
+        var known = onHosts ? OnHosts : All;
         var r = new List<FaultKind>();
         foreach (var raw in list.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
         {
-            if (raw is "all") { r.AddRange(All); continue; }
+            if (raw is "all") { r.AddRange(known); continue; }
             if (raw is "join" or "new-backup" or "rejoin")
                 throw new ArgumentException($"fault '{raw}': a new backup joining a live replica is what `chaos drill --cycles N` drills (kill, takeover, a standby joins, again)");
-            var k = All.Where(f => Name(f) == raw).Select(f => (FaultKind?)f).FirstOrDefault()
-                ?? throw new ArgumentException($"unknown fault '{raw}' (known: {string.Join(", ", All.Select(Name))}, all)");
+            var k = known.Where(f => Name(f) == raw).Select(f => (FaultKind?)f).FirstOrDefault()
+                ?? throw new ArgumentException(onHosts
+                    ? $"fault '{raw}' is not available with --hosts netns (known: {string.Join(", ", known.Select(Name))}, all)"
+                    : $"unknown fault '{raw}' (known: {string.Join(", ", known.Select(Name))}, all; link-down needs --hosts netns)");
             r.Add(k);
         }
         if (r.Count == 0) throw new ArgumentException("no faults given");

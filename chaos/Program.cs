@@ -35,18 +35,27 @@ var netOpt = new Option<string>("--net")
     DefaultValueFactory = _ => "host",
 };
 netOpt.AcceptOnlyFromAmong("host", "virtual");
+var hostsOpt = new Option<string>("--hosts")
+{
+    Description = "Where the replicas run. local (default): processes of this host, the replication link through a loopback relay. netns: the primary, the backup, the clients and etcd (the arbiter) each on a host of its own, a network namespace with one interface on a bridge the drill makes (and removes on exit; needs root and iproute2), so host faults are real: kill = the primary's host killed (its processes SIGKILLed, its ports down), link-down = its ports down at the bridge, partition = the bridge stops forwarding between the replicas' hosts (both still reach etcd and the clients), kill-backup, freeze, cut-kill (slow-link and throttle need the relay). With kvserver the guest serves on a virtual interface (--net virtual) moving between the replicas' TAP ports on the bridge.",
+    DefaultValueFactory = _ => "local",
+};
+hostsOpt.AcceptOnlyFromAmong("local", "netns");
 var cyclesOpt = new Option<int?>("--cycles") { Description = "Instead of rounds: one run of the guest (guests/src/ticker.c), N times: SIGKILL the live replica, its follower takes over, a new standby process starts and the survivor re-protects itself with it (the standby receives the whole log and catches up), again. Every invariant is checked after each cycle; at the end the last live replica's whole log is replayed and must print exactly what the world saw. report.json gives each cycle's takeover, join, transfer and catch-up times." };
 var tickOpt = new Option<int>("--tick-ms") { Description = "--cycles: the guest's sleep between two output lines.", DefaultValueFactory = _ => 20 };
 var buildDirOpt = new Option<string?>("--build-dir") { Description = "Where the bundled guest is built (default: guests/out of the repository)." };
 var drill = new Command("drill", "Start a local primary-backup pair (separate processes, replication through a fault-injecting loopback proxy) with a bundled workload, inject one fault per round at a random moment and check the invariants: no acknowledged write lost, no output released before the backup held it, output continuous across a failover (a repeat only byte-identical and only from the last round trip), exactly one live primary, the takeover state digest equal to the primary's, the workload finishing correctly. Prints a table per round and writes a JSON report and a timeline picture. Exit status 0 only when every invariant held in every round; 1 with the first violation and its seed otherwise; 2 on bad usage or when the pair cannot be started.")
 {
-    roundsOpt, cyclesOpt, tickOpt, seedOpt, faultsOpt, workloadOpt, guestOpt, requestsOpt, connectionsOpt, linesOpt, workOpt, timeoutOpt, hbOpt, cpOpt, reportOpt, limitOpt, quietOpt, baseDelayOpt, plantOpt, primaryArgOpt, backupArgOpt, buildDirOpt, netOpt,
+    roundsOpt, cyclesOpt, tickOpt, seedOpt, faultsOpt, workloadOpt, guestOpt, requestsOpt, connectionsOpt, linesOpt, workOpt, timeoutOpt, hbOpt, cpOpt, reportOpt, limitOpt, quietOpt, baseDelayOpt, plantOpt, primaryArgOpt, backupArgOpt, buildDirOpt, netOpt, hostsOpt,
 };
 drill.SetAction(parse =>
 {
     if (parse.GetValue(cyclesOpt) is int cycles) return Cycles(parse, cycles);
+    bool onHosts = parse.GetValue(hostsOpt) == "netns";
     FaultKind[] faults;
-    try { faults = Faults.Parse(parse.GetValue(faultsOpt)!); }
+    string faultList = parse.GetValue(faultsOpt)!;
+    if (onHosts && faultList == string.Join(",", Faults.All.Select(Faults.Name))) faultList = "all"; // the default: every fault of the hosts
+    try { faults = Faults.Parse(faultList, onHosts); }
     catch (ArgumentException e) { Console.Error.WriteLine($"chaos: {e.Message}"); return 2; }
     string workload = parse.GetValue(workloadOpt)!;
     if (workload is not ("kvserver" or "counter")) { Console.Error.WriteLine($"chaos: unknown workload '{workload}' (known: kvserver, counter)"); return 2; }
@@ -59,14 +68,26 @@ drill.SetAction(parse =>
     foreach (var d in new[] { primaryDll, backupDll })
         if (!File.Exists(d)) { Console.Error.WriteLine($"chaos: {d} is missing (build the chaos project, which copies primary and backup next to it)"); return 2; }
 
-    VirtualNetwork? network = null;
-    if (parse.GetValue(netOpt) == "virtual")
+    NetnsHosts? hosts = null;
+    if (onHosts)
     {
-        try { network = VirtualNetwork.Create(); }
+        if (parse.GetValue(baseDelayOpt) > 0) { Console.Error.WriteLine("chaos: --link-delay-ms needs the loopback relay (not with --hosts netns)"); return 2; }
+        try { hosts = NetnsHosts.Create(); }
+        catch (NetnsUnavailableException e) { Console.Error.WriteLine($"chaos: {e.Message}"); return 2; }
+        catch (Exception e) when (e is InvalidOperationException or System.ComponentModel.Win32Exception or TimeoutException)
+        { Console.Error.WriteLine($"chaos: --hosts netns: cannot make the drill's hosts: {e.Message}"); return 2; }
+    }
+    using var hostsScope = hosts;
+    VirtualNetwork? virtualNet = null;
+    if (parse.GetValue(netOpt) == "virtual" && hosts == null)
+    {
+        try { virtualNet = VirtualNetwork.Create(); }
         catch (Exception e) when (e is InvalidOperationException or System.ComponentModel.Win32Exception)
         { Console.Error.WriteLine($"chaos: --net virtual: cannot make the drill's network namespace (root and iproute2 needed): {e.Message}"); return 2; }
     }
-    using var _ = network;
+    using var _ = virtualNet;
+    // on separate hosts the kvserver guest serves on its virtual interface (its address moves with a takeover)
+    IGuestNetwork? network = hosts != null ? (workload == "kvserver" ? hosts : null) : virtualNet;
     bool live = !parse.GetValue(quietOpt);
     bool tty = !Console.IsErrorRedirected;
     string last = "";
@@ -88,6 +109,7 @@ drill.SetAction(parse =>
         Plant = parse.GetValue(plantOpt),
         BaseLinkDelayMs = parse.GetValue(baseDelayOpt),
         Network = network,
+        Hosts = hosts,
         RoundLimit = TimeSpan.FromSeconds(parse.GetValue(limitOpt)),
         Progress = !live ? null : m =>
         {

@@ -45,7 +45,7 @@ public static class Report
         double? DetectionMs, double? DrainMs, double? FailoverMs, double? ServiceBackMs, double DurationMs, int RequestsDone,
         bool Ok, List<InvariantDto> Invariants, List<EventDto> Timeline,
         long PrimaryStdoutBytes, long BackupStdoutBytes, int? PrimaryExit, int? BackupExit, string? ArbiterHolder, string Rerun);
-    public sealed record ReportDto(string Tool, string Workload, string Net, int Seed, int Rounds, string[] Faults, bool Ok, string? FirstViolation, DateTimeOffset Finished, List<RoundDto> RoundResults);
+    public sealed record ReportDto(string Tool, string Workload, string Net, string Hosts, string? Arbiter, int Seed, int Rounds, string[] Faults, bool Ok, string? FirstViolation, DateTimeOffset Finished, List<RoundDto> RoundResults);
 
     static readonly JsonSerializerOptions Json = new()
     {
@@ -58,7 +58,7 @@ public static class Report
         $"chaos drill --rounds 1 --seed {r.Observation.Seed} --faults {Faults.Name(r.Observation.Fault)} --workload {workload}{(r.Observation.Connections?.VirtualNet == true ? " --net virtual" : "")}";
 
     public static ReportDto ToDto(IReadOnlyList<RoundResult> rs, DrillSettings s) => new(
-        "revirt chaos drill", s.Workload.Name, s.Network != null ? "virtual" : "host", s.Seed, rs.Count, s.Faults.Select(Faults.Name).ToArray(), rs.All(r => r.Ok), FirstViolation(rs, s.Workload.Name),
+        "revirt chaos drill", s.Workload.Name, s.Network != null ? "virtual" : "host", s.Hosts != null ? "netns" : "local", s.Hosts != null ? "etcd" : "lock file", s.Seed, rs.Count, s.Faults.Select(Faults.Name).ToArray(), rs.All(r => r.Ok), FirstViolation(rs, s.Workload.Name),
         DateTimeOffset.UtcNow,
         rs.Select(r =>
         {

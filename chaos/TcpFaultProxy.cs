@@ -20,30 +20,46 @@ public enum LinkMode
 
 /// <summary>
 /// A loopback TCP relay between the primary and the backup (gRPC over HTTP/2 passes through a plain TCP relay)
-/// whose link the drill can cut, delay or throttle at any moment. Each connection is relayed by two async pumps;
-/// a pump reads a chunk, then applies the current mode to it.
+/// whose link the drill can cut, delay or throttle at any moment. It relays the backup's replication endpoint and,
+/// when given, its data link port (the primary is told <see cref="DataAddress"/> with <c>--backup-data</c>), both
+/// under the same mode. Each connection is relayed by two async pumps; a pump reads a chunk, then applies the
+/// current mode to it.
 /// </summary>
 public sealed class TcpFaultProxy : IDisposable
 {
     readonly TcpListener _l;
-    readonly IPEndPoint _target;
+    readonly TcpListener? _data;
     readonly CancellationTokenSource _cts = new();
     readonly List<Socket> _socks = new();
     volatile LinkMode _mode = LinkMode.Pass;
     long _relayed, _swallowed;
 
-    public TcpFaultProxy(IPEndPoint target)
+    public TcpFaultProxy(IPEndPoint target, IPEndPoint? dataTarget = null)
     {
-        _target = target;
         _l = new TcpListener(IPAddress.Loopback, 0);
         _l.Start();
-        _ = Task.Run(AcceptLoop);
+        _ = Task.Run(() => AcceptLoop(_l, target));
+        if (dataTarget != null)
+        {
+            _data = new TcpListener(IPAddress.Loopback, 0);
+            _data.Start();
+            _ = Task.Run(() => AcceptLoop(_data, dataTarget));
+        }
     }
 
-    public TcpFaultProxy(string targetUrl) : this(new IPEndPoint(IPAddress.Parse(new Uri(targetUrl).Host), new Uri(targetUrl).Port)) { }
+    public TcpFaultProxy(string targetUrl, int? dataPort = null) : this(
+        new IPEndPoint(IPAddress.Parse(new Uri(targetUrl).Host), new Uri(targetUrl).Port),
+        dataPort is { } d ? new IPEndPoint(IPAddress.Parse(new Uri(targetUrl).Host), d) : null) { }
+
+    /// <summary>A relay to the backup whose <c>listening</c> event is given: its endpoint and its data link.</summary>
+    public static TcpFaultProxy To(ReplicaEventRecord listening) => new(listening.Str("url")!, (int?)listening.Long("dataPort"));
 
     public int Port => ((IPEndPoint)_l.LocalEndpoint).Port;
     public string Url => $"http://127.0.0.1:{Port}";
+    /// <summary>Where the primary reaches the backup's data link through this relay (<c>--backup-data</c>).</summary>
+    public string? DataAddress => _data is { } d ? $"127.0.0.1:{((IPEndPoint)d.LocalEndpoint).Port}" : null;
+    /// <summary>The primary's options that route both of its connections through this relay.</summary>
+    public string[] PrimaryArgs => DataAddress is { } a ? ["--backup", Url, "--backup-data", a] : ["--backup", Url];
     public LinkMode Mode => _mode;
     public int DelayMs { get; private set; }
     public long BytesPerSecond { get; private set; } = long.MaxValue;
@@ -55,15 +71,15 @@ public sealed class TcpFaultProxy : IDisposable
     public void Delay(int ms) { DelayMs = ms; _mode = LinkMode.Delay; }
     public void Throttle(long bytesPerSecond) { BytesPerSecond = Math.Max(1, bytesPerSecond); _mode = LinkMode.Throttle; }
 
-    async Task AcceptLoop()
+    async Task AcceptLoop(TcpListener listener, IPEndPoint target)
     {
         while (!_cts.IsCancellationRequested)
         {
             Socket a;
-            try { a = await _l.AcceptSocketAsync(_cts.Token); } catch { return; }
+            try { a = await listener.AcceptSocketAsync(_cts.Token); } catch { return; }
             var b = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
             a.NoDelay = true;
-            try { await b.ConnectAsync(_target, _cts.Token); }
+            try { await b.ConnectAsync(target, _cts.Token); }
             catch { a.Dispose(); b.Dispose(); continue; }
             lock (_socks) { _socks.Add(a); _socks.Add(b); }
             _ = Relay(a, b);
@@ -131,6 +147,7 @@ public sealed class TcpFaultProxy : IDisposable
     {
         _cts.Cancel();
         _l.Stop();
+        _data?.Stop();
         lock (_socks) foreach (var s in _socks) s.Dispose();
     }
 }

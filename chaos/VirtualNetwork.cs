@@ -6,6 +6,20 @@ using System.Runtime.InteropServices;
 
 namespace ReVirt.Chaos;
 
+/// <summary>Where a guest with a virtual interface (`--net virtual`) lives in a drill: the replicas' options for it
+/// and the clients' way to reach it.</summary>
+public interface IGuestNetwork
+{
+    /// <summary>`primary protect` options that give the guest its interface.</summary>
+    string[] PrimaryArgs { get; }
+    /// <summary>`backup listen` options: where the backup brings the interface up when it takes over.</summary>
+    string[] BackupArgs { get; }
+    /// <summary>The guest's address.</summary>
+    IPAddress Guest { get; }
+    /// <summary>A TCP socket on the clients' side of the network.</summary>
+    Socket NewTcpSocket();
+}
+
 /// <summary>
 /// The network of a drill run with `--net virtual`: a network namespace made for the run, holding a bridge (the
 /// clients' side, <see cref="BridgeCidr"/>) whose ports are two persistent TAP devices, one per replica. The primary
@@ -14,21 +28,19 @@ namespace ReVirt.Chaos;
 /// frames from then on. The clients' sockets are created inside the namespace (by one thread that entered it and
 /// does nothing else), so the drill itself and the replication link stay on this process's loopback. Needs root.
 /// </summary>
-public sealed class VirtualNetwork : IDisposable
+public sealed class VirtualNetwork : IGuestNetwork, IDisposable
 {
     public const string BridgeCidr = "10.213.9.1/24", GuestIp = "10.213.9.2", GuestCidr = GuestIp + "/24";
     public const string PrimaryTap = "rvp0", BackupTap = "rvb0", Bridge = "rvbr0";
 
     public string Name { get; }
     static int _made;
-    readonly BlockingCollection<TaskCompletionSource<Socket>> _requests = new();
-    readonly Thread _inside;
+    readonly NamespaceSockets _clients;
 
     VirtualNetwork(string name)
     {
         Name = name;
-        _inside = new Thread(Inside) { IsBackground = true, Name = $"netns {name}" };
-        _inside.Start();
+        _clients = new NamespaceSockets(name);
     }
 
     /// <summary>Makes the namespace, its bridge and the two TAP devices; throws with the failing command.</summary>
@@ -63,38 +75,60 @@ public sealed class VirtualNetwork : IDisposable
     public IPAddress Guest => IPAddress.Parse(GuestIp);
 
     /// <summary>A TCP socket that lives in the namespace (it stays there whichever thread uses it).</summary>
+    public Socket NewTcpSocket() => _clients.NewTcpSocket();
+
+    static void Ip(params string[] args) => Child.Check(TimeSpan.FromMinutes(1), "ip", args);
+
+    public void Dispose()
+    {
+        _clients.Dispose();
+        try { Ip("netns", "del", Name); } catch (InvalidOperationException) { }
+    }
+}
+
+/// <summary>
+/// Sockets created inside a network namespace by one thread that entered it and does nothing else (a socket stays
+/// in the namespace it was made in, whichever thread uses it), so this process's own sockets stay where they are.
+/// </summary>
+public sealed class NamespaceSockets : IDisposable
+{
+    readonly string _name;
+    readonly BlockingCollection<TaskCompletionSource<Socket>> _requests = new();
+
+    public NamespaceSockets(string name)
+    {
+        _name = name;
+        new Thread(Inside) { IsBackground = true, Name = $"netns {name}" }.Start();
+    }
+
+    /// <summary>A TCP socket in the namespace (bounded: the thread answers at once or not at all).</summary>
     public Socket NewTcpSocket()
     {
         var tcs = new TaskCompletionSource<Socket>(TaskCreationOptions.RunContinuationsAsynchronously);
         _requests.Add(tcs);
+        if (!tcs.Task.Wait(TimeSpan.FromSeconds(30))) throw new TimeoutException($"no socket from network namespace {_name} within 30 s");
         return tcs.Task.GetAwaiter().GetResult();
     }
 
     void Inside()
     {
-        int target = open($"/var/run/netns/{Name}", 0);
+        int target = open($"/var/run/netns/{_name}", 0);
         bool entered = target >= 0 && setns(target, CloneNewNet) == 0;
         if (target >= 0) close(target);
         foreach (var tcs in _requests.GetConsumingEnumerable())
         {
-            if (!entered) { tcs.SetException(new InvalidOperationException($"cannot enter network namespace {Name}")); continue; }
+            if (!entered) { tcs.SetException(new InvalidOperationException($"cannot enter network namespace {_name}")); continue; }
             try { tcs.SetResult(new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp)); }
             catch (SocketException e) { tcs.SetException(e); }
         }
     }
-
-    static void Ip(params string[] args) => Child.Check(TimeSpan.FromMinutes(1), "ip", args);
 
     const int CloneNewNet = 0x40000000;
     [DllImport("libc", SetLastError = true)] static extern int setns(int fd, int nstype);
     [DllImport("libc", SetLastError = true)] static extern int open(string path, int flags);
     [DllImport("libc")] static extern int close(int fd);
 
-    public void Dispose()
-    {
-        _requests.CompleteAdding();
-        try { Ip("netns", "del", Name); } catch (InvalidOperationException) { }
-    }
+    public void Dispose() => _requests.CompleteAdding();
 }
 
 /// <summary>Where a workload's clients reach the guest: this host's loopback (the guest's sockets are host sockets)
@@ -105,5 +139,5 @@ public sealed class ServiceAddress(IPAddress address, Func<Socket> newSocket)
     public Socket NewSocket() => newSocket();
 
     public static readonly ServiceAddress Loopback = new(IPAddress.Loopback, () => new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp));
-    public static ServiceAddress On(VirtualNetwork net) => new(net.Guest, net.NewTcpSocket);
+    public static ServiceAddress On(IGuestNetwork net) => new(net.Guest, net.NewTcpSocket);
 }

@@ -35,20 +35,23 @@ public sealed class ReplicaProc : IDisposable
 
     /// <param name="args">The subcommand first (e.g. "listen", "protect"), then its options.</param>
     /// <param name="clock">The runner's clock (a drill round's); a fresh one when null.</param>
-    public ReplicaProc(string name, string dll, IReadOnlyList<string> args, Stopwatch? clock = null)
+    /// <param name="netns">Run the replica in this network namespace (`ip netns exec`, which execs it: the process
+    /// is the replica itself); null: this process's.</param>
+    public ReplicaProc(string name, string dll, IReadOnlyList<string> args, Stopwatch? clock = null, string? netns = null)
     {
         Name = name;
         _clock = clock ?? Stopwatch.StartNew();
         _originUnixMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() - _clock.Elapsed.TotalMilliseconds;
         _eventsPath = Path.Combine(Path.GetTempPath(), $"revirt-events-{Guid.NewGuid():N}.jsonl");
         File.WriteAllBytes(_eventsPath, []);
-        var psi = new ProcessStartInfo("dotnet")
+        var psi = new ProcessStartInfo(netns == null ? "dotnet" : "ip")
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             RedirectStandardInput = true,
             UseShellExecute = false,
         };
+        if (netns != null) foreach (var a in new[] { "netns", "exec", netns, "dotnet" }) psi.ArgumentList.Add(a);
         psi.ArgumentList.Add(dll);
         for (int i = 0; i < args.Count; i++)
         {

@@ -83,10 +83,12 @@ var standbyOpt = new Option<string[]>("--standby")
 };
 var standbyRetryOpt = new Option<int>("--standby-retry-ms") { Description = "Pause between two rounds over the standbys while none accepts.", DefaultValueFactory = _ => 500 };
 var storeOpt = new Option<string?>("--log") { Description = "Where this replica keeps its whole log, which a standby that joins later receives from the beginning (default: a temporary file removed at exit)." };
+var replayLagOpt = new Option<int>("--max-replay-lag-ms") { Description = "Slow the guest down while the backup's replay trails the log by more than this many milliseconds (the age of the oldest record it has not replayed), until it is within half of it: a takeover then has little to replay before going live. 0: no bound.", DefaultValueFactory = _ => 20 };
+var backupDataOpt = new Option<string?>("--backup-data") { Description = "HOST:PORT where the backup's data link (the log and the acks, opened after the handshake) is reached, when not at the --backup host and the port the backup names (e.g. through a relay)." };
 var protoOpt = new Option<uint>("--protocol-version") { Description = "Testing: announce another protocol version.", Hidden = true, DefaultValueFactory = _ => ReVirt.Replication.ReplicationProtocol.Version };
 var protect = new Command("protect", "Run like `record`, streaming the event log to a backup (`backup listen`) that replays it in lockstep and takes over if this primary dies. Output leaves the VM only once the backup holds the log up to the point where it was produced.")
 {
-    backupOpt, standbyOpt, standbyRetryOpt, storeOpt, tokenOpt, certOpt, keyOpt, caOpt, arbiterOpt, hbOpt, timeoutOpt, lagRecOpt, lagBytesOpt, eventsOpt, plantOpt, protoOpt, intervalOpt, rootOpt, cwdOpt, netOpt, ipOpt, macOpt, tapOpt, netnsOpt, statsOpt, tierOpt, program,
+    backupOpt, standbyOpt, standbyRetryOpt, storeOpt, tokenOpt, certOpt, keyOpt, caOpt, arbiterOpt, hbOpt, timeoutOpt, lagRecOpt, lagBytesOpt, replayLagOpt, backupDataOpt, eventsOpt, plantOpt, protoOpt, intervalOpt, rootOpt, cwdOpt, netOpt, ipOpt, macOpt, tapOpt, netnsOpt, statsOpt, tierOpt, program,
 };
 protect.SetAction(parse =>
 {
@@ -108,6 +110,8 @@ protect.SetAction(parse =>
         TimeoutMs = parse.GetValue(timeoutOpt),
         MaxLagRecords = parse.GetValue(lagRecOpt),
         MaxLagBytes = parse.GetValue(lagBytesOpt),
+        MaxReplayLagMs = parse.GetValue(replayLagOpt),
+        BackupDataAddress = parse.GetValue(backupDataOpt),
         RootDigest = ReVirt.Replication.RootDigest.Compute(parse.GetValue(rootOpt)!),
         ProtocolVersion = parse.GetValue(protoOpt),
         Events = events,
@@ -167,6 +171,8 @@ int Guest(ParseResult parse, FileInfo? log)
     {
         double s = sw.Elapsed.TotalSeconds;
         Console.Error.WriteLine($"primary: {icount} guest instructions in {s:F3} s ({icount / s / 1e6:F1} M instructions/s), exit status {status}");
+        // the host's own share: methods the runtime's JIT compiled (ReadyToRun code needs none) and its time
+        Console.Error.WriteLine($"primary: host JIT: {System.Runtime.JitInfo.GetCompiledMethodCount()} methods in {System.Runtime.JitInfo.GetCompilationTime().TotalMilliseconds:F0} ms");
     }
     return status;
 }

@@ -115,6 +115,20 @@ public sealed class ProcFs
             if (!int.TryParse(rest[1], out int tid) || !Tids(p).Contains(tid)) return Node.Missing;
             rest = rest[2..];
         }
+        if (p.Exited)
+        {
+            // a zombie has no memory, descriptors or image left: its stat and status say what it was (state Z)
+            if (rest.Length == 0) return Node.Dir(ZombieEntries);
+            if (rest.Length != 1) return Node.Missing;
+            return rest[0] switch
+            {
+                "stat" => Node.Text(Stat(p)),
+                "status" => Node.Text(Status(p)),
+                "comm" => Node.Text(Comm(p) + "\n"),
+                "cmdline" or "environ" or "auxv" or "maps" => new Node(Kind.File, Array.Empty<byte>()),
+                _ => Node.Missing,
+            };
+        }
         if (rest.Length == 0) return Node.Dir(ProcessEntries);
         switch (rest[0])
         {
@@ -141,12 +155,15 @@ public sealed class ProcFs
         return Node.Link($"fd:{fd}");
     }
 
-    /// <summary>The live process a pid names, or the process of a live thread with that tid.</summary>
+    /// <summary>The live process a pid names, or the process of a live thread with that tid, or a zombie.</summary>
     Process? FindProcess(int pid)
         => _k.Processes.FirstOrDefault(q => !q.Exited && q.Pid == pid)
-           ?? _k.Processes.FirstOrDefault(q => !q.Exited && q.Threads.Any(t => !t.Dead && t.Tid == pid));
+           ?? _k.Processes.FirstOrDefault(q => !q.Exited && q.Threads.Any(t => !t.Dead && t.Tid == pid))
+           ?? _k.Zombies.FirstOrDefault(q => q.Pid == pid);
 
-    IEnumerable<int> Pids() => _k.Processes.Where(q => !q.Exited).Select(q => q.Pid);
+    IEnumerable<int> Pids() => _k.Processes.Where(q => !q.Exited).Concat(_k.Zombies).Select(q => q.Pid).Order();
+
+    static readonly string[] ZombieEntries = { "cmdline", "comm", "environ", "stat", "status" };
 
     static IEnumerable<int> Tids(Process p) => p.Threads.Where(t => !t.Dead).Select(t => t.Tid);
 
@@ -157,10 +174,17 @@ public sealed class ProcFs
         return name.Length > 15 ? name[..15] : name;
     }
 
-    static ulong VmPages(Process p) => p.Mem.Vmas.Aggregate(0UL, (n, v) => n + ((v.End - v.Start) >> GuestMemory.PageShift));
+    static ulong VmPages(Process p) => p.Exited ? 0 : p.Mem.Vmas.Aggregate(0UL, (n, v) => n + ((v.End - v.Start) >> GuestMemory.PageShift));
 
-    /// <summary>'R' while one of its threads can run, 'S' while all wait.</summary>
-    static char State(Process p) => p.Threads.Any(t => !t.Dead && !t.Blocked) ? 'R' : 'S';
+    /// <summary>'Z' a zombie, 'T' stopped (job control), 'R' while one of its threads can run, 'S' while all wait.</summary>
+    static char State(Process p) => p.Exited ? 'Z' : p.Stopped ? 'T' : p.Threads.Any(t => !t.Dead && !t.Blocked) ? 'R' : 'S';
+
+    static string StateName(Process p) => State(p) switch { 'Z' => "Z (zombie)", 'T' => "T (stopped)", 'R' => "R (running)", _ => "S (sleeping)" };
+
+    static long Rss(Process p) => p.Exited ? 0 : p.Mem.PageCount;
+
+    /// <summary>Threads as /proc counts them (a zombie: its leader, 1).</summary>
+    static int ThreadCount(Process p) => p.Exited ? 1 : Tids(p).Count();
 
     /// <summary>The parent's pid as the guest sees it (the first process's parent is outside the VM: 0).</summary>
     static int Ppid(Process p) => p.Parent?.Pid ?? 0;
@@ -181,12 +205,12 @@ public sealed class ProcFs
     static string Stat(Process p)
     {
         ulong vsize = VmPages(p) << GuestMemory.PageShift;
-        int threads = Tids(p).Count();
+        int threads = ThreadCount(p);
         ulong ticks = p.Instructions / (Kernel.NominalInstructionsPerSecond / 100), cticks = p.ChildInstructions / (Kernel.NominalInstructionsPerSecond / 100);
         // pid (comm) state ppid pgrp session tty_nr tpgid flags minflt cminflt majflt cmajflt utime stime cutime cstime
         // priority nice num_threads itrealvalue starttime vsize rss rsslim startcode endcode startstack ... (52 fields)
         var f = new List<string> { p.Pid.ToString(), $"({Comm(p)})", State(p).ToString(), Ppid(p).ToString(), p.Pgid.ToString(), p.Sid.ToString(), "0", "-1", "4194304",
-            "0", "0", "0", "0", ticks.ToString(), "0", cticks.ToString(), "0", "20", "0", threads.ToString(), "0", "0", vsize.ToString(), p.Mem.PageCount.ToString(),
+            "0", "0", "0", "0", ticks.ToString(), "0", cticks.ToString(), "0", "20", "0", threads.ToString(), "0", "0", vsize.ToString(), Rss(p).ToString(),
             "18446744073709551615", "0", "0", Kernel.StackTop.ToString(), "0", "0", "0", "0", "0", "0", "0", "0", "0", "17", "0", "0", "0", "0", "0",
             "0", "0", "0", "0", "0", "0", "0", "0", "0" };
         return string.Join(' ', f) + "\n";
@@ -194,13 +218,15 @@ public sealed class ProcFs
 
     static string Status(Process p)
     {
-        ulong vmKb = VmPages(p) * 4, rssKb = (ulong)p.Mem.PageCount * 4;
-        int threads = Tids(p).Count();
-        string state = State(p) == 'R' ? "R (running)" : "S (sleeping)";
+        ulong vmKb = VmPages(p) * 4, rssKb = (ulong)Rss(p) * 4;
+        int threads = ThreadCount(p);
+        string state = StateName(p);
         ulong mask = p.Threads.FirstOrDefault(t => !t.Dead)?.SigMask ?? 0;
+        // a zombie has no memory (no Vm lines) and no descriptors
+        string vm = p.Exited ? "" : $"VmPeak:\t{vmKb,8} kB\nVmSize:\t{vmKb,8} kB\nVmRSS:\t{rssKb,8} kB\nVmStk:\t{Kernel.StackSize / 1024,8} kB\n";
         return $"Name:\t{Comm(p)}\nUmask:\t{Convert.ToString(p.Umask, 8).PadLeft(4, '0')}\nState:\t{state}\nTgid:\t{p.Pid}\nNgid:\t0\nPid:\t{p.Pid}\nPPid:\t{Ppid(p)}\nTracerPid:\t0\n"
-            + $"Uid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nFDSize:\t{Math.Max(64, p.Fds.Entries.Count())}\nGroups:\t\n"
-            + $"VmPeak:\t{vmKb,8} kB\nVmSize:\t{vmKb,8} kB\nVmRSS:\t{rssKb,8} kB\nVmStk:\t{Kernel.StackSize / 1024,8} kB\n"
+            + $"Uid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nFDSize:\t{(p.Exited ? 0 : Math.Max(64, p.Fds.Entries.Count()))}\nGroups:\t\n"
+            + vm
             + $"Threads:\t{threads}\nSigQ:\t0/63432\nSigPnd:\t0000000000000000\nShdPnd:\t{p.Pending:x16}\n"
             + $"SigBlk:\t{mask:x16}\nSigIgn:\t{SigSet(p, 1):x16}\nSigCgt:\t{SigSet(p, 2):x16}\n"
             + "CapInh:\t0000000000000000\nCapPrm:\t0000000000000000\nCapEff:\t0000000000000000\nCapBnd:\t000001ffffffffff\n"

@@ -27,6 +27,8 @@ public sealed class GuestThread
     public ThreadState State { get; internal set; }
     public bool Blocked => State == ThreadState.Blocked;
     public bool Dead => State == ThreadState.Dead;
+    /// <summary>The scheduler may run it: runnable, and its process is not stopped (job control).</summary>
+    public bool CanRun => State == ThreadState.Runnable && !Process.Stopped;
 
     /// <summary>Blocked signals (bit n-1 for signal n); a new thread inherits its creator's.</summary>
     public ulong SigMask;
@@ -61,6 +63,12 @@ public sealed class GuestThread
     /// <summary>The blocked call's deadline on the host's monotonic clock: set and read only inside host operations
     /// (a replay never has one), kept across the retries of one call and dropped when the call ends.</summary>
     public long? HostDeadline;
+    /// <summary>A blocking open of a FIFO running on a host thread of its own (host-side, like <see cref="HostDeadline"/>).</summary>
+    internal BlockingOpen? PendingOpen;
+    /// <summary>The deadline of the timed wait the thread is parked in, as a point of CLOCK_REALTIME in ns, from the log
+    /// (the same in a recording and its replays; dropped when the call ends): a replica that goes live during the
+    /// wait continues it to this point instead of starting it over.</summary>
+    public long? LoggedDeadline;
     /// <summary>Bytes a blocking pipe write moved before it parked for the rest (what it returns when a signal
     /// interrupts it).</summary>
     public long PartialDone;

@@ -53,7 +53,7 @@ public interface IBoundary
     /// within the socket's credit and holds them until the backup holds the log up to here (output commit);
     /// everyone else treats it as any other syscall that performs the whole send.
     /// </summary>
-    HostResult Send(int tid, int nr, SocketSend send) => Syscall(tid, nr, () => HostResult.Of(send.Perform(0, send.Data.Length, 0)));
+    HostResult Send(int tid, int nr, SocketSend send) => Syscall(tid, nr, send.Unheld);
 
     /// <summary>
     /// A shutdown or the last close of a socket. A protected primary that still holds bytes for the socket
@@ -133,6 +133,13 @@ public sealed class SocketSend
     /// <summary>A byte stream (TCP, AF_UNIX stream): a send may be accepted in part. Datagrams are all or nothing.</summary>
     public bool Stream { get; init; }
     public required Func<int, int, int, long> Perform { get; init; }
+    /// <summary>The whole send where no gate holds its bytes, when it is not simply <see cref="Perform"/>: a blocking
+    /// send that never waits on the host (it sends what the host takes and registers its thread's wait when the host
+    /// takes nothing: <see cref="Kernel.WouldBlock"/>).</summary>
+    public Func<HostResult>? Attempt { get; init; }
+
+    /// <summary>The send performed at once, bytes not held (an unprotected run, or a backup following the log).</summary>
+    public HostResult Unheld() => Attempt?.Invoke() ?? HostResult.Of(Perform(0, Data.Length, 0));
 }
 
 /// <summary>A boundary that simply performs everything on the host (plain `primary run`).</summary>

@@ -92,13 +92,7 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles, IDisposable
     {
         bool got = _wakes.TryDequeue(out var w);
         (tid, seq) = w;
-        if (got && _hostEvents.IsEmpty && _wakes.IsEmpty)
-        {
-            _hostEventsPending = false;
-            // a wake-up the waiter posted between the check and the clear must not be lost (an idle machine that
-            // saw no pending event and no registered wait would end the guest as deadlocked)
-            if (!_hostEvents.IsEmpty || !_wakes.IsEmpty) _hostEventsPending = true;
-        }
+        if (got && _hostEvents.IsEmpty && _wakes.IsEmpty) ClearPending();
         return got;
     }
 
@@ -126,11 +120,12 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles, IDisposable
     /// nothing can ever post one (no host wait, no timer, nobody waiting for a signal): a deadlock.</summary>
     public bool WaitForHostEvent()
     {
-        while (!HostEventsPending && !_interrupted)
+        while (!EventQueued() && !_interrupted)
         {
             // a thread became runnable meanwhile (a backup that just went live renews its host waits): run it
             if (_runnable > 0) return true;
-            if (!MayBeWoken()) return false;
+            // a wait that ends now is posted after it stops counting as registered: look at the queues once more
+            if (!MayBeWoken()) { bool any = EventQueued() || _interrupted; _interrupted = false; return any; }
             _posted.Wait(TimeSpan.FromMilliseconds(500));
         }
         _interrupted = false;
@@ -193,7 +188,7 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles, IDisposable
     /// logged) at a position of its own: the next one is placed after the guest entered the previous handler.</summary>
     public bool TryTakeHostEvent(out int sig)
     {
-        _hostEventsPending = false;
+        ClearPending();
         bool got = _hostEvents.TryDequeue(out sig);
         if (got)
         {
@@ -203,6 +198,29 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles, IDisposable
         }
         if (!_hostEvents.IsEmpty || !_wakes.IsEmpty) _hostEventsPending = true;
         return got;
+    }
+
+    /// <summary>
+    /// Clears the pending flag unless an event is queued. A wake-up or signal the host posts meanwhile must not be
+    /// lost: an idle machine that saw no pending event and no registered wait would end the guest as deadlocked.
+    /// The poster queues and then sets the flag; here the flag is cleared, a full fence orders that store before
+    /// the queues are read again (x86 may otherwise let the read pass the store, and an event queued in between
+    /// would be left with the flag cleared), and the flag is set again if anything is queued.
+    /// </summary>
+    void ClearPending()
+    {
+        _hostEventsPending = false;
+        Interlocked.MemoryBarrier();
+        if (!_hostEvents.IsEmpty || !_wakes.IsEmpty) _hostEventsPending = true;
+    }
+
+    /// <summary>An event is queued or flagged (what an idle machine waits for).</summary>
+    bool EventQueued()
+    {
+        if (HostEventsPending) return true;
+        if (_hostEvents.IsEmpty && _wakes.IsEmpty) return false;
+        _hostEventsPending = true;
+        return true;
     }
 
     /// <summary>What the machine derived from program files, shared by its processes (see <see cref="ImageCache"/>).</summary>
@@ -243,6 +261,9 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles, IDisposable
 
     /// <summary>The first process's main thread.</summary>
     public GuestThread MainThread => Init.MainThread;
+
+    /// <summary>Processes that ended and that their parents have not reaped yet.</summary>
+    public IEnumerable<Process> Zombies => Processes.SelectMany(p => p.Children).Where(c => c.Exited);
 
     /// <summary>Every thread of every process, in creation order within each process.</summary>
     public IEnumerable<GuestThread> AllThreads => Processes.SelectMany(p => p.Threads);
@@ -365,7 +386,7 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles, IDisposable
         while (!Exited)
         {
             var t = Current;
-            if (t.Dead || t.Blocked)
+            if (!t.CanRun)
             {
                 Schedule(); // switches, waits for the host while every thread waits, or ends a deadlocked guest
                 continue;
@@ -385,7 +406,7 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles, IDisposable
             // stop at which the boundary raised one (a stop that ended up doing nothing is in no log)
             bool deterministicPoint = r != RunResult.ReachedStop || cpu.Yield;
             if (!Exited && deterministicPoint && Current == t && (t.Process.Pending & ~t.SigMask) != 0) DeliverPending(t);
-            if (!Exited && (_switch || t.Dead || t.Blocked)) Schedule();
+            if (!Exited && (_switch || !t.CanRun)) Schedule();
         }
         StopTimers();
         StopSliceTimer();
@@ -479,12 +500,33 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles, IDisposable
         return HostResult.Of(WouldBlock);
     }
 
+    /// <summary>
+    /// Inside a host operation: the deadline of a timed wait (a sleep, a poll's timeout, a timed futex wait) on the
+    /// host's monotonic clock, fixed at the call's first attempt and kept across its attempts. A replica that went
+    /// live in the middle of the wait has no deadline of its own yet: it continues to the one the log gave
+    /// (<see cref="GuestThread.LoggedDeadline"/>), so a takeover does not restart a sleep.
+    /// </summary>
+    internal static long DeadlineOf(GuestThread t, Func<long> fresh)
+        => t.HostDeadline ??= t.LoggedDeadline is long rt ? HostClock.NowNs() + (rt - HostClock.Now(Clocks.REALTIME)) : fresh();
+
+    /// <summary>Inside a host operation: registers a timed wait (<see cref="BlockOnHost"/>) and logs its deadline with
+    /// the answer, as a point of CLOCK_REALTIME (the clock replicas on different machines share): a side value the
+    /// kernel keeps in <see cref="GuestThread.LoggedDeadline"/>.</summary>
+    internal HostResult BlockUntil(GuestThread t, (int Fd, short Events)[] fds, long deadlineNs)
+    {
+        var res = BlockOnHost(t, new HostWaitSpec(fds, deadlineNs));
+        if (deadlineNs != HostWaitSpec.Never)
+            res.Write(0, BitConverter.GetBytes(HostClock.Now(Clocks.REALTIME) + (deadlineNs - HostClock.NowNs())));
+        return res;
+    }
+
     /// <summary>Inside a host operation: null when a call on the description may go ahead without waiting (it does
     /// not block, or the host descriptor is ready for `events`); otherwise the wait is registered and the answer
     /// is <see cref="WouldBlock"/>.</summary>
     internal long? WouldWait(GuestThread t, OpenFile f, short events, bool nonBlocking = false)
     {
-        if (nonBlocking || (f.StatusFlags & O.NONBLOCK) != 0 || f.HostFd < 0 || HostReady(f.HostFd, events)) return null;
+        if (nonBlocking || (f.StatusFlags & O.NONBLOCK) != 0 || f.HostFd < 0 || HostFileType(f) is SMode.IFREG or SMode.IFDIR
+            || HostReady(f.HostFd, events)) return null;
         // the host description may be non-blocking without the guest having said so here (SOCK_NONBLOCK of a
         // socketpair, a terminal another program shares): then the operation answers EAGAIN itself
         if ((HostSys.Call(Nr.fcntl, f.HostFd, F.GETFL) & O.NONBLOCK) != 0) return null;
@@ -504,7 +546,10 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles, IDisposable
     /// <summary>A call ended (it returned to the guest): what its waits kept is dropped.</summary>
     static void EndCall(GuestThread t)
     {
+        t.PendingOpen?.Abandon();
+        t.PendingOpen = null;
         t.HostDeadline = null;
+        t.LoggedDeadline = null;
         t.PartialDone = 0;
         t.AlsoWaitsInVm = false;
         t.FutexTimed = false;
@@ -525,7 +570,12 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles, IDisposable
     internal HostResult Host(CpuT cpu, int nr, Func<HostResult> perform, bool reexecuteOnReplay = false)
     {
         var res = Boundary.Syscall(cpu.Tid, nr, perform, reexecuteOnReplay);
-        foreach (var (addr, bytes) in res.Writes) Mem.Poke(addr, bytes);
+        foreach (var (addr, bytes) in res.Writes)
+        {
+            // a side value at address 0: the deadline of the timed wait the call parks in (<see cref="BlockUntil"/>)
+            if (addr == 0) { if (res.Value == WouldBlock && bytes.Length == 8) Current.LoggedDeadline = BitConverter.ToInt64(bytes); }
+            else Mem.Poke(addr, bytes);
+        }
         return res;
     }
 

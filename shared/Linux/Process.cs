@@ -4,6 +4,10 @@ using ReVirt.Cpu;
 
 namespace ReVirt.Linux;
 
+/// <summary>What a SIGCHLD reports (its siginfo): CLD_EXITED, CLD_KILLED, CLD_STOPPED or CLD_CONTINUED, the child,
+/// and its exit code or signal.</summary>
+public sealed record ChildEvent(int Code, int Pid, int Status);
+
 /// <summary>A signal's disposition (struct k_sigaction).</summary>
 public sealed class SigAction { public ulong Handler, Flags, Restorer, Mask; }
 
@@ -50,6 +54,14 @@ public sealed class Process
 
     /// <summary>The process has ended (a zombie until its parent reaps it).</summary>
     public bool Exited;
+    /// <summary>Stopped by a stop signal (SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU) until a SIGCONT: none of its threads runs.</summary>
+    public bool Stopped;
+    /// <summary>What its parent's wait has yet to hear: the signal that stopped it (WUNTRACED/WSTOPPED; 0: nothing), or
+    /// that it was continued (WCONTINUED).</summary>
+    public int StopReport;
+    public bool ContinueReport;
+    /// <summary>The siginfo of its pending SIGCHLD (the first child event since it was last delivered).</summary>
+    public ChildEvent? ChildSignal;
     /// <summary>Its wait status (exit code &lt;&lt; 8, or the terminating signal).</summary>
     public int WaitStatus;
     /// <summary>The signal its parent gets when it ends (clone's low byte; SIGCHLD for fork).</summary>

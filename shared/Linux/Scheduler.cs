@@ -50,13 +50,15 @@ public sealed partial class Kernel
     void SetState(GuestThread t, ThreadState s)
     {
         if (t.State == s) return;
-        if (t.State == ThreadState.Runnable) _runnable--;
-        if (s == ThreadState.Runnable) _runnable++;
+        if (t.CanRun) _runnable--;
+        if (s == ThreadState.Runnable && !t.Process.Stopped) _runnable++;
         if (s == ThreadState.Dead)
         {
             _live--;
             t.Parked = false;
             if (t.HostWait != 0) { t.HostWait = 0; Waiter.Cancel(t.Tid); }
+            t.PendingOpen?.Abandon();
+            t.PendingOpen = null;
         }
         t.State = s;
     }
@@ -146,6 +148,16 @@ public sealed partial class Kernel
             if (t.Parked && t.HostWait != 0 && !t.Dead) Unpark(t);
     }
 
+    /// <summary>Stops or continues a process (job control): its runnable threads leave or rejoin the count the
+    /// scheduler and the slice timer read.</summary>
+    void SetStopped(Process p, bool stopped)
+    {
+        if (p.Stopped == stopped) return;
+        foreach (var x in p.Threads) if (x.State == ThreadState.Runnable) _runnable += stopped ? -1 : 1;
+        p.Stopped = stopped;
+        if (stopped && Current.Process == p) RequestSwitch(Current);
+    }
+
     void RequestSwitch(GuestThread t)
     {
         _switch = true;
@@ -155,7 +167,7 @@ public sealed partial class Kernel
     /// <summary>Makes `to` the running thread (a logged or replayed preemption).</summary>
     public void SwitchTo(CpuT from, int toTid)
     {
-        var to = _threads.FirstOrDefault(t => t.Tid == toTid && !t.Dead && !t.Blocked);
+        var to = _threads.FirstOrDefault(t => t.Tid == toTid && t.CanRun);
         if (to == null) return;
         MakeCurrent(to);
         from.Yield = true;
@@ -182,7 +194,7 @@ public sealed partial class Kernel
         for (int k = 1; k <= _threads.Count; k++)
         {
             var t = _threads[(i + k) % _threads.Count];
-            if (t.Cpu != from && !t.Dead && !t.Blocked) return t;
+            if (t.Cpu != from && t.CanRun) return t;
         }
         return null;
     }
@@ -192,11 +204,11 @@ public sealed partial class Kernel
     {
         _switch = false;
         var cur = Current;
-        var next = (!cur.Dead && !cur.Blocked && _yieldAsked) ? NextRunnable(cur.Cpu) ?? cur : null;
+        var next = (cur.CanRun && _yieldAsked) ? NextRunnable(cur.Cpu) ?? cur : null;
         _yieldAsked = false;
-        if (next == null) next = !cur.Dead && !cur.Blocked ? cur : NextRunnable(cur.Cpu);
+        if (next == null) next = cur.CanRun ? cur : NextRunnable(cur.Cpu);
         // nobody can run but a thread waits for the network: wait for the interface, then parked threads look again
-        if (next == null && WaitForNetwork()) next = !cur.Dead && !cur.Blocked ? cur : NextRunnable(cur.Cpu);
+        if (next == null && WaitForNetwork()) next = cur.CanRun ? cur : NextRunnable(cur.Cpu);
         if (next == null)
         {
             // every thread waits: the machine sleeps until the host posts an event (a host wait ended, a timer

@@ -10,15 +10,28 @@ public sealed partial class Kernel
     /// point of the running thread: it goes to the machine's first process.</summary>
     public void RaiseAsync(CpuT cpu, int sig)
     {
-        if (P == Init && !Current.Dead && !Current.Blocked) RaiseSignal(Current, sig);
+        if (P == Init && Current.CanRun) RaiseSignal(Current, sig);
         else SignalProcess(Init, sig);
     }
 
     /// <summary>Marks a signal pending for the thread's own process; the run loop delivers it at the next boundary.</summary>
     internal void RaiseSignal(GuestThread t, int sig)
     {
+        JobControlAtGeneration(t.Process, sig);
+        var a = t.Process.Actions[sig];
+        if (sig == Sig.CONT && (a.Handler == Sa.SIG_IGN || a.Handler == Sa.SIG_DFL)) return;
         t.Process.Pending |= Sig.Bit(sig);
         t.Cpu.Yield = true;
+        // a signal the raising thread blocks is for another thread of its process: those that wait are woken to
+        // take it (as Linux picks a thread that does not block it)
+        if ((t.SigMask & Sig.Bit(sig)) != 0) WakeParked(t.Process);
+    }
+
+    /// <summary>The process's parked threads run their calls again, so that one that does not block a pending
+    /// signal takes it (the others park again).</summary>
+    void WakeParked(Process p)
+    {
+        foreach (var x in p.Threads) if (x.Blocked && x.Parked) Unpark(x);
     }
 
     /// <summary>Delivers pending signals the thread does not block (called between instructions by the run loop).</summary>
@@ -33,6 +46,11 @@ public sealed partial class Kernel
             p.Pending &= ~Sig.Bit(sig);
             var a = p.Actions[sig];
             if (a.Handler == Sa.SIG_IGN || (a.Handler == Sa.SIG_DFL && Sig.DefaultIgnores(sig))) continue;
+            if (a.Handler == Sa.SIG_DFL && Sig.DefaultStops(sig))
+            {
+                StopProcess(p, sig);
+                return;
+            }
             if (a.Handler == Sa.SIG_DFL)
             {
                 if (p == Init) Options.Diagnostics.WriteLine($"revirt: guest killed by {Sig.Name(sig)}");
@@ -42,7 +60,10 @@ public sealed partial class Kernel
             // a thread parked in a syscall takes the handler now: the call ends with EINTR, or runs again after the
             // handler, as Linux decides by the call and SA_RESTART
             if (t.Parked) InterruptCall(t, a);
-            BuildFrame(t, sig, a, Sa.SI_USER, 0);
+            // SIGCHLD tells which child and what happened to it (the first of coalesced ones, as Linux keeps)
+            var child = sig == Sig.CHLD ? p.ChildSignal : null;
+            if (sig == Sig.CHLD) p.ChildSignal = null;
+            BuildFrame(t, sig, a, child?.Code ?? Sa.SI_USER, 0, child);
         }
         // no handler ran after rt_sigsuspend (the signal was ignored): its mask ends with the call
         if (t.MaskAfterSuspend is { } m) { t.SigMask = m; t.MaskAfterSuspend = null; }
@@ -71,7 +92,7 @@ public sealed partial class Kernel
     {
         Nr.read or Nr.readv or Nr.pread64 or Nr.write or Nr.writev or Nr.pwrite64 or Nr.recvfrom or Nr.recvmsg
             or Nr.sendto or Nr.sendmsg or Nr.accept or Nr.accept4 or Nr.wait4 or Nr.waitid or Nr.ioctl or Nr.flock
-            or Nr.fcntl or Nr.open or Nr.openat or Nr.futex or Nr.sendfile => true,
+            or Nr.fcntl or Nr.open or Nr.openat or Nr.futex or Nr.sendfile or Nr.connect => true,
         _ => false,
     };
 
@@ -96,7 +117,7 @@ public sealed partial class Kernel
     const ulong RestorableFlags = 0x254DD5UL;
     const ulong UserCs = 0x33, PageFaultTrap = 14;
 
-    void BuildFrame(GuestThread t, int sig, SigAction a, int code, ulong addr)
+    void BuildFrame(GuestThread t, int sig, SigAction a, int code, ulong addr, ChildEvent? child = null)
     {
         var cpu = t.Cpu;
         var mem = t.Process.Mem;
@@ -133,6 +154,12 @@ public sealed partial class Kernel
         BitConverter.GetBytes(sig).CopyTo(si, 0);
         BitConverter.GetBytes(code).CopyTo(si, 8);
         if (Sig.IsFault(sig)) BitConverter.GetBytes(addr).CopyTo(si, 16);
+        else if (child != null)
+        {
+            BitConverter.GetBytes(child.Pid).CopyTo(si, 16);
+            BitConverter.GetBytes(Uid).CopyTo(si, 20);
+            BitConverter.GetBytes(child.Status).CopyTo(si, 24);
+        }
         else BitConverter.GetBytes(t.Process.Pid).CopyTo(si, 16);
         mem.WriteBytes(info, si);
         r[7] = (ulong)sig; r[6] = info; r[2] = uc; r[0] = 0;

@@ -82,7 +82,12 @@ public sealed partial class Kernel
             Processes.Remove(p);
             p.Mem.Dispose();
             var parent = p.Parent ?? Init;
-            if (p.ExitSignal != 0) SignalProcess(parent, p.ExitSignal);
+            if (p.ExitSignal != 0)
+            {
+                int sig = waitStatus & 0x7F;
+                if (p.ExitSignal == Sig.CHLD) NoteChildEvent(parent, new ChildEvent(sig != 0 ? Wait.CLD_KILLED : Wait.CLD_EXITED, p.Pid, sig != 0 ? sig : (waitStatus >> 8) & 0xFF));
+                SignalProcess(parent, p.ExitSignal);
+            }
             InVmChanged();
         }
         Current.Cpu.Yield = true;
@@ -93,10 +98,63 @@ public sealed partial class Kernel
     void SignalProcess(Process p, int sig)
     {
         if (p.Exited) return;
+        JobControlAtGeneration(p, sig);
         var a = p.Actions[sig];
         if (a.Handler == Sa.SIG_IGN || (a.Handler == Sa.SIG_DFL && Sig.DefaultIgnores(sig))) return;
         p.Pending |= Sig.Bit(sig);
-        foreach (var x in p.Threads) if (x.Blocked && x.Parked) Unpark(x);
+        // the running thread's own process (a child's SIGCHLD raised by the parent's kill): taken when the call returns
+        if (Current.Process == p) Current.Cpu.Yield = true;
+        WakeParked(p);
+    }
+
+    /// <summary>
+    /// What a signal does the moment it is sent, as on Linux: SIGCONT continues a stopped process (whatever its
+    /// disposition, blocked or not) and discards pending stop signals; a stop signal discards a pending SIGCONT;
+    /// SIGKILL lets a stopped process run to take it.
+    /// </summary>
+    void JobControlAtGeneration(Process p, int sig)
+    {
+        if (sig == Sig.CONT)
+        {
+            p.Pending &= ~Sig.StopSignals;
+            if (!p.Stopped) return;
+            SetStopped(p, false);
+            p.StopReport = 0;
+            p.ContinueReport = true;
+            NotifyParent(p);
+        }
+        else if (Sig.DefaultStops(sig)) p.Pending &= ~Sig.Bit(Sig.CONT);
+        else if (sig == Sig.KILL) SetStopped(p, false);
+    }
+
+    /// <summary>A stop signal's default action: the process stops until a SIGCONT; its parent hears of it (SIGCHLD
+    /// unless it set SA_NOCLDSTOP, and wait with WUNTRACED/WSTOPPED).</summary>
+    void StopProcess(Process p, int sig)
+    {
+        SetStopped(p, true);
+        p.StopReport = sig;
+        p.ContinueReport = false;
+        NotifyParent(p);
+    }
+
+    /// <summary>A child stopped or continued: its parent gets SIGCHLD unless it asked not to (SA_NOCLDSTOP), and a
+    /// wait parked for it looks again. The first process's parent is outside the VM.</summary>
+    void NotifyParent(Process p)
+    {
+        if (p == Init) return;
+        var parent = p.Parent ?? Init;
+        if ((parent.Actions[Sig.CHLD].Flags & Sa.NOCLDSTOP) == 0)
+        {
+            NoteChildEvent(parent, p.Stopped ? new ChildEvent(Wait.CLD_STOPPED, p.Pid, p.StopReport) : new ChildEvent(Wait.CLD_CONTINUED, p.Pid, Sig.CONT));
+            SignalProcess(parent, Sig.CHLD);
+        }
+        InVmChanged();
+    }
+
+    /// <summary>The siginfo of a SIGCHLD about to be sent: the first one counts while one is pending.</summary>
+    static void NoteChildEvent(Process parent, ChildEvent e)
+    {
+        if ((parent.Pending & Sig.Bit(Sig.CHLD)) == 0 || parent.ChildSignal == null) parent.ChildSignal = e;
     }
 
     /// <summary>Ends a process by a signal's default action (the machine, when it is the first process).</summary>
@@ -115,17 +173,43 @@ public sealed partial class Kernel
         _ => c => c.Pgid == -pid,
     };
 
-    /// <summary>A child that ended and matches, or an answer: -ECHILD (no such child), 0 (WNOHANG and none has
-    /// ended yet) or <see cref="Restart"/> (park until a process ends).</summary>
-    long FindZombie(Process p, Func<Process, bool> matches, int options, out Process? zombie)
+    /// <summary>What a wait found: a child that ended, stopped or was continued since its parent last heard.</summary>
+    enum WaitKind { Exited, Stopped, Continued }
+
+    /// <summary>A child that matches and has something to report (it ended: WEXITED; it stopped: WUNTRACED/WSTOPPED;
+    /// it was continued: WCONTINUED), or an answer: -ECHILD (no such child), 0 (WNOHANG and nothing to report yet)
+    /// or <see cref="Restart"/> (park until a process ends, stops or continues).</summary>
+    long FindWaitable(Process p, Func<Process, bool> matches, int options, out Process? child, out WaitKind kind)
     {
-        zombie = null;
+        child = null;
+        kind = WaitKind.Exited;
         var candidates = p.Children.Where(matches).ToList();
         if (candidates.Count == 0) return -Errno.ECHILD;
-        // no child ever stops here (no job control), so only WEXITED finds anything
-        zombie = (options & Wait.EXITED) != 0 ? candidates.FirstOrDefault(c => c.Exited) : null;
-        if (zombie != null) return zombie.Pid;
+        foreach (var c in candidates)
+        {
+            if ((options & Wait.EXITED) != 0 && c.Exited) { child = c; kind = WaitKind.Exited; break; }
+            if ((options & Wait.STOPPED) != 0 && !c.Exited && c.StopReport != 0) { child = c; kind = WaitKind.Stopped; break; }
+            if ((options & Wait.CONTINUED) != 0 && !c.Exited && c.ContinueReport) { child = c; kind = WaitKind.Continued; break; }
+        }
+        if (child != null) return child.Pid;
         return (options & Wait.NOHANG) != 0 ? 0 : Restart;
+    }
+
+    /// <summary>The wait status of what a wait found (wait4's *wstatus); the report is taken unless WNOWAIT.</summary>
+    static int TakeReport(Process c, WaitKind kind, bool keep)
+    {
+        switch (kind)
+        {
+            case WaitKind.Stopped:
+                int sig = c.StopReport;
+                if (!keep) c.StopReport = 0;
+                return (sig << 8) | Wait.StoppedStatus;
+            case WaitKind.Continued:
+                if (!keep) c.ContinueReport = false;
+                return Wait.ContinuedStatus;
+            default:
+                return c.WaitStatus;
+        }
     }
 
     /// <summary>A zombie is reaped: its resource use becomes its parent's children's.</summary>
@@ -140,16 +224,15 @@ public sealed partial class Kernel
     {
         if ((options & ~(Wait.NOHANG | Wait.UNTRACED | Wait.CONTINUED | Wait.NOTHREAD | Wait.ALL | Wait.CLONE)) != 0) return -Errno.EINVAL;
         var p = t.Process;
-        long r = FindZombie(p, WaitTarget(p, pid), options | Wait.EXITED, out var z);
+        long r = FindWaitable(p, WaitTarget(p, pid), options | Wait.EXITED, out var z, out var kind);
         if (z == null) return r;
-        if (statusAddr != 0) p.Mem.Write32(statusAddr, (uint)z.WaitStatus);
+        if (statusAddr != 0) p.Mem.Write32(statusAddr, (uint)TakeReport(z, kind, keep: false));
         if (rusage != 0) p.Mem.WriteBytes(rusage, Rusage(z.Instructions + z.ChildInstructions, Math.Max(z.MaxRssPages, z.ChildMaxRssPages)));
-        Reap(p, z);
+        if (kind == WaitKind.Exited) Reap(p, z);
         return z.Pid;
     }
 
-    /// <summary>waitid: P_ALL, P_PID, P_PGID (0: the caller's group); WEXITED (WSTOPPED and WCONTINUED find nothing:
-    /// no child stops here), WNOHANG, WNOWAIT (the child stays a zombie); the siginfo as Linux fills it (all zero when
+    /// <summary>waitid: P_ALL, P_PID, P_PGID (0: the caller's group); WEXITED, WSTOPPED, WCONTINUED, WNOHANG, WNOWAIT (the child stays a zombie); the siginfo as Linux fills it (all zero when
     /// WNOHANG finds nothing).</summary>
     long Waitid(GuestThread t, int idType, int id, ulong infop, int options, ulong rusage)
     {
@@ -166,19 +249,27 @@ public sealed partial class Kernel
         }
         if (infop != 0) CheckWritable(infop, SiginfoSize);
         if (rusage != 0) CheckWritable(rusage, RusageSize);
-        long r = FindZombie(p, matches, options, out var z);
+        long r = FindWaitable(p, matches, options, out var z, out var kind);
         if (r == Restart || r < 0) return r;
         var si = new byte[SiginfoSize];
         if (z != null)
         {
-            int sig = z.WaitStatus & 0x7F;
+            bool keep = (options & Wait.NOWAIT) != 0;
+            int status = TakeReport(z, kind, keep);
+            int sig = status & 0x7F;
+            var (code, value) = kind switch
+            {
+                WaitKind.Stopped => (Wait.CLD_STOPPED, status >> 8),
+                WaitKind.Continued => (Wait.CLD_CONTINUED, Sig.CONT),
+                _ => sig != 0 ? (Wait.CLD_KILLED, sig) : (Wait.CLD_EXITED, (status >> 8) & 0xFF),
+            };
             BinaryPrimitives.WriteInt32LittleEndian(si, Sig.CHLD);
-            BinaryPrimitives.WriteInt32LittleEndian(si.AsSpan(8), sig != 0 ? Wait.CLD_KILLED : Wait.CLD_EXITED);
+            BinaryPrimitives.WriteInt32LittleEndian(si.AsSpan(8), code);
             BinaryPrimitives.WriteInt32LittleEndian(si.AsSpan(16), z.Pid);
             BinaryPrimitives.WriteUInt32LittleEndian(si.AsSpan(20), Uid);
-            BinaryPrimitives.WriteInt32LittleEndian(si.AsSpan(24), sig != 0 ? sig : (z.WaitStatus >> 8) & 0xFF);
+            BinaryPrimitives.WriteInt32LittleEndian(si.AsSpan(24), value);
             if (rusage != 0) p.Mem.WriteBytes(rusage, Rusage(z.Instructions + z.ChildInstructions, Math.Max(z.MaxRssPages, z.ChildMaxRssPages)));
-            if ((options & Wait.NOWAIT) == 0) Reap(p, z);
+            if (kind == WaitKind.Exited && !keep) Reap(p, z);
         }
         if (infop != 0) p.Mem.WriteBytes(infop, si);
         return 0;

@@ -252,7 +252,7 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
     /// </summary>
     public HostResult Send(int tid, int nr, SocketSend send)
     {
-        if (Gate == null) return Syscall(tid, nr, () => HostResult.Of(send.Perform(0, send.Data.Length, 0)));
+        if (Gate == null) return Syscall(tid, nr, send.Unheld);
         long n = Gate.AcceptSend(send);
         ulong seq = _w.Append(new SyscallResult { InstrCount = Icount, Tid = tid, Nr = nr, Result = n });
         if (n < 0) return HostResult.Of(n);
@@ -468,6 +468,9 @@ public sealed class ReplayBoundary : IBoundary
     public int CheckpointsVerified { get; private set; }
     public int OutputsVerified { get; private set; }
     public ulong RecordsConsumed { get; private set; }
+    ulong _replayed;
+    /// <summary>Sequence number of the last record the replay consumed (any thread).</summary>
+    public ulong ReplayedSequence => Volatile.Read(ref _replayed);
     public int? RecordedExitStatus { get; private set; }
     /// <summary>True once a following replay has taken over.</summary>
     public bool Live => _live;
@@ -653,6 +656,7 @@ public sealed class ReplayBoundary : IBoundary
         if (!Peek(out var rec)) throw OutOfRecords($" (it needs {expecting})");
         _havePeek = false;
         RecordsConsumed++;
+        Volatile.Write(ref _replayed, rec.Sequence);
         // the next asynchronous event may be due before the guest leaves the block it is in: aim the stop at it
         var cpu = _k?.Current?.Cpu;
         if (cpu != null && rec.Kind is RecordKind.SyscallResult or RecordKind.FileContent or RecordKind.Rdtsc or RecordKind.Rdrand or RecordKind.Output or RecordKind.NetInput)
@@ -736,7 +740,7 @@ public sealed class ReplayBoundary : IBoundary
     }
 
     public HostResult Send(int tid, int nr, SocketSend send)
-        => LiveNow() ? _after.Send(tid, nr, send) : Syscall(tid, nr, () => HostResult.Of(send.Perform(0, send.Data.Length, 0)));
+        => LiveNow() ? _after.Send(tid, nr, send) : Syscall(tid, nr, send.Unheld);
 
     public HostResult SocketEnd(int tid, int nr, object socket, Func<HostResult> perform, bool reexecuteOnReplay)
         => LiveNow() ? _after.SocketEnd(tid, nr, socket, perform, reexecuteOnReplay) : Syscall(tid, nr, perform, reexecuteOnReplay);

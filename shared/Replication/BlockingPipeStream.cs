@@ -13,6 +13,11 @@ public sealed class BlockingPipeStream : Stream
     int _curPos;
     bool _completed;
     long _buffered;
+    bool _starving;
+
+    /// <summary>Called (on the reader's thread, outside the pipe's lock) when a read finds the pipe empty and is
+    /// about to wait: the reader has consumed everything appended so far. Once per time the pipe runs dry.</summary>
+    public Action? Starving { get; set; }
 
     public void Append(ReadOnlySpan<byte> data)
     {
@@ -23,6 +28,7 @@ public sealed class BlockingPipeStream : Stream
             if (_completed) throw new InvalidOperationException("pipe completed");
             _chunks.Enqueue(copy);
             _buffered += copy.Length;
+            _starving = false;
             Monitor.PulseAll(_lock);
         }
     }
@@ -45,6 +51,14 @@ public sealed class BlockingPipeStream : Stream
         {
             while (true)
             {
+                if (_chunks.Count == 0 && (_cur == null || _curPos >= _cur.Length) && !_completed && !_starving && Starving is { } starving)
+                {
+                    _starving = true;
+                    Monitor.Exit(_lock);
+                    try { starving(); }
+                    finally { Monitor.Enter(_lock); }
+                    continue;
+                }
                 if (_cur != null && _curPos < _cur.Length)
                 {
                     int n = Math.Min(buffer.Length, _cur.Length - _curPos);

@@ -10,7 +10,7 @@ namespace ReVirt.Replication;
 public static class ReplicationProtocol
 {
     /// <summary>Version of shared/Protocol/replication.proto spoken by this build.</summary>
-    public const uint Version = 2;
+    public const uint Version = 3;
 
     /// <summary>
     /// Largest gRPC message either side accepts (both directions, every stream). A batch holds up to 1 MiB of frames

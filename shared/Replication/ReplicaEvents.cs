@@ -83,7 +83,7 @@ public sealed class ReplicaEvents : IDisposable
 public static class ReplicaEvent
 {
     // backup
-    public const string Listening = "listening";              // url, id
+    public const string Listening = "listening";              // url, id, dataPort
     public const string RefusedPrimary = "refused-primary";   // peer, reason
     public const string Following = "following";              // primary, log, arbiter (the primary's first message after the welcome came)
     public const string HandshakeAbandoned = "handshake-abandoned"; // reason (the stream ended before the primary's first message: waiting for a primary again)

@@ -1,6 +1,5 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
-using System.Threading.Channels;
 using Google.Protobuf;
 using Grpc.Core;
 using Grpc.Net.Client;
@@ -25,6 +24,15 @@ public sealed class ProtectSettings
     /// <summary>The guest is slowed down (blocked at its next log record) while this many records are unacknowledged.</summary>
     public long MaxLagRecords { get; init; } = 50_000;
     public long MaxLagBytes { get; init; } = 16 << 20;
+    /// <summary>
+    /// The guest is slowed down (blocked at its next log record) while the backup's replay trails the log by more
+    /// than this (the age of the oldest record the backup acknowledged holding but not yet replaying), until it is
+    /// within half of it: what a takeover must replay before going live stays this short. 0: no bound.
+    /// </summary>
+    public int MaxReplayLagMs { get; init; } = 20;
+    /// <summary>Where the backup's data link is reached (HOST:PORT) when not at the host of <see cref="BackupUrl"/>
+    /// and the port its Welcome names (a relay between the replicas). Only for <see cref="BackupUrl"/>.</summary>
+    public string? BackupDataAddress { get; init; }
     public int ConnectAttempts { get; init; } = 20;
     public string Id { get; init; } = $"primary:{Environment.MachineName}:{Environment.ProcessId}";
     public byte[] RootDigest { get; init; } = [];
@@ -83,6 +91,8 @@ public sealed class ReplicationClient : ILogSink
     readonly TextWriter _log;
     readonly LogStore _store;
     readonly ConcurrentQueue<(ulong Seq, long Cum, long Ticks)> _inflight = new();
+    // records the backup holds but has not reported replayed: (sequence, when produced)
+    readonly ConcurrentQueue<(ulong Seq, long Ticks)> _unreplayed = new();
     readonly List<double> _lagMs = new();
     readonly object _flow = new();
     readonly object _decide = new();
@@ -94,20 +104,36 @@ public sealed class ReplicationClient : ILogSink
     long _term;
     volatile LinkState _state = LinkState.Connecting;
     // _acked: what the current backup acknowledged; _base: records the log held when it joined (released already)
-    long _produced, _producedBytes, _acked, _ackedBytes, _base, _baseBytes, _lastHeard, _throttleTicks;
+    long _produced, _producedBytes, _acked, _ackedBytes, _base, _baseBytes, _lastHeard, _throttleTicks, _replayThrottleTicks;
+    // _replayed: the replay position the current backup reported; _replayNear: it has been within the bound since it caught up
+    long _replayed, _bytesSent, _batches;
+    volatile bool _replayNear;
     volatile bool _deciding, _finishing;
     Task? _reprotect;
     Timer? _flushTimer;
 
-    /// <summary>One backup following this replica: its call, its frames and its tasks.</summary>
+    /// <summary>
+    /// One backup following this replica: the handshake's gRPC call (kept open, idle), the data link that carries
+    /// the log and the acks, and the threads that serve it. Frames go to the link from the thread that produced
+    /// them (<see cref="Direct"/>) once the sender thread has sent the catch-up backlog and what queued behind it.
+    /// </summary>
     sealed class Session
     {
         public required string Url;
         public required GrpcChannel Channel;
         public required AsyncDuplexStreamingCall<PrimaryMessage, BackupMessage> Call;
         public required CancellationTokenSource Cts;
+        public required DataLink Link;
         public string BackupId = "";
-        public readonly Channel<byte[]> Frames = System.Threading.Channels.Channel.CreateUnbounded<byte[]>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+        /// <summary>Frames produced before the link is <see cref="Direct"/>: the sender thread sends them in order.</summary>
+        public readonly BlockingCollection<byte[]> Queue = new();
+        /// <summary>Set under the append lock: producers send frames on the link themselves.</summary>
+        public volatile bool Direct;
+        /// <summary>The sender thread stops (the goodbye follows).</summary>
+        public volatile bool StopSending;
+        public readonly ManualResetEventSlim Wake = new();
+        /// <summary>Why a producer's send failed (the receiver reports it when the broken link ends its read).</summary>
+        public volatile string? SendError;
         public long CatchUpFrom, CatchUpTo;
         /// <summary>The standby takes a snapshot (Welcome.snapshot) instead of the log from record 1.</summary>
         public bool WantsSnapshot;
@@ -129,9 +155,13 @@ public sealed class ReplicationClient : ILogSink
     public ISnapshotSource? Snapshots { get; set; }
 
     public ulong Acked => (ulong)Interlocked.Read(ref _acked);
-    public long BytesSent { get; private set; }
-    public long Batches { get; private set; }
+    public long BytesSent => Interlocked.Read(ref _bytesSent);
+    public long Batches => Interlocked.Read(ref _batches);
     public TimeSpan Throttled => Stopwatch.GetElapsedTime(0, Interlocked.Read(ref _throttleTicks));
+    /// <summary>How long the guest waited for the backup's replay (<see cref="ProtectSettings.MaxReplayLagMs"/>).</summary>
+    public TimeSpan ThrottledForReplay => Stopwatch.GetElapsedTime(0, Interlocked.Read(ref _replayThrottleTicks));
+    /// <summary>The replay position the backup last reported.</summary>
+    public ulong Replayed => (ulong)Interlocked.Read(ref _replayed);
     public string BackupId => _cur?.BackupId ?? "";
     /// <summary>The arbiter term this replica works in.</summary>
     public long Term => Interlocked.Read(ref _term);
@@ -242,7 +272,9 @@ public sealed class ReplicationClient : ILogSink
                 // a cancelled call is the attempt timeout cancelling it (not ours: the token is checked), so it is retried too
                 ShouldHandle = new PredicateBuilder().Handle<RpcException>(e => _tlsRefusal == null && e.StatusCode is StatusCode.Unavailable or StatusCode.DeadlineExceeded
                         || (e.StatusCode == StatusCode.Cancelled && !cts.IsCancellationRequested))
-                    .Handle<TimeoutRejectedException>(),
+                    .Handle<TimeoutRejectedException>()
+                    // the data link could not be opened (the gRPC stream ends with the attempt, so the backup is free again)
+                    .Handle<IOException>(),
                 MaxRetryAttempts = Math.Max(0, attempts - 1),
                 Delay = TimeSpan.FromMilliseconds(100),
                 BackoffType = DelayBackoffType.Exponential,
@@ -254,6 +286,7 @@ public sealed class ReplicationClient : ILogSink
             .Build();
 
         AsyncDuplexStreamingCall<PrimaryMessage, BackupMessage>? call = null;
+        DataLink? link = null;
         string backupId = "";
         bool wantsSnapshot = false;
         try
@@ -261,6 +294,8 @@ public sealed class ReplicationClient : ILogSink
             await pipeline.ExecuteAsync(async ct =>
             {
                 call?.Dispose();
+                link?.Close();
+                link = null;
                 call = client.Stream(cancellationToken: cts.Token);
                 await call.RequestStream.WriteAsync(new PrimaryMessage { Hello = hello }, ct);
                 var challenge = await Next(call, ct);
@@ -273,20 +308,36 @@ public sealed class ReplicationClient : ILogSink
                 if (welcome.BodyCase != BackupMessage.BodyOneofCase.Welcome) throw new ReplicationRefusedException($"protocol error: expected welcome, got {welcome.BodyCase}");
                 backupId = welcome.Welcome.BackupId;
                 wantsSnapshot = offerSnapshot && welcome.Welcome.Snapshot;
+                // the log and the acks travel on the backup's data link: the host dialled (or the relay the
+                // operator named) and the port the welcome names, opened with the welcome's one-time ticket
+                var uri = new Uri(url);
+                string host = uri.Host;
+                int port = (int)welcome.Welcome.DataPort;
+                if (url == _s.BackupUrl && _s.BackupDataAddress is { } relay)
+                {
+                    int colon = relay.LastIndexOf(':');
+                    host = relay[..colon];
+                    port = int.Parse(relay[(colon + 1)..]);
+                }
+                link = DataLink.Connect(host, port, _s.Tls, _s.Secret, welcome.Welcome.DataTicket.ToByteArray(), perAttempt);
             }, token);
         }
         catch (Exception e) when (e is RpcException or TimeoutRejectedException or ReplicationRefusedException or OperationCanceledException or IOException)
         {
             cts.Cancel();
             call?.Dispose();
+            link?.Close();
             channel.Dispose();
             if (e is ReplicationRefusedException) throw;
+            if (e is IOException io) throw new ReplicationRefusedException($"cannot open the data link to the backup at {url}: {io.Message}");
             if (_tlsRefusal != null) throw new ReplicationRefusedException($"mutual TLS: {_tlsRefusal}");
             if (e is RpcException r) throw new ReplicationRefusedException($"cannot reach the backup at {url}: {r.Status.Detail}");
             if (e is OperationCanceledException) throw new ReplicationRefusedException("stopped while connecting");
             throw new ReplicationRefusedException($"the backup at {url} did not answer the handshake in time");
         }
-        return new Session { Url = url, Channel = channel, Call = call!, Cts = cts, BackupId = backupId, WantsSnapshot = wantsSnapshot };
+        var opened = link!;
+        cts.Token.Register(opened.Close);
+        return new Session { Url = url, Channel = channel, Call = call!, Cts = cts, Link = opened, BackupId = backupId, WantsSnapshot = wantsSnapshot };
     }
 
     static async Task<BackupMessage> Next(AsyncDuplexStreamingCall<PrimaryMessage, BackupMessage> call, CancellationToken ct)
@@ -315,13 +366,16 @@ public sealed class ReplicationClient : ILogSink
             _baseBytes = _producedBytes;
             Interlocked.Exchange(ref _acked, 0);
             Interlocked.Exchange(ref _ackedBytes, 0);
+            Interlocked.Exchange(ref _replayed, 0);
+            _replayNear = false;
             while (_inflight.TryDequeue(out _)) { }
+            while (_unreplayed.TryDequeue(out _)) { }
             _cur = session;
             Touch();
             _state = LinkState.Protected;
         }
-        session.Sender = Task.Run(() => SendLoop(session));
-        session.Receiver = Task.Run(() => ReceiveLoop(session));
+        session.Sender = OnThread("replication-send", () => SendLoop(session));
+        session.Receiver = OnThread("replication-acks", () => ReceiveLoop(session));
         session.Watchdog = new Timer(_ => Watch(session), null, _s.HeartbeatMs, _s.HeartbeatMs);
     }
 
@@ -490,7 +544,12 @@ public sealed class ReplicationClient : ILogSink
             cum = _producedBytes + encoded.Length;
             _producedBytes = cum;
             Interlocked.Exchange(ref _produced, (long)seq);
-            if (_state == LinkState.Protected) _inflight.Enqueue((seq, cum, Stopwatch.GetTimestamp()));
+            if (_state == LinkState.Protected)
+            {
+                long now = Stopwatch.GetTimestamp();
+                _inflight.Enqueue((seq, cum, now));
+                if (_s.MaxReplayLagMs > 0) _unreplayed.Enqueue((seq, now));
+            }
             _pending.Write(encoded);
             if ((RecordKind)encoded[RecordFrame.KindOffset] == RecordKind.Output || _pending.Length >= 64 * 1024) PushPending();
         }
@@ -511,7 +570,22 @@ public sealed class ReplicationClient : ILogSink
             }
             Interlocked.Add(ref _throttleTicks, Stopwatch.GetTimestamp() - t0);
         }
+        // the backup's replay: a takeover replays whatever it trails by before going live, so keep that short
+        if (_replayNear && ReplayTrailMs() > _s.MaxReplayLagMs)
+        {
+            long t0 = Stopwatch.GetTimestamp();
+            Flush(); // the replay can only catch up with records it has
+            lock (_flow)
+                while (_state == LinkState.Protected && _replayNear && ReplayTrailMs() > _s.MaxReplayLagMs / 2.0)
+                    Monitor.Wait(_flow, 20);
+            long waited = Stopwatch.GetTimestamp() - t0;
+            Interlocked.Add(ref _throttleTicks, waited);
+            Interlocked.Add(ref _replayThrottleTicks, waited);
+        }
     }
+
+    /// <summary>How far the backup's replay trails: the age (ms) of the oldest record it has not reported replayed.</summary>
+    double ReplayTrailMs() => _unreplayed.TryPeek(out var e) ? Stopwatch.GetElapsedTime(e.Ticks).TotalMilliseconds : 0;
 
     readonly MemoryStream _pending = new();
 
@@ -520,8 +594,34 @@ public sealed class ReplicationClient : ILogSink
     {
         if (_pending.Length == 0) return;
         _store.Append(_pending.GetBuffer().AsSpan(0, (int)_pending.Length));
-        if (_state == LinkState.Protected && _cur is { } s) s.Frames.Writer.TryWrite(_pending.ToArray());
+        if (_state == LinkState.Protected && _cur is { } s)
+        {
+            // shipped at once by the thread that produced it (no hand-off) once the sender thread has sent the
+            // backlog; before that, queued behind it
+            if (s.Direct) Ship(s, _pending.GetBuffer(), (int)_pending.Length);
+            else s.Queue.Add(_pending.ToArray());
+        }
         _pending.SetLength(0);
+    }
+
+    /// <summary>Sends frames as one batch (under the append lock, or from the sender thread before it went direct).
+    /// A broken link is closed; its reader reports the loss.</summary>
+    void Ship(Session session, byte[] frames, int length)
+    {
+        ulong first = System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(frames.AsSpan(RecordFrame.SequenceOffset));
+        uint count = 0;
+        for (int off = 0; off < length; off += (int)System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(frames.AsSpan(off))) count++;
+        var msg = new PrimaryMessage { Batch = new Batch { FirstSequence = first, Count = count, Frames = ByteString.CopyFrom(frames, 0, length), Released = Mark() } };
+        try { session.Link.Send(msg); }
+        catch (IOException e)
+        {
+            session.SendError ??= $"sending to the backup failed: {e.Message}";
+            session.Link.Close();
+            return;
+        }
+        Interlocked.Add(ref _bytesSent, length);
+        Interlocked.Increment(ref _batches);
+        ReplicationMetrics.LogBytes.Add(length);
     }
 
     public void Flush() { lock (_pending) PushPending(); }
@@ -529,67 +629,70 @@ public sealed class ReplicationClient : ILogSink
 
     // ------------------------------------------------------------------ streaming
 
-    async Task SendLoop(Session session)
+    /// <summary>Runs <paramref name="body"/> on a thread of its own; the task completes when it returns.</summary>
+    static Task OnThread(string name, Action body)
     {
-        var reader = session.Frames.Reader;
+        var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        new Thread(() => { try { body(); } finally { done.TrySetResult(); } }) { Name = name, IsBackground = true }.Start();
+        return done.Task;
+    }
+
+    /// <summary>
+    /// The sender thread: the catch-up backlog (a standby that joined), then the frames that queued behind it; then,
+    /// under the append lock, the last queued frames and the switch to direct sends. From then on it only sends a
+    /// heartbeat when nothing was sent for the heartbeat interval.
+    /// </summary>
+    void SendLoop(Session session)
+    {
         var ct = session.Cts.Token;
-        var buf = new MemoryStream();
         try
         {
-            if (session.Snapshot != null) await SendSnapshot(session, ct);
+            if (session.Snapshot != null) SendSnapshot(session, ct);
             // catch-up: the stored log from record 1 (or from the snapshot) up to the moment the standby joined
             if (session.CatchUpTo > session.CatchUpFrom)
             {
                 foreach (var (first, count, frames) in _store.ReadBatches(session.CatchUpFrom, session.CatchUpTo, 1 << 20))
                 {
                     ct.ThrowIfCancellationRequested();
-                    await session.Call.RequestStream.WriteAsync(new PrimaryMessage
+                    session.Link.Send(new PrimaryMessage
                     {
                         Batch = new Batch { FirstSequence = first, Count = count, Frames = ByteString.CopyFrom(frames), Released = Mark() },
-                    }, ct);
-                    BytesSent += frames.Length;
+                    });
+                    Interlocked.Add(ref _bytesSent, frames.Length);
                     ReplicationMetrics.LogBytes.Add(frames.Length);
-                    Batches++;
+                    Interlocked.Increment(ref _batches);
                 }
             }
-            Task<bool>? wait = null;
-            while (!ct.IsCancellationRequested)
+            while (!session.Direct && !ct.IsCancellationRequested)
             {
-                wait ??= reader.WaitToReadAsync(ct).AsTask();
-                if (!wait.IsCompleted && await Task.WhenAny(wait, Task.Delay(_s.HeartbeatMs, ct)) != wait)
+                if (session.Queue.TryTake(out var f, _s.HeartbeatMs)) { Ship(session, f, f.Length); continue; }
+                lock (_pending)
                 {
-                    await session.Call.RequestStream.WriteAsync(new PrimaryMessage
-                    {
-                        Heartbeat = new Heartbeat { LastSequence = (ulong)Interlocked.Read(ref _produced), Released = Mark(), SentUnixMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() },
-                    }, ct);
+                    while (session.Queue.TryTake(out f)) Ship(session, f, f.Length);
+                    session.Direct = true;
+                }
+            }
+            while (!ct.IsCancellationRequested && !session.StopSending)
+            {
+                long idle = Environment.TickCount64 - session.Link.LastWriteTick;
+                if (idle < _s.HeartbeatMs)
+                {
+                    session.Wake.Wait((int)(_s.HeartbeatMs - idle), ct);
                     continue;
                 }
-                bool more = await wait;
-                wait = null;
-                if (!more) return;
-                buf.SetLength(0);
-                ulong first = 0;
-                uint count = 0;
-                while (buf.Length < (1 << 20) && reader.TryRead(out var f))
+                session.Link.Send(new PrimaryMessage
                 {
-                    if (count == 0) first = System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(f.AsSpan(RecordFrame.SequenceOffset));
-                    buf.Write(f);
-                    for (int off = 0; off < f.Length; off += (int)System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(f.AsSpan(off))) count++;
-                }
-                if (count == 0) continue;
-                var msg = new PrimaryMessage
-                {
-                    Batch = new Batch { FirstSequence = first, Count = count, Frames = ByteString.CopyFrom(buf.GetBuffer(), 0, (int)buf.Length), Released = Mark() },
-                };
-                await session.Call.RequestStream.WriteAsync(msg, ct);
-                BytesSent += buf.Length;
-                ReplicationMetrics.LogBytes.Add(buf.Length);
-                Batches++;
+                    Heartbeat = new Heartbeat { LastSequence = (ulong)Interlocked.Read(ref _produced), Released = Mark(), SentUnixMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() },
+                });
             }
         }
-        catch (Exception e) when (e is OperationCanceledException or RpcException or IOException or InvalidOperationException)
+        catch (Exception e) when (e is OperationCanceledException or IOException)
         {
-            if (!ct.IsCancellationRequested) BackupLost(session, $"sending to the backup failed: {Short(e)}");
+            if (!ct.IsCancellationRequested && !session.StopSending)
+            {
+                session.SendError ??= $"sending to the backup failed: {e.Message}";
+                session.Link.Close();
+            }
         }
     }
 
@@ -598,7 +701,7 @@ public sealed class ReplicationClient : ILogSink
     /// <summary>Largest snapshot chunk in one message.</summary>
     const int SnapshotChunkBytes = 1 << 20;
 
-    async Task SendSnapshot(Session session, CancellationToken ct)
+    void SendSnapshot(Session session, CancellationToken ct)
     {
         long t0 = Stopwatch.GetTimestamp();
         if (_s.PlantSnapshot != SnapshotPlant.None)
@@ -607,12 +710,13 @@ public sealed class ReplicationClient : ILogSink
             _s.Events.Emit(ReplicaEvent.Planted, ("violation", "snapshot-omits-page"));
         }
         // heartbeats while the snapshot is encoded, so the standby (which starts only with the snapshot) hears from us
-        while (await Task.WhenAny(session.Snapshot!, Task.Delay(_s.HeartbeatMs, ct)) != session.Snapshot)
-            await session.Call.RequestStream.WriteAsync(new PrimaryMessage
+        while (!session.Snapshot!.Wait(_s.HeartbeatMs, ct))
+            session.Link.Send(new PrimaryMessage
             {
                 Heartbeat = new Heartbeat { LastSequence = (ulong)Interlocked.Read(ref _produced), Released = Mark(), SentUnixMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() },
-            }, ct);
-        var bytes = await session.Snapshot;
+            });
+        if (session.Snapshot.Exception is { } failed) throw new IOException($"the snapshot could not be encoded: {failed.InnerException?.Message}");
+        var bytes = session.Snapshot.Result;
         double encodeMs = Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
         long t1 = Stopwatch.GetTimestamp();
         for (long off = 0; off < bytes.Length || off == 0; off += SnapshotChunkBytes)
@@ -620,8 +724,9 @@ public sealed class ReplicationClient : ILogSink
             int n = (int)Math.Min(SnapshotChunkBytes, bytes.Length - off);
             var chunk = new SnapshotChunk { Sequence = session.SnapshotSequence, TotalBytes = (ulong)bytes.Length, Offset = (ulong)off, Data = ByteString.CopyFrom(bytes, (int)off, n) };
             if (off + n >= bytes.Length) chunk.Held.AddRange(HeldSince(session.JoinOffset, session.SnapshotOffset));
-            await session.Call.RequestStream.WriteAsync(new PrimaryMessage { SnapshotChunk = chunk }, ct);
-            BytesSent += n;
+            ct.ThrowIfCancellationRequested();
+            session.Link.Send(new PrimaryMessage { SnapshotChunk = chunk });
+            Interlocked.Add(ref _bytesSent, n);
             if (off + n >= bytes.Length) break;
         }
         double sendMs = Stopwatch.GetElapsedTime(t1).TotalMilliseconds;
@@ -629,15 +734,17 @@ public sealed class ReplicationClient : ILogSink
         _s.Events.Emit(ReplicaEvent.SnapshotSent, ("backup", session.BackupId), ("sequence", session.SnapshotSequence), ("bytes", bytes.Length), ("encodeMs", encodeMs), ("sendMs", sendMs));
     }
 
-    async Task ReceiveLoop(Session session)
+    /// <summary>The ack thread: reads the backup's messages from the data link and applies each ack at once
+    /// (releasing output on this thread).</summary>
+    void ReceiveLoop(Session session)
     {
         var ct = session.Cts.Token;
-        var call = session.Call;
+        ThreadPools.RaiseCurrentThread(); // this thread releases the output every ack covers
         try
         {
-            while (await call.ResponseStream.MoveNext(ct))
+            while (true)
             {
-                var m = call.ResponseStream.Current;
+                var m = session.Link.Receive(BackupMessage.Parser, ReplicationProtocol.MaxBackupMessageBytes);
                 // found by the chaos drill (freeze): after a SIGSTOP longer than the timeout, acks queued before the
                 // freeze must not release output — the backup may already be live. Decide on the silence first.
                 var silent = Stopwatch.GetElapsedTime(Interlocked.Read(ref _lastHeard));
@@ -647,22 +754,33 @@ public sealed class ReplicationClient : ILogSink
                     return;
                 }
                 Touch();
-                if (m.BodyCase == BackupMessage.BodyOneofCase.Ack) OnAck(session, m.Ack.HeldSequence);
+                if (m.BodyCase == BackupMessage.BodyOneofCase.Ack) OnAck(session, m.Ack.HeldSequence, m.Ack.ReplayedSequence);
                 else if (m.BodyCase == BackupMessage.BodyOneofCase.Refused) { BackupLost(session, $"the backup stopped following: {m.Refused.Reason}"); return; }
             }
-            if (!ct.IsCancellationRequested) BackupLost(session, "the backup closed the stream");
         }
-        catch (Exception e) when (e is OperationCanceledException or RpcException or IOException or InvalidOperationException)
+        catch (EndOfStreamException)
         {
-            if (!ct.IsCancellationRequested) BackupLost(session, $"the stream from the backup broke: {Short(e)}");
+            if (!ct.IsCancellationRequested) BackupLost(session, session.SendError ?? "the backup closed the stream");
+        }
+        catch (IOException e)
+        {
+            if (!ct.IsCancellationRequested) BackupLost(session, session.SendError ?? $"the stream from the backup broke: {e.Message}");
         }
     }
 
     static string Short(Exception e) => e is RpcException r ? $"{r.StatusCode}: {r.Status.Detail}" : e.Message;
 
-    void OnAck(Session session, ulong seq)
+    void OnAck(Session session, ulong seq, ulong replayed)
     {
         if (session != _cur) return;
+        if (_s.MaxReplayLagMs > 0)
+        {
+            long r = (long)replayed, was;
+            while ((was = Interlocked.Read(ref _replayed)) < r && Interlocked.CompareExchange(ref _replayed, r, was) != was) { }
+            while (_unreplayed.TryPeek(out var u) && u.Seq <= replayed) _unreplayed.TryDequeue(out _);
+            // a standby replaying the backlog is not waited for; once its replay is within the bound, it is kept there
+            if (!_replayNear && r >= Interlocked.Read(ref _base) && ReplayTrailMs() <= _s.MaxReplayLagMs) _replayNear = true;
+        }
         long s = (long)seq;
         long before = Interlocked.Read(ref _acked);
         long cur;
@@ -820,15 +938,14 @@ public sealed class ReplicationClient : ILogSink
         if (_state != LinkState.Protected || _cur is not { } session) return;
         if (!ReleaseFinalOutput(session)) return;
         Flush();
-        session.Frames.Writer.TryComplete();
+        // every frame was sent once the sender thread is direct (Flush sent the rest); then only heartbeats remain
+        while (!session.Direct && !session.Cts.IsCancellationRequested) await Task.Delay(1);
+        session.StopSending = true;
+        session.Wake.Set();
         try { if (session.Sender != null) await session.Sender.WaitAsync(TimeSpan.FromSeconds(30)); } catch { }
         lock (_decide) _finishing = true;
-        try
-        {
-            await session.Call.RequestStream.WriteAsync(new PrimaryMessage { Goodbye = new Goodbye { LastSequence = lastSequence, ExitStatus = exitStatus } });
-            await session.Call.RequestStream.CompleteAsync();
-        }
-        catch (Exception e) when (e is RpcException or IOException or InvalidOperationException or OperationCanceledException) { }
+        session.Link.TrySend(new PrimaryMessage { Goodbye = new Goodbye { LastSequence = lastSequence, ExitStatus = exitStatus } });
+        session.Link.ShutdownSend();
         _state = LinkState.Unprotected; // no failover from here on
         session.Watchdog?.Dispose();
         try { if (session.Receiver != null) await session.Receiver.WaitAsync(TimeSpan.FromSeconds(2)); } catch { }

@@ -1,16 +1,35 @@
+using ReVirt.Linux;
+
 namespace ReVirt.Replication;
 
-/// <summary>Thread-pool settings of the replicas' processes.</summary>
+/// <summary>Thread settings of the replicas' processes.</summary>
 public static class ThreadPools
 {
     /// <summary>
-    /// The acknowledgement round trip crosses several pool tasks on each side (sender, HTTP/2 read and write
-    /// loops, receiver). With the default minimum (one thread per core) a burst of them waits for the pool's slow
-    /// thread injection, which adds milliseconds to every output commit; keep enough threads ready instead.
+    /// The handshake and the health service cross pool tasks (Kestrel, gRPC). With the default minimum (one thread
+    /// per core) a burst of them waits for the pool's slow thread injection; keep enough threads ready instead.
     /// </summary>
     public static void ForLowLatency()
     {
         ThreadPool.GetMinThreads(out int workers, out int io);
         ThreadPool.SetMinThreads(Math.Max(workers, 16), Math.Max(io, 16));
+    }
+
+    /// <summary>Nice value asked for the threads on the acknowledgement path.</summary>
+    public const int AckPathNice = -10;
+
+    const int PrioProcess = 0;
+
+    /// <summary>
+    /// Best effort: gives the calling thread (one on the acknowledgement path: the backup's data link thread, the
+    /// primary's ack thread) a higher scheduling weight, so that on a loaded machine it runs soon after its socket
+    /// wakes it instead of queueing behind other work for a time slice. Needs CAP_SYS_NICE (root); without it the
+    /// thread keeps its priority. Returns whether it was raised.
+    /// </summary>
+    public static bool RaiseCurrentThread()
+    {
+        if (!OperatingSystem.IsLinux()) return false;
+        long tid = HostSys.Call(Nr.gettid);
+        return HostSys.Call(Nr.setpriority, PrioProcess, tid, AckPathNice) == 0;
     }
 }

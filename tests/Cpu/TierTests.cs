@@ -348,7 +348,8 @@ public class TierTests
             var rp = GuestEnv.Dotnet(GuestEnv.BackupDll, new[] { "replay", "--log", log, "--show-output", "--tier", replayTier });
             Assert.True(rp.ExitCode == 0, rp.Stderr);
             Assert.Equal(rec.StdoutText, rp.StdoutText);
-            Assert.Contains("checkpoints", rp.Stderr);
+            // a faithful replay compared every checkpoint the log holds: make sure it held some
+            Assert.True(GuestEnv.CountRecords(log, ReVirt.Log.RecordKind.Checkpoint) > 0, "the recording has no checkpoint to compare");
         }
         finally { File.Delete(log); }
     }

@@ -140,7 +140,6 @@ public class NetworkTests
             var rp = Replay(log);
             Assert.True(rp.ExitCode == 0, rp.Stderr);
             Assert.Equal(rec.Stdout, rp.Stdout);
-            Assert.Contains("replay matched", rp.Stderr);
             Assert.Contains("kvserver: listening on 127.0.0.1:", rp.Stderr);
         }
         finally { File.Delete(log); }
@@ -204,7 +203,6 @@ public class NetworkTests
             var rp = Replay(log);
             Assert.True(rp.ExitCode == 0, rp.Stderr);
             Assert.Equal(rec.Stdout, rp.Stdout);
-            Assert.Contains("replay matched", rp.Stderr);
         }
         finally { File.Delete(log); }
     }

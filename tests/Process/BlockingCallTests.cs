@@ -54,12 +54,12 @@ public class BlockingCallTests
 
     /// <summary>Records the program, replays the log (which must be faithful and show the same output) and returns
     /// the log's dump.</summary>
-    static string RecordAndReplay(string prog)
+    static string RecordAndReplay(string prog, params string[] args)
     {
         string log = Path.Combine(Path.GetTempPath(), $"revirt-block-{Guid.NewGuid():N}.rvlog");
         try
         {
-            var rec = GuestEnv.Dotnet(GuestEnv.PrimaryDll, new[] { "record", "--log", log, "--", prog });
+            var rec = GuestEnv.Dotnet(GuestEnv.PrimaryDll, new[] { "record", "--log", log, "--", prog }.Concat(args).ToArray());
             Assert.True(rec.ExitCode == 0, rec.StdoutText + rec.Stderr);
             var rp = GuestEnv.Dotnet(GuestEnv.BackupDll, new[] { "replay", "--log", log, "--show-output" });
             Assert.True(rp.ExitCode == 0, rp.Stderr);
@@ -95,14 +95,40 @@ public class BlockingCallTests
     [InlineData("musl")]
     public void TimedFutexWaitsWaitTheirTimeAsNatively(string libc) => SameAsNativeAndReplays(GuestEnv.Guest("futextimed", libc));
 
-    static void SameAsNativeAndReplays(string prog)
+    /// <summary>guests/src/hostwrites.c: a blocking write of 1 MiB to a host socket and to a FIFO (made with mkfifo)
+    /// whose reader is another thread, blocking opens of the FIFO's two ends by two threads, a blocking connect to an
+    /// AF_UNIX listener with a full backlog that the main thread accepts later, a third thread computing meanwhile, and
+    /// a blocking write to a full socket interrupted by a signal (EINTR; with SA_RESTART it goes on). Each of these
+    /// hung a VM whose host calls blocked its one host thread. The same lines as natively, and a recording replays
+    /// faithfully.</summary>
+    [Theory]
+    [InlineData("glibc")]
+    [InlineData("musl")]
+    public void WritesConnectsAndFifoOpensWaitOnlyInTheirThread(string libc)
     {
-        var native = GuestEnv.Native(prog, Array.Empty<string>());
+        string dir = Directory.CreateTempSubdirectory("revirt-hostwrites-").FullName;
+        try { SameAsNativeAndReplays(GuestEnv.Guest("hostwrites", libc), dir); }
+        finally { Directory.Delete(dir, true); }
+    }
+
+    /// <summary>guests/src/jobctl.c: a zombie's /proc/PID/stat and status (state Z) until it is reaped; SIGSTOP and
+    /// SIGTSTP stop a child (waitpid WUNTRACED, waitid WSTOPPED, /proc state T, SIGCHLD with CLD_STOPPED unless
+    /// SA_NOCLDSTOP), SIGCONT continues it (WCONTINUED, CLD_CONTINUED), a read it was blocked in goes on, SIGKILL
+    /// ends it stopped, an ignored SIGTSTP does not stop: the same lines as natively, and a recording replays
+    /// faithfully.</summary>
+    [Theory]
+    [InlineData("glibc")]
+    [InlineData("musl")]
+    public void ZombiesAndJobControlAsNatively(string libc) => SameAsNativeAndReplays(GuestEnv.Guest("jobctl", libc));
+
+    static void SameAsNativeAndReplays(string prog, params string[] args)
+    {
+        var native = GuestEnv.Native(prog, args);
         Assert.True(native.ExitCode == 0, native.StdoutText);
-        var vm = GuestEnv.Vm(prog, Array.Empty<string>());
+        var vm = GuestEnv.Vm(prog, args);
         Assert.True(native.StdoutText == vm.StdoutText, $"--- native\n{native.StdoutText}\n--- vm\n{vm.StdoutText}\n--- vm stderr\n{vm.Stderr}");
         Assert.Equal(0, vm.ExitCode);
-        RecordAndReplay(prog);
+        RecordAndReplay(prog, args);
     }
 
     /// <summary>SIGTERM sent to the VM while its guest sleeps (nanosleep of 30 s) ends it at once: the sleep is a

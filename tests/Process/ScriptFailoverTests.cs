@@ -41,4 +41,37 @@ public class ScriptFailoverTests(ITestOutputHelper output)
         }
         finally { File.Delete(arbiter); }
     }
+
+    /// <summary>
+    /// A takeover in the middle of a sleep continues it to its deadline: the log carries the deadline of every timed
+    /// wait, so the backup that goes live waits what is left (before, it slept the whole duration again). The guest
+    /// sleeps 12 s; the primary is killed 4 s into it; the backup must print the line after the sleep well before
+    /// 12 s after the kill (the oracle: the sleep's length and the kill's time, measured here).
+    /// </summary>
+    [Fact]
+    public void TakeoverDuringASleepWaitsOnlyWhatIsLeft()
+    {
+        string arbiter = Path.Combine(Path.GetTempPath(), $"revirt-test-{Guid.NewGuid():N}.lock");
+        try
+        {
+            var (b, url) = Replicas.StartBackup("--arbiter", arbiter, "--timeout-ms", "1000");
+            using var _ = b;
+            using var p = Replicas.Primary("--backup", url, "--arbiter", arbiter, "--", "/bin/busybox", "sh", "-c", "echo before; sleep 12; echo after");
+            p.WaitForEvent(ReplicaEvent.Protected, TimeSpan.FromMinutes(2));
+            Assert.True(p.WaitForStdoutBytes("before\n".Length, TimeSpan.FromMinutes(2)), "the primary never printed its first line");
+            Thread.Sleep(TimeSpan.FromSeconds(4));
+            var sinceKill = System.Diagnostics.Stopwatch.StartNew();
+            p.KillHard();
+            Assert.True(b.WaitFor(() => b.StdoutText.Contains("after"), TimeSpan.FromMinutes(2)), $"the backup never printed the line after the sleep:\n{b.Stderr}");
+            var waited = sinceKill.Elapsed;
+            int? code = b.WaitForExit(TimeSpan.FromMinutes(1));
+            output.WriteLine($"the line after the sleep came {waited.TotalSeconds:F1} s after the kill; backup:\n{b.Stderr}");
+            Assert.Equal(0, code);
+            Assert.NotNull(b.Event(ReplicaEvent.TookOver));
+            // about 8 s remain; a restarted sleep would take 12 s more
+            Assert.True(waited < TimeSpan.FromSeconds(10.5), $"the backup slept {waited.TotalSeconds:F1} s after the kill: the sleep started over");
+            Assert.True(waited > TimeSpan.FromSeconds(6), $"the backup ended the sleep {waited.TotalSeconds:F1} s after the kill, before its deadline");
+        }
+        finally { File.Delete(arbiter); }
+    }
 }

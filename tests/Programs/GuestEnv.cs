@@ -32,6 +32,25 @@ public static class GuestEnv
     public static string PrimaryDll => Path.Combine(AppContext.BaseDirectory, "primary.dll");
     public static string BackupDll => Path.Combine(AppContext.BaseDirectory, "backup.dll");
 
+    /// <summary>The exit status a recording's Exit record holds (null if the log has none). A faithful replay
+    /// (`backup replay` exit 0) ended with this same status: the replay refuses any other.</summary>
+    public static int? RecordedExitStatus(string log)
+    {
+        using var r = ReVirt.Log.LogReader.Open(log);
+        while (r.TryRead(out var rec))
+            if (rec.Kind == ReVirt.Log.RecordKind.Exit) return rec.Decode<ReVirt.Log.Exit>().Status;
+        return null;
+    }
+
+    /// <summary>How many records of this kind a log holds.</summary>
+    public static int CountRecords(string log, ReVirt.Log.RecordKind kind)
+    {
+        using var r = ReVirt.Log.LogReader.Open(log);
+        int n = 0;
+        while (r.TryRead(out var rec)) if (rec.Kind == kind) n++;
+        return n;
+    }
+
     public static RunOutcome Native(string program, string[] args, byte[]? stdin = null, string? cwd = null, IDictionary<string, string>? env = null)
         => Exec(program, args, stdin, TimeSpan.FromMinutes(2), cwd, env);
 

@@ -51,7 +51,6 @@ public class RecordReplayTests
                 var rp = Replay(log);
                 Assert.True(rp.ExitCode == 0, rp.Stderr);
                 Assert.Equal(rec.StdoutText, rp.StdoutText);
-                Assert.Contains("replay matched", rp.Stderr);
             }
         }
         finally { File.Delete(l1); File.Delete(l2); }
@@ -112,7 +111,7 @@ public class RecordReplayTests
             Assert.Equal(130, p.ExitCode); // the guest has no handler: SIGINT's default action ends it
             var rp = Replay(log);
             Assert.True(rp.ExitCode == 0, rp.Stderr);
-            Assert.Contains("guest exit status 130", rp.Stderr);
+            Assert.Equal(130, GuestEnv.RecordedExitStatus(log));
             var dump = GuestEnv.Dotnet(GuestEnv.BackupDll, new[] { "log", log });
             Assert.Contains("SIGINT", dump.StdoutText);
         }

@@ -285,9 +285,9 @@ public class EtcdArbiterTests(EtcdServer etcd, ITestOutputHelper output) : IClas
         string arbiter = etcd.Url(NewKey());
         var (b, url) = Replicas.StartBackup("--arbiter", arbiter, "--timeout-ms", "800");
         using var _ = b;
-        using var link = new PartitionableLink(url);
-        using var p = Replicas.Primary("--backup", link.Url, "--arbiter", arbiter, "--timeout-ms", "800", "--",
-            GuestEnv.Guest("counter", "musl"), lines.ToString(), "200000"); // computes between lines: the cut lands mid-run
+        using var link = Replicas.LinkTo(b);
+        using var p = Replicas.Primary([.. link.PrimaryArgs, "--arbiter", arbiter, "--timeout-ms", "800", "--",
+            GuestEnv.Guest("counter", "musl"), lines.ToString(), "200000"]); // computes between lines: the cut lands mid-run
         p.WaitForEvent(ReplicaEvent.Protected, Long);
         p.WaitForStdoutBytes(lines * 26 / 10, TimeSpan.FromSeconds(60));
         link.Cut();

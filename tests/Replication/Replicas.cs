@@ -1,5 +1,6 @@
 using System.Net;
 using System.Net.Sockets;
+using ReVirt.Chaos;
 using ReVirt.Tests.Programs;
 
 namespace ReVirt.Tests.Replication;
@@ -20,6 +21,10 @@ public static class Replicas
         return ReplicaProc.Backup(GuestEnv.BackupDll, a.ToArray());
     }
     public static ReplicaProc Primary(params string[] args) => ReplicaProc.Primary(GuestEnv.PrimaryDll, args);
+
+    /// <summary>A relay between a primary and the backup <paramref name="b"/> (its endpoint and its data link) whose
+    /// link can be cut silently: a partition (give the primary <see cref="TcpFaultProxy.PrimaryArgs"/>).</summary>
+    public static TcpFaultProxy LinkTo(ReplicaProc b) => TcpFaultProxy.To(b.WaitForEvent(ReplicaEvent.Listening, TimeSpan.FromSeconds(60)));
 
     /// <summary>Starts a backup on a free loopback port and returns it with its URL (from its listening event).</summary>
     public static (ReplicaProc Backup, string Url) StartBackup(params string[] args)
@@ -68,67 +73,3 @@ public static class Replicas
     }
 }
 
-/// <summary>
-/// A TCP relay on loopback between primary and backup whose link can be cut silently (a partition: nothing is
-/// closed, bytes just stop flowing in both directions).
-/// </summary>
-public sealed class PartitionableLink : IDisposable
-{
-    readonly TcpListener _l;
-    readonly string _targetHost;
-    readonly int _targetPort;
-    volatile bool _cut;
-    readonly List<TcpClient> _conns = new();
-    readonly CancellationTokenSource _cts = new();
-
-    public PartitionableLink(string targetUrl)
-    {
-        var u = new Uri(targetUrl);
-        _targetHost = u.Host;
-        _targetPort = u.Port;
-        _l = new TcpListener(IPAddress.Loopback, 0);
-        _l.Start();
-        _ = Task.Run(AcceptLoop);
-    }
-
-    public string Url => $"http://127.0.0.1:{((IPEndPoint)_l.LocalEndpoint).Port}";
-
-    public void Cut() => _cut = true;
-
-    async Task AcceptLoop()
-    {
-        while (!_cts.IsCancellationRequested)
-        {
-            TcpClient a;
-            try { a = await _l.AcceptTcpClientAsync(_cts.Token); } catch { return; }
-            var b = new TcpClient();
-            await b.ConnectAsync(_targetHost, _targetPort);
-            lock (_conns) { _conns.Add(a); _conns.Add(b); }
-            _ = Pump(a.GetStream(), b.GetStream());
-            _ = Pump(b.GetStream(), a.GetStream());
-        }
-    }
-
-    async Task Pump(NetworkStream from, NetworkStream to)
-    {
-        var buf = new byte[65536];
-        try
-        {
-            while (true)
-            {
-                int n = await from.ReadAsync(buf, _cts.Token);
-                if (n == 0) { if (!_cut) to.Socket.Shutdown(SocketShutdown.Send); return; }
-                if (_cut) continue; // the partition swallows everything
-                await to.WriteAsync(buf.AsMemory(0, n), _cts.Token);
-            }
-        }
-        catch { }
-    }
-
-    public void Dispose()
-    {
-        _cts.Cancel();
-        _l.Stop();
-        lock (_conns) foreach (var c in _conns) c.Dispose();
-    }
-}

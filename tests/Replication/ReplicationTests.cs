@@ -179,8 +179,8 @@ public class ReplicationTests(ITestOutputHelper output)
         // acks 1 s late (under the 4 s time-outs, so only the cut splits the pair): the cut lands while the gate holds
         var (b, url) = Replicas.StartBackup("--arbiter", arbiter, "--timeout-ms", "4000", "--ack-delay-ms", "1000");
         using var _ = b;
-        using var link = new PartitionableLink(url);
-        using var p = Replicas.Primary("--backup", link.Url, "--arbiter", arbiter, "--timeout-ms", "4000", "--", Counter, lines.ToString(), "3000");
+        using var link = Replicas.LinkTo(b);
+        using var p = Replicas.Primary([.. link.PrimaryArgs, "--arbiter", arbiter, "--timeout-ms", "4000", "--", Counter, lines.ToString(), "3000"]);
         b.WaitForEvent(ReplicaEvent.ReplayMatched, Long);
         link.Cut();
         int? pc = p.WaitForExit(Long), bc = b.WaitForExit(Long);
@@ -198,11 +198,11 @@ public class ReplicationTests(ITestOutputHelper output)
         string arbiter = TempFile(".lock");
         var (b, url) = Replicas.StartBackup("--arbiter", arbiter, "--timeout-ms", "800");
         using var _ = b;
-        using var link = new PartitionableLink(url);
+        using var link = Replicas.LinkTo(b);
         // the guest computes between lines (~1.6M instructions each), so seconds of its run remain after the cut even
         // on a loaded machine: output is held, not the guest, so a guest that only printed would finish (and the
         // backup would hold its whole log) before the cut could split anything
-        using var p = Replicas.Primary("--backup", link.Url, "--arbiter", arbiter, "--timeout-ms", "800", "--", Counter, lines.ToString(), "200000");
+        using var p = Replicas.Primary([.. link.PrimaryArgs, "--arbiter", arbiter, "--timeout-ms", "800", "--", Counter, lines.ToString(), "200000"]);
         p.WaitForEvent(ReplicaEvent.Protected, Long);
         p.WaitForStdoutBytes(lines * 26 / 10, TimeSpan.FromSeconds(60));
         link.Cut();

@@ -36,7 +36,10 @@ public static class Sig
     public static bool IsFault(int sig) => sig is ILL or BUS or FPE or SEGV;
 
     /// <summary>Signals whose default action is to do nothing.</summary>
-    public static bool DefaultIgnores(int sig) => sig is CHLD or URG or WINCH;
+    public static bool DefaultIgnores(int sig) => sig is CHLD or URG or WINCH or CONT;
+    /// <summary>Signals whose default action stops the process (job control); SIGCONT continues it.</summary>
+    public static bool DefaultStops(int sig) => sig is STOP or TSTP or TTIN or TTOU;
+    public static readonly ulong StopSignals = Bit(STOP) | Bit(TSTP) | Bit(TTIN) | Bit(TTOU);
 
     public static string Name(int sig) => sig switch
     {
@@ -49,7 +52,7 @@ public static class Sig
 /// <summary>sigaction flags and special handlers; sigprocmask's how; sigaltstack flags.</summary>
 public static class Sa
 {
-    public const ulong SIGINFO = 4, ONSTACK = 0x08000000, RESTART = 0x10000000, NODEFER = 0x40000000, RESETHAND = 0x80000000;
+    public const ulong NOCLDSTOP = 1, SIGINFO = 4, ONSTACK = 0x08000000, RESTART = 0x10000000, NODEFER = 0x40000000, RESETHAND = 0x80000000;
     public const ulong SIG_DFL = 0, SIG_IGN = 1;
     public const int SIG_BLOCK = 0, SIG_UNBLOCK = 1, SIG_SETMASK = 2;
     public const int SS_ONSTACK = 1, SS_DISABLE = 2;
@@ -71,7 +74,8 @@ public static class Auxv
 public static class O
 {
     public const int RDONLY = 0, WRONLY = 1, RDWR = 2, ACCMODE = 3, CREAT = 0x40, EXCL = 0x80, NOCTTY = 0x100,
-        TRUNC = 0x200, APPEND = 0x400, NONBLOCK = 0x800, DIRECT = 0x4000, DIRECTORY = 0x10000, NOFOLLOW = 0x20000, CLOEXEC = 0x80000;
+        TRUNC = 0x200, APPEND = 0x400, NONBLOCK = 0x800, DIRECT = 0x4000, DIRECTORY = 0x10000, NOFOLLOW = 0x20000, CLOEXEC = 0x80000,
+        PATH = 0x200000;
 }
 
 /// <summary>*at() conventions.</summary>
@@ -166,7 +170,9 @@ public static class Wait
     public const int NOHANG = 1, UNTRACED = 2, STOPPED = 2, EXITED = 4, CONTINUED = 8, NOWAIT = 0x01000000,
         NOTHREAD = 0x20000000, ALL = 0x40000000, CLONE = unchecked((int)0x80000000);
     public const int P_ALL = 0, P_PID = 1, P_PGID = 2;
-    public const int CLD_EXITED = 1, CLD_KILLED = 2;
+    public const int CLD_EXITED = 1, CLD_KILLED = 2, CLD_STOPPED = 5, CLD_CONTINUED = 6;
+    /// <summary>Wait status of a stopped child ((signal &lt;&lt; 8) | this) and of a continued one.</summary>
+    public const int StoppedStatus = 0x7F, ContinuedStatus = 0xFFFF;
 }
 
 /// <summary>Clock ids and clock_nanosleep flags.</summary>
@@ -191,7 +197,7 @@ public static class Rlimit
 /// <summary>File type bits of st_mode.</summary>
 public static class SMode
 {
-    public const uint IFMT = 0xF000, IFIFO = 0x1000, IFDIR = 0x4000, IFREG = 0x8000;
+    public const uint IFMT = 0xF000, IFIFO = 0x1000, IFCHR = 0x2000, IFDIR = 0x4000, IFBLK = 0x6000, IFREG = 0x8000, IFSOCK = 0xC000;
     /// <summary>Offset of st_mode in struct stat (x86-64) and the structure's size.</summary>
     public const int StModeOffset = 24, StatSize = 144, StInoOffset = 8;
     /// <summary>st_dev of a pipe (Linux's pipefs: an anonymous device).</summary>

@@ -24,6 +24,8 @@ static class ContentReads
         int nr = offset < 0 ? Nr.read : Nr.pread64;
         var res = k.Boundary.FileContent(t.Tid, nr, new FileRef(f.GuestPath, at, n, buf), () =>
         {
+            // a FIFO or a device opened by path may have nothing to read yet: its thread waits, not the machine
+            if (offset < 0 && k.WouldWait(t, f, Poll.IN) is long w) return HostResult.Of(w);
             var tmp = new byte[n];
             long r;
             fixed (byte* p = tmp) r = offset < 0 ? HostSys.Call(Nr.read, f.HostFd, (long)p, n) : HostSys.Call(Nr.pread64, f.HostFd, (long)p, n, offset);

@@ -68,6 +68,9 @@ public class HostSocket : HostFile
     public byte[]? BoundAddress;
     public bool Listening;
     public int Backlog;
+    /// <summary>A blocking connect's host connection is under way (EINPROGRESS): the next attempt waits for it and
+    /// reads its outcome. Host-side, set only inside host operations.</summary>
+    internal bool ConnectPending;
 
     public HostSocket() => GuestPath = "socket:";
 

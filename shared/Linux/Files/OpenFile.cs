@@ -18,6 +18,9 @@ public abstract class OpenFile
     public long Offset;
     /// <summary>Guest descriptors that refer to this description (in every process).</summary>
     public int RefCount = 1;
+    /// <summary>The host descriptor's file type (S_IFMT bits; -1 until a host operation looked it up): host-side
+    /// knowledge of live and recording runs, never guest state.</summary>
+    internal int HostFileType = -1;
 
     public virtual bool IsDirectory => false;
 

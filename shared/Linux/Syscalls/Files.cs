@@ -48,6 +48,8 @@ public sealed partial class Kernel
         r.Add(Nr.rmdir, (t, a) => NameOp(t.Cpu, a.Nr, At.FDCWD, a.A1, -Errno.EBUSY, (d, n) => HostSys.Call(Nr.unlinkat, d, n, At.REMOVEDIR)));
         r.Add(Nr.mkdir, (t, a) => NameOp(t.Cpu, a.Nr, At.FDCWD, a.A1, -Errno.EEXIST, (d, n) => HostSys.Call(Nr.mkdirat, d, n, (long)a.A2)));
         r.Add(Nr.mkdirat, (t, a) => NameOp(t.Cpu, a.Nr, (int)a.A1, a.A2, -Errno.EEXIST, (d, n) => HostSys.Call(Nr.mkdirat, d, n, (long)a.A3)));
+        r.Add(Nr.mknod, (t, a) => MknodAt(t.Cpu, a.Nr, At.FDCWD, a.A1, (uint)a.A2));
+        r.Add(Nr.mknodat, (t, a) => MknodAt(t.Cpu, a.Nr, (int)a.A1, a.A2, (uint)a.A3));
         r.Add(Nr.chmod, (t, a) => PathOp(t.Cpu, a.Nr, At.FDCWD, a.A1, true, fd => ViaFd(fd, p => HostSys.Call(Nr.fchmodat, At.FDCWD, p, (long)a.A2)), true));
         r.Add(Nr.fchmodat, (t, a) => PathOp(t.Cpu, a.Nr, (int)a.A1, a.A2, true, fd => ViaFd(fd, p => HostSys.Call(Nr.fchmodat, At.FDCWD, p, (long)a.A3)), true));
         r.Add(Nr.fchmod, (t, a) => OnHostFd(t.Cpu, a.Nr, (int)a.A1, h => HostSys.Call(Nr.fchmod, h, (long)a.A2), true));
@@ -176,6 +178,16 @@ public sealed partial class Kernel
         return Host(cpu, nr, () => HostResult.Of(Fs.OnObject(abs, follow, call)), reexecuteOnReplay).Value;
     }
 
+    /// <summary>mknod/mknodat of what an unprivileged process may make: a FIFO, a regular file or a socket's name
+    /// (devices: EPERM, as Linux answers without CAP_MKNOD).</summary>
+    long MknodAt(CpuT cpu, int nr, int dirfd, ulong pathAddr, uint mode)
+    {
+        uint type = mode & SMode.IFMT;
+        if (type is not (0 or SMode.IFREG or SMode.IFIFO or SMode.IFSOCK)) return type is SMode.IFCHR or SMode.IFBLK ? -Errno.EPERM : -Errno.EINVAL;
+        uint perm = mode & 0xFFF & ~(uint)P.Umask;
+        return NameOp(cpu, nr, dirfd, pathAddr, -Errno.EEXIST, (d, n) => HostSys.Call(Nr.mknodat, d, n, type | perm, 0));
+    }
+
     /// <summary>An operation on the name a guest path ends in (mkdir, unlink, rmdir): `call` gets the directory
     /// descriptor and the name (<see cref="GuestFs.InParent"/>); the root and "."/".." get `noName`.</summary>
     unsafe long NameOp(CpuT cpu, int nr, int dirfd, ulong pathAddr, int noName, Func<int, long, long> call)
@@ -252,9 +264,14 @@ public sealed partial class Kernel
         if (e < 0) return e;
         if (ProcOpen(cpu, ref abs, flags) is long pr) return pr;
         int isDir = 0;
+        var t = Current;
+        int hostMode = mode & ~P.Umask & 0xFFF;
         var res = Host(cpu, Nr.openat, () =>
         {
-            long r = Fs.Open(abs, flags | O.CLOEXEC, mode & ~P.Umask & 0xFFF);
+            // a FIFO's open waits for its other end with the calling thread only
+            var opened = OpenWithoutWaiting(t, abs, flags, () => Fs.Open(abs, flags | O.CLOEXEC, hostMode));
+            long r = opened.Value;
+            if (r == WouldBlock) return opened;
             // the host's procfs reached by a route the path check did not see (a symlink under root "/"): not the guest's
             if (r >= 0 && ProcFs.IsHostProcFs(r)) { HostSys.Call(Nr.close, r); r = -Errno.ENOENT; }
             var hr = HostResult.Of(r);
@@ -351,26 +368,38 @@ public sealed partial class Kernel
     /// <summary>
     /// A write through the boundary to the host descriptor behind a description. `output`: the bytes leave the
     /// VM (stdout, stderr), so output commit applies and the boundary sees them; `reexecuteOnReplay`: a file of
-    /// the guest's, which a following backup writes to its own copy too.
+    /// the guest's, which a following backup writes to its own copy too. A blocking write at the file offset to a
+    /// host pipe, FIFO, socket or terminal never blocks the machine: it moves what the host takes and parks its
+    /// thread for the rest (<see cref="WriteWithoutWaiting"/>, <see cref="RestWaits"/>).
     /// </summary>
     internal unsafe long WriteHost(CpuT cpu, OpenFile f, byte[] data, long offset, bool output, bool reexecuteOnReplay)
     {
+        var t = Current;
         int nr = offset < 0 ? Nr.write : Nr.pwrite64;
+        bool blocking = offset < 0 && (f.StatusFlags & O.NONBLOCK) == 0;
+        int done = blocking ? (int)Math.Min(t.PartialDone, data.Length) : 0;
+        var rest = done == 0 ? data : data[done..];
         Func<HostResult> perform = () =>
         {
+            // a following backup writes its own copy of a file; the guest's pipes, FIFOs and terminals are not its own
+            if (Boundary.Replaying && WritesMayWait(f)) return HostResult.Of(rest.Length);
+            if (blocking && !Boundary.Replaying && WritesMayWait(f)) return WriteWithoutWaiting(t, f, rest);
             // a following backup re-executes file writes on its own copy; its descriptor's position does not move
             // with replayed reads and seeks, so it writes at the guest-visible offset (decided when it runs: the
             // same call can be the one at which the replica turns live)
             long at = offset < 0 && Boundary.Replaying && (f.StatusFlags & O.APPEND) == 0 ? f.Offset : offset;
-            fixed (byte* p = data)
-                return HostResult.Of(at < 0 ? HostSys.Call(Nr.write, f.HostFd, (long)p, data.Length)
-                                            : HostSys.Call(Nr.pwrite64, f.HostFd, (long)p, data.Length, at));
+            fixed (byte* p = rest)
+                return HostResult.Of(at < 0 ? HostSys.Call(Nr.write, f.HostFd, (long)p, rest.Length)
+                                            : HostSys.Call(Nr.pwrite64, f.HostFd, (long)p, rest.Length, at));
         };
-        long r = output ? Boundary.Output(cpu.Tid, nr, f.HostFd, data, perform).Value
+        long r = output ? Boundary.Output(cpu.Tid, nr, f.HostFd, rest, perform).Value
                         : Host(cpu, nr, perform, reexecuteOnReplay).Value;
-        if (output && r > 0) Boundary.OnOutput(this, cpu, f.HostFd, data.AsSpan(0, (int)r));
+        if (r == WouldBlock) return r;
+        if (output && r > 0) Boundary.OnOutput(this, cpu, f.HostFd, rest.AsSpan(0, (int)r));
         if (!output && r > 0 && offset < 0) f.Offset += r;
-        return r;
+        if (r < 0) return done > 0 ? done : r;
+        if (blocking && r < rest.Length && RestWaits(t, nr, f, done + r) is long wait) return wait;
+        return done + r;
     }
 
     long Readv(CpuT cpu, int fd, ulong iov, int cnt)

@@ -84,9 +84,9 @@ public sealed partial class Kernel
         long r = Host(t.Cpu, Nr.futex, () =>
         {
             long now = HostClock.NowNs();
-            t.HostDeadline ??= absolute ? now + (ns - HostClock.Now(clock)) : now + ns;
-            if (now >= t.HostDeadline.Value) return HostResult.Of(-Errno.ETIMEDOUT);
-            return BlockOnHost(t, new HostWaitSpec([], t.HostDeadline.Value));
+            long deadline = DeadlineOf(t, () => absolute ? now + (ns - HostClock.Now(clock)) : now + ns);
+            if (now >= deadline) return HostResult.Of(-Errno.ETIMEDOUT);
+            return BlockUntil(t, [], deadline);
         }).Value;
         if (r != WouldBlock) EndFutexWait(t);
         return r;

@@ -295,10 +295,14 @@ public sealed partial class Kernel
         e = ReadSockAddr(addr, len, out var a);
         if (e < 0 || a == null) return e < 0 ? e : -Errno.EFAULT;
         string? unix = UnixGuestPath(a);
-        return Host(cpu, Nr.connect, () => HostResult.Of(WithHostAddress(a, unix, bind: false, h =>
+        var t = Current;
+        long HostConnect() => WithHostAddress(a, unix, bind: false, h =>
         {
             fixed (byte* p = h) return HostSys.Call(Nr.connect, f.HostFd, (long)p, h.Length);
-        }))).Value;
+        });
+        // a blocking connect waits with its thread only (the host socket is made non-blocking for the call)
+        bool blocking = (f.StatusFlags & Sock.NONBLOCK) == 0;
+        return Host(cpu, Nr.connect, () => blocking && f.HostFd >= 0 ? ConnectWithoutWaiting(t, f, HostConnect) : HostResult.Of(HostConnect())).Value;
     }
 
     unsafe long SockName(CpuT cpu, int nr, int fd, ulong addr, ulong lenPtr)
@@ -330,23 +334,37 @@ public sealed partial class Kernel
 
     unsafe long SendHost(CpuT cpu, HostSocket f, byte[] data, int flags, byte[]? addr, int nr)
     {
+        var t = Current;
         string? unix = addr != null ? UnixGuestPath(addr) : null;
         int hostFd = f.HostFd;
+        bool blocking = ((flags & Msg.DONTWAIT) | (f.StatusFlags & Sock.NONBLOCK)) == 0;
+        bool stream = (f.Type & Sock.TYPE_MASK) == Sock.STREAM;
+        // a blocking stream send the host took in part goes on with the rest after its thread waited for room
+        int done = blocking && stream ? (int)Math.Min(t.PartialDone, data.Length) : 0;
+        var rest = done == 0 ? data : data[done..];
+        long Perform(int offset, int count, int extraFlags) => WithHostAddress(addr ?? [], unix, bind: false, h =>
+        {
+            fixed (byte* p = rest) fixed (byte* q = h)
+                return HostSys.Call(Nr.sendto, hostFd, (long)(p + offset), count, flags | Msg.NOSIGNAL | extraFlags,
+                    addr != null ? (long)q : 0, addr != null ? h.Length : 0);
+        });
         var res = Boundary.Send(cpu.Tid, nr, new SocketSend
         {
-            Socket = f, Data = data, HostFd = hostFd, Stream = (f.Type & Sock.TYPE_MASK) == Sock.STREAM,
-            NonBlocking = ((flags & Msg.DONTWAIT) | (f.StatusFlags & Sock.NONBLOCK)) != 0,
-            Perform = (offset, count, extraFlags) => WithHostAddress(addr ?? [], unix, bind: false, h =>
+            Socket = f, Data = rest, HostFd = hostFd, Stream = stream, NonBlocking = !blocking, Perform = Perform,
+            // unheld (no output gate), a blocking send never waits on the host: it sends what the host takes now
+            Attempt = blocking ? () =>
             {
-                fixed (byte* p = data) fixed (byte* q = h)
-                    return HostSys.Call(Nr.sendto, hostFd, (long)(p + offset), count, flags | Msg.NOSIGNAL | extraFlags,
-                        addr != null ? (long)q : 0, addr != null ? h.Length : 0);
-            }),
+                long r = Perform(0, rest.Length, Msg.DONTWAIT);
+                return r == -Errno.EAGAIN ? WaitForRoom(t, f) : HostResult.Of(r);
+            } : null,
         });
         foreach (var (wa, wb) in res.Writes) Mem.Poke(wa, wb);
         long r = res.Value;
-        if (r == -Errno.EPIPE && (flags & Msg.NOSIGNAL) == 0) RaiseSignal(Current, Sig.PIPE);
-        return r;
+        if (r == WouldBlock) return r;
+        if (r == -Errno.EPIPE && (flags & Msg.NOSIGNAL) == 0) RaiseSignal(t, Sig.PIPE);
+        if (r < 0) return done > 0 ? done : r;
+        if (blocking && stream && r < rest.Length && RestWaits(t, nr, f, done + r) is long wait) return wait;
+        return done + r;
     }
 
     long SendTo(CpuT cpu, int fd, ulong buf, ulong len, int flags, ulong addr, uint addrLen)

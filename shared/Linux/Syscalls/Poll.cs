@@ -36,8 +36,8 @@ public sealed partial class Kernel
             if (count == 0 && timeoutNs != 0)
             {
                 long now = HostClock.NowNs();
-                t.HostDeadline ??= timeoutNs < 0 ? HostWaitSpec.Never : now + timeoutNs;
-                if (now < t.HostDeadline) return BlockOnHost(t, new HostWaitSpec(waitOn(), t.HostDeadline.Value));
+                long deadline = DeadlineOf(t, () => timeoutNs < 0 ? HostWaitSpec.Never : now + timeoutNs);
+                if (now < deadline) return BlockUntil(t, waitOn(), deadline);
             }
             return res;
         }).Value;

@@ -52,10 +52,10 @@ public sealed partial class Kernel
         return Host(t.Cpu, nr, () =>
         {
             long now = HostClock.NowNs();
-            t.HostDeadline ??= absolute ? now + (ns - HostClock.Now(clock)) : now + ns;
-            long left = t.HostDeadline.Value - now;
+            long deadline = DeadlineOf(t, () => absolute ? now + (ns - HostClock.Now(clock)) : now + ns);
+            long left = deadline - now;
             if (left <= 0) return HostResult.Of(0);
-            var res = BlockOnHost(t, new HostWaitSpec([], t.HostDeadline.Value));
+            var res = BlockUntil(t, [], deadline);
             if (rem != 0 && !absolute)
             {
                 var r = new byte[16];

@@ -1,0 +1,285 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using System.Runtime.InteropServices;
+using System.Text;
+using System.Text.Json;
+
+namespace ReVirt.Chaos;
+
+/// <summary>The machines of `chaos drill --hosts netns`.</summary>
+public enum Host { Primary, Backup, Clients, Etcd }
+
+/// <summary>Why `--hosts netns` cannot run here (no root, no iproute2, no etcd).</summary>
+public sealed class NetnsUnavailableException(string message) : Exception(message);
+
+/// <summary>
+/// The hosts of `chaos drill --hosts netns`: the primary, the backup, the clients and etcd each in a network
+/// namespace of its own (the "host"), each with one interface (<c>eth0</c>, a veth) plugged into a bridge that lives
+/// in a fifth namespace (the switch), all made by the drill and removed on every way out (<see cref="Dispose"/>,
+/// also from SIGINT/SIGTERM and process exit; namespaces left by a drill that was SIGKILLed are removed by the next
+/// one). The guest's virtual interface (kvserver) has its own address on the same wire: one persistent TAP device per
+/// replica on the bridge, which the replica opens from its host (<c>--netns</c> of the switch), so a takeover moves
+/// the guest's address from one port to the other. Faults are real: <see cref="KillHost"/> (every process of the
+/// host SIGKILLed, its ports down), <see cref="LinkDown"/> (its ports down: silence, nothing is reset),
+/// <see cref="Partition"/> (the bridge stops forwarding between the primary's and the backup's ports while both
+/// still reach etcd and the clients). The arbiter is etcd on its own host. Needs root and iproute2.
+/// </summary>
+public sealed class NetnsHosts : IGuestNetwork, IDisposable
+{
+    public const string PrimaryIp = "10.215.0.2", BackupIp = "10.215.0.3", ClientsIp = "10.215.0.4", EtcdIp = "10.215.0.5", GuestIp = "10.215.0.100";
+    public const int PrefixLength = 24, EtcdPort = 2379;
+    const string Bridge = "br0", PrimaryTap = "rvp0", BackupTap = "rvb0", NamePrefix = "rvh";
+    static readonly Host[] All = [Host.Primary, Host.Backup, Host.Clients, Host.Etcd];
+    static int _made;
+
+    readonly string _prefix;
+    readonly List<string> _namespaces = new();
+    NamespaceSockets? _clients;
+    Process? _etcd;
+    readonly StringBuilder _etcdLog = new();
+    readonly string _etcdDir;
+    int _disposed;
+    PosixSignalRegistration? _sigint, _sigterm;
+
+    NetnsHosts(string prefix)
+    {
+        _prefix = prefix;
+        _etcdDir = Path.Combine(Path.GetTempPath(), $"{prefix}-etcd");
+    }
+
+    /// <summary>The switch's namespace (the bridge and the TAP devices).</summary>
+    public string Switch => _prefix + "sw";
+
+    /// <summary>The namespace of a host.</summary>
+    public string Ns(Host h) => _prefix + h switch { Host.Primary => "p", Host.Backup => "b", Host.Clients => "c", _ => "e" };
+
+    static string Ip(Host h) => h switch { Host.Primary => PrimaryIp, Host.Backup => BackupIp, Host.Clients => ClientsIp, _ => EtcdIp };
+
+    /// <summary>The host's port on the bridge (the switch's end of its veth).</summary>
+    static string Port(Host h) => h switch { Host.Primary => "vp", Host.Backup => "vb", Host.Clients => "vc", _ => "ve" };
+
+    /// <summary>Makes the hosts, the bridge and etcd. Throws <see cref="NetnsUnavailableException"/> at once when
+    /// this machine cannot (not root, no `ip`, no etcd), <see cref="InvalidOperationException"/> naming the failing
+    /// command otherwise.</summary>
+    public static NetnsHosts Create()
+    {
+        if (!OperatingSystem.IsLinux() || !Environment.IsPrivilegedProcess)
+            throw new NetnsUnavailableException("--hosts netns needs root (it makes network namespaces, a bridge and veth pairs)");
+        if (!File.Exists(EtcdBinary)) throw new NetnsUnavailableException($"--hosts netns needs etcd ({EtcdBinary}; Debian package etcd-server) for its arbiter host");
+        try { Child.Check(TimeSpan.FromSeconds(30), "ip", "-V"); }
+        catch (Exception e) when (e is InvalidOperationException or System.ComponentModel.Win32Exception)
+        { throw new NetnsUnavailableException($"--hosts netns needs iproute2 (`ip`): {e.Message}"); }
+        SweepStale();
+        var h = new NetnsHosts($"{NamePrefix}{Environment.ProcessId}x{Interlocked.Increment(ref _made)}");
+        try
+        {
+            h.Build();
+            h.StartEtcd();
+        }
+        catch (Exception e)
+        {
+            h.Dispose();
+            if (e is InvalidOperationException ioe && ioe.Message.Contains("netns add", StringComparison.Ordinal))
+                throw new NetnsUnavailableException($"--hosts netns: cannot make network namespaces here: {ioe.Message}");
+            throw;
+        }
+        return h;
+    }
+
+    const string EtcdBinary = "/usr/bin/etcd";
+
+    static string Run(params string[] args) => Child.Check(TimeSpan.FromSeconds(30), args[0], args[1..]);
+    void In(string ns, params string[] args) => Run(["ip", "-n", ns, .. args]);
+
+    void AddNamespace(string name)
+    {
+        Run("ip", "netns", "add", name);
+        lock (_namespaces) _namespaces.Add(name);
+        In(name, "link", "set", "lo", "up");
+    }
+
+    void Build()
+    {
+        // every way out removes the namespaces (a SIGKILLed drill's are swept by the next one)
+        _sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, _ => Dispose());
+        _sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, _ => Dispose());
+        AppDomain.CurrentDomain.ProcessExit += (_, _) => Dispose();
+        AddNamespace(Switch);
+        In(Switch, "link", "add", Bridge, "type", "bridge");
+        In(Switch, "link", "set", Bridge, "up");
+        foreach (var h in All)
+        {
+            AddNamespace(Ns(h));
+            In(Switch, "link", "add", Port(h), "type", "veth", "peer", "name", "eth0", "netns", Ns(h));
+            In(Switch, "link", "set", Port(h), "master", Bridge);
+            In(Switch, "link", "set", Port(h), "up");
+            In(Ns(h), "addr", "add", $"{Ip(h)}/{PrefixLength}", "dev", "eth0");
+            In(Ns(h), "link", "set", "eth0", "up");
+        }
+        foreach (var tap in new[] { PrimaryTap, BackupTap })
+        {
+            In(Switch, "tuntap", "add", "dev", tap, "mode", "tap");
+            In(Switch, "link", "set", tap, "master", Bridge);
+            In(Switch, "link", "set", tap, "up");
+        }
+        _clients = new NamespaceSockets(Ns(Host.Clients));
+    }
+
+    void StartEtcd()
+    {
+        Directory.CreateDirectory(_etcdDir);
+        string client = $"http://{EtcdIp}:{EtcdPort}", peer = "http://127.0.0.1:2380";
+        var psi = Child.StartInfo("ip", ["netns", "exec", Ns(Host.Etcd), EtcdBinary, "--name", "revirt-chaos", "--data-dir", _etcdDir,
+            "--listen-client-urls", client, "--advertise-client-urls", client, "--listen-peer-urls", peer,
+            "--initial-advertise-peer-urls", peer, "--initial-cluster", $"revirt-chaos={peer}"]);
+        _etcd = Process.Start(psi) ?? throw new InvalidOperationException("cannot start etcd");
+        _etcd.StandardInput.Close();
+        _etcd.OutputDataReceived += (_, e) => { if (e.Data != null) lock (_etcdLog) if (_etcdLog.Length < 1 << 16) _etcdLog.AppendLine(e.Data); };
+        _etcd.ErrorDataReceived += (_, e) => { if (e.Data != null) lock (_etcdLog) if (_etcdLog.Length < 1 << 16) _etcdLog.AppendLine(e.Data); };
+        _etcd.BeginOutputReadLine();
+        _etcd.BeginErrorReadLine();
+        // ready when it answers its health check across the bridge, from the clients' host
+        var sw = Stopwatch.StartNew();
+        while (true)
+        {
+            try { if (Http("GET", "/health", null).Contains("true", StringComparison.Ordinal)) return; }
+            catch (Exception e) when (e is SocketException or IOException) { }
+            if (_etcd.HasExited || sw.Elapsed > TimeSpan.FromSeconds(30))
+            {
+                string log;
+                lock (_etcdLog) log = _etcdLog.ToString();
+                throw new InvalidOperationException($"etcd on the arbiter host {EtcdIp} did not answer within 30 s:\n{log}");
+            }
+            Thread.Sleep(100);
+        }
+    }
+
+    /// <summary>One HTTP/1.1 request to etcd from the clients' host (its JSON gateway); returns the body.</summary>
+    string Http(string method, string path, string? body)
+    {
+        using var s = NewTcpSocket();
+        s.ReceiveTimeout = s.SendTimeout = 5000;
+        var connect = s.ConnectAsync(IPAddress.Parse(EtcdIp), EtcdPort);
+        try { if (!connect.Wait(TimeSpan.FromSeconds(5))) throw new IOException("etcd did not accept a connection within 5 s"); }
+        catch (AggregateException e) { throw new IOException($"cannot connect to etcd: {e.InnerException?.Message ?? e.Message}", e); }
+        var bytes = body == null ? [] : Encoding.UTF8.GetBytes(body);
+        s.Send(Encoding.ASCII.GetBytes($"{method} {path} HTTP/1.1\r\nHost: {EtcdIp}\r\nContent-Type: application/json\r\nContent-Length: {bytes.Length}\r\nConnection: close\r\n\r\n"));
+        s.Send(bytes);
+        var ms = new MemoryStream();
+        var buf = new byte[8192];
+        int n;
+        while ((n = s.Receive(buf)) > 0 && ms.Length < 1 << 20) ms.Write(buf, 0, n);
+        var text = Encoding.UTF8.GetString(ms.ToArray());
+        int at = text.IndexOf("\r\n\r\n", StringComparison.Ordinal);
+        return at < 0 ? "" : text[(at + 4)..];
+    }
+
+    /// <summary>The <c>--arbiter</c> of both replicas for one round.</summary>
+    public static string ArbiterUrl(string key) => $"etcd://{EtcdIp}:{EtcdPort}/{key}";
+
+    /// <summary>The value of an etcd key (the arbiter's holder), or null when absent or etcd cannot be asked.</summary>
+    public string? ReadKey(string key)
+    {
+        try
+        {
+            string json = Http("POST", "/v3/kv/range", JsonSerializer.Serialize(new Dictionary<string, string> { ["key"] = Convert.ToBase64String(Encoding.UTF8.GetBytes(key)) }));
+            using var doc = JsonDocument.Parse(json);
+            if (!doc.RootElement.TryGetProperty("kvs", out var kvs) || kvs.GetArrayLength() == 0) return null;
+            return kvs[0].TryGetProperty("value", out var v) ? Encoding.UTF8.GetString(Convert.FromBase64String(v.GetString() ?? "")) : null;
+        }
+        catch (Exception e) when (e is SocketException or IOException or JsonException or FormatException) { return null; }
+    }
+
+    /// <summary>Where a replica listens on its host.</summary>
+    public static string ListenUrl(Host h) => $"http://{Ip(h)}:0";
+
+    // ------------------------------------------------------------------ the guest's network (kvserver)
+
+    public string[] PrimaryArgs => ["--net", "virtual", "--ip", $"{GuestIp}/{PrefixLength}", "--tap", PrimaryTap, "--netns", Switch];
+    public string[] BackupArgs => ["--tap", BackupTap, "--netns", Switch];
+    public IPAddress Guest => IPAddress.Parse(GuestIp);
+    public Socket NewTcpSocket() => (_clients ?? throw new ObjectDisposedException(nameof(NetnsHosts))).NewTcpSocket();
+
+    // ------------------------------------------------------------------ faults
+
+    /// <summary>The host's ports on the switch: its veth and, for a replica, its TAP device.</summary>
+    static string[] Ports(Host h) => h switch
+    {
+        Host.Primary => [Port(h), PrimaryTap],
+        Host.Backup => [Port(h), BackupTap],
+        _ => [Port(h)],
+    };
+
+    /// <summary>A killed host: every process in its namespace SIGKILLed, its ports down.</summary>
+    public void KillHost(Host h)
+    {
+        KillAll(Ns(h));
+        LinkDown(h);
+    }
+
+    /// <summary>The host's cables pulled at the switch: nothing is closed or reset; its peers only hear silence.</summary>
+    public void LinkDown(Host h)
+    {
+        foreach (var p in Ports(h)) In(Switch, "link", "set", p, "down");
+    }
+
+    /// <summary>A partition at the bridge: the primary's and the backup's ports stop forwarding to each other (both
+    /// still reach etcd and the clients, so the arbiter decides who goes on).</summary>
+    public void Partition()
+    {
+        foreach (var h in new[] { Host.Primary, Host.Backup }) Run("bridge", "-n", Switch, "link", "set", "dev", Port(h), "isolated", "on");
+    }
+
+    /// <summary>Undoes every fault (between rounds).</summary>
+    public void Heal()
+    {
+        foreach (var h in new[] { Host.Primary, Host.Backup }) Run("bridge", "-n", Switch, "link", "set", "dev", Port(h), "isolated", "off");
+        foreach (var h in All)
+            foreach (var p in Ports(h)) In(Switch, "link", "set", p, "up");
+    }
+
+    static void KillAll(string ns)
+    {
+        string pids;
+        try { pids = Child.Check(TimeSpan.FromSeconds(30), "ip", "netns", "pids", ns); }
+        catch (InvalidOperationException) { return; }
+        foreach (var line in pids.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+            if (int.TryParse(line, out int pid))
+                try { using var p = Process.GetProcessById(pid); p.Kill(); } catch (Exception e) when (e is ArgumentException or InvalidOperationException or System.ComponentModel.Win32Exception) { }
+    }
+
+    /// <summary>Removes the namespaces of drills that are gone (SIGKILLed before they could clean up).</summary>
+    static void SweepStale()
+    {
+        string list;
+        try { list = Child.Check(TimeSpan.FromSeconds(30), "ip", "netns", "list"); }
+        catch (InvalidOperationException) { return; }
+        foreach (var line in list.Split('\n', StringSplitOptions.RemoveEmptyEntries))
+        {
+            string name = line.Split(' ')[0];
+            if (!name.StartsWith(NamePrefix, StringComparison.Ordinal)) continue;
+            int x = name.IndexOf('x');
+            if (x <= NamePrefix.Length || !int.TryParse(name[NamePrefix.Length..x], out int pid) || Directory.Exists($"/proc/{pid}")) continue;
+            KillAll(name);
+            try { Child.Check(TimeSpan.FromSeconds(30), "ip", "netns", "del", name); } catch (InvalidOperationException) { }
+        }
+    }
+
+    /// <summary>Stops etcd and every process left on the hosts, removes the namespaces (the bridge, veths and TAP
+    /// devices go with them) and etcd's data. Safe to call more than once and from a signal handler.</summary>
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+        _clients?.Dispose();
+        if (_etcd != null) Child.KillTree(_etcd);
+        string[] names;
+        lock (_namespaces) names = _namespaces.ToArray();
+        foreach (var ns in names) KillAll(ns);
+        foreach (var ns in names.Reverse())
+            try { Child.Check(TimeSpan.FromSeconds(30), "ip", "netns", "del", ns); } catch (InvalidOperationException) { }
+        try { Directory.Delete(_etcdDir, true); } catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
+        _sigint?.Dispose();
+        _sigterm?.Dispose();
+    }
+}

@@ -1,0 +1,312 @@
+using System.Buffers.Binary;
+using System.Net;
+using System.Net.Security;
+using System.Net.Sockets;
+using System.Security.Authentication;
+using System.Security.Cryptography;
+using Google.Protobuf;
+using ReVirt.Protocol;
+
+namespace ReVirt.Replication;
+
+/// <summary>
+/// The data link of a replication session: one TCP connection (TLS with the replicas' certificates when they use
+/// mutual TLS) that carries, after the gRPC handshake, the primary's Batch/Heartbeat/Goodbye messages and the
+/// backup's Ack/Refused messages, each as a 4-byte little-endian length and the protobuf encoding. Each side reads
+/// it on a thread of its own and writes it from whichever thread has something to say (under one lock), with
+/// blocking calls: an acknowledgement crosses no thread pool, no HTTP/2 write loop and no stream multiplexer.
+///
+/// Opening (the primary, right after the Welcome): <see cref="Magic"/>, the Welcome's one-time ticket, and
+/// HMAC-SHA256(secret, "revirt-data-v1" | ticket) — the secret never travels and a ticket opens one link once.
+/// The backup answers an Ack (accepted) or a Refused with the reason.
+/// </summary>
+public sealed class DataLink : IDisposable
+{
+    /// <summary>First bytes of a link opening (names the protocol version).</summary>
+    public static ReadOnlySpan<byte> Magic => "RVLINK03"u8;
+    public const int TicketBytes = 32;
+    public const int ProofBytes = 32;
+    public const int OpeningBytes = 8 + TicketBytes + ProofBytes;
+
+    readonly Socket _socket;
+    readonly Stream _stream;
+    readonly object _write = new();
+    readonly byte[] _len = new byte[4];
+    byte[] _rbuf = new byte[4096];
+    int _closed;
+    long _lastWrite;
+
+    DataLink(Socket socket, Stream stream)
+    {
+        _socket = socket;
+        _stream = stream;
+        _lastWrite = Environment.TickCount64;
+    }
+
+    /// <summary>Where the link goes (for messages).</summary>
+    public string Peer => _socket.RemoteEndPoint?.ToString() ?? "?";
+
+    /// <summary>Environment.TickCount64 of the last message written.</summary>
+    public long LastWriteTick => Interlocked.Read(ref _lastWrite);
+
+    /// <summary>A blocking read that waits longer than this fails (0: no limit).</summary>
+    public int ReceiveTimeoutMs { set => _socket.ReceiveTimeout = value; }
+
+    public static byte[] Proof(byte[] secret, ReadOnlySpan<byte> ticket)
+    {
+        var data = new byte[14 + ticket.Length];
+        "revirt-data-v1"u8.CopyTo(data);
+        ticket.CopyTo(data.AsSpan(14));
+        return HMACSHA256.HashData(secret, data);
+    }
+
+    static Socket NewSocket(AddressFamily family)
+    {
+        var s = new Socket(family, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        // a burst of records (or a catch-up batch) goes to the kernel in one call instead of waiting for acks of it
+        s.SendBufferSize = 1 << 20;
+        s.ReceiveBufferSize = 1 << 20;
+        return s;
+    }
+
+    /// <summary>
+    /// The primary's side: connects to the backup's data port, authenticates TLS when <paramref name="tls"/> is set
+    /// (the backup's certificate checked as on the gRPC channel), presents the ticket with its proof and waits for
+    /// the backup's answer, all within <paramref name="timeout"/>.
+    /// </summary>
+    /// <exception cref="ReplicationRefusedException">The backup refused the ticket, or its certificate is not trusted.</exception>
+    /// <exception cref="IOException">The link could not be opened in time.</exception>
+    public static DataLink Connect(string host, int port, ReplicationTls? tls, byte[] secret, byte[] ticket, TimeSpan timeout)
+    {
+        var addr = host is "localhost" ? IPAddress.Loopback : IPAddress.TryParse(host, out var a) ? a : Dns.GetHostAddresses(host)[0];
+        var socket = NewSocket(addr.AddressFamily);
+        try
+        {
+            var connect = socket.ConnectAsync(new IPEndPoint(addr, port));
+            if (!connect.Wait(timeout)) throw new IOException($"the backup's data link {host}:{port} did not accept a connection within {timeout.TotalMilliseconds:F0} ms");
+            socket.ReceiveTimeout = socket.SendTimeout = (int)timeout.TotalMilliseconds;
+            Stream stream = new NetworkStream(socket, ownsSocket: false);
+            if (tls != null)
+            {
+                string? untrusted = null;
+                var ssl = new SslStream(stream, leaveInnerStreamOpen: false);
+                try
+                {
+                    ssl.AuthenticateAsClient(new SslClientAuthenticationOptions
+                    {
+                        TargetHost = host,
+                        ClientCertificates = [tls.Identity],
+                        RemoteCertificateValidationCallback = (_, cert, _, errors) => (untrusted = tls.VerifyServer(cert, errors)) == null,
+                    });
+                }
+                catch (Exception e) when (e is AuthenticationException or IOException && untrusted != null)
+                {
+                    throw new ReplicationRefusedException($"mutual TLS on the data link: {untrusted}");
+                }
+                stream = ssl;
+            }
+            var link = new DataLink(socket, stream);
+            var opening = new byte[OpeningBytes];
+            Magic.CopyTo(opening);
+            ticket.CopyTo(opening.AsSpan(8));
+            Proof(secret, ticket).CopyTo(opening.AsSpan(8 + TicketBytes));
+            link.WriteRaw(opening);
+            var answer = link.Receive(BackupMessage.Parser, ReplicationProtocol.MaxBackupMessageBytes);
+            if (answer.BodyCase == BackupMessage.BodyOneofCase.Refused) throw new ReplicationRefusedException(answer.Refused.Reason);
+            if (answer.BodyCase != BackupMessage.BodyOneofCase.Ack) throw new ReplicationRefusedException($"protocol error: the data link answered {answer.BodyCase}");
+            socket.ReceiveTimeout = socket.SendTimeout = 0;
+            return link;
+        }
+        catch (Exception e) when (e is SocketException or AggregateException or EndOfStreamException or InvalidProtocolBufferException)
+        {
+            socket.Dispose();
+            throw new IOException($"the backup's data link {host}:{port} could not be opened: {(e is AggregateException ag ? ag.InnerException?.Message : e.Message)}", e);
+        }
+        catch
+        {
+            socket.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>The backup's side of an accepted connection: TLS (the client's certificate must chain to the CA),
+    /// then the opening. Returns the link and the ticket and proof it presented.</summary>
+    internal static (DataLink Link, byte[] Ticket, byte[] Proof) Accept(Socket socket, ReplicationTls? tls, TimeSpan timeout)
+    {
+        socket.NoDelay = true;
+        socket.SendBufferSize = 1 << 20;
+        socket.ReceiveBufferSize = 1 << 20;
+        socket.ReceiveTimeout = socket.SendTimeout = (int)timeout.TotalMilliseconds;
+        Stream stream = new NetworkStream(socket, ownsSocket: false);
+        if (tls != null)
+        {
+            var ssl = new SslStream(stream, leaveInnerStreamOpen: false);
+            ssl.AuthenticateAsServer(new SslServerAuthenticationOptions
+            {
+                ServerCertificate = tls.Identity,
+                ClientCertificateRequired = true,
+                // judged below with the reason, which a TLS alert could not carry
+                RemoteCertificateValidationCallback = (_, _, _, _) => true,
+            });
+            stream = ssl;
+        }
+        var link = new DataLink(socket, stream);
+        if (tls != null && tls.Verify(((SslStream)stream).RemoteCertificate) is { } untrusted)
+        {
+            link.TrySend(new BackupMessage { Refused = new Refused { Reason = $"mutual TLS: {untrusted}" } });
+            link.Dispose();
+            throw new IOException($"mutual TLS: {untrusted}");
+        }
+        var opening = new byte[OpeningBytes];
+        stream.ReadExactly(opening);
+        if (!opening.AsSpan(0, 8).SequenceEqual(Magic))
+        {
+            link.Dispose();
+            throw new IOException("not a data link opening");
+        }
+        return (link, opening[8..(8 + TicketBytes)], opening[(8 + TicketBytes)..]);
+    }
+
+    void WriteRaw(ReadOnlySpan<byte> bytes)
+    {
+        lock (_write)
+        {
+            _stream.Write(bytes);
+            _stream.Flush();
+            Interlocked.Exchange(ref _lastWrite, Environment.TickCount64);
+        }
+    }
+
+    /// <summary>Writes one message (blocking; any thread, messages are never interleaved).</summary>
+    /// <exception cref="IOException">The link broke or was closed.</exception>
+    public void Send(IMessage message)
+    {
+        int size = message.CalculateSize();
+        var buf = new byte[4 + size];
+        BinaryPrimitives.WriteInt32LittleEndian(buf, size);
+        message.WriteTo(buf.AsSpan(4));
+        try { WriteRaw(buf); }
+        catch (ObjectDisposedException e) { throw new IOException("the data link is closed", e); }
+    }
+
+    /// <summary>Sends unless the link is broken; false then.</summary>
+    public bool TrySend(IMessage message)
+    {
+        try { Send(message); return true; }
+        catch (IOException) { return false; }
+    }
+
+    /// <summary>Reads one message (one reader thread at a time).</summary>
+    /// <exception cref="EndOfStreamException">The peer closed the link.</exception>
+    /// <exception cref="IOException">The link broke, was closed or timed out, or the peer sent an oversized or
+    /// malformed message.</exception>
+    public T Receive<T>(MessageParser<T> parser, int maxBytes) where T : IMessage<T>
+    {
+        try
+        {
+            int got = 0;
+            while (got < 4)
+            {
+                int n = _stream.Read(_len, got, 4 - got);
+                if (n == 0) throw new EndOfStreamException("the peer closed the data link");
+                got += n;
+            }
+            int size = BinaryPrimitives.ReadInt32LittleEndian(_len);
+            if (size < 0 || size > maxBytes) throw new IOException($"the peer sent a message of {size} bytes (at most {maxBytes})");
+            if (_rbuf.Length < size) _rbuf = new byte[Math.Max(size, _rbuf.Length * 2)];
+            _stream.ReadExactly(_rbuf, 0, size);
+            return parser.ParseFrom(_rbuf, 0, size);
+        }
+        catch (ObjectDisposedException e) { throw new IOException("the data link is closed", e); }
+        catch (InvalidProtocolBufferException e) { throw new IOException($"the peer sent a malformed message: {e.Message}", e); }
+    }
+
+    /// <summary>No more messages from this side (the peer reads the end after what was sent).</summary>
+    public void ShutdownSend()
+    {
+        try { _socket.Shutdown(SocketShutdown.Send); } catch (Exception e) when (e is SocketException or ObjectDisposedException) { }
+    }
+
+    /// <summary>Breaks the link: a thread blocked reading or writing it returns with an error (any thread, once).</summary>
+    public void Close()
+    {
+        if (Interlocked.Exchange(ref _closed, 1) != 0) return;
+        try { _socket.Shutdown(SocketShutdown.Both); } catch (Exception e) when (e is SocketException or ObjectDisposedException) { }
+        try { _stream.Dispose(); } catch (Exception) { }
+        _socket.Dispose();
+    }
+
+    public void Dispose() => Close();
+}
+
+/// <summary>
+/// The backup's data port: accepts links on a thread of its own and opens each on a thread of its own (at most
+/// <see cref="MaxOpening"/> at a time, each bounded by the handshake time-out; a stranger costs one short-lived
+/// thread), then hands it to <c>open</c>, which answers with a refusal reason or runs the link on that thread.
+/// </summary>
+public sealed class DataListener : IDisposable
+{
+    public const int MaxOpening = 4;
+    readonly Socket _listener;
+    readonly ReplicationTls? _tls;
+    readonly Func<DataLink, byte[], byte[], string?> _open;
+    readonly TextWriter _log;
+    int _opening;
+
+    /// <param name="open">Given the link, its ticket and proof: returns a refusal reason (the link is refused and
+    /// closed), or null after running the link to its end.</param>
+    public DataListener(IPAddress address, int port, ReplicationTls? tls, Func<DataLink, byte[], byte[], string?> open, TextWriter log)
+    {
+        _tls = tls;
+        _open = open;
+        _log = log;
+        _listener = new Socket(address.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
+        _listener.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
+        _listener.Bind(new IPEndPoint(address, port));
+        _listener.Listen(16);
+        new Thread(AcceptLoop) { Name = "data-accept", IsBackground = true }.Start();
+    }
+
+    public int Port => ((IPEndPoint)_listener.LocalEndPoint!).Port;
+
+    void AcceptLoop()
+    {
+        while (true)
+        {
+            Socket c;
+            try { c = _listener.Accept(); }
+            catch (Exception e) when (e is SocketException or ObjectDisposedException) { return; }
+            if (Interlocked.Increment(ref _opening) > MaxOpening) { Interlocked.Decrement(ref _opening); c.Dispose(); continue; }
+            new Thread(() => Serve(c)) { Name = "data-link", IsBackground = true }.Start();
+        }
+    }
+
+    void Serve(Socket c)
+    {
+        DataLink link;
+        byte[] ticket, proof;
+        try { (link, ticket, proof) = DataLink.Accept(c, _tls, ReplicationProtocol.HandshakeTimeout); }
+        catch (Exception e)
+        {
+            Interlocked.Decrement(ref _opening);
+            _log.WriteLine($"backup: refused a data link from {SafePeer(c)}: {e.Message}");
+            c.Dispose();
+            return;
+        }
+        Interlocked.Decrement(ref _opening);
+        ThreadPools.RaiseCurrentThread(); // this thread holds and acknowledges every batch
+        try
+        {
+            if (_open(link, ticket, proof) is { } refusal)
+            {
+                _log.WriteLine($"backup: refused a data link from {link.Peer}: {refusal}");
+                link.TrySend(new BackupMessage { Refused = new Refused { Reason = refusal } });
+            }
+        }
+        finally { link.Close(); }
+    }
+
+    static string SafePeer(Socket s) { try { return s.RemoteEndPoint?.ToString() ?? "?"; } catch (Exception) { return "?"; } }
+
+    public void Dispose() => _listener.Dispose();
+}
