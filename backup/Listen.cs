@@ -18,6 +18,7 @@ using ReVirt.Log;
 using ReVirt.Protocol;
 using ReVirt.Replay;
 using ReVirt.Replication;
+using ReVirt.Snapshot;
 
 namespace ReVirt.Backup;
 
@@ -45,6 +46,8 @@ public sealed class ListenSettings
     public bool InsecureNoAuth { get; init; }
     /// <summary>The user chose storage shared with the primary (--shared-storage): a root identical to the primary's is not refused.</summary>
     public bool SharedStorage { get; init; }
+    /// <summary>As a standby, take the log from record 1 even when a snapshot is offered (<c>--no-snapshot</c>).</summary>
+    public bool NoSnapshot { get; init; }
     /// <summary>A guest with a virtual network interface: this replica's TAP device for it once live (<c>--tap</c>), and
     /// the network namespace to open it in (<c>--netns</c>; null: this process's).</summary>
     public string Tap { get; init; } = VirtualNetOptions.DefaultTap;
@@ -137,7 +140,9 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
     public IHostApplicationLifetime? Lifetime;
     public int ExitCode = 1;
     int _claimed;
-    readonly BlockingPipeStream _pipe = new();
+    BlockingPipeStream _pipe = new();
+    // a standby that joined from a snapshot: the last record it includes (its log copy holds the records after it)
+    ulong _snapshotSequence;
     StreamLogSink? _file;
     ReplayBoundary? _boundary;
     IArbiter? _arbiter;
@@ -201,12 +206,57 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
                    "so both would apply the guest's file writes to the same files. Fix: give the backup its own copy of the root (backup listen --root DIR, " +
                    "a copy of the primary's --root), or, if the two replicas share storage on purpose, pass --shared-storage to backup listen";
         if (Recording.RecordedProgram(header, opts, out var why) is null) return $"program mismatch: {why}";
+        // a standby that shares the guest's files and takes a snapshot starts from the guest's state now, not from
+        // the root as the guest started (the files have changed since, and a snapshot is checked by its own digest)
+        if (AcceptsSnapshot(h)) return null;
         byte[] mine;
         try { mine = RootDigest.Compute(opts.Root); }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return $"the guest root {opts.Root} cannot be read on the backup: {e.Message}"; }
         if (!mine.AsSpan().SequenceEqual(h.RootDigest.Span))
             return $"root mismatch: the guest root {Path.GetFullPath(opts.Root)} on the backup differs from the primary's (digest {Convert.ToHexStringLower(mine)[..Math.Min(16, mine.Length * 2)]} vs {Convert.ToHexStringLower(h.RootDigest.ToByteArray())[..Math.Min(16, h.RootDigest.Length * 2)]})";
         return null;
+    }
+
+    /// <summary>This standby takes a snapshot the live replica offers: it shares the guest's files (a snapshot does
+    /// not carry the files the guest changed yet, so a replica with its own root replays the log from record 1).</summary>
+    public bool AcceptsSnapshot(Hello h) => h.SnapshotOffered && s.SharedStorage && !s.NoSnapshot;
+
+    /// <summary>Largest snapshot a standby accepts (it is assembled in one array).</summary>
+    public const long MaxSnapshotBytes = 2_000_000_000;
+
+    /// <summary>
+    /// A standby that took a snapshot: verifies and restores it (refused with the reason: nothing is kept), then
+    /// follows the log from the record after it. Called once the whole snapshot has arrived; what the live replica
+    /// had not released of the output logged before it comes along (`held`).
+    /// </summary>
+    /// <exception cref="SnapshotFormatException">Not a snapshot of this run, or damaged.</exception>
+    /// <exception cref="SnapshotRefusedException">The restored machine is not the one the snapshot describes.</exception>
+    public void StartFromSnapshot(Hello h, LogHeader header, byte[] snap, ulong sequence, IEnumerable<HeldOutput> held, double receiveMs)
+    {
+        long t0 = Stopwatch.GetTimestamp();
+        var pipe = new BlockingPipeStream();
+        pipe.Append(h.LogHeader.Span);
+        pipe.Starving = AckReplayed;
+        var reader = new LogReader(pipe, leaveOpen: true, startsAfter: sequence);
+        var opts = Recording.OptionsFrom(header, s.Root, s.Tap, s.Netns);
+        var boundary = new ReplayBoundary(reader, showOutput: false, Follow(header));
+        var (m, point) = MachineSnapshot.Restore(snap, h.LogHeader.Span, opts, boundary);
+        if (point.Sequence != sequence) { m.Dispose(); throw new SnapshotFormatException($"the snapshot is of record #{point.Sequence}, announced as #{sequence}"); }
+        boundary.ResumeAt(point, held.Select(o => (o.Fd, o.Start, o.Data.ToByteArray())));
+        double restoreMs = Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
+        _pipe = pipe;
+        _boundary = boundary;
+        _snapshotSequence = sequence;
+        Held = sequence;
+        string digest = StateDigest.Compute(m.Kernel) is var d ? Convert.ToHexString(d) : "";
+        Begin(h);
+        File.WriteAllBytes(_logPath + ".snapshot", snap); // the start state of this replica's log copy (backup replay reads it)
+        log.WriteLine($"backup: restored a snapshot of {snap.Length} bytes at record #{sequence} (received in {receiveMs:F0} ms, verified and restored in {restoreMs:F0} ms, state digest {digest})");
+        s.Events.Emit(ReplicaEvent.SnapshotRestored, ("sequence", sequence), ("bytes", snap.Length), ("receiveMs", receiveMs), ("restoreMs", restoreMs), ("digest", digest),
+            ("stdoutAt", point.Outputs.Total(1)));
+        var t = new Thread(() => ReplayMain(header, m), 64 << 20) { Name = "replay" };
+        t.Start();
+        if (h.LiveSequence > 0) WatchCatchUp(h.LiveSequence);
     }
 
     /// <summary>Claims the session for one primary (false: a primary was already accepted).</summary>
@@ -223,6 +273,18 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
 
     public void Start(Hello h, LogHeader header)
     {
+        Begin(h);
+        _pipe.Append(h.LogHeader.Span);
+        // the replay has consumed everything held: tell the primary at once (it bounds how far the replay may trail)
+        _pipe.Starving = AckReplayed;
+        var t = new Thread(() => ReplayMain(header), 64 << 20) { Name = "replay" };
+        t.Start();
+        if (h.LiveSequence > 0) WatchCatchUp(h.LiveSequence);
+    }
+
+    /// <summary>The primary (or live replica) this replica follows from now on: its term, arbiter and log copy.</summary>
+    void Begin(Hello h)
+    {
         _primaryId = h.PrimaryId;
         _term = (long)h.Term;
         _hello = h;
@@ -232,14 +294,9 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         _file = StreamLogSink.CreateFile(path);
         _file.Append(h.LogHeader.Span);
         _file.Flush();
-        _pipe.Append(h.LogHeader.Span);
-        // the replay has consumed everything held: tell the primary at once (it bounds how far the replay may trail)
-        _pipe.Starving = AckReplayed;
         log.WriteLine($"backup: following {h.PrimaryId}; log copy {path}; arbiter {_arbiter.Describe}");
-        s.Events.Emit(ReplicaEvent.Following, ("primary", h.PrimaryId), ("log", path), ("arbiter", _arbiter.Describe), ("term", _term), ("liveSequence", h.LiveSequence));
-        var t = new Thread(() => ReplayMain(header), 64 << 20) { Name = "replay" };
-        t.Start();
-        if (h.LiveSequence > 0) WatchCatchUp(h.LiveSequence);
+        s.Events.Emit(ReplicaEvent.Following, ("primary", h.PrimaryId), ("log", path), ("arbiter", _arbiter.Describe), ("term", _term), ("liveSequence", h.LiveSequence),
+            ("fromSnapshot", _snapshotSequence > 0 ? _snapshotSequence : null));
     }
 
     /// <summary>A standby that joined a live replica: reports when its replay has reached the record the live
@@ -335,12 +392,57 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         bool started = false;
         var planted = s.PlantAckEarlyMs > 0 ? new Queue<(Batch Batch, long Due)>() : null;
         ulong earlyAcked = 0;
+        // a snapshot arriving in chunks (a standby that takes one): nothing is kept until it is whole and verified
+        byte[]? snap = null;
+        ulong snapGot = 0;
+        long snapStart = 0;
+        string Cut() => snap != null ? $" (the snapshot was cut off after {snapGot} of {snap.Length} bytes; nothing of it is kept)" : "";
         try
         {
             while (true)
             {
                 if (planted != null) HoldDuePlanted(planted, link);
                 var m = link.Receive(PrimaryMessage.Parser, ReplicationProtocol.MaxMessageBytes);
+                if (!started && m.BodyCase == PrimaryMessage.BodyOneofCase.Heartbeat && AcceptsSnapshot(p.Hello))
+                {
+                    // the live replica is taking or encoding the snapshot: this standby starts only with it
+                    link.Send(new BackupMessage { Ack = new Ack { HeldSequence = 0, EchoUnixMs = m.Heartbeat.SentUnixMs } });
+                    continue;
+                }
+                if (!started && m.BodyCase == PrimaryMessage.BodyOneofCase.SnapshotChunk)
+                {
+                    if (!AcceptsSnapshot(p.Hello)) { RefuseLink(link, "protocol error: a snapshot this standby did not ask for"); return; }
+                    var c = m.SnapshotChunk;
+                    if (snap == null)
+                    {
+                        if (c.TotalBytes == 0 || c.TotalBytes > (ulong)MaxSnapshotBytes) { RefuseLink(link, $"a snapshot of {c.TotalBytes} bytes (at most {MaxSnapshotBytes})"); return; }
+                        snap = new byte[c.TotalBytes];
+                        snapStart = Stopwatch.GetTimestamp();
+                    }
+                    if (c.TotalBytes != (ulong)snap.Length || c.Offset != snapGot || (ulong)c.Data.Length > (ulong)snap.Length - snapGot)
+                    { RefuseLink(link, $"protocol error: a snapshot chunk at {c.Offset} ({c.Data.Length} bytes of {c.TotalBytes}) after {snapGot} bytes"); return; }
+                    c.Data.Span.CopyTo(snap.AsSpan((int)snapGot));
+                    snapGot += (ulong)c.Data.Length;
+                    // answered, so the live replica's watchdog hears from this standby while a large snapshot crosses
+                    if (snapGot < (ulong)snap.Length) { link.Send(new BackupMessage { Ack = new Ack { HeldSequence = 0 } }); continue; }
+                    double receiveMs = Stopwatch.GetElapsedTime(snapStart).TotalMilliseconds;
+                    var whole = snap;
+                    var restore = Task.Run(() => StartFromSnapshot(p.Hello, p.Header, whole, c.Sequence, c.Held, receiveMs));
+                    while (!((IAsyncResult)restore).AsyncWaitHandle.WaitOne(100)) link.Send(new BackupMessage { Ack = new Ack { HeldSequence = 0 } });
+                    if (restore.Exception?.InnerException is { } refused)
+                    {
+                        string reason = refused is SnapshotFormatException or SnapshotRefusedException ? refused.Message : $"{refused.GetType().Name}: {refused.Message}";
+                        log.WriteLine($"backup: refused the snapshot: {reason}");
+                        s.Events.Emit(ReplicaEvent.SnapshotRefused, ("reason", reason));
+                        RefuseLink(link, $"snapshot refused: {reason}");
+                        return;
+                    }
+                    snap = null;
+                    started = true;
+                    _link = link;
+                    link.Send(AckNow(Held));
+                    continue;
+                }
                 if (!started) { Start(p.Hello, p.Header); _link = link; started = true; }
                 switch (m.BodyCase)
                 {
@@ -381,13 +483,13 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         catch (EndOfStreamException)
         {
             if (started) PrimaryLost("the primary closed the stream without saying goodbye");
-            else Unclaim("the primary closed the data link before its first message");
+            else Unclaim($"the primary closed the data link before its first message{Cut()}");
         }
         catch (IOException e)
         {
             string why = TimedOut(e) ? $"no batch or heartbeat for {s.TimeoutMs} ms" : $"the connection to the primary broke ({e.Message})";
             if (started) PrimaryLost(why);
-            else Unclaim($"{why} after the welcome");
+            else Unclaim($"{why} after the welcome{Cut()}");
         }
         finally { _link = null; }
     }
@@ -402,6 +504,13 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
             if (wait > 0 && link.WaitReadable((int)wait)) return;
             Receive(planted.Dequeue().Batch);
         }
+    }
+
+    /// <summary>Refuses the primary on its data link with the reason and waits for a primary again (nothing was kept).</summary>
+    void RefuseLink(DataLink link, string reason)
+    {
+        link.TrySend(new BackupMessage { Refused = new Refused { Reason = reason } });
+        Unclaim(reason);
     }
 
     static bool TimedOut(Exception? e)
@@ -497,7 +606,7 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         if (from.LastSequence != Held) throw new InvalidOperationException($"the replay consumed {from.LastSequence} records but this replica holds {Held}");
         _file?.Dispose();
         _file = null;
-        var store = LogStore.Open(_logPath, h.LogHeader.Length, Held);
+        var store = LogStore.Open(_logPath, h.LogHeader.Length, Held, _snapshotSequence);
         var client = new ReplicationClient(new ProtectSettings
         {
             BackupUrl = s.Standbys[0],
@@ -515,11 +624,13 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         }, log, store);
         using (var prefix = new FileStream(_logPath, FileMode.Open, FileAccess.Read, FileShare.ReadWrite))
             _liveWriter = new LogWriter(header, client, Held, prefix);
+        var recording = new RecordingBoundary(_liveWriter, from) { Gate = client.Gate };
+        client.Snapshots = recording; // standbys that share the guest's files join from a snapshot
         client.Gate.StartReleasedAt(p.LogStdoutBytes, p.LogStderrBytes);
         client.StartLive(h.LogHeader.ToByteArray(), _arbiter!, _wonTerm);
         _liveClient = client;
         log.WriteLine($"backup: recording on after record #{Held} into {_logPath}; asking standbys {string.Join(", ", s.Standbys)} to join");
-        return new RecordingBoundary(_liveWriter, from) { Gate = client.Gate };
+        return recording;
     }
 
     /// <summary>
@@ -541,24 +652,35 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         log.WriteLine("backup: the primary was lost after its guest ended and holds the arbiter: it released its last output itself");
     }
 
-    void ReplayMain(LogHeader header)
+    FollowOptions Follow(LogHeader header) => new()
+    {
+        TakeOver = TakeOver,
+        WentLive = report => { foreach (var line in report) s.Events.Emit(ReplicaEvent.TakeoverDescriptor, ("detail", line)); },
+        SharedStorage = s.SharedStorage,
+        Continue = (p, from) => ContinueRecording(p, from, header),
+    };
+
+    /// <param name="restored">A machine restored from a snapshot (its boundary is <see cref="_boundary"/>); null: the
+    /// program is loaded and the log replayed from record 1.</param>
+    void ReplayMain(LogHeader header, Machine? restored = null)
     {
         int code;
         try
         {
-            using var reader = new LogReader(_pipe, leaveOpen: true);
-            var opts = Recording.OptionsFrom(header, s.Root, s.Tap, s.Netns);
-            _boundary = new ReplayBoundary(reader, showOutput: false, new FollowOptions
+            Machine m;
+            if (restored != null) m = restored;
+            else
             {
-                TakeOver = TakeOver,
-                WentLive = report => { foreach (var line in report) s.Events.Emit(ReplicaEvent.TakeoverDescriptor, ("detail", line)); },
-                SharedStorage = s.SharedStorage,
-                Continue = (p, from) => ContinueRecording(p, from, header),
-            });
-            // the program is read again for loading and must still be the one the hello's hash named
-            var program = Recording.RecordedProgram(header, opts, out var why) ?? throw new ElfLoadException($"program: {why}");
-            using var m = new Machine(opts, _boundary);
-            m.Load(program);
+                var reader = new LogReader(_pipe, leaveOpen: true);
+                var opts = Recording.OptionsFrom(header, s.Root, s.Tap, s.Netns);
+                _boundary = new ReplayBoundary(reader, showOutput: false, Follow(header));
+                // the program is read again for loading and must still be the one the hello's hash named
+                var program = Recording.RecordedProgram(header, opts, out var why) ?? throw new ElfLoadException($"program: {why}");
+                m = new Machine(opts, _boundary);
+                m.Load(program);
+            }
+            using var machine = m;
+            var b = _boundary!;
             int status = m.Run();
             if (_liveClient is { } lc)
             {
@@ -570,14 +692,14 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
                     log.WriteLine($"backup: {lc.Gate.SocketHeldBytes} bytes held for sockets whose peers stopped reading were not delivered");
                 lc.Store.Dispose();
             }
-            if (_boundary.Live)
-                log.WriteLine($"backup: guest exited with status {status} after {m.InstructionCount} instructions (live since instruction {_boundary.Takeover!.Value.Instruction})");
+            if (b.Live)
+                log.WriteLine($"backup: guest exited with status {status} after {m.InstructionCount} instructions (live since instruction {b.Takeover!.Value.Instruction})");
             else
             {
-                log.WriteLine($"backup: replay matched the primary: {m.InstructionCount} instructions, {_boundary.RecordsConsumed} records, {_boundary.CheckpointsVerified} checkpoints and {_boundary.OutputsVerified} outputs verified, guest exit status {status}");
-                s.Events.Emit(ReplicaEvent.ReplayMatched, ("instructions", m.InstructionCount), ("records", _boundary.RecordsConsumed),
-                    ("checkpoints", _boundary.CheckpointsVerified), ("outputs", _boundary.OutputsVerified), ("status", status));
-                if (_boundary.HoldsUnreleasedOutput) FinishOutput(_boundary);
+                log.WriteLine($"backup: replay matched the primary: {m.InstructionCount} instructions, {b.RecordsConsumed} records, {b.CheckpointsVerified} checkpoints and {b.OutputsVerified} outputs verified, guest exit status {status}");
+                s.Events.Emit(ReplicaEvent.ReplayMatched, ("instructions", m.InstructionCount), ("records", b.RecordsConsumed),
+                    ("checkpoints", b.CheckpointsVerified), ("outputs", b.OutputsVerified), ("status", status));
+                if (b.HoldsUnreleasedOutput) FinishOutput(b);
             }
             code = status;
         }
@@ -664,7 +786,7 @@ public sealed class ReplicationService(BackupSession session) : Protocol.Replica
         {
             await responseStream.WriteAsync(new BackupMessage
             {
-                Welcome = new Welcome { BackupId = s.Id, DataPort = (uint)session.DataPort, DataTicket = ByteString.CopyFrom(pending.Ticket) },
+                Welcome = new Welcome { BackupId = s.Id, DataPort = (uint)session.DataPort, DataTicket = ByteString.CopyFrom(pending.Ticket), Snapshot = session.AcceptsSnapshot(hello) },
             }, ct);
         }
         catch (Exception e) when (e is OperationCanceledException or IOException or RpcException or InvalidOperationException)

@@ -36,6 +36,7 @@ var lrootOpt = new Option<string?>("--root") { Description = "This replica's own
 var tokenOpt = new Option<string?>("--token-file") { Description = "File holding the secret shared with the primary (at least 16 bytes). Required unless --insecure-no-auth." };
 var insecureOpt = new Option<bool>("--insecure-no-auth") { Description = "Listen WITHOUT authentication: any client that reaches the port can claim this backup as its primary and, when it goes live, have it run a program of its choice. Only for throwaway experiments on a trusted network." };
 var sharedOpt = new Option<bool>("--shared-storage") { Description = "The primary and this backup share the guest root on purpose (the same directory on one machine). Without it, such a pair is refused: both replicas would apply the guest's file writes to the same files." };
+var noSnapshotOpt = new Option<bool>("--no-snapshot") { Description = "As a standby, take the live replica's log from record 1 and replay it even when it offers a machine snapshot (a standby that shares the guest's files takes the snapshot by default: joining then costs the size of the guest's state, not the length of its run)." };
 var arbiterOpt = new Option<string?>("--arbiter") { Description = ReVirt.Arbiter.Arbiters.Help };
 arbiterOpt.Validators.Add(r => { if (ReVirt.Arbiter.Arbiters.Validate(r.GetValueOrDefault<string?>()) is { } err) r.AddError($"--arbiter: {err}"); });
 var timeoutOpt = new Option<int>("--timeout-ms") { Description = "The primary is declared lost after this long without a batch or heartbeat.", DefaultValueFactory = _ => 2000 };
@@ -58,7 +59,7 @@ var dataPortOpt = new Option<int>("--data-port") { Description = "TCP port of th
 var standbyRetryOpt = new Option<int>("--standby-retry-ms") { Description = "Pause between two rounds over the standbys while none accepts.", DefaultValueFactory = _ => 500 };
 var listen = new Command("listen", "Serve the replication endpoint, follow one primary (`primary protect`), replay its log in lockstep and acknowledge each batch as soon as it holds it; when the primary is lost, drain, win the arbiter and go live. Exit status: the guest's; 3 when standing down; 1 on divergence.")
 {
-    listenOpt, lrootOpt, tokenOpt, insecureOpt, sharedOpt, certOpt, keyOpt, caOpt, arbiterOpt, timeoutOpt, copyOpt, eventsOpt, plantOpt, ackDelayOpt, tapOpt, netnsOpt, standbyOpt, standbyRetryOpt, dataPortOpt,
+    listenOpt, lrootOpt, tokenOpt, insecureOpt, sharedOpt, noSnapshotOpt, certOpt, keyOpt, caOpt, arbiterOpt, timeoutOpt, copyOpt, eventsOpt, plantOpt, ackDelayOpt, tapOpt, netnsOpt, standbyOpt, standbyRetryOpt, dataPortOpt,
 };
 listen.SetAction(parse =>
 {
@@ -75,6 +76,7 @@ listen.SetAction(parse =>
         Secret = secret,
         InsecureNoAuth = parse.GetValue(insecureOpt),
         SharedStorage = parse.GetValue(sharedOpt),
+        NoSnapshot = parse.GetValue(noSnapshotOpt),
         ArbiterPath = parse.GetValue(arbiterOpt),
         TimeoutMs = parse.GetValue(timeoutOpt),
         LogPath = parse.GetValue(copyOpt),
@@ -103,7 +105,15 @@ static int Replay(FileInfo log, bool show, string? rootOverride, ReVirt.Cpu.Exec
 {
     if (!log.Exists) { Console.Error.WriteLine($"backup: {log.FullName}: no such file"); return (int)ReplayVerdictKind.Refused; }
     LogReader reader;
-    try { reader = LogReader.Open(log.FullName); }
+    // a log kept by a replica that joined from a snapshot starts after it; the snapshot lies next to it
+    string snapPath = log.FullName + ".snapshot";
+    byte[]? snapshot = File.Exists(snapPath) ? File.ReadAllBytes(snapPath) : null;
+    try
+    {
+        ulong after = snapshot != null ? ReVirt.Snapshot.MachineSnapshot.SequenceOf(snapshot) : 0;
+        reader = new LogReader(new FileStream(log.FullName, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete, bufferSize: 0), false, after);
+    }
+    catch (ReVirt.Snapshot.SnapshotFormatException e) { Console.Error.WriteLine($"backup: {snapPath}: refused: {e.Message}"); return (int)ReplayVerdictKind.Refused; }
     catch (LogFormatException e) { Console.Error.WriteLine($"backup: {log.FullName}: refused: {e.Message}"); return (int)ReplayVerdictKind.Refused; }
     using (reader)
     {
@@ -116,7 +126,7 @@ static int Replay(FileInfo log, bool show, string? rootOverride, ReVirt.Cpu.Exec
                 progress = new Timer(_ =>
                     Console.Error.Write($"\rbackup: replaying: instruction {m.Kernel.Current?.Cpu.InstructionCount ?? 0:N0}, record #{boundary.RecordsConsumed:N0}, {boundary.CheckpointsVerified} checkpoints verified   "),
                     null, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(1));
-        }, tier);
+        }, tier, snapshot);
         if (progress != null) { progress.Dispose(); Console.Error.WriteLine(); }
         Console.Out.Flush();
         string prefix = v.Kind == ReplayVerdictKind.Refused ? "refused: " : "";

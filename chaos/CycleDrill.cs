@@ -42,8 +42,14 @@ public sealed class CycleRecord
     public double? JoinMs { get; set; }
     /// <summary>The survivor's reprotected → standby-holds (the whole backlog crossed and was acknowledged).</summary>
     public double? TransferMs { get; set; }
-    /// <summary>The standby's following → caught-up (it replayed the backlog from record 1 at full speed).</summary>
+    /// <summary>The standby's following → caught-up (it replayed the backlog: from record 1 after a log join, from
+    /// the snapshot after a snapshot join).</summary>
     public double? CatchUpMs { get; set; }
+    /// <summary>How the standby joined: "snapshot" (a machine snapshot, then the log after it) or "log" (from record 1).</summary>
+    public string? JoinMode { get; set; }
+    /// <summary>A snapshot join: the guest's pause for the copy-on-write capture, and the snapshot's size.</summary>
+    public double? PauseMs { get; set; }
+    public long? SnapshotBytes { get; set; }
     public long? BacklogRecords { get; set; }
     public long? BacklogBytes { get; set; }
     public List<InvariantResult> Invariants { get; set; } = new();
@@ -145,13 +151,18 @@ public static class CycleInvariants
     }
 
     /// <summary>The last live replica's whole log (what the old primaries recorded, then what it recorded itself)
-    /// replays faithfully and produces exactly the output the world saw.</summary>
-    public static InvariantResult WholeLogReplays(int replayExit, byte[] replayOutput, byte[] final, string logPath)
+    /// replays faithfully and produces exactly the output the world saw — from byte <paramref name="from"/> on when the
+    /// replica joined from a snapshot (its log starts there, and replays from the snapshot).</summary>
+    public static InvariantResult WholeLogReplays(int replayExit, byte[] replayOutput, byte[] final, string logPath, ulong from = 0)
     {
         if (replayExit != 0) return InvariantResult.Fail(Faithful, $"backup replay --log {logPath} exited with {replayExit} (0: a faithful replay of a complete recording)");
-        if (!replayOutput.AsSpan().SequenceEqual(final))
-            return InvariantResult.Fail(Faithful, $"the replay of {logPath} printed {replayOutput.Length} bytes that differ from the {final.Length} bytes the world saw (first difference at byte {FirstDiff(replayOutput, final)})");
-        return InvariantResult.Pass(Faithful, $"the last replica's whole log replays faithfully to the {final.Length} bytes the world saw");
+        if (from > (ulong)final.Length) return InvariantResult.Fail(Faithful, $"the log of {logPath} starts at output byte {from}, past the {final.Length} bytes the world saw");
+        var seen = final.AsSpan((int)from);
+        if (!replayOutput.AsSpan().SequenceEqual(seen))
+            return InvariantResult.Fail(Faithful, $"the replay of {logPath} printed {replayOutput.Length} bytes that differ from the {seen.Length} bytes the world saw from byte {from} (first difference at byte {FirstDiff(replayOutput, seen.ToArray())})");
+        return InvariantResult.Pass(Faithful, from == 0
+            ? $"the last replica's whole log replays faithfully to the {final.Length} bytes the world saw"
+            : $"the last replica's log replays faithfully from its snapshot to the {seen.Length} bytes the world saw from byte {from} on");
     }
 
     static int FirstDiff(byte[] a, byte[] b)
@@ -267,6 +278,12 @@ public sealed class CycleDrill(CycleSettings s)
                 rec.BacklogBytes = reprotected.Long("backlogBytes");
                 var holds = Need(follower, ReplicaEvent.StandbyHolds, "hear the standby acknowledge the backlog");
                 rec.TransferMs = holds.Num("transferMs");
+                rec.JoinMode = reprotected.Str("mode") ?? "log";
+                if (rec.JoinMode == "snapshot")
+                {
+                    rec.PauseMs = follower.Proc.Events.LastOrDefault(e => e.Name == ReplicaEvent.SnapshotTaken)?.Num("pauseMs");
+                    rec.SnapshotBytes = Need(joiner, ReplicaEvent.SnapshotRestored, "restore the snapshot").Long("bytes");
+                }
                 var caught = Need(joiner, ReplicaEvent.CaughtUp, "catch up");
                 rec.CatchUpMs = caught.Num("ms");
                 live = follower;
@@ -294,7 +311,8 @@ public sealed class CycleDrill(CycleSettings s)
             };
             Say($"replaying {live.Name}'s whole log");
             var (code, replayed) = ReplayLog(live.LogPath);
-            finalChecks.Add(CycleInvariants.WholeLogReplays(code, replayed, stitched, live.LogPath));
+            ulong from = live.Proc.Event(ReplicaEvent.SnapshotRestored)?.ULong("stdoutAt") ?? 0;
+            finalChecks.Add(CycleInvariants.WholeLogReplays(code, replayed, stitched, live.LogPath, from));
             string report = WriteReport(cycles, finalChecks, clock.Elapsed.TotalMilliseconds, stitched.Length);
             return (cycles, finalChecks, report);
         }
@@ -337,6 +355,7 @@ public sealed class CycleDrill(CycleSettings s)
             {
                 cycle = c.Cycle, killed = c.Killed, survivor = c.Survivor, joiner = c.Joiner, term = c.Term,
                 takeoverMs = c.TakeoverMs, drainMs = c.DrainMs, joinMs = c.JoinMs, transferMs = c.TransferMs, catchUpMs = c.CatchUpMs,
+                joinMode = c.JoinMode, pauseMs = c.PauseMs, snapshotBytes = c.SnapshotBytes,
                 backlogRecords = c.BacklogRecords, backlogBytes = c.BacklogBytes,
                 invariants = c.Invariants.Select(i => new { name = i.Name, ok = i.Ok, detail = i.Detail }),
             }),
@@ -362,9 +381,9 @@ public sealed class CycleDrill(CycleSettings s)
     public static string Table(List<CycleRecord> cycles)
     {
         var sb = new StringBuilder();
-        sb.AppendLine("cycle  killed     survivor   term  takeover ms  join ms  transfer ms  catch-up ms  backlog records  invariants");
+        sb.AppendLine("cycle  killed     survivor   term  takeover ms  join ms  mode      pause ms  transfer ms  catch-up ms  backlog records  invariants");
         foreach (var c in cycles)
-            sb.AppendLine($"{c.Cycle,5}  {c.Killed,-9}  {c.Survivor,-9}  {c.Term,4}  {c.TakeoverMs,11:F0}  {c.JoinMs,7:F0}  {c.TransferMs,11:F0}  {c.CatchUpMs,11:F0}  {c.BacklogRecords,15}  {(c.Ok ? "ok" : "VIOLATED " + c.Invariants.First(i => !i.Ok).Name)}");
+            sb.AppendLine($"{c.Cycle,5}  {c.Killed,-9}  {c.Survivor,-9}  {c.Term,4}  {c.TakeoverMs,11:F0}  {c.JoinMs,7:F0}  {c.JoinMode,-8}  {c.PauseMs,8:F1}  {c.TransferMs,11:F0}  {c.CatchUpMs,11:F0}  {c.BacklogRecords,15}  {(c.Ok ? "ok" : "VIOLATED " + c.Invariants.First(i => !i.Ok).Name)}");
         return sb.ToString();
     }
 }

@@ -74,8 +74,8 @@ var certOpt = new Option<string?>("--cert") { Description = "Mutual TLS: this re
 var keyOpt = new Option<string?>("--key") { Description = "Mutual TLS: the private key of --cert (PEM)." };
 var caOpt = new Option<string?>("--ca") { Description = "Mutual TLS: the CA certificate(s) (PEM) the backup's certificate must chain to; the system trust store is not used." };
 var eventsOpt = new Option<string?>("--events") { Description = "Report what happens as JSON lines (one event per line: protected, backup-lost, unprotected, fenced, exit, ...) to FILE or to an inherited descriptor fd:N." };
-var plantOpt = new Option<string?>("--plant") { Description = "Drills only: plant a violation the drill's checkers must report (gate-early, ignore-arbiter).", Hidden = true };
-plantOpt.AcceptOnlyFromAmong("gate-early", "ignore-arbiter");
+var plantOpt = new Option<string?>("--plant") { Description = "Drills only: plant a violation the drill's checkers must report (gate-early, ignore-arbiter, snapshot-omits-page).", Hidden = true };
+plantOpt.AcceptOnlyFromAmong("gate-early", "ignore-arbiter", "snapshot-omits-page");
 var standbyOpt = new Option<string[]>("--standby")
 {
     Description = "URL of a standby (`backup listen --listen URL` with the same token or certificates), repeatable. Whenever this replica runs without a backup (it lost its backup and won the arbiter), it asks the standbys in turn every --standby-retry-ms until one accepts, sends it the whole log from the beginning and is protected again; output produced from then on waits for that standby's acknowledgements.",
@@ -121,6 +121,7 @@ protect.SetAction(parse =>
             "ignore-arbiter" => ReVirt.Replication.PrimaryPlant.IgnoreArbiter,
             _ => ReVirt.Replication.PrimaryPlant.None,
         },
+        PlantSnapshot = parse.GetValue(plantOpt) == "snapshot-omits-page" ? ReVirt.Snapshot.SnapshotPlant.OmitPage : ReVirt.Snapshot.SnapshotPlant.None,
     };
     if (MakeOptions(parse) is not { } machine) return 2;
     return ReVirt.Primary.ProtectHost.Run(settings, machine, parse.GetValue(intervalOpt), parse.GetValue(statsOpt));

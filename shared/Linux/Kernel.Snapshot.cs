@@ -50,7 +50,7 @@ public sealed partial class Kernel
         _threads.Clear();
         _threads.AddRange(order);
         _live = order.Count(t => t.State != ThreadState.Dead);
-        _runnable = order.Count(t => t.State == ThreadState.Runnable);
+        _runnable = order.Count(t => t.CanRun); // a stopped process's runnable threads do not count (SetStopped)
         (_nextTid, _pipes, _accountedAt, _switch, _yieldAsked, Uid) = (st.NextTid, st.PipesMade, st.AccountedAt, st.SwitchAsked, st.YieldAsked, st.Uid);
         Current = current;
         _restored = true;

@@ -26,8 +26,10 @@ public sealed record ReplayVerdict(ReplayVerdictKind Kind, string Message, ulong
 /// </summary>
 public static class ReplayCheck
 {
+    /// <param name="snapshot">The machine snapshot the log starts after (a log kept by a replica that joined from one,
+    /// <see cref="LogReader.StartsAfter"/>): the replay starts from it instead of loading the program.</param>
     public static ReplayVerdict Run(LogReader reader, string? rootOverride = null, bool showOutput = false, Action<Machine, ReplayBoundary>? started = null,
-        Cpu.ExecutionTier tier = Cpu.ExecutionTier.Default)
+        Cpu.ExecutionTier tier = Cpu.ExecutionTier.Default, byte[]? snapshot = null)
     {
         MachineOptions opts;
         try { opts = Recording.OptionsFrom(reader.Header, rootOverride); }
@@ -35,15 +37,30 @@ public static class ReplayCheck
         opts.Tier = tier; // which tier replays is the replayer's choice: every tier gives the same execution
         if (Recording.RecordedProgram(reader.Header, opts, out var why) is not { } program) return new(ReplayVerdictKind.Refused, why);
         var boundary = new ReplayBoundary(reader, showOutput);
-        using var m = new Machine(opts, boundary);
+        Machine m;
+        if (snapshot == null) m = new Machine(opts, boundary);
+        else
+        {
+            try
+            {
+                (m, var point) = Snapshot.MachineSnapshot.Restore(snapshot, reader.Header.Encode(), opts, boundary);
+                boundary.ResumeAt(point);
+            }
+            catch (Exception e) when (e is Snapshot.SnapshotFormatException or Snapshot.SnapshotRefusedException or InvalidOperationException)
+            {
+                return new(ReplayVerdictKind.Refused, $"the snapshot the log starts from is refused: {e.Message}");
+            }
+        }
+        using var machine = m;
         started?.Invoke(m, boundary);
         try
         {
-            m.Load(program);
+            if (snapshot == null) m.Load(program);
             int status = m.Run();
             // the replay reads no further than the End record: make the reader look past it (it refuses any byte there)
             if (boundary.RecordingComplete) reader.TryRead(out _);
-            string verified = $"{m.InstructionCount} instructions, {boundary.RecordsConsumed} records, {boundary.CheckpointsVerified} checkpoints and {boundary.OutputsVerified} outputs verified, guest exit status {status}";
+            string from = snapshot != null ? $" from the snapshot at record #{reader.StartsAfter}" : "";
+            string verified = $"{m.InstructionCount} instructions, {boundary.RecordsConsumed} records, {boundary.CheckpointsVerified} checkpoints and {boundary.OutputsVerified} outputs verified{from}, guest exit status {status}";
             return boundary.RecordingComplete
                 ? new(ReplayVerdictKind.Faithful, $"faithful: the replay matched the complete recording: {verified}", m.InstructionCount)
                 : new(ReplayVerdictKind.EndedEarly, $"recording ended early at record #{boundary.LastRecord}: the replay matched it ({verified}) but the log has no End record", m.InstructionCount);

@@ -9,6 +9,7 @@ using Polly.Timeout;
 using ReVirt.Arbiter;
 using ReVirt.Log;
 using ReVirt.Protocol;
+using ReVirt.Snapshot;
 
 namespace ReVirt.Replication;
 
@@ -48,6 +49,8 @@ public sealed class ProtectSettings
     /// losing the arbiter.
     /// </summary>
     public PrimaryPlant Plant { get; init; }
+    /// <summary>Drills and tests only (<c>--plant snapshot-omits-page</c>, hidden): every snapshot sent leaves a page out.</summary>
+    public SnapshotPlant PlantSnapshot { get; init; }
     /// <summary>
     /// Standby endpoints (<c>--standby URL</c>, repeatable): whenever this replica runs without a backup (it lost
     /// one and won the arbiter, or it took over), it asks them in turn until one accepts, sends it the whole log
@@ -132,6 +135,13 @@ public sealed class ReplicationClient : ILogSink
         /// <summary>Why a producer's send failed (the receiver reports it when the broken link ends its read).</summary>
         public volatile string? SendError;
         public long CatchUpFrom, CatchUpTo;
+        /// <summary>The standby takes a snapshot (Welcome.snapshot) instead of the log from record 1.</summary>
+        public bool WantsSnapshot;
+        /// <summary>A snapshot join: the snapshot's bytes (encoded off the guest thread), its last record, and the
+        /// store offsets of the join point and of the snapshot (output logged between them is held and travels along).</summary>
+        public Task<byte[]>? Snapshot;
+        public ulong SnapshotSequence;
+        public long JoinOffset, SnapshotOffset;
         public Task? Sender, Receiver;
         public Timer? Watchdog;
         public int Lost;
@@ -139,6 +149,10 @@ public sealed class ReplicationClient : ILogSink
     }
 
     public OutputGate Gate { get; } = OutputGate.ToHostStdio();
+
+    /// <summary>The running machine, for snapshots a standby that shares the guest's files can join from (null: every
+    /// standby receives the log from record 1).</summary>
+    public ISnapshotSource? Snapshots { get; set; }
 
     public ulong Acked => (ulong)Interlocked.Read(ref _acked);
     public long BytesSent => Interlocked.Read(ref _bytesSent);
@@ -230,7 +244,7 @@ public sealed class ReplicationClient : ILogSink
     });
 
     /// <summary>Hello, challenge, proof, welcome with the backup or standby at <paramref name="url"/>.</summary>
-    async Task<Session> HandshakeAsync(string url, int attempts, TimeSpan perAttempt, CancellationToken token, ulong liveSequence = 0)
+    async Task<Session> HandshakeAsync(string url, int attempts, TimeSpan perAttempt, CancellationToken token, ulong liveSequence = 0, bool offerSnapshot = false)
     {
         var hello = new Hello
         {
@@ -242,6 +256,7 @@ public sealed class ReplicationClient : ILogSink
             Root = _s.Root,
             Term = (ulong)Term,
             LiveSequence = liveSequence,
+            SnapshotOffered = offerSnapshot,
         };
         _tlsRefusal = null;
         var channel = NewChannel(url);
@@ -273,6 +288,7 @@ public sealed class ReplicationClient : ILogSink
         AsyncDuplexStreamingCall<PrimaryMessage, BackupMessage>? call = null;
         DataLink? link = null;
         string backupId = "";
+        bool wantsSnapshot = false;
         try
         {
             await pipeline.ExecuteAsync(async ct =>
@@ -291,6 +307,7 @@ public sealed class ReplicationClient : ILogSink
                 if (welcome.BodyCase == BackupMessage.BodyOneofCase.Refused) throw new ReplicationRefusedException(welcome.Refused.Reason);
                 if (welcome.BodyCase != BackupMessage.BodyOneofCase.Welcome) throw new ReplicationRefusedException($"protocol error: expected welcome, got {welcome.BodyCase}");
                 backupId = welcome.Welcome.BackupId;
+                wantsSnapshot = offerSnapshot && welcome.Welcome.Snapshot;
                 // the log and the acks travel on the backup's data link: the host dialled (or the relay the
                 // operator named) and the port the welcome names, opened with the welcome's one-time ticket
                 var uri = new Uri(url);
@@ -320,7 +337,7 @@ public sealed class ReplicationClient : ILogSink
         }
         var opened = link!;
         cts.Token.Register(opened.Close);
-        return new Session { Url = url, Channel = channel, Call = call!, Cts = cts, Link = opened, BackupId = backupId };
+        return new Session { Url = url, Channel = channel, Call = call!, Cts = cts, Link = opened, BackupId = backupId, WantsSnapshot = wantsSnapshot };
     }
 
     static async Task<BackupMessage> Next(AsyncDuplexStreamingCall<PrimaryMessage, BackupMessage> call, CancellationToken ct)
@@ -341,7 +358,7 @@ public sealed class ReplicationClient : ILogSink
             _store.Append(_pending.GetBuffer().AsSpan(0, (int)_pending.Length));
             _pending.SetLength(0);
             _store.Flush();
-            session.CatchUpFrom = catchUp ? _store.HeaderLength : _store.Length;
+            session.CatchUpFrom = session.Snapshot != null ? session.SnapshotOffset : catchUp ? _store.HeaderLength : _store.Length;
             session.CatchUpTo = _store.Length;
             session.JoinedAt = Stopwatch.GetTimestamp();
             // the gate has held output since the hello (HoldForJoin): what was logged up to joinAt was released
@@ -386,16 +403,41 @@ public sealed class ReplicationClient : ILogSink
                 // from the hello on, output is held again: the standby is told the log's end S, and whatever the
                 // world sees from here on waits for its acknowledgements. A standby that loses this replica before
                 // it holds record S must not go live (the world may have seen output it cannot reproduce).
-                ulong joinAt = HoldForJoin();
+                ulong joinAt = HoldForJoin(out long joinOffset);
                 try
                 {
-                    var session = await HandshakeAsync(url, 2, TimeSpan.FromMilliseconds(Math.Max(5_000, _s.TimeoutMs * 3)), ct, joinAt);
-                    if (_state != LinkState.Unprotected || _finishing) { session.Cts.Cancel(); session.Call.Dispose(); session.Channel.Dispose(); ResumeUnprotected(); return; }
-                    Activate(session, catchUp: true, joinAt);
+                    var session = await HandshakeAsync(url, 2, TimeSpan.FromMilliseconds(Math.Max(5_000, _s.TimeoutMs * 3)), ct, joinAt, offerSnapshot: Snapshots != null);
+                    if (_state != LinkState.Unprotected || _finishing) { Drop(session); ResumeUnprotected(); return; }
+                    ulong activateAt = joinAt;
+                    if (session.WantsSnapshot)
+                    {
+                        var (capture, offset, why) = await TakeSnapshotAsync(ct);
+                        if (capture != null)
+                        {
+                            session.Snapshot = Task.Run(() => capture.Encode(_s.PlantSnapshot));
+                            session.SnapshotSequence = activateAt = capture.Sequence;
+                            session.JoinOffset = joinOffset;
+                            session.SnapshotOffset = offset;
+                        }
+                        else
+                        {
+                            _log.WriteLine($"{_s.Role}: no snapshot for {url}: {why}; sending the log instead");
+                            _s.Events.Emit(ReplicaEvent.SnapshotUnsupported, ("url", url), ("reason", why));
+                        }
+                    }
+                    if (session.Snapshot == null && _store.StartsAfter > 0)
+                    {
+                        Drop(session);
+                        throw new ReplicationRefusedException($"this replica's log starts after record #{_store.StartsAfter} (it joined from a snapshot), so it can only send a snapshot, and {(session.WantsSnapshot ? "none can be taken now" : "the standby asked for the log (it does not share the guest's files)")}");
+                    }
+                    if (_state != LinkState.Unprotected || _finishing) { Drop(session); ResumeUnprotected(); return; }
+                    Activate(session, catchUp: true, activateAt);
                     double waitedMs = Stopwatch.GetElapsedTime(since).TotalMilliseconds;
-                    _log.WriteLine($"{_s.Role}: protected again by {session.BackupId} at {url} (term {Term}); sending it the log so far: {_base} records, {session.CatchUpTo - session.CatchUpFrom} bytes");
+                    string what = session.Snapshot != null ? $"a snapshot at record #{session.SnapshotSequence}, then {session.CatchUpTo - session.CatchUpFrom} bytes of log" : $"the log so far: {_base} records, {session.CatchUpTo - session.CatchUpFrom} bytes";
+                    _log.WriteLine($"{_s.Role}: protected again by {session.BackupId} at {url} (term {Term}); sending it {what}");
                     _s.Events.Emit(ReplicaEvent.Reprotected, ("backup", session.BackupId), ("url", url), ("term", Term),
-                        ("backlogRecords", _base), ("backlogBytes", session.CatchUpTo - session.CatchUpFrom), ("unprotectedMs", waitedMs));
+                        ("backlogRecords", session.Snapshot != null ? 0 : _base), ("backlogBytes", session.CatchUpTo - session.CatchUpFrom), ("unprotectedMs", waitedMs),
+                        ("mode", session.Snapshot != null ? "snapshot" : "log"), ("snapshotSequence", session.Snapshot != null ? session.SnapshotSequence : null));
                     return;
                 }
                 catch (Exception e) when (!ct.IsCancellationRequested)
@@ -416,16 +458,68 @@ public sealed class ReplicationClient : ILogSink
         finally { if (_state == LinkState.Unprotected) ResumeUnprotected(); }
     }
 
-    /// <summary>Flushes the log to the store and holds output produced after it; returns the last record (the join point).</summary>
-    ulong HoldForJoin()
+    /// <summary>Flushes the log to the store and holds output produced after it; returns the last record (the join
+    /// point) and where the store ends.</summary>
+    ulong HoldForJoin(out long storeOffset)
     {
         lock (_pending)
         {
             PushPending();
             ulong at = (ulong)Interlocked.Read(ref _produced);
             Gate.Reprotect(at);
+            storeOffset = _store.Length;
             return at;
         }
+    }
+
+    static void Drop(Session session) { session.Cts.Cancel(); session.Call.Dispose(); session.Channel.Dispose(); }
+
+    /// <summary>Longest wait for the guest thread to reach an instruction boundary for a snapshot.</summary>
+    static readonly TimeSpan SnapshotWait = TimeSpan.FromSeconds(30);
+
+    /// <summary>
+    /// Captures the machine on the guest thread at its next stop (copy-on-write: the guest waits for the fork of its
+    /// address spaces, not for the copy) and notes where the store ends (every record up to the snapshot's is in
+    /// it). A machine holding state a snapshot cannot carry, or a guest that ended, gives the reason instead.
+    /// </summary>
+    async Task<(SnapshotCapture? Capture, long StoreOffset, string? Why)> TakeSnapshotAsync(CancellationToken ct)
+    {
+        var src = Snapshots!;
+        var done = new TaskCompletionSource<(SnapshotCapture?, long, string?)>(TaskCreationOptions.RunContinuationsAsynchronously);
+        src.RunAtNextStop(k =>
+        {
+            try
+            {
+                if (MachineSnapshot.Uncapturable(k) is { } why) { done.TrySetResult((null, 0, why)); return; }
+                var cap = MachineSnapshot.Capture(k, src.Point, _header);
+                long off;
+                lock (_pending) { PushPending(); _store.Flush(); off = _store.Length; }
+                if (!done.TrySetResult((cap, off, null))) { cap.Dispose(); return; }
+                _s.Events.Emit(ReplicaEvent.SnapshotTaken, ("sequence", cap.Sequence), ("pauseMs", cap.Pause.TotalMilliseconds), ("pages", cap.Pages));
+            }
+            catch (Exception e) when (e is InvalidOperationException or IOException) { done.TrySetResult((null, 0, e.Message)); }
+        });
+        var got = await Task.WhenAny(done.Task, Task.Delay(SnapshotWait, ct));
+        if (got == done.Task) return done.Task.Result;
+        if (!done.TrySetResult((null, 0, "cancelled")) && done.Task.Result.Item1 is { } late) return done.Task.Result;
+        return (null, 0, ct.IsCancellationRequested ? "this replica is finishing" : $"the guest reached no instruction boundary within {SnapshotWait.TotalSeconds:F0} s");
+    }
+
+    /// <summary>Output logged between the join point and the snapshot (the gate holds it since the hello): a standby
+    /// that takes over before this replica released it emits it, as it would from a log it replayed.</summary>
+    IEnumerable<HeldOutput> HeldSince(long from, long to)
+    {
+        if (to <= from) yield break;
+        foreach (var (_, _, frames) in _store.ReadBatches(from, to, 1 << 20))
+            for (int off = 0; off < frames.Length;)
+            {
+                int len = (int)System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(frames.AsSpan(off));
+                var rec = new LogRecord(frames.AsSpan(off, len).ToArray(), 0);
+                off += len;
+                if (rec.Kind != RecordKind.Output) continue;
+                var o = rec.Decode<Output>();
+                yield return new HeldOutput { Fd = o.Fd, Start = o.TotalBytes - (ulong)o.Bytes.Length, Data = ByteString.CopyFrom(o.Bytes) };
+            }
     }
 
     /// <summary>No standby joined: release what was held for it and go on unprotected.</summary>
@@ -553,7 +647,8 @@ public sealed class ReplicationClient : ILogSink
         var ct = session.Cts.Token;
         try
         {
-            // catch-up: the stored log from record 1 up to the moment the standby joined
+            if (session.Snapshot != null) SendSnapshot(session, ct);
+            // catch-up: the stored log from record 1 (or from the snapshot) up to the moment the standby joined
             if (session.CatchUpTo > session.CatchUpFrom)
             {
                 foreach (var (first, count, frames) in _store.ReadBatches(session.CatchUpFrom, session.CatchUpTo, 1 << 20))
@@ -602,6 +697,42 @@ public sealed class ReplicationClient : ILogSink
     }
 
     OutputMark Mark() => new() { StdoutBytes = Gate.ReleasedStdout, StderrBytes = Gate.ReleasedStderr };
+
+    /// <summary>Largest snapshot chunk in one message.</summary>
+    const int SnapshotChunkBytes = 1 << 20;
+
+    void SendSnapshot(Session session, CancellationToken ct)
+    {
+        long t0 = Stopwatch.GetTimestamp();
+        if (_s.PlantSnapshot != SnapshotPlant.None)
+        {
+            _log.WriteLine($"{_s.Role}: TESTING: the snapshot leaves a page out");
+            _s.Events.Emit(ReplicaEvent.Planted, ("violation", "snapshot-omits-page"));
+        }
+        // heartbeats while the snapshot is encoded, so the standby (which starts only with the snapshot) hears from us
+        while (!session.Snapshot!.Wait(_s.HeartbeatMs, ct))
+            session.Link.Send(new PrimaryMessage
+            {
+                Heartbeat = new Heartbeat { LastSequence = (ulong)Interlocked.Read(ref _produced), Released = Mark(), SentUnixMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() },
+            });
+        if (session.Snapshot.Exception is { } failed) throw new IOException($"the snapshot could not be encoded: {failed.InnerException?.Message}");
+        var bytes = session.Snapshot.Result;
+        double encodeMs = Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
+        long t1 = Stopwatch.GetTimestamp();
+        for (long off = 0; off < bytes.Length || off == 0; off += SnapshotChunkBytes)
+        {
+            int n = (int)Math.Min(SnapshotChunkBytes, bytes.Length - off);
+            var chunk = new SnapshotChunk { Sequence = session.SnapshotSequence, TotalBytes = (ulong)bytes.Length, Offset = (ulong)off, Data = ByteString.CopyFrom(bytes, (int)off, n) };
+            if (off + n >= bytes.Length) chunk.Held.AddRange(HeldSince(session.JoinOffset, session.SnapshotOffset));
+            ct.ThrowIfCancellationRequested();
+            session.Link.Send(new PrimaryMessage { SnapshotChunk = chunk });
+            Interlocked.Add(ref _bytesSent, n);
+            if (off + n >= bytes.Length) break;
+        }
+        double sendMs = Stopwatch.GetElapsedTime(t1).TotalMilliseconds;
+        _log.WriteLine($"{_s.Role}: sent {session.BackupId} a snapshot of {bytes.Length} bytes at record #{session.SnapshotSequence} (encoded in {encodeMs:F0} ms, sent in {sendMs:F0} ms)");
+        _s.Events.Emit(ReplicaEvent.SnapshotSent, ("backup", session.BackupId), ("sequence", session.SnapshotSequence), ("bytes", bytes.Length), ("encodeMs", encodeMs), ("sendMs", sendMs));
+    }
 
     /// <summary>The ack thread: reads the backup's messages from the data link and applies each ack at once
     /// (releasing output on this thread).</summary>
@@ -836,6 +967,8 @@ public sealed class LogStore : IDisposable
     public int HeaderLength { get; private set; }
     /// <summary>Sequence number of the last record appended.</summary>
     public ulong LastSequence { get; private set; }
+    /// <summary>Records before the first one stored: a replica that joined from a snapshot holds the log after it only.</summary>
+    public ulong StartsAfter { get; private init; }
 
     LogStore(string path, FileStream w, long length, int headerLength, ulong last)
     {
@@ -852,10 +985,10 @@ public sealed class LogStore : IDisposable
 
     /// <summary>A store over a log file that already holds a header of <paramref name="headerLength"/> bytes and
     /// records up to <paramref name="lastSequence"/> (a backup's copy of the log it received).</summary>
-    public static LogStore Open(string path, int headerLength, ulong lastSequence)
+    public static LogStore Open(string path, int headerLength, ulong lastSequence, ulong startsAfter = 0)
     {
         var w = new FileStream(path, FileMode.Append, FileAccess.Write, FileShare.ReadWrite, 1 << 16);
-        return new(path, w, w.Length, headerLength, lastSequence);
+        return new(path, w, w.Length, headerLength, lastSequence) { StartsAfter = startsAfter };
     }
 
     public void Append(ReadOnlySpan<byte> bytes)

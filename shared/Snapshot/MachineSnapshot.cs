@@ -51,6 +51,15 @@ public static class MachineSnapshot
     const int PageBytes = (int)GuestMemory.PageSize;
     const int MaxString = 1 << 20, MaxItems = 1 << 20;
 
+    /// <summary>The last log record a snapshot includes, read from its kernel section without restoring it (a log
+    /// kept by a replica that joined from the snapshot starts after it).</summary>
+    /// <exception cref="SnapshotFormatException">Too short or not a snapshot.</exception>
+    public static ulong SequenceOf(ReadOnlySpan<byte> snap)
+    {
+        if (snap.Length < 16 + 32 + 8 || !snap[..Magic.Length].SequenceEqual(Magic)) throw new SnapshotFormatException("not a machine snapshot (no RVSNAP01 magic)");
+        return BinaryPrimitives.ReadUInt64LittleEndian(snap[(16 + 32)..]);
+    }
+
     /// <summary>Why this machine cannot be captured now (null: it can). Checked on the guest thread at capture.</summary>
     public static string? Uncapturable(Kernel k)
     {
@@ -147,6 +156,8 @@ public static class MachineSnapshot
             w.Write(p.Cwd); w.Write(p.Umask); w.Write(p.BrkStart); w.Write(p.BrkCur);
             for (int s = 0; s <= Sig.Max; s++) { var a = p.Actions[s]; w.Write(a.Handler); w.Write(a.Flags); w.Write(a.Restorer); w.Write(a.Mask); }
             w.Write(p.Pending); w.Write(p.Name); w.Write(p.Exited); w.Write(p.WaitStatus); w.Write(p.ExitSignal); w.Write(p.DeathSignal);
+            w.Write(p.Stopped); w.Write(p.StopReport); w.Write(p.ContinueReport);
+            w.Write(p.ChildSignal != null); w.Write(p.ChildSignal?.Code ?? 0); w.Write(p.ChildSignal?.Pid ?? 0); w.Write(p.ChildSignal?.Status ?? 0);
             w.Write(p.Instructions); w.Write(p.ChildInstructions); w.Write(p.MaxRssPages); w.Write(p.ChildMaxRssPages);
             var si = p.Start;
             var lp = si.Program;
@@ -188,6 +199,7 @@ public static class MachineSnapshot
         w.Write(t.ClearChildTid); w.Write(t.FutexAddr); w.Write(t.FutexBitset); w.Write(t.FutexTimed); w.Write(t.FutexWoken);
         w.Write(t.Parked); w.Write(t.ParkedNr); w.Write(t.WakesOnVmChange); w.Write(t.HostWait); w.Write(t.WaitSeq);
         w.Write(t.PartialDone); w.Write(t.AlsoWaitsInVm); w.Write(t.AltSp); w.Write(t.AltSize); w.Write(t.AltFlags);
+        w.Write(t.LoggedDeadline.HasValue); w.Write(t.LoggedDeadline ?? 0);
     }
 
     static void WriteOpt(BinaryWriter w, string? s) { w.Write(s != null); if (s != null) w.Write(s); }
@@ -322,6 +334,9 @@ public static class MachineSnapshot
                 p.Cwd = r.Str(); p.Umask = r.I32(); p.BrkStart = r.U64(); p.BrkCur = r.U64();
                 for (int s = 0; s <= Sig.Max; s++) { var a = p.Actions[s]; a.Handler = r.U64(); a.Flags = r.U64(); a.Restorer = r.U64(); a.Mask = r.U64(); }
                 p.Pending = r.U64(); p.Name = r.Str(); p.Exited = r.Bool(); p.WaitStatus = r.I32(); p.ExitSignal = r.I32(); p.DeathSignal = r.I32();
+                p.Stopped = r.Bool(); p.StopReport = r.I32(); p.ContinueReport = r.Bool();
+                bool childSignal = r.Bool(); int csCode = r.I32(), csPid = r.I32(), csStatus = r.I32();
+                p.ChildSignal = childSignal ? new ChildEvent(csCode, csPid, csStatus) : null;
                 p.Instructions = r.U64(); p.ChildInstructions = r.U64(); p.MaxRssPages = r.I64(); p.ChildMaxRssPages = r.I64();
                 var lp = new LoadedProgram { Entry = r.U64(), LoadBias = r.U64(), PhdrAddr = r.U64(), PhNum = r.I32(), PhEnt = r.I32(), BrkStart = r.U64(), IsPie = r.Bool(), Interpreter = r.OptStr() };
                 p.Start = new StartImage { Program = lp, InterpreterBase = r.U64(), StartRip = r.U64(), ExecPath = r.Str(), BinaryPath = r.Str(), Argv = r.Strs() };
@@ -441,6 +456,8 @@ public static class MachineSnapshot
         t.ClearChildTid = r.U64(); t.FutexAddr = r.U64(); t.FutexBitset = r.U32(); t.FutexTimed = r.Bool(); t.FutexWoken = r.Bool();
         t.Parked = r.Bool(); t.ParkedNr = r.I32(); t.WakesOnVmChange = r.Bool(); t.HostWait = r.U32(); t.WaitSeq = r.U32();
         t.PartialDone = r.I64(); t.AlsoWaitsInVm = r.Bool(); t.AltSp = r.U64(); t.AltSize = r.U64(); t.AltFlags = r.I32();
+        bool hasDeadline = r.Bool(); long deadline = r.I64();
+        t.LoggedDeadline = hasDeadline ? deadline : null;
         return t;
     }
 

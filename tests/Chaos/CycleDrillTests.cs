@@ -58,6 +58,9 @@ public class CycleDrillTests(ITestOutputHelper output)
         // the last log replays to something else than what the world saw
         Assert.False(CycleInvariants.WholeLogReplays(0, all[..cut2], final, "log").Ok);
         Assert.False(CycleInvariants.WholeLogReplays(1, all, final, "log").Ok);
+        // a log that starts from a snapshot replays to what the world saw from the snapshot's offset on, not less
+        Assert.True(CycleInvariants.WholeLogReplays(0, all[cut1..], final, "log", (ulong)cut1).Ok);
+        Assert.False(CycleInvariants.WholeLogReplays(0, all[cut2..], final, "log", (ulong)cut1).Ok);
     }
 
     [Fact]
@@ -87,8 +90,13 @@ public class CycleDrillTests(ITestOutputHelper output)
             Assert.Equal([1L, 2L, 3L], cycles.Select(c => c.Term!.Value));
             using var doc = JsonDocument.Parse(File.ReadAllText(report));
             foreach (var c in doc.RootElement.GetProperty("cycles").EnumerateArray())
-                foreach (var f in new[] { "takeoverMs", "joinMs", "transferMs", "catchUpMs" })
+            {
+                foreach (var f in new[] { "takeoverMs", "joinMs", "transferMs", "catchUpMs", "pauseMs" })
                     Assert.True(c.GetProperty(f).GetDouble() > 0, $"report.json gives {f} of every cycle");
+                // the standbys share the guest's files: each joins from a snapshot
+                Assert.Equal("snapshot", c.GetProperty("joinMode").GetString());
+                Assert.True(c.GetProperty("snapshotBytes").GetInt64() > 4096);
+            }
         }
         finally { Directory.Delete(work, true); }
     }

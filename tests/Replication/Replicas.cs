@@ -50,6 +50,17 @@ public static class Replicas
         return t;
     }
 
+    /// <summary>A fresh path in the temporary directory.</summary>
+    public static string TempFile(string ext) => Path.Combine(Path.GetTempPath(), $"revirt-test-{Guid.NewGuid():N}{ext}");
+
+    /// <summary>Removes a lock-file arbiter and the files of its later terms (PATH.2, PATH.3, ...).</summary>
+    public static void DeleteArbiter(string path)
+    {
+        foreach (var f in Directory.GetFiles(Path.GetDirectoryName(path)!, Path.GetFileName(path) + "*")) File.Delete(f);
+    }
+
+    public static int Lines(byte[] stdout) => stdout.Count(b => b == (byte)'\n');
+
     /// <summary>Waits until the guest accepts connections on <paramref name="port"/> (asked of the socket).</summary>
     public static void WaitUntilAccepting(ReplicaProc p, int port, TimeSpan timeout)
     {

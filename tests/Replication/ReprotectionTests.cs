@@ -50,7 +50,8 @@ public class ReprotectionTests(ITestOutputHelper output)
             // a standby whose root does not hold the primary's program: it must refuse with the reason
             var (foreign, foreignUrl) = Replicas.StartBackup("--arbiter", arbiter, "--root", emptyRoot);
             using var _f = foreign;
-            var (s, standbyUrl) = Replicas.StartBackup("--arbiter", arbiter, "--timeout-ms", "2000");
+            // log catch-up (a standby that shares the files takes a snapshot by default: SnapshotJoinTests)
+            var (s, standbyUrl) = Replicas.StartBackup("--arbiter", arbiter, "--timeout-ms", "2000", "--no-snapshot");
             using var _s = s;
             var (stop, run) = TickerRun();
             using var p = Replicas.Primary(["--backup", url, "--standby", foreignUrl, "--standby", standbyUrl, "--arbiter", arbiter, "--timeout-ms", "2000",

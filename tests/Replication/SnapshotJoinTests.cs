@@ -1,0 +1,154 @@
+using ReVirt.Harness;
+using ReVirt.Tests.Programs;
+using Xunit;
+using Xunit.Abstractions;
+
+namespace ReVirt.Tests.Replication;
+
+/// <summary>
+/// Re-protection by snapshot with real processes: a standby that shares the guest's files joins a live replica from a
+/// machine snapshot and follows it (the oracle: its lockstep replay verifies every record after the snapshot, and the
+/// standby's own log replays from the snapshot to exactly the output the primary printed from there on); a snapshot
+/// that omits a page is refused by the standby with the reason while the primary runs on; a transfer cut off mid-way
+/// leaves the standby empty and the primary running, and the next attempt succeeds.
+/// </summary>
+[Collection(ReVirt.Tests.Chaos.RealProcesses.Name)]
+public class SnapshotJoinTests(ITestOutputHelper output)
+{
+    static readonly TimeSpan Long = TimeSpan.FromMinutes(3);
+    static string TempFile(string ext) => Replicas.TempFile(ext);
+    static int Lines(byte[] stdout) => Replicas.Lines(stdout);
+    static void DeleteArbiter(string path) => Replicas.DeleteArbiter(path);
+
+    /// <summary>A backup and a standby (both sharing this machine's files) on free loopback ports.</summary>
+    static (ReplicaProc Backup, string Url, ReplicaProc Standby, string StandbyUrl) BackupAndStandby(string arbiter, params string[] standbyArgs)
+    {
+        var (b, url) = Replicas.StartBackup("--arbiter", arbiter, "--timeout-ms", "2000");
+        var (s, standbyUrl) = Replicas.StartBackup(["--arbiter", arbiter, "--timeout-ms", "2000", .. standbyArgs]);
+        return (b, url, s, standbyUrl);
+    }
+
+    /// <summary>A protected primary running memtouch (MiB of memory, a line every 10 ms) whose backup is killed once it
+    /// printed 20 lines, so that it re-protects itself with the standby at <paramref name="standbyUrl"/>.</summary>
+    static ReplicaProc PrimaryThatLosesItsBackup(ReplicaProc backup, string url, string standbyUrl, string arbiter, string stop, int mib, params string[] extra)
+    {
+        var p = Replicas.Primary(["--backup", url, "--standby", standbyUrl, "--standby-retry-ms", "200", "--arbiter", arbiter, "--timeout-ms", "2000",
+            "--checkpoint-interval", "2000000", .. extra, "--", GuestEnv.Guest("memtouch", "musl"), stop, mib.ToString(), "10"]);
+        p.WaitForEvent(ReplicaEvent.Protected, Long);
+        Assert.True(p.WaitFor(() => Lines(p.Stdout) >= 20, Long), "the guest prints");
+        backup.KillHard();
+        p.WaitForEvent(ReplicaEvent.Unprotected, Long);
+        return p;
+    }
+
+    [Fact]
+    public void AStandbyJoinsFromASnapshotAndItsLogReplaysFromThereToThePrimarysOutput()
+    {
+        string arbiter = TempFile(".lock"), stop = TempFile(".stop"), standbyLog = TempFile(".rvlog");
+        try
+        {
+            var (b, url, s, standbyUrl) = BackupAndStandby(arbiter, "--log", standbyLog);
+            using var _b = b;
+            using var _s = s;
+            using var p = PrimaryThatLosesItsBackup(b, url, standbyUrl, arbiter, stop, 8);
+            var again = p.WaitForEvent(ReplicaEvent.Reprotected, Long);
+            Assert.Equal("snapshot", again.Str("mode"));
+            var taken = p.WaitForEvent(ReplicaEvent.SnapshotTaken, Long);
+            output.WriteLine($"pause {taken.Num("pauseMs")} ms for {taken.Long("pages")} pages");
+            Assert.True(taken.Long("pages") > 8 * 256, "the snapshot holds the guest's 8 MiB");
+            var restored = s.WaitForEvent(ReplicaEvent.SnapshotRestored, Long);
+            Assert.Equal(taken.Long("sequence"), restored.Long("sequence"));
+            var holds = p.WaitForEvent(ReplicaEvent.StandbyHolds, Long);
+            output.WriteLine($"transfer {holds.Num("transferMs")} ms, {restored.Long("bytes")} bytes");
+            // the standby follows in lockstep: more lines, then the end
+            long at = Lines(p.Stdout);
+            Assert.True(p.WaitFor(() => Lines(p.Stdout) >= at + 20, Long), "the guest goes on");
+            File.WriteAllBytes(stop, []);
+            int? pc = p.WaitForExit(Long), sc = s.WaitForExit(Long);
+            output.WriteLine($"primary {pc}:\n{p.Stderr}\nstandby {sc}:\n{s.Stderr}");
+            Assert.Equal(0, pc);
+            Assert.Equal(0, sc);
+            var matched = s.WaitForEvent(ReplicaEvent.ReplayMatched, Long);
+            ulong stdoutAt = (ulong)restored.Long("stdoutAt")!.Value;
+            var tail = p.Stdout.AsSpan((int)stdoutAt).ToArray();
+            // every output after the snapshot was verified by the following replay
+            Assert.Equal(Lines(tail), (int)matched.Long("outputs")!.Value);
+            Assert.True(Lines(tail) >= 20);
+            // the standby's own log starts from its snapshot and replays to exactly what the primary printed after it
+            var rp = GuestEnv.Dotnet(GuestEnv.BackupDll, ["replay", "--log", standbyLog, "--show-output"]);
+            Assert.True(rp.ExitCode == 0, rp.Stderr);
+            Assert.Equal(tail, rp.Stdout);
+        }
+        finally
+        {
+            DeleteArbiter(arbiter);
+            foreach (var f in new[] { stop, standbyLog, standbyLog + ".snapshot" }) File.Delete(f);
+        }
+    }
+
+    [Fact]
+    public void ASnapshotThatOmitsAPageIsRefusedAndThePrimaryRunsOn()
+    {
+        string arbiter = TempFile(".lock"), stop = TempFile(".stop");
+        try
+        {
+            var (b, url, s, standbyUrl) = BackupAndStandby(arbiter);
+            using var _b = b;
+            using var _s = s;
+            using var p = PrimaryThatLosesItsBackup(b, url, standbyUrl, arbiter, stop, 1, "--plant", "snapshot-omits-page");
+            // every planted snapshot is refused, deterministically, with the reason; the standby keeps nothing
+            var refused = s.WaitForEvent(ReplicaEvent.SnapshotRefused, Long);
+            output.WriteLine($"standby: {refused.Str("reason")}");
+            Assert.Contains("state digest", refused.Str("reason"));
+            Assert.True(s.WaitFor(() => s.Events.Count(e => e.Name == ReplicaEvent.SnapshotRefused) >= 2, Long), "the primary tries again and is refused again");
+            Assert.Null(s.Event(ReplicaEvent.Following));
+            Assert.Null(s.Event(ReplicaEvent.SnapshotRestored));
+            Assert.NotNull(p.Event(ReplicaEvent.Planted));
+            // the primary reports the loss of the standby and runs on unprotected
+            Assert.True(p.WaitFor(() => p.Events.Any(e => e.Name == ReplicaEvent.BackupLost && (e.Str("reason") ?? "").Contains("snapshot refused")), Long),
+                "the primary reports the refusal");
+            long at = Lines(p.Stdout);
+            Assert.True(p.WaitFor(() => Lines(p.Stdout) >= at + 10, Long), "the primary runs on");
+            File.WriteAllBytes(stop, []);
+            Assert.Equal(0, p.WaitForExit(Long));
+        }
+        finally { DeleteArbiter(arbiter); File.Delete(stop); }
+    }
+
+    [Fact]
+    public void ATransferCutOffMidwayLeavesTheStandbyEmptyAndTheNextAttemptSucceeds()
+    {
+        string arbiter = TempFile(".lock"), stop = TempFile(".stop");
+        try
+        {
+            var (b, url, s, standbyUrl) = BackupAndStandby(arbiter);
+            using var _b = b;
+            using var _s = s;
+            using var p = PrimaryThatLosesItsBackup(b, url, standbyUrl, arbiter, stop, 64);
+            // the standby stops as the 64 MiB snapshot is taken (encoding it alone takes longer than noticing that):
+            // the live replica hears nothing for its timeout, drops the link and goes on; the standby, continued, finds
+            // its link closed mid-snapshot
+            p.WaitForEvent(ReplicaEvent.SnapshotTaken, Long);
+            s.Signal(ReplicaProc.SIGSTOP);
+            Assert.True(p.WaitFor(() => p.Events.Count(e => e.Name == ReplicaEvent.BackupLost) >= 2, Long), "the primary reports the stalled standby");
+            output.WriteLine($"primary: {p.Events.Last(e => e.Name == ReplicaEvent.BackupLost).Str("reason")}");
+            long at = Lines(p.Stdout);
+            Assert.True(p.WaitFor(() => Lines(p.Stdout) >= at + 10, Long), "the primary runs on");
+            s.Signal(ReplicaProc.SIGCONT);
+            var abandoned = s.WaitForEvent(ReplicaEvent.HandshakeAbandoned, Long);
+            output.WriteLine($"standby: {abandoned.Str("reason")}");
+            // empty: nothing of the cut transfer was restored or followed (the reason names the snapshot's bytes when
+            // some had arrived, "cut off after N of M bytes")
+            Assert.Null(s.Event(ReplicaEvent.Following));
+            Assert.Null(s.Event(ReplicaEvent.SnapshotRestored));
+            // the next attempt carries a whole snapshot
+            s.WaitForEvent(ReplicaEvent.SnapshotRestored, Long);
+            Assert.True(p.WaitFor(() => p.Events.Count(e => e.Name == ReplicaEvent.StandbyHolds) >= 1, Long), "the standby holds the snapshot");
+            File.WriteAllBytes(stop, []);
+            Assert.Equal(0, p.WaitForExit(Long));
+            Assert.Equal(0, s.WaitForExit(Long));
+            Assert.NotNull(s.WaitForEvent(ReplicaEvent.ReplayMatched, Long));
+        }
+        finally { DeleteArbiter(arbiter); File.Delete(stop); }
+    }
+}
