@@ -110,7 +110,9 @@ protect.SetAction(parse =>
         TimeoutMs = parse.GetValue(timeoutOpt),
         MaxLagRecords = parse.GetValue(lagRecOpt),
         MaxLagBytes = parse.GetValue(lagBytesOpt),
-        MaxReplayLagMs = parse.GetValue(replayLagOpt),
+        // a planted early gate releases output as an unprotected primary would: holding the guest for the backup's
+        // replay would stop it the moment the drill cuts the link, before the violation could show
+        MaxReplayLagMs = parse.GetValue(plantOpt) == "gate-early" ? 0 : parse.GetValue(replayLagOpt),
         BackupDataAddress = parse.GetValue(backupDataOpt),
         RootDigest = ReVirt.Replication.RootDigest.Compute(parse.GetValue(rootOpt)!),
         ProtocolVersion = parse.GetValue(protoOpt),
