@@ -130,6 +130,10 @@ public class SnapshotTests
         // threads on the deterministic scheduler, futexes
         yield return [GuestEnv.Guest("threads", "glibc"), Array.Empty<string>()];
         yield return [GuestEnv.Guest("forkcow", "musl"), Array.Empty<string>()];
+        // a timerfd, an eventfd another thread writes, a listener, an epoll set over them, an armed interval timer
+        // and a POSIX timer
+        yield return [GuestEnv.Guest("tfdtick", "musl"), new[] { "60" }];
+        yield return [GuestEnv.Guest("tfdtick", "glibc"), new[] { "60" }];
     }
 
     [Theory]
@@ -141,35 +145,63 @@ public class SnapshotTests
         {
             var rec = GuestEnv.Dotnet(GuestEnv.PrimaryDll, ["record", "--log", log, "--checkpoint-interval", "100000", "--", program, .. args]);
             Assert.True(rec.ExitCode == 0, rec.Stderr);
-            ulong records;
-            using (var r = LogReader.Open(log)) records = r.Verify();
-            Assert.True(records > 20, $"only {records} records");
-            // the uninterrupted replay, which also takes the snapshot halfway (the capture must not disturb it)
-            var (snap, point, header, fullOut, status, checkpoints) = ReplayWithSnapshot(log, records / 2);
-            Assert.Equal(rec.ExitCode, status);
-            Assert.Equal(rec.Stdout, fullOut);
-
-            // a new machine from the snapshot, following the rest of the log
-            using var reader = new LogReader(LogAfter(log, point.Sequence), leaveOpen: false, startsAfter: point.Sequence);
-            var opts = Recording.OptionsFrom(reader.Header, null);
-            var boundary = new ReplayBoundary(reader, showOutput: false);
-            var tail = new SnapshotAt(boundary, ulong.MaxValue);
-            var (m, restoredPoint) = MachineSnapshot.Restore(snap, header, opts, tail);
-            boundary.ResumeAt(restoredPoint);
-            using (m)
-            {
-                int st = m.Run();
-                Assert.Equal(rec.ExitCode, st);
-            }
-            Assert.True(boundary.RecordingComplete, "the restored replay did not reach the End record");
-            // every checkpoint and output after the snapshot was verified against the recording, and the output is the
-            // uninterrupted run's from the snapshot's offset on
-            ulong offset = point.Outputs.Total(1);
-            Assert.Equal(rec.Stdout.AsSpan((int)offset).ToArray(), tail.Stdout.ToArray());
-            Assert.True(boundary.CheckpointsVerified > 0, "no checkpoint after the snapshot");
-            Assert.True(boundary.CheckpointsVerified < checkpoints, "the restored replay verified as many checkpoints as the whole run");
+            AssertRestoredHalfwayGoesOn(log, rec);
         }
         finally { File.Delete(log); }
+    }
+
+    /// <summary>A server with a listener, connections of four clients and its epoll set, snapshotted halfway through
+    /// their requests.</summary>
+    [Theory]
+    [InlineData("musl")]
+    [InlineData("glibc")]
+    public void ARestoredServerWithConnectionsGoesOnAsTheUninterruptedRun(string libc)
+    {
+        string log = TempLog();
+        try
+        {
+            var rec = ReVirt.Tests.Net.NetworkTests.Serve(GuestEnv.Guest("epollserver", libc), log, ReVirt.Tests.Net.NetworkTests.DriveEpoll, out var expected);
+            Assert.True(rec.ExitCode == 0, rec.Stderr);
+            Assert.Equal(expected, rec.StdoutText);
+            AssertRestoredHalfwayGoesOn(log, rec);
+        }
+        finally { File.Delete(log); }
+    }
+
+    /// <summary>The oracle: the replay of the whole recording takes a snapshot halfway (and must still match the
+    /// recording), and a machine restored from that snapshot replays the rest of the log to the same checkpoints,
+    /// output and exit status.</summary>
+    static void AssertRestoredHalfwayGoesOn(string log, RunOutcome rec)
+    {
+        ulong records;
+        using (var r = LogReader.Open(log)) records = r.Verify();
+        Assert.True(records > 20, $"only {records} records");
+        // the uninterrupted replay, which also takes the snapshot halfway (the capture must not disturb it)
+        var (snap, point, header, fullOut, status, checkpoints) = ReplayWithSnapshot(log, records / 2);
+        Assert.Equal(rec.ExitCode, status);
+        Assert.Equal(rec.Stdout, fullOut);
+
+        // a new machine from the snapshot, following the rest of the log
+        using var reader = new LogReader(LogAfter(log, point.Sequence), leaveOpen: false, startsAfter: point.Sequence);
+        var opts = Recording.OptionsFrom(reader.Header, null);
+        var boundary = new ReplayBoundary(reader, showOutput: false);
+        var tail = new SnapshotAt(boundary, ulong.MaxValue);
+        var (m, restoredPoint) = MachineSnapshot.Restore(snap, header, opts, tail);
+        boundary.ResumeAt(restoredPoint);
+        using (m)
+        {
+            int st = m.Run();
+            Assert.Equal(rec.ExitCode, st);
+        }
+        Assert.True(boundary.RecordingComplete, "the restored replay did not reach the End record");
+        // every checkpoint and output after the snapshot was verified against the recording, and the output is the
+        // uninterrupted run's from the snapshot's offset on
+        ulong offset = point.Outputs.Total(1);
+        Assert.Equal(rec.Stdout.AsSpan((int)offset).ToArray(), tail.Stdout.ToArray());
+        Assert.True(boundary.CheckpointsVerified > 0, "no checkpoint after the snapshot");
+        // (an event loop's checkpoints may all lie after its halfway record: it does most of its work there)
+        Assert.True(boundary.CheckpointsVerified <= checkpoints);
+        Assert.True(point.Sequence >= records / 2 && point.Sequence < records, $"the snapshot is of record {point.Sequence} of {records}");
     }
 
     /// <summary>A recording of a shell pipeline and a snapshot of its replay after record 30.</summary>
