@@ -105,9 +105,23 @@ public static class MachineSnapshot
         long t0 = Stopwatch.GetTimestamp();
         if (Uncapturable(k) is { } why) throw new InvalidOperationException(why);
         var kernel = EncodeKernel(k, point, SHA256.HashData(encodedHeader));
-        var procs = k.Processes.Select(p => (p.Threads.Select(t => t.Cpu.State).ToArray(), p.Mem.Fork())).ToList();
+        var procs = new List<(CpuState[], MemoryCapture)>(k.Processes.Count);
+        long pages = 0;
+        try
+        {
+            foreach (var p in k.Processes)
+            {
+                procs.Add((p.Threads.Select(t => t.Cpu.State).ToArray(), p.Mem.BeginCapture()));
+                pages += p.Mem.PageCount;
+            }
+        }
+        catch
+        {
+            foreach (var (_, m) in procs) m.Dispose();
+            throw;
+        }
         byte[]? net = k.Nic?.Stack.Digest();
-        return new SnapshotCapture(kernel, procs, net, point.Sequence, Stopwatch.GetElapsedTime(t0));
+        return new SnapshotCapture(kernel, procs, net, point.Sequence, pages, Stopwatch.GetElapsedTime(t0));
     }
 
     // ------------------------------------------------------------------ the kernel section
@@ -559,28 +573,45 @@ public static class MachineSnapshot
         return t;
     }
 
-    internal static byte[] Assemble(byte[] kernel, IReadOnlyList<(CpuState[] Threads, GuestMemory Mem)> procs, byte[]? net, SnapshotPlant plant)
+    internal static byte[] Assemble(byte[] kernel, IReadOnlyList<(CpuState[] Threads, MemoryCapture Mem)> procs, long pages, byte[]? net, SnapshotPlant plant)
     {
-        var digest = StateDigest.Compute(procs.Select(p => ((IEnumerable<CpuState>)p.Threads, p.Mem)), net);
-        long pages = procs.Sum(p => (long)p.Mem.PageCount);
+        var digest = new StateDigest.Builder();
         var ms = new MemoryStream((int)Math.Min(int.MaxValue, 64 + kernel.Length + pages * (9 + PageBytes)));
         var w = new BinaryWriter(ms);
         w.Write(Magic); w.Write(Version); w.Write(kernel.Length); w.Write(kernel);
         bool omitted = false;
-        foreach (var (_, mem) in procs)
+        foreach (var (threads, mem) in procs)
         {
-            var list = mem.PagesInOrder().ToList();
-            // planted (tests and drills only): the last page of the first process that has one is left out
-            if (plant == SnapshotPlant.OmitPage && !omitted && list.Count > 0) { list.RemoveAt(list.Count - 1); omitted = true; }
-            w.Write(list.Count);
-            foreach (var (pn, page) in list)
+            digest.Threads(threads);
+            long countAt = ms.Position, lastAt = 0;
+            int count = 0;
+            w.Write(0);
+            mem.ReadPages((pn, prot, bytes) =>
             {
+                digest.Page(pn, prot, bytes);
+                lastAt = ms.Position;
                 w.Write(pn);
-                w.Write((byte)page.Prot);
-                unsafe { w.Write(new ReadOnlySpan<byte>(page.Data, PageBytes)); }
+                w.Write((byte)prot);
+                w.Write(bytes);
+                count++;
+            });
+            // planted (tests and drills only): the last page of the first process that has one is left out
+            if (plant == SnapshotPlant.OmitPage && !omitted && count > 0)
+            {
+                w.Flush();
+                ms.SetLength(lastAt);
+                ms.Position = lastAt;
+                count--;
+                omitted = true;
             }
+            w.Flush();
+            long end = ms.Position;
+            ms.Position = countAt;
+            w.Write(count);
+            w.Flush();
+            ms.Position = end;
         }
-        w.Write(digest);
+        w.Write(digest.Finish(net));
         w.Flush();
         var body = ms.GetBuffer().AsSpan(0, (int)ms.Length);
         var sha = SHA256.HashData(body);
@@ -598,16 +629,17 @@ public static class MachineSnapshot
 public sealed class SnapshotCapture : IDisposable
 {
     readonly byte[] _kernel;
-    readonly List<(CpuState[] Threads, GuestMemory Mem)> _procs;
+    readonly List<(CpuState[] Threads, MemoryCapture Mem)> _procs;
     readonly byte[]? _net;
     int _disposed;
 
-    internal SnapshotCapture(byte[] kernel, List<(CpuState[], GuestMemory)> procs, byte[]? net, ulong sequence, TimeSpan pause)
+    internal SnapshotCapture(byte[] kernel, List<(CpuState[], MemoryCapture)> procs, byte[]? net, ulong sequence, long pages, TimeSpan pause)
     {
         _kernel = kernel;
         _procs = procs;
         _net = net;
         Sequence = sequence;
+        Pages = pages;
         Pause = pause;
     }
 
@@ -615,12 +647,15 @@ public sealed class SnapshotCapture : IDisposable
     public ulong Sequence { get; }
     /// <summary>How long the guest was stopped for the capture.</summary>
     public TimeSpan Pause { get; }
-    public long Pages => _procs.Sum(p => (long)p.Mem.PageCount);
+    /// <summary>Pages of the captured address spaces.</summary>
+    public long Pages { get; }
+    /// <summary>Pages the guest changed while the capture was read (their bytes at the capture were copied first).</summary>
+    public long Preserved => _procs.Sum(p => (long)p.Mem.Preserved);
 
     /// <summary>The snapshot's bytes (with its state digest and SHA-256); the forks are released afterwards.</summary>
     public byte[] Encode(SnapshotPlant plant = SnapshotPlant.None)
     {
-        try { return MachineSnapshot.Assemble(_kernel, _procs, _net, plant); }
+        try { return MachineSnapshot.Assemble(_kernel, _procs, Pages, _net, plant); }
         finally { Dispose(); }
     }
 
