@@ -79,7 +79,14 @@ def start(mode, net, lock=None, events=None, bin_dir=BIN):
         b = Proc([BACKUP, 'listen', '--listen', 'http://127.0.0.1:0', '--insecure-no-auth', '--shared-storage', '--tap', 'rvb0', '--netns', NS] + extra + ev)
         url = b.wait_for(r'listening on (http://127\.0\.0\.1:\d+)').group(1)
         p = Proc([PRIMARY, 'protect', '--backup', url] + extra + netargs + ['--'] + guest)
-    p.wait_for(r'kvserver: listening on')
+    try:
+        p.wait_for(r'kvserver: listening on')
+    except Exception:
+        for r in (p, b):
+            if r and r.p.poll() is None:
+                r.p.kill()
+                r.p.wait(timeout=60)
+        raise
     return p, b, (GUEST_IP if net == 'virtual' else '127.0.0.1')
 
 
@@ -125,15 +132,23 @@ def kill_once(i, seconds, bin_dir=BIN):
     events = os.path.join(tempfile.gettempdir(), f'revirt-vnet-{os.getpid()}-{i}.events')
     p, b, addr = start('protect', 'virtual', lock, events, bin_dir)
     result = {}
-    t = threading.Thread(target=lambda: result.update(load('virtual', addr, 64, seconds)))
-    t.start()
-    time.sleep(1 + seconds / 3)
-    killed_ms = time.time() * 1000
-    p.p.send_signal(signal.SIGKILL)
-    t.join()
-    shutdown('virtual', addr)
-    b.p.wait(timeout=120)
-    os.remove(lock)
+    try:
+        t = threading.Thread(target=lambda: result.update(load('virtual', addr, 64, seconds)))
+        t.start()
+        time.sleep(1 + seconds / 3)
+        killed_ms = time.time() * 1000
+        p.p.send_signal(signal.SIGKILL)
+        t.join()
+        shutdown('virtual', addr)
+        b.p.wait(timeout=120)
+    finally:
+        # a failed run leaves no replica behind: a leftover backup would hold the TAP device the next run needs
+        for r in (p, b):
+            if r.p.poll() is None:
+                r.p.kill()
+                r.p.wait(timeout=60)
+    if os.path.exists(lock):
+        os.remove(lock)
     with open(events) as f:
         evs = [json.loads(l) for l in f if l.strip()]
     os.remove(events)
