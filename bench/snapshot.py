@@ -85,8 +85,11 @@ class Replica:
 
 def listen(tmp, name, arbiter):
     r = Replica([BACKUP, 'listen', '--listen', 'http://127.0.0.1:0', '--insecure-no-auth', '--shared-storage',
-                 '--arbiter', arbiter, '--timeout-ms', '2000'], tmp, name)
+                 '--arbiter', arbiter, '--timeout-ms', str(REPLICA_TIMEOUT_MS)], tmp, name)
     return r, r.wait_event('listening', time.monotonic() + 60)['url']
+
+
+REPLICA_TIMEOUT_MS = 2000
 
 
 def one_run(mib, timeout):
@@ -99,7 +102,7 @@ def one_run(mib, timeout):
         b, url = listen(tmp, 'backup', arbiter); procs.append(b)
         s, surl = listen(tmp, 'standby', arbiter); procs.append(s)
         p = Replica([PRIMARY, 'protect', '--backup', url, '--standby', surl, '--standby-retry-ms', '200', '--arbiter', arbiter,
-                     '--timeout-ms', '2000', '--checkpoint-interval', '2000000', '--', MEMTOUCH, stop, str(mib), '10'], tmp, 'primary')
+                     '--timeout-ms', str(REPLICA_TIMEOUT_MS), '--checkpoint-interval', '2000000', '--', MEMTOUCH, stop, str(mib), '10'], tmp, 'primary')
         procs.append(p)
         p.wait_event('protected', deadline)
         while p.stdout_lines() < 20:  # the guest has touched its memory and runs
@@ -143,7 +146,12 @@ def main():
     ap.add_argument('--sizes', default='64,512', help='MiB the guest touches, comma-separated (default 64,512)')
     ap.add_argument('--runs', type=int, default=3, help='runs per size; medians are printed (default 3)')
     ap.add_argument('--timeout', type=float, default=300, help='seconds one run may take before it is abandoned (default 300)')
+    ap.add_argument('--replica-timeout-ms', type=int, default=2000,
+                    help="the replicas' --timeout-ms: how long they wait for each other before one is declared lost (default 2000; "
+                         'raise it on a heavily loaded machine)')
     a = ap.parse_args()
+    global REPLICA_TIMEOUT_MS
+    REPLICA_TIMEOUT_MS = a.replica_timeout_ms
     for f in (PRIMARY, BACKUP):
         if not os.path.exists(f):
             sys.exit(f'{f} missing: dotnet build ReVirt.sln -c Release')
