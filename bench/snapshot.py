@@ -7,7 +7,7 @@ memtouch guest that touched MIB MiB (issue 12's target: a pause of at most 50 ms
 Each run starts a backup and a standby (`backup listen --shared-storage`, so the standby takes a snapshot) and a
 `primary protect --standby` running `memtouch STOP MIB 10`; once the guest prints, the backup is SIGKILLed, the
 primary re-protects itself with the standby by snapshot, and the figures come from the replicas' named events
-(`--events`): primary `snapshot-taken` (pauseMs, pages), `snapshot-sent` (bytes, encodeMs, sendMs), `standby-holds`
+(`--events`): primary `snapshot-taken` (pauseMs, pauseCpuMs, pages), `snapshot-sent` (bytes, encodeMs, sendMs), `standby-holds`
 (transferMs), `reprotected` (mode); standby `snapshot-restored` (bytes, receiveMs, restoreMs). Prints medians.
 
 Needs the Release build (dotnet build ReVirt.sln -c Release: tests/bin/Release/net10.0/{primary,backup}.dll);
@@ -85,8 +85,11 @@ class Replica:
 
 def listen(tmp, name, arbiter):
     r = Replica([BACKUP, 'listen', '--listen', 'http://127.0.0.1:0', '--insecure-no-auth', '--shared-storage',
-                 '--arbiter', arbiter, '--timeout-ms', '2000'], tmp, name)
+                 '--arbiter', arbiter, '--timeout-ms', str(REPLICA_TIMEOUT_MS)], tmp, name)
     return r, r.wait_event('listening', time.monotonic() + 60)['url']
+
+
+REPLICA_TIMEOUT_MS = 2000
 
 
 def one_run(mib, timeout):
@@ -99,7 +102,7 @@ def one_run(mib, timeout):
         b, url = listen(tmp, 'backup', arbiter); procs.append(b)
         s, surl = listen(tmp, 'standby', arbiter); procs.append(s)
         p = Replica([PRIMARY, 'protect', '--backup', url, '--standby', surl, '--standby-retry-ms', '200', '--arbiter', arbiter,
-                     '--timeout-ms', '2000', '--checkpoint-interval', '2000000', '--', MEMTOUCH, stop, str(mib), '10'], tmp, 'primary')
+                     '--timeout-ms', str(REPLICA_TIMEOUT_MS), '--checkpoint-interval', '2000000', '--', MEMTOUCH, stop, str(mib), '10'], tmp, 'primary')
         procs.append(p)
         p.wait_event('protected', deadline)
         while p.stdout_lines() < 20:  # the guest has touched its memory and runs
@@ -126,7 +129,7 @@ def one_run(mib, timeout):
         if p.p.returncode != 0 or s.p.returncode != 0:
             raise RuntimeError(f'exit codes primary {p.p.returncode} standby {s.p.returncode}: {p.stderr_tail()} {s.stderr_tail()}')
         return {
-            'pauseMs': taken['pauseMs'], 'pages': taken['pages'],
+            'pauseMs': taken['pauseMs'], 'pauseCpuMs': taken.get('pauseCpuMs'), 'pages': taken['pages'],
             'bytes': restored['bytes'], 'encodeMs': sent.get('encodeMs'), 'sendMs': sent.get('sendMs'),
             'receiveMs': restored['receiveMs'], 'restoreMs': restored['restoreMs'], 'transferMs': holds['transferMs'],
         }
@@ -143,14 +146,19 @@ def main():
     ap.add_argument('--sizes', default='64,512', help='MiB the guest touches, comma-separated (default 64,512)')
     ap.add_argument('--runs', type=int, default=3, help='runs per size; medians are printed (default 3)')
     ap.add_argument('--timeout', type=float, default=300, help='seconds one run may take before it is abandoned (default 300)')
+    ap.add_argument('--replica-timeout-ms', type=int, default=2000,
+                    help="the replicas' --timeout-ms: how long they wait for each other before one is declared lost (default 2000; "
+                         'raise it on a heavily loaded machine)')
     a = ap.parse_args()
+    global REPLICA_TIMEOUT_MS
+    REPLICA_TIMEOUT_MS = a.replica_timeout_ms
     for f in (PRIMARY, BACKUP):
         if not os.path.exists(f):
             sys.exit(f'{f} missing: dotnet build ReVirt.sln -c Release')
     subprocess.run(['bash', os.path.join(ROOT, 'guests', 'build.sh'), GUEST_DIR, 'memtouch.musl'], check=True, timeout=300)
     print(f'# {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, load average {" ".join(f"{x:.2f}" for x in os.getloadavg())}, '
           f'{os.cpu_count()} CPUs', flush=True)
-    cols = ['pauseMs', 'pages', 'bytes', 'encodeMs', 'sendMs', 'receiveMs', 'restoreMs', 'transferMs']
+    cols = ['pauseMs', 'pauseCpuMs', 'pages', 'bytes', 'encodeMs', 'sendMs', 'receiveMs', 'restoreMs', 'transferMs']
     rows = []
     for mib in [int(x) for x in a.sizes.split(',')]:
         got, errors = [], []
@@ -162,16 +170,18 @@ def main():
             except Exception as e:
                 errors.append(str(e))
                 print(f'{mib} MiB run {i + 1} failed: {e}', flush=True)
-        med = {k: statistics.median(float(r[k]) for r in got if r[k] is not None) if got else None for k in cols}
+        vals = {k: [float(r[k]) for r in got if r[k] is not None] for k in cols}
+        med = {k: statistics.median(v) if v else None for k, v in vals.items()}
         rows.append((mib, len(got), med, errors))
     print(f'# load average after: {" ".join(f"{x:.2f}" for x in os.getloadavg())}')
-    print('\n| guest MiB | runs ok | pause ms | pages | snapshot MiB | encode ms | send ms | standby receive ms | standby restore ms | transfer ms (join to standby-holds) |')
-    print('|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
+    print('\n| guest MiB | runs ok | pause ms | pause CPU ms | pages | snapshot MiB | encode ms | send ms | standby receive ms | standby restore ms | transfer ms (join to standby-holds) |')
+    print('|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
     for mib, ok, m, errors in rows:
         if not ok:
-            print(f'| {mib} | 0/{a.runs} | failed: {errors[0][:200]} |||||||')
+            print(f'| {mib} | 0/{a.runs} | failed: {errors[0][:200]} ||||||||')
             continue
-        print(f'| {mib} | {ok}/{a.runs} | {m["pauseMs"]:.1f} | {m["pages"]:.0f} | {m["bytes"] / 2**20:.1f} | {m["encodeMs"]:.0f} | {m["sendMs"]:.0f} '
+        cpu = f'{m["pauseCpuMs"]:.1f}' if m["pauseCpuMs"] is not None else '-'
+        print(f'| {mib} | {ok}/{a.runs} | {m["pauseMs"]:.1f} | {cpu} | {m["pages"]:.0f} | {m["bytes"] / 2**20:.1f} | {m["encodeMs"]:.0f} | {m["sendMs"]:.0f} '
               f'| {m["receiveMs"]:.0f} | {m["restoreMs"]:.0f} | {m["transferMs"]:.0f} |')
     return 0 if all(ok == a.runs for _, ok, _, _ in rows) else 1
 

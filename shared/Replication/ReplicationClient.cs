@@ -501,7 +501,7 @@ public sealed class ReplicationClient : ILogSink
                 long off;
                 lock (_pending) { PushPending(); _store.Flush(); off = _store.Length; }
                 if (!done.TrySetResult((cap, off, null))) { cap.Dispose(); return; }
-                _s.Events.Emit(ReplicaEvent.SnapshotTaken, ("sequence", cap.Sequence), ("pauseMs", cap.Pause.TotalMilliseconds), ("pages", cap.Pages));
+                _s.Events.Emit(ReplicaEvent.SnapshotTaken, ("sequence", cap.Sequence), ("pauseMs", cap.Pause.TotalMilliseconds), ("pauseCpuMs", cap.PauseCpu.TotalMilliseconds), ("pages", cap.Pages));
             }
             catch (Exception e) when (e is InvalidOperationException or IOException) { done.TrySetResult((null, 0, e.Message)); }
         });

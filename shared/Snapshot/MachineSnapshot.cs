@@ -30,8 +30,9 @@ public enum SnapshotPlant { None, OmitPage }
 /// <summary>
 /// A machine snapshot at an instruction boundary: every process (ids, tree, memory layout and pages, descriptors,
 /// dispositions and pending signals, brk, cwd, its program's start image), every thread (<see cref="CpuState"/>,
-/// instruction and branch counts, signal mask, futex and parked-call state), in-VM pipes with their bytes, the
-/// scheduler's order and counters, and the log position (<see cref="SnapshotPoint"/>). It is the start state of a
+/// instruction and branch counts, signal mask, futex and parked-call state), zombies, in-VM pipes with their bytes,
+/// host-backed descriptions by their guest-side state (sockets, epoll sets, eventfds, timerfds), interval and POSIX
+/// timers, the scheduler's order and counters, and the log position (<see cref="SnapshotPoint"/>). It is the start state of a
 /// replica that joins a running guest: restored, it follows the log from the record after the snapshot.
 ///
 /// Format (little-endian): "RVSNAP01" | u32 version | u32 kernel-section length | kernel section | per process in
@@ -40,9 +41,9 @@ public enum SnapshotPlant { None, OmitPage }
 /// bytes before it. The kernel section is one encoding used both ways: a restored machine re-encodes to the same
 /// bytes, which is checked, as is the state digest; a snapshot that fails either is refused with the reason.
 ///
-/// Capture costs the guest a copy-on-write fork of each address space (<see cref="GuestMemory.Fork"/>: a page
-/// record per page, no copy) and the small kernel section; the pages are read and hashed afterwards, off the guest
-/// thread, while the guest's first store to each page copies it.
+/// Capture costs the guest the kernel section and an O(1) capture of each address space
+/// (<see cref="GuestMemory.BeginCapture"/>); the pages are read, encoded and hashed afterwards, off the guest thread,
+/// while the guest's first store to each page not read yet copies it for the capture.
 /// </summary>
 public static class MachineSnapshot
 {
@@ -50,6 +51,9 @@ public static class MachineSnapshot
     public const uint Version = 2;
     const int PageBytes = (int)GuestMemory.PageSize;
     const int MaxString = 1 << 20, MaxItems = 1 << 20;
+    /// <summary>CLOCK_THREAD_CPUTIME_ID: the pause's CPU time on the guest thread (its wall time also counts the time
+    /// a loaded host did not run the thread).</summary>
+    const int ThreadCpuClock = 3;
 
     /// <summary>The last log record a snapshot includes, read from its kernel section without restoring it (a log
     /// kept by a replica that joined from the snapshot starts after it).</summary>
@@ -96,13 +100,13 @@ public static class MachineSnapshot
     };
 
     /// <summary>
-    /// Captures the machine (guest thread, at an instruction boundary): the kernel section now, and a copy-on-write
-    /// fork of every address space whose pages <see cref="SnapshotCapture.Encode"/> reads later on any thread.
+    /// Captures the machine (guest thread, at an instruction boundary): the kernel section now, and a capture of every
+    /// address space whose pages <see cref="SnapshotCapture.Encode"/> reads later on any thread.
     /// </summary>
     /// <exception cref="InvalidOperationException">The machine holds state a snapshot cannot carry (<see cref="Uncapturable"/>).</exception>
     public static SnapshotCapture Capture(Kernel k, SnapshotPoint point, ReadOnlySpan<byte> encodedHeader)
     {
-        long t0 = Stopwatch.GetTimestamp();
+        long t0 = Stopwatch.GetTimestamp(), cpu0 = HostClock.Now(ThreadCpuClock);
         if (Uncapturable(k) is { } why) throw new InvalidOperationException(why);
         var kernel = EncodeKernel(k, point, SHA256.HashData(encodedHeader));
         var procs = new List<(CpuState[], MemoryCapture)>(k.Processes.Count);
@@ -121,7 +125,8 @@ public static class MachineSnapshot
             throw;
         }
         byte[]? net = k.Nic?.Stack.Digest();
-        return new SnapshotCapture(kernel, procs, net, point.Sequence, pages, Stopwatch.GetElapsedTime(t0));
+        return new SnapshotCapture(kernel, procs, net, point.Sequence, pages, Stopwatch.GetElapsedTime(t0),
+            TimeSpan.FromTicks((HostClock.Now(ThreadCpuClock) - cpu0) / 100));
     }
 
     // ------------------------------------------------------------------ the kernel section
@@ -622,9 +627,9 @@ public static class MachineSnapshot
 }
 
 /// <summary>
-/// A snapshot taken but not yet encoded: the kernel section and a copy-on-write fork of every address space. The
-/// guest runs on meanwhile (its stores copy the pages they touch); <see cref="Encode"/> reads the forks on any
-/// thread and <see cref="Dispose"/> lets go of them.
+/// A snapshot taken but not yet encoded: the kernel section and a capture of every address space. The guest runs on
+/// meanwhile (its first store to a page the capture has not read copies it); <see cref="Encode"/> reads the captures on
+/// any thread and <see cref="Dispose"/> ends them.
 /// </summary>
 public sealed class SnapshotCapture : IDisposable
 {
@@ -633,8 +638,9 @@ public sealed class SnapshotCapture : IDisposable
     readonly byte[]? _net;
     int _disposed;
 
-    internal SnapshotCapture(byte[] kernel, List<(CpuState[], MemoryCapture)> procs, byte[]? net, ulong sequence, long pages, TimeSpan pause)
+    internal SnapshotCapture(byte[] kernel, List<(CpuState[], MemoryCapture)> procs, byte[]? net, ulong sequence, long pages, TimeSpan pause, TimeSpan pauseCpu)
     {
+        PauseCpu = pauseCpu;
         _kernel = kernel;
         _procs = procs;
         _net = net;
@@ -647,12 +653,14 @@ public sealed class SnapshotCapture : IDisposable
     public ulong Sequence { get; }
     /// <summary>How long the guest was stopped for the capture.</summary>
     public TimeSpan Pause { get; }
+    /// <summary>The guest thread's CPU time for the capture.</summary>
+    public TimeSpan PauseCpu { get; }
     /// <summary>Pages of the captured address spaces.</summary>
     public long Pages { get; }
     /// <summary>Pages the guest changed while the capture was read (their bytes at the capture were copied first).</summary>
     public long Preserved => _procs.Sum(p => (long)p.Mem.Preserved);
 
-    /// <summary>The snapshot's bytes (with its state digest and SHA-256); the forks are released afterwards.</summary>
+    /// <summary>The snapshot's bytes (with its state digest and SHA-256); the captures end afterwards.</summary>
     public byte[] Encode(SnapshotPlant plant = SnapshotPlant.None)
     {
         try { return MachineSnapshot.Assemble(_kernel, _procs, Pages, _net, plant); }

@@ -112,6 +112,13 @@ public class KvFailoverTests(ITestOutputHelper output)
         Assert.True(keys.Count == 0 || keys[^1] <= attempted - 1);
     }
 
+    /// <summary>Every acknowledged write is readable from whoever serves the port now; then the server is shut down.</summary>
+    internal static void ReadBackAndShutDown(KvClient client, IEnumerable<int> acked, IReadOnlyDictionary<int, string> values)
+    {
+        foreach (var k in acked) Assert.Equal("VALUE " + values[k], client.Ask($"GET k{k}"));
+        Assert.Equal("BYE", client.Ask("SHUTDOWN"));
+    }
+
     [Fact]
     public void KillingThePrimaryAtRandomMomentsLosesNoAcknowledgedWrite()
     {
@@ -154,9 +161,7 @@ public class KvFailoverTests(ITestOutputHelper output)
                 }
             }
             killer.Join();
-            // every acknowledged write is readable from whoever serves the port now
-            foreach (var k in acked) Assert.Equal("VALUE " + values[k], client.Ask($"GET k{k}"));
-            Assert.Equal("BYE", client.Ask("SHUTDOWN"));
+            ReadBackAndShutDown(client, acked, values);
             int? code = b.WaitForExit(Long);
             output.WriteLine($"round {rounds}: killed after {killAfter} writes; {client.Connections} connections; primary released {p.Stdout.Length} stdout bytes; backup:\n{b.Stderr}");
             Assert.Equal(0, code);

@@ -110,8 +110,7 @@ public class SnapshotJoinTests(ITestOutputHelper output)
             Assert.True(load.Join(Long), "the load ends");
             Assert.Null(failed);
             output.WriteLine($"{acked.Count} SETs acknowledged; took over at record {took.ULong("record")}; {client.Connections} connections");
-            foreach (var k in acked) Assert.Equal("VALUE " + values[k], client.Ask($"GET k{k}"));
-            Assert.Equal("BYE", client.Ask("SHUTDOWN"));
+            KvFailoverTests.ReadBackAndShutDown(client, acked, values);
             int? sc = s.WaitForExit(Long);
             output.WriteLine($"standby {sc}:\n{s.Stderr}");
             Assert.Equal(0, sc);
