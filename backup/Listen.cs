@@ -426,8 +426,9 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         string Cut() => snap != null ? $" (the snapshot was cut off after {snapGot} of {snap.Length} bytes; nothing of it is kept)" : "";
         void AckOwed()
         {
-            if (s.AckDelayMs > 0) Thread.Sleep(s.AckDelayMs);
-            link.Send(AckNow(HoldReceived()));
+            ulong held = HoldReceived();
+            if (s.AckDelayMs > 0) Thread.Sleep(s.AckDelayMs); // the test hook delays the ack, not the holding
+            link.Send(AckNow(held));
             owed = 0;
         }
         try
@@ -560,6 +561,7 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
     BackupMessage AckNow(ulong held)
     {
         Interlocked.Exchange(ref _lastAckTicks, Stopwatch.GetTimestamp());
+        if (held > Volatile.Read(ref _ackedHeld)) Volatile.Write(ref _ackedHeld, held);
         ulong replayed = _boundary?.ReplayedSequence ?? 0;
         if (replayed > Volatile.Read(ref _ackedReplayed)) Volatile.Write(ref _ackedReplayed, replayed);
         return new BackupMessage { Ack = new Ack { HeldSequence = held, ReplayedSequence = replayed } };
@@ -572,6 +574,9 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
     /// </summary>
     const int ReplayAckIntervalMs = 2;
     long _lastAckTicks;
+    // the held position the link thread acknowledged last: the replay's own reports repeat it (holding is acknowledged
+    // by the link thread only, after any --ack-delay-ms)
+    ulong _ackedHeld;
     int _replayAckArmed;
     readonly AutoResetEvent _replayAckDue = new(false);
     Thread? _replayAcker;
@@ -581,7 +586,7 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
     void AckReplayed()
     {
         if (!ReplayUnreported(out var l)) return;
-        if (Stopwatch.GetElapsedTime(Interlocked.Read(ref _lastAckTicks)).TotalMilliseconds >= ReplayAckIntervalMs) { l.TrySend(AckNow(Held)); return; }
+        if (Stopwatch.GetElapsedTime(Interlocked.Read(ref _lastAckTicks)).TotalMilliseconds >= ReplayAckIntervalMs) { l.TrySend(AckNow(Volatile.Read(ref _ackedHeld))); return; }
         if (Interlocked.Exchange(ref _replayAckArmed, 1) != 0) return;
         if (_replayAcker == null)
         {
@@ -608,7 +613,7 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
             double wait = ReplayAckIntervalMs - Stopwatch.GetElapsedTime(Interlocked.Read(ref _lastAckTicks)).TotalMilliseconds;
             if (wait > 0) Thread.Sleep(TimeSpan.FromMilliseconds(wait));
             Volatile.Write(ref _replayAckArmed, 0);
-            if (ReplayUnreported(out var l)) l.TrySend(AckNow(Held));
+            if (ReplayUnreported(out var l)) l.TrySend(AckNow(Volatile.Read(ref _ackedHeld)));
         }
     }
 
