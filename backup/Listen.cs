@@ -31,6 +31,10 @@ public sealed class ListenSettings
     public byte[] Secret { get; init; } = [];
     public string? ArbiterPath { get; init; }
     public int TimeoutMs { get; init; } = 2000;
+    /// <summary>The primary is declared lost after this long without any message on the data link, once its first
+    /// heartbeat arrived (<c>--primary-silence-ms</c>; before that, <see cref="TimeoutMs"/>). The Welcome tells the
+    /// primary, which heartbeats <see cref="ReplicationProtocol.HeartbeatsPerSilence"/> times within it.</summary>
+    public int PrimarySilenceMs { get; init; } = ReplicationProtocol.DefaultPrimarySilenceMs;
     public string? LogPath { get; init; }
     public string Id { get; init; } = $"backup:{Environment.MachineName}:{Environment.ProcessId}";
     /// <summary>Test hook: delay every acknowledgement by this long (shows that output waits for acks).</summary>
@@ -148,6 +152,9 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
     IArbiter? _arbiter;
     string _primaryId = "";
     long _term, _wonTerm;
+    /// <summary>The arbiter's answer once asked (it is asked once: as the primary is lost, or at the end of the drain).</summary>
+    ArbiterResult? _decision;
+    readonly object _decide = new();
     Hello? _hello;
     string _logPath = "";
     // once live with standbys: the log goes on being recorded and streamed to whichever standby joins
@@ -413,6 +420,9 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
     /// </summary>
     void RunLink(PendingLink p, DataLink link)
     {
+        // until the session's first heartbeat the primary may be sending a backlog, a snapshot or its encoding: the long
+        // time-out; from then on it heartbeats within the short silence bound, which decides when it is lost
+        var silence = new LinkSilence(s.TimeoutMs);
         link.ReceiveTimeoutMs = s.TimeoutMs;
         if (!link.TrySend(new BackupMessage { Ack = new Ack() })) { Unclaim("the data link broke as it opened"); return; }
         bool started = false;
@@ -439,7 +449,9 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
                 // one ack for a burst: whatever already arrived is held first (one write of the log copy), but no
                 // batch ever waits for a batch that has not arrived
                 if (owed > 0 && (!link.HasBuffered || owed >= MaxBatchesPerAck)) AckOwed();
+                silence.Listening();
                 var m = link.Receive(PrimaryMessage.Parser, ReplicationProtocol.MaxMessageBytes);
+                silence.Heard();
                 if (!started && m.BodyCase == PrimaryMessage.BodyOneofCase.Heartbeat && AcceptsSnapshot(p.Hello))
                 {
                     // the live replica is taking or encoding the snapshot: this standby starts only with it
@@ -498,6 +510,8 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
                         break;
                     case PrimaryMessage.BodyOneofCase.Heartbeat:
                         if (owed > 0) AckOwed(); // batches before the heartbeat are acknowledged as batches are
+                        // the session's first heartbeat: the primary sent any backlog and heartbeats from now on
+                        if (silence.Arm(s.PrimarySilenceMs)) link.ReceiveTimeoutMs = s.PrimarySilenceMs;
                         Released(m.Heartbeat.Released);
                         var ack = AckNow(Held);
                         ack.Ack.EchoUnixMs = m.Heartbeat.SentUnixMs;
@@ -505,27 +519,27 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
                         break;
                     case PrimaryMessage.BodyOneofCase.Goodbye:
                         while (planted is { Count: > 0 }) Receive(planted.Dequeue().Batch); // a normal end: hold them all
-                        Goodbye(m.Goodbye);
+                        Goodbye(m.Goodbye, silence);
                         return;
                     default:
-                        PrimaryLost($"protocol error: unexpected {m.BodyCase}");
+                        PrimaryLost($"protocol error: unexpected {m.BodyCase}", silence);
                         return;
                 }
             }
         }
         catch (LogFormatException e)
         {
-            PrimaryLost($"the primary sent a damaged batch: {e.Message}");
+            PrimaryLost($"the primary sent a damaged batch: {e.Message}", silence);
         }
         catch (EndOfStreamException)
         {
-            if (started) PrimaryLost("the primary closed the stream without saying goodbye");
+            if (started) PrimaryLost("the primary closed the stream without saying goodbye", silence);
             else Unclaim($"the primary closed the data link before its first message{Cut()}");
         }
         catch (IOException e)
         {
-            string why = TimedOut(e) ? $"no batch or heartbeat for {s.TimeoutMs} ms" : $"the connection to the primary broke ({e.Message})";
-            if (started) PrimaryLost(why);
+            string why = TimedOut(e) ? $"no batch or heartbeat for {silence.BoundMs} ms" : $"the connection to the primary broke ({e.Message})";
+            if (started) PrimaryLost(why, silence);
             else Unclaim($"{why} after the welcome{Cut()}");
         }
         finally { _link = null; }
@@ -620,18 +634,19 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
     public void Released(OutputMark? m) { if (m != null) _boundary?.ReportReleased(m.StdoutBytes, m.StderrBytes); }
 
     /// <summary>The primary ended its guest normally: the log is complete.</summary>
-    public void Goodbye(Goodbye g)
+    public void Goodbye(Goodbye g, LinkSilence silence)
     {
         HoldReceived();
         log.WriteLine($"backup: the primary's guest ended with status {g.ExitStatus} after record #{g.LastSequence}; finishing the replay");
-        s.Events.Emit(ReplicaEvent.PrimaryFinished, ("status", g.ExitStatus), ("lastSequence", g.LastSequence));
+        s.Events.Emit(ReplicaEvent.PrimaryFinished, ("status", g.ExitStatus), ("lastSequence", g.LastSequence),
+            ("longestSilenceMs", silence.LongestMs), ("silences", silence.Histogram), ("silenceBoundMs", silence.BoundMs));
         _goodbye = true;
         _primaryEnded.Set();
         _pipe.Complete();
     }
 
     /// <summary>The primary is gone: let the replay drain what it holds, then take over.</summary>
-    public void PrimaryLost(string reason)
+    public void PrimaryLost(string reason, LinkSilence? silence = null)
     {
         if (_lostReason != null) return;
         try { HoldReceived(); } // everything received is this replica's log: the replay drains it all
@@ -639,10 +654,47 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         _lostReason = reason;
         _lostAt = Stopwatch.GetTimestamp();
         log.WriteLine($"backup: primary lost: {reason}; holding the log up to record #{Held}; draining {_pipe.Buffered} bytes");
-        s.Events.Emit(ReplicaEvent.PrimaryLost, ("reason", reason), ("held", Held));
-        _primaryEnded.Set();
-        _pipe.Complete();
+        s.Events.Emit(ReplicaEvent.PrimaryLost, ("reason", reason), ("held", Held),
+            ("longestSilenceMs", silence?.LongestMs), ("silences", silence?.Histogram), ("silenceBoundMs", silence?.BoundMs));
+        // the takeover (on the replay thread, after the drain) asks for the decision under this lock, so what is done
+        // here comes first, while the replay drains
+        lock (_decide)
+        {
+            _primaryEnded.Set();
+            _pipe.Complete();
+            PrepareTakeover();
+        }
     }
+
+    /// <summary>
+    /// As the primary is lost (under <see cref="_decide"/>, while the replay drains): a guest with a virtual
+    /// interface drops what its TAP device queued so far (it may be in the log) and keeps what arrives from now on;
+    /// the arbiter is asked now rather than after the drain, and on winning the address is announced at once, so
+    /// clients' retransmissions of what only the dead primary received wait at this replica's device for the stack.
+    /// </summary>
+    void PrepareTakeover()
+    {
+        if (_boundary?.Nic is not { } nic || _arbiter == null || StandDownReason() != null) return;
+        nic.DropStaleInput();
+        var r = Decide();
+        if (!r.Won || !nic.AnnounceEarly()) return;
+        double ms = Stopwatch.GetElapsedTime(_lostAt).TotalMilliseconds;
+        log.WriteLine($"backup: won the arbiter for term {r.Term} {ms:F0} ms after losing the primary; announced {nic.Options.Identity} on {nic.Options.TapName} while the replay drains");
+        s.Events.Emit(ReplicaEvent.Announced, ("term", r.Term), ("afterLostMs", ms));
+    }
+
+    ArbiterResult Decide()
+    {
+        lock (_decide) return _decision ??= _arbiter!.TryAcquire(s.Id, _term);
+    }
+
+    /// <summary>Why this replica must not take over even if it could win the arbiter (null: it may).</summary>
+    string? StandDownReason() =>
+        // a standby that joined a live replica and lost it before holding the log up to the join point: the
+        // world may have seen output of records it does not hold, so a takeover could contradict it
+        _hello is { LiveSequence: > 0 } joined && Held < joined.LiveSequence
+            ? $"this standby joined a live replica whose log then ended at record #{joined.LiveSequence} but holds only #{Held}"
+            : null;
 
     bool TakeOver(TakeoverPoint p)
     {
@@ -653,16 +705,13 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
             return false;
         }
         double drainMs = Stopwatch.GetElapsedTime(_lostAt).TotalMilliseconds;
-        if (_hello is { LiveSequence: > 0 } joined && Held < joined.LiveSequence)
+        if (StandDownReason() is { } why)
         {
-            // a standby that joined a live replica and lost it before holding the log up to the join point: the
-            // world may have seen output of records it does not hold, so a takeover could contradict it
-            string why = $"this standby joined a live replica whose log then ended at record #{joined.LiveSequence} but holds only #{Held}";
             log.WriteLine($"backup: drained in {drainMs:F0} ms but {why}: standing down");
             s.Events.Emit(ReplicaEvent.StoodDown, ("reason", why), ("drainMs", drainMs));
             return false;
         }
-        var r = _arbiter!.TryAcquire(s.Id, _term);
+        var r = Decide();
         _wonTerm = r.Term;
         if (!r.Won)
         {
@@ -875,7 +924,7 @@ public sealed class ReplicationService(BackupSession session) : Protocol.Replica
         {
             await responseStream.WriteAsync(new BackupMessage
             {
-                Welcome = new Welcome { BackupId = s.Id, DataPort = (uint)session.DataPort, DataTicket = ByteString.CopyFrom(pending.Ticket), Snapshot = session.AcceptsSnapshot(hello) },
+                Welcome = new Welcome { BackupId = s.Id, DataPort = (uint)session.DataPort, DataTicket = ByteString.CopyFrom(pending.Ticket), Snapshot = session.AcceptsSnapshot(hello), PrimarySilenceMs = (uint)s.PrimarySilenceMs },
             }, ct);
         }
         catch (Exception e) when (e is OperationCanceledException or IOException or RpcException or InvalidOperationException)

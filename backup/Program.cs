@@ -39,7 +39,9 @@ var sharedOpt = new Option<bool>("--shared-storage") { Description = "The primar
 var noSnapshotOpt = new Option<bool>("--no-snapshot") { Description = "As a standby, take the live replica's log from record 1 and replay it even when it offers a machine snapshot (a standby that shares the guest's files takes the snapshot by default: joining then costs the size of the guest's state, not the length of its run)." };
 var arbiterOpt = new Option<string?>("--arbiter") { Description = ReVirt.Arbiter.Arbiters.Help };
 arbiterOpt.Validators.Add(r => { if (ReVirt.Arbiter.Arbiters.Validate(r.GetValueOrDefault<string?>()) is { } err) r.AddError($"--arbiter: {err}"); });
-var timeoutOpt = new Option<int>("--timeout-ms") { Description = "The primary is declared lost after this long without a batch or heartbeat.", DefaultValueFactory = _ => 2000 };
+var timeoutOpt = new Option<int>("--timeout-ms") { Description = "Time-out of the handshake's steps; before the primary's first heartbeat (a standby receiving a backlog or a snapshot), the primary is declared lost after this long without a message.", DefaultValueFactory = _ => 2000 };
+var silenceOpt = new Option<int>("--primary-silence-ms") { Description = "The primary is declared lost after this long without any message on the data link (from its first heartbeat on; the Welcome tells the primary, which sends a heartbeat at least 8 times within it). Shorter: a dead primary is noticed sooner, before the kernel has closed its connections; too short for the machine's load: a healthy primary is taken over from.", DefaultValueFactory = _ => ReVirt.Replication.ReplicationProtocol.DefaultPrimarySilenceMs };
+silenceOpt.Validators.Add(r => { if (r.GetValueOrDefault<int>() < 8) r.AddError("--primary-silence-ms: at least 8"); });
 var copyOpt = new Option<string?>("--log") { Description = "Where to keep this replica's copy of the primary's log (default: a file in the temp directory)." };
 var certOpt = new Option<string?>("--cert") { Description = "Mutual TLS: this replica's certificate (PEM); with --key and --ca, and an https:// --listen URL." };
 var keyOpt = new Option<string?>("--key") { Description = "Mutual TLS: the private key of --cert (PEM)." };
@@ -59,7 +61,7 @@ var dataPortOpt = new Option<int>("--data-port") { Description = "TCP port of th
 var standbyRetryOpt = new Option<int>("--standby-retry-ms") { Description = "Pause between two rounds over the standbys while none accepts.", DefaultValueFactory = _ => 500 };
 var listen = new Command("listen", "Serve the replication endpoint, follow one primary (`primary protect`), replay its log in lockstep and acknowledge each batch as soon as it holds it; when the primary is lost, drain, win the arbiter and go live. Exit status: the guest's; 3 when standing down; 1 on divergence.")
 {
-    listenOpt, lrootOpt, tokenOpt, insecureOpt, sharedOpt, noSnapshotOpt, certOpt, keyOpt, caOpt, arbiterOpt, timeoutOpt, copyOpt, eventsOpt, plantOpt, ackDelayOpt, tapOpt, netnsOpt, standbyOpt, standbyRetryOpt, dataPortOpt,
+    listenOpt, lrootOpt, tokenOpt, insecureOpt, sharedOpt, noSnapshotOpt, certOpt, keyOpt, caOpt, arbiterOpt, timeoutOpt, silenceOpt, copyOpt, eventsOpt, plantOpt, ackDelayOpt, tapOpt, netnsOpt, standbyOpt, standbyRetryOpt, dataPortOpt,
 };
 listen.SetAction(parse =>
 {
@@ -79,6 +81,7 @@ listen.SetAction(parse =>
         NoSnapshot = parse.GetValue(noSnapshotOpt),
         ArbiterPath = parse.GetValue(arbiterOpt),
         TimeoutMs = parse.GetValue(timeoutOpt),
+        PrimarySilenceMs = parse.GetValue(silenceOpt),
         LogPath = parse.GetValue(copyOpt),
         AckDelayMs = parse.GetValue(ackDelayOpt),
         Events = events,

@@ -79,7 +79,14 @@ def start(mode, net, lock=None, events=None, bin_dir=BIN):
         b = Proc([BACKUP, 'listen', '--listen', 'http://127.0.0.1:0', '--insecure-no-auth', '--shared-storage', '--tap', 'rvb0', '--netns', NS] + extra + ev)
         url = b.wait_for(r'listening on (http://127\.0\.0\.1:\d+)').group(1)
         p = Proc([PRIMARY, 'protect', '--backup', url] + extra + netargs + ['--'] + guest)
-    p.wait_for(r'kvserver: listening on')
+    try:
+        p.wait_for(r'kvserver: listening on')
+    except Exception:
+        for r in (p, b):
+            if r and r.p.poll() is None:
+                r.p.kill()
+                r.p.wait(timeout=60)
+        raise
     return p, b, (GUEST_IP if net == 'virtual' else '127.0.0.1')
 
 
@@ -125,15 +132,23 @@ def kill_once(i, seconds, bin_dir=BIN):
     events = os.path.join(tempfile.gettempdir(), f'revirt-vnet-{os.getpid()}-{i}.events')
     p, b, addr = start('protect', 'virtual', lock, events, bin_dir)
     result = {}
-    t = threading.Thread(target=lambda: result.update(load('virtual', addr, 64, seconds)))
-    t.start()
-    time.sleep(1 + seconds / 3)
-    killed_ms = time.time() * 1000
-    p.p.send_signal(signal.SIGKILL)
-    t.join()
-    shutdown('virtual', addr)
-    b.p.wait(timeout=120)
-    os.remove(lock)
+    try:
+        t = threading.Thread(target=lambda: result.update(load('virtual', addr, 64, seconds)))
+        t.start()
+        time.sleep(1 + seconds / 3)
+        killed_ms = time.time() * 1000
+        p.p.send_signal(signal.SIGKILL)
+        t.join()
+        shutdown('virtual', addr)
+        b.p.wait(timeout=120)
+    finally:
+        # a failed run leaves no replica behind: a leftover backup would hold the TAP device the next run needs
+        for r in (p, b):
+            if r.p.poll() is None:
+                r.p.kill()
+                r.p.wait(timeout=60)
+    if os.path.exists(lock):
+        os.remove(lock)
     with open(events) as f:
         evs = [json.loads(l) for l in f if l.strip()]
     os.remove(events)
@@ -143,6 +158,13 @@ def kill_once(i, seconds, bin_dir=BIN):
     result['lost'] = at('primary-lost')
     result['won'] = at('took-over')
     result['up'] = at('takeover-descriptor', lambda e: str(e.get('detail', '')).startswith('virtual interface'))
+    lost = next((e for e in evs if e['event'] == 'primary-lost'), {})
+    # the longest silence between the primary's messages before the kill (a build with heartbeats; else absent):
+    # the margin against declaring a healthy primary lost
+    result['quiet'] = lost.get('longestSilenceMs') or float('nan')
+    result['why'] = lost.get('reason', '?')
+    # a build that asks the arbiter as it loses the primary announces the address before the drain ends
+    result['announced'] = at('announced')
     return result
 
 
@@ -155,6 +177,8 @@ def main():
     ap.add_argument('--kills-only', action='store_true', help='measure only the failover stall (no throughput runs)')
     ap.add_argument('--compare', metavar='BIN_DIR', help="with --kills-only: alternate each kill with one of another build "
                     "(its primary.dll/backup.dll) and print both builds' stalls side by side")
+    ap.add_argument('--this', metavar='BIN_DIR', default=BIN, help='with --compare: the build measured against it (default: '
+                    'tests/bin/Release/net10.0 of this tree; a copy keeps a rebuild during the run out of the figures)')
     a = ap.parse_args()
     if a.compare:
         compare_kills(a)
@@ -216,7 +240,7 @@ def stall_summary(name, stalls, parts, failed):
 def compare_kills(a):
     subprocess.run(['gcc', '-O2', '-o', KVLOAD, os.path.join(ROOT, 'bench', 'kvload.c')], check=True)
     make_namespace()
-    builds = [('before', a.compare), ('this build', BIN)]
+    builds = [('before', a.compare), ('this build', a.this)]
     res = {n: ([], [], []) for n, _ in builds}
     loads = []
     try:
@@ -227,7 +251,8 @@ def compare_kills(a):
                     v = kill_once(i, 6, d)
                     stalls.append(v['max_ms'])
                     parts.append((v['lost'], v['won'], v['up']))
-                    print('kill', i, name, f"stall {v['max_ms']:.0f} ms (backup: lost +{v['lost']:.0f}, won +{v['won']:.0f}, up +{v['up']:.0f} ms)", flush=True)
+                    print('kill', i, name, f"stall {v['max_ms']:.0f} ms (backup: lost +{v['lost']:.0f}, won +{v['won']:.0f}, up +{v['up']:.0f} ms; "
+                          f"announced +{v['announced']:.0f} ms; longest silence before {v['quiet']:.0f} ms; {v['why']})", flush=True)
                 except Exception as e:
                     failed.append(str(e).strip().splitlines()[-1] if str(e).strip() else repr(e))
                     print('kill', i, name, 'FAILED', e, flush=True)

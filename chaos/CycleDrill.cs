@@ -217,7 +217,7 @@ public sealed class CycleDrill(CycleSettings s)
             string name = $"replica{++serial}";
             string log = Path.Combine(s.WorkDir, $"{name}.rvlog");
             var others = Enumerable.Range(0, 3).Where(i => i != slot).SelectMany(i => new[] { "--standby", Url(i) }).ToArray();
-            var p = new ReplicaProc(name, s.BackupDll, ["listen", "--listen", Url(slot), .. Common(log), .. others], clock);
+            var p = new ReplicaProc(name, s.BackupDll, ["listen", "--listen", Url(slot), .. Common(log), "--primary-silence-ms", s.TimeoutMs.ToString(), .. others], clock);
             var m = new Member { Name = name, Proc = p, Slot = slot, LogPath = log };
             members.Add(m);
             Need(m, ReplicaEvent.Listening, "start listening");

@@ -110,7 +110,7 @@ public sealed class Drill(DrillSettings s)
         string arbiterSpec = hosts != null ? NetnsHosts.ArbiterUrl(etcdKey) : arbiter;
         using var backup = new ReplicaProc("backup", s.BackupDll,
             ["listen", "--listen", hosts != null ? NetnsHosts.ListenUrl(Host.Backup) : "http://127.0.0.1:0", "--token-file", token, "--shared-storage", "--arbiter", arbiterSpec,
-             "--timeout-ms", s.TimeoutMs.ToString(), "--log", logCopy, .. plantBackup, .. s.Network?.BackupArgs ?? [], .. s.ExtraBackupArgs], clock, hosts?.Ns(Host.Backup));
+             "--timeout-ms", s.TimeoutMs.ToString(), "--primary-silence-ms", s.TimeoutMs.ToString(), "--log", logCopy, .. plantBackup, .. s.Network?.BackupArgs ?? [], .. s.ExtraBackupArgs], clock, hosts?.Ns(Host.Backup));
         try { return RunPair(); }
         finally { hosts?.Heal(); }
 

@@ -18,7 +18,7 @@ var linesOpt = new Option<int>("--lines") { Description = "counter: lines the gu
 var requestsOpt = new Option<int>("--requests") { Description = "kvserver: SETs of unique keys per round (a GET of an earlier key follows every third).", DefaultValueFactory = _ => 400 };
 var connectionsOpt = new Option<int>("--connections") { Description = "kvserver: client connections sending at once.", DefaultValueFactory = _ => 4 };
 var workOpt = new Option<int>("--work") { Description = "counter: inner-loop iterations between lines.", DefaultValueFactory = _ => 3000 };
-var timeoutOpt = new Option<int>("--timeout-ms") { Description = "Failure-detection timeout given to both replicas (--timeout-ms of primary protect and backup listen).", DefaultValueFactory = _ => 1000 };
+var timeoutOpt = new Option<int>("--timeout-ms") { Description = "Failure-detection timeout given to both replicas (--timeout-ms of primary protect; --timeout-ms and --primary-silence-ms of backup listen).", DefaultValueFactory = _ => 1000 };
 var hbOpt = new Option<int>("--heartbeat-ms") { Description = "The primary's heartbeat interval.", DefaultValueFactory = _ => 100 };
 var cpOpt = new Option<ulong>("--checkpoint-interval") { Description = "Guest instructions between state-digest checkpoints (the backup verifies each; the digest at takeover is compared with the primary's).", DefaultValueFactory = _ => 200_000 };
 var reportOpt = new Option<string>("--report") { Description = "Directory for report.json (machine-readable), timeline.svg and report.html (table and timeline).", DefaultValueFactory = _ => "chaos-report" };

@@ -175,6 +175,7 @@ int Guest(ParseResult parse, FileInfo? log)
         Console.Error.WriteLine($"primary: {icount} guest instructions in {s:F3} s ({icount / s / 1e6:F1} M instructions/s), exit status {status}");
         // the host's own share: methods the runtime's JIT compiled (ReadyToRun code needs none) and its time
         Console.Error.WriteLine($"primary: host JIT: {System.Runtime.JitInfo.GetCompiledMethodCount()} methods in {System.Runtime.JitInfo.GetCompilationTime().TotalMilliseconds:F0} ms");
+        Console.Error.WriteLine($"primary: host GC: {GC.GetTotalAllocatedBytes() >> 20} MB allocated, {GC.CollectionCount(0)}/{GC.CollectionCount(1)}/{GC.CollectionCount(2)} collections (gen 0/1/2), {GC.GetTotalPauseDuration().TotalMilliseconds:F0} ms paused");
     }
     return status;
 }

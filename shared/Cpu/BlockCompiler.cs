@@ -110,6 +110,8 @@ public static unsafe class BlockCompiler
     static readonly FieldInfo FHandlers = typeof(Block).GetField(nameof(Block.Handlers))!;
     static readonly MethodInfo MCond = typeof(VirtualCpu).GetMethod(nameof(VirtualCpu.Cond))!;
     static readonly MethodInfo MIncDec = typeof(VirtualCpu).GetMethod(nameof(VirtualCpu.SetFlagsIncDec))!;
+    static readonly MethodInfo MShiftFlags = typeof(VirtualCpu).GetMethod(nameof(VirtualCpu.SetFlagsShift))!;
+    static readonly MethodInfo MRotateFlags = typeof(VirtualCpu).GetMethod(nameof(VirtualCpu.SetFlagsRotate))!;
     static readonly MethodInfo[] MRead =
     {
         null!, typeof(GuestMemory).GetMethod(nameof(GuestMemory.Read8))!, typeof(GuestMemory).GetMethod(nameof(GuestMemory.Read16))!, null!,
@@ -150,8 +152,8 @@ public static unsafe class BlockCompiler
         public OpCode AluOp;   // the IL operation of Form.Alu
         public bool AluStores; // false for cmp and test
         public int Count;      // shift count (immediate, masked, not 0)
-        /// <summary>Inline only while nothing can observe its flags (shifts, rotates and imul compute no flags
-        /// inline: when they are live the handler runs).</summary>
+        /// <summary>Inline only while nothing can observe its flags (imul computes no flags inline: when they are
+        /// live the handler runs).</summary>
         public bool NeedsDeadFlags;
     }
 
@@ -282,7 +284,10 @@ public static unsafe class BlockCompiler
             if (p.Size is not (1 or 2 or 4 or 8)) return p;
             p.Count = i.Immediate8 & (p.Size == 8 ? 0x3F : 0x1F);
             if (p.Count == 0) return p; // a count of 0 changes nothing but still stores: the handler's business
-            p.Form = Form.Shift; p.Flags = FlagUse.None; p.NeedsDeadFlags = true; p.Memory = p.Stores = mem0;
+            // a shift replaces all six flags; a rotate lays CF and OF over the pending ones, which stay as they are
+            // for the liveness of the writers before it
+            p.Form = Form.Shift; p.Memory = p.Stores = mem0;
+            p.Flags = i.Mnemonic is Mnemonic.Rol or Mnemonic.Ror ? FlagUse.None : FlagUse.Writes;
             return p;
         }
         if (i.Mnemonic == Mnemonic.Imul && count is 2 or 3 && o0.Class == OpClass.Reg && o0.RegKind <= 1 && IsRegOrMem(o1)
@@ -613,6 +618,7 @@ public static unsafe class BlockCompiler
                         }
                     }
                     Truncate(p.Size); Stloc(_r);
+                    if (FlagsLive(k)) ShiftFlags(ins.Mnemonic, p.Size, n);
                     Write(ref p.O0, p.Size, _r);
                     return Flow.Next;
                 }
@@ -642,6 +648,52 @@ public static unsafe class BlockCompiler
                 if (q.Flags == FlagUse.Writes) return false;
             }
             return true;
+        }
+
+        /// <summary>Records the flags of a shift or rotate by the constant count n (not 0) of _a (the operand) into _r
+        /// (the result), with the CF and OF formulas of its handler (Isa.Integer2.cs).</summary>
+        void ShiftFlags(Mnemonic m, int size, int n)
+        {
+            var il = _il;
+            int bits = size * 8;
+            il.Emit(OpCodes.Ldarg_1);
+            switch (m)
+            {
+                case Mnemonic.Shl or Mnemonic.Sal:
+                    Ldloc(_r); il.Emit(OpCodes.Ldc_I4, size);
+                    // CF: the last bit shifted out (none left when the count exceeds the size); OF: CF ^ the result's sign
+                    if (n <= bits) { Ldloc(_a); il.Emit(OpCodes.Ldc_I4, bits - n); il.Emit(OpCodes.Shr_Un); il.Emit(OpCodes.Ldc_I8, 1L); il.Emit(OpCodes.And); }
+                    else il.Emit(OpCodes.Ldc_I8, 0L);
+                    il.Emit(OpCodes.Dup); Stloc(_bv);
+                    Ldloc(_bv); Ldloc(_r); il.Emit(OpCodes.Ldc_I4, bits - 1); il.Emit(OpCodes.Shr_Un); il.Emit(OpCodes.Xor);
+                    il.Emit(OpCodes.Call, MShiftFlags);
+                    return;
+                case Mnemonic.Shr:
+                    Ldloc(_r); il.Emit(OpCodes.Ldc_I4, size);
+                    Ldloc(_a); il.Emit(OpCodes.Ldc_I4, n - 1); il.Emit(OpCodes.Shr_Un); il.Emit(OpCodes.Ldc_I8, 1L); il.Emit(OpCodes.And);
+                    Ldloc(_r); il.Emit(OpCodes.Ldc_I4, bits - 2); il.Emit(OpCodes.Shr_Un); il.Emit(OpCodes.Ldc_I8, 1L); il.Emit(OpCodes.And);
+                    il.Emit(OpCodes.Call, MShiftFlags);
+                    return;
+                case Mnemonic.Sar:
+                    Ldloc(_r); il.Emit(OpCodes.Ldc_I4, size);
+                    Ldloc(_a); SignExtend(size); il.Emit(OpCodes.Ldc_I4, n - 1); il.Emit(OpCodes.Shr); il.Emit(OpCodes.Ldc_I8, 1L); il.Emit(OpCodes.And);
+                    il.Emit(OpCodes.Ldc_I8, 0L);
+                    il.Emit(OpCodes.Call, MShiftFlags);
+                    return;
+                case Mnemonic.Rol:
+                    // CF: the result's low bit; OF: CF ^ the result's sign
+                    Ldloc(_r); il.Emit(OpCodes.Ldc_I8, 1L); il.Emit(OpCodes.And); il.Emit(OpCodes.Dup); Stloc(_bv);
+                    Ldloc(_bv); Ldloc(_r); il.Emit(OpCodes.Ldc_I4, bits - 1); il.Emit(OpCodes.Shr_Un); il.Emit(OpCodes.Xor);
+                    il.Emit(OpCodes.Call, MRotateFlags);
+                    return;
+                case Mnemonic.Ror:
+                    // CF: the result's sign; OF: the sign ^ the bit below it
+                    Ldloc(_r); il.Emit(OpCodes.Ldc_I4, bits - 1); il.Emit(OpCodes.Shr_Un); il.Emit(OpCodes.Dup); Stloc(_bv);
+                    Ldloc(_bv); Ldloc(_r); il.Emit(OpCodes.Ldc_I4, bits - 2); il.Emit(OpCodes.Shr_Un); il.Emit(OpCodes.Ldc_I8, 1L); il.Emit(OpCodes.And); il.Emit(OpCodes.Xor);
+                    il.Emit(OpCodes.Call, MRotateFlags);
+                    return;
+            }
+            throw new InvalidOperationException($"no flags for {m}");
         }
 
         void Record(int kind, LocalBuilder? a, LocalBuilder? b, LocalBuilder r, int size)

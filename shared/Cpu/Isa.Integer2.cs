@@ -87,13 +87,11 @@ public static unsafe partial class Isa
     /// <summary>Flags after a shift with a non-zero count: SZP from the result, CF, OF as given; AF (undefined) is
     /// set, as the reference hardware does.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static void SetShiftFlags(VirtualCpu c, ulong r, int s, ulong cf, ulong of)
-        => c.SetArithFlags(VirtualCpu.ZSP(r, s) | VirtualCpu.AF | cf | (of != 0 ? VirtualCpu.OF : 0));
+    static void SetShiftFlags(VirtualCpu c, ulong r, int s, ulong cf, ulong of) => c.SetFlagsShift(r, s, cf, of);
 
     /// <summary>Rotates change only CF and OF.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static void SetRotateFlags(VirtualCpu c, ulong cf, ulong of)
-        => c.Rflags = (c.Rflags & ~(VirtualCpu.CF | VirtualCpu.OF)) | cf | (of != 0 ? VirtualCpu.OF : 0);
+    static void SetRotateFlags(VirtualCpu c, ulong cf, ulong of) => c.SetFlagsRotate(cf, of);
 
     static void Shl(VirtualCpu c, ref Instruction i)
     {

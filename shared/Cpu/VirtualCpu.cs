@@ -277,11 +277,16 @@ public sealed unsafe partial class VirtualCpu
     // ---------------------------------------------------------------- lazy flags
     // An add/sub/logic operation records (kind, size, a, b, result) instead of computing CF PF AF ZF SF OF; a reader
     // of Rflags materialises them with the same formulas, and a condition test derives just the flags it needs.
-    // The record is a pure function of the instruction's inputs, so which reader comes when changes nothing.
+    // A shift records its result and the CF and OF it computed (ZF, SF and PF follow from the result, AF is set);
+    // a rotate changes CF and OF only, so it lays those two over whatever is pending (a record or the stored flags)
+    // without deriving the rest. The record is a pure function of the instructions' inputs, so which reader comes
+    // when changes nothing.
 
-    internal const int LazyNone = 0, LazyAdd = 1, LazySub = 2, LazyLogic = 3, LazyKeepCf = 4;
+    internal const int LazyNone = 0, LazyAdd = 1, LazySub = 2, LazyLogic = 3, LazyKeepCf = 4, LazyShift = 8, LazyRotate = 16;
     int _lazy, _lazySize;
     ulong _lazyA, _lazyB, _lazyR;
+    /// <summary>CF and OF (as flag bits) of a pending shift record, or laid over the rest by a rotate.</summary>
+    ulong _lazyCarryOverflow;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     void Record(int kind, ulong a, ulong b, ulong r, int size) { _lazy = kind; _lazySize = size; _lazyA = a; _lazyB = b; _lazyR = r; }
@@ -289,8 +294,16 @@ public sealed unsafe partial class VirtualCpu
     [MethodImpl(MethodImplOptions.NoInlining)]
     void MaterializeFlags()
     {
-        ulong f = ZSP(_lazyR, _lazySize) | CarryOverflowAux(_lazy & 3, _lazyA, _lazyB, _lazyR, _lazySize);
-        if ((_lazy & LazyKeepCf) != 0) f = (f & ~CF) | (_flags & CF);
+        int kind = _lazy;
+        ulong f;
+        if ((kind & LazyShift) != 0) f = ZSP(_lazyR, _lazySize) | AF | _lazyCarryOverflow;
+        else if ((kind & 3) != 0)
+        {
+            f = ZSP(_lazyR, _lazySize) | CarryOverflowAux(kind & 3, _lazyA, _lazyB, _lazyR, _lazySize);
+            if ((kind & LazyKeepCf) != 0) f = (f & ~CF) | (_flags & CF);
+        }
+        else f = _flags & ArithFlags; // a rotate over stored flags
+        if ((kind & LazyRotate) != 0) f = (f & ~(CF | OF)) | _lazyCarryOverflow;
         _flags = (_flags & ~ArithFlags) | f;
         _lazy = LazyNone;
     }
@@ -318,13 +331,41 @@ public sealed unsafe partial class VirtualCpu
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     ulong LazyConditionFlags()
     {
+        int kind = _lazy;
+        if ((kind & (LazyShift | LazyRotate)) != 0) return ShiftRotateConditionFlags();
         ulong r = _lazyR, f = 0;
         int size = _lazySize;
         if ((r & SizeMask(size)) == 0) f |= ZF;
         if ((r & SignBit(size)) != 0) f |= SF;
-        f |= CarryOverflowAux(_lazy & 3, _lazyA, _lazyB, r, size) & (CF | OF);
-        if ((_lazy & LazyKeepCf) != 0) f = (f & ~CF) | (_flags & CF);
+        f |= CarryOverflowAux(kind & 3, _lazyA, _lazyB, r, size) & (CF | OF);
+        if ((kind & LazyKeepCf) != 0) f = (f & ~CF) | (_flags & CF);
         return f;
+    }
+
+    /// <summary>The condition flags while a shift record or a rotate's CF and OF are pending: they are materialised
+    /// (the same values, only stored; kept out of line, the add/sub/logic records are the frequent case).</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    ulong ShiftRotateConditionFlags()
+    {
+        MaterializeFlags();
+        return _flags;
+    }
+
+    /// <summary>Flags after a shift with a non-zero count: ZF, SF and PF from the result r (of the given size), AF
+    /// set (undefined on paper; the reference hardware sets it), CF and OF as given (0 or not 0).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void SetFlagsShift(ulong r, int size, ulong cf, ulong of)
+    {
+        _lazy = LazyShift; _lazySize = size; _lazyR = r;
+        _lazyCarryOverflow = (cf != 0 ? CF : 0) | (of != 0 ? OF : 0);
+    }
+
+    /// <summary>Flags after a rotate with a non-zero count: CF and OF as given (0 or not 0), the others kept.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void SetFlagsRotate(ulong cf, ulong of)
+    {
+        _lazy |= LazyRotate;
+        _lazyCarryOverflow = (cf != 0 ? CF : 0) | (of != 0 ? OF : 0);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -342,7 +383,8 @@ public sealed unsafe partial class VirtualCpu
     public void SetFlagsIncDec(bool dec, ulong a, ulong r, int size)
     {
         // the CF to keep: only it is derived from a pending record (the new record replaces every other flag)
-        if (_lazy != LazyNone && (_lazy & LazyKeepCf) == 0)
+        if ((_lazy & (LazyShift | LazyRotate)) != 0) MaterializeFlags();
+        else if (_lazy != LazyNone && (_lazy & LazyKeepCf) == 0)
             _flags = (_flags & ~CF) | (CarryOverflowAux(_lazy & 3, _lazyA, _lazyB, _lazyR, _lazySize) & CF);
         Record((dec ? LazySub : LazyAdd) | LazyKeepCf, a, 1, r, size);
     }

@@ -22,15 +22,13 @@ public sealed partial class Kernel
     /// again, in no digest).</summary>
     internal IEnumerable<GuestThread> SchedulerOrder => _threads.Where(t => Processes.Contains(t.Process));
 
-    /// <summary>Why the machine's state cannot be captured yet (null: it can). Host state that a snapshot cannot
-    /// carry to another replica (host sockets and epoll instances, eventfds, armed host timers, shared file
-    /// mappings, the virtual network interface) makes the caller fall back to sending the log.</summary>
+    /// <summary>Why the machine's state cannot be captured yet (null: it can). State that a snapshot cannot carry to
+    /// another replica (shared file mappings, the virtual network interface) makes the caller fall back to sending
+    /// the log.</summary>
     internal string? Uncapturable()
     {
         if (Exited) return "the guest has ended";
         if (_nic != null) return "the guest has a virtual network interface (its stack is not part of a snapshot yet)";
-        if (_itimers.Any(t => t.Timer != null)) return "an interval timer is armed (host timers are not part of a snapshot yet)";
-        if (_posixTimers.Count > 0) return "the guest created POSIX timers (not part of a snapshot yet)";
         foreach (var p in Processes)
         {
             if (p.Files.HasShared) return $"process {p.Pid} has a shared writable file mapping";
@@ -54,6 +52,42 @@ public sealed partial class Kernel
         (_nextTid, _pipes, _accountedAt, _switch, _yieldAsked, Uid) = (st.NextTid, st.PipesMade, st.AccountedAt, st.SwitchAsked, st.YieldAsked, st.Uid);
         Current = current;
         _restored = true;
+    }
+
+    /// <summary>An interval or POSIX timer as a snapshot carries it: its clock and signal, whether it is set to expire,
+    /// when (CLOCK_REALTIME, nanoseconds since the epoch: the clock the host timer's due time is kept on) and its
+    /// interval (nanoseconds). The interval timers have ids -1..-3 (ITIMER_REAL, _VIRTUAL, _PROF).</summary>
+    internal readonly record struct TimerState(int Id, int Clock, int Signal, bool Armed, long DueNs, long IntervalNs);
+
+    internal IEnumerable<TimerState> Timers
+    {
+        get
+        {
+            for (int i = 0; i < _itimers.Length; i++) yield return Of(-1 - i, 0, TimerSignal(i), _itimers[i]);
+            foreach (var (id, t) in _posixTimers.OrderBy(kv => kv.Key)) yield return Of(id, t.Clock, t.Signal, t);
+        }
+    }
+
+    static TimerState Of(int id, int clock, int signal, HostTimerBase t)
+        => new(id, clock, signal, t.Armed, t.Armed ? (t.Due - DateTime.UnixEpoch).Ticks * 100 : 0, t.Armed ? t.Interval.Ticks * 100 : 0);
+
+    /// <summary>Installs the timers of a snapshot. They are not armed on the host: a restored machine follows a log,
+    /// whose signal records say when they expire.</summary>
+    internal void RestoreTimers(IEnumerable<TimerState> timers)
+    {
+        foreach (var s in timers)
+        {
+            HostTimerBase t;
+            if (s.Id < 0)
+            {
+                if (s.Id < -_itimers.Length) throw new ArgumentException($"interval timer {-1 - s.Id}");
+                t = _itimers[-1 - s.Id];
+            }
+            else t = _posixTimers[s.Id] = new PosixTimer { Clock = s.Clock, Signal = s.Signal };
+            t.Armed = s.Armed;
+            t.Due = DateTime.UnixEpoch + TimeSpan.FromTicks(s.DueNs / 100);
+            t.Interval = TimeSpan.FromTicks(s.IntervalNs / 100);
+        }
     }
 
     /// <summary>A CPU for a restored thread of `p`, answering to this kernel.</summary>

@@ -52,7 +52,7 @@ public sealed class Vma
 /// Pages that hold decoded code are kept out of the write TLB so that a store to them is seen by the slow path,
 /// which tells the code cache to drop what it decoded there.
 /// </summary>
-public sealed unsafe class GuestMemory : IDisposable
+public sealed unsafe partial class GuestMemory : IDisposable
 {
     public const int PageShift = 12;
     public const ulong PageSize = 1UL << PageShift;
@@ -70,6 +70,12 @@ public sealed unsafe class GuestMemory : IDisposable
         /// or a program image's page shared from an <see cref="ImageTemplate"/>): it is then read-only to this one,
         /// and the first store copies it (<see cref="Unshare"/>). Null: the page is this address space's alone.</summary>
         public SharedFrame? Shared;
+        /// <summary>Captures begun before the page entered the table (<see cref="BeginCapture"/>): a capture with a
+        /// larger number leaves the page out, since the page did not exist when it was taken.</summary>
+        public uint Born;
+        /// <summary>The capture that holds this page's bytes as they were when it was taken (see
+        /// <see cref="MemoryCapture"/>): the guest's first store after it no longer needs to preserve them.</summary>
+        public uint Saved;
     }
 
     struct TlbEntry { public ulong Tag; public byte* Ptr; }
@@ -221,9 +227,9 @@ public sealed unsafe class GuestMemory : IDisposable
         var vma = FindVma(addr);
         if (vma == null) return null;
         if (addr >= vma.BeyondEof) throw new GuestFaultException(addr, false, true, beyondEndOfFile: true);
-        p = new Page { Data = PagePool.Rent(), Prot = vma.Prot };
+        p = new Page { Data = PagePool.Rent(), Prot = vma.Prot, Born = _captures };
         new Span<byte>(p.Data, (int)PageSize).Clear();
-        _pages[pn] = p;
+        AddPage(pn, p);
         return p;
     }
 
@@ -239,6 +245,7 @@ public sealed unsafe class GuestMemory : IDisposable
         if (write)
         {
             if ((p.Prot & Prot.Write) == 0) throw new GuestFaultException(a, true, true);
+            if (_capture != null) Preserve(p, pn);
             if (p.Shared != null) Unshare(p, pn);
             if (p.HasCode)
             {
@@ -331,6 +338,7 @@ public sealed unsafe class GuestMemory : IDisposable
             if (force)
             {
                 p = Lookup(cur >> PageShift) ?? throw new GuestFaultException(cur, true, false);
+                if (_capture != null) Preserve(p, cur >> PageShift);
                 if (p.Shared != null) Unshare(p, cur >> PageShift);
                 if (p.HasCode) { p.HasCode = false; CodeWritten?.Invoke(cur >> PageShift); }
             }
@@ -466,8 +474,9 @@ public sealed unsafe class GuestMemory : IDisposable
     {
         var p = _pages[pn];
         if (p.HasCode) CodeWritten?.Invoke(pn);
+        if (_capture != null) Preserve(p, pn);
+        RemovePage(pn);
         Release(p);
-        _pages.Remove(pn);
         FlushTlbPage(pn);
     }
 
@@ -504,6 +513,7 @@ public sealed unsafe class GuestMemory : IDisposable
             if (_pages.TryGetValue(pn, out var p))
             {
                 if (p.HasCode && (prot & Prot.Exec) == 0) { p.HasCode = false; CodeWritten?.Invoke(pn); }
+                if (_capture != null && p.Prot != prot) Preserve(p, pn);
                 p.Prot = prot;
             }
             FlushTlbPage(pn);
@@ -612,7 +622,8 @@ public sealed unsafe class GuestMemory : IDisposable
         foreach (var (pn, prot, f) in t.Pages)
         {
             Interlocked.Increment(ref f.Refs);
-            _pages[pn] = new Page { Data = f.Data, Prot = prot, Shared = f };
+            if (_pages.ContainsKey(pn)) FreePage(pn);
+            AddPage(pn, new Page { Data = f.Data, Prot = prot, Shared = f, Born = _captures });
             FlushTlbPage(pn);
         }
     }
@@ -649,7 +660,7 @@ public sealed unsafe class GuestMemory : IDisposable
         byte* d = PagePool.Rent();
         bytes.CopyTo(new Span<byte>(d, (int)PageSize));
         if (_pages.TryGetValue(pn, out var old)) Release(old);
-        _pages[pn] = new Page { Data = d, Prot = prot };
+        _pages[pn] = new Page { Data = d, Prot = prot, Born = _captures };
         FlushTlbPage(pn);
     }
 
@@ -664,8 +675,11 @@ public sealed unsafe class GuestMemory : IDisposable
     {
         if (_disposed) return;
         _disposed = true;
+        // a capture under way keeps what it has not read yet
+        if (_capture != null) foreach (var (pn, p) in _pages) Preserve(p, pn);
         foreach (var p in _pages.Values) Release(p);
-        _pages.Clear();
+        if (_capture is { } c) lock (c.Lock) _pages.Clear();
+        else _pages.Clear();
         NativeMemory.Free(_rtlb);
         NativeMemory.Free(_wtlb);
     }

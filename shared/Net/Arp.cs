@@ -92,24 +92,31 @@ public sealed partial class NetStack
     }
 
     /// <summary>Broadcasts a gratuitous ARP request (sender = target = our address) so neighbours map our IP to our MAC.</summary>
-    public void Announce() => SendArp(Wire.ArpRequest, MacAddress.Broadcast, MacAddress.Zero, Config.Ip);
+    public void Announce() => Emit(GratuitousArp(Config.Mac, Config.Ip));
 
-    void SendArp(ushort op, MacAddress ethDst, MacAddress tha, uint tpa)
+    /// <summary>The gratuitous ARP (RFC 5227 §2.3: an ARP request for our own address, broadcast) that announces
+    /// <paramref name="mac"/> at <paramref name="ip"/>; a function of the interface's identity only, so a replica can
+    /// send it before its stack runs (a takeover that announces early).</summary>
+    public static byte[] GratuitousArp(MacAddress mac, uint ip) => ArpFrame(mac, ip, Wire.ArpRequest, MacAddress.Broadcast, MacAddress.Zero, ip);
+
+    void SendArp(ushort op, MacAddress ethDst, MacAddress tha, uint tpa) => Emit(ArpFrame(Config.Mac, Config.Ip, op, ethDst, tha, tpa));
+
+    static byte[] ArpFrame(MacAddress mac, uint ip, ushort op, MacAddress ethDst, MacAddress tha, uint tpa)
     {
         var f = new byte[Wire.MinFrame];
         ethDst.Write(f);
-        Config.Mac.Write(f.AsSpan(6));
+        mac.Write(f.AsSpan(6));
         Wire.U16(f, 12, Wire.EtherTypeArp);
         var p = f.AsSpan(Wire.EthHeader);
         Wire.U16(p, 0, 1);
         Wire.U16(p, 2, Wire.EtherTypeIp4);
         p[4] = 6; p[5] = 4;
         Wire.U16(p, 6, op);
-        Config.Mac.Write(p[8..]);
-        Wire.U32(p, 14, Config.Ip);
+        mac.Write(p[8..]);
+        Wire.U32(p, 14, ip);
         tha.Write(p[18..]);
         Wire.U32(p, 24, tpa);
-        Emit(f);
+        return f;
     }
 
     void ArpState(StateCodec c)

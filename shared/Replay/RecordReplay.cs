@@ -474,6 +474,9 @@ public sealed class ReplayBoundary : IBoundary
     public int? RecordedExitStatus { get; private set; }
     /// <summary>True once a following replay has taken over.</summary>
     public bool Live => _live;
+
+    /// <summary>The machine's virtual network interface, if it has one (a following backup prepares its takeover with it).</summary>
+    public VirtualNic? Nic => _k?.Nic;
     public TakeoverPoint? Takeover { get; private set; }
 
     public ReplayBoundary(LogReader reader, bool showOutput, FollowOptions? follow = null)
@@ -578,9 +581,16 @@ public sealed class ReplayBoundary : IBoundary
         // re-opened at their offsets, the old primary's connections are reset
         if (_k != null)
         {
+            long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
             var report = TakeoverAgent.AttachHost(_k).ToList();
             // the virtual interface (if the guest has one) comes up here with the replayed connections
-            if (_k.Nic is { } nic) report.Add(nic.TakeOver(this, _k.Current.Tid));
+            if (_k.Nic is { } nic)
+            {
+                long t1 = System.Diagnostics.Stopwatch.GetTimestamp();
+                string up = nic.TakeOver(this, _k.Current.Tid);
+                report.Add($"{up} (descriptors attached in {System.Diagnostics.Stopwatch.GetElapsedTime(t0, t1).TotalMilliseconds:F0} ms, " +
+                           $"interface up in {System.Diagnostics.Stopwatch.GetElapsedTime(t1).TotalMilliseconds:F0} ms)");
+            }
             // threads parked on the old primary's host waits wait again on this host (logged wake-ups when the log goes on)
             if (_after is RecordingBoundary) _k.PostRenewedHostWaits();
             else _k.RenewHostWaits();

@@ -11,7 +11,7 @@ namespace ReVirt.Replay;
 /// complete <see cref="Cpu.CpuState"/> (x87 included) and every materialised page of memory with its address and
 /// protection; and the in-VM network stack's complete state (connections, buffers, timers) when the guest has a
 /// virtual interface. A machine snapshot carries the same digest of the state it was taken from, computed over its
-/// copy-on-write copy (<see cref="Compute(IEnumerable{ValueTuple{IEnumerable{CpuState}, GuestMemory}}, byte[])"/>),
+/// capture of the memory as it encodes it (<see cref="Builder"/>),
 /// and a replica that restores it must arrive at it.</summary>
 public static unsafe class StateDigest
 {
@@ -21,19 +21,38 @@ public static unsafe class StateDigest
     /// <summary>The digest of processes given as (their threads' states in order, their memory).</summary>
     public static byte[] Compute(IEnumerable<(IEnumerable<CpuState> Threads, GuestMemory Mem)> processes, byte[]? netDigest)
     {
-        var h = new XxHash128();
-        Span<ulong> hdr = stackalloc ulong[2];
+        var b = new Builder();
         foreach (var (threads, mem) in processes)
         {
-            foreach (var s in threads) s.AppendTo(h);
-            foreach (var (pn, page) in mem.PagesInOrder())
-            {
-                hdr[0] = pn; hdr[1] = (ulong)page.Prot;
-                h.Append(MemoryMarshal.AsBytes(hdr));
-                h.Append(new ReadOnlySpan<byte>(page.Data, (int)GuestMemory.PageSize));
-            }
+            b.Threads(threads);
+            foreach (var (pn, page) in mem.PagesInOrder()) b.Page(pn, page.Prot, new ReadOnlySpan<byte>(page.Data, (int)GuestMemory.PageSize));
         }
-        if (netDigest != null) h.Append(netDigest);
-        return h.GetCurrentHash();
+        return b.Finish(netDigest);
+    }
+
+    /// <summary>The same digest built piece by piece, process after process: its threads, then its pages in address
+    /// order (a snapshot computes it while it encodes the pages).</summary>
+    public sealed class Builder
+    {
+        readonly XxHash128 _h = new();
+
+        public void Threads(IEnumerable<CpuState> threads)
+        {
+            foreach (var s in threads) s.AppendTo(_h);
+        }
+
+        public void Page(ulong pn, Prot prot, ReadOnlySpan<byte> bytes)
+        {
+            Span<ulong> hdr = stackalloc ulong[2];
+            hdr[0] = pn; hdr[1] = (ulong)prot;
+            _h.Append(MemoryMarshal.AsBytes(hdr));
+            _h.Append(bytes);
+        }
+
+        public byte[] Finish(byte[]? netDigest)
+        {
+            if (netDigest != null) _h.Append(netDigest);
+            return _h.GetCurrentHash();
+        }
     }
 }

@@ -8,7 +8,8 @@ namespace ReVirt.Replay;
 /// Takeover: a following backup whose replay has just turned live gives the guest's descriptors host descriptors
 /// of its own. Listening sockets are re-opened on this host at the address the guest bound (so clients reconnect to
 /// the same port), epoll sets get their host instance back, regular files are re-opened on this replica's root at
-/// the guest-visible offset, and connections only the old primary had become <see cref="ResetConnection"/>s.
+/// the guest-visible offset, eventfds and timerfds are made again with the counter and expiry the VM kept, and
+/// connections only the old primary had become <see cref="ResetConnection"/>s.
 /// The kernel knows nothing of replication roles: this works on the descriptions it exposes
 /// (<see cref="IMachineFiles"/>).
 /// </summary>
@@ -30,6 +31,8 @@ public static class TakeoverAgent
             switch (f)
             {
                 case EpollFile ep: epolls.Add((gfd, ep)); break;
+                case EventFdFile e: if (e.HostFd < 0) RemakeEventFd(gfd, e, report); break;
+                case TimerFdFile tf: if (tf.HostFd < 0) RemakeTimerFd(gfd, tf, report); break;
                 case ResetConnection: break;
                 case HostSocket s:
                     if (s.HostFd >= 0) break;
@@ -99,6 +102,34 @@ public static class TakeoverAgent
             report.Add($"guest fd {gfd}: {f.GuestPath} at offset {(pos >= 0 ? pos : f.Offset)}");
         }
         else report.Add($"guest fd {gfd}: {f.GuestPath}{(append ? " (append)" : "")}");
+    }
+
+    /// <summary>An eventfd of the replayed guest gets a host eventfd holding the counter the VM kept.</summary>
+    static unsafe void RemakeEventFd(int gfd, EventFdFile e, List<string> report)
+    {
+        int flags = O.CLOEXEC | (e.StatusFlags & O.NONBLOCK) | (e.Semaphore ? EventFdFile.SemaphoreFlag : 0);
+        long fd = HostSys.Call(Nr.eventfd2, 0, flags);
+        if (fd < 0) { report.Add($"guest fd {gfd}: eventfd2 failed: errno {-fd}"); return; }
+        ulong v = e.Counter;
+        if (v > 0 && HostSys.Call(Nr.write, fd, (long)&v, 8) != 8) { HostSys.Call(Nr.close, fd); report.Add($"guest fd {gfd}: eventfd counter {v} not restored"); return; }
+        e.HostFd = (int)fd;
+        report.Add($"guest fd {gfd}: eventfd made again with counter {v}");
+    }
+
+    /// <summary>A timerfd of the replayed guest gets a host timerfd armed at the expiry the VM kept (on the timer's
+    /// own clock, absolute), with its interval.</summary>
+    static unsafe void RemakeTimerFd(int gfd, TimerFdFile t, List<string> report)
+    {
+        long fd = HostSys.Call(Nr.timerfd_create, t.Clock, O.CLOEXEC | (t.StatusFlags & O.NONBLOCK));
+        if (fd < 0) { report.Add($"guest fd {gfd}: timerfd_create failed: errno {-fd}"); return; }
+        long* spec = stackalloc long[4];
+        spec[0] = t.IntervalNs / 1_000_000_000; spec[1] = t.IntervalNs % 1_000_000_000;
+        spec[2] = t.ExpiryNs / 1_000_000_000; spec[3] = t.ExpiryNs % 1_000_000_000;
+        const int AbsTime = 1;
+        long r = t.ExpiryNs == 0 ? 0 : HostSys.Call(Nr.timerfd_settime, fd, AbsTime, (long)spec, 0);
+        if (r < 0) { HostSys.Call(Nr.close, fd); report.Add($"guest fd {gfd}: timerfd_settime failed: errno {-r}"); return; }
+        t.HostFd = (int)fd;
+        report.Add(t.ExpiryNs == 0 ? $"guest fd {gfd}: timerfd made again (disarmed)" : $"guest fd {gfd}: timerfd armed again at {t.ExpiryNs} ns on clock {t.Clock}, interval {t.IntervalNs} ns");
     }
 
     static unsafe void ReattachEpoll(int gfd, EpollFile ep, List<string> report)

@@ -25,6 +25,27 @@ public static class ReplicationProtocol
     /// <summary>Longest time a peer may take from connecting to proving the secret.</summary>
     public static readonly TimeSpan HandshakeTimeout = TimeSpan.FromSeconds(10);
 
+    /// <summary>
+    /// Default silence after which a backup declares its primary lost (<c>backup listen --primary-silence-ms</c>):
+    /// once its first heartbeat has arrived, a primary sends something on the data link at least every
+    /// <see cref="HeartbeatInterval"/>, so a silence this long means the primary (its process or its link) is gone —
+    /// noticed without waiting for the kernel to close a killed process's connection (which comes only after the
+    /// teardown of its memory) and well before the handshake's time-out. Measured on a loaded 2-core machine (load
+    /// 30-40, autogroup scheduling), a live primary fell silent for more than 150 ms and, while starting, more than
+    /// 500 ms (its managed threads all wait while a starved thread finishes a garbage collection), so shorter bounds
+    /// took over from healthy primaries there (docs/PERFORMANCE-replication.md, "Detection"); 1 s is the bound the
+    /// project's failover tests have always run with on such machines. A quiet machine can use a much shorter one.
+    /// </summary>
+    public const int DefaultPrimarySilenceMs = 1000;
+
+    /// <summary>Heartbeats a primary sends per silence bound: one lost time slice does not look like a death.</summary>
+    public const int HeartbeatsPerSilence = 8;
+
+    /// <summary>The primary's heartbeat interval: its own <paramref name="configuredMs"/> (<c>--heartbeat-ms</c>), shortened
+    /// so that the backup's silence bound (from the Welcome; 0: not said) holds <see cref="HeartbeatsPerSilence"/> of them.</summary>
+    public static int HeartbeatInterval(int configuredMs, uint silenceMs) =>
+        silenceMs == 0 ? Math.Max(1, configuredMs) : Math.Clamp((int)(silenceMs / HeartbeatsPerSilence), 1, Math.Max(1, configuredMs));
+
     /// <summary>Fewest bytes a token file must hold: a secret anyone could guess is no authentication.</summary>
     public const int MinSecretBytes = 16;
 

@@ -147,6 +147,9 @@ public sealed class ReplicationClient : ILogSink
         public Timer? Watchdog;
         public int Lost;
         public long JoinedAt;
+        /// <summary>How often the sender heartbeats an idle link: --heartbeat-ms, or shorter when the backup's silence
+        /// bound (Welcome.primary_silence_ms) asks for it.</summary>
+        public int HeartbeatMs = 100;
     }
 
     public OutputGate Gate { get; } = OutputGate.ToHostStdio();
@@ -294,6 +297,7 @@ public sealed class ReplicationClient : ILogSink
         DataLink? link = null;
         string backupId = "";
         bool wantsSnapshot = false;
+        uint silenceMs = 0;
         try
         {
             await pipeline.ExecuteAsync(async ct =>
@@ -313,6 +317,7 @@ public sealed class ReplicationClient : ILogSink
                 if (welcome.BodyCase != BackupMessage.BodyOneofCase.Welcome) throw new ReplicationRefusedException($"protocol error: expected welcome, got {welcome.BodyCase}");
                 backupId = welcome.Welcome.BackupId;
                 wantsSnapshot = offerSnapshot && welcome.Welcome.Snapshot;
+                silenceMs = welcome.Welcome.PrimarySilenceMs;
                 // the log and the acks travel on the backup's data link: the host dialled (or the relay the
                 // operator named) and the port the welcome names, opened with the welcome's one-time ticket
                 var uri = new Uri(url);
@@ -342,7 +347,8 @@ public sealed class ReplicationClient : ILogSink
         }
         var opened = link!;
         cts.Token.Register(opened.Close);
-        return new Session { Url = url, Channel = channel, Call = call!, Cts = cts, Link = opened, BackupId = backupId, WantsSnapshot = wantsSnapshot };
+        return new Session { Url = url, Channel = channel, Call = call!, Cts = cts, Link = opened, BackupId = backupId, WantsSnapshot = wantsSnapshot,
+            HeartbeatMs = ReplicationProtocol.HeartbeatInterval(_s.HeartbeatMs, silenceMs) };
     }
 
     static async Task<BackupMessage> Next(AsyncDuplexStreamingCall<PrimaryMessage, BackupMessage> call, CancellationToken ct)
@@ -675,6 +681,9 @@ public sealed class ReplicationClient : ILogSink
     void SendLoop(Session session)
     {
         var ct = session.Cts.Token;
+        // the heartbeats are how the backup knows this replica is alive: on a loaded machine they must not wait for
+        // time slices behind other work (a silence past the backup's bound is a takeover)
+        ThreadPools.RaiseCurrentThread();
         try
         {
             if (session.Snapshot != null) SendSnapshot(session, ct);
@@ -695,19 +704,21 @@ public sealed class ReplicationClient : ILogSink
             }
             while (!session.Direct && !ct.IsCancellationRequested)
             {
-                if (session.Queue.TryTake(out var f, _s.HeartbeatMs)) { Ship(session, f, f.Length); continue; }
+                if (session.Queue.TryTake(out var f, session.HeartbeatMs)) { Ship(session, f, f.Length); continue; }
                 lock (_pending)
                 {
                     while (session.Queue.TryTake(out f)) Ship(session, f, f.Length);
                     session.Direct = true;
                 }
             }
+            // from here on this thread only heartbeats an idle link: real-time, so a loaded machine does not delay it
+            ThreadPools.MakeCurrentThreadRealtime();
             while (!ct.IsCancellationRequested && !session.StopSending)
             {
                 long idle = Environment.TickCount64 - session.Link.LastWriteTick;
-                if (idle < _s.HeartbeatMs)
+                if (idle < session.HeartbeatMs)
                 {
-                    session.Wake.Wait((int)(_s.HeartbeatMs - idle), ct);
+                    session.Wake.Wait((int)(session.HeartbeatMs - idle), ct);
                     continue;
                 }
                 session.Link.Send(new PrimaryMessage
@@ -740,7 +751,7 @@ public sealed class ReplicationClient : ILogSink
             _s.Events.Emit(ReplicaEvent.Planted, ("violation", "snapshot-omits-page"));
         }
         // heartbeats while the snapshot is encoded, so the standby (which starts only with the snapshot) hears from us
-        while (!session.Snapshot!.Wait(_s.HeartbeatMs, ct))
+        while (!session.Snapshot!.Wait(session.HeartbeatMs, ct))
             session.Link.Send(new PrimaryMessage
             {
                 Heartbeat = new Heartbeat { LastSequence = (ulong)Interlocked.Read(ref _produced), Released = Mark(), SentUnixMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() },

@@ -47,7 +47,7 @@ public enum SnapshotPlant { None, OmitPage }
 public static class MachineSnapshot
 {
     static readonly byte[] Magic = "RVSNAP01"u8.ToArray();
-    public const uint Version = 1;
+    public const uint Version = 2;
     const int PageBytes = (int)GuestMemory.PageSize;
     const int MaxString = 1 << 20, MaxItems = 1 << 20;
 
@@ -68,17 +68,29 @@ public static class MachineSnapshot
             foreach (var (fd, f) in p.Fds.Entries)
                 if (FileKind(f) == null)
                     return $"process {p.Pid} holds descriptor {fd} ({f.GetType().Name} {f.GuestPath}), which is host state a snapshot cannot carry yet";
+                else if (f is EpollFile ep && ep.Entries.Values.FirstOrDefault(e => FileKind(e.File) == null) is { } e)
+                    return $"process {p.Pid}'s epoll set {fd} watches a {e.File.GetType().Name} ({e.File.GuestPath}), which a snapshot cannot carry yet";
         return null;
     }
 
-    enum Kind : byte { Stdio = 1, PipeRead = 2, PipeWrite = 3, File = 4 }
+    enum Kind : byte { Stdio = 1, PipeRead = 2, PipeWrite = 3, File = 4, Socket = 5, Reset = 6, Epoll = 7, EventFd = 8, TimerFd = 9 }
 
+    /// <summary>How a description is carried. Host sockets, epoll instances, eventfds and timerfds are carried by
+    /// their guest-side state (what a replay of the log tracks too): on the replica that restores them they are
+    /// replay-only descriptions whose results come from the log, and at a takeover they get host objects as the
+    /// descriptions of a replayed log do (listeners re-bound, connections reset, epoll sets re-registered, eventfds
+    /// and timerfds made with their counter and expiry).</summary>
     static Kind? FileKind(OpenFile f) => f switch
     {
         StdioFile => Kind.Stdio,
         PipeReader => Kind.PipeRead,
         PipeWriter => Kind.PipeWrite,
-        // a regular file or directory opened by path (not an eventfd, a socket or an epoll instance)
+        ResetConnection => Kind.Reset,
+        HostSocket => Kind.Socket,
+        EpollFile => Kind.Epoll,
+        EventFdFile => Kind.EventFd,
+        TimerFdFile => Kind.TimerFd,
+        // a regular file or directory opened by path
         HostFile h when h.GetType() == typeof(HostFile) && h.GuestPath.StartsWith('/') => Kind.File,
         _ => null,
     };
@@ -93,9 +105,23 @@ public static class MachineSnapshot
         long t0 = Stopwatch.GetTimestamp();
         if (Uncapturable(k) is { } why) throw new InvalidOperationException(why);
         var kernel = EncodeKernel(k, point, SHA256.HashData(encodedHeader));
-        var procs = k.Processes.Select(p => (p.Threads.Select(t => t.Cpu.State).ToArray(), p.Mem.Fork())).ToList();
+        var procs = new List<(CpuState[], MemoryCapture)>(k.Processes.Count);
+        long pages = 0;
+        try
+        {
+            foreach (var p in k.Processes)
+            {
+                procs.Add((p.Threads.Select(t => t.Cpu.State).ToArray(), p.Mem.BeginCapture()));
+                pages += p.Mem.PageCount;
+            }
+        }
+        catch
+        {
+            foreach (var (_, m) in procs) m.Dispose();
+            throw;
+        }
         byte[]? net = k.Nic?.Stack.Digest();
-        return new SnapshotCapture(kernel, procs, net, point.Sequence, Stopwatch.GetElapsedTime(t0));
+        return new SnapshotCapture(kernel, procs, net, point.Sequence, pages, Stopwatch.GetElapsedTime(t0));
     }
 
     // ------------------------------------------------------------------ the kernel section
@@ -116,14 +142,21 @@ public static class MachineSnapshot
         // open file descriptions (shared by descriptors and processes) and pipes, numbered in first-use order
         var files = new Dictionary<OpenFile, int>(ReferenceEqualityComparer.Instance);
         var pipes = new Dictionary<Pipe, int>(ReferenceEqualityComparer.Instance);
+        var numbered = new List<OpenFile>();
+        void Number(OpenFile f)
+        {
+            if (files.ContainsKey(f)) return;
+            files[f] = files.Count;
+            numbered.Add(f);
+            var pipe = f switch { PipeReader r => r.Pipe, PipeWriter pw => pw.Pipe, _ => null };
+            if (pipe != null && !pipes.ContainsKey(pipe)) pipes[pipe] = pipes.Count;
+        }
         foreach (var p in k.Processes)
-            foreach (var (_, f) in p.Fds.Entries)
-            {
-                if (files.ContainsKey(f)) continue;
-                files[f] = files.Count;
-                var pipe = f switch { PipeReader r => r.Pipe, PipeWriter pw => pw.Pipe, _ => null };
-                if (pipe != null && !pipes.ContainsKey(pipe)) pipes[pipe] = pipes.Count;
-            }
+            foreach (var (_, f) in p.Fds.Entries) Number(f);
+        // what epoll sets watch is open somewhere as a rule (its last close drops it from the sets); numbered anyway
+        for (int i = 0; i < numbered.Count; i++)
+            if (numbered[i] is EpollFile ep)
+                foreach (var e in ep.Entries.Values) Number(e.File);
         w.Write(pipes.Count);
         foreach (var pipe in pipes.Keys)
         {
@@ -143,8 +176,19 @@ public static class MachineSnapshot
                 case Kind.PipeRead: w.Write(pipes[((PipeReader)f).Pipe]); break;
                 case Kind.PipeWrite: w.Write(pipes[((PipeWriter)f).Pipe]); break;
                 case Kind.File: w.Write(((HostFile)f).Directory); break;
+                case Kind.Socket: WriteSocket(w, (HostSocket)f); break;
+                case Kind.Reset: WriteSocket(w, (HostSocket)f); w.Write(((ResetConnection)f).Reported); break;
+                case Kind.EventFd: { var e = (EventFdFile)f; w.Write(e.Counter); w.Write(e.Semaphore); break; }
+                case Kind.TimerFd: { var t = (TimerFdFile)f; w.Write(t.Clock); w.Write(t.ExpiryNs); w.Write(t.IntervalNs); break; }
             }
         }
+        // epoll sets: (guest fd, description, events, user data) in descriptor order
+        foreach (var f in files.Keys)
+            if (f is EpollFile ep)
+            {
+                w.Write(ep.Entries.Count);
+                foreach (var (fd, e) in ep.Entries) { w.Write(fd); w.Write(files[e.File]); w.Write(e.Events); w.Write(e.Data); }
+            }
 
         w.Write(k.Processes.Count);
         foreach (var p in k.Processes)
@@ -175,12 +219,39 @@ public static class MachineSnapshot
             w.Write(p.Threads.Count);
             foreach (var t in p.Threads) WriteThread(w, t);
         }
+        // zombies: exited children not yet reaped (out of the process list, still in their parent's children, which
+        // wait4 reports in order)
+        var zombies = k.Processes.SelectMany(p => p.Children).Where(c => !k.Processes.Contains(c)).Distinct().ToList();
+        w.Write(zombies.Count);
+        foreach (var z in zombies)
+        {
+            w.Write(z.Pid); w.Write(z.Ppid); w.Write(z.Pgid); w.Write(z.Sid); w.Write(z.Name); w.Write(z.Umask); w.Write(z.Pending);
+            w.Write(z.Exited); w.Write(z.WaitStatus); w.Write(z.ExitSignal); w.Write(z.Stopped); w.Write(z.StopReport); w.Write(z.ContinueReport);
+            w.Write(z.Instructions); w.Write(z.ChildInstructions); w.Write(z.MaxRssPages); w.Write(z.ChildMaxRssPages);
+        }
         var order = k.SchedulerOrder.ToList();
         w.Write(order.Count);
         foreach (var t in order) w.Write(t.Tid);
         w.Write(k.Current.Tid);
+        var timers = k.Timers.ToList();
+        w.Write(timers.Count);
+        foreach (var t in timers) { w.Write(t.Id); w.Write(t.Clock); w.Write(t.Signal); w.Write(t.Armed); w.Write(t.DueNs); w.Write(t.IntervalNs); }
         w.Flush();
         return ms.ToArray();
+    }
+
+    static void WriteSocket(BinaryWriter w, HostSocket s)
+    {
+        w.Write(s.Family); w.Write(s.Type); w.Write(s.Protocol); w.Write(s.Listening); w.Write(s.Backlog);
+        w.Write(s.BoundAddress != null);
+        if (s.BoundAddress != null) { w.Write(s.BoundAddress.Length); w.Write(s.BoundAddress); }
+    }
+
+    static HostSocket ReadSocket(Reader r, HostSocket s)
+    {
+        s.Family = r.I32(); s.Type = r.I32(); s.Protocol = r.I32(); s.Listening = r.Bool(); s.Backlog = r.I32();
+        if (r.Bool()) s.BoundAddress = r.Bytes(r.Count(4096));
+        return s;
     }
 
     static void WriteThread(BinaryWriter w, GuestThread t)
@@ -309,10 +380,25 @@ public static class MachineSnapshot
                     Kind.PipeRead => new PipeReader(PipeAt(r.I32()), 0),
                     Kind.PipeWrite => new PipeWriter(PipeAt(r.I32()), 0),
                     Kind.File => new HostFile { Directory = r.Bool() },
+                    Kind.Socket => ReadSocket(r, new HostSocket()),
+                    Kind.Reset => new ResetConnection(ReadSocket(r, new HostSocket())) { Reported = r.Bool() },
+                    Kind.Epoll => new EpollFile(),
+                    Kind.EventFd => new EventFdFile { Counter = r.U64(), Semaphore = r.Bool() },
+                    Kind.TimerFd => new TimerFdFile { Clock = r.I32(), ExpiryNs = r.I64(), IntervalNs = r.I64() },
                     _ => throw new SnapshotFormatException($"unknown open file kind {(byte)kind}"),
                 };
                 f.GuestPath = path; f.StatusFlags = flags; f.Offset = offset; f.RefCount = refs;
                 files[i] = f;
+            }
+            foreach (var ep in files.OfType<EpollFile>())
+            {
+                int n = r.Count(FdTable.MaxFd + 1);
+                for (int j = 0; j < n; j++)
+                {
+                    int fd = r.I32(), ix = r.I32();
+                    if (fd < 0 || fd > FdTable.MaxFd || ix < 0 || ix >= files.Length || ReferenceEquals(files[ix], ep) || !ep.Entries.TryAdd(fd, new EpollEntry { File = files[ix], Events = r.U32(), Data = r.U64() }))
+                        throw new SnapshotFormatException($"epoll entry {fd} -> description {ix}");
+                }
             }
 
             int nproc = r.Count(1 << 16);
@@ -374,15 +460,40 @@ public static class MachineSnapshot
             }
             var byPid = new Dictionary<int, Process>();
             foreach (var p in procs) if (!byPid.TryAdd(p.Pid, p)) throw new SnapshotFormatException($"process {p.Pid} appears twice");
+            int nzombies = r.Count(1 << 16);
+            for (int i = 0; i < nzombies; i++)
+            {
+                var zmem = new GuestMemory();
+                var z = new Process(zmem, k.NewCodeCache(zmem), new FdTable(), "/");
+                zmem.Dispose(); // a zombie has no memory left
+                z.Pid = r.I32(); z.Ppid = r.I32(); z.Pgid = r.I32(); z.Sid = r.I32(); z.Name = r.Str(); z.Umask = r.I32(); z.Pending = r.U64();
+                z.Exited = r.Bool(); z.WaitStatus = r.I32(); z.ExitSignal = r.I32(); z.Stopped = r.Bool(); z.StopReport = r.I32(); z.ContinueReport = r.Bool();
+                z.Instructions = r.U64(); z.ChildInstructions = r.U64(); z.MaxRssPages = r.I64(); z.ChildMaxRssPages = r.I64();
+                if (!byPid.TryAdd(z.Pid, z)) throw new SnapshotFormatException($"process {z.Pid} appears twice");
+            }
             for (int i = 0; i < nproc; i++)
             {
                 procs[i].Parent = parents[i] < 0 ? null : byPid.GetValueOrDefault(parents[i]) ?? throw new SnapshotFormatException($"parent {parents[i]} of process {procs[i].Pid} is missing");
-                foreach (int c in children[i]) procs[i].Children.Add(byPid.GetValueOrDefault(c) ?? throw new SnapshotFormatException($"child {c} of process {procs[i].Pid} is missing"));
+                foreach (int c in children[i])
+                {
+                    var child = byPid.GetValueOrDefault(c) ?? throw new SnapshotFormatException($"child {c} of process {procs[i].Pid} is missing");
+                    procs[i].Children.Add(child);
+                    if (!procs.Contains(child)) child.Parent = procs[i];
+                }
             }
             var order = new List<GuestThread>();
             int norder = r.Count(threads.Count);
             for (int i = 0; i < norder; i++) order.Add(threads.GetValueOrDefault(r.I32()) ?? throw new SnapshotFormatException("the scheduler names a thread that is missing"));
             var current = threads.GetValueOrDefault(r.I32()) ?? throw new SnapshotFormatException("the running thread is missing");
+            int ntimers = r.Count(1 << 16);
+            var timers = new List<Kernel.TimerState>();
+            var timerIds = new HashSet<int>();
+            for (int i = 0; i < ntimers; i++)
+            {
+                var t = new Kernel.TimerState(r.I32(), r.I32(), r.I32(), r.Bool(), r.I64(), r.I64());
+                if (t.Id < -3 || !timerIds.Add(t.Id) || t.Signal is < 0 or > Sig.Max) throw new SnapshotFormatException($"timer {t.Id} (signal {t.Signal})");
+                timers.Add(t);
+            }
             if (!r.AtEnd) throw new SnapshotFormatException("bytes after the kernel section's end");
 
             // memory: per process, its pages in address order
@@ -405,6 +516,7 @@ public static class MachineSnapshot
             }
             if (o != memEnd) throw new SnapshotFormatException($"{memEnd - o} bytes after the memory section");
             k.InstallRestored(procs, order, current, st);
+            k.RestoreTimers(timers);
 
             // the restored machine must be the one the snapshot describes
             var digest = StateDigest.Compute(k);
@@ -461,28 +573,45 @@ public static class MachineSnapshot
         return t;
     }
 
-    internal static byte[] Assemble(byte[] kernel, IReadOnlyList<(CpuState[] Threads, GuestMemory Mem)> procs, byte[]? net, SnapshotPlant plant)
+    internal static byte[] Assemble(byte[] kernel, IReadOnlyList<(CpuState[] Threads, MemoryCapture Mem)> procs, long pages, byte[]? net, SnapshotPlant plant)
     {
-        var digest = StateDigest.Compute(procs.Select(p => ((IEnumerable<CpuState>)p.Threads, p.Mem)), net);
-        long pages = procs.Sum(p => (long)p.Mem.PageCount);
+        var digest = new StateDigest.Builder();
         var ms = new MemoryStream((int)Math.Min(int.MaxValue, 64 + kernel.Length + pages * (9 + PageBytes)));
         var w = new BinaryWriter(ms);
         w.Write(Magic); w.Write(Version); w.Write(kernel.Length); w.Write(kernel);
         bool omitted = false;
-        foreach (var (_, mem) in procs)
+        foreach (var (threads, mem) in procs)
         {
-            var list = mem.PagesInOrder().ToList();
-            // planted (tests and drills only): the last page of the first process that has one is left out
-            if (plant == SnapshotPlant.OmitPage && !omitted && list.Count > 0) { list.RemoveAt(list.Count - 1); omitted = true; }
-            w.Write(list.Count);
-            foreach (var (pn, page) in list)
+            digest.Threads(threads);
+            long countAt = ms.Position, lastAt = 0;
+            int count = 0;
+            w.Write(0);
+            mem.ReadPages((pn, prot, bytes) =>
             {
+                digest.Page(pn, prot, bytes);
+                lastAt = ms.Position;
                 w.Write(pn);
-                w.Write((byte)page.Prot);
-                unsafe { w.Write(new ReadOnlySpan<byte>(page.Data, PageBytes)); }
+                w.Write((byte)prot);
+                w.Write(bytes);
+                count++;
+            });
+            // planted (tests and drills only): the last page of the first process that has one is left out
+            if (plant == SnapshotPlant.OmitPage && !omitted && count > 0)
+            {
+                w.Flush();
+                ms.SetLength(lastAt);
+                ms.Position = lastAt;
+                count--;
+                omitted = true;
             }
+            w.Flush();
+            long end = ms.Position;
+            ms.Position = countAt;
+            w.Write(count);
+            w.Flush();
+            ms.Position = end;
         }
-        w.Write(digest);
+        w.Write(digest.Finish(net));
         w.Flush();
         var body = ms.GetBuffer().AsSpan(0, (int)ms.Length);
         var sha = SHA256.HashData(body);
@@ -500,16 +629,17 @@ public static class MachineSnapshot
 public sealed class SnapshotCapture : IDisposable
 {
     readonly byte[] _kernel;
-    readonly List<(CpuState[] Threads, GuestMemory Mem)> _procs;
+    readonly List<(CpuState[] Threads, MemoryCapture Mem)> _procs;
     readonly byte[]? _net;
     int _disposed;
 
-    internal SnapshotCapture(byte[] kernel, List<(CpuState[], GuestMemory)> procs, byte[]? net, ulong sequence, TimeSpan pause)
+    internal SnapshotCapture(byte[] kernel, List<(CpuState[], MemoryCapture)> procs, byte[]? net, ulong sequence, long pages, TimeSpan pause)
     {
         _kernel = kernel;
         _procs = procs;
         _net = net;
         Sequence = sequence;
+        Pages = pages;
         Pause = pause;
     }
 
@@ -517,12 +647,15 @@ public sealed class SnapshotCapture : IDisposable
     public ulong Sequence { get; }
     /// <summary>How long the guest was stopped for the capture.</summary>
     public TimeSpan Pause { get; }
-    public long Pages => _procs.Sum(p => (long)p.Mem.PageCount);
+    /// <summary>Pages of the captured address spaces.</summary>
+    public long Pages { get; }
+    /// <summary>Pages the guest changed while the capture was read (their bytes at the capture were copied first).</summary>
+    public long Preserved => _procs.Sum(p => (long)p.Mem.Preserved);
 
     /// <summary>The snapshot's bytes (with its state digest and SHA-256); the forks are released afterwards.</summary>
     public byte[] Encode(SnapshotPlant plant = SnapshotPlant.None)
     {
-        try { return MachineSnapshot.Assemble(_kernel, _procs, _net, plant); }
+        try { return MachineSnapshot.Assemble(_kernel, _procs, Pages, _net, plant); }
         finally { Dispose(); }
     }
 

@@ -13,13 +13,12 @@ namespace ReVirt.Tests.Chaos;
 /// a gate that opens early, a primary that ignores the arbiter) are each reported.
 /// </summary>
 /// <remarks>
-/// In the <see cref="RealProcesses"/> collection: these tests time failure detection and failover of real process
+/// Like every <see cref="DrillTests"/>, in the <see cref="RealProcesses"/> collection: these tests time failure detection and failover of real process
 /// pairs on loopback, which a 2-core machine running other replica pairs at the same time turns into spurious
 /// timeouts. The kvserver guest only ends on the client's SHUTDOWN, so a fault always lands while it is serving
 /// (a counter can finish before its fault point).
 /// </remarks>
-[Collection(RealProcesses.Name)]
-public class ChaosDrillTests(ITestOutputHelper output)
+public class ChaosDrillTests(ITestOutputHelper output) : DrillTests(output)
 {
     static DrillSettings Settings(FaultKind[] faults, int seed, int rounds, string? plant = null, int baseDelay = 0, IWorkload? workload = null, int roundLimitS = 50, int? timeoutMs = null) => new()
     {
@@ -42,16 +41,16 @@ public class ChaosDrillTests(ITestOutputHelper output)
     List<RoundResult> Run(DrillSettings s)
     {
         var rs = new Drill(s).Run();
-        output.WriteLine(Report.Table(rs));
+        Output.WriteLine(Report.Table(rs));
         foreach (var r in rs)
-            foreach (var i in r.Invariants) output.WriteLine($"round {r.Observation.Round + 1} {(i.Ok ? "ok  " : "FAIL")} {i.Name}: {i.Detail}");
+            Show($"round {r.Observation.Round + 1} ", r.Invariants);
         // a failed round shows what each replica printed (a crash's stack trace, a refusal's reason)
         foreach (var r in rs.Where(r => !r.Ok))
         {
-            output.WriteLine($"round {r.Observation.Round + 1} primary (exit {r.Observation.PrimaryExit?.ToString() ?? "killed"}) stderr:");
-            foreach (var l in r.Observation.PrimaryLog.TakeLast(60)) output.WriteLine($"  {l.Text}");
-            output.WriteLine($"round {r.Observation.Round + 1} backup (exit {r.Observation.BackupExit?.ToString() ?? "killed"}) stderr:");
-            foreach (var l in r.Observation.BackupLog.TakeLast(60)) output.WriteLine($"  {l.Text}");
+            Output.WriteLine($"round {r.Observation.Round + 1} primary (exit {r.Observation.PrimaryExit?.ToString() ?? "killed"}) stderr:");
+            foreach (var l in r.Observation.PrimaryLog.TakeLast(60)) Output.WriteLine($"  {l.Text}");
+            Output.WriteLine($"round {r.Observation.Round + 1} backup (exit {r.Observation.BackupExit?.ToString() ?? "killed"}) stderr:");
+            foreach (var l in r.Observation.BackupLog.TakeLast(60)) Output.WriteLine($"  {l.Text}");
         }
         return rs;
     }
@@ -167,10 +166,10 @@ public class ChaosDrillTests(ITestOutputHelper output)
     [Fact]
     public void Soak()
     {
-        if (Environment.GetEnvironmentVariable("REVIRT_SOAK") != "1") { output.WriteLine("skipped: set REVIRT_SOAK=1"); return; }
+        if (Environment.GetEnvironmentVariable("REVIRT_SOAK") != "1") { Output.WriteLine("skipped: set REVIRT_SOAK=1"); return; }
         int rounds = int.TryParse(Environment.GetEnvironmentVariable("REVIRT_SOAK_ROUNDS"), out var n) ? n : 60;
         int seed = int.TryParse(Environment.GetEnvironmentVariable("REVIRT_SOAK_SEED"), out var sd) ? sd : Environment.TickCount & 0xffff;
-        output.WriteLine($"soak: {rounds} rounds from seed {seed}");
+        Output.WriteLine($"soak: {rounds} rounds from seed {seed}");
         var rs = Run(Settings(Faults.All, seed, rounds, workload: KvLoad(sets: 400), roundLimitS: 120));
         Assert.True(rs.All(r => r.Ok), Report.FirstViolation(rs, "kvserver"));
     }
@@ -227,13 +226,6 @@ public class ChaosDrillTests(ITestOutputHelper output)
         Assert.Equal("backup took over", r.Outcome);
         Assert.True(r.Ok, Report.FirstViolation([r], "kvserver"));
     }
-}
-
-/// <summary>Tests that start real replica processes and time their failure detection: run one at a time.</summary>
-[CollectionDefinition(Name, DisableParallelization = true)]
-public sealed class RealProcesses
-{
-    public const string Name = "real replica processes";
 }
 
 /// <summary>The checkers on synthetic observation streams: each one passes a correct failover and fails its planted violation.</summary>

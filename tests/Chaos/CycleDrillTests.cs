@@ -11,8 +11,7 @@ namespace ReVirt.Tests.Chaos;
 /// `chaos drill --cycles`: kill → takeover → a standby joins → kill again in one run of the guest, with real
 /// processes; and the cycle invariants, each shown to report a planted violation.
 /// </summary>
-[Collection(RealProcesses.Name)]
-public class CycleDrillTests(ITestOutputHelper output)
+public class CycleDrillTests(ITestOutputHelper output) : DrillTests(output)
 {
     static byte[] Lines(int from, int to) => Encoding.ASCII.GetBytes(string.Concat(Enumerable.Range(from, to - from).Select(i => $"tick {i} acc {i:x16}\n")));
 
@@ -79,11 +78,11 @@ public class CycleDrillTests(ITestOutputHelper output)
                 BackupDll = GuestEnv.BackupDll,
                 StepLimit = TimeSpan.FromSeconds(120),
                 WorkDir = work,
-                Progress = m => output.WriteLine(m),
+                Progress = m => Output.WriteLine(m),
             };
             var (cycles, final, report) = new CycleDrill(s).Run();
-            output.WriteLine(CycleDrill.Table(cycles));
-            foreach (var i in final) output.WriteLine($"{(i.Ok ? "ok  " : "FAIL")} {i.Name}: {i.Detail}");
+            Output.WriteLine(CycleDrill.Table(cycles));
+            Show("", final);
             Assert.Equal(3, cycles.Count);
             Assert.All(cycles, c => Assert.True(c.Ok, string.Join("; ", c.Invariants.Where(i => !i.Ok).Select(i => $"{i.Name}: {i.Detail}"))));
             Assert.All(final, i => Assert.True(i.Ok, $"{i.Name}: {i.Detail}"));

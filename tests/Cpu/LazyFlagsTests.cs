@@ -39,6 +39,22 @@ public class LazyFlagsTests
         ("dec, inc", (a, q) => { if (q) { a.dec(rax); a.inc(rbx); } else { a.dec(eax); a.inc(ebx); } }),
         // flags of inc overwritten before any reader: the compiled tier computes none for it
         ("inc, add", (a, q) => { if (q) { a.inc(rax); a.add(rax, rbx); } else { a.inc(eax); a.add(eax, ebx); } }),
+        // shifts record their result and CF/OF; rotates lay CF/OF over what is pending (a record, or stored flags)
+        ("shl", (a, q) => { if (q) a.shl(rax, 3); else a.shl(eax, 1); }),
+        ("shr", (a, q) => { if (q) a.shr(rax, 1); else a.shr(eax, 13); }),
+        ("sar", (a, q) => { if (q) a.sar(rax, 63); else a.sar(eax, 5); }),
+        ("shl byte past its size", (a, q) => a.shl(bl, 9)),
+        ("rol", (a, q) => { if (q) a.rol(rax, 13); else a.rol(eax, 1); }),
+        ("ror", (a, q) => { if (q) a.ror(rax, 1); else a.ror(eax, 7); }),
+        ("rol byte by its size", (a, q) => a.rol(al, 8)),
+        ("shl mem", (a, q) => { if (q) a.shl(__qword_ptr[rsi], 7); else a.shl(__dword_ptr[rsi], 31); }),
+        ("ror mem", (a, q) => { if (q) a.ror(__qword_ptr[rsi], 9); else a.ror(__dword_ptr[rsi], 1); }),
+        ("add, rol", (a, q) => { if (q) { a.add(rax, rbx); a.rol(rbx, 5); } else { a.add(eax, ebx); a.rol(ebx, 5); } }),
+        ("sub, ror, load", (a, q) => { if (q) { a.sub(rax, rbx); a.ror(rax, 11); a.mov(rdx, __qword_ptr[rsi]); } else { a.sub(eax, ebx); a.ror(eax, 11); a.mov(edx, __dword_ptr[rsi]); } }),
+        ("inc, rol", (a, q) => { if (q) { a.inc(rax); a.rol(rbx, 1); } else { a.inc(eax); a.rol(ebx, 1); } }),
+        ("rol, inc", (a, q) => { if (q) { a.rol(rax, 3); a.inc(rbx); } else { a.rol(eax, 3); a.inc(ebx); } }),
+        ("shr, ror", (a, q) => { if (q) { a.shr(rax, 2); a.ror(rbx, 3); } else { a.shr(eax, 2); a.ror(ebx, 3); } }),
+        ("rol, ror, add", (a, q) => { if (q) { a.rol(rax, 2); a.ror(rbx, 3); a.add(rax, rbx); } else { a.rol(eax, 2); a.ror(ebx, 3); a.add(eax, ebx); } }),
     };
 
     static readonly ulong[] Values = { 0, 1, 2, 0x7f, 0x80, 0xff, 0x7fff_ffff, 0x8000_0000, 0xffff_ffff, 0x1_0000_0000,

@@ -55,7 +55,7 @@ public class NetworkTests
         => GuestEnv.Dotnet(GuestEnv.BackupDll, new[] { "replay", "--log", log, "--show-output" });
 
     /// <summary>Starts a guest server, waits for its port, lets `drive` talk to it and returns its outcome.</summary>
-    static RunOutcome Serve(string guest, string? log, Func<int, string> drive, out string expectedStdout)
+    internal static RunOutcome Serve(string guest, string? log, Func<int, string> drive, out string expectedStdout)
     {
         using var p = StartVm(guest, log, "0");
         int port = int.Parse(p.WaitForStderr(Listening, Timeout));
@@ -147,7 +147,7 @@ public class NetworkTests
 
     // ---------------------------------------------------------------- epollserver
 
-    static string DriveEpoll(int port)
+    internal static string DriveEpoll(int port)
     {
         var expected = new StringBuilder();
         var clients = new List<LineClient>();

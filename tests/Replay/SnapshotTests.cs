@@ -46,12 +46,19 @@ public class SnapshotTests
         }
     }
 
-    /// <summary>Forwards to a replay and takes a snapshot at its first stop after a given record; keeps the output.</summary>
-    sealed class SnapshotAt(ReplayBoundary inner, ulong afterRecord, SnapshotPlant plant = SnapshotPlant.None) : IBoundary
+    /// <summary>Forwards to a replay and takes a snapshot at its first stop after a given record; keeps the output.
+    /// With `encodeAfter`, the capture is encoded only at the first stop after that record, on another thread while
+    /// the replay runs on (the guest changes pages between the capture and their reading, and during it).</summary>
+    sealed class SnapshotAt(ReplayBoundary inner, ulong afterRecord, SnapshotPlant plant = SnapshotPlant.None, ulong encodeAfter = 0) : IBoundary
     {
         public byte[]? Snapshot;
         public SnapshotPoint? Point;
         public TimeSpan Pause;
+        /// <summary>The state digest of the machine at the capture, computed there (the oracle of a late encoding).</summary>
+        public byte[]? DigestAtCapture;
+        public Thread? Encoding;
+        public long Preserved;
+        SnapshotCapture? _pending;
         public readonly MemoryStream Stdout = new();
         Kernel? _k;
 
@@ -79,11 +86,19 @@ public class SnapshotTests
 
         void Take(Kernel kernel)
         {
-            if (Snapshot != null || inner.RecordsConsumed < afterRecord) return;
+            if (_pending != null && Encoding == null && inner.RecordsConsumed >= encodeAfter)
+            {
+                var cap = _pending;
+                Encoding = new Thread(() => { var b = cap.Encode(plant); Preserved = cap.Preserved; Snapshot = b; });
+                Encoding.Start();
+            }
+            if (Point != null || inner.RecordsConsumed < afterRecord) return;
             Point = inner.Point;
-            using var cap = MachineSnapshot.Capture(kernel, Point, _header);
-            Pause = cap.Pause;
-            Snapshot = cap.Encode(plant);
+            var c = MachineSnapshot.Capture(kernel, Point, _header);
+            Pause = c.Pause;
+            if (encodeAfter == 0) { using (c) Snapshot = c.Encode(plant); return; }
+            DigestAtCapture = StateDigest.Compute(kernel);
+            _pending = c;
         }
 
         public byte[] _header = [];
@@ -130,6 +145,10 @@ public class SnapshotTests
         // threads on the deterministic scheduler, futexes
         yield return [GuestEnv.Guest("threads", "glibc"), Array.Empty<string>()];
         yield return [GuestEnv.Guest("forkcow", "musl"), Array.Empty<string>()];
+        // a timerfd, an eventfd another thread writes, a listener, an epoll set over them, an armed interval timer
+        // and a POSIX timer
+        yield return [GuestEnv.Guest("tfdtick", "musl"), new[] { "60" }];
+        yield return [GuestEnv.Guest("tfdtick", "glibc"), new[] { "60" }];
     }
 
     [Theory]
@@ -141,33 +160,112 @@ public class SnapshotTests
         {
             var rec = GuestEnv.Dotnet(GuestEnv.PrimaryDll, ["record", "--log", log, "--checkpoint-interval", "100000", "--", program, .. args]);
             Assert.True(rec.ExitCode == 0, rec.Stderr);
+            AssertRestoredHalfwayGoesOn(log, rec);
+        }
+        finally { File.Delete(log); }
+    }
+
+    /// <summary>A server with a listener, connections of four clients and its epoll set, snapshotted halfway through
+    /// their requests.</summary>
+    [Theory]
+    [InlineData("musl")]
+    [InlineData("glibc")]
+    public void ARestoredServerWithConnectionsGoesOnAsTheUninterruptedRun(string libc)
+    {
+        string log = TempLog();
+        try
+        {
+            var rec = ReVirt.Tests.Net.NetworkTests.Serve(GuestEnv.Guest("epollserver", libc), log, ReVirt.Tests.Net.NetworkTests.DriveEpoll, out var expected);
+            Assert.True(rec.ExitCode == 0, rec.Stderr);
+            Assert.Equal(expected, rec.StdoutText);
+            AssertRestoredHalfwayGoesOn(log, rec);
+        }
+        finally { File.Delete(log); }
+    }
+
+    /// <summary>The oracle: the replay of the whole recording takes a snapshot halfway (and must still match the
+    /// recording), and a machine restored from that snapshot replays the rest of the log to the same checkpoints,
+    /// output and exit status.</summary>
+    static void AssertRestoredHalfwayGoesOn(string log, RunOutcome rec)
+    {
+        ulong records;
+        using (var r = LogReader.Open(log)) records = r.Verify();
+        Assert.True(records > 20, $"only {records} records");
+        // the uninterrupted replay, which also takes the snapshot halfway (the capture must not disturb it)
+        var (snap, point, header, fullOut, status, checkpoints) = ReplayWithSnapshot(log, records / 2);
+        Assert.Equal(rec.ExitCode, status);
+        Assert.Equal(rec.Stdout, fullOut);
+
+        // a new machine from the snapshot, following the rest of the log
+        using var reader = new LogReader(LogAfter(log, point.Sequence), leaveOpen: false, startsAfter: point.Sequence);
+        var opts = Recording.OptionsFrom(reader.Header, null);
+        var boundary = new ReplayBoundary(reader, showOutput: false);
+        var tail = new SnapshotAt(boundary, ulong.MaxValue);
+        var (m, restoredPoint) = MachineSnapshot.Restore(snap, header, opts, tail);
+        boundary.ResumeAt(restoredPoint);
+        using (m)
+        {
+            int st = m.Run();
+            Assert.Equal(rec.ExitCode, st);
+        }
+        Assert.True(boundary.RecordingComplete, "the restored replay did not reach the End record");
+        // every checkpoint and output after the snapshot was verified against the recording, and the output is the
+        // uninterrupted run's from the snapshot's offset on
+        ulong offset = point.Outputs.Total(1);
+        Assert.Equal(rec.Stdout.AsSpan((int)offset).ToArray(), tail.Stdout.ToArray());
+        Assert.True(boundary.CheckpointsVerified > 0, "no checkpoint after the snapshot");
+        // (an event loop's checkpoints may all lie after its halfway record: it does most of its work there)
+        Assert.True(boundary.CheckpointsVerified <= checkpoints);
+        Assert.True(point.Sequence >= records / 2 && point.Sequence < records, $"the snapshot is of record {point.Sequence} of {records}");
+    }
+
+    /// <summary>
+    /// Copy-on-write at work: memtouch (8 MiB, 16 pages rewritten per line) is captured, runs on for many records,
+    /// and only then is the capture read, on another thread while the guest goes on storing to its pages. The
+    /// snapshot must hold the machine exactly as it was at the capture: its state digest equals the one computed at
+    /// the capture itself, and the machine restored from it replays the rest of the log to its end.
+    /// </summary>
+    [Fact]
+    public void PagesTheGuestWritesWhileACaptureIsReadAreTheCapturesOwn()
+    {
+        string log = TempLog(), stop = TempLog() + ".stop";
+        try
+        {
+            var rec = GuestEnv.Dotnet(GuestEnv.PrimaryDll, ["record", "--log", log, "--checkpoint-interval", "1000000", "--", GuestEnv.Guest("memtouch", "musl"), stop, "8", "1", "300"]);
+            Assert.True(rec.ExitCode == 0, rec.Stderr);
             ulong records;
             using (var r = LogReader.Open(log)) records = r.Verify();
-            Assert.True(records > 20, $"only {records} records");
-            // the uninterrupted replay, which also takes the snapshot halfway (the capture must not disturb it)
-            var (snap, point, header, fullOut, status, checkpoints) = ReplayWithSnapshot(log, records / 2);
-            Assert.Equal(rec.ExitCode, status);
-            Assert.Equal(rec.Stdout, fullOut);
-
-            // a new machine from the snapshot, following the rest of the log
-            using var reader = new LogReader(LogAfter(log, point.Sequence), leaveOpen: false, startsAfter: point.Sequence);
+            using var reader = LogReader.Open(log);
+            var header = reader.Header.Encode();
             var opts = Recording.OptionsFrom(reader.Header, null);
-            var boundary = new ReplayBoundary(reader, showOutput: false);
-            var tail = new SnapshotAt(boundary, ulong.MaxValue);
-            var (m, restoredPoint) = MachineSnapshot.Restore(snap, header, opts, tail);
-            boundary.ResumeAt(restoredPoint);
-            using (m)
+            var inner = new ReplayBoundary(reader, showOutput: false);
+            var b = new SnapshotAt(inner, records / 4, encodeAfter: records / 2) { _header = header };
+            using (var m = new Machine(opts, b))
             {
-                int st = m.Run();
-                Assert.Equal(rec.ExitCode, st);
+                m.Load(Recording.RecordedProgram(reader.Header, opts, out var why) ?? throw new Exception(why));
+                Assert.Equal(0, m.Run());
+            }
+            Assert.True(inner.RecordingComplete);
+            Assert.NotNull(b.Encoding);
+            Assert.True(b.Encoding!.Join(TimeSpan.FromMinutes(2)), "the encoding ends");
+            var snap = b.Snapshot!;
+            Assert.True(b.Preserved > 16, $"the guest changed only {b.Preserved} captured pages before they were read");
+            Assert.Equal(Convert.ToHexString(b.DigestAtCapture!), Convert.ToHexString(snap.AsSpan(snap.Length - 48, 16)));
+
+            using var rest = new LogReader(LogAfter(log, b.Point!.Sequence), leaveOpen: false, startsAfter: b.Point.Sequence);
+            var boundary = new ReplayBoundary(rest, showOutput: false);
+            var tail = new SnapshotAt(boundary, ulong.MaxValue);
+            var (restored, point) = MachineSnapshot.Restore(snap, header, opts, tail);
+            boundary.ResumeAt(point);
+            ulong offset = point.Outputs.Total(1);
+            using (restored)
+            {
+                Assert.Equal(Convert.ToHexString(b.DigestAtCapture!), Convert.ToHexString(StateDigest.Compute(restored.Kernel)));
+                Assert.Equal(0, restored.Run());
             }
             Assert.True(boundary.RecordingComplete, "the restored replay did not reach the End record");
-            // every checkpoint and output after the snapshot was verified against the recording, and the output is the
-            // uninterrupted run's from the snapshot's offset on
-            ulong offset = point.Outputs.Total(1);
+            Assert.True(offset > 0 && (int)offset < rec.Stdout.Length);
             Assert.Equal(rec.Stdout.AsSpan((int)offset).ToArray(), tail.Stdout.ToArray());
-            Assert.True(boundary.CheckpointsVerified > 0, "no checkpoint after the snapshot");
-            Assert.True(boundary.CheckpointsVerified < checkpoints, "the restored replay verified as many checkpoints as the whole run");
         }
         finally { File.Delete(log); }
     }

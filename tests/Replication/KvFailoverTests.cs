@@ -25,7 +25,7 @@ public class KvFailoverTests(ITestOutputHelper output)
     static int FreePort() => ReVirt.Chaos.LoopbackPorts.Pick();
 
     /// <summary>A kvserver connection that reconnects (with retries) whenever the server goes away.</summary>
-    sealed class KvClient(int port) : IDisposable
+    internal sealed class KvClient(int port) : IDisposable
     {
         TcpClient? _c;
         StreamReader? _r;

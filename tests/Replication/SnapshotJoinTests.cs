@@ -31,14 +31,132 @@ public class SnapshotJoinTests(ITestOutputHelper output)
     /// <summary>A protected primary running memtouch (MiB of memory, a line every 10 ms) whose backup is killed once it
     /// printed 20 lines, so that it re-protects itself with the standby at <paramref name="standbyUrl"/>.</summary>
     static ReplicaProc PrimaryThatLosesItsBackup(ReplicaProc backup, string url, string standbyUrl, string arbiter, string stop, int mib, params string[] extra)
+        => PrimaryThatLosesItsBackup(backup, url, standbyUrl, arbiter, [GuestEnv.Guest("memtouch", "musl"), stop, mib.ToString(), "10"], p => Lines(p.Stdout) >= 20, extra);
+
+    /// <summary>A protected primary running `guest` whose backup is killed once `running` holds, so that it re-protects
+    /// itself with the standby at <paramref name="standbyUrl"/>.</summary>
+    static ReplicaProc PrimaryThatLosesItsBackup(ReplicaProc backup, string url, string standbyUrl, string arbiter, string[] guest, Func<ReplicaProc, bool> running, params string[] extra)
     {
         var p = Replicas.Primary(["--backup", url, "--standby", standbyUrl, "--standby-retry-ms", "200", "--arbiter", arbiter, "--timeout-ms", "2000",
-            "--checkpoint-interval", "2000000", .. extra, "--", GuestEnv.Guest("memtouch", "musl"), stop, mib.ToString(), "10"]);
+            "--checkpoint-interval", "2000000", .. extra, "--", .. guest]);
         p.WaitForEvent(ReplicaEvent.Protected, Long);
-        Assert.True(p.WaitFor(() => Lines(p.Stdout) >= 20, Long), "the guest prints");
+        Assert.True(p.WaitFor(() => running(p), Long), "the guest runs");
         backup.KillHard();
         p.WaitForEvent(ReplicaEvent.Unprotected, Long);
         return p;
+    }
+
+    /// <summary>The live replica re-protected itself by snapshot (not by its log) and the standby restored it.</summary>
+    static void AssertJoinedBySnapshot(ReplicaProc p, ReplicaProc s)
+    {
+        var again = p.WaitForEvent(ReplicaEvent.Reprotected, Long);
+        Assert.True(again.Str("mode") == "snapshot", "joined by " + again.Str("mode") + ": " + p.Event(ReplicaEvent.SnapshotUnsupported)?.Str("reason"));
+        var taken = p.WaitForEvent(ReplicaEvent.SnapshotTaken, Long);
+        Assert.Equal(taken.Long("sequence"), s.WaitForEvent(ReplicaEvent.SnapshotRestored, Long).Long("sequence"));
+        p.WaitForEvent(ReplicaEvent.StandbyHolds, Long);
+    }
+
+    /// <summary>
+    /// kvserver (a listener, connections, poll) under a client's steady SETs: its backup dies, a standby joins by
+    /// snapshot while the SETs go on, then the primary dies and the standby takes over: it listens again on the port
+    /// and every SET the client saw acknowledged, before and after the snapshot, is read back from it.
+    /// </summary>
+    [Fact]
+    public void AServerJoinedBySnapshotUnderLoadKeepsEveryAcknowledgedWriteThroughATakeover()
+    {
+        string arbiter = TempFile(".lock");
+        int port = ReVirt.Chaos.LoopbackPorts.Pick();
+        try
+        {
+            var (b, url, s, standbyUrl) = BackupAndStandby(arbiter);
+            using var _b = b;
+            using var _s = s;
+            var acked = new List<int>();
+            var values = new Dictionary<int, string>();
+            int next = 0;
+            bool stop = false;
+            using var client = new KvFailoverTests.KvClient(port);
+            Exception? failed = null;
+            var load = new Thread(() =>
+            {
+                try
+                {
+                    while (!Volatile.Read(ref stop))
+                    {
+                        int k = next;
+                        string v = $"v{k}-{k * 7919 % 1000}";
+                        if (k % 13 == 12) client.Drop(); // new connections now and then
+                        Assert.Equal("OK", client.Ask($"SET k{k} {v}"));
+                        lock (acked) { acked.Add(k); values[k] = v; }
+                        Volatile.Write(ref next, k + 1);
+                    }
+                }
+                catch (Exception e) { failed = e; }
+            }) { IsBackground = true };
+            using var p = PrimaryThatLosesItsBackup(b, url, standbyUrl, arbiter, [GuestEnv.Guest("kvserver", "musl"), port.ToString()], p =>
+            {
+                if ((load.ThreadState & ThreadState.Unstarted) != 0) { Replicas.WaitUntilAccepting(p, port, Long); load.Start(); }
+                return Volatile.Read(ref next) >= 30 || failed != null;
+            });
+            Assert.Null(failed);
+            AssertJoinedBySnapshot(p, s);
+            int atJoin = Volatile.Read(ref next);
+            Assert.True(p.WaitFor(() => Volatile.Read(ref next) >= atJoin + 40 || failed != null, Long), "SETs go on after the join");
+            p.KillHard();
+            var took = s.WaitForEvent(ReplicaEvent.TookOver, Long);
+            int atKill = Volatile.Read(ref next);
+            Assert.True(s.WaitFor(() => Volatile.Read(ref next) >= atKill + 20 || failed != null, Long), "the standby serves the SETs after the takeover");
+            Volatile.Write(ref stop, true);
+            Assert.True(load.Join(Long), "the load ends");
+            Assert.Null(failed);
+            output.WriteLine($"{acked.Count} SETs acknowledged; took over at record {took.ULong("record")}; {client.Connections} connections");
+            foreach (var k in acked) Assert.Equal("VALUE " + values[k], client.Ask($"GET k{k}"));
+            Assert.Equal("BYE", client.Ask("SHUTDOWN"));
+            int? sc = s.WaitForExit(Long);
+            output.WriteLine($"standby {sc}:\n{s.Stderr}");
+            Assert.Equal(0, sc);
+            Assert.Null(s.Event(ReplicaEvent.Diverged));
+            Assert.Contains(s.Events, e => e.Name == ReplicaEvent.TakeoverDescriptor && e.Str("detail")!.Contains($"listening again on 127.0.0.1:{port}"));
+        }
+        finally { DeleteArbiter(arbiter); }
+    }
+
+    /// <summary>
+    /// tfdtick (a periodic timerfd, an eventfd another thread writes, a listener, an epoll set, an armed interval
+    /// timer and a POSIX timer) joined by snapshot, then taken over by the standby: the timerfd and the eventfd are
+    /// made again on its host with the state the snapshot and the log gave them, and the ticks go on without a gap.
+    /// </summary>
+    [Fact]
+    public void ATimerfdAndEventfdGuestJoinedBySnapshotGoesOnThroughATakeover()
+    {
+        string arbiter = TempFile(".lock"), stop = TempFile(".stop");
+        try
+        {
+            var (b, url, s, standbyUrl) = BackupAndStandby(arbiter);
+            using var _b = b;
+            using var _s = s;
+            using var p = PrimaryThatLosesItsBackup(b, url, standbyUrl, arbiter, [GuestEnv.Guest("tfdtick", "musl"), "10000000", stop, "10"], p => Lines(p.Stdout) >= 20);
+            AssertJoinedBySnapshot(p, s);
+            long at = Lines(p.Stdout);
+            Assert.True(p.WaitFor(() => Lines(p.Stdout) >= at + 30, Long), "the guest goes on after the join");
+            p.KillHard();
+            var took = s.WaitForEvent(ReplicaEvent.TookOver, Long);
+            Assert.True(s.WaitFor(() => Lines(s.Stdout) >= 30, Long), "the standby's guest ticks on after the takeover");
+            File.WriteAllBytes(stop, []);
+            int? sc = s.WaitForExit(Long);
+            output.WriteLine($"standby {sc}:\n{s.Stderr}");
+            Assert.Equal(0, sc);
+            Assert.Null(s.Event(ReplicaEvent.Diverged));
+            Assert.Contains(s.Events, e => e.Name == ReplicaEvent.TakeoverDescriptor && e.Str("detail")!.Contains("timerfd armed again"));
+            Assert.Contains(s.Events, e => e.Name == ReplicaEvent.TakeoverDescriptor && e.Str("detail")!.Contains("eventfd made again"));
+            // the primary's stdout up to where the standby resumed, then the standby's: every tick once, in order
+            int resume = (int)took.Long("resumeStdoutAt")!.Value;
+            var all = System.Text.Encoding.ASCII.GetString(p.Stdout.AsSpan(0, Math.Min(resume, p.Stdout.Length))) + System.Text.Encoding.ASCII.GetString(s.Stdout);
+            var ticks = all.Split('\n', StringSplitOptions.RemoveEmptyEntries).Where(l => l.StartsWith("tick ")).Select(l => long.Parse(l.Split(' ')[1])).ToList();
+            Assert.Equal(Enumerable.Range(0, ticks.Count).Select(i => (long)i), ticks);
+            Assert.Contains("done: ", all);
+        }
+        finally { DeleteArbiter(arbiter); File.Delete(stop); }
     }
 
     [Fact]

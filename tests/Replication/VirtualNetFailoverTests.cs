@@ -25,7 +25,10 @@ public class VirtualNetFailoverTests(ITestOutputHelper output)
     public void KillingThePrimaryKeepsEveryClientConnection() => Failover(freeze: false);
 
     /// <summary>A frozen primary (SIGSTOP until the backup took over, then SIGCONT) is fenced: no frame of its reaches
-    /// the wire after the takeover (its TAP device's receive counter stands still), and the clients notice nothing.</summary>
+    /// the wire after the takeover (its TAP device's receive counter stands still), and the clients notice nothing.
+    /// Its silence on the data link is what gives it away: the backup's --timeout-ms is two minutes here, its
+    /// --primary-silence-ms 5 s (a starting primary on a loaded 2-core machine was seen silent for more than 1.5 s),
+    /// so only the heartbeat bound can have declared it lost within the test's wait.</summary>
     [Fact]
     public void AFrozenPrimarySendsNothingAfterTheTakeover() => Failover(freeze: true);
 
@@ -38,7 +41,9 @@ public class VirtualNetFailoverTests(ITestOutputHelper output)
         string arbiter = Path.Combine(Path.GetTempPath(), $"revirt-test-{Guid.NewGuid():N}.lock");
         try
         {
-            var (b, url) = Replicas.StartBackup("--arbiter", arbiter, "--timeout-ms", "1000", "--tap", "rvb0", "--netns", ns.Name);
+            const int Silence = 5000;
+            string[] detection = freeze ? ["--timeout-ms", "120000", "--primary-silence-ms", Silence.ToString()] : ["--timeout-ms", "1000"];
+            var (b, url) = Replicas.StartBackup(["--arbiter", arbiter, .. detection, "--tap", "rvb0", "--netns", ns.Name]);
             using var _ = b;
             using var p = Replicas.Primary("--backup", url, "--arbiter", arbiter, "--timeout-ms", "1000",
                 "--net", "virtual", "--ip", GuestIp + "/24", "--tap", "rvp0", "--netns", ns.Name,
@@ -77,8 +82,13 @@ public class VirtualNetFailoverTests(ITestOutputHelper output)
             Assert.Null(b.Event(ReplicaEvent.Diverged));
             Assert.Equal(0, code);
             Assert.Contains(b.Events, e => e.Name == ReplicaEvent.TakeoverDescriptor && e.Str("detail")!.StartsWith("virtual interface"));
+            // the arbiter was asked as the primary was lost and the address announced before the drain ended
+            var announced = b.Event(ReplicaEvent.Announced);
+            Assert.NotNull(announced);
+            Assert.True(announced.Long("unixMs") <= took.Long("unixMs"), $"announced at {announced.Long("unixMs")}, took over at {took.Long("unixMs")}");
             if (freeze)
             {
+                Assert.Equal($"no batch or heartbeat for {Silence} ms", b.Event(ReplicaEvent.PrimaryLost)?.Str("reason"));
                 Assert.Equal(3, p.WaitForExit(Long)); // lost the arbiter: fenced
                 Assert.NotNull(p.Event(ReplicaEvent.Fenced));
                 Assert.Equal(framesAtTakeover, FramesFrom(ns, "rvp0"));

@@ -101,7 +101,8 @@ public class HostSocket : HostFile
 /// </summary>
 public sealed class ResetConnection : HostSocket
 {
-    bool _reported;
+    /// <summary>The first read reported ECONNRESET (later ones give end of file).</summary>
+    internal bool Reported;
 
     public ResetConnection(HostSocket s)
     {
@@ -111,8 +112,8 @@ public sealed class ResetConnection : HostSocket
 
     public override long Receive(Func<long> host)
     {
-        if (_reported) return 0;
-        _reported = true;
+        if (Reported) return 0;
+        Reported = true;
         return -Errno.ECONNRESET;
     }
 
@@ -144,9 +145,11 @@ public sealed class EpollEntry
 
 /// <summary>An epoll instance: a host epoll (live and recording) and the guest's own table of what is
 /// registered (guest fd -> entry). The host reports the guest descriptor as its data; epoll_wait turns it back
-/// into the guest's data.</summary>
+/// into the guest's data. The table is ordered by descriptor, so the order in which ready entries are reported
+/// depends only on what is registered, not on the history of additions and removals (a machine restored from a
+/// snapshot reports them in the same order as the one it was taken from).</summary>
 public sealed class EpollFile : HostFile
 {
-    public readonly Dictionary<int, EpollEntry> Entries = new();
+    public readonly SortedDictionary<int, EpollEntry> Entries = new();
     public EpollFile() => GuestPath = "anon_inode:[eventpoll]";
 }

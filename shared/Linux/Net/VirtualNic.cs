@@ -127,13 +127,9 @@ public sealed class VirtualNic : IDisposable
     /// </summary>
     public string TakeOver(IBoundary boundary, int tid)
     {
-        // frames the device queued while this replica followed (broadcasts the primary answered) are not input
-        if (_ahead != null)
-        {
-            var tap = Tap();
-            var buf = new byte[TapDevice.MaxFrame + 64];
-            for (int i = 0; i < MaxStaleFrames && tap.Read(buf) > 0; i++) { }
-        }
+        // frames the device queued while this replica followed (broadcasts the primary answered) are not input;
+        // when they were dropped as the primary was lost, what came since (clients' retransmissions) is
+        if (_ahead != null && !_staleDropped) DropQueued(Tap());
         Stack.TakeOver();
         Transmit(boundary, tid);
         return $"virtual interface {_options.Identity} up on {_options.TapName}{(_options.Namespace != null ? $" (netns {_options.Namespace})" : "")}, announced; {Stack.ConnectionCount} connections carried over";
@@ -148,6 +144,45 @@ public sealed class VirtualNic : IDisposable
     }
 
     Task<TapDevice>? _ahead;
+    volatile bool _staleDropped;
+
+    static void DropQueued(TapDevice tap)
+    {
+        var buf = new byte[TapDevice.MaxFrame + 64];
+        for (int i = 0; i < MaxStaleFrames && tap.Read(buf) > 0; i++) { }
+    }
+
+    /// <summary>The device opened ahead, if it is open by now (never waits).</summary>
+    TapDevice? OpenedAhead() => _ahead is { IsCompletedSuccessfully: true } t ? t.Result : null;
+
+    /// <summary>
+    /// A following backup declared its primary lost (called on its link thread while the replay drains; the replay
+    /// thread does not touch the device before <see cref="TakeOver"/>, which the caller orders after this). The
+    /// frames the device queued until now may have reached the old primary too (broadcasts, floods) and be in the
+    /// log: they are dropped. What arrives from now on cannot be in the log this replica holds (the primary's log
+    /// ended no later than now), so it is kept as the input of the stack once live — a client's retransmission that
+    /// arrives during the drain is answered at the takeover instead of being lost.
+    /// </summary>
+    public void DropStaleInput()
+    {
+        if (OpenedAhead() is not { } tap) return;
+        DropQueued(tap);
+        _staleDropped = true;
+    }
+
+    /// <summary>
+    /// This replica won the arbiter (on its link thread, before the replay has drained): announces the interface's
+    /// address on its own device at once (a gratuitous ARP, a function of the interface's identity in the start
+    /// state), so the bridge or switch sends the clients' frames — their retransmissions of what only the dead
+    /// primary received — here, where they wait for the stack, instead of to the dead primary's port. The stack
+    /// announces again when it comes up (<see cref="TakeOver"/>). Only after <see cref="DropStaleInput"/>.
+    /// </summary>
+    public bool AnnounceEarly()
+    {
+        if (!_staleDropped || OpenedAhead() is not { } tap) return false;
+        tap.Write(NetStack.GratuitousArp(_options.Mac, _options.Ip));
+        return true;
+    }
     /// <summary>Bound on the stale frames dropped at a takeover (the device's own queue holds 500 by default).</summary>
     const int MaxStaleFrames = 4096;
 

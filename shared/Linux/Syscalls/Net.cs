@@ -574,7 +574,8 @@ public sealed partial class Kernel
         if ((flags & ~(O.CLOEXEC | Sock.NONBLOCK | 1)) != 0) return -Errno.EINVAL; // EFD_CLOEXEC, EFD_NONBLOCK, EFD_SEMAPHORE
         long r = HostValue(cpu, Nr.eventfd2, () => HostSys.Call(Nr.eventfd2, initval, flags | O.CLOEXEC));
         if (r < 0) return r;
-        NewFd(new HostFile { GuestPath = "anon_inode:[eventfd]" }, r, (flags & O.CLOEXEC) != 0, out int gfd);
+        NewFd(new EventFdFile { Counter = initval, Semaphore = (flags & EventFdFile.SemaphoreFlag) != 0, StatusFlags = O.RDWR | (flags & O.NONBLOCK) },
+            r, (flags & O.CLOEXEC) != 0, out int gfd);
         return gfd;
     }
 }

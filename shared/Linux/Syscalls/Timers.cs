@@ -22,6 +22,9 @@ public sealed partial class Kernel
         r.Add(Nr.timer_gettime, (t, a) => TimerGettime(t.Cpu, (int)a.A1, a.A2));
         r.Add(Nr.timer_getoverrun, (t, a) => _posixTimers.ContainsKey((int)a.A1) ? 0 : -Errno.EINVAL);
         r.Add(Nr.timer_delete, (t, a) => TimerDelete(t.Cpu, (int)a.A1));
+        r.Add(Nr.timerfd_create, (t, a) => TimerFdCreate(t.Cpu, (int)a.A1, (int)a.A2));
+        r.Add(Nr.timerfd_settime, (t, a) => TimerFdSettime(t.Cpu, (int)a.A1, (int)a.A2, a.A3, a.A4));
+        r.Add(Nr.timerfd_gettime, (t, a) => TimerFdGettime(t.Cpu, (int)a.A1, a.A2));
     }
 
     static int TimerSignal(int which) => which switch { 0 => 14, 1 => 26, _ => 27 };
@@ -94,6 +97,9 @@ public sealed partial class Kernel
         public Timer? Timer;
         public DateTime Due;
         public TimeSpan Interval;
+        /// <summary>Set to expire (a one-shot timer that fired is not): what a snapshot carries, with
+        /// <see cref="Due"/> and <see cref="Interval"/>.</summary>
+        public bool Armed;
     }
 
     readonly Dictionary<int, PosixTimer> _posixTimers = new();
@@ -152,7 +158,7 @@ public sealed partial class Kernel
     long TimerDelete(CpuT cpu, int id)
     {
         if (!_posixTimers.Remove(id, out var t)) return -Errno.EINVAL;
-        Host(cpu, Nr.timer_delete, () => { t.Timer?.Dispose(); t.Timer = null; return HostResult.Of(0); });
+        Host(cpu, Nr.timer_delete, () => { t.Timer?.Dispose(); t.Timer = null; t.Armed = false; return HostResult.Of(0); });
         return 0;
     }
 
@@ -160,13 +166,16 @@ public sealed partial class Kernel
     {
         t.Timer?.Dispose();
         t.Timer = null;
+        t.Armed = false;
         if (value <= TimeSpan.Zero) return;
         t.Due = DateTime.UtcNow + value;
         t.Interval = interval;
+        t.Armed = true;
         t.Timer = new Timer(_ =>
         {
             if (Exited) return;
             if (t.Interval > TimeSpan.Zero) t.Due = DateTime.UtcNow + t.Interval;
+            else t.Armed = false;
             if (sig != 0) PostHostSignal(sig);
         }, null, value, interval > TimeSpan.Zero ? interval : Timeout.InfiniteTimeSpan);
     }
@@ -194,5 +203,88 @@ public sealed partial class Kernel
             BinaryPrimitives.WriteInt64LittleEndian(b.AsSpan(24), (long)(rem.Ticks % TimeSpan.TicksPerSecond * ticksToUnit));
         }
         return b;
+    }
+
+    // ---------------------------------------------------------------- timerfd
+
+    /// <summary>TFD_TIMER_ABSTIME and TFD_TIMER_CANCEL_ON_SET (accepted; a clock change does not cancel here).</summary>
+    const int TfdAbsTime = 1, TfdCancelOnSet = 2;
+
+    long TimerFdCreate(CpuT cpu, int clock, int flags)
+    {
+        if (clock is not (Clocks.REALTIME or Clocks.MONOTONIC or Clocks.BOOTTIME)) return -Errno.EINVAL;
+        if ((flags & ~(O.CLOEXEC | O.NONBLOCK)) != 0) return -Errno.EINVAL;
+        long r = HostValue(cpu, Nr.timerfd_create, () => HostSys.Call(Nr.timerfd_create, clock, flags | O.CLOEXEC));
+        if (r < 0) return r;
+        NewFd(new TimerFdFile { Clock = clock, StatusFlags = O.RDWR | (flags & O.NONBLOCK) }, r, (flags & O.CLOEXEC) != 0, out int gfd);
+        return gfd;
+    }
+
+    /// <summary>The timer's clock now, a host answer that is logged (a replay computes the same expiry and remaining
+    /// time from it).</summary>
+    long TimerClockNow(CpuT cpu, int clock) => HostValue(cpu, Nr.clock_gettime, () => HostClock.Now(clock));
+
+    /// <summary>
+    /// timerfd_settime: the new expiry is fixed on the timer's clock (now + value, or the value itself with
+    /// TFD_TIMER_ABSTIME) from one logged clock reading, and the host timerfd is armed at exactly that absolute
+    /// point, so the VM's state and the host's agree; the old setting is reported from the VM's state.
+    /// </summary>
+    unsafe long TimerFdSettime(CpuT cpu, int fd, int flags, ulong newAddr, ulong oldAddr)
+    {
+        if (!Fds.TryGetValue(fd, out var f)) return -Errno.EBADF;
+        if (f is not TimerFdFile tf) return -Errno.EINVAL;
+        if ((flags & ~(TfdAbsTime | TfdCancelOnSet)) != 0) return -Errno.EINVAL;
+        var nv = Mem.ReadBytes(newAddr, 32);
+        if (!TimespecNs(nv, 0, out long interval) || !TimespecNs(nv, 16, out long value)) return -Errno.EINVAL;
+        if (oldAddr != 0) CheckWritable(oldAddr, 32);
+        long now = TimerClockNow(cpu, tf.Clock);
+        var old = EncodeTimerFd(tf, now);
+        long expiry = value == 0 ? 0 : (flags & TfdAbsTime) != 0 ? Math.Max(value, 1) : now + value;
+        var spec = new byte[32];
+        BinaryPrimitives.WriteInt64LittleEndian(spec, interval / 1_000_000_000);
+        BinaryPrimitives.WriteInt64LittleEndian(spec.AsSpan(8), interval % 1_000_000_000);
+        BinaryPrimitives.WriteInt64LittleEndian(spec.AsSpan(16), expiry / 1_000_000_000);
+        BinaryPrimitives.WriteInt64LittleEndian(spec.AsSpan(24), expiry % 1_000_000_000);
+        long r = HostValue(cpu, Nr.timerfd_settime, () => { fixed (byte* p = spec) return HostSys.Call(Nr.timerfd_settime, tf.HostFd, expiry == 0 ? 0 : TfdAbsTime, (long)p, 0); });
+        if (r < 0) return r;
+        tf.ExpiryNs = expiry;
+        tf.IntervalNs = expiry == 0 ? 0 : interval;
+        if (oldAddr != 0) Mem.WriteBytes(oldAddr, old);
+        return 0;
+    }
+
+    long TimerFdGettime(CpuT cpu, int fd, ulong addr)
+    {
+        if (!Fds.TryGetValue(fd, out var f)) return -Errno.EBADF;
+        if (f is not TimerFdFile tf) return -Errno.EINVAL;
+        CheckWritable(addr, 32);
+        Mem.WriteBytes(addr, EncodeTimerFd(tf, TimerClockNow(cpu, tf.Clock)));
+        return 0;
+    }
+
+    /// <summary>A timerfd's setting as an itimerspec: its interval and the time to its next expiry (after an expiry
+    /// nobody has read yet, the next one of a periodic timer, 1 ns for a one-shot one).</summary>
+    static byte[] EncodeTimerFd(TimerFdFile tf, long now)
+    {
+        var b = new byte[32];
+        if (tf.ExpiryNs == 0) return b;
+        long next = tf.ExpiryNs;
+        if (next <= now && tf.IntervalNs > 0) next += ((now - next) / tf.IntervalNs + 1) * tf.IntervalNs;
+        long left = Math.Max(next - now, 1);
+        BinaryPrimitives.WriteInt64LittleEndian(b, tf.IntervalNs / 1_000_000_000);
+        BinaryPrimitives.WriteInt64LittleEndian(b.AsSpan(8), tf.IntervalNs % 1_000_000_000);
+        BinaryPrimitives.WriteInt64LittleEndian(b.AsSpan(16), left / 1_000_000_000);
+        BinaryPrimitives.WriteInt64LittleEndian(b.AsSpan(24), left % 1_000_000_000);
+        return b;
+    }
+
+    /// <summary>A timespec at `o` in nanoseconds (false: out of range, EINVAL).</summary>
+    static bool TimespecNs(byte[] b, int o, out long ns)
+    {
+        long sec = BinaryPrimitives.ReadInt64LittleEndian(b.AsSpan(o)), nsec = BinaryPrimitives.ReadInt64LittleEndian(b.AsSpan(o + 8));
+        ns = 0;
+        if (sec < 0 || nsec < 0 || nsec >= 1_000_000_000 || sec > long.MaxValue / 2_000_000_000) return false;
+        ns = sec * 1_000_000_000 + nsec;
+        return true;
     }
 }

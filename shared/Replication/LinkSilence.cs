@@ -1,0 +1,58 @@
+using System.Diagnostics;
+
+namespace ReVirt.Replication;
+
+/// <summary>
+/// How the backup judges its primary's silence on the data link (one per link, used by its reader thread only).
+/// The bound starts long (the primary may be sending a backlog or encoding a snapshot) and becomes the short
+/// silence bound at the primary's first heartbeat, from when on the primary heartbeats within it. The longest
+/// time the reader waited for a message since then is kept (an upper bound of the primary's silence: it includes
+/// the time the reader took to run again once a message had arrived), so a run reports how close a live primary came to being
+/// declared lost (events `primary-finished` and `primary-lost`: `longestSilenceMs`) — the margin against false
+/// takeovers on a loaded machine.
+/// </summary>
+public sealed class LinkSilence(int initialBoundMs)
+{
+    long _last = Stopwatch.GetTimestamp();
+    bool _armed;
+    double _longest;
+    /// <summary>Silences of at least each of <see cref="Steps"/> ms since the short bound was armed.</summary>
+    readonly int[] _over = new int[Steps.Length];
+    static readonly int[] Steps = [25, 50, 100, 150, 200, 300, 500];
+
+    /// <summary>The silence after which the primary is lost now.</summary>
+    public int BoundMs { get; private set; } = initialBoundMs;
+
+    /// <summary>The longest silence between two messages since the short bound was armed (0 before).</summary>
+    public double LongestMs => Math.Round(_longest, 1);
+
+    /// <summary>How many silences reached each step, e.g. "25:40 50:6 100:1 150:0 ..." (the tail that a bound must clear).</summary>
+    public string Histogram => string.Join(' ', Steps.Select((ms, i) => $"{ms}:{_over[i]}"));
+
+    /// <summary>The reader starts waiting for the next message: a silence is the time it then waits, not the time it
+    /// spent on the last message (holding a batch can take a while without the link being silent).</summary>
+    public void Listening() => _last = Stopwatch.GetTimestamp();
+
+    /// <summary>A message arrived.</summary>
+    public void Heard()
+    {
+        long now = Stopwatch.GetTimestamp();
+        if (_armed)
+        {
+            double ms = Stopwatch.GetElapsedTime(_last, now).TotalMilliseconds;
+            _longest = Math.Max(_longest, ms);
+            for (int i = 0; i < Steps.Length && ms >= Steps[i]; i++) _over[i]++;
+        }
+        _last = now;
+    }
+
+    /// <summary>A heartbeat arrived: from now on the short bound applies. True the first time (the caller sets the
+    /// link's receive time-out to it).</summary>
+    public bool Arm(int boundMs)
+    {
+        if (_armed) return false;
+        _armed = true;
+        BoundMs = boundMs;
+        return true;
+    }
+}

@@ -1,0 +1,47 @@
+using ReVirt.Replication;
+using Xunit;
+
+namespace ReVirt.Tests.Replication;
+
+/// <summary>How the backup's silence bound and the primary's heartbeat interval fit together.</summary>
+public class LinkSilenceTests
+{
+    [Theory]
+    [InlineData(100, 0u, 100)]    // a backup that names no bound: the primary's own interval
+    [InlineData(100, 1000u, 100)] // the default bound holds 10 of the default heartbeats
+    [InlineData(100, 500u, 62)]   // a bound of 500 ms holds 8
+    [InlineData(10, 500u, 10)]    // a shorter interval of the primary's own is kept
+    [InlineData(100, 8u, 1)]      // the shortest bound: every millisecond
+    [InlineData(0, 0u, 1)]        // never a zero interval (a busy loop)
+    public void TheHeartbeatIntervalFitsTheBackupsBound(int configuredMs, uint silenceMs, int expected)
+    {
+        Assert.Equal(expected, ReplicationProtocol.HeartbeatInterval(configuredMs, silenceMs));
+        if (silenceMs > 0) Assert.True(expected * ReplicationProtocol.HeartbeatsPerSilence <= silenceMs);
+    }
+
+    [Fact]
+    public void TheShortBoundAppliesFromTheFirstHeartbeatAndOnlyWaitsCount()
+    {
+        var s = new LinkSilence(2000);
+        Assert.Equal(2000, s.BoundMs);
+        // before the first heartbeat (a backlog may be crossing) nothing is measured
+        s.Listening();
+        Thread.Sleep(30);
+        s.Heard();
+        Assert.Equal(0, s.LongestMs);
+        Assert.True(s.Arm(150));
+        Assert.False(s.Arm(99)); // armed once
+        Assert.Equal(150, s.BoundMs);
+        // time spent on a message (holding a batch) is not silence; the wait for the next one is
+        s.Listening();
+        s.Heard();
+        Thread.Sleep(60);
+        var wait = System.Diagnostics.Stopwatch.StartNew();
+        s.Listening();
+        Thread.Sleep(30);
+        s.Heard();
+        double waitedMs = wait.Elapsed.TotalMilliseconds;
+        Assert.True(s.LongestMs >= 30 && s.LongestMs <= waitedMs + 0.1, $"longest silence {s.LongestMs} ms, waited {waitedMs:F1} ms");
+        Assert.StartsWith("25:1 ", s.Histogram);
+    }
+}
