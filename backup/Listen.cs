@@ -167,8 +167,8 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
     /// released the output its gate held when the guest ended.</summary>
     readonly ManualResetEventSlim _primaryEnded = new();
     volatile bool _goodbye;
-    ulong _held, _ackedReplayed;
-    /// <summary>The highest sequence appended to this replica's log copy (any thread).</summary>
+    ulong _held, _received, _ackedReplayed;
+    /// <summary>The highest sequence in this replica's log copy, handed to the OS (any thread): what an ack may report.</summary>
     public ulong Held { get => Volatile.Read(ref _held); private set => Volatile.Write(ref _held, value); }
     public ListenSettings Settings => s;
     /// <summary>The data link's port (the Welcome names it).</summary>
@@ -254,7 +254,7 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         _pipe = pipe;
         _boundary = boundary;
         _snapshotSequence = sequence;
-        Held = sequence;
+        Held = _received = sequence;
         string digest = StateDigest.Compute(m.Kernel) is var d ? Convert.ToHexString(d) : "";
         Begin(h);
         File.WriteAllBytes(_logPath + ".snapshot", snap); // the start state of this replica's log copy (backup replay reads it)
@@ -323,12 +323,15 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         }, null, 10, 10);
     }
 
-    /// <summary>Appends a batch of frames (sequence-checked) to the log copy and the replay; returns the held sequence.</summary>
-    public ulong Receive(Batch b)
+    /// <summary>Appends a batch of frames (sequence-checked) to the log copy and the replay; returns the last sequence.
+    /// With <paramref name="hold"/> false the log copy is not flushed yet: the batch is held (acknowledged, handed to
+    /// the replay) only by <see cref="HoldReceived"/>, so that a burst of batches costs one write and one wake-up of
+    /// the replay.</summary>
+    public ulong Receive(Batch b, bool hold = true)
     {
         var data = b.Frames.Memory;
         int off = 0;
-        ulong seq = Held;
+        ulong seq = _received;
         for (uint i = 0; i < b.Count; i++)
         {
             if (data.Length - off < RecordFrame.HeaderSize) throw new LogFormatException("batch ends mid-frame", seq + 1);
@@ -340,12 +343,35 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         }
         if (off != data.Length) throw new LogFormatException("batch has bytes after its last frame", seq);
         _file!.Append(data.Span);
-        _file.Flush(); // held: in this replica's log copy (OS buffers), so it survives this process
-        _pipe.Append(data.Span);
-        Held = seq;
+        _unheld.Write(data.Span);
+        _received = seq;
         if (b.Released != null) _boundary?.ReportReleased(b.Released.StdoutBytes, b.Released.StderrBytes);
+        if (hold) HoldReceived();
         return seq;
     }
+
+    /// <summary>The batches received so far reach this replica's log copy (OS buffers), so they survive this process:
+    /// from here they are held. Returns the held sequence (link thread).</summary>
+    ulong HoldReceived()
+    {
+        if (_received > Held)
+        {
+            _file!.Flush();
+            // the replay only ever reads what is held: a replay that ends (and closes the log copy) has read nothing
+            // this replica could still lose
+            _pipe.Append(_unheld.GetBuffer().AsSpan(0, (int)_unheld.Length));
+            _unheld.SetLength(0);
+            Held = _received;
+        }
+        return Held;
+    }
+
+    /// <summary>Frames received but not held yet, in order (link thread).</summary>
+    readonly MemoryStream _unheld = new();
+
+    /// <summary>Batches received but not acknowledged yet are acknowledged together once nothing more has arrived
+    /// already (no batch waits for a later one), or after this many.</summary>
+    const int MaxBatchesPerAck = 64;
 
     /// <summary>The welcomed primary's data link, expected with a one-time ticket (state: 0 waiting, 1 taken,
     /// 2 abandoned).</summary>
@@ -402,16 +428,27 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         bool started = false;
         var planted = s.PlantAckEarlyMs > 0 ? new Queue<(Batch Batch, long Due)>() : null;
         ulong earlyAcked = 0;
+        int owed = 0; // batches received and not acknowledged yet
         // a snapshot arriving in chunks (a standby that takes one): nothing is kept until it is whole and verified
         byte[]? snap = null;
         ulong snapGot = 0;
         long snapStart = 0;
         string Cut() => snap != null ? $" (the snapshot was cut off after {snapGot} of {snap.Length} bytes; nothing of it is kept)" : "";
+        void AckOwed()
+        {
+            ulong held = HoldReceived();
+            if (s.AckDelayMs > 0) Thread.Sleep(s.AckDelayMs); // the test hook delays the ack, not the holding
+            link.Send(AckNow(held));
+            owed = 0;
+        }
         try
         {
             while (true)
             {
                 if (planted != null) HoldDuePlanted(planted, link);
+                // one ack for a burst: whatever already arrived is held first (one write of the log copy), but no
+                // batch ever waits for a batch that has not arrived
+                if (owed > 0 && (!link.HasBuffered || owed >= MaxBatchesPerAck)) AckOwed();
                 silence.Listening();
                 var m = link.Receive(PrimaryMessage.Parser, ReplicationProtocol.MaxMessageBytes);
                 silence.Heard();
@@ -468,11 +505,11 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
                             planted.Enqueue((m.Batch, Environment.TickCount64 + s.PlantAckEarlyMs));
                             break;
                         }
-                        ulong held = Receive(m.Batch);
-                        if (s.AckDelayMs > 0) Thread.Sleep(s.AckDelayMs);
-                        link.Send(AckNow(held));
+                        Receive(m.Batch, hold: false);
+                        owed++;
                         break;
                     case PrimaryMessage.BodyOneofCase.Heartbeat:
+                        if (owed > 0) AckOwed(); // batches before the heartbeat are acknowledged as batches are
                         // the session's first heartbeat: the primary sent any backlog and heartbeats from now on
                         if (silence.Arm(s.PrimarySilenceMs)) link.ReceiveTimeoutMs = s.PrimarySilenceMs;
                         Released(m.Heartbeat.Released);
@@ -537,16 +574,61 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
     /// <summary>An ack of what this replica holds and how far its replay got.</summary>
     BackupMessage AckNow(ulong held)
     {
+        Interlocked.Exchange(ref _lastAckTicks, Stopwatch.GetTimestamp());
+        if (held > Volatile.Read(ref _ackedHeld)) Volatile.Write(ref _ackedHeld, held);
         ulong replayed = _boundary?.ReplayedSequence ?? 0;
         if (replayed > Volatile.Read(ref _ackedReplayed)) Volatile.Write(ref _ackedReplayed, replayed);
         return new BackupMessage { Ack = new Ack { HeldSequence = held, ReplayedSequence = replayed } };
     }
 
-    /// <summary>The replay consumed everything held (on the replay thread): report its position unless an ack did.</summary>
+    /// <summary>
+    /// The replay's position reaches the primary at most this long after the replay consumed everything held. Acks
+    /// of held batches carry it too; a report of its own for every batch would double the messages that wake the
+    /// primary's ack thread. The primary's bound on how far the replay may trail (20 ms by default) allows for it.
+    /// </summary>
+    const int ReplayAckIntervalMs = 2;
+    long _lastAckTicks;
+    // the held position the link thread acknowledged last: the replay's own reports repeat it (holding is acknowledged
+    // by the link thread only, after any --ack-delay-ms)
+    ulong _ackedHeld;
+    int _replayAckArmed;
+    readonly AutoResetEvent _replayAckDue = new(false);
+    Thread? _replayAcker;
+
+    /// <summary>The replay consumed everything held (on the replay thread): report its position unless an ack did,
+    /// at once if no ack went out in the last <see cref="ReplayAckIntervalMs"/>, otherwise when that has passed.</summary>
     void AckReplayed()
     {
-        if (_link is not { } l || _boundary is not { } b || b.ReplayedSequence <= Volatile.Read(ref _ackedReplayed)) return;
-        l.TrySend(AckNow(Held));
+        if (!ReplayUnreported(out var l)) return;
+        if (Stopwatch.GetElapsedTime(Interlocked.Read(ref _lastAckTicks)).TotalMilliseconds >= ReplayAckIntervalMs) { l.TrySend(AckNow(Volatile.Read(ref _ackedHeld))); return; }
+        if (Interlocked.Exchange(ref _replayAckArmed, 1) != 0) return;
+        if (_replayAcker == null)
+        {
+            _replayAcker = new Thread(ReplayAckLoop) { Name = "replay-acks", IsBackground = true };
+            _replayAcker.Start();
+        }
+        _replayAckDue.Set();
+    }
+
+    /// <summary>The replay has consumed held records that no ack reported yet.</summary>
+    bool ReplayUnreported(out DataLink link)
+    {
+        link = _link!;
+        return link != null && _boundary is { } b && b.ReplayedSequence > Volatile.Read(ref _ackedReplayed);
+    }
+
+    /// <summary>Sends the replay position held back by <see cref="AckReplayed"/> once the interval has passed (unless
+    /// an ack carried it meanwhile).</summary>
+    void ReplayAckLoop()
+    {
+        while (true)
+        {
+            _replayAckDue.WaitOne();
+            double wait = ReplayAckIntervalMs - Stopwatch.GetElapsedTime(Interlocked.Read(ref _lastAckTicks)).TotalMilliseconds;
+            if (wait > 0) Thread.Sleep(TimeSpan.FromMilliseconds(wait));
+            Volatile.Write(ref _replayAckArmed, 0);
+            if (ReplayUnreported(out var l)) l.TrySend(AckNow(Volatile.Read(ref _ackedHeld)));
+        }
     }
 
     public void Released(OutputMark? m) { if (m != null) _boundary?.ReportReleased(m.StdoutBytes, m.StderrBytes); }
@@ -554,6 +636,7 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
     /// <summary>The primary ended its guest normally: the log is complete.</summary>
     public void Goodbye(Goodbye g, LinkSilence silence)
     {
+        HoldReceived();
         log.WriteLine($"backup: the primary's guest ended with status {g.ExitStatus} after record #{g.LastSequence}; finishing the replay");
         s.Events.Emit(ReplicaEvent.PrimaryFinished, ("status", g.ExitStatus), ("lastSequence", g.LastSequence),
             ("longestSilenceMs", silence.LongestMs), ("silences", silence.Histogram), ("silenceBoundMs", silence.BoundMs));
@@ -566,6 +649,8 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
     public void PrimaryLost(string reason, LinkSilence? silence = null)
     {
         if (_lostReason != null) return;
+        try { HoldReceived(); } // everything received is this replica's log: the replay drains it all
+        catch (Exception e) when (e is IOException or ObjectDisposedException) { log.WriteLine($"backup: the log copy could not be written: {e.Message}"); }
         _lostReason = reason;
         _lostAt = Stopwatch.GetTimestamp();
         log.WriteLine($"backup: primary lost: {reason}; holding the log up to record #{Held}; draining {_pipe.Buffered} bytes");
@@ -642,6 +727,7 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
             ("resumeStdoutAt", p.ResumeStdoutAt), ("logStdoutBytes", p.LogStdoutBytes), ("resumeStderrAt", p.ResumeStderrAt),
             ("checkpointInstruction", cp?.Instruction), ("checkpointDigest", cp?.Digest), ("term", r.Term));
         log.Flush();
+        ThreadPools.RestoreCurrentThread(); // the replay thread runs the live guest from here: an ordinary thread again
         return true;
     }
 
@@ -714,6 +800,9 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
     void ReplayMain(LogHeader header, Machine? restored = null)
     {
         int code;
+        // a takeover replays whatever the replay trails by, and the primary slows its guest while the replay trails
+        // by more than its bound: on a loaded machine the replay must not queue behind other work for its time slices
+        ThreadPools.RaiseCurrentThread();
         try
         {
             Machine m;

@@ -115,6 +115,7 @@ sealed class ProtectService(ProtectSettings settings, MachineOptions opts, ulong
             var (held, heldP50, heldP99) = Percentiles(client.Gate.HoldTimesMs());
             var (socks, sockP50, sockP99) = Percentiles(client.Gate.SocketHoldTimesMs());
             var (acks, lagP50, lagP99) = Percentiles(client.LagMs());
+            var (trails, trailP50, trailP99) = Percentiles(client.ReplayTrailMs());
             int creditWaits = client.Gate.CreditWaitTimesMs().Length;
             double s = sw.Elapsed.TotalSeconds;
             Log.WriteLine($"primary: {icount} guest instructions in {s:F3} s, exit status {status}");
@@ -122,10 +123,11 @@ sealed class ProtectService(ProtectSettings settings, MachineOptions opts, ulong
             Log.WriteLine($"primary: output commit: {held} outputs held, p50 {heldP50:F3} ms, p99 {heldP99:F3} ms");
             Log.WriteLine($"primary: output commit: {socks} socket sends held, p50 {sockP50:F3} ms, p99 {sockP99:F3} ms; {creditWaits} waited for credit");
             Log.WriteLine($"primary: backup lag: {acks} acks, p50 {lagP50:F3} ms, p99 {lagP99:F3} ms (age of the oldest record each ack covered)");
+            Log.WriteLine($"primary: backup replay trail: {trails} acks, p50 {trailP50:F3} ms, p99 {trailP99:F3} ms (age of the oldest record not replayed yet, at each ack)");
             settings.Events.Emit(ReplicaEvent.Stats, ("instructions", icount), ("seconds", s), ("records", writer.LastSequence), ("logBytes", writer.BytesWritten),
                 ("batches", client.Batches), ("outputsHeld", held), ("outputHoldP50Ms", heldP50), ("outputHoldP99Ms", heldP99),
                 ("socketSendsHeld", socks), ("socketHoldP50Ms", sockP50), ("socketHoldP99Ms", sockP99), ("creditWaits", creditWaits),
-                ("acks", acks), ("lagP50Ms", lagP50), ("lagP99Ms", lagP99), ("throttledMs", client.Throttled.TotalMilliseconds),
+                ("acks", acks), ("lagP50Ms", lagP50), ("lagP99Ms", lagP99), ("replayTrailP50Ms", trailP50), ("replayTrailP99Ms", trailP99), ("throttledMs", client.Throttled.TotalMilliseconds),
                 ("replayThrottledMs", client.ThrottledForReplay.TotalMilliseconds));
         }
         return status;

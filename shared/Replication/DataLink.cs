@@ -27,12 +27,16 @@ public sealed class DataLink : IDisposable
     public const int TicketBytes = 32;
     public const int ProofBytes = 32;
     public const int OpeningBytes = 8 + TicketBytes + ProofBytes;
+    const int InitialBuffer = 64 * 1024;
 
     readonly Socket _socket;
     readonly Stream _stream;
     readonly object _write = new();
-    readonly byte[] _len = new byte[4];
-    byte[] _rbuf = new byte[4096];
+    // what one read of the socket brought beyond the message asked for: a burst of messages costs one read
+    byte[] _in = new byte[InitialBuffer];
+    int _inPos, _inEnd;
+    // the encoding of the message being written (under _write): no allocation per message
+    byte[] _out = new byte[InitialBuffer];
     int _closed;
     long _lastWrite;
 
@@ -82,7 +86,11 @@ public sealed class DataLink : IDisposable
         var socket = NewSocket(addr.AddressFamily);
         try
         {
-            var connect = socket.ConnectAsync(new IPEndPoint(addr, port));
+            // a blocking connect (on a pool thread, to bound it): a socket that ever ran an asynchronous operation stays
+            // non-blocking underneath, and each of its blocking reads that finds nothing then waits through .NET's
+            // epoll thread, one more thread hop per acknowledgement
+            var ep = new IPEndPoint(addr, port);
+            var connect = Task.Run(() => socket.Connect(ep));
             if (!connect.Wait(timeout)) throw new IOException($"the backup's data link {host}:{port} did not accept a connection within {timeout.TotalMilliseconds:F0} ms");
             socket.ReceiveTimeout = socket.SendTimeout = (int)timeout.TotalMilliseconds;
             Stream stream = new NetworkStream(socket, ownsSocket: false);
@@ -177,15 +185,22 @@ public sealed class DataLink : IDisposable
         }
     }
 
-    /// <summary>Writes one message (blocking; any thread, messages are never interleaved).</summary>
+    /// <summary>Writes one message (blocking; any thread, messages are never interleaved). The message is encoded
+    /// before this returns: bytes it wraps may be reused afterwards.</summary>
     /// <exception cref="IOException">The link broke or was closed.</exception>
     public void Send(IMessage message)
     {
-        int size = message.CalculateSize();
-        var buf = new byte[4 + size];
-        BinaryPrimitives.WriteInt32LittleEndian(buf, size);
-        message.WriteTo(buf.AsSpan(4));
-        try { WriteRaw(buf); }
+        try
+        {
+            lock (_write)
+            {
+                int size = message.CalculateSize();
+                if (_out.Length < 4 + size) _out = new byte[Math.Max(4 + size, _out.Length * 2)];
+                BinaryPrimitives.WriteInt32LittleEndian(_out, size);
+                message.WriteTo(_out.AsSpan(4, size));
+                WriteRaw(_out.AsSpan(0, 4 + size));
+            }
+        }
         catch (ObjectDisposedException e) { throw new IOException("the data link is closed", e); }
     }
 
@@ -196,7 +211,8 @@ public sealed class DataLink : IDisposable
         catch (IOException) { return false; }
     }
 
-    /// <summary>Reads one message (one reader thread at a time).</summary>
+    /// <summary>Reads one message (one reader thread at a time). One read of the socket takes whatever has arrived,
+    /// so the messages of a burst are parsed from memory (<see cref="HasBuffered"/>).</summary>
     /// <exception cref="EndOfStreamException">The peer closed the link.</exception>
     /// <exception cref="IOException">The link broke, was closed or timed out, or the peer sent an oversized or
     /// malformed message.</exception>
@@ -204,27 +220,53 @@ public sealed class DataLink : IDisposable
     {
         try
         {
-            int got = 0;
-            while (got < 4)
-            {
-                int n = _stream.Read(_len, got, 4 - got);
-                if (n == 0) throw new EndOfStreamException("the peer closed the data link");
-                got += n;
-            }
-            int size = BinaryPrimitives.ReadInt32LittleEndian(_len);
+            Fill(4);
+            int size = BinaryPrimitives.ReadInt32LittleEndian(_in.AsSpan(_inPos));
             if (size < 0 || size > maxBytes) throw new IOException($"the peer sent a message of {size} bytes (at most {maxBytes})");
-            if (_rbuf.Length < size) _rbuf = new byte[Math.Max(size, _rbuf.Length * 2)];
-            _stream.ReadExactly(_rbuf, 0, size);
-            return parser.ParseFrom(_rbuf, 0, size);
+            Fill(4 + size);
+            var m = parser.ParseFrom(_in, _inPos + 4, size);
+            _inPos += 4 + size;
+            return m;
         }
         catch (ObjectDisposedException e) { throw new IOException("the data link is closed", e); }
         catch (InvalidProtocolBufferException e) { throw new IOException($"the peer sent a malformed message: {e.Message}", e); }
     }
 
+    /// <summary>Reads until at least <paramref name="need"/> bytes are buffered from _inPos on.</summary>
+    void Fill(int need)
+    {
+        if (_inEnd - _inPos >= need) return;
+        if (_in.Length < need) // grow (a large message); keep what is buffered
+        {
+            var bigger = new byte[Math.Max(need, _in.Length * 2)];
+            _in.AsSpan(_inPos, _inEnd - _inPos).CopyTo(bigger);
+            _in = bigger;
+            _inEnd -= _inPos;
+            _inPos = 0;
+        }
+        else if (_in.Length - _inPos < need)
+        {
+            _in.AsSpan(_inPos, _inEnd - _inPos).CopyTo(_in);
+            _inEnd -= _inPos;
+            _inPos = 0;
+        }
+        while (_inEnd - _inPos < need)
+        {
+            int n = _stream.Read(_in, _inEnd, _in.Length - _inEnd);
+            if (n == 0) throw new EndOfStreamException("the peer closed the data link");
+            _inEnd += n;
+        }
+    }
+
+    /// <summary>A whole message has been read from the socket already: the next <see cref="Receive"/> does not wait.
+    /// (Reader thread only.)</summary>
+    public bool HasBuffered => _inEnd - _inPos >= 4 && _inEnd - _inPos >= 4 + BinaryPrimitives.ReadInt32LittleEndian(_in.AsSpan(_inPos));
+
     /// <summary>True when something can be read within <paramref name="ms"/> ms: a message, the end of the link, or an
     /// error (which the next <see cref="Receive"/> reports).</summary>
     public bool WaitReadable(int ms)
     {
+        if (_inEnd > _inPos) return true;
         try { return _socket.Poll(Math.Max(0, ms) * 1000L > int.MaxValue ? int.MaxValue : Math.Max(0, ms) * 1000, SelectMode.SelectRead); }
         catch (Exception e) when (e is SocketException or ObjectDisposedException) { return true; }
     }

@@ -199,10 +199,15 @@ public sealed partial class OutputGate
         return seq <= _acked && !_final && (Fresh == null || Fresh());
     }
 
+    readonly List<HeldSocket> _releasing = new();
+
     void ReleaseSockets()
     {
         if (_unreleased.Count == 0) return;
-        foreach (var h in _unreleased.ToArray()) Release(h);
+        _releasing.Clear();
+        _releasing.AddRange(_unreleased); // Release removes a socket it emptied from _unreleased
+        foreach (var h in _releasing) Release(h);
+        _releasing.Clear();
     }
 
     /// <summary>Hands the socket's releasable entries to the host, in order, without ever waiting on it.</summary>

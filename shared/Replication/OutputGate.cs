@@ -35,7 +35,8 @@ public sealed partial class OutputGate
 
     readonly record struct Entry(ulong Seq, int Fd, byte[] Bytes, long Since);
 
-    /// <param name="emit">Writes released bytes to the host descriptor (1 or 2).</param>
+    /// <param name="emit">Writes released bytes to the host descriptor (1 or 2); the bytes are valid only during the call
+    /// (outputs released together to one descriptor come as one span).</param>
     public OutputGate(Action<int, ReadOnlyMemory<byte>> emit) => _emit = emit;
 
     /// <summary>A gate that writes to this process's stdout/stderr with raw write(2).</summary>
@@ -82,10 +83,23 @@ public sealed partial class OutputGate
                 var e = _held.Dequeue();
                 _heldBytes -= e.Bytes.Length;
                 if (_holdMs.Count < 1_000_000) _holdMs.Add(Stopwatch.GetElapsedTime(e.Since, now).TotalMilliseconds);
-                Emit(e.Fd, e.Bytes);
+                if (_held.Count == 0 || _held.Peek().Seq > seq || _held.Peek().Fd != e.Fd) { Emit(e.Fd, e.Bytes); continue; }
+                // the outputs this ack releases to one descriptor, one after the other, leave in one write
+                _run.SetLength(0);
+                _run.Write(e.Bytes);
+                while (_held.Count > 0 && _held.Peek().Seq <= seq && _held.Peek().Fd == e.Fd)
+                {
+                    var next = _held.Dequeue();
+                    _heldBytes -= next.Bytes.Length;
+                    if (_holdMs.Count < 1_000_000) _holdMs.Add(Stopwatch.GetElapsedTime(next.Since, now).TotalMilliseconds);
+                    _run.Write(next.Bytes);
+                }
+                Emit(e.Fd, _run.GetBuffer().AsMemory(0, (int)_run.Length));
             }
         }
     }
+
+    readonly MemoryStream _run = new();
 
     /// <summary>
     /// The guest has ended (called before its exit is logged). From here acknowledgements release nothing: the
@@ -184,7 +198,7 @@ public sealed partial class OutputGate
         return false;
     }
 
-    void Emit(int fd, byte[] bytes)
+    void Emit(int fd, ReadOnlyMemory<byte> bytes)
     {
         _emit(fd, bytes);
         if (fd == 2) Interlocked.Add(ref _releasedErr, bytes.Length);

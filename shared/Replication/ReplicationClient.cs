@@ -93,7 +93,7 @@ public sealed class ReplicationClient : ILogSink
     readonly ConcurrentQueue<(ulong Seq, long Cum, long Ticks)> _inflight = new();
     // records the backup holds but has not reported replayed: (sequence, when produced)
     readonly ConcurrentQueue<(ulong Seq, long Ticks)> _unreplayed = new();
-    readonly List<double> _lagMs = new();
+    readonly List<double> _lagMs = new(), _replayTrailMs = new();
     readonly object _flow = new();
     readonly object _decide = new();
     readonly CancellationTokenSource _stop = new();
@@ -110,7 +110,8 @@ public sealed class ReplicationClient : ILogSink
     volatile bool _replayNear;
     volatile bool _deciding, _finishing;
     Task? _reprotect;
-    Timer? _flushTimer;
+    Thread? _flusher;
+    volatile bool _flusherStop, _hasPending;
 
     /// <summary>
     /// One backup following this replica: the handshake's gRPC call (kept open, idle), the data link that carries
@@ -172,6 +173,10 @@ public sealed class ReplicationClient : ILogSink
 
     /// <summary>The backup's lag: for each ack, how long ago the oldest record it covered was produced (ms).</summary>
     public double[] LagMs() { lock (_lagMs) return _lagMs.ToArray(); }
+
+    /// <summary>How far the backup's replay trailed at each ack that reported its position: the age (ms) of the oldest
+    /// record it had not replayed yet (0: it had replayed everything produced). Only with a replay-lag bound.</summary>
+    public double[] ReplayTrailMs() { lock (_lagMs) return _replayTrailMs.ToArray(); }
     public bool IsProtected => _state == LinkState.Protected;
 
     /// <param name="store">The replica's whole log; empty for a new recording (the writer's header goes there
@@ -206,7 +211,7 @@ public sealed class ReplicationClient : ILogSink
             _s.Events.Emit(ReplicaEvent.Planted, ("violation", "gate-early"));
             Gate.GoUnprotected();
         }
-        _flushTimer = new Timer(_ => Flush(), null, 2, 2);
+        StartFlusher();
     }
 
     /// <summary>
@@ -223,7 +228,7 @@ public sealed class ReplicationClient : ILogSink
         _state = LinkState.Unprotected;
         ReplicationMetrics.Observe(() => Interlocked.Read(ref _produced) - Interlocked.Read(ref _acked), () => Gate.HeldBytes + Gate.SocketHeldBytes);
         Gate.GoUnprotected(() => _arbiter.StillHolds(_s.Id), ArbiterLostWhileUnprotected);
-        _flushTimer = new Timer(_ => Flush(), null, 2, 2);
+        StartFlusher();
         StartReprotecting();
     }
 
@@ -544,7 +549,7 @@ public sealed class ReplicationClient : ILogSink
         if (st == LinkState.Fenced) return;
         long cum;
         // coalesce on the guest thread: hand frames to the sender when an output needs committing, when 64 KiB
-        // have gathered, or from the 2 ms flush timer; waking the sender for every record costs the guest its core
+        // have gathered, or from the flush thread (FlushIntervalMs); waking the sender for every record costs the guest its core
         lock (_pending)
         {
             cum = _producedBytes + encoded.Length;
@@ -558,6 +563,7 @@ public sealed class ReplicationClient : ILogSink
             }
             _pending.Write(encoded);
             if ((RecordKind)encoded[RecordFrame.KindOffset] == RecordKind.Output || _pending.Length >= 64 * 1024) PushPending();
+            else _hasPending = true;
         }
         if (_state != LinkState.Protected) return;
         // flow control: keep the backup close enough that failover time stays bounded (a standby that is catching
@@ -577,12 +583,12 @@ public sealed class ReplicationClient : ILogSink
             Interlocked.Add(ref _throttleTicks, Stopwatch.GetTimestamp() - t0);
         }
         // the backup's replay: a takeover replays whatever it trails by before going live, so keep that short
-        if (_replayNear && ReplayTrailMs() > _s.MaxReplayLagMs)
+        if (_replayNear && ReplayTrailNowMs() > _s.MaxReplayLagMs)
         {
             long t0 = Stopwatch.GetTimestamp();
             Flush(); // the replay can only catch up with records it has
             lock (_flow)
-                while (_state == LinkState.Protected && _replayNear && ReplayTrailMs() > _s.MaxReplayLagMs / 2.0)
+                while (_state == LinkState.Protected && _replayNear && ReplayTrailNowMs() > _s.MaxReplayLagMs / 2.0)
                     Monitor.Wait(_flow, 20);
             long waited = Stopwatch.GetTimestamp() - t0;
             Interlocked.Add(ref _throttleTicks, waited);
@@ -591,13 +597,14 @@ public sealed class ReplicationClient : ILogSink
     }
 
     /// <summary>How far the backup's replay trails: the age (ms) of the oldest record it has not reported replayed.</summary>
-    double ReplayTrailMs() => _unreplayed.TryPeek(out var e) ? Stopwatch.GetElapsedTime(e.Ticks).TotalMilliseconds : 0;
+    double ReplayTrailNowMs() => _unreplayed.TryPeek(out var e) ? Stopwatch.GetElapsedTime(e.Ticks).TotalMilliseconds : 0;
 
     readonly MemoryStream _pending = new();
 
     /// <summary>Moves the gathered frames into the store and, while a backup follows, to its sender (under the lock).</summary>
     void PushPending()
     {
+        _hasPending = false;
         if (_pending.Length == 0) return;
         _store.Append(_pending.GetBuffer().AsSpan(0, (int)_pending.Length));
         if (_state == LinkState.Protected && _cur is { } s)
@@ -617,7 +624,8 @@ public sealed class ReplicationClient : ILogSink
         ulong first = System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(frames.AsSpan(RecordFrame.SequenceOffset));
         uint count = 0;
         for (int off = 0; off < length; off += (int)System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(frames.AsSpan(off))) count++;
-        var msg = new PrimaryMessage { Batch = new Batch { FirstSequence = first, Count = count, Frames = ByteString.CopyFrom(frames, 0, length), Released = Mark() } };
+        // wrapped, not copied: Send encodes the message before it returns, and the frames stay untouched until then
+        var msg = new PrimaryMessage { Batch = new Batch { FirstSequence = first, Count = count, Frames = UnsafeByteOperations.UnsafeWrap(frames.AsMemory(0, length)), Released = Mark() } };
         try { session.Link.Send(msg); }
         catch (IOException e)
         {
@@ -631,6 +639,28 @@ public sealed class ReplicationClient : ILogSink
     }
 
     public void Flush() { lock (_pending) PushPending(); }
+
+    /// <summary>Records that hold no output are gathered on the guest thread and reach the backup within this long.</summary>
+    const int FlushIntervalMs = 2;
+
+    /// <summary>
+    /// A thread of its own that hands gathered records on every <see cref="FlushIntervalMs"/> when some wait (a
+    /// pool timer would wake a pool worker 500 times a second, and each then spins for work: a tenth of a core on a
+    /// 2-core machine). It only looks at a flag unless records wait.
+    /// </summary>
+    void StartFlusher()
+    {
+        _flusher = new Thread(() =>
+        {
+            while (!_flusherStop)
+            {
+                Thread.Sleep(FlushIntervalMs);
+                try { if (_hasPending) Flush(); }
+                catch (ObjectDisposedException) { return; } // the run ended and its store was closed
+            }
+        }) { Name = "replication-flush", IsBackground = true };
+        _flusher.Start();
+    }
     public void Dispose() { }
 
     // ------------------------------------------------------------------ streaming
@@ -745,8 +775,9 @@ public sealed class ReplicationClient : ILogSink
         _s.Events.Emit(ReplicaEvent.SnapshotSent, ("backup", session.BackupId), ("sequence", session.SnapshotSequence), ("bytes", bytes.Length), ("encodeMs", encodeMs), ("sendMs", sendMs));
     }
 
-    /// <summary>The ack thread: reads the backup's messages from the data link and applies each ack at once
-    /// (releasing output on this thread).</summary>
+    /// <summary>The ack thread: reads the backup's messages from the data link and applies the acks at once
+    /// (releasing output on this thread); acks that arrived together are applied as one (acks are cumulative), so
+    /// each socket gets one host send for all they release.</summary>
     void ReceiveLoop(Session session)
     {
         var ct = session.Cts.Token;
@@ -765,8 +796,24 @@ public sealed class ReplicationClient : ILogSink
                     return;
                 }
                 Touch();
-                if (m.BodyCase == BackupMessage.BodyOneofCase.Ack) OnAck(session, m.Ack.HeldSequence, m.Ack.ReplayedSequence);
-                else if (m.BodyCase == BackupMessage.BodyOneofCase.Refused) { BackupLost(session, $"the backup stopped following: {m.Refused.Reason}"); return; }
+                if (m.BodyCase == BackupMessage.BodyOneofCase.Refused) { BackupLost(session, $"the backup stopped following: {m.Refused.Reason}"); return; }
+                if (m.BodyCase != BackupMessage.BodyOneofCase.Ack) continue;
+                ulong held = m.Ack.HeldSequence, replayed = m.Ack.ReplayedSequence;
+                // the acks already read (one read of the link brought them): only the newest matters
+                while (session.Link.HasBuffered)
+                {
+                    m = session.Link.Receive(BackupMessage.Parser, ReplicationProtocol.MaxBackupMessageBytes);
+                    if (m.BodyCase == BackupMessage.BodyOneofCase.Refused)
+                    {
+                        OnAck(session, held, replayed); // in the order they came
+                        BackupLost(session, $"the backup stopped following: {m.Refused.Reason}");
+                        return;
+                    }
+                    if (m.BodyCase != BackupMessage.BodyOneofCase.Ack) continue;
+                    held = Math.Max(held, m.Ack.HeldSequence);
+                    replayed = Math.Max(replayed, m.Ack.ReplayedSequence);
+                }
+                OnAck(session, held, replayed);
             }
         }
         catch (EndOfStreamException)
@@ -789,8 +836,10 @@ public sealed class ReplicationClient : ILogSink
             long r = (long)replayed, was;
             while ((was = Interlocked.Read(ref _replayed)) < r && Interlocked.CompareExchange(ref _replayed, r, was) != was) { }
             while (_unreplayed.TryPeek(out var u) && u.Seq <= replayed) _unreplayed.TryDequeue(out _);
+            double trail = ReplayTrailNowMs();
+            lock (_lagMs) if (_replayTrailMs.Count < 1_000_000) _replayTrailMs.Add(trail);
             // a standby replaying the backlog is not waited for; once its replay is within the bound, it is kept there
-            if (!_replayNear && r >= Interlocked.Read(ref _base) && ReplayTrailMs() <= _s.MaxReplayLagMs) _replayNear = true;
+            if (!_replayNear && r >= Interlocked.Read(ref _base) && ReplayTrailNowMs() <= _s.MaxReplayLagMs) _replayNear = true;
         }
         long s = (long)seq;
         long before = Interlocked.Read(ref _acked);
@@ -945,7 +994,7 @@ public sealed class ReplicationClient : ILogSink
         try { if (_reprotect != null) await _reprotect.WaitAsync(TimeSpan.FromSeconds(30)); } catch (Exception) { }
         Flush();
         while (_state == LinkState.Protected && Acked < lastSequence) await Task.Delay(1);
-        _flushTimer?.Dispose();
+        _flusherStop = true;
         if (_state != LinkState.Protected || _cur is not { } session) return;
         if (!ReleaseFinalOutput(session)) return;
         Flush();

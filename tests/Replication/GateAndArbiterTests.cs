@@ -27,6 +27,24 @@ public class GateAndArbiterTests
     }
 
     [Fact]
+    public void OutputsOneAckReleasesToOneDescriptorLeaveInOneWriteInOrder()
+    {
+        var emitted = new List<(int, string)>();
+        var g = new OutputGate((fd, d) => emitted.Add((fd, System.Text.Encoding.ASCII.GetString(d.Span))));
+        g.Hold(1, 1, "a"u8.ToArray());
+        g.Hold(2, 1, "b"u8.ToArray());
+        g.Hold(3, 2, "e"u8.ToArray());
+        g.Hold(4, 1, "c"u8.ToArray());
+        g.Hold(6, 1, "d"u8.ToArray());
+        g.Ack(5);
+        Assert.Equal(new[] { (1, "ab"), (2, "e"), (1, "c") }, emitted);
+        g.Ack(6);
+        Assert.Equal((1, "d"), emitted[^1]);
+        Assert.Equal(4UL, g.ReleasedStdout);
+        Assert.Equal(1UL, g.ReleasedStderr);
+    }
+
+    [Fact]
     public void UnprotectedReleasesEverythingDiscardedReleasesNothing()
     {
         var emitted = new List<string>();

@@ -185,17 +185,27 @@ public class KvFailoverTests(ITestOutputHelper output)
         Replicas.WaitUntilAccepting(p, port, Long);
         using var client = new KvClient(port);
         var times = new List<double>();
-        for (int i = 0; i < 6; i++)
+        int? pc, bc;
+        try
         {
-            var sw = Stopwatch.StartNew();
-            Assert.Equal("OK", client.Ask($"SET key{i} value{i}"));
-            times.Add(sw.Elapsed.TotalMilliseconds);
+            for (int i = 0; i < 6; i++)
+            {
+                var sw = Stopwatch.StartNew();
+                Assert.Equal("OK", client.Ask($"SET key{i} value{i}"));
+                times.Add(sw.Elapsed.TotalMilliseconds);
+            }
+            Assert.Equal("BYE", client.Ask("SHUTDOWN"));
+            pc = p.WaitForExit(Long);
+            bc = b.WaitForExit(Long);
         }
-        Assert.Equal("BYE", client.Ask("SHUTDOWN"));
-        Assert.Equal(0, p.WaitForExit(Long));
-        Assert.Equal(0, b.WaitForExit(Long));
-        output.WriteLine("SET round trips (ms): " + string.Join(", ", times.Select(t => t.ToString("F1"))));
-        output.WriteLine(p.Stderr);
+        finally
+        {
+            output.WriteLine("SET round trips (ms): " + string.Join(", ", times.Select(t => t.ToString("F1"))));
+            output.WriteLine(p.Stderr);
+            output.WriteLine(b.Stderr);
+        }
+        Assert.Equal(0, pc);
+        Assert.Equal(0, bc);
         // no OK reached the client sooner than the acknowledgement delay after its SET was sent
         Assert.All(times, t => Assert.True(t >= 295, $"an OK came back after {t:F1} ms, before the backup's delayed ack"));
         Assert.True(p.WaitForEvent(ReplicaEvent.Stats, Long).Long("socketSendsHeld") > 0);
