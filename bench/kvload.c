@@ -1,6 +1,7 @@
 // kvload: closed-loop load generator for the kvserver guest, or for redis-server.
-// Usage: kvload PORT CONNECTIONS SECONDS [WARMUP_SECONDS [ADDR [PROTOCOL]]]   (ADDR: the server's IPv4 address, default
-// 127.0.0.1; PROTOCOL: "kv", kvserver's line protocol (the default), or "resp", redis' protocol)
+// Usage: kvload PORT CONNECTIONS SECONDS [WARMUP_SECONDS [ADDR [PROTOCOL [TRACE]]]]   (ADDR: the server's IPv4 address,
+// default 127.0.0.1; PROTOCOL: "kv", kvserver's line protocol (the default), or "resp", redis' protocol; TRACE: a file
+// that gets one line "SENT DONE" per completed request, CLOCK_MONOTONIC seconds, for placing a fault's stall in time)
 // Each of CONNECTIONS connections keeps exactly one request outstanding (SET of its own key, then GET of it,
 // alternately), sends the next one as soon as the reply arrives, and checks the reply. One thread, epoll: the
 // client costs a few microseconds per request, far below the server's cost, so it is not the bottleneck.
@@ -74,6 +75,8 @@ int main(int argc, char **argv)
 {
     if (argc < 4) { fprintf(stderr, "usage: kvload PORT CONNECTIONS SECONDS [WARMUP_SECONDS [ADDR [kv|resp]]]\n"); return 2; }
     resp = argc > 6 && strcmp(argv[6], "resp") == 0;
+    FILE *trace = argc > 7 ? fopen(argv[7], "w") : NULL;
+    if (argc > 7 && !trace) { perror(argv[7]); return 2; }
     int port = atoi(argv[1]), nconn = atoi(argv[2]);
     double seconds = atof(argv[3]), warmup = argc > 4 ? atof(argv[4]) : 0.5;
     struct conn *cs = calloc(nconn, sizeof *cs);
@@ -126,6 +129,7 @@ int main(int argc, char **argv)
                 c->header = 0;
                 double t = now();
                 if (!reply_ok(c, i, c->in)) errors++;
+                if (trace) fprintf(trace, "%.6f %.6f\n", c->sent_at, t);
                 if (c->sent_at >= measure_from && t <= stop) {
                     if (nlat == cap) lat = realloc(lat, (cap *= 2) * sizeof *lat);
                     lat[nlat++] = (t - c->sent_at) * 1000;
@@ -145,5 +149,6 @@ int main(int argc, char **argv)
     printf("requests %ld seconds %.3f rate %.1f p50_ms %.4f p90_ms %.4f p99_ms %.4f max_ms %.4f errors %ld\n",
            total, seconds, total / seconds, P(0.5), P(0.9), P(0.99), nlat ? lat[nlat - 1] : 0.0, errors);
     for (int i = 0; i < nconn; i++) close(cs[i].fd);
+    if (trace) fclose(trace);
     return errors ? 1 : 0;
 }
