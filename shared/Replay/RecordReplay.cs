@@ -278,30 +278,43 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
 
     public HostResult Syscall(int tid, int nr, Func<HostResult> perform, bool reexecuteOnReplay = false) => Logged(tid, nr, perform());
 
-    HostResult Logged(int tid, int nr, HostResult r)
+    /// <summary>Logs a result with the bytes it put into guest memory (<paramref name="writes"/> when the operation
+    /// wrote them there itself, otherwise its <see cref="HostResult.Writes"/>).</summary>
+    HostResult Logged(int tid, int nr, HostResult r, List<(ulong Addr, byte[] Bytes)>? writes = null)
     {
+        writes ??= r.Writes;
         _w.Append(new SyscallResult
         {
             InstrCount = Icount, Tid = tid, Nr = nr, Result = r.Value,
-            MemWrites = r.Writes.Count > 0 ? r.Writes : null,
+            MemWrites = writes.Count > 0 ? writes : null,
         });
         FlushIfDue();
         return r;
     }
 
     /// <summary>A stable file's bytes are logged as (path, offset, SHA-256); anything else by value.</summary>
+    /// Bytes a read put straight into guest memory (<see cref="HostResult.InGuest"/>) are hashed or copied from there.
     public HostResult FileContent(int tid, int nr, FileRef file, Func<HostResult> perform)
     {
         var r = perform();
+        if (r.InGuest is ulong inGuest && r.Value > 0)
+        {
+            if (!r.ByReference) return Logged(tid, nr, r, [(inGuest, _k!.Mem.ReadBytes(inGuest, (int)r.Value))]);
+            AppendFileContent(tid, nr, file, r.Value, inGuest, _k!.Mem.Sha256(inGuest, (int)r.Value));
+            return r;
+        }
         if (!r.ByReference || r.Value < 0 || r.Writes.Count != 1) return Logged(tid, nr, r);
         var (addr, bytes) = r.Writes[0];
-        _w.Append(new FileContent
-        {
-            InstrCount = Icount, Tid = tid, Nr = nr, Result = r.Value, Addr = addr, Path = file.GuestPath, Offset = file.Offset,
-            Sha256 = System.Security.Cryptography.SHA256.HashData(bytes),
-        });
+        AppendFileContent(tid, nr, file, r.Value, addr, System.Security.Cryptography.SHA256.HashData(bytes));
         return r;
     }
+
+    void AppendFileContent(int tid, int nr, FileRef file, long result, ulong addr, byte[] sha256)
+        => _w.Append(new FileContent
+        {
+            InstrCount = Icount, Tid = tid, Nr = nr, Result = result, Addr = addr, Path = file.GuestPath, Offset = file.Offset,
+            Sha256 = sha256,
+        });
 
     public NetReceived NetReceive(int tid, Func<NetReceived> perform)
     {
@@ -526,6 +539,8 @@ public sealed class ReplayBoundary : IBoundary
     }
 
     public bool Replaying => !_live;
+    /// <summary>Content is performed here only once live: then the boundary after the log says.</summary>
+    public bool KeepsFileContent => !_live || _after.KeepsFileContent;
     public void Attach(Kernel k) => _k = k;
     ulong Icount => _k?.Current?.Cpu.InstructionCount ?? 0;
     ulong Rip => _k?.Current?.Cpu.Rip ?? 0;
