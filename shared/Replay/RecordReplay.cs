@@ -482,7 +482,9 @@ public sealed class ReplayBoundary : IBoundary
     public int OutputsVerified { get; private set; }
     public ulong RecordsConsumed { get; private set; }
     ulong _replayed;
-    /// <summary>Sequence number of the last record the replay consumed (any thread).</summary>
+    /// <summary>Sequence number of the last record the replay consumed (any thread), the End record included once
+    /// read: a follower reports it as its replayed position, and a live replica bounds how far that may trail the
+    /// records it produced, every one of which therefore must come to be covered by it.</summary>
     public ulong ReplayedSequence => Volatile.Read(ref _replayed);
     public int? RecordedExitStatus { get; private set; }
     /// <summary>True once a following replay has taken over.</summary>
@@ -513,6 +515,7 @@ public sealed class ReplayBoundary : IBoundary
         _out = point.Outputs;
         _checkpointDue = point.NextCheckpoint;
         RecordsConsumed = point.Sequence;
+        Volatile.Write(ref _replayed, point.Sequence);
         _logOut = point.Outputs.Total(1);
         _logErr = point.Outputs.Total(2);
         if (unreleased != null) foreach (var u in unreleased) _unreleased.Enqueue(u);
@@ -549,7 +552,11 @@ public sealed class ReplayBoundary : IBoundary
         if (!_havePeek && !_eof)
         {
             if (_r.TryRead(out _peek) && _peek.Kind != RecordKind.End) _havePeek = true;
-            else _eof = true;
+            else
+            {
+                _eof = true;
+                if (_r.Complete) Volatile.Write(ref _replayed, _r.LastSequence); // the End record holds nothing to replay
+            }
         }
         rec = _peek;
         return _havePeek;

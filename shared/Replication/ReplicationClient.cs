@@ -91,8 +91,8 @@ public sealed class ReplicationClient : ILogSink
     readonly TextWriter _log;
     readonly LogStore _store;
     readonly ConcurrentQueue<(ulong Seq, long Cum, long Ticks)> _inflight = new();
-    // records the backup holds but has not reported replayed: (sequence, when produced)
-    readonly ConcurrentQueue<(ulong Seq, long Ticks)> _unreplayed = new();
+    // records the backup has not reported replayed, and where it reported its replay last
+    readonly ReplayTrail _trail = new();
     readonly List<double> _lagMs = new(), _replayTrailMs = new();
     readonly object _flow = new();
     readonly object _decide = new();
@@ -105,8 +105,8 @@ public sealed class ReplicationClient : ILogSink
     volatile LinkState _state = LinkState.Connecting;
     // _acked: what the current backup acknowledged; _base: records the log held when it joined (released already)
     long _produced, _producedBytes, _acked, _ackedBytes, _base, _baseBytes, _lastHeard, _throttleTicks, _replayThrottleTicks;
-    // _replayed: the replay position the current backup reported; _replayNear: it has been within the bound since it caught up
-    long _replayed, _bytesSent, _batches;
+    // _replayNear: the current backup's replay has been within the bound since it caught up
+    long _bytesSent, _batches, _replayStalls;
     volatile bool _replayNear;
     volatile bool _deciding, _finishing;
     Task? _reprotect;
@@ -165,7 +165,10 @@ public sealed class ReplicationClient : ILogSink
     /// <summary>How long the guest waited for the backup's replay (<see cref="ProtectSettings.MaxReplayLagMs"/>).</summary>
     public TimeSpan ThrottledForReplay => Stopwatch.GetElapsedTime(0, Interlocked.Read(ref _replayThrottleTicks));
     /// <summary>The replay position the backup last reported.</summary>
-    public ulong Replayed => (ulong)Interlocked.Read(ref _replayed);
+    public ulong Replayed => _trail.Replayed;
+    /// <summary>How often the bound on replay lag was suspended because the backup's replay reported no progress
+    /// for the timeout (<see cref="ReplicaEvent.ReplayStalled"/>).</summary>
+    public long ReplayStalls => Interlocked.Read(ref _replayStalls);
     public string BackupId => _cur?.BackupId ?? "";
     /// <summary>The arbiter term this replica works in.</summary>
     public long Term => Interlocked.Read(ref _term);
@@ -377,10 +380,9 @@ public sealed class ReplicationClient : ILogSink
             _baseBytes = _producedBytes;
             Interlocked.Exchange(ref _acked, 0);
             Interlocked.Exchange(ref _ackedBytes, 0);
-            Interlocked.Exchange(ref _replayed, 0);
+            _trail.Reset(Stopwatch.GetTimestamp());
             _replayNear = false;
             while (_inflight.TryDequeue(out _)) { }
-            while (_unreplayed.TryDequeue(out _)) { }
             _cur = session;
             Touch();
             _state = LinkState.Protected;
@@ -545,6 +547,7 @@ public sealed class ReplicationClient : ILogSink
     {
         if (_store.Length == 0) { _store.Append(encoded); return; } // the header: already sent in Hello
         ulong seq = System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(encoded[RecordFrame.SequenceOffset..]);
+        var kind = (RecordKind)encoded[RecordFrame.KindOffset];
         var st = _state;
         if (st == LinkState.Fenced) return;
         long cum;
@@ -559,10 +562,10 @@ public sealed class ReplicationClient : ILogSink
             {
                 long now = Stopwatch.GetTimestamp();
                 _inflight.Enqueue((seq, cum, now));
-                if (_s.MaxReplayLagMs > 0) _unreplayed.Enqueue((seq, now));
+                if (_s.MaxReplayLagMs > 0) _trail.Produced(seq, kind, now);
             }
             _pending.Write(encoded);
-            if ((RecordKind)encoded[RecordFrame.KindOffset] == RecordKind.Output || _pending.Length >= 64 * 1024) PushPending();
+            if (kind == RecordKind.Output || _pending.Length >= 64 * 1024) PushPending();
             else _hasPending = true;
         }
         if (_state != LinkState.Protected) return;
@@ -582,22 +585,43 @@ public sealed class ReplicationClient : ILogSink
             }
             Interlocked.Add(ref _throttleTicks, Stopwatch.GetTimestamp() - t0);
         }
-        // the backup's replay: a takeover replays whatever it trails by before going live, so keep that short
-        if (_replayNear && ReplayTrailNowMs() > _s.MaxReplayLagMs)
-        {
-            long t0 = Stopwatch.GetTimestamp();
-            Flush(); // the replay can only catch up with records it has
-            lock (_flow)
-                while (_state == LinkState.Protected && _replayNear && ReplayTrailNowMs() > _s.MaxReplayLagMs / 2.0)
-                    Monitor.Wait(_flow, 20);
-            long waited = Stopwatch.GetTimestamp() - t0;
-            Interlocked.Add(ref _throttleTicks, waited);
-            Interlocked.Add(ref _replayThrottleTicks, waited);
-        }
+        // the backup's replay: a takeover replays whatever it trails by before going live, so keep that short (the
+        // End record closes the log: the guest has nothing left to run, so there is nothing to bound)
+        if (kind != RecordKind.End && _replayNear && ReplayTrailNowMs() > _s.MaxReplayLagMs) WaitForReplay();
     }
 
     /// <summary>How far the backup's replay trails: the age (ms) of the oldest record it has not reported replayed.</summary>
-    double ReplayTrailNowMs() => _unreplayed.TryPeek(out var e) ? Stopwatch.GetElapsedTime(e.Ticks).TotalMilliseconds : 0;
+    double ReplayTrailNowMs() => _trail.TrailMs(Stopwatch.GetTimestamp());
+
+    /// <summary>
+    /// The guest thread waits until the backup's replay is within half the bound. A replay that reports no progress
+    /// for the timeout while the guest waits (stalled, or a report that never comes) suspends the bound: the guest
+    /// runs on, the stall is reported (<see cref="ReplicaEvent.ReplayStalled"/>), and the bound applies again once
+    /// the replay has come within it. Waiting on would stall a healthy primary's service for a backup's fault; the
+    /// backup is judged by its acknowledgements, not by its replay.
+    /// </summary>
+    void WaitForReplay()
+    {
+        long t0 = Stopwatch.GetTimestamp();
+        Flush(); // the replay can only catch up with records it has
+        bool stalled = false;
+        lock (_flow)
+            while (_state == LinkState.Protected && _replayNear && ReplayTrailNowMs() > _s.MaxReplayLagMs / 2.0)
+            {
+                long since = Math.Max(t0, _trail.ProgressTicks);
+                if (Stopwatch.GetElapsedTime(since).TotalMilliseconds > _s.TimeoutMs) { _replayNear = false; stalled = true; break; }
+                Monitor.Wait(_flow, 20);
+            }
+        long waited = Stopwatch.GetTimestamp() - t0;
+        Interlocked.Add(ref _throttleTicks, waited);
+        Interlocked.Add(ref _replayThrottleTicks, waited);
+        if (!stalled) return;
+        Interlocked.Increment(ref _replayStalls);
+        double ms = Stopwatch.GetElapsedTime(t0).TotalMilliseconds, trail = ReplayTrailNowMs();
+        _log.WriteLine($"{_s.Role}: the backup's replay reported no progress for {_s.TimeoutMs} ms (replayed up to record #{_trail.Replayed}, trailing by {trail:F0} ms); " +
+                       $"the guest waited {ms:F0} ms and runs on without the bound on replay lag until the replay is within it again");
+        _s.Events.Emit(ReplicaEvent.ReplayStalled, ("replayed", _trail.Replayed), ("trailMs", trail), ("waitedMs", ms), ("backup", BackupId));
+    }
 
     readonly MemoryStream _pending = new();
 
@@ -833,13 +857,11 @@ public sealed class ReplicationClient : ILogSink
         if (session != _cur) return;
         if (_s.MaxReplayLagMs > 0)
         {
-            long r = (long)replayed, was;
-            while ((was = Interlocked.Read(ref _replayed)) < r && Interlocked.CompareExchange(ref _replayed, r, was) != was) { }
-            while (_unreplayed.TryPeek(out var u) && u.Seq <= replayed) _unreplayed.TryDequeue(out _);
+            _trail.Reported(replayed, Stopwatch.GetTimestamp());
             double trail = ReplayTrailNowMs();
             lock (_lagMs) if (_replayTrailMs.Count < 1_000_000) _replayTrailMs.Add(trail);
             // a standby replaying the backlog is not waited for; once its replay is within the bound, it is kept there
-            if (!_replayNear && r >= Interlocked.Read(ref _base) && ReplayTrailNowMs() <= _s.MaxReplayLagMs) _replayNear = true;
+            if (!_replayNear && (long)_trail.Replayed >= Interlocked.Read(ref _base) && ReplayTrailNowMs() <= _s.MaxReplayLagMs) _replayNear = true;
         }
         long s = (long)seq;
         long before = Interlocked.Read(ref _acked);
