@@ -747,15 +747,41 @@ public sealed class ReplayBoundary : IBoundary
             throw new LogFormatException($"a FileContent record of {c.Result} bytes for a read of {file.Length}", _r.LastSequence);
         if (c.Addr != file.Address)
             throw new LogFormatException($"a FileContent record writing at 0x{c.Addr:x} for a read into 0x{file.Address:x}", _r.LastSequence);
-        byte[]? bytes = null;
-        if (_k != null) bytes = ProgramFile.ReadRange(_k.Fs, c.Path, c.Offset, (int)c.Result);
+        var bytes = ContentRange(c.Path, c.Offset, (int)c.Result, reopen: false);
+        if (bytes == null || bytes.Length != c.Result || !Sha256Matches(bytes, c.Sha256))
+            bytes = ContentRange(c.Path, c.Offset, (int)c.Result, reopen: true);
         if (bytes == null || bytes.Length != c.Result)
             throw new ReplayInputMismatchException($"{c.Path} (offset {c.Offset}, {c.Result} bytes), which the recording read by reference, is missing or shorter under this replica's root {_k?.Fs.Root}");
-        if (!System.Security.Cryptography.SHA256.HashData(bytes).AsSpan().SequenceEqual(c.Sha256))
+        if (!Sha256Matches(bytes, c.Sha256))
             throw new ReplayInputMismatchException($"{c.Path} under this replica's root {_k?.Fs.Root} is not the file the recording read (SHA-256 of offset {c.Offset}, {c.Result} bytes differs from the log's {Convert.ToHexStringLower(c.Sha256)[..16]})");
         var r = HostResult.Of(c.Result);
         r.Writes.Add((c.Addr, bytes));
         return r;
+    }
+
+    static bool Sha256Matches(byte[] bytes, byte[] sha256) => System.Security.Cryptography.SHA256.HashData(bytes).AsSpan().SequenceEqual(sha256);
+
+    // the file of the last content read by reference, kept open: a program reads a file in many pieces (sha256sum
+    // of 8 MB: 2,048 reads), and opening the path under the root for each cost more than the read
+    string? _contentPath;
+    Microsoft.Win32.SafeHandles.SafeFileHandle? _contentFile;
+
+    /// <summary>[offset, offset+count) of a guest path under this replica's root, from the file kept open for it
+    /// unless <paramref name="reopen"/> (the path is opened afresh: bytes that did not match may come from a file
+    /// since replaced); null when it is missing or not a regular file.</summary>
+    byte[]? ContentRange(string path, long offset, int count, bool reopen)
+    {
+        if (_k == null) return null;
+        if (reopen || _contentPath != path || _contentFile == null)
+        {
+            _contentFile?.Dispose();
+            (_contentFile, _contentPath) = (null, null);
+            try { _contentFile = ProgramFile.OpenRegular(_k.Fs, path, path, long.MaxValue, out _); }
+            catch (ElfLoadException) { return null; }
+            _contentPath = path;
+        }
+        try { return ProgramFile.ReadRange(_contentFile, offset, count); }
+        catch (IOException) { return null; }
     }
 
     // a write to stdout/stderr whose result came from the log; if the log ends before its Output record, the
