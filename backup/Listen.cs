@@ -789,6 +789,19 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         log.WriteLine("backup: the primary was lost after its guest ended and holds the arbiter: it released its last output itself");
     }
 
+    /// <summary>
+    /// The replay verified the whole run: the primary says goodbye once it holds the acknowledgement of the whole log
+    /// (and, if its gate held output at the guest's end, the arbiter). Waited for within a bound, so a primary that
+    /// never says it costs this replica a bounded time, with the reason, rather than the host's shutdown time-out
+    /// (the data link keeps the session, and the idle handshake stream, open until it ends).
+    /// </summary>
+    void AwaitGoodbye()
+    {
+        var bound = TimeSpan.FromMilliseconds(Math.Max(10_000, 3L * s.TimeoutMs));
+        if (_link == null || _primaryEnded.Wait(bound)) return;
+        log.WriteLine($"backup: the replay matched the whole log but the primary did not say goodbye within {bound.TotalMilliseconds:F0} ms; closing the data link");
+    }
+
     FollowOptions Follow(LogHeader header) => new()
     {
         TakeOver = TakeOver,
@@ -836,10 +849,12 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
                 log.WriteLine($"backup: guest exited with status {status} after {m.InstructionCount} instructions (live since instruction {b.Takeover!.Value.Instruction})");
             else
             {
+                AckReplayed(); // the whole log is replayed, the End record included: the primary waits for no more of it
                 log.WriteLine($"backup: replay matched the primary: {m.InstructionCount} instructions, {b.RecordsConsumed} records, {b.CheckpointsVerified} checkpoints and {b.OutputsVerified} outputs verified, guest exit status {status}");
                 s.Events.Emit(ReplicaEvent.ReplayMatched, ("instructions", m.InstructionCount), ("records", b.RecordsConsumed),
                     ("checkpoints", b.CheckpointsVerified), ("outputs", b.OutputsVerified), ("status", status));
                 if (b.HoldsUnreleasedOutput) FinishOutput(b);
+                AwaitGoodbye();
             }
             code = status;
         }
@@ -855,6 +870,7 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
             log.WriteLine($"backup: refused: the replay failed: {e.GetType().Name}: {e.Message}");
             code = 2;
         }
+        _link?.Close(); // a session that did not end with the replay ends now, not when the host's shutdown gives up on it
         try { _file?.Dispose(); } catch (IOException) { }
         ExitCode = code;
         log.Flush();

@@ -1,5 +1,7 @@
-// kvload: closed-loop load generator for the kvserver guest.
-// Usage: kvload PORT CONNECTIONS SECONDS [WARMUP_SECONDS [ADDR]]   (ADDR: the server's IPv4 address, default 127.0.0.1)
+// kvload: closed-loop load generator for the kvserver guest, or for redis-server.
+// Usage: kvload PORT CONNECTIONS SECONDS [WARMUP_SECONDS [ADDR [PROTOCOL [TRACE]]]]   (ADDR: the server's IPv4 address,
+// default 127.0.0.1; PROTOCOL: "kv", kvserver's line protocol (the default), or "resp", redis' protocol; TRACE: a file
+// that gets one line "SENT DONE" per completed request, CLOCK_MONOTONIC seconds, for placing a fault's stall in time)
 // Each of CONNECTIONS connections keeps exactly one request outstanding (SET of its own key, then GET of it,
 // alternately), sends the next one as soon as the reply arrives, and checks the reply. One thread, epoll: the
 // client costs a few microseconds per request, far below the server's cost, so it is not the bottleneck.
@@ -25,7 +27,10 @@ struct conn {
     double sent_at;    // when the outstanding request was sent
     char in[256];
     int in_len;
+    int header;        // RESP: the GET's "$N" line arrived, its value line is next
 };
+
+static int resp; // speak RESP (redis) instead of kvserver's lines
 
 static double now(void)
 {
@@ -44,10 +49,15 @@ static int send_request(struct conn *c, int id)
 {
     // Each connection reuses KEYS_PER_CONN keys (a SET and the GET of it share one), so a fast server never
     // reaches kvserver's key limit however long the run; the values stay unique, so a stale reply is caught.
-    char buf[128];
+    char buf[160], k[32], v[32];
     long key = (c->n / 2) % KEYS_PER_CONN;
-    int len = c->n % 2 == 0 ? snprintf(buf, sizeof buf, "SET c%dk%ld value-%ld\n", id, key, c->n)
-                            : snprintf(buf, sizeof buf, "GET c%dk%ld\n", id, key);
+    int kl = snprintf(k, sizeof k, "c%dk%ld", id, key), vl = snprintf(v, sizeof v, "value-%ld", c->n), len;
+    if (!resp)
+        len = c->n % 2 == 0 ? snprintf(buf, sizeof buf, "SET %s %s\n", k, v) : snprintf(buf, sizeof buf, "GET %s\n", k);
+    else if (c->n % 2 == 0)
+        len = snprintf(buf, sizeof buf, "*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n", kl, k, vl, v);
+    else
+        len = snprintf(buf, sizeof buf, "*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n", kl, k);
     c->sent_at = now();
     return write(c->fd, buf, len) == len ? 0 : -1;
 }
@@ -55,15 +65,18 @@ static int send_request(struct conn *c, int id)
 static int reply_ok(struct conn *c, int id, const char *line)
 {
     char want[128];
-    if (c->n % 2 == 0) return strcmp(line, "OK") == 0;
-    snprintf(want, sizeof want, "VALUE value-%ld", c->n - 1);
+    if (c->n % 2 == 0) return strcmp(line, resp ? "+OK" : "OK") == 0;
+    snprintf(want, sizeof want, resp ? "value-%ld" : "VALUE value-%ld", c->n - 1);
     (void)id;
     return strcmp(line, want) == 0;
 }
 
 int main(int argc, char **argv)
 {
-    if (argc < 4) { fprintf(stderr, "usage: kvload PORT CONNECTIONS SECONDS [WARMUP_SECONDS [ADDR]]\n"); return 2; }
+    if (argc < 4) { fprintf(stderr, "usage: kvload PORT CONNECTIONS SECONDS [WARMUP_SECONDS [ADDR [kv|resp]]]\n"); return 2; }
+    resp = argc > 6 && strcmp(argv[6], "resp") == 0;
+    FILE *trace = argc > 7 ? fopen(argv[7], "w") : NULL;
+    if (argc > 7 && !trace) { perror(argv[7]); return 2; }
     int port = atoi(argv[1]), nconn = atoi(argv[2]);
     double seconds = atof(argv[3]), warmup = argc > 4 ? atof(argv[4]) : 0.5;
     struct conn *cs = calloc(nconn, sizeof *cs);
@@ -104,8 +117,19 @@ int main(int argc, char **argv)
             char *nl;
             while ((nl = memchr(c->in, '\n', c->in_len))) {
                 *nl = 0;
+                if (resp && nl > c->in && nl[-1] == '\r') nl[-1] = 0;
+                if (resp && c->n % 2 == 1 && !c->header && c->in[0] == '$' && strcmp(c->in, "$-1") != 0) {
+                    // a bulk reply's length line: the value follows on the next line
+                    c->header = 1;
+                    int used = nl - c->in + 1;
+                    memmove(c->in, nl + 1, c->in_len - used);
+                    c->in_len -= used;
+                    continue;
+                }
+                c->header = 0;
                 double t = now();
                 if (!reply_ok(c, i, c->in)) errors++;
+                if (trace) fprintf(trace, "%.6f %.6f\n", c->sent_at, t);
                 if (c->sent_at >= measure_from && t <= stop) {
                     if (nlat == cap) lat = realloc(lat, (cap *= 2) * sizeof *lat);
                     lat[nlat++] = (t - c->sent_at) * 1000;
@@ -125,5 +149,6 @@ int main(int argc, char **argv)
     printf("requests %ld seconds %.3f rate %.1f p50_ms %.4f p90_ms %.4f p99_ms %.4f max_ms %.4f errors %ld\n",
            total, seconds, total / seconds, P(0.5), P(0.9), P(0.99), nlat ? lat[nlat - 1] : 0.0, errors);
     for (int i = 0; i < nconn; i++) close(cs[i].fd);
+    if (trace) fclose(trace);
     return errors ? 1 : 0;
 }

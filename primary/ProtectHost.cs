@@ -119,7 +119,7 @@ sealed class ProtectService(ProtectSettings settings, MachineOptions opts, ulong
             int creditWaits = client.Gate.CreditWaitTimesMs().Length;
             double s = sw.Elapsed.TotalSeconds;
             Log.WriteLine($"primary: {icount} guest instructions in {s:F3} s, exit status {status}");
-            Log.WriteLine($"primary: log {writer.LastSequence} records, {writer.BytesWritten} bytes ({writer.BytesWritten / s / 1e6:F2} MB/s), {client.Batches} batches; throttled {client.Throttled.TotalMilliseconds:F0} ms ({client.ThrottledForReplay.TotalMilliseconds:F0} ms for the backup's replay)");
+            Log.WriteLine($"primary: log {writer.LastSequence} records, {writer.BytesWritten} bytes ({writer.BytesWritten / s / 1e6:F2} MB/s), {client.Batches} batches; throttled {client.Throttled.TotalMilliseconds:F0} ms ({client.ThrottledForReplay.TotalMilliseconds:F0} ms for the backup's replay; the replay stalled {client.ReplayStalls} times)");
             Log.WriteLine($"primary: output commit: {held} outputs held, p50 {heldP50:F3} ms, p99 {heldP99:F3} ms");
             Log.WriteLine($"primary: output commit: {socks} socket sends held, p50 {sockP50:F3} ms, p99 {sockP99:F3} ms; {creditWaits} waited for credit");
             Log.WriteLine($"primary: backup lag: {acks} acks, p50 {lagP50:F3} ms, p99 {lagP99:F3} ms (age of the oldest record each ack covered)");
@@ -128,7 +128,7 @@ sealed class ProtectService(ProtectSettings settings, MachineOptions opts, ulong
                 ("batches", client.Batches), ("outputsHeld", held), ("outputHoldP50Ms", heldP50), ("outputHoldP99Ms", heldP99),
                 ("socketSendsHeld", socks), ("socketHoldP50Ms", sockP50), ("socketHoldP99Ms", sockP99), ("creditWaits", creditWaits),
                 ("acks", acks), ("lagP50Ms", lagP50), ("lagP99Ms", lagP99), ("replayTrailP50Ms", trailP50), ("replayTrailP99Ms", trailP99), ("throttledMs", client.Throttled.TotalMilliseconds),
-                ("replayThrottledMs", client.ThrottledForReplay.TotalMilliseconds));
+                ("replayThrottledMs", client.ThrottledForReplay.TotalMilliseconds), ("replayStalls", client.ReplayStalls));
         }
         return status;
     }

@@ -16,6 +16,10 @@ public sealed class HostResult
     /// <summary>Set by a <see cref="IBoundary.FileContent"/> operation: the single write holds the unchanged content
     /// of a stable regular file (<see cref="FileRef.IsStable"/>), which a recording may log by reference.</summary>
     public bool ByReference;
+    /// <summary>Set by a <see cref="IBoundary.FileContent"/> operation that read its bytes straight into guest memory:
+    /// the <see cref="Value"/> bytes at this address are the content (no <see cref="Writes"/>), and a boundary that
+    /// logs the content takes it from there.</summary>
+    public ulong? InGuest;
     public static HostResult Of(long value) => new() { Value = value };
     public HostResult Write(ulong addr, byte[] bytes) { Writes.Add((addr, bytes)); return this; }
 }
@@ -68,6 +72,14 @@ public interface IBoundary
     /// treats it as any other syscall (the bytes are logged).
     /// </summary>
     HostResult FileContent(int tid, int nr, FileRef file, Func<HostResult> perform) => Syscall(tid, nr, perform);
+
+    /// <summary>
+    /// Whether this boundary keeps what <see cref="FileContent"/> returns (a recording logs it): a read then says
+    /// whether its bytes may be logged by reference (<see cref="HostResult.ByReference"/>), which costs host calls per
+    /// read that a run nobody records need not make. A read whose result is <see cref="HostResult.InGuest"/> is only
+    /// ever performed through a boundary that takes its bytes from guest memory.
+    /// </summary>
+    bool KeepsFileContent => true;
 
     /// <summary>
     /// The virtual network interface's input: frames received on its TAP device and the clock value its stack runs
@@ -149,4 +161,5 @@ public sealed class LiveBoundary : IBoundary
     public ulong Value(int tid, InputKind kind, Func<ulong> perform) => perform();
     public byte[] Bytes(int tid, InputKind kind, int count, Func<byte[]> perform) => perform();
     public bool Replaying => false;
+    public bool KeepsFileContent => false;
 }

@@ -349,6 +349,43 @@ public sealed unsafe partial class GuestMemory : IDisposable
         _abortAfterStore = false; // bulk writes come from syscalls, which end their block anyway
     }
 
+    /// <summary>SHA-256 of the guest bytes [a, a + len) (throws <see cref="GuestFaultException"/> when one is not readable).</summary>
+    public byte[] Sha256(ulong a, int len)
+    {
+        var tmp = System.Buffers.ArrayPool<byte>.Shared.Rent(len);
+        try
+        {
+            ReadBytes(a, tmp.AsSpan(0, len));
+            return System.Security.Cryptography.SHA256.HashData(tmp.AsSpan(0, len));
+        }
+        finally { System.Buffers.ArrayPool<byte>.Shared.Return(tmp); }
+    }
+
+    /// <summary>How many pages the guest bytes [a, a + len) touch (len &gt; 0).</summary>
+    public static int PagesSpanned(ulong a, int len) => (int)(((a + (ulong)len - 1) >> PageShift) - (a >> PageShift)) + 1;
+
+    /// <summary>
+    /// Makes the guest bytes [a, a + len) ready for a host call that fills them in place (read(2) straight into guest
+    /// memory) and puts their host addresses in <paramref name="iov"/> as (base, length) pairs, one per page (room for
+    /// <see cref="PagesSpanned"/> pairs): each page is translated for writing as a guest store would (copy-on-write
+    /// broken, a capture's copy kept, decoded code on it dropped). Throws <see cref="GuestFaultException"/> at the
+    /// first page that is not writable, before any byte changes. Returns the count of pairs.
+    /// </summary>
+    public int WritableIovecs(ulong a, int len, Span<long> iov)
+    {
+        int count = 0;
+        for (ulong cur = a, end = a + (ulong)len; cur < end; count++)
+        {
+            int off = (int)(cur & PageMask);
+            int n = (int)Math.Min(end - cur, PageSize - (ulong)off);
+            iov[2 * count] = (long)(Translate(cur, true).Data + off);
+            iov[2 * count + 1] = n;
+            cur += (ulong)n;
+        }
+        _abortAfterStore = false; // as for bulk writes: the syscall ends its block anyway
+        return count;
+    }
+
     /// <summary>Reads a NUL-terminated string (at most max bytes).</summary>
     public string ReadCString(ulong a, int max = 4096)
     {
@@ -667,7 +704,12 @@ public sealed unsafe partial class GuestMemory : IDisposable
     /// <summary>Pages in address order (for state digests).</summary>
     public IEnumerable<(ulong PageNumber, Page Page)> PagesInOrder()
     {
-        foreach (var pn in _pages.Keys.OrderBy(k => k)) yield return (pn, _pages[pn]);
+        // Array.Sort has ReadyToRun code for ulong; LINQ's OrderBy instantiations for it do not (a recording's
+        // first checkpoints JIT-compiled some 25 of them)
+        var keys = new ulong[_pages.Count];
+        _pages.Keys.CopyTo(keys, 0);
+        Array.Sort(keys);
+        foreach (var pn in keys) yield return (pn, _pages[pn]);
     }
 
     /// <summary>Frees the pages and the TLBs; a second call (memory shared by a vfork child) does nothing.</summary>

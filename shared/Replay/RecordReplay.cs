@@ -331,30 +331,43 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
     // a send that must wait for credit waits for acknowledgements: what it waits for must have been shipped
     Action? _shipBeforeCreditWait;
 
-    HostResult Logged(int tid, int nr, HostResult r)
+    /// <summary>Logs a result with the bytes it put into guest memory (<paramref name="writes"/> when the operation
+    /// wrote them there itself, otherwise its <see cref="HostResult.Writes"/>).</summary>
+    HostResult Logged(int tid, int nr, HostResult r, List<(ulong Addr, byte[] Bytes)>? writes = null)
     {
+        writes ??= r.Writes;
         _w.Append(new SyscallResult
         {
             InstrCount = Icount, Tid = tid, Nr = nr, Result = r.Value,
-            MemWrites = r.Writes.Count > 0 ? r.Writes : null,
+            MemWrites = writes.Count > 0 ? writes : null,
         });
         FlushIfDue();
         return r;
     }
 
     /// <summary>A stable file's bytes are logged as (path, offset, SHA-256); anything else by value.</summary>
+    /// Bytes a read put straight into guest memory (<see cref="HostResult.InGuest"/>) are hashed or copied from there.
     public HostResult FileContent(int tid, int nr, FileRef file, Func<HostResult> perform)
     {
         var r = perform();
+        if (r.InGuest is ulong inGuest && r.Value > 0)
+        {
+            if (!r.ByReference) return Logged(tid, nr, r, [(inGuest, _k!.Mem.ReadBytes(inGuest, (int)r.Value))]);
+            AppendFileContent(tid, nr, file, r.Value, inGuest, _k!.Mem.Sha256(inGuest, (int)r.Value));
+            return r;
+        }
         if (!r.ByReference || r.Value < 0 || r.Writes.Count != 1) return Logged(tid, nr, r);
         var (addr, bytes) = r.Writes[0];
-        _w.Append(new FileContent
-        {
-            InstrCount = Icount, Tid = tid, Nr = nr, Result = r.Value, Addr = addr, Path = file.GuestPath, Offset = file.Offset,
-            Sha256 = System.Security.Cryptography.SHA256.HashData(bytes),
-        });
+        AppendFileContent(tid, nr, file, r.Value, addr, System.Security.Cryptography.SHA256.HashData(bytes));
         return r;
     }
+
+    void AppendFileContent(int tid, int nr, FileRef file, long result, ulong addr, byte[] sha256)
+        => _w.Append(new FileContent
+        {
+            InstrCount = Icount, Tid = tid, Nr = nr, Result = result, Addr = addr, Path = file.GuestPath, Offset = file.Offset,
+            Sha256 = sha256,
+        });
 
     public NetReceived NetReceive(int tid, Func<NetReceived> perform)
     {
@@ -526,7 +539,9 @@ public sealed class ReplayBoundary : IBoundary
     public int OutputsVerified { get; private set; }
     public ulong RecordsConsumed { get; private set; }
     ulong _replayed;
-    /// <summary>Sequence number of the last record the replay consumed (any thread).</summary>
+    /// <summary>Sequence number of the last record the replay consumed (any thread), the End record included once
+    /// read: a follower reports it as its replayed position, and a live replica bounds how far that may trail the
+    /// records it produced, every one of which therefore must come to be covered by it.</summary>
     public ulong ReplayedSequence => Volatile.Read(ref _replayed);
     public int? RecordedExitStatus { get; private set; }
     /// <summary>True once a following replay has taken over.</summary>
@@ -557,6 +572,7 @@ public sealed class ReplayBoundary : IBoundary
         _out = point.Outputs;
         _checkpointDue = point.NextCheckpoint;
         RecordsConsumed = point.Sequence;
+        Volatile.Write(ref _replayed, point.Sequence);
         _logOut = point.Outputs.Total(1);
         _logErr = point.Outputs.Total(2);
         if (unreleased != null) foreach (var u in unreleased) _unreleased.Enqueue(u);
@@ -580,6 +596,8 @@ public sealed class ReplayBoundary : IBoundary
     }
 
     public bool Replaying => !_live;
+    /// <summary>Content is performed here only once live: then the boundary after the log says.</summary>
+    public bool KeepsFileContent => !_live || _after.KeepsFileContent;
     public void Attach(Kernel k) => _k = k;
     ulong Icount => _k?.Current?.Cpu.InstructionCount ?? 0;
     ulong Rip => _k?.Current?.Cpu.Rip ?? 0;
@@ -591,7 +609,11 @@ public sealed class ReplayBoundary : IBoundary
         if (!_havePeek && !_eof)
         {
             if (_r.TryRead(out _peek) && _peek.Kind != RecordKind.End) _havePeek = true;
-            else _eof = true;
+            else
+            {
+                _eof = true;
+                if (_r.Complete) Volatile.Write(ref _replayed, _r.LastSequence); // the End record holds nothing to replay
+            }
         }
         rec = _peek;
         return _havePeek;
@@ -782,15 +804,41 @@ public sealed class ReplayBoundary : IBoundary
             throw new LogFormatException($"a FileContent record of {c.Result} bytes for a read of {file.Length}", _r.LastSequence);
         if (c.Addr != file.Address)
             throw new LogFormatException($"a FileContent record writing at 0x{c.Addr:x} for a read into 0x{file.Address:x}", _r.LastSequence);
-        byte[]? bytes = null;
-        if (_k != null) bytes = ProgramFile.ReadRange(_k.Fs, c.Path, c.Offset, (int)c.Result);
+        var bytes = ContentRange(c.Path, c.Offset, (int)c.Result, reopen: false);
+        if (bytes == null || bytes.Length != c.Result || !Sha256Matches(bytes, c.Sha256))
+            bytes = ContentRange(c.Path, c.Offset, (int)c.Result, reopen: true);
         if (bytes == null || bytes.Length != c.Result)
             throw new ReplayInputMismatchException($"{c.Path} (offset {c.Offset}, {c.Result} bytes), which the recording read by reference, is missing or shorter under this replica's root {_k?.Fs.Root}");
-        if (!System.Security.Cryptography.SHA256.HashData(bytes).AsSpan().SequenceEqual(c.Sha256))
+        if (!Sha256Matches(bytes, c.Sha256))
             throw new ReplayInputMismatchException($"{c.Path} under this replica's root {_k?.Fs.Root} is not the file the recording read (SHA-256 of offset {c.Offset}, {c.Result} bytes differs from the log's {Convert.ToHexStringLower(c.Sha256)[..16]})");
         var r = HostResult.Of(c.Result);
         r.Writes.Add((c.Addr, bytes));
         return r;
+    }
+
+    static bool Sha256Matches(byte[] bytes, byte[] sha256) => System.Security.Cryptography.SHA256.HashData(bytes).AsSpan().SequenceEqual(sha256);
+
+    // the file of the last content read by reference, kept open: a program reads a file in many pieces (sha256sum
+    // of 8 MB: 2,048 reads), and opening the path under the root for each cost more than the read
+    string? _contentPath;
+    Microsoft.Win32.SafeHandles.SafeFileHandle? _contentFile;
+
+    /// <summary>[offset, offset+count) of a guest path under this replica's root, from the file kept open for it
+    /// unless <paramref name="reopen"/> (the path is opened afresh: bytes that did not match may come from a file
+    /// since replaced); null when it is missing or not a regular file.</summary>
+    byte[]? ContentRange(string path, long offset, int count, bool reopen)
+    {
+        if (_k == null) return null;
+        if (reopen || _contentPath != path || _contentFile == null)
+        {
+            _contentFile?.Dispose();
+            (_contentFile, _contentPath) = (null, null);
+            try { _contentFile = ProgramFile.OpenRegular(_k.Fs, path, path, long.MaxValue, out _); }
+            catch (ElfLoadException) { return null; }
+            _contentPath = path;
+        }
+        try { return ProgramFile.ReadRange(_contentFile, offset, count); }
+        catch (IOException) { return null; }
     }
 
     // a write to stdout/stderr whose result came from the log; if the log ends before its Output record, the

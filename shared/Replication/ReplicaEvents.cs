@@ -99,10 +99,11 @@ public static class ReplicaEvent
     // primary
     public const string Protected = "protected";              // backup, url
     public const string Refused = "refused";                  // reason
-    public const string BackupLost = "backup-lost";           // reason, acked
-    public const string Unprotected = "unprotected";          // arbiter
+    public const string BackupLost = "backup-lost";           // reason, acked, backup, joining (a standby lost while joining that cannot go live)
+    public const string Unprotected = "unprotected";          // arbiter, term, arbiterAsked (false: a standby lost while joining, which cannot go live: the term stays)
     public const string FinalRelease = "final-release";       // arbiter, heldBytes (the guest ended: the primary releases its last output holding the arbiter)
     public const string Fenced = "fenced";                    // reason, term
+    public const string ReplayStalled = "replay-stalled";    // replayed, trailMs, waitedMs, backup (the backup's replay reported no progress for the timeout while the guest waited for it: the bound on replay lag is suspended until the replay is within it again)
     // a live replica (a primary, or a backup that took over) and its standbys (--standby)
     public const string Reprotected = "reprotected";          // backup, url, term, backlogRecords, backlogBytes, unprotectedMs
     public const string StandbyRefused = "standby-refused";   // url, reason (each time a standby's answer changes)
@@ -114,7 +115,7 @@ public static class ReplicaEvent
     public const string SnapshotRestored = "snapshot-restored"; // sequence, bytes, receiveMs, restoreMs, digest, stdoutAt (a standby verified and restored one)
     public const string SnapshotRefused = "snapshot-refused"; // reason (a standby refused a snapshot: damaged, cut off, or not the state it claims)
     public const string Planted = "planted";                  // violation (drills only)
-    public const string Stats = "stats";                      // --stats figures: outputsHeld, outputHoldP50Ms/P99Ms, socketSendsHeld, socketHoldP50Ms/P99Ms, creditWaits, acks, lagP50Ms/P99Ms, records, logBytes
+    public const string Stats = "stats";                      // --stats figures: outputsHeld, outputHoldP50Ms/P99Ms, socketSendsHeld, socketHoldP50Ms/P99Ms, creditWaits, acks, lagP50Ms/P99Ms, records, logBytes, replayTrailP50Ms/P99Ms, throttledMs, replayThrottledMs, replayStalls
     // both
     public const string Exit = "exit";                        // status
 }

@@ -91,8 +91,8 @@ public sealed class ReplicationClient : ILogSink
     readonly TextWriter _log;
     readonly LogStore _store;
     readonly ConcurrentQueue<(ulong Seq, long Cum, long Ticks)> _inflight = new();
-    // records the backup holds but has not reported replayed: (sequence, when produced)
-    readonly ConcurrentQueue<(ulong Seq, long Ticks)> _unreplayed = new();
+    // records the backup has not reported replayed, and where it reported its replay last
+    readonly ReplayTrail _trail = new();
     readonly List<double> _lagMs = new(), _replayTrailMs = new();
     readonly object _flow = new();
     readonly object _decide = new();
@@ -105,8 +105,8 @@ public sealed class ReplicationClient : ILogSink
     volatile LinkState _state = LinkState.Connecting;
     // _acked: what the current backup acknowledged; _base: records the log held when it joined (released already)
     long _produced, _producedBytes, _acked, _ackedBytes, _base, _baseBytes, _lastHeard, _throttleTicks, _replayThrottleTicks;
-    // _replayed: the replay position the current backup reported; _replayNear: it has been within the bound since it caught up
-    long _replayed, _bytesSent, _batches;
+    // _replayNear: the current backup's replay has been within the bound since it caught up
+    long _bytesSent, _batches, _replayStalls;
     volatile bool _replayNear;
     volatile bool _deciding, _finishing;
     Task? _reprotect;
@@ -136,6 +136,15 @@ public sealed class ReplicationClient : ILogSink
         /// <summary>Why a producer's send failed (the receiver reports it when the broken link ends its read).</summary>
         public volatile string? SendError;
         public long CatchUpFrom, CatchUpTo;
+        /// <summary>A standby joining a live replica: the log's end it was told in the hello (0: not a join). It stands
+        /// down unless it holds the log up to there, so until it may (<see cref="MayHoldJoinPoint"/>), or when it
+        /// refused (<see cref="Refused"/>: it never started following), losing it cannot make it live.</summary>
+        public ulong JoinSequence;
+        /// <summary>Set by the sender before it sends what completes the log up to <see cref="JoinSequence"/> (the last
+        /// snapshot chunk, or the catch-up batch that reaches it).</summary>
+        public volatile bool MayHoldJoinPoint;
+        /// <summary>The standby sent a Refused on the link: it stopped before following and keeps nothing.</summary>
+        public volatile bool Refused;
         /// <summary>The standby takes a snapshot (Welcome.snapshot) instead of the log from record 1.</summary>
         public bool WantsSnapshot;
         /// <summary>A snapshot join: the snapshot's bytes (encoded off the guest thread), its last record, and the
@@ -165,7 +174,10 @@ public sealed class ReplicationClient : ILogSink
     /// <summary>How long the guest waited for the backup's replay (<see cref="ProtectSettings.MaxReplayLagMs"/>).</summary>
     public TimeSpan ThrottledForReplay => Stopwatch.GetElapsedTime(0, Interlocked.Read(ref _replayThrottleTicks));
     /// <summary>The replay position the backup last reported.</summary>
-    public ulong Replayed => (ulong)Interlocked.Read(ref _replayed);
+    public ulong Replayed => _trail.Replayed;
+    /// <summary>How often the bound on replay lag was suspended because the backup's replay reported no progress
+    /// for the timeout (<see cref="ReplicaEvent.ReplayStalled"/>).</summary>
+    public long ReplayStalls => Interlocked.Read(ref _replayStalls);
     public string BackupId => _cur?.BackupId ?? "";
     /// <summary>The arbiter term this replica works in.</summary>
     public long Term => Interlocked.Read(ref _term);
@@ -377,10 +389,9 @@ public sealed class ReplicationClient : ILogSink
             _baseBytes = _producedBytes;
             Interlocked.Exchange(ref _acked, 0);
             Interlocked.Exchange(ref _ackedBytes, 0);
-            Interlocked.Exchange(ref _replayed, 0);
+            _trail.Reset(Stopwatch.GetTimestamp());
             _replayNear = false;
             while (_inflight.TryDequeue(out _)) { }
-            while (_unreplayed.TryDequeue(out _)) { }
             _cur = session;
             Touch();
             _state = LinkState.Protected;
@@ -420,6 +431,7 @@ public sealed class ReplicationClient : ILogSink
                     var session = await HandshakeAsync(url, 2, TimeSpan.FromMilliseconds(Math.Max(5_000, _s.TimeoutMs * 3)), ct, joinAt, offerSnapshot: Snapshots != null);
                     if (_state != LinkState.Unprotected || _finishing) { Drop(session); ResumeUnprotected(); return; }
                     ulong activateAt = joinAt;
+                    session.JoinSequence = joinAt;
                     if (session.WantsSnapshot)
                     {
                         var (capture, offset, why) = await TakeSnapshotAsync(ct);
@@ -545,8 +557,14 @@ public sealed class ReplicationClient : ILogSink
     {
         if (_store.Length == 0) { _store.Append(encoded); return; } // the header: already sent in Hello
         ulong seq = System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(encoded[RecordFrame.SequenceOffset..]);
+        var kind = (RecordKind)encoded[RecordFrame.KindOffset];
         var st = _state;
         if (st == LinkState.Fenced) return;
+        // the backup's replay: a takeover replays whatever it trails by before going live, so keep that short. The
+        // guest waits here, at its next record, before logging it: a record that holds output reaches the gate (which
+        // holds the output until the backup acknowledges the record) right after it is logged, never after a wait in
+        // which its acknowledgement may already have come. The End record closes the log: nothing is left to bound.
+        if (kind != RecordKind.End && _replayNear && ReplayTrailNowMs() > _s.MaxReplayLagMs) WaitForReplay();
         long cum;
         // coalesce on the guest thread: frames go to the backup when the recording ships them (records that hold
         // output: before the guest waits, or within its bounds), when 64 KiB have gathered, or from the flush thread
@@ -560,7 +578,7 @@ public sealed class ReplicationClient : ILogSink
             {
                 long now = Stopwatch.GetTimestamp();
                 _inflight.Enqueue((seq, cum, now));
-                if (_s.MaxReplayLagMs > 0) _unreplayed.Enqueue((seq, now));
+                if (_s.MaxReplayLagMs > 0) _trail.Produced(seq, kind, now);
             }
             _pending.Write(encoded);
             if (_pending.Length >= 64 * 1024) PushPending();
@@ -584,22 +602,40 @@ public sealed class ReplicationClient : ILogSink
             }
             Interlocked.Add(ref _throttleTicks, Stopwatch.GetTimestamp() - t0);
         }
-        // the backup's replay: a takeover replays whatever it trails by before going live, so keep that short
-        if (_replayNear && ReplayTrailNowMs() > _s.MaxReplayLagMs)
-        {
-            long t0 = Stopwatch.GetTimestamp();
-            Flush(); // the replay can only catch up with records it has
-            lock (_flow)
-                while (_state == LinkState.Protected && _replayNear && ReplayTrailNowMs() > _s.MaxReplayLagMs / 2.0)
-                    Monitor.Wait(_flow, 20);
-            long waited = Stopwatch.GetTimestamp() - t0;
-            Interlocked.Add(ref _throttleTicks, waited);
-            Interlocked.Add(ref _replayThrottleTicks, waited);
-        }
     }
 
     /// <summary>How far the backup's replay trails: the age (ms) of the oldest record it has not reported replayed.</summary>
-    double ReplayTrailNowMs() => _unreplayed.TryPeek(out var e) ? Stopwatch.GetElapsedTime(e.Ticks).TotalMilliseconds : 0;
+    double ReplayTrailNowMs() => _trail.TrailMs(Stopwatch.GetTimestamp());
+
+    /// <summary>
+    /// The guest thread waits until the backup's replay is within half the bound. A replay that reports no progress
+    /// for the timeout while the guest waits (stalled, or a report that never comes) suspends the bound: the guest
+    /// runs on, the stall is reported (<see cref="ReplicaEvent.ReplayStalled"/>), and the bound applies again once
+    /// the replay has come within it. Waiting on would stall a healthy primary's service for a backup's fault; the
+    /// backup is judged by its acknowledgements, not by its replay.
+    /// </summary>
+    void WaitForReplay()
+    {
+        long t0 = Stopwatch.GetTimestamp();
+        Flush(); // the replay can only catch up with records it has
+        bool stalled = false;
+        lock (_flow)
+            while (_state == LinkState.Protected && _replayNear && ReplayTrailNowMs() > _s.MaxReplayLagMs / 2.0)
+            {
+                long since = Math.Max(t0, _trail.ProgressTicks);
+                if (Stopwatch.GetElapsedTime(since).TotalMilliseconds > _s.TimeoutMs) { _replayNear = false; stalled = true; break; }
+                Monitor.Wait(_flow, 20);
+            }
+        long waited = Stopwatch.GetTimestamp() - t0;
+        Interlocked.Add(ref _throttleTicks, waited);
+        Interlocked.Add(ref _replayThrottleTicks, waited);
+        if (!stalled) return;
+        Interlocked.Increment(ref _replayStalls);
+        double ms = Stopwatch.GetElapsedTime(t0).TotalMilliseconds, trail = ReplayTrailNowMs();
+        _log.WriteLine($"{_s.Role}: the backup's replay reported no progress for {_s.TimeoutMs} ms (replayed up to record #{_trail.Replayed}, trailing by {trail:F0} ms); " +
+                       $"the guest waited {ms:F0} ms and runs on without the bound on replay lag until the replay is within it again");
+        _s.Events.Emit(ReplicaEvent.ReplayStalled, ("replayed", _trail.Replayed), ("trailMs", trail), ("waitedMs", ms), ("backup", BackupId));
+    }
 
     readonly MemoryStream _pending = new();
 
@@ -695,6 +731,7 @@ public sealed class ReplicationClient : ILogSink
                 foreach (var (first, count, frames) in _store.ReadBatches(session.CatchUpFrom, session.CatchUpTo, 1 << 20))
                 {
                     ct.ThrowIfCancellationRequested();
+                    if (first + count - 1 >= session.JoinSequence) session.MayHoldJoinPoint = true;
                     session.Link.Send(new PrimaryMessage
                     {
                         Batch = new Batch { FirstSequence = first, Count = count, Frames = ByteString.CopyFrom(frames), Released = Mark() },
@@ -704,6 +741,7 @@ public sealed class ReplicationClient : ILogSink
                     Interlocked.Increment(ref _batches);
                 }
             }
+            session.MayHoldJoinPoint = true; // a join whose backlog is sent (or an ordinary backup)
             while (!session.Direct && !ct.IsCancellationRequested)
             {
                 if (session.Queue.TryTake(out var f, session.HeartbeatMs)) { Ship(session, f, f.Length); continue; }
@@ -766,7 +804,11 @@ public sealed class ReplicationClient : ILogSink
         {
             int n = (int)Math.Min(SnapshotChunkBytes, bytes.Length - off);
             var chunk = new SnapshotChunk { Sequence = session.SnapshotSequence, TotalBytes = (ulong)bytes.Length, Offset = (ulong)off, Data = ByteString.CopyFrom(bytes, (int)off, n) };
-            if (off + n >= bytes.Length) chunk.Held.AddRange(HeldSince(session.JoinOffset, session.SnapshotOffset));
+            if (off + n >= bytes.Length)
+            {
+                chunk.Held.AddRange(HeldSince(session.JoinOffset, session.SnapshotOffset));
+                session.MayHoldJoinPoint = true; // the snapshot is of a record at or after the join point
+            }
             ct.ThrowIfCancellationRequested();
             session.Link.Send(new PrimaryMessage { SnapshotChunk = chunk });
             Interlocked.Add(ref _bytesSent, n);
@@ -798,7 +840,7 @@ public sealed class ReplicationClient : ILogSink
                     return;
                 }
                 Touch();
-                if (m.BodyCase == BackupMessage.BodyOneofCase.Refused) { BackupLost(session, $"the backup stopped following: {m.Refused.Reason}"); return; }
+                if (m.BodyCase == BackupMessage.BodyOneofCase.Refused) { session.Refused = true; BackupLost(session, $"the backup stopped following: {m.Refused.Reason}"); return; }
                 if (m.BodyCase != BackupMessage.BodyOneofCase.Ack) continue;
                 ulong held = m.Ack.HeldSequence, replayed = m.Ack.ReplayedSequence;
                 // the acks already read (one read of the link brought them): only the newest matters
@@ -807,6 +849,7 @@ public sealed class ReplicationClient : ILogSink
                     m = session.Link.Receive(BackupMessage.Parser, ReplicationProtocol.MaxBackupMessageBytes);
                     if (m.BodyCase == BackupMessage.BodyOneofCase.Refused)
                     {
+                        session.Refused = true;
                         OnAck(session, held, replayed); // in the order they came
                         BackupLost(session, $"the backup stopped following: {m.Refused.Reason}");
                         return;
@@ -835,13 +878,11 @@ public sealed class ReplicationClient : ILogSink
         if (session != _cur) return;
         if (_s.MaxReplayLagMs > 0)
         {
-            long r = (long)replayed, was;
-            while ((was = Interlocked.Read(ref _replayed)) < r && Interlocked.CompareExchange(ref _replayed, r, was) != was) { }
-            while (_unreplayed.TryPeek(out var u) && u.Seq <= replayed) _unreplayed.TryDequeue(out _);
+            _trail.Reported(replayed, Stopwatch.GetTimestamp());
             double trail = ReplayTrailNowMs();
             lock (_lagMs) if (_replayTrailMs.Count < 1_000_000) _replayTrailMs.Add(trail);
             // a standby replaying the backlog is not waited for; once its replay is within the bound, it is kept there
-            if (!_replayNear && r >= Interlocked.Read(ref _base) && ReplayTrailNowMs() <= _s.MaxReplayLagMs) _replayNear = true;
+            if (!_replayNear && (long)_trail.Replayed >= Interlocked.Read(ref _base) && ReplayTrailNowMs() <= _s.MaxReplayLagMs) _replayNear = true;
         }
         long s = (long)seq;
         long before = Interlocked.Read(ref _acked);
@@ -904,6 +945,16 @@ public sealed class ReplicationClient : ILogSink
         session.Watchdog?.Dispose();
         session.Cts.Cancel();
         long term = Term;
+        if (session.JoinSequence > 0 && (session.Refused || !session.MayHoldJoinPoint))
+        {
+            // a failed join: the standby cannot go live (it refused, or it cannot hold the log up to the join point,
+            // so it stands down), so nothing is decided and no term is spent; this replica holds its term as before
+            _log.WriteLine($"{_s.Role}: standby {session.BackupId} lost while joining ({reason}); it cannot go live{(session.Refused ? " (it refused)" : $" (it cannot hold the log up to record #{session.JoinSequence})")}: running on unprotected in term {term} without asking the arbiter");
+            _s.Events.Emit(ReplicaEvent.BackupLost, ("reason", reason), ("acked", Acked), ("backup", session.BackupId), ("joining", true));
+            _s.Events.Emit(ReplicaEvent.Unprotected, ("arbiter", _arbiter.Describe), ("term", term), ("arbiterAsked", false));
+            GoOnUnprotected();
+            return;
+        }
         var r = _arbiter.TryAcquire(_s.Id, term);
         _s.Events.Emit(ReplicaEvent.BackupLost, ("reason", reason), ("acked", Acked), ("backup", session.BackupId));
         if (_s.Plant == PrimaryPlant.IgnoreArbiter && !r.Won)
@@ -916,13 +967,9 @@ public sealed class ReplicationClient : ILogSink
         {
             Interlocked.Exchange(ref _term, r.Term);
             _log.WriteLine($"{_s.Role}: backup lost ({reason}); acknowledged up to record #{Acked}; won the arbiter ({_arbiter.Describe}) for term {r.Term}; continuing unprotected");
-            _s.Events.Emit(ReplicaEvent.Unprotected, ("arbiter", _arbiter.Describe), ("term", r.Term));
-            lock (_pending) _state = LinkState.Unprotected;
+            _s.Events.Emit(ReplicaEvent.Unprotected, ("arbiter", _arbiter.Describe), ("term", r.Term), ("arbiterAsked", true));
             ReplicationMetrics.Failovers.Add(1);
-            // the arbiter can be lost later (a leased one by a stall longer than its TTL; any by a newer term): check before every release
-            Gate.GoUnprotected(() => _arbiter.StillHolds(_s.Id), ArbiterLostWhileUnprotected);
-            lock (_flow) Monitor.PulseAll(_flow);
-            StartReprotecting();
+            GoOnUnprotected();
         }
         else
         {
@@ -936,6 +983,17 @@ public sealed class ReplicationClient : ILogSink
             _log.Flush();
             _s.Stop(3);
         }
+    }
+
+    /// <summary>Without a backup, holding the arbiter's current term: output is released once the arbiter still names
+    /// this replica (a leased one can be lost by a stall longer than its TTL; any by a newer term), the guest is no
+    /// longer held back, and the standbys are asked.</summary>
+    void GoOnUnprotected()
+    {
+        lock (_pending) _state = LinkState.Unprotected;
+        Gate.GoUnprotected(() => _arbiter.StillHolds(_s.Id), ArbiterLostWhileUnprotected);
+        lock (_flow) Monitor.PulseAll(_flow);
+        StartReprotecting();
     }
 
     /// <summary>

@@ -38,6 +38,7 @@ sealed class ProbingBoundary : IBoundary
     public ulong Value(int tid, InputKind kind, Func<ulong> perform) => _inner.Value(tid, kind, perform);
     public byte[] Bytes(int tid, InputKind kind, int count, Func<byte[]> perform) => _inner.Bytes(tid, kind, count, perform);
     public bool Replaying => _inner.Replaying;
+    public bool KeepsFileContent => _inner.KeepsFileContent;
     public ulong NextStop(Kernel kernel, CpuT cpu) => _inner.NextStop(kernel, cpu);
     public void AtStop(Kernel kernel, CpuT cpu) => _inner.AtStop(kernel, cpu);
     public void OnOutput(Kernel kernel, CpuT cpu, int fd, ReadOnlySpan<byte> bytes) => _inner.OnOutput(kernel, cpu, fd, bytes);

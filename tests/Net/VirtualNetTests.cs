@@ -7,9 +7,11 @@ namespace ReVirt.Tests.Net;
 
 /// <summary>
 /// What a run of <see cref="KvClients.Script"/> saw: SETs acknowledged, connections reset, other failures, and the
-/// longest time between two consecutive acknowledgements of all connections (the stall of a failover).
+/// longest time between two consecutive acknowledgements of all connections (the stall of a failover), and the
+/// connections the clients' kernel saw reset while they ran (`EstabResets` of the namespace's /proc/net/snmp, read
+/// before the first connection and after the last GET: an oracle independent of the clients' own bookkeeping).
 /// </summary>
-sealed record KvClientReport(int Acked, int Resets, string[] Errors, double MaxGapMs, bool Bye, double[] AckTimesMs)
+sealed record KvClientReport(int Acked, int Resets, string[] Errors, double MaxGapMs, bool Bye, double[] AckTimesMs, long KernelResets)
 {
     /// <summary>The stall after a moment (CLOCK_MONOTONIC ms, as <see cref="KvClients.MonotonicMs"/>): the longest
     /// silence between two consecutive acknowledgements (of all connections) that ends after it. Replies already on
@@ -25,19 +27,38 @@ sealed record KvClientReport(int Acked, int Resets, string[] Errors, double MaxG
 }
 
 /// <summary>
-/// Linux clients of kvserver (python3, one thread per connection) in a network namespace: each connection SETs its own
-/// keys one request at a time, then GETs every key it got OK for and checks the value, keeping the connection open
-/// throughout; a reset or a wrong answer is counted, never retried. Prints "progress N" every 100 acknowledged SETs
-/// (for placing a fault by progress, not by time) and a JSON report at the end; SHUTDOWN ends the server.
+/// Linux clients of a key-value server (python3, one thread per connection) in a network namespace, speaking kvserver's
+/// line protocol or redis' RESP (<see cref="Protocol"/>): each connection SETs its own keys one request at a time, then
+/// GETs every key it got OK for and checks the value, keeping the connection open throughout; a reset or a wrong answer
+/// is counted, never retried. Prints "progress N" every 100 acknowledged SETs (for placing a fault by progress, not by
+/// time) and a JSON report at the end; SHUTDOWN ends the server (kvserver answers BYE; redis, told SHUTDOWN NOSAVE,
+/// closes the connection).
 /// </summary>
 static class KvClients
 {
     public const string Script = """
 import socket, sys, threading, time, json
-host, port, nconn, nreq = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+host, port, nconn, nreq, proto = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+def resp(*a): return b'*%d\r\n' % len(a) + b''.join(b'$%d\r\n%s\r\n' % (len(x), x) for x in a)
+if proto == 'resp':
+    def set_cmd(k, v): return resp(b'SET', k, v)
+    def set_ok(f): return f.readline() == b'+OK\r\n'
+    def get_cmd(k): return resp(b'GET', k)
+    def get_ok(f, v): return f.readline() == b'$%d\r\n' % len(v) and f.readline() == v + b'\r\n'
+    shutdown_cmd, bye_reply = resp(b'SHUTDOWN', b'NOSAVE'), b''
+else:
+    def set_cmd(k, v): return b'SET ' + k + b' ' + v + b'\n'
+    def set_ok(f): return f.readline() == b'OK\n'
+    def get_cmd(k): return b'GET ' + k + b'\n'
+    def get_ok(f, v): return f.readline() == b'VALUE ' + v + b'\n'
+    shutdown_cmd, bye_reply = b'SHUTDOWN\n', b'BYE\n'
 lock = threading.Lock()
 st = {'acked': 0, 'resets': 0, 'errors': [], 'last': None, 'maxgap': 0.0, 'times': []}
 socks = [None] * nconn
+def estab_resets():
+    rows = [l.split() for l in open('/proc/net/snmp') if l.startswith('Tcp:')]
+    return int(rows[1][rows[0].index('EstabResets')])
+resets_before = estab_resets()
 def note():
     now = time.monotonic()
     with lock:
@@ -56,14 +77,12 @@ def worker(c):
         keys = []
         for i in range(nreq):
             k = b'c%dk%d' % (c, i); v = b'v%d.%d' % (c, i * 7)
-            f.write(b'SET ' + k + b' ' + v + b'\n'); f.flush()
-            r = f.readline()
-            if r != b'OK\n': raise Exception('SET %s answered %r' % (k, r))
+            f.write(set_cmd(k, v)); f.flush()
+            if not set_ok(f): raise Exception('SET %s not acknowledged' % k)
             keys.append((k, v)); note()
         for k, v in keys:
-            f.write(b'GET ' + k + b'\n'); f.flush()
-            r = f.readline()
-            if r != b'VALUE ' + v + b'\n': raise Exception('GET %s answered %r' % (k, r))
+            f.write(get_cmd(k)); f.flush()
+            if not get_ok(f, v): raise Exception('GET %s did not answer %r' % (k, v))
     except (ConnectionResetError, BrokenPipeError) as e:
         with lock: st['resets'] += 1; st['errors'].append('conn %d: %r' % (c, e))
     except Exception as e:
@@ -71,17 +90,21 @@ def worker(c):
 ts = [threading.Thread(target=worker, args=(c,)) for c in range(nconn)]
 for t in ts: t.start()
 for t in ts: t.join()
+kernel_resets = estab_resets() - resets_before
 bye = False
 try:
     s = socket.create_connection((host, port), timeout=60)
-    s.sendall(b'SHUTDOWN\n')
-    bye = s.makefile('rb').readline() == b'BYE\n'
+    s.sendall(shutdown_cmd)
+    bye = s.makefile('rb').readline() == bye_reply
 except Exception as e:
     st['errors'].append('shutdown: %r' % e)
 for s in socks:
     if s: s.close()
-print(json.dumps({'Acked': st['acked'], 'Resets': st['resets'], 'Errors': st['errors'], 'MaxGapMs': st['maxgap'] * 1000, 'Bye': bye, 'AckTimesMs': st['times']}), flush=True)
+print(json.dumps({'Acked': st['acked'], 'Resets': st['resets'], 'Errors': st['errors'], 'MaxGapMs': st['maxgap'] * 1000, 'Bye': bye, 'AckTimesMs': st['times'], 'KernelResets': kernel_resets}), flush=True)
 """;
+
+    /// <summary>kvserver's line protocol (`SET k v` / `OK`) or redis' RESP.</summary>
+    public enum Protocol { Kv, Resp }
 
     static readonly Regex Progress = new(@"^progress (\d+)$");
 
@@ -90,11 +113,11 @@ print(json.dumps({'Acked': st['acked'], 'Resets': st['resets'], 'Errors': st['er
     public static double MonotonicMs() => System.Diagnostics.Stopwatch.GetTimestamp() * 1000.0 / System.Diagnostics.Stopwatch.Frequency;
 
     /// <summary>Starts the clients inside the namespace; <see cref="Finish"/> collects the report.</summary>
-    public static System.Diagnostics.Process Start(TapNamespace ns, string host, int port, int connections, int requests)
+    public static System.Diagnostics.Process Start(TapNamespace ns, string host, int port, int connections, int requests, Protocol protocol = Protocol.Kv)
     {
         var script = Path.Combine(Path.GetTempPath(), $"rv-kvclients-{Environment.ProcessId}-{Guid.NewGuid():N}.py");
         File.WriteAllText(script, Script);
-        return ns.Start("python3", script, host, port.ToString(), connections.ToString(), requests.ToString());
+        return ns.Start("python3", script, host, port.ToString(), connections.ToString(), requests.ToString(), protocol == Protocol.Resp ? "resp" : "kv");
     }
 
     /// <summary>Reads the clients' stdout until `progress` reaches <paramref name="acked"/> (true) or they end (false).</summary>
@@ -155,6 +178,7 @@ public class VirtualNetTests
     {
         Assert.True(c.Errors.Length == 0, string.Join("\n", c.Errors) + "\nguest stderr:\n" + vm.Stderr);
         Assert.Equal(0, c.Resets);
+        Assert.Equal(0, c.KernelResets);
         Assert.Equal(connections * requests, c.Acked);
         Assert.True(c.Bye);
         Assert.Equal(0, vm.ExitCode);
@@ -192,6 +216,41 @@ public class VirtualNetTests
             Assert.True(netInputs > 8 * 150, $"{netInputs} NetInput records for 8 x 150 requests");
         }
         finally { File.Delete(log); }
+    }
+
+    /// <summary>
+    /// Debian's redis-server (dynamically linked, unmodified) served through the stack under `run`, loaded by Debian's
+    /// redis-benchmark from the clients' namespace with 64 connections: interoperability with Linux's TCP and a real
+    /// client. The oracle is the server's own count: without -r the benchmark's INCRs all hit one key and its LPUSHes
+    /// one list, so after N requests of each the counter reads N and the list holds N items; redis-cli asks over a
+    /// connection of its own, and every benchmark test reports its N requests done.
+    /// </summary>
+    [Fact]
+    public void RedisServesRedisBenchmarkThroughTheStack()
+    {
+        Assert.True(File.Exists(Redis.Server) && File.Exists(Redis.Benchmark), "redis-server and redis-tools are not installed (.ci/run installs them)");
+        const int N = 3000;
+        using var ns = new TapNamespace(openTap: false);
+        using var vm = RunningProgram.Dotnet(GuestEnv.PrimaryDll, ["run", .. NetArgs(ns), "--", Redis.Server, "--port", Port.ToString(),
+            "--bind", GuestIp, "--protected-mode", "no", "--save", "", "--appendonly", "no"]);
+        string Cli(params string[] a) => ns.Exec(["timeout", "120", "redis-cli", "-h", GuestIp, "-p", Port.ToString(), .. a]).Trim();
+        // redis-cli exits non-zero while nothing listens; the server's start-up in the VM takes seconds
+        var up = System.Diagnostics.Stopwatch.StartNew();
+        while (true)
+        {
+            try { if (Cli("PING") == "PONG") break; }
+            catch (InvalidOperationException) when (up.Elapsed < Timeout && !vm.HasExited) { }
+            Assert.False(vm.HasExited, "redis-server ended before it answered PING:\n" + vm.Stderr);
+            Assert.True(up.Elapsed < Timeout, $"redis-server did not answer PING within {Timeout}:\n{vm.Stderr}");
+            Thread.Sleep(200);
+        }
+        var bench = ns.Exec("timeout", "600", Redis.Benchmark, "-h", GuestIp, "-p", Port.ToString(), "-q", "-n", N.ToString(), "-c", "64", "-t", "incr,lpush");
+        Assert.Matches(@"INCR: [\d.]+ requests per second", bench.Replace('\r', '\n'));
+        Assert.Matches(@"LPUSH: [\d.]+ requests per second", bench.Replace('\r', '\n'));
+        Assert.Equal(N.ToString(), Cli("GET", "counter:__rand_int__"));
+        Assert.Equal(N.ToString(), Cli("LLEN", "mylist"));
+        Cli("SHUTDOWN", "NOSAVE");
+        Assert.Equal(0, vm.WaitForExit(Timeout).ExitCode);
     }
 
     /// <summary>

@@ -71,6 +71,7 @@ public class SnapshotTests
         public ulong Value(int tid, InputKind kind, Func<ulong> perform) => inner.Value(tid, kind, perform);
         public byte[] Bytes(int tid, InputKind kind, int count, Func<byte[]> perform) => inner.Bytes(tid, kind, count, perform);
         public bool Replaying => inner.Replaying;
+        public bool KeepsFileContent => inner.KeepsFileContent;
         public int HostDescriptor(long performed, int local = -1) => ((IBoundary)inner).HostDescriptor(performed, local);
         public ulong NextStop(Kernel kernel, CpuT cpu) => inner.NextStop(kernel, cpu);
         public bool Idle(Kernel kernel, CpuT cpu) { Take(kernel); return inner.Idle(kernel, cpu); }

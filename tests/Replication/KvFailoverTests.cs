@@ -24,7 +24,8 @@ public class KvFailoverTests(ITestOutputHelper output)
     /// <summary>A fixed port for the guest, below the ephemeral range (no outbound connection can be given it before the guest binds it).</summary>
     static int FreePort() => ReVirt.Chaos.LoopbackPorts.Pick();
 
-    /// <summary>A kvserver connection that reconnects (with retries) whenever the server goes away.</summary>
+    /// <summary>A kvserver connection that reconnects (with retries) whenever the server goes away. Every wait is
+    /// bounded by the deadline of the request it serves (<see cref="Ask"/>).</summary>
     internal sealed class KvClient(int port) : IDisposable
     {
         TcpClient? _c;
@@ -39,7 +40,7 @@ public class KvFailoverTests(ITestOutputHelper output)
             {
                 try
                 {
-                    var c = new TcpClient(AddressFamily.InterNetwork) { NoDelay = true, ReceiveTimeout = 20_000, SendTimeout = 20_000 };
+                    var c = new TcpClient(AddressFamily.InterNetwork) { NoDelay = true, SendTimeout = 20_000 };
                     c.Connect(IPAddress.Loopback, port);
                     _c = c; _s = c.GetStream(); _r = new StreamReader(_s, Encoding.ASCII);
                     Connections++;
@@ -51,12 +52,15 @@ public class KvFailoverTests(ITestOutputHelper output)
 
         public void Drop() { _r?.Dispose(); _c?.Dispose(); _c = null; }
 
-        /// <summary>One request and its reply line; null when the connection broke (the caller retries).</summary>
-        public string? TryAsk(string line)
+        /// <summary>One request and its reply line within <paramref name="within"/> (connecting included); null when
+        /// the connection broke or the reply did not come in time (the caller retries).</summary>
+        public string? TryAsk(string line, TimeSpan within)
         {
+            var sw = Stopwatch.StartNew();
             try
             {
-                if (_c == null) Connect(TimeSpan.FromSeconds(60));
+                if (_c == null) Connect(within);
+                _c!.ReceiveTimeout = (int)Math.Clamp((within - sw.Elapsed).TotalMilliseconds, 1, 20_000);
                 _s!.Write(Encoding.ASCII.GetBytes(line + "\n"));
                 var reply = _r!.ReadLine();
                 if (reply == null) Drop();
@@ -66,12 +70,19 @@ public class KvFailoverTests(ITestOutputHelper output)
             catch (SocketException) { Drop(); return null; }
         }
 
+        /// <summary>The reply to <paramref name="line"/>, asked again on a new connection when one breaks; every
+        /// connect and read within 90 s in all.</summary>
         public string Ask(string line)
         {
+            var limit = TimeSpan.FromSeconds(90);
             var sw = Stopwatch.StartNew();
-            while (sw.Elapsed < TimeSpan.FromSeconds(90))
-                if (TryAsk(line) is { } r) return r;
-            throw new TimeoutException($"no reply to {line}");
+            int tries = 0;
+            while (sw.Elapsed < limit)
+            {
+                tries++;
+                if (TryAsk(line, limit - sw.Elapsed) is { } r) return r;
+            }
+            throw new TimeoutException($"no reply to {line} within {limit.TotalSeconds:F0} s ({tries} tries, {Connections} connections)");
         }
 
         public void Dispose() => Drop();

@@ -6,7 +6,8 @@ using Xunit.Abstractions;
 namespace ReVirt.Tests.Replication;
 
 /// <summary>
-/// Failover of a protected kvserver whose clients' connections are part of the machine (`--net virtual`): the primary
+/// Failover of a protected kvserver, and of Debian's redis-server (dynamically linked, unmodified), whose clients'
+/// connections are part of the machine (`--net virtual`): the primary
 /// and the backup each have a TAP device on one bridge in a network namespace the test makes, where 64 Linux clients
 /// hold one connection each to the guest's virtual IP. SIGKILL of the primary mid-load: the backup replays to the end
 /// of the log, wins the arbiter, brings the interface up on its own TAP device (same MAC and IP, gratuitous ARP) and
@@ -21,8 +22,32 @@ public class VirtualNetFailoverTests(ITestOutputHelper output)
     const string GuestIp = "10.213.0.2";
     const int Port = 7000, Connections = 64, Requests = 60;
 
+    /// <summary>A server under test: its command line, how its start-up shows (a line it prints through the output
+    /// gate) and the protocol its clients speak.</summary>
+    sealed record Server(string[] Command, Func<ReplicaProc, bool> Ready, KvClients.Protocol Protocol);
+
+    static readonly Server KvServer = new(
+        [GuestEnv.Guest("kvserver", "musl"), Port.ToString(), GuestIp],
+        p => p.StderrLines.Any(l => l.Text.Contains($"listening on {GuestIp}:{Port}")), KvClients.Protocol.Kv);
+
+    /// <summary>redis-server bound to the virtual IP (protected mode off: its clients are not on loopback), no
+    /// persistence; it logs "Ready to accept connections" on stdout once it listens.</summary>
+    static readonly Server RedisServer = new(
+        [Redis.Server, "--port", Port.ToString(), "--bind", GuestIp, "--protected-mode", "no", "--save", "", "--appendonly", "no"],
+        p => p.StdoutText.Contains("Ready to accept connections"), KvClients.Protocol.Resp);
+
     [Fact]
-    public void KillingThePrimaryKeepsEveryClientConnection() => Failover(freeze: false);
+    public void KillingThePrimaryKeepsEveryClientConnection() => Failover(KvServer, freeze: false);
+
+    /// <summary>Debian's redis-server with 64 clients: SIGKILL of the primary mid-load keeps every connection, no
+    /// client sees a reset, and every SET acknowledged before or after the kill reads back (GET) over the same
+    /// connection from the survivor.</summary>
+    [Fact]
+    public void KillingThePrimaryKeepsEveryRedisConnection()
+    {
+        Assert.True(File.Exists(Redis.Server), "redis-server is not installed (.ci/run installs it)");
+        Failover(RedisServer, freeze: false);
+    }
 
     /// <summary>A frozen primary (SIGSTOP until the backup took over, then SIGCONT) is fenced: no frame of its reaches
     /// the wire after the takeover (its TAP device's receive counter stands still), and the clients notice nothing.
@@ -30,12 +55,12 @@ public class VirtualNetFailoverTests(ITestOutputHelper output)
     /// --primary-silence-ms 5 s (a starting primary on a loaded 2-core machine was seen silent for more than 1.5 s),
     /// so only the heartbeat bound can have declared it lost within the test's wait.</summary>
     [Fact]
-    public void AFrozenPrimarySendsNothingAfterTheTakeover() => Failover(freeze: true);
+    public void AFrozenPrimarySendsNothingAfterTheTakeover() => Failover(KvServer, freeze: true);
 
     /// <summary>Frames the kernel received from a replica's TAP device (what the replica sent on the wire).</summary>
     static long FramesFrom(TapNamespace ns, string tap) => long.Parse(ns.Exec("cat", $"/sys/class/net/{tap}/statistics/rx_packets").Trim());
 
-    void Failover(bool freeze)
+    void Failover(Server server, bool freeze)
     {
         using var ns = TapNamespace.Bridged("rvp0", "rvb0");
         string arbiter = Path.Combine(Path.GetTempPath(), $"revirt-test-{Guid.NewGuid():N}.lock");
@@ -45,13 +70,12 @@ public class VirtualNetFailoverTests(ITestOutputHelper output)
             string[] detection = freeze ? ["--timeout-ms", "120000", "--primary-silence-ms", Silence.ToString()] : ["--timeout-ms", "1000"];
             var (b, url) = Replicas.StartBackup(["--arbiter", arbiter, .. detection, "--tap", "rvb0", "--netns", ns.Name]);
             using var _ = b;
-            using var p = Replicas.Primary("--backup", url, "--arbiter", arbiter, "--timeout-ms", "1000",
-                "--net", "virtual", "--ip", GuestIp + "/24", "--tap", "rvp0", "--netns", ns.Name,
-                "--", GuestEnv.Guest("kvserver", "musl"), Port.ToString(), GuestIp);
+            using var p = Replicas.Primary(["--backup", url, "--arbiter", arbiter, "--timeout-ms", "1000",
+                "--net", "virtual", "--ip", GuestIp + "/24", "--tap", "rvp0", "--netns", ns.Name, "--", .. server.Command]);
             // the guest's own start-up line (released through the output gate) says it listens
-            Assert.True(p.WaitFor(() => p.StderrLines.Any(l => l.Text.Contains($"listening on {GuestIp}:{Port}")), Long), p.Stderr);
+            Assert.True(p.WaitFor(() => server.Ready(p) || p.HasExited, Long) && !p.HasExited, p.Stderr);
 
-            using var clients = KvClients.Start(ns, GuestIp, Port, Connections, Requests);
+            using var clients = KvClients.Start(ns, GuestIp, Port, Connections, Requests, server.Protocol);
             var lines = new List<string>();
             // the fault lands mid-load: after a third of the SETs were acknowledged (progress, not time)
             Assert.True(KvClients.WaitForProgress(clients, Connections * Requests / 3, lines), "the clients ended before the fault: " + string.Join("\n", lines));
@@ -76,6 +100,7 @@ public class VirtualNetFailoverTests(ITestOutputHelper output)
 
             Assert.True(report.Errors.Length == 0, string.Join("\n", report.Errors) + "\nbackup:\n" + b.Stderr);
             Assert.Equal(0, report.Resets);
+            Assert.Equal(0, report.KernelResets);
             Assert.Equal(Connections * Requests, report.Acked);
             Assert.True(report.Bye);
             Assert.NotNull(took);

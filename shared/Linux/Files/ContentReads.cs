@@ -1,4 +1,5 @@
 using ReVirt.Abi;
+using ReVirt.Memory;
 
 namespace ReVirt.Linux;
 
@@ -10,11 +11,17 @@ namespace ReVirt.Linux;
 /// the guest's description tracks is where the host read from; a replay reads the same range from its own root and
 /// refuses, naming the file, when the bytes differ. Anything else (an unstable file, a short read the host
 /// offset does not explain) is logged by value as before.
+/// The host reads straight into guest memory (<see cref="HostResult.InGuest"/>): no buffer, copy or collection per
+/// read; a recording takes the bytes it logs from there.
 /// </summary>
 static class ContentReads
 {
     /// <summary>Below this, the bytes cost less in the log than a reference does.</summary>
     public const int MinBytes = 512;
+
+    /// <summary>The most guest pages one read fills in place (its iovecs live on the stack); a longer read goes
+    /// through a buffer.</summary>
+    const int MaxInPlacePages = 256;
 
     /// <summary>Reads up to <paramref name="n"/> bytes at <paramref name="offset"/> (the description's own offset when
     /// negative) into guest memory at <paramref name="buf"/>; the result or -errno.</summary>
@@ -22,22 +29,44 @@ static class ContentReads
     {
         long at = offset >= 0 ? offset : f.Offset;
         int nr = offset < 0 ? Nr.read : Nr.pread64;
+        int pages = GuestMemory.PagesSpanned(buf, n);
+        // every page writable before the boundary is asked, so a fault (EFAULT) comes at the same point whether
+        // the read is performed, recorded or replayed
+        k.Mem.WritableIovecs(buf, n, pages <= MaxInPlacePages ? stackalloc long[2 * pages] : new long[2 * pages]);
         var res = k.Boundary.FileContent(t.Tid, nr, new FileRef(f.GuestPath, at, n, buf), () =>
         {
             // a FIFO or a device opened by path may have nothing to read yet: its thread waits, not the machine
             if (offset < 0 && k.WouldWait(t, f, Poll.IN) is long w) return HostResult.Of(w);
-            var tmp = new byte[n];
-            long r;
-            fixed (byte* p = tmp) r = offset < 0 ? HostSys.Call(Nr.read, f.HostFd, (long)p, n) : HostSys.Call(Nr.pread64, f.HostFd, (long)p, n, offset);
+            long r = pages <= MaxInPlacePages ? ReadInPlace(k.Mem, f.HostFd, buf, n, offset, pages) : ReadThroughBuffer(k.Mem, f.HostFd, buf, n, offset);
             var hr = HostResult.Of(r);
             if (r <= 0) return hr;
-            hr.Write(buf, r == n ? tmp : tmp.AsSpan(0, (int)r).ToArray());
+            hr.InGuest = buf;
+            if (!k.Boundary.KeepsFileContent) return hr;
             long from = offset >= 0 ? offset : HostSys.Call(Nr.lseek, f.HostFd, 0, Seek.CUR) - r;
             hr.ByReference = from == at && FileRef.IsStable(k.Fs, f.GuestPath, f.HostFd);
             return hr;
         });
-        foreach (var (addr, bytes) in res.Writes) k.Mem.Poke(addr, bytes);
+        if (res.InGuest == null)
+            foreach (var (addr, bytes) in res.Writes) k.Mem.Poke(addr, bytes);
         if (res.Value > 0 && offset < 0) f.Offset += res.Value;
         return res.Value;
+    }
+
+    /// <summary>One readv/preadv into the guest pages themselves (host memory the VM owns, made writable first).</summary>
+    static unsafe long ReadInPlace(GuestMemory mem, int hostFd, ulong buf, int n, long offset, int pages)
+    {
+        long* iov = stackalloc long[2 * pages];
+        int count = mem.WritableIovecs(buf, n, new Span<long>(iov, 2 * pages));
+        return offset < 0 ? HostSys.Call(Nr.readv, hostFd, (long)iov, count) : HostSys.Call(Nr.preadv, hostFd, (long)iov, count, offset, 0);
+    }
+
+    /// <summary>A read too long for <see cref="ReadInPlace"/>: into a host buffer, then into guest memory.</summary>
+    static unsafe long ReadThroughBuffer(GuestMemory mem, int hostFd, ulong buf, int n, long offset)
+    {
+        var tmp = GC.AllocateUninitializedArray<byte>(n);
+        long r;
+        fixed (byte* p = tmp) r = offset < 0 ? HostSys.Call(Nr.read, hostFd, (long)p, n) : HostSys.Call(Nr.pread64, hostFd, (long)p, n, offset);
+        if (r > 0) mem.Poke(buf, tmp.AsSpan(0, (int)r));
+        return r;
     }
 }
