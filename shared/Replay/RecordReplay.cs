@@ -555,6 +555,8 @@ public sealed class ReplayBoundary : IBoundary
     {
         _r = reader;
         _follow = follow;
+        // a follower may go live: its takeover's code is compiled while it follows, not when the primary dies
+        if (follow != null) TakeoverWarmup.Start();
         _interval = reader.Header.CheckpointInterval;
         _checkpointDue = Recording.FirstCheckpoint(_interval);
         if (showOutput) { _stdout = Console.OpenStandardOutput(); _stderr = Console.OpenStandardError(); }
