@@ -704,7 +704,12 @@ public sealed unsafe partial class GuestMemory : IDisposable
     /// <summary>Pages in address order (for state digests).</summary>
     public IEnumerable<(ulong PageNumber, Page Page)> PagesInOrder()
     {
-        foreach (var pn in _pages.Keys.OrderBy(k => k)) yield return (pn, _pages[pn]);
+        // Array.Sort has ReadyToRun code for ulong; LINQ's OrderBy instantiations for it do not (a recording's
+        // first checkpoints JIT-compiled some 25 of them)
+        var keys = new ulong[_pages.Count];
+        _pages.Keys.CopyTo(keys, 0);
+        Array.Sort(keys);
+        foreach (var pn in keys) yield return (pn, _pages[pn]);
     }
 
     /// <summary>Frees the pages and the TLBs; a second call (memory shared by a vfork child) does nothing.</summary>

@@ -566,8 +566,9 @@ public sealed class ReplicationClient : ILogSink
         // which its acknowledgement may already have come. The End record closes the log: nothing is left to bound.
         if (kind != RecordKind.End && _replayNear && ReplayTrailNowMs() > _s.MaxReplayLagMs) WaitForReplay();
         long cum;
-        // coalesce on the guest thread: hand frames to the sender when an output needs committing, when 64 KiB
-        // have gathered, or from the flush thread (FlushIntervalMs); waking the sender for every record costs the guest its core
+        // coalesce on the guest thread: frames go to the backup when the recording ships them (records that hold
+        // output: before the guest waits, or within its bounds), when 64 KiB have gathered, or from the flush thread
+        // (FlushIntervalMs)
         lock (_pending)
         {
             cum = _producedBytes + encoded.Length;
@@ -580,7 +581,7 @@ public sealed class ReplicationClient : ILogSink
                 if (_s.MaxReplayLagMs > 0) _trail.Produced(seq, kind, now);
             }
             _pending.Write(encoded);
-            if (kind == RecordKind.Output || _pending.Length >= 64 * 1024) PushPending();
+            if (_pending.Length >= 64 * 1024) PushPending();
             else _hasPending = true;
         }
         if (_state != LinkState.Protected) return;
@@ -591,6 +592,7 @@ public sealed class ReplicationClient : ILogSink
         if ((long)seq - acked > _s.MaxLagRecords || cum - ackedBytes > _s.MaxLagBytes)
         {
             long t0 = Stopwatch.GetTimestamp();
+            Flush(); // the acknowledgements waited for need the records
             lock (_flow)
             {
                 while (_state == LinkState.Protected &&

@@ -106,19 +106,26 @@ public static unsafe class ProgramFile
     {
         try
         {
-            using var h = OpenRegular(fs, guestPath, guestPath, long.MaxValue, out long size);
-            long avail = Math.Max(0, Math.Min(count, size - offset));
-            var buf = new byte[avail];
-            int done = 0;
-            while (done < buf.Length)
-            {
-                int n = RandomAccess.Read(h, buf.AsSpan(done), offset + done);
-                if (n <= 0) break;
-                done += n;
-            }
-            return done == buf.Length ? buf : buf.AsSpan(0, done).ToArray();
+            using var h = OpenRegular(fs, guestPath, guestPath, long.MaxValue, out _);
+            return ReadRange(h, offset, count);
         }
         catch (ElfLoadException) { return null; }
         catch (IOException) { return null; }
+    }
+
+    /// <summary>Reads [offset, offset+count) of a file opened with <see cref="OpenRegular(GuestFs, string, string, long, out long)"/>
+    /// (fewer bytes at its end: never more than the file holds now).</summary>
+    public static byte[] ReadRange(SafeFileHandle h, long offset, int count)
+    {
+        long avail = Math.Max(0, Math.Min(count, RandomAccess.GetLength(h) - offset));
+        var buf = new byte[avail];
+        int done = 0;
+        while (done < buf.Length)
+        {
+            int n = RandomAccess.Read(h, buf.AsSpan(done), offset + done);
+            if (n <= 0) break;
+            done += n;
+        }
+        return done == buf.Length ? buf : buf.AsSpan(0, done).ToArray();
     }
 }
