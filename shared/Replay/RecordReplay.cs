@@ -662,6 +662,7 @@ public sealed class ReplayBoundary : IBoundary
         {
             long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
             var report = TakeoverAgent.AttachHost(_k).ToList();
+            report.AddRange(_k.RearmTimers()); // the interval and POSIX timers the guest had set fire on this host now
             // the virtual interface (if the guest has one) comes up here with the replayed connections
             if (_k.Nic is { } nic)
             {
