@@ -211,6 +211,11 @@ public sealed class Drill(DrillSettings s)
                 break;
         }
 
+        // on separate hosts etcd's holder is read as soon as a replica reports its win, while the winner runs and keeps
+        // its lease alive: after the round the key may be gone with the lease of a survivor that has exited
+        using var roundOver = new CancellationTokenSource();
+        var decisionRead = hosts != null ? Task.Run(() => ReadHolderAtDecision(hosts, etcdKey, primary, backup, s.RoundLimit, roundOver.Token)) : null;
+
         // the client load runs to its end against whichever replica is live, then reads back and shuts the guest down
         var deadline = Stopwatch.StartNew();
         run.Finish(s.RoundLimit, m => Status(m));
@@ -224,6 +229,20 @@ public sealed class Drill(DrillSettings s)
         int? bExit = backup.WaitForExit(TimeSpan.FromSeconds(1));
         double duration = clock.Elapsed.TotalMilliseconds;
         Status("checking invariants");
+        string? holder = null, holderRead = null;
+        if (hosts != null)
+        {
+            roundOver.Cancel();
+            var atDecision = decisionRead!.Wait(TimeSpan.FromSeconds(60)) ? decisionRead.Result : ("the read at the decision did not end within 60 s", null);
+            hosts.Heal(); // no fault of the round stands between the clients' host and etcd any more
+            var after = hosts.ReadKey(etcdKey);
+            // the holder now, or at the decision if its lease has gone since (or etcd cannot be asked now); two
+            // different holders name no single replica, which one-live-primary reports
+            string? first = atDecision.Read?.Value;
+            holder = first != null && after.Value != null && first != after.Value ? $"{first}, then {after.Value}" : after.Value ?? first;
+            holderRead = $"{atDecision.When}{(atDecision.Read is { } r ? $": {r}" : "")}; after the round: {after}";
+        }
+        else holder = ReadHolder(arbiter);
 
         var obs = new RoundObservation
         {
@@ -252,7 +271,8 @@ public sealed class Drill(DrillSettings s)
             BackupKilled = fault == FaultKind.KillBackup && !lateFault,
             BackupExitedAtMs = backup.ExitedAtMs,
             BackupId = backupId,
-            ArbiterHolder = hosts != null ? hosts.ReadKey(etcdKey) : ReadHolder(arbiter),
+            ArbiterHolder = holder,
+            ArbiterRead = holderRead,
             PrimaryCheckpoints = ReadCheckpoints(logCopy),
             ClientOps = run.Ops.ToList(),
             ReadBack = run.ReadBack,
@@ -319,6 +339,20 @@ public sealed class Drill(DrillSettings s)
             UnitName = w.UnitName,
             Timeline = tl,
         };
+    }
+
+    /// <summary>Waits (until the round is over, or its limit) for the first replica that reports winning the arbiter
+    /// in a failover (the backup's takeover, the primary going on unprotected) and reads etcd's holder then.</summary>
+    static (string When, EtcdRead? Read) ReadHolderAtDecision(NetnsHosts hosts, string key, ReplicaProc primary, ReplicaProc backup, TimeSpan limit, CancellationToken over)
+    {
+        var sw = Stopwatch.StartNew();
+        while (!over.IsCancellationRequested && sw.Elapsed < limit)
+        {
+            if (backup.Event(ReplicaEvent.TookOver) is { } t) return ($"at the backup's takeover (t={t.AtMs / 1000:F1} s)", hosts.ReadKey(key));
+            if (primary.Event(ReplicaEvent.Unprotected) is { } u) return ($"as the primary went on unprotected (t={u.AtMs / 1000:F1} s)", hosts.ReadKey(key));
+            over.WaitHandle.WaitOne(20);
+        }
+        return ("no replica reported a win during the round", null);
     }
 
     static string? ReadHolder(string path)

@@ -179,7 +179,7 @@ public static class InvariantChecker
             if (o.ArbiterHolder != null && o.BackupId != "" && o.ArbiterHolder != o.BackupId)
                 return InvariantResult.Fail(OnePrimary, $"the backup took over but the arbiter is held by {o.ArbiterHolder}");
             string fate = o.PrimaryKilled ? "was killed" : o.PrimaryFenced != null ? $"stood down (exit {o.PrimaryExit?.ToString() ?? "?"})" : $"exited {o.PrimaryExit?.ToString() ?? "?"}";
-            return InvariantResult.Pass(OnePrimary, $"the backup alone went live (arbiter: {o.ArbiterHolder ?? "none"}); the old primary {fate}");
+            return InvariantResult.Pass(OnePrimary, $"the backup alone went live (arbiter: {o.ArbiterHolder ?? "none"}{(o.ArbiterRead != null ? $"; {o.ArbiterRead}" : "")}); the old primary {fate}");
         }
         if (unprot != null)
         {
@@ -189,7 +189,7 @@ public static class InvariantChecker
                 return InvariantResult.Fail(OnePrimary, $"two live primaries: the backup printed {o.BackupStdout.Length} stdout bytes while the primary went on unprotected");
             if (o.ArbiterHolder != null && o.PrimaryId != "" && o.ArbiterHolder != o.PrimaryId)
                 return InvariantResult.Fail(OnePrimary, $"the primary went on unprotected but the arbiter is held by {o.ArbiterHolder}");
-            return InvariantResult.Pass(OnePrimary, $"the primary alone went on, after winning the arbiter; the backup {(o.BackupKilled ? "was killed" : $"exited {o.BackupExit?.ToString() ?? "?"}")}");
+            return InvariantResult.Pass(OnePrimary, $"the primary alone went on, after winning the arbiter (arbiter: {o.ArbiterHolder ?? "none"}{(o.ArbiterRead != null ? $"; {o.ArbiterRead}" : "")}); the backup {(o.BackupKilled ? "was killed" : $"exited {o.BackupExit?.ToString() ?? "?"}")}");
         }
         if (o.BackupChunks.Length > 0)
             return InvariantResult.Fail(OnePrimary, $"the backup printed {o.BackupStdout.Length} stdout bytes without taking over");

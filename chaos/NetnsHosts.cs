@@ -7,6 +7,17 @@ using System.Text.Json;
 
 namespace ReVirt.Chaos;
 
+/// <summary>What a read of an etcd key found: its value; or it is absent (<see cref="Error"/> null); or etcd could
+/// not be asked (<see cref="Error"/> says why), after <see cref="Attempts"/> attempts.</summary>
+public sealed record EtcdRead(string? Value, string? Error, int Attempts)
+{
+    public bool Absent => Value == null && Error == null;
+
+    public override string ToString() => Value != null ? $"held by {Value}"
+        : Error == null ? "absent (no replica's lease holds it)"
+        : $"unknown: etcd could not be asked in {Attempts} attempts ({Error})";
+}
+
 /// <summary>The machines of `chaos drill --hosts netns`.</summary>
 public enum Host { Primary, Backup, Clients, Etcd }
 
@@ -172,24 +183,67 @@ public sealed class NetnsHosts : IGuestNetwork, IDisposable
         while ((n = s.Receive(buf)) > 0 && ms.Length < 1 << 20) ms.Write(buf, 0, n);
         var text = Encoding.UTF8.GetString(ms.ToArray());
         int at = text.IndexOf("\r\n\r\n", StringComparison.Ordinal);
-        return at < 0 ? "" : text[(at + 4)..];
+        if (at < 0) throw new IOException($"etcd's answer ended within its headers ({ms.Length} bytes)");
+        string head = text[..at], answer = text[(at + 4)..];
+        string status = head.Split("\r\n")[0];
+        if (status.Split(' ') is not [_, "200", ..]) throw new IOException($"etcd answered '{status}'");
+        return head.Contains("transfer-encoding: chunked", StringComparison.OrdinalIgnoreCase) ? Dechunk(answer) : answer;
+    }
+
+    /// <summary>The body of an HTTP/1.1 chunked answer.</summary>
+    static string Dechunk(string body)
+    {
+        var sb = new StringBuilder();
+        int pos = 0;
+        while (true)
+        {
+            int eol = body.IndexOf("\r\n", pos, StringComparison.Ordinal);
+            if (eol < 0) throw new IOException("etcd's chunked answer was cut off");
+            int size = int.Parse(body.AsSpan(pos, eol - pos).ToString().Split(';')[0], System.Globalization.NumberStyles.HexNumber);
+            if (size == 0) return sb.ToString();
+            if (eol + 2 + size > body.Length) throw new IOException("etcd's chunked answer was cut off");
+            sb.Append(body, eol + 2, size);
+            pos = eol + 2 + size + 2;
+        }
     }
 
     /// <summary>The <c>--arbiter</c> of both replicas for one round.</summary>
     public static string ArbiterUrl(string key) => $"etcd://{EtcdIp}:{EtcdPort}/{key}";
 
-    /// <summary>The value of an etcd key (the arbiter's holder), or null when absent or etcd cannot be asked.</summary>
-    public string? ReadKey(string key)
+    /// <summary>Attempts of one <see cref="ReadKey"/> before it says etcd cannot be asked.</summary>
+    public const int ReadAttempts = 4;
+
+    /// <summary>
+    /// The value of an etcd key (the arbiter's holder) as etcd answers it from the clients' host: its value, its
+    /// absence, or — after <see cref="ReadAttempts"/> attempts a growing pause apart, each bounded by 5 s socket
+    /// time-outs — why etcd could not be asked. Absent and unknown are different findings: only the first says
+    /// that nobody holds the key.
+    /// </summary>
+    public EtcdRead ReadKey(string key)
     {
-        try
+        string? error = null;
+        for (int attempt = 1; attempt <= ReadAttempts; attempt++)
         {
-            string json = Http("POST", "/v3/kv/range", JsonSerializer.Serialize(new Dictionary<string, string> { ["key"] = Convert.ToBase64String(Encoding.UTF8.GetBytes(key)) }));
-            using var doc = JsonDocument.Parse(json);
-            if (!doc.RootElement.TryGetProperty("kvs", out var kvs) || kvs.GetArrayLength() == 0) return null;
-            return kvs[0].TryGetProperty("value", out var v) ? Encoding.UTF8.GetString(Convert.FromBase64String(v.GetString() ?? "")) : null;
+            try
+            {
+                string json = Http("POST", "/v3/kv/range", JsonSerializer.Serialize(new Dictionary<string, string> { ["key"] = Convert.ToBase64String(Encoding.UTF8.GetBytes(key)) }));
+                using var doc = JsonDocument.Parse(json);
+                if (doc.RootElement.TryGetProperty("error", out var err) || !doc.RootElement.TryGetProperty("header", out _))
+                    throw new IOException($"etcd answered without a range result: {Clip(json)}");
+                if (!doc.RootElement.TryGetProperty("kvs", out var kvs) || kvs.GetArrayLength() == 0) return new EtcdRead(null, null, attempt);
+                if (!kvs[0].TryGetProperty("value", out var v)) return new EtcdRead("", null, attempt); // an empty value is not sent
+                return new EtcdRead(Encoding.UTF8.GetString(Convert.FromBase64String(v.GetString() ?? "")), null, attempt);
+            }
+            catch (Exception e) when (e is SocketException or IOException or JsonException or FormatException or InvalidOperationException)
+            {
+                error = $"{e.GetType().Name}: {e.Message}";
+            }
+            if (attempt < ReadAttempts) Thread.Sleep(250 << (attempt - 1));
         }
-        catch (Exception e) when (e is SocketException or IOException or JsonException or FormatException) { return null; }
+        return new EtcdRead(null, error, ReadAttempts);
     }
+
+    static string Clip(string s) => s.Length <= 200 ? s : s[..200] + "...";
 
     /// <summary>Where a replica listens on its host.</summary>
     public static string ListenUrl(Host h) => $"http://{Ip(h)}:0";

@@ -100,7 +100,11 @@ public sealed class RoundObservation
     public double? BackupExitedAtMs { get; init; }
     public string BackupId { get; init; } = "";
 
+    /// <summary>Who holds the arbiter, as read (null: nobody, or it could not be read: <see cref="ArbiterRead"/>).</summary>
     public string? ArbiterHolder { get; init; }
+    /// <summary>How <see cref="ArbiterHolder"/> was read and what each read found (etcd: at the survivor's decision and
+    /// after the round; why it is null); null for a lock file.</summary>
+    public string? ArbiterRead { get; init; }
     /// <summary>Checkpoints the primary wrote (instruction count → state digest, hex), read from the backup's log copy.</summary>
     public Dictionary<ulong, string> PrimaryCheckpoints { get; init; } = new();
     public List<ClientOp> ClientOps { get; init; } = new();

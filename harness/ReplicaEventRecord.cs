@@ -12,6 +12,7 @@ public sealed record ReplicaEventRecord(double AtMs, string Name, JsonElement Da
     public string? Str(string key) => Data.TryGetProperty(key, out var v) && v.ValueKind == JsonValueKind.String ? v.GetString() : null;
     public double? Num(string key) => Data.TryGetProperty(key, out var v) && v.ValueKind == JsonValueKind.Number ? v.GetDouble() : null;
     public long? Long(string key) => Data.TryGetProperty(key, out var v) && v.ValueKind == JsonValueKind.Number ? (long)v.GetDouble() : null;
+    public bool? Bool(string key) => Data.TryGetProperty(key, out var v) && v.ValueKind is JsonValueKind.True or JsonValueKind.False ? v.GetBoolean() : null;
     public ulong? ULong(string key) => Data.TryGetProperty(key, out var v) && v.ValueKind == JsonValueKind.Number && v.TryGetUInt64(out var u) ? u : null;
 
     /// <summary>Parses one line of an event stream; null when it is not an event object.</summary>

@@ -188,7 +188,51 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
     {
         if (!_flushDue) return;
         _flushDue = false;
+        Ship();
+    }
+
+    // ------------------------------------------------------------------ shipping records that hold output
+    //
+    // A record whose output waits in the gate (stdout/stderr, a socket send, a queued shutdown or close) must reach
+    // the backup soon: its bytes leave only once the backup acknowledges it. It is shipped when the guest is about
+    // to wait (a poll-family call, a sleep, an idle machine) — a server answers every ready request of a round and
+    // then polls, so the round's replies travel as one batch and come back as one acknowledgement, instead of one
+    // batch and one acknowledgement per reply — or at the first syscall ShipAfterMicroseconds after it was logged.
+    // A guest that computes on without a syscall has it shipped by the sink's own flush interval (the replication
+    // client's flush thread, 2 ms): the recording adds no stop of its own to the guest's run, so where the guest
+    // stops stays exactly where a replay stops. Shipping later changes what the backup holds when, never what
+    // leaves: the gate holds each byte until the acknowledgement of its record.
+
+    /// <summary>Longest time (µs, measured at syscall entries) a record holding output waits on the guest thread.</summary>
+    public const int ShipAfterMicroseconds = 100;
+
+    static readonly long ShipAfterTicks = System.Diagnostics.Stopwatch.Frequency * ShipAfterMicroseconds / 1_000_000;
+
+    // when the oldest unshipped record holding output was logged (Stopwatch ticks; 0: none)
+    long _unshippedSince;
+
+    /// <summary>A record holding output was logged (guest thread): ship it before the guest waits, or within the bound.</summary>
+    void OutputLogged()
+    {
+        if (_unshippedSince == 0) _unshippedSince = System.Diagnostics.Stopwatch.GetTimestamp();
+    }
+
+    /// <summary>Everything logged reaches the sink (the backup) now (guest thread).</summary>
+    void Ship()
+    {
+        _unshippedSince = 0;
         _w.Flush();
+    }
+
+    /// <summary>Calls after which the guest usually waits: records holding output are shipped before them.</summary>
+    static bool MayWait(int nr) => nr is Nr.poll or Nr.ppoll or Nr.select or Nr.pselect6 or Nr.epoll_wait or Nr.epoll_pwait
+        or Nr.epoll_pwait2 or Nr.nanosleep or Nr.clock_nanosleep or Nr.pause or Nr.wait4 or Nr.waitid or Nr.rt_sigsuspend
+        or Nr.rt_sigtimedwait or Nr.sched_yield or Nr.futex or Nr.accept or Nr.accept4;
+
+    /// <summary>At a syscall's entry (guest thread): ship what holds output if the guest may wait now or it waited long enough.</summary>
+    void ShipBeforeCall(int nr)
+    {
+        if (_unshippedSince != 0 && (MayWait(nr) || System.Diagnostics.Stopwatch.GetTimestamp() - _unshippedSince >= ShipAfterTicks)) Ship();
     }
 
     // actions another thread asked to run on the guest thread at an instruction boundary (a snapshot for a standby)
@@ -241,6 +285,7 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
     public HostResult Output(int tid, int nr, int fd, byte[] data, Func<HostResult> perform)
     {
         if (Gate == null) return Syscall(tid, nr, perform);
+        ShipBeforeCall(nr);
         _w.Append(new SyscallResult { InstrCount = Icount, Tid = tid, Nr = nr, Result = data.Length });
         return HostResult.Of(data.Length);
     }
@@ -253,10 +298,11 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
     public HostResult Send(int tid, int nr, SocketSend send)
     {
         if (Gate == null) return Syscall(tid, nr, send.Unheld);
-        long n = Gate.AcceptSend(send);
+        ShipBeforeCall(nr);
+        long n = Gate.AcceptSend(send, _shipBeforeCreditWait ??= () => { if (_unshippedSince != 0) Ship(); });
         ulong seq = _w.Append(new SyscallResult { InstrCount = Icount, Tid = tid, Nr = nr, Result = n });
         if (n < 0) return HostResult.Of(n);
-        _w.Flush();
+        OutputLogged();
         Gate.HoldSend(seq, send, (int)n);
         return HostResult.Of(n);
     }
@@ -271,12 +317,19 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
             return r;
         }
         ulong seq = _w.Append(new SyscallResult { InstrCount = Icount, Tid = tid, Nr = nr, Result = 0 });
-        _w.Flush();
+        OutputLogged();
         Gate.HoldEnd(seq, socket, perform, nr == Nr.close);
         return HostResult.Of(0);
     }
 
-    public HostResult Syscall(int tid, int nr, Func<HostResult> perform, bool reexecuteOnReplay = false) => Logged(tid, nr, perform());
+    public HostResult Syscall(int tid, int nr, Func<HostResult> perform, bool reexecuteOnReplay = false)
+    {
+        ShipBeforeCall(nr);
+        return Logged(tid, nr, perform());
+    }
+
+    // a send that must wait for credit waits for acknowledgements: what it waits for must have been shipped
+    Action? _shipBeforeCreditWait;
 
     /// <summary>Logs a result with the bytes it put into guest memory (<paramref name="writes"/> when the operation
     /// wrote them there itself, otherwise its <see cref="HostResult.Writes"/>).</summary>
@@ -318,6 +371,7 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
 
     public NetReceived NetReceive(int tid, Func<NetReceived> perform)
     {
+        if (_unshippedSince != 0) Ship(); // the interface may wait on the host here (an idle machine with a network)
         var r = perform();
         _w.Append(new NetInput { InstrCount = Icount, Tid = tid, ClockNs = r.ClockNs, Frames = r.Frames });
         return r;
@@ -381,6 +435,7 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
     public bool Idle(Kernel kernel, CpuT cpu)
     {
         _w.Flush();
+        _unshippedSince = 0; // shipped by the flush above
         RunRequested(kernel);
         if (!kernel.WaitForHostEvent()) return false;
         AtStop(kernel, cpu);
@@ -392,7 +447,9 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
         var (total, digest) = _out.Add(fd, bytes);
         var copy = bytes.ToArray();
         ulong seq = _w.Append(new Output { InstrCount = cpu.InstructionCount, Fd = fd, TotalBytes = total, Digest = digest, Bytes = copy });
-        Gate?.Hold(seq, fd, copy);
+        if (Gate == null) return;
+        OutputLogged();
+        Gate.Hold(seq, fd, copy);
     }
 
     public void OnExit(Kernel kernel, CpuT cpu, int status)
@@ -498,6 +555,8 @@ public sealed class ReplayBoundary : IBoundary
     {
         _r = reader;
         _follow = follow;
+        // a follower may go live: its takeover's code is compiled while it follows, not when the primary dies
+        if (follow != null) TakeoverWarmup.Start();
         _interval = reader.Header.CheckpointInterval;
         _checkpointDue = Recording.FirstCheckpoint(_interval);
         if (showOutput) { _stdout = Console.OpenStandardOutput(); _stderr = Console.OpenStandardError(); }

@@ -83,10 +83,12 @@ public sealed partial class OutputGate
     /// <summary>
     /// Guest thread, before the send is logged: how many bytes of <paramref name="s"/> the socket takes now, or
     /// the -errno the send answers (a host error from an earlier release, or EAGAIN). A blocking send that does
-    /// not fit waits here for credit.
+    /// not fit waits here for credit; <paramref name="beforeWait"/> runs first (outside the gate's lock): what the wait
+    /// needs acknowledged must have been shipped.
     /// </summary>
-    public long AcceptSend(SocketSend s)
+    public long AcceptSend(SocketSend s, Action? beforeWait = null)
     {
+        if (beforeWait != null && MustWait(s)) beforeWait();
         long t0 = 0;
         lock (_lock)
         {
@@ -112,6 +114,16 @@ public sealed partial class OutputGate
                     if (_creditWaitMs.Count < 1_000_000) _creditWaitMs.Add(Stopwatch.GetElapsedTime(t0).TotalMilliseconds);
                 }
             }
+        }
+    }
+
+    /// <summary>A blocking send that does not fit the socket's credit now.</summary>
+    bool MustWait(SocketSend s)
+    {
+        lock (_lock)
+        {
+            if (_discarded || s.NonBlocking || !_sockets.TryGetValue(s.Socket, out var h) || h.Error != 0) return false;
+            return h.Held > 0 && s.Data.Length > SocketCredit - h.Held;
         }
     }
 

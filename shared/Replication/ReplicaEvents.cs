@@ -99,8 +99,8 @@ public static class ReplicaEvent
     // primary
     public const string Protected = "protected";              // backup, url
     public const string Refused = "refused";                  // reason
-    public const string BackupLost = "backup-lost";           // reason, acked
-    public const string Unprotected = "unprotected";          // arbiter
+    public const string BackupLost = "backup-lost";           // reason, acked, backup, joining (a standby lost while joining that cannot go live)
+    public const string Unprotected = "unprotected";          // arbiter, term, arbiterAsked (false: a standby lost while joining, which cannot go live: the term stays)
     public const string FinalRelease = "final-release";       // arbiter, heldBytes (the guest ended: the primary releases its last output holding the arbiter)
     public const string Fenced = "fenced";                    // reason, term
     public const string ReplayStalled = "replay-stalled";    // replayed, trailMs, waitedMs, backup (the backup's replay reported no progress for the timeout while the guest waited for it: the bound on replay lag is suspended until the replay is within it again)

@@ -136,6 +136,15 @@ public sealed class ReplicationClient : ILogSink
         /// <summary>Why a producer's send failed (the receiver reports it when the broken link ends its read).</summary>
         public volatile string? SendError;
         public long CatchUpFrom, CatchUpTo;
+        /// <summary>A standby joining a live replica: the log's end it was told in the hello (0: not a join). It stands
+        /// down unless it holds the log up to there, so until it may (<see cref="MayHoldJoinPoint"/>), or when it
+        /// refused (<see cref="Refused"/>: it never started following), losing it cannot make it live.</summary>
+        public ulong JoinSequence;
+        /// <summary>Set by the sender before it sends what completes the log up to <see cref="JoinSequence"/> (the last
+        /// snapshot chunk, or the catch-up batch that reaches it).</summary>
+        public volatile bool MayHoldJoinPoint;
+        /// <summary>The standby sent a Refused on the link: it stopped before following and keeps nothing.</summary>
+        public volatile bool Refused;
         /// <summary>The standby takes a snapshot (Welcome.snapshot) instead of the log from record 1.</summary>
         public bool WantsSnapshot;
         /// <summary>A snapshot join: the snapshot's bytes (encoded off the guest thread), its last record, and the
@@ -422,6 +431,7 @@ public sealed class ReplicationClient : ILogSink
                     var session = await HandshakeAsync(url, 2, TimeSpan.FromMilliseconds(Math.Max(5_000, _s.TimeoutMs * 3)), ct, joinAt, offerSnapshot: Snapshots != null);
                     if (_state != LinkState.Unprotected || _finishing) { Drop(session); ResumeUnprotected(); return; }
                     ulong activateAt = joinAt;
+                    session.JoinSequence = joinAt;
                     if (session.WantsSnapshot)
                     {
                         var (capture, offset, why) = await TakeSnapshotAsync(ct);
@@ -550,9 +560,15 @@ public sealed class ReplicationClient : ILogSink
         var kind = (RecordKind)encoded[RecordFrame.KindOffset];
         var st = _state;
         if (st == LinkState.Fenced) return;
+        // the backup's replay: a takeover replays whatever it trails by before going live, so keep that short. The
+        // guest waits here, at its next record, before logging it: a record that holds output reaches the gate (which
+        // holds the output until the backup acknowledges the record) right after it is logged, never after a wait in
+        // which its acknowledgement may already have come. The End record closes the log: nothing is left to bound.
+        if (kind != RecordKind.End && _replayNear && ReplayTrailNowMs() > _s.MaxReplayLagMs) WaitForReplay();
         long cum;
-        // coalesce on the guest thread: hand frames to the sender when an output needs committing, when 64 KiB
-        // have gathered, or from the flush thread (FlushIntervalMs); waking the sender for every record costs the guest its core
+        // coalesce on the guest thread: frames go to the backup when the recording ships them (records that hold
+        // output: before the guest waits, or within its bounds), when 64 KiB have gathered, or from the flush thread
+        // (FlushIntervalMs)
         lock (_pending)
         {
             cum = _producedBytes + encoded.Length;
@@ -565,7 +581,7 @@ public sealed class ReplicationClient : ILogSink
                 if (_s.MaxReplayLagMs > 0) _trail.Produced(seq, kind, now);
             }
             _pending.Write(encoded);
-            if (kind == RecordKind.Output || _pending.Length >= 64 * 1024) PushPending();
+            if (_pending.Length >= 64 * 1024) PushPending();
             else _hasPending = true;
         }
         if (_state != LinkState.Protected) return;
@@ -576,6 +592,7 @@ public sealed class ReplicationClient : ILogSink
         if ((long)seq - acked > _s.MaxLagRecords || cum - ackedBytes > _s.MaxLagBytes)
         {
             long t0 = Stopwatch.GetTimestamp();
+            Flush(); // the acknowledgements waited for need the records
             lock (_flow)
             {
                 while (_state == LinkState.Protected &&
@@ -585,9 +602,6 @@ public sealed class ReplicationClient : ILogSink
             }
             Interlocked.Add(ref _throttleTicks, Stopwatch.GetTimestamp() - t0);
         }
-        // the backup's replay: a takeover replays whatever it trails by before going live, so keep that short (the
-        // End record closes the log: the guest has nothing left to run, so there is nothing to bound)
-        if (kind != RecordKind.End && _replayNear && ReplayTrailNowMs() > _s.MaxReplayLagMs) WaitForReplay();
     }
 
     /// <summary>How far the backup's replay trails: the age (ms) of the oldest record it has not reported replayed.</summary>
@@ -717,6 +731,7 @@ public sealed class ReplicationClient : ILogSink
                 foreach (var (first, count, frames) in _store.ReadBatches(session.CatchUpFrom, session.CatchUpTo, 1 << 20))
                 {
                     ct.ThrowIfCancellationRequested();
+                    if (first + count - 1 >= session.JoinSequence) session.MayHoldJoinPoint = true;
                     session.Link.Send(new PrimaryMessage
                     {
                         Batch = new Batch { FirstSequence = first, Count = count, Frames = ByteString.CopyFrom(frames), Released = Mark() },
@@ -726,6 +741,7 @@ public sealed class ReplicationClient : ILogSink
                     Interlocked.Increment(ref _batches);
                 }
             }
+            session.MayHoldJoinPoint = true; // a join whose backlog is sent (or an ordinary backup)
             while (!session.Direct && !ct.IsCancellationRequested)
             {
                 if (session.Queue.TryTake(out var f, session.HeartbeatMs)) { Ship(session, f, f.Length); continue; }
@@ -788,7 +804,11 @@ public sealed class ReplicationClient : ILogSink
         {
             int n = (int)Math.Min(SnapshotChunkBytes, bytes.Length - off);
             var chunk = new SnapshotChunk { Sequence = session.SnapshotSequence, TotalBytes = (ulong)bytes.Length, Offset = (ulong)off, Data = ByteString.CopyFrom(bytes, (int)off, n) };
-            if (off + n >= bytes.Length) chunk.Held.AddRange(HeldSince(session.JoinOffset, session.SnapshotOffset));
+            if (off + n >= bytes.Length)
+            {
+                chunk.Held.AddRange(HeldSince(session.JoinOffset, session.SnapshotOffset));
+                session.MayHoldJoinPoint = true; // the snapshot is of a record at or after the join point
+            }
             ct.ThrowIfCancellationRequested();
             session.Link.Send(new PrimaryMessage { SnapshotChunk = chunk });
             Interlocked.Add(ref _bytesSent, n);
@@ -820,7 +840,7 @@ public sealed class ReplicationClient : ILogSink
                     return;
                 }
                 Touch();
-                if (m.BodyCase == BackupMessage.BodyOneofCase.Refused) { BackupLost(session, $"the backup stopped following: {m.Refused.Reason}"); return; }
+                if (m.BodyCase == BackupMessage.BodyOneofCase.Refused) { session.Refused = true; BackupLost(session, $"the backup stopped following: {m.Refused.Reason}"); return; }
                 if (m.BodyCase != BackupMessage.BodyOneofCase.Ack) continue;
                 ulong held = m.Ack.HeldSequence, replayed = m.Ack.ReplayedSequence;
                 // the acks already read (one read of the link brought them): only the newest matters
@@ -829,6 +849,7 @@ public sealed class ReplicationClient : ILogSink
                     m = session.Link.Receive(BackupMessage.Parser, ReplicationProtocol.MaxBackupMessageBytes);
                     if (m.BodyCase == BackupMessage.BodyOneofCase.Refused)
                     {
+                        session.Refused = true;
                         OnAck(session, held, replayed); // in the order they came
                         BackupLost(session, $"the backup stopped following: {m.Refused.Reason}");
                         return;
@@ -924,6 +945,16 @@ public sealed class ReplicationClient : ILogSink
         session.Watchdog?.Dispose();
         session.Cts.Cancel();
         long term = Term;
+        if (session.JoinSequence > 0 && (session.Refused || !session.MayHoldJoinPoint))
+        {
+            // a failed join: the standby cannot go live (it refused, or it cannot hold the log up to the join point,
+            // so it stands down), so nothing is decided and no term is spent; this replica holds its term as before
+            _log.WriteLine($"{_s.Role}: standby {session.BackupId} lost while joining ({reason}); it cannot go live{(session.Refused ? " (it refused)" : $" (it cannot hold the log up to record #{session.JoinSequence})")}: running on unprotected in term {term} without asking the arbiter");
+            _s.Events.Emit(ReplicaEvent.BackupLost, ("reason", reason), ("acked", Acked), ("backup", session.BackupId), ("joining", true));
+            _s.Events.Emit(ReplicaEvent.Unprotected, ("arbiter", _arbiter.Describe), ("term", term), ("arbiterAsked", false));
+            GoOnUnprotected();
+            return;
+        }
         var r = _arbiter.TryAcquire(_s.Id, term);
         _s.Events.Emit(ReplicaEvent.BackupLost, ("reason", reason), ("acked", Acked), ("backup", session.BackupId));
         if (_s.Plant == PrimaryPlant.IgnoreArbiter && !r.Won)
@@ -936,13 +967,9 @@ public sealed class ReplicationClient : ILogSink
         {
             Interlocked.Exchange(ref _term, r.Term);
             _log.WriteLine($"{_s.Role}: backup lost ({reason}); acknowledged up to record #{Acked}; won the arbiter ({_arbiter.Describe}) for term {r.Term}; continuing unprotected");
-            _s.Events.Emit(ReplicaEvent.Unprotected, ("arbiter", _arbiter.Describe), ("term", r.Term));
-            lock (_pending) _state = LinkState.Unprotected;
+            _s.Events.Emit(ReplicaEvent.Unprotected, ("arbiter", _arbiter.Describe), ("term", r.Term), ("arbiterAsked", true));
             ReplicationMetrics.Failovers.Add(1);
-            // the arbiter can be lost later (a leased one by a stall longer than its TTL; any by a newer term): check before every release
-            Gate.GoUnprotected(() => _arbiter.StillHolds(_s.Id), ArbiterLostWhileUnprotected);
-            lock (_flow) Monitor.PulseAll(_flow);
-            StartReprotecting();
+            GoOnUnprotected();
         }
         else
         {
@@ -956,6 +983,17 @@ public sealed class ReplicationClient : ILogSink
             _log.Flush();
             _s.Stop(3);
         }
+    }
+
+    /// <summary>Without a backup, holding the arbiter's current term: output is released once the arbiter still names
+    /// this replica (a leased one can be lost by a stall longer than its TTL; any by a newer term), the guest is no
+    /// longer held back, and the standbys are asked.</summary>
+    void GoOnUnprotected()
+    {
+        lock (_pending) _state = LinkState.Unprotected;
+        Gate.GoUnprotected(() => _arbiter.StillHolds(_s.Id), ArbiterLostWhileUnprotected);
+        lock (_flow) Monitor.PulseAll(_flow);
+        StartReprotecting();
     }
 
     /// <summary>

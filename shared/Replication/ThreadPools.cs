@@ -51,8 +51,23 @@ public static class ThreadPools
     /// </summary>
     public static bool RaiseCurrentThread() => SetCurrentThreadNice(AckPathNice);
 
-    /// <summary>The calling thread back at the ordinary priority (a backup's replay thread that goes live runs the guest).</summary>
-    public static bool RestoreCurrentThread() => SetCurrentThreadNice(0);
+    /// <summary>
+    /// The calling thread back at the process's ordinary priority: the nice value of its main thread, which nothing
+    /// raises (a backup's replay thread that goes live runs the guest; a replica started with `nice -n 5` keeps its 5,
+    /// and a thread made by a raised thread, which inherits the raise, does not keep that). False when it cannot be
+    /// read or set.
+    /// </summary>
+    public static bool RestoreCurrentThread() => ThreadNice(Environment.ProcessId) is int ordinary && SetCurrentThreadNice(ordinary);
+
+    /// <summary>The calling thread's nice value (-20..19), or null when it cannot be read.</summary>
+    public static int? CurrentThreadNice() => OperatingSystem.IsLinux() ? ThreadNice(HostSys.Call(Nr.gettid)) : null;
+
+    static int? ThreadNice(long tid)
+    {
+        if (!OperatingSystem.IsLinux()) return null;
+        long r = HostSys.Call(Nr.getpriority, PrioProcess, tid);
+        return r < 0 ? null : (int)(20 - r); // the system call answers 20 - nice (1..40), so that no answer looks like an error
+    }
 
     static bool SetCurrentThreadNice(int nice)
     {

@@ -159,7 +159,11 @@ public class ChaosDrillTests(ITestOutputHelper output) : DrillTests(output)
         Assert.Equal("backup took over", rs[1].Outcome);
         Assert.All(rs, r => Assert.Equal(new ConnectionStats(true, 4, 4, 0), r.Observation.Connections));
         // the arbiter's holder as etcd names it is the replica that went on
-        Assert.All(rs, r => Assert.Equal(r.Outcome == "backup took over" ? r.Observation.BackupId : r.Observation.PrimaryId, r.Observation.ArbiterHolder));
+        Assert.All(rs, r =>
+        {
+            string survivor = r.Outcome == "backup took over" ? r.Observation.BackupId : r.Observation.PrimaryId;
+            Assert.True(survivor == r.Observation.ArbiterHolder, $"round {r.Observation.Round + 1} ({r.Outcome}): the arbiter's holder is {r.Observation.ArbiterHolder ?? "null"}, not {survivor}; {r.Observation.ArbiterRead}");
+        });
     }
 
     /// <summary>A long soak: REVIRT_SOAK=1 (REVIRT_SOAK_ROUNDS rounds, default 60, seed from REVIRT_SOAK_SEED or the clock).</summary>

@@ -102,9 +102,14 @@ sealed class TapPump(NetStack stack, TapDevice tap, int seed, double loss = 0, d
 
     public long Now => _clock.ElapsedTicks * (1_000_000_000 / Stopwatch.Frequency);
 
+    /// <summary>While set, the wire is cut both ways: every frame the TAP device brings is handed to it instead of the
+    /// stack, and what the stack sends is dropped (a replica that died).</summary>
+    public Action<byte[]>? Cut;
+
     /// <summary>Loss, duplication, or a delay of up to 3 ms (which reorders it behind later frames).</summary>
     void Pass(byte[] f, bool incoming)
     {
+        if (Cut is { } cut) { if (incoming) cut(f); return; }
         if (_rng.NextDouble() < loss) { Dropped++; return; }
         int copies = _rng.NextDouble() < duplicate ? 2 : 1;
         if (copies == 2) Duplicated++;
@@ -149,7 +154,7 @@ sealed class TapPump(NetStack stack, TapDevice tap, int seed, double loss = 0, d
 /// Interoperability with Linux's own TCP: a Linux client and server (python3 sockets) in a namespace, the stack on the
 /// other end of a TAP device, 1 MB each way compared byte for byte, with and without injected faults.
 /// </summary>
-public class StackTapTests
+public class StackTapTests(Xunit.Abstractions.ITestOutputHelper output)
 {
     static readonly MacAddress StackMac = new(0x02_52_56_00_00_02);
     const int Megabyte = 1 << 20;
@@ -283,6 +288,93 @@ print(n, flush=True)
     [Fact] public void Linux_client_through_the_stack_with_loss_duplication_reordering() => LinuxClientThroughStack(2, 0.03, 0.02, 0.05);
     [Fact] public void Stack_client_to_a_Linux_server() => StackClientToLinux(3, 0, 0, 0);
     [Fact] public void Stack_client_to_a_Linux_server_with_loss_duplication_reordering() => StackClientToLinux(4, 0.03, 0.02, 0.05);
+
+    /// <summary>Whether an Ethernet frame is an IPv4 TCP segment carrying data.</summary>
+    static bool CarriesTcpData(byte[] f)
+    {
+        if (f.Length < Wire.EthHeader + Wire.Ip4Header + Wire.TcpHeader || Wire.U16(f, 12) != 0x0800 || f[Wire.EthHeader + 9] != Wire.ProtoTcp) return false;
+        int ihl = (f[Wire.EthHeader] & 0xF) * 4, total = Wire.U16(f, Wire.EthHeader + 2);
+        int doff = (f[Wire.EthHeader + ihl + 12] >> 4) * 4;
+        return total - ihl - doff > 0;
+    }
+
+    const string TwoRequestClient = """
+import socket, sys
+s = socket.create_connection((sys.argv[1], 7), timeout=60)
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+f = s.makefile('rwb')
+for line in (b'one\n', b'two\n'):
+    f.write(line); f.flush()
+    if f.readline() != line: sys.exit(1)
+print('ok', flush=True)
+""";
+
+    /// <summary>
+    /// A Linux client's request that only a replica which then died received, and whose retransmissions went to it
+    /// too until its retransmission timer had doubled several times (the last interval at least 3 s, so the next one
+    /// is at least 6 s away): the stack's takeover (<see cref="NetStack.TakeOver"/>: our unacknowledged segment again
+    /// and three ACKs) reaches a client whose TCP is in its loss state after a timeout, where any ACK makes it
+    /// retransmit what it holds as lost, so the request arrives well before that next timer. The kernel's own
+    /// retransmission schedule is the oracle, observed on the wire. (A client whose first timer has not fired yet
+    /// gets no such push: it resends on its tail-loss probe or timer, docs/ARCHITECTURE.md, Takeover.)
+    /// </summary>
+    [Fact]
+    public void Takeover_makes_a_backed_off_Linux_client_resend_at_once()
+    {
+        using var ns = new TapNamespace();
+        var stack = NewStack(6);
+        var pump = new TapPump(stack, ns.Tap, 6);
+        var listener = stack.CreateTcp()!;
+        Assert.Equal(0, listener.Bind(0, 7));
+        Assert.Equal(0, listener.Listen(8));
+        var script = Path.Combine(Path.GetTempPath(), $"rv-two-requests-{Environment.ProcessId}.py");
+        File.WriteAllText(script, TwoRequestClient);
+        using var client = ns.Start(Python, script, "10.213.0.2");
+        try
+        {
+            TcpSocket? conn = null;
+            var got = new List<byte>();
+            var copies = new List<long>(); // when the client's data segments reached the cut wire
+            var buf = new byte[256];
+            void Serve()
+            {
+                if (conn == null && listener.Accept(out var c) == 0) conn = c;
+                if (conn == null) return;
+                int n;
+                while ((n = conn.Receive(buf)) > 0) { got.AddRange(buf.AsSpan(0, n).ToArray()); Assert.Equal(n, conn.Send(buf.AsSpan(0, n).ToArray())); }
+            }
+            // the first request is answered, then the wire is cut: the second reaches nobody, time after time
+            bool cutLongEnough = pump.Run(() => copies.Count >= 2 && copies[^1] - copies[^2] >= 3_000_000_000L, () =>
+            {
+                Serve();
+                if (got.Count == 4 && pump.Cut == null) pump.Cut = f => { if (CarriesTcpData(f)) copies.Add(pump.Now); };
+            }, TimeSpan.FromSeconds(90));
+            Assert.True(cutLongEnough, $"the client's retransmissions: {string.Join(", ", copies.Select(t => t / 1_000_000))} ms");
+            long takeover = pump.Now;
+            pump.Cut = null;
+            stack.Advance(takeover);
+            stack.TakeOver();
+            long arrived = -1;
+            Assert.True(pump.Run(() => client.HasExited, () =>
+            {
+                Serve();
+                if (arrived < 0 && got.Count == 8) arrived = pump.Now;
+            }, TimeSpan.FromSeconds(90)), "the client did not finish after the takeover");
+            Assert.True(client.WaitForExit(60_000), "the client did not exit");
+            Assert.Equal(0, client.ExitCode);
+            Assert.Equal("ok", client.StandardOutput.ReadToEnd().Trim()); // a line: it fits the pipe while the client runs
+            Assert.Equal("one\ntwo\n", System.Text.Encoding.ASCII.GetString(got.ToArray()));
+            double waited = (arrived - takeover) / 1e6, interval = (copies[^1] - copies[^2]) / 1e6;
+            output.WriteLine($"the client's data segments on the cut wire at {string.Join(", ", copies.Select(t => $"{(t - copies[0]) / 1e6:F0}"))} ms; " +
+                $"the takeover {(takeover - copies[^1]) / 1e6:F0} ms after the last; the request arrived {waited:F0} ms after the takeover");
+            Assert.True(waited < 3000, $"the request arrived {waited:F0} ms after the takeover; the client's last interval was {interval:F0} ms");
+        }
+        finally
+        {
+            if (!client.HasExited) client.Kill();
+            File.Delete(script);
+        }
+    }
 
     [Fact]
     public void Linux_pings_the_stack()

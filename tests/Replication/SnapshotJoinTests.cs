@@ -228,6 +228,14 @@ public class SnapshotJoinTests(ITestOutputHelper output)
             Assert.True(p.WaitFor(() => Lines(p.Stdout) >= at + 10, Long), "the primary runs on");
             File.WriteAllBytes(stop, []);
             Assert.Equal(0, p.WaitForExit(Long));
+            // a refused join decides nothing: the primary stays in the term it won when its backup died (the lock
+            // file arbiter has term 1's file and no later one), and says it did not ask
+            Assert.True(File.Exists(arbiter), "the primary won term 1 when its backup died");
+            Assert.False(File.Exists(arbiter + ".2"), "a refused join advanced the arbiter to term 2");
+            var unprotected = p.Events.Where(e => e.Name == ReplicaEvent.Unprotected).ToArray();
+            Assert.True(unprotected.Length >= 2, "the primary went on unprotected after each refusal");
+            Assert.All(unprotected, e => Assert.Equal(1, e.Long("term")));
+            Assert.All(unprotected.Skip(1), e => Assert.False(e.Bool("arbiterAsked") ?? true));
         }
         finally { DeleteArbiter(arbiter); File.Delete(stop); }
     }

@@ -1,0 +1,59 @@
+using System.Runtime.InteropServices;
+using ReVirt.Replication;
+using Xunit;
+
+namespace ReVirt.Tests.Replication;
+
+/// <summary>
+/// The replicas' thread priorities (<see cref="ThreadPools"/>): a raised thread (the ack path, the backup's replay)
+/// that goes back to ordinary work gets the process's ordinary nice value, not 0. The oracle is the kernel's own
+/// account of each thread (/proc/thread-self/stat) and libc's setpriority.
+/// </summary>
+public class ThreadPriorityTests
+{
+    [DllImport("libc", SetLastError = true)] static extern int setpriority(int which, int who, int prio);
+    [DllImport("libc", SetLastError = true)] static extern int getpriority(int which, int who);
+    const int PrioProcess = 0;
+
+    /// <summary>The calling thread's nice value as the kernel reports it (field 19 of /proc/thread-self/stat).</summary>
+    static int KernelNice()
+    {
+        string stat = File.ReadAllText("/proc/thread-self/stat");
+        var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' '); // fields from 3 (state) on
+        return int.Parse(fields[19 - 3]);
+    }
+
+    [Fact]
+    public void ARaisedThreadIsRestoredToTheProcesssNiceValueNotZero()
+    {
+        if (!Environment.IsPrivilegedProcess) Assert.Fail("this test needs root (CAP_SYS_NICE) to raise a thread's priority");
+        int pid = Environment.ProcessId;
+        Marshal.SetLastPInvokeError(0);
+        int mainBefore = getpriority(PrioProcess, pid);
+        Assert.Equal(0, Marshal.GetLastPInvokeError());
+        const int ordinary = 6; // as if the replica were started with `nice -n 6`
+        Assert.Equal(0, setpriority(PrioProcess, pid, ordinary));
+        try
+        {
+            int? raised = null, restored = null, beforeRaise = null;
+            bool raisedOk = false, restoredOk = false;
+            var t = new Thread(() =>
+            {
+                Assert.Equal(0, setpriority(PrioProcess, 0, 2)); // a thread's own value before (inherited or set) does not matter
+                beforeRaise = KernelNice();
+                raisedOk = ThreadPools.RaiseCurrentThread();
+                raised = KernelNice();
+                restoredOk = ThreadPools.RestoreCurrentThread();
+                restored = KernelNice();
+            });
+            t.Start();
+            Assert.True(t.Join(TimeSpan.FromSeconds(30)), "the thread did not finish within 30 s");
+            Assert.Equal(2, beforeRaise);
+            Assert.True(raisedOk);
+            Assert.Equal(ThreadPools.AckPathNice, raised);
+            Assert.True(restoredOk);
+            Assert.Equal(ordinary, restored);
+        }
+        finally { setpriority(PrioProcess, pid, mainBefore); }
+    }
+}
