@@ -37,10 +37,14 @@ public sealed class ExecutionLoop
         c.Yield = false;
         while (true)
         {
-            if (c.InstructionCount >= c.StopAt) return RunResult.ReachedStop;
+            // StopAt is read once: another thread may lower it to 0 at any moment (a host event asks for a stop at
+            // the next block), and a second read between the check and the subtraction would make `left` wrap
+            // around, so the block would run whole past a deterministic stop (a checkpoint due inside it)
+            ulong stopAt = Volatile.Read(ref c.StopAt);
+            if (c.InstructionCount >= stopAt) return RunResult.ReachedStop;
             Block b = code.Lookup(c.Rip);
             int n = b.Count;
-            ulong left = c.StopAt - c.InstructionCount;
+            ulong left = stopAt - c.InstructionCount;
             if ((ulong)n > left) n = (int)left; // stop inside this block: the tail is not executed
             Block[]? region = null;
             try
