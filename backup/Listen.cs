@@ -560,7 +560,8 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
     /// <summary>Refuses the primary on its data link with the reason and waits for a primary again (nothing was kept).</summary>
     void RefuseLink(DataLink link, string reason)
     {
-        link.TrySend(new BackupMessage { Refused = new Refused { Reason = reason } });
+        if (link.TrySend(new BackupMessage { Refused = new Refused { Reason = reason } }))
+            link.EndAfterLastMessage(TimeSpan.FromSeconds(2)); // the primary reads the refusal, then closes its side
         Unclaim(reason);
     }
 

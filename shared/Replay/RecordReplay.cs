@@ -574,8 +574,6 @@ public sealed class ReplayBoundary : IBoundary
     {
         _r = reader;
         _follow = follow;
-        // a follower may go live: its takeover's code is compiled while it follows, not when the primary dies
-        if (follow != null) TakeoverWarmup.Start();
         _interval = reader.Header.CheckpointInterval;
         _checkpointDue = Recording.FirstCheckpoint(_interval);
         if (showOutput) { _stdout = Console.OpenStandardOutput(); _stderr = Console.OpenStandardError(); }
@@ -683,6 +681,7 @@ public sealed class ReplayBoundary : IBoundary
         {
             long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
             var report = TakeoverAgent.AttachHost(_k).ToList();
+            report.AddRange(_k.RearmTimers()); // the interval and POSIX timers the guest had set fire on this host now
             // the virtual interface (if the guest has one) comes up here with the replayed connections
             if (_k.Nic is { } nic)
             {

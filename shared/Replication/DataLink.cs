@@ -277,6 +277,31 @@ public sealed class DataLink : IDisposable
         try { _socket.Shutdown(SocketShutdown.Send); } catch (Exception e) when (e is SocketException or ObjectDisposedException) { }
     }
 
+    /// <summary>
+    /// Ends this side after its last message (a refusal): no more sends (FIN), then what the peer still sends is read
+    /// and dropped until it closes its side or <paramref name="bound"/> passes. Closing a socket with unread bytes
+    /// (heartbeats, a snapshot's chunks in flight) makes the kernel reset the connection, and a peer that is reset can
+    /// lose the last message before reading it: a refused standby's peer then saw a broken link, not the refusal.
+    /// The reader thread only.
+    /// </summary>
+    public void EndAfterLastMessage(TimeSpan bound)
+    {
+        ShutdownSend();
+        var deadline = Environment.TickCount64 + (long)bound.TotalMilliseconds;
+        var drop = new byte[16 * 1024];
+        try
+        {
+            while (true)
+            {
+                long left = deadline - Environment.TickCount64;
+                if (left <= 0) return;
+                _socket.ReceiveTimeout = (int)left;
+                if (_stream.Read(drop) == 0) return;
+            }
+        }
+        catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException) { }
+    }
+
     /// <summary>Breaks the link: a thread blocked reading or writing it returns with an error (any thread, once).</summary>
     public void Close()
     {

@@ -104,6 +104,33 @@ public class ReplicationTests(ITestOutputHelper output)
         Assert.True(stats.Num("outputHoldP50Ms") >= 140, p.Stderr);
     }
 
+    /// <summary>
+    /// A backup that replayed the log from record 1 and takes over arms the guest's interval and POSIX timers on its
+    /// host from the settings its replay kept (alarmtick waits for nothing but them): the ticks go on, each once.
+    /// </summary>
+    [Fact]
+    public void TimersSetBeforeAFailoverKeepFiringOnTheBackup()
+    {
+        string arbiter = TempFile(".lock"), stop = TempFile(".stop");
+        try
+        {
+            var (b, url) = Replicas.StartBackup("--arbiter", arbiter, "--timeout-ms", "1000");
+            using var _ = b;
+            using var p = Replicas.Primary("--backup", url, "--arbiter", arbiter, "--", GuestEnv.Guest("alarmtick", "musl"), stop, "20");
+            Assert.True(p.WaitFor(() => Replicas.Lines(p.Stdout) >= 20, Long), "the guest ticks:\n" + p.Stderr);
+            p.KillHard();
+            var took = b.WaitForEvent(ReplicaEvent.TookOver, Long);
+            Assert.True(b.WaitFor(() => Replicas.Lines(b.Stdout) >= 30, Long), "the backup's timers fire after the takeover:\n" + b.Stderr);
+            File.WriteAllBytes(stop, []);
+            int? code = b.WaitForExit(Long);
+            output.WriteLine($"backup {code}:\n{b.Stderr}");
+            Assert.Equal(0, code);
+            Assert.Contains(b.Events, e => e.Name == ReplicaEvent.TakeoverDescriptor && e.Str("detail")!.StartsWith("interval timer ITIMER_REAL: armed again"));
+            SnapshotJoinTests.AssertTicksContinue(p.Stdout, b.Stdout, (int)took.Long("resumeStdoutAt")!.Value);
+        }
+        finally { Replicas.DeleteArbiter(arbiter); File.Delete(stop); }
+    }
+
     [Fact]
     public void FailoverAtRandomMomentsKeepsStdoutContinuous()
     {

@@ -3,8 +3,11 @@ using CpuT = ReVirt.Cpu.VirtualCpu;
 
 namespace ReVirt.Linux;
 
-/// <summary>Interval timers (setitimer, alarm): host timers that post signals to the guest. They exist only in a
-/// live or recording run (they are created inside host operations); a replay receives the signals from the log.</summary>
+/// <summary>Interval timers (setitimer, alarm) and POSIX timers: host timers that post signals to the guest. The host
+/// timers exist only in a live or recording run (they are created inside host operations); a replay receives the
+/// signals from the log. Every replica keeps each timer's setting in the VM (armed, first expiry on CLOCK_REALTIME from
+/// a logged clock reading, interval), so a machine snapshot carries it and a replica that goes live arms its host
+/// timers again from it (<see cref="RearmTimers"/>).</summary>
 public sealed partial class Kernel
 {
     sealed class HostTimer : HostTimerBase { }
@@ -34,19 +37,19 @@ public sealed partial class Kernel
         if (which < 0 || which > 2) return -Errno.EINVAL;
         byte[]? nv = newAddr != 0 ? Mem.ReadBytes(newAddr, 32) : null;
         if (oldAddr != 0) CheckWritable(oldAddr, 32);
-        return Host(cpu, Nr.setitimer, () =>
+        var t = _itimers[which];
+        DateTime now = nv != null ? TimerNow(cpu) : default;
+        bool ran = false;
+        long r = Host(cpu, Nr.setitimer, () =>
         {
+            ran = true;
             var res = HostResult.Of(0);
-            var t = _itimers[which];
             if (oldAddr != 0) res.Write(oldAddr, EncodeItimer(t));
-            if (nv != null)
-            {
-                var interval = ToSpan(nv, 0);
-                var value = ToSpan(nv, 16);
-                ArmTimer(_itimers[which], TimerSignal(which), value, interval);
-            }
+            if (nv != null) ArmTimer(t, TimerSignal(which), now, ToSpan(nv, 16), ToSpan(nv, 0));
             return res;
         }).Value;
+        if (nv != null && !ran && r == 0) SetTimer(t, now, ToSpan(nv, 16), ToSpan(nv, 0));
+        return r;
     }
 
     long Getitimer(CpuT cpu, int which, ulong addr)
@@ -58,13 +61,18 @@ public sealed partial class Kernel
 
     long Alarm(CpuT cpu, uint seconds)
     {
-        return Host(cpu, Nr.alarm, () =>
+        var t = _itimers[0];
+        DateTime now = TimerNow(cpu);
+        bool ran = false;
+        long r = Host(cpu, Nr.alarm, () =>
         {
-            var t = _itimers[0];
+            ran = true;
             long remaining = t.Timer == null ? 0 : (long)Math.Ceiling(Math.Max(0, (t.Due - DateTime.UtcNow).TotalSeconds));
-            ArmTimer(_itimers[0], TimerSignal(0), TimeSpan.FromSeconds(seconds), TimeSpan.Zero);
+            ArmTimer(t, TimerSignal(0), now, TimeSpan.FromSeconds(seconds), TimeSpan.Zero);
             return HostResult.Of(remaining);
         }).Value;
+        if (!ran) SetTimer(t, now, TimeSpan.FromSeconds(seconds), TimeSpan.Zero);
+        return r;
     }
 
     static TimeSpan ToSpan(byte[] b, int o)
@@ -129,23 +137,26 @@ public sealed partial class Kernel
         if (!_posixTimers.TryGetValue(id, out var t)) return -Errno.EINVAL;
         var nv = Mem.ReadBytes(newAddr, 32);
         if (oldAddr != 0) CheckWritable(oldAddr, 32);
-        return Host(cpu, Nr.timer_settime, () =>
+        var interval = SpanNs(nv, 0);
+        var value = SpanNs(nv, 16);
+        if ((flags & Clocks.TIMER_ABSTIME) != 0 && value > TimeSpan.Zero)
         {
+            // TIMER_ABSTIME: the value is a point on the timer's clock (read once, logged)
+            value -= TimeSpan.FromTicks(TimerClockNow(cpu, t.Clock) / 100);
+            if (value <= TimeSpan.Zero) value = TimeSpan.FromTicks(1);
+        }
+        DateTime now = TimerNow(cpu);
+        bool ran = false;
+        long r = Host(cpu, Nr.timer_settime, () =>
+        {
+            ran = true;
             var res = HostResult.Of(0);
             if (oldAddr != 0) res.Write(oldAddr, EncodeItimerspec(t));
-            var interval = SpanNs(nv, 0);
-            var value = SpanNs(nv, 16);
-            if ((flags & 1) != 0 && value > TimeSpan.Zero)
-            {
-                // TIMER_ABSTIME: the value is a point on the timer's clock
-                var now = new byte[16];
-                unsafe { fixed (byte* p = now) HostSys.Call(Nr.clock_gettime, t.Clock, (long)p); }
-                value -= SpanNs(now, 0);
-                if (value <= TimeSpan.Zero) value = TimeSpan.FromTicks(1);
-            }
-            ArmTimer(t, t.Signal, value, interval);
+            ArmTimer(t, t.Signal, now, value, interval);
             return res;
         }).Value;
+        if (!ran && r == 0) SetTimer(t, now, value, interval);
+        return r;
     }
 
     long TimerGettime(CpuT cpu, int id, ulong addr)
@@ -158,26 +169,81 @@ public sealed partial class Kernel
     long TimerDelete(CpuT cpu, int id)
     {
         if (!_posixTimers.Remove(id, out var t)) return -Errno.EINVAL;
-        Host(cpu, Nr.timer_delete, () => { t.Timer?.Dispose(); t.Timer = null; t.Armed = false; return HostResult.Of(0); });
+        Host(cpu, Nr.timer_delete, () => { t.Timer?.Dispose(); t.Timer = null; return HostResult.Of(0); });
+        t.Armed = false;
         return 0;
     }
 
-    void ArmTimer(HostTimerBase t, int sig, TimeSpan value, TimeSpan interval)
+    /// <summary>The time a timer is set at: CLOCK_REALTIME read once and logged, so every replica keeps the same
+    /// setting (<see cref="HostTimerBase.Due"/> is on that clock).</summary>
+    DateTime TimerNow(CpuT cpu) => DateTime.UnixEpoch + TimeSpan.FromTicks(TimerClockNow(cpu, Clocks.REALTIME) / 100);
+
+    /// <summary>The VM's record of a timer set at <paramref name="now"/> to expire after <paramref name="value"/> (zero:
+    /// disarmed), then every <paramref name="interval"/> (zero: once). Every replica keeps it, a replay too.</summary>
+    static void SetTimer(HostTimerBase t, DateTime now, TimeSpan value, TimeSpan interval)
+    {
+        t.Armed = value > TimeSpan.Zero;
+        t.Due = t.Armed ? now + value : default;
+        t.Interval = t.Armed ? interval : TimeSpan.Zero;
+    }
+
+    /// <summary>Sets the timer (<see cref="SetTimer"/>) and arms its host timer (live or recording only).</summary>
+    void ArmTimer(HostTimerBase t, int sig, DateTime now, TimeSpan value, TimeSpan interval)
+    {
+        SetTimer(t, now, value, interval);
+        ArmHostTimer(t, sig);
+    }
+
+    /// <summary>A host timer that posts <paramref name="sig"/> at the timer's <see cref="HostTimerBase.Due"/> and then
+    /// every interval, keeping the VM's record current (the next expiry; a one-shot timer that fired is disarmed).</summary>
+    void ArmHostTimer(HostTimerBase t, int sig)
     {
         t.Timer?.Dispose();
         t.Timer = null;
-        t.Armed = false;
-        if (value <= TimeSpan.Zero) return;
-        t.Due = DateTime.UtcNow + value;
-        t.Interval = interval;
-        t.Armed = true;
+        if (!t.Armed) return;
+        var first = t.Due - DateTime.UtcNow;
+        if (first < TimeSpan.Zero) first = TimeSpan.Zero;
         t.Timer = new Timer(_ =>
         {
             if (Exited) return;
             if (t.Interval > TimeSpan.Zero) t.Due = DateTime.UtcNow + t.Interval;
             else t.Armed = false;
             if (sig != 0) PostHostSignal(sig);
-        }, null, value, interval > TimeSpan.Zero ? interval : Timeout.InfiniteTimeSpan);
+        }, null, first, t.Interval > TimeSpan.Zero ? t.Interval : Timeout.InfiniteTimeSpan);
+    }
+
+    /// <summary>
+    /// A replica that has just gone live (its replay, or a snapshot it restored, kept the timers' settings but no host
+    /// timers) arms its host timers again from the VM's record: a periodic timer at its next expiry after now (the
+    /// expiries the old primary had are in the log), a one-shot timer at its expiry if that is still ahead. A one-shot
+    /// timer whose expiry has passed expired on the old primary: its signal reached the guest if the log holds it,
+    /// and it is disarmed. Returns one line per timer for the takeover's report.
+    /// </summary>
+    public List<string> RearmTimers()
+    {
+        var report = new List<string>();
+        var now = DateTime.UtcNow;
+        void One(string name, HostTimerBase t, int sig)
+        {
+            if (!t.Armed || t.Timer != null) return;
+            if (t.Due <= now)
+            {
+                if (t.Interval <= TimeSpan.Zero)
+                {
+                    t.Armed = false;
+                    report.Add($"{name}: expired {(now - t.Due).TotalMilliseconds:F0} ms before the takeover, disarmed");
+                    return;
+                }
+                long periods = (now - t.Due).Ticks / t.Interval.Ticks + 1;
+                t.Due += TimeSpan.FromTicks(periods * t.Interval.Ticks);
+            }
+            ArmHostTimer(t, sig);
+            report.Add($"{name}: armed again, next expiry in {(t.Due - now).TotalMilliseconds:F0} ms{(t.Interval > TimeSpan.Zero ? $", then every {t.Interval.TotalMilliseconds:F0} ms" : "")}");
+        }
+        string[] names = ["ITIMER_REAL", "ITIMER_VIRTUAL", "ITIMER_PROF"];
+        for (int i = 0; i < _itimers.Length; i++) One($"interval timer {names[i]}", _itimers[i], TimerSignal(i));
+        foreach (var (id, t) in _posixTimers.OrderBy(kv => kv.Key)) One($"POSIX timer {id}", t, t.Signal);
+        return report;
     }
 
     static TimeSpan SpanNs(byte[] b, int o)
