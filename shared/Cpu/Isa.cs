@@ -150,7 +150,24 @@ public static unsafe partial class Isa
     {
         c.R[VirtualCpu.RCX] = c.Rip;
         c.R[11] = c.Rflags;
-        c.Host.Syscall(c);
+        ulong before = AtExactCount(c);
+        try { c.Host.Syscall(c); }
+        finally { c.InstructionCount -= before; }
+    }
+
+    /// <summary>
+    /// The host is called from inside a block (a syscall, rdtsc): the instruction count it sees — the position the
+    /// log gives the event — must be the exact number of instructions retired before this one, not the count at the
+    /// start of the running block, which depends on where blocks start (a stop inside a block starts a new one there,
+    /// and the recording stops where a replay does not). Adds the instructions of the block before this one
+    /// (<see cref="VirtualCpu.BlockIndex"/>, in both tiers) to the count; the caller takes them off again after the
+    /// call, since the execution loop (or the compiled code) counts the block when it ends.
+    /// </summary>
+    static ulong AtExactCount(VirtualCpu c)
+    {
+        ulong before = (ulong)c.BlockIndex;
+        c.InstructionCount += before;
+        return before;
     }
 
     static void Cpuid(VirtualCpu c, ref Instruction i)
@@ -161,7 +178,9 @@ public static unsafe partial class Isa
 
     static void Rdtsc(VirtualCpu c, ref Instruction i)
     {
-        ulong t = c.Host.ReadTimestampCounter(c);
+        ulong before = AtExactCount(c), t;
+        try { t = c.Host.ReadTimestampCounter(c); }
+        finally { c.InstructionCount -= before; }
         c.R[VirtualCpu.RAX] = (uint)t; c.R[VirtualCpu.RDX] = t >> 32;
     }
 

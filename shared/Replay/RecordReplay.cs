@@ -393,7 +393,26 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
     }
 
     public ulong NextStop(Kernel kernel, CpuT cpu)
-        => kernel.HostEventsPending ? cpu.InstructionCount : _nextCheckpoint;
+    {
+        if (kernel.HostEventsPending) return cpu.InstructionCount;
+        if (ExtraStopsWithin == 0) return _nextCheckpoint;
+        _extraStops ??= new Random(ExtraStopsSeed);
+        return Math.Min(_nextCheckpoint, cpu.InstructionCount + 1 + (ulong)_extraStops.NextInt64((long)ExtraStopsWithin));
+    }
+
+    /// <summary>
+    /// Stops of the guest's run that only this recording makes, for tests of the property that they change nothing
+    /// (a replay stops only where the log has a record): when non-zero, the guest also stops after a pseudo-random
+    /// number of instructions in [1, ExtraStopsWithin] — inside blocks as at their ends — where nothing is due and
+    /// nothing is logged, as at a stop for a flush (<see cref="FlushInterval"/>) or a snapshot
+    /// (<see cref="RunAtNextStop"/>). Zero (the default): the recording stops only for checkpoints and host events.
+    /// </summary>
+    public ulong ExtraStopsWithin { get; init; }
+
+    /// <summary>Seed of the pseudo-random distances of <see cref="ExtraStopsWithin"/>.</summary>
+    public int ExtraStopsSeed { get; init; }
+
+    Random? _extraStops;
 
     public void AtStop(Kernel kernel, CpuT cpu)
     {
