@@ -35,11 +35,15 @@ namespace ReVirt.Log;
 /// Exit record: the record count and the SHA-256 of every byte before it. No byte may follow it. A log without
 /// it ended early (the recorder crashed or the file was cut at any point, record boundaries included); a log
 /// with bytes after it is refused. v1 logs had no such record and are refused as another version.</para>
+/// <para><b>v3.</b> A syscall's or an RDTSC's position is the exact count of instructions retired before it (v2
+/// logged the count at the start of its block, which moved when a recording stopped inside a block), and setting an
+/// interval or POSIX timer logs the clock reading it is armed from. A v2 log would replay into a divergence, so it is
+/// refused as another version.</para>
 /// </remarks>
 public static class LogFormat
 {
     /// <summary>The format version this build writes and reads.</summary>
-    public const ushort CurrentVersion = 2;
+    public const ushort CurrentVersion = 3;
 
     /// <summary>The 8 magic bytes opening every log: "RVLOG", 0, 0, 1.</summary>
     public static ReadOnlySpan<byte> Magic => "RVLOG\0\0\u0001"u8;
