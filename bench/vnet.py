@@ -141,20 +141,28 @@ def shutdown(net, addr):
     subprocess.run(client(net, sys.executable, '-c', code), check=True, timeout=120)
 
 
-def throughput(runs, seconds, connections):
+def alternating(runs, connections, measure, describe):
+    """Every (connections, mode, network) measured `runs` times, modes and networks alternating within each run:
+    {key: [measure(net, addr, conns) per run]}; each server is shut down and waited for before the next starts."""
     res = {}
     for conns in connections:
         for _ in range(runs):
             for mode in ('run', 'protect'):
                 for net in ('host', 'virtual'):
                     p, b, addr = start(mode, net)
-                    v = load(net, addr, conns, seconds)
+                    v = measure(net, addr, conns)
                     shutdown(net, addr)
                     p.p.wait(timeout=120)
                     if b:
                         b.p.wait(timeout=120)
                     res.setdefault((conns, mode, net), []).append(v)
-                    print(conns, mode, net, f"{v['rate']:.0f} req/s p50 {v['p50_ms']:.3f} p99 {v['p99_ms']:.3f}", flush=True)
+                    print(conns, mode, net, describe(v), flush=True)
+    return res
+
+
+def throughput(runs, seconds, connections):
+    res = alternating(runs, connections, lambda net, addr, conns: load(net, addr, conns, seconds),
+                      lambda v: f"{v['rate']:.0f} req/s p50 {v['p50_ms']:.3f} p99 {v['p99_ms']:.3f}")
     return {k: sorted(v, key=lambda x: x['rate'])[len(v) // 2] for k, v in res.items()}
 
 
@@ -177,19 +185,8 @@ def redis_benchmark(net, addr, conns, requests):
 
 def redis_throughput(runs, requests, connections):
     """Medians of redis-benchmark's SET and GET rates per (connections, mode, network); modes and networks alternate."""
-    res = {}
-    for conns in connections:
-        for _ in range(runs):
-            for mode in ('run', 'protect'):
-                for net in ('host', 'virtual'):
-                    p, b, addr = start(mode, net)
-                    v = redis_benchmark(net, addr, conns, requests)
-                    shutdown(net, addr)
-                    p.p.wait(timeout=120)
-                    if b:
-                        b.p.wait(timeout=120)
-                    res.setdefault((conns, mode, net), []).append(v)
-                    print(conns, mode, net, ', '.join(f"{t.upper()} {v[t]['rate']:.0f} req/s p50 {v[t]['p50_ms']:.3f}" for t in REDIS_TESTS), flush=True)
+    res = alternating(runs, connections, lambda net, addr, conns: redis_benchmark(net, addr, conns, requests),
+                      lambda v: ', '.join(f"{t.upper()} {v[t]['rate']:.0f} req/s p50 {v[t]['p50_ms']:.3f}" for t in REDIS_TESTS))
     return {k: {t: sorted((x[t] for x in v), key=lambda y: y['rate'])[len(v) // 2] for t in REDIS_TESTS} for k, v in res.items()}
 
 
