@@ -305,14 +305,14 @@ def thread_stats(pid):
     return out
 
 
-def kv_profile(seconds, connections, mode, perf_dir=None):
+def kv_profile(seconds, connections, mode, perf_dir=None, bin_dir=BIN):
     """Where a request's time goes: `primary run` or `primary protect` of kvserver under the closed-loop load; per
     thread of each replica, CPU microseconds and context switches per request over the measured window (after the
     warm-up)."""
     build_kvload()
     for conns in connections:
         port = free_port()
-        p, b = kv_server(mode, port)
+        p, b = kv_server(mode, port, bin_dir)
         procs = [('primary', p.p.pid)] + ([('backup', b.p.pid)] if b else [])
         proc = subprocess.Popen([KVLOAD, str(port), str(conns), str(seconds), str(KV_WARMUP)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         time.sleep(KV_WARMUP)
@@ -333,7 +333,7 @@ def kv_profile(seconds, connections, mode, perf_dir=None):
         p.p.wait(timeout=120)
         if b:
             b.p.wait(timeout=120)
-        print(f'{mode}, {conns} connections: {v["rate"]:.0f} requests/s, p50 {v["p50_ms"]:.3f} ms, p99 {v["p99_ms"]:.3f} ms; '
+        print(f'{mode} ({bin_dir}), {conns} connections: {v["rate"]:.0f} requests/s, p50 {v["p50_ms"]:.3f} ms, p99 {v["p99_ms"]:.3f} ms; '
               f'load average {os.getloadavg()[0]:.1f}; per request over {wall:.1f} s:')
         print('| replica | thread | CPU µs | voluntary switches | involuntary switches |')
         print('|---|---|---|---|---|')
@@ -349,7 +349,11 @@ def kv_profile(seconds, connections, mode, perf_dir=None):
             for cpu, vol, inv, name in sorted(rows, reverse=True):
                 print(f'| {n} | {name} | {cpu:.1f} | {vol:.2f} | {inv:.2f} |')
             print(f'| {n} | all | {tot[0] * 1e6 / requests:.1f} | {tot[1] / requests:.2f} | {tot[2] / requests:.2f} |')
-        if p.text():
+        m = re.search(r'(\d+) batches', p.text())
+        if m:
+            # over the whole run (warm-up and shutdown included): the batches the link carried per request served
+            total = v['rate'] * (seconds + KV_WARMUP)
+            print(f'batches (whole run) per request: {int(m.group(1)) / total:.3f}')
             print('\n'.join(l for l in p.text().splitlines() if 'held' in l or 'lag' in l or 'batch' in l or 'trail' in l))
 
 
@@ -390,11 +394,12 @@ def main():
                     'microseconds and context switches per request under the load (one run per connection count); prints, writes nothing')
     ap.add_argument('--kv-perf', metavar='DIR', help='with --kv-profile: also `perf record -g` each replica over the measured window '
                     'into DIR/MODE-CONNECTIONS-REPLICA.data (run with DOTNET_PerfMapEnabled=1 for .NET method names)')
+    ap.add_argument('--kv-profile-bin', metavar='BIN_DIR', default=BIN, help="with --kv-profile: another build's primary.dll/backup.dll")
     a = ap.parse_args()
     global KV_WARMUP
     KV_WARMUP = a.kv_warmup
     if a.kv_profile:
-        kv_profile(a.kv_seconds, [int(x) for x in a.kv_connections.split(',')], a.kv_profile, a.kv_perf)
+        kv_profile(a.kv_seconds, [int(x) for x in a.kv_connections.split(',')], a.kv_profile, a.kv_perf, a.kv_profile_bin)
         return
     if a.kv_compare:
         kv_compare(a.runs, a.kv_seconds, [int(x) for x in a.kv_connections.split(',')], a.kv_compare)
