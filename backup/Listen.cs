@@ -186,6 +186,9 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
     public int DataPort;
     PendingLink? _pendingLink;
     volatile DataLink? _link;
+    // set before this replica closes the data link itself (its replay ended): the link thread's read then ends too,
+    // and that end is not the primary's
+    volatile string? _closingLink;
 
     /// <summary>The backup's health: serving unless its primary was lost and it has not (yet) gone live.</summary>
     public Microsoft.Extensions.Diagnostics.HealthChecks.HealthCheckResult Health()
@@ -543,6 +546,11 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         {
             PrimaryLost($"the primary sent a damaged batch: {e.Message}", silence);
         }
+        catch (IOException) when (_closingLink is { } own)
+        {
+            // this replica closed the link (its replay had ended): not a loss of the primary, and no decision
+            log.WriteLine($"backup: closed the data link to the primary: {own}");
+        }
         catch (EndOfStreamException)
         {
             if (started) PrimaryLost("the primary closed the stream without saying goodbye", silence);
@@ -883,7 +891,12 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
             log.WriteLine($"backup: refused: the replay failed: {e.GetType().Name}: {e.Message}");
             code = 2;
         }
-        _link?.Close(); // a session that did not end with the replay ends now, not when the host's shutdown gives up on it
+        // a session that did not end with the replay ends now, not when the host's shutdown gives up on it
+        if (_link is { } open)
+        {
+            _closingLink = $"its replay ended (status {code}) before the primary said goodbye";
+            open.Close();
+        }
         try { _file?.Dispose(); } catch (IOException) { }
         ExitCode = code;
         log.Flush();

@@ -66,7 +66,9 @@ public sealed class TcpFaultProxy : IDisposable
         return l;
     }
 
-    static void Start(string name, Action body) => new Thread(() => body()) { Name = name, IsBackground = true }.Start();
+    /// <summary>A relay thread stands for a wire, which no CPU load delays: it asks for the replicas' acknowledgement-path
+    /// priority (best effort; root gets it), so a loaded machine stalls the replicas rather than the link between them.</summary>
+    static void Start(string name, Action body) => new Thread(() => { ThreadPools.RaiseCurrentThread(); body(); }) { Name = name, IsBackground = true }.Start();
 
     public int Port => ((IPEndPoint)_l.LocalEndPoint!).Port;
     public string Url => $"http://127.0.0.1:{Port}";
@@ -117,8 +119,7 @@ public sealed class TcpFaultProxy : IDisposable
     void Relay(Socket from, Socket to)
     {
         var q = new BlockingCollection<(long Due, byte[] Bytes)>();
-        var writer = new Thread(() => Write(q, to)) { Name = "relay-writer", IsBackground = true };
-        writer.Start();
+        Start("relay-writer", () => Write(q, to));
         var buf = new byte[65536];
         try
         {

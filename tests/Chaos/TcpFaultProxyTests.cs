@@ -2,6 +2,7 @@ using System.Net;
 using System.Net.Sockets;
 using System.Text;
 using ReVirt.Chaos;
+using ReVirt.Tests.Replication;
 using Xunit;
 
 namespace ReVirt.Tests.Chaos;
@@ -19,9 +20,7 @@ public class TcpFaultProxyTests
     [Fact]
     public void RelaysWhileThePoolOfItsProcessIsStarved()
     {
-        using var target = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        target.Bind(new IPEndPoint(IPAddress.Loopback, 0));
-        target.Listen(1);
+        using var target = Replicas.LoopbackListener();
         new Thread(() =>
         {
             try

@@ -24,9 +24,7 @@ public class DataLinkTests
     [Fact]
     public void ASendThePeerDoesNotTakeEndsTheLinkWithinItsBound()
     {
-        using var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
-        listener.Listen(1);
+        using var listener = Replicas.LoopbackListener();
         byte[] secret = RandomNumberGenerator.GetBytes(32), ticket = RandomNumberGenerator.GetBytes(DataLink.TicketBytes);
         Socket? peer = null;
         var backup = new Thread(() =>

@@ -26,6 +26,15 @@ public static class Replicas
     /// link can be cut silently: a partition (give the primary <see cref="TcpFaultProxy.PrimaryArgs"/>).</summary>
     public static TcpFaultProxy LinkTo(ReplicaProc b) => TcpFaultProxy.To(b.WaitForEvent(ReplicaEvent.Listening, TimeSpan.FromSeconds(60)));
 
+    /// <summary>A listening TCP socket on a free loopback port (a peer a test plays itself).</summary>
+    public static Socket LoopbackListener()
+    {
+        var l = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        l.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        l.Listen(1);
+        return l;
+    }
+
     /// <summary>Starts a backup on a free loopback port and returns it with its URL (from its listening event).</summary>
     public static (ReplicaProc Backup, string Url) StartBackup(params string[] args)
     {
