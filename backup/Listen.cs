@@ -758,6 +758,7 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
             Root = RootIdentities.Of(Recording.OptionsFrom(header, s.Root).Root),
             Events = s.Events,
             Role = "backup",
+            ExitWatch = true,
             Stop = code => Environment.Exit(code),
         }, log, store);
         using (var prefix = new FileStream(_logPath, FileMode.Open, FileAccess.Read, FileShare.ReadWrite))
