@@ -39,6 +39,7 @@ public static unsafe class ExitWatch
     const int RobustListHeadBytes = 24;
     const int MfdCloexec = 1, ProtRead = 1, ProtWrite = 2, MapShared = 1, ShutRdWr = 2, PollIn = 1;
     const int ETimedOut = 110, EAgain = 11, EIntr = 4;
+    const int CloseRangeCloexec = 1 << 2; // CLOSE_RANGE_CLOEXEC (Linux 5.11): mark, do not close
 
     /// <summary>What the watcher prints once it holds the descriptors and waits.</summary>
     const string WatchingLine = "watching";
@@ -82,6 +83,10 @@ public static unsafe class ExitWatch
             p.ErrorDataReceived += (_, e) => { if (e.Data != null) w.Errors.Enqueue(e.Data); };
             p.OutputDataReceived += (_, e) => { if (e.Data == WatchingLine) watching(w.Pid); };
             p.Exited += (_, _) => { if (!w.Disposed && w.Failure is { } f) failed(f); };
+            // the watcher must hold none of this process's descriptors but the two it takes itself: one the guest opened
+            // without O_CLOEXEC would stay open in it (a socket the guest closes would not be closed while it lives).
+            // This process never executes another program (a guest's execve is the VM's), so marking them all costs nothing.
+            HostSys.Call(Nr.close_range, 3, uint.MaxValue, CloseRangeCloexec);
             p.Start();
             p.BeginErrorReadLine();
             p.BeginOutputReadLine();
