@@ -679,6 +679,7 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         log.WriteLine($"backup: primary lost: {reason}; holding the log up to record #{Held}; draining {_pipe.Buffered} bytes");
         s.Events.Emit(ReplicaEvent.PrimaryLost, ("reason", reason), ("held", Held),
             ("longestSilenceMs", silence?.LongestMs), ("silences", silence?.Histogram), ("silenceBoundMs", silence?.BoundMs));
+        RushDrain();
         // the takeover (on the replay thread, after the drain) asks for the decision under this lock, so what is done
         // here comes first, while the replay drains
         lock (_decide)
@@ -688,6 +689,28 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
             PrepareTakeover();
         }
     }
+
+    /// <summary>
+    /// The clients wait for the drain: the replay thread replays it as a real-time thread (SCHED_RR 1, when allowed),
+    /// for at most <see cref="DrainRushMs"/> (then raised as before): the replay-lag bound keeps a drain to tens of
+    /// milliseconds of replay, but one that is long after all (a replay the primary stopped waiting for) must not
+    /// hold a CPU from the machine's other work. Not for a standby still replaying the backlog it joined with.
+    /// </summary>
+    void RushDrain()
+    {
+        if (Interlocked.Read(ref _replayTid) is not (> 0 and var tid)) return;
+        if (_hello is { LiveSequence: > 0 } joined && (_boundary?.RecordsConsumed ?? 0) < joined.LiveSequence) return;
+        lock (_rush)
+        {
+            if (_rushEnded || !ThreadPools.MakeRealtime(tid)) return;
+            _rushTimer = new Timer(_ => { lock (_rush) if (!_rushEnded) { _rushEnded = true; ThreadPools.MakeRaised(tid); } }, null, DrainRushMs, Timeout.Infinite);
+        }
+    }
+    const int DrainRushMs = 1000;
+    readonly object _rush = new();
+    bool _rushEnded;
+    Timer? _rushTimer;
+    long _replayTid;
 
     /// <summary>
     /// As the primary is lost (under <see cref="_decide"/>, while the replay drains): a guest with a virtual
@@ -750,7 +773,11 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
             ("resumeStdoutAt", p.ResumeStdoutAt), ("logStdoutBytes", p.LogStdoutBytes), ("resumeStderrAt", p.ResumeStderrAt),
             ("checkpointInstruction", cp?.Instruction), ("checkpointDigest", cp?.Digest), ("term", r.Term));
         log.Flush();
-        ThreadPools.RestoreCurrentThread(); // the replay thread runs the live guest from here: an ordinary thread again
+        lock (_rush) { _rushEnded = true; _rushTimer?.Dispose(); } // the drain is over (a rush of it ends here)
+        // the go-live work until the clients are served again (the interface up, announced, its connections' segments
+        // resent) is a few ms of CPU that waited ~200 ms for time slices at load 20-40: it runs as a real-time thread,
+        // and the thread is an ordinary one again before the live guest runs on it (ServingAgain)
+        ThreadPools.MakeCurrentThreadRealtime();
         return true;
     }
 
@@ -778,6 +805,7 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
             Root = RootIdentities.Of(Recording.OptionsFrom(header, s.Root).Root),
             Events = s.Events,
             Role = "backup",
+            ExitWatch = true,
             Stop = code => Environment.Exit(code),
         }, log, store);
         using (var prefix = new FileStream(_logPath, FileMode.Open, FileAccess.Read, FileShare.ReadWrite))
@@ -827,6 +855,11 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
     {
         TakeOver = TakeOver,
         WentLive = report => { foreach (var line in report) s.Events.Emit(ReplicaEvent.TakeoverDescriptor, ("detail", line)); },
+        ServingAgain = up =>
+        {
+            if (up != null) s.Events.Emit(ReplicaEvent.TakeoverDescriptor, ("detail", up));
+            ThreadPools.MakeCurrentThreadOrdinary(); // the replay thread runs the live guest from here
+        },
         SharedStorage = s.SharedStorage,
         Continue = (p, from) => ContinueRecording(p, from, header),
     };
@@ -839,6 +872,7 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         // a takeover replays whatever the replay trails by, and the primary slows its guest while the replay trails
         // by more than its bound: on a loaded machine the replay must not queue behind other work for its time slices
         ThreadPools.RaiseCurrentThread();
+        _replayTid = ThreadPools.CurrentThreadId();
         try
         {
             Machine m;

@@ -5,6 +5,9 @@ using ReVirt.Linux;
 using ReVirt.Log;
 using ReVirt.Replay;
 
+// the exit watch a replica that took over starts beside itself when it re-protects (internal verb: ExitWatch)
+if (args.Length > 0 && args[0] == ReVirt.Replication.ExitWatch.Verb) return ReVirt.Replication.ExitWatch.RunWatcher(args);
+
 var root = new RootCommand("ReVirt backup: replays recorded executions (and, with replication, follows a primary).");
 
 var logFile = new Argument<FileInfo>("file") { Description = "An event log written by `primary record`." };

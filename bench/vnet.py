@@ -201,7 +201,14 @@ def kill_once(i, seconds, bin_dir=BIN):
     try:
         t = threading.Thread(target=lambda: result.update(load('virtual', addr, 64, seconds, trace)))
         t.start()
-        time.sleep(1 + seconds / 3)
+        # the kill lands once every connection is established and requests flow (kvload's trace has its first lines:
+        # it connects all of them before its first request), then a third of the load later: on an overloaded machine
+        # a fixed delay could kill while clients were still connecting (their SYN then waits for its 1 s timer, which
+        # is no stall of the takeover's) or before any request was in flight
+        t0 = time.time()
+        while time.time() - t0 < 120 and t.is_alive() and not (os.path.exists(trace) and os.path.getsize(trace) > 0):
+            time.sleep(0.01)
+        time.sleep(seconds / 3)
         killed_ms = time.time() * 1000
         killed_mono = time.monotonic()  # kvload's trace clock (CLOCK_MONOTONIC, the same in every namespace)
         p.p.send_signal(signal.SIGKILL)

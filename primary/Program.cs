@@ -5,6 +5,9 @@ using ReVirt.Linux;
 using ReVirt.Log;
 using ReVirt.Replay;
 
+// the exit watch a protected replica starts beside itself (internal verb: ExitWatch), before anything else is built
+if (args.Length > 0 && args[0] == ReVirt.Replication.ExitWatch.Verb) return ReVirt.Replication.ExitWatch.RunWatcher(args);
+
 var rootOpt = new Option<string>("--root")
 {
     Description = "Directory the guest sees as '/'. Guest paths cannot leave it through '..' or symlinks.",
@@ -76,6 +79,10 @@ var caOpt = new Option<string?>("--ca") { Description = "Mutual TLS: the CA cert
 var eventsOpt = new Option<string?>("--events") { Description = "Report what happens as JSON lines (one event per line: protected, backup-lost, unprotected, fenced, exit, ...) to FILE or to an inherited descriptor fd:N." };
 var plantOpt = new Option<string?>("--plant") { Description = "Drills only: plant a violation the drill's checkers must report (gate-early, ignore-arbiter, snapshot-omits-page).", Hidden = true };
 plantOpt.AcceptOnlyFromAmong("gate-early", "ignore-arbiter", "snapshot-omits-page");
+var noExitWatchOpt = new Option<bool>("--no-exit-watch")
+{
+    Description = "Start no exit watch: by default a small process beside this one shuts the data link down the moment this process starts to exit (killed or ended), so the backup learns of a death at once instead of when the kernel has torn the process down and closes its sockets (tens to hundreds of ms on a loaded machine). A frozen or cut-off primary is still judged by the backup's --primary-silence-ms.",
+};
 var standbyOpt = new Option<string[]>("--standby")
 {
     Description = "URL of a standby (`backup listen --listen URL` with the same token or certificates), repeatable. Whenever this replica runs without a backup (it lost its backup and won the arbiter), it asks the standbys in turn every --standby-retry-ms until one accepts, sends it the whole log from the beginning and is protected again; output produced from then on waits for that standby's acknowledgements.",
@@ -88,7 +95,7 @@ var backupDataOpt = new Option<string?>("--backup-data") { Description = "HOST:P
 var protoOpt = new Option<uint>("--protocol-version") { Description = "Testing: announce another protocol version.", Hidden = true, DefaultValueFactory = _ => ReVirt.Replication.ReplicationProtocol.Version };
 var protect = new Command("protect", "Run like `record`, streaming the event log to a backup (`backup listen`) that replays it in lockstep and takes over if this primary dies. Output leaves the VM only once the backup holds the log up to the point where it was produced.")
 {
-    backupOpt, standbyOpt, standbyRetryOpt, storeOpt, tokenOpt, certOpt, keyOpt, caOpt, arbiterOpt, hbOpt, timeoutOpt, lagRecOpt, lagBytesOpt, replayLagOpt, backupDataOpt, eventsOpt, plantOpt, protoOpt, intervalOpt, rootOpt, cwdOpt, netOpt, ipOpt, macOpt, tapOpt, netnsOpt, statsOpt, tierOpt, program,
+    backupOpt, noExitWatchOpt, standbyOpt, standbyRetryOpt, storeOpt, tokenOpt, certOpt, keyOpt, caOpt, arbiterOpt, hbOpt, timeoutOpt, lagRecOpt, lagBytesOpt, replayLagOpt, backupDataOpt, eventsOpt, plantOpt, protoOpt, intervalOpt, rootOpt, cwdOpt, netOpt, ipOpt, macOpt, tapOpt, netnsOpt, statsOpt, tierOpt, program,
 };
 protect.SetAction(parse =>
 {
@@ -117,6 +124,7 @@ protect.SetAction(parse =>
         RootDigest = ReVirt.Replication.RootDigest.Compute(parse.GetValue(rootOpt)!),
         ProtocolVersion = parse.GetValue(protoOpt),
         Events = events,
+        ExitWatch = !parse.GetValue(noExitWatchOpt),
         Plant = parse.GetValue(plantOpt) switch
         {
             "gate-early" => ReVirt.Replication.PrimaryPlant.GateEarly,

@@ -522,6 +522,11 @@ public sealed class FollowOptions
     public required Func<TakeoverPoint, bool> TakeOver { get; init; }
     /// <summary>The machine went live: what happened to each descriptor (one line each).</summary>
     public Action<IReadOnlyList<string>>? WentLive { get; init; }
+    /// <summary>Called on the replay thread as soon as clients can be served again: a virtual interface is up,
+    /// announced and has resent what its connections need (with its line of the report, which <see cref="WentLive"/>
+    /// then leaves out), before the rest of the go-live work (host descriptors, timers); without a virtual interface
+    /// (null), once the host descriptors are attached (listeners listen again).</summary>
+    public Action<string?>? ServingAgain { get; init; }
     /// <summary>The primary's guest root is this replica's too (one directory, shared storage): the primary's file
     /// effects are already there, so this replica must not apply them again while it follows (an append would be
     /// doubled, an O_TRUNC open would cut what the primary wrote since). Files are opened when it goes live.</summary>
@@ -683,21 +688,27 @@ public sealed class ReplayBoundary : IBoundary
             _after = after;
             if (_k != null) after.Attach(_k);
         }
-        // the machine's descriptors get host descriptors of this replica: listeners listen again, files are
-        // re-opened at their offsets, the old primary's connections are reset
         if (_k != null)
         {
-            long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
-            var report = TakeoverAgent.AttachHost(_k).ToList();
-            report.AddRange(_k.RearmTimers()); // the interval and POSIX timers the guest had set fire on this host now
-            // the virtual interface (if the guest has one) comes up here with the replayed connections
+            var report = new List<string>();
+            // the virtual interface (if the guest has one) comes up first with the replayed connections: its clients
+            // wait for it (its announce and the segments it resends), nothing of theirs waits for what follows
+            string? up = null;
             if (_k.Nic is { } nic)
             {
                 long t1 = System.Diagnostics.Stopwatch.GetTimestamp();
-                string up = nic.TakeOver(this, _k.Current.Tid);
-                report.Add($"{up} (descriptors attached in {System.Diagnostics.Stopwatch.GetElapsedTime(t0, t1).TotalMilliseconds:F0} ms, " +
-                           $"interface up in {System.Diagnostics.Stopwatch.GetElapsedTime(t1).TotalMilliseconds:F0} ms)");
+                up = nic.TakeOver(this, _k.Current.Tid);
+                up += $" (interface up in {System.Diagnostics.Stopwatch.GetElapsedTime(t1).TotalMilliseconds:F0} ms)";
+                _k.Options.Diagnostics.WriteLine("backup: takeover: " + up);
+                _follow.ServingAgain?.Invoke(up);
             }
+            // the machine's descriptors get host descriptors of this replica: listeners listen again, files are
+            // re-opened at their offsets, the old primary's connections are reset
+            long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
+            report.AddRange(TakeoverAgent.AttachHost(_k));
+            report.AddRange(_k.RearmTimers()); // the interval and POSIX timers the guest had set fire on this host now
+            if (up != null) report.Add($"descriptors attached in {System.Diagnostics.Stopwatch.GetElapsedTime(t0).TotalMilliseconds:F0} ms after the interface was up");
+            else _follow.ServingAgain?.Invoke(null); // a guest on host sockets is served again once its listeners listen
             // threads parked on the old primary's host waits wait again on this host (logged wake-ups when the log goes on)
             if (_after is RecordingBoundary) _k.PostRenewedHostWaits();
             else _k.RenewHostWaits();
@@ -705,6 +716,7 @@ public sealed class ReplayBoundary : IBoundary
             _k.Options.Diagnostics.Flush();
             _follow.WentLive?.Invoke(report);
         }
+        else _follow.ServingAgain?.Invoke(null);
         EmitUnreleased(relOut, relErr);
     }
 

@@ -52,6 +52,9 @@ public sealed class DataLink : IDisposable
     public string Peer => _peer;
     readonly string _peer;
 
+    /// <summary>The socket's host descriptor (the exit watch takes a duplicate of it: <see cref="ExitWatch"/>).</summary>
+    public int Descriptor => (int)_socket.Handle;
+
     /// <summary>Environment.TickCount64 of the last message written.</summary>
     public long LastWriteTick => Interlocked.Read(ref _lastWrite);
 

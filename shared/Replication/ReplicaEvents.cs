@@ -103,6 +103,8 @@ public static class ReplicaEvent
     public const string Unprotected = "unprotected";          // arbiter, term, arbiterAsked (false: a standby lost while joining, which cannot go live: the term stays)
     public const string FinalRelease = "final-release";       // arbiter, heldBytes (the guest ended: the primary releases its last output holding the arbiter)
     public const string Fenced = "fenced";                    // reason, term
+    public const string ExitWatched = "exit-watched";         // backup, watcherPid (a process beside this replica shuts the data link down the moment this process starts to exit: ExitWatch)
+    public const string ExitUnwatched = "exit-unwatched";     // backup, reason (no exit watch: the backup learns of this process's death when the kernel closes its sockets)
     public const string ReplayStalled = "replay-stalled";    // replayed, trailMs, waitedMs, backup (the backup's replay reported no progress for the timeout while the guest waited for it: the bound on replay lag is suspended until the replay is within it again)
     // a live replica (a primary, or a backup that took over) and its standbys (--standby)
     public const string Reprotected = "reprotected";          // backup, url, term, backlogRecords, backlogBytes, unprotectedMs

@@ -62,6 +62,12 @@ public sealed class ProtectSettings
     public int StandbyRetryMs { get; init; } = 500;
     /// <summary>Where this replica keeps its whole log for standbys that join later (null: a temporary file).</summary>
     public string? LogPath { get; init; }
+    /// <summary>
+    /// Start an exit watch beside this process for each backup's data link (<see cref="ExitWatch"/>): the backup then
+    /// learns of this process's death as it begins, not after the kernel's teardown. Needs the replica's own program
+    /// (the verb <see cref="ExitWatch.Verb"/>), so off for replicas hosted in other programs (tests).
+    /// </summary>
+    public bool ExitWatch { get; init; }
     /// <summary>How this replica names itself on stderr.</summary>
     public string Role { get; init; } = "primary";
     /// <summary>Stops the process with the exit status (a replica that lost the arbiter must not go on).</summary>
@@ -410,6 +416,24 @@ public sealed class ReplicationClient : ILogSink
         session.Sender = OnThread("replication-send", () => SendLoop(session));
         session.Receiver = OnThread("replication-acks", () => ReceiveLoop(session));
         session.Watchdog = new Timer(_ => Watch(session), null, _s.HeartbeatMs, _s.HeartbeatMs);
+        if (_s.ExitWatch) WatchExit(session);
+    }
+
+    /// <summary>A process beside this one that ends the session's link as this process starts to exit (ExitWatch);
+    /// it ends with the session.</summary>
+    void WatchExit(Session session)
+    {
+        var watcher = ReVirt.Replication.ExitWatch.Start(session.Link,
+            watching: pid => _s.Events.Emit(ReplicaEvent.ExitWatched, ("backup", session.BackupId), ("watcherPid", pid)),
+            failed: Unwatched, out var why);
+        if (watcher == null) Unwatched(why ?? "?");
+        else session.Cts.Token.Register(watcher.Dispose);
+
+        void Unwatched(string why)
+        {
+            _log.WriteLine($"{_s.Role}: no exit watch ({why}): the backup learns of this process's death when the kernel closes its sockets");
+            _s.Events.Emit(ReplicaEvent.ExitUnwatched, ("backup", session.BackupId), ("reason", why));
+        }
     }
 
     void Touch() => Interlocked.Exchange(ref _lastHeard, Stopwatch.GetTimestamp());

@@ -20,6 +20,8 @@ public static class ThreadPools
 
     const int PrioProcess = 0;
 
+    /// <summary>Linux SCHED_OTHER (the ordinary time-sharing policy).</summary>
+    const int SchedOther = 0;
     /// <summary>Linux SCHED_RR (round-robin real-time policy).</summary>
     const int SchedRoundRobin = 2;
     /// <summary>The lowest real-time priority: above every ordinary thread, below any real-time work the machine has.</summary>
@@ -34,14 +36,22 @@ public static class ThreadPools
     /// cores). The thread must never compute for long (the kernel's real-time throttling bounds it to 95% of a CPU
     /// anyway). Needs CAP_SYS_NICE (root); returns whether it was raised (otherwise <see cref="RaiseCurrentThread"/>).
     /// </summary>
-    public static unsafe bool MakeCurrentThreadRealtime()
-    {
-        if (!OperatingSystem.IsLinux()) return false;
-        long tid = HostSys.Call(Nr.gettid);
-        int priority = LowestRealtimePriority;
-        if (HostSys.Call(Nr.sched_setscheduler, tid, SchedRoundRobin, (long)&priority) == 0) return true;
-        return RaiseCurrentThread();
-    }
+    public static bool MakeCurrentThreadRealtime() => OperatingSystem.IsLinux() && (MakeRealtime(HostSys.Call(Nr.gettid)) || RaiseCurrentThread());
+
+    /// <summary>The calling thread's kernel id (for <see cref="MakeRealtime"/> and <see cref="MakeRaised"/> from
+    /// another thread); 0 off Linux.</summary>
+    public static long CurrentThreadId() => OperatingSystem.IsLinux() ? HostSys.Call(Nr.gettid) : 0;
+
+    /// <summary>Thread <paramref name="tid"/> (of this process) a real-time thread of the lowest priority (SCHED_RR 1),
+    /// as <see cref="MakeCurrentThreadRealtime"/> but from any thread and without a fallback. Needs CAP_SYS_NICE.</summary>
+    public static bool MakeRealtime(long tid) => SetPolicy(tid, SchedRoundRobin, LowestRealtimePriority);
+
+    /// <summary>Thread <paramref name="tid"/> back from real time to the ordinary policy, raised as
+    /// <see cref="RaiseCurrentThread"/> raises.</summary>
+    public static bool MakeRaised(long tid) => SetPolicy(tid, SchedOther, 0) & SetNice(tid, AckPathNice);
+
+    static unsafe bool SetPolicy(long tid, int policy, int priority) =>
+        OperatingSystem.IsLinux() && tid > 0 && HostSys.Call(Nr.sched_setscheduler, tid, policy, (long)&priority) == 0;
 
     /// <summary>
     /// Best effort: gives the calling thread (one on the acknowledgement path: the backup's data link thread, the
@@ -59,6 +69,12 @@ public static class ThreadPools
     /// </summary>
     public static bool RestoreCurrentThread() => ThreadNice(Environment.ProcessId) is int ordinary && SetCurrentThreadNice(ordinary);
 
+    /// <summary>
+    /// The calling thread back to the ordinary policy (SCHED_OTHER) at the process's ordinary nice value, from a raise
+    /// or from <see cref="MakeCurrentThreadRealtime"/>. False when either cannot be set.
+    /// </summary>
+    public static bool MakeCurrentThreadOrdinary() => SetPolicy(CurrentThreadId(), SchedOther, 0) & RestoreCurrentThread();
+
     /// <summary>The calling thread's nice value (-20..19), or null when it cannot be read.</summary>
     public static int? CurrentThreadNice() => OperatingSystem.IsLinux() ? ThreadNice(HostSys.Call(Nr.gettid)) : null;
 
@@ -69,10 +85,7 @@ public static class ThreadPools
         return r < 0 ? null : (int)(20 - r); // the system call answers 20 - nice (1..40), so that no answer looks like an error
     }
 
-    static bool SetCurrentThreadNice(int nice)
-    {
-        if (!OperatingSystem.IsLinux()) return false;
-        long tid = HostSys.Call(Nr.gettid);
-        return HostSys.Call(Nr.setpriority, PrioProcess, tid, nice) == 0;
-    }
+    static bool SetCurrentThreadNice(int nice) => SetNice(CurrentThreadId(), nice);
+
+    static bool SetNice(long tid, int nice) => OperatingSystem.IsLinux() && tid > 0 && HostSys.Call(Nr.setpriority, PrioProcess, tid, nice) == 0;
 }

@@ -158,8 +158,12 @@ public class VirtualNetTests
     static string[] NetArgs(TapNamespace ns) =>
         ["--net", "virtual", "--ip", GuestIp + "/24", "--tap", TapNamespace.TapName, "--netns", ns.Name];
 
-    /// <summary>Serves 8 connections of 150 SETs and their GETs; returns the guest's outcome and the clients' report.</summary>
-    static (RunOutcome Vm, KvClientReport Clients) Serve(string libc, string? log)
+    /// <summary>Serves 8 connections of 150 SETs and their GETs; returns the guest's outcome and the clients' report.
+    /// With <paramref name="hostile"/>, <see cref="HostileFrames"/> runs beside the clients on the same wire (its report
+    /// comes back in <paramref name="hostileReport"/>).</summary>
+    static (RunOutcome Vm, KvClientReport Clients) Serve(string libc, string? log, bool hostile = false) => Serve(libc, log, hostile, out _);
+
+    static (RunOutcome Vm, KvClientReport Clients) Serve(string libc, string? log, bool hostile, out JsonElement hostileReport)
     {
         using var ns = new TapNamespace(openTap: false);
         var args = new List<string>();
@@ -170,7 +174,9 @@ public class VirtualNetTests
         using var vm = RunningProgram.Dotnet(GuestEnv.PrimaryDll, args.ToArray());
         vm.WaitForStderr(Listening, Timeout);
         using var clients = KvClients.Start(ns, GuestIp, Port, 8, 150);
+        using var attacker = hostile ? HostileFrames.Start(ns, GuestIp, Port) : null;
         var report = KvClients.Finish(clients, [], Timeout);
+        hostileReport = attacker != null ? HostileFrames.Finish(attacker) : default;
         return (vm.WaitForExit(Timeout), report);
     }
 
@@ -214,6 +220,30 @@ public class VirtualNetTests
                 while (reader.TryRead(out var rec))
                     if (rec.Kind == ReVirt.Log.RecordKind.NetInput) netInputs++;
             Assert.True(netInputs > 8 * 150, $"{netInputs} NetInput records for 8 x 150 requests");
+        }
+        finally { File.Delete(log); }
+    }
+
+    /// <summary>
+    /// Bad input on the wire of a running guest (issue 13's "Bad input"): while 8 Linux clients use kvserver through
+    /// the stack under `record`, a raw packet socket on the same TAP device sends, every 50 ms, garbage, truncated and
+    /// impossible IPv4/TCP/UDP/ARP frames, bad checksums, SYN+RST, a SYN flood from spoofed ports, and on every
+    /// established client connection a RST and a SYN with wrong sequence numbers and out-of-window data acking data
+    /// never sent (RFC 5961). The clients see no reset and every reply right; the guest ends normally; and the
+    /// recording — which holds every one of those frames as input — replays faithfully.
+    /// </summary>
+    [Fact]
+    public void HostileFramesBesideRealClientsChangeNothingAndReplayFaithfully()
+    {
+        var log = Path.Combine(Path.GetTempPath(), $"revirt-vnet-{Guid.NewGuid():N}.rvlog");
+        try
+        {
+            var (vm, clients) = Serve("musl", log, hostile: true, out var attack);
+            AssertServed(vm, clients);
+            Assert.True(attack.GetProperty("targeted").GetInt32() > 0, $"no frame reached an established connection: {attack}");
+            var replay = GuestEnv.Dotnet(GuestEnv.BackupDll, ["replay", "--log", log, "--show-output"]);
+            Assert.True(replay.ExitCode == 0, replay.Stderr);
+            Assert.Equal(vm.StdoutText, replay.StdoutText);
         }
         finally { File.Delete(log); }
     }
@@ -277,5 +307,101 @@ public class VirtualNetTests
             Assert.Equal(vm.StdoutText, replay.StdoutText);
         }
         finally { File.Delete(log); }
+    }
+}
+
+/// <summary>
+/// Hostile frames for a guest's virtual interface, sent from the Linux side of its TAP device with a raw packet socket
+/// (python3, in the test's namespace) while real clients use it: see
+/// <see cref="VirtualNetTests.HostileFramesBesideRealClientsChangeNothingAndReplayFaithfully"/>. Finds the guest's MAC
+/// in the namespace's ARP table (the clients' connects put it there) and the clients' connections in /proc/net/tcp.
+/// Prints a JSON report: frames sent, and how many were aimed at established connections.
+/// </summary>
+static class HostileFrames
+{
+    const int Rounds = 60;
+
+    const string Script = """
+import json, random, socket, struct, sys, time
+iface, gip_s, gport, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+gip = socket.inet_aton(gip_s)
+deadline = time.time() + 120
+gmac = None
+while gmac is None and time.time() < deadline:
+    for l in open('/proc/net/arp').readlines()[1:]:
+        f = l.split()
+        if f[0] == gip_s and f[3] != '00:00:00:00:00:00': gmac = bytes.fromhex(f[3].replace(':', ''))
+    time.sleep(0.01)
+if gmac is None: sys.exit('no ARP entry for the guest within 120 s')
+hip = socket.inet_aton('10.213.0.1')
+hmac = bytes.fromhex(open('/sys/class/net/%s/address' % iface).read().strip().replace(':', ''))
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind((iface, 0))
+rng = random.Random(13)
+def csum(b):
+    if len(b) % 2: b += b'\0'
+    t = sum(struct.unpack('!%dH' % (len(b) // 2), b))
+    t = (t & 0xffff) + (t >> 16); t = (t & 0xffff) + (t >> 16)
+    return ~t & 0xffff
+def eth(p, t=0x0800): return gmac + hmac + struct.pack('!H', t) + p
+def ipv4(proto, payload, tot=None, bad=False):
+    h = struct.pack('!BBHHHBBH4s4s', 0x45, 0, tot if tot is not None else 20 + len(payload), rng.randrange(65536), 0x4000, 64, proto, 0, hip, gip)
+    return h[:10] + struct.pack('!H', csum(h) ^ (0x1234 if bad else 0)) + h[12:] + payload
+def tcp(sport, seq, ack, flags, data=b'', bad=False, off=5):
+    h = struct.pack('!HHIIBBHHH', sport, gport, seq, ack, off << 4, flags, 65535, 0, 0)
+    c = csum(hip + gip + struct.pack('!BBH', 0, 6, len(h) + len(data)) + h + data) ^ (0x4321 if bad else 0)
+    return h[:16] + struct.pack('!H', c) + h[18:] + data
+def established():
+    ports = []
+    for l in open('/proc/net/tcp').readlines()[1:]:
+        f = l.split()
+        if f[3] == '01' and f[2].endswith(':%04X' % gport): ports.append(int(f[1].split(':')[1], 16))
+    return ports
+FIN, SYN, RST, PSH, ACK = 1, 2, 4, 8, 16
+sent = targeted = 0
+for r in range(rounds):
+    frames = [
+        eth(bytes(rng.randrange(256) for _ in range(rng.randrange(0, 80)))),  # garbage behind an IPv4 type
+        eth(ipv4(6, b'')[:12]),                                               # a truncated IPv4 header
+        eth(ipv4(6, tcp(40000, 1, 0, SYN), tot=1500)),                        # total length beyond the frame
+        eth(ipv4(6, tcp(40001, 1, 0, SYN), bad=True)),                        # bad IPv4 checksum
+        eth(ipv4(6, tcp(40002, 1, 0, SYN, bad=True))),                        # bad TCP checksum
+        eth(ipv4(6, tcp(40003, 1, 0, SYN, off=15))),                          # data offset beyond the segment
+        eth(ipv4(6, tcp(40004, 1, 0, SYN | RST))),                            # SYN+RST
+        eth(ipv4(6, tcp(0, 1, 0, SYN))),                                      # source port 0
+        eth(ipv4(17, b'\x00\x01')),                                           # a UDP header cut short
+        eth(b'\x00' * 10, 0x0806),                                            # a short ARP packet
+    ]
+    frames += [eth(ipv4(6, tcp(rng.randrange(1024, 65536), rng.randrange(1 << 32), 0, SYN))) for _ in range(20)]  # SYN flood
+    for sport in established():
+        targeted += 3
+        frames.append(eth(ipv4(6, tcp(sport, rng.randrange(1 << 32), 0, RST))))                 # RST, wrong sequence
+        frames.append(eth(ipv4(6, tcp(sport, rng.randrange(1 << 32), 0, SYN))))                 # SYN on a synchronized connection
+        frames.append(eth(ipv4(6, tcp(sport, rng.randrange(1 << 32), rng.randrange(1 << 32), ACK | PSH, b'junk\n'))))  # out of window, acking the unsent
+    try:
+        for f in frames:
+            s.send(f)
+            sent += 1
+    except OSError:
+        break  # the guest ended and its device went down
+    time.sleep(0.05)
+print(json.dumps({'sent': sent, 'targeted': targeted}))
+""";
+
+    public static System.Diagnostics.Process Start(TapNamespace ns, string guestIp, int port)
+    {
+        var script = Path.Combine(Path.GetTempPath(), $"rv-hostile-{Environment.ProcessId}-{Guid.NewGuid():N}.py");
+        File.WriteAllText(script, Script);
+        return ns.Start("python3", script, TapNamespace.TapName, guestIp, port.ToString(), Rounds.ToString());
+    }
+
+    /// <summary>The attacker's report (it ends by itself after its rounds; bounded wait).</summary>
+    public static JsonElement Finish(System.Diagnostics.Process p)
+    {
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEndAsync();
+        Assert.True(p.WaitForExit(120_000), "the hostile-frame sender did not finish within 120 s");
+        Assert.True(p.ExitCode == 0, $"the hostile-frame sender failed ({p.ExitCode}): {stderr.Result}");
+        return JsonDocument.Parse(stdout.Result.Trim().Split('\n')[^1]).RootElement.Clone();
     }
 }

@@ -37,7 +37,7 @@ public class VirtualNetFailoverTests(ITestOutputHelper output)
         p => p.StdoutText.Contains("Ready to accept connections"), KvClients.Protocol.Resp);
 
     [Fact]
-    public void KillingThePrimaryKeepsEveryClientConnection() => Failover(KvServer, freeze: false);
+    public void KillingThePrimaryKeepsEveryClientConnection() => Failover(KvServer, Fault.Kill);
 
     /// <summary>Debian's redis-server with 64 clients: SIGKILL of the primary mid-load keeps every connection, no
     /// client sees a reset, and every SET acknowledged before or after the kill reads back (GET) over the same
@@ -46,7 +46,7 @@ public class VirtualNetFailoverTests(ITestOutputHelper output)
     public void KillingThePrimaryKeepsEveryRedisConnection()
     {
         Assert.True(File.Exists(Redis.Server), "redis-server is not installed (.ci/run installs it)");
-        Failover(RedisServer, freeze: false);
+        Failover(RedisServer, Fault.Kill);
     }
 
     /// <summary>A frozen primary (SIGSTOP until the backup took over, then SIGCONT) is fenced: no frame of its reaches
@@ -55,22 +55,35 @@ public class VirtualNetFailoverTests(ITestOutputHelper output)
     /// --primary-silence-ms 5 s (a starting primary on a loaded 2-core machine was seen silent for more than 1.5 s),
     /// so only the heartbeat bound can have declared it lost within the test's wait.</summary>
     [Fact]
-    public void AFrozenPrimarySendsNothingAfterTheTakeover() => Failover(KvServer, freeze: true);
+    public void AFrozenPrimarySendsNothingAfterTheTakeover() => Failover(KvServer, Fault.Freeze);
+
+    /// <summary>A partition: the replication link between the replicas is cut silently (a relay swallows both
+    /// directions) while both replicas stay on the clients' bridge and keep running. The backup declares the primary
+    /// lost by its silence (5 s) and takes over; the primary, which hears no acknowledgement, holds every frame its
+    /// guest produces from then on, asks the arbiter after its own --timeout-ms (20 s, so the backup asks first), finds
+    /// it taken and is fenced. No frame of the old primary reaches the wire after the takeover, and the clients keep
+    /// every connection.</summary>
+    [Fact]
+    public void APartitionedPrimarySendsNothingAfterTheTakeover() => Failover(KvServer, Fault.Partition);
+
+    enum Fault { Kill, Freeze, Partition }
 
     /// <summary>Frames the kernel received from a replica's TAP device (what the replica sent on the wire).</summary>
     static long FramesFrom(TapNamespace ns, string tap) => long.Parse(ns.Exec("cat", $"/sys/class/net/{tap}/statistics/rx_packets").Trim());
 
-    void Failover(Server server, bool freeze)
+    void Failover(Server server, Fault fault)
     {
+        bool silent = fault != Fault.Kill; // noticed only by the primary's silence on the data link
         using var ns = TapNamespace.Bridged("rvp0", "rvb0");
         string arbiter = Path.Combine(Path.GetTempPath(), $"revirt-test-{Guid.NewGuid():N}.lock");
         try
         {
             const int Silence = 5000;
-            string[] detection = freeze ? ["--timeout-ms", "120000", "--primary-silence-ms", Silence.ToString()] : ["--timeout-ms", "1000"];
+            string[] detection = silent ? ["--timeout-ms", "120000", "--primary-silence-ms", Silence.ToString()] : ["--timeout-ms", "1000"];
             var (b, url) = Replicas.StartBackup(["--arbiter", arbiter, .. detection, "--tap", "rvb0", "--netns", ns.Name]);
             using var _ = b;
-            using var p = Replicas.Primary(["--backup", url, "--arbiter", arbiter, "--timeout-ms", "1000",
+            using var link = fault == Fault.Partition ? Replicas.LinkTo(b) : null;
+            using var p = Replicas.Primary([.. link?.PrimaryArgs ?? ["--backup", url], "--arbiter", arbiter, "--timeout-ms", fault == Fault.Partition ? "20000" : "1000",
                 "--net", "virtual", "--ip", GuestIp + "/24", "--tap", "rvp0", "--netns", ns.Name, "--", .. server.Command]);
             // the guest's own start-up line (released through the output gate) says it listens
             Assert.True(p.WaitFor(() => server.Ready(p) || p.HasExited, Long) && !p.HasExited, p.Stderr);
@@ -82,19 +95,26 @@ public class VirtualNetFailoverTests(ITestOutputHelper output)
             double faultAt = KvClients.MonotonicMs();
             long faultUnixMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
             long framesAtTakeover = -1;
-            if (freeze)
+            switch (fault)
             {
-                p.Signal(ReplicaProc.SIGSTOP);
-                b.WaitForEvent(ReplicaEvent.TookOver, Long);
-                framesAtTakeover = FramesFrom(ns, "rvp0");
-                p.Signal(ReplicaProc.SIGCONT);
+                case Fault.Freeze:
+                    p.Signal(ReplicaProc.SIGSTOP);
+                    b.WaitForEvent(ReplicaEvent.TookOver, Long);
+                    framesAtTakeover = FramesFrom(ns, "rvp0");
+                    p.Signal(ReplicaProc.SIGCONT);
+                    break;
+                case Fault.Partition:
+                    link!.Cut();
+                    b.WaitForEvent(ReplicaEvent.TookOver, Long);
+                    framesAtTakeover = FramesFrom(ns, "rvp0");
+                    break;
+                default: p.KillHard(); break;
             }
-            else p.KillHard();
             var report = KvClients.Finish(clients, lines, Long);
             int? code = b.WaitForExit(Long);
             var took = b.Event(ReplicaEvent.TookOver);
             double stall = report.StallAfter(faultAt);
-            output.WriteLine($"{(freeze ? "freeze" : "kill")}: acknowledged {report.Acked}, resets {report.Resets}, stall {stall:F0} ms (longest silence of the run {report.MaxGapMs:F0} ms); " +
+            output.WriteLine($"{fault}: acknowledged {report.Acked}, resets {report.Resets}, stall {stall:F0} ms (longest silence of the run {report.MaxGapMs:F0} ms); " +
                 $"after the fault: primary lost at +{b.Event(ReplicaEvent.PrimaryLost)?.Long("unixMs") - faultUnixMs} ms, took over at +{took?.Long("unixMs") - faultUnixMs} ms (drain {took?.Long("drainMs")} ms)");
             output.WriteLine(string.Join("\n", b.Events.Where(e => e.Name == ReplicaEvent.TakeoverDescriptor).Select(e => e.Str("detail"))));
 
@@ -111,7 +131,7 @@ public class VirtualNetFailoverTests(ITestOutputHelper output)
             var announced = b.Event(ReplicaEvent.Announced);
             Assert.NotNull(announced);
             Assert.True(announced.Long("unixMs") <= took.Long("unixMs"), $"announced at {announced.Long("unixMs")}, took over at {took.Long("unixMs")}");
-            if (freeze)
+            if (silent)
             {
                 Assert.Equal($"no batch or heartbeat for {Silence} ms", b.Event(ReplicaEvent.PrimaryLost)?.Str("reason"));
                 Assert.Equal(3, p.WaitForExit(Long)); // lost the arbiter: fenced
