@@ -126,21 +126,22 @@ public static class ProgramLoader
     }
 
     /// <summary>
-    /// The auxiliary vector a dynamic loader and libc read, Linux's order. uid/gid come through the boundary;
-    /// `platform` and `random` are the addresses of the AT_PLATFORM string and the AT_RANDOM bytes on the stack.
+    /// The auxiliary vector a dynamic loader and libc read, Linux's order, as key, value pairs one after the other
+    /// (AT_NULL last). uid/gid come through the boundary; `platform` and `random` are the addresses of the
+    /// AT_PLATFORM string and the AT_RANDOM bytes on the stack.
     /// </summary>
-    public static List<(ulong Key, ulong Value)> AuxVector(StartImage s, ulong platform, ulong random, ulong execfn, ulong uid, ulong gid)
+    public static ulong[] AuxVector(StartImage s, ulong platform, ulong random, ulong execfn, ulong uid, ulong gid)
     {
         var p = s.Program;
-        return new List<(ulong, ulong)>
-        {
-            (Auxv.HWCAP, CpuModel.Leaf1Edx), (Auxv.PAGESZ, GuestMemory.PageSize), (Auxv.CLKTCK, 100),
-            (Auxv.PHDR, p.PhdrAddr), (Auxv.PHENT, (ulong)p.PhEnt), (Auxv.PHNUM, (ulong)p.PhNum),
-            (Auxv.BASE, s.InterpreterBase), (Auxv.FLAGS, 0), (Auxv.ENTRY, p.Entry),
-            (Auxv.UID, uid), (Auxv.EUID, uid), (Auxv.GID, gid), (Auxv.EGID, gid), (Auxv.SECURE, 0),
-            (Auxv.RANDOM, random), (Auxv.HWCAP2, Hwcap2), (Auxv.EXECFN, execfn), (Auxv.PLATFORM, platform),
-            (Auxv.MINSIGSTKSZ, Sa.MINSIGSTKSZ), (Auxv.NULL, 0),
-        };
+        return
+        [
+            Auxv.HWCAP, CpuModel.Leaf1Edx, Auxv.PAGESZ, GuestMemory.PageSize, Auxv.CLKTCK, 100,
+            Auxv.PHDR, p.PhdrAddr, Auxv.PHENT, (ulong)p.PhEnt, Auxv.PHNUM, (ulong)p.PhNum,
+            Auxv.BASE, s.InterpreterBase, Auxv.FLAGS, 0, Auxv.ENTRY, p.Entry,
+            Auxv.UID, uid, Auxv.EUID, uid, Auxv.GID, gid, Auxv.EGID, gid, Auxv.SECURE, 0,
+            Auxv.RANDOM, random, Auxv.HWCAP2, Hwcap2, Auxv.EXECFN, execfn, Auxv.PLATFORM, platform,
+            Auxv.MINSIGSTKSZ, Sa.MINSIGSTKSZ, Auxv.NULL, 0,
+        ];
     }
 }
 
