@@ -284,6 +284,79 @@ def kv_section(runs, seconds, connections):
     return lines
 
 
+def thread_stats(pid):
+    """Per thread of a process: name -> [CPU seconds, voluntary and involuntary context switches] (threads of one name
+    summed), from /proc/PID/task/*/stat and status."""
+    out = {}
+    for tid in os.listdir(f'/proc/{pid}/task'):
+        try:
+            with open(f'/proc/{pid}/task/{tid}/stat') as f:
+                raw = f.read()
+            with open(f'/proc/{pid}/task/{tid}/status') as f:
+                st = dict(l.split(':', 1) for l in f.read().splitlines() if ':' in l)
+        except OSError:
+            continue
+        name = raw[raw.index('(') + 1:raw.rindex(')')]
+        fields = raw.rsplit(')', 1)[1].split()
+        v = out.setdefault(name, [0.0, 0, 0])
+        v[0] += (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+        v[1] += int(st['voluntary_ctxt_switches'])
+        v[2] += int(st['nonvoluntary_ctxt_switches'])
+    return out
+
+
+def kv_profile(seconds, connections, mode, perf_dir=None, bin_dir=BIN):
+    """Where a request's time goes: `primary run` or `primary protect` of kvserver under the closed-loop load; per
+    thread of each replica, CPU microseconds and context switches per request over the measured window (after the
+    warm-up)."""
+    build_kvload()
+    for conns in connections:
+        port = free_port()
+        p, b = kv_server(mode, port, bin_dir)
+        procs = [('primary', p.p.pid)] + ([('backup', b.p.pid)] if b else [])
+        proc = subprocess.Popen([KVLOAD, str(port), str(conns), str(seconds), str(KV_WARMUP)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(KV_WARMUP)
+        before = {n: thread_stats(pid) for n, pid in procs}
+        t0 = time.perf_counter()
+        perfs = [subprocess.Popen(['perf', 'record', '-g', '-q', '-p', str(pid), '-o', os.path.join(perf_dir, f'{mode}-{conns}-{n}.data'), '--', 'sleep', str(seconds)],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for n, pid in procs] if perf_dir else []
+        time.sleep(seconds)
+        for pp in perfs:
+            pp.wait(timeout=120)
+        after = {n: thread_stats(pid) for n, pid in procs}
+        wall = time.perf_counter() - t0
+        stdout, _ = proc.communicate(timeout=seconds + 120)
+        f = stdout.split()
+        v = {f[i]: float(f[i + 1]) for i in range(0, len(f) - 1, 2)}
+        requests = v['rate'] * seconds
+        KvConn(port).ask('SHUTDOWN')
+        p.p.wait(timeout=120)
+        if b:
+            b.p.wait(timeout=120)
+        print(f'{mode} ({bin_dir}), {conns} connections: {v["rate"]:.0f} requests/s, p50 {v["p50_ms"]:.3f} ms, p99 {v["p99_ms"]:.3f} ms; '
+              f'load average {os.getloadavg()[0]:.1f}; per request over {wall:.1f} s:')
+        print('| replica | thread | CPU µs | voluntary switches | involuntary switches |')
+        print('|---|---|---|---|---|')
+        for n, _ in procs:
+            tot = [0.0, 0, 0]
+            rows = []
+            for name, a in after[n].items():
+                bb = before[n].get(name, [0.0, 0, 0])
+                d = [a[0] - bb[0], a[1] - bb[1], a[2] - bb[2]]
+                tot = [x + y for x, y in zip(tot, d)]
+                if d[0] > 0 or d[1] > requests * 0.01:
+                    rows.append((d[0] * 1e6 / requests, d[1] / requests, d[2] / requests, name))
+            for cpu, vol, inv, name in sorted(rows, reverse=True):
+                print(f'| {n} | {name} | {cpu:.1f} | {vol:.2f} | {inv:.2f} |')
+            print(f'| {n} | all | {tot[0] * 1e6 / requests:.1f} | {tot[1] / requests:.2f} | {tot[2] / requests:.2f} |')
+        m = re.search(r'(\d+) batches', p.text())
+        if m:
+            # over the whole run (warm-up and shutdown included): the batches the link carried per request served
+            total = v['rate'] * (seconds + KV_WARMUP)
+            print(f'batches (whole run) per request: {int(m.group(1)) / total:.3f}')
+            print('\n'.join(l for l in p.text().splitlines() if 'held' in l or 'lag' in l or 'batch' in l or 'trail' in l))
+
+
 def kv_compare(runs, seconds, connections, before):
     """This build's `primary run` and `primary protect` and another build's `primary protect`, alternating in one
     run; prints a Markdown table (the document is not rewritten)."""
@@ -317,9 +390,17 @@ def main():
                     'compile hot guest code into .NET code during the first seconds, the backup as much as the primary)')
     ap.add_argument('--kv-compare', metavar='BIN_DIR', help="kvserver only: compare with another build's primary.dll/backup.dll "
                     "(its `primary protect` alternating with this build's run and protect); prints a table, writes nothing")
+    ap.add_argument('--kv-profile', choices=('run', 'protect'), help='kvserver only: per thread of each replica, CPU '
+                    'microseconds and context switches per request under the load (one run per connection count); prints, writes nothing')
+    ap.add_argument('--kv-perf', metavar='DIR', help='with --kv-profile: also `perf record -g` each replica over the measured window '
+                    'into DIR/MODE-CONNECTIONS-REPLICA.data (run with DOTNET_PerfMapEnabled=1 for .NET method names)')
+    ap.add_argument('--kv-profile-bin', metavar='BIN_DIR', default=BIN, help="with --kv-profile: another build's primary.dll/backup.dll")
     a = ap.parse_args()
     global KV_WARMUP
     KV_WARMUP = a.kv_warmup
+    if a.kv_profile:
+        kv_profile(a.kv_seconds, [int(x) for x in a.kv_connections.split(',')], a.kv_profile, a.kv_perf, a.kv_profile_bin)
+        return
     if a.kv_compare:
         kv_compare(a.runs, a.kv_seconds, [int(x) for x in a.kv_connections.split(',')], a.kv_compare)
         return

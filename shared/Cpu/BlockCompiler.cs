@@ -13,16 +13,19 @@ public delegate void CompiledBlock(VirtualCpu c);
 /// <summary>
 /// The compiled tier: lowers a decoded block to IL once (a <see cref="DynamicMethod"/>, compiled by the runtime's
 /// JIT), with register numbers, operand sizes, immediates, displacements and next-ips as constants. The frequent
-/// integer forms (moves, ALU operations, push/pop, call/ret/jmp/jcc, setcc/cmovcc) run inline: guest registers are
-/// read and written in <see cref="VirtualCpu.R"/> directly, memory goes through the software TLB's inlined fast path, and
-/// a flag record that the next instructions overwrite before anything can read it is not stored (flag liveness);
-/// a conditional jump after a compare or test decides from the compared values (fusion). Every other instruction
-/// calls its interpreter handler after the state the handler sees (rip, block index) is stored.
+/// integer forms (moves, ALU operations, push/pop, call/ret/jmp/jcc, setcc/cmovcc) run inline: the guest registers
+/// they use, the counts and the pending flag record are IL locals from the region's entry to its exits (stored into
+/// the thread at each exit and around handler calls and memory slow paths), memory goes through the software TLB's
+/// probe emitted inline, and a flag record that the next instructions overwrite before anything can read it is not
+/// computed (flag liveness); a conditional jump after a compare or test decides from the compared values (fusion).
+/// Every other instruction calls its interpreter handler after the state the handler sees (registers, flags, counts,
+/// rip, block index) is stored.
 ///
-/// The contract is the interpreter's (<see cref="BlockExecutor"/>): before anything of instruction k that can fault,
-/// <see cref="VirtualCpu.BlockIndex"/> is k; before a store or a handler call, rip is instruction k's next-ip; each
-/// instruction's effects happen in the order its handler has them, so a fault leaves exactly the interpreter's
-/// state. A region (a hot block and the warm blocks it leads to by direct transfers, see
+/// The contract is the interpreter's (<see cref="BlockExecutor"/>): each instruction's effects happen in the order
+/// its handler has them; a TLB miss takes a slow path that does not throw, and a fault of instruction k leaves the
+/// region with everything before k stored, <see cref="VirtualCpu.BlockIndex"/> k, and the fault raised for the
+/// execution loop to map as the interpreter's; no exception handler is left in a region, so the JIT keeps its locals
+/// in registers. A region (a hot block and the warm blocks it leads to by direct transfers, see
 /// <see cref="CodeCache.Compile"/>) is one method: a direct transfer to a block of the region is an internal branch
 /// taken when the execution loop would run that block whole too (no yield, the block fits before the stop), so a
 /// loop of several blocks runs without leaving compiled code; each block is counted as it completes and
@@ -106,22 +109,19 @@ public static unsafe class BlockCompiler
     static readonly FieldInfo FLazyA = typeof(VirtualCpu).GetField("_lazyA", Inst)!;
     static readonly FieldInfo FLazyB = typeof(VirtualCpu).GetField("_lazyB", Inst)!;
     static readonly FieldInfo FLazyR = typeof(VirtualCpu).GetField("_lazyR", Inst)!;
+    static readonly FieldInfo FLazyCarryOverflow = typeof(VirtualCpu).GetField("_lazyCarryOverflow", Inst)!;
     static readonly FieldInfo FInsts = typeof(Block).GetField(nameof(Block.Insts))!;
     static readonly FieldInfo FHandlers = typeof(Block).GetField(nameof(Block.Handlers))!;
-    static readonly MethodInfo MCond = typeof(VirtualCpu).GetMethod(nameof(VirtualCpu.Cond))!;
-    static readonly MethodInfo MIncDec = typeof(VirtualCpu).GetMethod(nameof(VirtualCpu.SetFlagsIncDec))!;
-    static readonly MethodInfo MShiftFlags = typeof(VirtualCpu).GetMethod(nameof(VirtualCpu.SetFlagsShift))!;
-    static readonly MethodInfo MRotateFlags = typeof(VirtualCpu).GetMethod(nameof(VirtualCpu.SetFlagsRotate))!;
-    static readonly MethodInfo[] MRead =
-    {
-        null!, typeof(GuestMemory).GetMethod(nameof(GuestMemory.Read8))!, typeof(GuestMemory).GetMethod(nameof(GuestMemory.Read16))!, null!,
-        typeof(GuestMemory).GetMethod(nameof(GuestMemory.Read32))!, null!, null!, null!, typeof(GuestMemory).GetMethod(nameof(GuestMemory.Read64))!,
-    };
-    static readonly MethodInfo[] MWrite =
-    {
-        null!, typeof(GuestMemory).GetMethod(nameof(GuestMemory.Write8))!, typeof(GuestMemory).GetMethod(nameof(GuestMemory.Write16))!, null!,
-        typeof(GuestMemory).GetMethod(nameof(GuestMemory.Write32))!, null!, null!, null!, typeof(GuestMemory).GetMethod(nameof(GuestMemory.Write64))!,
-    };
+    static readonly MethodInfo MReadTlb = typeof(GuestMemory).GetProperty(nameof(GuestMemory.ReadTlb))!.GetMethod!;
+    static readonly MethodInfo MWriteTlb = typeof(GuestMemory).GetProperty(nameof(GuestMemory.WriteTlb))!.GetMethod!;
+    static readonly MethodInfo MLoadSlow = typeof(GuestMemory).GetMethod(nameof(GuestMemory.LoadSlow))!;
+    static readonly MethodInfo MStoreSlow = typeof(GuestMemory).GetMethod(nameof(GuestMemory.StoreSlow))!;
+    static readonly MethodInfo MFaulted = typeof(GuestMemory).GetProperty(nameof(GuestMemory.Faulted))!.GetMethod!;
+    static readonly MethodInfo MTakeFault = typeof(GuestMemory).GetMethod(nameof(GuestMemory.TakeFault))!;
+    static readonly ConstructorInfo CCodeInvalidated = typeof(CodeInvalidatedException).GetConstructor(Type.EmptyTypes)!;
+    static readonly MethodInfo MCondOf = typeof(VirtualCpu).GetMethod(nameof(VirtualCpu.CondOf), Inst)!;
+    static readonly MethodInfo MKeepCarryOf = typeof(VirtualCpu).GetMethod(nameof(VirtualCpu.KeepCarryOf), Inst)!;
+    static readonly MethodInfo MSetRecord = typeof(VirtualCpu).GetMethod(nameof(VirtualCpu.SetRecord), Inst)!;
 
     // ---------------------------------------------------------------- what an instruction does, decided before emitting
 
@@ -337,10 +337,30 @@ public static unsafe class BlockCompiler
         readonly DynamicMethod _dm;
         readonly ILGenerator _il;
         readonly LocalBuilder _regs, _mem, _ea, _a, _bv, _r, _v;
+        // the software TLBs' bases, the probe's page number, entry and host address, a load's value, a store's status
+        readonly LocalBuilder _rtlb, _wtlb, _pn, _e, _host, _ld, _st;
+        // the thread's instruction and branch counts while the region runs
+        readonly LocalBuilder _count, _branches;
+        // the pending flag record while the region runs (kind, size, a, b, result, a shift's or rotate's CF and OF)
+        readonly LocalBuilder _fk, _fs, _fa, _fb, _fr, _fco;
+        /// <summary>The guest registers the inline code uses, held in locals from the region's entry to each of its
+        /// exits; a handler call or an exit stores the <see cref="_written"/> ones into <see cref="VirtualCpu.R"/>
+        /// first (and a handler call loads them all again after it).</summary>
+        readonly LocalBuilder?[] _gr = new LocalBuilder?[16];
+        readonly uint _used, _written;
         readonly Plan[][] _allPlans;
         readonly Label[] _starts;
+        /// <summary>Code placed after every block: each memory access's jump to the shared slow path.</summary>
+        readonly List<Action> _cold = new();
+        /// <summary>The shared slow paths' arguments: the access's site (an index into <see cref="_resume"/>), address,
+        /// value and size.</summary>
+        readonly LocalBuilder _site, _slowAddr, _slowVal, _slowSize;
+        readonly List<Label> _resume = new();
+        readonly Label _sharedLoad, _sharedStore;
+        bool _loadUsed, _storeUsed;
         Block _b = null!;     // the block being emitted
         int _j;               // its index in the region
+        int _k;               // the instruction being emitted
         Plan[] _plans = null!; // its plans
 
         public Emitter(Block[] members)
@@ -358,6 +378,27 @@ public static unsafe class BlockCompiler
             _bv = _il.DeclareLocal(typeof(ulong));
             _r = _il.DeclareLocal(typeof(ulong));
             _v = _il.DeclareLocal(typeof(ulong));
+            _rtlb = _il.DeclareLocal(typeof(byte*));
+            _wtlb = _il.DeclareLocal(typeof(byte*));
+            _pn = _il.DeclareLocal(typeof(ulong));
+            _e = _il.DeclareLocal(typeof(byte*));
+            _host = _il.DeclareLocal(typeof(byte*));
+            _ld = _il.DeclareLocal(typeof(ulong));
+            _st = _il.DeclareLocal(typeof(int));
+            _count = _il.DeclareLocal(typeof(ulong));
+            _branches = _il.DeclareLocal(typeof(ulong));
+            _fk = _il.DeclareLocal(typeof(int));
+            _fs = _il.DeclareLocal(typeof(int));
+            _fa = _il.DeclareLocal(typeof(ulong));
+            _fb = _il.DeclareLocal(typeof(ulong));
+            _fr = _il.DeclareLocal(typeof(ulong));
+            _fco = _il.DeclareLocal(typeof(ulong));
+            _site = _il.DeclareLocal(typeof(int));
+            _slowAddr = _il.DeclareLocal(typeof(ulong));
+            _slowVal = _il.DeclareLocal(typeof(ulong));
+            _slowSize = _il.DeclareLocal(typeof(int));
+            _sharedLoad = _il.DefineLabel();
+            _sharedStore = _il.DefineLabel();
             _allPlans = new Plan[members.Length][];
             _starts = new Label[members.Length];
             for (int j = 0; j < members.Length; j++)
@@ -373,15 +414,49 @@ public static unsafe class BlockCompiler
                     else if (plans[k].Form == Form.IncDec && !FlagsLive(k)) plans[k].Flags = FlagUse.None;
                 }
                 _starts[j] = _il.DefineLabel();
+                for (int k = 0; k < b.Count; k++) RegistersOf(ref b.Insts[k], ref plans[k], ref _used, ref _written);
             }
+            for (int r = 0; r < 16; r++)
+                if ((_used & (1u << r)) != 0) _gr[r] = _il.DeclareLocal(typeof(ulong));
+        }
+
+        static bool WritesO0(in Plan p) => p.Form switch
+        {
+            Form.Mov or Form.Movzx or Form.Movsx or Form.Lea or Form.IncDec or Form.Neg or Form.Not or Form.Pop or Form.Setcc
+                or Form.Cmovcc or Form.Shift or Form.Imul => true,
+            Form.Alu => p.AluStores,
+            _ => false,
+        };
+
+        /// <summary>Adds the guest registers instruction i's inline code reads or writes to used, and those it may
+        /// write to written (a superset is harmless; the emitter refuses a register outside them).</summary>
+        static void RegistersOf(ref Instruction i, ref Plan p, ref uint used, ref uint written)
+        {
+            if (p.Form is Form.Helper or Form.Nop) return;
+            bool memory = false;
+            for (int n = 0; n < i.OpCount; n++)
+            {
+                OpKind kind = i.GetOpKind(n);
+                memory |= kind == OpKind.Memory;
+                if (kind != OpKind.Register) continue;
+                int info = VirtualCpu.RegInfo[(int)i.GetOpRegister(n)];
+                if ((info >> 4) <= 4) used |= 1u << (info & 15);
+            }
+            if (memory)
+            {
+                if (i.MemoryBase is not (Register.None or Register.RIP)) used |= 1u << (VirtualCpu.RegInfo[(int)i.MemoryBase] & 15);
+                if (i.MemoryIndex != Register.None) used |= 1u << (VirtualCpu.RegInfo[(int)i.MemoryIndex] & 15);
+            }
+            if (p.O0.Class == OpClass.Reg && WritesO0(p)) written |= 1u << p.O0.Reg;
+            if (p.Form is Form.Push or Form.Pop or Form.Call or Form.Ret) { used |= 1u << VirtualCpu.RSP; written |= 1u << VirtualCpu.RSP; }
+            used |= written;
         }
 
         public DynamicMethod Emit()
         {
             var il = _il;
-            // ref ulong regs = ref c.R[0]; GuestMemory mem = c.Mem;
-            il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, FR); il.Emit(OpCodes.Ldc_I4_0); il.Emit(OpCodes.Ldelema, typeof(ulong)); il.Emit(OpCodes.Stloc, _regs);
-            il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, FMem); il.Emit(OpCodes.Stloc, _mem);
+            // ref ulong regs = ref c.R[0]; GuestMemory mem = c.Mem; the TLBs; the registers and counts into locals
+            SyncIn();
             // the region is entered at the block the execution loop looked up
             if (_members.Length > 1) { il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, FRegionMember); il.Emit(OpCodes.Switch, _starts); }
             for (int j = 0; j < _members.Length; j++)
@@ -391,6 +466,7 @@ public static unsafe class BlockCompiler
                 Flow flow = Flow.Next;
                 for (int k = 0; k < _b.Count; k++)
                 {
+                    _k = k;
                     ref Instruction ins = ref _b.Insts[k];
                     ref Plan p = ref _plans[k];
                     bool fusable = k > 0 && _plans[k - 1].Form is Form.Alu or Form.IncDec;
@@ -400,26 +476,110 @@ public static unsafe class BlockCompiler
                         flow = Flow.RipSet;
                         continue;
                     }
-                    if (p.Memory) { il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldc_I4, k); il.Emit(OpCodes.Stfld, FBlockIndex); }
-                    if (p.Stores) SetRip(ins.NextIP);
                     flow = EmitInline(k, ref ins, ref p, fusable);
                 }
                 if (flow == Flow.Next) ExitTo(_b.Insts[_b.Count - 1].NextIP);
-                else if (flow == Flow.RipSet) { CountBlock(); il.Emit(OpCodes.Ret); }
+                else if (flow == Flow.RipSet) { CountBlock(); Leave(); }
             }
+            foreach (var cold in _cold) cold();
+            EmitSlowPaths();
             return _dm;
+        }
+
+        /// <summary>Stores what the region holds in locals into the thread: the registers it may have written, the counts.</summary>
+        void SyncOut()
+        {
+            var il = _il;
+            for (int r = 0; r < 16; r++)
+                if ((_written & (1u << r)) != 0) { RegAddr(r); Ldloc(_gr[r]!); il.Emit(OpCodes.Stind_I8); }
+            il.Emit(OpCodes.Ldarg_1); Ldloc(_count); il.Emit(OpCodes.Stfld, FCount);
+            il.Emit(OpCodes.Ldarg_1); Ldloc(_branches); il.Emit(OpCodes.Stfld, FBranches);
+            il.Emit(OpCodes.Ldarg_1); RecordArgs(); il.Emit(OpCodes.Call, MSetRecord);
+        }
+
+        /// <summary>Loads the registers the region uses and the counts from the thread (at entry, after a handler
+        /// call or a slow path), and the memory and its TLBs: so no local but the instruction's own temporaries lives
+        /// across a call, and none of the region's state needs a stack slot on the hot path.</summary>
+        void SyncIn()
+        {
+            var il = _il;
+            il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, FR); il.Emit(OpCodes.Ldc_I4_0); il.Emit(OpCodes.Ldelema, typeof(ulong)); il.Emit(OpCodes.Stloc, _regs);
+            il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, FMem); il.Emit(OpCodes.Stloc, _mem);
+            Ldloc(_mem); il.Emit(OpCodes.Call, MReadTlb); Stloc(_rtlb);
+            Ldloc(_mem); il.Emit(OpCodes.Call, MWriteTlb); Stloc(_wtlb);
+            for (int r = 0; r < 16; r++)
+                if ((_used & (1u << r)) != 0) { RegAddr(r); il.Emit(OpCodes.Ldind_I8); Stloc(_gr[r]!); }
+            il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, FCount); Stloc(_count);
+            il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, FBranches); Stloc(_branches);
+            il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, FLazy); Stloc(_fk);
+            il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, FLazySize); Stloc(_fs);
+            il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, FLazyA); Stloc(_fa);
+            il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, FLazyB); Stloc(_fb);
+            il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, FLazyR); Stloc(_fr);
+            il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, FLazyCarryOverflow); Stloc(_fco);
+        }
+
+        /// <summary>Returns to the execution loop (rip is set).</summary>
+        void Leave() { SyncOut(); _il.Emit(OpCodes.Ret); }
+
+        /// <summary>Names instruction k of the block being emitted as the one executing (for a fault or a handler).</summary>
+        void At(int k)
+        {
+            var il = _il;
+            il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldc_I4, k); il.Emit(OpCodes.Stfld, FBlockIndex);
+            if (_members.Length > 1) { il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldc_I4, _j); il.Emit(OpCodes.Stfld, FRegionMember); }
+        }
+
+        /// <summary>The shared slow paths of the region's loads and stores (see <see cref="LoadMem"/>), emitted after
+        /// every block: the state stored, the memory's slow path called (it does not throw), and on success the
+        /// state loaded again and execution resumed at the access's site (<see cref="_site"/> indexes
+        /// <see cref="_resume"/>); a fault leaves the region as the interpreter leaves it (the memory's pending fault
+        /// raised with instruction k named, which the execution loop maps as it maps the interpreter's), and so does
+        /// a store that dropped code of the running region (the store done, rip at the next instruction).</summary>
+        void EmitSlowPaths()
+        {
+            var il = _il;
+            Label fault = il.DefineLabel();
+            if (_loadUsed)
+            {
+                il.MarkLabel(_sharedLoad);
+                SyncOut();
+                Ldloc(_mem); Ldloc(_slowAddr); Ldloc(_slowSize); il.Emit(OpCodes.Call, MLoadSlow); Stloc(_ld);
+                il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, FMem); il.Emit(OpCodes.Call, MFaulted); il.Emit(OpCodes.Brtrue, fault);
+                SyncIn();
+                Ldloc(_site); il.Emit(OpCodes.Switch, _resume.ToArray());
+                il.Emit(OpCodes.Br, fault); // (every site is in the table)
+            }
+            if (_storeUsed)
+            {
+                Label invalidated = il.DefineLabel();
+                il.MarkLabel(_sharedStore);
+                SyncOut();
+                Ldloc(_mem); Ldloc(_slowAddr); Ldloc(_slowVal); Ldloc(_slowSize); il.Emit(OpCodes.Call, MStoreSlow); Stloc(_st);
+                Ldloc(_st); il.Emit(OpCodes.Ldc_I4, GuestMemory.StoreFaulted); il.Emit(OpCodes.Beq, fault);
+                Ldloc(_st); il.Emit(OpCodes.Ldc_I4, GuestMemory.StoreEndsBlock); il.Emit(OpCodes.Beq, invalidated);
+                SyncIn();
+                Ldloc(_site); il.Emit(OpCodes.Switch, _resume.ToArray());
+                il.Emit(OpCodes.Br, fault);
+                il.MarkLabel(invalidated);
+                il.Emit(OpCodes.Newobj, CCodeInvalidated); il.Emit(OpCodes.Throw);
+            }
+            il.MarkLabel(fault);
+            il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, FMem); il.Emit(OpCodes.Call, MTakeFault); il.Emit(OpCodes.Throw);
         }
 
         /// <summary>Runs the interpreter's handler for instruction k.</summary>
         void EmitHelper(int k, ref Instruction ins)
         {
             var il = _il;
-            il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldc_I4, k); il.Emit(OpCodes.Stfld, FBlockIndex);
+            At(k);
             SetRip(ins.NextIP);
+            SyncOut();
             il.Emit(OpCodes.Ldarg_1);
             Member(); il.Emit(OpCodes.Ldfld, FInsts); il.Emit(OpCodes.Ldc_I4, k); il.Emit(OpCodes.Ldelema, typeof(Instruction));
             Member(); il.Emit(OpCodes.Ldfld, FHandlers); il.Emit(OpCodes.Ldc_I4, k); il.Emit(OpCodes.Ldelem_I);
             il.EmitCalli(OpCodes.Calli, CallingConventions.Standard, typeof(void), new[] { typeof(VirtualCpu), typeof(Instruction).MakeByRefType() }, null);
+            SyncIn();
         }
 
         /// <summary>Pushes the block being emitted (from the region's array, the method's first argument).</summary>
@@ -429,8 +589,8 @@ public static unsafe class BlockCompiler
         void CountBlock()
         {
             var il = _il;
-            il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Dup); il.Emit(OpCodes.Ldfld, FCount); il.Emit(OpCodes.Ldc_I8, (long)_b.Count); il.Emit(OpCodes.Add); il.Emit(OpCodes.Stfld, FCount);
-            if (_b.EndsInBranch != 0) { il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Dup); il.Emit(OpCodes.Ldfld, FBranches); il.Emit(OpCodes.Ldc_I8, 1L); il.Emit(OpCodes.Add); il.Emit(OpCodes.Stfld, FBranches); }
+            Ldloc(_count); il.Emit(OpCodes.Ldc_I8, (long)_b.Count); il.Emit(OpCodes.Add); Stloc(_count);
+            if (_b.EndsInBranch != 0) { Ldloc(_branches); il.Emit(OpCodes.Ldc_I8, 1L); il.Emit(OpCodes.Add); Stloc(_branches); }
         }
 
         /// <summary>Ends the block being emitted with a direct transfer to target: it is counted, and when target
@@ -448,14 +608,13 @@ public static unsafe class BlockCompiler
                 // volatile loads: another thread posts a host event by setting Yield or StopAt (a timer's signal, a
                 // wake-up); a loop that stays inside the region must see it, so the JIT may not hoist these reads
                 il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Volatile); il.Emit(OpCodes.Ldfld, FYield); il.Emit(OpCodes.Brtrue, exit);
-                il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, FCount); il.Emit(OpCodes.Ldc_I8, (long)_members[m].Count); il.Emit(OpCodes.Add);
+                Ldloc(_count); il.Emit(OpCodes.Ldc_I8, (long)_members[m].Count); il.Emit(OpCodes.Add);
                 il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Volatile); il.Emit(OpCodes.Ldfld, FStopAt); il.Emit(OpCodes.Bgt_Un, exit);
-                if (m != _j) { il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldc_I4, m); il.Emit(OpCodes.Stfld, FRegionMember); }
                 il.Emit(OpCodes.Br, _starts[m]);
                 il.MarkLabel(exit);
             }
             SetRip(target);
-            il.Emit(OpCodes.Ret);
+            Leave();
         }
 
         void SetRip(ulong v) { _il.Emit(OpCodes.Ldarg_1); _il.Emit(OpCodes.Ldc_I8, (long)v); _il.Emit(OpCodes.Stfld, FRip); }
@@ -519,8 +678,10 @@ public static unsafe class BlockCompiler
                     Ldloc(_a); il.Emit(OpCodes.Ldc_I8, 1L); il.Emit(dec ? OpCodes.Sub : OpCodes.Add); Truncate(p.Size); Stloc(_r);
                     if (p.Flags != FlagUse.None)
                     {
-                        il.Emit(OpCodes.Ldarg_1); il.Emit(dec ? OpCodes.Ldc_I4_1 : OpCodes.Ldc_I4_0); Ldloc(_a); Ldloc(_r); il.Emit(OpCodes.Ldc_I4, p.Size);
-                        il.Emit(OpCodes.Call, MIncDec);
+                        // as SetFlagsIncDec: the CF to keep from the pending record, then the new record
+                        il.Emit(OpCodes.Ldarg_1); RecordArgs(); il.Emit(OpCodes.Call, MKeepCarryOf);
+                        il.Emit(OpCodes.Ldc_I8, 1L); Stloc(_bv);
+                        Record((dec ? VirtualCpu.LazySub : VirtualCpu.LazyAdd) | VirtualCpu.LazyKeepCf, _a, _bv, _r, p.Size);
                     }
                     Write(ref p.O0, p.Size, _r);
                     return Flow.Next;
@@ -626,9 +787,11 @@ public static unsafe class BlockCompiler
                 {
                     if (p.Memory) { Ea(ref ins, true); Stloc(_ea); }
                     // the low half of a product does not depend on the signedness of the factors
-                    if (p.Count == 2) { Read(ref p.O0, p.Size); Read(ref p.O1, p.Size); }
-                    else { Read(ref p.O1, p.Size); il.Emit(OpCodes.Ldc_I8, (long)(p.O0.Imm & VirtualCpu.SizeMask(p.Size))); }
-                    il.Emit(OpCodes.Mul); Truncate(p.Size); Stloc(_r);
+                    // (a memory factor is read first: a load leaves nothing on the stack across its slow path)
+                    Read(ref p.O1, p.Size); Stloc(_bv);
+                    if (p.Count == 2) Read(ref p.O0, p.Size);
+                    else il.Emit(OpCodes.Ldc_I8, (long)(p.O0.Imm & VirtualCpu.SizeMask(p.Size)));
+                    Ldloc(_bv); il.Emit(OpCodes.Mul); Truncate(p.Size); Stloc(_r);
                     Write(ref p.O0, p.Size, _r);
                     return Flow.Next;
                 }
@@ -656,55 +819,57 @@ public static unsafe class BlockCompiler
         {
             var il = _il;
             int bits = size * 8;
-            il.Emit(OpCodes.Ldarg_1);
+            // push CF then OF, each 0 or 1
             switch (m)
             {
                 case Mnemonic.Shl or Mnemonic.Sal:
-                    Ldloc(_r); il.Emit(OpCodes.Ldc_I4, size);
                     // CF: the last bit shifted out (none left when the count exceeds the size); OF: CF ^ the result's sign
                     if (n <= bits) { Ldloc(_a); il.Emit(OpCodes.Ldc_I4, bits - n); il.Emit(OpCodes.Shr_Un); il.Emit(OpCodes.Ldc_I8, 1L); il.Emit(OpCodes.And); }
                     else il.Emit(OpCodes.Ldc_I8, 0L);
                     il.Emit(OpCodes.Dup); Stloc(_bv);
                     Ldloc(_bv); Ldloc(_r); il.Emit(OpCodes.Ldc_I4, bits - 1); il.Emit(OpCodes.Shr_Un); il.Emit(OpCodes.Xor);
-                    il.Emit(OpCodes.Call, MShiftFlags);
-                    return;
+                    break;
                 case Mnemonic.Shr:
-                    Ldloc(_r); il.Emit(OpCodes.Ldc_I4, size);
                     Ldloc(_a); il.Emit(OpCodes.Ldc_I4, n - 1); il.Emit(OpCodes.Shr_Un); il.Emit(OpCodes.Ldc_I8, 1L); il.Emit(OpCodes.And);
                     Ldloc(_r); il.Emit(OpCodes.Ldc_I4, bits - 2); il.Emit(OpCodes.Shr_Un); il.Emit(OpCodes.Ldc_I8, 1L); il.Emit(OpCodes.And);
-                    il.Emit(OpCodes.Call, MShiftFlags);
-                    return;
+                    break;
                 case Mnemonic.Sar:
-                    Ldloc(_r); il.Emit(OpCodes.Ldc_I4, size);
                     Ldloc(_a); SignExtend(size); il.Emit(OpCodes.Ldc_I4, n - 1); il.Emit(OpCodes.Shr); il.Emit(OpCodes.Ldc_I8, 1L); il.Emit(OpCodes.And);
                     il.Emit(OpCodes.Ldc_I8, 0L);
-                    il.Emit(OpCodes.Call, MShiftFlags);
-                    return;
+                    break;
                 case Mnemonic.Rol:
                     // CF: the result's low bit; OF: CF ^ the result's sign
                     Ldloc(_r); il.Emit(OpCodes.Ldc_I8, 1L); il.Emit(OpCodes.And); il.Emit(OpCodes.Dup); Stloc(_bv);
                     Ldloc(_bv); Ldloc(_r); il.Emit(OpCodes.Ldc_I4, bits - 1); il.Emit(OpCodes.Shr_Un); il.Emit(OpCodes.Xor);
-                    il.Emit(OpCodes.Call, MRotateFlags);
-                    return;
+                    break;
                 case Mnemonic.Ror:
                     // CF: the result's sign; OF: the sign ^ the bit below it
                     Ldloc(_r); il.Emit(OpCodes.Ldc_I4, bits - 1); il.Emit(OpCodes.Shr_Un); il.Emit(OpCodes.Dup); Stloc(_bv);
                     Ldloc(_bv); Ldloc(_r); il.Emit(OpCodes.Ldc_I4, bits - 2); il.Emit(OpCodes.Shr_Un); il.Emit(OpCodes.Ldc_I8, 1L); il.Emit(OpCodes.And); il.Emit(OpCodes.Xor);
-                    il.Emit(OpCodes.Call, MRotateFlags);
-                    return;
+                    break;
+                default:
+                    throw new InvalidOperationException($"no flags for {m}");
             }
-            throw new InvalidOperationException($"no flags for {m}");
+            // CF and OF as flag bits (SetFlagsShift / SetFlagsRotate)
+            System.Diagnostics.Debug.Assert(VirtualCpu.CF == 1 && VirtualCpu.OF == 1UL << 11);
+            il.Emit(OpCodes.Ldc_I4, 11); il.Emit(OpCodes.Shl); il.Emit(OpCodes.Or); Stloc(_fco);
+            if (m is Mnemonic.Rol or Mnemonic.Ror) { Ldloc(_fk); il.Emit(OpCodes.Ldc_I4, VirtualCpu.LazyRotate); il.Emit(OpCodes.Or); Stloc(_fk); }
+            else { il.Emit(OpCodes.Ldc_I4, VirtualCpu.LazyShift); Stloc(_fk); il.Emit(OpCodes.Ldc_I4, size); Stloc(_fs); Ldloc(_r); Stloc(_fr); }
         }
 
+        /// <summary>Makes (kind, size, a, b, r) the pending flag record (in the region's locals).</summary>
         void Record(int kind, LocalBuilder? a, LocalBuilder? b, LocalBuilder r, int size)
         {
             var il = _il;
-            il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldc_I4, kind); il.Emit(OpCodes.Stfld, FLazy);
-            il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldc_I4, size); il.Emit(OpCodes.Stfld, FLazySize);
-            il.Emit(OpCodes.Ldarg_1); if (a != null) Ldloc(a); else il.Emit(OpCodes.Ldc_I8, 0L); il.Emit(OpCodes.Stfld, FLazyA);
-            il.Emit(OpCodes.Ldarg_1); if (b != null) Ldloc(b); else il.Emit(OpCodes.Ldc_I8, 0L); il.Emit(OpCodes.Stfld, FLazyB);
-            il.Emit(OpCodes.Ldarg_1); Ldloc(r); il.Emit(OpCodes.Stfld, FLazyR);
+            il.Emit(OpCodes.Ldc_I4, kind); Stloc(_fk);
+            il.Emit(OpCodes.Ldc_I4, size); Stloc(_fs);
+            if (a != null) Ldloc(a); else il.Emit(OpCodes.Ldc_I8, 0L); Stloc(_fa);
+            if (b != null) Ldloc(b); else il.Emit(OpCodes.Ldc_I8, 0L); Stloc(_fb);
+            Ldloc(r); Stloc(_fr);
         }
+
+        /// <summary>Pushes the pending flag record held in locals, as <see cref="VirtualCpu.SetRecord"/> takes it.</summary>
+        void RecordArgs() { Ldloc(_fk); Ldloc(_fs); Ldloc(_fa); Ldloc(_fb); Ldloc(_fr); Ldloc(_fco); }
 
         /// <summary>Pushes the condition as 0 or 1. After a compare, subtraction or logic operation that is the
         /// previous instruction, the condition is decided from its operands and result (still in _a, _bv, _r);
@@ -718,7 +883,7 @@ public static unsafe class BlockCompiler
                 || (fromResult && cc is not (ConditionCode.e or ConditionCode.ne or ConditionCode.s or ConditionCode.ns or ConditionCode.b or ConditionCode.ae))
                 || (prev.Form == Form.IncDec && cc is ConditionCode.b or ConditionCode.ae))
             {
-                il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldc_I4, (int)cc); il.Emit(OpCodes.Call, MCond);
+                il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldc_I4, (int)cc); RecordArgs(); il.Emit(OpCodes.Call, MCondOf);
                 return;
             }
             int s = prev.Size;
@@ -824,36 +989,91 @@ public static unsafe class BlockCompiler
             int kind = o.RegKind;
             if (kind == 0 || kind == 1)
             {
-                RegAddr(o.Reg); Ldloc(v); if (kind == 1) { il.Emit(OpCodes.Conv_U4); il.Emit(OpCodes.Conv_U8); }
-                il.Emit(OpCodes.Stind_I8);
+                Ldloc(v); if (kind == 1) { il.Emit(OpCodes.Conv_U4); il.Emit(OpCodes.Conv_U8); }
+                StRegTop(o.Reg);
                 return;
             }
             ulong keep = kind switch { 2 => ~0xFFFFUL, 3 => ~0xFFUL, _ => ~0xFF00UL };
-            RegAddr(o.Reg);
             LdReg(o.Reg); il.Emit(OpCodes.Ldc_I8, (long)keep); il.Emit(OpCodes.And);
             Ldloc(v);
             if (kind == 2) { il.Emit(OpCodes.Conv_U2); il.Emit(OpCodes.Conv_U8); }
             else { il.Emit(OpCodes.Conv_U1); il.Emit(OpCodes.Conv_U8); if (kind == 4) { il.Emit(OpCodes.Ldc_I4_8); il.Emit(OpCodes.Shl); } }
             il.Emit(OpCodes.Or);
-            il.Emit(OpCodes.Stind_I8);
+            StRegTop(o.Reg);
         }
 
+        /// <summary>The software TLB's fast path, inline: leaves the host address of the size bytes at the guest
+        /// address in _host when tlb holds their page (and they do not cross into the next), else goes to slow.</summary>
+        void Probe(LocalBuilder addr, int size, LocalBuilder tlb, Label slow)
+        {
+            var il = _il;
+            Ldloc(addr); il.Emit(OpCodes.Ldc_I4, GuestMemory.PageShift); il.Emit(OpCodes.Shr_Un); Stloc(_pn);
+            Ldloc(tlb); Ldloc(_pn); il.Emit(OpCodes.Ldc_I8, (long)GuestMemory.TlbIndexMask); il.Emit(OpCodes.And);
+            il.Emit(OpCodes.Ldc_I4, GuestMemory.TlbEntryShift); il.Emit(OpCodes.Shl); il.Emit(OpCodes.Conv_U); il.Emit(OpCodes.Add); Stloc(_e);
+            Ldloc(_e); il.Emit(OpCodes.Ldind_I8); Ldloc(_pn); il.Emit(OpCodes.Bne_Un, slow);
+            if (size > 1)
+            {
+                Ldloc(addr); il.Emit(OpCodes.Ldc_I8, (long)GuestMemory.PageMask); il.Emit(OpCodes.And);
+                il.Emit(OpCodes.Ldc_I8, (long)(GuestMemory.PageSize - (ulong)size)); il.Emit(OpCodes.Bgt_Un, slow);
+            }
+            Ldloc(_e); il.Emit(OpCodes.Ldc_I4, GuestMemory.TlbPtrOffset); il.Emit(OpCodes.Add); il.Emit(OpCodes.Ldind_I);
+            Ldloc(addr); il.Emit(OpCodes.Ldc_I8, (long)GuestMemory.PageMask); il.Emit(OpCodes.And); il.Emit(OpCodes.Conv_U); il.Emit(OpCodes.Add);
+            Stloc(_host);
+        }
+
+        /// <summary>Pushes the value (zero-extended) of the size bytes at the guest address in addr. A TLB miss calls
+        /// the shared slow path (<see cref="EmitSlowPaths"/>), which does not throw.</summary>
         void LoadMem(LocalBuilder addr, int size)
         {
-            Ldloc(_mem); Ldloc(addr); _il.Emit(OpCodes.Call, MRead[size]);
-            if (size < 8) _il.Emit(OpCodes.Conv_U8);
+            var il = _il;
+            Label slow = il.DefineLabel(), done = il.DefineLabel();
+            Probe(addr, size, _rtlb, slow);
+            Ldloc(_host);
+            if (size > 1) il.Emit(OpCodes.Unaligned, (byte)1);
+            il.Emit(size switch { 1 => OpCodes.Ldind_U1, 2 => OpCodes.Ldind_U2, 4 => OpCodes.Ldind_U4, _ => OpCodes.Ldind_I8 });
+            if (size < 8) il.Emit(OpCodes.Conv_U8);
+            Stloc(_ld);
+            il.MarkLabel(done);
+            Ldloc(_ld);
+            _loadUsed = true;
+            SlowSite(slow, done, addr, null, size, _sharedLoad);
         }
 
+        /// <summary>Stores v (its low size bytes) at the guest address in addr; the slow path as in <see cref="LoadMem"/>,
+        /// and a store that dropped code of the running region ends it there.</summary>
         void StoreMem(LocalBuilder addr, LocalBuilder v, int size)
         {
-            Ldloc(_mem); Ldloc(addr); Ldloc(v);
-            switch (size)
+            var il = _il;
+            Label slow = il.DefineLabel(), done = il.DefineLabel();
+            Probe(addr, size, _wtlb, slow);
+            Ldloc(_host); Ldloc(v);
+            if (size > 1) il.Emit(OpCodes.Unaligned, (byte)1);
+            il.Emit(size switch { 1 => OpCodes.Stind_I1, 2 => OpCodes.Stind_I2, 4 => OpCodes.Stind_I4, _ => OpCodes.Stind_I8 });
+            il.MarkLabel(done);
+            _storeUsed = true;
+            SlowSite(slow, done, addr, v, size, _sharedStore);
+        }
+
+        /// <summary>The out-of-line code of one access that missed the TLB: names the instruction (and for a store
+        /// its next rip, where a store into running code resumes), passes the access to the shared slow path and
+        /// names done as where it resumes.</summary>
+        void SlowSite(Label slow, Label done, LocalBuilder addr, LocalBuilder? v, int size, Label shared)
+        {
+            int k = _k, j = _j, site = _resume.Count;
+            ulong next = _b.Insts[k].NextIP;
+            _resume.Add(done);
+            _cold.Add(() =>
             {
-                case 1: _il.Emit(OpCodes.Conv_U1); break;
-                case 2: _il.Emit(OpCodes.Conv_U2); break;
-                case 4: _il.Emit(OpCodes.Conv_U4); break;
-            }
-            _il.Emit(OpCodes.Call, MWrite[size]);
+                var il = _il;
+                il.MarkLabel(slow);
+                int saved = _j; _j = j; At(k); _j = saved;
+                if (v != null) SetRip(next);
+                Ldloc(addr); Stloc(_slowAddr);
+                if (v != null) { Ldloc(v); Stloc(_slowVal); }
+                il.Emit(OpCodes.Ldc_I4, size); Stloc(_slowSize);
+                il.Emit(OpCodes.Ldc_I4, site); Stloc(_site);
+                il.Emit(OpCodes.Br, shared);
+            });
         }
 
         void RegAddr(int r)
@@ -862,9 +1082,20 @@ public static unsafe class BlockCompiler
             if (r != 0) { _il.Emit(OpCodes.Ldc_I4, r * 8); _il.Emit(OpCodes.Add); }
         }
 
-        void LdReg(int r) { RegAddr(r); _il.Emit(OpCodes.Ldind_I8); }
+        /// <summary>The local holding guest register r (one the inline code may write, when `write`).</summary>
+        LocalBuilder Reg(int r, bool write)
+        {
+            var l = _gr[r];
+            if (l == null || (write && (_written & (1u << r)) == 0)) throw new InvalidOperationException($"register {r} is not held by the region");
+            return l;
+        }
 
-        void StReg(int r, LocalBuilder v) { RegAddr(r); Ldloc(v); _il.Emit(OpCodes.Stind_I8); }
+        void LdReg(int r) => Ldloc(Reg(r, false));
+
+        /// <summary>Pops the value on the stack into guest register r.</summary>
+        void StRegTop(int r) => Stloc(Reg(r, true));
+
+        void StReg(int r, LocalBuilder v) { Ldloc(v); StRegTop(r); }
 
         void Truncate(int size)
         {

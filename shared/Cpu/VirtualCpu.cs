@@ -329,13 +329,56 @@ public sealed unsafe partial class VirtualCpu
     {
         int kind = _lazy;
         if ((kind & (LazyShift | LazyRotate)) != 0) return ShiftRotateConditionFlags();
-        ulong r = _lazyR, f = 0;
-        int size = _lazySize;
+        return RecordConditionFlags(kind, _lazySize, _lazyA, _lazyB, _lazyR);
+    }
+
+    /// <summary>CF ZF SF OF of an add/sub/logic record (kind, size, a, b, r).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    ulong RecordConditionFlags(int kind, int size, ulong a, ulong b, ulong r)
+    {
+        ulong f = 0;
         if ((r & SizeMask(size)) == 0) f |= ZF;
         if ((r & SignBit(size)) != 0) f |= SF;
-        f |= CarryOverflowAux(kind & 3, _lazyA, _lazyB, r, size) & (CF | OF);
+        f |= CarryOverflowAux(kind & 3, a, b, r, size) & (CF | OF);
         if ((kind & LazyKeepCf) != 0) f = (f & ~CF) | (_flags & CF);
         return f;
+    }
+
+    // The compiled tier holds the pending record in locals of a region (kind, size, a, b, r, carry/overflow) and
+    // stores it here only when it leaves the region or calls a handler; these take the record as arguments.
+
+    /// <summary>Makes (kind, size, a, b, r, co) the pending record.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void SetRecord(int kind, int size, ulong a, ulong b, ulong r, ulong co)
+    {
+        _lazy = kind; _lazySize = size; _lazyA = a; _lazyB = b; _lazyR = r; _lazyCarryOverflow = co;
+    }
+
+    /// <summary><see cref="Cond"/> with the given record pending.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal bool CondOf(ConditionCode cc, int kind, int size, ulong a, ulong b, ulong r, ulong co)
+    {
+        if (kind == LazyNone || (kind & (LazyShift | LazyRotate)) != 0 || cc is ConditionCode.p or ConditionCode.np)
+            return CondOfStored(cc, kind, size, a, b, r, co);
+        return Holds(cc, RecordConditionFlags(kind, size, a, b, r));
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    bool CondOfStored(ConditionCode cc, int kind, int size, ulong a, ulong b, ulong r, ulong co)
+    {
+        // materialising the record here and again from the region's copy gives the same flags
+        SetRecord(kind, size, a, b, r, co);
+        return Cond(cc);
+    }
+
+    /// <summary>What <see cref="SetFlagsIncDec"/> does before it records: the CF to keep is derived from the
+    /// given pending record (into the stored flags), which the caller then replaces.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void KeepCarryOf(int kind, int size, ulong a, ulong b, ulong r, ulong co)
+    {
+        if ((kind & (LazyShift | LazyRotate)) != 0) { SetRecord(kind, size, a, b, r, co); MaterializeFlags(); }
+        else if (kind != LazyNone && (kind & LazyKeepCf) == 0)
+            _flags = (_flags & ~CF) | (CarryOverflowAux(kind & 3, a, b, r, size) & CF);
     }
 
     /// <summary>The condition flags while a shift record or a rotate's CF and OF are pending: they are materialised
@@ -379,9 +422,7 @@ public sealed unsafe partial class VirtualCpu
     public void SetFlagsIncDec(bool dec, ulong a, ulong r, int size)
     {
         // the CF to keep: only it is derived from a pending record (the new record replaces every other flag)
-        if ((_lazy & (LazyShift | LazyRotate)) != 0) MaterializeFlags();
-        else if (_lazy != LazyNone && (_lazy & LazyKeepCf) == 0)
-            _flags = (_flags & ~CF) | (CarryOverflowAux(_lazy & 3, _lazyA, _lazyB, _lazyR, _lazySize) & CF);
+        KeepCarryOf(_lazy, _lazySize, _lazyA, _lazyB, _lazyR, _lazyCarryOverflow);
         Record((dec ? LazySub : LazyAdd) | LazyKeepCf, a, 1, r, size);
     }
 
@@ -393,9 +434,12 @@ public sealed unsafe partial class VirtualCpu
     public bool Flag(ulong f) => (Rflags & f) != 0;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public bool Cond(ConditionCode cc)
+    public bool Cond(ConditionCode cc) => Holds(cc, _lazy == LazyNone || cc is ConditionCode.p or ConditionCode.np ? Rflags : LazyConditionFlags());
+
+    /// <summary>Whether condition cc holds with the flags f.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static bool Holds(ConditionCode cc, ulong f)
     {
-        ulong f = _lazy == LazyNone || cc is ConditionCode.p or ConditionCode.np ? Rflags : LazyConditionFlags();
         switch (cc)
         {
             case ConditionCode.o: return (f & OF) != 0;

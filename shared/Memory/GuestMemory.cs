@@ -119,7 +119,7 @@ public sealed unsafe partial class GuestMemory : IDisposable
     {
         ulong pn = a >> PageShift; TlbEntry* e = _rtlb + (pn & (TlbSize - 1));
         if (e->Tag == pn) return e->Ptr[a & PageMask];
-        return *ReadPtrSlow(a, 1);
+        return (byte)ReadSlow(a, 1);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -222,29 +222,48 @@ public sealed unsafe partial class GuestMemory : IDisposable
 
     Page? Lookup(ulong pn)
     {
+        var p = Lookup(pn, out bool beyondEof);
+        if (beyondEof) throw new GuestFaultException(pn << PageShift, false, true, beyondEndOfFile: true);
+        return p;
+    }
+
+    /// <summary>The page of page number pn, materialised on first touch; null when no mapping covers it, or when
+    /// it lies wholly past the end of a mapped file (then <paramref name="beyondEof"/>).</summary>
+    Page? Lookup(ulong pn, out bool beyondEof)
+    {
+        beyondEof = false;
         if (_pages.TryGetValue(pn, out var p)) return p;
         ulong addr = pn << PageShift;
         var vma = FindVma(addr);
         if (vma == null) return null;
-        if (addr >= vma.BeyondEof) throw new GuestFaultException(addr, false, true, beyondEndOfFile: true);
+        if (addr >= vma.BeyondEof) { beyondEof = true; return null; }
         p = new Page { Data = PagePool.Rent(), Prot = vma.Prot, Born = _captures };
         new Span<byte>(p.Data, (int)PageSize).Clear();
         AddPage(pn, p);
         return p;
     }
 
+    /// <summary>Why an access cannot be made.</summary>
+    enum AccessFault : byte { None, Unmapped, Protected, BeyondEndOfFile }
+
+    static GuestFaultException FaultOf(ulong a, bool write, AccessFault why)
+        => new(a, write, why != AccessFault.Unmapped, beyondEndOfFile: why == AccessFault.BeyondEndOfFile);
+
     /// <summary>Page for an access, or throws the guest fault. Fills the TLB.</summary>
-    Page Translate(ulong a, bool write)
+    Page Translate(ulong a, bool write) => TryTranslate(a, write, out var why) ?? throw FaultOf(a, write, why);
+
+    /// <summary>Page for an access (filling the TLB, and for a store breaking copy-on-write, preserving a capture's
+    /// copy and dropping decoded code), or null with the reason when the guest may not make it.</summary>
+    Page? TryTranslate(ulong a, bool write, out AccessFault why)
     {
-        if (a >= AddressLimit) throw new GuestFaultException(a, write, false);
+        why = AccessFault.None;
+        if (a >= AddressLimit) { why = AccessFault.Unmapped; return null; }
         ulong pn = a >> PageShift;
-        Page? found;
-        try { found = Lookup(pn); }
-        catch (GuestFaultException e) when (e.BeyondEndOfFile) { throw new GuestFaultException(a, write, true, beyondEndOfFile: true); } // the exact address, as si_addr
-        var p = found ?? throw new GuestFaultException(a, write, false);
+        var p = Lookup(pn, out bool beyondEof);
+        if (p == null) { why = beyondEof ? AccessFault.BeyondEndOfFile : AccessFault.Unmapped; return null; }
         if (write)
         {
-            if ((p.Prot & Prot.Write) == 0) throw new GuestFaultException(a, true, true);
+            if ((p.Prot & Prot.Write) == 0) { why = AccessFault.Protected; return null; }
             if (_capture != null) Preserve(p, pn);
             if (p.Shared != null) Unshare(p, pn);
             if (p.HasCode)
@@ -256,23 +275,16 @@ public sealed unsafe partial class GuestMemory : IDisposable
         }
         else
         {
-            if (p.Prot == Prot.None) throw new GuestFaultException(a, false, true);
+            if (p.Prot == Prot.None) { why = AccessFault.Protected; return null; }
             TlbEntry* e = _rtlb + (pn & (TlbSize - 1)); e->Tag = pn; e->Ptr = p.Data;
         }
         return p;
     }
 
-    byte* ReadPtrSlow(ulong a, int size) => Translate(a, false).Data + (a & PageMask);
-
     ulong ReadSlow(ulong a, int size)
     {
-        if ((a & PageMask) + (ulong)size <= PageSize)
-        {
-            byte* p = Translate(a, false).Data + (a & PageMask);
-            return size switch { 1 => *p, 2 => Unsafe.ReadUnaligned<ushort>(p), 4 => Unsafe.ReadUnaligned<uint>(p), _ => Unsafe.ReadUnaligned<ulong>(p) };
-        }
-        ulong v = 0;
-        for (int i = 0; i < size; i++) v |= (ulong)(*(Translate(a + (ulong)i, false).Data + ((a + (ulong)i) & PageMask))) << (8 * i);
+        ulong v = LoadSlow(a, size);
+        if (_fault != AccessFault.None) ThrowFault();
         return v;
     }
 
@@ -284,17 +296,89 @@ public sealed unsafe partial class GuestMemory : IDisposable
 
     void WriteSlow(ulong a, ulong v, int size)
     {
+        int status = StoreSlow(a, v, size);
+        if (status == StoreFaulted) ThrowFault();
+        if (status == StoreEndsBlock) throw new CodeInvalidatedException();
+    }
+
+    // ---------------------------------------------------------------- the compiled tier's side of the TLB
+
+    /// <summary>The compiled tier inlines the TLB probe: entry i of a TLB is at its base + (i &lt;&lt; TlbEntryShift),
+    /// the page number it holds (<see cref="ulong.MaxValue"/> when empty) at offset 0 and the host address of the
+    /// page's bytes at offset <see cref="TlbPtrOffset"/>.</summary>
+    public const int TlbIndexMask = TlbSize - 1, TlbEntryShift = 4, TlbPtrOffset = 8;
+    public byte* ReadTlb => (byte*)_rtlb;
+    public byte* WriteTlb => (byte*)_wtlb;
+
+    /// <summary><see cref="StoreSlow"/>'s results: the store is done; the guest may not make it (nothing was written,
+    /// the fault is pending); the store is done and dropped code of the block that is running, which must end.</summary>
+    public const int StoreDone = 0, StoreFaulted = 1, StoreEndsBlock = 2;
+
+    /// <summary>A fault the slow paths found and have not raised yet (<see cref="ThrowFault"/>).</summary>
+    AccessFault _fault;
+    ulong _faultAddress;
+    bool _faultWrite;
+
+    /// <summary>Whether the last <see cref="LoadSlow"/> found a fault (then its value is 0).</summary>
+    public bool Faulted => _fault != AccessFault.None;
+
+    int Pend(ulong a, bool write, AccessFault why) { _fault = why; _faultAddress = a; _faultWrite = write; return StoreFaulted; }
+
+    [System.Diagnostics.CodeAnalysis.DoesNotReturn]
+    void ThrowFault() => throw TakeFault();
+
+    /// <summary>The fault the last slow path found, as the exception the interpreter's access would have raised
+    /// (the compiled tier throws it once it has stored the guest's state); no fault is pending after it.</summary>
+    public GuestFaultException TakeFault()
+    {
+        var why = _fault;
+        _fault = AccessFault.None;
+        return FaultOf(_faultAddress, _faultWrite, why);
+    }
+
+    /// <summary>The slow path of a load (a TLB miss, or an access across two pages), which never throws: the value,
+    /// or 0 with <see cref="Faulted"/> set when the guest may not read a byte of it (the first such byte's address
+    /// is the fault's).</summary>
+    public ulong LoadSlow(ulong a, int size)
+    {
         if ((a & PageMask) + (ulong)size <= PageSize)
         {
-            byte* p = Translate(a, true).Data + (a & PageMask);
+            var page = TryTranslate(a, false, out var why);
+            if (page == null) { Pend(a, false, why); return 0; }
+            byte* p = page.Data + (a & PageMask);
+            return size switch { 1 => *p, 2 => Unsafe.ReadUnaligned<ushort>(p), 4 => Unsafe.ReadUnaligned<uint>(p), _ => Unsafe.ReadUnaligned<ulong>(p) };
+        }
+        ulong v = 0;
+        for (int i = 0; i < size; i++)
+        {
+            ulong at = a + (ulong)i;
+            var page = TryTranslate(at, false, out var why);
+            if (page == null) { Pend(at, false, why); return 0; }
+            v |= (ulong)page.Data[at & PageMask] << (8 * i);
+        }
+        return v;
+    }
+
+    /// <summary>The slow path of a store, which never throws: <see cref="StoreDone"/>, <see cref="StoreFaulted"/>
+    /// (memory unchanged: both pages of an access across two are checked first) or <see cref="StoreEndsBlock"/>.</summary>
+    public int StoreSlow(ulong a, ulong v, int size)
+    {
+        if ((a & PageMask) + (ulong)size <= PageSize)
+        {
+            var page = TryTranslate(a, true, out var why);
+            if (page == null) return Pend(a, true, why);
+            byte* p = page.Data + (a & PageMask);
             switch (size) { case 1: *p = (byte)v; break; case 2: Unsafe.WriteUnaligned(p, (ushort)v); break; case 4: Unsafe.WriteUnaligned(p, (uint)v); break; default: Unsafe.WriteUnaligned(p, v); break; }
         }
         else
         {
-            ProbeWrite(a, size);
+            if (TryTranslate(a, true, out var why) == null) return Pend(a, true, why);
+            ulong last = a + (ulong)size - 1;
+            if (TryTranslate(last, true, out why) == null) return Pend(last, true, why);
             for (int i = 0; i < size; i++) *(Translate(a + (ulong)i, true).Data + ((a + (ulong)i) & PageMask)) = (byte)(v >> (8 * i));
         }
-        if (_abortAfterStore) { _abortAfterStore = false; throw new CodeInvalidatedException(); }
+        if (_abortAfterStore) { _abortAfterStore = false; return StoreEndsBlock; }
+        return StoreDone;
     }
 
     // ---------------------------------------------------------------- bulk access (syscalls, loader)

@@ -194,9 +194,13 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
     //
     // A record whose output waits in the gate (stdout/stderr, a socket send, a queued shutdown or close) must reach
     // the backup soon: its bytes leave only once the backup acknowledges it. It is shipped when the guest is about
-    // to wait (a poll-family call, a sleep, an idle machine) — a server answers every ready request of a round and
-    // then polls, so the round's replies travel as one batch and come back as one acknowledgement, instead of one
-    // batch and one acknowledgement per reply — or at the first syscall ShipAfterMicroseconds after it was logged.
+    // to wait (a host call that parks its thread — a poll-family call, an accept or a read that finds nothing ready —,
+    // a sleep, a futex wait, an idle machine) — a server answers every ready request of a round and then polls, so the
+    // round's replies travel as one batch and come back as one acknowledgement, instead of one batch and one
+    // acknowledgement per reply — or at the first syscall ShipAfterMicroseconds after it was logged. A poll that
+    // finds requests ready does not ship: the guest does not wait, and the replies of the next requests join the
+    // batch (shipping at every poll's entry sent a batch, and got an ack back, for every couple of requests when the
+    // clients' next requests trickled in).
     // A guest that computes on without a syscall has it shipped by the sink's own flush interval (the replication
     // client's flush thread, 2 ms): the recording adds no stop of its own to the guest's run, so where the guest
     // stops stays exactly where a replay stops. Shipping later changes what the backup holds when, never what
@@ -223,10 +227,11 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
         _w.Flush();
     }
 
-    /// <summary>Calls after which the guest usually waits: records holding output are shipped before them.</summary>
-    static bool MayWait(int nr) => nr is Nr.poll or Nr.ppoll or Nr.select or Nr.pselect6 or Nr.epoll_wait or Nr.epoll_pwait
-        or Nr.epoll_pwait2 or Nr.nanosleep or Nr.clock_nanosleep or Nr.pause or Nr.wait4 or Nr.waitid or Nr.rt_sigsuspend
-        or Nr.rt_sigtimedwait or Nr.sched_yield or Nr.futex or Nr.accept or Nr.accept4;
+    /// <summary>Calls after which the guest usually waits or yields without a host call that could tell (in-VM waits,
+    /// sleeps): records holding output are shipped before them. Host calls that may wait (poll, accept, reads) ship
+    /// when they park the thread (<see cref="Syscall"/>).</summary>
+    static bool MayWait(int nr) => nr is Nr.nanosleep or Nr.clock_nanosleep or Nr.pause or Nr.wait4 or Nr.waitid or Nr.rt_sigsuspend
+        or Nr.rt_sigtimedwait or Nr.sched_yield or Nr.futex;
 
     /// <summary>At a syscall's entry (guest thread): ship what holds output if the guest may wait now or it waited long enough.</summary>
     void ShipBeforeCall(int nr)
@@ -324,7 +329,10 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
     public HostResult Syscall(int tid, int nr, Func<HostResult> perform, bool reexecuteOnReplay = false)
     {
         ShipBeforeCall(nr);
-        return Logged(tid, nr, perform());
+        var r = Logged(tid, nr, perform());
+        // the thread parks on the host (nothing was ready): it waits, so what holds output travels now
+        if (r.Value == Kernel.WouldBlock && _unshippedSince != 0) Ship();
+        return r;
     }
 
     // a send that must wait for credit waits for acknowledgements: what it waits for must have been shipped

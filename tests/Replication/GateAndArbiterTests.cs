@@ -129,4 +129,46 @@ public class GateAndArbiterTests
         p.Complete();
         Assert.Equal(0, p.Read(new byte[4]));
     }
+
+    /// <summary>
+    /// A gathering reader (the backup's replay) that has consumed everything is not woken by a small append before
+    /// its gathering sleep is over, but at once by an append of <see cref="BlockingPipeStream.GatherBytes"/> and by
+    /// the end of the stream (a lost primary: the drain must not wait), and it reads everything that gathered. The
+    /// sleep here is far longer than any test waits, so a read that completes early was woken.
+    /// </summary>
+    [Fact]
+    public async Task GatheringReaderIsWokenByEnoughBytesOrTheEndNotByEachAppend()
+    {
+        var bound = TimeSpan.FromSeconds(20);
+        var p = new BlockingPipeStream { Gather = TimeSpan.FromMinutes(10), GatherBytes = 100 };
+        p.Append(new byte[] { 1 });
+        Assert.Equal(1, p.Read(new byte[10])); // consumed everything: the next read gathers
+        var gathering = Task.Run(() => { var b = new byte[1000]; return p.Read(b); });
+        await Until(() => p.Gathering, bound, "the reader to start gathering");
+        p.Append(new byte[10]);
+        await Task.Delay(200);
+        Assert.False(gathering.IsCompleted, "a small append woke the gathering reader");
+        p.Append(new byte[95]); // 105 bytes wait now
+        Assert.True(await Task.WhenAny(gathering, Task.Delay(bound)) == gathering, "enough bytes did not wake the gathering reader");
+        Assert.Equal(10, await gathering); // the first chunk; the rest follows without waiting
+        Assert.Equal(95, p.Read(new byte[1000]));
+
+        var ending = Task.Run(() => p.Read(new byte[10]));
+        await Until(() => p.Gathering, bound, "the reader to start gathering again");
+        await Task.Delay(200);
+        Assert.False(ending.IsCompleted, "the gathering reader returned without data or the end");
+        p.Complete();
+        Assert.True(await Task.WhenAny(ending, Task.Delay(bound)) == ending, "the end of the stream did not wake the gathering reader");
+        Assert.Equal(0, await ending);
+    }
+
+    static async Task Until(Func<bool> condition, TimeSpan bound, string what)
+    {
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        while (!condition())
+        {
+            Assert.True(sw.Elapsed < bound, $"waited {bound.TotalSeconds:F0} s for {what}");
+            await Task.Delay(5);
+        }
+    }
 }
