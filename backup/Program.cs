@@ -23,16 +23,18 @@ root.Add(dump);
 var logOpt = new Option<FileInfo>("--log") { Description = "The event log to replay.", Required = true };
 var showOpt = new Option<bool>("--show-output") { Description = "Print the guest's stdout and stderr exactly as the recorded run produced them." };
 var rootOpt = new Option<string?>("--root") { Description = "Guest root directory (default: the one recorded in the log)." };
-var tierOpt = new Option<ReVirt.Cpu.ExecutionTier>("--tier")
+var tierOpt = new Option<string>("--tier")
 {
     Description = "Which executor runs guest code: Default (interpret, compile hot blocks), Interpreter, or Compiled (every block). The results are the same in every tier.",
-    DefaultValueFactory = _ => ReVirt.Cpu.ExecutionTier.Default,
+    HelpName = ReVirt.Cpu.ExecutionTiers.HelpName,
+    DefaultValueFactory = _ => nameof(ReVirt.Cpu.ExecutionTier.Default),
 };
+tierOpt.Validators.Add(r => { if (!ReVirt.Cpu.ExecutionTiers.TryParse(r.GetValueOrDefault<string>(), out _)) r.AddError($"--tier: expected {ReVirt.Cpu.ExecutionTiers.HelpName}"); });
 var replay = new Command("replay", "Re-execute a recording without touching the outside world, verifying every record against what the guest does: checkpoints, output bytes and digests, where each syscall wrote, the exit status and the log's End record. Exit status 0 when the replay matched a complete recording (faithful); 3 when it matched but the recording ended early (no End record: a crashed recorder or a cut log; the message names the last record); 1 and a message naming the first divergence; 2 when the log is refused (corrupt, forged or appended-to record, other format version, other program).")
 {
     logOpt, showOpt, rootOpt, tierOpt,
 };
-replay.SetAction(parse => Replay(parse.GetValue(logOpt)!, parse.GetValue(showOpt), parse.GetValue(rootOpt), parse.GetValue(tierOpt)));
+replay.SetAction(parse => Replay(parse.GetValue(logOpt)!, parse.GetValue(showOpt), parse.GetValue(rootOpt), ReVirt.Cpu.ExecutionTiers.Parse(parse.GetValue(tierOpt))));
 root.Add(replay);
 var listenOpt = new Option<string>("--listen") { Description = "Where to serve the replication endpoint (HTTP/2), e.g. http://127.0.0.1:7000 (port 0: any free port, printed on stderr).", DefaultValueFactory = _ => "http://127.0.0.1:7000" };
 var lrootOpt = new Option<string?>("--root") { Description = "This replica's own copy of the guest root (default: the primary's recorded root). Checked against the primary's at the handshake." };

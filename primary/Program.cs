@@ -47,11 +47,13 @@ var statsOpt = new Option<bool>("--stats")
     Description = "Print instruction counts and timing to stderr when the guest ends.",
 };
 
-var tierOpt = new Option<ReVirt.Cpu.ExecutionTier>("--tier")
+var tierOpt = new Option<string>("--tier")
 {
     Description = "Which executor runs guest code: Default (interpret, compile hot blocks), Interpreter, or Compiled (every block). The results are the same in every tier.",
-    DefaultValueFactory = _ => ReVirt.Cpu.ExecutionTier.Default,
+    HelpName = ReVirt.Cpu.ExecutionTiers.HelpName,
+    DefaultValueFactory = _ => nameof(ReVirt.Cpu.ExecutionTier.Default),
 };
+tierOpt.Validators.Add(r => { if (!ReVirt.Cpu.ExecutionTiers.TryParse(r.GetValueOrDefault<string>(), out _)) r.AddError($"--tier: expected {ReVirt.Cpu.ExecutionTiers.HelpName}"); });
 
 var run = new Command("run", "Run an x86-64 Linux program (and the processes it starts) in the ReVirt virtual machine. The guest's stdin, stdout and stderr are this process's; the exit status is the guest's (128+signal when a signal ended it).")
 {
@@ -65,83 +67,91 @@ var recordCmd = new Command("record", "Run like `run` and record every nondeterm
 };
 recordCmd.SetAction(parse => Guest(parse, parse.GetValue(logOpt)));
 
-var backupOpt = new Option<string>("--backup") { Description = "URL of the backup's replication endpoint (`backup listen --listen URL`), e.g. http://127.0.0.1:7000.", Required = true };
-var tokenOpt = new Option<string?>("--token-file") { Description = "File holding the secret shared with the backup (the handshake proves it with an HMAC; it never travels)." };
-var arbiterOpt = new Option<string?>("--arbiter") { Description = ReVirt.Arbiter.Arbiters.Help };
-arbiterOpt.Validators.Add(r => { if (ReVirt.Arbiter.Arbiters.Validate(r.GetValueOrDefault<string?>()) is { } err) r.AddError($"--arbiter: {err}"); });
-var hbOpt = new Option<int>("--heartbeat-ms") { Description = "Heartbeat interval when no log is flowing.", DefaultValueFactory = _ => 100 };
-var timeoutOpt = new Option<int>("--timeout-ms") { Description = "The backup is declared lost after this long without an acknowledgement or heartbeat.", DefaultValueFactory = _ => 2000 };
-var lagRecOpt = new Option<long>("--max-lag-records") { Description = "Slow the guest down while more than this many log records are unacknowledged (bounds failover time).", DefaultValueFactory = _ => 50_000 };
-var lagBytesOpt = new Option<long>("--max-lag-bytes") { Description = "Slow the guest down while more than this many log bytes are unacknowledged.", DefaultValueFactory = _ => 16L << 20 };
-var certOpt = new Option<string?>("--cert") { Description = "Mutual TLS: this replica's certificate (PEM); with --key and --ca, and an https:// --backup URL." };
-var keyOpt = new Option<string?>("--key") { Description = "Mutual TLS: the private key of --cert (PEM)." };
-var caOpt = new Option<string?>("--ca") { Description = "Mutual TLS: the CA certificate(s) (PEM) the backup's certificate must chain to; the system trust store is not used." };
-var eventsOpt = new Option<string?>("--events") { Description = "Report what happens as JSON lines (one event per line: protected, backup-lost, unprotected, fenced, exit, ...) to FILE or to an inherited descriptor fd:N." };
-var plantOpt = new Option<string?>("--plant") { Description = "Drills only: plant a violation the drill's checkers must report (gate-early, ignore-arbiter, snapshot-omits-page).", Hidden = true };
-plantOpt.AcceptOnlyFromAmong("gate-early", "ignore-arbiter", "snapshot-omits-page");
-var noExitWatchOpt = new Option<bool>("--no-exit-watch")
-{
-    Description = "Start no exit watch: by default a small process beside this one shuts the data link down the moment this process starts to exit (killed or ended), so the backup learns of a death at once instead of when the kernel has torn the process down and closes its sockets (tens to hundreds of ms on a loaded machine). A frozen or cut-off primary is still judged by the backup's --primary-silence-ms.",
-};
-var standbyOpt = new Option<string[]>("--standby")
-{
-    Description = "URL of a standby (`backup listen --listen URL` with the same token or certificates), repeatable. Whenever this replica runs without a backup (it lost its backup and won the arbiter), it asks the standbys in turn every --standby-retry-ms until one accepts, sends it the whole log from the beginning and is protected again; output produced from then on waits for that standby's acknowledgements.",
-    AllowMultipleArgumentsPerToken = false,
-};
-var standbyRetryOpt = new Option<int>("--standby-retry-ms") { Description = "Pause between two rounds over the standbys while none accepts.", DefaultValueFactory = _ => 500 };
-var storeOpt = new Option<string?>("--log") { Description = "Where this replica keeps its whole log, which a standby that joins later receives from the beginning (default: a temporary file removed at exit)." };
-var replayLagOpt = new Option<int>("--max-replay-lag-ms") { Description = "Slow the guest down while the backup's replay trails the log by more than this many milliseconds (the age of the oldest record it has not replayed), until it is within half of it: a takeover then has little to replay before going live. 0: no bound.", DefaultValueFactory = _ => 20 };
-var backupDataOpt = new Option<string?>("--backup-data") { Description = "HOST:PORT where the backup's data link (the log and the acks, opened after the handshake) is reached, when not at the --backup host and the port the backup names (e.g. through a relay)." };
-var protoOpt = new Option<uint>("--protocol-version") { Description = "Testing: announce another protocol version.", Hidden = true, DefaultValueFactory = _ => ReVirt.Replication.ReplicationProtocol.Version };
-var protect = new Command("protect", "Run like `record`, streaming the event log to a backup (`backup listen`) that replays it in lockstep and takes over if this primary dies. Output leaves the VM only once the backup holds the log up to the point where it was produced.")
-{
-    backupOpt, noExitWatchOpt, standbyOpt, standbyRetryOpt, storeOpt, tokenOpt, certOpt, keyOpt, caOpt, arbiterOpt, hbOpt, timeoutOpt, lagRecOpt, lagBytesOpt, replayLagOpt, backupDataOpt, eventsOpt, plantOpt, protoOpt, intervalOpt, rootOpt, cwdOpt, netOpt, ipOpt, macOpt, tapOpt, netnsOpt, statsOpt, tierOpt, program,
-};
-protect.SetAction(parse =>
-{
-    if (ReVirt.Replication.ReplicaChannelOptions.Load("--backup", parse.GetValue(backupOpt)!, parse.GetValue(tokenOpt), parse.GetValue(certOpt), parse.GetValue(keyOpt),
-            parse.GetValue(caOpt), parse.GetValue(eventsOpt), out var secret, out var tls, out var events) is { } bad)
-    { Console.Error.WriteLine($"primary: {bad}"); return 2; }
-    var settings = new ReVirt.Replication.ProtectSettings
-    {
-        Standbys = parse.GetValue(standbyOpt) ?? [],
-        StandbyRetryMs = parse.GetValue(standbyRetryOpt),
-        LogPath = parse.GetValue(storeOpt),
-        Stop = code => Environment.Exit(code),
-        Tls = tls,
-        BackupUrl = parse.GetValue(backupOpt)!,
-        Secret = secret,
-        Root = ReVirt.Replication.RootIdentities.Of(parse.GetValue(rootOpt)!),
-        ArbiterPath = parse.GetValue(arbiterOpt),
-        HeartbeatMs = parse.GetValue(hbOpt),
-        TimeoutMs = parse.GetValue(timeoutOpt),
-        MaxLagRecords = parse.GetValue(lagRecOpt),
-        MaxLagBytes = parse.GetValue(lagBytesOpt),
-        // a planted early gate releases output as an unprotected primary would: holding the guest for the backup's
-        // replay would stop it the moment the drill cuts the link, before the violation could show
-        MaxReplayLagMs = parse.GetValue(plantOpt) == "gate-early" ? 0 : parse.GetValue(replayLagOpt),
-        BackupDataAddress = parse.GetValue(backupDataOpt),
-        RootDigest = ReVirt.Replication.RootDigest.Compute(parse.GetValue(rootOpt)!),
-        ProtocolVersion = parse.GetValue(protoOpt),
-        Events = events,
-        ExitWatch = !parse.GetValue(noExitWatchOpt),
-        Plant = parse.GetValue(plantOpt) switch
-        {
-            "gate-early" => ReVirt.Replication.PrimaryPlant.GateEarly,
-            "ignore-arbiter" => ReVirt.Replication.PrimaryPlant.IgnoreArbiter,
-            _ => ReVirt.Replication.PrimaryPlant.None,
-        },
-        PlantSnapshot = parse.GetValue(plantOpt) == "snapshot-omits-page" ? ReVirt.Snapshot.SnapshotPlant.OmitPage : ReVirt.Snapshot.SnapshotPlant.None,
-    };
-    if (MakeOptions(parse) is not { } machine) return 2;
-    return ReVirt.Primary.ProtectHost.Run(settings, machine, parse.GetValue(intervalOpt), parse.GetValue(statsOpt));
-});
-
 var rootCmd = new RootCommand("ReVirt primary: runs and records guest programs in a deterministic x86-64 virtual machine.")
 {
-    run, recordCmd, protect,
+    run, recordCmd,
 };
+if (args.Length == 0 || args[0] is not ("run" or "record")) rootCmd.Subcommands.Add(ProtectCommand());
 return rootCmd.Parse(args).Invoke();
+
+/// <summary>The protect command. Built only when it can be the one asked for: `run` and `record` need none of its
+/// options, and their value-type instantiations of System.CommandLine's generics (Option&lt;int&gt;, Option&lt;long&gt;, ...)
+/// would otherwise be JIT-compiled on every run's start path.</summary>
+Command ProtectCommand()
+{
+    var backupOpt = new Option<string>("--backup") { Description = "URL of the backup's replication endpoint (`backup listen --listen URL`), e.g. http://127.0.0.1:7000.", Required = true };
+    var tokenOpt = new Option<string?>("--token-file") { Description = "File holding the secret shared with the backup (the handshake proves it with an HMAC; it never travels)." };
+    var arbiterOpt = new Option<string?>("--arbiter") { Description = ReVirt.Arbiter.Arbiters.Help };
+    arbiterOpt.Validators.Add(r => { if (ReVirt.Arbiter.Arbiters.Validate(r.GetValueOrDefault<string?>()) is { } err) r.AddError($"--arbiter: {err}"); });
+    var hbOpt = new Option<int>("--heartbeat-ms") { Description = "Heartbeat interval when no log is flowing.", DefaultValueFactory = _ => 100 };
+    var timeoutOpt = new Option<int>("--timeout-ms") { Description = "The backup is declared lost after this long without an acknowledgement or heartbeat.", DefaultValueFactory = _ => 2000 };
+    var lagRecOpt = new Option<long>("--max-lag-records") { Description = "Slow the guest down while more than this many log records are unacknowledged (bounds failover time).", DefaultValueFactory = _ => 50_000 };
+    var lagBytesOpt = new Option<long>("--max-lag-bytes") { Description = "Slow the guest down while more than this many log bytes are unacknowledged.", DefaultValueFactory = _ => 16L << 20 };
+    var certOpt = new Option<string?>("--cert") { Description = "Mutual TLS: this replica's certificate (PEM); with --key and --ca, and an https:// --backup URL." };
+    var keyOpt = new Option<string?>("--key") { Description = "Mutual TLS: the private key of --cert (PEM)." };
+    var caOpt = new Option<string?>("--ca") { Description = "Mutual TLS: the CA certificate(s) (PEM) the backup's certificate must chain to; the system trust store is not used." };
+    var eventsOpt = new Option<string?>("--events") { Description = "Report what happens as JSON lines (one event per line: protected, backup-lost, unprotected, fenced, exit, ...) to FILE or to an inherited descriptor fd:N." };
+    var plantOpt = new Option<string?>("--plant") { Description = "Drills only: plant a violation the drill's checkers must report (gate-early, ignore-arbiter, snapshot-omits-page).", Hidden = true };
+    plantOpt.AcceptOnlyFromAmong("gate-early", "ignore-arbiter", "snapshot-omits-page");
+    var noExitWatchOpt = new Option<bool>("--no-exit-watch")
+    {
+        Description = "Start no exit watch: by default a small process beside this one shuts the data link down the moment this process starts to exit (killed or ended), so the backup learns of a death at once instead of when the kernel has torn the process down and closes its sockets (tens to hundreds of ms on a loaded machine). A frozen or cut-off primary is still judged by the backup's --primary-silence-ms.",
+    };
+    var standbyOpt = new Option<string[]>("--standby")
+    {
+        Description = "URL of a standby (`backup listen --listen URL` with the same token or certificates), repeatable. Whenever this replica runs without a backup (it lost its backup and won the arbiter), it asks the standbys in turn every --standby-retry-ms until one accepts, sends it the whole log from the beginning and is protected again; output produced from then on waits for that standby's acknowledgements.",
+        AllowMultipleArgumentsPerToken = false,
+    };
+    var standbyRetryOpt = new Option<int>("--standby-retry-ms") { Description = "Pause between two rounds over the standbys while none accepts.", DefaultValueFactory = _ => 500 };
+    var storeOpt = new Option<string?>("--log") { Description = "Where this replica keeps its whole log, which a standby that joins later receives from the beginning (default: a temporary file removed at exit)." };
+    var replayLagOpt = new Option<int>("--max-replay-lag-ms") { Description = "Slow the guest down while the backup's replay trails the log by more than this many milliseconds (the age of the oldest record it has not replayed), until it is within half of it: a takeover then has little to replay before going live. 0: no bound.", DefaultValueFactory = _ => 20 };
+    var backupDataOpt = new Option<string?>("--backup-data") { Description = "HOST:PORT where the backup's data link (the log and the acks, opened after the handshake) is reached, when not at the --backup host and the port the backup names (e.g. through a relay)." };
+    var protoOpt = new Option<uint>("--protocol-version") { Description = "Testing: announce another protocol version.", Hidden = true, DefaultValueFactory = _ => ReVirt.Replication.ReplicationProtocol.Version };
+    var protect = new Command("protect", "Run like `record`, streaming the event log to a backup (`backup listen`) that replays it in lockstep and takes over if this primary dies. Output leaves the VM only once the backup holds the log up to the point where it was produced.")
+    {
+        backupOpt, noExitWatchOpt, standbyOpt, standbyRetryOpt, storeOpt, tokenOpt, certOpt, keyOpt, caOpt, arbiterOpt, hbOpt, timeoutOpt, lagRecOpt, lagBytesOpt, replayLagOpt, backupDataOpt, eventsOpt, plantOpt, protoOpt, intervalOpt, rootOpt, cwdOpt, netOpt, ipOpt, macOpt, tapOpt, netnsOpt, statsOpt, tierOpt, program,
+    };
+    protect.SetAction(parse =>
+    {
+        if (ReVirt.Replication.ReplicaChannelOptions.Load("--backup", parse.GetValue(backupOpt)!, parse.GetValue(tokenOpt), parse.GetValue(certOpt), parse.GetValue(keyOpt),
+                parse.GetValue(caOpt), parse.GetValue(eventsOpt), out var secret, out var tls, out var events) is { } bad)
+        { Console.Error.WriteLine($"primary: {bad}"); return 2; }
+        var settings = new ReVirt.Replication.ProtectSettings
+        {
+            Standbys = parse.GetValue(standbyOpt) ?? [],
+            StandbyRetryMs = parse.GetValue(standbyRetryOpt),
+            LogPath = parse.GetValue(storeOpt),
+            Stop = code => Environment.Exit(code),
+            Tls = tls,
+            BackupUrl = parse.GetValue(backupOpt)!,
+            Secret = secret,
+            Root = ReVirt.Replication.RootIdentities.Of(parse.GetValue(rootOpt)!),
+            ArbiterPath = parse.GetValue(arbiterOpt),
+            HeartbeatMs = parse.GetValue(hbOpt),
+            TimeoutMs = parse.GetValue(timeoutOpt),
+            MaxLagRecords = parse.GetValue(lagRecOpt),
+            MaxLagBytes = parse.GetValue(lagBytesOpt),
+            // a planted early gate releases output as an unprotected primary would: holding the guest for the backup's
+            // replay would stop it the moment the drill cuts the link, before the violation could show
+            MaxReplayLagMs = parse.GetValue(plantOpt) == "gate-early" ? 0 : parse.GetValue(replayLagOpt),
+            BackupDataAddress = parse.GetValue(backupDataOpt),
+            RootDigest = ReVirt.Replication.RootDigest.Compute(parse.GetValue(rootOpt)!),
+            ProtocolVersion = parse.GetValue(protoOpt),
+            Events = events,
+            ExitWatch = !parse.GetValue(noExitWatchOpt),
+            Plant = parse.GetValue(plantOpt) switch
+            {
+                "gate-early" => ReVirt.Replication.PrimaryPlant.GateEarly,
+                "ignore-arbiter" => ReVirt.Replication.PrimaryPlant.IgnoreArbiter,
+                _ => ReVirt.Replication.PrimaryPlant.None,
+            },
+            PlantSnapshot = parse.GetValue(plantOpt) == "snapshot-omits-page" ? ReVirt.Snapshot.SnapshotPlant.OmitPage : ReVirt.Snapshot.SnapshotPlant.None,
+        };
+        if (MakeOptions(parse) is not { } machine) return 2;
+        return ReVirt.Primary.ProtectHost.Run(settings, machine, parse.GetValue(intervalOpt), parse.GetValue(statsOpt));
+    });
+    return protect;
+}
 
 int Guest(ParseResult parse, FileInfo? log)
 {
@@ -218,7 +228,7 @@ MachineOptions? MakeOptions(ParseResult parse)
         Args = argv[1..],
         Cwd = parse.GetValue(cwdOpt) ?? (full == "/" ? Environment.CurrentDirectory : "/"),
         Net = net,
-        Tier = parse.GetValue(tierOpt),
+        Tier = ReVirt.Cpu.ExecutionTiers.Parse(parse.GetValue(tierOpt)),
     };
 }
 

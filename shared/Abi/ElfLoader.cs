@@ -50,7 +50,7 @@ public sealed class ElfImage
     public ulong Entry { get; private init; }
     public ulong PhOff { get; private init; }
     public int PhNum { get; private init; }
-    public IReadOnlyList<ElfSegment> Segments { get; private init; } = Array.Empty<ElfSegment>();
+    public ElfSegment[] Segments { get; private init; } = new ElfSegment[0];
     public string? Interpreter { get; private init; }
     /// <summary>Page-aligned lowest start and highest end of the loadable segments (before relocation).</summary>
     public ulong LowVaddr { get; private init; }

@@ -90,7 +90,7 @@ public sealed class ProcFs
                 if (parts.Length == 2) return Node.Link($"/proc/self/fd/{Array.IndexOf(new[] { "stdin", "stdout", "stderr" }, parts[1])}");
                 return FdEntry(parts[2], parts.Length);
         }
-        if (parts.Length == 1) return Node.Dir(new[] { "self", "thread-self", "cpuinfo", "meminfo", "stat", "uptime", "version" }.Concat(Pids().Select(t => t.ToString())).ToArray());
+        if (parts.Length == 1) return Node.Dir(RootEntries());
         string top = parts[1];
         if (parts.Length == 2)
             switch (top)
@@ -161,7 +161,27 @@ public sealed class ProcFs
            ?? _k.Processes.FirstOrDefault(q => !q.Exited && q.Threads.Any(t => !t.Dead && t.Tid == pid))
            ?? _k.Zombies.FirstOrDefault(q => q.Pid == pid);
 
-    IEnumerable<int> Pids() => _k.Processes.Where(q => !q.Exited).Concat(_k.Zombies).Select(q => q.Pid).Order();
+    /// <summary>The entries of /proc: the fixed files, then the pids of live processes and zombies in ascending
+    /// order. Loops rather than LINQ over ints: every path under /proc resolves through this directory, and LINQ's
+    /// code over a value type is JIT-compiled at its first use.</summary>
+    string[] RootEntries()
+    {
+        string[] fixedEntries = { "self", "thread-self", "cpuinfo", "meminfo", "stat", "uptime", "version" };
+        var pids = new List<int>();
+        foreach (var q in _k.Processes) if (!q.Exited) pids.Add(q.Pid);
+        foreach (var q in _k.Zombies) pids.Add(q.Pid);
+        var entries = new string[fixedEntries.Length + pids.Count];
+        fixedEntries.CopyTo(entries, 0);
+        for (int i = 0; i < pids.Count; i++) // few processes: an insertion sort
+        {
+            int at = i;
+            while (at > 0 && pids[at - 1] > pids[i]) at--;
+            pids.Insert(at, pids[i]);
+            pids.RemoveAt(i + 1);
+        }
+        for (int i = 0; i < pids.Count; i++) entries[fixedEntries.Length + i] = pids[i].ToString();
+        return entries;
+    }
 
     static readonly string[] ZombieEntries = { "cmdline", "comm", "environ", "stat", "status" };
 
@@ -225,7 +245,7 @@ public sealed class ProcFs
         // a zombie has no memory (no Vm lines) and no descriptors
         string vm = p.Exited ? "" : $"VmPeak:\t{vmKb,8} kB\nVmSize:\t{vmKb,8} kB\nVmRSS:\t{rssKb,8} kB\nVmStk:\t{Kernel.StackSize / 1024,8} kB\n";
         return $"Name:\t{Comm(p)}\nUmask:\t{Convert.ToString(p.Umask, 8).PadLeft(4, '0')}\nState:\t{state}\nTgid:\t{p.Pid}\nNgid:\t0\nPid:\t{p.Pid}\nPPid:\t{Ppid(p)}\nTracerPid:\t0\n"
-            + $"Uid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nFDSize:\t{(p.Exited ? 0 : Math.Max(64, p.Fds.Entries.Count()))}\nGroups:\t\n"
+            + $"Uid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nFDSize:\t{(p.Exited ? 0 : Math.Max(64, p.Fds.Count))}\nGroups:\t\n"
             + vm
             + $"Threads:\t{threads}\nSigQ:\t0/63432\nSigPnd:\t0000000000000000\nShdPnd:\t{p.Pending:x16}\n"
             + $"SigBlk:\t{mask:x16}\nSigIgn:\t{SigSet(p, 1):x16}\nSigCgt:\t{SigSet(p, 2):x16}\n"

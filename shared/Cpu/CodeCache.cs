@@ -9,7 +9,8 @@ public sealed unsafe class Block
 {
     public ulong Start;
     public ulong End; // address after the last instruction
-    public Instruction[] Insts = Array.Empty<Instruction>();
+    public Instruction[] Insts = NoInstructions;
+    static readonly Instruction[] NoInstructions = new Instruction[0]; // not Array.Empty<Instruction>: JIT-compiled at start-up
     public delegate*<VirtualCpu, ref Instruction, void>[] Handlers = new delegate*<VirtualCpu, ref Instruction, void>[0];
     public int Count;
     /// <summary>1 when the last instruction is a control transfer (counted in BranchCount), else 0.</summary>
@@ -52,6 +53,9 @@ public sealed unsafe class CodeCache
     readonly Dictionary<ulong, List<Block>> _byPage = new();
     readonly GuestMemory _mem;
     readonly byte[] _fetch = new byte[MaxBlockInstructions * 15 + 16];
+    // the block being decoded (arrays rather than lists: List<Instruction> would be JIT-compiled at start-up)
+    readonly Instruction[] _decoded = new Instruction[MaxBlockInstructions];
+    readonly delegate*<VirtualCpu, ref Instruction, void>[] _decodedHandlers = new delegate*<VirtualCpu, ref Instruction, void>[MaxBlockInstructions];
     readonly Block _faultBlock;
 
     /// <summary>Start of the block whose instructions are executing (set by Lookup), to detect self-modification.
@@ -154,7 +158,8 @@ public sealed unsafe class CodeCache
     {
         complete = false;
         int avail = _mem.FetchCode(rip, _fetch);
-        var insts = new List<Instruction>(16);
+        var insts = _decoded;
+        int n = 0;
         var b = new Block { Start = rip };
         if (avail == 0)
         {
@@ -170,25 +175,27 @@ public sealed unsafe class CodeCache
         }
         var reader = new ByteArrayCodeReader(_fetch, 0, avail);
         var decoder = Decoder.Create(64, reader, rip, DecoderOptions.NoInvalidCheck);
-        var handlers = new List<nint>(16);
+        var handlers = _decodedHandlers;
         ulong end = rip;
-        while (insts.Count < MaxBlockInstructions)
+        while (n < MaxBlockInstructions)
         {
             if ((int)(decoder.IP - rip) >= avail) break;
-            decoder.Decode(out var ins);
-            if (ins.Code == Code.INVALID && decoder.LastError == DecoderError.NoMoreBytes && insts.Count > 0)
+            decoder.Decode(out insts[n]);
+            ref var ins = ref insts[n];
+            if (ins.Code == Code.INVALID && decoder.LastError == DecoderError.NoMoreBytes && n > 0)
                 break; // the rest of the instruction is on a page we may not fetch: end the block before it
-            insts.Add(ins);
-            handlers.Add((nint)Isa.HandlerFor(ref ins, SpecializedHandlers));
+            handlers[n] = Isa.HandlerFor(ref ins, SpecializedHandlers);
+            n++;
             Decoded++;
             end = ins.NextIP;
             if (Isa.EndsBlock(ref ins)) { if (Isa.IsBranch(ref ins)) b.EndsInBranch = 1; complete = true; break; }
         }
-        if (insts.Count == MaxBlockInstructions) complete = true;
-        b.Insts = insts.ToArray();
-        b.Count = b.Insts.Length;
-        b.Handlers = new delegate*<VirtualCpu, ref Instruction, void>[b.Count];
-        for (int i = 0; i < b.Count; i++) b.Handlers[i] = (delegate*<VirtualCpu, ref Instruction, void>)handlers[i];
+        if (n == MaxBlockInstructions) complete = true;
+        b.Insts = new Instruction[n];
+        Array.Copy(insts, b.Insts, n);
+        b.Count = n;
+        b.Handlers = new delegate*<VirtualCpu, ref Instruction, void>[n];
+        for (int i = 0; i < n; i++) b.Handlers[i] = handlers[i];
         b.End = end;
         b.Bytes = _fetch.AsSpan(0, (int)(end - rip)).ToArray();
         return b;
@@ -333,23 +340,34 @@ public sealed unsafe class CodeCache
 /// </summary>
 public sealed class SharedCode
 {
-    readonly Dictionary<(SharedFrame, ulong), (Block Block, SharedFrame? Next)> _blocks = new();
+    // by frame, then by address: instantiations over references and ulong keys, whose code the framework's
+    // ReadyToRun image holds (a tuple key would be JIT-compiled at start-up)
+    readonly Dictionary<SharedFrame, Dictionary<ulong, Entry>> _blocks = new(ReferenceEqualityComparer.Instance);
     readonly HashSet<Block> _held = new(ReferenceEqualityComparer.Instance);
+
+    sealed class Entry(Block block, SharedFrame? next)
+    {
+        public readonly Block Block = block;
+        public readonly SharedFrame? Next = next;
+    }
 
     /// <summary>Blocks taken from the store instead of being decoded (statistics).</summary>
     public long Hits;
-    public int Count => _blocks.Count;
+    public int Count => _count;
+    int _count;
 
     public bool TryGet(SharedFrame first, ulong rip, out Block block, out SharedFrame? next)
     {
-        if (_blocks.TryGetValue((first, rip), out var e)) { block = e.Block; next = e.Next; return true; }
+        if (_blocks.TryGetValue(first, out var inFrame) && inFrame.TryGetValue(rip, out var e)) { block = e.Block; next = e.Next; return true; }
         block = null!; next = null;
         return false;
     }
 
     public void Add(SharedFrame first, ulong rip, Block b, SharedFrame? next)
     {
-        _blocks[(first, rip)] = (b, next);
+        if (!_blocks.TryGetValue(first, out var inFrame)) _blocks[first] = inFrame = new Dictionary<ulong, Entry>();
+        if (!inFrame.ContainsKey(rip)) _count++;
+        inFrame[rip] = new Entry(b, next);
         _held.Add(b);
     }
 

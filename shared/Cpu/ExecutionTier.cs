@@ -14,3 +14,24 @@ public enum ExecutionTier
     /// <summary>Compile every block the first time it runs whole (for tests: every block takes the compiled path).</summary>
     Compiled,
 }
+
+/// <summary>The tiers' names on the command line (`--tier`), matched without regard to case. The programs take the
+/// option as a string and parse it here: an option over the enum would instantiate the command-line library's
+/// generic code over a value type, which is JIT-compiled on every start.</summary>
+public static class ExecutionTiers
+{
+    public const string HelpName = "Default|Interpreter|Compiled";
+
+    public static bool TryParse(string? name, out ExecutionTier tier)
+    {
+        tier = ExecutionTier.Default;
+        if (string.Equals(name, nameof(ExecutionTier.Default), StringComparison.OrdinalIgnoreCase)) return true;
+        tier = ExecutionTier.Interpreter;
+        if (string.Equals(name, nameof(ExecutionTier.Interpreter), StringComparison.OrdinalIgnoreCase)) return true;
+        tier = ExecutionTier.Compiled;
+        return string.Equals(name, nameof(ExecutionTier.Compiled), StringComparison.OrdinalIgnoreCase);
+    }
+
+    /// <summary>The tier a validated option value names.</summary>
+    public static ExecutionTier Parse(string? name) => TryParse(name, out var t) ? t : throw new ArgumentException($"unknown tier '{name}' (expected {HelpName})", nameof(name));
+}

@@ -103,7 +103,7 @@ public static unsafe partial class Isa
         Reg(Code.Fxrstor64_m512byte, &Fxrstor);
     }
 
-    static readonly bool[] FpWritesFlags = new bool[VirtualCpu.EnumCount<Code>()];
+    static readonly bool[] FpWritesFlags = new bool[IcedCounts.Code];
 
     static void RegF(Code code, delegate*<VirtualCpu, ref Instruction, void> h)
     {

@@ -10,8 +10,8 @@ namespace ReVirt.Cpu;
 /// </summary>
 public static unsafe partial class Isa
 {
-    static readonly delegate*<VirtualCpu, ref Instruction, void>[] ByCode = new delegate*<VirtualCpu, ref Instruction, void>[VirtualCpu.EnumCount<Code>()];
-    static readonly delegate*<VirtualCpu, ref Instruction, void>[] ByMnemonic = new delegate*<VirtualCpu, ref Instruction, void>[VirtualCpu.EnumCount<Mnemonic>()];
+    static readonly delegate*<VirtualCpu, ref Instruction, void>[] ByCode = new delegate*<VirtualCpu, ref Instruction, void>[IcedCounts.Code];
+    static readonly delegate*<VirtualCpu, ref Instruction, void>[] ByMnemonic = new delegate*<VirtualCpu, ref Instruction, void>[IcedCounts.Mnemonic];
 
     static Isa() => Build();
 

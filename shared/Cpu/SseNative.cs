@@ -23,9 +23,9 @@ internal static unsafe class SseNative
     const int Slot = 96;
 
     /// <summary>Stub entry by Code; compare forms have 8 consecutive stubs (one per predicate), Slot bytes apart.</summary>
-    static readonly nint[] StubByCode = new nint[VirtualCpu.EnumCount<Code>()];
-    static readonly byte[] Op0Gpr = new byte[VirtualCpu.EnumCount<Code>()]; // 0 xmm, 4 r32, 8 r64
-    static readonly byte[] Op1Gpr = new byte[VirtualCpu.EnumCount<Code>()];
+    static readonly nint[] StubByCode = new nint[IcedCounts.Code];
+    static readonly byte[] Op0Gpr = new byte[IcedCounts.Code]; // 0 xmm, 4 r32, 8 r64
+    static readonly byte[] Op1Gpr = new byte[IcedCounts.Code];
     static readonly object Lock = new();
     static byte* _region;
     static int _used, _size;

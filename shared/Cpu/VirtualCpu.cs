@@ -85,13 +85,9 @@ public sealed unsafe partial class VirtualCpu
     internal static readonly byte[] RegBytes = BuildRegBytes();
     internal static readonly byte[] MemBytes = BuildMemBytes();
 
-    /// <summary>Size of a table indexed by an Iced enum: its values are sorted, so the last is the largest (no LINQ,
-    /// no boxing: this runs during start-up).</summary>
-    internal static int EnumCount<T>() where T : struct, Enum => Convert.ToInt32(Enum.GetValues<T>()[^1]) + 1;
-
     static byte[] BuildRegInfo()
     {
-        var t = new byte[EnumCount<Register>()];
+        var t = new byte[IcedCounts.Register];
         for (int i = 0; i < t.Length; i++)
         {
             var r = (Register)i;
@@ -112,14 +108,14 @@ public sealed unsafe partial class VirtualCpu
 
     static byte[] BuildRegBytes()
     {
-        var t = new byte[EnumCount<Register>()];
-        for (int i = 0; i < t.Length; i++) { try { t[i] = (byte)((Register)i).GetSize(); } catch { t[i] = 0; } }
+        var t = new byte[IcedCounts.Register];
+        for (int i = 0; i < t.Length; i++) t[i] = (byte)((Register)i).GetSize();
         return t;
     }
 
     static byte[] BuildMemBytes()
     {
-        var t = new byte[EnumCount<MemorySize>()];
+        var t = new byte[IcedCounts.MemorySize];
         for (int i = 0; i < t.Length; i++) t[i] = (byte)Math.Min(255, ((MemorySize)i).GetSize());
         return t;
     }

@@ -22,6 +22,28 @@ public sealed class MachineOptions
     public TextWriter Diagnostics = Console.Error;
     /// <summary>Which executor runs guest code (the results are the same in every tier).</summary>
     public ExecutionTier Tier = ExecutionTier.Default;
+
+    /// <summary>The guest's environment: <see cref="Env"/>, or the host's as NAME=value strings in ordinal order
+    /// (an order that does not depend on the host's hashing, so a recording and its replays agree).</summary>
+    public string[] GuestEnvironment()
+    {
+        if (Env != null) return Env;
+        var vars = Environment.GetEnvironmentVariables();
+        var env = new string[vars.Count];
+        int i = 0;
+        foreach (System.Collections.DictionaryEntry e in vars) env[i++] = $"{e.Key}={e.Value}";
+        Array.Sort(env, StringComparer.Ordinal);
+        return env;
+    }
+
+    /// <summary>argv: the program as given, then its arguments.</summary>
+    public string[] Argv()
+    {
+        var argv = new string[1 + Args.Length];
+        argv[0] = Program;
+        Args.CopyTo(argv, 1);
+        return argv;
+    }
 }
 
 /// <summary>
@@ -298,9 +320,9 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles, IDisposable
         if (o.Program.Contains('/')) candidates.Add(o.Program.StartsWith('/') ? o.Program : GuestFs.Join(o.Cwd, o.Program));
         else
         {
-            string? path = (o.Env ?? Environment.GetEnvironmentVariables().Cast<System.Collections.DictionaryEntry>()
-                    .Select(e => $"{e.Key}={e.Value}").ToArray())
-                .FirstOrDefault(e => e.StartsWith("PATH="))?.Substring(5);
+            string? path = null;
+            foreach (var e in o.GuestEnvironment())
+                if (e.StartsWith("PATH=", StringComparison.Ordinal)) { path = e[5..]; break; }
             foreach (var dir in (path ?? "/usr/local/bin:/usr/bin:/bin").Split(':', StringSplitOptions.RemoveEmptyEntries))
                 candidates.Add(GuestFs.Join(dir, o.Program));
         }
@@ -327,14 +349,13 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles, IDisposable
         _nextTid = p.Pid;
         // the start program's bytes serve later execs of the same file (a shell running itself) when it is stable
         if (StatOf(program.GuestPath) is { } st && ImageCache.FileIdentity.OfStable(st) is { } id) Images.Add(id, program.Image);
-        p.Start = ProgramLoader.Load(p.Mem, Fs, Boundary, p.Pid, program.GuestPath, program.Image, new[] { Options.Program }.Concat(Options.Args).ToArray(), Images);
+        p.Start = ProgramLoader.Load(p.Mem, Fs, Boundary, p.Pid, program.GuestPath, program.Image, Options.Argv(), Images);
         p.Program = p.Start.Program;
         p.ProgramGuestPath = p.Start.BinaryPath;
         p.BrkStart = p.BrkCur = p.Program.BrkStart;
         p.Mem.Map(StackTop - StackSize, StackSize, Prot.Read | Prot.Write, "[stack]");
         var random = Boundary.Bytes(p.Pid, InputKind.StartupRandom, 16, () => System.Security.Cryptography.RandomNumberGenerator.GetBytes(16));
-        var env = Options.Env ?? Environment.GetEnvironmentVariables().Cast<System.Collections.DictionaryEntry>()
-            .Select(e => $"{e.Key}={e.Value}").OrderBy(s => s, StringComparer.Ordinal).ToArray();
+        var env = Options.GuestEnvironment();
         BuildStack(p, env, random);
         p.MainThread.Cpu.Rip = p.Start.StartRip;
     }
@@ -350,8 +371,10 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles, IDisposable
         ulong PushBytes(byte[] b) { sp -= (ulong)b.Length; mem.WriteBytes(sp, b); return sp; }
         ulong PushStr(string s) => PushBytes(Encoding.UTF8.GetBytes(s + "\0"));
         ulong execfn = PushStr(start.ExecPath);
-        var envPtrs = env.Select(PushStr).ToList();
-        var argPtrs = start.Argv.Select(PushStr).ToList();
+        var envPtrs = new ulong[env.Count];
+        for (int i = 0; i < envPtrs.Length; i++) envPtrs[i] = PushStr(env[i]);
+        var argPtrs = new ulong[start.Argv.Length];
+        for (int i = 0; i < argPtrs.Length; i++) argPtrs[i] = PushStr(start.Argv[i]);
         ulong platform = PushStr("x86_64");
         sp &= ~15UL;
         ulong rnd = PushBytes(random);
@@ -361,18 +384,18 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles, IDisposable
         ulong gid = (ulong)Boundary.Syscall(proc.Pid, Nr.getgid, () => HostResult.Of((long)HostSys.Call(Nr.getgid))).Value;
         Uid = (uint)uid;
         var aux = ProgramLoader.AuxVector(start, platform, rnd, execfn, uid, gid);
-        proc.Auxv = aux.SelectMany(kv => new[] { kv.Key, kv.Value }).ToArray();
-        int words = 1 + argPtrs.Count + 1 + envPtrs.Count + 1 + aux.Count * 2;
+        proc.Auxv = aux;
+        int words = 1 + argPtrs.Length + 1 + envPtrs.Length + 1 + aux.Length;
         sp -= (ulong)words * 8;
         sp &= ~15UL;
         ulong p = sp;
         void W(ulong v) { mem.Write64(p, v); p += 8; }
-        W((ulong)argPtrs.Count);
+        W((ulong)argPtrs.Length);
         foreach (var a in argPtrs) W(a);
         W(0);
         foreach (var e in envPtrs) W(e);
         W(0);
-        foreach (var (k, v) in aux) { W(k); W(v); }
+        foreach (var v in aux) W(v);
         proc.MainThread.Cpu.R[CpuT.RSP] = sp;
     }
 

@@ -33,9 +33,16 @@ public sealed class Process
     /// <summary>Threads of this process, the main thread first.</summary>
     public readonly List<GuestThread> Threads = new();
 
-    public readonly SigAction[] Actions = Enumerable.Range(0, Sig.Max + 1).Select(_ => new SigAction()).ToArray();
+    public readonly SigAction[] Actions = NewActions();
     /// <summary>Pending process-directed signals (bit n-1 for signal n), delivered to a thread that does not block them.</summary>
     public ulong Pending;
+
+    static SigAction[] NewActions()
+    {
+        var a = new SigAction[Sig.Max + 1];
+        for (int i = 0; i < a.Length; i++) a[i] = new SigAction();
+        return a;
+    }
 
     /// <summary>The program image it runs (its bytes are the machine's start state).</summary>
     public LoadedProgram Program = null!;

@@ -62,7 +62,7 @@ public sealed partial class Kernel
         p.WaitStatus = waitStatus;
         var closer = p.Threads.FirstOrDefault(x => !x.Dead) ?? p.Threads[0];
         foreach (var x in p.Threads) SetState(x, ThreadState.Dead);
-        foreach (var (fd, _) in p.Fds.Entries.ToList())
+        foreach (int fd in p.Fds.Numbers())
             if (p.Fds.Remove(fd, out var f)) Release(closer, f);
         if (p == Init)
         {

@@ -585,7 +585,11 @@ public sealed unsafe partial class GuestMemory : IDisposable
         ulong count = (end - start) >> PageShift;
         if (count > (ulong)_pages.Count)
         {
-            foreach (var pn in _pages.Keys.Where(k => k >= start >> PageShift && k < end >> PageShift).ToList()) FreePage(pn);
+            // collect first (freeing changes the dictionary); a loop, not LINQ over ulong (JIT-compiled at start-up)
+            var victims = new List<ulong>();
+            foreach (var kv in _pages)
+                if (kv.Key >= start >> PageShift && kv.Key < end >> PageShift) victims.Add(kv.Key);
+            foreach (var pn in victims) FreePage(pn);
         }
         else
             for (ulong pn = start >> PageShift; pn < end >> PageShift; pn++) if (_pages.ContainsKey(pn)) FreePage(pn);
@@ -719,17 +723,18 @@ public sealed unsafe partial class GuestMemory : IDisposable
     /// </summary>
     public ImageTemplate ToTemplate()
     {
-        var pages = new List<(ulong, Prot, SharedFrame)>(_pages.Count);
+        var pages = new (ulong, Prot, SharedFrame)[_pages.Count]; // an array: a List of tuples is JIT-compiled at start-up
+        int n = 0;
         foreach (var (pn, p) in _pages)
         {
             var f = p.Shared ?? new SharedFrame(p.Data);
             f.Pinned = true;
             p.Shared = f;
             Interlocked.Increment(ref f.Refs); // the template's own hold
-            pages.Add((pn, p.Prot, f));
+            pages[n++] = (pn, p.Prot, f);
         }
         FlushWriteTlb();
-        return new ImageTemplate(_vmas.Select(Copy).ToArray(), pages.ToArray());
+        return new ImageTemplate(_vmas.Select(Copy).ToArray(), pages);
     }
 
     /// <summary>Maps a template's mappings (replacing whatever was there) and shares its pages copy-on-write.</summary>
@@ -803,7 +808,7 @@ public sealed unsafe partial class GuestMemory : IDisposable
         _disposed = true;
         // a capture under way keeps what it has not read yet
         if (_capture != null) foreach (var (pn, p) in _pages) Preserve(p, pn);
-        foreach (var p in _pages.Values) Release(p);
+        foreach (var kv in _pages) Release(kv.Value);
         if (_capture is { } c) lock (c.Lock) _pages.Clear();
         else _pages.Clear();
         NativeMemory.Free(_rtlb);

@@ -14,15 +14,14 @@ public static class Recording
 
     public static LogHeader Header(MachineOptions o, byte[] programImage, ulong checkpointInterval)
     {
-        var env = o.Env ?? Environment.GetEnvironmentVariables().Cast<System.Collections.DictionaryEntry>()
-            .Select(e => $"{e.Key}={e.Value}").OrderBy(s => s, StringComparer.Ordinal).ToArray();
+        var env = o.GuestEnvironment();
         o.Env = env; // the recorded run and its replays see exactly this environment
         return new LogHeader
         {
             ProgramHash = LogHeader.ComputeProgramHash(programImage),
             CpuModel = Cpu.CpuModel.Description,
             RootDirectory = Path.GetFullPath(o.Root),
-            Argv = new[] { o.Program }.Concat(o.Args).ToArray(),
+            Argv = o.Argv(),
             Envp = env,
             StartTime = DateTimeOffset.UtcNow,
             StartState = Encoding.UTF8.GetBytes("cwd=" + o.Cwd + (o.Net != null ? "\nnet=" + o.Net.Identity : "")),

@@ -15,8 +15,18 @@ namespace ReVirt.Replay;
 /// and a replica that restores it must arrive at it.</summary>
 public static unsafe class StateDigest
 {
+    /// <summary>The machine's digest. Loops rather than LINQ: a recording computes it at its first checkpoint, and
+    /// LINQ over the tuple and <see cref="CpuState"/> value types is JIT-compiled at its first use.</summary>
     public static byte[] Compute(Kernel k)
-        => Compute(k.Processes.Select(p => (p.Threads.Select(t => t.Cpu.State), p.Mem)), k.Nic?.Stack.Digest());
+    {
+        var b = new Builder();
+        foreach (var p in k.Processes)
+        {
+            foreach (var t in p.Threads) b.Thread(t.Cpu.State);
+            b.Pages(p.Mem);
+        }
+        return b.Finish(k.Nic?.Stack.Digest());
+    }
 
     /// <summary>The digest of processes given as (their threads' states in order, their memory).</summary>
     public static byte[] Compute(IEnumerable<(IEnumerable<CpuState> Threads, GuestMemory Mem)> processes, byte[]? netDigest)
@@ -25,7 +35,7 @@ public static unsafe class StateDigest
         foreach (var (threads, mem) in processes)
         {
             b.Threads(threads);
-            foreach (var (pn, page) in mem.PagesInOrder()) b.Page(pn, page.Prot, new ReadOnlySpan<byte>(page.Data, (int)GuestMemory.PageSize));
+            b.Pages(mem);
         }
         return b.Finish(netDigest);
     }
@@ -38,7 +48,15 @@ public static unsafe class StateDigest
 
         public void Threads(IEnumerable<CpuState> threads)
         {
-            foreach (var s in threads) s.AppendTo(_h);
+            foreach (var s in threads) Thread(s);
+        }
+
+        public void Thread(in CpuState s) => s.AppendTo(_h);
+
+        /// <summary>Every materialised page of the address space, in address order.</summary>
+        public void Pages(GuestMemory mem)
+        {
+            foreach (var (pn, page) in mem.PagesInOrder()) Page(pn, page.Prot, new ReadOnlySpan<byte>(page.Data, (int)GuestMemory.PageSize));
         }
 
         public void Page(ulong pn, Prot prot, ReadOnlySpan<byte> bytes)

@@ -24,8 +24,9 @@ public sealed class ImageCache : IDisposable
     public const int MaxFiles = 64;
     public const long MaxBytes = 256L << 20;
 
-    /// <summary>Identity of a stable regular file, from its stat buffer.</summary>
-    public readonly record struct FileIdentity(ulong Dev, ulong Ino, long Size, long MtimeNs, long CtimeNs)
+    /// <summary>Identity of a stable regular file, from its stat buffer. A class, so the cache's dictionary is an
+    /// instantiation over references whose code the framework's ReadyToRun image holds (no JIT at start-up).</summary>
+    public sealed record FileIdentity(ulong Dev, ulong Ino, long Size, long MtimeNs, long CtimeNs)
     {
         /// <summary>The identity of the file of a stat buffer when the file may be cached (see the contract).</summary>
         public static FileIdentity? OfStable(byte[] st) => !FileRef.OldRegular(st) ? null : new(
@@ -39,7 +40,16 @@ public sealed class ImageCache : IDisposable
     {
         public readonly byte[] Bytes = bytes;
         public byte[]? Digest;
-        public readonly Dictionary<(ulong Bias, string Name), (ImageTemplate Template, LoadedProgram Program)> Templates = new();
+        /// <summary>Templates built from these bytes, one per (bias, name): usually one, so a list.</summary>
+        public readonly List<Template> Templates = new();
+    }
+
+    sealed class Template(ulong bias, string name, ImageTemplate image, LoadedProgram program)
+    {
+        public readonly ulong Bias = bias;
+        public readonly string Name = name;
+        public readonly ImageTemplate Image = image;
+        public readonly LoadedProgram Program = program;
     }
 
     readonly Dictionary<FileIdentity, Entry> _byId = new();
@@ -84,22 +94,25 @@ public sealed class ImageCache : IDisposable
     public LoadedProgram Load(GuestMemory mem, byte[] f, ElfImage img, ulong bias, string name)
     {
         if (!_byBytes.TryGetValue(f, out var e)) return ElfLoader.Load(mem, f, img, bias, name);
-        if (!e.Templates.TryGetValue((bias, name), out var t))
+        Template? t = null;
+        foreach (var c in e.Templates)
+            if (c.Bias == bias && c.Name == name) { t = c; break; }
+        if (t == null)
         {
             using var scratch = new GuestMemory();
             var program = ElfLoader.Load(scratch, f, img, bias, name);
-            t = (scratch.ToTemplate(), program);
-            e.Templates[(bias, name)] = t;
+            t = new Template(bias, name, scratch.ToTemplate(), program);
+            e.Templates.Add(t);
         }
         else TemplateHits++;
-        mem.MapTemplate(t.Template);
+        mem.MapTemplate(t.Image);
         return t.Program.Copy();
     }
 
     public void Dispose()
     {
         foreach (var e in _byId.Values)
-            foreach (var t in e.Templates.Values) t.Template.Dispose();
+            foreach (var t in e.Templates) t.Image.Dispose();
         _byId.Clear();
         _byBytes.Clear();
     }

@@ -126,21 +126,22 @@ public static class ProgramLoader
     }
 
     /// <summary>
-    /// The auxiliary vector a dynamic loader and libc read, Linux's order. uid/gid come through the boundary;
-    /// `platform` and `random` are the addresses of the AT_PLATFORM string and the AT_RANDOM bytes on the stack.
+    /// The auxiliary vector a dynamic loader and libc read, Linux's order, as key, value pairs one after the other
+    /// (AT_NULL last). uid/gid come through the boundary; `platform` and `random` are the addresses of the
+    /// AT_PLATFORM string and the AT_RANDOM bytes on the stack.
     /// </summary>
-    public static List<(ulong Key, ulong Value)> AuxVector(StartImage s, ulong platform, ulong random, ulong execfn, ulong uid, ulong gid)
+    public static ulong[] AuxVector(StartImage s, ulong platform, ulong random, ulong execfn, ulong uid, ulong gid)
     {
         var p = s.Program;
-        return new List<(ulong, ulong)>
-        {
-            (Auxv.HWCAP, CpuModel.Leaf1Edx), (Auxv.PAGESZ, GuestMemory.PageSize), (Auxv.CLKTCK, 100),
-            (Auxv.PHDR, p.PhdrAddr), (Auxv.PHENT, (ulong)p.PhEnt), (Auxv.PHNUM, (ulong)p.PhNum),
-            (Auxv.BASE, s.InterpreterBase), (Auxv.FLAGS, 0), (Auxv.ENTRY, p.Entry),
-            (Auxv.UID, uid), (Auxv.EUID, uid), (Auxv.GID, gid), (Auxv.EGID, gid), (Auxv.SECURE, 0),
-            (Auxv.RANDOM, random), (Auxv.HWCAP2, Hwcap2), (Auxv.EXECFN, execfn), (Auxv.PLATFORM, platform),
-            (Auxv.MINSIGSTKSZ, Sa.MINSIGSTKSZ), (Auxv.NULL, 0),
-        };
+        return
+        [
+            Auxv.HWCAP, CpuModel.Leaf1Edx, Auxv.PAGESZ, GuestMemory.PageSize, Auxv.CLKTCK, 100,
+            Auxv.PHDR, p.PhdrAddr, Auxv.PHENT, (ulong)p.PhEnt, Auxv.PHNUM, (ulong)p.PhNum,
+            Auxv.BASE, s.InterpreterBase, Auxv.FLAGS, 0, Auxv.ENTRY, p.Entry,
+            Auxv.UID, uid, Auxv.EUID, uid, Auxv.GID, gid, Auxv.EGID, gid, Auxv.SECURE, 0,
+            Auxv.RANDOM, random, Auxv.HWCAP2, Hwcap2, Auxv.EXECFN, execfn, Auxv.PLATFORM, platform,
+            Auxv.MINSIGSTKSZ, Sa.MINSIGSTKSZ, Auxv.NULL, 0,
+        ];
     }
 }
 
@@ -156,7 +157,24 @@ public readonly record struct FileRef(string GuestPath, long Offset, int Length,
     /// <summary>How long before the VM started a file must have been last changed to be recorded by reference:
     /// file systems stamp changes with a coarse clock.</summary>
     static readonly long SettleNs = 2_000_000_000;
-    static readonly long ProcessStartNs = (System.Diagnostics.Process.GetCurrentProcess().StartTime.ToUniversalTime() - DateTime.UnixEpoch).Ticks * 100;
+    static readonly long ProcessStartNs = ReadProcessStartNs();
+
+    /// <summary>When this process started, in ns since the Unix epoch: what Process.StartTime computes (the start in
+    /// clock ticks since boot from /proc/self/stat, placed on the wall clock through CLOCK_BOOTTIME), without loading
+    /// System.Diagnostics.Process during every machine's start-up.</summary>
+    static unsafe long ReadProcessStartNs()
+    {
+        const long NsPerTick = 10_000_000; // USER_HZ is 100 on Linux x86-64
+        string stat = File.ReadAllText("/proc/self/stat");
+        // after "pid (comm) " come the fields from the third on; starttime is the 22nd
+        var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+        long startTicks = long.Parse(fields[22 - 3], System.Globalization.CultureInfo.InvariantCulture);
+        long* ts = stackalloc long[2];
+        if (HostSys.Call(Nr.clock_gettime, Clocks.BOOTTIME, (long)ts) < 0) throw new IOException("clock_gettime(CLOCK_BOOTTIME) failed");
+        long sinceBootNs = ts[0] * 1_000_000_000 + ts[1];
+        long nowNs = (DateTime.UtcNow - DateTime.UnixEpoch).Ticks * 100;
+        return nowNs - sinceBootNs + startTicks * NsPerTick;
+    }
 
     /// <summary>
     /// A regular file whose inode has not changed (st_ctime, which utimes cannot set back) since shortly before this

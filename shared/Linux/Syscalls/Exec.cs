@@ -101,7 +101,7 @@ public sealed partial class Kernel
         p.ProgramGuestPath = abs;
         p.Name = System.IO.Path.GetFileName(abs);
         p.BrkStart = p.BrkCur = prog.BrkStart;
-        foreach (var (fd, _) in p.Fds.Entries.ToList())
+        foreach (int fd in p.Fds.Numbers())
             if (p.Fds.CloseOnExec(fd) && p.Fds.Remove(fd, out var f)) Release(t, f);
         for (int s = 1; s <= Sig.Max; s++)
         {

@@ -85,7 +85,8 @@ public sealed partial class Kernel
     /// <summary>Where each thread waiting with a time-out in the poll family must give up: (the call's nr and rip, the
     /// deadline on the stack's clock). A parked call runs again from the start, so its first run sets the deadline and
     /// later runs of the same call compare with it.</summary>
-    readonly Dictionary<GuestThread, (int Nr, ulong Rip, long DeadlineNs)> _waitDeadlines = new();
+    readonly Dictionary<GuestThread, WaitDeadline> _waitDeadlines = new();
+    sealed record WaitDeadline(int Nr, ulong Rip, long DeadlineNs); // a class: a tuple value is JIT-compiled at start-up
 
     /// <summary>The time-out a poll-family call asked for in ns (-1: none, wait for ever).</summary>
     long WaitTimeoutNs(SyscallArgs a)
@@ -119,7 +120,7 @@ public sealed partial class Kernel
         if (timeout < 0) return result;
         long now = _nic.Stack.Now;
         if (!_waitDeadlines.TryGetValue(t, out var d) || d.Nr != a.Nr || d.Rip != t.Cpu.Rip)
-            _waitDeadlines[t] = d = (a.Nr, t.Cpu.Rip, now + timeout);
+            _waitDeadlines[t] = d = new WaitDeadline(a.Nr, t.Cpu.Rip, now + timeout);
         if (now < d.DeadlineNs) return result;
         _waitDeadlines.Remove(t);
         return timedOut();
