@@ -429,6 +429,7 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         // time-out; from then on it heartbeats within the short silence bound, which decides when it is lost
         var silence = new LinkSilence(s.TimeoutMs);
         link.ReceiveTimeoutMs = s.TimeoutMs;
+        link.SendTimeoutMs = ReplicationProtocol.SendBoundMs(s.TimeoutMs);
         if (!link.TrySend(new BackupMessage { Ack = new Ack() })) { Unclaim("the data link broke as it opened"); return; }
         bool started = false;
         var planted = s.PlantAckEarlyMs > 0 ? new Queue<(Batch Batch, long Due)>() : null;

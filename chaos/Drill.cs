@@ -64,6 +64,11 @@ public sealed class Drill(DrillSettings s)
 {
     public static int RoundSeed(int seed, int round) => unchecked(seed + round);
 
+    /// <summary>How long a protected primary's first message may take to reach the backup (the backup's <c>following</c>).</summary>
+    static readonly TimeSpan FollowingWithin = TimeSpan.FromSeconds(30);
+    /// <summary>How long dotnet-stack may take for the thread stacks of a replica killed as hung.</summary>
+    static readonly TimeSpan StacksWithin = TimeSpan.FromSeconds(20);
+
     public List<RoundResult> Run()
     {
         Directory.CreateDirectory(s.WorkDir);
@@ -137,6 +142,11 @@ public sealed class Drill(DrillSettings s)
         string primaryId = $"primary:{Environment.MachineName}:{primary.Pid}";
         double protectedAt = primary.Event(ReplicaEvent.Protected)!.AtMs;
         Normal(); // the base link delay starts once the pair is connected (the handshake has its own deadline)
+        // a pair is a pair once the backup follows (the primary's first message after the welcome came over the data
+        // link): a fault before that tests nothing of replication, and a primary that never gets there is a finding
+        if (!backup.WaitFor(() => backup.Event(ReplicaEvent.Following) != null, FollowingWithin))
+            throw new DrillSetupException($"the primary was protected but the backup did not start following within {FollowingWithin.TotalSeconds:F0} s " +
+                $"(nothing reached it on the data link after the welcome); {primary.HangReport(StacksWithin)}\n{primary.Stderr}\nbackup:\n{backup.Stderr}");
 
         void Status(string phase) => Say($"{label}: {phase}; t={clock.Elapsed.TotalSeconds:F1}s primary {primary.StdoutLength} B, backup {backup.StdoutLength} B stdout");
 
@@ -225,6 +235,11 @@ public sealed class Drill(DrillSettings s)
             Status(primary.HasExited ? "primary gone, backup running" : backup.HasExited ? "backup gone, primary running" : "both running");
             Thread.Sleep(100);
         }
+        // a replica still running now is killed as hung: the report says which, the last event it emitted and where
+        // its threads were (a round that ends this way has a cause to find, and the process is gone afterwards)
+        var hung = new[] { primary, backup }.Where(p => !p.WaitFor(() => p.HasExited, TimeSpan.FromSeconds(1)))
+            .Select(p => p.HangReport(StacksWithin)).ToList();
+        foreach (var h in hung) Say($"{label}: killing a hung replica: {h.Split('\n')[0]}");
         int? pExit = primary.WaitForExit(TimeSpan.FromSeconds(1));
         int? bExit = backup.WaitForExit(TimeSpan.FromSeconds(1));
         double duration = clock.Elapsed.TotalMilliseconds;
@@ -278,6 +293,7 @@ public sealed class Drill(DrillSettings s)
             ReadBack = run.ReadBack,
             ClientErrors = run.Errors,
             Connections = run.Connections,
+            KilledAsHung = hung,
         };
         if (lateFault) obs = WithLate(obs);
         var result = Evaluate(obs, w, protectedAt, duration);

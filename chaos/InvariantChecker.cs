@@ -236,13 +236,23 @@ public static class InvariantChecker
             finisher = o.BackupExit;
             who = "the backup (replaying the complete log after the primary was killed at its end)";
         }
+        bool killedByFault = t != null ? o.BackupKilled : o.PrimaryKilled;
         if (finisher != 0)
-            return InvariantResult.Fail(Workload, $"{who} ended with status {finisher?.ToString() ?? "(killed by the drill: hung)"}, not the guest's 0");
+            return InvariantResult.Fail(Workload, $"{who} ended with status {finisher?.ToString() ?? Killed(o, killedByFault ? null : t != null ? "backup" : "primary")}, not the guest's 0");
         if (t == null && o.PrimaryUnprotected == null && !o.BackupKilled && !o.PrimaryKilled && o.BackupExit != 0)
-            return InvariantResult.Fail(Workload, $"the backup ended with status {o.BackupExit?.ToString() ?? "(hung)"} although the pair stayed intact");
+            return InvariantResult.Fail(Workload, $"the backup ended with status {o.BackupExit?.ToString() ?? Killed(o, "backup")} although the pair stayed intact");
         var err = w.Validate(o.FinalStdout, o);
         if (err != null) return InvariantResult.Fail(Workload, err);
         return InvariantResult.Pass(Workload, $"{w.Units(o.FinalStdout, o)} {w.UnitName} complete and correct; {who} exited 0");
+    }
+
+    /// <summary>How a replica without an exit status ended: killed by the round's fault (<paramref name="replica"/> null), or
+    /// killed by the drill as hung, with the last event it emitted.</summary>
+    static string Killed(RoundObservation o, string? replica)
+    {
+        if (replica == null) return "(killed by the fault)";
+        string? why = o.KilledAsHung.FirstOrDefault(h => h.StartsWith(replica, StringComparison.Ordinal));
+        return why == null ? "(killed by the drill: hung)" : $"(killed by the drill as hung: {why.Split('\n')[0]})";
     }
 
     static int FirstDifference(ReadOnlySpan<byte> a, ReadOnlySpan<byte> b)

@@ -99,6 +99,9 @@ public sealed class RoundObservation
     public bool BackupKilled { get; init; }
     public double? BackupExitedAtMs { get; init; }
     public string BackupId { get; init; } = "";
+    /// <summary>Replicas the drill killed because they were still running after the round (not the fault's kills): for
+    /// each, which one, the last event it emitted and, when dotnet-stack is installed, its thread stacks.</summary>
+    public List<string> KilledAsHung { get; init; } = new();
 
     /// <summary>Who holds the arbiter, as read (null: nobody, or it could not be read: <see cref="ArbiterRead"/>).</summary>
     public string? ArbiterHolder { get; init; }

@@ -44,7 +44,7 @@ public static class Report
         int Round, int Seed, string Fault, string FaultDetail, double? FaultAtMs, double? FaultEndMs, string Outcome,
         double? DetectionMs, double? DrainMs, double? FailoverMs, double? ServiceBackMs, double DurationMs, int RequestsDone,
         bool Ok, List<InvariantDto> Invariants, List<EventDto> Timeline,
-        long PrimaryStdoutBytes, long BackupStdoutBytes, int? PrimaryExit, int? BackupExit, string? ArbiterHolder, string? ArbiterRead, string Rerun);
+        long PrimaryStdoutBytes, long BackupStdoutBytes, int? PrimaryExit, int? BackupExit, string? ArbiterHolder, string? ArbiterRead, List<string> KilledAsHung, string Rerun);
     public sealed record ReportDto(string Tool, string Workload, string Net, string Hosts, string? Arbiter, int Seed, int Rounds, string[] Faults, bool Ok, string? FirstViolation, DateTimeOffset Finished, List<RoundDto> RoundResults);
 
     static readonly JsonSerializerOptions Json = new()
@@ -67,7 +67,7 @@ public static class Report
                 r.DetectionMs, r.DrainMs, r.FailoverMs, r.ServiceBackMs, r.DurationMs, r.Units, r.Ok,
                 r.Invariants.Select(i => new InvariantDto(i.Name, i.Ok, i.Detail)).ToList(),
                 r.Timeline.Select(e => new EventDto(Math.Round(e.AtMs, 1), e.Lane, e.Label)).ToList(),
-                o.PrimaryStdout.Length, o.BackupStdout.Length, o.PrimaryExit, o.BackupExit, o.ArbiterHolder, o.ArbiterRead, Rerun(r, s.Workload.Name));
+                o.PrimaryStdout.Length, o.BackupStdout.Length, o.PrimaryExit, o.BackupExit, o.ArbiterHolder, o.ArbiterRead, o.KilledAsHung, Rerun(r, s.Workload.Name));
         }).ToList());
 
     public static string? FirstViolation(IReadOnlyList<RoundResult> rs, string workload)

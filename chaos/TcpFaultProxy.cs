@@ -1,7 +1,7 @@
+using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
-using System.Threading.Channels;
 
 namespace ReVirt.Chaos;
 
@@ -22,28 +22,32 @@ public enum LinkMode
 /// A loopback TCP relay between the primary and the backup (gRPC over HTTP/2 passes through a plain TCP relay)
 /// whose link the drill can cut, delay or throttle at any moment. It relays the backup's replication endpoint and,
 /// when given, its data link port (the primary is told <see cref="DataAddress"/> with <c>--backup-data</c>), both
-/// under the same mode. Each connection is relayed by two async pumps; a pump reads a chunk, then applies the
-/// current mode to it.
+/// under the same mode. Each direction of a connection is relayed by two threads of its own with blocking calls: a
+/// reader that reads a chunk and applies the current mode to it, and a writer that sends the chunks in order.
 /// </summary>
+/// <remarks>
+/// Never pool tasks: a relay whose pumps wait for the thread pool of the process hosting it (a test host whose other
+/// tests block pool threads in synchronous reads of their children's pipes) holds the replicas' bytes for as long as
+/// the pool is starved, and a cut in that time swallows them: a planted-gate round whose backup never received the
+/// primary's first message after the welcome, although the primary had sent it (CI, once).
+/// </remarks>
 public sealed class TcpFaultProxy : IDisposable
 {
-    readonly TcpListener _l;
-    readonly TcpListener? _data;
-    readonly CancellationTokenSource _cts = new();
+    readonly Socket _l;
+    readonly Socket? _data;
+    readonly ManualResetEventSlim _closed = new();
     readonly List<Socket> _socks = new();
     volatile LinkMode _mode = LinkMode.Pass;
     long _relayed, _swallowed;
 
     public TcpFaultProxy(IPEndPoint target, IPEndPoint? dataTarget = null)
     {
-        _l = new TcpListener(IPAddress.Loopback, 0);
-        _l.Start();
-        _ = Task.Run(() => AcceptLoop(_l, target));
+        _l = Listen();
+        Start("relay-accept", () => AcceptLoop(_l, target));
         if (dataTarget != null)
         {
-            _data = new TcpListener(IPAddress.Loopback, 0);
-            _data.Start();
-            _ = Task.Run(() => AcceptLoop(_data, dataTarget));
+            _data = Listen();
+            Start("relay-accept", () => AcceptLoop(_data, dataTarget));
         }
     }
 
@@ -54,10 +58,20 @@ public sealed class TcpFaultProxy : IDisposable
     /// <summary>A relay to the backup whose <c>listening</c> event is given: its endpoint and its data link.</summary>
     public static TcpFaultProxy To(ReplicaEventRecord listening) => new(listening.Str("url")!, (int?)listening.Long("dataPort"));
 
-    public int Port => ((IPEndPoint)_l.LocalEndpoint).Port;
+    static Socket Listen()
+    {
+        var l = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        l.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        l.Listen(16);
+        return l;
+    }
+
+    static void Start(string name, Action body) => new Thread(() => body()) { Name = name, IsBackground = true }.Start();
+
+    public int Port => ((IPEndPoint)_l.LocalEndPoint!).Port;
     public string Url => $"http://127.0.0.1:{Port}";
     /// <summary>Where the primary reaches the backup's data link through this relay (<c>--backup-data</c>).</summary>
-    public string? DataAddress => _data is { } d ? $"127.0.0.1:{((IPEndPoint)d.LocalEndpoint).Port}" : null;
+    public string? DataAddress => _data is { } d ? $"127.0.0.1:{((IPEndPoint)d.LocalEndPoint!).Port}" : null;
     /// <summary>The primary's options that route both of its connections through this relay.</summary>
     public string[] PrimaryArgs => DataAddress is { } a ? ["--backup", Url, "--backup-data", a] : ["--backup", Url];
     public LinkMode Mode => _mode;
@@ -71,83 +85,100 @@ public sealed class TcpFaultProxy : IDisposable
     public void Delay(int ms) { DelayMs = ms; _mode = LinkMode.Delay; }
     public void Throttle(long bytesPerSecond) { BytesPerSecond = Math.Max(1, bytesPerSecond); _mode = LinkMode.Throttle; }
 
-    async Task AcceptLoop(TcpListener listener, IPEndPoint target)
+    void AcceptLoop(Socket listener, IPEndPoint target)
     {
-        while (!_cts.IsCancellationRequested)
+        // the loop polls and checks for Dispose rather than having another thread close a socket it is blocked on
+        using var _ = listener;
+        while (!_closed.IsSet)
         {
             Socket a;
-            try { a = await listener.AcceptSocketAsync(_cts.Token); } catch { return; }
+            try
+            {
+                if (!listener.Poll(100_000, SelectMode.SelectRead)) continue;
+                a = listener.Accept();
+            }
+            catch (Exception e) when (e is SocketException or ObjectDisposedException) { return; }
             var b = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
             a.NoDelay = true;
-            try { await b.ConnectAsync(target, _cts.Token); }
-            catch { a.Dispose(); b.Dispose(); continue; }
-            lock (_socks) { _socks.Add(a); _socks.Add(b); }
-            _ = Relay(a, b);
-            _ = Relay(b, a);
+            try { b.Connect(target); }
+            catch (SocketException) { a.Dispose(); b.Dispose(); continue; }
+            lock (_socks)
+            {
+                if (_closed.IsSet) { a.Dispose(); b.Dispose(); return; }
+                _socks.Add(a);
+                _socks.Add(b);
+            }
+            Start("relay", () => Relay(a, b));
+            Start("relay", () => Relay(b, a));
         }
     }
 
-    /// <summary>One direction: a reader pump feeds a queue of (due time, bytes) that a writer pump drains in order.</summary>
-    async Task Relay(Socket from, Socket to)
+    /// <summary>One direction: this thread reads chunks into a queue of (due time, bytes) that a writer thread drains in order.</summary>
+    void Relay(Socket from, Socket to)
     {
-        var ct = _cts.Token;
-        var q = Channel.CreateUnbounded<(long Due, byte[] Bytes)>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
-        var writer = Task.Run(async () =>
-        {
-            double budget = 0; // throttle: bytes we may still send in this window
-            long last = Stopwatch.GetTimestamp();
-            try
-            {
-                await foreach (var (due, bytes) in q.Reader.ReadAllAsync(ct))
-                {
-                    var wait = Stopwatch.GetElapsedTime(Stopwatch.GetTimestamp(), due);
-                    if (wait > TimeSpan.Zero) await Task.Delay(wait, ct);
-                    int off = 0;
-                    while (off < bytes.Length)
-                    {
-                        if (_mode == LinkMode.Cut) { Interlocked.Add(ref _swallowed, bytes.Length - off); break; }
-                        int n = bytes.Length - off;
-                        if (_mode == LinkMode.Throttle)
-                        {
-                            long now = Stopwatch.GetTimestamp();
-                            budget = Math.Min(BytesPerSecond / 10.0, budget + Stopwatch.GetElapsedTime(last, now).TotalSeconds * BytesPerSecond);
-                            last = now;
-                            if (budget < 1) { await Task.Delay(10, ct); continue; }
-                            n = (int)Math.Min(n, budget);
-                            budget -= n;
-                        }
-                        else { last = Stopwatch.GetTimestamp(); budget = 0; }
-                        int sent = await to.SendAsync(bytes.AsMemory(off, n), SocketFlags.None, ct);
-                        off += sent;
-                        Interlocked.Add(ref _relayed, sent);
-                    }
-                }
-                if (_mode != LinkMode.Cut) to.Shutdown(SocketShutdown.Send);
-            }
-            catch { }
-        });
+        var q = new BlockingCollection<(long Due, byte[] Bytes)>();
+        var writer = new Thread(() => Write(q, to)) { Name = "relay-writer", IsBackground = true };
+        writer.Start();
         var buf = new byte[65536];
         try
         {
             while (true)
             {
-                int n = await from.ReceiveAsync(buf, SocketFlags.None, ct);
+                int n = from.Receive(buf);
                 if (n == 0) break;
                 if (_mode == LinkMode.Cut) { Interlocked.Add(ref _swallowed, n); continue; } // the partition swallows everything
                 long due = _mode == LinkMode.Delay ? Stopwatch.GetTimestamp() + (long)(DelayMs * (Stopwatch.Frequency / 1000.0)) : 0;
-                q.Writer.TryWrite((due, buf.AsSpan(0, n).ToArray()));
+                q.Add((due, buf.AsSpan(0, n).ToArray()));
             }
         }
-        catch { }
-        q.Writer.TryComplete();
-        await writer;
+        catch (Exception e) when (e is SocketException or ObjectDisposedException) { }
+        q.CompleteAdding();
+    }
+
+    void Write(BlockingCollection<(long Due, byte[] Bytes)> q, Socket to)
+    {
+        double budget = 0; // throttle: bytes we may still send in this window
+        long last = Stopwatch.GetTimestamp();
+        try
+        {
+            foreach (var (due, bytes) in q.GetConsumingEnumerable())
+            {
+                var wait = Stopwatch.GetElapsedTime(Stopwatch.GetTimestamp(), due);
+                if (wait > TimeSpan.Zero && _closed.Wait(wait)) return;
+                int off = 0;
+                while (off < bytes.Length)
+                {
+                    if (_mode == LinkMode.Cut) { Interlocked.Add(ref _swallowed, bytes.Length - off); break; }
+                    int n = bytes.Length - off;
+                    if (_mode == LinkMode.Throttle)
+                    {
+                        long now = Stopwatch.GetTimestamp();
+                        budget = Math.Min(BytesPerSecond / 10.0, budget + Stopwatch.GetElapsedTime(last, now).TotalSeconds * BytesPerSecond);
+                        last = now;
+                        if (budget < 1) { if (_closed.Wait(10)) return; continue; }
+                        n = (int)Math.Min(n, budget);
+                        budget -= n;
+                    }
+                    else { last = Stopwatch.GetTimestamp(); budget = 0; }
+                    int sent = to.Send(bytes, off, n, SocketFlags.None);
+                    off += sent;
+                    Interlocked.Add(ref _relayed, sent);
+                }
+            }
+            if (_mode != LinkMode.Cut) to.Shutdown(SocketShutdown.Send);
+        }
+        catch (Exception e) when (e is SocketException or ObjectDisposedException) { }
     }
 
     public void Dispose()
     {
-        _cts.Cancel();
-        _l.Stop();
-        _data?.Stop();
-        lock (_socks) foreach (var s in _socks) s.Dispose();
+        _closed.Set();
+        // a shutdown wakes the threads blocked reading or writing these sockets; the accept loops close the listeners
+        lock (_socks)
+            foreach (var s in _socks)
+            {
+                try { s.Shutdown(SocketShutdown.Both); } catch (Exception e) when (e is SocketException or ObjectDisposedException) { }
+                s.Dispose();
+            }
     }
 }

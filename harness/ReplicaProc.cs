@@ -172,6 +172,50 @@ public sealed class ReplicaProc : IDisposable
         _eventPump.Wait(TimeSpan.FromSeconds(5));
     }
 
+    /// <summary>
+    /// The managed thread stacks of the running replica (`dotnet-stack report`, from the .NET global tools directory
+    /// or PATH), for a report on a replica about to be killed as hung; null with the reason in <paramref name="why"/>
+    /// when the tool is not installed, the process is gone, or it did not answer within <paramref name="timeout"/>.
+    /// </summary>
+    public string? ThreadStacks(TimeSpan timeout, out string why)
+    {
+        why = "";
+        if (_p.HasExited) { why = "the process had exited"; return null; }
+        string tool = StackTool();
+        if (tool == "") { why = "dotnet-stack is not installed (dotnet tool install -g dotnet-stack)"; return null; }
+        try
+        {
+            var r = Child.Run(tool, ["report", "-p", _p.Id.ToString()], timeout);
+            if (r.ExitCode == 0 && r.StdoutText.Trim() is { Length: > 0 } stacks) return stacks;
+            why = $"dotnet-stack exited {r.ExitCode}: {r.Stderr.Trim()}";
+        }
+        catch (Exception e) when (e is TimeoutException or InvalidOperationException or System.ComponentModel.Win32Exception) { why = $"dotnet-stack: {e.Message}"; }
+        return null;
+    }
+
+    /// <summary>
+    /// Why a runner is about to kill this replica as hung, for its report: which replica, the last named event it
+    /// emitted (and when), and its thread stacks when dotnet-stack can take them within <paramref name="stacksWithin"/>
+    /// (TimeSpan.Zero: none).
+    /// </summary>
+    public string HangReport(TimeSpan stacksWithin)
+    {
+        var last = Events.LastOrDefault();
+        string lastEvent = last == null ? "it emitted no event" : $"its last event was '{last.Name}' at {last.AtMs.ToString("F0", System.Globalization.CultureInfo.InvariantCulture)} ms";
+        string head = $"{Name} (pid {Pid}) still running at {Now.ToString("F0", System.Globalization.CultureInfo.InvariantCulture)} ms: {lastEvent}";
+        if (stacksWithin <= TimeSpan.Zero) return head;
+        return ThreadStacks(stacksWithin, out var why) is { } stacks ? $"{head}; its threads:\n{stacks}" : $"{head}; no thread stacks ({why})";
+    }
+
+    static string StackTool()
+    {
+        string home = Environment.GetFolderPath(Environment.SpecialFolder.UserProfile);
+        string global = Path.Combine(home, ".dotnet", "tools", "dotnet-stack");
+        if (File.Exists(global)) return global;
+        return (Environment.GetEnvironmentVariable("PATH") ?? "").Split(':', StringSplitOptions.RemoveEmptyEntries)
+            .Select(d => Path.Combine(d, "dotnet-stack")).FirstOrDefault(File.Exists) ?? "";
+    }
+
     /// <summary>Waits for exit (killing the process after <paramref name="timeout"/>); the exit code, or null when it had to be killed.</summary>
     public int? WaitForExit(TimeSpan timeout)
     {

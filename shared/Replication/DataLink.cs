@@ -45,16 +45,32 @@ public sealed class DataLink : IDisposable
         _socket = socket;
         _stream = stream;
         _lastWrite = Environment.TickCount64;
+        try { _peer = socket.RemoteEndPoint?.ToString() ?? "?"; } catch (Exception e) when (e is SocketException or ObjectDisposedException) { _peer = "?"; }
     }
 
-    /// <summary>Where the link goes (for messages).</summary>
-    public string Peer => _socket.RemoteEndPoint?.ToString() ?? "?";
+    /// <summary>Where the link goes (for messages; still known after the link is closed).</summary>
+    public string Peer => _peer;
+    readonly string _peer;
 
     /// <summary>Environment.TickCount64 of the last message written.</summary>
     public long LastWriteTick => Interlocked.Read(ref _lastWrite);
 
     /// <summary>A blocking read that waits longer than this fails (0: no limit).</summary>
     public int ReceiveTimeoutMs { set => _socket.ReceiveTimeout = value; }
+
+    int _sendTimeoutMs;
+
+    /// <summary>
+    /// Every send is bounded: one that makes no progress for this long (the peer stopped reading and both sides'
+    /// buffers are full) ends the link, and <see cref="Send"/> throws a <see cref="LinkSendTimeoutException"/> that says
+    /// so, rather than holding the sending thread — and whatever it holds — for as long as the peer is stuck. The opening
+    /// bounds it by its own time-out; the owner then sets the session's (<see cref="ReplicationProtocol.SendBoundMs"/>).
+    /// </summary>
+    public int SendTimeoutMs
+    {
+        get => _sendTimeoutMs;
+        set { _sendTimeoutMs = value; _socket.SendTimeout = value; }
+    }
 
     public static byte[] Proof(byte[] secret, ReadOnlySpan<byte> ticket)
     {
@@ -122,7 +138,8 @@ public sealed class DataLink : IDisposable
             var answer = link.Receive(BackupMessage.Parser, ReplicationProtocol.MaxBackupMessageBytes);
             if (answer.BodyCase == BackupMessage.BodyOneofCase.Refused) throw new ReplicationRefusedException(answer.Refused.Reason);
             if (answer.BodyCase != BackupMessage.BodyOneofCase.Ack) throw new ReplicationRefusedException($"protocol error: the data link answered {answer.BodyCase}");
-            socket.ReceiveTimeout = socket.SendTimeout = 0;
+            socket.ReceiveTimeout = 0;
+            link.SendTimeoutMs = (int)timeout.TotalMilliseconds; // the owner sets the session's bound
             return link;
         }
         catch (Exception e) when (e is SocketException or AggregateException or EndOfStreamException or InvalidProtocolBufferException)
@@ -158,7 +175,7 @@ public sealed class DataLink : IDisposable
             });
             stream = ssl;
         }
-        var link = new DataLink(socket, stream);
+        var link = new DataLink(socket, stream) { SendTimeoutMs = (int)timeout.TotalMilliseconds };
         if (tls != null && tls.Verify(((SslStream)stream).RemoteCertificate) is { } untrusted)
         {
             link.TrySend(new BackupMessage { Refused = new Refused { Reason = $"mutual TLS: {untrusted}" } });
@@ -185,16 +202,18 @@ public sealed class DataLink : IDisposable
         }
     }
 
-    /// <summary>Writes one message (blocking; any thread, messages are never interleaved). The message is encoded
-    /// before this returns: bytes it wraps may be reused afterwards.</summary>
+    /// <summary>Writes one message (blocking, within <see cref="SendTimeoutMs"/>; any thread, messages are never
+    /// interleaved). The message is encoded before this returns: bytes it wraps may be reused afterwards.</summary>
+    /// <exception cref="LinkSendTimeoutException">The message could not be sent within the bound: the link is closed.</exception>
     /// <exception cref="IOException">The link broke or was closed.</exception>
     public void Send(IMessage message)
     {
+        int size = 0;
         try
         {
             lock (_write)
             {
-                int size = message.CalculateSize();
+                size = message.CalculateSize();
                 if (_out.Length < 4 + size) _out = new byte[Math.Max(4 + size, _out.Length * 2)];
                 BinaryPrimitives.WriteInt32LittleEndian(_out, size);
                 message.WriteTo(_out.AsSpan(4, size));
@@ -202,6 +221,20 @@ public sealed class DataLink : IDisposable
             }
         }
         catch (ObjectDisposedException e) { throw new IOException("the data link is closed", e); }
+        catch (IOException e) when (IsTimeout(e))
+        {
+            // part of the message may have gone: the stream cannot carry another one
+            string peer = _peer;
+            Close();
+            throw new LinkSendTimeoutException($"a message of {4 + size} bytes could not be sent on the data link to {peer} within {_sendTimeoutMs} ms (the peer stopped reading); the link is closed");
+        }
+    }
+
+    static bool IsTimeout(Exception? e)
+    {
+        for (; e != null; e = e.InnerException)
+            if (e is SocketException { SocketErrorCode: SocketError.TimedOut or SocketError.WouldBlock }) return true;
+        return false;
     }
 
     /// <summary>Sends unless the link is broken; false then.</summary>
@@ -313,6 +346,10 @@ public sealed class DataLink : IDisposable
 
     public void Dispose() => Close();
 }
+
+/// <summary>A send on the data link made no progress within its bound (<see cref="DataLink.SendTimeoutMs"/>); the link
+/// is closed. The message names the bound, so whoever reports the loss of the peer says why.</summary>
+public sealed class LinkSendTimeoutException(string message) : IOException(message);
 
 /// <summary>
 /// The backup's data port: accepts links on a thread of its own and opens each on a thread of its own (at most

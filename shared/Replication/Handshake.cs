@@ -46,6 +46,15 @@ public static class ReplicationProtocol
     public static int HeartbeatInterval(int configuredMs, uint silenceMs) =>
         silenceMs == 0 ? Math.Max(1, configuredMs) : Math.Clamp((int)(silenceMs / HeartbeatsPerSilence), 1, Math.Max(1, configuredMs));
 
+    /// <summary>
+    /// How long a send on the data link may make no progress before the link ends (<see cref="DataLink.SendTimeoutMs"/>):
+    /// the session's time-out, but at least <see cref="HandshakeTimeout"/>. A live peer can stop reading for a while
+    /// and still answer: a standby restoring a snapshot acknowledges from its link thread without reading, while the
+    /// live replica's log fills both sides' buffers. A peer that stops answering too is lost after the time-out by
+    /// its silence (which closes the link and ends a blocked send with it); this bound ends a send that neither ends.
+    /// </summary>
+    public static int SendBoundMs(int timeoutMs) => Math.Max(timeoutMs, (int)HandshakeTimeout.TotalMilliseconds);
+
     /// <summary>Fewest bytes a token file must hold: a secret anyone could guess is no authentication.</summary>
     public const int MinSecretBytes = 16;
 

@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using Google.Protobuf;
@@ -110,6 +111,10 @@ public sealed class ReplicationClient : ILogSink
     volatile bool _replayNear;
     volatile bool _deciding, _finishing;
     Task? _reprotect;
+    // frames for a link that went direct, in log order (added under the append lock), sent by whichever thread offers
+    // them while no other thread is sending: the guest thread ships its records itself but never waits for another
+    // thread's send, nor sends while holding the append lock
+    readonly OrderedSender<(Session Session, byte[] Frames, int Length, bool Pooled)> _direct;
     Thread? _flusher;
     volatile bool _flusherStop, _hasPending;
 
@@ -128,7 +133,7 @@ public sealed class ReplicationClient : ILogSink
         public string BackupId = "";
         /// <summary>Frames produced before the link is <see cref="Direct"/>: the sender thread sends them in order.</summary>
         public readonly BlockingCollection<byte[]> Queue = new();
-        /// <summary>Set under the append lock: producers send frames on the link themselves.</summary>
+        /// <summary>Set under the append lock: frames go to <see cref="_direct"/> and their producers send them.</summary>
         public volatile bool Direct;
         /// <summary>The sender thread stops (the goodbye follows).</summary>
         public volatile bool StopSending;
@@ -200,6 +205,11 @@ public sealed class ReplicationClient : ILogSink
         _s = settings;
         _log = log;
         _store = store;
+        _direct = new(d =>
+        {
+            Ship(d.Session, d.Frames, d.Length);
+            if (d.Pooled) ArrayPool<byte>.Shared.Return(d.Frames);
+        });
         // found by the chaos drill (freeze): a primary stopped in the middle of releasing acknowledged output must
         // not go on releasing it when it wakes after the timeout — the backup may be live; the watchdog decides
         Gate.Fresh = () => _state != LinkState.Protected
@@ -361,6 +371,7 @@ public sealed class ReplicationClient : ILogSink
             throw new ReplicationRefusedException($"the backup at {url} did not answer the handshake in time");
         }
         var opened = link!;
+        opened.SendTimeoutMs = ReplicationProtocol.SendBoundMs(_s.TimeoutMs);
         cts.Token.Register(opened.Close);
         return new Session { Url = url, Channel = channel, Call = call!, Cts = cts, Link = opened, BackupId = backupId, WantsSnapshot = wantsSnapshot, WantsSnapshotFiles = wantsFiles,
             HeartbeatMs = ReplicationProtocol.HeartbeatInterval(_s.HeartbeatMs, silenceMs) };
@@ -588,6 +599,7 @@ public sealed class ReplicationClient : ILogSink
             if (_pending.Length >= 64 * 1024) PushPending();
             else _hasPending = true;
         }
+        _direct.Offer(); // outside the append lock: nobody waits for this thread's send there
         if (_state != LinkState.Protected) return;
         // flow control: keep the backup close enough that failover time stays bounded (a standby that is catching
         // up is not waited for: the backlog was released already)
@@ -643,24 +655,30 @@ public sealed class ReplicationClient : ILogSink
 
     readonly MemoryStream _pending = new();
 
-    /// <summary>Moves the gathered frames into the store and, while a backup follows, to its sender (under the lock).</summary>
+    /// <summary>Moves the gathered frames into the store and, while a backup follows, towards its link (under the lock):
+    /// once the sender thread has sent the backlog, the producing thread sends them itself after leaving the lock
+    /// (<see cref="OrderedSender{T}.Offer"/>: no hand-off); before that, they queue behind the backlog.</summary>
     void PushPending()
     {
         _hasPending = false;
         if (_pending.Length == 0) return;
-        _store.Append(_pending.GetBuffer().AsSpan(0, (int)_pending.Length));
+        int n = (int)_pending.Length;
+        _store.Append(_pending.GetBuffer().AsSpan(0, n));
         if (_state == LinkState.Protected && _cur is { } s)
         {
-            // shipped at once by the thread that produced it (no hand-off) once the sender thread has sent the
-            // backlog; before that, queued behind it
-            if (s.Direct) Ship(s, _pending.GetBuffer(), (int)_pending.Length);
+            if (s.Direct)
+            {
+                var frames = ArrayPool<byte>.Shared.Rent(n);
+                _pending.GetBuffer().AsSpan(0, n).CopyTo(frames);
+                _direct.Add((s, frames, n, true));
+            }
             else s.Queue.Add(_pending.ToArray());
         }
         _pending.SetLength(0);
     }
 
-    /// <summary>Sends frames as one batch (under the append lock, or from the sender thread before it went direct).
-    /// A broken link is closed; its reader reports the loss.</summary>
+    /// <summary>Sends frames as one batch (by the thread that sends the direct frames, or by the sender thread before
+    /// the link went direct), never under the append lock. A broken link is closed; its reader reports the loss.</summary>
     void Ship(Session session, byte[] frames, int length)
     {
         ulong first = System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(frames.AsSpan(RecordFrame.SequenceOffset));
@@ -680,7 +698,11 @@ public sealed class ReplicationClient : ILogSink
         ReplicationMetrics.LogBytes.Add(length);
     }
 
-    public void Flush() { lock (_pending) PushPending(); }
+    public void Flush()
+    {
+        lock (_pending) PushPending();
+        _direct.Offer();
+    }
 
     /// <summary>Records that hold no output are gathered on the guest thread and reach the backup within this long.</summary>
     const int FlushIntervalMs = 2;
@@ -749,11 +771,13 @@ public sealed class ReplicationClient : ILogSink
             while (!session.Direct && !ct.IsCancellationRequested)
             {
                 if (session.Queue.TryTake(out var f, session.HeartbeatMs)) { Ship(session, f, f.Length); continue; }
+                // the last queued frames go ahead of every later one, and this thread sends them outside the lock
                 lock (_pending)
                 {
-                    while (session.Queue.TryTake(out f)) Ship(session, f, f.Length);
+                    while (session.Queue.TryTake(out f)) _direct.Add((session, f, f.Length, false));
                     session.Direct = true;
                 }
+                _direct.Offer();
             }
             // from here on this thread only heartbeats an idle link: real-time, so a loaded machine does not delay it
             ThreadPools.MakeCurrentThreadRealtime();
@@ -1068,6 +1092,7 @@ public sealed class ReplicationClient : ILogSink
         session.Wake.Set();
         try { if (session.Sender != null) await session.Sender.WaitAsync(TimeSpan.FromSeconds(30)); } catch { }
         lock (_decide) _finishing = true;
+        _direct.SendAll(); // no frame may follow the goodbye
         session.Link.TrySend(new PrimaryMessage { Goodbye = new Goodbye { LastSequence = lastSequence, ExitStatus = exitStatus } });
         session.Link.ShutdownSend();
         _state = LinkState.Unprotected; // no failover from here on

@@ -51,6 +51,7 @@ public class ChaosDrillTests(ITestOutputHelper output) : DrillTests(output)
             foreach (var l in r.Observation.PrimaryLog.TakeLast(60)) Output.WriteLine($"  {l.Text}");
             Output.WriteLine($"round {r.Observation.Round + 1} backup (exit {r.Observation.BackupExit?.ToString() ?? "killed"}) stderr:");
             foreach (var l in r.Observation.BackupLog.TakeLast(60)) Output.WriteLine($"  {l.Text}");
+            foreach (var h in r.Observation.KilledAsHung) Output.WriteLine($"round {r.Observation.Round + 1} killed as hung: {h}");
         }
         return rs;
     }

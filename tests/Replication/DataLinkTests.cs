@@ -1,0 +1,118 @@
+using System.Buffers.Binary;
+using System.Net;
+using System.Net.Sockets;
+using System.Security.Cryptography;
+using Google.Protobuf;
+using ReVirt.Protocol;
+using ReVirt.Replication;
+using Xunit;
+
+namespace ReVirt.Tests.Replication;
+
+/// <summary>
+/// The data link's sends are bounded, and the primary's sending never makes one thread wait for another's send: a
+/// backup that stops reading costs the live replica a named loss after the bound, not a guest thread blocked with
+/// the append lock held for as long as the backup is stuck.
+/// </summary>
+public class DataLinkTests
+{
+    /// <summary>
+    /// A peer that opened the link and then never reads again (a stuck backup; the kernel keeps the connection up):
+    /// the sender fills both sides' buffers and its next send must end within the bound with the reason, closing the
+    /// link. Before the bound, that send blocked for as long as the peer lived.
+    /// </summary>
+    [Fact]
+    public void ASendThePeerDoesNotTakeEndsTheLinkWithinItsBound()
+    {
+        using var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        listener.Listen(1);
+        byte[] secret = RandomNumberGenerator.GetBytes(32), ticket = RandomNumberGenerator.GetBytes(DataLink.TicketBytes);
+        Socket? peer = null;
+        var backup = new Thread(() =>
+        {
+            peer = listener.Accept();
+            var opening = new byte[DataLink.OpeningBytes];
+            for (int got = 0; got < opening.Length;) got += peer.Receive(opening, got, opening.Length - got, SocketFlags.None);
+            var ack = new BackupMessage { Ack = new Ack() }.ToByteArray();
+            var frame = new byte[4 + ack.Length];
+            BinaryPrimitives.WriteInt32LittleEndian(frame, ack.Length);
+            ack.CopyTo(frame, 4);
+            peer.Send(frame); // accepted; from here on this peer reads nothing
+        }) { IsBackground = true, Name = "stuck-backup" };
+        backup.Start();
+        try
+        {
+            using var link = DataLink.Connect("127.0.0.1", ((IPEndPoint)listener.LocalEndPoint!).Port, null, secret, ticket, TimeSpan.FromSeconds(30));
+            Assert.True(backup.Join(TimeSpan.FromSeconds(30)), "the peer did not accept the opening within 30 s");
+            link.SendTimeoutMs = 500;
+            Exception? failed = null;
+            long sent = 0;
+            var sender = new Thread(() =>
+            {
+                var batch = new PrimaryMessage { Batch = new Batch { FirstSequence = 1, Count = 1, Frames = ByteString.CopyFrom(new byte[256 << 10]) } };
+                try { while (sent < 1L << 30) { link.Send(batch); sent += 256 << 10; } }
+                catch (IOException e) { failed = e; }
+            }) { IsBackground = true, Name = "sender" };
+            sender.Start();
+            Assert.True(sender.Join(TimeSpan.FromSeconds(60)), $"a send was still blocked 60 s after it started, {sent} bytes in: nothing bounds a send the peer does not take");
+            var timedOut = Assert.IsType<LinkSendTimeoutException>(failed);
+            Assert.Contains("within 500 ms", timedOut.Message);
+            Assert.True(sent < 1L << 30, "a peer that reads nothing took a gigabyte");
+            // the link is closed: a part of a message may have gone, nothing can follow it
+            Assert.ThrowsAny<IOException>(() => link.Send(new PrimaryMessage { Heartbeat = new Heartbeat() }));
+        }
+        finally { peer?.Dispose(); }
+    }
+
+    /// <summary>A thread that offers items while another is blocked in a send returns at once; the sending thread
+    /// sends them after its own, in order.</summary>
+    [Fact]
+    public void AnOfferNeverWaitsForAnotherThreadsSend()
+    {
+        var sent = new List<int>();
+        using var inSend = new ManualResetEventSlim();
+        using var release = new ManualResetEventSlim();
+        var sender = new OrderedSender<int>(i =>
+        {
+            if (i == 0) { inSend.Set(); release.Wait(TimeSpan.FromSeconds(30)); }
+            lock (sent) sent.Add(i);
+        });
+        sender.Add(0);
+        var first = new Thread(sender.Offer) { IsBackground = true };
+        first.Start();
+        Assert.True(inSend.Wait(TimeSpan.FromSeconds(30)), "the first send did not start");
+        for (int i = 1; i <= 100; i++) sender.Add(i);
+        var second = new Thread(sender.Offer) { IsBackground = true };
+        second.Start();
+        bool returned = second.Join(TimeSpan.FromSeconds(10));
+        lock (sent) Assert.Empty(sent);
+        release.Set();
+        Assert.True(returned, "an offer waited for another thread's send");
+        Assert.True(first.Join(TimeSpan.FromSeconds(30)), "the sending thread did not finish");
+        Assert.Equal(Enumerable.Range(0, 101), sent);
+    }
+
+    /// <summary>Producers that add under one lock (as the log is appended) and offer concurrently: every item is sent
+    /// exactly once and in order, and nothing is left once every offer has returned.</summary>
+    [Fact]
+    public void EveryItemIsSentOnceInOrderWhileManyThreadsOffer()
+    {
+        var sent = new List<int>();
+        var sender = new OrderedSender<int>(i => { sent.Add(i); Thread.SpinWait(20); }); // one sender at a time: no lock
+        object order = new();
+        int next = 0;
+        var producers = Enumerable.Range(0, 4).Select(_ => new Thread(() =>
+        {
+            for (int k = 0; k < 5000; k++)
+            {
+                lock (order) sender.Add(next++);
+                sender.Offer();
+            }
+        }) { IsBackground = true }).ToList();
+        producers.ForEach(t => t.Start());
+        Assert.All(producers, t => Assert.True(t.Join(TimeSpan.FromSeconds(60)), "a producer did not finish in 60 s"));
+        Assert.True(sender.IsEmpty, "items were left unsent after every offer returned");
+        Assert.Equal(Enumerable.Range(0, 20_000), sent);
+    }
+}
