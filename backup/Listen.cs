@@ -228,8 +228,9 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
                    "a copy of the primary's --root), or, if the two replicas share storage on purpose, pass --shared-storage to backup listen";
         if (Recording.RecordedProgram(header, opts, out var why) is null) return $"program mismatch: {why}";
         // a standby that shares the guest's files and takes a snapshot starts from the guest's state now, not from
-        // the root as the guest started (the files have changed since, and a snapshot is checked by its own digest)
-        if (AcceptsSnapshot(h)) return null;
+        // the root as the guest started (the files have changed since, and a snapshot is checked by its own digest);
+        // one with a root of its own must hold the root as the guest started: the snapshot carries what changed since
+        if (AcceptsSnapshot(h) && s.SharedStorage) return null;
         byte[] mine;
         try { mine = RootDigest.Compute(opts.Root); }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return $"the guest root {opts.Root} cannot be read on the backup: {e.Message}"; }
@@ -238,9 +239,13 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         return null;
     }
 
-    /// <summary>This standby takes a snapshot the live replica offers: it shares the guest's files (a snapshot does
-    /// not carry the files the guest changed yet, so a replica with its own root replays the log from record 1).</summary>
-    public bool AcceptsSnapshot(Hello h) => h.SnapshotOffered && s.SharedStorage && !s.NoSnapshot;
+    /// <summary>This standby takes a snapshot the live replica offers (unless --no-snapshot). With a root of its own it
+    /// asks for the files the guest changed along with it (<see cref="WantsSnapshotFiles"/>).</summary>
+    public bool AcceptsSnapshot(Hello h) => h.SnapshotOffered && !s.NoSnapshot;
+
+    /// <summary>A standby with a root of its own (a copy of the root as the guest started): the snapshot it takes must
+    /// carry the files the guest changed, which it applies to its root and verifies before it acknowledges.</summary>
+    public bool WantsSnapshotFiles(Hello h) => AcceptsSnapshot(h) && !s.SharedStorage;
 
     /// <summary>Largest snapshot a standby accepts (it is assembled in one array).</summary>
     public const long MaxSnapshotBytes = 2_000_000_000;
@@ -261,7 +266,7 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         var reader = new LogReader(pipe, leaveOpen: true, startsAfter: sequence);
         var opts = Recording.OptionsFrom(header, s.Root, s.Tap, s.Netns);
         var boundary = new ReplayBoundary(reader, showOutput: false, Follow(header));
-        var (m, point) = MachineSnapshot.Restore(snap, h.LogHeader.Span, opts, boundary);
+        var (m, point) = MachineSnapshot.Restore(snap, h.LogHeader.Span, opts, boundary, applyFiles: !s.SharedStorage);
         if (point.Sequence != sequence) { m.Dispose(); throw new SnapshotFormatException($"the snapshot is of record #{point.Sequence}, announced as #{sequence}"); }
         boundary.ResumeAt(point, held.Select(o => (o.Fd, o.Start, o.Data.ToByteArray())));
         double restoreMs = Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
@@ -274,7 +279,7 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         File.WriteAllBytes(_logPath + ".snapshot", snap); // the start state of this replica's log copy (backup replay reads it)
         log.WriteLine($"backup: restored a snapshot of {snap.Length} bytes at record #{sequence} (received in {receiveMs:F0} ms, verified and restored in {restoreMs:F0} ms, state digest {digest})");
         s.Events.Emit(ReplicaEvent.SnapshotRestored, ("sequence", sequence), ("bytes", snap.Length), ("receiveMs", receiveMs), ("restoreMs", restoreMs), ("digest", digest),
-            ("stdoutAt", point.Outputs.Total(1)));
+            ("stdoutAt", point.Outputs.Total(1)), ("filesDigest", point.FilesDigest));
         var t = new Thread(() => ReplayMain(header, m), 64 << 20) { Name = "replay" };
         t.Start();
         if (h.LiveSequence > 0) WatchCatchUp(h.LiveSequence);
@@ -811,7 +816,7 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         using (var prefix = new FileStream(_logPath, FileMode.Open, FileAccess.Read, FileShare.ReadWrite))
             _liveWriter = new LogWriter(header, client, Held, prefix);
         var recording = new RecordingBoundary(_liveWriter, from) { Gate = client.Gate };
-        client.Snapshots = recording; // standbys that share the guest's files join from a snapshot
+        client.Snapshots = recording; // standbys join from a snapshot (with the changed files when their root is their own)
         client.Gate.StartReleasedAt(p.LogStdoutBytes, p.LogStderrBytes);
         client.StartLive(h.LogHeader.ToByteArray(), _arbiter!, _wonTerm);
         _liveClient = client;
@@ -1002,7 +1007,7 @@ public sealed class ReplicationService(BackupSession session) : Protocol.Replica
         {
             await responseStream.WriteAsync(new BackupMessage
             {
-                Welcome = new Welcome { BackupId = s.Id, DataPort = (uint)session.DataPort, DataTicket = ByteString.CopyFrom(pending.Ticket), Snapshot = session.AcceptsSnapshot(hello), PrimarySilenceMs = (uint)s.PrimarySilenceMs },
+                Welcome = new Welcome { BackupId = s.Id, DataPort = (uint)session.DataPort, DataTicket = ByteString.CopyFrom(pending.Ticket), Snapshot = session.AcceptsSnapshot(hello), SnapshotFiles = session.WantsSnapshotFiles(hello), PrimarySilenceMs = (uint)s.PrimarySilenceMs },
             }, ct);
         }
         catch (Exception e) when (e is OperationCanceledException or IOException or RpcException or InvalidOperationException)

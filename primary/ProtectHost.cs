@@ -79,7 +79,7 @@ sealed class ProtectService(ProtectSettings settings, MachineOptions opts, ulong
 
         var writer = new LogWriter(header, client);
         var boundary = new RecordingBoundary(writer, header.CheckpointInterval) { Gate = client.Gate };
-        client.Snapshots = boundary; // a standby that shares the guest's files joins from a snapshot of the running machine
+        client.Snapshots = boundary; // a standby joins from a snapshot of the running machine (with the changed files when its root is its own)
         int status = 0;
         ulong icount = 0;
         var sw = System.Diagnostics.Stopwatch.StartNew();

@@ -62,6 +62,9 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles, IDisposable
 
     public readonly IBoundary Boundary;
     public readonly GuestFs Fs;
+    /// <summary>The paths the guest changed in its root since the machine started (what a snapshot for a replica with
+    /// a root of its own carries).</summary>
+    public readonly RootChanges Changes = new();
     public readonly MachineOptions Options;
     /// <summary>The machine's first process (its exit status is the machine's).</summary>
     public Process Init { get; private set; }

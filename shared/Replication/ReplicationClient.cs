@@ -158,6 +158,8 @@ public sealed class ReplicationClient : ILogSink
         public volatile bool Refused;
         /// <summary>The standby takes a snapshot (Welcome.snapshot) instead of the log from record 1.</summary>
         public bool WantsSnapshot;
+        /// <summary>The standby has a root of its own: the snapshot carries the files the guest changed (Welcome.snapshot_files).</summary>
+        public bool WantsSnapshotFiles;
         /// <summary>A snapshot join: the snapshot's bytes (encoded off the guest thread), its last record, and the
         /// store offsets of the join point and of the snapshot (output logged between them is held and travels along).</summary>
         public Task<byte[]>? Snapshot;
@@ -324,7 +326,7 @@ public sealed class ReplicationClient : ILogSink
         AsyncDuplexStreamingCall<PrimaryMessage, BackupMessage>? call = null;
         DataLink? link = null;
         string backupId = "";
-        bool wantsSnapshot = false;
+        bool wantsSnapshot = false, wantsFiles = false;
         uint silenceMs = 0;
         try
         {
@@ -345,6 +347,7 @@ public sealed class ReplicationClient : ILogSink
                 if (welcome.BodyCase != BackupMessage.BodyOneofCase.Welcome) throw new ReplicationRefusedException($"protocol error: expected welcome, got {welcome.BodyCase}");
                 backupId = welcome.Welcome.BackupId;
                 wantsSnapshot = offerSnapshot && welcome.Welcome.Snapshot;
+                wantsFiles = wantsSnapshot && welcome.Welcome.SnapshotFiles;
                 silenceMs = welcome.Welcome.PrimarySilenceMs;
                 // the log and the acks travel on the backup's data link: the host dialled (or the relay the
                 // operator named) and the port the welcome names, opened with the welcome's one-time ticket
@@ -376,7 +379,7 @@ public sealed class ReplicationClient : ILogSink
         var opened = link!;
         opened.SendTimeoutMs = ReplicationProtocol.SendBoundMs(_s.TimeoutMs);
         cts.Token.Register(opened.Close);
-        return new Session { Url = url, Channel = channel, Call = call!, Cts = cts, Link = opened, BackupId = backupId, WantsSnapshot = wantsSnapshot,
+        return new Session { Url = url, Channel = channel, Call = call!, Cts = cts, Link = opened, BackupId = backupId, WantsSnapshot = wantsSnapshot, WantsSnapshotFiles = wantsFiles,
             HeartbeatMs = ReplicationProtocol.HeartbeatInterval(_s.HeartbeatMs, silenceMs) };
     }
 
@@ -469,7 +472,7 @@ public sealed class ReplicationClient : ILogSink
                     session.JoinSequence = joinAt;
                     if (session.WantsSnapshot)
                     {
-                        var (capture, offset, why) = await TakeSnapshotAsync(ct);
+                        var (capture, offset, why) = await TakeSnapshotAsync(session.WantsSnapshotFiles, ct);
                         if (capture != null)
                         {
                             session.Snapshot = Task.Run(() => capture.Encode(_s.PlantSnapshot));
@@ -486,7 +489,7 @@ public sealed class ReplicationClient : ILogSink
                     if (session.Snapshot == null && _store.StartsAfter > 0)
                     {
                         Drop(session);
-                        throw new ReplicationRefusedException($"this replica's log starts after record #{_store.StartsAfter} (it joined from a snapshot), so it can only send a snapshot, and {(session.WantsSnapshot ? "none can be taken now" : "the standby asked for the log (it does not share the guest's files)")}");
+                        throw new ReplicationRefusedException($"this replica's log starts after record #{_store.StartsAfter} (it joined from a snapshot), so it can only send a snapshot, and {(session.WantsSnapshot ? "none can be taken now" : "the standby asked for the log (--no-snapshot)")}");
                     }
                     if (_state != LinkState.Unprotected || _finishing) { Drop(session); ResumeUnprotected(); return; }
                     Activate(session, catchUp: true, activateAt);
@@ -540,7 +543,7 @@ public sealed class ReplicationClient : ILogSink
     /// address spaces, not for the copy) and notes where the store ends (every record up to the snapshot's is in
     /// it). A machine holding state a snapshot cannot carry, or a guest that ended, gives the reason instead.
     /// </summary>
-    async Task<(SnapshotCapture? Capture, long StoreOffset, string? Why)> TakeSnapshotAsync(CancellationToken ct)
+    async Task<(SnapshotCapture? Capture, long StoreOffset, string? Why)> TakeSnapshotAsync(bool withFiles, CancellationToken ct)
     {
         var src = Snapshots!;
         var done = new TaskCompletionSource<(SnapshotCapture?, long, string?)>(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -548,12 +551,13 @@ public sealed class ReplicationClient : ILogSink
         {
             try
             {
-                if (MachineSnapshot.Uncapturable(k) is { } why) { done.TrySetResult((null, 0, why)); return; }
-                var cap = MachineSnapshot.Capture(k, src.Point, _header);
+                if (MachineSnapshot.Uncapturable(k, withFiles) is { } why) { done.TrySetResult((null, 0, why)); return; }
+                var cap = MachineSnapshot.Capture(k, src.Point, _header, withFiles);
                 long off;
                 lock (_pending) { PushPending(); _store.Flush(); off = _store.Length; }
                 if (!done.TrySetResult((cap, off, null))) { cap.Dispose(); return; }
-                _s.Events.Emit(ReplicaEvent.SnapshotTaken, ("sequence", cap.Sequence), ("pauseMs", cap.Pause.TotalMilliseconds), ("pauseCpuMs", cap.PauseCpu.TotalMilliseconds), ("pages", cap.Pages));
+                _s.Events.Emit(ReplicaEvent.SnapshotTaken, ("sequence", cap.Sequence), ("pauseMs", cap.Pause.TotalMilliseconds), ("pauseCpuMs", cap.PauseCpu.TotalMilliseconds), ("pages", cap.Pages),
+                    ("files", cap.FileEntries), ("fileBytes", cap.FileBytes), ("filesDigest", cap.FilesDigest));
             }
             catch (Exception e) when (e is InvalidOperationException or IOException) { done.TrySetResult((null, 0, e.Message)); }
         });

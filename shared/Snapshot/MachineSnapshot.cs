@@ -15,7 +15,11 @@ namespace ReVirt.Snapshot;
 /// <summary>Where the log stood when a snapshot was taken: the last record the state includes, when the recorder's
 /// next periodic checkpoint is due, and the running output digests (so a replay from the snapshot verifies the
 /// records after it exactly as a replay from record 1 would).</summary>
-public sealed record SnapshotPoint(ulong Sequence, ulong NextCheckpoint, OutputDigests Outputs);
+public sealed record SnapshotPoint(ulong Sequence, ulong NextCheckpoint, OutputDigests Outputs)
+{
+    /// <summary>A restored snapshot that carried files: the SHA-256 (hex) of their state read back from this replica's root.</summary>
+    public string FilesDigest { get; init; } = "";
+}
 
 /// <summary>The bytes are not a snapshot of this run (wrong magic, version or run, damaged, cut off).</summary>
 public sealed class SnapshotFormatException(string message) : Exception(message);
@@ -37,7 +41,8 @@ public enum SnapshotPlant { None, OmitPage }
 ///
 /// Format (little-endian): "RVSNAP01" | u32 version | u32 kernel-section length | kernel section | per process in
 /// the kernel section's order: u32 pages, then (u64 page number, u8 protection, 4096 bytes) in address order |
-/// 16-byte state digest (<see cref="StateDigest"/>: what the restored machine must compute) | SHA-256 of all the
+/// u32 file-section length | file section (the paths the guest changed in its root and, for a replica with a root of
+/// its own, their state: <see cref="EncodeFiles"/>) | 16-byte state digest (<see cref="StateDigest"/>: what the restored machine must compute) | SHA-256 of all the
 /// bytes before it. The kernel section is one encoding used both ways: a restored machine re-encodes to the same
 /// bytes, which is checked, as is the state digest; a snapshot that fails either is refused with the reason.
 ///
@@ -45,10 +50,10 @@ public enum SnapshotPlant { None, OmitPage }
 /// (<see cref="GuestMemory.BeginCapture"/>); the pages are read, encoded and hashed afterwards, off the guest thread,
 /// while the guest's first store to each page not read yet copies it for the capture.
 /// </summary>
-public static class MachineSnapshot
+public static partial class MachineSnapshot
 {
     static readonly byte[] Magic = "RVSNAP01"u8.ToArray();
-    public const uint Version = 2;
+    public const uint Version = 3;
     const int PageBytes = (int)GuestMemory.PageSize;
     const int MaxString = 1 << 20, MaxItems = 1 << 20;
     /// <summary>CLOCK_THREAD_CPUTIME_ID: the pause's CPU time on the guest thread (its wall time also counts the time
@@ -65,9 +70,10 @@ public static class MachineSnapshot
     }
 
     /// <summary>Why this machine cannot be captured now (null: it can). Checked on the guest thread at capture.</summary>
-    public static string? Uncapturable(Kernel k)
+    public static string? Uncapturable(Kernel k, bool withFiles = false)
     {
         if (k.Uncapturable() is { } why) return why;
+        if (withFiles && OpenFileWithoutItsName(k) is { } unnamed) return unnamed;
         foreach (var p in k.Processes)
             foreach (var (fd, f) in p.Fds.Entries)
                 if (FileKind(f) == null)
@@ -104,11 +110,16 @@ public static class MachineSnapshot
     /// address space whose pages <see cref="SnapshotCapture.Encode"/> reads later on any thread.
     /// </summary>
     /// <exception cref="InvalidOperationException">The machine holds state a snapshot cannot carry (<see cref="Uncapturable"/>).</exception>
-    public static SnapshotCapture Capture(Kernel k, SnapshotPoint point, ReadOnlySpan<byte> encodedHeader)
+    /// <param name="withFiles">The snapshot is for a replica with a root of its own: it carries the state of every path
+    /// the guest changed (read now, in the pause, so it grows with those files' size).</param>
+    public static SnapshotCapture Capture(Kernel k, SnapshotPoint point, ReadOnlySpan<byte> encodedHeader, bool withFiles = false)
     {
         long t0 = Stopwatch.GetTimestamp(), cpu0 = HostClock.Now(ThreadCpuClock);
-        if (Uncapturable(k) is { } why) throw new InvalidOperationException(why);
+        if (Uncapturable(k, withFiles) is { } why) throw new InvalidOperationException(why);
         var kernel = EncodeKernel(k, point, SHA256.HashData(encodedHeader));
+        var changed = k.Changes.Paths;
+        var entries = withFiles ? RootFiles.Capture(k.Fs, changed, MaxFileBytes) : null;
+        var files = EncodeFiles(changed, entries);
         var procs = new List<(CpuState[], MemoryCapture)>(k.Processes.Count);
         long pages = 0;
         try
@@ -125,8 +136,9 @@ public static class MachineSnapshot
             throw;
         }
         byte[]? net = k.Nic?.Stack.Digest();
-        return new SnapshotCapture(kernel, procs, net, point.Sequence, pages, Stopwatch.GetElapsedTime(t0),
-            TimeSpan.FromTicks((HostClock.Now(ThreadCpuClock) - cpu0) / 100));
+        return new SnapshotCapture(kernel, procs, net, files, point.Sequence, pages, Stopwatch.GetElapsedTime(t0),
+            TimeSpan.FromTicks((HostClock.Now(ThreadCpuClock) - cpu0) / 100))
+        { FileEntries = entries?.Count ?? 0, FileBytes = entries?.Sum(e => (long)(e.Content?.Length ?? 0)) ?? 0, FilesDigest = entries != null ? FilesDigest(files) : "" };
     }
 
     // ------------------------------------------------------------------ the kernel section
@@ -289,6 +301,7 @@ public static class MachineSnapshot
     {
         int _o = start;
         public bool AtEnd => _o == end;
+        public int Position => _o;
         ReadOnlySpan<byte> Take(int n)
         {
             if (n < 0 || end - _o < n) throw new SnapshotFormatException($"the kernel section ends early (at byte {_o})");
@@ -337,7 +350,11 @@ public static class MachineSnapshot
     /// </summary>
     /// <exception cref="SnapshotFormatException">Not a well-formed snapshot of this run.</exception>
     /// <exception cref="SnapshotRefusedException">The restored machine is not the machine the snapshot describes.</exception>
-    public static (Machine Machine, SnapshotPoint Point) Restore(byte[] snap, ReadOnlySpan<byte> encodedHeader, MachineOptions options, IBoundary boundary)
+    /// <param name="applyFiles">This replica has a root of its own (a copy of the root as the guest started): the
+    /// snapshot must carry the files the guest changed, which are applied to the root, read back and required to equal
+    /// the snapshot's, and the restored machine's open files are opened on the root (a following replica writes its
+    /// own copy). False: the files are the live replica's own (shared storage) or not touched (a replay).</param>
+    public static (Machine Machine, SnapshotPoint Point) Restore(byte[] snap, ReadOnlySpan<byte> encodedHeader, MachineOptions options, IBoundary boundary, bool applyFiles = false)
     {
         const int Trailer = 16 + 32;
         if (snap.Length < Magic.Length + 8 + Trailer || !snap.AsSpan(0, Magic.Length).SequenceEqual(Magic))
@@ -519,7 +536,11 @@ public static class MachineSnapshot
                     o += 9 + PageBytes;
                 }
             }
-            if (o != memEnd) throw new SnapshotFormatException($"{memEnd - o} bytes after the memory section");
+            if (memEnd - o < 4) throw new SnapshotFormatException("the snapshot ends before its file section");
+            int filesLen = BinaryPrimitives.ReadInt32LittleEndian(snap.AsSpan(o));
+            o += 4;
+            if (filesLen < 0 || filesLen != memEnd - o) throw new SnapshotFormatException($"a file section of {filesLen} bytes where {memEnd - o} are left");
+            var fileSection = DecodeFiles(snap, o, memEnd);
             k.InstallRestored(procs, order, current, st);
             k.RestoreTimers(timers);
 
@@ -531,6 +552,8 @@ public static class MachineSnapshot
             var again = EncodeKernel(k, point, SHA256.HashData(encodedHeader));
             if (!again.AsSpan().SequenceEqual(kernelSection))
                 throw new SnapshotRefusedException($"the restored kernel state re-encodes to {again.Length} bytes that differ from the snapshot's {kernelLen} (first difference at byte {FirstDiff(again, kernelSection)})");
+            k.Changes.Seed(fileSection.Changed);
+            if (applyFiles) point = point with { FilesDigest = ApplyFiles(k, fileSection) };
             return (m, point);
         }
         catch
@@ -578,7 +601,7 @@ public static class MachineSnapshot
         return t;
     }
 
-    internal static byte[] Assemble(byte[] kernel, IReadOnlyList<(CpuState[] Threads, MemoryCapture Mem)> procs, long pages, byte[]? net, SnapshotPlant plant)
+    internal static byte[] Assemble(byte[] kernel, IReadOnlyList<(CpuState[] Threads, MemoryCapture Mem)> procs, long pages, byte[]? net, byte[] files, SnapshotPlant plant)
     {
         var digest = new StateDigest.Builder();
         var ms = new MemoryStream((int)Math.Min(int.MaxValue, 64 + kernel.Length + pages * (9 + PageBytes)));
@@ -616,6 +639,8 @@ public static class MachineSnapshot
             w.Flush();
             ms.Position = end;
         }
+        w.Write(files.Length);
+        w.Write(files);
         w.Write(digest.Finish(net));
         w.Flush();
         var body = ms.GetBuffer().AsSpan(0, (int)ms.Length);
@@ -636,10 +661,12 @@ public sealed class SnapshotCapture : IDisposable
     readonly byte[] _kernel;
     readonly List<(CpuState[] Threads, MemoryCapture Mem)> _procs;
     readonly byte[]? _net;
+    readonly byte[] _files;
     int _disposed;
 
-    internal SnapshotCapture(byte[] kernel, List<(CpuState[], MemoryCapture)> procs, byte[]? net, ulong sequence, long pages, TimeSpan pause, TimeSpan pauseCpu)
+    internal SnapshotCapture(byte[] kernel, List<(CpuState[], MemoryCapture)> procs, byte[]? net, byte[] files, ulong sequence, long pages, TimeSpan pause, TimeSpan pauseCpu)
     {
+        _files = files;
         PauseCpu = pauseCpu;
         _kernel = kernel;
         _procs = procs;
@@ -657,13 +684,19 @@ public sealed class SnapshotCapture : IDisposable
     public TimeSpan PauseCpu { get; }
     /// <summary>Pages of the captured address spaces.</summary>
     public long Pages { get; }
+    /// <summary>Paths whose state the snapshot carries (0: it carries no files) and their files' bytes.</summary>
+    public int FileEntries { get; init; }
+    public long FileBytes { get; init; }
+    /// <summary>SHA-256 (hex) of the files' state the snapshot carries ("" when it carries none): what the replica that
+    /// restores it reads back from its root.</summary>
+    public string FilesDigest { get; init; } = "";
     /// <summary>Pages the guest changed while the capture was read (their bytes at the capture were copied first).</summary>
     public long Preserved => _procs.Sum(p => (long)p.Mem.Preserved);
 
     /// <summary>The snapshot's bytes (with its state digest and SHA-256); the captures end afterwards.</summary>
     public byte[] Encode(SnapshotPlant plant = SnapshotPlant.None)
     {
-        try { return MachineSnapshot.Assemble(_kernel, _procs, Pages, _net, plant); }
+        try { return MachineSnapshot.Assemble(_kernel, _procs, Pages, _net, _files, plant); }
         finally { Dispose(); }
     }
 

@@ -315,6 +315,11 @@ public class SnapshotTests
             flipped[good.Length / 3] ^= 1;
             Assert.Contains("SHA-256", Refuse(flipped).Message);
             Assert.Contains("magic", Refuse(new byte[100]).Message);
+            // a snapshot of the format before this one (no file section) is refused as another version, not misread
+            var older = (byte[])good.Clone();
+            BitConverter.GetBytes(MachineSnapshot.Version - 1).CopyTo(older, 8);
+            System.Security.Cryptography.SHA256.HashData(older.AsSpan(0, older.Length - 32)).CopyTo(older, older.Length - 32);
+            Assert.Contains($"format version {MachineSnapshot.Version - 1}", Refuse(older).Message);
             var otherHeader = (byte[])header.Clone();
             otherHeader[^1] ^= 0x55;
             Assert.Contains("another run", Assert.Throws<SnapshotFormatException>(() => MachineSnapshot.Restore(good, otherHeader, opts, new LiveBoundary())).Message);

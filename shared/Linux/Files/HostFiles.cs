@@ -11,6 +11,8 @@ public class HostFile : OpenFile
 {
     public bool Directory;
     public override bool IsDirectory => Directory;
+    /// <summary>The guest changed the file through this description and its path is in <see cref="RootChanges"/>.</summary>
+    public bool ChangesMarked;
 
     /// <summary>Reads may be logged by reference when the file proves stable (<see cref="ContentReads"/>); not for
     /// streams (stdio, sockets), whose bytes exist nowhere else.</summary>
@@ -31,7 +33,11 @@ public class HostFile : OpenFile
 
     /// <summary>A write to a file of the guest's: a following backup re-executes it on its own copy.</summary>
     public override long Write(Kernel k, GuestThread t, byte[] data, long offset)
-        => k.WriteHost(t.Cpu, this, data, offset, output: false, reexecuteOnReplay: true);
+    {
+        long r = k.WriteHost(t.Cpu, this, data, offset, output: false, reexecuteOnReplay: true);
+        if (r > 0) k.Changes.Mark(this);
+        return r;
+    }
 
     public override long Close(Kernel k, GuestThread t)
     {

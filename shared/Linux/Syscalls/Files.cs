@@ -124,7 +124,9 @@ public sealed partial class Kernel
     long OnHostFd(CpuT cpu, int nr, int fd, Func<long, long> call, bool reexecuteOnReplay = false)
     {
         if (!Fds.TryGetValue(fd, out var f)) return -Errno.EBADF;
-        return Host(cpu, nr, () => HostResult.Of(call(f.HostFd)), reexecuteOnReplay).Value;
+        long r = Host(cpu, nr, () => HostResult.Of(call(f.HostFd)), reexecuteOnReplay).Value;
+        if (reexecuteOnReplay && r >= 0) Changes.Mark(f); // ftruncate, fchmod (and fsync, which changes nothing)
+        return r;
     }
 
     long FdBuffer(CpuT cpu, int nr, int fd, ulong guestBuf, int len, Func<long, long, long> call, bool resultIsLength = false)
@@ -175,7 +177,9 @@ public sealed partial class Kernel
         long e = GuestAbs(dirfd, path, out var abs);
         if (e < 0) return e;
         if (ProcPathOp(nr, ref abs, follow) is long pr) return pr;
-        return Host(cpu, nr, () => HostResult.Of(Fs.OnObject(abs, follow, call)), reexecuteOnReplay).Value;
+        long r = Host(cpu, nr, () => HostResult.Of(Fs.OnObject(abs, follow, call)), reexecuteOnReplay).Value;
+        if (reexecuteOnReplay && r >= 0) Changes.Mark(abs); // chmod, fchmodat
+        return r;
     }
 
     /// <summary>mknod/mknodat of what an unprivileged process may make: a FIFO, a regular file or a socket's name
@@ -196,7 +200,9 @@ public sealed partial class Kernel
         long e = GuestAbs(dirfd, path, out var abs);
         if (e < 0) return e;
         if (IsProcSelf(abs, out _)) return -Errno.ENOENT;
-        return Host(cpu, nr, () => HostResult.Of(Fs.InParent(abs, noName, (d, name) => { fixed (byte* n = name) return call(d, (long)n); })), true).Value;
+        long r = Host(cpu, nr, () => HostResult.Of(Fs.InParent(abs, noName, (d, name) => { fixed (byte* n = name) return call(d, (long)n); })), true).Value;
+        if (r >= 0) Changes.Mark(abs);
+        return r;
     }
 
     long Truncate(CpuT cpu, ulong pathAddr, long length)
@@ -204,7 +210,7 @@ public sealed partial class Kernel
         long e = GuestAbs(At.FDCWD, Path(pathAddr), out var abs);
         if (e < 0) return e;
         if (IsProcSelf(abs, out _)) return -Errno.ENOENT;
-        return Host(cpu, Nr.truncate, () =>
+        long res = Host(cpu, Nr.truncate, () =>
         {
             long fd = Fs.Open(abs, O.WRONLY, 0);
             if (fd < 0) return HostResult.Of(fd == -Errno.EISDIR ? -Errno.EISDIR : fd);
@@ -212,6 +218,8 @@ public sealed partial class Kernel
             HostSys.Call(Nr.close, fd);
             return HostResult.Of(r);
         }, true).Value;
+        if (res >= 0) Changes.Mark(abs);
+        return res;
     }
 
     unsafe long PathBuffer(CpuT cpu, int nr, int dirfd, ulong pathAddr, bool follow, ulong guestBuf, int len, Func<long, long, long> call)
@@ -237,10 +245,12 @@ public sealed partial class Kernel
         if (e < 0) return e;
         e = GuestAbs(d2, Path(p2), out var a2);
         if (e < 0) return e;
-        return Host(cpu, nr, () => HostResult.Of(Fs.InParents(a1, a2, -Errno.EBUSY, (dir1, n1, dir2, n2) =>
+        long r = Host(cpu, nr, () => HostResult.Of(Fs.InParents(a1, a2, -Errno.EBUSY, (dir1, n1, dir2, n2) =>
         {
             fixed (byte* q1 = n1) fixed (byte* q2 = n2) return call(dir1, (long)q1, dir2, (long)q2);
         })), true).Value;
+        if (r >= 0) { Changes.Mark(a1); Changes.Mark(a2); } // rename: both names; link: the new one (and the old, harmless)
+        return r;
     }
 
     unsafe long Symlink(CpuT cpu, ulong target, int dirfd, ulong linkpath)
@@ -249,10 +259,12 @@ public sealed partial class Kernel
         long e = GuestAbs(dirfd, Path(linkpath), out var abs);
         if (e < 0) return e;
         var zt = HostSys.Z(t);
-        return Host(cpu, Nr.symlinkat, () => HostResult.Of(Fs.InParent(abs, -Errno.EEXIST, (dir, name) =>
+        long r = Host(cpu, Nr.symlinkat, () => HostResult.Of(Fs.InParent(abs, -Errno.EEXIST, (dir, name) =>
         {
             fixed (byte* q1 = zt) fixed (byte* q2 = name) return HostSys.Call(Nr.symlinkat, (long)q1, dir, (long)q2);
         })), true).Value;
+        if (r >= 0) Changes.Mark(abs);
+        return r;
     }
 
     // ---------------------------------------------------------------- file syscalls
@@ -291,6 +303,7 @@ public sealed partial class Kernel
             if (local >= 0) HostSys.Call(Nr.close, local); // the primary's open failed: drop this replica's own descriptor
             return res.Value;
         }
+        if ((flags & (O.CREAT | O.TRUNC)) != 0) Changes.Mark(abs);
         var file = new HostFile
         {
             HostFd = Boundary.HostDescriptor(res.Value & 0xFFFFFFFF, local),
