@@ -419,6 +419,13 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles, IDisposable
             }
             var cpu = t.Cpu;
             cpu.StopAt = Boundary.NextStop(this, cpu);
+            // A host event posted while NextStop decided (it saw none pending) lowered StopAt to 0 before the store
+            // above overwrote it; the event would then wait for the next checkpoint, and a SIGINT to a guest that ends
+            // first was lost. The poster sets the pending flag before it lowers StopAt, so with a full fence between
+            // our store and our second read of the flag, either that read sees the flag or the poster's 0 lands after
+            // our store. (The boundary decides again: a replay's stops come from its log, not from host events.)
+            Interlocked.MemoryBarrier();
+            if (HostEventsPending) cpu.StopAt = Boundary.NextStop(this, cpu);
             var r = cpu.Run();
             if (t.Cpu != cpu)
             {
