@@ -106,9 +106,13 @@ public class RecordReplayTests
             var sw = System.Diagnostics.Stopwatch.StartNew();
             while (sw.Elapsed < TimeSpan.FromSeconds(120) && !p.HasExited && !HasCheckpoint(log)) Thread.Sleep(100);
             Assert.False(p.HasExited, "the guest should still be computing");
+            // how the recorder's host threads stand towards SIGINT (a blocked or ignored SIGINT, inherited from the
+            // test host, would keep the recorder from ever seeing it): reported when the exit status is wrong
+            string signalState = SignalLines(p.Id);
             Assert.Equal(0, Kill(p.Id, 2));
             Assert.True(p.WaitForExit(60_000));
-            Assert.Equal(130, p.ExitCode); // the guest has no handler: SIGINT's default action ends it
+            Assert.True(p.ExitCode == 130, // the guest has no handler: SIGINT's default action ends it
+                $"exit status {p.ExitCode}, not 130; recorder's signal state before the kill:\n{signalState}\nits stderr:\n{TextOf(err)}");
             var rp = Replay(log);
             Assert.True(rp.ExitCode == 0, rp.Stderr);
             Assert.Equal(130, GuestEnv.RecordedExitStatus(log));
@@ -116,6 +120,27 @@ public class RecordReplayTests
             Assert.Contains("SIGINT", dump.StdoutText);
         }
         finally { File.Delete(log); }
+    }
+
+    /// <summary>What a reader of an exited process's stream got (bounded).</summary>
+    static string TextOf(Task<string> read) => read.Wait(10_000) ? read.Result : "(not read within 10 s)";
+
+    /// <summary>The Sig* lines of /proc/PID/status and of each of its threads (blocked, ignored, caught, pending).</summary>
+    static string SignalLines(int pid)
+    {
+        var sb = new StringBuilder();
+        try
+        {
+            foreach (var l in File.ReadLines($"/proc/{pid}/status")) if (l.StartsWith("Sig") || l.StartsWith("ShdPnd")) sb.AppendLine(l);
+            foreach (var task in Directory.GetDirectories($"/proc/{pid}/task"))
+            {
+                string name = File.ReadAllText(Path.Combine(task, "comm")).Trim();
+                string blk = File.ReadLines(Path.Combine(task, "status")).FirstOrDefault(l => l.StartsWith("SigBlk")) ?? "";
+                sb.AppendLine($"  thread {Path.GetFileName(task)} {name}: {blk}");
+            }
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { sb.AppendLine($"(unreadable: {e.Message})"); }
+        return sb.ToString();
     }
 
     /// <summary>True when the (growing) log already holds a checkpoint record; a torn tail is fine.</summary>
