@@ -97,7 +97,11 @@ public class RecordReplayTests
         string log = TempLog();
         try
         {
-            using var p = System.Diagnostics.Process.Start(Child.StartInfo("dotnet", [GuestEnv.PrimaryDll, "record", "--log", log, "--", GuestEnv.Guest("bench", "musl"), "1000"]))!;
+            // SIGINT at its default disposition in the recorder whatever the test host inherited: a process started
+            // with SIGINT ignored (from a shell's background job, nohup-like) keeps it ignored, as the runtime and a
+            // native program both do, and the signal would rightly never reach the guest (env execs, same pid)
+            using var p = System.Diagnostics.Process.Start(Child.StartInfo("env",
+                ["--default-signal=INT", "dotnet", GuestEnv.PrimaryDll, "record", "--log", log, "--", GuestEnv.Guest("bench", "musl"), "1000"]))!;
             p.StandardInput.Close();
             var err = p.StandardError.ReadToEndAsync();
             var outp = p.StandardOutput.ReadToEndAsync();
