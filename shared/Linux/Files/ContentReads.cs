@@ -33,7 +33,7 @@ static class ContentReads
         // every page writable before the boundary is asked, so a fault (EFAULT) comes at the same point whether
         // the read is performed, recorded or replayed
         k.Mem.WritableIovecs(buf, n, pages <= MaxInPlacePages ? stackalloc long[2 * pages] : new long[2 * pages]);
-        var res = k.Boundary.FileContent(t.Tid, nr, new FileRef(f.GuestPath, at, n, buf), () =>
+        var res = k.Boundary.FileContent(t.Tid, nr, new FileRef(f.GuestPath, at, n, buf, IntoGuest: true), () =>
         {
             // a FIFO or a device opened by path may have nothing to read yet: its thread waits, not the machine
             if (offset < 0 && k.WouldWait(t, f, Poll.IN) is long w) return HostResult.Of(w);
@@ -43,7 +43,7 @@ static class ContentReads
             hr.InGuest = buf;
             if (!k.Boundary.KeepsFileContent) return hr;
             long from = offset >= 0 ? offset : HostSys.Call(Nr.lseek, f.HostFd, 0, Seek.CUR) - r;
-            hr.ByReference = from == at && FileRef.IsStable(k.Fs, f.GuestPath, f.HostFd);
+            hr.ByReference = from == at && FileRef.IsStable(k.Fs, f.GuestPath, f.HostFd, ref f.ReadStamp);
             return hr;
         });
         if (res.InGuest == null)
