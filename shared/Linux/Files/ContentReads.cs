@@ -7,7 +7,8 @@ namespace ReVirt.Linux;
 /// read(2)/pread(2) of a regular file by reference. A program reads its own stable files (python's .pyc modules,
 /// a data set) as much as it maps libraries, and logging those bytes by value made a python3 workload's log several
 /// hundred KB. Like a file mapping, such a read crosses the boundary as <see cref="IBoundary.FileContent"/>: a
-/// recording logs (path, offset, SHA-256) when the file is stable (<see cref="FileRef.IsStable"/>) and the offset
+/// recording logs (path, offset, SHA-256) when the file is stable (<see cref="FileRef.IsStable(Abi.GuestFs, string, int, ref ReadStamp)"/>:
+/// checked whole at the description's first such read, then one fstat per read) and the offset
 /// the guest's description tracks is where the host read from; a replay reads the same range from its own root and
 /// refuses, naming the file, when the bytes differ. Anything else (an unstable file, a short read the host
 /// offset does not explain) is logged by value as before.
