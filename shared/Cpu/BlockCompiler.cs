@@ -337,8 +337,8 @@ public static unsafe class BlockCompiler
         readonly DynamicMethod _dm;
         readonly ILGenerator _il;
         readonly LocalBuilder _regs, _mem, _ea, _a, _bv, _r, _v;
-        // the software TLBs' bases, the probe's page number, entry and host address, a load's value, a store's status
-        readonly LocalBuilder _rtlb, _wtlb, _pn, _e, _host, _ld, _st;
+        // the software TLBs' bases, the probe's entry and host address, a load's value, a store's status
+        readonly LocalBuilder _rtlb, _wtlb, _e, _host, _ld, _st;
         // the thread's instruction and branch counts while the region runs
         readonly LocalBuilder _count, _branches;
         // the pending flag record while the region runs (kind, size, a, b, result, a shift's or rotate's CF and OF)
@@ -380,7 +380,6 @@ public static unsafe class BlockCompiler
             _v = _il.DeclareLocal(typeof(ulong));
             _rtlb = _il.DeclareLocal(typeof(byte*));
             _wtlb = _il.DeclareLocal(typeof(byte*));
-            _pn = _il.DeclareLocal(typeof(ulong));
             _e = _il.DeclareLocal(typeof(byte*));
             _host = _il.DeclareLocal(typeof(byte*));
             _ld = _il.DeclareLocal(typeof(ulong));
@@ -1003,19 +1002,20 @@ public static unsafe class BlockCompiler
         }
 
         /// <summary>The software TLB's fast path, inline: leaves the host address of the size bytes at the guest
-        /// address in _host when tlb holds their page (and they do not cross into the next), else goes to slow.</summary>
+        /// address in _host when tlb holds their page (and they do not cross into the next), else goes to slow.
+        /// The entry is that of the first byte's page and its tag is compared with the last byte's page number: one
+        /// compare decides both (bytes that cross a page end have a last page the entry cannot hold, as the next page
+        /// has an entry of its own; an address range that wraps around ends on page 0, whose entry is not this one).</summary>
         void Probe(LocalBuilder addr, int size, LocalBuilder tlb, Label slow)
         {
             var il = _il;
-            Ldloc(addr); il.Emit(OpCodes.Ldc_I4, GuestMemory.PageShift); il.Emit(OpCodes.Shr_Un); Stloc(_pn);
-            Ldloc(tlb); Ldloc(_pn); il.Emit(OpCodes.Ldc_I8, (long)GuestMemory.TlbIndexMask); il.Emit(OpCodes.And);
+            Ldloc(tlb); Ldloc(addr); il.Emit(OpCodes.Ldc_I4, GuestMemory.PageShift); il.Emit(OpCodes.Shr_Un);
+            il.Emit(OpCodes.Ldc_I8, (long)GuestMemory.TlbIndexMask); il.Emit(OpCodes.And);
             il.Emit(OpCodes.Ldc_I4, GuestMemory.TlbEntryShift); il.Emit(OpCodes.Shl); il.Emit(OpCodes.Conv_U); il.Emit(OpCodes.Add); Stloc(_e);
-            Ldloc(_e); il.Emit(OpCodes.Ldind_I8); Ldloc(_pn); il.Emit(OpCodes.Bne_Un, slow);
-            if (size > 1)
-            {
-                Ldloc(addr); il.Emit(OpCodes.Ldc_I8, (long)GuestMemory.PageMask); il.Emit(OpCodes.And);
-                il.Emit(OpCodes.Ldc_I8, (long)(GuestMemory.PageSize - (ulong)size)); il.Emit(OpCodes.Bgt_Un, slow);
-            }
+            Ldloc(_e); il.Emit(OpCodes.Ldind_I8);
+            Ldloc(addr); if (size > 1) { il.Emit(OpCodes.Ldc_I8, (long)(size - 1)); il.Emit(OpCodes.Add); }
+            il.Emit(OpCodes.Ldc_I4, GuestMemory.PageShift); il.Emit(OpCodes.Shr_Un);
+            il.Emit(OpCodes.Bne_Un, slow);
             Ldloc(_e); il.Emit(OpCodes.Ldc_I4, GuestMemory.TlbPtrOffset); il.Emit(OpCodes.Add); il.Emit(OpCodes.Ldind_I);
             Ldloc(addr); il.Emit(OpCodes.Ldc_I8, (long)GuestMemory.PageMask); il.Emit(OpCodes.And); il.Emit(OpCodes.Conv_U); il.Emit(OpCodes.Add);
             Stloc(_host);

@@ -280,6 +280,27 @@ public class TierTests
             }
     }
 
+    /// <summary>Misaligned loads and stores that cross a page end, onto the next page of the mapping or off its end:
+    /// compiled code's TLB probe sends them to the slow path, which completes them or faults as the interpreter does.</summary>
+    [Fact]
+    public void AccessesAcrossAPageEndLeaveTheSameState()
+    {
+        foreach (ulong misalign in new ulong[] { 1, 3, 7 })
+            foreach (ulong pageEnd in new[] { Data + 0x1000, Data + DataSize })
+                foreach (bool load in new[] { true, false })
+                {
+                    ulong at = pageEnd - 8 * 5 - misalign; // the sixth access crosses the page end
+                    ulong rsi = load ? at : Data, rdi = load ? Data + 0x800 : at;
+                    var reference = StopAndFinish(LoopCode, ExecutionTier.Interpreter, ulong.MaxValue, rsi, rdi);
+                    var compiled = StopAndFinish(LoopCode, ExecutionTier.Compiled, ulong.MaxValue, rsi, rdi);
+                    var eager = StopAndFinish(LoopCode, ExecutionTier.Default, ulong.MaxValue, rsi, rdi, EagerThreshold);
+                    Assert.Equal(pageEnd == Data + DataSize, reference.AtStop.Contains("fault=11/"));
+                    string what = $"{(load ? "load" : "store")} at {at:x}";
+                    Assert.True(reference == compiled, $"{what}:\ninterpreter {reference}\ncompiled    {compiled}");
+                    Assert.True(reference == eager, $"{what}:\ninterpreter {reference}\ndefault     {eager}");
+                }
+    }
+
     [Fact]
     public void StoreIntoTheRunningBlockTakesEffectAtTheNextIteration()
     {
