@@ -3,6 +3,7 @@ using ReVirt.Abi;
 using ReVirt.Linux;
 using ReVirt.Log;
 using ReVirt.Replay;
+using ReVirt.Snapshot;
 
 namespace ReVirt.Primary;
 
@@ -52,6 +53,16 @@ sealed class GuestCommand
         Description = "Print instruction counts and timing to stderr when the guest ends.",
     };
     public readonly Option<string> Tier = TierOption();
+    public readonly Option<ulong?> HandOffAfter = new("--hand-off-after")
+    {
+        Description = $"After N guest instructions (all processes together; default {HandOff.DefaultAfter:N0} in this ahead-of-time compiled program, none where the compiled tier is here already), hand the machine to `primary`'s JIT-started host with the compiled tier, in this same process (execve: the process id, parent and descriptors stay) at the first point where nothing of it waits on the host; 0: never. Results, instruction counts and the exit status are those of a run that never moved.",
+        HelpName = "N",
+    };
+    public readonly Option<string?> JitHost = new("--jit-host")
+    {
+        Description = "The primary.dll that takes the machine over (default: beside this program, or the repository's primary/bin/Release/net10.0/primary.dll); without one the guest stays here, interpreted.",
+        HelpName = "PRIMARY.DLL",
+    };
 
     static Option<string> NetOption()
     {
@@ -80,10 +91,12 @@ sealed class GuestCommand
     /// <summary>The `run` command.</summary>
     public Command RunCommand() => Runs(new Command("run", "Run an x86-64 Linux program (and the processes it starts) in the ReVirt virtual machine. The guest's stdin, stdout and stderr are this process's; the exit status is the guest's (128+signal when a signal ended it)."));
 
-    /// <summary>Gives a command the options and the action of `run` (revirt-run's root command is `run`).</summary>
-    public T Runs<T>(T command) where T : Command
+    /// <summary>Gives a command the options and the action of `run` (revirt-run's root command is `run`, with the
+    /// hand-off options: <paramref name="handOff"/>).</summary>
+    public T Runs<T>(T command, bool handOff = false) where T : Command
     {
         foreach (var o in new Option[] { Root, Cwd, Net, Ip, Mac, Tap, Netns, Stats, Tier }) command.Options.Add(o);
+        if (handOff) { command.Options.Add(HandOffAfter); command.Options.Add(JitHost); }
         command.Arguments.Add(Program);
         command.SetAction(parse => Guest(parse, null));
         return command;
@@ -110,12 +123,12 @@ sealed class GuestCommand
         }
         if (MakeOptions(parse) is not { } opts) return 2;
         bool stats = parse.GetValue(Stats);
-        var sw = System.Diagnostics.Stopwatch.StartNew();
+        long start = System.Diagnostics.Stopwatch.GetTimestamp();
         int status;
         ulong icount = 0;
         if (log == null)
         {
-            using var m = new Machine(opts);
+            using var m = new Machine(opts, HandOffBoundary(parse, opts, stats, start));
             status = LoadAndRun(m, opts, null, out icount, stats);
         }
         else
@@ -132,16 +145,64 @@ sealed class GuestCommand
             if (stats)
                 Console.Error.WriteLine($"{_name}: log {log.FullName}: {boundary.Records} records, {boundary.LogBytes} bytes");
         }
+        Report(stats, start, icount, status);
+        return status;
+    }
+
+    /// <summary>The boundary of a run that hands off to the JIT host (null: a plain live run): only with the hand-off
+    /// options, when the tier can compile at all, and where a JIT host is found.</summary>
+    HandOffBoundary? HandOffBoundary(ParseResult parse, MachineOptions opts, bool stats, long start)
+    {
+        if (!parse.CommandResult.Command.Options.Contains(HandOffAfter)) return null; // `primary run`: the compiled tier is here
+        ulong after = parse.GetValue(HandOffAfter) ?? (ReVirt.Cpu.CodeCache.CanCompile ? 0 : HandOff.DefaultAfter);
+        if (after == 0 || opts.Tier == ReVirt.Cpu.ExecutionTier.Interpreter) return null;
+        if (HandOff.Target.Find(parse.GetValue(JitHost)) is not { } target)
+        {
+            if (parse.GetValue(JitHost) is { } given) Console.Error.WriteLine($"{_name}: --jit-host {given}: not found (or no dotnet on PATH): the guest runs interpreted");
+            return null;
+        }
+        return new HandOffBoundary(target, new HandOff.Settings(opts.Root, opts.Program, opts.Tier, stats, start), after);
+    }
+
+    /// <summary>The JIT host's side of a hand-off (`primary hand-off FD`): restores the machine from the payload in
+    /// the inherited descriptor and runs it on; the exit status is the guest's.</summary>
+    public int Resume(string[] args)
+    {
+        if (args.Length != 2 || !int.TryParse(args[1], out int fd))
+        {
+            Console.Error.WriteLine($"usage: {HandOff.Verb} FD (revirt-run hands its machine over with it)");
+            return 2;
+        }
+        HandOff.Resumed resumed;
+        try { resumed = HandOff.Restore(fd); }
+        catch (Exception e) when (e is SnapshotFormatException or SnapshotRefusedException or IOException)
+        {
+            Console.Error.WriteLine($"{_name}: the hand-off could not be restored: {e.Message}");
+            return 2;
+        }
+        using var m = resumed.Machine;
+        int status = m.Run();
+        ulong icount = m.InstructionCount;
+        if (resumed.Settings.Stats)
+        {
+            Console.Error.WriteLine($"{_name}: handed off to the JIT host after {resumed.At} guest instructions");
+            TierStats(m, resumed.Settings.Tier, icount, resumed.At);
+        }
+        Report(resumed.Settings.Stats, resumed.Settings.StartTimestamp, icount, status);
+        return status;
+    }
+
+    void Report(bool stats, long start, ulong icount, int status)
+    {
         Console.Out.Flush();
         if (stats)
         {
-            double s = sw.Elapsed.TotalSeconds;
+            double s = System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalSeconds;
             Console.Error.WriteLine($"{_name}: {icount} guest instructions in {s:F3} s ({icount / s / 1e6:F1} M instructions/s), exit status {status}");
             // the host's own share: methods the runtime's JIT compiled (ReadyToRun and ahead-of-time code need none) and its time
             Console.Error.WriteLine($"{_name}: host JIT: {System.Runtime.JitInfo.GetCompiledMethodCount()} methods in {System.Runtime.JitInfo.GetCompilationTime().TotalMilliseconds:F0} ms");
             Console.Error.WriteLine($"{_name}: host GC: {GC.GetTotalAllocatedBytes() >> 20} MB allocated, {GC.CollectionCount(0)}/{GC.CollectionCount(1)}/{GC.CollectionCount(2)} collections (gen 0/1/2), {GC.GetTotalPauseDuration().TotalMilliseconds:F0} ms paused");
         }
-        return status;
     }
 
     /// <summary>The machine's options from the command line; null (after saying why) when the network options are wrong.</summary>
@@ -213,11 +274,18 @@ sealed class GuestCommand
         icount = m.InstructionCount;
         if (stats)
         {
-            var code = m.Kernel.Init.Code;
-            long compiled = Math.Max(0, (long)icount - code.InterpretedInstructions);
-            Console.Error.WriteLine($"{_name}: tier {opts.Tier}: {code.BlocksCompiled} blocks compiled in {code.CompileTicks * 1000.0 / System.Diagnostics.Stopwatch.Frequency:F0} ms, "
-                + $"{compiled} of {icount} instructions run compiled ({100.0 * compiled / Math.Max(1UL, icount):F1} %)");
+            if (m.Boundary is HandOffBoundary { LastRefusal: { } why }) Console.Error.WriteLine($"{_name}: no hand-off: {why}");
+            TierStats(m, opts.Tier, icount);
         }
         return status;
+    }
+
+    /// <param name="interpretedBefore">instructions a run interpreted before it was handed to this process</param>
+    void TierStats(Machine m, ReVirt.Cpu.ExecutionTier tier, ulong icount, ulong interpretedBefore = 0)
+    {
+        var code = m.Kernel.Init.Code;
+        long compiled = Math.Max(0, (long)icount - (long)interpretedBefore - code.InterpretedInstructions);
+        Console.Error.WriteLine($"{_name}: tier {tier}: {code.BlocksCompiled} blocks compiled in {code.CompileTicks * 1000.0 / System.Diagnostics.Stopwatch.Frequency:F0} ms, "
+            + $"{compiled} of {icount} instructions run compiled ({100.0 * compiled / Math.Max(1UL, icount):F1} %)");
     }
 }

@@ -4,6 +4,9 @@ using ReVirt.Primary;
 // the exit watch a protected replica starts beside itself (internal verb: ExitWatch), before anything else is built
 if (args.Length > 0 && args[0] == ReVirt.Replication.ExitWatch.Verb) return ReVirt.Replication.ExitWatch.RunWatcher(args);
 
+// a machine handed over by revirt-run (the same process, after execve): it continues the run, reporting as revirt-run
+if (args.Length > 0 && args[0] == ReVirt.Snapshot.HandOff.Verb) return new GuestCommand("revirt-run").Resume(args);
+
 var guest = new GuestCommand("primary");
 
 var rootCmd = new RootCommand("ReVirt primary: runs and records guest programs in a deterministic x86-64 virtual machine.")
