@@ -3,7 +3,7 @@
 (`primary run`, `primary record`, `backup replay`), side by side in one run, and writes medians and ratios to
 docs/PERFORMANCE.md.
 
-    python3 bench/run.py [--runs N] [--quick] [--baseline OLD/primary.dll] [--only NAME]
+    python3 bench/run.py [--runs N] [--quick] [--baseline OLD/primary.dll] [--only NAME] [--aot] [--no-record]
 
 Workloads (issue 11): busybox sha256sum 8 MB, gzip 4 MB, bzip2 2 MB, md5sum 16 MB, the bench guest,
 `busybox true` for start-up, and (issue 9) busybox sh loops of 200 and 1,000 fork+exec+wait of `busybox true`
@@ -11,7 +11,8 @@ and forks of a guest with 64 MiB touched (guests/src/forkbig.c). ReVirt runs
 in its default tier (interpret, compile hot blocks) and forced to the interpreter (`--tier Interpreter`). Reports
 CPU seconds (robust on a loaded machine) and wall seconds, M guest instructions per CPU second, blocks compiled,
 compile time, the share of instructions run compiled, peak host memory, the ratio to qemu-user per row, and
-record/run and replay/record ratios.
+record/run and replay/record ratios. --aot also publishes revirt-run (run/, `primary run` compiled ahead of time with
+NativeAOT: no JIT at start, interpreter only; about a minute and a half of compilation) and adds its column.
 
 Needs: gcc, musl-gcc, busybox-static, qemu-user (apt-get install -y musl-tools busybox-static qemu-user).
 """
@@ -58,6 +59,8 @@ def main():
     ap.add_argument('--quick', action='store_true', help='inputs a quarter of the size')
     ap.add_argument('--baseline', help='primary.dll of an earlier build, run side by side as "ReVirt before"')
     ap.add_argument('--only', action='append', help='run only the workloads whose name contains this (repeatable)')
+    ap.add_argument('--aot', action='store_true', help='also publish and run revirt-run (NativeAOT, interpreter only) side by side')
+    ap.add_argument('--no-record', action='store_true', help='leave out the record and replay configurations')
     ap.add_argument('--out', default=os.path.join(ROOT, 'docs', 'PERFORMANCE.md'))
     a = ap.parse_args()
     runs = a.runs
@@ -74,6 +77,12 @@ def main():
     primary = os.path.join(ROOT, 'primary', 'bin', 'Release', 'net10.0', 'primary.dll')
     backup = os.path.join(ROOT, 'backup', 'bin', 'Release', 'net10.0', 'backup.dll')
     qemu = shutil.which('qemu-x86_64')
+    aot = None
+    if a.aot:
+        print('publishing revirt-run (NativeAOT)...', flush=True)
+        aot_dir = os.path.join(ROOT, 'run', 'bin', 'aot')
+        sh(['dotnet', 'publish', os.path.join(ROOT, 'run'), '-r', 'linux-x64', '-c', 'Release', '-v', 'q', '-nologo', '-o', aot_dir], stdout=subprocess.DEVNULL)
+        aot = os.path.join(aot_dir, 'revirt-run')
 
     inputs = {}
     for name, mb in (('sha', 8), ('gzip', 4), ('bzip2', 2), ('md5', 16)):
@@ -87,6 +96,9 @@ def main():
         (f'busybox md5sum ({16 // scale} MB)', [bb, 'md5sum', inputs['md5']]),
         (f'bench.musl {10 // scale} (own C: hash loop, matmul, sieve)', [os.path.join(guests, 'bench.musl'), str(10 // scale)]),
         ('busybox true (start-up)', [bb, 'true']),
+        ('busybox echo (start-up)', [bb, 'echo', 'hello']),
+        # a short script: the shell, a pipeline of three busybox applets (fork + exec each), a loop
+        ('busybox sh script (start-up)', [bb, 'sh', '-c', 'for i in 1 2 3 4 5; do echo line $i; done | sort -r | head -n 2']),
         # process trees: a shell loop that forks, execs and waits for a static program 200 times
         ('busybox sh: 200 x fork+exec+wait of busybox true', [bb, 'sh', '-c', f'i=0; while [ $i -lt 200 ]; do {bb} true; i=$((i + 1)); done']),
         # the issue's own figure: 1,000 of them (--only 1000)
@@ -104,9 +116,14 @@ def main():
         configs.append(('before', lambda cmd: ['dotnet', a.baseline, 'run', '--'] + cmd))
     configs.append(('interp', lambda cmd: ['dotnet', primary, 'run', '--tier', 'Interpreter', '--'] + cmd))
     configs.append(('run', lambda cmd: ['dotnet', primary, 'run', '--stats', '--'] + cmd))
+    if aot:
+        # interpreter only (no hand-off), then as users run it: handing long guests to primary's JIT host
+        configs.append(('aot', lambda cmd: [aot, '--hand-off-after', '0', '--'] + cmd))
+        configs.append(('handoff', lambda cmd: [aot, '--'] + cmd))
     log = os.path.join(work, 'bench.rvlog')
-    configs.append(('record', lambda cmd: ['dotnet', primary, 'record', '--log', log, '--'] + cmd))
-    configs.append(('replay', lambda cmd: ['dotnet', backup, 'replay', '--log', log]))
+    if not a.no_record:
+        configs.append(('record', lambda cmd: ['dotnet', primary, 'record', '--log', log, '--'] + cmd))
+        configs.append(('replay', lambda cmd: ['dotnet', backup, 'replay', '--log', log]))
 
     rows = []
     for name, cmd in workloads:
@@ -139,18 +156,24 @@ def main():
     load = open('/proc/loadavg').read().split()[:3]
     load_start = ' '.join(LOAD_AT_START)
     has_before = any('before' in w for _, w, _, _, _, _ in rows)
+    has_aot = any('aot' in w for _, w, _, _, _, _ in rows)
     out = ['# ReVirt performance\n']
     out.append(f'Measured {now} on {cpuname} ({os.cpu_count()} cores), a shared machine (load average {load_start} at the start, {" ".join(load)} at the end: other builds and tests were running): '
                f'medians of {runs} runs, every configuration side by side in each run, so the ratios hold although '
                'absolute times are inflated by the load. CPU seconds (user + system of the process) are less '
                'disturbed by the load than wall seconds and are the primary figure.\n')
     out.append('Command: `python3 bench/run.py' + (' --quick' if a.quick else '') + f' --runs {runs}' +
-               (' --baseline <earlier primary.dll>' if a.baseline else '') + '`\n')
+               (' --baseline <earlier primary.dll>' if a.baseline else '') + (' --aot' if a.aot else '') +
+               (' --no-record' if a.no_record else '') + ''.join(f' --only "{o}"' for o in a.only or []) + '`\n')
     out.append('## Native vs qemu-user vs ReVirt (CPU seconds, medians)\n')
     out.append('"interpreter" is `primary run --tier Interpreter`, "default" is `primary run` (interpret, compile blocks that ran '
-               '4096 times); blocks compiled, compile time, share of instructions run compiled and peak RSS are of the default tier.\n')
+               '4096 times); blocks compiled, compile time, share of instructions run compiled and peak RSS are of the default tier.'
+               + (' "revirt-run interpreter" is the NativeAOT-compiled `run` with `--hand-off-after 0` (interpreter only); '
+                  '"revirt-run" is it as users run it: interpreted, and handed to `primary`\'s JIT host in the same process after '
+                  '20 M guest instructions.' if has_aot else '') + '\n')
     hdr = ('| workload | native | qemu-user |' + (' ReVirt before |' if has_before else '') +
-           ' ReVirt interpreter | ReVirt default | default/qemu | interpreter/qemu |' + (' before/qemu |' if has_before else '') +
+           ' ReVirt interpreter | ReVirt default |' + (' revirt-run interpreter | revirt-run |' if has_aot else '') + ' default/qemu | interpreter/qemu |' +
+           (' before/qemu |' if has_before else '') + (' revirt-run interpreter/qemu | revirt-run/qemu |' if has_aot else '') +
            ' default/native | guest instructions | M instr/s interpreter | M instr/s default | blocks compiled | compile ms | run compiled | peak RSS MB |')
     out.append(hdr)
     out.append('|---' * (hdr.count('|') - 1) + '|')
@@ -159,9 +182,11 @@ def main():
         cells = [name, f'{c["native"]:.3f}', f'{q:.3f}' if q else 'n/a']
         if has_before: cells.append(f'{c["before"]:.3f}')
         cells += [f'{c["interp"]:.3f}', f'{c["run"]:.3f}']
+        if has_aot: cells += [f'{c["aot"]:.3f}', f'{c["handoff"]:.3f}']
         cells.append(f'{c["run"] / q:.1f}x' if q else 'n/a')
         cells.append(f'{c["interp"] / q:.1f}x' if q else 'n/a')
         if has_before: cells.append(f'{c["before"] / q:.1f}x' if q else 'n/a')
+        if has_aot: cells += [f'{c["aot"] / q:.1f}x' if q else 'n/a', f'**{c["handoff"] / q:.1f}x**' if q else 'n/a']
         cells.append(f'{c["run"] / max(c["native"], 1e-3):.0f}x')
         cells.append(str(ic or '?'))
         cells.append(f'{ic / c["interp"] / 1e6:.1f}' if ic else '?')
@@ -169,20 +194,21 @@ def main():
         cells += [str(t.get('blocks', '?')), str(t.get('ms', '?')), f'{t["share"]:.1f} %' if 'share' in t else '?', f'{t.get("rss", 0):.0f}']
         out.append('| ' + ' | '.join(cells) + ' |')
     out.append('\n## The same runs in wall seconds (medians)\n')
-    hdr = '| workload | native | qemu-user |' + (' ReVirt before |' if has_before else '') + ' ReVirt interpreter | ReVirt default | default/qemu |'
+    hdr = '| workload | native | qemu-user |' + (' ReVirt before |' if has_before else '') + ' ReVirt interpreter | ReVirt default |' + (' revirt-run interpreter | revirt-run |' if has_aot else '') + ' default/qemu |'
     out.append(hdr)
     out.append('|---' * (hdr.count('|') - 1) + '|')
     for name, w, c, ic, lb, t in rows:
         q = w.get('qemu')
         cells = [name, f'{w["native"]:.3f}', f'{q:.3f}' if q else 'n/a']
         if has_before: cells.append(f'{w["before"]:.3f}')
-        cells += [f'{w["interp"]:.3f}', f'{w["run"]:.3f}', f'{w["run"] / q:.1f}x' if q else 'n/a']
+        cells += [f'{w["interp"]:.3f}', f'{w["run"]:.3f}'] + ([f'{w["aot"]:.3f}', f'{w["handoff"]:.3f}'] if has_aot else []) + [f'{w["run"] / q:.1f}x' if q else 'n/a']
         out.append('| ' + ' | '.join(cells) + ' |')
-    out.append('\n## Record / replay (CPU seconds, medians)\n')
-    out.append('| workload | run | record | record/run | replay | replay/record | log bytes |')
-    out.append('|---|---:|---:|---:|---:|---:|---:|')
-    for name, w, c, ic, lb, t in rows:
-        out.append(f'| {name} | {c["run"]:.3f} | {c["record"]:.3f} | {c["record"] / c["run"]:.3f} | {c["replay"]:.3f} | {c["replay"] / c["record"]:.3f} | {lb} |')
+    if not a.no_record:
+        out.append('\n## Record / replay (CPU seconds, medians)\n')
+        out.append('| workload | run | record | record/run | replay | replay/record | log bytes |')
+        out.append('|---|---:|---:|---:|---:|---:|---:|')
+        for name, w, c, ic, lb, t in rows:
+            out.append(f'| {name} | {c["run"]:.3f} | {c["record"]:.3f} | {c["record"] / c["run"]:.3f} | {c["replay"]:.3f} | {c["replay"] / c["record"]:.3f} | {lb} |')
     out.append('')
     body = '\n'.join(out) + '\n'
     notes_path = os.path.join(ROOT, 'docs', 'PERFORMANCE-notes.md')

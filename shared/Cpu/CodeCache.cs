@@ -82,13 +82,19 @@ public sealed unsafe class CodeCache
     /// <summary>Blocks decoded from program images, shared with the other processes of the machine (null: none).</summary>
     readonly SharedCode? _shared;
 
+    /// <summary>Whether this host process can run the compiled tier: it emits IL for the runtime's JIT, which a program
+    /// compiled ahead of time (revirt-run) does not have. A constant there, so the compiler is left out of it.</summary>
+    public static bool CanCompile => RuntimeFeature.IsDynamicCodeSupported;
+
     /// <param name="compileThreshold">overrides the tier's threshold (tests use small ones to have regions form
     /// after a few iterations); ignored by the interpreter-only tier.</param>
     public CodeCache(GuestMemory mem, ExecutionTier tier = ExecutionTier.Default, SharedCode? shared = null, int? compileThreshold = null)
     {
         _shared = shared;
         Tier = tier;
-        CompileThreshold = tier switch
+        // a host that cannot generate code (an ahead-of-time compiled program: no JIT for DynamicMethod) interprets
+        // in every tier; the results are the same in every tier, so only the speed differs
+        CompileThreshold = !CanCompile ? 0 : tier switch
         {
             ExecutionTier.Interpreter => 0,
             ExecutionTier.Compiled => 1,
@@ -206,6 +212,7 @@ public sealed unsafe class CodeCache
     /// is a defect of the compiler that must cost speed, never the guest's results or the host process.</summary>
     public CompiledBlock? Compile(Block b)
     {
+        if (!RuntimeFeature.IsDynamicCodeSupported) return null; // no compiled tier in this host (see CanCompile)
         long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
         try
         {

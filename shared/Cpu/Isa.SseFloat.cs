@@ -108,7 +108,6 @@ public static unsafe partial class Isa
     static void RegF(Code code, delegate*<VirtualCpu, ref Instruction, void> h)
     {
         Reg(code, h);
-        SseNative.Describe(code);
         FpWritesFlags[(int)code] = code is Code.Comisd_xmm_xmmm64 or Code.Ucomisd_xmm_xmmm64 or Code.Comiss_xmm_xmmm32 or Code.Ucomiss_xmm_xmmm32;
     }
 
@@ -119,6 +118,7 @@ public static unsafe partial class Isa
     {
         byte* s = stackalloc byte[SseNative.ScratchSize];
         Code code = i.Code;
+        if (!SseNative.IsDescribed(code)) SseNative.Describe(ref i);
         bool g0 = SseNative.Op0IsGpr(code), g1 = SseNative.Op1IsGpr(code);
         if (!g0) *(Vector128<ulong>*)(s + SseNative.OffDst) = XR(c, i.Op0Register);
         if (i.Op1Kind == OpKind.Register)

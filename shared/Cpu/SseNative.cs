@@ -26,6 +26,7 @@ internal static unsafe class SseNative
     static readonly nint[] StubByCode = new nint[IcedCounts.Code];
     static readonly byte[] Op0Gpr = new byte[IcedCounts.Code]; // 0 xmm, 4 r32, 8 r64
     static readonly byte[] Op1Gpr = new byte[IcedCounts.Code];
+    static readonly bool[] Described = new bool[IcedCounts.Code];
     static readonly object Lock = new();
     static byte* _region;
     static int _used, _size;
@@ -65,21 +66,38 @@ internal static unsafe class SseNative
     static bool HasImm(Code code) => code is Code.Cmpps_xmm_xmmm128_imm8 or Code.Cmppd_xmm_xmmm128_imm8
         or Code.Cmpss_xmm_xmmm32_imm8 or Code.Cmpsd_xmm_xmmm64_imm8;
 
-    static Register OpReg(OpCodeOperandKind k, int n, out byte gpr)
+    /// <summary>The stub's register for operand n of a form whose operand is a general register of this width
+    /// (<see cref="Op0Gpr"/>), else an XMM register.</summary>
+    static Register OpReg(byte gpr, int n) => gpr switch
     {
-        string s = k.ToString();
-        if (s.StartsWith("r64")) { gpr = 8; return Register.RAX; }
-        if (s.StartsWith("r32")) { gpr = 4; return Register.EAX; }
-        gpr = 0;
-        return n == 0 ? Register.XMM0 : Register.XMM1;
-    }
+        8 => Register.RAX,
+        4 => Register.EAX,
+        _ => n == 0 ? Register.XMM0 : Register.XMM1,
+    };
 
-    /// <summary>Records the operand layout of a native-capable form (at registration; no code generated yet).</summary>
-    public static void Describe(Code code)
+    /// <summary>The width of a general-register operand (register, or memory read as an integer: cvtsi2sd's rm32/rm64),
+    /// 0 for an XMM register or floating-point memory.</summary>
+    static byte GprWidth(OpKind kind, Register reg, MemorySize size) => kind switch
     {
-        var info = code.ToOpCode();
-        OpReg(info.GetOpKind(0), 0, out Op0Gpr[(int)code]);
-        OpReg(info.GetOpKind(1), 1, out Op1Gpr[(int)code]);
+        OpKind.Register => reg.IsGPR64() ? (byte)8 : reg.IsGPR32() ? (byte)4 : (byte)0,
+        OpKind.Memory => size is MemorySize.Int64 or MemorySize.UInt64 ? (byte)8 : size is MemorySize.Int32 or MemorySize.UInt32 ? (byte)4 : (byte)0,
+        _ => 0,
+    };
+
+    /// <summary>Whether the operand layout of the form is known (<see cref="Describe"/>).</summary>
+    public static bool IsDescribed(Code code) => Volatile.Read(ref Described[(int)code]);
+
+    /// <summary>Records the operand layout of a native-capable form from its first decoded instruction, before its
+    /// first execution. Not from Iced's opcode tables (Code.ToOpCode): building them formats some 5,000 opcode
+    /// strings, a fifth of an ahead-of-time compiled run's start-up when it was done at registration. Every
+    /// instruction of a form has the same layout, so machines on other threads that describe it too write the same
+    /// values.</summary>
+    public static void Describe(ref Instruction i)
+    {
+        int c = (int)i.Code;
+        Op0Gpr[c] = GprWidth(i.Op0Kind, i.Op0Register, i.MemorySize);
+        Op1Gpr[c] = GprWidth(i.Op1Kind, i.Op1Register, i.MemorySize);
+        Volatile.Write(ref Described[c], true);
     }
 
     /// <summary>Generates (once) the stubs for a code, on its first execution.</summary>
@@ -88,9 +106,8 @@ internal static unsafe class SseNative
         lock (Lock)
         {
             if (StubByCode[(int)code] != 0) return StubByCode[(int)code];
-            var info = code.ToOpCode();
-            Register r0 = OpReg(info.GetOpKind(0), 0, out _);
-            Register r1 = OpReg(info.GetOpKind(1), 1, out _);
+            Register r0 = OpReg(Op0Gpr[(int)code], 0);
+            Register r1 = OpReg(Op1Gpr[(int)code], 1);
             int variants = HasImm(code) ? 8 : 1;
             EnsureRegion(variants * Slot);
             byte* start = _region + _used;

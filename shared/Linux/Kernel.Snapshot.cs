@@ -90,6 +90,27 @@ public sealed partial class Kernel
         }
     }
 
+    /// <summary>Why a live machine cannot move to another host process now by a snapshot whose descriptions keep
+    /// their host descriptors (a hand-off, shared/Snapshot/HandOff.cs), beyond what a snapshot cannot carry: host
+    /// work under way that lives in this process only (a thread waiting on the host, armed timers, a blocking open on
+    /// a host thread). Null: it can.</summary>
+    internal string? HostWorkUnderWay()
+    {
+        if (HostEventsPending) return "a host event is pending";
+        if (Waiter.Any) return "a thread waits on the host";
+        if (TimersArmed) return "a timer is armed";
+        foreach (var t in _threads)
+            if (!t.Dead && (t.HostWait != 0 || t.PendingOpen != null || t.HostDeadline != null)) return $"thread {t.Tid} waits on the host";
+        return null;
+    }
+
+    /// <summary>A machine restored from a snapshot of a live machine goes on live in this process (a hand-off): the
+    /// preemption timer runs again when more than one thread can run.</summary>
+    internal void ResumeLive()
+    {
+        if (!Boundary.Replaying && _threads.Count(t => !t.Dead) > 1) StartSliceTimer();
+    }
+
     /// <summary>A CPU for a restored thread of `p`, answering to this kernel.</summary>
     internal CpuT NewCpu(Process p, int tid) => new(p.Mem, p.Code, this) { Tid = tid };
 

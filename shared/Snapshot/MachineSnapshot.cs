@@ -156,24 +156,9 @@ public static partial class MachineSnapshot
         var st = k.Scheduler;
         w.Write(st.NextTid); w.Write(st.PipesMade); w.Write(st.AccountedAt); w.Write(st.SwitchAsked); w.Write(st.YieldAsked); w.Write(st.Uid);
 
-        // open file descriptions (shared by descriptors and processes) and pipes, numbered in first-use order
         var files = new Dictionary<OpenFile, int>(ReferenceEqualityComparer.Instance);
         var pipes = new Dictionary<Pipe, int>(ReferenceEqualityComparer.Instance);
-        var numbered = new List<OpenFile>();
-        void Number(OpenFile f)
-        {
-            if (files.ContainsKey(f)) return;
-            files[f] = files.Count;
-            numbered.Add(f);
-            var pipe = f switch { PipeReader r => r.Pipe, PipeWriter pw => pw.Pipe, _ => null };
-            if (pipe != null && !pipes.ContainsKey(pipe)) pipes[pipe] = pipes.Count;
-        }
-        foreach (var p in k.Processes)
-            foreach (var (_, f) in p.Fds.Entries) Number(f);
-        // what epoll sets watch is open somewhere as a rule (its last close drops it from the sets); numbered anyway
-        for (int i = 0; i < numbered.Count; i++)
-            if (numbered[i] is EpollFile ep)
-                foreach (var e in ep.Entries.Values) Number(e.File);
+        Number(k, files, pipes);
         w.Write(pipes.Count);
         foreach (var pipe in pipes.Keys)
         {
@@ -256,6 +241,33 @@ public static partial class MachineSnapshot
         w.Flush();
         return ms.ToArray();
     }
+
+    /// <summary>Numbers the open file descriptions (shared by descriptors and processes) and pipes in first-use order:
+    /// the order of the kernel section's descriptions. Returns the descriptions in that order.</summary>
+    static List<OpenFile> Number(Kernel k, Dictionary<OpenFile, int> files, Dictionary<Pipe, int> pipes)
+    {
+        var numbered = new List<OpenFile>();
+        void One(OpenFile f)
+        {
+            if (files.ContainsKey(f)) return;
+            files[f] = files.Count;
+            numbered.Add(f);
+            var pipe = f switch { PipeReader r => r.Pipe, PipeWriter pw => pw.Pipe, _ => null };
+            if (pipe != null && !pipes.ContainsKey(pipe)) pipes[pipe] = pipes.Count;
+        }
+        foreach (var p in k.Processes)
+            foreach (var (_, f) in p.Fds.Entries) One(f);
+        // what epoll sets watch is open somewhere as a rule (its last close drops it from the sets); numbered anyway
+        for (int i = 0; i < numbered.Count; i++)
+            if (numbered[i] is EpollFile ep)
+                foreach (var e in ep.Entries.Values) One(e.File);
+        return numbered;
+    }
+
+    /// <summary>The machine's open file descriptions in the order a snapshot numbers them: a machine restored from a
+    /// snapshot of this one lists the same descriptions in the same order.</summary>
+    internal static List<OpenFile> Descriptions(Kernel k)
+        => Number(k, new(ReferenceEqualityComparer.Instance), new(ReferenceEqualityComparer.Instance));
 
     static void WriteSocket(BinaryWriter w, HostSocket s)
     {

@@ -1,0 +1,291 @@
+using System.CommandLine;
+using ReVirt.Abi;
+using ReVirt.Linux;
+using ReVirt.Log;
+using ReVirt.Replay;
+using ReVirt.Snapshot;
+
+namespace ReVirt.Primary;
+
+/// <summary>
+/// The options and actions of `run` and `record`: one definition compiled into both programs that run guests, `primary`
+/// (JIT-started, with the compiled tier) and `revirt-run` (ahead-of-time compiled, interpreter only), so that a
+/// guest runs the same way, with the same options and messages, in both.
+/// </summary>
+sealed class GuestCommand
+{
+    /// <summary>The program's name in its messages ("primary: ...").</summary>
+    readonly string _name;
+
+    public GuestCommand(string name) => _name = name;
+
+    public readonly Option<string> Root = new("--root")
+    {
+        Description = "Directory the guest sees as '/'. Guest paths cannot leave it through '..' or symlinks.",
+        DefaultValueFactory = _ => "/",
+    };
+    public readonly Option<string?> Cwd = new("--cwd")
+    {
+        Description = "The guest's working directory, as a guest path (default: the current directory when --root is '/', else '/').",
+    };
+    public readonly Argument<string[]> Program = new("program")
+    {
+        Description = "The x86-64 Linux program to run (static or dynamically linked, or a #! script), then its arguments (put them after '--'). A name without '/' is looked up in PATH under the root. Without a program: the built-in demo guest (a CPU benchmark compiled from guests/src/bench.c).",
+        Arity = ArgumentArity.ZeroOrMore,
+    };
+    public readonly Option<FileInfo> Log = new("--log")
+    {
+        Description = "The event log to write (replace if it exists).",
+        Required = true,
+    };
+    public readonly Option<ulong> Interval = new("--checkpoint-interval")
+    {
+        Description = "Write a checkpoint (a digest of registers and memory, verified by replay) every N guest instructions; 0 disables periodic checkpoints.",
+        DefaultValueFactory = _ => Recording.DefaultCheckpointInterval,
+    };
+    public readonly Option<string> Net = NetOption();
+    public readonly Option<string?> Ip = new("--ip") { Description = "--net virtual: the interface's IPv4 address and prefix length, e.g. 10.0.0.2/24." };
+    public readonly Option<string?> Mac = new("--mac") { Description = "--net virtual: the interface's MAC address (default: 02:52:56 followed by the address's last three bytes)." };
+    public readonly Option<string> Tap = new("--tap") { Description = "--net virtual: the TAP device that is the interface's wire (create it with `ip tuntap add NAME mode tap` and give the host side an address on the same network).", DefaultValueFactory = _ => VirtualNetOptions.DefaultTap };
+    public readonly Option<string?> Netns = new("--netns") { Description = "--net virtual: open the TAP device in this network namespace (a name of `ip netns`, or a path) instead of this process's." };
+    public readonly Option<bool> Stats = new("--stats")
+    {
+        Description = "Print instruction counts and timing to stderr when the guest ends.",
+    };
+    public readonly Option<string> Tier = TierOption();
+    public readonly Option<ulong?> HandOffAfter = new("--hand-off-after")
+    {
+        Description = $"After N guest instructions (all processes together; default {HandOff.DefaultAfter:N0} in this ahead-of-time compiled program, none where the compiled tier is here already), hand the machine to `primary`'s JIT-started host with the compiled tier, in this same process (execve: the process id, parent and descriptors stay) at the first point where nothing of it waits on the host; 0: never. Results, instruction counts and the exit status are those of a run that never moved.",
+        HelpName = "N",
+    };
+    public readonly Option<string?> JitHost = new("--jit-host")
+    {
+        Description = "The primary.dll that takes the machine over (default: beside this program, or the repository's primary/bin/Release/net10.0/primary.dll); without one the guest stays here, interpreted.",
+        HelpName = "PRIMARY.DLL",
+    };
+
+    static Option<string> NetOption()
+    {
+        var o = new Option<string>("--net")
+        {
+            Description = "The guest's network. host (default): its sockets are this host's sockets, with the host's addresses. virtual: its AF_INET sockets are served by a TCP/IP stack inside the VM on a virtual interface (--ip, --mac) whose wire is a TAP device (--tap); the connections are part of the replicated machine, so with `protect` they survive a failover.",
+            DefaultValueFactory = _ => "host",
+        };
+        o.AcceptOnlyFromAmong("host", "virtual");
+        return o;
+    }
+
+    static Option<string> TierOption()
+    {
+        var o = new Option<string>("--tier")
+        {
+            Description = "Which executor runs guest code: Default (interpret, compile hot blocks), Interpreter, or Compiled (every block). The results are the same in every tier."
+                + (System.Runtime.CompilerServices.RuntimeFeature.IsDynamicCodeSupported ? "" : " This ahead-of-time compiled program has no compiled tier: every tier interprets."),
+            HelpName = ReVirt.Cpu.ExecutionTiers.HelpName,
+            DefaultValueFactory = _ => nameof(ReVirt.Cpu.ExecutionTier.Default),
+        };
+        o.Validators.Add(r => { if (!ReVirt.Cpu.ExecutionTiers.TryParse(r.GetValueOrDefault<string>(), out _)) r.AddError($"--tier: expected {ReVirt.Cpu.ExecutionTiers.HelpName}"); });
+        return o;
+    }
+
+    /// <summary>The `run` command.</summary>
+    public Command RunCommand() => Runs(new Command("run", "Run an x86-64 Linux program (and the processes it starts) in the ReVirt virtual machine. The guest's stdin, stdout and stderr are this process's; the exit status is the guest's (128+signal when a signal ended it)."));
+
+    /// <summary>Gives a command the options and the action of `run` (revirt-run's root command is `run`, with the
+    /// hand-off options: <paramref name="handOff"/>).</summary>
+    public T Runs<T>(T command, bool handOff = false) where T : Command
+    {
+        foreach (var o in new Option[] { Root, Cwd, Net, Ip, Mac, Tap, Netns, Stats, Tier }) command.Options.Add(o);
+        if (handOff) { command.Options.Add(HandOffAfter); command.Options.Add(JitHost); }
+        command.Arguments.Add(Program);
+        command.SetAction(parse => Guest(parse, null));
+        return command;
+    }
+
+    /// <summary>The `record` command.</summary>
+    public Command RecordCommand()
+    {
+        var record = new Command("record", "Run like `run` and record every nondeterministic input to an event log that `backup replay --log FILE` re-executes instruction for instruction.")
+        {
+            Log, Interval, Root, Cwd, Net, Ip, Mac, Tap, Netns, Stats, Tier, Program,
+        };
+        record.SetAction(parse => Guest(parse, parse.GetValue(Log)));
+        return record;
+    }
+
+    int Guest(ParseResult parse, FileInfo? log)
+    {
+        string root = parse.GetValue(Root)!;
+        if (!Directory.Exists(root))
+        {
+            Console.Error.WriteLine($"{_name}: --root {root}: no such directory");
+            return 2;
+        }
+        if (MakeOptions(parse) is not { } opts) return 2;
+        bool stats = parse.GetValue(Stats);
+        long start = System.Diagnostics.Stopwatch.GetTimestamp();
+        int status;
+        ulong icount = 0;
+        if (log == null)
+        {
+            using var m = new Machine(opts, HandOffBoundary(parse, opts, stats, start));
+            status = LoadAndRun(m, opts, null, out icount, stats);
+        }
+        else
+        {
+            StartProgram program;
+            try { program = Kernel.ResolveProgram(opts); }
+            catch (ElfLoadException e) { Console.Error.WriteLine($"{_name}: {e.Message}"); return e.ExitStatus; }
+            var header = Recording.Header(opts, program.Image, parse.GetValue(Interval));
+            using var writer = LogWriter.Create(log.FullName, header);
+            var boundary = new RecordingBoundary(writer, header.CheckpointInterval);
+            using var m = new Machine(opts, boundary);
+            status = LoadAndRun(m, opts, program, out icount, stats); // the very bytes the header's hash is of
+            writer.Flush();
+            if (stats)
+                Console.Error.WriteLine($"{_name}: log {log.FullName}: {boundary.Records} records, {boundary.LogBytes} bytes");
+        }
+        Report(stats, start, icount, status);
+        return status;
+    }
+
+    /// <summary>The boundary of a run that hands off to the JIT host (null: a plain live run): only with the hand-off
+    /// options, when the tier can compile at all, and where a JIT host is found.</summary>
+    HandOffBoundary? HandOffBoundary(ParseResult parse, MachineOptions opts, bool stats, long start)
+    {
+        if (!parse.CommandResult.Command.Options.Contains(HandOffAfter)) return null; // `primary run`: the compiled tier is here
+        ulong after = parse.GetValue(HandOffAfter) ?? (ReVirt.Cpu.CodeCache.CanCompile ? 0 : HandOff.DefaultAfter);
+        if (after == 0 || opts.Tier == ReVirt.Cpu.ExecutionTier.Interpreter) return null;
+        if (HandOff.Target.Find(parse.GetValue(JitHost)) is not { } target)
+        {
+            if (parse.GetValue(JitHost) is { } given) Console.Error.WriteLine($"{_name}: --jit-host {given}: not found (or no dotnet on PATH): the guest runs interpreted");
+            return null;
+        }
+        return new HandOffBoundary(target, new HandOff.Settings(opts.Root, opts.Program, opts.Tier, stats, start), after);
+    }
+
+    /// <summary>The JIT host's side of a hand-off (`primary hand-off FD`): restores the machine from the payload in
+    /// the inherited descriptor and runs it on; the exit status is the guest's.</summary>
+    public int Resume(string[] args)
+    {
+        if (args.Length != 2 || !int.TryParse(args[1], out int fd))
+        {
+            Console.Error.WriteLine($"usage: {HandOff.Verb} FD (revirt-run hands its machine over with it)");
+            return 2;
+        }
+        HandOff.Resumed resumed;
+        try { resumed = HandOff.Restore(fd); }
+        catch (Exception e) when (e is SnapshotFormatException or SnapshotRefusedException or IOException)
+        {
+            Console.Error.WriteLine($"{_name}: the hand-off could not be restored: {e.Message}");
+            return 2;
+        }
+        using var m = resumed.Machine;
+        int status = m.Run();
+        ulong icount = m.InstructionCount;
+        if (resumed.Settings.Stats)
+        {
+            Console.Error.WriteLine($"{_name}: handed off to the JIT host after {resumed.At} guest instructions");
+            TierStats(m, resumed.Settings.Tier, icount, resumed.At);
+        }
+        Report(resumed.Settings.Stats, resumed.Settings.StartTimestamp, icount, status);
+        return status;
+    }
+
+    void Report(bool stats, long start, ulong icount, int status)
+    {
+        Console.Out.Flush();
+        if (stats)
+        {
+            double s = System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalSeconds;
+            Console.Error.WriteLine($"{_name}: {icount} guest instructions in {s:F3} s ({icount / s / 1e6:F1} M instructions/s), exit status {status}");
+            // the host's own share: methods the runtime's JIT compiled (ReadyToRun and ahead-of-time code need none) and its time
+            Console.Error.WriteLine($"{_name}: host JIT: {System.Runtime.JitInfo.GetCompiledMethodCount()} methods in {System.Runtime.JitInfo.GetCompilationTime().TotalMilliseconds:F0} ms");
+            Console.Error.WriteLine($"{_name}: host GC: {GC.GetTotalAllocatedBytes() >> 20} MB allocated, {GC.CollectionCount(0)}/{GC.CollectionCount(1)}/{GC.CollectionCount(2)} collections (gen 0/1/2), {GC.GetTotalPauseDuration().TotalMilliseconds:F0} ms paused");
+        }
+    }
+
+    /// <summary>The machine's options from the command line; null (after saying why) when the network options are wrong.</summary>
+    public MachineOptions? MakeOptions(ParseResult parse)
+    {
+        VirtualNetOptions? net = null;
+        if (parse.GetValue(Net) == "virtual")
+        {
+            if (parse.GetValue(Ip) is not { } ip) { Console.Error.WriteLine($"{_name}: --net virtual needs --ip A.B.C.D/N"); return null; }
+            net = VirtualNetOptions.Parse(ip, parse.GetValue(Mac), parse.GetValue(Tap)!, out var err);
+            if (net == null) { Console.Error.WriteLine($"{_name}: {err}"); return null; }
+            net = net with { Namespace = parse.GetValue(Netns) };
+            // the wire must exist before the guest runs: a clear error now rather than a failed socket call later
+            try { TapDevice.Open(net.TapName, net.Namespace).Dispose(); }
+            catch (Exception e) when (e is IOException or ArgumentException) { Console.Error.WriteLine($"{_name}: --tap {net.TapName}: {e.Message}"); return null; }
+        }
+        else if (parse.GetValue(Ip) != null || parse.GetValue(Mac) != null)
+        {
+            Console.Error.WriteLine($"{_name}: --ip and --mac need --net virtual");
+            return null;
+        }
+        string root = parse.GetValue(Root)!;
+        string[] argv = parse.GetValue(Program)!;
+        string full = Path.GetFullPath(root);
+        if (argv.Length == 0) argv = BuiltInDemo(full);
+        return new MachineOptions
+        {
+            Root = root,
+            Program = argv[0],
+            Args = argv[1..],
+            Cwd = parse.GetValue(Cwd) ?? (full == "/" ? Environment.CurrentDirectory : "/"),
+            Net = net,
+            Tier = ReVirt.Cpu.ExecutionTiers.Parse(parse.GetValue(Tier)),
+        };
+    }
+
+    /// <summary>Extracts the embedded demo guest under the root (once per content) and returns its command line.</summary>
+    string[] BuiltInDemo(string root)
+    {
+        using var res = typeof(GuestCommand).Assembly.GetManifestResourceStream("ReVirt.Primary.demo.elf");
+        if (res == null) throw new InvalidOperationException("the built-in demo guest is missing from this build");
+        var bytes = new MemoryStream();
+        res.CopyTo(bytes);
+        string name = $"revirt-demo-{Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(bytes.ToArray()))[..12].ToLowerInvariant()}";
+        string dir = Path.Combine(root, "tmp");
+        if (!Directory.Exists(dir)) dir = root;
+        string host = Path.Combine(dir, name);
+        if (!File.Exists(host))
+        {
+            string tmp = host + $".{Environment.ProcessId}";
+            File.WriteAllBytes(tmp, bytes.ToArray());
+            File.Move(tmp, host, overwrite: true);
+        }
+        string guest = "/" + Path.GetRelativePath(root, host);
+        Console.Error.WriteLine($"{_name}: no program given: running the built-in demo guest {guest} (guests/src/bench.c, musl, static) with argument 5");
+        return new[] { guest, "5" };
+    }
+
+    int LoadAndRun(Machine m, MachineOptions opts, StartProgram? program, out ulong icount, bool stats)
+    {
+        icount = 0;
+        try { m.Load(program); }
+        catch (ElfLoadException e)
+        {
+            Console.Error.WriteLine($"{_name}: {e.Message}");
+            return e.ExitStatus;
+        }
+        int status = m.Run();
+        icount = m.InstructionCount;
+        if (stats)
+        {
+            if (m.Boundary is HandOffBoundary { LastRefusal: { } why }) Console.Error.WriteLine($"{_name}: no hand-off: {why}");
+            TierStats(m, opts.Tier, icount);
+        }
+        return status;
+    }
+
+    /// <param name="interpretedBefore">instructions a run interpreted before it was handed to this process</param>
+    void TierStats(Machine m, ReVirt.Cpu.ExecutionTier tier, ulong icount, ulong interpretedBefore = 0)
+    {
+        var code = m.Kernel.Init.Code;
+        long compiled = Math.Max(0, (long)icount - (long)interpretedBefore - code.InterpretedInstructions);
+        Console.Error.WriteLine($"{_name}: tier {tier}: {code.BlocksCompiled} blocks compiled in {code.CompileTicks * 1000.0 / System.Diagnostics.Stopwatch.Frequency:F0} ms, "
+            + $"{compiled} of {icount} instructions run compiled ({100.0 * compiled / Math.Max(1UL, icount):F1} %)");
+    }
+}
