@@ -383,7 +383,7 @@ public class StackSnapshotTests
 /// is the 200 ms minimum, each way of the link takes 1 ms), and must leave a connection with nothing outstanding as
 /// it was. The link is a discrete-event simulation: the times are exact, not measured.
 /// </summary>
-public class StackTakeoverTests
+public class StackTakeoverTests(Xunit.Abstractions.ITestOutputHelper output)
 {
     static readonly long Soon = TcpSocket.MinRto / 4;
 
@@ -409,6 +409,7 @@ public class StackTakeoverTests
         long at = link.Now;
         link.B.TakeOver(at);
         Assert.Equal(reply, ReadAll(link, c, reply.Length));
+        output.WriteLine($"the reply arrived {(link.Now - at) / 1e6:F1} ms after the takeover");
         Assert.True(link.Now - at < Soon, $"the reply arrived {(link.Now - at) / 1e6:F1} ms after the takeover");
         Assert.Equal(0, link.A.Counters.ResetsSent + link.B.Counters.ResetsSent);
     }
@@ -426,6 +427,7 @@ public class StackTakeoverTests
         long at = link.Now;
         link.B.TakeOver(at);
         Assert.Equal(request, ReadAll(link, s, request.Length));
+        output.WriteLine($"the request arrived {(link.Now - at) / 1e6:F1} ms after the takeover");
         Assert.True(link.Now - at < Soon, $"the request arrived {(link.Now - at) / 1e6:F1} ms after the takeover");
         Assert.Equal(1, link.A.Counters.FastRetransmits);
     }
