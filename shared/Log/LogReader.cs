@@ -112,6 +112,9 @@ public sealed class LogReader : IDisposable
     /// Reads the next record. Returns false at the end of the log (check <see cref="Truncated"/>).
     /// </summary>
     /// <exception cref="LogFormatException">The next record is damaged or out of sequence.</exception>
+    // the input's length when last asked (a log being written grows; one cut meanwhile ends in the short read below)
+    long _knownLength;
+
     public bool TryRead(out LogRecord record)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
@@ -140,9 +143,13 @@ public sealed class LogReader : IDisposable
         catch (LogFormatException e) { throw _fault = e; }
         if (_input.CanSeek)
         {
-            // never allocate more than the stream still holds: a length pointing past the end is a torn tail
-            long left = _input.Length - _input.Position;
-            if (length - RecordFrame.HeaderSize > left) return EndTorn(RecordFrame.HeaderSize + left);
+            // never allocate more than the stream still holds: a length pointing past the end is a torn tail. The
+            // stream's length is asked again (an fstat for a file) only when the one last seen would not hold the
+            // frame: a log being written grows, and a replay reads thousands of small records
+            long need = length - RecordFrame.HeaderSize;
+            if (need > _knownLength - _input.Position) _knownLength = _input.Length;
+            long left = _knownLength - _input.Position;
+            if (need > left) return EndTorn(RecordFrame.HeaderSize + left);
         }
 
         var frame = new byte[length];

@@ -436,14 +436,30 @@ public sealed unsafe partial class GuestMemory : IDisposable
     /// <summary>SHA-256 of the guest bytes [a, a + len) (throws <see cref="GuestFaultException"/> when one is not readable).</summary>
     public byte[] Sha256(ulong a, int len)
     {
-        var tmp = System.Buffers.ArrayPool<byte>.Shared.Rent(len);
+        var hash = new byte[System.Security.Cryptography.SHA256.HashSizeInBytes];
+        Sha256(a, len, hash);
+        return hash;
+    }
+
+    /// <summary><see cref="Sha256(ulong, int)"/> into <paramref name="hash"/> (32 bytes), hashed from the guest's pages
+    /// where they are: no copy, and one hash object per thread reused (a recording hashes every by-reference read).</summary>
+    public void Sha256(ulong a, int len, Span<byte> hash)
+    {
+        var h = t_sha256 ??= System.Security.Cryptography.IncrementalHash.CreateHash(System.Security.Cryptography.HashAlgorithmName.SHA256);
         try
         {
-            ReadBytes(a, tmp.AsSpan(0, len));
-            return System.Security.Cryptography.SHA256.HashData(tmp.AsSpan(0, len));
+            for (ulong cur = a, end = a + (ulong)len; cur < end;)
+            {
+                int off = (int)(cur & PageMask);
+                int n = (int)Math.Min(end - cur, PageSize - (ulong)off);
+                h.AppendData(new ReadOnlySpan<byte>(Translate(cur, false).Data + off, n));
+                cur += (ulong)n;
+            }
         }
-        finally { System.Buffers.ArrayPool<byte>.Shared.Return(tmp); }
+        finally { h.GetHashAndReset(hash); } // also after a fault: the next hash starts empty
     }
+
+    [ThreadStatic] static System.Security.Cryptography.IncrementalHash? t_sha256;
 
     /// <summary>How many pages the guest bytes [a, a + len) touch (len &gt; 0).</summary>
     public static int PagesSpanned(ulong a, int len) => (int)(((a + (ulong)len - 1) >> PageShift) - (a >> PageShift)) + 1;

@@ -857,19 +857,67 @@ public sealed class ReplayBoundary : IBoundary
             throw new LogFormatException($"a FileContent record of {c.Result} bytes for a read of {file.Length}", _r.LastSequence);
         if (c.Addr != file.Address)
             throw new LogFormatException($"a FileContent record writing at 0x{c.Addr:x} for a read into 0x{file.Address:x}", _r.LastSequence);
+        if (file.IntoGuest && c.Result > 0) return ContentInGuest(c);
         var bytes = ContentRange(c.Path, c.Offset, (int)c.Result, reopen: false);
         if (bytes == null || bytes.Length != c.Result || !Sha256Matches(bytes, c.Sha256))
             bytes = ContentRange(c.Path, c.Offset, (int)c.Result, reopen: true);
         if (bytes == null || bytes.Length != c.Result)
-            throw new ReplayInputMismatchException($"{c.Path} (offset {c.Offset}, {c.Result} bytes), which the recording read by reference, is missing or shorter under this replica's root {_k?.Fs.Root}");
-        if (!Sha256Matches(bytes, c.Sha256))
-            throw new ReplayInputMismatchException($"{c.Path} under this replica's root {_k?.Fs.Root} is not the file the recording read (SHA-256 of offset {c.Offset}, {c.Result} bytes differs from the log's {Convert.ToHexStringLower(c.Sha256)[..16]})");
+            throw ContentMissing(c);
+        if (!Sha256Matches(bytes, c.Sha256)) throw ContentDiffers(c);
         var r = HostResult.Of(c.Result);
         r.Writes.Add((c.Addr, bytes));
         return r;
     }
 
     static bool Sha256Matches(byte[] bytes, byte[] sha256) => System.Security.Cryptography.SHA256.HashData(bytes).AsSpan().SequenceEqual(sha256);
+
+    ReplayInputMismatchException ContentMissing(Log.FileContent c)
+        => new($"{c.Path} (offset {c.Offset}, {c.Result} bytes), which the recording read by reference, is missing or shorter under this replica's root {_k?.Fs.Root}");
+
+    ReplayInputMismatchException ContentDiffers(Log.FileContent c)
+        => new($"{c.Path} under this replica's root {_k?.Fs.Root} is not the file the recording read (SHA-256 of offset {c.Offset}, {c.Result} bytes differs from the log's {Convert.ToHexStringLower(c.Sha256)[..16]})");
+
+    /// <summary>A read(2) by reference (<see cref="FileRef.IntoGuest"/>): the range is read from this replica's root
+    /// straight into the guest's pages, as the recording's host read did, and hashed there (no buffer, copy or
+    /// collection per read). The bytes count only when their SHA-256 is the log's: otherwise the path is opened afresh
+    /// (the file kept open may have been replaced) and read again, and a second miss refuses the replay.</summary>
+    HostResult ContentInGuest(Log.FileContent c)
+    {
+        long got = ContentRangeInGuest(c, reopen: false);
+        if (got != c.Result || !GuestSha256Matches(c)) got = ContentRangeInGuest(c, reopen: true);
+        if (got != c.Result) throw ContentMissing(c);
+        if (!GuestSha256Matches(c)) throw ContentDiffers(c);
+        var r = HostResult.Of(c.Result);
+        r.InGuest = c.Addr;
+        return r;
+    }
+
+    bool GuestSha256Matches(Log.FileContent c)
+    {
+        Span<byte> h = stackalloc byte[System.Security.Cryptography.SHA256.HashSizeInBytes];
+        _k!.Mem.Sha256(c.Addr, (int)c.Result, h);
+        return h.SequenceEqual(c.Sha256);
+    }
+
+    /// <summary>One preadv of the record's range into the guest pages at its address; the bytes read, or -1 when the
+    /// path is missing or not a regular file.</summary>
+    unsafe long ContentRangeInGuest(Log.FileContent c, bool reopen)
+    {
+        if (!OpenContent(c.Path, reopen)) return -1;
+        int count = (int)c.Result;
+        int pages = Memory.GuestMemory.PagesSpanned(c.Addr, count);
+        var iov = pages <= 256 ? stackalloc long[2 * pages] : new long[2 * pages];
+        int n = _k!.Mem.WritableIovecs(c.Addr, count, iov);
+        bool added = false;
+        try
+        {
+            _contentFile!.DangerousAddRef(ref added);
+            long r;
+            fixed (long* v = iov) r = HostSys.Call(Nr.preadv, (long)_contentFile.DangerousGetHandle(), (long)v, n, c.Offset, 0);
+            return r < 0 ? -1 : r;
+        }
+        finally { if (added) _contentFile!.DangerousRelease(); }
+    }
 
     // the file of the last content read by reference, kept open: a program reads a file in many pieces (sha256sum
     // of 8 MB: 2,048 reads), and opening the path under the root for each cost more than the read
@@ -881,17 +929,25 @@ public sealed class ReplayBoundary : IBoundary
     /// since replaced); null when it is missing or not a regular file.</summary>
     byte[]? ContentRange(string path, long offset, int count, bool reopen)
     {
-        if (_k == null) return null;
+        if (!OpenContent(path, reopen)) return null;
+        try { return ProgramFile.ReadRange(_contentFile!, offset, count); }
+        catch (IOException) { return null; }
+    }
+
+    /// <summary>The file kept open is the guest path's (opened afresh when <paramref name="reopen"/>); false when it is
+    /// missing or not a regular file.</summary>
+    bool OpenContent(string path, bool reopen)
+    {
+        if (_k == null) return false;
         if (reopen || _contentPath != path || _contentFile == null)
         {
             _contentFile?.Dispose();
             (_contentFile, _contentPath) = (null, null);
             try { _contentFile = ProgramFile.OpenRegular(_k.Fs, path, path, long.MaxValue, out _); }
-            catch (ElfLoadException) { return null; }
+            catch (ElfLoadException) { return false; }
             _contentPath = path;
         }
-        try { return ProgramFile.ReadRange(_contentFile, offset, count); }
-        catch (IOException) { return null; }
+        return true;
     }
 
     // a write to stdout/stderr whose result came from the log; if the log ends before its Output record, the

@@ -29,11 +29,17 @@ public sealed class ImageCache : IDisposable
     public sealed record FileIdentity(ulong Dev, ulong Ino, long Size, long MtimeNs, long CtimeNs)
     {
         /// <summary>The identity of the file of a stat buffer when the file may be cached (see the contract).</summary>
-        public static FileIdentity? OfStable(byte[] st) => !FileRef.OldRegular(st) ? null : new(
-            BinaryPrimitives.ReadUInt64LittleEndian(st), BinaryPrimitives.ReadUInt64LittleEndian(st.AsSpan(8)),
-            BinaryPrimitives.ReadInt64LittleEndian(st.AsSpan(48)),
-            BinaryPrimitives.ReadInt64LittleEndian(st.AsSpan(88)) * 1_000_000_000 + BinaryPrimitives.ReadInt64LittleEndian(st.AsSpan(96)),
-            BinaryPrimitives.ReadInt64LittleEndian(st.AsSpan(104)) * 1_000_000_000 + BinaryPrimitives.ReadInt64LittleEndian(st.AsSpan(112)));
+        public static FileIdentity? OfStable(ReadOnlySpan<byte> st) => !FileRef.OldRegular(st) ? null : new(
+            StDev(st), StIno(st), StSize(st), StMtimeNs(st), FileRef.StCtimeNs(st));
+
+        /// <summary>Whether a stat buffer shows this file unchanged (no allocation: once per read).</summary>
+        public bool Matches(ReadOnlySpan<byte> st)
+            => StIno(st) == Ino && StDev(st) == Dev && FileRef.StCtimeNs(st) == CtimeNs && StMtimeNs(st) == MtimeNs && StSize(st) == Size;
+
+        static ulong StDev(ReadOnlySpan<byte> st) => BinaryPrimitives.ReadUInt64LittleEndian(st);
+        static ulong StIno(ReadOnlySpan<byte> st) => BinaryPrimitives.ReadUInt64LittleEndian(st[8..]);
+        static long StSize(ReadOnlySpan<byte> st) => BinaryPrimitives.ReadInt64LittleEndian(st[48..]);
+        static long StMtimeNs(ReadOnlySpan<byte> st) => BinaryPrimitives.ReadInt64LittleEndian(st[88..]) * 1_000_000_000 + BinaryPrimitives.ReadInt64LittleEndian(st[96..]);
     }
 
     sealed class Entry(byte[] bytes)

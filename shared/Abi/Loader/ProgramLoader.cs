@@ -146,11 +146,14 @@ public static class ProgramLoader
 }
 
 /// <summary>
-/// A range of a file whose content enters the guest (a file mapping, an interpreter image): the guest path it was
-/// opened by, the offset, the length asked for (<see cref="WholeFile"/> for the whole file) and the guest address
-/// it goes to (0 when the loader consumes it).
+/// A range of a file whose content enters the guest (a file mapping, an interpreter image, a read): the guest path it
+/// was opened by, the offset, the length asked for (<see cref="WholeFile"/> for the whole file) and the guest address
+/// it goes to (0 when the loader consumes it). <paramref name="IntoGuest"/>: a read(2) whose bytes go to guest memory
+/// at <paramref name="Address"/> that is writable by the guest (<see cref="ReVirt.Memory.GuestMemory.WritableIovecs"/>
+/// succeeded for the whole range), where whoever supplies the bytes may put them itself
+/// (<see cref="ReVirt.Linux.HostResult.InGuest"/>).
 /// </summary>
-public readonly record struct FileRef(string GuestPath, long Offset, int Length, ulong Address)
+public readonly record struct FileRef(string GuestPath, long Offset, int Length, ulong Address, bool IntoGuest = false)
 {
     public const int WholeFile = -1;
 
@@ -184,21 +187,71 @@ public readonly record struct FileRef(string GuestPath, long Offset, int Length,
     /// </summary>
     public static unsafe bool IsStable(GuestFs fs, string guestPath, int hostFd = -1)
     {
-        var byPath = new byte[144];
+        var byPath = new byte[StatSize];
         long r = fs.OnObject(guestPath, true, fd => { fixed (byte* s = byPath) return HostSys.Call(Nr.fstat, fd, (long)s); });
         if (r < 0 || !OldRegular(byPath)) return false;
         if (hostFd < 0) return true;
-        var byFd = new byte[144];
+        var byFd = new byte[StatSize];
         fixed (byte* s = byFd) r = HostSys.Call(Nr.fstat, hostFd, (long)s);
         return r >= 0 && byFd.AsSpan(0, 16).SequenceEqual(byPath.AsSpan(0, 16)) && OldRegular(byFd); // st_dev, st_ino
     }
 
     /// <summary>A stat buffer of a regular file not changed since shortly before this process started.</summary>
-    public static bool OldRegular(byte[] st)
+    public static bool OldRegular(ReadOnlySpan<byte> st)
     {
-        uint mode = System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(st.AsSpan(24));
-        long ctimeNs = System.Buffers.Binary.BinaryPrimitives.ReadInt64LittleEndian(st.AsSpan(104)) * 1_000_000_000
-            + System.Buffers.Binary.BinaryPrimitives.ReadInt64LittleEndian(st.AsSpan(112));
-        return (mode & 0xF000) == 0x8000 && ctimeNs < ProcessStartNs - SettleNs;
+        uint mode = System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(st[24..]);
+        return (mode & 0xF000) == 0x8000 && StCtimeNs(st) < ProcessStartNs - SettleNs;
     }
+
+    /// <summary>st_ctime of a stat buffer in ns.</summary>
+    internal static long StCtimeNs(ReadOnlySpan<byte> st)
+        => System.Buffers.Binary.BinaryPrimitives.ReadInt64LittleEndian(st[104..]) * 1_000_000_000
+            + System.Buffers.Binary.BinaryPrimitives.ReadInt64LittleEndian(st[112..]);
+
+    /// <summary>
+    /// <see cref="IsStable"/> for the many reads of one open description, at the cost of one fstat per read once the
+    /// first has passed the whole check. <paramref name="stamp"/> is what the description remembers of it:
+    /// <list type="bullet">
+    /// <item>Nothing yet: the whole check (the path under the root and the descriptor name one old regular file);
+    /// when it passes, the file's identity (<see cref="ImageCache.FileIdentity"/>) is kept.</item>
+    /// <item>An identity: stable when fstat of the descriptor shows the same device, inode, size, st_mtime and
+    /// st_ctime. The kernel sets st_ctime to now on every change of the file's content, size, mode or links (a write,
+    /// a truncate, a chmod, an unlink or a rename of it, a rename over it), and nothing can set it back, so an
+    /// unchanged old st_ctime means the file still holds what it held shortly before this process started. Not
+    /// checked again per read: that the path still names this file (only a rename of a directory above it, which
+    /// leaves the file's st_ctime alone, makes the path name something else). That costs the replay nothing it had:
+    /// a replay reads the path from its own root, later, whatever the recording saw, and compares every read's
+    /// SHA-256, so a root whose path names other bytes is refused naming the file, never replayed wrong.</item>
+    /// <item><see cref="ReadStamp.Changed"/>: fstat of the descriptor once showed a change during the run; st_ctime
+    /// only moves forward, so no later read can be by reference and none asks the host.</item>
+    /// </list>
+    /// </summary>
+    public static unsafe bool IsStable(GuestFs fs, string guestPath, int hostFd, ref ReadStamp stamp)
+    {
+        if (stamp.Changed) return false;
+        Span<byte> st = stackalloc byte[StatSize];
+        long r;
+        fixed (byte* s = st) r = HostSys.Call(Nr.fstat, hostFd, (long)s);
+        if (r < 0) { stamp = default; return false; }
+        if (stamp.Identity is { } id && id.Matches(st)) return true;
+        stamp = default;
+        if ((System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(st[24..]) & 0xF000) == 0x8000 && !OldRegular(st))
+        {
+            stamp = ReadStamp.ChangedDuringRun;
+            return false;
+        }
+        if (!IsStable(fs, guestPath, hostFd)) return false;
+        stamp = new ReadStamp(ImageCache.FileIdentity.OfStable(st), false);
+        return stamp.Identity != null;
+    }
+
+    /// <summary>Bytes of the host's struct stat (x86-64).</summary>
+    const int StatSize = 144;
+}
+
+/// <summary>What an open description remembers of <see cref="FileRef.IsStable(GuestFs, string, int, ref ReadStamp)"/>:
+/// nothing (default), the identity of the file it found stable, or that the file changed during the run.</summary>
+public readonly record struct ReadStamp(ImageCache.FileIdentity? Identity, bool Changed)
+{
+    public static ReadStamp ChangedDuringRun => new(null, true);
 }

@@ -7,7 +7,8 @@ namespace ReVirt.Linux;
 /// read(2)/pread(2) of a regular file by reference. A program reads its own stable files (python's .pyc modules,
 /// a data set) as much as it maps libraries, and logging those bytes by value made a python3 workload's log several
 /// hundred KB. Like a file mapping, such a read crosses the boundary as <see cref="IBoundary.FileContent"/>: a
-/// recording logs (path, offset, SHA-256) when the file is stable (<see cref="FileRef.IsStable"/>) and the offset
+/// recording logs (path, offset, SHA-256) when the file is stable (<see cref="FileRef.IsStable(Abi.GuestFs, string, int, ref ReadStamp)"/>:
+/// checked whole at the description's first such read, then one fstat per read) and the offset
 /// the guest's description tracks is where the host read from; a replay reads the same range from its own root and
 /// refuses, naming the file, when the bytes differ. Anything else (an unstable file, a short read the host
 /// offset does not explain) is logged by value as before.
@@ -33,7 +34,7 @@ static class ContentReads
         // every page writable before the boundary is asked, so a fault (EFAULT) comes at the same point whether
         // the read is performed, recorded or replayed
         k.Mem.WritableIovecs(buf, n, pages <= MaxInPlacePages ? stackalloc long[2 * pages] : new long[2 * pages]);
-        var res = k.Boundary.FileContent(t.Tid, nr, new FileRef(f.GuestPath, at, n, buf), () =>
+        var res = k.Boundary.FileContent(t.Tid, nr, new FileRef(f.GuestPath, at, n, buf, IntoGuest: true), () =>
         {
             // a FIFO or a device opened by path may have nothing to read yet: its thread waits, not the machine
             if (offset < 0 && k.WouldWait(t, f, Poll.IN) is long w) return HostResult.Of(w);
@@ -43,7 +44,7 @@ static class ContentReads
             hr.InGuest = buf;
             if (!k.Boundary.KeepsFileContent) return hr;
             long from = offset >= 0 ? offset : HostSys.Call(Nr.lseek, f.HostFd, 0, Seek.CUR) - r;
-            hr.ByReference = from == at && FileRef.IsStable(k.Fs, f.GuestPath, f.HostFd);
+            hr.ByReference = from == at && FileRef.IsStable(k.Fs, f.GuestPath, f.HostFd, ref f.ReadStamp);
             return hr;
         });
         if (res.InGuest == null)

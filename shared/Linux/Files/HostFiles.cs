@@ -1,3 +1,4 @@
+using ReVirt.Abi;
 using CpuT = ReVirt.Cpu.VirtualCpu;
 
 namespace ReVirt.Linux;
@@ -17,6 +18,10 @@ public class HostFile : OpenFile
     /// <summary>Reads may be logged by reference when the file proves stable (<see cref="ContentReads"/>); not for
     /// streams (stdio, sockets), whose bytes exist nowhere else.</summary>
     protected virtual bool MayReadByReference => true;
+
+    /// <summary>What the recording's stability check of this description's file found so far (host-side; see
+    /// <see cref="FileRef.IsStable(Abi.GuestFs, string, int, ref ReadStamp)"/>).</summary>
+    internal ReadStamp ReadStamp;
 
     public override unsafe long Read(Kernel k, GuestThread t, ulong buf, int n, long offset)
     {
