@@ -88,6 +88,13 @@ public interface IBoundary
     /// </summary>
     NetReceived NetReceive(int tid, Func<NetReceived> perform) => perform();
 
+    /// <summary>
+    /// The virtual network interface is taken over here by a replica that went live (`perform` brings it up on this
+    /// replica's wire and returns the stack's clock). Recording logs a NetTakeover record at this instruction, so a
+    /// replay of the survivor's log repairs the connections at the same point and clock; replay returns the logged clock.
+    /// </summary>
+    long NetTakeover(int tid, Func<long> perform) => perform();
+
     /// <summary>A 64-bit nondeterministic value (RDTSC, RDRAND).</summary>
     ulong Value(int tid, InputKind kind, Func<ulong> perform);
 

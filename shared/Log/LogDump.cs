@@ -204,6 +204,12 @@ public static class LogDump
                 sb.Append(CultureInfo.InvariantCulture, $"@icount={v.InstrCount} tid={v.Tid} net-input clock={v.ClockNs} frames={v.Frames.Count} [{v.Frames.Sum(f => f.Length)} bytes]");
                 break;
             }
+            case RecordKind.NetTakeover:
+            {
+                var v = r.Decode<NetTakeover>();
+                sb.Append(CultureInfo.InvariantCulture, $"@icount={v.InstrCount} tid={v.Tid} net-takeover clock={v.ClockNs}");
+                break;
+            }
             case RecordKind.Wake:
             {
                 var v = r.Decode<Wake>();

@@ -191,6 +191,7 @@ public readonly struct LogRecord
         RecordKind.FileContent => Decode<FileContent>(),
         RecordKind.NetInput => Decode<NetInput>(),
         RecordKind.Wake => Decode<Wake>(),
+        RecordKind.NetTakeover => Decode<NetTakeover>(),
         RecordKind.End => Decode<End>(),
         RecordKind.Opaque => Decode<Opaque>(),
         _ => throw new LogFormatException($"unknown record kind 0x{(byte)Kind:x2}", Sequence, Offset),

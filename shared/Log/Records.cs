@@ -19,6 +19,8 @@ public enum RecordKind : byte
     NetInput = 16,
     /// <summary>A guest thread's wait on the host ended (see <see cref="Wake"/>).</summary>
     Wake = 17,
+    /// <summary>A replica took the virtual network interface over (see <see cref="NetTakeover"/>).</summary>
+    NetTakeover = 18,
     /// <summary>Free-form extension record; its payload is opaque to the log layer.</summary>
     Opaque = 0x7F,
 }
@@ -509,6 +511,42 @@ public struct NetInput : IRecordPayload<NetInput>
         var frames = new List<byte[]>(n);
         for (int i = 0; i < n; i++) frames.Add(r.Bytes());
         v.Frames = frames;
+        r.End();
+        return v;
+    }
+}
+
+/// <summary>
+/// A replica that took over the machine brought the virtual network interface up on its own wire here: the first
+/// record a survivor logs after the records of the replica it replaced. From this instruction on, the stack runs at
+/// <see cref="ClockNs"/> (the clock the log left it at) and repairs its connections (<c>NetStack.TakeOver</c>: the
+/// frames that follow are logged as any transmission). A replay of the survivor's log does the same here, so the
+/// takeover's segments and the stack's state after it are reproduced exactly.
+/// Layout: <c>u64 InstrCount | i32 Tid | i64 ClockNs</c>.
+/// </summary>
+public struct NetTakeover : IRecordPayload<NetTakeover>
+{
+    public ulong InstrCount { get; set; }
+    public int Tid { get; set; }
+    /// <summary>The stack's clock (ns) at the takeover.</summary>
+    public long ClockNs { get; set; }
+
+    public static RecordKind Kind => RecordKind.NetTakeover;
+    public readonly int EncodedLength => 8 + 4 + 8;
+
+    public readonly void Encode(Span<byte> destination)
+    {
+        var w = new PayloadWriter(destination);
+        w.U64(InstrCount);
+        w.I32(Tid);
+        w.I64(ClockNs);
+        w.AssertEnd();
+    }
+
+    public static NetTakeover Decode(ReadOnlySpan<byte> payload)
+    {
+        var r = new PayloadReader(payload, "NetTakeover payload");
+        var v = new NetTakeover { InstrCount = r.U64(), Tid = r.I32(), ClockNs = r.I64() };
         r.End();
         return v;
     }

@@ -118,18 +118,20 @@ public sealed partial class NetStack
     public bool Draining => _tcp.Values.Any(s => s.State is TcpState.FinWait1 or TcpState.Closing or TcpState.LastAck
         || (s.State is TcpState.Established or TcpState.CloseWait && s.SendBuf.Count > 0));
 
-    /// <summary>
-    /// This stack now answers on a new wire (a backup took over the interface with the replayed state): announces the
-    /// address (gratuitous ARP, so neighbours and switches send here), and on every synchronized connection resends the
-    /// first unacknowledged segment and sends three ACKs of what it has received. Whatever the old replica's last
-    /// frames carried is repaired at once instead of after a retransmission timeout: the peer gets our data again, and
-    /// the repeated ACKs make its TCP retransmit (fast retransmit) what only the old replica had received.
-    /// </summary>
     /// <summary>TCP connections that are synchronized (established or closing).</summary>
     public int ConnectionCount => _tcp.Values.Count(s => s.State is not (TcpState.Closed or TcpState.Listen or TcpState.SynSent or TcpState.SynReceived or TcpState.TimeWait));
 
-    public void TakeOver()
+    /// <summary>
+    /// This stack now answers on a new wire (a backup took over the interface with the replayed state) at clock
+    /// <paramref name="nowNs"/>: it announces the address (gratuitous ARP, so neighbours and switches send here) and
+    /// repairs every connection at once instead of after a retransmission time-out, because whatever the old
+    /// replica's last frames carried may never have left it (its output gate held them) and whatever a peer sent it
+    /// last may never have reached the log (<see cref="TcpSocket.Resynchronize"/>). Called at a logged point with a
+    /// logged clock, so a replay repairs identically.
+    /// </summary>
+    public void TakeOver(long nowNs)
     {
+        Advance(nowNs);
         Announce();
         foreach (var s in _tcp.Values.OrderBy(s => s.Id).ToArray()) s.Resynchronize();
     }

@@ -424,7 +424,7 @@ public sealed partial class TcpSocket
         else if (ack == SndUna && pure && !windowChanged && SndMax != SndUna)
         {
             DupAcks++;
-            if (DupAcks == 3 && !InRecovery)
+            if (DupAcks == DuplicateAcksForFastRetransmit && !InRecovery)
             {
                 // Fast retransmit and recovery (RFC 5681 §3.2).
                 Stack.Counters.FastRetransmits++;
@@ -447,13 +447,48 @@ public sealed partial class TcpSocket
         Rto = Math.Clamp(Srtt + Math.Max(ClockGranularity, 4 * RttVar), MinRto, MaxRto);
     }
 
-    /// <summary>See <see cref="NetStack.TakeOver"/>.</summary>
+    /// <summary>
+    /// A connection carried over by a takeover (<see cref="NetStack.TakeOver"/>); every segment sent is one the
+    /// connection could have sent anyway, so any peer takes it as valid TCP, and a connection with nothing
+    /// outstanding gets only ACKs of what it already knows.
+    /// <list type="bullet">
+    /// <item>An ACK of what we hold, then three duplicates of it (RFC 5681 §3.2): a peer whose last segments reached
+    /// only the old replica has them outstanding, and three duplicate ACKs make a sender fast-retransmit at once. The
+    /// first may be new to the peer (its sequence number or window): only the three after it are certain duplicates.
+    /// Linux counts them on a connection without SACK (ours: we offer none) when at least four of its segments are in
+    /// flight; with fewer (a request-response client's one request) it caps the count below the flight and resends on
+    /// its own timer — the stall the clients' route `rto_min` bounds (docs/ARCHITECTURE.md, Takeover).</item>
+    /// <item>Everything unacknowledged again from SND.UNA (go-back-N, as after a retransmission time-out but without
+    /// the back-off and the collapse of the congestion window: the path did not lose it, the old replica may never
+    /// have sent it), within the windows; the retransmission timer restarts from the takeover's clock. The peer drops
+    /// what it already has and acknowledges the rest.</item>
+    /// <item>A handshake in progress sends its SYN or SYN-ACK again (the old replica's may have been held).</item>
+    /// </list>
+    /// </summary>
     internal void Resynchronize()
     {
+        if (State is TcpState.SynSent or TcpState.SynReceived)
+        {
+            RttTiming = false;
+            SendSyn();
+            RtxDeadline = Stack.Now + Rto;
+            return;
+        }
         if (State is not (TcpState.Established or TcpState.CloseWait or TcpState.FinWait1 or TcpState.FinWait2 or TcpState.Closing or TcpState.LastAck)) return;
-        if (SndUna != SndMax) RetransmitFirst();
-        for (int i = 0; i < 3; i++) SendAck();
+        for (int i = 0; i < 1 + DuplicateAcksForFastRetransmit; i++) SendAck();
+        if (SndUna == SndMax) return;
+        Stack.Counters.Retransmits++;
+        SndNxt = SndUna;
+        if (FinSent && Seq.Ge(FinSeq, SndUna)) FinSent = false;
+        RttTiming = false;                  // Karn: no RTT sample from a retransmission
+        InRecovery = false; DupAcks = 0;
+        RtxDeadline = long.MaxValue;
+        Output();
+        if (RtxDeadline == long.MaxValue) RtxDeadline = Stack.Now + Rto;
     }
+
+    /// <summary>Duplicate ACKs that make a sender retransmit (RFC 5681 §3.2, DupThresh).</summary>
+    internal const int DuplicateAcksForFastRetransmit = 3;
 
     /// <summary>Resends the first unacknowledged segment (fast retransmit); never timed (Karn's algorithm).</summary>
     void RetransmitFirst()

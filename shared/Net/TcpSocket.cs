@@ -351,7 +351,8 @@ public sealed partial class TcpSocket
                 bool fin = finWanted && len == avail;
                 if (len == 0 && !(fin && avail == 0)) break;
                 if (len < SndMss && len < avail && flight > 0) break;                 // window-limited runt: wait (SWS)
-                if (!NoDelay && len > 0 && len < SndMss && flight > 0 && !fin) break;  // Nagle
+                // Nagle holds back new data only: bytes sent before go again as they are (a retransmission from SND.UNA)
+                if (!NoDelay && len > 0 && len < SndMss && flight > 0 && !fin && SndNxt == SndMax) break;
                 int n = SendBuf.Peek(off, seg[..len]);
                 var flags = TcpFlags.Ack | (n > 0 && n == avail ? TcpFlags.Psh : 0) | (fin ? TcpFlags.Fin : 0);
                 if (!RttTiming && n + (fin ? 1 : 0) > 0 && SndNxt == SndMax) { RttTiming = true; RttSeq = SndNxt; RttStart = Stack.Now; }

@@ -384,6 +384,13 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
         return r;
     }
 
+    public long NetTakeover(int tid, Func<long> perform)
+    {
+        long clock = perform();
+        _w.Append(new NetTakeover { InstrCount = Icount, Tid = tid, ClockNs = clock });
+        return clock;
+    }
+
     public ulong Value(int tid, InputKind kind, Func<ulong> perform)
     {
         ulong v = perform();
@@ -660,7 +667,14 @@ public sealed class ReplayBoundary : IBoundary
     bool LiveNow()
     {
         if (_live) return true;
-        if (_follow == null || Peek(out _)) return false;
+        if (Peek(out var next))
+        {
+            // a survivor's log: where it went live, its virtual interface was taken over (at the first boundary call
+            // that found the old primary's records used up, which is this one in a replay of the same records)
+            if (next.Kind == RecordKind.NetTakeover) ReplayNetTakeover(next);
+            return false;
+        }
+        if (_follow == null) return false;
         if (_r.Complete) throw Diverged($"the recording is complete (its End record follows record #{LastRecord}) but the guest goes on");
         GoLive();
         return true;
@@ -964,6 +978,24 @@ public sealed class ReplayBoundary : IBoundary
         if (n.InstrCount != Icount || n.Tid != tid)
             throw Diverged($"network input taken at instruction {Icount} by thread {tid}, recorded at {n.InstrCount} by thread {n.Tid}");
         return new NetReceived(n.ClockNs, n.Frames);
+    }
+
+    /// <summary>The logged takeover of the virtual interface (see <see cref="LiveNow"/>): the interface repairs its
+    /// connections as the survivor's did, and its frames are the records that follow.</summary>
+    void ReplayNetTakeover(LogRecord rec)
+    {
+        if (_k?.Nic is not { } nic || _k.Current is not { } t)
+            throw new LogFormatException($"impossible record: a takeover of the virtual network interface at instruction {Icount}, where the guest has none", rec.Sequence);
+        nic.TakeOver(this, t.Tid);
+    }
+
+    public long NetTakeover(int tid, Func<long> perform)
+    {
+        if (_live) return _after.NetTakeover(tid, perform);
+        var n = Expect<NetTakeover>("the takeover of the network interface");
+        if (n.InstrCount != Icount || n.Tid != tid)
+            throw Diverged($"the network interface was taken over at instruction {Icount} by thread {tid}, recorded at {n.InstrCount} by thread {n.Tid}");
+        return n.ClockNs;
     }
 
     public ulong Value(int tid, InputKind kind, Func<ulong> perform)

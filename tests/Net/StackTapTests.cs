@@ -352,8 +352,7 @@ print('ok', flush=True)
             Assert.True(cutLongEnough, $"the client's retransmissions: {string.Join(", ", copies.Select(t => t / 1_000_000))} ms");
             long takeover = pump.Now;
             pump.Cut = null;
-            stack.Advance(takeover);
-            stack.TakeOver();
+            stack.TakeOver(takeover);
             long arrived = -1;
             Assert.True(pump.Run(() => client.HasExited, () =>
             {

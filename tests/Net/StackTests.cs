@@ -375,3 +375,128 @@ public class StackSnapshotTests
         Assert.Throws<InvalidDataException>(() => Load(bad));
     }
 }
+
+/// <summary>
+/// A takeover (<see cref="NetStack.TakeOver"/>) on a replica whose state is the old one's: what the old replica's
+/// last frames carried never left it (its output gate held them) and what the peer sent it last never reached the
+/// state that goes on. The repair must come at once, not after a retransmission time-out (the connections' RTO here
+/// is the 200 ms minimum, each way of the link takes 1 ms), and must leave a connection with nothing outstanding as
+/// it was. The link is a discrete-event simulation: the times are exact, not measured.
+/// </summary>
+public class StackTakeoverTests(Xunit.Abstractions.ITestOutputHelper output)
+{
+    static readonly long Soon = TcpSocket.MinRto / 4;
+
+    static byte[] ReadAll(StackLink link, TcpSocket from, int length)
+    {
+        var got = new MemoryStream();
+        var buf = new byte[65536];
+        Assert.True(link.Run(() => got.Length >= length, () => { int n; while ((n = from.Receive(buf)) > 0) got.Write(buf, 0, n); }),
+            $"only {got.Length} of {length} bytes arrived");
+        return got.ToArray();
+    }
+
+    /// <summary>Our reply of six segments never left the old replica: all of it is resent at once, not only the first
+    /// segment with the rest after the RTO.</summary>
+    [Fact]
+    public void The_whole_unacknowledged_flight_is_resent_at_once()
+    {
+        var link = new StackLink(50);
+        var (c, s, _) = link.Connect();
+        var reply = StackLink.Payload(6 * 1460, 50);
+        Assert.Equal(reply.Length, s.Send(reply));
+        while (link.B.TryTakeFrame(out _)) { }
+        long at = link.Now;
+        link.B.TakeOver(at);
+        Assert.Equal(reply, ReadAll(link, c, reply.Length));
+        output.WriteLine($"the reply arrived {(link.Now - at) / 1e6:F1} ms after the takeover");
+        Assert.True(link.Now - at < Soon, $"the reply arrived {(link.Now - at) / 1e6:F1} ms after the takeover");
+        Assert.Equal(0, link.A.Counters.ResetsSent + link.B.Counters.ResetsSent);
+    }
+
+    /// <summary>The peer's request of five segments reached only the old replica: the takeover's duplicate ACKs make
+    /// the peer (an RFC 5681 sender) fast-retransmit it instead of waiting for its timer.</summary>
+    [Fact]
+    public void Duplicate_acks_make_the_peer_resend_what_only_the_old_replica_received()
+    {
+        var link = new StackLink(51);
+        var (c, s, _) = link.Connect();
+        var request = StackLink.Payload(5 * 1460, 51);
+        Assert.Equal(request.Length, c.Send(request));
+        while (link.A.TryTakeFrame(out _)) { }
+        long at = link.Now;
+        link.B.TakeOver(at);
+        Assert.Equal(request, ReadAll(link, s, request.Length));
+        output.WriteLine($"the request arrived {(link.Now - at) / 1e6:F1} ms after the takeover");
+        Assert.True(link.Now - at < Soon, $"the request arrived {(link.Now - at) / 1e6:F1} ms after the takeover");
+        Assert.Equal(1, link.A.Counters.FastRetransmits);
+    }
+
+    /// <summary>A connection with nothing outstanding either way: the takeover's ACKs change nothing, nothing is
+    /// retransmitted or reset, and the connection carries data both ways afterwards.</summary>
+    [Fact]
+    public void A_connection_with_nothing_outstanding_is_left_as_it_was()
+    {
+        var link = new StackLink(52);
+        var (c, s, _) = link.Connect();
+        var ping = StackLink.Payload(100, 52);
+        Assert.Equal(ping.Length, c.Send(ping));
+        Assert.Equal(ping, ReadAll(link, s, ping.Length));
+        Assert.True(link.Run(() => c.SndUna == c.SndMax, () => { }));
+        var before = (c.SndUna, c.RcvNxt, c.State, s.SndUna, s.RcvNxt, s.State);
+        link.B.TakeOver(link.Now);
+        _ = link.Run(() => false, () => { }, limitNs: link.Now + 2 * TcpSocket.MinRto);   // until nothing is left to happen
+        Assert.Equal(before, (c.SndUna, c.RcvNxt, c.State, s.SndUna, s.RcvNxt, s.State));
+        Assert.Equal(0, link.A.Counters.Retransmits + link.B.Counters.Retransmits + link.A.Counters.FastRetransmits);
+        Assert.Equal(0, link.A.Counters.ResetsSent + link.B.Counters.ResetsSent + link.A.Counters.ResetsAccepted);
+        var data = StackLink.Payload(50_000, 53);
+        Assert.Equal(data, link.Transfer(s, c, data));
+    }
+
+    /// <summary>A handshake whose SYN-ACK never left the old replica is completed at once, not after the client's
+    /// SYN timer (1 s).</summary>
+    [Fact]
+    public void A_handshake_in_progress_is_completed_at_once()
+    {
+        var link = new StackLink(54);
+        link.Connect(); // (each side knows the other's MAC from now on)
+        var l = link.B.CreateTcp()!;
+        Assert.Equal(0, l.Bind(0, 7001));
+        Assert.Equal(0, l.Listen(4));
+        var c = link.A.CreateTcp()!;
+        Assert.Equal(-NetErrno.EINPROGRESS, c.Connect(StackLink.IpB, 7001));
+        // the SYN reaches the old replica; its SYN-ACK is held and lost with it
+        Assert.True(link.Run(() => l.SynQueue.Count == 1, () => { while (link.B.TryTakeFrame(out _)) { } }));
+        while (link.B.TryTakeFrame(out _)) { }
+        long at = link.Now;
+        link.B.TakeOver(at);
+        TcpSocket? s = null;
+        Assert.True(link.Run(() => s != null && c.State == TcpState.Established, () => { if (s == null && l.Accept(out var x) == 0) s = x; }));
+        Assert.True(link.Now - at < Soon, $"established {(link.Now - at) / 1e6:F1} ms after the takeover");
+    }
+
+    /// <summary>Two replicas with equal state taken over at the same clock send the same frames and end equal: the
+    /// takeover is a function of the state and the logged clock, so a replay of the survivor's log reproduces it.</summary>
+    [Fact]
+    public void Equal_states_taken_over_at_one_clock_send_the_same_frames()
+    {
+        var link = new StackLink(55);
+        var (c, s, _) = link.Connect();
+        Assert.Equal(3000, s.Send(StackLink.Payload(3000, 55)));
+        Assert.Equal(2000, c.Send(StackLink.Payload(2000, 56)));
+        while (link.B.TryTakeFrame(out _)) { }
+        var ms = new MemoryStream();
+        using (var w = new BinaryWriter(ms, System.Text.Encoding.UTF8, leaveOpen: true)) link.B.WriteState(w);
+        var twin = NetStack.Restore(new BinaryReader(new MemoryStream(ms.ToArray())));
+        long at = link.Now + 5_000_000;
+        link.B.TakeOver(at);
+        twin.TakeOver(at);
+        var frames = new List<byte[]>();
+        while (link.B.TryTakeFrame(out var f)) frames.Add(f);
+        var twinFrames = new List<byte[]>();
+        while (twin.TryTakeFrame(out var f)) twinFrames.Add(f);
+        Assert.Equal(1 + 4 + 2, frames.Count); // the announce, an ACK and three duplicates, the two full segments sent before (Nagle held the rest)
+        Assert.Equal(frames, twinFrames);
+        Assert.Equal(link.B.Digest(), twin.Digest());
+    }
+}

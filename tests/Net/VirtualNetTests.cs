@@ -37,8 +37,9 @@ sealed record KvClientReport(int Acked, int Resets, string[] Errors, double MaxG
 static class KvClients
 {
     public const string Script = """
-import socket, sys, threading, time, json
+import socket, sys, threading, time, json, os
 host, port, nconn, nreq, proto = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+hold = sys.argv[6] if len(sys.argv) > 6 else None
 def resp(*a): return b'*%d\r\n' % len(a) + b''.join(b'$%d\r\n%s\r\n' % (len(x), x) for x in a)
 if proto == 'resp':
     def set_cmd(k, v): return resp(b'SET', k, v)
@@ -91,6 +92,9 @@ ts = [threading.Thread(target=worker, args=(c,)) for c in range(nconn)]
 for t in ts: t.start()
 for t in ts: t.join()
 kernel_resets = estab_resets() - resets_before
+t0 = time.monotonic()
+if hold: print('holding', flush=True)
+while hold and os.path.exists(hold) and time.monotonic() - t0 < 240: time.sleep(0.05)
 bye = False
 try:
     s = socket.create_connection((host, port), timeout=60)
@@ -112,12 +116,13 @@ print(json.dumps({'Acked': st['acked'], 'Resets': st['resets'], 'Errors': st['er
     /// (Python's time.monotonic and .NET's Stopwatch both read it on Linux).</summary>
     public static double MonotonicMs() => System.Diagnostics.Stopwatch.GetTimestamp() * 1000.0 / System.Diagnostics.Stopwatch.Frequency;
 
-    /// <summary>Starts the clients inside the namespace; <see cref="Finish"/> collects the report.</summary>
-    public static System.Diagnostics.Process Start(TapNamespace ns, string host, int port, int connections, int requests, Protocol protocol = Protocol.Kv)
+    /// <summary>Starts the clients inside the namespace; <see cref="Finish"/> collects the report. With
+    /// <paramref name="hold"/>, the server is told to shut down only once that file is gone (at most 240 s later).</summary>
+    public static System.Diagnostics.Process Start(TapNamespace ns, string host, int port, int connections, int requests, Protocol protocol = Protocol.Kv, string? hold = null)
     {
         var script = Path.Combine(Path.GetTempPath(), $"rv-kvclients-{Environment.ProcessId}-{Guid.NewGuid():N}.py");
         File.WriteAllText(script, Script);
-        return ns.Start("python3", script, host, port.ToString(), connections.ToString(), requests.ToString(), protocol == Protocol.Resp ? "resp" : "kv");
+        return ns.Start(["python3", script, host, port.ToString(), connections.ToString(), requests.ToString(), protocol == Protocol.Resp ? "resp" : "kv", .. hold != null ? new[] { hold } : []]);
     }
 
     /// <summary>Reads the clients' stdout until `progress` reaches <paramref name="acked"/> (true) or they end (false).</summary>
@@ -130,6 +135,22 @@ print(json.dumps({'Acked': st['acked'], 'Resets': st['resets'], 'Errors': st['er
             if (Progress.Match(line) is { Success: true } m && int.Parse(m.Groups[1].Value) >= acked) return true;
         }
         return false;
+    }
+
+    /// <summary>Reads the clients' stdout until the line <paramref name="text"/> (true), their end or the time-out (false).</summary>
+    public static bool WaitForLine(System.Diagnostics.Process p, string text, List<string> lines, TimeSpan timeout)
+    {
+        var read = Task.Run(() =>
+        {
+            string? line;
+            while ((line = p.StandardOutput.ReadLine()) != null)
+            {
+                lock (lines) lines.Add(line);
+                if (line == text) return true;
+            }
+            return false;
+        });
+        return read.Wait(timeout) && read.Result;
     }
 
     public static KvClientReport Finish(System.Diagnostics.Process p, List<string> lines, TimeSpan timeout)

@@ -123,14 +123,23 @@ public sealed class VirtualNic : IDisposable
 
     /// <summary>
     /// A backup took over the machine: the interface comes up on this replica's TAP device with the same MAC and IP,
-    /// announces itself (gratuitous ARP) and repairs its connections at once (<see cref="NetStack.TakeOver"/>).
+    /// announces itself (gratuitous ARP) and repairs its connections at once (<see cref="NetStack.TakeOver"/>). The
+    /// go-live point crosses the boundary (<see cref="IBoundary.NetTakeover"/>): the survivor logs it, and a replay of
+    /// the survivor's log calls this at the same instruction and clock (nothing of the host is touched then).
     /// </summary>
     public string TakeOver(IBoundary boundary, int tid)
     {
-        // frames the device queued while this replica followed (broadcasts the primary answered) are not input;
-        // when they were dropped as the primary was lost, what came since (clients' retransmissions) is
-        if (_ahead != null && !_staleDropped) DropQueued(Tap());
-        Stack.TakeOver();
+        long clock = boundary.NetTakeover(tid, () =>
+        {
+            // frames the device queued while this replica followed (broadcasts the primary answered) are not input;
+            // when they were dropped as the primary was lost, what came since (clients' retransmissions) is
+            if (_ahead != null && !_staleDropped) DropQueued(Tap());
+            // the stack's clock goes on from the value the log left it at, whatever this host's clock reads (another
+            // host's monotonic clock is unrelated: a jump would fire every timer at once, a step back none for long)
+            _clockOffset = Stack.Now - HostClock();
+            return Stack.Now;
+        });
+        Stack.TakeOver(clock);
         Transmit(boundary, tid);
         return $"virtual interface {_options.Identity} up on {_options.TapName}{(_options.Namespace != null ? $" (netns {_options.Namespace})" : "")}, announced; {Stack.ConnectionCount} connections carried over";
     }
