@@ -59,15 +59,10 @@ public class ChaosDrillTests(ITestOutputHelper output) : DrillTests(output)
     RoundResult RunOne(FaultKind fault, int seed, string? plant = null, int baseDelay = 0, IWorkload? workload = null, int roundLimitS = 50)
         => Run(Settings([fault], seed, 1, plant, baseDelay, workload, roundLimitS)).Single();
 
-    /// <summary>SETs of a default round's load (REVIRT_SOAK=1: 150): the fault is placed by acknowledged SETs, so it
-    /// lands mid-load however slow the machine, and a shorter load only shortens what follows it.</summary>
-    static int Sets => SoakSwitch.On ? 150 : 90;
-
     [Fact]
     public void DrillWithEveryFaultKindPasses()
     {
-        int sets = Sets;
-        var s = Settings(Faults.All, seed: 1, rounds: Faults.All.Length, workload: KvLoad(sets));
+        var s = Settings(Faults.All, seed: 1, rounds: Faults.All.Length);
         var rs = Run(s);
         Assert.Equal(Faults.All.Length, rs.Count);
         Assert.All(rs, r => Assert.True(r.Ok, Report.FirstViolation([r], "kvserver")));
@@ -79,8 +74,8 @@ public class ChaosDrillTests(ITestOutputHelper output) : DrillTests(output)
         Assert.Equal("primary went on unprotected", rs.Single(r => r.Observation.Fault == FaultKind.KillBackup).Outcome);
         Assert.Equal("backup took over", rs.Single(r => r.Observation.Fault == FaultKind.CutKill).Outcome);
         Assert.All(rs.Where(r => r.Outcome == "backup took over"), r => Assert.NotNull(r.FailoverMs));
-        // every round served the whole load: every SET and a GET after every third SET of each connection
-        Assert.All(rs, r => Assert.True(r.Units >= sets, $"{r.Units} requests done"));
+        // every round served the whole load: 150 SETs and a GET after every third SET of each connection
+        Assert.All(rs, r => Assert.True(r.Units >= 150, $"{r.Units} requests done"));
         Assert.All(rs, r => Assert.Contains("acknowledged writes read back", r.Invariants.Single(i => i.Name == InvariantChecker.AckedKept).Detail));
 
         string dir = Path.Combine(Path.GetTempPath(), $"revirt-chaos-test-{Guid.NewGuid():N}");
@@ -91,7 +86,7 @@ public class ChaosDrillTests(ITestOutputHelper output) : DrillTests(output)
             Assert.True(doc.RootElement.GetProperty("ok").GetBoolean());
             Assert.Equal("kvserver", doc.RootElement.GetProperty("workload").GetString());
             Assert.Equal(Faults.All.Length, doc.RootElement.GetProperty("roundResults").GetArrayLength());
-            Assert.True(doc.RootElement.GetProperty("roundResults")[0].GetProperty("requestsDone").GetInt32() >= sets);
+            Assert.True(doc.RootElement.GetProperty("roundResults")[0].GetProperty("requestsDone").GetInt32() >= 150);
             Assert.StartsWith("<svg", File.ReadAllText(files[1]));
             Assert.Contains("<svg", File.ReadAllText(files[2]));
         }
@@ -158,7 +153,7 @@ public class ChaosDrillTests(ITestOutputHelper output) : DrillTests(output)
         try { hosts = NetnsHosts.Create(); }
         catch (NetnsUnavailableException e) { Assert.Fail($"this test needs network namespaces: {e.Message}"); return; }
         using var _ = hosts;
-        var w = new KvWorkload(GuestEnv.Guest("kvserver", "musl"), Sets, 4) { GiveUpMs = 30_000, Network = hosts };
+        var w = new KvWorkload(GuestEnv.Guest("kvserver", "musl"), 150, 4) { GiveUpMs = 30_000, Network = hosts };
         var b = Settings([FaultKind.Kill, FaultKind.LinkDown, FaultKind.Partition], seed: 11, rounds: 3, workload: w);
         var s = new DrillSettings
         {
