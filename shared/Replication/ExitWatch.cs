@@ -85,7 +85,13 @@ public static unsafe class ExitWatch
             p.Exited += (_, _) => { if (!w.Disposed && w.Failure is { } f) failed(f); };
             // the watcher must hold none of this process's descriptors but the two it takes itself: one the guest opened
             // without O_CLOEXEC would stay open in it (a socket the guest closes would not be closed while it lives).
-            // This process never executes another program (a guest's execve is the VM's), so marking them all costs nothing.
+            // The mark is on this process's descriptors, for good, not only for this start. Contract: the caller's
+            // process starts no program that is meant to inherit a descriptor above 2. That holds for `primary protect`
+            // and `backup listen` (a guest's execve is the VM's; the only program they start is this watcher) and for a
+            // .NET host that runs a replica in-process (a test host): .NET opens its own descriptors close-on-exec
+            // anyway and Process.Start gives a child only its stdin/stdout/stderr (copied onto 0-2 in the child), so
+            // the mark changes nothing for the programs such a host starts. A host that made a descriptor inheritable on
+            // purpose for a child must not turn the exit watch on. Descriptors opened after this call are not marked.
             HostSys.Call(Nr.close_range, 3, uint.MaxValue, CloseRangeCloexec);
             p.Start();
             p.BeginErrorReadLine();

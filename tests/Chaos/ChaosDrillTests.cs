@@ -93,10 +93,17 @@ public class ChaosDrillTests(ITestOutputHelper output) : DrillTests(output)
         finally { Directory.Delete(dir, true); }
     }
 
+    /// <summary>
+    /// The counter (output on stdout, not client replies) through a fault of each way a pair fails over: a kill noticed
+    /// by the broken link, a freeze noticed by silence, a killed backup that leaves the primary unprotected. Every
+    /// fault kind (600 lines each) is the soak's (REVIRT_SOAK=1): the kvserver drill above runs every kind by default.
+    /// The fault is placed by released output, so it lands mid-run however slow the machine.
+    /// </summary>
     [Fact]
     public void CounterDrillWithEveryFaultKindPasses()
     {
-        var rs = Run(Settings(Faults.All, seed: 1, rounds: Faults.All.Length, workload: Counter()));
+        FaultKind[] faults = SoakSwitch.On ? Faults.All : [FaultKind.Kill, FaultKind.Freeze, FaultKind.KillBackup];
+        var rs = Run(Settings(faults, seed: 1, rounds: faults.Length, workload: Counter(SoakSwitch.On ? 600 : 300)));
         Assert.All(rs, r => Assert.True(r.Ok, Report.FirstViolation([r], "counter")));
         // a counter can finish before its fault point on a loaded machine: only most faults fail the pair over
         Assert.True(rs.Count(r => r.Outcome is "backup took over" or "primary went on unprotected") >= 2, "failover faults failed the pair over");
@@ -171,7 +178,7 @@ public class ChaosDrillTests(ITestOutputHelper output) : DrillTests(output)
     [Fact]
     public void Soak()
     {
-        if (Environment.GetEnvironmentVariable("REVIRT_SOAK") != "1") { Output.WriteLine("skipped: set REVIRT_SOAK=1"); return; }
+        if (!SoakSwitch.On) { Output.WriteLine(SoakSwitch.Skipped); return; }
         int rounds = int.TryParse(Environment.GetEnvironmentVariable("REVIRT_SOAK_ROUNDS"), out var n) ? n : 60;
         int seed = int.TryParse(Environment.GetEnvironmentVariable("REVIRT_SOAK_SEED"), out var sd) ? sd : Environment.TickCount & 0xffff;
         Output.WriteLine($"soak: {rounds} rounds from seed {seed}");

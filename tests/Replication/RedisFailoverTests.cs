@@ -33,7 +33,7 @@ public class RedisFailoverTests(ITestOutputHelper output)
     [Fact]
     public void SoakKillingTheProtectedPrimaryUnderHeavierLoad()
     {
-        if (Environment.GetEnvironmentVariable("REVIRT_SOAK") != "1") { output.WriteLine("skipped: set REVIRT_SOAK=1"); return; }
+        if (!SoakSwitch.On) { output.WriteLine(SoakSwitch.Skipped); return; }
         KillMidBenchmark(benchConnections: 8, killFrom: 100, killTo: 300, after: 100);
     }
 

@@ -131,14 +131,15 @@ public class ReplicationTests(ITestOutputHelper output)
         finally { Replicas.DeleteArbiter(arbiter); File.Delete(stop); }
     }
 
+    /// <summary>Kills at random points of the output (0 .. 3/4 of it): 4 rounds, 8 under the soak switch (REVIRT_SOAK=1).</summary>
     [Fact]
     public void FailoverAtRandomMomentsKeepsStdoutContinuous()
     {
         var rng = new Random(12345);
         const int lines = 300;
-        int rounds = 0, tookOver = 0;
+        int rounds = 0, tookOver = 0, maxRounds = SoakSwitch.On ? 8 : 4;
         var sw = System.Diagnostics.Stopwatch.StartNew();
-        while (rounds < 8 && sw.Elapsed < TimeSpan.FromMinutes(4))
+        while (rounds < maxRounds && sw.Elapsed < TimeSpan.FromMinutes(4))
         {
             rounds++;
             string arbiter = TempFile(".lock");
@@ -269,7 +270,7 @@ public class ReplicationTests(ITestOutputHelper output)
     [Fact]
     public void MismatchedPrimariesAreRefusedAndNothingIsReplayed()
     {
-        string tok1 = TempFile(".tok"), tok2 = TempFile(".tok");
+        string tok1 = TempFile(".tok"), tok2 = TempFile(".tok"), stop = TempFile(".stop");
         File.WriteAllText(tok1, "correct horse battery staple\n");
         File.WriteAllText(tok2, "a wrong token, long enough\n");
         string rootA = TempFile(""), rootB = TempFile("");
@@ -304,12 +305,17 @@ public class ReplicationTests(ITestOutputHelper output)
             Assert.Null(b2.Event(ReplicaEvent.Following));
 
             // the backup accepts the right primary after all those refusals; a second primary is refused
-            // the first primary's guest computes for seconds, so it still runs when the second primary knocks
-            using var first = Replicas.Primary("--backup", url, "--token-file", tok1, "--", Counter, "200", "20000000");
+            // the first primary's guest waits for the stop file before it counts, so it still runs when the second
+            // primary knocks however long that one takes to start
+            Assert.True(File.Exists(BusyboxTests.Busybox), $"{BusyboxTests.Busybox} is needed (Debian's busybox-static; .ci/run installs it)");
+            using var first = Replicas.Primary("--backup", url, "--token-file", tok1, "--", BusyboxTests.Busybox, "sh", "-c",
+                "while [ ! -e \"$0\" ]; do sleep 0.05; done; exec \"$1\" 200 20000", stop, Counter);
             first.WaitForEvent(ReplicaEvent.Protected, Long);
             r = Protect("--token-file", tok1, "--", Counter, "3", "1000");
             Assert.Equal(2, r.ExitCode);
             Assert.Contains("already follows a primary", r.Stderr);
+            Assert.False(first.HasExited, "the first primary still ran when the second was refused:\n" + first.Stderr);
+            File.WriteAllBytes(stop, []);
             Assert.Equal(0, first.WaitForExit(Long));
             Assert.Equal(0, b.WaitForExit(Long));
             AssertLines(first.StdoutText, 200);
@@ -318,7 +324,7 @@ public class ReplicationTests(ITestOutputHelper output)
         }
         finally
         {
-            File.Delete(tok1); File.Delete(tok2);
+            File.Delete(tok1); File.Delete(tok2); File.Delete(stop);
             Directory.Delete(rootA, true); Directory.Delete(rootB, true);
         }
     }
