@@ -161,7 +161,7 @@ public class VirtualNetTests
     /// <summary>Serves 8 connections of 150 SETs and their GETs; returns the guest's outcome and the clients' report.
     /// With <paramref name="hostile"/>, <see cref="HostileFrames"/> runs beside the clients on the same wire (its report
     /// comes back in <paramref name="hostileReport"/>).</summary>
-    static (RunOutcome Vm, KvClientReport Clients) Serve(string libc, string? log, bool hostile = false) => Serve(libc, log, hostile, out _);
+    internal static (RunOutcome Vm, KvClientReport Clients) Serve(string libc, string? log, bool hostile = false) => Serve(libc, log, hostile, out _);
 
     static (RunOutcome Vm, KvClientReport Clients) Serve(string libc, string? log, bool hostile, out JsonElement hostileReport)
     {

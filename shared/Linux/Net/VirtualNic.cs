@@ -72,6 +72,25 @@ public sealed class VirtualNic : IDisposable
         Transmit(boundary, tid);
     }
 
+    /// <summary>An interface restored from a machine snapshot: the stack as the snapshot carries it (its identity
+    /// already checked against <paramref name="options"/>, which name this replica's own TAP device). Nothing crosses
+    /// the boundary: the seed and the first clock value are in the stack's state.</summary>
+    VirtualNic(VirtualNetOptions options, NetStack stack)
+    {
+        _options = options;
+        Stack = stack;
+    }
+
+    /// <summary>The interface of a restored machine; null with the reason when the stack's identity (MAC, address,
+    /// prefix, gateway) is not the one this run's start state gives the interface.</summary>
+    public static VirtualNic? Restored(VirtualNetOptions options, NetStack stack, out string? why)
+    {
+        var c = stack.Config;
+        why = c.Mac == options.Mac && c.Ip == options.Ip && c.PrefixLength == options.PrefixLength && c.Gateway == options.Gateway ? null
+            : $"the snapshot's interface is {Ip4.ToString(c.Ip)}/{c.PrefixLength} {c.Mac} (gateway {Ip4.ToString(c.Gateway)}), this run's is {options.Identity} (gateway {Ip4.ToString(options.Gateway)})";
+        return why == null ? new VirtualNic(options, stack) : null;
+    }
+
     public NetStack Stack { get; }
     public VirtualNetOptions Options => _options;
 
