@@ -268,6 +268,12 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         var boundary = new ReplayBoundary(reader, showOutput: false, Follow(header));
         var (m, point) = MachineSnapshot.Restore(snap, h.LogHeader.Span, opts, boundary, applyFiles: !s.SharedStorage);
         if (point.Sequence != sequence) { m.Dispose(); throw new SnapshotFormatException($"the snapshot is of record #{point.Sequence}, announced as #{sequence}"); }
+        // the interface's identity was checked by the restore; its wire is this replica's own TAP device (--tap, --netns)
+        if (m.Kernel.Nic is { } nic && nic.OpenAheadOrWhyNot(TimeSpan.FromSeconds(10)) is { } noWire)
+        {
+            m.Dispose();
+            throw new SnapshotRefusedException($"the virtual network interface {nic.Options.Identity} could not come up on this replica at a takeover: {noWire}");
+        }
         boundary.ResumeAt(point, held.Select(o => (o.Fd, o.Start, o.Data.ToByteArray())));
         double restoreMs = Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
         _pipe = pipe;

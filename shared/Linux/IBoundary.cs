@@ -124,6 +124,12 @@ public interface IBoundary
         return true;
     }
 
+    /// <summary>Every guest thread waits for the virtual network interface and the machine is about to wait on the
+    /// host for it (an instruction boundary, as at <see cref="Idle"/>, but the wait's outcome is a logged network input,
+    /// not a host event): run what the boundary was asked to run at its next stop (<see cref="Kernel.Interrupt"/> ends
+    /// such a wait). Logs nothing, so a replay, which never waits there, needs no counterpart.</summary>
+    void AtNetworkWait(Kernel kernel) { }
+
     /// <summary>The guest produced output on its stdout or stderr (already written to the host unless replaying).</summary>
     void OnOutput(Kernel kernel, Cpu.VirtualCpu cpu, int fd, ReadOnlySpan<byte> bytes) { }
 

@@ -23,12 +23,10 @@ public sealed partial class Kernel
     internal IEnumerable<GuestThread> SchedulerOrder => _threads.Where(t => Processes.Contains(t.Process));
 
     /// <summary>Why the machine's state cannot be captured yet (null: it can). State that a snapshot cannot carry to
-    /// another replica (shared file mappings, the virtual network interface) makes the caller fall back to sending
-    /// the log.</summary>
+    /// another replica (shared file mappings) makes the caller fall back to sending the log.</summary>
     internal string? Uncapturable()
     {
         if (Exited) return "the guest has ended";
-        if (_nic != null) return "the guest has a virtual network interface (its stack is not part of a snapshot yet)";
         foreach (var p in Processes)
         {
             if (p.Files.HasShared) return $"process {p.Pid} has a shared writable file mapping";
@@ -109,6 +107,23 @@ public sealed partial class Kernel
     internal void ResumeLive()
     {
         if (!Boundary.Replaying && _threads.Count(t => !t.Dead) > 1) StartSliceTimer();
+    }
+
+    /// <summary>A poll-family call's time-out on the stack's clock, as a snapshot carries it: the waiting thread, the
+    /// call (nr and rip: a parked call runs again from the start and keeps its first deadline) and the deadline.</summary>
+    internal readonly record struct NetWaitState(int Tid, int Nr, ulong Rip, long DeadlineNs);
+
+    /// <summary>The time-outs of parked poll-family calls over in-VM descriptions, by thread id (those of threads
+    /// in <paramref name="threads"/> only: an entry of a reaped thread is never compared again).</summary>
+    internal IEnumerable<NetWaitState> NetWaits(IReadOnlySet<GuestThread> threads) =>
+        _waitDeadlines.Where(kv => threads.Contains(kv.Key)).Select(kv => new NetWaitState(kv.Key.Tid, kv.Value.Nr, kv.Value.Rip, kv.Value.DeadlineNs)).OrderBy(w => w.Tid);
+
+    /// <summary>Installs the virtual interface of a snapshot (its stack, with the guest's sockets already bound to it)
+    /// and the time-outs of the poll-family calls parked on it.</summary>
+    internal void RestoreNet(VirtualNic nic, IEnumerable<(GuestThread Thread, NetWaitState Wait)> waits)
+    {
+        _nic = nic;
+        foreach (var (t, w) in waits) _waitDeadlines[t] = new WaitDeadline(w.Nr, w.Rip, w.DeadlineNs);
     }
 
     /// <summary>A CPU for a restored thread of `p`, answering to this kernel.</summary>

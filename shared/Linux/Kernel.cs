@@ -159,7 +159,7 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles, IDisposable
 
     volatile bool _interrupted;
 
-    /// <summary>Ends an idle wait (<see cref="WaitForHostEvent"/>) without an event, so the boundary gets the guest
+    /// <summary>Ends an idle wait (<see cref="WaitForHostEvent"/>, or a wait for the virtual interface) without an event, so the boundary gets the guest
     /// thread at once (any thread): the boundary asked for something to be done at an instruction boundary.</summary>
     public void Interrupt()
     {

@@ -255,6 +255,10 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
         _k?.Interrupt();
     }
 
+    /// <summary>A machine whose threads all wait for its virtual interface never idles (<see cref="Idle"/>): the
+    /// actions asked for run where it is about to wait on the host for the interface.</summary>
+    public void AtNetworkWait(Kernel kernel) => RunRequested(kernel);
+
     void RunRequested(Kernel kernel)
     {
         if (_atStop.IsEmpty) return;
@@ -408,7 +412,8 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
 
     public ulong NextStop(Kernel kernel, CpuT cpu)
     {
-        if (kernel.HostEventsPending) return cpu.InstructionCount;
+        // an action asked for (a snapshot) runs at once: the stop it asked for must not be overwritten by this one
+        if (kernel.HostEventsPending || !_atStop.IsEmpty) return cpu.InstructionCount;
         if (ExtraStopsWithin == 0) return _nextCheckpoint;
         _extraStops ??= new Random(ExtraStopsSeed);
         return Math.Min(_nextCheckpoint, cpu.InstructionCount + 1 + (ulong)_extraStops.NextInt64((long)ExtraStopsWithin));
@@ -1033,6 +1038,13 @@ public sealed class ReplayBoundary : IBoundary
             throw Diverged($"record #{rec.Sequence} ({Describe(rec)}) is due at instruction {at}, which the replay has already passed");
         // the replay stops where the recorder's periodic checkpoint was due, to see that it is there
         return Math.Min(at, _checkpointDue);
+    }
+
+    /// <summary>Once live, the recording that continues the log runs what it was asked to (a replay never waits for
+    /// the network: its input comes from the log).</summary>
+    public void AtNetworkWait(Kernel kernel)
+    {
+        if (_live) _after.AtNetworkWait(kernel);
     }
 
     public ulong NextStop(Kernel kernel, CpuT cpu)

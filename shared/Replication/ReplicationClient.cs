@@ -443,6 +443,9 @@ public sealed class ReplicationClient : ILogSink
 
     // ------------------------------------------------------------------ re-protection
 
+    /// <summary>The standby re-protection asks next (in turn, over every attempt).</summary>
+    int _standbyTurn;
+
     void StartReprotecting()
     {
         if (_s.Standbys.Count == 0 || _finishing || _stop.IsCancellationRequested) return;
@@ -457,8 +460,11 @@ public sealed class ReplicationClient : ILogSink
         long since = Stopwatch.GetTimestamp();
         try
         {
-            for (int i = 0; !ct.IsCancellationRequested && _state == LinkState.Unprotected; i++)
+            // each attempt starts after the standby asked last, so one that refuses every join (a snapshot it cannot
+            // restore) never keeps the others from being asked
+            for (int i = _standbyTurn; !ct.IsCancellationRequested && _state == LinkState.Unprotected; i++)
             {
+                _standbyTurn = i + 1;
                 string url = _s.Standbys[i % _s.Standbys.Count];
                 // from the hello on, output is held again: the standby is told the log's end S, and whatever the
                 // world sees from here on waits for its acknowledgements. A standby that loses this replica before

@@ -6,6 +6,7 @@ using ReVirt.Abi;
 using ReVirt.Cpu;
 using ReVirt.Linux;
 using ReVirt.Memory;
+using ReVirt.Net;
 using ReVirt.Replay;
 using Process = ReVirt.Linux.Process;
 using ThreadState = ReVirt.Linux.ThreadState;
@@ -36,10 +37,17 @@ public enum SnapshotPlant { None, OmitPage }
 /// dispositions and pending signals, brk, cwd, its program's start image), every thread (<see cref="CpuState"/>,
 /// instruction and branch counts, signal mask, futex and parked-call state), zombies, in-VM pipes with their bytes,
 /// host-backed descriptions by their guest-side state (sockets, epoll sets, eventfds, timerfds), interval and POSIX
-/// timers, the scheduler's order and counters, and the log position (<see cref="SnapshotPoint"/>). It is the start state of a
+/// timers, the scheduler's order and counters, the log position (<see cref="SnapshotPoint"/>), and the virtual network
+/// interface when the guest has one (`--net virtual`): the in-VM stack's complete state (connections with their
+/// buffers, sequence numbers and timers on the stack's logged clock, listeners and their queues, UDP sockets, the ARP
+/// cache, frames queued, its seed and counters: <see cref="NetStack.WriteState"/>), the guest's descriptors of its
+/// sockets, and the time-outs of poll-family calls parked on it. The interface's identity (MAC, address) is the run's
+/// (its log header) and is checked against the stack's; its TAP device is the restoring replica's own. It is the start state of a
 /// replica that joins a running guest: restored, it follows the log from the record after the snapshot.
 ///
-/// Format (little-endian): "RVSNAP01" | u32 version | u32 kernel-section length | kernel section | per process in
+/// Format (little-endian): "RVSNAP01" | u32 version | u32 kernel-section length | kernel section (its network
+/// part: after the scheduler's counters, u8 has-interface and then u32 length + the stack's state; after the timers,
+/// the parked poll time-outs) | per process in
 /// the kernel section's order: u32 pages, then (u64 page number, u8 protection, 4096 bytes) in address order |
 /// u32 file-section length | file section (the paths the guest changed in its root and, for a replica with a root of
 /// its own, their state: <see cref="EncodeFiles"/>) | 16-byte state digest (<see cref="StateDigest"/>: what the restored machine must compute) | SHA-256 of all the
@@ -53,7 +61,8 @@ public enum SnapshotPlant { None, OmitPage }
 public static partial class MachineSnapshot
 {
     static readonly byte[] Magic = "RVSNAP01"u8.ToArray();
-    public const uint Version = 3;
+    /// <summary>4: the virtual network interface's state (3 had none and refused a guest that had one).</summary>
+    public const uint Version = 4;
     const int PageBytes = (int)GuestMemory.PageSize;
     const int MaxString = 1 << 20, MaxItems = 1 << 20;
     /// <summary>CLOCK_THREAD_CPUTIME_ID: the pause's CPU time on the guest thread (its wall time also counts the time
@@ -83,13 +92,14 @@ public static partial class MachineSnapshot
         return null;
     }
 
-    enum Kind : byte { Stdio = 1, PipeRead = 2, PipeWrite = 3, File = 4, Socket = 5, Reset = 6, Epoll = 7, EventFd = 8, TimerFd = 9 }
+    enum Kind : byte { Stdio = 1, PipeRead = 2, PipeWrite = 3, File = 4, Socket = 5, Reset = 6, Epoll = 7, EventFd = 8, TimerFd = 9, Virtual = 10 }
 
     /// <summary>How a description is carried. Host sockets, epoll instances, eventfds and timerfds are carried by
     /// their guest-side state (what a replay of the log tracks too): on the replica that restores them they are
     /// replay-only descriptions whose results come from the log, and at a takeover they get host objects as the
     /// descriptions of a replayed log do (listeners re-bound, connections reset, epoll sets re-registered, eventfds
-    /// and timerfds made with their counter and expiry).</summary>
+    /// and timerfds made with their counter and expiry). A socket on the virtual interface is carried by the id of its
+    /// socket in the stack's state (the connection itself is part of the machine and survives a takeover).</summary>
     static Kind? FileKind(OpenFile f) => f switch
     {
         StdioFile => Kind.Stdio,
@@ -100,6 +110,7 @@ public static partial class MachineSnapshot
         EpollFile => Kind.Epoll,
         EventFdFile => Kind.EventFd,
         TimerFdFile => Kind.TimerFd,
+        VirtualSocket => Kind.Virtual,
         // a regular file or directory opened by path
         HostFile h when h.GetType() == typeof(HostFile) && h.GuestPath.StartsWith('/') => Kind.File,
         _ => null,
@@ -155,6 +166,13 @@ public static partial class MachineSnapshot
         w.Write(outputs);
         var st = k.Scheduler;
         w.Write(st.NextTid); w.Write(st.PipesMade); w.Write(st.AccountedAt); w.Write(st.SwitchAsked); w.Write(st.YieldAsked); w.Write(st.Uid);
+        // the virtual interface's stack, before the descriptions that name its sockets
+        w.Write(k.Nic != null);
+        if (k.Nic != null)
+        {
+            var net = StackState(k.Nic.Stack);
+            w.Write(net.Length); w.Write(net);
+        }
 
         var files = new Dictionary<OpenFile, int>(ReferenceEqualityComparer.Instance);
         var pipes = new Dictionary<Pipe, int>(ReferenceEqualityComparer.Instance);
@@ -182,6 +200,7 @@ public static partial class MachineSnapshot
                 case Kind.Reset: WriteSocket(w, (HostSocket)f); w.Write(((ResetConnection)f).Reported); break;
                 case Kind.EventFd: { var e = (EventFdFile)f; w.Write(e.Counter); w.Write(e.Semaphore); break; }
                 case Kind.TimerFd: { var t = (TimerFdFile)f; w.Write(t.Clock); w.Write(t.ExpiryNs); w.Write(t.IntervalNs); break; }
+                case Kind.Virtual: { var v = (VirtualSocket)f; w.Write(v.Type); w.Write(v.Tcp != null); w.Write(v.Tcp?.Id ?? v.Udp!.Id); break; }
             }
         }
         // epoll sets: (guest fd, description, events, user data) in descriptor order
@@ -238,6 +257,9 @@ public static partial class MachineSnapshot
         var timers = k.Timers.ToList();
         w.Write(timers.Count);
         foreach (var t in timers) { w.Write(t.Id); w.Write(t.Clock); w.Write(t.Signal); w.Write(t.Armed); w.Write(t.DueNs); w.Write(t.IntervalNs); }
+        var waits = k.NetWaits(new HashSet<GuestThread>(k.Processes.SelectMany(p => p.Threads))).ToList();
+        w.Write(waits.Count);
+        foreach (var nw in waits) { w.Write(nw.Tid); w.Write(nw.Nr); w.Write(nw.Rip); w.Write(nw.DeadlineNs); }
         w.Flush();
         return ms.ToArray();
     }
@@ -268,6 +290,42 @@ public static partial class MachineSnapshot
     /// snapshot of this one lists the same descriptions in the same order.</summary>
     internal static List<OpenFile> Descriptions(Kernel k)
         => Number(k, new(ReferenceEqualityComparer.Instance), new(ReferenceEqualityComparer.Instance));
+
+    /// <summary>The stack's state as <see cref="NetStack.WriteState"/> writes it (its SHA-256 is the stack's digest).</summary>
+    static byte[] StackState(NetStack stack)
+    {
+        using var ms = new MemoryStream();
+        using (var w = new BinaryWriter(ms, Encoding.UTF8, leaveOpen: true)) stack.WriteState(w);
+        return ms.ToArray();
+    }
+
+    /// <summary>Rebuilds the interface a snapshot carries, on this replica's TAP device (<paramref name="options"/>).</summary>
+    static VirtualNic ReadNic(Reader r, MachineOptions options)
+    {
+        var bytes = r.Bytes(r.Count(int.MaxValue));
+        if (options.Net == null) throw new SnapshotFormatException("the snapshot carries a virtual network interface, and this run has none (its log header gives no --net virtual identity)");
+        NetStack stack;
+        using (var ms = new MemoryStream(bytes, writable: false))
+        using (var br = new BinaryReader(ms, Encoding.UTF8))
+        {
+            try { stack = NetStack.Restore(br); }
+            catch (InvalidDataException e) { throw new SnapshotFormatException($"the virtual network interface's state is refused: {e.Message}"); }
+            if (ms.Position != bytes.Length) throw new SnapshotFormatException($"{bytes.Length - ms.Position} bytes after the virtual network interface's state");
+        }
+        return VirtualNic.Restored(options.Net, stack, out var why) ?? throw new SnapshotRefusedException($"virtual network interface: {why}");
+    }
+
+    /// <summary>A guest's socket on the virtual interface: the stack's socket of that id.</summary>
+    static VirtualSocket ReadVirtual(Reader r, VirtualNic? nic)
+    {
+        int type = r.I32();
+        bool tcp = r.Bool();
+        long id = r.I64();
+        if (nic == null) throw new SnapshotFormatException($"a socket on a virtual network interface (id {id}) in a snapshot without one");
+        if (tcp)
+            return VirtualSocket.Restored(nic, nic.Stack.TcpSockets.FirstOrDefault(s => s.Id == id) ?? throw new SnapshotFormatException($"the guest's TCP socket {id} is not in the stack's state"), null, type);
+        return VirtualSocket.Restored(nic, null, nic.Stack.UdpSockets.FirstOrDefault(s => s.Id == id) ?? throw new SnapshotFormatException($"the guest's UDP socket {id} is not in the stack's state"), type);
+    }
 
     static void WriteSocket(BinaryWriter w, HostSocket s)
     {
@@ -391,6 +449,7 @@ public static partial class MachineSnapshot
         {
             var k = m.Kernel;
             var st = new Kernel.SchedulerState(r.I32(), r.U64(), r.U64(), r.Bool(), r.Bool(), r.U32());
+            var nic = r.Bool() ? ReadNic(r, options) : null;
             var pipes = new Pipe[r.Count()];
             for (int i = 0; i < pipes.Length; i++)
             {
@@ -419,6 +478,7 @@ public static partial class MachineSnapshot
                     Kind.Epoll => new EpollFile(),
                     Kind.EventFd => new EventFdFile { Counter = r.U64(), Semaphore = r.Bool() },
                     Kind.TimerFd => new TimerFdFile { Clock = r.I32(), ExpiryNs = r.I64(), IntervalNs = r.I64() },
+                    Kind.Virtual => ReadVirtual(r, nic),
                     _ => throw new SnapshotFormatException($"unknown open file kind {(byte)kind}"),
                 };
                 f.GuestPath = path; f.StatusFlags = flags; f.Offset = offset; f.RefCount = refs;
@@ -528,6 +588,15 @@ public static partial class MachineSnapshot
                 if (t.Id < -3 || !timerIds.Add(t.Id) || t.Signal is < 0 or > Sig.Max) throw new SnapshotFormatException($"timer {t.Id} (signal {t.Signal})");
                 timers.Add(t);
             }
+            int nwaits = r.Count(threads.Count);
+            var waits = new List<(GuestThread, Kernel.NetWaitState)>();
+            for (int i = 0; i < nwaits; i++)
+            {
+                var nw = new Kernel.NetWaitState(r.I32(), r.I32(), r.U64(), r.I64());
+                var t = threads.GetValueOrDefault(nw.Tid);
+                if (t == null || nic == null || waits.Any(x => x.Item1 == t)) throw new SnapshotFormatException($"a network wait of thread {nw.Tid}");
+                waits.Add((t, nw));
+            }
             if (!r.AtEnd) throw new SnapshotFormatException("bytes after the kernel section's end");
 
             // memory: per process, its pages in address order
@@ -555,6 +624,7 @@ public static partial class MachineSnapshot
             var fileSection = DecodeFiles(snap, o, memEnd);
             k.InstallRestored(procs, order, current, st);
             k.RestoreTimers(timers);
+            if (nic != null) k.RestoreNet(nic, waits);
 
             // the restored machine must be the one the snapshot describes
             var digest = StateDigest.Compute(k);

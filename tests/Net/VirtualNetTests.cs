@@ -30,7 +30,8 @@ sealed record KvClientReport(int Acked, int Resets, string[] Errors, double MaxG
 /// Linux clients of a key-value server (python3, one thread per connection) in a network namespace, speaking kvserver's
 /// line protocol or redis' RESP (<see cref="Protocol"/>): each connection SETs its own keys one request at a time, then
 /// GETs every key it got OK for and checks the value, keeping the connection open throughout; a reset or a wrong answer
-/// is counted, never retried. Prints "progress N" every 100 acknowledged SETs (for placing a fault by progress, not by
+/// is counted, never retried. With a stop file, each connection SETs (at most `requests`, pausing between two) until
+/// the file exists, then GETs. Prints "progress N" every 100 acknowledged SETs (for placing a fault by progress, not by
 /// time) and a JSON report at the end; SHUTDOWN ends the server (kvserver answers BYE; redis, told SHUTDOWN NOSAVE,
 /// closes the connection).
 /// </summary>
@@ -39,7 +40,9 @@ static class KvClients
     public const string Script = """
 import socket, sys, threading, time, json, os
 host, port, nconn, nreq, proto = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
-hold = sys.argv[6] if len(sys.argv) > 6 else None
+hold = sys.argv[6] if len(sys.argv) > 6 and sys.argv[6] else None
+stop = sys.argv[7] if len(sys.argv) > 7 else ''
+pause = float(sys.argv[8]) if len(sys.argv) > 8 else 0.0
 def resp(*a): return b'*%d\r\n' % len(a) + b''.join(b'$%d\r\n%s\r\n' % (len(x), x) for x in a)
 if proto == 'resp':
     def set_cmd(k, v): return resp(b'SET', k, v)
@@ -77,6 +80,8 @@ def worker(c):
         f = s.makefile('rwb')
         keys = []
         for i in range(nreq):
+            if stop and os.path.exists(stop): break
+            if pause: time.sleep(pause)
             k = b'c%dk%d' % (c, i); v = b'v%d.%d' % (c, i * 7)
             f.write(set_cmd(k, v)); f.flush()
             if not set_ok(f): raise Exception('SET %s not acknowledged' % k)
@@ -117,12 +122,30 @@ print(json.dumps({'Acked': st['acked'], 'Resets': st['resets'], 'Errors': st['er
     public static double MonotonicMs() => System.Diagnostics.Stopwatch.GetTimestamp() * 1000.0 / System.Diagnostics.Stopwatch.Frequency;
 
     /// <summary>Starts the clients inside the namespace; <see cref="Finish"/> collects the report. With
-    /// <paramref name="hold"/>, the server is told to shut down only once that file is gone (at most 240 s later).</summary>
-    public static System.Diagnostics.Process Start(TapNamespace ns, string host, int port, int connections, int requests, Protocol protocol = Protocol.Kv, string? hold = null)
+    /// <paramref name="hold"/>, the server is told to shut down only once that file is gone (at most 240 s later); with
+    /// <paramref name="stopFile"/>, the clients SET until that file exists, pausing <paramref name="pauseSeconds"/> between two.</summary>
+    public static System.Diagnostics.Process Start(TapNamespace ns, string host, int port, int connections, int requests, Protocol protocol = Protocol.Kv,
+        string? hold = null, string stopFile = "", double pauseSeconds = 0)
     {
         var script = Path.Combine(Path.GetTempPath(), $"rv-kvclients-{Environment.ProcessId}-{Guid.NewGuid():N}.py");
         File.WriteAllText(script, Script);
-        return ns.Start(["python3", script, host, port.ToString(), connections.ToString(), requests.ToString(), protocol == Protocol.Resp ? "resp" : "kv", .. hold != null ? new[] { hold } : []]);
+        return ns.Start("python3", script, host, port.ToString(), connections.ToString(), requests.ToString(), protocol == Protocol.Resp ? "resp" : "kv",
+            hold ?? "", stopFile, pauseSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture));
+    }
+
+    /// <summary><see cref="WaitForProgress(System.Diagnostics.Process, int, List{string})"/> within <paramref name="timeout"/>:
+    /// throws naming the progress waited for and the last seen when it does not come (the clients are then killed).</summary>
+    public static void WaitForProgress(System.Diagnostics.Process p, int acked, List<string> lines, TimeSpan timeout)
+    {
+        var seen = new List<string>();
+        var wait = Task.Run(() => WaitForProgress(p, acked, seen));
+        if (!wait.Wait(timeout))
+        {
+            try { p.Kill(true); } catch (InvalidOperationException) { }
+            throw new TimeoutException($"the clients did not reach {acked} acknowledged SETs within {timeout} (last: {seen.LastOrDefault() ?? lines.LastOrDefault()})");
+        }
+        lines.AddRange(seen);
+        if (!wait.Result) throw new InvalidOperationException($"the clients ended before {acked} acknowledged SETs: " + string.Join("\n", lines));
     }
 
     /// <summary>Reads the clients' stdout until `progress` reaches <paramref name="acked"/> (true) or they end (false).</summary>
@@ -182,7 +205,7 @@ public class VirtualNetTests
     /// <summary>Serves 8 connections of 150 SETs and their GETs; returns the guest's outcome and the clients' report.
     /// With <paramref name="hostile"/>, <see cref="HostileFrames"/> runs beside the clients on the same wire (its report
     /// comes back in <paramref name="hostileReport"/>).</summary>
-    static (RunOutcome Vm, KvClientReport Clients) Serve(string libc, string? log, bool hostile = false) => Serve(libc, log, hostile, out _);
+    internal static (RunOutcome Vm, KvClientReport Clients) Serve(string libc, string? log, bool hostile = false) => Serve(libc, log, hostile, out _);
 
     static (RunOutcome Vm, KvClientReport Clients) Serve(string libc, string? log, bool hostile, out JsonElement hostileReport)
     {

@@ -72,6 +72,25 @@ public sealed class VirtualNic : IDisposable
         Transmit(boundary, tid);
     }
 
+    /// <summary>An interface restored from a machine snapshot: the stack as the snapshot carries it (its identity
+    /// already checked against <paramref name="options"/>, which name this replica's own TAP device). Nothing crosses
+    /// the boundary: the seed and the first clock value are in the stack's state.</summary>
+    VirtualNic(VirtualNetOptions options, NetStack stack)
+    {
+        _options = options;
+        Stack = stack;
+    }
+
+    /// <summary>The interface of a restored machine; null with the reason when the stack's identity (MAC, address,
+    /// prefix, gateway) is not the one this run's start state gives the interface.</summary>
+    public static VirtualNic? Restored(VirtualNetOptions options, NetStack stack, out string? why)
+    {
+        var c = stack.Config;
+        why = c.Mac == options.Mac && c.Ip == options.Ip && c.PrefixLength == options.PrefixLength && c.Gateway == options.Gateway ? null
+            : $"the snapshot's interface is {Ip4.ToString(c.Ip)}/{c.PrefixLength} {c.Mac} (gateway {Ip4.ToString(c.Gateway)}), this run's is {options.Identity} (gateway {Ip4.ToString(options.Gateway)})";
+        return why == null ? new VirtualNic(options, stack) : null;
+    }
+
     public NetStack Stack { get; }
     public VirtualNetOptions Options => _options;
 
@@ -141,14 +160,14 @@ public sealed class VirtualNic : IDisposable
         });
         Stack.TakeOver(clock);
         Transmit(boundary, tid);
-        return $"virtual interface {_options.Identity} up on {_options.TapName}{(_options.Namespace != null ? $" (netns {_options.Namespace})" : "")}, announced; {Stack.ConnectionCount} connections carried over";
+        return $"virtual interface {_options.Identity} up on {Where}, announced; {Stack.ConnectionCount} connections carried over";
     }
 
     TapDevice Tap()
     {
         if (_tap != null) return _tap;
         // opened ahead by a following backup: use it (a failed attempt is made again here, to report its error)
-        if (_ahead != null && _ahead.Wait(TimeSpan.FromSeconds(10)) && _ahead.Status == TaskStatus.RanToCompletion) return _tap = _ahead.Result;
+        if (_ahead != null && Settled(_ahead, TimeSpan.FromSeconds(10)) && _ahead.IsCompletedSuccessfully) return _tap = _ahead.Result;
         return _tap = TapDevice.Open(_options.TapName, _options.Namespace);
     }
 
@@ -206,6 +225,30 @@ public sealed class VirtualNic : IDisposable
         _ahead = Task.Factory.StartNew(() => TapDevice.Open(_options.TapName, _options.Namespace), CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
     }
 
+    /// <summary>
+    /// A replica that restored this interface from a snapshot opens its TAP device now, as a following backup does on
+    /// its first replayed input, and waits for it up to <paramref name="timeout"/>: null once it is open, else why not.
+    /// A standby that could not bring the interface up when it takes over must not acknowledge the snapshot: its
+    /// clients' connections would end there.
+    /// </summary>
+    public string? OpenAheadOrWhyNot(TimeSpan timeout)
+    {
+        OpenAhead();
+        var open = _ahead!;
+        if (!Settled(open, timeout)) return $"its TAP device {Where} did not open within {timeout.TotalSeconds:F0} s";
+        return open.IsCompletedSuccessfully ? null : $"its TAP device {Where} cannot be opened: {open.Exception?.InnerException?.Message}";
+    }
+
+    /// <summary>Waits up to <paramref name="timeout"/> for the device opened ahead, failed or not (a failure is the
+    /// caller's to report, never thrown here): false when it is still opening.</summary>
+    static bool Settled(Task<TapDevice> open, TimeSpan timeout)
+    {
+        try { return open.Wait(timeout); }
+        catch (AggregateException) { return true; }
+    }
+
+    string Where => _options.TapName + (_options.Namespace != null ? $" (netns {_options.Namespace})" : "");
+
     /// <summary>Longest single host wait, so that a pending host event is noticed soon.</summary>
     const int WaitSliceMs = 50;
 
@@ -239,6 +282,6 @@ public sealed class VirtualNic : IDisposable
     public void Dispose()
     {
         _tap?.Dispose();
-        if (_ahead != null && _tap == null && _ahead.Wait(TimeSpan.FromSeconds(10)) && _ahead.Status == TaskStatus.RanToCompletion) _ahead.Result.Dispose();
+        if (_ahead != null && _tap == null && Settled(_ahead, TimeSpan.FromSeconds(10)) && _ahead.IsCompletedSuccessfully) _ahead.Result.Dispose();
     }
 }

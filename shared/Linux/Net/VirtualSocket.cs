@@ -42,6 +42,10 @@ public sealed class VirtualSocket : OpenFile
         return socket == null ? -Errno.ENFILE : 0;
     }
 
+    /// <summary>A guest's socket restored from a machine snapshot, on the restored stack's socket (its status flags
+    /// are set by the caller with every description's).</summary>
+    public static VirtualSocket Restored(VirtualNic nic, TcpSocket? tcp, UdpSocket? udp, int type) => new(nic, tcp, udp, type, 0);
+
     public TcpSocket? Tcp => _tcp;
     public UdpSocket? Udp => _udp;
     public VirtualNic Nic => _nic;

@@ -172,7 +172,12 @@ public sealed partial class Kernel
     bool WaitForNetwork()
     {
         if (_nic == null || !_threads.Any(t => t.Parked && !t.Dead)) return false;
-        _nic.Sync(Boundary, Current.Tid, NextWaitDeadline(_nic.Stack.Now), () => HostEventsPending);
+        // what the boundary was asked to run at an instruction boundary (a snapshot for a standby) runs here, where a
+        // server that waits for its clients spends its time; a request during the wait ends it (Interrupt), and the
+        // next round runs it. Cleared before the actions run: a request that comes after them ends the wait.
+        _interrupted = false;
+        Boundary.AtNetworkWait(this);
+        _nic.Sync(Boundary, Current.Tid, NextWaitDeadline(_nic.Stack.Now), () => HostEventsPending || _interrupted);
         InVmChanged();
         return true;
     }
