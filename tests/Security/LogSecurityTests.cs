@@ -261,7 +261,7 @@ public class LogSecurityTests
     static readonly RecordKind[] ForgeableKinds =
     [
         RecordKind.SyscallResult, RecordKind.Rdtsc, RecordKind.Rdrand, RecordKind.Signal, RecordKind.Preempt,
-        RecordKind.Checkpoint, RecordKind.Output, RecordKind.Exit, RecordKind.End, RecordKind.Opaque, RecordKind.Wake, (RecordKind)0x42,
+        RecordKind.Checkpoint, RecordKind.Output, RecordKind.Exit, RecordKind.End, RecordKind.Opaque, RecordKind.Wake, RecordKind.NetTakeover, (RecordKind)0x42,
     ];
 
     static byte[] Flip(byte[] b, int at) { var c = (byte[])b.Clone(); if (c.Length > 0) c[at % c.Length] ^= 0x20; return c; }
@@ -321,6 +321,8 @@ public class LogSecurityTests
                 }
             case RecordKind.End: return LogImage.Frame(new End { RecordCount = 1, Digest = new byte[32] });
             case RecordKind.Opaque: return LogImage.Frame(new Opaque { Data = [1, 2, 3] });
+            // a takeover of a virtual interface, in a log whose run has none
+            case RecordKind.NetTakeover: return LogImage.Frame(new NetTakeover { InstrCount = at, Tid = 1, ClockNs = 1_000_000 });
             default: return LogImage.Frame(kind, [9, 9, 9, 9]);
         }
     }
