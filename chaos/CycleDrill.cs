@@ -11,8 +11,17 @@ public sealed class CycleSettings
 {
     public int Cycles { get; init; } = 3;
     public int Seed { get; init; } = 1;
-    /// <summary>The ticker guest (guests/src/ticker.c).</summary>
+    /// <summary>The ticker guest (guests/src/ticker.c); with <see cref="Network"/>, the kvserver guest.</summary>
     public required string Guest { get; init; }
+    /// <summary>`--net virtual`: the guest is kvserver serving on its virtual interface in this network (made with a
+    /// device per endpoint slot, <c>VirtualNetwork.Create(CycleDrill.Slots)</c>), under an open-ended load of
+    /// <see cref="Connections"/> clients that keep one connection each across every cycle; null: the ticker.</summary>
+    public VirtualNetwork? Network { get; init; }
+    /// <summary>`--net virtual`: the clients (one connection each) and each one's pause between two requests.</summary>
+    public int Connections { get; init; } = 4;
+    public int PauseMs { get; init; } = 5;
+    /// <summary>`--net virtual`: how long a client waits for a reply before it counts its connection broken.</summary>
+    public int ReplyTimeoutMs { get; init; } = 30_000;
     public int SleepMs { get; init; } = 20;
     public int Work { get; init; } = 20000;
     public int TimeoutMs { get; init; } = 2000;
@@ -52,6 +61,13 @@ public sealed class CycleRecord
     public long? SnapshotBytes { get; set; }
     public long? BacklogRecords { get; set; }
     public long? BacklogBytes { get; set; }
+    /// <summary>`--net virtual`: the clients' stall (<see cref="CycleInvariants.Stall"/>), their connections at the
+    /// cycle's end, and the SETs acknowledged by then.</summary>
+    public double? StallMs { get; set; }
+    /// <summary>`--net virtual`: <see cref="CycleInvariants.LongestSilence"/> from the kill to the cycle's end.</summary>
+    public double? LongestSilenceMs { get; set; }
+    public ConnectionStats? Connections { get; set; }
+    public long? AckedSets { get; set; }
     public List<InvariantResult> Invariants { get; set; } = new();
     public bool Ok => Invariants.All(i => i.Ok);
 }
@@ -78,6 +94,95 @@ public static class CycleInvariants
     public const string Continuity = "output-continuity-across-cycles";
     public const string OnePerTerm = "one-live-replica-per-term";
     public const string Faithful = "whole-log-replays-faithfully";
+    public const string ConnectionsSurvive = InvariantChecker.ConnectionsSurvive;
+    public const string ClientsServed = "clients-served";
+
+    /// <summary>
+    /// The clients' stall of a failover: from the last reply (of all clients) before the survivor took over
+    /// (<paramref name="tookOverAtMs"/>) to the first one after it. Replies already on their way when the replica died
+    /// still arrive after the kill; the silence that follows them is the failover's (takeover, the interface brought
+    /// up, the clients' retransmission). Null when no reply came before or after.
+    /// </summary>
+    public static double? Stall(IReadOnlyList<ClientOp> ops, double tookOverAtMs)
+    {
+        var t = Replies(ops, double.PositiveInfinity);
+        int after = Array.FindIndex(t, x => x > tookOverAtMs);
+        return after > 0 ? t[after] - t[after - 1] : null;
+    }
+
+    /// <summary>
+    /// The longest silence between two consecutive replies (of all clients) that ends after
+    /// <paramref name="killAtMs"/> and by <paramref name="untilMs"/>: the failover's <see cref="Stall"/> or, when
+    /// longer, a pause that came later in the cycle (the survivor holds output while a standby joins). Null when no
+    /// reply came in the window.
+    /// </summary>
+    public static double? LongestSilence(IReadOnlyList<ClientOp> ops, double killAtMs, double untilMs)
+    {
+        var t = Replies(ops, untilMs);
+        double? worst = null;
+        for (int i = 1; i < t.Length; i++)
+            if (t[i] > killAtMs) worst = Math.Max(worst ?? 0, t[i] - t[i - 1]);
+        return worst;
+    }
+
+    static double[] Replies(IReadOnlyList<ClientOp> ops, double untilMs) =>
+        ops.Where(o => o.Reply != null && o.Op is "SET" or "GET" && o.EndMs <= untilMs).Select(o => o.EndMs).Order().ToArray();
+
+    /// <summary>
+    /// `--net virtual`: every client kept its one connection through the cycles so far (none broken, none replaced, no
+    /// reply lost or sent twice: <see cref="InvariantChecker.Broken"/>), and each got an answer on it after the last
+    /// takeover (<paramref name="tookOverAtMs"/>), so the connection was served by the new live replica, not just left
+    /// idle. <paramref name="span"/> says where ("by the end of cycle 2", "across all 5 cycles").
+    /// </summary>
+    public static InvariantResult ConnectionsSurvived(ConnectionStats? c, IReadOnlyList<ClientOp> ops, double? tookOverAtMs, string span)
+    {
+        if (c == null) return InvariantResult.Pass(ConnectionsSurvive, "not applicable: no client connections (the ticker guest)");
+        if (InvariantChecker.Broken(c, " " + span) is { } broken) return InvariantResult.Fail(ConnectionsSurvive, broken);
+        if (tookOverAtMs is double took)
+            for (int k = 0; k < c.Clients; k++)
+                if (!ops.Any(o => o.Conn == k && o.Acked && o.EndMs > took))
+                    return InvariantResult.Fail(ConnectionsSurvive, $"client {k} got no answer on its connection after the takeover at {took:F0} ms ({span})");
+        return InvariantResult.Pass(ConnectionsSurvive, $"all {c.Clients} clients kept their one connection {span}: no reset, no reply lost or doubled{(tookOverAtMs != null ? ", each answered after the takeover" : "")}");
+    }
+
+    /// <summary>The clients' load ended as it should: no client error (a reply that did not come, an unexpected
+    /// answer, a read-back cut off) and the guest answered SHUTDOWN with BYE.</summary>
+    public static InvariantResult LoadServed(IReadOnlyList<string> errors, IReadOnlyList<ClientOp> ops)
+    {
+        if (errors.Count > 0) return InvariantResult.Fail(ClientsServed, $"the clients: {errors[0]}" + (errors.Count > 1 ? $" (and {errors.Count - 1} more)" : ""));
+        if (!ops.Any(o => o.Op == "SHUTDOWN" && o.Acked)) return InvariantResult.Fail(ClientsServed, "SHUTDOWN was not answered BYE");
+        return InvariantResult.Pass(ClientsServed, $"{ops.Count(o => o.Acked && o.Op is "SET" or "GET")} requests answered, no client error, SHUTDOWN answered BYE");
+    }
+
+    /// <summary>The ticker's lines: <c>tick i acc ...</c> numbered from 0 without a hole or a repeat; null when they are.</summary>
+    public static string? TickerLines(string[] lines)
+    {
+        for (int i = 0; i < lines.Length; i++)
+            if (!lines[i].StartsWith($"tick {i} acc ", StringComparison.Ordinal))
+                return $"line {i} of the final output is '{lines[i]}', not tick {i}";
+        return null;
+    }
+
+    /// <summary>
+    /// kvserver's lines (<c>set KEY</c> for each SET it served): well formed and no key twice (each client sends each
+    /// key once and, keeping its connection, never again: a key logged twice is a request served twice). With the
+    /// clients' requests (<paramref name="ops"/>, complete only once the load is over), also: no key the clients
+    /// never sent, and every SET answered OK logged.
+    /// </summary>
+    public static Func<string[], string?> KvLines(IReadOnlyList<ClientOp>? ops = null) => lines =>
+    {
+        var seen = new HashSet<string>();
+        for (int i = 0; i < lines.Length; i++)
+        {
+            if (!lines[i].StartsWith("set ", StringComparison.Ordinal) || lines[i].Length == 4) return $"line {i} of the final output is '{lines[i]}', not 'set KEY'";
+            if (!seen.Add(lines[i][4..])) return $"line {i} logs '{lines[i]}' a second time: a request served twice";
+        }
+        if (ops == null) return null;
+        var sent = ops.Where(o => o.Op == "SET").Select(o => o.Key).ToHashSet();
+        if (seen.FirstOrDefault(k => !sent.Contains(k)) is { } stray) return $"the output logs 'set {stray}', which no client sent";
+        if (ops.FirstOrDefault(o => o.Op == "SET" && o.Acked && !seen.Contains(o.Key)) is { } lost) return $"SET {lost.Key} was answered OK at {lost.EndMs:F0} ms but the output never logs it";
+        return null;
+    };
 
     /// <summary>The guest's output as the world saw it: each replica's stdout placed at its resume offset.</summary>
     public static byte[] Stitch(IReadOnlyList<ReplicaOutput> replicas)
@@ -94,7 +199,10 @@ public static class CycleInvariants
     }
 
     /// <summary>Every byte any replica released (acknowledged to the world) is in the final output at its offset.</summary>
-    public static InvariantResult AckedWritesKept(IReadOnlyList<ReplicaOutput> replicas, byte[] final)
+    /// <remarks>With a client load (<paramref name="ops"/>), also every reply the clients got: a GET never returns
+    /// other than the value of a SET acknowledged before it, and every acknowledged SET reads back
+    /// (<paramref name="readBack"/>, after the load) with its value (<see cref="InvariantChecker.AckedWritesKept"/>).</remarks>
+    public static InvariantResult AckedWritesKept(IReadOnlyList<ReplicaOutput> replicas, byte[] final, IReadOnlyList<ClientOp>? ops = null, Dictionary<string, string?>? readBack = null)
     {
         foreach (var r in replicas)
         {
@@ -104,14 +212,23 @@ public static class CycleInvariants
             if (!final.AsSpan((int)at, r.Stdout.Length).SequenceEqual(r.Stdout))
                 return InvariantResult.Fail(AckedKept, $"{r.Name}'s released output (from byte {at}) differs from the final output there: released output was rewritten");
         }
-        return InvariantResult.Pass(AckedKept, $"every byte released by {replicas.Count(r => r.ResumeAt != null)} replicas is in the final {final.Length}-byte output at its offset");
+        string clients = "";
+        if (ops != null)
+        {
+            var replies = InvariantChecker.AckedWritesKept(new RoundObservation { ClientOps = [.. ops], ReadBack = readBack });
+            if (!replies.Ok) return InvariantResult.Fail(AckedKept, replies.Detail);
+            clients = $"; {ops.Count(o => o.Op == "SET" && o.Acked)} SETs acknowledged, every GET answered with the acknowledged value" + (readBack != null ? $", {readBack.Count} keys read back" : "");
+        }
+        return InvariantResult.Pass(AckedKept, $"every byte released by {replicas.Count(r => r.ResumeAt != null)} replicas is in the final {final.Length}-byte output at its offset{clients}");
     }
 
     /// <summary>
     /// The output has no gap and no reordering: each replica that took over resumes at or before the end of what its
-    /// predecessors released, and the lines are numbered 0, 1, 2, ... without a hole or a repeat.
+    /// predecessors released, and the lines are right for the guest (<paramref name="lineCheck"/>; default
+    /// <see cref="TickerLines"/>: numbered 0, 1, 2, ... without a hole or a repeat). Mid-run (<paramref name="ended"/>
+    /// false) the live replica's output may end mid-line (its pipe is read as it comes); once the pair has finished it may not.
     /// </summary>
-    public static InvariantResult OutputContinuous(IReadOnlyList<ReplicaOutput> replicas, byte[] final)
+    public static InvariantResult OutputContinuous(IReadOnlyList<ReplicaOutput> replicas, byte[] final, Func<string[], string?>? lineCheck = null, bool ended = true)
     {
         ulong end = 0;
         foreach (var r in replicas)
@@ -121,12 +238,10 @@ public static class CycleInvariants
             end = Math.Max(end, at + (ulong)r.Stdout.Length);
         }
         var lines = Encoding.UTF8.GetString(final).Split('\n');
-        int n = 0;
-        for (int i = 0; i < lines.Length - 1; i++, n++)
-            if (!lines[i].StartsWith($"tick {i} acc ", StringComparison.Ordinal))
-                return InvariantResult.Fail(Continuity, $"line {i} of the final output is '{lines[i]}', not tick {i}");
-        if (lines[^1].Length != 0) return InvariantResult.Fail(Continuity, $"the output ends mid-line: '{lines[^1]}'");
-        return InvariantResult.Pass(Continuity, $"{n} consecutive lines across {replicas.Count(r => r.ResumeAt != null)} replicas, no gap");
+        int n = lines.Length - 1;
+        if ((lineCheck ?? TickerLines)(lines[..^1]) is { } bad) return InvariantResult.Fail(Continuity, bad);
+        if (ended && lines[^1].Length != 0) return InvariantResult.Fail(Continuity, $"the output ends mid-line: '{lines[^1]}'");
+        return InvariantResult.Pass(Continuity, $"{n} lines in order across {replicas.Count(r => r.ResumeAt != null)} replicas, no gap");
     }
 
     /// <summary>
@@ -183,6 +298,9 @@ public static class CycleInvariants
 /// </summary>
 public sealed class CycleDrill(CycleSettings s)
 {
+    /// <summary>Endpoint slots the replicas rotate through: the live one, its follower and a new standby.</summary>
+    public const int Slots = 3;
+
     void Say(string m) => s.Progress?.Invoke(m);
 
     sealed class Member
@@ -204,7 +322,7 @@ public sealed class CycleDrill(CycleSettings s)
         foreach (var f in Directory.GetFiles(s.WorkDir, "arbiter.lock*")) File.Delete(f);
         string stop = Path.Combine(s.WorkDir, "stop");
         File.Delete(stop);
-        var ports = FreePorts(3);
+        var ports = FreePorts(Slots);
         string Url(int slot) => $"http://127.0.0.1:{ports[slot]}";
         var members = new List<Member>();
         var kills = new List<(string, double)>();
@@ -216,8 +334,8 @@ public sealed class CycleDrill(CycleSettings s)
         {
             string name = $"replica{++serial}";
             string log = Path.Combine(s.WorkDir, $"{name}.rvlog");
-            var others = Enumerable.Range(0, 3).Where(i => i != slot).SelectMany(i => new[] { "--standby", Url(i) }).ToArray();
-            var p = new ReplicaProc(name, s.BackupDll, ["listen", "--listen", Url(slot), .. Common(log), "--primary-silence-ms", s.TimeoutMs.ToString(), .. others], clock);
+            var others = Enumerable.Range(0, Slots).Where(i => i != slot).SelectMany(i => new[] { "--standby", Url(i) }).ToArray();
+            var p = new ReplicaProc(name, s.BackupDll, ["listen", "--listen", Url(slot), .. Common(log), "--primary-silence-ms", s.TimeoutMs.ToString(), .. others, .. s.Network?.StandbyArgs(slot) ?? []], clock);
             var m = new Member { Name = name, Proc = p, Slot = slot, LogPath = log };
             members.Add(m);
             Need(m, ReplicaEvent.Listening, "start listening");
@@ -231,6 +349,11 @@ public sealed class CycleDrill(CycleSettings s)
             return m.Proc.Events.Where(e => e.Name == ev).ElementAt(nth - 1);
         }
 
+        // --net virtual: kvserver on the guest's interface, under clients that each keep one connection across every cycle
+        var load = s.Network is { } net
+            ? new KvWorkload(s.Guest, 0, s.Connections) { Network = net, UntilEnded = true, PauseMs = s.PauseMs, ReplyTimeoutMs = s.ReplyTimeoutMs, GiveUpMs = (int)s.StepLimit.TotalMilliseconds }.NewKvRound(s.Seed)
+            : null;
+        string[] guest = load != null ? [.. s.Network!.PrimaryArgs, "--", s.Guest, .. load.Args] : ["--", s.Guest, stop, s.SleepMs.ToString(), s.Work.ToString()];
         try
         {
             Say("starting the backup and the primary");
@@ -243,28 +366,35 @@ public sealed class CycleDrill(CycleSettings s)
                 Proc = new ReplicaProc("primary", s.PrimaryDll,
                     ["protect", "--backup", Url(0), "--standby", Url(1), "--standby", Url(2), "--token-file", token, "--arbiter", arbiter,
                      "--timeout-ms", s.TimeoutMs.ToString(), "--heartbeat-ms", s.HeartbeatMs.ToString(), "--log", primaryLog,
-                     "--checkpoint-interval", s.CheckpointInterval.ToString(), "--", s.Guest, stop, s.SleepMs.ToString(), s.Work.ToString()], clock),
+                     "--checkpoint-interval", s.CheckpointInterval.ToString(), .. guest], clock),
             };
             members.Insert(0, primary);
             Need(primary, ReplicaEvent.Protected, "get protected");
+            if (load?.Begin(primary.Proc, clock, s.StepLimit) is { } notServing)
+                throw new DrillSetupException($"{notServing}:\n{primary.Proc.Stderr}");
             var live = primary;
             var rng = new Random(s.Seed);
+            // progress before a kill: lines of the ticker, acknowledged SETs of the clients
+            long Progress(Member m) => load?.Progress(m.Proc) ?? CountLines(m.Proc.Stdout);
 
             for (int c = 0; c < s.Cycles; c++)
             {
                 // the fault lands mid-run: some fresh output from the live replica first (a random amount from the seed)
-                int lines = 10 + rng.Next(0, 30);
-                long before = CountLines(live.Proc.Stdout);
-                Say($"cycle {c + 1}/{s.Cycles}: waiting for {lines} more lines from {live.Name}");
-                if (!live.Proc.WaitFor(() => CountLines(live.Proc.Stdout) >= before + lines, s.StepLimit))
-                    throw new DrillSetupException($"{live.Name} printed nothing more for {s.StepLimit.TotalSeconds:F0} s:\n{live.Proc.Stderr}");
+                int lines = (10 + rng.Next(0, 30)) * (load != null ? s.Connections : 1);
+                long before = Progress(live);
+                string unit = load != null ? "acknowledged SETs" : "lines";
+                Say($"cycle {c + 1}/{s.Cycles}: waiting for {lines} more {unit} from {live.Name}");
+                if (!live.Proc.WaitFor(() => Progress(live) >= before + lines, s.StepLimit))
+                    throw new DrillSetupException($"{live.Name} served no {lines} more {unit} in {s.StepLimit.TotalSeconds:F0} s:\n{live.Proc.Stderr}" +
+                        (load?.Errors.Count > 0 ? $"\nclients: {string.Join("; ", load.Errors)}" : ""));
                 double killAt = clock.Elapsed.TotalMilliseconds;
                 live.Proc.KillHard();
+                load?.NoteFault();
                 live.Killed = true;
                 kills.Add((live.Name, killAt));
                 Say($"cycle {c + 1}/{s.Cycles}: killed {live.Name}; waiting for {follower.Name} to take over");
                 var took = Need(follower, ReplicaEvent.TookOver, "take over");
-                int freeSlot = Enumerable.Range(0, 3).First(i => i != follower.Slot && !members.Any(m => m.Slot == i && !m.Killed));
+                int freeSlot = Enumerable.Range(0, Slots).First(i => i != follower.Slot && !members.Any(m => m.Slot == i && !m.Killed));
                 Say($"cycle {c + 1}/{s.Cycles}: {follower.Name} is live (term {took.Long("term")}); starting a standby on slot {freeSlot}");
                 var joiner = StartStandby(freeSlot);
                 var rec = new CycleRecord { Cycle = c + 1, Killed = live.Name, Survivor = follower.Name, Joiner = joiner.Name, KillAtMs = killAt };
@@ -288,27 +418,56 @@ public sealed class CycleDrill(CycleSettings s)
                 rec.CatchUpMs = caught.Num("ms");
                 live = follower;
                 follower = joiner;
+                IReadOnlyList<ClientOp>? ops = null;
+                if (load != null)
+                {
+                    // the cycle is over for the clients once each got an answer from the survivor on its connection
+                    // (bounded: a client that never does is connections-survive's finding, not a hang)
+                    live.Proc.WaitFor(() => load.EveryClientAnsweredAfter(took.AtMs) || load.Errors.Count > 0, s.StepLimit);
+                    ops = load.Ops;
+                    rec.StallMs = CycleInvariants.Stall(ops, took.AtMs);
+                    rec.LongestSilenceMs = CycleInvariants.LongestSilence(ops, killAt, clock.Elapsed.TotalMilliseconds);
+                    rec.Connections = load.Connections;
+                    rec.AckedSets = load.Progress(live.Proc);
+                }
                 var outs = Outputs(members);
                 var final = CycleInvariants.Stitch(outs);
-                rec.Invariants = [CycleInvariants.AckedWritesKept(outs, final), CycleInvariants.OutputContinuous(outs, final), CycleInvariants.OneLivePerTerm(outs, kills)];
-                Say($"cycle {c + 1}/{s.Cycles}: takeover {rec.TakeoverMs:F0} ms, join {rec.JoinMs:F0} ms, catch-up {rec.CatchUpMs:F0} ms ({rec.BacklogRecords} records); {(rec.Ok ? "all invariants held" : "VIOLATION " + rec.Invariants.First(i => !i.Ok).Detail)}");
+                rec.Invariants = [CycleInvariants.AckedWritesKept(outs, final, ops), CycleInvariants.OutputContinuous(outs, final, load != null ? CycleInvariants.KvLines() : null, ended: false), CycleInvariants.OneLivePerTerm(outs, kills)];
+                if (load != null) rec.Invariants.Add(CycleInvariants.ConnectionsSurvived(rec.Connections, ops!, took.AtMs, $"by the end of cycle {c + 1}"));
+                Say($"cycle {c + 1}/{s.Cycles}: takeover {rec.TakeoverMs:F0} ms, join {rec.JoinMs:F0} ms, catch-up {rec.CatchUpMs:F0} ms ({rec.BacklogRecords} records)" +
+                    (rec.StallMs is double st ? $", clients' stall {st:F0} ms (longest silence {rec.LongestSilenceMs:F0} ms)" : "") + $"; {(rec.Ok ? "all invariants held" : "VIOLATION " + rec.Invariants.First(i => !i.Ok).Detail)}");
             }
 
-            Say("telling the guest to stop");
-            File.WriteAllBytes(stop, []);
+            if (load != null)
+            {
+                Say("ending the load: each client reads its keys back over its connection, then SHUTDOWN");
+                load.EndLoad();
+                load.Finish(s.StepLimit, m => { });
+            }
+            else
+            {
+                Say("telling the guest to stop");
+                File.WriteAllBytes(stop, []);
+            }
             int? liveExit = live.Proc.WaitForExit(s.StepLimit);
             int? followerExit = follower.Proc.WaitForExit(s.StepLimit);
             var all = Outputs(members);
             var stitched = CycleInvariants.Stitch(all);
+            var allOps = load?.Ops;
             var finalChecks = new List<InvariantResult>
             {
-                CycleInvariants.AckedWritesKept(all, stitched),
-                CycleInvariants.OutputContinuous(all, stitched),
+                CycleInvariants.AckedWritesKept(all, stitched, allOps, load?.ReadBack),
+                CycleInvariants.OutputContinuous(all, stitched, load != null ? CycleInvariants.KvLines(allOps) : null),
                 CycleInvariants.OneLivePerTerm(all, kills),
                 liveExit == 0 && followerExit == 0
                     ? InvariantResult.Pass("pair-finished", $"{live.Name} and its standby {follower.Name} ended with status 0 (the standby's replay matched)")
                     : InvariantResult.Fail("pair-finished", $"{live.Name} exited with {liveExit?.ToString() ?? "(killed after the limit)"}, {follower.Name} with {followerExit?.ToString() ?? "(killed after the limit)"}"),
             };
+            if (load != null)
+            {
+                finalChecks.Add(CycleInvariants.ConnectionsSurvived(load.Connections, allOps!, cycles.LastOrDefault()?.KillAtMs + cycles.LastOrDefault()?.TakeoverMs, $"across all {cycles.Count} cycles"));
+                finalChecks.Add(CycleInvariants.LoadServed(load.Errors, allOps!));
+            }
             Say($"replaying {live.Name}'s whole log");
             var (code, replayed) = ReplayLog(live.LogPath);
             ulong from = live.Proc.Event(ReplicaEvent.SnapshotRestored)?.ULong("stdoutAt") ?? 0;
@@ -318,6 +477,7 @@ public sealed class CycleDrill(CycleSettings s)
         }
         finally
         {
+            load?.Dispose();
             foreach (var m in members) m.Proc.Dispose();
         }
     }
@@ -357,12 +517,16 @@ public sealed class CycleDrill(CycleSettings s)
                 takeoverMs = c.TakeoverMs, drainMs = c.DrainMs, joinMs = c.JoinMs, transferMs = c.TransferMs, catchUpMs = c.CatchUpMs,
                 joinMode = c.JoinMode, pauseMs = c.PauseMs, snapshotBytes = c.SnapshotBytes,
                 backlogRecords = c.BacklogRecords, backlogBytes = c.BacklogBytes,
+                stallMs = c.StallMs, longestSilenceMs = c.LongestSilenceMs, ackedSets = c.AckedSets,
+                connections = c.Connections is { } cs ? new { clients = cs.Clients, connects = cs.Connects, breaks = cs.Breaks, mismatchedReplies = cs.Mismatched } : null,
                 invariants = c.Invariants.Select(i => new { name = i.Name, ok = i.Ok, detail = i.Detail }),
             }),
             final = final.Select(i => new { name = i.Name, ok = i.Ok, detail = i.Detail }),
             totalMs,
             outputBytes,
-            settings = new { s.Cycles, s.Seed, s.SleepMs, s.Work, s.TimeoutMs, s.HeartbeatMs, s.CheckpointInterval },
+            net = s.Network != null ? "virtual" : "none",
+            guest = Path.GetFileName(s.Guest),
+            settings = new { s.Cycles, s.Seed, s.SleepMs, s.Work, s.TimeoutMs, s.HeartbeatMs, s.CheckpointInterval, connections = s.Network != null ? s.Connections : 0, s.PauseMs },
         };
         File.WriteAllText(path, JsonSerializer.Serialize(doc, new JsonSerializerOptions { WriteIndented = true }));
         return path;
@@ -381,9 +545,13 @@ public sealed class CycleDrill(CycleSettings s)
     public static string Table(List<CycleRecord> cycles)
     {
         var sb = new StringBuilder();
-        sb.AppendLine("cycle  killed     survivor   term  takeover ms  join ms  mode      pause ms  transfer ms  catch-up ms  backlog records  invariants");
+        // --net virtual: the clients' stall and their connections (kept of all, resets) as well
+        bool net = cycles.Any(c => c.Connections != null);
+        sb.AppendLine("cycle  killed     survivor   term  takeover ms  join ms  mode      pause ms  transfer ms  catch-up ms  backlog records" + (net ? "  stall ms  silence ms  clients  opened  broke" : "") + "  invariants");
         foreach (var c in cycles)
-            sb.AppendLine($"{c.Cycle,5}  {c.Killed,-9}  {c.Survivor,-9}  {c.Term,4}  {c.TakeoverMs,11:F0}  {c.JoinMs,7:F0}  {c.JoinMode,-8}  {c.PauseMs,8:F1}  {c.TransferMs,11:F0}  {c.CatchUpMs,11:F0}  {c.BacklogRecords,15}  {(c.Ok ? "ok" : "VIOLATED " + c.Invariants.First(i => !i.Ok).Name)}");
+            sb.AppendLine($"{c.Cycle,5}  {c.Killed,-9}  {c.Survivor,-9}  {c.Term,4}  {c.TakeoverMs,11:F0}  {c.JoinMs,7:F0}  {c.JoinMode,-8}  {c.PauseMs,8:F1}  {c.TransferMs,11:F0}  {c.CatchUpMs,11:F0}  {c.BacklogRecords,15}" +
+                (net ? $"  {c.StallMs,8:F0}  {c.LongestSilenceMs,10:F0}  {c.Connections?.Clients,7}  {c.Connections?.Connects,6}  {c.Connections?.Breaks,5}" : "") +
+                $"  {(c.Ok ? "ok" : "VIOLATED " + c.Invariants.First(i => !i.Ok).Name)}");
         return sb.ToString();
     }
 }

@@ -48,11 +48,18 @@ public static class InvariantChecker
         if (c == null) return InvariantResult.Pass(ConnectionsSurvive, "not applicable: the workload has no client connections");
         if (!c.VirtualNet) return InvariantResult.Pass(ConnectionsSurvive, $"not applicable: host sockets (--net host), {c.Connects} connects by {c.Clients} clients");
         string across = o.Takeover != null ? " across the takeover" : "";
-        if (c.Breaks > 0)
-            return InvariantResult.Fail(ConnectionsSurvive, $"{c.Breaks} of the {c.Clients} clients' connections broke (reset, end of stream or error){across}");
-        if (c.Connects != c.Clients)
-            return InvariantResult.Fail(ConnectionsSurvive, $"{c.Clients} clients opened {c.Connects} connections{across}: a connection was replaced");
+        if (Broken(c, across) is { } broken) return InvariantResult.Fail(ConnectionsSurvive, broken);
         return InvariantResult.Pass(ConnectionsSurvive, $"all {c.Clients} client connections lasted the round{across}, none reset");
+    }
+
+    /// <summary>What broke the rule that each client keeps its one connection (null: nothing): a connection broken or
+    /// replaced, or a reply of another kind than its request's (a reply lost or sent twice shifts the stream).</summary>
+    public static string? Broken(ConnectionStats c, string across)
+    {
+        if (c.Breaks > 0) return $"{c.Breaks} of the {c.Clients} clients' connections broke (reset, end of stream, error or no reply within the time-out){across}";
+        if (c.Connects != c.Clients) return $"{c.Clients} clients opened {c.Connects} connections{across}: a connection was replaced";
+        if (c.Mismatched > 0) return $"{c.Mismatched} replies were of another kind than their request's{across}: a reply was lost or sent twice";
+        return null;
     }
 
     /// <summary>

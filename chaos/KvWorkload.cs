@@ -106,6 +106,24 @@ sealed class KvConn(ServiceAddress at, int port, int replyTimeoutMs) : IDisposab
         catch (ObjectDisposedException) { Broke(); return null; }
     }
 
+    /// <summary>Sends every line at once (pipelined) and reads one reply line for each, in order; null when there
+    /// was no connection or it broke before the last reply.</summary>
+    public string[]? TryAskAll(IReadOnlyList<string> lines, Stopwatch clock, double connectUntilMs)
+    {
+        try
+        {
+            if (_c == null && !Connect(clock, connectUntilMs)) return null;
+            _s!.Write(Encoding.ASCII.GetBytes(string.Concat(lines.Select(l => l + "\n"))));
+            var replies = new string[lines.Count];
+            for (int i = 0; i < replies.Length; i++)
+                if ((replies[i] = _r!.ReadLine()!) == null) { Broke(); return null; }
+            return replies;
+        }
+        catch (IOException) { Broke(); return null; }
+        catch (SocketException) { Broke(); return null; }
+        catch (ObjectDisposedException) { Broke(); return null; }
+    }
+
     public void Dispose() => Drop();
 }
 
@@ -129,8 +147,16 @@ public sealed class KvWorkload(string program, int sets, int connections) : IWor
     public int GiveUpMs { get; init; } = 45_000;
     /// <summary>The guest's virtual network (`--net virtual`); null: the guest's sockets are host sockets on loopback.</summary>
     public IGuestNetwork? Network { get; init; }
+    /// <summary>Open-ended load (`chaos drill --cycles N`): each connection SETs (with a GET now and then) until
+    /// <see cref="KvRound.EndLoad"/>, whatever <see cref="Sets"/> says, then reads back every key it got OK for over
+    /// its own connection.</summary>
+    public bool UntilEnded { get; init; }
+    /// <summary>A pause of each connection between two requests (keeps an open-ended load's log and output moderate).</summary>
+    public int PauseMs { get; init; }
 
-    public IWorkloadRound NewRound(int seed) => new KvRound(this, seed, LoopbackPorts.Pick(), Network is { } n ? ServiceAddress.On(n) : ServiceAddress.Loopback);
+    public IWorkloadRound NewRound(int seed) => NewKvRound(seed);
+
+    public KvRound NewKvRound(int seed) => new(this, seed, LoopbackPorts.Pick(), Network is { } n ? ServiceAddress.On(n) : ServiceAddress.Loopback);
 
     public HashSet<string>? LoggedKeys(ReadOnlySpan<byte> stdout)
     {
@@ -170,22 +196,25 @@ public sealed class KvWorkload(string program, int sets, int connections) : IWor
     /// <summary>Requests of the load (SETs and GETs) that were answered.</summary>
     public int Units(byte[] finalStdout, RoundObservation o) => o.ClientOps.Count(c => c.Acked && c.Op is "SET" or "GET");
 
-    sealed class KvRound(KvWorkload w, int seed, int port, ServiceAddress at) : IWorkloadRound
+    /// <summary>One round of the load: the guest's arguments, the client connections and what they saw.</summary>
+    public sealed class KvRound(KvWorkload w, int seed, int port, ServiceAddress at) : IWorkloadRound
     {
         readonly List<ClientOp> _ops = new();
         readonly List<string> _errors = new();
         readonly List<Thread> _threads = new();
         Stopwatch _clock = Stopwatch.StartNew();
-        volatile bool _stop;
-        int _acked;
+        volatile bool _stop, _ended;
+        int _acked, _mismatched, _faults;
 
         readonly List<KvConn> _conns = new();
         public string[] Args => w.Network is { } n ? [port.ToString(), n.Guest.ToString()] : [port.ToString()];
         public ConnectionStats? Connections
         {
-            get { lock (_conns) return new ConnectionStats(w.Network != null, _conns.Count, _conns.Sum(c => c.Connections), _conns.Sum(c => c.Breaks)); }
+            get { lock (_conns) return new ConnectionStats(w.Network != null, _conns.Count, _conns.Sum(c => c.Connections), _conns.Sum(c => c.Breaks), Volatile.Read(ref _mismatched)); }
         }
-        public long Total => w.Sets;
+        /// <summary>How many client connections the load runs (each its own thread and connection).</summary>
+        public int Clients => w.Connections;
+        public long Total => w.UntilEnded ? long.MaxValue : w.Sets;
         public long Progress(ReplicaProc primary) => Volatile.Read(ref _acked);
         public IReadOnlyList<ClientOp> Ops { get { lock (_ops) return _ops.ToArray(); } }
         public Dictionary<string, string?>? ReadBack { get; private set; }
@@ -193,7 +222,22 @@ public sealed class KvWorkload(string program, int sets, int connections) : IWor
         double Now => _clock.Elapsed.TotalMilliseconds;
 
         void Error(string e) { lock (_errors) _errors.Add(e); }
-        void Record(ClientOp op) { lock (_ops) _ops.Add(op); }
+        void Record(ClientOp op)
+        {
+            lock (_ops)
+            {
+                _ops.Add(op);
+                if (op.Acked && op.Conn >= 0) _lastAnswer[op.Conn] = Math.Max(_lastAnswer[op.Conn], op.EndMs);
+            }
+        }
+
+        readonly double[] _lastAnswer = Enumerable.Repeat(double.NegativeInfinity, w.Connections).ToArray();
+
+        /// <summary>Every client got an answer after <paramref name="atMs"/> (the drill's clock), without copying the ops.</summary>
+        public bool EveryClientAnsweredAfter(double atMs)
+        {
+            lock (_ops) return _lastAnswer.All(t => t > atMs);
+        }
 
         bool Accepts()
         {
@@ -222,8 +266,15 @@ public sealed class KvWorkload(string program, int sets, int connections) : IWor
             return null;
         }
 
+        /// <summary>A fault was injected (a cycles drill's kill): each connection's next request is a GET of the
+        /// last key it got OK for, the write most at risk.</summary>
+        public void NoteFault() => Interlocked.Increment(ref _faults);
+
+        /// <summary>An open-ended load stops sending SETs; each connection then reads back its keys (<see cref="Finish"/> waits for that).</summary>
+        public void EndLoad() => _ended = true;
+
         /// <summary>Sends <paramref name="line"/> until it is answered (reconnecting); records every attempt. Null when the client gave up.</summary>
-        string? Request(KvConn conn, string op, string key, string? value, string line, Func<string, bool> acked)
+        string? Request(KvConn conn, int c, string op, string key, string? value, string line, Func<string, bool> acked)
         {
             double giveUp = Now + w.GiveUpMs;
             while (!_stop)
@@ -232,13 +283,17 @@ public sealed class KvWorkload(string program, int sets, int connections) : IWor
                 var reply = conn.TryAsk(line, _clock, giveUp);
                 double end = Now;
                 bool ok = reply != null && acked(reply);
-                Record(new ClientOp(start, end, op, key, value, ok, reply));
+                if (reply != null && !ok) Interlocked.Increment(ref _mismatched);
+                Record(new ClientOp(start, end, op, key, value, ok, reply, c));
                 if (reply != null) return reply;
                 if (Now >= giveUp) { Error($"{op} {key}: no reply within {w.GiveUpMs} ms (no replica served {at.Address}:{port})"); return null; }
                 Thread.Sleep(5);
             }
             return null;
         }
+
+        /// <summary>A reply a GET can have (any other means the stream of replies is shifted: one lost or sent twice).</summary>
+        static bool IsGetReply(string x) => x.StartsWith("VALUE ", StringComparison.Ordinal) || x == "NOTFOUND";
 
         void Client(int c)
         {
@@ -247,10 +302,18 @@ public sealed class KvWorkload(string program, int sets, int connections) : IWor
             using var conn = new KvConn(at, port, w.ReplyTimeoutMs);
             lock (_conns) _conns.Add(conn);
             var mine = new List<(string K, string V)>();
-            for (int i = 0; i < share && !_stop; i++)
+            int faultsSeen = Volatile.Read(ref _faults);
+            for (int i = 0; (w.UntilEnded ? !_ended : i < share) && !_stop; i++)
             {
+                if (w.PauseMs > 0) Thread.Sleep(w.PauseMs);
+                if (Volatile.Read(ref _faults) is int faults && faults != faultsSeen && mine.Count > 0)
+                {
+                    faultsSeen = faults;
+                    var (lk, lv) = mine[^1];
+                    if (Request(conn, c, "GET", lk, lv, $"GET {lk}", IsGetReply) == null) return;
+                }
                 string k = $"c{c}k{i}", v = $"v{seed}-{c}-{i}-{rng.Next():x}";
-                var r = Request(conn, "SET", k, v, $"SET {k} {v}", x => x == "OK");
+                var r = Request(conn, c, "SET", k, v, $"SET {k} {v}", x => x == "OK");
                 if (r == null) return;
                 if (r != "OK") { Error($"SET {k}: unexpected reply '{r}'"); return; }
                 mine.Add((k, v));
@@ -259,10 +322,34 @@ public sealed class KvWorkload(string program, int sets, int connections) : IWor
                 {
                     var (gk, gv) = mine[rng.Next(mine.Count)];
                     // answered at all = served; whether it is the acknowledged value is the acked-writes checker's call
-                    if (Request(conn, "GET", gk, gv, $"GET {gk}", x => x.StartsWith("VALUE ", StringComparison.Ordinal) || x == "NOTFOUND") == null) return;
+                    if (Request(conn, c, "GET", gk, gv, $"GET {gk}", IsGetReply) == null) return;
                 }
             }
+            if (w.UntilEnded && !_stop) ReadBackOwn(conn, c, mine);
         }
+
+        /// <summary>An open-ended load's read-back: every key this connection got OK for, over the same connection,
+        /// pipelined in batches (a protected round trip per key would make a long load's read-back last minutes).</summary>
+        void ReadBackOwn(KvConn conn, int c, List<(string K, string V)> mine)
+        {
+            const int Batch = 64;
+            for (int i = 0; i < mine.Count; i += Batch)
+            {
+                var part = mine.Skip(i).Take(Batch).ToList();
+                double start = Now;
+                var replies = conn.TryAskAll(part.Select(x => $"GET {x.K}").ToList(), _clock, Now + w.GiveUpMs);
+                if (replies == null) { Error($"reading back the keys of connection {c}: the connection broke"); return; }
+                lock (_readBack)
+                    for (int j = 0; j < part.Count; j++)
+                    {
+                        if (!IsGetReply(replies[j])) Interlocked.Increment(ref _mismatched);
+                        _readBack[part[j].K] = replies[j].StartsWith("VALUE ", StringComparison.Ordinal) ? replies[j]["VALUE ".Length..] : null;
+                    }
+                Record(new ClientOp(start, Now, "READBACK", $"{part.Count} keys", null, true, null, c));
+            }
+        }
+
+        readonly Dictionary<string, string?> _readBack = new();
 
         public void Finish(TimeSpan within, Action<string> status)
         {
@@ -270,7 +357,7 @@ public sealed class KvWorkload(string program, int sets, int connections) : IWor
             foreach (var t in _threads)
                 while (t.IsAlive && sw.Elapsed < within)
                 {
-                    status($"client load: {Volatile.Read(ref _acked)}/{w.Sets} SETs acknowledged");
+                    status(w.UntilEnded ? $"client load: {Volatile.Read(ref _acked)} SETs acknowledged; reading back" : $"client load: {Volatile.Read(ref _acked)}/{w.Sets} SETs acknowledged");
                     t.Join(100);
                 }
             if (_threads.Any(t => t.IsAlive))
@@ -281,9 +368,21 @@ public sealed class KvWorkload(string program, int sets, int connections) : IWor
                 return;
             }
             if (Errors.Count > 0) return;
-            // every acknowledged write, read back from whichever replica serves the port now
-            status("reading back every acknowledged SET");
             using var conn = new KvConn(at, port, w.ReplyTimeoutMs);
+            if (w.UntilEnded)
+                lock (_readBack) ReadBack = new Dictionary<string, string?>(_readBack); // each connection read back its own keys
+            else if (!ReadBackAll(conn, status)) return;
+            status("SHUTDOWN");
+            double s0 = Now;
+            var bye = conn.TryAsk("SHUTDOWN", _clock, Now + w.GiveUpMs);
+            Record(new ClientOp(s0, Now, "SHUTDOWN", "", null, bye == "BYE", bye));
+        }
+
+        /// <summary>Every acknowledged write, read back over one new connection from whichever replica serves the port
+        /// now; false (with an error) when one got no reply.</summary>
+        bool ReadBackAll(KvConn conn, Action<string> status)
+        {
+            status("reading back every acknowledged SET");
             var rb = new Dictionary<string, string?>();
             ReadBack = rb;
             foreach (var k in Ops.Where(o => o.Op == "SET" && o.Acked).Select(o => o.Key).Distinct())
@@ -291,13 +390,10 @@ public sealed class KvWorkload(string program, int sets, int connections) : IWor
                 double giveUp = Now + w.GiveUpMs;
                 string? reply;
                 while ((reply = conn.TryAsk($"GET {k}", _clock, giveUp)) == null && Now < giveUp) Thread.Sleep(5);
-                if (reply == null) { Error($"reading back {k}: no reply"); return; }
+                if (reply == null) { Error($"reading back {k}: no reply"); return false; }
                 rb[k] = reply.StartsWith("VALUE ", StringComparison.Ordinal) ? reply["VALUE ".Length..] : null;
             }
-            status("SHUTDOWN");
-            double s0 = Now;
-            var bye = conn.TryAsk("SHUTDOWN", _clock, Now + w.GiveUpMs);
-            Record(new ClientOp(s0, Now, "SHUTDOWN", "", null, bye == "BYE", bye));
+            return true;
         }
 
         public void Dispose()

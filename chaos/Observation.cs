@@ -59,8 +59,9 @@ public static class Faults
     }
 }
 
-/// <summary>A client request against a service workload and what came back.</summary>
-public sealed record ClientOp(double StartMs, double EndMs, string Op, string Key, string? Value, bool Acked, string? Reply);
+/// <summary>A client request against a service workload and what came back; <paramref name="Conn"/>: which client
+/// connection sent it (-1: not said, e.g. the read-back after the load).</summary>
+public sealed record ClientOp(double StartMs, double EndMs, string Op, string Key, string? Value, bool Acked, string? Reply, int Conn = -1);
 
 /// <summary>
 /// Everything the drill observed in one round: the replicas' stdout (with read times), their stderr lines, exit

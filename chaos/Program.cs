@@ -41,7 +41,7 @@ var hostsOpt = new Option<string>("--hosts")
     DefaultValueFactory = _ => "local",
 };
 hostsOpt.AcceptOnlyFromAmong("local", "netns");
-var cyclesOpt = new Option<int?>("--cycles") { Description = "Instead of rounds: one run of the guest (guests/src/ticker.c), N times: SIGKILL the live replica, its follower takes over, a new standby process starts and the survivor re-protects itself with it (the standby receives the whole log and catches up), again. Every invariant is checked after each cycle; at the end the last live replica's whole log is replayed and must print exactly what the world saw. report.json gives each cycle's takeover, join, transfer and catch-up times." };
+var cyclesOpt = new Option<int?>("--cycles") { Description = "Instead of rounds: one run of the guest (guests/src/ticker.c), N times: SIGKILL the live replica, its follower takes over, a new standby process starts and the survivor re-protects itself with it (the standby joins by a snapshot of the running machine, or by the whole log, and catches up), again. Every invariant is checked after each cycle; at the end the last live replica's whole log is replayed and must print exactly what the world saw. report.json gives each cycle's takeover, join, pause, transfer and catch-up times. With --net virtual the guest is kvserver on its virtual interface under --connections clients (their own network namespace) that each keep one connection across ALL cycles: connections-survive is checked after each cycle and over the run (no reset, no reply lost or doubled, every acknowledged SET read back over its connection), and each cycle's clients' stall (the longest silence between two replies after the kill) is in the table and report.json. Not with --hosts netns (its hosts are one primary and one backup; cycles need a host per standby slot)." };
 var tickOpt = new Option<int>("--tick-ms") { Description = "--cycles: the guest's sleep between two output lines.", DefaultValueFactory = _ => 20 };
 var buildDirOpt = new Option<string?>("--build-dir") { Description = "Where the bundled guest is built (default: guests/out of the repository)." };
 var drill = new Command("drill", "Start a local primary-backup pair (separate processes, replication through a fault-injecting loopback proxy) with a bundled workload, inject one fault per round at a random moment and check the invariants: no acknowledged write lost, no output released before the backup held it, output continuous across a failover (a repeat only byte-identical and only from the last round trip), exactly one live primary, the takeover state digest equal to the primary's, the workload finishing correctly. Prints a table per round and writes a JSON report and a timeline picture. Exit status 0 only when every invariant held in every round; 1 with the first violation and its seed otherwise; 2 on bad usage or when the pair cannot be started.")
@@ -143,9 +143,27 @@ drill.SetAction(parse =>
 int Cycles(ParseResult parse, int cycles)
 {
     if (cycles < 1) { Console.Error.WriteLine("chaos: --cycles must be at least 1"); return 2; }
+    if (parse.GetValue(hostsOpt) == "netns")
+    {
+        // NetnsHosts has one primary host and one backup host with a TAP port each; a cycles drill needs a host per
+        // standby slot that a new standby can be started on after its predecessor's host was killed
+        Console.Error.WriteLine("chaos: --cycles does not run on --hosts netns (its topology has one primary and one backup host; the cycles' standbys need a host per slot); use --cycles N --net virtual for the clients' connections across cycles");
+        return 2;
+    }
+    bool onNet = parse.GetValue(netOpt) == "virtual";
+    if (onNet && parse.GetValue(connectionsOpt) < 1) { Console.Error.WriteLine("chaos: --connections must be at least 1"); return 2; }
     string? guest = parse.GetValue(guestOpt);
-    try { guest ??= GuestLocator.Guest("ticker", "musl", msg => Console.Error.WriteLine($"chaos: {msg}"), parse.GetValue(buildDirOpt)); }
+    try { guest ??= GuestLocator.Guest(onNet ? "kvserver" : "ticker", "musl", msg => Console.Error.WriteLine($"chaos: {msg}"), parse.GetValue(buildDirOpt)); }
     catch (InvalidOperationException e) { Console.Error.WriteLine($"chaos: {e.Message}"); return 2; }
+    VirtualNetwork? net = null;
+    if (onNet)
+    {
+        // a TAP device per endpoint slot: the three replicas that can be live or standing by at once
+        try { net = VirtualNetwork.Create(standbys: CycleDrill.Slots); }
+        catch (Exception e) when (e is InvalidOperationException or System.ComponentModel.Win32Exception)
+        { Console.Error.WriteLine($"chaos: --net virtual: cannot make the drill's network namespace (root and iproute2 needed): {e.Message}"); return 2; }
+    }
+    using var netScope = net;
     string primaryDll = Path.Combine(AppContext.BaseDirectory, "primary.dll"), backupDll = Path.Combine(AppContext.BaseDirectory, "backup.dll");
     string reportDir = Path.GetFullPath(parse.GetValue(reportOpt)!);
     Directory.CreateDirectory(reportDir);
@@ -161,6 +179,8 @@ int Cycles(ParseResult parse, int cycles)
         BackupDll = backupDll,
         StepLimit = TimeSpan.FromSeconds(parse.GetValue(limitOpt)),
         WorkDir = Path.Combine(reportDir, "cycles-work"),
+        Network = net,
+        Connections = parse.GetValue(connectionsOpt),
         Progress = parse.GetValue(quietOpt) ? null : m => Console.Error.WriteLine("chaos: " + m),
     };
     List<CycleRecord> rs;

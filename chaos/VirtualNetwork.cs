@@ -22,10 +22,10 @@ public interface IGuestNetwork
 
 /// <summary>
 /// The network of a drill run with `--net virtual`: a network namespace made for the run, holding a bridge (the
-/// clients' side, <see cref="BridgeCidr"/>) whose ports are two persistent TAP devices, one per replica. The primary
+/// clients' side, <see cref="BridgeCidr"/>) whose ports are persistent TAP devices, one per replica. The primary
 /// serves the guest's virtual interface (<see cref="GuestIp"/>) on <see cref="PrimaryTap"/>; a backup that takes over
-/// brings the same MAC and IP up on <see cref="BackupTap"/> and announces it, and the bridge sends it the clients'
-/// frames from then on. The clients' sockets are created inside the namespace (by one thread that entered it and
+/// brings the same MAC and IP up on <see cref="BackupTap"/> (a cycles drill's standby: on the device of its endpoint
+/// slot, <see cref="StandbyTap"/>) and announces it, and the bridge sends it the clients' frames from then on. The clients' sockets are created inside the namespace (by one thread that entered it and
 /// does nothing else), so the drill itself and the replication link stay on this process's loopback. Needs root.
 /// </summary>
 public sealed class VirtualNetwork : IGuestNetwork, IDisposable
@@ -34,18 +34,27 @@ public sealed class VirtualNetwork : IGuestNetwork, IDisposable
     public const string PrimaryTap = "rvp0", BackupTap = "rvb0", Bridge = "rvbr0";
 
     public string Name { get; }
+    /// <summary>How many standby devices there are (<see cref="StandbyTap"/> 0 .. Standbys-1).</summary>
+    public int Standbys { get; }
     static int _made;
     readonly NamespaceSockets _clients;
 
-    VirtualNetwork(string name)
+    VirtualNetwork(string name, int standbys)
     {
         Name = name;
+        Standbys = standbys;
         _clients = new NamespaceSockets(name);
     }
 
-    /// <summary>Makes the namespace, its bridge and the two TAP devices; throws with the failing command.</summary>
-    public static VirtualNetwork Create()
+    /// <summary>The TAP device of a replica listening on endpoint slot <paramref name="slot"/> (slot 0 is the
+    /// single-round drill's backup, <see cref="BackupTap"/>).</summary>
+    public static string StandbyTap(int slot) => $"rvb{slot}";
+
+    /// <summary>Makes the namespace, its bridge and the TAP devices (the primary's and <paramref name="standbys"/>
+    /// more); throws with the failing command.</summary>
+    public static VirtualNetwork Create(int standbys = 1)
     {
+        if (standbys < 1) throw new ArgumentOutOfRangeException(nameof(standbys), "a pair needs at least the backup's device");
         string name = $"rvchaos{Environment.ProcessId}n{Interlocked.Increment(ref _made)}";
         Ip("netns", "add", name);
         try
@@ -53,7 +62,7 @@ public sealed class VirtualNetwork : IGuestNetwork, IDisposable
             void In(params string[] a) => Ip(["netns", "exec", name, "ip", .. a]);
             In("link", "set", "lo", "up");
             In("link", "add", Bridge, "type", "bridge");
-            foreach (var tap in new[] { PrimaryTap, BackupTap })
+            foreach (var tap in Enumerable.Range(0, standbys).Select(StandbyTap).Prepend(PrimaryTap))
             {
                 In("tuntap", "add", "dev", tap, "mode", "tap");
                 In("link", "set", tap, "master", Bridge);
@@ -61,7 +70,7 @@ public sealed class VirtualNetwork : IGuestNetwork, IDisposable
             }
             In("addr", "add", BridgeCidr, "dev", Bridge);
             In("link", "set", Bridge, "up");
-            return new VirtualNetwork(name);
+            return new VirtualNetwork(name, standbys);
         }
         catch { Ip("netns", "del", name); throw; }
     }
@@ -70,7 +79,12 @@ public sealed class VirtualNetwork : IGuestNetwork, IDisposable
     public string[] PrimaryArgs => ["--net", "virtual", "--ip", GuestCidr, "--tap", PrimaryTap, "--netns", Name];
 
     /// <summary>`backup listen` options: where the backup brings the interface up when it takes over.</summary>
-    public string[] BackupArgs => ["--tap", BackupTap, "--netns", Name];
+    public string[] BackupArgs => StandbyArgs(0);
+
+    /// <summary>`backup listen` options of a replica on endpoint slot <paramref name="slot"/>.</summary>
+    public string[] StandbyArgs(int slot) => slot >= 0 && slot < Standbys
+        ? ["--tap", StandbyTap(slot), "--netns", Name]
+        : throw new ArgumentOutOfRangeException(nameof(slot), $"this network has devices for slots 0..{Standbys - 1}");
 
     public IPAddress Guest => IPAddress.Parse(GuestIp);
 

@@ -42,10 +42,12 @@ public interface IWorkloadRound : IDisposable
 
 /// <summary>
 /// A service workload's client connections over a round: how many clients (each meant to keep one connection), how
-/// many connects they made and how many connections broke (reset, end of stream or error); whether the guest's
-/// network was its own (`--net virtual`, where connections are part of the replicated machine).
+/// many connects they made and how many connections broke (reset, end of stream or error, a reply that did not come
+/// within the reply time-out); whether the guest's network was its own (`--net virtual`, where connections are part
+/// of the replicated machine); how many replies were of another kind than their request's (a SET answered other
+/// than OK, a GET answered OK): on a line protocol a reply lost or sent twice shifts every later one, so this counts them.
 /// </summary>
-public sealed record ConnectionStats(bool VirtualNet, int Clients, int Connects, int Breaks);
+public sealed record ConnectionStats(bool VirtualNet, int Clients, int Connects, int Breaks, int Mismatched = 0);
 
 /// <summary>
 /// The counter guest: LINES numbered lines with a running checksum that depends on all previous work and on the
