@@ -16,7 +16,7 @@ var workloadOpt = new Option<string>("--workload")
 var guestOpt = new Option<string?>("--guest") { Description = "Path of the workload's static binary (default: built from guests/ with guests/build.sh into guests/out)." };
 var linesOpt = new Option<int>("--lines") { Description = "counter: lines the guest prints (the length of a round).", DefaultValueFactory = _ => 150 };
 var requestsOpt = new Option<int>("--requests") { Description = "kvserver: SETs of unique keys per round (a GET of an earlier key follows every third).", DefaultValueFactory = _ => 400 };
-var connectionsOpt = new Option<int>("--connections") { Description = "kvserver: client connections sending at once.", DefaultValueFactory = _ => 4 };
+var connectionsOpt = new Option<int>("--connections") { Description = "kvserver: client connections sending at once (also --cycles with --net virtual: the clients, each keeping its one connection across every cycle).", DefaultValueFactory = _ => 4 };
 var workOpt = new Option<int>("--work") { Description = "counter: inner-loop iterations between lines.", DefaultValueFactory = _ => 3000 };
 var timeoutOpt = new Option<int>("--timeout-ms") { Description = "Failure-detection timeout given to both replicas (--timeout-ms of primary protect; --timeout-ms and --primary-silence-ms of backup listen).", DefaultValueFactory = _ => 1000 };
 var hbOpt = new Option<int>("--heartbeat-ms") { Description = "The primary's heartbeat interval.", DefaultValueFactory = _ => 100 };
