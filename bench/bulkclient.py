@@ -4,7 +4,7 @@ checks every byte against the body it computes itself (the oracle: the same 64 K
 offset stamped every 1 KiB), and prints one JSON line: bytes, ok, first bad offset, seconds, MB/s, whether the
 connection was reset, and the longest silence of the stream (longest wait between two reads that brought data, for a
 download; between two writes that the kernel took, for an upload) with when it began and ended on CLOCK_MONOTONIC
-(the same clock in every network namespace, so a caller can place it against a kill).
+(the same clock in every network namespace, so a caller can place it against a kill), and every wait over 20 ms.
 
     bulkclient.py HOST PORT BYTES SEED [--put] [--progress N]
 
@@ -47,6 +47,7 @@ def main():
     s.sendall(b'%s %d %d\n' % (b'PUT' if put else b'GET', total, seed))
     t0 = last = time.monotonic()
     gap, gap_from, gap_to = 0.0, t0, t0
+    gaps = []  # every wait over 20 ms, (from, to) on CLOCK_MONOTONIC (at most 10000)
     moved, bad, reset, said = 0, None, False, False
     expect, expect_at = b'', 0
     try:
@@ -68,6 +69,8 @@ def main():
             now = time.monotonic()
             if now - last > gap:
                 gap, gap_from, gap_to = now - last, last, now
+            if now - last > 0.02 and len(gaps) < 10000:
+                gaps.append((last, now))
             last = now
             moved += n
             if progress is not None and not said and moved >= progress:
@@ -86,7 +89,7 @@ def main():
     secs = time.monotonic() - t0
     print(json.dumps({'bytes': moved, 'ok': moved == total and bad is None and not reset, 'firstBad': bad, 'reset': reset,
                       'seconds': round(secs, 3), 'mbps': round(moved / secs / 1e6, 2), 'maxGapMs': round(gap * 1000, 1),
-                      'gapFrom': gap_from, 'gapTo': gap_to}), flush=True)
+                      'gapFrom': gap_from, 'gapTo': gap_to, 'gaps': gaps}), flush=True)
     return 0 if moved == total and bad is None and not reset else 1
 
 

@@ -462,9 +462,12 @@ public sealed partial class TcpSocket
         {
             DupAcks++;
             // Loss is declared by DupThresh duplicates (RFC 5681 §3.2), or under SACK by more than (DupThresh - 1)
-            // segments' worth of data SACKed above SND.UNA (RFC 6675 §5 IsLost).
+            // segments' worth of data SACKed above SND.UNA (RFC 6675 §5 IsLost); under SACK not while a go-back-N
+            // resend (after a time-out or a takeover) is under way: its duplicates are the peer's answers to what it
+            // already had, and a recovery would stop the resend of what the scoreboard cannot show lost (a takeover's
+            // held segments the peer never saw), leaving it to the time-out.
             bool enter = !InRecovery && (SackOk
-                ? DupAcks >= DuplicateAcksForFastRetransmit || IsLost(SndUna)
+                ? SndNxt == SndMax && (DupAcks >= DuplicateAcksForFastRetransmit || IsLost(SndUna))
                 : DupAcks == DuplicateAcksForFastRetransmit);
             if (enter)
             {
@@ -476,12 +479,10 @@ public sealed partial class TcpSocket
                 InRecovery = true;
                 if (SackOk)
                 {
-                    // the first hole goes at once; Output sends the others as the pipe allows (no window inflation). A
-                    // go-back-N resend still under way (after a time-out or a takeover) ends: the scoreboard now says
-                    // what is missing, and what that resend already sent again (up to HighRxt) counts as resent.
+                    // the first hole goes at once; Output sends the others as the pipe allows (no window inflation).
+                    // What a go-back-N resend that just ended sent again (up to HighRxt) counts as resent.
                     Cwnd = Ssthresh;
                     if (!Seq.Gt(HighRxt, SndUna) || Seq.Gt(HighRxt, SndMax)) HighRxt = SndUna;
-                    SndNxt = SndMax;
                     if (HighRxt == SndUna) _ = ResendHole(SndUna, SegmentRoom);
                 }
                 else

