@@ -512,10 +512,12 @@ public sealed partial class TcpSocket
     /// <item>An ACK of what we hold, then three duplicates of it (RFC 5681 §3.2): a peer whose last segments reached
     /// only the old replica has them outstanding, and three duplicate ACKs make a sender fast-retransmit at once. The
     /// first may be new to the peer (its sequence number or window): only the three after it are certain duplicates.
-    /// Linux counts them on a connection without SACK (ours: we offer none) when at least four of its segments are in
-    /// flight; with fewer (a request-response client's one request) it caps the count below the flight and resends on
-    /// its own timer — the stall the clients' route `rto_min` bounds (docs/ARCHITECTURE.md, Takeover).</item>
-    /// <item>Everything unacknowledged again from SND.UNA (go-back-N, as after a retransmission time-out but without
+    /// Linux counts them on a connection without SACK when at least four of its segments are in flight; on one with
+    /// SACK (which we negotiate when the peer offers it) they carry no block for segments only the old replica held,
+    /// and its tail-loss probe or timer resends them; with one segment in flight (a request-response client's one
+    /// request) it resends on its own timer either way — the stall the clients' route `rto_min` bounds
+    /// (docs/ARCHITECTURE.md, Takeover).</item>
+    /// <item>Everything unacknowledged again from SND.UNA but what the peer SACKed (go-back-N, as after a retransmission time-out but without
     /// the back-off and the collapse of the congestion window: the path did not lose it, the old replica may never
     /// have sent it), within the windows; the retransmission timer restarts from the takeover's clock. The peer drops
     /// what it already has and acknowledges the rest.</item>
