@@ -7,6 +7,15 @@ outstanding. Prints a Markdown section for docs/PERFORMANCE-replication.md.
     python3 bench/vnet.py [--runs N] [--seconds S] [--connections 16,64] [--kills K]
     python3 bench/vnet.py --kills-only --kills K [--compare BIN_DIR]   # stall alone; with another build alternating
     python3 bench/vnet.py --redis [--requests N] [--connections 64] [--kills K]   # redis-server; throughput by redis-benchmark
+    python3 bench/vnet.py --bulk [--bulk-mb MB] [--loss P] [--runs N] [--kills K]   # a bulk download: SACK on/off, failover
+
+With --bulk the guest is guests/src/bulkserver.c and the client bench/bulkclient.py (in the clients' namespace), which
+checks every byte against the body it computes itself. Throughput: `primary run --net virtual`, a download of MB
+megabytes with a loss of P (each direction, every frame) on the link, put there by bench/lossyrelay.py between the
+guest's TAP device and the clients' bridge (the kernel here has no netem); SACK on and off alternate (off:
+net.ipv4.tcp_sack 0 in the clients' namespace, so the client's SYN offers none and none is negotiated). Failover: the
+same download from a protected guest (no loss), the primary SIGKILLed once a third has arrived; the stall is the
+client's longest wait for data.
 
 With --redis the throughput is Debian's redis-benchmark's (SET and GET, -c CONNECTIONS -n REQUESTS, run inside the
 clients' namespace for the virtual network) and the kills load the server with bench/kvload.c speaking RESP (each
@@ -28,6 +37,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, 'tests', 'bin', 'Release', 'net10.0')
 PRIMARY, BACKUP = os.path.join(BIN, 'primary.dll'), os.path.join(BIN, 'backup.dll')
 KV = os.path.join(ROOT, 'guests', 'out', 'kvserver.musl')
+BULK = os.path.join(ROOT, 'guests', 'out', 'bulkserver.musl')
+BULKCLIENT = os.path.join(ROOT, 'bench', 'bulkclient.py')
+RELAY = os.path.join(ROOT, 'bench', 'lossyrelay.py')
 KVLOAD = os.path.join(tempfile.gettempdir(), f'revirt-vnet-kvload-{os.getpid()}')
 NS = f'rvbench{os.getpid()}'
 GUEST_IP, PORT = '10.213.8.2', 7000
@@ -51,6 +63,8 @@ KVSERVER = Server('kvserver', lambda net: [KV, str(PORT)] + ([GUEST_IP] if net =
 REDIS = Server('redis-server', lambda net: ['/usr/bin/redis-server', '--port', str(PORT), '--save', '', '--appendonly', 'no']
                + (['--bind', GUEST_IP, '--protected-mode', 'no'] if net == 'virtual' else ['--bind', '127.0.0.1']),
                r'Ready to accept connections', True, 'resp', _resp(b'SHUTDOWN', b'NOSAVE'))
+BULKSERVER = Server('bulkserver', lambda net: [BULK, str(PORT)] + ([GUEST_IP] if net == 'virtual' else []),
+                    r'bulkserver: listening on', False, 'bulk', b'SHUTDOWN\n')
 SERVER = KVSERVER
 
 
@@ -58,17 +72,24 @@ def sh(*args):
     subprocess.run(list(args), check=True, capture_output=True)
 
 
-def make_namespace(rto_min_ms=None):
+def make_namespace(rto_min_ms=None, relay=False):
     """The clients' namespace; `rto_min_ms`: the minimum retransmission time-out of the clients' route to the guest
-    (Linux's default is 200 ms), as a deployment sets it with `ip route ... rto_min`."""
+    (Linux's default is 200 ms), as a deployment sets it with `ip route ... rto_min`. `relay`: the primary's TAP
+    device is not a port of the bridge; a veth pair (rvr0, rvr1 on the bridge) is there for bench/lossyrelay.py."""
     sh('ip', 'netns', 'add', NS)
     def i(*a): sh('ip', 'netns', 'exec', NS, 'ip', *a)
     i('link', 'set', 'lo', 'up')
     i('link', 'add', 'rvbr0', 'type', 'bridge')
     for tap in ('rvp0', 'rvb0'):
         i('tuntap', 'add', 'dev', tap, 'mode', 'tap')
-        i('link', 'set', tap, 'master', 'rvbr0')
+        if not (relay and tap == 'rvp0'):
+            i('link', 'set', tap, 'master', 'rvbr0')
         i('link', 'set', tap, 'up')
+    if relay:
+        i('link', 'add', 'rvr0', 'type', 'veth', 'peer', 'name', 'rvr1')
+        i('link', 'set', 'rvr1', 'master', 'rvbr0')
+        for d in ('rvr0', 'rvr1'):
+            i('link', 'set', d, 'up')
     i('addr', 'add', '10.213.8.1/24', 'dev', 'rvbr0')
     i('link', 'set', 'rvbr0', 'up')
     if rto_min_ms is not None:
@@ -197,6 +218,17 @@ def redis_throughput(runs, requests, connections):
 _runs = 0
 
 
+def end_pair(p, b, lock):
+    """After a kill run: no replica left behind (a leftover backup would hold the TAP device the next run needs) and
+    no arbiter file (a takeover leaves the next term's PATH.N beside PATH)."""
+    for r in (p, b):
+        if r.p.poll() is None:
+            r.p.kill()
+            r.p.wait(timeout=60)
+    for f in glob.glob(glob.escape(lock) + '*'):
+        os.remove(f)
+
+
 def kill_once(i, seconds, bin_dir=BIN):
     """One protected run killed mid-load; returns kvload's figures and, from the backup's events, when (ms after
     the kill) it noticed the loss (`lost`), won the arbiter (`won`) and had its interface up and announced (`up`)."""
@@ -229,13 +261,7 @@ def kill_once(i, seconds, bin_dir=BIN):
         shutdown('virtual', addr)
         b.p.wait(timeout=120)
     finally:
-        # a failed run leaves no replica behind: a leftover backup would hold the TAP device the next run needs
-        for r in (p, b):
-            if r.p.poll() is None:
-                r.p.kill()
-                r.p.wait(timeout=60)
-    for f in glob.glob(glob.escape(lock) + '*'):
-        os.remove(f)
+        end_pair(p, b, lock)
     with open(trace) as f:
         reqs = [tuple(map(float, l.split())) for l in f if l.strip()]
     os.remove(trace)
@@ -263,6 +289,145 @@ def kill_once(i, seconds, bin_dir=BIN):
     return result
 
 
+def bulk_get(mb, seed, sack=True, progress=None, started=None):
+    """bench/bulkclient.py's figures for a download of `mb` MB from the guest (in the clients' namespace);
+    `sack`: net.ipv4.tcp_sack of the namespace for this connection; `started(proc)` is called once it runs and
+    `progress` bytes have arrived."""
+    sh('ip', 'netns', 'exec', NS, 'sysctl', '-q', '-w', f'net.ipv4.tcp_sack={1 if sack else 0}')
+    args = client('virtual', sys.executable, BULKCLIENT, GUEST_IP, str(PORT), str(int(mb * 1e6)), str(seed))
+    if progress is not None:
+        args += ['--progress', str(progress)]
+    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        if progress is not None:
+            line = p.stdout.readline()
+            if line.startswith('progress') and started:
+                started(p)
+        out, err = p.communicate(timeout=900)
+    except Exception:
+        p.kill()
+        p.wait()
+        raise
+    last = [l for l in out.splitlines() if l.startswith('{')]
+    if not last:
+        raise RuntimeError('bulkclient: ' + out + err)
+    return json.loads(last[-1])
+
+
+def bulk_throughput(a):
+    """A download of --bulk-mb MB under `primary run` with --loss on the link, SACK on and off alternating."""
+    res = {True: [], False: []}
+    for r in range(a.runs):
+        for sack in (True, False):
+            relay = subprocess.Popen(['ip', 'netns', 'exec', NS, sys.executable, RELAY, 'rvp0', 'rvr0', str(a.loss), str(r)],
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            try:
+                relay.stdout.readline()
+                p, _, addr = start('run', 'virtual', bin_dir=a.this)
+                v = bulk_get(a.bulk_mb, r + 1, sack)
+                shutdown('virtual', addr)
+                p.p.wait(timeout=120)
+            finally:
+                relay.kill()
+                relay.wait()
+            if not v['ok']:
+                raise RuntimeError(f'bulk download not intact: {v}')
+            res[sack].append(v)
+            print('bulk', 'sack' if sack else 'no sack', f"{v['mbps']:.2f} MB/s in {v['seconds']:.1f} s, longest wait {v['maxGapMs']:.0f} ms", flush=True)
+    return res
+
+
+def bulk_kill_once(i, mb, bin_dir=BIN):
+    """One protected bulk download killed a third of the way; the client's figures plus the stall's place."""
+    global _runs
+    _runs += 1
+    lock = os.path.join(tempfile.gettempdir(), f'revirt-vnet-{os.getpid()}-bulk{i}-{_runs}.lock')
+    events = os.path.join(tempfile.gettempdir(), f'revirt-vnet-{os.getpid()}-bulk{i}.events')
+    p, b, addr = start('protect', 'virtual', lock, events, bin_dir)
+    killed = {}
+    def kill(_):
+        killed['mono'], killed['ms'] = time.monotonic(), time.time() * 1000
+        p.p.send_signal(signal.SIGKILL)
+    try:
+        v = bulk_get(mb, 100 + i, True, progress=int(mb * 1e6 / 3), started=kill)
+        shutdown('virtual', addr)
+        b.p.wait(timeout=120)
+    finally:
+        end_pair(p, b, lock)
+    with open(events) as f:
+        evs = [json.loads(l) for l in f if l.strip()]
+    os.remove(events)
+    up = next((e['unixMs'] for e in evs if e['event'] == 'takeover-descriptor' and str(e.get('detail', '')).startswith('virtual interface')), None)
+    v['killed'] = 'mono' in killed
+    # the failover's stall: the client's wait for data that spans the moment the survivor's interface came up (the
+    # client keeps reading what its kernel buffered for a while after the kill, so the wait starts after it); the
+    # longest wait of the whole run (`maxGapMs`) can be another one on a loaded machine
+    v['stall'] = float('nan')
+    if v['killed'] and up is not None:
+        up_mono = killed['mono'] + (up - killed['ms']) / 1000
+        v['upMs'] = up - killed['ms']
+        v['stall'] = max(((t - f) * 1000 for f, t in v['gaps'] if f <= up_mono <= t), default=0.0)
+    return v
+
+
+def bulk(a):
+    global SERVER
+    SERVER = BULKSERVER
+    make_namespace(a.client_rto_min, relay=a.loss > 0)
+    builds = [('before', a.compare), ('this build', a.this)] if a.compare else [('this build', a.this)]
+    loads, kills, failed = [], {n: [] for n, _ in builds}, {n: [] for n, _ in builds}
+    try:
+        tp = bulk_throughput(a) if a.loss > 0 and a.runs > 0 else {}
+        loads.append(os.getloadavg()[0])
+        if a.kills:
+            # the failover runs on the plain bridge: both replicas' TAP devices are its ports
+            subprocess.run(['ip', 'netns', 'del', NS])
+            make_namespace(a.client_rto_min)
+        for i in range(a.kills):
+            for name, d in builds:
+                try:
+                    v = bulk_kill_once(i, a.bulk_mb, d)
+                    if not v['ok']:
+                        raise RuntimeError(f'not intact: {v}')
+                    kills[name].append(v)
+                    print('bulk kill', i, name, f"stall {v['stall']:.0f} ms (interface up {v.get('upMs', float('nan')):.0f} ms after the kill; "
+                          f"longest wait of the run {v['maxGapMs']:.0f} ms), {v['mbps']:.2f} MB/s overall", flush=True)
+                except Exception as e:
+                    failed[name].append(str(e).strip().splitlines()[-1] if str(e).strip() else repr(e))
+                    print('bulk kill', i, name, 'FAILED', e, flush=True)
+                loads.append(os.getloadavg()[0])
+    finally:
+        subprocess.run(['ip', 'netns', 'del', NS])
+    print(f'\n## A bulk download through the in-VM stack: SACK and the failover (`bench/vnet.py --bulk`)\n')
+    print(f'{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, load average {min(loads):.0f}-{max(loads):.0f} '
+          f'during the run. Command: `python3 bench/vnet.py --bulk --bulk-mb {a.bulk_mb:g} --loss {a.loss:g} --runs {a.runs} --kills {a.kills}'
+          f'{" --compare BIN_DIR" if a.compare else ""}`. '
+          f'bulkserver.musl sends {a.bulk_mb:g} MB; bench/bulkclient.py checks every byte.\n')
+    if tp:
+        med = lambda xs, k: statistics.median(x[k] for x in xs)
+        print(f'Throughput under `primary run --net virtual` with {a.loss:.0%} loss each way (bench/lossyrelay.py), median of {a.runs}, alternating:\n')
+        print('| client | MB/s | seconds | longest wait for data ms | per run MB/s |')
+        print('|---|---|---|---|---|')
+        for sack in (True, False):
+            xs = tp[sack]
+            print(f"| {'SACK on (negotiated)' if sack else 'SACK off (tcp_sack 0)'} | {med(xs, 'mbps'):.2f} | {med(xs, 'seconds'):.1f} | {med(xs, 'maxGapMs'):.0f} | "
+                  + ', '.join(f"{x['mbps']:.2f}" for x in xs) + ' |')
+        print()
+    if a.kills:
+        print(f'Failover: SIGKILL of the protected primary a third into the download (no loss injected); the stall is the client\'s '
+              f'wait for data that spans the moment the survivor\'s interface came up{", the builds alternating kill by kill" if a.compare else ""}:\n')
+        print('| build | intact, no reset | stall p50 ms | max ms | interface up p50 ms after the kill | longest wait of the run p50 ms | overall MB/s p50 | per kill stall ms |')
+        print('|---|---|---|---|---|---|---|---|')
+        nan = float('nan')
+        med = lambda xs: statistics.median(xs) if xs else nan
+        for name, _ in builds:
+            ks = kills[name]
+            st = sorted(v['stall'] for v in ks)
+            print(f'| {name} | {len(ks)} of {a.kills} | {med(st):.0f} | {st[-1] if st else nan:.0f} | {med([v.get("upMs", nan) for v in ks]):.0f} | '
+                  f'{med([v["maxGapMs"] for v in ks]):.0f} | {med([v["mbps"] for v in ks]):.2f} | '
+                  + ', '.join(f"{x:.0f}" for x in st) + (f' (failed: {"; ".join(failed[name])})' if failed[name] else '') + ' |')
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--runs', type=int, default=1)
@@ -270,7 +435,7 @@ def main():
     ap.add_argument('--connections', default='16,64')
     ap.add_argument('--kills', type=int, default=10)
     ap.add_argument('--kills-only', action='store_true', help='measure only the failover stall (no throughput runs)')
-    ap.add_argument('--compare', metavar='BIN_DIR', help="with --kills-only: alternate each kill with one of another build "
+    ap.add_argument('--compare', metavar='BIN_DIR', help="with --kills-only or --bulk: alternate each kill with one of another build "
                     "(its primary.dll/backup.dll) and print both builds' stalls side by side")
     ap.add_argument('--this', metavar='BIN_DIR', default=BIN, help='with --compare: the build measured against it (default: '
                     'tests/bin/Release/net10.0 of this tree; a copy keeps a rebuild during the run out of the figures)')
@@ -279,8 +444,16 @@ def main():
     ap.add_argument('--client-rto-min', type=int, metavar='MS', help="the clients' route to the guest gets this minimum "
                     "retransmission time-out (`ip route ... rto_min MSms`; Linux's default is 200 ms): a request only the killed "
                     "primary received is resent after about this long instead of 200 ms")
+    ap.add_argument('--bulk', action='store_true', help='a bulk download (guests/src/bulkserver.c) instead of kvserver: its '
+                    'throughput with --loss on the link, SACK on vs off, and the stall of a failover mid-download (--kills)')
+    ap.add_argument('--bulk-mb', type=float, default=20, help='with --bulk: megabytes per download')
+    ap.add_argument('--loss', type=float, default=0.02, help='with --bulk: the probability that the link loses a frame, each '
+                    'direction (0: no throughput runs)')
     a = ap.parse_args()
     global SERVER
+    if a.bulk:
+        bulk(a)
+        return
     if a.redis:
         SERVER = REDIS
     if a.compare:

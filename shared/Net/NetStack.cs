@@ -18,6 +18,8 @@ public sealed record NetConfig(MacAddress Mac, uint Ip, int PrefixLength, uint G
     public int MaxTimeWait { get; init; } = 1024;
     /// <summary>RFC 5961 §7: challenge ACKs (and ACKs to out-of-window segments, RSTs to stray segments) per second.</summary>
     public int ChallengeAcksPerSecond { get; init; } = 100;
+    /// <summary>Offer and use selective acknowledgement (RFC 2018; used only when the peer offers it too).</summary>
+    public bool Sack { get; init; } = true;
 
     public uint Mask => Ip4.Mask(PrefixLength);
     public uint SubnetBroadcast => (Ip & Mask) | ~Mask;
@@ -30,6 +32,12 @@ public sealed class NetCounters
     public long DropShort, DropBadLength, DropChecksum, DropFragment, DropNotForUs, DropUnknownProtocol, DropBadOption;
     public long DropOutOfWindow, DropBadAck, DropNoConnection, SynDropped, ChallengeAcks, RateLimited;
     public long ResetsSent, ResetsAccepted, Retransmits, FastRetransmits, KeepAliveProbes, ArpDropped, IcmpEchoReplies;
+    /// <summary>Data bytes sent again (fast retransmit, SACK holes, go-back-N after a time-out or a takeover).</summary>
+    public long RetransmittedBytes;
+    /// <summary>Retransmission time-outs of established connections (each resends from SND.UNA).</summary>
+    public long RetransmitTimeouts;
+    /// <summary>SACK blocks we sent, the peer's we used, and the peer's ignored as invalid (RFC 2018).</summary>
+    public long SackBlocksSent, SackBlocksReceived, SackBlocksIgnored;
 
     internal void Serialize(StateCodec c)
     {
@@ -38,6 +46,7 @@ public sealed class NetCounters
         c.Do(ref DropBadOption); c.Do(ref DropOutOfWindow); c.Do(ref DropBadAck); c.Do(ref DropNoConnection);
         c.Do(ref SynDropped); c.Do(ref ChallengeAcks); c.Do(ref RateLimited); c.Do(ref ResetsSent); c.Do(ref ResetsAccepted);
         c.Do(ref Retransmits); c.Do(ref FastRetransmits); c.Do(ref KeepAliveProbes); c.Do(ref ArpDropped); c.Do(ref IcmpEchoReplies);
+        c.Do(ref RetransmittedBytes); c.Do(ref RetransmitTimeouts); c.Do(ref SackBlocksSent); c.Do(ref SackBlocksReceived); c.Do(ref SackBlocksIgnored);
     }
 }
 
@@ -321,9 +330,10 @@ public sealed partial class NetStack
         int maxSockets = d.MaxSockets, maxOut = d.MaxOutFrames, arpSize = d.ArpCacheSize, arpHosts = d.ArpPendingHosts,
             arpFrames = d.ArpPendingFramesPerHost, sndBuf = d.SendBuffer, rcvBuf = d.ReceiveBuffer, udpBuf = d.UdpReceiveBuffer,
             synQ = d.MaxSynQueue, tw = d.MaxTimeWait, rate = d.ChallengeAcksPerSecond;
+        bool sack = d.Sack;
         c.Do(ref mac); c.Do(ref ip); c.Do(ref prefix); c.Do(ref gw);
         c.Do(ref maxSockets); c.Do(ref maxOut); c.Do(ref arpSize); c.Do(ref arpHosts); c.Do(ref arpFrames); c.Do(ref sndBuf);
-        c.Do(ref rcvBuf); c.Do(ref udpBuf); c.Do(ref synQ); c.Do(ref tw); c.Do(ref rate);
+        c.Do(ref rcvBuf); c.Do(ref udpBuf); c.Do(ref synQ); c.Do(ref tw); c.Do(ref rate); c.Do(ref sack);
         if (!c.Reading) return;
         if (mac == 0 || ip == 0 || prefix is < 1 or > 30 || sndBuf is < 1 or > (64 << 20) || rcvBuf is < 1 or > (64 << 20))
             throw new InvalidDataException("network stack state: an impossible interface configuration");
@@ -331,7 +341,7 @@ public sealed partial class NetStack
         {
             MaxSockets = maxSockets, MaxOutFrames = maxOut, ArpCacheSize = arpSize, ArpPendingHosts = arpHosts,
             ArpPendingFramesPerHost = arpFrames, SendBuffer = sndBuf, ReceiveBuffer = rcvBuf, UdpReceiveBuffer = udpBuf,
-            MaxSynQueue = synQ, MaxTimeWait = tw, ChallengeAcksPerSecond = rate,
+            MaxSynQueue = synQ, MaxTimeWait = tw, ChallengeAcksPerSecond = rate, Sack = sack,
         };
     }
 

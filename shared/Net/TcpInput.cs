@@ -9,10 +9,18 @@ readonly ref struct TcpSegment
     public readonly TcpFlags Flags;
     public readonly ushort Window;
     public readonly int Mss, WScale;       // -1 when absent
+    /// <summary>The SACK-permitted option (RFC 2018 §2; meaningful on a SYN).</summary>
+    public readonly bool SackPermitted;
+    /// <summary>The SACK option's blocks (RFC 2018 §3): 8 bytes each (left edge, right edge); empty when absent.</summary>
+    public readonly ReadOnlySpan<byte> Sack;
     public readonly ReadOnlySpan<byte> Data;
 
-    public TcpSegment(uint src, uint dst, ushort sp, ushort dp, uint seq, uint ack, TcpFlags flags, ushort wnd, int mss, int ws, ReadOnlySpan<byte> data)
-    { Src = src; Dst = dst; SrcPort = sp; DstPort = dp; Seq = seq; Ack = ack; Flags = flags; Window = wnd; Mss = mss; WScale = ws; Data = data; }
+    public TcpSegment(uint src, uint dst, ushort sp, ushort dp, uint seq, uint ack, TcpFlags flags, ushort wnd, int mss, int ws,
+        bool sackPermitted, ReadOnlySpan<byte> sack, ReadOnlySpan<byte> data)
+    {
+        Src = src; Dst = dst; SrcPort = sp; DstPort = dp; Seq = seq; Ack = ack; Flags = flags; Window = wnd; Mss = mss; WScale = ws;
+        SackPermitted = sackPermitted; Sack = sack; Data = data;
+    }
 
     public bool Syn => (Flags & TcpFlags.Syn) != 0;
     public bool HasAck => (Flags & TcpFlags.Ack) != 0;
@@ -125,6 +133,8 @@ public sealed partial class NetStack
         if (hlen < Wire.TcpHeader || hlen > b.Length) { Counters.DropBadLength++; return; }
         if (Wire.TransportChecksum(src, dst, Wire.ProtoTcp, b) != 0) { Counters.DropChecksum++; return; }
         int mss = -1, ws = -1;
+        bool sackOk = false;
+        ReadOnlySpan<byte> sack = [];
         var opts = b[Wire.TcpHeader..hlen];
         for (int i = 0; i < opts.Length;)
         {
@@ -135,11 +145,19 @@ public sealed partial class NetStack
             int olen = opts[i + 1];
             if (kind == 2 && olen == 4) mss = Wire.U16(opts, i + 2);
             else if (kind == 3 && olen == 3) ws = opts[i + 2];
+            else if (kind == TcpOptions.SackPermitted && olen == 2) sackOk = true;
+            else if (kind == TcpOptions.Sack)
+            {
+                // RFC 2018 §3: 2 + 8n bytes, n >= 1 (at most 4 fit in 40 bytes of options); any other length is
+                // ignored, the rest of the segment is not.
+                if (olen > 2 && (olen - 2) % 8 == 0) sack = opts.Slice(i + 2, olen - 2);
+                else Counters.SackBlocksIgnored++;
+            }
             i += olen;
         }
         var flags = (TcpFlags)(b[13] & 0x3F);
         var seg = new TcpSegment(src, dst, Wire.U16(b, 0), Wire.U16(b, 2), Wire.U32(b, 4), Wire.U32(b, 8), flags,
-            Wire.U16(b, 14), mss, ws, b[hlen..]);
+            Wire.U16(b, 14), mss, ws, sackOk, sack, b[hlen..]);
         if (seg.SrcPort == 0 || seg.DstPort == 0) { Counters.DropBadLength++; return; }
         // SYN with RST or FIN is never legitimate (a scan or an attack): drop.
         if (seg.Syn && (seg.Rst || seg.Fin)) { Counters.DropBadOption++; return; }
@@ -193,6 +211,8 @@ public sealed partial class TcpSocket
         // Window scaling only when both SYNs carry the option (RFC 7323 §2.2); a shift above 14 is taken as 14.
         if (seg.WScale >= 0 && RcvShift > 0) SndShift = Math.Min(seg.WScale, 14);
         else { SndShift = 0; RcvShift = 0; }
+        // SACK only when both SYNs carry SACK-permitted (RFC 2018 §2) and this stack offers it.
+        SackOk = Stack.Config.Sack && seg.SackPermitted;
         Cwnd = InitialWindow(SndMss);
     }
 
@@ -309,7 +329,7 @@ public sealed partial class TcpSocket
         if (Seq.Lt(seg.Ack, SndUna - Math.Max(MaxSndWnd, 1))) { c.DropBadAck++; if (Stack.AllowUnsolicited()) { c.ChallengeAcks++; SendAck(); } return; }
 
         ArmKeepAlive();
-        ProcessAck(seg.Ack, (uint)seg.Window << SndShift, seg.Seq, pure: seg.Data.Length == 0 && !seg.Fin);
+        ProcessAck(seg.Ack, (uint)seg.Window << SndShift, seg.Seq, pure: seg.Data.Length == 0 && !seg.Fin, seg.Sack);
         if (State == TcpState.Closed) return;
 
         if (State == TcpState.TimeWait)
@@ -331,6 +351,7 @@ public sealed partial class TcpSocket
             // which drives the sender's fast retransmit (RFC 5681 §4.2).
             if (data.Length > 0 && Ooo.Count < MaxOooSegments && (!Ooo.TryGetValue(seq, out var have) || have.Length < data.Length))
                 Ooo[seq] = data.ToArray();
+            if (data.Length > 0) LastOooSeq = seq;   // the first SACK block is the one holding it (RFC 2018 §4)
             if (fin) { OooFin = true; OooFinSeq = seq + (uint)data.Length; }
             SendAck();
             return;
@@ -378,7 +399,7 @@ public sealed partial class TcpSocket
         Stack.LimitTimeWait();
     }
 
-    void ProcessAck(uint ack, uint wnd, uint segSeq, bool pure)
+    void ProcessAck(uint ack, uint wnd, uint segSeq, bool pure, ReadOnlySpan<byte> sack)
     {
         bool windowChanged = false;
         if (Seq.Lt(SndWl1, segSeq) || (SndWl1 == segSeq && Seq.Le(SndWl2, ack)))
@@ -387,20 +408,36 @@ public sealed partial class TcpSocket
             SndWnd = wnd; SndWl1 = segSeq; SndWl2 = ack;
             if (wnd > MaxSndWnd) MaxSndWnd = wnd;
         }
-        if (Seq.Gt(ack, SndUna))
+        bool advanced = Seq.Gt(ack, SndUna);
+        uint acked = advanced ? ack - SndUna : 0;
+        if (advanced)
         {
-            uint acked = ack - SndUna;
             int dataAcked = (int)acked;
             if (FinSent && Seq.Gt(ack, FinSeq)) dataAcked--;
             if (Seq.Le(SndUna, Iss)) dataAcked--;                 // our SYN
             SendBuf.Discard(Math.Max(0, dataAcked));
             SndUna = ack;
             if (Seq.Lt(SndNxt, SndUna)) SndNxt = SndUna;
+            if (Seq.Lt(HighRxt, SndUna)) HighRxt = SndUna;
+            DropSackedBelow(SndUna);
+        }
+        // The peer's SACK blocks (RFC 2018 §3), taken after the cumulative ACK; blocks that add to the scoreboard
+        // make this ACK a duplicate in RFC 6675's sense even when it also updates the window.
+        bool sackNews = !sack.IsEmpty && TakeSackBlocks(sack);
+        if (advanced)
+        {
             if (RttTiming && Seq.Gt(ack, RttSeq)) { RttTiming = false; RttSample(Stack.Now - RttStart); }
             Retries = 0;
             if (InRecovery)
             {
                 if (Seq.Ge(ack, Recover)) { InRecovery = false; Cwnd = Ssthresh; }
+                else if (SackOk)
+                {
+                    // partial ACK under SACK: the segment now at SND.UNA goes at once unless this recovery resent it
+                    // already (as NewReno does, RFC 6582: the scoreboard may hold nothing that shows it lost, and the
+                    // pipe would hold it back); Output sends the other holes (RFC 6675 §5 step C)
+                    if (!Seq.Gt(HighRxt, SndUna)) _ = ResendHole(SndUna, SegmentRoom);
+                }
                 else { RetransmitFirst(); Cwnd = Cwnd > acked ? Cwnd - acked + (uint)SndMss : (uint)SndMss; }   // partial ACK (RFC 6582)
             }
             else if (Cwnd < Ssthresh) Cwnd += Math.Min(acked, (uint)SndMss);
@@ -421,21 +458,41 @@ public sealed partial class TcpSocket
                 }
             }
         }
-        else if (ack == SndUna && pure && !windowChanged && SndMax != SndUna)
+        else if (ack == SndUna && SndMax != SndUna && ((pure && !windowChanged) || sackNews))
         {
             DupAcks++;
-            if (DupAcks == DuplicateAcksForFastRetransmit && !InRecovery)
+            // Loss is declared by DupThresh duplicates (RFC 5681 §3.2), or under SACK by more than (DupThresh - 1)
+            // segments' worth of data SACKed above SND.UNA (RFC 6675 §5 IsLost); under SACK not while a go-back-N
+            // resend (after a time-out or a takeover) is under way: its duplicates are the peer's answers to what it
+            // already had, and a recovery would stop the resend of what the scoreboard cannot show lost (a takeover's
+            // held segments the peer never saw), leaving it to the time-out.
+            bool enter = !InRecovery && (SackOk
+                ? SndNxt == SndMax && (DupAcks >= DuplicateAcksForFastRetransmit || IsLost(SndUna))
+                : DupAcks == DuplicateAcksForFastRetransmit);
+            if (enter)
             {
-                // Fast retransmit and recovery (RFC 5681 §3.2).
+                // Fast retransmit and recovery (RFC 5681 §3.2; RFC 6675 §5 with SACK).
                 Stack.Counters.FastRetransmits++;
                 uint flight = SndMax - SndUna;
                 Ssthresh = Math.Max(flight / 2, 2 * (uint)SndMss);
                 Recover = SndMax;
                 InRecovery = true;
-                RetransmitFirst();
-                Cwnd = Ssthresh + 3 * (uint)SndMss;
+                if (SackOk)
+                {
+                    // the first hole goes at once; Output sends the others as the pipe allows (no window inflation).
+                    // What a go-back-N resend that just ended sent again (up to HighRxt) counts as resent.
+                    Cwnd = Ssthresh;
+                    if (!Seq.Gt(HighRxt, SndUna) || Seq.Gt(HighRxt, SndMax)) HighRxt = SndUna;
+                    if (HighRxt == SndUna) _ = ResendHole(SndUna, SegmentRoom);
+                }
+                else
+                {
+                    HighRxt = SndUna;
+                    RetransmitFirst();
+                    Cwnd = Ssthresh + 3 * (uint)SndMss;
+                }
             }
-            else if (InRecovery) Cwnd = Math.Min(Cwnd + (uint)SndMss, 1u << 30);
+            else if (InRecovery && !SackOk) Cwnd = Math.Min(Cwnd + (uint)SndMss, 1u << 30);
         }
     }
 
@@ -455,10 +512,12 @@ public sealed partial class TcpSocket
     /// <item>An ACK of what we hold, then three duplicates of it (RFC 5681 §3.2): a peer whose last segments reached
     /// only the old replica has them outstanding, and three duplicate ACKs make a sender fast-retransmit at once. The
     /// first may be new to the peer (its sequence number or window): only the three after it are certain duplicates.
-    /// Linux counts them on a connection without SACK (ours: we offer none) when at least four of its segments are in
-    /// flight; with fewer (a request-response client's one request) it caps the count below the flight and resends on
-    /// its own timer — the stall the clients' route `rto_min` bounds (docs/ARCHITECTURE.md, Takeover).</item>
-    /// <item>Everything unacknowledged again from SND.UNA (go-back-N, as after a retransmission time-out but without
+    /// Linux counts them on a connection without SACK when at least four of its segments are in flight; on one with
+    /// SACK (which we negotiate when the peer offers it) they carry no block for segments only the old replica held,
+    /// and its tail-loss probe or timer resends them; with one segment in flight (a request-response client's one
+    /// request) it resends on its own timer either way — the stall the clients' route `rto_min` bounds
+    /// (docs/ARCHITECTURE.md, Takeover).</item>
+    /// <item>Everything unacknowledged again from SND.UNA but what the peer SACKed (go-back-N, as after a retransmission time-out but without
     /// the back-off and the collapse of the congestion window: the path did not lose it, the old replica may never
     /// have sent it), within the windows; the retransmission timer restarts from the takeover's clock. The peer drops
     /// what it already has and acknowledges the rest.</item>
@@ -481,7 +540,7 @@ public sealed partial class TcpSocket
         SndNxt = SndUna;
         if (FinSent && Seq.Ge(FinSeq, SndUna)) FinSent = false;
         RttTiming = false;                  // Karn: no RTT sample from a retransmission
-        InRecovery = false; DupAcks = 0;
+        InRecovery = false; DupAcks = 0; HighRxt = SndUna;
         RtxDeadline = long.MaxValue;
         Output();
         if (RtxDeadline == long.MaxValue) RtxDeadline = Stack.Now + Rto;
@@ -494,11 +553,12 @@ public sealed partial class TcpSocket
     void RetransmitFirst()
     {
         Span<byte> seg = stackalloc byte[OurMss];
-        int n = SendBuf.Peek(0, seg[..Math.Min(SndMss, SendBuf.Count)]);
+        int n = SendBuf.Peek(0, seg[..Math.Min(SegmentRoom, SendBuf.Count)]);
         bool fin = FinSent && SndUna + (uint)n == FinSeq;
         if (n == 0 && !fin) return;
         RttTiming = false;
         Stack.Counters.Retransmits++;
+        Stack.Counters.RetransmittedBytes += n;
         SendSegment(SndUna, TcpFlags.Ack | (fin ? TcpFlags.Fin : 0) | (n > 0 ? TcpFlags.Psh : 0), seg[..n]);
     }
 
@@ -578,10 +638,14 @@ public sealed partial class TcpSocket
         if (++Retries > MaxRetries) { Abort(sendReset: true, NetErrno.ETIMEDOUT); return; }
         // RFC 5681 §3.1 eq. 4 and RFC 6298 §5.5-5.6: halve, restart from one segment, back off, resend from SND.UNA.
         c.Retransmits++;
+        c.RetransmitTimeouts++;
         uint flight = SndMax - SndUna;
         Ssthresh = Math.Max(flight / 2, 2 * (uint)SndMss);
         Cwnd = (uint)SndMss;
-        InRecovery = false; DupAcks = 0;
+        InRecovery = false; DupAcks = 0; HighRxt = SndUna;
+        // the go-back-N resend skips SACKed ranges; from the second time-out in a row the peer may have reneged on
+        // them (RFC 2018 §8), so they are forgotten and everything goes again
+        if (Retries > 1) Sacked.Clear();
         SndNxt = SndUna;
         if (FinSent && Seq.Ge(FinSeq, SndUna)) FinSent = false;
         RttTiming = false;

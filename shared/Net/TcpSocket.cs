@@ -306,10 +306,13 @@ public sealed partial class TcpSocket
     internal void SendSyn()
     {
         bool synAck = State == TcpState.SynReceived;
-        Span<byte> opts = stackalloc byte[8];
+        Span<byte> opts = stackalloc byte[12];
         int olen = 4;
-        opts[0] = 2; opts[1] = 4; Wire.U16(opts, 2, (ushort)OurMss);
-        if (RcvShift > 0) { opts[4] = 1; opts[5] = 3; opts[6] = 3; opts[7] = (byte)RcvShift; olen = 8; }
+        opts[0] = TcpOptions.Mss; opts[1] = 4; Wire.U16(opts, 2, (ushort)OurMss);
+        if (RcvShift > 0) { opts[olen] = TcpOptions.Nop; opts[olen + 1] = TcpOptions.WindowScale; opts[olen + 2] = 3; opts[olen + 3] = (byte)RcvShift; olen += 4; }
+        // SACK-permitted (RFC 2018 §2): offered on our SYN when configured, on a SYN-ACK only if the peer's SYN had it.
+        if (synAck ? SackOk : Stack.Config.Sack)
+        { opts[olen] = TcpOptions.Nop; opts[olen + 1] = TcpOptions.Nop; opts[olen + 2] = TcpOptions.SackPermitted; opts[olen + 3] = 2; olen += 4; }
         // The window in a SYN is never scaled (RFC 7323 §2.2).
         uint wnd = Math.Min(ReceiveWindow(), 0xFFFF);
         RcvAdvEdge = RcvNxt + wnd;
@@ -326,7 +329,9 @@ public sealed partial class TcpSocket
         uint scaled = Math.Min(wnd >> RcvShift, 0xFFFF);
         RcvAdvEdge = RcvNxt + (scaled << RcvShift);
         AckPending = false;
-        Stack.SendTcp(this, seq, RcvNxt, flags, (ushort)scaled, [], data);
+        Span<byte> opts = stackalloc byte[TcpOptions.SackOptionBytes];
+        int olen = (flags & TcpFlags.Rst) == 0 ? WriteSackOption(opts) : 0;
+        Stack.SendTcp(this, seq, RcvNxt, flags, (ushort)scaled, opts[..olen], data);
     }
 
     /// <summary>
@@ -339,25 +344,38 @@ public sealed partial class TcpSocket
         {
             Span<byte> seg = stackalloc byte[OurMss];
             bool finWanted = ShutWrite;
+            bool sackRecovery = InRecovery && SackOk;
+            if (sackRecovery) SendHoles();
+            int mss = SegmentRoom;
             while (true)
             {
                 if (FinSent && Seq.Gt(SndNxt, FinSeq)) break;
+                // a go-back-N resend skips what the peer SACKed and stops short of the next SACKed range
+                int beforeSacked = SackOk && Seq.Lt(SndNxt, SndMax) ? SkipSacked() : int.MaxValue;
                 int off = (int)(SndNxt - SndUna);
                 int avail = SendBuf.Count - off;
-                uint flight = SndNxt - SndUna;
-                uint wnd = Math.Min(SndWnd, Cwnd);
-                int usable = wnd > flight ? (int)Math.Min(wnd - flight, int.MaxValue) : 0;
-                int len = Math.Min(Math.Min(avail, SndMss), usable);
+                uint outstanding = SndNxt - SndUna;
+                // in SACK recovery the congestion window is weighed against the pipe (RFC 6675), else against the flight
+                uint flight = sackRecovery ? Pipe() : outstanding;
+                // limited transmit (RFC 3042) on a SACK connection: the first two duplicates each let one new segment
+                // go, so a small window still gets DupThresh duplicates (or SACKed segments) instead of a time-out
+                uint cwnd = Cwnd + (SackOk && !InRecovery && DupAcks is 1 or 2 ? (uint)(DupAcks * SndMss) : 0);
+                int usable = (int)Math.Min(Math.Min(SndWnd > outstanding ? SndWnd - outstanding : 0, cwnd > flight ? cwnd - flight : 0), int.MaxValue);
+                int len = Math.Min(Math.Min(Math.Min(avail, mss), usable), beforeSacked);
                 bool fin = finWanted && len == avail;
                 if (len == 0 && !(fin && avail == 0)) break;
-                if (len < SndMss && len < avail && flight > 0) break;                 // window-limited runt: wait (SWS)
+                if (len < mss && len < avail && len < beforeSacked && outstanding > 0) break;   // window-limited runt: wait (SWS)
                 // Nagle holds back new data only: bytes sent before go again as they are (a retransmission from SND.UNA)
-                if (!NoDelay && len > 0 && len < SndMss && flight > 0 && !fin && SndNxt == SndMax) break;
+                if (!NoDelay && len > 0 && len < mss && outstanding > 0 && !fin && SndNxt == SndMax) break;
                 int n = SendBuf.Peek(off, seg[..len]);
                 var flags = TcpFlags.Ack | (n > 0 && n == avail ? TcpFlags.Psh : 0) | (fin ? TcpFlags.Fin : 0);
                 if (!RttTiming && n + (fin ? 1 : 0) > 0 && SndNxt == SndMax) { RttTiming = true; RttSeq = SndNxt; RttStart = Stack.Now; }
+                bool resend = Seq.Lt(SndNxt, SndMax);
+                if (resend) Stack.Counters.RetransmittedBytes += Math.Min(n, (int)(SndMax - SndNxt));
                 SendSegment(SndNxt, flags, seg[..n]);
                 SndNxt += (uint)n;
+                // what a go-back-N resend sent again is not resent once more by a SACK recovery that follows it
+                if (resend && Seq.Gt(SndNxt, HighRxt)) HighRxt = Seq.Lt(SndNxt, SndMax) ? SndNxt : SndMax;
                 if (fin) { FinSent = true; FinSeq = SndNxt; SndNxt++; }
                 if (Seq.Gt(SndNxt, SndMax)) SndMax = SndNxt;
                 if (RtxDeadline == long.MaxValue) RtxDeadline = Stack.Now + Rto;
@@ -387,6 +405,7 @@ public sealed partial class TcpSocket
         State = TcpState.Closed;
         RtxDeadline = KeepDeadline = EndDeadline = long.MaxValue;
         Ooo.Clear();
+        Sacked.Clear();
         if (!wasListen) Stack.RemoveConnection(this);
         if (Parent != null)
         {
@@ -442,6 +461,7 @@ public sealed partial class TcpSocket
             c.Do(ref seq); c.Do(ref data);
             if (c.Reading) Ooo[seq] = data;
         }
+        SackState(c);
     }
 
     // Links read from a snapshot, resolved once every socket exists.

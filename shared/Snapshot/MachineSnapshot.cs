@@ -61,8 +61,9 @@ public enum SnapshotPlant { None, OmitPage }
 public static partial class MachineSnapshot
 {
     static readonly byte[] Magic = "RVSNAP01"u8.ToArray();
-    /// <summary>4: the virtual network interface's state (3 had none and refused a guest that had one).</summary>
-    public const uint Version = 4;
+    /// <summary>4: the virtual network interface's state (3 had none and refused a guest that had one); 5: its TCP
+    /// connections' SACK state (negotiation, scoreboard) and counters.</summary>
+    public const uint Version = 5;
     const int PageBytes = (int)GuestMemory.PageSize;
     const int MaxString = 1 << 20, MaxItems = 1 << 20;
     /// <summary>CLOCK_THREAD_CPUTIME_ID: the pause's CPU time on the guest thread (its wall time also counts the time

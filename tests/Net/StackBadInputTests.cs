@@ -112,6 +112,85 @@ public class StackBadInputTests
         StillWorks(link, c, s);
     }
 
+    /// <summary>A SACK option (RFC 2018 §3: NOP, NOP, kind 5, length 2 + 8n, the blocks).</summary>
+    static byte[] SackOption(params (uint Left, uint Right)[] blocks)
+    {
+        var o = new byte[4 + 8 * blocks.Length];
+        o[0] = 1; o[1] = 1; o[2] = 5; o[3] = (byte)(2 + 8 * blocks.Length);
+        for (int i = 0; i < blocks.Length; i++)
+        {
+            BinaryPrimitives.WriteUInt32BigEndian(o.AsSpan(4 + 8 * i), blocks[i].Left);
+            BinaryPrimitives.WriteUInt32BigEndian(o.AsSpan(8 + 8 * i), blocks[i].Right);
+        }
+        return o;
+    }
+
+    /// <summary>
+    /// SACK blocks a peer may forge on a connection that negotiated SACK, against a flight of at least 10 segments the
+    /// peer never got: blocks beyond what was sent, with the left edge at or past the right, far below SND.UNA, options of a wrong
+    /// length, and a flood of one-byte blocks at distinct places. Each invalid block is ignored and counted,
+    /// overlapping and adjacent blocks merge, the scoreboard stays within its bound, nothing throws, and the stream
+    /// arrives intact once the real flight is delivered. A connection that did not negotiate SACK ignores blocks.
+    /// </summary>
+    [Fact]
+    public void Forged_sack_blocks_are_ignored_or_merged_and_the_scoreboard_stays_bounded()
+    {
+        var (link, c, s) = Pair(36);
+        Assert.True(s.SackOk);
+        var b = link.B;
+        var data = StackLink.Payload(20 * 1460, 36);
+        Assert.Equal(data.Length, s.Send(data));
+        var flight = Drain(b);
+        uint una = s.SndUna, max = s.SndMax;
+        Assert.True(max - una >= 10 * 1460, $"a flight of {max - una} bytes");
+        void Ack(byte[] opts) => b.Input(TcpFrame(StackLink.IpA, c.LocalPort, StackLink.IpB, s.LocalPort, c.SndNxt, una, ACK, opts: opts), link.Now);
+        var k = b.Counters;
+        long ignored = k.SackBlocksIgnored;
+
+        Ack(SackOption((max + 1, max + 1461)));                        // beyond SND.MAX
+        Ack(SackOption((una + 2920, una + 1460)));                     // left edge past the right
+        Ack(SackOption((una + 100, una + 100)));                       // empty
+        Ack(SackOption((una - 1_000_000_000, una - 999_000_000)));     // far below SND.UNA (not a recent D-SACK)
+        Ack([1, 1, 5, 10, 0, 0, 0, 0, 0, 0, 0, 0]);                    // length 10: not 2 + 8n
+        Ack([1, 5, 2, 0]);                                             // no block at all
+        Assert.Equal(6, k.SackBlocksIgnored - ignored);
+        Assert.Empty(s.Sacked);
+        Assert.Equal(0, k.DropBadOption);                              // a bad SACK option costs the option, not the segment
+
+        // overlapping and adjacent blocks merge, in any order; a block partly below SND.UNA counts from SND.UNA
+        Ack(SackOption((una + 8760, una + 10220), (una + 2920, una + 5840), (una + 1460, una + 4380), (una + 10220, una + 11680)));
+        Assert.Equal(new[] { (una + 1460, una + 5840), (una + 8760, una + 11680) }, s.Sacked);
+        Ack(SackOption((una - 500, una + 1460)));
+        Assert.Equal(new[] { (una, una + 5840), (una + 8760, una + 11680) }, s.Sacked);
+
+        // a flood of one-byte blocks at distinct places: the scoreboard stays bounded, the rest is ignored and counted
+        ignored = k.SackBlocksIgnored;
+        for (uint i = 0; i < 1400; i++)
+            Ack(SackOption((una + 5_900 + 2 * i, una + 5_901 + 2 * i)));
+        Assert.Equal(TcpSocket.MaxSackRanges, s.Sacked.Count);
+        Assert.True(k.SackBlocksIgnored - ignored >= 1400 - TcpSocket.MaxSackRanges);
+        Assert.Equal(TcpState.Established, s.State);
+
+        // the real flight reaches the client at last: the stream is intact and the scoreboard empties
+        foreach (var f in flight) link.A.Input(f, link.Now);
+        var got = new MemoryStream();
+        var buf = new byte[65536];
+        Assert.True(link.Run(() => got.Length >= data.Length && s.SndUna == s.SndMax, () => { int n; while ((n = c.Receive(buf)) > 0) got.Write(buf, 0, n); }));
+        Assert.Equal(data, got.ToArray());
+        Assert.Empty(s.Sacked);
+
+        // blocks on a connection that did not negotiate SACK are ignored
+        var plain = new StackLink(37, b: new NetConfig(StackLink.MacB, StackLink.IpB, 24) { Sack = false });
+        var (pc, ps, _) = plain.Connect();
+        Assert.False(ps.SackOk);
+        Assert.Equal(1460, ps.Send(data.AsSpan(0, 1460)));
+        Drain(plain.B);
+        plain.B.Input(TcpFrame(StackLink.IpA, pc.LocalPort, StackLink.IpB, ps.LocalPort, pc.SndNxt, ps.SndUna, ACK,
+            opts: SackOption((ps.SndUna + 100, ps.SndUna + 200))), plain.Now);
+        Assert.Equal(1, plain.B.Counters.SackBlocksIgnored);
+        Assert.Empty(ps.Sacked);
+    }
+
     [Fact]
     public void Random_garbage_never_throws_and_changes_no_connection()
     {

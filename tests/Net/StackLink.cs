@@ -29,7 +29,7 @@ sealed class StackLink
     public Action<NetStack, byte[]?, long>? Feed { get; init; }
 
     /// <summary>Sees every frame a stack sends, in order.</summary>
-    public Action<NetStack, byte[]>? Sent { get; init; }
+    public Action<NetStack, byte[]>? Sent { get; set; }
 
     void Deliver(NetStack to, byte[]? frame)
     {

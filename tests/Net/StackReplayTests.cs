@@ -15,33 +15,53 @@ public class StackReplayTests
 {
     static LogHeader Header() => new() { ProgramHash = LogHeader.ComputeProgramHash("net"u8), CpuModel = "test", Argv = ["net"], Envp = [] };
 
-    /// <summary>The server "guest": accepts one connection and reads it to the end.</summary>
-    sealed class Server(NetStack stack)
+    /// <summary>The server "guest": accepts one connection, reads it to the end, then sends <paramref name="reply"/>
+    /// and closes.</summary>
+    sealed class Server(NetStack stack, byte[] reply)
     {
         readonly TcpSocket _l = Listen(stack);
         TcpSocket? _s;
+        int _replied;
         public readonly MemoryStream Got = new();
-        public bool Eof;
+        public bool Eof, Done;
         static TcpSocket Listen(NetStack st) { var l = st.CreateTcp()!; Assert.Equal(0, l.Bind(0, 80)); Assert.Equal(0, l.Listen(4)); return l; }
         public void Step()
         {
             if (_s == null && _l.Accept(out var x) == 0) _s = x;
-            if (_s == null || Eof) return;
+            if (_s == null || Done) return;
             var buf = new byte[8192];
-            int n;
-            while ((n = _s.Receive(buf)) > 0) Got.Write(buf, 0, n);
-            if (n == 0) { Eof = true; _s.Close(); }
+            int n = 0;
+            while (!Eof && (n = _s.Receive(buf)) > 0) Got.Write(buf, 0, n);
+            if (!Eof && n == 0) Eof = true;
+            if (!Eof) return;
+            while (_replied < reply.Length && (n = _s.Send(reply.AsSpan(_replied))) > 0) _replied += n;
+            if (_replied == reply.Length) { Done = true; _s.Close(); }
         }
     }
 
     [Fact]
-    public void A_stack_fed_from_the_log_reproduces_every_frame_and_its_state()
+    public void A_stack_fed_from_the_log_reproduces_every_frame_and_its_state() => RecordAndReplay(21, []);
+
+    /// <summary>Both ways under loss with SACK negotiated: the recorded stack sent SACK blocks (as the receiver) and
+    /// resent holes from its scoreboard (as the sender of the reply); the replay sends the same frames.</summary>
+    [Fact]
+    public void A_sack_run_fed_from_the_log_reproduces_every_frame_and_its_state()
+    {
+        var b = RecordAndReplay(22, StackLink.Payload(400_000, 3));
+        Assert.True(b.SackBlocksSent > 0 && b.SackBlocksReceived > 0 && b.RetransmittedBytes > 0,
+            $"SACK blocks sent {b.SackBlocksSent}, received {b.SackBlocksReceived}, bytes resent {b.RetransmittedBytes}");
+    }
+
+    /// <summary>Records stack B (a server that reads to the end, then sends <paramref name="reply"/>) behind a lossy link,
+    /// replays it from the log alone, and requires the same frames and state; returns the recorded stack's counters.</summary>
+    static NetCounters RecordAndReplay(int linkSeed, byte[] reply)
     {
         var ms = new MemoryStream();
         var sent = new List<byte[]>();
         var data = StackLink.Payload(100_000, 2);
         NetConfig config;
-        ulong seed = 21 * 2 + 2;   // StackLink's seed for B
+        ulong seed = (ulong)linkSeed * 2 + 2;   // StackLink's seed for B
+        NetCounters counters;
         string recordedDigest;
         int syncs = 0;
         using (var w = new LogWriter(Header(), new StreamLogSink(ms, leaveOpen: true)))
@@ -49,7 +69,7 @@ public class StackReplayTests
             var rec = new RecordingBoundary(w, ulong.MaxValue);
             Server? server = null;
             // Stack B's input goes through the recording boundary, as VirtualNic.Sync does, and the server runs after each.
-            var link = new StackLink(21)
+            var link = new StackLink(linkSeed)
             {
                 Loss = 0.05, Reorder = 0.1,
                 Feed = (to, frame, now) =>
@@ -64,17 +84,24 @@ public class StackReplayTests
                 Sent = (from, f) => { if (from.Config.Ip == StackLink.IpB) sent.Add(f); },
             };
             config = link.B.Config;
-            server = new Server(link.B);
+            server = new Server(link.B, reply);
             var c = link.A.CreateTcp()!;
             Assert.Equal(-NetErrno.EINPROGRESS, c.Connect(StackLink.IpB, 80));
-            int off = 0; bool shut = false;
-            Assert.True(link.Run(() => server.Eof, () =>
+            int off = 0; bool shut = false, eof = false;
+            var back = new MemoryStream();
+            var rbuf = new byte[65536];
+            Assert.True(link.Run(() => server.Done && eof, () =>
             {
-                if (c.State != TcpState.Established && c.State != TcpState.CloseWait) return;
+                if (c.State is TcpState.SynSent or TcpState.Closed) return;
                 while (off < data.Length) { int n = c.Send(data.AsSpan(off)); if (n <= 0) break; off += n; }
                 if (off == data.Length && !shut) { c.Shutdown(ShutdownHow.Write); shut = true; }
+                int r;
+                while ((r = c.Receive(rbuf)) > 0) back.Write(rbuf, 0, r);
+                if (r == 0) eof = true;
             }));
             Assert.Equal(data, server.Got.ToArray());
+            Assert.Equal(reply, back.ToArray());
+            counters = link.B.Counters;
             while (link.B.TryTakeFrame(out var f)) sent.Add(f);
             recordedDigest = Convert.ToHexString(link.B.Digest());
             w.Flush();
@@ -86,7 +113,7 @@ public class StackReplayTests
         using var reader = new LogReader(ms);
         var replay = new ReplayBoundary(reader, showOutput: false);
         var again = new NetStack(config, seed);
-        var rs = new Server(again);
+        var rs = new Server(again, reply);
         var resent = new List<byte[]>();
         while (true)
         {
@@ -102,6 +129,7 @@ public class StackReplayTests
         Assert.Equal(sent.Count, resent.Count);
         for (int i = 0; i < sent.Count; i++) Assert.Equal(sent[i], resent[i]);
         Assert.Equal(recordedDigest, Convert.ToHexString(again.Digest()));
+        return counters;
     }
 
 }

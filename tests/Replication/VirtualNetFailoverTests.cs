@@ -157,6 +157,57 @@ public class VirtualNetFailoverTests(ITestOutputHelper output)
         }
     }
 
+    /// <summary>
+    /// A bulk download survives a failover: bulkserver (guests/src/bulkserver.c) streams a body to one Linux client
+    /// (bench/bulkclient.py, which checks every byte against the body it computes itself); SIGKILL of the primary once a
+    /// third has arrived. The survivor's repair resends what the old primary's gate held from SND.UNA (go-back-N,
+    /// skipping what the client SACKed) and the client's stream goes on: every byte intact, no reset. The longest wait
+    /// for data (the stall) is reported; its figures go to docs/PERFORMANCE-replication.md (`bench/vnet.py --bulk`).
+    /// </summary>
+    [Fact]
+    public async Task ABulkDownloadKeepsEveryByteAcrossAKill()
+    {
+        long bytes = SoakSwitch.On ? 40_000_000 : 3_000_000;
+        using var ns = TapNamespace.Bridged("rvp0", "rvb0");
+        string arbiter = Replicas.TempFile(".lock");
+        try
+        {
+            var (b, url) = Replicas.StartBackup(["--arbiter", arbiter, "--timeout-ms", "1000", "--tap", "rvb0", "--netns", ns.Name]);
+            using var _ = b;
+            using var p = Replicas.Primary(["--backup", url, "--arbiter", arbiter, "--timeout-ms", "1000", "--net", "virtual", "--ip", GuestIp + "/24",
+                "--tap", "rvp0", "--netns", ns.Name, "--", GuestEnv.Guest("bulkserver", "musl"), Port.ToString(), GuestIp]);
+            Assert.True(p.WaitFor(() => p.StderrLines.Any(l => l.Text.Contains($"bulkserver: listening on {GuestIp}:{Port}")) || p.HasExited, Long) && !p.HasExited, p.Stderr);
+
+            using var client = ns.Start("python3", Path.Combine(GuestEnv.RepoRoot, "bench", "bulkclient.py"), GuestIp, Port.ToString(), bytes.ToString(), "13",
+                "--progress", (bytes / 3).ToString());
+            string? first = await client.StandardOutput.ReadLineAsync().WaitAsync(Long);
+            Assert.True(first == $"progress {bytes / 3}", $"the download did not get a third of the way: {first}");
+            double killedAt = KvClients.MonotonicMs();
+            p.KillHard();
+            var took = b.WaitForEvent(ReplicaEvent.TookOver, Long);
+            string rest = await client.StandardOutput.ReadToEndAsync().WaitAsync(Long);
+            Assert.True(client.WaitForExit((int)Long.TotalMilliseconds), "the client did not exit");
+            var report = System.Text.Json.JsonDocument.Parse(rest.Trim().Split('\n')[^1]).RootElement;
+            using (var bye = ns.Start("python3", "-c", $"import socket; s=socket.create_connection(('{GuestIp}',{Port}),timeout=60); s.sendall(b'SHUTDOWN\\n'); print(s.recv(16))"))
+                Assert.True(bye.WaitForExit(60_000) && bye.ExitCode == 0, "the server did not take SHUTDOWN");
+            int? code = b.WaitForExit(Long);
+            double gapFrom = report.GetProperty("gapFrom").GetDouble() * 1000, gapTo = report.GetProperty("gapTo").GetDouble() * 1000;
+            output.WriteLine($"{bytes} bytes at {report.GetProperty("mbps").GetDouble():F2} MB/s overall; longest wait for data {report.GetProperty("maxGapMs").GetDouble():F0} ms, " +
+                $"from {gapFrom - killedAt:F0} to {gapTo - killedAt:F0} ms after the kill; the backup drained for {took.Long("drainMs")} ms");
+
+            Assert.Equal(bytes, report.GetProperty("bytes").GetInt64());
+            Assert.False(report.GetProperty("reset").GetBoolean(), "the client's connection was reset");
+            Assert.True(report.GetProperty("ok").GetBoolean(), $"the body differs from byte {report.GetProperty("firstBad")}");
+            Assert.Equal(0, client.ExitCode);
+            Assert.Null(b.Event(ReplicaEvent.Diverged));
+            Assert.Equal(0, code);
+        }
+        finally
+        {
+            Replicas.DeleteArbiter(arbiter);
+        }
+    }
+
     /// <summary>Frames the kernel received from a replica's TAP device (what the replica sent on the wire).</summary>
     static long FramesFrom(TapNamespace ns, string tap) => long.Parse(ns.Exec("cat", $"/sys/class/net/{tap}/statistics/rx_packets").Trim());
 
