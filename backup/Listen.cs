@@ -262,7 +262,7 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         long t0 = Stopwatch.GetTimestamp();
         var pipe = NewPipe();
         pipe.Append(h.LogHeader.Span);
-        ReportReplayOf(pipe);
+        pipe.Starving = AckReplayed;
         var reader = new LogReader(pipe, leaveOpen: true, startsAfter: sequence);
         var opts = Recording.OptionsFrom(header, s.Root, s.Tap, s.Netns);
         var boundary = new ReplayBoundary(reader, showOutput: false, Follow(header));
@@ -307,7 +307,8 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
     {
         Begin(h);
         _pipe.Append(h.LogHeader.Span);
-        ReportReplayOf(_pipe);
+        // the replay has consumed everything held: tell the primary at once (it bounds how far the replay may trail)
+        _pipe.Starving = AckReplayed;
         var t = new Thread(() => ReplayMain(header), 64 << 20) { Name = "replay" };
         t.Start();
         if (h.LiveSequence > 0) WatchCatchUp(h.LiveSequence);
@@ -624,33 +625,23 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
     // the held position the link thread acknowledged last: the replay's own reports repeat it (holding is acknowledged
     // by the link thread only, after any --ack-delay-ms)
     ulong _ackedHeld;
+    int _replayAckArmed;
+    readonly AutoResetEvent _replayAckDue = new(false);
+    Thread? _replayAcker;
 
-    /// <summary>The replay's pipe reports the replay's position to the primary (which bounds how far the replay may
-    /// trail) when it runs dry and again, if still dry and still unreported, <see cref="ReplayAckIntervalMs"/> later.</summary>
-    void ReportReplayOf(BlockingPipeStream pipe)
-    {
-        pipe.Starving = AckReplayed;
-        pipe.StillStarving = ReportReplayed;
-        pipe.StillStarvingAfter = TimeSpan.FromMilliseconds(ReplayAckIntervalMs);
-    }
-
-    /// <summary>The replay consumed everything held (on the replay thread): report its position at once unless an ack
-    /// did, or one went out in the last <see cref="ReplayAckIntervalMs"/>. In that case the report is left to the next
-    /// ack of a batch (under load one comes within a fraction of a millisecond and carries the position) or, if the
-    /// pipe stays dry, to <see cref="ReportReplayed"/>, which the replay thread itself calls from its wait. Before,
-    /// a thread of its own was woken for every dry spell and slept out the interval: two wake-ups per 5 ms under
-    /// load that almost never had anything left to send.</summary>
+    /// <summary>The replay consumed everything held (on the replay thread): report its position unless an ack did,
+    /// at once if no ack went out in the last <see cref="ReplayAckIntervalMs"/>, otherwise when that has passed.</summary>
     void AckReplayed()
     {
         if (!ReplayUnreported(out var l)) return;
-        if (Stopwatch.GetElapsedTime(Interlocked.Read(ref _lastAckTicks)).TotalMilliseconds >= ReplayAckIntervalMs) l.TrySend(AckNow(Volatile.Read(ref _ackedHeld)));
-    }
-
-    /// <summary>Reports the replay's position unless an ack carried it (replay thread): the pipe stayed dry for
-    /// <see cref="ReplayAckIntervalMs"/> after the replay consumed everything held, or the replay has ended.</summary>
-    void ReportReplayed()
-    {
-        if (ReplayUnreported(out var l)) l.TrySend(AckNow(Volatile.Read(ref _ackedHeld)));
+        if (Stopwatch.GetElapsedTime(Interlocked.Read(ref _lastAckTicks)).TotalMilliseconds >= ReplayAckIntervalMs) { l.TrySend(AckNow(Volatile.Read(ref _ackedHeld))); return; }
+        if (Interlocked.Exchange(ref _replayAckArmed, 1) != 0) return;
+        if (_replayAcker == null)
+        {
+            _replayAcker = new Thread(ReplayAckLoop) { Name = "replay-acks", IsBackground = true };
+            _replayAcker.Start();
+        }
+        _replayAckDue.Set();
     }
 
     /// <summary>The replay has consumed held records that no ack reported yet.</summary>
@@ -658,6 +649,20 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
     {
         link = _link!;
         return link != null && _boundary is { } b && b.ReplayedSequence > Volatile.Read(ref _ackedReplayed);
+    }
+
+    /// <summary>Sends the replay position held back by <see cref="AckReplayed"/> once the interval has passed (unless
+    /// an ack carried it meanwhile).</summary>
+    void ReplayAckLoop()
+    {
+        while (true)
+        {
+            _replayAckDue.WaitOne();
+            double wait = ReplayAckIntervalMs - Stopwatch.GetElapsedTime(Interlocked.Read(ref _lastAckTicks)).TotalMilliseconds;
+            if (wait > 0) Thread.Sleep(TimeSpan.FromMilliseconds(wait));
+            Volatile.Write(ref _replayAckArmed, 0);
+            if (ReplayUnreported(out var l)) l.TrySend(AckNow(Volatile.Read(ref _ackedHeld)));
+        }
     }
 
     public void Released(OutputMark? m) { if (m != null) _boundary?.ReportReleased(m.StdoutBytes, m.StderrBytes); }
@@ -910,7 +915,7 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
                 log.WriteLine($"backup: guest exited with status {status} after {m.InstructionCount} instructions (live since instruction {b.Takeover!.Value.Instruction})");
             else
             {
-                ReportReplayed(); // the whole log is replayed, the End record included: the primary waits for no more of it
+                AckReplayed(); // the whole log is replayed, the End record included: the primary waits for no more of it
                 log.WriteLine($"backup: replay matched the primary: {m.InstructionCount} instructions, {b.RecordsConsumed} records, {b.CheckpointsVerified} checkpoints and {b.OutputsVerified} outputs verified, guest exit status {status}");
                 s.Events.Emit(ReplicaEvent.ReplayMatched, ("instructions", m.InstructionCount), ("records", b.RecordsConsumed),
                     ("checkpoints", b.CheckpointsVerified), ("outputs", b.OutputsVerified), ("status", status));

@@ -1,5 +1,3 @@
-using System.Diagnostics;
-
 namespace ReVirt.Replication;
 
 /// <summary>
@@ -27,8 +25,6 @@ public sealed class BlockingPipeStream : Stream
     bool _starving;
     // the reader consumed something since it last waited (it may sleep to gather), and is sleeping to gather now
     bool _consumed, _gathering;
-    // when the current dry spell's StillStarving is due (Stopwatch ticks; 0: none)
-    long _stillStarvingAt;
 
     /// <summary>How long a reader that has consumed everything sleeps to gather more before it reads again
     /// (<see cref="TimeSpan.Zero"/>: every append wakes it).</summary>
@@ -44,17 +40,6 @@ public sealed class BlockingPipeStream : Stream
     /// about to wait: the reader has consumed everything appended so far. Once per time the pipe runs dry.</summary>
     public Action? Starving { get; set; }
 
-    /// <summary>
-    /// Called (on the reader's thread, outside the pipe's lock) when the pipe has stayed dry for
-    /// <see cref="StillStarvingAfter"/> since <see cref="Starving"/> was called: at most once per time the pipe runs
-    /// dry, and not at all when an append or the end came first. The reader's own wait is bounded by it, so a
-    /// follow-up that most dry spells never need (the next append comes first) costs no thread and no wake-up.
-    /// </summary>
-    public Action? StillStarving { get; set; }
-
-    /// <summary>How long after <see cref="Starving"/> a pipe still dry calls <see cref="StillStarving"/>.</summary>
-    public TimeSpan StillStarvingAfter { get; set; }
-
     public void Append(ReadOnlySpan<byte> data)
     {
         if (data.IsEmpty) return;
@@ -65,7 +50,6 @@ public sealed class BlockingPipeStream : Stream
             _chunks.Enqueue(copy);
             _buffered += copy.Length;
             _starving = false;
-            _stillStarvingAt = 0;
             if (!_gathering || _buffered >= GatherBytes) Monitor.PulseAll(_lock);
         }
     }
@@ -91,7 +75,6 @@ public sealed class BlockingPipeStream : Stream
                 if (_chunks.Count == 0 && (_cur == null || _curPos >= _cur.Length) && !_completed && !_starving && Starving is { } starving)
                 {
                     _starving = true;
-                    if (StillStarving != null) _stillStarvingAt = Stopwatch.GetTimestamp() + (long)(StillStarvingAfter.TotalSeconds * Stopwatch.Frequency);
                     Monitor.Exit(_lock);
                     try { starving(); }
                     finally { Monitor.Enter(_lock); }
@@ -117,16 +100,6 @@ public sealed class BlockingPipeStream : Stream
                     continue;
                 }
                 _consumed = false;
-                if (_stillStarvingAt != 0 && StillStarving is { } still)
-                {
-                    long left = _stillStarvingAt - Stopwatch.GetTimestamp();
-                    if (left > 0) { Monitor.Wait(_lock, Stopwatch.GetElapsedTime(0, left)); continue; }
-                    _stillStarvingAt = 0;
-                    Monitor.Exit(_lock);
-                    try { still(); }
-                    finally { Monitor.Enter(_lock); }
-                    continue;
-                }
                 Monitor.Wait(_lock);
             }
         }

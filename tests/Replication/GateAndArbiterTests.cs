@@ -162,60 +162,6 @@ public class GateAndArbiterTests
         Assert.Equal(0, await ending);
     }
 
-    /// <summary>
-    /// A dry pipe's follow-up (the backup's late report of its replay position): called once, on the reader's thread,
-    /// when the pipe has stayed dry for <see cref="BlockingPipeStream.StillStarvingAfter"/> since it ran dry, never when
-    /// an append or the end came first, and the reader still gets the data appended after it. The delays that must
-    /// not pass are far longer than any test waits; the one that must pass is short, and the assertion only needs it
-    /// to have passed.
-    /// </summary>
-    [Fact]
-    public async Task ADryPipeCallsItsFollowUpOnceAfterTheDelayUnlessDataOrTheEndComesFirst()
-    {
-        var bound = TimeSpan.FromSeconds(20);
-        var after = TimeSpan.FromMilliseconds(50);
-        var p = new BlockingPipeStream { Gather = TimeSpan.FromMilliseconds(1) };
-        int starving = 0, still = 0, readerThread = 0, followUpThread = -1;
-        long dryAt = 0, stillAt = 0;
-        p.Starving = () => { Interlocked.Increment(ref starving); Volatile.Write(ref dryAt, System.Diagnostics.Stopwatch.GetTimestamp()); };
-        p.StillStarving = () =>
-        {
-            Interlocked.Increment(ref still);
-            Volatile.Write(ref stillAt, System.Diagnostics.Stopwatch.GetTimestamp());
-            Volatile.Write(ref followUpThread, Environment.CurrentManagedThreadId);
-        };
-        p.StillStarvingAfter = after;
-
-        // dry for longer than the delay: one follow-up, after it, on the reader's thread; the data appended later is read
-        var read = Task.Factory.StartNew(() => { readerThread = Environment.CurrentManagedThreadId; var b = new byte[10]; return p.Read(b); }, TaskCreationOptions.LongRunning);
-        await Until(() => Volatile.Read(ref still) > 0, bound, "the follow-up of a dry pipe");
-        await Task.Delay(200);
-        Assert.False(read.IsCompleted, "the reader returned from a dry pipe");
-        Assert.Equal(1, Volatile.Read(ref starving));
-        Assert.Equal(1, Volatile.Read(ref still));
-        Assert.Equal(readerThread, Volatile.Read(ref followUpThread));
-        Assert.True(System.Diagnostics.Stopwatch.GetElapsedTime(dryAt, stillAt) >= after, "the follow-up came before its delay");
-        p.Append(new byte[] { 1, 2, 3 });
-        Assert.True(await Task.WhenAny(read, Task.Delay(bound)) == read, "an append did not wake the reader after the follow-up");
-        Assert.Equal(3, await read);
-
-        // dry again, but data comes before the delay: no follow-up for this dry spell
-        p.StillStarvingAfter = TimeSpan.FromMinutes(10);
-        var again = Task.Factory.StartNew(() => p.Read(new byte[10]), TaskCreationOptions.LongRunning);
-        await Until(() => Volatile.Read(ref starving) == 2, bound, "the pipe to run dry again");
-        p.Append(new byte[] { 4 });
-        Assert.True(await Task.WhenAny(again, Task.Delay(bound)) == again, "an append did not wake the reader");
-        Assert.Equal(1, await again);
-
-        // dry, then the end: the reader ends, no follow-up
-        var ending = Task.Factory.StartNew(() => p.Read(new byte[10]), TaskCreationOptions.LongRunning);
-        await Until(() => Volatile.Read(ref starving) == 3, bound, "the pipe to run dry a third time");
-        p.Complete();
-        Assert.True(await Task.WhenAny(ending, Task.Delay(bound)) == ending, "the end did not wake the reader");
-        Assert.Equal(0, await ending);
-        Assert.Equal(1, Volatile.Read(ref still));
-    }
-
     static async Task Until(Func<bool> condition, TimeSpan bound, string what)
     {
         var sw = System.Diagnostics.Stopwatch.StartNew();
