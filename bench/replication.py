@@ -22,10 +22,19 @@ COUNTER = os.path.join(ROOT, 'guests', 'out', 'counter.musl')
 KV = os.path.join(ROOT, 'guests', 'out', 'kvserver.musl')
 
 
+# --kv-pin: CPU lists (taskset -c) for the primary and the load generator, and for the backup; None: unpinned
+PIN = None
+
+
+def pinned(cmd, cpus):
+    """The command confined to the CPU list cpus (taskset execs it: the pid stays the command's)."""
+    return ['taskset', '-c', cpus] + cmd if cpus else cmd
+
+
 class Proc:
-    """A subprocess whose stderr lines are collected with arrival times."""
-    def __init__(self, args):
-        self.p = subprocess.Popen(['dotnet'] + args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    """A subprocess whose stderr lines are collected with arrival times (on the CPUs in cpus, when given)."""
+    def __init__(self, args, cpus=None):
+        self.p = subprocess.Popen(pinned(['dotnet'] + args, cpus), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.lines = []
         self.t = threading.Thread(target=self._pump, daemon=True)
         self.t.start()
@@ -55,8 +64,8 @@ class Proc:
         return '\n'.join(l for _, l in self.lines)
 
 
-def backup(*extra, bin_dir=BIN):
-    b = Proc([os.path.join(bin_dir, 'backup.dll'), 'listen', '--listen', 'http://127.0.0.1:0', '--insecure-no-auth', '--shared-storage'] + list(extra))  # loopback, one root
+def backup(*extra, bin_dir=BIN, cpus=None):
+    b = Proc([os.path.join(bin_dir, 'backup.dll'), 'listen', '--listen', 'http://127.0.0.1:0', '--insecure-no-auth', '--shared-storage'] + list(extra), cpus)  # loopback, one root
     _, m = b.wait_for(r'listening on (http://127\.0\.0\.1:\d+)')
     return b, m.group(1)
 
@@ -135,7 +144,7 @@ KV_WARMUP = 1.0  # seconds of load before the measured window (--kv-warmup)
 def kv_load(port, seconds, connections, backup_pid=None):
     """Closed-loop load with the C client; returns (requests/s, p50, p99, backup CPU s per guest s or None).
     The backup's CPU is counted over the measured window only (after the warm-up)."""
-    proc = subprocess.Popen([KVLOAD, str(port), str(connections), str(seconds), str(KV_WARMUP)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(pinned([KVLOAD, str(port), str(connections), str(seconds), str(KV_WARMUP)], PIN and PIN[0]), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(KV_WARMUP)
     cpu0 = proc_cpu_seconds(backup_pid) if backup_pid else None
     t0 = time.perf_counter()
@@ -160,10 +169,10 @@ def kv_server(mode, port, bin_dir=BIN):
     b = None
     primary = os.path.join(bin_dir, 'primary.dll')
     if mode == 'run':
-        p = Proc([primary, 'run', '--', KV, str(port)])
+        p = Proc([primary, 'run', '--', KV, str(port)], PIN and PIN[0])
     else:
-        b, url = backup(bin_dir=bin_dir)
-        p = Proc([primary, 'protect', '--backup', url, '--stats', '--', KV, str(port)])
+        b, url = backup(bin_dir=bin_dir, cpus=PIN and PIN[1])
+        p = Proc([primary, 'protect', '--backup', url, '--stats', '--', KV, str(port)], PIN and PIN[0])
     p.wait_for(r'kvserver: listening on')
     return p, b
 
@@ -314,7 +323,7 @@ def kv_profile(seconds, connections, mode, perf_dir=None, bin_dir=BIN):
         port = free_port()
         p, b = kv_server(mode, port, bin_dir)
         procs = [('primary', p.p.pid)] + ([('backup', b.p.pid)] if b else [])
-        proc = subprocess.Popen([KVLOAD, str(port), str(conns), str(seconds), str(KV_WARMUP)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(pinned([KVLOAD, str(port), str(conns), str(seconds), str(KV_WARMUP)], PIN and PIN[0]), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         time.sleep(KV_WARMUP)
         before = {n: thread_stats(pid) for n, pid in procs}
         t0 = time.perf_counter()
@@ -334,7 +343,7 @@ def kv_profile(seconds, connections, mode, perf_dir=None, bin_dir=BIN):
         if b:
             b.p.wait(timeout=120)
         print(f'{mode} ({bin_dir}), {conns} connections: {v["rate"]:.0f} requests/s, p50 {v["p50_ms"]:.3f} ms, p99 {v["p99_ms"]:.3f} ms; '
-              f'load average {os.getloadavg()[0]:.1f}; per request over {wall:.1f} s:')
+              f'load average {os.getloadavg()[0]:.1f}' + (f'; primary and load on CPUs {PIN[0]}, backup on CPUs {PIN[1]}' if PIN else '') + f'; per request over {wall:.1f} s:')
         print('| replica | thread | CPU µs | voluntary switches | involuntary switches |')
         print('|---|---|---|---|---|')
         for n, _ in procs:
@@ -364,7 +373,8 @@ def kv_compare(runs, seconds, connections, before):
     res = kv_bench(runs, seconds, connections, before)
     load = os.getloadavg()
     lines = [f'{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} '
-             f'when the run ended; median of {runs} runs of {seconds} s each after {KV_WARMUP:g} s of warm-up, the three alternating.', '',
+             f'when the run ended; median of {runs} runs of {seconds} s each after {KV_WARMUP:g} s of warm-up, the three alternating'
+             + (f'; primaries and the load generator on CPUs {PIN[0]}, backups on CPUs {PIN[1]} (taskset).' if PIN else '.'), '',
              '| connections | | requests/s | vs `primary run` | latency p50 ms | latency p99 ms | added p50 ms | added p99 ms | backup CPU s per guest s | ack lag p50 ms | ack lag p99 ms | replay trail p50 ms | replay trail p99 ms | guest held for the replay ms |',
              '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|']
     for conns, r in res.items():
@@ -395,9 +405,18 @@ def main():
     ap.add_argument('--kv-perf', metavar='DIR', help='with --kv-profile: also `perf record -g` each replica over the measured window '
                     'into DIR/MODE-CONNECTIONS-REPLICA.data (run with DOTNET_PerfMapEnabled=1 for .NET method names)')
     ap.add_argument('--kv-profile-bin', metavar='BIN_DIR', default=BIN, help="with --kv-profile: another build's primary.dll/backup.dll")
+    ap.add_argument('--kv-pin', metavar='PRIMARY_CPUS:BACKUP_CPUS', help='kvserver only: run the primary (`run` and '
+                    '`protect`) and the load generator on the CPUs PRIMARY_CPUS and the backup on BACKUP_CPUS (taskset -c '
+                    'lists, e.g. 0:1 on a 2-core machine: the backup on a core of its own, as on a host of its own); '
+                    'the rest of the machine\'s work is not confined')
     a = ap.parse_args()
-    global KV_WARMUP
+    global KV_WARMUP, PIN
     KV_WARMUP = a.kv_warmup
+    if a.kv_pin:
+        prim, sep, back = a.kv_pin.partition(':')
+        if not sep or not prim or not back:
+            ap.error('--kv-pin wants PRIMARY_CPUS:BACKUP_CPUS, e.g. 0:1')
+        PIN = (prim, back)
     if a.kv_profile:
         kv_profile(a.kv_seconds, [int(x) for x in a.kv_connections.split(',')], a.kv_profile, a.kv_perf, a.kv_profile_bin)
         return
