@@ -9,7 +9,9 @@ namespace ReVirt.Log;
 /// sequence numbers (starting at <see cref="LogFormat.FirstSequence"/>) and encodes each record into a
 /// reused scratch buffer, so appending performs no allocation once the buffer has grown. Not thread-safe:
 /// the owner serialises calls. Every byte handed to the sink is also fed to a running SHA-256, so that
-/// <see cref="Finish"/> can close the log with an <see cref="End"/> record proving its completeness.
+/// <see cref="Finish"/> can close the log with an <see cref="End"/> record proving its completeness; the bytes reach
+/// the hash in chunks of <see cref="DigestChunk"/> (a copy per record, one call into the crypto library per chunk
+/// instead of one per record: a recording of md5sum 16 MB appends 4,100 records).
 /// </summary>
 public sealed class LogWriter : IDisposable, IAsyncDisposable
 {
@@ -18,6 +20,10 @@ public sealed class LogWriter : IDisposable, IAsyncDisposable
     private readonly bool _leaveOpen;
     private byte[] _scratch = new byte[4096];
     private readonly IncrementalHash _digest = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+    private const int DigestChunk = 64 * 1024;
+    // bytes handed to the sink and not yet to _digest (the first _digestPending)
+    private readonly byte[] _digestBuffer = new byte[DigestChunk];
+    private int _digestPending;
     private bool _disposed, _finished;
 
     public LogWriter(LogHeader header, ILogSink sink, bool leaveOpen = false)
@@ -91,6 +97,7 @@ public sealed class LogWriter : IDisposable, IAsyncDisposable
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         if (_finished) throw new InvalidOperationException("the log already ends with its End record");
+        DigestPending();
         ulong seq = Append(new End { RecordCount = LastSequence, Digest = _digest.GetCurrentHash() });
         _finished = true;
         _sink.Flush();
@@ -110,7 +117,7 @@ public sealed class LogWriter : IDisposable, IAsyncDisposable
                 _scratch = new byte[Math.Max((int)BitOperations.RoundUpToPowerOf2((uint)frameLength), _scratch.Length * 2)];
             RecordFrame.Encode(in record, seq, _scratch);
             _sink.Append(_scratch.AsSpan(0, frameLength));
-            _digest.AppendData(_scratch, 0, frameLength);
+            Digest(_scratch.AsSpan(0, frameLength));
         }
         else
         {
@@ -120,13 +127,32 @@ public sealed class LogWriter : IDisposable, IAsyncDisposable
             {
                 RecordFrame.Encode(in record, seq, rented);
                 _sink.Append(rented.AsSpan(0, frameLength));
-                _digest.AppendData(rented, 0, frameLength);
+                Digest(rented.AsSpan(0, frameLength));
             }
             finally { ArrayPool<byte>.Shared.Return(rented); }
         }
         LastSequence = seq;
         BytesWritten += frameLength;
         return seq;
+    }
+
+    /// <summary>Feeds bytes handed to the sink to the running digest, through <see cref="_digestBuffer"/>.</summary>
+    private void Digest(ReadOnlySpan<byte> frame)
+    {
+        if (frame.Length > DigestChunk - _digestPending)
+        {
+            DigestPending();
+            if (frame.Length >= DigestChunk) { _digest.AppendData(frame); return; }
+        }
+        frame.CopyTo(_digestBuffer.AsSpan(_digestPending));
+        _digestPending += frame.Length;
+    }
+
+    private void DigestPending()
+    {
+        if (_digestPending == 0) return;
+        _digest.AppendData(_digestBuffer, 0, _digestPending);
+        _digestPending = 0;
     }
 
     public ulong Append(in SyscallResult record) => Append<SyscallResult>(in record);

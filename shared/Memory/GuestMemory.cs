@@ -442,19 +442,31 @@ public sealed unsafe partial class GuestMemory : IDisposable
     }
 
     /// <summary><see cref="Sha256(ulong, int)"/> into <paramref name="hash"/> (32 bytes), hashed from the guest's pages
-    /// where they are: no copy, and one hash object per thread reused (a recording hashes every by-reference read).</summary>
+    /// where they are: no copy, and one hash object per thread reused (a recording hashes every by-reference read).
+    /// Pages whose host bytes follow one another are handed to the hash as one span: each call into the hash crosses
+    /// into the crypto library, and a recording makes thousands.</summary>
     public void Sha256(ulong a, int len, Span<byte> hash)
     {
         var h = t_sha256 ??= System.Security.Cryptography.IncrementalHash.CreateHash(System.Security.Cryptography.HashAlgorithmName.SHA256);
         try
         {
+            byte* run = null;
+            int runLength = 0;
             for (ulong cur = a, end = a + (ulong)len; cur < end;)
             {
                 int off = (int)(cur & PageMask);
                 int n = (int)Math.Min(end - cur, PageSize - (ulong)off);
-                h.AppendData(new ReadOnlySpan<byte>(Translate(cur, false).Data + off, n));
+                byte* p = Translate(cur, false).Data + off;
+                if (p != run + runLength)
+                {
+                    if (runLength > 0) h.AppendData(new ReadOnlySpan<byte>(run, runLength));
+                    run = p;
+                    runLength = 0;
+                }
+                runLength += n;
                 cur += (ulong)n;
             }
+            if (runLength > 0) h.AppendData(new ReadOnlySpan<byte>(run, runLength));
         }
         finally { h.GetHashAndReset(hash); } // also after a fault: the next hash starts empty
     }
