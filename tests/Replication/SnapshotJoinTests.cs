@@ -375,7 +375,7 @@ public class SnapshotJoinTests(ITestOutputHelper output)
     /// snapshot was capped at when it was one array, joins by snapshot. The standby restores the whole stream (more
     /// than 2.5 GiB in some 2,600 chunks) to the state digest the live replica computed over its capture, then
     /// follows the guest to its end with every output verified by its replay; neither replica's peak memory holds
-    /// the snapshot a second time (each stays below the guest's memory plus 1.5 GiB of runtime and buffers).
+    /// the snapshot a second time (each stays below twice the guest's memory, which the page allocator costs, plus 1 GiB).
     /// </summary>
     [Fact]
     public void AGuestOfTwoAndAHalfGiBJoinsBySnapshotPastTheFormerCap()
@@ -412,8 +412,12 @@ public class SnapshotJoinTests(ITestOutputHelper output)
             }
             long pp = Peak(p), sp = Peak(s);
             output.WriteLine($"peak resident memory: live replica {pp >> 20} MiB, standby {sp >> 20} MiB");
-            Assert.True(pp < ((long)Mib << 20) + (1536L << 20), $"the live replica's peak {pp >> 20} MiB");
-            Assert.True(sp < ((long)Mib << 20) + (1536L << 20), $"the standby's peak {sp >> 20} MiB");
+            // the VM's page allocator costs about 8 KiB of resident memory per 4 KiB guest page (one posix_memalign
+            // each), so a replica of this guest peaks near 2 x 2.5 GiB before any join (5.3-5.4 GiB measured); the
+            // snapshot held once more would add its 2.5 GiB on top
+            long bound = 2 * ((long)Mib << 20) + (1L << 30);
+            Assert.True(pp < bound, $"the live replica's peak {pp >> 20} MiB");
+            Assert.True(sp < bound, $"the standby's peak {sp >> 20} MiB");
             long at = Lines(p.Stdout);
             Assert.True(p.WaitFor(() => Lines(p.Stdout) >= at + 10, Long), "the guest goes on");
             File.WriteAllBytes(stop, []);
