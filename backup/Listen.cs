@@ -247,49 +247,147 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
     /// carry the files the guest changed, which it applies to its root and verifies before it acknowledges.</summary>
     public bool WantsSnapshotFiles(Hello h) => AcceptsSnapshot(h) && !s.SharedStorage;
 
-    /// <summary>Largest snapshot a standby accepts (it is assembled in one array).</summary>
-    public const long MaxSnapshotBytes = 2_000_000_000;
+    /// <summary>
+    /// A snapshot being received: the chunks go, as they arrive, through a bounded pipe to a thread that restores the
+    /// machine from them (<see cref="MachineSnapshot.Restore(Stream, ReadOnlySpan{byte}, MachineOptions, IBoundary, bool)"/>:
+    /// pages restored as they come, SHA-256 and state digest accumulated, both checked after the last byte) and copies
+    /// them to <c>LOG.snapshot.partial</c>. Neither the link's thread nor the restore holds the snapshot whole. A
+    /// refusal (damaged, cut off, not the machine it claims) disposes the machine and deletes the copy: nothing is kept.
+    /// </summary>
+    sealed class SnapshotReceive
+    {
+        /// <summary>Chunks that may wait for the restore (the link's thread waits for room beyond that): 16 MiB of the
+        /// live replica's 64 KiB chunks at most, however large the snapshot.</summary>
+        const int ChunksAhead = 256;
+        readonly SnapshotPipe _pipe = new(ChunksAhead);
+        readonly Thread _thread;
+        public readonly ulong Sequence;
+        public readonly string CopyPath;
+        public readonly long Started = Stopwatch.GetTimestamp();
+        public ulong Received;
+        public readonly ManualResetEventSlim Done = new();
+        /// <summary>After <see cref="Done"/>: why the snapshot was refused (null: restored and verified).</summary>
+        public string? Error;
+        public Machine? Machine;
+        public SnapshotPoint? Point;
+        public ReplayBoundary? Boundary;
+        public BlockingPipeStream? LogPipe;
+        public long RestoredAt;
+
+        public SnapshotReceive(BackupSession owner, Hello h, LogHeader header, ulong sequence, string copyPath)
+        {
+            Sequence = sequence;
+            CopyPath = copyPath;
+            _thread = new Thread(() => Restore(owner, h, header)) { Name = "snapshot-restore", IsBackground = true };
+            _thread.Start();
+        }
+
+        void Restore(BackupSession owner, Hello h, LogHeader header)
+        {
+            string partial = CopyPath + ".partial";
+            FileStream? copy = null;
+            Machine? m = null;
+            try
+            {
+                copy = new FileStream(partial, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 20);
+                var pipe = NewPipe();
+                pipe.Append(h.LogHeader.Span);
+                pipe.Starving = owner.AckReplayed;
+                var reader = new LogReader(pipe, leaveOpen: true, startsAfter: Sequence);
+                var opts = Recording.OptionsFrom(header, owner.Settings.Root, owner.Settings.Tap, owner.Settings.Netns);
+                var boundary = new ReplayBoundary(reader, showOutput: false, owner.Follow(header));
+                var (restored, point) = MachineSnapshot.Restore(new CopyingReader(_pipe.Reader(), copy), h.LogHeader.Span, opts, boundary, applyFiles: !owner.Settings.SharedStorage);
+                m = restored;
+                if (point.Sequence != Sequence) throw new SnapshotFormatException($"the snapshot is of record #{point.Sequence}, announced as #{Sequence}");
+                // the interface's identity was checked by the restore; its wire is this replica's own TAP device (--tap, --netns)
+                if (restored.Kernel.Nic is { } nic && nic.OpenAheadOrWhyNot(TimeSpan.FromSeconds(10)) is { } noWire)
+                    throw new SnapshotRefusedException($"the virtual network interface {nic.Options.Identity} could not come up on this replica at a takeover: {noWire}");
+                copy.Dispose();
+                copy = null;
+                File.Move(partial, CopyPath, overwrite: true);
+                (Machine, Point, Boundary, LogPipe) = (restored, point, boundary, pipe);
+            }
+            catch (Exception e)
+            {
+                Error = e is SnapshotFormatException or SnapshotRefusedException ? e.Message : $"{e.GetType().Name}: {e.Message}";
+                m?.Dispose();
+                copy?.Dispose();
+                try { File.Delete(partial); } catch (IOException) { }
+                _pipe.Fail(Error); // the link's thread stops feeding and refuses with this reason
+            }
+            finally
+            {
+                RestoredAt = Stopwatch.GetTimestamp();
+                Done.Set();
+            }
+        }
+
+        /// <summary>Hands a chunk to the restore, calling <paramref name="keepAlive"/> every 100 ms while it waits for
+        /// room. False: the restore refused the snapshot already (<see cref="Error"/> once <see cref="Done"/>).</summary>
+        public bool Feed(ReadOnlyMemory<byte> data, Action keepAlive)
+        {
+            Received += (ulong)data.Length;
+            try
+            {
+                while (!_pipe.TryAdd(data, 100)) keepAlive();
+                return true;
+            }
+            catch (IOException) { return false; }
+        }
+
+        /// <summary>The last chunk was fed: the restore reads the end after it.</summary>
+        public void Complete() => _pipe.Complete();
+
+        /// <summary>The transfer ended before its last chunk: the restore fails with the reason and keeps nothing.</summary>
+        public void Abandon(string reason) => _pipe.Fail(reason);
+    }
+
+    /// <summary>Reads a stream and writes what it read to another.</summary>
+    sealed class CopyingReader(Stream from, Stream copy) : Stream
+    {
+        public override int Read(Span<byte> buffer)
+        {
+            int n = from.Read(buffer);
+            copy.Write(buffer[..n]);
+            return n;
+        }
+
+        public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
+        public override bool CanRead => true;
+        public override bool CanSeek => false;
+        public override bool CanWrite => false;
+        public override long Length => throw new NotSupportedException();
+        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+        public override void Flush() { }
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+        public override void SetLength(long value) => throw new NotSupportedException();
+        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+    }
 
     /// <summary>
-    /// A standby that took a snapshot: verifies and restores it (refused with the reason: nothing is kept), then
-    /// follows the log from the record after it. Called once the whole snapshot has arrived; what the live replica
-    /// had not released of the output logged before it comes along (`held`).
+    /// A standby whose snapshot was restored and verified (<see cref="SnapshotReceive"/>) follows the log from the
+    /// record after it; what the live replica had not released of the output logged before it comes along (`held`).
     /// </summary>
-    /// <exception cref="SnapshotFormatException">Not a snapshot of this run, or damaged.</exception>
-    /// <exception cref="SnapshotRefusedException">The restored machine is not the one the snapshot describes.</exception>
-    public void StartFromSnapshot(Hello h, LogHeader header, byte[] snap, ulong sequence, IEnumerable<HeldOutput> held, double receiveMs)
+    void StartFromSnapshot(Hello h, LogHeader header, SnapshotReceive snap, IEnumerable<HeldOutput> held, double receiveMs, double restoreMs)
     {
-        long t0 = Stopwatch.GetTimestamp();
-        var pipe = NewPipe();
-        pipe.Append(h.LogHeader.Span);
-        pipe.Starving = AckReplayed;
-        var reader = new LogReader(pipe, leaveOpen: true, startsAfter: sequence);
-        var opts = Recording.OptionsFrom(header, s.Root, s.Tap, s.Netns);
-        var boundary = new ReplayBoundary(reader, showOutput: false, Follow(header));
-        var (m, point) = MachineSnapshot.Restore(snap, h.LogHeader.Span, opts, boundary, applyFiles: !s.SharedStorage);
-        if (point.Sequence != sequence) { m.Dispose(); throw new SnapshotFormatException($"the snapshot is of record #{point.Sequence}, announced as #{sequence}"); }
-        // the interface's identity was checked by the restore; its wire is this replica's own TAP device (--tap, --netns)
-        if (m.Kernel.Nic is { } nic && nic.OpenAheadOrWhyNot(TimeSpan.FromSeconds(10)) is { } noWire)
-        {
-            m.Dispose();
-            throw new SnapshotRefusedException($"the virtual network interface {nic.Options.Identity} could not come up on this replica at a takeover: {noWire}");
-        }
+        var (m, point, boundary) = (snap.Machine!, snap.Point!, snap.Boundary!);
         boundary.ResumeAt(point, held.Select(o => (o.Fd, o.Start, o.Data.ToByteArray())));
-        double restoreMs = Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
-        _pipe = pipe;
+        _pipe = snap.LogPipe!;
         _boundary = boundary;
-        _snapshotSequence = sequence;
-        Held = _received = sequence;
-        string digest = StateDigest.Compute(m.Kernel) is var d ? Convert.ToHexString(d) : "";
+        _snapshotSequence = snap.Sequence;
+        Held = _received = snap.Sequence;
         Begin(h);
-        File.WriteAllBytes(_logPath + ".snapshot", snap); // the start state of this replica's log copy (backup replay reads it)
-        log.WriteLine($"backup: restored a snapshot of {snap.Length} bytes at record #{sequence} (received in {receiveMs:F0} ms, verified and restored in {restoreMs:F0} ms, state digest {digest})");
-        s.Events.Emit(ReplicaEvent.SnapshotRestored, ("sequence", sequence), ("bytes", snap.Length), ("receiveMs", receiveMs), ("restoreMs", restoreMs), ("digest", digest),
+        log.WriteLine($"backup: restored a snapshot of {point.Bytes} bytes at record #{snap.Sequence} (received in {receiveMs:F0} ms while restoring, verified {restoreMs:F0} ms after the last chunk, state digest {point.Digest})");
+        s.Events.Emit(ReplicaEvent.SnapshotRestored, ("sequence", snap.Sequence), ("bytes", point.Bytes), ("receiveMs", receiveMs), ("restoreMs", restoreMs), ("digest", point.Digest),
             ("stdoutAt", point.Outputs.Total(1)), ("filesDigest", point.FilesDigest));
         var t = new Thread(() => ReplayMain(header, m), 64 << 20) { Name = "replay" };
         t.Start();
         if (h.LiveSequence > 0) WatchCatchUp(h.LiveSequence);
     }
+
+    /// <summary>This replica's log copy (--log, or a file of its own in the temporary directory); a snapshot it
+    /// joined from lies next to it as <c>LOG.snapshot</c>.</summary>
+    string LogCopyPath() => s.LogPath ?? Path.Combine(Path.GetTempPath(), $"revirt-backup-{Environment.ProcessId}.rvlog");
 
     /// <summary>Claims the session for one primary (false: a primary was already accepted).</summary>
     public bool Claim() => Interlocked.CompareExchange(ref _claimed, 1, 0) == 0;
@@ -321,7 +419,7 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         _term = (long)h.Term;
         _hello = h;
         _arbiter = Arbiters.Create(s.ArbiterPath, h.LogHeader.ToByteArray());
-        string path = s.LogPath ?? Path.Combine(Path.GetTempPath(), $"revirt-backup-{Environment.ProcessId}.rvlog");
+        string path = LogCopyPath();
         _logPath = path;
         _file = StreamLogSink.CreateFile(path);
         _file.Append(h.LogHeader.Span);
@@ -455,11 +553,10 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         var planted = s.PlantAckEarlyMs > 0 ? new Queue<(Batch Batch, long Due)>() : null;
         ulong earlyAcked = 0;
         int owed = 0; // batches received and not acknowledged yet
-        // a snapshot arriving in chunks (a standby that takes one): nothing is kept until it is whole and verified
-        byte[]? snap = null;
-        ulong snapGot = 0;
-        long snapStart = 0;
-        string Cut() => snap != null ? $" (the snapshot was cut off after {snapGot} of {snap.Length} bytes; nothing of it is kept)" : "";
+        // a snapshot arriving in chunks (a standby that takes one): restored as it arrives, nothing kept until it is
+        // whole and verified
+        SnapshotReceive? snap = null;
+        string Cut() => snap != null ? $" (the snapshot was cut off after {snap.Received} bytes; nothing of it is kept)" : "";
         void AckOwed()
         {
             ulong held = HoldReceived();
@@ -488,30 +585,33 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
                 {
                     if (!AcceptsSnapshot(p.Hello)) { RefuseLink(link, "protocol error: a snapshot this standby did not ask for"); return; }
                     var c = m.SnapshotChunk;
-                    if (snap == null)
+                    snap ??= new SnapshotReceive(this, p.Hello, p.Header, c.Sequence, LogCopyPath() + ".snapshot");
+                    if (c.Sequence != snap.Sequence || c.Offset != snap.Received || (c.Last && c.TotalBytes != snap.Received + (ulong)c.Data.Length) || c.Data.Length > SnapshotChunkBytes)
                     {
-                        if (c.TotalBytes == 0 || c.TotalBytes > (ulong)MaxSnapshotBytes) { RefuseLink(link, $"a snapshot of {c.TotalBytes} bytes (at most {MaxSnapshotBytes})"); return; }
-                        snap = new byte[c.TotalBytes];
-                        snapStart = Stopwatch.GetTimestamp();
+                        RefuseLink(link, $"protocol error: a snapshot chunk at {c.Offset} ({c.Data.Length} bytes{(c.Last ? $", the last of {c.TotalBytes}" : "")}, record #{c.Sequence}) after {snap.Received} bytes of record #{snap.Sequence}'s");
+                        return;
                     }
-                    if (c.TotalBytes != (ulong)snap.Length || c.Offset != snapGot || (ulong)c.Data.Length > (ulong)snap.Length - snapGot)
-                    { RefuseLink(link, $"protocol error: a snapshot chunk at {c.Offset} ({c.Data.Length} bytes of {c.TotalBytes}) after {snapGot} bytes"); return; }
-                    c.Data.Span.CopyTo(snap.AsSpan((int)snapGot));
-                    snapGot += (ulong)c.Data.Length;
-                    // answered, so the live replica's watchdog hears from this standby while a large snapshot crosses
-                    if (snapGot < (ulong)snap.Length) { link.Send(new BackupMessage { Ack = new Ack { HeldSequence = 0 } }); continue; }
-                    double receiveMs = Stopwatch.GetElapsedTime(snapStart).TotalMilliseconds;
-                    var whole = snap;
-                    var restore = Task.Run(() => StartFromSnapshot(p.Hello, p.Header, whole, c.Sequence, c.Held, receiveMs));
-                    while (!((IAsyncResult)restore).AsyncWaitHandle.WaitOne(100)) link.Send(new BackupMessage { Ack = new Ack { HeldSequence = 0 } });
-                    if (restore.Exception?.InnerException is { } refused)
+                    // answered every 100 ms (and while the restore makes room), so the live replica's watchdog hears
+                    // from this standby
+                    var alive = new BackupMessage { Ack = new Ack { HeldSequence = 0 } };
+                    bool fed = snap.Feed(c.Data.Memory, () => link.Send(alive));
+                    if (fed && !c.Last)
                     {
-                        string reason = refused is SnapshotFormatException or SnapshotRefusedException ? refused.Message : $"{refused.GetType().Name}: {refused.Message}";
-                        log.WriteLine($"backup: refused the snapshot: {reason}");
-                        s.Events.Emit(ReplicaEvent.SnapshotRefused, ("reason", reason));
+                        if (Environment.TickCount64 - link.LastWriteTick >= 100) link.Send(alive);
+                        continue;
+                    }
+                    double receiveMs = Stopwatch.GetElapsedTime(snap.Started).TotalMilliseconds;
+                    if (fed) snap.Complete();
+                    long lastAt = Stopwatch.GetTimestamp();
+                    while (!snap.Done.Wait(100)) link.Send(alive);
+                    if (snap.Error is { } reason)
+                    {
+                        log.WriteLine($"backup: refused the snapshot after {snap.Received} bytes: {reason}");
+                        s.Events.Emit(ReplicaEvent.SnapshotRefused, ("reason", reason), ("receivedBytes", snap.Received));
                         RefuseLink(link, $"snapshot refused: {reason}");
                         return;
                     }
+                    StartFromSnapshot(p.Hello, p.Header, snap, c.Held, receiveMs, Stopwatch.GetElapsedTime(lastAt, snap.RestoredAt).TotalMilliseconds);
                     snap = null;
                     started = true;
                     _link = link;
@@ -573,8 +673,15 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
             if (started) PrimaryLost(why, silence);
             else Unclaim($"{why} after the welcome{Cut()}");
         }
-        finally { _link = null; }
+        finally
+        {
+            _link = null;
+            snap?.Abandon("the data link ended before the snapshot's last chunk");
+        }
     }
+
+    /// <summary>Largest snapshot chunk a standby takes in one message (the live replica sends 64 KiB).</summary>
+    const int SnapshotChunkBytes = 4 << 20;
 
     /// <summary>Planted early acks: holds every queued batch whose time has come, unless something arrives on the
     /// link first (read it: if it is the end, the batches still queued are lost although acknowledged).</summary>

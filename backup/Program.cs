@@ -115,10 +115,17 @@ static int Replay(FileInfo log, bool show, string? rootOverride, ReVirt.Cpu.Exec
     LogReader reader;
     // a log kept by a replica that joined from a snapshot starts after it; the snapshot lies next to it
     string snapPath = log.FullName + ".snapshot";
-    byte[]? snapshot = File.Exists(snapPath) ? File.ReadAllBytes(snapPath) : null;
+    // read as a stream (a snapshot has no size bound); its first bytes name the record the log starts after
+    using var snapshot = File.Exists(snapPath) ? new FileStream(snapPath, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20) : null;
     try
     {
-        ulong after = snapshot != null ? ReVirt.Snapshot.MachineSnapshot.SequenceOf(snapshot) : 0;
+        ulong after = 0;
+        if (snapshot != null)
+        {
+            var head = new byte[ReVirt.Snapshot.MachineSnapshot.SequenceOfBytes];
+            after = ReVirt.Snapshot.MachineSnapshot.SequenceOf(head.AsSpan(0, snapshot.ReadAtLeast(head, head.Length, throwOnEndOfStream: false)));
+            snapshot.Position = 0;
+        }
         reader = new LogReader(new FileStream(log.FullName, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete, bufferSize: 0), false, after);
     }
     catch (ReVirt.Snapshot.SnapshotFormatException e) { Console.Error.WriteLine($"backup: {snapPath}: refused: {e.Message}"); return (int)ReplayVerdictKind.Refused; }

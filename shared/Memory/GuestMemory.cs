@@ -807,8 +807,9 @@ public sealed unsafe partial class GuestMemory : IDisposable
         foreach (var v in vmas) _vmas.Add(Copy(v));
     }
 
-    /// <summary>A restored page: its bytes and protection (the page must lie in a mapping).</summary>
-    internal void RestorePage(ulong pn, Prot prot, ReadOnlySpan<byte> bytes)
+    /// <summary>A restored page: its bytes and protection (the page must lie in a mapping). Returns the bytes as this
+    /// address space now holds them (valid until the page changes).</summary>
+    internal ReadOnlySpan<byte> RestorePage(ulong pn, Prot prot, ReadOnlySpan<byte> bytes)
     {
         if (bytes.Length != (int)PageSize) throw new ArgumentException("a page is 4096 bytes");
         byte* d = PagePool.Rent();
@@ -816,6 +817,7 @@ public sealed unsafe partial class GuestMemory : IDisposable
         if (_pages.TryGetValue(pn, out var old)) Release(old);
         _pages[pn] = new Page { Data = d, Prot = prot, Born = _captures };
         FlushTlbPage(pn);
+        return new ReadOnlySpan<byte>(d, (int)PageSize);
     }
 
     /// <summary>Pages in address order (for state digests).</summary>

@@ -29,7 +29,7 @@ public static class ReplayCheck
     /// <param name="snapshot">The machine snapshot the log starts after (a log kept by a replica that joined from one,
     /// <see cref="LogReader.StartsAfter"/>): the replay starts from it instead of loading the program.</param>
     public static ReplayVerdict Run(LogReader reader, string? rootOverride = null, bool showOutput = false, Action<Machine, ReplayBoundary>? started = null,
-        Cpu.ExecutionTier tier = Cpu.ExecutionTier.Default, byte[]? snapshot = null)
+        Cpu.ExecutionTier tier = Cpu.ExecutionTier.Default, Stream? snapshot = null)
     {
         MachineOptions opts;
         try { opts = Recording.OptionsFrom(reader.Header, rootOverride); }

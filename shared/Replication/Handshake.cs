@@ -9,8 +9,9 @@ namespace ReVirt.Replication;
 /// <summary>Constants and checks shared by both ends of the replication protocol.</summary>
 public static class ReplicationProtocol
 {
-    /// <summary>Version of shared/Protocol/replication.proto spoken by this build.</summary>
-    public const uint Version = 3;
+    /// <summary>Version of shared/Protocol/replication.proto spoken by this build (4: a snapshot is streamed, its
+    /// length known only in its last chunk, <c>SnapshotChunk.last</c>).</summary>
+    public const uint Version = 4;
 
     /// <summary>
     /// Largest gRPC message either side accepts (both directions, every stream). A batch holds up to 1 MiB of frames

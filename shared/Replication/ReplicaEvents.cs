@@ -112,10 +112,10 @@ public static class ReplicaEvent
     public const string StandbyHolds = "standby-holds";       // backup, records, transferMs (the standby acknowledged the whole backlog)
     // snapshot transfer (a standby that shares the guest's files joins from a machine snapshot, not from record 1)
     public const string SnapshotTaken = "snapshot-taken";     // sequence, pauseMs, pages (the guest's pause for the copy-on-write capture)
-    public const string SnapshotSent = "snapshot-sent";       // backup, sequence, bytes, encodeMs, sendMs
+    public const string SnapshotSent = "snapshot-sent";       // backup, sequence, bytes, chunks, encodeMs, sendMs (they overlap: streamed), mbPerS, digest (the state digest encoded)
     public const string SnapshotUnsupported = "snapshot-unsupported"; // reason (the guest holds state a snapshot cannot carry: the log is sent instead)
-    public const string SnapshotRestored = "snapshot-restored"; // sequence, bytes, receiveMs, restoreMs, digest, stdoutAt (a standby verified and restored one)
-    public const string SnapshotRefused = "snapshot-refused"; // reason (a standby refused a snapshot: damaged, cut off, or not the state it claims)
+    public const string SnapshotRestored = "snapshot-restored"; // sequence, bytes, receiveMs (first to last chunk, restoring meanwhile), restoreMs (after the last chunk), digest, stdoutAt (a standby verified and restored one)
+    public const string SnapshotRefused = "snapshot-refused"; // reason, receivedBytes (a standby refused a snapshot: damaged, cut off, or not the state it claims)
     public const string Planted = "planted";                  // violation (drills only)
     public const string Stats = "stats";                      // --stats figures: outputsHeld, outputHoldP50Ms/P99Ms, socketSendsHeld, socketHoldP50Ms/P99Ms, creditWaits, acks, lagP50Ms/P99Ms, records, logBytes, replayTrailP50Ms/P99Ms, throttledMs, replayThrottledMs, replayStalls
     // both

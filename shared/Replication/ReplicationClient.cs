@@ -50,7 +50,8 @@ public sealed class ProtectSettings
     /// losing the arbiter.
     /// </summary>
     public PrimaryPlant Plant { get; init; }
-    /// <summary>Drills and tests only (<c>--plant snapshot-omits-page</c>, hidden): every snapshot sent leaves a page out.</summary>
+    /// <summary>Drills and tests only (<c>--plant snapshot-omits-page|snapshot-corrupt-chunk|snapshot-truncated</c>,
+    /// hidden): every snapshot sent leaves a page out, has a byte of a chunk flipped in transfer, or is cut off.</summary>
     public SnapshotPlant PlantSnapshot { get; init; }
     /// <summary>
     /// Standby endpoints (<c>--standby URL</c>, repeatable): whenever this replica runs without a backup (it lost
@@ -160,9 +161,11 @@ public sealed class ReplicationClient : ILogSink
         public bool WantsSnapshot;
         /// <summary>The standby has a root of its own: the snapshot carries the files the guest changed (Welcome.snapshot_files).</summary>
         public bool WantsSnapshotFiles;
-        /// <summary>A snapshot join: the snapshot's bytes (encoded off the guest thread), its last record, and the
-        /// store offsets of the join point and of the snapshot (output logged between them is held and travels along).</summary>
-        public Task<byte[]>? Snapshot;
+        /// <summary>A snapshot join: the machine's capture (encoded and sent chunk by chunk by the sender, off the guest
+        /// thread), its last record, and the store offsets of the join point and of the snapshot (output logged between
+        /// them is held and travels along). Disposed once sent or when the session is dropped (the guest stops
+        /// preserving pages for it).</summary>
+        public SnapshotCapture? Snapshot;
         public ulong SnapshotSequence;
         public long JoinOffset, SnapshotOffset;
         public Task? Sender, Receiver;
@@ -481,7 +484,7 @@ public sealed class ReplicationClient : ILogSink
                         var (capture, offset, why) = await TakeSnapshotAsync(session.WantsSnapshotFiles, ct);
                         if (capture != null)
                         {
-                            session.Snapshot = Task.Run(() => capture.Encode(_s.PlantSnapshot));
+                            session.Snapshot = capture;
                             session.SnapshotSequence = activateAt = capture.Sequence;
                             session.JoinOffset = joinOffset;
                             session.SnapshotOffset = offset;
@@ -539,7 +542,7 @@ public sealed class ReplicationClient : ILogSink
         }
     }
 
-    static void Drop(Session session) { session.Cts.Cancel(); session.Call.Dispose(); session.Channel.Dispose(); }
+    static void Drop(Session session) { session.Cts.Cancel(); session.Call.Dispose(); session.Channel.Dispose(); session.Snapshot?.Dispose(); }
 
     /// <summary>Longest wait for the guest thread to reach an instruction boundary for a snapshot.</summary>
     static readonly TimeSpan SnapshotWait = TimeSpan.FromSeconds(30);
@@ -845,48 +848,134 @@ public sealed class ReplicationClient : ILogSink
                 session.Link.Close();
             }
         }
+        finally { session.Snapshot?.Dispose(); } // (sent or abandoned: the guest stops preserving pages for it)
     }
 
     OutputMark Mark() => new() { StdoutBytes = Gate.ReleasedStdout, StderrBytes = Gate.ReleasedStderr };
 
-    /// <summary>Largest snapshot chunk in one message.</summary>
-    const int SnapshotChunkBytes = 1 << 20;
+    /// <summary>Snapshot bytes in one message: below .NET's large-object threshold (85,000 bytes), so the array each
+    /// received chunk is parsed into on the standby is ordinary young garbage, collected as the transfer goes (with
+    /// 1 MiB chunks the standby's large-object heap held hundreds of MiB of spent chunks at the end of a transfer).</summary>
+    const int SnapshotChunkBytes = 64 << 10;
+    /// <summary>Encoded chunks that may wait for the link: the encoder runs at most this far ahead of the send (16 MiB),
+    /// so the snapshot is never held whole however large the guest, and far enough for a loaded host's scheduling
+    /// delays between the two threads not to stall either.</summary>
+    const int SnapshotChunksAhead = 256;
 
+    /// <summary>
+    /// Streams the snapshot: an encoder thread reads the captured pages run by run and writes the encoding, hashed as
+    /// it goes, into a bounded pipe of 1 MiB chunks, and this thread sends each chunk as it comes (heartbeats while
+    /// none is ready), so encoding and sending overlap and neither holds the snapshot whole. One chunk is kept back
+    /// until the next arrives so the last goes out marked as such, with the snapshot's length and the held output.
+    /// </summary>
     void SendSnapshot(Session session, CancellationToken ct)
     {
         long t0 = Stopwatch.GetTimestamp();
-        if (_s.PlantSnapshot != SnapshotPlant.None)
+        var plant = _s.PlantSnapshot;
+        if (plant != SnapshotPlant.None)
         {
-            _log.WriteLine($"{_s.Role}: TESTING: the snapshot leaves a page out");
-            _s.Events.Emit(ReplicaEvent.Planted, ("violation", "snapshot-omits-page"));
+            string violation = PlantName(plant);
+            _log.WriteLine($"{_s.Role}: TESTING: the snapshot is sent with a planted violation ({violation})");
+            _s.Events.Emit(ReplicaEvent.Planted, ("violation", violation));
         }
-        // heartbeats while the snapshot is encoded, so the standby (which starts only with the snapshot) hears from us
-        while (!session.Snapshot!.Wait(session.HeartbeatMs, ct))
-            session.Link.Send(new PrimaryMessage
-            {
-                Heartbeat = new Heartbeat { LastSequence = (ulong)Interlocked.Read(ref _produced), Released = Mark(), SentUnixMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() },
-            });
-        if (session.Snapshot.Exception is { } failed) throw new IOException($"the snapshot could not be encoded: {failed.InnerException?.Message}");
-        var bytes = session.Snapshot.Result;
-        double encodeMs = Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
-        long t1 = Stopwatch.GetTimestamp();
-        for (long off = 0; off < bytes.Length || off == 0; off += SnapshotChunkBytes)
+        var capture = session.Snapshot!;
+        var pipe = new SnapshotPipe(SnapshotChunksAhead);
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        double encodeMs = 0;
+        byte[] digest = [];
+        var encoder = new Thread(() =>
         {
-            int n = (int)Math.Min(SnapshotChunkBytes, bytes.Length - off);
-            var chunk = new SnapshotChunk { Sequence = session.SnapshotSequence, TotalBytes = (ulong)bytes.Length, Offset = (ulong)off, Data = ByteString.CopyFrom(bytes, (int)off, n) };
-            if (off + n >= bytes.Length)
+            try
             {
+                using var chunks = pipe.Writer(SnapshotChunkBytes, stop.Token);
+                digest = capture.EncodeTo(chunks, plant).Digest;
+                encodeMs = Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
+                pipe.Complete();
+            }
+            catch (OperationCanceledException) { pipe.Fail("the snapshot's transfer was abandoned"); }
+            catch (Exception e) { pipe.Fail($"the snapshot could not be encoded: {e.Message}"); }
+        }) { Name = "snapshot-encoder", IsBackground = true };
+        encoder.Start();
+        long offset = 0, t1 = 0;
+        int sent = 0;
+        try
+        {
+            ReadOnlyMemory<byte> held = default;
+            bool holding = false;
+            while (true)
+            {
+                ct.ThrowIfCancellationRequested();
+                if (pipe.TryTake(out var chunk, session.HeartbeatMs, ct))
+                {
+                    if (holding)
+                    {
+                        if (t1 == 0) t1 = Stopwatch.GetTimestamp();
+                        if (!SendChunk(session, held, ref offset, ref sent, last: false, plant)) return;
+                    }
+                    held = chunk;
+                    holding = true;
+                    continue;
+                }
+                if (pipe.Ended) break;
+                // the standby, which starts only with the snapshot, hears from this replica while none is ready
+                session.Link.Send(new PrimaryMessage
+                {
+                    Heartbeat = new Heartbeat { LastSequence = (ulong)Interlocked.Read(ref _produced), Released = Mark(), SentUnixMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() },
+                });
+            }
+            if (pipe.Failure is { } failed) throw new IOException(failed);
+            if (!holding) throw new IOException("the snapshot could not be encoded: no bytes");
+            if (t1 == 0) t1 = Stopwatch.GetTimestamp();
+            SendChunk(session, held, ref offset, ref sent, last: true, plant);
+        }
+        finally
+        {
+            // an abandoned transfer stops the encoder (it waits for room in the pipe) before the pipe goes
+            stop.Cancel();
+            pipe.Fail("the snapshot's transfer was abandoned");
+            if (encoder.Join(TimeSpan.FromSeconds(30))) pipe.Dispose();
+        }
+        double sendMs = Stopwatch.GetElapsedTime(t1).TotalMilliseconds;
+        double mbPerS = offset / 1e6 / Math.Max(1e-3, Stopwatch.GetElapsedTime(t0).TotalSeconds);
+        _log.WriteLine($"{_s.Role}: sent {session.BackupId} a snapshot of {offset} bytes in {sent} chunks at record #{session.SnapshotSequence} (encoded in {encodeMs:F0} ms while sending, sent in {sendMs:F0} ms, {mbPerS:F0} MB/s)");
+        _s.Events.Emit(ReplicaEvent.SnapshotSent, ("backup", session.BackupId), ("sequence", session.SnapshotSequence), ("bytes", offset), ("chunks", sent), ("encodeMs", encodeMs), ("sendMs", sendMs),
+            ("mbPerS", mbPerS), ("digest", Convert.ToHexString(digest)));
+    }
+
+    static string PlantName(SnapshotPlant plant) => plant switch
+    {
+        SnapshotPlant.OmitPage => "snapshot-omits-page",
+        SnapshotPlant.CorruptChunk => "snapshot-corrupt-chunk",
+        SnapshotPlant.TruncateChunk => "snapshot-truncated",
+        _ => plant.ToString(),
+    };
+
+    /// <summary>Sends one chunk of the snapshot (and gives its buffer back). False: a planted truncation ended the
+    /// snapshot here.</summary>
+    bool SendChunk(Session session, ReadOnlyMemory<byte> data, ref long offset, ref int sent, bool last, SnapshotPlant plant)
+    {
+        try
+        {
+            // planted (tests and drills only), on the second chunk: one byte flipped after it was hashed, or the chunk
+            // cut to half and sent as the last (the standby must refuse either, and acknowledge nothing)
+            bool truncate = plant == SnapshotPlant.TruncateChunk && sent == 1 && !last;
+            if (plant == SnapshotPlant.CorruptChunk && sent == 1 && System.Runtime.InteropServices.MemoryMarshal.TryGetArray(data, out var seg))
+                seg.Array![seg.Offset + seg.Count / 2] ^= 0x5A;
+            if (truncate) { data = data[..(data.Length / 2)]; last = true; }
+            var chunk = new SnapshotChunk { Sequence = session.SnapshotSequence, Offset = (ulong)offset, Data = UnsafeByteOperations.UnsafeWrap(data), Last = last };
+            if (last)
+            {
+                chunk.TotalBytes = (ulong)(offset + data.Length);
                 chunk.Held.AddRange(HeldSince(session.JoinOffset, session.SnapshotOffset));
                 session.MayHoldJoinPoint = true; // the snapshot is of a record at or after the join point
             }
-            ct.ThrowIfCancellationRequested();
             session.Link.Send(new PrimaryMessage { SnapshotChunk = chunk });
-            Interlocked.Add(ref _bytesSent, n);
-            if (off + n >= bytes.Length) break;
+            offset += data.Length;
+            sent++;
+            Interlocked.Add(ref _bytesSent, data.Length);
+            return !truncate;
         }
-        double sendMs = Stopwatch.GetElapsedTime(t1).TotalMilliseconds;
-        _log.WriteLine($"{_s.Role}: sent {session.BackupId} a snapshot of {bytes.Length} bytes at record #{session.SnapshotSequence} (encoded in {encodeMs:F0} ms, sent in {sendMs:F0} ms)");
-        _s.Events.Emit(ReplicaEvent.SnapshotSent, ("backup", session.BackupId), ("sequence", session.SnapshotSequence), ("bytes", bytes.Length), ("encodeMs", encodeMs), ("sendMs", sendMs));
+        finally { SnapshotPipe.Return(data); }
     }
 
     /// <summary>The ack thread: reads the backup's messages from the data link and applies the acks at once

@@ -20,6 +20,9 @@ public sealed record SnapshotPoint(ulong Sequence, ulong NextCheckpoint, OutputD
 {
     /// <summary>A restored snapshot that carried files: the SHA-256 (hex) of their state read back from this replica's root.</summary>
     public string FilesDigest { get; init; } = "";
+    /// <summary>A restored snapshot: its length in bytes and the restored machine's state digest (hex).</summary>
+    public long Bytes { get; init; }
+    public string Digest { get; init; } = "";
 }
 
 /// <summary>The bytes are not a snapshot of this run (wrong magic, version or run, damaged, cut off).</summary>
@@ -29,8 +32,10 @@ public sealed class SnapshotFormatException(string message) : Exception(message)
 /// missing or changed): the reason says what differed.</summary>
 public sealed class SnapshotRefusedException(string message) : Exception(message);
 
-/// <summary>Violations a test or drill can plant in an encoded snapshot (never in normal operation).</summary>
-public enum SnapshotPlant { None, OmitPage }
+/// <summary>Violations a test or drill can plant in a snapshot (never in normal operation): a page left out of the
+/// encoding (its state digest still counts it); and, in transfer, a byte of the second chunk flipped after it was
+/// hashed, or the second chunk cut to half and sent as the last.</summary>
+public enum SnapshotPlant { None, OmitPage, CorruptChunk, TruncateChunk }
 
 /// <summary>
 /// A machine snapshot at an instruction boundary: every process (ids, tree, memory layout and pages, descriptors,
@@ -45,14 +50,17 @@ public enum SnapshotPlant { None, OmitPage }
 /// (its log header) and is checked against the stack's; its TAP device is the restoring replica's own. It is the start state of a
 /// replica that joins a running guest: restored, it follows the log from the record after the snapshot.
 ///
-/// Format (little-endian): "RVSNAP01" | u32 version | u32 kernel-section length | kernel section (its network
-/// part: after the scheduler's counters, u8 has-interface and then u32 length + the stack's state; after the timers,
-/// the parked poll time-outs) | per process in
-/// the kernel section's order: u32 pages, then (u64 page number, u8 protection, 4096 bytes) in address order |
-/// u32 file-section length | file section (the paths the guest changed in its root and, for a replica with a root of
-/// its own, their state: <see cref="EncodeFiles"/>) | 16-byte state digest (<see cref="StateDigest"/>: what the restored machine must compute) | SHA-256 of all the
-/// bytes before it. The kernel section is one encoding used both ways: a restored machine re-encodes to the same
-/// bytes, which is checked, as is the state digest; a snapshot that fails either is refused with the reason.
+/// Format (little-endian), written and read front to back in one pass (a snapshot is a stream: neither side holds it
+/// whole, and its size has no bound but the guest's): "RVSNAP01" | u32 version | u32 kernel-section length | kernel
+/// section (its network part: after the scheduler's counters, u8 has-interface and then u32 length + the stack's
+/// state; after the timers, the parked poll time-outs) | per process in the kernel section's order: its pages in runs
+/// (u32 pages 1..<see cref="RunPages"/>, u64 first page number, u8 protection, the pages' bytes: consecutive pages of
+/// one protection, in strictly increasing address order), ended by a u32 0 | u32 file-section length | file section
+/// (the paths the guest changed in its root and, for a replica with a root of its own, their state:
+/// <see cref="EncodeFiles"/>) | 16-byte state digest (<see cref="StateDigest"/>: what the restored machine must
+/// compute) | SHA-256 of all the bytes before it. The kernel section is one encoding used both ways: a restored
+/// machine re-encodes to the same bytes, which is checked, as is the state digest; a snapshot that fails either is
+/// refused with the reason.
 ///
 /// Capture costs the guest the kernel section and an O(1) capture of each address space
 /// (<see cref="GuestMemory.BeginCapture"/>); the pages are read, encoded and hashed afterwards, off the guest thread,
@@ -62,8 +70,15 @@ public static partial class MachineSnapshot
 {
     static readonly byte[] Magic = "RVSNAP01"u8.ToArray();
     /// <summary>4: the virtual network interface's state (3 had none and refused a guest that had one); 5: its TCP
-    /// connections' SACK state (negotiation, scoreboard) and counters.</summary>
-    public const uint Version = 5;
+    /// connections' SACK state (negotiation, scoreboard) and counters; 6: pages in runs, each process's ended by a
+    /// zero count, so the snapshot is written and read as a stream (5 gave each process's page count first and was
+    /// assembled whole).</summary>
+    public const uint Version = 6;
+    /// <summary>Most pages in one run of the memory section (1 MiB): the encoder's and decoder's buffer for a run.</summary>
+    public const int RunPages = 256;
+    /// <summary>Largest kernel section and file section a decoder takes (each is one array; the memory section, the
+    /// bulk of a snapshot, is unbounded).</summary>
+    const int MaxSectionBytes = int.MaxValue - 64;
     const int PageBytes = (int)GuestMemory.PageSize;
     const int MaxString = 1 << 20, MaxItems = 1 << 20;
     /// <summary>CLOCK_THREAD_CPUTIME_ID: the pause's CPU time on the guest thread (its wall time also counts the time
@@ -75,9 +90,13 @@ public static partial class MachineSnapshot
     /// <exception cref="SnapshotFormatException">Too short or not a snapshot.</exception>
     public static ulong SequenceOf(ReadOnlySpan<byte> snap)
     {
-        if (snap.Length < 16 + 32 + 8 || !snap[..Magic.Length].SequenceEqual(Magic)) throw new SnapshotFormatException("not a machine snapshot (no RVSNAP01 magic)");
+        if (snap.Length < SequenceOfBytes || !snap[..Magic.Length].SequenceEqual(Magic)) throw new SnapshotFormatException("not a machine snapshot (no RVSNAP01 magic)");
         return BinaryPrimitives.ReadUInt64LittleEndian(snap[(16 + 32)..]);
     }
+
+    /// <summary>How many of a snapshot's first bytes <see cref="SequenceOf"/> needs (magic, version, the kernel
+    /// section's length, the log header's hash, the sequence).</summary>
+    public const int SequenceOfBytes = 16 + 32 + 8;
 
     /// <summary>Why this machine cannot be captured now (null: it can). Checked on the guest thread at capture.</summary>
     public static string? Uncapturable(Kernel k, bool withFiles = false)
@@ -427,18 +446,29 @@ public static partial class MachineSnapshot
     /// own copy). False: the files are the live replica's own (shared storage) or not touched (a replay).</param>
     public static (Machine Machine, SnapshotPoint Point) Restore(byte[] snap, ReadOnlySpan<byte> encodedHeader, MachineOptions options, IBoundary boundary, bool applyFiles = false)
     {
-        const int Trailer = 16 + 32;
-        if (snap.Length < Magic.Length + 8 + Trailer || !snap.AsSpan(0, Magic.Length).SequenceEqual(Magic))
+        using var ms = new MemoryStream(snap, writable: false);
+        return Restore(ms, encodedHeader, options, boundary, applyFiles);
+    }
+
+    /// <summary>
+    /// <see cref="Restore(byte[], ReadOnlySpan{byte}, MachineOptions, IBoundary, bool)"/> from a stream read once, front
+    /// to back, as the bytes arrive (a standby restores the pages of the chunks that came while later ones cross the
+    /// link): the SHA-256 and the state digest accumulate in the same pass, and both are checked at the end, before
+    /// anything of the snapshot is used (the root's files included). A stream that ends early is refused as cut off.
+    /// The point's <see cref="SnapshotPoint.Bytes"/> and <see cref="SnapshotPoint.Digest"/> report what was read.
+    /// </summary>
+    public static (Machine Machine, SnapshotPoint Point) Restore(Stream snap, ReadOnlySpan<byte> encodedHeader, MachineOptions options, IBoundary boundary, bool applyFiles = false)
+    {
+        using var input = new SnapshotInput(snap);
+        if (!input.Take(Magic.Length, "its magic").SequenceEqual(Magic))
             throw new SnapshotFormatException("not a machine snapshot (no RVSNAP01 magic)");
-        uint version = BinaryPrimitives.ReadUInt32LittleEndian(snap.AsSpan(8));
+        uint version = input.U32("its version");
         if (version != Version) throw new SnapshotFormatException($"snapshot format version {version} (this replica reads {Version})");
-        if (!SHA256.HashData(snap.AsSpan(0, snap.Length - 32)).AsSpan().SequenceEqual(snap.AsSpan(snap.Length - 32)))
-            throw new SnapshotFormatException($"the snapshot's {snap.Length} bytes do not match their SHA-256 (damaged or cut off in transfer)");
-        int kernelLen = BinaryPrimitives.ReadInt32LittleEndian(snap.AsSpan(12));
-        int kernelStart = 16;
-        if (kernelLen < 0 || kernelLen > snap.Length - kernelStart - Trailer) throw new SnapshotFormatException($"a kernel section of {kernelLen} bytes in a snapshot of {snap.Length}");
-        var kernelSection = snap.AsSpan(kernelStart, kernelLen);
-        var r = new Reader(snap, kernelStart, kernelStart + kernelLen);
+        int kernelLen = input.I32("the kernel section's length");
+        if (kernelLen is < 0 or > MaxSectionBytes) throw new SnapshotFormatException($"a kernel section of {kernelLen} bytes");
+        var kernelBytes = input.Block(kernelLen, "the kernel section");
+        var kernelSection = kernelBytes.AsSpan();
+        var r = new Reader(kernelBytes, 0, kernelLen);
         if (!r.Bytes(32).AsSpan().SequenceEqual(SHA256.HashData(encodedHeader)))
             throw new SnapshotFormatException("the snapshot was taken of another run (its log header differs)");
         ulong sequence = r.U64(), nextCheckpoint = r.U64();
@@ -600,42 +630,62 @@ public static partial class MachineSnapshot
             }
             if (!r.AtEnd) throw new SnapshotFormatException("bytes after the kernel section's end");
 
-            // memory: per process, its pages in address order
-            int o = kernelStart + kernelLen;
-            int memEnd = snap.Length - Trailer;
+            // memory: per process, its pages in runs, in strictly increasing address order. The state digest is
+            // accumulated here, from the restored threads and from each page's bytes as this address space now holds
+            // them (read back after the store), in StateDigest.Compute's order: the address spaces start empty and
+            // the order is enforced, so the pages digested are exactly the machine's, and nothing runs the machine
+            // before the check, which thus equals a digest of the whole restored machine without a second pass over
+            // its memory
+            var digest = new StateDigest.Builder();
             foreach (var p in procs)
             {
-                if (memEnd - o < 4) throw new SnapshotFormatException("the memory section ends early");
-                int n = BinaryPrimitives.ReadInt32LittleEndian(snap.AsSpan(o));
-                o += 4;
-                if (n < 0 || (long)n * (9 + PageBytes) > memEnd - o) throw new SnapshotFormatException($"{n} pages of process {p.Pid} in {memEnd - o} bytes");
-                for (int j = 0; j < n; j++)
+                foreach (var t in p.Threads) digest.Thread(t.Cpu.State);
+                string pagesOf = $"the pages of process {p.Pid}";
+                ulong next = 0; // the lowest page number the next run may start at
+                while (true)
                 {
-                    ulong pn = BinaryPrimitives.ReadUInt64LittleEndian(snap.AsSpan(o));
-                    var prot = (Prot)snap[o + 8];
-                    if (p.Mem.FindVma(pn << GuestMemory.PageShift) == null) throw new SnapshotFormatException($"page 0x{pn << GuestMemory.PageShift:x} of process {p.Pid} lies outside its mappings");
-                    p.Mem.RestorePage(pn, prot, snap.AsSpan(o + 9, PageBytes));
-                    o += 9 + PageBytes;
+                    int n = input.I32(pagesOf);
+                    if (n == 0) break;
+                    ulong first = input.U64(pagesOf);
+                    var prot = (Prot)input.U8(pagesOf);
+                    if (n is < 0 or > RunPages || first < next || first > (GuestMemory.AddressLimit >> GuestMemory.PageShift) - (ulong)n)
+                        throw new SnapshotFormatException($"a run of {n} pages at page 0x{first:x} of process {p.Pid} (runs ascend, at most {RunPages} pages, inside the address space)");
+                    for (int j = 0; j < n; j++)
+                    {
+                        ulong pn = first + (ulong)j;
+                        if (p.Mem.FindVma(pn << GuestMemory.PageShift) == null) throw new SnapshotFormatException($"page 0x{pn << GuestMemory.PageShift:x} of process {p.Pid} lies outside its mappings");
+                        var stored = p.Mem.RestorePage(pn, prot, input.Take(PageBytes, pagesOf));
+                        digest.Page(pn, prot, stored);
+                    }
+                    next = first + (ulong)n;
                 }
             }
-            if (memEnd - o < 4) throw new SnapshotFormatException("the snapshot ends before its file section");
-            int filesLen = BinaryPrimitives.ReadInt32LittleEndian(snap.AsSpan(o));
-            o += 4;
-            if (filesLen < 0 || filesLen != memEnd - o) throw new SnapshotFormatException($"a file section of {filesLen} bytes where {memEnd - o} are left");
-            var fileSection = DecodeFiles(snap, o, memEnd);
+            int filesLen = input.I32("the file section's length");
+            if (filesLen is < 0 or > MaxSectionBytes) throw new SnapshotFormatException($"a file section of {filesLen} bytes");
+            var fileBytes = input.Block(filesLen, "the file section");
+            var claimed = input.Take(16, "the state digest").ToArray();
+            var sha = input.EndHash();
+            var trailer = input.Take(32, "the SHA-256 trailer");
+            long length = input.Position;
+            if (!trailer.SequenceEqual(sha))
+                throw new SnapshotFormatException($"the snapshot's {length} bytes do not match their SHA-256 (damaged or cut off in transfer)");
+            if (!input.AtEnd()) throw new SnapshotFormatException($"bytes after the snapshot's end (at byte {length})");
+            var fileSection = DecodeFiles(fileBytes, 0, fileBytes.Length);
             k.InstallRestored(procs, order, current, st);
             k.RestoreTimers(timers);
             if (nic != null) k.RestoreNet(nic, waits);
 
             // the restored machine must be the one the snapshot describes
-            var digest = StateDigest.Compute(k);
-            var claimed = snap.AsSpan(memEnd, 16);
-            if (!claimed.SequenceEqual(digest))
-                throw new SnapshotRefusedException($"the restored machine's state digest {Convert.ToHexString(digest)} differs from the snapshot's {Convert.ToHexString(claimed)} (a page or register is missing or changed)");
+            byte[] computed = k.Processes.SequenceEqual(procs)
+                ? digest.Finish(k.Nic?.Stack.Digest())
+                : StateDigest.Compute(k); // (the kernel ordered the processes otherwise: digest the machine as it is)
+            if (!claimed.AsSpan().SequenceEqual(computed))
+                throw new SnapshotRefusedException($"the restored machine's state digest {Convert.ToHexString(computed)} differs from the snapshot's {Convert.ToHexString(claimed)} (a page or register is missing or changed)");
             var again = EncodeKernel(k, point, SHA256.HashData(encodedHeader));
             if (!again.AsSpan().SequenceEqual(kernelSection))
                 throw new SnapshotRefusedException($"the restored kernel state re-encodes to {again.Length} bytes that differ from the snapshot's {kernelLen} (first difference at byte {FirstDiff(again, kernelSection)})");
             k.Changes.Seed(fileSection.Changed);
+            point = point with { Bytes = length, Digest = Convert.ToHexString(computed) };
             if (applyFiles) point = point with { FilesDigest = ApplyFiles(k, fileSection) };
             return (m, point);
         }
@@ -684,53 +734,47 @@ public static partial class MachineSnapshot
         return t;
     }
 
-    internal static byte[] Assemble(byte[] kernel, IReadOnlyList<(CpuState[] Threads, MemoryCapture Mem)> procs, long pages, byte[]? net, byte[] files, SnapshotPlant plant)
+    /// <summary>Writes the snapshot to <paramref name="output"/> front to back (the pages read from the captures run by
+    /// run, the state digest and SHA-256 accumulated as they are written); returns its length and state digest.</summary>
+    internal static (long Bytes, byte[] Digest) Write(Stream output, byte[] kernel, IReadOnlyList<(CpuState[] Threads, MemoryCapture Mem)> procs, byte[]? net, byte[] files, SnapshotPlant plant)
     {
+        using var w = new SnapshotOutput(output);
+        w.Bytes(Magic); w.U32(Version); w.I32(kernel.Length); w.Bytes(kernel);
         var digest = new StateDigest.Builder();
-        var ms = new MemoryStream((int)Math.Min(int.MaxValue, 64 + kernel.Length + pages * (9 + PageBytes)));
-        var w = new BinaryWriter(ms);
-        w.Write(Magic); w.Write(Version); w.Write(kernel.Length); w.Write(kernel);
+        var run = new byte[RunPages * PageBytes];
         bool omitted = false;
         foreach (var (threads, mem) in procs)
         {
             digest.Threads(threads);
-            long countAt = ms.Position, lastAt = 0;
-            int count = 0;
-            w.Write(0);
+            ulong first = 0;
+            int n = 0;
+            var runProt = Prot.None;
+            void Flush()
+            {
+                if (n == 0) return;
+                w.I32(n); w.U64(first); w.U8((byte)runProt);
+                w.Bytes(run.AsSpan(0, n * PageBytes));
+                n = 0;
+            }
             mem.ReadPages((pn, prot, bytes) =>
             {
                 digest.Page(pn, prot, bytes);
-                lastAt = ms.Position;
-                w.Write(pn);
-                w.Write((byte)prot);
-                w.Write(bytes);
-                count++;
+                if (n > 0 && (pn != first + (ulong)n || prot != runProt || n == RunPages)) Flush();
+                if (n == 0) { first = pn; runProt = prot; }
+                bytes.CopyTo(run.AsSpan(n * PageBytes));
+                n++;
             });
             // planted (tests and drills only): the last page of the first process that has one is left out
-            if (plant == SnapshotPlant.OmitPage && !omitted && count > 0)
-            {
-                w.Flush();
-                ms.SetLength(lastAt);
-                ms.Position = lastAt;
-                count--;
-                omitted = true;
-            }
-            w.Flush();
-            long end = ms.Position;
-            ms.Position = countAt;
-            w.Write(count);
-            w.Flush();
-            ms.Position = end;
+            if (plant == SnapshotPlant.OmitPage && !omitted && n > 0) { n--; omitted = true; }
+            Flush();
+            w.I32(0);
         }
-        w.Write(files.Length);
-        w.Write(files);
-        w.Write(digest.Finish(net));
-        w.Flush();
-        var body = ms.GetBuffer().AsSpan(0, (int)ms.Length);
-        var sha = SHA256.HashData(body);
-        w.Write(sha);
-        w.Flush();
-        return ms.ToArray();
+        w.I32(files.Length);
+        w.Bytes(files);
+        var d = digest.Finish(net);
+        w.Bytes(d);
+        w.Trailer();
+        return (w.Position, d);
     }
 }
 
@@ -776,10 +820,19 @@ public sealed class SnapshotCapture : IDisposable
     /// <summary>Pages the guest changed while the capture was read (their bytes at the capture were copied first).</summary>
     public long Preserved => _procs.Sum(p => (long)p.Mem.Preserved);
 
-    /// <summary>The snapshot's bytes (with its state digest and SHA-256); the captures end afterwards.</summary>
+    /// <summary>The snapshot's bytes (with its state digest and SHA-256) in one array; the captures end afterwards.</summary>
     public byte[] Encode(SnapshotPlant plant = SnapshotPlant.None)
     {
-        try { return MachineSnapshot.Assemble(_kernel, _procs, Pages, _net, _files, plant); }
+        var ms = new MemoryStream();
+        EncodeTo(ms, plant);
+        return ms.ToArray();
+    }
+
+    /// <summary>Writes the snapshot to <paramref name="output"/> as it is encoded (run by run: nothing holds it whole);
+    /// the captures end afterwards. Returns its length and its state digest.</summary>
+    public (long Bytes, byte[] Digest) EncodeTo(Stream output, SnapshotPlant plant = SnapshotPlant.None)
+    {
+        try { return MachineSnapshot.Write(output, _kernel, _procs, _net, _files, plant); }
         finally { Dispose(); }
     }
 
