@@ -14,10 +14,14 @@ public delegate void CompiledBlock(VirtualCpu c);
 /// The compiled tier: lowers a decoded block to IL once (a <see cref="DynamicMethod"/>, compiled by the runtime's
 /// JIT), with register numbers, operand sizes, immediates, displacements and next-ips as constants. The frequent
 /// integer forms (moves, ALU operations, push/pop, call/ret/jmp/jcc, setcc/cmovcc) run inline: the guest registers
-/// they use, the counts and the pending flag record are IL locals from the region's entry to its exits (stored into
-/// the thread at each exit and around handler calls and memory slow paths), memory goes through the software TLB's
-/// probe emitted inline, and a flag record that the next instructions overwrite before anything can read it is not
-/// computed (flag liveness); a conditional jump after a compare or test decides from the compared values (fusion).
+/// they use are IL locals from the region's entry to its exits (stored into the thread at each exit and around
+/// handler calls and memory slow paths); the counts stay in the thread (one add per block); the pending flag record
+/// is not held in locals but known to the emitter as where its parts are (<see cref="Src"/>: mostly the guest
+/// registers and constants the flag-setting instruction used), and stored into the thread only where something can
+/// read it (an exit, a handler, a slow path, a block start that does not overwrite it first); a flag record that the
+/// next instructions overwrite before anything can read it is not computed (flag liveness); a conditional jump after
+/// a compare or test decides from the compared values (fusion); 32-bit operations are 32-bit IL operations (one host
+/// instruction each, rotates included). Memory goes through the software TLB's probe emitted inline.
 /// Every other instruction calls its interpreter handler after the state the handler sees (registers, flags, counts,
 /// rip, block index) is stored.
 ///
@@ -113,7 +117,6 @@ public static unsafe class BlockCompiler
     static readonly FieldInfo FInsts = typeof(Block).GetField(nameof(Block.Insts))!;
     static readonly FieldInfo FHandlers = typeof(Block).GetField(nameof(Block.Handlers))!;
     static readonly MethodInfo MReadTlb = typeof(GuestMemory).GetProperty(nameof(GuestMemory.ReadTlb))!.GetMethod!;
-    static readonly MethodInfo MWriteTlb = typeof(GuestMemory).GetProperty(nameof(GuestMemory.WriteTlb))!.GetMethod!;
     static readonly MethodInfo MLoadSlow = typeof(GuestMemory).GetMethod(nameof(GuestMemory.LoadSlow))!;
     static readonly MethodInfo MStoreSlow = typeof(GuestMemory).GetMethod(nameof(GuestMemory.StoreSlow))!;
     static readonly MethodInfo MFaulted = typeof(GuestMemory).GetProperty(nameof(GuestMemory.Faulted))!.GetMethod!;
@@ -121,7 +124,40 @@ public static unsafe class BlockCompiler
     static readonly ConstructorInfo CCodeInvalidated = typeof(CodeInvalidatedException).GetConstructor(Type.EmptyTypes)!;
     static readonly MethodInfo MCondOf = typeof(VirtualCpu).GetMethod(nameof(VirtualCpu.CondOf), Inst)!;
     static readonly MethodInfo MKeepCarryOf = typeof(VirtualCpu).GetMethod(nameof(VirtualCpu.KeepCarryOf), Inst)!;
-    static readonly MethodInfo MSetRecord = typeof(VirtualCpu).GetMethod(nameof(VirtualCpu.SetRecord), Inst)!;
+
+    // ---------------------------------------------------------------- the pending flag record, as the emitter knows it
+
+    /// <summary>The parts of the pending flag record (<see cref="VirtualCpu.SetRecord"/>'s arguments, in order) and
+    /// the thread's fields that hold them.</summary>
+    const int RecKind = 0, RecSize = 1, RecA = 2, RecB = 3, RecR = 4, RecCo = 5, RecParts = 6;
+    static readonly FieldInfo[] RecFields = { FLazy, FLazySize, FLazyA, FLazyB, FLazyR, FLazyCarryOverflow };
+
+    enum SrcKind { Thread, Const, Reg, Local, Add, Sub, And }
+
+    /// <summary>Where the emitted code finds one part of the pending flag record at a point of a region: in the
+    /// thread's field (as at a block's start and after a handler), a constant, the low Size bytes of a guest
+    /// register's local, the part's own local, or an operation on registers and constants masked to Size bytes (a
+    /// compare's result from its operands, an add's first operand from its result and second operand). So an
+    /// instruction that sets flags usually moves nothing: the parts are computed only where something reads them
+    /// (a handler, a slow path, an exit, a condition that is not fused). A part that reads a register is copied
+    /// into its local before that register is written (<see cref="Emitter.Pin"/>). Values are immutable: a slow
+    /// path keeps the record of its site.</summary>
+    sealed record Src(SrcKind Kind, ulong C = 0, int Reg = 0, int Size = 8, Src? X = null, Src? Y = null)
+    {
+        public static readonly Src Thread = new(SrcKind.Thread);
+        public static readonly Src Local = new(SrcKind.Local);
+        public static Src Const(ulong c) => new(SrcKind.Const, C: c);
+        public static Src OfReg(int r, int size) => new(SrcKind.Reg, Reg: r, Size: size);
+        public static Src Op(SrcKind k, Src x, Src y, int size) => new(k, Size: size, X: x, Y: y);
+        public bool Uses(int r) => Kind == SrcKind.Reg ? Reg == r : X != null && (X.Uses(r) || Y!.Uses(r));
+    }
+
+    static Src[] ThreadRecord()
+    {
+        var rec = new Src[RecParts];
+        Array.Fill(rec, Src.Thread);
+        return rec;
+    }
 
     // ---------------------------------------------------------------- what an instruction does, decided before emitting
 
@@ -338,16 +374,21 @@ public static unsafe class BlockCompiler
         readonly ILGenerator _il;
         readonly LocalBuilder _regs, _mem, _ea, _a, _bv, _r, _v;
         // the software TLBs' bases, the probe's entry and host address, a load's value, a store's status
-        readonly LocalBuilder _rtlb, _wtlb, _e, _host, _ld, _st;
-        // the thread's instruction and branch counts while the region runs
-        readonly LocalBuilder _count, _branches;
-        // the pending flag record while the region runs (kind, size, a, b, result, a shift's or rotate's CF and OF)
-        readonly LocalBuilder _fk, _fs, _fa, _fb, _fr, _fco;
+        readonly LocalBuilder _tlb, _e, _host, _ld, _st;
+        /// <summary>The pending flag record as the emitter knows it at the point being emitted: per part (kind,
+        /// size, a, b, result, a shift's or rotate's CF and OF) where its value is (see <see cref="Src"/>).</summary>
+        Src[] _rec = ThreadRecord();
+        /// <summary>The locals that hold a part of the record when no guest register or constant gives it (one per
+        /// part, written only when that part is given a new value).</summary>
+        readonly LocalBuilder[] _pl = new LocalBuilder[RecParts];
         /// <summary>The guest registers the inline code uses, held in locals from the region's entry to each of its
         /// exits; a handler call or an exit stores the <see cref="_written"/> ones into <see cref="VirtualCpu.R"/>
         /// first (and a handler call loads them all again after it).</summary>
         readonly LocalBuilder?[] _gr = new LocalBuilder?[16];
         readonly uint _used, _written;
+        /// <summary>The guest registers whose locals are known, at the point being emitted, to hold a value below
+        /// 2^32 (written by a 32-bit operation since the block's start): a 32-bit read of them needs no masking.</summary>
+        uint _zx;
         readonly Plan[][] _allPlans;
         readonly Label[] _starts;
         /// <summary>Code placed after every block: each memory access's jump to the shared slow path.</summary>
@@ -378,20 +419,12 @@ public static unsafe class BlockCompiler
             _bv = _il.DeclareLocal(typeof(ulong));
             _r = _il.DeclareLocal(typeof(ulong));
             _v = _il.DeclareLocal(typeof(ulong));
-            _rtlb = _il.DeclareLocal(typeof(byte*));
-            _wtlb = _il.DeclareLocal(typeof(byte*));
+            _tlb = _il.DeclareLocal(typeof(byte*));
             _e = _il.DeclareLocal(typeof(byte*));
             _host = _il.DeclareLocal(typeof(byte*));
             _ld = _il.DeclareLocal(typeof(ulong));
             _st = _il.DeclareLocal(typeof(int));
-            _count = _il.DeclareLocal(typeof(ulong));
-            _branches = _il.DeclareLocal(typeof(ulong));
-            _fk = _il.DeclareLocal(typeof(int));
-            _fs = _il.DeclareLocal(typeof(int));
-            _fa = _il.DeclareLocal(typeof(ulong));
-            _fb = _il.DeclareLocal(typeof(ulong));
-            _fr = _il.DeclareLocal(typeof(ulong));
-            _fco = _il.DeclareLocal(typeof(ulong));
+            for (int n = 0; n < RecParts; n++) _pl[n] = _il.DeclareLocal(n <= RecSize ? typeof(int) : typeof(ulong));
             _site = _il.DeclareLocal(typeof(int));
             _slowAddr = _il.DeclareLocal(typeof(ulong));
             _slowVal = _il.DeclareLocal(typeof(ulong));
@@ -410,7 +443,7 @@ public static unsafe class BlockCompiler
                 {
                     if (plans[k].NeedsDeadFlags && FlagsLive(k)) plans[k] = new Plan { Form = Form.Helper, Flags = FlagUse.Reads };
                     // inc and dec read CF only to keep it in flags of their own: with those dead they read nothing
-                    else if (plans[k].Form == Form.IncDec && !FlagsLive(k)) plans[k].Flags = FlagUse.None;
+                    else if (plans[k].Form == Form.IncDec && !OwnFlagsLive(k, ref plans[k])) plans[k].Flags = FlagUse.None;
                 }
                 _starts[j] = _il.DefineLabel();
                 for (int k = 0; k < b.Count; k++) RegistersOf(ref b.Insts[k], ref plans[k], ref _used, ref _written);
@@ -462,6 +495,8 @@ public static unsafe class BlockCompiler
             {
                 _j = j; _b = _members[j]; _plans = _allPlans[j];
                 il.MarkLabel(_starts[j]);
+                _rec = ThreadRecord(); // every way into a block (entry, an internal branch) stores the record first
+                _zx = 0;
                 Flow flow = Flow.Next;
                 for (int k = 0; k < _b.Count; k++)
                 {
@@ -485,41 +520,32 @@ public static unsafe class BlockCompiler
             return _dm;
         }
 
-        /// <summary>Stores what the region holds in locals into the thread: the registers it may have written, the counts.</summary>
-        void SyncOut()
+        /// <summary>Stores what the region holds in locals into the thread: the registers it may have written, and
+        /// when `record`, the pending flag record (a slow path's site stores the record of its own point).</summary>
+        void SyncOut(bool record)
         {
             var il = _il;
             for (int r = 0; r < 16; r++)
                 if ((_written & (1u << r)) != 0) { RegAddr(r); Ldloc(_gr[r]!); il.Emit(OpCodes.Stind_I8); }
-            il.Emit(OpCodes.Ldarg_1); Ldloc(_count); il.Emit(OpCodes.Stfld, FCount);
-            il.Emit(OpCodes.Ldarg_1); Ldloc(_branches); il.Emit(OpCodes.Stfld, FBranches);
-            il.Emit(OpCodes.Ldarg_1); RecordArgs(); il.Emit(OpCodes.Call, MSetRecord);
+            if (record) Materialize();
         }
 
-        /// <summary>Loads the registers the region uses and the counts from the thread (at entry, after a handler
-        /// call or a slow path), and the memory and its TLBs: so no local but the instruction's own temporaries lives
-        /// across a call, and none of the region's state needs a stack slot on the hot path.</summary>
+        /// <summary>Loads the registers the region uses from the thread (at entry, after a handler call or a slow
+        /// path), and the memory and its TLBs: so no local but the instruction's own temporaries lives across a
+        /// call. The counts live in the thread (one add per block), the flag record in the thread or in registers
+        /// (<see cref="Src"/>): neither holds a host register across the region.</summary>
         void SyncIn()
         {
             var il = _il;
             il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, FR); il.Emit(OpCodes.Ldc_I4_0); il.Emit(OpCodes.Ldelema, typeof(ulong)); il.Emit(OpCodes.Stloc, _regs);
             il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, FMem); il.Emit(OpCodes.Stloc, _mem);
-            Ldloc(_mem); il.Emit(OpCodes.Call, MReadTlb); Stloc(_rtlb);
-            Ldloc(_mem); il.Emit(OpCodes.Call, MWriteTlb); Stloc(_wtlb);
+            Ldloc(_mem); il.Emit(OpCodes.Call, MReadTlb); Stloc(_tlb); // (the write TLB follows it)
             for (int r = 0; r < 16; r++)
                 if ((_used & (1u << r)) != 0) { RegAddr(r); il.Emit(OpCodes.Ldind_I8); Stloc(_gr[r]!); }
-            il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, FCount); Stloc(_count);
-            il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, FBranches); Stloc(_branches);
-            il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, FLazy); Stloc(_fk);
-            il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, FLazySize); Stloc(_fs);
-            il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, FLazyA); Stloc(_fa);
-            il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, FLazyB); Stloc(_fb);
-            il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, FLazyR); Stloc(_fr);
-            il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, FLazyCarryOverflow); Stloc(_fco);
         }
 
         /// <summary>Returns to the execution loop (rip is set).</summary>
-        void Leave() { SyncOut(); _il.Emit(OpCodes.Ret); }
+        void Leave() { SyncOut(true); _il.Emit(OpCodes.Ret); }
 
         /// <summary>Names instruction k of the block being emitted as the one executing (for a fault or a handler).</summary>
         void At(int k)
@@ -542,7 +568,7 @@ public static unsafe class BlockCompiler
             if (_loadUsed)
             {
                 il.MarkLabel(_sharedLoad);
-                SyncOut();
+                SyncOut(false);
                 Ldloc(_mem); Ldloc(_slowAddr); Ldloc(_slowSize); il.Emit(OpCodes.Call, MLoadSlow); Stloc(_ld);
                 il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, FMem); il.Emit(OpCodes.Call, MFaulted); il.Emit(OpCodes.Brtrue, fault);
                 SyncIn();
@@ -553,7 +579,7 @@ public static unsafe class BlockCompiler
             {
                 Label invalidated = il.DefineLabel();
                 il.MarkLabel(_sharedStore);
-                SyncOut();
+                SyncOut(false);
                 Ldloc(_mem); Ldloc(_slowAddr); Ldloc(_slowVal); Ldloc(_slowSize); il.Emit(OpCodes.Call, MStoreSlow); Stloc(_st);
                 Ldloc(_st); il.Emit(OpCodes.Ldc_I4, GuestMemory.StoreFaulted); il.Emit(OpCodes.Beq, fault);
                 Ldloc(_st); il.Emit(OpCodes.Ldc_I4, GuestMemory.StoreEndsBlock); il.Emit(OpCodes.Beq, invalidated);
@@ -573,12 +599,13 @@ public static unsafe class BlockCompiler
             var il = _il;
             At(k);
             SetRip(ins.NextIP);
-            SyncOut();
+            SyncOut(true); // the handler starts from (and may change) the thread's record
             il.Emit(OpCodes.Ldarg_1);
             Member(); il.Emit(OpCodes.Ldfld, FInsts); il.Emit(OpCodes.Ldc_I4, k); il.Emit(OpCodes.Ldelema, typeof(Instruction));
             Member(); il.Emit(OpCodes.Ldfld, FHandlers); il.Emit(OpCodes.Ldc_I4, k); il.Emit(OpCodes.Ldelem_I);
             il.EmitCalli(OpCodes.Calli, CallingConventions.Standard, typeof(void), new[] { typeof(VirtualCpu), typeof(Instruction).MakeByRefType() }, null);
             SyncIn();
+            _zx = 0;
         }
 
         /// <summary>Pushes the block being emitted (from the region's array, the method's first argument).</summary>
@@ -588,8 +615,8 @@ public static unsafe class BlockCompiler
         void CountBlock()
         {
             var il = _il;
-            Ldloc(_count); il.Emit(OpCodes.Ldc_I8, (long)_b.Count); il.Emit(OpCodes.Add); Stloc(_count);
-            if (_b.EndsInBranch != 0) { Ldloc(_branches); il.Emit(OpCodes.Ldc_I8, 1L); il.Emit(OpCodes.Add); Stloc(_branches); }
+            il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Dup); il.Emit(OpCodes.Ldfld, FCount); il.Emit(OpCodes.Ldc_I8, (long)_b.Count); il.Emit(OpCodes.Add); il.Emit(OpCodes.Stfld, FCount);
+            if (_b.EndsInBranch != 0) { il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Dup); il.Emit(OpCodes.Ldfld, FBranches); il.Emit(OpCodes.Ldc_I8, 1L); il.Emit(OpCodes.Add); il.Emit(OpCodes.Stfld, FBranches); }
         }
 
         /// <summary>Ends the block being emitted with a direct transfer to target: it is counted, and when target
@@ -603,11 +630,13 @@ public static unsafe class BlockCompiler
             int m = Array.FindIndex(_members, x => x.Start == target);
             if (m >= 0)
             {
+                // a block starts with the record in the thread, unless nothing there can see it before it is replaced
+                if (!FlagsDeadAtEntry(m)) Materialize();
                 var exit = il.DefineLabel();
                 // volatile loads: another thread posts a host event by setting Yield or StopAt (a timer's signal, a
                 // wake-up); a loop that stays inside the region must see it, so the JIT may not hoist these reads
                 il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Volatile); il.Emit(OpCodes.Ldfld, FYield); il.Emit(OpCodes.Brtrue, exit);
-                Ldloc(_count); il.Emit(OpCodes.Ldc_I8, (long)_members[m].Count); il.Emit(OpCodes.Add);
+                il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, FCount); il.Emit(OpCodes.Ldc_I8, (long)_members[m].Count); il.Emit(OpCodes.Add);
                 il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Volatile); il.Emit(OpCodes.Ldfld, FStopAt); il.Emit(OpCodes.Bgt_Un, exit);
                 il.Emit(OpCodes.Br, _starts[m]);
                 il.MarkLabel(exit);
@@ -641,7 +670,9 @@ public static unsafe class BlockCompiler
                     Write(ref p.O0, p.Size, _v);
                     return Flow.Next;
                 case Form.Lea:
-                    Ea(ref ins, false); Stloc(_v);
+                    Ea(ref ins, false);
+                    if (p.O0.RegKind != 0) Truncate(4);
+                    Stloc(_v);
                     Write(ref p.O0, p.O0.RegKind == 0 ? 8 : 4, _v);
                     return Flow.Next;
                 case Form.Alu:
@@ -649,10 +680,43 @@ public static unsafe class BlockCompiler
                     if (p.Memory) { Ea(ref ins, true); Stloc(_ea); }
                     Read(ref p.O0, p.Size); Stloc(_a);
                     Read(ref p.O1, p.Size); Stloc(_bv);
-                    Ldloc(_a); Ldloc(_bv); il.Emit(p.AluOp);
-                    if (p.AluKind != VirtualCpu.LazyLogic) Truncate(p.Size);
+                    bool narrow = p.Size == 4;
+                    Ldloc(_a); Narrow(narrow); Ldloc(_bv); Narrow(narrow); il.Emit(p.AluOp);
+                    if (narrow) il.Emit(OpCodes.Conv_U8);
+                    else if (p.AluKind != VirtualCpu.LazyLogic) Truncate(p.Size);
                     Stloc(_r);
-                    if (FlagsLive(k)) Record(p.AluKind, p.AluKind == VirtualCpu.LazyLogic ? null : _a, p.AluKind == VirtualCpu.LazyLogic ? null : _bv, _r, p.Size);
+                    if (!OwnFlagsLive(k, ref p)) { DropRegisterParts(); if (p.AluStores) Write(ref p.O0, p.Size, _r); return Flow.Next; }
+                    // the record's parts where they already are: a register this instruction leaves as it is, a
+                    // constant, or an operation on those; the rest copied (a memory operand, a high-byte register)
+                    int s = p.Size;
+                    bool logic = p.AluKind == VirtualCpu.LazyLogic, regDst = PartReg(p.O0);
+                    Src? opB = p.O1.Class == OpClass.Imm ? Src.Const(p.O1.Imm & VirtualCpu.SizeMask(s))
+                        : PartReg(p.O1) && !(p.AluStores && p.O1.Reg == p.O0.Reg) ? Src.OfReg(p.O1.Reg, s) : null;
+                    Src zero = Src.Const(0);
+                    if (!p.AluStores)
+                    {
+                        // cmp and test: the result from the operands
+                        if (regDst && opB != null)
+                        {
+                            Src a = Src.OfReg(p.O0.Reg, s);
+                            Record(p.AluKind, s, logic ? zero : a, logic ? zero : opB, Src.Op(logic ? SrcKind.And : SrcKind.Sub, a, opB, s));
+                        }
+                        else if (logic) Record(p.AluKind, s, zero, zero, Keep(RecR, _r));
+                        else Record(p.AluKind, s, regDst ? Src.OfReg(p.O0.Reg, s) : Keep(RecA, _a), opB ?? Keep(RecB, _bv), Keep(RecR, _r));
+                    }
+                    else if (regDst)
+                    {
+                        // the result is the destination; an add's or sub's first operand follows from it and the second
+                        Src r = Src.OfReg(p.O0.Reg, s);
+                        Src b = logic ? zero : opB ?? Keep(RecB, _bv);
+                        Src a = logic ? zero : opB != null ? Src.Op(p.AluKind == VirtualCpu.LazyAdd ? SrcKind.Sub : SrcKind.Add, r, opB, s) : Keep(RecA, _a);
+                        Record(p.AluKind, s, a, b, r);
+                        Write(ref p.O0, s, _r, pin: false);
+                        return Flow.Next;
+                    }
+                    else Record(p.AluKind, s, logic ? zero : Keep(RecA, _a), logic ? zero : opB ?? Keep(RecB, _bv), Keep(RecR, _r));
+                    // (recorded before a memory destination is written: a fault of the store leaves the new flags, as
+                    // in the handler)
                     if (p.AluStores) Write(ref p.O0, p.Size, _r);
                     return Flow.Next;
                 }
@@ -660,8 +724,16 @@ public static unsafe class BlockCompiler
                     if (p.Memory) { Ea(ref ins, true); Stloc(_ea); }
                     Read(ref p.O0, p.Size); Stloc(_a);
                     il.Emit(OpCodes.Ldc_I8, 0L); Ldloc(_a); il.Emit(OpCodes.Sub); Truncate(p.Size); Stloc(_r);
-                    il.Emit(OpCodes.Ldc_I8, 0L); Stloc(_bv);
-                    if (FlagsLive(k)) Record(VirtualCpu.LazySub, _bv, _a, _r, p.Size);
+                    if (!OwnFlagsLive(k, ref p)) DropRegisterParts();
+                    else if (PartReg(p.O0))
+                    {
+                        // 0 - a = r: a is 0 - r
+                        Src r = Src.OfReg(p.O0.Reg, p.Size);
+                        Record(VirtualCpu.LazySub, p.Size, Src.Const(0), Src.Op(SrcKind.Sub, Src.Const(0), r, p.Size), r);
+                        Write(ref p.O0, p.Size, _r, pin: false);
+                        return Flow.Next;
+                    }
+                    else Record(VirtualCpu.LazySub, p.Size, Src.Const(0), Keep(RecB, _a), Keep(RecR, _r));
                     Write(ref p.O0, p.Size, _r);
                     return Flow.Next;
                 case Form.Not:
@@ -675,12 +747,21 @@ public static unsafe class BlockCompiler
                     if (p.Memory) { Ea(ref ins, true); Stloc(_ea); }
                     Read(ref p.O0, p.Size); Stloc(_a);
                     Ldloc(_a); il.Emit(OpCodes.Ldc_I8, 1L); il.Emit(dec ? OpCodes.Sub : OpCodes.Add); Truncate(p.Size); Stloc(_r);
-                    if (p.Flags != FlagUse.None)
+                    if (p.Flags == FlagUse.None) DropRegisterParts();
+                    else
                     {
                         // as SetFlagsIncDec: the CF to keep from the pending record, then the new record
                         il.Emit(OpCodes.Ldarg_1); RecordArgs(); il.Emit(OpCodes.Call, MKeepCarryOf);
-                        il.Emit(OpCodes.Ldc_I8, 1L); Stloc(_bv);
-                        Record((dec ? VirtualCpu.LazySub : VirtualCpu.LazyAdd) | VirtualCpu.LazyKeepCf, _a, _bv, _r, p.Size);
+                        int kind = (dec ? VirtualCpu.LazySub : VirtualCpu.LazyAdd) | VirtualCpu.LazyKeepCf;
+                        Src one = Src.Const(1);
+                        if (PartReg(p.O0))
+                        {
+                            Src r = Src.OfReg(p.O0.Reg, p.Size);
+                            Record(kind, p.Size, Src.Op(dec ? SrcKind.Add : SrcKind.Sub, r, one, p.Size), one, r);
+                            Write(ref p.O0, p.Size, _r, pin: false);
+                            return Flow.Next;
+                        }
+                        Record(kind, p.Size, Keep(RecA, _a), one, Keep(RecR, _r));
                     }
                     Write(ref p.O0, p.Size, _r);
                     return Flow.Next;
@@ -728,8 +809,10 @@ public static unsafe class BlockCompiler
                     Condition(ins.ConditionCode, fusable ? _plans[k - 1] : default, fusable);
                     var notTaken = il.DefineLabel();
                     il.Emit(OpCodes.Brfalse, notTaken);
+                    var rec = _rec;
                     ExitTo(p.O0.Imm);
                     il.MarkLabel(notTaken);
+                    _rec = rec; // (what the first way stored is not stored on this one)
                     ExitTo(ins.NextIP);
                     return Flow.Exited;
                 }
@@ -743,6 +826,7 @@ public static unsafe class BlockCompiler
                 {
                     if (p.Memory) { Ea(ref ins, true); Stloc(_ea); }
                     Read(ref p.O1, p.Size); Stloc(_v); // the source is read (and may fault) whatever the condition
+                    Pin(p.O0.Reg); // before the branch: both ways must leave the record in the same places
                     Condition(ins.ConditionCode, fusable ? _plans[k - 1] : default, fusable);
                     var keep = il.DefineLabel();
                     var end = il.DefineLabel();
@@ -750,7 +834,7 @@ public static unsafe class BlockCompiler
                     Write(ref p.O0, p.Size, _v);
                     il.Emit(OpCodes.Br, end);
                     il.MarkLabel(keep);
-                    if (p.Size == 4) { LdReg(p.O0.Reg); il.Emit(OpCodes.Conv_U4); il.Emit(OpCodes.Conv_U8); Stloc(_v); StReg(p.O0.Reg, _v); }
+                    if (p.Size == 4) { LdReg(p.O0.Reg); il.Emit(OpCodes.Conv_U4); il.Emit(OpCodes.Conv_U8); Stloc(_v); StReg(p.O0.Reg, _v, zx: true); }
                     il.MarkLabel(end);
                     return Flow.Next;
                 }
@@ -759,26 +843,43 @@ public static unsafe class BlockCompiler
                     if (p.Memory) { Ea(ref ins, true); Stloc(_ea); }
                     Read(ref p.O0, p.Size); Stloc(_a);
                     int bits = p.Size * 8, n = p.Count;
+                    // 32-bit forms in 32-bit IL arithmetic (the JIT emits the one host instruction, a rotate too);
+                    // a conv.u8 of the 32-bit result is the zero-extended value
+                    bool narrow = p.Size == 4;
                     switch (ins.Mnemonic)
                     {
-                        case Mnemonic.Shl or Mnemonic.Sal: Ldloc(_a); il.Emit(OpCodes.Ldc_I4, n); il.Emit(OpCodes.Shl); break;
-                        case Mnemonic.Shr: Ldloc(_a); il.Emit(OpCodes.Ldc_I4, n); il.Emit(OpCodes.Shr_Un); break;
-                        case Mnemonic.Sar: Ldloc(_a); SignExtend(p.Size); il.Emit(OpCodes.Ldc_I4, n); il.Emit(OpCodes.Shr); break;
+                        case Mnemonic.Shl or Mnemonic.Sal: Ldloc(_a); Narrow(narrow); il.Emit(OpCodes.Ldc_I4, n); il.Emit(OpCodes.Shl); break;
+                        case Mnemonic.Shr: Ldloc(_a); Narrow(narrow); il.Emit(OpCodes.Ldc_I4, n); il.Emit(OpCodes.Shr_Un); break;
+                        case Mnemonic.Sar:
+                            Ldloc(_a); if (narrow) il.Emit(OpCodes.Conv_I4); else SignExtend(p.Size);
+                            il.Emit(OpCodes.Ldc_I4, n); il.Emit(OpCodes.Shr);
+                            break;
                         default:
                         {
                             int rc = n & (bits - 1), left = ins.Mnemonic == Mnemonic.Rol ? rc : bits - rc;
-                            Ldloc(_a);
+                            Ldloc(_a); Narrow(narrow);
                             if (rc != 0)
                             {
                                 il.Emit(OpCodes.Ldc_I4, left); il.Emit(OpCodes.Shl);
-                                Ldloc(_a); il.Emit(OpCodes.Ldc_I4, bits - left); il.Emit(OpCodes.Shr_Un);
+                                Ldloc(_a); Narrow(narrow); il.Emit(OpCodes.Ldc_I4, bits - left); il.Emit(OpCodes.Shr_Un);
                                 il.Emit(OpCodes.Or);
                             }
                             break;
                         }
                     }
-                    Truncate(p.Size); Stloc(_r);
-                    if (FlagsLive(k)) ShiftFlags(ins.Mnemonic, p.Size, n);
+                    if (narrow) il.Emit(OpCodes.Conv_U8); else Truncate(p.Size);
+                    Stloc(_r);
+                    if (!OwnFlagsLive(k, ref p)) { DropRegisterParts(); Write(ref p.O0, p.Size, _r); return Flow.Next; }
+                    ShiftFlags(ins.Mnemonic, p.Size, n);
+                    if (ins.Mnemonic is Mnemonic.Rol or Mnemonic.Ror) { Write(ref p.O0, p.Size, _r); return Flow.Next; }
+                    if (PartReg(p.O0))
+                    {
+                        // the write copies a and b if they read the destination; the result is the destination
+                        Write(ref p.O0, p.Size, _r);
+                        SetPart(RecR, Src.OfReg(p.O0.Reg, p.Size));
+                        return Flow.Next;
+                    }
+                    SetPart(RecR, Keep(RecR, _r));
                     Write(ref p.O0, p.Size, _r);
                     return Flow.Next;
                 }
@@ -791,6 +892,7 @@ public static unsafe class BlockCompiler
                     if (p.Count == 2) Read(ref p.O0, p.Size);
                     else il.Emit(OpCodes.Ldc_I8, (long)(p.O0.Imm & VirtualCpu.SizeMask(p.Size)));
                     Ldloc(_bv); il.Emit(OpCodes.Mul); Truncate(p.Size); Stloc(_r);
+                    DropRegisterParts(); // (inline only with its flags dead)
                     Write(ref p.O0, p.Size, _r);
                     return Flow.Next;
                 }
@@ -810,6 +912,23 @@ public static unsafe class BlockCompiler
                 if (q.Flags == FlagUse.Writes) return false;
             }
             return true;
+        }
+
+        /// <summary>Whether instruction k (plan p) must make its flag record: when something after it can read it
+        /// (<see cref="FlagsLive"/>), or when it stores to memory itself: its handler records before the store, so
+        /// a fault of the store leaves the new flags.</summary>
+        bool OwnFlagsLive(int k, ref Plan p) => p.Stores || FlagsLive(k);
+
+        /// <summary>Whether region member m replaces the flag record before anything in it can read it (or fault):
+        /// then a branch from inside the region need not store the record first (an exit still does).</summary>
+        bool FlagsDeadAtEntry(int m)
+        {
+            foreach (ref Plan q in _allPlans[m].AsSpan())
+            {
+                if (q.Form == Form.Helper || q.Memory || q.Flags == FlagUse.Reads) return false;
+                if (q.Flags == FlagUse.Writes) return true;
+            }
+            return false;
         }
 
         /// <summary>Records the flags of a shift or rotate by the constant count n (not 0) of _a (the operand) into _r
@@ -851,24 +970,105 @@ public static unsafe class BlockCompiler
             }
             // CF and OF as flag bits (SetFlagsShift / SetFlagsRotate)
             System.Diagnostics.Debug.Assert(VirtualCpu.CF == 1 && VirtualCpu.OF == 1UL << 11);
-            il.Emit(OpCodes.Ldc_I4, 11); il.Emit(OpCodes.Shl); il.Emit(OpCodes.Or); Stloc(_fco);
-            if (m is Mnemonic.Rol or Mnemonic.Ror) { Ldloc(_fk); il.Emit(OpCodes.Ldc_I4, VirtualCpu.LazyRotate); il.Emit(OpCodes.Or); Stloc(_fk); }
-            else { il.Emit(OpCodes.Ldc_I4, VirtualCpu.LazyShift); Stloc(_fk); il.Emit(OpCodes.Ldc_I4, size); Stloc(_fs); Ldloc(_r); Stloc(_fr); }
+            il.Emit(OpCodes.Ldc_I4, 11); il.Emit(OpCodes.Shl); il.Emit(OpCodes.Or); Stloc(_pl[RecCo]);
+            SetPart(RecCo, Src.Local);
+            if (m is Mnemonic.Rol or Mnemonic.Ror)
+            {
+                Src kind = _rec[RecKind];
+                if (kind.Kind == SrcKind.Const) SetPart(RecKind, Src.Const(kind.C | VirtualCpu.LazyRotate));
+                else { PushPart(RecKind, kind); il.Emit(OpCodes.Ldc_I4, VirtualCpu.LazyRotate); il.Emit(OpCodes.Or); Stloc(_pl[RecKind]); SetPart(RecKind, Src.Local); }
+            }
+            else
+            {
+                // a and b stay as they are (SetFlagsShift); the result is the destination, written after this
+                SetPart(RecKind, Src.Const(VirtualCpu.LazyShift)); SetPart(RecSize, Src.Const((ulong)size));
+                SetPart(RecR, Src.Const(0));
+            }
         }
 
-        /// <summary>Makes (kind, size, a, b, r) the pending flag record (in the region's locals).</summary>
-        void Record(int kind, LocalBuilder? a, LocalBuilder? b, LocalBuilder r, int size)
+        /// <summary>Makes (kind, size, a, b, r) the pending flag record; its CF/OF part stays (as in the handlers).
+        /// Parts given as <see cref="Src.Local"/> must be in their locals already (<see cref="Keep"/>).</summary>
+        void Record(int kind, int size, Src a, Src b, Src r)
+        {
+            var rec = (Src[])_rec.Clone();
+            rec[RecKind] = Src.Const((ulong)kind); rec[RecSize] = Src.Const((ulong)size);
+            rec[RecA] = a; rec[RecB] = b; rec[RecR] = r;
+            _rec = rec;
+        }
+
+        /// <summary>Copies the temporary t into the local of record part n; returns that part's place.</summary>
+        Src Keep(int n, LocalBuilder t) { Ldloc(t); Stloc(_pl[n]); return Src.Local; }
+
+        void SetPart(int n, Src v)
+        {
+            var rec = (Src[])_rec.Clone();
+            rec[n] = v;
+            _rec = rec;
+        }
+
+        /// <summary>Pushes part n of a record, whose place is v.</summary>
+        void PushPart(int n, Src v)
         {
             var il = _il;
-            il.Emit(OpCodes.Ldc_I4, kind); Stloc(_fk);
-            il.Emit(OpCodes.Ldc_I4, size); Stloc(_fs);
-            if (a != null) Ldloc(a); else il.Emit(OpCodes.Ldc_I8, 0L); Stloc(_fa);
-            if (b != null) Ldloc(b); else il.Emit(OpCodes.Ldc_I8, 0L); Stloc(_fb);
-            Ldloc(r); Stloc(_fr);
+            switch (v.Kind)
+            {
+                case SrcKind.Thread: il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, RecFields[n]); break;
+                case SrcKind.Local: Ldloc(_pl[n]); break;
+                case SrcKind.Const:
+                    if (n <= RecSize) il.Emit(OpCodes.Ldc_I4, (int)v.C); else il.Emit(OpCodes.Ldc_I8, (long)v.C);
+                    break;
+                case SrcKind.Reg: LdReg(v.Reg); Truncate(v.Size); break;
+                default:
+                    PushPart(n, v.X!); PushPart(n, v.Y!);
+                    il.Emit(v.Kind switch { SrcKind.Add => OpCodes.Add, SrcKind.Sub => OpCodes.Sub, _ => OpCodes.And });
+                    Truncate(v.Size);
+                    break;
+            }
         }
 
-        /// <summary>Pushes the pending flag record held in locals, as <see cref="VirtualCpu.SetRecord"/> takes it.</summary>
-        void RecordArgs() { Ldloc(_fk); Ldloc(_fs); Ldloc(_fa); Ldloc(_fb); Ldloc(_fr); Ldloc(_fco); }
+        /// <summary>Pushes the pending flag record, as <see cref="VirtualCpu.SetRecord"/> takes it.</summary>
+        void RecordArgs() { for (int n = 0; n < RecParts; n++) PushPart(n, _rec[n]); }
+
+        /// <summary>Stores the parts of rec that are not in the thread's fields into them.</summary>
+        void StoreRecord(Src[] rec)
+        {
+            for (int n = 0; n < RecParts; n++)
+                if (rec[n].Kind != SrcKind.Thread) { _il.Emit(OpCodes.Ldarg_1); PushPart(n, rec[n]); _il.Emit(OpCodes.Stfld, RecFields[n]); }
+        }
+
+        /// <summary>Stores the pending record into the thread, where it is from here on.</summary>
+        void Materialize()
+        {
+            StoreRecord(_rec);
+            _rec = ThreadRecord();
+        }
+
+        /// <summary>Before guest register r is written: the parts of the record that read it are copied into their
+        /// locals (all computed before any is stored).</summary>
+        void Pin(int r)
+        {
+            int hit = 0;
+            for (int n = 0; n < RecParts; n++)
+                if (_rec[n].Uses(r)) { PushPart(n, _rec[n]); hit |= 1 << n; }
+            if (hit == 0) return;
+            var rec = (Src[])_rec.Clone();
+            for (int n = RecParts - 1; n >= 0; n--)
+                if ((hit & (1 << n)) != 0) { Stloc(_pl[n]); rec[n] = Src.Local; }
+            _rec = rec;
+        }
+
+        /// <summary>The record of an instruction nothing reads before the next one replaces it (see
+        /// <see cref="FlagsLive"/>): whatever it holds is never observed, so the parts that read registers are
+        /// dropped rather than copied when those registers are written.</summary>
+        void DropRegisterParts()
+        {
+            for (int n = RecA; n <= RecR; n++)
+                if (_rec[n].Kind is not (SrcKind.Thread or SrcKind.Const or SrcKind.Local)) SetPart(n, Src.Const(0));
+        }
+
+        /// <summary>A guest register the inline code reads as a record part of the given size: its low bytes (not
+        /// a high-byte register).</summary>
+        static bool PartReg(in Operand o) => o.Class == OpClass.Reg && o.RegKind <= 3;
 
         /// <summary>Pushes the condition as 0 or 1. After a compare, subtraction or logic operation that is the
         /// previous instruction, the condition is decided from its operands and result (still in _a, _bv, _r);
@@ -966,7 +1166,7 @@ public static unsafe class BlockCompiler
                 case OpClass.Reg:
                     LdReg(o.Reg);
                     if (o.RegKind == 4) { _il.Emit(OpCodes.Ldc_I4_8); _il.Emit(OpCodes.Shr_Un); Truncate(1); }
-                    else Truncate(size);
+                    else if (!(size == 4 && (_zx & (1u << o.Reg)) != 0)) Truncate(size);
                     break;
                 case OpClass.Mem:
                     LoadMem(_ea, size);
@@ -979,8 +1179,9 @@ public static unsafe class BlockCompiler
             }
         }
 
-        /// <summary>Writes v (already of the given size) to the operand as the handlers' SetReg / Mem.Write do.</summary>
-        void Write(ref Operand o, int size, LocalBuilder v)
+        /// <summary>Writes v (already of the given size) to the operand as the handlers' SetReg / Mem.Write do. With
+        /// `pin` false the caller has just replaced every record part that could read the register.</summary>
+        void Write(ref Operand o, int size, LocalBuilder v, bool pin = true)
         {
             var il = _il;
             if (o.Class == OpClass.Mem) { StoreMem(_ea, v, size); return; }
@@ -988,17 +1189,20 @@ public static unsafe class BlockCompiler
             int kind = o.RegKind;
             if (kind == 0 || kind == 1)
             {
-                Ldloc(v); if (kind == 1) { il.Emit(OpCodes.Conv_U4); il.Emit(OpCodes.Conv_U8); }
-                StRegTop(o.Reg);
+                // (a 32-bit value is already zero-extended: every caller's v is of its size)
+                if (pin) Pin(o.Reg);
+                Ldloc(v);
+                StRegTop(o.Reg, kind == 1);
                 return;
             }
             ulong keep = kind switch { 2 => ~0xFFFFUL, 3 => ~0xFFUL, _ => ~0xFF00UL };
+            if (pin) Pin(o.Reg);
             LdReg(o.Reg); il.Emit(OpCodes.Ldc_I8, (long)keep); il.Emit(OpCodes.And);
             Ldloc(v);
             if (kind == 2) { il.Emit(OpCodes.Conv_U2); il.Emit(OpCodes.Conv_U8); }
             else { il.Emit(OpCodes.Conv_U1); il.Emit(OpCodes.Conv_U8); if (kind == 4) { il.Emit(OpCodes.Ldc_I4_8); il.Emit(OpCodes.Shl); } }
             il.Emit(OpCodes.Or);
-            StRegTop(o.Reg);
+            StRegTop(o.Reg, (_zx & (1u << o.Reg)) != 0); // the upper bytes stay
         }
 
         /// <summary>The software TLB's fast path, inline: leaves the host address of the size bytes at the guest
@@ -1006,12 +1210,15 @@ public static unsafe class BlockCompiler
         /// The entry is that of the first byte's page and its tag is compared with the last byte's page number: one
         /// compare decides both (bytes that cross a page end have a last page the entry cannot hold, as the next page
         /// has an entry of its own; an address range that wraps around ends on page 0, whose entry is not this one).</summary>
-        void Probe(LocalBuilder addr, int size, LocalBuilder tlb, Label slow)
+        void Probe(LocalBuilder addr, int size, bool write, Label slow)
         {
             var il = _il;
-            Ldloc(tlb); Ldloc(addr); il.Emit(OpCodes.Ldc_I4, GuestMemory.PageShift); il.Emit(OpCodes.Shr_Un);
-            il.Emit(OpCodes.Ldc_I8, (long)GuestMemory.TlbIndexMask); il.Emit(OpCodes.And);
-            il.Emit(OpCodes.Ldc_I4, GuestMemory.TlbEntryShift); il.Emit(OpCodes.Shl); il.Emit(OpCodes.Conv_U); il.Emit(OpCodes.Add); Stloc(_e);
+            // the entry's offset is the page number's low bits times the entry size: one shift and one mask
+            Ldloc(_tlb); Ldloc(addr); il.Emit(OpCodes.Ldc_I4, GuestMemory.PageShift - GuestMemory.TlbEntryShift); il.Emit(OpCodes.Shr_Un);
+            il.Emit(OpCodes.Ldc_I8, (long)GuestMemory.TlbIndexMask << GuestMemory.TlbEntryShift); il.Emit(OpCodes.And);
+            il.Emit(OpCodes.Conv_U); il.Emit(OpCodes.Add);
+            if (write) { il.Emit(OpCodes.Ldc_I4, GuestMemory.WriteTlbOffset); il.Emit(OpCodes.Add); }
+            Stloc(_e);
             Ldloc(_e); il.Emit(OpCodes.Ldind_I8);
             Ldloc(addr); if (size > 1) { il.Emit(OpCodes.Ldc_I8, (long)(size - 1)); il.Emit(OpCodes.Add); }
             il.Emit(OpCodes.Ldc_I4, GuestMemory.PageShift); il.Emit(OpCodes.Shr_Un);
@@ -1027,7 +1234,7 @@ public static unsafe class BlockCompiler
         {
             var il = _il;
             Label slow = il.DefineLabel(), done = il.DefineLabel();
-            Probe(addr, size, _rtlb, slow);
+            Probe(addr, size, false, slow);
             Ldloc(_host);
             if (size > 1) il.Emit(OpCodes.Unaligned, (byte)1);
             il.Emit(size switch { 1 => OpCodes.Ldind_U1, 2 => OpCodes.Ldind_U2, 4 => OpCodes.Ldind_U4, _ => OpCodes.Ldind_I8 });
@@ -1045,7 +1252,7 @@ public static unsafe class BlockCompiler
         {
             var il = _il;
             Label slow = il.DefineLabel(), done = il.DefineLabel();
-            Probe(addr, size, _wtlb, slow);
+            Probe(addr, size, true, slow);
             Ldloc(_host); Ldloc(v);
             if (size > 1) il.Emit(OpCodes.Unaligned, (byte)1);
             il.Emit(size switch { 1 => OpCodes.Stind_I1, 2 => OpCodes.Stind_I2, 4 => OpCodes.Stind_I4, _ => OpCodes.Stind_I8 });
@@ -1061,12 +1268,14 @@ public static unsafe class BlockCompiler
         {
             int k = _k, j = _j, site = _resume.Count;
             ulong next = _b.Insts[k].NextIP;
+            var rec = _rec;
             _resume.Add(done);
             _cold.Add(() =>
             {
                 var il = _il;
                 il.MarkLabel(slow);
                 int saved = _j; _j = j; At(k); _j = saved;
+                StoreRecord(rec);
                 if (v != null) SetRip(next);
                 Ldloc(addr); Stloc(_slowAddr);
                 if (v != null) { Ldloc(v); Stloc(_slowVal); }
@@ -1092,10 +1301,19 @@ public static unsafe class BlockCompiler
 
         void LdReg(int r) => Ldloc(Reg(r, false));
 
-        /// <summary>Pops the value on the stack into guest register r.</summary>
-        void StRegTop(int r) => Stloc(Reg(r, true));
+        /// <summary>Pops the value on the stack into guest register r (record parts that read it are pinned first
+        /// by the caller, see <see cref="Pin"/>).</summary>
+        /// <summary>zx: the value is below 2^32 (<see cref="_zx"/>).</summary>
+        void StRegTop(int r, bool zx)
+        {
+            Stloc(Reg(r, true));
+            if (zx) _zx |= 1u << r; else _zx &= ~(1u << r);
+        }
 
-        void StReg(int r, LocalBuilder v) { Ldloc(v); StRegTop(r); }
+        void StReg(int r, LocalBuilder v, bool zx = false) { Pin(r); Ldloc(v); StRegTop(r, zx); }
+
+        /// <summary>Narrows the ulong on the stack to the int32 of its low half when `narrow`.</summary>
+        void Narrow(bool narrow) { if (narrow) _il.Emit(OpCodes.Conv_U4); }
 
         void Truncate(int size)
         {

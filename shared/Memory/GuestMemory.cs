@@ -92,8 +92,9 @@ public sealed unsafe partial class GuestMemory : IDisposable
 
     public GuestMemory()
     {
-        _rtlb = (TlbEntry*)NativeMemory.AllocZeroed((nuint)(TlbSize * sizeof(TlbEntry)));
-        _wtlb = (TlbEntry*)NativeMemory.AllocZeroed((nuint)(TlbSize * sizeof(TlbEntry)));
+        // one allocation, the write TLB right after the read TLB (WriteTlbOffset): compiled code keeps one base
+        _rtlb = (TlbEntry*)NativeMemory.AllocZeroed((nuint)(2 * TlbSize * sizeof(TlbEntry)));
+        _wtlb = _rtlb + TlbSize;
         FlushTlb();
     }
 
@@ -307,8 +308,9 @@ public sealed unsafe partial class GuestMemory : IDisposable
     /// the page number it holds (<see cref="ulong.MaxValue"/> when empty) at offset 0 and the host address of the
     /// page's bytes at offset <see cref="TlbPtrOffset"/>.</summary>
     public const int TlbIndexMask = TlbSize - 1, TlbEntryShift = 4, TlbPtrOffset = 8;
+    /// <summary>The write TLB's base is the read TLB's plus this many bytes.</summary>
+    public const int WriteTlbOffset = TlbSize << TlbEntryShift;
     public byte* ReadTlb => (byte*)_rtlb;
-    public byte* WriteTlb => (byte*)_wtlb;
 
     /// <summary><see cref="StoreSlow"/>'s results: the store is done; the guest may not make it (nothing was written,
     /// the fault is pending); the store is done and dropped code of the block that is running, which must end.</summary>
@@ -841,8 +843,7 @@ public sealed unsafe partial class GuestMemory : IDisposable
         foreach (var kv in _pages) Release(kv.Value);
         if (_capture is { } c) lock (c.Lock) _pages.Clear();
         else _pages.Clear();
-        NativeMemory.Free(_rtlb);
-        NativeMemory.Free(_wtlb);
+        NativeMemory.Free(_rtlb); // (with the write TLB)
     }
     bool _disposed;
 }

@@ -301,6 +301,120 @@ public class TierTests
                 }
     }
 
+    /// <summary>The pointer registers of <see cref="FlagPartsCode"/>, each walking 8 bytes per iteration from its own
+    /// 0x200-byte window of the data: rsi for the loads, then the store after add, neg, rol, inc, shr, and the
+    /// read-modify-write add whose flags nothing reads.</summary>
+    static readonly int[] FlagPartsPointers = { CpuT.RSI, CpuT.RDI, 9, 10, 11, 12, 13 };
+
+    /// <summary>A loop whose flag records are computed from the registers the flag-setting instruction used (compiled
+    /// code keeps no copy of them) while those registers are then overwritten, a high byte among them, and whose
+    /// memory accesses can fault with each kind of record pending: a compare, an add, a neg, a rotate laid over a
+    /// record, an inc keeping CF, a shift keeping a and b, the flags read by adc, setc and a jump that is not fused
+    /// with its compare, a block entered with its flags dead, and an add to memory whose flags nothing reads (its
+    /// handler records them before the store, so a fault of the store leaves them).</summary>
+    static readonly byte[] FlagPartsCode = NativeRunner.Asm(a =>
+    {
+        var top = a.CreateLabel();
+        var skip = a.CreateLabel();
+        a.mov(ecx, Iterations);
+        a.xor(eax, eax);
+        a.mov(ebx, 7);
+        a.Label(ref top);
+        a.mov(rdx, __qword_ptr[rsi]);
+        a.cmp(edx, ebx);
+        a.mov(edx, __dword_ptr[rsi + 4]);
+        a.adc(eax, edx);
+        a.add(ebx, edx);
+        a.mov(__qword_ptr[rdi], rbx);
+        a.lea(rdx, __[rdx + rbx * 2]);
+        a.mov(ebx, edx);
+        a.add(dh, cl);
+        a.setc(dh);
+        a.neg(eax);
+        a.mov(__dword_ptr[r9], eax);
+        a.mov(eax, edx);
+        a.rol(eax, 3);
+        a.mov(__qword_ptr[r10], rax);
+        a.inc(ebx);
+        a.mov(__dword_ptr[r11], ebx);
+        a.mov(ebx, eax);
+        a.xor(ebx, ecx);
+        a.sub(ebx, 5);
+        a.cmovb(ebx, edx);
+        a.shr(edx, 2);
+        a.mov(__qword_ptr[r12], rdx);
+        a.mov(edx, eax);
+        a.jne(skip);
+        a.add(eax, 1);
+        a.Label(ref skip);
+        a.lea(rsi, __[rsi + 8]);
+        a.lea(rdi, __[rdi + 8]);
+        a.lea(r9, __[r9 + 8]);
+        a.lea(r10, __[r10 + 8]);
+        a.lea(r11, __[r11 + 8]);
+        a.lea(r12, __[r12 + 8]);
+        a.add(__dword_ptr[r13], eax);
+        a.lea(r13, __[r13 + 8]);
+        a.sub(ecx, 1);
+        a.jne(top);
+        a.int3();
+    });
+
+    static void SetFlagPartsPointers(Vm vm)
+    {
+        for (int n = 0; n < FlagPartsPointers.Length; n++) vm.Cpu.R[FlagPartsPointers[n]] = Data + 0x200 * (ulong)n;
+    }
+
+    [Fact]
+    public void StopAtEveryInstructionWithFlagsInRegistersLeavesTheSameState()
+    {
+        using var whole = new Vm(FlagPartsCode, ExecutionTier.Interpreter);
+        SetFlagPartsPointers(whole);
+        Assert.Equal(RunResult.Fault, whole.Run(ulong.MaxValue)); // the int3
+        ulong total = whole.Cpu.InstructionCount;
+        Assert.True(total > Iterations * 30);
+        (string, string) Run(ExecutionTier tier, ulong stop, int? threshold = null)
+        {
+            using var vm = new Vm(FlagPartsCode, tier, threshold: threshold);
+            SetFlagPartsPointers(vm);
+            string atStop = vm.State(vm.Run(stop));
+            return (atStop, vm.State(vm.Run(ulong.MaxValue)));
+        }
+        for (ulong stop = 0; stop <= total + 1; stop++)
+        {
+            var reference = Run(ExecutionTier.Interpreter, stop);
+            Assert.Equal(reference, Run(ExecutionTier.Compiled, stop));
+            Assert.Equal(reference, Run(ExecutionTier.Default, stop, EagerThreshold));
+        }
+    }
+
+    [Fact]
+    public void FaultWithEachFlagRecordPendingLeavesTheSameState()
+    {
+        // pointer n runs off the end of the read-write data at iteration j: into a read-only page (a store faults;
+        // the read-modify-write add reads, then faults) or, for the loads, off the end of that page
+        foreach (int j in new[] { 0, 1, 6, 17, Iterations - 1 })
+            for (int n = 0; n < FlagPartsPointers.Length; n++)
+            {
+                ulong edge = (n == 0 ? Data + DataSize + 0x1000 : Data + DataSize) - 8 * (ulong)j;
+                (string, string) Run(ExecutionTier tier, int? threshold = null)
+                {
+                    using var vm = new Vm(FlagPartsCode, tier, threshold: threshold);
+                    vm.Mem.Map(Data + DataSize, 0x1000, Prot.Read, "read-only");
+                    SetFlagPartsPointers(vm);
+                    vm.Cpu.R[FlagPartsPointers[n]] = edge;
+                    string atStop = vm.State(vm.Run(ulong.MaxValue));
+                    return (atStop, vm.State(vm.Run(ulong.MaxValue)));
+                }
+                var reference = Run(ExecutionTier.Interpreter);
+                Assert.Contains($"fault=11/", reference.Item1);
+                var compiled = Run(ExecutionTier.Compiled);
+                var eager = Run(ExecutionTier.Default, EagerThreshold);
+                Assert.True(reference == compiled, $"pointer {n} faults at iteration {j}:\ninterpreter {reference}\ncompiled    {compiled}");
+                Assert.True(reference == eager, $"pointer {n} faults at iteration {j}:\ninterpreter {reference}\ndefault     {eager}");
+            }
+    }
+
     [Fact]
     public void StoreIntoTheRunningBlockTakesEffectAtTheNextIteration()
     {
