@@ -46,9 +46,26 @@ public class SystemInstructionTests
             var n = Lines(native.StdoutText);
             var v = Lines(vm.StdoutText);
             Assert.Equal(cases.Length, n.Length);
-            for (int k = 0; k < n.Length; k++) Assert.Equal(n[k], v[k]);
+            for (int k = 0; k < n.Length; k++)
+            {
+                // where hosts disagree among themselves, the VM gives its one documented answer
+                if (n[k] != v[k] && HostsDisagree.TryGetValue(cases[k], out var answer)) Assert.Equal($"{cases[k]}: {answer}", v[k]);
+                else Assert.Equal(n[k], v[k]);
+            }
         }
     }
+
+    /// <summary>Cases whose host answer depends on the host's kernel or hypervisor rather than on the architecture,
+    /// with the answer the VM gives everywhere: `int 0x80` is a 32-bit system call only on a kernel built with IA32
+    /// emulation (the VM models one without it: the #GP of any other `int n`); SYSEXIT in 64-bit user mode is #UD
+    /// on AMD silicon, while some hypervisors report #GP; INT1 (`f1`) is a trap that reports the rip after it, while a
+    /// hypervisor that intercepts it may report its own rip.</summary>
+    static readonly Dictionary<string, string> HostsDisagree = new()
+    {
+        ["cd 80"] = "signal 11 code 128 addr 0 rip page+0",
+        ["0f 35"] = "signal 4 code 2 addr page+0 rip page+0",
+        ["f1"] = "signal 5 code 1 addr ? rip page+1",
+    };
 
     /// <summary>The kernel fills si_pid rather than si_addr for a CPU-raised SIGTRAP (a kernel follow-up), so the
     /// address of signal 5 is not compared; its si_code and rip are.</summary>
