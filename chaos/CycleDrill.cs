@@ -535,14 +535,10 @@ public sealed class CycleDrill(CycleSettings s)
         return path;
     }
 
-    static int[] FreePorts(int n)
-    {
-        var ls = Enumerable.Range(0, n).Select(_ => new TcpListener(IPAddress.Loopback, 0)).ToList();
-        foreach (var l in ls) l.Start();
-        var ports = ls.Select(l => ((IPEndPoint)l.LocalEndpoint).Port).ToArray();
-        foreach (var l in ls) l.Stop();
-        return ports;
-    }
+    /// <summary>Ports for the slots, below the ephemeral range (<see cref="LoopbackPorts.Pick"/>): a port the kernel
+    /// handed out for listening once is in the ephemeral range, where any outgoing connection of the host can take it
+    /// before the standby binds it, and a slot's port is bound again by each standby started on it.</summary>
+    static int[] FreePorts(int n) => Enumerable.Range(0, n).Select(_ => LoopbackPorts.Pick()).ToArray();
 
     /// <summary>A table of the cycles for people.</summary>
     public static string Table(List<CycleRecord> cycles)
