@@ -343,7 +343,7 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
     }
 
     /// <summary>Reads a stream and writes what it read to another.</summary>
-    sealed class CopyingReader(Stream from, Stream copy) : Stream
+    sealed class CopyingReader(Stream from, Stream copy) : ReVirt.Replication.ReadOnlyStream
     {
         public override int Read(Span<byte> buffer)
         {
@@ -352,16 +352,6 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
             return n;
         }
 
-        public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
-        public override bool CanRead => true;
-        public override bool CanSeek => false;
-        public override bool CanWrite => false;
-        public override long Length => throw new NotSupportedException();
-        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-        public override void Flush() { }
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-        public override void SetLength(long value) => throw new NotSupportedException();
-        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
     }
 
     /// <summary>

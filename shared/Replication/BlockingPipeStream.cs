@@ -14,7 +14,7 @@ namespace ReVirt.Replication;
 /// side, several thousand times a second under a request-response load); gathering for a millisecond wakes it once
 /// for several batches, at the price of trailing the log by up to that long.
 /// </remarks>
-public sealed class BlockingPipeStream : Stream
+public sealed class BlockingPipeStream : ReadOnlyStream
 {
     readonly object _lock = new();
     readonly Queue<byte[]> _chunks = new();
@@ -105,14 +105,4 @@ public sealed class BlockingPipeStream : Stream
         }
     }
 
-    public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
-    public override bool CanRead => true;
-    public override bool CanSeek => false;
-    public override bool CanWrite => false;
-    public override long Length => throw new NotSupportedException();
-    public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-    public override void Flush() { }
-    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-    public override void SetLength(long value) => throw new NotSupportedException();
-    public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
 }

@@ -202,7 +202,7 @@ public sealed class SnapshotPipe(int capacity) : IDisposable
         _q.Dispose();
     }
 
-    sealed class PipeReader(SnapshotPipe pipe) : Stream
+    sealed class PipeReader(SnapshotPipe pipe) : ReVirt.Replication.ReadOnlyStream
     {
         ReadOnlyMemory<byte> _cur;
 
@@ -220,16 +220,6 @@ public sealed class SnapshotPipe(int capacity) : IDisposable
             return n;
         }
 
-        public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
-        public override bool CanRead => true;
-        public override bool CanSeek => false;
-        public override bool CanWrite => false;
-        public override long Length => throw new NotSupportedException();
-        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-        public override void Flush() { }
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-        public override void SetLength(long value) => throw new NotSupportedException();
-        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
     }
 
     sealed class PipeWriter(SnapshotPipe pipe, int chunkBytes, CancellationToken ct) : Stream

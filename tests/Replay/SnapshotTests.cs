@@ -536,20 +536,10 @@ public class SnapshotTests(Xunit.Abstractions.ITestOutputHelper output)
     }
 
     /// <summary>Counts the bytes read through it.</summary>
-    sealed class CountingReader(Stream inner) : Stream
+    sealed class CountingReader(Stream inner) : ReVirt.Replication.ReadOnlyStream
     {
         public long BytesRead;
-        public override int Read(byte[] buffer, int offset, int count) { int k = inner.Read(buffer, offset, count); BytesRead += k; return k; }
         public override int Read(Span<byte> buffer) { int k = inner.Read(buffer); BytesRead += k; return k; }
-        public override bool CanRead => true;
-        public override bool CanSeek => false;
-        public override bool CanWrite => false;
-        public override long Length => throw new NotSupportedException();
-        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-        public override void Flush() { }
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-        public override void SetLength(long value) => throw new NotSupportedException();
-        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
     }
 
     /// <summary>Passes writes on and counts the chunks the pipe took, and the most that waited in it at once.</summary>
