@@ -220,11 +220,21 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
         if (_unshippedSince == 0) _unshippedSince = System.Diagnostics.Stopwatch.GetTimestamp();
     }
 
-    /// <summary>Everything logged reaches the sink (the backup) now (guest thread).</summary>
+    /// <summary>
+    /// How records that hold output travel when the guest is about to wait (guest thread); null: the writer's flush,
+    /// at once. A protected primary's replication client may hold them for the acknowledgement of the batch in flight
+    /// (<see cref="Replication.ReplicationClient.ShipAtWait"/>): everything logged reaches the sink soon, and the gate
+    /// holds the output until the backup acknowledged its record whenever that is.
+    /// </summary>
+    public Action? ShipOutput { get; init; }
+
+    /// <summary>Everything logged reaches the sink (the backup) now, or with the acknowledgement of the batch in flight
+    /// (<see cref="ShipOutput"/>) (guest thread).</summary>
     void Ship()
     {
         _unshippedSince = 0;
-        _w.Flush();
+        if (ShipOutput is { } ship) ship();
+        else _w.Flush();
     }
 
     /// <summary>Calls after which the guest usually waits or yields without a host call that could tell (in-VM waits,
@@ -472,8 +482,7 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
     /// event is taken and logged as at a stop.</summary>
     public bool Idle(Kernel kernel, CpuT cpu)
     {
-        _w.Flush();
-        _unshippedSince = 0; // shipped by the flush above
+        Ship(); // everything logged, at once or with the acknowledgement of the batch in flight (ShipOutput)
         RunRequested(kernel);
         if (!kernel.WaitForHostEvent()) return false;
         AtStop(kernel, cpu);
