@@ -78,7 +78,7 @@ sealed class ProtectService(ProtectSettings settings, MachineOptions opts, ulong
         settings.Events.Emit(ReplicaEvent.Protected, ("backup", client.BackupId), ("url", settings.BackupUrl), ("term", client.Term));
 
         var writer = new LogWriter(header, client);
-        var boundary = new RecordingBoundary(writer, header.CheckpointInterval) { Gate = client.Gate, ShipOutput = client.ShipAtWait };
+        var boundary = new RecordingBoundary(writer, header.CheckpointInterval) { Gate = client.Gate };
         client.Snapshots = boundary; // a standby joins from a snapshot of the running machine (with the changed files when its root is its own)
         int status = 0;
         ulong icount = 0;

@@ -220,21 +220,11 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
         if (_unshippedSince == 0) _unshippedSince = System.Diagnostics.Stopwatch.GetTimestamp();
     }
 
-    /// <summary>
-    /// How records that hold output travel when the guest is about to wait (guest thread); null: the writer's flush,
-    /// at once. A protected primary's replication client may hold them for the acknowledgement of the batch in flight
-    /// (<see cref="Replication.ReplicationClient.ShipAtWait"/>): everything logged reaches the sink soon, and the gate
-    /// holds the output until the backup acknowledged its record whenever that is.
-    /// </summary>
-    public Action? ShipOutput { get; init; }
-
-    /// <summary>Everything logged reaches the sink (the backup) now, or with the acknowledgement of the batch in flight
-    /// (<see cref="ShipOutput"/>) (guest thread).</summary>
+    /// <summary>Everything logged reaches the sink (the backup) now (guest thread).</summary>
     void Ship()
     {
         _unshippedSince = 0;
-        if (ShipOutput is { } ship) ship();
-        else _w.Flush();
+        _w.Flush();
     }
 
     /// <summary>Calls after which the guest usually waits or yields without a host call that could tell (in-VM waits,
@@ -482,7 +472,8 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
     /// event is taken and logged as at a stop.</summary>
     public bool Idle(Kernel kernel, CpuT cpu)
     {
-        Ship(); // everything logged, at once or with the acknowledgement of the batch in flight (ShipOutput)
+        _w.Flush();
+        _unshippedSince = 0; // shipped by the flush above
         RunRequested(kernel);
         if (!kernel.WaitForHostEvent()) return false;
         AtStop(kernel, cpu);

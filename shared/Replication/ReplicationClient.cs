@@ -31,12 +31,6 @@ public sealed class ProtectSettings
     /// within half of it: what a takeover must replay before going live stays this short. 0: no bound.
     /// </summary>
     public int MaxReplayLagMs { get; init; } = 20;
-    /// <summary>
-    /// Records that hold output wait, when the guest is about to wait, for the acknowledgement of the batch still in
-    /// flight and travel with it (<see cref="ReplicationClient.ShipAtWait"/>) instead of in a batch of their own
-    /// (<c>--ship-at-once</c> turns it off).
-    /// </summary>
-    public bool AckClockedShipping { get; init; } = true;
     /// <summary>Where the backup's data link is reached (HOST:PORT) when not at the host of <see cref="BackupUrl"/>
     /// and the port its Welcome names (a relay between the replicas). Only for <see cref="BackupUrl"/>.</summary>
     public string? BackupDataAddress { get; init; }
@@ -121,10 +115,6 @@ public sealed class ReplicationClient : ILogSink
     long _produced, _producedBytes, _acked, _ackedBytes, _base, _baseBytes, _lastHeard, _throttleTicks, _replayThrottleTicks;
     // _replayNear: the current backup's replay has been within the bound since it caught up
     long _bytesSent, _batches, _replayStalls;
-    // the last record handed to the current backup's link (ShipAtWait: a batch is in flight while the backup has
-    // acknowledged less), and whether records wait for that acknowledgement to be shipped (1) by the ack thread
-    long _shippedSeq;
-    int _shipOnAck;
     volatile bool _replayNear;
     volatile bool _deciding, _finishing;
     Task? _reprotect;
@@ -422,7 +412,6 @@ public sealed class ReplicationClient : ILogSink
             _baseBytes = _producedBytes;
             Interlocked.Exchange(ref _acked, 0);
             Interlocked.Exchange(ref _ackedBytes, 0);
-            Interlocked.Exchange(ref _shippedSeq, 0);
             _trail.Reset(Stopwatch.GetTimestamp());
             _replayNear = false;
             while (_inflight.TryDequeue(out _)) { }
@@ -713,7 +702,6 @@ public sealed class ReplicationClient : ILogSink
         {
             if (s.Direct)
             {
-                Interlocked.Exchange(ref _shippedSeq, Interlocked.Read(ref _produced));
                 var frames = ArrayPool<byte>.Shared.Rent(n);
                 _pending.GetBuffer().AsSpan(0, n).CopyTo(frames);
                 _direct.Add((s, frames, n, true));
@@ -750,40 +738,6 @@ public sealed class ReplicationClient : ILogSink
         _direct.Offer();
     }
 
-    /// <summary>
-    /// The guest is about to wait and records that hold output must travel (guest thread, <see
-    /// cref="Replay.RecordingBoundary.ShipOutput"/>), or gathered records have waited <see cref="FlushAgeMs"/> (the flush
-    /// thread). While a batch is in flight (sent, not yet acknowledged) they wait
-    /// for its acknowledgement and the ack thread ships them as it applies it (<see cref="OnAck"/>): the ack clocks the
-    /// batches, Nagle-style. Otherwise, or with <see cref="ProtectSettings.AckClockedShipping"/> off, they go now.
-    /// Why: every batch costs a send here, a wake-up, a write of the log copy and an ack on the backup, and a wake-up of
-    /// the ack thread here; on two cores shared by both replicas those wake-ups are most of what protection costs.
-    /// Records shipped with the acknowledgement reach the backup no later than the next batch could have been acked
-    /// anyway, and the gate holds their output until their own acknowledgement as before: shipping later changes when
-    /// output leaves, never what may leave. Bounded: a record waits at most for the acknowledgement of the batch before
-    /// it, which comes within the backup's time-out or the backup is lost (and a new session starts with nothing in
-    /// flight). The explicit <see cref="Flush"/> (throttles, credit waits, snapshots, the end) ships at once.
-    /// </summary>
-    public void ShipAtWait()
-    {
-        if (_s.AckClockedShipping && _state == LinkState.Protected && _cur is { Direct: true } && InFlight())
-        {
-            Volatile.Write(ref _shipOnAck, 1);
-            // the acknowledgement may have been applied between the test and the flag: then whoever takes the flag ships
-            if (InFlight() || Interlocked.Exchange(ref _shipOnAck, 0) == 0) return;
-        }
-        Flush();
-    }
-
-    bool InFlight() => Interlocked.Read(ref _acked) < Interlocked.Read(ref _shippedSeq);
-
-    /// <summary>Ack thread, after an acknowledgement was applied: ships what waited for it (<see cref="ShipAtWait"/>).</summary>
-    void ShipWaitingRecords()
-    {
-        if (Volatile.Read(ref _shipOnAck) == 0 || InFlight()) return;
-        if (Interlocked.Exchange(ref _shipOnAck, 0) != 0) Flush();
-    }
-
     /// <summary>How often the flush thread looks for gathered records the guest thread has not shipped.</summary>
     const int FlushIntervalMs = 2;
 
@@ -810,8 +764,7 @@ public sealed class ReplicationClient : ILogSink
             while (!_flusherStop)
             {
                 Thread.Sleep(FlushIntervalMs);
-                // ack-clocked like the guest thread's ships: while a batch is in flight its acknowledgement ships them
-                try { if (_hasPending && Stopwatch.GetElapsedTime(Volatile.Read(ref _pendingSince)).TotalMilliseconds >= FlushAgeMs) ShipAtWait(); }
+                try { if (_hasPending && Stopwatch.GetElapsedTime(Volatile.Read(ref _pendingSince)).TotalMilliseconds >= FlushAgeMs) Flush(); }
                 catch (ObjectDisposedException) { return; } // the run ended and its store was closed
             }
         }) { Name = "replication-flush", IsBackground = true };
@@ -1114,7 +1067,6 @@ public sealed class ReplicationClient : ILogSink
             first = false;
         }
         Gate.Ack(seq);
-        ShipWaitingRecords();
         lock (_flow) Monitor.PulseAll(_flow);
     }
 

@@ -105,39 +105,6 @@ public class ReplicationTests(ITestOutputHelper output)
     }
 
     /// <summary>
-    /// Ack-clocked shipping (<see cref="ReVirt.Replication.ReplicationClient.ShipAtWait"/>): while a batch waits for its
-    /// acknowledgement, the records the guest logs meanwhile travel together when it comes, not in a batch each. With
-    /// every acknowledgement delayed by 30 ms, counter's 100 lines (about a millisecond of work apart, each shipped
-    /// at the guest's next syscall) go in a batch per line with <c>--ship-at-once</c> (the old behaviour: the
-    /// oracle that the guest really produces that many ships) and in a few batches by default. Either way every line
-    /// arrives, the backup's replay matches, and no output left before its record's acknowledgement (each was held
-    /// for at least the injected delay). Fails on the code before the change (it ships a batch per line).
-    /// </summary>
-    [Fact]
-    public void RecordsLoggedWhileABatchIsUnacknowledgedTravelWithItsAcknowledgement()
-    {
-        long Batches(params string[] extra)
-        {
-            var (b, url) = Replicas.StartBackup("--ack-delay-ms", "30");
-            using var _ = b;
-            using var p = Replicas.Primary(["--backup", url, "--stats", .. extra, "--", Counter, "100"]);
-            Assert.True(p.WaitForExit(Long) == 0, p.Stderr + "\nbackup:\n" + b.Stderr);
-            Assert.Equal(0, b.WaitForExit(Long));
-            AssertLines(p.StdoutText, 100);
-            Assert.NotNull(b.Event(ReplicaEvent.ReplayMatched));
-            var stats = p.WaitForEvent(ReplicaEvent.Stats, Long);
-            Assert.Equal(100, stats.Long("outputsHeld"));
-            Assert.True(stats.Num("outputHoldP50Ms") >= 25, p.Stderr);
-            output.WriteLine($"{string.Join(' ', extra)}: {stats.Long("batches")} batches, {stats.Long("acks")} acks, hold p50 {stats.Num("outputHoldP50Ms")} ms");
-            return stats.Long("batches")!.Value;
-        }
-        long atOnce = Batches("--ship-at-once");
-        long clocked = Batches();
-        Assert.True(atOnce >= 80, $"--ship-at-once shipped {atOnce} batches for 100 lines a millisecond of work apart");
-        Assert.True(clocked <= atOnce / 3, $"ack-clocked: {clocked} batches, at once: {atOnce}");
-    }
-
-    /// <summary>
     /// A backup that replayed the log from record 1 and takes over arms the guest's interval and POSIX timers on its
     /// host from the settings its replay kept (alarmtick waits for nothing but them): the ticks go on, each once.
     /// </summary>
