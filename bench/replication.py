@@ -5,6 +5,7 @@ latency, log bandwidth, and failover time split into detection and drain; and th
 docs/PERFORMANCE-replication.md.
 
     python3 bench/replication.py [--runs N] [--kv-only] [--kv-seconds S] [--kv-connections 16,64]
+    python3 bench/replication.py --kv-ab="--max-replay-lag-ms 0" --runs 4    (an option of `primary protect`, A/B)
 
 The kvserver load comes from bench/kvload.c (built here with gcc): a closed-loop, single-threaded epoll client
 that keeps one request outstanding per connection and records each request's latency; it costs a few
@@ -366,6 +367,58 @@ def kv_profile(seconds, connections, mode, perf_dir=None, bin_dir=BIN):
             print('\n'.join(l for l in p.text().splitlines() if 'held' in l or 'lag' in l or 'batch' in l or 'trail' in l))
 
 
+def kv_ab_once(extra, conns, seconds):
+    """One measured window of this build's `primary protect` (with the primary options extra) under the closed-loop
+    load: (requests/s, p50 ms, p99 ms, primary CPU us per request, backup CPU us per request, voluntary context
+    switches per request of both replicas, batches per request over the whole run)."""
+    port = free_port()
+    b, url = backup(cpus=PIN and PIN[1])
+    p = Proc([PRIMARY, 'protect', '--backup', url, '--stats'] + extra + ['--', KV, str(port)], PIN and PIN[0])
+    p.wait_for(r'kvserver: listening on')
+    proc = subprocess.Popen(pinned([KVLOAD, str(port), str(conns), str(seconds), str(KV_WARMUP)], PIN and PIN[0]), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(KV_WARMUP)
+    pids = (('p', p.p.pid), ('b', b.p.pid))
+    before = {n: thread_stats(pid) for n, pid in pids}
+    time.sleep(seconds)
+    after = {n: thread_stats(pid) for n, pid in pids}
+    stdout, _ = proc.communicate(timeout=seconds + 120)
+    f = stdout.split()
+    v = {f[i]: float(f[i + 1]) for i in range(0, len(f) - 1, 2)}
+    KvConn(port).ask('SHUTDOWN')
+    p.p.wait(timeout=120)
+    b.p.wait(timeout=120)
+    requests = v['rate'] * seconds
+    def total(n, k):
+        return sum(x[k] for x in after[n].values()) - sum(x[k] for x in before[n].values())
+    m = re.search(r'(\d+) batches', p.text())
+    return (v['rate'], v['p50_ms'], v['p99_ms'], total('p', 0) * 1e6 / requests, total('b', 0) * 1e6 / requests,
+            (total('p', 1) + total('b', 1)) / requests, int(m.group(1)) / (v['rate'] * (seconds + KV_WARMUP)) if m else 0.0)
+
+
+def kv_ab(runs, seconds, connections, extra):
+    """This build's `primary protect` without and with the primary options extra, alternating run by run: medians of
+    throughput, latency, each replica's CPU per request, context switches and batches per request (prints, writes
+    nothing). The two sides share the build, so only the options differ."""
+    build_kvload()
+    res = {}
+    for _ in range(runs):
+        for conns in connections:
+            for name, args in (('without', []), ('with', extra)):
+                x = kv_ab_once(args, conns, seconds)
+                res.setdefault((conns, name), []).append(x)
+                print('kv', conns, name, ' '.join(f'{y:.3f}' for y in x), f'load {os.getloadavg()[0]:.1f}', flush=True)
+    load = os.getloadavg()
+    print(f'{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} '
+          f'when the run ended; median of {runs} runs of {seconds:g} s each after {KV_WARMUP:g} s of warm-up, alternating; options: {" ".join(extra)}')
+    print()
+    print('| connections | `primary protect` | requests/s | latency p50 ms | latency p99 ms | primary CPU µs per request | backup CPU µs per request | voluntary switches per request | batches per request |')
+    print('|---|---|---|---|---|---|---|---|---|')
+    for (conns, name), xs in sorted(res.items(), key=lambda kv: (kv[0][0], kv[0][1] != 'without')):
+        med = [statistics.median(c) for c in zip(*xs)]
+        print(f'| {conns} | {name} `{" ".join(extra)}` | {med[0]:.0f} | {med[1]:.3f} | {med[2]:.3f} | {med[3]:.1f} | {med[4]:.1f} | {med[5]:.3f} | {med[6]:.3f} |'
+              .replace(f'without `{" ".join(extra)}`', 'as is'))
+
+
 def kv_compare(runs, seconds, connections, before):
     """This build's `primary run` and `primary protect` and another build's `primary protect`, alternating in one
     run; prints a Markdown table (the document is not rewritten)."""
@@ -409,6 +462,10 @@ def main():
                     '`protect`) and the load generator on the CPUs PRIMARY_CPUS and the backup on BACKUP_CPUS (taskset -c '
                     'lists, e.g. 0:1 on a 2-core machine: the backup on a core of its own, as on a host of its own); '
                     'the rest of the machine\'s work is not confined')
+    ap.add_argument('--kv-ab', metavar='OPTIONS', help='kvserver only: this build\'s `primary protect` as is and with the '
+                    'primary options OPTIONS (one string, given as --kv-ab="--max-replay-lag-ms 0"), alternating --runs times per '
+                    'connection count: requests/s, latency, CPU microseconds per request of each replica, voluntary '
+                    'context switches and batches per request (medians); prints, writes nothing')
     a = ap.parse_args()
     global KV_WARMUP, PIN
     KV_WARMUP = a.kv_warmup
@@ -419,6 +476,9 @@ def main():
         PIN = (prim, back)
     if a.kv_profile:
         kv_profile(a.kv_seconds, [int(x) for x in a.kv_connections.split(',')], a.kv_profile, a.kv_perf, a.kv_profile_bin)
+        return
+    if a.kv_ab:
+        kv_ab(a.runs, a.kv_seconds, [int(x) for x in a.kv_connections.split(',')], a.kv_ab.split())
         return
     if a.kv_compare:
         kv_compare(a.runs, a.kv_seconds, [int(x) for x in a.kv_connections.split(',')], a.kv_compare)
