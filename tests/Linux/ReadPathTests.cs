@@ -119,6 +119,14 @@ public class ReadPathTests(ReadPathTests.AgedFiles aged) : IClassFixture<ReadPat
             "busybox dd bs=4096 count=3 <&3 2>/dev/null | busybox md5sum; " +
             "busybox dd bs=4096 count=1 seek=100 conv=notrunc of=\"$1\" </dev/zero 2>/dev/null; " +
             "busybox dd bs=4096 <&3 2>/dev/null | busybox md5sum";
+        RecordAndReplayScript(script, (log, recFile) => Assert.Matches("^R{3}V{10,}$", ReadKinds(log, recFile)));
+    }
+
+    /// <summary>Runs a busybox sh <paramref name="script"/> (its $1: an aged file) natively and recorded, each on a file
+    /// of its own: the recording's output must be the native run's; <paramref name="check"/> then reads the log (and
+    /// the recording's file), and the replay must be faithful with the native output.</summary>
+    void RecordAndReplayScript(string script, Action<string, string> check)
+    {
         string nativeFile = aged.Take(), recFile = aged.Take();
         string log = Path.Combine(Path.GetTempPath(), $"revirt-read-{Guid.NewGuid():N}.rvlog");
         try
@@ -128,8 +136,7 @@ public class ReadPathTests(ReadPathTests.AgedFiles aged) : IClassFixture<ReadPat
             var rec = GuestEnv.Dotnet(GuestEnv.PrimaryDll, ["record", "--log", log, "--", "/bin/busybox", "sh", "-c", script, "sh", recFile]);
             Assert.True(rec.ExitCode == 0, rec.Stderr);
             Assert.Equal(native.StdoutText, rec.StdoutText);
-            string kinds = ReadKinds(log, recFile);
-            Assert.Matches("^R{3}V{10,}$", kinds);
+            check(log, recFile);
             var rp = GuestEnv.Dotnet(GuestEnv.BackupDll, ["replay", "--log", log, "--show-output"]);
             Assert.True(rp.ExitCode == 0, rp.Stderr);
             Assert.Equal(native.StdoutText, rp.StdoutText);
@@ -157,16 +164,8 @@ public class ReadPathTests(ReadPathTests.AgedFiles aged) : IClassFixture<ReadPat
             "busybox dd bs=4096 skip=3 count=2 <&3 2>/dev/null | busybox md5sum; " +
             "busybox tail -c 6000 <&3 | busybox md5sum; " +
             "busybox dd bs=4096 count=1 <&3 2>/dev/null | busybox md5sum";
-        string nativeFile = aged.Take(), recFile = aged.Take();
-        string log = Path.Combine(Path.GetTempPath(), $"revirt-read-{Guid.NewGuid():N}.rvlog");
-        try
+        RecordAndReplayScript(script, (log, recFile) =>
         {
-            var native = GuestEnv.Native("/bin/busybox", ["sh", "-c", script, "sh", nativeFile]);
-            Assert.True(native.ExitCode == 0, native.Stderr);
-            var rec = GuestEnv.Dotnet(GuestEnv.PrimaryDll, ["record", "--log", log, "--", "/bin/busybox", "sh", "-c", script, "sh", recFile]);
-            Assert.True(rec.ExitCode == 0, rec.Stderr);
-            Assert.Equal(native.StdoutText, rec.StdoutText);
-
             byte[] file = File.ReadAllBytes(recFile);
             var offsets = new List<long>();
             using (var reader = LogReader.Open(log))
@@ -182,12 +181,7 @@ public class ReadPathTests(ReadPathTests.AgedFiles aged) : IClassFixture<ReadPat
             // native run's strace shows). tail seeks to 6000 before the end and copies with sendfile (logged by value);
             // the last dd then finds the description at the end and reads nothing
             Assert.Equal([0L, 4096, 8292, 12388, 28772, 32868], offsets);
-
-            var rp = GuestEnv.Dotnet(GuestEnv.BackupDll, ["replay", "--log", log, "--show-output"]);
-            Assert.True(rp.ExitCode == 0, rp.Stderr);
-            Assert.Equal(native.StdoutText, rp.StdoutText);
-        }
-        finally { File.Delete(log); }
+        });
     }
 
     /// <summary>
