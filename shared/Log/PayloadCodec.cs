@@ -75,14 +75,19 @@ internal ref struct PayloadReader
     public readonly int Position => _pos;
     public readonly int Remaining => _src.Length - _pos;
 
+    // small enough to be inlined into every decoder (ReadyToRun code included): a replay decodes every record's
+    // fields through it, and as a call it crossed the tier-up threshold and was compiled again early in every replay
     private ReadOnlySpan<byte> Take(int n)
     {
-        if (n < 0 || n > _src.Length - _pos)
-            throw new LogFormatException($"malformed {_what}: needs {n} more bytes at payload offset {_pos}, {_src.Length - _pos} left");
+        if ((uint)n > (uint)(_src.Length - _pos)) ThrowShort(n);
         var s = _src.Slice(_pos, n);
         _pos += n;
         return s;
     }
+
+    [System.Diagnostics.CodeAnalysis.DoesNotReturn]
+    private readonly void ThrowShort(int n)
+        => throw new LogFormatException($"malformed {_what}: needs {n} more bytes at payload offset {_pos}, {_src.Length - _pos} left");
 
     public byte U8() => Take(1)[0];
     public ushort U16() => BinaryPrimitives.ReadUInt16LittleEndian(Take(2));

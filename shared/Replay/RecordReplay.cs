@@ -140,7 +140,7 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
 
     readonly OutputDigests _out = new();
     Kernel? _k;
-    Timer? _flushTimer;
+    FlushTicker? _flushTicker;
 
     volatile bool _flushDue;
 
@@ -170,9 +170,41 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
     {
         Gate?.GuestEnded();
         _w.Append(new Exit { InstrCount = Icount, Status = status });
-        _flushTimer?.Dispose();
-        _flushTimer = null;
+        _flushTicker?.Dispose();
+        _flushTicker = null;
         _w.Finish();
+    }
+
+    /// <summary>
+    /// Asks for a flush every <see cref="FlushInterval"/> on a thread of its own until disposed. A
+    /// <see cref="Timer"/> would start the thread pool (a timer thread, a gate thread and a worker that spins before it
+    /// sleeps) in a recording that otherwise never uses it. The thread holds its recording weakly: one abandoned
+    /// without its exit (a test's, a failed run's) is collected, and the thread ends with it.
+    /// </summary>
+    sealed class FlushTicker : IDisposable
+    {
+        readonly ManualResetEvent _stop = new(false);
+
+        public FlushTicker(RecordingBoundary owner)
+        {
+            var weak = new WeakReference<RecordingBoundary>(owner);
+            new Thread(() => Tick(weak)) { IsBackground = true, Name = "revirt log flush" }.Start();
+        }
+
+        void Tick(WeakReference<RecordingBoundary> owner)
+        {
+            while (!_stop.WaitOne(FlushInterval) && Ask(owner)) { }
+        }
+
+        static bool Ask(WeakReference<RecordingBoundary> owner)
+        {
+            if (!owner.TryGetTarget(out var b)) return false;
+            b.RequestFlush();
+            return true;
+        }
+
+        /// <summary>Stops the requests (one under way may still finish: it only sets flags). Call once.</summary>
+        public void Dispose() => _stop.Set();
     }
 
     void RequestFlush()
@@ -279,7 +311,7 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
     public void Attach(Kernel k)
     {
         _k = k;
-        _flushTimer ??= new Timer(_ => RequestFlush(), null, FlushInterval, FlushInterval);
+        _flushTicker ??= new FlushTicker(this);
     }
 
     ulong Icount => _k?.Current?.Cpu.InstructionCount ?? 0;
@@ -495,8 +527,8 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
         Gate?.GuestEnded(); // what is still held leaves only under the arbiter (every batch from here reports the exact release)
         _w.Append(new Checkpoint { InstrCount = cpu.InstructionCount, Rip = cpu.Rip, StateDigest = StateDigest.Compute(kernel) });
         _w.Append(new Exit { InstrCount = cpu.InstructionCount, Status = status });
-        _flushTimer?.Dispose();
-        _flushTimer = null;
+        _flushTicker?.Dispose();
+        _flushTicker = null;
         _w.Finish();
     }
 }

@@ -26,7 +26,7 @@ public class ReadPathTests(ReadPathTests.AgedFiles aged) : IClassFixture<ReadPat
         {
             var data = new byte[Size];
             new Random(11).NextBytes(data);
-            for (int i = 0; i < 4; i++) File.WriteAllBytes(Path.Combine(Dir, $"f{i}"), data);
+            for (int i = 0; i < 6; i++) File.WriteAllBytes(Path.Combine(Dir, $"f{i}"), data);
             Thread.Sleep(TimeSpan.FromSeconds(2.5));
         }
 
@@ -119,6 +119,14 @@ public class ReadPathTests(ReadPathTests.AgedFiles aged) : IClassFixture<ReadPat
             "busybox dd bs=4096 count=3 <&3 2>/dev/null | busybox md5sum; " +
             "busybox dd bs=4096 count=1 seek=100 conv=notrunc of=\"$1\" </dev/zero 2>/dev/null; " +
             "busybox dd bs=4096 <&3 2>/dev/null | busybox md5sum";
+        RecordAndReplayScript(script, (log, recFile) => Assert.Matches("^R{3}V{10,}$", ReadKinds(log, recFile)));
+    }
+
+    /// <summary>Runs a busybox sh <paramref name="script"/> (its $1: an aged file) natively and recorded, each on a file
+    /// of its own: the recording's output must be the native run's; <paramref name="check"/> then reads the log (and
+    /// the recording's file), and the replay must be faithful with the native output.</summary>
+    void RecordAndReplayScript(string script, Action<string, string> check)
+    {
         string nativeFile = aged.Take(), recFile = aged.Take();
         string log = Path.Combine(Path.GetTempPath(), $"revirt-read-{Guid.NewGuid():N}.rvlog");
         try
@@ -128,13 +136,52 @@ public class ReadPathTests(ReadPathTests.AgedFiles aged) : IClassFixture<ReadPat
             var rec = GuestEnv.Dotnet(GuestEnv.PrimaryDll, ["record", "--log", log, "--", "/bin/busybox", "sh", "-c", script, "sh", recFile]);
             Assert.True(rec.ExitCode == 0, rec.Stderr);
             Assert.Equal(native.StdoutText, rec.StdoutText);
-            string kinds = ReadKinds(log, recFile);
-            Assert.Matches("^R{3}V{10,}$", kinds);
+            check(log, recFile);
             var rp = GuestEnv.Dotnet(GuestEnv.BackupDll, ["replay", "--log", log, "--show-output"]);
             Assert.True(rp.ExitCode == 0, rp.Stderr);
             Assert.Equal(native.StdoutText, rp.StdoutText);
         }
         finally { File.Delete(log); }
+    }
+
+    /// <summary>
+    /// The recording asks the host where a read(2) read from (lseek) only at a description's first read by reference
+    /// and after something else moved the description; reads that follow one another need no host call. Here one
+    /// description, shared by the shell and every child, is read in 4 KiB pieces, moved by a short read, by dd's
+    /// forward seek (lseek SEEK_CUR) and by tail's seeks and sendfile, and read again. Every piece of 512
+    /// bytes or more must be logged by reference, each record's offset and SHA-256 must be those of the file's own
+    /// bytes there (the oracle: the file), the output must be the native run's, and the replay must be faithful (every
+    /// checkpoint equal). Fails when the description's offset stops following a seek (mutation: the lseek handler not
+    /// setting the description's offset): the records then name offsets the bytes did not come from.
+    /// </summary>
+    [Fact]
+    public void ReadsAfterSeeksOfASharedDescriptionAreLoggedAtTheirOffsetsAndReplayFaithfully()
+    {
+        const string script = "exec 3<\"$1\"; " +
+            "busybox dd bs=4096 count=2 <&3 2>/dev/null | busybox md5sum; " +
+            "busybox dd bs=100 count=1 <&3 2>/dev/null | busybox md5sum; " +
+            "busybox dd bs=4096 count=2 <&3 2>/dev/null | busybox md5sum; " +
+            "busybox dd bs=4096 skip=3 count=2 <&3 2>/dev/null | busybox md5sum; " +
+            "busybox tail -c 6000 <&3 | busybox md5sum; " +
+            "busybox dd bs=4096 count=1 <&3 2>/dev/null | busybox md5sum";
+        RecordAndReplayScript(script, (log, recFile) =>
+        {
+            byte[] file = File.ReadAllBytes(recFile);
+            var offsets = new List<long>();
+            using (var reader = LogReader.Open(log))
+                while (reader.TryRead(out var r))
+                {
+                    if (r.Kind == RecordKind.SyscallResult && r.Decode<SyscallResult>() is { Nr: ReVirt.Linux.Nr.read, Result: >= 512 })
+                        Assert.Fail("a read of 512 bytes or more from the stable file was logged by value");
+                    if (r.Kind != RecordKind.FileContent || r.Decode<FileContent>() is not { Nr: ReVirt.Linux.Nr.read } c || c.Path != recFile) continue;
+                    offsets.Add(c.Offset);
+                    Assert.Equal(System.Security.Cryptography.SHA256.HashData(file.AsSpan((int)c.Offset, (int)c.Result)), c.Sha256);
+                }
+            // 0 and 4096; 8292 and 12388 after the 100-byte read; 28772 and 32868 after dd skipped 3 blocks (as the
+            // native run's strace shows). tail seeks to 6000 before the end and copies with sendfile (logged by value);
+            // the last dd then finds the description at the end and reads nothing
+            Assert.Equal([0L, 4096, 8292, 12388, 28772, 32868], offsets);
+        });
     }
 
     /// <summary>

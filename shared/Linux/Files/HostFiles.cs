@@ -23,6 +23,11 @@ public class HostFile : OpenFile
     /// <see cref="FileRef.IsStable(Abi.GuestFs, string, int, ref ReadStamp)"/>).</summary>
     internal ReadStamp ReadStamp;
 
+    /// <summary>Where this description's offset (<see cref="OpenFile.Offset"/>) and its host descriptor's stood, equal,
+    /// after the last read logged by reference whose host offset was checked (-1: none yet, or that read was logged by
+    /// value). See <see cref="ContentReads"/>: a read from exactly there needs no lseek to know where the host read.</summary>
+    internal long VerifiedReadEnd = -1;
+
     public override unsafe long Read(Kernel k, GuestThread t, ulong buf, int n, long offset)
     {
         if (IsDirectory) return -Errno.EISDIR;
