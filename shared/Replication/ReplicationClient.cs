@@ -148,6 +148,10 @@ public sealed class ReplicationClient : ILogSink
         public readonly BlockingCollection<byte[]> Queue = new();
         /// <summary>Set under the append lock: frames go to <see cref="_direct"/> and their producers send them.</summary>
         public volatile bool Direct;
+        /// <summary>A joining standby's catch-up reads the log from the store (set at the join, cleared under the append
+        /// lock for its last stretch): frames produced meanwhile are not queued in memory, however long the transfer
+        /// and however busy the guest (which is not slowed while the standby joins).</summary>
+        public volatile bool FromStore;
         /// <summary>The sender thread stops (the goodbye follows).</summary>
         public volatile bool StopSending;
         public readonly ManualResetEventSlim Wake = new();
@@ -426,6 +430,7 @@ public sealed class ReplicationClient : ILogSink
                 // its snapshot or the backlog up to here; nor is the guest slowed for it (no lag or replay bound)
                 session.SwitchAt = session.Snapshot != null ? session.SnapshotSequence : (ulong)Interlocked.Read(ref _produced);
                 session.Unheld = true;
+                session.FromStore = true;
                 _base = _baseBytes = long.MaxValue;
             }
             else
@@ -736,7 +741,7 @@ public sealed class ReplicationClient : ILogSink
         if (_pending.Length == 0) return;
         int n = (int)_pending.Length;
         _store.Append(_pending.GetBuffer().AsSpan(0, n));
-        if (_state == LinkState.Protected && _cur is { } s)
+        if (_state == LinkState.Protected && _cur is { FromStore: false } s)
         {
             if (s.Direct)
             {
@@ -841,10 +846,21 @@ public sealed class ReplicationClient : ILogSink
                 _log.WriteLine($"{_s.Role}: TESTING: the log after the snapshot is withheld from {session.BackupId}");
                 _s.Events.Emit(ReplicaEvent.Planted, ("violation", "join-withholds-log"));
             }
-            // catch-up: the stored log from record 1 (or from the snapshot) up to the moment the standby joined
-            if (session.CatchUpTo > session.CatchUpFrom && !withhold)
+            // catch-up: the stored log from record 1 (or from the snapshot), read from the store in rounds until what
+            // is left is short; that last stretch is fixed under the append lock, and later frames queue behind it
+            for (long from = session.CatchUpFrom; session.FromStore && !withhold;)
             {
-                foreach (var (first, count, frames) in _store.ReadBatches(session.CatchUpFrom, session.CatchUpTo, 1 << 20))
+                long to;
+                bool last;
+                lock (_pending)
+                {
+                    PushPending();
+                    _store.Flush();
+                    to = _store.Length;
+                    last = to - from <= CatchUpTailBytes;
+                    if (last) session.FromStore = false;
+                }
+                foreach (var (first, count, frames) in _store.ReadBatches(from, to, 1 << 20))
                 {
                     ct.ThrowIfCancellationRequested();
                     session.Link.Send(new PrimaryMessage
@@ -855,6 +871,7 @@ public sealed class ReplicationClient : ILogSink
                     ReplicationMetrics.LogBytes.Add(frames.Length);
                     Interlocked.Increment(ref _batches);
                 }
+                from = to;
             }
             while (!session.Direct && !ct.IsCancellationRequested && !withhold)
             {
@@ -895,6 +912,10 @@ public sealed class ReplicationClient : ILogSink
     }
 
     OutputMark Mark() => new() { StdoutBytes = Gate.ReleasedStdout, StderrBytes = Gate.ReleasedStderr };
+
+    /// <summary>A joining standby's catch-up from the store ends once at most this much log is left to read: the
+    /// frames produced while it is sent queue in memory (a round of the store takes about as long to send).</summary>
+    const int CatchUpTailBytes = 1 << 20;
 
     /// <summary>Snapshot bytes in one message: below .NET's large-object threshold (85,000 bytes), so the array each
     /// received chunk is parsed into on the standby is ordinary young garbage, collected as the transfer goes (with
