@@ -158,6 +158,9 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
     static BlockingPipeStream NewPipe() => new() { Gather = ReplayGather };
     // a standby that joined from a snapshot: the last record it includes (its log copy holds the records after it)
     ulong _snapshotSequence;
+    /// <summary>A standby that joined a live replica: the join point it was told (JoinPoint; 0: not yet), the last record
+    /// whose output the live replica released unheld while it joined. It may go live only once it holds it.</summary>
+    ulong _joinPoint;
     StreamLogSink? _file;
     ReplayBoundary? _boundary;
     IArbiter? _arbiter;
@@ -633,6 +636,16 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
                         ack.Ack.EchoUnixMs = m.Heartbeat.SentUnixMs;
                         link.Send(ack);
                         break;
+                    case PrimaryMessage.BodyOneofCase.JoinPoint:
+                        if (_hello is not { LiveSequence: > 0 } joined || m.JoinPoint.Sequence < joined.LiveSequence || m.JoinPoint.Sequence < _snapshotSequence || Volatile.Read(ref _joinPoint) != 0)
+                        {
+                            PrimaryLost($"protocol error: a join point at record #{m.JoinPoint.Sequence} (this replica {(_hello is { LiveSequence: > 0 } ? $"joined at record #{_hello.LiveSequence}" : "did not join a live replica")})", silence);
+                            return;
+                        }
+                        Volatile.Write(ref _joinPoint, m.JoinPoint.Sequence);
+                        log.WriteLine($"backup: join point record #{m.JoinPoint.Sequence}: the live replica released output unheld up to there; this standby may go live once it holds it (holds #{Held})");
+                        s.Events.Emit(ReplicaEvent.JoinPoint, ("sequence", m.JoinPoint.Sequence), ("held", Held));
+                        break;
                     case PrimaryMessage.BodyOneofCase.Goodbye:
                         while (planted is { Count: > 0 }) Receive(planted.Dequeue().Batch); // a normal end: hold them all
                         Goodbye(m.Goodbye, silence);
@@ -843,12 +856,18 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
     }
 
     /// <summary>Why this replica must not take over even if it could win the arbiter (null: it may).</summary>
-    string? StandDownReason() =>
-        // a standby that joined a live replica and lost it before holding the log up to the join point: the
-        // world may have seen output of records it does not hold, so a takeover could contradict it
-        _hello is { LiveSequence: > 0 } joined && Held < joined.LiveSequence
-            ? $"this standby joined a live replica whose log then ended at record #{joined.LiveSequence} but holds only #{Held}"
-            : null;
+    string? StandDownReason()
+    {
+        // a standby that joined a live replica and lost it before holding the log up to the join point: the live
+        // replica released output of records up to there unheld while it joined, so the world may have seen output
+        // of records it does not hold, and a takeover could contradict it
+        if (_hello is not { LiveSequence: > 0 } joined) return null;
+        ulong point = Volatile.Read(ref _joinPoint);
+        if (point == 0)
+            return $"this standby joined a live replica (whose log ended at record #{joined.LiveSequence} at the hello) and lost it before it was told its join point " +
+                   $"(the live replica released output unheld meanwhile; this standby holds record #{Held})";
+        return Held < point ? $"this standby must hold the log up to record #{point} (the last output the live replica released unheld while it joined) but holds only #{Held}" : null;
+    }
 
     bool TakeOver(TakeoverPoint p)
     {
@@ -861,7 +880,11 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         double drainMs = Stopwatch.GetElapsedTime(_lostAt).TotalMilliseconds;
         if (StandDownReason() is { } why)
         {
-            log.WriteLine($"backup: drained in {drainMs:F0} ms but {why}: standing down");
+            // the join did not complete: this standby cannot reproduce what the world may have seen, so the pair is
+            // lost as an unprotected replica's death loses it
+            log.WriteLine($"backup: drained in {drainMs:F0} ms but {why}: standing down; the live replica died before this standby could protect it (the guest is lost, as if it had run unprotected)");
+            ulong point = Volatile.Read(ref _joinPoint);
+            s.Events.Emit(ReplicaEvent.JoinIncomplete, ("reason", why), ("held", Held), ("joinPoint", point > 0 ? point : null), ("liveSequence", _hello?.LiveSequence));
             s.Events.Emit(ReplicaEvent.StoodDown, ("reason", why), ("drainMs", drainMs));
             return false;
         }

@@ -51,7 +51,7 @@ public sealed class CycleRecord
     public long? Term { get; set; }
     /// <summary>The survivor's took-over → its reprotected event (the new standby started, answered and was welcomed).</summary>
     public double? JoinMs { get; set; }
-    /// <summary>The survivor's reprotected → standby-holds (the whole backlog crossed and was acknowledged).</summary>
+    /// <summary>The survivor's reprotected → standby-holds (the standby acknowledged the log up to its join point: it may go live).</summary>
     public double? TransferMs { get; set; }
     /// <summary>The standby's following → caught-up (it replayed the backlog: from record 1 after a log join, from
     /// the snapshot after a snapshot join).</summary>
@@ -63,10 +63,12 @@ public sealed class CycleRecord
     public long? SnapshotBytes { get; set; }
     public long? BacklogRecords { get; set; }
     public long? BacklogBytes { get; set; }
-    /// <summary>`--net virtual`: the clients' stall (<see cref="CycleInvariants.Stall"/>), their connections at the
-    /// cycle's end, and the SETs acknowledged by then.</summary>
+    /// <summary>The world's stall (<see cref="CycleInvariants.Stall"/>): the clients' replies with `--net virtual`, the
+    /// ticker's stdout otherwise; with `--net virtual` also the clients' connections at the cycle's end and the SETs
+    /// acknowledged by then.</summary>
     public double? StallMs { get; set; }
-    /// <summary>`--net virtual`: <see cref="CycleInvariants.LongestSilence"/> from the kill to the cycle's end.</summary>
+    /// <summary><see cref="CycleInvariants.LongestSilence"/> of the same output from the kill to the cycle's end (a
+    /// survivor that held output while its standby joined shows it here).</summary>
     public double? LongestSilenceMs { get; set; }
     public ConnectionStats? Connections { get; set; }
     public long? AckedSets { get; set; }
@@ -105,9 +107,11 @@ public static class CycleInvariants
     /// still arrive after the kill; the silence that follows them is the failover's (takeover, the interface brought
     /// up, the clients' retransmission). Null when no reply came before or after.
     /// </summary>
-    public static double? Stall(IReadOnlyList<ClientOp> ops, double tookOverAtMs)
+    public static double? Stall(IReadOnlyList<ClientOp> ops, double tookOverAtMs) => Stall(Replies(ops, double.PositiveInfinity), tookOverAtMs);
+
+    /// <summary><see cref="Stall"/> over the times (ms, ascending) at which the world saw output.</summary>
+    public static double? Stall(double[] t, double tookOverAtMs)
     {
-        var t = Replies(ops, double.PositiveInfinity);
         int after = Array.FindIndex(t, x => x > tookOverAtMs);
         return after > 0 ? t[after] - t[after - 1] : null;
     }
@@ -118,14 +122,21 @@ public static class CycleInvariants
     /// longer, a pause that came later in the cycle (the survivor holds output while a standby joins). Null when no
     /// reply came in the window.
     /// </summary>
-    public static double? LongestSilence(IReadOnlyList<ClientOp> ops, double killAtMs, double untilMs)
+    public static double? LongestSilence(IReadOnlyList<ClientOp> ops, double killAtMs, double untilMs) => LongestSilence(Replies(ops, untilMs), killAtMs);
+
+    /// <summary><see cref="LongestSilence"/> over the times (ms, ascending) at which the world saw output.</summary>
+    public static double? LongestSilence(double[] t, double killAtMs)
     {
-        var t = Replies(ops, untilMs);
         double? worst = null;
         for (int i = 1; i < t.Length; i++)
             if (t[i] > killAtMs) worst = Math.Max(worst ?? 0, t[i] - t[i - 1]);
         return worst;
     }
+
+    /// <summary>The ticker: when stdout bytes reached the world (each chunk a replica's stdout delivered), up to
+    /// <paramref name="untilMs"/>, ascending.</summary>
+    public static double[] OutputTimes(IEnumerable<OutputChunk> chunks, double untilMs) =>
+        chunks.Where(c => c.Length > 0 && c.AtMs <= untilMs).Select(c => c.AtMs).Order().ToArray();
 
     static double[] Replies(IReadOnlyList<ClientOp> ops, double untilMs) =>
         ops.Where(o => o.Reply != null && o.Op is "SET" or "GET" && o.EndMs <= untilMs).Select(o => o.EndMs).Order().ToArray();
@@ -422,7 +433,19 @@ public sealed class CycleDrill(CycleSettings s)
                 live = follower;
                 follower = joiner;
                 IReadOnlyList<ClientOp>? ops = null;
-                if (load != null)
+                if (load == null)
+                {
+                    // the ticker: the world's stdout is the killed replica's up to its death, then the survivor's. The
+                    // cycle's silences end once the survivor printed after the standby held the backlog and caught up
+                    // (output held for the join, if any, has been released by then); bounded
+                    double settled = Math.Max(holds.AtMs, caught.AtMs);
+                    live.Proc.WaitFor(() => live.Proc.Chunks.Any(ch => ch.AtMs > settled), TimeSpan.FromSeconds(10));
+                    double until = clock.Elapsed.TotalMilliseconds;
+                    var times = CycleInvariants.OutputTimes(members.First(m => m.Name == rec.Killed).Proc.Chunks.Concat(live.Proc.Chunks), until);
+                    rec.StallMs = CycleInvariants.Stall(times, took.AtMs);
+                    rec.LongestSilenceMs = CycleInvariants.LongestSilence(times, killAt);
+                }
+                else
                 {
                     // the cycle is over for the clients once each got an answer from the survivor on its connection
                     // (bounded: a client that never does is connections-survive's finding, not a hang)
@@ -438,7 +461,7 @@ public sealed class CycleDrill(CycleSettings s)
                 rec.Invariants = [CycleInvariants.AckedWritesKept(outs, final, ops), CycleInvariants.OutputContinuous(outs, final, load != null ? CycleInvariants.KvLines() : null, ended: false), CycleInvariants.OneLivePerTerm(outs, kills)];
                 if (load != null) rec.Invariants.Add(CycleInvariants.ConnectionsSurvived(rec.Connections, ops!, took.AtMs, $"by the end of cycle {c + 1}"));
                 Say($"cycle {c + 1}/{s.Cycles}: takeover {rec.TakeoverMs:F0} ms, join {rec.JoinMs:F0} ms, catch-up {rec.CatchUpMs:F0} ms ({rec.BacklogRecords} records)" +
-                    (rec.StallMs is double st ? $", clients' stall {st:F0} ms (longest silence {rec.LongestSilenceMs:F0} ms)" : "") + $"; {(rec.Ok ? "all invariants held" : "VIOLATION " + rec.Invariants.First(i => !i.Ok).Detail)}");
+                    (rec.StallMs is double st ? $", {(load != null ? "clients' " : "output ")}stall {st:F0} ms (longest silence {rec.LongestSilenceMs:F0} ms)" : "") + $"; {(rec.Ok ? "all invariants held" : "VIOLATION " + rec.Invariants.First(i => !i.Ok).Detail)}");
             }
 
             if (load != null)
@@ -544,12 +567,13 @@ public sealed class CycleDrill(CycleSettings s)
     public static string Table(List<CycleRecord> cycles)
     {
         var sb = new StringBuilder();
-        // --net virtual: the clients' stall, longest silence and connections (clients, connections opened, broken) as well
+        // the world's stall and longest silence (the ticker's stdout, or the clients' replies); --net virtual: the
+        // connections (clients, connections opened, broken) as well
         bool net = cycles.Any(c => c.Connections != null);
-        sb.AppendLine("cycle  killed     survivor   term  takeover ms  join ms  mode      pause ms  transfer ms  catch-up ms  backlog records" + (net ? "  stall ms  silence ms  clients  opened  broke" : "") + "  invariants");
+        sb.AppendLine("cycle  killed     survivor   term  takeover ms  join ms  mode      pause ms  transfer ms  catch-up ms  backlog records  stall ms  silence ms" + (net ? "  clients  opened  broke" : "") + "  invariants");
         foreach (var c in cycles)
-            sb.AppendLine($"{c.Cycle,5}  {c.Killed,-9}  {c.Survivor,-9}  {c.Term,4}  {c.TakeoverMs,11:F0}  {c.JoinMs,7:F0}  {c.JoinMode,-8}  {c.PauseMs,8:F1}  {c.TransferMs,11:F0}  {c.CatchUpMs,11:F0}  {c.BacklogRecords,15}" +
-                (net ? $"  {c.StallMs,8:F0}  {c.LongestSilenceMs,10:F0}  {c.Connections?.Clients,7}  {c.Connections?.Connects,6}  {c.Connections?.Breaks,5}" : "") +
+            sb.AppendLine($"{c.Cycle,5}  {c.Killed,-9}  {c.Survivor,-9}  {c.Term,4}  {c.TakeoverMs,11:F0}  {c.JoinMs,7:F0}  {c.JoinMode,-8}  {c.PauseMs,8:F1}  {c.TransferMs,11:F0}  {c.CatchUpMs,11:F0}  {c.BacklogRecords,15}  {c.StallMs,8:F0}  {c.LongestSilenceMs,10:F0}" +
+                (net ? $"  {c.Connections?.Clients,7}  {c.Connections?.Connects,6}  {c.Connections?.Breaks,5}" : "") +
                 $"  {(c.Ok ? "ok" : "VIOLATED " + c.Invariants.First(i => !i.Ok).Name)}");
         return sb.ToString();
     }

@@ -42,11 +42,12 @@ var hostsOpt = new Option<string>("--hosts")
 };
 hostsOpt.AcceptOnlyFromAmong("local", "netns");
 var cyclesOpt = new Option<int?>("--cycles") { Description = "Instead of rounds: one run of the guest (guests/src/ticker.c), N times: SIGKILL the live replica, its follower takes over, a new standby process starts and the survivor re-protects itself with it (the standby joins by a snapshot of the running machine, or by the whole log, and catches up), again. Every invariant is checked after each cycle; at the end the last live replica's whole log is replayed and must print exactly what the world saw. report.json gives each cycle's takeover, join, pause, transfer and catch-up times. With --net virtual the guest is kvserver on its virtual interface under --connections clients (their own network namespace) that each keep one connection across ALL cycles: connections-survive is checked after each cycle and over the run (no reset, no reply lost or doubled, every acknowledged SET read back over its connection), and each cycle's clients' stall (the longest silence between two replies after the kill) is in the table and report.json. Not with --hosts netns (its hosts are one primary and one backup; cycles need a host per standby slot)." };
+var replicasOpt = new Option<string?>("--replicas") { Description = "Run the replicas from this directory (its primary.dll and backup.dll, e.g. another build's bin/Release/net10.0 for side-by-side figures). Default: the ones next to chaos.dll." };
 var tickOpt = new Option<int>("--tick-ms") { Description = "--cycles: the guest's sleep between two output lines.", DefaultValueFactory = _ => 20 };
 var buildDirOpt = new Option<string?>("--build-dir") { Description = "Where the bundled guest is built (default: guests/out of the repository)." };
 var drill = new Command("drill", "Start a local primary-backup pair (separate processes, replication through a fault-injecting loopback proxy) with a bundled workload, inject one fault per round at a random moment and check the invariants: no acknowledged write lost, no output released before the backup held it, output continuous across a failover (a repeat only byte-identical and only from the last round trip), exactly one live primary, the takeover state digest equal to the primary's, the workload finishing correctly. Prints a table per round and writes a JSON report and a timeline picture. Exit status 0 only when every invariant held in every round; 1 with the first violation and its seed otherwise; 2 on bad usage or when the pair cannot be started.")
 {
-    roundsOpt, cyclesOpt, tickOpt, seedOpt, faultsOpt, workloadOpt, guestOpt, requestsOpt, connectionsOpt, linesOpt, workOpt, timeoutOpt, hbOpt, cpOpt, reportOpt, limitOpt, quietOpt, baseDelayOpt, plantOpt, primaryArgOpt, backupArgOpt, buildDirOpt, netOpt, hostsOpt,
+    roundsOpt, cyclesOpt, tickOpt, replicasOpt, seedOpt, faultsOpt, workloadOpt, guestOpt, requestsOpt, connectionsOpt, linesOpt, workOpt, timeoutOpt, hbOpt, cpOpt, reportOpt, limitOpt, quietOpt, baseDelayOpt, plantOpt, primaryArgOpt, backupArgOpt, buildDirOpt, netOpt, hostsOpt,
 };
 drill.SetAction(parse =>
 {
@@ -64,7 +65,8 @@ drill.SetAction(parse =>
     try { guest ??= GuestLocator.Guest(workload, "musl", msg => Console.Error.WriteLine($"chaos: {msg}"), parse.GetValue(buildDirOpt)); }
     catch (InvalidOperationException e) { Console.Error.WriteLine($"chaos: {e.Message}"); return 2; }
     if (!File.Exists(guest)) { Console.Error.WriteLine($"chaos: {guest}: no such file"); return 2; }
-    string primaryDll = Path.Combine(AppContext.BaseDirectory, "primary.dll"), backupDll = Path.Combine(AppContext.BaseDirectory, "backup.dll");
+    string replicaDir = parse.GetValue(replicasOpt) ?? AppContext.BaseDirectory;
+    string primaryDll = Path.Combine(replicaDir, "primary.dll"), backupDll = Path.Combine(replicaDir, "backup.dll");
     foreach (var d in new[] { primaryDll, backupDll })
         if (!File.Exists(d)) { Console.Error.WriteLine($"chaos: {d} is missing (build the chaos project, which copies primary and backup next to it)"); return 2; }
 
@@ -164,7 +166,8 @@ int Cycles(ParseResult parse, int cycles)
         { Console.Error.WriteLine($"chaos: --net virtual: cannot make the drill's network namespace (root and iproute2 needed): {e.Message}"); return 2; }
     }
     using var netScope = net;
-    string primaryDll = Path.Combine(AppContext.BaseDirectory, "primary.dll"), backupDll = Path.Combine(AppContext.BaseDirectory, "backup.dll");
+    string replicaDir = parse.GetValue(replicasOpt) ?? AppContext.BaseDirectory;
+    string primaryDll = Path.Combine(replicaDir, "primary.dll"), backupDll = Path.Combine(replicaDir, "backup.dll");
     string reportDir = Path.GetFullPath(parse.GetValue(reportOpt)!);
     Directory.CreateDirectory(reportDir);
     var settings = new CycleSettings

@@ -10,8 +10,9 @@ namespace ReVirt.Replication;
 public static class ReplicationProtocol
 {
     /// <summary>Version of shared/Protocol/replication.proto spoken by this build (4: a snapshot is streamed, its
-    /// length known only in its last chunk, <c>SnapshotChunk.last</c>).</summary>
-    public const uint Version = 4;
+    /// length known only in its last chunk, <c>SnapshotChunk.last</c>; 5: a joining standby may go live only once it
+    /// holds the record a <c>JoinPoint</c> names, the live replica releasing output unheld until then).</summary>
+    public const uint Version = 5;
 
     /// <summary>
     /// Largest gRPC message either side accepts (both directions, every stream). A batch holds up to 1 MiB of frames

@@ -152,9 +152,10 @@ public sealed partial class OutputGate
     }
 
     /// <summary>
-    /// A standby joined this unprotected replica: from here on output waits for acknowledgements again. Everything
-    /// produced up to record <paramref name="upTo"/> was released while unprotected; the standby receives the whole
-    /// log from record 1, so its acknowledgements reach past <paramref name="upTo"/> only once it holds the backlog.
+    /// A standby that joined this unprotected replica acknowledged its snapshot (or its backlog): from here on output
+    /// waits for acknowledgements again. Everything produced up to record <paramref name="upTo"/> (the join point) was
+    /// released unheld; the standby may go live only once it holds the log up to there, so its acknowledgements
+    /// release output of later records only.
     /// </summary>
     public void Reprotect(ulong upTo)
     {

@@ -109,7 +109,9 @@ public static class ReplicaEvent
     // a live replica (a primary, or a backup that took over) and its standbys (--standby)
     public const string Reprotected = "reprotected";          // backup, url, term, backlogRecords, backlogBytes, unprotectedMs
     public const string StandbyRefused = "standby-refused";   // url, reason (each time a standby's answer changes)
-    public const string StandbyHolds = "standby-holds";       // backup, records, transferMs (the standby acknowledged the whole backlog)
+    public const string StandbyHolds = "standby-holds";       // backup, records, transferMs (the standby acknowledged the log up to the join point: it may go live from here)
+    public const string JoinPoint = "join-point";             // live replica: backup, sequence, unheldMs (the standby acknowledged its snapshot or backlog: output is held again from record sequence+1; it was released unheld for unheldMs while the standby joined). Standby: sequence, held (it must hold the log up to sequence before it may go live)
+    public const string JoinIncomplete = "join-incomplete";   // standby: reason, held, joinPoint (null: not named yet), liveSequence (it lost the live replica before holding the log up to the join point, so it cannot go live: the pair is lost, as an unprotected replica's death is)
     // snapshot transfer (a standby that shares the guest's files joins from a machine snapshot, not from record 1)
     public const string SnapshotTaken = "snapshot-taken";     // sequence, pauseMs, pages (the guest's pause for the copy-on-write capture)
     public const string SnapshotSent = "snapshot-sent";       // backup, sequence, bytes, chunks, encodeMs, sendMs (they overlap: streamed), mbPerS, digest (the state digest encoded)

@@ -47,7 +47,8 @@ public sealed class ProtectSettings
     /// <summary>
     /// Drills only (<c>--plant</c>, hidden): a violation the drill's checkers must report. "gate-early" releases
     /// output without waiting for the backup's acknowledgement; "ignore-arbiter" goes on unprotected even after
-    /// losing the arbiter.
+    /// losing the arbiter; "join-withholds-log" (tests) sends a joining standby its snapshot and join point but never
+    /// the log after the snapshot.
     /// </summary>
     public PrimaryPlant Plant { get; init; }
     /// <summary>Drills and tests only (<c>--plant snapshot-omits-page|snapshot-corrupt-chunk|snapshot-truncated</c>,
@@ -76,7 +77,10 @@ public sealed class ProtectSettings
 }
 
 /// <summary>Violations a drill can plant in a primary (<c>primary protect --plant</c>).</summary>
-public enum PrimaryPlant { None, GateEarly, IgnoreArbiter }
+/// <remarks>JoinWithholdsLog (tests only): a standby joining by snapshot receives the snapshot and its join point but
+/// never the log after the snapshot, so it cannot hold the join point; a kill of the live replica then must find it
+/// standing down.</remarks>
+public enum PrimaryPlant { None, GateEarly, IgnoreArbiter, JoinWithholdsLog }
 
 enum LinkState { Connecting, Protected, Unprotected, Fenced }
 
@@ -89,9 +93,11 @@ enum LinkState { Connecting, Protected, Unprotected, Fenced }
 /// has been silent for the timeout. Losing the backup means asking the arbiter from this replica's term: won → a
 /// new term, the gate opens and the guest goes on unprotected while the standbys (if any) are asked to join;
 /// lost → another replica is live, so this one stops without releasing anything more.
-/// A standby that joins receives the stored log from record 1 first (catch-up) and then the live records; output
-/// is held again from the moment it joined, so what the guest produces from then on waits until the standby holds
-/// the whole log up to it.
+/// A standby that joins receives a snapshot of the running machine, or the stored log from record 1 (catch-up), and
+/// then the live records. Output keeps flowing unheld while it joins (a standby that holds nothing protects nothing);
+/// once it acknowledges the snapshot (or the backlog) the gate holds output again from the next record on, and the
+/// standby is told the last record whose output went unheld (the join point): it may go live only once it holds the
+/// log up to there (docs/ARCHITECTURE.md, "Re-protection without a silence").
 /// </summary>
 public sealed class ReplicationClient : ILogSink
 {
@@ -142,19 +148,30 @@ public sealed class ReplicationClient : ILogSink
         public readonly BlockingCollection<byte[]> Queue = new();
         /// <summary>Set under the append lock: frames go to <see cref="_direct"/> and their producers send them.</summary>
         public volatile bool Direct;
+        /// <summary>A joining standby's catch-up reads the log from the store (set at the join, cleared under the append
+        /// lock for its last stretch): frames produced meanwhile are not queued in memory, however long the transfer
+        /// and however busy the guest (which is not slowed while the standby joins).</summary>
+        public volatile bool FromStore;
         /// <summary>The sender thread stops (the goodbye follows).</summary>
         public volatile bool StopSending;
         public readonly ManualResetEventSlim Wake = new();
         /// <summary>Why a producer's send failed (the receiver reports it when the broken link ends its read).</summary>
         public volatile string? SendError;
         public long CatchUpFrom, CatchUpTo;
-        /// <summary>A standby joining a live replica: the log's end it was told in the hello (0: not a join). It stands
-        /// down unless it holds the log up to there, so until it may (<see cref="MayHoldJoinPoint"/>), or when it
-        /// refused (<see cref="Refused"/>: it never started following), losing it cannot make it live.</summary>
+        /// <summary>A standby joining a live replica: the log's end it was told in the hello (0: not a join).</summary>
         public ulong JoinSequence;
-        /// <summary>Set by the sender before it sends what completes the log up to <see cref="JoinSequence"/> (the last
-        /// snapshot chunk, or the catch-up batch that reaches it).</summary>
-        public volatile bool MayHoldJoinPoint;
+        /// <summary>A joining standby: output is released unheld (as when unprotected) until its acknowledgement of this
+        /// record (its snapshot's, or the last of the log backlog it joined with) arrives.</summary>
+        public ulong SwitchAt;
+        /// <summary>Output is released unheld for this joining standby (until <see cref="SwitchAt"/> is acknowledged).</summary>
+        public volatile bool Unheld;
+        /// <summary>The last record whose output was released unheld (0: not yet known): the standby was told it and
+        /// stands down unless it holds the log up to there.</summary>
+        public ulong JoinPoint;
+        /// <summary>The standby may go live if this replica is lost: an ordinary backup from the start, a joining standby
+        /// from the moment (just before) it is told its <see cref="JoinPoint"/>. Until then, or when it refused
+        /// (<see cref="Refused"/>: it never started following), losing it cannot make it live.</summary>
+        public volatile bool MayGoLive;
         /// <summary>The standby sent a Refused on the link: it stopped before following and keeps nothing.</summary>
         public volatile bool Refused;
         /// <summary>The standby takes a snapshot (Welcome.snapshot) instead of the log from record 1.</summary>
@@ -162,12 +179,11 @@ public sealed class ReplicationClient : ILogSink
         /// <summary>The standby has a root of its own: the snapshot carries the files the guest changed (Welcome.snapshot_files).</summary>
         public bool WantsSnapshotFiles;
         /// <summary>A snapshot join: the machine's capture (encoded and sent chunk by chunk by the sender, off the guest
-        /// thread), its last record, and the store offsets of the join point and of the snapshot (output logged between
-        /// them is held and travels along). Disposed once sent or when the session is dropped (the guest stops
-        /// preserving pages for it).</summary>
+        /// thread), its last record, and the store offset of the snapshot (the log sent after it starts there). Disposed
+        /// once sent or when the session is dropped (the guest stops preserving pages for it).</summary>
         public SnapshotCapture? Snapshot;
         public ulong SnapshotSequence;
-        public long JoinOffset, SnapshotOffset;
+        public long SnapshotOffset;
         public Task? Sender, Receiver;
         public Timer? Watchdog;
         public int Lost;
@@ -205,7 +221,8 @@ public sealed class ReplicationClient : ILogSink
     /// <summary>How far the backup's replay trailed at each ack that reported its position: the age (ms) of the oldest
     /// record it had not replayed yet (0: it had replayed everything produced). Only with a replay-lag bound.</summary>
     public double[] ReplayTrailMs() { lock (_lagMs) return _replayTrailMs.ToArray(); }
-    public bool IsProtected => _state == LinkState.Protected;
+    /// <summary>A backup follows and output is held for it (not while a standby joins: its output flows unheld).</summary>
+    public bool IsProtected => _state == LinkState.Protected && _cur is not { Unheld: true };
 
     /// <param name="store">The replica's whole log; empty for a new recording (the writer's header goes there
     /// first), or the log a backup received before it took over.</param>
@@ -397,7 +414,7 @@ public sealed class ReplicationClient : ILogSink
     /// running guest) it first receives the stored log up to this moment; the switch happens under the lock the
     /// guest thread appends under, so every record goes either into that backlog or into the live stream, once.
     /// </summary>
-    void Activate(Session session, bool catchUp, ulong joinAt = 0)
+    void Activate(Session session, bool catchUp)
     {
         lock (_pending)
         {
@@ -407,9 +424,21 @@ public sealed class ReplicationClient : ILogSink
             session.CatchUpFrom = session.Snapshot != null ? session.SnapshotOffset : catchUp ? _store.HeaderLength : _store.Length;
             session.CatchUpTo = _store.Length;
             session.JoinedAt = Stopwatch.GetTimestamp();
-            // the gate has held output since the hello (HoldForJoin): what was logged up to joinAt was released
-            _base = catchUp ? (long)joinAt : Interlocked.Read(ref _produced);
-            _baseBytes = _producedBytes;
+            if (catchUp)
+            {
+                // a joining standby: output stays unheld (the gate stays open, under the arbiter) until it acknowledges
+                // its snapshot or the backlog up to here; nor is the guest slowed for it (no lag or replay bound)
+                session.SwitchAt = session.Snapshot != null ? session.SnapshotSequence : (ulong)Interlocked.Read(ref _produced);
+                session.Unheld = true;
+                session.FromStore = true;
+                _base = _baseBytes = long.MaxValue;
+            }
+            else
+            {
+                session.MayGoLive = true;
+                _base = Interlocked.Read(ref _produced);
+                _baseBytes = _producedBytes;
+            }
             Interlocked.Exchange(ref _acked, 0);
             Interlocked.Exchange(ref _ackedBytes, 0);
             _trail.Reset(Stopwatch.GetTimestamp());
@@ -469,15 +498,14 @@ public sealed class ReplicationClient : ILogSink
             {
                 _standbyTurn = i + 1;
                 string url = _s.Standbys[i % _s.Standbys.Count];
-                // from the hello on, output is held again: the standby is told the log's end S, and whatever the
-                // world sees from here on waits for its acknowledgements. A standby that loses this replica before
-                // it holds record S must not go live (the world may have seen output it cannot reproduce).
-                ulong joinAt = HoldForJoin(out long joinOffset);
+                // output keeps flowing unheld while the standby joins: it holds nothing yet, so holding output for it
+                // would protect nothing. It is told the log's end S now, and later the join point (EndUnheld); it must
+                // not go live before it holds the log up to the join point (the world may have seen its output).
+                ulong joinAt = LogEnd();
                 try
                 {
                     var session = await HandshakeAsync(url, 2, TimeSpan.FromMilliseconds(Math.Max(5_000, _s.TimeoutMs * 3)), ct, joinAt, offerSnapshot: Snapshots != null);
                     if (_state != LinkState.Unprotected || _finishing) { Drop(session); ResumeUnprotected(); return; }
-                    ulong activateAt = joinAt;
                     session.JoinSequence = joinAt;
                     if (session.WantsSnapshot)
                     {
@@ -485,8 +513,7 @@ public sealed class ReplicationClient : ILogSink
                         if (capture != null)
                         {
                             session.Snapshot = capture;
-                            session.SnapshotSequence = activateAt = capture.Sequence;
-                            session.JoinOffset = joinOffset;
+                            session.SnapshotSequence = capture.Sequence;
                             session.SnapshotOffset = offset;
                         }
                         else
@@ -501,12 +528,12 @@ public sealed class ReplicationClient : ILogSink
                         throw new ReplicationRefusedException($"this replica's log starts after record #{_store.StartsAfter} (it joined from a snapshot), so it can only send a snapshot, and {(session.WantsSnapshot ? "none can be taken now" : "the standby asked for the log (--no-snapshot)")}");
                     }
                     if (_state != LinkState.Unprotected || _finishing) { Drop(session); ResumeUnprotected(); return; }
-                    Activate(session, catchUp: true, activateAt);
+                    Activate(session, catchUp: true);
                     double waitedMs = Stopwatch.GetElapsedTime(since).TotalMilliseconds;
-                    string what = session.Snapshot != null ? $"a snapshot at record #{session.SnapshotSequence}, then {session.CatchUpTo - session.CatchUpFrom} bytes of log" : $"the log so far: {_base} records, {session.CatchUpTo - session.CatchUpFrom} bytes";
+                    string what = session.Snapshot != null ? $"a snapshot at record #{session.SnapshotSequence}, then {session.CatchUpTo - session.CatchUpFrom} bytes of log" : $"the log so far: {session.SwitchAt} records, {session.CatchUpTo - session.CatchUpFrom} bytes";
                     _log.WriteLine($"{_s.Role}: protected again by {session.BackupId} at {url} (term {Term}); sending it {what}");
                     _s.Events.Emit(ReplicaEvent.Reprotected, ("backup", session.BackupId), ("url", url), ("term", Term),
-                        ("backlogRecords", session.Snapshot != null ? 0 : _base), ("backlogBytes", session.CatchUpTo - session.CatchUpFrom), ("unprotectedMs", waitedMs),
+                        ("backlogRecords", session.Snapshot != null ? 0 : (long)session.SwitchAt), ("backlogBytes", session.CatchUpTo - session.CatchUpFrom), ("unprotectedMs", waitedMs),
                         ("mode", session.Snapshot != null ? "snapshot" : "log"), ("snapshotSequence", session.Snapshot != null ? session.SnapshotSequence : null));
                     return;
                 }
@@ -528,18 +555,51 @@ public sealed class ReplicationClient : ILogSink
         finally { if (_state == LinkState.Unprotected) ResumeUnprotected(); }
     }
 
-    /// <summary>Flushes the log to the store and holds output produced after it; returns the last record (the join
-    /// point) and where the store ends.</summary>
-    ulong HoldForJoin(out long storeOffset)
+    /// <summary>Flushes the log to the store; returns the last record (what a joining standby is told in its hello).</summary>
+    ulong LogEnd()
     {
         lock (_pending)
         {
             PushPending();
-            ulong at = (ulong)Interlocked.Read(ref _produced);
-            Gate.Reprotect(at);
-            storeOffset = _store.Length;
-            return at;
+            return (ulong)Interlocked.Read(ref _produced);
         }
+    }
+
+    /// <summary>
+    /// The joining standby acknowledged its snapshot (or the log backlog): from the next record on, output is held
+    /// for it again. The last record whose output went unheld is the join point J (fixed under the append lock, with
+    /// the gate's switch, so every record is either at most J and released unheld or after J and held); the standby
+    /// is told J and may go live only once it holds the log up to there. <see cref="Session.MayGoLive"/> is set
+    /// before it is told, so from then on losing it means asking the arbiter. Ack thread.
+    /// </summary>
+    void EndUnheld(Session session)
+    {
+        if (_s.Plant == PrimaryPlant.JoinWithholdsLog) AwaitRecordAfter(session.SwitchAt);
+        ulong at;
+        lock (_pending)
+        {
+            if (!session.Unheld || session != _cur || _state != LinkState.Protected) return;
+            at = (ulong)Interlocked.Read(ref _produced);
+            Gate.Reprotect(at);
+            Interlocked.Exchange(ref _baseBytes, _producedBytes);
+            Interlocked.Exchange(ref _base, (long)at);
+            session.JoinPoint = at;
+            session.MayGoLive = true;
+            session.Unheld = false;
+        }
+        double unheldMs = Stopwatch.GetElapsedTime(session.JoinedAt).TotalMilliseconds;
+        // a send that fails is the link's loss, which the receiver reports
+        session.Link.TrySend(new PrimaryMessage { JoinPoint = new JoinPoint { Sequence = at } });
+        _log.WriteLine($"{_s.Role}: {session.BackupId} acknowledged record #{session.SwitchAt}; output released unheld for {unheldMs:F0} ms while it joined, held from record #{at + 1} on; it may go live once it holds record #{at}");
+        _s.Events.Emit(ReplicaEvent.JoinPoint, ("backup", session.BackupId), ("sequence", at), ("unheldMs", unheldMs));
+    }
+
+    /// <summary>Planted (<see cref="PrimaryPlant.JoinWithholdsLog"/>): the guest logged a record after
+    /// <paramref name="sequence"/>, so the join point lies beyond what the standby holds (bounded wait).</summary>
+    void AwaitRecordAfter(ulong sequence)
+    {
+        long t0 = Stopwatch.GetTimestamp();
+        while ((ulong)Interlocked.Read(ref _produced) <= sequence && Stopwatch.GetElapsedTime(t0).TotalSeconds < 10) Thread.Sleep(1);
     }
 
     static void Drop(Session session) { session.Cts.Cancel(); session.Call.Dispose(); session.Channel.Dispose(); session.Snapshot?.Dispose(); }
@@ -574,23 +634,6 @@ public sealed class ReplicationClient : ILogSink
         if (got == done.Task) return done.Task.Result;
         if (!done.TrySetResult((null, 0, "cancelled")) && done.Task.Result.Item1 is { } late) return done.Task.Result;
         return (null, 0, ct.IsCancellationRequested ? "this replica is finishing" : $"the guest reached no instruction boundary within {SnapshotWait.TotalSeconds:F0} s");
-    }
-
-    /// <summary>Output logged between the join point and the snapshot (the gate holds it since the hello): a standby
-    /// that takes over before this replica released it emits it, as it would from a log it replayed.</summary>
-    IEnumerable<HeldOutput> HeldSince(long from, long to)
-    {
-        if (to <= from) yield break;
-        foreach (var (_, _, frames) in _store.ReadBatches(from, to, 1 << 20))
-            for (int off = 0; off < frames.Length;)
-            {
-                int len = (int)System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(frames.AsSpan(off));
-                var rec = new LogRecord(frames.AsSpan(off, len).ToArray(), 0);
-                off += len;
-                if (rec.Kind != RecordKind.Output) continue;
-                var o = rec.Decode<Output>();
-                yield return new HeldOutput { Fd = o.Fd, Start = o.TotalBytes - (ulong)o.Bytes.Length, Data = ByteString.CopyFrom(o.Bytes) };
-            }
     }
 
     /// <summary>No standby joined: release what was held for it and go on unprotected.</summary>
@@ -698,7 +741,7 @@ public sealed class ReplicationClient : ILogSink
         if (_pending.Length == 0) return;
         int n = (int)_pending.Length;
         _store.Append(_pending.GetBuffer().AsSpan(0, n));
-        if (_state == LinkState.Protected && _cur is { } s)
+        if (_state == LinkState.Protected && _cur is { FromStore: false } s)
         {
             if (s.Direct)
             {
@@ -796,13 +839,30 @@ public sealed class ReplicationClient : ILogSink
         try
         {
             if (session.Snapshot != null) SendSnapshot(session, ct);
-            // catch-up: the stored log from record 1 (or from the snapshot) up to the moment the standby joined
-            if (session.CatchUpTo > session.CatchUpFrom)
+            bool withhold = session.Snapshot != null && _s.Plant == PrimaryPlant.JoinWithholdsLog;
+            if (withhold)
             {
-                foreach (var (first, count, frames) in _store.ReadBatches(session.CatchUpFrom, session.CatchUpTo, 1 << 20))
+                // planted (tests only): after the snapshot, only heartbeats: the standby never holds the join point
+                _log.WriteLine($"{_s.Role}: TESTING: the log after the snapshot is withheld from {session.BackupId}");
+                _s.Events.Emit(ReplicaEvent.Planted, ("violation", "join-withholds-log"));
+            }
+            // catch-up: the stored log from record 1 (or from the snapshot), read from the store in rounds until what
+            // is left is short; that last stretch is fixed under the append lock, and later frames queue behind it
+            for (long from = session.CatchUpFrom; session.FromStore && !withhold;)
+            {
+                long to;
+                bool last;
+                lock (_pending)
+                {
+                    PushPending();
+                    _store.Flush();
+                    to = _store.Length;
+                    last = to - from <= CatchUpTailBytes;
+                    if (last) session.FromStore = false;
+                }
+                foreach (var (first, count, frames) in _store.ReadBatches(from, to, 1 << 20))
                 {
                     ct.ThrowIfCancellationRequested();
-                    if (first + count - 1 >= session.JoinSequence) session.MayHoldJoinPoint = true;
                     session.Link.Send(new PrimaryMessage
                     {
                         Batch = new Batch { FirstSequence = first, Count = count, Frames = ByteString.CopyFrom(frames), Released = Mark() },
@@ -811,9 +871,9 @@ public sealed class ReplicationClient : ILogSink
                     ReplicationMetrics.LogBytes.Add(frames.Length);
                     Interlocked.Increment(ref _batches);
                 }
+                from = to;
             }
-            session.MayHoldJoinPoint = true; // a join whose backlog is sent (or an ordinary backup)
-            while (!session.Direct && !ct.IsCancellationRequested)
+            while (!session.Direct && !ct.IsCancellationRequested && !withhold)
             {
                 if (session.Queue.TryTake(out var f, session.HeartbeatMs)) { Ship(session, f, f.Length); continue; }
                 // the last queued frames go ahead of every later one, and this thread sends them outside the lock
@@ -852,6 +912,10 @@ public sealed class ReplicationClient : ILogSink
     }
 
     OutputMark Mark() => new() { StdoutBytes = Gate.ReleasedStdout, StderrBytes = Gate.ReleasedStderr };
+
+    /// <summary>A joining standby's catch-up from the store ends once at most this much log is left to read: the
+    /// frames produced while it is sent queue in memory (a round of the store takes about as long to send).</summary>
+    const int CatchUpTailBytes = 1 << 20;
 
     /// <summary>Snapshot bytes in one message: below .NET's large-object threshold (85,000 bytes), so the array each
     /// received chunk is parsed into on the standby is ordinary young garbage, collected as the transfer goes (with
@@ -963,12 +1027,8 @@ public sealed class ReplicationClient : ILogSink
                 seg.Array![seg.Offset + seg.Count / 2] ^= 0x5A;
             if (truncate) { data = data[..(data.Length / 2)]; last = true; }
             var chunk = new SnapshotChunk { Sequence = session.SnapshotSequence, Offset = (ulong)offset, Data = UnsafeByteOperations.UnsafeWrap(data), Last = last };
-            if (last)
-            {
-                chunk.TotalBytes = (ulong)(offset + data.Length);
-                chunk.Held.AddRange(HeldSince(session.JoinOffset, session.SnapshotOffset));
-                session.MayHoldJoinPoint = true; // the snapshot is of a record at or after the join point
-            }
+            // (nothing held travels along: output was released unheld from the hello to the snapshot's acknowledgement)
+            if (last) chunk.TotalBytes = (ulong)(offset + data.Length);
             session.Link.Send(new PrimaryMessage { SnapshotChunk = chunk });
             offset += data.Length;
             sent++;
@@ -1035,6 +1095,7 @@ public sealed class ReplicationClient : ILogSink
     void OnAck(Session session, ulong seq, ulong replayed)
     {
         if (session != _cur) return;
+        if (session.Unheld && seq >= session.SwitchAt) EndUnheld(session);
         if (_s.MaxReplayLagMs > 0)
         {
             _trail.Reported(replayed, Stopwatch.GetTimestamp());
@@ -1049,7 +1110,7 @@ public sealed class ReplicationClient : ILogSink
         while ((cur = Interlocked.Read(ref _acked)) < s && Interlocked.CompareExchange(ref _acked, s, cur) != cur) { }
         if (before < _base && s >= _base && _base > 0)
         {
-            // a standby that joined now holds the whole backlog
+            // a standby that joined now holds the log up to its join point: it may go live from here
             double ms = Stopwatch.GetElapsedTime(session.JoinedAt).TotalMilliseconds;
             _s.Events.Emit(ReplicaEvent.StandbyHolds, ("backup", session.BackupId), ("records", _base), ("transferMs", ms));
         }
@@ -1104,11 +1165,11 @@ public sealed class ReplicationClient : ILogSink
         session.Watchdog?.Dispose();
         session.Cts.Cancel();
         long term = Term;
-        if (session.JoinSequence > 0 && (session.Refused || !session.MayHoldJoinPoint))
+        if (session.JoinSequence > 0 && (session.Refused || !session.MayGoLive))
         {
-            // a failed join: the standby cannot go live (it refused, or it cannot hold the log up to the join point,
-            // so it stands down), so nothing is decided and no term is spent; this replica holds its term as before
-            _log.WriteLine($"{_s.Role}: standby {session.BackupId} lost while joining ({reason}); it cannot go live{(session.Refused ? " (it refused)" : $" (it cannot hold the log up to record #{session.JoinSequence})")}: running on unprotected in term {term} without asking the arbiter");
+            // a failed join: the standby cannot go live (it refused, or it was never told its join point, so it
+            // stands down), so nothing is decided and no term is spent; this replica holds its term as before
+            _log.WriteLine($"{_s.Role}: standby {session.BackupId} lost while joining ({reason}); it cannot go live{(session.Refused ? " (it refused)" : " (it was not told its join point)")}: running on unprotected in term {term} without asking the arbiter");
             _s.Events.Emit(ReplicaEvent.BackupLost, ("reason", reason), ("acked", Acked), ("backup", session.BackupId), ("joining", true));
             _s.Events.Emit(ReplicaEvent.Unprotected, ("arbiter", _arbiter.Describe), ("term", term), ("arbiterAsked", false));
             GoOnUnprotected();
