@@ -5,7 +5,7 @@ var roundsOpt = new Option<int?>("--rounds") { Description = "Number of rounds (
 var seedOpt = new Option<int>("--seed") { Description = "Seed of the run; round i uses seed+i, which fixes its fault moment and fault parameters, so any round can be rerun alone with --rounds 1 --seed <its seed> --faults <its fault>.", DefaultValueFactory = _ => 1 };
 var faultsOpt = new Option<string>("--faults")
 {
-    Description = "Comma-separated faults to inject, one per round: " + string.Join("; ", Faults.All.Select(f => $"{Faults.Name(f)} = {Faults.Describe(f)}")) + "; all = every one.",
+    Description = "Comma-separated faults to inject, one per round (--cycles: one per cycle, see there): " + string.Join("; ", Faults.All.Select(f => $"{Faults.Name(f)} = {Faults.Describe(f)}")) + "; all = every one.",
     DefaultValueFactory = _ => string.Join(",", Faults.All.Select(Faults.Name)),
 };
 var workloadOpt = new Option<string>("--workload")
@@ -41,7 +41,7 @@ var hostsOpt = new Option<string>("--hosts")
     DefaultValueFactory = _ => "local",
 };
 hostsOpt.AcceptOnlyFromAmong("local", "netns");
-var cyclesOpt = new Option<int?>("--cycles") { Description = "Instead of rounds: one run of the guest (guests/src/ticker.c), N times: SIGKILL the live replica, its follower takes over, a new standby process starts and the survivor re-protects itself with it (the standby joins by a snapshot of the running machine, or by the whole log, and catches up), again. Every invariant is checked after each cycle; at the end the last live replica's whole log is replayed and must print exactly what the world saw. report.json gives each cycle's takeover, join, pause, transfer and catch-up times. With --net virtual the guest is kvserver on its virtual interface under --connections clients (their own network namespace) that each keep one connection across ALL cycles: connections-survive is checked after each cycle and over the run (no reset, no reply lost or doubled, every acknowledged SET read back over its connection), and each cycle's clients' stall (the longest silence between two replies after the kill) is in the table and report.json. Not with --hosts netns (its hosts are one primary and one backup; cycles need a host per standby slot)." };
+var cyclesOpt = new Option<int?>("--cycles") { Description = "Instead of rounds: one run of the guest (guests/src/ticker.c), N times: SIGKILL the live replica, its follower takes over, a new standby process starts and the survivor re-protects itself with it (the standby joins by a snapshot of the running machine, or by the whole log, and catches up), again. Every invariant is checked after each cycle; at the end the last live replica's whole log is replayed and must print exactly what the world saw. report.json gives each cycle's takeover, join, pause, transfer and catch-up times. With --net virtual the guest is kvserver on its virtual interface under --connections clients (their own network namespace) that each keep one connection across ALL cycles: connections-survive is checked after each cycle and over the run (no reset, no reply lost or doubled, every acknowledged SET read back over its connection), and each cycle's clients' stall (the longest silence between two replies after the kill) is in the table and report.json. With --hosts netns the first primary and each of the three replica slots run on a host of their own (network namespaces on a bridge, the clients and etcd on theirs; etcd is the arbiter, each takeover a new term) and each cycle's fault is a host fault, cycle i taking fault i of --faults modulo the list (default: all six): kill (the live replica's host: its ports down, its processes SIGKILLed), freeze (SIGSTOP until the survivor decided, then SIGCONT: it must stand down), partition (the bridge stops forwarding between the live and the follower's hosts; the arbiter decides which goes on), link-down (the live host's ports down), kill-backup (the follower's host killed: the live replica goes on after winning the arbiter and re-protects), cut-kill (a partition, then the live host killed); the taken-out host comes back on the wire empty before the next standby starts. After each cycle also: output-commit-across-cycles (the replaced replica released no more than its successor's log held, nothing after it went live) and arbiter-names-survivor (etcd's key). On loopback --faults may be kill, freeze, kill-backup (default kill): partition, link-down and cut-kill need --hosts netns, and slow-link and throttle act on the single-round drill's relay, which cycles do not use. --net virtual does not combine with --hosts netns for cycles yet." };
 var tickOpt = new Option<int>("--tick-ms") { Description = "--cycles: the guest's sleep between two output lines.", DefaultValueFactory = _ => 20 };
 var buildDirOpt = new Option<string?>("--build-dir") { Description = "Where the bundled guest is built (default: guests/out of the repository)." };
 var drill = new Command("drill", "Start a local primary-backup pair (separate processes, replication through a fault-injecting loopback proxy) with a bundled workload, inject one fault per round at a random moment and check the invariants: no acknowledged write lost, no output released before the backup held it, output continuous across a failover (a repeat only byte-identical and only from the last round trip), exactly one live primary, the takeover state digest equal to the primary's, the workload finishing correctly. Prints a table per round and writes a JSON report and a timeline picture. Exit status 0 only when every invariant held in every round; 1 with the first violation and its seed otherwise; 2 on bad usage or when the pair cannot be started.")
@@ -143,11 +143,20 @@ drill.SetAction(parse =>
 int Cycles(ParseResult parse, int cycles)
 {
     if (cycles < 1) { Console.Error.WriteLine("chaos: --cycles must be at least 1"); return 2; }
-    if (parse.GetValue(hostsOpt) == "netns")
+    bool onHosts = parse.GetValue(hostsOpt) == "netns";
+    if (parse.GetValue(plantOpt) is { } plant && plant.StartsWith("ack-early:", StringComparison.Ordinal))
+    { Console.Error.WriteLine("chaos: --cycles plants only in the first primary (gate-early, ignore-arbiter)"); return 2; }
+    // the faults of the cycles: by default kill on loopback and every host fault on separate hosts; cycle i takes
+    // fault i modulo the list
+    string faultList = parse.GetValue(faultsOpt)!;
+    bool defaultFaults = faultList == string.Join(",", Faults.All.Select(Faults.Name));
+    FaultKind[] cycleFaults;
+    try { cycleFaults = defaultFaults ? (onHosts ? CycleDrill.Applicable(true) : [FaultKind.Kill]) : Faults.Parse(faultList, onHosts); }
+    catch (ArgumentException e) { Console.Error.WriteLine($"chaos: {e.Message}"); return 2; }
+    if (cycleFaults.Select(k => CycleDrill.WhyNot(k, onHosts)).FirstOrDefault(w => w != null) is { } whyNot) { Console.Error.WriteLine($"chaos: --cycles: {whyNot}"); return 2; }
+    if (onHosts && parse.GetValue(netOpt) == "virtual")
     {
-        // NetnsHosts has one primary host and one backup host with a TAP port each; a cycles drill needs a host per
-        // standby slot that a new standby can be started on after its predecessor's host was killed
-        Console.Error.WriteLine("chaos: --cycles does not run on --hosts netns (its topology has one primary and one backup host; the cycles' standbys need a host per slot); use --cycles N --net virtual for the clients' connections across cycles");
+        Console.Error.WriteLine("chaos: --cycles with --hosts netns runs the ticker on host sockets (the replication link across the bridge); --net virtual is not part of it yet");
         return 2;
     }
     bool onNet = parse.GetValue(netOpt) == "virtual";
@@ -164,6 +173,16 @@ int Cycles(ParseResult parse, int cycles)
         { Console.Error.WriteLine($"chaos: --net virtual: cannot make the drill's network namespace (root and iproute2 needed): {e.Message}"); return 2; }
     }
     using var netScope = net;
+    NetnsHosts? hosts = null;
+    if (onHosts)
+    {
+        // a host per replica slot (the backup's and one per further standby slot) besides the first primary's
+        try { hosts = NetnsHosts.Create(standbys: CycleDrill.Slots - 1); }
+        catch (NetnsUnavailableException e) { Console.Error.WriteLine($"chaos: {e.Message}"); return 2; }
+        catch (Exception e) when (e is InvalidOperationException or System.ComponentModel.Win32Exception or TimeoutException)
+        { Console.Error.WriteLine($"chaos: --hosts netns: cannot make the drill's hosts: {e.Message}"); return 2; }
+    }
+    using var hostsScope = hosts;
     string primaryDll = Path.Combine(AppContext.BaseDirectory, "primary.dll"), backupDll = Path.Combine(AppContext.BaseDirectory, "backup.dll");
     string reportDir = Path.GetFullPath(parse.GetValue(reportOpt)!);
     Directory.CreateDirectory(reportDir);
@@ -180,6 +199,9 @@ int Cycles(ParseResult parse, int cycles)
         StepLimit = TimeSpan.FromSeconds(parse.GetValue(limitOpt)),
         WorkDir = Path.Combine(reportDir, "cycles-work"),
         Network = net,
+        Hosts = hosts,
+        Faults = cycleFaults,
+        Plant = parse.GetValue(plantOpt),
         Connections = parse.GetValue(connectionsOpt),
         Progress = parse.GetValue(quietOpt) ? null : m => Console.Error.WriteLine("chaos: " + m),
     };
