@@ -14,9 +14,10 @@ public sealed class CycleSettings
     /// <summary>The ticker guest (guests/src/ticker.c); with <see cref="Network"/>, the kvserver guest.</summary>
     public required string Guest { get; init; }
     /// <summary>`--net virtual`: the guest is kvserver serving on its virtual interface in this network (made with a
-    /// device per endpoint slot, <c>VirtualNetwork.Create(CycleDrill.Slots)</c>), under an open-ended load of
+    /// device per endpoint slot, <c>VirtualNetwork.Create(CycleDrill.Slots)</c>; on separate hosts the
+    /// <see cref="Hosts"/> themselves, a TAP port per replica host), under an open-ended load of
     /// <see cref="Connections"/> clients that keep one connection each across every cycle; null: the ticker.</summary>
-    public VirtualNetwork? Network { get; init; }
+    public IGuestNetwork? Network { get; init; }
     /// <summary>`--net virtual`: the clients (one connection each) and each one's pause between two requests.</summary>
     public int Connections { get; init; } = 4;
     public int PauseMs { get; init; } = 5;

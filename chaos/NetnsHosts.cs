@@ -276,6 +276,8 @@ public sealed class NetnsHosts : IGuestNetwork, IDisposable
 
     public string[] PrimaryArgs => ["--net", "virtual", "--ip", $"{GuestIp}/{PrefixLength}", "--tap", Host.Primary.Tap!, "--netns", Switch];
     public string[] BackupArgs => StandbyArgs(Host.Backup);
+    /// <summary>`backup listen` options of a cycles drill's replica on slot <paramref name="slot"/> (its host's TAP device).</summary>
+    public string[] StandbyArgs(int slot) => StandbyArgs(Host.Slot(slot));
     /// <summary>`backup listen` options of a replica on host <paramref name="h"/>: its TAP device on the bridge.</summary>
     public string[] StandbyArgs(Host h) => ["--tap", h.Tap ?? throw new ArgumentException($"host {h} runs no replica"), "--netns", Switch];
     public IPAddress Guest => IPAddress.Parse(GuestIp);
