@@ -247,11 +247,19 @@ public class CycleDrillTests(ITestOutputHelper output) : DrillTests(output)
         finally { Directory.Delete(work, true); }
     }
 
+    /// <summary>
+    /// Loopback cycles over the faults that need no network of their own: the primary killed (its follower takes
+    /// over), the live replica frozen until its follower took over (it must be fenced when it wakes), the follower
+    /// killed (the live replica wins the next term and re-protects itself). Every invariant holds, each cycle is a
+    /// term of its own, and report.json gives each cycle's figures.
+    /// </summary>
     [Fact]
-    public void ThreeCyclesOfKillTakeoverAndJoinKeepEveryInvariant()
+    public void ThreeCyclesOfKillFreezeAndKillBackupOnLoopbackKeepEveryInvariant()
     {
-        var (cycles, _, report) = RunCycles(GuestEnv.Guest("ticker", "musl"), 3, seed: 7);
+        var (cycles, _, report) = RunCycles(GuestEnv.Guest("ticker", "musl"), 3, seed: 7, faults: [FaultKind.Kill, FaultKind.Freeze, FaultKind.KillBackup]);
         Assert.Equal([1L, 2L, 3L], cycles.Select(c => c.Term!.Value));
+        Assert.Equal(["took over", "took over", "went on unprotected"], cycles.Select(c => c.Outcome));
+        Assert.StartsWith("fenced", cycles[1].ReplacedFate);
         using var doc = JsonDocument.Parse(report);
         foreach (var c in doc.RootElement.GetProperty("cycles").EnumerateArray())
         {
@@ -262,6 +270,7 @@ public class CycleDrillTests(ITestOutputHelper output) : DrillTests(output)
             Assert.True(c.GetProperty("snapshotBytes").GetInt64() > 4096);
         }
     }
+
     /// <summary>
     /// The cycle invariants that the host faults need: an arbiter decision by a live replica that lost its follower
     /// (unprotected) is a term of its own, and a term won twice that way is reported; the output rule at each takeover
