@@ -444,7 +444,7 @@ public sealed class CycleDrill(CycleSettings s)
         File.Delete(stop);
         var ports = FreePorts(Slots);
         Host? SlotHost(int slot) => hosts != null ? Host.Slot(slot) : null;
-        string Url(int slot) => $"http://{SlotHost(slot)?.Ip ?? "127.0.0.1"}:{ports[slot]}";
+        string Url(int slot) => SlotHost(slot) is { } h ? NetnsHosts.ListenUrl(h, ports[slot]) : $"http://127.0.0.1:{ports[slot]}";
         var members = new List<Member>();
         var liveFaults = new List<(string, double)>();
         var handovers = new List<(string Replaced, string Survivor)>();

@@ -28,12 +28,12 @@ public sealed record Host(string Name, int Octet, string? Tap)
     public static readonly Host Primary = new("p", 2, "rvp0"), Backup = new("b", 3, "rvb0"), Clients = new("c", 4, null), Etcd = new("e", 5, null);
 
     /// <summary>The host of replica slot <paramref name="slot"/> of a cycles drill: slot 0 is the backup's host,
-    /// slot k &gt; 0 a standby host of its own (addresses .6, .7, ...).</summary>
+    /// slot k &gt; 0 a standby host of its own (addresses .6, .7, ... below the guest's .100).</summary>
     public static Host Slot(int slot) => slot switch
     {
         0 => Backup,
-        > 0 and < 200 => new($"s{slot}", 5 + slot, $"rvs{slot}"),
-        _ => throw new ArgumentOutOfRangeException(nameof(slot), "slots are 0..199"),
+        > 0 and < 90 => new($"s{slot}", 5 + slot, $"rvs{slot}"),
+        _ => throw new ArgumentOutOfRangeException(nameof(slot), "slots are 0..89"),
     };
 
     public string Ip => $"{NetnsHosts.Subnet}.{Octet}";
@@ -46,16 +46,16 @@ public sealed record Host(string Name, int Octet, string? Tap)
 public sealed class NetnsUnavailableException(string message) : Exception(message);
 
 /// <summary>
-/// The hosts of `chaos drill --hosts netns`: the primary, the backup, the clients and etcd each in a network
-/// namespace of its own (the "host"), each with one interface (<c>eth0</c>, a veth) plugged into a bridge that lives
-/// in a fifth namespace (the switch), all made by the drill and removed on every way out (<see cref="Dispose"/>,
+/// The hosts of `chaos drill --hosts netns`: the primary, the backup, the clients and etcd (and for a cycles drill a
+/// host per further replica slot, <see cref="Host.Slot"/>) each in a network namespace of its own (the "host"), each
+/// with one interface (<c>eth0</c>, a veth) plugged into a bridge that lives in a namespace of its own (the switch), all made by the drill and removed on every way out (<see cref="Dispose"/>,
 /// also from SIGINT/SIGTERM and process exit; namespaces left by a drill that was SIGKILLed are removed by the next
 /// one). The guest's virtual interface (kvserver) has its own address on the same wire: one persistent TAP device per
 /// replica on the bridge, which the replica opens from its host (<c>--netns</c> of the switch), so a takeover moves
 /// the guest's address from one port to the other. Faults are real: <see cref="KillHost"/> (every process of the
 /// host SIGKILLed, its ports down), <see cref="LinkDown"/> (its ports down: silence, nothing is reset),
-/// <see cref="Partition"/> (the bridge stops forwarding between the primary's and the backup's ports while both
-/// still reach etcd and the clients). The arbiter is etcd on its own host. Needs root and iproute2.
+/// <see cref="Partition"/> (the bridge stops forwarding between two replica hosts' ports while both still reach
+/// etcd, the clients and every other host). The arbiter is etcd on its own host. Needs root and iproute2.
 /// </summary>
 public sealed class NetnsHosts : IGuestNetwork, IDisposable
 {
