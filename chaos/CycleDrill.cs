@@ -42,6 +42,9 @@ public sealed class CycleSettings
     public TimeSpan StepLimit { get; init; } = TimeSpan.FromSeconds(120);
     public string WorkDir { get; init; } = Path.Combine(Path.GetTempPath(), $"revirt-cycles-{Environment.ProcessId}");
     public Action<string>? Progress { get; init; }
+    /// <summary>Called with the cycle's number (from 1) right after its fault was injected, before the drill waits for
+    /// the decision: a test plants a violation there (e.g. resets the clients' connections during a takeover).</summary>
+    public Action<int>? AfterFault { get; init; }
 }
 
 /// <summary>One cycle: a fault takes a replica of the pair out (the live one: its follower takes over; the follower:
@@ -600,6 +603,7 @@ public sealed class CycleDrill(CycleSettings s)
                 double faultAt = clock.Elapsed.TotalMilliseconds;
                 string detail = Inject(fault, live, follower);
                 load?.NoteFault();
+                s.AfterFault?.Invoke(c + 1);
                 if (fault != FaultKind.KillBackup) liveFaults.Add((live.Name, faultAt));
                 Say($"{label}: {detail}; waiting for the arbiter's decision");
                 // the decision: the follower takes over, or the live replica goes on after winning the arbiter
