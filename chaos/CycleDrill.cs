@@ -14,9 +14,10 @@ public sealed class CycleSettings
     /// <summary>The ticker guest (guests/src/ticker.c); with <see cref="Network"/>, the kvserver guest.</summary>
     public required string Guest { get; init; }
     /// <summary>`--net virtual`: the guest is kvserver serving on its virtual interface in this network (made with a
-    /// device per endpoint slot, <c>VirtualNetwork.Create(CycleDrill.Slots)</c>), under an open-ended load of
+    /// device per endpoint slot, <c>VirtualNetwork.Create(CycleDrill.Slots)</c>; on separate hosts the
+    /// <see cref="Hosts"/> themselves, a TAP port per replica host), under an open-ended load of
     /// <see cref="Connections"/> clients that keep one connection each across every cycle; null: the ticker.</summary>
-    public VirtualNetwork? Network { get; init; }
+    public IGuestNetwork? Network { get; init; }
     /// <summary>`--net virtual`: the clients (one connection each) and each one's pause between two requests.</summary>
     public int Connections { get; init; } = 4;
     public int PauseMs { get; init; } = 5;
@@ -29,27 +30,53 @@ public sealed class CycleSettings
     public ulong CheckpointInterval { get; init; } = 2_000_000;
     public required string PrimaryDll { get; init; }
     public required string BackupDll { get; init; }
+    /// <summary>`--hosts netns`: the first primary, each endpoint slot's replicas, the clients and etcd on hosts of
+    /// their own (made with <c>NetnsHosts.Create(standbys: CycleDrill.Slots - 1)</c>); etcd is the arbiter and the
+    /// faults are real host faults. Null: every replica on this host's loopback, a lock file as the arbiter.</summary>
+    public NetnsHosts? Hosts { get; init; }
+    /// <summary>The fault of cycle i is <c>Faults[i % Faults.Length]</c>; which kinds apply: <see cref="CycleDrill.Applicable"/>.</summary>
+    public FaultKind[] Faults { get; init; } = [FaultKind.Kill];
+    /// <summary>Drills only: a violation planted in the first primary (its hidden <c>--plant</c>, e.g. gate-early).</summary>
+    public string? Plant { get; init; }
     /// <summary>Bound on each wait for a named replica event (takeover, a standby following, catching up).</summary>
     public TimeSpan StepLimit { get; init; } = TimeSpan.FromSeconds(120);
     public string WorkDir { get; init; } = Path.Combine(Path.GetTempPath(), $"revirt-cycles-{Environment.ProcessId}");
     public Action<string>? Progress { get; init; }
+    /// <summary>Called with the cycle's number (from 1) right after its fault was injected, before the drill waits for
+    /// the decision: a test plants a violation there (e.g. resets the clients' connections during a takeover).</summary>
+    public Action<int>? AfterFault { get; init; }
 }
 
-/// <summary>One cycle: the live replica killed, its follower taking over, a new standby joining the survivor.</summary>
+/// <summary>One cycle: a fault takes a replica of the pair out (the live one: its follower takes over; the follower:
+/// the live one goes on after winning the arbiter), and a new standby joins the survivor.</summary>
 public sealed class CycleRecord
 {
     public int Cycle { get; init; }
+    /// <summary>The cycle's fault (<see cref="Faults.Name"/>) and what the drill did.</summary>
+    public string Fault { get; init; } = "kill";
+    public string FaultDetail { get; set; } = "";
+    /// <summary>The replica the cycle took out (killed, or replaced and stood down) and the one live after it.</summary>
     public required string Killed { get; init; }
     public required string Survivor { get; init; }
     public required string Joiner { get; init; }
+    /// <summary>"took over" (the follower went live) or "went on unprotected" (the live replica won the arbiter).</summary>
+    public string Outcome { get; init; } = "took over";
+    /// <summary>How the replica taken out ended: killed by the fault, stood down (its exit status), or killed by the
+    /// drill when it was still running after the decision.</summary>
+    public string? ReplacedFate { get; set; }
+    /// <summary>The arbiter's holder read just after the decision (etcd's key, or the lock file of the survivor's term).</summary>
+    public string? ArbiterHolder { get; set; }
+    /// <summary>The fault's moment (the drill's clock).</summary>
     public double KillAtMs { get; init; }
-    /// <summary>SIGKILL of the live replica → the follower's took-over event.</summary>
+    /// <summary>The fault → the survivor's decision: the follower's took-over event, or the live replica's
+    /// unprotected event (it lost its follower and won the arbiter).</summary>
     public double? TakeoverMs { get; set; }
-    /// <summary>When the follower's took-over event came (the drill's clock).</summary>
+    /// <summary>When the decision came (the drill's clock).</summary>
     public double? TookOverAtMs { get; set; }
     public double? DrainMs { get; set; }
     public long? Term { get; set; }
-    /// <summary>The survivor's took-over → its reprotected event (the new standby started, answered and was welcomed).</summary>
+    /// <summary>The survivor's decision → its reprotected event (the loser ended, the new standby started, answered
+    /// and was welcomed).</summary>
     public double? JoinMs { get; set; }
     /// <summary>The survivor's reprotected → standby-holds (the standby acknowledged the log up to its join point: it may go live).</summary>
     public double? TransferMs { get; set; }
@@ -85,6 +112,8 @@ public sealed class ReplicaOutput
     /// took-over event's resumeStdoutAt for a replica that took over).</summary>
     public ulong? ResumeAt { get; init; }
     public required ReplicaEventRecord[] Events { get; init; }
+    /// <summary>When each piece of <see cref="Stdout"/> was read (offsets within this replica's stdout).</summary>
+    public OutputChunk[] Chunks { get; init; } = [];
     public bool Killed { get; init; }
 }
 
@@ -97,6 +126,8 @@ public static class CycleInvariants
     public const string AckedKept = "acked-writes-kept-across-cycles";
     public const string Continuity = "output-continuity-across-cycles";
     public const string OnePerTerm = "one-live-replica-per-term";
+    public const string OutputCommit = "output-commit-across-cycles";
+    public const string ArbiterHolder = "arbiter-names-survivor";
     public const string Faithful = "whole-log-replays-faithfully";
     public const string ConnectionsSurvive = InvariantChecker.ConnectionsSurvive;
     public const string ClientsServed = "clients-served";
@@ -258,24 +289,78 @@ public static class CycleInvariants
     }
 
     /// <summary>
-    /// Every takeover won a new term, terms only grow, and no replica was live while another was: each replica took
-    /// over only after the one before it was killed, and nobody whose term was superseded released output later.
+    /// Every arbiter decision won a new term, terms only grow, and no replica was live while another was: each
+    /// takeover came only after a fault had taken a live replica out (<paramref name="faults"/>: when the drill killed,
+    /// froze, cut off or partitioned the live replica; the n-th takeover needs n such faults before it), and a live
+    /// replica that went on without its lost follower (<c>unprotected</c>, after asking the arbiter) did so in a term
+    /// of its own. A failed join spends no term and is not a decision.
     /// </summary>
-    public static InvariantResult OneLivePerTerm(IReadOnlyList<ReplicaOutput> replicas, IReadOnlyList<(string Name, double KilledAtMs)> kills)
+    public static InvariantResult OneLivePerTerm(IReadOnlyList<ReplicaOutput> replicas, IReadOnlyList<(string Name, double KilledAtMs)> faults)
     {
         long last = 0;
-        var took = replicas.SelectMany(r => r.Events.Where(e => e.Name == ReplicaEvent.TookOver).Select(e => (r.Name, e))).OrderBy(x => x.e.AtMs).ToList();
-        for (int i = 0; i < took.Count; i++)
+        var decisions = replicas.SelectMany(r => r.Events
+                .Where(e => e.Name == ReplicaEvent.TookOver || e.Name == ReplicaEvent.Unprotected && e.Bool("arbiterAsked") != false)
+                .Select(e => (r.Name, e)))
+            .OrderBy(x => x.e.AtMs).ToList();
+        int takeovers = 0;
+        foreach (var (name, e) in decisions)
         {
-            var (name, e) = took[i];
             long term = e.Long("term") ?? 0;
-            if (term <= last) return InvariantResult.Fail(OnePerTerm, $"{name} took over in term {term}, not after term {last}: a term was won twice");
+            string what = e.Name == ReplicaEvent.TookOver ? "took over" : "went on unprotected";
+            if (term <= last) return InvariantResult.Fail(OnePerTerm, $"{name} {what} in term {term}, not after term {last}: a term was won twice");
             last = term;
-            if (i >= kills.Count) return InvariantResult.Fail(OnePerTerm, $"{name} took over at {e.AtMs:F0} ms although no live replica had been killed: two live replicas");
-            if (e.AtMs < kills[i].KilledAtMs) return InvariantResult.Fail(OnePerTerm, $"{name} took over at {e.AtMs:F0} ms, before {kills[i].Name} was killed at {kills[i].KilledAtMs:F0} ms");
+            if (e.Name != ReplicaEvent.TookOver) continue;
+            takeovers++;
+            if (faults.Count(k => k.KilledAtMs <= e.AtMs) >= takeovers) continue;
+            return faults.Count < takeovers
+                ? InvariantResult.Fail(OnePerTerm, $"{name} took over at {e.AtMs:F0} ms although no live replica had been killed: two live replicas")
+                : InvariantResult.Fail(OnePerTerm, $"{name} took over at {e.AtMs:F0} ms, before {faults[takeovers - 1].Name} was killed at {faults[takeovers - 1].KilledAtMs:F0} ms");
         }
         var fenced = replicas.Where(r => r.Events.Any(e => e.Name == ReplicaEvent.Fenced)).Select(r => r.Name).ToList();
-        return InvariantResult.Pass(OnePerTerm, $"{took.Count} takeovers in terms 1..{last}, each after its predecessor was killed{(fenced.Count > 0 ? $"; fenced: {string.Join(", ", fenced)}" : "")}");
+        return InvariantResult.Pass(OnePerTerm, $"{decisions.Count} arbiter decisions ({takeovers} takeovers) in terms 1..{last}, each takeover after its predecessor was taken out{(fenced.Count > 0 ? $"; fenced: {string.Join(", ", fenced)}" : "")}");
+    }
+
+    /// <summary>
+    /// The output rule held at every takeover (<paramref name="takeovers"/>: which replica replaced which): the
+    /// replaced replica released the guest's output only up to what its successor's log held when it took over (the
+    /// took-over event's <c>logStdoutBytes</c>: a gate that releases before the acknowledgement breaks this), and it
+    /// released nothing once the successor was live (beyond the drill's pipe-reading slack,
+    /// <see cref="InvariantChecker.ReadSlackMs"/>: a frozen or cut-off replica that comes back and goes on is a second
+    /// live replica).
+    /// </summary>
+    public static InvariantResult OutputCommitHeld(IReadOnlyList<ReplicaOutput> replicas, IEnumerable<(string Replaced, string Survivor)> takeovers)
+    {
+        int n = 0;
+        foreach (var (replacedName, survivorName) in takeovers)
+        {
+            var old = replicas.FirstOrDefault(r => r.Name == replacedName);
+            var survivor = replicas.FirstOrDefault(r => r.Name == survivorName);
+            var took = survivor?.Events.FirstOrDefault(e => e.Name == ReplicaEvent.TookOver);
+            if (old?.ResumeAt is not ulong at || took == null) continue;
+            long held = took.Long("logStdoutBytes") ?? 0, released = (long)at + old.Stdout.Length;
+            if (released > held)
+            {
+                var first = old.Chunks.FirstOrDefault(c => (long)at + c.Offset + c.Length > held);
+                return InvariantResult.Fail(OutputCommit, $"{old.Name} released the guest's output up to byte {released}, but {survivorName}'s log held only {held} bytes when it took over at {took.AtMs:F0} ms: " +
+                    $"{released - held} bytes left before the follower held them{(first != null ? $" (first at {first.AtMs:F0} ms)" : "")}");
+            }
+            var late = old.Chunks.Where(c => c.AtMs > took.AtMs + InvariantChecker.ReadSlackMs).ToArray();
+            if (late.Length > 0)
+                return InvariantResult.Fail(OutputCommit, $"two live replicas: {old.Name} released {late.Sum(c => c.Length)} stdout bytes (first at {late[0].AtMs:F0} ms) after {survivorName} went live at {took.AtMs:F0} ms");
+            n++;
+        }
+        return InvariantResult.Pass(OutputCommit, $"{n} takeover{(n == 1 ? "" : "s")}: each replaced replica released no more than its successor's log held, and nothing once the successor was live");
+    }
+
+    /// <summary>The arbiter names the cycle's survivor: the holder read just after its decision (etcd's key, or the
+    /// lock file of its term) is the survivor's id (<paramref name="holder"/> null: nobody, or it could not be read,
+    /// which <paramref name="how"/> says).</summary>
+    public static InvariantResult ArbiterNamesSurvivor(string survivor, string survivorId, string? holder, string how)
+    {
+        if (holder == survivorId) return InvariantResult.Pass(ArbiterHolder, $"the arbiter names {survivor} ({survivorId}); {how}");
+        return InvariantResult.Fail(ArbiterHolder, holder == null
+            ? $"the arbiter names nobody after {survivor} went live ({how})"
+            : $"{survivor} ({survivorId}) went live but the arbiter is held by {holder} ({how})");
     }
 
     /// <summary>The last live replica's whole log (what the old primaries recorded, then what it recorded itself)
@@ -302,17 +387,40 @@ public static class CycleInvariants
 }
 
 /// <summary>
-/// <c>chaos drill --cycles N</c>: one run of the guest, N times: SIGKILL the live replica → its follower takes over
-/// → a new standby process starts and the survivor re-protects itself with it (the standby receives the whole log
-/// and catches up) → again. Three endpoint slots on loopback rotate: every listener is given the other two as
-/// <c>--standby</c>, and a new standby always starts on the slot nobody uses. Every invariant is checked after
-/// each cycle; after the last one the guest is told to stop (its stop file), the pair finishes, and the last live
-/// replica's whole log is replayed and compared with the output the world saw.
+/// <c>chaos drill --cycles N</c>: one run of the guest, N times: a fault takes a replica of the pair out (cycle i's
+/// fault is <c>Faults[i % n]</c>): the live replica (killed, frozen, cut off) and its follower takes over, or the
+/// follower and the live replica goes on after winning the arbiter; the replica taken out ends (killed, or it
+/// stands down on seeing the newer term), a new standby process starts and the survivor re-protects itself with it
+/// → again. Three endpoint slots rotate: every listener is given the other two as <c>--standby</c> (the first
+/// primary, which has no endpoint, slots 1 and 2), and a new standby starts on a slot of the survivor's list that
+/// no running replica uses. With <see cref="CycleSettings.Hosts"/> each slot and the first primary have a host of
+/// their own and the faults are host faults. Every invariant is checked after each cycle; after the last one the
+/// guest is told to stop (its stop file), the pair finishes, and the last live replica's whole log is replayed and
+/// compared with the output the world saw.
 /// </summary>
 public sealed class CycleDrill(CycleSettings s)
 {
     /// <summary>Endpoint slots the replicas rotate through: the live one, its follower and a new standby.</summary>
     public const int Slots = 3;
+
+    /// <summary>
+    /// The fault kinds a cycle can take. On separate hosts every host fault: kill (the live replica's host: its ports
+    /// go down, then its processes are SIGKILLed, so the follower learns it from silence as from a dead machine),
+    /// freeze, partition (the bridge stops forwarding between the live and the follower's hosts; the arbiter decides
+    /// who goes on), link-down (the live host's ports down), kill-backup (the follower's host killed: the live replica
+    /// goes on after winning the arbiter and re-protects), cut-kill (a partition, then the live host killed). On
+    /// loopback only those that need no network of their own: kill, freeze, kill-backup (a cycle's replicas connect
+    /// directly, so there is nothing to partition). slow-link and throttle act on the single-round drill's relay,
+    /// which no cycle has.
+    /// </summary>
+    public static FaultKind[] Applicable(bool onHosts) => onHosts ? Faults.OnHosts : [FaultKind.Kill, FaultKind.Freeze, FaultKind.KillBackup];
+
+    /// <summary>Why <paramref name="k"/> cannot be a cycle's fault (null: it can).</summary>
+    public static string? WhyNot(FaultKind k, bool onHosts) => Applicable(onHosts).Contains(k) ? null : k switch
+    {
+        FaultKind.SlowLink or FaultKind.Throttle => $"{Faults.Name(k)} acts on the single-round drill's loopback relay between one pair; a cycle's replicas connect to each other directly (and on --hosts netns through the bridge)",
+        _ => $"{Faults.Name(k)} needs --hosts netns with --cycles (on loopback a cycle's replicas connect directly: there is no link of their own to cut)",
+    };
 
     void Say(string m) => s.Progress?.Invoke(m);
 
@@ -321,45 +429,141 @@ public sealed class CycleDrill(CycleSettings s)
         public required string Name;
         public required ReplicaProc Proc;
         public int Slot = -1;          // -1: the first primary (no endpoint)
+        public Host? Host;             // --hosts netns: the host it runs on
+        public string Id = "";         // its id at the arbiter
         public string LogPath = "";
-        public bool Killed;
+        public bool Killed;            // SIGKILLed (by a fault, or by the drill as still running)
+        public bool Gone => Killed || Proc.HasExited;
+        /// <summary>The slots it asks for a standby (its --standby list).</summary>
+        public IEnumerable<int> StandbySlots => Enumerable.Range(Slot < 0 ? 1 : 0, Slot < 0 ? Slots - 1 : Slots).Where(i => i != Slot);
     }
+
+    /// <summary>How long a replica taken out by a fault but still running (frozen and resumed, cut off, partitioned
+    /// away) may take to stand down once the survivor has decided; it is killed after that and the cycle's record says so.</summary>
+    TimeSpan StandDownWithin => TimeSpan.FromMilliseconds(3 * s.TimeoutMs) + TimeSpan.FromSeconds(15);
 
     public (List<CycleRecord> Cycles, List<InvariantResult> Final, string Report) Run()
     {
         Directory.CreateDirectory(s.WorkDir);
         var clock = Stopwatch.StartNew();
+        var hosts = s.Hosts;
         string token = Path.Combine(s.WorkDir, "token");
         ReVirt.Replication.ReplicationProtocol.WriteNewSecret(token);
-        string arbiter = Path.Combine(s.WorkDir, "arbiter.lock");
+        string lockPath = Path.Combine(s.WorkDir, "arbiter.lock");
         foreach (var f in Directory.GetFiles(s.WorkDir, "arbiter.lock*")) File.Delete(f);
+        // on separate hosts the arbiter is etcd on its own host (a key of this run), else a lock file
+        string etcdKey = $"revirt/chaos/{Environment.ProcessId}/cycles-{Guid.NewGuid():N}";
+        string arbiter = hosts != null ? NetnsHosts.ArbiterUrl(etcdKey) : lockPath;
         string stop = Path.Combine(s.WorkDir, "stop");
         File.Delete(stop);
         var ports = FreePorts(Slots);
-        string Url(int slot) => $"http://127.0.0.1:{ports[slot]}";
+        Host? SlotHost(int slot) => hosts != null ? Host.Slot(slot) : null;
+        string Url(int slot) => SlotHost(slot) is { } h ? NetnsHosts.ListenUrl(h, ports[slot]) : $"http://127.0.0.1:{ports[slot]}";
         var members = new List<Member>();
-        var kills = new List<(string, double)>();
+        var liveFaults = new List<(string, double)>();
+        var handovers = new List<(string Replaced, string Survivor)>();
         var cycles = new List<CycleRecord>();
         int serial = 0;
         string[] Common(string logPath) => ["--token-file", token, "--shared-storage", "--arbiter", arbiter, "--timeout-ms", s.TimeoutMs.ToString(), "--log", logPath];
+        NetnsHosts Hosts(FaultKind k) => hosts ?? throw new DrillSetupException(WhyNot(k, false) ?? $"{Faults.Name(k)} needs --hosts netns");
 
         Member StartStandby(int slot)
         {
             string name = $"replica{++serial}";
             string log = Path.Combine(s.WorkDir, $"{name}.rvlog");
             var others = Enumerable.Range(0, Slots).Where(i => i != slot).SelectMany(i => new[] { "--standby", Url(i) }).ToArray();
-            var p = new ReplicaProc(name, s.BackupDll, ["listen", "--listen", Url(slot), .. Common(log), "--primary-silence-ms", s.TimeoutMs.ToString(), .. others, .. s.Network?.StandbyArgs(slot) ?? []], clock);
-            var m = new Member { Name = name, Proc = p, Slot = slot, LogPath = log };
+            var host = SlotHost(slot);
+            var p = new ReplicaProc(name, s.BackupDll, ["listen", "--listen", Url(slot), .. Common(log), "--primary-silence-ms", s.TimeoutMs.ToString(), .. others, .. s.Network?.StandbyArgs(slot) ?? []],
+                clock, host != null ? hosts!.Ns(host) : null);
+            var m = new Member { Name = name, Proc = p, Slot = slot, Host = host, LogPath = log };
             members.Add(m);
-            Need(m, ReplicaEvent.Listening, "start listening");
+            m.Id = Need(m, ReplicaEvent.Listening, "start listening").Str("id") ?? "";
             return m;
         }
 
         ReplicaEventRecord Need(Member m, string ev, string what, int nth = 1)
         {
             if (!m.Proc.WaitFor(() => m.Proc.Events.Count(e => e.Name == ev) >= nth, s.StepLimit))
-                throw new DrillSetupException($"{m.Name} did not {what} (no '{ev}' event within {s.StepLimit.TotalSeconds:F0} s; events: {string.Join(", ", m.Proc.Events.Select(e => e.Name))}):\n{m.Proc.Stderr}");
+                throw new DrillSetupException($"{m.Name} did not {what} (no '{ev}' event #{nth} within {s.StepLimit.TotalSeconds:F0} s; events: {string.Join(", ", m.Proc.Events.Select(e => e.Name))}):\n{m.Proc.Stderr}");
             return m.Proc.Events.Where(e => e.Name == ev).ElementAt(nth - 1);
+        }
+
+        static int Count(Member m, string ev) => m.Proc.Events.Count(e => e.Name == ev);
+
+        // a replica taken out as a host would be: on separate hosts its ports go down first (its peers hear silence,
+        // as from a dead machine, not a closed connection), then every process of its host is SIGKILLed
+        void KillMember(Member m)
+        {
+            if (hosts != null && m.Host != null) hosts.LinkDown(m.Host);
+            m.Proc.KillHard();
+            m.Killed = true;
+            if (hosts != null && m.Host != null) hosts.KillHost(m.Host);
+        }
+
+        string HostOf(Member m) => hosts != null ? $"{m.Name}'s host" : m.Name;
+
+        // injects a cycle's fault; returns what it did
+        string Inject(FaultKind fault, Member live, Member follower)
+        {
+            switch (fault)
+            {
+                case FaultKind.Kill:
+                    KillMember(live);
+                    return hosts != null ? $"{HostOf(live)} killed (its ports down, its processes SIGKILLed)" : $"SIGKILL {live.Name}";
+                case FaultKind.Freeze:
+                    live.Proc.Signal(ReplicaProc.SIGSTOP);
+                    return $"SIGSTOP {live.Name} until the survivor decided, then SIGCONT";
+                case FaultKind.Partition:
+                    Hosts(fault).Partition(live.Host, follower.Host);
+                    return $"partition at the bridge between {HostOf(live)} and {HostOf(follower)} (both still reach etcd)";
+                case FaultKind.LinkDown:
+                    Hosts(fault).LinkDown(live.Host!);
+                    return $"{HostOf(live)}'s links down at the bridge";
+                case FaultKind.KillBackup:
+                    KillMember(follower);
+                    return hosts != null ? $"{HostOf(follower)} (the follower's) killed" : $"SIGKILL {follower.Name} (the follower)";
+                case FaultKind.CutKill:
+                    {
+                        // deterministic evidence for the output rule: nothing acknowledges the log after the cut, so a
+                        // correct live replica releases nothing its follower does not already hold
+                        var sw = Stopwatch.StartNew();
+                        Hosts(fault).Partition(live.Host, follower.Host);
+                        long before = live.Proc.StdoutLength;
+                        bool grew = live.Proc.WaitFor(() => live.Proc.StdoutLength > before, TimeSpan.FromMilliseconds(s.TimeoutMs / 2));
+                        KillMember(live);
+                        return $"partition between {HostOf(live)} and {HostOf(follower)}, then {HostOf(live)} killed {sw.Elapsed.TotalMilliseconds:F0} ms later{(grew ? " (it released stdout after the cut)" : "")}";
+                    }
+                default:
+                    throw new DrillSetupException(WhyNot(fault, hosts != null) ?? $"{Faults.Name(fault)} is not a cycle's fault");
+            }
+        }
+
+        // the replica taken out ends: killed by the fault, or it stands down by itself once it meets the newer term
+        // (bounded: one still running then is killed, and the record says so)
+        string EndReplaced(Member m, double decidedAtMs)
+        {
+            if (m.Killed) return "killed by the fault";
+            if (m.Proc.WaitFor(() => m.Proc.HasExited, StandDownWithin))
+            {
+                int? code = m.Proc.WaitForExit(TimeSpan.FromSeconds(5));
+                string how = m.Proc.Event(ReplicaEvent.Fenced) != null ? "fenced" : m.Proc.Event(ReplicaEvent.StoodDown) != null ? "stood down" : "exited";
+                return $"{how} (exit {code?.ToString() ?? "?"}) {m.Proc.ExitedAtMs - decidedAtMs:F0} ms after the decision";
+            }
+            KillMember(m);
+            return $"still running {StandDownWithin.TotalSeconds:F0} s after the decision (last event: {m.Proc.Events.LastOrDefault()?.Name ?? "none"}): killed by the drill";
+        }
+
+        // who holds the arbiter now, and how that was read
+        (string? Holder, string How) ReadHolder(long term)
+        {
+            if (hosts != null)
+            {
+                var r = hosts.ReadKey(etcdKey);
+                return (r.Value, $"etcd key read after the decision: {r}");
+            }
+            string path = new ReVirt.Arbiter.LockFileArbiter(lockPath).TermPath(term);
+            try { string text = File.ReadAllText(path); int nl = text.IndexOf('\n'); return (nl > 0 ? text[..nl] : text, $"lock file of term {term}"); }
+            catch (IOException e) { return (null, $"lock file {path}: {e.Message}"); }
         }
 
         // --net virtual: kvserver on the guest's interface, under clients that each keep one connection across every cycle
@@ -369,68 +573,98 @@ public sealed class CycleDrill(CycleSettings s)
         string[] guest = load != null ? [.. s.Network!.PrimaryArgs, "--", s.Guest, .. load.Args] : ["--", s.Guest, stop, s.SleepMs.ToString(), s.Work.ToString()];
         try
         {
-            Say("starting the backup and the primary");
+            Say($"starting the backup and the primary{(hosts != null ? " (each on a host of its own, etcd the arbiter)" : "")}");
             var follower = StartStandby(0);
             string primaryLog = Path.Combine(s.WorkDir, "primary.rvlog");
             var primary = new Member
             {
                 Name = "primary",
                 LogPath = primaryLog,
+                Host = hosts != null ? Host.Primary : null,
                 Proc = new ReplicaProc("primary", s.PrimaryDll,
                     ["protect", "--backup", Url(0), "--standby", Url(1), "--standby", Url(2), "--token-file", token, "--arbiter", arbiter,
                      "--timeout-ms", s.TimeoutMs.ToString(), "--heartbeat-ms", s.HeartbeatMs.ToString(), "--log", primaryLog,
-                     "--checkpoint-interval", s.CheckpointInterval.ToString(), .. guest], clock),
+                     "--checkpoint-interval", s.CheckpointInterval.ToString(), .. s.Plant != null ? ["--plant", s.Plant] : Array.Empty<string>(), .. guest], clock,
+                    hosts?.Ns(Host.Primary)),
             };
+            primary.Id = $"primary:{Environment.MachineName}:{primary.Proc.Pid}";
             members.Insert(0, primary);
             Need(primary, ReplicaEvent.Protected, "get protected");
             if (load?.Begin(primary.Proc, clock, s.StepLimit) is { } notServing)
                 throw new DrillSetupException($"{notServing}:\n{primary.Proc.Stderr}");
             var live = primary;
             var rng = new Random(s.Seed);
-            // progress before a kill: lines of the ticker, acknowledged SETs of the clients
+            // progress before a fault: lines of the ticker, acknowledged SETs of the clients
             long Progress(Member m) => load?.Progress(m.Proc) ?? CountLines(m.Proc.Stdout);
 
             for (int c = 0; c < s.Cycles; c++)
             {
+                var fault = s.Faults[c % s.Faults.Length];
+                string label = $"cycle {c + 1}/{s.Cycles} ({Faults.Name(fault)})";
                 // the fault lands mid-run: some fresh output from the live replica first (a random amount from the seed)
                 int lines = (10 + rng.Next(0, 30)) * (load != null ? s.Connections : 1);
                 long before = Progress(live);
                 string unit = load != null ? "acknowledged SETs" : "lines";
-                Say($"cycle {c + 1}/{s.Cycles}: waiting for {lines} more {unit} from {live.Name}");
+                Say($"{label}: waiting for {lines} more {unit} from {live.Name}");
                 if (!live.Proc.WaitFor(() => Progress(live) >= before + lines, s.StepLimit))
                     throw new DrillSetupException($"{live.Name} served no {lines} more {unit} in {s.StepLimit.TotalSeconds:F0} s:\n{live.Proc.Stderr}" +
                         (load?.Errors.Count > 0 ? $"\nclients: {string.Join("; ", load.Errors)}" : ""));
-                double killAt = clock.Elapsed.TotalMilliseconds;
-                live.Proc.KillHard();
+                // which of the survivor's events are this cycle's: those after the counts at the fault
+                int liveUnprotected = Count(live, ReplicaEvent.Unprotected), liveReprotected = Count(live, ReplicaEvent.Reprotected), liveHolds = Count(live, ReplicaEvent.StandbyHolds);
+                double faultAt = clock.Elapsed.TotalMilliseconds;
+                string detail = Inject(fault, live, follower);
                 load?.NoteFault();
-                live.Killed = true;
-                kills.Add((live.Name, killAt));
-                Say($"cycle {c + 1}/{s.Cycles}: killed {live.Name}; waiting for {follower.Name} to take over");
-                var took = Need(follower, ReplicaEvent.TookOver, "take over");
-                int freeSlot = Enumerable.Range(0, Slots).First(i => i != follower.Slot && !members.Any(m => m.Slot == i && !m.Killed));
-                Say($"cycle {c + 1}/{s.Cycles}: {follower.Name} is live (term {took.Long("term")}); starting a standby on slot {freeSlot}");
+                s.AfterFault?.Invoke(c + 1);
+                if (fault != FaultKind.KillBackup) liveFaults.Add((live.Name, faultAt));
+                Say($"{label}: {detail}; waiting for the arbiter's decision");
+                // the decision: the follower takes over, or the live replica goes on after winning the arbiter
+                var decided = Stopwatch.StartNew();
+                while (follower.Proc.Event(ReplicaEvent.TookOver) == null && Count(live, ReplicaEvent.Unprotected) <= liveUnprotected && !(live.Gone && follower.Gone))
+                {
+                    if (decided.Elapsed > s.StepLimit)
+                        throw new DrillSetupException($"{label}: neither {follower.Name} took over nor {live.Name} went on within {s.StepLimit.TotalSeconds:F0} s after the fault ({detail});\n{live.Name}:\n{live.Proc.Stderr}\n{follower.Name}:\n{follower.Proc.Stderr}");
+                    Thread.Sleep(5);
+                }
+                bool tookOver = follower.Proc.Event(ReplicaEvent.TookOver) != null;
+                if (!tookOver && Count(live, ReplicaEvent.Unprotected) <= liveUnprotected)
+                    throw new DrillSetupException($"{label}: both replicas ended and none went live after the fault ({detail});\n{live.Name}:\n{live.Proc.Stderr}\n{follower.Name}:\n{follower.Proc.Stderr}");
+                var decision = tookOver ? follower.Proc.Event(ReplicaEvent.TookOver)! : live.Proc.Events.Where(e => e.Name == ReplicaEvent.Unprotected).ElementAt(liveUnprotected);
+                var survivor = tookOver ? follower : live;
+                var replaced = tookOver ? live : follower;
+                if (fault == FaultKind.Freeze) live.Proc.Signal(ReplicaProc.SIGCONT);
+                hosts?.Heal(); // the fault is over: the taken-out host is back on the wire (with no replica if it was killed)
+                string fate = EndReplaced(replaced, decision.AtMs);
+                long term = decision.Long("term") ?? 0;
+                var (holder, holderHow) = ReadHolder(term);
+                if (tookOver) handovers.Add((replaced.Name, survivor.Name));
+                int freeSlot = survivor.StandbySlots.First(i => !members.Any(m => m.Slot == i && !m.Gone));
+                Say($"{label}: {survivor.Name} is live (term {term}; {replaced.Name} {fate}); starting a standby on slot {freeSlot}");
                 var joiner = StartStandby(freeSlot);
-                var rec = new CycleRecord { Cycle = c + 1, Killed = live.Name, Survivor = follower.Name, Joiner = joiner.Name, KillAtMs = killAt };
+                var rec = new CycleRecord
+                {
+                    Cycle = c + 1, Fault = Faults.Name(fault), FaultDetail = detail, Killed = replaced.Name, Survivor = survivor.Name, Joiner = joiner.Name,
+                    Outcome = tookOver ? "took over" : "went on unprotected", ReplacedFate = fate, ArbiterHolder = holder, KillAtMs = faultAt,
+                };
                 cycles.Add(rec);
-                rec.TakeoverMs = took.AtMs - killAt;
-                rec.TookOverAtMs = took.AtMs;
-                rec.DrainMs = took.Num("drainMs");
-                rec.Term = took.Long("term");
-                var reprotected = Need(follower, ReplicaEvent.Reprotected, "re-protect itself with the new standby");
-                rec.JoinMs = reprotected.AtMs - took.AtMs;
+                rec.TakeoverMs = decision.AtMs - faultAt;
+                rec.TookOverAtMs = decision.AtMs;
+                rec.DrainMs = tookOver ? decision.Num("drainMs") : null;
+                rec.Term = term;
+                var reprotected = Need(survivor, ReplicaEvent.Reprotected, "re-protect itself with the new standby", (tookOver ? 0 : liveReprotected) + 1);
+                rec.JoinMs = reprotected.AtMs - decision.AtMs;
                 rec.BacklogRecords = reprotected.Long("backlogRecords");
                 rec.BacklogBytes = reprotected.Long("backlogBytes");
-                var holds = Need(follower, ReplicaEvent.StandbyHolds, "hear the standby acknowledge the backlog");
+                var holds = Need(survivor, ReplicaEvent.StandbyHolds, "hear the standby acknowledge the backlog", (tookOver ? 0 : liveHolds) + 1);
                 rec.TransferMs = holds.Num("transferMs");
                 rec.JoinMode = reprotected.Str("mode") ?? "log";
                 if (rec.JoinMode == "snapshot")
                 {
-                    rec.PauseMs = follower.Proc.Events.LastOrDefault(e => e.Name == ReplicaEvent.SnapshotTaken)?.Num("pauseMs");
+                    rec.PauseMs = survivor.Proc.Events.LastOrDefault(e => e.Name == ReplicaEvent.SnapshotTaken)?.Num("pauseMs");
                     rec.SnapshotBytes = Need(joiner, ReplicaEvent.SnapshotRestored, "restore the snapshot").Long("bytes");
                 }
                 var caught = Need(joiner, ReplicaEvent.CaughtUp, "catch up");
                 rec.CatchUpMs = caught.Num("ms");
-                live = follower;
+                live = survivor;
                 follower = joiner;
                 IReadOnlyList<ClientOp>? ops = null;
                 if (load == null)
@@ -442,25 +676,32 @@ public sealed class CycleDrill(CycleSettings s)
                     live.Proc.WaitFor(() => live.Proc.Chunks.Any(ch => ch.AtMs > settled), TimeSpan.FromSeconds(10));
                     double until = clock.Elapsed.TotalMilliseconds;
                     var times = CycleInvariants.OutputTimes(members.First(m => m.Name == rec.Killed).Proc.Chunks.Concat(live.Proc.Chunks), until);
-                    rec.StallMs = CycleInvariants.Stall(times, took.AtMs);
-                    rec.LongestSilenceMs = CycleInvariants.LongestSilence(times, killAt);
+                    rec.StallMs = CycleInvariants.Stall(times, decision.AtMs);
+                    rec.LongestSilenceMs = CycleInvariants.LongestSilence(times, faultAt);
                 }
                 else
                 {
                     // the cycle is over for the clients once each got an answer from the survivor on its connection
                     // (bounded: a client that never does is connections-survive's finding, not a hang)
-                    live.Proc.WaitFor(() => load.EveryClientAnsweredAfter(took.AtMs) || load.Errors.Count > 0, s.StepLimit);
+                    live.Proc.WaitFor(() => load.EveryClientAnsweredAfter(decision.AtMs) || load.Errors.Count > 0, s.StepLimit);
                     ops = load.Ops;
-                    rec.StallMs = CycleInvariants.Stall(ops, took.AtMs);
-                    rec.LongestSilenceMs = CycleInvariants.LongestSilence(ops, killAt, clock.Elapsed.TotalMilliseconds);
+                    rec.StallMs = CycleInvariants.Stall(ops, decision.AtMs);
+                    rec.LongestSilenceMs = CycleInvariants.LongestSilence(ops, faultAt, clock.Elapsed.TotalMilliseconds);
                     rec.Connections = load.Connections;
                     rec.AckedSets = load.Progress(live.Proc);
                 }
                 var outs = Outputs(members);
                 var final = CycleInvariants.Stitch(outs);
-                rec.Invariants = [CycleInvariants.AckedWritesKept(outs, final, ops), CycleInvariants.OutputContinuous(outs, final, load != null ? CycleInvariants.KvLines() : null, ended: false), CycleInvariants.OneLivePerTerm(outs, kills)];
-                if (load != null) rec.Invariants.Add(CycleInvariants.ConnectionsSurvived(rec.Connections, ops!, took.AtMs, $"by the end of cycle {c + 1}"));
-                Say($"cycle {c + 1}/{s.Cycles}: takeover {rec.TakeoverMs:F0} ms, join {rec.JoinMs:F0} ms, catch-up {rec.CatchUpMs:F0} ms ({rec.BacklogRecords} records)" +
+                rec.Invariants =
+                [
+                    CycleInvariants.AckedWritesKept(outs, final, ops),
+                    CycleInvariants.OutputContinuous(outs, final, load != null ? CycleInvariants.KvLines() : null, ended: false),
+                    CycleInvariants.OneLivePerTerm(outs, liveFaults),
+                    CycleInvariants.OutputCommitHeld(outs, tookOver ? [(replaced.Name, survivor.Name)] : []),
+                    CycleInvariants.ArbiterNamesSurvivor(survivor.Name, survivor.Id, holder, holderHow),
+                ];
+                if (load != null) rec.Invariants.Add(CycleInvariants.ConnectionsSurvived(rec.Connections, ops!, decision.AtMs, $"by the end of cycle {c + 1}"));
+                Say($"{label}: {survivor.Name} {rec.Outcome} in {rec.TakeoverMs:F0} ms, join {rec.JoinMs:F0} ms, catch-up {rec.CatchUpMs:F0} ms ({rec.BacklogRecords} records)" +
                     (rec.StallMs is double st ? $", {(load != null ? "clients' " : "output ")}stall {st:F0} ms (longest silence {rec.LongestSilenceMs:F0} ms)" : "") + $"; {(rec.Ok ? "all invariants held" : "VIOLATION " + rec.Invariants.First(i => !i.Ok).Detail)}");
             }
 
@@ -484,7 +725,8 @@ public sealed class CycleDrill(CycleSettings s)
             {
                 CycleInvariants.AckedWritesKept(all, stitched, allOps, load?.ReadBack),
                 CycleInvariants.OutputContinuous(all, stitched, load != null ? CycleInvariants.KvLines(allOps) : null),
-                CycleInvariants.OneLivePerTerm(all, kills),
+                CycleInvariants.OneLivePerTerm(all, liveFaults),
+                CycleInvariants.OutputCommitHeld(all, handovers),
                 liveExit == 0 && followerExit == 0
                     ? InvariantResult.Pass("pair-finished", $"{live.Name} and its standby {follower.Name} ended with status 0 (the standby's replay matched)")
                     : InvariantResult.Fail("pair-finished", $"{live.Name} exited with {liveExit?.ToString() ?? "(killed after the limit)"}, {follower.Name} with {followerExit?.ToString() ?? "(killed after the limit)"}"),
@@ -514,6 +756,7 @@ public sealed class CycleDrill(CycleSettings s)
         Stdout = m.Proc.Stdout,
         ResumeAt = m.Slot < 0 ? 0 : m.Proc.Event(ReplicaEvent.TookOver)?.ULong("resumeStdoutAt"),
         Events = m.Proc.Events,
+        Chunks = m.Proc.Chunks,
         Killed = m.Killed,
     }).ToList();
 
@@ -539,7 +782,8 @@ public sealed class CycleDrill(CycleSettings s)
         {
             cycles = cycles.Select(c => new
             {
-                cycle = c.Cycle, killed = c.Killed, survivor = c.Survivor, joiner = c.Joiner, term = c.Term,
+                cycle = c.Cycle, fault = c.Fault, faultDetail = c.FaultDetail, killed = c.Killed, survivor = c.Survivor, outcome = c.Outcome,
+                replacedFate = c.ReplacedFate, arbiterHolder = c.ArbiterHolder, joiner = c.Joiner, term = c.Term,
                 takeoverMs = c.TakeoverMs, drainMs = c.DrainMs, joinMs = c.JoinMs, transferMs = c.TransferMs, catchUpMs = c.CatchUpMs,
                 joinMode = c.JoinMode, pauseMs = c.PauseMs, snapshotBytes = c.SnapshotBytes,
                 backlogRecords = c.BacklogRecords, backlogBytes = c.BacklogBytes,
@@ -551,8 +795,12 @@ public sealed class CycleDrill(CycleSettings s)
             totalMs,
             outputBytes,
             net = s.Network != null ? "virtual" : "none",
+            hosts = s.Hosts != null ? "netns" : "local",
+            arbiter = s.Hosts != null ? "etcd" : "lock file",
+            faults = s.Faults.Select(Faults.Name).ToArray(),
+            summary = Medians(cycles).ToDictionary(m => m.Key, m => m.Value),
             guest = Path.GetFileName(s.Guest),
-            settings = new { s.Cycles, s.Seed, s.SleepMs, s.Work, s.TimeoutMs, s.HeartbeatMs, s.CheckpointInterval, connections = s.Network != null ? s.Connections : 0, s.PauseMs },
+            settings = new { s.Cycles, s.Seed, s.SleepMs, s.Work, s.TimeoutMs, s.HeartbeatMs, s.CheckpointInterval, connections = s.Network != null ? s.Connections : 0, s.PauseMs, s.Plant },
         };
         File.WriteAllText(path, JsonSerializer.Serialize(doc, new JsonSerializerOptions { WriteIndented = true }));
         return path;
@@ -563,18 +811,40 @@ public sealed class CycleDrill(CycleSettings s)
     /// before the standby binds it, and a slot's port is bound again by each standby started on it.</summary>
     static int[] FreePorts(int n) => Enumerable.Range(0, n).Select(_ => LoopbackPorts.Pick()).ToArray();
 
-    /// <summary>A table of the cycles for people.</summary>
+    /// <summary>A table of the cycles for people, then the medians (<see cref="Medians"/>).</summary>
     public static string Table(List<CycleRecord> cycles)
     {
         var sb = new StringBuilder();
         // the world's stall and longest silence (the ticker's stdout, or the clients' replies); --net virtual: the
         // connections (clients, connections opened, broken) as well
         bool net = cycles.Any(c => c.Connections != null);
-        sb.AppendLine("cycle  killed     survivor   term  takeover ms  join ms  mode      pause ms  transfer ms  catch-up ms  backlog records  stall ms  silence ms" + (net ? "  clients  opened  broke" : "") + "  invariants");
+        sb.AppendLine("cycle  fault        killed     survivor   term  takeover ms  join ms  mode      pause ms  transfer ms  catch-up ms  backlog records  stall ms  silence ms" + (net ? "  clients  opened  broke" : "") + "  invariants");
         foreach (var c in cycles)
-            sb.AppendLine($"{c.Cycle,5}  {c.Killed,-9}  {c.Survivor,-9}  {c.Term,4}  {c.TakeoverMs,11:F0}  {c.JoinMs,7:F0}  {c.JoinMode,-8}  {c.PauseMs,8:F1}  {c.TransferMs,11:F0}  {c.CatchUpMs,11:F0}  {c.BacklogRecords,15}  {c.StallMs,8:F0}  {c.LongestSilenceMs,10:F0}" +
+            sb.AppendLine($"{c.Cycle,5}  {c.Fault,-11}  {c.Killed,-9}  {c.Survivor,-9}  {c.Term,4}  {c.TakeoverMs,11:F0}  {c.JoinMs,7:F0}  {c.JoinMode,-8}  {c.PauseMs,8:F1}  {c.TransferMs,11:F0}  {c.CatchUpMs,11:F0}  {c.BacklogRecords,15}  {c.StallMs,8:F0}  {c.LongestSilenceMs,10:F0}" +
                 (net ? $"  {c.Connections?.Clients,7}  {c.Connections?.Connects,6}  {c.Connections?.Breaks,5}" : "") +
                 $"  {(c.Ok ? "ok" : "VIOLATED " + c.Invariants.First(i => !i.Ok).Name)}");
+        var m = Medians(cycles);
+        if (m.Count > 0) sb.AppendLine("medians: " + string.Join(", ", m.Select(kv => $"{kv.Key} {kv.Value:F1}")));
         return sb.ToString();
+    }
+
+    /// <summary>Medians over the cycles: takeover (fault → decision), join, pause, transfer and catch-up times (ms),
+    /// and the takeover per fault kind ("takeoverMs.kill", ...); a figure no cycle has is left out.</summary>
+    public static List<KeyValuePair<string, double>> Medians(IReadOnlyList<CycleRecord> cycles)
+    {
+        var r = new List<KeyValuePair<string, double>>();
+        void Add(string name, IEnumerable<double?> xs)
+        {
+            var v = xs.OfType<double>().Order().ToArray();
+            if (v.Length > 0) r.Add(new(name, v.Length % 2 == 1 ? v[v.Length / 2] : (v[v.Length / 2 - 1] + v[v.Length / 2]) / 2));
+        }
+        Add("takeoverMs", cycles.Select(c => c.TakeoverMs));
+        Add("joinMs", cycles.Select(c => c.JoinMs));
+        Add("pauseMs", cycles.Select(c => c.PauseMs));
+        Add("transferMs", cycles.Select(c => c.TransferMs));
+        Add("catchUpMs", cycles.Select(c => c.CatchUpMs));
+        Add("stallMs", cycles.Select(c => c.StallMs));
+        foreach (var g in cycles.GroupBy(c => c.Fault)) Add($"takeoverMs.{g.Key}", g.Select(c => c.TakeoverMs));
+        return r;
     }
 }

@@ -18,31 +18,57 @@ public sealed record EtcdRead(string? Value, string? Error, int Attempts)
         : $"unknown: etcd could not be asked in {Attempts} attempts ({Error})";
 }
 
-/// <summary>The machines of `chaos drill --hosts netns`.</summary>
-public enum Host { Primary, Backup, Clients, Etcd }
+/// <summary>
+/// A machine of `chaos drill --hosts netns`: the primary's, the backup's, the clients', etcd's, and (a cycles drill)
+/// one host per further standby slot. Each has a name (its namespace's suffix, its bridge port "v" + name), the last
+/// octet of its address, and for a replica host the TAP device its guest interface uses on the bridge.
+/// </summary>
+public sealed record Host(string Name, int Octet, string? Tap)
+{
+    public static readonly Host Primary = new("p", 2, "rvp0"), Backup = new("b", 3, "rvb0"), Clients = new("c", 4, null), Etcd = new("e", 5, null);
+
+    /// <summary>The host of replica slot <paramref name="slot"/> of a cycles drill: slot 0 is the backup's host,
+    /// slot k &gt; 0 a standby host of its own (addresses .6, .7, ... below the guest's .100).</summary>
+    public static Host Slot(int slot) => slot switch
+    {
+        0 => Backup,
+        > 0 and < 90 => new($"s{slot}", 5 + slot, $"rvs{slot}"),
+        _ => throw new ArgumentOutOfRangeException(nameof(slot), "slots are 0..89"),
+    };
+
+    public string Ip => $"{NetnsHosts.Subnet}.{Octet}";
+    /// <summary>The host's port on the bridge (the switch's end of its veth).</summary>
+    public string Port => "v" + Name;
+    public override string ToString() => Name;
+}
 
 /// <summary>Why `--hosts netns` cannot run here (no root, no iproute2, no etcd).</summary>
 public sealed class NetnsUnavailableException(string message) : Exception(message);
 
 /// <summary>
-/// The hosts of `chaos drill --hosts netns`: the primary, the backup, the clients and etcd each in a network
-/// namespace of its own (the "host"), each with one interface (<c>eth0</c>, a veth) plugged into a bridge that lives
-/// in a fifth namespace (the switch), all made by the drill and removed on every way out (<see cref="Dispose"/>,
+/// The hosts of `chaos drill --hosts netns`: the primary, the backup, the clients and etcd (and for a cycles drill a
+/// host per further replica slot, <see cref="Host.Slot"/>) each in a network namespace of its own (the "host"), each
+/// with one interface (<c>eth0</c>, a veth) plugged into a bridge that lives in a namespace of its own (the switch), all made by the drill and removed on every way out (<see cref="Dispose"/>,
 /// also from SIGINT/SIGTERM and process exit; namespaces left by a drill that was SIGKILLed are removed by the next
 /// one). The guest's virtual interface (kvserver) has its own address on the same wire: one persistent TAP device per
 /// replica on the bridge, which the replica opens from its host (<c>--netns</c> of the switch), so a takeover moves
 /// the guest's address from one port to the other. Faults are real: <see cref="KillHost"/> (every process of the
 /// host SIGKILLed, its ports down), <see cref="LinkDown"/> (its ports down: silence, nothing is reset),
-/// <see cref="Partition"/> (the bridge stops forwarding between the primary's and the backup's ports while both
-/// still reach etcd and the clients). The arbiter is etcd on its own host. Needs root and iproute2.
+/// <see cref="Partition"/> (the bridge stops forwarding between two replica hosts' ports while both still reach
+/// etcd, the clients and every other host). The arbiter is etcd on its own host. Needs root and iproute2.
 /// </summary>
 public sealed class NetnsHosts : IGuestNetwork, IDisposable
 {
-    public const string PrimaryIp = "10.215.0.2", BackupIp = "10.215.0.3", ClientsIp = "10.215.0.4", EtcdIp = "10.215.0.5", GuestIp = "10.215.0.100";
+    public const string Subnet = "10.215.0";
+    public const string GuestIp = Subnet + ".100";
+    static readonly string EtcdIp = Host.Etcd.Ip;
     public const int PrefixLength = 24, EtcdPort = 2379;
-    const string Bridge = "br0", PrimaryTap = "rvp0", BackupTap = "rvb0", NamePrefix = "rvh";
-    static readonly Host[] All = [Host.Primary, Host.Backup, Host.Clients, Host.Etcd];
+    const string Bridge = "br0", NamePrefix = "rvh";
     static int _made;
+    /// <summary>Every host of this drill: primary, backup, clients, etcd, then the standby hosts.</summary>
+    readonly Host[] _all;
+    /// <summary>The replicas' hosts: primary, backup, then the standby hosts.</summary>
+    public IReadOnlyList<Host> Replicas { get; }
 
     readonly string _prefix;
     readonly List<string> _namespaces = new();
@@ -53,9 +79,11 @@ public sealed class NetnsHosts : IGuestNetwork, IDisposable
     int _disposed;
     PosixSignalRegistration? _sigint, _sigterm;
 
-    NetnsHosts(string prefix)
+    NetnsHosts(string prefix, int standbys)
     {
         _prefix = prefix;
+        Replicas = [Host.Primary, .. Enumerable.Range(0, standbys + 1).Select(Host.Slot)];
+        _all = [Host.Primary, Host.Backup, Host.Clients, Host.Etcd, .. Replicas.Skip(2)];
         _etcdDir = Path.Combine(Path.GetTempPath(), $"{prefix}-etcd");
     }
 
@@ -63,17 +91,13 @@ public sealed class NetnsHosts : IGuestNetwork, IDisposable
     public string Switch => _prefix + "sw";
 
     /// <summary>The namespace of a host.</summary>
-    public string Ns(Host h) => _prefix + h switch { Host.Primary => "p", Host.Backup => "b", Host.Clients => "c", _ => "e" };
+    public string Ns(Host h) => _prefix + h.Name;
 
-    static string Ip(Host h) => h switch { Host.Primary => PrimaryIp, Host.Backup => BackupIp, Host.Clients => ClientsIp, _ => EtcdIp };
-
-    /// <summary>The host's port on the bridge (the switch's end of its veth).</summary>
-    static string Port(Host h) => h switch { Host.Primary => "vp", Host.Backup => "vb", Host.Clients => "vc", _ => "ve" };
-
-    /// <summary>Makes the hosts, the bridge and etcd. Throws <see cref="NetnsUnavailableException"/> at once when
-    /// this machine cannot (not root, no `ip`, no etcd), <see cref="InvalidOperationException"/> naming the failing
-    /// command otherwise.</summary>
-    public static NetnsHosts Create()
+    /// <summary>Makes the hosts, the bridge and etcd: primary, backup, clients, etcd and <paramref name="standbys"/>
+    /// standby hosts more (a cycles drill's further replica slots). Throws <see cref="NetnsUnavailableException"/> at
+    /// once when this machine cannot (not root, no `ip`, no etcd), <see cref="InvalidOperationException"/> naming the
+    /// failing command otherwise; whatever was made by then is removed.</summary>
+    public static NetnsHosts Create(int standbys = 0)
     {
         if (!OperatingSystem.IsLinux() || !Environment.IsPrivilegedProcess)
             throw new NetnsUnavailableException("--hosts netns needs root (it makes network namespaces, a bridge and veth pairs)");
@@ -82,7 +106,7 @@ public sealed class NetnsHosts : IGuestNetwork, IDisposable
         catch (Exception e) when (e is InvalidOperationException or System.ComponentModel.Win32Exception)
         { throw new NetnsUnavailableException($"--hosts netns needs iproute2 (`ip`): {e.Message}"); }
         SweepStale();
-        var h = new NetnsHosts($"{NamePrefix}{Environment.ProcessId}x{Interlocked.Increment(ref _made)}");
+        var h = new NetnsHosts($"{NamePrefix}{Environment.ProcessId}x{Interlocked.Increment(ref _made)}", standbys);
         try
         {
             h.Build();
@@ -119,16 +143,16 @@ public sealed class NetnsHosts : IGuestNetwork, IDisposable
         AddNamespace(Switch);
         In(Switch, "link", "add", Bridge, "type", "bridge");
         In(Switch, "link", "set", Bridge, "up");
-        foreach (var h in All)
+        foreach (var h in _all)
         {
             AddNamespace(Ns(h));
-            In(Switch, "link", "add", Port(h), "type", "veth", "peer", "name", "eth0", "netns", Ns(h));
-            In(Switch, "link", "set", Port(h), "master", Bridge);
-            In(Switch, "link", "set", Port(h), "up");
-            In(Ns(h), "addr", "add", $"{Ip(h)}/{PrefixLength}", "dev", "eth0");
+            In(Switch, "link", "add", h.Port, "type", "veth", "peer", "name", "eth0", "netns", Ns(h));
+            In(Switch, "link", "set", h.Port, "master", Bridge);
+            In(Switch, "link", "set", h.Port, "up");
+            In(Ns(h), "addr", "add", $"{h.Ip}/{PrefixLength}", "dev", "eth0");
             In(Ns(h), "link", "set", "eth0", "up");
         }
-        foreach (var tap in new[] { PrimaryTap, BackupTap })
+        foreach (var tap in Replicas.Select(h => h.Tap!))
         {
             In(Switch, "tuntap", "add", "dev", tap, "mode", "tap");
             In(Switch, "link", "set", tap, "master", Bridge);
@@ -246,24 +270,23 @@ public sealed class NetnsHosts : IGuestNetwork, IDisposable
     static string Clip(string s) => s.Length <= 200 ? s : s[..200] + "...";
 
     /// <summary>Where a replica listens on its host.</summary>
-    public static string ListenUrl(Host h) => $"http://{Ip(h)}:0";
+    public static string ListenUrl(Host h, int port = 0) => $"http://{h.Ip}:{port}";
 
     // ------------------------------------------------------------------ the guest's network (kvserver)
 
-    public string[] PrimaryArgs => ["--net", "virtual", "--ip", $"{GuestIp}/{PrefixLength}", "--tap", PrimaryTap, "--netns", Switch];
-    public string[] BackupArgs => ["--tap", BackupTap, "--netns", Switch];
+    public string[] PrimaryArgs => ["--net", "virtual", "--ip", $"{GuestIp}/{PrefixLength}", "--tap", Host.Primary.Tap!, "--netns", Switch];
+    public string[] BackupArgs => StandbyArgs(Host.Backup);
+    /// <summary>`backup listen` options of a cycles drill's replica on slot <paramref name="slot"/> (its host's TAP device).</summary>
+    public string[] StandbyArgs(int slot) => StandbyArgs(Host.Slot(slot));
+    /// <summary>`backup listen` options of a replica on host <paramref name="h"/>: its TAP device on the bridge.</summary>
+    public string[] StandbyArgs(Host h) => ["--tap", h.Tap ?? throw new ArgumentException($"host {h} runs no replica"), "--netns", Switch];
     public IPAddress Guest => IPAddress.Parse(GuestIp);
     public Socket NewTcpSocket() => (_clients ?? throw new ObjectDisposedException(nameof(NetnsHosts))).NewTcpSocket();
 
     // ------------------------------------------------------------------ faults
 
     /// <summary>The host's ports on the switch: its veth and, for a replica, its TAP device.</summary>
-    static string[] Ports(Host h) => h switch
-    {
-        Host.Primary => [Port(h), PrimaryTap],
-        Host.Backup => [Port(h), BackupTap],
-        _ => [Port(h)],
-    };
+    static string[] Ports(Host h) => h.Tap is { } tap ? [h.Port, tap] : [h.Port];
 
     /// <summary>A killed host: every process in its namespace SIGKILLed, its ports down.</summary>
     public void KillHost(Host h)
@@ -278,18 +301,19 @@ public sealed class NetnsHosts : IGuestNetwork, IDisposable
         foreach (var p in Ports(h)) In(Switch, "link", "set", p, "down");
     }
 
-    /// <summary>A partition at the bridge: the primary's and the backup's ports stop forwarding to each other (both
-    /// still reach etcd and the clients, so the arbiter decides who goes on).</summary>
-    public void Partition()
+    /// <summary>A partition at the bridge: the ports of <paramref name="a"/> and <paramref name="b"/> (by default the
+    /// primary's and the backup's) stop forwarding to each other (both still reach etcd, the clients and every other
+    /// host, so the arbiter decides who goes on).</summary>
+    public void Partition(Host? a = null, Host? b = null)
     {
-        foreach (var h in new[] { Host.Primary, Host.Backup }) Run("bridge", "-n", Switch, "link", "set", "dev", Port(h), "isolated", "on");
+        foreach (var h in new[] { a ?? Host.Primary, b ?? Host.Backup }) Run("bridge", "-n", Switch, "link", "set", "dev", h.Port, "isolated", "on");
     }
 
-    /// <summary>Undoes every fault (between rounds).</summary>
+    /// <summary>Undoes every fault (between rounds and cycles): no port isolated, every port up.</summary>
     public void Heal()
     {
-        foreach (var h in new[] { Host.Primary, Host.Backup }) Run("bridge", "-n", Switch, "link", "set", "dev", Port(h), "isolated", "off");
-        foreach (var h in All)
+        foreach (var h in Replicas) Run("bridge", "-n", Switch, "link", "set", "dev", h.Port, "isolated", "off");
+        foreach (var h in _all)
             foreach (var p in Ports(h)) In(Switch, "link", "set", p, "up");
     }
 

@@ -5,7 +5,7 @@ var roundsOpt = new Option<int?>("--rounds") { Description = "Number of rounds (
 var seedOpt = new Option<int>("--seed") { Description = "Seed of the run; round i uses seed+i, which fixes its fault moment and fault parameters, so any round can be rerun alone with --rounds 1 --seed <its seed> --faults <its fault>.", DefaultValueFactory = _ => 1 };
 var faultsOpt = new Option<string>("--faults")
 {
-    Description = "Comma-separated faults to inject, one per round: " + string.Join("; ", Faults.All.Select(f => $"{Faults.Name(f)} = {Faults.Describe(f)}")) + "; all = every one.",
+    Description = "Comma-separated faults to inject, one per round (--cycles: one per cycle, see there): " + string.Join("; ", Faults.All.Select(f => $"{Faults.Name(f)} = {Faults.Describe(f)}")) + "; all = every one.",
     DefaultValueFactory = _ => string.Join(",", Faults.All.Select(Faults.Name)),
 };
 var workloadOpt = new Option<string>("--workload")
@@ -37,11 +37,11 @@ var netOpt = new Option<string>("--net")
 netOpt.AcceptOnlyFromAmong("host", "virtual");
 var hostsOpt = new Option<string>("--hosts")
 {
-    Description = "Where the replicas run. local (default): processes of this host, the replication link through a loopback relay. netns: the primary, the backup, the clients and etcd (the arbiter) each on a host of its own, a network namespace with one interface on a bridge the drill makes (and removes on exit; needs root and iproute2), so host faults are real: kill = the primary's host killed (its processes SIGKILLed, its ports down), link-down = its ports down at the bridge, partition = the bridge stops forwarding between the replicas' hosts (both still reach etcd and the clients), kill-backup, freeze, cut-kill (slow-link and throttle need the relay). With kvserver the guest serves on a virtual interface (--net virtual) moving between the replicas' TAP ports on the bridge.",
+    Description = "Where the replicas run. local (default): processes of this host, the replication link through a loopback relay. netns: the primary, the backup, the clients and etcd (the arbiter) each on a host of its own, a network namespace with one interface on a bridge the drill makes (and removes on exit; needs root and iproute2), so host faults are real: kill = the primary's host killed (its processes SIGKILLed, its ports down), link-down = its ports down at the bridge, partition = the bridge stops forwarding between the replicas' hosts (both still reach etcd and the clients), kill-backup, freeze, cut-kill (slow-link and throttle need the relay). With kvserver the guest serves on a virtual interface (--net virtual) moving between the replicas' TAP ports on the bridge. With --cycles: a host per replica slot besides the first primary's (see --cycles).",
     DefaultValueFactory = _ => "local",
 };
 hostsOpt.AcceptOnlyFromAmong("local", "netns");
-var cyclesOpt = new Option<int?>("--cycles") { Description = "Instead of rounds: one run of the guest (guests/src/ticker.c), N times: SIGKILL the live replica, its follower takes over, a new standby process starts and the survivor re-protects itself with it (the standby joins by a snapshot of the running machine, or by the whole log, and catches up), again. Every invariant is checked after each cycle; at the end the last live replica's whole log is replayed and must print exactly what the world saw. report.json gives each cycle's takeover, join, pause, transfer and catch-up times. With --net virtual the guest is kvserver on its virtual interface under --connections clients (their own network namespace) that each keep one connection across ALL cycles: connections-survive is checked after each cycle and over the run (no reset, no reply lost or doubled, every acknowledged SET read back over its connection), and each cycle's clients' stall (the longest silence between two replies after the kill) is in the table and report.json. Not with --hosts netns (its hosts are one primary and one backup; cycles need a host per standby slot)." };
+var cyclesOpt = new Option<int?>("--cycles") { Description = "Instead of rounds: one run of the guest (guests/src/ticker.c), N times: a fault takes a replica of the pair out (by default SIGKILL of the live replica; cycle i takes fault i of --faults, below), its follower takes over (or, when the follower was taken out, the live replica goes on after winning the arbiter), a new standby process starts and the survivor re-protects itself with it (the standby joins by a snapshot of the running machine, or by the whole log, and catches up), again. Every invariant is checked after each cycle; at the end the last live replica's whole log is replayed and must print exactly what the world saw. report.json gives each cycle's takeover, join, pause, transfer and catch-up times. With --net virtual the guest is kvserver on its virtual interface under --connections clients (their own network namespace) that each keep one connection across ALL cycles: connections-survive is checked after each cycle and over the run (no reset, no reply lost or doubled, every acknowledged SET read back over its connection), and each cycle's clients' stall (the longest silence between two replies after the kill) is in the table and report.json. With --hosts netns the first primary and each of the three replica slots run on a host of their own (network namespaces on a bridge, the clients and etcd on theirs; etcd is the arbiter, each takeover a new term) and each cycle's fault is a host fault, cycle i taking fault i of --faults modulo the list (default: all six): kill (the live replica's host: its ports down, its processes SIGKILLed), freeze (SIGSTOP until the survivor decided, then SIGCONT: it must stand down), partition (the bridge stops forwarding between the live and the follower's hosts; the arbiter decides which goes on), link-down (the live host's ports down), kill-backup (the follower's host killed: the live replica goes on after winning the arbiter and re-protects), cut-kill (a partition, then the live host killed); the taken-out host comes back on the wire empty before the next standby starts. After each cycle also: output-commit-across-cycles (the replaced replica released no more than its successor's log held, nothing after it went live) and arbiter-names-survivor (etcd's key). On loopback --faults may be kill, freeze, kill-backup (default kill): partition, link-down and cut-kill need --hosts netns, and slow-link and throttle act on the single-round drill's relay, which cycles do not use. With --hosts netns and --net virtual the guest is kvserver on its virtual interface (10.215.0.100), whose wire is a TAP port per replica host on the bridge, and the --connections clients on their own host keep their connections across every cycle's host fault." };
 var replicasOpt = new Option<string?>("--replicas") { Description = "Run the replicas from this directory (its primary.dll and backup.dll, e.g. another build's bin/Release/net10.0 for side-by-side figures). Default: the ones next to chaos.dll." };
 var tickOpt = new Option<int>("--tick-ms") { Description = "--cycles: the guest's sleep between two output lines.", DefaultValueFactory = _ => 20 };
 var buildDirOpt = new Option<string?>("--build-dir") { Description = "Where the bundled guest is built (default: guests/out of the repository)." };
@@ -145,20 +145,24 @@ drill.SetAction(parse =>
 int Cycles(ParseResult parse, int cycles)
 {
     if (cycles < 1) { Console.Error.WriteLine("chaos: --cycles must be at least 1"); return 2; }
-    if (parse.GetValue(hostsOpt) == "netns")
-    {
-        // NetnsHosts has one primary host and one backup host with a TAP port each; a cycles drill needs a host per
-        // standby slot that a new standby can be started on after its predecessor's host was killed
-        Console.Error.WriteLine("chaos: --cycles does not run on --hosts netns (its topology has one primary and one backup host; the cycles' standbys need a host per slot); use --cycles N --net virtual for the clients' connections across cycles");
-        return 2;
-    }
+    bool onHosts = parse.GetValue(hostsOpt) == "netns";
+    if (parse.GetValue(plantOpt) is { } plant && plant.StartsWith("ack-early:", StringComparison.Ordinal))
+    { Console.Error.WriteLine("chaos: --cycles plants only in the first primary (gate-early, ignore-arbiter)"); return 2; }
+    // the faults of the cycles: by default kill on loopback and every host fault on separate hosts; cycle i takes
+    // fault i modulo the list
+    string faultList = parse.GetValue(faultsOpt)!;
+    bool defaultFaults = faultList == string.Join(",", Faults.All.Select(Faults.Name));
+    FaultKind[] cycleFaults;
+    try { cycleFaults = defaultFaults ? (onHosts ? CycleDrill.Applicable(true) : [FaultKind.Kill]) : Faults.Parse(faultList, onHosts); }
+    catch (ArgumentException e) { Console.Error.WriteLine($"chaos: {e.Message}"); return 2; }
+    if (cycleFaults.Select(k => CycleDrill.WhyNot(k, onHosts)).FirstOrDefault(w => w != null) is { } whyNot) { Console.Error.WriteLine($"chaos: --cycles: {whyNot}"); return 2; }
     bool onNet = parse.GetValue(netOpt) == "virtual";
     if (onNet && parse.GetValue(connectionsOpt) < 1) { Console.Error.WriteLine("chaos: --connections must be at least 1"); return 2; }
     string? guest = parse.GetValue(guestOpt);
     try { guest ??= GuestLocator.Guest(onNet ? "kvserver" : "ticker", "musl", msg => Console.Error.WriteLine($"chaos: {msg}"), parse.GetValue(buildDirOpt)); }
     catch (InvalidOperationException e) { Console.Error.WriteLine($"chaos: {e.Message}"); return 2; }
     VirtualNetwork? net = null;
-    if (onNet)
+    if (onNet && !onHosts)
     {
         // a TAP device per endpoint slot: the three replicas that can be live or standing by at once
         try { net = VirtualNetwork.Create(standbys: CycleDrill.Slots); }
@@ -166,6 +170,16 @@ int Cycles(ParseResult parse, int cycles)
         { Console.Error.WriteLine($"chaos: --net virtual: cannot make the drill's network namespace (root and iproute2 needed): {e.Message}"); return 2; }
     }
     using var netScope = net;
+    NetnsHosts? hosts = null;
+    if (onHosts)
+    {
+        // a host per replica slot (the backup's and one per further standby slot) besides the first primary's
+        try { hosts = NetnsHosts.Create(standbys: CycleDrill.Slots - 1); }
+        catch (NetnsUnavailableException e) { Console.Error.WriteLine($"chaos: {e.Message}"); return 2; }
+        catch (Exception e) when (e is InvalidOperationException or System.ComponentModel.Win32Exception or TimeoutException)
+        { Console.Error.WriteLine($"chaos: --hosts netns: cannot make the drill's hosts: {e.Message}"); return 2; }
+    }
+    using var hostsScope = hosts;
     string replicaDir = parse.GetValue(replicasOpt) ?? AppContext.BaseDirectory;
     string primaryDll = Path.Combine(replicaDir, "primary.dll"), backupDll = Path.Combine(replicaDir, "backup.dll");
     string reportDir = Path.GetFullPath(parse.GetValue(reportOpt)!);
@@ -182,7 +196,11 @@ int Cycles(ParseResult parse, int cycles)
         BackupDll = backupDll,
         StepLimit = TimeSpan.FromSeconds(parse.GetValue(limitOpt)),
         WorkDir = Path.Combine(reportDir, "cycles-work"),
-        Network = net,
+        // on separate hosts the guest's interface has a TAP port per replica host on the bridge, the clients their own host
+        Network = onNet ? (IGuestNetwork?)hosts ?? net : null,
+        Hosts = hosts,
+        Faults = cycleFaults,
+        Plant = parse.GetValue(plantOpt),
         Connections = parse.GetValue(connectionsOpt),
         Progress = parse.GetValue(quietOpt) ? null : m => Console.Error.WriteLine("chaos: " + m),
     };

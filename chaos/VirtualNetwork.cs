@@ -14,6 +14,9 @@ public interface IGuestNetwork
     string[] PrimaryArgs { get; }
     /// <summary>`backup listen` options: where the backup brings the interface up when it takes over.</summary>
     string[] BackupArgs { get; }
+    /// <summary>`backup listen` options of a cycles drill's replica on endpoint slot <paramref name="slot"/> (slot 0:
+    /// <see cref="BackupArgs"/>).</summary>
+    string[] StandbyArgs(int slot);
     /// <summary>The guest's address.</summary>
     IPAddress Guest { get; }
     /// <summary>A TCP socket on the clients' side of the network.</summary>
