@@ -296,7 +296,7 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
                 var pipe = NewPipe();
                 pipe.Append(h.LogHeader.Span);
                 pipe.Starving = owner.AckReplayed;
-                var reader = new LogReader(pipe, leaveOpen: true, startsAfter: Sequence);
+                var reader = LogReader.OverVerifiedFrames(pipe, startsAfter: Sequence); // the link thread verifies every frame it appends
                 var opts = Recording.OptionsFrom(header, owner.Settings.Root, owner.Settings.Tap, owner.Settings.Netns);
                 var boundary = new ReplayBoundary(reader, showOutput: false, owner.Follow(header));
                 var (restored, point) = MachineSnapshot.Restore(new CopyingReader(_pipe.Reader(), copy), h.LogHeader.Span, opts, boundary, applyFiles: !owner.Settings.SharedStorage);
@@ -446,18 +446,8 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
     public ulong Receive(Batch b, bool hold = true)
     {
         var data = b.Frames.Memory;
-        int off = 0;
-        ulong seq = _received;
-        for (uint i = 0; i < b.Count; i++)
-        {
-            if (data.Length - off < RecordFrame.HeaderSize) throw new LogFormatException("batch ends mid-frame", seq + 1);
-            int len = (int)System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(data.Span[off..]);
-            if (len < RecordFrame.Overhead || len > data.Length - off) throw new LogFormatException($"invalid record length {len}", seq + 1);
-            RecordFrame.Parse(data.Slice(off, len), seq + 1);
-            seq++;
-            off += len;
-        }
-        if (off != data.Length) throw new LogFormatException("batch has bytes after its last frame", seq);
+        // the one verification of these frames on this replica: the replay trusts what reaches its pipe
+        ulong seq = RecordFrame.CheckRun(data, b.Count, _received);
         _file!.Append(data.Span);
         _unheld.Write(data.Span);
         _received = seq;
@@ -1010,7 +1000,7 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
             if (restored != null) m = restored;
             else
             {
-                var reader = new LogReader(_pipe, leaveOpen: true);
+                var reader = LogReader.OverVerifiedFrames(_pipe); // the link thread verifies every frame it appends (Receive)
                 var opts = Recording.OptionsFrom(header, s.Root, s.Tap, s.Netns);
                 _boundary = new ReplayBoundary(reader, showOutput: false, Follow(header));
                 // the program is read again for loading and must still be the one the hello's hash named

@@ -5,6 +5,7 @@ namespace ReVirt.Log;
 /// <summary>
 /// Reads a log from a stream (seekable or not): validates the header on construction, then yields
 /// records in order, verifying each frame's checksums and that sequence numbers run 1, 2, 3...
+/// (<see cref="OverVerifiedFrames"/>: a stream of frames whose checksums were verified on their way in).
 /// </summary>
 /// <remarks>
 /// Damage raises <see cref="LogFormatException"/> with the record number and byte offset
@@ -30,6 +31,8 @@ public sealed class LogReader : IDisposable
     private LogFormatException? _fault;
     private readonly IncrementalHash _digest = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
     private bool _disposed;
+    // set only by OverVerifiedFrames: the frames' checksums were verified before they entered the stream
+    private readonly bool _checksumsVerified;
 
     /// <exception cref="LogFormatException">The stream does not start with a valid v1 header.</exception>
     public LogReader(Stream stream, bool leaveOpen = false) : this(stream, leaveOpen, 0) { }
@@ -39,8 +42,23 @@ public sealed class LogReader : IDisposable
     /// machine snapshot holds the records after it only. Sequence numbers run from startsAfter+1; the End record's
     /// count is checked, its digest is not (it covers records this stream does not hold).
     /// </summary>
-    public LogReader(Stream stream, bool leaveOpen, ulong startsAfter)
+    public LogReader(Stream stream, bool leaveOpen, ulong startsAfter) : this(stream, leaveOpen, startsAfter, checksumsVerified: false) { }
+
+    /// <summary>
+    /// A reader over a stream whose record frames were each verified before they entered it, by
+    /// <see cref="RecordFrame.CheckRun"/> (a replica's data link thread verifies every batch it receives, and only
+    /// verified batches reach its replay's pipe): the frames' checksums are not computed a second time. Everything
+    /// else is checked as for any log: the log header (with its checksum), each frame's length bounds and sequence
+    /// number, the End record's count and digest, and that nothing follows the End record. Never for bytes read from
+    /// a file or any other source that <see cref="RecordFrame.CheckRun"/> has not seen: a log file's damage is found
+    /// only by its checksums.
+    /// </summary>
+    public static LogReader OverVerifiedFrames(Stream stream, ulong startsAfter = 0) =>
+        new(stream, leaveOpen: true, startsAfter, checksumsVerified: true);
+
+    private LogReader(Stream stream, bool leaveOpen, ulong startsAfter, bool checksumsVerified)
     {
+        _checksumsVerified = checksumsVerified;
         LastSequence = startsAfter;
         StartsAfter = startsAfter;
         ArgumentNullException.ThrowIfNull(stream);
@@ -139,7 +157,11 @@ public sealed class LogReader : IDisposable
         if (n < RecordFrame.HeaderSize) return EndTorn(n);
 
         int length;
-        try { length = RecordFrame.CheckHeader(_frameHeader, expected, offset); }
+        try
+        {
+            length = _checksumsVerified ? RecordFrame.CheckHeaderFields(_frameHeader, expected, offset)
+                                        : RecordFrame.CheckHeader(_frameHeader, expected, offset);
+        }
         catch (LogFormatException e) { throw _fault = e; }
         if (_input.CanSeek)
         {
@@ -157,8 +179,11 @@ public sealed class LogReader : IDisposable
         n = ReadFully(frame.AsSpan(RecordFrame.HeaderSize));
         if (n < length - RecordFrame.HeaderSize) return EndTorn(RecordFrame.HeaderSize + n);
 
-        try { RecordFrame.CheckTrailer(frame, offset); }
-        catch (LogFormatException e) { throw _fault = e; }
+        if (!_checksumsVerified)
+        {
+            try { RecordFrame.CheckTrailer(frame, offset); }
+            catch (LogFormatException e) { throw _fault = e; }
+        }
         if ((RecordKind)frame[RecordFrame.KindOffset] == RecordKind.End)
         {
             try { CheckEnd(new LogRecord(frame, offset), expected); }

@@ -81,10 +81,19 @@ public static class RecordFrame
     /// </summary>
     internal static int CheckHeader(ReadOnlySpan<byte> header, ulong expectedSequence, long offset)
     {
-        ulong? recNo = expectedSequence != 0 ? expectedSequence : null;
         uint stored = BinaryPrimitives.ReadUInt32LittleEndian(header[HeaderCrcOffset..]);
         if (LogFormat.Checksum(header[..HeaderCrcOffset]) != stored)
-            throw new LogFormatException("record header checksum mismatch", recNo, offset);
+            throw new LogFormatException("record header checksum mismatch", expectedSequence != 0 ? expectedSequence : null, offset);
+        return CheckHeaderFields(header, expectedSequence, offset);
+    }
+
+    /// <summary>
+    /// The header's length bounds and (if <paramref name="expectedSequence"/> is non-zero) sequence number, without
+    /// its checksum: for a frame whose checksums were verified before it reached this reader. Returns the frame length.
+    /// </summary>
+    internal static int CheckHeaderFields(ReadOnlySpan<byte> header, ulong expectedSequence, long offset)
+    {
+        ulong? recNo = expectedSequence != 0 ? expectedSequence : null;
         uint length = BinaryPrimitives.ReadUInt32LittleEndian(header);
         ulong seq = SequenceOf(header);
         if (length < Overhead || length > MaxFrameLength)
@@ -103,6 +112,31 @@ public static class RecordFrame
     }
 
     private static ulong SequenceOf(ReadOnlySpan<byte> frame) => BinaryPrimitives.ReadUInt64LittleEndian(frame[SequenceOffset..]);
+
+    /// <summary>
+    /// Validates a run of <paramref name="count"/> frames laid end to end in <paramref name="frames"/> (what one
+    /// replication batch carries): each frame as <see cref="Parse"/> does, sequence numbers running from
+    /// <paramref name="after"/>+1, and nothing after the last frame. Returns the last frame's sequence number.
+    /// This is where a replica's data link verifies every frame it receives, once: the replay reads these frames
+    /// through <see cref="LogReader.OverVerifiedFrames"/>, which does not compute their checksums again.
+    /// </summary>
+    /// <exception cref="LogFormatException">A frame is damaged, cut off or out of sequence (the reason names it).</exception>
+    public static ulong CheckRun(ReadOnlyMemory<byte> frames, uint count, ulong after)
+    {
+        int off = 0;
+        ulong seq = after;
+        for (uint i = 0; i < count; i++)
+        {
+            if (frames.Length - off < HeaderSize) throw new LogFormatException("batch ends mid-frame", seq + 1);
+            int len = (int)BinaryPrimitives.ReadUInt32LittleEndian(frames.Span[off..]);
+            if (len < Overhead || len > frames.Length - off) throw new LogFormatException($"invalid record length {len}", seq + 1);
+            Parse(frames.Slice(off, len), seq + 1);
+            seq++;
+            off += len;
+        }
+        if (off != frames.Length) throw new LogFormatException("batch has bytes after its last frame", seq);
+        return seq;
+    }
 
     /// <summary>
     /// Validates one complete frame (exact length, both checksums, and the sequence number if

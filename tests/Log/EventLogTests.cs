@@ -252,6 +252,53 @@ public class EventLogTests
         Assert.Equal("checksum mismatch", ex.Reason);
     }
 
+    /// <summary>
+    /// A replica verifies each received frame once, on its data link thread (<see cref="RecordFrame.CheckRun"/>), and
+    /// its replay reads them through <see cref="LogReader.OverVerifiedFrames"/> without their checksums: a frame
+    /// damaged in transit must still be refused there with the reason, and the same damage in a log file read by an
+    /// ordinary reader (a `replay` of the file) still is. The oracle: the writer's own frames, with one byte flipped.
+    /// </summary>
+    [Fact]
+    public void DamagedFrame_IsRefusedInTransitAndInAFile_TheVerifiedReaderTrustsOnlyWhatTheLinkChecked()
+    {
+        var log = WriteSampleLog();
+        var good = ReadAllRecords(log, out var r0);
+        r0.Dispose();
+        int headerLength = (int)good[0].Offset;
+        var frames = log.AsMemory(headerLength);
+        Assert.Equal((ulong)good.Count, RecordFrame.CheckRun(frames, (uint)good.Count, after: 0));
+
+        var target = good[4];
+        var bad = (byte[])log.Clone();
+        bad[target.Offset + RecordFrame.PayloadOffset + 3] ^= 0x10;
+        // in transit: the batch is refused, naming the record
+        var ex = Assert.Throws<LogFormatException>(() => RecordFrame.CheckRun(bad.AsMemory(headerLength), (uint)good.Count, after: 0));
+        Assert.Equal($"checksum mismatch in record #{target.Sequence}", ex.Message);
+        Assert.Equal("checksum mismatch", ex.Reason);
+        // a damaged header checksum field, too
+        var badHeader = (byte[])log.Clone();
+        badHeader[target.Offset + RecordFrame.HeaderCrcOffset] ^= 0x01;
+        ex = Assert.Throws<LogFormatException>(() => RecordFrame.CheckRun(badHeader.AsMemory(headerLength), (uint)good.Count, after: 0));
+        Assert.Equal("record header checksum mismatch", ex.Reason);
+        // in a file: an ordinary reader still verifies every checksum
+        using (var file = new LogReader(new MemoryStream(bad)))
+        {
+            ex = Assert.Throws<LogFormatException>(() => file.Verify());
+            Assert.Equal($"checksum mismatch in record #{target.Sequence} at offset {target.Offset}", ex.Message);
+        }
+
+        // the verified reader reads what the link checked, record for record
+        using (var verified = LogReader.OverVerifiedFrames(new MemoryStream(log)))
+            Assert.Equal(good.Select(r => r.Frame.ToArray()), verified.ReadAll().Select(r => r.Frame.ToArray()));
+        // and checks what the link's checksums do not cover: a frame missing from the stream is a sequence gap
+        var gap = log.AsSpan(0, (int)target.Offset).ToArray().Concat(log.AsSpan((int)(target.Offset + target.Length)).ToArray()).ToArray();
+        using (var verified = LogReader.OverVerifiedFrames(new MemoryStream(gap)))
+        {
+            ex = Assert.Throws<LogFormatException>(() => verified.Verify());
+            Assert.Contains("sequence discontinuity", ex.Message);
+        }
+    }
+
     [Fact]
     public void FlippedByte_InHeader_IsRefused()
     {
