@@ -1223,8 +1223,9 @@ public static unsafe class BlockCompiler
             Ldloc(addr); if (size > 1) { il.Emit(OpCodes.Ldc_I8, (long)(size - 1)); il.Emit(OpCodes.Add); }
             il.Emit(OpCodes.Ldc_I4, GuestMemory.PageShift); il.Emit(OpCodes.Shr_Un);
             il.Emit(OpCodes.Bne_Un, slow);
-            Ldloc(_e); il.Emit(OpCodes.Ldc_I4, GuestMemory.TlbPtrOffset); il.Emit(OpCodes.Add); il.Emit(OpCodes.Ldind_I);
-            Ldloc(addr); il.Emit(OpCodes.Ldc_I8, (long)GuestMemory.PageMask); il.Emit(OpCodes.And); il.Emit(OpCodes.Conv_U); il.Emit(OpCodes.Add);
+            // the entry's addend plus the guest address (see GuestMemory.TlbEntry): one add
+            Ldloc(_e); il.Emit(OpCodes.Ldc_I4, GuestMemory.TlbAddendOffset); il.Emit(OpCodes.Add); il.Emit(OpCodes.Ldind_I);
+            Ldloc(addr); il.Emit(OpCodes.Conv_U); il.Emit(OpCodes.Add);
             Stloc(_host);
         }
 

@@ -301,6 +301,64 @@ public class TierTests
                 }
     }
 
+    /// <summary>What the host does to the data mapping while the loop is stopped (as a guest's munmap, mmap or
+    /// mprotect between two runs would).</summary>
+    public enum MappingChange { Remap, Unmap, ReadOnly, NoAccess }
+
+    /// <summary>A TLB entry holds a page's addend (host address minus guest page address), filled by the first access
+    /// and used by every later one in the interpreter and in compiled code: after the loop has run (its pages in the
+    /// TLBs) the data mapping is replaced by one with other bytes, removed, or made read-only or inaccessible, and the
+    /// loop goes on. Every tier must read the new bytes or fault at the same instruction (a stale entry would read
+    /// the freed page or let the access through). Stopped at each instruction of one iteration.</summary>
+    [Theory]
+    [InlineData(MappingChange.Remap)]
+    [InlineData(MappingChange.Unmap)]
+    [InlineData(MappingChange.ReadOnly)]
+    [InlineData(MappingChange.NoAccess)]
+    public void TheTlbFollowsTheMappingAfterUnmapRemapOrProtect(MappingChange change)
+    {
+        void Apply(GuestMemory mem)
+        {
+            switch (change)
+            {
+                case MappingChange.Remap:
+                    mem.Unmap(Data, DataSize);
+                    mem.Map(Data, DataSize, Prot.Read | Prot.Write, "data");
+                    var other = new byte[DataSize];
+                    new Random(11).NextBytes(other);
+                    mem.WriteBytes(Data, other);
+                    break;
+                case MappingChange.Unmap: mem.Unmap(Data, DataSize); break;
+                case MappingChange.ReadOnly: Assert.True(mem.Protect(Data, DataSize, Prot.Read)); break;
+                case MappingChange.NoAccess: Assert.True(mem.Protect(Data, DataSize, Prot.None)); break;
+            }
+        }
+        string Run(ExecutionTier tier, int? threshold, ulong stopAt, bool changed)
+        {
+            using var vm = new Vm(LoopCode, tier, threshold: threshold);
+            string atStop = vm.State(vm.Run(stopAt));
+            if (changed) Apply(vm.Mem);
+            var end = vm.Run(ulong.MaxValue);
+            // the state without reading the data mapping (it may be gone)
+            var s = new StringBuilder($"{atStop}\n{end} rip={vm.Cpu.Rip:x} flags={vm.Cpu.Rflags & CpuState.DigestedFlags:x} n={vm.Cpu.InstructionCount} ");
+            for (int k = 0; k < 16; k++) s.Append($"r{k}={vm.Cpu.R[k]:x} ");
+            if (end == RunResult.Fault) s.Append($"fault={vm.Cpu.PendingFault!.Signal}/{vm.Cpu.PendingFault.Code}/{vm.Cpu.PendingFault.FaultAddress:x}");
+            return s.ToString();
+        }
+        // the loop's nine instructions from its fifth iteration on (two set-up instructions before it)
+        for (ulong stop = 2 + 9 * 5; stop < 2 + 9 * 6; stop++)
+        {
+            string reference = Run(ExecutionTier.Interpreter, null, stop, true);
+            // not vacuous: the change is seen (other bytes read, or a fault of the data mapping instead of int3's)
+            Assert.NotEqual(Run(ExecutionTier.Interpreter, null, stop, false), reference);
+            if (change != MappingChange.Remap) Assert.Contains($"fault={ReVirt.Linux.Sig.SEGV}/", reference);
+            string compiled = Run(ExecutionTier.Compiled, null, stop, true);
+            string eager = Run(ExecutionTier.Default, EagerThreshold, stop, true);
+            Assert.True(reference == compiled, $"{change} at {stop}:\ninterpreter {reference}\ncompiled    {compiled}");
+            Assert.True(reference == eager, $"{change} at {stop}:\ninterpreter {reference}\ndefault     {eager}");
+        }
+    }
+
     /// <summary>The pointer registers of <see cref="FlagPartsCode"/>, each walking 8 bytes per iteration from its own
     /// 0x200-byte window of the data: rsi for the loads, then the store after add, neg, rol, inc, shr, and the
     /// read-modify-write add whose flags nothing reads.</summary>
