@@ -123,6 +123,8 @@ public static unsafe class BlockCompiler
     static readonly MethodInfo MTakeFault = typeof(GuestMemory).GetMethod(nameof(GuestMemory.TakeFault))!;
     static readonly ConstructorInfo CCodeInvalidated = typeof(CodeInvalidatedException).GetConstructor(Type.EmptyTypes)!;
     static readonly MethodInfo MCondOf = typeof(VirtualCpu).GetMethod(nameof(VirtualCpu.CondOf), Inst)!;
+    static readonly MethodInfo MReverse32 = typeof(System.Buffers.Binary.BinaryPrimitives).GetMethod(nameof(System.Buffers.Binary.BinaryPrimitives.ReverseEndianness), new[] { typeof(uint) })!;
+    static readonly MethodInfo MReverse64 = typeof(System.Buffers.Binary.BinaryPrimitives).GetMethod(nameof(System.Buffers.Binary.BinaryPrimitives.ReverseEndianness), new[] { typeof(ulong) })!;
     static readonly MethodInfo MKeepCarryOf = typeof(VirtualCpu).GetMethod(nameof(VirtualCpu.KeepCarryOf), Inst)!;
 
     // ---------------------------------------------------------------- the pending flag record, as the emitter knows it
@@ -161,7 +163,7 @@ public static unsafe class BlockCompiler
 
     // ---------------------------------------------------------------- what an instruction does, decided before emitting
 
-    enum Form { Helper, Nop, Mov, Movzx, Movsx, Lea, Alu, IncDec, Neg, Not, Push, Pop, Call, Ret, Jmp, Jcc, Setcc, Cmovcc, Shift, Imul }
+    enum Form { Helper, Nop, Mov, Movzx, Movsx, Lea, Alu, IncDec, Neg, Not, Push, Pop, Call, Ret, Jmp, Jcc, Setcc, Cmovcc, Shift, ShiftCl, Imul, Bswap }
 
     /// <summary>How an instruction touches the arithmetic flags, for liveness.</summary>
     enum FlagUse { None, Writes, Reads }
@@ -188,8 +190,8 @@ public static unsafe class BlockCompiler
         public OpCode AluOp;   // the IL operation of Form.Alu
         public bool AluStores; // false for cmp and test
         public int Count;      // shift count (immediate, masked, not 0)
-        /// <summary>Inline only while nothing can observe its flags (imul computes no flags inline: when they are
-        /// live the handler runs).</summary>
+        /// <summary>Inline only while nothing can observe its flags (imul and a shift by CL compute no flags inline:
+        /// when they are live the handler runs).</summary>
         public bool NeedsDeadFlags;
     }
 
@@ -312,6 +314,24 @@ public static unsafe class BlockCompiler
                 if (o0.Class == OpClass.Bad || (o0.Class == OpClass.Reg && o0.RegKind != 0)) return p;
                 p.Form = Form.Jmp; p.Flags = FlagUse.None; p.Memory = mem0;
                 return p;
+        }
+        if (i.Mnemonic is Mnemonic.Shl or Mnemonic.Sal or Mnemonic.Shr or Mnemonic.Sar && count == 2 && o0.Class == OpClass.Reg
+            && i.Op1Kind == OpKind.Register && i.Op1Register == Register.CL)
+        {
+            // a shift of a register by CL (bit-stream code: gzip's and bzip2's output): its flags depend on the count
+            // (none written for a count of 0), so it runs inline only where a later instruction replaces them before
+            // anything can read them; the value is the same formula for every count, 0 included
+            p.Size = VirtualCpu.OpSize(ref i, 0);
+            if (p.Size is not (1 or 2 or 4 or 8)) return p;
+            p.Form = Form.ShiftCl; p.Flags = FlagUse.None; p.NeedsDeadFlags = true;
+            return p;
+        }
+        if (i.Mnemonic == Mnemonic.Bswap && count == 1 && o0.Class == OpClass.Reg && o0.RegKind <= 1)
+        {
+            // byte order of a 32- or 64-bit register (sha256's big-endian loads); no flags
+            p.Size = o0.RegKind == 0 ? 8 : 4;
+            p.Form = Form.Bswap; p.Flags = FlagUse.None;
+            return p;
         }
         if (i.Mnemonic is Mnemonic.Shl or Mnemonic.Sal or Mnemonic.Shr or Mnemonic.Sar or Mnemonic.Rol or Mnemonic.Ror)
         {
@@ -455,7 +475,7 @@ public static unsafe class BlockCompiler
         static bool WritesO0(in Plan p) => p.Form switch
         {
             Form.Mov or Form.Movzx or Form.Movsx or Form.Lea or Form.IncDec or Form.Neg or Form.Not or Form.Pop or Form.Setcc
-                or Form.Cmovcc or Form.Shift or Form.Imul => true,
+                or Form.Cmovcc or Form.Shift or Form.ShiftCl or Form.Imul or Form.Bswap => true,
             Form.Alu => p.AluStores,
             _ => false,
         };
@@ -883,6 +903,30 @@ public static unsafe class BlockCompiler
                     Write(ref p.O0, p.Size, _r);
                     return Flow.Next;
                 }
+                case Form.ShiftCl:
+                {
+                    // as the handlers (Isa.Integer2.cs): the count is CL masked to 5 bits (6 for 64-bit operands); a
+                    // count of 0 leaves the value (a 32-bit destination still zero-extended); flags dead (inline only so)
+                    Read(ref p.O0, p.Size); Stloc(_a);
+                    bool narrow = p.Size == 4;
+                    Ldloc(_a);
+                    if (ins.Mnemonic == Mnemonic.Sar) { if (narrow) il.Emit(OpCodes.Conv_I4); else SignExtend(p.Size); }
+                    else Narrow(narrow);
+                    LdReg(VirtualCpu.RCX); il.Emit(OpCodes.Conv_I4); il.Emit(OpCodes.Ldc_I4, p.Size == 8 ? 0x3F : 0x1F); il.Emit(OpCodes.And);
+                    il.Emit(ins.Mnemonic switch { Mnemonic.Shr => OpCodes.Shr_Un, Mnemonic.Sar => OpCodes.Shr, _ => OpCodes.Shl });
+                    if (narrow) il.Emit(OpCodes.Conv_U8); else Truncate(p.Size);
+                    Stloc(_r);
+                    DropRegisterParts();
+                    Write(ref p.O0, p.Size, _r);
+                    return Flow.Next;
+                }
+                case Form.Bswap:
+                    LdReg(p.O0.Reg);
+                    if (p.Size == 4) { il.Emit(OpCodes.Conv_U4); il.Emit(OpCodes.Call, MReverse32); il.Emit(OpCodes.Conv_U8); }
+                    else il.Emit(OpCodes.Call, MReverse64);
+                    Stloc(_r);
+                    Write(ref p.O0, p.Size, _r);
+                    return Flow.Next;
                 case Form.Imul:
                 {
                     if (p.Memory) { Ea(ref ins, true); Stloc(_ea); }

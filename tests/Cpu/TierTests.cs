@@ -301,6 +301,56 @@ public class TierTests
                 }
     }
 
+    /// <summary>Shifts by CL of every operand size (a high byte among them) whose flags the next instruction replaces
+    /// (compiled inline), one whose carry is read (the handler), and bswap of 32 and 64 bits, with counts that are 0,
+    /// below the size, and at or above it before and after the mask (CL = 13 x (iterations left - 1)).</summary>
+    static readonly byte[] ShiftByClCode = NativeRunner.Asm(a =>
+    {
+        var top = a.CreateLabel();
+        a.mov(r8d, Iterations);
+        a.xor(ebx, ebx);
+        a.Label(ref top);
+        a.mov(rax, __qword_ptr[rsi]);
+        a.imul(ecx, r8d, 13);
+        a.sub(ecx, 13);
+        a.mov(rdx, rax);
+        a.shl(rdx, cl);
+        a.add(rbx, rdx);
+        a.mov(edx, eax);
+        a.sar(edx, cl);
+        a.xor(rbx, rdx);
+        a.mov(rdx, rax);
+        a.shr(dx, cl);
+        a.sub(rbx, rdx);
+        a.mov(rdx, rax);
+        a.sar(dh, cl);
+        a.add(rbx, rdx);
+        a.mov(rdx, rax);
+        a.shl(dl, cl);
+        a.add(rbx, rdx);
+        a.mov(edx, eax);
+        a.shr(edx, cl);
+        a.sub(rbx, rdx);
+        a.bswap(eax);
+        a.add(rbx, rax);
+        a.mov(rax, __qword_ptr[rsi + 8]);
+        a.bswap(rax);
+        a.mov(__qword_ptr[rdi], rax);
+        a.sar(rax, cl);
+        a.setc(dl);
+        a.xor(rbx, rax);
+        a.add(bl, dl);
+        a.mov(__qword_ptr[rdi + 8], rbx);
+        a.lea(rsi, __[rsi + 16]);
+        a.lea(rdi, __[rdi + 16]);
+        a.dec(r8d);
+        a.jne(top);
+        a.int3();
+    });
+
+    [Fact]
+    public void StopAtEveryInstructionOfShiftsByClAndBswapLeavesTheSameState() => AssertSameAtEveryStop(ShiftByClCode, Iterations * 30);
+
     /// <summary>What the host does to the data mapping while the loop is stopped (as a guest's munmap, mmap or
     /// mprotect between two runs would).</summary>
     public enum MappingChange { Remap, Unmap, ReadOnly, NoAccess }
