@@ -190,8 +190,8 @@ public static unsafe class BlockCompiler
         public OpCode AluOp;   // the IL operation of Form.Alu
         public bool AluStores; // false for cmp and test
         public int Count;      // shift count (immediate, masked, not 0)
-        /// <summary>Inline only while nothing can observe its flags (imul and a shift by CL compute no flags inline:
-        /// when they are live the handler runs).</summary>
+        /// <summary>Inline only while nothing can observe its flags (imul computes no flags inline: when they are
+        /// live the handler runs).</summary>
         public bool NeedsDeadFlags;
     }
 
@@ -318,12 +318,12 @@ public static unsafe class BlockCompiler
         if (i.Mnemonic is Mnemonic.Shl or Mnemonic.Sal or Mnemonic.Shr or Mnemonic.Sar && count == 2 && o0.Class == OpClass.Reg
             && i.Op1Kind == OpKind.Register && i.Op1Register == Register.CL)
         {
-            // a shift of a register by CL (bit-stream code: gzip's and bzip2's output): its flags depend on the count
-            // (none written for a count of 0), so it runs inline only where a later instruction replaces them before
-            // anything can read them; the value is the same formula for every count, 0 included
+            // a shift of a register by CL (bit-stream code: gzip's and bzip2's output): the value is one formula for
+            // every count, 0 included; the flags are written only for a count other than 0 (else the pending record
+            // stays), so for liveness it neither reads nor surely replaces them
             p.Size = VirtualCpu.OpSize(ref i, 0);
             if (p.Size is not (1 or 2 or 4 or 8)) return p;
-            p.Form = Form.ShiftCl; p.Flags = FlagUse.None; p.NeedsDeadFlags = true;
+            p.Form = Form.ShiftCl; p.Flags = FlagUse.None;
             return p;
         }
         if (i.Mnemonic == Mnemonic.Bswap && count == 1 && o0.Class == OpClass.Reg && o0.RegKind <= 1)
@@ -395,6 +395,8 @@ public static unsafe class BlockCompiler
         readonly LocalBuilder _regs, _mem, _ea, _a, _bv, _r, _v;
         // the software TLBs' bases, the probe's entry and host address, a load's value, a store's status
         readonly LocalBuilder _tlb, _e, _host, _ld, _st;
+        /// <summary>A shift's count (int32).</summary>
+        readonly LocalBuilder _n;
         /// <summary>The pending flag record as the emitter knows it at the point being emitted: per part (kind,
         /// size, a, b, result, a shift's or rotate's CF and OF) where its value is (see <see cref="Src"/>).</summary>
         Src[] _rec = ThreadRecord();
@@ -444,6 +446,7 @@ public static unsafe class BlockCompiler
             _host = _il.DeclareLocal(typeof(byte*));
             _ld = _il.DeclareLocal(typeof(ulong));
             _st = _il.DeclareLocal(typeof(int));
+            _n = _il.DeclareLocal(typeof(int));
             for (int n = 0; n < RecParts; n++) _pl[n] = _il.DeclareLocal(n <= RecSize ? typeof(int) : typeof(ulong));
             _site = _il.DeclareLocal(typeof(int));
             _slowAddr = _il.DeclareLocal(typeof(ulong));
@@ -906,17 +909,46 @@ public static unsafe class BlockCompiler
                 case Form.ShiftCl:
                 {
                     // as the handlers (Isa.Integer2.cs): the count is CL masked to 5 bits (6 for 64-bit operands); a
-                    // count of 0 leaves the value (a 32-bit destination still zero-extended); flags dead (inline only so)
+                    // count of 0 leaves the value (a 32-bit destination still zero-extended) and the flags
                     Read(ref p.O0, p.Size); Stloc(_a);
-                    bool narrow = p.Size == 4;
+                    int bits = p.Size * 8;
+                    bool narrow = p.Size == 4, sar = ins.Mnemonic == Mnemonic.Sar, shr = ins.Mnemonic == Mnemonic.Shr;
+                    LdReg(VirtualCpu.RCX); il.Emit(OpCodes.Conv_I4); il.Emit(OpCodes.Ldc_I4, p.Size == 8 ? 0x3F : 0x1F); il.Emit(OpCodes.And); Stloc(_n);
                     Ldloc(_a);
-                    if (ins.Mnemonic == Mnemonic.Sar) { if (narrow) il.Emit(OpCodes.Conv_I4); else SignExtend(p.Size); }
+                    if (sar) { if (narrow) il.Emit(OpCodes.Conv_I4); else SignExtend(p.Size); }
                     else Narrow(narrow);
-                    LdReg(VirtualCpu.RCX); il.Emit(OpCodes.Conv_I4); il.Emit(OpCodes.Ldc_I4, p.Size == 8 ? 0x3F : 0x1F); il.Emit(OpCodes.And);
-                    il.Emit(ins.Mnemonic switch { Mnemonic.Shr => OpCodes.Shr_Un, Mnemonic.Sar => OpCodes.Shr, _ => OpCodes.Shl });
+                    Ldloc(_n);
+                    il.Emit(shr ? OpCodes.Shr_Un : sar ? OpCodes.Shr : OpCodes.Shl);
                     if (narrow) il.Emit(OpCodes.Conv_U8); else Truncate(p.Size);
                     Stloc(_r);
-                    DropRegisterParts();
+                    if (!FlagsLive(k)) { DropRegisterParts(); Write(ref p.O0, p.Size, _r); return Flow.Next; }
+                    // live: the pending record goes to the thread, where a count of 0 leaves it; any other count
+                    // replaces it there with the shift's (SetFlagsShift: kind, size, result, CF and OF; a and b stay)
+                    Materialize();
+                    var same = il.DefineLabel();
+                    Ldloc(_n); il.Emit(OpCodes.Brfalse, same);
+                    il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldc_I4, VirtualCpu.LazyShift); il.Emit(OpCodes.Stfld, FLazy);
+                    il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldc_I4, p.Size); il.Emit(OpCodes.Stfld, FLazySize);
+                    il.Emit(OpCodes.Ldarg_1); Ldloc(_r); il.Emit(OpCodes.Stfld, FLazyR);
+                    il.Emit(OpCodes.Ldarg_1);
+                    // CF (0 or 1): the last bit shifted out; for shl of 8-32 bits taken above the operand's size, so a
+                    // count past the size gives 0 as in the handler
+                    if (sar) { Ldloc(_a); SignExtend(p.Size); Ldloc(_n); il.Emit(OpCodes.Ldc_I4_1); il.Emit(OpCodes.Sub); il.Emit(OpCodes.Shr); }
+                    else if (shr) { Ldloc(_a); Ldloc(_n); il.Emit(OpCodes.Ldc_I4_1); il.Emit(OpCodes.Sub); il.Emit(OpCodes.Shr_Un); }
+                    else if (p.Size == 8) { Ldloc(_a); il.Emit(OpCodes.Ldc_I4, bits); Ldloc(_n); il.Emit(OpCodes.Sub); il.Emit(OpCodes.Shr_Un); }
+                    else { Ldloc(_a); Ldloc(_n); il.Emit(OpCodes.Shl); il.Emit(OpCodes.Ldc_I4, bits); il.Emit(OpCodes.Shr_Un); }
+                    il.Emit(OpCodes.Ldc_I8, 1L); il.Emit(OpCodes.And);
+                    // OF: shl CF ^ the result's sign; shr the result's two top bits' xor (the handler's formula); sar 0
+                    if (sar) { }
+                    else
+                    {
+                        if (!shr) { il.Emit(OpCodes.Dup); Ldloc(_r); il.Emit(OpCodes.Ldc_I4, bits - 1); il.Emit(OpCodes.Shr_Un); il.Emit(OpCodes.Xor); }
+                        else { Ldloc(_r); il.Emit(OpCodes.Ldc_I4, bits - 2); il.Emit(OpCodes.Shr_Un); il.Emit(OpCodes.Ldc_I8, 1L); il.Emit(OpCodes.And); }
+                        System.Diagnostics.Debug.Assert(VirtualCpu.CF == 1 && VirtualCpu.OF == 1UL << 11);
+                        il.Emit(OpCodes.Ldc_I4, 11); il.Emit(OpCodes.Shl); il.Emit(OpCodes.Or);
+                    }
+                    il.Emit(OpCodes.Stfld, FLazyCarryOverflow);
+                    il.MarkLabel(same);
                     Write(ref p.O0, p.Size, _r);
                     return Flow.Next;
                 }

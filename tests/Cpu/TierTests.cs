@@ -301,9 +301,10 @@ public class TierTests
                 }
     }
 
-    /// <summary>Shifts by CL of every operand size (a high byte among them) whose flags the next instruction replaces
-    /// (compiled inline), one whose carry is read (the handler), and bswap of 32 and 64 bits, with counts that are 0,
-    /// below the size, and at or above it before and after the mask (CL = 13 x (iterations left - 1)).</summary>
+    /// <summary>Shifts by CL of every operand size (a high byte among them): whose flags the next instruction
+    /// replaces, and whose flags are read (setc, adc, sbb, and dec keeping CF; a count of 0 leaves the record of the
+    /// instruction before), and bswap of 32 and 64 bits, with counts that are 0, below the size, and at or above it
+    /// before and after the mask (CL = 13 x (iterations left - 1)).</summary>
     static readonly byte[] ShiftByClCode = NativeRunner.Asm(a =>
     {
         var top = a.CreateLabel();
@@ -340,9 +341,14 @@ public class TierTests
         a.setc(dl);
         a.xor(rbx, rax);
         a.add(bl, dl);
+        a.shr(eax, cl);
+        a.adc(rbx, rax);
+        a.shl(bx, cl);
+        a.sbb(rbx, rdx);
         a.mov(__qword_ptr[rdi + 8], rbx);
         a.lea(rsi, __[rsi + 16]);
         a.lea(rdi, __[rdi + 16]);
+        a.shl(rbx, cl);
         a.dec(r8d);
         a.jne(top);
         a.int3();
