@@ -123,6 +123,8 @@ public static unsafe class BlockCompiler
     static readonly MethodInfo MTakeFault = typeof(GuestMemory).GetMethod(nameof(GuestMemory.TakeFault))!;
     static readonly ConstructorInfo CCodeInvalidated = typeof(CodeInvalidatedException).GetConstructor(Type.EmptyTypes)!;
     static readonly MethodInfo MCondOf = typeof(VirtualCpu).GetMethod(nameof(VirtualCpu.CondOf), Inst)!;
+    static readonly MethodInfo MReverse32 = typeof(System.Buffers.Binary.BinaryPrimitives).GetMethod(nameof(System.Buffers.Binary.BinaryPrimitives.ReverseEndianness), new[] { typeof(uint) })!;
+    static readonly MethodInfo MReverse64 = typeof(System.Buffers.Binary.BinaryPrimitives).GetMethod(nameof(System.Buffers.Binary.BinaryPrimitives.ReverseEndianness), new[] { typeof(ulong) })!;
     static readonly MethodInfo MKeepCarryOf = typeof(VirtualCpu).GetMethod(nameof(VirtualCpu.KeepCarryOf), Inst)!;
 
     // ---------------------------------------------------------------- the pending flag record, as the emitter knows it
@@ -161,7 +163,7 @@ public static unsafe class BlockCompiler
 
     // ---------------------------------------------------------------- what an instruction does, decided before emitting
 
-    enum Form { Helper, Nop, Mov, Movzx, Movsx, Lea, Alu, IncDec, Neg, Not, Push, Pop, Call, Ret, Jmp, Jcc, Setcc, Cmovcc, Shift, Imul }
+    enum Form { Helper, Nop, Mov, Movzx, Movsx, Lea, Alu, IncDec, Neg, Not, Push, Pop, Call, Ret, Jmp, Jcc, Setcc, Cmovcc, Shift, ShiftCl, Imul, Bswap }
 
     /// <summary>How an instruction touches the arithmetic flags, for liveness.</summary>
     enum FlagUse { None, Writes, Reads }
@@ -313,6 +315,24 @@ public static unsafe class BlockCompiler
                 p.Form = Form.Jmp; p.Flags = FlagUse.None; p.Memory = mem0;
                 return p;
         }
+        if (i.Mnemonic is Mnemonic.Shl or Mnemonic.Sal or Mnemonic.Shr or Mnemonic.Sar && count == 2 && o0.Class == OpClass.Reg
+            && i.Op1Kind == OpKind.Register && i.Op1Register == Register.CL)
+        {
+            // a shift of a register by CL (bit-stream code: gzip's and bzip2's output): the value is one formula for
+            // every count, 0 included; the flags are written only for a count other than 0 (else the pending record
+            // stays), so for liveness it neither reads nor surely replaces them
+            p.Size = VirtualCpu.OpSize(ref i, 0);
+            if (p.Size is not (1 or 2 or 4 or 8)) return p;
+            p.Form = Form.ShiftCl; p.Flags = FlagUse.None;
+            return p;
+        }
+        if (i.Mnemonic == Mnemonic.Bswap && count == 1 && o0.Class == OpClass.Reg && o0.RegKind <= 1)
+        {
+            // byte order of a 32- or 64-bit register (sha256's big-endian loads); no flags
+            p.Size = o0.RegKind == 0 ? 8 : 4;
+            p.Form = Form.Bswap; p.Flags = FlagUse.None;
+            return p;
+        }
         if (i.Mnemonic is Mnemonic.Shl or Mnemonic.Sal or Mnemonic.Shr or Mnemonic.Sar or Mnemonic.Rol or Mnemonic.Ror)
         {
             if (count != 2 || !IsRegOrMem(o0) || i.Op1Kind != OpKind.Immediate8) return p;
@@ -375,6 +395,8 @@ public static unsafe class BlockCompiler
         readonly LocalBuilder _regs, _mem, _ea, _a, _bv, _r, _v;
         // the software TLBs' bases, the probe's entry and host address, a load's value, a store's status
         readonly LocalBuilder _tlb, _e, _host, _ld, _st;
+        /// <summary>A shift's count (int32).</summary>
+        readonly LocalBuilder _n;
         /// <summary>The pending flag record as the emitter knows it at the point being emitted: per part (kind,
         /// size, a, b, result, a shift's or rotate's CF and OF) where its value is (see <see cref="Src"/>).</summary>
         Src[] _rec = ThreadRecord();
@@ -424,6 +446,7 @@ public static unsafe class BlockCompiler
             _host = _il.DeclareLocal(typeof(byte*));
             _ld = _il.DeclareLocal(typeof(ulong));
             _st = _il.DeclareLocal(typeof(int));
+            _n = _il.DeclareLocal(typeof(int));
             for (int n = 0; n < RecParts; n++) _pl[n] = _il.DeclareLocal(n <= RecSize ? typeof(int) : typeof(ulong));
             _site = _il.DeclareLocal(typeof(int));
             _slowAddr = _il.DeclareLocal(typeof(ulong));
@@ -455,7 +478,7 @@ public static unsafe class BlockCompiler
         static bool WritesO0(in Plan p) => p.Form switch
         {
             Form.Mov or Form.Movzx or Form.Movsx or Form.Lea or Form.IncDec or Form.Neg or Form.Not or Form.Pop or Form.Setcc
-                or Form.Cmovcc or Form.Shift or Form.Imul => true,
+                or Form.Cmovcc or Form.Shift or Form.ShiftCl or Form.Imul or Form.Bswap => true,
             Form.Alu => p.AluStores,
             _ => false,
         };
@@ -883,6 +906,59 @@ public static unsafe class BlockCompiler
                     Write(ref p.O0, p.Size, _r);
                     return Flow.Next;
                 }
+                case Form.ShiftCl:
+                {
+                    // as the handlers (Isa.Integer2.cs): the count is CL masked to 5 bits (6 for 64-bit operands); a
+                    // count of 0 leaves the value (a 32-bit destination still zero-extended) and the flags
+                    Read(ref p.O0, p.Size); Stloc(_a);
+                    int bits = p.Size * 8;
+                    bool narrow = p.Size == 4, sar = ins.Mnemonic == Mnemonic.Sar, shr = ins.Mnemonic == Mnemonic.Shr;
+                    LdReg(VirtualCpu.RCX); il.Emit(OpCodes.Conv_I4); il.Emit(OpCodes.Ldc_I4, p.Size == 8 ? 0x3F : 0x1F); il.Emit(OpCodes.And); Stloc(_n);
+                    Ldloc(_a);
+                    if (sar) { if (narrow) il.Emit(OpCodes.Conv_I4); else SignExtend(p.Size); }
+                    else Narrow(narrow);
+                    Ldloc(_n);
+                    il.Emit(shr ? OpCodes.Shr_Un : sar ? OpCodes.Shr : OpCodes.Shl);
+                    if (narrow) il.Emit(OpCodes.Conv_U8); else Truncate(p.Size);
+                    Stloc(_r);
+                    if (!FlagsLive(k)) { DropRegisterParts(); Write(ref p.O0, p.Size, _r); return Flow.Next; }
+                    // live: the pending record goes to the thread, where a count of 0 leaves it; any other count
+                    // replaces it there with the shift's (SetFlagsShift: kind, size, result, CF and OF; a and b stay)
+                    Materialize();
+                    var same = il.DefineLabel();
+                    Ldloc(_n); il.Emit(OpCodes.Brfalse, same);
+                    il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldc_I4, VirtualCpu.LazyShift); il.Emit(OpCodes.Stfld, FLazy);
+                    il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldc_I4, p.Size); il.Emit(OpCodes.Stfld, FLazySize);
+                    il.Emit(OpCodes.Ldarg_1); Ldloc(_r); il.Emit(OpCodes.Stfld, FLazyR);
+                    il.Emit(OpCodes.Ldarg_1);
+                    // CF (0 or 1): the last bit shifted out; for shl of 8-32 bits taken above the operand's size, so a
+                    // count past the size gives 0 as in the handler
+                    if (sar) { Ldloc(_a); SignExtend(p.Size); Ldloc(_n); il.Emit(OpCodes.Ldc_I4_1); il.Emit(OpCodes.Sub); il.Emit(OpCodes.Shr); }
+                    else if (shr) { Ldloc(_a); Ldloc(_n); il.Emit(OpCodes.Ldc_I4_1); il.Emit(OpCodes.Sub); il.Emit(OpCodes.Shr_Un); }
+                    else if (p.Size == 8) { Ldloc(_a); il.Emit(OpCodes.Ldc_I4, bits); Ldloc(_n); il.Emit(OpCodes.Sub); il.Emit(OpCodes.Shr_Un); }
+                    else { Ldloc(_a); Ldloc(_n); il.Emit(OpCodes.Shl); il.Emit(OpCodes.Ldc_I4, bits); il.Emit(OpCodes.Shr_Un); }
+                    il.Emit(OpCodes.Ldc_I8, 1L); il.Emit(OpCodes.And);
+                    // OF: shl CF ^ the result's sign; shr the result's two top bits' xor (the handler's formula); sar 0
+                    if (sar) { }
+                    else
+                    {
+                        if (!shr) { il.Emit(OpCodes.Dup); Ldloc(_r); il.Emit(OpCodes.Ldc_I4, bits - 1); il.Emit(OpCodes.Shr_Un); il.Emit(OpCodes.Xor); }
+                        else { Ldloc(_r); il.Emit(OpCodes.Ldc_I4, bits - 2); il.Emit(OpCodes.Shr_Un); il.Emit(OpCodes.Ldc_I8, 1L); il.Emit(OpCodes.And); }
+                        System.Diagnostics.Debug.Assert(VirtualCpu.CF == 1 && VirtualCpu.OF == 1UL << 11);
+                        il.Emit(OpCodes.Ldc_I4, 11); il.Emit(OpCodes.Shl); il.Emit(OpCodes.Or);
+                    }
+                    il.Emit(OpCodes.Stfld, FLazyCarryOverflow);
+                    il.MarkLabel(same);
+                    Write(ref p.O0, p.Size, _r);
+                    return Flow.Next;
+                }
+                case Form.Bswap:
+                    LdReg(p.O0.Reg);
+                    if (p.Size == 4) { il.Emit(OpCodes.Conv_U4); il.Emit(OpCodes.Call, MReverse32); il.Emit(OpCodes.Conv_U8); }
+                    else il.Emit(OpCodes.Call, MReverse64);
+                    Stloc(_r);
+                    Write(ref p.O0, p.Size, _r);
+                    return Flow.Next;
                 case Form.Imul:
                 {
                     if (p.Memory) { Ea(ref ins, true); Stloc(_ea); }
@@ -1223,8 +1299,9 @@ public static unsafe class BlockCompiler
             Ldloc(addr); if (size > 1) { il.Emit(OpCodes.Ldc_I8, (long)(size - 1)); il.Emit(OpCodes.Add); }
             il.Emit(OpCodes.Ldc_I4, GuestMemory.PageShift); il.Emit(OpCodes.Shr_Un);
             il.Emit(OpCodes.Bne_Un, slow);
-            Ldloc(_e); il.Emit(OpCodes.Ldc_I4, GuestMemory.TlbPtrOffset); il.Emit(OpCodes.Add); il.Emit(OpCodes.Ldind_I);
-            Ldloc(addr); il.Emit(OpCodes.Ldc_I8, (long)GuestMemory.PageMask); il.Emit(OpCodes.And); il.Emit(OpCodes.Conv_U); il.Emit(OpCodes.Add);
+            // the entry's addend plus the guest address (see GuestMemory.TlbEntry): one add
+            Ldloc(_e); il.Emit(OpCodes.Ldc_I4, GuestMemory.TlbAddendOffset); il.Emit(OpCodes.Add); il.Emit(OpCodes.Ldind_I);
+            Ldloc(addr); il.Emit(OpCodes.Conv_U); il.Emit(OpCodes.Add);
             Stloc(_host);
         }
 

@@ -78,7 +78,17 @@ public sealed unsafe partial class GuestMemory : IDisposable
         public uint Saved;
     }
 
-    struct TlbEntry { public ulong Tag; public byte* Ptr; }
+    /// <summary>A software-TLB entry: the page number it holds (<see cref="ulong.MaxValue"/> when empty) and the
+    /// page's addend, the host address of its bytes minus the guest address of the page, so that the host address
+    /// of a guest address a on that page is Addend + a (one add, no mask; an entry is only used once its tag
+    /// matched, so an empty entry's stale addend is never added).</summary>
+    struct TlbEntry
+    {
+        public ulong Tag;
+        public ulong Addend;
+        public readonly byte* At(ulong a) => (byte*)(Addend + a);
+        public void Fill(ulong pn, byte* data) { Tag = pn; Addend = (ulong)data - (pn << PageShift); }
+    }
 
     readonly TlbEntry* _rtlb;
     readonly TlbEntry* _wtlb;
@@ -119,7 +129,7 @@ public sealed unsafe partial class GuestMemory : IDisposable
     public byte Read8(ulong a)
     {
         ulong pn = a >> PageShift; TlbEntry* e = _rtlb + (pn & (TlbSize - 1));
-        if (e->Tag == pn) return e->Ptr[a & PageMask];
+        if (e->Tag == pn) return *e->At(a);
         return (byte)ReadSlow(a, 1);
     }
 
@@ -127,7 +137,7 @@ public sealed unsafe partial class GuestMemory : IDisposable
     public ushort Read16(ulong a)
     {
         ulong pn = a >> PageShift; TlbEntry* e = _rtlb + (pn & (TlbSize - 1));
-        if (e->Tag == pn && (a & PageMask) <= PageSize - 2) return Unsafe.ReadUnaligned<ushort>(e->Ptr + (a & PageMask));
+        if (e->Tag == pn && (a & PageMask) <= PageSize - 2) return Unsafe.ReadUnaligned<ushort>(e->At(a));
         return (ushort)ReadSlow(a, 2);
     }
 
@@ -135,7 +145,7 @@ public sealed unsafe partial class GuestMemory : IDisposable
     public uint Read32(ulong a)
     {
         ulong pn = a >> PageShift; TlbEntry* e = _rtlb + (pn & (TlbSize - 1));
-        if (e->Tag == pn && (a & PageMask) <= PageSize - 4) return Unsafe.ReadUnaligned<uint>(e->Ptr + (a & PageMask));
+        if (e->Tag == pn && (a & PageMask) <= PageSize - 4) return Unsafe.ReadUnaligned<uint>(e->At(a));
         return (uint)ReadSlow(a, 4);
     }
 
@@ -143,7 +153,7 @@ public sealed unsafe partial class GuestMemory : IDisposable
     public ulong Read64(ulong a)
     {
         ulong pn = a >> PageShift; TlbEntry* e = _rtlb + (pn & (TlbSize - 1));
-        if (e->Tag == pn && (a & PageMask) <= PageSize - 8) return Unsafe.ReadUnaligned<ulong>(e->Ptr + (a & PageMask));
+        if (e->Tag == pn && (a & PageMask) <= PageSize - 8) return Unsafe.ReadUnaligned<ulong>(e->At(a));
         return ReadSlow(a, 8);
     }
 
@@ -151,7 +161,7 @@ public sealed unsafe partial class GuestMemory : IDisposable
     public UInt128 Read128(ulong a)
     {
         ulong pn = a >> PageShift; TlbEntry* e = _rtlb + (pn & (TlbSize - 1));
-        if (e->Tag == pn && (a & PageMask) <= PageSize - 16) return Unsafe.ReadUnaligned<UInt128>(e->Ptr + (a & PageMask));
+        if (e->Tag == pn && (a & PageMask) <= PageSize - 16) return Unsafe.ReadUnaligned<UInt128>(e->At(a));
         return new UInt128(ReadSlow(a + 8, 8), ReadSlow(a, 8));
     }
 
@@ -168,7 +178,7 @@ public sealed unsafe partial class GuestMemory : IDisposable
     public void Write8(ulong a, byte v)
     {
         ulong pn = a >> PageShift; TlbEntry* e = _wtlb + (pn & (TlbSize - 1));
-        if (e->Tag == pn) { e->Ptr[a & PageMask] = v; return; }
+        if (e->Tag == pn) { *e->At(a) = v; return; }
         WriteSlow(a, v, 1);
     }
 
@@ -176,7 +186,7 @@ public sealed unsafe partial class GuestMemory : IDisposable
     public void Write16(ulong a, ushort v)
     {
         ulong pn = a >> PageShift; TlbEntry* e = _wtlb + (pn & (TlbSize - 1));
-        if (e->Tag == pn && (a & PageMask) <= PageSize - 2) { Unsafe.WriteUnaligned(e->Ptr + (a & PageMask), v); return; }
+        if (e->Tag == pn && (a & PageMask) <= PageSize - 2) { Unsafe.WriteUnaligned(e->At(a), v); return; }
         WriteSlow(a, v, 2);
     }
 
@@ -184,7 +194,7 @@ public sealed unsafe partial class GuestMemory : IDisposable
     public void Write32(ulong a, uint v)
     {
         ulong pn = a >> PageShift; TlbEntry* e = _wtlb + (pn & (TlbSize - 1));
-        if (e->Tag == pn && (a & PageMask) <= PageSize - 4) { Unsafe.WriteUnaligned(e->Ptr + (a & PageMask), v); return; }
+        if (e->Tag == pn && (a & PageMask) <= PageSize - 4) { Unsafe.WriteUnaligned(e->At(a), v); return; }
         WriteSlow(a, v, 4);
     }
 
@@ -192,7 +202,7 @@ public sealed unsafe partial class GuestMemory : IDisposable
     public void Write64(ulong a, ulong v)
     {
         ulong pn = a >> PageShift; TlbEntry* e = _wtlb + (pn & (TlbSize - 1));
-        if (e->Tag == pn && (a & PageMask) <= PageSize - 8) { Unsafe.WriteUnaligned(e->Ptr + (a & PageMask), v); return; }
+        if (e->Tag == pn && (a & PageMask) <= PageSize - 8) { Unsafe.WriteUnaligned(e->At(a), v); return; }
         WriteSlow(a, v, 8);
     }
 
@@ -200,7 +210,7 @@ public sealed unsafe partial class GuestMemory : IDisposable
     public void Write128(ulong a, UInt128 v)
     {
         ulong pn = a >> PageShift; TlbEntry* e = _wtlb + (pn & (TlbSize - 1));
-        if (e->Tag == pn && (a & PageMask) <= PageSize - 16) { Unsafe.WriteUnaligned(e->Ptr + (a & PageMask), v); return; }
+        if (e->Tag == pn && (a & PageMask) <= PageSize - 16) { Unsafe.WriteUnaligned(e->At(a), v); return; }
         // check both halves before writing either, so a fault leaves memory unchanged
         ProbeWrite(a, 16);
         WriteSlow(a, (ulong)v, 8);
@@ -272,12 +282,12 @@ public sealed unsafe partial class GuestMemory : IDisposable
                 p.HasCode = false;
                 if (CodeWritten?.Invoke(pn) == true) _abortAfterStore = true;
             }
-            TlbEntry* e = _wtlb + (pn & (TlbSize - 1)); e->Tag = pn; e->Ptr = p.Data;
+            TlbEntry* e = _wtlb + (pn & (TlbSize - 1)); e->Fill(pn, p.Data);
         }
         else
         {
             if (p.Prot == Prot.None) { why = AccessFault.Protected; return null; }
-            TlbEntry* e = _rtlb + (pn & (TlbSize - 1)); e->Tag = pn; e->Ptr = p.Data;
+            TlbEntry* e = _rtlb + (pn & (TlbSize - 1)); e->Fill(pn, p.Data);
         }
         return p;
     }
@@ -305,9 +315,10 @@ public sealed unsafe partial class GuestMemory : IDisposable
     // ---------------------------------------------------------------- the compiled tier's side of the TLB
 
     /// <summary>The compiled tier inlines the TLB probe: entry i of a TLB is at its base + (i &lt;&lt; TlbEntryShift),
-    /// the page number it holds (<see cref="ulong.MaxValue"/> when empty) at offset 0 and the host address of the
-    /// page's bytes at offset <see cref="TlbPtrOffset"/>.</summary>
-    public const int TlbIndexMask = TlbSize - 1, TlbEntryShift = 4, TlbPtrOffset = 8;
+    /// the page number it holds (<see cref="ulong.MaxValue"/> when empty) at offset 0 and its addend (host address of
+    /// the page's bytes minus the page's guest address, see <see cref="TlbEntry"/>) at offset
+    /// <see cref="TlbAddendOffset"/>.</summary>
+    public const int TlbIndexMask = TlbSize - 1, TlbEntryShift = 4, TlbAddendOffset = 8;
     /// <summary>The write TLB's base is the read TLB's plus this many bytes.</summary>
     public const int WriteTlbOffset = TlbSize << TlbEntryShift;
     public byte* ReadTlb => (byte*)_rtlb;

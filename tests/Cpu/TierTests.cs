@@ -301,6 +301,120 @@ public class TierTests
                 }
     }
 
+    /// <summary>Shifts by CL of every operand size (a high byte among them): whose flags the next instruction
+    /// replaces, and whose flags are read (setc, adc, sbb, and dec keeping CF; a count of 0 leaves the record of the
+    /// instruction before), and bswap of 32 and 64 bits, with counts that are 0, below the size, and at or above it
+    /// before and after the mask (CL = 13 x (iterations left - 1)).</summary>
+    static readonly byte[] ShiftByClCode = NativeRunner.Asm(a =>
+    {
+        var top = a.CreateLabel();
+        a.mov(r8d, Iterations);
+        a.xor(ebx, ebx);
+        a.Label(ref top);
+        a.mov(rax, __qword_ptr[rsi]);
+        a.imul(ecx, r8d, 13);
+        a.sub(ecx, 13);
+        a.mov(rdx, rax);
+        a.shl(rdx, cl);
+        a.add(rbx, rdx);
+        a.mov(edx, eax);
+        a.sar(edx, cl);
+        a.xor(rbx, rdx);
+        a.mov(rdx, rax);
+        a.shr(dx, cl);
+        a.sub(rbx, rdx);
+        a.mov(rdx, rax);
+        a.sar(dh, cl);
+        a.add(rbx, rdx);
+        a.mov(rdx, rax);
+        a.shl(dl, cl);
+        a.add(rbx, rdx);
+        a.mov(edx, eax);
+        a.shr(edx, cl);
+        a.sub(rbx, rdx);
+        a.bswap(eax);
+        a.add(rbx, rax);
+        a.mov(rax, __qword_ptr[rsi + 8]);
+        a.bswap(rax);
+        a.mov(__qword_ptr[rdi], rax);
+        a.sar(rax, cl);
+        a.setc(dl);
+        a.xor(rbx, rax);
+        a.add(bl, dl);
+        a.shr(eax, cl);
+        a.adc(rbx, rax);
+        a.shl(bx, cl);
+        a.sbb(rbx, rdx);
+        a.mov(__qword_ptr[rdi + 8], rbx);
+        a.lea(rsi, __[rsi + 16]);
+        a.lea(rdi, __[rdi + 16]);
+        a.shl(rbx, cl);
+        a.dec(r8d);
+        a.jne(top);
+        a.int3();
+    });
+
+    [Fact]
+    public void StopAtEveryInstructionOfShiftsByClAndBswapLeavesTheSameState() => AssertSameAtEveryStop(ShiftByClCode, Iterations * 30);
+
+    /// <summary>What the host does to the data mapping while the loop is stopped (as a guest's munmap, mmap or
+    /// mprotect between two runs would).</summary>
+    public enum MappingChange { Remap, Unmap, ReadOnly, NoAccess }
+
+    /// <summary>A TLB entry holds a page's addend (host address minus guest page address), filled by the first access
+    /// and used by every later one in the interpreter and in compiled code: after the loop has run (its pages in the
+    /// TLBs) the data mapping is replaced by one with other bytes, removed, or made read-only or inaccessible, and the
+    /// loop goes on. Every tier must read the new bytes or fault at the same instruction (a stale entry would read
+    /// the freed page or let the access through). Stopped at each instruction of one iteration.</summary>
+    [Theory]
+    [InlineData(MappingChange.Remap)]
+    [InlineData(MappingChange.Unmap)]
+    [InlineData(MappingChange.ReadOnly)]
+    [InlineData(MappingChange.NoAccess)]
+    public void TheTlbFollowsTheMappingAfterUnmapRemapOrProtect(MappingChange change)
+    {
+        void Apply(GuestMemory mem)
+        {
+            switch (change)
+            {
+                case MappingChange.Remap:
+                    mem.Unmap(Data, DataSize);
+                    mem.Map(Data, DataSize, Prot.Read | Prot.Write, "data");
+                    var other = new byte[DataSize];
+                    new Random(11).NextBytes(other);
+                    mem.WriteBytes(Data, other);
+                    break;
+                case MappingChange.Unmap: mem.Unmap(Data, DataSize); break;
+                case MappingChange.ReadOnly: Assert.True(mem.Protect(Data, DataSize, Prot.Read)); break;
+                case MappingChange.NoAccess: Assert.True(mem.Protect(Data, DataSize, Prot.None)); break;
+            }
+        }
+        string Run(ExecutionTier tier, int? threshold, ulong stopAt, bool changed)
+        {
+            using var vm = new Vm(LoopCode, tier, threshold: threshold);
+            string atStop = vm.State(vm.Run(stopAt));
+            if (changed) Apply(vm.Mem);
+            var end = vm.Run(ulong.MaxValue);
+            // the state without reading the data mapping (it may be gone)
+            var s = new StringBuilder($"{atStop}\n{end} rip={vm.Cpu.Rip:x} flags={vm.Cpu.Rflags & CpuState.DigestedFlags:x} n={vm.Cpu.InstructionCount} ");
+            for (int k = 0; k < 16; k++) s.Append($"r{k}={vm.Cpu.R[k]:x} ");
+            if (end == RunResult.Fault) s.Append($"fault={vm.Cpu.PendingFault!.Signal}/{vm.Cpu.PendingFault.Code}/{vm.Cpu.PendingFault.FaultAddress:x}");
+            return s.ToString();
+        }
+        // the loop's nine instructions from its fifth iteration on (two set-up instructions before it)
+        for (ulong stop = 2 + 9 * 5; stop < 2 + 9 * 6; stop++)
+        {
+            string reference = Run(ExecutionTier.Interpreter, null, stop, true);
+            // not vacuous: the change is seen (other bytes read, or a fault of the data mapping instead of int3's)
+            Assert.NotEqual(Run(ExecutionTier.Interpreter, null, stop, false), reference);
+            if (change != MappingChange.Remap) Assert.Contains($"fault={ReVirt.Linux.Sig.SEGV}/", reference);
+            string compiled = Run(ExecutionTier.Compiled, null, stop, true);
+            string eager = Run(ExecutionTier.Default, EagerThreshold, stop, true);
+            Assert.True(reference == compiled, $"{change} at {stop}:\ninterpreter {reference}\ncompiled    {compiled}");
+            Assert.True(reference == eager, $"{change} at {stop}:\ninterpreter {reference}\ndefault     {eager}");
+        }
+    }
+
     /// <summary>The pointer registers of <see cref="FlagPartsCode"/>, each walking 8 bytes per iteration from its own
     /// 0x200-byte window of the data: rsi for the loads, then the store after add, neg, rol, inc, shr, and the
     /// read-modify-write add whose flags nothing reads.</summary>
