@@ -96,6 +96,10 @@ def make_namespace(rto_min_ms=None, relay=False):
         for d in ('rvr0', 'rvr1'):
             i('link', 'set', d, 'up')
     i('addr', 'add', '10.213.8.1/24', 'dev', 'rvbr0')
+    if relay:
+        # the relay copies frames as AF_PACKET sees them and cannot split a segmentation-offload super-frame: the
+        # clients' TCP builds one segment per frame on this bridge (an upload's data; a download's ACKs fit anyway)
+        i('link', 'set', 'rvbr0', 'gso_max_segs', '1', 'gso_max_size', '1500')
     i('link', 'set', 'rvbr0', 'up')
     if rto_min_ms is not None:
         i('route', 'replace', '10.213.8.0/24', 'dev', 'rvbr0', 'proto', 'kernel', 'scope', 'link', 'src', '10.213.8.1', 'rto_min', f'{rto_min_ms}ms')
