@@ -325,7 +325,7 @@ def bulk_get(mb, seed, sack=True, progress=None, started=None, put=False):
 
 # --bulk-variants: what each throughput variant runs (label, client SACK, this build or the --compare one, extra options)
 BULK_VARIANTS = {
-    'sack': ('SACK on (negotiated)', True, 'this', []),
+    'sack': ('SACK on (negotiated; RACK-TLP on)', True, 'this', []),
     'nosack': ('SACK off (tcp_sack 0)', False, 'this', []),
     'norack': ('RACK-TLP off (--no-rack)', True, 'this', ['--no-rack']),
     'before': ('the --compare build', True, 'compare', []),

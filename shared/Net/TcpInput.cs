@@ -432,7 +432,7 @@ public sealed partial class TcpSocket
         bool sackNews = !sack.IsEmpty && TakeSackBlocks(sack, out dsack);
         // RACK (RFC 8985 §6.2): ranges sent before the most recently sent delivered one, by more than the reordering
         // window, are lost; this replaces the duplicate-ACK count on a RACK connection
-        bool rackLost = RackOn && RackOnAck(dsack != null);
+        bool rackLost = RackOn && RackOnAck(sack, dsack != null);
         if (RackOn) ProbeAcked(ack, advanced, sackNews, dsack);
         if (advanced)
         {

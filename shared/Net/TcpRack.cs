@@ -153,20 +153,30 @@ public sealed partial class TcpSocket
         if (Flight.Count > 0 && Seq.Lt(Flight[0].Start, ack)) { var r = Flight[0]; r.Start = ack; Flight[0] = r; }
     }
 
-    /// <summary>After the scoreboard took an ACK's blocks: ranges it now covers are delivered (split at its edges).</summary>
-    void RackSacked()
+    /// <summary>After the scoreboard took an ACK's blocks: the ranges now covered by the scoreboard ranges those blocks
+    /// fell in are delivered (split at their edges). Only those scoreboard ranges are walked (at most four blocks
+    /// per ACK), so a peer's ACK costs a bounded walk of the flight whatever the scoreboard holds.</summary>
+    void RackSacked(ReadOnlySpan<byte> sack)
     {
-        foreach (var (s, e) in Sacked)
+        for (int b = 0; b + 8 <= sack.Length; b += 8)
         {
-            int i = SplitAt(s), j = SplitAt(e);
-            for (int k = i; k < j; k++)
-            {
-                var r = Flight[k];
-                if (r.Sacked || Seq.Lt(r.Start, s) || Seq.Gt(r.End, e)) continue;
-                r.Sacked = true; r.Lost = false;
-                Flight[k] = r;
-                RackDelivered(r);
-            }
+            uint bs = Wire.U32(sack, b), be = Wire.U32(sack, b + 4);
+            if (!Seq.Lt(bs, be)) continue;
+            foreach (var (s, e) in Sacked)
+                if (Seq.Lt(s, be) && Seq.Lt(bs, e)) MarkSacked(s, e);
+        }
+    }
+
+    void MarkSacked(uint s, uint e)
+    {
+        int i = SplitAt(s), j = SplitAt(e);
+        for (int k = i; k < j; k++)
+        {
+            var r = Flight[k];
+            if (r.Sacked || Seq.Lt(r.Start, s) || Seq.Gt(r.End, e)) continue;
+            r.Sacked = true; r.Lost = false;
+            Flight[k] = r;
+            RackDelivered(r);
         }
     }
 
@@ -220,9 +230,9 @@ public sealed partial class TcpSocket
     }
 
     /// <summary>The RACK part of an ACK, after the scoreboard took its blocks; true when a range was found lost.</summary>
-    bool RackOnAck(bool dsack)
+    bool RackOnAck(ReadOnlySpan<byte> sack, bool dsack)
     {
-        RackSacked();
+        RackSacked(sack);
         RackAdaptWindow(dsack);
         return RackDetectLoss();
     }
