@@ -396,7 +396,7 @@ public sealed partial class TcpSocket
     void EnterTimeWait()
     {
         State = TcpState.TimeWait;
-        RtxDeadline = KeepDeadline = long.MaxValue;
+        RtxDeadline = KeepDeadline = RackDeadline = ProbeDeadline = long.MaxValue;
         EndDeadline = Stack.Now + TimeWaitNs;
         SendBuf.Discard(SendBuf.Count);
         SendAck();

@@ -214,3 +214,20 @@ public class StackRackTests(Xunit.Abstractions.ITestOutputHelper output)
         Assert.True(with.Took < without.Took, $"RACK {with.Took / 1e6:F0} ms, without {without.Took / 1e6:F0} ms");
     }
 }
+
+/// <summary>`--no-rack` is part of the machine's start state: the log header's interface identity carries it, so a
+/// replay and a backup build the same stack; a log written before RACK existed (two words) reads as RACK on.</summary>
+public class RackStartStateTests
+{
+    [Fact]
+    public void The_interface_identity_carries_rack_off_and_an_older_identity_reads_as_on()
+    {
+        var on = ReVirt.Linux.VirtualNetOptions.Parse("10.0.0.2/24", null, "tap0", out _)!;
+        var off = on with { Rack = false };
+        Assert.Equal(on.Identity + " norack", off.Identity);
+        Assert.False(ReVirt.Linux.VirtualNetOptions.FromIdentity(off.Identity, "tap1", null)!.Rack);
+        Assert.True(ReVirt.Linux.VirtualNetOptions.FromIdentity(on.Identity, "tap1", null)!.Rack);
+        Assert.Null(ReVirt.Linux.VirtualNetOptions.FromIdentity(on.Identity + " fast", "tap1", null));
+        Assert.Null(ReVirt.Linux.VirtualNetOptions.FromIdentity(off.Identity + " norack", "tap1", null));
+    }
+}
