@@ -7,8 +7,8 @@ devices; needs root. The kernel here has no netem qdisc nor tc actions, so this 
 
 DEV_A is the guest's side (a TAP device), DEV_B the clients' (a veth whose peer is on their bridge). Linux leaves the
 TCP checksum of what its clients send for the device to fill in (checksum offload), so a frame taken from DEV_B gets
-its TCP checksum computed here. Frames bigger than the MTU (segmentation offload) are not split: fine for a download,
-whose client sends only ACKs.
+its TCP checksum computed here. Frames bigger than the MTU (segmentation offload) are not split: the clients' side
+must send one segment per frame (bench/vnet.py sets gso_max_segs 1 on the clients' bridge), else an upload stalls.
 """
 import random, select, socket, struct, sys
 

@@ -8,6 +8,7 @@ outstanding. Prints a Markdown section for docs/PERFORMANCE-replication.md.
     python3 bench/vnet.py --kills-only --kills K [--compare BIN_DIR]   # stall alone; with another build alternating
     python3 bench/vnet.py --redis [--requests N] [--connections 64] [--kills K]   # redis-server; throughput by redis-benchmark
     python3 bench/vnet.py --bulk [--bulk-mb MB] [--loss P] [--runs N] [--kills K]   # a bulk download: SACK on/off, failover
+    python3 bench/vnet.py --bulk --upload --bulk-variants rack,norack,before --compare BIN_DIR   # an upload; RACK on/off, another build
 
 With --bulk the guest is guests/src/bulkserver.c and the client bench/bulkclient.py (in the clients' namespace), which
 checks every byte against the body it computes itself. Throughput: `primary run --net virtual`, a download of MB
@@ -15,7 +16,11 @@ megabytes with a loss of P (each direction, every frame) on the link, put there 
 guest's TAP device and the clients' bridge (the kernel here has no netem); SACK on and off alternate (off:
 net.ipv4.tcp_sack 0 in the clients' namespace, so the client's SYN offers none and none is negotiated). Failover: the
 same download from a protected guest (no loss), the primary SIGKILLed once a third has arrived; the stall is the
-client's longest wait for data.
+client's longest wait for data. With --upload the client sends (PUT) and the guest reads and checks every byte (it
+answers OK or the first bad offset); the stall is then the client's longest wait for its kernel to take more data.
+--bulk-variants chooses what the throughput runs alternate: sack (this build, the client's SACK on), nosack (the
+client's SACK off), norack (this build with --no-rack: the in-VM sender without RACK-TLP), before (the --compare
+build); the kills alternate this build and the --compare build.
 
 With --redis the throughput is Debian's redis-benchmark's (SET and GET, -c CONNECTIONS -n REQUESTS, run inside the
 clients' namespace for the virtual network) and the kills load the server with bench/kvload.c speaking RESP (each
@@ -91,6 +96,10 @@ def make_namespace(rto_min_ms=None, relay=False):
         for d in ('rvr0', 'rvr1'):
             i('link', 'set', d, 'up')
     i('addr', 'add', '10.213.8.1/24', 'dev', 'rvbr0')
+    if relay:
+        # the relay copies frames as AF_PACKET sees them and cannot split a segmentation-offload super-frame: the
+        # clients' TCP builds one segment per frame on this bridge (an upload's data; a download's ACKs fit anyway)
+        i('link', 'set', 'rvbr0', 'gso_max_segs', '1', 'gso_max_size', '1500')
     i('link', 'set', 'rvbr0', 'up')
     if rto_min_ms is not None:
         i('route', 'replace', '10.213.8.0/24', 'dev', 'rvbr0', 'proto', 'kernel', 'scope', 'link', 'src', '10.213.8.1', 'rto_min', f'{rto_min_ms}ms')
@@ -119,14 +128,14 @@ class Proc:
         raise TimeoutError(pattern)
 
 
-def start(mode, net, lock=None, events=None, bin_dir=BIN):
+def start(mode, net, lock=None, events=None, bin_dir=BIN, extra_args=()):
     """kvserver under run or protect, on host sockets (loopback) or the virtual interface; returns (primary, backup, address).
     `events`: a file for the backup's JSON-lines events (`--events`); `bin_dir`: the build whose primary.dll and
-    backup.dll run."""
+    backup.dll run; `extra_args`: more options for both replicas' guest (e.g. --no-rack)."""
     b = None
     PRIMARY, BACKUP = os.path.join(bin_dir, 'primary.dll'), os.path.join(bin_dir, 'backup.dll')
     guest = SERVER.command(net)
-    netargs = NET + ['--tap', 'rvp0'] if net == 'virtual' else []
+    netargs = NET + ['--tap', 'rvp0'] + list(extra_args) if net == 'virtual' else []
     if mode == 'run':
         p = Proc([PRIMARY, 'run'] + netargs + ['--'] + guest, SERVER.ready_on_stdout)
     else:
@@ -289,12 +298,12 @@ def kill_once(i, seconds, bin_dir=BIN):
     return result
 
 
-def bulk_get(mb, seed, sack=True, progress=None, started=None):
-    """bench/bulkclient.py's figures for a download of `mb` MB from the guest (in the clients' namespace);
-    `sack`: net.ipv4.tcp_sack of the namespace for this connection; `started(proc)` is called once it runs and
-    `progress` bytes have arrived."""
+def bulk_get(mb, seed, sack=True, progress=None, started=None, put=False):
+    """bench/bulkclient.py's figures for a download (with `put`, an upload) of `mb` MB from (to) the guest (in the
+    clients' namespace); `sack`: net.ipv4.tcp_sack of the namespace for this connection; `started(proc)` is called
+    once it runs and `progress` bytes have moved."""
     sh('ip', 'netns', 'exec', NS, 'sysctl', '-q', '-w', f'net.ipv4.tcp_sack={1 if sack else 0}')
-    args = client('virtual', sys.executable, BULKCLIENT, GUEST_IP, str(PORT), str(int(mb * 1e6)), str(seed))
+    args = client('virtual', sys.executable, BULKCLIENT, GUEST_IP, str(PORT), str(int(mb * 1e6)), str(seed)) + (['--put'] if put else [])
     if progress is not None:
         args += ['--progress', str(progress)]
     p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -314,31 +323,42 @@ def bulk_get(mb, seed, sack=True, progress=None, started=None):
     return json.loads(last[-1])
 
 
+# --bulk-variants: what each throughput variant runs (label, client SACK, this build or the --compare one, extra options)
+BULK_VARIANTS = {
+    'sack': ('SACK on (negotiated; RACK-TLP on)', True, 'this', []),
+    'nosack': ('SACK off (tcp_sack 0)', False, 'this', []),
+    'norack': ('RACK-TLP off (--no-rack)', True, 'this', ['--no-rack']),
+    'before': ('the --compare build', True, 'compare', []),
+}
+
+
 def bulk_throughput(a):
-    """A download of --bulk-mb MB under `primary run` with --loss on the link, SACK on and off alternating."""
-    res = {True: [], False: []}
+    """A transfer of --bulk-mb MB under `primary run` with --loss on the link, the --bulk-variants alternating."""
+    res = {k: [] for k in a.variants}
     for r in range(a.runs):
-        for sack in (True, False):
+        for k in a.variants:
+            _, sack, build, extra = BULK_VARIANTS[k]
             relay = subprocess.Popen(['ip', 'netns', 'exec', NS, sys.executable, RELAY, 'rvp0', 'rvr0', str(a.loss), str(r)],
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
             try:
                 relay.stdout.readline()
-                p, _, addr = start('run', 'virtual', bin_dir=a.this)
-                v = bulk_get(a.bulk_mb, r + 1, sack)
+                p, _, addr = start('run', 'virtual', bin_dir=a.compare if build == 'compare' else a.this, extra_args=extra)
+                v = bulk_get(a.bulk_mb, r + 1, sack, put=a.upload)
                 shutdown('virtual', addr)
                 p.p.wait(timeout=120)
             finally:
                 relay.kill()
                 relay.wait()
             if not v['ok']:
-                raise RuntimeError(f'bulk download not intact: {v}')
-            res[sack].append(v)
-            print('bulk', 'sack' if sack else 'no sack', f"{v['mbps']:.2f} MB/s in {v['seconds']:.1f} s, longest wait {v['maxGapMs']:.0f} ms", flush=True)
+                raise RuntimeError(f'bulk transfer not intact: {v}')
+            res[k].append(v)
+            print('bulk', k, f"{v['mbps']:.2f} MB/s in {v['seconds']:.1f} s, longest wait {v['maxGapMs']:.0f} ms, load {os.getloadavg()[0]:.0f}", flush=True)
     return res
 
 
-def bulk_kill_once(i, mb, bin_dir=BIN):
-    """One protected bulk download killed a third of the way; the client's figures plus the stall's place."""
+def bulk_kill_once(i, mb, bin_dir=BIN, put=False):
+    """One protected bulk download (upload with `put`) killed a third of the way; the client's figures plus the
+    stall's place."""
     global _runs
     _runs += 1
     lock = os.path.join(tempfile.gettempdir(), f'revirt-vnet-{os.getpid()}-bulk{i}-{_runs}.lock')
@@ -349,7 +369,7 @@ def bulk_kill_once(i, mb, bin_dir=BIN):
         killed['mono'], killed['ms'] = time.monotonic(), time.time() * 1000
         p.p.send_signal(signal.SIGKILL)
     try:
-        v = bulk_get(mb, 100 + i, True, progress=int(mb * 1e6 / 3), started=kill)
+        v = bulk_get(mb, 100 + i, True, progress=int(mb * 1e6 / 3), started=kill, put=put)
         shutdown('virtual', addr)
         b.p.wait(timeout=120)
     finally:
@@ -386,7 +406,7 @@ def bulk(a):
         for i in range(a.kills):
             for name, d in builds:
                 try:
-                    v = bulk_kill_once(i, a.bulk_mb, d)
+                    v = bulk_kill_once(i, a.bulk_mb, d, put=a.upload)
                     if not v['ok']:
                         raise RuntimeError(f'not intact: {v}')
                     kills[name].append(v)
@@ -398,24 +418,26 @@ def bulk(a):
                 loads.append(os.getloadavg()[0])
     finally:
         subprocess.run(['ip', 'netns', 'del', NS])
-    print(f'\n## A bulk download through the in-VM stack: SACK and the failover (`bench/vnet.py --bulk`)\n')
+    what = 'upload' if a.upload else 'download'
+    print(f'\n## A bulk {what} through the in-VM stack: loss recovery and the failover (`bench/vnet.py --bulk`)\n')
     print(f'{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, load average {min(loads):.0f}-{max(loads):.0f} '
-          f'during the run. Command: `python3 bench/vnet.py --bulk --bulk-mb {a.bulk_mb:g} --loss {a.loss:g} --runs {a.runs} --kills {a.kills}'
-          f'{" --compare BIN_DIR" if a.compare else ""}`. '
-          f'bulkserver.musl sends {a.bulk_mb:g} MB; bench/bulkclient.py checks every byte.\n')
+          f'during the run. Command: `python3 bench/vnet.py --bulk{" --upload" if a.upload else ""} --bulk-mb {a.bulk_mb:g} --loss {a.loss:g} --runs {a.runs} --kills {a.kills}'
+          f' --bulk-variants {",".join(a.variants)}{" --compare BIN_DIR" if a.compare else ""}`. '
+          + (f'bench/bulkclient.py sends {a.bulk_mb:g} MB; bulkserver.musl checks every byte.\n' if a.upload
+             else f'bulkserver.musl sends {a.bulk_mb:g} MB; bench/bulkclient.py checks every byte.\n'))
     if tp:
         med = lambda xs, k: statistics.median(x[k] for x in xs)
         print(f'Throughput under `primary run --net virtual` with {a.loss:.0%} loss each way (bench/lossyrelay.py), median of {a.runs}, alternating:\n')
-        print('| client | MB/s | seconds | longest wait for data ms | per run MB/s |')
+        print('| variant | MB/s | seconds | longest wait ms | per run MB/s |')
         print('|---|---|---|---|---|')
-        for sack in (True, False):
-            xs = tp[sack]
-            print(f"| {'SACK on (negotiated)' if sack else 'SACK off (tcp_sack 0)'} | {med(xs, 'mbps'):.2f} | {med(xs, 'seconds'):.1f} | {med(xs, 'maxGapMs'):.0f} | "
+        for k in a.variants:
+            xs = tp[k]
+            print(f"| {BULK_VARIANTS[k][0]} | {med(xs, 'mbps'):.2f} | {med(xs, 'seconds'):.1f} | {med(xs, 'maxGapMs'):.0f} | "
                   + ', '.join(f"{x['mbps']:.2f}" for x in xs) + ' |')
         print()
     if a.kills:
-        print(f'Failover: SIGKILL of the protected primary a third into the download (no loss injected); the stall is the client\'s '
-              f'wait for data that spans the moment the survivor\'s interface came up{", the builds alternating kill by kill" if a.compare else ""}:\n')
+        print(f'Failover: SIGKILL of the protected primary a third into the {what} (no loss injected); the stall is the client\'s '
+              f'wait {"to send more" if a.upload else "for data"} that spans the moment the survivor\'s interface came up{", the builds alternating kill by kill" if a.compare else ""}:\n')
         print('| build | intact, no reset | stall p50 ms | max ms | interface up p50 ms after the kill | longest wait of the run p50 ms | overall MB/s p50 | per kill stall ms |')
         print('|---|---|---|---|---|---|---|---|')
         nan = float('nan')
@@ -449,7 +471,14 @@ def main():
     ap.add_argument('--bulk-mb', type=float, default=20, help='with --bulk: megabytes per download')
     ap.add_argument('--loss', type=float, default=0.02, help='with --bulk: the probability that the link loses a frame, each '
                     'direction (0: no throughput runs)')
+    ap.add_argument('--upload', action='store_true', help='with --bulk: the client uploads (PUT) and the guest checks every byte, '
+                    'instead of a download')
+    ap.add_argument('--bulk-variants', default='sack,nosack', help='with --bulk: the throughput variants, alternating: sack, nosack '
+                    '(the client\'s SACK off), norack (this build with --no-rack), before (the --compare build)')
     a = ap.parse_args()
+    a.variants = [v for v in a.bulk_variants.split(',') if v]
+    if any(v not in BULK_VARIANTS for v in a.variants) or ('before' in a.variants and not a.compare):
+        ap.error(f'--bulk-variants: a comma-separated list of {", ".join(BULK_VARIANTS)} (before needs --compare)')
     global SERVER
     if a.bulk:
         bulk(a)

@@ -48,6 +48,7 @@ sealed class GuestCommand
     public readonly Option<string?> Mac = new("--mac") { Description = "--net virtual: the interface's MAC address (default: 02:52:56 followed by the address's last three bytes)." };
     public readonly Option<string> Tap = new("--tap") { Description = "--net virtual: the TAP device that is the interface's wire (create it with `ip tuntap add NAME mode tap` and give the host side an address on the same network).", DefaultValueFactory = _ => VirtualNetOptions.DefaultTap };
     public readonly Option<string?> Netns = new("--netns") { Description = "--net virtual: open the TAP device in this network namespace (a name of `ip netns`, or a path) instead of this process's." };
+    public readonly Option<bool> NoRack = new("--no-rack") { Description = "--net virtual: the in-VM TCP senders without RACK-TLP (RFC 8985): SACK loss recovery by duplicate ACKs only, no tail-loss probe, a lost retransmission waits for the retransmission time-out. For comparison runs; recorded in the log, so replays and backups do the same." };
     public readonly Option<bool> Stats = new("--stats")
     {
         Description = "Print instruction counts and timing to stderr when the guest ends.",
@@ -95,7 +96,7 @@ sealed class GuestCommand
     /// hand-off options: <paramref name="handOff"/>).</summary>
     public T Runs<T>(T command, bool handOff = false) where T : Command
     {
-        foreach (var o in new Option[] { Root, Cwd, Net, Ip, Mac, Tap, Netns, Stats, Tier }) command.Options.Add(o);
+        foreach (var o in new Option[] { Root, Cwd, Net, Ip, Mac, Tap, Netns, NoRack, Stats, Tier }) command.Options.Add(o);
         if (handOff) { command.Options.Add(HandOffAfter); command.Options.Add(JitHost); }
         command.Arguments.Add(Program);
         command.SetAction(parse => Guest(parse, null));
@@ -107,7 +108,7 @@ sealed class GuestCommand
     {
         var record = new Command("record", "Run like `run` and record every nondeterministic input to an event log that `backup replay --log FILE` re-executes instruction for instruction.")
         {
-            Log, Interval, Root, Cwd, Net, Ip, Mac, Tap, Netns, Stats, Tier, Program,
+            Log, Interval, Root, Cwd, Net, Ip, Mac, Tap, Netns, NoRack, Stats, Tier, Program,
         };
         record.SetAction(parse => Guest(parse, parse.GetValue(Log)));
         return record;
@@ -214,14 +215,14 @@ sealed class GuestCommand
             if (parse.GetValue(Ip) is not { } ip) { Console.Error.WriteLine($"{_name}: --net virtual needs --ip A.B.C.D/N"); return null; }
             net = VirtualNetOptions.Parse(ip, parse.GetValue(Mac), parse.GetValue(Tap)!, out var err);
             if (net == null) { Console.Error.WriteLine($"{_name}: {err}"); return null; }
-            net = net with { Namespace = parse.GetValue(Netns) };
+            net = net with { Namespace = parse.GetValue(Netns), Rack = !parse.GetValue(NoRack) };
             // the wire must exist before the guest runs: a clear error now rather than a failed socket call later
             try { TapDevice.Open(net.TapName, net.Namespace).Dispose(); }
             catch (Exception e) when (e is IOException or ArgumentException) { Console.Error.WriteLine($"{_name}: --tap {net.TapName}: {e.Message}"); return null; }
         }
-        else if (parse.GetValue(Ip) != null || parse.GetValue(Mac) != null)
+        else if (parse.GetValue(Ip) != null || parse.GetValue(Mac) != null || parse.GetValue(NoRack))
         {
-            Console.Error.WriteLine($"{_name}: --ip and --mac need --net virtual");
+            Console.Error.WriteLine($"{_name}: --ip, --mac and --no-rack need --net virtual");
             return null;
         }
         string root = parse.GetValue(Root)!;

@@ -20,6 +20,11 @@ public sealed record NetConfig(MacAddress Mac, uint Ip, int PrefixLength, uint G
     public int ChallengeAcksPerSecond { get; init; } = 100;
     /// <summary>Offer and use selective acknowledgement (RFC 2018; used only when the peer offers it too).</summary>
     public bool Sack { get; init; } = true;
+    /// <summary>RACK-TLP loss detection in the sender of a SACK connection (RFC 8985): time-based, so a lost
+    /// retransmission is found without the retransmission time-out, with a tail-loss probe for a lost tail.</summary>
+    public bool Rack { get; init; } = true;
+    /// <summary>Report duplicate segments in the first SACK block (D-SACK, RFC 2883) on SACK connections.</summary>
+    public bool Dsack { get; init; } = true;
 
     public uint Mask => Ip4.Mask(PrefixLength);
     public uint SubnetBroadcast => (Ip & Mask) | ~Mask;
@@ -38,6 +43,12 @@ public sealed class NetCounters
     public long RetransmitTimeouts;
     /// <summary>SACK blocks we sent, the peer's we used, and the peer's ignored as invalid (RFC 2018).</summary>
     public long SackBlocksSent, SackBlocksReceived, SackBlocksIgnored;
+    /// <summary>RACK (RFC 8985): segments it marked lost, and how many of them were retransmissions lost again.</summary>
+    public long RackLostSegments, RackLostRetransmits;
+    /// <summary>Tail-loss probes sent, and those whose resent data repaired a loss (the window was halved).</summary>
+    public long TailLossProbes, TailLossProbeRepairs;
+    /// <summary>D-SACK blocks (RFC 2883) we sent for duplicates received, and the peer's we took.</summary>
+    public long DsackBlocksSent, DsackBlocksReceived;
 
     internal void Serialize(StateCodec c)
     {
@@ -47,6 +58,8 @@ public sealed class NetCounters
         c.Do(ref SynDropped); c.Do(ref ChallengeAcks); c.Do(ref RateLimited); c.Do(ref ResetsSent); c.Do(ref ResetsAccepted);
         c.Do(ref Retransmits); c.Do(ref FastRetransmits); c.Do(ref KeepAliveProbes); c.Do(ref ArpDropped); c.Do(ref IcmpEchoReplies);
         c.Do(ref RetransmittedBytes); c.Do(ref RetransmitTimeouts); c.Do(ref SackBlocksSent); c.Do(ref SackBlocksReceived); c.Do(ref SackBlocksIgnored);
+        c.Do(ref RackLostSegments); c.Do(ref RackLostRetransmits); c.Do(ref TailLossProbes); c.Do(ref TailLossProbeRepairs);
+        c.Do(ref DsackBlocksSent); c.Do(ref DsackBlocksReceived);
     }
 }
 
@@ -330,10 +343,10 @@ public sealed partial class NetStack
         int maxSockets = d.MaxSockets, maxOut = d.MaxOutFrames, arpSize = d.ArpCacheSize, arpHosts = d.ArpPendingHosts,
             arpFrames = d.ArpPendingFramesPerHost, sndBuf = d.SendBuffer, rcvBuf = d.ReceiveBuffer, udpBuf = d.UdpReceiveBuffer,
             synQ = d.MaxSynQueue, tw = d.MaxTimeWait, rate = d.ChallengeAcksPerSecond;
-        bool sack = d.Sack;
+        bool sack = d.Sack, rack = d.Rack, dsack = d.Dsack;
         c.Do(ref mac); c.Do(ref ip); c.Do(ref prefix); c.Do(ref gw);
         c.Do(ref maxSockets); c.Do(ref maxOut); c.Do(ref arpSize); c.Do(ref arpHosts); c.Do(ref arpFrames); c.Do(ref sndBuf);
-        c.Do(ref rcvBuf); c.Do(ref udpBuf); c.Do(ref synQ); c.Do(ref tw); c.Do(ref rate); c.Do(ref sack);
+        c.Do(ref rcvBuf); c.Do(ref udpBuf); c.Do(ref synQ); c.Do(ref tw); c.Do(ref rate); c.Do(ref sack); c.Do(ref rack); c.Do(ref dsack);
         if (!c.Reading) return;
         if (mac == 0 || ip == 0 || prefix is < 1 or > 30 || sndBuf is < 1 or > (64 << 20) || rcvBuf is < 1 or > (64 << 20))
             throw new InvalidDataException("network stack state: an impossible interface configuration");
@@ -341,7 +354,7 @@ public sealed partial class NetStack
         {
             MaxSockets = maxSockets, MaxOutFrames = maxOut, ArpCacheSize = arpSize, ArpPendingHosts = arpHosts,
             ArpPendingFramesPerHost = arpFrames, SendBuffer = sndBuf, ReceiveBuffer = rcvBuf, UdpReceiveBuffer = udpBuf,
-            MaxSynQueue = synQ, MaxTimeWait = tw, ChallengeAcksPerSecond = rate, Sack = sack,
+            MaxSynQueue = synQ, MaxTimeWait = tw, ChallengeAcksPerSecond = rate, Sack = sack, Rack = rack, Dsack = dsack,
         };
     }
 

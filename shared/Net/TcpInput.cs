@@ -268,6 +268,8 @@ public sealed partial class TcpSocket
         if (!acceptable && !ackOnly)
         {
             c.DropOutOfWindow++;
+            // data we already had (a spurious or repeated resend): reported as a D-SACK in the ACK (RFC 2883 §4)
+            if (seg.Data.Length > 0 && Seq.Gt(seq, Irs) && Seq.Le(seq + (uint)seg.Data.Length, RcvNxt)) NoteDuplicate(seq, seq + (uint)seg.Data.Length);
             if (!seg.Rst && Stack.AllowUnsolicited()) SendAck();
             return;
         }
@@ -303,6 +305,7 @@ public sealed partial class TcpSocket
         if (Seq.Lt(seq, RcvNxt))
         {
             int cut = (int)(RcvNxt - seq);
+            if (data.Length > 0) NoteDuplicate(seq, seq + (uint)Math.Min(cut, data.Length));
             if (cut > data.Length) { data = []; fin = false; }
             else data = data[cut..];
             seq = RcvNxt;
@@ -349,8 +352,9 @@ public sealed partial class TcpSocket
         {
             // Out of order: keep it (bounded by the window and a segment count) and send a duplicate ACK at once,
             // which drives the sender's fast retransmit (RFC 5681 §4.2).
-            if (data.Length > 0 && Ooo.Count < MaxOooSegments && (!Ooo.TryGetValue(seq, out var have) || have.Length < data.Length))
-                Ooo[seq] = data.ToArray();
+            bool had = Ooo.TryGetValue(seq, out var have);
+            if (had && have!.Length >= data.Length) NoteDuplicate(seq, seq + (uint)data.Length);
+            else if (data.Length > 0 && Ooo.Count < MaxOooSegments) Ooo[seq] = data.ToArray();
             if (data.Length > 0) LastOooSeq = seq;   // the first SACK block is the one holding it (RFC 2018 §4)
             if (fin) { OooFin = true; OooFinSeq = seq + (uint)data.Length; }
             SendAck();
@@ -392,7 +396,7 @@ public sealed partial class TcpSocket
     void EnterTimeWait()
     {
         State = TcpState.TimeWait;
-        RtxDeadline = KeepDeadline = long.MaxValue;
+        RtxDeadline = KeepDeadline = RackDeadline = ProbeDeadline = long.MaxValue;
         EndDeadline = Stack.Now + TimeWaitNs;
         SendBuf.Discard(SendBuf.Count);
         SendAck();
@@ -412,6 +416,7 @@ public sealed partial class TcpSocket
         uint acked = advanced ? ack - SndUna : 0;
         if (advanced)
         {
+            if (RackOn) RackCumulative(ack);   // before SND.UNA moves: what the ACK delivers dates RACK's reference
             int dataAcked = (int)acked;
             if (FinSent && Seq.Gt(ack, FinSeq)) dataAcked--;
             if (Seq.Le(SndUna, Iss)) dataAcked--;                 // our SYN
@@ -423,20 +428,26 @@ public sealed partial class TcpSocket
         }
         // The peer's SACK blocks (RFC 2018 §3), taken after the cumulative ACK; blocks that add to the scoreboard
         // make this ACK a duplicate in RFC 6675's sense even when it also updates the window.
-        bool sackNews = !sack.IsEmpty && TakeSackBlocks(sack);
+        (uint Start, uint End)? dsack = null;
+        bool sackNews = !sack.IsEmpty && TakeSackBlocks(sack, out dsack);
+        // RACK (RFC 8985 §6.2): ranges sent before the most recently sent delivered one, by more than the reordering
+        // window, are lost; this replaces the duplicate-ACK count on a RACK connection
+        bool rackLost = RackOn && RackOnAck(sack, dsack != null);
+        if (RackOn) ProbeAcked(ack, advanced, sackNews, dsack);
         if (advanced)
         {
             if (RttTiming && Seq.Gt(ack, RttSeq)) { RttTiming = false; RttSample(Stack.Now - RttStart); }
             Retries = 0;
             if (InRecovery)
             {
-                if (Seq.Ge(ack, Recover)) { InRecovery = false; Cwnd = Ssthresh; }
+                if (Seq.Ge(ack, Recover)) { InRecovery = false; Cwnd = Ssthresh; if (RackOn) RackRecoveryEnded(); }
                 else if (SackOk)
                 {
                     // partial ACK under SACK: the segment now at SND.UNA goes at once unless this recovery resent it
                     // already (as NewReno does, RFC 6582: the scoreboard may hold nothing that shows it lost, and the
-                    // pipe would hold it back); Output sends the other holes (RFC 6675 §5 step C)
-                    if (!Seq.Gt(HighRxt, SndUna)) _ = ResendHole(SndUna, SegmentRoom);
+                    // pipe would hold it back); Output sends the other holes (RFC 6675 §5 step C). With RACK, RACK
+                    // alone says what is lost.
+                    if (!RackOn && !Seq.Gt(HighRxt, SndUna)) _ = ResendHole(SndUna, SegmentRoom);
                 }
                 else { RetransmitFirst(); Cwnd = Cwnd > acked ? Cwnd - acked + (uint)SndMss : (uint)SndMss; }   // partial ACK (RFC 6582)
             }
@@ -445,6 +456,7 @@ public sealed partial class TcpSocket
             Cwnd = Math.Min(Cwnd, 1u << 30);
             DupAcks = 0;
             RtxDeadline = SndUna == SndMax ? long.MaxValue : Stack.Now + Rto;
+            ArmProbe();
             if (FinAcked)
             {
                 switch (State)
@@ -466,39 +478,59 @@ public sealed partial class TcpSocket
             // resend (after a time-out or a takeover) is under way: its duplicates are the peer's answers to what it
             // already had, and a recovery would stop the resend of what the scoreboard cannot show lost (a takeover's
             // held segments the peer never saw), leaving it to the time-out.
-            bool enter = !InRecovery && (SackOk
+            // With RACK, SACK blocks say what is lost; DupThresh duplicates with none above SND.UNA (a peer whose
+            // stack sends no blocks in them, or a takeover's repair by duplicate ACKs) still mark SND.UNA's range
+            // lost, as NewReno would read them, rather than leave it to the probe or the time-out.
+            bool enter = !InRecovery && (RackOn
+                ? SndNxt == SndMax && DupAcks == DuplicateAcksForFastRetransmit && Sacked.Count == 0 && RackMarkFirstLost()
+                : SackOk
                 ? SndNxt == SndMax && (DupAcks >= DuplicateAcksForFastRetransmit || IsLost(SndUna))
                 : DupAcks == DuplicateAcksForFastRetransmit);
-            if (enter)
+            if (enter && SackOk) EnterSackRecovery();
+            else if (enter)
             {
-                // Fast retransmit and recovery (RFC 5681 §3.2; RFC 6675 §5 with SACK).
+                // Fast retransmit and recovery (RFC 5681 §3.2).
                 Stack.Counters.FastRetransmits++;
-                uint flight = SndMax - SndUna;
-                Ssthresh = Math.Max(flight / 2, 2 * (uint)SndMss);
+                Ssthresh = Math.Max((SndMax - SndUna) / 2, 2 * (uint)SndMss);
                 Recover = SndMax;
                 InRecovery = true;
-                if (SackOk)
-                {
-                    // the first hole goes at once; Output sends the others as the pipe allows (no window inflation).
-                    // What a go-back-N resend that just ended sent again (up to HighRxt) counts as resent.
-                    Cwnd = Ssthresh;
-                    if (!Seq.Gt(HighRxt, SndUna) || Seq.Gt(HighRxt, SndMax)) HighRxt = SndUna;
-                    if (HighRxt == SndUna) _ = ResendHole(SndUna, SegmentRoom);
-                }
-                else
-                {
-                    HighRxt = SndUna;
-                    RetransmitFirst();
-                    Cwnd = Ssthresh + 3 * (uint)SndMss;
-                }
+                HighRxt = SndUna;
+                RetransmitFirst();
+                Cwnd = Ssthresh + 3 * (uint)SndMss;
             }
             else if (InRecovery && !SackOk) Cwnd = Math.Min(Cwnd + (uint)SndMss, 1u << 30);
         }
+        // a RACK connection enters recovery when RACK finds a range lost, not while a go-back-N resend is under way
+        if (rackLost && !InRecovery && SndNxt == SndMax && State != TcpState.Closed) EnterSackRecovery();
+    }
+
+    /// <summary>
+    /// Fast recovery on a SACK connection (RFC 6675 §5; with RACK, RFC 8985 §6.2 says when): the window is halved, the
+    /// first hole goes at once, Output sends the others as the pipe allows (no window inflation). Without RACK, what a
+    /// go-back-N resend that just ended sent again (up to HighRxt) counts as resent. A tail-loss probe episode ends
+    /// here: this recovery is the congestion response.
+    /// </summary>
+    void EnterSackRecovery()
+    {
+        Stack.Counters.FastRetransmits++;
+        Ssthresh = Math.Max((SndMax - SndUna) / 2, 2 * (uint)SndMss);
+        Recover = SndMax;
+        InRecovery = true;
+        Cwnd = Ssthresh;
+        ProbeOut = false; ProbeDeadline = long.MaxValue;
+        if (RackOn)
+        {
+            if (RackNextLost(out uint seq, out int len)) _ = ResendHole(seq, len);
+            return;
+        }
+        if (!Seq.Gt(HighRxt, SndUna) || Seq.Gt(HighRxt, SndMax)) HighRxt = SndUna;
+        if (HighRxt == SndUna) _ = ResendHole(SndUna, SegmentRoom);
     }
 
     void RttSample(long r)
     {
         // RFC 6298 §2.2-2.3 with alpha = 1/8, beta = 1/4.
+        if (r < MinRtt) MinRtt = r;   // RACK's reordering window is a quarter of it
         if (!HasRtt) { Srtt = r; RttVar = r / 2; HasRtt = true; }
         else { RttVar = (3 * RttVar + Math.Abs(Srtt - r)) / 4; Srtt = (7 * Srtt + r) / 8; }
         Rto = Math.Clamp(Srtt + Math.Max(ClockGranularity, 4 * RttVar), MinRto, MaxRto);
@@ -541,6 +573,7 @@ public sealed partial class TcpSocket
         if (FinSent && Seq.Ge(FinSeq, SndUna)) FinSent = false;
         RttTiming = false;                  // Karn: no RTT sample from a retransmission
         InRecovery = false; DupAcks = 0; HighRxt = SndUna;
+        if (RackOn) RackTimeout(forgetSacked: false);   // what the old replica sent may never have left it
         RtxDeadline = long.MaxValue;
         Output();
         if (RtxDeadline == long.MaxValue) RtxDeadline = Stack.Now + Rto;
@@ -600,6 +633,8 @@ public sealed partial class TcpSocket
         long now = Stack.Now;
         if (EndDeadline <= now) { EndDeadline = long.MaxValue; EnterClosed(); return; }
         if (RtxDeadline <= now) { RtxDeadline = long.MaxValue; RetransmitTimeout(); }
+        if (State != TcpState.Closed && RackDeadline <= now) { RackDeadline = long.MaxValue; ReorderTimeout(); }
+        if (State != TcpState.Closed && ProbeDeadline <= now) { ProbeDeadline = long.MaxValue; TailLossProbe(); }
         if (State != TcpState.Closed && KeepDeadline <= now) KeepAliveTimeout();
     }
 
@@ -646,6 +681,7 @@ public sealed partial class TcpSocket
         // the go-back-N resend skips SACKed ranges; from the second time-out in a row the peer may have reneged on
         // them (RFC 2018 §8), so they are forgotten and everything goes again
         if (Retries > 1) Sacked.Clear();
+        if (RackOn) RackTimeout(forgetSacked: Retries > 1);
         SndNxt = SndUna;
         if (FinSent && Seq.Ge(FinSeq, SndUna)) FinSent = false;
         RttTiming = false;

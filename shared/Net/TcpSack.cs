@@ -51,13 +51,13 @@ public sealed partial class TcpSocket
 
     int SackOptionLength()
     {
-        if (!SackOk || Ooo.Count == 0) return 0;
-        int blocks = 0;
+        if (!SackOk || (Ooo.Count == 0 && !DsackPending)) return 0;
+        int blocks = DsackPending ? 1 : 0;
         uint end = 0;
-        for (int i = 0; i < Ooo.Count && blocks < TcpOptions.MaxSackBlocks; i++)
+        for (int i = 0; i < Ooo.Count; i++)
         {
             uint s = Ooo.Keys[i];
-            if (i == 0 || Seq.Gt(s, end)) blocks++;
+            if (i == 0 || Seq.Gt(s, end)) { if (blocks == TcpOptions.MaxSackBlocks) break; blocks++; }
             uint e = s + (uint)Ooo.Values[i].Length;
             if (i == 0 || Seq.Gt(e, end)) end = e;
         }
@@ -80,15 +80,23 @@ public sealed partial class TcpSocket
         return blocks;
     }
 
-    /// <summary>Writes the SACK option for an ACK into <paramref name="opts"/> (RFC 2018 §4); returns its length, 0 for none.</summary>
+    /// <summary>Writes the SACK option for an ACK into <paramref name="opts"/> (RFC 2018 §4); returns its length, 0 for none.
+    /// A duplicate to report goes first, once (RFC 2883 §4): then the block holding the latest arrival, which is the
+    /// block holding the duplicate when it was a copy of out-of-order data.</summary>
     int WriteSackOption(Span<byte> opts)
     {
-        if (!SackOk || Ooo.Count == 0) return 0;
+        if (!SackOk || (Ooo.Count == 0 && !DsackPending)) return 0;
         var blocks = OooBlocks();
         int first = blocks.FindIndex(b => Seq.Le(b.Start, LastOooSeq) && Seq.Lt(LastOooSeq, b.End));
+        if (first > 0) { var b = blocks[first]; blocks.RemoveAt(first); blocks.Insert(0, b); }
+        if (DsackPending)
+        {
+            blocks.Insert(0, (DsackStart, DsackEnd));
+            DsackPending = false;
+            Stack.Counters.DsackBlocksSent++;
+        }
         int n = Math.Min(blocks.Count, TcpOptions.MaxSackBlocks);
         opts[0] = TcpOptions.Nop; opts[1] = TcpOptions.Nop; opts[2] = TcpOptions.Sack; opts[3] = (byte)(2 + 8 * n);
-        if (first > 0) { var b = blocks[first]; blocks.RemoveAt(first); blocks.Insert(0, b); }
         for (int i = 0; i < n; i++) { Wire.U32(opts, 4 + 8 * i, blocks[i].Start); Wire.U32(opts, 8 + 8 * i, blocks[i].End); }
         Stack.Counters.SackBlocksSent += n;
         return 4 + 8 * n;
@@ -96,11 +104,14 @@ public sealed partial class TcpSocket
 
     /// <summary>
     /// Adds the blocks of a SACK option to the scoreboard; true when they SACKed data not SACKed before. Invalid blocks
-    /// are ignored and counted; none is trusted beyond the data we hold (a block never covers our FIN).
+    /// are ignored and counted; none is trusted beyond the data we hold (a block never covers our FIN). A valid first
+    /// block below the cumulative ACK or inside the second block reports a duplicate (D-SACK, RFC 2883 §4):
+    /// <paramref name="dsack"/>.
     /// </summary>
-    bool TakeSackBlocks(ReadOnlySpan<byte> sack)
+    bool TakeSackBlocks(ReadOnlySpan<byte> sack, out (uint Start, uint End)? dsack)
     {
         var c = Stack.Counters;
+        dsack = null;
         if (!SackOk || State is TcpState.SynSent or TcpState.SynReceived) { c.SackBlocksIgnored += sack.Length / 8; return false; }
         uint dataEnd = SndUna + (uint)SendBuf.Count;
         bool news = false;
@@ -110,6 +121,11 @@ public sealed partial class TcpSocket
             if (!Seq.Lt(s, e) || Seq.Gt(e, SndMax) || Seq.Lt(s, SndUna - Math.Max(MaxSndWnd, 1)))
             { c.SackBlocksIgnored++; continue; }
             c.SackBlocksReceived++;
+            if (i == 0 && (Seq.Le(e, SndUna) || sack.Length >= 16 && Seq.Ge(s, Wire.U32(sack, 8)) && Seq.Le(e, Wire.U32(sack, 12))))
+            {
+                dsack = (s, e);
+                c.DsackBlocksReceived++;
+            }
             if (Seq.Lt(s, SndUna)) s = SndUna;          // partly below SND.UNA: the rest counts
             if (Seq.Gt(e, dataEnd)) e = dataEnd;        // a FIN is acknowledged cumulatively only
             if (!Seq.Lt(s, e)) continue;               // stale (or a D-SACK, RFC 2883): nothing to use
@@ -222,6 +238,13 @@ public sealed partial class TcpSocket
     /// <summary>RFC 6675 §5 step C: while the pipe leaves a segment of room in the congestion window, the next lost hole.</summary>
     void SendHoles()
     {
+        if (RackOn)
+        {
+            // with RACK the lost ranges are what RACK marked, lowest first, and the pipe counts a resend once
+            for (uint pipe = RackPipe(); Cwnd > pipe && Cwnd - pipe >= (uint)SegmentRoom && RackNextLost(out uint seq, out int len); pipe += (uint)len)
+                if (!ResendHole(seq, len)) break;
+            return;
+        }
         // each hole resent is lost data below HighRxt from then on: it adds its length to the pipe
         for (uint pipe = Pipe(); Cwnd > pipe && Cwnd - pipe >= (uint)SegmentRoom && NextHole(out uint seq, out int len); pipe += (uint)len)
             if (!ResendHole(seq, len)) break;

@@ -89,7 +89,7 @@ public sealed partial class TcpSocket
     internal long EndDeadline = long.MaxValue;  // TIME_WAIT expiry, or FIN_WAIT_2 timeout of an orphan
     internal bool AckPending;
 
-    internal long Deadline => Math.Min(RtxDeadline, Math.Min(KeepDeadline, EndDeadline));
+    internal long Deadline => Math.Min(Math.Min(RtxDeadline, Math.Min(KeepDeadline, EndDeadline)), Math.Min(RackDeadline, ProbeDeadline));
 
     NetStack Stack => _stack;
 
@@ -332,20 +332,24 @@ public sealed partial class TcpSocket
         Span<byte> opts = stackalloc byte[TcpOptions.SackOptionBytes];
         int olen = (flags & TcpFlags.Rst) == 0 ? WriteSackOption(opts) : 0;
         Stack.SendTcp(this, seq, RcvNxt, flags, (ushort)scaled, opts[..olen], data);
+        if ((flags & TcpFlags.Rst) == 0) NoteSent(seq, seq + (uint)data.Length + ((flags & TcpFlags.Fin) != 0 ? 1u : 0));
     }
 
     /// <summary>
     /// Sends whatever the windows, Nagle (RFC 896, off with TCP_NODELAY) and sender SWS avoidance allow, then the FIN
-    /// when all data is out; a pending ACK goes out alone if nothing carried it.
+    /// when all data is out; a pending ACK goes out alone if nothing carried it. A tail-loss probe
+    /// (<paramref name="probe"/>) sends at most one segment of new data, whatever the congestion window and Nagle say
+    /// (RFC 8985 §7.3).
     /// </summary>
-    internal void Output()
+    internal void Output(bool probe = false)
     {
         if (State is TcpState.Established or TcpState.CloseWait or TcpState.FinWait1 or TcpState.Closing or TcpState.LastAck)
         {
             Span<byte> seg = stackalloc byte[OurMss];
             bool finWanted = ShutWrite;
             bool sackRecovery = InRecovery && SackOk;
-            if (sackRecovery) SendHoles();
+            if (sackRecovery && !probe) SendHoles();
+            uint sentBefore = SndMax;
             int mss = SegmentRoom;
             while (true)
             {
@@ -356,17 +360,17 @@ public sealed partial class TcpSocket
                 int avail = SendBuf.Count - off;
                 uint outstanding = SndNxt - SndUna;
                 // in SACK recovery the congestion window is weighed against the pipe (RFC 6675), else against the flight
-                uint flight = sackRecovery ? Pipe() : outstanding;
+                uint flight = sackRecovery ? (RackOn ? RackPipe() : Pipe()) : outstanding;
                 // limited transmit (RFC 3042) on a SACK connection: the first two duplicates each let one new segment
                 // go, so a small window still gets DupThresh duplicates (or SACKed segments) instead of a time-out
-                uint cwnd = Cwnd + (SackOk && !InRecovery && DupAcks is 1 or 2 ? (uint)(DupAcks * SndMss) : 0);
+                uint cwnd = probe ? flight + (uint)mss : Cwnd + (SackOk && !InRecovery && DupAcks is 1 or 2 ? (uint)(DupAcks * SndMss) : 0);
                 int usable = (int)Math.Min(Math.Min(SndWnd > outstanding ? SndWnd - outstanding : 0, cwnd > flight ? cwnd - flight : 0), int.MaxValue);
                 int len = Math.Min(Math.Min(Math.Min(avail, mss), usable), beforeSacked);
                 bool fin = finWanted && len == avail;
                 if (len == 0 && !(fin && avail == 0)) break;
                 if (len < mss && len < avail && len < beforeSacked && outstanding > 0) break;   // window-limited runt: wait (SWS)
                 // Nagle holds back new data only: bytes sent before go again as they are (a retransmission from SND.UNA)
-                if (!NoDelay && len > 0 && len < mss && outstanding > 0 && !fin && SndNxt == SndMax) break;
+                if (!NoDelay && !probe && len > 0 && len < mss && outstanding > 0 && !fin && SndNxt == SndMax) break;
                 int n = SendBuf.Peek(off, seg[..len]);
                 var flags = TcpFlags.Ack | (n > 0 && n == avail ? TcpFlags.Psh : 0) | (fin ? TcpFlags.Fin : 0);
                 if (!RttTiming && n + (fin ? 1 : 0) > 0 && SndNxt == SndMax) { RttTiming = true; RttSeq = SndNxt; RttStart = Stack.Now; }
@@ -379,8 +383,10 @@ public sealed partial class TcpSocket
                 if (fin) { FinSent = true; FinSeq = SndNxt; SndNxt++; }
                 if (Seq.Gt(SndNxt, SndMax)) SndMax = SndNxt;
                 if (RtxDeadline == long.MaxValue) RtxDeadline = Stack.Now + Rto;
-                if (fin) break;
+                if (fin || probe) break;
             }
+            // new data went out: the probe timeout is measured from the last transmission (RFC 8985 §7.2)
+            if (!probe && SndMax != sentBefore) ArmProbe();
             // Zero window with data waiting and nothing in flight: the retransmission timer doubles as the persist timer.
             if (SndNxt == SndUna && SendBuf.Count > 0 && RtxDeadline == long.MaxValue) RtxDeadline = Stack.Now + Rto;
         }
@@ -403,9 +409,10 @@ public sealed partial class TcpSocket
     {
         bool wasListen = State == TcpState.Listen;
         State = TcpState.Closed;
-        RtxDeadline = KeepDeadline = EndDeadline = long.MaxValue;
+        RtxDeadline = KeepDeadline = EndDeadline = RackDeadline = ProbeDeadline = long.MaxValue;
         Ooo.Clear();
         Sacked.Clear();
+        Flight.Clear();
         if (!wasListen) Stack.RemoveConnection(this);
         if (Parent != null)
         {
@@ -462,6 +469,7 @@ public sealed partial class TcpSocket
             if (c.Reading) Ooo[seq] = data;
         }
         SackState(c);
+        RackState(c);
     }
 
     // Links read from a snapshot, resolved once every socket exists.

@@ -132,19 +132,48 @@ public class StackBadInputTests
     /// overlapping and adjacent blocks merge, the scoreboard stays within its bound, nothing throws, and the stream
     /// arrives intact once the real flight is delivered. A connection that did not negotiate SACK ignores blocks.
     /// </summary>
+    /// <summary>A SACK connection whose server side has sent a flight of 20 segments' data that the client has not got
+    /// (held in <see cref="ForgedAckFixture.Flight"/>), and a way to hand the server ACKs at SND.UNA with chosen options.</summary>
+    sealed class ForgedAckFixture
+    {
+        public readonly StackLink Link;
+        public readonly TcpSocket C, S;
+        public readonly byte[] Data;
+        public readonly List<byte[]> Flight;
+        public readonly uint Una;
+        public NetCounters K => Link.B.Counters;
+
+        public ForgedAckFixture(int seed)
+        {
+            (Link, C, S) = Pair(seed);
+            Assert.True(S.SackOk);
+            Data = StackLink.Payload(20 * 1460, seed);
+            Assert.Equal(Data.Length, S.Send(Data));
+            Flight = Drain(Link.B);
+            Una = S.SndUna;
+        }
+
+        public void Ack(byte[] opts) =>
+            Link.B.Input(TcpFrame(StackLink.IpA, C.LocalPort, StackLink.IpB, S.LocalPort, C.SndNxt, Una, ACK, opts: opts), Link.Now);
+
+        /// <summary>The real flight reaches the client at last: the stream arrives intact and everything is acknowledged.</summary>
+        public void DeliverFlight()
+        {
+            foreach (var f in Flight) Link.A.Input(f, Link.Now);
+            var got = new MemoryStream();
+            var buf = new byte[65536];
+            Assert.True(Link.Run(() => got.Length >= Data.Length && S.SndUna == S.SndMax, () => { int n; while ((n = C.Receive(buf)) > 0) got.Write(buf, 0, n); }));
+            Assert.Equal(Data, got.ToArray());
+        }
+    }
+
     [Fact]
     public void Forged_sack_blocks_are_ignored_or_merged_and_the_scoreboard_stays_bounded()
     {
-        var (link, c, s) = Pair(36);
-        Assert.True(s.SackOk);
-        var b = link.B;
-        var data = StackLink.Payload(20 * 1460, 36);
-        Assert.Equal(data.Length, s.Send(data));
-        var flight = Drain(b);
-        uint una = s.SndUna, max = s.SndMax;
+        var x = new ForgedAckFixture(36);
+        var (s, una, max, k) = (x.S, x.Una, x.S.SndMax, x.K);
         Assert.True(max - una >= 10 * 1460, $"a flight of {max - una} bytes");
-        void Ack(byte[] opts) => b.Input(TcpFrame(StackLink.IpA, c.LocalPort, StackLink.IpB, s.LocalPort, c.SndNxt, una, ACK, opts: opts), link.Now);
-        var k = b.Counters;
+        var Ack = x.Ack;
         long ignored = k.SackBlocksIgnored;
 
         Ack(SackOption((max + 1, max + 1461)));                        // beyond SND.MAX
@@ -172,23 +201,59 @@ public class StackBadInputTests
         Assert.Equal(TcpState.Established, s.State);
 
         // the real flight reaches the client at last: the stream is intact and the scoreboard empties
-        foreach (var f in flight) link.A.Input(f, link.Now);
-        var got = new MemoryStream();
-        var buf = new byte[65536];
-        Assert.True(link.Run(() => got.Length >= data.Length && s.SndUna == s.SndMax, () => { int n; while ((n = c.Receive(buf)) > 0) got.Write(buf, 0, n); }));
-        Assert.Equal(data, got.ToArray());
+        x.DeliverFlight();
         Assert.Empty(s.Sacked);
 
         // blocks on a connection that did not negotiate SACK are ignored
         var plain = new StackLink(37, b: new NetConfig(StackLink.MacB, StackLink.IpB, 24) { Sack = false });
         var (pc, ps, _) = plain.Connect();
         Assert.False(ps.SackOk);
-        Assert.Equal(1460, ps.Send(data.AsSpan(0, 1460)));
+        Assert.Equal(1460, ps.Send(x.Data.AsSpan(0, 1460)));
         Drain(plain.B);
         plain.B.Input(TcpFrame(StackLink.IpA, pc.LocalPort, StackLink.IpB, ps.LocalPort, pc.SndNxt, ps.SndUna, ACK,
             opts: SackOption((ps.SndUna + 100, ps.SndUna + 200))), plain.Now);
         Assert.Equal(1, plain.B.Counters.SackBlocksIgnored);
         Assert.Empty(ps.Sacked);
+    }
+
+    /// <summary>
+    /// D-SACK blocks (RFC 2883) a peer may forge against a RACK sender with a flight out: the D-SACK forms (a first
+    /// block below the cumulative ACK, or inside the second block) are counted and used only to widen the reordering
+    /// window (bounded, and once per round however many arrive); malformed ones (far below, beyond SND.MAX) are ignored
+    /// and counted; nothing throws, the flight list stays bounded, and the stream is intact once the real flight is
+    /// delivered.
+    /// </summary>
+    [Fact]
+    public void Forged_dsack_blocks_are_counted_bounded_and_change_no_stream()
+    {
+        var x = new ForgedAckFixture(38);
+        var (s, una, k) = (x.S, x.Una, x.K);
+        Assert.True(s.RackOn);
+        var Ack = x.Ack;
+        long ignored = k.SackBlocksIgnored;
+
+        Ack(SackOption((una - 5, una)));                                           // below SND.UNA: a D-SACK
+        Assert.Equal(1, k.DsackBlocksReceived);
+        Assert.Equal(2, s.ReorderMultiplier);
+        Ack(SackOption((una - 1_000_000_000, una - 999_998_540)));                 // far below: ignored
+        Ack(SackOption((una + 100_010, una + 100_020), (una + 1460, una + 100_020))); // beyond all sent: both ignored
+        Assert.Equal(3, k.SackBlocksIgnored - ignored);
+        Assert.Equal(1, k.DsackBlocksReceived);
+        Ack(SackOption((una + 2920, una + 4380), (una + 1460, una + 5840)));        // inside the second block: a D-SACK
+        Assert.Equal(2, k.DsackBlocksReceived);
+        Assert.Equal(new[] { (una + 1460, una + 5840) }, s.Sacked);
+
+        // a flood: every one is counted, the window's multiplier grows once per round (SND.UNA has not moved)
+        for (int i = 0; i < 2000; i++) Ack(SackOption((una - 1 - (uint)i, una)));
+        Assert.Equal(2002, k.DsackBlocksReceived);
+        Assert.Equal(2, s.ReorderMultiplier);
+        Assert.True(s.Flight.Count <= TcpSocket.MaxSentRanges);
+        Assert.Equal(TcpState.Established, s.State);
+
+        // the real flight reaches the client: the stream is intact and the flight list empties
+        x.DeliverFlight();
+        Assert.Empty(s.Flight);
+        Assert.True(s.ReorderMultiplier <= TcpSocket.MaxReorderMultiplier);
     }
 
     [Fact]

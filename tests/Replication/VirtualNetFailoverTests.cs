@@ -165,7 +165,18 @@ public class VirtualNetFailoverTests(ITestOutputHelper output)
     /// for data (the stall) is reported; its figures go to docs/PERFORMANCE-replication.md (`bench/vnet.py --bulk`).
     /// </summary>
     [Fact]
-    public async Task ABulkDownloadKeepsEveryByteAcrossAKill()
+    public Task ABulkDownloadKeepsEveryByteAcrossAKill() => BulkAcrossAKill(upload: false);
+
+    /// <summary>
+    /// The other way: the client uploads (PUT) and bulkserver reads and checks every byte against the body, answering
+    /// "OK BYTES" only when all arrived in order; SIGKILL of the primary once a third was sent. What the old primary
+    /// received but never logged is data the client still holds unacknowledged (no ACK leaves before the backup has
+    /// the log), so the client's resend repairs it: the survivor's answer is OK, no reset.
+    /// </summary>
+    [Fact]
+    public Task ABulkUploadKeepsEveryByteAcrossAKill() => BulkAcrossAKill(upload: true);
+
+    async Task BulkAcrossAKill(bool upload)
     {
         long bytes = SoakSwitch.On ? 40_000_000 : 3_000_000;
         using var ns = TapNamespace.Bridged("rvp0", "rvb0");
@@ -178,10 +189,10 @@ public class VirtualNetFailoverTests(ITestOutputHelper output)
                 "--tap", "rvp0", "--netns", ns.Name, "--", GuestEnv.Guest("bulkserver", "musl"), Port.ToString(), GuestIp]);
             Assert.True(p.WaitFor(() => p.StderrLines.Any(l => l.Text.Contains($"bulkserver: listening on {GuestIp}:{Port}")) || p.HasExited, Long) && !p.HasExited, p.Stderr);
 
-            using var client = ns.Start("python3", Path.Combine(GuestEnv.RepoRoot, "bench", "bulkclient.py"), GuestIp, Port.ToString(), bytes.ToString(), "13",
-                "--progress", (bytes / 3).ToString());
+            using var client = ns.Start(["python3", Path.Combine(GuestEnv.RepoRoot, "bench", "bulkclient.py"), GuestIp, Port.ToString(), bytes.ToString(), "13",
+                "--progress", (bytes / 3).ToString(), .. upload ? new[] { "--put" } : []]);
             string? first = await client.StandardOutput.ReadLineAsync().WaitAsync(Long);
-            Assert.True(first == $"progress {bytes / 3}", $"the download did not get a third of the way: {first}");
+            Assert.True(first == $"progress {bytes / 3}", $"the transfer did not get a third of the way: {first}");
             double killedAt = KvClients.MonotonicMs();
             p.KillHard();
             var took = b.WaitForEvent(ReplicaEvent.TookOver, Long);
@@ -192,7 +203,7 @@ public class VirtualNetFailoverTests(ITestOutputHelper output)
                 Assert.True(bye.WaitForExit(60_000) && bye.ExitCode == 0, "the server did not take SHUTDOWN");
             int? code = b.WaitForExit(Long);
             double gapFrom = report.GetProperty("gapFrom").GetDouble() * 1000, gapTo = report.GetProperty("gapTo").GetDouble() * 1000;
-            output.WriteLine($"{bytes} bytes at {report.GetProperty("mbps").GetDouble():F2} MB/s overall; longest wait for data {report.GetProperty("maxGapMs").GetDouble():F0} ms, " +
+            output.WriteLine($"{(upload ? "upload" : "download")}: {bytes} bytes at {report.GetProperty("mbps").GetDouble():F2} MB/s overall; longest wait {report.GetProperty("maxGapMs").GetDouble():F0} ms, " +
                 $"from {gapFrom - killedAt:F0} to {gapTo - killedAt:F0} ms after the kill; the backup drained for {took.Long("drainMs")} ms");
 
             Assert.Equal(bytes, report.GetProperty("bytes").GetInt64());

@@ -18,6 +18,10 @@ public sealed record VirtualNetOptions(MacAddress Mac, uint Ip, int PrefixLength
     /// process's own.</summary>
     public string? Namespace { get; init; }
 
+    /// <summary>The stack's TCP senders use RACK-TLP (RFC 8985, <see cref="NetConfig.Rack"/>); off only for comparison
+    /// runs (`--no-rack`). Part of the start state: a replay and a backup build the same stack.</summary>
+    public bool Rack { get; init; } = true;
+
     /// <summary>Parses `--ip A.B.C.D/N` and `--mac aa:bb:cc:dd:ee:ff`; null with a reason when either is malformed.</summary>
     public static VirtualNetOptions? Parse(string ip, string? mac, string tap, out string? error)
     {
@@ -30,14 +34,18 @@ public sealed record VirtualNetOptions(MacAddress Mac, uint Ip, int PrefixLength
         return new VirtualNetOptions(m, addr, prefix, tap);
     }
 
-    /// <summary>The identity as the log's start state records it: "A.B.C.D/N aa:bb:cc:dd:ee:ff".</summary>
-    public string Identity => $"{Ip4.ToString(Ip)}/{PrefixLength} {Mac}";
+    /// <summary>The identity as the log's start state records it: "A.B.C.D/N aa:bb:cc:dd:ee:ff", then " norack" when
+    /// RACK-TLP is off (a log written before RACK existed has no third word and gets it on).</summary>
+    public string Identity => $"{Ip4.ToString(Ip)}/{PrefixLength} {Mac}" + (Rack ? "" : " " + NoRackWord);
+
+    const string NoRackWord = "norack";
 
     /// <summary>Reads <see cref="Identity"/> back, with this replica's TAP device; null when malformed.</summary>
     public static VirtualNetOptions? FromIdentity(string identity, string tap, string? ns)
     {
         var parts = identity.Split(' ');
-        return parts.Length == 2 ? Parse(parts[0], parts[1], tap, out _) is { } o ? o with { Namespace = ns } : null : null;
+        if (parts.Length is not (2 or 3) || parts.Length == 3 && parts[2] != NoRackWord) return null;
+        return Parse(parts[0], parts[1], tap, out _) is { } o ? o with { Namespace = ns, Rack = parts.Length == 2 } : null;
     }
 }
 
@@ -66,7 +74,7 @@ public sealed class VirtualNic : IDisposable
         // The stack's choices (ISNs, ephemeral ports) come from a seed that crosses the boundary, so replays agree.
         var seed = boundary.Bytes(tid, InputKind.NetSeed, 8, () => RandomNumberGenerator.GetBytes(8));
         var first = boundary.NetReceive(tid, () => new NetReceived(HostClock(), []));
-        Stack = new NetStack(new NetConfig(options.Mac, options.Ip, options.PrefixLength, options.Gateway),
+        Stack = new NetStack(new NetConfig(options.Mac, options.Ip, options.PrefixLength, options.Gateway) { Rack = options.Rack },
             BitConverter.ToUInt64(seed), first.ClockNs);
         Stack.Announce();
         Transmit(boundary, tid);
