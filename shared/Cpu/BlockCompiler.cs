@@ -125,6 +125,8 @@ public static unsafe class BlockCompiler
     static readonly MethodInfo MCondOf = typeof(VirtualCpu).GetMethod(nameof(VirtualCpu.CondOf), Inst)!;
     static readonly MethodInfo MReverse32 = typeof(System.Buffers.Binary.BinaryPrimitives).GetMethod(nameof(System.Buffers.Binary.BinaryPrimitives.ReverseEndianness), new[] { typeof(uint) })!;
     static readonly MethodInfo MReverse64 = typeof(System.Buffers.Binary.BinaryPrimitives).GetMethod(nameof(System.Buffers.Binary.BinaryPrimitives.ReverseEndianness), new[] { typeof(ulong) })!;
+    /// <summary>OF's bit number in RFLAGS (and in the flag record's carry/overflow word).</summary>
+    static readonly int OfBit = System.Numerics.BitOperations.Log2(VirtualCpu.OF);
     static readonly MethodInfo MKeepCarryOf = typeof(VirtualCpu).GetMethod(nameof(VirtualCpu.KeepCarryOf), Inst)!;
 
     // ---------------------------------------------------------------- the pending flag record, as the emitter knows it
@@ -944,8 +946,9 @@ public static unsafe class BlockCompiler
                     {
                         if (!shr) { il.Emit(OpCodes.Dup); Ldloc(_r); il.Emit(OpCodes.Ldc_I4, bits - 1); il.Emit(OpCodes.Shr_Un); il.Emit(OpCodes.Xor); }
                         else { Ldloc(_r); il.Emit(OpCodes.Ldc_I4, bits - 2); il.Emit(OpCodes.Shr_Un); il.Emit(OpCodes.Ldc_I8, 1L); il.Emit(OpCodes.And); }
-                        System.Diagnostics.Debug.Assert(VirtualCpu.CF == 1 && VirtualCpu.OF == 1UL << 11);
-                        il.Emit(OpCodes.Ldc_I4, 11); il.Emit(OpCodes.Shl); il.Emit(OpCodes.Or);
+                        // CF is bit 0 of the record's carry/overflow word, OF its own bit (RFLAGS' positions)
+                        System.Diagnostics.Debug.Assert(VirtualCpu.CF == 1);
+                        il.Emit(OpCodes.Ldc_I4, OfBit); il.Emit(OpCodes.Shl); il.Emit(OpCodes.Or);
                     }
                     il.Emit(OpCodes.Stfld, FLazyCarryOverflow);
                     il.MarkLabel(same);
