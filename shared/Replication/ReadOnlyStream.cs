@@ -19,3 +19,21 @@ public abstract class ReadOnlyStream : Stream
     public override void SetLength(long value) => throw new NotSupportedException();
     public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
 }
+
+/// <summary>
+/// A forward-only stream that can only be written: a writer implements <see cref="Write(ReadOnlySpan{byte})"/> and
+/// <see cref="Stream.Flush"/>; seeking, length and reading are not supported. The base of the snapshot pipe's writer.
+/// </summary>
+public abstract class WriteOnlyStream : Stream
+{
+    public abstract override void Write(ReadOnlySpan<byte> buffer);
+    public override void Write(byte[] buffer, int offset, int count) => Write(buffer.AsSpan(offset, count));
+    public override bool CanRead => false;
+    public override bool CanSeek => false;
+    public override bool CanWrite => true;
+    public override long Length => throw new NotSupportedException();
+    public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+    public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+    public override void SetLength(long value) => throw new NotSupportedException();
+}

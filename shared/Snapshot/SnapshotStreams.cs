@@ -222,7 +222,7 @@ public sealed class SnapshotPipe(int capacity) : IDisposable
 
     }
 
-    sealed class PipeWriter(SnapshotPipe pipe, int chunkBytes, CancellationToken ct) : Stream
+    sealed class PipeWriter(SnapshotPipe pipe, int chunkBytes, CancellationToken ct) : ReVirt.Replication.WriteOnlyStream
     {
         byte[]? _buf;
         int _n;
@@ -248,16 +248,6 @@ public sealed class SnapshotPipe(int capacity) : IDisposable
             _n = 0;
             while (!pipe.TryAdd(chunk, Timeout.Infinite, ct)) { }
         }
-
-        public override void Write(byte[] buffer, int offset, int count) => Write(buffer.AsSpan(offset, count));
-        public override bool CanRead => false;
-        public override bool CanSeek => false;
-        public override bool CanWrite => true;
-        public override long Length => throw new NotSupportedException();
-        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-        public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-        public override void SetLength(long value) => throw new NotSupportedException();
 
         protected override void Dispose(bool disposing)
         {

@@ -712,24 +712,15 @@ public class EventLogTests
     }
 
     /// <summary>A non-seekable stream returning at most 3 bytes per read.</summary>
-    private sealed class TrickleStream(byte[] data) : Stream
+    private sealed class TrickleStream(byte[] data) : ReVirt.Replication.ReadOnlyStream
     {
         private int _pos;
-        public override bool CanRead => true;
-        public override bool CanSeek => false;
-        public override bool CanWrite => false;
-        public override long Length => throw new NotSupportedException();
-        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-        public override void Flush() { }
-        public override int Read(byte[] buffer, int offset, int count)
+        public override int Read(Span<byte> buffer)
         {
-            int n = Math.Min(Math.Min(count, 3), data.Length - _pos);
-            Array.Copy(data, _pos, buffer, offset, n);
+            int n = Math.Min(Math.Min(buffer.Length, 3), data.Length - _pos);
+            data.AsSpan(_pos, n).CopyTo(buffer);
             _pos += n;
             return n;
         }
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-        public override void SetLength(long value) => throw new NotSupportedException();
-        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
     }
 }

@@ -543,21 +543,12 @@ public class SnapshotTests(Xunit.Abstractions.ITestOutputHelper output)
     }
 
     /// <summary>Passes writes on and counts the chunks the pipe took, and the most that waited in it at once.</summary>
-    sealed class ChunkCounter(Stream inner, SnapshotPipe pipe) : Stream
+    sealed class ChunkCounter(Stream inner, SnapshotPipe pipe) : ReVirt.Replication.WriteOnlyStream
     {
         public long Chunks => pipe.Added;
         public long MostWaiting => pipe.MostWaiting;
-        public override void Write(byte[] buffer, int offset, int count) => inner.Write(buffer, offset, count);
         public override void Write(ReadOnlySpan<byte> buffer) => inner.Write(buffer);
         public override void Flush() => inner.Flush();
-        public override bool CanRead => false;
-        public override bool CanSeek => false;
-        public override bool CanWrite => true;
-        public override long Length => throw new NotSupportedException();
-        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-        public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-        public override void SetLength(long value) => throw new NotSupportedException();
         protected override void Dispose(bool disposing) { if (disposing) inner.Dispose(); base.Dispose(disposing); }
     }
 }
