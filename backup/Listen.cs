@@ -842,7 +842,7 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
 
     ArbiterResult Decide()
     {
-        lock (_decide) return _decision ??= _arbiter!.TryAcquire(s.Id, _term);
+        lock (_decide) return _decision ??= s.Events.Ask(_arbiter!, s.Id, _term);
     }
 
     /// <summary>Why this replica must not take over even if it could win the arbiter (null: it may).</summary>

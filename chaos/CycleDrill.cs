@@ -14,7 +14,7 @@ public sealed class CycleSettings
     /// <summary>The ticker guest (guests/src/ticker.c); with <see cref="Network"/>, the kvserver guest.</summary>
     public required string Guest { get; init; }
     /// <summary>`--net virtual`: the guest is kvserver serving on its virtual interface in this network (made with a
-    /// device per endpoint slot, <c>VirtualNetwork.Create(CycleDrill.Slots)</c>; on separate hosts the
+    /// device per endpoint slot, <c>VirtualNetwork.Create(Slots)</c>; on separate hosts the
     /// <see cref="Hosts"/> themselves, a TAP port per replica host), under an open-ended load of
     /// <see cref="Connections"/> clients that keep one connection each across every cycle; null: the ticker.</summary>
     public IGuestNetwork? Network { get; init; }
@@ -31,12 +31,16 @@ public sealed class CycleSettings
     public required string PrimaryDll { get; init; }
     public required string BackupDll { get; init; }
     /// <summary>`--hosts netns`: the first primary, each endpoint slot's replicas, the clients and etcd on hosts of
-    /// their own (made with <c>NetnsHosts.Create(standbys: CycleDrill.Slots - 1)</c>); etcd is the arbiter and the
+    /// their own (made with <c>NetnsHosts.Create(standbys: Slots - 1)</c>); etcd is the arbiter and the
     /// faults are real host faults. Null: every replica on this host's loopback, a lock file as the arbiter.</summary>
     public NetnsHosts? Hosts { get; init; }
     /// <summary>The fault of cycle i is <c>Faults[i % Faults.Length]</c>; which kinds apply: <see cref="CycleDrill.Applicable"/>.</summary>
     public FaultKind[] Faults { get; init; } = [FaultKind.Kill];
-    /// <summary>Drills only: a violation planted in the first primary (its hidden <c>--plant</c>, e.g. gate-early).</summary>
+    /// <summary>Endpoint slots the replicas rotate through (<c>--slots</c>, <see cref="CycleDrill.MinSlots"/> to
+    /// <see cref="CycleDrill.MaxSlots"/>): each listener is given the others as standbys.</summary>
+    public int Slots { get; init; } = CycleDrill.DefaultSlots;
+    /// <summary>Drills only: a violation planted in the first primary (its hidden <c>--plant</c>: gate-early,
+    /// ignore-arbiter, stale-term, snapshot-omits-page).</summary>
     public string? Plant { get; init; }
     /// <summary>Bound on each wait for a named replica event (takeover, a standby following, catching up).</summary>
     public TimeSpan StepLimit { get; init; } = TimeSpan.FromSeconds(120);
@@ -59,6 +63,8 @@ public sealed class CycleRecord
     public required string Killed { get; init; }
     public required string Survivor { get; init; }
     public required string Joiner { get; init; }
+    /// <summary>The endpoint slot (and with --hosts netns the host) the cycle's new standby started on.</summary>
+    public int JoinerSlot { get; init; }
     /// <summary>"took over" (the follower went live) or "went on unprotected" (the live replica won the arbiter).</summary>
     public string Outcome { get; init; } = "took over";
     /// <summary>How the replica taken out ended: killed by the fault, stood down (its exit status), or killed by the
@@ -131,6 +137,9 @@ public static class CycleInvariants
     public const string Faithful = "whole-log-replays-faithfully";
     public const string ConnectionsSurvive = InvariantChecker.ConnectionsSurvive;
     public const string ClientsServed = "clients-served";
+    public const string StandsDown = "replaced-replica-stands-down";
+    public const string StaleStaysDown = "stale-replica-stays-down";
+    public const string SnapshotFaithful = "snapshots-match-their-digest";
 
     /// <summary>
     /// The clients' stall of a failover: from the last reply (of all clients) before the survivor took over
@@ -363,6 +372,66 @@ public static class CycleInvariants
             : $"{survivor} ({survivorId}) went live but the arbiter is held by {holder} ({how})");
     }
 
+    /// <summary>
+    /// The replica a cycle took out and that was still running (frozen and woken, cut off, partitioned away: not
+    /// killed by the fault) ended by itself, saying so (<c>fenced</c> or <c>stood-down</c>), and made no decision of
+    /// its own after the fault (no <c>unprotected</c> after asking the arbiter, no <c>took-over</c>): it never went
+    /// on alone beside its successor. <paramref name="killedByFault"/>: it was killed by the fault (not applicable);
+    /// <paramref name="killedByDrill"/>: it was still running when the drill's bound on standing down ran out.
+    /// </summary>
+    public static InvariantResult ReplacedStandsDown(ReplicaOutput replaced, double faultAtMs, bool killedByFault, bool killedByDrill)
+    {
+        if (killedByFault) return InvariantResult.Pass(StandsDown, $"not applicable: {replaced.Name} was killed by the fault");
+        var after = replaced.Events.Where(e => e.AtMs >= faultAtMs).ToArray();
+        if (after.FirstOrDefault(e => e.Name == ReplicaEvent.TookOver || e.Name == ReplicaEvent.Unprotected && e.Bool("arbiterAsked") != false) is { } went)
+            return InvariantResult.Fail(StandsDown, $"{replaced.Name} {(went.Name == ReplicaEvent.TookOver ? "took over" : "went on alone (unprotected)")} in term {went.Long("term")} at {went.AtMs:F0} ms after the fault at {faultAtMs:F0} ms took it out, instead of standing down");
+        if (after.FirstOrDefault(e => e.Name is ReplicaEvent.Fenced or ReplicaEvent.StoodDown) is not { } down)
+            return InvariantResult.Fail(StandsDown, $"{replaced.Name} did not stand down after the fault at {faultAtMs:F0} ms (no fenced or stood-down event; last event: {replaced.Events.LastOrDefault()?.Name ?? "none"}){(killedByDrill ? "; the drill killed it when its bound ran out" : "")}");
+        if (killedByDrill)
+            return InvariantResult.Fail(StandsDown, $"{replaced.Name} said {down.Name} at {down.AtMs:F0} ms but was still running when the drill's bound ran out");
+        return InvariantResult.Pass(StandsDown, $"{replaced.Name} {down.Name} at {down.AtMs:F0} ms ({down.Str("reason")}) without going on alone");
+    }
+
+    /// <summary>
+    /// A replica the arbiter did not grant a term (it refused, naming a newer one, or could not be asked) never asks
+    /// again (<c>arbiter-asked</c> events): such a replica is stale, and a correct one stops there; one that asks to
+    /// go live again from its old term is reported, with whether the arbiter refused it (it must) or granted it.
+    /// </summary>
+    public static InvariantResult StaleReplicaStaysDown(IReadOnlyList<ReplicaOutput> replicas)
+    {
+        int asked = 0, refused = 0;
+        foreach (var r in replicas)
+        {
+            ReplicaEventRecord? denied = null;
+            foreach (var e in r.Events.Where(e => e.Name == ReplicaEvent.ArbiterAsked))
+            {
+                asked++;
+                if (denied != null)
+                    return InvariantResult.Fail(StaleStaysDown, $"{r.Name} asked the arbiter to go live from term {e.Long("fromTerm")} at {e.AtMs:F0} ms after it had not been granted term {denied.Long("fromTerm") + 1} at {denied.AtMs:F0} ms ({Answer(denied)}): " +
+                        $"a stale replica tried to go live in an old term; the arbiter {(e.Bool("won") == true ? "GRANTED it" : $"refused it ({Answer(e)})")}");
+                if (e.Bool("won") != true) { denied = e; refused++; }
+            }
+        }
+        return InvariantResult.Pass(StaleStaysDown, $"{asked} requests to the arbiter, {refused} not granted, and no replica asked again after that");
+    }
+
+    static string Answer(ReplicaEventRecord e) => e.Str("error") is { } err ? $"it could not be asked: {err}" : $"held by {e.Str("holder")} in term {e.Long("term")}";
+
+    /// <summary>
+    /// Every snapshot a standby received was the state its digest claims: a standby that refused one
+    /// (<c>snapshot-refused</c>: a page left out, a chunk damaged, a transfer cut off) is reported with its reason.
+    /// The standby's refusal is what keeps a wrong state from going live; this check makes the drill say that a
+    /// live replica sent one.
+    /// </summary>
+    public static InvariantResult SnapshotsMatch(IReadOnlyList<ReplicaOutput> replicas)
+    {
+        var refused = replicas.SelectMany(r => r.Events.Where(e => e.Name == ReplicaEvent.SnapshotRefused).Select(e => (r.Name, e))).FirstOrDefault();
+        if (refused.e != null)
+            return InvariantResult.Fail(SnapshotFaithful, $"{refused.Name} refused a snapshot at {refused.e.AtMs:F0} ms after {refused.e.Long("receivedBytes")} bytes: {refused.e.Str("reason")}");
+        int n = replicas.Sum(r => r.Events.Count(e => e.Name == ReplicaEvent.SnapshotRestored));
+        return InvariantResult.Pass(SnapshotFaithful, $"{n} snapshot{(n == 1 ? "" : "s")} restored, each matching its digest; none refused");
+    }
+
     /// <summary>The last live replica's whole log (what the old primaries recorded, then what it recorded itself)
     /// replays faithfully and produces exactly the output the world saw — from byte <paramref name="from"/> on when the
     /// replica joined from a snapshot (its log starts there, and replays from the snapshot).</summary>
@@ -400,20 +469,24 @@ public static class CycleInvariants
 /// </summary>
 public sealed class CycleDrill(CycleSettings s)
 {
-    /// <summary>Endpoint slots the replicas rotate through: the live one, its follower and a new standby.</summary>
-    public const int Slots = 3;
+    /// <summary>Endpoint slots the replicas rotate through by default: the live one, its follower and a new standby.
+    /// Two are enough (the replaced replica has ended before the new standby starts on its slot); more spread the
+    /// standbys over more hosts.</summary>
+    public const int DefaultSlots = 3, MinSlots = 2, MaxSlots = 32;
 
     /// <summary>
     /// The fault kinds a cycle can take. On separate hosts every host fault: kill (the live replica's host: its ports
     /// go down, then its processes are SIGKILLed, so the follower learns it from silence as from a dead machine),
     /// freeze, partition (the bridge stops forwarding between the live and the follower's hosts; the arbiter decides
     /// who goes on), link-down (the live host's ports down), kill-backup (the follower's host killed: the live replica
-    /// goes on after winning the arbiter and re-protects), cut-kill (a partition, then the live host killed). On
+    /// goes on after winning the arbiter and re-protects), cut-kill (a partition, then the live host killed),
+    /// partition-primary (the live host cut from etcd's and the follower's: the follower wins, the live replica must
+    /// stand down). On
     /// loopback only those that need no network of their own: kill, freeze, kill-backup (a cycle's replicas connect
     /// directly, so there is nothing to partition). slow-link and throttle act on the single-round drill's relay,
     /// which no cycle has.
     /// </summary>
-    public static FaultKind[] Applicable(bool onHosts) => onHosts ? Faults.OnHosts : [FaultKind.Kill, FaultKind.Freeze, FaultKind.KillBackup];
+    public static FaultKind[] Applicable(bool onHosts) => onHosts ? Faults.CyclesOnHosts : [FaultKind.Kill, FaultKind.Freeze, FaultKind.KillBackup];
 
     /// <summary>Why <paramref name="k"/> cannot be a cycle's fault (null: it can).</summary>
     public static string? WhyNot(FaultKind k, bool onHosts) => Applicable(onHosts).Contains(k) ? null : k switch
@@ -434,9 +507,11 @@ public sealed class CycleDrill(CycleSettings s)
         public string LogPath = "";
         public bool Killed;            // SIGKILLed (by a fault, or by the drill as still running)
         public bool Gone => Killed || Proc.HasExited;
-        /// <summary>The slots it asks for a standby (its --standby list).</summary>
-        public IEnumerable<int> StandbySlots => Enumerable.Range(Slot < 0 ? 1 : 0, Slot < 0 ? Slots - 1 : Slots).Where(i => i != Slot);
     }
+
+    /// <summary>The slots <paramref name="m"/> asks for a standby (its --standby list): every slot but its own (the
+    /// first primary, which has none: every slot but the backup's).</summary>
+    IEnumerable<int> StandbySlots(Member m) => Enumerable.Range(0, s.Slots).Where(i => i != m.Slot && !(m.Slot < 0 && i == 0));
 
     /// <summary>How long a replica taken out by a fault but still running (frozen and resumed, cut off, partitioned
     /// away) may take to stand down once the survivor has decided; it is killed after that and the cycle's record says so.</summary>
@@ -444,6 +519,8 @@ public sealed class CycleDrill(CycleSettings s)
 
     public (List<CycleRecord> Cycles, List<InvariantResult> Final, string Report) Run()
     {
+        if (s.Slots is < MinSlots or > MaxSlots) throw new DrillSetupException($"--slots {s.Slots}: a cycles drill has {MinSlots} to {MaxSlots} endpoint slots");
+        if (s.Hosts != null && s.Hosts.Replicas.Count < s.Slots + 1) throw new DrillSetupException($"{s.Slots} slots need {s.Slots + 1} replica hosts; these hosts have {s.Hosts.Replicas.Count} (NetnsHosts.Create(standbys: slots - 1))");
         Directory.CreateDirectory(s.WorkDir);
         var clock = Stopwatch.StartNew();
         var hosts = s.Hosts;
@@ -456,7 +533,7 @@ public sealed class CycleDrill(CycleSettings s)
         string arbiter = hosts != null ? NetnsHosts.ArbiterUrl(etcdKey) : lockPath;
         string stop = Path.Combine(s.WorkDir, "stop");
         File.Delete(stop);
-        var ports = FreePorts(Slots);
+        var ports = FreePorts(s.Slots);
         Host? SlotHost(int slot) => hosts != null ? Host.Slot(slot) : null;
         string Url(int slot) => SlotHost(slot) is { } h ? NetnsHosts.ListenUrl(h, ports[slot]) : $"http://127.0.0.1:{ports[slot]}";
         var members = new List<Member>();
@@ -471,7 +548,7 @@ public sealed class CycleDrill(CycleSettings s)
         {
             string name = $"replica{++serial}";
             string log = Path.Combine(s.WorkDir, $"{name}.rvlog");
-            var others = Enumerable.Range(0, Slots).Where(i => i != slot).SelectMany(i => new[] { "--standby", Url(i) }).ToArray();
+            var others = Enumerable.Range(0, s.Slots).Where(i => i != slot).SelectMany(i => new[] { "--standby", Url(i) }).ToArray();
             var host = SlotHost(slot);
             var p = new ReplicaProc(name, s.BackupDll, ["listen", "--listen", Url(slot), .. Common(log), "--primary-silence-ms", s.TimeoutMs.ToString(), .. others, .. s.Network?.StandbyArgs(slot) ?? []],
                 clock, host != null ? hosts!.Ns(host) : null);
@@ -519,6 +596,9 @@ public sealed class CycleDrill(CycleSettings s)
                 case FaultKind.LinkDown:
                     Hosts(fault).LinkDown(live.Host!);
                     return $"{HostOf(live)}'s links down at the bridge";
+                case FaultKind.PartitionPrimary:
+                    Hosts(fault).CutOff(live.Host!, follower.Host!, Host.Etcd);
+                    return $"{HostOf(live)} cut from etcd's and {HostOf(follower)} (both directions; it still reaches the clients)";
                 case FaultKind.KillBackup:
                     KillMember(follower);
                     return hosts != null ? $"{HostOf(follower)} (the follower's) killed" : $"SIGKILL {follower.Name} (the follower)";
@@ -582,7 +662,7 @@ public sealed class CycleDrill(CycleSettings s)
                 LogPath = primaryLog,
                 Host = hosts != null ? Host.Primary : null,
                 Proc = new ReplicaProc("primary", s.PrimaryDll,
-                    ["protect", "--backup", Url(0), "--standby", Url(1), "--standby", Url(2), "--token-file", token, "--arbiter", arbiter,
+                    ["protect", "--backup", Url(0), .. Enumerable.Range(1, s.Slots - 1).SelectMany(i => new[] { "--standby", Url(i) }), "--token-file", token, "--arbiter", arbiter,
                      "--timeout-ms", s.TimeoutMs.ToString(), "--heartbeat-ms", s.HeartbeatMs.ToString(), "--log", primaryLog,
                      "--checkpoint-interval", s.CheckpointInterval.ToString(), .. s.Plant != null ? ["--plant", s.Plant] : Array.Empty<string>(), .. guest], clock,
                     hosts?.Ns(Host.Primary)),
@@ -594,6 +674,7 @@ public sealed class CycleDrill(CycleSettings s)
                 throw new DrillSetupException($"{notServing}:\n{primary.Proc.Stderr}");
             var live = primary;
             var rng = new Random(s.Seed);
+            bool joinRefused = false;
             // progress before a fault: lines of the ticker, acknowledged SETs of the clients
             long Progress(Member m) => load?.Progress(m.Proc) ?? CountLines(m.Proc.Stdout);
 
@@ -618,31 +699,37 @@ public sealed class CycleDrill(CycleSettings s)
                 if (fault != FaultKind.KillBackup) liveFaults.Add((live.Name, faultAt));
                 Say($"{label}: {detail}; waiting for the arbiter's decision");
                 // the decision: the follower takes over, or the live replica goes on after winning the arbiter
+                // (only a fault that leaves the live replica running and reaching etcd lets it go on: a partition between
+                // the two, or its follower killed; after any other, a live replica going on is a violation that
+                // replaced-replica-stands-down reports, not the cycle's decision)
+                bool liveMayGoOn = fault is FaultKind.Partition or FaultKind.KillBackup;
+                bool LiveWentOn() => liveMayGoOn && Count(live, ReplicaEvent.Unprotected) > liveUnprotected;
                 var decided = Stopwatch.StartNew();
-                while (follower.Proc.Event(ReplicaEvent.TookOver) == null && Count(live, ReplicaEvent.Unprotected) <= liveUnprotected && !(live.Gone && follower.Gone))
+                while (follower.Proc.Event(ReplicaEvent.TookOver) == null && !LiveWentOn() && !(live.Gone && follower.Gone))
                 {
                     if (decided.Elapsed > s.StepLimit)
                         throw new DrillSetupException($"{label}: neither {follower.Name} took over nor {live.Name} went on within {s.StepLimit.TotalSeconds:F0} s after the fault ({detail});\n{live.Name}:\n{live.Proc.Stderr}\n{follower.Name}:\n{follower.Proc.Stderr}");
                     Thread.Sleep(5);
                 }
                 bool tookOver = follower.Proc.Event(ReplicaEvent.TookOver) != null;
-                if (!tookOver && Count(live, ReplicaEvent.Unprotected) <= liveUnprotected)
+                if (!tookOver && !LiveWentOn())
                     throw new DrillSetupException($"{label}: both replicas ended and none went live after the fault ({detail});\n{live.Name}:\n{live.Proc.Stderr}\n{follower.Name}:\n{follower.Proc.Stderr}");
                 var decision = tookOver ? follower.Proc.Event(ReplicaEvent.TookOver)! : live.Proc.Events.Where(e => e.Name == ReplicaEvent.Unprotected).ElementAt(liveUnprotected);
                 var survivor = tookOver ? follower : live;
                 var replaced = tookOver ? live : follower;
                 if (fault == FaultKind.Freeze) live.Proc.Signal(ReplicaProc.SIGCONT);
                 hosts?.Heal(); // the fault is over: the taken-out host is back on the wire (with no replica if it was killed)
+                bool replacedByFault = replaced.Killed;
                 string fate = EndReplaced(replaced, decision.AtMs);
                 long term = decision.Long("term") ?? 0;
                 var (holder, holderHow) = ReadHolder(term);
                 if (tookOver) handovers.Add((replaced.Name, survivor.Name));
-                int freeSlot = survivor.StandbySlots.First(i => !members.Any(m => m.Slot == i && !m.Gone));
+                int freeSlot = StandbySlots(survivor).First(i => !members.Any(m => m.Slot == i && !m.Gone));
                 Say($"{label}: {survivor.Name} is live (term {term}; {replaced.Name} {fate}); starting a standby on slot {freeSlot}");
                 var joiner = StartStandby(freeSlot);
                 var rec = new CycleRecord
                 {
-                    Cycle = c + 1, Fault = Faults.Name(fault), FaultDetail = detail, Killed = replaced.Name, Survivor = survivor.Name, Joiner = joiner.Name,
+                    Cycle = c + 1, Fault = Faults.Name(fault), FaultDetail = detail, Killed = replaced.Name, Survivor = survivor.Name, Joiner = joiner.Name, JoinerSlot = freeSlot,
                     Outcome = tookOver ? "took over" : "went on unprotected", ReplacedFate = fate, ArbiterHolder = holder, KillAtMs = faultAt,
                 };
                 cycles.Add(rec);
@@ -654,16 +741,31 @@ public sealed class CycleDrill(CycleSettings s)
                 rec.JoinMs = reprotected.AtMs - decision.AtMs;
                 rec.BacklogRecords = reprotected.Long("backlogRecords");
                 rec.BacklogBytes = reprotected.Long("backlogBytes");
-                var holds = Need(survivor, ReplicaEvent.StandbyHolds, "hear the standby acknowledge the backlog", (tookOver ? 0 : liveHolds) + 1);
-                rec.TransferMs = holds.Num("transferMs");
+                // the standby holds the backlog, or it refused the survivor's snapshot (not the state its digest claims)
+                int holdsNth = (tookOver ? 0 : liveHolds) + 1;
+                survivor.Proc.WaitFor(() => Count(survivor, ReplicaEvent.StandbyHolds) >= holdsNth || joiner.Proc.Event(ReplicaEvent.SnapshotRefused) != null, s.StepLimit);
+                var snapRefused = joiner.Proc.Event(ReplicaEvent.SnapshotRefused);
                 rec.JoinMode = reprotected.Str("mode") ?? "log";
-                if (rec.JoinMode == "snapshot")
+                if (rec.JoinMode == "snapshot") rec.PauseMs = survivor.Proc.Events.LastOrDefault(e => e.Name == ReplicaEvent.SnapshotTaken)?.Num("pauseMs");
+                double settled;
+                if (snapRefused != null)
                 {
-                    rec.PauseMs = survivor.Proc.Events.LastOrDefault(e => e.Name == ReplicaEvent.SnapshotTaken)?.Num("pauseMs");
-                    rec.SnapshotBytes = Need(joiner, ReplicaEvent.SnapshotRestored, "restore the snapshot").Long("bytes");
+                    // the survivor stays unprotected and would send every standby such a snapshot: the cycle reports it
+                    // (snapshots-match-their-digest) and the run ends after it, the refusing standby killed
+                    Say($"{label}: {joiner.Name} refused {survivor.Name}'s snapshot: {snapRefused.Str("reason")}; the run ends after this cycle");
+                    KillMember(joiner);
+                    joinRefused = true;
+                    settled = snapRefused.AtMs;
                 }
-                var caught = Need(joiner, ReplicaEvent.CaughtUp, "catch up");
-                rec.CatchUpMs = caught.Num("ms");
+                else
+                {
+                    var holds = Need(survivor, ReplicaEvent.StandbyHolds, "hear the standby acknowledge the backlog", holdsNth);
+                    rec.TransferMs = holds.Num("transferMs");
+                    if (rec.JoinMode == "snapshot") rec.SnapshotBytes = Need(joiner, ReplicaEvent.SnapshotRestored, "restore the snapshot").Long("bytes");
+                    var caught = Need(joiner, ReplicaEvent.CaughtUp, "catch up");
+                    rec.CatchUpMs = caught.Num("ms");
+                    settled = Math.Max(holds.AtMs, caught.AtMs);
+                }
                 live = survivor;
                 follower = joiner;
                 IReadOnlyList<ClientOp>? ops = null;
@@ -672,7 +774,6 @@ public sealed class CycleDrill(CycleSettings s)
                     // the ticker: the world's stdout is the killed replica's up to its death, then the survivor's. The
                     // cycle's silences end once the survivor printed after the standby held the backlog and caught up
                     // (output held for the join, if any, has been released by then); bounded
-                    double settled = Math.Max(holds.AtMs, caught.AtMs);
                     live.Proc.WaitFor(() => live.Proc.Chunks.Any(ch => ch.AtMs > settled), TimeSpan.FromSeconds(10));
                     double until = clock.Elapsed.TotalMilliseconds;
                     var times = CycleInvariants.OutputTimes(members.First(m => m.Name == rec.Killed).Proc.Chunks.Concat(live.Proc.Chunks), until);
@@ -699,10 +800,14 @@ public sealed class CycleDrill(CycleSettings s)
                     CycleInvariants.OneLivePerTerm(outs, liveFaults),
                     CycleInvariants.OutputCommitHeld(outs, tookOver ? [(replaced.Name, survivor.Name)] : []),
                     CycleInvariants.ArbiterNamesSurvivor(survivor.Name, survivor.Id, holder, holderHow),
+                    CycleInvariants.ReplacedStandsDown(outs.First(o => o.Name == replaced.Name), faultAt, replacedByFault, replaced.Killed && !replacedByFault),
+                    CycleInvariants.StaleReplicaStaysDown(outs),
+                    CycleInvariants.SnapshotsMatch(outs),
                 ];
                 if (load != null) rec.Invariants.Add(CycleInvariants.ConnectionsSurvived(rec.Connections, ops!, decision.AtMs, $"by the end of cycle {c + 1}"));
                 Say($"{label}: {survivor.Name} {rec.Outcome} in {rec.TakeoverMs:F0} ms, join {rec.JoinMs:F0} ms, catch-up {rec.CatchUpMs:F0} ms ({rec.BacklogRecords} records)" +
                     (rec.StallMs is double st ? $", {(load != null ? "clients' " : "output ")}stall {st:F0} ms (longest silence {rec.LongestSilenceMs:F0} ms)" : "") + $"; {(rec.Ok ? "all invariants held" : "VIOLATION " + rec.Invariants.First(i => !i.Ok).Detail)}");
+                if (joinRefused) break;
             }
 
             if (load != null)
@@ -727,7 +832,11 @@ public sealed class CycleDrill(CycleSettings s)
                 CycleInvariants.OutputContinuous(all, stitched, load != null ? CycleInvariants.KvLines(allOps) : null),
                 CycleInvariants.OneLivePerTerm(all, liveFaults),
                 CycleInvariants.OutputCommitHeld(all, handovers),
-                liveExit == 0 && followerExit == 0
+                CycleInvariants.StaleReplicaStaysDown(all),
+                CycleInvariants.SnapshotsMatch(all),
+                joinRefused
+                    ? InvariantResult.Fail("pair-finished", $"{follower.Name} refused {live.Name}'s snapshot, so {live.Name} ended unprotected (exit {liveExit?.ToString() ?? "(killed after the limit)"})")
+                : liveExit == 0 && followerExit == 0
                     ? InvariantResult.Pass("pair-finished", $"{live.Name} and its standby {follower.Name} ended with status 0 (the standby's replay matched)")
                     : InvariantResult.Fail("pair-finished", $"{live.Name} exited with {liveExit?.ToString() ?? "(killed after the limit)"}, {follower.Name} with {followerExit?.ToString() ?? "(killed after the limit)"}"),
             };
@@ -782,7 +891,7 @@ public sealed class CycleDrill(CycleSettings s)
         {
             cycles = cycles.Select(c => new
             {
-                cycle = c.Cycle, fault = c.Fault, faultDetail = c.FaultDetail, killed = c.Killed, survivor = c.Survivor, outcome = c.Outcome,
+                cycle = c.Cycle, fault = c.Fault, faultDetail = c.FaultDetail, killed = c.Killed, survivor = c.Survivor, outcome = c.Outcome, joinerSlot = c.JoinerSlot,
                 replacedFate = c.ReplacedFate, arbiterHolder = c.ArbiterHolder, joiner = c.Joiner, term = c.Term,
                 takeoverMs = c.TakeoverMs, drainMs = c.DrainMs, joinMs = c.JoinMs, transferMs = c.TransferMs, catchUpMs = c.CatchUpMs,
                 joinMode = c.JoinMode, pauseMs = c.PauseMs, snapshotBytes = c.SnapshotBytes,
@@ -800,7 +909,7 @@ public sealed class CycleDrill(CycleSettings s)
             faults = s.Faults.Select(Faults.Name).ToArray(),
             summary = Medians(cycles).ToDictionary(m => m.Key, m => m.Value),
             guest = Path.GetFileName(s.Guest),
-            settings = new { s.Cycles, s.Seed, s.SleepMs, s.Work, s.TimeoutMs, s.HeartbeatMs, s.CheckpointInterval, connections = s.Network != null ? s.Connections : 0, s.PauseMs, s.Plant },
+            settings = new { s.Cycles, s.Seed, s.SleepMs, s.Work, s.TimeoutMs, s.HeartbeatMs, s.CheckpointInterval, connections = s.Network != null ? s.Connections : 0, s.PauseMs, s.Plant, s.Slots },
         };
         File.WriteAllText(path, JsonSerializer.Serialize(doc, new JsonSerializerOptions { WriteIndented = true }));
         return path;

@@ -309,9 +309,35 @@ public sealed class NetnsHosts : IGuestNetwork, IDisposable
         foreach (var h in new[] { a ?? Host.Primary, b ?? Host.Backup }) Run("bridge", "-n", Switch, "link", "set", "dev", h.Port, "isolated", "on");
     }
 
-    /// <summary>Undoes every fault (between rounds and cycles): no port isolated, every port up.</summary>
+    /// <summary>Blackhole routes of <see cref="CutOff"/> in force: (the namespace, the address it cannot reach).</summary>
+    readonly List<(string Ns, string Ip)> _cuts = new();
+
+    /// <summary>
+    /// <paramref name="h"/> cut from <paramref name="from"/> and they from it, in both directions, while every other
+    /// path stays (its TAP port, the clients, other hosts): a blackhole route for each peer's address on
+    /// <paramref name="h"/> and one for <paramref name="h"/>'s address on each peer, so the packets are silently
+    /// dropped as by a partition (nothing is reset; an established connection only hears silence). The bridge cannot
+    /// do this by itself: its port isolation cuts isolated ports from each other only, which would cut the peers
+    /// apart too, and this kernel has no traffic-control classifiers.
+    /// </summary>
+    public void CutOff(Host h, params Host[] from)
+    {
+        foreach (var peer in from)
+        {
+            foreach (var (ns, ip) in new[] { (Ns(h), peer.Ip), (Ns(peer), h.Ip) })
+            {
+                In(ns, "route", "add", "blackhole", $"{ip}/32");
+                lock (_cuts) _cuts.Add((ns, ip));
+            }
+        }
+    }
+
+    /// <summary>Undoes every fault (between rounds and cycles): no port isolated, every port up, no cut.</summary>
     public void Heal()
     {
+        (string Ns, string Ip)[] cuts;
+        lock (_cuts) { cuts = _cuts.ToArray(); _cuts.Clear(); }
+        foreach (var (ns, ip) in cuts) In(ns, "route", "del", "blackhole", $"{ip}/32");
         foreach (var h in Replicas) Run("bridge", "-n", Switch, "link", "set", "dev", h.Port, "isolated", "off");
         foreach (var h in _all)
             foreach (var p in Ports(h)) In(Switch, "link", "set", p, "up");

@@ -2,7 +2,7 @@
 namespace ReVirt.Chaos;
 
 /// <summary>The faults a drill can inject, one per round.</summary>
-public enum FaultKind { Kill, Freeze, Partition, SlowLink, Throttle, KillBackup, CutKill, LinkDown }
+public enum FaultKind { Kill, Freeze, Partition, SlowLink, Throttle, KillBackup, CutKill, LinkDown, PartitionPrimary }
 
 public static class Faults
 {
@@ -10,6 +10,10 @@ public static class Faults
 
     /// <summary>The faults of `--hosts netns` (real host faults; no relay to delay or throttle the link).</summary>
     public static readonly FaultKind[] OnHosts = [FaultKind.Kill, FaultKind.Freeze, FaultKind.Partition, FaultKind.LinkDown, FaultKind.KillBackup, FaultKind.CutKill];
+
+    /// <summary>The faults of `--cycles --hosts netns`: those of <see cref="OnHosts"/> and partition-primary (the live
+    /// replica cut from etcd and its follower, which the follower wins: a cycle knows which host is live).</summary>
+    public static readonly FaultKind[] CyclesOnHosts = [.. OnHosts, FaultKind.PartitionPrimary];
 
     public static string Name(FaultKind k) => k switch
     {
@@ -21,6 +25,7 @@ public static class Faults
         FaultKind.KillBackup => "kill-backup",
         FaultKind.CutKill => "cut-kill",
         FaultKind.LinkDown => "link-down",
+        FaultKind.PartitionPrimary => "partition-primary",
         _ => k.ToString(),
     };
 
@@ -33,15 +38,18 @@ public static class Faults
         FaultKind.SlowLink => "delay every chunk on the replication link by 100-400 ms for a while",
         FaultKind.Throttle => "throttle the replication link to a few KB/s for a while",
         FaultKind.KillBackup => "SIGKILL the backup: the primary may go on unprotected only after winning the arbiter",
+        FaultKind.PartitionPrimary => "--cycles --hosts netns: the live replica's host cut from etcd's and its follower's (both directions, silence; it still reaches the clients): it cannot renew or win the arbiter, the follower wins and takes over, and the cut-off replica must stand down (fenced) without releasing output",
         FaultKind.CutKill => "cut the replication link, then SIGKILL the primary as soon as it releases more stdout (or after half the timeout): the backup takes over holding only the log that crossed before the cut, so any output the primary released after the cut without an acknowledgement shows",
         _ => k.ToString(),
     };
 
     /// <summary>Parses a comma-separated list of fault names; throws <see cref="ArgumentException"/> naming a bad one.
-    /// <paramref name="onHosts"/>: for `--hosts netns` (its own list: <see cref="OnHosts"/>).</summary>
-    public static FaultKind[] Parse(string list, bool onHosts = false)
+    /// <paramref name="onHosts"/>: for `--hosts netns` (its own list: <see cref="OnHosts"/>, with <paramref name="cycles"/>
+    /// <see cref="CyclesOnHosts"/>).</summary>
+    public static FaultKind[] Parse(string list, bool onHosts = false, bool cycles = false)
     {
-        var known = onHosts ? OnHosts : All;
+        // the cycles on loopback know every name, so that the cycles drill can say why one needs the hosts
+        var known = cycles ? (onHosts ? CyclesOnHosts : [.. All, FaultKind.LinkDown, FaultKind.PartitionPrimary]) : onHosts ? OnHosts : All;
         var r = new List<FaultKind>();
         foreach (var raw in list.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
         {

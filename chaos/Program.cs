@@ -41,13 +41,14 @@ var hostsOpt = new Option<string>("--hosts")
     DefaultValueFactory = _ => "local",
 };
 hostsOpt.AcceptOnlyFromAmong("local", "netns");
-var cyclesOpt = new Option<int?>("--cycles") { Description = "Instead of rounds: one run of the guest (guests/src/ticker.c), N times: a fault takes a replica of the pair out (by default SIGKILL of the live replica; cycle i takes fault i of --faults, below), its follower takes over (or, when the follower was taken out, the live replica goes on after winning the arbiter), a new standby process starts and the survivor re-protects itself with it (the standby joins by a snapshot of the running machine, or by the whole log, and catches up), again. Every invariant is checked after each cycle; at the end the last live replica's whole log is replayed and must print exactly what the world saw. report.json gives each cycle's takeover, join, pause, transfer and catch-up times. With --net virtual the guest is kvserver on its virtual interface under --connections clients (their own network namespace) that each keep one connection across ALL cycles: connections-survive is checked after each cycle and over the run (no reset, no reply lost or doubled, every acknowledged SET read back over its connection), and each cycle's clients' stall (the longest silence between two replies after the kill) is in the table and report.json. With --hosts netns the first primary and each of the three replica slots run on a host of their own (network namespaces on a bridge, the clients and etcd on theirs; etcd is the arbiter, each takeover a new term) and each cycle's fault is a host fault, cycle i taking fault i of --faults modulo the list (default: all six): kill (the live replica's host: its ports down, its processes SIGKILLed), freeze (SIGSTOP until the survivor decided, then SIGCONT: it must stand down), partition (the bridge stops forwarding between the live and the follower's hosts; the arbiter decides which goes on), link-down (the live host's ports down), kill-backup (the follower's host killed: the live replica goes on after winning the arbiter and re-protects), cut-kill (a partition, then the live host killed); the taken-out host comes back on the wire empty before the next standby starts. After each cycle also: output-commit-across-cycles (the replaced replica released no more than its successor's log held, nothing after it went live) and arbiter-names-survivor (etcd's key). On loopback --faults may be kill, freeze, kill-backup (default kill): partition, link-down and cut-kill need --hosts netns, and slow-link and throttle act on the single-round drill's relay, which cycles do not use. With --hosts netns and --net virtual the guest is kvserver on its virtual interface (10.215.0.100), whose wire is a TAP port per replica host on the bridge, and the --connections clients on their own host keep their connections across every cycle's host fault." };
+var cyclesOpt = new Option<int?>("--cycles") { Description = "Instead of rounds: one run of the guest (guests/src/ticker.c), N times: a fault takes a replica of the pair out (by default SIGKILL of the live replica; cycle i takes fault i of --faults, below), its follower takes over (or, when the follower was taken out, the live replica goes on after winning the arbiter), a new standby process starts and the survivor re-protects itself with it (the standby joins by a snapshot of the running machine, or by the whole log, and catches up), again. Every invariant is checked after each cycle; at the end the last live replica's whole log is replayed and must print exactly what the world saw. report.json gives each cycle's takeover, join, pause, transfer and catch-up times. With --net virtual the guest is kvserver on its virtual interface under --connections clients (their own network namespace) that each keep one connection across ALL cycles: connections-survive is checked after each cycle and over the run (no reset, no reply lost or doubled, every acknowledged SET read back over its connection), and each cycle's clients' stall (the longest silence between two replies after the kill) is in the table and report.json. With --hosts netns the first primary and each replica slot (--slots, default 3) run on a host of their own (network namespaces on a bridge, the clients and etcd on theirs; etcd is the arbiter, each takeover a new term) and each cycle's fault is a host fault, cycle i taking fault i of --faults modulo the list (default: all seven): kill (the live replica's host: its ports down, its processes SIGKILLed), freeze (SIGSTOP until the survivor decided, then SIGCONT: it must stand down), partition (the bridge stops forwarding between the live and the follower's hosts; the arbiter decides which goes on), link-down (the live host's ports down), kill-backup (the follower's host killed: the live replica goes on after winning the arbiter and re-protects), cut-kill (a partition, then the live host killed), partition-primary (the live host cut from etcd's and the follower's, both directions, while it still reaches the clients: it cannot win or renew the arbiter, the follower wins and takes over, and the cut-off replica must stand down without releasing output); the taken-out host comes back on the wire empty before the next standby starts. After each cycle also: output-commit-across-cycles (the replaced replica released no more than its successor's log held, nothing after it went live), arbiter-names-survivor (etcd's key), replaced-replica-stands-down (a replica taken out but still running ends by itself, fenced or stood down, without going on alone), stale-replica-stays-down (a replica the arbiter did not grant a term never asks again from its old term) and snapshots-match-their-digest (no standby refused a snapshot; a refusal ends the run after its cycle). On loopback --faults may be kill, freeze, kill-backup (default kill): partition, link-down and cut-kill need --hosts netns, and slow-link and throttle act on the single-round drill's relay, which cycles do not use. With --hosts netns and --net virtual the guest is kvserver on its virtual interface (10.215.0.100), whose wire is a TAP port per replica host on the bridge, and the --connections clients on their own host keep their connections across every cycle's host fault." };
 var replicasOpt = new Option<string?>("--replicas") { Description = "Run the replicas from this directory (its primary.dll and backup.dll, e.g. another build's bin/Release/net10.0 for side-by-side figures). Default: the ones next to chaos.dll." };
 var tickOpt = new Option<int>("--tick-ms") { Description = "--cycles: the guest's sleep between two output lines.", DefaultValueFactory = _ => 20 };
+var slotsOpt = new Option<int>("--slots") { Description = $"--cycles: the endpoint slots the replicas rotate through ({CycleDrill.MinSlots} to {CycleDrill.MaxSlots}; with --hosts netns a host each): every listener is given the others as --standby, and each cycle's new standby starts on a slot no running replica uses. Two suffice (the replaced replica has ended before the new standby starts); more spread the standbys over more hosts.", DefaultValueFactory = _ => CycleDrill.DefaultSlots };
 var buildDirOpt = new Option<string?>("--build-dir") { Description = "Where the bundled guest is built (default: guests/out of the repository)." };
 var drill = new Command("drill", "Start a local primary-backup pair (separate processes, replication through a fault-injecting loopback proxy) with a bundled workload, inject one fault per round at a random moment and check the invariants: no acknowledged write lost, no output released before the backup held it, output continuous across a failover (a repeat only byte-identical and only from the last round trip), exactly one live primary, the takeover state digest equal to the primary's, the workload finishing correctly. Prints a table per round and writes a JSON report and a timeline picture. Exit status 0 only when every invariant held in every round; 1 with the first violation and its seed otherwise; 2 on bad usage or when the pair cannot be started.")
 {
-    roundsOpt, cyclesOpt, tickOpt, replicasOpt, seedOpt, faultsOpt, workloadOpt, guestOpt, requestsOpt, connectionsOpt, linesOpt, workOpt, timeoutOpt, hbOpt, cpOpt, reportOpt, limitOpt, quietOpt, baseDelayOpt, plantOpt, primaryArgOpt, backupArgOpt, buildDirOpt, netOpt, hostsOpt,
+    roundsOpt, cyclesOpt, tickOpt, replicasOpt, seedOpt, faultsOpt, workloadOpt, guestOpt, requestsOpt, connectionsOpt, linesOpt, workOpt, timeoutOpt, hbOpt, cpOpt, reportOpt, limitOpt, quietOpt, baseDelayOpt, plantOpt, primaryArgOpt, backupArgOpt, buildDirOpt, netOpt, hostsOpt, slotsOpt,
 };
 drill.SetAction(parse =>
 {
@@ -147,13 +148,15 @@ int Cycles(ParseResult parse, int cycles)
     if (cycles < 1) { Console.Error.WriteLine("chaos: --cycles must be at least 1"); return 2; }
     bool onHosts = parse.GetValue(hostsOpt) == "netns";
     if (parse.GetValue(plantOpt) is { } plant && plant.StartsWith("ack-early:", StringComparison.Ordinal))
-    { Console.Error.WriteLine("chaos: --cycles plants only in the first primary (gate-early, ignore-arbiter)"); return 2; }
+    { Console.Error.WriteLine("chaos: --cycles plants only in the first primary (gate-early, ignore-arbiter, stale-term, snapshot-omits-page)"); return 2; }
+    int slots = parse.GetValue(slotsOpt);
+    if (slots is < CycleDrill.MinSlots or > CycleDrill.MaxSlots) { Console.Error.WriteLine($"chaos: --slots must be {CycleDrill.MinSlots} to {CycleDrill.MaxSlots}"); return 2; }
     // the faults of the cycles: by default kill on loopback and every host fault on separate hosts; cycle i takes
     // fault i modulo the list
     string faultList = parse.GetValue(faultsOpt)!;
     bool defaultFaults = faultList == string.Join(",", Faults.All.Select(Faults.Name));
     FaultKind[] cycleFaults;
-    try { cycleFaults = defaultFaults ? (onHosts ? CycleDrill.Applicable(true) : [FaultKind.Kill]) : Faults.Parse(faultList, onHosts); }
+    try { cycleFaults = defaultFaults ? (onHosts ? CycleDrill.Applicable(true) : [FaultKind.Kill]) : Faults.Parse(faultList, onHosts, cycles: true); }
     catch (ArgumentException e) { Console.Error.WriteLine($"chaos: {e.Message}"); return 2; }
     if (cycleFaults.Select(k => CycleDrill.WhyNot(k, onHosts)).FirstOrDefault(w => w != null) is { } whyNot) { Console.Error.WriteLine($"chaos: --cycles: {whyNot}"); return 2; }
     bool onNet = parse.GetValue(netOpt) == "virtual";
@@ -164,8 +167,8 @@ int Cycles(ParseResult parse, int cycles)
     VirtualNetwork? net = null;
     if (onNet && !onHosts)
     {
-        // a TAP device per endpoint slot: the three replicas that can be live or standing by at once
-        try { net = VirtualNetwork.Create(standbys: CycleDrill.Slots); }
+        // a TAP device per endpoint slot
+        try { net = VirtualNetwork.Create(standbys: slots); }
         catch (Exception e) when (e is InvalidOperationException or System.ComponentModel.Win32Exception)
         { Console.Error.WriteLine($"chaos: --net virtual: cannot make the drill's network namespace (root and iproute2 needed): {e.Message}"); return 2; }
     }
@@ -174,7 +177,7 @@ int Cycles(ParseResult parse, int cycles)
     if (onHosts)
     {
         // a host per replica slot (the backup's and one per further standby slot) besides the first primary's
-        try { hosts = NetnsHosts.Create(standbys: CycleDrill.Slots - 1); }
+        try { hosts = NetnsHosts.Create(standbys: slots - 1); }
         catch (NetnsUnavailableException e) { Console.Error.WriteLine($"chaos: {e.Message}"); return 2; }
         catch (Exception e) when (e is InvalidOperationException or System.ComponentModel.Win32Exception or TimeoutException)
         { Console.Error.WriteLine($"chaos: --hosts netns: cannot make the drill's hosts: {e.Message}"); return 2; }
@@ -200,6 +203,7 @@ int Cycles(ParseResult parse, int cycles)
         Network = onNet ? (IGuestNetwork?)hosts ?? net : null,
         Hosts = hosts,
         Faults = cycleFaults,
+        Slots = slots,
         Plant = parse.GetValue(plantOpt),
         Connections = parse.GetValue(connectionsOpt),
         Progress = parse.GetValue(quietOpt) ? null : m => Console.Error.WriteLine("chaos: " + m),

@@ -77,6 +77,16 @@ public sealed class ReplicaEvents : IDisposable
     }
 
     public void Dispose() { lock (_lock) _out?.Dispose(); }
+
+    /// <summary>Asks <paramref name="arbiter"/> to let <paramref name="owner"/> go live from <paramref name="term"/>
+    /// and reports the request and its answer (<see cref="ReplicaEvent.ArbiterAsked"/>): a drill checks that a replica
+    /// the arbiter did not grant its term never asks again.</summary>
+    public ReVirt.Arbiter.ArbiterResult Ask(ReVirt.Arbiter.IArbiter arbiter, string owner, long term)
+    {
+        var r = arbiter.TryAcquire(owner, term);
+        Emit(ReplicaEvent.ArbiterAsked, ("fromTerm", term), ("won", r.Won), ("term", r.Term), ("holder", r.Holder), ("error", r.Error));
+        return r;
+    }
 }
 
 /// <summary>The event names replicas report (see docs/ARCHITECTURE.md, "Replica events").</summary>
@@ -119,6 +129,7 @@ public static class ReplicaEvent
     public const string SnapshotRestored = "snapshot-restored"; // sequence, bytes, receiveMs (first to last chunk, restoring meanwhile), restoreMs (after the last chunk), digest, stdoutAt (a standby verified and restored one)
     public const string SnapshotRefused = "snapshot-refused"; // reason, receivedBytes (a standby refused a snapshot: damaged, cut off, or not the state it claims)
     public const string Planted = "planted";                  // violation (drills only)
+    public const string ArbiterAsked = "arbiter-asked";       // fromTerm, won, term (won: the new term; lost: the newest the arbiter named, 0 when it could not be asked), holder, error (each request to go live: a backup losing its primary, a live replica losing its backup or releasing its last output)
     public const string Stats = "stats";                      // --stats figures: outputsHeld, outputHoldP50Ms/P99Ms, socketSendsHeld, socketHoldP50Ms/P99Ms, creditWaits, acks, lagP50Ms/P99Ms, records, logBytes, replayTrailP50Ms/P99Ms, throttledMs, replayThrottledMs, replayStalls
     // both
     public const string Exit = "exit";                        // status

@@ -47,7 +47,8 @@ public sealed class ProtectSettings
     /// <summary>
     /// Drills only (<c>--plant</c>, hidden): a violation the drill's checkers must report. "gate-early" releases
     /// output without waiting for the backup's acknowledgement; "ignore-arbiter" goes on unprotected even after
-    /// losing the arbiter; "join-withholds-log" (tests) sends a joining standby its snapshot and join point but never
+    /// losing the arbiter; "stale-term" asks the arbiter once more from its old term after it was not granted it;
+    /// "join-withholds-log" (tests) sends a joining standby its snapshot and join point but never
     /// the log after the snapshot.
     /// </summary>
     public PrimaryPlant Plant { get; init; }
@@ -79,8 +80,11 @@ public sealed class ProtectSettings
 /// <summary>Violations a drill can plant in a primary (<c>primary protect --plant</c>).</summary>
 /// <remarks>JoinWithholdsLog (tests only): a standby joining by snapshot receives the snapshot and its join point but
 /// never the log after the snapshot, so it cannot hold the join point; a kill of the live replica then must find it
-/// standing down.</remarks>
-public enum PrimaryPlant { None, GateEarly, IgnoreArbiter, JoinWithholdsLog }
+/// standing down.
+/// StaleTerm (drills): a replica the arbiter did not grant its term (refused, or could not be asked) asks once more from
+/// that old term before it stops, as a stale replica restarted from its old state would try to go live; the arbiter
+/// refuses again, and the drill must report the attempt.</remarks>
+public enum PrimaryPlant { None, GateEarly, IgnoreArbiter, JoinWithholdsLog, StaleTerm }
 
 enum LinkState { Connecting, Protected, Unprotected, Fenced }
 
@@ -1175,8 +1179,14 @@ public sealed class ReplicationClient : ILogSink
             GoOnUnprotected();
             return;
         }
-        var r = _arbiter.TryAcquire(_s.Id, term);
+        var r = _s.Events.Ask(_arbiter, _s.Id, term);
         _s.Events.Emit(ReplicaEvent.BackupLost, ("reason", reason), ("acked", Acked), ("backup", session.BackupId));
+        if (_s.Plant == PrimaryPlant.StaleTerm && !r.Won)
+        {
+            _log.WriteLine($"{_s.Role}: TESTING: asking the arbiter again from the old term {term}");
+            _s.Events.Emit(ReplicaEvent.Planted, ("violation", "stale-term"));
+            r = _s.Events.Ask(_arbiter, _s.Id, term);
+        }
         if (_s.Plant == PrimaryPlant.IgnoreArbiter && !r.Won)
         {
             _log.WriteLine($"{_s.Role}: TESTING: ignoring the arbiter held by {r.Holder}");
@@ -1234,7 +1244,7 @@ public sealed class ReplicationClient : ILogSink
             _finishing = true;
         }
         long term = Term;
-        var r = _arbiter.TryAcquire(_s.Id, term);
+        var r = _s.Events.Ask(_arbiter, _s.Id, term);
         if (r.Won)
         {
             Interlocked.Exchange(ref _term, r.Term);

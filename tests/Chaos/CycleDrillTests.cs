@@ -171,7 +171,7 @@ public class CycleDrillTests(ITestOutputHelper output) : DrillTests(output)
 
     void CyclesOnTheVirtualNetwork(int cycles, int connections, int seed)
     {
-        using var net = VirtualNetwork.Create(standbys: CycleDrill.Slots);
+        using var net = VirtualNetwork.Create(standbys: CycleDrill.DefaultSlots);
         var (rs, final, report) = RunCycles(GuestEnv.Guest("kvserver", "musl"), cycles, seed, net, connections);
         Assert.All(rs, c => Assert.Contains(c.Invariants, i => i.Name == CycleInvariants.ConnectionsSurvive && i.Ok));
         Assert.Contains(final, i => i.Name == CycleInvariants.ConnectionsSurvive && i.Ok);
@@ -195,7 +195,7 @@ public class CycleDrillTests(ITestOutputHelper output) : DrillTests(output)
     [Fact]
     public void APlantedClientResetInCycleTwoIsReportedByTheDrill()
     {
-        using var net = VirtualNetwork.Create(standbys: CycleDrill.Slots);
+        using var net = VirtualNetwork.Create(standbys: CycleDrill.DefaultSlots);
         void Plant(int cycle)
         {
             if (cycle == 2) Child.Check(TimeSpan.FromSeconds(30), "ip", "netns", "exec", net.Name, "ss", "-K", "dst", VirtualNetwork.GuestIp);
@@ -212,7 +212,7 @@ public class CycleDrillTests(ITestOutputHelper output) : DrillTests(output)
     /// <summary>Runs a cycles drill in a temporary directory and (unless <paramref name="expectOk"/> is false) asserts
     /// that every invariant held in every cycle and at the end; returns the cycles, the final checks and report.json's text.</summary>
     (List<CycleRecord> Cycles, List<InvariantResult> Final, string Report) RunCycles(string guest, int cycles, int seed, IGuestNetwork? net = null, int connections = 4,
-        bool expectOk = true, Action<int>? afterFault = null, NetnsHosts? hosts = null, FaultKind[]? faults = null, string? plant = null)
+        bool expectOk = true, Action<int>? afterFault = null, NetnsHosts? hosts = null, FaultKind[]? faults = null, string? plant = null, int slots = CycleDrill.DefaultSlots)
     {
         string work = Directory.CreateTempSubdirectory("revirt-cycles-").FullName;
         try
@@ -225,6 +225,7 @@ public class CycleDrillTests(ITestOutputHelper output) : DrillTests(output)
                 Network = net,
                 Hosts = hosts,
                 Faults = faults ?? [FaultKind.Kill],
+                Slots = slots,
                 Plant = plant,
                 Connections = connections,
                 TimeoutMs = 3000, // a loaded 2-core machine must not split a pair outside the drill's own kills
@@ -238,7 +239,8 @@ public class CycleDrillTests(ITestOutputHelper output) : DrillTests(output)
             var (rs, final, report) = new CycleDrill(s).Run();
             Output.WriteLine(CycleDrill.Table(rs));
             Show("", final);
-            Assert.Equal(cycles, rs.Count);
+            if (!expectOk) Assert.InRange(rs.Count, 1, cycles); // a refused snapshot ends the run after its cycle
+            else Assert.Equal(cycles, rs.Count);
             if (!expectOk) return (rs, final, File.ReadAllText(report));
             Assert.All(rs, c => Assert.True(c.Ok, string.Join("; ", c.Invariants.Where(i => !i.Ok).Select(i => $"{i.Name}: {i.Detail}"))));
             Assert.All(final, i => Assert.True(i.Ok, $"{i.Name}: {i.Detail}"));
@@ -319,39 +321,182 @@ public class CycleDrillTests(ITestOutputHelper output) : DrillTests(output)
         Assert.False(CycleInvariants.ArbiterNamesSurvivor("replica2", "backup:h:2", "primary:h:1", "etcd").Ok);
         Assert.False(CycleInvariants.ArbiterNamesSurvivor("replica2", "backup:h:2", null, "etcd").Ok);
         // which faults a cycle can take, and why not the others
-        Assert.Equal(Faults.OnHosts, CycleDrill.Applicable(onHosts: true));
-        Assert.All(Faults.OnHosts, k => Assert.Null(CycleDrill.WhyNot(k, onHosts: true)));
+        Assert.Equal(Faults.CyclesOnHosts, CycleDrill.Applicable(onHosts: true));
+        Assert.All(Faults.CyclesOnHosts, k => Assert.Null(CycleDrill.WhyNot(k, onHosts: true)));
         Assert.Contains("relay", CycleDrill.WhyNot(FaultKind.SlowLink, onHosts: true));
         Assert.Contains("needs --hosts netns", CycleDrill.WhyNot(FaultKind.Partition, onHosts: false));
         Assert.Null(CycleDrill.WhyNot(FaultKind.Freeze, onHosts: false));
     }
 
+    static ReplicaEventRecord Ev(double atMs, string name, params (string, object?)[] fields) => ReplicaEventRecord.Of(atMs, name, fields);
+    static ReplicaEventRecord Asked(double atMs, long from, bool won, long term, string? error = null) =>
+        Ev(atMs, ReplicaEvent.ArbiterAsked, ("fromTerm", from), ("won", won), ("term", term), ("holder", error != null ? "(unknown)" : won ? "me" : "backup:h:2"), ("error", error));
+    static ReplicaEventRecord Fenced(double atMs) => Ev(atMs, ReplicaEvent.Fenced, ("reason", "the arbiter is held by backup:h:2 in term 2"), ("term", 1L));
+
+    /// <summary>
+    /// The checks of a replica taken out but still running (replaced-replica-stands-down), of a stale replica
+    /// (stale-replica-stays-down) and of snapshots (snapshots-match-their-digest), each on a good record and on the
+    /// planted violations: a cut-off primary that goes on alone (ignore-arbiter), one that never says it stood down, a
+    /// replica that asks the arbiter again from its old term after it was not granted it (stale-term; worse: granted),
+    /// a standby that refused a snapshot by its digest (snapshot-omits-page). partition-primary is a cycle fault on
+    /// the hosts only.
+    /// </summary>
+    [Fact]
+    public void StandDownStaleTermAndSnapshotChecksHoldForAGoodRunAndReportEachPlantedViolation()
+    {
+        // good: cut off at 100 ms, the primary asked etcd from term 1 (refused: term 2 is held) and was fenced; its own
+        // win of term 1 when it lost an earlier follower (at 50 ms) is before the fault and no concern of this one
+        var cut = Replica("primary", 0, [], Ev(50, ReplicaEvent.Unprotected, ("term", 1L), ("arbiterAsked", true)), Asked(250, 1, false, 2), Fenced(300));
+        var ok = CycleInvariants.ReplacedStandsDown(cut, 100, killedByFault: false, killedByDrill: false);
+        Assert.True(ok.Ok, ok.Detail);
+        Assert.Equal(CycleInvariants.StandsDown, ok.Name);
+        Assert.True(CycleInvariants.ReplacedStandsDown(Replica("primary", 0, []), 100, killedByFault: true, killedByDrill: false).Ok);
+        // a failed join's unprotected (no arbiter asked) is no decision
+        var join = Replica("primary", 0, [], Ev(200, ReplicaEvent.Unprotected, ("term", 1L), ("arbiterAsked", false)), Fenced(300));
+        Assert.True(CycleInvariants.ReplacedStandsDown(join, 100, false, false).Ok);
+        // planted ignore-arbiter: the cut-off primary went on alone in the term its follower won
+        var alone = Replica("primary", 0, [], Asked(250, 1, false, 0, "etcd could not be asked"), Ev(260, ReplicaEvent.Unprotected, ("term", 2L), ("arbiterAsked", true)), Fenced(400));
+        Assert.Contains("went on alone (unprotected) in term 2", CycleInvariants.ReplacedStandsDown(alone, 100, false, false).Detail);
+        Assert.Contains("took over", CycleInvariants.ReplacedStandsDown(Replica("replica1", 0, [], TookOver(300, 2)), 100, false, false).Detail);
+        // never said it stood down (the drill killed it), or said so and ran on until the drill killed it
+        var mute = CycleInvariants.ReplacedStandsDown(Replica("primary", 0, [], Asked(250, 1, false, 2)), 100, false, killedByDrill: true);
+        Assert.False(mute.Ok);
+        Assert.Contains("did not stand down", mute.Detail);
+        Assert.Contains("still running", CycleInvariants.ReplacedStandsDown(cut, 100, false, killedByDrill: true).Detail);
+
+        // stale: each replica asks once; one not granted stops there
+        var replica1 = Replica("replica1", 0, [], Asked(240, 1, true, 2), TookOver(245, 2));
+        var good = CycleInvariants.StaleReplicaStaysDown([cut, replica1]);
+        Assert.True(good.Ok, good.Detail);
+        Assert.Equal(CycleInvariants.StaleStaysDown, good.Name);
+        // planted stale-term: asked again from term 1 after the refusal; the arbiter refused again (or, worse, granted)
+        var stale = CycleInvariants.StaleReplicaStaysDown([Replica("primary", 0, [], Asked(250, 1, false, 2), Asked(260, 1, false, 2), Fenced(300)), replica1]);
+        Assert.False(stale.Ok);
+        Assert.StartsWith("primary asked the arbiter to go live from term 1 at 260 ms", stale.Detail);
+        Assert.Contains("a stale replica tried to go live in an old term; the arbiter refused it", stale.Detail);
+        Assert.Contains("GRANTED", CycleInvariants.StaleReplicaStaysDown([Replica("primary", 0, [], Asked(250, 1, false, 2), Asked(260, 1, true, 2))]).Detail);
+        Assert.False(CycleInvariants.StaleReplicaStaysDown([Replica("primary", 0, [], Asked(250, 1, false, 0, "no answer"), Asked(260, 1, false, 2))]).Ok);
+        // a win, then a later request from the won term (the next lost follower) is fine
+        Assert.True(CycleInvariants.StaleReplicaStaysDown([Replica("primary", 0, [], Asked(50, 0, true, 1), Asked(250, 1, false, 2))]).Ok);
+
+        // snapshots: restored ones pass; a refusal (a page left out: the digest differs) is reported with its reason
+        var restored = Replica("replica2", null, [], Ev(500, ReplicaEvent.SnapshotRestored, ("bytes", 40000L)));
+        Assert.True(CycleInvariants.SnapshotsMatch([cut, restored]).Ok);
+        var refused = CycleInvariants.SnapshotsMatch([cut, Replica("replica2", null, [], Ev(500, ReplicaEvent.SnapshotRefused, ("reason", "the restored machine's state digest A differs from the snapshot's B"), ("receivedBytes", 42904L)))]);
+        Assert.False(refused.Ok);
+        Assert.Equal(CycleInvariants.SnapshotFaithful, refused.Name);
+        Assert.Contains("replica2 refused a snapshot at 500 ms after 42904 bytes: the restored machine's state digest", refused.Detail);
+
+        // partition-primary: a cycle fault of the hosts (in the default list), not of loopback or the single-round drill
+        Assert.Equal([FaultKind.PartitionPrimary], Faults.Parse("partition-primary", onHosts: true, cycles: true));
+        Assert.Contains(FaultKind.PartitionPrimary, CycleDrill.Applicable(onHosts: true));
+        Assert.Contains("needs --hosts netns", CycleDrill.WhyNot(Faults.Parse("partition-primary", cycles: true)[0], onHosts: false));
+        Assert.Throws<ArgumentException>(() => Faults.Parse("partition-primary", onHosts: true));
+    }
+
+    /// <summary>
+    /// A planted stale replica on the hosts, reported in its cycle: the first primary, frozen until its follower took
+    /// over in term 1, wakes, asks etcd from term 0 and is refused (term 1 is held), and then (--plant stale-term)
+    /// asks again from that old term, as a stale replica restarted from its old state would; etcd refuses it again
+    /// and it stands down. stale-replica-stays-down is violated in cycle 1 and over the run, naming the attempt and
+    /// the refusal; every other check of the cycle holds (nothing went live twice). Deterministic: a frozen replica
+    /// always loses its follower when it wakes and asks etcd, which always refuses it.
+    /// </summary>
+    [Fact]
+    public void APlantedStaleReplicaThatAsksToGoLiveInAnOldTermIsReportedOnSeparateHosts()
+    {
+        using var hosts = CycleHosts(slots: 2);
+        if (hosts == null) return;
+        var (rs, final, _) = RunCycles(GuestEnv.Guest("ticker", "musl"), 1, seed: 3, hosts: hosts, faults: [FaultKind.Freeze], plant: "stale-term", expectOk: false, slots: 2);
+        var v = rs[0].Invariants.Single(i => i.Name == CycleInvariants.StaleStaysDown);
+        Assert.False(v.Ok);
+        Assert.StartsWith("primary asked the arbiter to go live from term 0", v.Detail);
+        Assert.Contains("a stale replica tried to go live in an old term; the arbiter refused it", v.Detail);
+        Assert.False(final.Single(i => i.Name == CycleInvariants.StaleStaysDown).Ok);
+        Assert.All(rs[0].Invariants.Where(i => i.Name != CycleInvariants.StaleStaysDown), i => Assert.True(i.Ok, $"{i.Name}: {i.Detail}"));
+        Assert.Equal("fenced", rs[0].ReplacedFate!.Split(' ')[0]);
+    }
+
+    /// <summary>
+    /// The soak's (REVIRT_SOAK=1) planted snapshot on the hosts: the first primary leaves a page out of every snapshot
+    /// (--plant snapshot-omits-page); cycle 1 kills its follower's host, it goes on in term 1 and sends the new standby
+    /// a snapshot, which the standby refuses by its digest. snapshots-match-their-digest is violated in cycle 1 with
+    /// the standby's reason, the run ends after the cycle (the survivor stays unprotected) and pair-finished says why.
+    /// Deterministic: the page is always left out and the digest always covers it.
+    /// </summary>
+    [Fact]
+    public void APlantedSnapshotThatOmitsAPageIsReportedOnSeparateHosts()
+    {
+        if (!SoakSwitch.On) { Output.WriteLine(SoakSwitch.Skipped); return; }
+        using var hosts = CycleHosts(slots: 2);
+        if (hosts == null) return;
+        var (rs, final, _) = RunCycles(GuestEnv.Guest("ticker", "musl"), 2, seed: 3, hosts: hosts, faults: [FaultKind.KillBackup, FaultKind.Kill], plant: "snapshot-omits-page", expectOk: false, slots: 2);
+        Assert.Single(rs);
+        var v = rs[0].Invariants.Single(i => i.Name == CycleInvariants.SnapshotFaithful);
+        Assert.False(v.Ok);
+        Assert.Contains("state digest", v.Detail);
+        Assert.False(final.Single(i => i.Name == CycleInvariants.SnapshotFaithful).Ok);
+        Assert.Contains("refused primary's snapshot", final.Single(i => i.Name == "pair-finished").Detail);
+        Assert.All(rs[0].Invariants.Where(i => i.Name != CycleInvariants.SnapshotFaithful), i => Assert.True(i.Ok, $"{i.Name}: {i.Detail}"));
+    }
+
+    /// <summary>
+    /// The soak's (REVIRT_SOAK=1) planted partition on the hosts: the first primary ignores the arbiter
+    /// (--plant ignore-arbiter); cycle 1 cuts its host from etcd's and its follower's. The follower wins and takes
+    /// over; the primary, unable to reach etcd, goes on alone anyway and releases the output it held. The drill
+    /// reports it in cycle 1: replaced-replica-stands-down (it went on alone), output-commit-across-cycles (it
+    /// released what its successor never held) and one-live-replica-per-term (term 1 won twice).
+    /// </summary>
+    [Fact]
+    public void APlantedPrimaryThatGoesOnAloneWhenCutOffFromEtcdIsReportedOnSeparateHosts()
+    {
+        if (!SoakSwitch.On) { Output.WriteLine(SoakSwitch.Skipped); return; }
+        using var hosts = CycleHosts(slots: 2);
+        if (hosts == null) return;
+        var (rs, _, _) = RunCycles(GuestEnv.Guest("ticker", "musl"), 1, seed: 3, hosts: hosts, faults: [FaultKind.PartitionPrimary], plant: "ignore-arbiter", expectOk: false, slots: 2);
+        InvariantResult Check(string name) => rs[0].Invariants.Single(i => i.Name == name);
+        Assert.Equal("took over", rs[0].Outcome);
+        Assert.Contains("went on alone", Check(CycleInvariants.StandsDown).Detail);
+        Assert.False(Check(CycleInvariants.OutputCommit).Ok);
+        Assert.Contains("a term was won twice", Check(CycleInvariants.OnePerTerm).Detail);
+    }
+
     /// <summary>The hosts of a cycles drill (a host per replica slot besides the first primary's), or null with the
     /// reason written to the test's output when this machine cannot make them (not root, no iproute2, no etcd).</summary>
-    NetnsHosts? CycleHosts()
+    NetnsHosts? CycleHosts(int slots = CycleDrill.DefaultSlots)
     {
-        try { return NetnsHosts.Create(standbys: CycleDrill.Slots - 1); }
+        try { return NetnsHosts.Create(standbys: slots - 1); }
         catch (NetnsUnavailableException e) { Output.WriteLine($"skipped: this test needs network namespaces: {e.Message}"); return null; }
     }
 
     /// <summary>
-    /// `chaos drill --cycles 3 --hosts netns --faults kill,freeze,link-down`: the first primary and each replica slot
-    /// on a host of its own, etcd (the arbiter) and the clients on theirs. Cycle 1 kills the primary's host, cycle 2
-    /// freezes the live replica until its follower took over (it must stand down when it wakes), cycle 3 takes the live
-    /// host's links down; each time a new standby joins on a host of its own. Every invariant holds after each cycle
-    /// and at the end (as report.json says), each takeover wins the next etcd term and etcd names the survivor, and
-    /// report.json gives each cycle's takeover, join, pause and transfer. Skipped (with the reason) without root or etcd.
+    /// `chaos drill --cycles 4 --hosts netns --slots 2 --faults kill,freeze,link-down,partition-primary`: the first
+    /// primary and each of two replica slots on a host of its own, etcd (the arbiter) and the clients on theirs. Cycle 1
+    /// kills the primary's host, cycle 2 freezes the live replica until its follower took over (it must stand down when
+    /// it wakes), cycle 3 takes the live host's links down, cycle 4 cuts the live host from etcd's and its follower's
+    /// while it still reaches the clients: the follower wins the arbiter and takes over, and the cut-off replica stands
+    /// down (fenced) without releasing output after the takeover; each time a new standby joins on the slot the
+    /// replaced replica left. Every invariant holds after each cycle and at the end (as report.json says), each takeover
+    /// wins the next etcd term and etcd names the survivor, and report.json gives each cycle's takeover, join, pause and
+    /// transfer. Skipped (with the reason) without root or etcd.
     /// </summary>
     [Fact]
-    public void ThreeCyclesOfHostFaultsOnSeparateHostsKeepEveryInvariant()
+    public void FourCyclesOfHostFaultsOnTwoSlotsKeepEveryInvariantAndTheCutOffReplicaStandsDown()
     {
-        using var hosts = CycleHosts();
+        using var hosts = CycleHosts(slots: 2);
         if (hosts == null) return;
-        FaultKind[] faults = [FaultKind.Kill, FaultKind.Freeze, FaultKind.LinkDown];
-        var (rs, _, report) = RunCycles(GuestEnv.Guest("ticker", "musl"), 3, seed: 5, hosts: hosts, faults: faults);
-        Assert.Equal([1L, 2L, 3L], rs.Select(c => c.Term!.Value));
+        FaultKind[] faults = [FaultKind.Kill, FaultKind.Freeze, FaultKind.LinkDown, FaultKind.PartitionPrimary];
+        var (rs, _, report) = RunCycles(GuestEnv.Guest("ticker", "musl"), 4, seed: 5, hosts: hosts, faults: faults, slots: 2);
+        Assert.Equal([1L, 2L, 3L, 4L], rs.Select(c => c.Term!.Value));
         Assert.All(rs, c => Assert.Equal("took over", c.Outcome));
         Assert.Equal("fenced", rs[1].ReplacedFate!.Split(' ')[0]); // the frozen replica woke up in a superseded term
+        // the cut-off replica of cycle 4 said so and ended by itself (the fault did not kill it)
+        Assert.Equal("fenced", rs[3].ReplacedFate!.Split(' ')[0]);
+        var down = rs[3].Invariants.Single(i => i.Name == CycleInvariants.StandsDown);
+        Assert.StartsWith($"{rs[3].Killed} fenced at", down.Detail);
+        // two slots: the new standbys alternate between the standby host and the backup's host
+        Assert.Equal(["replica1", "replica2", "replica3", "replica4"], rs.Select(c => c.Survivor));
+        Assert.Equal([1, 0, 1, 0], rs.Select(c => c.JoinerSlot));
         using var doc = JsonDocument.Parse(report);
         Assert.Equal("netns", doc.RootElement.GetProperty("hosts").GetString());
         Assert.Equal("etcd", doc.RootElement.GetProperty("arbiter").GetString());
@@ -369,6 +514,7 @@ public class CycleDrillTests(ITestOutputHelper output) : DrillTests(output)
                 Assert.True(c.GetProperty(f).GetDouble() > 0, $"report.json gives {f} of every cycle");
         }
         Assert.True(doc.RootElement.GetProperty("summary").GetProperty("takeoverMs").GetDouble() > 0);
+        Assert.Equal(2, doc.RootElement.GetProperty("settings").GetProperty("Slots").GetInt32());
     }
 
     /// <summary>
@@ -420,7 +566,7 @@ public class CycleDrillTests(ITestOutputHelper output) : DrillTests(output)
     }
 
     /// <summary>The soak's (REVIRT_SOAK=1) long variant on separate hosts: 20 cycles rotating through every host fault
-    /// (kill, freeze, partition, link-down, kill-backup, cut-kill).</summary>
+    /// (kill, freeze, partition, link-down, kill-backup, cut-kill, partition-primary).</summary>
     [Fact]
     public void TwentyCyclesOfEveryHostFaultOnSeparateHostsKeepEveryInvariant()
     {
