@@ -718,9 +718,14 @@ public sealed class CycleDrill(CycleSettings s)
                 var survivor = tookOver ? follower : live;
                 var replaced = tookOver ? live : follower;
                 if (fault == FaultKind.Freeze) live.Proc.Signal(ReplicaProc.SIGCONT);
-                hosts?.Heal(); // the fault is over: the taken-out host is back on the wire (with no replica if it was killed)
+                // the fault is over: the taken-out host is back on the wire (with no replica if it was killed). A cut
+                // from etcd lasts until the cut-off replica ended: it must stand down without reaching etcd again (its
+                // request cannot arrive, so it cannot even learn of the newer term), before a standby may use its host
+                bool cutUntilEnded = fault == FaultKind.PartitionPrimary;
+                if (!cutUntilEnded) hosts?.Heal();
                 bool replacedByFault = replaced.Killed;
                 string fate = EndReplaced(replaced, decision.AtMs);
+                if (cutUntilEnded) hosts?.Heal();
                 long term = decision.Long("term") ?? 0;
                 var (holder, holderHow) = ReadHolder(term);
                 if (tookOver) handovers.Add((replaced.Name, survivor.Name));
