@@ -1,6 +1,7 @@
 using ReVirt.Cpu;
 using ReVirt.Memory;
 using ReVirt.Replay;
+using ReVirt.Tests.Programs;
 using Xunit;
 
 namespace ReVirt.Tests.ProcessTree;
@@ -100,7 +101,10 @@ public class GuestPageFrameTests
 
         using var restored = new GuestMemory();
         restored.RestoreLayout(layout);
-        capture.ReadPages((pn, prot, bytes) => restored.RestorePage(pn, prot, bytes));
+        capture.ReadPages(7, (numbers, prots, bytes, _) =>
+        {
+            for (int i = 0; i < numbers.Length; i++) restored.RestorePage(numbers[i], prots[i], bytes.Slice(i * (int)GuestMemory.PageSize, (int)GuestMemory.PageSize));
+        });
         Assert.Equal(Convert.ToHexString(before), Convert.ToHexString(StateDigest.Compute([(Array.Empty<CpuState>(), restored)], null)));
     }
 
@@ -116,5 +120,19 @@ public class GuestPageFrameTests
         }
         // all but the spare chunks (8) and any chunk another test's pages still share
         Assert.True(PagePool.ChunksUnmapped - unmappedBefore >= 16, $"{PagePool.ChunksUnmapped - unmappedBefore} chunks unmapped after 64 MiB freed");
+    }
+
+    /// <summary>Bad input: a guest that asks for the whole user half of the address space, then 1 TiB at a time until it
+    /// is refused, gets ENOMEM (as natively) and goes on with working memory. Fails on 9f25fe8, whose search for a free
+    /// range wrapped below address 0 and "mapped" the 128 TiB past the user half.</summary>
+    [Fact]
+    public void AGuestAskingForMoreThanTheAddressSpaceGetsEnomemAndGoesOn()
+    {
+        var r = GuestEnv.Dotnet(GuestEnv.PrimaryDll, ["run", "--", GuestEnv.Guest("bigmap", "musl")]);
+        var lines = System.Text.Encoding.ASCII.GetString(r.Stdout).Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.True(r.ExitCode == 0, $"exit {r.ExitCode}: {string.Join(" | ", lines)} {r.Stderr}");
+        Assert.Equal("whole ENOMEM", lines[0]);
+        Assert.Matches("^tib (0|N) ENOMEM$", lines[1]);
+        Assert.Equal("after ok", lines[2]);
     }
 }
