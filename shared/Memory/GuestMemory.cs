@@ -690,6 +690,8 @@ public sealed unsafe partial class GuestMemory : IDisposable
     public ulong FindFree(ulong len, ulong below, ulong above)
     {
         len = (len + PageMask) & ~PageMask;
+        // a length the range cannot hold has no place (below - len would wrap to an address past the user half)
+        if (below < above || len > below - above) return 0;
         ulong candidate = (below - len) & ~PageMask;
         for (int i = _vmas.Count - 1; i >= 0 && candidate >= above; i--)
         {
