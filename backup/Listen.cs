@@ -288,11 +288,13 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         void Restore(BackupSession owner, Hello h, LogHeader header)
         {
             string partial = CopyPath + ".partial";
-            FileStream? copy = null;
+            Stream? copy = null;
             Machine? m = null;
             try
             {
-                copy = new FileStream(partial, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 20);
+                // written past the page cache: the copy is read back only by a later offline replay, and a buffered copy
+                // cost the restore thread most of its CPU and stalled it on write-back (DirectFileWriter)
+                copy = new DirectFileWriter(partial);
                 var pipe = NewPipe();
                 pipe.Append(h.LogHeader.Span);
                 pipe.Starving = owner.AckReplayed;

@@ -96,11 +96,18 @@ public sealed unsafe class MemoryCapture : IDisposable
         }
     }
 
+    /// <summary>A batch of pages from <see cref="ReadPages"/>: page i has number numbers[i], protection prots[i] and the
+    /// bytes bytes[i*4096 .. (i+1)*4096]; `last` when no batch follows.</summary>
+    public delegate void PageBatch(ReadOnlySpan<ulong> numbers, ReadOnlySpan<Prot> prots, ReadOnlySpan<byte> bytes, bool last);
+
     /// <summary>
-    /// The pages as they were when the capture began, in address order (any thread; once). `visit` gets each page's
-    /// number, protection and bytes (valid only during the call).
+    /// The pages as they were when the capture began, in address order (any thread; once), up to
+    /// <paramref name="batchPages"/> at a time: each page is copied once, from the live page or the capture's kept
+    /// copy straight into the batch, under the capture's lock (so a guest's store to it waits for that copy only), and
+    /// `visit` is called outside the lock with the batch (valid only during the call). An empty capture gives one empty
+    /// last batch.
     /// </summary>
-    public void ReadPages(Action<ulong, Prot, ReadOnlySpan<byte>> visit)
+    public void ReadPages(int batchPages, PageBatch visit)
     {
         List<(ulong PageNumber, GuestMemory.Page? Page)> pages;
         lock (Lock)
@@ -113,17 +120,22 @@ public sealed unsafe class MemoryCapture : IDisposable
             foreach (var pn in _preserved.Keys) if (!seen.Contains(pn)) pages.Add((pn, null));
         }
         pages.Sort((a, b) => a.PageNumber.CompareTo(b.PageNumber));
-        var buf = new byte[GuestMemory.PageSize];
-        foreach (var (pn, page) in pages)
+        const int pageBytes = (int)GuestMemory.PageSize;
+        var numbers = new ulong[batchPages];
+        var prots = new Prot[batchPages];
+        var bytes = new byte[batchPages * pageBytes];
+        int n = 0;
+        for (int i = 0; i < pages.Count; i++)
         {
-            Prot prot;
+            var (pn, page) = pages[i];
+            var to = bytes.AsSpan(n * pageBytes, pageBytes);
             lock (Lock)
             {
                 if (_done) throw new ObjectDisposedException(nameof(MemoryCapture), "the capture was ended (a newer one began) while it was read");
                 if (_preserved.TryGetValue(pn, out var kept))
                 {
-                    new ReadOnlySpan<byte>((void*)kept.Data, buf.Length).CopyTo(buf);
-                    prot = kept.Prot;
+                    new ReadOnlySpan<byte>((void*)kept.Data, pageBytes).CopyTo(to);
+                    prots[n] = kept.Prot;
                 }
                 else
                 {
@@ -131,13 +143,20 @@ public sealed unsafe class MemoryCapture : IDisposable
                     // bytes are the capture's (and stay so while the lock is held); marked, the guest's next store
                     // need not copy it
                     var p = page!;
-                    new ReadOnlySpan<byte>(p.Data, buf.Length).CopyTo(buf);
-                    prot = p.Prot;
+                    new ReadOnlySpan<byte>(p.Data, pageBytes).CopyTo(to);
+                    prots[n] = p.Prot;
                     Volatile.Write(ref p.Saved, _id);
                 }
             }
-            visit(pn, prot, buf);
+            numbers[n++] = pn;
+            bool last = i == pages.Count - 1;
+            if (n == batchPages || last)
+            {
+                visit(numbers.AsSpan(0, n), prots.AsSpan(0, n), bytes.AsSpan(0, n * pageBytes), last);
+                n = 0;
+            }
         }
+        if (pages.Count == 0) visit([], [], [], true);
     }
 
     /// <summary>Ends the capture: the guest stops preserving pages and the kept bytes are freed.</summary>

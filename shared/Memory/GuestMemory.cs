@@ -248,8 +248,7 @@ public sealed unsafe partial class GuestMemory : IDisposable
         var vma = FindVma(addr);
         if (vma == null) return null;
         if (addr >= vma.BeyondEof) { beyondEof = true; return null; }
-        p = new Page { Data = PagePool.Rent(), Prot = vma.Prot, Born = _captures };
-        new Span<byte>(p.Data, (int)PageSize).Clear();
+        p = new Page { Data = PagePool.RentZeroed(), Prot = vma.Prot, Born = _captures };
         AddPage(pn, p);
         return p;
     }
@@ -691,6 +690,8 @@ public sealed unsafe partial class GuestMemory : IDisposable
     public ulong FindFree(ulong len, ulong below, ulong above)
     {
         len = (len + PageMask) & ~PageMask;
+        // a length the range cannot hold has no place (below - len would wrap to an address past the user half)
+        if (below < above || len > below - above) return 0;
         ulong candidate = (below - len) & ~PageMask;
         for (int i = _vmas.Count - 1; i >= 0 && candidate >= above; i--)
         {
@@ -891,30 +892,5 @@ public sealed class ImageTemplate(Vma[] vmas, (ulong PageNumber, Prot Prot, Shar
     public void Dispose()
     {
         foreach (var (_, _, f) in Pages) f.Release();
-    }
-}
-
-/// <summary>
-/// Page-sized, page-aligned native buffers, reused: a process tree allocates and frees the same few hundred pages
-/// per spawn, and the allocator's aligned path with its zeroing and first-touch faults was a large part of a spawn.
-/// Thread-safe (several machines may run in one host process); keeps at most <see cref="MaxKept"/> free pages.
-/// </summary>
-static unsafe class PagePool
-{
-    const int MaxKept = 16384; // 64 MiB
-    static readonly nint[] Free = new nint[MaxKept];
-    static int _count;
-    static readonly Lock Gate = new();
-
-    public static byte* Rent()
-    {
-        lock (Gate) if (_count > 0) return (byte*)Free[--_count];
-        return (byte*)NativeMemory.AlignedAlloc((nuint)GuestMemory.PageSize, (nuint)GuestMemory.PageSize);
-    }
-
-    public static void Return(byte* p)
-    {
-        lock (Gate) if (_count < MaxKept) { Free[_count++] = (nint)p; return; }
-        NativeMemory.AlignedFree(p);
     }
 }

@@ -741,32 +741,28 @@ public static partial class MachineSnapshot
         using var w = new SnapshotOutput(output);
         w.Bytes(Magic); w.U32(Version); w.I32(kernel.Length); w.Bytes(kernel);
         var digest = new StateDigest.Builder();
-        var run = new byte[RunPages * PageBytes];
         bool omitted = false;
         foreach (var (threads, mem) in procs)
         {
             digest.Threads(threads);
-            ulong first = 0;
-            int n = 0;
-            var runProt = Prot.None;
-            void Flush()
+            // each batch (the pages in address order, copied once from the capture) is written as runs of contiguous
+            // pages of one protection; a run ends at a batch's end at the latest
+            mem.ReadPages(RunPages, (numbers, prots, bytes, last) =>
             {
-                if (n == 0) return;
-                w.I32(n); w.U64(first); w.U8((byte)runProt);
-                w.Bytes(run.AsSpan(0, n * PageBytes));
-                n = 0;
-            }
-            mem.ReadPages((pn, prot, bytes) =>
-            {
-                digest.Page(pn, prot, bytes);
-                if (n > 0 && (pn != first + (ulong)n || prot != runProt || n == RunPages)) Flush();
-                if (n == 0) { first = pn; runProt = prot; }
-                bytes.CopyTo(run.AsSpan(n * PageBytes));
-                n++;
+                int n = numbers.Length;
+                for (int k = 0; k < n; k++) digest.Page(numbers[k], prots[k], bytes.Slice(k * PageBytes, PageBytes));
+                // planted (tests and drills only): the last page of the first process that has one is left out (the
+                // digest has it, so the restore must notice)
+                if (last && plant == SnapshotPlant.OmitPage && !omitted && n > 0) { n--; omitted = true; }
+                for (int i = 0; i < n;)
+                {
+                    int j = i + 1;
+                    while (j < n && numbers[j] == numbers[j - 1] + 1 && prots[j] == prots[i]) j++;
+                    w.I32(j - i); w.U64(numbers[i]); w.U8((byte)prots[i]);
+                    w.Bytes(bytes[(i * PageBytes)..(j * PageBytes)]);
+                    i = j;
+                }
             });
-            // planted (tests and drills only): the last page of the first process that has one is left out
-            if (plant == SnapshotPlant.OmitPage && !omitted && n > 0) { n--; omitted = true; }
-            Flush();
             w.I32(0);
         }
         w.I32(files.Length);
