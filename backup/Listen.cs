@@ -933,7 +933,9 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
             StandbyRetryMs = s.StandbyRetryMs,
             Secret = s.Secret,
             Tls = s.Tls,
-            DataLink = s.DataLink,
+            // the links this replica opens itself follow the primary's default (TCP) unless it insists on the socket:
+            // its auto means it offers the socket
+            DataLink = s.DataLink == DataLinkKind.Unix ? DataLinkKind.Unix : DataLinkKind.Tcp,
             TimeoutMs = s.TimeoutMs,
             Id = s.Id,
             RootDigest = h.RootDigest.ToByteArray(), // the root as the guest started: a standby replays from record 1

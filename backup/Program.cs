@@ -63,7 +63,7 @@ var standbyOpt = new Option<string[]>("--standby")
     AllowMultipleArgumentsPerToken = false,
 };
 var dataPortOpt = new Option<int>("--data-port") { Description = "TCP port of the data link (on the --listen address) that carries the log and the acks after the handshake; the Welcome tells the primary. 0 (default): any free port.", DefaultValueFactory = _ => 0 };
-var dataLinkOpt = new Option<string>("--data-link") { Description = ReVirt.Replication.DataLinkKinds.Help + " On a backup: whether it offers the same-host socket (and, with unix, takes only it), and the transport of the links it opens to standbys after a takeover.", DefaultValueFactory = _ => "auto" };
+var dataLinkOpt = new Option<string>("--data-link") { Description = ReVirt.Replication.DataLinkKinds.Help + " On a backup: whether it offers the same-host socket (auto, the default: offered beside TCP; unix: it takes only the socket and also uses only it for the links it opens to standbys after a takeover, which otherwise go over TCP).", DefaultValueFactory = _ => "auto" };
 dataLinkOpt.AcceptOnlyFromAmong("auto", "unix", "tcp");
 var standbyRetryOpt = new Option<int>("--standby-retry-ms") { Description = "Pause between two rounds over the standbys while none accepts.", DefaultValueFactory = _ => 500 };
 var listen = new Command("listen", "Serve the replication endpoint, follow one primary (`primary protect`), replay its log in lockstep and acknowledge each batch as soon as it holds it; when the primary is lost, drain, win the arbiter and go live. Exit status: the guest's; 3 when standing down; 1 on divergence.")

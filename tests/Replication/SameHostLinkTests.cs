@@ -122,7 +122,7 @@ public class SameHostLinkTests(ITestOutputHelper output)
                 Assert.Empty(tcpOnly.Stdout);
             }
             Assert.False(b.HasExited, "a refused link cost the backup its session:\n" + b.Stderr);
-            using var p = Replicas.Primary("--backup", url, "--token-file", tok, "--", GuestEnv.Guest("counter", "musl"), "5", "1000");
+            using var p = Replicas.Primary("--backup", url, "--token-file", tok, "--data-link", "auto", "--", GuestEnv.Guest("counter", "musl"), "5", "1000");
             AssertUnixLink(p);
             Assert.Equal(0, p.WaitForExit(Long));
             Assert.Equal(0, b.WaitForExit(Long));
