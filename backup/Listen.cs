@@ -60,6 +60,9 @@ public sealed class ListenSettings
     public IReadOnlyList<string> Standbys { get; init; } = [];
     public int StandbyRetryMs { get; init; } = 500;
     public string? Netns { get; init; }
+    /// <summary>The data link's transport (<c>--data-link</c>): whether this replica offers its same-host socket (and
+    /// takes only it), and what it uses for the links it opens to standbys after a takeover.</summary>
+    public DataLinkKind DataLink { get; init; }
 }
 
 /// <summary>`backup listen`: serves the replication endpoint, follows one primary, takes over when it dies.</summary>
@@ -109,8 +112,12 @@ public static class ListenHost
         });
         var session = new BackupSession(s, Console.Error);
         // the log and the acks travel on the data link, served by threads of its own (shared/Replication/DataLink.cs)
-        using var data = new DataListener(listenAddr, s.DataPort, s.Tls, session.OpenLink, Console.Error);
+        // with --data-link unix the TCP port still answers, but only with a refusal that says why
+        using var data = new DataListener(listenAddr, s.DataPort, s.Tls, s.DataLink == DataLinkKind.Unix ? session.RefuseTcpLink : session.OpenLink, Console.Error);
         session.DataPort = data.Port;
+        // a primary on this host and network namespace may open the link on an abstract Unix socket instead
+        using var local = s.DataLink == DataLinkKind.Tcp ? null : new DataListener(DataLink.NewSocketName(), s.Tls, session.OpenLink, Console.Error);
+        session.DataSocket = local?.SocketName ?? "";
         builder.Services.AddSingleton(session);
         // grpc.health.v1 on the replication endpoint: SERVING while waiting for, following or replacing a primary
         builder.Services.AddGrpcHealthChecks().AddCheck("replication", session.Health);
@@ -120,8 +127,8 @@ public static class ListenHost
         session.Lifetime = app.Lifetime;
         app.Start();
         var addrs = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses;
-        Console.Error.WriteLine($"backup: listening on {string.Join(", ", addrs ?? [])} as {s.Id} (data link on port {data.Port})");
-        s.Events.Emit(ReplicaEvent.Listening, ("url", addrs?.FirstOrDefault()), ("id", s.Id), ("dataPort", data.Port));
+        Console.Error.WriteLine($"backup: listening on {string.Join(", ", addrs ?? [])} as {s.Id} (data link on port {data.Port}{(local != null ? $" and same-host socket @{local.SocketName}" : "")})");
+        s.Events.Emit(ReplicaEvent.Listening, ("url", addrs?.FirstOrDefault()), ("id", s.Id), ("dataPort", data.Port), ("dataSocket", local?.SocketName));
         app.WaitForShutdown();
         s.Events.Emit(ReplicaEvent.Exit, ("status", session.ExitCode));
         return session.ExitCode;
@@ -187,6 +194,8 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
     public ListenSettings Settings => s;
     /// <summary>The data link's port (the Welcome names it).</summary>
     public int DataPort;
+    /// <summary>The same-host data link's abstract socket name (the Welcome names it; empty: not offered).</summary>
+    public string DataSocket = "";
     PendingLink? _pendingLink;
     volatile DataLink? _link;
     // set before this replica closes the data link itself (its replay ended): the link thread's read then ends too,
@@ -521,6 +530,10 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         finally { p.Ended.TrySetResult(); }
         return null;
     }
+
+    /// <summary>A data link on the TCP port of a backup that takes it only on its same-host socket (--data-link unix).</summary>
+    public string? RefuseTcpLink(DataLink link, byte[] ticket, byte[] proof) =>
+        "this backup takes its data link only on its same-host Unix socket (--data-link unix): run the primary on the backup's host and network namespace, or the backup with --data-link auto or tcp";
 
     /// <summary>
     /// The session on its data link: batches are held (log copy, then the replay's pipe) and acknowledged at once
@@ -922,6 +935,9 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
             StandbyRetryMs = s.StandbyRetryMs,
             Secret = s.Secret,
             Tls = s.Tls,
+            // the links this replica opens itself follow the primary's default (TCP) unless it insists on the socket:
+            // its auto means it offers the socket
+            DataLink = s.DataLink == DataLinkKind.Unix ? DataLinkKind.Unix : DataLinkKind.Tcp,
             TimeoutMs = s.TimeoutMs,
             Id = s.Id,
             RootDigest = h.RootDigest.ToByteArray(), // the root as the guest started: a standby replays from record 1
@@ -1125,7 +1141,7 @@ public sealed class ReplicationService(BackupSession session) : Protocol.Replica
         {
             await responseStream.WriteAsync(new BackupMessage
             {
-                Welcome = new Welcome { BackupId = s.Id, DataPort = (uint)session.DataPort, DataTicket = ByteString.CopyFrom(pending.Ticket), Snapshot = session.AcceptsSnapshot(hello), SnapshotFiles = session.WantsSnapshotFiles(hello), PrimarySilenceMs = (uint)s.PrimarySilenceMs },
+                Welcome = new Welcome { BackupId = s.Id, DataPort = (uint)session.DataPort, DataSocket = session.DataSocket, DataUnixOnly = s.DataLink == DataLinkKind.Unix, DataTicket = ByteString.CopyFrom(pending.Ticket), Snapshot = session.AcceptsSnapshot(hello), SnapshotFiles = session.WantsSnapshotFiles(hello), PrimarySilenceMs = (uint)s.PrimarySilenceMs },
             }, ct);
         }
         catch (Exception e) when (e is OperationCanceledException or IOException or RpcException or InvalidOperationException)

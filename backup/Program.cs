@@ -63,10 +63,12 @@ var standbyOpt = new Option<string[]>("--standby")
     AllowMultipleArgumentsPerToken = false,
 };
 var dataPortOpt = new Option<int>("--data-port") { Description = "TCP port of the data link (on the --listen address) that carries the log and the acks after the handshake; the Welcome tells the primary. 0 (default): any free port.", DefaultValueFactory = _ => 0 };
+var dataLinkOpt = new Option<string>("--data-link") { Description = ReVirt.Replication.DataLinkKinds.Help + " On a backup: whether it offers the same-host socket (auto, the default: offered beside TCP; unix: it takes only the socket and also uses only it for the links it opens to standbys after a takeover, which otherwise go over TCP).", DefaultValueFactory = _ => "auto" };
+dataLinkOpt.AcceptOnlyFromAmong("auto", "unix", "tcp");
 var standbyRetryOpt = new Option<int>("--standby-retry-ms") { Description = "Pause between two rounds over the standbys while none accepts.", DefaultValueFactory = _ => 500 };
 var listen = new Command("listen", "Serve the replication endpoint, follow one primary (`primary protect`), replay its log in lockstep and acknowledge each batch as soon as it holds it; when the primary is lost, drain, win the arbiter and go live. Exit status: the guest's; 3 when standing down; 1 on divergence.")
 {
-    listenOpt, lrootOpt, tokenOpt, insecureOpt, sharedOpt, noSnapshotOpt, certOpt, keyOpt, caOpt, arbiterOpt, timeoutOpt, silenceOpt, copyOpt, eventsOpt, plantOpt, ackDelayOpt, tapOpt, netnsOpt, standbyOpt, standbyRetryOpt, dataPortOpt,
+    listenOpt, lrootOpt, tokenOpt, insecureOpt, sharedOpt, noSnapshotOpt, certOpt, keyOpt, caOpt, arbiterOpt, timeoutOpt, silenceOpt, copyOpt, eventsOpt, plantOpt, ackDelayOpt, tapOpt, netnsOpt, standbyOpt, standbyRetryOpt, dataPortOpt, dataLinkOpt,
 };
 listen.SetAction(parse =>
 {
@@ -77,6 +79,7 @@ listen.SetAction(parse =>
     {
         Listen = new Uri(parse.GetValue(listenOpt)!),
         DataPort = parse.GetValue(dataPortOpt),
+        DataLink = ReVirt.Replication.DataLinkKinds.Parse(parse.GetValue(dataLinkOpt)!),
         Standbys = parse.GetValue(standbyOpt) ?? [],
         StandbyRetryMs = parse.GetValue(standbyRetryOpt),
         Root = parse.GetValue(lrootOpt),

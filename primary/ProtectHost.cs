@@ -74,8 +74,8 @@ sealed class ProtectService(ProtectSettings settings, MachineOptions opts, ulong
             settings.Events.Emit(ReplicaEvent.Refused, ("reason", e.Message));
             return 2;
         }
-        Log.WriteLine($"primary: protected by {client.BackupId} at {settings.BackupUrl}");
-        settings.Events.Emit(ReplicaEvent.Protected, ("backup", client.BackupId), ("url", settings.BackupUrl), ("term", client.Term));
+        Log.WriteLine($"primary: protected by {client.BackupId} at {settings.BackupUrl} (data link: {client.DataLinkName})");
+        settings.Events.Emit(ReplicaEvent.Protected, ("backup", client.BackupId), ("url", settings.BackupUrl), ("term", client.Term), ("dataLink", client.DataLinkName));
 
         var writer = new LogWriter(header, client);
         var boundary = new RecordingBoundary(writer, header.CheckpointInterval) { Gate = client.Gate };

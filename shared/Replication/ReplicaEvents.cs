@@ -107,7 +107,7 @@ public static class ReplicaEvent
     public const string PrimaryFinished = "primary-finished"; // status, lastSequence, longestSilenceMs, silences, silenceBoundMs (the primary said goodbye)
     public const string CaughtUp = "caught-up";               // records, ms (a standby that joined a live replica replayed the log it had then)
     // primary
-    public const string Protected = "protected";              // backup, url
+    public const string Protected = "protected";              // backup, url, term, dataLink (unix: the same-host socket; tcp)
     public const string Refused = "refused";                  // reason
     public const string BackupLost = "backup-lost";           // reason, acked, backup, joining (a standby lost while joining that cannot go live)
     public const string Unprotected = "unprotected";          // arbiter, term, arbiterAsked (false: a standby lost while joining, which cannot go live: the term stays)
@@ -117,7 +117,7 @@ public static class ReplicaEvent
     public const string ExitUnwatched = "exit-unwatched";     // backup, reason (no exit watch: the backup learns of this process's death when the kernel closes its sockets)
     public const string ReplayStalled = "replay-stalled";    // replayed, trailMs, waitedMs, backup (the backup's replay reported no progress for the timeout while the guest waited for it: the bound on replay lag is suspended until the replay is within it again)
     // a live replica (a primary, or a backup that took over) and its standbys (--standby)
-    public const string Reprotected = "reprotected";          // backup, url, term, backlogRecords, backlogBytes, unprotectedMs
+    public const string Reprotected = "reprotected";          // backup, url, term, backlogRecords, backlogBytes, unprotectedMs, mode, snapshotSequence, dataLink
     public const string StandbyRefused = "standby-refused";   // url, reason (each time a standby's answer changes)
     public const string StandbyHolds = "standby-holds";       // backup, records, transferMs (the standby acknowledged the log up to the join point: it may go live from here)
     public const string JoinPoint = "join-point";             // live replica: backup, sequence, unheldMs (the standby acknowledged its snapshot or backlog: output is held again from record sequence+1; it was released unheld for unheldMs while the standby joined). Standby: sequence, held (it must hold the log up to sequence before it may go live)

@@ -34,6 +34,10 @@ public sealed class ProtectSettings
     /// <summary>Where the backup's data link is reached (HOST:PORT) when not at the host of <see cref="BackupUrl"/>
     /// and the port its Welcome names (a relay between the replicas). Only for <see cref="BackupUrl"/>.</summary>
     public string? BackupDataAddress { get; init; }
+    /// <summary>The data link's transport (<c>--data-link</c>): the backup's same-host Unix socket when it offers one
+    /// and it is reachable from here (<see cref="DataLinkKind.Auto"/>, not through a <see cref="BackupDataAddress"/>
+    /// relay), or only that, or TCP only.</summary>
+    public DataLinkKind DataLink { get; init; } = DataLinkKind.Tcp;
     public int ConnectAttempts { get; init; } = 20;
     public string Id { get; init; } = $"primary:{Environment.MachineName}:{Environment.ProcessId}";
     public byte[] RootDigest { get; init; } = [];
@@ -215,6 +219,8 @@ public sealed class ReplicationClient : ILogSink
     /// for the timeout (<see cref="ReplicaEvent.ReplayStalled"/>).</summary>
     public long ReplayStalls => Interlocked.Read(ref _replayStalls);
     public string BackupId => _cur?.BackupId ?? "";
+    /// <summary>The transport of the current backup's data link ("unix" or "tcp"; "" without a backup).</summary>
+    public string DataLinkName => _cur?.Link is { } l ? l.Kind.Name() : "";
     /// <summary>The arbiter term this replica works in.</summary>
     public long Term => Interlocked.Read(ref _term);
     public LogStore Store => _store;
@@ -378,13 +384,15 @@ public sealed class ReplicationClient : ILogSink
                 var uri = new Uri(url);
                 string host = uri.Host;
                 int port = (int)welcome.Welcome.DataPort;
-                if (url == _s.BackupUrl && _s.BackupDataAddress is { } relay)
+                bool relayed = url == _s.BackupUrl && _s.BackupDataAddress != null;
+                if (relayed)
                 {
+                    string relay = _s.BackupDataAddress!;
                     int colon = relay.LastIndexOf(':');
                     host = relay[..colon];
                     port = int.Parse(relay[(colon + 1)..]);
                 }
-                link = DataLink.Connect(host, port, _s.Tls, _s.Secret, welcome.Welcome.DataTicket.ToByteArray(), perAttempt);
+                link = OpenLink(welcome.Welcome, relayed, uri.Host, host, port, perAttempt);
             }, token);
         }
         catch (Exception e) when (e is RpcException or TimeoutRejectedException or ReplicationRefusedException or OperationCanceledException or IOException)
@@ -405,6 +413,31 @@ public sealed class ReplicationClient : ILogSink
         cts.Token.Register(opened.Close);
         return new Session { Url = url, Channel = channel, Call = call!, Cts = cts, Link = opened, BackupId = backupId, WantsSnapshot = wantsSnapshot, WantsSnapshotFiles = wantsFiles,
             HeartbeatMs = ReplicationProtocol.HeartbeatInterval(_s.HeartbeatMs, silenceMs) };
+    }
+
+    /// <summary>
+    /// Opens the welcomed backup's data link on the transport <see cref="ProtectSettings.DataLink"/> asks for: the
+    /// same-host socket the Welcome names when there is one, no relay stands between and it answers here; TCP to
+    /// <paramref name="host"/>:<paramref name="port"/> otherwise (the ticket is unused when the socket is unreachable).
+    /// </summary>
+    /// <exception cref="ReplicationRefusedException">The transport asked for is not possible with this backup.</exception>
+    DataLink OpenLink(Welcome w, bool relayed, string urlHost, string host, int port, TimeSpan timeout)
+    {
+        byte[] ticket = w.DataTicket.ToByteArray();
+        bool unixOnly = _s.DataLink == DataLinkKind.Unix || w.DataUnixOnly;
+        if (_s.DataLink == DataLinkKind.Tcp && w.DataUnixOnly)
+            throw new ReplicationRefusedException("the backup takes its data link only on its same-host Unix socket (its --data-link unix) and this primary uses TCP only (--data-link tcp)");
+        if (_s.DataLink != DataLinkKind.Tcp && w.DataSocket.Length > 0 && !relayed)
+        {
+            try { return DataLink.ConnectLocal(w.DataSocket, urlHost, _s.Tls, _s.Secret, ticket, timeout); }
+            catch (LocalLinkUnreachableException e) when (!unixOnly) { _log.WriteLine($"{_s.Role}: {e.Message}; the data link goes over TCP"); }
+            catch (LocalLinkUnreachableException e) { throw new ReplicationRefusedException($"--data-link unix: {e.Message}"); }
+        }
+        else if (unixOnly)
+            throw new ReplicationRefusedException(relayed ? "--data-link unix: the data link is to go through the relay --backup-data names, which is TCP"
+                : w.DataUnixOnly ? "protocol error: the backup takes only a same-host data link and names none"
+                : "--data-link unix: the backup offers no same-host data link (an older build, or its --data-link tcp)");
+        return DataLink.Connect(host, port, _s.Tls, _s.Secret, ticket, timeout);
     }
 
     static async Task<BackupMessage> Next(AsyncDuplexStreamingCall<PrimaryMessage, BackupMessage> call, CancellationToken ct)
@@ -538,7 +571,7 @@ public sealed class ReplicationClient : ILogSink
                     _log.WriteLine($"{_s.Role}: protected again by {session.BackupId} at {url} (term {Term}); sending it {what}");
                     _s.Events.Emit(ReplicaEvent.Reprotected, ("backup", session.BackupId), ("url", url), ("term", Term),
                         ("backlogRecords", session.Snapshot != null ? 0 : (long)session.SwitchAt), ("backlogBytes", session.CatchUpTo - session.CatchUpFrom), ("unprotectedMs", waitedMs),
-                        ("mode", session.Snapshot != null ? "snapshot" : "log"), ("snapshotSequence", session.Snapshot != null ? session.SnapshotSequence : null));
+                        ("mode", session.Snapshot != null ? "snapshot" : "log"), ("snapshotSequence", session.Snapshot != null ? session.SnapshotSequence : null), ("dataLink", session.Link.Kind.Name()));
                     return;
                 }
                 catch (Exception e) when (!ct.IsCancellationRequested)

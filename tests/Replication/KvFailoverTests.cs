@@ -93,7 +93,7 @@ public class KvFailoverTests(ITestOutputHelper output)
     /// backup's, is a sequence of complete `set kN` lines; the part both printed is byte-identical; every SET the
     /// client saw acknowledged is in it, in order; lines repeat only for SETs the client sent again.
     /// </summary>
-    static void AssertSetLog(byte[] p, byte[] b, ReplicaProc backup, IReadOnlyList<int> acked, int attempted)
+    internal static void AssertSetLog(byte[] p, byte[] b, ReplicaProc backup, IReadOnlyList<int> acked, int attempted)
     {
         var t = backup.Event(ReplicaEvent.TookOver);
         Assert.True(t != null && t.ULong("instruction") > 0 && t.ULong("record") > 0, "the backup names the instruction, record and stdout offset of the takeover:\n" + backup.Stderr);
@@ -187,12 +187,20 @@ public class KvFailoverTests(ITestOutputHelper output)
     }
 
     [Fact]
-    public void RepliesWaitForTheBackupsAcknowledgement()
+    public void RepliesWaitForTheBackupsAcknowledgement() => AssertRepliesWaitForAcks(output, [], []);
+
+    /// <summary>
+    /// Output commit judged by the client's clock: with the backup's acknowledgements delayed 300 ms, no reply of
+    /// kvserver reaches the client sooner than 300 ms after its request was sent. <paramref name="protectedAs"/> checks
+    /// the primary's `protected` event (the link it took).
+    /// </summary>
+    internal static void AssertRepliesWaitForAcks(ITestOutputHelper output, string[] backupArgs, string[] primaryArgs, Action<ReplicaEventRecord>? protectedAs = null)
     {
         int port = FreePort();
-        var (b, url) = Replicas.StartBackup("--ack-delay-ms", "300");
+        var (b, url) = Replicas.StartBackup(["--ack-delay-ms", "300", .. backupArgs]);
         using var _ = b;
-        using var p = Replicas.Primary("--backup", url, "--stats", "--", Kv, port.ToString());
+        using var p = Replicas.Primary(["--backup", url, .. primaryArgs, "--stats", "--", Kv, port.ToString()]);
+        protectedAs?.Invoke(p.WaitForEvent(ReplicaEvent.Protected, Long));
         Replicas.WaitUntilAccepting(p, port, Long);
         using var client = new KvClient(port);
         var times = new List<double>();
