@@ -1,16 +1,21 @@
 #!/usr/bin/env python3
 """Relays Ethernet frames between two network devices (AF_PACKET, both directions), dropping each with probability
-LOSS (seeded, so a run is repeatable in what it decides, if not in timing). Run inside the namespace that holds both
-devices; needs root. The kernel here has no netem qdisc nor tc actions, so this is how a bench puts loss on a link.
+LOSS, and optionally sending one twice (--duplicate P) or holding it back 1-3 ms so that later frames overtake it
+(--reorder P); the decisions are seeded, so a run is repeatable in what it decides, if not in timing. Run inside the
+namespace that holds both devices; needs root. The kernel here has no netem qdisc nor tc actions, so this is how a
+bench or a test puts loss, duplication and reordering on a link.
 
-    lossyrelay.py DEV_A DEV_B LOSS SEED
+    lossyrelay.py DEV_A DEV_B LOSS SEED [--duplicate P] [--reorder P] [--stats FILE]
 
-DEV_A is the guest's side (a TAP device), DEV_B the clients' (a veth whose peer is on their bridge). Linux leaves the
-TCP checksum of what its clients send for the device to fill in (checksum offload), so a frame taken from DEV_B gets
-its TCP checksum computed here. Frames bigger than the MTU (segmentation offload) are not split: the clients' side
-must send one segment per frame (bench/vnet.py sets gso_max_segs 1 on the clients' bridge), else an upload stalls.
+DEV_A is the guest's side (a TAP device, or a veth whose peer is a port of the replicas' bridge), DEV_B the clients'
+(a veth whose peer is on their bridge or holds their address). Linux leaves the TCP checksum of what its clients send
+for the device to fill in (checksum offload), so a frame taken from DEV_B gets its TCP checksum computed here. Frames
+bigger than the MTU (segmentation offload) are not split: the clients' side must send one segment per frame
+(bench/vnet.py sets gso_max_segs 1 on the clients' device), else an upload stalls. With --stats the counts so far
+(relayed, dropped, duplicated, reordered: JSON) are written to FILE (replaced whole) at most every 200 ms and at the
+end (SIGTERM), so a caller can check the faults it asked for happened.
 """
-import random, select, socket, struct, sys
+import argparse, heapq, json, os, random, select, signal, socket, struct, sys, time
 
 PACKET_OUTGOING = 4
 
@@ -35,31 +40,79 @@ def tcp_checksum_filled(f):
 
 
 def main():
-    a, b, loss, seed = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
-    rng = random.Random(seed)
+    ap = argparse.ArgumentParser()
+    ap.add_argument('a')
+    ap.add_argument('b')
+    ap.add_argument('loss', type=float)
+    ap.add_argument('seed', type=int)
+    ap.add_argument('--duplicate', type=float, default=0.0)
+    ap.add_argument('--reorder', type=float, default=0.0)
+    ap.add_argument('--stats')
+    o = ap.parse_args()
+    rng = random.Random(o.seed)
     socks = {}
-    for dev in (a, b):
+    for dev in (o.a, o.b):
         s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))  # ETH_P_ALL
         s.bind((dev, 0x0003))  # protocol 0 would receive nothing
         socks[dev] = s
-    peer = {socks[a]: socks[b], socks[b]: socks[a]}
+    peer = {socks[o.a]: socks[o.b], socks[o.b]: socks[o.a]}
+    counts = {'relayed': 0, 'dropped': 0, 'duplicated': 0, 'reordered': 0}
+    held = []  # (due, order, socket, frame): frames held back to be overtaken
+    order = 0
+    written = [0.0]
+
+    def write_stats(force=False):
+        now = time.monotonic()
+        if o.stats and (force or now - written[0] >= 0.2):
+            written[0] = now
+            with open(o.stats + '.tmp', 'w') as f:
+                json.dump(counts, f)
+            os.replace(o.stats + '.tmp', o.stats)
+
+    def end(*_):
+        write_stats(force=True)
+        sys.exit(0)
+    signal.signal(signal.SIGTERM, end)
+
+    def send(to, frame):
+        try:
+            to.send(frame)
+            counts['relayed'] += 1
+        except OSError:
+            pass
+
     print('relaying', flush=True)
     while True:
-        ready, _, _ = select.select(list(peer), [], [])
+        timeout = max(0.0, held[0][0] - time.monotonic()) if held else 0.2
+        ready, _, _ = select.select(list(peer), [], [], timeout)
         for s in ready:
             for _ in range(64):
                 try:
                     frame, addr = s.recvfrom(65536, socket.MSG_DONTWAIT)
                 except BlockingIOError:
                     break
-                if addr[2] == PACKET_OUTGOING or rng.random() < loss:
+                if addr[2] == PACKET_OUTGOING:
                     continue
-                if s is socks[b]:
+                if rng.random() < o.loss:
+                    counts['dropped'] += 1
+                    continue
+                if s is socks[o.b]:
                     frame = tcp_checksum_filled(frame)
-                try:
-                    peer[s].send(frame)
-                except OSError:
-                    pass
+                copies = 2 if o.duplicate and rng.random() < o.duplicate else 1
+                if copies == 2:
+                    counts['duplicated'] += 1
+                for _ in range(copies):
+                    if o.reorder and rng.random() < o.reorder:
+                        counts['reordered'] += 1
+                        order += 1
+                        heapq.heappush(held, (time.monotonic() + rng.uniform(0.001, 0.003), order, peer[s], frame))
+                    else:
+                        send(peer[s], frame)
+        now = time.monotonic()
+        while held and held[0][0] <= now:
+            _, _, to, frame = heapq.heappop(held)
+            send(to, frame)
+        write_stats()
 
 
 if __name__ == '__main__':

@@ -6,6 +6,7 @@ outstanding. Prints a Markdown section for docs/PERFORMANCE-replication.md.
 
     python3 bench/vnet.py [--runs N] [--seconds S] [--connections 16,64] [--kills K]
     python3 bench/vnet.py --kills-only --kills K [--compare BIN_DIR]   # stall alone; with another build alternating
+    python3 bench/vnet.py --kills-only --kills K --lossy-link [--loss P --duplicate P --reorder P]   # kills through a faulty link
     python3 bench/vnet.py --redis [--requests N] [--connections 64] [--kills K]   # redis-server; throughput by redis-benchmark
     python3 bench/vnet.py --bulk [--bulk-mb MB] [--loss P] [--runs N] [--kills K]   # a bulk download: SACK on/off, failover
     python3 bench/vnet.py --bulk --upload --bulk-variants rack,norack,before --compare BIN_DIR   # an upload; RACK on/off, another build
@@ -77,10 +78,13 @@ def sh(*args):
     subprocess.run(list(args), check=True, capture_output=True)
 
 
-def make_namespace(rto_min_ms=None, relay=False):
+def make_namespace(rto_min_ms=None, relay=False, relay_clients=False):
     """The clients' namespace; `rto_min_ms`: the minimum retransmission time-out of the clients' route to the guest
     (Linux's default is 200 ms), as a deployment sets it with `ip route ... rto_min`. `relay`: the primary's TAP
-    device is not a port of the bridge; a veth pair (rvr0, rvr1 on the bridge) is there for bench/lossyrelay.py."""
+    device is not a port of the bridge; a veth pair (rvr0, rvr1 on the bridge) is there for bench/lossyrelay.py.
+    `relay_clients`: both replicas' TAP devices are ports of the bridge, and the clients' address is on a veth (rvc0)
+    whose peer rvc1 reaches the bridge only through the relay (rvc1 <-> rvg0, rvg0's peer on the bridge): every frame
+    between the clients and either replica crosses it, before and after a takeover (`relay_args`)."""
     sh('ip', 'netns', 'add', NS)
     def i(*a): sh('ip', 'netns', 'exec', NS, 'ip', *a)
     i('link', 'set', 'lo', 'up')
@@ -90,6 +94,19 @@ def make_namespace(rto_min_ms=None, relay=False):
         if not (relay and tap == 'rvp0'):
             i('link', 'set', tap, 'master', 'rvbr0')
         i('link', 'set', tap, 'up')
+    if relay_clients:
+        i('link', 'add', 'rvg0', 'type', 'veth', 'peer', 'name', 'rvg1')
+        i('link', 'set', 'rvg1', 'master', 'rvbr0')
+        i('link', 'add', 'rvc1', 'type', 'veth', 'peer', 'name', 'rvc0')
+        for d in ('rvg0', 'rvg1', 'rvc1', 'rvc0'):
+            i('link', 'set', d, 'up')
+        i('link', 'set', 'rvbr0', 'up')
+        # one segment per frame: the relay cannot split a segmentation-offload super-frame
+        i('link', 'set', 'rvc0', 'gso_max_segs', '1', 'gso_max_size', '1500')
+        i('addr', 'add', '10.213.8.1/24', 'dev', 'rvc0')
+        if rto_min_ms is not None:
+            i('route', 'replace', '10.213.8.0/24', 'dev', 'rvc0', 'proto', 'kernel', 'scope', 'link', 'src', '10.213.8.1', 'rto_min', f'{rto_min_ms}ms')
+        return
     if relay:
         i('link', 'add', 'rvr0', 'type', 'veth', 'peer', 'name', 'rvr1')
         i('link', 'set', 'rvr1', 'master', 'rvbr0')
@@ -225,6 +242,17 @@ def redis_throughput(runs, requests, connections):
 
 
 _runs = 0
+# --lossy-link: the relay's arguments for a kill run whose clients reach the guest through it (None: the plain bridge)
+LINK = None
+
+
+def start_relay(seed, stats):
+    """bench/lossyrelay.py between the clients' veth and the replicas' bridge (make_namespace(relay_clients=True))."""
+    relay = subprocess.Popen(['ip', 'netns', 'exec', NS, sys.executable, RELAY, 'rvg0', 'rvc1', str(LINK['loss']), str(seed),
+                              '--duplicate', str(LINK['duplicate']), '--reorder', str(LINK['reorder']), '--stats', stats],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    relay.stdout.readline()
+    return relay
 
 
 def end_pair(p, b, lock):
@@ -250,7 +278,15 @@ def kill_once(i, seconds, bin_dir=BIN):
     lock = os.path.join(tempfile.gettempdir(), f'revirt-vnet-{os.getpid()}-{i}-{_runs}.lock')
     events = os.path.join(tempfile.gettempdir(), f'revirt-vnet-{os.getpid()}-{i}.events')
     trace = os.path.join(tempfile.gettempdir(), f'revirt-vnet-{os.getpid()}-{i}.trace')
-    p, b, addr = start('protect', 'virtual', lock, events, bin_dir)
+    stats = os.path.join(tempfile.gettempdir(), f'revirt-vnet-{os.getpid()}-{i}.relay')
+    relay = start_relay(i, stats) if LINK else None
+    try:
+        p, b, addr = start('protect', 'virtual', lock, events, bin_dir)
+    except Exception:
+        if relay:
+            relay.kill()
+            relay.wait()
+        raise
     result = {}
     try:
         t = threading.Thread(target=lambda: result.update(load('virtual', addr, 64, seconds, trace)))
@@ -271,6 +307,16 @@ def kill_once(i, seconds, bin_dir=BIN):
         b.p.wait(timeout=120)
     finally:
         end_pair(p, b, lock)
+        if relay:
+            relay.terminate()
+            relay.wait(timeout=60)
+    if relay:
+        with open(stats) as f:
+            result['relay'] = json.load(f)
+        os.remove(stats)
+    if result.get('errors'):
+        # a wrong reply (a GET that does not return the acknowledged SET, a byte stream out of step) fails the run
+        raise RuntimeError(f"kvload: {result['errors']:.0f} wrong replies")
     with open(trace) as f:
         reqs = [tuple(map(float, l.split())) for l in f if l.strip()]
     os.remove(trace)
@@ -473,23 +519,32 @@ def main():
                     'direction (0: no throughput runs)')
     ap.add_argument('--upload', action='store_true', help='with --bulk: the client uploads (PUT) and the guest checks every byte, '
                     'instead of a download')
+    ap.add_argument('--lossy-link', action='store_true', help='kill runs (kvserver, --kills-only with or without --compare): the '
+                    'clients reach the virtual IP through bench/lossyrelay.py, which loses --loss of the frames each way, sends '
+                    '--duplicate of them twice and holds --reorder of them back 1-3 ms (seeded by the kill number, the same for '
+                    'both builds), before and after the takeover; a run whose kvload sees a reset, an error or a wrong reply fails')
+    ap.add_argument('--duplicate', type=float, default=0.02, help='with --lossy-link: the probability that the relay sends a frame twice')
+    ap.add_argument('--reorder', type=float, default=0.03, help='with --lossy-link: the probability that the relay holds a frame '
+                    'back 1-3 ms (later frames overtake it)')
     ap.add_argument('--bulk-variants', default='sack,nosack', help='with --bulk: the throughput variants, alternating: sack, nosack '
                     '(the client\'s SACK off), norack (this build with --no-rack), before (the --compare build)')
     a = ap.parse_args()
     a.variants = [v for v in a.bulk_variants.split(',') if v]
     if any(v not in BULK_VARIANTS for v in a.variants) or ('before' in a.variants and not a.compare):
         ap.error(f'--bulk-variants: a comma-separated list of {", ".join(BULK_VARIANTS)} (before needs --compare)')
-    global SERVER
+    global SERVER, LINK
     if a.bulk:
         bulk(a)
         return
+    if a.lossy_link:
+        LINK = {'loss': a.loss, 'duplicate': a.duplicate, 'reorder': a.reorder}
     if a.redis:
         SERVER = REDIS
     if a.compare:
         compare_kills(a)
         return
     subprocess.run(['gcc', '-O2', '-o', KVLOAD, os.path.join(ROOT, 'bench', 'kvload.c')], check=True)
-    make_namespace(a.client_rto_min)
+    make_namespace(a.client_rto_min, relay_clients=LINK is not None)
     try:
         conns = [int(c) for c in a.connections.split(',')]
         tp = {} if a.kills_only else redis_throughput(a.runs, a.requests, conns) if a.redis else throughput(a.runs, a.seconds, conns)
@@ -499,7 +554,7 @@ def main():
                 v = kill_once(i, 6)
                 stalls.append(v['stall'])
                 parts.append((v['lost'], v['won'], v['up']))
-                print('kill', i, f"stall {v['stall']:.0f} ms (longest request of the run {v['max_ms']:.0f} ms) (backup: lost +{v['lost']:.0f}, won +{v['won']:.0f}, up +{v['up']:.0f} ms), {v['requests']:.0f} requests, errors {v['errors']:.0f}", flush=True)
+                print('kill', i, f"stall {v['stall']:.0f} ms (longest request of the run {v['max_ms']:.0f} ms) (backup: lost +{v['lost']:.0f}, won +{v['won']:.0f}, up +{v['up']:.0f} ms{relay_words(v)}), {v['requests']:.0f} requests, errors {v['errors']:.0f}", flush=True)
             except Exception as e:  # a reset shows here: kvload exits non-zero when a connection closes
                 failed.append(str(e).strip().splitlines()[-1] if str(e).strip() else repr(e))
                 print('kill', i, 'FAILED', e, flush=True)
@@ -538,7 +593,8 @@ def print_kv(a, tp, conns, load_avg):
     print(f'{datetime.date.today()}, {os.cpu_count()} cores (load average {load_avg:.1f} at the end: shared machine), '
           f'median of {a.runs} run(s) of {a.seconds:.0f} s (after 1 s of warm-up); `bench/kvload.c` keeps one request outstanding per '
           f'connection. Host sockets: client on 127.0.0.1. Virtual: the client in a network namespace, the guest on a TAP device '
-          f'bridged to it (`--net virtual`). Command: `python3 bench/vnet.py --runs {a.runs} --seconds {a.seconds:g} --connections {a.connections} --kills {a.kills}`.\n')
+          f'bridged to it (`--net virtual`). Command: `python3 bench/vnet.py --runs {a.runs} --seconds {a.seconds:g} --connections {a.connections} --kills {a.kills}'
+          f'{" --kills-only" if a.kills_only else ""}{f" --lossy-link --loss {a.loss:g} --duplicate {a.duplicate:g} --reorder {a.reorder:g}" if LINK else ""}`.{link_words()}\n')
     if tp:
         print('| connections | | host sockets req/s | p50 ms | p99 ms | in-VM stack req/s | p50 ms | p99 ms | stack / host |')
         print('|---|---|---|---|---|---|---|---|---|')
@@ -571,9 +627,22 @@ def stall_summary(name, stalls, parts, failed):
             + (f' (failed: {"; ".join(failed)})' if failed else '') + ' |')
 
 
+def link_words():
+    """How the kill runs' link was, for the printed section."""
+    if not LINK:
+        return ''
+    return (f' The clients reach the guest through bench/lossyrelay.py (`--lossy-link`): {LINK["loss"]:.0%} of the frames lost each way, '
+            f'{LINK["duplicate"]:.0%} sent twice, {LINK["reorder"]:.0%} held back 1-3 ms, before and after the takeover.')
+
+
+def relay_words(v):
+    r = v.get('relay')
+    return f"; relay dropped {r['dropped']}, duplicated {r['duplicated']}, reordered {r['reordered']} of {r['relayed']}" if r else ''
+
+
 def compare_kills(a):
     subprocess.run(['gcc', '-O2', '-o', KVLOAD, os.path.join(ROOT, 'bench', 'kvload.c')], check=True)
-    make_namespace(a.client_rto_min)
+    make_namespace(a.client_rto_min, relay_clients=LINK is not None)
     builds = [('before', a.compare), ('this build', a.this)]
     res = {n: ([], [], []) for n, _ in builds}
     loads = []
@@ -586,7 +655,7 @@ def compare_kills(a):
                     stalls.append(v['stall'])
                     parts.append((v['lost'], v['won'], v['up']))
                     print('kill', i, name, f"stall {v['stall']:.0f} ms (longest request of the run {v['max_ms']:.0f} ms) (backup: lost +{v['lost']:.0f}, won +{v['won']:.0f}, up +{v['up']:.0f} ms; "
-                          f"announced +{v['announced']:.0f} ms; longest silence before {v['quiet']:.0f} ms; {v['why']})", flush=True)
+                          f"announced +{v['announced']:.0f} ms; longest silence before {v['quiet']:.0f} ms; {v['why']}{relay_words(v)}); errors {v['errors']:.0f}", flush=True)
                 except Exception as e:
                     failed.append(str(e).strip().splitlines()[-1] if str(e).strip() else repr(e))
                     print('kill', i, name, 'FAILED', e, flush=True)
@@ -596,7 +665,8 @@ def compare_kills(a):
         os.remove(KVLOAD)
     print(f'\n{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, load average {min(loads):.0f}-{max(loads):.0f} '
           f'during the run; the two builds alternating, kill by kill; {SERVER.name}. Command: `python3 bench/vnet.py --kills-only --kills {a.kills} '
-          f'--compare BIN_DIR{" --redis" if a.redis else ""}{f" --client-rto-min {a.client_rto_min}" if a.client_rto_min is not None else ""}`.\n')
+          f'--compare BIN_DIR{" --redis" if a.redis else ""}{f" --client-rto-min {a.client_rto_min}" if a.client_rto_min is not None else ""}'
+          f'{f" --lossy-link --loss {a.loss:g} --duplicate {a.duplicate:g} --reorder {a.reorder:g}" if LINK else ""}`.{link_words()}\n')
     print('| build | kills | stall p50 ms | stall p99 (max) ms | loss noticed p50 | arbiter won p50 | interface up p50 | per kill lost/won/up/stall ms |')
     print('|---|---|---|---|---|---|---|---|')
     for name, _ in builds:

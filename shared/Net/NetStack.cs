@@ -25,6 +25,14 @@ public sealed record NetConfig(MacAddress Mac, uint Ip, int PrefixLength, uint G
     public bool Rack { get; init; } = true;
     /// <summary>Report duplicate segments in the first SACK block (D-SACK, RFC 2883) on SACK connections.</summary>
     public bool Dsack { get; init; } = true;
+    /// <summary>Undo a SACK recovery's window cut when the peer's D-SACKs show every retransmission of it was a copy
+    /// of data it had (RFC 3708): a reordering path keeps its window.</summary>
+    public bool DsackUndo { get; init; } = true;
+    /// <summary>RACK's minimum RTT is the least over the last <see cref="MinRttWindowNs"/> (RFC 8985 §6.2 step 2),
+    /// not over the connection's life.</summary>
+    public bool WindowedMinRtt { get; init; } = true;
+    /// <summary>The minimum RTT's window (ns): Linux's default for its RACK (net.ipv4.tcp_min_rtt_wlen, 300 s).</summary>
+    public long MinRttWindowNs { get; init; } = 300_000_000_000;
 
     public uint Mask => Ip4.Mask(PrefixLength);
     public uint SubnetBroadcast => (Ip & Mask) | ~Mask;
@@ -49,6 +57,8 @@ public sealed class NetCounters
     public long TailLossProbes, TailLossProbeRepairs;
     /// <summary>D-SACK blocks (RFC 2883) we sent for duplicates received, and the peer's we took.</summary>
     public long DsackBlocksSent, DsackBlocksReceived;
+    /// <summary>SACK recoveries whose window cut was undone: every retransmission was reported as a duplicate (RFC 3708).</summary>
+    public long DsackUndos;
 
     internal void Serialize(StateCodec c)
     {
@@ -59,7 +69,7 @@ public sealed class NetCounters
         c.Do(ref Retransmits); c.Do(ref FastRetransmits); c.Do(ref KeepAliveProbes); c.Do(ref ArpDropped); c.Do(ref IcmpEchoReplies);
         c.Do(ref RetransmittedBytes); c.Do(ref RetransmitTimeouts); c.Do(ref SackBlocksSent); c.Do(ref SackBlocksReceived); c.Do(ref SackBlocksIgnored);
         c.Do(ref RackLostSegments); c.Do(ref RackLostRetransmits); c.Do(ref TailLossProbes); c.Do(ref TailLossProbeRepairs);
-        c.Do(ref DsackBlocksSent); c.Do(ref DsackBlocksReceived);
+        c.Do(ref DsackBlocksSent); c.Do(ref DsackBlocksReceived); c.Do(ref DsackUndos);
     }
 }
 
@@ -343,18 +353,21 @@ public sealed partial class NetStack
         int maxSockets = d.MaxSockets, maxOut = d.MaxOutFrames, arpSize = d.ArpCacheSize, arpHosts = d.ArpPendingHosts,
             arpFrames = d.ArpPendingFramesPerHost, sndBuf = d.SendBuffer, rcvBuf = d.ReceiveBuffer, udpBuf = d.UdpReceiveBuffer,
             synQ = d.MaxSynQueue, tw = d.MaxTimeWait, rate = d.ChallengeAcksPerSecond;
-        bool sack = d.Sack, rack = d.Rack, dsack = d.Dsack;
+        bool sack = d.Sack, rack = d.Rack, dsack = d.Dsack, undo = d.DsackUndo, windowed = d.WindowedMinRtt;
+        long minRttWindow = d.MinRttWindowNs;
         c.Do(ref mac); c.Do(ref ip); c.Do(ref prefix); c.Do(ref gw);
         c.Do(ref maxSockets); c.Do(ref maxOut); c.Do(ref arpSize); c.Do(ref arpHosts); c.Do(ref arpFrames); c.Do(ref sndBuf);
         c.Do(ref rcvBuf); c.Do(ref udpBuf); c.Do(ref synQ); c.Do(ref tw); c.Do(ref rate); c.Do(ref sack); c.Do(ref rack); c.Do(ref dsack);
+        c.Do(ref undo); c.Do(ref windowed); c.Do(ref minRttWindow);
         if (!c.Reading) return;
-        if (mac == 0 || ip == 0 || prefix is < 1 or > 30 || sndBuf is < 1 or > (64 << 20) || rcvBuf is < 1 or > (64 << 20))
+        if (mac == 0 || ip == 0 || prefix is < 1 or > 30 || sndBuf is < 1 or > (64 << 20) || rcvBuf is < 1 or > (64 << 20) || minRttWindow < 1)
             throw new InvalidDataException("network stack state: an impossible interface configuration");
         cfg = new NetConfig(new MacAddress(mac), ip, prefix, gw)
         {
             MaxSockets = maxSockets, MaxOutFrames = maxOut, ArpCacheSize = arpSize, ArpPendingHosts = arpHosts,
             ArpPendingFramesPerHost = arpFrames, SendBuffer = sndBuf, ReceiveBuffer = rcvBuf, UdpReceiveBuffer = udpBuf,
             MaxSynQueue = synQ, MaxTimeWait = tw, ChallengeAcksPerSecond = rate, Sack = sack, Rack = rack, Dsack = dsack,
+            DsackUndo = undo, WindowedMinRtt = windowed, MinRttWindowNs = minRttWindow,
         };
     }
 

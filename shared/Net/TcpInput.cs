@@ -500,6 +500,8 @@ public sealed partial class TcpSocket
             }
             else if (InRecovery && !SackOk) Cwnd = Math.Min(Cwnd + (uint)SndMss, 1u << 30);
         }
+        // D-SACK undo (RFC 3708), once this ACK has ended a recovery if it does
+        UndoOnAck(dsack);
         // a RACK connection enters recovery when RACK finds a range lost, not while a go-back-N resend is under way
         if (rackLost && !InRecovery && SndNxt == SndMax && State != TcpState.Closed) EnterSackRecovery();
     }
@@ -513,6 +515,7 @@ public sealed partial class TcpSocket
     void EnterSackRecovery()
     {
         Stack.Counters.FastRetransmits++;
+        UndoBegin(Cwnd, Ssthresh);
         Ssthresh = Math.Max((SndMax - SndUna) / 2, 2 * (uint)SndMss);
         Recover = SndMax;
         InRecovery = true;
@@ -530,7 +533,7 @@ public sealed partial class TcpSocket
     void RttSample(long r)
     {
         // RFC 6298 §2.2-2.3 with alpha = 1/8, beta = 1/4.
-        if (r < MinRtt) MinRtt = r;   // RACK's reordering window is a quarter of it
+        NoteMinRtt(r);   // RACK's reordering window is a quarter of the minimum
         if (!HasRtt) { Srtt = r; RttVar = r / 2; HasRtt = true; }
         else { RttVar = (3 * RttVar + Math.Abs(Srtt - r)) / 4; Srtt = (7 * Srtt + r) / 8; }
         Rto = Math.Clamp(Srtt + Math.Max(ClockGranularity, 4 * RttVar), MinRto, MaxRto);
@@ -674,6 +677,7 @@ public sealed partial class TcpSocket
         // RFC 5681 §3.1 eq. 4 and RFC 6298 §5.5-5.6: halve, restart from one segment, back off, resend from SND.UNA.
         c.Retransmits++;
         c.RetransmitTimeouts++;
+        UndoOpen = false;   // a time-out's cut is not undone here
         uint flight = SndMax - SndUna;
         Ssthresh = Math.Max(flight / 2, 2 * (uint)SndMss);
         Cwnd = (uint)SndMss;

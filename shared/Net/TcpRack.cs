@@ -15,6 +15,40 @@ internal struct SentRange
 }
 
 /// <summary>
+/// A windowed minimum (Kathleen Nichols' filter, as BBR and Linux's min RTT use it): the least of the samples taken
+/// within the last <c>window</c> ns, kept as the best, second-best and third-best samples of three sub-windows so an
+/// old minimum expires without storing every sample. With an endless window it is the lifetime minimum. The minimum
+/// changes only when a sample arrives (a connection that sends nothing keeps its last estimate).
+/// </summary>
+internal struct WindowedMin
+{
+    public long T0, V0, T1, V1, T2, V2;
+
+    public static WindowedMin Empty => new() { V0 = long.MaxValue, V1 = long.MaxValue, V2 = long.MaxValue };
+
+    public readonly long Value => V0;
+
+    public void Update(long window, long now, long sample)
+    {
+        if (sample <= V0 || now - T2 > window) { Reset(now, sample); return; }
+        if (sample <= V1) { T1 = T2 = now; V1 = V2 = sample; }
+        else if (sample <= V2) { T2 = now; V2 = sample; }
+        long dt = now - T0;
+        if (dt > window)
+        {
+            // the best expired: the second becomes the best, the third the second, this sample the third (twice when
+            // the second expired too)
+            T0 = T1; V0 = V1; T1 = T2; V1 = V2; T2 = now; V2 = sample;
+            if (now - T0 > window) { T0 = T1; V0 = V1; T1 = T2; V1 = V2; T2 = now; V2 = sample; }
+        }
+        else if (T1 == T0 && dt > window / 4) { T1 = T2 = now; V1 = V2 = sample; }   // a quarter passed: a new second
+        else if (T2 == T1 && dt > window / 2) { T2 = now; V2 = sample; }             // half: a new third
+    }
+
+    void Reset(long now, long sample) { T0 = T1 = T2 = now; V0 = V1 = V2 = sample; }
+}
+
+/// <summary>
 /// RACK-TLP (RFC 8985) loss detection for a SACK connection (<see cref="NetConfig.Rack"/>), and D-SACK (RFC 2883).
 /// <list type="bullet">
 /// <item>Time-based loss detection: every range sent is kept with its send time (<see cref="Flight"/>, in sequence
@@ -25,7 +59,10 @@ internal struct SentRange
 /// (recovery starts when RACK marks a range lost). Ranges not yet overdue arm the reorder timer.</item>
 /// <item>Reordering window: 0 while no reordering was seen and the connection is in recovery or has DupThresh
 /// segments SACKed; else a quarter of the minimum RTT (times a multiplier that grows per round with D-SACKs received,
-/// back to 1 after 16 recoveries without), never above SRTT.</item>
+/// back to 1 after 16 recoveries without), never above SRTT. The minimum RTT is taken over a window
+/// (<see cref="NetConfig.MinRttWindowNs"/>, RFC 8985 §6.2 step 2; <see cref="WindowedMin"/>): on a path whose delay
+/// rose for good it follows the new delay once the window has passed, instead of keeping a quarter of a delay the path no
+/// longer has (a reordering window too small for the reordering, so reordered segments are resent as lost).</item>
 /// <item>Tail-loss probe: with data outstanding and no recovery, a probe timeout (2·SRTT, plus the peer's worst
 /// delayed ACK when one segment is out, else a small slack for the clock's sampling) earlier than the RTO sends one
 /// new segment, or the last one again: its ACK (with SACK blocks) lets RACK find a lost tail in about two round trips
@@ -37,6 +74,14 @@ internal struct SentRange
 /// a copy of what the out-of-order queue holds) is reported in the first SACK block of the next ACK. As a sender, a
 /// first block below the cumulative ACK or inside the second block is a D-SACK: counted, it widens the reordering
 /// window and shows a probe was spurious. Nothing else is trusted from it.</item>
+/// <item>D-SACK undo (RFC 3708's spurious-retransmission detection, <see cref="NetConfig.DsackUndo"/>): a SACK
+/// recovery remembers the window it cut and each range it resent; a D-SACK that covers a resent range shows the peer
+/// had that range twice. When every range the recovery resent was so reported, and the recovery is over, nothing was
+/// lost: the congestion window and threshold go back to what they were before the cut (RFC 3708 §3). The episode
+/// closes at the next cut, a time-out, or a window's worth of data after its last resend was acknowledged (a D-SACK
+/// comes at most one round trip after the resend it reports); the ranges are bounded (<see cref="MaxUndoRanges"/>:
+/// an episode that resends more is not undone). A peer that lies with D-SACKs can get back at most the window the
+/// connection had before the cut.</item>
 /// <item>Bad input: ranges come only from our own transmissions; SACK blocks are checked before they reach the
 /// scoreboard (<see cref="TakeSackBlocks"/>); the range list is bounded (<see cref="MaxSentRanges"/>: beyond it new
 /// data extends the last range, a resend no longer splits), so a peer cannot make it grow.</item>
@@ -57,12 +102,19 @@ public sealed partial class TcpSocket
     internal const int MaxReorderMultiplier = 64;
     /// <summary>Recoveries without a D-SACK after which the reordering window's multiplier returns to 1 (RFC 8985 §6.2).</summary>
     const int ReorderPersistRecoveries = 16;
+    /// <summary>Most resent ranges an undo episode tracks; one that resends more is not undone.</summary>
+    internal const int MaxUndoRanges = 64;
 
     /// <summary>What we sent and not yet had cumulatively acknowledged, in sequence order (RACK connections only).</summary>
     internal readonly List<SentRange> Flight = [];
 
     // RACK state (RFC 8985 §6.1): the most recently sent delivered range, its RTT, the highest delivered sequence.
-    internal long RackAt = long.MinValue, RackOrder, RackRtt, MinRtt = long.MaxValue, RackDeadline = long.MaxValue;
+    internal long RackAt = long.MinValue, RackOrder, RackRtt, RackDeadline = long.MaxValue;
+    /// <summary>RTT samples' windowed minimum (<see cref="MinRtt"/>).</summary>
+    internal WindowedMin MinRttFilter = WindowedMin.Empty;
+    /// <summary>The minimum RTT (ns; long.MaxValue before the first sample): over the last
+    /// <see cref="NetConfig.MinRttWindowNs"/>, or the lifetime minimum without <see cref="NetConfig.WindowedMinRtt"/>.</summary>
+    internal long MinRtt => MinRttFilter.Value;
     internal uint RackFack;
     /// <summary>Transmissions so far (<see cref="SentRange.Order"/>).</summary>
     internal long Transmissions;
@@ -76,6 +128,11 @@ public sealed partial class TcpSocket
 
     // D-SACK to report in the next ACK (receiver).
     internal bool DsackPending; internal uint DsackStart, DsackEnd;
+
+    // D-SACK undo (RFC 3708): the open episode, the window before its cut, what it resent and has not seen reported.
+    internal bool UndoOpen, UndoClosing; internal int UndoMatched;
+    internal uint UndoCwnd, UndoSsthresh, UndoHigh, UndoClose;
+    internal readonly List<(uint Start, uint End)> UndoRanges = [];
 
     /// <summary>RACK-TLP is used on this connection: configured, and SACK negotiated (it works from the scoreboard).</summary>
     internal bool RackOn => SackOk && Stack.Config.Rack;
@@ -136,7 +193,7 @@ public sealed partial class TcpSocket
         if (RackAt == long.MinValue || Seq.Gt(r.End, RackFack)) RackFack = r.End;
         else if (Seq.Lt(r.End, RackFack) && !r.Retransmitted) ReorderingSeen = true;
         long rtt = Stack.Now - r.At;
-        if (!r.Retransmitted && rtt < MinRtt) MinRtt = rtt;
+        if (!r.Retransmitted) NoteMinRtt(rtt);
         // an ACK sooner than the minimum RTT after a resend is the original transmission's: no sample (no timestamps;
         // with no RTT known yet there is nothing to judge by, and the sample is taken)
         if (r.Retransmitted && MinRtt != long.MaxValue && rtt < MinRtt) return;
@@ -341,6 +398,54 @@ public sealed partial class TcpSocket
         else if (ack == ProbeEnd && !advanced && !sackNews) ProbeOut = false;
     }
 
+    /// <summary>An RTT sample for the minimum (RACK's deliveries and the RFC 6298 sampler alike).</summary>
+    void NoteMinRtt(long rtt) =>
+        MinRttFilter.Update(Stack.Config.WindowedMinRtt ? Stack.Config.MinRttWindowNs : long.MaxValue, Stack.Now, rtt);
+
+    // ------------------------------------------------------------------ D-SACK undo (RFC 3708)
+
+    /// <summary>A SACK recovery cuts the window from <paramref name="cwnd"/>/<paramref name="ssthresh"/>: a new episode.</summary>
+    void UndoBegin(uint cwnd, uint ssthresh)
+    {
+        UndoOpen = SackOk && Stack.Config.DsackUndo;
+        UndoClosing = false; UndoMatched = 0; UndoRanges.Clear();
+        UndoCwnd = cwnd; UndoSsthresh = ssthresh; UndoHigh = SndMax;
+    }
+
+    /// <summary>[seq, end) was resent in the open episode.</summary>
+    void UndoResent(uint seq, uint end)
+    {
+        if (!UndoOpen) return;
+        if (UndoRanges.Count >= MaxUndoRanges) { UndoOpen = false; return; }
+        UndoRanges.Add((seq, end));
+        UndoHigh = SndMax; UndoClosing = false;
+    }
+
+    /// <summary>The ACK's D-SACK block (if any) ticks off the resent ranges it covers; then the episode is undone
+    /// when every resend was reported and the recovery is over, or closes when no report can come any more.</summary>
+    void UndoOnAck((uint Start, uint End)? dsack)
+    {
+        if (!UndoOpen) return;
+        if (dsack is { } d)
+            for (int i = UndoRanges.Count - 1; i >= 0; i--)
+                if (Seq.Le(d.Start, UndoRanges[i].Start) && Seq.Ge(d.End, UndoRanges[i].End)) { UndoRanges.RemoveAt(i); UndoMatched++; }
+        if (InRecovery) return;
+        if (UndoRanges.Count == 0 && UndoMatched > 0)
+        {
+            // every retransmission of the episode reached the peer as a copy: the cut answered no loss
+            Cwnd = Math.Max(Cwnd, UndoCwnd);
+            Ssthresh = Math.Max(Ssthresh, UndoSsthresh);
+            UndoOpen = false;
+            ReorderingSeen = true;
+            Stack.Counters.DsackUndos++;
+            return;
+        }
+        // a D-SACK comes at most a round trip after its resend: once data sent after the last resend is acknowledged,
+        // give it the window then outstanding, then close
+        if (!UndoClosing && Seq.Gt(SndUna, UndoHigh)) { UndoClosing = true; UndoClose = SndMax; }
+        else if (UndoClosing && Seq.Gt(SndUna, UndoClose)) UndoOpen = false;
+    }
+
     // ------------------------------------------------------------------ D-SACK (receiver)
 
     /// <summary>Data [seq, end) arrived that we already had: it is reported in the next ACK's first block (RFC 2883).</summary>
@@ -364,9 +469,25 @@ public sealed partial class TcpSocket
             c.Do(ref r.Start); c.Do(ref r.End); c.Do(ref r.At); c.Do(ref r.Order); c.Do(ref r.Retransmitted); c.Do(ref r.Lost); c.Do(ref r.Sacked);
             if (c.Reading) Flight.Add(r);
         }
-        c.Do(ref RackAt); c.Do(ref RackOrder); c.Do(ref RackRtt); c.Do(ref MinRtt); c.Do(ref RackDeadline); c.Do(ref RackFack); c.Do(ref Transmissions);
+        c.Do(ref RackAt); c.Do(ref RackOrder); c.Do(ref RackRtt); c.Do(ref RackDeadline); c.Do(ref RackFack); c.Do(ref Transmissions);
+        c.Do(ref MinRttFilter.T0); c.Do(ref MinRttFilter.V0); c.Do(ref MinRttFilter.T1); c.Do(ref MinRttFilter.V1);
+        c.Do(ref MinRttFilter.T2); c.Do(ref MinRttFilter.V2);
         c.Do(ref ReorderingSeen); c.Do(ref ReorderMultiplier); c.Do(ref ReorderPersist); c.Do(ref DsackRoundOpen); c.Do(ref DsackRound);
         c.Do(ref ProbeDeadline); c.Do(ref ProbeOut); c.Do(ref ProbeResent); c.Do(ref ProbeEnd);
         c.Do(ref DsackPending); c.Do(ref DsackStart); c.Do(ref DsackEnd);
+        c.Do(ref UndoOpen); c.Do(ref UndoClosing); c.Do(ref UndoMatched); c.Do(ref UndoCwnd); c.Do(ref UndoSsthresh);
+        c.Do(ref UndoHigh); c.Do(ref UndoClose);
+        int u = c.Count(UndoRanges.Count);
+        if (c.Reading)
+        {
+            if (u > MaxUndoRanges) throw new InvalidDataException("network stack state: undo ranges beyond their bound");
+            UndoRanges.Clear();
+        }
+        for (int i = 0; i < u; i++)
+        {
+            var (us, ue) = c.Reading ? default : UndoRanges[i];
+            c.Do(ref us); c.Do(ref ue);
+            if (c.Reading) UndoRanges.Add((us, ue));
+        }
     }
 }

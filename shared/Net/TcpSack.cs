@@ -232,6 +232,7 @@ public sealed partial class TcpSocket
         SendSegment(seq, TcpFlags.Ack | (fin ? TcpFlags.Fin : 0) | (n > 0 ? TcpFlags.Psh : 0), seg[..n]);
         uint end = seq + (uint)n + (fin ? 1u : 0);
         if (Seq.Gt(end, HighRxt)) HighRxt = end;
+        UndoResent(seq, end);
         return true;
     }
 

@@ -20,7 +20,10 @@ sealed class StackLink
     public double Loss { get; init; }
     public double Duplicate { get; init; }
     public double Reorder { get; init; }
-    public long LatencyNs { get; init; } = 1_000_000;
+    /// <summary>One-way delay; a test may change it mid-run (a path whose delay rises).</summary>
+    public long LatencyNs { get; set; } = 1_000_000;
+    /// <summary>Extra delay for one frame to the given stack (ns; 0: none): a test's deterministic reordering.</summary>
+    public Func<NetStack, byte[], long>? ExtraDelay { get; set; }
     public long FramesCarried { get; private set; }
     public long FramesLost { get; private set; }
 
@@ -65,7 +68,7 @@ sealed class StackLink
             int copies = _rng.NextDouble() < Duplicate ? 2 : 1;
             for (int i = 0; i < copies; i++)
             {
-                long delay = LatencyNs + (_rng.NextDouble() < Reorder ? _rng.NextInt64(LatencyNs * 4) : 0);
+                long delay = LatencyNs + (_rng.NextDouble() < Reorder ? _rng.NextInt64(LatencyNs * 4) : 0) + (ExtraDelay?.Invoke(to, f) ?? 0);
                 _wire.Enqueue((to, f), (Now + delay, _n++));
             }
         }
@@ -93,6 +96,16 @@ sealed class StackLink
             }
             Deliver(A, null); Deliver(B, null);
         }
+    }
+
+    /// <summary>Lets <paramref name="ns"/> pass: every event due meanwhile happens, then the clock stands at the end
+    /// (an idle connection whose next deadline is later).</summary>
+    public void Idle(long ns)
+    {
+        long end = Now + ns;
+        Run(() => false, () => { }, end);
+        Now = Math.Max(Now, end);
+        Deliver(A, null); Deliver(B, null);
     }
 
     /// <summary>Connects a client on A to a listener on B; returns (client, server side) once both are established.</summary>

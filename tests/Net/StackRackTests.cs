@@ -231,3 +231,205 @@ public class RackStartStateTests
         Assert.Null(ReVirt.Linux.VirtualNetOptions.FromIdentity(off.Identity + " norack", "tap1", null));
     }
 }
+
+/// <summary>
+/// D-SACK undo (RFC 3708) and RACK's windowed minimum RTT (RFC 8985 §6.2) on the simulated link (<see cref="StackLink"/>,
+/// exact discrete-event times). The oracle is the link: which transmissions it delayed, dropped or copied. Each case
+/// runs with the feature on and off and requires the difference.
+/// </summary>
+public class StackUndoTests(Xunit.Abstractions.ITestOutputHelper output)
+{
+    static NetConfig Config(uint ip, MacAddress mac, bool undo = true, bool windowed = true) =>
+        new(mac, ip, 24) { DsackUndo = undo, WindowedMinRtt = windowed };
+
+    static uint Offset(byte[] f, TcpSocket from) => Wire.U32(f, Wire.EthHeader + Wire.Ip4Header + 4) - from.Iss - 1;
+
+    static bool IsData(byte[] f) => StackSackTests.DataLength(f) > 0;
+
+    /// <summary>A 600 KB stream A -> B on a link that loses nothing: the first transmission of the 100th segment is held
+    /// 3 ms (three round trips) behind the rest. RACK, seeing three later segments SACKed and no reordering yet, marks
+    /// it lost and resends it: a recovery that halves the window. Both copies reach B, whose D-SACK shows the resend
+    /// was a duplicate. With undo the window and threshold go back to what they were (the threshold never leaves its
+    /// initial value); without, the stream goes on at half the window in congestion avoidance.</summary>
+    [Fact]
+    public void A_reordered_segment_resent_as_lost_keeps_the_window_with_undo_and_halves_it_without()
+    {
+        (NetCounters A, uint CwndBefore, uint Cwnd, uint Ssthresh, long Took) Run(bool undo)
+        {
+            const uint Held = 100 * 1460;
+            TcpSocket? sender = null;
+            bool held = false;
+            uint cwndBefore = 0;
+            var link = new StackLink(80, Config(StackLink.IpA, StackLink.MacA, undo), Config(StackLink.IpB, StackLink.MacB, undo));
+            link.ExtraDelay = (to, f) =>
+            {
+                if (held || sender == null || to != link.B || !IsData(f) || Offset(f, sender) != Held) return 0;
+                held = true; cwndBefore = sender.Cwnd;
+                return 3_000_000;
+            };
+            var (c, s, _) = link.Connect();
+            sender = c;
+            long t0 = link.Now;
+            var data = StackLink.Payload(600_000, 80);
+            Assert.Equal(data, link.Transfer(c, s, data));
+            Assert.True(held);
+            return (link.A.Counters, cwndBefore, c.Cwnd, c.Ssthresh, link.Now - t0);
+        }
+        var with = Run(true);
+        var without = Run(false);
+        output.WriteLine($"undo: cwnd {with.CwndBefore} before, {with.Cwnd} after, ssthresh {with.Ssthresh}, {with.A.FastRetransmits} recoveries, " +
+            $"{with.A.DsackBlocksReceived} D-SACKs, {with.A.DsackUndos} undone, {with.Took / 1e6:F1} ms; " +
+            $"without: cwnd {without.CwndBefore} before, {without.Cwnd} after, ssthresh {without.Ssthresh}, {without.Took / 1e6:F1} ms");
+        foreach (var r in new[] { with, without })
+        {
+            Assert.Equal(1, r.A.FastRetransmits);         // the spurious recovery happened in both
+            Assert.Equal(1460, r.A.RetransmittedBytes);
+            Assert.True(r.A.DsackBlocksReceived >= 1);
+        }
+        Assert.Equal(1, with.A.DsackUndos);
+        Assert.Equal(uint.MaxValue, with.Ssthresh);      // the cut was taken back: still in slow start
+        Assert.True(with.Cwnd >= with.CwndBefore, $"with undo the window went from {with.CwndBefore} to {with.Cwnd}");
+        Assert.Equal(0, without.A.DsackUndos);
+        Assert.True(without.Ssthresh <= without.CwndBefore, $"without undo the threshold is {without.Ssthresh}");
+        Assert.True(without.Cwnd < with.Cwnd, $"window at the end: {with.Cwnd} with undo, {without.Cwnd} without");
+    }
+
+    /// <summary>A real loss in the same place (the 100th segment's first transmission dropped), while the link copies
+    /// another segment of that flight (the 120th): B's D-SACK for the copy arrives during the recovery, but it does
+    /// not cover the resend, which repaired a loss: the cut stands with undo on as with it off.</summary>
+    [Fact]
+    public void A_real_loss_keeps_its_window_cut_even_when_a_copied_segment_is_reported()
+    {
+        NetCounters Run(bool undo, out uint ssthresh)
+        {
+            TcpSocket? sender = null;
+            bool dropped = false, copied = false;
+            StackLink? link = null;
+            link = new StackLink(81, Config(StackLink.IpA, StackLink.MacA, undo), Config(StackLink.IpB, StackLink.MacB, undo))
+            {
+                Feed = (to, frame, now) =>
+                {
+                    if (frame == null) { to.Advance(now); return; }
+                    if (sender != null && to == link!.B && IsData(frame))
+                    {
+                        uint off = Offset(frame, sender);
+                        if (off == 100 * 1460 && !dropped) { dropped = true; return; }
+                        if (off == 120 * 1460 && !copied) { copied = true; to.Input(frame, now); }
+                    }
+                    to.Input(frame, now);
+                },
+            };
+            var (c, s, _) = link.Connect();
+            sender = c;
+            var data = StackLink.Payload(600_000, 81);
+            Assert.Equal(data, link.Transfer(c, s, data));
+            Assert.True(dropped && copied);
+            ssthresh = c.Ssthresh;
+            return link.A.Counters;
+        }
+        var with = Run(true, out uint withSs);
+        var without = Run(false, out uint withoutSs);
+        output.WriteLine($"undo on: {with.FastRetransmits} recoveries, {with.DsackBlocksReceived} D-SACKs, {with.DsackUndos} undone, ssthresh {withSs}; off: ssthresh {withoutSs}");
+        Assert.True(with.DsackBlocksReceived >= 1, "the copy was not reported");
+        Assert.Equal(0, with.DsackUndos);
+        Assert.NotEqual(uint.MaxValue, withSs);
+        Assert.Equal(withoutSs, withSs);
+    }
+
+    /// <summary>
+    /// A path whose delay rises for good: 1 ms each way for a first transfer (which also sees one reordered segment, so
+    /// the connection knows the path reorders), then the connection idles past the minimum RTT's window (300 s) and the
+    /// delay becomes 10 ms each way; in the second transfer, after 2 MB have settled the smoothed RTT, every 50th
+    /// segment is held 3 ms behind the rest (well inside a quarter of the new 20 ms RTT); what is resent from the first
+    /// held segment on is counted (nothing is lost: all of it is spurious). With the windowed minimum
+    /// the minimum follows the new delay and the reordering window (a quarter of it, times D-SACK rounds) covers the
+    /// 3 ms: nothing is resent. With the lifetime minimum (2 ms) the window stays a fraction of a millisecond and RACK
+    /// marks held segments lost and resends them until enough D-SACK rounds have widened it.
+    /// </summary>
+    [Fact]
+    public void A_path_whose_delay_rises_keeps_racks_reordering_window_right_with_the_windowed_minimum_rtt()
+    {
+        (long Resent, long MinRtt, long ReorderWindow) Run(bool windowed)
+        {
+            TcpSocket? sender = null;
+            int phase = 1;
+            uint phaseStart = 0;
+            bool firstHeld = false;
+            long resentAtFirstHold = -1;
+            var link = new StackLink(82, Config(StackLink.IpA, StackLink.MacA, windowed: windowed), Config(StackLink.IpB, StackLink.MacB, windowed: windowed));
+            var heldOnce = new HashSet<uint>();
+            link.ExtraDelay = (to, f) =>
+            {
+                if (sender == null || to != link.B || !IsData(f)) return 0;
+                uint off = Offset(f, sender);
+                if (phase == 1 && off == 100 * 1460 && !firstHeld) { firstHeld = true; return 3_000_000; }
+                uint rel = off - phaseStart;
+                if (phase == 2 && rel >= 2_000_000 && (rel / 1460) % 50 == 0 && heldOnce.Add(off))
+                {
+                    if (resentAtFirstHold < 0) resentAtFirstHold = link.A.Counters.RetransmittedBytes;
+                    return 3_000_000;
+                }
+                return 0;
+            };
+            var (c, s, _) = link.Connect();
+            sender = c;
+            var buf = new byte[65536];
+            void Stream(int bytes, int seed)
+            {
+                var data = StackLink.Payload(bytes, seed);
+                int sent = 0; long got = 0;
+                Assert.True(link.Run(() => got >= bytes && c.SndUna == c.SndMax, () =>
+                {
+                    while (sent < bytes) { int n = c.Send(data.AsSpan(sent)); if (n <= 0) break; sent += n; }
+                    int m; while ((m = s.Receive(buf)) > 0) got += m;
+                }));
+            }
+            Stream(600_000, 82);
+            Assert.True(firstHeld);
+            link.Idle(301_000_000_000);
+            link.LatencyNs = 10_000_000;
+            phase = 2; phaseStart = c.SndMax - c.Iss - 1;
+            // (the first flight on the slower path is probed and partly resent alike with either minimum: the
+            // probe timeout still derives from the old path's smoothed RTT; what counts is after the settling)
+            Stream(3_000_000, 83);
+            Assert.True(heldOnce.Count >= 10 && resentAtFirstHold >= 0);
+            return (link.A.Counters.RetransmittedBytes - resentAtFirstHold, c.MinRtt, c.ReorderMultiplier * (c.MinRtt / 4));
+        }
+        var with = Run(true);
+        var without = Run(false);
+        output.WriteLine($"windowed: min RTT {with.MinRtt / 1e6:F2} ms, reordering window {with.ReorderWindow / 1e6:F2} ms, {with.Resent} bytes resent; " +
+            $"lifetime: min RTT {without.MinRtt / 1e6:F2} ms, window {without.ReorderWindow / 1e6:F2} ms, {without.Resent} bytes resent");
+        Assert.True(with.MinRtt >= 20_000_000, $"windowed minimum RTT {with.MinRtt / 1e6:F2} ms");
+        Assert.Equal(0, with.Resent);
+        Assert.True(without.MinRtt < 3_000_000, $"lifetime minimum RTT {without.MinRtt / 1e6:F2} ms");
+        Assert.True(without.Resent >= 3 * 1460, $"the lifetime minimum resent {without.Resent} bytes");
+    }
+
+    /// <summary>The filter itself: with an endless window it is the lifetime minimum; with a window, a minimum older
+    /// than the window gives way to what was sampled since (the oracle: the least sample of the last window, which the
+    /// filter may overstate only by taking a later sample, never by keeping an expired one).</summary>
+    [Fact]
+    public void The_windowed_minimum_forgets_a_minimum_older_than_its_window()
+    {
+        var rng = new Random(83);
+        var endless = WindowedMin.Empty;
+        var windowed = WindowedMin.Empty;
+        const long Window = 1_000_000;
+        var samples = new List<(long T, long V)>();
+        long lifetime = long.MaxValue;
+        for (long t = 0; t < 20_000_000; t += 1 + rng.Next(20_000))
+        {
+            long v = 1000 + rng.Next(100_000) + (t > 10_000_000 ? 500_000 : 0);
+            samples.Add((t, v));
+            samples.RemoveAll(x => t - x.T > Window);
+            endless.Update(long.MaxValue, t, v);
+            windowed.Update(Window, t, v);
+            lifetime = Math.Min(lifetime, v);
+            Assert.Equal(lifetime, endless.Value);
+            long inWindow = samples.Where(x => t - x.T <= Window).Min(x => x.V);
+            Assert.True(windowed.Value >= inWindow, $"at {t}: {windowed.Value} below the window's least {inWindow}");
+            Assert.Contains(samples, x => x.V == windowed.Value && t - x.T <= Window);
+        }
+        Assert.True(windowed.Value >= 500_000, "the late, higher samples were not taken up");
+    }
+}

@@ -38,7 +38,7 @@ sealed class TapNamespace : IDisposable
     /// ports of one bridge that holds the Linux side's address, as the switch between two replicas and their
     /// clients: the replica that announces the interface (gratuitous ARP) is the one the bridge sends its frames to.
     /// </summary>
-    TapNamespace(string[]? persistentTaps)
+    TapNamespace(string[]? persistentTaps, bool relayed = false)
     {
         Assert.True(Environment.UserName == "root" || geteuid() == 0, "the TAP tests need root (CI runs as root)");
         Name = $"rvnet{Environment.ProcessId}n{Interlocked.Increment(ref _count)}";
@@ -55,6 +55,19 @@ sealed class TapNamespace : IDisposable
                 Exec("ip", "link", "add", BridgeName, "type", "bridge");
                 foreach (var t in persistentTaps) { Exec("ip", "link", "set", t, "master", BridgeName); Exec("ip", "link", "set", t, "up"); }
             }
+            if (relayed)
+            {
+                // the replicas' bridge gets a veth port (RelayGuestSide's peer); the Linux side's address sits on
+                // another veth (its peer RelayClientSide), so every frame between them crosses bench/lossyrelay.py
+                Exec("ip", "link", "add", RelayGuestSide, "type", "veth", "peer", "name", RelayGuestSide + "p");
+                Exec("ip", "link", "set", RelayGuestSide + "p", "master", BridgeName);
+                Exec("ip", "link", "add", RelayClientSide, "type", "veth", "peer", "name", ClientDevice);
+                foreach (var d in new[] { RelayGuestSide, RelayGuestSide + "p", RelayClientSide }) Exec("ip", "link", "set", d, "up");
+                Exec("ip", "link", "set", BridgeName, "up");
+                // the relay copies frames as AF_PACKET sees them and cannot split a segmentation-offload super-frame
+                Exec("ip", "link", "set", ClientDevice, "gso_max_segs", "1", "gso_max_size", "1500");
+                hostSide = ClientDevice;
+            }
             Exec("ip", "addr", "add", HostCidr, "dev", hostSide);
             Exec("ip", "link", "set", hostSide, "up");
         }
@@ -66,6 +79,26 @@ sealed class TapNamespace : IDisposable
 
     /// <summary>A namespace whose Linux side is a bridge with the persistent TAP devices <paramref name="taps"/> as ports.</summary>
     public static TapNamespace Bridged(params string[] taps) => new(taps);
+
+    /// <summary>Devices of <see cref="BridgedBehindRelay"/>: the relay copies frames between these two.</summary>
+    public const string RelayGuestSide = "rvg0", RelayClientSide = "rvc1", ClientDevice = "rvc0";
+
+    /// <summary>Like <see cref="Bridged"/>, but the Linux side's address is on a device of its own whose frames reach
+    /// the bridge only through a relay the test runs between <see cref="RelayGuestSide"/> and
+    /// <see cref="RelayClientSide"/> (<see cref="StartRelay"/>): loss, duplication and reordering between the clients
+    /// and whichever replica the bridge sends to (the bridge still learns the survivor from its gratuitous ARP).</summary>
+    public static TapNamespace BridgedBehindRelay(params string[] taps) => new(taps, relayed: true);
+
+    /// <summary>Starts bench/lossyrelay.py between the relay devices with seeded faults; its counts go to <paramref name="stats"/>.</summary>
+    public Process StartRelay(double loss, double duplicate, double reorder, int seed, string stats)
+    {
+        var relay = Start("python3", Path.Combine(ReVirt.Tests.Programs.GuestEnv.RepoRoot, "bench", "lossyrelay.py"), RelayGuestSide, RelayClientSide,
+            loss.ToString(System.Globalization.CultureInfo.InvariantCulture), seed.ToString(),
+            "--duplicate", duplicate.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            "--reorder", reorder.ToString(System.Globalization.CultureInfo.InvariantCulture), "--stats", stats);
+        if (!relay.StandardOutput.ReadLineAsync().Wait(TimeSpan.FromMinutes(1))) { relay.Kill(); throw new TimeoutException("the relay did not start"); }
+        return relay;
+    }
 
     /// <summary>Runs a command inside the namespace and returns its standard output (throws on a non-zero exit).</summary>
     public string Exec(params string[] args) => Run(["ip", "netns", "exec", Name, .. args]);
