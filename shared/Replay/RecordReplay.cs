@@ -45,7 +45,7 @@ public static class Recording
     public static MachineOptions OptionsFrom(LogHeader h, string? rootOverride, string? tap = null, string? netns = null)
     {
         if (h.NotRunnable() is string why) throw new LogFormatException($"the log header cannot be run: {why}");
-        // start state: "cwd=DIR", then "net=A.B.C.D/N MAC" when the guest has a virtual interface (one per line)
+        // start state: "cwd=DIR", then "net=A.B.C.D/N MAC [WORDS]" (VirtualNetOptions.Identity) when the guest has a virtual interface (one per line)
         var lines = Encoding.UTF8.GetString(h.StartState).Split('\n');
         string cwd = lines[0].StartsWith("cwd=") ? lines[0].Substring(4) : "/";
         string? net = lines.Skip(1).FirstOrDefault(l => l.StartsWith("net="))?.Substring(4);
@@ -53,7 +53,7 @@ public static class Recording
         {
             // the replica's own wire: a replay never opens it, a backup that goes live uses its own (--tap, --netns)
             Net = net == null ? null : VirtualNetOptions.FromIdentity(net, tap ?? VirtualNetOptions.DefaultTap, netns)
-                ?? throw new LogFormatException($"the log's start state names a malformed network interface '{net}'"),
+                ?? throw new LogFormatException($"the log's start state names a malformed network interface or a stack behaviour this build does not know: '{net}'"),
             Root = rootOverride ?? h.RootDirectory,
             Program = h.Argv[0],
             Args = h.Argv[1..],

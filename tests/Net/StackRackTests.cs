@@ -215,8 +215,10 @@ public class StackRackTests(Xunit.Abstractions.ITestOutputHelper output)
     }
 }
 
-/// <summary>`--no-rack` is part of the machine's start state: the log header's interface identity carries it, so a
-/// replay and a backup build the same stack; a log written before RACK existed (two words) reads as RACK on.</summary>
+/// <summary>The stack's loss-recovery behaviour is part of the machine's start state: the log header's interface identity
+/// carries `--no-rack` and whether D-SACK undo and the windowed minimum RTT are on, so a replay and a backup build the
+/// same stack; a log written before a behaviour existed reads as the stack of its day, and an unknown word refuses
+/// the log.</summary>
 public class RackStartStateTests
 {
     [Fact]
@@ -224,11 +226,27 @@ public class RackStartStateTests
     {
         var on = ReVirt.Linux.VirtualNetOptions.Parse("10.0.0.2/24", null, "tap0", out _)!;
         var off = on with { Rack = false };
-        Assert.Equal(on.Identity + " norack", off.Identity);
+        Assert.Equal("10.0.0.2/24 02:52:56:00:00:02 undo", on.Identity);
+        Assert.Equal("10.0.0.2/24 02:52:56:00:00:02 norack undo", off.Identity);
         Assert.False(ReVirt.Linux.VirtualNetOptions.FromIdentity(off.Identity, "tap1", null)!.Rack);
         Assert.True(ReVirt.Linux.VirtualNetOptions.FromIdentity(on.Identity, "tap1", null)!.Rack);
         Assert.Null(ReVirt.Linux.VirtualNetOptions.FromIdentity(on.Identity + " fast", "tap1", null));
         Assert.Null(ReVirt.Linux.VirtualNetOptions.FromIdentity(off.Identity + " norack", "tap1", null));
+        Assert.Null(ReVirt.Linux.VirtualNetOptions.FromIdentity(on.Identity + " undo", "tap1", null));
+    }
+
+    [Fact]
+    public void A_log_recorded_before_dsack_undo_replays_without_it_and_a_new_one_with_it()
+    {
+        var now = ReVirt.Linux.VirtualNetOptions.Parse("10.0.0.2/24", null, "tap0", out _)!;
+        Assert.True(now.StackConfig() is { DsackUndo: true, WindowedMinRtt: true, Rack: true });
+        var back = ReVirt.Linux.VirtualNetOptions.FromIdentity(now.Identity, "tap1", null)!;
+        Assert.True(back.StackConfig() is { DsackUndo: true, WindowedMinRtt: true, Rack: true });
+        // the identities written before this behaviour: two words (RACK on) and " norack"
+        var older = ReVirt.Linux.VirtualNetOptions.FromIdentity("10.0.0.2/24 02:52:56:00:00:02", "tap1", null)!;
+        Assert.True(older.StackConfig() is { DsackUndo: false, WindowedMinRtt: false, Rack: true });
+        var olderOff = ReVirt.Linux.VirtualNetOptions.FromIdentity("10.0.0.2/24 02:52:56:00:00:02 norack", "tap1", null)!;
+        Assert.True(olderOff.StackConfig() is { DsackUndo: false, WindowedMinRtt: false, Rack: false });
     }
 }
 

@@ -22,6 +22,15 @@ public sealed record VirtualNetOptions(MacAddress Mac, uint Ip, int PrefixLength
     /// runs (`--no-rack`). Part of the start state: a replay and a backup build the same stack.</summary>
     public bool Rack { get; init; } = true;
 
+    /// <summary>The stack's TCP senders undo a window cut that D-SACKs show was spurious and keep a windowed minimum
+    /// RTT (<see cref="NetConfig.DsackUndo"/>, <see cref="NetConfig.WindowedMinRtt"/>). Always on for a new run; off
+    /// only when a log recorded before they existed is replayed, so that replay builds the stack it was recorded
+    /// with.</summary>
+    public bool Undo { get; init; } = true;
+
+    /// <summary>The stack configuration these options stand for.</summary>
+    public NetConfig StackConfig() => new(Mac, Ip, PrefixLength, Gateway) { Rack = Rack, DsackUndo = Undo, WindowedMinRtt = Undo };
+
     /// <summary>Parses `--ip A.B.C.D/N` and `--mac aa:bb:cc:dd:ee:ff`; null with a reason when either is malformed.</summary>
     public static VirtualNetOptions? Parse(string ip, string? mac, string tap, out string? error)
     {
@@ -34,18 +43,28 @@ public sealed record VirtualNetOptions(MacAddress Mac, uint Ip, int PrefixLength
         return new VirtualNetOptions(m, addr, prefix, tap);
     }
 
-    /// <summary>The identity as the log's start state records it: "A.B.C.D/N aa:bb:cc:dd:ee:ff", then " norack" when
-    /// RACK-TLP is off (a log written before RACK existed has no third word and gets it on).</summary>
-    public string Identity => $"{Ip4.ToString(Ip)}/{PrefixLength} {Mac}" + (Rack ? "" : " " + NoRackWord);
+    /// <summary>The identity as the log's start state records it: "A.B.C.D/N aa:bb:cc:dd:ee:ff", then the words of the
+    /// stack's behaviour: " norack" when RACK-TLP is off, " undo" when D-SACK undo and the windowed minimum RTT are on.
+    /// A log written before a word existed lacks it and replays with the behaviour of its day (RACK on, no undo); a
+    /// build that does not know a word refuses the log instead of replaying it with another stack.</summary>
+    public string Identity => $"{Ip4.ToString(Ip)}/{PrefixLength} {Mac}" + (Rack ? "" : " " + NoRackWord) + (Undo ? " " + UndoWord : "");
 
-    const string NoRackWord = "norack";
+    const string NoRackWord = "norack", UndoWord = "undo";
 
-    /// <summary>Reads <see cref="Identity"/> back, with this replica's TAP device; null when malformed.</summary>
+    /// <summary>Reads <see cref="Identity"/> back, with this replica's TAP device; null when malformed or when it names
+    /// a behaviour this build does not know.</summary>
     public static VirtualNetOptions? FromIdentity(string identity, string tap, string? ns)
     {
         var parts = identity.Split(' ');
-        if (parts.Length is not (2 or 3) || parts.Length == 3 && parts[2] != NoRackWord) return null;
-        return Parse(parts[0], parts[1], tap, out _) is { } o ? o with { Namespace = ns, Rack = parts.Length == 2 } : null;
+        if (parts.Length < 2) return null;
+        bool rack = true, undo = false;
+        foreach (string word in parts.AsSpan(2))
+        {
+            if (word == NoRackWord && rack) rack = false;
+            else if (word == UndoWord && !undo) undo = true;
+            else return null;
+        }
+        return Parse(parts[0], parts[1], tap, out _) is { } o ? o with { Namespace = ns, Rack = rack, Undo = undo } : null;
     }
 }
 
@@ -74,7 +93,7 @@ public sealed class VirtualNic : IDisposable
         // The stack's choices (ISNs, ephemeral ports) come from a seed that crosses the boundary, so replays agree.
         var seed = boundary.Bytes(tid, InputKind.NetSeed, 8, () => RandomNumberGenerator.GetBytes(8));
         var first = boundary.NetReceive(tid, () => new NetReceived(HostClock(), []));
-        Stack = new NetStack(new NetConfig(options.Mac, options.Ip, options.PrefixLength, options.Gateway) { Rack = options.Rack },
+        Stack = new NetStack(options.StackConfig(),
             BitConverter.ToUInt64(seed), first.ClockNs);
         Stack.Announce();
         Transmit(boundary, tid);
