@@ -65,11 +65,16 @@ public class DebianProgramTests : IClassFixture<DebianProgramTests.Tree>
     [Fact] public void LsLa() => SameAsNative("/usr/bin/ls", new[] { "-la", "--time-style=full-iso", "sub", "text.txt", "blob.bin", "link" });
     [Fact] public void DateOfEpoch() => SameAsNative("/usr/bin/date", new[] { "-d", "@0" });
 
+    /// <summary>A dynamically linked program's recording is small (its libraries are logged by reference) and replays
+    /// to the same output. sqlite3 shows it in the default run; python3 (the same mechanism with more libraries,
+    /// the longest case of the class) is the soak's (REVIRT_SOAK=1); Python3Workload runs python3 natively and in the VM
+    /// by default.</summary>
     [Theory]
     [InlineData("python3")]
     [InlineData("sqlite3")]
     public void RecordAndReplayAreFaithfulWithSmallLogs(string which)
     {
+        if (which == "python3" && !SoakSwitch.On) return;
         string log = Path.Combine(Path.GetTempPath(), $"revirt-{Guid.NewGuid():N}.rvlog");
         try
         {
