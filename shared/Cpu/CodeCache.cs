@@ -29,6 +29,22 @@ public sealed unsafe class Block
     public Block[]? Members;
     /// <summary>This block's index in <see cref="Members"/>.</summary>
     public int RegionIndex;
+    /// <summary>Per exit of the compiled region (shared by its members like <see cref="Members"/>), the compiled block
+    /// that exit last went on to in one code cache: the exit goes straight into that block's region when it goes to
+    /// that block again in that cache and the execution loop would run it whole now (see
+    /// <see cref="BlockCompiler"/>). Null while not compiled.</summary>
+    public ExitLink[]? Links;
+}
+
+/// <summary>Where one exit of a compiled region last went on to (see <see cref="Block.Links"/>): a compiled block of
+/// the code cache <see cref="Owner"/>. Valid there while the block is compiled (<see cref="Block.Compiled"/> not
+/// null): a block that leaves a cache (its code rewritten or unmapped, the cache cleared) has its region dropped
+/// first. Only for its owner: a region of shared blocks runs in other processes too, whose code at the same address
+/// may differ. Updated in place, so relinking allocates nothing.</summary>
+public sealed class ExitLink
+{
+    public Block? To;
+    public CodeCache? Owner;
 }
 
 /// <summary>
@@ -58,10 +74,10 @@ public sealed unsafe class CodeCache
     readonly delegate*<VirtualCpu, ref Instruction, void>[] _decodedHandlers = new delegate*<VirtualCpu, ref Instruction, void>[MaxBlockInstructions];
     readonly Block _faultBlock;
 
-    /// <summary>Start of the block whose instructions are executing (set by Lookup), to detect self-modification.
-    /// An address, not a reference, so that the per-block store needs no GC write barrier; at most one valid block
-    /// starts at an address.</summary>
-    ulong _running = ulong.MaxValue;
+    /// <summary>Start of the block whose instructions are executing (set by Lookup, and by compiled code that goes on
+    /// into another region through an exit link), to detect self-modification. An address, not a reference, so that
+    /// the store needs no GC write barrier; at most one valid block starts at an address.</summary>
+    internal ulong Running = ulong.MaxValue;
 
     /// <summary>Use the handlers specialised per operand form (Isa.Fast.cs); false runs everything through the generic
     /// handlers, so tests can check that both give identical results. Set before the first lookup.</summary>
@@ -81,6 +97,10 @@ public sealed unsafe class CodeCache
 
     /// <summary>Blocks decoded from program images, shared with the other processes of the machine (null: none).</summary>
     readonly SharedCode? _shared;
+
+    /// <summary>Counts of region exits and handler calls (<see cref="TierProfile"/>); null (the default) counts
+    /// nothing. Regions compiled while it is set count their handler calls into it.</summary>
+    public TierProfile? Profile;
 
     /// <summary>Whether this host process can run the compiled tier: it emits IL for the runtime's JIT, which a program
     /// compiled ahead of time (revirt-run) does not have. A constant there, so the compiler is left out of it.</summary>
@@ -112,9 +132,12 @@ public sealed unsafe class CodeCache
         int ix = (int)((rip ^ (rip >> FastBits)) & ((1 << FastBits) - 1));
         Block? b = _fast[ix];
         if (b == null || b.Start != rip) b = _fast[ix] = LookupSlow(rip);
-        _running = rip;
+        Running = rip;
         return b;
     }
+
+    /// <summary>The valid block decoded at rip, or null (nothing is decoded; for reports).</summary>
+    public Block? Find(ulong rip) => _blocks.TryGetValue(rip, out var b) ? b : null;
 
     Block LookupSlow(ulong rip)
     {
@@ -217,12 +240,15 @@ public sealed unsafe class CodeCache
         try
         {
             Block[] members = FormRegion(b);
-            var f = BlockCompiler.Compile(members);
+            var (f, exits) = BlockCompiler.Compile(members, countHelpers: Profile != null);
+            var links = new ExitLink[exits];
+            for (int i = 0; i < exits; i++) links[i] = new ExitLink();
             for (int j = 0; j < members.Length; j++)
             {
                 members[j].Compiled = f;
                 members[j].Members = members;
                 members[j].RegionIndex = j;
+                members[j].Links = links;
             }
             BlocksCompiled += members.Length;
             RegionsCompiled++;
@@ -275,6 +301,17 @@ public sealed unsafe class CodeCache
         return members.ToArray();
     }
 
+    /// <summary>Links exit `site` of the compiled region `from` to the compiled block `to` of this cache that it went
+    /// on to (see <see cref="Block.Links"/>).</summary>
+    public void Link(Block[] from, int site, Block to)
+    {
+        if (from[0].Links is not { } links || (uint)site >= (uint)links.Length) return;
+        ExitLink l = links[site];
+        if (l.To == to && l.Owner == this) return;
+        l.To = to;
+        l.Owner = this;
+    }
+
     /// <summary>The addresses a block ending in `last` continues at without an indirect transfer.</summary>
     static int Successors(ref Instruction last, Span<ulong> next)
     {
@@ -303,7 +340,7 @@ public sealed unsafe class CodeCache
             _blocks.Remove(b.Start);
             int ix = (int)((b.Start ^ (b.Start >> FastBits)) & ((1 << FastBits) - 1));
             if (_fast[ix] == b) _fast[ix] = null;
-            if (b.Start == _running) hitRunning = true;
+            if (b.Start == Running) hitRunning = true;
             // the region that runs this block's old code is dropped, at each of its entries
             if (b.Members is { } region && DropRegion(region)) hitRunning = true;
         }
@@ -319,9 +356,11 @@ public sealed unsafe class CodeCache
         {
             if (m.Members != region) continue;
             m.Compiled = null;
+            // (an exit linked to it finds no code and returns to the execution loop)
             m.Members = null;
+            m.Links = null;
             m.Hits = 0;
-            if (m.Start == _running) running = true;
+            if (m.Start == Running) running = true;
         }
         return running;
     }
@@ -330,7 +369,12 @@ public sealed unsafe class CodeCache
     public void Clear()
     {
         Array.Clear(_fast);
-        foreach (var b in _blocks.Values) if (_shared == null || !_shared.Holds(b)) b.Valid = false;
+        foreach (var b in _blocks.Values)
+        {
+            if (_shared == null || !_shared.Holds(b)) b.Valid = false;
+            // their compiled code goes too: an exit link must not lead into a block that left the cache
+            if (b.Members is { } region) DropRegion(region);
+        }
         _blocks.Clear();
         _byPage.Clear();
     }
