@@ -74,31 +74,26 @@ public static unsafe class BlockCompiler
         }
     }
 
-    /// <summary>A compiled region's method and its number of exits.</summary>
-    sealed record Method(DynamicMethod Dm, int Exits);
-
-    static readonly Dictionary<Key, Method> Shared = new();
+    static readonly Dictionary<Key, DynamicMethod> Shared = new();
 
     /// <summary>Compiles a region (see <see cref="CodeCache.Compile"/>): entered at the block
     /// <see cref="VirtualCpu.RegionMember"/> names, it may continue into any of them. With countHelpers each handler
-    /// call also counts itself in the code cache's <see cref="TierProfile.HelperCalls"/> (a profile run). Returns the
-    /// code bound to members and how many exits it has (the length of <see cref="Block.Links"/>).</summary>
-    public static (CompiledBlock Code, int Exits) Compile(Block[] members, bool countHelpers = false)
+    /// call also counts itself in the code cache's <see cref="TierProfile.HelperCalls"/> (a profile run).</summary>
+    public static CompiledBlock Compile(Block[] members, bool countHelpers = false)
     {
         var key = Key.Of(members, countHelpers);
-        Method? m;
-        lock (Shared) Shared.TryGetValue(key, out m);
-        if (m == null)
+        DynamicMethod? dm;
+        lock (Shared) Shared.TryGetValue(key, out dm);
+        if (dm == null)
         {
-            var emitter = new Emitter(members, countHelpers);
-            m = new Method(emitter.Emit(), emitter.Exits);
+            dm = new Emitter(members, countHelpers).Emit();
             lock (Shared)
             {
                 if (Shared.Count >= MaxShared) Shared.Clear();
-                Shared[key] = m;
+                Shared[key] = dm;
             }
         }
-        return ((CompiledBlock)m.Dm.CreateDelegate(typeof(CompiledBlock), members), m.Exits);
+        return (CompiledBlock)dm.CreateDelegate(typeof(CompiledBlock), members);
     }
 
     // ---------------------------------------------------------------- reflection handles
@@ -112,18 +107,6 @@ public static unsafe class BlockCompiler
     static readonly FieldInfo FYield = typeof(VirtualCpu).GetField(nameof(VirtualCpu.Yield))!;
     static readonly FieldInfo FBlockIndex = typeof(VirtualCpu).GetField(nameof(VirtualCpu.BlockIndex))!;
     static readonly FieldInfo FRegionMember = typeof(VirtualCpu).GetField(nameof(VirtualCpu.RegionMember))!;
-    static readonly FieldInfo FRegion = typeof(VirtualCpu).GetField(nameof(VirtualCpu.Region))!;
-    static readonly FieldInfo FExitSite = typeof(VirtualCpu).GetField(nameof(VirtualCpu.ExitSite))!;
-    static readonly FieldInfo FRunning = typeof(CodeCache).GetField(nameof(CodeCache.Running), Inst)!;
-    static readonly FieldInfo FLinks = typeof(Block).GetField(nameof(Block.Links))!;
-    static readonly FieldInfo FLinkTo = typeof(ExitLink).GetField(nameof(ExitLink.To))!;
-    static readonly FieldInfo FLinkOwner = typeof(ExitLink).GetField(nameof(ExitLink.Owner))!;
-    static readonly FieldInfo FBlockStart = typeof(Block).GetField(nameof(Block.Start))!;
-    static readonly FieldInfo FBlockCount = typeof(Block).GetField(nameof(Block.Count))!;
-    static readonly FieldInfo FBlockCompiled = typeof(Block).GetField(nameof(Block.Compiled))!;
-    static readonly MethodInfo MInvoke = typeof(CompiledBlock).GetMethod(nameof(CompiledBlock.Invoke))!;
-    static readonly FieldInfo FBlockMembers = typeof(Block).GetField(nameof(Block.Members))!;
-    static readonly FieldInfo FBlockRegionIndex = typeof(Block).GetField(nameof(Block.RegionIndex))!;
     static readonly FieldInfo FMem = typeof(VirtualCpu).GetField(nameof(VirtualCpu.Mem))!;
     static readonly FieldInfo FCode = typeof(VirtualCpu).GetField(nameof(VirtualCpu.Code))!;
     static readonly FieldInfo FProfile = typeof(CodeCache).GetField(nameof(CodeCache.Profile))!;
@@ -451,12 +434,6 @@ public static unsafe class BlockCompiler
         Plan[] _plans = null!; // its plans
         /// <summary>Each handler call counts itself in the profile (<see cref="TierProfile.HelperCalls"/>).</summary>
         readonly bool _countHelpers;
-        /// <summary>The shared code of every exit (<see cref="EmitExits"/>), the exit taken (an index into
-        /// <see cref="Block.Links"/>), the block it is linked to and that block's compiled code.</summary>
-        readonly Label _exit;
-        readonly LocalBuilder _exitSite, _linked, _entry;
-        /// <summary>The region's exits (returns to the execution loop) emitted so far.</summary>
-        public int Exits { get; private set; }
 
         public Emitter(Block[] members, bool countHelpers)
         {
@@ -487,10 +464,6 @@ public static unsafe class BlockCompiler
             _slowSize = _il.DeclareLocal(typeof(int));
             _sharedLoad = _il.DefineLabel();
             _sharedStore = _il.DefineLabel();
-            _exit = _il.DefineLabel();
-            _exitSite = _il.DeclareLocal(typeof(int));
-            _linked = _il.DeclareLocal(typeof(Block));
-            _entry = _il.DeclareLocal(typeof(CompiledBlock));
             _allPlans = new Plan[members.Length][];
             _starts = new Label[members.Length];
             for (int j = 0; j < members.Length; j++)
@@ -577,7 +550,6 @@ public static unsafe class BlockCompiler
             }
             foreach (var cold in _cold) cold();
             EmitSlowPaths();
-            if (Exits > 0) EmitExits();
             return _dm;
         }
 
@@ -605,57 +577,8 @@ public static unsafe class BlockCompiler
                 if ((_used & (1u << r)) != 0) { RegAddr(r); il.Emit(OpCodes.Ldind_I8); Stloc(_gr[r]!); }
         }
 
-        /// <summary>Leaves the region (rip is set, the block counted): everything stored into the thread, then on to
-        /// the shared exit code as exit number <see cref="Exits"/>.</summary>
-        void Leave()
-        {
-            SyncOut(true);
-            _il.Emit(OpCodes.Ldc_I4, Exits++); Stloc(_exitSite);
-            _il.Emit(OpCodes.Br, _exit);
-        }
-
-        /// <summary>
-        /// The code every exit goes through: when the exit is linked to a block (<see cref="Block.Links"/>) and rip is
-        /// that block's start, the block is still compiled, and the execution loop would run all of it now (the guest
-        /// has not yielded, it fits before <see cref="VirtualCpu.StopAt"/>: the loop's own checks), its region is
-        /// entered there as the loop enters it (<see cref="VirtualCpu.Region"/>, <see cref="VirtualCpu.RegionMember"/>
-        /// and the code cache's running block set) by a tail call, so a chain of linked regions runs in one stack
-        /// frame; otherwise the exit is named in <see cref="VirtualCpu.ExitSite"/> (where the loop links the block it
-        /// runs next) and the method returns. The state a linked region starts from is exactly the state the loop
-        /// would give it, so a link changes nothing but speed.
-        /// </summary>
-        void EmitExits()
-        {
-            var il = _il;
-            Label back = il.DefineLabel();
-            il.MarkLabel(_exit);
-            il.Emit(OpCodes.Ldarg_0); il.Emit(OpCodes.Ldc_I4_0); il.Emit(OpCodes.Ldelem_Ref); il.Emit(OpCodes.Ldfld, FLinks);
-            Ldloc(_exitSite); il.Emit(OpCodes.Ldelem_Ref); il.Emit(OpCodes.Dup);
-            il.Emit(OpCodes.Ldfld, FLinkOwner); il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, FCode);
-            var other = il.DefineLabel();
-            il.Emit(OpCodes.Bne_Un, other);
-            il.Emit(OpCodes.Ldfld, FLinkTo); Stloc(_linked);
-            Ldloc(_linked); il.Emit(OpCodes.Brfalse, back);
-            Ldloc(_linked); il.Emit(OpCodes.Ldfld, FBlockStart); il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, FRip); il.Emit(OpCodes.Bne_Un, back);
-            // null once the block's region is dropped (its code rewritten or unmapped, the cache cleared)
-            Ldloc(_linked); il.Emit(OpCodes.Ldfld, FBlockCompiled); Stloc(_entry);
-            Ldloc(_entry); il.Emit(OpCodes.Brfalse, back);
-            // volatile loads, as for a branch inside the region (see ExitTo)
-            il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Volatile); il.Emit(OpCodes.Ldfld, FYield); il.Emit(OpCodes.Brtrue, back);
-            il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, FCount); Ldloc(_linked); il.Emit(OpCodes.Ldfld, FBlockCount); il.Emit(OpCodes.Conv_I8); il.Emit(OpCodes.Add);
-            il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Volatile); il.Emit(OpCodes.Ldfld, FStopAt); il.Emit(OpCodes.Bgt_Un, back);
-            il.Emit(OpCodes.Ldarg_1); Ldloc(_linked); il.Emit(OpCodes.Ldfld, FBlockRegionIndex); il.Emit(OpCodes.Stfld, FRegionMember);
-            il.Emit(OpCodes.Ldarg_1); Ldloc(_linked); il.Emit(OpCodes.Ldfld, FBlockMembers); il.Emit(OpCodes.Stfld, FRegion);
-            il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, FCode); Ldloc(_linked); il.Emit(OpCodes.Ldfld, FBlockStart); il.Emit(OpCodes.Stfld, FRunning);
-            Ldloc(_entry); il.Emit(OpCodes.Ldarg_1);
-            il.Emit(OpCodes.Tailcall); il.Emit(OpCodes.Callvirt, MInvoke);
-            il.Emit(OpCodes.Ret);
-            il.MarkLabel(other);
-            il.Emit(OpCodes.Pop); // (the link of another cache)
-            il.MarkLabel(back);
-            il.Emit(OpCodes.Ldarg_1); Ldloc(_exitSite); il.Emit(OpCodes.Stfld, FExitSite);
-            il.Emit(OpCodes.Ret);
-        }
+        /// <summary>Returns to the execution loop (rip is set).</summary>
+        void Leave() { SyncOut(true); _il.Emit(OpCodes.Ret); }
 
         /// <summary>Names instruction k of the block being emitted as the one executing (for a fault or a handler).</summary>
         void At(int k)
@@ -712,8 +635,7 @@ public static unsafe class BlockCompiler
             SyncOut(true); // the handler starts from (and may change) the thread's record
             if (_countHelpers)
             {
-                // c.Code.Profile.HelperCalls[mnemonic]++ (the profile a code cache had when this region was compiled
-                // stays set: it is never taken away)
+                // c.Code.Profile.HelperCalls[mnemonic]++ (a code cache's profile, once set, is never taken away)
                 il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, FCode); il.Emit(OpCodes.Ldfld, FProfile); il.Emit(OpCodes.Ldfld, FHelperCalls);
                 il.Emit(OpCodes.Ldc_I4, (int)ins.Mnemonic); il.Emit(OpCodes.Ldelema, typeof(long));
                 il.Emit(OpCodes.Dup); il.Emit(OpCodes.Ldind_I8); il.Emit(OpCodes.Ldc_I8, 1L); il.Emit(OpCodes.Add); il.Emit(OpCodes.Stind_I8);

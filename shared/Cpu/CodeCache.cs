@@ -29,22 +29,6 @@ public sealed unsafe class Block
     public Block[]? Members;
     /// <summary>This block's index in <see cref="Members"/>.</summary>
     public int RegionIndex;
-    /// <summary>Per exit of the compiled region (shared by its members like <see cref="Members"/>), the compiled block
-    /// that exit last went on to in one code cache: the exit goes straight into that block's region when it goes to
-    /// that block again in that cache and the execution loop would run it whole now (see
-    /// <see cref="BlockCompiler"/>). Null while not compiled.</summary>
-    public ExitLink[]? Links;
-}
-
-/// <summary>Where one exit of a compiled region last went on to (see <see cref="Block.Links"/>): a compiled block of
-/// the code cache <see cref="Owner"/>. Valid there while the block is compiled (<see cref="Block.Compiled"/> not
-/// null): a block that leaves a cache (its code rewritten or unmapped, the cache cleared) has its region dropped
-/// first. Only for its owner: a region of shared blocks runs in other processes too, whose code at the same address
-/// may differ. Updated in place, so relinking allocates nothing.</summary>
-public sealed class ExitLink
-{
-    public Block? To;
-    public CodeCache? Owner;
 }
 
 /// <summary>
@@ -74,10 +58,10 @@ public sealed unsafe class CodeCache
     readonly delegate*<VirtualCpu, ref Instruction, void>[] _decodedHandlers = new delegate*<VirtualCpu, ref Instruction, void>[MaxBlockInstructions];
     readonly Block _faultBlock;
 
-    /// <summary>Start of the block whose instructions are executing (set by Lookup, and by compiled code that goes on
-    /// into another region through an exit link), to detect self-modification. An address, not a reference, so that
-    /// the store needs no GC write barrier; at most one valid block starts at an address.</summary>
-    internal ulong Running = ulong.MaxValue;
+    /// <summary>Start of the block whose instructions are executing (set by Lookup), to detect self-modification.
+    /// An address, not a reference, so that the per-block store needs no GC write barrier; at most one valid block
+    /// starts at an address.</summary>
+    ulong _running = ulong.MaxValue;
 
     /// <summary>Use the handlers specialised per operand form (Isa.Fast.cs); false runs everything through the generic
     /// handlers, so tests can check that both give identical results. Set before the first lookup.</summary>
@@ -132,7 +116,7 @@ public sealed unsafe class CodeCache
         int ix = (int)((rip ^ (rip >> FastBits)) & ((1 << FastBits) - 1));
         Block? b = _fast[ix];
         if (b == null || b.Start != rip) b = _fast[ix] = LookupSlow(rip);
-        Running = rip;
+        _running = rip;
         return b;
     }
 
@@ -240,15 +224,12 @@ public sealed unsafe class CodeCache
         try
         {
             Block[] members = FormRegion(b);
-            var (f, exits) = BlockCompiler.Compile(members, countHelpers: Profile != null);
-            var links = new ExitLink[exits];
-            for (int i = 0; i < exits; i++) links[i] = new ExitLink();
+            var f = BlockCompiler.Compile(members, countHelpers: Profile != null);
             for (int j = 0; j < members.Length; j++)
             {
                 members[j].Compiled = f;
                 members[j].Members = members;
                 members[j].RegionIndex = j;
-                members[j].Links = links;
             }
             BlocksCompiled += members.Length;
             RegionsCompiled++;
@@ -301,17 +282,6 @@ public sealed unsafe class CodeCache
         return members.ToArray();
     }
 
-    /// <summary>Links exit `site` of the compiled region `from` to the compiled block `to` of this cache that it went
-    /// on to (see <see cref="Block.Links"/>).</summary>
-    public void Link(Block[] from, int site, Block to)
-    {
-        if (from[0].Links is not { } links || (uint)site >= (uint)links.Length) return;
-        ExitLink l = links[site];
-        if (l.To == to && l.Owner == this) return;
-        l.To = to;
-        l.Owner = this;
-    }
-
     /// <summary>The addresses a block ending in `last` continues at without an indirect transfer.</summary>
     static int Successors(ref Instruction last, Span<ulong> next)
     {
@@ -340,7 +310,7 @@ public sealed unsafe class CodeCache
             _blocks.Remove(b.Start);
             int ix = (int)((b.Start ^ (b.Start >> FastBits)) & ((1 << FastBits) - 1));
             if (_fast[ix] == b) _fast[ix] = null;
-            if (b.Start == Running) hitRunning = true;
+            if (b.Start == _running) hitRunning = true;
             // the region that runs this block's old code is dropped, at each of its entries
             if (b.Members is { } region && DropRegion(region)) hitRunning = true;
         }
@@ -356,11 +326,9 @@ public sealed unsafe class CodeCache
         {
             if (m.Members != region) continue;
             m.Compiled = null;
-            // (an exit linked to it finds no code and returns to the execution loop)
             m.Members = null;
-            m.Links = null;
             m.Hits = 0;
-            if (m.Start == Running) running = true;
+            if (m.Start == _running) running = true;
         }
         return running;
     }
@@ -369,12 +337,7 @@ public sealed unsafe class CodeCache
     public void Clear()
     {
         Array.Clear(_fast);
-        foreach (var b in _blocks.Values)
-        {
-            if (_shared == null || !_shared.Holds(b)) b.Valid = false;
-            // their compiled code goes too: an exit link must not lead into a block that left the cache
-            if (b.Members is { } region) DropRegion(region);
-        }
+        foreach (var b in _blocks.Values) if (_shared == null || !_shared.Holds(b)) b.Valid = false;
         _blocks.Clear();
         _byPage.Clear();
     }

@@ -12,11 +12,9 @@ namespace ReVirt.Cpu;
 /// first n instructions of a block and reports, through <see cref="VirtualCpu.BlockIndex"/>, which one was executing.
 /// A block the code cache compiled (<see cref="Block.Compiled"/>) runs compiled whenever all of it is to run;
 /// the compiled code keeps the same contract, so which tier ran a block never shows in the results. Compiled code
-/// may go on into further blocks of its region (<see cref="Block.Members"/>), and through an exit linked to a compiled
-/// block of another region (<see cref="Block.Links"/>) into that region, when each block fits before the stop and the
-/// guest has not yielded: the checks this loop makes before a block; it counts every block it completes itself and
-/// keeps <see cref="VirtualCpu.Region"/> and <see cref="VirtualCpu.RegionMember"/> at the one executing, so a fault
-/// maps to that block's instruction.
+/// may go on into further blocks of its region (<see cref="Block.Members"/>) when each fits before the stop and the
+/// guest has not yielded; it counts every block it completes itself and keeps <see cref="VirtualCpu.RegionMember"/>
+/// at the index of the one executing, so a fault maps to that block's instruction.
 /// </summary>
 public sealed class ExecutionLoop
 {
@@ -38,10 +36,6 @@ public sealed class ExecutionLoop
         BlockExecutor exec = Executor;
         TierProfile? profile = code.Profile;
         c.Yield = false;
-        // the compiled region that returned last and the exit it took (see Block.Links): the block run next is
-        // linked to that exit when it is compiled
-        Block[]? from = null;
-        int site = 0;
         while (true)
         {
             // StopAt is read once: another thread may lower it to 0 at any moment (a host event asks for a stop at
@@ -53,7 +47,7 @@ public sealed class ExecutionLoop
             int n = b.Count;
             ulong left = stopAt - c.InstructionCount;
             if ((ulong)n > left) n = (int)left; // stop inside this block: the tail is not executed
-            bool compiled = false;
+            Block[]? region = null;
             try
             {
                 if (n == b.Count)
@@ -62,15 +56,10 @@ public sealed class ExecutionLoop
                     if (f == null && ++b.Hits == code.CompileThreshold) f = code.Compile(b);
                     if (f != null)
                     {
-                        if (from != null) code.Link(from, site, b);
-                        // runs b and possibly further blocks of its region and of regions its exits are linked to,
-                        // counting each one it completes
-                        compiled = true;
-                        c.Region = b.Members;
+                        // runs b and possibly further blocks of its region, counting each one it completes
+                        region = b.Members;
                         c.RegionMember = b.RegionIndex;
                         f(c);
-                        from = c.Region;
-                        site = c.ExitSite;
                         profile?.Exit(c.Rip);
                     }
                     else
@@ -79,7 +68,6 @@ public sealed class ExecutionLoop
                         code.InterpretedInstructions += n;
                         c.InstructionCount += (ulong)n;
                         c.BranchCount += b.EndsInBranch;
-                        from = null;
                         if (profile != null) profile.InterpretedBlocks++;
                     }
                 }
@@ -88,21 +76,18 @@ public sealed class ExecutionLoop
                     exec.Execute(c, b, n); // a stop inside the block: only the interpreter runs a prefix
                     c.InstructionCount += (ulong)n;
                     code.InterpretedInstructions += n;
-                    from = null;
                 }
             }
-            catch (InvalidProgramException) when (compiled)
+            catch (InvalidProgramException) when (region != null)
             {
                 // the runtime refused the compiled code (before any of it ran): its blocks are interpreted again
-                code.DropRegion(c.Region!);
+                code.DropRegion(region!);
                 code.CompileFailures++;
-                from = null;
             }
             catch (Exception e) when (e is GuestFaultException or GuestSignalException or CodeInvalidatedException || VirtualCpu.IsDefect(e))
             {
                 // in compiled code, the block of the region that was executing raised it (its predecessors are counted)
-                Block at = compiled ? c.Region![c.RegionMember] : b;
-                from = null;
+                Block at = region != null ? region[c.RegionMember] : b;
                 if (!Retire(c, at, e)) return RunResult.Fault;
             }
             if (c.Yield) return RunResult.Yielded;

@@ -471,15 +471,6 @@ public sealed unsafe partial class VirtualCpu
     /// loop sets it to the block it enters the region at, where the compiled code then starts.</summary>
     public int RegionMember;
 
-    /// <summary>The compiled region executing (<see cref="Block.Members"/>): set by the execution loop as it enters
-    /// one and by compiled code as it goes on into another through an exit link (see <see cref="Block.Links"/>),
-    /// so a fault maps to the block of the region that raised it.</summary>
-    public Block[]? Region;
-
-    /// <summary>Which exit of <see cref="Region"/> the compiled code last returned through (an index into its
-    /// <see cref="Block.Links"/>): where the execution loop links the block it runs next.</summary>
-    public int ExitSite;
-
     ExecutionLoop? _loop;
 
     /// <summary>The loop that runs this thread (stop points, counts, faults); its executor can be replaced.</summary>
