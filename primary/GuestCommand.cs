@@ -53,6 +53,10 @@ sealed class GuestCommand
     {
         Description = "Print instruction counts and timing to stderr when the guest ends.",
     };
+    public readonly Option<bool> ProfileTier = new("--profile-tier")
+    {
+        Description = "Count where compiled code returns to the execution loop (by target address) and which instructions it hands to the interpreter's handlers (by mnemonic), and print the most frequent to stderr when the guest ends. Slows the run; for finding what the compiled tier should do next, not for timing.",
+    };
     public readonly Option<string> Tier = TierOption();
     public readonly Option<ulong?> HandOffAfter = new("--hand-off-after")
     {
@@ -98,6 +102,7 @@ sealed class GuestCommand
     {
         foreach (var o in new Option[] { Root, Cwd, Net, Ip, Mac, Tap, Netns, NoRack, Stats, Tier }) command.Options.Add(o);
         if (handOff) { command.Options.Add(HandOffAfter); command.Options.Add(JitHost); }
+        if (!handOff) command.Options.Add(ProfileTier);
         command.Arguments.Add(Program);
         command.SetAction(parse => Guest(parse, null));
         return command;
@@ -130,7 +135,9 @@ sealed class GuestCommand
         if (log == null)
         {
             using var m = new Machine(opts, HandOffBoundary(parse, opts, stats, start));
-            status = LoadAndRun(m, opts, null, out icount, stats);
+            // (revirt-run's and record's commands have no --profile-tier)
+            bool profile = parse.CommandResult.Command.Options.Contains(ProfileTier) && parse.GetValue(ProfileTier);
+            status = LoadAndRun(m, opts, null, out icount, stats, profile);
         }
         else
         {
@@ -262,7 +269,7 @@ sealed class GuestCommand
         return new[] { guest, "5" };
     }
 
-    int LoadAndRun(Machine m, MachineOptions opts, StartProgram? program, out ulong icount, bool stats)
+    int LoadAndRun(Machine m, MachineOptions opts, StartProgram? program, out ulong icount, bool stats, bool profile = false)
     {
         icount = 0;
         try { m.Load(program); }
@@ -271,8 +278,11 @@ sealed class GuestCommand
             Console.Error.WriteLine($"{_name}: {e.Message}");
             return e.ExitStatus;
         }
+        // set before the first instruction: every code cache of the machine's processes inherits it
+        if (profile) m.Kernel.Init.Code.Profile = new ReVirt.Cpu.TierProfile();
         int status = m.Run();
         icount = m.InstructionCount;
+        m.Kernel.Init.Code.Profile?.Write(Console.Error, m.Kernel.Init.Code, _name);
         if (stats)
         {
             if (m.Boundary is HandOffBoundary { LastRefusal: { } why }) Console.Error.WriteLine($"{_name}: no hand-off: {why}");

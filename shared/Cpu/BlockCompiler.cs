@@ -56,12 +56,13 @@ public static unsafe class BlockCompiler
             return h.ToHashCode();
         }
 
-        public static Key Of(Block[] members)
+        public static Key Of(Block[] members, bool countHelpers)
         {
-            int size = 0;
+            int size = 1;
             foreach (var m in members) size += 12 + m.Bytes.Length;
             var blob = new byte[size];
-            int o = 0;
+            blob[0] = countHelpers ? (byte)1 : (byte)0;
+            int o = 1;
             foreach (var m in members)
             {
                 System.Buffers.Binary.BinaryPrimitives.WriteUInt64LittleEndian(blob.AsSpan(o), m.Start);
@@ -76,15 +77,16 @@ public static unsafe class BlockCompiler
     static readonly Dictionary<Key, DynamicMethod> Shared = new();
 
     /// <summary>Compiles a region (see <see cref="CodeCache.Compile"/>): entered at the block
-    /// <see cref="VirtualCpu.RegionMember"/> names, it may continue into any of them.</summary>
-    public static CompiledBlock Compile(Block[] members)
+    /// <see cref="VirtualCpu.RegionMember"/> names, it may continue into any of them. With countHelpers each handler
+    /// call also counts itself in the code cache's <see cref="TierProfile.HelperCalls"/> (a profile run).</summary>
+    public static CompiledBlock Compile(Block[] members, bool countHelpers = false)
     {
-        var key = Key.Of(members);
+        var key = Key.Of(members, countHelpers);
         DynamicMethod? dm;
         lock (Shared) Shared.TryGetValue(key, out dm);
         if (dm == null)
         {
-            dm = new Emitter(members).Emit();
+            dm = new Emitter(members, countHelpers).Emit();
             lock (Shared)
             {
                 if (Shared.Count >= MaxShared) Shared.Clear();
@@ -106,6 +108,9 @@ public static unsafe class BlockCompiler
     static readonly FieldInfo FBlockIndex = typeof(VirtualCpu).GetField(nameof(VirtualCpu.BlockIndex))!;
     static readonly FieldInfo FRegionMember = typeof(VirtualCpu).GetField(nameof(VirtualCpu.RegionMember))!;
     static readonly FieldInfo FMem = typeof(VirtualCpu).GetField(nameof(VirtualCpu.Mem))!;
+    static readonly FieldInfo FCode = typeof(VirtualCpu).GetField(nameof(VirtualCpu.Code))!;
+    static readonly FieldInfo FProfile = typeof(CodeCache).GetField(nameof(CodeCache.Profile))!;
+    static readonly FieldInfo FHelperCalls = typeof(TierProfile).GetField(nameof(TierProfile.HelperCalls))!;
     static readonly FieldInfo FFsBase = typeof(VirtualCpu).GetField(nameof(VirtualCpu.FsBase))!;
     static readonly FieldInfo FGsBase = typeof(VirtualCpu).GetField(nameof(VirtualCpu.GsBase))!;
     static readonly FieldInfo FLazy = typeof(VirtualCpu).GetField("_lazy", Inst)!;
@@ -427,10 +432,13 @@ public static unsafe class BlockCompiler
         int _j;               // its index in the region
         int _k;               // the instruction being emitted
         Plan[] _plans = null!; // its plans
+        /// <summary>Each handler call counts itself in the profile (<see cref="TierProfile.HelperCalls"/>).</summary>
+        readonly bool _countHelpers;
 
-        public Emitter(Block[] members)
+        public Emitter(Block[] members, bool countHelpers)
         {
             _members = members;
+            _countHelpers = countHelpers;
             Block head = members[0];
             int total = 0;
             foreach (var m in members) total += m.Count;
@@ -625,6 +633,13 @@ public static unsafe class BlockCompiler
             At(k);
             SetRip(ins.NextIP);
             SyncOut(true); // the handler starts from (and may change) the thread's record
+            if (_countHelpers)
+            {
+                // c.Code.Profile.HelperCalls[mnemonic]++ (a code cache's profile, once set, is never taken away)
+                il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, FCode); il.Emit(OpCodes.Ldfld, FProfile); il.Emit(OpCodes.Ldfld, FHelperCalls);
+                il.Emit(OpCodes.Ldc_I4, (int)ins.Mnemonic); il.Emit(OpCodes.Ldelema, typeof(long));
+                il.Emit(OpCodes.Dup); il.Emit(OpCodes.Ldind_I8); il.Emit(OpCodes.Ldc_I8, 1L); il.Emit(OpCodes.Add); il.Emit(OpCodes.Stind_I8);
+            }
             il.Emit(OpCodes.Ldarg_1);
             Member(); il.Emit(OpCodes.Ldfld, FInsts); il.Emit(OpCodes.Ldc_I4, k); il.Emit(OpCodes.Ldelema, typeof(Instruction));
             Member(); il.Emit(OpCodes.Ldfld, FHandlers); il.Emit(OpCodes.Ldc_I4, k); il.Emit(OpCodes.Ldelem_I);

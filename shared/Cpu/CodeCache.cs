@@ -82,6 +82,10 @@ public sealed unsafe class CodeCache
     /// <summary>Blocks decoded from program images, shared with the other processes of the machine (null: none).</summary>
     readonly SharedCode? _shared;
 
+    /// <summary>Counts of region exits and handler calls (<see cref="TierProfile"/>); null (the default) counts
+    /// nothing. Regions compiled while it is set count their handler calls into it.</summary>
+    public TierProfile? Profile;
+
     /// <summary>Whether this host process can run the compiled tier: it emits IL for the runtime's JIT, which a program
     /// compiled ahead of time (revirt-run) does not have. A constant there, so the compiler is left out of it.</summary>
     public static bool CanCompile => RuntimeFeature.IsDynamicCodeSupported;
@@ -115,6 +119,9 @@ public sealed unsafe class CodeCache
         _running = rip;
         return b;
     }
+
+    /// <summary>The valid block decoded at rip, or null (nothing is decoded; for reports).</summary>
+    public Block? Find(ulong rip) => _blocks.TryGetValue(rip, out var b) ? b : null;
 
     Block LookupSlow(ulong rip)
     {
@@ -217,7 +224,7 @@ public sealed unsafe class CodeCache
         try
         {
             Block[] members = FormRegion(b);
-            var f = BlockCompiler.Compile(members);
+            var f = BlockCompiler.Compile(members, countHelpers: Profile != null);
             for (int j = 0; j < members.Length; j++)
             {
                 members[j].Compiled = f;

@@ -34,6 +34,7 @@ public sealed class ExecutionLoop
         VirtualCpu c = _cpu;
         CodeCache code = c.Code;
         BlockExecutor exec = Executor;
+        TierProfile? profile = code.Profile;
         c.Yield = false;
         while (true)
         {
@@ -59,6 +60,7 @@ public sealed class ExecutionLoop
                         region = b.Members;
                         c.RegionMember = b.RegionIndex;
                         f(c);
+                        profile?.Exit(c.Rip);
                     }
                     else
                     {
@@ -66,6 +68,7 @@ public sealed class ExecutionLoop
                         code.InterpretedInstructions += n;
                         c.InstructionCount += (ulong)n;
                         c.BranchCount += b.EndsInBranch;
+                        if (profile != null) profile.InterpretedBlocks++;
                     }
                 }
                 else

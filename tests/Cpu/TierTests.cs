@@ -559,6 +559,31 @@ public class TierTests
         Assert.Contains($"r3={sum:x} ", reference.AtStop);
     }
 
+    /// <summary>The profile of `primary run --profile-tier`: in the compiled tier every block of
+    /// <see cref="RegionCode"/> is a region of its own (compiled as it first runs) and ends in a control transfer,
+    /// so compiled code returns to the execution loop once per retired branch (the CPU's own count); the handler
+    /// calls are the adc of each call of the function (the iterations whose loaded low byte is even, counted from
+    /// the data) and the int3 at the end.</summary>
+    [Fact]
+    public void TheTierProfileCountsEachReturnFromCompiledCodeAndEachHandlerCall()
+    {
+        using var vm = new Vm(RegionCode, ExecutionTier.Compiled);
+        var profile = vm.Cpu.Code.Profile = new TierProfile();
+        Assert.Equal(RunResult.Fault, vm.Run(ulong.MaxValue));
+        Assert.Equal((long)vm.Cpu.BranchCount, profile.Exits);
+        Assert.Equal(0, profile.InterpretedBlocks);
+        var data = new byte[DataSize];
+        new Random(3).NextBytes(data);
+        int calls = Enumerable.Range(0, Iterations).Count(i => (data[8 * i] & 1) == 0);
+        Assert.InRange(calls, 1, Iterations - 1);
+        Assert.Equal(calls, profile.HelperCalls[(int)Mnemonic.Adc]);
+        Assert.Equal(1, profile.HelperCalls[(int)Mnemonic.Int3]);
+        Assert.Equal(calls + 1, profile.HelperCalls.Sum());
+        var report = new StringWriter();
+        profile.Write(report, vm.Cpu.Code, "test");
+        Assert.Contains($"test: {profile.Exits} returns from compiled regions", report.ToString());
+    }
+
     public static IEnumerable<object[]> Programs()
     {
         foreach (var name in new[] { "smc", "intarith", "strings", "qsort", "setjmp", "sigsegv_handler", "bench" })
