@@ -17,7 +17,7 @@ namespace ReVirt.Tests.CpuTests;
 /// recordings replayed in the other tier. The interpreter is the reference of the in-process cases (it is itself
 /// checked against the host CPU by the differential tests, which run every tier too).
 /// </summary>
-public class TierTests
+public partial class TierTests
 {
     const ulong Data = 0x100_0000, DataSize = 0x2000;
     const int Iterations = 40;
@@ -54,9 +54,9 @@ public class TierTests
         public readonly CpuT Cpu;
         public readonly GuestMemory Mem = new();
 
-        public Vm(byte[] code, ExecutionTier tier, ulong rsi = Data, ulong rdi = Data + 0x800, int? threshold = null)
+        public Vm(byte[] code, ExecutionTier tier, ulong rsi = Data, ulong rdi = Data + 0x800, int? threshold = null, BackgroundCompiler? background = null)
         {
-            Cpu = new CpuT(Mem, new CodeCache(Mem, tier, compileThreshold: threshold), new VmRunner.NoHost());
+            Cpu = new CpuT(Mem, new CodeCache(Mem, tier, compileThreshold: threshold, background: background), new VmRunner.NoHost());
             Mem.Map(NativeRunner.CodeBase, NativeRunner.CodeSize, Prot.Read | Prot.Write | Prot.Exec, "code");
             Mem.Poke(NativeRunner.SnippetAddress, code);
             Mem.Map(Data, DataSize, Prot.Read | Prot.Write, "data");
