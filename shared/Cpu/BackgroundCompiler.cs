@@ -24,6 +24,7 @@ public sealed class CompileJob
     /// or the cache cleared: the result, whenever it comes, is of code that no longer stands and is never published.
     /// The compiler thread reads it only to skip work that has not started.</summary>
     volatile bool _cancelled;
+    int _claimed;
     /// <summary>Stopwatch ticks the compiler thread spent on it (emission and the runtime's JIT).</summary>
     internal long Ticks;
 
@@ -35,6 +36,9 @@ public sealed class CompileJob
     internal CompiledBlock? Result => _result;
     internal bool Cancelled => _cancelled;
     internal void Cancel() => _cancelled = true;
+    /// <summary>True for the one thread that is to compile it: the compiler thread, or the guest thread that got
+    /// tired of waiting for a job the compiler thread had not started (<see cref="CodeCache.TryPublish"/>).</summary>
+    internal bool TryClaim() => Interlocked.Exchange(ref _claimed, 1) == 0;
 
     /// <summary>Called once, by the compiler thread: the volatile write of <see cref="Finished"/> publishes the result
     /// (and the compiled method it refers to) to the guest thread that reads Finished first.</summary>
@@ -116,7 +120,8 @@ public sealed class BackgroundCompiler
                 if (_queue.Count == 0) return;
                 job = _queue.Dequeue();
             }
-            if (job.Cancelled) continue; // its blocks changed before its turn came: nothing to compile
+            // cancelled: its blocks changed before its turn came; claimed: the guest compiled it itself
+            if (job.Cancelled || !job.TryClaim()) continue;
             _gate?.Entering(job);
             long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
             CompiledBlock? f;

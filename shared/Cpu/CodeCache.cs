@@ -85,6 +85,9 @@ public sealed unsafe class CodeCache
     /// <summary>Regions queued to the background compiler, and those whose result was discarded because one of their
     /// blocks was invalidated while they were compiled or waited to be published.</summary>
     public long RegionsQueued, CompilesDiscarded;
+    /// <summary>Queued regions the guest thread compiled itself because the compiler thread had not started them
+    /// while the head ran another threshold's worth of times (see <see cref="TryPublish"/>).</summary>
+    public long RegionsTakenBack;
 
     /// <summary>Where the default tier compiles: null on the guest thread, when a block gets hot (the guest waits);
     /// else on that compiler's thread while the guest goes on interpreting (<see cref="TryPublish"/>).</summary>
@@ -238,14 +241,19 @@ public sealed unsafe class CodeCache
             background.Enqueue(job);
             return null;
         }
+        var f = CompileHere(members, out long ticks);
+        return Install(members, f, ticks);
+    }
+
+    static CompiledBlock? CompileHere(Block[] members, out long ticks)
+    {
         long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
-        CompiledBlock? f;
-        try { f = BlockCompiler.Compile(members); }
+        try { return BlockCompiler.Compile(members); }
         catch (Exception e) when (e is InvalidOperationException or NotSupportedException or ArgumentException or InvalidProgramException)
         {
-            f = null;
+            return null;
         }
-        return Install(members, f, System.Diagnostics.Stopwatch.GetTimestamp() - t0);
+        finally { ticks = System.Diagnostics.Stopwatch.GetTimestamp() - t0; }
     }
 
     /// <summary>
@@ -253,12 +261,21 @@ public sealed unsafe class CodeCache
     /// (this runs on the guest thread, between blocks, as does every invalidation, so no block of the region can
     /// change while it is published). Discarded when the job was cancelled (a member was invalidated since the
     /// region was formed: <see cref="OnCodeWritten"/>, <see cref="Clear"/>) or a member is no longer valid; the
-    /// members then count toward a new compilation from zero. Null while the compilation is in flight.
+    /// members then count toward a new compilation from zero. Null while the compilation is in flight. A job the
+    /// compiler thread has not started by the time b ran another <see cref="CompileThreshold"/> times since it got
+    /// hot is compiled here: on a host with no idle core that thread may not run for a long time, and interpreting a
+    /// hot block costs more than compiling it.
     /// </summary>
     public CompiledBlock? TryPublish(Block b)
     {
         var job = b.Pending!;
-        if (!job.Finished) return null;
+        if (!job.Finished)
+        {
+            if (++b.Hits < 2 * CompileThreshold || job.Cancelled || !job.TryClaim()) return null;
+            var f = CompileHere(job.Members, out long ticks);
+            job.Finish(f, ticks);
+            RegionsTakenBack++;
+        }
         Block[] members = job.Members;
         bool stands = !job.Cancelled;
         foreach (var m in members)

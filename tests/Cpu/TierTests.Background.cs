@@ -15,6 +15,8 @@ namespace ReVirt.Tests.CpuTests;
 public partial class TierTests
 {
     const int BgIterations = 40, BgThreshold = 8, BgPatchAt = 20;
+    /// <summary><see cref="TwoPageLoop"/>'s instructions before the loop and per iteration (A 2, B 2, C 3, E 2).</summary>
+    const ulong Setup = 2, PerIteration = 9;
 
     /// <summary>A loop of four blocks, one of them (B: add eax, 3) on the page after the others: the region formed at
     /// the loop head spans both pages. In iteration <see cref="BgPatchAt"/> a store through r8 writes 7 over B's
@@ -99,7 +101,6 @@ public partial class TierTests
     {
         ulong bImm = BImmediate();
         // a stop in iteration 13 (the region was queued in iteration 8), one in iteration 23 (after the patch)
-        const ulong PerIteration = 9, Setup = 2;
         ulong held = Setup + PerIteration * 12 + 3, after = Setup + PerIteration * 22 + 1 + 4;
 
         string Run(ExecutionTier tier, BackgroundCompiler? background, HoldFirst? gate, out CodeCache code)
@@ -148,6 +149,35 @@ public partial class TierTests
             _ => 4 * 13 + 8 * (BgIterations - 13),
         };
         Assert.Contains($" r0={eax:x} ", reference.Split('\n')[2]);
+    }
+
+    /// <summary>
+    /// A region queued behind a compilation that does not end (the gate holds another machine's in flight) is
+    /// compiled by the guest thread itself once its head ran another threshold's worth of times: a compiler thread
+    /// that gets no core does not leave a hot loop interpreted. Results equal the interpreter's. Fails when the guest
+    /// only waits (nothing runs compiled).
+    /// </summary>
+    [Fact]
+    public void ARegionTheCompilerThreadHasNotStartedIsCompiledByTheGuestAfterAnotherThreshold()
+    {
+        var hold = new HoldFirst();
+        var compiler = new BackgroundCompiler(hold);
+        try
+        {
+            using var busy = new Vm(TwoPageLoop, ExecutionTier.Default, threshold: BgThreshold, background: compiler);
+            busy.Cpu.R[8] = Data;
+            busy.Run(Setup + PerIteration * 12);
+            hold.WaitEntered(); // the compiler thread is held in that machine's compilation
+            using var vm = new Vm(LoopCode, ExecutionTier.Default, threshold: BgThreshold, background: compiler);
+            string background = vm.State(vm.Run(ulong.MaxValue));
+            using var reference = new Vm(LoopCode, ExecutionTier.Interpreter);
+            Assert.Equal(reference.State(reference.Run(ulong.MaxValue)), background);
+            Assert.Equal(1, vm.Cpu.Code.RegionsTakenBack);
+            Assert.True(vm.Cpu.Code.RegionsCompiled == 1 && vm.Cpu.Code.InterpretedInstructions < (long)vm.Cpu.InstructionCount,
+                $"{vm.Cpu.Code.RegionsCompiled} regions, {vm.Cpu.Code.InterpretedInstructions} of {vm.Cpu.InstructionCount} interpreted");
+            hold.ReleaseAndWaitFinished();
+        }
+        finally { compiler.Stop(); }
     }
 
     /// <summary>The instruction count of a <see cref="Vm.State"/> line.</summary>
