@@ -65,9 +65,9 @@ def main():
     ap.add_argument('--aot', action='store_true', help='also publish and run revirt-run (NativeAOT, interpreter only) side by side')
     ap.add_argument('--no-record', action='store_true', help='leave out the record and replay configurations')
     ap.add_argument('--no-interpreter', action='store_true', help='leave out the interpreter-only configuration')
-    ap.add_argument('--sync-ab', action='store_true',
-                    help='also run this build with --sync-compile (the default tier compiling on the guest thread) and '
-                         'report it beside the default (compiling on a thread of its own), CPU and wall seconds')
+    ap.add_argument('--background-ab', action='store_true',
+                    help='also run this build with --background-compile (the default tier compiling on a thread of its own) '
+                         'and report it beside the default (compiling on the guest thread), CPU and wall seconds')
     ap.add_argument('--out', default=os.path.join(ROOT, 'docs', 'PERFORMANCE.md'))
     a = ap.parse_args()
     runs = a.runs
@@ -123,8 +123,8 @@ def main():
         configs.append(('before', lambda cmd: ['dotnet', a.baseline, 'run', '--'] + cmd))
     if not a.no_interpreter:
         configs.append(('interp', lambda cmd: ['dotnet', primary, 'run', '--tier', 'Interpreter', '--'] + cmd))
-    if a.sync_ab:
-        configs.append(('sync', lambda cmd: ['dotnet', primary, 'run', '--stats', '--sync-compile', '--'] + cmd))
+    if a.background_ab:
+        configs.append(('bg', lambda cmd: ['dotnet', primary, 'run', '--stats', '--background-compile', '--'] + cmd))
     configs.append(('run', lambda cmd: ['dotnet', primary, 'run', '--stats', '--'] + cmd))
     if aot:
         # interpreter only (no hand-off), then as users run it: handing long guests to primary's JIT host
@@ -151,7 +151,7 @@ def main():
                 t = re.search(r'tier \w+: (\d+) blocks compiled in (\d+) ms, (\d+) of (\d+) instructions run compiled \(([\d.]+) %\)', err)
                 if key == 'run' and t:
                     tier.update({'blocks': int(t.group(1)), 'ms': int(t.group(2)), 'share': float(t.group(5))})
-                if key in ('run', 'sync') and t:
+                if key in ('run', 'bg') and t:
                     tier.setdefault('ab', {}).setdefault(key, []).append((int(t.group(2)), float(t.group(5))))
                     r2 = re.search(r'(\d+) regions, ([\d.]+) ms per region', err)
                     if r2: tier.setdefault('regions', {}).setdefault(key, []).append((int(r2.group(1)), float(r2.group(2))))
@@ -223,11 +223,11 @@ def main():
         out.append('|---|---:|---:|---:|---:|---:|---:|')
         for name, w, c, ic, lb, t in rows:
             out.append(f'| {name} | {c["run"]:.3f} | {c["record"]:.3f} | {c["record"] / c["run"]:.3f} | {c["replay"]:.3f} | {c["replay"] / c["record"]:.3f} | {lb} |')
-    if a.sync_ab:
+    if a.background_ab:
         out.append('\n## Compiling in the background vs on the guest thread (medians)\n')
-        out.append('"background" is `primary run` (hot regions compiled on a thread of its own while the guest interprets them), '
-                   '"sync" is `primary run --sync-compile` (the guest waits for each compilation)' +
-                   (', "before" the baseline build (synchronous, its JIT at the first call).' if has_before else '.') +
+        out.append('"background" is `primary run --background-compile` (hot regions compiled on a thread of its own while the guest '
+                   'interprets them), "sync" is `primary run` (the guest waits for each compilation)' +
+                   (', "before" the baseline build.' if has_before else '.') +
                    ' Compile ms: the regions published; share: instructions run compiled.\n')
         hdr = ('| workload |' + (' CPU before |' if has_before else '') + ' CPU sync | CPU background | background/sync CPU |' +
                (' wall before |' if has_before else '') + ' wall sync | wall background | background/sync wall | regions sync/background | ms per region sync/background | share sync/background |')
@@ -236,11 +236,11 @@ def main():
         for name, w, c, ic, lb, t in rows:
             ab = t.get('ab', {})
             reg = t.get('regions', {})
-            med = lambda k, i, src: statistics.median(x[i] for x in src[k]) if k in src and src[k] else float('nan')
-            cells = [name] + ([f'{c["before"]:.3f}'] if has_before else []) + [f'{c["sync"]:.3f}', f'{c["run"]:.3f}', f'{c["run"] / c["sync"]:.3f}']
-            cells += ([f'{w["before"]:.3f}'] if has_before else []) + [f'{w["sync"]:.3f}', f'{w["run"]:.3f}', f'**{w["run"] / w["sync"]:.3f}**']
-            cells += [f'{med("sync", 0, reg):.0f} / {med("run", 0, reg):.0f}', f'{med("sync", 1, reg):.2f} / {med("run", 1, reg):.2f}',
-                      f'{med("sync", 1, ab):.1f} / {med("run", 1, ab):.1f} %']
+            med = lambda k, i, src: statistics.median(x[i] for x in src[k]) if k in src and src[k] else NAN
+            cells = [name] + ([f'{c["before"]:.3f}'] if has_before else []) + [f'{c["run"]:.3f}', f'{c["bg"]:.3f}', f'{c["bg"] / c["run"]:.3f}']
+            cells += ([f'{w["before"]:.3f}'] if has_before else []) + [f'{w["run"]:.3f}', f'{w["bg"]:.3f}', f'**{w["bg"] / w["run"]:.3f}**']
+            cells += [f'{med("run", 0, reg):.0f} / {med("bg", 0, reg):.0f}', f'{med("run", 1, reg):.2f} / {med("bg", 1, reg):.2f}',
+                      f'{med("run", 1, ab):.1f} / {med("bg", 1, ab):.1f} %']
             out.append('| ' + ' | '.join(cells) + ' |')
     out.append('')
     body = '\n'.join(out) + '\n'

@@ -54,9 +54,9 @@ sealed class GuestCommand
         Description = "Print instruction counts and timing to stderr when the guest ends.",
     };
     public readonly Option<string> Tier = TierOption();
-    public readonly Option<bool> SyncCompile = new("--sync-compile")
+    public readonly Option<bool> BackgroundCompile = new("--background-compile")
     {
-        Description = "Default tier: compile a hot region on the guest's thread, which waits for it, instead of on a compiler thread of its own while the guest goes on interpreting it. Which blocks run compiled then no longer depends on host timing; the results are the same either way. --stats reports the compile time in both cases.",
+        Description = "Default tier: compile a hot region on a compiler thread of its own while the guest goes on interpreting it, instead of on the guest's thread, which waits for it. Which blocks run compiled then depends on host timing; the results are the same either way. Needs an idle core to pay off. --stats reports the compile time in both cases.",
     };
     public readonly Option<ulong?> HandOffAfter = new("--hand-off-after")
     {
@@ -100,7 +100,7 @@ sealed class GuestCommand
     /// hand-off options: <paramref name="handOff"/>).</summary>
     public T Runs<T>(T command, bool handOff = false) where T : Command
     {
-        foreach (var o in new Option[] { Root, Cwd, Net, Ip, Mac, Tap, Netns, NoRack, Stats, Tier, SyncCompile }) command.Options.Add(o);
+        foreach (var o in new Option[] { Root, Cwd, Net, Ip, Mac, Tap, Netns, NoRack, Stats, Tier, BackgroundCompile }) command.Options.Add(o);
         if (handOff) { command.Options.Add(HandOffAfter); command.Options.Add(JitHost); }
         command.Arguments.Add(Program);
         command.SetAction(parse => Guest(parse, null));
@@ -112,7 +112,7 @@ sealed class GuestCommand
     {
         var record = new Command("record", "Run like `run` and record every nondeterministic input to an event log that `backup replay --log FILE` re-executes instruction for instruction.")
         {
-            Log, Interval, Root, Cwd, Net, Ip, Mac, Tap, Netns, NoRack, Stats, Tier, SyncCompile, Program,
+            Log, Interval, Root, Cwd, Net, Ip, Mac, Tap, Netns, NoRack, Stats, Tier, BackgroundCompile, Program,
         };
         record.SetAction(parse => Guest(parse, parse.GetValue(Log)));
         return record;
@@ -241,7 +241,7 @@ sealed class GuestCommand
             Cwd = parse.GetValue(Cwd) ?? (full == "/" ? Environment.CurrentDirectory : "/"),
             Net = net,
             Tier = ReVirt.Cpu.ExecutionTiers.Parse(parse.GetValue(Tier)),
-            CompileInBackground = !parse.GetValue(SyncCompile),
+            CompileInBackground = parse.GetValue(BackgroundCompile),
         };
     }
 

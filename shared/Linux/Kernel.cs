@@ -24,8 +24,9 @@ public sealed class MachineOptions
     public ExecutionTier Tier = ExecutionTier.Default;
     /// <summary>The default tier compiles hot regions on a compiler thread of its own while the guest goes on
     /// interpreting them (true), or on the guest's thread, which waits (false: which blocks run compiled is then a
-    /// function of the guest's execution alone). The results are the same either way.</summary>
-    public bool CompileInBackground = true;
+    /// function of the guest's execution alone). The results are the same either way. Off by default: on the loaded
+    /// 2-core host it was measured on, the background compiler cost CPU and wall time (docs/PERFORMANCE.md).</summary>
+    public bool CompileInBackground;
 
     /// <summary>The guest's environment: <see cref="Env"/>, or the host's as NAME=value strings in ordinal order
     /// (an order that does not depend on the host's hashing, so a recording and its replays agree).</summary>

@@ -578,17 +578,23 @@ public partial class TierTests
         Assert.Equal(native.ExitCode, vm.ExitCode);
     }
 
+    /// <summary>A recording tier that is the default tier compiling in the background (`--background-compile`).</summary>
+    const string Background = "Background";
+
     [Theory]
     [InlineData("threads", "glibc", "Compiled", "Interpreter")]
     [InlineData("bench", "musl", "Interpreter", "Compiled")]
     [InlineData("nondet_random", "glibc", "Default", "Compiled")]
     [InlineData("sha256sum", "busybox", "Default", "Interpreter")] // reads logged by reference between checkpoints
+    [InlineData("sha256sum", "busybox", Background, "Interpreter")] // regions published whenever the compiler thread is done
     public void RecordingReplaysFaithfullyInAnotherTier(string name, string libc, string recordTier, string replayTier)
     {
         string log = Path.Combine(Path.GetTempPath(), $"revirt-tier-{Guid.NewGuid():N}.rvlog");
         try
         {
-            var args = new List<string> { "record", "--log", log, "--checkpoint-interval", "100000", "--tier", recordTier, "--" };
+            var args = new List<string> { "record", "--log", log, "--checkpoint-interval", "100000" };
+            args.AddRange(recordTier == Background ? new[] { "--tier", "Default", "--background-compile" } : new[] { "--tier", recordTier });
+            args.Add("--");
             if (libc == "busybox") args.AddRange(new[] { "/bin/busybox", name, "/bin/busybox" });
             else args.Add(GuestEnv.Guest(name, libc));
             if (name == "bench") args.Add("1");
