@@ -22,6 +22,9 @@ LOAD_AT_START = []
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+NAN = float('nan')  # a configuration left out (--no-interpreter)
+
+
 def sh(cmd, **kw):
     return subprocess.run(cmd, check=True, **kw)
 
@@ -61,6 +64,10 @@ def main():
     ap.add_argument('--only', action='append', help='run only the workloads whose name contains this (repeatable)')
     ap.add_argument('--aot', action='store_true', help='also publish and run revirt-run (NativeAOT, interpreter only) side by side')
     ap.add_argument('--no-record', action='store_true', help='leave out the record and replay configurations')
+    ap.add_argument('--no-interpreter', action='store_true', help='leave out the interpreter-only configuration')
+    ap.add_argument('--background-ab', action='store_true',
+                    help='also run this build with --background-compile (the default tier compiling on a thread of its own) '
+                         'and report it beside the default (compiling on the guest thread), CPU and wall seconds')
     ap.add_argument('--out', default=os.path.join(ROOT, 'docs', 'PERFORMANCE.md'))
     a = ap.parse_args()
     runs = a.runs
@@ -114,7 +121,10 @@ def main():
         configs.append(('qemu', lambda cmd: [qemu] + cmd))
     if a.baseline:
         configs.append(('before', lambda cmd: ['dotnet', a.baseline, 'run', '--'] + cmd))
-    configs.append(('interp', lambda cmd: ['dotnet', primary, 'run', '--tier', 'Interpreter', '--'] + cmd))
+    if not a.no_interpreter:
+        configs.append(('interp', lambda cmd: ['dotnet', primary, 'run', '--tier', 'Interpreter', '--'] + cmd))
+    if a.background_ab:
+        configs.append(('bg', lambda cmd: ['dotnet', primary, 'run', '--stats', '--background-compile', '--'] + cmd))
     configs.append(('run', lambda cmd: ['dotnet', primary, 'run', '--stats', '--'] + cmd))
     if aot:
         # interpreter only (no hand-off), then as users run it: handing long guests to primary's JIT host
@@ -140,7 +150,11 @@ def main():
                 if key == 'run' and m: icount = int(m.group(1))
                 t = re.search(r'tier \w+: (\d+) blocks compiled in (\d+) ms, (\d+) of (\d+) instructions run compiled \(([\d.]+) %\)', err)
                 if key == 'run' and t:
-                    tier = {'blocks': int(t.group(1)), 'ms': int(t.group(2)), 'share': float(t.group(5))}
+                    tier.update({'blocks': int(t.group(1)), 'ms': int(t.group(2)), 'share': float(t.group(5))})
+                if key in ('run', 'bg') and t:
+                    tier.setdefault('ab', {}).setdefault(key, []).append((int(t.group(2)), float(t.group(5))))
+                    r2 = re.search(r'(\d+) regions, ([\d.]+) ms per region', err)
+                    if r2: tier.setdefault('regions', {}).setdefault(key, []).append((int(r2.group(1)), float(r2.group(2))))
                 if key == 'run': tier.setdefault('rss', []).append(rss)
                 if key == 'record': logbytes = os.path.getsize(log)
             print(f'   run {r + 1}/{runs}: ' + ', '.join(f'{k} {wall[k][-1]:.2f}s/{cpu[k][-1]:.2f}cpu' for k, _ in configs), flush=True)
@@ -181,15 +195,15 @@ def main():
         q = c.get('qemu')
         cells = [name, f'{c["native"]:.3f}', f'{q:.3f}' if q else 'n/a']
         if has_before: cells.append(f'{c["before"]:.3f}')
-        cells += [f'{c["interp"]:.3f}', f'{c["run"]:.3f}']
+        cells += [f'{c.get("interp", NAN):.3f}', f'{c["run"]:.3f}']
         if has_aot: cells += [f'{c["aot"]:.3f}', f'{c["handoff"]:.3f}']
         cells.append(f'{c["run"] / q:.1f}x' if q else 'n/a')
-        cells.append(f'{c["interp"] / q:.1f}x' if q else 'n/a')
+        cells.append(f'{c.get("interp", NAN) / q:.1f}x' if q else 'n/a')
         if has_before: cells.append(f'{c["before"] / q:.1f}x' if q else 'n/a')
         if has_aot: cells += [f'{c["aot"] / q:.1f}x' if q else 'n/a', f'**{c["handoff"] / q:.1f}x**' if q else 'n/a']
         cells.append(f'{c["run"] / max(c["native"], 1e-3):.0f}x')
         cells.append(str(ic or '?'))
-        cells.append(f'{ic / c["interp"] / 1e6:.1f}' if ic else '?')
+        cells.append(f'{ic / c.get("interp", NAN) / 1e6:.1f}' if ic else '?')
         cells.append(f'{ic / c["run"] / 1e6:.1f}' if ic else '?')
         cells += [str(t.get('blocks', '?')), str(t.get('ms', '?')), f'{t["share"]:.1f} %' if 'share' in t else '?', f'{t.get("rss", 0):.0f}']
         out.append('| ' + ' | '.join(cells) + ' |')
@@ -201,7 +215,7 @@ def main():
         q = w.get('qemu')
         cells = [name, f'{w["native"]:.3f}', f'{q:.3f}' if q else 'n/a']
         if has_before: cells.append(f'{w["before"]:.3f}')
-        cells += [f'{w["interp"]:.3f}', f'{w["run"]:.3f}'] + ([f'{w["aot"]:.3f}', f'{w["handoff"]:.3f}'] if has_aot else []) + [f'{w["run"] / q:.1f}x' if q else 'n/a']
+        cells += [f'{w.get("interp", NAN):.3f}', f'{w["run"]:.3f}'] + ([f'{w["aot"]:.3f}', f'{w["handoff"]:.3f}'] if has_aot else []) + [f'{w["run"] / q:.1f}x' if q else 'n/a']
         out.append('| ' + ' | '.join(cells) + ' |')
     if not a.no_record:
         out.append('\n## Record / replay (CPU seconds, medians)\n')
@@ -209,6 +223,25 @@ def main():
         out.append('|---|---:|---:|---:|---:|---:|---:|')
         for name, w, c, ic, lb, t in rows:
             out.append(f'| {name} | {c["run"]:.3f} | {c["record"]:.3f} | {c["record"] / c["run"]:.3f} | {c["replay"]:.3f} | {c["replay"] / c["record"]:.3f} | {lb} |')
+    if a.background_ab:
+        out.append('\n## Compiling in the background vs on the guest thread (medians)\n')
+        out.append('"background" is `primary run --background-compile` (hot regions compiled on a thread of its own while the guest '
+                   'interprets them), "sync" is `primary run` (the guest waits for each compilation)' +
+                   (', "before" the baseline build.' if has_before else '.') +
+                   ' Compile ms: the regions published; share: instructions run compiled.\n')
+        hdr = ('| workload |' + (' CPU before |' if has_before else '') + ' CPU sync | CPU background | background/sync CPU |' +
+               (' wall before |' if has_before else '') + ' wall sync | wall background | background/sync wall | regions sync/background | ms per region sync/background | share sync/background |')
+        out.append(hdr)
+        out.append('|---' * (hdr.count('|') - 1) + '|')
+        for name, w, c, ic, lb, t in rows:
+            ab = t.get('ab', {})
+            reg = t.get('regions', {})
+            med = lambda k, i, src: statistics.median(x[i] for x in src[k]) if k in src and src[k] else NAN
+            cells = [name] + ([f'{c["before"]:.3f}'] if has_before else []) + [f'{c["run"]:.3f}', f'{c["bg"]:.3f}', f'{c["bg"] / c["run"]:.3f}']
+            cells += ([f'{w["before"]:.3f}'] if has_before else []) + [f'{w["run"]:.3f}', f'{w["bg"]:.3f}', f'**{w["bg"] / w["run"]:.3f}**']
+            cells += [f'{med("run", 0, reg):.0f} / {med("bg", 0, reg):.0f}', f'{med("run", 1, reg):.2f} / {med("bg", 1, reg):.2f}',
+                      f'{med("run", 1, ab):.1f} / {med("bg", 1, ab):.1f} %']
+            out.append('| ' + ' | '.join(cells) + ' |')
     out.append('')
     body = '\n'.join(out) + '\n'
     notes_path = os.path.join(ROOT, 'docs', 'PERFORMANCE-notes.md')

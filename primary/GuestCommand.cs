@@ -58,6 +58,10 @@ sealed class GuestCommand
         Description = "Count where compiled code returns to the execution loop (by target address) and which instructions it hands to the interpreter's handlers (by mnemonic), and print the most frequent to stderr when the guest ends. Slows the run; for finding what the compiled tier should do next, not for timing.",
     };
     public readonly Option<string> Tier = TierOption();
+    public readonly Option<bool> BackgroundCompile = new("--background-compile")
+    {
+        Description = "Default tier: compile a hot region on a compiler thread of its own while the guest goes on interpreting it, instead of on the guest's thread, which waits for it. Which blocks run compiled then depends on host timing; the results are the same either way. Needs an idle core to pay off. --stats reports the compile time in both cases.",
+    };
     public readonly Option<ulong?> HandOffAfter = new("--hand-off-after")
     {
         Description = $"After N guest instructions (all processes together; default {HandOff.DefaultAfter:N0} in this ahead-of-time compiled program, none where the compiled tier is here already), hand the machine to `primary`'s JIT-started host with the compiled tier, in this same process (execve: the process id, parent and descriptors stay) at the first point where nothing of it waits on the host; 0: never. Results, instruction counts and the exit status are those of a run that never moved.",
@@ -100,7 +104,7 @@ sealed class GuestCommand
     /// hand-off options: <paramref name="handOff"/>).</summary>
     public T Runs<T>(T command, bool handOff = false) where T : Command
     {
-        foreach (var o in new Option[] { Root, Cwd, Net, Ip, Mac, Tap, Netns, NoRack, Stats, Tier }) command.Options.Add(o);
+        foreach (var o in new Option[] { Root, Cwd, Net, Ip, Mac, Tap, Netns, NoRack, Stats, Tier, BackgroundCompile }) command.Options.Add(o);
         if (handOff) { command.Options.Add(HandOffAfter); command.Options.Add(JitHost); }
         if (!handOff) command.Options.Add(ProfileTier);
         command.Arguments.Add(Program);
@@ -113,7 +117,7 @@ sealed class GuestCommand
     {
         var record = new Command("record", "Run like `run` and record every nondeterministic input to an event log that `backup replay --log FILE` re-executes instruction for instruction.")
         {
-            Log, Interval, Root, Cwd, Net, Ip, Mac, Tap, Netns, NoRack, Stats, Tier, Program,
+            Log, Interval, Root, Cwd, Net, Ip, Mac, Tap, Netns, NoRack, Stats, Tier, BackgroundCompile, Program,
         };
         record.SetAction(parse => Guest(parse, parse.GetValue(Log)));
         return record;
@@ -244,6 +248,7 @@ sealed class GuestCommand
             Cwd = parse.GetValue(Cwd) ?? (full == "/" ? Environment.CurrentDirectory : "/"),
             Net = net,
             Tier = ReVirt.Cpu.ExecutionTiers.Parse(parse.GetValue(Tier)),
+            CompileInBackground = parse.GetValue(BackgroundCompile),
         };
     }
 
@@ -296,7 +301,12 @@ sealed class GuestCommand
     {
         var code = m.Kernel.Init.Code;
         long compiled = Math.Max(0, (long)icount - (long)interpretedBefore - code.InterpretedInstructions);
-        Console.Error.WriteLine($"{_name}: tier {tier}: {code.BlocksCompiled} blocks compiled in {code.CompileTicks * 1000.0 / System.Diagnostics.Stopwatch.Frequency:F0} ms, "
-            + $"{compiled} of {icount} instructions run compiled ({100.0 * compiled / Math.Max(1UL, icount):F1} %)");
+        double ms = 1000.0 / System.Diagnostics.Stopwatch.Frequency;
+        // the first part's format is read by bench/run.py (also from older builds): new figures go after it
+        Console.Error.WriteLine($"{_name}: tier {tier}: {code.BlocksCompiled} blocks compiled in {code.CompileTicks * ms:F0} ms, "
+            + $"{compiled} of {icount} instructions run compiled ({100.0 * compiled / Math.Max(1UL, icount):F1} %); "
+            + $"{code.RegionsCompiled} regions, {code.CompileTicks * ms / Math.Max(1, code.RegionsCompiled):F2} ms per region (longest {code.MaxCompileTicks * ms:F2}), "
+            + $"IL emission {ReVirt.Cpu.CompileTime.EmitTicks * ms:F0} ms, JIT {ReVirt.Cpu.CompileTime.JitTicks * ms:F0} ms, "
+            + (code.Background != null ? $"compiled in the background ({code.RegionsQueued} queued, {code.RegionsTakenBack} taken back by the guest, {code.CompilesDiscarded} discarded)" : "compiled on the guest thread"));
     }
 }

@@ -84,6 +84,7 @@ public static unsafe class BlockCompiler
         var key = Key.Of(members, countHelpers);
         DynamicMethod? dm;
         lock (Shared) Shared.TryGetValue(key, out dm);
+        long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
         if (dm == null)
         {
             dm = new Emitter(members, countHelpers).Emit();
@@ -93,7 +94,11 @@ public static unsafe class BlockCompiler
                 Shared[key] = dm;
             }
         }
-        return (CompiledBlock)dm.CreateDelegate(typeof(CompiledBlock), members);
+        long t1 = System.Diagnostics.Stopwatch.GetTimestamp();
+        var f = (CompiledBlock)dm.CreateDelegate(typeof(CompiledBlock), members); // JIT-compiles it (see Emitter)
+        Interlocked.Add(ref CompileTime.EmitTicks, t1 - t0);
+        Interlocked.Add(ref CompileTime.JitTicks, System.Diagnostics.Stopwatch.GetTimestamp() - t1);
+        return f;
     }
 
     // ---------------------------------------------------------------- reflection handles
@@ -442,7 +447,10 @@ public static unsafe class BlockCompiler
             Block head = members[0];
             int total = 0;
             foreach (var m in members) total += m.Count;
-            _dm = new DynamicMethod($"block_{head.Start:x}", typeof(void), new[] { typeof(Block[]), typeof(VirtualCpu) }, typeof(VirtualCpu).Module, skipVisibility: true);
+            // anonymously hosted with restricted skip-visibility (it reads the thread's private flag record): such a
+            // method is JIT-compiled by CreateDelegate, on the thread that compiles the region (with a background
+            // compiler, not the guest's), where a method of a module would be compiled at its first call
+            _dm = new DynamicMethod($"block_{head.Start:x}", typeof(void), new[] { typeof(Block[]), typeof(VirtualCpu) }, restrictedSkipVisibility: true);
             _il = _dm.GetILGenerator(256 + total * 64);
             _regs = _il.DeclareLocal(typeof(ulong).MakeByRefType());
             _mem = _il.DeclareLocal(typeof(GuestMemory));

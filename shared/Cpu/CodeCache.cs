@@ -29,6 +29,9 @@ public sealed unsafe class Block
     public Block[]? Members;
     /// <summary>This block's index in <see cref="Members"/>.</summary>
     public int RegionIndex;
+    /// <summary>The region compilation this block waits for (a cache that compiles in the background); null when none.
+    /// Set and cleared on the guest thread only.</summary>
+    public CompileJob? Pending;
 }
 
 /// <summary>
@@ -76,8 +79,19 @@ public sealed unsafe class CodeCache
     /// <summary>Executions of a whole block after which the default tier compiles it; 0 never compiles.</summary>
     public readonly int CompileThreshold;
 
-    // statistics of the tiers (instructions that ran compiled: all retired minus these interpreted ones)
-    public long BlocksCompiled, RegionsCompiled, CompileTicks, InterpretedInstructions, CompileFailures;
+    // statistics of the tiers (instructions that ran compiled: all retired minus these interpreted ones); CompileTicks
+    // are those of the regions compiled (published ones, with a background compiler), MaxCompileTicks the longest
+    public long BlocksCompiled, RegionsCompiled, CompileTicks, MaxCompileTicks, InterpretedInstructions, CompileFailures;
+    /// <summary>Regions queued to the background compiler, and those whose result was discarded because one of their
+    /// blocks was invalidated while they were compiled or waited to be published.</summary>
+    public long RegionsQueued, CompilesDiscarded;
+    /// <summary>Queued regions the guest thread compiled itself because the compiler thread had not started them
+    /// while the head ran another threshold's worth of times (see <see cref="TryPublish"/>).</summary>
+    public long RegionsTakenBack;
+
+    /// <summary>Where the default tier compiles: null on the guest thread, when a block gets hot (the guest waits);
+    /// else on that compiler's thread while the guest goes on interpreting (<see cref="TryPublish"/>).</summary>
+    public BackgroundCompiler? Background { get; }
 
     /// <summary>Blocks decoded from program images, shared with the other processes of the machine (null: none).</summary>
     readonly SharedCode? _shared;
@@ -92,10 +106,13 @@ public sealed unsafe class CodeCache
 
     /// <param name="compileThreshold">overrides the tier's threshold (tests use small ones to have regions form
     /// after a few iterations); ignored by the interpreter-only tier.</param>
-    public CodeCache(GuestMemory mem, ExecutionTier tier = ExecutionTier.Default, SharedCode? shared = null, int? compileThreshold = null)
+    /// <param name="background">the default tier's compiler thread (null: compile on the guest thread); the
+    /// <see cref="ExecutionTier.Compiled"/> tier always compiles on the guest thread, before a block's first run.</param>
+    public CodeCache(GuestMemory mem, ExecutionTier tier = ExecutionTier.Default, SharedCode? shared = null, int? compileThreshold = null, BackgroundCompiler? background = null)
     {
         _shared = shared;
         Tier = tier;
+        Background = tier == ExecutionTier.Default ? background : null;
         // a host that cannot generate code (an ahead-of-time compiled program: no JIT for DynamicMethod) interprets
         // in every tier; the results are the same in every tier, so only the speed differs
         CompileThreshold = !CanCompile ? 0 : tier switch
@@ -216,31 +233,95 @@ public sealed unsafe class CodeCache
 
     /// <summary>Compiles b with the warm blocks it leads to (its region, <see cref="FormRegion"/>); its compiled code
     /// then runs whenever all of b is to be executed. Null (and b stays interpreted) when the compiler fails, which
-    /// is a defect of the compiler that must cost speed, never the guest's results or the host process.</summary>
+    /// is a defect of the compiler that must cost speed, never the guest's results or the host process. With a
+    /// <see cref="Background"/> compiler the region is queued there and null returned: its blocks run interpreted
+    /// until <see cref="TryPublish"/> finds the compilation finished.</summary>
     public CompiledBlock? Compile(Block b)
     {
         if (!RuntimeFeature.IsDynamicCodeSupported) return null; // no compiled tier in this host (see CanCompile)
-        long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
-        try
+        Block[] members = FormRegion(b);
+        if (Background is { } background)
         {
-            Block[] members = FormRegion(b);
-            var f = BlockCompiler.Compile(members, countHelpers: Profile != null);
-            for (int j = 0; j < members.Length; j++)
-            {
-                members[j].Compiled = f;
-                members[j].Members = members;
-                members[j].RegionIndex = j;
-            }
-            BlocksCompiled += members.Length;
-            RegionsCompiled++;
-            return f;
-        }
-        catch (Exception e) when (e is InvalidOperationException or NotSupportedException or ArgumentException or InvalidProgramException)
-        {
-            CompileFailures++;
+            var job = new CompileJob(members, countHelpers: Profile != null);
+            foreach (var m in members) m.Pending = job;
+            RegionsQueued++;
+            background.Enqueue(job);
             return null;
         }
-        finally { CompileTicks += System.Diagnostics.Stopwatch.GetTimestamp() - t0; }
+        var f = CompileHere(members, Profile != null, out long ticks);
+        return Install(members, f, ticks);
+    }
+
+    static CompiledBlock? CompileHere(Block[] members, bool countHelpers, out long ticks)
+    {
+        long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
+        try { return BlockCompiler.Compile(members, countHelpers); }
+        catch (Exception e) when (e is InvalidOperationException or NotSupportedException or ArgumentException or InvalidProgramException)
+        {
+            return null;
+        }
+        finally { ticks = System.Diagnostics.Stopwatch.GetTimestamp() - t0; }
+    }
+
+    /// <summary>
+    /// Publishes the background compilation b waits for, if it finished: into every block of its region at once
+    /// (this runs on the guest thread, between blocks, as does every invalidation, so no block of the region can
+    /// change while it is published). Discarded when the job was cancelled (a member was invalidated since the
+    /// region was formed: <see cref="OnCodeWritten"/>, <see cref="Clear"/>) or a member is no longer valid; the
+    /// members then count toward a new compilation from zero. Null while the compilation is in flight. A job the
+    /// compiler thread has not started by the time b ran another <see cref="CompileThreshold"/> times since it got
+    /// hot is compiled here: on a host with no idle core that thread may not run for a long time, and interpreting a
+    /// hot block costs more than compiling it.
+    /// </summary>
+    public CompiledBlock? TryPublish(Block b)
+    {
+        var job = b.Pending!;
+        if (!job.Finished)
+        {
+            if (++b.Hits < 2 * CompileThreshold || job.Cancelled || !job.TryClaim()) return null;
+            var f = CompileHere(job.Members, job.CountHelpers, out long ticks);
+            job.Finish(f, ticks);
+            RegionsTakenBack++;
+        }
+        Block[] members = job.Members;
+        bool stands = !job.Cancelled;
+        foreach (var m in members)
+        {
+            if (m.Pending != job || !m.Valid) stands = false;
+            if (m.Pending == job) m.Pending = null;
+        }
+        if (!stands)
+        {
+            CompilesDiscarded++;
+            foreach (var m in members) m.Hits = 0;
+            return null;
+        }
+        return Install(members, job.Result, job.Ticks);
+    }
+
+    /// <summary>Makes f the compiled code of every member (null: the compiler failed, they stay interpreted).</summary>
+    CompiledBlock? Install(Block[] members, CompiledBlock? f, long ticks)
+    {
+        CompileTicks += ticks;
+        if (f == null) { CompileFailures++; return null; }
+        MaxCompileTicks = Math.Max(MaxCompileTicks, ticks);
+        for (int j = 0; j < members.Length; j++)
+        {
+            members[j].Compiled = f;
+            members[j].Members = members;
+            members[j].RegionIndex = j;
+        }
+        BlocksCompiled += members.Length;
+        RegionsCompiled++;
+        return f;
+    }
+
+    /// <summary>Any compilation b waits for will not be published (b changed or left this cache).</summary>
+    static void CancelPending(Block b)
+    {
+        if (b.Pending is not { } job) return;
+        job.Cancel();
+        b.Pending = null;
     }
 
     /// <summary>
@@ -271,7 +352,7 @@ public sealed unsafe class CodeCache
             for (int t = 0; t < n; t++)
             {
                 if (!_blocks.TryGetValue(next[t], out var s) || !s.Valid || s.Bytes.Length == 0) continue;
-                if (s.Hits < warm || s.Compiled != null) continue;
+                if (s.Hits < warm || s.Compiled != null || s.Pending != null) continue;
                 if (_shared != null && _shared.Holds(s) != shared) continue;
                 if (shared && ((s.Start >> GuestMemory.PageShift) != page || ((s.End - 1) >> GuestMemory.PageShift) != page)) continue;
                 if (members.Contains(s) || instructions + s.Count > MaxRegionInstructions || members.Count >= MaxRegionBlocks) continue;
@@ -311,6 +392,7 @@ public sealed unsafe class CodeCache
             int ix = (int)((b.Start ^ (b.Start >> FastBits)) & ((1 << FastBits) - 1));
             if (_fast[ix] == b) _fast[ix] = null;
             if (b.Start == _running) hitRunning = true;
+            CancelPending(b);
             // the region that runs this block's old code is dropped, at each of its entries
             if (b.Members is { } region && DropRegion(region)) hitRunning = true;
         }
@@ -337,7 +419,11 @@ public sealed unsafe class CodeCache
     public void Clear()
     {
         Array.Clear(_fast);
-        foreach (var b in _blocks.Values) if (_shared == null || !_shared.Holds(b)) b.Valid = false;
+        foreach (var b in _blocks.Values)
+        {
+            CancelPending(b);
+            if (_shared == null || !_shared.Holds(b)) b.Valid = false;
+        }
         _blocks.Clear();
         _byPage.Clear();
     }

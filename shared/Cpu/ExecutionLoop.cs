@@ -53,7 +53,12 @@ public sealed class ExecutionLoop
                 if (n == b.Count)
                 {
                     CompiledBlock? f = b.Compiled;
-                    if (f == null && ++b.Hits == code.CompileThreshold) f = code.Compile(b);
+                    if (f == null)
+                    {
+                        // a block waiting for its background compilation runs interpreted until it is published
+                        if (b.Pending != null) f = code.TryPublish(b);
+                        else if (++b.Hits == code.CompileThreshold) f = code.Compile(b);
+                    }
                     if (f != null)
                     {
                         // runs b and possibly further blocks of its region, counting each one it completes

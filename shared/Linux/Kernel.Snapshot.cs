@@ -129,6 +129,9 @@ public sealed partial class Kernel
     /// <summary>A CPU for a restored thread of `p`, answering to this kernel.</summary>
     internal CpuT NewCpu(Process p, int tid) => new(p.Mem, p.Code, this) { Tid = tid };
 
-    /// <summary>A code cache for a restored process (decoded blocks are derived state: they start empty).</summary>
-    internal CodeCache NewCodeCache(GuestMemory mem) => new(mem, Options.Tier, Images.Code);
+    /// <summary>A code cache for a new, exec'd or restored process (decoded blocks are derived state: they start
+    /// empty), in the machine's tier, sharing the machine's program-image blocks; a forked or exec'd process keeps
+    /// counting into its parent's <paramref name="profile"/> (`--profile-tier`).</summary>
+    internal CodeCache NewCodeCache(GuestMemory mem, TierProfile? profile = null) => new(mem, Options.Tier, Images.Code,
+        background: Options.CompileInBackground ? BackgroundCompiler.Shared : null) { Profile = profile };
 }

@@ -22,6 +22,11 @@ public sealed class MachineOptions
     public TextWriter Diagnostics = Console.Error;
     /// <summary>Which executor runs guest code (the results are the same in every tier).</summary>
     public ExecutionTier Tier = ExecutionTier.Default;
+    /// <summary>The default tier compiles hot regions on a compiler thread of its own while the guest goes on
+    /// interpreting them (true), or on the guest's thread, which waits (false: which blocks run compiled is then a
+    /// function of the guest's execution alone). The results are the same either way. Off by default: on the loaded
+    /// 2-core host it was measured on, the background compiler cost CPU and wall time (docs/PERFORMANCE.md).</summary>
+    public bool CompileInBackground;
 
     /// <summary>The guest's environment: <see cref="Env"/>, or the host's as NAME=value strings in ordinal order
     /// (an order that does not depend on the host's hashing, so a recording and its replays agree).</summary>
@@ -277,7 +282,7 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles, IDisposable
         var mem = new GuestMemory();
         var fds = new FdTable();
         for (int fd = 0; fd < 3; fd++) fds.InstallAt(fd, new StdioFile(fd), cloexec: false);
-        Init = new Process(mem, new CodeCache(mem, options.Tier, Images.Code), fds, options.Cwd);
+        Init = new Process(mem, NewCodeCache(mem), fds, options.Cwd);
         Processes.Add(Init);
         var main = new GuestThread(new CpuT(Init.Mem, Init.Code, this), Init);
         AddThread(main);

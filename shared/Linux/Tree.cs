@@ -17,7 +17,7 @@ public sealed partial class Kernel
         var pp = parent.Process;
         int pid = ++_nextTid;
         var mem = pp.Mem.Fork();
-        var code = new CodeCache(mem, pp.Code.Tier, Images.Code) { Profile = pp.Code.Profile };
+        var code = NewCodeCache(mem, pp.Code.Profile);
         var child = new Process(mem, code, pp.Fds.Fork(), pp.Cwd)
         {
             Umask = pp.Umask, BrkStart = pp.BrkStart, BrkCur = pp.BrkCur,

@@ -17,7 +17,7 @@ namespace ReVirt.Tests.CpuTests;
 /// recordings replayed in the other tier. The interpreter is the reference of the in-process cases (it is itself
 /// checked against the host CPU by the differential tests, which run every tier too).
 /// </summary>
-public class TierTests
+public partial class TierTests
 {
     const ulong Data = 0x100_0000, DataSize = 0x2000;
     const int Iterations = 40;
@@ -54,9 +54,9 @@ public class TierTests
         public readonly CpuT Cpu;
         public readonly GuestMemory Mem = new();
 
-        public Vm(byte[] code, ExecutionTier tier, ulong rsi = Data, ulong rdi = Data + 0x800, int? threshold = null)
+        public Vm(byte[] code, ExecutionTier tier, ulong rsi = Data, ulong rdi = Data + 0x800, int? threshold = null, BackgroundCompiler? background = null)
         {
-            Cpu = new CpuT(Mem, new CodeCache(Mem, tier, compileThreshold: threshold), new VmRunner.NoHost());
+            Cpu = new CpuT(Mem, new CodeCache(Mem, tier, compileThreshold: threshold, background: background), new VmRunner.NoHost());
             Mem.Map(NativeRunner.CodeBase, NativeRunner.CodeSize, Prot.Read | Prot.Write | Prot.Exec, "code");
             Mem.Poke(NativeRunner.SnippetAddress, code);
             Mem.Map(Data, DataSize, Prot.Read | Prot.Write, "data");
@@ -603,17 +603,23 @@ public class TierTests
         Assert.Equal(native.ExitCode, vm.ExitCode);
     }
 
+    /// <summary>A recording tier that is the default tier compiling in the background (`--background-compile`).</summary>
+    const string Background = "Background";
+
     [Theory]
     [InlineData("threads", "glibc", "Compiled", "Interpreter")]
     [InlineData("bench", "musl", "Interpreter", "Compiled")]
     [InlineData("nondet_random", "glibc", "Default", "Compiled")]
     [InlineData("sha256sum", "busybox", "Default", "Interpreter")] // reads logged by reference between checkpoints
+    [InlineData("sha256sum", "busybox", Background, "Interpreter")] // regions published whenever the compiler thread is done
     public void RecordingReplaysFaithfullyInAnotherTier(string name, string libc, string recordTier, string replayTier)
     {
         string log = Path.Combine(Path.GetTempPath(), $"revirt-tier-{Guid.NewGuid():N}.rvlog");
         try
         {
-            var args = new List<string> { "record", "--log", log, "--checkpoint-interval", "100000", "--tier", recordTier, "--" };
+            var args = new List<string> { "record", "--log", log, "--checkpoint-interval", "100000" };
+            args.AddRange(recordTier == Background ? new[] { "--tier", "Default", "--background-compile" } : new[] { "--tier", recordTier });
+            args.Add("--");
             if (libc == "busybox") args.AddRange(new[] { "/bin/busybox", name, "/bin/busybox" });
             else args.Add(GuestEnv.Guest(name, libc));
             if (name == "bench") args.Add("1");

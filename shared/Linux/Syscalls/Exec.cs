@@ -94,7 +94,7 @@ public sealed partial class Kernel
         p.Threads.Add(t);
         var old = p.Mem;
         p.Mem = mem;
-        p.Code = new CodeCache(mem, p.Code.Tier, Images.Code) { Profile = p.Code.Profile };
+        p.Code = NewCodeCache(mem, p.Code.Profile);
         old.Dispose();
         p.Program = prog;
         p.ProgramImage = image;
