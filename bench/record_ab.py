@@ -4,11 +4,12 @@ the baseline build and then with this one (CPU seconds, user + system, of each p
 a loaded machine: many short rounds side by side, medians and the median of each round's own ratio.
 
     python3 bench/record_ab.py --baseline-root /check/base [--rounds 8]
+    python3 bench/record_ab.py --baseline-root . --before-options "--checkpoint-interval 20000000"  # one build, two options
 
 Guests: busybox sha256sum of 8 MB and md5sum of 16 MB (inputs as bench/run.py makes them). Both roots must hold
 Release builds of primary and backup (`dotnet build ReVirt.sln -c Release`).
 """
-import argparse, os, statistics, subprocess, sys, tempfile, shutil, time
+import argparse, os, shlex, statistics, subprocess, sys, tempfile, shutil, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, 'bench'))
@@ -28,6 +29,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--baseline-root', required=True, help='checkout of the earlier build (with its Release output)')
     ap.add_argument('--rounds', type=int, default=8)
+    ap.add_argument('--before-options', default='', metavar='OPTS',
+                    help="options given only to the baseline's `record` (e.g. --baseline-root . --before-options "
+                         "'--checkpoint-interval 20000000' compares one build's default with that option)")
     a = ap.parse_args()
     work = tempfile.mkdtemp(prefix='revirt-recab-')
     guests = {}
@@ -45,7 +49,8 @@ def main():
                 backup = f'{r}/backup/bin/Release/net10.0/backup.dll'
                 log = os.path.join(work, f'{b}.rvlog')
                 res.setdefault((g, b, 'run'), []).append(cpu(['dotnet', primary, 'run', '--'] + args))
-                res.setdefault((g, b, 'record'), []).append(cpu(['dotnet', primary, 'record', '--log', log, '--'] + args))
+                opts = shlex.split(a.before_options) if b == 'before' else []
+                res.setdefault((g, b, 'record'), []).append(cpu(['dotnet', primary, 'record', '--log', log] + opts + ['--'] + args))
                 res.setdefault((g, b, 'replay'), []).append(cpu(['dotnet', backup, 'replay', '--log', log]))
         print(f'round {i + 1}/{a.rounds}, load {" ".join(open("/proc/loadavg").read().split()[:3])}', flush=True)
     print('| guest | build | run | record | replay | record/run | replay/record | paired record/run | paired replay/record |')

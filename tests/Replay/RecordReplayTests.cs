@@ -101,12 +101,13 @@ public class RecordReplayTests
             // with SIGINT ignored (from a shell's background job, nohup-like) keeps it ignored, as the runtime and a
             // native program both do, and the signal would rightly never reach the guest (env execs, same pid)
             using var p = System.Diagnostics.Process.Start(Child.StartInfo("env",
-                ["--default-signal=INT", "dotnet", GuestEnv.PrimaryDll, "record", "--log", log, "--", GuestEnv.Guest("bench", "musl"), "1000"]))!;
+                ["--default-signal=INT", "dotnet", GuestEnv.PrimaryDll, "record", "--log", log, "--checkpoint-interval", "20000000", "--", GuestEnv.Guest("bench", "musl"), "1000"]))!;
             p.StandardInput.Close();
             var err = p.StandardError.ReadToEndAsync();
             var outp = p.StandardOutput.ReadToEndAsync();
             // the guest runs (and the recorder handles SIGINT) once a checkpoint is in the log: the header alone is
-            // written before the program is even loaded, when a SIGINT would still end the recorder itself
+            // written before the program is even loaded, when a SIGINT would still end the recorder itself (an
+            // interval well inside the guest's run, whatever the default: the first checkpoint must come before its end)
             var sw = System.Diagnostics.Stopwatch.StartNew();
             while (sw.Elapsed < TimeSpan.FromSeconds(120) && !p.HasExited && !HasCheckpoint(log)) Thread.Sleep(100);
             Assert.False(p.HasExited, "the guest should still be computing");
