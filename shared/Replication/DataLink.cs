@@ -115,7 +115,26 @@ public sealed class DataLink : IDisposable
 
     /// <summary>A fresh name for a backup's same-host data link in the abstract namespace (random: another process
     /// cannot take it first, and two backups on one host never collide).</summary>
-    public static string NewSocketName() => $"revirt-data-{Environment.ProcessId}-{Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(12))}";
+    public static string NewSocketName() => $"{SocketNamePrefix}{Environment.ProcessId}-{Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(SocketNameRandomBytes))}";
+
+    const string SocketNamePrefix = "revirt-data-";
+    const int SocketNameRandomBytes = 12;
+
+    /// <summary>True for a name of <see cref="NewSocketName"/>'s form (prefix, a process id, lowercase hex of the
+    /// random part). A primary connects only to such a name: the Welcome comes from the peer, and any other abstract
+    /// name could be another service on the primary's own host, which must not receive the opening's ticket and
+    /// proof.</summary>
+    public static bool IsDataSocketName(string name)
+    {
+        if (!name.StartsWith(SocketNamePrefix, StringComparison.Ordinal)) return false;
+        var rest = name.AsSpan(SocketNamePrefix.Length);
+        int dash = rest.IndexOf('-');
+        if (dash < 1 || !int.TryParse(rest[..dash], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out _)) return false;
+        var hex = rest[(dash + 1)..];
+        if (hex.Length != 2 * SocketNameRandomBytes) return false;
+        foreach (char c in hex) if (!char.IsAsciiHexDigitLower(c) && !char.IsAsciiDigit(c)) return false;
+        return true;
+    }
 
     /// <summary>The endpoint of an abstract socket name (the kernel's namespace of names that start with a NUL byte:
     /// no file, gone with the socket).</summary>
@@ -145,6 +164,8 @@ public sealed class DataLink : IDisposable
     {
         if (name.Length == 0 || System.Text.Encoding.UTF8.GetByteCount(name) > MaxSocketNameBytes)
             throw new LocalLinkUnreachableException($"the backup named an unusable same-host socket ({name.Length} characters)");
+        if (!IsDataSocketName(name))
+            throw new LocalLinkUnreachableException("the backup named a same-host socket that is not a data link's (revirt-data-PID-RANDOM); nothing was connected");
         var socket = NewSocket(AddressFamily.Unix);
         try { socket.Connect(AbstractEndPoint(name)); }
         catch (SocketException e) when (e.SocketErrorCode is SocketError.ConnectionRefused or SocketError.AddressNotAvailable or SocketError.NetworkUnreachable or SocketError.AccessDenied)

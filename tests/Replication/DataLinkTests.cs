@@ -113,4 +113,27 @@ public class DataLinkTests
         Assert.True(sender.IsEmpty, "items were left unsent after every offer returned");
         Assert.Equal(Enumerable.Range(0, 20_000), sent);
     }
+
+    /// <summary>
+    /// The same-host socket's name comes from the peer's Welcome: a primary connects only to a name of the data link's
+    /// own form, so a Welcome naming another abstract socket on the primary's host (some other service listening
+    /// there) costs that service nothing: no connection, no ticket or proof sent; the primary falls back to TCP.
+    /// </summary>
+    [Fact]
+    public void APrimaryConnectsOnlyToASameHostSocketOfTheDataLinksForm()
+    {
+        string foreign = $"foreign-service-{Guid.NewGuid():N}";
+        using var listener = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        listener.Bind(DataLink.AbstractEndPoint(foreign));
+        listener.Listen(4);
+        byte[] secret = RandomNumberGenerator.GetBytes(32), ticket = RandomNumberGenerator.GetBytes(DataLink.TicketBytes);
+        var e = Assert.Throws<LocalLinkUnreachableException>(() =>
+            DataLink.ConnectLocal(foreign, "localhost", null, secret, ticket, TimeSpan.FromSeconds(5)));
+        Assert.Contains("not a data link's", e.Message);
+        Assert.False(listener.Poll(0, SelectMode.SelectRead), "the foreign socket was connected to");
+        Assert.True(DataLink.IsDataSocketName(DataLink.NewSocketName()));
+        foreach (string bad in (string[])["revirt-data-", "revirt-data-12-", "revirt-data-x-0123456789abcdef01234567", "revirt-data-12-0123456789ABCDEF01234567",
+                     "revirt-data-12-0123456789abcdef0123456", "revirt-data-12-0123456789abcdef01234567/x", "revirt-data--0123456789abcdef01234567"])
+            Assert.False(DataLink.IsDataSocketName(bad), bad);
+    }
 }
