@@ -209,8 +209,10 @@ public class ChaosDrillTests(ITestOutputHelper output) : DrillTests(output)
     {
         // deterministic: the link is cut under client load, and the primary is killed as soon as it releases stdout
         // after the cut (a correct gate cannot: nothing acknowledges the log any more); the backup takes over holding
-        // only what crossed before the cut. A long timeout gives a loaded machine time to serve a SET after the cut.
-        var s = Settings([FaultKind.CutKill], 7, 1, plant: "gate-early", timeoutMs: 8000);
+        // only what crossed before the cut. A long timeout gives a loaded machine time to serve a SET after the cut, and
+        // 600 SETs per connection keep a quiet machine serving when the cut lands (150 were done before it).
+        var s = Settings([FaultKind.CutKill], 7, 1, plant: "gate-early", timeoutMs: 8000,
+            workload: new KvWorkload(GuestEnv.Guest("kvserver", "musl"), 600, 4) { GiveUpMs = 30_000 });
         var r = Run(s).Single();
         Assert.Equal("backup took over", r.Outcome);
         Assert.Contains("released stdout after the cut", r.Observation.FaultDetail);
