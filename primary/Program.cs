@@ -47,13 +47,15 @@ Command ProtectCommand()
     var standbyRetryOpt = new Option<int>("--standby-retry-ms") { Description = "Pause between two rounds over the standbys while none accepts.", DefaultValueFactory = _ => 500 };
     var storeOpt = new Option<string?>("--log") { Description = "Where this replica keeps its whole log, which a standby that joins later receives from the beginning (default: a temporary file removed at exit)." };
     var replayLagOpt = new Option<int>("--max-replay-lag-ms") { Description = "Slow the guest down while the backup's replay trails the log by more than this many milliseconds (the age of the oldest record it has not replayed), until it is within half of it: a takeover then has little to replay before going live. 0: no bound.", DefaultValueFactory = _ => 20 };
+    var shipAfterOpt = new Option<int>("--ship-after-us") { Description = "A record whose output waits for the backup's acknowledgement is shipped when the guest is about to wait, or at its first syscall this many microseconds after it was logged. Longer gathers more replies per batch (fewer batches, acknowledgements and wake-ups on both replicas per request) and holds each reply up to that much longer.", DefaultValueFactory = _ => ReVirt.Replay.RecordingBoundary.DefaultShipAfterMicroseconds };
+    shipAfterOpt.Validators.Add(r => { if (r.GetValueOrDefault<int>() < 0) r.AddError("--ship-after-us: must be 0 or more"); });
     var backupDataOpt = new Option<string?>("--backup-data") { Description = "HOST:PORT where the backup's data link (the log and the acks, opened after the handshake) is reached, when not at the --backup host and the port the backup names (e.g. through a relay)." };
     var dataLinkOpt = new Option<string>("--data-link") { Description = ReVirt.Replication.DataLinkKinds.Help, DefaultValueFactory = _ => "tcp" };
     dataLinkOpt.AcceptOnlyFromAmong("auto", "unix", "tcp");
     var protoOpt = new Option<uint>("--protocol-version") { Description = "Testing: announce another protocol version.", Hidden = true, DefaultValueFactory = _ => ReVirt.Replication.ReplicationProtocol.Version };
     var protect = new Command("protect", "Run like `record`, streaming the event log to a backup (`backup listen`) that replays it in lockstep and takes over if this primary dies. Output leaves the VM only once the backup holds the log up to the point where it was produced.")
     {
-        backupOpt, noExitWatchOpt, standbyOpt, standbyRetryOpt, storeOpt, tokenOpt, certOpt, keyOpt, caOpt, arbiterOpt, hbOpt, timeoutOpt, lagRecOpt, lagBytesOpt, replayLagOpt, backupDataOpt, dataLinkOpt, eventsOpt, plantOpt, protoOpt, guest.Interval, guest.Root, guest.Cwd, guest.Net, guest.Ip, guest.Mac, guest.Tap, guest.Netns, guest.NoRack, guest.Stats, guest.Tier, guest.BackgroundCompile, guest.Program,
+        backupOpt, noExitWatchOpt, standbyOpt, standbyRetryOpt, storeOpt, tokenOpt, certOpt, keyOpt, caOpt, arbiterOpt, hbOpt, timeoutOpt, lagRecOpt, lagBytesOpt, replayLagOpt, shipAfterOpt, backupDataOpt, dataLinkOpt, eventsOpt, plantOpt, protoOpt, guest.Interval, guest.Root, guest.Cwd, guest.Net, guest.Ip, guest.Mac, guest.Tap, guest.Netns, guest.NoRack, guest.Stats, guest.Tier, guest.BackgroundCompile, guest.Program,
     };
     protect.SetAction(parse =>
     {
@@ -78,6 +80,7 @@ Command ProtectCommand()
             // a planted early gate releases output as an unprotected primary would: holding the guest for the backup's
             // replay would stop it the moment the drill cuts the link, before the violation could show
             MaxReplayLagMs = parse.GetValue(plantOpt) == "gate-early" ? 0 : parse.GetValue(replayLagOpt),
+            ShipAfterMicroseconds = parse.GetValue(shipAfterOpt),
             BackupDataAddress = parse.GetValue(backupDataOpt),
             DataLink = ReVirt.Replication.DataLinkKinds.Parse(parse.GetValue(dataLinkOpt)!),
             RootDigest = ReVirt.Replication.RootDigest.Compute(parse.GetValue(guest.Root)!),

@@ -78,7 +78,7 @@ sealed class ProtectService(ProtectSettings settings, MachineOptions opts, ulong
         settings.Events.Emit(ReplicaEvent.Protected, ("backup", client.BackupId), ("url", settings.BackupUrl), ("term", client.Term), ("dataLink", client.DataLinkName));
 
         var writer = new LogWriter(header, client);
-        var boundary = new RecordingBoundary(writer, header.CheckpointInterval) { Gate = client.Gate };
+        var boundary = new RecordingBoundary(writer, header.CheckpointInterval) { Gate = client.Gate, ShipAfterMicroseconds = settings.ShipAfterMicroseconds };
         client.Snapshots = boundary; // a standby joins from a snapshot of the running machine (with the changed files when its root is its own)
         int status = 0;
         ulong icount = 0;
@@ -123,6 +123,9 @@ sealed class ProtectService(ProtectSettings settings, MachineOptions opts, ulong
             Log.WriteLine($"primary: output commit: {held} outputs held, p50 {heldP50:F3} ms, p99 {heldP99:F3} ms");
             Log.WriteLine($"primary: output commit: {socks} socket sends held, p50 {sockP50:F3} ms, p99 {sockP99:F3} ms; {creditWaits} waited for credit");
             Log.WriteLine($"primary: backup lag: {acks} acks, p50 {lagP50:F3} ms, p99 {lagP99:F3} ms (age of the oldest record each ack covered)");
+            // contended lock acquisitions of the whole process (the output gate's lock is shared by the guest thread and
+            // the threads that release output): a diagnostic of the primary's per-request cost, not a per-lock figure
+            Log.WriteLine($"primary: {Monitor.LockContentionCount} contended lock acquisitions in this process");
             Log.WriteLine($"primary: backup replay trail: {trails} acks, p50 {trailP50:F3} ms, p99 {trailP99:F3} ms (age of the oldest record not replayed yet, at each ack)");
             settings.Events.Emit(ReplicaEvent.Stats, ("instructions", icount), ("seconds", s), ("records", writer.LastSequence), ("logBytes", writer.BytesWritten),
                 ("batches", client.Batches), ("outputsHeld", held), ("outputHoldP50Ms", heldP50), ("outputHoldP99Ms", heldP99),

@@ -247,10 +247,22 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
     // stops stays exactly where a replay stops. Shipping later changes what the backup holds when, never what
     // leaves: the gate holds each byte until the acknowledgement of its record.
 
-    /// <summary>Longest time (µs, measured at syscall entries) a record holding output waits on the guest thread.</summary>
-    public const int ShipAfterMicroseconds = 100;
+    /// <summary>Default of <see cref="ShipAfterMicroseconds"/>.</summary>
+    public const int DefaultShipAfterMicroseconds = 100;
 
-    static readonly long ShipAfterTicks = System.Diagnostics.Stopwatch.Frequency * ShipAfterMicroseconds / 1_000_000;
+    long _shipAfterTicks = System.Diagnostics.Stopwatch.Frequency * DefaultShipAfterMicroseconds / 1_000_000;
+
+    /// <summary>Longest time (µs, measured at syscall entries) a record holding output waits on the guest thread before
+    /// it is shipped (`primary protect --ship-after-us`). Longer gathers more replies per batch — fewer batches, acks and
+    /// wake-ups on both replicas per request — and holds each reply up to that much longer.</summary>
+    public int ShipAfterMicroseconds
+    {
+        init
+        {
+            ArgumentOutOfRangeException.ThrowIfNegative(value);
+            _shipAfterTicks = System.Diagnostics.Stopwatch.Frequency * value / 1_000_000;
+        }
+    }
 
     // when the oldest unshipped record holding output was logged (Stopwatch ticks; 0: none)
     long _unshippedSince;
@@ -277,7 +289,7 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
     /// <summary>At a syscall's entry (guest thread): ship what holds output if the guest may wait now or it waited long enough.</summary>
     void ShipBeforeCall(int nr)
     {
-        if (_unshippedSince != 0 && (MayWait(nr) || System.Diagnostics.Stopwatch.GetTimestamp() - _unshippedSince >= ShipAfterTicks)) Ship();
+        if (_unshippedSince != 0 && (MayWait(nr) || System.Diagnostics.Stopwatch.GetTimestamp() - _unshippedSince >= _shipAfterTicks)) Ship();
     }
 
     // actions another thread asked to run on the guest thread at an instruction boundary (a snapshot for a standby)

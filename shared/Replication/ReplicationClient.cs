@@ -31,6 +31,9 @@ public sealed class ProtectSettings
     /// within half of it: what a takeover must replay before going live stays this short. 0: no bound.
     /// </summary>
     public int MaxReplayLagMs { get; init; } = 20;
+    /// <summary>Longest time (µs) a record holding output waits on the guest thread before it is shipped
+    /// (<see cref="Replay.RecordingBoundary.ShipAfterMicroseconds"/>).</summary>
+    public int ShipAfterMicroseconds { get; init; } = Replay.RecordingBoundary.DefaultShipAfterMicroseconds;
     /// <summary>Where the backup's data link is reached (HOST:PORT) when not at the host of <see cref="BackupUrl"/>
     /// and the port its Welcome names (a relay between the replicas). Only for <see cref="BackupUrl"/>.</summary>
     public string? BackupDataAddress { get; init; }
