@@ -242,13 +242,18 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
     // finds requests ready does not ship: the guest does not wait, and the replies of the next requests join the
     // batch (shipping at every poll's entry sent a batch, and got an ack back, for every couple of requests when the
     // clients' next requests trickled in).
+    // The bound is 250 µs by default: each batch costs both replicas a send, a receive, an acknowledgement and a
+    // wake-up or two (~100 µs of CPU for the pair on loopback), and a busy server that never parks had its rounds cut
+    // into batches of ~7 replies by a 100 µs bound (kvserver, 16 and 64 connections: 0.14-0.17 batches per request);
+    // at 250 µs, 64 connections cost both replicas ~30 % less CPU per request, and a server that runs out of requests
+    // (its clients wait for the held replies) ships as it parks, well before the bound (docs/PERFORMANCE-replication.md).
     // A guest that computes on without a syscall has it shipped by the sink's own flush interval (the replication
     // client's flush thread, 2 ms): the recording adds no stop of its own to the guest's run, so where the guest
     // stops stays exactly where a replay stops. Shipping later changes what the backup holds when, never what
     // leaves: the gate holds each byte until the acknowledgement of its record.
 
     /// <summary>Default of <see cref="ShipAfterMicroseconds"/>.</summary>
-    public const int DefaultShipAfterMicroseconds = 100;
+    public const int DefaultShipAfterMicroseconds = 250;
 
     long _shipAfterTicks = System.Diagnostics.Stopwatch.Frequency * DefaultShipAfterMicroseconds / 1_000_000;
 
