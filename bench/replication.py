@@ -6,6 +6,7 @@ docs/PERFORMANCE-replication.md.
 
     python3 bench/replication.py [--runs N] [--kv-only] [--kv-seconds S] [--kv-connections 16,64]
     python3 bench/replication.py --kv-ab="--max-replay-lag-ms 0" --runs 4    (an option of `primary protect`, A/B)
+    python3 bench/replication.py --kv-ab="--ship-after-us 100;--ship-after-us 500"    (as is and two variants, alternating)
 
 The kvserver load comes from bench/kvload.c (built here with gcc): a closed-loop, single-threaded epoll client
 that keeps one request outstanding per connection and records each request's latency; it costs a few
@@ -395,28 +396,29 @@ def kv_ab_once(extra, conns, seconds):
             (total('p', 1) + total('b', 1)) / requests, int(m.group(1)) / (v['rate'] * (seconds + KV_WARMUP)) if m else 0.0)
 
 
-def kv_ab(runs, seconds, connections, extra):
-    """This build's `primary protect` without and with the primary options extra, alternating run by run: medians of
-    throughput, latency, each replica's CPU per request, context switches and batches per request (prints, writes
-    nothing). The two sides share the build, so only the options differ."""
+def kv_ab(runs, seconds, connections, extras):
+    """This build's `primary protect` as is and with each list of primary options in extras, alternating run by run:
+    medians of throughput, latency, each replica's CPU per request, context switches and batches per request (prints,
+    writes nothing). All sides share the build, so only the options differ."""
     build_kvload()
     res = {}
+    variants = [('as is', [])] + [(f'with `{" ".join(e)}`', e) for e in extras]
     for _ in range(runs):
         for conns in connections:
-            for name, args in (('without', []), ('with', extra)):
+            for name, args in variants:
                 x = kv_ab_once(args, conns, seconds)
                 res.setdefault((conns, name), []).append(x)
                 print('kv', conns, name, ' '.join(f'{y:.3f}' for y in x), f'load {os.getloadavg()[0]:.1f}', flush=True)
     load = os.getloadavg()
     print(f'{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} '
-          f'when the run ended; median of {runs} runs of {seconds:g} s each after {KV_WARMUP:g} s of warm-up, alternating; options: {" ".join(extra)}')
+          f'when the run ended; median of {runs} runs of {seconds:g} s each after {KV_WARMUP:g} s of warm-up, alternating; options: {" | ".join(" ".join(e) for e in extras)}')
     print()
     print('| connections | `primary protect` | requests/s | latency p50 ms | latency p99 ms | primary CPU µs per request | backup CPU µs per request | voluntary switches per request | batches per request |')
     print('|---|---|---|---|---|---|---|---|---|')
-    for (conns, name), xs in sorted(res.items(), key=lambda kv: (kv[0][0], kv[0][1] != 'without')):
+    order = {name: i for i, (name, _) in enumerate(variants)}
+    for (conns, name), xs in sorted(res.items(), key=lambda kv: (kv[0][0], order[kv[0][1]])):
         med = [statistics.median(c) for c in zip(*xs)]
-        print(f'| {conns} | {name} `{" ".join(extra)}` | {med[0]:.0f} | {med[1]:.3f} | {med[2]:.3f} | {med[3]:.1f} | {med[4]:.1f} | {med[5]:.3f} | {med[6]:.3f} |'
-              .replace(f'without `{" ".join(extra)}`', 'as is'))
+        print(f'| {conns} | {name} | {med[0]:.0f} | {med[1]:.3f} | {med[2]:.3f} | {med[3]:.1f} | {med[4]:.1f} | {med[5]:.3f} | {med[6]:.3f} |')
 
 
 def kv_compare(runs, seconds, connections, before):
@@ -465,7 +467,8 @@ def main():
     ap.add_argument('--kv-ab', metavar='OPTIONS', help='kvserver only: this build\'s `primary protect` as is and with the '
                     'primary options OPTIONS (one string, given as --kv-ab="--max-replay-lag-ms 0"), alternating --runs times per '
                     'connection count: requests/s, latency, CPU microseconds per request of each replica, voluntary '
-                    'context switches and batches per request (medians); prints, writes nothing')
+                    'context switches and batches per request (medians); prints, writes nothing. Several option sets '
+                    'separated by ";" (e.g. --kv-ab="--ship-after-us 100;--ship-after-us 500") run in the same rotation')
     a = ap.parse_args()
     global KV_WARMUP, PIN
     KV_WARMUP = a.kv_warmup
@@ -478,7 +481,7 @@ def main():
         kv_profile(a.kv_seconds, [int(x) for x in a.kv_connections.split(',')], a.kv_profile, a.kv_perf, a.kv_profile_bin)
         return
     if a.kv_ab:
-        kv_ab(a.runs, a.kv_seconds, [int(x) for x in a.kv_connections.split(',')], a.kv_ab.split())
+        kv_ab(a.runs, a.kv_seconds, [int(x) for x in a.kv_connections.split(',')], [v.split() for v in a.kv_ab.split(';') if v.strip()])
         return
     if a.kv_compare:
         kv_compare(a.runs, a.kv_seconds, [int(x) for x in a.kv_connections.split(',')], a.kv_compare)
