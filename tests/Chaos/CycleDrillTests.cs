@@ -626,6 +626,27 @@ public class CycleDrillTests(ITestOutputHelper output) : DrillTests(output)
     }
 
     /// <summary>
+    /// The soak's (REVIRT_SOAK=1) early gate in a replica that took over, on the hosts (--plant-cycle 1): cycle 1
+    /// kills the primary's host and replica1, carrying --plant gate-early, takes over; from the join point of its new
+    /// standby on its gate releases without acknowledgements. Cycle 2 partitions it from that standby and kills its
+    /// host once it released more output: output-commit-across-cycles holds in cycle 1 and is violated in cycle 2.
+    /// </summary>
+    [Fact]
+    public void APlantedGateThatReleasesEarlyInAReplicaThatTookOverIsReportedInItsCycleOnSeparateHosts()
+    {
+        if (!SoakSwitch.On) { Output.WriteLine(SoakSwitch.Skipped); return; }
+        using var hosts = CycleHosts();
+        if (hosts == null) return;
+        var (rs, final, _) = RunCycles(GuestEnv.Guest("ticker", "musl"), 2, seed: 3, hosts: hosts, faults: [FaultKind.Kill, FaultKind.CutKill], plant: "gate-early", plantCycle: 1, expectOk: false);
+        InvariantResult Commit(IEnumerable<InvariantResult> l) => l.Single(i => i.Name == CycleInvariants.OutputCommit);
+        Assert.True(Commit(rs[0].Invariants).Ok, Commit(rs[0].Invariants).Detail);
+        Assert.Contains("released stdout after the cut", rs[1].FaultDetail);
+        Assert.False(Commit(rs[1].Invariants).Ok);
+        Assert.StartsWith("replica1 released the guest's output", Commit(rs[1].Invariants).Detail);
+        Assert.False(Commit(final).Ok);
+    }
+
+    /// <summary>
     /// `chaos drill --cycles 2 --hosts netns --net virtual --faults kill,link-down`: kvserver on its virtual interface
     /// (10.215.0.100), whose wire is a TAP port per replica host on the bridge, and three clients on their own host
     /// keeping one connection each: the primary's host is killed, then the survivor's links go down; each time the
