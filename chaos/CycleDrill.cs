@@ -74,7 +74,10 @@ public sealed class CycleRecord
     /// <summary>The replica the cycle took out (killed, or replaced and stood down) and the one live after it.</summary>
     public required string Killed { get; init; }
     public required string Survivor { get; init; }
-    public required string Joiner { get; init; }
+    public required string Joiner { get; set; }
+    /// <summary>Standbys of this cycle that ended before they held the survivor's log (name: why), each replaced on
+    /// its slot (<see cref="CycleDrill.MaxJoinAttempts"/>).</summary>
+    public List<string> JoinRetries { get; } = new();
     /// <summary>The endpoint slot (and with --hosts netns the host) the cycle's new standby started on.</summary>
     public int JoinerSlot { get; init; }
     /// <summary>"took over" (the follower went live) or "went on unprotected" (the live replica won the arbiter).</summary>
@@ -516,6 +519,10 @@ public sealed class CycleDrill(CycleSettings s)
     /// standbys over more hosts.</summary>
     public const int DefaultSlots = 3, MinSlots = 2, MaxSlots = 32;
 
+    /// <summary>Standbys a cycle starts at most for its survivor: a standby that ends before it held the log (dropped
+    /// mid-join) is replaced this many times less one.</summary>
+    public const int MaxJoinAttempts = 3;
+
     /// <summary>
     /// The fault kinds a cycle can take. On separate hosts every host fault: kill (the live replica's host: its ports
     /// go down, then its processes are SIGKILLed, so the follower learns it from silence as from a dead machine),
@@ -808,13 +815,27 @@ public sealed class CycleDrill(CycleSettings s)
                 rec.TookOverAtMs = decision.AtMs;
                 rec.DrainMs = tookOver ? decision.Num("drainMs") : null;
                 rec.Term = term;
-                var reprotected = Need(survivor, ReplicaEvent.Reprotected, "re-protect itself with the new standby", (tookOver ? 0 : liveReprotected) + 1);
+                // the standby holds the backlog, or it refused the survivor's snapshot (not the state its digest
+                // claims). A standby that ended first (the survivor dropped it mid-join, e.g. its acks late on a loaded
+                // machine, and it stood down: it cannot go live without its join point) is replaced on its slot, as a
+                // supervisor restarts a standby, at most MaxJoinAttempts times; the survivor asks its standbys again
+                int holdsNth = (tookOver ? 0 : liveHolds) + 1, reprotectedBase = tookOver ? 0 : liveReprotected;
+                bool Settled() => Count(survivor, ReplicaEvent.StandbyHolds) >= holdsNth || joiner.Proc.Event(ReplicaEvent.SnapshotRefused) != null;
+                for (int attempt = 1; ; attempt++)
+                {
+                    survivor.Proc.WaitFor(() => Settled() || joiner.Gone, s.StepLimit);
+                    if (Settled() || !joiner.Gone || attempt == MaxJoinAttempts) break;
+                    string why = joiner.Proc.Events.LastOrDefault(e => e.Name is ReplicaEvent.StoodDown or ReplicaEvent.HandshakeAbandoned)?.Str("reason") ?? $"last event {joiner.Proc.Events.LastOrDefault()?.Name ?? "none"}";
+                    Say($"{label}: {joiner.Name} ended before it held {survivor.Name}'s log ({why}); starting another standby on slot {joiner.Slot}");
+                    rec.JoinRetries.Add($"{joiner.Name}: {why}");
+                    reprotectedBase = Count(survivor, ReplicaEvent.Reprotected);
+                    joiner = StartStandby(joiner.Slot, carries: s.PlantCycle == c + 2);
+                    rec.Joiner = joiner.Name;
+                }
+                var reprotected = Need(survivor, ReplicaEvent.Reprotected, "re-protect itself with the new standby", reprotectedBase + 1);
                 rec.JoinMs = reprotected.AtMs - decision.AtMs;
                 rec.BacklogRecords = reprotected.Long("backlogRecords");
                 rec.BacklogBytes = reprotected.Long("backlogBytes");
-                // the standby holds the backlog, or it refused the survivor's snapshot (not the state its digest claims)
-                int holdsNth = (tookOver ? 0 : liveHolds) + 1;
-                survivor.Proc.WaitFor(() => Count(survivor, ReplicaEvent.StandbyHolds) >= holdsNth || joiner.Proc.Event(ReplicaEvent.SnapshotRefused) != null, s.StepLimit);
                 var snapRefused = joiner.Proc.Event(ReplicaEvent.SnapshotRefused);
                 rec.JoinMode = reprotected.Str("mode") ?? "log";
                 if (rec.JoinMode == "snapshot") rec.PauseMs = survivor.Proc.Events.LastOrDefault(e => e.Name == ReplicaEvent.SnapshotTaken)?.Num("pauseMs");
@@ -965,7 +986,7 @@ public sealed class CycleDrill(CycleSettings s)
             cycles = cycles.Select(c => new
             {
                 cycle = c.Cycle, fault = c.Fault, faultDetail = c.FaultDetail, killed = c.Killed, survivor = c.Survivor, outcome = c.Outcome, joinerSlot = c.JoinerSlot,
-                replacedFate = c.ReplacedFate, arbiterHolder = c.ArbiterHolder, joiner = c.Joiner, term = c.Term,
+                replacedFate = c.ReplacedFate, arbiterHolder = c.ArbiterHolder, joiner = c.Joiner, joinRetries = c.JoinRetries, term = c.Term,
                 takeoverMs = c.TakeoverMs, drainMs = c.DrainMs, joinMs = c.JoinMs, transferMs = c.TransferMs, catchUpMs = c.CatchUpMs,
                 joinMode = c.JoinMode, pauseMs = c.PauseMs, snapshotBytes = c.SnapshotBytes,
                 backlogRecords = c.BacklogRecords, backlogBytes = c.BacklogBytes,
