@@ -44,6 +44,11 @@ public sealed class ListenSettings
     /// <summary>Drills only (<c>--plant ack-early:MS</c>, hidden): acknowledge each batch MS ms before holding it,
     /// a violation the drill's checkers must report. 0: no plant.</summary>
     public int PlantAckEarlyMs { get; init; }
+    /// <summary>Drills only (<c>--plant gate-early|stale-term|snapshot-omits-page|...</c>, hidden): the violation this
+    /// replica carries once it has taken over and records on as the live replica (<see cref="ProtectSettings.Plant"/>,
+    /// <see cref="ProtectSettings.PlantSnapshot"/>), so a drill can plant it in a later cycle than the first primary's.</summary>
+    public PrimaryPlant LivePlant { get; init; }
+    public ReVirt.Snapshot.SnapshotPlant LiveSnapshotPlant { get; init; }
     /// <summary>Mutual TLS (<c>--cert --key --ca</c>, with an https:// --listen URL); null: cleartext with the token proof.</summary>
     public ReplicationTls? Tls { get; init; }
     /// <summary>Accept a primary without a shared secret (--insecure-no-auth): anyone who reaches the port can claim this backup.</summary>
@@ -945,6 +950,8 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
             Events = s.Events,
             Role = "backup",
             ExitWatch = true,
+            Plant = s.LivePlant,
+            PlantSnapshot = s.LiveSnapshotPlant,
             Stop = code => Environment.Exit(code),
         }, log, store);
         using (var prefix = new FileStream(_logPath, FileMode.Open, FileAccess.Read, FileShare.ReadWrite))

@@ -52,8 +52,8 @@ var certOpt = new Option<string?>("--cert") { Description = "Mutual TLS: this re
 var keyOpt = new Option<string?>("--key") { Description = "Mutual TLS: the private key of --cert (PEM)." };
 var caOpt = new Option<string?>("--ca") { Description = "Mutual TLS: the CA certificate(s) (PEM) a primary's certificate must chain to (refused with the reason otherwise)." };
 var eventsOpt = new Option<string?>("--events") { Description = "Report what happens as JSON lines (one event per line: listening, following, primary-lost, took-over, stood-down, replay-matched, exit, ...) to FILE or to an inherited descriptor fd:N." };
-var plantOpt = new Option<string?>("--plant") { Description = "Drills only: plant a violation the drill's checkers must report (ack-early:MS acknowledges each batch MS ms before holding it).", Hidden = true };
-plantOpt.Validators.Add(r => { if (r.GetValueOrDefault<string?>() is { } v && AckEarlyMs(v) <= 0) r.AddError($"--plant {v}: expected ack-early:MS with MS > 0"); });
+var plantOpt = new Option<string?>("--plant") { Description = $"Drills only: plant a violation the drill's checkers must report: ack-early:MS acknowledges each batch MS ms before holding it; {string.Join(", ", ReVirt.Replication.LivePlants.Names)} act as `primary protect --plant` does, once this replica has taken over and is live.", Hidden = true };
+plantOpt.Validators.Add(r => { if (r.GetValueOrDefault<string?>() is { } v && AckEarlyMs(v) <= 0 && !ReVirt.Replication.LivePlants.Names.Contains(v)) r.AddError($"--plant {v}: expected ack-early:MS with MS > 0, or one of {string.Join(", ", ReVirt.Replication.LivePlants.Names)}"); });
 var ackDelayOpt = new Option<int>("--ack-delay-ms") { Description = "Testing: delay every acknowledgement by this many milliseconds.", Hidden = true };
 var tapOpt = new Option<string>("--tap") { Description = "For a guest with a virtual network interface (primary --net virtual): the TAP device this replica brings the interface up on when it takes over (same MAC and IP, announced with a gratuitous ARP).", DefaultValueFactory = _ => VirtualNetOptions.DefaultTap };
 var netnsOpt = new Option<string?>("--netns") { Description = "Open the --tap device in this network namespace (a name of `ip netns`, or a path)." };
@@ -94,6 +94,8 @@ listen.SetAction(parse =>
         AckDelayMs = parse.GetValue(ackDelayOpt),
         Events = events,
         PlantAckEarlyMs = parse.GetValue(plantOpt) is { } plant ? AckEarlyMs(plant) : 0,
+        LivePlant = ReVirt.Replication.LivePlants.Parse(parse.GetValue(plantOpt)).Primary,
+        LiveSnapshotPlant = ReVirt.Replication.LivePlants.Parse(parse.GetValue(plantOpt)).Snapshot,
         Tls = tls,
         Tap = parse.GetValue(tapOpt)!,
         Netns = parse.GetValue(netnsOpt),

@@ -26,6 +26,12 @@ public sealed class CycleSettings
     public int SleepMs { get; init; } = 20;
     public int Work { get; init; } = 20000;
     public int TimeoutMs { get; init; } = 2000;
+    /// <summary>How long a follower waits for a silent live replica before it drains and asks the arbiter (its
+    /// <c>--primary-silence-ms</c>); null: 3/2 of <see cref="TimeoutMs"/>, the live replica's wait for a silent
+    /// follower. The difference decides a partition between the two when both still reach the arbiter: the live
+    /// replica asks first and keeps serving (<see cref="CycleInvariants.PartitionKept"/>); a takeover after a kill or
+    /// a freeze waits that much longer.</summary>
+    public int? FollowerSilenceMs { get; init; }
     public int HeartbeatMs { get; init; } = 100;
     public ulong CheckpointInterval { get; init; } = 2_000_000;
     public required string PrimaryDll { get; init; }
@@ -39,9 +45,15 @@ public sealed class CycleSettings
     /// <summary>Endpoint slots the replicas rotate through (<c>--slots</c>, <see cref="CycleDrill.MinSlots"/> to
     /// <see cref="CycleDrill.MaxSlots"/>): each listener is given the others as standbys.</summary>
     public int Slots { get; init; } = CycleDrill.DefaultSlots;
-    /// <summary>Drills only: a violation planted in the first primary (its hidden <c>--plant</c>: gate-early,
-    /// ignore-arbiter, stale-term, snapshot-omits-page).</summary>
+    /// <summary>Drills only: a violation planted in a live replica (its hidden <c>--plant</c>: gate-early,
+    /// ignore-arbiter, stale-term, snapshot-omits-page): the first primary's, or with <see cref="PlantCycle"/> the
+    /// replica that takes over in that cycle.</summary>
     public string? Plant { get; init; }
+    /// <summary>Which replica carries <see cref="Plant"/>: 0 the first primary; N &gt;= 1 the replica that takes over in
+    /// cycle N (cycle N's follower: the first backup when N = 1, else the standby that joined in cycle N - 1), which
+    /// carries it from its takeover on (it is a follower before, where these plants do nothing). Cycle N's fault must
+    /// be one whose follower takes over (<see cref="CycleDrill.WhyNotPlantCycle"/>).</summary>
+    public int PlantCycle { get; init; }
     /// <summary>Bound on each wait for a named replica event (takeover, a standby following, catching up).</summary>
     public TimeSpan StepLimit { get; init; } = TimeSpan.FromSeconds(120);
     public string WorkDir { get; init; } = Path.Combine(Path.GetTempPath(), $"revirt-cycles-{Environment.ProcessId}");
@@ -62,7 +74,10 @@ public sealed class CycleRecord
     /// <summary>The replica the cycle took out (killed, or replaced and stood down) and the one live after it.</summary>
     public required string Killed { get; init; }
     public required string Survivor { get; init; }
-    public required string Joiner { get; init; }
+    public required string Joiner { get; set; }
+    /// <summary>Standbys of this cycle that ended before they held the survivor's log (name: why), each replaced on
+    /// its slot (<see cref="CycleDrill.MaxJoinAttempts"/>).</summary>
+    public List<string> JoinRetries { get; } = new();
     /// <summary>The endpoint slot (and with --hosts netns the host) the cycle's new standby started on.</summary>
     public int JoinerSlot { get; init; }
     /// <summary>"took over" (the follower went live) or "went on unprotected" (the live replica won the arbiter).</summary>
@@ -140,6 +155,7 @@ public static class CycleInvariants
     public const string StandsDown = "replaced-replica-stands-down";
     public const string StaleStaysDown = "stale-replica-stays-down";
     public const string SnapshotFaithful = "snapshots-match-their-digest";
+    public const string PartitionKept = "partition-kept-by-live-replica";
 
     /// <summary>
     /// The clients' stall of a failover: from the last reply (of all clients) before the survivor took over
@@ -432,6 +448,34 @@ public static class CycleInvariants
         return InvariantResult.Pass(SnapshotFaithful, $"{n} snapshot{(n == 1 ? "" : "s")} restored, each matching its digest; none refused");
     }
 
+    /// <summary>
+    /// A partition at the bridge between the live replica and its follower, both still reaching etcd and the live one
+    /// still reaching the clients (<paramref name="partition"/>; any other cycle: not applicable). The live replica is
+    /// right to stay: it holds the current term, serves the clients, and asks the arbiter first (it waits
+    /// --timeout-ms for its follower, the follower longer for it: <see cref="CycleSettings.FollowerSilenceMs"/>), so
+    /// it goes on in a new term; the cut-off follower, refused by the arbiter, must stand down without going live; and
+    /// once the bridge heals (<paramref name="healAtMs"/>) a standby on the cut-off follower's host
+    /// (<paramref name="joinerOnFollowersHost"/>) must rejoin the live replica and hold its log (the live replica's
+    /// <c>standby-holds</c> naming <paramref name="joinerId"/> after the heal). A follower that takes over instead is
+    /// an unneeded failover (the clients lose the replica that served them) and is reported.
+    /// </summary>
+    public static InvariantResult PartitionKeptByLive(bool partition, ReplicaOutput live, ReplicaOutput follower, string joinerId, bool joinerOnFollowersHost, double faultAtMs, double healAtMs)
+    {
+        if (!partition) return InvariantResult.Pass(PartitionKept, "not applicable: no partition between the live replica and its follower in this cycle");
+        if (follower.Events.FirstOrDefault(e => e.Name == ReplicaEvent.TookOver && e.AtMs >= faultAtMs) is { } took)
+            return InvariantResult.Fail(PartitionKept, $"{follower.Name} took over in term {took.Long("term")} at {took.AtMs:F0} ms, although {live.Name}, cut off from it only at {faultAtMs:F0} ms, still reached etcd and the clients: an unneeded failover");
+        if (live.Events.FirstOrDefault(e => e.Name == ReplicaEvent.Unprotected && e.Bool("arbiterAsked") != false && e.AtMs >= faultAtMs) is not { } went)
+            return InvariantResult.Fail(PartitionKept, $"{live.Name} did not go on after the partition at {faultAtMs:F0} ms (no unprotected decision after asking the arbiter; last event: {live.Events.LastOrDefault()?.Name ?? "none"})");
+        if (follower.Events.FirstOrDefault(e => e.Name is ReplicaEvent.StoodDown or ReplicaEvent.Fenced && e.AtMs >= faultAtMs) is not { } down)
+            return InvariantResult.Fail(PartitionKept, $"the cut-off follower {follower.Name} did not stand down after the partition (last event: {follower.Events.LastOrDefault()?.Name ?? "none"})");
+        if (!joinerOnFollowersHost)
+            return InvariantResult.Fail(PartitionKept, $"the standby {joinerId} that joined after the heal is not on the cut-off follower {follower.Name}'s host");
+        if (live.Events.FirstOrDefault(e => e.Name == ReplicaEvent.StandbyHolds && e.Str("backup") == joinerId && e.AtMs >= healAtMs) is not { } holds)
+            return InvariantResult.Fail(PartitionKept, $"no standby on the cut-off follower {follower.Name}'s host rejoined {live.Name} after the heal at {healAtMs:F0} ms ({joinerId} never held its log)");
+        return InvariantResult.Pass(PartitionKept, $"{live.Name} kept the arbiter and went on in term {went.Long("term")} at {went.AtMs:F0} ms; the cut-off {follower.Name} {down.Name} at {down.AtMs:F0} ms ({down.Str("reason")}) without going live; " +
+            $"after the heal at {healAtMs:F0} ms a standby on its host rejoined and held the log at {holds.AtMs:F0} ms");
+    }
+
     /// <summary>The last live replica's whole log (what the old primaries recorded, then what it recorded itself)
     /// replays faithfully and produces exactly the output the world saw — from byte <paramref name="from"/> on when the
     /// replica joined from a snapshot (its log starts there, and replays from the snapshot).</summary>
@@ -461,8 +505,9 @@ public static class CycleInvariants
 /// follower and the live replica goes on after winning the arbiter; the replica taken out ends (killed, or it
 /// stands down on seeing the newer term), a new standby process starts and the survivor re-protects itself with it
 /// → again. Three endpoint slots rotate: every listener is given the other two as <c>--standby</c> (the first
-/// primary, which has no endpoint, slots 1 and 2), and a new standby starts on a slot of the survivor's list that
-/// no running replica uses. With <see cref="CycleSettings.Hosts"/> each slot and the first primary have a host of
+/// primary, which has no endpoint, slots 1 and 2, then its backup's slot 0, where a standby can start once the
+/// backup ended), and a new standby starts on a slot of the survivor's list that no running replica uses (after a
+/// partition the live replica kept: the cut-off follower's slot, so its host rejoins). With <see cref="CycleSettings.Hosts"/> each slot and the first primary have a host of
 /// their own and the faults are host faults. Every invariant is checked after each cycle; after the last one the
 /// guest is told to stop (its stop file), the pair finishes, and the last live replica's whole log is replayed and
 /// compared with the output the world saw.
@@ -473,6 +518,10 @@ public sealed class CycleDrill(CycleSettings s)
     /// Two are enough (the replaced replica has ended before the new standby starts on its slot); more spread the
     /// standbys over more hosts.</summary>
     public const int DefaultSlots = 3, MinSlots = 2, MaxSlots = 32;
+
+    /// <summary>Standbys a cycle starts at most for its survivor: a standby that ends before it held the log (dropped
+    /// mid-join) is replaced this many times less one.</summary>
+    public const int MaxJoinAttempts = 3;
 
     /// <summary>
     /// The fault kinds a cycle can take. On separate hosts every host fault: kill (the live replica's host: its ports
@@ -495,6 +544,20 @@ public sealed class CycleDrill(CycleSettings s)
         _ => $"{Faults.Name(k)} needs --hosts netns with --cycles (on loopback a cycle's replicas connect directly: there is no link of their own to cut)",
     };
 
+    /// <summary>Why the replica that takes over in cycle <paramref name="plantCycle"/> cannot carry a plant (null: it
+    /// can): 0 is the first primary; cycle N must exist and its fault must make its follower take over (after
+    /// kill-backup or a partition the live replica goes on, and nobody takes over).</summary>
+    public static string? WhyNotPlantCycle(int plantCycle, int cycles, IReadOnlyList<FaultKind> faults)
+    {
+        if (plantCycle == 0) return null;
+        if (plantCycle < 0 || plantCycle > cycles) return $"--plant-cycle {plantCycle}: 0 (the first primary) or a cycle from 1 to {cycles}";
+        var k = faults[(plantCycle - 1) % faults.Count];
+        return LiveGoesOn(k) ? $"--plant-cycle {plantCycle}: cycle {plantCycle}'s fault is {Faults.Name(k)}, after which the live replica goes on and nobody takes over" : null;
+    }
+
+    /// <summary>The faults after which the live replica goes on (it keeps the arbiter) rather than its follower taking over.</summary>
+    public static bool LiveGoesOn(FaultKind k) => k is FaultKind.KillBackup or FaultKind.Partition;
+
     void Say(string m) => s.Progress?.Invoke(m);
 
     sealed class Member
@@ -509,9 +572,10 @@ public sealed class CycleDrill(CycleSettings s)
         public bool Gone => Killed || Proc.HasExited;
     }
 
-    /// <summary>The slots <paramref name="m"/> asks for a standby (its --standby list): every slot but its own (the
-    /// first primary, which has none: every slot but the backup's).</summary>
-    IEnumerable<int> StandbySlots(Member m) => Enumerable.Range(0, s.Slots).Where(i => i != m.Slot && !(m.Slot < 0 && i == 0));
+    /// <summary>The slots a replica on <paramref name="slot"/> asks for a standby (its --standby list), in order: every
+    /// slot but its own; the first primary (slot -1, no endpoint) every other slot first, then its backup's slot 0
+    /// (a standby restarted where its backup was, as after a partition it kept).</summary>
+    IEnumerable<int> StandbySlots(int slot) => slot < 0 ? [.. Enumerable.Range(1, s.Slots - 1), 0] : Enumerable.Range(0, s.Slots).Where(i => i != slot);
 
     /// <summary>How long a replica taken out by a fault but still running (frozen and resumed, cut off, partitioned
     /// away) may take to stand down once the survivor has decided; it is killed after that and the cycle's record says so.</summary>
@@ -520,6 +584,7 @@ public sealed class CycleDrill(CycleSettings s)
     public (List<CycleRecord> Cycles, List<InvariantResult> Final, string Report) Run()
     {
         if (s.Slots is < MinSlots or > MaxSlots) throw new DrillSetupException($"--slots {s.Slots}: a cycles drill has {MinSlots} to {MaxSlots} endpoint slots");
+        if (s.Plant != null && WhyNotPlantCycle(s.PlantCycle, s.Cycles, s.Faults) is { } noPlant) throw new DrillSetupException(noPlant);
         if (s.Hosts != null && s.Hosts.Replicas.Count < s.Slots + 1) throw new DrillSetupException($"{s.Slots} slots need {s.Slots + 1} replica hosts; these hosts have {s.Hosts.Replicas.Count} (NetnsHosts.Create(standbys: slots - 1))");
         Directory.CreateDirectory(s.WorkDir);
         var clock = Stopwatch.StartNew();
@@ -544,13 +609,15 @@ public sealed class CycleDrill(CycleSettings s)
         string[] Common(string logPath) => ["--token-file", token, "--shared-storage", "--arbiter", arbiter, "--timeout-ms", s.TimeoutMs.ToString(), "--log", logPath];
         NetnsHosts Hosts(FaultKind k) => hosts ?? throw new DrillSetupException(WhyNot(k, false) ?? $"{Faults.Name(k)} needs --hosts netns");
 
-        Member StartStandby(int slot)
+        // carries: the standby is the follower of cycle PlantCycle, which takes over in it and carries the plant from there
+        Member StartStandby(int slot, bool carries)
         {
             string name = $"replica{++serial}";
             string log = Path.Combine(s.WorkDir, $"{name}.rvlog");
-            var others = Enumerable.Range(0, s.Slots).Where(i => i != slot).SelectMany(i => new[] { "--standby", Url(i) }).ToArray();
+            var others = StandbySlots(slot).SelectMany(i => new[] { "--standby", Url(i) }).ToArray();
             var host = SlotHost(slot);
-            var p = new ReplicaProc(name, s.BackupDll, ["listen", "--listen", Url(slot), .. Common(log), "--primary-silence-ms", s.TimeoutMs.ToString(), .. others, .. s.Network?.StandbyArgs(slot) ?? []],
+            string[] plant = carries && s.Plant != null ? ["--plant", s.Plant] : [];
+            var p = new ReplicaProc(name, s.BackupDll, ["listen", "--listen", Url(slot), .. Common(log), "--primary-silence-ms", (s.FollowerSilenceMs ?? s.TimeoutMs * 3 / 2).ToString(), .. others, .. plant, .. s.Network?.StandbyArgs(slot) ?? []],
                 clock, host != null ? hosts!.Ns(host) : null);
             var m = new Member { Name = name, Proc = p, Slot = slot, Host = host, LogPath = log };
             members.Add(m);
@@ -654,7 +721,7 @@ public sealed class CycleDrill(CycleSettings s)
         try
         {
             Say($"starting the backup and the primary{(hosts != null ? " (each on a host of its own, etcd the arbiter)" : "")}");
-            var follower = StartStandby(0);
+            var follower = StartStandby(0, carries: s.PlantCycle == 1);
             string primaryLog = Path.Combine(s.WorkDir, "primary.rvlog");
             var primary = new Member
             {
@@ -662,9 +729,9 @@ public sealed class CycleDrill(CycleSettings s)
                 LogPath = primaryLog,
                 Host = hosts != null ? Host.Primary : null,
                 Proc = new ReplicaProc("primary", s.PrimaryDll,
-                    ["protect", "--backup", Url(0), .. Enumerable.Range(1, s.Slots - 1).SelectMany(i => new[] { "--standby", Url(i) }), "--token-file", token, "--arbiter", arbiter,
+                    ["protect", "--backup", Url(0), .. StandbySlots(-1).SelectMany(i => new[] { "--standby", Url(i) }), "--token-file", token, "--arbiter", arbiter,
                      "--timeout-ms", s.TimeoutMs.ToString(), "--heartbeat-ms", s.HeartbeatMs.ToString(), "--log", primaryLog,
-                     "--checkpoint-interval", s.CheckpointInterval.ToString(), .. s.Plant != null ? ["--plant", s.Plant] : Array.Empty<string>(), .. guest], clock,
+                     "--checkpoint-interval", s.CheckpointInterval.ToString(), .. s.Plant != null && s.PlantCycle == 0 ? ["--plant", s.Plant] : Array.Empty<string>(), .. guest], clock,
                     hosts?.Ns(Host.Primary)),
             };
             primary.Id = $"primary:{Environment.MachineName}:{primary.Proc.Pid}";
@@ -693,6 +760,7 @@ public sealed class CycleDrill(CycleSettings s)
                 // which of the survivor's events are this cycle's: those after the counts at the fault
                 int liveUnprotected = Count(live, ReplicaEvent.Unprotected), liveReprotected = Count(live, ReplicaEvent.Reprotected), liveHolds = Count(live, ReplicaEvent.StandbyHolds);
                 double faultAt = clock.Elapsed.TotalMilliseconds;
+                Member liveAtFault = live, followerAtFault = follower;
                 string detail = Inject(fault, live, follower);
                 load?.NoteFault();
                 s.AfterFault?.Invoke(c + 1);
@@ -702,7 +770,7 @@ public sealed class CycleDrill(CycleSettings s)
                 // (only a fault that leaves the live replica running and reaching etcd lets it go on: a partition between
                 // the two, or its follower killed; after any other, a live replica going on is a violation that
                 // replaced-replica-stands-down reports, not the cycle's decision)
-                bool liveMayGoOn = fault is FaultKind.Partition or FaultKind.KillBackup;
+                bool liveMayGoOn = LiveGoesOn(fault);
                 bool LiveWentOn() => liveMayGoOn && Count(live, ReplicaEvent.Unprotected) > liveUnprotected;
                 var decided = Stopwatch.StartNew();
                 while (follower.Proc.Event(ReplicaEvent.TookOver) == null && !LiveWentOn() && !(live.Gone && follower.Gone))
@@ -722,16 +790,21 @@ public sealed class CycleDrill(CycleSettings s)
                 // from etcd lasts until the cut-off replica ended: it must stand down without reaching etcd again (its
                 // request cannot arrive, so it cannot even learn of the newer term), before a standby may use its host
                 bool cutUntilEnded = fault == FaultKind.PartitionPrimary;
+                double healAt = clock.Elapsed.TotalMilliseconds;
                 if (!cutUntilEnded) hosts?.Heal();
                 bool replacedByFault = replaced.Killed;
                 string fate = EndReplaced(replaced, decision.AtMs);
-                if (cutUntilEnded) hosts?.Heal();
+                if (cutUntilEnded) { healAt = clock.Elapsed.TotalMilliseconds; hosts?.Heal(); }
                 long term = decision.Long("term") ?? 0;
                 var (holder, holderHow) = ReadHolder(term);
                 if (tookOver) handovers.Add((replaced.Name, survivor.Name));
-                int freeSlot = StandbySlots(survivor).First(i => !members.Any(m => m.Slot == i && !m.Gone));
+                bool SlotFree(int i) => !members.Any(m => m.Slot == i && !m.Gone);
+                // after a partition kept by the live replica, the cut-off follower's host rejoins (the standby starts
+                // there, once the bridge healed): partition-kept-by-live-replica checks it
+                int freeSlot = fault == FaultKind.Partition && !tookOver && replaced.Slot >= 0 && SlotFree(replaced.Slot)
+                    ? replaced.Slot : StandbySlots(survivor.Slot).First(SlotFree);
                 Say($"{label}: {survivor.Name} is live (term {term}; {replaced.Name} {fate}); starting a standby on slot {freeSlot}");
-                var joiner = StartStandby(freeSlot);
+                var joiner = StartStandby(freeSlot, carries: s.PlantCycle == c + 2);
                 var rec = new CycleRecord
                 {
                     Cycle = c + 1, Fault = Faults.Name(fault), FaultDetail = detail, Killed = replaced.Name, Survivor = survivor.Name, Joiner = joiner.Name, JoinerSlot = freeSlot,
@@ -742,13 +815,27 @@ public sealed class CycleDrill(CycleSettings s)
                 rec.TookOverAtMs = decision.AtMs;
                 rec.DrainMs = tookOver ? decision.Num("drainMs") : null;
                 rec.Term = term;
-                var reprotected = Need(survivor, ReplicaEvent.Reprotected, "re-protect itself with the new standby", (tookOver ? 0 : liveReprotected) + 1);
+                // the standby holds the backlog, or it refused the survivor's snapshot (not the state its digest
+                // claims). A standby that ended first (the survivor dropped it mid-join, e.g. its acks late on a loaded
+                // machine, and it stood down: it cannot go live without its join point) is replaced on its slot, as a
+                // supervisor restarts a standby, at most MaxJoinAttempts times; the survivor asks its standbys again
+                int holdsNth = (tookOver ? 0 : liveHolds) + 1, reprotectedBase = tookOver ? 0 : liveReprotected;
+                bool Settled() => Count(survivor, ReplicaEvent.StandbyHolds) >= holdsNth || joiner.Proc.Event(ReplicaEvent.SnapshotRefused) != null;
+                for (int attempt = 1; ; attempt++)
+                {
+                    survivor.Proc.WaitFor(() => Settled() || joiner.Gone, s.StepLimit);
+                    if (Settled() || !joiner.Gone || attempt == MaxJoinAttempts) break;
+                    string why = joiner.Proc.Events.LastOrDefault(e => e.Name is ReplicaEvent.StoodDown or ReplicaEvent.HandshakeAbandoned)?.Str("reason") ?? $"last event {joiner.Proc.Events.LastOrDefault()?.Name ?? "none"}";
+                    Say($"{label}: {joiner.Name} ended before it held {survivor.Name}'s log ({why}); starting another standby on slot {joiner.Slot}");
+                    rec.JoinRetries.Add($"{joiner.Name}: {why}");
+                    reprotectedBase = Count(survivor, ReplicaEvent.Reprotected);
+                    joiner = StartStandby(joiner.Slot, carries: s.PlantCycle == c + 2);
+                    rec.Joiner = joiner.Name;
+                }
+                var reprotected = Need(survivor, ReplicaEvent.Reprotected, "re-protect itself with the new standby", reprotectedBase + 1);
                 rec.JoinMs = reprotected.AtMs - decision.AtMs;
                 rec.BacklogRecords = reprotected.Long("backlogRecords");
                 rec.BacklogBytes = reprotected.Long("backlogBytes");
-                // the standby holds the backlog, or it refused the survivor's snapshot (not the state its digest claims)
-                int holdsNth = (tookOver ? 0 : liveHolds) + 1;
-                survivor.Proc.WaitFor(() => Count(survivor, ReplicaEvent.StandbyHolds) >= holdsNth || joiner.Proc.Event(ReplicaEvent.SnapshotRefused) != null, s.StepLimit);
                 var snapRefused = joiner.Proc.Event(ReplicaEvent.SnapshotRefused);
                 rec.JoinMode = reprotected.Str("mode") ?? "log";
                 if (rec.JoinMode == "snapshot") rec.PauseMs = survivor.Proc.Events.LastOrDefault(e => e.Name == ReplicaEvent.SnapshotTaken)?.Num("pauseMs");
@@ -808,6 +895,8 @@ public sealed class CycleDrill(CycleSettings s)
                     CycleInvariants.ReplacedStandsDown(outs.First(o => o.Name == replaced.Name), faultAt, replacedByFault, replaced.Killed && !replacedByFault),
                     CycleInvariants.StaleReplicaStaysDown(outs),
                     CycleInvariants.SnapshotsMatch(outs),
+                    CycleInvariants.PartitionKeptByLive(fault == FaultKind.Partition, outs.First(o => o.Name == liveAtFault.Name), outs.First(o => o.Name == followerAtFault.Name),
+                        joiner.Id, joiner.Slot == followerAtFault.Slot, faultAt, healAt),
                 ];
                 if (load != null) rec.Invariants.Add(CycleInvariants.ConnectionsSurvived(rec.Connections, ops!, decision.AtMs, $"by the end of cycle {c + 1}"));
                 Say($"{label}: {survivor.Name} {rec.Outcome} in {rec.TakeoverMs:F0} ms, join {rec.JoinMs:F0} ms, catch-up {rec.CatchUpMs:F0} ms ({rec.BacklogRecords} records)" +
@@ -897,7 +986,7 @@ public sealed class CycleDrill(CycleSettings s)
             cycles = cycles.Select(c => new
             {
                 cycle = c.Cycle, fault = c.Fault, faultDetail = c.FaultDetail, killed = c.Killed, survivor = c.Survivor, outcome = c.Outcome, joinerSlot = c.JoinerSlot,
-                replacedFate = c.ReplacedFate, arbiterHolder = c.ArbiterHolder, joiner = c.Joiner, term = c.Term,
+                replacedFate = c.ReplacedFate, arbiterHolder = c.ArbiterHolder, joiner = c.Joiner, joinRetries = c.JoinRetries, term = c.Term,
                 takeoverMs = c.TakeoverMs, drainMs = c.DrainMs, joinMs = c.JoinMs, transferMs = c.TransferMs, catchUpMs = c.CatchUpMs,
                 joinMode = c.JoinMode, pauseMs = c.PauseMs, snapshotBytes = c.SnapshotBytes,
                 backlogRecords = c.BacklogRecords, backlogBytes = c.BacklogBytes,
@@ -914,7 +1003,7 @@ public sealed class CycleDrill(CycleSettings s)
             faults = s.Faults.Select(Faults.Name).ToArray(),
             summary = Medians(cycles).ToDictionary(m => m.Key, m => m.Value),
             guest = Path.GetFileName(s.Guest),
-            settings = new { s.Cycles, s.Seed, s.SleepMs, s.Work, s.TimeoutMs, s.HeartbeatMs, s.CheckpointInterval, connections = s.Network != null ? s.Connections : 0, s.PauseMs, s.Plant, s.Slots },
+            settings = new { s.Cycles, s.Seed, s.SleepMs, s.Work, s.TimeoutMs, s.HeartbeatMs, s.CheckpointInterval, connections = s.Network != null ? s.Connections : 0, s.PauseMs, s.Plant, s.PlantCycle, s.Slots },
         };
         File.WriteAllText(path, JsonSerializer.Serialize(doc, new JsonSerializerOptions { WriteIndented = true }));
         return path;

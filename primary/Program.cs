@@ -34,7 +34,7 @@ Command ProtectCommand()
     var caOpt = new Option<string?>("--ca") { Description = "Mutual TLS: the CA certificate(s) (PEM) the backup's certificate must chain to; the system trust store is not used." };
     var eventsOpt = new Option<string?>("--events") { Description = "Report what happens as JSON lines (one event per line: protected, backup-lost, unprotected, fenced, exit, ...) to FILE or to an inherited descriptor fd:N." };
     var plantOpt = new Option<string?>("--plant") { Description = "Drills only: plant a violation the drill's checkers must report (gate-early, ignore-arbiter, stale-term, snapshot-omits-page, snapshot-corrupt-chunk, snapshot-truncated, join-withholds-log).", Hidden = true };
-    plantOpt.AcceptOnlyFromAmong("gate-early", "ignore-arbiter", "stale-term", "snapshot-omits-page", "snapshot-corrupt-chunk", "snapshot-truncated", "join-withholds-log");
+    plantOpt.AcceptOnlyFromAmong(ReVirt.Replication.LivePlants.Names);
     var noExitWatchOpt = new Option<bool>("--no-exit-watch")
     {
         Description = "Start no exit watch: by default a small process beside this one shuts the data link down the moment this process starts to exit (killed or ended), so the backup learns of a death at once instead of when the kernel has torn the process down and closes its sockets (tens to hundreds of ms on a loaded machine). A frozen or cut-off primary is still judged by the backup's --primary-silence-ms.",
@@ -87,21 +87,8 @@ Command ProtectCommand()
             ProtocolVersion = parse.GetValue(protoOpt),
             Events = events,
             ExitWatch = !parse.GetValue(noExitWatchOpt),
-            Plant = parse.GetValue(plantOpt) switch
-            {
-                "gate-early" => ReVirt.Replication.PrimaryPlant.GateEarly,
-                "ignore-arbiter" => ReVirt.Replication.PrimaryPlant.IgnoreArbiter,
-                "join-withholds-log" => ReVirt.Replication.PrimaryPlant.JoinWithholdsLog,
-                "stale-term" => ReVirt.Replication.PrimaryPlant.StaleTerm,
-                _ => ReVirt.Replication.PrimaryPlant.None,
-            },
-            PlantSnapshot = parse.GetValue(plantOpt) switch
-            {
-                "snapshot-omits-page" => ReVirt.Snapshot.SnapshotPlant.OmitPage,
-                "snapshot-corrupt-chunk" => ReVirt.Snapshot.SnapshotPlant.CorruptChunk,
-                "snapshot-truncated" => ReVirt.Snapshot.SnapshotPlant.TruncateChunk,
-                _ => ReVirt.Snapshot.SnapshotPlant.None,
-            },
+            Plant = ReVirt.Replication.LivePlants.Parse(parse.GetValue(plantOpt)).Primary,
+            PlantSnapshot = ReVirt.Replication.LivePlants.Parse(parse.GetValue(plantOpt)).Snapshot,
         };
         if (guest.MakeOptions(parse) is not { } machine) return 2;
         return ReVirt.Primary.ProtectHost.Run(settings, machine, parse.GetValue(guest.Interval), parse.GetValue(guest.Stats));

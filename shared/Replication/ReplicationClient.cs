@@ -93,6 +93,26 @@ public sealed class ProtectSettings
 /// refuses again, and the drill must report the attempt.</remarks>
 public enum PrimaryPlant { None, GateEarly, IgnoreArbiter, JoinWithholdsLog, StaleTerm }
 
+/// <summary>The names of the violations a live replica can carry (<c>primary protect --plant</c>, and
+/// <c>backup listen --plant</c> for once it has taken over), one list for both commands.</summary>
+public static class LivePlants
+{
+    public static readonly string[] Names = ["gate-early", "ignore-arbiter", "stale-term", "snapshot-omits-page", "snapshot-corrupt-chunk", "snapshot-truncated", "join-withholds-log"];
+
+    /// <summary>The plant named <paramref name="name"/> (a name not in <see cref="Names"/>, or null: none).</summary>
+    public static (PrimaryPlant Primary, SnapshotPlant Snapshot) Parse(string? name) => name switch
+    {
+        "gate-early" => (PrimaryPlant.GateEarly, SnapshotPlant.None),
+        "ignore-arbiter" => (PrimaryPlant.IgnoreArbiter, SnapshotPlant.None),
+        "join-withholds-log" => (PrimaryPlant.JoinWithholdsLog, SnapshotPlant.None),
+        "stale-term" => (PrimaryPlant.StaleTerm, SnapshotPlant.None),
+        "snapshot-omits-page" => (PrimaryPlant.None, SnapshotPlant.OmitPage),
+        "snapshot-corrupt-chunk" => (PrimaryPlant.None, SnapshotPlant.CorruptChunk),
+        "snapshot-truncated" => (PrimaryPlant.None, SnapshotPlant.TruncateChunk),
+        _ => (PrimaryPlant.None, SnapshotPlant.None),
+    };
+}
+
 enum LinkState { Connecting, Protected, Unprotected, Fenced }
 
 /// <summary>
@@ -268,13 +288,16 @@ public sealed class ReplicationClient : ILogSink
         var session = await HandshakeAsync(_s.BackupUrl, Math.Max(1, _s.ConnectAttempts), TimeSpan.FromMilliseconds(Math.Max(30_000, _s.TimeoutMs * 3)), _stop.Token);
         ReplicationMetrics.Observe(() => Interlocked.Read(ref _produced) - Interlocked.Read(ref _acked), () => Gate.HeldBytes + Gate.SocketHeldBytes);
         Activate(session, catchUp: false);
-        if (_s.Plant == PrimaryPlant.GateEarly)
-        {
-            _log.WriteLine($"{_s.Role}: TESTING: the output gate releases without acknowledgements");
-            _s.Events.Emit(ReplicaEvent.Planted, ("violation", "gate-early"));
-            Gate.GoUnprotected();
-        }
+        if (_s.Plant == PrimaryPlant.GateEarly) PlantGateEarly();
         StartFlusher();
+    }
+
+    /// <summary>Planted (<see cref="PrimaryPlant.GateEarly"/>): the gate releases without acknowledgements.</summary>
+    void PlantGateEarly()
+    {
+        _log.WriteLine($"{_s.Role}: TESTING: the output gate releases without acknowledgements");
+        _s.Events.Emit(ReplicaEvent.Planted, ("violation", "gate-early"));
+        Gate.GoUnprotected();
     }
 
     /// <summary>
@@ -621,6 +644,9 @@ public sealed class ReplicationClient : ILogSink
             if (!session.Unheld || session != _cur || _state != LinkState.Protected) return;
             at = (ulong)Interlocked.Read(ref _produced);
             Gate.Reprotect(at);
+            // planted (gate-early) in a replica that took over: output would wait for the new standby from here; it
+            // does not, as the planted first primary's gate never waits
+            if (_s.Plant == PrimaryPlant.GateEarly) PlantGateEarly();
             Interlocked.Exchange(ref _baseBytes, _producedBytes);
             Interlocked.Exchange(ref _base, (long)at);
             session.JoinPoint = at;

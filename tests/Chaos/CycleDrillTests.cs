@@ -212,7 +212,7 @@ public class CycleDrillTests(ITestOutputHelper output) : DrillTests(output)
     /// <summary>Runs a cycles drill in a temporary directory and (unless <paramref name="expectOk"/> is false) asserts
     /// that every invariant held in every cycle and at the end; returns the cycles, the final checks and report.json's text.</summary>
     (List<CycleRecord> Cycles, List<InvariantResult> Final, string Report) RunCycles(string guest, int cycles, int seed, IGuestNetwork? net = null, int connections = 4,
-        bool expectOk = true, Action<int>? afterFault = null, NetnsHosts? hosts = null, FaultKind[]? faults = null, string? plant = null, int slots = CycleDrill.DefaultSlots)
+        bool expectOk = true, Action<int>? afterFault = null, NetnsHosts? hosts = null, FaultKind[]? faults = null, string? plant = null, int slots = CycleDrill.DefaultSlots, int plantCycle = 0, int? followerSilenceMs = null)
     {
         string work = Directory.CreateTempSubdirectory("revirt-cycles-").FullName;
         try
@@ -227,6 +227,8 @@ public class CycleDrillTests(ITestOutputHelper output) : DrillTests(output)
                 Faults = faults ?? [FaultKind.Kill],
                 Slots = slots,
                 Plant = plant,
+                PlantCycle = plantCycle,
+                FollowerSilenceMs = followerSilenceMs,
                 Connections = connections,
                 TimeoutMs = 3000, // a loaded 2-core machine must not split a pair outside the drill's own kills
                 PrimaryDll = GuestEnv.PrimaryDll,
@@ -395,6 +397,87 @@ public class CycleDrillTests(ITestOutputHelper output) : DrillTests(output)
     }
 
     /// <summary>
+    /// partition-kept-by-live-replica on records: a partition the live replica kept (it went on in a new term, the
+    /// cut-off follower stood down refused by the arbiter, and after the heal a standby on the follower's host held
+    /// the live replica's log) passes; each planted departure is reported: the follower took over (an unneeded
+    /// failover), the live replica never went on, the follower never stood down, the rejoining standby on another
+    /// host, or no rejoin after the heal (a standby-holds before the heal does not count). Other faults: not
+    /// applicable. Also which cycles can carry a plant (--plant-cycle).
+    /// </summary>
+    [Fact]
+    public void APartitionKeptByTheLiveReplicaIsCheckedAndEachPlantedDepartureIsReported()
+    {
+        var live = Replica("replica1", 0, [], Ev(4000, ReplicaEvent.Unprotected, ("term", 3L), ("arbiterAsked", true)), Ev(9000, ReplicaEvent.StandbyHolds, ("backup", "backup:h:9")));
+        var follower = Replica("replica2", null, [], Ev(5000, ReplicaEvent.StoodDown, ("reason", "the arbiter is held by backup:h:1 in term 3")));
+        InvariantResult Check(ReplicaOutput l, ReplicaOutput f, bool sameHost = true, double healAt = 6000, bool partition = true)
+            => CycleInvariants.PartitionKeptByLive(partition, l, f, "backup:h:9", sameHost, faultAtMs: 1000, healAtMs: healAt);
+        var ok = Check(live, follower);
+        Assert.True(ok.Ok, ok.Detail);
+        Assert.Equal(CycleInvariants.PartitionKept, ok.Name);
+        Assert.Contains("replica1 kept the arbiter and went on in term 3", ok.Detail);
+        Assert.StartsWith("not applicable", Check(live, follower, partition: false).Detail);
+        var took = Check(Replica("replica1", 0, [], Ev(5000, ReplicaEvent.Fenced, ("reason", "held"))), Replica("replica2", 0, [], TookOver(4500, 3)));
+        Assert.False(took.Ok);
+        Assert.Contains("an unneeded failover", took.Detail);
+        Assert.Contains("did not go on", Check(Replica("replica1", 0, [], live.Events[1]), follower).Detail);
+        // an unprotected event of a failed join (no arbiter asked) is no decision
+        Assert.Contains("did not go on", Check(Replica("replica1", 0, [], Ev(4000, ReplicaEvent.Unprotected, ("term", 2L), ("arbiterAsked", false)), live.Events[1]), follower).Detail);
+        Assert.Contains("did not stand down", Check(live, Replica("replica2", null, [])).Detail);
+        Assert.Contains("not on the cut-off follower", Check(live, follower, sameHost: false).Detail);
+        Assert.Contains("rejoined", Check(live, follower, healAt: 9500).Detail);
+        Assert.False(Check(live, follower, healAt: 9500).Ok);
+
+        FaultKind[] faults = [FaultKind.Kill, FaultKind.KillBackup, FaultKind.Partition];
+        Assert.Null(CycleDrill.WhyNotPlantCycle(0, 3, faults));
+        Assert.Null(CycleDrill.WhyNotPlantCycle(1, 3, faults));
+        Assert.Contains("kill-backup", CycleDrill.WhyNotPlantCycle(2, 3, faults));
+        Assert.Contains("partition", CycleDrill.WhyNotPlantCycle(3, 3, faults));
+        Assert.Contains("a cycle from 1 to 3", CycleDrill.WhyNotPlantCycle(4, 3, faults));
+    }
+
+    /// <summary>
+    /// A plant in a replica that took over, reported in a later cycle than the first primary's (--plant-cycle 1:
+    /// the first backup carries --plant stale-term and acts on it once live). Loopback, kill then freeze: cycle 1
+    /// kills the primary and replica1 takes over (term 1); every check of cycle 1 holds. Cycle 2 freezes replica1
+    /// until replica2 took over (term 2); replica1 wakes, asks the arbiter from term 1, is refused and, planted, asks
+    /// again from that old term: stale-replica-stays-down is violated in cycle 2 naming replica1. Deterministic: a
+    /// frozen replica always finds its term taken when it wakes. With the plant in the first primary (the only
+    /// place before --plant-cycle) the primary is killed in cycle 1 and the run holds every check.
+    /// </summary>
+    [Fact]
+    public void APlantedStaleTermInAReplicaThatTookOverIsReportedInTheLaterCycle()
+    {
+        var (rs, final, report) = RunCycles(GuestEnv.Guest("ticker", "musl"), 2, seed: 7, faults: [FaultKind.Kill, FaultKind.Freeze], plant: "stale-term", plantCycle: 1, expectOk: false);
+        Assert.Equal(2, rs.Count);
+        Assert.All(rs[0].Invariants, i => Assert.True(i.Ok, $"cycle 1: {i.Name}: {i.Detail}"));
+        var v = rs[1].Invariants.Single(i => i.Name == CycleInvariants.StaleStaysDown);
+        Assert.False(v.Ok);
+        Assert.StartsWith("replica1 asked the arbiter to go live from term 1", v.Detail);
+        Assert.All(rs[1].Invariants.Where(i => i.Name != CycleInvariants.StaleStaysDown), i => Assert.True(i.Ok, $"cycle 2: {i.Name}: {i.Detail}"));
+        Assert.False(final.Single(i => i.Name == CycleInvariants.StaleStaysDown).Ok);
+        using var doc = JsonDocument.Parse(report);
+        Assert.Equal(1, doc.RootElement.GetProperty("settings").GetProperty("PlantCycle").GetInt32());
+    }
+
+    /// <summary>
+    /// A snapshot that omits a page, sent by a replica that took over (--plant-cycle 1): cycle 1 kills the primary,
+    /// replica1 takes over and re-protects itself with a new standby by a snapshot that leaves a page out; the
+    /// standby refuses it by its digest, snapshots-match-their-digest is violated in cycle 1 with the reason, and the
+    /// run ends (replica1 stays unprotected). Deterministic: the page is always left out, the digest always covers it.
+    /// </summary>
+    [Fact]
+    public void APlantedSnapshotThatOmitsAPageSentByAReplicaThatTookOverIsReported()
+    {
+        var (rs, final, _) = RunCycles(GuestEnv.Guest("ticker", "musl"), 2, seed: 7, faults: [FaultKind.Kill], plant: "snapshot-omits-page", plantCycle: 1, expectOk: false);
+        Assert.Single(rs);
+        Assert.Equal("replica1", rs[0].Survivor);
+        var v = rs[0].Invariants.Single(i => i.Name == CycleInvariants.SnapshotFaithful);
+        Assert.False(v.Ok);
+        Assert.Contains("state digest", v.Detail);
+        Assert.Contains("refused replica1's snapshot", final.Single(i => i.Name == "pair-finished").Detail);
+    }
+
+    /// <summary>
     /// A planted stale replica on the hosts, reported in its cycle: the first primary, frozen until its follower took
     /// over in term 1, wakes, asks etcd from term 0 and is refused (term 1 is held), and then (--plant stale-term)
     /// asks again from that old term, as a stale replica restarted from its old state would; etcd refuses it again
@@ -543,6 +626,27 @@ public class CycleDrillTests(ITestOutputHelper output) : DrillTests(output)
     }
 
     /// <summary>
+    /// The soak's (REVIRT_SOAK=1) early gate in a replica that took over, on the hosts (--plant-cycle 1): cycle 1
+    /// kills the primary's host and replica1, carrying --plant gate-early, takes over; from the join point of its new
+    /// standby on its gate releases without acknowledgements. Cycle 2 partitions it from that standby and kills its
+    /// host once it released more output: output-commit-across-cycles holds in cycle 1 and is violated in cycle 2.
+    /// </summary>
+    [Fact]
+    public void APlantedGateThatReleasesEarlyInAReplicaThatTookOverIsReportedInItsCycleOnSeparateHosts()
+    {
+        if (!SoakSwitch.On) { Output.WriteLine(SoakSwitch.Skipped); return; }
+        using var hosts = CycleHosts();
+        if (hosts == null) return;
+        var (rs, final, _) = RunCycles(GuestEnv.Guest("ticker", "musl"), 2, seed: 3, hosts: hosts, faults: [FaultKind.Kill, FaultKind.CutKill], plant: "gate-early", plantCycle: 1, expectOk: false);
+        InvariantResult Commit(IEnumerable<InvariantResult> l) => l.Single(i => i.Name == CycleInvariants.OutputCommit);
+        Assert.True(Commit(rs[0].Invariants).Ok, Commit(rs[0].Invariants).Detail);
+        Assert.Contains("released stdout after the cut", rs[1].FaultDetail);
+        Assert.False(Commit(rs[1].Invariants).Ok);
+        Assert.StartsWith("replica1 released the guest's output", Commit(rs[1].Invariants).Detail);
+        Assert.False(Commit(final).Ok);
+    }
+
+    /// <summary>
     /// `chaos drill --cycles 2 --hosts netns --net virtual --faults kill,link-down`: kvserver on its virtual interface
     /// (10.215.0.100), whose wire is a TAP port per replica host on the bridge, and three clients on their own host
     /// keeping one connection each: the primary's host is killed, then the survivor's links go down; each time the
@@ -564,6 +668,31 @@ public class CycleDrillTests(ITestOutputHelper output) : DrillTests(output)
         Assert.Equal("virtual", doc.RootElement.GetProperty("net").GetString());
         Assert.Equal("netns", doc.RootElement.GetProperty("hosts").GetString());
         Assert.All(doc.RootElement.GetProperty("cycles").EnumerateArray(), c => Assert.True(c.GetProperty("stallMs").GetDouble() > 0));
+    }
+
+    /// <summary>
+    /// `chaos drill --cycles 1 --hosts netns --slots 2 --faults partition`: the bridge stops forwarding between the
+    /// live primary's host and its follower's, both still reaching etcd and the primary still reaching the clients.
+    /// The primary keeps the pair: it waits --timeout-ms for its follower, the follower 3/2 of that for it, so the
+    /// primary asks etcd first and goes on in term 1; the follower, refused, stands down without going live; after
+    /// the heal a standby starts on the follower's host and rejoins the primary. partition-kept-by-live-replica holds
+    /// with every other check. Fails with the follower waiting no longer than the primary
+    /// (FollowerSilenceMs = TimeoutMs / 2: the follower asks first, takes over, and the check reports an unneeded failover).
+    /// </summary>
+    [Fact]
+    public void APartitionIsKeptByTheLivePrimaryAndTheCutOffFollowersHostRejoinsAfterTheHeal()
+    {
+        using var hosts = CycleHosts(slots: 2);
+        if (hosts == null) return;
+        var (rs, _, _) = RunCycles(GuestEnv.Guest("ticker", "musl"), 1, seed: 5, hosts: hosts, faults: [FaultKind.Partition], slots: 2);
+        Assert.Equal("went on unprotected", rs[0].Outcome);
+        Assert.Equal("primary", rs[0].Survivor);
+        Assert.Equal(1L, rs[0].Term);
+        Assert.Equal(0, rs[0].JoinerSlot); // the cut-off follower's slot: its host rejoined
+        Assert.StartsWith("stood down", rs[0].ReplacedFate);
+        var kept = rs[0].Invariants.Single(i => i.Name == CycleInvariants.PartitionKept);
+        Assert.True(kept.Ok, kept.Detail);
+        Assert.Contains("primary kept the arbiter and went on in term 1", kept.Detail);
     }
 
     /// <summary>The soak's (REVIRT_SOAK=1) long variant on separate hosts: 20 cycles rotating through every host fault

@@ -38,6 +38,20 @@ public class ReprotectionTests(ITestOutputHelper output)
         foreach (var f in Directory.GetFiles(Path.GetDirectoryName(path)!, Path.GetFileName(path) + "*")) File.Delete(f);
     }
 
+    /// <summary>The primary re-protects itself with the standby at <paramref name="standbyUrl"/>, which holds the log
+    /// and catches up; the guest is told to stop and both end with status 0.</summary>
+    void ProtectedAgainByAndEnded(ReplicaProc p, ReplicaProc s, string standbyUrl, string stop)
+    {
+        Assert.Equal(standbyUrl, p.WaitForEvent(ReplicaEvent.Reprotected, Long).Str("url"));
+        p.WaitForEvent(ReplicaEvent.StandbyHolds, Long);
+        s.WaitForEvent(ReplicaEvent.CaughtUp, Long);
+        File.WriteAllBytes(stop, []);
+        int? pc = p.WaitForExit(Long), sc = s.WaitForExit(Long);
+        output.WriteLine($"primary {pc}:\n{p.Stderr}\nstandby {sc}:\n{s.Stderr}");
+        Assert.Equal(0, pc);
+        Assert.Equal(0, sc);
+    }
+
     [Fact]
     public void APrimaryThatLostItsBackupIsProtectedAgainByAStandbyAndAForeignStandbyIsRefused()
     {
@@ -66,15 +80,7 @@ public class ReprotectionTests(ITestOutputHelper output)
             Assert.Equal(foreignUrl, refused.Str("url"));
             Assert.Contains("mismatch", refused.Str("reason"));
             Assert.NotNull(foreign.WaitForEvent(ReplicaEvent.RefusedPrimary, Long));
-            var again = p.WaitForEvent(ReplicaEvent.Reprotected, Long);
-            Assert.Equal(standbyUrl, again.Str("url"));
-            p.WaitForEvent(ReplicaEvent.StandbyHolds, Long);
-            s.WaitForEvent(ReplicaEvent.CaughtUp, Long);
-            File.WriteAllBytes(stop, []);
-            int? pc = p.WaitForExit(Long), sc = s.WaitForExit(Long);
-            output.WriteLine($"primary {pc}:\n{p.Stderr}\nstandby {sc}:\n{s.Stderr}");
-            Assert.Equal(0, pc);
-            Assert.Equal(0, sc);
+            ProtectedAgainByAndEnded(p, s, standbyUrl, stop);
             // the standby replayed the whole run from record 1 and matched it: every checkpoint and output verified
             int lines = Lines(p.Stdout);
             var matched = s.WaitForEvent(ReplicaEvent.ReplayMatched, Long);
@@ -116,5 +122,102 @@ public class ReprotectionTests(ITestOutputHelper output)
             Assert.Empty(b.Stdout);
         }
         finally { DeleteArbiter(arbiter); }
+    }
+    /// <summary>
+    /// Bad input from a standby costs the live replica nothing: a primary that lost its backup asks, in turn, a
+    /// "standby" that answers the connection with garbage, one that accepts and then stalls mid-handshake (says
+    /// nothing), and a real standby. The garbage one is reported (standby-refused with the reason) at once; while the
+    /// stalled one holds the handshake the guest prints on (the test holds it until 10 more lines came, then cuts
+    /// it); it is reported in turn, and the primary goes on to the real standby, which joins, holds the log and
+    /// replays the whole run to a match. Placed by events and the guest's output, not by time. Fails if a failed
+    /// standby ended the primary's search or the handshake held the guest back.
+    /// </summary>
+    [Fact]
+    public async Task AStandbyThatSendsGarbageOrStallsMidHandshakeCostsTheLiveReplicaNothing()
+    {
+        string arbiter = TempFile(".lock");
+        using var garbage = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        using var stall = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        garbage.Start();
+        stall.Start();
+        using var stop = new CancellationTokenSource();
+        using var held = new ManualResetEventSlim();
+        using var release = new ManualResetEventSlim();
+        // garbage: every connection gets 4 KiB of random bytes, then is read until the peer closes
+        var garbageTask = Task.Run(async () =>
+        {
+            try
+            {
+                while (!stop.IsCancellationRequested)
+                {
+                    using var c = await garbage.AcceptTcpClientAsync(stop.Token);
+                    var st = c.GetStream();
+                    await st.WriteAsync(System.Security.Cryptography.RandomNumberGenerator.GetBytes(4096), stop.Token);
+                    var buf = new byte[4096];
+                    using var bound = CancellationTokenSource.CreateLinkedTokenSource(stop.Token);
+                    bound.CancelAfter(TimeSpan.FromSeconds(30));
+                    try { while (await st.ReadAsync(buf, bound.Token) > 0) { } } catch (Exception e) when (e is IOException or OperationCanceledException) { }
+                }
+            }
+            catch (OperationCanceledException) { }
+        });
+        // stall: the first connection is accepted and read from but never answered until the test releases it; later
+        // ones (the primary's retry) are closed at once
+        var stallTask = Task.Run(async () =>
+        {
+            try
+            {
+                using (var first = await stall.AcceptTcpClientAsync(stop.Token))
+                {
+                    held.Set();
+                    var st = first.GetStream();
+                    var buf = new byte[4096];
+                    var read = Task.Run(async () => { try { while (await st.ReadAsync(buf, stop.Token) > 0) { } } catch (Exception e) when (e is IOException or OperationCanceledException) { } });
+                    release.Wait(stop.Token);
+                }
+                while (!stop.IsCancellationRequested) (await stall.AcceptTcpClientAsync(stop.Token)).Dispose();
+            }
+            catch (OperationCanceledException) { }
+        });
+        string garbageUrl = $"http://127.0.0.1:{((System.Net.IPEndPoint)garbage.LocalEndpoint).Port}";
+        string stallUrl = $"http://127.0.0.1:{((System.Net.IPEndPoint)stall.LocalEndpoint).Port}";
+        try
+        {
+            var (b, url) = Replicas.StartBackup("--arbiter", arbiter, "--timeout-ms", "2000");
+            using var _b = b;
+            var (s, standbyUrl) = Replicas.StartBackup("--arbiter", arbiter, "--timeout-ms", "2000");
+            using var _s = s;
+            var (stopFile, run) = TickerRun();
+            // a long handshake bound (3 x --timeout-ms): the stalled standby is cut by the test, not by the primary
+            using var p = Replicas.Primary(["--backup", url, "--standby", garbageUrl, "--standby", stallUrl, "--standby", standbyUrl, "--arbiter", arbiter, "--timeout-ms", "5000",
+                "--checkpoint-interval", "2000000", "--", .. run]);
+            p.WaitForEvent(ReplicaEvent.Protected, Long);
+            Assert.True(p.WaitFor(() => Lines(p.Stdout) >= 20, Long), "the guest prints");
+            b.KillHard();
+            Assert.Equal(1, p.WaitForEvent(ReplicaEvent.Unprotected, Long).Long("term"));
+            Assert.True(p.WaitFor(() => p.Events.Any(e => e.Name == ReplicaEvent.StandbyRefused && e.Str("url") == garbageUrl), Long), "the garbage standby is reported");
+            output.WriteLine($"garbage: {p.Events.First(e => e.Name == ReplicaEvent.StandbyRefused && e.Str("url") == garbageUrl).Str("reason")}");
+            Assert.True(held.Wait(Long), "the primary reached the stalling standby");
+            int at = Lines(p.Stdout);
+            bool printedOn = p.WaitFor(() => Lines(p.Stdout) >= at + 10, Long);
+            bool stillHeld = !p.Events.Any(e => e.Name == ReplicaEvent.StandbyRefused && e.Str("url") == stallUrl);
+            release.Set();
+            Assert.True(printedOn, $"the guest printed {Lines(p.Stdout) - at} lines while a standby stalled the handshake");
+            Assert.True(stillHeld, "the 10 lines came while the stalled handshake was still open");
+            Assert.True(p.WaitFor(() => p.Events.Any(e => e.Name == ReplicaEvent.StandbyRefused && e.Str("url") == stallUrl), Long), "the stalled standby is reported");
+            ProtectedAgainByAndEnded(p, s, standbyUrl, stopFile);
+            Assert.NotNull(s.WaitForEvent(ReplicaEvent.ReplayMatched, Long));
+            AssertTicks(p.StdoutText, Lines(p.Stdout));
+            File.Delete(stopFile);
+        }
+        finally
+        {
+            release.Set();
+            stop.Cancel();
+            garbage.Stop();
+            stall.Stop();
+            try { await Task.WhenAll(garbageTask, stallTask).WaitAsync(TimeSpan.FromSeconds(10)); } catch (TimeoutException) { }
+            DeleteArbiter(arbiter);
+        }
     }
 }
