@@ -541,8 +541,12 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
     /// </summary>
     void RunLink(PendingLink p, DataLink link)
     {
-        // until the session's first heartbeat the primary may be sending a backlog, a snapshot or its encoding: the long
-        // time-out; from then on it heartbeats within the short silence bound, which decides when it is lost
+        // until the session has started (its first message after a snapshot, if this standby takes one) the primary may
+        // be taking or encoding a snapshot: the long time-out; from the session's first message on, the primary writes
+        // something (a batch, or a heartbeat when no batch went out for its interval) within the short silence bound,
+        // which then decides when it is lost. Armed by a message of any kind: a primary whose guest never idles sends
+        // only batches, and a bound armed by its first heartbeat was never armed (a frozen busy primary was waited
+        // out for the long time-out)
         var silence = new LinkSilence(s.TimeoutMs);
         link.ReceiveTimeoutMs = s.TimeoutMs;
         link.SendTimeoutMs = ReplicationProtocol.SendBoundMs(s.TimeoutMs);
@@ -617,6 +621,7 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
                     continue;
                 }
                 if (!started) { Start(p.Hello, p.Header); _link = link; started = true; }
+                if (silence.Arm(s.PrimarySilenceMs)) link.ReceiveTimeoutMs = s.PrimarySilenceMs;
                 switch (m.BodyCase)
                 {
                     case PrimaryMessage.BodyOneofCase.Batch:
@@ -634,8 +639,6 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
                         break;
                     case PrimaryMessage.BodyOneofCase.Heartbeat:
                         if (owed > 0) AckOwed(); // batches before the heartbeat are acknowledged as batches are
-                        // the session's first heartbeat: the primary sent any backlog and heartbeats from now on
-                        if (silence.Arm(s.PrimarySilenceMs)) link.ReceiveTimeoutMs = s.PrimarySilenceMs;
                         Released(m.Heartbeat.Released);
                         var ack = AckNow(Held);
                         ack.Ack.EchoUnixMs = m.Heartbeat.SentUnixMs;
