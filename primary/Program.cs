@@ -48,7 +48,7 @@ Command ProtectCommand()
     var storeOpt = new Option<string?>("--log") { Description = "Where this replica keeps its whole log, which a standby that joins later receives from the beginning (default: a temporary file removed at exit)." };
     var replayLagOpt = new Option<int>("--max-replay-lag-ms") { Description = "Slow the guest down while the backup's replay trails the log by more than this many milliseconds (the age of the oldest record it has not replayed), until it is within half of it: a takeover then has little to replay before going live. 0: no bound.", DefaultValueFactory = _ => 20 };
     var backupDataOpt = new Option<string?>("--backup-data") { Description = "HOST:PORT where the backup's data link (the log and the acks, opened after the handshake) is reached, when not at the --backup host and the port the backup names (e.g. through a relay)." };
-    var dataLinkOpt = new Option<string>("--data-link") { Description = ReVirt.Replication.DataLinkKinds.Help, DefaultValueFactory = _ => "tcp" };
+    var dataLinkOpt = new Option<string>("--data-link") { Description = ReVirt.Replication.DataLinkKinds.Help, DefaultValueFactory = _ => "auto" };
     dataLinkOpt.AcceptOnlyFromAmong("auto", "unix", "tcp");
     var protoOpt = new Option<uint>("--protocol-version") { Description = "Testing: announce another protocol version.", Hidden = true, DefaultValueFactory = _ => ReVirt.Replication.ReplicationProtocol.Version };
     var protect = new Command("protect", "Run like `record`, streaming the event log to a backup (`backup listen`) that replays it in lockstep and takes over if this primary dies. Output leaves the VM only once the backup holds the log up to the point where it was produced.")

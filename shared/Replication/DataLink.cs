@@ -437,9 +437,9 @@ public sealed class DataLink : IDisposable
 public sealed class LocalLinkUnreachableException(string message) : IOException(message);
 
 /// <summary>
-/// Which transport a replica uses for the data links it opens and offers (<c>--data-link</c>, on `primary protect`, default
-/// <see cref="Tcp"/>, and `backup listen`, default <see cref="Auto"/>: a backup offers the socket, a primary uses it only
-/// when asked, since a whole pair has not been measured faster with it yet): <see cref="Auto"/> the same-host Unix socket when the peer offers one and it is reachable (same
+/// Which transport a replica uses for the data links it opens and offers (<c>--data-link</c>, on `primary protect` and
+/// `backup listen`, default <see cref="Auto"/> on both: on a quiet 2-core host a kvserver pair over the socket served
+/// 64 connections 15 % faster than over loopback TCP and 16 connections as fast): <see cref="Auto"/> the same-host Unix socket when the peer offers one and it is reachable (same
 /// host, same network namespace) and no relay was named, TCP otherwise; <see cref="Unix"/> only the Unix socket (a
 /// primary refuses a backup it cannot reach so, a backup refuses a primary's TCP link); <see cref="Tcp"/> never the
 /// Unix socket (a backup does not offer it).
@@ -448,7 +448,7 @@ public enum DataLinkKind { Auto, Unix, Tcp }
 
 public static class DataLinkKinds
 {
-    public const string Help = "Transport of the data link (the log and the acks after the handshake): auto takes a Unix-domain socket when both replicas run on one host and network namespace (the backup names an abstract socket in its welcome; less kernel CPU per message than loopback TCP, but not yet shown faster for a whole pair: docs/PERFORMANCE-replication.md), TCP otherwise or when --backup-data names a relay; unix insists on the same-host socket (a primary refuses a backup it cannot reach so; a backup refuses TCP links); tcp never uses it (a backup does not offer it). Authentication is the same on both: the welcome's one-time ticket with the token's proof, or mutual TLS.";
+    public const string Help = "Transport of the data link (the log and the acks after the handshake): auto takes a Unix-domain socket when both replicas run on one host and network namespace (the backup names an abstract socket in its welcome; less kernel CPU per message than loopback TCP: docs/PERFORMANCE-replication.md; the default on both replicas), TCP otherwise or when --backup-data names a relay (a relay, a route or a firewall between two replicas in one network namespace cannot cut the socket: replicas meant to be separated by a network run in separate namespaces or hosts, or use tcp); unix insists on the same-host socket (a primary refuses a backup it cannot reach so; a backup refuses TCP links); tcp never uses it (a backup does not offer it). Authentication is the same on both: the welcome's one-time ticket with the token's proof, or mutual TLS.";
 
     public static DataLinkKind Parse(string text) => text switch
     {
