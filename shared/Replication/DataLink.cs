@@ -338,16 +338,70 @@ public sealed class DataLink : IDisposable
     {
         try
         {
-            Fill(4);
-            int size = BinaryPrimitives.ReadInt32LittleEndian(_in.AsSpan(_inPos));
-            if (size < 0 || size > maxBytes) throw new IOException($"the peer sent a message of {size} bytes (at most {maxBytes})");
-            Fill(4 + size);
-            var m = parser.ParseFrom(_in, _inPos + 4, size);
-            _inPos += 4 + size;
-            return m;
+            int at = Next(maxBytes, out int size);
+            return parser.ParseFrom(_in, at, size);
         }
         catch (ObjectDisposedException e) { throw new IOException("the data link is closed", e); }
         catch (InvalidProtocolBufferException e) { throw new IOException($"the peer sent a malformed message: {e.Message}", e); }
+    }
+
+    /// <summary>
+    /// Reads one of the primary's messages (the backup's reader thread): a batch is read in place (<see
+    /// cref="LinkWire.TryReadBatch"/>: true, <paramref name="batch"/> set, its frames valid until the next read of this
+    /// link), any other message through the generated parser (false, <paramref name="other"/> set). Errors as
+    /// <see cref="Receive"/>.
+    /// </summary>
+    public bool ReceiveBatch(int maxBytes, out BatchView batch, out PrimaryMessage? other)
+    {
+        try
+        {
+            int at = Next(maxBytes, out int size);
+            other = null;
+            if (LinkWire.TryReadBatch(new ReadOnlyMemory<byte>(_in, at, size), out batch)) return true;
+            other = PrimaryMessage.Parser.ParseFrom(_in, at, size);
+            return false;
+        }
+        catch (ObjectDisposedException e) { throw new IOException("the data link is closed", e); }
+        catch (InvalidProtocolBufferException e) { throw new IOException($"the peer sent a malformed message: {e.Message}", e); }
+    }
+
+    /// <summary>Reads the next message's frame: returns where its encoding starts in the buffer (its
+    /// <paramref name="size"/> bytes stay there until the next read) and moves past it.</summary>
+    int Next(int maxBytes, out int size)
+    {
+        Fill(4);
+        size = BinaryPrimitives.ReadInt32LittleEndian(_in.AsSpan(_inPos));
+        if (size < 0 || size > maxBytes) throw new IOException($"the peer sent a message of {size} bytes (at most {maxBytes})");
+        Fill(4 + size);
+        int at = _inPos + 4;
+        _inPos += 4 + size;
+        return at;
+    }
+
+    /// <summary>
+    /// Sends an acknowledgement (BackupMessage { Ack }) encoded by hand (<see cref="LinkWire.WriteAck"/>): no message
+    /// object, one write. Errors as <see cref="Send"/>.
+    /// </summary>
+    public void SendAck(ulong held, long echoUnixMs, ulong replayed)
+    {
+        Span<byte> frame = stackalloc byte[4 + LinkWire.MaxAckBytes];
+        int size = LinkWire.WriteAck(frame[4..], held, echoUnixMs, replayed);
+        BinaryPrimitives.WriteInt32LittleEndian(frame, size);
+        try { WriteRaw(frame[..(4 + size)]); }
+        catch (ObjectDisposedException e) { throw new IOException("the data link is closed", e); }
+        catch (IOException e) when (IsTimeout(e))
+        {
+            string peer = _peer;
+            Close();
+            throw new LinkSendTimeoutException($"an acknowledgement could not be sent on the data link to {peer} within {_sendTimeoutMs} ms (the peer stopped reading); the link is closed");
+        }
+    }
+
+    /// <summary>Sends an acknowledgement unless the link is broken; false then.</summary>
+    public bool TrySendAck(ulong held, long echoUnixMs, ulong replayed)
+    {
+        try { SendAck(held, echoUnixMs, replayed); return true; }
+        catch (IOException) { return false; }
     }
 
     /// <summary>Reads until at least <paramref name="need"/> bytes are buffered from _inPos on.</summary>
