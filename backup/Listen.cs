@@ -459,15 +459,19 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
     /// With <paramref name="hold"/> false the log copy is not flushed yet: the batch is held (acknowledged, handed to
     /// the replay) only by <see cref="HoldReceived"/>, so that a burst of batches costs one write and one wake-up of
     /// the replay.</summary>
-    public ulong Receive(Batch b, bool hold = true)
+    public ulong Receive(Batch b, bool hold = true) => Receive(BatchView.Of(b), hold);
+
+    /// <summary><see cref="Receive(Batch, bool)"/> of a batch read in place from the link (its frames are copied here,
+    /// before the link's next read).</summary>
+    ulong Receive(in BatchView b, bool hold)
     {
-        var data = b.Frames.Memory;
+        var data = b.Frames;
         // the one verification of these frames on this replica: the replay trusts what reaches its pipe
         ulong seq = RecordFrame.CheckRun(data, b.Count, _received);
         _file!.Append(data.Span);
         _unheld.Write(data.Span);
         _received = seq;
-        if (b.Released != null) _boundary?.ReportReleased(b.Released.StdoutBytes, b.Released.StderrBytes);
+        if (b.HasReleased) _boundary?.ReportReleased(b.ReleasedStdout, b.ReleasedStderr);
         if (hold) HoldReceived();
         return seq;
     }
@@ -546,8 +550,12 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
     /// </summary>
     void RunLink(PendingLink p, DataLink link)
     {
-        // until the session's first heartbeat the primary may be sending a backlog, a snapshot or its encoding: the long
-        // time-out; from then on it heartbeats within the short silence bound, which decides when it is lost
+        // until the session has started (its first message after a snapshot, if this standby takes one) the primary may
+        // be taking or encoding a snapshot: the long time-out; from the session's first message on, the primary writes
+        // something (a batch, or a heartbeat when no batch went out for its interval) within the short silence bound,
+        // which then decides when it is lost. Armed by a message of any kind: a primary whose guest never idles sends
+        // only batches, and a bound armed by its first heartbeat was never armed (a frozen busy primary was waited
+        // out for the long time-out)
         var silence = new LinkSilence(s.TimeoutMs);
         link.ReceiveTimeoutMs = s.TimeoutMs;
         link.SendTimeoutMs = ReplicationProtocol.SendBoundMs(s.TimeoutMs);
@@ -564,8 +572,22 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         {
             ulong held = HoldReceived();
             if (s.AckDelayMs > 0) Thread.Sleep(s.AckDelayMs); // the test hook delays the ack, not the holding
-            link.Send(AckNow(held));
+            SendAck(link, held);
             owed = 0;
+        }
+        void OnBatch(in BatchView b)
+        {
+            if (planted != null)
+            {
+                // planted violation (--plant ack-early:MS): a batch is acknowledged at once but held only
+                // MS later, and never if the link ends first (HoldDuePlanted; the end drops the queue)
+                earlyAcked = Math.Max(earlyAcked, Held) + b.Count;
+                link.SendAck(earlyAcked, 0, 0);
+                planted.Enqueue((b.ToMessage(), Environment.TickCount64 + s.PlantAckEarlyMs));
+                return;
+            }
+            Receive(b, hold: false);
+            owed++;
         }
         try
         {
@@ -576,8 +598,17 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
                 // batch ever waits for a batch that has not arrived
                 if (owed > 0 && (!link.HasBuffered || owed >= MaxBatchesPerAck)) AckOwed();
                 silence.Listening();
-                var m = link.Receive(PrimaryMessage.Parser, ReplicationProtocol.MaxMessageBytes);
+                // a batch (the message of every request) is read in place: no message objects, no copy of its frames
+                bool isBatch = link.ReceiveBatch(ReplicationProtocol.MaxMessageBytes, out var batch, out var other);
                 silence.Heard();
+                if (isBatch)
+                {
+                    if (!started) { Start(p.Hello, p.Header); _link = link; started = true; }
+                    if (silence.Arm(s.PrimarySilenceMs)) link.ReceiveTimeoutMs = s.PrimarySilenceMs;
+                    OnBatch(batch);
+                    continue;
+                }
+                var m = other!;
                 if (!started && m.BodyCase == PrimaryMessage.BodyOneofCase.Heartbeat && AcceptsSnapshot(p.Hello))
                 {
                     // the live replica is taking or encoding the snapshot: this standby starts only with it
@@ -618,33 +649,20 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
                     snap = null;
                     started = true;
                     _link = link;
-                    link.Send(AckNow(Held));
+                    SendAck(link, Held);
                     continue;
                 }
                 if (!started) { Start(p.Hello, p.Header); _link = link; started = true; }
+                if (silence.Arm(s.PrimarySilenceMs)) link.ReceiveTimeoutMs = s.PrimarySilenceMs;
                 switch (m.BodyCase)
                 {
-                    case PrimaryMessage.BodyOneofCase.Batch:
-                        if (planted != null)
-                        {
-                            // planted violation (--plant ack-early:MS): a batch is acknowledged at once but held only
-                            // MS later, and never if the link ends first (HoldDuePlanted; the end drops the queue)
-                            earlyAcked = Math.Max(earlyAcked, Held) + (ulong)m.Batch.Count;
-                            link.Send(new BackupMessage { Ack = new Ack { HeldSequence = earlyAcked } });
-                            planted.Enqueue((m.Batch, Environment.TickCount64 + s.PlantAckEarlyMs));
-                            break;
-                        }
-                        Receive(m.Batch, hold: false);
-                        owed++;
+                    case PrimaryMessage.BodyOneofCase.Batch: // one the in-place reader left to the parser
+                        OnBatch(BatchView.Of(m.Batch));
                         break;
                     case PrimaryMessage.BodyOneofCase.Heartbeat:
                         if (owed > 0) AckOwed(); // batches before the heartbeat are acknowledged as batches are
-                        // the session's first heartbeat: the primary sent any backlog and heartbeats from now on
-                        if (silence.Arm(s.PrimarySilenceMs)) link.ReceiveTimeoutMs = s.PrimarySilenceMs;
                         Released(m.Heartbeat.Released);
-                        var ack = AckNow(Held);
-                        ack.Ack.EchoUnixMs = m.Heartbeat.SentUnixMs;
-                        link.Send(ack);
+                        SendAck(link, Held, m.Heartbeat.SentUnixMs);
                         break;
                     case PrimaryMessage.BodyOneofCase.JoinPoint:
                         if (_hello is not { LiveSequence: > 0 } joined || m.JoinPoint.Sequence < joined.LiveSequence || m.JoinPoint.Sequence < _snapshotSequence || Volatile.Read(ref _joinPoint) != 0)
@@ -723,15 +741,19 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         return false;
     }
 
-    /// <summary>An ack of what this replica holds and how far its replay got.</summary>
-    BackupMessage AckNow(ulong held)
+    /// <summary>Notes an ack of <paramref name="held"/> (what this replica holds) going out now; returns how far the
+    /// replay got, which the ack carries.</summary>
+    ulong NoteAck(ulong held)
     {
         Interlocked.Exchange(ref _lastAckTicks, Stopwatch.GetTimestamp());
         if (held > Volatile.Read(ref _ackedHeld)) Volatile.Write(ref _ackedHeld, held);
         ulong replayed = _boundary?.ReplayedSequence ?? 0;
         if (replayed > Volatile.Read(ref _ackedReplayed)) Volatile.Write(ref _ackedReplayed, replayed);
-        return new BackupMessage { Ack = new Ack { HeldSequence = held, ReplayedSequence = replayed } };
+        return replayed;
     }
+
+    /// <summary>An ack of what this replica holds and how far its replay got (encoded by hand: no message objects).</summary>
+    void SendAck(DataLink link, ulong held, long echoUnixMs = 0) => link.SendAck(held, echoUnixMs, NoteAck(held));
 
     /// <summary>
     /// The replay's position reaches the primary at most this long after the replay consumed everything held. Acks
@@ -754,7 +776,7 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
     void AckReplayed()
     {
         if (!ReplayUnreported(out var l)) return;
-        if (Stopwatch.GetElapsedTime(Interlocked.Read(ref _lastAckTicks)).TotalMilliseconds >= ReplayAckIntervalMs) { l.TrySend(AckNow(Volatile.Read(ref _ackedHeld))); return; }
+        if (Stopwatch.GetElapsedTime(Interlocked.Read(ref _lastAckTicks)).TotalMilliseconds >= ReplayAckIntervalMs) { TrySendReplayAck(l); return; }
         if (Interlocked.Exchange(ref _replayAckArmed, 1) != 0) return;
         if (_replayAcker == null)
         {
@@ -762,6 +784,14 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
             _replayAcker.Start();
         }
         _replayAckDue.Set();
+    }
+
+    /// <summary>Reports the replay's position with the held position acknowledged last (the replay's thread or its
+    /// ack thread: holding is acknowledged by the link thread only).</summary>
+    void TrySendReplayAck(DataLink l)
+    {
+        ulong held = Volatile.Read(ref _ackedHeld);
+        l.TrySendAck(held, 0, NoteAck(held));
     }
 
     /// <summary>The replay has consumed held records that no ack reported yet.</summary>
@@ -781,7 +811,7 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
             double wait = ReplayAckIntervalMs - Stopwatch.GetElapsedTime(Interlocked.Read(ref _lastAckTicks)).TotalMilliseconds;
             if (wait > 0) Thread.Sleep(TimeSpan.FromMilliseconds(wait));
             Volatile.Write(ref _replayAckArmed, 0);
-            if (ReplayUnreported(out var l)) l.TrySend(AckNow(Volatile.Read(ref _ackedHeld)));
+            if (ReplayUnreported(out var l)) TrySendReplayAck(l);
         }
     }
 

@@ -15,7 +15,7 @@ microseconds per request, so the server, not the client, is measured.
 Needs the tests built: dotnet build tests -c Release (uses tests/bin/Release/net10.0/{primary,backup}.dll)
 and guests/out/counter.musl (guests/build.sh guests/out).
 """
-import argparse, os, re, signal, statistics, subprocess, sys, threading, time, datetime, tempfile
+import argparse, os, re, shlex, signal, statistics, subprocess, sys, threading, time, datetime, tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, 'tests', 'bin', 'Release', 'net10.0')
@@ -24,6 +24,8 @@ COUNTER = os.path.join(ROOT, 'guests', 'out', 'counter.musl')
 KV = os.path.join(ROOT, 'guests', 'out', 'kvserver.musl')
 
 
+# --kv-protect-args: options added to every `primary protect` of --kv-compare and --kv-profile
+PROTECT_ARGS = []
 # --kv-pin: CPU lists (taskset -c) for the primary and the load generator, and for the backup; None: unpinned
 PIN = None
 
@@ -174,7 +176,7 @@ def kv_server(mode, port, bin_dir=BIN):
         p = Proc([primary, 'run', '--', KV, str(port)], PIN and PIN[0])
     else:
         b, url = backup(bin_dir=bin_dir, cpus=PIN and PIN[1])
-        p = Proc([primary, 'protect', '--backup', url, '--stats', '--', KV, str(port)], PIN and PIN[0])
+        p = Proc([primary, 'protect', '--backup', url, '--stats'] + PROTECT_ARGS + ['--', KV, str(port)], PIN and PIN[0])
     p.wait_for(r'kvserver: listening on')
     return p, b
 
@@ -464,13 +466,17 @@ def main():
                     '`protect`) and the load generator on the CPUs PRIMARY_CPUS and the backup on BACKUP_CPUS (taskset -c '
                     'lists, e.g. 0:1 on a 2-core machine: the backup on a core of its own, as on a host of its own); '
                     'the rest of the machine\'s work is not confined')
+    ap.add_argument('--kv-protect-args', metavar='OPTIONS', default='', help='kvserver only: options for every `primary protect` of '
+                    '--kv-compare and --kv-profile, both builds (one string, e.g. --kv-protect-args="--data-link tcp": two builds '
+                    'whose defaults differ compared on one transport)')
     ap.add_argument('--kv-ab', metavar='OPTIONS', help='kvserver only: this build\'s `primary protect` as is and with the '
                     'primary options OPTIONS (one string, given as --kv-ab="--max-replay-lag-ms 0"), alternating --runs times per '
                     'connection count: requests/s, latency, CPU microseconds per request of each replica, voluntary '
                     'context switches and batches per request (medians); prints, writes nothing. Several option sets '
                     'separated by ";" (e.g. --kv-ab="--ship-after-us 100;--ship-after-us 500") run in the same rotation')
     a = ap.parse_args()
-    global KV_WARMUP, PIN
+    global KV_WARMUP, PIN, PROTECT_ARGS
+    PROTECT_ARGS = shlex.split(a.kv_protect_args)
     KV_WARMUP = a.kv_warmup
     if a.kv_pin:
         prim, sep, back = a.kv_pin.partition(':')

@@ -17,9 +17,11 @@ namespace ReVirt.Replication;
 public sealed class BlockingPipeStream : ReadOnlyStream
 {
     readonly object _lock = new();
-    readonly Queue<byte[]> _chunks = new();
+    // chunks are copies in arrays of the shared pool (a backup appends one per held burst, thousands a second): each
+    // goes back to the pool once read
+    readonly Queue<(byte[] Array, int Length)> _chunks = new();
     byte[]? _cur;
-    int _curPos;
+    int _curPos, _curLength;
     bool _completed;
     long _buffered;
     bool _starving;
@@ -43,12 +45,13 @@ public sealed class BlockingPipeStream : ReadOnlyStream
     public void Append(ReadOnlySpan<byte> data)
     {
         if (data.IsEmpty) return;
-        var copy = data.ToArray();
+        var copy = System.Buffers.ArrayPool<byte>.Shared.Rent(data.Length);
+        data.CopyTo(copy);
         lock (_lock)
         {
-            if (_completed) throw new InvalidOperationException("pipe completed");
-            _chunks.Enqueue(copy);
-            _buffered += copy.Length;
+            if (_completed) { System.Buffers.ArrayPool<byte>.Shared.Return(copy); throw new InvalidOperationException("pipe completed"); }
+            _chunks.Enqueue((copy, data.Length));
+            _buffered += data.Length;
             _starving = false;
             if (!_gathering || _buffered >= GatherBytes) Monitor.PulseAll(_lock);
         }
@@ -72,7 +75,7 @@ public sealed class BlockingPipeStream : ReadOnlyStream
         {
             while (true)
             {
-                if (_chunks.Count == 0 && (_cur == null || _curPos >= _cur.Length) && !_completed && !_starving && Starving is { } starving)
+                if (_chunks.Count == 0 && (_cur == null || _curPos >= _curLength) && !_completed && !_starving && Starving is { } starving)
                 {
                     _starving = true;
                     Monitor.Exit(_lock);
@@ -80,16 +83,17 @@ public sealed class BlockingPipeStream : ReadOnlyStream
                     finally { Monitor.Enter(_lock); }
                     continue;
                 }
-                if (_cur != null && _curPos < _cur.Length)
+                if (_cur != null && _curPos < _curLength)
                 {
-                    int n = Math.Min(buffer.Length, _cur.Length - _curPos);
+                    int n = Math.Min(buffer.Length, _curLength - _curPos);
                     _cur.AsSpan(_curPos, n).CopyTo(buffer);
                     _curPos += n;
                     _buffered -= n;
                     _consumed = true;
                     return n;
                 }
-                if (_chunks.Count > 0) { _cur = _chunks.Dequeue(); _curPos = 0; continue; }
+                if (_cur != null) { System.Buffers.ArrayPool<byte>.Shared.Return(_cur); _cur = null; }
+                if (_chunks.Count > 0) { (_cur, _curLength) = _chunks.Dequeue(); _curPos = 0; continue; }
                 if (_completed) return 0;
                 if (_consumed && Gather > TimeSpan.Zero)
                 {

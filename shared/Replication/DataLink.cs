@@ -338,16 +338,70 @@ public sealed class DataLink : IDisposable
     {
         try
         {
-            Fill(4);
-            int size = BinaryPrimitives.ReadInt32LittleEndian(_in.AsSpan(_inPos));
-            if (size < 0 || size > maxBytes) throw new IOException($"the peer sent a message of {size} bytes (at most {maxBytes})");
-            Fill(4 + size);
-            var m = parser.ParseFrom(_in, _inPos + 4, size);
-            _inPos += 4 + size;
-            return m;
+            int at = Next(maxBytes, out int size);
+            return parser.ParseFrom(_in, at, size);
         }
         catch (ObjectDisposedException e) { throw new IOException("the data link is closed", e); }
         catch (InvalidProtocolBufferException e) { throw new IOException($"the peer sent a malformed message: {e.Message}", e); }
+    }
+
+    /// <summary>
+    /// Reads one of the primary's messages (the backup's reader thread): a batch is read in place (<see
+    /// cref="LinkWire.TryReadBatch"/>: true, <paramref name="batch"/> set, its frames valid until the next read of this
+    /// link), any other message through the generated parser (false, <paramref name="other"/> set). Errors as
+    /// <see cref="Receive"/>.
+    /// </summary>
+    public bool ReceiveBatch(int maxBytes, out BatchView batch, out PrimaryMessage? other)
+    {
+        try
+        {
+            int at = Next(maxBytes, out int size);
+            other = null;
+            if (LinkWire.TryReadBatch(new ReadOnlyMemory<byte>(_in, at, size), out batch)) return true;
+            other = PrimaryMessage.Parser.ParseFrom(_in, at, size);
+            return false;
+        }
+        catch (ObjectDisposedException e) { throw new IOException("the data link is closed", e); }
+        catch (InvalidProtocolBufferException e) { throw new IOException($"the peer sent a malformed message: {e.Message}", e); }
+    }
+
+    /// <summary>Reads the next message's frame: returns where its encoding starts in the buffer (its
+    /// <paramref name="size"/> bytes stay there until the next read) and moves past it.</summary>
+    int Next(int maxBytes, out int size)
+    {
+        Fill(4);
+        size = BinaryPrimitives.ReadInt32LittleEndian(_in.AsSpan(_inPos));
+        if (size < 0 || size > maxBytes) throw new IOException($"the peer sent a message of {size} bytes (at most {maxBytes})");
+        Fill(4 + size);
+        int at = _inPos + 4;
+        _inPos += 4 + size;
+        return at;
+    }
+
+    /// <summary>
+    /// Sends an acknowledgement (BackupMessage { Ack }) encoded by hand (<see cref="LinkWire.WriteAck"/>): no message
+    /// object, one write. Errors as <see cref="Send"/>.
+    /// </summary>
+    public void SendAck(ulong held, long echoUnixMs, ulong replayed)
+    {
+        Span<byte> frame = stackalloc byte[4 + LinkWire.MaxAckBytes];
+        int size = LinkWire.WriteAck(frame[4..], held, echoUnixMs, replayed);
+        BinaryPrimitives.WriteInt32LittleEndian(frame, size);
+        try { WriteRaw(frame[..(4 + size)]); }
+        catch (ObjectDisposedException e) { throw new IOException("the data link is closed", e); }
+        catch (IOException e) when (IsTimeout(e))
+        {
+            string peer = _peer;
+            Close();
+            throw new LinkSendTimeoutException($"an acknowledgement could not be sent on the data link to {peer} within {_sendTimeoutMs} ms (the peer stopped reading); the link is closed");
+        }
+    }
+
+    /// <summary>Sends an acknowledgement unless the link is broken; false then.</summary>
+    public bool TrySendAck(ulong held, long echoUnixMs, ulong replayed)
+    {
+        try { SendAck(held, echoUnixMs, replayed); return true; }
+        catch (IOException) { return false; }
     }
 
     /// <summary>Reads until at least <paramref name="need"/> bytes are buffered from _inPos on.</summary>
@@ -437,9 +491,9 @@ public sealed class DataLink : IDisposable
 public sealed class LocalLinkUnreachableException(string message) : IOException(message);
 
 /// <summary>
-/// Which transport a replica uses for the data links it opens and offers (<c>--data-link</c>, on `primary protect`, default
-/// <see cref="Tcp"/>, and `backup listen`, default <see cref="Auto"/>: a backup offers the socket, a primary uses it only
-/// when asked, since a whole pair has not been measured faster with it yet): <see cref="Auto"/> the same-host Unix socket when the peer offers one and it is reachable (same
+/// Which transport a replica uses for the data links it opens and offers (<c>--data-link</c>, on `primary protect` and
+/// `backup listen`, default <see cref="Auto"/> on both: on a quiet 2-core host a kvserver pair over the socket served
+/// 64 connections 15 % faster than over loopback TCP and 16 connections as fast): <see cref="Auto"/> the same-host Unix socket when the peer offers one and it is reachable (same
 /// host, same network namespace) and no relay was named, TCP otherwise; <see cref="Unix"/> only the Unix socket (a
 /// primary refuses a backup it cannot reach so, a backup refuses a primary's TCP link); <see cref="Tcp"/> never the
 /// Unix socket (a backup does not offer it).
@@ -448,7 +502,7 @@ public enum DataLinkKind { Auto, Unix, Tcp }
 
 public static class DataLinkKinds
 {
-    public const string Help = "Transport of the data link (the log and the acks after the handshake): auto takes a Unix-domain socket when both replicas run on one host and network namespace (the backup names an abstract socket in its welcome; less kernel CPU per message than loopback TCP, but not yet shown faster for a whole pair: docs/PERFORMANCE-replication.md), TCP otherwise or when --backup-data names a relay; unix insists on the same-host socket (a primary refuses a backup it cannot reach so; a backup refuses TCP links); tcp never uses it (a backup does not offer it). Authentication is the same on both: the welcome's one-time ticket with the token's proof, or mutual TLS.";
+    public const string Help = "Transport of the data link (the log and the acks after the handshake): auto takes a Unix-domain socket when both replicas run on one host and network namespace (the backup names an abstract socket in its welcome; less kernel CPU per message than loopback TCP: docs/PERFORMANCE-replication.md; the default on both replicas), TCP otherwise or when --backup-data names a relay (a relay, a route or a firewall between two replicas in one network namespace cannot cut the socket: replicas meant to be separated by a network run in separate namespaces or hosts, or use tcp); unix insists on the same-host socket (a primary refuses a backup it cannot reach so; a backup refuses TCP links); tcp never uses it (a backup does not offer it). Authentication is the same on both: the welcome's one-time ticket with the token's proof, or mutual TLS.";
 
     public static DataLinkKind Parse(string text) => text switch
     {

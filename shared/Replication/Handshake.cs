@@ -29,8 +29,8 @@ public static class ReplicationProtocol
 
     /// <summary>
     /// Default silence after which a backup declares its primary lost (<c>backup listen --primary-silence-ms</c>):
-    /// once its first heartbeat has arrived, a primary sends something on the data link at least every
-    /// <see cref="HeartbeatInterval"/>, so a silence this long means the primary (its process or its link) is gone —
+    /// from the session's first message on, a primary sends something on the data link (a batch, or a heartbeat when no
+    /// batch went out) at least every <see cref="HeartbeatInterval"/>, so a silence this long means the primary (its process or its link) is gone —
     /// noticed without waiting for the kernel to close a killed process's connection (which comes only after the
     /// teardown of its memory) and well before the handshake's time-out. Measured on a loaded 2-core machine (load
     /// 30-40, autogroup scheduling), a live primary fell silent for more than 150 ms and, while starting, more than

@@ -4,8 +4,12 @@ namespace ReVirt.Replication;
 
 /// <summary>
 /// How the backup judges its primary's silence on the data link (one per link, used by its reader thread only).
-/// The bound starts long (the primary may be sending a backlog or encoding a snapshot) and becomes the short
-/// silence bound at the primary's first heartbeat, from when on the primary heartbeats within it. The longest
+/// The bound starts long (the primary may be taking or encoding a snapshot) and becomes the short silence bound at
+/// the running session's first message of any kind, from when on the primary writes a batch or a heartbeat within it
+/// (a heartbeat when no batch went out for its interval): a silence is the time since the last message of any kind,
+/// so a busy primary's batches are its liveness. (Armed by the first heartbeat only, the bound was never armed for a
+/// primary whose guest never idled for a heartbeat interval, and such a primary frozen was waited out for the long
+/// time-out.) The longest
 /// time the reader waited for a message since then is kept (an upper bound of the primary's silence: it includes
 /// the time the reader took to run again once a message had arrived), so a run reports how close a live primary came to being
 /// declared lost (events `primary-finished` and `primary-lost`: `longestSilenceMs`) — the margin against false
@@ -46,8 +50,8 @@ public sealed class LinkSilence(int initialBoundMs)
         _last = now;
     }
 
-    /// <summary>A heartbeat arrived: from now on the short bound applies. True the first time (the caller sets the
-    /// link's receive time-out to it).</summary>
+    /// <summary>A message of the running session arrived: from now on the short bound applies. True the first time
+    /// (the caller sets the link's receive time-out to it).</summary>
     public bool Arm(int boundMs)
     {
         if (_armed) return false;

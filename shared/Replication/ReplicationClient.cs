@@ -40,7 +40,7 @@ public sealed class ProtectSettings
     /// <summary>The data link's transport (<c>--data-link</c>): the backup's same-host Unix socket when it offers one
     /// and it is reachable from here (<see cref="DataLinkKind.Auto"/>, not through a <see cref="BackupDataAddress"/>
     /// relay), or only that, or TCP only.</summary>
-    public DataLinkKind DataLink { get; init; } = DataLinkKind.Tcp;
+    public DataLinkKind DataLink { get; init; } = DataLinkKind.Auto;
     public int ConnectAttempts { get; init; } = 20;
     public string Id { get; init; } = $"primary:{Environment.MachineName}:{Environment.ProcessId}";
     public byte[] RootDigest { get; init; } = [];

@@ -162,6 +162,9 @@ public class ChaosDrillTests(ITestOutputHelper output) : DrillTests(output)
         };
         var rs = Run(s);
         Assert.All(rs, r => Assert.True(r.Ok, Report.FirstViolation([r], "kvserver")));
+        // replicas on separate hosts (network namespaces) cannot reach each other's abstract socket: the data link is
+        // TCP across the bridge, which the host faults cut (a same-host socket would ignore them)
+        Assert.All(rs, r => Assert.Equal("tcp", r.Observation.PrimaryEvent(ReplicaEvent.Protected)?.Str("dataLink")));
         // a killed host and a host whose links went down cannot reach etcd: the backup goes live
         Assert.Equal("backup took over", rs[0].Outcome);
         Assert.Equal("backup took over", rs[1].Outcome);

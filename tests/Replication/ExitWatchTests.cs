@@ -38,7 +38,7 @@ public class ExitWatchTests(ITestOutputHelper output)
             p.WaitForEvent(ReplicaEvent.Protected, Long);
             if (watch) p.WaitForEvent(ReplicaEvent.ExitWatched, Long);
             Assert.Null(p.Event(ReplicaEvent.ExitUnwatched));
-            // the short silence bound is armed at the primary's first heartbeat: wait for some output to cross
+            // the short silence bound is armed by the session's first message: wait for some output to cross
             Assert.True(p.WaitForStdoutBytes(40, Long), "the primary's guest printed nothing:\n" + p.Stderr);
             held = HoldSockets(p.Pid);
             Assert.NotEmpty(held);

@@ -20,11 +20,11 @@ public class LinkSilenceTests
     }
 
     [Fact]
-    public void TheShortBoundAppliesFromTheFirstHeartbeatAndOnlyWaitsCount()
+    public void TheShortBoundAppliesFromTheSessionsFirstMessageAndOnlyWaitsCount()
     {
         var s = new LinkSilence(2000);
         Assert.Equal(2000, s.BoundMs);
-        // before the first heartbeat (a backlog may be crossing) nothing is measured
+        // before the session's first message (a snapshot may be taken or encoded) nothing is measured
         s.Listening();
         Thread.Sleep(30);
         s.Heard();

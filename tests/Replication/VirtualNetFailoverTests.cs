@@ -268,6 +268,9 @@ public class VirtualNetFailoverTests(ITestOutputHelper output)
                 "--net", "virtual", "--ip", GuestIp + "/24", "--tap", "rvp0", "--netns", ns.Name, "--", .. server.Command]);
             // the guest's own start-up line (released through the output gate) says it listens
             Assert.True(p.WaitFor(() => server.Ready(p) || p.HasExited, Long) && !p.HasExited, p.Stderr);
+            // the relay cuts only what crosses it: a partitioned primary's data link goes through it over TCP, never
+            // over the backup's same-host socket (which no cut of a route or relay reaches)
+            if (fault == Fault.Partition) Assert.Equal("tcp", p.Event(ReplicaEvent.Protected)?.Str("dataLink"));
 
             // with a standby, the server is shut down only after the standby joined the survivor (else the guest could end first)
             hold = standby ? Replicas.TempFile(".hold") : null;
