@@ -37,17 +37,18 @@ public delegate void CompiledBlock(VirtualCpu c);
 /// addresses and bytes, so one method serves every code cache (forks, re-executions of a program, test machines)
 /// through a bounded table.
 /// </summary>
-public static unsafe class BlockCompiler
+public static unsafe partial class BlockCompiler
 {
     /// <summary>Compiled methods kept for reuse; past this the table is emptied (blocks keep their delegates, and
     /// a method no block references any more is collected).</summary>
     const int MaxShared = 8192;
 
     /// <summary>The start and bytes of every block of a region, in order: all that the emitted code depends on.</summary>
-    readonly struct Key(byte[] blob) : IEquatable<Key>
+    /// (A class: a dictionary keyed by a struct of this assembly is JIT-compiled at the first region of every run.)
+    sealed class Key(byte[] blob) : IEquatable<Key>
     {
         readonly byte[] _blob = blob;
-        public bool Equals(Key o) => _blob.AsSpan().SequenceEqual(o._blob);
+        public bool Equals(Key? o) => o != null && _blob.AsSpan().SequenceEqual(o._blob);
         public override bool Equals(object? o) => o is Key k && Equals(k);
         public override int GetHashCode()
         {
@@ -175,7 +176,7 @@ public static unsafe class BlockCompiler
 
     // ---------------------------------------------------------------- what an instruction does, decided before emitting
 
-    enum Form { Helper, Nop, Mov, Movzx, Movsx, Lea, Alu, IncDec, Neg, Not, Push, Pop, Call, Ret, Jmp, Jcc, Setcc, Cmovcc, Shift, ShiftCl, Imul, Bswap }
+    enum Form { Helper, Nop, Mov, Movzx, Movsx, Lea, Alu, IncDec, Neg, Not, Push, Pop, Call, Ret, Jmp, Jcc, Setcc, Cmovcc, Shift, ShiftCl, Imul, Bswap, Xmm }
 
     /// <summary>How an instruction touches the arithmetic flags, for liveness.</summary>
     enum FlagUse { None, Writes, Reads }
@@ -205,6 +206,9 @@ public static unsafe class BlockCompiler
         /// <summary>Inline only while nothing can observe its flags (imul computes no flags inline: when they are
         /// live the handler runs).</summary>
         public bool NeedsDeadFlags;
+        /// <summary>Form.Xmm: how it runs inline and its operation type (see <see cref="Isa.XmmKindOf"/>).</summary>
+        public XmmKind XKind;
+        public Type? XOp;
     }
 
     static Operand Classify(ref Instruction i, int n)
@@ -252,6 +256,7 @@ public static unsafe class BlockCompiler
     {
         var p = new Plan { Form = Form.Helper, Flags = FlagUse.Reads };
         if (i.HasLockPrefix || i.Code == Code.INVALID) return p;
+        if (Isa.XmmKindOf(i.Code) != XmmKind.None) return AnalyzeXmm(ref i);
         int count = i.OpCount;
         Operand o0 = count > 0 ? Classify(ref i, 0) : default, o1 = count > 1 ? Classify(ref i, 1) : default;
         p.O0 = o0; p.O1 = o1;
@@ -281,16 +286,14 @@ public static unsafe class BlockCompiler
                 if (count != 2 || !IsRegOrMem(o0) || o1.Class == OpClass.Bad) return p;
                 p.Size = VirtualCpu.OpSize(ref i, 0);
                 if (p.Size is not (1 or 2 or 4 or 8)) return p;
-                (p.AluKind, p.AluOp, p.AluStores) = i.Mnemonic switch
+                // (assignments, not a tuple: a ValueTuple of an OpCode is JIT-compiled at the first region of every run)
+                p.AluKind = i.Mnemonic switch { Mnemonic.Add => VirtualCpu.LazyAdd, Mnemonic.Sub or Mnemonic.Cmp => VirtualCpu.LazySub, _ => VirtualCpu.LazyLogic };
+                p.AluOp = i.Mnemonic switch
                 {
-                    Mnemonic.Add => (VirtualCpu.LazyAdd, OpCodes.Add, true),
-                    Mnemonic.Sub => (VirtualCpu.LazySub, OpCodes.Sub, true),
-                    Mnemonic.Cmp => (VirtualCpu.LazySub, OpCodes.Sub, false),
-                    Mnemonic.And => (VirtualCpu.LazyLogic, OpCodes.And, true),
-                    Mnemonic.Or => (VirtualCpu.LazyLogic, OpCodes.Or, true),
-                    Mnemonic.Xor => (VirtualCpu.LazyLogic, OpCodes.Xor, true),
-                    _ => (VirtualCpu.LazyLogic, OpCodes.And, false),
+                    Mnemonic.Add => OpCodes.Add, Mnemonic.Sub or Mnemonic.Cmp => OpCodes.Sub, Mnemonic.Or => OpCodes.Or, Mnemonic.Xor => OpCodes.Xor,
+                    _ => OpCodes.And,
                 };
+                p.AluStores = i.Mnemonic is not (Mnemonic.Cmp or Mnemonic.Test);
                 p.Form = Form.Alu; p.Flags = FlagUse.Writes; p.Memory = mem0 || mem1; p.Stores = mem0 && p.AluStores;
                 return p;
             case Mnemonic.Inc or Mnemonic.Dec or Mnemonic.Neg or Mnemonic.Not:
@@ -399,7 +402,7 @@ public static unsafe class BlockCompiler
     /// <summary>What the code of an instruction leaves to the code after it.</summary>
     enum Flow { Next, RipSet, Exited }
 
-    sealed class Emitter
+    sealed partial class Emitter
     {
         readonly Block[] _members;
         readonly DynamicMethod _dm;
@@ -430,7 +433,9 @@ public static unsafe class BlockCompiler
         /// <summary>The shared slow paths' arguments: the access's site (an index into <see cref="_resume"/>), address,
         /// value and size.</summary>
         readonly LocalBuilder _site, _slowAddr, _slowVal, _slowSize;
-        readonly List<Label> _resume = new();
+        /// (An array, not a List of Label: that generic instantiation is JIT-compiled at the first region of every run.)
+        Label[] _resume = new Label[16];
+        int _resumes;
         readonly Label _sharedLoad, _sharedStore;
         bool _loadUsed, _storeUsed;
         Block _b = null!;     // the block being emitted
@@ -498,6 +503,7 @@ public static unsafe class BlockCompiler
             Form.Mov or Form.Movzx or Form.Movsx or Form.Lea or Form.IncDec or Form.Neg or Form.Not or Form.Pop or Form.Setcc
                 or Form.Cmovcc or Form.Shift or Form.ShiftCl or Form.Imul or Form.Bswap => true,
             Form.Alu => p.AluStores,
+            Form.Xmm => p.XKind == XmmKind.MovdFromX,
             _ => false,
         };
 
@@ -613,7 +619,7 @@ public static unsafe class BlockCompiler
                 Ldloc(_mem); Ldloc(_slowAddr); Ldloc(_slowSize); il.Emit(OpCodes.Call, MLoadSlow); Stloc(_ld);
                 il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, FMem); il.Emit(OpCodes.Call, MFaulted); il.Emit(OpCodes.Brtrue, fault);
                 SyncIn();
-                Ldloc(_site); il.Emit(OpCodes.Switch, _resume.ToArray());
+                Ldloc(_site); il.Emit(OpCodes.Switch, ResumeSites());
                 il.Emit(OpCodes.Br, fault); // (every site is in the table)
             }
             if (_storeUsed)
@@ -625,13 +631,20 @@ public static unsafe class BlockCompiler
                 Ldloc(_st); il.Emit(OpCodes.Ldc_I4, GuestMemory.StoreFaulted); il.Emit(OpCodes.Beq, fault);
                 Ldloc(_st); il.Emit(OpCodes.Ldc_I4, GuestMemory.StoreEndsBlock); il.Emit(OpCodes.Beq, invalidated);
                 SyncIn();
-                Ldloc(_site); il.Emit(OpCodes.Switch, _resume.ToArray());
+                Ldloc(_site); il.Emit(OpCodes.Switch, ResumeSites());
                 il.Emit(OpCodes.Br, fault);
                 il.MarkLabel(invalidated);
                 il.Emit(OpCodes.Newobj, CCodeInvalidated); il.Emit(OpCodes.Throw);
             }
             il.MarkLabel(fault);
             il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, FMem); il.Emit(OpCodes.Call, MTakeFault); il.Emit(OpCodes.Throw);
+        }
+
+        Label[] ResumeSites()
+        {
+            var sites = new Label[_resumes];
+            Array.Copy(_resume, sites, _resumes);
+            return sites;
         }
 
         /// <summary>Runs the interpreter's handler for instruction k.</summary>
@@ -702,6 +715,9 @@ public static unsafe class BlockCompiler
             switch (p.Form)
             {
                 case Form.Nop:
+                    return Flow.Next;
+                case Form.Xmm:
+                    EmitXmm(k, ref ins, ref p);
                     return Flow.Next;
                 case Form.Mov:
                     if (p.O1.Class == OpClass.Mem) { Ea(ref ins, true); Stloc(_ea); }
@@ -1025,8 +1041,10 @@ public static unsafe class BlockCompiler
         /// then a branch from inside the region need not store the record first (an exit still does).</summary>
         bool FlagsDeadAtEntry(int m)
         {
-            foreach (ref Plan q in _allPlans[m].AsSpan())
+            Plan[] plans = _allPlans[m];
+            for (int n = 0; n < plans.Length; n++)
             {
+                ref Plan q = ref plans[n];
                 if (q.Form == Form.Helper || q.Memory || q.Flags == FlagUse.Reads) return false;
                 if (q.Flags == FlagUse.Writes) return true;
             }
@@ -1369,10 +1387,16 @@ public static unsafe class BlockCompiler
         /// names done as where it resumes.</summary>
         void SlowSite(Label slow, Label done, LocalBuilder addr, LocalBuilder? v, int size, Label shared)
         {
-            int k = _k, j = _j, site = _resume.Count;
+            int k = _k, j = _j, site = _resumes;
             ulong next = _b.Insts[k].NextIP;
             var rec = _rec;
-            _resume.Add(done);
+            if (_resumes == _resume.Length)
+            {
+                var grown = new Label[_resume.Length * 2];
+                Array.Copy(_resume, grown, _resumes);
+                _resume = grown;
+            }
+            _resume[_resumes++] = done;
             _cold.Add(() =>
             {
                 var il = _il;

@@ -19,6 +19,7 @@ public static unsafe partial class Isa
     static partial void RegisterSse()
     {
         RegisterSseMoves();
+        RegisterCompiledMoves();
         RegisterSseInteger();
         RegisterSseFloat();
     }

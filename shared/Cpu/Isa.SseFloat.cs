@@ -30,30 +30,12 @@ public static unsafe partial class Isa
 
     static void RegisterSseFloat()
     {
-        RegF(Code.Addss_xmm_xmmm32, &ArithSs<FAdd>);
-        RegF(Code.Addsd_xmm_xmmm64, &ArithSd<FAdd>);
-        RegF(Code.Addps_xmm_xmmm128, &ArithPs<FAdd>);
-        RegF(Code.Addpd_xmm_xmmm128, &ArithPd<FAdd>);
-        RegF(Code.Subss_xmm_xmmm32, &ArithSs<FSub>);
-        RegF(Code.Subsd_xmm_xmmm64, &ArithSd<FSub>);
-        RegF(Code.Subps_xmm_xmmm128, &ArithPs<FSub>);
-        RegF(Code.Subpd_xmm_xmmm128, &ArithPd<FSub>);
-        RegF(Code.Mulss_xmm_xmmm32, &ArithSs<FMul>);
-        RegF(Code.Mulsd_xmm_xmmm64, &ArithSd<FMul>);
-        RegF(Code.Mulps_xmm_xmmm128, &ArithPs<FMul>);
-        RegF(Code.Mulpd_xmm_xmmm128, &ArithPd<FMul>);
-        RegF(Code.Divss_xmm_xmmm32, &ArithSs<FDiv>);
-        RegF(Code.Divsd_xmm_xmmm64, &ArithSd<FDiv>);
-        RegF(Code.Divps_xmm_xmmm128, &ArithPs<FDiv>);
-        RegF(Code.Divpd_xmm_xmmm128, &ArithPd<FDiv>);
-        RegF(Code.Minss_xmm_xmmm32, &ArithSs<FMin>);
-        RegF(Code.Minsd_xmm_xmmm64, &ArithSd<FMin>);
-        RegF(Code.Minps_xmm_xmmm128, &ArithPs<FMin>);
-        RegF(Code.Minpd_xmm_xmmm128, &ArithPd<FMin>);
-        RegF(Code.Maxss_xmm_xmmm32, &ArithSs<FMax>);
-        RegF(Code.Maxsd_xmm_xmmm64, &ArithSd<FMax>);
-        RegF(Code.Maxps_xmm_xmmm128, &ArithPs<FMax>);
-        RegF(Code.Maxpd_xmm_xmmm128, &ArithPd<FMax>);
+        RegArith<FAdd>(Code.Addss_xmm_xmmm32, Code.Addsd_xmm_xmmm64, Code.Addps_xmm_xmmm128, Code.Addpd_xmm_xmmm128);
+        RegArith<FSub>(Code.Subss_xmm_xmmm32, Code.Subsd_xmm_xmmm64, Code.Subps_xmm_xmmm128, Code.Subpd_xmm_xmmm128);
+        RegArith<FMul>(Code.Mulss_xmm_xmmm32, Code.Mulsd_xmm_xmmm64, Code.Mulps_xmm_xmmm128, Code.Mulpd_xmm_xmmm128);
+        RegArith<FDiv>(Code.Divss_xmm_xmmm32, Code.Divsd_xmm_xmmm64, Code.Divps_xmm_xmmm128, Code.Divpd_xmm_xmmm128);
+        RegArith<FMin>(Code.Minss_xmm_xmmm32, Code.Minsd_xmm_xmmm64, Code.Minps_xmm_xmmm128, Code.Minpd_xmm_xmmm128);
+        RegArith<FMax>(Code.Maxss_xmm_xmmm32, Code.Maxsd_xmm_xmmm64, Code.Maxps_xmm_xmmm128, Code.Maxpd_xmm_xmmm128);
         RegF(Code.Sqrtsd_xmm_xmmm64, &Sqrtsd);
         RegF(Code.Sqrtss_xmm_xmmm32, &Sqrtss);
         RegF(Code.Sqrtps_xmm_xmmm128, &FpNative);
@@ -162,8 +144,6 @@ public static unsafe partial class Isa
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static bool NormOrZeroPd(Vector128<ulong> v) => NormOrZeroD(v.GetElement(0)) && NormOrZeroD(v.GetElement(1));
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static bool NormPd(Vector128<ulong> v) => NormD(v.GetElement(0)) && NormD(v.GetElement(1));
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static bool NormOrZeroPs(Vector128<ulong> v)
@@ -173,13 +153,6 @@ public static unsafe partial class Isa
         Vector128<uint> e = (u >> 23) & Vector128.Create(0xFFu);
         Vector128<uint> ok = Vector128.LessThan(e - Vector128<uint>.One, Vector128.Create(0xFEu)) | Vector128.Equals(u << 1, Vector128<uint>.Zero);
         return ok.AsUInt64() == Vector128<ulong>.AllBitsSet;
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static bool NormPs(Vector128<ulong> v)
-    {
-        Vector128<uint> e = (v.AsUInt32() >> 23) & Vector128.Create(0xFFu);
-        return Vector128.LessThanAll(e - Vector128<uint>.One, Vector128.Create(0xFEu));
     }
 
     /// <summary>May an operation that can be inexact take the managed path? (default control, PE already set)</summary>
@@ -250,74 +223,25 @@ public static unsafe partial class Isa
         public static Vector128<double> PD(Vector128<double> a, Vector128<double> b) => Sse2.Max(a, b);
     }
 
+    // the fast paths (ArithSdFast and its kin, Isa.SseCompiled.cs) are the compiled tier's too
     static void ArithSd<T>(VirtualCpu c, ref Instruction i) where T : struct, IFArith
     {
-        ulong b = Src64(c, ref i);
-        ref ulong d = ref XLo(c, i.Op0Register);
-        ulong a = d;
-        if (T.Exact)
-        {
-            if (CtlDefault(c) && NormOrZeroD(a) && NormOrZeroD(b))
-            { d = BitConverter.DoubleToUInt64Bits(T.D(BitConverter.UInt64BitsToDouble(a), BitConverter.UInt64BitsToDouble(b))); return; }
-        }
-        else if (ArithFast(c) && NormOrZeroD(a) && NormOrZeroD(b))
-        {
-            ulong r = BitConverter.DoubleToUInt64Bits(T.D(BitConverter.UInt64BitsToDouble(a), BitConverter.UInt64BitsToDouble(b)));
-            if (NormD(r)) { d = r; return; }
-        }
-        FpNative(c, ref i);
+        if (!ArithSdFast<T>(c, XmmIndex(i.Op0Register), Src64(c, ref i))) FpNative(c, ref i);
     }
 
     static void ArithSs<T>(VirtualCpu c, ref Instruction i) where T : struct, IFArith
     {
-        uint b = Src32(c, ref i);
-        ref ulong d = ref XLo(c, i.Op0Register);
-        uint a = (uint)d;
-        if (T.Exact)
-        {
-            if (CtlDefault(c) && NormOrZeroF(a) && NormOrZeroF(b))
-            { d = (d & 0xFFFF_FFFF_0000_0000UL) | BitConverter.SingleToUInt32Bits(T.S(BitConverter.UInt32BitsToSingle(a), BitConverter.UInt32BitsToSingle(b))); return; }
-        }
-        else if (ArithFast(c) && NormOrZeroF(a) && NormOrZeroF(b))
-        {
-            uint r = BitConverter.SingleToUInt32Bits(T.S(BitConverter.UInt32BitsToSingle(a), BitConverter.UInt32BitsToSingle(b)));
-            if (NormF(r)) { d = (d & 0xFFFF_FFFF_0000_0000UL) | r; return; }
-        }
-        FpNative(c, ref i);
+        if (!ArithSsFast<T>(c, XmmIndex(i.Op0Register), Src32(c, ref i))) FpNative(c, ref i);
     }
 
     static void ArithPd<T>(VirtualCpu c, ref Instruction i) where T : struct, IFArith
     {
-        Vector128<ulong> b = Src128(c, ref i);
-        ref Vector128<ulong> d = ref XR(c, i.Op0Register);
-        Vector128<ulong> a = d;
-        if (T.Exact)
-        {
-            if (CtlDefault(c) && NormOrZeroPd(a) && NormOrZeroPd(b)) { d = T.PD(a.AsDouble(), b.AsDouble()).AsUInt64(); return; }
-        }
-        else if (ArithFast(c) && NormOrZeroPd(a) && NormOrZeroPd(b))
-        {
-            Vector128<ulong> r = T.PD(a.AsDouble(), b.AsDouble()).AsUInt64();
-            if (NormPd(r)) { d = r; return; }
-        }
-        FpNative(c, ref i);
+        if (!ArithPdFast<T>(c, XmmIndex(i.Op0Register), Src128(c, ref i))) FpNative(c, ref i);
     }
 
     static void ArithPs<T>(VirtualCpu c, ref Instruction i) where T : struct, IFArith
     {
-        Vector128<ulong> b = Src128(c, ref i);
-        ref Vector128<ulong> d = ref XR(c, i.Op0Register);
-        Vector128<ulong> a = d;
-        if (T.Exact)
-        {
-            if (CtlDefault(c) && NormOrZeroPs(a) && NormOrZeroPs(b)) { d = T.PS(a.AsSingle(), b.AsSingle()).AsUInt64(); return; }
-        }
-        else if (ArithFast(c) && NormOrZeroPs(a) && NormOrZeroPs(b))
-        {
-            Vector128<ulong> r = T.PS(a.AsSingle(), b.AsSingle()).AsUInt64();
-            if (NormPs(r)) { d = r; return; }
-        }
-        FpNative(c, ref i);
+        if (!ArithPsFast<T>(c, XmmIndex(i.Op0Register), Src128(c, ref i))) FpNative(c, ref i);
     }
 
     static void Sqrtsd(VirtualCpu c, ref Instruction i)
@@ -453,8 +377,7 @@ public static unsafe partial class Isa
     }
 
     /// <summary>CVTDQ2PD is always exact and raises nothing.</summary>
-    static void Cvtdq2pd(VirtualCpu c, ref Instruction i)
-        => XR(c, i.Op0Register) = Sse2.ConvertToVector128Double(Vector128.CreateScalar(Src64(c, ref i)).AsInt32()).AsUInt64();
+    static void Cvtdq2pd(VirtualCpu c, ref Instruction i) => XR(c, i.Op0Register) = Cvtdq2pdOf(Src64(c, ref i));
 
     // ---------------------------------------------------------------- MXCSR, FXSAVE
 

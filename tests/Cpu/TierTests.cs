@@ -85,6 +85,8 @@ public partial class TierTests
             s.Append($"{r} rip={Cpu.Rip:x} flags={Cpu.Rflags & CpuState.DigestedFlags:x} n={Cpu.InstructionCount} branches={Cpu.BranchCount} ");
             for (int k = 0; k < 16; k++) s.Append($"r{k}={Cpu.R[k]:x} ");
             s.Append($"mem={XxHash64.HashToUInt64(mem):x} ");
+            // the SSE state: every XMM register and MXCSR (its sticky exception flags included)
+            s.Append($"xmm={XxHash64.HashToUInt64(System.Runtime.InteropServices.MemoryMarshal.AsBytes(Cpu.Xmm.AsSpan())):x} mxcsr={Cpu.Mxcsr:x} ");
             if (r == RunResult.Fault) s.Append($"fault={Cpu.PendingFault!.Signal}/{Cpu.PendingFault.Code}/{Cpu.PendingFault.FaultAddress:x}");
             return s.ToString();
         }
