@@ -33,6 +33,11 @@ public sealed record NetConfig(MacAddress Mac, uint Ip, int PrefixLength, uint G
     public bool WindowedMinRtt { get; init; } = true;
     /// <summary>The minimum RTT's window (ns): Linux's default for its RACK (net.ipv4.tcp_min_rtt_wlen, 300 s).</summary>
     public long MinRttWindowNs { get; init; } = 300_000_000_000;
+    /// <summary>A SYN for a connection this stack holds in TIME-WAIT, numbered beyond everything the old incarnation
+    /// received, opens a new connection (RFC 1122 §4.2.2.13, RFC 6191 §2 without timestamps), as Linux accepts it.
+    /// Without it such a SYN gets an ACK of the old connection, and a client that reuses its port after a server closed
+    /// first (the client keeps no TIME-WAIT then) cannot connect until the 60 s wait ends.</summary>
+    public bool TimeWaitSyn { get; init; } = true;
 
     public uint Mask => Ip4.Mask(PrefixLength);
     public uint SubnetBroadcast => (Ip & Mask) | ~Mask;
@@ -59,6 +64,8 @@ public sealed class NetCounters
     public long DsackBlocksSent, DsackBlocksReceived;
     /// <summary>SACK recoveries whose window cut was undone: every retransmission was reported as a duplicate (RFC 3708).</summary>
     public long DsackUndos;
+    /// <summary>Connections in TIME-WAIT that a new SYN ended to open the next incarnation (<see cref="NetConfig.TimeWaitSyn"/>).</summary>
+    public long TimeWaitReopens;
 
     internal void Serialize(StateCodec c)
     {
@@ -69,7 +76,7 @@ public sealed class NetCounters
         c.Do(ref Retransmits); c.Do(ref FastRetransmits); c.Do(ref KeepAliveProbes); c.Do(ref ArpDropped); c.Do(ref IcmpEchoReplies);
         c.Do(ref RetransmittedBytes); c.Do(ref RetransmitTimeouts); c.Do(ref SackBlocksSent); c.Do(ref SackBlocksReceived); c.Do(ref SackBlocksIgnored);
         c.Do(ref RackLostSegments); c.Do(ref RackLostRetransmits); c.Do(ref TailLossProbes); c.Do(ref TailLossProbeRepairs);
-        c.Do(ref DsackBlocksSent); c.Do(ref DsackBlocksReceived); c.Do(ref DsackUndos);
+        c.Do(ref DsackBlocksSent); c.Do(ref DsackBlocksReceived); c.Do(ref DsackUndos); c.Do(ref TimeWaitReopens);
     }
 }
 
@@ -353,12 +360,12 @@ public sealed partial class NetStack
         int maxSockets = d.MaxSockets, maxOut = d.MaxOutFrames, arpSize = d.ArpCacheSize, arpHosts = d.ArpPendingHosts,
             arpFrames = d.ArpPendingFramesPerHost, sndBuf = d.SendBuffer, rcvBuf = d.ReceiveBuffer, udpBuf = d.UdpReceiveBuffer,
             synQ = d.MaxSynQueue, tw = d.MaxTimeWait, rate = d.ChallengeAcksPerSecond;
-        bool sack = d.Sack, rack = d.Rack, dsack = d.Dsack, undo = d.DsackUndo, windowed = d.WindowedMinRtt;
+        bool sack = d.Sack, rack = d.Rack, dsack = d.Dsack, undo = d.DsackUndo, windowed = d.WindowedMinRtt, twSyn = d.TimeWaitSyn;
         long minRttWindow = d.MinRttWindowNs;
         c.Do(ref mac); c.Do(ref ip); c.Do(ref prefix); c.Do(ref gw);
         c.Do(ref maxSockets); c.Do(ref maxOut); c.Do(ref arpSize); c.Do(ref arpHosts); c.Do(ref arpFrames); c.Do(ref sndBuf);
         c.Do(ref rcvBuf); c.Do(ref udpBuf); c.Do(ref synQ); c.Do(ref tw); c.Do(ref rate); c.Do(ref sack); c.Do(ref rack); c.Do(ref dsack);
-        c.Do(ref undo); c.Do(ref windowed); c.Do(ref minRttWindow);
+        c.Do(ref undo); c.Do(ref windowed); c.Do(ref minRttWindow); c.Do(ref twSyn);
         if (!c.Reading) return;
         if (mac == 0 || ip == 0 || prefix is < 1 or > 30 || sndBuf is < 1 or > (64 << 20) || rcvBuf is < 1 or > (64 << 20) || minRttWindow < 1)
             throw new InvalidDataException("network stack state: an impossible interface configuration");
@@ -367,7 +374,7 @@ public sealed partial class NetStack
             MaxSockets = maxSockets, MaxOutFrames = maxOut, ArpCacheSize = arpSize, ArpPendingHosts = arpHosts,
             ArpPendingFramesPerHost = arpFrames, SendBuffer = sndBuf, ReceiveBuffer = rcvBuf, UdpReceiveBuffer = udpBuf,
             MaxSynQueue = synQ, MaxTimeWait = tw, ChallengeAcksPerSecond = rate, Sack = sack, Rack = rack, Dsack = dsack,
-            DsackUndo = undo, WindowedMinRtt = windowed, MinRttWindowNs = minRttWindow,
+            DsackUndo = undo, WindowedMinRtt = windowed, MinRttWindowNs = minRttWindow, TimeWaitSyn = twSyn,
         };
     }
 
