@@ -187,9 +187,26 @@ def load(net, addr, conns, seconds, trace=None):
     return {f[i]: float(f[i + 1]) for i in range(0, len(f) - 1, 2)}
 
 
+SHUTDOWN_CLIENT = """
+import socket, sys, time
+addr, port, request = sys.argv[1], int(sys.argv[2]), sys.argv[3].encode().decode('unicode_escape').encode('latin-1')
+t0, stage = time.monotonic(), 'connect'
+try:
+    s = socket.create_connection((addr, port), timeout=60)
+    stage = 'reply'
+    s.sendall(request)
+    s.recv(16)
+except Exception as e:
+    sys.exit(f'{stage} failed after {time.monotonic() - t0:.1f} s: {e!r}')
+"""
+
+
 def shutdown(net, addr):
-    code = f"import socket; s=socket.create_connection(('{addr}',{PORT}),timeout=60); s.sendall({SERVER.shutdown!r}); s.recv(16)"
-    subprocess.run(client(net, sys.executable, '-c', code), check=True, timeout=120)
+    """Ends the server with its SHUTDOWN request; a failure says whether the connection or the reply did not come."""
+    out = subprocess.run(client(net, sys.executable, '-c', SHUTDOWN_CLIENT, addr, str(PORT), SERVER.shutdown.decode('latin-1').encode('unicode_escape').decode()),
+                         capture_output=True, text=True, timeout=120)
+    if out.returncode != 0:
+        raise RuntimeError(f'SHUTDOWN: {out.stderr.strip().splitlines()[-1] if out.stderr.strip() else out.returncode}')
 
 
 def alternating(runs, connections, measure, describe, bin_dir=BIN):
@@ -277,9 +294,11 @@ def kill_once(i, seconds, bin_dir=BIN):
     global _runs
     _runs += 1
     lock = os.path.join(tempfile.gettempdir(), f'revirt-vnet-{os.getpid()}-{i}-{_runs}.lock')
-    events = os.path.join(tempfile.gettempdir(), f'revirt-vnet-{os.getpid()}-{i}.events')
-    trace = os.path.join(tempfile.gettempdir(), f'revirt-vnet-{os.getpid()}-{i}.trace')
-    stats = os.path.join(tempfile.gettempdir(), f'revirt-vnet-{os.getpid()}-{i}.relay')
+    # files of this run alone: a failed run leaves its files behind, and the other build's run of the same kill
+    # number must not append to (and read) them
+    events = os.path.join(tempfile.gettempdir(), f'revirt-vnet-{os.getpid()}-{i}-{_runs}.events')
+    trace = os.path.join(tempfile.gettempdir(), f'revirt-vnet-{os.getpid()}-{i}-{_runs}.trace')
+    stats = os.path.join(tempfile.gettempdir(), f'revirt-vnet-{os.getpid()}-{i}-{_runs}.relay')
     relay = start_relay(i, stats) if LINK else None
     try:
         p, b, addr = start('protect', 'virtual', lock, events, bin_dir)
