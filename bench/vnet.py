@@ -187,20 +187,38 @@ def load(net, addr, conns, seconds, trace=None):
     return {f[i]: float(f[i + 1]) for i in range(0, len(f) - 1, 2)}
 
 
+SHUTDOWN_CLIENT = """
+import socket, sys, time
+addr, port, request = sys.argv[1], int(sys.argv[2]), sys.argv[3].encode().decode('unicode_escape').encode('latin-1')
+t0, stage = time.monotonic(), 'connect'
+try:
+    s = socket.create_connection((addr, port), timeout=60)
+    stage = 'reply'
+    s.sendall(request)
+    s.recv(16)
+except Exception as e:
+    sys.exit(f'{stage} failed after {time.monotonic() - t0:.1f} s: {e!r}')
+"""
+
+
 def shutdown(net, addr):
-    code = f"import socket; s=socket.create_connection(('{addr}',{PORT}),timeout=60); s.sendall({SERVER.shutdown!r}); s.recv(16)"
-    subprocess.run(client(net, sys.executable, '-c', code), check=True, timeout=120)
+    """Ends the server with its SHUTDOWN request; a failure says whether the connection or the reply did not come."""
+    out = subprocess.run(client(net, sys.executable, '-c', SHUTDOWN_CLIENT, addr, str(PORT), SERVER.shutdown.decode('latin-1').encode('unicode_escape').decode()),
+                         capture_output=True, text=True, timeout=120)
+    if out.returncode != 0:
+        raise RuntimeError(f'SHUTDOWN: {out.stderr.strip().splitlines()[-1] if out.stderr.strip() else out.returncode}')
 
 
-def alternating(runs, connections, measure, describe):
+def alternating(runs, connections, measure, describe, bin_dir=BIN):
     """Every (connections, mode, network) measured `runs` times, modes and networks alternating within each run:
-    {key: [measure(net, addr, conns) per run]}; each server is shut down and waited for before the next starts."""
+    {key: [measure(net, addr, conns) per run]}; each server is shut down and waited for before the next starts.
+    `bin_dir`: the build measured (--this)."""
     res = {}
     for conns in connections:
         for _ in range(runs):
             for mode in ('run', 'protect'):
                 for net in ('host', 'virtual'):
-                    p, b, addr = start(mode, net)
+                    p, b, addr = start(mode, net, bin_dir=bin_dir)
                     v = measure(net, addr, conns)
                     shutdown(net, addr)
                     p.p.wait(timeout=120)
@@ -211,9 +229,9 @@ def alternating(runs, connections, measure, describe):
     return res
 
 
-def throughput(runs, seconds, connections):
+def throughput(runs, seconds, connections, bin_dir=BIN):
     res = alternating(runs, connections, lambda net, addr, conns: load(net, addr, conns, seconds),
-                      lambda v: f"{v['rate']:.0f} req/s p50 {v['p50_ms']:.3f} p99 {v['p99_ms']:.3f}")
+                      lambda v: f"{v['rate']:.0f} req/s p50 {v['p50_ms']:.3f} p99 {v['p99_ms']:.3f}", bin_dir)
     return {k: sorted(v, key=lambda x: x['rate'])[len(v) // 2] for k, v in res.items()}
 
 
@@ -276,9 +294,11 @@ def kill_once(i, seconds, bin_dir=BIN):
     global _runs
     _runs += 1
     lock = os.path.join(tempfile.gettempdir(), f'revirt-vnet-{os.getpid()}-{i}-{_runs}.lock')
-    events = os.path.join(tempfile.gettempdir(), f'revirt-vnet-{os.getpid()}-{i}.events')
-    trace = os.path.join(tempfile.gettempdir(), f'revirt-vnet-{os.getpid()}-{i}.trace')
-    stats = os.path.join(tempfile.gettempdir(), f'revirt-vnet-{os.getpid()}-{i}.relay')
+    # files of this run alone: a failed run leaves its files behind, and the other build's run of the same kill
+    # number must not append to (and read) them
+    events = os.path.join(tempfile.gettempdir(), f'revirt-vnet-{os.getpid()}-{i}-{_runs}.events')
+    trace = os.path.join(tempfile.gettempdir(), f'revirt-vnet-{os.getpid()}-{i}-{_runs}.trace')
+    stats = os.path.join(tempfile.gettempdir(), f'revirt-vnet-{os.getpid()}-{i}-{_runs}.relay')
     relay = start_relay(i, stats) if LINK else None
     try:
         p, b, addr = start('protect', 'virtual', lock, events, bin_dir)
@@ -505,8 +525,9 @@ def main():
     ap.add_argument('--kills-only', action='store_true', help='measure only the failover stall (no throughput runs)')
     ap.add_argument('--compare', metavar='BIN_DIR', help="with --kills-only or --bulk: alternate each kill with one of another build "
                     "(its primary.dll/backup.dll) and print both builds' stalls side by side")
-    ap.add_argument('--this', metavar='BIN_DIR', default=BIN, help='with --compare: the build measured against it (default: '
-                    'tests/bin/Release/net10.0 of this tree; a copy keeps a rebuild during the run out of the figures)')
+    ap.add_argument('--this', metavar='BIN_DIR', default=BIN, help='the build measured (kvserver throughput runs, and with '
+                    '--compare the build measured against it; default: tests/bin/Release/net10.0 of this tree; a copy keeps a '
+                    'rebuild during the run out of the figures)')
     ap.add_argument('--redis', action='store_true', help="Debian's redis-server instead of kvserver; throughput from redis-benchmark")
     ap.add_argument('--requests', type=int, default=20000, help='with --redis: redis-benchmark -n per test and run')
     ap.add_argument('--client-rto-min', type=int, metavar='MS', help="the clients' route to the guest gets this minimum "
@@ -547,7 +568,7 @@ def main():
     make_namespace(a.client_rto_min, relay_clients=LINK is not None)
     try:
         conns = [int(c) for c in a.connections.split(',')]
-        tp = {} if a.kills_only else redis_throughput(a.runs, a.requests, conns) if a.redis else throughput(a.runs, a.seconds, conns)
+        tp = {} if a.kills_only else redis_throughput(a.runs, a.requests, conns) if a.redis else throughput(a.runs, a.seconds, conns, a.this)
         stalls, failed, parts = [], [], []
         for i in range(a.kills):
             try:

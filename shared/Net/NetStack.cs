@@ -33,6 +33,11 @@ public sealed record NetConfig(MacAddress Mac, uint Ip, int PrefixLength, uint G
     public bool WindowedMinRtt { get; init; } = true;
     /// <summary>The minimum RTT's window (ns): Linux's default for its RACK (net.ipv4.tcp_min_rtt_wlen, 300 s).</summary>
     public long MinRttWindowNs { get; init; } = 300_000_000_000;
+    /// <summary>A SYN for a connection this stack holds in TIME-WAIT, numbered beyond everything the old incarnation
+    /// received, opens a new connection (RFC 1122 §4.2.2.13, RFC 6191 §2 without timestamps), as Linux accepts it.
+    /// Without it such a SYN gets an ACK of the old connection, and a client that reuses its port after a server closed
+    /// first (the client keeps no TIME-WAIT then) cannot connect until the 60 s wait ends.</summary>
+    public bool TimeWaitSyn { get; init; } = true;
 
     public uint Mask => Ip4.Mask(PrefixLength);
     public uint SubnetBroadcast => (Ip & Mask) | ~Mask;
@@ -59,8 +64,12 @@ public sealed class NetCounters
     public long DsackBlocksSent, DsackBlocksReceived;
     /// <summary>SACK recoveries whose window cut was undone: every retransmission was reported as a duplicate (RFC 3708).</summary>
     public long DsackUndos;
+    /// <summary>Connections in TIME-WAIT that a new SYN ended to open the next incarnation (<see cref="NetConfig.TimeWaitSyn"/>).</summary>
+    public long TimeWaitReopens;
 
-    internal void Serialize(StateCodec c)
+    /// <summary><paramref name="timeWaitSyn"/> false: the layout before <see cref="TimeWaitReopens"/> existed (see
+    /// <see cref="NetStack.Digest"/>).</summary>
+    internal void Serialize(StateCodec c, bool timeWaitSyn = true)
     {
         c.Do(ref FramesIn); c.Do(ref FramesOut); c.Do(ref OutQueueOverflow); c.Do(ref DropShort); c.Do(ref DropBadLength);
         c.Do(ref DropChecksum); c.Do(ref DropFragment); c.Do(ref DropNotForUs); c.Do(ref DropUnknownProtocol);
@@ -70,6 +79,7 @@ public sealed class NetCounters
         c.Do(ref RetransmittedBytes); c.Do(ref RetransmitTimeouts); c.Do(ref SackBlocksSent); c.Do(ref SackBlocksReceived); c.Do(ref SackBlocksIgnored);
         c.Do(ref RackLostSegments); c.Do(ref RackLostRetransmits); c.Do(ref TailLossProbes); c.Do(ref TailLossProbeRepairs);
         c.Do(ref DsackBlocksSent); c.Do(ref DsackBlocksReceived); c.Do(ref DsackUndos);
+        if (timeWaitSyn) c.Do(ref TimeWaitReopens);
     }
 }
 
@@ -320,11 +330,15 @@ public sealed partial class NetStack
     /// Writes the stack's complete state in a canonical order (sockets by id, ARP entries by address): two stacks
     /// that were handed the same calls write the same bytes, and <see cref="Restore"/> rebuilds an equal stack.
     /// </summary>
-    public void WriteState(BinaryWriter w)
+    public void WriteState(BinaryWriter w) => WriteState(w, timeWaitSyn: true);
+
+    /// <summary><paramref name="timeWaitSyn"/> false: without the bytes <see cref="NetConfig.TimeWaitSyn"/> added (its
+    /// setting and its counter), i.e. as a build before it wrote the state.</summary>
+    void WriteState(BinaryWriter w, bool timeWaitSyn)
     {
         var cfg = Config;
-        ConfigState(new StateCodec(w), ref cfg);
-        Serialize(new StateCodec(w));
+        ConfigState(new StateCodec(w), ref cfg, timeWaitSyn);
+        Serialize(new StateCodec(w), timeWaitSyn);
     }
 
     /// <summary>
@@ -346,19 +360,20 @@ public sealed partial class NetStack
         catch (EndOfStreamException) { throw new InvalidDataException("network stack state: truncated"); }
     }
 
-    static void ConfigState(StateCodec c, ref NetConfig cfg)
+    static void ConfigState(StateCodec c, ref NetConfig cfg, bool timeWaitSyn = true)
     {
         var d = cfg ?? new NetConfig(MacAddress.Broadcast, 1, 24);
         ulong mac = d.Mac.Value; uint ip = d.Ip, gw = d.Gateway; int prefix = d.PrefixLength;
         int maxSockets = d.MaxSockets, maxOut = d.MaxOutFrames, arpSize = d.ArpCacheSize, arpHosts = d.ArpPendingHosts,
             arpFrames = d.ArpPendingFramesPerHost, sndBuf = d.SendBuffer, rcvBuf = d.ReceiveBuffer, udpBuf = d.UdpReceiveBuffer,
             synQ = d.MaxSynQueue, tw = d.MaxTimeWait, rate = d.ChallengeAcksPerSecond;
-        bool sack = d.Sack, rack = d.Rack, dsack = d.Dsack, undo = d.DsackUndo, windowed = d.WindowedMinRtt;
+        bool sack = d.Sack, rack = d.Rack, dsack = d.Dsack, undo = d.DsackUndo, windowed = d.WindowedMinRtt, twSyn = d.TimeWaitSyn;
         long minRttWindow = d.MinRttWindowNs;
         c.Do(ref mac); c.Do(ref ip); c.Do(ref prefix); c.Do(ref gw);
         c.Do(ref maxSockets); c.Do(ref maxOut); c.Do(ref arpSize); c.Do(ref arpHosts); c.Do(ref arpFrames); c.Do(ref sndBuf);
         c.Do(ref rcvBuf); c.Do(ref udpBuf); c.Do(ref synQ); c.Do(ref tw); c.Do(ref rate); c.Do(ref sack); c.Do(ref rack); c.Do(ref dsack);
         c.Do(ref undo); c.Do(ref windowed); c.Do(ref minRttWindow);
+        if (timeWaitSyn) c.Do(ref twSyn);
         if (!c.Reading) return;
         if (mac == 0 || ip == 0 || prefix is < 1 or > 30 || sndBuf is < 1 or > (64 << 20) || rcvBuf is < 1 or > (64 << 20) || minRttWindow < 1)
             throw new InvalidDataException("network stack state: an impossible interface configuration");
@@ -367,16 +382,16 @@ public sealed partial class NetStack
             MaxSockets = maxSockets, MaxOutFrames = maxOut, ArpCacheSize = arpSize, ArpPendingHosts = arpHosts,
             ArpPendingFramesPerHost = arpFrames, SendBuffer = sndBuf, ReceiveBuffer = rcvBuf, UdpReceiveBuffer = udpBuf,
             MaxSynQueue = synQ, MaxTimeWait = tw, ChallengeAcksPerSecond = rate, Sack = sack, Rack = rack, Dsack = dsack,
-            DsackUndo = undo, WindowedMinRtt = windowed, MinRttWindowNs = minRttWindow,
+            DsackUndo = undo, WindowedMinRtt = windowed, MinRttWindowNs = minRttWindow, TimeWaitSyn = twSyn,
         };
     }
 
-    void Serialize(StateCodec c)
+    void Serialize(StateCodec c, bool timeWaitSyn = true)
     {
         long now = Now; c.Do(ref now); Now = now;
         c.Do(ref _rng); c.Do(ref _isnKey); c.Do(ref _nextSocketId); c.Do(ref _nextEphemeral); c.Do(ref _ipId);
         c.Do(ref _rateWindowStart); c.Do(ref _rateCount);
-        Counters.Serialize(c);
+        Counters.Serialize(c, timeWaitSyn);
         ArpState(c);
         Table(c, _tcp, id => new TcpSocket(this, id), (x, k) => x.Serialize(k), x => x.Id);
         Table(c, _udp, id => new UdpSocket(this, id), (x, k) => x.Serialize(k), x => x.Id);
@@ -427,11 +442,13 @@ public sealed partial class NetStack
     /// <summary>UDP sockets the stack holds, in id order.</summary>
     public IEnumerable<UdpSocket> UdpSockets => _udp.Values;
 
-    /// <summary>SHA-256 of <see cref="WriteState"/>: equal digests mean equal stacks (checkpoints compare these).</summary>
+    /// <summary>SHA-256 of <see cref="WriteState"/>: equal digests mean equal stacks (checkpoints compare these). A stack without
+    /// <see cref="NetConfig.TimeWaitSyn"/> (replaying a log recorded before it) digests the state as the build of that
+    /// log's day wrote it, so the log's checkpoint digests still match.</summary>
     public byte[] Digest()
     {
         using var ms = new MemoryStream();
-        using (var w = new BinaryWriter(ms, System.Text.Encoding.UTF8, leaveOpen: true)) WriteState(w);
+        using (var w = new BinaryWriter(ms, System.Text.Encoding.UTF8, leaveOpen: true)) WriteState(w, Config.TimeWaitSyn);
         return SHA256.HashData(ms.ToArray());
     }
 

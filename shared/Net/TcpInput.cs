@@ -163,10 +163,14 @@ public sealed partial class NetStack
         if (seg.Syn && (seg.Rst || seg.Fin)) { Counters.DropBadOption++; return; }
 
         if (_conns.TryGetValue((dst, seg.DstPort, src, seg.SrcPort), out var conn)) { conn.OnSegment(seg); return; }
-        if (_listeners.TryGetValue(seg.DstPort, out var l) && (l.LocalIp == 0 || l.LocalIp == dst)) { l.OnListen(seg); return; }
+        if (ListenerFor(seg) is { } l) { l.OnListen(seg); return; }
         Counters.DropNoConnection++;
         ResetFor(seg);
     }
+
+    /// <summary>The socket listening on the segment's destination address and port, if any.</summary>
+    internal TcpSocket? ListenerFor(in TcpSegment seg) =>
+        _listeners.TryGetValue(seg.DstPort, out var l) && (l.LocalIp == 0 || l.LocalIp == seg.Dst) ? l : null;
 
     /// <summary>RFC 793 §3.4 reset generation for a segment no connection owns (never for a RST).</summary>
     internal void ResetFor(in TcpSegment seg)
@@ -216,8 +220,10 @@ public sealed partial class TcpSocket
         Cwnd = InitialWindow(SndMss);
     }
 
-    /// <summary>A segment for a listening socket: a SYN makes a SYN_RECEIVED child (bounded queue), anything else is refused.</summary>
-    internal void OnListen(in TcpSegment seg)
+    /// <summary>A segment for a listening socket: a SYN makes a SYN_RECEIVED child (bounded queue), anything else is
+    /// refused. <paramref name="iss"/>: the child's initial sequence number when the SYN reopens a connection that was in
+    /// TIME-WAIT (else the stack's RFC 6528 choice).</summary>
+    internal void OnListen(in TcpSegment seg, uint? iss = null)
     {
         if (seg.Rst) return;
         if (seg.HasAck) { Stack.ResetFor(seg); return; }
@@ -238,7 +244,7 @@ public sealed partial class TcpSocket
         c.Irs = seg.Seq; c.RcvNxt = seg.Seq + 1;
         c.RcvShift = WindowShift;
         c.TakeOptions(seg);
-        c.Iss = Stack.InitialSequence(c.LocalIp, c.LocalPort, c.RemoteIp, c.RemotePort);
+        c.Iss = iss ?? Stack.InitialSequence(c.LocalIp, c.LocalPort, c.RemoteIp, c.RemotePort);
         c.SndUna = c.Iss; c.SndNxt = c.SndMax = c.Iss + 1;
         c.SndWnd = seg.Window; c.SndWl1 = seg.Seq; c.SndWl2 = c.Iss;
         c.State = TcpState.SynReceived;
@@ -256,6 +262,21 @@ public sealed partial class TcpSocket
 
         // A retransmitted SYN for a connection still in SYN_RECEIVED: our SYN-ACK was lost; send it again.
         if (State == TcpState.SynReceived && seg.Syn && !seg.HasAck && seg.Seq == Irs) { SendSyn(); return; }
+
+        // A new incarnation's SYN while we hold the old one in TIME-WAIT (we closed first, so the peer kept no TIME-WAIT
+        // and may reuse its port at once): numbered beyond everything the old one received, it cannot be an old
+        // duplicate, and it opens a connection (RFC 1122 §4.2.2.13, RFC 6191 §2 without timestamps). Our ISN goes a
+        // whole window beyond what the old incarnation sent (as Linux chooses it), so none of its segments still in the
+        // network can be taken for the new one's. Anything else (an old SYN) gets the ACK below.
+        if (State == TcpState.TimeWait && seg.Syn && !seg.HasAck && Stack.Config.TimeWaitSyn && Seq.Gt(seg.Seq, RcvNxt)
+            && Stack.ListenerFor(seg) is { } listener)
+        {
+            uint iss = SndMax + ushort.MaxValue + 2;
+            c.TimeWaitReopens++;
+            EnterClosed();
+            listener.OnListen(seg, iss);
+            return;
+        }
 
         uint wnd = ReceiveWindow();
         int len = seg.Length;

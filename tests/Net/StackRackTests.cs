@@ -226,13 +226,14 @@ public class RackStartStateTests
     {
         var on = ReVirt.Linux.VirtualNetOptions.Parse("10.0.0.2/24", null, "tap0", out _)!;
         var off = on with { Rack = false };
-        Assert.Equal("10.0.0.2/24 02:52:56:00:00:02 undo", on.Identity);
-        Assert.Equal("10.0.0.2/24 02:52:56:00:00:02 norack undo", off.Identity);
+        Assert.Equal("10.0.0.2/24 02:52:56:00:00:02 undo twsyn", on.Identity);
+        Assert.Equal("10.0.0.2/24 02:52:56:00:00:02 norack undo twsyn", off.Identity);
         Assert.False(ReVirt.Linux.VirtualNetOptions.FromIdentity(off.Identity, "tap1", null)!.Rack);
         Assert.True(ReVirt.Linux.VirtualNetOptions.FromIdentity(on.Identity, "tap1", null)!.Rack);
         Assert.Null(ReVirt.Linux.VirtualNetOptions.FromIdentity(on.Identity + " fast", "tap1", null));
         Assert.Null(ReVirt.Linux.VirtualNetOptions.FromIdentity(off.Identity + " norack", "tap1", null));
         Assert.Null(ReVirt.Linux.VirtualNetOptions.FromIdentity(on.Identity + " undo", "tap1", null));
+        Assert.Null(ReVirt.Linux.VirtualNetOptions.FromIdentity(on.Identity + " twsyn", "tap1", null));
     }
 
     [Fact]
@@ -247,6 +248,19 @@ public class RackStartStateTests
         Assert.True(older.StackConfig() is { DsackUndo: false, WindowedMinRtt: false, Rack: true });
         var olderOff = ReVirt.Linux.VirtualNetOptions.FromIdentity("10.0.0.2/24 02:52:56:00:00:02 norack", "tap1", null)!;
         Assert.True(olderOff.StackConfig() is { DsackUndo: false, WindowedMinRtt: false, Rack: false });
+    }
+
+    /// <summary>Reopening a connection in TIME-WAIT on a SYN (<see cref="NetConfig.TimeWaitSyn"/>) is in the start
+    /// state too: a new run's identity says "twsyn" and reads back with it; a log written before it (up to "undo")
+    /// replays with a stack that answers such a SYN with an ACK, as its recording did.</summary>
+    [Fact]
+    public void A_log_recorded_before_time_wait_reopening_replays_without_it_and_a_new_one_with_it()
+    {
+        var now = ReVirt.Linux.VirtualNetOptions.Parse("10.0.0.2/24", null, "tap0", out _)!;
+        Assert.True(now.StackConfig().TimeWaitSyn);
+        Assert.True(ReVirt.Linux.VirtualNetOptions.FromIdentity(now.Identity, "tap1", null)!.StackConfig().TimeWaitSyn);
+        var older = ReVirt.Linux.VirtualNetOptions.FromIdentity("10.0.0.2/24 02:52:56:00:00:02 undo", "tap1", null)!;
+        Assert.True(older.StackConfig() is { TimeWaitSyn: false, DsackUndo: true });
     }
 }
 

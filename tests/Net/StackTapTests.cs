@@ -49,7 +49,7 @@ sealed class TapNamespace : IDisposable
             if (persistentTaps == null) _tap = TapDevice.Open(TapName, Name);
             else foreach (var t in persistentTaps) Exec("ip", "tuntap", "add", "dev", t, "mode", "tap");
             string hostSide = TapName;
-            if (persistentTaps is { Length: > 1 })
+            if (persistentTaps is { Length: > 1 } || (relayed && persistentTaps != null))
             {
                 hostSide = BridgeName;
                 Exec("ip", "link", "add", BridgeName, "type", "bridge");

@@ -127,9 +127,8 @@ print(json.dumps({'Acked': st['acked'], 'Resets': st['resets'], 'Errors': st['er
     public static System.Diagnostics.Process Start(TapNamespace ns, string host, int port, int connections, int requests, Protocol protocol = Protocol.Kv,
         string? hold = null, string stopFile = "", double pauseSeconds = 0)
     {
-        var script = Path.Combine(Path.GetTempPath(), $"rv-kvclients-{Environment.ProcessId}-{Guid.NewGuid():N}.py");
-        File.WriteAllText(script, Script);
-        return ns.Start("python3", script, host, port.ToString(), connections.ToString(), requests.ToString(), protocol == Protocol.Resp ? "resp" : "kv",
+        // the script on the command line: no file left behind in the temporary directory (sys.argv[1:] are the same)
+        return ns.Start("python3", "-c", Script, host, port.ToString(), connections.ToString(), requests.ToString(), protocol == Protocol.Resp ? "resp" : "kv",
             hold ?? "", stopFile, pauseSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture));
     }
 

@@ -28,8 +28,13 @@ public sealed record VirtualNetOptions(MacAddress Mac, uint Ip, int PrefixLength
     /// with.</summary>
     public bool Undo { get; init; } = true;
 
+    /// <summary>A SYN for a connection in TIME-WAIT beyond its old sequence numbers opens a new one
+    /// (<see cref="NetConfig.TimeWaitSyn"/>). Always on for a new run; off only when a log recorded before it existed is
+    /// replayed.</summary>
+    public bool TimeWaitSyn { get; init; } = true;
+
     /// <summary>The stack configuration these options stand for.</summary>
-    public NetConfig StackConfig() => new(Mac, Ip, PrefixLength, Gateway) { Rack = Rack, DsackUndo = Undo, WindowedMinRtt = Undo };
+    public NetConfig StackConfig() => new(Mac, Ip, PrefixLength, Gateway) { Rack = Rack, DsackUndo = Undo, WindowedMinRtt = Undo, TimeWaitSyn = TimeWaitSyn };
 
     /// <summary>Parses `--ip A.B.C.D/N` and `--mac aa:bb:cc:dd:ee:ff`; null with a reason when either is malformed.</summary>
     public static VirtualNetOptions? Parse(string ip, string? mac, string tap, out string? error)
@@ -44,12 +49,14 @@ public sealed record VirtualNetOptions(MacAddress Mac, uint Ip, int PrefixLength
     }
 
     /// <summary>The identity as the log's start state records it: "A.B.C.D/N aa:bb:cc:dd:ee:ff", then the words of the
-    /// stack's behaviour: " norack" when RACK-TLP is off, " undo" when D-SACK undo and the windowed minimum RTT are on.
-    /// A log written before a word existed lacks it and replays with the behaviour of its day (RACK on, no undo); a
-    /// build that does not know a word refuses the log instead of replaying it with another stack.</summary>
-    public string Identity => $"{Ip4.ToString(Ip)}/{PrefixLength} {Mac}" + (Rack ? "" : " " + NoRackWord) + (Undo ? " " + UndoWord : "");
+    /// stack's behaviour: " norack" when RACK-TLP is off, " undo" when D-SACK undo and the windowed minimum RTT are on,
+    /// " twsyn" when a SYN may reopen a connection in TIME-WAIT. A log written before a word existed lacks it and replays
+    /// with the behaviour of its day (RACK on, no undo, no reopening); a build that does not know a word refuses the log
+    /// instead of replaying it with another stack.</summary>
+    public string Identity => $"{Ip4.ToString(Ip)}/{PrefixLength} {Mac}" + (Rack ? "" : " " + NoRackWord) + (Undo ? " " + UndoWord : "")
+        + (TimeWaitSyn ? " " + TimeWaitSynWord : "");
 
-    const string NoRackWord = "norack", UndoWord = "undo";
+    const string NoRackWord = "norack", UndoWord = "undo", TimeWaitSynWord = "twsyn";
 
     /// <summary>Reads <see cref="Identity"/> back, with this replica's TAP device; null when malformed or when it names
     /// a behaviour this build does not know.</summary>
@@ -57,14 +64,15 @@ public sealed record VirtualNetOptions(MacAddress Mac, uint Ip, int PrefixLength
     {
         var parts = identity.Split(' ');
         if (parts.Length < 2) return null;
-        bool rack = true, undo = false;
+        bool rack = true, undo = false, twSyn = false;
         foreach (string word in parts.AsSpan(2))
         {
             if (word == NoRackWord && rack) rack = false;
             else if (word == UndoWord && !undo) undo = true;
+            else if (word == TimeWaitSynWord && !twSyn) twSyn = true;
             else return null;
         }
-        return Parse(parts[0], parts[1], tap, out _) is { } o ? o with { Namespace = ns, Rack = rack, Undo = undo } : null;
+        return Parse(parts[0], parts[1], tap, out _) is { } o ? o with { Namespace = ns, Rack = rack, Undo = undo, TimeWaitSyn = twSyn } : null;
     }
 }
 
