@@ -77,10 +77,13 @@ public sealed unsafe partial class GuestMemory : IDisposable
         /// <summary>The capture that holds this page's bytes as they were when it was taken (see
         /// <see cref="MemoryCapture"/>): the guest's first store after it no longer needs to preserve them.</summary>
         public uint Saved;
-        /// <summary>XxHash128 of <see cref="Data"/>'s bytes, valid while <see cref="Hashed"/> (the checkpoint digest
-        /// rehashes only pages written since it last ran, see <see cref="HashedPagesInOrder"/>).</summary>
-        public UInt128 Hash;
-        /// <summary>Whether <see cref="Hash"/> is the hash of the bytes as they are. Contract: cleared by every path
+        /// <summary>XxHash128 of <see cref="Data"/>'s bytes (the 16 bytes XxHash128.Hash writes, read as two words),
+        /// valid while <see cref="Hashed"/> (the checkpoint digest rehashes only pages
+        /// written since it last ran, see <see cref="HashedPagesInOrder"/>). Two words, not a UInt128: a field of a
+        /// type from outside this assembly's version bubble whose layout is not fixed would cost every method that
+        /// touches a Page its ReadyToRun code.</summary>
+        public ulong HashLo, HashHi;
+        /// <summary>Whether <see cref="HashLo"/>, <see cref="HashHi"/> are the hash of the bytes as they are. Contract: cleared by every path
         /// that may change the bytes (a write-TLB fill in <see cref="TryTranslate"/>, a forced write), and set only by
         /// <see cref="HashedPagesInOrder"/>, which also empties the write TLB, so no store reaches a hashed page
         /// without passing through a clearing path first.</summary>
@@ -728,7 +731,7 @@ public sealed unsafe partial class GuestMemory : IDisposable
         foreach (var v in _vmas) m._vmas.Add(Copy(v));
         m._pages.EnsureCapacity(_pages.Count);
         // the child's pages hold the same bytes: their hashes carry over
-        foreach (var (pn, p) in _pages) m._pages[pn] = new Page { Data = p.Data, Prot = p.Prot, Shared = Share(p), Hash = p.Hash, Hashed = p.Hashed };
+        foreach (var (pn, p) in _pages) m._pages[pn] = new Page { Data = p.Data, Prot = p.Prot, Shared = Share(p), HashLo = p.HashLo, HashHi = p.HashHi, Hashed = p.Hashed };
         FlushWriteTlb();
         return m;
     }
@@ -855,18 +858,21 @@ public sealed unsafe partial class GuestMemory : IDisposable
         for (int i = 0; i < numbers.Length; i++) yield return (numbers[i], pages[i]);
     }
 
-    /// <summary>The pages in address order (numbers in <paramref name="numbers"/>), each with a current
-    /// <see cref="Page.Hash"/>: only pages written since the last call (or new since then) are hashed again, so a
+    /// <summary>The pages in address order (numbers in <paramref name="numbers"/>), each with a current hash
+    /// (<see cref="Page.HashLo"/>, <see cref="Page.HashHi"/>): only pages written since the last call (or new since then) are hashed again, so a
     /// checkpoint of a large guest costs the pages it wrote plus 32 bytes per page. Empties the write TLB (the
     /// <see cref="Page.Hashed"/> contract). Guest thread, at an instruction boundary; the spans are valid until the
     /// table next changes.</summary>
     public ReadOnlySpan<Page> HashedPagesInOrder(out ReadOnlySpan<ulong> numbers)
     {
         Order();
+        byte* h = stackalloc byte[16];
         foreach (var p in _ordered!)
         {
             if (p.Hashed) continue;
-            p.Hash = XxHash128.HashToUInt128(new ReadOnlySpan<byte>(p.Data, (int)PageSize));
+            XxHash128.Hash(new ReadOnlySpan<byte>(p.Data, (int)PageSize), new Span<byte>(h, 16));
+            p.HashLo = *(ulong*)h;
+            p.HashHi = *(ulong*)(h + 8);
             p.Hashed = true;
         }
         FlushWriteTlb();

@@ -61,10 +61,13 @@ public static unsafe class StateDigest
     public sealed class Builder
     {
         readonly XxHash128 _h = new();
-        /// <summary>Page entries (number, protection, hash: 4 words each) waiting to be appended together: one
-        /// append per page would cost more than the entries' hashing.</summary>
-        readonly ulong[] _entries = new ulong[4 * 128];
+        /// <summary>Page entries (number, protection, hash: 4 little-endian words each) waiting to be appended
+        /// together: one append per page would cost more than the entries' hashing. Bytes written through a pointer:
+        /// spans of ulong and UInt128 are generic code without ReadyToRun code here, JIT-compiled at the first
+        /// checkpoint.</summary>
+        readonly byte[] _entries = new byte[EntryBytes * 128];
         int _pending;
+        const int EntryBytes = 32;
 
         public void Threads(IEnumerable<CpuState> threads)
         {
@@ -87,26 +90,34 @@ public static unsafe class StateDigest
                 return;
             }
             var pages = mem.HashedPagesInOrder(out var numbers);
-            for (int i = 0; i < pages.Length; i++) PageHash(numbers[i], pages[i].Prot, pages[i].Hash);
+            for (int i = 0; i < pages.Length; i++) PageHash(numbers[i], pages[i].Prot, pages[i].HashLo, pages[i].HashHi);
         }
 
         /// <summary>A page given by its bytes (hashed now).</summary>
-        public void Page(ulong pn, Prot prot, ReadOnlySpan<byte> bytes) => PageHash(pn, prot, XxHash128.HashToUInt128(bytes));
-
-        void PageHash(ulong pn, Prot prot, UInt128 hash)
+        public void Page(ulong pn, Prot prot, ReadOnlySpan<byte> bytes)
         {
-            if (_pending == _entries.Length / 4) FlushEntries();
-            int at = 4 * _pending++;
-            _entries[at] = pn;
-            _entries[at + 1] = (ulong)prot;
-            _entries[at + 2] = (ulong)hash;
-            _entries[at + 3] = (ulong)(hash >> 64);
+            byte* h = stackalloc byte[16];
+            XxHash128.Hash(bytes, new Span<byte>(h, 16));
+            PageHash(pn, prot, *(ulong*)h, *(ulong*)(h + 8));
+        }
+
+        void PageHash(ulong pn, Prot prot, ulong hashLo, ulong hashHi)
+        {
+            if (_pending == _entries.Length / EntryBytes) FlushEntries();
+            fixed (byte* e = &_entries[EntryBytes * _pending++])
+            {
+                var w = (ulong*)e;
+                w[0] = pn;
+                w[1] = (ulong)prot;
+                w[2] = hashLo;
+                w[3] = hashHi;
+            }
         }
 
         void FlushEntries()
         {
             if (_pending == 0) return;
-            _h.Append(MemoryMarshal.AsBytes(_entries.AsSpan(0, 4 * _pending)));
+            _h.Append(new ReadOnlySpan<byte>(_entries, 0, EntryBytes * _pending));
             _pending = 0;
         }
 
