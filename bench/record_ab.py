@@ -6,8 +6,10 @@ a loaded machine: many short rounds side by side, medians and the median of each
     python3 bench/record_ab.py --baseline-root /check/base [--rounds 8]
     python3 bench/record_ab.py --baseline-root . --before-options "--checkpoint-interval 20000000"  # one build, two options
 
-Guests: busybox sha256sum of 8 MB and md5sum of 16 MB (inputs as bench/run.py makes them). Both roots must hold
-Release builds of primary and backup (`dotnet build ReVirt.sln -c Release`).
+Guests: busybox sha256sum of 8 MB and md5sum of 16 MB (inputs as bench/run.py makes them); `--guests` picks others
+from the bench set (gzip 4 MB, bzip2 2 MB, bench.musl 10) and memtouch of 256 MiB (guests/src/memtouch.c: a
+memory-heavy guest, 2,000 lines each rewriting 16 pages), e.g. `--guests sha256sum,gzip,bzip2,md5sum,bench,memtouch`.
+Both roots must hold Release builds of primary and backup (`dotnet build ReVirt.sln -c Release`).
 """
 import argparse, os, shlex, statistics, subprocess, sys, tempfile, shutil, time
 
@@ -32,13 +34,27 @@ def main():
     ap.add_argument('--before-options', default='', metavar='OPTS',
                     help="options given only to the baseline's `record` (e.g. --baseline-root . --before-options "
                          "'--checkpoint-interval 20000000' compares one build's default with that option)")
+    ap.add_argument('--record-options', default='', metavar='OPTS',
+                    help="options given to both builds' `record` (e.g. '--checkpoint-interval 20000000')")
+    ap.add_argument('--guests', default='sha256sum,md5sum',
+                    help='comma-separated, from: sha256sum, gzip, bzip2, md5sum, bench, memtouch (default: %(default)s)')
     a = ap.parse_args()
     work = tempfile.mkdtemp(prefix='revirt-recab-')
-    guests = {}
-    for name, mb, applet in (('sha256sum 8 MB', 8, 'sha256sum'), ('md5sum 16 MB', 16, 'md5sum')):
+    out = os.path.join(ROOT, 'guests', 'out')
+    subprocess.run(['bash', os.path.join(ROOT, 'guests', 'build.sh'), out, 'bench.musl', 'memtouch.musl'], check=True)
+    known = {}
+    for applet, mb, args in (('sha256sum', 8, []), ('gzip', 4, ['-c']), ('bzip2', 2, ['-c']), ('md5sum', 16, [])):
         path = os.path.join(work, applet + '.bin')
-        make_input(path, mb << 20)
-        guests[name] = ['/bin/busybox', applet, path]
+        known[applet] = (f'{applet} {mb} MB', lambda applet=applet, mb=mb, args=args, path=path:
+                         (make_input(path, mb << 20), ['/bin/busybox', applet] + args + [path])[1])
+    known['bench'] = ('bench.musl 10', lambda: [os.path.join(out, 'bench.musl'), '10'])
+    known['memtouch'] = ('memtouch 256 MiB', lambda: [os.path.join(out, 'memtouch.musl'), os.path.join(work, 'no-stop-file'), '256', '0', '2000'])
+    guests = {}
+    for g in a.guests.split(','):
+        if g not in known:
+            ap.error(f'unknown guest {g!r} (known: {", ".join(known)})')
+        name, make = known[g]
+        guests[name] = make()
     time.sleep(2.5)  # a file is read by reference only when it changed more than 2 s before the recorder started
     roots = {'before': a.baseline_root, 'this': ROOT}
     res = {}
@@ -49,7 +65,7 @@ def main():
                 backup = f'{r}/backup/bin/Release/net10.0/backup.dll'
                 log = os.path.join(work, f'{b}.rvlog')
                 res.setdefault((g, b, 'run'), []).append(cpu(['dotnet', primary, 'run', '--'] + args))
-                opts = shlex.split(a.before_options) if b == 'before' else []
+                opts = shlex.split(a.record_options) + (shlex.split(a.before_options) if b == 'before' else [])
                 res.setdefault((g, b, 'record'), []).append(cpu(['dotnet', primary, 'record', '--log', log] + opts + ['--'] + args))
                 res.setdefault((g, b, 'replay'), []).append(cpu(['dotnet', backup, 'replay', '--log', log]))
         print(f'round {i + 1}/{a.rounds}, load {" ".join(open("/proc/loadavg").read().split()[:3])}', flush=True)

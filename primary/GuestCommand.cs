@@ -40,7 +40,7 @@ sealed class GuestCommand
     };
     public readonly Option<ulong> Interval = new("--checkpoint-interval")
     {
-        Description = $"Write a checkpoint (a digest of registers and all memory, verified by replay) every N guest instructions (default {Recording.DefaultCheckpointInterval:N0}: about five a second in the compiled tier); 0 disables periodic checkpoints (the final one is still written). A replay locates a divergence that no syscall, signal or output shows between two checkpoints: a smaller N narrows that window and costs a digest of the guest's memory each time.",
+        Description = $"Write a checkpoint (a digest of registers and all memory, verified by replay) every N guest instructions (default {Recording.DefaultCheckpointInterval:N0}: about five a second in the compiled tier); 0 disables periodic checkpoints (the final one is still written). A replay locates a divergence that no syscall, signal or output shows between two checkpoints: a smaller N narrows that window and costs, each time, rehashing the pages the guest wrote since the last checkpoint plus 32 bytes per page of its memory.",
         DefaultValueFactory = _ => Recording.DefaultCheckpointInterval,
     };
     public readonly Option<string> Net = NetOption();

@@ -4,7 +4,7 @@ using System.IO.Hashing;
 namespace ReVirt.Log;
 
 /// <summary>
-/// Constants and primitives of the ReVirt event log format (version 2).
+/// Constants and primitives of the ReVirt event log format (version 4).
 /// </summary>
 /// <remarks>
 /// <para><b>File layout.</b> A log is a <see cref="LogHeader"/> followed by zero or more records.
@@ -39,11 +39,23 @@ namespace ReVirt.Log;
 /// logged the count at the start of its block, which moved when a recording stopped inside a block), and setting an
 /// interval or POSIX timer logs the clock reading it is armed from. A v2 log would replay into a divergence, so it is
 /// refused as another version.</para>
+/// <para><b>v4.</b> A <see cref="Checkpoint"/>'s state digest takes each page as (number, protection, XxHash128 of its
+/// bytes) instead of hashing all pages' bytes as one stream, so a checkpoint rehashes only the pages written since the
+/// last one (<c>ReVirt.Replay.StateDigest</c>). The records' layout is unchanged, but a v3 log's digests cannot be
+/// reproduced by this build: it is refused as another version, with that reason.</para>
 /// </remarks>
 public static class LogFormat
 {
     /// <summary>The format version this build writes and reads.</summary>
-    public const ushort CurrentVersion = 3;
+    public const ushort CurrentVersion = 4;
+
+    /// <summary>Why a log of an older version cannot be replayed by this build (appended to the refusal), or null.</summary>
+    public static string? WhyNotReadable(ushort version) => version switch
+    {
+        3 => "its checkpoint digests hash memory as one stream, this build's hash it page by page",
+        2 => "its syscall positions are counted at their block's start, this build's exactly",
+        _ => null,
+    };
 
     /// <summary>The 8 magic bytes opening every log: "RVLOG", 0, 0, 1.</summary>
     public static ReadOnlySpan<byte> Magic => "RVLOG\0\0\u0001"u8;

@@ -170,7 +170,8 @@ public sealed class LogHeader
             throw new LogFormatException($"log header truncated: {data.Length} of at least {FixedPrefix + 4} bytes present");
         ushort version = BinaryPrimitives.ReadUInt16LittleEndian(data[8..]);
         if (version != LogFormat.CurrentVersion)
-            throw new LogFormatException($"log format version {version}, this build reads {LogFormat.CurrentVersion}");
+            throw new LogFormatException($"log format version {version}, this build reads {LogFormat.CurrentVersion}"
+                                         + (LogFormat.WhyNotReadable(version) is { } why ? $" ({why})" : ""));
         if (data.Length < FixedPrefix)
             throw new LogFormatException($"log header truncated: {data.Length} of at least {FixedPrefix + 4} bytes present");
         uint bodyLength = BinaryPrimitives.ReadUInt32LittleEndian(data[10..]);

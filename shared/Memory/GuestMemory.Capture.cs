@@ -42,12 +42,14 @@ public sealed unsafe partial class GuestMemory
     {
         if (_capture is { } c) lock (c.Lock) _pages[pn] = p;
         else _pages[pn] = p;
+        _ordered = null;
     }
 
     void RemovePage(ulong pn)
     {
         if (_capture is { } c) lock (c.Lock) _pages.Remove(pn);
         else _pages.Remove(pn);
+        _ordered = null;
     }
 
     /// <summary>The pages that entered the table before capture `id` (call under the capture's lock).</summary>

@@ -1,3 +1,4 @@
+using System.IO.Hashing;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 
@@ -76,6 +77,17 @@ public sealed unsafe partial class GuestMemory : IDisposable
         /// <summary>The capture that holds this page's bytes as they were when it was taken (see
         /// <see cref="MemoryCapture"/>): the guest's first store after it no longer needs to preserve them.</summary>
         public uint Saved;
+        /// <summary>XxHash128 of <see cref="Data"/>'s bytes (the 16 bytes XxHash128.Hash writes, read as two words),
+        /// valid while <see cref="Hashed"/> (the checkpoint digest rehashes only pages
+        /// written since it last ran, see <see cref="HashedPagesInOrder"/>). Two words, not a UInt128: a field of a
+        /// type from outside this assembly's version bubble whose layout is not fixed would cost every method that
+        /// touches a Page its ReadyToRun code.</summary>
+        public ulong HashLo, HashHi;
+        /// <summary>Whether <see cref="HashLo"/>, <see cref="HashHi"/> are the hash of the bytes as they are. Contract: cleared by every path
+        /// that may change the bytes (a write-TLB fill in <see cref="TryTranslate"/>, a forced write), and set only by
+        /// <see cref="HashedPagesInOrder"/>, which also empties the write TLB, so no store reaches a hashed page
+        /// without passing through a clearing path first.</summary>
+        public bool Hashed;
     }
 
     /// <summary>A software-TLB entry: the page number it holds (<see cref="ulong.MaxValue"/> when empty) and the
@@ -274,6 +286,7 @@ public sealed unsafe partial class GuestMemory : IDisposable
         if (write)
         {
             if ((p.Prot & Prot.Write) == 0) { why = AccessFault.Protected; return null; }
+            p.Hashed = false; // every store to the page from here on goes through the entry filled below
             if (_capture != null) Preserve(p, pn);
             if (p.Shared != null) Unshare(p, pn);
             if (p.HasCode)
@@ -434,6 +447,7 @@ public sealed unsafe partial class GuestMemory : IDisposable
             if (force)
             {
                 p = Lookup(cur >> PageShift) ?? throw new GuestFaultException(cur, true, false);
+                p.Hashed = false;
                 if (_capture != null) Preserve(p, cur >> PageShift);
                 if (p.Shared != null) Unshare(p, cur >> PageShift);
                 if (p.HasCode) { p.HasCode = false; CodeWritten?.Invoke(cur >> PageShift); }
@@ -716,7 +730,8 @@ public sealed unsafe partial class GuestMemory : IDisposable
         var m = new GuestMemory();
         foreach (var v in _vmas) m._vmas.Add(Copy(v));
         m._pages.EnsureCapacity(_pages.Count);
-        foreach (var (pn, p) in _pages) m._pages[pn] = new Page { Data = p.Data, Prot = p.Prot, Shared = Share(p) };
+        // the child's pages hold the same bytes: their hashes carry over
+        foreach (var (pn, p) in _pages) m._pages[pn] = new Page { Data = p.Data, Prot = p.Prot, Shared = Share(p), HashLo = p.HashLo, HashHi = p.HashHi, Hashed = p.Hashed };
         FlushWriteTlb();
         return m;
     }
@@ -830,19 +845,59 @@ public sealed unsafe partial class GuestMemory : IDisposable
         bytes.CopyTo(new Span<byte>(d, (int)PageSize));
         if (_pages.TryGetValue(pn, out var old)) Release(old);
         _pages[pn] = new Page { Data = d, Prot = prot, Born = _captures };
+        _ordered = null;
         FlushTlbPage(pn);
         return new ReadOnlySpan<byte>(d, (int)PageSize);
     }
 
-    /// <summary>Pages in address order (for state digests).</summary>
+    /// <summary>Pages in address order.</summary>
     public IEnumerable<(ulong PageNumber, Page Page)> PagesInOrder()
     {
+        Order();
+        var (numbers, pages) = (_orderedNumbers, _ordered!); // the table may change while the caller walks it
+        for (int i = 0; i < numbers.Length; i++) yield return (numbers[i], pages[i]);
+    }
+
+    /// <summary>The pages in address order (numbers in <paramref name="numbers"/>), each with a current hash
+    /// (<see cref="Page.HashLo"/>, <see cref="Page.HashHi"/>): only pages written since the last call (or new since then) are hashed again, so a
+    /// checkpoint of a large guest costs the pages it wrote plus 32 bytes per page. Empties the write TLB (the
+    /// <see cref="Page.Hashed"/> contract). Guest thread, at an instruction boundary; the spans are valid until the
+    /// table next changes.</summary>
+    public ReadOnlySpan<Page> HashedPagesInOrder(out ReadOnlySpan<ulong> numbers)
+    {
+        Order();
+        byte* h = stackalloc byte[16];
+        foreach (var p in _ordered!)
+        {
+            if (p.Hashed) continue;
+            XxHash128.Hash(new ReadOnlySpan<byte>(p.Data, (int)PageSize), new Span<byte>(h, 16));
+            p.HashLo = *(ulong*)h;
+            p.HashHi = *(ulong*)(h + 8);
+            p.Hashed = true;
+        }
+        FlushWriteTlb();
+        numbers = _orderedNumbers;
+        return _ordered;
+    }
+
+    /// <summary>The page table in address order, kept between digests and dropped whenever a page enters or leaves
+    /// the table (<see cref="AddPage"/>, <see cref="RemovePage"/>, <see cref="RestorePage"/>): a large guest's
+    /// checkpoints then neither sort nor look up its page numbers again.</summary>
+    Page[]? _ordered;
+    ulong[] _orderedNumbers = [];
+
+    void Order()
+    {
+        if (_ordered != null) return;
         // Array.Sort has ReadyToRun code for ulong; LINQ's OrderBy instantiations for it do not (a recording's
         // first checkpoints JIT-compiled some 25 of them)
         var keys = new ulong[_pages.Count];
         _pages.Keys.CopyTo(keys, 0);
         Array.Sort(keys);
-        foreach (var pn in keys) yield return (pn, _pages[pn]);
+        var pages = new Page[keys.Length];
+        for (int i = 0; i < keys.Length; i++) pages[i] = _pages[keys[i]];
+        _orderedNumbers = keys;
+        _ordered = pages;
     }
 
     /// <summary>Frees the pages and the TLBs; a second call (memory shared by a vfork child) does nothing.</summary>
@@ -855,6 +910,7 @@ public sealed unsafe partial class GuestMemory : IDisposable
         foreach (var kv in _pages) Release(kv.Value);
         if (_capture is { } c) lock (c.Lock) _pages.Clear();
         else _pages.Clear();
+        _ordered = null;
         NativeMemory.Free(_rtlb); // (with the write TLB)
     }
     bool _disposed;

@@ -1,0 +1,190 @@
+using ReVirt.Cpu;
+using ReVirt.Linux;
+using ReVirt.Log;
+using ReVirt.Memory;
+using ReVirt.Replay;
+using ReVirt.Tests.Programs;
+using Xunit;
+
+namespace ReVirt.Tests.Replay;
+
+/// <summary>
+/// A checkpoint's state digest takes each page by a hash the page keeps between checkpoints, rehashed only when the
+/// page was written since (<see cref="GuestMemory.HashedPagesInOrder"/>). The oracle is the same digest with every
+/// page hashed from its bytes now (<see cref="StateDigest.ComputeFromBytes(Kernel)"/>): after any mix of stores (TLB
+/// hits and misses, across pages, by every write path), protection changes, unmaps, remaps and forks, the two must be
+/// equal. A write path that does not drop a page's kept hash makes them differ at the next digest.
+/// </summary>
+public unsafe class CheckpointDigestTests
+{
+    const ulong Rw = 0x1000_0000, Ro = 0x2000_0000;
+    const int RwPages = 48, RoPages = 8;
+    const ulong Page = GuestMemory.PageSize;
+
+    static byte[] Kept(GuestMemory m) => StateDigest.Compute([(Array.Empty<CpuState>(), m)], null);
+    static byte[] FromBytes(GuestMemory m) => StateDigest.ComputeFromBytes([(Array.Empty<CpuState>(), m)], null);
+
+    /// <summary>Seeded random operations on address spaces (forks add more); after most of them every address space's
+    /// kept digest must equal its digest from the bytes. Small regions, so that most stores hit a page that was
+    /// hashed at an earlier digest, through a TLB entry filled before or after it. About a second.</summary>
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(3)]
+    public void KeptPageHashesGiveTheDigestOfEveryPagesBytes(int seed)
+    {
+        var rng = new Random(seed);
+        var spaces = new List<GuestMemory>();
+        try
+        {
+            var first = new GuestMemory();
+            spaces.Add(first);
+            first.Map(Rw, RwPages * Page, Prot.Read | Prot.Write);
+            first.Map(Ro, RoPages * Page, Prot.Read);
+            int checks = 0, changed = 0;
+            byte[]? last = null;
+            Span<byte> buf = stackalloc byte[3 * (int)Page];
+            Span<long> iov = stackalloc long[2 * 4];
+            for (int op = 0; op < 4000; op++)
+            {
+                var m = spaces[rng.Next(spaces.Count)];
+                ulong a = Rw + (ulong)rng.NextInt64(RwPages * (long)Page - 16);
+                ulong v = (ulong)rng.NextInt64();
+                try
+                {
+                    switch (rng.Next(13))
+                    {
+                        case 0: case 1: m.Write64(a, v); break; // unaligned ones may cross a page
+                        case 2: m.Write8(a, (byte)v); break;
+                        case 3: m.Write32(a, (uint)v); break;
+                        case 4: m.Write128(a, new UInt128(v, ~v)); break;
+                        case 5: // a syscall's copy-out, up to three pages
+                        {
+                            int n = rng.Next(1, buf.Length);
+                            ulong at = Rw + (ulong)rng.NextInt64(RwPages * (long)Page - n);
+                            rng.NextBytes(buf[..n]);
+                            m.WriteBytes(at, buf[..n]);
+                            break;
+                        }
+                        case 6: // the loader's write into a read-only mapping
+                            m.Poke(Ro + (ulong)rng.NextInt64(RoPages * (long)Page - 8), BitConverter.GetBytes(v));
+                            break;
+                        case 7: // a host call filling guest memory in place (read(2) into the guest's buffer)
+                        {
+                            int n = rng.Next(1, 2 * (int)Page);
+                            ulong at = Rw + (ulong)rng.NextInt64(RwPages * (long)Page - n);
+                            int count = m.WritableIovecs(at, n, iov);
+                            for (int i = 0; i < count; i++) new Span<byte>((void*)iov[2 * i], (int)iov[2 * i + 1]).Fill((byte)v);
+                            break;
+                        }
+                        case 8: // the compiled tier's store slow path
+                            m.StoreSlow(a, v, 8);
+                            if (m.Faulted) m.TakeFault();
+                            break;
+                        case 9: // mprotect a few pages read-only, a store there faults, then writable again
+                        {
+                            ulong pg = a & ~(Page - 1);
+                            int n = rng.Next(1, 4);
+                            if (pg + (ulong)n * Page > Rw + RwPages * Page) break;
+                            m.Protect(pg, (ulong)n * Page, Prot.Read);
+                            Assert.Throws<GuestFaultException>(() => m.Write64(pg, v));
+                            if (rng.Next(2) == 0) m.Protect(pg, (ulong)n * Page, Prot.Read | Prot.Write);
+                            break;
+                        }
+                        case 10: // munmap a few pages and map them again: they read zeros
+                        {
+                            ulong pg = a & ~(Page - 1);
+                            int n = rng.Next(1, 4);
+                            if (pg + (ulong)n * Page > Rw + RwPages * Page) break;
+                            m.Unmap(pg, (ulong)n * Page);
+                            m.Map(pg, (ulong)n * Page, Prot.Read | Prot.Write);
+                            break;
+                        }
+                        case 11: // fork: both sides go on being written
+                            if (spaces.Count < 4) spaces.Add(m.Fork());
+                            break;
+                        default: _ = m.Read64(a); break; // fills the read TLB only
+                    }
+                }
+                catch (GuestFaultException) { } // a store into a page made read-only above
+                if (rng.Next(3) != 0) continue;
+                foreach (var s in spaces)
+                {
+                    var kept = Kept(s);
+                    Assert.True(FromBytes(s).AsSpan().SequenceEqual(kept), $"seed {seed}, operation {op}: the kept page hashes give another digest than the pages' bytes");
+                    checks++;
+                    if (s == first) { if (last != null && !last.AsSpan().SequenceEqual(kept)) changed++; last = kept; }
+                }
+            }
+            Assert.True(checks > 1000, $"only {checks} digests compared");
+            Assert.True(changed > 100, $"the first address space's digest changed only {changed} times"); // the stores reached it
+        }
+        finally
+        {
+            foreach (var s in spaces) s.Dispose();
+        }
+    }
+
+    /// <summary>Guests recorded in this process (memtouch with the compiled tier forced, whose stores take the inline
+    /// TLB probe; forkcow and mallocchurn in the default tier: compiling all their blocks takes 10-20 s) with
+    /// checkpoints every 200,000
+    /// instructions; from another thread the recording is asked every millisecond to compare, at its next stop, the
+    /// kept digest with the digest of every page's bytes; then the recording must replay faithfully (every checkpoint
+    /// equal). forkcow: forks, copy-on-write, code the guest writes, exec; mallocchurn: mmap/munmap/mremap churn;
+    /// memtouch: stores to pseudo-random pages of 8 MiB. About 1-3 s each.</summary>
+    [Theory]
+    [InlineData(ExecutionTier.Default, "forkcow")]
+    [InlineData(ExecutionTier.Default, "mallocchurn", "3000")]
+    [InlineData(ExecutionTier.Compiled, "memtouch", "/nonexistent-stop-file", "8", "0", "400")]
+    public void AtStopsOfARecordedGuestTheKeptDigestEqualsTheDigestOfTheBytes(ExecutionTier tier, string guest, params string[] args)
+    {
+        string log = Path.Combine(Path.GetTempPath(), $"revirt-digest-{Guid.NewGuid():N}.rvlog");
+        try
+        {
+            var opts = new MachineOptions
+            {
+                Program = GuestEnv.Guest(guest, "musl"), Args = args, Cwd = Environment.CurrentDirectory,
+                Tier = tier, Diagnostics = TextWriter.Null,
+            };
+            var program = Kernel.ResolveProgram(opts);
+            var header = Recording.Header(opts, program.Image, 200_000);
+            int compared = 0;
+            string? mismatch = null;
+            int status;
+            using (var writer = LogWriter.Create(log, header))
+            {
+                var boundary = new RecordingBoundary(writer, header.CheckpointInterval);
+                using var m = new Machine(opts, boundary);
+                m.Load(program);
+                using var done = new ManualResetEventSlim();
+                var asker = new Thread(() =>
+                {
+                    while (!done.Wait(1))
+                        boundary.RunAtNextStop(k =>
+                        {
+                            var fromBytes = StateDigest.ComputeFromBytes(k); // first: it leaves the kept hashes as they are
+                            var kept = StateDigest.Compute(k);
+                            if (!kept.AsSpan().SequenceEqual(fromBytes)) mismatch ??= $"at instruction {k.Current?.Cpu.InstructionCount}";
+                            compared++;
+                        });
+                }) { IsBackground = true };
+                asker.Start();
+                try { status = m.Run(); }
+                finally
+                {
+                    done.Set();
+                    Assert.True(asker.Join(TimeSpan.FromSeconds(30)), "the thread asking for stops did not end");
+                }
+                writer.Flush();
+            }
+            Assert.Equal(0, status);
+            Assert.Null(mismatch);
+            Assert.True(compared > 0, "no stop compared the digests");
+            Assert.True(GuestEnv.CountRecords(log, RecordKind.Checkpoint) > 2, "the recording took too few checkpoints");
+            using var reader = LogReader.Open(log);
+            var verdict = ReplayCheck.Run(reader);
+            Assert.True(verdict.Kind == ReplayVerdictKind.Faithful, $"{guest}: {verdict.Message}");
+        }
+        finally { File.Delete(log); }
+    }
+}
