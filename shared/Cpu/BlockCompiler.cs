@@ -175,7 +175,7 @@ public static unsafe class BlockCompiler
 
     // ---------------------------------------------------------------- what an instruction does, decided before emitting
 
-    enum Form { Helper, Nop, Mov, Movzx, Movsx, Lea, Alu, IncDec, Neg, Not, Push, Pop, Call, Ret, Jmp, Jcc, Setcc, Cmovcc, Shift, ShiftCl, Imul, Bswap }
+    enum Form { Helper, Nop, Mov, Movzx, Movsx, Lea, Alu, Sbb, IncDec, Neg, Not, Push, Pop, Call, Ret, Jmp, Jcc, Setcc, Cmovcc, Shift, ShiftCl, Imul, Bswap }
 
     /// <summary>How an instruction touches the arithmetic flags, for liveness.</summary>
     enum FlagUse { None, Writes, Reads }
@@ -292,6 +292,14 @@ public static unsafe class BlockCompiler
                     _ => (VirtualCpu.LazyLogic, OpCodes.And, false),
                 };
                 p.Form = Form.Alu; p.Flags = FlagUse.Writes; p.Memory = mem0 || mem1; p.Stores = mem0 && p.AluStores;
+                return p;
+            case Mnemonic.Sbb:
+                // a subtraction with the borrow of the pending record (gzip's and bzip2's branch-free masks): reads
+                // the flags and records its own
+                if (count != 2 || !IsRegOrMem(o0) || o1.Class == OpClass.Bad) return p;
+                p.Size = VirtualCpu.OpSize(ref i, 0);
+                if (p.Size is not (1 or 2 or 4 or 8)) return p;
+                p.Form = Form.Sbb; p.Flags = FlagUse.Reads; p.Memory = mem0 || mem1; p.Stores = mem0;
                 return p;
             case Mnemonic.Inc or Mnemonic.Dec or Mnemonic.Neg or Mnemonic.Not:
                 if (count != 1 || !IsRegOrMem(o0)) return p;
@@ -633,7 +641,7 @@ public static unsafe class BlockCompiler
         static bool WritesO0(in Plan p) => p.Form switch
         {
             Form.Mov or Form.Movzx or Form.Movsx or Form.Lea or Form.IncDec or Form.Neg or Form.Not or Form.Pop or Form.Setcc
-                or Form.Cmovcc or Form.Shift or Form.ShiftCl or Form.Imul or Form.Bswap => true,
+                or Form.Cmovcc or Form.Shift or Form.ShiftCl or Form.Imul or Form.Bswap or Form.Sbb => true,
             Form.Alu => p.AluStores,
             _ => false,
         };
@@ -946,6 +954,23 @@ public static unsafe class BlockCompiler
                     // (recorded before a memory destination is written: a fault of the store leaves the new flags, as
                     // in the handler)
                     if (p.AluStores) Write(ref p.O0, p.Size, _r);
+                    return Flow.Next;
+                }
+                case Form.Sbb:
+                {
+                    // the borrow first, while _a, _bv and _r still hold the instruction before (a compare or
+                    // subtraction there decides it from its operands); it has no effect, so its order against the
+                    // operands' loads does not show
+                    Condition(ConditionCode.b, fusable ? _plans[k - 1] : default, fusable);
+                    il.Emit(OpCodes.Conv_U8); Stloc(_v);
+                    if (p.Memory) { Ea(ref ins, true); Stloc(_ea); }
+                    Read(ref p.O0, p.Size); Stloc(_a);
+                    Read(ref p.O1, p.Size); Stloc(_bv);
+                    // as the handler: a - b - CF of the operand size, recorded as a subtraction of a and b
+                    Ldloc(_a); Ldloc(_bv); il.Emit(OpCodes.Sub); Ldloc(_v); il.Emit(OpCodes.Sub); Truncate(p.Size); Stloc(_r);
+                    if (!OwnFlagsLive(k, ref p)) { DropRegisterParts(); Write(ref p.O0, p.Size, _r); return Flow.Next; }
+                    Record(VirtualCpu.LazySub, p.Size, Keep(RecA, _a), Keep(RecB, _bv), Keep(RecR, _r));
+                    Write(ref p.O0, p.Size, _r);
                     return Flow.Next;
                 }
                 case Form.Neg:

@@ -10,7 +10,7 @@ namespace ReVirt.Tests.CpuTests;
 /// The compiled tier's register traffic at its edges: an entry loads only the registers its code reads (or may
 /// store) before writing them, an exit, a handler call or a memory access's slow path stores only those written on
 /// some path to it. The program writes different registers (whole, 32-bit, low and high byte, conditionally, by
-/// pop) on different branches of a loop, calls a handler between them and accesses memory after them, with every
+/// pop, sbb) on different branches of a loop, calls a handler between them and accesses memory after them, with every
 /// register holding a distinct value at the start, so a register stored without having been loaded, or written and
 /// not stored, shows in the state at a stop or a fault.
 /// </summary>
@@ -34,6 +34,8 @@ public partial class TierTests
         a.lea(r8, __[rdx + r8 * 2]);
         a.mov(r9d, edx);
         a.mov(__qword_ptr[rdi], r8);
+        a.cmp(edx, r9d);
+        a.sbb(eax, eax);
         a.jmp(join);
         // arm A: a low byte, a conditional move, a handler (bts) between writes, a store after it
         a.Label(ref armA);
@@ -54,6 +56,8 @@ public partial class TierTests
         a.mov(__qword_ptr[rdi + 16], r14);
         a.Label(ref join);
         a.add(rsi, 8);
+        a.sbb(r13d, edx);
+        a.sbb(__qword_ptr[rdi + 24], rcx);
         a.add(rdi, 8);
         a.rol(rbx, 3);
         a.xor(rbx, rdx);
@@ -121,13 +125,14 @@ public partial class TierTests
     [Fact]
     public void FaultAtEveryMemoryAccessWithRegistersWrittenOnSomePathsLeavesTheSameState()
     {
-        // the load (rsi) or the stores of the arms (rdi, rdi + 8, rdi + 16) leave the data mapping at iteration j;
+        // the load (rsi) or the stores of the arms (rdi, rdi + 8, rdi + 16) or the join's sbb (rdi + 24) leave the
+        // data mapping at iteration j;
         // or arm B's push faults (rsp at the start of the mapping)
         for (int j = 0; j < Iterations; j++)
         {
             ulong edge = Data + DataSize - 8 * (ulong)j;
             AssertSameStateInEveryTier($"load faults at iteration {j}", ulong.MaxValue, edge, Data + 0x800);
-            foreach (ulong arm in new ulong[] { 0, 8, 16 })
+            foreach (ulong arm in new ulong[] { 0, 8, 16, 24 })
                 AssertSameStateInEveryTier($"store +{arm} faults at iteration {j}", ulong.MaxValue, Data, edge - arm);
         }
         AssertSameStateInEveryTier("push faults", ulong.MaxValue, Data, Data + 0x800, rsp: Data);
