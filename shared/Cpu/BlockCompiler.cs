@@ -277,10 +277,17 @@ public static unsafe class BlockCompiler
                 if (o0.Class != OpClass.Reg || o0.RegKind > 1 || !mem1) return p;
                 p.Form = Form.Lea; p.Flags = FlagUse.None;
                 return p;
-            case Mnemonic.Add or Mnemonic.Sub or Mnemonic.Cmp or Mnemonic.And or Mnemonic.Or or Mnemonic.Xor or Mnemonic.Test:
+            case Mnemonic.Add or Mnemonic.Sub or Mnemonic.Cmp or Mnemonic.And or Mnemonic.Or or Mnemonic.Xor or Mnemonic.Test or Mnemonic.Sbb:
                 if (count != 2 || !IsRegOrMem(o0) || o1.Class == OpClass.Bad) return p;
                 p.Size = VirtualCpu.OpSize(ref i, 0);
                 if (p.Size is not (1 or 2 or 4 or 8)) return p;
+                if (i.Mnemonic == Mnemonic.Sbb)
+                {
+                    // a subtraction with the borrow of the pending record (gzip's and bzip2's branch-free masks):
+                    // reads the flags and records its own
+                    p.Form = Form.Sbb; p.Flags = FlagUse.Reads; p.Memory = mem0 || mem1; p.Stores = mem0;
+                    return p;
+                }
                 (p.AluKind, p.AluOp, p.AluStores) = i.Mnemonic switch
                 {
                     Mnemonic.Add => (VirtualCpu.LazyAdd, OpCodes.Add, true),
@@ -292,14 +299,6 @@ public static unsafe class BlockCompiler
                     _ => (VirtualCpu.LazyLogic, OpCodes.And, false),
                 };
                 p.Form = Form.Alu; p.Flags = FlagUse.Writes; p.Memory = mem0 || mem1; p.Stores = mem0 && p.AluStores;
-                return p;
-            case Mnemonic.Sbb:
-                // a subtraction with the borrow of the pending record (gzip's and bzip2's branch-free masks): reads
-                // the flags and records its own
-                if (count != 2 || !IsRegOrMem(o0) || o1.Class == OpClass.Bad) return p;
-                p.Size = VirtualCpu.OpSize(ref i, 0);
-                if (p.Size is not (1 or 2 or 4 or 8)) return p;
-                p.Form = Form.Sbb; p.Flags = FlagUse.Reads; p.Memory = mem0 || mem1; p.Stores = mem0;
                 return p;
             case Mnemonic.Inc or Mnemonic.Dec or Mnemonic.Neg or Mnemonic.Not:
                 if (count != 1 || !IsRegOrMem(o0)) return p;
@@ -441,9 +440,17 @@ public static unsafe class BlockCompiler
         /// read: a read of another one is a compiler defect, refused at compile time), and those that may differ from
         /// the thread's (stored at an exit, a handler call, a slow path).</summary>
         uint _valid, _dirty;
-        /// <summary>The code that stores one set of registers before a shared slow path (a store when the flag is
-        /// set), shared by the sites whose state differs from the thread's in that set.</summary>
-        readonly Dictionary<(uint Dirty, bool Store), Label> _slowStores = new();
+        /// <summary>The code that stores one set of registers before a shared slow path, shared by the sites whose
+        /// state differs from the thread's in that set (a list of a class: a dictionary keyed by a value type would
+        /// be one more generic instantiation for the runtime to JIT at start-up).</summary>
+        readonly List<SlowStores> _slowStores = new();
+
+        sealed class SlowStores(uint dirty, bool store, Label label)
+        {
+            public readonly uint Dirty = dirty;
+            public readonly bool Store = store;
+            public readonly Label Label = label;
+        }
         /// <summary>The guest registers whose locals are known, at the point being emitted, to hold a value below
         /// 2^32 (written by a 32-bit operation since the block's start): a 32-bit read of them needs no masking.</summary>
         uint _zx;
@@ -783,12 +790,12 @@ public static unsafe class BlockCompiler
             var il = _il;
             Label fault = il.DefineLabel();
             // each site's registers that differ from the thread's, by set (see SlowSite)
-            foreach (var ((dirty, store), label) in _slowStores)
+            foreach (var stores in _slowStores)
             {
-                il.MarkLabel(label);
-                _valid = dirty; // (checked at the sites)
-                StoreRegs(dirty);
-                il.Emit(OpCodes.Br, store ? _sharedStore : _sharedLoad);
+                il.MarkLabel(stores.Label);
+                _valid = stores.Dirty; // (checked at the sites)
+                StoreRegs(stores.Dirty);
+                il.Emit(OpCodes.Br, stores.Store ? _sharedStore : _sharedLoad);
             }
             if (_loadUsed)
             {
@@ -1581,7 +1588,10 @@ public static unsafe class BlockCompiler
             if ((_dirty & ~_valid) != 0) throw new InvalidOperationException($"registers {_dirty & ~_valid:x} stored before they are loaded");
             bool isStore = shared.Equals(_sharedStore);
             uint valid = _valid;
-            if (!_slowStores.TryGetValue((_dirty, isStore), out Label stores)) _slowStores[(_dirty, isStore)] = stores = _il.DefineLabel();
+            uint dirty = _dirty;
+            var group = _slowStores.Find(x => x.Dirty == dirty && x.Store == isStore);
+            if (group == null) _slowStores.Add(group = new SlowStores(dirty, isStore, _il.DefineLabel()));
+            Label stores = group.Label;
             _resume.Add(done);
             _cold.Add(() =>
             {
