@@ -178,14 +178,17 @@ public static unsafe partial class BlockCompiler
             int j = _j;
             Block b = _b;
             var rec = _rec;
+            // the registers that differ from the thread's here, and those the locals hold: the handler call stores
+            // the first (the handler reads the guest's state from the thread), emitted after every block
+            uint valid = _valid, dirty = _dirty;
             _cold.Add(() =>
             {
-                int savedJ = _j; Block savedB = _b; var savedRec = _rec; uint savedZx = _zx;
-                _j = j; _b = b; _rec = rec;
+                int savedJ = _j; Block savedB = _b; var savedRec = _rec; uint savedZx = _zx, savedValid = _valid, savedDirty = _dirty;
+                _j = j; _b = b; _rec = rec; _valid = valid; _dirty = dirty;
                 _il.MarkLabel(handler);
                 EmitHelper(k, ref b.Insts[k]);
-                _il.Emit(OpCodes.Br, done);
-                _j = savedJ; _b = savedB; _rec = savedRec; _zx = savedZx;
+                _il.Emit(OpCodes.Br, done); // (the locals still hold every register: the handler changes none of them)
+                _j = savedJ; _b = savedB; _rec = savedRec; _zx = savedZx; _valid = savedValid; _dirty = savedDirty;
             });
         }
 

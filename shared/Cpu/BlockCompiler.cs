@@ -176,7 +176,7 @@ public static unsafe partial class BlockCompiler
 
     // ---------------------------------------------------------------- what an instruction does, decided before emitting
 
-    enum Form { Helper, Nop, Mov, Movzx, Movsx, Lea, Alu, IncDec, Neg, Not, Push, Pop, Call, Ret, Jmp, Jcc, Setcc, Cmovcc, Shift, ShiftCl, Imul, Bswap, Xmm }
+    enum Form { Helper, Nop, Mov, Movzx, Movsx, Lea, Alu, Sbb, IncDec, Neg, Not, Push, Pop, Call, Ret, Jmp, Jcc, Setcc, Cmovcc, Shift, ShiftCl, Imul, Bswap, Xmm }
 
     /// <summary>How an instruction touches the arithmetic flags, for liveness.</summary>
     enum FlagUse { None, Writes, Reads }
@@ -282,10 +282,17 @@ public static unsafe partial class BlockCompiler
                 if (o0.Class != OpClass.Reg || o0.RegKind > 1 || !mem1) return p;
                 p.Form = Form.Lea; p.Flags = FlagUse.None;
                 return p;
-            case Mnemonic.Add or Mnemonic.Sub or Mnemonic.Cmp or Mnemonic.And or Mnemonic.Or or Mnemonic.Xor or Mnemonic.Test:
+            case Mnemonic.Add or Mnemonic.Sub or Mnemonic.Cmp or Mnemonic.And or Mnemonic.Or or Mnemonic.Xor or Mnemonic.Test or Mnemonic.Sbb:
                 if (count != 2 || !IsRegOrMem(o0) || o1.Class == OpClass.Bad) return p;
                 p.Size = VirtualCpu.OpSize(ref i, 0);
                 if (p.Size is not (1 or 2 or 4 or 8)) return p;
+                if (i.Mnemonic == Mnemonic.Sbb)
+                {
+                    // a subtraction with the borrow of the pending record (gzip's and bzip2's branch-free masks):
+                    // reads the flags and records its own
+                    p.Form = Form.Sbb; p.Flags = FlagUse.Reads; p.Memory = mem0 || mem1; p.Stores = mem0;
+                    return p;
+                }
                 // (assignments, not a tuple: a ValueTuple of an OpCode is JIT-compiled at the first region of every run)
                 p.AluKind = i.Mnemonic switch { Mnemonic.Add => VirtualCpu.LazyAdd, Mnemonic.Sub or Mnemonic.Cmp => VirtualCpu.LazySub, _ => VirtualCpu.LazyLogic };
                 p.AluOp = i.Mnemonic switch
@@ -419,10 +426,34 @@ public static unsafe partial class BlockCompiler
         /// part, written only when that part is given a new value).</summary>
         readonly LocalBuilder[] _pl = new LocalBuilder[RecParts];
         /// <summary>The guest registers the inline code uses, held in locals from the region's entry to each of its
-        /// exits; a handler call or an exit stores the <see cref="_written"/> ones into <see cref="VirtualCpu.R"/>
-        /// first (and a handler call loads them all again after it).</summary>
+        /// exits. Which of them hold the guest's value and which differ from the thread's <see cref="VirtualCpu.R"/>
+        /// is known per point at compile time (<see cref="FlowRegisters"/>): an entry loads only the registers read
+        /// (or stored) before they are written, an exit, a handler call or a slow path stores only those written
+        /// since the region's entry or the last handler call on some path to it.</summary>
         readonly LocalBuilder?[] _gr = new LocalBuilder?[16];
         readonly uint _used, _written;
+        /// <summary>Per region member: the registers whose locals must hold the guest's value at its start (its entry
+        /// loads them), and those that may have been written since the region's entry (or a handler call) on a path
+        /// to its start.</summary>
+        readonly uint[] _liveIn, _dirtyIn;
+        /// <summary>Per member and instruction: after a handler call there, the registers loaded again (those read or
+        /// stored later before being written).</summary>
+        readonly uint[][] _reloadAfter;
+        /// <summary>At the point being emitted: the registers whose locals hold the guest's value (checked at every
+        /// read: a read of another one is a compiler defect, refused at compile time), and those that may differ from
+        /// the thread's (stored at an exit, a handler call, a slow path).</summary>
+        uint _valid, _dirty;
+        /// <summary>The code that stores one set of registers before a shared slow path, shared by the sites whose
+        /// state differs from the thread's in that set (a list of a class: a dictionary keyed by a value type would
+        /// be one more generic instantiation for the runtime to JIT at start-up).</summary>
+        readonly List<SlowStores> _slowStores = new();
+
+        sealed class SlowStores(uint dirty, bool store, Label label)
+        {
+            public readonly uint Dirty = dirty;
+            public readonly bool Store = store;
+            public readonly Label Label = label;
+        }
         /// <summary>The guest registers whose locals are known, at the point being emitted, to hold a value below
         /// 2^32 (written by a 32-bit operation since the block's start): a 32-bit read of them needs no masking.</summary>
         uint _zx;
@@ -496,12 +527,134 @@ public static unsafe partial class BlockCompiler
             }
             for (int r = 0; r < 16; r++)
                 if ((_used & (1u << r)) != 0) _gr[r] = _il.DeclareLocal(typeof(ulong));
+            _liveIn = new uint[members.Length];
+            _dirtyIn = new uint[members.Length];
+            _reloadAfter = new uint[members.Length][];
+            FlowRegisters();
+        }
+
+        /// <summary>What the inline code of instruction i (plan p) does to the guest registers' locals: use, the
+        /// registers it reads (a write of part of a register reads the rest); def, those it overwrites whole without
+        /// reading them first; may, those it may write. A superset of use or may and a subset of def are safe.</summary>
+        static void Access(ref Instruction i, in Plan p, out uint use, out uint def, out uint may)
+        {
+            use = def = may = 0;
+            if (p.Form is Form.Helper or Form.Nop) return;
+            // a whole 64- or 32-bit destination (zero-extended) written from other operands only
+            bool whole = p.O0.Class == OpClass.Reg && p.O0.RegKind <= 1
+                && (p.Form is Form.Mov or Form.Movzx or Form.Movsx or Form.Lea or Form.Pop || (p.Form == Form.Imul && p.Count == 3));
+            bool memory = false;
+            for (int n = 0; n < i.OpCount; n++)
+            {
+                OpKind kind = i.GetOpKind(n);
+                memory |= kind == OpKind.Memory;
+                if (kind != OpKind.Register || (n == 0 && whole)) continue;
+                int info = VirtualCpu.RegInfo[(int)i.GetOpRegister(n)];
+                if ((info >> 4) <= 4) use |= 1u << (info & 15);
+            }
+            if (memory)
+            {
+                if (i.MemoryBase is not (Register.None or Register.RIP)) use |= 1u << (VirtualCpu.RegInfo[(int)i.MemoryBase] & 15);
+                if (i.MemoryIndex != Register.None) use |= 1u << (VirtualCpu.RegInfo[(int)i.MemoryIndex] & 15);
+            }
+            if (p.O0.Class == OpClass.Reg && WritesO0(p)) may |= 1u << p.O0.Reg;
+            if (whole) def = 1u << p.O0.Reg;
+            if (p.Form is Form.Push or Form.Pop or Form.Call or Form.Ret) { use |= 1u << VirtualCpu.RSP; may |= 1u << VirtualCpu.RSP; }
+        }
+
+        /// <summary>The region members a direct transfer at the end of member j may branch to inside the region
+        /// (what <see cref="ExitTo"/> emits for its last instruction).</summary>
+        int[] Successors(int j)
+        {
+            Block b = _members[j];
+            Plan[] plans = _allPlans[j];
+            for (int k = 0; k < b.Count - 1; k++)
+                if (plans[k].Form is Form.Jcc or Form.Jmp or Form.Call or Form.Ret)
+                    throw new InvalidOperationException("a branch inside a block"); // (blocks end at branches)
+            ref Plan last = ref plans[b.Count - 1];
+            ulong next = b.Insts[b.Count - 1].NextIP;
+            ulong[] targets = last.Form switch
+            {
+                Form.Jcc => new[] { last.O0.Imm, next },
+                Form.Call or Form.Jmp => last.O0.Class == OpClass.Imm ? new[] { last.O0.Imm } : Array.Empty<ulong>(),
+                Form.Ret or Form.Helper => Array.Empty<ulong>(),
+                _ => new[] { next },
+            };
+            var members = new List<int>();
+            foreach (ulong t in targets)
+            {
+                int m = Array.FindIndex(_members, x => x.Start == t);
+                if (m >= 0) members.Add(m);
+            }
+            return members.ToArray();
+        }
+
+        /// <summary>
+        /// The registers each point of the region must hold and may have changed, at compile time. Forward: a
+        /// register may differ from the thread's (is dirty) at a point when an instruction on some path to it from
+        /// the region's entry or the last handler call may write it (a handler call stores the dirty ones, and the
+        /// handler's own writes are loaded again after it). Backward: a register must be loaded (is live) where a
+        /// later instruction reads it before writing it whole, or where an exit, a handler call or a memory access's
+        /// slow path stores it (it is dirty there) before it is written whole on that path: a dirty register not
+        /// written on every path to a store must hold the loaded value on the others. An entry at member j loads
+        /// its live-in set; a handler call loads what is live after it. The emitter checks both against what it
+        /// emits (<see cref="_valid"/>, <see cref="_dirty"/>), so a mistake here fails the compilation rather than
+        /// the guest.
+        /// </summary>
+        void FlowRegisters()
+        {
+            int count = _members.Length;
+            var succ = new int[count][];
+            var use = new uint[count][];
+            var def = new uint[count][];
+            var may = new uint[count][];
+            for (int j = 0; j < count; j++)
+            {
+                succ[j] = Successors(j);
+                Block b = _members[j];
+                use[j] = new uint[b.Count]; def[j] = new uint[b.Count]; may[j] = new uint[b.Count];
+                _reloadAfter[j] = new uint[b.Count];
+                for (int k = 0; k < b.Count; k++) Access(ref b.Insts[k], _allPlans[j][k], out use[j][k], out def[j][k], out may[j][k]);
+            }
+            uint DirtyAfter(int j, int k, uint d) => _allPlans[j][k].Form == Form.Helper ? 0 : d | may[j][k];
+            for (bool changed = true; changed;)
+            {
+                changed = false;
+                for (int j = 0; j < count; j++)
+                {
+                    uint d = _dirtyIn[j];
+                    for (int k = 0; k < _members[j].Count; k++) d = DirtyAfter(j, k, d);
+                    foreach (int m in succ[j])
+                        if ((d & ~_dirtyIn[m]) != 0) { _dirtyIn[m] |= d; changed = true; }
+                }
+            }
+            for (bool changed = true; changed;)
+            {
+                changed = false;
+                for (int j = count - 1; j >= 0; j--)
+                {
+                    int n = _members[j].Count;
+                    var before = new uint[n];
+                    uint d = _dirtyIn[j];
+                    for (int k = 0; k < n; k++) { before[k] = d; d = DirtyAfter(j, k, d); }
+                    uint live = d; // the exits at the end store what is dirty there
+                    foreach (int m in succ[j]) live |= _liveIn[m];
+                    for (int k = n - 1; k >= 0; k--)
+                    {
+                        ref Plan p = ref _allPlans[j][k];
+                        if (p.Form == Form.Helper) { _reloadAfter[j][k] = live; live = before[k]; }
+                        // a memory access's slow path, and an SSE form's handler out of line, store what is dirty
+                        else live = (live & ~def[j][k]) | use[j][k] | (p.Memory || p.Form == Form.Xmm ? before[k] : 0);
+                    }
+                    if ((live & ~_liveIn[j]) != 0) { _liveIn[j] |= live; changed = true; }
+                }
+            }
         }
 
         static bool WritesO0(in Plan p) => p.Form switch
         {
             Form.Mov or Form.Movzx or Form.Movsx or Form.Lea or Form.IncDec or Form.Neg or Form.Not or Form.Pop or Form.Setcc
-                or Form.Cmovcc or Form.Shift or Form.ShiftCl or Form.Imul or Form.Bswap => true,
+                or Form.Cmovcc or Form.Shift or Form.ShiftCl or Form.Imul or Form.Bswap or Form.Sbb => true,
             Form.Alu => p.AluStores,
             Form.Xmm => p.XKind == XmmKind.MovdFromX,
             _ => false,
@@ -534,16 +687,30 @@ public static unsafe partial class BlockCompiler
         public DynamicMethod Emit()
         {
             var il = _il;
-            // ref ulong regs = ref c.R[0]; GuestMemory mem = c.Mem; the TLBs; the registers and counts into locals
-            SyncIn();
-            // the region is entered at the block the execution loop looked up
-            if (_members.Length > 1) { il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, FRegionMember); il.Emit(OpCodes.Switch, _starts); }
+            // ref ulong regs = ref c.R[0]; GuestMemory mem = c.Mem; the TLBs
+            SyncIn(0);
+            // the region is entered at the block the execution loop looked up; each entry loads the registers that
+            // block's code reads or stores before writing them
+            if (_members.Length > 1)
+            {
+                var entries = new Label[_members.Length];
+                for (int j = 0; j < entries.Length; j++) entries[j] = il.DefineLabel();
+                il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, FRegionMember); il.Emit(OpCodes.Switch, entries);
+                for (int j = 0; j < entries.Length; j++)
+                {
+                    il.MarkLabel(entries[j]);
+                    LoadRegs(_liveIn[j]);
+                    il.Emit(OpCodes.Br, _starts[j]);
+                }
+            }
+            else LoadRegs(_liveIn[0]);
             for (int j = 0; j < _members.Length; j++)
             {
                 _j = j; _b = _members[j]; _plans = _allPlans[j];
                 il.MarkLabel(_starts[j]);
                 _rec = ThreadRecord(); // every way into a block (entry, an internal branch) stores the record first
                 _zx = 0;
+                _valid = _liveIn[j]; _dirty = _dirtyIn[j];
                 Flow flow = Flow.Next;
                 for (int k = 0; k < _b.Count; k++)
                 {
@@ -567,28 +734,45 @@ public static unsafe partial class BlockCompiler
             return _dm;
         }
 
-        /// <summary>Stores what the region holds in locals into the thread: the registers it may have written, and
-        /// when `record`, the pending flag record (a slow path's site stores the record of its own point).</summary>
+        /// <summary>Stores what the region holds in locals and the thread does not have yet: the registers that may
+        /// have been written on a path to this point (<see cref="_dirty"/>), and when `record`, the pending flag
+        /// record (a slow path's site stores the record of its own point).</summary>
         void SyncOut(bool record)
         {
-            var il = _il;
-            for (int r = 0; r < 16; r++)
-                if ((_written & (1u << r)) != 0) { RegAddr(r); Ldloc(_gr[r]!); il.Emit(OpCodes.Stind_I8); }
+            StoreRegs(_dirty);
             if (record) Materialize();
         }
 
-        /// <summary>Loads the registers the region uses from the thread (at entry, after a handler call or a slow
-        /// path), and the memory and its TLBs: so no local but the instruction's own temporaries lives across a
-        /// call. The counts live in the thread (one add per block), the flag record in the thread or in registers
+        /// <summary>Stores the guest registers in `set` from their locals into the thread (each must hold the
+        /// guest's value here).</summary>
+        void StoreRegs(uint set)
+        {
+            var il = _il;
+            if ((set & ~_valid) != 0) throw new InvalidOperationException($"registers {set & ~_valid:x} stored before they are loaded");
+            for (int r = 0; r < 16; r++)
+                if ((set & (1u << r)) != 0) { RegAddr(r); Ldloc(_gr[r]!); il.Emit(OpCodes.Stind_I8); }
+        }
+
+        /// <summary>Loads the memory and its TLBs and the guest registers in `regs` from the thread (at entry, after
+        /// a handler call or a slow path): so no local but the instruction's own temporaries lives across a call.
+        /// The counts live in the thread (one add per block), the flag record in the thread or in registers
         /// (<see cref="Src"/>): neither holds a host register across the region.</summary>
-        void SyncIn()
+        void SyncIn(uint regs)
         {
             var il = _il;
             il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, FR); il.Emit(OpCodes.Ldc_I4_0); il.Emit(OpCodes.Ldelema, typeof(ulong)); il.Emit(OpCodes.Stloc, _regs);
             il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, FMem); il.Emit(OpCodes.Stloc, _mem);
             Ldloc(_mem); il.Emit(OpCodes.Call, MReadTlb); Stloc(_tlb); // (the write TLB follows it)
+            LoadRegs(regs);
+        }
+
+        /// <summary>Loads the guest registers in `set` (of those the region uses) from the thread into their locals.</summary>
+        void LoadRegs(uint set)
+        {
+            set &= _used;
             for (int r = 0; r < 16; r++)
-                if ((_used & (1u << r)) != 0) { RegAddr(r); il.Emit(OpCodes.Ldind_I8); Stloc(_gr[r]!); }
+                if ((set & (1u << r)) != 0) { RegAddr(r); _il.Emit(OpCodes.Ldind_I8); Stloc(_gr[r]!); }
+            _valid |= set;
         }
 
         /// <summary>Returns to the execution loop (rip is set).</summary>
@@ -612,13 +796,20 @@ public static unsafe partial class BlockCompiler
         {
             var il = _il;
             Label fault = il.DefineLabel();
+            // each site's registers that differ from the thread's, by set (see SlowSite)
+            foreach (var stores in _slowStores)
+            {
+                il.MarkLabel(stores.Label);
+                _valid = stores.Dirty; // (checked at the sites)
+                StoreRegs(stores.Dirty);
+                il.Emit(OpCodes.Br, stores.Store ? _sharedStore : _sharedLoad);
+            }
             if (_loadUsed)
             {
                 il.MarkLabel(_sharedLoad);
-                SyncOut(false);
                 Ldloc(_mem); Ldloc(_slowAddr); Ldloc(_slowSize); il.Emit(OpCodes.Call, MLoadSlow); Stloc(_ld);
                 il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, FMem); il.Emit(OpCodes.Call, MFaulted); il.Emit(OpCodes.Brtrue, fault);
-                SyncIn();
+                SyncIn(_used); // (more than each site needs: the thread holds every register's value now)
                 Ldloc(_site); il.Emit(OpCodes.Switch, ResumeSites());
                 il.Emit(OpCodes.Br, fault); // (every site is in the table)
             }
@@ -626,11 +817,10 @@ public static unsafe partial class BlockCompiler
             {
                 Label invalidated = il.DefineLabel();
                 il.MarkLabel(_sharedStore);
-                SyncOut(false);
                 Ldloc(_mem); Ldloc(_slowAddr); Ldloc(_slowVal); Ldloc(_slowSize); il.Emit(OpCodes.Call, MStoreSlow); Stloc(_st);
                 Ldloc(_st); il.Emit(OpCodes.Ldc_I4, GuestMemory.StoreFaulted); il.Emit(OpCodes.Beq, fault);
                 Ldloc(_st); il.Emit(OpCodes.Ldc_I4, GuestMemory.StoreEndsBlock); il.Emit(OpCodes.Beq, invalidated);
-                SyncIn();
+                SyncIn(_used);
                 Ldloc(_site); il.Emit(OpCodes.Switch, ResumeSites());
                 il.Emit(OpCodes.Br, fault);
                 il.MarkLabel(invalidated);
@@ -665,7 +855,10 @@ public static unsafe partial class BlockCompiler
             Member(); il.Emit(OpCodes.Ldfld, FInsts); il.Emit(OpCodes.Ldc_I4, k); il.Emit(OpCodes.Ldelema, typeof(Instruction));
             Member(); il.Emit(OpCodes.Ldfld, FHandlers); il.Emit(OpCodes.Ldc_I4, k); il.Emit(OpCodes.Ldelem_I);
             il.EmitCalli(OpCodes.Calli, CallingConventions.Standard, typeof(void), new[] { typeof(VirtualCpu), typeof(Instruction).MakeByRefType() }, null);
-            SyncIn();
+            // the thread holds every register now (the handler's writes included): only those read or stored later
+            // before being written are loaded
+            _valid = 0; _dirty = 0;
+            SyncIn(_reloadAfter[_j][k]);
             _zx = 0;
         }
 
@@ -691,6 +884,9 @@ public static unsafe partial class BlockCompiler
             int m = Array.FindIndex(_members, x => x.Start == target);
             if (m >= 0)
             {
+                // the target's code assumes its live-in registers loaded and at most its dirty-in ones changed
+                if ((_liveIn[m] & ~_valid) != 0 || (_dirty & ~_dirtyIn[m]) != 0)
+                    throw new InvalidOperationException($"branch to member {m}: registers {_liveIn[m] & ~_valid:x} not loaded, {_dirty & ~_dirtyIn[m]:x} changed");
                 // a block starts with the record in the thread, unless nothing there can see it before it is replaced
                 if (!FlagsDeadAtEntry(m)) Materialize();
                 var exit = il.DefineLabel();
@@ -782,6 +978,23 @@ public static unsafe partial class BlockCompiler
                     // (recorded before a memory destination is written: a fault of the store leaves the new flags, as
                     // in the handler)
                     if (p.AluStores) Write(ref p.O0, p.Size, _r);
+                    return Flow.Next;
+                }
+                case Form.Sbb:
+                {
+                    // the borrow first, while _a, _bv and _r still hold the instruction before (a compare or
+                    // subtraction there decides it from its operands); it has no effect, so its order against the
+                    // operands' loads does not show
+                    Condition(ConditionCode.b, fusable ? _plans[k - 1] : default, fusable);
+                    il.Emit(OpCodes.Conv_U8); Stloc(_v);
+                    if (p.Memory) { Ea(ref ins, true); Stloc(_ea); }
+                    Read(ref p.O0, p.Size); Stloc(_a);
+                    Read(ref p.O1, p.Size); Stloc(_bv);
+                    // as the handler: a - b - CF of the operand size, recorded as a subtraction of a and b
+                    Ldloc(_a); Ldloc(_bv); il.Emit(OpCodes.Sub); Ldloc(_v); il.Emit(OpCodes.Sub); Truncate(p.Size); Stloc(_r);
+                    if (!OwnFlagsLive(k, ref p)) { DropRegisterParts(); Write(ref p.O0, p.Size, _r); return Flow.Next; }
+                    Record(VirtualCpu.LazySub, p.Size, Keep(RecA, _a), Keep(RecB, _bv), Keep(RecR, _r));
+                    Write(ref p.O0, p.Size, _r);
                     return Flow.Next;
                 }
                 case Form.Neg:
@@ -1390,6 +1603,14 @@ public static unsafe partial class BlockCompiler
             int k = _k, j = _j, site = _resumes;
             ulong next = _b.Insts[k].NextIP;
             var rec = _rec;
+            // the registers that differ from the thread's here, stored by code shared with the sites of the same set
+            if ((_dirty & ~_valid) != 0) throw new InvalidOperationException($"registers {_dirty & ~_valid:x} stored before they are loaded");
+            bool isStore = shared.Equals(_sharedStore);
+            uint valid = _valid;
+            uint dirty = _dirty;
+            var group = _slowStores.Find(x => x.Dirty == dirty && x.Store == isStore);
+            if (group == null) _slowStores.Add(group = new SlowStores(dirty, isStore, _il.DefineLabel()));
+            Label stores = group.Label;
             if (_resumes == _resume.Length)
             {
                 var grown = new Label[_resume.Length * 2];
@@ -1401,6 +1622,7 @@ public static unsafe partial class BlockCompiler
             {
                 var il = _il;
                 il.MarkLabel(slow);
+                _valid = valid; // (the record's parts may read registers)
                 int saved = _j; _j = j; At(k); _j = saved;
                 StoreRecord(rec);
                 if (v != null) SetRip(next);
@@ -1408,7 +1630,7 @@ public static unsafe partial class BlockCompiler
                 if (v != null) { Ldloc(v); Stloc(_slowVal); }
                 il.Emit(OpCodes.Ldc_I4, size); Stloc(_slowSize);
                 il.Emit(OpCodes.Ldc_I4, site); Stloc(_site);
-                il.Emit(OpCodes.Br, shared);
+                il.Emit(OpCodes.Br, stores);
             });
         }
 
@@ -1426,7 +1648,11 @@ public static unsafe partial class BlockCompiler
             return l;
         }
 
-        void LdReg(int r) => Ldloc(Reg(r, false));
+        void LdReg(int r)
+        {
+            if ((_valid & (1u << r)) == 0) throw new InvalidOperationException($"register {r} read before it is loaded");
+            Ldloc(Reg(r, false));
+        }
 
         /// <summary>Pops the value on the stack into guest register r (record parts that read it are pinned first
         /// by the caller, see <see cref="Pin"/>).</summary>
@@ -1434,6 +1660,7 @@ public static unsafe partial class BlockCompiler
         void StRegTop(int r, bool zx)
         {
             Stloc(Reg(r, true));
+            _valid |= 1u << r; _dirty |= 1u << r;
             if (zx) _zx |= 1u << r; else _zx &= ~(1u << r);
         }
 
