@@ -664,24 +664,9 @@ public static unsafe partial class BlockCompiler
         /// write to written (a superset is harmless; the emitter refuses a register outside them).</summary>
         static void RegistersOf(ref Instruction i, ref Plan p, ref uint used, ref uint written)
         {
-            if (p.Form is Form.Helper or Form.Nop) return;
-            bool memory = false;
-            for (int n = 0; n < i.OpCount; n++)
-            {
-                OpKind kind = i.GetOpKind(n);
-                memory |= kind == OpKind.Memory;
-                if (kind != OpKind.Register) continue;
-                int info = VirtualCpu.RegInfo[(int)i.GetOpRegister(n)];
-                if ((info >> 4) <= 4) used |= 1u << (info & 15);
-            }
-            if (memory)
-            {
-                if (i.MemoryBase is not (Register.None or Register.RIP)) used |= 1u << (VirtualCpu.RegInfo[(int)i.MemoryBase] & 15);
-                if (i.MemoryIndex != Register.None) used |= 1u << (VirtualCpu.RegInfo[(int)i.MemoryIndex] & 15);
-            }
-            if (p.O0.Class == OpClass.Reg && WritesO0(p)) written |= 1u << p.O0.Reg;
-            if (p.Form is Form.Push or Form.Pop or Form.Call or Form.Ret) { used |= 1u << VirtualCpu.RSP; written |= 1u << VirtualCpu.RSP; }
-            used |= written;
+            Access(ref i, p, out uint use, out _, out uint may); // (a whole write is in may)
+            used |= use | may;
+            written |= may;
         }
 
         public DynamicMethod Emit()

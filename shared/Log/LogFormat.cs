@@ -41,18 +41,25 @@ namespace ReVirt.Log;
 /// refused as another version.</para>
 /// <para><b>v4.</b> A <see cref="Checkpoint"/>'s state digest takes each page as (number, protection, XxHash128 of its
 /// bytes) instead of hashing all pages' bytes as one stream, so a checkpoint rehashes only the pages written since the
-/// last one (<c>ReVirt.Replay.StateDigest</c>). The records' layout is unchanged, but a v3 log's digests cannot be
-/// reproduced by this build: it is refused as another version, with that reason.</para>
+/// last one (<c>ReVirt.Replay.StateDigest</c>). The records' layout is unchanged, so a v3 log is still read: its
+/// checkpoints are recomputed and compared with the v3 definition (<c>StateDigest.ForLogVersion</c>), at the cost of
+/// hashing all memory at each checkpoint, as its recording did.</para>
 /// </remarks>
 public static class LogFormat
 {
     /// <summary>The format version this build writes and reads.</summary>
     public const ushort CurrentVersion = 4;
 
+    /// <summary>The oldest format version this build still reads (and replays faithfully): v3 differs from v4 only in
+    /// its checkpoints' digest definition.</summary>
+    public const ushort OldestReadableVersion = 3;
+
+    /// <summary>Whether this build reads logs of this format version.</summary>
+    public static bool IsReadable(ushort version) => version is >= OldestReadableVersion and <= CurrentVersion;
+
     /// <summary>Why a log of an older version cannot be replayed by this build (appended to the refusal), or null.</summary>
     public static string? WhyNotReadable(ushort version) => version switch
     {
-        3 => "its checkpoint digests hash memory as one stream, this build's hash it page by page",
         2 => "its syscall positions are counted at their block's start, this build's exactly",
         _ => null,
     };

@@ -28,7 +28,9 @@ public sealed class LogHeader
     private const int FixedPrefix = 8 + 2 + 4;
     private byte[] _programHash = new byte[32];
 
-    /// <summary>Format version. Always <see cref="LogFormat.CurrentVersion"/> in practice; settable so tools/tests can forge other versions.</summary>
+    /// <summary>Format version: <see cref="LogFormat.CurrentVersion"/> for a new log, the log's own when read (an older
+    /// readable one is replayed by its own rules, e.g. its checkpoint digests); settable so tools/tests can forge
+    /// other versions.</summary>
     public ushort Version { get; set; } = LogFormat.CurrentVersion;
 
     public LogFlags Flags { get; set; }
@@ -107,7 +109,7 @@ public sealed class LogHeader
             throw new LogFormatException("header checksum mismatch", null, 0);
 
         var r = new PayloadReader(data.Slice(FixedPrefix, bodyLength), "log header");
-        var h = new LogHeader { Version = LogFormat.CurrentVersion };
+        var h = new LogHeader { Version = BinaryPrimitives.ReadUInt16LittleEndian(data[8..]) }; // (a readable one: CheckPrefix)
         h.Flags = (LogFlags)r.U32();
         h._programHash = r.Raw(32).ToArray();
         h.CpuModel = r.String();
@@ -169,8 +171,8 @@ public sealed class LogHeader
         if (data.Length < 10)
             throw new LogFormatException($"log header truncated: {data.Length} of at least {FixedPrefix + 4} bytes present");
         ushort version = BinaryPrimitives.ReadUInt16LittleEndian(data[8..]);
-        if (version != LogFormat.CurrentVersion)
-            throw new LogFormatException($"log format version {version}, this build reads {LogFormat.CurrentVersion}"
+        if (!LogFormat.IsReadable(version))
+            throw new LogFormatException($"log format version {version}, this build reads {LogFormat.OldestReadableVersion} to {LogFormat.CurrentVersion}"
                                          + (LogFormat.WhyNotReadable(version) is { } why ? $" ({why})" : ""));
         if (data.Length < FixedPrefix)
             throw new LogFormatException($"log header truncated: {data.Length} of at least {FixedPrefix + 4} bytes present");

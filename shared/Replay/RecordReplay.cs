@@ -146,6 +146,8 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
     readonly LogWriter _w;
     readonly ulong _interval;
     ulong _nextCheckpoint;
+    /// <summary>The checkpoint digest of the log's format version.</summary>
+    readonly Func<Kernel, byte[]> _digest;
 
     readonly OutputDigests _out = new();
     Kernel? _k;
@@ -156,6 +158,7 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
     public RecordingBoundary(LogWriter writer, ulong checkpointInterval)
     {
         _w = writer;
+        _digest = StateDigest.ForLogVersion(writer.Header.Version);
         _interval = checkpointInterval;
         _nextCheckpoint = Recording.FirstCheckpoint(checkpointInterval);
     }
@@ -168,6 +171,7 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
     public RecordingBoundary(LogWriter writer, RecordingContinuation from)
     {
         _w = writer;
+        _digest = StateDigest.ForLogVersion(writer.Header.Version);
         _interval = writer.Header.CheckpointInterval;
         _nextCheckpoint = from.NextCheckpoint;
         _out = from.Outputs;
@@ -496,7 +500,7 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
         RunRequested(kernel);
         if (cpu.InstructionCount >= _nextCheckpoint)
         {
-            _w.Append(new Checkpoint { InstrCount = cpu.InstructionCount, Rip = cpu.Rip, StateDigest = StateDigest.Compute(kernel) });
+            _w.Append(new Checkpoint { InstrCount = cpu.InstructionCount, Rip = cpu.Rip, StateDigest = _digest(kernel) });
             _nextCheckpoint = Recording.NextCheckpoint(cpu.InstructionCount, _interval);
             _flushDue = true;
         }
@@ -551,7 +555,7 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
     public void OnExit(Kernel kernel, CpuT cpu, int status)
     {
         Gate?.GuestEnded(); // what is still held leaves only under the arbiter (every batch from here reports the exact release)
-        _w.Append(new Checkpoint { InstrCount = cpu.InstructionCount, Rip = cpu.Rip, StateDigest = StateDigest.Compute(kernel) });
+        _w.Append(new Checkpoint { InstrCount = cpu.InstructionCount, Rip = cpu.Rip, StateDigest = _digest(kernel) });
         _w.Append(new Exit { InstrCount = cpu.InstructionCount, Status = status });
         _flushTicker?.Dispose();
         _flushTicker = null;
@@ -620,6 +624,8 @@ public sealed record RecordingContinuation(ulong LastSequence, OutputDigests Out
 public sealed class ReplayBoundary : IBoundary
 {
     readonly LogReader _r;
+    /// <summary>The checkpoint digest of the log's format version (an older readable log is checked by its own).</summary>
+    readonly Func<Kernel, byte[]> _digest;
     OutputDigests _out = new();
     readonly Stream? _stdout, _stderr;
     readonly FollowOptions? _follow;
@@ -655,6 +661,7 @@ public sealed class ReplayBoundary : IBoundary
     public ReplayBoundary(LogReader reader, bool showOutput, FollowOptions? follow = null)
     {
         _r = reader;
+        _digest = StateDigest.ForLogVersion(reader.Header.Version);
         _follow = follow;
         _interval = reader.Header.CheckpointInterval;
         _checkpointDue = Recording.FirstCheckpoint(_interval);
@@ -1205,7 +1212,7 @@ public sealed class ReplayBoundary : IBoundary
     {
         if (c.InstrCount != cpu.InstructionCount) throw Diverged($"a checkpoint recorded at instruction {c.InstrCount} came at instruction {cpu.InstructionCount}");
         if (c.Rip != cpu.Rip) throw Diverged($"checkpoint at instruction {c.InstrCount}: recorded rip 0x{c.Rip:x}, replay rip 0x{cpu.Rip:x}");
-        var d = StateDigest.Compute(kernel);
+        var d = _digest(kernel);
         if (!d.AsSpan().SequenceEqual(c.StateDigest))
             throw Diverged($"checkpoint at instruction {c.InstrCount}: machine state digest {Convert.ToHexString(d)} differs from the recorded {Convert.ToHexString(c.StateDigest)}");
         CheckpointsVerified++;

@@ -17,6 +17,23 @@ namespace ReVirt.Replay;
 /// as it encodes it (<see cref="Builder"/>), and a replica that restores it must arrive at it.</summary>
 public static unsafe class StateDigest
 {
+    /// <summary>The digest a log of this format version checkpoints with: v4 and later <see cref="Compute(Kernel)"/>,
+    /// v3 <see cref="ComputeAsOneStream(Kernel)"/> (every page's bytes hashed at each checkpoint).</summary>
+    public static Func<Kernel, byte[]> ForLogVersion(ushort version) => version >= 4 ? Compute : ComputeAsOneStream;
+
+    /// <summary>The log format v3 digest: the same threads, then each page as (number, protection) followed by its
+    /// bytes, all in one stream (no page hash of its own), so every checkpoint hashes all of memory.</summary>
+    public static byte[] ComputeAsOneStream(Kernel k)
+    {
+        var b = new Builder();
+        foreach (var p in k.Processes)
+        {
+            foreach (var t in p.Threads) b.Thread(t.Cpu.State);
+            b.PagesAsOneStream(p.Mem);
+        }
+        return b.Finish(k.Nic?.Stack.Digest());
+    }
+
     /// <summary>The machine's digest, from the pages' kept hashes (rehashing the pages written since the last digest).
     /// Loops rather than LINQ: a recording computes it at its first checkpoint, and LINQ over the tuple and
     /// <see cref="CpuState"/> value types is JIT-compiled at its first use.</summary>
@@ -91,6 +108,20 @@ public static unsafe class StateDigest
             }
             var pages = mem.HashedPagesInOrder(out var numbers);
             for (int i = 0; i < pages.Length; i++) PageHash(numbers[i], pages[i].Prot, pages[i].HashLo, pages[i].HashHi);
+        }
+
+        /// <summary>Every materialised page, in address order, as the v3 digest takes it: (number, protection) and
+        /// the page's bytes appended to the one stream.</summary>
+        public void PagesAsOneStream(GuestMemory mem)
+        {
+            FlushEntries();
+            ulong* hdr = stackalloc ulong[2];
+            foreach (var (pn, page) in mem.PagesInOrder())
+            {
+                hdr[0] = pn; hdr[1] = (ulong)page.Prot;
+                _h.Append(new ReadOnlySpan<byte>(hdr, 16));
+                _h.Append(new ReadOnlySpan<byte>(page.Data, (int)GuestMemory.PageSize));
+            }
         }
 
         /// <summary>A page given by its bytes (hashed now).</summary>
