@@ -1,3 +1,4 @@
+using ReVirt.Abi;
 using ReVirt.Cpu;
 using ReVirt.Linux;
 using ReVirt.Log;
@@ -148,44 +149,55 @@ public unsafe class CheckpointDigestTests
             };
             var program = Kernel.ResolveProgram(opts);
             var header = Recording.Header(opts, program.Image, 200_000);
-            int compared = 0;
-            string? mismatch = null;
-            int status;
-            using (var writer = LogWriter.Create(log, header))
+            RecordAskingAtStops(log, opts, program, header, k =>
             {
-                var boundary = new RecordingBoundary(writer, header.CheckpointInterval);
-                using var m = new Machine(opts, boundary);
-                m.Load(program);
-                using var done = new ManualResetEventSlim();
-                var asker = new Thread(() =>
-                {
-                    while (!done.Wait(1))
-                        boundary.RunAtNextStop(k =>
-                        {
-                            var fromBytes = StateDigest.ComputeFromBytes(k); // first: it leaves the kept hashes as they are
-                            var kept = StateDigest.Compute(k);
-                            if (!kept.AsSpan().SequenceEqual(fromBytes)) mismatch ??= $"at instruction {k.Current?.Cpu.InstructionCount}";
-                            compared++;
-                        });
-                }) { IsBackground = true };
-                asker.Start();
-                try { status = m.Run(); }
-                finally
-                {
-                    done.Set();
-                    Assert.True(asker.Join(TimeSpan.FromSeconds(30)), "the thread asking for stops did not end");
-                }
-                writer.Flush();
-            }
-            Assert.Equal(0, status);
-            Assert.Null(mismatch);
-            Assert.True(compared > 0, "no stop compared the digests");
-            Assert.True(GuestEnv.CountRecords(log, RecordKind.Checkpoint) > 2, "the recording took too few checkpoints");
+                var fromBytes = StateDigest.ComputeFromBytes(k); // first: it leaves the kept hashes as they are
+                var kept = StateDigest.Compute(k);
+                return kept.AsSpan().SequenceEqual(fromBytes) ? null : $"at instruction {k.Current?.Cpu.InstructionCount}";
+            });
             using var reader = LogReader.Open(log);
             var verdict = ReplayCheck.Run(reader);
             Assert.True(verdict.Kind == ReplayVerdictKind.Faithful, $"{guest}: {verdict.Message}");
         }
         finally { File.Delete(log); }
+    }
+
+    /// <summary>Records the program in this process to log; from another thread the recording is asked every
+    /// millisecond to run check at its next stop (a mismatch's description, or null); the guest must exit 0, some stop
+    /// must have been checked with no mismatch, and the log must hold more than two checkpoints.</summary>
+    static void RecordAskingAtStops(string log, MachineOptions opts, StartProgram program, LogHeader header, Func<Kernel, string?> check)
+    {
+        int compared = 0;
+        string? mismatch = null;
+        int status;
+        using (var writer = LogWriter.Create(log, header))
+        {
+            var boundary = new RecordingBoundary(writer, header.CheckpointInterval);
+            using var m = new Machine(opts, boundary);
+            m.Load(program);
+            using var done = new ManualResetEventSlim();
+            var asker = new Thread(() =>
+            {
+                while (!done.Wait(1))
+                    boundary.RunAtNextStop(k =>
+                    {
+                        mismatch ??= check(k);
+                        compared++;
+                    });
+            }) { IsBackground = true };
+            asker.Start();
+            try { status = m.Run(); }
+            finally
+            {
+                done.Set();
+                Assert.True(asker.Join(TimeSpan.FromSeconds(30)), "the thread asking for stops did not end");
+            }
+            writer.Flush();
+        }
+        Assert.Equal(0, status);
+        Assert.Null(mismatch);
+        Assert.True(compared > 0, "no stop compared the digests");
+        Assert.True(GuestEnv.CountRecords(log, RecordKind.Checkpoint) > 2, "the recording took too few checkpoints");
     }
 
     /// <summary>The log format v3 digest as d567e52 and earlier builds computed it, written out here as the oracle:
@@ -230,39 +242,12 @@ public unsafe class CheckpointDigestTests
             var header = Recording.Header(opts, program.Image, 200_000);
             header.Version = 3;
             var v3 = StateDigest.ForLogVersion(3);
-            int compared = 0;
-            string? mismatch = null;
-            int status;
-            using (var writer = LogWriter.Create(log, header))
+            RecordAskingAtStops(log, opts, program, header, k =>
             {
-                var boundary = new RecordingBoundary(writer, header.CheckpointInterval);
-                using var m = new Machine(opts, boundary);
-                m.Load(program);
-                using var done = new ManualResetEventSlim();
-                var asker = new Thread(() =>
-                {
-                    while (!done.Wait(1))
-                        boundary.RunAtNextStop(k =>
-                        {
-                            var d = v3(k);
-                            if (!d.AsSpan().SequenceEqual(Version3Digest(k))) mismatch ??= $"at instruction {k.Current?.Cpu.InstructionCount}: not the v3 digest";
-                            else if (d.AsSpan().SequenceEqual(StateDigest.Compute(k))) mismatch ??= "the v3 and v4 digests are the same";
-                            compared++;
-                        });
-                }) { IsBackground = true };
-                asker.Start();
-                try { status = m.Run(); }
-                finally
-                {
-                    done.Set();
-                    Assert.True(asker.Join(TimeSpan.FromSeconds(30)), "the thread asking for stops did not end");
-                }
-                writer.Flush();
-            }
-            Assert.Equal(0, status);
-            Assert.Null(mismatch);
-            Assert.True(compared > 0, "no stop compared the digests");
-            Assert.True(GuestEnv.CountRecords(log, RecordKind.Checkpoint) > 2, "the recording took too few checkpoints");
+                var d = v3(k);
+                if (!d.AsSpan().SequenceEqual(Version3Digest(k))) return $"at instruction {k.Current?.Cpu.InstructionCount}: not the v3 digest";
+                return d.AsSpan().SequenceEqual(StateDigest.Compute(k)) ? "the v3 and v4 digests are the same" : null;
+            });
             using var reader = LogReader.Open(log);
             Assert.Equal(3, reader.Header.Version);
             var verdict = ReplayCheck.Run(reader);
