@@ -866,18 +866,26 @@ public sealed unsafe partial class GuestMemory : IDisposable
     public ReadOnlySpan<Page> HashedPagesInOrder(out ReadOnlySpan<ulong> numbers)
     {
         Order();
-        byte* h = stackalloc byte[16];
         foreach (var p in _ordered!)
         {
             if (p.Hashed) continue;
-            XxHash128.Hash(new ReadOnlySpan<byte>(p.Data, (int)PageSize), new Span<byte>(h, 16));
-            p.HashLo = *(ulong*)h;
-            p.HashHi = *(ulong*)(h + 8);
+            HashPage(new ReadOnlySpan<byte>(p.Data, (int)PageSize), out p.HashLo, out p.HashHi);
             p.Hashed = true;
         }
         FlushWriteTlb();
         numbers = _orderedNumbers;
         return _ordered;
+    }
+
+    /// <summary>A page's hash as its <see cref="Page.HashLo"/>, <see cref="Page.HashHi"/> keep it: XxHash128 of its
+    /// bytes, the 16 bytes read as two little-endian words (the one definition kept hashes and hashes of bytes taken
+    /// now share, so the two digests agree).</summary>
+    public static void HashPage(ReadOnlySpan<byte> bytes, out ulong lo, out ulong hi)
+    {
+        byte* h = stackalloc byte[16];
+        XxHash128.Hash(bytes, new Span<byte>(h, 16));
+        lo = *(ulong*)h;
+        hi = *(ulong*)(h + 8);
     }
 
     /// <summary>The page table in address order, kept between digests and dropped whenever a page enters or leaves

@@ -127,9 +127,8 @@ public static unsafe class StateDigest
         /// <summary>A page given by its bytes (hashed now).</summary>
         public void Page(ulong pn, Prot prot, ReadOnlySpan<byte> bytes)
         {
-            byte* h = stackalloc byte[16];
-            XxHash128.Hash(bytes, new Span<byte>(h, 16));
-            PageHash(pn, prot, *(ulong*)h, *(ulong*)(h + 8));
+            GuestMemory.HashPage(bytes, out ulong lo, out ulong hi);
+            PageHash(pn, prot, lo, hi);
         }
 
         void PageHash(ulong pn, Prot prot, ulong hashLo, ulong hashHi)
