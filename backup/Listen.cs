@@ -469,7 +469,7 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         // the one verification of these frames on this replica: the replay trusts what reaches its pipe
         ulong seq = RecordFrame.CheckRun(data, b.Count, _received);
         _file!.Append(data.Span);
-        _unheld.Write(data.Span);
+        _toReplay.Write(data.Span);
         _received = seq;
         if (b.HasReleased) _boundary?.ReportReleased(b.ReleasedStdout, b.ReleasedStderr);
         if (hold) HoldReceived();
@@ -477,23 +477,30 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
     }
 
     /// <summary>The batches received so far reach this replica's log copy (OS buffers), so they survive this process:
-    /// from here they are held. Returns the held sequence (link thread).</summary>
-    ulong HoldReceived()
+    /// from here they are held; with <paramref name="toReplay"/> they are handed to the replay too (otherwise
+    /// <see cref="HandToReplay"/> does). Returns the held sequence (link thread).</summary>
+    ulong HoldReceived(bool toReplay = true)
     {
         if (_received > Held)
         {
             _file!.Flush();
-            // the replay only ever reads what is held: a replay that ends (and closes the log copy) has read nothing
-            // this replica could still lose
-            _pipe.Append(_unheld.GetBuffer().AsSpan(0, (int)_unheld.Length));
-            _unheld.SetLength(0);
             Held = _received;
         }
+        if (toReplay) HandToReplay();
         return Held;
     }
 
-    /// <summary>Frames received but not held yet, in order (link thread).</summary>
-    readonly MemoryStream _unheld = new();
+    /// <summary>The held frames not handed to the replay yet go into its pipe (link thread). The replay only ever reads
+    /// what is held: a replay that ends (and closes the log copy) has read nothing this replica could still lose.</summary>
+    void HandToReplay()
+    {
+        if (_toReplay.Length == 0) return;
+        _pipe.Append(_toReplay.GetBuffer().AsSpan(0, (int)_toReplay.Length));
+        _toReplay.SetLength(0);
+    }
+
+    /// <summary>Frames received and not handed to the replay yet, in order (link thread).</summary>
+    readonly MemoryStream _toReplay = new();
 
     /// <summary>Batches received but not acknowledged yet are acknowledged together once nothing more has arrived
     /// already (no batch waits for a later one), or after this many.</summary>
@@ -570,9 +577,17 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         string Cut() => snap != null ? $" (the snapshot was cut off after {snap.Received} bytes; nothing of it is kept)" : "";
         void AckOwed()
         {
-            ulong held = HoldReceived();
-            if (s.AckDelayMs > 0) Thread.Sleep(s.AckDelayMs); // the test hook delays the ack, not the holding
-            SendAck(link, held);
+            // the ack goes out before the batches are handed to the replay: that hand-off may wake the replay thread,
+            // which on a busy host can take this thread's CPU before the ack is written (the primary's output waits for
+            // the ack, the replay only trails). Whatever happens to the ack, what is held reaches the replay (at once
+            // when the test hook delays the ack: the hook delays the ack only).
+            ulong held = HoldReceived(toReplay: s.AckDelayMs > 0);
+            try
+            {
+                if (s.AckDelayMs > 0) Thread.Sleep(s.AckDelayMs); // the test hook delays the ack, not the holding
+                SendAck(link, held);
+            }
+            finally { HandToReplay(); }
             owed = 0;
         }
         void OnBatch(in BatchView b)

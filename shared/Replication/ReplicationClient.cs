@@ -1158,18 +1158,14 @@ public sealed class ReplicationClient : ILogSink
 
     static string Short(Exception e) => e is RpcException r ? $"{r.StatusCode}: {r.Status.Detail}" : e.Message;
 
+    /// <summary>An acknowledgement of the log up to <paramref name="seq"/> (ack thread): the output it covers is released
+    /// first — the clients wait for it — and the bookkeeping (lag, replay trail, flow control's byte count) follows,
+    /// timed as of the ack's arrival.</summary>
     void OnAck(Session session, ulong seq, ulong replayed)
     {
         if (session != _cur) return;
+        long now = Stopwatch.GetTimestamp();
         if (session.Unheld && seq >= session.SwitchAt) EndUnheld(session);
-        if (_s.MaxReplayLagMs > 0)
-        {
-            _trail.Reported(replayed, Stopwatch.GetTimestamp());
-            double trail = ReplayTrailNowMs();
-            lock (_lagMs) if (_replayTrailMs.Count < 1_000_000) _replayTrailMs.Add(trail);
-            // a standby replaying the backlog is not waited for; once its replay is within the bound, it is kept there
-            if (!_replayNear && (long)_trail.Replayed >= Interlocked.Read(ref _base) && ReplayTrailNowMs() <= _s.MaxReplayLagMs) _replayNear = true;
-        }
         long s = (long)seq;
         long before = Interlocked.Read(ref _acked);
         long cur;
@@ -1180,6 +1176,15 @@ public sealed class ReplicationClient : ILogSink
             double ms = Stopwatch.GetElapsedTime(session.JoinedAt).TotalMilliseconds;
             _s.Events.Emit(ReplicaEvent.StandbyHolds, ("backup", session.BackupId), ("records", _base), ("transferMs", ms));
         }
+        Gate.Ack(seq);
+        if (_s.MaxReplayLagMs > 0)
+        {
+            _trail.Reported(replayed, now);
+            double trail = _trail.TrailMs(now);
+            lock (_lagMs) if (_replayTrailMs.Count < 1_000_000) _replayTrailMs.Add(trail);
+            // a standby replaying the backlog is not waited for; once its replay is within the bound, it is kept there
+            if (!_replayNear && (long)_trail.Replayed >= Interlocked.Read(ref _base) && trail <= _s.MaxReplayLagMs) _replayNear = true;
+        }
         bool first = true;
         while (_inflight.TryPeek(out var e) && e.Seq <= seq)
         {
@@ -1187,13 +1192,12 @@ public sealed class ReplicationClient : ILogSink
             Interlocked.Exchange(ref _ackedBytes, e.Cum);
             if (first)
             {
-                double ms = Stopwatch.GetElapsedTime(e.Ticks).TotalMilliseconds;
+                double ms = Stopwatch.GetElapsedTime(e.Ticks, now).TotalMilliseconds;
                 ReplicationMetrics.AckLatency.Record(ms);
                 lock (_lagMs) if (_lagMs.Count < 1_000_000) _lagMs.Add(ms);
             }
             first = false;
         }
-        Gate.Ack(seq);
         lock (_flow) Monitor.PulseAll(_flow);
     }
 
