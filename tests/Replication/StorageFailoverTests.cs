@@ -129,10 +129,13 @@ public class StorageFailoverTests(ITestOutputHelper output)
     /// only gain what it had acknowledged before (<see cref="AcknowledgedBeforeTheFreeze"/>), though the guest goes on
     /// writing until it reads back. Returns the log's growth over a second of the freeze, or, when
     /// <paramref name="plant"/> is given, once it grew beyond that bound (waiting up to 10 s); then the backup thaws
-    /// and the guest runs to its end. The primary does not slow its guest for the backup's replay
-    /// (--max-replay-lag-ms 0): only the held writes stop it, at its next read-back.
+    /// and the guest runs to its end — on the primary, or with <paramref name="survivor"/> set, on the backup: the
+    /// primary is SIGKILLed while the backup is frozen, with writes held whose records the backup holds but never
+    /// acknowledged (the guest waits for them at its read-back), and the backup takes over (its events are returned).
+    /// The primary does not slow its guest for the backup's replay (--max-replay-lag-ms 0): only the held writes stop
+    /// it, at its next read-back.
     /// </summary>
-    long GrowthWhileTheBackupIsFrozen(string? plant, out string root)
+    long GrowthWhileTheBackupIsFrozen(string? plant, out string root, List<ReplicaEventRecord>? survivor = null)
     {
         root = NewRoot();
         string arbiter = TempFile(".lock"), log = Path.Combine(root, "d", "log");
@@ -152,11 +155,19 @@ public class StorageFailoverTests(ITestOutputHelper output)
                 else p.WaitFor(() => new FileInfo(log).Length > before + AcknowledgedBeforeTheFreeze || p.HasExited, TimeSpan.FromSeconds(10));
                 after = new FileInfo(log).Length;
             }
-            finally { b.Signal(ReplicaProc.SIGCONT); }
+            finally
+            {
+                if (survivor != null) p.KillHard();
+                b.Signal(ReplicaProc.SIGCONT);
+            }
             output.WriteLine($"log {before} -> {after} bytes while the backup was frozen");
-            Assert.Equal(0, p.WaitForExit(Long));
-            Assert.EndsWith($"verified {FreezeIterations} lines\n", p.StdoutText);
-            b.WaitForExit(Long);
+            var winner = survivor != null ? b : p;
+            int? code = winner.WaitForExit(Long);
+            output.WriteLine($"{winner.Name}: {code}\n{winner.Stderr}");
+            Assert.Equal(0, code);
+            Assert.EndsWith($"verified {FreezeIterations} lines\n", winner.StdoutText);
+            if (survivor != null) survivor.AddRange(b.Events);
+            else b.WaitForExit(Long);
             return after - before;
         }
         finally { DeleteArbiter(arbiter); }
@@ -170,6 +181,28 @@ public class StorageFailoverTests(ITestOutputHelper output)
         {
             Assert.True(grew <= AcknowledgedBeforeTheFreeze, $"the shared log grew by {grew} bytes while the backup acknowledged nothing");
             AssertNativeFiles(root, "shared storage, frozen backup", NativeFreezeFiles.Value);
+        }
+        finally { Directory.Delete(root, true); }
+    }
+
+    /// <summary>
+    /// The survivor's side of the rule: writes the dead primary held (logged, shipped, never acknowledged, never
+    /// stored) are stored by the backup when it takes over, before its guest goes on; without that, the lines its
+    /// replayed guest wrote would be missing from the shared log.
+    /// </summary>
+    [Fact]
+    public void ASurvivorStoresTheWritesItsPrimaryHeldWhenItDied()
+    {
+        var events = new List<ReplicaEventRecord>();
+        long grew = GrowthWhileTheBackupIsFrozen(null, out string root, events);
+        try
+        {
+            Assert.True(grew <= AcknowledgedBeforeTheFreeze, $"the shared log grew by {grew} bytes while the backup acknowledged nothing");
+            Assert.Contains(events, e => e.Name == ReplicaEvent.TookOver);
+            var stored = events.Where(e => e.Name == ReplicaEvent.TakeoverDescriptor).Select(e => e.Str("detail")!)
+                .Select(d => System.Text.RegularExpressions.Regex.Match(d, @"^shared storage: (\d+) file writes")).FirstOrDefault(m => m.Success);
+            Assert.True(stored != null && int.Parse(stored.Groups[1].Value) > 0, "the survivor stored no held write of its primary");
+            AssertNativeFiles(root, "shared storage, primary killed while the backup was frozen", NativeFreezeFiles.Value);
         }
         finally { Directory.Delete(root, true); }
     }
