@@ -1193,7 +1193,7 @@ public sealed class ReplicationService(BackupSession session) : Protocol.Replica
         {
             await responseStream.WriteAsync(new BackupMessage
             {
-                Welcome = new Welcome { BackupId = s.Id, DataPort = (uint)session.DataPort, DataSocket = session.DataSocket, DataUnixOnly = s.DataLink == DataLinkKind.Unix, DataTicket = ByteString.CopyFrom(pending.Ticket), Snapshot = session.AcceptsSnapshot(hello), SnapshotFiles = session.WantsSnapshotFiles(hello), PrimarySilenceMs = (uint)s.PrimarySilenceMs },
+                Welcome = new Welcome { BackupId = s.Id, DataPort = (uint)session.DataPort, DataSocket = session.DataSocket, DataUnixOnly = s.DataLink == DataLinkKind.Unix, DataTicket = ByteString.CopyFrom(pending.Ticket), Snapshot = session.AcceptsSnapshot(hello), SnapshotFiles = session.WantsSnapshotFiles(hello), SharedStorage = s.SharedStorage, PrimarySilenceMs = (uint)s.PrimarySilenceMs },
             }, ct);
         }
         catch (Exception e) when (e is OperationCanceledException or IOException or RpcException or InvalidOperationException)

@@ -33,7 +33,7 @@ Command ProtectCommand()
     var keyOpt = new Option<string?>("--key") { Description = "Mutual TLS: the private key of --cert (PEM)." };
     var caOpt = new Option<string?>("--ca") { Description = "Mutual TLS: the CA certificate(s) (PEM) the backup's certificate must chain to; the system trust store is not used." };
     var eventsOpt = new Option<string?>("--events") { Description = "Report what happens as JSON lines (one event per line: protected, backup-lost, unprotected, fenced, exit, ...) to FILE or to an inherited descriptor fd:N." };
-    var plantOpt = new Option<string?>("--plant") { Description = "Drills only: plant a violation the drill's checkers must report (gate-early, ignore-arbiter, stale-term, snapshot-omits-page, snapshot-corrupt-chunk, snapshot-truncated, join-withholds-log).", Hidden = true };
+    var plantOpt = new Option<string?>("--plant") { Description = "Drills only: plant a violation the drill's checkers must report (gate-early, files-early, ignore-arbiter, stale-term, snapshot-omits-page, snapshot-corrupt-chunk, snapshot-truncated, join-withholds-log).", Hidden = true };
     plantOpt.AcceptOnlyFromAmong(ReVirt.Replication.LivePlants.Names);
     var noExitWatchOpt = new Option<bool>("--no-exit-watch")
     {

@@ -31,6 +31,7 @@ public sealed class FileMappings
     /// </summary>
     public static unsafe long Fill(Kernel k, int tid, OpenFile file, ulong at, int len, long offset)
     {
+        k.Boundary.SettleFiles(tid); // a mapping's bytes include the guest's own held writes
         var res = k.Boundary.FileContent(tid, Nr.mmap, new FileRef(file.GuestPath, offset, len, at), () =>
         {
             var st = new byte[144];
@@ -110,6 +111,7 @@ public sealed class FileMappings
         try { data = k.Mem.ReadBytes(from, (int)Math.Min(to - from, 1 << 30)); }
         catch (GuestFaultException) { return; } // protected against reading (PROT_NONE): nothing written through it
         long off = s.Offset + (long)(from - s.Start);
+        k.Boundary.SettleFiles(tid); // written back at once (not held): after the writes the guest made before
         k.Boundary.Syscall(tid, Nr.pwrite64, () =>
         {
             // a shared mapping never extends its file: only what lies before the end of the file is written

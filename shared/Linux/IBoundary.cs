@@ -67,6 +67,23 @@ public interface IBoundary
         => Syscall(tid, nr, perform, reexecuteOnReplay);
 
     /// <summary>
+    /// A write to a file of the guest's (a description opened by path: its data is the guest's storage). The default
+    /// treats it as any other syscall whose host effect a following backup performs on its own copy; a protected
+    /// primary whose backup shares the storage logs it as done and holds its bytes in its output gate until the
+    /// backup holds the log up to here (shared/Replication/FileOutput.cs).
+    /// </summary>
+    HostResult FileWrite(int tid, int nr, GuestFileWrite write) => Syscall(tid, nr, write.Perform, reexecuteOnReplay: true);
+
+    /// <summary>
+    /// The guest is about to observe or change its storage other than by a file write (a read of a file, fstat, stat,
+    /// lseek, mmap of a file, an open that creates or truncates, rename, unlink, truncate, fsync, ...). A primary
+    /// holding file writes waits here until every one is released, so the guest sees exactly what it wrote and an
+    /// operation on names or sizes never overtakes a held write; a following backup learns that the primary had
+    /// released everything before this point once the log goes on past it. Logs nothing.
+    /// </summary>
+    void SettleFiles(int tid) { }
+
+    /// <summary>
     /// Bytes of a file entering the guest (a file mapping, the loader reading an interpreter): `perform` reads them on
     /// the host into <see cref="HostResult.Writes"/> and says whether they may be logged by reference. The default
     /// treats it as any other syscall (the bytes are logged).
@@ -165,6 +182,23 @@ public sealed class SocketSend
 
     /// <summary>The send performed at once, bytes not held (an unprotected run, or a backup following the log).</summary>
     public HostResult Unheld() => Attempt?.Invoke() ?? HostResult.Of(Perform(0, Data.Length, 0));
+}
+
+/// <summary>
+/// A write to a file of the guest's as the kernel hands it to the boundary: <see cref="Data"/> goes to
+/// <see cref="Offset"/> (pwrite), or when that is negative to the description's offset <see cref="FileOffset"/>, or
+/// with <see cref="Append"/> to the file's end. <see cref="Perform"/> writes it on the host at once.
+/// </summary>
+public sealed class GuestFileWrite
+{
+    public required int HostFd { get; init; }
+    public required byte[] Data { get; init; }
+    public required long Offset { get; init; }
+    public required long FileOffset { get; init; }
+    public required bool Append { get; init; }
+    /// <summary>The guest path the description was opened by (where a survivor writes it again).</summary>
+    public required string GuestPath { get; init; }
+    public required Func<HostResult> Perform { get; init; }
 }
 
 /// <summary>A boundary that simply performs everything on the host (plain `primary run`).</summary>

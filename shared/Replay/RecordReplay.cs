@@ -392,6 +392,42 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
         return HostResult.Of(0);
     }
 
+    /// <summary>
+    /// With a gate that holds file writes (the backup shares the guest's storage): the write is logged as done, with
+    /// the absolute offset it goes to and how far the primary had released (<see cref="Replication.HeldWriteRecord"/>),
+    /// and its bytes wait in the gate until the backup holds this record. Writes to anything but a regular file go
+    /// as before. A write at the file offset moves the host descriptor's offset now, as the write would have.
+    /// </summary>
+    public HostResult FileWrite(int tid, int nr, GuestFileWrite w)
+    {
+        var files = Gate?.Files;
+        if (files == null || w.Data.Length == 0 || Replication.FileOutput.Identify(w.HostFd) is not { Regular: true } id)
+            return Syscall(tid, nr, w.Perform, reexecuteOnReplay: true);
+        ShipBeforeCall(nr);
+        // O_APPEND goes to the end even for pwrite, as Linux does
+        long at = w.Append ? files.EndOf(id.File, w.HostFd) : w.Offset >= 0 ? w.Offset : w.FileOffset;
+        long dup = HostSys.Call(Nr.fcntl, w.HostFd, F.DUPFD_CLOEXEC, 0);
+        if (dup < 0) return Logged(tid, nr, HostResult.Of(dup));
+        ulong seq = _w.Append(new SyscallResult
+        {
+            InstrCount = Icount, Tid = tid, Nr = nr, Result = w.Data.Length,
+            Data = Replication.HeldWriteRecord.Encode(at, files.ReleasedThrough),
+        });
+        OutputLogged();
+        if (w.Offset < 0) HostSys.Call(Nr.lseek, w.HostFd, at + w.Data.Length, Seek.SET);
+        Gate!.HoldFileWrite(new Replication.HeldFileWrite(seq, id.File, (int)dup, at, w.Data));
+        return HostResult.Of(w.Data.Length);
+    }
+
+    /// <summary>Held file writes are released before the guest looks at its storage: what they wait for is shipped
+    /// first, then the guest thread waits for the acknowledgement (one round trip).</summary>
+    public void SettleFiles(int tid)
+    {
+        if (Gate?.Files is not { Pending: true } files) return;
+        Ship();
+        files.WaitReleased();
+    }
+
     public HostResult Syscall(int tid, int nr, Func<HostResult> perform, bool reexecuteOnReplay = false)
     {
         ShipBeforeCall(nr);
@@ -423,6 +459,8 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
     public HostResult FileContent(int tid, int nr, FileRef file, Func<HostResult> perform)
     {
         var r = perform();
+        // on shared storage a backup replays a read later than it was made, when the file may hold newer writes
+        if (Gate?.Files != null && nr != Nr.mmap && nr != Nr.execve) r.ByReference = false;
         if (r.InGuest is ulong inGuest && r.Value > 0)
         {
             if (!r.ByReference) return Logged(tid, nr, r, [(inGuest, _k!.Mem.ReadBytes(inGuest, (int)r.Value))]);
@@ -785,6 +823,8 @@ public sealed class ReplayBoundary : IBoundary
                 _k.Options.Diagnostics.WriteLine("backup: takeover: " + up);
                 _follow.ServingAgain?.Invoke(up);
             }
+            // on shared storage, the held writes the old primary may not have released reach the files first
+            if (_unreleasedFiles.Count > 0) report.Add(_unreleasedFiles.Apply(_k.Fs));
             // the machine's descriptors get host descriptors of this replica: listeners listen again, files are
             // re-opened at their offsets, the old primary's connections are reset
             long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
@@ -844,6 +884,8 @@ public sealed class ReplayBoundary : IBoundary
         if (_follow?.TakeOver(pt) != true) return false;
         _live = true;
         Takeover = pt;
+        if (_unreleasedFiles.Count > 0 && _k != null)
+            _k.Options.Diagnostics.WriteLine("backup: takeover: " + _unreleasedFiles.Apply(_k.Fs));
         EmitUnreleased(relOut, relErr);
         return true;
     }
@@ -896,18 +938,61 @@ public sealed class ReplayBoundary : IBoundary
     public HostResult Syscall(int tid, int nr, Func<HostResult> perform, bool reexecuteOnReplay = false)
     {
         if (LiveNow()) return _after.Syscall(tid, nr, perform, reexecuteOnReplay);
+        var s = ExpectSyscall(tid, nr);
+        if (s.Data.Length != 0) throw Forged(s, $"syscall {nr} returns no data bytes, the record holds {s.Data.Length}");
+        return Replayed(s, perform, reexecuteOnReplay);
+    }
+
+    /// <summary>The next record, which must be the result of syscall <paramref name="nr"/> made by this thread here.</summary>
+    SyscallResult ExpectSyscall(int tid, int nr)
+    {
         var s = Expect<SyscallResult>($"the result of syscall {nr}");
         if (s.Nr != nr) throw Diverged($"the guest made syscall {nr} where the recording made syscall {s.Nr} (at instruction {s.InstrCount})");
         if (s.InstrCount != Icount) throw Diverged($"syscall {nr} came at instruction {Icount}, recorded at {s.InstrCount}");
         if (s.Tid != tid) throw Diverged($"syscall {nr} came from thread {tid}, recorded from thread {s.Tid}");
-        if (s.Data.Length != 0) throw Forged(s, $"syscall {nr} returns no data bytes, the record holds {s.Data.Length}");
         // (before the guest runs, e.g. while loading, the main thread's registers are all zero: no buffer at all)
         if (_k?.Current is { } t && RecordedWrites.Check(nr, t.Cpu, _k.Mem, s.MemWrites) is { } bad) throw Forged(s, bad);
+        return s;
+    }
+
+    HostResult Replayed(SyscallResult s, Func<HostResult> perform, bool reexecuteOnReplay)
+    {
         var r = HostResult.Of(s.Result);
         if (s.MemWrites != null) r.Writes.AddRange(s.MemWrites);
         // a following backup performs this replica's own file effects on its own root (the guest sees the log)
         if (reexecuteOnReplay && _follow is { SharedStorage: false }) r.Local = perform().Value;
         return r;
+    }
+
+    // a follower on shared storage: the held writes replayed that the primary may not have released
+    readonly Replication.UnreleasedFileWrites _unreleasedFiles = new();
+
+    /// <summary>
+    /// A file write. Its record holds, when the primary held it (shared storage), where it went and how far the
+    /// primary had released: a follower on the same storage keeps it until the primary is known to have released it,
+    /// and writes it again itself if it takes over before (<see cref="Replication.UnreleasedFileWrites"/>).
+    /// </summary>
+    public HostResult FileWrite(int tid, int nr, GuestFileWrite w)
+    {
+        if (LiveNow()) return _after.FileWrite(tid, nr, w);
+        var s = ExpectSyscall(tid, nr);
+        if (s.Data.Length != 0 && s.Data.Length != Replication.HeldWriteRecord.Size)
+            throw Forged(s, $"a file write's record holds {s.Data.Length} data bytes (0, or {Replication.HeldWriteRecord.Size} when held)");
+        if (s.Data.Length != 0 && _follow is { SharedStorage: true })
+        {
+            if (s.Result != w.Data.Length) throw Forged(s, $"a held write of {w.Data.Length} bytes answered {s.Result}");
+            var (at, released) = Replication.HeldWriteRecord.Decode(s.Data);
+            _unreleasedFiles.Add(ReplayedSequence, w.GuestPath, at, w.Data, released);
+        }
+        return Replayed(s, w.Perform, reexecuteOnReplay: true);
+    }
+
+    /// <summary>The primary waited here until it had released every held write; it did if its log goes on past this
+    /// point (its guest thread logged nothing while it waited). Where the log ends instead, the replica goes live.</summary>
+    public void SettleFiles(int tid)
+    {
+        if (LiveNow()) _after.SettleFiles(tid);
+        else _unreleasedFiles.Settled();
     }
 
     /// <summary>

@@ -6,7 +6,7 @@ namespace ReVirt.Replication;
 
 /// <summary>
 /// Output commit. Every byte that leaves a protected primary (guest stdout/stderr, socket sends, a socket's
-/// shutdown or close) is held here, tagged with the sequence number of the log record that produced it, and
+/// shutdown or close, on shared storage the guest's file writes: OutputGate.Files.cs) is held here, tagged with the sequence number of the log record that produced it, and
 /// released — in the order it was produced — only once the backup has acknowledged holding the log up to that
 /// record. The guest keeps running meanwhile (sockets: see OutputGate.Sockets.cs).
 /// </summary>
@@ -81,6 +81,7 @@ public sealed partial class OutputGate
             _acked = seq;
             Monitor.PulseAll(_lock);
             if (_discarded || _final) return;
+            ReleaseFiles(seq);
             ReleaseSockets();
             long now = Stopwatch.GetTimestamp();
             while (_held.Count > 0 && _held.Peek().Seq <= seq)
@@ -147,6 +148,7 @@ public sealed partial class OutputGate
                 if (_holdMs.Count < 1_000_000) _holdMs.Add(Stopwatch.GetElapsedTime(e.Since, now).TotalMilliseconds);
                 Emit(e.Fd, e.Bytes);
             }
+            _files?.ReleaseThrough(ulong.MaxValue);
             ReleaseSockets();
         }
     }
@@ -187,6 +189,7 @@ public sealed partial class OutputGate
             _held.Clear();
             _heldBytes = 0;
             DropSockets();
+            _files?.Drop();
             Monitor.PulseAll(_lock);
         }
     }
@@ -200,6 +203,7 @@ public sealed partial class OutputGate
         _held.Clear();
         _heldBytes = 0;
         DropSockets();
+        _files?.Drop();
         Monitor.PulseAll(_lock);
         _ownershipLost?.Invoke();
         return false;

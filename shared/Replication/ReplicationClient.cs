@@ -53,7 +53,8 @@ public sealed class ProtectSettings
     public ReplicationTls? Tls { get; init; }
     /// <summary>
     /// Drills only (<c>--plant</c>, hidden): a violation the drill's checkers must report. "gate-early" releases
-    /// output without waiting for the backup's acknowledgement; "ignore-arbiter" goes on unprotected even after
+    /// output without waiting for the backup's acknowledgement; "files-early" (shared storage) releases the guest's
+    /// file writes without it (the rest of the output is held); "ignore-arbiter" goes on unprotected even after
     /// losing the arbiter; "stale-term" asks the arbiter once more from its old term after it was not granted it;
     /// "join-withholds-log" (tests) sends a joining standby its snapshot and join point but never
     /// the log after the snapshot.
@@ -91,18 +92,19 @@ public sealed class ProtectSettings
 /// StaleTerm (drills): a replica the arbiter did not grant its term (refused, or could not be asked) asks once more from
 /// that old term before it stops, as a stale replica restarted from its old state would try to go live; the arbiter
 /// refuses again, and the drill must report the attempt.</remarks>
-public enum PrimaryPlant { None, GateEarly, IgnoreArbiter, JoinWithholdsLog, StaleTerm }
+public enum PrimaryPlant { None, GateEarly, IgnoreArbiter, JoinWithholdsLog, StaleTerm, FilesEarly }
 
 /// <summary>The names of the violations a live replica can carry (<c>primary protect --plant</c>, and
 /// <c>backup listen --plant</c> for once it has taken over), one list for both commands.</summary>
 public static class LivePlants
 {
-    public static readonly string[] Names = ["gate-early", "ignore-arbiter", "stale-term", "snapshot-omits-page", "snapshot-corrupt-chunk", "snapshot-truncated", "join-withholds-log"];
+    public static readonly string[] Names = ["gate-early", "files-early", "ignore-arbiter", "stale-term", "snapshot-omits-page", "snapshot-corrupt-chunk", "snapshot-truncated", "join-withholds-log"];
 
     /// <summary>The plant named <paramref name="name"/> (a name not in <see cref="Names"/>, or null: none).</summary>
     public static (PrimaryPlant Primary, SnapshotPlant Snapshot) Parse(string? name) => name switch
     {
         "gate-early" => (PrimaryPlant.GateEarly, SnapshotPlant.None),
+        "files-early" => (PrimaryPlant.FilesEarly, SnapshotPlant.None),
         "ignore-arbiter" => (PrimaryPlant.IgnoreArbiter, SnapshotPlant.None),
         "join-withholds-log" => (PrimaryPlant.JoinWithholdsLog, SnapshotPlant.None),
         "stale-term" => (PrimaryPlant.StaleTerm, SnapshotPlant.None),
@@ -292,6 +294,19 @@ public sealed class ReplicationClient : ILogSink
         StartFlusher();
     }
 
+    /// <summary>The backup shares the guest's storage: the gate holds the guest's file writes (planted
+    /// <see cref="PrimaryPlant.FilesEarly"/>: releases each at once).</summary>
+    void HoldFileWrites()
+    {
+        bool early = _s.Plant == PrimaryPlant.FilesEarly;
+        if (early && Gate.Files == null)
+        {
+            _log.WriteLine($"{_s.Role}: TESTING: held file writes are released without acknowledgements");
+            _s.Events.Emit(ReplicaEvent.Planted, ("violation", "files-early"));
+        }
+        Gate.HoldFileWrites(_log, early);
+    }
+
     /// <summary>Planted (<see cref="PrimaryPlant.GateEarly"/>): the gate releases without acknowledgements.</summary>
     void PlantGateEarly()
     {
@@ -404,6 +419,8 @@ public sealed class ReplicationClient : ILogSink
                 backupId = welcome.Welcome.BackupId;
                 wantsSnapshot = offerSnapshot && welcome.Welcome.Snapshot;
                 wantsFiles = wantsSnapshot && welcome.Welcome.SnapshotFiles;
+                // both replicas see one directory: the guest's file writes are outputs from here on
+                if (welcome.Welcome.SharedStorage) HoldFileWrites();
                 silenceMs = welcome.Welcome.PrimarySilenceMs;
                 // the log and the acks travel on the backup's data link: the host dialled (or the relay the
                 // operator named) and the port the welcome names, opened with the welcome's one-time ticket

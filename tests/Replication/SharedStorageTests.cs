@@ -6,11 +6,12 @@ using Xunit.Abstractions;
 namespace ReVirt.Tests.Replication;
 
 /// <summary>
-/// Both replicas on one root directory (`backup listen --shared-storage`): the primary's file writes are already in
-/// the files, so the following backup applies none of them again. A script appends numbered records to a file with
-/// `>>`; the primary is SIGKILLed mid-script and the backup carries on: every record is in the file once and in
-/// order. Re-applying the primary's writes would double every record written while it was followed; at most the one
-/// append in flight at the kill may appear twice (a file write is not yet held under the output rule).
+/// Both replicas on one root directory (`backup listen --shared-storage`): the primary's file writes reach the files
+/// only once the backup holds their records, so the following backup applies none of them again, and at the takeover
+/// it writes again only what the primary may not have released. A script appends numbered records to a file with
+/// `>>` (an open, a write and a close each); the primary is SIGKILLed mid-script and the backup carries on: every
+/// record is in the file exactly once and in order. Re-applying the primary's writes would double every record
+/// written while it was followed; a write released before the backup held it would be doubled by the survivor.
 /// </summary>
 [Collection(ReVirt.Tests.Chaos.RealProcesses.Name)]
 public class SharedStorageTests(ITestOutputHelper output)
@@ -36,10 +37,7 @@ public class SharedStorageTests(ITestOutputHelper output)
             Assert.Equal(0, code);
             Assert.NotNull(b.Event(ReplicaEvent.TookOver));
             var keys = File.ReadAllLines(data).Select(l => int.Parse(Regex.Match(l, @"^record (\d+)$").Groups[1].Value)).ToList();
-            for (int i = 1; i < keys.Count; i++)
-                Assert.True(keys[i] == keys[i - 1] + 1 || keys[i] == keys[i - 1], $"record {keys[i]} follows record {keys[i - 1]}");
-            Assert.Equal(Enumerable.Range(0, records), keys.Distinct());
-            Assert.True(keys.Count <= records + 1, $"{keys.Count - records} records written twice");
+            Assert.Equal(Enumerable.Range(0, records), keys);
         }
         finally { File.Delete(data); File.Delete(arbiter); }
     }

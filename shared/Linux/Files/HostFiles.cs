@@ -19,6 +19,10 @@ public class HostFile : OpenFile
     /// streams (stdio, sockets), whose bytes exist nowhere else.</summary>
     protected virtual bool MayReadByReference => true;
 
+    /// <summary>The description is a file of the guest's storage (opened by path: not stdio, a socket or an epoll
+    /// instance): reading it or its size waits for the guest's held writes (<see cref="Kernel.SettleFiles"/>).</summary>
+    public bool OnStorage => MayReadByReference;
+
     /// <summary>What the recording's stability check of this description's file found so far (host-side; see
     /// <see cref="FileRef.IsStable(Abi.GuestFs, string, int, ref ReadStamp)"/>).</summary>
     internal ReadStamp ReadStamp;
@@ -32,6 +36,7 @@ public class HostFile : OpenFile
     {
         if (IsDirectory) return -Errno.EISDIR;
         k.CheckWritable(buf, (ulong)n);
+        if (OnStorage) k.SettleFiles(); // the guest reads what it wrote, held writes included
         if (n >= ContentReads.MinBytes && MayReadByReference) return ContentReads.Read(k, t, this, buf, n, offset);
         long HostRead() => k.HostBuffer(t.Cpu, offset < 0 ? Nr.read : Nr.pread64, buf, n,
             p => offset < 0 ? k.WouldWait(t, this, Poll.IN) ?? HostSys.Call(Nr.read, HostFd, p, n) : HostSys.Call(Nr.pread64, HostFd, p, n, offset),
@@ -41,7 +46,8 @@ public class HostFile : OpenFile
         return r;
     }
 
-    /// <summary>A write to a file of the guest's: a following backup re-executes it on its own copy.</summary>
+    /// <summary>A write to a file of the guest's: a following backup re-executes it on its own copy; on storage shared
+    /// by both replicas a protected primary holds it under the output rule (<see cref="IBoundary.FileWrite"/>).</summary>
     public override long Write(Kernel k, GuestThread t, byte[] data, long offset)
     {
         long r = k.WriteHost(t.Cpu, this, data, offset, output: false, reexecuteOnReplay: true);

@@ -25,13 +25,14 @@ public sealed partial class Kernel
         r.Add(Nr.lseek, (t, a) =>
         {
             if (Fds.TryGetValue((int)a.A1, out var sp) && sp.StatMode != null) return -Errno.ESPIPE; // a pipe in the VM
+            if (sp is HostFile { OnStorage: true }) SettleFiles(); // SEEK_END: the end with the guest's own writes
             long r = OnHostFd(t.Cpu, a.Nr, (int)a.A1, h => HostSys.Call(Nr.lseek, h, (long)a.A2, (long)a.A3));
             if (r >= 0 && Fds.TryGetValue((int)a.A1, out var lf)) lf.Offset = r;
             return r;
         });
         r.Add(Nr.fstat, (t, a) => ProcDirStat((int)a.A1, a.A2, statx: false)
             ?? (Fds.TryGetValue((int)a.A1, out var sf) && sf.StatMode is { } mode ? StatInVm(a.A2, mode, sf.StatInode)
-                : FdBuffer(t.Cpu, a.Nr, (int)a.A1, a.A2, 144, (h, buf) => HostSys.Call(Nr.fstat, h, buf))));
+                : SettledFdBuffer(t.Cpu, a.Nr, (int)a.A1, a.A2, 144, (h, buf) => HostSys.Call(Nr.fstat, h, buf))));
         r.Add(Nr.stat, (t, a) => PathBuffer(t.Cpu, a.Nr, At.FDCWD, a.A1, true, a.A2, 144, (fd, buf) => AtEmpty(e => HostSys.Call(Nr.newfstatat, fd, e, buf, At.EMPTY_PATH))));
         r.Add(Nr.lstat, (t, a) => PathBuffer(t.Cpu, a.Nr, At.FDCWD, a.A1, false, a.A2, 144, (fd, buf) => AtEmpty(e => HostSys.Call(Nr.newfstatat, fd, e, buf, At.EMPTY_PATH))));
         r.Add(Nr.newfstatat, (t, a) => FstatAt(t.Cpu, (int)a.A1, a.A2, a.A3, (int)a.A4));
@@ -124,6 +125,7 @@ public sealed partial class Kernel
     long OnHostFd(CpuT cpu, int nr, int fd, Func<long, long> call, bool reexecuteOnReplay = false)
     {
         if (!Fds.TryGetValue(fd, out var f)) return -Errno.EBADF;
+        if (reexecuteOnReplay) SettleFiles(); // ftruncate, fchmod, fsync: after the guest's held writes
         long r = Host(cpu, nr, () => HostResult.Of(call(f.HostFd)), reexecuteOnReplay).Value;
         if (reexecuteOnReplay && r >= 0) Changes.Mark(f); // ftruncate, fchmod (and fsync, which changes nothing)
         return r;
@@ -134,6 +136,21 @@ public sealed partial class Kernel
         if (!Fds.TryGetValue(fd, out var f)) return -Errno.EBADF;
         return HostBuffer(cpu, nr, guestBuf, len, buf => call(f.HostFd, buf), resultIsLength);
     }
+
+    /// <summary><see cref="FdBuffer"/> of a call that tells about the file's data (fstat: its size): on a file of the
+    /// guest's storage, after its held writes (<see cref="SettleFiles"/>).</summary>
+    long SettledFdBuffer(CpuT cpu, int nr, int fd, ulong guestBuf, int len, Func<long, long, long> call)
+    {
+        if (Fds.TryGetValue(fd, out var f) && f is HostFile { OnStorage: true }) SettleFiles();
+        return FdBuffer(cpu, nr, fd, guestBuf, len, call);
+    }
+
+    /// <summary>
+    /// The guest observes or changes its storage other than by a file write: where the primary of a pair on shared
+    /// storage waits until its held file writes are stored (<see cref="IBoundary.SettleFiles"/>). Called at the
+    /// same points in every run (a replay learns there that the primary had released everything before).
+    /// </summary>
+    internal void SettleFiles() => Boundary.SettleFiles(Current.Tid);
 
     /// <summary>Absolute guest path for a path relative to a guest directory descriptor.</summary>
     long GuestAbs(int dirfd, string path, out string abs)
@@ -177,6 +194,7 @@ public sealed partial class Kernel
         long e = GuestAbs(dirfd, path, out var abs);
         if (e < 0) return e;
         if (ProcPathOp(nr, ref abs, follow) is long pr) return pr;
+        if (reexecuteOnReplay) SettleFiles();
         long r = Host(cpu, nr, () => HostResult.Of(Fs.OnObject(abs, follow, call)), reexecuteOnReplay).Value;
         if (reexecuteOnReplay && r >= 0) Changes.Mark(abs); // chmod, fchmodat
         return r;
@@ -200,6 +218,7 @@ public sealed partial class Kernel
         long e = GuestAbs(dirfd, path, out var abs);
         if (e < 0) return e;
         if (IsProcSelf(abs, out _)) return -Errno.ENOENT;
+        SettleFiles();
         long r = Host(cpu, nr, () => HostResult.Of(Fs.InParent(abs, noName, (d, name) => { fixed (byte* n = name) return call(d, (long)n); })), true).Value;
         if (r >= 0) Changes.Mark(abs);
         return r;
@@ -210,6 +229,7 @@ public sealed partial class Kernel
         long e = GuestAbs(At.FDCWD, Path(pathAddr), out var abs);
         if (e < 0) return e;
         if (IsProcSelf(abs, out _)) return -Errno.ENOENT;
+        SettleFiles();
         long res = Host(cpu, Nr.truncate, () =>
         {
             long fd = Fs.Open(abs, O.WRONLY, 0);
@@ -229,6 +249,7 @@ public sealed partial class Kernel
         if (e < 0) return e;
         if (ProcStat(cpu, nr, ref abs, follow, guestBuf, len) is long pr) return pr;
         CheckWritable(guestBuf, (ulong)len);
+        SettleFiles(); // stat: sizes with the guest's own writes
         return Host(cpu, nr, () =>
         {
             var buf = new byte[len];
@@ -245,6 +266,7 @@ public sealed partial class Kernel
         if (e < 0) return e;
         e = GuestAbs(d2, Path(p2), out var a2);
         if (e < 0) return e;
+        SettleFiles();
         long r = Host(cpu, nr, () => HostResult.Of(Fs.InParents(a1, a2, -Errno.EBUSY, (dir1, n1, dir2, n2) =>
         {
             fixed (byte* q1 = n1) fixed (byte* q2 = n2) return call(dir1, (long)q1, dir2, (long)q2);
@@ -259,6 +281,7 @@ public sealed partial class Kernel
         long e = GuestAbs(dirfd, Path(linkpath), out var abs);
         if (e < 0) return e;
         var zt = HostSys.Z(t);
+        SettleFiles();
         long r = Host(cpu, Nr.symlinkat, () => HostResult.Of(Fs.InParent(abs, -Errno.EEXIST, (dir, name) =>
         {
             fixed (byte* q1 = zt) fixed (byte* q2 = name) return HostSys.Call(Nr.symlinkat, (long)q1, dir, (long)q2);
@@ -278,6 +301,7 @@ public sealed partial class Kernel
         int isDir = 0;
         var t = Current;
         int hostMode = mode & ~P.Umask & 0xFFF;
+        if ((flags & (O.CREAT | O.TRUNC)) != 0) SettleFiles(); // it may change the names or a file's size
         var res = Host(cpu, Nr.openat, () =>
         {
             // a FIFO's open waits for its other end with the calling thread only
@@ -406,7 +430,12 @@ public sealed partial class Kernel
                                             : HostSys.Call(Nr.pwrite64, f.HostFd, (long)p, rest.Length, at));
         };
         long r = output ? Boundary.Output(cpu.Tid, nr, f.HostFd, rest, perform).Value
-                        : Host(cpu, nr, perform, reexecuteOnReplay).Value;
+               : reexecuteOnReplay ? Boundary.FileWrite(cpu.Tid, nr, new GuestFileWrite
+                   {
+                       HostFd = f.HostFd, Data = rest, Offset = offset, FileOffset = f.Offset,
+                       Append = (f.StatusFlags & O.APPEND) != 0, GuestPath = f.GuestPath, Perform = perform,
+                   }).Value
+               : Host(cpu, nr, perform).Value;
         if (r == WouldBlock) return r;
         if (output && r > 0) Boundary.OnOutput(this, cpu, f.HostFd, rest.AsSpan(0, (int)r));
         if (!output && r > 0 && offset < 0) f.Offset += r;
@@ -428,6 +457,7 @@ public sealed partial class Kernel
             vecs.Add((b, l)); total += l;
         }
         int n = (int)Math.Min(total, 1 << 24);
+        if (f is HostFile { OnStorage: true }) SettleFiles();
         long got = f.Receive(() => Host(cpu, Nr.readv, () =>
         {
             if (WouldWait(Current, f, Poll.IN) is long w) return HostResult.Of(w);
@@ -468,7 +498,7 @@ public sealed partial class Kernel
         if (path.Length == 0 && (flags & At.EMPTY_PATH) != 0 && ProcDirStat(dirfd, buf, statx: false) is long ps) return ps;
         if (path.Length == 0 && (flags & At.EMPTY_PATH) != 0)
             return Fds.TryGetValue(dirfd, out var vf) && vf.StatMode is { } mode ? StatInVm(buf, mode, vf.StatInode)
-                : FdBuffer(cpu, Nr.newfstatat, dirfd, buf, 144, (h, b) => HostSys.Call(Nr.fstat, h, b));
+                : SettledFdBuffer(cpu, Nr.newfstatat, dirfd, buf, 144, (h, b) => HostSys.Call(Nr.fstat, h, b));
         return PathBuffer(cpu, Nr.newfstatat, dirfd, pathAddr, (flags & At.SYMLINK_NOFOLLOW) == 0, buf, 144,
             (fd, b) => AtEmpty(e => HostSys.Call(Nr.newfstatat, fd, e, b, At.EMPTY_PATH)));
     }
@@ -480,6 +510,7 @@ public sealed partial class Kernel
         if (path.Length == 0 && (flags & At.EMPTY_PATH) != 0)
         {
             if (!Fds.TryGetValue(dirfd, out var f)) return -Errno.EBADF;
+            if (f is HostFile { OnStorage: true }) SettleFiles();
             var empty = HostSys.Z("");
             return HostBuffer(cpu, Nr.statx, buf, 256, b => { unsafe { fixed (byte* e = empty) return HostSys.Call(Nr.statx, f.HostFd, (long)e, At.EMPTY_PATH | (flags & ~At.EMPTY_PATH), mask, b); } });
         }
@@ -514,6 +545,7 @@ public sealed partial class Kernel
         if (pathAddr == 0)
         {
             if (!Fds.TryGetValue(dirfd, out var f)) return -Errno.EBADF;
+            SettleFiles();
             return Host(cpu, Nr.utimensat, () => { fixed (byte* tp = t) return HostResult.Of(HostSys.Call(Nr.utimensat, f.HostFd, 0, t == null ? 0 : (long)tp, 0)); }, true).Value;
         }
         return PathOp(cpu, Nr.utimensat, dirfd, pathAddr, (flags & At.SYMLINK_NOFOLLOW) == 0,
@@ -567,6 +599,7 @@ public sealed partial class Kernel
         if (!Fds.TryGetValue(outFd, out var o) || !Fds.TryGetValue(inFd, out var i)) return -Errno.EBADF;
         int n = (int)Math.Min(count, 1 << 20);
         long offset = offPtr != 0 ? (long)Mem.Read64(offPtr) : -1;
+        if (i is HostFile { OnStorage: true }) SettleFiles();
         // read through the boundary (input), then write as the guest would
         var rd = Boundary.Syscall(cpu.Tid, Nr.sendfile, () =>
         {
