@@ -37,7 +37,13 @@ public class RootlessHostsTests(ITestOutputHelper output) : DrillTests(output)
             Output.WriteLine($"skipped: this machine refuses user namespaces to an unprivileged user: {UserNamespace.WhyNotAllowed(UserNamespace.ReadProcSys) ?? allowed.Stderr.Trim()}");
             return;
         }
-        string guest = GuestEnv.Guest("ticker", "musl");
+        string guest = GuestEnv.Guest("ticker", "musl"), chaos = Path.Combine(AppContext.BaseDirectory, "chaos.dll");
+        // the build and the guest must be readable by that user (a checkout under a private home directory is not)
+        foreach (var f in new[] { chaos, guest })
+        {
+            string[] readable = [.. asUser, "test", "-r", f];
+            Assert.True(Child.Run(readable[0], readable[1..], TimeSpan.FromSeconds(30)).ExitCode == 0, $"{f} is not readable by the unprivileged user (uid {(asUser.Length > 0 ? Unprivileged : Environment.UserName)}): run the test from a checkout other users may read");
+        }
         string dir = Path.Combine(Path.GetTempPath(), $"revirt-rootless-{Environment.ProcessId}-{Guid.NewGuid():N}");
         Directory.CreateDirectory(dir);
         if (!OperatingSystem.IsWindows()) // the unprivileged user writes its report here
@@ -46,7 +52,7 @@ public class RootlessHostsTests(ITestOutputHelper output) : DrillTests(output)
         try
         {
             string report = Path.Combine(dir, "report");
-            string[] drill = [.. asUser, "env", $"HOME={dir}", "dotnet", Path.Combine(AppContext.BaseDirectory, "chaos.dll"), "drill", "--hosts", "netns",
+            string[] drill = [.. asUser, "env", $"HOME={dir}", "dotnet", chaos, "drill", "--hosts", "netns",
                 "--cycles", "1", "--faults", "partition", "--guest", guest, "--seed", "3", "--quiet", "--report", report];
             var r = Child.Run(drill[0], drill[1..], TimeSpan.FromMinutes(3), cwd: dir);
             Output.WriteLine(r.StdoutText);
