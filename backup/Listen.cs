@@ -68,6 +68,8 @@ public sealed class ListenSettings
     /// <summary>The data link's transport (<c>--data-link</c>): whether this replica offers its same-host socket (and
     /// takes only it), and what it uses for the links it opens to standbys after a takeover.</summary>
     public DataLinkKind DataLink { get; init; }
+    /// <summary>Where the Prometheus scrape endpoint answers (<c>--metrics-listen</c>); null: none.</summary>
+    public string? MetricsListen { get; init; }
 }
 
 /// <summary>`backup listen`: serves the replication endpoint, follows one primary, takes over when it dies.</summary>
@@ -84,6 +86,10 @@ public static class ListenHost
         }
         if (s.Secret.Length == 0)
             Console.Error.WriteLine($"backup: WARNING: --insecure-no-auth: NO AUTHENTICATION; any client that reaches port {s.Listen.Port} can claim this backup");
+        MetricsEndpoint? metrics;
+        try { metrics = MetricsEndpoint.Open(s.MetricsListen, s.Events); }
+        catch (ArgumentException e) { Console.Error.WriteLine($"backup: {e.Message}"); return 2; }
+        using var metricsScope = metrics;
         var listenAddr = s.Listen.Host is "localhost" ? IPAddress.Loopback : IPAddress.Parse(s.Listen.Host);
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = [] });
         builder.Logging.ClearProviders();
@@ -135,6 +141,7 @@ public static class ListenHost
         Console.Error.WriteLine($"backup: listening on {string.Join(", ", addrs ?? [])} as {s.Id} (data link on port {data.Port}{(local != null ? $" and same-host socket @{local.SocketName}" : "")})");
         s.Events.Emit(ReplicaEvent.Listening, ("url", addrs?.FirstOrDefault()), ("id", s.Id), ("dataPort", data.Port), ("dataSocket", local?.SocketName));
         app.WaitForShutdown();
+        metrics?.EmitFinal(s.Events);
         s.Events.Emit(ReplicaEvent.Exit, ("status", session.ExitCode));
         return session.ExitCode;
     }

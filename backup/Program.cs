@@ -65,10 +65,11 @@ var standbyOpt = new Option<string[]>("--standby")
 var dataPortOpt = new Option<int>("--data-port") { Description = "TCP port of the data link (on the --listen address) that carries the log and the acks after the handshake; the Welcome tells the primary. 0 (default): any free port.", DefaultValueFactory = _ => 0 };
 var dataLinkOpt = new Option<string>("--data-link") { Description = ReVirt.Replication.DataLinkKinds.Help + " On a backup: whether it offers the same-host socket (auto, the default: offered beside TCP; unix: it takes only the socket and also uses only it for the links it opens to standbys after a takeover, which otherwise go over TCP).", DefaultValueFactory = _ => "auto" };
 dataLinkOpt.AcceptOnlyFromAmong("auto", "unix", "tcp");
+var metricsOpt = new Option<string?>("--metrics-listen") { Description = ReVirt.Replication.MetricsEndpoint.OptionHelp };
 var standbyRetryOpt = new Option<int>("--standby-retry-ms") { Description = "Pause between two rounds over the standbys while none accepts.", DefaultValueFactory = _ => 500 };
 var listen = new Command("listen", "Serve the replication endpoint, follow one primary (`primary protect`), replay its log in lockstep and acknowledge each batch as soon as it holds it; when the primary is lost, drain, win the arbiter and go live. Exit status: the guest's; 3 when standing down; 1 on divergence.")
 {
-    listenOpt, lrootOpt, tokenOpt, insecureOpt, sharedOpt, noSnapshotOpt, certOpt, keyOpt, caOpt, arbiterOpt, timeoutOpt, silenceOpt, copyOpt, eventsOpt, plantOpt, ackDelayOpt, tapOpt, netnsOpt, standbyOpt, standbyRetryOpt, dataPortOpt, dataLinkOpt,
+    listenOpt, lrootOpt, tokenOpt, insecureOpt, sharedOpt, noSnapshotOpt, certOpt, keyOpt, caOpt, arbiterOpt, timeoutOpt, silenceOpt, copyOpt, eventsOpt, plantOpt, ackDelayOpt, tapOpt, netnsOpt, standbyOpt, standbyRetryOpt, dataPortOpt, dataLinkOpt, metricsOpt,
 };
 listen.SetAction(parse =>
 {
@@ -99,6 +100,7 @@ listen.SetAction(parse =>
         Tls = tls,
         Tap = parse.GetValue(tapOpt)!,
         Netns = parse.GetValue(netnsOpt),
+        MetricsListen = parse.GetValue(metricsOpt),
     });
 });
 root.Add(listen);

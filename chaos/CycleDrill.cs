@@ -999,6 +999,7 @@ public sealed class CycleDrill(CycleSettings s)
             outputBytes,
             net = s.Network != null ? "virtual" : "none",
             hosts = s.Hosts != null ? "netns" : "local",
+            hostsMadeBy = Report.HostsMadeBy(s.Hosts),
             arbiter = s.Hosts != null ? "etcd" : "lock file",
             faults = s.Faults.Select(Faults.Name).ToArray(),
             summary = Medians(cycles).ToDictionary(m => m.Key, m => m.Value),

@@ -42,7 +42,8 @@ public sealed record Host(string Name, int Octet, string? Tap)
     public override string ToString() => Name;
 }
 
-/// <summary>Why `--hosts netns` cannot run here (no root, no iproute2, no etcd).</summary>
+/// <summary>Why `--hosts netns` cannot run here (neither root nor a user namespace, no iproute2, no etcd, no TAP
+/// devices for a guest network).</summary>
 public sealed class NetnsUnavailableException(string message) : Exception(message);
 
 /// <summary>
@@ -55,7 +56,9 @@ public sealed class NetnsUnavailableException(string message) : Exception(messag
 /// the guest's address from one port to the other. Faults are real: <see cref="KillHost"/> (every process of the
 /// host SIGKILLed, its ports down), <see cref="LinkDown"/> (its ports down: silence, nothing is reset),
 /// <see cref="Partition"/> (the bridge stops forwarding between two replica hosts' ports while both still reach
-/// etcd, the clients and every other host). The arbiter is etcd on its own host. Needs root and iproute2.
+/// etcd, the clients and every other host). The arbiter is etcd on its own host. Needs iproute2 and root: the
+/// machine's, or root of a user namespace of its own (<see cref="UserNamespace"/>: `chaos drill` run by another user
+/// re-runs itself in one), where the namespaces' names live on a private tmpfs over /run/netns.
 /// </summary>
 public sealed class NetnsHosts : IGuestNetwork, IDisposable
 {
@@ -79,9 +82,17 @@ public sealed class NetnsHosts : IGuestNetwork, IDisposable
     int _disposed;
     PosixSignalRegistration? _sigint, _sigterm;
 
-    NetnsHosts(string prefix, int standbys)
+    /// <summary>Whether the replica hosts have TAP ports (a guest network) on the bridge.</summary>
+    readonly bool _taps;
+
+    /// <summary>True when the drill runs as root of a user namespace of its own, not as the machine's root.</summary>
+    public bool Rootless { get; }
+
+    NetnsHosts(string prefix, int standbys, bool taps, bool rootless)
     {
         _prefix = prefix;
+        _taps = taps;
+        Rootless = rootless;
         Replicas = [Host.Primary, .. Enumerable.Range(0, standbys + 1).Select(Host.Slot)];
         _all = [Host.Primary, Host.Backup, Host.Clients, Host.Etcd, .. Replicas.Skip(2)];
         _etcdDir = Path.Combine(Path.GetTempPath(), $"{prefix}-etcd");
@@ -94,19 +105,26 @@ public sealed class NetnsHosts : IGuestNetwork, IDisposable
     public string Ns(Host h) => _prefix + h.Name;
 
     /// <summary>Makes the hosts, the bridge and etcd: primary, backup, clients, etcd and <paramref name="standbys"/>
-    /// standby hosts more (a cycles drill's further replica slots). Throws <see cref="NetnsUnavailableException"/> at
-    /// once when this machine cannot (not root, no `ip`, no etcd), <see cref="InvalidOperationException"/> naming the
-    /// failing command otherwise; whatever was made by then is removed.</summary>
-    public static NetnsHosts Create(int standbys = 0)
+    /// standby hosts more (a cycles drill's further replica slots), with a TAP port per replica host when
+    /// <paramref name="guestNetwork"/> (the guest's virtual interface). Throws <see cref="NetnsUnavailableException"/>
+    /// at once when this machine cannot (not root, no `ip`, no etcd, no TAP device), <see cref="InvalidOperationException"/>
+    /// naming the failing command otherwise; whatever was made by then is removed.</summary>
+    public static NetnsHosts Create(int standbys = 0, bool guestNetwork = true)
     {
         if (!OperatingSystem.IsLinux() || !Environment.IsPrivilegedProcess)
-            throw new NetnsUnavailableException("--hosts netns needs root (it makes network namespaces, a bridge and veth pairs)");
+            throw new NetnsUnavailableException("--hosts netns needs root, or root of a user namespace of its own (`chaos drill` run by another user re-runs itself in one): it makes network namespaces, a bridge and veth pairs");
         if (!File.Exists(EtcdBinary)) throw new NetnsUnavailableException($"--hosts netns needs etcd ({EtcdBinary}; Debian package etcd-server) for its arbiter host");
         try { Child.Check(TimeSpan.FromSeconds(30), "ip", "-V"); }
         catch (Exception e) when (e is InvalidOperationException or System.ComponentModel.Win32Exception)
         { throw new NetnsUnavailableException($"--hosts netns needs iproute2 (`ip`): {e.Message}"); }
+        bool rootless = UserNamespace.Inside;
+        if (rootless)
+        {
+            if (guestNetwork && UserNamespace.WhyNoTap() is { } noTap) throw new NetnsUnavailableException($"--hosts netns in a user namespace: {noTap}");
+            UserNamespace.PrivateNetnsDirectory();
+        }
         SweepStale();
-        var h = new NetnsHosts($"{NamePrefix}{Environment.ProcessId}x{Interlocked.Increment(ref _made)}", standbys);
+        var h = new NetnsHosts($"{NamePrefix}{Environment.ProcessId}x{Interlocked.Increment(ref _made)}", standbys, guestNetwork, rootless);
         try
         {
             h.Build();
@@ -152,7 +170,7 @@ public sealed class NetnsHosts : IGuestNetwork, IDisposable
             In(Ns(h), "addr", "add", $"{h.Ip}/{PrefixLength}", "dev", "eth0");
             In(Ns(h), "link", "set", "eth0", "up");
         }
-        foreach (var tap in Replicas.Select(h => h.Tap!))
+        foreach (var tap in _taps ? Replicas.Select(h => h.Tap!) : [])
         {
             In(Switch, "tuntap", "add", "dev", tap, "mode", "tap");
             In(Switch, "link", "set", tap, "master", Bridge);
@@ -274,19 +292,22 @@ public sealed class NetnsHosts : IGuestNetwork, IDisposable
 
     // ------------------------------------------------------------------ the guest's network (kvserver)
 
-    public string[] PrimaryArgs => ["--net", "virtual", "--ip", $"{GuestIp}/{PrefixLength}", "--tap", Host.Primary.Tap!, "--netns", Switch];
+    public string[] PrimaryArgs => ["--net", "virtual", "--ip", $"{GuestIp}/{PrefixLength}", "--tap", GuestTap(Host.Primary), "--netns", Switch];
     public string[] BackupArgs => StandbyArgs(Host.Backup);
     /// <summary>`backup listen` options of a cycles drill's replica on slot <paramref name="slot"/> (its host's TAP device).</summary>
     public string[] StandbyArgs(int slot) => StandbyArgs(Host.Slot(slot));
     /// <summary>`backup listen` options of a replica on host <paramref name="h"/>: its TAP device on the bridge.</summary>
-    public string[] StandbyArgs(Host h) => ["--tap", h.Tap ?? throw new ArgumentException($"host {h} runs no replica"), "--netns", Switch];
+    public string[] StandbyArgs(Host h) => ["--tap", GuestTap(h), "--netns", Switch];
+
+    string GuestTap(Host h) => !_taps ? throw new InvalidOperationException("these hosts were made without a guest network (no TAP ports)")
+        : h.Tap ?? throw new ArgumentException($"host {h} runs no replica");
     public IPAddress Guest => IPAddress.Parse(GuestIp);
     public Socket NewTcpSocket() => (_clients ?? throw new ObjectDisposedException(nameof(NetnsHosts))).NewTcpSocket();
 
     // ------------------------------------------------------------------ faults
 
-    /// <summary>The host's ports on the switch: its veth and, for a replica, its TAP device.</summary>
-    static string[] Ports(Host h) => h.Tap is { } tap ? [h.Port, tap] : [h.Port];
+    /// <summary>The host's ports on the switch: its veth and, for a replica with a guest network, its TAP device.</summary>
+    string[] Ports(Host h) => _taps && h.Tap is { } tap ? [h.Port, tap] : [h.Port];
 
     /// <summary>A killed host: every process in its namespace SIGKILLed, its ports down.</summary>
     public void KillHost(Host h)

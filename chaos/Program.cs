@@ -38,7 +38,7 @@ var netOpt = new Option<string>("--net")
 netOpt.AcceptOnlyFromAmong("host", "virtual");
 var hostsOpt = new Option<string>("--hosts")
 {
-    Description = "Where the replicas run. local (default): processes of this host, the replication link through a loopback relay. netns: the primary, the backup, the clients and etcd (the arbiter) each on a host of its own, a network namespace with one interface on a bridge the drill makes (and removes on exit; needs root and iproute2), so host faults are real: kill = the primary's host killed (its processes SIGKILLed, its ports down), link-down = its ports down at the bridge, partition = the bridge stops forwarding between the replicas' hosts (both still reach etcd and the clients), kill-backup, freeze, cut-kill (slow-link and throttle need the relay). With kvserver the guest serves on a virtual interface (--net virtual) moving between the replicas' TAP ports on the bridge. With --cycles: a host per replica slot besides the first primary's (see --cycles).",
+    Description = "Where the replicas run. local (default): processes of this host, the replication link through a loopback relay. netns: the primary, the backup, the clients and etcd (the arbiter) each on a host of its own, a network namespace with one interface on a bridge the drill makes (and removes on exit; needs iproute2, and root or user namespaces: run by another user the drill re-runs itself in a user namespace of its own, where it is root over the namespaces it makes and nothing else; kvserver's guest network also needs TAP devices, i.e. a /dev/net/tun that user may open), so host faults are real: kill = the primary's host killed (its processes SIGKILLed, its ports down), link-down = its ports down at the bridge, partition = the bridge stops forwarding between the replicas' hosts (both still reach etcd and the clients), kill-backup, freeze, cut-kill (slow-link and throttle need the relay). With kvserver the guest serves on a virtual interface (--net virtual) moving between the replicas' TAP ports on the bridge. With --cycles: a host per replica slot besides the first primary's (see --cycles).",
     DefaultValueFactory = _ => "local",
 };
 hostsOpt.AcceptOnlyFromAmong("local", "netns");
@@ -54,6 +54,8 @@ var drill = new Command("drill", "Start a local primary-backup pair (separate pr
 };
 drill.SetAction(parse =>
 {
+    // without root the drill's hosts are made by root of a user namespace of its own: this command, run again in one
+    if (parse.GetValue(hostsOpt) == "netns" && OperatingSystem.IsLinux() && !Environment.IsPrivilegedProcess) return UserNamespace.RunThisCommandInside(Console.Error);
     if (parse.GetValue(cyclesOpt) is int cycles) return Cycles(parse, cycles);
     bool onHosts = parse.GetValue(hostsOpt) == "netns";
     FaultKind[] faults;
@@ -77,7 +79,7 @@ drill.SetAction(parse =>
     if (onHosts)
     {
         if (parse.GetValue(baseDelayOpt) > 0) { Console.Error.WriteLine("chaos: --link-delay-ms needs the loopback relay (not with --hosts netns)"); return 2; }
-        try { hosts = NetnsHosts.Create(); }
+        try { hosts = NetnsHosts.Create(guestNetwork: workload == "kvserver"); }
         catch (NetnsUnavailableException e) { Console.Error.WriteLine($"chaos: {e.Message}"); return 2; }
         catch (Exception e) when (e is InvalidOperationException or System.ComponentModel.Win32Exception or TimeoutException)
         { Console.Error.WriteLine($"chaos: --hosts netns: cannot make the drill's hosts: {e.Message}"); return 2; }
@@ -180,7 +182,7 @@ int Cycles(ParseResult parse, int cycles)
     if (onHosts)
     {
         // a host per replica slot (the backup's and one per further standby slot) besides the first primary's
-        try { hosts = NetnsHosts.Create(standbys: slots - 1); }
+        try { hosts = NetnsHosts.Create(standbys: slots - 1, guestNetwork: onNet); }
         catch (NetnsUnavailableException e) { Console.Error.WriteLine($"chaos: {e.Message}"); return 2; }
         catch (Exception e) when (e is InvalidOperationException or System.ComponentModel.Win32Exception or TimeoutException)
         { Console.Error.WriteLine($"chaos: --hosts netns: cannot make the drill's hosts: {e.Message}"); return 2; }

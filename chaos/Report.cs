@@ -45,7 +45,12 @@ public static class Report
         double? DetectionMs, double? DrainMs, double? FailoverMs, double? ServiceBackMs, double DurationMs, int RequestsDone,
         bool Ok, List<InvariantDto> Invariants, List<EventDto> Timeline,
         long PrimaryStdoutBytes, long BackupStdoutBytes, int? PrimaryExit, int? BackupExit, string? ArbiterHolder, string? ArbiterRead, List<string> KilledAsHung, string Rerun);
-    public sealed record ReportDto(string Tool, string Workload, string Net, string Hosts, string? Arbiter, int Seed, int Rounds, string[] Faults, bool Ok, string? FirstViolation, DateTimeOffset Finished, List<RoundDto> RoundResults);
+    /// <param name="HostsMadeBy">--hosts netns: who made the hosts: "root", or "user-namespace" (a drill run without root,
+    /// root of a user namespace of its own); null on loopback.</param>
+    public sealed record ReportDto(string Tool, string Workload, string Net, string Hosts, string? Arbiter, int Seed, int Rounds, string[] Faults, bool Ok, string? FirstViolation, DateTimeOffset Finished, List<RoundDto> RoundResults, string? HostsMadeBy);
+
+    /// <summary>The report's hostsMadeBy: who made the hosts of a --hosts netns drill.</summary>
+    public static string? HostsMadeBy(NetnsHosts? hosts) => hosts == null ? null : hosts.Rootless ? "user-namespace" : "root";
 
     static readonly JsonSerializerOptions Json = new()
     {
@@ -68,7 +73,7 @@ public static class Report
                 r.Invariants.Select(i => new InvariantDto(i.Name, i.Ok, i.Detail)).ToList(),
                 r.Timeline.Select(e => new EventDto(Math.Round(e.AtMs, 1), e.Lane, e.Label)).ToList(),
                 o.PrimaryStdout.Length, o.BackupStdout.Length, o.PrimaryExit, o.BackupExit, o.ArbiterHolder, o.ArbiterRead, o.KilledAsHung, Rerun(r, s.Workload.Name));
-        }).ToList());
+        }).ToList(), HostsMadeBy(s.Hosts));
 
     public static string? FirstViolation(IReadOnlyList<RoundResult> rs, string workload)
     {

@@ -45,6 +45,7 @@ Command ProtectCommand()
         AllowMultipleArgumentsPerToken = false,
     };
     var standbyRetryOpt = new Option<int>("--standby-retry-ms") { Description = "Pause between two rounds over the standbys while none accepts.", DefaultValueFactory = _ => 500 };
+    var metricsOpt = new Option<string?>("--metrics-listen") { Description = ReVirt.Replication.MetricsEndpoint.OptionHelp };
     var storeOpt = new Option<string?>("--log") { Description = "Where this replica keeps its whole log, which a standby that joins later receives from the beginning (default: a temporary file removed at exit)." };
     var replayLagOpt = new Option<int>("--max-replay-lag-ms") { Description = "Slow the guest down while the backup's replay trails the log by more than this many milliseconds (the age of the oldest record it has not replayed), until it is within half of it: a takeover then has little to replay before going live. 0: no bound.", DefaultValueFactory = _ => 20 };
     var shipAfterOpt = new Option<int>("--ship-after-us") { Description = "A record whose output waits for the backup's acknowledgement is shipped when the guest is about to wait, or at its first syscall this many microseconds after it was logged. Longer gathers more replies per batch (fewer batches, acknowledgements and wake-ups on both replicas per request) and may hold a reply up to that much longer; a server that runs out of requests ships as it parks.", DefaultValueFactory = _ => ReVirt.Replay.RecordingBoundary.DefaultShipAfterMicroseconds };
@@ -55,7 +56,7 @@ Command ProtectCommand()
     var protoOpt = new Option<uint>("--protocol-version") { Description = "Testing: announce another protocol version.", Hidden = true, DefaultValueFactory = _ => ReVirt.Replication.ReplicationProtocol.Version };
     var protect = new Command("protect", "Run like `record`, streaming the event log to a backup (`backup listen`) that replays it in lockstep and takes over if this primary dies. Output leaves the VM only once the backup holds the log up to the point where it was produced.")
     {
-        backupOpt, noExitWatchOpt, standbyOpt, standbyRetryOpt, storeOpt, tokenOpt, certOpt, keyOpt, caOpt, arbiterOpt, hbOpt, timeoutOpt, lagRecOpt, lagBytesOpt, replayLagOpt, shipAfterOpt, backupDataOpt, dataLinkOpt, eventsOpt, plantOpt, protoOpt, guest.Interval, guest.Root, guest.Cwd, guest.Net, guest.Ip, guest.Mac, guest.Tap, guest.Netns, guest.NoRack, guest.Stats, guest.Tier, guest.BackgroundCompile, guest.Program,
+        backupOpt, noExitWatchOpt, standbyOpt, standbyRetryOpt, storeOpt, tokenOpt, certOpt, keyOpt, caOpt, arbiterOpt, hbOpt, timeoutOpt, lagRecOpt, lagBytesOpt, replayLagOpt, shipAfterOpt, backupDataOpt, dataLinkOpt, eventsOpt, metricsOpt, plantOpt, protoOpt, guest.Interval, guest.Root, guest.Cwd, guest.Net, guest.Ip, guest.Mac, guest.Tap, guest.Netns, guest.NoRack, guest.Stats, guest.Tier, guest.BackgroundCompile, guest.Program,
     };
     protect.SetAction(parse =>
     {
@@ -91,7 +92,11 @@ Command ProtectCommand()
             PlantSnapshot = ReVirt.Replication.LivePlants.Parse(parse.GetValue(plantOpt)).Snapshot,
         };
         if (guest.MakeOptions(parse) is not { } machine) return 2;
-        return ReVirt.Primary.ProtectHost.Run(settings, machine, parse.GetValue(guest.Interval), parse.GetValue(guest.Stats));
+        ReVirt.Replication.MetricsEndpoint? metrics;
+        try { metrics = ReVirt.Replication.MetricsEndpoint.Open(parse.GetValue(metricsOpt), events); }
+        catch (ArgumentException e) { Console.Error.WriteLine($"primary: {e.Message}"); return 2; }
+        using var metricsScope = metrics;
+        return ReVirt.Primary.ProtectHost.Run(settings, machine, parse.GetValue(guest.Interval), parse.GetValue(guest.Stats), metrics);
     });
     return protect;
 }

@@ -12,14 +12,15 @@ namespace ReVirt.Primary;
 /// <summary>`primary protect`: a hosted service that runs the guest recording, streaming its log to the backup.</summary>
 public static class ProtectHost
 {
-    public static int Run(ProtectSettings settings, MachineOptions opts, ulong checkpointInterval, bool stats)
+    /// <param name="metrics">`--metrics-listen`: its final values are reported as the replica ends.</param>
+    public static int Run(ProtectSettings settings, MachineOptions opts, ulong checkpointInterval, bool stats, MetricsEndpoint? metrics = null)
     {
         Replication.ThreadPools.ForLowLatency();
         if (!Directory.Exists(opts.Root)) { Console.Error.WriteLine($"primary: --root {opts.Root}: no such directory"); return 2; }
         var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true });
         builder.Logging.ClearProviders();
         builder.Services.AddSingleton<IHostLifetime, QuietLifetime>(); // signals go to the guest, not to the host
-        var svc = new ProtectService(settings, opts, checkpointInterval, stats);
+        var svc = new ProtectService(settings, opts, checkpointInterval, stats, metrics);
         builder.Services.AddSingleton<IHostedService>(svc);
         using var host = builder.Build();
         svc.Lifetime = host.Services.GetRequiredService<IHostApplicationLifetime>();
@@ -34,7 +35,7 @@ sealed class QuietLifetime : IHostLifetime
     public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 }
 
-sealed class ProtectService(ProtectSettings settings, MachineOptions opts, ulong checkpointInterval, bool stats) : BackgroundService
+sealed class ProtectService(ProtectSettings settings, MachineOptions opts, ulong checkpointInterval, bool stats, MetricsEndpoint? metrics) : BackgroundService
 {
     public IHostApplicationLifetime? Lifetime;
     public int ExitCode = 1;
@@ -46,6 +47,7 @@ sealed class ProtectService(ProtectSettings settings, MachineOptions opts, ulong
         catch (Exception e) { Log.WriteLine($"primary: {e.Message}"); ExitCode = 1; }
         finally
         {
+            metrics?.EmitFinal(settings.Events);
             settings.Events.Emit(ReplicaEvent.Exit, ("status", ExitCode));
             Lifetime?.StopApplication();
         }

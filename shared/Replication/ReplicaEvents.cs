@@ -132,5 +132,7 @@ public static class ReplicaEvent
     public const string ArbiterAsked = "arbiter-asked";       // fromTerm, won, term (won: the new term; lost: the newest the arbiter named, 0 when it could not be asked), holder, error (each request to go live: a backup losing its primary, a live replica losing its backup or releasing its last output)
     public const string Stats = "stats";                      // --stats figures: outputsHeld, outputHoldP50Ms/P99Ms, socketSendsHeld, socketHoldP50Ms/P99Ms, creditWaits, acks, lagP50Ms/P99Ms, records, logBytes, replayTrailP50Ms/P99Ms, throttledMs, replayThrottledMs, replayStalls
     // both
+    public const string MetricsListening = "metrics-listening"; // url (--metrics-listen: where the Prometheus scrape endpoint answers, its real port)
+    public const string Metrics = "metrics";                  // --metrics-listen, as the replica ends: logBytes, failovers, reprotections, lag, heldBytes, ackLatencyCount, ackLatencySumMs (MetricsEndpoint.EventFields)
     public const string Exit = "exit";                        // status
 }

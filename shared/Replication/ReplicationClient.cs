@@ -612,6 +612,7 @@ public sealed class ReplicationClient : ILogSink
                     double waitedMs = Stopwatch.GetElapsedTime(since).TotalMilliseconds;
                     string what = session.Snapshot != null ? $"a snapshot at record #{session.SnapshotSequence}, then {session.CatchUpTo - session.CatchUpFrom} bytes of log" : $"the log so far: {session.SwitchAt} records, {session.CatchUpTo - session.CatchUpFrom} bytes";
                     _log.WriteLine($"{_s.Role}: protected again by {session.BackupId} at {url} (term {Term}); sending it {what}");
+                    ReplicationMetrics.Reprotections.Add(1);
                     _s.Events.Emit(ReplicaEvent.Reprotected, ("backup", session.BackupId), ("url", url), ("term", Term),
                         ("backlogRecords", session.Snapshot != null ? 0 : (long)session.SwitchAt), ("backlogBytes", session.CatchUpTo - session.CatchUpFrom), ("unprotectedMs", waitedMs),
                         ("mode", session.Snapshot != null ? "snapshot" : "log"), ("snapshotSequence", session.Snapshot != null ? session.SnapshotSequence : null), ("dataLink", session.Link.Kind.Name()));

@@ -5,7 +5,8 @@ namespace ReVirt.Replication;
 /// <summary>
 /// The replicas' metrics (System.Diagnostics.Metrics, meter "ReVirt.Replication"; read them with
 /// <c>dotnet-counters monitor -n primary --counters ReVirt.Replication</c>): the backup's lag, the ack latency,
-/// bytes held by the output gate, log bytes shipped (a rate), failovers.
+/// bytes held by the output gate, log bytes shipped (a rate), failovers, re-protections; `--metrics-listen` serves
+/// them to Prometheus (<see cref="MetricsEndpoint"/>).
 /// </summary>
 public static class ReplicationMetrics
 {
@@ -18,6 +19,8 @@ public static class ReplicationMetrics
     public static readonly Counter<long> LogBytes = Meter.CreateCounter<long>("revirt.replication.log_bytes", "By", "log bytes sent to the backup");
     /// <summary>Failovers: a backup that took over, or a primary that went on unprotected.</summary>
     public static readonly Counter<long> Failovers = Meter.CreateCounter<long>("revirt.replication.failovers", null, "takeovers and unprotected continuations");
+    /// <summary>Re-protections: a live replica protected again by a standby that joined it.</summary>
+    public static readonly Counter<long> Reprotections = Meter.CreateCounter<long>("revirt.replication.reprotections", null, "standbys that joined this live replica and protect it again");
 
     static Func<long>? _lag, _held;
     static int _registered;

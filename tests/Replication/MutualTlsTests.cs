@@ -132,4 +132,39 @@ public class BackupHealthTests
         var r = await health.CheckAsync(new Grpc.Health.V1.HealthCheckRequest(), deadline: DateTime.UtcNow.AddSeconds(30));
         Assert.Equal(Grpc.Health.V1.HealthCheckResponse.Types.ServingStatus.Serving, r.Status);
     }
+
+    /// <summary>
+    /// The health follows the backup's state: SERVING while it follows a primary, NOT_SERVING once it has lost the
+    /// primary and cannot go live yet. The arbiter it must ask is an "etcd" the test plays that accepts connections
+    /// and never answers, so the backup stays between losing its primary (SIGKILLed) and deciding for the arbiter's
+    /// call time-out (about 3 s); then it stands down (exit 3: it could not win). Fails when the health check ignores
+    /// the lost primary. About 5-8 s.
+    /// </summary>
+    [Fact]
+    public async Task TheBackupIsNotServingBetweenLosingItsPrimaryAndGoingLive()
+    {
+        using var stalledEtcd = Replicas.LoopbackListener(); // the kernel completes connections; nobody reads them
+        int etcdPort = ((IPEndPoint)stalledEtcd.LocalEndPoint!).Port;
+        string lockFile = Replicas.TempFile(".lock");
+        var (b, url) = Replicas.StartBackup("--arbiter", $"etcd://127.0.0.1:{etcdPort}/revirt-health-test", "--timeout-ms", "1500");
+        try
+        {
+            using var _ = b;
+            // the primary never asks its arbiter here (its backup is not lost): a lock file it alone uses
+            using var p = Replicas.Primary("--backup", url, "--arbiter", lockFile, "--timeout-ms", "1500", "--", GuestEnv.Guest("counter", "musl"), "100000000", "2000");
+            p.WaitForEvent(ReVirt.Replication.ReplicaEvent.Protected, TimeSpan.FromSeconds(60));
+            using var channel = Grpc.Net.Client.GrpcChannel.ForAddress(url);
+            var health = new Grpc.Health.V1.Health.HealthClient(channel);
+            async Task<Grpc.Health.V1.HealthCheckResponse.Types.ServingStatus> Status() =>
+                (await health.CheckAsync(new Grpc.Health.V1.HealthCheckRequest(), deadline: DateTime.UtcNow.AddSeconds(10))).Status;
+            Assert.NotNull(b.WaitForEvent(ReVirt.Replication.ReplicaEvent.Following, TimeSpan.FromSeconds(60)));
+            Assert.Equal(Grpc.Health.V1.HealthCheckResponse.Types.ServingStatus.Serving, await Status());
+            p.KillHard();
+            b.WaitForEvent(ReVirt.Replication.ReplicaEvent.PrimaryLost, TimeSpan.FromSeconds(60));
+            Assert.Equal(Grpc.Health.V1.HealthCheckResponse.Types.ServingStatus.NotServing, await Status());
+            Assert.Equal(3, b.WaitForExit(TimeSpan.FromSeconds(60)));
+            Assert.NotNull(b.Event(ReVirt.Replication.ReplicaEvent.StoodDown));
+        }
+        finally { Replicas.DeleteArbiter(lockFile); }
+    }
 }

@@ -69,7 +69,7 @@ public class ReprotectionTests(ITestOutputHelper output)
             using var _s = s;
             var (stop, run) = TickerRun();
             using var p = Replicas.Primary(["--backup", url, "--standby", foreignUrl, "--standby", standbyUrl, "--arbiter", arbiter, "--timeout-ms", "2000",
-                "--checkpoint-interval", "2000000", "--", .. run]);
+                "--checkpoint-interval", "2000000", "--metrics-listen", "http://127.0.0.1:0", "--", .. run]);
             p.WaitForEvent(ReplicaEvent.Protected, Long);
             Assert.True(p.WaitFor(() => Lines(p.Stdout) >= 40, Long), "the guest prints");
             b.KillHard();
@@ -87,6 +87,12 @@ public class ReprotectionTests(ITestOutputHelper output)
             Assert.Equal(lines, (int)matched.Long("outputs")!.Value);
             AssertTicks(p.StdoutText, lines);
             Assert.Empty(s.Stdout);
+            // the primary's metrics (MetricsEndpoint): one failover (it went on unprotected), one re-protection (the
+            // foreign standby's refusal is none), nothing held once the pair ended
+            var metrics = p.WaitForEvent(ReplicaEvent.Metrics, Long);
+            Assert.Equal(1, metrics.Long("failovers"));
+            Assert.Equal(1, metrics.Long("reprotections"));
+            Assert.Equal(0, metrics.Long("heldBytes"));
             File.Delete(stop);
         }
         finally
