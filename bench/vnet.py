@@ -351,6 +351,8 @@ def kill_once(i, seconds, bin_dir=BIN):
         import vnettrace
         stem = keep_run(i, bin_dir, {'killedMono': killed_mono, 'killedUnixMs': killed_ms}, trace, events, frames)
         result['own'], result['attached'] = vnettrace.own_stall(stem)
+        if frames and os.path.exists(frames):
+            os.remove(frames)
     if result.get('errors'):
         # a wrong reply (a GET that does not return the acknowledged SET, a byte stream out of step) fails the run
         raise RuntimeError(f"kvload: {result['errors']:.0f} wrong replies")
