@@ -1052,11 +1052,19 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
     FollowOptions Follow(LogHeader header) => new()
     {
         TakeOver = TakeOver,
-        WentLive = report => { foreach (var line in report) s.Events.Emit(ReplicaEvent.TakeoverDescriptor, ("detail", line)); },
+        WentLive = report =>
+        {
+            foreach (var line in report) s.Events.Emit(ReplicaEvent.TakeoverDescriptor, ("detail", line));
+            ThreadPools.MakeCurrentThreadOrdinary(); // the replay thread runs the live guest from here
+        },
         ServingAgain = up =>
         {
+            // a virtual interface comes up before the host descriptors are attached, and the guest answers its
+            // clients only once both are done: the go-live work stays real-time until WentLive (ordinary from here,
+            // the descriptors were attached 31-363 ms after the interface was up at load ~2 and the first replies came
+            // that late). Without a virtual interface this is called once the descriptors are attached.
             if (up != null) s.Events.Emit(ReplicaEvent.TakeoverDescriptor, ("detail", up));
-            ThreadPools.MakeCurrentThreadOrdinary(); // the replay thread runs the live guest from here
+            else ThreadPools.MakeCurrentThreadOrdinary();
         },
         SharedStorage = s.SharedStorage,
         Continue = (p, from) => ContinueRecording(p, from, header),

@@ -1,7 +1,8 @@
 // kvload: closed-loop load generator for the kvserver guest, or for redis-server.
 // Usage: kvload PORT CONNECTIONS SECONDS [WARMUP_SECONDS [ADDR [PROTOCOL [TRACE]]]]   (ADDR: the server's IPv4 address,
 // default 127.0.0.1; PROTOCOL: "kv", kvserver's line protocol (the default), or "resp", redis' protocol; TRACE: a file
-// that gets one line "SENT DONE" per completed request, CLOCK_MONOTONIC seconds, for placing a fault's stall in time)
+// that gets one line "SENT DONE PORT" per completed request, CLOCK_MONOTONIC seconds and the connection's local port,
+// for placing a fault's stall in time and finding its connection's frames)
 // Each of CONNECTIONS connections keeps exactly one request outstanding (SET of its own key, then GET of it,
 // alternately), sends the next one as soon as the reply arrives, and checks the reply. One thread, epoll: the
 // client costs a few microseconds per request, far below the server's cost, so it is not the bottleneck.
@@ -28,6 +29,7 @@ struct conn {
     char in[256];
     int in_len;
     int header;        // RESP: the GET's "$N" line arrived, its value line is next
+    int port;          // the connection's local port (the trace names the connection by it)
 };
 
 static int resp; // speak RESP (redis) instead of kvserver's lines
@@ -94,6 +96,9 @@ int main(int argc, char **argv)
         }
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         cs[i].fd = fd;
+        struct sockaddr_in local;
+        socklen_t llen = sizeof local;
+        cs[i].port = getsockname(fd, (struct sockaddr *)&local, &llen) == 0 ? ntohs(local.sin_port) : 0;
         struct epoll_event ev = { .events = EPOLLIN, .data.u32 = i };
         epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
     }
@@ -129,7 +134,7 @@ int main(int argc, char **argv)
                 c->header = 0;
                 double t = now();
                 if (!reply_ok(c, i, c->in)) errors++;
-                if (trace) fprintf(trace, "%.6f %.6f\n", c->sent_at, t);
+                if (trace) fprintf(trace, "%.6f %.6f %d\n", c->sent_at, t, c->port);
                 if (c->sent_at >= measure_from && t <= stop) {
                     if (nlat == cap) lat = realloc(lat, (cap *= 2) * sizeof *lat);
                     lat[nlat++] = (t - c->sent_at) * 1000;

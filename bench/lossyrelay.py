@@ -5,7 +5,7 @@ LOSS, and optionally sending one twice (--duplicate P) or holding it back 1-3 ms
 namespace that holds both devices; needs root. The kernel here has no netem qdisc nor tc actions, so this is how a
 bench or a test puts loss, duplication and reordering on a link.
 
-    lossyrelay.py DEV_A DEV_B LOSS SEED [--duplicate P] [--reorder P] [--stats FILE]
+    lossyrelay.py DEV_A DEV_B LOSS SEED [--duplicate P] [--reorder P] [--stats FILE] [--trace FILE]
 
 DEV_A is the guest's side (a TAP device, or a veth whose peer is a port of the replicas' bridge), DEV_B the clients'
 (a veth whose peer is on their bridge or holds their address). Linux leaves the TCP checksum of what its clients send
@@ -13,7 +13,11 @@ for the device to fill in (checksum offload), so a frame taken from DEV_B gets i
 bigger than the MTU (segmentation offload) are not split: the clients' side must send one segment per frame
 (bench/vnet.py sets gso_max_segs 1 on the clients' device), else an upload stalls. With --stats the counts so far
 (relayed, dropped, duplicated, reordered: JSON) are written to FILE (replaced whole) at most every 200 ms and at the
-end (SIGTERM), so a caller can check the faults it asked for happened.
+end (SIGTERM), so a caller can check the faults it asked for happened. With --trace every frame's fate is written to
+FILE, a line each: CLOCK_MONOTONIC seconds, direction (g>c: from DEV_A, c>g: from DEV_B), what was done (pass, drop,
+dup: a second copy, held: held back, late: a held frame sent), then for TCP over IPv4 the source and destination
+ports, sequence and acknowledgement numbers, flags (FSRPAU) and payload length, for ARP `arp`; where the time went
+in a failover is read from it (bench/vnettrace.py).
 """
 import argparse, heapq, json, os, random, select, signal, socket, struct, sys, time
 
@@ -39,6 +43,23 @@ def tcp_checksum_filled(f):
     return bytes(out)
 
 
+def describe(f):
+    """A frame in a few words: TCP's ports, numbers, flags and length, or `arp`, or its EtherType."""
+    if len(f) >= 14 and f[12:14] == b'\x08\x06':
+        return 'arp'
+    if len(f) < 34 or f[12:14] != b'\x08\x00' or f[23] != 6:
+        return 'other'
+    ihl = (f[14] & 0xF) * 4
+    total = struct.unpack_from('!H', f, 16)[0]
+    t = 14 + ihl
+    if len(f) < t + 20:
+        return 'short'
+    sport, dport, seq, ack = struct.unpack_from('!HHII', f, t)
+    off, flags = f[t + 12] >> 4, f[t + 13]
+    names = ''.join(c for bit, c in zip((1, 2, 4, 8, 16, 32), 'FSRPAU') if flags & bit)
+    return f'{sport} {dport} {seq} {ack} {names or "-"} {total - ihl - off * 4}'
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('a')
@@ -48,6 +69,7 @@ def main():
     ap.add_argument('--duplicate', type=float, default=0.0)
     ap.add_argument('--reorder', type=float, default=0.0)
     ap.add_argument('--stats')
+    ap.add_argument('--trace')
     o = ap.parse_args()
     rng = random.Random(o.seed)
     socks = {}
@@ -57,7 +79,7 @@ def main():
         socks[dev] = s
     peer = {socks[o.a]: socks[o.b], socks[o.b]: socks[o.a]}
     counts = {'relayed': 0, 'dropped': 0, 'duplicated': 0, 'reordered': 0}
-    held = []  # (due, order, socket, frame): frames held back to be overtaken
+    held = []  # (due, order, socket, frame, direction): frames held back to be overtaken
     order = 0
     written = [0.0]
 
@@ -69,15 +91,24 @@ def main():
                 json.dump(counts, f)
             os.replace(o.stats + '.tmp', o.stats)
 
+    trace = open(o.trace, 'w', buffering=1 << 16) if o.trace else None
+
+    def note(direction, what, frame):
+        if trace:
+            trace.write(f'{time.monotonic():.6f} {direction} {what} {describe(frame)}\n')
+
     def end(*_):
         write_stats(force=True)
+        if trace:
+            trace.close()
         sys.exit(0)
     signal.signal(signal.SIGTERM, end)
 
-    def send(to, frame):
+    def send(to, frame, direction, what='pass'):
         try:
             to.send(frame)
             counts['relayed'] += 1
+            note(direction, what, frame)
         except OSError:
             pass
 
@@ -93,25 +124,28 @@ def main():
                     break
                 if addr[2] == PACKET_OUTGOING:
                     continue
+                direction = 'g>c' if s is socks[o.a] else 'c>g'
                 if rng.random() < o.loss:
                     counts['dropped'] += 1
+                    note(direction, 'drop', frame)
                     continue
                 if s is socks[o.b]:
                     frame = tcp_checksum_filled(frame)
                 copies = 2 if o.duplicate and rng.random() < o.duplicate else 1
                 if copies == 2:
                     counts['duplicated'] += 1
-                for _ in range(copies):
+                for copy in range(copies):
                     if o.reorder and rng.random() < o.reorder:
                         counts['reordered'] += 1
                         order += 1
-                        heapq.heappush(held, (time.monotonic() + rng.uniform(0.001, 0.003), order, peer[s], frame))
+                        note(direction, 'held', frame)
+                        heapq.heappush(held, (time.monotonic() + rng.uniform(0.001, 0.003), order, peer[s], frame, direction))
                     else:
-                        send(peer[s], frame)
+                        send(peer[s], frame, direction, 'dup' if copy else 'pass')
         now = time.monotonic()
         while held and held[0][0] <= now:
-            _, _, to, frame = heapq.heappop(held)
-            send(to, frame)
+            _, _, to, frame, direction = heapq.heappop(held)
+            send(to, frame, direction, 'late')
         write_stats()
 
 

@@ -7,6 +7,8 @@ outstanding. Prints a Markdown section for docs/PERFORMANCE-replication.md.
     python3 bench/vnet.py [--runs N] [--seconds S] [--connections 16,64] [--kills K]
     python3 bench/vnet.py --kills-only --kills K [--compare BIN_DIR]   # stall alone; with another build alternating
     python3 bench/vnet.py --kills-only --kills K --lossy-link [--loss P --duplicate P --reorder P]   # kills through a faulty link
+    python3 bench/vnet.py --kills-only --kills K --lossy-link --keep-traces DIR   # and keep each kill's files
+    python3 bench/vnettrace.py DIR   # then: what each stall was made of, frame by frame
     python3 bench/vnet.py --redis [--requests N] [--connections 64] [--kills K]   # redis-server; throughput by redis-benchmark
     python3 bench/vnet.py --bulk [--bulk-mb MB] [--loss P] [--runs N] [--kills K]   # a bulk download: SACK on/off, failover
     python3 bench/vnet.py --bulk --upload --bulk-variants rack,norack,before --compare BIN_DIR   # an upload; RACK on/off, another build
@@ -264,10 +266,17 @@ _runs = 0
 LINK = None
 
 
-def start_relay(seed, stats):
-    """bench/lossyrelay.py between the clients' veth and the replicas' bridge (make_namespace(relay_clients=True))."""
+# --keep-traces: a directory where each kill run leaves its files (kvload's trace, the backup's events, the relay's
+# trace of every frame, the kill's times) for bench/vnettrace.py (None: removed)
+KEEP = None
+
+
+def start_relay(seed, stats, trace=None):
+    """bench/lossyrelay.py between the clients' veth and the replicas' bridge (make_namespace(relay_clients=True));
+    `trace`: a file for its line per frame."""
     relay = subprocess.Popen(['ip', 'netns', 'exec', NS, sys.executable, RELAY, 'rvg0', 'rvc1', str(LINK['loss']), str(seed),
-                              '--duplicate', str(LINK['duplicate']), '--reorder', str(LINK['reorder']), '--stats', stats],
+                              '--duplicate', str(LINK['duplicate']), '--reorder', str(LINK['reorder']), '--stats', stats]
+                             + (['--trace', trace] if trace else []),
                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     relay.stdout.readline()
     return relay
@@ -299,7 +308,8 @@ def kill_once(i, seconds, bin_dir=BIN):
     events = os.path.join(tempfile.gettempdir(), f'revirt-vnet-{os.getpid()}-{i}-{_runs}.events')
     trace = os.path.join(tempfile.gettempdir(), f'revirt-vnet-{os.getpid()}-{i}-{_runs}.trace')
     stats = os.path.join(tempfile.gettempdir(), f'revirt-vnet-{os.getpid()}-{i}-{_runs}.relay')
-    relay = start_relay(i, stats) if LINK else None
+    frames = os.path.join(tempfile.gettempdir(), f'revirt-vnet-{os.getpid()}-{i}-{_runs}.frames') if KEEP else None
+    relay = start_relay(i, stats, frames) if LINK else None
     try:
         p, b, addr = start('protect', 'virtual', lock, events, bin_dir)
     except Exception:
@@ -334,11 +344,21 @@ def kill_once(i, seconds, bin_dir=BIN):
         with open(stats) as f:
             result['relay'] = json.load(f)
         os.remove(stats)
+    if KEEP:
+        # the kept files say what the stall was made of (bench/vnettrace.py); the failover's own part is the longest
+        # wait of a request the relay dropped none of whose frames, and the guest answers only once the survivor's
+        # descriptors are attached
+        import vnettrace
+        stem = keep_run(i, bin_dir, {'killedMono': killed_mono, 'killedUnixMs': killed_ms}, trace, events, frames)
+        result['own'], result['attached'] = vnettrace.own_stall(stem)
+        if frames and os.path.exists(frames):
+            os.remove(frames)
     if result.get('errors'):
         # a wrong reply (a GET that does not return the acknowledged SET, a byte stream out of step) fails the run
         raise RuntimeError(f"kvload: {result['errors']:.0f} wrong replies")
     with open(trace) as f:
-        reqs = [tuple(map(float, l.split())) for l in f if l.strip()]
+        # (sent, answered); a third column, the connection's local port, is for bench/vnettrace.py
+        reqs = [tuple(map(float, l.split()[:2])) for l in f if l.strip()]
     os.remove(trace)
     with open(events) as f:
         evs = [json.loads(l) for l in f if l.strip()]
@@ -362,6 +382,23 @@ def kill_once(i, seconds, bin_dir=BIN):
     # a build that asks the arbiter as it loses the primary announces the address before the drain ends
     result['announced'] = at('announced')
     return result
+
+
+def keep_run(i, bin_dir, meta, *files):
+    """Copies a kill run's files to --keep-traces DIR/kill{i}-{build}-{run}.* with the kill's times (the build: the
+    tree of a tests/bin/Release/net10.0 directory, e.g. `base` for /check/base/tests/bin/Release/net10.0, else the
+    directory's own name); returns their common stem."""
+    import shutil
+    d = os.path.abspath(bin_dir)
+    tree = os.path.abspath(os.path.join(d, '..', '..', '..', '..'))
+    build = os.path.basename(tree) if d == os.path.join(tree, 'tests', 'bin', 'Release', 'net10.0') else os.path.basename(d)
+    stem = os.path.join(KEEP, f'kill{i}-{build}-{_runs}')
+    for f in files:
+        if f and os.path.exists(f):
+            shutil.copy(f, stem + os.path.splitext(f)[1])
+    with open(stem + '.json', 'w') as f:
+        json.dump(meta, f)
+    return stem
 
 
 def bulk_get(mb, seed, sack=True, progress=None, started=None, put=False):
@@ -544,6 +581,8 @@ def main():
                     'clients reach the virtual IP through bench/lossyrelay.py, which loses --loss of the frames each way, sends '
                     '--duplicate of them twice and holds --reorder of them back 1-3 ms (seeded by the kill number, the same for '
                     'both builds), before and after the takeover; a run whose kvload sees a reset, an error or a wrong reply fails')
+    ap.add_argument('--keep-traces', metavar='DIR', help="kill runs: keep each run's files in DIR (kvload's per-request trace, "
+                    "the backup's events, with --lossy-link the relay's line per frame) for bench/vnettrace.py")
     ap.add_argument('--duplicate', type=float, default=0.02, help='with --lossy-link: the probability that the relay sends a frame twice')
     ap.add_argument('--reorder', type=float, default=0.03, help='with --lossy-link: the probability that the relay holds a frame '
                     'back 1-3 ms (later frames overtake it)')
@@ -553,10 +592,13 @@ def main():
     a.variants = [v for v in a.bulk_variants.split(',') if v]
     if any(v not in BULK_VARIANTS for v in a.variants) or ('before' in a.variants and not a.compare):
         ap.error(f'--bulk-variants: a comma-separated list of {", ".join(BULK_VARIANTS)} (before needs --compare)')
-    global SERVER, LINK
+    global SERVER, LINK, KEEP
     if a.bulk:
         bulk(a)
         return
+    if a.keep_traces:
+        KEEP = a.keep_traces
+        os.makedirs(KEEP, exist_ok=True)
     if a.lossy_link:
         LINK = {'loss': a.loss, 'duplicate': a.duplicate, 'reorder': a.reorder}
     if a.redis:
@@ -569,12 +611,14 @@ def main():
     try:
         conns = [int(c) for c in a.connections.split(',')]
         tp = {} if a.kills_only else redis_throughput(a.runs, a.requests, conns) if a.redis else throughput(a.runs, a.seconds, conns, a.this)
-        stalls, failed, parts = [], [], []
+        stalls, failed, parts, kept = [], [], [], []
         for i in range(a.kills):
             try:
                 v = kill_once(i, 6)
                 stalls.append(v['stall'])
                 parts.append((v['lost'], v['won'], v['up']))
+                if 'own' in v:
+                    kept.append((v['own'], v['attached']))
                 print('kill', i, f"stall {v['stall']:.0f} ms (longest request of the run {v['max_ms']:.0f} ms) (backup: lost +{v['lost']:.0f}, won +{v['won']:.0f}, up +{v['up']:.0f} ms{relay_words(v)}), {v['requests']:.0f} requests, errors {v['errors']:.0f}", flush=True)
             except Exception as e:  # a reset shows here: kvload exits non-zero when a connection closes
                 failed.append(str(e).strip().splitlines()[-1] if str(e).strip() else repr(e))
@@ -589,6 +633,8 @@ def main():
     else:
         print_kv(a, tp, conns, load_avg)
     print_stalls(a, stalls, parts, failed)
+    if kept:
+        print('\nWith the kept traces: ' + own_words(kept) + '.')
 
 
 def print_redis(a, tp, conns, load_avg):
@@ -658,7 +704,19 @@ def link_words():
 
 def relay_words(v):
     r = v.get('relay')
-    return f"; relay dropped {r['dropped']}, duplicated {r['duplicated']}, reordered {r['reordered']} of {r['relayed']}" if r else ''
+    own = f"; own stall {v['own']:.0f} ms, descriptors attached {v['attached']:.0f} ms after the interface" if 'own' in v else ''
+    return (f"; relay dropped {r['dropped']}, duplicated {r['duplicated']}, reordered {r['reordered']} of {r['relayed']}" if r else '') + own
+
+
+def own_words(kept):
+    """With --keep-traces: the failover's own stall and the descriptors' attach time over the kills (medians, max)."""
+    if not kept:
+        return ''
+    own, att = sorted(x[0] for x in kept), sorted(x[1] for x in kept)
+    return (f'the failover\'s own stall (the longest wait of a request in flight across the takeover none of whose frames the link '
+            f'dropped; bench/vnettrace.py) p50 {statistics.median(own):.0f} ms, max {own[-1]:.0f}; the survivor\'s descriptors '
+            f'attached p50 {statistics.median(att):.0f} ms (max {att[-1]:.0f}) after its interface was up; per kill (own/attached): '
+            + ', '.join(f'{o:.0f}/{a:.0f}' for o, a in kept))
 
 
 def compare_kills(a):
@@ -666,6 +724,7 @@ def compare_kills(a):
     make_namespace(a.client_rto_min, relay_clients=LINK is not None)
     builds = [('before', a.compare), ('this build', a.this)]
     res = {n: ([], [], []) for n, _ in builds}
+    kept = {n: [] for n, _ in builds}   # with --keep-traces: (own stall, descriptors attached) per kill
     loads = []
     try:
         for i in range(a.kills):
@@ -675,6 +734,8 @@ def compare_kills(a):
                     v = kill_once(i, 6, d)
                     stalls.append(v['stall'])
                     parts.append((v['lost'], v['won'], v['up']))
+                    if 'own' in v:
+                        kept[name].append((v['own'], v['attached']))
                     print('kill', i, name, f"stall {v['stall']:.0f} ms (longest request of the run {v['max_ms']:.0f} ms) (backup: lost +{v['lost']:.0f}, won +{v['won']:.0f}, up +{v['up']:.0f} ms; "
                           f"announced +{v['announced']:.0f} ms; longest silence before {v['quiet']:.0f} ms; {v['why']}{relay_words(v)}); errors {v['errors']:.0f}", flush=True)
                 except Exception as e:
@@ -694,6 +755,9 @@ def compare_kills(a):
         stalls, parts, failed = res[name]
         if stalls:
             print(stall_summary(name, stalls, parts, failed))
+    for name, _ in builds:
+        if kept[name]:
+            print(f'\n{name}: ' + own_words(kept[name]) + '.')
 
 
 if __name__ == '__main__':

@@ -82,15 +82,7 @@ public class StackReplayTests
             var link = new StackLink(linkSeed)
             {
                 Loss = 0.05, Reorder = 0.1,
-                Feed = (to, frame, now) =>
-                {
-                    if (to.Config.Ip != StackLink.IpB) { if (frame != null) to.Input(frame, now); else to.Advance(now); return; }
-                    var got = rec.NetReceive(1, () => new NetReceived(now, frame == null ? [] : [frame]));
-                    syncs++;
-                    foreach (var f in got.Frames) to.Input(f, got.ClockNs);
-                    to.Advance(got.ClockNs);
-                    server!.Step();
-                },
+                Feed = RecordingFeed(rec, () => { syncs++; server!.Step(); }),
                 Sent = (from, f) => { if (from.Config.Ip == StackLink.IpB) sent.Add(f); },
             };
             config = link.B.Config;
@@ -124,17 +116,7 @@ public class StackReplayTests
         var replay = new ReplayBoundary(reader, showOutput: false);
         var again = new NetStack(config, seed);
         var rs = new Server(again, reply);
-        var resent = new List<byte[]>();
-        while (true)
-        {
-            NetReceived got;
-            try { got = replay.NetReceive(1, () => throw new InvalidOperationException("a replay never reads the wire")); }
-            catch (ReplayEndOfLogException) { break; }
-            foreach (var f in got.Frames) again.Input(f, got.ClockNs);
-            again.Advance(got.ClockNs);
-            rs.Step();
-            while (again.TryTakeFrame(out var f)) resent.Add(f);
-        }
+        var resent = FeedFromLog(replay, again, rs.Step);
         Assert.Equal(data, rs.Got.ToArray());
         Assert.Equal(sent.Count, resent.Count);
         for (int i = 0; i < sent.Count; i++) Assert.Equal(sent[i], resent[i]);
@@ -142,4 +124,33 @@ public class StackReplayTests
         return counters;
     }
 
+    /// <summary>A <see cref="StackLink.Feed"/> that hands stack B (at <see cref="StackLink.IpB"/>) its input through
+    /// <paramref name="rec"/>, as VirtualNic.Sync does, and runs the guest's calls (<paramref name="step"/>) after each;
+    /// stack A is fed directly.</summary>
+    internal static Action<NetStack, byte[]?, long> RecordingFeed(RecordingBoundary rec, Action step) => (to, frame, now) =>
+    {
+        if (to.Config.Ip != StackLink.IpB) { if (frame != null) to.Input(frame, now); else to.Advance(now); return; }
+        var got = rec.NetReceive(1, () => new NetReceived(now, frame == null ? [] : [frame]));
+        foreach (var f in got.Frames) to.Input(f, got.ClockNs);
+        to.Advance(got.ClockNs);
+        step();
+    };
+
+    /// <summary>Feeds <paramref name="stack"/> every input of the log to its end, the guest's calls
+    /// (<paramref name="step"/>) after each, as a replayed guest makes them; returns the frames the stack sent.</summary>
+    internal static List<byte[]> FeedFromLog(ReplayBoundary replay, NetStack stack, Action step)
+    {
+        var sent = new List<byte[]>();
+        while (true)
+        {
+            NetReceived got;
+            try { got = replay.NetReceive(1, () => throw new InvalidOperationException("a replay never reads the wire")); }
+            catch (ReplayEndOfLogException) { break; }
+            foreach (var f in got.Frames) stack.Input(f, got.ClockNs);
+            stack.Advance(got.ClockNs);
+            step();
+            while (stack.TryTakeFrame(out var f)) sent.Add(f);
+        }
+        return sent;
+    }
 }

@@ -1,0 +1,126 @@
+#!/usr/bin/env python3
+"""Where a failover stall of the virtual network went, from the files `bench/vnet.py --kills-only --lossy-link
+--keep-traces DIR` keeps per kill run: for each run, the requests that waited longest across the takeover, and for
+each of them its connection's frames at the relay (bench/lossyrelay.py --trace) from just before the request was
+sent until its reply, times in ms after the kill; then a tally of what the longest waits were made of.
+
+    python3 bench/vnettrace.py DIR [--worst N] [--quiet]
+
+A request's wait is classed by the frames of its connection, first match:
+  - `link-before-kill`: the relay dropped a frame of the exchange (the request, the reply, a copy of either) before
+    the kill: the request was waiting on the link's own loss recovery when the primary died;
+  - `reply-lost`: the survivor's reply was sent and lost (dropped by the relay) and sent again later;
+  - `request-lost`: a copy of the request sent after the takeover was dropped by the relay;
+  - `client-rto`: the client's request (or a retransmission of it) went towards the guest before the interface was
+    up and the next copy only came after it: the client's own timer (RTO, doubled after each attempt the dead
+    primary swallowed) set the wait;
+  - `other`: none of these.
+The failover's own stall is then the longest wait among requests the link did not touch (no frame of theirs
+dropped): what the kill alone cost.
+"""
+import argparse, glob, json, os, statistics, sys
+
+
+def load_run(stem):
+    """A kept kill run: the kill's clock, when the survivor's interface was up and when its descriptors were attached
+    (monotonic s; the guest answers again from there), kvload's (sent, answered, port) and the relay's lines."""
+    with open(stem + '.json') as f:
+        meta = json.load(f)
+    with open(stem + '.events') as f:
+        evs = [json.loads(l) for l in f if l.strip()]
+    killed_ms, killed = meta['killedUnixMs'], meta['killedMono']
+    took = [e['unixMs'] for e in evs if e['event'] == 'takeover-descriptor']
+    up = next((e['unixMs'] for e in evs if e['event'] == 'takeover-descriptor'
+               and str(e.get('detail', '')).startswith('virtual interface')), None)
+    up_mono = killed + (up - killed_ms) / 1000 if up is not None else killed
+    attached_mono = killed + (max(took) - killed_ms) / 1000 if took else up_mono
+    reqs = []
+    with open(stem + '.trace') as f:
+        for l in f:
+            p = l.split()
+            if len(p) >= 3:
+                reqs.append((float(p[0]), float(p[1]), int(p[2])))
+    frames = []
+    if os.path.exists(stem + '.frames'):
+        with open(stem + '.frames') as f:
+            frames = [l.split() for l in f]
+    return killed, up_mono, attached_mono, reqs, frames
+
+
+def own_stall(stem):
+    """(the failover's own stall: the longest wait, ms, among requests in flight across the takeover none of whose
+    frames the relay dropped; the descriptors attached, ms after the interface was up)."""
+    killed, up_mono, attached_mono, reqs, frames = load_run(stem)
+    stalled = [(d - s, s, d, port) for s, d, port in reqs if d > killed and s < up_mono]
+    untouched = [w for w, s, d, port in stalled
+                 if not any(p[2] == 'drop' and int(p[8]) > 0 for p in conn_frames(frames, port, s - 0.005, d + 0.005))]
+    return max(untouched, default=0) * 1000, (attached_mono - up_mono) * 1000
+
+
+def conn_frames(frames, port, t0, t1):
+    """The relay's lines of the connection whose client port is `port`, between t0 and t1 (monotonic s)."""
+    out = []
+    for p in frames:
+        t = float(p[0])
+        if t < t0 or t > t1 or len(p) < 9:
+            continue
+        sport, dport = int(p[3]), int(p[4])
+        if port in (sport, dport):
+            out.append(p)
+    return out
+
+
+def classify(rows, killed, up_mono, port):
+    """What made a request's wait long (see the module's text)."""
+    to_guest = [p for p in rows if int(p[3]) == port and int(p[8]) > 0]
+    from_guest = [p for p in rows if int(p[4]) == port and int(p[8]) > 0]
+    if any(p[2] == 'drop' for p in to_guest + from_guest if float(p[0]) < killed):
+        return 'link-before-kill'
+    if any(p[2] == 'drop' for p in from_guest if float(p[0]) >= up_mono):
+        return 'reply-lost'
+    if any(p[2] == 'drop' for p in to_guest if float(p[0]) >= up_mono):
+        return 'request-lost'
+    before = [p for p in to_guest if float(p[0]) < up_mono]
+    after = [p for p in to_guest if float(p[0]) >= up_mono and p[2] != 'drop']
+    if before and after:
+        return 'client-rto'
+    return 'other'
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('dir')
+    ap.add_argument('--worst', type=int, default=2, help='requests shown per run')
+    ap.add_argument('--quiet', action='store_true', help='the tally only')
+    a = ap.parse_args()
+    tally, own = {}, []
+    for stem in sorted(p[:-5] for p in glob.glob(os.path.join(a.dir, '*.json'))):
+        killed, up_mono, attached_mono, reqs, frames = load_run(stem)
+        stalled = sorted(((d - s, s, d, port) for s, d, port in reqs if d > killed and s < up_mono), reverse=True)
+        if not stalled:
+            continue
+        ms = lambda t: (t - killed) * 1000
+        own.append(own_stall(stem)[0])
+        if not a.quiet:
+            print(f'== {os.path.basename(stem)}: interface up +{ms(up_mono):.0f} ms, descriptors attached +{ms(attached_mono):.0f}; longest waits '
+                  + ', '.join(f'{w * 1000:.0f}' for w, *_ in stalled[:8]) + f'; longest the link did not touch {own[-1]:.0f}')
+        for w, s, d, port in stalled[:a.worst]:
+            rows = conn_frames(frames, port, s - 0.005, d + 0.005)
+            kind = classify(rows, killed, up_mono, port)
+            tally.setdefault(kind, []).append(w * 1000)
+            if a.quiet:
+                continue
+            print(f'  port {port}: sent +{ms(s):.1f}, answered +{ms(d):.1f} ({w * 1000:.0f} ms): {kind}')
+            for p in rows:
+                way = 'client>guest' if int(p[3]) == port else 'guest>client'
+                print(f'    +{ms(float(p[0])):8.1f} {way} {p[2]:4} seq {p[5]} ack {p[6]} {p[7]} len {p[8]}')
+    if own:
+        print(f'\nThe failover\'s own stall (the longest wait of a request none of whose frames the relay dropped), per run: '
+              f'{", ".join(f"{x:.0f}" for x in own)} ms; median {statistics.median(own):.0f}, max {max(own):.0f}')
+    print(f'\nThe {a.worst} longest waits of each run, by cause (ms):')
+    for k, v in sorted(tally.items()):
+        print(f'  {k}: {len(v)} (median {statistics.median(v):.0f}): {", ".join(f"{x:.0f}" for x in sorted(v))}')
+
+
+if __name__ == '__main__':
+    main()
