@@ -275,11 +275,13 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
     /// A snapshot being received: the chunks go, as they arrive, through a bounded pipe to a thread that restores the
     /// machine from them (<see cref="MachineSnapshot.Restore(Stream, ReadOnlySpan{byte}, MachineOptions, IBoundary, bool)"/>:
     /// pages restored as they come, SHA-256 and state digest accumulated, both checked after the last byte) and copies
-    /// them to <c>LOG.snapshot.partial</c>. Neither the link's thread nor the restore holds the snapshot whole. A
+    /// them to <c>LOG.snapshot.partial.N</c> (N numbers the attempts of this process: an attempt that failed deletes its
+    /// own copy, never the next attempt's, which may already be writing). Neither the link's thread nor the restore holds the snapshot whole. A
     /// refusal (damaged, cut off, not the machine it claims) disposes the machine and deletes the copy: nothing is kept.
     /// </summary>
     sealed class SnapshotReceive
     {
+        static int s_attempts;
         /// <summary>Chunks that may wait for the restore (the link's thread waits for room beyond that): 16 MiB of the
         /// live replica's 64 KiB chunks at most, however large the snapshot.</summary>
         const int ChunksAhead = 256;
@@ -308,7 +310,7 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
 
         void Restore(BackupSession owner, Hello h, LogHeader header)
         {
-            string partial = CopyPath + ".partial";
+            string partial = $"{CopyPath}.partial.{Interlocked.Increment(ref s_attempts)}";
             Stream? copy = null;
             Machine? m = null;
             try

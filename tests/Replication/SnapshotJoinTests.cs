@@ -18,6 +18,10 @@ public class SnapshotJoinTests(ITestOutputHelper output)
     static readonly TimeSpan Long = TimeSpan.FromMinutes(3);
     static string TempFile(string ext) => Replicas.TempFile(ext);
     static int Lines(byte[] stdout) => Replicas.Lines(stdout);
+
+    /// <summary>The copies a standby's snapshot attempts are writing (or left behind): LOG.snapshot.partial.N.</summary>
+    static string[] PartialCopies(string log) =>
+        Directory.GetFiles(Path.GetDirectoryName(Path.GetFullPath(log))!, Path.GetFileName(log) + ".snapshot.partial*");
     static void DeleteArbiter(string path) => Replicas.DeleteArbiter(path);
 
     /// <summary>A backup and a standby (both sharing this machine's files) on free loopback ports.</summary>
@@ -363,12 +367,12 @@ public class SnapshotJoinTests(ITestOutputHelper output)
             Assert.Equal(0, p.WaitForExit(Long));
             // (checked once no attempt can be under way: the guest's output flows during a join since protocol 5, so
             // "the guest runs on" no longer means that no transfer is writing its copy)
-            Assert.True(s.WaitFor(() => !File.Exists(standbyLog + ".snapshot.partial"), TimeSpan.FromSeconds(30)), "a refused or abandoned snapshot's copy is removed");
+            Assert.True(s.WaitFor(() => PartialCopies(standbyLog).Length == 0, TimeSpan.FromSeconds(30)), "a refused or abandoned snapshot's copy is removed");
         }
         finally
         {
             DeleteArbiter(arbiter);
-            foreach (var f in new[] { stop, standbyLog, standbyLog + ".snapshot", standbyLog + ".snapshot.partial" }) File.Delete(f);
+            foreach (var f in new[] { stop, standbyLog, standbyLog + ".snapshot" }.Concat(PartialCopies(standbyLog))) File.Delete(f);
         }
     }
 
