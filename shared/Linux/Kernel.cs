@@ -18,8 +18,11 @@ public sealed class MachineOptions
     /// <summary>The guest's network: null (`--net host`) gives its sockets to the host; a virtual interface
     /// (`--net virtual`) serves its AF_INET sockets with the in-VM stack (Syscalls/VirtualNet.cs).</summary>
     public VirtualNetOptions? Net;
-    /// <summary>Where VM diagnostics go (warnings about unknown syscalls, fatal signals).</summary>
-    public TextWriter Diagnostics = Console.Error;
+    /// <summary>Where VM diagnostics go (warnings about unknown syscalls, fatal signals): the process's stderr unless
+    /// set. Console.Error is made at the first diagnostic, not with the options: making the console's writer (its
+    /// encoding set-up) costs a run about 10 ms of CPU at start, and most runs never write a diagnostic.</summary>
+    public TextWriter Diagnostics { get => _diagnostics ??= Console.Error; set => _diagnostics = value; }
+    TextWriter? _diagnostics;
     /// <summary>Which executor runs guest code (the results are the same in every tier).</summary>
     public ExecutionTier Tier = ExecutionTier.Default;
     /// <summary>The default tier compiles hot regions on a compiler thread of its own while the guest goes on
