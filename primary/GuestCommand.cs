@@ -38,7 +38,15 @@ sealed class GuestCommand
         Description = "The event log to write (replace if it exists).",
         Required = true,
     };
-    public readonly Option<ulong> Interval = new("--checkpoint-interval")
+    // Options over value types (ulong, ulong?) are made only by the commands that have them: the command-line
+    // library's generic code instantiated over a value type has no ReadyToRun code, so building them for every
+    // command JIT-compiled nine methods at the start of every `run`.
+
+    /// <summary>--checkpoint-interval (record, protect).</summary>
+    public Option<ulong> Interval => _interval ??= IntervalOption();
+    Option<ulong>? _interval;
+
+    static Option<ulong> IntervalOption() => new("--checkpoint-interval")
     {
         Description = $"Write a checkpoint (a digest of registers and all memory, verified by replay) every N guest instructions (default {Recording.DefaultCheckpointInterval:N0}: about five a second in the compiled tier); 0 disables periodic checkpoints (the final one is still written). A replay locates a divergence that no syscall, signal or output shows between two checkpoints: a smaller N narrows that window and costs, each time, rehashing the pages the guest wrote since the last checkpoint plus 32 bytes per page of its memory.",
         DefaultValueFactory = _ => Recording.DefaultCheckpointInterval,
@@ -62,7 +70,11 @@ sealed class GuestCommand
     {
         Description = "Default tier: compile a hot region on a compiler thread of its own while the guest goes on interpreting it, instead of on the guest's thread, which waits for it. Which blocks run compiled then depends on host timing; the results are the same either way. Needs an idle core to pay off. --stats reports the compile time in both cases.",
     };
-    public readonly Option<ulong?> HandOffAfter = new("--hand-off-after")
+    /// <summary>--hand-off-after (revirt-run only).</summary>
+    public Option<ulong?> HandOffAfter => _handOffAfter ??= HandOffAfterOption();
+    Option<ulong?>? _handOffAfter;
+
+    static Option<ulong?> HandOffAfterOption() => new("--hand-off-after")
     {
         Description = $"After N guest instructions (all processes together; default {HandOff.DefaultAfter:N0} in this ahead-of-time compiled program, none where the compiled tier is here already), hand the machine to `primary`'s JIT-started host with the compiled tier, in this same process (execve: the process id, parent and descriptors stay) at the first point where nothing of it waits on the host; 0: never. Results, instruction counts and the exit status are those of a run that never moved.",
         HelpName = "N",
@@ -165,7 +177,8 @@ sealed class GuestCommand
     /// options, when the tier can compile at all, and where a JIT host is found.</summary>
     HandOffBoundary? HandOffBoundary(ParseResult parse, MachineOptions opts, bool stats, long start)
     {
-        if (!parse.CommandResult.Command.Options.Contains(HandOffAfter)) return null; // `primary run`: the compiled tier is here
+        // `primary run` (its command never made the option): the compiled tier is here
+        if (_handOffAfter is not { } handOffAfter || !parse.CommandResult.Command.Options.Contains(handOffAfter)) return null;
         ulong after = parse.GetValue(HandOffAfter) ?? (ReVirt.Cpu.CodeCache.CanCompile ? 0 : HandOff.DefaultAfter);
         if (after == 0 || opts.Tier == ReVirt.Cpu.ExecutionTier.Interpreter) return null;
         if (HandOff.Target.Find(parse.GetValue(JitHost)) is not { } target)
@@ -206,7 +219,8 @@ sealed class GuestCommand
 
     void Report(bool stats, long start, ulong icount, int status)
     {
-        Console.Out.Flush();
+        // (no Console.Out.Flush() here: the guest writes its stdout through the host's descriptor, and the console's
+        // own writer flushes every write; making that writer only to flush it cost every run ~10 ms of CPU)
         if (stats)
         {
             double s = System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalSeconds;

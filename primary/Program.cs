@@ -11,8 +11,11 @@ var guest = new GuestCommand("primary");
 
 var rootCmd = new RootCommand("ReVirt primary: runs and records guest programs in a deterministic x86-64 virtual machine.")
 {
-    guest.RunCommand(), guest.RecordCommand(),
+    guest.RunCommand(),
 };
+// record and protect are built only when the command line can name them: `run` needs none of their options (see
+// ProtectCommand); the root's subcommands keep their order in --help
+if (args.Length == 0 || args[0] is not "run") rootCmd.Subcommands.Add(guest.RecordCommand());
 if (args.Length == 0 || args[0] is not ("run" or "record")) rootCmd.Subcommands.Add(ProtectCommand());
 return rootCmd.Parse(args).Invoke();
 

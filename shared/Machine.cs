@@ -26,13 +26,21 @@ public sealed class Machine : IDisposable
     public int Run()
     {
         // SIGINT/SIGTERM/SIGHUP sent to this process go to the guest, at an instruction boundary the boundary chooses
+        // (one call per signal, not a loop over (signal, number) tuples: a tuple of an enum and an int is framework
+        // generic code without ReadyToRun code, JIT-compiled at every start)
         var regs = new List<PosixSignalRegistration>();
         if (!Boundary.Replaying)
-            foreach (var (ps, sig) in new[] { (PosixSignal.SIGINT, 2), (PosixSignal.SIGTERM, 15), (PosixSignal.SIGHUP, 1) })
-                regs.Add(PosixSignalRegistration.Create(ps, ctx => { ctx.Cancel = true; Kernel.PostHostSignal(sig); }));
+        {
+            regs.Add(Forward(PosixSignal.SIGINT, Sig.INT));
+            regs.Add(Forward(PosixSignal.SIGTERM, Sig.TERM));
+            regs.Add(Forward(PosixSignal.SIGHUP, Sig.HUP));
+        }
         try { return Kernel.Run(); }
         finally { foreach (var r in regs) r.Dispose(); }
     }
+
+    PosixSignalRegistration Forward(PosixSignal host, int guest)
+        => PosixSignalRegistration.Create(host, ctx => { ctx.Cancel = true; Kernel.PostHostSignal(guest); });
 
     public ulong InstructionCount => Kernel.MainThread.Cpu.InstructionCount;
 

@@ -51,30 +51,33 @@ public sealed class ProcFs
     /// <summary>
     /// Resolves links inside the /proc view: intermediate components always, the final one when `followFinal`. A
     /// path that leaves the view (/proc/self/exe -> the program) comes back as NotProc with the path to use; a
-    /// final "fd:N" link (a guest descriptor) is returned as it is for the caller to act on.
+    /// final "fd:N" link (a guest descriptor) is returned as it is for the caller to act on. (The path is an out
+    /// parameter, not half of a tuple: a tuple holding this struct is generic framework code without ReadyToRun code.)
     /// </summary>
-    public (Node Node, string Path) Resolve(string abs, bool followFinal)
+    public Node Resolve(string abs, bool followFinal, out string path)
     {
         string p = GuestFs.Normalize(abs);
         // "dir/", "dir/." and "dir/.." name what a link leads to
         followFinal |= abs.EndsWith('/') || abs.EndsWith("/.") || abs.EndsWith("/..");
         for (int hops = 0; hops < 16; hops++)
         {
-            if (!Covers(p)) return (Node.NotProc, p);
+            if (!Covers(p)) { path = p; return Node.NotProc; }
             var parts = p.Split('/', StringSplitOptions.RemoveEmptyEntries);
             bool moved = false;
             for (int k = 1; k < parts.Length && !moved; k++)
             {
                 var n = Lookup("/" + string.Join('/', parts[..k]));
-                if (n.Kind == Kind.Missing || n.Kind == Kind.File || (n.Kind == Kind.Link && n.Target!.StartsWith("fd:"))) return (Node.Missing, p);
+                if (n.Kind == Kind.Missing || n.Kind == Kind.File || (n.Kind == Kind.Link && n.Target!.StartsWith("fd:"))) { path = p; return Node.Missing; }
                 if (n.Kind == Kind.Link) { p = GuestFs.Normalize(n.Target + "/" + string.Join('/', parts[k..])); moved = true; }
             }
             if (moved) continue;
             var node = Lookup(p);
             if (node.Kind == Kind.Link && followFinal && !node.Target!.StartsWith("fd:")) { p = GuestFs.Normalize(node.Target); continue; }
-            return (node, p);
+            path = p;
+            return node;
         }
-        return (Node.Missing, p);
+        path = p;
+        return Node.Missing;
     }
 
     /// <summary>What a guest path names in the guest's /proc view (following no link).</summary>

@@ -1218,19 +1218,25 @@ public readonly struct Float80 : IEquatable<Float80>
     public enum Constant : byte { One, Zero, Pi, Log2E, Log2Ten, Log10Two, LnTwo }
 
     /// <summary>Loads a built-in constant rounded per RC (no exception is raised).</summary>
-    public static Float80 LoadConstant(Constant c, X87Rounding rc)
+    public static Float80 LoadConstant(Constant c, X87Rounding rc) => c switch
+    {
+        // exact in every rounding mode; kept apart from the 128-bit significands of the others (a method that handles
+        // UInt128 has no ReadyToRun code, and fld1/fldz run at the start of many programs)
+        Constant.One => One,
+        Constant.Zero => Zero,
+        _ => LoadRounded(c, rc),
+    };
+
+    static Float80 LoadRounded(Constant c, X87Rounding rc)
     {
         (UInt128 sig, int exp) = c switch
         {
-            Constant.One => ((UInt128)1 << 127, 0),
-            Constant.Zero => (UInt128.Zero, 0),
             Constant.Pi => (ConstPi, 1),
             Constant.Log2E => (ConstL2E, 0),
             Constant.Log2Ten => (ConstL2T, 1),
             Constant.Log10Two => (ConstLG2, -2),
             _ => (ConstLN2, -1),
         };
-        if (sig == 0) return Zero;
         X87Status dummy = 0;
         return RoundPack(false, exp, sig, rc, 64, ref dummy);
     }

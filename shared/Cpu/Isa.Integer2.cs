@@ -417,13 +417,7 @@ public static unsafe partial class Isa
             {
                 if (rdx >= b) throw DivideError(ref i);
                 if (rdx == 0) { ulong q = rax / b; rdx = rax - q * b; rax = q; }
-                else
-                {
-                    UInt128 n = new UInt128(rdx, rax);
-                    UInt128 q = n / b;
-                    rdx = (ulong)(n - q * b);
-                    rax = (ulong)q;
-                }
+                else DivWide(ref rdx, ref rax, b);
                 break;
             }
         }
@@ -475,18 +469,37 @@ public static unsafe partial class Isa
                     long q = lo / b;
                     rdx = (ulong)(lo - q * b); rax = (ulong)q;
                 }
-                else
-                {
-                    Int128 n = (Int128)new UInt128(rdx, rax);
-                    Int128 q = n / b;
-                    if (q != (long)q) throw DivideError(ref i);
-                    rdx = (ulong)(long)(n - q * b);
-                    rax = (ulong)(long)q;
-                }
+                else if (!IdivWide(ref rdx, ref rax, b)) throw DivideError(ref i);
                 break;
             }
         }
         SetDivFlags(c);
+    }
+
+    // The 128-bit dividends of div/idiv r/m64 with rdx not just rax's extension, kept out of Div and Idiv: code that
+    // handles UInt128/Int128 has no ReadyToRun code (the runtime JIT-compiles it at its first call), and Div runs at
+    // the start of nearly every guest while these cases are rare.
+
+    /// <summary>rdx:rax / b with rdx &lt; b (the quotient fits): quotient to rax, remainder to rdx.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void DivWide(ref ulong rdx, ref ulong rax, ulong b)
+    {
+        UInt128 n = new UInt128(rdx, rax);
+        UInt128 q = n / b;
+        rdx = (ulong)(n - q * b);
+        rax = (ulong)q;
+    }
+
+    /// <summary>Signed rdx:rax / b: false (registers unchanged) when the quotient does not fit 64 bits.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static bool IdivWide(ref ulong rdx, ref ulong rax, long b)
+    {
+        Int128 n = (Int128)new UInt128(rdx, rax);
+        Int128 q = n / b;
+        if (q != (long)q) return false;
+        rdx = (ulong)(long)(n - q * b);
+        rax = (ulong)(long)q;
+        return true;
     }
 
     // ================================================================ bit test and scan
@@ -678,13 +691,17 @@ public static unsafe partial class Isa
     {
         ulong[] R = c.R;
         Span<byte> buf = stackalloc byte[4096];
-        switch (s)
+        // the element repeated across 8 bytes, stored a word at a time: Span<T>.Fill and MemoryMarshal.Cast are generic
+        // code of the framework whose ReadyToRun code is rejected on an AVX2 host (or missing for these
+        // instantiations), so they were JIT-compiled at the first rep stos of every run
+        ulong word = s switch
         {
-            case 1: buf.Fill((byte)v); break;
-            case 2: MemoryMarshal.Cast<byte, ushort>(buf).Fill((ushort)v); break;
-            case 4: MemoryMarshal.Cast<byte, uint>(buf).Fill((uint)v); break;
-            default: MemoryMarshal.Cast<byte, ulong>(buf).Fill(v); break;
-        }
+            1 => (byte)v * 0x0101010101010101UL,
+            2 => (ushort)v * 0x0001000100010001UL,
+            4 => (uint)v * 0x0000000100000001UL,
+            _ => v,
+        };
+        for (int k = 0; k < buf.Length; k += sizeof(ulong)) Unsafe.WriteUnaligned(ref buf[k], word);
         while (R[VirtualCpu.RCX] != 0)
         {
             ulong n = R[VirtualCpu.RCX];

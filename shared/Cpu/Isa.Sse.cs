@@ -42,14 +42,10 @@ public static unsafe partial class Isa
         => new(11, $"general protection: misaligned 16-byte SSE operand 0x{ea:x} at 0x{i.IP:x}", 0x80 /* SI_KERNEL */, 0);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static Vector128<ulong> Load128(VirtualCpu c, ulong ea)
-    {
-        UInt128 v = c.Mem.Read128(ea);
-        return Unsafe.As<UInt128, Vector128<ulong>>(ref v);
-    }
+    static Vector128<ulong> Load128(VirtualCpu c, ulong ea) => c.Mem.Read128(ea);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static void Store128(VirtualCpu c, ulong ea, Vector128<ulong> v) => c.Mem.Write128(ea, Unsafe.As<Vector128<ulong>, UInt128>(ref v));
+    static void Store128(VirtualCpu c, ulong ea, Vector128<ulong> v) => c.Mem.Write128(ea, v);
 
     /// <summary>Operand 1 as xmm/m128 (memory must be 16-byte aligned).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

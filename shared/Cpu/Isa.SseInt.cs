@@ -191,13 +191,17 @@ public static unsafe partial class Isa
     struct IPsraw : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> n) => Sse2.ShiftRightArithmetic(a.AsInt16(), n.AsInt16()).AsUInt64(); }
     struct IPsrad : IVop { public static Vector128<ulong> Op(Vector128<ulong> a, Vector128<ulong> n) => Sse2.ShiftRightArithmetic(a.AsInt32(), n.AsInt32()).AsUInt64(); }
 
+    // byte shifts of the register as two words, not through UInt128: code that handles UInt128 has no ReadyToRun code
     static void Pslldq(VirtualCpu c, ref Instruction i)
     {
         ref ulong lo = ref XLo(c, i.Op0Register);
         ref ulong hi = ref XHi(c, i.Op0Register);
         int n = i.Immediate8;
-        UInt128 v = n > 15 ? UInt128.Zero : new UInt128(hi, lo) << (n * 8);
-        lo = (ulong)v; hi = (ulong)(v >> 64);
+        if (n > 15) { lo = hi = 0; return; }
+        if (n >= 8) { hi = lo << ((n - 8) * 8); lo = 0; return; }
+        if (n == 0) return;
+        hi = (hi << (n * 8)) | (lo >> (64 - n * 8));
+        lo <<= n * 8;
     }
 
     static void Psrldq(VirtualCpu c, ref Instruction i)
@@ -205,8 +209,11 @@ public static unsafe partial class Isa
         ref ulong lo = ref XLo(c, i.Op0Register);
         ref ulong hi = ref XHi(c, i.Op0Register);
         int n = i.Immediate8;
-        UInt128 v = n > 15 ? UInt128.Zero : new UInt128(hi, lo) >> (n * 8);
-        lo = (ulong)v; hi = (ulong)(v >> 64);
+        if (n > 15) { lo = hi = 0; return; }
+        if (n >= 8) { lo = hi >> ((n - 8) * 8); hi = 0; return; }
+        if (n == 0) return;
+        lo = (lo >> (n * 8)) | (hi << (64 - n * 8));
+        hi >>= n * 8;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -9,7 +9,9 @@ namespace ReVirt.Linux;
 public sealed class HostResult
 {
     public long Value;
-    public List<(ulong Addr, byte[] Bytes)> Writes = new();
+    /// <summary>A list of objects, not of (address, bytes) tuples: the framework's generic code over a tuple holding
+    /// a ulong has no ReadyToRun code and was JIT-compiled (13 methods) at the first syscall of every run.</summary>
+    public List<GuestWrite> Writes = new();
     /// <summary>A following backup re-executed the operation on its own host (reexecuteOnReplay): what its host
     /// answered (e.g. its own descriptor), while <see cref="Value"/> is the logged answer the guest sees.</summary>
     public long? Local;
@@ -21,8 +23,11 @@ public sealed class HostResult
     /// logs the content takes it from there.</summary>
     public ulong? InGuest;
     public static HostResult Of(long value) => new() { Value = value };
-    public HostResult Write(ulong addr, byte[] bytes) { Writes.Add((addr, bytes)); return this; }
+    public HostResult Write(ulong addr, byte[] bytes) { Writes.Add(new GuestWrite(addr, bytes)); return this; }
 }
+
+/// <summary>Bytes a host operation puts into guest memory at an address (see <see cref="HostResult.Writes"/>).</summary>
+public sealed record GuestWrite(ulong Addr, byte[] Bytes);
 
 /// <summary>Kinds of nondeterministic input that are not syscalls.</summary>
 public enum InputKind { Rdtsc = 1, Rdrand = 2, StartupRandom = 3, NetSeed = 4 }

@@ -18,8 +18,11 @@ public sealed class MachineOptions
     /// <summary>The guest's network: null (`--net host`) gives its sockets to the host; a virtual interface
     /// (`--net virtual`) serves its AF_INET sockets with the in-VM stack (Syscalls/VirtualNet.cs).</summary>
     public VirtualNetOptions? Net;
-    /// <summary>Where VM diagnostics go (warnings about unknown syscalls, fatal signals).</summary>
-    public TextWriter Diagnostics = Console.Error;
+    /// <summary>Where VM diagnostics go (warnings about unknown syscalls, fatal signals): the process's stderr unless
+    /// set. Console.Error is made at the first diagnostic, not with the options: making the console's writer (its
+    /// encoding set-up) costs a run about 10 ms of CPU at start, and most runs never write a diagnostic.</summary>
+    public TextWriter Diagnostics { get => _diagnostics ??= Console.Error; set => _diagnostics = value; }
+    TextWriter? _diagnostics;
     /// <summary>Which executor runs guest code (the results are the same in every tier).</summary>
     public ExecutionTier Tier = ExecutionTier.Default;
     /// <summary>The default tier compiles hot regions on a compiler thread of its own while the guest goes on
@@ -37,8 +40,25 @@ public sealed class MachineOptions
         var env = new string[vars.Count];
         int i = 0;
         foreach (System.Collections.DictionaryEntry e in vars) env[i++] = $"{e.Key}={e.Value}";
-        Array.Sort(env, StringComparer.Ordinal);
+        Array.Sort(env, OrdinalOrder.Instance);
         return env;
+    }
+
+    /// <summary>Ordinal order (UTF-16 code units, as <see cref="StringComparer.Ordinal"/>) compared one unit at a time:
+    /// the framework's ordinal comparison is vectorised code whose ReadyToRun code is rejected on an AVX2 host, so
+    /// sorting the environment JIT-compiled it in every run; a few dozen short strings need no vectors.</summary>
+    sealed class OrdinalOrder : IComparer<string>
+    {
+        public static readonly OrdinalOrder Instance = new();
+
+        public int Compare(string? x, string? y)
+        {
+            if (x == null || y == null) return x == null ? (y == null ? 0 : -1) : 1;
+            int n = Math.Min(x.Length, y.Length);
+            for (int k = 0; k < n; k++)
+                if (x[k] != y[k]) return x[k] - y[k];
+            return x.Length - y.Length;
+        }
     }
 
     /// <summary>argv: the program as given, then its arguments.</summary>
@@ -79,7 +99,8 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles, IDisposable
     public bool Exited;
     public int ExitStatus;
     public int? TerminatingSignal;
-    readonly HashSet<int> _warnedSyscalls = new();
+    /// <summary>Syscalls already reported as unimplemented (made at the first one: a set of ints is JIT-compiled code).</summary>
+    HashSet<int>? _warnedSyscalls;
 
     /// <summary>The user id the guest runs as (the host's, from the log at each image start).</summary>
     public uint Uid { get; private set; }
@@ -94,13 +115,13 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles, IDisposable
     FdTable Fds => Current.Process.Fds;
 
     // ---------------------------------------------------------------- host events (timers, signals from outside)
-    readonly System.Collections.Concurrent.ConcurrentQueue<int> _hostEvents = new();
+    readonly HostEventQueue<int> _hostEvents = new();
     volatile bool _hostEventsPending;
     ulong _queuedEvents; // bit n: signal n is queued (Interlocked)
 
     public bool HostEventsPending => _hostEventsPending;
 
-    readonly System.Collections.Concurrent.ConcurrentQueue<(int Tid, uint Seq)> _wakes = new();
+    readonly HostEventQueue<PostedWake> _wakes = new();
     /// <summary>Signalled whenever a host event is posted (an idle machine waits on it).</summary>
     readonly SemaphoreSlim _posted = new(0);
 
@@ -111,7 +132,7 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles, IDisposable
     /// the boundary places (and logs) the wake-up at the next block boundary of the running thread.</summary>
     void PostWake(int tid, uint seq)
     {
-        _wakes.Enqueue((tid, seq));
+        _wakes.Enqueue(new PostedWake(tid, seq));
         _hostEventsPending = true;
         StopRunning();
         _posted.Release();
@@ -121,7 +142,7 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles, IDisposable
     public bool TryTakeWake(out int tid, out uint seq)
     {
         bool got = _wakes.TryDequeue(out var w);
-        (tid, seq) = w;
+        (tid, seq) = (w.Tid, w.Seq);
         if (got && _hostEvents.IsEmpty && _wakes.IsEmpty) ClearPending();
         return got;
     }
@@ -362,7 +383,7 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles, IDisposable
         p.ProgramGuestPath = p.Start.BinaryPath;
         p.BrkStart = p.BrkCur = p.Program.BrkStart;
         p.Mem.Map(StackTop - StackSize, StackSize, Prot.Read | Prot.Write, "[stack]");
-        var random = Boundary.Bytes(p.Pid, InputKind.StartupRandom, 16, () => System.Security.Cryptography.RandomNumberGenerator.GetBytes(16));
+        var random = Boundary.Bytes(p.Pid, InputKind.StartupRandom, 16, () => HostSys.RandomBytes(16));
         var env = Options.GuestEnvironment();
         BuildStack(p, env, random);
         p.MainThread.Cpu.Rip = p.Start.StartRip;
@@ -483,7 +504,7 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles, IDisposable
         => Boundary.Value(cpu.Tid, InputKind.Rdtsc, () => (ulong)System.Diagnostics.Stopwatch.GetTimestamp());
 
     public ulong ReadRandom(CpuT cpu)
-        => Boundary.Value(cpu.Tid, InputKind.Rdrand, () => BinaryPrimitives.ReadUInt64LittleEndian(System.Security.Cryptography.RandomNumberGenerator.GetBytes(8)));
+        => Boundary.Value(cpu.Tid, InputKind.Rdrand, () => BinaryPrimitives.ReadUInt64LittleEndian(HostSys.RandomBytes(8)));
 
     public void Syscall(CpuT cpu)
     {
@@ -599,7 +620,7 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles, IDisposable
     /// <summary>A syscall the VM does not implement: -ENOSYS and a one-line warning naming it (once per syscall).</summary>
     internal long Unknown(GuestThread t, int nr)
     {
-        if (_warnedSyscalls.Add(nr))
+        if ((_warnedSyscalls ??= new()).Add(nr))
             Options.Diagnostics.WriteLine($"revirt: warning: unsupported syscall {Nr.Describe(nr)} at rip 0x{t.Cpu.Rip:x}: returning -ENOSYS");
         return -Errno.ENOSYS;
     }

@@ -1,6 +1,7 @@
 using System.IO.Hashing;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 
 namespace ReVirt.Memory;
 
@@ -169,12 +170,15 @@ public sealed unsafe partial class GuestMemory : IDisposable
         return ReadSlow(a, 8);
     }
 
+    /// <summary>16 bytes as a vector (element 0 the low 8 bytes). Not UInt128: a method that handles UInt128 values
+    /// has no ReadyToRun code, so every SSE load and store handler was JIT-compiled at its first use.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public UInt128 Read128(ulong a)
+    public Vector128<ulong> Read128(ulong a)
     {
         ulong pn = a >> PageShift; TlbEntry* e = _rtlb + (pn & (TlbSize - 1));
-        if (e->Tag == pn && (a & PageMask) <= PageSize - 16) return Unsafe.ReadUnaligned<UInt128>(e->At(a));
-        return new UInt128(ReadSlow(a + 8, 8), ReadSlow(a, 8));
+        if (e->Tag == pn && (a & PageMask) <= PageSize - 16) return Unsafe.ReadUnaligned<Vector128<ulong>>(e->At(a));
+        ulong hi = ReadSlow(a + 8, 8); // the upper half first, as before: a fault in both halves reports the same address
+        return Vector128.Create(ReadSlow(a, 8), hi);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -218,15 +222,16 @@ public sealed unsafe partial class GuestMemory : IDisposable
         WriteSlow(a, v, 8);
     }
 
+    /// <summary>16 bytes from a vector (element 0 to the low 8 bytes); see <see cref="Read128"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Write128(ulong a, UInt128 v)
+    public void Write128(ulong a, Vector128<ulong> v)
     {
         ulong pn = a >> PageShift; TlbEntry* e = _wtlb + (pn & (TlbSize - 1));
         if (e->Tag == pn && (a & PageMask) <= PageSize - 16) { Unsafe.WriteUnaligned(e->At(a), v); return; }
         // check both halves before writing either, so a fault leaves memory unchanged
         ProbeWrite(a, 16);
-        WriteSlow(a, (ulong)v, 8);
-        WriteSlow(a + 8, (ulong)(v >> 64), 8);
+        WriteSlow(a, v.GetElement(0), 8);
+        WriteSlow(a + 8, v.GetElement(1), 8);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -780,7 +785,8 @@ public sealed unsafe partial class GuestMemory : IDisposable
     /// </summary>
     public ImageTemplate ToTemplate()
     {
-        var pages = new (ulong, Prot, SharedFrame)[_pages.Count]; // an array: a List of tuples is JIT-compiled at start-up
+        // an array of a struct of ReVirt's own: a List of tuples, or any framework generic over a tuple, is JIT-compiled at start-up
+        var pages = new TemplatePage[_pages.Count];
         int n = 0;
         foreach (var (pn, p) in _pages)
         {
@@ -788,7 +794,7 @@ public sealed unsafe partial class GuestMemory : IDisposable
             f.Pinned = true;
             p.Shared = f;
             Interlocked.Increment(ref f.Refs); // the template's own hold
-            pages[n++] = (pn, p.Prot, f);
+            pages[n++] = new TemplatePage(pn, p.Prot, f);
         }
         FlushWriteTlb();
         return new ImageTemplate(_vmas.Select(Copy).ToArray(), pages);
@@ -944,12 +950,15 @@ public sealed unsafe class SharedFrame
     }
 }
 
+/// <summary>A page of an <see cref="ImageTemplate"/>: its number, protection and pinned frame.</summary>
+public readonly record struct TemplatePage(ulong PageNumber, Prot Prot, SharedFrame Frame);
+
 /// <summary>The mappings and pages of a loaded program image, mapped copy-on-write into every process that runs it
 /// (<see cref="GuestMemory.MapTemplate"/>).</summary>
-public sealed class ImageTemplate(Vma[] vmas, (ulong PageNumber, Prot Prot, SharedFrame Frame)[] pages) : IDisposable
+public sealed class ImageTemplate(Vma[] vmas, TemplatePage[] pages) : IDisposable
 {
     public Vma[] Vmas { get; } = vmas;
-    public (ulong PageNumber, Prot Prot, SharedFrame Frame)[] Pages { get; } = pages;
+    public TemplatePage[] Pages { get; } = pages;
     public long Bytes => (long)Pages.Length * (long)GuestMemory.PageSize;
 
     /// <summary>Lets go of the template's hold on its frames (address spaces that map them keep theirs).</summary>

@@ -444,14 +444,23 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
     /// wrote them there itself, otherwise its <see cref="HostResult.Writes"/>).</summary>
     HostResult Logged(int tid, int nr, HostResult r, List<(ulong Addr, byte[] Bytes)>? writes = null)
     {
-        writes ??= r.Writes;
+        writes ??= LogWrites(r.Writes);
         _w.Append(new SyscallResult
         {
             InstrCount = Icount, Tid = tid, Nr = nr, Result = r.Value,
-            MemWrites = writes.Count > 0 ? writes : null,
+            MemWrites = writes is { Count: > 0 } ? writes : null,
         });
         FlushIfDue();
         return r;
+    }
+
+    /// <summary>A result's writes in the log record's form (null when there are none).</summary>
+    static List<(ulong Addr, byte[] Bytes)>? LogWrites(List<GuestWrite> writes)
+    {
+        if (writes.Count == 0) return null;
+        var list = new List<(ulong Addr, byte[] Bytes)>(writes.Count);
+        foreach (var w in writes) list.Add((w.Addr, w.Bytes));
+        return list;
     }
 
     /// <summary>A stable file's bytes are logged as (path, offset, SHA-256); anything else by value.</summary>
@@ -958,7 +967,7 @@ public sealed class ReplayBoundary : IBoundary
     HostResult Replayed(SyscallResult s, Func<HostResult> perform, bool reexecuteOnReplay)
     {
         var r = HostResult.Of(s.Result);
-        if (s.MemWrites != null) r.Writes.AddRange(s.MemWrites);
+        if (s.MemWrites != null) foreach (var (addr, bytes) in s.MemWrites) r.Write(addr, bytes);
         // a following backup performs this replica's own file effects on its own root (the guest sees the log)
         if (reexecuteOnReplay && _follow is { SharedStorage: false }) r.Local = perform().Value;
         return r;
@@ -1020,7 +1029,7 @@ public sealed class ReplayBoundary : IBoundary
             throw ContentMissing(c);
         if (!Sha256Matches(bytes, c.Sha256)) throw ContentDiffers(c);
         var r = HostResult.Of(c.Result);
-        r.Writes.Add((c.Addr, bytes));
+        r.Write(c.Addr, bytes);
         return r;
     }
 

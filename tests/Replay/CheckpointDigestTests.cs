@@ -58,7 +58,7 @@ public unsafe class CheckpointDigestTests
                         case 0: case 1: m.Write64(a, v); break; // unaligned ones may cross a page
                         case 2: m.Write8(a, (byte)v); break;
                         case 3: m.Write32(a, (uint)v); break;
-                        case 4: m.Write128(a, new UInt128(v, ~v)); break;
+                        case 4: m.Write128(a, System.Runtime.Intrinsics.Vector128.Create(~v, v)); break;
                         case 5: // a syscall's copy-out, up to three pages
                         {
                             int n = rng.Next(1, buf.Length);

@@ -115,7 +115,7 @@ public sealed partial class Kernel
         t.Cpu = cpu;
         oldCpu.Yield = true;
         mem.Map(StackTop - StackSize, StackSize, Prot.Read | Prot.Write, "[stack]");
-        var random = Boundary.Bytes(t.Tid, InputKind.StartupRandom, 16, () => System.Security.Cryptography.RandomNumberGenerator.GetBytes(16));
+        var random = Boundary.Bytes(t.Tid, InputKind.StartupRandom, 16, () => HostSys.RandomBytes(16));
         p.Start = start;
         BuildStack(p, env, random);
         cpu.Rip = start.StartRip;

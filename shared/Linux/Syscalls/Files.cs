@@ -607,7 +607,7 @@ public sealed partial class Kernel
             long r;
             fixed (byte* p = tmp) r = offset < 0 ? HostSys.Call(Nr.read, i.HostFd, (long)p, n) : HostSys.Call(Nr.pread64, i.HostFd, (long)p, n, offset);
             var res = HostResult.Of(r);
-            if (r > 0) res.Writes.Add((0, tmp.AsSpan(0, (int)r).ToArray()));
+            if (r > 0) res.Write(0, tmp.AsSpan(0, (int)r).ToArray());
             return res;
         });
         if (rd.Value <= 0) return rd.Value;

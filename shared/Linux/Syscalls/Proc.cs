@@ -22,7 +22,7 @@ public sealed partial class Kernel
     long? ProcExecPath(ref string abs)
     {
         if (!ProcFs.Covers(abs)) return null;
-        var (node, path) = Proc.Resolve(abs, followFinal: true);
+        var node = Proc.Resolve(abs, followFinal: true, out var path);
         switch (node.Kind)
         {
             case ProcFs.Kind.NotProc: abs = path; return null;
@@ -35,7 +35,7 @@ public sealed partial class Kernel
     long? ProcOpen(CpuT cpu, ref string abs, int flags)
     {
         if (!ProcFs.Covers(abs)) return null;
-        var (node, path) = Proc.Resolve(abs, (flags & O.NOFOLLOW) == 0);
+        var node = Proc.Resolve(abs, (flags & O.NOFOLLOW) == 0, out var path);
         switch (node.Kind)
         {
             case ProcFs.Kind.NotProc: abs = path; return null;
@@ -74,7 +74,7 @@ public sealed partial class Kernel
     long? ProcStat(CpuT cpu, int nr, ref string abs, bool follow, ulong guestBuf, int len)
     {
         if (!ProcFs.Covers(abs)) return null;
-        var (node, path) = Proc.Resolve(abs, follow);
+        var node = Proc.Resolve(abs, follow, out var path);
         switch (node.Kind)
         {
             case ProcFs.Kind.NotProc: abs = path; return null;
@@ -100,7 +100,7 @@ public sealed partial class Kernel
     long? ProcPathOp(int nr, ref string abs, bool follow)
     {
         if (!ProcFs.Covers(abs)) return null;
-        var (node, path) = Proc.Resolve(abs, follow);
+        var node = Proc.Resolve(abs, follow, out var path);
         if (node.Kind == ProcFs.Kind.NotProc) { abs = path; return null; }
         if (node.Kind == ProcFs.Kind.Missing) return -Errno.ENOENT;
         return nr is Nr.access or Nr.faccessat or Nr.faccessat2 ? 0 : -Errno.EACCES;
@@ -110,7 +110,7 @@ public sealed partial class Kernel
     long? ProcReadlink(CpuT cpu, string abs, ulong buf, int n)
     {
         if (!ProcFs.Covers(abs)) return null;
-        var (node, _) = Proc.Resolve(abs, followFinal: false);
+        var node = Proc.Resolve(abs, followFinal: false, out _);
         if (node.Kind == ProcFs.Kind.NotProc) return null; // an intermediate link led out of the view
         if (node.Kind == ProcFs.Kind.Missing) return -Errno.ENOENT;
         if (node.Kind != ProcFs.Kind.Link) return -Errno.EINVAL;

@@ -99,9 +99,20 @@ public sealed partial class Kernel
                 return 0;
             case Prctl.PR_GET_PDEATHSIG: CheckWritable(arg2, 4); Mem.Write32(arg2, (uint)t.Process.DeathSignal); return 0;
             case Prctl.PR_SET_NAME: P.Name = Mem.ReadCString(arg2, 16); return 0;
-            case Prctl.PR_GET_NAME: Mem.WriteBytes(arg2, Encoding.UTF8.GetBytes((P.Name + "\0").PadRight(16, '\0'))[..16]); return 0;
+            case Prctl.PR_GET_NAME: Mem.WriteBytes(arg2, CommBytes(P.Name)); return 0;
             default: return -Errno.EINVAL;
         }
+    }
+
+    /// <summary>The 16 bytes PR_GET_NAME writes: the name's UTF-8 bytes (at most 16), then zeros. Built in a zeroed
+    /// array rather than by padding the string: string padding runs the framework's vectorised fill, whose
+    /// ReadyToRun code is rejected on an AVX2 host, so it was JIT-compiled in nearly every run (libc asks at start).</summary>
+    static byte[] CommBytes(string name)
+    {
+        var b = new byte[16];
+        var utf8 = Encoding.UTF8.GetBytes(name);
+        Array.Copy(utf8, b, Math.Min(utf8.Length, b.Length));
+        return b;
     }
 
     long Uname(CpuT cpu, ulong buf)

@@ -28,7 +28,7 @@ public sealed partial class Kernel
             CheckWritable(a.A1, len);
             return Host(t.Cpu, a.Nr, () =>
             {
-            var b = System.Security.Cryptography.RandomNumberGenerator.GetBytes((int)len);
+            var b = HostSys.RandomBytes((int)len);
             return HostResult.Of((long)len).Write(a.A1, b);
             }).Value;
         });
