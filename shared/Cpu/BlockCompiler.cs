@@ -169,8 +169,10 @@ public static unsafe partial class BlockCompiler
 
     static Src[] ThreadRecord()
     {
+        // a loop, not Array.Fill: Fill's generic span helper is not in the precompiled image and the runtime compiled it
+        // at full optimisation at the first region's compile
         var rec = new Src[RecParts];
-        Array.Fill(rec, Src.Thread);
+        for (int i = 0; i < rec.Length; i++) rec[i] = Src.Thread;
         return rec;
     }
 
