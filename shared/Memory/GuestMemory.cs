@@ -459,25 +459,19 @@ public sealed unsafe partial class GuestMemory : IDisposable
         _abortAfterStore = false; // bulk writes come from syscalls, which end their block anyway
     }
 
-    /// <summary>SHA-256 of the guest bytes [a, a + len) (throws <see cref="GuestFaultException"/> when one is not readable).</summary>
-    public byte[] Sha256(ulong a, int len)
+    /// <summary>The <paramref name="kind"/> of hash of the guest bytes [a, a + len) into <paramref name="hash"/>
+    /// (<see cref="Log.ContentHash.Length"/> bytes), hashed from the guest's pages where they are: no copy, no
+    /// allocation (a recording and a replay hash every by-reference read). Pages whose host bytes follow one another
+    /// are one span: a range in one such run (a read of a page or of pages allocated together) is hashed in one call,
+    /// as <see cref="Log.ContentHash.Compute"/> hashes a copy; other ranges go through one reused incremental hash per
+    /// thread, which gives the same value. Throws <see cref="GuestFaultException"/> when a byte is not readable.</summary>
+    public void ContentHash(ulong a, int len, Log.ContentHashKind kind, Span<byte> hash)
     {
-        var hash = new byte[System.Security.Cryptography.SHA256.HashSizeInBytes];
-        Sha256(a, len, hash);
-        return hash;
-    }
-
-    /// <summary><see cref="Sha256(ulong, int)"/> into <paramref name="hash"/> (32 bytes), hashed from the guest's pages
-    /// where they are: no copy, and one hash object per thread reused (a recording hashes every by-reference read).
-    /// Pages whose host bytes follow one another are handed to the hash as one span: each call into the hash crosses
-    /// into the crypto library, and a recording makes thousands.</summary>
-    public void Sha256(ulong a, int len, Span<byte> hash)
-    {
-        var h = t_sha256 ??= System.Security.Cryptography.IncrementalHash.CreateHash(System.Security.Cryptography.HashAlgorithmName.SHA256);
+        byte* run = null;
+        int runLength = 0;
+        bool streaming = false;
         try
         {
-            byte* run = null;
-            int runLength = 0;
             for (ulong cur = a, end = a + (ulong)len; cur < end;)
             {
                 int off = (int)(cur & PageMask);
@@ -485,19 +479,36 @@ public sealed unsafe partial class GuestMemory : IDisposable
                 byte* p = Translate(cur, false).Data + off;
                 if (p != run + runLength)
                 {
-                    if (runLength > 0) h.AppendData(new ReadOnlySpan<byte>(run, runLength));
+                    if (runLength > 0)
+                    {
+                        streaming = true;
+                        AppendToContentHash(kind, new ReadOnlySpan<byte>(run, runLength));
+                    }
                     run = p;
                     runLength = 0;
                 }
                 runLength += n;
                 cur += (ulong)n;
             }
-            if (runLength > 0) h.AppendData(new ReadOnlySpan<byte>(run, runLength));
+            if (streaming) AppendToContentHash(kind, new ReadOnlySpan<byte>(run, runLength));
+            else Log.ContentHash.Compute(kind, new ReadOnlySpan<byte>(run, runLength), hash);
         }
-        finally { h.GetHashAndReset(hash); } // also after a fault: the next hash starts empty
+        finally
+        {
+            // also after a fault: the next hash starts empty
+            if (streaming && kind == Log.ContentHashKind.XxHash128) t_xxh128!.GetHashAndReset(hash);
+            else if (streaming) t_sha256!.GetHashAndReset(hash);
+        }
+    }
+
+    static void AppendToContentHash(Log.ContentHashKind kind, ReadOnlySpan<byte> bytes)
+    {
+        if (kind == Log.ContentHashKind.XxHash128) (t_xxh128 ??= new XxHash128()).Append(bytes);
+        else (t_sha256 ??= System.Security.Cryptography.IncrementalHash.CreateHash(System.Security.Cryptography.HashAlgorithmName.SHA256)).AppendData(bytes);
     }
 
     [ThreadStatic] static System.Security.Cryptography.IncrementalHash? t_sha256;
+    [ThreadStatic] static XxHash128? t_xxh128;
 
     /// <summary>How many pages the guest bytes [a, a + len) touch (len &gt; 0).</summary>
     public static int PagesSpanned(ulong a, int len) => (int)(((a + (ulong)len - 1) >> PageShift) - (a >> PageShift)) + 1;

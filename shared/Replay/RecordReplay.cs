@@ -148,6 +148,9 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
     ulong _nextCheckpoint;
     /// <summary>The checkpoint digest of the log's format version.</summary>
     readonly Func<Kernel, byte[]> _digest;
+    /// <summary>The by-reference content hash of the log's format version, and the array each read's hash goes to.</summary>
+    readonly ContentHashKind _contentHash;
+    readonly byte[] _hash;
 
     readonly OutputDigests _out = new();
     Kernel? _k;
@@ -159,6 +162,8 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
     {
         _w = writer;
         _digest = StateDigest.ForLogVersion(writer.Header.Version);
+        _contentHash = ContentHash.ForLogVersion(writer.Header.Version);
+        _hash = new byte[ContentHash.Length(_contentHash)];
         _interval = checkpointInterval;
         _nextCheckpoint = Recording.FirstCheckpoint(checkpointInterval);
     }
@@ -172,6 +177,8 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
     {
         _w = writer;
         _digest = StateDigest.ForLogVersion(writer.Header.Version);
+        _contentHash = ContentHash.ForLogVersion(writer.Header.Version);
+        _hash = new byte[ContentHash.Length(_contentHash)];
         _interval = writer.Header.CheckpointInterval;
         _nextCheckpoint = from.NextCheckpoint;
         _out = from.Outputs;
@@ -418,28 +425,33 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
         return r;
     }
 
-    /// <summary>A stable file's bytes are logged as (path, offset, SHA-256); anything else by value.</summary>
-    /// Bytes a read put straight into guest memory (<see cref="HostResult.InGuest"/>) are hashed or copied from there.
+    /// <summary>A stable file's bytes are logged as (path, offset, hash of the log version's kind); anything else by
+    /// value. Bytes a read put straight into guest memory (<see cref="HostResult.InGuest"/>) are hashed or copied from
+    /// there.</summary>
     public HostResult FileContent(int tid, int nr, FileRef file, Func<HostResult> perform)
     {
         var r = perform();
         if (r.InGuest is ulong inGuest && r.Value > 0)
         {
             if (!r.ByReference) return Logged(tid, nr, r, [(inGuest, _k!.Mem.ReadBytes(inGuest, (int)r.Value))]);
-            AppendFileContent(tid, nr, file, r.Value, inGuest, _k!.Mem.Sha256(inGuest, (int)r.Value));
+            _k!.Mem.ContentHash(inGuest, (int)r.Value, _contentHash, _hash);
+            AppendFileContent(tid, nr, file, r.Value, inGuest);
             return r;
         }
         if (!r.ByReference || r.Value < 0 || r.Writes.Count != 1) return Logged(tid, nr, r);
         var (addr, bytes) = r.Writes[0];
-        AppendFileContent(tid, nr, file, r.Value, addr, System.Security.Cryptography.SHA256.HashData(bytes));
+        ContentHash.Compute(_contentHash, bytes, _hash);
+        AppendFileContent(tid, nr, file, r.Value, addr);
         return r;
     }
 
-    void AppendFileContent(int tid, int nr, FileRef file, long result, ulong addr, byte[] sha256)
+    /// <summary>Logs a by-reference read whose hash is in <see cref="_hash"/> (the writer encodes it at once, so one
+    /// array serves every record).</summary>
+    void AppendFileContent(int tid, int nr, FileRef file, long result, ulong addr)
         => _w.Append(new FileContent
         {
             InstrCount = Icount, Tid = tid, Nr = nr, Result = result, Addr = addr, Path = file.GuestPath, Offset = file.Offset,
-            Sha256 = sha256,
+            Hash = _hash,
         });
 
     public NetReceived NetReceive(int tid, Func<NetReceived> perform)
@@ -626,6 +638,8 @@ public sealed class ReplayBoundary : IBoundary
     readonly LogReader _r;
     /// <summary>The checkpoint digest of the log's format version (an older readable log is checked by its own).</summary>
     readonly Func<Kernel, byte[]> _digest;
+    /// <summary>The content hash of the log's format version: every FileContent record's must be of this kind.</summary>
+    readonly ContentHashKind _contentHash;
     OutputDigests _out = new();
     readonly Stream? _stdout, _stderr;
     readonly FollowOptions? _follow;
@@ -662,6 +676,7 @@ public sealed class ReplayBoundary : IBoundary
     {
         _r = reader;
         _digest = StateDigest.ForLogVersion(reader.Header.Version);
+        _contentHash = ContentHash.ForLogVersion(reader.Header.Version);
         _follow = follow;
         _interval = reader.Header.CheckpointInterval;
         _checkpointDue = Recording.FirstCheckpoint(_interval);
@@ -927,46 +942,51 @@ public sealed class ReplayBoundary : IBoundary
             throw new LogFormatException($"a FileContent record of {c.Result} bytes for a read of {file.Length}", _r.LastSequence);
         if (c.Addr != file.Address)
             throw new LogFormatException($"a FileContent record writing at 0x{c.Addr:x} for a read into 0x{file.Address:x}", _r.LastSequence);
+        if (c.HashKind != _contentHash)
+            throw new LogFormatException($"a FileContent record with a {ContentHash.Name(c.HashKind)} hash in a log of format version {_r.Header.Version}, whose content hash is {ContentHash.Name(_contentHash)}", _r.LastSequence);
         if (file.IntoGuest && c.Result > 0) return ContentInGuest(c);
+        // each range is hashed once: a match is kept, a miss reads the path afresh and hashes that
         var bytes = ContentRange(c.Path, c.Offset, (int)c.Result, reopen: false);
-        if (bytes == null || bytes.Length != c.Result || !Sha256Matches(bytes, c.Sha256))
+        if (bytes == null || bytes.Length != c.Result || !ContentHash.Matches(bytes, c.Hash))
+        {
             bytes = ContentRange(c.Path, c.Offset, (int)c.Result, reopen: true);
-        if (bytes == null || bytes.Length != c.Result)
-            throw ContentMissing(c);
-        if (!Sha256Matches(bytes, c.Sha256)) throw ContentDiffers(c);
+            if (bytes == null || bytes.Length != c.Result) throw ContentMissing(c);
+            if (!ContentHash.Matches(bytes, c.Hash)) throw ContentDiffers(c);
+        }
         var r = HostResult.Of(c.Result);
         r.Writes.Add((c.Addr, bytes));
         return r;
     }
 
-    static bool Sha256Matches(byte[] bytes, byte[] sha256) => System.Security.Cryptography.SHA256.HashData(bytes).AsSpan().SequenceEqual(sha256);
-
     ReplayInputMismatchException ContentMissing(Log.FileContent c)
         => new($"{c.Path} (offset {c.Offset}, {c.Result} bytes), which the recording read by reference, is missing or shorter under this replica's root {_k?.Fs.Root}");
 
     ReplayInputMismatchException ContentDiffers(Log.FileContent c)
-        => new($"{c.Path} under this replica's root {_k?.Fs.Root} is not the file the recording read (SHA-256 of offset {c.Offset}, {c.Result} bytes differs from the log's {Convert.ToHexStringLower(c.Sha256)[..16]})");
+        => new($"{c.Path} under this replica's root {_k?.Fs.Root} is not the file the recording read ({ContentHash.Name(c.HashKind)} of offset {c.Offset}, {c.Result} bytes differs from the log's {Convert.ToHexStringLower(c.Hash)[..16]})");
 
     /// <summary>A read(2) by reference (<see cref="FileRef.IntoGuest"/>): the range is read from this replica's root
     /// straight into the guest's pages, as the recording's host read did, and hashed there (no buffer, copy or
-    /// collection per read). The bytes count only when their SHA-256 is the log's: otherwise the path is opened afresh
-    /// (the file kept open may have been replaced) and read again, and a second miss refuses the replay.</summary>
+    /// collection per read). The bytes count only when their hash is the log's: otherwise the path is opened afresh
+    /// (the file kept open may have been replaced) and read again, and a second miss refuses the replay. A range
+    /// that matched is not hashed again.</summary>
     HostResult ContentInGuest(Log.FileContent c)
     {
-        long got = ContentRangeInGuest(c, reopen: false);
-        if (got != c.Result || !GuestSha256Matches(c)) got = ContentRangeInGuest(c, reopen: true);
-        if (got != c.Result) throw ContentMissing(c);
-        if (!GuestSha256Matches(c)) throw ContentDiffers(c);
+        if (ContentRangeInGuest(c, reopen: false) != c.Result || !GuestContentMatches(c))
+        {
+            if (ContentRangeInGuest(c, reopen: true) != c.Result) throw ContentMissing(c);
+            if (!GuestContentMatches(c)) throw ContentDiffers(c);
+        }
         var r = HostResult.Of(c.Result);
         r.InGuest = c.Addr;
         return r;
     }
 
-    bool GuestSha256Matches(Log.FileContent c)
+    bool GuestContentMatches(Log.FileContent c)
     {
         Span<byte> h = stackalloc byte[System.Security.Cryptography.SHA256.HashSizeInBytes];
-        _k!.Mem.Sha256(c.Addr, (int)c.Result, h);
-        return h.SequenceEqual(c.Sha256);
+        h = h[..c.Hash.Length];
+        _k!.Mem.ContentHash(c.Addr, (int)c.Result, c.HashKind, h);
+        return h.SequenceEqual(c.Hash);
     }
 
     /// <summary>One preadv of the record's range into the guest pages at its address; the bytes read, or -1 when the
