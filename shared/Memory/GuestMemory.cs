@@ -460,46 +460,58 @@ public sealed unsafe partial class GuestMemory : IDisposable
     }
 
     /// <summary>The <paramref name="kind"/> of hash of the guest bytes [a, a + len) into <paramref name="hash"/>
-    /// (<see cref="Log.ContentHash.Length"/> bytes), hashed from the guest's pages where they are: no copy, no
-    /// allocation (a recording and a replay hash every by-reference read). Pages whose host bytes follow one another
-    /// are one span: a range in one such run (a read of a page or of pages allocated together) is hashed in one call,
-    /// as <see cref="Log.ContentHash.Compute"/> hashes a copy; other ranges go through one reused incremental hash per
-    /// thread, which gives the same value. Throws <see cref="GuestFaultException"/> when a byte is not readable.</summary>
+    /// (<see cref="Log.ContentHash.Length"/> bytes), the value <see cref="Log.ContentHash.Compute"/> gives for a copy of
+    /// them, without allocation (a recording and a replay hash every by-reference read): a range whose pages follow one
+    /// another in host memory is hashed where it is, in one call; another of at most
+    /// <see cref="ContentScratchBytes"/> is copied to a per-thread buffer and hashed in one call (a 4 KiB read into a
+    /// buffer that straddles two pages, as md5sum's and sha256sum's do, costs a 4 KiB copy, cheaper than the
+    /// incremental hash, whose code the runtime would also have to compile for the recording); a longer one goes
+    /// through one reused incremental hash per thread, which gives the same value. Throws
+    /// <see cref="GuestFaultException"/> when a byte is not readable.</summary>
     public void ContentHash(ulong a, int len, Log.ContentHashKind kind, Span<byte> hash)
     {
-        byte* run = null;
-        int runLength = 0;
-        bool streaming = false;
+        if (len <= 0)
+        {
+            Log.ContentHash.Compute(kind, default, hash);
+            return;
+        }
+        byte* first = Translate(a, false).Data + (a & PageMask);
+        ulong end = a + (ulong)len, next = (a | PageMask) + 1;
+        while (next < end && Translate(next, false).Data == first + (next - a)) next += PageSize;
+        if (next >= end)
+        {
+            Log.ContentHash.Compute(kind, new ReadOnlySpan<byte>(first, len), hash);
+            return;
+        }
+        if (len <= ContentScratchBytes)
+        {
+            var copy = (t_contentScratch ??= new byte[ContentScratchBytes]).AsSpan(0, len);
+            ReadBytes(a, copy);
+            Log.ContentHash.Compute(kind, copy, hash);
+            return;
+        }
         try
         {
-            for (ulong cur = a, end = a + (ulong)len; cur < end;)
+            AppendToContentHash(kind, new ReadOnlySpan<byte>(first, (int)(next - a)));
+            for (ulong cur = next; cur < end;)
             {
-                int off = (int)(cur & PageMask);
-                int n = (int)Math.Min(end - cur, PageSize - (ulong)off);
-                byte* p = Translate(cur, false).Data + off;
-                if (p != run + runLength)
-                {
-                    if (runLength > 0)
-                    {
-                        streaming = true;
-                        AppendToContentHash(kind, new ReadOnlySpan<byte>(run, runLength));
-                    }
-                    run = p;
-                    runLength = 0;
-                }
-                runLength += n;
+                int n = (int)Math.Min(end - cur, PageSize);
+                AppendToContentHash(kind, new ReadOnlySpan<byte>(Translate(cur, false).Data, n));
                 cur += (ulong)n;
             }
-            if (streaming) AppendToContentHash(kind, new ReadOnlySpan<byte>(run, runLength));
-            else Log.ContentHash.Compute(kind, new ReadOnlySpan<byte>(run, runLength), hash);
         }
         finally
         {
             // also after a fault: the next hash starts empty
-            if (streaming && kind == Log.ContentHashKind.XxHash128) t_xxh128!.GetHashAndReset(hash);
-            else if (streaming) t_sha256!.GetHashAndReset(hash);
+            if (kind == Log.ContentHashKind.XxHash128) t_xxh128!.GetHashAndReset(hash);
+            else t_sha256!.GetHashAndReset(hash);
         }
     }
+
+    /// <summary>The longest range <see cref="ContentHash"/> copies to hash in one call when its pages lie apart.</summary>
+    public const int ContentScratchBytes = 16 << 10;
+
+    [ThreadStatic] static byte[]? t_contentScratch;
 
     static void AppendToContentHash(Log.ContentHashKind kind, ReadOnlySpan<byte> bytes)
     {

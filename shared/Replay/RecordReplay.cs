@@ -878,7 +878,26 @@ public sealed class ReplayBoundary : IBoundary
         }
     }
 
-    LogRecord Take(string expecting)
+    /// <summary>What the guest asks the log for, in words: a fixed text, or a text and a syscall number or a path,
+    /// put together only for a message (every record a replay takes names one, and formatting each cost a string per
+    /// syscall and read).</summary>
+    readonly struct Asked
+    {
+        readonly string _text;
+        readonly string? _path;
+        readonly int _nr;
+        readonly bool _hasNr;
+
+        Asked(string text, string? path, int nr, bool hasNr) => (_text, _path, _nr, _hasNr) = (text, path, nr, hasNr);
+
+        public static implicit operator Asked(string text) => new(text, null, 0, false);
+        public static Asked SyscallResult(int nr) => new("the result of syscall ", null, nr, true);
+        public static Asked Content(string path) => new("the content of ", path, 0, false);
+
+        public override string ToString() => _hasNr ? _text + _nr.ToString(System.Globalization.CultureInfo.InvariantCulture) : _text + _path;
+    }
+
+    LogRecord Take(Asked expecting)
     {
         if (!Peek(out var rec)) throw OutOfRecords($" (it needs {expecting})");
         _havePeek = false;
@@ -896,7 +915,7 @@ public sealed class ReplayBoundary : IBoundary
 
     Exception Diverged(string what) => new ReplayDivergenceException($"replay diverged at instruction {Icount} (rip 0x{Rip:x}): {what}");
 
-    T Expect<T>(string what) where T : struct, IRecordPayload<T>
+    T Expect<T>(Asked what) where T : struct, IRecordPayload<T>
     {
         var rec = Take(what);
         if (rec.Kind != T.Kind) throw Diverged($"the guest asked for {what} but record #{rec.Sequence} is {Describe(rec)}");
@@ -911,7 +930,7 @@ public sealed class ReplayBoundary : IBoundary
     public HostResult Syscall(int tid, int nr, Func<HostResult> perform, bool reexecuteOnReplay = false)
     {
         if (LiveNow()) return _after.Syscall(tid, nr, perform, reexecuteOnReplay);
-        var s = Expect<SyscallResult>($"the result of syscall {nr}");
+        var s = Expect<SyscallResult>(Asked.SyscallResult(nr));
         if (s.Nr != nr) throw Diverged($"the guest made syscall {nr} where the recording made syscall {s.Nr} (at instruction {s.InstrCount})");
         if (s.InstrCount != Icount) throw Diverged($"syscall {nr} came at instruction {Icount}, recorded at {s.InstrCount}");
         if (s.Tid != tid) throw Diverged($"syscall {nr} came from thread {tid}, recorded from thread {s.Tid}");
@@ -919,7 +938,8 @@ public sealed class ReplayBoundary : IBoundary
         // (before the guest runs, e.g. while loading, the main thread's registers are all zero: no buffer at all)
         if (_k?.Current is { } t && RecordedWrites.Check(nr, t.Cpu, _k.Mem, s.MemWrites) is { } bad) throw Forged(s, bad);
         var r = HostResult.Of(s.Result);
-        if (s.MemWrites != null) r.Writes.AddRange(s.MemWrites);
+        // one by one: AddRange of a list of tuples is generic code the runtime compiles for the replay alone
+        if (s.MemWrites is { } writes) for (int i = 0; i < writes.Count; i++) r.Writes.Add(writes[i]);
         // a following backup performs this replica's own file effects on its own root (the guest sees the log)
         if (reexecuteOnReplay && _follow is { SharedStorage: false }) r.Local = perform().Value;
         return r;
@@ -934,7 +954,7 @@ public sealed class ReplayBoundary : IBoundary
     {
         if (LiveNow()) return _after.FileContent(tid, nr, file, perform);
         if (!Peek(out var next) || next.Kind != RecordKind.FileContent) return Syscall(tid, nr, perform);
-        var c = Expect<Log.FileContent>($"the content of {file.GuestPath}");
+        var c = Expect<Log.FileContent>(Asked.Content(file.GuestPath));
         if (c.Nr != nr || c.Path != file.GuestPath || c.Offset != file.Offset)
             throw Diverged($"the guest read {file.GuestPath} at offset {file.Offset} (syscall {nr}) where the recording read {c.Path} at offset {c.Offset} (syscall {c.Nr})");
         if (c.InstrCount != Icount) throw Diverged($"syscall {nr} came at instruction {Icount}, recorded at {c.InstrCount}");
@@ -1236,11 +1256,15 @@ public sealed class ReplayBoundary : IBoundary
         if (!d.AsSpan().SequenceEqual(c.StateDigest))
             throw Diverged($"checkpoint at instruction {c.InstrCount}: machine state digest {Convert.ToHexString(d)} differs from the recorded {Convert.ToHexString(c.StateDigest)}");
         CheckpointsVerified++;
-        LastVerifiedCheckpoint = (c.InstrCount, Convert.ToHexString(d));
+        _lastVerified = (c.InstrCount, d);
     }
 
-    /// <summary>Instruction count and state digest of the last checkpoint the replay verified.</summary>
-    public (ulong Instruction, string Digest)? LastVerifiedCheckpoint { get; private set; }
+    (ulong Instruction, byte[] Digest)? _lastVerified;
+
+    /// <summary>Instruction count and state digest (hex) of the last checkpoint the replay verified. Formatted when
+    /// asked, not at each checkpoint: the hex encoder is code the runtime compiles for the occasion.</summary>
+    public (ulong Instruction, string Digest)? LastVerifiedCheckpoint
+        => _lastVerified is { } v ? (v.Instruction, Convert.ToHexString(v.Digest)) : null;
 
     public void OnOutput(Kernel kernel, CpuT cpu, int fd, ReadOnlySpan<byte> bytes)
     {
