@@ -90,7 +90,8 @@ public class ReadPathTests(ReadPathTests.AgedFiles aged) : IClassFixture<ReadPat
     /// taken from the guest pages: a range in one run of pages adjacent in host memory in one call, others through an
     /// incremental hash; the oracle is the hash of the bytes copied out. The pages of the first region are touched out
     /// of order, with the second's in between, so both adjacent and scattered host pages occur; every start and length
-    /// class is checked: inside a page, across one and several page ends.</summary>
+    /// class is checked: inside a page, across one and several page ends, and each way of hashing: in place, from a
+    /// copy (scattered, up to <see cref="ReVirt.Memory.GuestMemory.ContentScratchBytes"/>), incrementally (longer).</summary>
     [Theory]
     [InlineData(ContentHashKind.Sha256)]
     [InlineData(ContentHashKind.XxHash128)]
@@ -109,7 +110,8 @@ public class ReadPathTests(ReadPathTests.AgedFiles aged) : IClassFixture<ReadPat
             if (k % 4 == 3) mem.WriteBytes(B + (ulong)(k / 4) * Page, bytes);
         }
         foreach (var (start, len) in new (ulong, int)[] { (A, 1), (A + 7, 600), (A + Page - 3, 10), (A, (int)Page), (A + 100, 3 * (int)Page),
-                     (A + Page, 7 * (int)Page + 5), (A, 16 * (int)Page), (A + 2 * Page + 1, 13 * (int)Page - 2) })
+                     (A + Page, 7 * (int)Page + 5), (A, 16 * (int)Page), (A + 2 * Page + 1, 13 * (int)Page - 2),
+                     (A + 4 * Page - 5, 10), (A + 3 * Page + 100, 2 * (int)Page), (A + 8 * Page, 4 * (int)Page) })
         {
             var copy = new byte[ContentHash.Length(kind)];
             ContentHash.Compute(kind, mem.ReadBytes(start, len), copy);
