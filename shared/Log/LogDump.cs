@@ -195,7 +195,7 @@ public static class LogDump
             case RecordKind.FileContent:
             {
                 var v = r.Decode<FileContent>();
-                sb.Append(CultureInfo.InvariantCulture, $"@icount={v.InstrCount} syscall {SyscallName(v.Nr)}({v.Nr}) = {v.Result} [by reference: {v.Path} at offset {v.Offset}, sha256 {Hex(v.Sha256, 8)}] tid={v.Tid}");
+                sb.Append(CultureInfo.InvariantCulture, $"@icount={v.InstrCount} syscall {SyscallName(v.Nr)}({v.Nr}) = {v.Result} [by reference: {v.Path} at offset {v.Offset}, {ContentHash.Name(v.HashKind)} {Hex(v.Hash, 8)}] tid={v.Tid}");
                 break;
             }
             case RecordKind.NetInput:

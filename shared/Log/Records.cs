@@ -393,18 +393,20 @@ public struct Exit : IRecordPayload<Exit>
 
 /// <summary>
 /// Bytes of a file that entered the guest (a file mapping, the ELF interpreter the loader read), recorded by
-/// reference instead of by value: the file's guest path, the offset, and the SHA-256 of the <see cref="Result"/>
+/// reference instead of by value: the file's guest path, the offset, and the hash of the <see cref="Result"/>
 /// bytes that were read (the syscall's answer when non-negative). A replay reads the same range of the same path
 /// under its own root and refuses, naming the file, when the bytes' hash differs; the bytes go to guest memory at
 /// <see cref="Addr"/> (0: the loader consumed them). Only written for a regular file unchanged since before the
 /// recording began; anything else is a <see cref="SyscallResult"/> with the bytes.
-/// Layout: <c>u64 InstrCount | i32 Tid | i32 Nr | i64 Result | u64 Addr | string Path | i64 Offset | bytes Sha256</c>
-/// (<c>string</c> = u32 length + UTF-8).
+/// Layout: <c>u64 InstrCount | i32 Tid | i32 Nr | i64 Result | u64 Addr | string Path | i64 Offset | bytes Hash</c>
+/// (<c>string</c> = u32 length + UTF-8, <c>bytes</c> = u32 length + content). The hash's length names its kind
+/// (<see cref="ContentHashKind"/>): 32 bytes SHA-256 (format v3, v4), 16 bytes XxHash128 (v5); which one a log holds is
+/// its version's (<see cref="ContentHash.ForLogVersion"/>, checked by the replay), any other length is refused.
 /// </summary>
 public struct FileContent : IRecordPayload<FileContent>
 {
     private string? _path;
-    private byte[]? _sha;
+    private byte[]? _hash;
 
     public ulong InstrCount { get; set; }
     public int Tid { get; set; }
@@ -414,11 +416,14 @@ public struct FileContent : IRecordPayload<FileContent>
     public ulong Addr { get; set; }
     public string Path { readonly get => _path ?? ""; set => _path = value; }
     public long Offset { get; set; }
-    /// <summary>SHA-256 of the bytes (32 bytes).</summary>
-    public byte[] Sha256 { readonly get => _sha ?? []; set => _sha = value; }
+    /// <summary>Hash of the bytes, of the kind its length names (<see cref="HashKind"/>).</summary>
+    public byte[] Hash { readonly get => _hash ?? []; set => _hash = value; }
+
+    /// <summary>The kind of <see cref="Hash"/> (a decoded record's hash always has one).</summary>
+    public readonly ContentHashKind HashKind => ContentHash.OfLength(Hash.Length) ?? throw new InvalidOperationException($"a {Hash.Length}-byte content hash");
 
     public static RecordKind Kind => RecordKind.FileContent;
-    public readonly int EncodedLength => checked(8 + 4 + 4 + 8 + 8 + PayloadWriter.StringSize(Path) + 8 + PayloadWriter.BytesSize(Sha256.Length));
+    public readonly int EncodedLength => checked(8 + 4 + 4 + 8 + 8 + PayloadWriter.StringSize(Path) + 8 + PayloadWriter.BytesSize(Hash.Length));
 
     public readonly void Encode(Span<byte> destination)
     {
@@ -430,7 +435,7 @@ public struct FileContent : IRecordPayload<FileContent>
         w.U64(Addr);
         w.String(Path);
         w.I64(Offset);
-        w.Bytes(Sha256);
+        w.Bytes(Hash);
         w.AssertEnd();
     }
 
@@ -440,10 +445,11 @@ public struct FileContent : IRecordPayload<FileContent>
         var v = new FileContent
         {
             InstrCount = r.U64(), Tid = r.I32(), Nr = r.I32(), Result = r.I64(), Addr = r.U64(), Path = r.String(),
-            Offset = r.I64(), Sha256 = r.Bytes(),
+            Offset = r.I64(), Hash = r.Bytes(),
         };
         r.End();
-        if (v.Sha256.Length != 32) throw new LogFormatException($"FileContent payload: a {v.Sha256.Length}-byte hash (expected 32)");
+        if (ContentHash.OfLength(v.Hash.Length) == null)
+            throw new LogFormatException($"FileContent payload: a {v.Hash.Length}-byte hash (expected 16, XxHash128, or 32, SHA-256)");
         return v;
     }
 }

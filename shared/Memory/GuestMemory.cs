@@ -464,45 +464,68 @@ public sealed unsafe partial class GuestMemory : IDisposable
         _abortAfterStore = false; // bulk writes come from syscalls, which end their block anyway
     }
 
-    /// <summary>SHA-256 of the guest bytes [a, a + len) (throws <see cref="GuestFaultException"/> when one is not readable).</summary>
-    public byte[] Sha256(ulong a, int len)
+    /// <summary>The <paramref name="kind"/> of hash of the guest bytes [a, a + len) into <paramref name="hash"/>
+    /// (<see cref="Log.ContentHash.Length"/> bytes), the value <see cref="Log.ContentHash.Compute"/> gives for a copy of
+    /// them, without allocation (a recording and a replay hash every by-reference read): a range whose pages follow one
+    /// another in host memory is hashed where it is, in one call; another of at most
+    /// <see cref="ContentScratchBytes"/> is copied to a per-thread buffer and hashed in one call (a 4 KiB read into a
+    /// buffer that straddles two pages, as md5sum's and sha256sum's do, costs a 4 KiB copy, cheaper than the
+    /// incremental hash, whose code the runtime would also have to compile for the recording); a longer one goes
+    /// through one reused incremental hash per thread, which gives the same value. Throws
+    /// <see cref="GuestFaultException"/> when a byte is not readable.</summary>
+    public void ContentHash(ulong a, int len, Log.ContentHashKind kind, Span<byte> hash)
     {
-        var hash = new byte[System.Security.Cryptography.SHA256.HashSizeInBytes];
-        Sha256(a, len, hash);
-        return hash;
-    }
-
-    /// <summary><see cref="Sha256(ulong, int)"/> into <paramref name="hash"/> (32 bytes), hashed from the guest's pages
-    /// where they are: no copy, and one hash object per thread reused (a recording hashes every by-reference read).
-    /// Pages whose host bytes follow one another are handed to the hash as one span: each call into the hash crosses
-    /// into the crypto library, and a recording makes thousands.</summary>
-    public void Sha256(ulong a, int len, Span<byte> hash)
-    {
-        var h = t_sha256 ??= System.Security.Cryptography.IncrementalHash.CreateHash(System.Security.Cryptography.HashAlgorithmName.SHA256);
+        if (len <= 0)
+        {
+            Log.ContentHash.Compute(kind, default, hash);
+            return;
+        }
+        byte* first = Translate(a, false).Data + (a & PageMask);
+        ulong end = a + (ulong)len, next = (a | PageMask) + 1;
+        while (next < end && Translate(next, false).Data == first + (next - a)) next += PageSize;
+        if (next >= end)
+        {
+            Log.ContentHash.Compute(kind, new ReadOnlySpan<byte>(first, len), hash);
+            return;
+        }
+        if (len <= ContentScratchBytes)
+        {
+            var copy = (t_contentScratch ??= new byte[ContentScratchBytes]).AsSpan(0, len);
+            ReadBytes(a, copy);
+            Log.ContentHash.Compute(kind, copy, hash);
+            return;
+        }
         try
         {
-            byte* run = null;
-            int runLength = 0;
-            for (ulong cur = a, end = a + (ulong)len; cur < end;)
+            AppendToContentHash(kind, new ReadOnlySpan<byte>(first, (int)(next - a)));
+            for (ulong cur = next; cur < end;)
             {
-                int off = (int)(cur & PageMask);
-                int n = (int)Math.Min(end - cur, PageSize - (ulong)off);
-                byte* p = Translate(cur, false).Data + off;
-                if (p != run + runLength)
-                {
-                    if (runLength > 0) h.AppendData(new ReadOnlySpan<byte>(run, runLength));
-                    run = p;
-                    runLength = 0;
-                }
-                runLength += n;
+                int n = (int)Math.Min(end - cur, PageSize);
+                AppendToContentHash(kind, new ReadOnlySpan<byte>(Translate(cur, false).Data, n));
                 cur += (ulong)n;
             }
-            if (runLength > 0) h.AppendData(new ReadOnlySpan<byte>(run, runLength));
         }
-        finally { h.GetHashAndReset(hash); } // also after a fault: the next hash starts empty
+        finally
+        {
+            // also after a fault: the next hash starts empty
+            if (kind == Log.ContentHashKind.XxHash128) t_xxh128!.GetHashAndReset(hash);
+            else t_sha256!.GetHashAndReset(hash);
+        }
+    }
+
+    /// <summary>The longest range <see cref="ContentHash"/> copies to hash in one call when its pages lie apart.</summary>
+    public const int ContentScratchBytes = 16 << 10;
+
+    [ThreadStatic] static byte[]? t_contentScratch;
+
+    static void AppendToContentHash(Log.ContentHashKind kind, ReadOnlySpan<byte> bytes)
+    {
+        if (kind == Log.ContentHashKind.XxHash128) (t_xxh128 ??= new XxHash128()).Append(bytes);
+        else (t_sha256 ??= System.Security.Cryptography.IncrementalHash.CreateHash(System.Security.Cryptography.HashAlgorithmName.SHA256)).AppendData(bytes);
     }
 
     [ThreadStatic] static System.Security.Cryptography.IncrementalHash? t_sha256;
+    [ThreadStatic] static XxHash128? t_xxh128;
 
     /// <summary>How many pages the guest bytes [a, a + len) touch (len &gt; 0).</summary>
     public static int PagesSpanned(ulong a, int len) => (int)(((a + (ulong)len - 1) >> PageShift) - (a >> PageShift)) + 1;

@@ -148,6 +148,9 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
     ulong _nextCheckpoint;
     /// <summary>The checkpoint digest of the log's format version.</summary>
     readonly Func<Kernel, byte[]> _digest;
+    /// <summary>The by-reference content hash of the log's format version, and the array each read's hash goes to.</summary>
+    readonly ContentHashKind _contentHash;
+    readonly byte[] _hash;
 
     readonly OutputDigests _out = new();
     Kernel? _k;
@@ -159,6 +162,8 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
     {
         _w = writer;
         _digest = StateDigest.ForLogVersion(writer.Header.Version);
+        _contentHash = ContentHash.ForLogVersion(writer.Header.Version);
+        _hash = new byte[ContentHash.Length(_contentHash)];
         _interval = checkpointInterval;
         _nextCheckpoint = Recording.FirstCheckpoint(checkpointInterval);
     }
@@ -172,6 +177,8 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
     {
         _w = writer;
         _digest = StateDigest.ForLogVersion(writer.Header.Version);
+        _contentHash = ContentHash.ForLogVersion(writer.Header.Version);
+        _hash = new byte[ContentHash.Length(_contentHash)];
         _interval = writer.Header.CheckpointInterval;
         _nextCheckpoint = from.NextCheckpoint;
         _out = from.Outputs;
@@ -463,8 +470,9 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
         return list;
     }
 
-    /// <summary>A stable file's bytes are logged as (path, offset, SHA-256); anything else by value.</summary>
-    /// Bytes a read put straight into guest memory (<see cref="HostResult.InGuest"/>) are hashed or copied from there.
+    /// <summary>A stable file's bytes are logged as (path, offset, hash of the log version's kind); anything else by
+    /// value. Bytes a read put straight into guest memory (<see cref="HostResult.InGuest"/>) are hashed or copied from
+    /// there.</summary>
     public HostResult FileContent(int tid, int nr, FileRef file, Func<HostResult> perform)
     {
         var r = perform();
@@ -473,20 +481,24 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
         if (r.InGuest is ulong inGuest && r.Value > 0)
         {
             if (!r.ByReference) return Logged(tid, nr, r, [(inGuest, _k!.Mem.ReadBytes(inGuest, (int)r.Value))]);
-            AppendFileContent(tid, nr, file, r.Value, inGuest, _k!.Mem.Sha256(inGuest, (int)r.Value));
+            _k!.Mem.ContentHash(inGuest, (int)r.Value, _contentHash, _hash);
+            AppendFileContent(tid, nr, file, r.Value, inGuest);
             return r;
         }
         if (!r.ByReference || r.Value < 0 || r.Writes.Count != 1) return Logged(tid, nr, r);
         var (addr, bytes) = r.Writes[0];
-        AppendFileContent(tid, nr, file, r.Value, addr, System.Security.Cryptography.SHA256.HashData(bytes));
+        ContentHash.Compute(_contentHash, bytes, _hash);
+        AppendFileContent(tid, nr, file, r.Value, addr);
         return r;
     }
 
-    void AppendFileContent(int tid, int nr, FileRef file, long result, ulong addr, byte[] sha256)
+    /// <summary>Logs a by-reference read whose hash is in <see cref="_hash"/> (the writer encodes it at once, so one
+    /// array serves every record).</summary>
+    void AppendFileContent(int tid, int nr, FileRef file, long result, ulong addr)
         => _w.Append(new FileContent
         {
             InstrCount = Icount, Tid = tid, Nr = nr, Result = result, Addr = addr, Path = file.GuestPath, Offset = file.Offset,
-            Sha256 = sha256,
+            Hash = _hash,
         });
 
     public NetReceived NetReceive(int tid, Func<NetReceived> perform)
@@ -673,6 +685,8 @@ public sealed class ReplayBoundary : IBoundary
     readonly LogReader _r;
     /// <summary>The checkpoint digest of the log's format version (an older readable log is checked by its own).</summary>
     readonly Func<Kernel, byte[]> _digest;
+    /// <summary>The content hash of the log's format version: every FileContent record's must be of this kind.</summary>
+    readonly ContentHashKind _contentHash;
     OutputDigests _out = new();
     readonly Stream? _stdout, _stderr;
     readonly FollowOptions? _follow;
@@ -709,6 +723,7 @@ public sealed class ReplayBoundary : IBoundary
     {
         _r = reader;
         _digest = StateDigest.ForLogVersion(reader.Header.Version);
+        _contentHash = ContentHash.ForLogVersion(reader.Header.Version);
         _follow = follow;
         _interval = reader.Header.CheckpointInterval;
         _checkpointDue = Recording.FirstCheckpoint(_interval);
@@ -914,7 +929,26 @@ public sealed class ReplayBoundary : IBoundary
         }
     }
 
-    LogRecord Take(string expecting)
+    /// <summary>What the guest asks the log for, in words: a fixed text, or a text and a syscall number or a path,
+    /// put together only for a message (every record a replay takes names one, and formatting each cost a string per
+    /// syscall and read).</summary>
+    readonly struct Asked
+    {
+        readonly string _text;
+        readonly string? _path;
+        readonly int _nr;
+        readonly bool _hasNr;
+
+        Asked(string text, string? path, int nr, bool hasNr) => (_text, _path, _nr, _hasNr) = (text, path, nr, hasNr);
+
+        public static implicit operator Asked(string text) => new(text, null, 0, false);
+        public static Asked SyscallResult(int nr) => new("the result of syscall ", null, nr, true);
+        public static Asked Content(string path) => new("the content of ", path, 0, false);
+
+        public override string ToString() => _hasNr ? _text + _nr.ToString(System.Globalization.CultureInfo.InvariantCulture) : _text + _path;
+    }
+
+    LogRecord Take(Asked expecting)
     {
         if (!Peek(out var rec)) throw OutOfRecords($" (it needs {expecting})");
         _havePeek = false;
@@ -932,7 +966,7 @@ public sealed class ReplayBoundary : IBoundary
 
     Exception Diverged(string what) => new ReplayDivergenceException($"replay diverged at instruction {Icount} (rip 0x{Rip:x}): {what}");
 
-    T Expect<T>(string what) where T : struct, IRecordPayload<T>
+    T Expect<T>(Asked what) where T : struct, IRecordPayload<T>
     {
         var rec = Take(what);
         if (rec.Kind != T.Kind) throw Diverged($"the guest asked for {what} but record #{rec.Sequence} is {Describe(rec)}");
@@ -955,7 +989,7 @@ public sealed class ReplayBoundary : IBoundary
     /// <summary>The next record, which must be the result of syscall <paramref name="nr"/> made by this thread here.</summary>
     SyscallResult ExpectSyscall(int tid, int nr)
     {
-        var s = Expect<SyscallResult>($"the result of syscall {nr}");
+        var s = Expect<SyscallResult>(Asked.SyscallResult(nr));
         if (s.Nr != nr) throw Diverged($"the guest made syscall {nr} where the recording made syscall {s.Nr} (at instruction {s.InstrCount})");
         if (s.InstrCount != Icount) throw Diverged($"syscall {nr} came at instruction {Icount}, recorded at {s.InstrCount}");
         if (s.Tid != tid) throw Diverged($"syscall {nr} came from thread {tid}, recorded from thread {s.Tid}");
@@ -967,7 +1001,8 @@ public sealed class ReplayBoundary : IBoundary
     HostResult Replayed(SyscallResult s, Func<HostResult> perform, bool reexecuteOnReplay)
     {
         var r = HostResult.Of(s.Result);
-        if (s.MemWrites != null) foreach (var (addr, bytes) in s.MemWrites) r.Write(addr, bytes);
+        // one by one: a foreach over a list of tuples is generic code the runtime compiles for the replay alone
+        if (s.MemWrites is { } writes) for (int i = 0; i < writes.Count; i++) r.Write(writes[i].Addr, writes[i].Bytes);
         // a following backup performs this replica's own file effects on its own root (the guest sees the log)
         if (reexecuteOnReplay && _follow is { SharedStorage: false }) r.Local = perform().Value;
         return r;
@@ -1013,7 +1048,7 @@ public sealed class ReplayBoundary : IBoundary
     {
         if (LiveNow()) return _after.FileContent(tid, nr, file, perform);
         if (!Peek(out var next) || next.Kind != RecordKind.FileContent) return Syscall(tid, nr, perform);
-        var c = Expect<Log.FileContent>($"the content of {file.GuestPath}");
+        var c = Expect<Log.FileContent>(Asked.Content(file.GuestPath));
         if (c.Nr != nr || c.Path != file.GuestPath || c.Offset != file.Offset)
             throw Diverged($"the guest read {file.GuestPath} at offset {file.Offset} (syscall {nr}) where the recording read {c.Path} at offset {c.Offset} (syscall {c.Nr})");
         if (c.InstrCount != Icount) throw Diverged($"syscall {nr} came at instruction {Icount}, recorded at {c.InstrCount}");
@@ -1021,46 +1056,51 @@ public sealed class ReplayBoundary : IBoundary
             throw new LogFormatException($"a FileContent record of {c.Result} bytes for a read of {file.Length}", _r.LastSequence);
         if (c.Addr != file.Address)
             throw new LogFormatException($"a FileContent record writing at 0x{c.Addr:x} for a read into 0x{file.Address:x}", _r.LastSequence);
+        if (c.HashKind != _contentHash)
+            throw new LogFormatException($"a FileContent record with a {ContentHash.Name(c.HashKind)} hash in a log of format version {_r.Header.Version}, whose content hash is {ContentHash.Name(_contentHash)}", _r.LastSequence);
         if (file.IntoGuest && c.Result > 0) return ContentInGuest(c);
+        // each range is hashed once: a match is kept, a miss reads the path afresh and hashes that
         var bytes = ContentRange(c.Path, c.Offset, (int)c.Result, reopen: false);
-        if (bytes == null || bytes.Length != c.Result || !Sha256Matches(bytes, c.Sha256))
+        if (bytes == null || bytes.Length != c.Result || !ContentHash.Matches(bytes, c.Hash))
+        {
             bytes = ContentRange(c.Path, c.Offset, (int)c.Result, reopen: true);
-        if (bytes == null || bytes.Length != c.Result)
-            throw ContentMissing(c);
-        if (!Sha256Matches(bytes, c.Sha256)) throw ContentDiffers(c);
+            if (bytes == null || bytes.Length != c.Result) throw ContentMissing(c);
+            if (!ContentHash.Matches(bytes, c.Hash)) throw ContentDiffers(c);
+        }
         var r = HostResult.Of(c.Result);
         r.Write(c.Addr, bytes);
         return r;
     }
 
-    static bool Sha256Matches(byte[] bytes, byte[] sha256) => System.Security.Cryptography.SHA256.HashData(bytes).AsSpan().SequenceEqual(sha256);
-
     ReplayInputMismatchException ContentMissing(Log.FileContent c)
         => new($"{c.Path} (offset {c.Offset}, {c.Result} bytes), which the recording read by reference, is missing or shorter under this replica's root {_k?.Fs.Root}");
 
     ReplayInputMismatchException ContentDiffers(Log.FileContent c)
-        => new($"{c.Path} under this replica's root {_k?.Fs.Root} is not the file the recording read (SHA-256 of offset {c.Offset}, {c.Result} bytes differs from the log's {Convert.ToHexStringLower(c.Sha256)[..16]})");
+        => new($"{c.Path} under this replica's root {_k?.Fs.Root} is not the file the recording read ({ContentHash.Name(c.HashKind)} of offset {c.Offset}, {c.Result} bytes differs from the log's {Convert.ToHexStringLower(c.Hash)[..16]})");
 
     /// <summary>A read(2) by reference (<see cref="FileRef.IntoGuest"/>): the range is read from this replica's root
     /// straight into the guest's pages, as the recording's host read did, and hashed there (no buffer, copy or
-    /// collection per read). The bytes count only when their SHA-256 is the log's: otherwise the path is opened afresh
-    /// (the file kept open may have been replaced) and read again, and a second miss refuses the replay.</summary>
+    /// collection per read). The bytes count only when their hash is the log's: otherwise the path is opened afresh
+    /// (the file kept open may have been replaced) and read again, and a second miss refuses the replay. A range
+    /// that matched is not hashed again.</summary>
     HostResult ContentInGuest(Log.FileContent c)
     {
-        long got = ContentRangeInGuest(c, reopen: false);
-        if (got != c.Result || !GuestSha256Matches(c)) got = ContentRangeInGuest(c, reopen: true);
-        if (got != c.Result) throw ContentMissing(c);
-        if (!GuestSha256Matches(c)) throw ContentDiffers(c);
+        if (ContentRangeInGuest(c, reopen: false) != c.Result || !GuestContentMatches(c))
+        {
+            if (ContentRangeInGuest(c, reopen: true) != c.Result) throw ContentMissing(c);
+            if (!GuestContentMatches(c)) throw ContentDiffers(c);
+        }
         var r = HostResult.Of(c.Result);
         r.InGuest = c.Addr;
         return r;
     }
 
-    bool GuestSha256Matches(Log.FileContent c)
+    bool GuestContentMatches(Log.FileContent c)
     {
         Span<byte> h = stackalloc byte[System.Security.Cryptography.SHA256.HashSizeInBytes];
-        _k!.Mem.Sha256(c.Addr, (int)c.Result, h);
-        return h.SequenceEqual(c.Sha256);
+        h = h[..c.Hash.Length];
+        _k!.Mem.ContentHash(c.Addr, (int)c.Result, c.HashKind, h);
+        return h.SequenceEqual(c.Hash);
     }
 
     /// <summary>One preadv of the record's range into the guest pages at its address; the bytes read, or -1 when the
@@ -1310,11 +1350,15 @@ public sealed class ReplayBoundary : IBoundary
         if (!d.AsSpan().SequenceEqual(c.StateDigest))
             throw Diverged($"checkpoint at instruction {c.InstrCount}: machine state digest {Convert.ToHexString(d)} differs from the recorded {Convert.ToHexString(c.StateDigest)}");
         CheckpointsVerified++;
-        LastVerifiedCheckpoint = (c.InstrCount, Convert.ToHexString(d));
+        _lastVerified = (c.InstrCount, d);
     }
 
-    /// <summary>Instruction count and state digest of the last checkpoint the replay verified.</summary>
-    public (ulong Instruction, string Digest)? LastVerifiedCheckpoint { get; private set; }
+    (ulong Instruction, byte[] Digest)? _lastVerified;
+
+    /// <summary>Instruction count and state digest (hex) of the last checkpoint the replay verified. Formatted when
+    /// asked, not at each checkpoint: the hex encoder is code the runtime compiles for the occasion.</summary>
+    public (ulong Instruction, string Digest)? LastVerifiedCheckpoint
+        => _lastVerified is { } v ? (v.Instruction, Convert.ToHexString(v.Digest)) : null;
 
     public void OnOutput(Kernel kernel, CpuT cpu, int fd, ReadOnlySpan<byte> bytes)
     {

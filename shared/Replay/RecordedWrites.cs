@@ -29,8 +29,21 @@ public static class RecordedWrites
     {
         if (writes == null || writes.Count == 0) return null;
         ulong a1 = cpu.R[7], a2 = cpu.R[6], a3 = cpu.R[2], a4 = cpu.R[10], a5 = cpu.R[8], a6 = cpu.R[9];
-        var allowed = new List<(ulong Start, ulong Len)>();
-        void Buf(ulong addr, ulong len) { if (addr != 0 && len != 0) allowed.Add((addr, len)); }
+        // an array grown by hand, not a List: List's code over a tuple of ulongs has no ReadyToRun code and would be
+        // compiled for each replay at its first syscall with writes
+        var allowed = new (ulong Start, ulong Len)[8];
+        int count = 0;
+        void Buf(ulong addr, ulong len)
+        {
+            if (addr == 0 || len == 0) return;
+            if (count == allowed.Length)
+            {
+                var more = new (ulong Start, ulong Len)[2 * count];
+                Array.Copy(allowed, more, count);
+                allowed = more;
+            }
+            allowed[count++] = (addr, len);
+        }
         ulong U32At(ulong addr) => addr != 0 && mem.IsReadable(addr, 4) ? mem.Read32(addr) : 0;
         void Iovecs(ulong iov, ulong count)
         {
@@ -81,14 +94,15 @@ public static class RecordedWrites
             case Nr.timer_settime: Buf(a4, 32); break;
             case Nr.mmap:
                 // a file mapping is filled at the address the kernel chose: anywhere mapped, at most the length asked
-                foreach (var (addr, bytes) in writes)
-                    if (addr != 0 && (ulong)bytes.Length > a2) return $"mmap of {a2} bytes cannot fill {bytes.Length} bytes";
+                for (int i = 0; i < writes.Count; i++)
+                    if (writes[i] is (not 0, var bytes) && (ulong)bytes.Length > a2) return $"mmap of {a2} bytes cannot fill {bytes.Length} bytes";
                 Buf(GuestMemory.PageSize, GuestMemory.AddressLimit - GuestMemory.PageSize);
                 break;
         }
         long side = 0;
-        foreach (var (addr, bytes) in writes)
+        for (int w = 0; w < writes.Count; w++) // indexed: an enumerator over the interface is more code compiled per replay
         {
+            var (addr, bytes) = writes[w];
             ulong len = (ulong)bytes.Length;
             if (addr == 0)
             {
@@ -99,12 +113,15 @@ public static class RecordedWrites
             if (addr + len < addr || addr + len > GuestMemory.AddressLimit)
                 return $"a write of {len} bytes at 0x{addr:x} wraps around or leaves the guest's address space";
             bool inside = false;
-            foreach (var (s, l) in allowed)
-                if (addr >= s && addr - s <= l && len <= l - (addr - s)) { inside = true; break; }
+            for (int i = 0; i < count && !inside; i++)
+            {
+                var (s, l) = allowed[i];
+                inside = addr >= s && addr - s <= l && len <= l - (addr - s);
+            }
             if (!inside)
-                return allowed.Count == 0
+                return count == 0
                     ? $"syscall {nr} writes no guest memory, yet the record writes {len} bytes at 0x{addr:x}"
-                    : $"a write of {len} bytes at 0x{addr:x} lies outside the buffers syscall {nr} was given ({string.Join(", ", allowed.Select(b => $"0x{b.Start:x}+{b.Len}"))})";
+                    : $"a write of {len} bytes at 0x{addr:x} lies outside the buffers syscall {nr} was given ({string.Join(", ", allowed.Take(count).Select(b => $"0x{b.Start:x}+{b.Len}"))})";
             if (len > 0 && !Mapped(mem, addr, len))
                 return $"a write of {len} bytes at 0x{addr:x} lands in unmapped guest memory";
         }

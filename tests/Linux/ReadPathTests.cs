@@ -86,12 +86,16 @@ public class ReadPathTests(ReadPathTests.AgedFiles aged) : IClassFixture<ReadPat
     /// description's file at each read, not only once), and the replay is faithful. The oracle is the same script run
     /// natively on an identical file.
     /// </summary>
-    /// <summary>The SHA-256 a by-reference read logs and a replay checks is taken from the guest pages, handing runs of
-    /// pages adjacent in host memory to the hash as one span; the oracle is the hash of the bytes copied out. The pages
-    /// of the first region are touched out of order, with the second's in between, so both adjacent and scattered
-    /// host pages occur; every start and length class is checked: inside a page, across one and several page ends.</summary>
-    [Fact]
-    public void TheSha256OfGuestBytesIsTheSha256OfTheirCopyWhereverThePagesLie()
+    /// <summary>The hash a by-reference read logs and a replay checks (SHA-256 in logs before v5, XxHash128 since) is
+    /// taken from the guest pages: a range in one run of pages adjacent in host memory in one call, others through an
+    /// incremental hash; the oracle is the hash of the bytes copied out. The pages of the first region are touched out
+    /// of order, with the second's in between, so both adjacent and scattered host pages occur; every start and length
+    /// class is checked: inside a page, across one and several page ends, and each way of hashing: in place, from a
+    /// copy (scattered, up to <see cref="ReVirt.Memory.GuestMemory.ContentScratchBytes"/>), incrementally (longer).</summary>
+    [Theory]
+    [InlineData(ContentHashKind.Sha256)]
+    [InlineData(ContentHashKind.XxHash128)]
+    public void TheContentHashOfGuestBytesIsTheHashOfTheirCopyWhereverThePagesLie(ContentHashKind kind)
     {
         const ulong A = 0x10000, B = 0x40000, Page = ReVirt.Memory.GuestMemory.PageSize;
         using var mem = new ReVirt.Memory.GuestMemory();
@@ -106,9 +110,14 @@ public class ReadPathTests(ReadPathTests.AgedFiles aged) : IClassFixture<ReadPat
             if (k % 4 == 3) mem.WriteBytes(B + (ulong)(k / 4) * Page, bytes);
         }
         foreach (var (start, len) in new (ulong, int)[] { (A, 1), (A + 7, 600), (A + Page - 3, 10), (A, (int)Page), (A + 100, 3 * (int)Page),
-                     (A + Page, 7 * (int)Page + 5), (A, 16 * (int)Page), (A + 2 * Page + 1, 13 * (int)Page - 2) })
+                     (A + Page, 7 * (int)Page + 5), (A, 16 * (int)Page), (A + 2 * Page + 1, 13 * (int)Page - 2),
+                     (A + 4 * Page - 5, 10), (A + 3 * Page + 100, 2 * (int)Page), (A + 8 * Page, 4 * (int)Page) })
         {
-            Assert.Equal(System.Security.Cryptography.SHA256.HashData(mem.ReadBytes(start, len)), mem.Sha256(start, len));
+            var copy = new byte[ContentHash.Length(kind)];
+            ContentHash.Compute(kind, mem.ReadBytes(start, len), copy);
+            var inPlace = new byte[copy.Length];
+            mem.ContentHash(start, len, kind, inPlace);
+            Assert.Equal(copy, inPlace);
         }
     }
 
@@ -149,7 +158,7 @@ public class ReadPathTests(ReadPathTests.AgedFiles aged) : IClassFixture<ReadPat
     /// and after something else moved the description; reads that follow one another need no host call. Here one
     /// description, shared by the shell and every child, is read in 4 KiB pieces, moved by a short read, by dd's
     /// forward seek (lseek SEEK_CUR) and by tail's seeks and sendfile, and read again. Every piece of 512
-    /// bytes or more must be logged by reference, each record's offset and SHA-256 must be those of the file's own
+    /// bytes or more must be logged by reference, each record's offset and XxHash128 (log format v5) must be those of the file's own
     /// bytes there (the oracle: the file), the output must be the native run's, and the replay must be faithful (every
     /// checkpoint equal). Fails when the description's offset stops following a seek (mutation: the lseek handler not
     /// setting the description's offset): the records then name offsets the bytes did not come from.
@@ -175,7 +184,7 @@ public class ReadPathTests(ReadPathTests.AgedFiles aged) : IClassFixture<ReadPat
                         Assert.Fail("a read of 512 bytes or more from the stable file was logged by value");
                     if (r.Kind != RecordKind.FileContent || r.Decode<FileContent>() is not { Nr: ReVirt.Linux.Nr.read } c || c.Path != recFile) continue;
                     offsets.Add(c.Offset);
-                    Assert.Equal(System.Security.Cryptography.SHA256.HashData(file.AsSpan((int)c.Offset, (int)c.Result)), c.Sha256);
+                    Assert.Equal(System.IO.Hashing.XxHash128.Hash(file.AsSpan((int)c.Offset, (int)c.Result)), c.Hash);
                 }
             // 0 and 4096; 8292 and 12388 after the 100-byte read; 28772 and 32868 after dd skipped 3 blocks (as the
             // native run's strace shows). tail seeks to 6000 before the end and copies with sendfile (logged by value);
@@ -185,7 +194,7 @@ public class ReadPathTests(ReadPathTests.AgedFiles aged) : IClassFixture<ReadPat
     }
 
     /// <summary>
-    /// The replay reads by-reference reads straight into guest memory and checks their SHA-256 there: it matches a
+    /// The replay reads by-reference reads straight into guest memory and checks their hash there: it matches a
     /// recording while the file is the recorded one, and refuses (exit 2, naming the file) once a byte of a range the
     /// recording read has changed, or the file is gone.
     /// </summary>

@@ -94,7 +94,7 @@ public class DebianProgramTests : IClassFixture<DebianProgramTests.Tree>
     }
 
     /// <summary>
-    /// read(2) of a file nobody changed since before the run is logged as (path, offset, SHA-256), not its bytes:
+    /// read(2) of a file nobody changed since before the run is logged as (path, offset, hash), not its bytes:
     /// sha256sum reading a 35 KB licence text leaves a log far smaller than the text, and the replay (which reads the
     /// same file from its root and checks the hash) prints the same digest.
     /// </summary>
