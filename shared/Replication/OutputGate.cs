@@ -46,6 +46,10 @@ public sealed partial class OutputGate
     public ulong ReleasedStdout => (ulong)Interlocked.Read(ref _releasedOut);
     public ulong ReleasedStderr => (ulong)Interlocked.Read(ref _releasedErr);
     public long HeldBytes => Interlocked.Read(ref _heldBytes);
+    /// <summary>Every byte this gate holds right now: stdout/stderr (<see cref="HeldBytes"/>), socket sends
+    /// (<see cref="SocketHeldBytes"/>) and, on shared storage, file writes (<see cref="FileOutput.HeldBytes"/>). The
+    /// held_bytes metric reports this.</summary>
+    public long AllHeldBytes => HeldBytes + SocketHeldBytes + (Files?.HeldBytes ?? 0);
     public int HeldCount { get { lock (_lock) return _held.Count; } }
     public ulong Acked { get { lock (_lock) return _acked; } }
 

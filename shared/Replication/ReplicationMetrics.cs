@@ -32,6 +32,6 @@ public static class ReplicationMetrics
         _held = heldBytes;
         if (Interlocked.Exchange(ref _registered, 1) != 0) return;
         Meter.CreateObservableGauge("revirt.replication.lag", () => _lag?.Invoke() ?? 0, "{record}", "log records produced and not yet acknowledged by the backup");
-        Meter.CreateObservableGauge("revirt.replication.held_bytes", () => _held?.Invoke() ?? 0, "By", "output bytes (stdout, stderr, sockets) held until the backup acknowledges their log");
+        Meter.CreateObservableGauge("revirt.replication.held_bytes", () => _held?.Invoke() ?? 0, "By", "output bytes (stdout, stderr, sockets, shared-storage file writes) held until the backup acknowledges their log");
     }
 }

@@ -46,14 +46,17 @@ public class FileOutputTests : IDisposable
         gate.HoldFileWrite(Write(3, 0, "aaaa"));
         gate.HoldFileWrite(Write(5, 2, "bb"));
         Assert.Equal("", Content);
+        Assert.Equal(6, gate.AllHeldBytes); // what the held_bytes metric reports counts held file writes
         Assert.True(files.Pending);
         Assert.Equal(4, files.EndOf(FileOutput.Identify(Fd)!.Value.File, Fd)); // an append goes after both held writes
         gate.Ack(4);
         Assert.Equal("aaaa", Content);
+        Assert.Equal(2, gate.AllHeldBytes);
         Assert.Equal(3ul, files.ReleasedThrough);
         gate.Ack(5);
         Assert.Equal("aabb", Content); // the later write over the earlier one, as the guest made them
         Assert.False(files.Pending);
+        Assert.Equal(0, gate.AllHeldBytes);
         gate.Ack(7);
         gate.HoldFileWrite(Write(6, 4, "c")); // its record acknowledged before it reached the gate: stored at once
         Assert.Equal("aabbc", Content);
