@@ -252,7 +252,8 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
     // acknowledgement per reply — or at the first syscall ShipAfterMicroseconds after it was logged. A poll that
     // finds requests ready does not ship: the guest does not wait, and the replies of the next requests join the
     // batch (shipping at every poll's entry sent a batch, and got an ack back, for every couple of requests when the
-    // clients' next requests trickled in).
+    // clients' next requests trickled in) — unless no batch is on its way (LinkIdle): then the round's replies go at
+    // its end, and later rounds gather behind them until their acknowledgement is back.
     // The bound is 250 µs by default: each batch costs both replicas a send, a receive, an acknowledgement and a
     // wake-up or two (~100 µs of CPU for the pair on loopback), and a busy server that never parks had its rounds cut
     // into batches of ~7 replies by a 100 µs bound (kvserver, 16 and 64 connections: 0.14-0.17 batches per request);
@@ -293,6 +294,7 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
     void Ship()
     {
         _unshippedSince = 0;
+        _shippedThrough = _w.LastSequence;
         _w.Flush();
     }
 
@@ -302,11 +304,31 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
     static bool MayWait(int nr) => nr is Nr.nanosleep or Nr.clock_nanosleep or Nr.pause or Nr.wait4 or Nr.waitid or Nr.rt_sigsuspend
         or Nr.rt_sigtimedwait or Nr.sched_yield or Nr.futex;
 
-    /// <summary>At a syscall's entry (guest thread): ship what holds output if the guest may wait now or it waited long enough.</summary>
+    /// <summary>Calls with which an event-driven server ends a round (it answered what was ready and asks what is ready
+    /// next), whether or not they then wait.</summary>
+    static bool EndsRound(int nr) => nr is Nr.poll or Nr.ppoll or Nr.select or Nr.pselect6 or Nr.epoll_wait or Nr.epoll_pwait or Nr.epoll_pwait2;
+
+    /// <summary>At a syscall's entry (guest thread): ship what holds output if the guest may wait now, if it ends a
+    /// round while nothing shipped earlier waits for its acknowledgement (<see cref="LinkIdle"/>), or if it waited long
+    /// enough.</summary>
     void ShipBeforeCall(int nr)
     {
-        if (_unshippedSince != 0 && (MayWait(nr) || System.Diagnostics.Stopwatch.GetTimestamp() - _unshippedSince >= _shipAfterTicks)) Ship();
+        if (_unshippedSince != 0 && (MayWait(nr) || (EndsRound(nr) && LinkIdle()) || System.Diagnostics.Stopwatch.GetTimestamp() - _unshippedSince >= _shipAfterTicks)) Ship();
     }
+
+    // the last record shipped by Ship (guest thread)
+    ulong _shippedThrough;
+
+    /// <summary>
+    /// The backup has acknowledged everything this thread shipped: no batch is on its way. A round's replies then go
+    /// when the round ends (the server polls again, even if it finds more requests ready) instead of waiting for the
+    /// bound behind requests that keep arriving; while a batch is on its way, the next rounds' replies gather until
+    /// its acknowledgement has come back (seen at the end of a round), the guest waits, or the bound passes. So at
+    /// most one batch that the server did not wait for travels at a time, and batches grow with the round trip
+    /// (Nagle's rule, for a link whose acknowledgements release the output). Shipping at the end of every round
+    /// regardless sent a batch, and got an acknowledgement back, for every couple of requests.
+    /// </summary>
+    bool LinkIdle() => Gate!.AckedThrough >= _shippedThrough;
 
     // actions another thread asked to run on the guest thread at an instruction boundary (a snapshot for a standby)
     readonly System.Collections.Concurrent.ConcurrentQueue<Action<Kernel>> _atStop = new();
@@ -593,8 +615,7 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
     /// event is taken and logged as at a stop.</summary>
     public bool Idle(Kernel kernel, CpuT cpu)
     {
-        _w.Flush();
-        _unshippedSince = 0; // shipped by the flush above
+        Ship();
         RunRequested(kernel);
         if (!kernel.WaitForHostEvent()) return false;
         AtStop(kernel, cpu);

@@ -52,6 +52,8 @@ public sealed partial class OutputGate
     public long AllHeldBytes => HeldBytes + SocketHeldBytes + (Files?.HeldBytes ?? 0);
     public int HeldCount { get { lock (_lock) return _held.Count; } }
     public ulong Acked { get { lock (_lock) return _acked; } }
+    /// <summary><see cref="Acked"/> without the gate's lock (any thread; it only grows while protected).</summary>
+    public ulong AckedThrough => Volatile.Read(ref _acked);
 
     /// <summary>Milliseconds each output held while protected spent in the gate (released by an acknowledgement, or
     /// when this replica went on without its backup or released the end of a run under the arbiter).</summary>

@@ -8,8 +8,9 @@ namespace ReVirt.Tests.Replay;
 
 /// <summary>
 /// When a protected recording ships a record whose output waits in the gate (`primary protect --ship-after-us`): at
-/// the guest's first syscall once the bound has passed, or at once when the guest may wait; never earlier on a call
-/// that does not wait. The oracle is the sink's own count of flushes (each flush is a batch to the backup).
+/// the guest's first syscall once nothing shipped earlier waits for its acknowledgement, once the bound has passed,
+/// or at once when the guest may wait; while a batch is unacknowledged, never earlier on a call that does not wait.
+/// The oracle is the sink's own count of flushes (each flush is a batch to the backup).
 /// </summary>
 public class ShipBoundTests
 {
@@ -31,15 +32,26 @@ public class ShipBoundTests
         Perform = (_, _, _) => throw new InvalidOperationException("a held send was performed without an acknowledgement"),
     };
 
-    static (RecordingBoundary Boundary, CountingSink Sink) Recording(int shipAfterUs)
+    static (RecordingBoundary Boundary, CountingSink Sink) Recording(int shipAfterUs) => Recording(shipAfterUs, out _);
+
+    static (RecordingBoundary Boundary, CountingSink Sink) Recording(int shipAfterUs, out OutputGate gate)
     {
         var sink = new CountingSink();
         var writer = new LogWriter(new LogHeader { RootDirectory = "/", Argv = ["kv"], Envp = [], CpuModel = "x" }, sink);
-        var gate = new OutputGate((_, _) => { });
+        gate = new OutputGate((_, _) => { });
         return (new RecordingBoundary(writer, 0) { Gate = gate, ShipAfterMicroseconds = shipAfterUs }, sink);
     }
 
     static HostResult Getpid() => HostResult.Of(1);
+
+    /// <summary>A batch holding output goes to the backup and stays unacknowledged (the guest was about to sleep).</summary>
+    static void ShipOneUnacknowledged(RecordingBoundary b, CountingSink sink)
+    {
+        b.Send(1, Nr.sendto, HeldSend());
+        int before = sink.Flushes;
+        b.Syscall(1, Nr.nanosleep, Getpid);
+        Assert.True(sink.Flushes > before);
+    }
 
     [Theory]
     [InlineData(0, true)]          // shipped at the next call
@@ -48,6 +60,7 @@ public class ShipBoundTests
     public void ARecordHoldingOutputIsShippedAtTheFirstCallAfterTheBound(int shipAfterUs, bool shipped)
     {
         var (b, sink) = Recording(shipAfterUs);
+        ShipOneUnacknowledged(b, sink); // the link is busy: only the bound (or a wait) ships the next record
         b.Send(1, Nr.sendto, HeldSend());
         int before = sink.Flushes;
         Thread.Sleep(20);
@@ -59,6 +72,7 @@ public class ShipBoundTests
     public void ACallThatMayWaitShipsWhateverTheBound()
     {
         var (b, sink) = Recording(10_000_000);
+        ShipOneUnacknowledged(b, sink);
         b.Send(1, Nr.sendto, HeldSend());
         int before = sink.Flushes;
         b.Syscall(1, Nr.getpid, Getpid);
@@ -66,6 +80,45 @@ public class ShipBoundTests
         b.Syscall(1, Nr.nanosleep, Getpid); // the guest is about to sleep: its reply must not wait for the bound
         Assert.True(sink.Flushes > before);
     }
+
+    [Fact]
+    public void WithNothingUnacknowledgedARoundsRepliesGoWhenTheRoundEnds()
+    {
+        var (b, sink) = Recording(10_000_000);
+        b.Send(1, Nr.sendto, HeldSend());
+        int before = sink.Flushes;
+        b.Syscall(1, Nr.getpid, Getpid); // not the end of a round
+        Assert.Equal(before, sink.Flushes);
+        b.Syscall(1, Nr.poll, Getpid); // a poll that finds more requests ready: no batch on its way, so the reply goes
+        Assert.True(sink.Flushes > before);
+    }
+
+    [Fact]
+    public void RecordsLoggedWhileABatchIsUnacknowledgedGoAtTheFirstRoundEndAfterItsWholeAcknowledgement()
+    {
+        var (b, sink) = Recording(10_000_000, out var gate);
+        b.Send(1, Nr.sendto, ReleasableSend());
+        b.Send(1, Nr.sendto, ReleasableSend());
+        ulong firstBatch = b.Point.Sequence; // the two sends' records
+        b.Syscall(1, Nr.nanosleep, Getpid); // the guest is about to sleep: they go
+        int before = sink.Flushes;
+        b.Send(1, Nr.sendto, ReleasableSend());
+        b.Syscall(1, Nr.poll, Getpid);
+        Assert.Equal(before, sink.Flushes); // it gathers behind the batch on its way
+        gate.Ack(firstBatch - 1); // part of that batch
+        b.Syscall(1, Nr.poll, Getpid);
+        Assert.Equal(before, sink.Flushes);
+        gate.Ack(firstBatch); // the whole batch: the next call ships what gathered, in one batch
+        b.Syscall(1, Nr.poll, Getpid);
+        Assert.Equal(before + 1, sink.Flushes);
+    }
+
+    /// <summary>A send the gate may release (its acknowledgement came): the host takes it whole.</summary>
+    static SocketSend ReleasableSend() => new()
+    {
+        Socket = Socket, Data = "reply\n"u8.ToArray(), HostFd = -1, Stream = true,
+        Perform = (offset, count, _) => count,
+    };
 
     [Fact]
     public void ANegativeBoundIsRefused()
