@@ -122,13 +122,8 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles, IDisposable
     public bool HostEventsPending => _hostEventsPending;
 
     readonly HostEventQueue<PostedWake> _wakes = new();
-    /// <summary>
-    /// Set whenever a host event is posted; an idle machine resets it, looks at its queues once more and waits on it.
-    /// It never spins: a wait that spins (a SemaphoreSlim's, which yields the core with sched_yield before it
-    /// sleeps) takes a core that the threads which end the wait need on a machine with few of them (the host-wait
-    /// thread that posts the wake-up, a protected primary's acknowledgement thread, a load generator).
-    /// </summary>
-    readonly ManualResetEventSlim _posted = new(false, spinCount: 0);
+    /// <summary>Signalled whenever a host event is posted (an idle machine waits on it).</summary>
+    readonly SemaphoreSlim _posted = new(0);
 
     /// <summary>The host side of blocking calls (registrations are made only inside host operations).</summary>
     public readonly HostWaiter Waiter;
@@ -140,7 +135,7 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles, IDisposable
         _wakes.Enqueue(new PostedWake(tid, seq));
         _hostEventsPending = true;
         StopRunning();
-        _posted.Set();
+        _posted.Release();
     }
 
     /// <summary>Takes one posted wake-up (guest thread only).</summary>
@@ -182,9 +177,6 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles, IDisposable
             if (_runnable > 0) return true;
             // a wait that ends now is posted after it stops counting as registered: look at the queues once more
             if (!MayBeWoken()) { bool any = EventQueued() || _interrupted; _interrupted = false; return any; }
-            // reset before the last look: an event posted after that look sets it again, so the wait cannot miss it
-            _posted.Reset();
-            if (EventQueued() || _interrupted) break;
             _posted.Wait(TimeSpan.FromMilliseconds(500));
         }
         _interrupted = false;
@@ -198,7 +190,7 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles, IDisposable
     public void Interrupt()
     {
         _interrupted = true;
-        _posted.Set();
+        _posted.Release();
     }
 
     /// <summary>Takes one posted host event where nothing is logged (a live run): a wake-up, a signal from outside
@@ -233,7 +225,7 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles, IDisposable
         _hostEvents.Enqueue(sig);
         _hostEventsPending = true;
         StopRunning();
-        _posted.Set();
+        _posted.Release();
     }
 
     /// <summary>Asks the running thread (from any host thread) to stop at its next block boundary.</summary>
