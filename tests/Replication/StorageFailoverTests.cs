@@ -200,7 +200,7 @@ public class StorageFailoverTests(ITestOutputHelper output)
             Assert.True(grew <= AcknowledgedBeforeTheFreeze, $"the shared log grew by {grew} bytes while the backup acknowledged nothing");
             Assert.Contains(events, e => e.Name == ReplicaEvent.TookOver);
             var stored = events.Where(e => e.Name == ReplicaEvent.TakeoverDescriptor).Select(e => e.Str("detail")!)
-                .Select(d => System.Text.RegularExpressions.Regex.Match(d, @"^shared storage: (\d+) file writes")).FirstOrDefault(m => m.Success);
+                .Select(d => System.Text.RegularExpressions.Regex.Match(d, @"^shared storage: (\d+) file changes")).FirstOrDefault(m => m.Success);
             Assert.True(stored != null && int.Parse(stored.Groups[1].Value) > 0, "the survivor stored no held write of its primary");
             AssertNativeFiles(root, "shared storage, primary killed while the backup was frozen", NativeFreezeFiles.Value);
         }
