@@ -5,7 +5,12 @@ read-back every fourth iteration, which waits for the held writes) with the back
 root of its own (the backup writes its own copy), from `primary protect`'s start to its exit (process start-up and
 the handshake included).
 
-    python3 bench/shared_storage.py [--iterations 2000] [--work 1000] [--runs 5] [--setups shared,separate] [--baseline DIR]
+    python3 bench/shared_storage.py [--guest storelog|storenames] [--iterations 2000] [--work 1000] [--runs 5] [--setups shared,separate] [--baseline DIR]
+
+--guest storenames runs the changes-of-names workload instead (guests/src/storenames.c: per iteration an append,
+a mkdir, and every third a rename of the open file, a write through it and a new open; an unlink and rmdir of an
+older directory; a pwrite, and ftruncate/truncate with fstat/stat checks): each change of names waits for the one
+before it under shared storage.
 
 --baseline DIR runs the same rows with another build too (a checkout with its Release build, e.g. /check/base),
 alternating run by run, and prints the ratio of the medians (this build / baseline). Needs the Release build and
@@ -21,7 +26,7 @@ def dlls(where):
     return os.path.join(d, 'primary.dll'), os.path.join(d, 'backup.dll')
 
 
-def one(build, setup, iterations, work, guest):
+def one(build, setup, iterations, work, guest, done):
     primary, backup = build
     d = tempfile.mkdtemp(prefix='revirt-bench-storage-')
     try:
@@ -48,7 +53,7 @@ def one(build, setup, iterations, work, guest):
             p = subprocess.run(['dotnet', primary, 'protect', '--backup', url, '--root', roots[0], '--arbiter', os.path.join(d, 'lock'),
                                 '--', '/prog', '/d', str(iterations), str(work)], capture_output=True, timeout=600)
             wall = time.monotonic() - t0
-            if p.returncode != 0 or not p.stdout.endswith(f'verified {iterations} lines\n'.encode()):
+            if p.returncode != 0 or not p.stdout.endswith(done.encode()):
                 raise RuntimeError(f'the guest failed: {p.returncode} {p.stderr.decode()[-500:]}')
             b.wait(timeout=60)
             return wall
@@ -67,8 +72,9 @@ def main():
     ap.add_argument('--runs', type=int, default=5)
     ap.add_argument('--setups', default='shared,separate')
     ap.add_argument('--baseline')
+    ap.add_argument('--guest', default='storelog', help='storelog (writes and read-backs) or storenames (mkdir, rename of the open file, unlink, rmdir, truncations while appending)')
     a = ap.parse_args()
-    guest = os.path.join(ROOT, 'guests', 'out', 'storelog.musl')
+    guest = os.path.join(ROOT, 'guests', 'out', f'{a.guest}.musl')
     builds = {'this': dlls(ROOT)}
     if a.baseline: builds['baseline'] = dlls(a.baseline)
     walls = {(n, s): [] for n in builds for s in a.setups.split(',')}
@@ -76,7 +82,7 @@ def main():
     for r in range(a.runs):
         for s in a.setups.split(','):
             for n, build in builds.items():
-                w = one(build, s, a.iterations, a.work, guest)
+                w = one(build, s, a.iterations, a.work, guest, f'verified {a.iterations} lines\n' if a.guest == 'storelog' else f'done {a.iterations}\n')
                 walls[(n, s)].append(w)
                 print(f'run {r + 1} {n:8} {s:8} {w:6.2f} s', flush=True)
     print(f'load after: {os.getloadavg()[0]:.1f}')

@@ -34,12 +34,10 @@ public sealed class FileMappings
         k.Boundary.SettleFiles(tid); // a mapping's bytes include the guest's own held writes
         var res = k.Boundary.FileContent(tid, Nr.mmap, new FileRef(file.GuestPath, offset, len, at), () =>
         {
-            var st = new byte[144];
-            long r;
-            fixed (byte* s = st) r = HostSys.Call(Nr.fstat, file.HostFd, (long)s);
+            long r = HostStat.Of(file.HostFd, out var st);
             if (r < 0) return HostResult.Of(r);
-            long size = System.Buffers.Binary.BinaryPrimitives.ReadInt64LittleEndian(st.AsSpan(48));
-            bool regular = (System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(st.AsSpan(24)) & 0xF000) == 0x8000;
+            long size = st.Size;
+            bool regular = st.IsRegular;
             // a huge mapping of a small file costs what the file holds
             int n = regular ? (int)Math.Clamp(size - offset, 0, len) : len;
             var tmp = new byte[n];
@@ -115,11 +113,9 @@ public sealed class FileMappings
         k.Boundary.Syscall(tid, Nr.pwrite64, () =>
         {
             // a shared mapping never extends its file: only what lies before the end of the file is written
-            var st = new byte[144];
-            long r;
-            fixed (byte* p = st) r = HostSys.Call(Nr.fstat, s.File.HostFd, (long)p);
+            long r = HostStat.Of(s.File.HostFd, out var st);
             if (r < 0) return HostResult.Of(r);
-            long size = System.Buffers.Binary.BinaryPrimitives.ReadInt64LittleEndian(st.AsSpan(48));
+            long size = st.Size;
             int n = (int)Math.Clamp(size - off, 0, data.Length);
             fixed (byte* p = data) return HostResult.Of(n == 0 ? 0 : HostSys.Call(Nr.pwrite64, s.File.HostFd, (long)p, n, off));
         }, reexecuteOnReplay: true);

@@ -189,12 +189,10 @@ public sealed class GuestFs : IDisposable
                     continue;
                 }
                 bool last = todo.Count == 0;
-                var st = new byte[144];
                 var zc = HostSys.Z(c);
-                long r;
-                fixed (byte* p = zc) fixed (byte* s = st) r = HostSys.Call(Nr.newfstatat, dirs[^1], (long)p, (long)s, AT_SYMLINK_NOFOLLOW);
+                long r = HostStat.OfName(dirs[^1], zc, out var st);
                 if (r < 0 && !(last && r == -Errno.ENOENT)) return r;
-                bool isLink = r == 0 && (BinaryPrimitives.ReadUInt32LittleEndian(st.AsSpan(24)) & S_IFMT) == S_IFLNK;
+                bool isLink = r == 0 && st.Type == S_IFLNK;
                 if (isLink && (!last || followFinal))
                 {
                     if (++links > MaxLinks) return -Errno.ELOOP;

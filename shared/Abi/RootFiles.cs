@@ -126,10 +126,10 @@ public static class RootFiles
     /// <summary>Type (S_IFMT bits), permission bits and 0, or -errno, of what a path names (a final symlink not followed).</summary>
     static unsafe (uint Type, uint Mode, long Err) Lstat(GuestFs fs, string p)
     {
-        var st = new byte[SMode.StatSize];
-        long r = fs.OnObject(p, false, fd => { fixed (byte* s = st) fixed (byte* e = EmptyName) return HostSys.Call(Nr.newfstatat, fd, (long)e, (long)s, At.EMPTY_PATH | At.SYMLINK_NOFOLLOW); });
+        HostStat st = default;
+        long r = fs.OnObject(p, false, fd => HostStat.OfName(fd, [], out st));
         if (r < 0) return (0, 0, r);
-        uint mode = BinaryPrimitives.ReadUInt32LittleEndian(st.AsSpan(SMode.StModeOffset));
+        uint mode = st.Mode;
         return (mode & S_IFMT, mode & ModeBits, 0);
     }
 
@@ -241,12 +241,10 @@ public static class RootFiles
     static unsafe long RemoveAt(long dir, byte[] name, int depth)
     {
         if (depth > MaxDepth) return -Errno.ELOOP;
-        var st = new byte[SMode.StatSize];
-        long r;
-        fixed (byte* n = name) fixed (byte* s = st) r = HostSys.Call(Nr.newfstatat, dir, (long)n, (long)s, At.SYMLINK_NOFOLLOW);
+        long r = HostStat.OfName(dir, name, out var st);
         if (r == -Errno.ENOENT) return 0;
         if (r < 0) return r;
-        bool isDir = (BinaryPrimitives.ReadUInt32LittleEndian(st.AsSpan(SMode.StModeOffset)) & S_IFMT) == SMode.IFDIR;
+        bool isDir = st.IsDirectory;
         if (isDir)
         {
             long sub;

@@ -20,9 +20,7 @@ public sealed partial class Kernel
     static unsafe uint HostFileType(OpenFile f)
     {
         if (f.HostFileType >= 0) return (uint)f.HostFileType;
-        var st = stackalloc byte[SMode.StatSize];
-        long r = HostSys.Call(Nr.fstat, f.HostFd, (long)st);
-        uint type = r < 0 ? 0 : BinaryPrimitives.ReadUInt32LittleEndian(new ReadOnlySpan<byte>(st + SMode.StModeOffset, 4)) & SMode.IFMT;
+        uint type = HostStat.Of(f.HostFd) is { } st ? st.Type : 0;
         f.HostFileType = (int)type;
         return type;
     }
@@ -141,7 +139,7 @@ public sealed partial class Kernel
     }
 
     bool IsFifo(string abs)
-        => StatOf(abs) is { } st && (BinaryPrimitives.ReadUInt32LittleEndian(st.AsSpan(SMode.StModeOffset)) & SMode.IFMT) == SMode.IFIFO;
+        => StatOf(abs) is { } st && HostStat.From(st).Type == SMode.IFIFO;
 }
 
 /// <summary>

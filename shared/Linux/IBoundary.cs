@@ -89,6 +89,29 @@ public interface IBoundary
     void SettleFiles(int tid) { }
 
     /// <summary>
+    /// The guest is about to read, fstat or seek in the file behind <paramref name="hostFd"/>: a primary holding changes
+    /// for that file waits until they are made (changes held for other files do not make it wait). A following backup
+    /// learns nothing here. Logs nothing.
+    /// </summary>
+    void SettleFile(int tid, int hostFd) { }
+
+    /// <summary>
+    /// The guest is about to look a path up (open, access, readlink, chdir, a directory listing): a primary holding a
+    /// change of names waits until it is made, so the lookup sees the names the guest made. A following backup learns
+    /// nothing here. Logs nothing.
+    /// </summary>
+    void SettleNames(int tid) { }
+
+    /// <summary>
+    /// A change of names or size of the guest's storage (rename, unlink, rmdir, mkdir, truncate, ftruncate), after
+    /// <see cref="SettleFiles"/>. The default treats it as any other syscall whose host effect a following backup
+    /// performs on its own copy; a protected primary whose backup shares the storage predicts its result from the
+    /// storage (which is the guest's view after the settle), logs it as done and holds the change in its output gate
+    /// until the backup holds the log up to here (shared/Replication/StorageChanges.cs).
+    /// </summary>
+    HostResult StorageChange(int tid, int nr, GuestStorageChange change) => Syscall(tid, nr, change.Perform, reexecuteOnReplay: true);
+
+    /// <summary>
     /// Bytes of a file entering the guest (a file mapping, the loader reading an interpreter): `perform` reads them on
     /// the host into <see cref="HostResult.Writes"/> and says whether they may be logged by reference. The default
     /// treats it as any other syscall (the bytes are logged).
@@ -201,8 +224,11 @@ public sealed class GuestFileWrite
     public required long Offset { get; init; }
     public required long FileOffset { get; init; }
     public required bool Append { get; init; }
-    /// <summary>The guest path the description was opened by (where a survivor writes it again).</summary>
+    /// <summary>The guest path the description has (opened by, moved by the guest's renames since): where a survivor
+    /// writes it again.</summary>
     public required string GuestPath { get; init; }
+    /// <summary>Where a failure at release is reported to the guest (the description's).</summary>
+    public DeferredStorageError? Errors { get; init; }
     public required Func<HostResult> Perform { get; init; }
 }
 
@@ -214,4 +240,57 @@ public sealed class LiveBoundary : IBoundary
     public byte[] Bytes(int tid, InputKind kind, int count, Func<byte[]> perform) => perform();
     public bool Replaying => false;
     public bool KeepsFileContent => false;
+}
+
+/// <summary>The changes of names and sizes of the guest's storage that a primary on shared storage holds under the
+/// output rule (<see cref="IBoundary.StorageChange"/>).</summary>
+public enum StorageChangeKind { Rename, Unlink, Rmdir, Mkdir, Truncate }
+
+/// <summary>
+/// A change of the guest's storage other than a write, as the kernel hands it to the boundary: rename (with
+/// renameat2 flags), unlink, rmdir, mkdir of a name, or a truncation of a file (by path, or through a description:
+/// <see cref="HostFd"/>). Paths are absolute guest paths. <see cref="Perform"/> makes it on the host at once.
+/// </summary>
+public sealed class GuestStorageChange
+{
+    public required StorageChangeKind Kind { get; init; }
+    /// <summary>The name it changes (rename: the source); a truncation: the file's path (through a description: the
+    /// path the description has now).</summary>
+    public required string Path { get; init; }
+    /// <summary>A rename's target.</summary>
+    public string? Target { get; init; }
+    /// <summary>renameat2 flags (<see cref="RenameFlags"/>).</summary>
+    public uint Flags { get; init; }
+    /// <summary>A truncation's length.</summary>
+    public long Length { get; init; }
+    /// <summary>ftruncate: the description's host descriptor (-1: by path, or none in a replay).</summary>
+    public int HostFd { get; init; } = -1;
+    /// <summary>ftruncate: the description's access mode may write.</summary>
+    public bool Writable { get; init; }
+    /// <summary>Where a failure at release is reported to the guest (the description's, for ftruncate).</summary>
+    public DeferredStorageError? Errors { get; init; }
+    public required Func<HostResult> Perform { get; init; }
+
+    public string Describe() => Kind switch
+    {
+        StorageChangeKind.Rename => $"rename of {Path} to {Target}{(Flags != 0 ? $" (flags {Flags})" : "")}",
+        StorageChangeKind.Truncate => $"truncation of {Path} to {Length} bytes",
+        _ => $"{Kind.ToString().ToLowerInvariant()} of {Path}",
+    };
+}
+
+/// <summary>
+/// A failure of a held change of the guest's storage, made after the guest was told it succeeded (on shared
+/// storage: <c>FileOutput</c>): kept on the description and answered to the guest's next fsync, fdatasync or close
+/// of it, once, as a kernel reports a failed write-back (EIO, ENOSPC).
+/// </summary>
+public sealed class DeferredStorageError
+{
+    int _errno;
+
+    /// <summary>A release failed with -errno <paramref name="e"/> (the first failure is the one reported).</summary>
+    public void Report(long e) => Interlocked.CompareExchange(ref _errno, (int)-e, 0);
+
+    /// <summary>0, or the -errno of a failure not reported yet (then cleared).</summary>
+    public long Take() => -(long)Interlocked.Exchange(ref _errno, 0);
 }

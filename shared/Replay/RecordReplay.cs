@@ -444,17 +444,60 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
         });
         OutputLogged();
         if (w.Offset < 0) HostSys.Call(Nr.lseek, w.HostFd, at + w.Data.Length, Seek.SET);
-        Gate!.HoldFileWrite(new Replication.HeldFileWrite(seq, id.File, (int)dup, at, w.Data));
+        Gate!.HoldFileWrite(new Replication.HeldFileWrite(seq, id.File, (int)dup, at, w.Data) { Errors = w.Errors });
         return HostResult.Of(w.Data.Length);
     }
 
-    /// <summary>Held file writes are released before the guest looks at its storage: what they wait for is shipped
+    /// <summary>
+    /// With a gate that holds file writes: a change of names or size is predicted from the storage (the kernel settled
+    /// everything held first, so the storage is the guest's view), and when it succeeds it is logged as done (its
+    /// record carries <see cref="Replication.HeldChangeRecord"/>) and held like a write; a predicted error is logged
+    /// as an ordinary result (nothing changes). renameat2 flags the prediction does not know make the change at once.
+    /// </summary>
+    public HostResult StorageChange(int tid, int nr, GuestStorageChange c)
+    {
+        var files = Gate?.Files;
+        if (files == null || _k == null) return Syscall(tid, nr, c.Perform, reexecuteOnReplay: true);
+        ShipBeforeCall(nr);
+        var p = Replication.StorageChanges.Predict(_k.Fs, c);
+        if (p.Unpredictable) return Syscall(tid, nr, c.Perform, reexecuteOnReplay: true);
+        if (p.Result < 0) return Logged(tid, nr, HostResult.Of(p.Result));
+        ulong seq = _w.Append(new SyscallResult
+        {
+            InstrCount = Icount, Tid = tid, Nr = nr, Result = p.Result,
+            Data = Replication.HeldChangeRecord.Encode(files.ReleasedThrough, p.File),
+        });
+        OutputLogged();
+        Replication.HeldStorageChange held = c.Kind == StorageChangeKind.Truncate
+            ? new Replication.HeldTruncate(seq, p.File ?? default, p.HostFd, c.Length) { Errors = c.Errors }
+            : new Replication.HeldNameChange(seq, p.File, c) { Errors = c.Errors };
+        Gate!.HoldFileWrite(held);
+        return HostResult.Of(p.Result);
+    }
+
+    /// <summary>Held changes are made before the guest looks at its storage: what they wait for is shipped
     /// first, then the guest thread waits for the acknowledgement (one round trip).</summary>
     public void SettleFiles(int tid)
     {
         if (Gate?.Files is not { Pending: true } files) return;
         Ship();
         files.WaitReleased();
+    }
+
+    /// <summary>Only the changes held for this file: a read of one file does not wait for writes to another.</summary>
+    public void SettleFile(int tid, int hostFd)
+    {
+        if (Gate?.Files is not { Pending: true } files) return;
+        Ship();
+        files.WaitReleased(hostFd);
+    }
+
+    /// <summary>A path lookup waits for held changes of names only.</summary>
+    public void SettleNames(int tid)
+    {
+        if (Gate?.Files is not { NamesPending: true } files) return;
+        Ship();
+        files.WaitNamesReleased();
     }
 
     public HostResult Syscall(int tid, int nr, Func<HostResult> perform, bool reexecuteOnReplay = false)
@@ -1058,6 +1101,38 @@ public sealed class ReplayBoundary : IBoundary
     {
         if (LiveNow()) _after.SettleFiles(tid);
         else _unreleasedFiles.Settled();
+    }
+
+    /// <summary>The primary waited for one file's changes only: a follower learns nothing from it.</summary>
+    public void SettleFile(int tid, int hostFd)
+    {
+        if (LiveNow()) _after.SettleFile(tid, hostFd);
+    }
+
+    /// <summary>The primary waited for held changes of names only (when it held one): a follower learns nothing.</summary>
+    public void SettleNames(int tid)
+    {
+        if (LiveNow()) _after.SettleNames(tid);
+    }
+
+    /// <summary>
+    /// A change of names or size. Its record holds, when the primary held it (shared storage), the file it concerns
+    /// and how far the primary had released: a follower on the same storage keeps it until the primary is known to
+    /// have made it, and makes it itself if it takes over before (<see cref="Replication.UnreleasedFileWrites"/>).
+    /// </summary>
+    public HostResult StorageChange(int tid, int nr, GuestStorageChange c)
+    {
+        if (LiveNow()) return _after.StorageChange(tid, nr, c);
+        var s = ExpectSyscall(tid, nr);
+        if (s.Data.Length != 0 && s.Data.Length != Replication.HeldChangeRecord.Size)
+            throw Forged(s, $"a change of names or size's record holds {s.Data.Length} data bytes (0, or {Replication.HeldChangeRecord.Size} when held)");
+        if (s.Data.Length != 0 && s.Result != 0) throw Forged(s, $"a held change of names or size answered {s.Result}");
+        if (s.Data.Length != 0 && _follow is { SharedStorage: true })
+        {
+            var (released, file) = Replication.HeldChangeRecord.Decode(s.Data);
+            _unreleasedFiles.AddChange(ReplayedSequence, c, file, released);
+        }
+        return Replayed(s, c.Perform, reexecuteOnReplay: true);
     }
 
     /// <summary>

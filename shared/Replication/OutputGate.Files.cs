@@ -4,9 +4,9 @@ using ReVirt.Linux;
 namespace ReVirt.Replication;
 
 /// <summary>
-/// Output commit for the guest's file writes when both replicas share its storage (<see cref="FileOutput"/>): the
+/// Output commit for the guest's file writes and changes of names and sizes when both replicas share its storage (<see cref="FileOutput"/>): the
 /// gate decides when a held write may go — with the acknowledgement of its record, at once when unprotected, never
-/// when discarded — and the <see cref="FileOutput"/> holds and writes them.
+/// when discarded — and the <see cref="FileOutput"/> holds and makes them.
 /// </summary>
 public sealed partial class OutputGate
 {
@@ -16,28 +16,29 @@ public sealed partial class OutputGate
     /// own copy of the files).</summary>
     public FileOutput? Files => Volatile.Read(ref _files);
 
-    /// <summary>The backup shares the guest's storage: from here on the guest's file writes are held like its other
-    /// output. Called once the backup said so (its welcome); later calls keep the first.</summary>
-    public void HoldFileWrites(TextWriter diagnostics, bool releaseEarly = false)
+    /// <summary>The backup shares the guest's storage: from here on the guest's file writes and changes of names and
+    /// sizes are held like its other output. Called once the backup said so (its welcome); later calls keep the
+    /// first. <paramref name="failed"/>: a held change the storage refused at release (a replica's named event).</summary>
+    public void HoldFileWrites(TextWriter diagnostics, bool releaseEarly = false, Action<HeldStorageChange, long>? failed = null)
     {
-        lock (_lock) _files ??= new FileOutput(diagnostics) { ReleaseEarly = releaseEarly };
+        lock (_lock) _files ??= new FileOutput(diagnostics) { ReleaseEarly = releaseEarly, Failed = failed };
     }
 
-    /// <summary>Guest thread, after the write's record <paramref name="w"/>.Seq was logged.</summary>
-    public void HoldFileWrite(HeldFileWrite w)
+    /// <summary>Guest thread, after the change's record <paramref name="c"/>.Seq was logged.</summary>
+    public void HoldFileWrite(HeldStorageChange c)
     {
         lock (_lock)
         {
             var files = _files!;
-            if (_discarded) { HostSys.Call(Nr.close, w.HostFd); return; }
+            if (_discarded) { c.Close(); return; }
             if (_unprotected)
             {
-                if (Owner()) files.WriteNow(w);
-                else HostSys.Call(Nr.close, w.HostFd);
+                if (Owner()) files.WriteNow(c);
+                else c.Close();
                 return;
             }
-            files.Enqueue(w);
-            if (Releasable(w.Seq)) files.ReleaseThrough(_acked);
+            files.Enqueue(c);
+            if (Releasable(c.Seq)) files.ReleaseThrough(_acked);
         }
     }
 

@@ -129,6 +129,7 @@ public static class ReplicaEvent
     public const string SnapshotRestored = "snapshot-restored"; // sequence, bytes, receiveMs (first to last chunk, restoring meanwhile), restoreMs (after the last chunk), digest, stdoutAt (a standby verified and restored one)
     public const string SnapshotRefused = "snapshot-refused"; // reason, receivedBytes (a standby refused a snapshot: damaged, cut off, or not the state it claims)
     public const string Planted = "planted";                  // violation (drills only)
+    public const string FileReleaseFailed = "file-release-failed"; // change, record, errno (shared storage: a held file write or change of names/size the storage refused when released; the guest was told it succeeded and learns of it at its next fsync or close of the description)
     public const string ArbiterAsked = "arbiter-asked";       // fromTerm, won, term (won: the new term; lost: the newest the arbiter named, 0 when it could not be asked), holder, error (each request to go live: a backup losing its primary, a live replica losing its backup or releasing its last output)
     public const string Stats = "stats";                      // --stats figures: outputsHeld, outputHoldP50Ms/P99Ms, socketSendsHeld, socketHoldP50Ms/P99Ms, creditWaits, acks, lagP50Ms/P99Ms, records, logBytes, replayTrailP50Ms/P99Ms, throttledMs, replayThrottledMs, replayStalls
     // both

@@ -304,7 +304,7 @@ public sealed class ReplicationClient : ILogSink
             _log.WriteLine($"{_s.Role}: TESTING: held file writes are released without acknowledgements");
             _s.Events.Emit(ReplicaEvent.Planted, ("violation", "files-early"));
         }
-        Gate.HoldFileWrites(_log, early);
+        Gate.HoldFileWrites(_log, early, (change, e) => _s.Events.Emit(ReplicaEvent.FileReleaseFailed, ("change", change.What), ("record", change.Seq), ("errno", -e)));
     }
 
     /// <summary>Planted (<see cref="PrimaryPlant.GateEarly"/>): the gate releases without acknowledgements.</summary>

@@ -164,12 +164,5 @@ public static partial class MachineSnapshot
     /// takeover makes them again.</summary>
     static bool InProc(string guestPath) => guestPath == "/proc" || guestPath.StartsWith("/proc/", StringComparison.Ordinal);
 
-    static unsafe (ulong Dev, ulong Ino)? DeviceAndInode(int fd)
-    {
-        var st = new byte[SMode.StatSize];
-        long r;
-        fixed (byte* s = st) r = HostSys.Call(Nr.fstat, fd, (long)s);
-        if (r < 0) return null;
-        return (BitConverter.ToUInt64(st, 0), BitConverter.ToUInt64(st, SMode.StInoOffset));
-    }
+    static (ulong Dev, ulong Ino)? DeviceAndInode(int fd) => HostStat.Of(fd) is { } st ? (st.Dev, st.Ino) : null;
 }

@@ -16,7 +16,6 @@ namespace ReVirt.Tests.Replication;
 [Collection(ReVirt.Tests.Chaos.RealProcesses.Name)]
 public class StorageFailoverTests(ITestOutputHelper output)
 {
-    static readonly TimeSpan Long = TimeSpan.FromMinutes(3);
     // the kill rounds: a short run; the freeze: long enough that the guest still writes when the backup freezes
     const int Iterations = 120, FreezeIterations = 1000;
     const string Work = "20000", FreezeWork = "100000";
@@ -61,32 +60,8 @@ public class StorageFailoverTests(ITestOutputHelper output)
         }
     }
 
-    /// <summary>
-    /// One kill: the primary runs storelog on <paramref name="primaryRoot"/>, is SIGKILLed once it printed
-    /// <paramref name="killAfter"/> bytes (plus 0-30 ms), and the backup on <paramref name="backupRoot"/> carries the
-    /// guest to its end. False when the kill landed after the guest had finished (nothing taken over).
-    /// </summary>
     bool KillAndTakeOver(string primaryRoot, string backupRoot, bool shared, int killAfter, Random rng)
-    {
-        string arbiter = TempFile(".lock");
-        try
-        {
-            string[] storage = shared ? ["--root", backupRoot, "--shared-storage"] : ["--root", backupRoot];
-            var (b, url) = StartBackup([.. storage, "--arbiter", arbiter, "--timeout-ms", "1000"]);
-            using var _ = b;
-            using var p = Replicas.Primary("--backup", url, "--root", primaryRoot, "--arbiter", arbiter, "--", "/prog", "/d", Iterations.ToString(), Work);
-            var killer = KillWhen(p, () => (int)p.StdoutLength, killAfter, rng);
-            int? code = b.WaitForExit(Long);
-            killer.Join();
-            output.WriteLine($"kill after {killAfter} bytes: primary printed {p.StdoutLength}; backup {code}:\n{b.Stderr}");
-            Assert.Equal(0, code);
-            if (b.Event(ReplicaEvent.PrimaryFinished) != null) return false;
-            Assert.NotNull(b.Event(ReplicaEvent.TookOver));
-            Assert.EndsWith($"verified {Iterations} lines\n", b.StdoutText);
-            return true;
-        }
-        finally { DeleteArbiter(arbiter); }
-    }
+        => SharedStorageRuns.KillAndTakeOver(output, primaryRoot, backupRoot, shared, ["/d", Iterations.ToString(), Work], $"verified {Iterations} lines\n", killAfter, rng);
 
     void KilledAtSeededMoments(bool shared, int seed)
     {
@@ -127,50 +102,16 @@ public class StorageFailoverTests(ITestOutputHelper output)
     /// <summary>
     /// The output rule itself: while the backup is frozen (SIGSTOP) it acknowledges nothing, so the shared log may
     /// only gain what it had acknowledged before (<see cref="AcknowledgedBeforeTheFreeze"/>), though the guest goes on
-    /// writing until it reads back. Returns the log's growth over a second of the freeze, or, when
-    /// <paramref name="plant"/> is given, once it grew beyond that bound (waiting up to 10 s); then the backup thaws
-    /// and the guest runs to its end — on the primary, or with <paramref name="survivor"/> set, on the backup: the
-    /// primary is SIGKILLed while the backup is frozen, with writes held whose records the backup holds but never
-    /// acknowledged (the guest waits for them at its read-back), and the backup takes over (its events are returned).
-    /// The primary does not slow its guest for the backup's replay (--max-replay-lag-ms 0): only the held writes stop
-    /// it, at its next read-back.
+    /// writing until it reads back (<see cref="SharedStorageRuns.GrowthWhileTheBackupIsFrozen"/>: over a second, or
+    /// planted until it grew beyond the bound; with <paramref name="survivor"/> the primary is killed while the
+    /// backup is frozen and the backup takes over; the guest waits for its held writes at its read-back).
     /// </summary>
     long GrowthWhileTheBackupIsFrozen(string? plant, out string root, List<ReplicaEventRecord>? survivor = null)
     {
         root = NewRoot();
-        string arbiter = TempFile(".lock"), log = Path.Combine(root, "d", "log");
-        try
-        {
-            var (b, url) = StartBackup("--root", root, "--shared-storage", "--arbiter", arbiter, "--timeout-ms", "30000");
-            using var _ = b;
-            string[] planted = plant != null ? ["--plant", plant] : [];
-            using var p = Replicas.Primary(["--backup", url, "--root", root, "--arbiter", arbiter, "--timeout-ms", "30000", "--max-replay-lag-ms", "0", .. planted, "--", "/prog", "/d", FreezeIterations.ToString(), FreezeWork]);
-            Assert.True(p.WaitFor(() => File.Exists(log) && new FileInfo(log).Length > 0, Long), "the guest wrote nothing");
-            b.Signal(ReplicaProc.SIGSTOP);
-            long before, after;
-            try
-            {
-                before = new FileInfo(log).Length;
-                if (plant == null) Thread.Sleep(1000);
-                else p.WaitFor(() => new FileInfo(log).Length > before + AcknowledgedBeforeTheFreeze || p.HasExited, TimeSpan.FromSeconds(10));
-                after = new FileInfo(log).Length;
-            }
-            finally
-            {
-                if (survivor != null) p.KillHard();
-                b.Signal(ReplicaProc.SIGCONT);
-            }
-            output.WriteLine($"log {before} -> {after} bytes while the backup was frozen");
-            var winner = survivor != null ? b : p;
-            int? code = winner.WaitForExit(Long);
-            output.WriteLine($"{winner.Name}: {code}\n{winner.Stderr}");
-            Assert.Equal(0, code);
-            Assert.EndsWith($"verified {FreezeIterations} lines\n", winner.StdoutText);
-            if (survivor != null) survivor.AddRange(b.Events);
-            else b.WaitForExit(Long);
-            return after - before;
-        }
-        finally { DeleteArbiter(arbiter); }
+        string log = Path.Combine(root, "d", "log");
+        return SharedStorageRuns.GrowthWhileTheBackupIsFrozen(output, root, ["/d", FreezeIterations.ToString(), FreezeWork], $"verified {FreezeIterations} lines\n",
+            () => File.Exists(log) && new FileInfo(log).Length > 0, () => new FileInfo(log).Length, AcknowledgedBeforeTheFreeze, TimeSpan.FromSeconds(1), plant, survivor);
     }
 
     [Fact]
@@ -199,9 +140,7 @@ public class StorageFailoverTests(ITestOutputHelper output)
         {
             Assert.True(grew <= AcknowledgedBeforeTheFreeze, $"the shared log grew by {grew} bytes while the backup acknowledged nothing");
             Assert.Contains(events, e => e.Name == ReplicaEvent.TookOver);
-            var stored = events.Where(e => e.Name == ReplicaEvent.TakeoverDescriptor).Select(e => e.Str("detail")!)
-                .Select(d => System.Text.RegularExpressions.Regex.Match(d, @"^shared storage: (\d+) file writes")).FirstOrDefault(m => m.Success);
-            Assert.True(stored != null && int.Parse(stored.Groups[1].Value) > 0, "the survivor stored no held write of its primary");
+            Assert.True(SharedStorageRuns.ChangesMadeAgain(events) > 0, "the survivor stored no held write of its primary");
             AssertNativeFiles(root, "shared storage, primary killed while the backup was frozen", NativeFreezeFiles.Value);
         }
         finally { Directory.Delete(root, true); }

@@ -24,9 +24,9 @@ public static unsafe class ProgramFile
     /// does not exist or cannot be reached.</summary>
     public static string? Kind(GuestFs fs, string guestPath)
     {
-        var st = new byte[144];
-        long r = fs.OnObject(guestPath, true, fd => { fixed (byte* s = st) return HostSys.Call(Nr.fstat, fd, (long)s); });
-        return r < 0 ? null : KindOf(BinaryPrimitives.ReadUInt32LittleEndian(st.AsSpan(24)));
+        HostStat st = default;
+        long r = fs.OnObject(guestPath, true, fd => HostStat.Of(fd, out st));
+        return r < 0 ? null : KindOf(st.Mode);
     }
 
     static string KindOf(uint mode) => (mode & S_IFMT) switch
@@ -69,11 +69,9 @@ public static unsafe class ProgramFile
         if (fd == -Errno.ELOOP) throw new ElfLoadException($"{name}: too many levels of symbolic links, or a link the guest may not follow");
         if (fd < 0) throw new ElfLoadException($"{name}: cannot open (errno {-fd})");
         var h = new SafeFileHandle((IntPtr)fd, ownsHandle: true);
-        var st = new byte[144];
-        long r;
-        fixed (byte* s = st) r = HostSys.Call(Nr.fstat, fd, (long)s);
-        uint mode = BinaryPrimitives.ReadUInt32LittleEndian(st.AsSpan(24));
-        size = BinaryPrimitives.ReadInt64LittleEndian(st.AsSpan(48));
+        long r = HostStat.Of((int)fd, out var st);
+        uint mode = st.Mode;
+        size = st.Size;
         string? problem = r < 0 ? $"cannot stat (errno {-r})"
             : (mode & S_IFMT) == S_IFDIR ? "is a directory"
             : (mode & S_IFMT) != S_IFREG ? $"is a {KindOf(mode)}, not a regular file"

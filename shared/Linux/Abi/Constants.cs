@@ -82,6 +82,20 @@ public static class O
 public static class At
 {
     public const int FDCWD = -100, SYMLINK_NOFOLLOW = 0x100, REMOVEDIR = 0x200, EMPTY_PATH = 0x1000;
+    /// <summary>faccessat2: check with the effective ids (shares its value with REMOVEDIR, as in Linux).</summary>
+    public const int EACCESS = 0x200;
+}
+
+/// <summary>access(2) modes.</summary>
+public static class Access
+{
+    public const int X_OK = 1, W_OK = 2, R_OK = 4;
+}
+
+/// <summary>renameat2 flags.</summary>
+public static class RenameFlags
+{
+    public const uint NOREPLACE = 1, EXCHANGE = 2, WHITEOUT = 4;
 }
 
 /// <summary>fcntl commands and descriptor flags.</summary>

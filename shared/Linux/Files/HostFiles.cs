@@ -23,6 +23,10 @@ public class HostFile : OpenFile
     /// instance): reading it or its size waits for the guest's held writes (<see cref="Kernel.SettleFiles"/>).</summary>
     public bool OnStorage => MayReadByReference;
 
+    /// <summary>A held change of this description's file that failed on shared storage after the guest was told it
+    /// was made: answered to the guest's next fsync, fdatasync or close.</summary>
+    public readonly DeferredStorageError ReleaseErrors = new();
+
     /// <summary>What the recording's stability check of this description's file found so far (host-side; see
     /// <see cref="FileRef.IsStable(Abi.GuestFs, string, int, ref ReadStamp)"/>).</summary>
     internal ReadStamp ReadStamp;
@@ -36,7 +40,7 @@ public class HostFile : OpenFile
     {
         if (IsDirectory) return -Errno.EISDIR;
         k.CheckWritable(buf, (ulong)n);
-        if (OnStorage) k.SettleFiles(); // the guest reads what it wrote, held writes included
+        if (OnStorage) k.SettleFile(this); // the guest reads what it wrote, held writes included
         if (n >= ContentReads.MinBytes && MayReadByReference) return ContentReads.Read(k, t, this, buf, n, offset);
         long HostRead() => k.HostBuffer(t.Cpu, offset < 0 ? Nr.read : Nr.pread64, buf, n,
             p => offset < 0 ? k.WouldWait(t, this, Poll.IN) ?? HostSys.Call(Nr.read, HostFd, p, n) : HostSys.Call(Nr.pread64, HostFd, p, n, offset),
@@ -58,7 +62,13 @@ public class HostFile : OpenFile
     public override long Close(Kernel k, GuestThread t)
     {
         k.ForgetEpollTarget(this);
-        return k.Host(t.Cpu, Nr.close, () => HostResult.Of(HostFd >= 0 ? HostSys.Call(Nr.close, HostFd) : 0), true).Value;
+        // a held change already known to have failed answers here, as a kernel's write-back error does (close does
+        // not wait for what is still held: fsync does)
+        return k.Host(t.Cpu, Nr.close, () =>
+        {
+            long closed = HostFd >= 0 ? HostSys.Call(Nr.close, HostFd) : 0;
+            return HostResult.Of(ReleaseErrors.Take() is < 0 and var e ? e : closed);
+        }, true).Value;
     }
 }
 

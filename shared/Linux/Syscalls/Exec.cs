@@ -20,7 +20,6 @@ public sealed partial class Kernel
     /// <summary>Longest single argument or environment string (MAX_ARG_STRLEN).</summary>
     const int MaxArgStrlen = 32 * 4096;
     const int MaxInterpreterDepth = 4;
-    const int X_OK = 1;
 
     long Execve(GuestThread t, int dirfd, ulong pathAddr, ulong argvAddr, ulong envpAddr, int flags)
     {
@@ -140,8 +139,8 @@ public sealed partial class Kernel
                 long e;
                 fixed (byte* ps = st) e = HostSys.Call(Nr.fstat, fd, (long)ps);
                 if (e < 0) return e;
-                if ((BitConverter.ToUInt32(st, SMode.StModeOffset) & SMode.IFMT) != SMode.IFREG) return -Errno.EACCES;
-                fixed (byte* pe = EmptyPath) return HostSys.Call(Nr.faccessat2, fd, (long)pe, X_OK, At.EMPTY_PATH);
+                if (!HostStat.From(st).IsRegular) return -Errno.EACCES;
+                fixed (byte* pe = EmptyPath) return HostSys.Call(Nr.faccessat2, fd, (long)pe, Access.X_OK, At.EMPTY_PATH);
             });
             if (r < 0) return HostResult.Of(r);
             var read = ReadProgramFile(abs, st, out long readErr);

@@ -25,7 +25,7 @@ public sealed partial class Kernel
         r.Add(Nr.lseek, (t, a) =>
         {
             if (Fds.TryGetValue((int)a.A1, out var sp) && sp.StatMode != null) return -Errno.ESPIPE; // a pipe in the VM
-            if (sp is HostFile { OnStorage: true }) SettleFiles(); // SEEK_END: the end with the guest's own writes
+            if (sp is HostFile { OnStorage: true }) SettleFile(sp); // SEEK_END: the end with the guest's own writes
             long r = OnHostFd(t.Cpu, a.Nr, (int)a.A1, h => HostSys.Call(Nr.lseek, h, (long)a.A2, (long)a.A3));
             if (r >= 0 && Fds.TryGetValue((int)a.A1, out var lf)) lf.Offset = r;
             return r;
@@ -39,16 +39,17 @@ public sealed partial class Kernel
         r.Add(Nr.statx, (t, a) => Statx(t.Cpu, (int)a.A1, a.A2, (int)a.A3, (uint)a.A4, a.A5));
         r.Add(Nr.fstatfs, (t, a) => FdBuffer(t.Cpu, a.Nr, (int)a.A1, a.A2, 120, (h, buf) => HostSys.Call(Nr.fstatfs, h, buf)));
         r.Add(Nr.statfs, (t, a) => PathBuffer(t.Cpu, a.Nr, At.FDCWD, a.A1, true, a.A2, 120, (fd, buf) => HostSys.Call(Nr.fstatfs, fd, buf)));
-        r.Add(Nr.getdents64, (t, a) => Fds.TryGetValue((int)a.A1, out var gd) && gd is ProcDirectory pd ? ProcGetdents(pd, a.A2, a.A3) : FdBuffer(t.Cpu, a.Nr, (int)a.A1, a.A2, (int)Math.Min(a.A3, 1 << 20), (h, buf) => HostSys.Call(Nr.getdents64, h, buf, (long)Math.Min(a.A3, 1 << 20)), resultIsLength: true));
+        r.Add(Nr.getdents64, (t, a) => Fds.TryGetValue((int)a.A1, out var gd) && gd is ProcDirectory pd ? ProcGetdents(pd, a.A2, a.A3) : SettleNames() ?? FdBuffer(t.Cpu, a.Nr, (int)a.A1, a.A2, (int)Math.Min(a.A3, 1 << 20), (h, buf) => HostSys.Call(Nr.getdents64, h, buf, (long)Math.Min(a.A3, 1 << 20)), resultIsLength: true));
         r.Add(Nr.readlink, (t, a) => ReadlinkAt(t.Cpu, a.Nr, At.FDCWD, a.A1, a.A2, a.A3));
         r.Add(Nr.readlinkat, (t, a) => ReadlinkAt(t.Cpu, a.Nr, (int)a.A1, a.A2, a.A3, a.A4));
         r.Add(Nr.access, (t, a) => PathOp(t.Cpu, a.Nr, At.FDCWD, a.A1, true, fd => AtEmpty(e => HostSys.Call(Nr.faccessat2, fd, e, (long)a.A2, At.EMPTY_PATH))));
         r.Add(new[] { Nr.faccessat, Nr.faccessat2 }, (t, a) => PathOp(t.Cpu, a.Nr, (int)a.A1, a.A2, true, fd => AtEmpty(e => HostSys.Call(Nr.faccessat2, fd, e, (long)a.A3, At.EMPTY_PATH))));
-        r.Add(Nr.unlink, (t, a) => NameOp(t.Cpu, a.Nr, At.FDCWD, a.A1, -Errno.EISDIR, (d, n) => HostSys.Call(Nr.unlinkat, d, n, 0)));
-        r.Add(Nr.unlinkat, (t, a) => NameOp(t.Cpu, a.Nr, (int)a.A1, a.A2, (a.A3 & At.REMOVEDIR) != 0 ? -Errno.EBUSY : -Errno.EISDIR, (d, n) => HostSys.Call(Nr.unlinkat, d, n, (long)(a.A3 & At.REMOVEDIR))));
-        r.Add(Nr.rmdir, (t, a) => NameOp(t.Cpu, a.Nr, At.FDCWD, a.A1, -Errno.EBUSY, (d, n) => HostSys.Call(Nr.unlinkat, d, n, At.REMOVEDIR)));
-        r.Add(Nr.mkdir, (t, a) => NameOp(t.Cpu, a.Nr, At.FDCWD, a.A1, -Errno.EEXIST, (d, n) => HostSys.Call(Nr.mkdirat, d, n, (long)a.A2)));
-        r.Add(Nr.mkdirat, (t, a) => NameOp(t.Cpu, a.Nr, (int)a.A1, a.A2, -Errno.EEXIST, (d, n) => HostSys.Call(Nr.mkdirat, d, n, (long)a.A3)));
+        r.Add(Nr.unlink, (t, a) => NameOp(t.Cpu, a.Nr, At.FDCWD, a.A1, -Errno.EISDIR, (d, n) => HostSys.Call(Nr.unlinkat, d, n, 0), StorageChangeKind.Unlink));
+        r.Add(Nr.unlinkat, (t, a) => NameOp(t.Cpu, a.Nr, (int)a.A1, a.A2, (a.A3 & At.REMOVEDIR) != 0 ? -Errno.EBUSY : -Errno.EISDIR, (d, n) => HostSys.Call(Nr.unlinkat, d, n, (long)(a.A3 & At.REMOVEDIR)),
+            (a.A3 & At.REMOVEDIR) != 0 ? StorageChangeKind.Rmdir : StorageChangeKind.Unlink));
+        r.Add(Nr.rmdir, (t, a) => NameOp(t.Cpu, a.Nr, At.FDCWD, a.A1, -Errno.EBUSY, (d, n) => HostSys.Call(Nr.unlinkat, d, n, At.REMOVEDIR), StorageChangeKind.Rmdir));
+        r.Add(Nr.mkdir, (t, a) => NameOp(t.Cpu, a.Nr, At.FDCWD, a.A1, -Errno.EEXIST, (d, n) => HostSys.Call(Nr.mkdirat, d, n, (long)a.A2), StorageChangeKind.Mkdir));
+        r.Add(Nr.mkdirat, (t, a) => NameOp(t.Cpu, a.Nr, (int)a.A1, a.A2, -Errno.EEXIST, (d, n) => HostSys.Call(Nr.mkdirat, d, n, (long)a.A3), StorageChangeKind.Mkdir));
         r.Add(Nr.mknod, (t, a) => MknodAt(t.Cpu, a.Nr, At.FDCWD, a.A1, (uint)a.A2));
         r.Add(Nr.mknodat, (t, a) => MknodAt(t.Cpu, a.Nr, (int)a.A1, a.A2, (uint)a.A3));
         r.Add(Nr.chmod, (t, a) => PathOp(t.Cpu, a.Nr, At.FDCWD, a.A1, true, fd => ViaFd(fd, p => HostSys.Call(Nr.fchmodat, At.FDCWD, p, (long)a.A2)), true));
@@ -59,16 +60,17 @@ public sealed partial class Kernel
         r.Add(new[] { Nr.getxattr, Nr.lgetxattr, Nr.fgetxattr }, (t, a) => -Errno.ENODATA);
         r.Add(new[] { Nr.listxattr, Nr.llistxattr, Nr.flistxattr }, (t, a) => 0);
         r.Add(Nr.utimensat, (t, a) => Utimensat(t.Cpu, (int)a.A1, a.A2, a.A3, (int)a.A4));
-        r.Add(Nr.rename, (t, a) => TwoPaths(t.Cpu, a.Nr, At.FDCWD, a.A1, At.FDCWD, a.A2, (d1, p, d2, q) => HostSys.Call(Nr.renameat2, d1, p, d2, q, 0)));
-        r.Add(Nr.renameat, (t, a) => TwoPaths(t.Cpu, a.Nr, (int)a.A1, a.A2, (int)a.A3, a.A4, (d1, p, d2, q) => HostSys.Call(Nr.renameat2, d1, p, d2, q, 0)));
-        r.Add(Nr.renameat2, (t, a) => TwoPaths(t.Cpu, a.Nr, (int)a.A1, a.A2, (int)a.A3, a.A4, (d1, p, d2, q) => HostSys.Call(Nr.renameat2, d1, p, d2, q, (long)a.A5)));
+        r.Add(Nr.rename, (t, a) => TwoPaths(t.Cpu, a.Nr, At.FDCWD, a.A1, At.FDCWD, a.A2, (d1, p, d2, q) => HostSys.Call(Nr.renameat2, d1, p, d2, q, 0), renameFlags: 0));
+        r.Add(Nr.renameat, (t, a) => TwoPaths(t.Cpu, a.Nr, (int)a.A1, a.A2, (int)a.A3, a.A4, (d1, p, d2, q) => HostSys.Call(Nr.renameat2, d1, p, d2, q, 0), renameFlags: 0));
+        r.Add(Nr.renameat2, (t, a) => TwoPaths(t.Cpu, a.Nr, (int)a.A1, a.A2, (int)a.A3, a.A4, (d1, p, d2, q) => HostSys.Call(Nr.renameat2, d1, p, d2, q, (long)a.A5), renameFlags: (uint)a.A5));
         r.Add(Nr.link, (t, a) => TwoPaths(t.Cpu, a.Nr, At.FDCWD, a.A1, At.FDCWD, a.A2, (d1, p, d2, q) => HostSys.Call(Nr.linkat, d1, p, d2, q, 0)));
         r.Add(Nr.linkat, (t, a) => TwoPaths(t.Cpu, a.Nr, (int)a.A1, a.A2, (int)a.A3, a.A4, (d1, p, d2, q) => HostSys.Call(Nr.linkat, d1, p, d2, q, 0)));
         r.Add(Nr.symlink, (t, a) => Symlink(t.Cpu, a.A1, At.FDCWD, a.A2));
         r.Add(Nr.symlinkat, (t, a) => Symlink(t.Cpu, a.A1, (int)a.A2, a.A3));
         r.Add(Nr.truncate, (t, a) => Truncate(t.Cpu, a.A1, (long)a.A2));
-        r.Add(Nr.ftruncate, (t, a) => OnHostFd(t.Cpu, a.Nr, (int)a.A1, h => HostSys.Call(Nr.ftruncate, h, (long)a.A2), true));
-        r.Add(new[] { Nr.fsync, Nr.fdatasync }, (t, a) => OnHostFd(t.Cpu, a.Nr, (int)a.A1, h => HostSys.Call(a.Nr, h), true));
+        r.Add(Nr.ftruncate, (t, a) => Ftruncate(t.Cpu, (int)a.A1, (long)a.A2));
+        // a held change that failed on the storage after the guest was told it was made answers here (once)
+        r.Add(new[] { Nr.fsync, Nr.fdatasync }, (t, a) => OnHostFd(t.Cpu, a.Nr, (int)a.A1, h => DeferredError((int)a.A1) is < 0 and var e ? e : HostSys.Call(a.Nr, h), true));
         r.Add(Nr.sync, (t, a) => 0);
         r.Add(Nr.fadvise64, (t, a) => 0);
         r.Add(Nr.flock, (t, a) => OnHostFd(t.Cpu, a.Nr, (int)a.A1, h => 0));
@@ -141,7 +143,7 @@ public sealed partial class Kernel
     /// guest's storage, after its held writes (<see cref="SettleFiles"/>).</summary>
     long SettledFdBuffer(CpuT cpu, int nr, int fd, ulong guestBuf, int len, Func<long, long, long> call)
     {
-        if (Fds.TryGetValue(fd, out var f) && f is HostFile { OnStorage: true }) SettleFiles();
+        if (Fds.TryGetValue(fd, out var f) && f is HostFile { OnStorage: true }) SettleFile(f);
         return FdBuffer(cpu, nr, fd, guestBuf, len, call);
     }
 
@@ -151,6 +153,23 @@ public sealed partial class Kernel
     /// same points in every run (a replay learns there that the primary had released everything before).
     /// </summary>
     internal void SettleFiles() => Boundary.SettleFiles(Current.Tid);
+
+    /// <summary>The guest observes one file of its storage through a description (read, fstat, lseek): where the
+    /// primary of a pair on shared storage waits for the changes held for that file only.</summary>
+    internal void SettleFile(OpenFile f) => Boundary.SettleFile(Current.Tid, f.HostFd);
+
+    /// <summary>The guest looks a path up: where the primary of a pair on shared storage waits for held changes of
+    /// names (null, so that it chains before the call it precedes).</summary>
+    long? SettleNames()
+    {
+        Boundary.SettleNames(Current.Tid);
+        return null;
+    }
+
+    /// <summary>0, or the -errno of a held change of the description's file that failed on the storage after the
+    /// guest was told it succeeded (<see cref="DeferredStorageError"/>); taken once. Inside a host operation, so the
+    /// answer is logged.</summary>
+    long DeferredError(int fd) => Fds.TryGetValue(fd, out var f) && f is HostFile h ? h.ReleaseErrors.Take() : 0;
 
     /// <summary>Absolute guest path for a path relative to a guest directory descriptor.</summary>
     long GuestAbs(int dirfd, string path, out string abs)
@@ -195,6 +214,7 @@ public sealed partial class Kernel
         if (e < 0) return e;
         if (ProcPathOp(nr, ref abs, follow) is long pr) return pr;
         if (reexecuteOnReplay) SettleFiles();
+        else SettleNames();
         long r = Host(cpu, nr, () => HostResult.Of(Fs.OnObject(abs, follow, call)), reexecuteOnReplay).Value;
         if (reexecuteOnReplay && r >= 0) Changes.Mark(abs); // chmod, fchmodat
         return r;
@@ -211,15 +231,19 @@ public sealed partial class Kernel
     }
 
     /// <summary>An operation on the name a guest path ends in (mkdir, unlink, rmdir): `call` gets the directory
-    /// descriptor and the name (<see cref="GuestFs.InParent"/>); the root and "."/".." get `noName`.</summary>
-    unsafe long NameOp(CpuT cpu, int nr, int dirfd, ulong pathAddr, int noName, Func<int, long, long> call)
+    /// descriptor and the name (<see cref="GuestFs.InParent"/>); the root and "."/".." get `noName`. With a
+    /// <paramref name="kind"/>, a change a primary on shared storage holds (<see cref="IBoundary.StorageChange"/>).</summary>
+    unsafe long NameOp(CpuT cpu, int nr, int dirfd, ulong pathAddr, int noName, Func<int, long, long> call, StorageChangeKind? kind = null)
     {
         string path = Path(pathAddr);
         long e = GuestAbs(dirfd, path, out var abs);
         if (e < 0) return e;
         if (IsProcSelf(abs, out _)) return -Errno.ENOENT;
         SettleFiles();
-        long r = Host(cpu, nr, () => HostResult.Of(Fs.InParent(abs, noName, (d, name) => { fixed (byte* n = name) return call(d, (long)n); })), true).Value;
+        Func<HostResult> perform = () => HostResult.Of(Fs.InParent(abs, noName, (d, name) => { fixed (byte* n = name) return call(d, (long)n); }));
+        long r = kind is { } k
+            ? Boundary.StorageChange(cpu.Tid, nr, new GuestStorageChange { Kind = k, Path = GuestFs.Normalize(abs), Perform = perform }).Value
+            : Host(cpu, nr, perform, true).Value;
         if (r >= 0) Changes.Mark(abs);
         return r;
     }
@@ -230,16 +254,36 @@ public sealed partial class Kernel
         if (e < 0) return e;
         if (IsProcSelf(abs, out _)) return -Errno.ENOENT;
         SettleFiles();
-        long res = Host(cpu, Nr.truncate, () =>
+        long res = Boundary.StorageChange(cpu.Tid, Nr.truncate, new GuestStorageChange
         {
-            long fd = Fs.Open(abs, O.WRONLY, 0);
-            if (fd < 0) return HostResult.Of(fd == -Errno.EISDIR ? -Errno.EISDIR : fd);
-            long r = HostSys.Call(Nr.ftruncate, fd, length);
-            HostSys.Call(Nr.close, fd);
-            return HostResult.Of(r);
-        }, true).Value;
+            Kind = StorageChangeKind.Truncate, Path = abs, Length = length,
+            Perform = () =>
+            {
+                long fd = Fs.Open(abs, O.WRONLY, 0);
+                if (fd < 0) return HostResult.Of(fd == -Errno.EISDIR ? -Errno.EISDIR : fd);
+                long r = HostSys.Call(Nr.ftruncate, fd, length);
+                HostSys.Call(Nr.close, fd);
+                return HostResult.Of(r);
+            },
+        }).Value;
         if (res >= 0) Changes.Mark(abs);
         return res;
+    }
+
+    /// <summary>ftruncate: a change of size a primary on shared storage holds (<see cref="IBoundary.StorageChange"/>);
+    /// it goes to the description's file (its host descriptor), a survivor's by the path the description has.</summary>
+    long Ftruncate(CpuT cpu, int fd, long length)
+    {
+        if (!Fds.TryGetValue(fd, out var f)) return -Errno.EBADF;
+        SettleFiles();
+        long r = Boundary.StorageChange(cpu.Tid, Nr.ftruncate, new GuestStorageChange
+        {
+            Kind = StorageChangeKind.Truncate, Path = f.GuestPath, Length = length, HostFd = f.HostFd,
+            Writable = (f.StatusFlags & O.ACCMODE) != O.RDONLY, Errors = (f as HostFile)?.ReleaseErrors,
+            Perform = () => HostResult.Of(HostSys.Call(Nr.ftruncate, f.HostFd, length)),
+        }).Value;
+        if (r >= 0) Changes.Mark(f);
+        return r;
     }
 
     unsafe long PathBuffer(CpuT cpu, int nr, int dirfd, ulong pathAddr, bool follow, ulong guestBuf, int len, Func<long, long, long> call)
@@ -260,19 +304,52 @@ public sealed partial class Kernel
         }).Value;
     }
 
-    unsafe long TwoPaths(CpuT cpu, int nr, int d1, ulong p1, int d2, ulong p2, Func<int, long, int, long, long> call)
+    /// <summary>rename (<paramref name="renameFlags"/> given: a change a primary on shared storage holds, and the
+    /// guest's descriptions of what moved follow it) or link.</summary>
+    unsafe long TwoPaths(CpuT cpu, int nr, int d1, ulong p1, int d2, ulong p2, Func<int, long, int, long, long> call, uint? renameFlags = null)
     {
         long e = GuestAbs(d1, Path(p1), out var a1);
         if (e < 0) return e;
         e = GuestAbs(d2, Path(p2), out var a2);
         if (e < 0) return e;
         SettleFiles();
-        long r = Host(cpu, nr, () => HostResult.Of(Fs.InParents(a1, a2, -Errno.EBUSY, (dir1, n1, dir2, n2) =>
+        Func<HostResult> perform = () => HostResult.Of(Fs.InParents(a1, a2, -Errno.EBUSY, (dir1, n1, dir2, n2) =>
         {
             fixed (byte* q1 = n1) fixed (byte* q2 = n2) return call(dir1, (long)q1, dir2, (long)q2);
-        })), true).Value;
+        }));
+        long r = renameFlags is { } flags
+            ? Boundary.StorageChange(cpu.Tid, nr, new GuestStorageChange
+                { Kind = StorageChangeKind.Rename, Path = GuestFs.Normalize(a1), Target = GuestFs.Normalize(a2), Flags = flags, Perform = perform }).Value
+            : Host(cpu, nr, perform, true).Value;
         if (r >= 0) { Changes.Mark(a1); Changes.Mark(a2); } // rename: both names; link: the new one (and the old, harmless)
+        if (r >= 0 && renameFlags is { } f) Renamed(GuestFs.Normalize(a1), GuestFs.Normalize(a2), (f & RenameFlags.EXCHANGE) != 0);
         return r;
+    }
+
+    /// <summary>
+    /// A rename was made: the guest's descriptions of what it moved (the file, or anything below the directory) get
+    /// its new path, as Linux's descriptions follow their file. Openat relative to a moved directory, /proc/self/fd and
+    /// a takeover's re-opening (and a survivor's writes again) use it. The same in every run: it follows the logged result.
+    /// </summary>
+    void Renamed(string from, string to, bool exchange)
+    {
+        if (from == to) return;
+        var seen = new HashSet<OpenFile>(ReferenceEqualityComparer.Instance);
+        foreach (var proc in Processes)
+            foreach (var f in proc.Fds.Files)
+            {
+                if (!seen.Add(f) || !f.GuestPath.StartsWith('/')) continue;
+                string path = GuestFs.Normalize(f.GuestPath);
+                if (Moved(path, from, to) is { } moved) f.GuestPath = moved;
+                else if (exchange && Moved(path, to, from) is { } back) f.GuestPath = back;
+            }
+    }
+
+    static string? Moved(string path, string from, string to)
+    {
+        if (path == from) return to;
+        if (path.Length > from.Length && path.StartsWith(from, StringComparison.Ordinal) && path[from.Length] == '/') return to + path[from.Length..];
+        return null;
     }
 
     unsafe long Symlink(CpuT cpu, ulong target, int dirfd, ulong linkpath)
@@ -302,6 +379,7 @@ public sealed partial class Kernel
         var t = Current;
         int hostMode = mode & ~P.Umask & 0xFFF;
         if ((flags & (O.CREAT | O.TRUNC)) != 0) SettleFiles(); // it may change the names or a file's size
+        else SettleNames(); // it looks the path up among the names the guest made
         var res = Host(cpu, Nr.openat, () =>
         {
             // a FIFO's open waits for its other end with the calling thread only
@@ -313,9 +391,7 @@ public sealed partial class Kernel
             var hr = HostResult.Of(r);
             if (r >= 0)
             {
-                var st = new byte[144];
-                fixed (byte* s = st) HostSys.Call(Nr.fstat, r, (long)s);
-                isDir = (BinaryPrimitives.ReadUInt32LittleEndian(st.AsSpan(24)) & 0xF000) == 0x4000 ? 1 : 0;
+                isDir = HostStat.Of((int)r) is { IsDirectory: true } ? 1 : 0;
                 hr.Value = ((long)isDir << 32) | r; // host fd and directory bit travel together
             }
             return hr;
@@ -434,6 +510,7 @@ public sealed partial class Kernel
                    {
                        HostFd = f.HostFd, Data = rest, Offset = offset, FileOffset = f.Offset,
                        Append = (f.StatusFlags & O.APPEND) != 0, GuestPath = f.GuestPath, Perform = perform,
+                       Errors = (f as HostFile)?.ReleaseErrors,
                    }).Value
                : Host(cpu, nr, perform).Value;
         if (r == WouldBlock) return r;
@@ -457,7 +534,7 @@ public sealed partial class Kernel
             vecs.Add((b, l)); total += l;
         }
         int n = (int)Math.Min(total, 1 << 24);
-        if (f is HostFile { OnStorage: true }) SettleFiles();
+        if (f is HostFile { OnStorage: true }) SettleFile(f);
         long got = f.Receive(() => Host(cpu, Nr.readv, () =>
         {
             if (WouldWait(Current, f, Poll.IN) is long w) return HostResult.Of(w);
@@ -510,7 +587,7 @@ public sealed partial class Kernel
         if (path.Length == 0 && (flags & At.EMPTY_PATH) != 0)
         {
             if (!Fds.TryGetValue(dirfd, out var f)) return -Errno.EBADF;
-            if (f is HostFile { OnStorage: true }) SettleFiles();
+            if (f is HostFile { OnStorage: true }) SettleFile(f);
             var empty = HostSys.Z("");
             return HostBuffer(cpu, Nr.statx, buf, 256, b => { unsafe { fixed (byte* e = empty) return HostSys.Call(Nr.statx, f.HostFd, (long)e, At.EMPTY_PATH | (flags & ~At.EMPTY_PATH), mask, b); } });
         }
@@ -529,6 +606,7 @@ public sealed partial class Kernel
         int n = (int)Math.Min(size, 4096);
         CheckWritable(buf, (ulong)n);
         if (ProcReadlink(cpu, abs, buf, n) is long pr) return pr;
+        SettleNames();
         return Host(cpu, nr, () =>
         {
             var tmp = new byte[n];
@@ -565,12 +643,13 @@ public sealed partial class Kernel
     {
         string path = Path(pathAddr);
         GuestAbs(At.FDCWD, path, out var abs);
+        SettleNames();
         long r = Host(cpu, Nr.chdir, () =>
         {
-            var st = new byte[144];
-            long e = Fs.OnObject(abs, true, fd => { fixed (byte* s = st) return HostSys.Call(Nr.fstat, fd, (long)s); });
+            HostStat st = default;
+            long e = Fs.OnObject(abs, true, fd => HostStat.Of(fd, out st));
             if (e < 0) return HostResult.Of(e);
-            return HostResult.Of((BinaryPrimitives.ReadUInt32LittleEndian(st.AsSpan(24)) & 0xF000) == 0x4000 ? 0 : -Errno.ENOTDIR);
+            return HostResult.Of(st.IsDirectory ? 0 : -Errno.ENOTDIR);
         }).Value;
         if (r == 0) P.Cwd = GuestFs.Normalize(abs);
         return r;
@@ -599,7 +678,7 @@ public sealed partial class Kernel
         if (!Fds.TryGetValue(outFd, out var o) || !Fds.TryGetValue(inFd, out var i)) return -Errno.EBADF;
         int n = (int)Math.Min(count, 1 << 20);
         long offset = offPtr != 0 ? (long)Mem.Read64(offPtr) : -1;
-        if (i is HostFile { OnStorage: true }) SettleFiles();
+        if (i is HostFile { OnStorage: true }) SettleFile(i);
         // read through the boundary (input), then write as the guest would
         var rd = Boundary.Syscall(cpu.Tid, Nr.sendfile, () =>
         {

@@ -1,0 +1,115 @@
+// storenames: the names-and-sizes workload of the shared-storage tests. In DIR, iteration I appends "line I" to
+// "cur" (O_APPEND, kept open), makes the directory "n.I", and every third iteration moves "cur" into it
+// ("n.I/log"), writes "moved to n.I" through the descriptor it still holds (the write follows the file, not the
+// name) and opens a new "cur". From iteration 6 on it removes "n.(I-6)" (unlinking its "log" first when it has
+// one). It rewrites a 20-byte record at the start of "state" each iteration and sets its length with ftruncate
+// every fourth (checking fstat), and sets the length of "tfile" with truncate(2) every fifth (checking stat).
+// Every call's result is checked: a change made twice (ENOENT, EEXIST) or lost prints "BAD ..." and exits 1.
+// It prints "iter I" per iteration and "done N" at the end.
+// With a fourth argument "names" it makes only the changes of names (no writes, no truncations): nothing but
+// them is ever held, so each one's wait is for the one before.
+// Usage: storenames DIR ITERATIONS [WORK [names]]
+// The tree it leaves depends only on ITERATIONS: a run killed and continued elsewhere must leave a native run's.
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static const char *dir;
+
+static void path_of(char *out, size_t n, const char *fmt, long a)
+{
+    char name[128];
+    snprintf(name, sizeof name, fmt, a);
+    snprintf(out, n, "%s/%s", dir, name);
+}
+
+static void bad(const char *what, long i)
+{
+    printf("BAD %s at iteration %ld: %s\n", what, i, strerror(errno));
+    exit(1);
+}
+
+static int open_cur(long i)
+{
+    char p[512];
+    path_of(p, sizeof p, "cur", 0);
+    int fd = open(p, O_WRONLY | O_CREAT | O_APPEND, 0644);
+    if (fd < 0) bad("open cur", i);
+    return fd;
+}
+
+static void put(int fd, const char *text, long i)
+{
+    size_t len = strlen(text);
+    if (write(fd, text, len) != (ssize_t)len) bad("write", i);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 3) { fprintf(stderr, "usage: %s DIR ITERATIONS [WORK]\n", argv[0]); return 2; }
+    dir = argv[1];
+    long n = atol(argv[2]);
+    long work = argc > 3 ? atol(argv[3]) : 20000;
+    int data = !(argc > 4 && strcmp(argv[4], "names") == 0);
+    setvbuf(stdout, NULL, _IONBF, 0);
+    char p[512], q[512], line[64];
+    int cur = open_cur(-1);
+    path_of(p, sizeof p, "state", 0);
+    int state = open(p, O_RDWR | O_CREAT, 0644);
+    if (state < 0) bad("open state", -1);
+    path_of(p, sizeof p, "tfile", 0);
+    int tf = open(p, O_WRONLY | O_CREAT, 0644);
+    if (tf < 0 || close(tf) != 0) bad("create tfile", -1);
+    uint64_t acc = 1;
+    for (long i = 0; i < n; i++) {
+        for (long k = 0; k < work; k++) acc = acc * 6364136223846793005ULL + 1442695040888963407ULL;
+        snprintf(line, sizeof line, "line %ld\n", i);
+        if (data) put(cur, line, i);
+        path_of(p, sizeof p, "n.%ld", i);
+        if (mkdir(p, 0755) != 0) bad("mkdir", i);
+        if (i % 3 == 2) {
+            path_of(p, sizeof p, "cur", 0);
+            path_of(q, sizeof q, "n.%ld/log", i);
+            if (rename(p, q) != 0) bad("rename", i);
+            snprintf(line, sizeof line, "moved to n.%ld\n", i);
+            if (data) put(cur, line, i);
+            if (close(cur) != 0) bad("close", i);
+            cur = open_cur(i);
+        }
+        if (i >= 6) {
+            long old = i - 6;
+            if (old % 3 == 2) {
+                path_of(p, sizeof p, "n.%ld/log", old);
+                if (unlink(p) != 0) bad("unlink", i);
+            }
+            path_of(p, sizeof p, "n.%ld", old);
+            if (rmdir(p) != 0) bad("rmdir", i);
+        }
+        char rec[32];
+        snprintf(rec, sizeof rec, "count %013ld\n", i + 1); // 20 bytes
+        if (!data) { printf("iter %ld\n", i); continue; }
+        if (pwrite(state, rec, 20, 0) != 20) bad("pwrite state", i);
+        if (i % 4 == 3) {
+            struct stat st;
+            off_t len = 20 + i % 7;
+            if (ftruncate(state, len) != 0) bad("ftruncate", i);
+            if (fstat(state, &st) != 0 || st.st_size != len) { printf("BAD state size at iteration %ld: %ld\n", i, (long)st.st_size); return 1; }
+        }
+        if (i % 5 == 4) {
+            struct stat st;
+            path_of(p, sizeof p, "tfile", 0);
+            if (truncate(p, i % 11) != 0) bad("truncate", i);
+            if (stat(p, &st) != 0 || st.st_size != i % 11) { printf("BAD tfile size at iteration %ld: %ld\n", i, (long)st.st_size); return 1; }
+        }
+        printf("iter %ld\n", i);
+    }
+    if (close(cur) != 0 || close(state) != 0) bad("close at the end", n);
+    printf("done %ld\n", n);
+    return (int)(acc & 0);
+}

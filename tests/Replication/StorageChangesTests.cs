@@ -1,0 +1,221 @@
+using ReVirt.Abi;
+using ReVirt.Linux;
+using ReVirt.Replication;
+using Xunit;
+
+namespace ReVirt.Tests.Replication;
+
+/// <summary>
+/// Changes of names and sizes on shared storage, without processes: the primary's predicted result is the host's own
+/// answer (oracle: the change made on a copy of the same tree); a survivor makes exactly the changes its primary had
+/// not made (oracle: the tree a single run leaves); a read of one file does not wait for another file's held writes;
+/// a change the storage refuses at release reaches the description and the replica's event; an append's end counts
+/// a held truncation.
+/// </summary>
+public class StorageChangesTests : IDisposable
+{
+    readonly string _dir = Path.Combine(Path.GetTempPath(), $"revirt-storagechanges-{Guid.NewGuid():N}");
+
+    public StorageChangesTests() => Directory.CreateDirectory(_dir);
+
+    public void Dispose() => Directory.Delete(_dir, true);
+
+    /// <summary>A tree with a file, a second file, an empty and a non-empty directory.</summary>
+    static void MakeTree(string root)
+    {
+        Directory.CreateDirectory(root);
+        File.WriteAllText(Path.Combine(root, "f"), "f");
+        File.WriteAllText(Path.Combine(root, "g"), "g");
+        Directory.CreateDirectory(Path.Combine(root, "empty"));
+        Directory.CreateDirectory(Path.Combine(root, "full"));
+        File.WriteAllText(Path.Combine(root, "full", "x"), "x");
+    }
+
+    static unsafe GuestStorageChange Change(GuestFs fs, StorageChangeKind kind, string path, string? target = null, uint flags = 0, long length = 0)
+        => new()
+        {
+            Kind = kind, Path = path, Target = target, Flags = flags, Length = length,
+            Perform = () => HostResult.Of(kind switch
+            {
+                StorageChangeKind.Rename => fs.InParents(path, target!, -Errno.EBUSY, (d1, n1, d2, n2) =>
+                {
+                    fixed (byte* a = n1) fixed (byte* b = n2) return HostSys.Call(Nr.renameat2, d1, (long)a, d2, (long)b, flags);
+                }),
+                StorageChangeKind.Unlink => fs.InParent(path, -Errno.EISDIR, (d, n) => { fixed (byte* a = n) return HostSys.Call(Nr.unlinkat, d, (long)a, 0); }),
+                StorageChangeKind.Rmdir => fs.InParent(path, -Errno.EBUSY, (d, n) => { fixed (byte* a = n) return HostSys.Call(Nr.unlinkat, d, (long)a, At.REMOVEDIR); }),
+                StorageChangeKind.Mkdir => fs.InParent(path, -Errno.EEXIST, (d, n) => { fixed (byte* a = n) return HostSys.Call(Nr.mkdirat, d, (long)a, 0x1ed); }),
+                _ => StorageChanges.MakeAgain(fs, new GuestStorageChange { Kind = kind, Path = path, Length = length, Perform = () => HostResult.Of(0) }),
+            }),
+        };
+
+    public static IEnumerable<object[]> Cases() =>
+    [
+        [StorageChangeKind.Mkdir, "/new", null!, 0u, 0L],
+        [StorageChangeKind.Mkdir, "/f", null!, 0u, 0L],
+        [StorageChangeKind.Mkdir, "/missing/new", null!, 0u, 0L],
+        [StorageChangeKind.Mkdir, "/f/new", null!, 0u, 0L],
+        [StorageChangeKind.Unlink, "/f", null!, 0u, 0L],
+        [StorageChangeKind.Unlink, "/empty", null!, 0u, 0L],
+        [StorageChangeKind.Unlink, "/missing", null!, 0u, 0L],
+        [StorageChangeKind.Rmdir, "/empty", null!, 0u, 0L],
+        [StorageChangeKind.Rmdir, "/full", null!, 0u, 0L],
+        [StorageChangeKind.Rmdir, "/f", null!, 0u, 0L],
+        [StorageChangeKind.Rmdir, "/missing", null!, 0u, 0L],
+        [StorageChangeKind.Rename, "/f", "/h", 0u, 0L],
+        [StorageChangeKind.Rename, "/f", "/g", 0u, 0L],
+        [StorageChangeKind.Rename, "/f", "/f", 0u, 0L],
+        [StorageChangeKind.Rename, "/f", "/empty", 0u, 0L],
+        [StorageChangeKind.Rename, "/empty", "/f", 0u, 0L],
+        [StorageChangeKind.Rename, "/empty", "/full", 0u, 0L],
+        [StorageChangeKind.Rename, "/full", "/empty", 0u, 0L],
+        [StorageChangeKind.Rename, "/full", "/full/sub", 0u, 0L],
+        [StorageChangeKind.Rename, "/missing", "/h", 0u, 0L],
+        [StorageChangeKind.Rename, "/f", "/missing/h", 0u, 0L],
+        [StorageChangeKind.Rename, "/f", "/g", RenameFlags.NOREPLACE, 0L],
+        [StorageChangeKind.Rename, "/f", "/h", RenameFlags.NOREPLACE, 0L],
+        [StorageChangeKind.Rename, "/f", "/g", RenameFlags.EXCHANGE, 0L],
+        [StorageChangeKind.Rename, "/f", "/h", RenameFlags.EXCHANGE, 0L],
+        [StorageChangeKind.Rename, "/f", "/g", RenameFlags.EXCHANGE | RenameFlags.NOREPLACE, 0L],
+        [StorageChangeKind.Truncate, "/f", null!, 0u, 5L],
+        [StorageChangeKind.Truncate, "/missing", null!, 0u, 5L],
+        [StorageChangeKind.Truncate, "/empty", null!, 0u, 5L],
+        [StorageChangeKind.Truncate, "/f", null!, 0u, -1L],
+    ];
+
+    /// <summary>The prediction (made on one copy, which it must leave as it was) equals what the host answers when
+    /// the change is made on another copy of the same tree.</summary>
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void APredictionIsTheHostsOwnAnswer(StorageChangeKind kind, string path, string? target, uint flags, long length)
+    {
+        string a = Path.Combine(_dir, "a"), b = Path.Combine(_dir, "b");
+        MakeTree(a);
+        MakeTree(b);
+        using var fa = new GuestFs(a);
+        using var fb = new GuestFs(b);
+        var p = StorageChanges.Predict(fa, Change(fa, kind, path, target, flags, length));
+        if (p.HostFd >= 0) HostSys.Call(Nr.close, p.HostFd);
+        long real = kind == StorageChangeKind.Truncate && length < 0 ? -Errno.EINVAL : Change(fb, kind, path, target, flags, length).Perform().Value;
+        Assert.Equal(real, p.Result);
+        Assert.Equal(Listing(Path.Combine(_dir, "untouched-" + Guid.NewGuid().ToString("N"))), Listing(a)); // nothing made
+    }
+
+    /// <summary>Relative paths and contents of a tree (a fresh tree when <paramref name="root"/> does not exist yet).</summary>
+    static string Listing(string root)
+    {
+        if (!Directory.Exists(root)) { MakeTree(root); try { return Listing(root); } finally { Directory.Delete(root, true); } }
+        return string.Join("\n", Directory.EnumerateFileSystemEntries(root, "*", SearchOption.AllDirectories)
+            .Order(StringComparer.Ordinal)
+            .Select(e => Path.GetRelativePath(root, e) + (File.Exists(e) ? "=" + File.ReadAllText(e) + "/" + new FileInfo(e).Length : "/")));
+    }
+
+    static ulong InodeOf(string path)
+    {
+        using var s = new FileStream(path, FileMode.Open, FileAccess.Read);
+        return HostStat.Of((int)s.SafeFileHandle.DangerousGetHandle())!.Value.Ino;
+    }
+
+    /// <summary>
+    /// A survivor whose list holds a held rename of f to h (then a write to h by its new name): whether its primary
+    /// made the rename or not, the tree it leaves is the one a single run leaves, and the rename is never made twice
+    /// (a second rename of a name that no longer exists would fail; one of f made anew would move the wrong file).
+    /// Likewise a held mkdir and a held unlink.
+    /// </summary>
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void ASurvivorMakesExactlyTheChangesItsPrimaryHadNotMade(bool primaryMadeThem)
+    {
+        string root = Path.Combine(_dir, "r");
+        MakeTree(root);
+        using var fs = new GuestFs(root);
+        var renameF = Change(fs, StorageChangeKind.Rename, "/f", "/h");
+        var unlinkG = Change(fs, StorageChangeKind.Unlink, "/g");
+        var mkdirD = Change(fs, StorageChangeKind.Mkdir, "/d");
+        var f = new StorageFile(0, InodeOf(Path.Combine(root, "f")));
+        var g = new StorageFile(0, InodeOf(Path.Combine(root, "g")));
+        var cases = new (GuestStorageChange Change, StorageFile? File)[] { (renameF, f), (unlinkG, g), (mkdirD, null) };
+        ulong seq = 10;
+        foreach (var (change, file) in cases)
+        {
+            var redo = new UnreleasedFileWrites();
+            redo.AddChange(seq, change, file, releasedThrough: seq - 1);
+            redo.Add(seq + 1, "/h", 1, "!"u8.ToArray(), releasedThrough: seq - 1);
+            if (primaryMadeThem)
+            {
+                Assert.Equal(0, change.Perform().Value);
+                if (change == renameF) File.WriteAllText(Path.Combine(root, "h"), "f!"); // and its write after
+            }
+            redo.Apply(fs);
+            seq += 10;
+        }
+        // the single run: f moved to h with "!" after its byte, g gone, d made; h written again by each round
+        Assert.Equal("d/\nempty/\nfull/\nfull/x=x/1\nh=f!/2", Listing(root));
+    }
+
+    [Fact]
+    public void AReadOfOneFileDoesNotWaitForAnotherFilesHeldWrites()
+    {
+        string a = Path.Combine(_dir, "a"), b = Path.Combine(_dir, "b");
+        File.WriteAllText(a, "");
+        File.WriteAllText(b, "");
+        using var ha = File.OpenHandle(a, FileMode.Open, FileAccess.ReadWrite);
+        using var hb = File.OpenHandle(b, FileMode.Open, FileAccess.ReadWrite);
+        int fa = (int)ha.DangerousGetHandle(), fb = (int)hb.DangerousGetHandle();
+        var gate = OutputGate.ToHostStdio();
+        gate.HoldFileWrites(TextWriter.Null);
+        var files = gate.Files!;
+        gate.HoldFileWrite(new HeldFileWrite(1, FileOutput.Identify(fa)!.Value.File, (int)HostSys.Call(Nr.dup, fa), 0, "held"u8.ToArray()));
+        var waitB = new Thread(() => files.WaitReleased(fb)) { IsBackground = true };
+        waitB.Start();
+        Assert.True(waitB.Join(TimeSpan.FromSeconds(30)), "a wait for file b waited for file a's held write");
+        var waitA = new Thread(() => files.WaitReleased(fa)) { IsBackground = true };
+        waitA.Start();
+        Assert.False(waitA.Join(TimeSpan.FromMilliseconds(200)), "a wait for file a returned with its write still held");
+        gate.Ack(1);
+        Assert.True(waitA.Join(TimeSpan.FromSeconds(30)));
+        Assert.Equal("held", File.ReadAllText(a));
+    }
+
+    /// <summary>A held write the storage refuses on release (here through a descriptor opened read-only: EBADF):
+    /// counted, handed to the replica's event callback and kept for the description's next fsync or close, once.</summary>
+    [Fact]
+    public void AChangeTheStorageRefusesAtReleaseReachesTheDescriptionAndTheEvent()
+    {
+        string a = Path.Combine(_dir, "a");
+        File.WriteAllText(a, "");
+        using var ro = File.OpenHandle(a, FileMode.Open, FileAccess.Read);
+        int fd = (int)ro.DangerousGetHandle();
+        var failed = new List<(string What, long Errno)>();
+        var gate = OutputGate.ToHostStdio();
+        gate.HoldFileWrites(TextWriter.Null, failed: (c, e) => failed.Add((c.What, e)));
+        var errors = new DeferredStorageError();
+        gate.HoldFileWrite(new HeldFileWrite(4, FileOutput.Identify(fd)!.Value.File, (int)HostSys.Call(Nr.dup, fd), 0, "x"u8.ToArray()) { Errors = errors });
+        Assert.Empty(failed);
+        gate.Ack(4);
+        Assert.Equal(1, gate.Files!.Failures);
+        Assert.Equal([("a file write of 1 bytes at offset 0", -Errno.EBADF)], failed);
+        Assert.Equal(-Errno.EBADF, errors.Take());
+        Assert.Equal(0, errors.Take()); // answered once
+    }
+
+    /// <summary>An O_APPEND write's offset counts a held truncation: a write to 10, then a truncation to 4 and the
+    /// end is 4, whatever the host's size still is.</summary>
+    [Fact]
+    public void AnAppendsEndCountsAHeldTruncation()
+    {
+        string a = Path.Combine(_dir, "a");
+        File.WriteAllText(a, "12345678");
+        using var h = File.OpenHandle(a, FileMode.Open, FileAccess.ReadWrite);
+        int fd = (int)h.DangerousGetHandle();
+        var id = FileOutput.Identify(fd)!.Value.File;
+        var gate = OutputGate.ToHostStdio();
+        gate.HoldFileWrites(TextWriter.Null);
+        gate.HoldFileWrite(new HeldFileWrite(1, id, (int)HostSys.Call(Nr.dup, fd), 8, "90"u8.ToArray()));
+        Assert.Equal(10, gate.Files!.EndOf(id, fd));
+        gate.HoldFileWrite(new HeldTruncate(2, id, (int)HostSys.Call(Nr.dup, fd), 4));
+        Assert.Equal(4, gate.Files.EndOf(id, fd));
+        gate.Ack(2);
+        Assert.Equal("1234", File.ReadAllText(a));
+    }
+}

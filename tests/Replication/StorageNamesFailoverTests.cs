@@ -1,0 +1,144 @@
+using ReVirt.Chaos;
+using ReVirt.Tests.Programs;
+using Xunit;
+using Xunit.Abstractions;
+using static ReVirt.Tests.Replication.Replicas;
+
+namespace ReVirt.Tests.Replication;
+
+/// <summary>
+/// Changes of names and sizes on shared storage (`backup listen --shared-storage`) across a failover: the storenames
+/// guest makes and removes directories, moves the file it appends to into them (writing through the descriptor
+/// after the move), unlinks, truncates; every call's result is checked, so a change a survivor's guest repeats
+/// after its primary made it (ENOENT, EEXIST) ends the guest with "BAD". Oracle: the tree a native run leaves,
+/// which the survivor's must equal entry for entry and byte for byte.
+/// </summary>
+[Collection(ReVirt.Tests.Chaos.RealProcesses.Name)]
+public class StorageNamesFailoverTests(ITestOutputHelper output)
+{
+    const int Iterations = 40, NamesIterations = 150;
+    const string Work = "20000", NamesWork = "2000";
+
+    static string Storenames => GuestEnv.Guest("storenames", "musl");
+
+    /// <summary>Relative path, kind and content of every entry under <paramref name="dir"/>, in order.</summary>
+    static List<string> Tree(string dir) => Directory.EnumerateFileSystemEntries(dir, "*", SearchOption.AllDirectories)
+        .Order(StringComparer.Ordinal)
+        .Select(e => Path.GetRelativePath(dir, e) + (File.Exists(e) ? " = " + Convert.ToHexString(File.ReadAllBytes(e)) : "/"))
+        .ToList();
+
+    static List<string> Native(int iterations, string work, params string[] mode)
+    {
+        string dir = TempFile("");
+        Directory.CreateDirectory(dir);
+        try
+        {
+            var r = GuestEnv.Exec(Storenames, [dir, iterations.ToString(), work, .. mode], null, TimeSpan.FromMinutes(1));
+            Assert.Equal(0, r.ExitCode);
+            return Tree(dir);
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
+    static readonly Lazy<List<string>> NativeTree = new(() => Native(Iterations, Work));
+    static readonly Lazy<List<string>> NativeNamesTree = new(() => Native(NamesIterations, NamesWork, "names"));
+
+    static string NewRoot()
+    {
+        string root = TempFile("");
+        Directory.CreateDirectory(Path.Combine(root, "d"));
+        File.Copy(Storenames, Path.Combine(root, "prog"));
+        return root;
+    }
+
+    void AssertNativeTree(string root, string what, List<string> native)
+    {
+        var got = Tree(Path.Combine(root, "d"));
+        if (!got.SequenceEqual(native))
+            output.WriteLine($"{what}: the tree differs from the native run's:\n{string.Join("\n", got)}\nnative:\n{string.Join("\n", native)}");
+        Assert.True(got.SequenceEqual(native), $"{what}: the tree is not the native run's ({got.Count} entries, native {native.Count})");
+    }
+
+    /// <summary>The highest I of the directories n.I on the storage (-1: none).</summary>
+    static int Newest(string d) => Directory.Exists(d)
+        ? Directory.EnumerateDirectories(d, "n.*").Select(p => int.TryParse(Path.GetFileName(p)[2..], out int i) ? i : -1).DefaultIfEmpty(-1).Max()
+        : -1;
+
+    /// <summary>
+    /// Directories that may still appear on the storage after the backup froze: the change of names it had
+    /// acknowledged before (an acknowledgement on its way), and no other: each change of names waits for the one
+    /// before it, which waits for the frozen backup's acknowledgement.
+    /// </summary>
+    const int AcknowledgedBeforeTheFreeze = 1;
+
+    /// <summary>
+    /// The names-only workload while the backup is frozen (<see cref="SharedStorageRuns.GrowthWhileTheBackupIsFrozen"/>):
+    /// how many directories the storage gained over half a second, or planted once beyond the bound. With
+    /// <paramref name="survivor"/> the primary is SIGKILLed before the backup thaws: its last change of names was
+    /// logged and shipped, never acknowledged, never made, and the backup takes over.
+    /// </summary>
+    long GrowthWhileTheBackupIsFrozen(string? plant, out string root, List<ReplicaEventRecord>? survivor = null)
+    {
+        root = NewRoot();
+        string d = Path.Combine(root, "d");
+        return SharedStorageRuns.GrowthWhileTheBackupIsFrozen(output, root, ["/d", NamesIterations.ToString(), NamesWork, "names"], $"done {NamesIterations}\n",
+            () => Newest(d) >= 3, () => Newest(d), AcknowledgedBeforeTheFreeze, TimeSpan.FromMilliseconds(500), plant, survivor);
+    }
+
+    /// <summary>
+    /// The output rule for changes of names, and the survivor's side of it: while the backup acknowledges nothing,
+    /// no more than the change it had acknowledged reaches the storage (before changes of names were held, each was
+    /// made at once: the storage gained dozens of directories in that half second); the primary is then killed with one
+    /// change logged and never made, and the survivor makes it (its guest does not repeat it: no EEXIST), leaving
+    /// the native run's tree.
+    /// </summary>
+    [Fact]
+    public void NoChangeOfNamesReachesSharedStorageBeforeTheBackupHoldsItsRecordAndTheSurvivorMakesTheHeldOne()
+    {
+        var events = new List<ReplicaEventRecord>();
+        long grew = GrowthWhileTheBackupIsFrozen(null, out string root, events);
+        try
+        {
+            Assert.True(grew <= AcknowledgedBeforeTheFreeze, $"the storage gained {grew} directories while the backup acknowledged nothing");
+            Assert.Contains(events, e => e.Name == ReplicaEvent.TookOver);
+            Assert.True(SharedStorageRuns.ChangesMadeAgain(events) > 0, "the survivor made no held change of its primary");
+            AssertNativeTree(root, "names, primary killed while the backup was frozen", NativeNamesTree.Value);
+        }
+        finally { Directory.Delete(root, true); }
+    }
+
+    /// <summary>The planted violation (`--plant files-early`: held changes released without acknowledgements) is
+    /// caught by the check above.</summary>
+    [Fact]
+    public void PlantedEarlyReleaseOfChangesOfNamesIsCaught()
+    {
+        long grew = GrowthWhileTheBackupIsFrozen("files-early", out string root);
+        Directory.Delete(root, true);
+        Assert.True(grew > AcknowledgedBeforeTheFreeze, $"the storage gained only {grew} directories while the backup was frozen, though the primary released changes early");
+    }
+
+    /// <summary>
+    /// The full workload (appends, moves of the open file, unlink, rmdir, mkdir, ftruncate, truncate), the primary
+    /// SIGKILLed at seeded moments: the survivor's guest ends without a repeated or lost change and the tree is the
+    /// native run's.
+    /// </summary>
+    [Fact]
+    public void AKilledPrimaryOnSharedStorageLeavesTheNativeRunsTree()
+    {
+        var rng = new Random(21);
+        int rounds = SoakSwitch.On ? 10 : 2, takeovers = 0;
+        for (int round = 0; round < rounds; round++)
+        {
+            string root = NewRoot();
+            try
+            {
+                // "iter N\n" is 7-8 bytes: a kill somewhere in the first ~30 iterations
+                if (!SharedStorageRuns.KillAndTakeOver(output, root, root, shared: true, ["/d", Iterations.ToString(), Work], $"done {Iterations}\n", rng.Next(20, 220), rng)) continue;
+                takeovers++;
+                AssertNativeTree(root, $"round {round}", NativeTree.Value);
+            }
+            finally { Directory.Delete(root, true); }
+        }
+        Assert.True(takeovers > 0, "no round killed the primary before its guest finished");
+    }
+}
