@@ -1,6 +1,5 @@
 using System.Buffers.Binary;
 using System.Runtime.CompilerServices;
-using System.Runtime.InteropServices;
 using System.Text;
 
 namespace ReVirt.Log;
@@ -27,7 +26,7 @@ internal ref struct PayloadWriter
     private ref byte Room(int n)
     {
         if ((uint)n > (uint)(_dest.Length - _pos)) ThrowFull(n);
-        ref byte at = ref Unsafe.Add(ref MemoryMarshal.GetReference(_dest), _pos);
+        ref byte at = ref _dest[_pos]; // the indexer, not MemoryMarshal.GetReference: that is a call too
         _pos += n;
         return ref at;
     }
@@ -36,28 +35,37 @@ internal ref struct PayloadWriter
     private readonly void ThrowFull(int n)
         => throw new InvalidOperationException($"payload encoder needs {n} more bytes at offset {_pos} of {_dest.Length}");
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void U8(byte v) => Room(1) = v;
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void U16(ushort v) => Unsafe.WriteUnaligned(ref Room(2), BitConverter.IsLittleEndian ? v : BinaryPrimitives.ReverseEndianness(v));
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void I16(short v) => U16((ushort)v);
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void U32(uint v) => Unsafe.WriteUnaligned(ref Room(4), BitConverter.IsLittleEndian ? v : BinaryPrimitives.ReverseEndianness(v));
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void I32(int v) => U32((uint)v);
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void U64(ulong v) => Unsafe.WriteUnaligned(ref Room(8), BitConverter.IsLittleEndian ? v : BinaryPrimitives.ReverseEndianness(v));
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void I64(long v) => U64((ulong)v);
 
     /// <summary>Raw bytes, no length prefix.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Raw(ReadOnlySpan<byte> v)
     {
         if (v.Length == 0) return;
-        Unsafe.CopyBlockUnaligned(ref Room(v.Length), ref MemoryMarshal.GetReference(v), (uint)v.Length);
+        Unsafe.CopyBlockUnaligned(ref Room(v.Length), ref Unsafe.AsRef(in v[0]), (uint)v.Length);
     }
 
     /// <summary>u32 length + bytes.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Bytes(ReadOnlySpan<byte> v) { U32((uint)v.Length); Raw(v); }
 
     /// <summary>u32 byte length + UTF-8.</summary>

@@ -1,7 +1,6 @@
 using System.Buffers.Binary;
 using System.Numerics;
 using System.Runtime.CompilerServices;
-using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 
@@ -106,7 +105,7 @@ public sealed unsafe class Xxh128
     {
         // stores of our own (not BinaryPrimitives', a call per word into the framework)
         if (destination.Length < HashLength) throw new ArgumentException($"{HashLength} bytes needed", nameof(destination));
-        ref byte d = ref MemoryMarshal.GetReference(destination);
+        ref byte d = ref destination[0]; // the indexer: MemoryMarshal.GetReference is a call
         Unsafe.WriteUnaligned(ref d, BitConverter.IsLittleEndian ? BinaryPrimitives.ReverseEndianness(h.High) : h.High);
         Unsafe.WriteUnaligned(ref Unsafe.Add(ref d, 8), BitConverter.IsLittleEndian ? BinaryPrimitives.ReverseEndianness(h.Low) : h.Low);
     }
