@@ -113,7 +113,7 @@ public sealed class LogFuzzer(Random rng, TextWriter output)
                     int[] lens = [bytes.Length, bytes.Length + 1, bytes.Length * 2 + 1, 1 << 20];
                     var na = addrs[rng.Next(addrs.Length)];
                     var nl = lens[rng.Next(lens.Length)];
-                    w[wi] = (na, new byte[nl]);
+                    w[wi] = new GuestWrite(na, new byte[nl]);
                     var f = new LogImage { Header = img.Header };
                     f.Frames.AddRange(img.Frames.Take(body));
                     f.Frames[i] = LogImage.Frame(s);

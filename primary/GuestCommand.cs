@@ -42,15 +42,33 @@ sealed class GuestCommand
     // library's generic code instantiated over a value type has no ReadyToRun code, so building them for every
     // command JIT-compiled nine methods at the start of every `run`.
 
-    /// <summary>--checkpoint-interval (record, protect).</summary>
-    public Option<ulong> Interval => _interval ??= IntervalOption();
-    Option<ulong>? _interval;
+    /// <summary>--checkpoint-interval (record, protect): a string option checked and converted here (<see
+    /// cref="IntervalOf"/>), with the same help and the same error as an option over ulong, whose generic code (13
+    /// methods without ReadyToRun code) every recording JIT-compiled at its start.</summary>
+    public Option<string> Interval => _interval ??= IntervalOption();
+    Option<string>? _interval;
 
-    static Option<ulong> IntervalOption() => new("--checkpoint-interval")
+    /// <summary>The --checkpoint-interval a parse gives (validated by the option).</summary>
+    public ulong IntervalOf(ParseResult parse) => ParseInterval(parse.GetValue(Interval)) ?? Recording.DefaultCheckpointInterval;
+
+    static ulong? ParseInterval(string? s)
+        => ulong.TryParse(s, System.Globalization.NumberStyles.Integer, System.Globalization.CultureInfo.InvariantCulture, out ulong v) ? v : null;
+
+    static Option<string> IntervalOption()
     {
-        Description = $"Write a checkpoint (a digest of registers and all memory, verified by replay) every N guest instructions (default {Recording.DefaultCheckpointInterval:N0}: about five a second in the compiled tier); 0 disables periodic checkpoints (the final one is still written). A replay locates a divergence that no syscall, signal or output shows between two checkpoints: a smaller N narrows that window and costs, each time, rehashing the pages the guest wrote since the last checkpoint plus 32 bytes per page of its memory.",
-        DefaultValueFactory = _ => Recording.DefaultCheckpointInterval,
-    };
+        var o = new Option<string>("--checkpoint-interval")
+        {
+            Description = $"Write a checkpoint (a digest of registers and all memory, verified by replay) every N guest instructions (default {Recording.DefaultCheckpointInterval:N0}: about five a second in the compiled tier); 0 disables periodic checkpoints (the final one is still written). A replay locates a divergence that no syscall, signal or output shows between two checkpoints: a smaller N narrows that window and costs, each time, rehashing the pages the guest wrote since the last checkpoint plus 32 bytes per page of its memory.",
+            DefaultValueFactory = _ => Recording.DefaultCheckpointInterval.ToString(System.Globalization.CultureInfo.InvariantCulture),
+        };
+        o.Validators.Add(r =>
+        {
+            foreach (var t in r.Tokens)
+                if (ParseInterval(t.Value) == null)
+                    r.AddError($"Cannot parse argument '{t.Value}' for option '{o.Name}' as expected type '{typeof(ulong)}'.");
+        });
+        return o;
+    }
     public readonly Option<string> Net = NetOption();
     public readonly Option<string?> Ip = new("--ip") { Description = "--net virtual: the interface's IPv4 address and prefix length, e.g. 10.0.0.2/24." };
     public readonly Option<string?> Mac = new("--mac") { Description = "--net virtual: the interface's MAC address (default: 02:52:56 followed by the address's last three bytes)." };
@@ -160,7 +178,7 @@ sealed class GuestCommand
             StartProgram program;
             try { program = Kernel.ResolveProgram(opts); }
             catch (ElfLoadException e) { Console.Error.WriteLine($"{_name}: {e.Message}"); return e.ExitStatus; }
-            var header = Recording.Header(opts, program.Image, parse.GetValue(Interval));
+            var header = Recording.Header(opts, program.Image, IntervalOf(parse));
             using var writer = LogWriter.Create(log.FullName, header);
             var boundary = new RecordingBoundary(writer, header.CheckpointInterval);
             using var m = new Machine(opts, boundary);

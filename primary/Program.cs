@@ -99,7 +99,7 @@ Command ProtectCommand()
         try { metrics = ReVirt.Replication.MetricsEndpoint.Open(parse.GetValue(metricsOpt), events); }
         catch (ArgumentException e) { Console.Error.WriteLine($"primary: {e.Message}"); return 2; }
         using var metricsScope = metrics;
-        return ReVirt.Primary.ProtectHost.Run(settings, machine, parse.GetValue(guest.Interval), parse.GetValue(guest.Stats), metrics);
+        return ReVirt.Primary.ProtectHost.Run(settings, machine, guest.IntervalOf(parse), parse.GetValue(guest.Stats), metrics);
     });
     return protect;
 }

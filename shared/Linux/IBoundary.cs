@@ -1,4 +1,5 @@
 using ReVirt.Abi;
+using ReVirt.Log;
 namespace ReVirt.Linux;
 
 /// <summary>
@@ -25,9 +26,6 @@ public sealed class HostResult
     public static HostResult Of(long value) => new() { Value = value };
     public HostResult Write(ulong addr, byte[] bytes) { Writes.Add(new GuestWrite(addr, bytes)); return this; }
 }
-
-/// <summary>Bytes a host operation puts into guest memory at an address (see <see cref="HostResult.Writes"/>).</summary>
-public sealed record GuestWrite(ulong Addr, byte[] Bytes);
 
 /// <summary>Kinds of nondeterministic input that are not syscalls.</summary>
 public enum InputKind { Rdtsc = 1, Rdrand = 2, StartupRandom = 3, NetSeed = 4 }

@@ -1,4 +1,3 @@
-using System.IO.Hashing;
 using System.Security.Cryptography;
 
 namespace ReVirt.Log;
@@ -22,7 +21,7 @@ public enum ContentHashKind : byte
 {
     /// <summary>SHA-256, 32 bytes (log format v3 and v4).</summary>
     Sha256,
-    /// <summary>XxHash128 (seed 0), 16 bytes, its canonical big-endian encoding as <see cref="XxHash128.Hash(ReadOnlySpan{byte}, Span{byte}, long)"/> writes it (log format v5).</summary>
+    /// <summary>XxHash128 (seed 0), 16 bytes, its canonical big-endian encoding as System.IO.Hashing's XxHash128.Hash writes it (computed by <see cref="Xxh128"/>) (log format v5).</summary>
     XxHash128,
 }
 
@@ -52,7 +51,7 @@ public static class ContentHash
     /// <summary>The hash of <paramref name="bytes"/> into <paramref name="hash"/> (<see cref="Length"/> bytes).</summary>
     public static void Compute(ContentHashKind kind, ReadOnlySpan<byte> bytes, Span<byte> hash)
     {
-        if (kind == ContentHashKind.XxHash128) System.IO.Hashing.XxHash128.Hash(bytes, hash);
+        if (kind == ContentHashKind.XxHash128) Xxh128.Hash(bytes, hash);
         else SHA256.HashData(bytes, hash);
     }
 

@@ -1,9 +1,14 @@
 using System.Buffers.Binary;
+using System.Runtime.CompilerServices;
 using System.Text;
 
 namespace ReVirt.Log;
 
 /// <summary>Sequential little-endian writer over a span sized exactly by the payload's EncodedLength.</summary>
+/// <remarks>Stores through references of its own rather than BinaryPrimitives and span slices: those are calls into
+/// the framework that the ahead-of-time compiler does not inline, made for every field of every record, so a
+/// recording of a few thousand records sent them and these methods past the runtime's tier-up threshold and they
+/// were compiled again in every recording. Each store checks the room left (a short span is a bug: it throws).</remarks>
 internal ref struct PayloadWriter
 {
     private readonly Span<byte> _dest;
@@ -17,38 +22,74 @@ internal ref struct PayloadWriter
 
     public readonly int Position => _pos;
 
-    public void U8(byte v) => _dest[_pos++] = v;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private ref byte Room(int n)
+    {
+        if ((uint)n > (uint)(_dest.Length - _pos)) ThrowFull(n);
+        ref byte at = ref _dest[_pos]; // the indexer, not MemoryMarshal.GetReference: that is a call too
+        _pos += n;
+        return ref at;
+    }
 
-    public void U16(ushort v) { BinaryPrimitives.WriteUInt16LittleEndian(_dest[_pos..], v); _pos += 2; }
+    [System.Diagnostics.CodeAnalysis.DoesNotReturn]
+    private readonly void ThrowFull(int n)
+        => throw new InvalidOperationException($"payload encoder needs {n} more bytes at offset {_pos} of {_dest.Length}");
 
-    public void I16(short v) { BinaryPrimitives.WriteInt16LittleEndian(_dest[_pos..], v); _pos += 2; }
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void U8(byte v) => Room(1) = v;
 
-    public void U32(uint v) { BinaryPrimitives.WriteUInt32LittleEndian(_dest[_pos..], v); _pos += 4; }
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void U16(ushort v) => Unsafe.WriteUnaligned(ref Room(2), BitConverter.IsLittleEndian ? v : BinaryPrimitives.ReverseEndianness(v));
 
-    public void I32(int v) { BinaryPrimitives.WriteInt32LittleEndian(_dest[_pos..], v); _pos += 4; }
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void I16(short v) => U16((ushort)v);
 
-    public void U64(ulong v) { BinaryPrimitives.WriteUInt64LittleEndian(_dest[_pos..], v); _pos += 8; }
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void U32(uint v) => Unsafe.WriteUnaligned(ref Room(4), BitConverter.IsLittleEndian ? v : BinaryPrimitives.ReverseEndianness(v));
 
-    public void I64(long v) { BinaryPrimitives.WriteInt64LittleEndian(_dest[_pos..], v); _pos += 8; }
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void I32(int v) => U32((uint)v);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void U64(ulong v) => Unsafe.WriteUnaligned(ref Room(8), BitConverter.IsLittleEndian ? v : BinaryPrimitives.ReverseEndianness(v));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void I64(long v) => U64((ulong)v);
 
     /// <summary>Raw bytes, no length prefix.</summary>
-    public void Raw(ReadOnlySpan<byte> v) { v.CopyTo(_dest[_pos..]); _pos += v.Length; }
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Raw(ReadOnlySpan<byte> v)
+    {
+        if (v.Length == 0) return;
+        Unsafe.CopyBlockUnaligned(ref Room(v.Length), ref Unsafe.AsRef(in v[0]), (uint)v.Length);
+    }
 
     /// <summary>u32 length + bytes.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Bytes(ReadOnlySpan<byte> v) { U32((uint)v.Length); Raw(v); }
 
     /// <summary>u32 byte length + UTF-8.</summary>
-    public void String(string? v)
-    {
-        v ??= "";
-        int n = Encoding.UTF8.GetBytes(v, _dest[(_pos + 4)..]);
-        U32((uint)n);
-        _pos += n;
-    }
+    public void String(string? v) => Bytes(Utf8(v ?? ""));
 
     public static int BytesSize(int length) => checked(4 + length);
 
-    public static int StringSize(string? v) => checked(4 + Encoding.UTF8.GetByteCount(v ?? ""));
+    public static int StringSize(string? v) => BytesSize(Utf8(v ?? "").Length);
+
+    /// <summary>The UTF-8 form of a string, kept for the last string sized or written: a record is sized and then
+    /// written, and a recording's by-reference reads of one file carry the same path string in every record (md5sum
+    /// 16 MB: 4,096 of them), so encoding it twice per record sent the framework's UTF-8 code past the tier-up
+    /// threshold and the runtime compiled it again in every recording. Strings do not change, so the same reference
+    /// has the same bytes; the pair is one immutable object, so writers on several threads see a consistent one.</summary>
+    static byte[] Utf8(string v)
+    {
+        var last = s_lastUtf8;
+        if (last is null || !ReferenceEquals(last.Text, v)) s_lastUtf8 = last = new Utf8Text(v, Encoding.UTF8.GetBytes(v));
+        return last.Bytes;
+    }
+
+    sealed record Utf8Text(string Text, byte[] Bytes);
+
+    static Utf8Text? s_lastUtf8;
 
     /// <summary>Throws if the encoder wrote a different number of bytes than it announced (a bug).</summary>
     public readonly void AssertEnd()

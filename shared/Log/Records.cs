@@ -1,5 +1,11 @@
 namespace ReVirt.Log;
 
+/// <summary>Bytes a host operation puts into guest memory at an address (a host result's writes, a
+/// <see cref="SyscallResult"/>'s <see cref="SyscallResult.MemWrites"/>). A class, not an (address, bytes) tuple: the
+/// framework's generic list code over such a tuple has no ReadyToRun code and was JIT-compiled (9 methods) by every
+/// recording and replay at its first syscall with writes; over a class it is the shared, precompiled code.</summary>
+public sealed record GuestWrite(ulong Addr, byte[] Bytes);
+
 /// <summary>Record kinds (the <c>kind</c> byte of a frame). Values are part of the on-disk format.</summary>
 public enum RecordKind : byte
 {
@@ -60,7 +66,7 @@ public struct SyscallResult : IRecordPayload<SyscallResult>
     /// <summary>Opaque bytes the host produced (read buffer, stat struct...). Never null (empty when unset).</summary>
     public byte[] Data { readonly get => _data ?? []; set => _data = value; }
     /// <summary>Guest-memory writes the syscall performed, in order; null when none (a decoded record with no writes has null).</summary>
-    public List<(ulong Addr, byte[] Bytes)>? MemWrites { get; set; }
+    public List<GuestWrite>? MemWrites { get; set; }
 
     public static RecordKind Kind => RecordKind.SyscallResult;
 
@@ -108,8 +114,8 @@ public struct SyscallResult : IRecordPayload<SyscallResult>
         int n = r.Count(12);
         if (n > 0)
         {
-            var list = new List<(ulong, byte[])>(n);
-            for (int i = 0; i < n; i++) list.Add((r.U64(), r.Bytes()));
+            var list = new List<GuestWrite>(n);
+            for (int i = 0; i < n; i++) list.Add(new GuestWrite(r.U64(), r.Bytes()));
             v.MemWrites = list;
         }
         r.End();

@@ -1,4 +1,3 @@
-using System.IO.Hashing;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
@@ -520,12 +519,12 @@ public sealed unsafe partial class GuestMemory : IDisposable
 
     static void AppendToContentHash(Log.ContentHashKind kind, ReadOnlySpan<byte> bytes)
     {
-        if (kind == Log.ContentHashKind.XxHash128) (t_xxh128 ??= new XxHash128()).Append(bytes);
+        if (kind == Log.ContentHashKind.XxHash128) (t_xxh128 ??= new Log.Xxh128()).Append(bytes);
         else (t_sha256 ??= System.Security.Cryptography.IncrementalHash.CreateHash(System.Security.Cryptography.HashAlgorithmName.SHA256)).AppendData(bytes);
     }
 
     [ThreadStatic] static System.Security.Cryptography.IncrementalHash? t_sha256;
-    [ThreadStatic] static XxHash128? t_xxh128;
+    [ThreadStatic] static Log.Xxh128? t_xxh128;
 
     /// <summary>How many pages the guest bytes [a, a + len) touch (len &gt; 0).</summary>
     public static int PagesSpanned(ulong a, int len) => (int)(((a + (ulong)len - 1) >> PageShift) - (a >> PageShift)) + 1;
@@ -912,7 +911,7 @@ public sealed unsafe partial class GuestMemory : IDisposable
     public static void HashPage(ReadOnlySpan<byte> bytes, out ulong lo, out ulong hi)
     {
         byte* h = stackalloc byte[16];
-        XxHash128.Hash(bytes, new Span<byte>(h, 16));
+        Log.Xxh128.Hash(bytes, new Span<byte>(h, 16));
         lo = *(ulong*)h;
         hi = *(ulong*)(h + 8);
     }

@@ -514,7 +514,7 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
 
     /// <summary>Logs a result with the bytes it put into guest memory (<paramref name="writes"/> when the operation
     /// wrote them there itself, otherwise its <see cref="HostResult.Writes"/>).</summary>
-    HostResult Logged(int tid, int nr, HostResult r, List<(ulong Addr, byte[] Bytes)>? writes = null)
+    HostResult Logged(int tid, int nr, HostResult r, List<GuestWrite>? writes = null)
     {
         writes ??= LogWrites(r.Writes);
         _w.Append(new SyscallResult
@@ -527,12 +527,9 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
     }
 
     /// <summary>A result's writes in the log record's form (null when there are none).</summary>
-    static List<(ulong Addr, byte[] Bytes)>? LogWrites(List<GuestWrite> writes)
+    static List<GuestWrite>? LogWrites(List<GuestWrite> writes)
     {
-        if (writes.Count == 0) return null;
-        var list = new List<(ulong Addr, byte[] Bytes)>(writes.Count);
-        foreach (var w in writes) list.Add((w.Addr, w.Bytes));
-        return list;
+        return writes.Count == 0 ? null : new List<GuestWrite>(writes);
     }
 
     /// <summary>A stable file's bytes are logged as (path, offset, hash of the log version's kind); anything else by
@@ -545,7 +542,7 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
         if (Gate?.Files != null && nr != Nr.mmap && nr != Nr.execve) r.ByReference = false;
         if (r.InGuest is ulong inGuest && r.Value > 0)
         {
-            if (!r.ByReference) return Logged(tid, nr, r, [(inGuest, _k!.Mem.ReadBytes(inGuest, (int)r.Value))]);
+            if (!r.ByReference) return Logged(tid, nr, r, [new GuestWrite(inGuest, _k!.Mem.ReadBytes(inGuest, (int)r.Value))]);
             _k!.Mem.ContentHash(inGuest, (int)r.Value, _contentHash, _hash);
             AppendFileContent(tid, nr, file, r.Value, inGuest);
             return r;

@@ -1,5 +1,6 @@
 using ReVirt.Abi;
 using ReVirt.Linux;
+using ReVirt.Log;
 using ReVirt.Memory;
 using CpuT = ReVirt.Cpu.VirtualCpu;
 
@@ -25,7 +26,7 @@ public static class RecordedWrites
     const ulong MaxIov = 1024;
 
     /// <summary>Returns why the writes cannot come from this syscall, or null when every write is one it can make.</summary>
-    public static string? Check(int nr, CpuT cpu, GuestMemory mem, IReadOnlyList<(ulong Addr, byte[] Bytes)>? writes)
+    public static string? Check(int nr, CpuT cpu, GuestMemory mem, IReadOnlyList<GuestWrite>? writes)
     {
         if (writes == null || writes.Count == 0) return null;
         ulong a1 = cpu.R[7], a2 = cpu.R[6], a3 = cpu.R[2], a4 = cpu.R[10], a5 = cpu.R[8], a6 = cpu.R[9];

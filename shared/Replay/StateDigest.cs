@@ -1,4 +1,3 @@
-using System.IO.Hashing;
 using System.Runtime.InteropServices;
 using ReVirt.Abi;
 using ReVirt.Cpu;
@@ -77,7 +76,7 @@ public static unsafe class StateDigest
     /// order (a snapshot computes it while it encodes the pages).</summary>
     public sealed class Builder
     {
-        readonly XxHash128 _h = new();
+        readonly Log.Xxh128 _h = new();
         /// <summary>Page entries (number, protection, hash: 4 little-endian words each) waiting to be appended
         /// together: one append per page would cost more than the entries' hashing. Bytes written through a pointer:
         /// spans of ulong and UInt128 are generic code without ReadyToRun code here, JIT-compiled at the first

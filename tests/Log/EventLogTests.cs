@@ -40,7 +40,7 @@ public class EventLogTests
             w.Append(new SyscallResult
             {
                 InstrCount = 20000, Tid = 2, Nr = 4, Result = 0,
-                MemWrites = [(0x7fff_0000_1000UL, new byte[144]), (0x4000UL, [1, 2, 3])],
+                MemWrites = [new GuestWrite(0x7fff_0000_1000UL, new byte[144]), new GuestWrite(0x4000UL, [1, 2, 3])],
             });
             w.Append(new SyscallResult { InstrCount = 20001, Tid = 2, Nr = 257, Result = -2 });
             w.Append(new Rdtsc { InstrCount = 30000, Value = 0x1234_5678_9abc_def0 });

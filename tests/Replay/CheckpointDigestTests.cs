@@ -209,7 +209,8 @@ public unsafe class CheckpointDigestTests
         var words = new byte[16];
         foreach (var p in k.Processes)
         {
-            foreach (var t in p.Threads) t.Cpu.State.AppendTo(h);
+            var state = new byte[CpuState.CanonicalSize];
+            foreach (var t in p.Threads) { t.Cpu.State.WriteCanonical(state); h.Append(state); }
             foreach (var (pn, page) in p.Mem.PagesInOrder())
             {
                 System.Buffers.Binary.BinaryPrimitives.WriteUInt64LittleEndian(words, pn);

@@ -75,7 +75,9 @@ public class X87StateReplayTests
     static string Hash(CpuState s)
     {
         var h = new System.IO.Hashing.XxHash128();
-        s.AppendTo(h);
+        var b = new byte[CpuState.CanonicalSize];
+        s.WriteCanonical(b);
+        h.Append(b);
         return Convert.ToHexString(h.GetCurrentHash());
     }
 }

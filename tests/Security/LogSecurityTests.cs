@@ -240,7 +240,7 @@ public class LogSecurityTests
                 {
                     s => { s.Result += 1; return s; },
                     s => { s.Result = 1; return s; },
-                    s => { if (s.MemWrites is { Count: > 0 } w) w[0] = (w[0].Addr, Flip(w[0].Bytes, 1)); else s.Data = Flip(s.Data, 1); return s; },
+                    s => { if (s.MemWrites is { Count: > 0 } w) w[0] = w[0] with { Bytes = Flip(w[0].Bytes, 1) }; else s.Data = Flip(s.Data, 1); return s; },
                 })
                 {
                     var s = forge(SyscallResult.Decode(LogImage.Payload(img.Frames[i])));
@@ -391,7 +391,7 @@ public class LogSecurityTests
         foreach (var (what, a, b) in cases)
         {
             var s = orig;
-            s.MemWrites = [(a, b)];
+            s.MemWrites = [new GuestWrite(a, b)];
             var forged = new LogImage { Header = img.Header };
             forged.Frames.AddRange(img.Frames);
             forged.Frames[i] = LogImage.Frame(s);
@@ -403,7 +403,7 @@ public class LogSecurityTests
         int j = img.Frames.FindIndex(f => LogImage.KindOf(f) == RecordKind.SyscallResult
                                            && SyscallResult.Decode(LogImage.Payload(f)) is { MemWrites: null, Nr: >= 0 });
         var plain = SyscallResult.Decode(LogImage.Payload(img.Frames[j]));
-        plain.MemWrites = [(addr, bytes)];
+        plain.MemWrites = [new GuestWrite(addr, bytes)];
         var f2 = new LogImage { Header = img.Header };
         f2.Frames.AddRange(img.Frames);
         f2.Frames[j] = LogImage.Frame(plain);

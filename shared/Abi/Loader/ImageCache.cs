@@ -1,5 +1,4 @@
 using System.Buffers.Binary;
-using System.IO.Hashing;
 using ReVirt.Cpu;
 using ReVirt.Memory;
 
@@ -74,7 +73,7 @@ public sealed class ImageCache : IDisposable
         if (_byId.TryGetValue(id, out var e))
         {
             bytes = e.Bytes;
-            digest = e.Digest ??= XxHash128.Hash(e.Bytes);
+            digest = e.Digest ??= Log.Xxh128.Hash(e.Bytes);
             FileHits++;
             return true;
         }

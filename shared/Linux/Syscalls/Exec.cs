@@ -1,4 +1,3 @@
-using System.IO.Hashing;
 using System.Text;
 using ReVirt.Abi;
 using ReVirt.Cpu;
@@ -172,7 +171,7 @@ public sealed partial class Kernel
         byte[] bytes;
         try { bytes = ProgramFile.ReadAll(Fs, abs, abs); }
         catch (ElfLoadException e) { err = e.ExitStatus == 127 ? -Errno.ENOENT : -Errno.EACCES; return null; }
-        var digest = XxHash128.Hash(bytes);
+        var digest = Log.Xxh128.Hash(bytes);
         if (id is { } stable) Images.Add(stable, bytes, digest);
         return (bytes, digest);
     }
