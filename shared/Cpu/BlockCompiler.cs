@@ -139,6 +139,7 @@ public static unsafe partial class BlockCompiler
     /// <summary>OF's bit number in RFLAGS (and in the flag record's carry/overflow word).</summary>
     static readonly int OfBit = System.Numerics.BitOperations.Log2(VirtualCpu.OF);
     static readonly MethodInfo MKeepCarryOf = typeof(VirtualCpu).GetMethod(nameof(VirtualCpu.KeepCarryOf), Inst)!;
+    static readonly MethodInfo MKeepPendingCarry = typeof(VirtualCpu).GetMethod(nameof(VirtualCpu.KeepPendingCarry), Inst)!;
 
     // ---------------------------------------------------------------- the pending flag record, as the emitter knows it
 
@@ -147,7 +148,10 @@ public static unsafe partial class BlockCompiler
     const int RecKind = 0, RecSize = 1, RecA = 2, RecB = 3, RecR = 4, RecCo = 5, RecParts = 6;
     static readonly FieldInfo[] RecFields = { FLazy, FLazySize, FLazyA, FLazyB, FLazyR, FLazyCarryOverflow };
 
-    enum SrcKind { Thread, Const, Reg, Local, Add, Sub, And }
+    /// <summary>KeepCf: the kind part of an inc/dec's record (the constant C) whose CF is still to be taken from the
+    /// record in the thread's fields (<see cref="VirtualCpu.KeepPendingCarry"/>, emitted where the part is pushed,
+    /// before any part is stored: see <see cref="Emitter.PushPart"/>).</summary>
+    enum SrcKind { Thread, Const, Reg, Local, Add, Sub, And, KeepCf }
 
     /// <summary>Where the emitted code finds one part of the pending flag record at a point of a region: in the
     /// thread's field (as at a block's start and after a handler), a constant, the low Size bytes of a guest
@@ -1014,18 +1018,23 @@ public static unsafe partial class BlockCompiler
                     if (p.Flags == FlagUse.None) DropRegisterParts();
                     else
                     {
-                        // as SetFlagsIncDec: the CF to keep from the pending record, then the new record
-                        il.Emit(OpCodes.Ldarg_1); RecordArgs(); il.Emit(OpCodes.Call, MKeepCarryOf);
+                        // as SetFlagsIncDec: the CF to keep from the pending record, then the new record. When the
+                        // pending record is the thread's (or keeps the thread's CF itself), taking that CF waits until
+                        // the new record is observed (a slow path, an exit, a handler, a condition that reads CF):
+                        // nothing changes the thread's record before then, and in a loop whose flags are live only
+                        // for a fault of a later access the CF is never derived on the hot path
                         int kind = (dec ? VirtualCpu.LazySub : VirtualCpu.LazyAdd) | VirtualCpu.LazyKeepCf;
+                        bool deferred = KeepsThreadCarry();
+                        if (!deferred) { il.Emit(OpCodes.Ldarg_1); RecordArgs(); il.Emit(OpCodes.Call, MKeepCarryOf); }
                         Src one = Src.Const(1);
                         if (PartReg(p.O0))
                         {
                             Src r = Src.OfReg(p.O0.Reg, p.Size);
-                            Record(kind, p.Size, Src.Op(dec ? SrcKind.Add : SrcKind.Sub, r, one, p.Size), one, r);
+                            Record(kind, p.Size, Src.Op(dec ? SrcKind.Add : SrcKind.Sub, r, one, p.Size), one, r, deferred);
                             Write(ref p.O0, p.Size, _r, pin: false);
                             return Flow.Next;
                         }
-                        Record(kind, p.Size, Keep(RecA, _a), one, Keep(RecR, _r));
+                        Record(kind, p.Size, Keep(RecA, _a), one, Keep(RecR, _r), deferred);
                     }
                     Write(ref p.O0, p.Size, _r);
                     return Flow.Next;
@@ -1308,10 +1317,13 @@ public static unsafe partial class BlockCompiler
 
         /// <summary>Makes (kind, size, a, b, r) the pending flag record; its CF/OF part stays (as in the handlers).
         /// Parts given as <see cref="Src.Local"/> must be in their locals already (<see cref="Keep"/>).</summary>
-        void Record(int kind, int size, Src a, Src b, Src r)
+        /// `keepCf`: the kind part is <see cref="SrcKind.KeepCf"/> (an inc/dec whose CF is taken from the thread's
+        /// record where the record is observed).
+        void Record(int kind, int size, Src a, Src b, Src r, bool keepCf = false)
         {
             var rec = (Src[])_rec.Clone();
-            rec[RecKind] = Src.Const((ulong)kind); rec[RecSize] = Src.Const((ulong)size);
+            rec[RecKind] = keepCf ? new Src(SrcKind.KeepCf, C: (ulong)kind) : Src.Const((ulong)kind);
+            rec[RecSize] = Src.Const((ulong)size);
             rec[RecA] = a; rec[RecB] = b; rec[RecR] = r;
             _rec = rec;
         }
@@ -1338,12 +1350,30 @@ public static unsafe partial class BlockCompiler
                     if (n <= RecSize) il.Emit(OpCodes.Ldc_I4, (int)v.C); else il.Emit(OpCodes.Ldc_I8, (long)v.C);
                     break;
                 case SrcKind.Reg: LdReg(v.Reg); Truncate(v.Size); break;
+                case SrcKind.KeepCf:
+                    // the kind is pushed (and stored) first, so the thread's record is still the one the inc/dec
+                    // keeps CF from when its CF is folded into the flags here
+                    System.Diagnostics.Debug.Assert(n == RecKind);
+                    il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Call, MKeepPendingCarry);
+                    il.Emit(OpCodes.Ldc_I4, (int)v.C);
+                    break;
                 default:
                     PushPart(n, v.X!); PushPart(n, v.Y!);
                     il.Emit(v.Kind switch { SrcKind.Add => OpCodes.Add, SrcKind.Sub => OpCodes.Sub, _ => OpCodes.And });
                     Truncate(v.Size);
                     break;
             }
+        }
+
+        /// <summary>Whether the CF an inc/dec keeps is the CF of the record in the thread's fields: the pending record
+        /// is the thread's, or an inc/dec's that keeps that CF itself (its kind part is <see cref="SrcKind.KeepCf"/>;
+        /// it has not been stored, or the thread's record would be in the thread's fields).</summary>
+        bool KeepsThreadCarry()
+        {
+            if (_rec[RecKind].Kind == SrcKind.KeepCf) return true;
+            foreach (var part in _rec)
+                if (part.Kind != SrcKind.Thread) return false;
+            return true;
         }
 
         /// <summary>Pushes the pending flag record, as <see cref="VirtualCpu.SetRecord"/> takes it.</summary>
@@ -1610,11 +1640,13 @@ public static unsafe partial class BlockCompiler
                 var il = _il;
                 il.MarkLabel(slow);
                 _valid = valid; // (the record's parts may read registers)
+                // the access's operands first: the record's store may call out (an inc's kept CF), and a value
+                // the hot path computed must not live across that call (the JIT would spill it where it is made)
+                Ldloc(addr); Stloc(_slowAddr);
+                if (v != null) { Ldloc(v); Stloc(_slowVal); }
                 int saved = _j; _j = j; At(k); _j = saved;
                 StoreRecord(rec);
                 if (v != null) SetRip(next);
-                Ldloc(addr); Stloc(_slowAddr);
-                if (v != null) { Ldloc(v); Stloc(_slowVal); }
                 il.Emit(OpCodes.Ldc_I4, size); Stloc(_slowSize);
                 il.Emit(OpCodes.Ldc_I4, site); Stloc(_site);
                 il.Emit(OpCodes.Br, stores);

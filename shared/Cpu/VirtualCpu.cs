@@ -417,6 +417,25 @@ public sealed unsafe partial class VirtualCpu
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void SetFlagsLogic(ulong r, int size) => Record(LazyLogic, 0, 0, r, size);
 
+    /// <summary>Folds the CF of the thread's pending record into the stored flags, as an inc or dec does before
+    /// recording itself (<see cref="KeepCarryOf"/> of the thread's own record). Compiled code calls it where an
+    /// inc/dec's record is first observed rather than at the inc/dec (the record it keeps CF from is still the
+    /// thread's there); a second call before the thread's record changes recomputes the same CF.</summary>
+    /// <remarks>Only CF is written: the inc/dec's record replaces the thread's record right after, and materialising
+    /// it takes nothing else from the stored arithmetic flags (so a shift's or rotate's CF is taken as it is, without
+    /// the materialisation <see cref="KeepCarryOf"/> does) and it is inlined: compiled code calls nothing there, so
+    /// no value the hot path made has to live across a call (the JIT would spill it where it is made).</remarks>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void KeepPendingCarry()
+    {
+        int kind = _lazy;
+        ulong cf;
+        if ((kind & (LazyShift | LazyRotate)) != 0) cf = _lazyCarryOverflow;
+        else if (kind != LazyNone && (kind & LazyKeepCf) == 0) cf = CarryOverflowAux(kind & 3, _lazyA, _lazyB, _lazyR, _lazySize);
+        else return;
+        _flags = (_flags & ~CF) | (cf & CF);
+    }
+
     /// <summary>Flags of INC (a + 1) and DEC (a - 1): as add/sub, but CF keeps its value.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void SetFlagsIncDec(bool dec, ulong a, ulong r, int size)
