@@ -323,7 +323,7 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
                 copy = new DirectFileWriter(partial);
                 var pipe = NewPipe(owner.Settings.ReplayGatherUs);
                 pipe.Append(h.LogHeader.Span);
-                pipe.Starving = owner.AckReplayed;
+                pipe.Starving = () => owner.AckReplayed(pipe.ReadingFor);
                 var reader = LogReader.OverVerifiedFrames(pipe, startsAfter: Sequence); // the link thread verifies every frame it appends
                 var opts = Recording.OptionsFrom(header, owner.Settings.Root, owner.Settings.Tap, owner.Settings.Netns);
                 var boundary = new ReplayBoundary(reader, showOutput: false, owner.Follow(header));
@@ -427,7 +427,8 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         Begin(h);
         _pipe.Append(h.LogHeader.Span);
         // the replay has consumed everything held: tell the primary at once (it bounds how far the replay may trail)
-        _pipe.Starving = AckReplayed;
+        var pipe = _pipe;
+        pipe.Starving = () => AckReplayed(pipe.ReadingFor);
         var t = new Thread(() => ReplayMain(header), 64 << 20) { Name = "replay" };
         t.Start();
         if (h.LiveSequence > 0) WatchCatchUp(h.LiveSequence);
@@ -799,12 +800,20 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         () => Stopwatch.GetElapsedTime(Interlocked.Read(ref _lastAckTicks)).TotalMilliseconds,
         () => { if (ReplayUnreported(out var l)) TrySendReplayAck(l); });
 
-    /// <summary>The replay consumed everything held (on the replay thread): report its position unless an ack did,
-    /// at once if no ack went out in the last <see cref="ReplayAckIntervalMs"/>, otherwise when that has passed.</summary>
-    void AckReplayed()
+    /// <summary>The replay consumed everything held (on the replay thread, which has read without waiting for
+    /// <paramref name="readingFor"/>): report its position unless an ack did, at once if no ack went out in the last
+    /// <see cref="ReplayAckIntervalMs"/> or the replay has just worked through a backlog (it read that long without
+    /// waiting), otherwise when the interval has passed.</summary>
+    /// <remarks>A replay that trails far enough to work that long without running dry is the one whose live replica
+    /// may be holding its guest until a report shows the replay back within its bound (<c>--max-replay-lag-ms</c>:
+    /// the guest waits at its next record and sends no more meanwhile, so no ack of a new batch would carry the
+    /// position): reporting it when the interval has passed held that guest up to 5 ms longer each time. A replay
+    /// that keeps up runs dry within about a gathering period of being woken and keeps the interval.</remarks>
+    void AckReplayed(TimeSpan readingFor)
     {
         if (!ReplayUnreported(out var l)) return;
-        if (Stopwatch.GetElapsedTime(Interlocked.Read(ref _lastAckTicks)).TotalMilliseconds >= ReplayAckIntervalMs) { TrySendReplayAck(l); return; }
+        if (readingFor.TotalMilliseconds >= ReplayAckIntervalMs
+            || Stopwatch.GetElapsedTime(Interlocked.Read(ref _lastAckTicks)).TotalMilliseconds >= ReplayAckIntervalMs) { TrySendReplayAck(l); return; }
         Reporter.Arm();
     }
 
@@ -1096,7 +1105,8 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
                 log.WriteLine($"backup: guest exited with status {status} after {m.InstructionCount} instructions (live since instruction {b.Takeover!.Value.Instruction})");
             else
             {
-                AckReplayed(); // the whole log is replayed, the End record included: the primary waits for no more of it
+                // the whole log is replayed, the End record included: the primary may be waiting for this (at once)
+                AckReplayed(TimeSpan.MaxValue);
                 log.WriteLine($"backup: replay matched the primary: {m.InstructionCount} instructions, {b.RecordsConsumed} records, {b.CheckpointsVerified} checkpoints and {b.OutputsVerified} outputs verified, guest exit status {status}");
                 s.Events.Emit(ReplicaEvent.ReplayMatched, ("instructions", m.InstructionCount), ("records", b.RecordsConsumed),
                     ("checkpoints", b.CheckpointsVerified), ("outputs", b.OutputsVerified), ("status", status));

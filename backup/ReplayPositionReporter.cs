@@ -68,7 +68,7 @@ public sealed class ReplayPositionReporter
                 double wait = IntervalMs - _msSinceLastAck();
                 if (wait > 0)
                 {
-                    Thread.Sleep(TimeSpan.FromMilliseconds(wait));
+                    Thread.Sleep((int)Math.Ceiling(wait)); // whole milliseconds, rounded up: never short of the interval
                     Interlocked.Increment(ref _wakeups);
                 }
                 if (Interlocked.Exchange(ref _armed, 0) != 0)

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using ReVirt.Backup;
+using ReVirt.Replication;
 using Xunit;
 
 namespace ReVirt.Tests.Replication;
@@ -20,7 +21,20 @@ public class ReplayPositionReporterTests
         public void Report() { Interlocked.Increment(ref Reports); Interlocked.Exchange(ref _lastAck, Stopwatch.GetTimestamp()); }
     }
 
-    /// <summary>Armed once, the report comes after the interval; armed again after it parked, it comes again.</summary>
+    /// <summary>Without arming, the reporter stops waking up: no wake-up for 200 ms (40 intervals), within 10 s.</summary>
+    static bool Parks(ReplayPositionReporter r)
+    {
+        var sw = Stopwatch.StartNew();
+        while (sw.ElapsedMilliseconds < 10_000)
+        {
+            long before = r.Wakeups;
+            Thread.Sleep(200);
+            if (r.Wakeups == before) return true;
+        }
+        return false;
+    }
+
+    /// <summary>Armed once, the report comes after the interval and the reporter parks; armed again, it comes again.</summary>
     [Fact]
     public void AnArmedReportIsSentAfterTheIntervalAndAgainAfterItParked()
     {
@@ -32,11 +46,8 @@ public class ReplayPositionReporterTests
             var sw = Stopwatch.StartNew();
             while (Volatile.Read(ref peer.Reports) < round && sw.ElapsedMilliseconds < 10_000) Thread.Sleep(1);
             Assert.Equal(round, Volatile.Read(ref peer.Reports));
-            Thread.Sleep(50); // several intervals without arming: it parks
+            Assert.True(Parks(r), "the reporter kept waking up after the arming stopped");
         }
-        long parked = r.Wakeups;
-        Thread.Sleep(100);
-        Assert.Equal(parked, r.Wakeups); // a parked reporter does not tick
         Assert.Equal(2, Volatile.Read(ref peer.Reports));
     }
 
@@ -54,13 +65,49 @@ public class ReplayPositionReporterTests
         var sw = Stopwatch.StartNew();
         while (sw.ElapsedMilliseconds < 300)
         {
-            if (peer.MsSinceLastAck() < interval) r.Arm(); // as the backup: a report due at once is sent by the replay thread
-            else peer.Report();
+            r.Arm(); // no other acknowledgements: each report is the reporter's, so its looks are an interval apart
             Thread.Sleep(1);
         }
         double elapsed = sw.Elapsed.TotalMilliseconds;
         long wakeups = r.Wakeups;
         Assert.True(Volatile.Read(ref peer.Reports) >= 2, $"{peer.Reports} reports in {elapsed:F0} ms");
         Assert.True(wakeups <= elapsed / interval + 2, $"{wakeups} wake-ups in {elapsed:F0} ms at one report per {interval} ms");
+    }
+}
+
+/// <summary>
+/// <see cref="BlockingPipeStream.ReadingFor"/> at the dry point (<see cref="BlockingPipeStream.Starving"/>): how long the
+/// reader has read without waiting, which a backup uses to report its position at once after working through a
+/// backlog. It counts the reader's work since it last came back from a wait, never the wait itself.
+/// </summary>
+public class PipeReadingForTests
+{
+    [Fact]
+    public void ReadingForCountsTheReadersWorkSinceItsLastWaitNotTheWait()
+    {
+        var pipe = new BlockingPipeStream { Gather = TimeSpan.FromMilliseconds(1) };
+        var seen = new List<TimeSpan>();
+        pipe.Starving = () => { lock (seen) seen.Add(pipe.ReadingFor); };
+        var buf = new byte[16];
+        var reader = new Thread(() =>
+        {
+            // first chunk: read it, then "replay" for 60 ms before asking for more
+            pipe.ReadExactly(buf.AsSpan(0, 4));
+            Thread.Sleep(60);
+            pipe.ReadExactly(buf.AsSpan(0, 4)); // dry (Starving #1) after 60 ms of work; then waits ~1 s for the next
+            pipe.ReadExactly(buf.AsSpan(0, 4)); // dry again (Starving #2) at once after coming back from that wait
+        });
+        pipe.Append(new byte[4]);
+        reader.Start();
+        while (true) { lock (seen) if (seen.Count >= 1) break; Thread.Sleep(1); }
+        Thread.Sleep(1000);
+        pipe.Append(new byte[4]);
+        while (true) { lock (seen) if (seen.Count >= 2) break; Thread.Sleep(1); }
+        pipe.Append(new byte[4]);
+        Assert.True(reader.Join(TimeSpan.FromSeconds(30)));
+        Assert.True(seen[0] >= TimeSpan.FromMilliseconds(60), $"after 60 ms of work: {seen[0].TotalMilliseconds:F1} ms");
+        // the second dry point comes right after a ~1 s wait: the wait is not work (a loaded host may delay the
+        // reader's wake-up, not stretch it to a second)
+        Assert.True(seen[1] < TimeSpan.FromMilliseconds(900), $"right after a 1 s wait: {seen[1].TotalMilliseconds:F1} ms");
     }
 }
