@@ -70,6 +70,9 @@ public sealed class ListenSettings
     public DataLinkKind DataLink { get; init; }
     /// <summary>Where the Prometheus scrape endpoint answers (<c>--metrics-listen</c>); null: none.</summary>
     public string? MetricsListen { get; init; }
+    /// <summary>How long the replay, once it has replayed everything held, gathers batches before it replays again
+    /// (<c>--replay-gather-us</c>; <see cref="BackupSession.DefaultReplayGatherUs"/> by default, 0: every batch wakes it).</summary>
+    public int ReplayGatherUs { get; init; } = BackupSession.DefaultReplayGatherUs;
 }
 
 /// <summary>`backup listen`: serves the replication endpoint, follows one primary, takes over when it dies.</summary>
@@ -163,7 +166,7 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
     public IHostApplicationLifetime? Lifetime;
     public int ExitCode = 1;
     int _claimed;
-    BlockingPipeStream _pipe = NewPipe();
+    BlockingPipeStream _pipe = NewPipe(s.ReplayGatherUs);
 
     /// <summary>
     /// How long the replay, once it has replayed everything held, gathers batches before it replays again
@@ -172,9 +175,9 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
     /// replay trails by up to this much more, well within the primary's bound on replay lag (20 ms by default);
     /// a lost primary ends the gathering at once.
     /// </summary>
-    static readonly TimeSpan ReplayGather = TimeSpan.FromMilliseconds(1);
+    public const int DefaultReplayGatherUs = 1000;
 
-    static BlockingPipeStream NewPipe() => new() { Gather = ReplayGather };
+    static BlockingPipeStream NewPipe(int gatherUs) => new() { Gather = TimeSpan.FromMicroseconds(gatherUs) };
     // a standby that joined from a snapshot: the last record it includes (its log copy holds the records after it)
     ulong _snapshotSequence;
     /// <summary>A standby that joined a live replica: the join point it was told (JoinPoint; 0: not yet), the last record
@@ -318,9 +321,9 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
                 // written past the page cache: the copy is read back only by a later offline replay, and a buffered copy
                 // cost the restore thread most of its CPU and stalled it on write-back (DirectFileWriter)
                 copy = new DirectFileWriter(partial);
-                var pipe = NewPipe();
+                var pipe = NewPipe(owner.Settings.ReplayGatherUs);
                 pipe.Append(h.LogHeader.Span);
-                pipe.Starving = owner.AckReplayed;
+                pipe.Starving = () => owner.AckReplayed(pipe.ReadingFor);
                 var reader = LogReader.OverVerifiedFrames(pipe, startsAfter: Sequence); // the link thread verifies every frame it appends
                 var opts = Recording.OptionsFrom(header, owner.Settings.Root, owner.Settings.Tap, owner.Settings.Netns);
                 var boundary = new ReplayBoundary(reader, showOutput: false, owner.Follow(header));
@@ -424,7 +427,8 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         Begin(h);
         _pipe.Append(h.LogHeader.Span);
         // the replay has consumed everything held: tell the primary at once (it bounds how far the replay may trail)
-        _pipe.Starving = AckReplayed;
+        var pipe = _pipe;
+        pipe.Starving = () => AckReplayed(pipe.ReadingFor);
         var t = new Thread(() => ReplayMain(header), 64 << 20) { Name = "replay" };
         t.Start();
         if (h.LiveSequence > 0) WatchCatchUp(h.LiveSequence);
@@ -791,23 +795,26 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
     // the held position the link thread acknowledged last: the replay's own reports repeat it (holding is acknowledged
     // by the link thread only, after any --ack-delay-ms)
     ulong _ackedHeld;
-    int _replayAckArmed;
-    readonly AutoResetEvent _replayAckDue = new(false);
-    Thread? _replayAcker;
+    ReplayPositionReporter? _reporter;
+    ReplayPositionReporter Reporter => _reporter ??= new ReplayPositionReporter(ReplayAckIntervalMs,
+        () => Stopwatch.GetElapsedTime(Interlocked.Read(ref _lastAckTicks)).TotalMilliseconds,
+        () => { if (ReplayUnreported(out var l)) TrySendReplayAck(l); });
 
-    /// <summary>The replay consumed everything held (on the replay thread): report its position unless an ack did,
-    /// at once if no ack went out in the last <see cref="ReplayAckIntervalMs"/>, otherwise when that has passed.</summary>
-    void AckReplayed()
+    /// <summary>The replay consumed everything held (on the replay thread, which has read without waiting for
+    /// <paramref name="readingFor"/>): report its position unless an ack did, at once if no ack went out in the last
+    /// <see cref="ReplayAckIntervalMs"/> or the replay has just worked through a backlog (it read that long without
+    /// waiting), otherwise when the interval has passed.</summary>
+    /// <remarks>A replay that trails far enough to work that long without running dry is the one whose live replica
+    /// may be holding its guest until a report shows the replay back within its bound (<c>--max-replay-lag-ms</c>:
+    /// the guest waits at its next record and sends no more meanwhile, so no ack of a new batch would carry the
+    /// position): reporting it when the interval has passed held that guest up to 5 ms longer each time. A replay
+    /// that keeps up runs dry within about a gathering period of being woken and keeps the interval.</remarks>
+    void AckReplayed(TimeSpan readingFor)
     {
         if (!ReplayUnreported(out var l)) return;
-        if (Stopwatch.GetElapsedTime(Interlocked.Read(ref _lastAckTicks)).TotalMilliseconds >= ReplayAckIntervalMs) { TrySendReplayAck(l); return; }
-        if (Interlocked.Exchange(ref _replayAckArmed, 1) != 0) return;
-        if (_replayAcker == null)
-        {
-            _replayAcker = new Thread(ReplayAckLoop) { Name = "replay-acks", IsBackground = true };
-            _replayAcker.Start();
-        }
-        _replayAckDue.Set();
+        if (readingFor.TotalMilliseconds >= ReplayAckIntervalMs
+            || Stopwatch.GetElapsedTime(Interlocked.Read(ref _lastAckTicks)).TotalMilliseconds >= ReplayAckIntervalMs) { TrySendReplayAck(l); return; }
+        Reporter.Arm();
     }
 
     /// <summary>Reports the replay's position with the held position acknowledged last (the replay's thread or its
@@ -823,20 +830,6 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
     {
         link = _link!;
         return link != null && _boundary is { } b && b.ReplayedSequence > Volatile.Read(ref _ackedReplayed);
-    }
-
-    /// <summary>Sends the replay position held back by <see cref="AckReplayed"/> once the interval has passed (unless
-    /// an ack carried it meanwhile).</summary>
-    void ReplayAckLoop()
-    {
-        while (true)
-        {
-            _replayAckDue.WaitOne();
-            double wait = ReplayAckIntervalMs - Stopwatch.GetElapsedTime(Interlocked.Read(ref _lastAckTicks)).TotalMilliseconds;
-            if (wait > 0) Thread.Sleep(TimeSpan.FromMilliseconds(wait));
-            Volatile.Write(ref _replayAckArmed, 0);
-            if (ReplayUnreported(out var l)) TrySendReplayAck(l);
-        }
     }
 
     public void Released(OutputMark? m) { if (m != null) _boundary?.ReportReleased(m.StdoutBytes, m.StderrBytes); }
@@ -1112,7 +1105,8 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
                 log.WriteLine($"backup: guest exited with status {status} after {m.InstructionCount} instructions (live since instruction {b.Takeover!.Value.Instruction})");
             else
             {
-                AckReplayed(); // the whole log is replayed, the End record included: the primary waits for no more of it
+                // the whole log is replayed, the End record included: the primary may be waiting for this (at once)
+                AckReplayed(TimeSpan.MaxValue);
                 log.WriteLine($"backup: replay matched the primary: {m.InstructionCount} instructions, {b.RecordsConsumed} records, {b.CheckpointsVerified} checkpoints and {b.OutputsVerified} outputs verified, guest exit status {status}");
                 s.Events.Emit(ReplicaEvent.ReplayMatched, ("instructions", m.InstructionCount), ("records", b.RecordsConsumed),
                     ("checkpoints", b.CheckpointsVerified), ("outputs", b.OutputsVerified), ("status", status));

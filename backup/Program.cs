@@ -62,6 +62,8 @@ var standbyOpt = new Option<string[]>("--standby")
     Description = "URL of a standby (another `backup listen` with the same token or certificates), repeatable. Once this replica has taken over, it records its guest's log on from where the old primary's ended (into --log) and asks the standbys in turn every --standby-retry-ms until one accepts; that standby receives the whole log from the beginning, replays it and follows. Without --standby a replica that took over runs unprotected and records nothing.",
     AllowMultipleArgumentsPerToken = false,
 };
+var gatherOpt = new Option<int>("--replay-gather-us") { Description = "Once the replay has replayed everything it holds, it sleeps this long (microseconds) and then replays whatever arrived meanwhile, instead of being woken for every batch: fewer wake-ups of the replay (CPU on a shared core) for a replay that trails the log by up to this much more (the primary bounds that trail: its --max-replay-lag-ms). 0: every batch wakes it.", DefaultValueFactory = _ => ReVirt.Backup.BackupSession.DefaultReplayGatherUs };
+gatherOpt.Validators.Add(r => { if (r.GetValueOrDefault<int>() is < 0 or > 100_000) r.AddError("--replay-gather-us: 0 to 100000"); });
 var dataPortOpt = new Option<int>("--data-port") { Description = "TCP port of the data link (on the --listen address) that carries the log and the acks after the handshake; the Welcome tells the primary. 0 (default): any free port.", DefaultValueFactory = _ => 0 };
 var dataLinkOpt = new Option<string>("--data-link") { Description = ReVirt.Replication.DataLinkKinds.Help + " On a backup: whether it offers the same-host socket (auto, the default: offered beside TCP; unix: it takes only the socket and also uses only it for the links it opens to standbys after a takeover, which otherwise go over TCP).", DefaultValueFactory = _ => "auto" };
 dataLinkOpt.AcceptOnlyFromAmong("auto", "unix", "tcp");
@@ -69,7 +71,7 @@ var metricsOpt = new Option<string?>("--metrics-listen") { Description = ReVirt.
 var standbyRetryOpt = new Option<int>("--standby-retry-ms") { Description = "Pause between two rounds over the standbys while none accepts.", DefaultValueFactory = _ => 500 };
 var listen = new Command("listen", "Serve the replication endpoint, follow one primary (`primary protect`), replay its log in lockstep and acknowledge each batch as soon as it holds it; when the primary is lost, drain, win the arbiter and go live. Exit status: the guest's; 3 when standing down; 1 on divergence.")
 {
-    listenOpt, lrootOpt, tokenOpt, insecureOpt, sharedOpt, noSnapshotOpt, certOpt, keyOpt, caOpt, arbiterOpt, timeoutOpt, silenceOpt, copyOpt, eventsOpt, plantOpt, ackDelayOpt, tapOpt, netnsOpt, standbyOpt, standbyRetryOpt, dataPortOpt, dataLinkOpt, metricsOpt,
+    listenOpt, lrootOpt, tokenOpt, insecureOpt, sharedOpt, noSnapshotOpt, certOpt, keyOpt, caOpt, arbiterOpt, timeoutOpt, silenceOpt, copyOpt, eventsOpt, plantOpt, ackDelayOpt, tapOpt, netnsOpt, standbyOpt, standbyRetryOpt, dataPortOpt, dataLinkOpt, metricsOpt, gatherOpt,
 };
 listen.SetAction(parse =>
 {
@@ -91,6 +93,7 @@ listen.SetAction(parse =>
         ArbiterPath = parse.GetValue(arbiterOpt),
         TimeoutMs = parse.GetValue(timeoutOpt),
         PrimarySilenceMs = parse.GetValue(silenceOpt),
+        ReplayGatherUs = parse.GetValue(gatherOpt),
         LogPath = parse.GetValue(copyOpt),
         AckDelayMs = parse.GetValue(ackDelayOpt),
         Events = events,

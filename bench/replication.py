@@ -7,6 +7,7 @@ docs/PERFORMANCE-replication.md.
     python3 bench/replication.py [--runs N] [--kv-only] [--kv-seconds S] [--kv-connections 16,64]
     python3 bench/replication.py --kv-ab="--max-replay-lag-ms 0" --runs 4    (an option of `primary protect`, A/B)
     python3 bench/replication.py --kv-ab="--ship-after-us 100;--ship-after-us 500"    (as is and two variants, alternating)
+    python3 bench/replication.py --kv-ab="backup: --replay-gather-us 3000"    (a variant's options after "backup:" go to `backup listen`)
 
 The kvserver load comes from bench/kvload.c (built here with gcc): a closed-loop, single-threaded epoll client
 that keeps one request outstanding per connection and records each request's latency; it costs a few
@@ -370,12 +371,12 @@ def kv_profile(seconds, connections, mode, perf_dir=None, bin_dir=BIN):
             print('\n'.join(l for l in p.text().splitlines() if 'held' in l or 'lag' in l or 'batch' in l or 'trail' in l))
 
 
-def kv_ab_once(extra, conns, seconds):
+def kv_ab_once(extra, conns, seconds, backup_extra=()):
     """One measured window of this build's `primary protect` (with the primary options extra) under the closed-loop
     load: (requests/s, p50 ms, p99 ms, primary CPU us per request, backup CPU us per request, voluntary context
     switches per request of both replicas, batches per request over the whole run)."""
     port = free_port()
-    b, url = backup(cpus=PIN and PIN[1])
+    b, url = backup(*backup_extra, cpus=PIN and PIN[1])
     p = Proc([PRIMARY, 'protect', '--backup', url, '--stats'] + extra + ['--', KV, str(port)], PIN and PIN[0])
     p.wait_for(r'kvserver: listening on')
     proc = subprocess.Popen(pinned([KVLOAD, str(port), str(conns), str(seconds), str(KV_WARMUP)], PIN and PIN[0]), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -408,7 +409,9 @@ def kv_ab(runs, seconds, connections, extras):
     for _ in range(runs):
         for conns in connections:
             for name, args in variants:
-                x = kv_ab_once(args, conns, seconds)
+                # "PRIMARY OPTIONS backup: BACKUP OPTIONS"
+                cut = args.index('backup:') if 'backup:' in args else len(args)
+                x = kv_ab_once(args[:cut], conns, seconds, args[cut + 1:])
                 res.setdefault((conns, name), []).append(x)
                 print('kv', conns, name, ' '.join(f'{y:.3f}' for y in x), f'load {os.getloadavg()[0]:.1f}', flush=True)
     load = os.getloadavg()

@@ -1474,7 +1474,8 @@ public sealed class ReplayBoundary : IBoundary
         if (fd == 2) _logErr = total; else _logOut = total;
         if (_follow != null)
         {
-            _unreleased.Enqueue((fd, total - (ulong)bytes.Length, bytes.ToArray()));
+            // the record's own copy of the bytes (equal to the guest's, checked above): no second copy per output
+            _unreleased.Enqueue((fd, total - (ulong)bytes.Length, o.Bytes));
             while (_unreleased.Count > 0)
             {
                 var (f, start, b) = _unreleased.Peek();

@@ -42,6 +42,15 @@ public sealed class BlockingPipeStream : ReadOnlyStream
     /// about to wait: the reader has consumed everything appended so far. Once per time the pipe runs dry.</summary>
     public Action? Starving { get; set; }
 
+    // when the reader last came back from a wait (or first read): it has been working through what it found since
+    long _awakeSince = System.Diagnostics.Stopwatch.GetTimestamp();
+
+    /// <summary>How long the reader has read without waiting (since it last came back from a wait in
+    /// <see cref="Read(Span{byte})"/>, or since the pipe was made): read by <see cref="Starving"/>, it tells a reader
+    /// that has just worked through a backlog from one that found the pipe dry again right after being woken. Reader's
+    /// thread only.</summary>
+    public TimeSpan ReadingFor => System.Diagnostics.Stopwatch.GetElapsedTime(_awakeSince);
+
     public void Append(ReadOnlySpan<byte> data)
     {
         if (data.IsEmpty) return;
@@ -100,11 +109,12 @@ public sealed class BlockingPipeStream : ReadOnlyStream
                     _consumed = false;
                     _gathering = true;
                     try { Monitor.Wait(_lock, Gather); }
-                    finally { _gathering = false; }
+                    finally { _gathering = false; _awakeSince = System.Diagnostics.Stopwatch.GetTimestamp(); }
                     continue;
                 }
                 _consumed = false;
                 Monitor.Wait(_lock);
+                _awakeSince = System.Diagnostics.Stopwatch.GetTimestamp();
             }
         }
     }
