@@ -17,6 +17,15 @@ A request's wait is classed by the frames of its connection, first match:
   - `other`: none of these.
 The failover's own stall is then the longest wait among requests the link did not touch (no frame of theirs
 dropped): what the kill alone cost.
+
+    python3 bench/vnettrace.py DIR --resends
+
+counts, per build (the middle word of the kept runs' names), the guest's data segments sent again (a copy of a
+sequence number the relay had already seen from the guest; the relay's own duplicates do not count) and how many of
+them went out when the client's ACK covering them had passed the relay towards the guest at least 2 ms (and at most
+1 s) before: a resend the ACK already in the guest's device made unnecessary (a retransmission timer run before the
+ACK was taken), or, after a kill, an ACK that went to the dead primary (the takeover's repair). Before the kill only
+the first kind is possible.
 """
 import argparse, glob, json, os, statistics, sys
 
@@ -87,12 +96,52 @@ def classify(rows, killed, up_mono, port):
     return 'other'
 
 
+ACK_BEFORE_S, ACK_WITHIN_S = 0.002, 1.0
+
+
+def resends(stem):
+    """(the guest's data segments sent again, those of them whose ACK had passed the relay towards the guest before,
+    the same two counts before the kill) of one kept run (see the module's text)."""
+    killed, _, _, _, frames = load_run(stem)
+    acks, sent = {}, {}
+    for p in frames:
+        if len(p) < 9:
+            continue
+        t = float(p[0])
+        if p[1] == 'c>g' and p[2] in ('pass', 'late', 'dup'):
+            acks.setdefault(int(p[3]), []).append((t, int(p[6])))
+        elif p[1] == 'g>c' and int(p[8]) > 0 and p[2] in ('pass', 'drop', 'held'):   # each frame the guest sent, once
+            sent.setdefault((int(p[4]), int(p[5])), []).append(t)
+    total = acked = total_before = acked_before = 0
+    for (port, seq), ts in sent.items():
+        for t in sorted(ts)[1:]:
+            covered = any(t - ACK_WITHIN_S < ta < t - ACK_BEFORE_S and 0 < ((a - seq) & 0xFFFFFFFF) < 1 << 20
+                          for ta, a in acks.get(port, ()))
+            total += 1
+            acked += covered
+            if t < killed:
+                total_before += 1
+                acked_before += covered
+    return total, acked, total_before, acked_before
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('dir')
+    ap.add_argument('--resends', action='store_true', help="per build: the guest's resends, and those whose ACK had already passed")
     ap.add_argument('--worst', type=int, default=2, help='requests shown per run')
     ap.add_argument('--quiet', action='store_true', help='the tally only')
     a = ap.parse_args()
+    if a.resends:
+        per = {}
+        for stem in sorted(p[:-5] for p in glob.glob(os.path.join(a.dir, '*.json'))):
+            build = os.path.basename(stem).split('-')[1]
+            per.setdefault(build, []).append(resends(stem))
+        for build, rows in sorted(per.items()):
+            t, k, tb, kb = (sum(r[i] for r in rows) for i in range(4))
+            print(f'{build}: {len(rows)} runs; the guest resent {t} data segments, {k} of them after the ACK covering them had '
+                  f'passed the link; before the kill {tb} and {kb}')
+        return
     tally, own = {}, []
     for stem in sorted(p[:-5] for p in glob.glob(os.path.join(a.dir, '*.json'))):
         killed, up_mono, attached_mono, reqs, frames = load_run(stem)

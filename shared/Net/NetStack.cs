@@ -38,6 +38,11 @@ public sealed record NetConfig(MacAddress Mac, uint Ip, int PrefixLength, uint G
     /// Without it such a SYN gets an ACK of the old connection, and a client that reuses its port after a server closed
     /// first (the client keeps no TIME-WAIT then) cannot connect until the 60 s wait ends.</summary>
     public bool TimeWaitSyn { get; init; } = true;
+    /// <summary>A synchronisation's frames (<see cref="NetStack.Receive"/>) are all taken before any timer runs, as a
+    /// host stack processes what its device queued before its timers: a retransmission timer that fell due while the
+    /// peer's ACK waited in the same batch is not fired before that ACK (a spurious time-out: a resend, a window cut to
+    /// one segment and a doubled RTO). Without it the timers ran after each frame of the batch.</summary>
+    public bool BatchInput { get; init; } = true;
 
     public uint Mask => Ip4.Mask(PrefixLength);
     public uint SubnetBroadcast => (Ip & Mask) | ~Mask;
@@ -69,7 +74,7 @@ public sealed class NetCounters
 
     /// <summary><paramref name="timeWaitSyn"/> false: the layout before <see cref="TimeWaitReopens"/> existed (see
     /// <see cref="NetStack.Digest"/>).</summary>
-    internal void Serialize(StateCodec c, bool timeWaitSyn = true)
+    internal void Serialize(StateCodec c, bool timeWaitSyn)
     {
         c.Do(ref FramesIn); c.Do(ref FramesOut); c.Do(ref OutQueueOverflow); c.Do(ref DropShort); c.Do(ref DropBadLength);
         c.Do(ref DropChecksum); c.Do(ref DropFragment); c.Do(ref DropNotForUs); c.Do(ref DropUnknownProtocol);
@@ -211,16 +216,38 @@ public sealed partial class NetStack
     // ------------------------------------------------------------------ input
 
     /// <summary>
-    /// Hands the stack one received Ethernet frame (destination MAC, source MAC, EtherType, payload; no FCS). Any
-    /// byte sequence is accepted: a malformed frame is counted and dropped or answered as the RFCs say.
+    /// Hands the stack one received Ethernet frame (destination MAC, source MAC, EtherType, payload; no FCS), then
+    /// runs the timers that are due. Any byte sequence is accepted: a malformed frame is counted and dropped or answered
+    /// as the RFCs say.
     /// </summary>
     public void Input(ReadOnlySpan<byte> frame, long nowNs)
     {
+        if (Take(frame, nowNs)) RunTimers();
+    }
+
+    /// <summary>
+    /// Hands the stack the frames one synchronisation read from the wire, all stamped <paramref name="nowNs"/> (the
+    /// clock when they were read), then moves the clock there and runs the timers that are due. With
+    /// <see cref="NetConfig.BatchInput"/> every frame is taken before any timer runs, so an ACK in the batch cancels
+    /// the retransmission it answers; without it (a log recorded before it) the timers run after each frame as
+    /// <see cref="Input"/> runs them, as that log's stack did.
+    /// </summary>
+    public void Receive(IReadOnlyList<byte[]> frames, long nowNs)
+    {
+        foreach (var f in frames)
+            if (Take(f, nowNs) && !Config.BatchInput) RunTimers();
+        Advance(nowNs);
+    }
+
+    /// <summary>One frame's processing without the timers; false when it was dropped before its protocol was looked at
+    /// (too short, not for us), after which the stack before <see cref="NetConfig.BatchInput"/> ran no timers.</summary>
+    bool Take(ReadOnlySpan<byte> frame, long nowNs)
+    {
         if (nowNs > Now) Now = nowNs;
         Counters.FramesIn++;
-        if (frame.Length < Wire.EthHeader) { Counters.DropShort++; return; }
+        if (frame.Length < Wire.EthHeader) { Counters.DropShort++; return false; }
         var dst = MacAddress.Read(frame);
-        if (dst != Config.Mac && dst != MacAddress.Broadcast) { Counters.DropNotForUs++; return; }
+        if (dst != Config.Mac && dst != MacAddress.Broadcast) { Counters.DropNotForUs++; return false; }
         var src = MacAddress.Read(frame[6..]);
         ushort type = Wire.U16(frame, 12);
         var payload = frame[Wire.EthHeader..];
@@ -230,7 +257,7 @@ public sealed partial class NetStack
             case Wire.EtherTypeIp4: Ip4Input(payload, src, dst == MacAddress.Broadcast); break;
             default: Counters.DropUnknownProtocol++; break;
         }
-        RunTimers();
+        return true;
     }
 
     void Ip4Input(ReadOnlySpan<byte> p, MacAddress srcMac, bool linkBroadcast)
@@ -330,15 +357,31 @@ public sealed partial class NetStack
     /// Writes the stack's complete state in a canonical order (sockets by id, ARP entries by address): two stacks
     /// that were handed the same calls write the same bytes, and <see cref="Restore"/> rebuilds an equal stack.
     /// </summary>
-    public void WriteState(BinaryWriter w) => WriteState(w, timeWaitSyn: true);
+    public void WriteState(BinaryWriter w) => WriteState(w, StateLayout.BatchInput);
 
-    /// <summary><paramref name="timeWaitSyn"/> false: without the bytes <see cref="NetConfig.TimeWaitSyn"/> added (its
-    /// setting and its counter), i.e. as a build before it wrote the state.</summary>
-    void WriteState(BinaryWriter w, bool timeWaitSyn)
+    /// <summary>
+    /// The state's byte layouts, one per start-state word that added bytes to it, oldest first: a stack built for a
+    /// log of an older day (its configuration lacks the later words' behaviours) digests its state in that day's
+    /// layout, so the log's checkpoint digests still match. Snapshots always carry the newest.
+    /// </summary>
+    enum StateLayout
+    {
+        /// <summary>Up to `undo` (before `twsyn`).</summary>
+        Undo,
+        /// <summary>`twsyn` added its setting and the <see cref="NetCounters.TimeWaitReopens"/> counter.</summary>
+        TimeWaitSyn,
+        /// <summary>`batch` added its setting (<see cref="NetConfig.BatchInput"/>).</summary>
+        BatchInput,
+    }
+
+    /// <summary>The layout of the day whose behaviours <paramref name="c"/> has (each word implies the earlier ones).</summary>
+    static StateLayout LayoutOf(NetConfig c) => !c.TimeWaitSyn ? StateLayout.Undo : !c.BatchInput ? StateLayout.TimeWaitSyn : StateLayout.BatchInput;
+
+    void WriteState(BinaryWriter w, StateLayout layout)
     {
         var cfg = Config;
-        ConfigState(new StateCodec(w), ref cfg, timeWaitSyn);
-        Serialize(new StateCodec(w), timeWaitSyn);
+        ConfigState(new StateCodec(w), ref cfg, layout);
+        Serialize(new StateCodec(w), layout);
     }
 
     /// <summary>
@@ -352,28 +395,30 @@ public sealed partial class NetStack
         {
             var c = new StateCodec(r);
             NetConfig cfg = null!;
-            ConfigState(c, ref cfg);
+            ConfigState(c, ref cfg, StateLayout.BatchInput);
             var st = new NetStack(cfg, 0);
-            st.Serialize(c);
+            st.Serialize(c, StateLayout.BatchInput);
             return st;
         }
         catch (EndOfStreamException) { throw new InvalidDataException("network stack state: truncated"); }
     }
 
-    static void ConfigState(StateCodec c, ref NetConfig cfg, bool timeWaitSyn = true)
+    static void ConfigState(StateCodec c, ref NetConfig cfg, StateLayout layout)
     {
         var d = cfg ?? new NetConfig(MacAddress.Broadcast, 1, 24);
         ulong mac = d.Mac.Value; uint ip = d.Ip, gw = d.Gateway; int prefix = d.PrefixLength;
         int maxSockets = d.MaxSockets, maxOut = d.MaxOutFrames, arpSize = d.ArpCacheSize, arpHosts = d.ArpPendingHosts,
             arpFrames = d.ArpPendingFramesPerHost, sndBuf = d.SendBuffer, rcvBuf = d.ReceiveBuffer, udpBuf = d.UdpReceiveBuffer,
             synQ = d.MaxSynQueue, tw = d.MaxTimeWait, rate = d.ChallengeAcksPerSecond;
-        bool sack = d.Sack, rack = d.Rack, dsack = d.Dsack, undo = d.DsackUndo, windowed = d.WindowedMinRtt, twSyn = d.TimeWaitSyn;
+        bool sack = d.Sack, rack = d.Rack, dsack = d.Dsack, undo = d.DsackUndo, windowed = d.WindowedMinRtt, twSyn = d.TimeWaitSyn,
+            batch = d.BatchInput;
         long minRttWindow = d.MinRttWindowNs;
         c.Do(ref mac); c.Do(ref ip); c.Do(ref prefix); c.Do(ref gw);
         c.Do(ref maxSockets); c.Do(ref maxOut); c.Do(ref arpSize); c.Do(ref arpHosts); c.Do(ref arpFrames); c.Do(ref sndBuf);
         c.Do(ref rcvBuf); c.Do(ref udpBuf); c.Do(ref synQ); c.Do(ref tw); c.Do(ref rate); c.Do(ref sack); c.Do(ref rack); c.Do(ref dsack);
         c.Do(ref undo); c.Do(ref windowed); c.Do(ref minRttWindow);
-        if (timeWaitSyn) c.Do(ref twSyn);
+        if (layout >= StateLayout.TimeWaitSyn) c.Do(ref twSyn);
+        if (layout >= StateLayout.BatchInput) c.Do(ref batch);
         if (!c.Reading) return;
         if (mac == 0 || ip == 0 || prefix is < 1 or > 30 || sndBuf is < 1 or > (64 << 20) || rcvBuf is < 1 or > (64 << 20) || minRttWindow < 1)
             throw new InvalidDataException("network stack state: an impossible interface configuration");
@@ -382,16 +427,16 @@ public sealed partial class NetStack
             MaxSockets = maxSockets, MaxOutFrames = maxOut, ArpCacheSize = arpSize, ArpPendingHosts = arpHosts,
             ArpPendingFramesPerHost = arpFrames, SendBuffer = sndBuf, ReceiveBuffer = rcvBuf, UdpReceiveBuffer = udpBuf,
             MaxSynQueue = synQ, MaxTimeWait = tw, ChallengeAcksPerSecond = rate, Sack = sack, Rack = rack, Dsack = dsack,
-            DsackUndo = undo, WindowedMinRtt = windowed, MinRttWindowNs = minRttWindow, TimeWaitSyn = twSyn,
+            DsackUndo = undo, WindowedMinRtt = windowed, MinRttWindowNs = minRttWindow, TimeWaitSyn = twSyn, BatchInput = batch,
         };
     }
 
-    void Serialize(StateCodec c, bool timeWaitSyn = true)
+    void Serialize(StateCodec c, StateLayout layout)
     {
         long now = Now; c.Do(ref now); Now = now;
         c.Do(ref _rng); c.Do(ref _isnKey); c.Do(ref _nextSocketId); c.Do(ref _nextEphemeral); c.Do(ref _ipId);
         c.Do(ref _rateWindowStart); c.Do(ref _rateCount);
-        Counters.Serialize(c, timeWaitSyn);
+        Counters.Serialize(c, layout >= StateLayout.TimeWaitSyn);
         ArpState(c);
         Table(c, _tcp, id => new TcpSocket(this, id), (x, k) => x.Serialize(k), x => x.Id);
         Table(c, _udp, id => new UdpSocket(this, id), (x, k) => x.Serialize(k), x => x.Id);
@@ -443,12 +488,13 @@ public sealed partial class NetStack
     public IEnumerable<UdpSocket> UdpSockets => _udp.Values;
 
     /// <summary>SHA-256 of <see cref="WriteState"/>: equal digests mean equal stacks (checkpoints compare these). A stack without
-    /// <see cref="NetConfig.TimeWaitSyn"/> (replaying a log recorded before it) digests the state as the build of that
-    /// log's day wrote it, so the log's checkpoint digests still match.</summary>
+    /// a later behaviour (<see cref="NetConfig.TimeWaitSyn"/>, <see cref="NetConfig.BatchInput"/>: replaying a log
+    /// recorded before it) digests the state as the build of that log's day wrote it (<see cref="StateLayout"/>), so the
+    /// log's checkpoint digests still match.</summary>
     public byte[] Digest()
     {
         using var ms = new MemoryStream();
-        using (var w = new BinaryWriter(ms, System.Text.Encoding.UTF8, leaveOpen: true)) WriteState(w, Config.TimeWaitSyn);
+        using (var w = new BinaryWriter(ms, System.Text.Encoding.UTF8, leaveOpen: true)) WriteState(w, LayoutOf(Config));
         return SHA256.HashData(ms.ToArray());
     }
 

@@ -75,8 +75,9 @@ public static partial class MachineSnapshot
     /// assembled whole); 7: the TCP connections' RACK-TLP and D-SACK state, the stack's RACK and D-SACK settings; 8: each TCP connection's
     /// windowed minimum RTT (three samples for one value) and D-SACK undo episode, the stack's undo and min-RTT window
     /// settings; 9: whether the stack opens a new connection on a SYN for one in TIME-WAIT, and its count of those;
-    /// 10: the state digest takes each page by its own XxHash128 (<see cref="StateDigest"/>, log format 4).</summary>
-    public const uint Version = 10;
+    /// 10: the state digest takes each page by its own XxHash128 (<see cref="StateDigest"/>, log format 4); 11: whether
+    /// the stack takes a synchronisation's frames before its timers run (<see cref="ReVirt.Net.NetConfig.BatchInput"/>).</summary>
+    public const uint Version = 11;
     /// <summary>Most pages in one run of the memory section (1 MiB): the encoder's and decoder's buffer for a run.</summary>
     public const int RunPages = 256;
     /// <summary>Largest kernel section and file section a decoder takes (each is one array; the memory section, the

@@ -131,8 +131,7 @@ public class StackReplayTests
     {
         if (to.Config.Ip != StackLink.IpB) { if (frame != null) to.Input(frame, now); else to.Advance(now); return; }
         var got = rec.NetReceive(1, () => new NetReceived(now, frame == null ? [] : [frame]));
-        foreach (var f in got.Frames) to.Input(f, got.ClockNs);
-        to.Advance(got.ClockNs);
+        to.Receive(got.Frames, got.ClockNs);
         step();
     };
 
@@ -146,8 +145,7 @@ public class StackReplayTests
             NetReceived got;
             try { got = replay.NetReceive(1, () => throw new InvalidOperationException("a replay never reads the wire")); }
             catch (ReplayEndOfLogException) { break; }
-            foreach (var f in got.Frames) stack.Input(f, got.ClockNs);
-            stack.Advance(got.ClockNs);
+            stack.Receive(got.Frames, got.ClockNs);
             step();
             while (stack.TryTakeFrame(out var f)) sent.Add(f);
         }

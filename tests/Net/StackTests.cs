@@ -531,6 +531,32 @@ public class StackTakeoverTests(Xunit.Abstractions.ITestOutputHelper output)
         Assert.True(link.Now - at < Soon, $"established {(link.Now - at) / 1e6:F1} ms after the takeover");
     }
 
+    /// <summary>
+    /// A back-off the state carries (a time-out before the kill: the path lost the reply and its first resend) stays
+    /// after a takeover: the stack's clock stood still during the outage, so the back-off was earned on the path, not
+    /// by the outage (docs/ARCHITECTURE.md, Takeover; RFC 6298 §5.5, RFC 6069). What was outstanding is still resent
+    /// at once, and the timer is armed from the takeover's clock with the backed-off RTO.
+    /// </summary>
+    [Fact]
+    public void A_back_off_from_before_the_kill_is_kept_and_the_flight_still_goes_at_once()
+    {
+        var link = new StackLink(57);
+        var (c, s, _) = link.Connect();
+        long rto = s.Rto;
+        var reply = StackLink.Payload(100, 57);
+        Assert.Equal(reply.Length, s.Send(reply));
+        // the path loses the reply and its resend after the time-out (which doubled the RTO); then the primary dies
+        Assert.True(link.Run(() => link.B.Counters.RetransmitTimeouts == 1, () => { while (link.B.TryTakeFrame(out _)) { } }));
+        while (link.B.TryTakeFrame(out _)) { }
+        Assert.Equal(2 * rto, s.Rto);
+        long at = link.Now + 1_000_000;
+        link.B.TakeOver(at);
+        Assert.Equal(2 * rto, s.Rto);
+        Assert.Equal(at + 2 * rto, s.RtxDeadline);
+        Assert.Equal(reply, ReadAll(link, c, reply.Length));
+        Assert.True(link.Now - at < Soon, $"the reply arrived {(link.Now - at) / 1e6:F1} ms after the takeover");
+    }
+
     /// <summary>Two replicas with equal state taken over at the same clock send the same frames and end equal: the
     /// takeover is a function of the state and the logged clock, so a replay of the survivor's log reproduces it.</summary>
     [Fact]

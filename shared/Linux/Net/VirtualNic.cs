@@ -33,8 +33,13 @@ public sealed record VirtualNetOptions(MacAddress Mac, uint Ip, int PrefixLength
     /// replayed.</summary>
     public bool TimeWaitSyn { get; init; } = true;
 
+    /// <summary>A synchronisation's frames are all taken before the stack's timers run (<see cref="NetConfig.BatchInput"/>).
+    /// Always on for a new run; off only when a log recorded before it existed is replayed.</summary>
+    public bool BatchInput { get; init; } = true;
+
     /// <summary>The stack configuration these options stand for.</summary>
-    public NetConfig StackConfig() => new(Mac, Ip, PrefixLength, Gateway) { Rack = Rack, DsackUndo = Undo, WindowedMinRtt = Undo, TimeWaitSyn = TimeWaitSyn };
+    public NetConfig StackConfig() => new(Mac, Ip, PrefixLength, Gateway)
+        { Rack = Rack, DsackUndo = Undo, WindowedMinRtt = Undo, TimeWaitSyn = TimeWaitSyn, BatchInput = BatchInput };
 
     /// <summary>Parses `--ip A.B.C.D/N` and `--mac aa:bb:cc:dd:ee:ff`; null with a reason when either is malformed.</summary>
     public static VirtualNetOptions? Parse(string ip, string? mac, string tap, out string? error)
@@ -50,13 +55,14 @@ public sealed record VirtualNetOptions(MacAddress Mac, uint Ip, int PrefixLength
 
     /// <summary>The identity as the log's start state records it: "A.B.C.D/N aa:bb:cc:dd:ee:ff", then the words of the
     /// stack's behaviour: " norack" when RACK-TLP is off, " undo" when D-SACK undo and the windowed minimum RTT are on,
-    /// " twsyn" when a SYN may reopen a connection in TIME-WAIT. A log written before a word existed lacks it and replays
-    /// with the behaviour of its day (RACK on, no undo, no reopening); a build that does not know a word refuses the log
+    /// " twsyn" when a SYN may reopen a connection in TIME-WAIT, " batch" when a synchronisation's frames are all taken
+    /// before the timers run. A log written before a word existed lacks it and replays with the behaviour of its day
+    /// (RACK on, no undo, no reopening, timers after each frame); a build that does not know a word refuses the log
     /// instead of replaying it with another stack.</summary>
     public string Identity => $"{Ip4.ToString(Ip)}/{PrefixLength} {Mac}" + (Rack ? "" : " " + NoRackWord) + (Undo ? " " + UndoWord : "")
-        + (TimeWaitSyn ? " " + TimeWaitSynWord : "");
+        + (TimeWaitSyn ? " " + TimeWaitSynWord : "") + (BatchInput ? " " + BatchInputWord : "");
 
-    const string NoRackWord = "norack", UndoWord = "undo", TimeWaitSynWord = "twsyn";
+    const string NoRackWord = "norack", UndoWord = "undo", TimeWaitSynWord = "twsyn", BatchInputWord = "batch";
 
     /// <summary>Reads <see cref="Identity"/> back, with this replica's TAP device; null when malformed or when it names
     /// a behaviour this build does not know.</summary>
@@ -64,15 +70,17 @@ public sealed record VirtualNetOptions(MacAddress Mac, uint Ip, int PrefixLength
     {
         var parts = identity.Split(' ');
         if (parts.Length < 2) return null;
-        bool rack = true, undo = false, twSyn = false;
+        bool rack = true, undo = false, twSyn = false, batch = false;
         foreach (string word in parts.AsSpan(2))
         {
             if (word == NoRackWord && rack) rack = false;
             else if (word == UndoWord && !undo) undo = true;
             else if (word == TimeWaitSynWord && !twSyn) twSyn = true;
+            else if (word == BatchInputWord && !batch) batch = true;
             else return null;
         }
-        return Parse(parts[0], parts[1], tap, out _) is { } o ? o with { Namespace = ns, Rack = rack, Undo = undo, TimeWaitSyn = twSyn } : null;
+        return Parse(parts[0], parts[1], tap, out _) is { } o
+            ? o with { Namespace = ns, Rack = rack, Undo = undo, TimeWaitSyn = twSyn, BatchInput = batch } : null;
     }
 }
 
@@ -144,14 +152,13 @@ public sealed class VirtualNic : IDisposable
 
     /// <summary>
     /// Feeds the stack what arrived since the last call, waiting up to <paramref name="maxWaitNs"/> when nothing has
-    /// (never past the stack's next timer, and not once <paramref name="interrupted"/> says so); runs its timers; sends
-    /// what it produced. Returns the number of frames taken.
+    /// (never past the stack's next timer, and not once <paramref name="interrupted"/> says so); runs its timers (after
+    /// the whole batch: <see cref="NetStack.Receive"/>); sends what it produced. Returns the number of frames taken.
     /// </summary>
     public int Sync(IBoundary boundary, int tid, long maxWaitNs, Func<bool> interrupted)
     {
         var got = boundary.NetReceive(tid, () => HostReceive(maxWaitNs, interrupted));
-        foreach (var f in got.Frames) Stack.Input(f, got.ClockNs);
-        Stack.Advance(got.ClockNs);
+        Stack.Receive(got.Frames, got.ClockNs);
         Transmit(boundary, tid);
         return got.Frames.Count;
     }
