@@ -184,12 +184,12 @@ public static class RootFiles
             fixed (byte* b = buf) n = HostSys.Call(Nr.getdents64, dirFd, (long)b, buf.Length);
             if (n < 0) throw new IOException($"getdents64: errno {-n}");
             if (n == 0) break;
-            // struct linux_dirent64: u64 ino, s64 off, u16 reclen, u8 type, char name[]
             for (int o = 0; o < n;)
             {
-                int reclen = BinaryPrimitives.ReadUInt16LittleEndian(buf.AsSpan(o + 16));
-                int end = Array.IndexOf(buf, (byte)0, o + 19, reclen - 19);
-                string name = Encoding.UTF8.GetString(buf, o + 19, (end < 0 ? o + reclen : end) - (o + 19));
+                int reclen = BinaryPrimitives.ReadUInt16LittleEndian(buf.AsSpan(o + Dirent64.ReclenOffset));
+                int nameAt = o + Dirent64.NameOffset;
+                int end = Array.IndexOf(buf, (byte)0, nameAt, reclen - Dirent64.NameOffset);
+                string name = Encoding.UTF8.GetString(buf, nameAt, (end < 0 ? o + reclen : end) - nameAt);
                 if (name is not ("." or "..")) names.Add(name);
                 o += reclen;
             }

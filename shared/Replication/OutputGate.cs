@@ -89,26 +89,37 @@ public sealed partial class OutputGate
             if (_discarded || _final) return;
             ReleaseFiles(seq);
             ReleaseSockets();
-            long now = Stopwatch.GetTimestamp();
-            while (_held.Count > 0 && _held.Peek().Seq <= seq)
+            ReleaseHeldThrough(seq, Fresh);
+        }
+    }
+
+    /// <summary>
+    /// Emits the held stdout/stderr output produced up to record <paramref name="seq"/>, in order, under the lock.
+    /// Outputs to one descriptor that follow each other leave in one write: fewer system calls, and a release the
+    /// process does not survive (SIGKILL) cannot stop between them — a pipe write of up to PIPE_BUF bytes is atomic,
+    /// which is what keeps a killed primary's final release all-or-nothing for a survivor that must decide whether it
+    /// was made. <paramref name="fresh"/>, when given, is asked before each write: false keeps the rest held.
+    /// </summary>
+    void ReleaseHeldThrough(ulong seq, Func<bool>? fresh)
+    {
+        long now = Stopwatch.GetTimestamp();
+        while (_held.Count > 0 && _held.Peek().Seq <= seq)
+        {
+            if (fresh != null && !fresh()) return; // the link went stale mid-release: keep the rest held
+            var e = _held.Dequeue();
+            _heldBytes -= e.Bytes.Length;
+            if (_holdMs.Count < 1_000_000) _holdMs.Add(Stopwatch.GetElapsedTime(e.Since, now).TotalMilliseconds);
+            if (_held.Count == 0 || _held.Peek().Seq > seq || _held.Peek().Fd != e.Fd) { Emit(e.Fd, e.Bytes); continue; }
+            _run.SetLength(0);
+            _run.Write(e.Bytes);
+            while (_held.Count > 0 && _held.Peek().Seq <= seq && _held.Peek().Fd == e.Fd)
             {
-                if (Fresh != null && !Fresh()) return; // the link went stale mid-release: keep the rest held
-                var e = _held.Dequeue();
-                _heldBytes -= e.Bytes.Length;
-                if (_holdMs.Count < 1_000_000) _holdMs.Add(Stopwatch.GetElapsedTime(e.Since, now).TotalMilliseconds);
-                if (_held.Count == 0 || _held.Peek().Seq > seq || _held.Peek().Fd != e.Fd) { Emit(e.Fd, e.Bytes); continue; }
-                // the outputs this ack releases to one descriptor, one after the other, leave in one write
-                _run.SetLength(0);
-                _run.Write(e.Bytes);
-                while (_held.Count > 0 && _held.Peek().Seq <= seq && _held.Peek().Fd == e.Fd)
-                {
-                    var next = _held.Dequeue();
-                    _heldBytes -= next.Bytes.Length;
-                    if (_holdMs.Count < 1_000_000) _holdMs.Add(Stopwatch.GetElapsedTime(next.Since, now).TotalMilliseconds);
-                    _run.Write(next.Bytes);
-                }
-                Emit(e.Fd, _run.GetBuffer().AsMemory(0, (int)_run.Length));
+                var next = _held.Dequeue();
+                _heldBytes -= next.Bytes.Length;
+                if (_holdMs.Count < 1_000_000) _holdMs.Add(Stopwatch.GetElapsedTime(next.Since, now).TotalMilliseconds);
+                _run.Write(next.Bytes);
             }
+            Emit(e.Fd, _run.GetBuffer().AsMemory(0, (int)_run.Length));
         }
     }
 
@@ -145,15 +156,8 @@ public sealed partial class OutputGate
             _stillOwner = stillOwner;
             _ownershipLost = lost;
             Monitor.PulseAll(_lock);
-            long now = Stopwatch.GetTimestamp();
-            while (_held.Count > 0)
-            {
-                var e = _held.Dequeue();
-                _heldBytes -= e.Bytes.Length;
-                // held until now (the final release of a guest that ended counts as much as an acknowledged one)
-                if (_holdMs.Count < 1_000_000) _holdMs.Add(Stopwatch.GetElapsedTime(e.Since, now).TotalMilliseconds);
-                Emit(e.Fd, e.Bytes);
-            }
+            // held until now (the final release of a guest that ended counts as much as an acknowledged one)
+            ReleaseHeldThrough(ulong.MaxValue, fresh: null);
             _files?.ReleaseThrough(ulong.MaxValue);
             ReleaseSockets();
         }

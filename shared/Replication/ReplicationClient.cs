@@ -1332,9 +1332,13 @@ public sealed class ReplicationClient : ILogSink
         if (r.Won)
         {
             Interlocked.Exchange(ref _term, r.Term);
-            _log.WriteLine($"{_s.Role}: the guest ended; holding the arbiter ({_arbiter.Describe}, term {r.Term}), releasing its last output");
-            _s.Events.Emit(ReplicaEvent.FinalRelease, ("arbiter", _arbiter.Describe), ("heldBytes", Gate.HeldBytes + Gate.SocketHeldBytes), ("term", r.Term));
+            // release first, report after: between winning the arbiter and the release nothing else may run, since a
+            // survivor that finds the arbiter held by this replica takes it that the output left (see
+            // OutputGate.ReleaseHeldThrough)
+            long heldBytes = Gate.HeldBytes + Gate.SocketHeldBytes;
             Gate.GoUnprotected(() => _arbiter.StillHolds(_s.Id), ArbiterLostWhileUnprotected);
+            _log.WriteLine($"{_s.Role}: the guest ended; holding the arbiter ({_arbiter.Describe}, term {r.Term}), released its last output");
+            _s.Events.Emit(ReplicaEvent.FinalRelease, ("arbiter", _arbiter.Describe), ("heldBytes", heldBytes), ("term", r.Term));
             return true; // the state stays protected for the goodbye
         }
         _state = LinkState.Fenced;

@@ -149,8 +149,8 @@ public static class StorageChanges
                 if (got <= 0) return true;
                 for (int off = 0; off < got;)
                 {
-                    int reclen = BitConverter.ToUInt16(buf, off + 16);
-                    int nameAt = off + 19;
+                    int reclen = BitConverter.ToUInt16(buf, off + Dirent64.ReclenOffset);
+                    int nameAt = off + Dirent64.NameOffset;
                     bool dot = buf[nameAt] == '.' && (buf[nameAt + 1] == 0 || (buf[nameAt + 1] == '.' && buf[nameAt + 2] == 0));
                     if (!dot) return false;
                     off += reclen;

@@ -44,6 +44,30 @@ public class GateAndArbiterTests
         Assert.Equal(1UL, g.ReleasedStderr);
     }
 
+    /// <summary>
+    /// The release a primary makes holding the arbiter at its guest's end must be all-or-nothing for a survivor that
+    /// finds the arbiter held: consecutive outputs to one descriptor leave in one write (a pipe write of up to
+    /// PIPE_BUF bytes cannot be cut by SIGKILL), not one write per output as before.
+    /// </summary>
+    [Fact]
+    public void TheFinalReleaseToOneDescriptorLeavesInOneWrite()
+    {
+        var emitted = new List<(int, string)>();
+        var g = new OutputGate((fd, d) => emitted.Add((fd, System.Text.Encoding.ASCII.GetString(d.Span))));
+        g.Hold(1, 1, "a"u8.ToArray());
+        g.Hold(2, 1, "b"u8.ToArray());
+        g.Hold(3, 1, "c"u8.ToArray());
+        g.Hold(4, 2, "e"u8.ToArray());
+        g.Hold(5, 1, "d"u8.ToArray());
+        g.GuestEnded();
+        g.Ack(5); // after the guest's end acknowledgements release nothing
+        Assert.Empty(emitted);
+        g.GoUnprotected();
+        Assert.Equal(new[] { (1, "abc"), (2, "e"), (1, "d") }, emitted);
+        Assert.Equal(4UL, g.ReleasedStdout);
+        Assert.Equal(1UL, g.ReleasedStderr);
+    }
+
     [Fact]
     public void UnprotectedReleasesEverythingDiscardedReleasesNothing()
     {

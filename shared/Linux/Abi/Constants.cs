@@ -209,6 +209,13 @@ public static class Rlimit
 }
 
 /// <summary>File type bits of st_mode.</summary>
+/// <summary>struct linux_dirent64 as getdents64 fills it: u64 d_ino, s64 d_off, u16 d_reclen, u8 d_type, then the
+/// NUL-terminated name; each record padded to 8 bytes.</summary>
+public static class Dirent64
+{
+    public const int InoOffset = 0, OffOffset = 8, ReclenOffset = 16, TypeOffset = 18, NameOffset = 19;
+}
+
 public static class SMode
 {
     public const uint IFMT = 0xF000, IFIFO = 0x1000, IFCHR = 0x2000, IFDIR = 0x4000, IFBLK = 0x6000, IFREG = 0x8000, IFSOCK = 0xC000;

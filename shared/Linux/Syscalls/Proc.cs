@@ -160,15 +160,15 @@ public sealed partial class Kernel
         while (f.Offset < all.Length)
         {
             var name = Encoding.UTF8.GetBytes(all[f.Offset]);
-            int reclen = (19 + name.Length + 1 + 7) & ~7;
+            int reclen = (Dirent64.NameOffset + name.Length + 1 + 7) & ~7;
             if ((ulong)(outBytes.Count + reclen) > count) break;
             var rec = new byte[reclen];
             BinaryPrimitives.WriteUInt64LittleEndian(rec, (ulong)System.IO.Hashing.XxHash32.HashToUInt32(Encoding.UTF8.GetBytes(f.GuestPath + "/" + all[f.Offset]))); // d_ino
-            BinaryPrimitives.WriteInt64LittleEndian(rec.AsSpan(8), f.Offset + 1); // d_off
-            BinaryPrimitives.WriteUInt16LittleEndian(rec.AsSpan(16), (ushort)reclen);
+            BinaryPrimitives.WriteInt64LittleEndian(rec.AsSpan(Dirent64.OffOffset), f.Offset + 1);
+            BinaryPrimitives.WriteUInt16LittleEndian(rec.AsSpan(Dirent64.ReclenOffset), (ushort)reclen);
             var kind = f.Offset < 2 ? ProcFs.Kind.Dir : Proc.Lookup(f.GuestPath + "/" + all[f.Offset]).Kind;
-            rec[18] = kind switch { ProcFs.Kind.Dir => DT_DIR, ProcFs.Kind.Link => DT_LNK, _ => DT_REG };
-            name.CopyTo(rec, 19);
+            rec[Dirent64.TypeOffset] = kind switch { ProcFs.Kind.Dir => DT_DIR, ProcFs.Kind.Link => DT_LNK, _ => DT_REG };
+            name.CopyTo(rec, Dirent64.NameOffset);
             outBytes.AddRange(rec);
             f.Offset++;
         }
