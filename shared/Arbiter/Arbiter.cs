@@ -106,11 +106,16 @@ public sealed class LockFileArbiter : IArbiter
     public ArbiterResult TryAcquire(string owner, long term)
     {
         string path = TermPath(term + 1);
+        // the holder's line is made before the exclusive create: between the create (which decides) and the write
+        // nothing may run that could take long (the first formatting of a timestamp in a process JIT-compiles), since
+        // a replica that loses the race reads an empty file as "(unknown owner)" and a holder killed in that gap
+        // leaves it so
+        byte[] holderLine = Encoding.UTF8.GetBytes($"{owner}\n{DateTimeOffset.UtcNow:O}\n");
         try
         {
             using (var fs = new FileStream(path, FileMode.CreateNew, FileAccess.Write, FileShare.Read))
             {
-                fs.Write(Encoding.UTF8.GetBytes($"{owner}\n{DateTimeOffset.UtcNow:O}\n"));
+                fs.Write(holderLine);
                 // no fsync: the exclusive create is what decides, atomically, for every process that can see the
                 // file (a local file system, or the NFS server, which commits a create before answering); forcing the
                 // holder's id to disk only matters after a crash of the machine that holds the file, and cost a

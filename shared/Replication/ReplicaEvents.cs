@@ -81,9 +81,12 @@ public sealed class ReplicaEvents : IDisposable
     /// <summary>Asks <paramref name="arbiter"/> to let <paramref name="owner"/> go live from <paramref name="term"/>
     /// and reports the request and its answer (<see cref="ReplicaEvent.ArbiterAsked"/>): a drill checks that a replica
     /// the arbiter did not grant its term never asks again.</summary>
-    public ReVirt.Arbiter.ArbiterResult Ask(ReVirt.Arbiter.IArbiter arbiter, string owner, long term)
+    /// <param name="won">Runs when the arbiter granted the term, before anything is reported: what must follow the
+    /// grant with nothing in between (a primary's final release of held output).</param>
+    public ReVirt.Arbiter.ArbiterResult Ask(ReVirt.Arbiter.IArbiter arbiter, string owner, long term, Action<ReVirt.Arbiter.ArbiterResult>? won = null)
     {
         var r = arbiter.TryAcquire(owner, term);
+        if (r.Won) won?.Invoke(r);
         Emit(ReplicaEvent.ArbiterAsked, ("fromTerm", term), ("won", r.Won), ("term", r.Term), ("holder", r.Holder), ("error", r.Error));
         return r;
     }

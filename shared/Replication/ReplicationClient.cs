@@ -1328,15 +1328,14 @@ public sealed class ReplicationClient : ILogSink
             _finishing = true;
         }
         long term = Term;
-        var r = _s.Events.Ask(_arbiter, _s.Id, term);
+        long heldBytes = Gate.HeldBytes + Gate.SocketHeldBytes;
+        // release first, report after: between winning the arbiter and the release nothing else may run, since a
+        // survivor that finds the arbiter held by this replica takes it that the output left (see
+        // OutputGate.ReleaseHeldThrough)
+        var r = _s.Events.Ask(_arbiter, _s.Id, term, won: _ => Gate.GoUnprotected(() => _arbiter.StillHolds(_s.Id), ArbiterLostWhileUnprotected));
         if (r.Won)
         {
             Interlocked.Exchange(ref _term, r.Term);
-            // release first, report after: between winning the arbiter and the release nothing else may run, since a
-            // survivor that finds the arbiter held by this replica takes it that the output left (see
-            // OutputGate.ReleaseHeldThrough)
-            long heldBytes = Gate.HeldBytes + Gate.SocketHeldBytes;
-            Gate.GoUnprotected(() => _arbiter.StillHolds(_s.Id), ArbiterLostWhileUnprotected);
             _log.WriteLine($"{_s.Role}: the guest ended; holding the arbiter ({_arbiter.Describe}, term {r.Term}), released its last output");
             _s.Events.Emit(ReplicaEvent.FinalRelease, ("arbiter", _arbiter.Describe), ("heldBytes", heldBytes), ("term", r.Term));
             return true; // the state stays protected for the goodbye
