@@ -174,7 +174,9 @@ public static class RootFiles
         finally { HostSys.Call(Nr.close, fd); }
     }
 
-    static unsafe List<string> ListAt(long dirFd)
+    /// <summary>The names in the open host directory <paramref name="dirFd"/>, without "." and ".."; IOException when it
+    /// cannot be read.</summary>
+    internal static unsafe List<string> ListAt(long dirFd)
     {
         var names = new List<string>();
         var buf = new byte[1 << 15];

@@ -139,24 +139,8 @@ public static class StorageChanges
         long fd;
         fixed (byte* n = name) fd = HostSys.Call(Nr.openat, dir, (long)n, O.RDONLY | O.DIRECTORY | O.NOFOLLOW | O.CLOEXEC, 0);
         if (fd < 0) return true; // cannot be listed: the change itself will tell at release
-        try
-        {
-            var buf = new byte[4096];
-            while (true)
-            {
-                long got;
-                fixed (byte* b = buf) got = HostSys.Call(Nr.getdents64, fd, (long)b, buf.Length);
-                if (got <= 0) return true;
-                for (int off = 0; off < got;)
-                {
-                    int reclen = BitConverter.ToUInt16(buf, off + Dirent64.ReclenOffset);
-                    int nameAt = off + Dirent64.NameOffset;
-                    bool dot = buf[nameAt] == '.' && (buf[nameAt + 1] == 0 || (buf[nameAt + 1] == '.' && buf[nameAt + 2] == 0));
-                    if (!dot) return false;
-                    off += reclen;
-                }
-            }
-        }
+        try { return RootFiles.ListAt(fd).Count == 0; }
+        catch (IOException) { return true; }
         finally { HostSys.Call(Nr.close, fd); }
     }
 
