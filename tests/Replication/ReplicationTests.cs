@@ -145,7 +145,9 @@ public class ReplicationTests(ITestOutputHelper output)
             string arbiter = TempFile(".lock");
             var (b, url) = Replicas.StartBackup("--arbiter", arbiter, "--timeout-ms", "1000");
             using var _ = b;
-            using var p = Replicas.Primary("--backup", url, "--arbiter", arbiter, "--checkpoint-interval", "200000", "--", Counter, lines.ToString(), "3000");
+            // 1,000,000 rounds of work per line keep the guest busy for most of a second even on a fast host: the kill
+            // lands while it runs, not after it finished (a guest that ends first leaves the backup nothing to take over)
+            using var p = Replicas.Primary("--backup", url, "--arbiter", arbiter, "--checkpoint-interval", "200000", "--", Counter, lines.ToString(), "1000000");
             p.WaitForEvent(ReplicaEvent.Protected, Long);
             // kill at a random moment: after a random amount of output (0 .. most of it)
             p.WaitForStdoutBytes(rng.Next(0, lines * 26 * 3 / 4), TimeSpan.FromSeconds(30));
