@@ -281,9 +281,9 @@ public class PeerSecurityTests
             // the backup's root defaults to the primary's recorded one: the same directory
             var (b, url) = RawBackup("--token-file", tok);
             using var _ = b;
-            var r = GuestEnv.Dotnet(GuestEnv.PrimaryDll, ["protect", "--backup", url, "--token-file", tok, "--root", root, "--", "/prog", "/data.log", "5", "1000"]);
-            Assert.Equal(2, r.ExitCode);
-            Assert.Contains("shared root", r.Stderr);
+            using var r = Replicas.Primary("--backup", url, "--token-file", tok, "--root", root, "--", "/prog", "/data.log", "5", "1000");
+            Assert.Equal(2, r.WaitForExit(TimeSpan.FromMinutes(2)));
+            Assert.Contains("shared root", r.Event(ReplicaEvent.Refused)?.Str("reason") ?? $"no refused event:\n{r.Stderr}");
             Assert.False(File.Exists(Path.Combine(root, "data.log")), "the refused guest ran anyway");
             Assert.False(b.HasExited);
         }
