@@ -163,6 +163,46 @@ public sealed class ReplicaProc : IDisposable
         if (sig == SIGKILL) Killed = true;
     }
 
+    /// <summary>
+    /// SIGSTOP, returning once every thread of the process is stopped (state T in /proc/PID/task/*/stat), or false
+    /// when that did not happen within <paramref name="timeout"/> (or the process is gone). kill(2) returns as soon as
+    /// the signal is queued; the other threads learn of the group stop only once the thread that took the signal runs,
+    /// and on a loaded machine they went on for tens of milliseconds (a backup sent acknowledgements 8 ms after kill
+    /// returned, and was wholly stopped after 57 ms). Whoever measures what a frozen replica can no longer do must
+    /// start measuring here.
+    /// </summary>
+    public bool Freeze(TimeSpan timeout)
+    {
+        Signal(SIGSTOP);
+        var sw = Stopwatch.StartNew();
+        while (true)
+        {
+            if (_p.HasExited) return false;
+            if (AllThreadsStopped()) return true;
+            if (sw.Elapsed > timeout) return false;
+            Thread.Sleep(1);
+        }
+    }
+
+    /// <summary>Every thread of the process is in a group stop (state T). A thread that exits while it is looked at
+    /// counts as stopped: it does nothing more.</summary>
+    bool AllThreadsStopped()
+    {
+        string[] tasks;
+        try { tasks = Directory.GetDirectories($"/proc/{_p.Id}/task"); }
+        catch (IOException) { return false; }
+        foreach (var t in tasks)
+        {
+            string stat;
+            try { stat = File.ReadAllText(Path.Combine(t, "stat")); }
+            catch (IOException) { continue; }
+            // "tid (comm) S ...": the state follows the last ')' (comm may hold anything, parentheses too)
+            int close = stat.LastIndexOf(')');
+            if (close < 0 || close + 2 >= stat.Length || stat[close + 2] != 'T') return false;
+        }
+        return tasks.Length > 0;
+    }
+
     /// <summary>SIGKILL, the way a crash looks to the other side; waits until it is gone and its pipes are read.</summary>
     public void KillHard()
     {

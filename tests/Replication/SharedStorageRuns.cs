@@ -1,4 +1,5 @@
 using ReVirt.Chaos;
+using ReVirt.Log;
 using Xunit;
 using Xunit.Abstractions;
 using static ReVirt.Tests.Replication.Replicas;
@@ -42,18 +43,29 @@ static class SharedStorageRuns
         finally { DeleteArbiter(arbiter); }
     }
 
+    /// <summary>What a run with a frozen backup saw (<see cref="GrowthWhileTheBackupIsFrozen"/>): the storage's
+    /// progress once every thread of the backup had stopped and when the freeze ended, and the most the output rule
+    /// lets the storage show given the records the frozen backup holds.</summary>
+    public readonly record struct FrozenRun(long Before, long After, long Allowed)
+    {
+        public long Growth => After - Before;
+    }
+
     /// <summary>
     /// The output rule watched from outside: once <paramref name="ready"/> holds, the backup (sharing
-    /// <paramref name="root"/>) is frozen with SIGSTOP, so it acknowledges nothing; returns how much
-    /// <paramref name="progress"/> (something the storage shows) grew over <paramref name="freeze"/>, or, with
-    /// <paramref name="plant"/> given, once it grew beyond <paramref name="bound"/> (waiting up to 10 s). Then the
-    /// backup thaws and the guest runs to its end — on the primary, or with <paramref name="survivor"/> set, on the
-    /// backup: the primary is SIGKILLed while the backup is frozen, with changes held whose records the backup holds
-    /// but never acknowledged, and the backup takes over (its events are added to <paramref name="survivor"/>). The
-    /// primary does not slow its guest for the backup's replay (--max-replay-lag-ms 0): only held changes stop it.
+    /// <paramref name="root"/>) is frozen with SIGSTOP, and from the moment every thread of it has stopped (<see
+    /// cref="ReplicaProc.Freeze"/>: a backup still running after kill(2) returned went on acknowledging) it holds
+    /// and acknowledges nothing more. Then <paramref name="allowed"/> gives the most <paramref name="progress"/>
+    /// (something the storage shows) may reach, from its value at that moment and the syscall results the backup's
+    /// log copy holds; the storage is watched over <paramref name="freeze"/>, or, with <paramref name="plant"/>
+    /// given, until it went beyond that (waiting up to 10 s). Then the backup thaws and the guest runs to its end —
+    /// on the primary, or with <paramref name="survivor"/> set, on the backup: the primary is SIGKILLed while the
+    /// backup is frozen, with changes held whose records the backup holds but never acknowledged, and the backup
+    /// takes over (its events are added to <paramref name="survivor"/>). The primary does not slow its guest for
+    /// the backup's replay (--max-replay-lag-ms 0): only held changes stop it.
     /// </summary>
-    public static long GrowthWhileTheBackupIsFrozen(ITestOutputHelper output, string root, string[] args, string stdoutEnd,
-        Func<bool> ready, Func<long> progress, long bound, TimeSpan freeze, string? plant, List<ReplicaEventRecord>? survivor)
+    public static FrozenRun GrowthWhileTheBackupIsFrozen(ITestOutputHelper output, string root, string[] args, string stdoutEnd,
+        Func<bool> ready, Func<long> progress, Func<long, IReadOnlyList<SyscallResult>, long> allowed, TimeSpan freeze, string? plant, List<ReplicaEventRecord>? survivor)
     {
         string arbiter = TempFile(".lock");
         try
@@ -63,21 +75,22 @@ static class SharedStorageRuns
             string[] planted = plant != null ? ["--plant", plant] : [];
             using var p = Replicas.Primary(["--backup", url, "--root", root, "--arbiter", arbiter, "--timeout-ms", "30000", "--max-replay-lag-ms", "0", .. planted, "--", "/prog", .. args]);
             Assert.True(p.WaitFor(() => ready() || p.HasExited, Long) && ready(), "the guest did not get going");
-            b.Signal(ReplicaProc.SIGSTOP);
-            long before, after;
+            string logCopy = b.WaitForEvent(ReplicaEvent.Following, Long).Str("log")!;
+            FrozenRun run;
             try
             {
-                before = progress();
+                Assert.True(b.Freeze(TimeSpan.FromSeconds(30)), "the backup did not stop within 30 s of its SIGSTOP");
+                long before = progress(), bound = allowed(before, HeldSyscalls(logCopy));
                 if (plant == null) Thread.Sleep(freeze);
-                else p.WaitFor(() => progress() > before + bound || p.HasExited, TimeSpan.FromSeconds(10));
-                after = progress();
+                else p.WaitFor(() => progress() > bound || p.HasExited, TimeSpan.FromSeconds(10));
+                run = new FrozenRun(before, progress(), bound);
             }
             finally
             {
                 if (survivor != null) p.KillHard();
                 b.Signal(ReplicaProc.SIGCONT);
             }
-            output.WriteLine($"progress {before} -> {after} while the backup was frozen");
+            output.WriteLine($"progress {run.Before} -> {run.After} while the backup was frozen (the records it held allow {run.Allowed})");
             var winner = survivor != null ? b : p;
             int? code = winner.WaitForExit(Long);
             output.WriteLine($"{winner.Name}: {code}\n{winner.Stderr}");
@@ -85,9 +98,16 @@ static class SharedStorageRuns
             Assert.EndsWith(stdoutEnd, winner.StdoutText);
             if (survivor != null) survivor.AddRange(b.Events);
             else b.WaitForExit(Long);
-            return after - before;
+            return run;
         }
         finally { DeleteArbiter(arbiter); }
+    }
+
+    /// <summary>The syscall results in a (stopped) backup's log copy: what it holds, up to a frame it was cut off in.</summary>
+    static List<SyscallResult> HeldSyscalls(string logCopy)
+    {
+        using var r = LogReader.Open(logCopy);
+        return r.ReadAll().Where(x => x.Kind == RecordKind.SyscallResult).Select(x => SyscallResult.Decode(x.Payload.Span)).ToList();
     }
 
     /// <summary>How many file changes a survivor's takeover report says it made again (null: no such line).</summary>

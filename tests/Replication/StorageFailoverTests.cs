@@ -93,7 +93,8 @@ public class StorageFailoverTests(ITestOutputHelper output)
     public void AKilledPrimaryOnSeparateRootsLeavesTheNativeRunsFiles() => KilledAtSeededMoments(shared: false, seed: 13);
 
     /// <summary>
-    /// Lines that may still reach the shared log after the backup froze: those it had acknowledged before, which
+    /// Lines that may still reach the shared log once every thread of the backup has stopped: those it had
+    /// acknowledged before (acknowledgements the primary had not read yet), which
     /// are at most the lines written since the guest's last read-back (every fourth iteration; "line N\n" is at most
     /// 10 bytes here).
     /// </summary>
@@ -111,7 +112,8 @@ public class StorageFailoverTests(ITestOutputHelper output)
         root = NewRoot();
         string log = Path.Combine(root, "d", "log");
         return SharedStorageRuns.GrowthWhileTheBackupIsFrozen(output, root, ["/d", FreezeIterations.ToString(), FreezeWork], $"verified {FreezeIterations} lines\n",
-            () => File.Exists(log) && new FileInfo(log).Length > 0, () => new FileInfo(log).Length, AcknowledgedBeforeTheFreeze, TimeSpan.FromSeconds(1), plant, survivor);
+            () => File.Exists(log) && new FileInfo(log).Length > 0, () => new FileInfo(log).Length, (before, _) => before + AcknowledgedBeforeTheFreeze,
+            TimeSpan.FromSeconds(1), plant, survivor).Growth;
     }
 
     [Fact]

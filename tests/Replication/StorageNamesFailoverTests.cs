@@ -1,4 +1,5 @@
 using ReVirt.Chaos;
+using ReVirt.Linux;
 using ReVirt.Tests.Programs;
 using Xunit;
 using Xunit.Abstractions;
@@ -17,7 +18,7 @@ namespace ReVirt.Tests.Replication;
 public class StorageNamesFailoverTests(ITestOutputHelper output)
 {
     const int Iterations = 40, NamesIterations = 150;
-    const string Work = "20000", NamesWork = "2000";
+    const string Work = "20000", NamesWork = "2000", PlantedNamesWork = "20000";
 
     static string Storenames => GuestEnv.Guest("storenames", "musl");
 
@@ -65,41 +66,47 @@ public class StorageNamesFailoverTests(ITestOutputHelper output)
         : -1;
 
     /// <summary>
-    /// Directories that may still appear on the storage after the backup froze: the change of names it had
-    /// acknowledged before (an acknowledgement on its way), and no other: each change of names waits for the one
-    /// before it, which waits for the frozen backup's acknowledgement.
+    /// Directories that may still appear on the storage once every thread of the backup has stopped: the one whose
+    /// acknowledgement was on its way (sent, not yet read by the primary), and no other: each change of names waits
+    /// for the one before it, which waits for the frozen backup's acknowledgement.
     /// </summary>
     const int AcknowledgedBeforeTheFreeze = 1;
 
     /// <summary>
     /// The names-only workload while the backup is frozen (<see cref="SharedStorageRuns.GrowthWhileTheBackupIsFrozen"/>):
-    /// how many directories the storage gained over half a second, or planted once beyond the bound. With
-    /// <paramref name="survivor"/> the primary is SIGKILLed before the backup thaws: its last change of names was
-    /// logged and shipped, never acknowledged, never made, and the backup takes over.
+    /// half a second, or planted until the storage went beyond what the rule allows. The rule, exactly: the newest
+    /// directory n.I on the storage is one whose mkdir record the frozen backup holds (the guest makes n.0, n.1, …
+    /// in order, so I is below the number of successful mkdirs in its log copy). With <paramref name="survivor"/>
+    /// the primary is SIGKILLed before the backup thaws: its last change of names was logged and shipped, never
+    /// acknowledged, never made, and the backup takes over.
     /// </summary>
-    long GrowthWhileTheBackupIsFrozen(string? plant, out string root, List<ReplicaEventRecord>? survivor = null)
+    SharedStorageRuns.FrozenRun GrowthWhileTheBackupIsFrozen(string? plant, out string root, List<ReplicaEventRecord>? survivor = null)
     {
         root = NewRoot();
         string d = Path.Combine(root, "d");
-        return SharedStorageRuns.GrowthWhileTheBackupIsFrozen(output, root, ["/d", NamesIterations.ToString(), NamesWork, "names"], $"done {NamesIterations}\n",
-            () => Newest(d) >= 3, () => Newest(d), AcknowledgedBeforeTheFreeze, TimeSpan.FromMilliseconds(500), plant, survivor);
+        // planted, nothing waits for the backup: ten times the work per iteration keeps the guest going past the freeze
+        string work = plant != null ? PlantedNamesWork : NamesWork;
+        return SharedStorageRuns.GrowthWhileTheBackupIsFrozen(output, root, ["/d", NamesIterations.ToString(), work, "names"], $"done {NamesIterations}\n",
+            () => Newest(d) >= 3, () => Newest(d), (_, held) => held.Count(r => r.Nr is Nr.mkdir or Nr.mkdirat && r.Result == 0) - 1,
+            TimeSpan.FromMilliseconds(500), plant, survivor);
     }
 
     /// <summary>
-    /// The output rule for changes of names, and the survivor's side of it: while the backup acknowledges nothing,
-    /// no more than the change it had acknowledged reaches the storage (before changes of names were held, each was
-    /// made at once: the storage gained dozens of directories in that half second); the primary is then killed with one
-    /// change logged and never made, and the survivor makes it (its guest does not repeat it: no EEXIST), leaving
-    /// the native run's tree.
+    /// The output rule for changes of names, and the survivor's side of it: while the backup acknowledges nothing, no
+    /// directory whose mkdir record it does not hold reaches the storage, and no more than the change whose
+    /// acknowledgement was on its way (before changes of names were held, each was made at once: the storage gained
+    /// dozens of directories in that half second); the primary is then killed with one change logged and never
+    /// made, and the survivor makes it (its guest does not repeat it: no EEXIST), leaving the native run's tree.
     /// </summary>
     [Fact]
     public void NoChangeOfNamesReachesSharedStorageBeforeTheBackupHoldsItsRecordAndTheSurvivorMakesTheHeldOne()
     {
         var events = new List<ReplicaEventRecord>();
-        long grew = GrowthWhileTheBackupIsFrozen(null, out string root, events);
+        var run = GrowthWhileTheBackupIsFrozen(null, out string root, events);
         try
         {
-            Assert.True(grew <= AcknowledgedBeforeTheFreeze, $"the storage gained {grew} directories while the backup acknowledged nothing");
+            Assert.True(run.After <= run.Allowed, $"n.{run.After} reached the storage, though the frozen backup held the records of n.0 to n.{run.Allowed} only");
+            Assert.True(run.Growth <= AcknowledgedBeforeTheFreeze, $"the storage gained {run.Growth} directories while the backup acknowledged nothing");
             Assert.Contains(events, e => e.Name == ReplicaEvent.TookOver);
             Assert.True(SharedStorageRuns.ChangesMadeAgain(events) > 0, "the survivor made no held change of its primary");
             AssertNativeTree(root, "names, primary killed while the backup was frozen", NativeNamesTree.Value);
@@ -108,13 +115,13 @@ public class StorageNamesFailoverTests(ITestOutputHelper output)
     }
 
     /// <summary>The planted violation (`--plant files-early`: held changes released without acknowledgements) is
-    /// caught by the check above.</summary>
+    /// caught by the check above: directories whose records the frozen backup never held reach the storage.</summary>
     [Fact]
     public void PlantedEarlyReleaseOfChangesOfNamesIsCaught()
     {
-        long grew = GrowthWhileTheBackupIsFrozen("files-early", out string root);
+        var run = GrowthWhileTheBackupIsFrozen("files-early", out string root);
         Directory.Delete(root, true);
-        Assert.True(grew > AcknowledgedBeforeTheFreeze, $"the storage gained only {grew} directories while the backup was frozen, though the primary released changes early");
+        Assert.True(run.After > run.Allowed, $"n.{run.After} is the newest directory on the storage and the frozen backup held the records up to n.{run.Allowed}, though the primary released changes early");
     }
 
     /// <summary>
