@@ -193,7 +193,15 @@ def kv_bench(runs, seconds, connections, before=None):
             for mode in modes:
                 port = free_port()
                 p, b = kv_server('protect' if mode == 'before' else mode, port, before if mode == 'before' else BIN)
-                rate, p50, p99, cpu = kv_load(port, seconds, conns, b.p.pid if b else None)
+                try:
+                    rate, p50, p99, cpu = kv_load(port, seconds, conns, b.p.pid if b else None)
+                except RuntimeError:
+                    # what the replicas said is the only trace of why the load saw a connection end
+                    time.sleep(1)
+                    print(f'kv {conns} {mode}: the load failed; primary (exit {p.p.poll()}):', p.text()[-4000:], sep='\n')
+                    if b:
+                        print(f'backup (exit {b.p.poll()}):', b.text()[-4000:], sep='\n')
+                    raise
                 c = KvConn(port)
                 c.ask('SHUTDOWN')
                 p.p.wait(timeout=120)
