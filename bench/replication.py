@@ -201,6 +201,10 @@ def kv_bench(runs, seconds, connections, before=None):
                     print(f'kv {conns} {mode}: the load failed; primary (exit {p.p.poll()}):', p.text()[-4000:], sep='\n')
                     if b:
                         print(f'backup (exit {b.p.poll()}):', b.text()[-4000:], sep='\n')
+                    for proc in (p, b):  # a backup whose primary died waits for another: not left behind
+                        if proc and proc.p.poll() is None:
+                            proc.p.kill()
+                            proc.p.wait(timeout=30)
                     raise
                 c = KvConn(port)
                 c.ask('SHUTDOWN')
