@@ -118,21 +118,23 @@ sealed class ProtectService(ProtectSettings settings, MachineOptions opts, ulong
             var (socks, sockP50, sockP99) = Percentiles(client.Gate.SocketHoldTimesMs());
             var (acks, lagP50, lagP99) = Percentiles(client.LagMs());
             var (trails, trailP50, trailP99) = Percentiles(client.ReplayTrailMs());
+            var (trips, tripP50, tripP99) = Percentiles(client.RoundTripMs());
             int creditWaits = client.Gate.CreditWaitTimesMs().Length;
             double s = sw.Elapsed.TotalSeconds;
             Log.WriteLine($"primary: {icount} guest instructions in {s:F3} s, exit status {status}");
-            Log.WriteLine($"primary: log {writer.LastSequence} records, {writer.BytesWritten} bytes ({writer.BytesWritten / s / 1e6:F2} MB/s), {client.Batches} batches; throttled {client.Throttled.TotalMilliseconds:F0} ms ({client.ThrottledForReplay.TotalMilliseconds:F0} ms for the backup's replay; the replay stalled {client.ReplayStalls} times)");
+            Log.WriteLine($"primary: log {writer.LastSequence} records, {writer.BytesWritten} bytes ({writer.BytesWritten / s / 1e6:F2} MB/s), {client.Batches} batches ({client.HandedOffBatches} handed to the sender thread); throttled {client.Throttled.TotalMilliseconds:F0} ms ({client.ThrottledForReplay.TotalMilliseconds:F0} ms for the backup's replay; the replay stalled {client.ReplayStalls} times)");
             Log.WriteLine($"primary: output commit: {held} outputs held, p50 {heldP50:F3} ms, p99 {heldP99:F3} ms");
             Log.WriteLine($"primary: output commit: {socks} socket sends held, p50 {sockP50:F3} ms, p99 {sockP99:F3} ms; {creditWaits} waited for credit");
             Log.WriteLine($"primary: backup lag: {acks} acks, p50 {lagP50:F3} ms, p99 {lagP99:F3} ms (age of the oldest record each ack covered)");
+            Log.WriteLine($"primary: link round trip: {trips} acks, p50 {tripP50:F3} ms, p99 {tripP99:F3} ms (from the send of the newest batch each ack covered)");
             // contended lock acquisitions of the whole process (the output gate's lock is shared by the guest thread and
             // the threads that release output): a diagnostic of the primary's per-request cost, not a per-lock figure
             Log.WriteLine($"primary: {Monitor.LockContentionCount} contended lock acquisitions in this process");
             Log.WriteLine($"primary: backup replay trail: {trails} acks, p50 {trailP50:F3} ms, p99 {trailP99:F3} ms (age of the oldest record not replayed yet, at each ack)");
             settings.Events.Emit(ReplicaEvent.Stats, ("instructions", icount), ("seconds", s), ("records", writer.LastSequence), ("logBytes", writer.BytesWritten),
-                ("batches", client.Batches), ("outputsHeld", held), ("outputHoldP50Ms", heldP50), ("outputHoldP99Ms", heldP99),
+                ("batches", client.Batches), ("handedOffBatches", client.HandedOffBatches), ("outputsHeld", held), ("outputHoldP50Ms", heldP50), ("outputHoldP99Ms", heldP99),
                 ("socketSendsHeld", socks), ("socketHoldP50Ms", sockP50), ("socketHoldP99Ms", sockP99), ("creditWaits", creditWaits),
-                ("acks", acks), ("lagP50Ms", lagP50), ("lagP99Ms", lagP99), ("replayTrailP50Ms", trailP50), ("replayTrailP99Ms", trailP99), ("throttledMs", client.Throttled.TotalMilliseconds),
+                ("acks", acks), ("lagP50Ms", lagP50), ("lagP99Ms", lagP99), ("roundTripP50Ms", tripP50), ("roundTripP99Ms", tripP99), ("replayTrailP50Ms", trailP50), ("replayTrailP99Ms", trailP99), ("throttledMs", client.Throttled.TotalMilliseconds),
                 ("replayThrottledMs", client.ThrottledForReplay.TotalMilliseconds), ("replayStalls", client.ReplayStalls));
         }
         return status;

@@ -140,7 +140,9 @@ public sealed class ReplicationClient : ILogSink
     readonly ConcurrentQueue<(ulong Seq, long Cum, long Ticks)> _inflight = new();
     // records the backup has not reported replayed, and where it reported its replay last
     readonly ReplayTrail _trail = new();
-    readonly List<double> _lagMs = new(), _replayTrailMs = new();
+    readonly List<double> _lagMs = new(), _replayTrailMs = new(), _roundTripMs = new();
+    // live batches sent and not acknowledged yet: the last record of each and when it went to the link
+    readonly ConcurrentQueue<(ulong Last, long Ticks)> _sentAt = new();
     readonly object _flow = new();
     readonly object _decide = new();
     readonly CancellationTokenSource _stop = new();
@@ -153,7 +155,7 @@ public sealed class ReplicationClient : ILogSink
     // _acked: what the current backup acknowledged; _base: records the log held when it joined (released already)
     long _produced, _producedBytes, _acked, _ackedBytes, _base, _baseBytes, _lastHeard, _throttleTicks, _replayThrottleTicks;
     // _replayNear: the current backup's replay has been within the bound since it caught up
-    long _bytesSent, _batches, _replayStalls;
+    long _bytesSent, _batches, _replayStalls, _handedOff;
     volatile bool _replayNear;
     volatile bool _deciding, _finishing;
     Task? _reprotect;
@@ -235,6 +237,10 @@ public sealed class ReplicationClient : ILogSink
     public ulong Acked => (ulong)Interlocked.Read(ref _acked);
     public long BytesSent => Interlocked.Read(ref _bytesSent);
     public long Batches => Interlocked.Read(ref _batches);
+    /// <summary>Batches of live records (not a joining standby's backlog) that the sender thread sent for the threads
+    /// that produced them, before the link went direct: each cost a hand-off between threads. A backup that follows
+    /// from the start sees none or the few produced while its sender thread started.</summary>
+    public long HandedOffBatches => Interlocked.Read(ref _handedOff);
     public TimeSpan Throttled => Stopwatch.GetElapsedTime(0, Interlocked.Read(ref _throttleTicks));
     /// <summary>How long the guest waited for the backup's replay (<see cref="ProtectSettings.MaxReplayLagMs"/>).</summary>
     public TimeSpan ThrottledForReplay => Stopwatch.GetElapsedTime(0, Interlocked.Read(ref _replayThrottleTicks));
@@ -252,6 +258,11 @@ public sealed class ReplicationClient : ILogSink
 
     /// <summary>The backup's lag: for each ack, how long ago the oldest record it covered was produced (ms).</summary>
     public double[] LagMs() { lock (_lagMs) return _lagMs.ToArray(); }
+
+    /// <summary>The link's round trip: for each ack that covered a batch sent from here, how long ago the newest such
+    /// batch went to the link (ms). Unlike <see cref="LagMs"/> it leaves out how long its records waited on this replica
+    /// to be shipped (gathering behind a batch on its way, until the guest's round ended or it was about to wait).</summary>
+    public double[] RoundTripMs() { lock (_lagMs) return _roundTripMs.ToArray(); }
 
     /// <summary>How far the backup's replay trailed at each ack that reported its position: the age (ms) of the oldest
     /// record it had not replayed yet (0: it had replayed everything produced). Only with a replay-lag bound.</summary>
@@ -524,6 +535,7 @@ public sealed class ReplicationClient : ILogSink
             _trail.Reset(Stopwatch.GetTimestamp());
             _replayNear = false;
             while (_inflight.TryDequeue(out _)) { }
+            while (_sentAt.TryDequeue(out _)) { }
             _cur = session;
             Touch();
             _state = LinkState.Protected;
@@ -847,6 +859,9 @@ public sealed class ReplicationClient : ILogSink
         for (int off = 0; off < length; off += (int)System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(frames.AsSpan(off))) count++;
         // wrapped, not copied: Send encodes the message before it returns, and the frames stay untouched until then
         var msg = new PrimaryMessage { Batch = new Batch { FirstSequence = first, Count = count, Frames = UnsafeByteOperations.UnsafeWrap(frames.AsMemory(0, length)), Released = Mark() } };
+        // noted before the send: its acknowledgement may be read before the send returns here (the sends of one session
+        // are ordered, so the queue is in sequence order; a link that breaks is dropped with its queue)
+        if (session == _cur) _sentAt.Enqueue((first + count - 1, Stopwatch.GetTimestamp()));
         try { session.Link.Send(msg); }
         catch (IOException e)
         {
@@ -957,13 +972,26 @@ public sealed class ReplicationClient : ILogSink
                 }
                 from = to;
             }
-            while (!session.Direct && !ct.IsCancellationRequested && !withhold)
+            // the frames that queued behind the backlog, then the switch to direct sends as soon as the queue is empty
+            // (waiting for a pause in the guest's records first — a heartbeat interval without one — kept a guest that
+            // logs without such a pause, a server under load from its start, on this thread's hand-off for good: a
+            // wake-up of this thread for every batch, on the path every held reply waits on)
+            if (!ct.IsCancellationRequested && !withhold && !session.Direct)
             {
-                if (session.Queue.TryTake(out var f, session.HeartbeatMs)) { Ship(session, f, f.Length); continue; }
+                byte[]? f;
+                while (session.Queue.TryTake(out f))
+                {
+                    Ship(session, f, f.Length);
+                    Interlocked.Increment(ref _handedOff);
+                }
                 // the last queued frames go ahead of every later one, and this thread sends them outside the lock
                 lock (_pending)
                 {
-                    while (session.Queue.TryTake(out f)) _direct.Add((session, f, f.Length, false));
+                    while (session.Queue.TryTake(out f))
+                    {
+                        _direct.Add((session, f, f.Length, false));
+                        Interlocked.Increment(ref _handedOff);
+                    }
                     session.Direct = true;
                 }
                 _direct.Offer();
@@ -1203,6 +1231,13 @@ public sealed class ReplicationClient : ILogSink
             // a standby replaying the backlog is not waited for; once its replay is within the bound, it is kept there
             if (!_replayNear && (long)_trail.Replayed >= Interlocked.Read(ref _base) && trail <= _s.MaxReplayLagMs) _replayNear = true;
         }
+        long newestSent = 0;
+        while (_sentAt.TryPeek(out var b) && b.Last <= seq)
+        {
+            _sentAt.TryDequeue(out _);
+            newestSent = b.Ticks;
+        }
+        if (newestSent != 0) lock (_lagMs) if (_roundTripMs.Count < 1_000_000) _roundTripMs.Add(Stopwatch.GetElapsedTime(newestSent, now).TotalMilliseconds);
         bool first = true;
         while (_inflight.TryPeek(out var e) && e.Seq <= seq)
         {

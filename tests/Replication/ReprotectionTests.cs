@@ -69,7 +69,7 @@ public class ReprotectionTests(ITestOutputHelper output)
             using var _s = s;
             var (stop, run) = TickerRun();
             using var p = Replicas.Primary(["--backup", url, "--standby", foreignUrl, "--standby", standbyUrl, "--arbiter", arbiter, "--timeout-ms", "2000",
-                "--checkpoint-interval", "2000000", "--metrics-listen", "http://127.0.0.1:0", "--", .. run]);
+                "--checkpoint-interval", "2000000", "--metrics-listen", "http://127.0.0.1:0", "--stats", "--", .. run]);
             p.WaitForEvent(ReplicaEvent.Protected, Long);
             Assert.True(p.WaitFor(() => Lines(p.Stdout) >= 40, Long), "the guest prints");
             b.KillHard();
@@ -80,7 +80,16 @@ public class ReprotectionTests(ITestOutputHelper output)
             Assert.Equal(foreignUrl, refused.Str("url"));
             Assert.Contains("mismatch", refused.Str("reason"));
             Assert.NotNull(foreign.WaitForEvent(ReplicaEvent.RefusedPrimary, Long));
+            Assert.Equal(standbyUrl, p.WaitForEvent(ReplicaEvent.Reprotected, Long).Str("url"));
+            p.WaitForEvent(ReplicaEvent.StandbyHolds, Long);
+            // the guest goes on logging a line every 20 ms, never pausing for a heartbeat interval (100 ms)
+            int joined = Lines(p.Stdout);
+            Assert.True(p.WaitFor(() => Lines(p.Stdout) >= joined + 30, Long), "the guest prints after the join");
             ProtectedAgainByAndEnded(p, s, standbyUrl, stop);
+            // once the backlog and what queued behind it were sent, the live records went to each backup from the thread
+            // that logged them, not handed to the sender thread batch by batch (it did so until a pause in the records)
+            var stats = p.WaitForEvent(ReplicaEvent.Stats, Long);
+            Assert.True(stats.Long("handedOffBatches") <= 5, $"{stats.Long("handedOffBatches")} of {stats.Long("batches")} batches handed to the sender thread");
             // the standby replayed the whole run from record 1 and matched it: every checkpoint and output verified
             int lines = Lines(p.Stdout);
             var matched = s.WaitForEvent(ReplicaEvent.ReplayMatched, Long);
