@@ -1,14 +1,16 @@
 // storenames: the names-and-sizes workload of the shared-storage tests. In DIR, iteration I appends "line I" to
-// "cur" (O_APPEND, kept open), makes the directory "n.I", and every third iteration moves "cur" into it
-// ("n.I/log"), writes "moved to n.I" through the descriptor it still holds (the write follows the file, not the
-// name) and opens a new "cur". From iteration 6 on it removes "n.(I-6)" (unlinking its "log" first when it has
-// one). It rewrites a 20-byte record at the start of "state" each iteration and sets its length with ftruncate
-// every fourth (checking fstat), and sets the length of "tfile" with truncate(2) every fifth (checking stat).
+// "cur" (O_APPEND, kept open), links "tfile" as "h.I", makes the symlink "s.I" to "n.I" (dangling until the next
+// call) and the directory "n.I", and every third iteration moves "cur" into it ("n.I/log"), writes "moved to n.I"
+// through the descriptor it still holds (the write follows the file, not the name) and opens a new "cur". From
+// iteration 6 on it removes "h.(I-6)", "s.(I-6)" and "n.(I-6)" (unlinking its "log" first when it has one). It
+// rewrites a 20-byte record at the start of "state" each iteration and sets its length with ftruncate every fourth
+// (checking fstat), and sets the length of "tfile" with truncate(2) every fifth (checking stat).
 // Every call's result is checked: a change made twice (ENOENT, EEXIST) or lost prints "BAD ..." and exits 1.
 // It prints "iter I" per iteration and "done N" at the end.
 // With a fourth argument "names" it makes only the changes of names (no writes, no truncations): nothing but
-// them is ever held, so each one's wait is for the one before.
-// Usage: storenames DIR ITERATIONS [WORK [names]]
+// them is ever held, so each one's wait is for the one before ("all": everything). With a fifth, GO, it waits
+// (polling, up to a minute) until the path GO exists before its first iteration, whose first change is the link.
+// Usage: storenames DIR ITERATIONS [WORK [names|all [GO]]]
 // The tree it leaves depends only on ITERATIONS: a run killed and continued elsewhere must leave a native run's.
 #define _GNU_SOURCE
 #include <errno.h>
@@ -18,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 static const char *dir;
@@ -57,6 +60,7 @@ int main(int argc, char **argv)
     long n = atol(argv[2]);
     long work = argc > 3 ? atol(argv[3]) : 20000;
     int data = !(argc > 4 && strcmp(argv[4], "names") == 0);
+    const char *go = argc > 5 ? argv[5] : NULL;
     setvbuf(stdout, NULL, _IONBF, 0);
     char p[512], q[512], line[64];
     int cur = open_cur(-1);
@@ -67,10 +71,22 @@ int main(int argc, char **argv)
     int tf = open(p, O_WRONLY | O_CREAT, 0644);
     if (tf < 0 || close(tf) != 0) bad("create tfile", -1);
     uint64_t acc = 1;
+    struct stat gst;
+    for (long t = 0; go && stat(go, &gst) != 0; t++) {
+        if (t >= 60000) bad("wait for GO", -1);
+        struct timespec ms = {0, 1000000};
+        nanosleep(&ms, NULL);
+    }
     for (long i = 0; i < n; i++) {
         for (long k = 0; k < work; k++) acc = acc * 6364136223846793005ULL + 1442695040888963407ULL;
         snprintf(line, sizeof line, "line %ld\n", i);
         if (data) put(cur, line, i);
+        path_of(p, sizeof p, "tfile", 0);
+        path_of(q, sizeof q, "h.%ld", i);
+        if (link(p, q) != 0) bad("link", i);
+        snprintf(line, sizeof line, "n.%ld", i);
+        path_of(q, sizeof q, "s.%ld", i);
+        if (symlink(line, q) != 0) bad("symlink", i);
         path_of(p, sizeof p, "n.%ld", i);
         if (mkdir(p, 0755) != 0) bad("mkdir", i);
         if (i % 3 == 2) {
@@ -84,6 +100,10 @@ int main(int argc, char **argv)
         }
         if (i >= 6) {
             long old = i - 6;
+            path_of(p, sizeof p, "h.%ld", old);
+            if (unlink(p) != 0) bad("unlink h", i);
+            path_of(p, sizeof p, "s.%ld", old);
+            if (unlink(p) != 0) bad("unlink s", i);
             if (old % 3 == 2) {
                 path_of(p, sizeof p, "n.%ld/log", old);
                 if (unlink(p) != 0) bad("unlink", i);

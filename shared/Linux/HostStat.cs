@@ -5,9 +5,9 @@ namespace ReVirt.Linux;
 /// <summary>
 /// The fields of a host stat(2) answer that the VM itself looks at: which file it is (st_dev, st_ino), its type
 /// and permission bits and its size. The guest's own stat calls copy the host's whole buffer instead; this is for
-/// the VM's decisions (is it a regular file, a directory, the same file as before, how long is it).
+/// the VM's decisions (is it a regular file, a directory, the same file as before, how long is it, whose is it).
 /// </summary>
-public readonly record struct HostStat(ulong Dev, ulong Ino, uint Mode, long Size)
+public readonly record struct HostStat(ulong Dev, ulong Ino, uint Mode, long Size, uint Uid = 0)
 {
     public uint Type => Mode & SMode.IFMT;
     public bool IsRegular => Type == SMode.IFREG;
@@ -21,7 +21,8 @@ public readonly record struct HostStat(ulong Dev, ulong Ino, uint Mode, long Siz
         BinaryPrimitives.ReadUInt64LittleEndian(st[SMode.StDevOffset..]),
         BinaryPrimitives.ReadUInt64LittleEndian(st[SMode.StInoOffset..]),
         BinaryPrimitives.ReadUInt32LittleEndian(st[SMode.StModeOffset..]),
-        BinaryPrimitives.ReadInt64LittleEndian(st[SMode.StSizeOffset..]));
+        BinaryPrimitives.ReadInt64LittleEndian(st[SMode.StSizeOffset..]),
+        BinaryPrimitives.ReadUInt32LittleEndian(st[SMode.StUidOffset..]));
 
     /// <summary>fstat of a host descriptor: 0 or -errno.</summary>
     public static unsafe long Of(int fd, out HostStat stat)

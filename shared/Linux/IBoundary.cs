@@ -101,8 +101,8 @@ public interface IBoundary
     void SettleNames(int tid) { }
 
     /// <summary>
-    /// A change of names or size of the guest's storage (rename, unlink, rmdir, mkdir, truncate, ftruncate), after
-    /// <see cref="SettleFiles"/>. The default treats it as any other syscall whose host effect a following backup
+    /// A change of names or size of the guest's storage (rename, unlink, rmdir, mkdir, link, symlink, truncate,
+    /// ftruncate), after <see cref="SettleFiles"/>. The default treats it as any other syscall whose host effect a following backup
     /// performs on its own copy; a protected primary whose backup shares the storage predicts its result from the
     /// storage (which is the guest's view after the settle), logs it as done and holds the change in its output gate
     /// until the backup holds the log up to here (shared/Replication/StorageChanges.cs).
@@ -242,20 +242,21 @@ public sealed class LiveBoundary : IBoundary
 
 /// <summary>The changes of names and sizes of the guest's storage that a primary on shared storage holds under the
 /// output rule (<see cref="IBoundary.StorageChange"/>).</summary>
-public enum StorageChangeKind { Rename, Unlink, Rmdir, Mkdir, Truncate }
+public enum StorageChangeKind { Rename, Unlink, Rmdir, Mkdir, Truncate, Link, Symlink }
 
 /// <summary>
 /// A change of the guest's storage other than a write, as the kernel hands it to the boundary: rename (with
-/// renameat2 flags), unlink, rmdir, mkdir of a name, or a truncation of a file (by path, or through a description:
-/// <see cref="HostFd"/>). Paths are absolute guest paths. <see cref="Perform"/> makes it on the host at once.
+/// renameat2 flags), unlink, rmdir, mkdir, link or symlink of a name, or a truncation of a file (by path, or through
+/// a description: <see cref="HostFd"/>). Paths are absolute guest paths. <see cref="Perform"/> makes it on the host
+/// at once.
 /// </summary>
 public sealed class GuestStorageChange
 {
     public required StorageChangeKind Kind { get; init; }
-    /// <summary>The name it changes (rename: the source); a truncation: the file's path (through a description: the
-    /// path the description has now).</summary>
+    /// <summary>The name it changes (rename: the source; link: the existing name; symlink: the new link); a
+    /// truncation: the file's path (through a description: the path the description has now).</summary>
     public required string Path { get; init; }
-    /// <summary>A rename's target.</summary>
+    /// <summary>A rename's target, a link's new name (absolute guest paths); a symlink's content, as the guest gave it.</summary>
     public string? Target { get; init; }
     /// <summary>renameat2 flags (<see cref="RenameFlags"/>).</summary>
     public uint Flags { get; init; }
@@ -273,6 +274,8 @@ public sealed class GuestStorageChange
     {
         StorageChangeKind.Rename => $"rename of {Path} to {Target}{(Flags != 0 ? $" (flags {Flags})" : "")}",
         StorageChangeKind.Truncate => $"truncation of {Path} to {Length} bytes",
+        StorageChangeKind.Link => $"link of {Path} as {Target}",
+        StorageChangeKind.Symlink => $"symlink {Path} to {Target}",
         _ => $"{Kind.ToString().ToLowerInvariant()} of {Path}",
     };
 }

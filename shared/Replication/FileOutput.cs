@@ -30,7 +30,7 @@ public abstract class HeldStorageChange
     /// <summary>Bytes of guest data it holds (the held_bytes metric).</summary>
     public virtual long Bytes => 0;
 
-    /// <summary>A change of names (rename, unlink, rmdir, mkdir): path lookups of the guest wait for it.</summary>
+    /// <summary>A change of names (rename, unlink, rmdir, mkdir, link, symlink): path lookups of the guest wait for it.</summary>
     public virtual bool ChangesNames => false;
 
     /// <summary>The end of <see cref="File"/> once this change is made, given the end before it.</summary>
@@ -76,8 +76,8 @@ public sealed class HeldTruncate(ulong seq, StorageFile file, int hostFd, long l
     public override string What => $"a truncation to {Length} bytes";
 }
 
-/// <summary>A held change of names (<see cref="GuestStorageChange"/>: rename, unlink, rmdir, mkdir), made by path
-/// inside the root at release.</summary>
+/// <summary>A held change of names (<see cref="GuestStorageChange"/>: rename, unlink, rmdir, mkdir, link, symlink),
+/// made by path inside the root at release.</summary>
 public sealed class HeldNameChange(ulong seq, StorageFile? file, GuestStorageChange change) : HeldStorageChange(seq, file)
 {
     public GuestStorageChange Change { get; } = change;
@@ -306,10 +306,10 @@ public static class HeldWriteRecord
 }
 
 /// <summary>
-/// The payload of a held change of names or size (a rename, unlink, rmdir, mkdir, truncate or ftruncate record whose
-/// <see cref="Log.SyscallResult.Data"/> it is): how far the primary had released when it logged the change, and
-/// the device and inode numbers of the file it concerns (rename: the source; unlink, rmdir: the name's file; 0 for
-/// mkdir and truncations), by which a survivor tells whether its primary made it (<see cref="UnreleasedFileWrites"/>).
+/// The payload of a held change of names or size (a rename, unlink, rmdir, mkdir, link, symlink, truncate or
+/// ftruncate record whose <see cref="Log.SyscallResult.Data"/> it is): how far the primary had released when it
+/// logged the change, and the device and inode numbers of the file it concerns (rename: the source; unlink, rmdir:
+/// the name's file; link: the file linked; 0 for mkdir, symlink and truncations), by which a survivor tells whether its primary made it (<see cref="UnreleasedFileWrites"/>).
 /// A record of a change that was not held (an error, or a change made at once) carries none.
 /// </summary>
 public static class HeldChangeRecord
@@ -345,7 +345,8 @@ public static class HeldChangeRecord
 /// undoes what the test looks at unless a later change of names was made too (the walk goes from the last change of
 /// names back): a rename or exchange was made when its source name no longer names the recorded file (its inode
 /// number: device numbers may differ between the hosts of shared storage), an unlink or rmdir when its name no
-/// longer names the recorded file, a mkdir when its name exists. Everything up to the last change found made is
+/// longer names the recorded file, a mkdir or symlink when its name exists, a link when its new name names the
+/// recorded file. Everything up to the last change found made is
 /// skipped; everything after it is made (writes by the path their description had when they were made, which follows
 /// the guest's renames). A change of names or size waits for everything held before it (<c>SettleFiles</c>), so the
 /// list holds at most one of them, at its head; the walk needs no more.

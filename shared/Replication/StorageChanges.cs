@@ -7,8 +7,8 @@ namespace ReVirt.Replication;
 /// <param name="Result">0 or -errno, as the host would answer the change now.</param>
 /// <param name="File">The file it concerns (<see cref="HeldChangeRecord"/>).</param>
 /// <param name="HostFd">A truncation: a host descriptor of the file, owned by the held change.</param>
-/// <param name="Unpredictable">The result cannot be told without making the change (renameat2's other flags): it
-/// is made at once, as before shared-storage holding.</param>
+/// <param name="Unpredictable">The result cannot be told without making the change (renameat2's other flags, a link
+/// of a file this process does not own): it is made at once, as before shared-storage holding.</param>
 public readonly record struct StoragePrediction(long Result, StorageFile? File = null, int HostFd = -1, bool Unpredictable = false);
 
 /// <summary>
@@ -31,15 +31,14 @@ public static class StorageChanges
         switch (c.Kind)
         {
             case StorageChangeKind.Mkdir:
-            {
-                long r = fs.InParent(c.Path, -Errno.EEXIST, (dir, name) =>
-                {
-                    long e = HostStat.OfName(dir, name, out _);
-                    if (e == 0) return -Errno.EEXIST;
-                    return e != -Errno.ENOENT ? e : MayChangeNamesIn(dir);
-                });
-                return new(r);
-            }
+                return new(PredictNewName(fs, c.Path));
+            case StorageChangeKind.Symlink:
+                // an empty content is refused before the name is looked up; one of PATH_MAX bytes or more too
+                if (string.IsNullOrEmpty(c.Target)) return new(-Errno.ENOENT);
+                if (System.Text.Encoding.UTF8.GetByteCount(c.Target) >= PathMax) return new(-Errno.ENAMETOOLONG);
+                return new(PredictNewName(fs, c.Path));
+            case StorageChangeKind.Link:
+                return PredictLink(fs, c);
             case StorageChangeKind.Unlink or StorageChangeKind.Rmdir:
             {
                 bool dirWanted = c.Kind == StorageChangeKind.Rmdir;
@@ -92,6 +91,46 @@ public static class StorageChanges
             e = MayChangeNamesIn(d1);
             return e < 0 ? e : MayChangeNamesIn(d2);
         });
+        return new(r, r == 0 ? new StorageFile(src.Dev, src.Ino) : null);
+    }
+
+    /// <summary>Linux's PATH_MAX: a symlink's content must be shorter.</summary>
+    const int PathMax = 4096;
+
+    /// <summary>mkdir or symlink of <paramref name="path"/>: EEXIST when the name exists (a dangling symlink too),
+    /// else the lookup's error, else whether this process may add a name to the directory.</summary>
+    static long PredictNewName(GuestFs fs, string path) => fs.InParent(path, -Errno.EEXIST, (dir, name) =>
+    {
+        long e = HostStat.OfName(dir, name, out _);
+        if (e == 0) return -Errno.EEXIST;
+        return e != -Errno.ENOENT ? e : MayChangeNamesIn(dir);
+    });
+
+    /// <summary>
+    /// link(2) of <see cref="GuestStorageChange.Path"/> (a final symlink not followed, as the guest's link and linkat
+    /// make it) as <see cref="GuestStorageChange.Target"/>, in Linux's order: the old name's lookup, EEXIST of the new
+    /// name, EXDEV, then the directory's write permission and EPERM for a directory. A file this process does not own
+    /// is linked or refused by fs.protected_hardlinks, which the prediction does not read: such a link is made at once.
+    /// </summary>
+    static StoragePrediction PredictLink(GuestFs fs, GuestStorageChange c)
+    {
+        HostStat src = default;
+        bool foreign = false;
+        long r = fs.InParents(c.Path, c.Target!, -Errno.EBUSY, (d1, n1, d2, n2) =>
+        {
+            long e = HostStat.OfName(d1, n1, out src);
+            if (e < 0) return e;
+            e = HostStat.OfName(d2, n2, out _);
+            if (e == 0) return -Errno.EEXIST;
+            if (e != -Errno.ENOENT) return e;
+            if (HostStat.Of(d2) is not { } targetDir || targetDir.Dev != src.Dev) return -Errno.EXDEV;
+            long euid = HostSys.Call(Nr.geteuid);
+            if (euid != 0 && src.Uid != euid) { foreign = true; return 0; }
+            e = MayChangeNamesIn(d2);
+            if (e < 0) return e;
+            return src.IsDirectory ? -Errno.EPERM : 0;
+        });
+        if (foreign) return new(0, Unpredictable: true);
         return new(r, r == 0 ? new StorageFile(src.Dev, src.Ino) : null);
     }
 
@@ -153,17 +192,26 @@ public static class StorageChanges
     {
         switch (c.Kind)
         {
-            case StorageChangeKind.Mkdir:
+            case StorageChangeKind.Mkdir or StorageChangeKind.Symlink:
+                // the name did not exist when the primary predicted the change
                 return fs.InParent(c.Path, -Errno.EEXIST, (dir, name) => HostStat.OfName(dir, name, out _)) == 0;
+            case StorageChangeKind.Link:
+                // made when its new name names the recorded file
+                return file is { } linked && InodeOf(fs, c.Target!) == linked.Ino;
             case StorageChangeKind.Unlink or StorageChangeKind.Rmdir or StorageChangeKind.Rename:
-                if (file is not { } f) return false;
-                HostStat st = default;
-                long r = fs.InParent(c.Path, -Errno.EBUSY, (dir, name) => HostStat.OfName(dir, name, out st));
-                // inode numbers only: the hosts of shared storage (NFS clients) may number its device differently
-                return r < 0 || st.Ino != f.Ino;
+                // made when the name no longer names the recorded file
+                return file is { } f && InodeOf(fs, c.Path) != f.Ino;
             default:
                 return false;
         }
+    }
+
+    /// <summary>The inode number <paramref name="path"/> names (a final symlink not followed), or null when it names
+    /// nothing. Inode numbers only: the hosts of shared storage (NFS clients) may number its device differently.</summary>
+    static ulong? InodeOf(GuestFs fs, string path)
+    {
+        HostStat st = default;
+        return fs.InParent(path, -Errno.EBUSY, (dir, name) => HostStat.OfName(dir, name, out st)) == 0 ? st.Ino : null;
     }
 
     /// <summary>A survivor makes a change its primary may not have made: 0 or -errno.</summary>

@@ -55,7 +55,7 @@ static class SharedStorageRuns
     /// The output rule watched from outside: once <paramref name="ready"/> holds, the backup (sharing
     /// <paramref name="root"/>) is frozen with SIGSTOP, and from the moment every thread of it has stopped (<see
     /// cref="ReplicaProc.Freeze"/>: a backup still running after kill(2) returned went on acknowledging) it holds
-    /// and acknowledges nothing more. Then <paramref name="allowed"/> gives the most <paramref name="progress"/>
+    /// and acknowledges nothing more; <paramref name="onceFrozen"/> runs then. Then <paramref name="allowed"/> gives the most <paramref name="progress"/>
     /// (something the storage shows) may reach, from its value at that moment and the syscall results the backup's
     /// log copy holds; the storage is watched over <paramref name="freeze"/>, or, with <paramref name="plant"/>
     /// given, until it went beyond that (waiting up to 10 s). Then the backup thaws and the guest runs to its end —
@@ -65,7 +65,8 @@ static class SharedStorageRuns
     /// the backup's replay (--max-replay-lag-ms 0): only held changes stop it.
     /// </summary>
     public static FrozenRun GrowthWhileTheBackupIsFrozen(ITestOutputHelper output, string root, string[] args, string stdoutEnd,
-        Func<bool> ready, Func<long> progress, Func<long, IReadOnlyList<SyscallResult>, long> allowed, TimeSpan freeze, string? plant, List<ReplicaEventRecord>? survivor)
+        Func<bool> ready, Func<long> progress, Func<long, IReadOnlyList<SyscallResult>, long> allowed, TimeSpan freeze, string? plant, List<ReplicaEventRecord>? survivor,
+        Action? onceFrozen = null)
     {
         string arbiter = TempFile(".lock");
         try
@@ -80,6 +81,7 @@ static class SharedStorageRuns
             try
             {
                 Assert.True(b.Freeze(TimeSpan.FromSeconds(30)), "the backup did not stop within 30 s of its SIGSTOP");
+                onceFrozen?.Invoke();
                 long before = progress(), bound = allowed(before, HeldSyscalls(logCopy));
                 if (plant == null) Thread.Sleep(freeze);
                 else p.WaitFor(() => progress() > bound || p.HasExited, TimeSpan.FromSeconds(10));

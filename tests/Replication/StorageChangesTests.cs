@@ -20,10 +20,11 @@ public class StorageChangesTests : IDisposable
 
     public void Dispose() => Directory.Delete(_dir, true);
 
-    /// <summary>A tree with a file, a second file, an empty and a non-empty directory.</summary>
+    /// <summary>A tree with a file, a second file, an empty and a non-empty directory, and a dangling symlink.</summary>
     static void MakeTree(string root)
     {
         Directory.CreateDirectory(root);
+        File.CreateSymbolicLink(Path.Combine(root, "dl"), "nowhere");
         File.WriteAllText(Path.Combine(root, "f"), "f");
         File.WriteAllText(Path.Combine(root, "g"), "g");
         Directory.CreateDirectory(Path.Combine(root, "empty"));
@@ -44,6 +45,14 @@ public class StorageChangesTests : IDisposable
                 StorageChangeKind.Unlink => fs.InParent(path, -Errno.EISDIR, (d, n) => { fixed (byte* a = n) return HostSys.Call(Nr.unlinkat, d, (long)a, 0); }),
                 StorageChangeKind.Rmdir => fs.InParent(path, -Errno.EBUSY, (d, n) => { fixed (byte* a = n) return HostSys.Call(Nr.unlinkat, d, (long)a, At.REMOVEDIR); }),
                 StorageChangeKind.Mkdir => fs.InParent(path, -Errno.EEXIST, (d, n) => { fixed (byte* a = n) return HostSys.Call(Nr.mkdirat, d, (long)a, 0x1ed); }),
+                StorageChangeKind.Link => fs.InParents(path, target!, -Errno.EBUSY, (d1, n1, d2, n2) =>
+                {
+                    fixed (byte* a = n1) fixed (byte* b = n2) return HostSys.Call(Nr.linkat, d1, (long)a, d2, (long)b, 0);
+                }),
+                StorageChangeKind.Symlink => fs.InParent(path, -Errno.EEXIST, (d, n) =>
+                {
+                    fixed (byte* t = HostSys.Z(target!)) fixed (byte* a = n) return HostSys.Call(Nr.symlinkat, (long)t, d, (long)a);
+                }),
                 _ => StorageChanges.MakeAgain(fs, new GuestStorageChange { Kind = kind, Path = path, Length = length, Perform = () => HostResult.Of(0) }),
             }),
         };
@@ -80,6 +89,25 @@ public class StorageChangesTests : IDisposable
         [StorageChangeKind.Truncate, "/missing", null!, 0u, 5L],
         [StorageChangeKind.Truncate, "/empty", null!, 0u, 5L],
         [StorageChangeKind.Truncate, "/f", null!, 0u, -1L],
+        [StorageChangeKind.Link, "/f", "/h", 0u, 0L],
+        [StorageChangeKind.Link, "/f", "/g", 0u, 0L],
+        [StorageChangeKind.Link, "/f", "/dl", 0u, 0L],
+        [StorageChangeKind.Link, "/f", "/full/x", 0u, 0L],
+        [StorageChangeKind.Link, "/full/x", "/empty/x", 0u, 0L],
+        [StorageChangeKind.Link, "/missing", "/h", 0u, 0L],
+        [StorageChangeKind.Link, "/f", "/missing/h", 0u, 0L],
+        [StorageChangeKind.Link, "/f", "/f/h", 0u, 0L],
+        [StorageChangeKind.Link, "/empty", "/h", 0u, 0L],
+        [StorageChangeKind.Link, "/dl", "/h", 0u, 0L],
+        [StorageChangeKind.Symlink, "/s", "f", 0u, 0L],
+        [StorageChangeKind.Symlink, "/f", "g", 0u, 0L],
+        [StorageChangeKind.Symlink, "/dl", "f", 0u, 0L],
+        [StorageChangeKind.Symlink, "/empty", "f", 0u, 0L],
+        [StorageChangeKind.Symlink, "/missing/s", "f", 0u, 0L],
+        [StorageChangeKind.Symlink, "/f/s", "f", 0u, 0L],
+        [StorageChangeKind.Symlink, "/s", "", 0u, 0L],
+        [StorageChangeKind.Symlink, "/s", new string('a', 4096), 0u, 0L],
+        [StorageChangeKind.Symlink, "/s", new string('a', 4095), 0u, 0L],
     ];
 
     /// <summary>The prediction (made on one copy, which it must leave as it was) equals what the host answers when
@@ -106,7 +134,8 @@ public class StorageChangesTests : IDisposable
         if (!Directory.Exists(root)) { MakeTree(root); try { return Listing(root); } finally { Directory.Delete(root, true); } }
         return string.Join("\n", Directory.EnumerateFileSystemEntries(root, "*", SearchOption.AllDirectories)
             .Order(StringComparer.Ordinal)
-            .Select(e => Path.GetRelativePath(root, e) + (File.Exists(e) ? "=" + File.ReadAllText(e) + "/" + new FileInfo(e).Length : "/")));
+            .Select(e => Path.GetRelativePath(root, e) + (new FileInfo(e).LinkTarget is { } t ? "->" + t
+                : File.Exists(e) ? "=" + File.ReadAllText(e) + "/" + new FileInfo(e).Length : "/")));
     }
 
     static ulong InodeOf(string path)
@@ -119,7 +148,7 @@ public class StorageChangesTests : IDisposable
     /// A survivor whose list holds a held rename of f to h (then a write to h by its new name): whether its primary
     /// made the rename or not, the tree it leaves is the one a single run leaves, and the rename is never made twice
     /// (a second rename of a name that no longer exists would fail; one of f made anew would move the wrong file).
-    /// Likewise a held mkdir and a held unlink.
+    /// Likewise a held mkdir, unlink, link (of h, as k) and symlink.
     /// </summary>
     [Theory]
     [InlineData(true)]
@@ -132,9 +161,11 @@ public class StorageChangesTests : IDisposable
         var renameF = Change(fs, StorageChangeKind.Rename, "/f", "/h");
         var unlinkG = Change(fs, StorageChangeKind.Unlink, "/g");
         var mkdirD = Change(fs, StorageChangeKind.Mkdir, "/d");
+        var linkH = Change(fs, StorageChangeKind.Link, "/h", "/k");
+        var symlinkS = Change(fs, StorageChangeKind.Symlink, "/sl", "h");
         var f = new StorageFile(0, InodeOf(Path.Combine(root, "f")));
         var g = new StorageFile(0, InodeOf(Path.Combine(root, "g")));
-        var cases = new (GuestStorageChange Change, StorageFile? File)[] { (renameF, f), (unlinkG, g), (mkdirD, null) };
+        var cases = new (GuestStorageChange Change, StorageFile? File)[] { (renameF, f), (unlinkG, g), (mkdirD, null), (linkH, f), (symlinkS, null) };
         ulong seq = 10;
         foreach (var (change, file) in cases)
         {
@@ -149,8 +180,9 @@ public class StorageChangesTests : IDisposable
             redo.Apply(fs);
             seq += 10;
         }
-        // the single run: f moved to h with "!" after its byte, g gone, d made; h written again by each round
-        Assert.Equal("d/\nempty/\nfull/\nfull/x=x/1\nh=f!/2", Listing(root));
+        // the single run: f moved to h with "!" after its byte, g gone, d made, h linked as k, sl made; h written
+        // again by each round
+        Assert.Equal("d/\ndl->nowhere\nempty/\nfull/\nfull/x=x/1\nh=f!/2\nk=f!/2\nsl->h", Listing(root));
     }
 
     [Fact]

@@ -22,11 +22,24 @@ public class StorageNamesFailoverTests(ITestOutputHelper output)
 
     static string Storenames => GuestEnv.Guest("storenames", "musl");
 
-    /// <summary>Relative path, kind and content of every entry under <paramref name="dir"/>, in order.</summary>
-    static List<string> Tree(string dir) => Directory.EnumerateFileSystemEntries(dir, "*", SearchOption.AllDirectories)
-        .Order(StringComparer.Ordinal)
-        .Select(e => Path.GetRelativePath(dir, e) + (File.Exists(e) ? " = " + Convert.ToHexString(File.ReadAllBytes(e)) : "/"))
-        .ToList();
+    /// <summary>Relative path, kind and content of every entry under <paramref name="dir"/>, in order (a symlink by
+    /// its content, never followed).</summary>
+    static List<string> Tree(string dir)
+    {
+        var all = new List<string>();
+        void Walk(string d)
+        {
+            foreach (var e in Directory.EnumerateFileSystemEntries(d))
+            {
+                string rel = Path.GetRelativePath(dir, e);
+                if (new FileInfo(e).LinkTarget is { } target) all.Add(rel + " -> " + target);
+                else if (Directory.Exists(e)) { all.Add(rel + "/"); Walk(e); }
+                else all.Add(rel + " = " + Convert.ToHexString(File.ReadAllBytes(e)));
+            }
+        }
+        Walk(dir);
+        return all.Order(StringComparer.Ordinal).ToList();
+    }
 
     static List<string> Native(int iterations, string work, params string[] mode)
     {
@@ -110,6 +123,37 @@ public class StorageNamesFailoverTests(ITestOutputHelper output)
             Assert.Contains(events, e => e.Name == ReplicaEvent.TookOver);
             Assert.True(SharedStorageRuns.ChangesMadeAgain(events) > 0, "the survivor made no held change of its primary");
             AssertNativeTree(root, "names, primary killed while the backup was frozen", NativeNamesTree.Value);
+        }
+        finally { Directory.Delete(root, true); }
+    }
+
+    /// <summary>Entries of the kinds h.I (links), s.I (symlinks) and n.I (directories) on the storage.</summary>
+    static long NewNames(string d) => Directory.Exists(d)
+        ? Directory.EnumerateFileSystemEntries(d).Count(p => Path.GetFileName(p) is ['h' or 's' or 'n', '.', ..])
+        : 0;
+
+    /// <summary>
+    /// Links and symlinks under the output rule, from the guest's first change: the backup is frozen while the guest
+    /// waits for its go (a file the test makes once every thread of the backup has stopped), so the backup holds no
+    /// record of any change; then the guest links, and its symlink waits for that link. For half a second the storage
+    /// may show no more links, symlinks and directories than the records the frozen backup holds make (before links
+    /// and symlinks were held, the guest made h.0 and s.0 at once: 2 names, 0 records held). Then the backup thaws,
+    /// the primary's guest goes on, and the tree is the native run's. (A survivor's side: the seeded kills of
+    /// <see cref="AKilledPrimaryOnSharedStorageLeavesTheNativeRunsTree"/>, whose guest links and symlinks every
+    /// iteration, and StorageChangesTests.)
+    /// </summary>
+    [Fact]
+    public void NoLinkOrSymlinkReachesSharedStorageBeforeTheBackupHoldsItsRecord()
+    {
+        string root = NewRoot(), d = Path.Combine(root, "d"), go = Path.Combine(root, "go");
+        try
+        {
+            var run = SharedStorageRuns.GrowthWhileTheBackupIsFrozen(output, root, ["/d", NamesIterations.ToString(), NamesWork, "names", "/go"], $"done {NamesIterations}\n",
+                () => true, () => NewNames(d),
+                (_, held) => held.Count(r => r.Nr is Nr.link or Nr.linkat or Nr.symlink or Nr.symlinkat or Nr.mkdir or Nr.mkdirat && r.Result == 0),
+                TimeSpan.FromMilliseconds(500), plant: null, survivor: null, onceFrozen: () => File.WriteAllText(go, ""));
+            Assert.True(run.After <= run.Allowed, $"{run.After} links, symlinks and directories reached the storage, though the frozen backup held the records of {run.Allowed}");
+            AssertNativeTree(root, "links and symlinks after a frozen backup", NativeNamesTree.Value);
         }
         finally { Directory.Delete(root, true); }
     }

@@ -221,8 +221,8 @@ public static class SMode
     public const uint IFMT = 0xF000, IFIFO = 0x1000, IFCHR = 0x2000, IFDIR = 0x4000, IFBLK = 0x6000, IFREG = 0x8000, IFSOCK = 0xC000;
     /// <summary>Offset of st_mode in struct stat (x86-64) and the structure's size.</summary>
     public const int StModeOffset = 24, StatSize = 144, StInoOffset = 8;
-    /// <summary>Offsets of st_dev and st_size in struct stat (x86-64).</summary>
-    public const int StDevOffset = 0, StSizeOffset = 48;
+    /// <summary>Offsets of st_dev, st_uid and st_size in struct stat (x86-64).</summary>
+    public const int StDevOffset = 0, StUidOffset = 28, StSizeOffset = 48;
     /// <summary>st_dev of a pipe (Linux's pipefs: an anonymous device).</summary>
     public const ulong PipeFsDev = 0xd;
 }

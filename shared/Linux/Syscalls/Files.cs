@@ -60,11 +60,11 @@ public sealed partial class Kernel
         r.Add(new[] { Nr.getxattr, Nr.lgetxattr, Nr.fgetxattr }, (t, a) => -Errno.ENODATA);
         r.Add(new[] { Nr.listxattr, Nr.llistxattr, Nr.flistxattr }, (t, a) => 0);
         r.Add(Nr.utimensat, (t, a) => Utimensat(t.Cpu, (int)a.A1, a.A2, a.A3, (int)a.A4));
-        r.Add(Nr.rename, (t, a) => TwoPaths(t.Cpu, a.Nr, At.FDCWD, a.A1, At.FDCWD, a.A2, (d1, p, d2, q) => HostSys.Call(Nr.renameat2, d1, p, d2, q, 0), renameFlags: 0));
-        r.Add(Nr.renameat, (t, a) => TwoPaths(t.Cpu, a.Nr, (int)a.A1, a.A2, (int)a.A3, a.A4, (d1, p, d2, q) => HostSys.Call(Nr.renameat2, d1, p, d2, q, 0), renameFlags: 0));
-        r.Add(Nr.renameat2, (t, a) => TwoPaths(t.Cpu, a.Nr, (int)a.A1, a.A2, (int)a.A3, a.A4, (d1, p, d2, q) => HostSys.Call(Nr.renameat2, d1, p, d2, q, (long)a.A5), renameFlags: (uint)a.A5));
-        r.Add(Nr.link, (t, a) => TwoPaths(t.Cpu, a.Nr, At.FDCWD, a.A1, At.FDCWD, a.A2, (d1, p, d2, q) => HostSys.Call(Nr.linkat, d1, p, d2, q, 0)));
-        r.Add(Nr.linkat, (t, a) => TwoPaths(t.Cpu, a.Nr, (int)a.A1, a.A2, (int)a.A3, a.A4, (d1, p, d2, q) => HostSys.Call(Nr.linkat, d1, p, d2, q, 0)));
+        r.Add(Nr.rename, (t, a) => TwoPaths(t.Cpu, a.Nr, At.FDCWD, a.A1, At.FDCWD, a.A2, (d1, p, d2, q) => HostSys.Call(Nr.renameat2, d1, p, d2, q, 0), StorageChangeKind.Rename));
+        r.Add(Nr.renameat, (t, a) => TwoPaths(t.Cpu, a.Nr, (int)a.A1, a.A2, (int)a.A3, a.A4, (d1, p, d2, q) => HostSys.Call(Nr.renameat2, d1, p, d2, q, 0), StorageChangeKind.Rename));
+        r.Add(Nr.renameat2, (t, a) => TwoPaths(t.Cpu, a.Nr, (int)a.A1, a.A2, (int)a.A3, a.A4, (d1, p, d2, q) => HostSys.Call(Nr.renameat2, d1, p, d2, q, (long)a.A5), StorageChangeKind.Rename, (uint)a.A5));
+        r.Add(Nr.link, (t, a) => TwoPaths(t.Cpu, a.Nr, At.FDCWD, a.A1, At.FDCWD, a.A2, (d1, p, d2, q) => HostSys.Call(Nr.linkat, d1, p, d2, q, 0), StorageChangeKind.Link));
+        r.Add(Nr.linkat, (t, a) => TwoPaths(t.Cpu, a.Nr, (int)a.A1, a.A2, (int)a.A3, a.A4, (d1, p, d2, q) => HostSys.Call(Nr.linkat, d1, p, d2, q, 0), StorageChangeKind.Link));
         r.Add(Nr.symlink, (t, a) => Symlink(t.Cpu, a.A1, At.FDCWD, a.A2));
         r.Add(Nr.symlinkat, (t, a) => Symlink(t.Cpu, a.A1, (int)a.A2, a.A3));
         r.Add(Nr.truncate, (t, a) => Truncate(t.Cpu, a.A1, (long)a.A2));
@@ -304,9 +304,9 @@ public sealed partial class Kernel
         }).Value;
     }
 
-    /// <summary>rename (<paramref name="renameFlags"/> given: a change a primary on shared storage holds, and the
-    /// guest's descriptions of what moved follow it) or link.</summary>
-    unsafe long TwoPaths(CpuT cpu, int nr, int d1, ulong p1, int d2, ulong p2, Func<int, long, int, long, long> call, uint? renameFlags = null)
+    /// <summary>rename (with <paramref name="renameFlags"/>; the guest's descriptions of what moved follow it) or
+    /// link (<paramref name="kind"/>): a change a primary on shared storage holds (<see cref="IBoundary.StorageChange"/>).</summary>
+    unsafe long TwoPaths(CpuT cpu, int nr, int d1, ulong p1, int d2, ulong p2, Func<int, long, int, long, long> call, StorageChangeKind kind, uint renameFlags = 0)
     {
         long e = GuestAbs(d1, Path(p1), out var a1);
         if (e < 0) return e;
@@ -317,12 +317,10 @@ public sealed partial class Kernel
         {
             fixed (byte* q1 = n1) fixed (byte* q2 = n2) return call(dir1, (long)q1, dir2, (long)q2);
         }));
-        long r = renameFlags is { } flags
-            ? Boundary.StorageChange(cpu.Tid, nr, new GuestStorageChange
-                { Kind = StorageChangeKind.Rename, Path = GuestFs.Normalize(a1), Target = GuestFs.Normalize(a2), Flags = flags, Perform = perform }).Value
-            : Host(cpu, nr, perform, true).Value;
+        long r = Boundary.StorageChange(cpu.Tid, nr, new GuestStorageChange
+            { Kind = kind, Path = GuestFs.Normalize(a1), Target = GuestFs.Normalize(a2), Flags = renameFlags, Perform = perform }).Value;
         if (r >= 0) { Changes.Mark(a1); Changes.Mark(a2); } // rename: both names; link: the new one (and the old, harmless)
-        if (r >= 0 && renameFlags is { } f) Renamed(GuestFs.Normalize(a1), GuestFs.Normalize(a2), (f & RenameFlags.EXCHANGE) != 0);
+        if (r >= 0 && kind == StorageChangeKind.Rename) Renamed(GuestFs.Normalize(a1), GuestFs.Normalize(a2), (renameFlags & RenameFlags.EXCHANGE) != 0);
         return r;
     }
 
@@ -352,6 +350,8 @@ public sealed partial class Kernel
         return null;
     }
 
+    /// <summary>symlink/symlinkat (logged as symlinkat): a change a primary on shared storage holds
+    /// (<see cref="IBoundary.StorageChange"/>).</summary>
     unsafe long Symlink(CpuT cpu, ulong target, int dirfd, ulong linkpath)
     {
         string t = Path(target);
@@ -359,10 +359,14 @@ public sealed partial class Kernel
         if (e < 0) return e;
         var zt = HostSys.Z(t);
         SettleFiles();
-        long r = Host(cpu, Nr.symlinkat, () => HostResult.Of(Fs.InParent(abs, -Errno.EEXIST, (dir, name) =>
+        long r = Boundary.StorageChange(cpu.Tid, Nr.symlinkat, new GuestStorageChange
         {
-            fixed (byte* q1 = zt) fixed (byte* q2 = name) return HostSys.Call(Nr.symlinkat, (long)q1, dir, (long)q2);
-        })), true).Value;
+            Kind = StorageChangeKind.Symlink, Path = GuestFs.Normalize(abs), Target = t,
+            Perform = () => HostResult.Of(Fs.InParent(abs, -Errno.EEXIST, (dir, name) =>
+            {
+                fixed (byte* q1 = zt) fixed (byte* q2 = name) return HostSys.Call(Nr.symlinkat, (long)q1, dir, (long)q2);
+            })),
+        }).Value;
         if (r >= 0) Changes.Mark(abs);
         return r;
     }
