@@ -112,7 +112,7 @@ public static class LogDump
         o.WriteLine("ReVirt event log");
         o.WriteLine($"  format version:      {h.Version}");
         o.WriteLine($"  flags:               0x{(uint)h.Flags:x} ({h.Flags})");
-        o.WriteLine($"  program sha256:      {Convert.ToHexStringLower(h.ProgramHash)}");
+        o.WriteLine($"  program {LogDigest.NameFor(h.Version),-6}:      {Convert.ToHexStringLower(h.ProgramHash)}");
         o.WriteLine($"  cpu model:           {h.CpuModel}");
         o.WriteLine($"  root directory:      {h.RootDirectory}");
         o.WriteLine($"  argv ({h.Argv.Length}):");

@@ -1,10 +1,9 @@
 using System.Buffers.Binary;
-using System.IO.Hashing;
 
 namespace ReVirt.Log;
 
 /// <summary>
-/// Constants and primitives of the ReVirt event log format (version 5).
+/// Constants and primitives of the ReVirt event log format (version 6).
 /// </summary>
 /// <remarks>
 /// <para><b>File layout.</b> A log is a <see cref="LogHeader"/> followed by zero or more records.
@@ -26,11 +25,9 @@ namespace ReVirt.Log;
 /// a prefix of a valid frame) from a corrupted length field: a frame whose 17-byte prefix is
 /// complete but fails its header checksum is corruption, not truncation.</para>
 /// <para><b>Checksum choice.</b> Both checksums are CRC-32 (IEEE 802.3 polynomial, the one used by
-/// zlib/gzip/PNG) as implemented by <see cref="System.IO.Hashing.Crc32"/>. CRC-32C is not available
-/// in System.IO.Hashing; XxHash3 is somewhat faster but a truncated 64-bit hash gives no guarantee,
-/// whereas CRC-32 detects <em>every</em> error burst of up to 32 bits, so any single damaged byte
-/// in a frame is always detected. On x64 the implementation is vectorised, which is plenty for
-/// records of this size.</para>
+/// zlib/gzip/PNG), the value System.IO.Hashing's <c>Crc32</c> computes, here by <see cref="Crc32Ieee"/>.
+/// XxHash3 is somewhat faster but a truncated 64-bit hash gives no guarantee, whereas CRC-32 detects
+/// <em>every</em> error burst of up to 32 bits, so any single damaged byte in a frame is always detected.</para>
 /// <para><b>End of a recording</b> (v2). A complete log ends with exactly one <see cref="End"/> record, after the
 /// Exit record: the record count and the SHA-256 of every byte before it. No byte may follow it. A log without
 /// it ended early (the recorder crashed or the file was cut at any point, record boundaries included); a log
@@ -49,14 +46,20 @@ namespace ReVirt.Log;
 /// md5sum's CPU (see <see cref="ContentHash"/> for what is given up). The layout is unchanged (the hash's length
 /// names its kind), so v3 and v4 logs are still read and their SHA-256 checked; a log whose hashes are not its
 /// version's kind is refused (<see cref="ContentHash.ForLogVersion"/>).</para>
+/// <para><b>v6.</b> The <see cref="End"/> record's digest of the whole log is XXH3-128 (16 bytes) instead of SHA-256 (32),
+/// and the header's 32-byte program hash holds the program's XXH3-128 followed by 16 zero bytes instead of its SHA-256
+/// (<see cref="LogDigest"/>: SHA-256 made every recording and replay load OpenSSL, about 10 ms of CPU each). Nothing
+/// else changed: v3-v5 logs are read and replayed with their SHA-256 (<see cref="LogDigest.ForVersion"/>), and an End
+/// digest of the other version's length is refused.</para>
 /// </remarks>
 public static class LogFormat
 {
     /// <summary>The format version this build writes and reads.</summary>
-    public const ushort CurrentVersion = 5;
+    public const ushort CurrentVersion = 6;
 
     /// <summary>The oldest format version this build still reads (and replays faithfully): v3 differs from v4 only in
-    /// its checkpoints' digest definition, v4 from v5 only in its content hash.</summary>
+    /// its checkpoints' digest definition, v4 from v5 only in its content hash, v5 from v6 only in its End digest and
+    /// program hash.</summary>
     public const ushort OldestReadableVersion = 3;
 
     /// <summary>Whether this build reads logs of this format version.</summary>
@@ -79,7 +82,7 @@ public static class LogFormat
     public const int MaxHeaderBodyLength = 64 << 20;
 
     /// <summary>CRC-32 (IEEE) of <paramref name="data"/>; the checksum used throughout the format.</summary>
-    public static uint Checksum(ReadOnlySpan<byte> data) => Crc32.HashToUInt32(data);
+    public static uint Checksum(ReadOnlySpan<byte> data) => Crc32Ieee.Hash(data);
 
     internal static uint ReadU32(ReadOnlySpan<byte> s) => BinaryPrimitives.ReadUInt32LittleEndian(s);
 }
@@ -116,12 +119,13 @@ public sealed class LogFormatException : IOException
     }
 }
 
-/// <summary>The program file given does not match the SHA-256 recorded in the log header.</summary>
+/// <summary>The program file given does not match the program hash recorded in the log header.</summary>
 public sealed class ProgramMismatchException : Exception
 {
-    public ProgramMismatchException(string path, byte[] expected, byte[] actual)
-        : base($"program mismatch: the log was recorded for sha256 {Convert.ToHexStringLower(expected)}, " +
-               $"but {path} has sha256 {Convert.ToHexStringLower(actual)}")
+    /// <param name="hashName">The hash's name for the log's version (<see cref="LogDigest.NameFor"/>).</param>
+    public ProgramMismatchException(string path, byte[] expected, byte[] actual, string hashName)
+        : base($"program mismatch: the log was recorded for {hashName} {Convert.ToHexStringLower(expected)}, " +
+               $"but {path} has {hashName} {Convert.ToHexStringLower(actual)}")
     {
         Path = path;
         Expected = expected;

@@ -1,6 +1,5 @@
 using System.Text;
 using System.Buffers.Binary;
-using System.Security.Cryptography;
 
 namespace ReVirt.Log;
 
@@ -16,7 +15,7 @@ public enum LogFlags : uint
 /// </summary>
 /// <remarks>
 /// On disk: <c>magic[8] | u16 version | u32 bodyLength | body | u32 crc</c> (crc = CRC-32 of all preceding
-/// header bytes). Body (v1): <c>u32 flags | programSha256[32] | str cpuModel | str rootDirectory |
+/// header bytes). Body (v1): <c>u32 flags | programHash[32] | str cpuModel | str rootDirectory |
 /// u32 argc, str × argc | u32 envc, str × envc | i64 startTime UTC ticks | i16 startTime offset minutes |
 /// u64 checkpointInterval | bytes startState</c>, where <c>str</c> is u32 length + UTF-8 and <c>bytes</c>
 /// u32 length + content. A v1 reader ignores body bytes past the fields it knows, so fields may be
@@ -26,7 +25,10 @@ public enum LogFlags : uint
 public sealed class LogHeader
 {
     private const int FixedPrefix = 8 + 2 + 4;
-    private byte[] _programHash = new byte[32];
+    private byte[] _programHash = new byte[ProgramHashLength];
+
+    /// <summary>The program hash field's length in every format version (<see cref="LogDigest.ProgramHash(ReadOnlySpan{byte}, ushort)"/>).</summary>
+    public const int ProgramHashLength = 32;
 
     /// <summary>Format version: <see cref="LogFormat.CurrentVersion"/> for a new log, the log's own when read (an older
     /// readable one is replayed by its own rules, e.g. its checkpoint digests); settable so tools/tests can forge
@@ -35,14 +37,15 @@ public sealed class LogHeader
 
     public LogFlags Flags { get; set; }
 
-    /// <summary>SHA-256 of the guest program file (exactly 32 bytes); see <see cref="ComputeProgramHash(string)"/>.</summary>
+    /// <summary>The hash of the guest program file (exactly 32 bytes) of the kind <see cref="Version"/> defines (v6
+    /// XXH3-128 and 16 zero bytes, earlier SHA-256); see <see cref="ComputeProgramHash(string, ushort)"/>.</summary>
     public byte[] ProgramHash
     {
         get => _programHash;
         set
         {
             ArgumentNullException.ThrowIfNull(value);
-            if (value.Length != 32) throw new ArgumentException($"program hash must be 32 bytes (SHA-256), got {value.Length}", nameof(value));
+            if (value.Length != ProgramHashLength) throw new ArgumentException($"program hash must be {ProgramHashLength} bytes, got {value.Length}", nameof(value));
             _programHash = value;
         }
     }
@@ -66,7 +69,7 @@ public sealed class LogHeader
     {
         string[] argv = Argv ?? [], envp = Envp ?? [];
         byte[] startState = StartState ?? [];
-        long bodyLength = 4 + 32 + PayloadWriter.StringSize(CpuModel) + PayloadWriter.StringSize(RootDirectory)
+        long bodyLength = 4 + ProgramHashLength + PayloadWriter.StringSize(CpuModel) + PayloadWriter.StringSize(RootDirectory)
                           + 4 + 4 + 8 + 2 + 8 + PayloadWriter.BytesSize(startState.Length);
         foreach (var a in argv) bodyLength += PayloadWriter.StringSize(a);
         foreach (var e in envp) bodyLength += PayloadWriter.StringSize(e);
@@ -111,7 +114,7 @@ public sealed class LogHeader
         var r = new PayloadReader(data.Slice(FixedPrefix, bodyLength), "log header");
         var h = new LogHeader { Version = BinaryPrimitives.ReadUInt16LittleEndian(data[8..]) }; // (a readable one: CheckPrefix)
         h.Flags = (LogFlags)r.U32();
-        h._programHash = r.Raw(32).ToArray();
+        h._programHash = r.Raw(ProgramHashLength).ToArray();
         h.CpuModel = r.String();
         h.RootDirectory = r.String();
         h.Argv = ReadStrings(ref r);
@@ -206,34 +209,35 @@ public sealed class LogHeader
     public const long MaxProgramBytes = 1L << 30;
 
     /// <summary>
-    /// SHA-256 of a program file's content. Only a regular file of at most <see cref="MaxProgramBytes"/> is read:
+    /// The program hash (<see cref="LogDigest.ProgramHash(ReadOnlySpan{byte}, ushort)"/>) of a program file's content
+    /// for a log of <paramref name="version"/>. Only a regular file of at most <see cref="MaxProgramBytes"/> is read:
     /// it is opened without blocking (a FIFO cannot hang the caller) and checked on the open descriptor, so
     /// /dev/zero, a FIFO or a directory named by a log header or a peer is refused with <see cref="IOException"/>.
     /// </summary>
-    public static byte[] ComputeProgramHash(string path)
+    public static byte[] ComputeProgramHash(string path, ushort version = LogFormat.CurrentVersion)
     {
         // a regular file only, of bounded size (a FIFO or /dev/zero named by a header must not hang the reader)
         using var h = Abi.ProgramFile.OpenRegular(path, path, Abi.ProgramFile.MaxImageBytes, out _);
         using var f = new FileStream(h, FileAccess.Read, 1 << 16);
-        return SHA256.HashData(f);
+        return LogDigest.ProgramHash(f, version);
     }
 
-    /// <summary>SHA-256 of a program image held in memory.</summary>
-    public static byte[] ComputeProgramHash(ReadOnlySpan<byte> content) => SHA256.HashData(content);
+    /// <summary>The program hash of a program image held in memory, for a log of <paramref name="version"/>.</summary>
+    public static byte[] ComputeProgramHash(ReadOnlySpan<byte> content, ushort version = LogFormat.CurrentVersion) => LogDigest.ProgramHash(content, version);
 
     /// <summary>True if the file at <paramref name="path"/> hashes to <see cref="ProgramHash"/>.</summary>
     public bool ProgramMatches(string path) => ProgramMatches(path, out _);
 
     public bool ProgramMatches(string path, out byte[] actualHash)
     {
-        actualHash = ComputeProgramHash(path);
-        return CryptographicOperations.FixedTimeEquals(actualHash, ProgramHash);
+        actualHash = ComputeProgramHash(path, Version);
+        return actualHash.AsSpan().SequenceEqual(ProgramHash); // (nothing secret: no constant-time comparison needed)
     }
 
     /// <summary>Throws <see cref="ProgramMismatchException"/> unless the file at <paramref name="path"/> is the recorded program.</summary>
     public void VerifyProgram(string path)
     {
         if (!ProgramMatches(path, out var actual))
-            throw new ProgramMismatchException(path, ProgramHash, actual);
+            throw new ProgramMismatchException(path, ProgramHash, actual, LogDigest.NameFor(Version));
     }
 }

@@ -1,5 +1,4 @@
 using System.Buffers.Binary;
-using System.Security.Cryptography;
 
 namespace ReVirt.Log;
 
@@ -43,8 +42,8 @@ public sealed class LogImage
     {
         var ms = new MemoryStream();
         ms.Write(Header);
-        using var digest = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-        digest.AppendData(Header);
+        using var digest = LogDigest.ForVersion(BinaryPrimitives.ReadUInt16LittleEndian(Header.AsSpan(LogFormat.Magic.Length)));
+        digest.Append(Header);
         ulong seq = 0;
         foreach (var f in Frames)
         {
@@ -57,11 +56,11 @@ public sealed class LogImage
                 RecordFrame.Seal(frame, seq, KindOf(frame));
             }
             ms.Write(frame);
-            digest.AppendData(frame);
+            digest.Append(frame);
         }
         if (freshEnd)
         {
-            var end = RecordFrame.Encode(new End { RecordCount = seq, Digest = digest.GetCurrentHash() }, seq + 1);
+            var end = RecordFrame.Encode(new End { RecordCount = seq, Digest = digest.Current() }, seq + 1);
             ms.Write(end);
         }
         return ms.ToArray();

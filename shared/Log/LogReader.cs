@@ -1,5 +1,3 @@
-using System.Security.Cryptography;
-
 namespace ReVirt.Log;
 
 /// <summary>
@@ -13,7 +11,8 @@ namespace ReVirt.Log;
 /// A partial last record (the writer stopped mid-record) is not an error: reading ends with
 /// <see cref="Truncated"/> set, <see cref="ValidEndOffset"/> at the end of the last complete record and
 /// <see cref="LastSequence"/> its number. The records returned are never affected by a torn tail.
-/// <para>Completeness: the reader keeps a SHA-256 of every byte it has read. An <see cref="End"/> record is checked
+/// <para>Completeness: the reader keeps a digest of every byte it has read, of the kind the header's format version
+/// defines (<see cref="LogDigest"/>). An <see cref="End"/> record is checked
 /// against it (record count and digest; a mismatch is damage) and returned like any record; it sets
 /// <see cref="Complete"/>, and any byte after it raises <see cref="LogFormatException"/> (records appended to a
 /// finished recording). A log that ends (cleanly at a record boundary or torn) without an End record ended early:
@@ -29,7 +28,7 @@ public sealed class LogReader : IDisposable
     private readonly byte[] _frameHeader = new byte[RecordFrame.HeaderSize];
     private long _offset;
     private LogFormatException? _fault;
-    private readonly IncrementalHash _digest = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+    private readonly LogDigest _digest = null!; // (set once the header's version is known)
     private bool _disposed;
     // set only by OverVerifiedFrames: the frames' checksums were verified before they entered the stream
     private readonly bool _checksumsVerified;
@@ -68,7 +67,8 @@ public sealed class LogReader : IDisposable
         try
         {
             Header = LogHeader.Read(_input, out var encodedHeader);
-            _digest.AppendData(encodedHeader);
+            _digest = LogDigest.ForVersion(Header.Version);
+            _digest.Append(encodedHeader);
         }
         catch
         {
@@ -190,7 +190,7 @@ public sealed class LogReader : IDisposable
             catch (LogFormatException e) { throw _fault = e; }
             Complete = true;
         }
-        _digest.AppendData(frame);
+        _digest.Append(frame);
 
         _offset += length;
         ValidEndOffset = _offset;
@@ -219,7 +219,9 @@ public sealed class LogReader : IDisposable
         var end = record.Decode<End>();
         if (end.RecordCount != sequence - 1)
             throw new LogFormatException($"the End record counts {end.RecordCount} records but {sequence - 1} precede it", sequence, record.Offset);
-        if (StartsAfter == 0 && !CryptographicOperations.FixedTimeEquals(end.Digest, _digest.GetCurrentHash()))
+        if (end.Digest.Length != LogDigest.LengthFor(Header.Version))
+            throw new LogFormatException($"the End record's digest is {end.Digest.Length} bytes, a log of version {Header.Version} carries {LogDigest.LengthFor(Header.Version)}", sequence, record.Offset);
+        if (StartsAfter == 0 && !end.Digest.AsSpan().SequenceEqual(_digest.Current()))
             throw new LogFormatException("the End record's digest does not match the log before it (records changed, removed or inserted)", sequence, record.Offset);
     }
 
@@ -238,7 +240,7 @@ public sealed class LogReader : IDisposable
     {
         if (_disposed) return;
         _disposed = true;
-        _digest.Dispose();
+        _digest?.Dispose();
         if (!_leaveOpen) _stream.Dispose();
     }
 }

@@ -1,6 +1,5 @@
 using System.Buffers;
 using System.Numerics;
-using System.Security.Cryptography;
 
 namespace ReVirt.Log;
 
@@ -8,10 +7,9 @@ namespace ReVirt.Log;
 /// Appends records to a log. Writes the header to the sink on construction, then assigns consecutive
 /// sequence numbers (starting at <see cref="LogFormat.FirstSequence"/>) and encodes each record into a
 /// reused scratch buffer, so appending performs no allocation once the buffer has grown. Not thread-safe:
-/// the owner serialises calls. Every byte handed to the sink is also fed to a running SHA-256, so that
-/// <see cref="Finish"/> can close the log with an <see cref="End"/> record proving its completeness; the bytes reach
-/// the hash in chunks of <see cref="DigestChunk"/> (a copy per record, one call into the crypto library per chunk
-/// instead of one per record: a recording of md5sum 16 MB appends 4,100 records).
+/// the owner serialises calls. Every byte handed to the sink is also fed to a running digest of the header's format
+/// version (<see cref="LogDigest"/>), so that <see cref="Finish"/> can close the log with an <see cref="End"/> record
+/// proving its completeness.
 /// </summary>
 public sealed class LogWriter : IDisposable, IAsyncDisposable
 {
@@ -19,11 +17,7 @@ public sealed class LogWriter : IDisposable, IAsyncDisposable
     private readonly ILogSink _sink;
     private readonly bool _leaveOpen;
     private byte[] _scratch = new byte[4096];
-    private readonly IncrementalHash _digest = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-    private const int DigestChunk = 64 * 1024;
-    // bytes handed to the sink and not yet to _digest (the first _digestPending)
-    private readonly byte[] _digestBuffer = new byte[DigestChunk];
-    private int _digestPending;
+    private readonly LogDigest _digest;
     private bool _disposed, _finished;
 
     public LogWriter(LogHeader header, ILogSink sink, bool leaveOpen = false)
@@ -33,9 +27,10 @@ public sealed class LogWriter : IDisposable, IAsyncDisposable
         _sink = sink;
         _leaveOpen = leaveOpen;
         Header = header;
+        _digest = LogDigest.ForVersion(header.Version);
         var encoded = header.Encode();
         sink.Append(encoded);
-        _digest.AppendData(encoded);
+        _digest.Append(encoded);
         HeaderLength = encoded.Length;
         BytesWritten = encoded.Length;
     }
@@ -53,11 +48,12 @@ public sealed class LogWriter : IDisposable, IAsyncDisposable
         _sink = sink;
         _leaveOpen = leaveOpen;
         Header = header;
+        _digest = LogDigest.ForVersion(header.Version);
         HeaderLength = header.Encode().Length;
         var buf = new byte[1 << 16];
         int n;
         long total = 0;
-        while ((n = prefix.Read(buf)) > 0) { _digest.AppendData(buf, 0, n); total += n; }
+        while ((n = prefix.Read(buf)) > 0) { _digest.Append(buf.AsSpan(0, n)); total += n; }
         BytesWritten = total;
         LastSequence = lastSequence;
     }
@@ -90,15 +86,14 @@ public sealed class LogWriter : IDisposable, IAsyncDisposable
     public bool Finished => _finished;
 
     /// <summary>
-    /// Closes a complete recording: appends the <see cref="End"/> record (record count and SHA-256 of every byte
+    /// Closes a complete recording: appends the <see cref="End"/> record (record count and digest of every byte
     /// written so far) and flushes. Call once, after the Exit record; later appends throw.
     /// </summary>
     public ulong Finish()
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         if (_finished) throw new InvalidOperationException("the log already ends with its End record");
-        DigestPending();
-        ulong seq = Append(new End { RecordCount = LastSequence, Digest = _digest.GetCurrentHash() });
+        ulong seq = Append(new End { RecordCount = LastSequence, Digest = _digest.Current() });
         _finished = true;
         _sink.Flush();
         return seq;
@@ -117,7 +112,7 @@ public sealed class LogWriter : IDisposable, IAsyncDisposable
                 _scratch = new byte[Math.Max((int)BitOperations.RoundUpToPowerOf2((uint)frameLength), _scratch.Length * 2)];
             RecordFrame.Encode(in record, seq, _scratch);
             _sink.Append(_scratch.AsSpan(0, frameLength));
-            Digest(_scratch.AsSpan(0, frameLength));
+            _digest.Append(_scratch.AsSpan(0, frameLength));
         }
         else
         {
@@ -127,32 +122,13 @@ public sealed class LogWriter : IDisposable, IAsyncDisposable
             {
                 RecordFrame.Encode(in record, seq, rented);
                 _sink.Append(rented.AsSpan(0, frameLength));
-                Digest(rented.AsSpan(0, frameLength));
+                _digest.Append(rented.AsSpan(0, frameLength));
             }
             finally { ArrayPool<byte>.Shared.Return(rented); }
         }
         LastSequence = seq;
         BytesWritten += frameLength;
         return seq;
-    }
-
-    /// <summary>Feeds bytes handed to the sink to the running digest, through <see cref="_digestBuffer"/>.</summary>
-    private void Digest(ReadOnlySpan<byte> frame)
-    {
-        if (frame.Length > DigestChunk - _digestPending)
-        {
-            DigestPending();
-            if (frame.Length >= DigestChunk) { _digest.AppendData(frame); return; }
-        }
-        frame.CopyTo(_digestBuffer.AsSpan(_digestPending));
-        _digestPending += frame.Length;
-    }
-
-    private void DigestPending()
-    {
-        if (_digestPending == 0) return;
-        _digest.AppendData(_digestBuffer, 0, _digestPending);
-        _digestPending = 0;
     }
 
     public ulong Append(in SyscallResult record) => Append<SyscallResult>(in record);

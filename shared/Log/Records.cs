@@ -406,7 +406,7 @@ public struct Exit : IRecordPayload<Exit>
 /// recording began; anything else is a <see cref="SyscallResult"/> with the bytes.
 /// Layout: <c>u64 InstrCount | i32 Tid | i32 Nr | i64 Result | u64 Addr | string Path | i64 Offset | bytes Hash</c>
 /// (<c>string</c> = u32 length + UTF-8, <c>bytes</c> = u32 length + content). The hash's length names its kind
-/// (<see cref="ContentHashKind"/>): 32 bytes SHA-256 (format v3, v4), 16 bytes XxHash128 (v5); which one a log holds is
+/// (<see cref="ContentHashKind"/>): 32 bytes SHA-256 (format v3, v4), 16 bytes XxHash128 (v5 on); which one a log holds is
 /// its version's (<see cref="ContentHash.ForLogVersion"/>, checked by the replay), any other length is refused.
 /// </summary>
 public struct FileContent : IRecordPayload<FileContent>
@@ -566,20 +566,22 @@ public struct NetTakeover : IRecordPayload<NetTakeover>
 
 /// <summary>
 /// The last record of a complete recording, written once after <see cref="Exit"/>. <see cref="RecordCount"/> is the
-/// number of records before it (= its own sequence number - 1) and <see cref="Digest"/> the SHA-256 of every log
-/// byte before it (the encoded header and all frames, as written). A reader that finds no End record knows the
+/// number of records before it (= its own sequence number - 1) and <see cref="Digest"/> the digest of every log
+/// byte before it, of the kind the log's version defines (<see cref="LogDigest"/>: XXH3-128 since v6, SHA-256 before) (the encoded header and all frames, as written). A reader that finds no End record knows the
 /// recording ended early (a crashed recorder or a cut file); a reader refuses any byte after it (appended records).
 /// The digest is unkeyed: it proves completeness against accident, not authorship; forged content is caught by the
 /// replay's own checks.
-/// Layout: <c>u64 RecordCount | bytes Digest</c> (Digest is 32 bytes).
+/// Layout: <c>u64 RecordCount | bytes Digest</c> (Digest is 16 bytes, 32 in v2-v5).
 /// </summary>
 public struct End : IRecordPayload<End>
 {
-    public const int DigestLength = 32;
     private byte[]? _digest;
 
     public ulong RecordCount { get; set; }
     public byte[] Digest { readonly get => _digest ?? []; set => _digest = value; }
+
+    /// <summary>A v2-v5 log's digest length (SHA-256); v6 logs carry XXH3-128's 16 bytes (<see cref="LogDigest"/>).</summary>
+    const int Sha256Length = 32;
 
     public static RecordKind Kind => RecordKind.End;
     public readonly int EncodedLength => checked(8 + PayloadWriter.BytesSize(Digest.Length));
@@ -597,8 +599,9 @@ public struct End : IRecordPayload<End>
         var r = new PayloadReader(payload, "End payload");
         var v = new End { RecordCount = r.U64(), Digest = r.Bytes() };
         r.End();
-        if (v.Digest.Length != DigestLength)
-            throw new LogFormatException($"malformed End payload: digest of {v.Digest.Length} bytes, expected {DigestLength}");
+        // (which of the two the log's version carries is the reader's check: LogReader.CheckEnd)
+        if (v.Digest.Length is not (Xxh128.HashLength or Sha256Length))
+            throw new LogFormatException($"malformed End payload: digest of {v.Digest.Length} bytes, expected {Xxh128.HashLength} or {Sha256Length}");
         return v;
     }
 }

@@ -1,4 +1,3 @@
-using System.IO.Hashing;
 using System.Text;
 using ReVirt.Abi;
 using ReVirt.Linux;
@@ -21,13 +20,16 @@ public static class Recording
     /// </summary>
     public const ulong DefaultCheckpointInterval = 200_000_000;
 
-    public static LogHeader Header(MachineOptions o, byte[] programImage, ulong checkpointInterval)
+    /// <summary>The header of a recording of <paramref name="programImage"/> under <paramref name="o"/>, in format
+    /// <paramref name="version"/> (an older one only for tests of what older logs do: its program hash is of its kind).</summary>
+    public static LogHeader Header(MachineOptions o, byte[] programImage, ulong checkpointInterval, ushort version = LogFormat.CurrentVersion)
     {
         var env = o.GuestEnvironment();
         o.Env = env; // the recorded run and its replays see exactly this environment
         return new LogHeader
         {
-            ProgramHash = LogHeader.ComputeProgramHash(programImage),
+            Version = version,
+            ProgramHash = LogHeader.ComputeProgramHash(programImage, version),
             CpuModel = Cpu.CpuModel.Description,
             RootDirectory = Path.GetFullPath(o.Root),
             Argv = o.Argv(),
@@ -74,7 +76,7 @@ public static class Recording
     /// <summary>
     /// The program a header names, found under <paramref name="opts"/>' root and read once (the bytes that will be
     /// loaded), or null with the reason: missing, not a regular file, unreadable, or not the recorded program (its
-    /// SHA-256 differs from the header's).
+    /// program hash, of the log version's kind, differs from the header's).
     /// </summary>
     public static StartProgram? RecordedProgram(LogHeader h, MachineOptions opts, out string reason)
     {
@@ -82,9 +84,9 @@ public static class Recording
         StartProgram p;
         try { p = Kernel.ResolveProgram(opts); }
         catch (ElfLoadException e) { reason = $"the recorded program is missing or cannot be read: {e.Message}"; return null; }
-        if (!System.Security.Cryptography.CryptographicOperations.FixedTimeEquals(LogHeader.ComputeProgramHash(p.Image), h.ProgramHash))
+        if (!LogHeader.ComputeProgramHash(p.Image, h.Version).AsSpan().SequenceEqual(h.ProgramHash))
         {
-            reason = $"{p.GuestPath} under the root {opts.Root} is not the program that was recorded (its SHA-256 differs from the log's {Convert.ToHexStringLower(h.ProgramHash)})";
+            reason = $"{p.GuestPath} under the root {opts.Root} is not the program that was recorded (its {LogDigest.NameFor(h.Version)} differs from the log's {Convert.ToHexStringLower(h.ProgramHash)})";
             return null;
         }
         return p;
@@ -975,20 +977,7 @@ public sealed class ReplayBoundary : IBoundary
         return true;
     }
 
-    static unsafe void HostWrite(int fd, ReadOnlySpan<byte> data)
-    {
-        fixed (byte* p = data)
-        {
-            int off = 0;
-            while (off < data.Length)
-            {
-                long r = HostSys.Call(Nr.write, fd, (long)(p + off), data.Length - off);
-                if (r == -Errno.EINTR) continue;
-                if (r <= 0) return;
-                off += (int)r;
-            }
-        }
-    }
+    static void HostWrite(int fd, ReadOnlySpan<byte> data) => Replication.HostIo.WriteAll(fd, data);
 
     /// <summary>What the guest asks the log for, in words: a fixed text, or a text and a syscall number or a path,
     /// put together only for a message (every record a replay takes names one, and formatting each cost a string per

@@ -226,22 +226,3 @@ public sealed partial class OutputGate
         else Interlocked.Add(ref _releasedOut, bytes.Length);
     }
 }
-
-/// <summary>Raw writes to this process's descriptors (bypassing .NET's console buffering).</summary>
-public static class HostIo
-{
-    public static unsafe void WriteAll(int fd, ReadOnlySpan<byte> data)
-    {
-        fixed (byte* p = data)
-        {
-            int off = 0;
-            while (off < data.Length)
-            {
-                long r = HostSys.Call(Nr.write, fd, (long)(p + off), data.Length - off);
-                if (r == -Errno.EINTR) continue;
-                if (r <= 0) return;
-                off += (int)r;
-            }
-        }
-    }
-}

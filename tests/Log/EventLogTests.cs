@@ -448,16 +448,18 @@ public class EventLogTests
         var h = SampleHeader();
         h.Version = 2; // the version before exact syscall positions: its logs would diverge
         var ex = Assert.Throws<LogFormatException>(() => new LogReader(new MemoryStream(h.Encode())));
-        Assert.Equal("log format version 2, this build reads 3 to 5 (its syscall positions are counted at their block's start, this build's exactly)", ex.Message);
+        Assert.Equal("log format version 2, this build reads 3 to 6 (its syscall positions are counted at their block's start, this build's exactly)", ex.Message);
         h.Version = 3; // the version before per-page hashes in checkpoint digests: still read, with its own digests
         Assert.Equal(3, new LogReader(new MemoryStream(h.Encode())).Header.Version);
         h.Version = 4; // the version before XxHash128 content hashes: still read, with its SHA-256 (ContentHashTests)
         Assert.Equal(4, new LogReader(new MemoryStream(h.Encode())).Header.Version);
+        h.Version = 5; // the version before XXH3-128 End digests and program hashes: still read, with its SHA-256 (LogDigestTests)
+        Assert.Equal(5, new LogReader(new MemoryStream(h.Encode())).Header.Version);
 
         var log = WriteSampleLog();
         BinaryPrimitives.WriteUInt16LittleEndian(log.AsSpan(8), 7);
         ex = Assert.Throws<LogFormatException>(() => new LogReader(new MemoryStream(log)));
-        Assert.Equal("log format version 7, this build reads 3 to 5", ex.Message);
+        Assert.Equal("log format version 7, this build reads 3 to 6", ex.Message);
     }
 
     [Fact]
@@ -690,12 +692,17 @@ public class EventLogTests
     /// <summary>The End record's digest is the SHA-256 of every byte before it (the oracle: the hash of the written
     /// bytes), whatever the mix of record sizes: the writer hands the bytes to the hash in chunks, so records end on,
     /// before and after a chunk's end, and records larger than a chunk come between small ones.</summary>
-    [Fact]
-    public void TheEndRecordsDigestCoversEveryByteWhateverTheRecordSizes()
+    [Theory]
+    [InlineData(LogFormat.CurrentVersion)]
+    [InlineData(5)] // SHA-256, fed to the library in 64 KiB chunks
+    public void TheEndRecordsDigestCoversEveryByteWhateverTheRecordSizes(ushort version)
     {
         var ms = new MemoryStream();
         var rnd = new Random(3);
-        using (var w = new LogWriter(SampleHeader(), new StreamLogSink(ms, leaveOpen: true)))
+        var header = SampleHeader();
+        header.Version = version;
+        header.ProgramHash = LogHeader.ComputeProgramHash("guest program image"u8, version);
+        using (var w = new LogWriter(header, new StreamLogSink(ms, leaveOpen: true)))
         {
             foreach (int size in new[] { 10, 40_000, 24_000, 1_000, 70_000, 5, 65_500, 200_000, 3, 64 * 1024, 30_000, 30_000, 30_000 })
             {
@@ -712,7 +719,8 @@ public class EventLogTests
         var records = reader.ReadAll().ToList();
         Assert.True(reader.Complete);
         var end = records[^1];
-        Assert.Equal(System.Security.Cryptography.SHA256.HashData(log.AsSpan(0, (int)end.Offset)), end.Decode<End>().Digest);
+        var before = log.AsSpan(0, (int)end.Offset);
+        Assert.Equal(version == 5 ? System.Security.Cryptography.SHA256.HashData(before) : System.IO.Hashing.XxHash128.Hash(before), end.Decode<End>().Digest);
     }
 
     /// <summary>A non-seekable stream returning at most 3 bytes per read.</summary>

@@ -240,8 +240,7 @@ public unsafe class CheckpointDigestTests
                 Tier = ExecutionTier.Interpreter, Diagnostics = TextWriter.Null,
             };
             var program = Kernel.ResolveProgram(opts);
-            var header = Recording.Header(opts, program.Image, 200_000);
-            header.Version = 3;
+            var header = Recording.Header(opts, program.Image, 200_000, version: 3);
             var v3 = StateDigest.ForLogVersion(3);
             RecordAskingAtStops(log, opts, program, header, k =>
             {
