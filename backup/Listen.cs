@@ -204,7 +204,9 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
     readonly ManualResetEventSlim _primaryEnded = new();
     volatile bool _goodbye;
     ulong _held, _received, _ackedReplayed;
-    /// <summary>The highest sequence in this replica's log copy, handed to the OS (any thread): what an ack may report.</summary>
+    /// <summary>The highest sequence in this replica's log copy, handed to the OS (any thread). An ack reports what the
+    /// link thread has verified and keeps in memory (<c>_received</c>), which reaches the log copy and the replay right
+    /// after the ack, and at once when the primary is lost.</summary>
     public ulong Held { get => Volatile.Read(ref _held); private set => Volatile.Write(ref _held, value); }
     public ListenSettings Settings => s;
     /// <summary>The data link's port (the Welcome names it).</summary>
@@ -324,7 +326,7 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
                 var pipe = NewPipe(owner.Settings.ReplayGatherUs);
                 pipe.Append(h.LogHeader.Span);
                 pipe.Starving = () => owner.AckReplayed(pipe.ReadingFor);
-                var reader = LogReader.OverVerifiedFrames(pipe, startsAfter: Sequence); // the link thread verifies every frame it appends
+                var reader = LogReader.OverVerifiedChunks(pipe, startsAfter: Sequence); // the link thread verifies every frame it appends; records are read in place
                 var opts = Recording.OptionsFrom(header, owner.Settings.Root, owner.Settings.Tap, owner.Settings.Netns);
                 var boundary = new ReplayBoundary(reader, showOutput: false, owner.Follow(header));
                 var (restored, point) = MachineSnapshot.Restore(new CopyingReader(_pipe.Reader(), copy), h.LogHeader.Span, opts, boundary, applyFiles: !owner.Settings.SharedStorage);
@@ -468,10 +470,10 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         }, null, 10, 10);
     }
 
-    /// <summary>Appends a batch of frames (sequence-checked) to the log copy and the replay; returns the last sequence.
-    /// With <paramref name="hold"/> false the log copy is not flushed yet: the batch is held (acknowledged, handed to
-    /// the replay) only by <see cref="HoldReceived"/>, so that a burst of batches costs one write and one wake-up of
-    /// the replay.</summary>
+    /// <summary>Takes a batch of frames (verified, sequence-checked) for the log copy and the replay; returns the last
+    /// sequence. With <paramref name="hold"/> false the batch waits in memory: it is written to the log copy and handed
+    /// to the replay only by <see cref="HoldReceived"/>, so that a burst of batches costs one write and at most one
+    /// wake-up of the replay.</summary>
     public ulong Receive(Batch b, bool hold = true) => Receive(BatchView.Of(b), hold);
 
     /// <summary><see cref="Receive(Batch, bool)"/> of a batch read in place from the link (its frames are copied here,
@@ -481,7 +483,6 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         var data = b.Frames;
         // the one verification of these frames on this replica: the replay trusts what reaches its pipe
         ulong seq = RecordFrame.CheckRun(data, b.Count, _received);
-        _file!.Append(data.Span);
         _toReplay.Write(data.Span);
         _received = seq;
         if (b.HasReleased) _boundary?.ReportReleased(b.ReleasedStdout, b.ReleasedStderr);
@@ -489,27 +490,28 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         return seq;
     }
 
-    /// <summary>The batches received so far reach this replica's log copy (OS buffers), so they survive this process:
-    /// from here they are held; with <paramref name="toReplay"/> they are handed to the replay too (otherwise
-    /// <see cref="HandToReplay"/> does). Returns the held sequence (link thread).</summary>
-    ulong HoldReceived(bool toReplay = true)
+    /// <summary>The frames received so far reach this replica's log copy (one write, to the OS's buffers) and then the
+    /// replay's pipe, which reads them in place (link thread). The replay only ever reads what the log copy holds (a
+    /// replay that ends and closes the copy has read nothing it could still lose, and a live replica continues the
+    /// copy after what its replay consumed), except when the copy cannot be written: then the replay gets them
+    /// anyway (an ack may have reported them already) and the copy stays short of them (<see cref="Held"/>). Returns
+    /// the held sequence.</summary>
+    ulong HoldReceived()
     {
-        if (_received > Held)
+        if (_toReplay.Length == 0) return Held;
+        var burst = _toReplay.GetBuffer().AsSpan(0, (int)_toReplay.Length);
+        try
         {
-            _file!.Flush();
+            _file!.Append(burst);
+            _file.Flush();
             Held = _received;
         }
-        if (toReplay) HandToReplay();
+        finally
+        {
+            _pipe.Append(burst);
+            _toReplay.SetLength(0);
+        }
         return Held;
-    }
-
-    /// <summary>The held frames not handed to the replay yet go into its pipe (link thread). The replay only ever reads
-    /// what is held: a replay that ends (and closes the log copy) has read nothing this replica could still lose.</summary>
-    void HandToReplay()
-    {
-        if (_toReplay.Length == 0) return;
-        _pipe.Append(_toReplay.GetBuffer().AsSpan(0, (int)_toReplay.Length));
-        _toReplay.SetLength(0);
     }
 
     /// <summary>Frames received and not handed to the replay yet, in order (link thread).</summary>
@@ -590,18 +592,24 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         string Cut() => snap != null ? $" (the snapshot was cut off after {snap.Received} bytes; nothing of it is kept)" : "";
         void AckOwed()
         {
-            // the ack goes out before the batches are handed to the replay: that hand-off may wake the replay thread,
-            // which on a busy host can take this thread's CPU before the ack is written (the primary's output waits for
-            // the ack, the replay only trails). Whatever happens to the ack, what is held reaches the replay (at once
-            // when the test hook delays the ack: the hook delays the ack only).
-            ulong held = HoldReceived(toReplay: s.AckDelayMs > 0);
-            try
-            {
-                if (s.AckDelayMs > 0) Thread.Sleep(s.AckDelayMs); // the test hook delays the ack, not the holding
-                SendAck(link, held);
-            }
-            finally { HandToReplay(); }
             owed = 0;
+            if (s.AckDelayMs > 0)
+            {
+                // the test hook delays the ack, not the holding: what was received is written and replayed at once
+                ulong written = HoldReceived();
+                Thread.Sleep(s.AckDelayMs);
+                SendAck(link, written);
+                return;
+            }
+            // The ack goes out first, as soon as the burst is verified and in this replica's memory (what it acknowledges
+            // its replay will replay and a takeover will drain: PrimaryLost writes and hands over everything received),
+            // and only then is the burst written to the log copy and handed to the replay: the write (a file system
+            // call, the slowest of the link's per-burst calls) and the hand-off (which may wake the replay thread, and on
+            // a busy host let it take this thread's CPU before the ack is written) are off the acknowledgement's path;
+            // the primary's output waits for the ack, the log copy and the replay only trail. Whatever happens to the
+            // ack, what was received reaches the log copy and the replay.
+            try { SendAck(link, _received); }
+            finally { HoldReceived(); }
         }
         void OnBatch(in BatchView b)
         {
@@ -769,7 +777,7 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         return false;
     }
 
-    /// <summary>Notes an ack of <paramref name="held"/> (what this replica holds) going out now; returns how far the
+    /// <summary>Notes an ack of <paramref name="held"/> (what this replica holds: received, verified, kept) going out now; returns how far the
     /// replay got, which the ack carries.</summary>
     ulong NoteAck(ulong held)
     {
@@ -1080,7 +1088,7 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
             if (restored != null) m = restored;
             else
             {
-                var reader = LogReader.OverVerifiedFrames(_pipe); // the link thread verifies every frame it appends (Receive)
+                var reader = LogReader.OverVerifiedChunks(_pipe); // the link thread verifies every frame it appends (Receive); records are read in place
                 var opts = Recording.OptionsFrom(header, s.Root, s.Tap, s.Netns);
                 _boundary = new ReplayBoundary(reader, showOutput: false, Follow(header));
                 // the program is read again for loading and must still be the one the hello's hash named

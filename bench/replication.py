@@ -333,10 +333,24 @@ def thread_stats(pid):
     return out
 
 
-def kv_profile(seconds, connections, mode, perf_dir=None, bin_dir=BIN):
+def trace_summary(text):
+    """`perf trace -s` output -> {thread name: {syscall: calls}} (threads of one name summed)."""
+    out, cur = {}, None
+    for line in text.splitlines():
+        m = re.match(r'\s*(.+?) \((\d+)\), \d+ events', line)
+        if m:
+            cur = out.setdefault(m.group(1), {})
+            continue
+        m = re.match(r'\s+([a-z_0-9]+)\s+(\d+)\s+\d+\s+[\d.]+', line)
+        if m and cur is not None:
+            cur[m.group(1)] = cur.get(m.group(1), 0) + int(m.group(2))
+    return out
+
+
+def kv_profile(seconds, connections, mode, perf_dir=None, bin_dir=BIN, syscalls=False):
     """Where a request's time goes: `primary run` or `primary protect` of kvserver under the closed-loop load; per
     thread of each replica, CPU microseconds and context switches per request over the measured window (after the
-    warm-up)."""
+    warm-up); with syscalls, the backup's system calls per request per thread (`perf trace -s`)."""
     build_kvload()
     for conns in connections:
         port = free_port()
@@ -348,10 +362,13 @@ def kv_profile(seconds, connections, mode, perf_dir=None, bin_dir=BIN):
         t0 = time.perf_counter()
         perfs = [subprocess.Popen(['perf', 'record', '-g', '-q', '-p', str(pid), '-o', os.path.join(perf_dir, f'{mode}-{conns}-{n}.data'), '--', 'sleep', str(seconds)],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for n, pid in procs] if perf_dir else []
+        tracer = subprocess.Popen(['perf', 'trace', '-s', '-p', str(b.p.pid), '--', 'sleep', str(seconds)], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, text=True) if syscalls and b else None
         time.sleep(seconds)
         for pp in perfs:
             pp.wait(timeout=120)
         after = {n: thread_stats(pid) for n, pid in procs}
+        traced = trace_summary(tracer.communicate(timeout=120)[1]) if tracer else None
         wall = time.perf_counter() - t0
         stdout, _ = proc.communicate(timeout=seconds + 120)
         f = stdout.split()
@@ -377,6 +394,16 @@ def kv_profile(seconds, connections, mode, perf_dir=None, bin_dir=BIN):
             for cpu, vol, inv, name in sorted(rows, reverse=True):
                 print(f'| {n} | {name} | {cpu:.1f} | {vol:.2f} | {inv:.2f} |')
             print(f'| {n} | all | {tot[0] * 1e6 / requests:.1f} | {tot[1] / requests:.2f} | {tot[2] / requests:.2f} |')
+        if traced:
+            print('backup system calls per request (perf trace -s over the window; calls of 0.005 per request or more):')
+            print('| thread | calls | of which |')
+            print('|---|---|---|')
+            for name, calls in sorted(traced.items(), key=lambda kv: -sum(kv[1].values())):
+                total = sum(calls.values()) / requests
+                if total < 0.005:
+                    continue
+                parts = ', '.join(f'{k} {v / requests:.3f}' for k, v in sorted(calls.items(), key=lambda kv: -kv[1]) if v / requests >= 0.005)
+                print(f'| {name} | {total:.3f} | {parts} |')
         m = re.search(r'(\d+) batches', p.text())
         if m:
             # over the whole run (warm-up and shutdown included): the batches the link carried per request served
@@ -479,6 +506,8 @@ def main():
                     'microseconds and context switches per request under the load (one run per connection count); prints, writes nothing')
     ap.add_argument('--kv-perf', metavar='DIR', help='with --kv-profile: also `perf record -g` each replica over the measured window '
                     'into DIR/MODE-CONNECTIONS-REPLICA.data (run with DOTNET_PerfMapEnabled=1 for .NET method names)')
+    ap.add_argument('--kv-syscalls', action='store_true', help='with --kv-profile: also count the backup\'s system calls per '
+                    'request and thread over the measured window (`perf trace -s`: futex, poll, read, write...)')
     ap.add_argument('--kv-profile-bin', metavar='BIN_DIR', default=BIN, help="with --kv-profile: another build's primary.dll/backup.dll")
     ap.add_argument('--kv-pin', metavar='PRIMARY_CPUS:BACKUP_CPUS', help='kvserver only: run the primary (`run` and '
                     '`protect`) and the load generator on the CPUs PRIMARY_CPUS and the backup on BACKUP_CPUS (taskset -c '
@@ -502,7 +531,7 @@ def main():
             ap.error('--kv-pin wants PRIMARY_CPUS:BACKUP_CPUS, e.g. 0:1')
         PIN = (prim, back)
     if a.kv_profile:
-        kv_profile(a.kv_seconds, [int(x) for x in a.kv_connections.split(',')], a.kv_profile, a.kv_perf, a.kv_profile_bin)
+        kv_profile(a.kv_seconds, [int(x) for x in a.kv_connections.split(',')], a.kv_profile, a.kv_perf, a.kv_profile_bin, a.kv_syscalls)
         return
     if a.kv_ab:
         kv_ab(a.runs, a.kv_seconds, [int(x) for x in a.kv_connections.split(',')], [v.split() for v in a.kv_ab.split(';') if v.strip()])

@@ -117,6 +117,8 @@ public static class Clone
 public static class Futex
 {
     public const int WAIT = 0, WAKE = 1, REQUEUE = 3, CMP_REQUEUE = 4, WAKE_OP = 5, WAIT_BITSET = 9, WAKE_BITSET = 10;
+    /// <summary>FUTEX_PRIVATE_FLAG: the word is not shared with another process (the kernel keys it by address alone).</summary>
+    public const int PRIVATE_FLAG = 128;
     /// <summary>The command without FUTEX_PRIVATE_FLAG and FUTEX_CLOCK_REALTIME.</summary>
     public const int CMD_MASK = 0x7F;
     /// <summary>FUTEX_CLOCK_REALTIME: WAIT_BITSET's absolute timeout is on CLOCK_REALTIME (else CLOCK_MONOTONIC).</summary>
