@@ -65,6 +65,9 @@ public sealed class ListenSettings
     public IReadOnlyList<string> Standbys { get; init; } = [];
     public int StandbyRetryMs { get; init; } = 500;
     public string? Netns { get; init; }
+    /// <summary>The --tap device receives a copy of the frames the network delivers to the primary's (<c>--hears-primary</c>,
+    /// <see cref="VirtualNetOptions.HearsPrimary"/>).</summary>
+    public bool HearsPrimary { get; init; }
     /// <summary>The data link's transport (<c>--data-link</c>): whether this replica offers its same-host socket (and
     /// takes only it), and what it uses for the links it opens to standbys after a takeover.</summary>
     public DataLinkKind DataLink { get; init; }
@@ -327,7 +330,7 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
                 pipe.Append(h.LogHeader.Span);
                 pipe.Starving = () => owner.AckReplayed(pipe.ReadingFor);
                 var reader = LogReader.OverVerifiedChunks(pipe, startsAfter: Sequence); // the link thread verifies every frame it appends; records are read in place
-                var opts = Recording.OptionsFrom(header, owner.Settings.Root, owner.Settings.Tap, owner.Settings.Netns);
+                var opts = Recording.OptionsFrom(header, owner.Settings.Root, owner.Settings.Tap, owner.Settings.Netns, owner.Settings.HearsPrimary);
                 var boundary = new ReplayBoundary(reader, showOutput: false, owner.Follow(header));
                 var (restored, point) = MachineSnapshot.Restore(new CopyingReader(_pipe.Reader(), copy), h.LogHeader.Span, opts, boundary, applyFiles: !owner.Settings.SharedStorage);
                 m = restored;
@@ -1089,7 +1092,7 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
             else
             {
                 var reader = LogReader.OverVerifiedChunks(_pipe); // the link thread verifies every frame it appends (Receive); records are read in place
-                var opts = Recording.OptionsFrom(header, s.Root, s.Tap, s.Netns);
+                var opts = Recording.OptionsFrom(header, s.Root, s.Tap, s.Netns, s.HearsPrimary);
                 _boundary = new ReplayBoundary(reader, showOutput: false, Follow(header));
                 // the program is read again for loading and must still be the one the hello's hash named
                 var program = Recording.RecordedProgram(header, opts, out var why) ?? throw new ElfLoadException($"program: {why}");

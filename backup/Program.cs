@@ -64,6 +64,7 @@ static void AddReplicaCommands(RootCommand root)
     plantOpt.Validators.Add(r => { if (r.GetValueOrDefault<string?>() is { } v && AckEarlyMs(v) <= 0 && !ReVirt.Replication.LivePlants.Names.Contains(v)) r.AddError($"--plant {v}: expected ack-early:MS with MS > 0, or one of {string.Join(", ", ReVirt.Replication.LivePlants.Names)}"); });
     var ackDelayOpt = new Option<int>("--ack-delay-ms") { Description = "Testing: delay every acknowledgement by this many milliseconds.", Hidden = true };
     var tapOpt = new Option<string>("--tap") { Description = "For a guest with a virtual network interface (primary --net virtual): the TAP device this replica brings the interface up on when it takes over (same MAC and IP, announced with a gratuitous ARP).", DefaultValueFactory = _ => VirtualNetOptions.DefaultTap };
+    var hearsOpt = new Option<bool>("--hears-primary") { Description = "The --tap device receives a copy of every frame the network delivers to the primary's device (a port mirror such as `tc ... action mirred egress mirror dev TAP` on the primary's port, or a hub). While following, this replica keeps the newest frames it hears (up to 2048); when it takes over it gives its network stack those that tell the stack something new, so a client request only the dead primary received is answered at once instead of after the client's retransmission time-out (200 ms or more). Duplicates of what the log holds are harmless to TCP; a UDP datagram may reach the guest twice." };
     var netnsOpt = new Option<string?>("--netns") { Description = "Open the --tap device in this network namespace (a name of `ip netns`, or a path)." };
     var standbyOpt = new Option<string[]>("--standby")
     {
@@ -79,7 +80,7 @@ static void AddReplicaCommands(RootCommand root)
     var standbyRetryOpt = new Option<int>("--standby-retry-ms") { Description = "Pause between two rounds over the standbys while none accepts.", DefaultValueFactory = _ => 500 };
     var listen = new Command("listen", "Serve the replication endpoint, follow one primary (`primary protect`), replay its log in lockstep and acknowledge each batch as soon as it holds it; when the primary is lost, drain, win the arbiter and go live. Exit status: the guest's; 3 when standing down; 1 on divergence.")
     {
-        listenOpt, lrootOpt, tokenOpt, insecureOpt, sharedOpt, noSnapshotOpt, certOpt, keyOpt, caOpt, arbiterOpt, timeoutOpt, silenceOpt, copyOpt, eventsOpt, plantOpt, ackDelayOpt, tapOpt, netnsOpt, standbyOpt, standbyRetryOpt, dataPortOpt, dataLinkOpt, metricsOpt, gatherOpt,
+        listenOpt, lrootOpt, tokenOpt, insecureOpt, sharedOpt, noSnapshotOpt, certOpt, keyOpt, caOpt, arbiterOpt, timeoutOpt, silenceOpt, copyOpt, eventsOpt, plantOpt, ackDelayOpt, tapOpt, netnsOpt, hearsOpt, standbyOpt, standbyRetryOpt, dataPortOpt, dataLinkOpt, metricsOpt, gatherOpt,
     };
     listen.SetAction(parse =>
     {
@@ -111,6 +112,7 @@ static void AddReplicaCommands(RootCommand root)
             Tls = tls,
             Tap = parse.GetValue(tapOpt)!,
             Netns = parse.GetValue(netnsOpt),
+            HearsPrimary = parse.GetValue(hearsOpt),
             MetricsListen = parse.GetValue(metricsOpt),
         });
     });

@@ -74,6 +74,7 @@ REDIS = Server('redis-server', lambda net: ['/usr/bin/redis-server', '--port', s
 BULKSERVER = Server('bulkserver', lambda net: [BULK, str(PORT)] + ([GUEST_IP] if net == 'virtual' else []),
                     r'bulkserver: listening on', False, 'bulk', b'SHUTDOWN\n')
 SERVER = KVSERVER
+THIS = BIN   # the build measured (--this)
 
 
 def sh(*args):
@@ -160,7 +161,8 @@ def start(mode, net, lock=None, events=None, bin_dir=BIN, extra_args=()):
     else:
         extra = ['--arbiter', lock, '--timeout-ms', '2000'] if lock else []
         ev = ['--events', events] if events else []
-        b = Proc([BACKUP, 'listen', '--listen', 'http://127.0.0.1:0', '--insecure-no-auth', '--shared-storage', '--tap', 'rvb0', '--netns', NS] + extra + ev)
+        hears = ['--hears-primary'] if HEARS and os.path.abspath(bin_dir) == os.path.abspath(THIS) else []
+        b = Proc([BACKUP, 'listen', '--listen', 'http://127.0.0.1:0', '--insecure-no-auth', '--shared-storage', '--tap', 'rvb0', '--netns', NS] + extra + ev + hears)
         url = b.wait_for(r'listening on (http://127\.0\.0\.1:\d+)').group(1)
         p = Proc([PRIMARY, 'protect', '--backup', url] + extra + netargs + ['--'] + guest, SERVER.ready_on_stdout)
     try:
@@ -264,6 +266,19 @@ def redis_throughput(runs, requests, connections):
 _runs = 0
 # --lossy-link: the relay's arguments for a kill run whose clients reach the guest through it (None: the plain bridge)
 LINK = None
+
+
+# --hears-primary: the primary's TAP port is mirrored to the backup's (make_namespace) and the measured build's backup
+# runs with `--hears-primary` (the --compare build's backup only drops what its device heard)
+HEARS = False
+
+
+def mirror_primary_port():
+    """Every frame the bridge delivers to the primary's TAP device (rvp0) is copied to the backup's (rvb0): a clsact
+    egress filter with mirred (this kernel has no prio qdisc or matchall classifier; u32 matching everything)."""
+    sh('ip', 'netns', 'exec', NS, 'tc', 'qdisc', 'add', 'dev', 'rvp0', 'clsact')
+    sh('ip', 'netns', 'exec', NS, 'tc', 'filter', 'add', 'dev', 'rvp0', 'egress', 'protocol', 'all', 'u32', 'match', 'u32', '0', '0',
+       'action', 'mirred', 'egress', 'mirror', 'dev', 'rvb0')
 
 
 # --keep-traces: a directory where each kill run leaves its files (kvload's trace, the backup's events, the relay's
@@ -583,6 +598,9 @@ def main():
                     'both builds), before and after the takeover; a run whose kvload sees a reset, an error or a wrong reply fails')
     ap.add_argument('--keep-traces', metavar='DIR', help="kill runs: keep each run's files in DIR (kvload's per-request trace, "
                     "the backup's events, with --lossy-link the relay's line per frame) for bench/vnettrace.py")
+    ap.add_argument('--hears-primary', action='store_true', help='kill runs: the primary\'s TAP port is mirrored to the backup\'s '
+                    '(tc clsact + mirred) and the measured build\'s backup runs with --hears-primary: a request only the dead '
+                    'primary received is answered from the frames the backup heard instead of after the client\'s RTO')
     ap.add_argument('--duplicate', type=float, default=0.02, help='with --lossy-link: the probability that the relay sends a frame twice')
     ap.add_argument('--reorder', type=float, default=0.03, help='with --lossy-link: the probability that the relay holds a frame '
                     'back 1-3 ms (later frames overtake it)')
@@ -592,7 +610,8 @@ def main():
     a.variants = [v for v in a.bulk_variants.split(',') if v]
     if any(v not in BULK_VARIANTS for v in a.variants) or ('before' in a.variants and not a.compare):
         ap.error(f'--bulk-variants: a comma-separated list of {", ".join(BULK_VARIANTS)} (before needs --compare)')
-    global SERVER, LINK, KEEP
+    global SERVER, LINK, KEEP, HEARS, THIS
+    THIS, HEARS = a.this, a.hears_primary
     if a.bulk:
         bulk(a)
         return
@@ -608,6 +627,8 @@ def main():
         return
     subprocess.run(['gcc', '-O2', '-o', KVLOAD, os.path.join(ROOT, 'bench', 'kvload.c')], check=True)
     make_namespace(a.client_rto_min, relay_clients=LINK is not None)
+    if HEARS:
+        mirror_primary_port()
     try:
         conns = [int(c) for c in a.connections.split(',')]
         tp = {} if a.kills_only else redis_throughput(a.runs, a.requests, conns) if a.redis else throughput(a.runs, a.seconds, conns, a.this)
@@ -722,6 +743,8 @@ def own_words(kept):
 def compare_kills(a):
     subprocess.run(['gcc', '-O2', '-o', KVLOAD, os.path.join(ROOT, 'bench', 'kvload.c')], check=True)
     make_namespace(a.client_rto_min, relay_clients=LINK is not None)
+    if HEARS:
+        mirror_primary_port()
     builds = [('before', a.compare), ('this build', a.this)]
     res = {n: ([], [], []) for n, _ in builds}
     kept = {n: [] for n, _ in builds}   # with --keep-traces: (own stall, descriptors attached) per kill
@@ -748,7 +771,7 @@ def compare_kills(a):
     print(f'\n{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, load average {min(loads):.0f}-{max(loads):.0f} '
           f'during the run; the two builds alternating, kill by kill; {SERVER.name}. Command: `python3 bench/vnet.py --kills-only --kills {a.kills} '
           f'--compare BIN_DIR{" --redis" if a.redis else ""}{f" --client-rto-min {a.client_rto_min}" if a.client_rto_min is not None else ""}'
-          f'{f" --lossy-link --loss {a.loss:g} --duplicate {a.duplicate:g} --reorder {a.reorder:g}" if LINK else ""}`.{link_words()}\n')
+          f'{f" --lossy-link --loss {a.loss:g} --duplicate {a.duplicate:g} --reorder {a.reorder:g}" if LINK else ""}{" --hears-primary" if HEARS else ""}`.{link_words()}\n')
     print('| build | kills | stall p50 ms | stall p99 (max) ms | loss noticed p50 | arbiter won p50 | interface up p50 | per kill lost/won/up/stall ms |')
     print('|---|---|---|---|---|---|---|---|')
     for name, _ in builds:

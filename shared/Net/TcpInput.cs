@@ -86,6 +86,31 @@ public sealed partial class NetStack
     internal void AddListener(TcpSocket s) => _listeners[s.LocalPort] = s;
     internal void RemoveListener(TcpSocket s) { if (_listeners.TryGetValue(s.LocalPort, out var l) && l == s) _listeners.Remove(s.LocalPort); }
 
+    /// <summary>
+    /// Whether <paramref name="frame"/> tells this stack nothing it does not already hold: a TCP segment of a synchronized
+    /// connection with no SYN, FIN, RST or URG, all of whose data lies before RCV.NXT and whose acknowledgment number is
+    /// at or before SND.UNA. Given such a segment the stack would only answer with a duplicate ACK. Used on the host side
+    /// to pick, from frames a backup heard before it took over, those worth giving the stack (what is given is logged,
+    /// so a replay sees exactly it); anything else (malformed, another protocol, another connection) is not judged old.
+    /// Reads the state only.
+    /// </summary>
+    public bool HoldsAlready(ReadOnlySpan<byte> frame)
+    {
+        if (frame.Length < Wire.EthHeader + Wire.Ip4Header || Wire.U16(frame, 12) != Wire.EtherTypeIp4) return false;
+        var p = frame[Wire.EthHeader..];
+        int ihl = (p[0] & 0xF) * 4, total = Wire.U16(p, 2);
+        if (p[0] >> 4 != 4 || ihl < Wire.Ip4Header || total < ihl + Wire.TcpHeader || total > p.Length || p[9] != Wire.ProtoTcp) return false;
+        var b = p[ihl..total];
+        int hlen = (b[12] >> 4) * 4;
+        if (hlen < Wire.TcpHeader || hlen > b.Length) return false;
+        var flags = (TcpFlags)(b[13] & 0x3F);
+        if ((flags & ~(TcpFlags.Ack | TcpFlags.Psh)) != 0 || (flags & TcpFlags.Ack) == 0) return false;
+        if (FindConnection(Wire.U32(p, 16), Wire.U16(b, 2), Wire.U32(p, 12), Wire.U16(b, 0)) is not { } c
+            || c.State is TcpState.Closed or TcpState.Listen or TcpState.SynSent or TcpState.SynReceived) return false;
+        uint seq = Wire.U32(b, 4), ack = Wire.U32(b, 8);
+        return Seq.Le(seq + (uint)(b.Length - hlen), c.RcvNxt) && Seq.Le(ack, c.SndUna);
+    }
+
     internal TcpSocket? FindConnection(uint lip, ushort lport, uint rip, ushort rport) =>
         _conns.GetValueOrDefault((lip, lport, rip, rport));
 

@@ -53,7 +53,8 @@ public static class Recording
 
     /// <summary>The machine a header describes (under another root when given).</summary>
     /// <exception cref="LogFormatException">The header cannot be run (<see cref="LogHeader.NotRunnable"/>).</exception>
-    public static MachineOptions OptionsFrom(LogHeader h, string? rootOverride, string? tap = null, string? netns = null)
+    /// <remarks><paramref name="hearsPrimary"/>: this replica's device hears the primary's frames (<see cref="VirtualNetOptions.HearsPrimary"/>).</remarks>
+    public static MachineOptions OptionsFrom(LogHeader h, string? rootOverride, string? tap = null, string? netns = null, bool hearsPrimary = false)
     {
         if (h.NotRunnable() is string why) throw new LogFormatException($"the log header cannot be run: {why}");
         // start state: "cwd=DIR", then "net=A.B.C.D/N MAC [WORDS]" (VirtualNetOptions.Identity) when the guest has a virtual interface (one per line)
@@ -63,8 +64,8 @@ public static class Recording
         return new MachineOptions
         {
             // the replica's own wire: a replay never opens it, a backup that goes live uses its own (--tap, --netns)
-            Net = net == null ? null : VirtualNetOptions.FromIdentity(net, tap ?? VirtualNetOptions.DefaultTap, netns)
-                ?? throw new LogFormatException($"the log's start state names a malformed network interface or a stack behaviour this build does not know: '{net}'"),
+            Net = net == null ? null : VirtualNetOptions.FromIdentity(net, tap ?? VirtualNetOptions.DefaultTap, netns) is { } o ? o with { HearsPrimary = hearsPrimary }
+                : throw new LogFormatException($"the log's start state names a malformed network interface or a stack behaviour this build does not know: '{net}'"),
             Root = rootOverride ?? h.RootDirectory,
             Program = h.Argv[0],
             Args = h.Argv[1..],

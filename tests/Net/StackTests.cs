@@ -488,6 +488,58 @@ public class StackTakeoverTests(Xunit.Abstractions.ITestOutputHelper output)
         Assert.Equal(1, link.A.Counters.FastRetransmits);
     }
 
+    /// <summary>
+    /// Frames a backup heard on the primary's wire (`--hears-primary`): the peer's request reached only the old replica
+    /// (its frames never reached this one's log) and is among them with a duplicate of an earlier, logged segment.
+    /// <see cref="NetStack.HoldsAlready"/> keeps the old one out and lets the request in (its data starts at RCV.NXT);
+    /// given to the stack at the takeover, the request is readable there and then, before any frame of the peer's. Fails
+    /// when a segment that starts at RCV.NXT is judged old (the request is then left to the peer's resend).
+    /// </summary>
+    [Fact]
+    public void A_request_heard_on_the_old_replicas_wire_is_taken_without_the_peers_resend()
+    {
+        var link = new StackLink(54);
+        var (c, s, _) = link.Connect();
+        var heard = new List<byte[]>();
+        link.Sent = (from, f) => { if (from == link.A) heard.Add(f); };
+        var first = StackLink.Payload(100, 54);
+        Assert.Equal(first.Length, c.Send(first));
+        Assert.Equal(first, ReadAll(link, s, first.Length));
+        Assert.True(link.Run(() => c.SndUna == c.SndMax, () => { }));
+        link.Sent = null;
+        var request = StackLink.Payload(60, 55);
+        Assert.Equal(request.Length, c.Send(request));
+        while (link.A.TryTakeFrame(out var f)) heard.Add(f);   // only the old replica received it
+        byte[] old = heard.First(f => f.Length > 54 + 100 - 1), fresh = heard[^1];
+        Assert.True(link.B.HoldsAlready(old), "the logged segment's duplicate is judged new");
+        Assert.False(link.B.HoldsAlready(fresh), "the request only the old replica received is judged old");
+        Assert.False(link.B.HoldsAlready(new byte[10]), "a runt frame is judged old");
+        long at = link.Now;
+        link.B.TakeOver(at);
+        var given = heard.Where(f => !link.B.HoldsAlready(f)).ToList();
+        Assert.Single(given);
+        link.B.Receive(given, at);
+        // held at the takeover itself: nothing has crossed the link since (no resend of the peer's was needed)
+        var buf = new byte[4096];
+        int n = s.Receive(buf);
+        Assert.Equal(request, buf.AsSpan(0, Math.Max(n, 0)).ToArray());
+        Assert.Equal(0, link.A.Counters.Retransmits);
+    }
+
+    /// <summary>The ring of heard frames keeps the newest (its capacity), whole, oldest first.</summary>
+    [Fact]
+    public void The_heard_frames_kept_are_the_newest_oldest_first()
+    {
+        var ring = new ReVirt.Linux.HeardFrames(4);
+        Assert.Empty(ring.OldestFirst());
+        for (int i = 1; i <= 3; i++) ring.Add(new byte[] { (byte)i, (byte)(i * 2) });
+        Assert.Equal(new[] { 1, 2, 3 }, ring.OldestFirst().Select(f => (int)f[0]));
+        for (int i = 4; i <= 6; i++) ring.Add(Enumerable.Repeat((byte)i, i).ToArray());
+        Assert.Equal(new[] { 3, 4, 5, 6 }, ring.OldestFirst().Select(f => (int)f[0]));
+        Assert.All(ring.OldestFirst().Skip(1), f => Assert.Equal(Enumerable.Repeat(f[0], f[0]), f));
+        Assert.Equal(new byte[] { 3, 6 }, ring.OldestFirst().First());
+    }
+
     /// <summary>A connection with nothing outstanding either way: the takeover's ACKs change nothing, nothing is
     /// retransmitted or reset, and the connection carries data both ways afterwards.</summary>
     [Fact]

@@ -257,6 +257,75 @@ public class VirtualNetFailoverTests(ITestOutputHelper output)
         }
     }
 
+    /// <summary>
+    /// `backup listen --hears-primary` with a port mirror (tc clsact/u32/mirred) copying to the backup's device every frame the
+    /// bridge delivers to the primary's: a client's request that reached only the primary (frozen, so it never read
+    /// it, then killed) is answered by the survivor from the frames it heard, long before the client's own
+    /// retransmission — the clients' route has a minimum RTO of 20 s here, so without the heard frames the answer
+    /// could not come sooner than 20 s after the request. Fails without --hears-primary (the answer then waits for the
+    /// client's resend), and when the survivor judges the unheard request old (NetStack.HoldsAlready).
+    /// </summary>
+    [Fact]
+    public void ARequestOnlyTheDeadPrimaryReceivedIsAnsweredFromTheFramesTheBackupHeard()
+    {
+        const int RtoMinMs = 20_000;
+        using var ns = TapNamespace.Bridged("rvp0", "rvb0");
+        ns.Exec("tc", "qdisc", "add", "dev", "rvp0", "clsact");
+        ns.Exec("tc", "filter", "add", "dev", "rvp0", "egress", "protocol", "all", "u32", "match", "u32", "0", "0", "action", "mirred", "egress", "mirror", "dev", "rvb0");
+        ns.Exec("ip", "route", "replace", "10.213.0.0/24", "dev", TapNamespace.BridgeName, "proto", "kernel", "scope", "link", "src", "10.213.0.1", "rto_min", $"{RtoMinMs}ms");
+        string arbiter = Replicas.TempFile(".lock"), go = Replicas.TempFile(".go");
+        File.Delete(go);
+        try
+        {
+            var (b, url) = Replicas.StartBackup(["--arbiter", arbiter, "--timeout-ms", "1000", "--tap", "rvb0", "--netns", ns.Name, "--hears-primary"]);
+            using var _ = b;
+            using var p = Replicas.Primary(["--backup", url, "--arbiter", arbiter, "--timeout-ms", "1000", "--net", "virtual", "--ip", GuestIp + "/24",
+                "--tap", "rvp0", "--netns", ns.Name, "--", .. KvServer.Command]);
+            Assert.True(p.WaitFor(() => KvServer.Ready(p) || p.HasExited, Long) && !p.HasExited, p.Stderr);
+            // one connection: a SET answered (the connection has an RTT sample), then, once told, a GET sent while the
+            // primary is frozen; it prints how long the GET's answer took
+            const string Script = """
+                import os, socket, sys, time
+                t = time.monotonic(); s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=120); c = time.monotonic() - t
+                s.sendall(b'SET k v1\n'); r = s.recv(64); print('ready', round(c * 1000), round((time.monotonic() - t) * 1000), r, flush=True)
+                t = time.monotonic()
+                while not os.path.exists(sys.argv[3]) and time.monotonic() - t < 120: time.sleep(0.01)
+                t = time.monotonic(); s.sendall(b'GET k\n'); print('sent', flush=True)
+                r = s.recv(64); print('answered', round((time.monotonic() - t) * 1000), r, flush=True)
+                """;
+            using var client = ns.Start("python3", "-c", Script, GuestIp, Port.ToString(), go);
+            string? Line() => client.StandardOutput.ReadLineAsync().WaitAsync(Long).GetAwaiter().GetResult();
+            string? ready = Line();
+            if (ready?.StartsWith("ready") != true) Assert.Fail($"the client's SET: {ready} {client.StandardError.ReadToEnd()}");
+            p.Signal(ReplicaProc.SIGSTOP);
+            long stoppedAt = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
+            File.WriteAllText(go, "");
+            Assert.Equal("sent", Line());
+            Thread.Sleep(300);   // the request's frame reaches both devices (the mirror's copy is read by the backup)
+            long killedAt = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
+            p.KillHard();
+            b.WaitForEvent(ReplicaEvent.TookOver, Long);
+            string? answered = Line();
+            output.WriteLine($"{answered}; " + string.Join("; ", b.Events.Where(e => e.Name == ReplicaEvent.TakeoverDescriptor).Select(e => e.Str("detail"))));
+            output.WriteLine($"stopped at {stoppedAt}, killed at {killedAt}; backup: " + string.Join(", ", b.Events.Select(e => $"{e.Name} {e.Long("unixMs")}")));
+            var words = answered?.Split(' ') ?? [];
+            if (words.Length < 2 || words[0] != "answered") Assert.Fail($"the client: {answered} {client.StandardError.ReadToEnd()}");
+            Assert.True(int.Parse(words[1]) < RtoMinMs * 3 / 4, $"the GET was answered {words[1]} ms after it was sent (the client's own resend comes after {RtoMinMs} ms)");
+            Assert.Contains("v1", answered);
+            Assert.Contains(b.Events, e => e.Name == ReplicaEvent.TakeoverDescriptor && e.Str("detail")!.Contains("frames heard"));
+            Assert.True(client.WaitForExit(60_000));
+            using (var bye = ns.Start("python3", "-c", $"import socket; s=socket.create_connection(('{GuestIp}',{Port}),timeout=60); s.sendall(b'SHUTDOWN\\n'); print(s.recv(16))"))
+                Assert.True(bye.WaitForExit(60_000) && bye.ExitCode == 0, "the server did not take SHUTDOWN");
+            Assert.Equal(0, b.WaitForExit(Long));
+            Assert.Null(b.Event(ReplicaEvent.Diverged));
+        }
+        finally
+        {
+            Replicas.DeleteArbiter(arbiter);
+            File.Delete(go);
+        }
+    }
+
     /// <summary>Frames the kernel received from a replica's TAP device (what the replica sent on the wire).</summary>
     static long FramesFrom(TapNamespace ns, string tap) => long.Parse(ns.Exec("cat", $"/sys/class/net/{tap}/statistics/rx_packets").Trim());
 

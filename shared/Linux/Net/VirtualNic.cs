@@ -37,6 +37,12 @@ public sealed record VirtualNetOptions(MacAddress Mac, uint Ip, int PrefixLength
     /// Always on for a new run; off only when a log recorded before it existed is replayed.</summary>
     public bool BatchInput { get; init; } = true;
 
+    /// <summary>This replica's TAP device receives a copy of every frame the network delivers to the primary's (a port
+    /// mirror, a hub): while it follows, a backup keeps the last frames it heard, and at a takeover gives the stack
+    /// those the log may lack (<see cref="VirtualNic.OpenAhead"/>). A choice of this replica (backup `--hears-primary`),
+    /// not of the machine: no part of <see cref="Identity"/>.</summary>
+    public bool HearsPrimary { get; init; }
+
     /// <summary>The stack configuration these options stand for.</summary>
     public NetConfig StackConfig() => new(Mac, Ip, PrefixLength, Gateway)
         { Rack = Rack, DsackUndo = Undo, WindowedMinRtt = Undo, TimeWaitSyn = TimeWaitSyn, BatchInput = BatchInput };
@@ -194,7 +200,7 @@ public sealed class VirtualNic : IDisposable
         {
             // frames the device queued while this replica followed (broadcasts the primary answered) are not input;
             // when they were dropped as the primary was lost, what came since (clients' retransmissions) is
-            if (_ahead != null && !_staleDropped) DropQueued(Tap());
+            if (_ahead != null && !_staleDropped) { StopHearing(); DropQueued(Tap()); }
             // the stack's clock goes on from the value the log left it at, whatever this host's clock reads (another
             // host's monotonic clock is unrelated: a jump would fire every timer at once, a step back none for long)
             _clockOffset = Stack.Now - HostClock();
@@ -202,7 +208,8 @@ public sealed class VirtualNic : IDisposable
         });
         Stack.TakeOver(clock);
         Transmit(boundary, tid);
-        return $"virtual interface {_options.Identity} up on {Where}, announced; {Stack.ConnectionCount} connections carried over";
+        return $"virtual interface {_options.Identity} up on {Where}, announced; {Stack.ConnectionCount} connections carried over"
+            + (_heard != null ? $"; {HeardKept} frames heard from the primary's wire before the loss kept" : "");
     }
 
     TapDevice Tap()
@@ -222,6 +229,45 @@ public sealed class VirtualNic : IDisposable
         for (int i = 0; i < MaxStaleFrames && tap.Read(buf) > 0; i++) { }
     }
 
+    // ------------------------------------------------------------------ frames heard while following (HearsPrimary)
+
+    /// <summary>Most frames a following backup keeps (the newest): what a primary reads from its device but has not
+    /// yet shipped (a round of its log, milliseconds at load) plus its device's queue, at tens of thousands of frames a
+    /// second; at a lower rate, everything a frozen primary did not read before the silence gave it away. No age
+    /// bound: what the log already holds is told apart by the stack's own state (<see cref="NetStack.HoldsAlready"/>),
+    /// and older frames are what a network may always deliver late (TCP's sequence numbers and RFC 5961 are for them).</summary>
+    internal const int HeardCapacity = 2048;
+
+    HeardFrames? _hearing;
+    Thread? _hearingThread;
+    volatile bool _stopHearing;
+    /// <summary>After the loss: the frames heard before it (oldest first) that the stack is given at the first
+    /// synchronisations once live, before what its device received since.</summary>
+    Queue<byte[]>? _heard;
+
+    /// <summary>Frames heard so far (counted for the takeover report).</summary>
+    public int HeardKept { get; private set; }
+    /// <summary>Frames heard and given to the stack once live (the rest told it nothing new: <see cref="NetStack.HoldsAlready"/>).</summary>
+    public int HeardGiven { get; private set; }
+
+    /// <summary>Reads the device while the backup follows (the primary's frames, copied here, would otherwise fill the
+    /// device's queue with the oldest and drop the newest), keeping the newest in a ring.</summary>
+    void Hear(TapDevice tap)
+    {
+        var ring = _hearing!;
+        while (!_stopHearing)
+            if (tap.WaitReadable(HearSliceMs)) ring.ReadAll(tap);
+    }
+    const int HearSliceMs = 20;
+
+    /// <summary>Stops the reading thread (bounded: it notices within <see cref="HearSliceMs"/>); true when it has ended.</summary>
+    bool StopHearing()
+    {
+        if (_hearingThread == null) return true;
+        _stopHearing = true;
+        return _hearingThread.Join(TimeSpan.FromSeconds(5));
+    }
+
     /// <summary>The device opened ahead, if it is open by now (never waits).</summary>
     TapDevice? OpenedAhead() => _ahead is { IsCompletedSuccessfully: true } t ? t.Result : null;
 
@@ -236,7 +282,17 @@ public sealed class VirtualNic : IDisposable
     public void DropStaleInput()
     {
         if (OpenedAhead() is not { } tap) return;
-        DropQueued(tap);
+        if (_hearing != null && StopHearing())
+        {
+            // the device copies what the network delivers to the primary: what it queued until now (and the newest
+            // frames read while following) may be frames the primary received but never logged (a client's request the
+            // clients would otherwise resend only on their retransmission timers); duplicates of logged ones are
+            // harmless to TCP (and filtered once the stack runs: HoldsAlready)
+            _hearing.ReadAll(tap);
+            _heard = _hearing.OldestFirst();
+            HeardKept = _heard.Count;
+        }
+        else DropQueued(tap);
         _staleDropped = true;
     }
 
@@ -265,6 +321,13 @@ public sealed class VirtualNic : IDisposable
     {
         if (_tap != null || _ahead != null) return;
         _ahead = Task.Factory.StartNew(() => TapDevice.Open(_options.TapName, _options.Namespace), CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
+        if (!_options.HearsPrimary) return;
+        _hearing = new HeardFrames(HeardCapacity);
+        _hearingThread = new Thread(() =>
+        {
+            if (Settled(_ahead, TimeSpan.FromSeconds(30)) && _ahead.IsCompletedSuccessfully) Hear(_ahead.Result);
+        }) { IsBackground = true, Name = "tap-hear" };
+        _hearingThread.Start();
     }
 
     /// <summary>
@@ -298,6 +361,17 @@ public sealed class VirtualNic : IDisposable
     {
         var tap = Tap();
         var frames = new List<byte[]>();
+        if (_heard is { Count: > 0 } heard)
+        {
+            // frames heard before the loss first (older than anything the device queued since), those that tell the
+            // stack something; chosen here, on the host side, and logged as they are given
+            while (heard.Count > 0 && frames.Count < MaxFramesPerSync)
+            {
+                var f = heard.Dequeue();
+                if (!Stack.HoldsAlready(f)) { frames.Add(f); HeardGiven++; }
+            }
+            if (frames.Count > 0) return new NetReceived(Clock(), frames);
+        }
         var buf = new byte[TapDevice.MaxFrame + 64];
         int n = tap.Read(buf);
         if (n == 0 && maxWaitNs > 0)
@@ -323,7 +397,67 @@ public sealed class VirtualNic : IDisposable
 
     public void Dispose()
     {
+        StopHearing();
         _tap?.Dispose();
         if (_ahead != null && _tap == null && Settled(_ahead, TimeSpan.FromSeconds(10)) && _ahead.IsCompletedSuccessfully) _ahead.Result.Dispose();
+    }
+}
+
+/// <summary>
+/// The newest frames a following backup heard on its device (<see cref="VirtualNetOptions.HearsPrimary"/>), with the
+/// a ring of reused buffers, written by one thread, read by another only after that one ended.
+/// </summary>
+internal sealed class HeardFrames
+{
+    readonly byte[][] _bufs;
+    readonly int[] _lengths;
+    long _count;   // frames read in all; the ring holds the last min(_count, capacity)
+
+    public HeardFrames(int capacity)
+    {
+        _bufs = new byte[capacity][];
+        _lengths = new int[capacity];
+    }
+
+    /// <summary>Reads every frame the device has queued into the ring, overwriting the oldest.</summary>
+    public void ReadAll(TapDevice tap)
+    {
+        while (true)
+        {
+            int n = tap.Read(Slot(out int i));
+            if (n <= 0) return;
+            Commit(i, n);
+        }
+    }
+
+    /// <summary>Adds one frame, overwriting the oldest.</summary>
+    public void Add(ReadOnlySpan<byte> frame)
+    {
+        frame.CopyTo(Slot(out int i));
+        Commit(i, frame.Length);
+    }
+
+    byte[] Slot(out int i)
+    {
+        i = (int)(_count % _bufs.Length);
+        return _bufs[i] ??= new byte[TapDevice.MaxFrame + 64];
+    }
+
+    void Commit(int i, int length)
+    {
+        _lengths[i] = length;
+        _count++;
+    }
+
+    /// <summary>Copies of the frames held, oldest first.</summary>
+    public Queue<byte[]> OldestFirst()
+    {
+        var q = new Queue<byte[]>();
+        for (long k = Math.Max(0, _count - _bufs.Length); k < _count; k++)
+        {
+            int i = (int)(k % _bufs.Length);
+            q.Enqueue(_bufs[i].AsSpan(0, _lengths[i]).ToArray());
+        }
+        return q;
     }
 }
