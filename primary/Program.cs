@@ -7,22 +7,35 @@ if (args.Length > 0 && args[0] == ReVirt.Replication.ExitWatch.Verb) return ReVi
 // a machine handed over by revirt-run (the same process, after execve): it continues the run, reporting as revirt-run
 if (args.Length > 0 && args[0] == ReVirt.Snapshot.HandOff.Verb) return new GuestCommand("revirt-run").Resume(args);
 
-var guest = new GuestCommand("primary");
+const string Description = "ReVirt primary: runs and records guest programs in a deterministic x86-64 virtual machine.";
 
-var rootCmd = new RootCommand("ReVirt primary: runs and records guest programs in a deterministic x86-64 virtual machine.")
+// A command line that cannot ask for help, the version or a directive is parsed under a plain root command first:
+// RootCommand's constructor makes its help option, whose description System.CommandLine looks up through a
+// ResourceManager (about 12 ms of every start-up, an eighth of a `busybox true`). What that parse accepts, the full
+// tree accepts with the same meaning (see LeanRoot); anything it refuses is parsed again under the RootCommand, so
+// errors, help and --version read as before.
+if (LeanRoot.Fits(args))
 {
-    guest.RunCommand(),
-};
-// record and protect are built only when the command line can name them: `run` needs none of their options (see
-// ProtectCommand); the root's subcommands keep their order in --help
-if (args.Length == 0 || args[0] is not "run") rootCmd.Subcommands.Add(guest.RecordCommand());
-if (args.Length == 0 || args[0] is not ("run" or "record")) rootCmd.Subcommands.Add(ProtectCommand());
-return rootCmd.Parse(args).Invoke();
+    var lean = Tree(new Command("primary", Description), new GuestCommand("primary"));
+    if (lean.Errors.Count == 0) return lean.Invoke();
+}
+return Tree(new RootCommand(Description), new GuestCommand("primary")).Invoke();
+
+// The root's subcommands and the parse of the command line under it.
+ParseResult Tree(Command root, GuestCommand guest)
+{
+    root.Subcommands.Add(guest.RunCommand());
+    // record and protect are built only when the command line can name them: `run` needs none of their options (see
+    // ProtectCommand); the root's subcommands keep their order in --help
+    if (args.Length == 0 || args[0] is not "run") root.Subcommands.Add(guest.RecordCommand());
+    if (args.Length == 0 || args[0] is not ("run" or "record")) root.Subcommands.Add(ProtectCommand(guest));
+    return root.Parse(args);
+}
 
 /// <summary>The protect command. Built only when it can be the one asked for: `run` and `record` need none of its
 /// options, and their value-type instantiations of System.CommandLine's generics (Option&lt;int&gt;, Option&lt;long&gt;, ...)
 /// would otherwise be JIT-compiled on every run's start path.</summary>
-Command ProtectCommand()
+Command ProtectCommand(GuestCommand guest)
 {
     var backupOpt = new Option<string>("--backup") { Description = "URL of the backup's replication endpoint (`backup listen --listen URL`), e.g. http://127.0.0.1:7000.", Required = true };
     var tokenOpt = new Option<string?>("--token-file") { Description = "File holding the secret shared with the backup (the handshake proves it with an HMAC; it never travels)." };
