@@ -119,6 +119,7 @@ public static unsafe partial class BlockCompiler
     static readonly FieldInfo FHelperCalls = typeof(TierProfile).GetField(nameof(TierProfile.HelperCalls))!;
     static readonly FieldInfo FFsBase = typeof(VirtualCpu).GetField(nameof(VirtualCpu.FsBase))!;
     static readonly FieldInfo FGsBase = typeof(VirtualCpu).GetField(nameof(VirtualCpu.GsBase))!;
+    static readonly FieldInfo FFlags = typeof(VirtualCpu).GetField("_flags", Inst)!;
     static readonly FieldInfo FLazy = typeof(VirtualCpu).GetField("_lazy", Inst)!;
     static readonly FieldInfo FLazySize = typeof(VirtualCpu).GetField("_lazySize", Inst)!;
     static readonly FieldInfo FLazyA = typeof(VirtualCpu).GetField("_lazyA", Inst)!;
@@ -161,7 +162,9 @@ public static unsafe partial class BlockCompiler
     /// (a handler, a slow path, an exit, a condition that is not fused). A part that reads a register is copied
     /// into its local before that register is written (<see cref="Emitter.Pin"/>). Values are immutable: a slow
     /// path keeps the record of its site.</summary>
-    sealed record Src(SrcKind Kind, ulong C = 0, int Reg = 0, int Size = 8, Src? X = null, Src? Y = null)
+    /// `CarryIn` (a kind part only): the result includes a carry or borrow in (sbb), so CF and OF follow only from
+    /// the record's formulas, not from a comparison of the operands.
+    sealed record Src(SrcKind Kind, ulong C = 0, int Reg = 0, int Size = 8, Src? X = null, Src? Y = null, bool CarryIn = false)
     {
         public static readonly Src Thread = new(SrcKind.Thread);
         public static readonly Src Local = new(SrcKind.Local);
@@ -465,6 +468,23 @@ public static unsafe partial class BlockCompiler
         uint _zx;
         readonly Plan[][] _allPlans;
         readonly Label[] _starts;
+        /// <summary>Second entries of region members (<see cref="Variant"/>), made as branches need them and emitted
+        /// after the members; at most one per member on average.</summary>
+        readonly List<Variant> _variants = new();
+
+        /// <summary>An entry of member j for internal branches that carry a pending flag record of a known kind and
+        /// size into it, when its head reads the flags (a jcc, setcc, cmov, inc/dec or sbb before any other flag
+        /// writer, memory access or handler): the record stays where the branch left it (Shape: each part a
+        /// constant, its local in <see cref="_pl"/>, the thread's field, or an inc/dec's kind keeping the thread's
+        /// CF) instead of being stored into the thread on every pass, and the head's condition is decided from its
+        /// parts. The code is member j's own (same instructions, registers and exits); only the record's place at
+        /// its start differs, so a fault or a handler there sees the same state.</summary>
+        sealed class Variant(int member, Src[] shape, Label start)
+        {
+            public readonly int Member = member;
+            public readonly Src[] Shape = shape;
+            public readonly Label Start = start;
+        }
         /// <summary>Code placed after every block: each memory access's jump to the shared slow path.</summary>
         readonly List<Action> _cold = new();
         /// <summary>The shared slow paths' arguments: the access's site (an index into <see cref="_resume"/>), address,
@@ -695,34 +715,40 @@ public static unsafe partial class BlockCompiler
                 }
             }
             else LoadRegs(_liveIn[0]);
-            for (int j = 0; j < _members.Length; j++)
-            {
-                _j = j; _b = _members[j]; _plans = _allPlans[j];
-                il.MarkLabel(_starts[j]);
-                _rec = ThreadRecord(); // every way into a block (entry, an internal branch) stores the record first
-                _zx = 0;
-                _valid = _liveIn[j]; _dirty = _dirtyIn[j];
-                Flow flow = Flow.Next;
-                for (int k = 0; k < _b.Count; k++)
-                {
-                    _k = k;
-                    ref Instruction ins = ref _b.Insts[k];
-                    ref Plan p = ref _plans[k];
-                    bool fusable = k > 0 && _plans[k - 1].Form is Form.Alu or Form.IncDec;
-                    if (p.Form == Form.Helper)
-                    {
-                        EmitHelper(k, ref ins);
-                        flow = Flow.RipSet;
-                        continue;
-                    }
-                    flow = EmitInline(k, ref ins, ref p, fusable);
-                }
-                if (flow == Flow.Next) ExitTo(_b.Insts[_b.Count - 1].NextIP);
-                else if (flow == Flow.RipSet) { CountBlock(); Leave(); }
-            }
+            // every way into a block (entry, an internal branch) stores the record first, except into a variant
+            for (int j = 0; j < _members.Length; j++) EmitMember(j, _starts[j], ThreadRecord());
+            // (a variant's branches may ask for further variants: the list grows while it is walked)
+            for (int n = 0; n < _variants.Count; n++) EmitMember(_variants[n].Member, _variants[n].Start, _variants[n].Shape);
             foreach (var cold in _cold) cold();
             EmitSlowPaths();
             return _dm;
+        }
+
+        /// <summary>Emits member j's code at start, entered with the pending flag record where entry says.</summary>
+        void EmitMember(int j, Label start, Src[] entry)
+        {
+            _j = j; _b = _members[j]; _plans = _allPlans[j];
+            _il.MarkLabel(start);
+            _rec = entry;
+            _zx = 0;
+            _valid = _liveIn[j]; _dirty = _dirtyIn[j];
+            Flow flow = Flow.Next;
+            for (int k = 0; k < _b.Count; k++)
+            {
+                _k = k;
+                ref Instruction ins = ref _b.Insts[k];
+                ref Plan p = ref _plans[k];
+                bool fusable = k > 0 && _plans[k - 1].Form is Form.Alu or Form.IncDec;
+                if (p.Form == Form.Helper)
+                {
+                    EmitHelper(k, ref ins);
+                    flow = Flow.RipSet;
+                    continue;
+                }
+                flow = EmitInline(k, ref ins, ref p, fusable);
+            }
+            if (flow == Flow.Next) ExitTo(_b.Insts[_b.Count - 1].NextIP);
+            else if (flow == Flow.RipSet) { CountBlock(); Leave(); }
         }
 
         /// <summary>Stores what the region holds in locals and the thread does not have yet: the registers that may
@@ -879,18 +905,68 @@ public static unsafe partial class BlockCompiler
                 if ((_liveIn[m] & ~_valid) != 0 || (_dirty & ~_dirtyIn[m]) != 0)
                     throw new InvalidOperationException($"branch to member {m}: registers {_liveIn[m] & ~_valid:x} not loaded, {_dirty & ~_dirtyIn[m]:x} changed");
                 // a block starts with the record in the thread, unless nothing there can see it before it is replaced
-                if (!FlagsDeadAtEntry(m)) Materialize();
+                // or its head reads it, which a variant of the block does from where the record is (see Variant)
+                Label start = _starts[m];
+                if (!FlagsDeadAtEntry(m))
+                {
+                    if (HeadReadsFlags(m) && KnownRecord()) start = VariantFor(m);
+                    else Materialize();
+                }
                 var exit = il.DefineLabel();
                 // volatile loads: another thread posts a host event by setting Yield or StopAt (a timer's signal, a
                 // wake-up); a loop that stays inside the region must see it, so the JIT may not hoist these reads
                 il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Volatile); il.Emit(OpCodes.Ldfld, FYield); il.Emit(OpCodes.Brtrue, exit);
                 il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, FCount); il.Emit(OpCodes.Ldc_I8, (long)_members[m].Count); il.Emit(OpCodes.Add);
                 il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Volatile); il.Emit(OpCodes.Ldfld, FStopAt); il.Emit(OpCodes.Bgt_Un, exit);
-                il.Emit(OpCodes.Br, _starts[m]);
+                il.Emit(OpCodes.Br, start);
                 il.MarkLabel(exit);
             }
             SetRip(target);
             Leave();
+        }
+
+        /// <summary>Whether member m's head reads the pending record with inline code before anything else can
+        /// observe or replace it: a condition (jcc, setcc, cmovcc, sbb) or an inc/dec keeping CF, after only
+        /// register instructions that leave the flags alone.</summary>
+        bool HeadReadsFlags(int m)
+        {
+            foreach (ref Plan q in _allPlans[m].AsSpan())
+            {
+                if (q.Memory || q.Form is Form.Helper or Form.Xmm or Form.Shift or Form.ShiftCl || q.Flags == FlagUse.Writes) return false;
+                if (q.Flags == FlagUse.Reads) return q.Form is Form.Jcc or Form.Setcc or Form.Cmovcc or Form.IncDec or Form.Sbb;
+            }
+            return false;
+        }
+
+        /// <summary>Whether the pending record's kind and size are known here (not in the thread's fields), so a
+        /// reader can decide from its parts without a call.</summary>
+        bool KnownRecord() => _rec[RecKind].Kind is SrcKind.Const or SrcKind.KeepCf && _rec[RecSize].Kind == SrcKind.Const;
+
+        /// <summary>Moves the record's parts that read guest registers into their locals (all computed before any is
+        /// written) and returns the variant of member m entered with the record in that shape, made if new (at most
+        /// as many as the region has members; past that the record is stored and the member's own start taken).</summary>
+        Label VariantFor(int m)
+        {
+            int moved = 0;
+            for (int n = 0; n < RecParts; n++)
+                if (_rec[n].Kind is not (SrcKind.Thread or SrcKind.Const or SrcKind.Local or SrcKind.KeepCf)) { PushPart(n, _rec[n]); moved |= 1 << n; }
+            var shape = (Src[])_rec.Clone();
+            for (int n = RecParts - 1; n >= 0; n--)
+                if ((moved & (1 << n)) != 0) { Stloc(_pl[n]); shape[n] = Src.Local; }
+            _rec = shape;
+            foreach (var v in _variants)
+                if (v.Member == m && SameShape(v.Shape, shape)) return v.Start;
+            if (_variants.Count >= _members.Length) { Materialize(); return _starts[m]; }
+            var made = new Variant(m, shape, _il.DefineLabel());
+            _variants.Add(made);
+            return made.Start;
+        }
+
+        static bool SameShape(Src[] x, Src[] y)
+        {
+            for (int n = 0; n < RecParts; n++)
+                if (x[n] != y[n]) return false;
+            return true;
         }
 
         void SetRip(ulong v) { _il.Emit(OpCodes.Ldarg_1); _il.Emit(OpCodes.Ldc_I8, (long)v); _il.Emit(OpCodes.Stfld, FRip); }
@@ -984,7 +1060,7 @@ public static unsafe partial class BlockCompiler
                     // as the handler: a - b - CF of the operand size, recorded as a subtraction of a and b
                     Ldloc(_a); Ldloc(_bv); il.Emit(OpCodes.Sub); Ldloc(_v); il.Emit(OpCodes.Sub); Truncate(p.Size); Stloc(_r);
                     if (!OwnFlagsLive(k, ref p)) { DropRegisterParts(); Write(ref p.O0, p.Size, _r); return Flow.Next; }
-                    Record(VirtualCpu.LazySub, p.Size, Keep(RecA, _a), Keep(RecB, _bv), Keep(RecR, _r));
+                    Record(VirtualCpu.LazySub, p.Size, Keep(RecA, _a), Keep(RecB, _bv), Keep(RecR, _r), carryIn: true);
                     Write(ref p.O0, p.Size, _r);
                     return Flow.Next;
                 }
@@ -1025,7 +1101,7 @@ public static unsafe partial class BlockCompiler
                         // for a fault of a later access the CF is never derived on the hot path
                         int kind = (dec ? VirtualCpu.LazySub : VirtualCpu.LazyAdd) | VirtualCpu.LazyKeepCf;
                         bool deferred = KeepsThreadCarry();
-                        if (!deferred) { il.Emit(OpCodes.Ldarg_1); RecordArgs(); il.Emit(OpCodes.Call, MKeepCarryOf); }
+                        if (!deferred) KeepCarry();
                         Src one = Src.Const(1);
                         if (PartReg(p.O0))
                         {
@@ -1319,10 +1395,10 @@ public static unsafe partial class BlockCompiler
         /// Parts given as <see cref="Src.Local"/> must be in their locals already (<see cref="Keep"/>).</summary>
         /// `keepCf`: the kind part is <see cref="SrcKind.KeepCf"/> (an inc/dec whose CF is taken from the thread's
         /// record where the record is observed).
-        void Record(int kind, int size, Src a, Src b, Src r, bool keepCf = false)
+        void Record(int kind, int size, Src a, Src b, Src r, bool keepCf = false, bool carryIn = false)
         {
             var rec = (Src[])_rec.Clone();
-            rec[RecKind] = keepCf ? new Src(SrcKind.KeepCf, C: (ulong)kind) : Src.Const((ulong)kind);
+            rec[RecKind] = keepCf ? new Src(SrcKind.KeepCf, C: (ulong)kind) : new Src(SrcKind.Const, C: (ulong)kind, CarryIn: carryIn);
             rec[RecSize] = Src.Const((ulong)size);
             rec[RecA] = a; rec[RecB] = b; rec[RecR] = r;
             _rec = rec;
@@ -1426,11 +1502,18 @@ public static unsafe partial class BlockCompiler
         void Condition(ConditionCode cc, Plan prev, bool fusable)
         {
             var il = _il;
+            // not right after its writer, but the pending record's kind and size are known (a variant's head, or
+            // instructions that leave the flags alone in between): its operands and result come from its parts
+            if (!fusable && RecordAsPlan(out Plan known) && Fuses(cc, known))
+            {
+                PushPart(RecA, _rec[RecA]); Stloc(_a);
+                PushPart(RecB, _rec[RecB]); Stloc(_bv);
+                PushPart(RecR, _rec[RecR]); Stloc(_r);
+                prev = known; fusable = true;
+            }
             // an add leaves CF and the sign and zero of its result at hand; inc and dec only the latter (they keep CF)
             bool fromResult = prev.Form == Form.IncDec || prev.AluKind == VirtualCpu.LazyAdd;
-            if (!fusable || cc is ConditionCode.o or ConditionCode.no or ConditionCode.p or ConditionCode.np
-                || (fromResult && cc is not (ConditionCode.e or ConditionCode.ne or ConditionCode.s or ConditionCode.ns or ConditionCode.b or ConditionCode.ae))
-                || (prev.Form == Form.IncDec && cc is ConditionCode.b or ConditionCode.ae))
+            if (!fusable || !Fuses(cc, prev))
             {
                 il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldc_I4, (int)cc); RecordArgs(); il.Emit(OpCodes.Call, MCondOf);
                 return;
@@ -1478,6 +1561,52 @@ public static unsafe partial class BlockCompiler
                 }
             }
             if (negate) { il.Emit(OpCodes.Ldc_I4_0); il.Emit(OpCodes.Ceq); }
+        }
+
+        /// <summary>Folds the CF an inc/dec keeps from the pending record into the stored flags (as
+        /// <see cref="VirtualCpu.KeepCarryOf"/>): with the record's kind and size known, only the carry is computed,
+        /// from its parts (an add's result below its first operand, a subtraction's first operand below its second;
+        /// a logic operation's is 0; an inc/dec's record keeps the CF already stored).</summary>
+        void KeepCarry()
+        {
+            var il = _il;
+            if (!RecordAsPlan(out Plan known)) { il.Emit(OpCodes.Ldarg_1); RecordArgs(); il.Emit(OpCodes.Call, MKeepCarryOf); return; }
+            if (known.Form == Form.IncDec) return;
+            il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, FFlags); il.Emit(OpCodes.Ldc_I8, unchecked((long)~VirtualCpu.CF)); il.Emit(OpCodes.And);
+            if (known.AluKind != VirtualCpu.LazyLogic)
+            {
+                if (known.AluKind == VirtualCpu.LazyAdd) { PushPart(RecR, _rec[RecR]); PushPart(RecA, _rec[RecA]); }
+                else { PushPart(RecA, _rec[RecA]); PushPart(RecB, _rec[RecB]); }
+                il.Emit(OpCodes.Clt_Un); il.Emit(OpCodes.Conv_U8);
+                System.Diagnostics.Debug.Assert(VirtualCpu.CF == 1);
+                il.Emit(OpCodes.Or);
+            }
+            il.Emit(OpCodes.Stfld, FFlags);
+        }
+
+        /// <summary>Whether condition cc after the flag writer prev is decided from its operands and result (an add
+        /// leaves CF and the sign and zero of its result at hand; inc and dec only the latter: they keep CF).</summary>
+        static bool Fuses(ConditionCode cc, in Plan prev)
+        {
+            bool fromResult = prev.Form == Form.IncDec || prev.AluKind == VirtualCpu.LazyAdd;
+            return !(cc is ConditionCode.o or ConditionCode.no or ConditionCode.p or ConditionCode.np
+                || (fromResult && cc is not (ConditionCode.e or ConditionCode.ne or ConditionCode.s or ConditionCode.ns or ConditionCode.b or ConditionCode.ae))
+                || (prev.Form == Form.IncDec && cc is ConditionCode.b or ConditionCode.ae));
+        }
+
+        /// <summary>The pending record as the plan of its writer, when its kind and size are constants here: an
+        /// add, subtraction or logic operation whose result is its operands' (not an sbb's, which includes the
+        /// borrow), or an inc/dec (whose kept CF is not among its parts).</summary>
+        bool RecordAsPlan(out Plan known)
+        {
+            known = default;
+            if (_rec[RecKind].Kind is not (SrcKind.Const or SrcKind.KeepCf) || _rec[RecKind].CarryIn || _rec[RecSize].Kind != SrcKind.Const) return false;
+            int kind = (int)_rec[RecKind].C, op = kind & 3;
+            if ((kind & (VirtualCpu.LazyShift | VirtualCpu.LazyRotate)) != 0 || op == VirtualCpu.LazyNone) return false;
+            known.Size = (int)_rec[RecSize].C;
+            if ((kind & VirtualCpu.LazyKeepCf) != 0) known.Form = Form.IncDec;
+            else { known.Form = Form.Alu; known.AluKind = op; }
+            return true;
         }
 
         /// <summary>Pushes the sign bit (0 or 1, int32) of the result in _r of the given size.</summary>
