@@ -166,16 +166,20 @@ public class InPlaceReplayReadTests
 
     /// <summary>
     /// The replay's pipe wakes its sleeping reader once per sleep at most, however many chunks arrive while it sleeps
-    /// or works: the producer pays a futex wake only when the reader sleeps waiting for an append. The oracle is the
-    /// pipe's own count of the reader's sleeps, and every byte arriving in order. A pipe that wakes the reader for
-    /// each append (or whenever it may be asleep) counts a wake per append.
+    /// or works: the producer pays a futex wake only when the reader sleeps waiting for an append. The oracles are the
+    /// pipe's own count of the reader's sleeps, a phase in which the reader is held outside the pipe (busy: 1,000
+    /// appends then must wake nobody, whatever the machine's timing), and every byte arriving in order. A pipe that
+    /// wakes the reader for each append (or whenever it may be asleep) wakes it in the busy phase.
     /// </summary>
     [Fact]
     public void AnAppendWakesTheSleepingReaderAtMostOncePerSleep()
     {
         var pipe = new BlockingPipeStream();
-        const int Chunks = 3000;
-        long sum = 0, count = 0;
+        const int Chunks = 3000, BusyFrom = 1000, BusyChunks = 1000;
+        long sum = 0, count = 0, busyAt = 0;
+        for (int i = 0; i < BusyFrom; i++) busyAt += 1 + i % 7;
+        using var atBusy = new ManualResetEventSlim(false);
+        using var goOn = new ManualResetEventSlim(false);
         var reader = new Thread(() =>
         {
             while (true)
@@ -183,24 +187,33 @@ public class InPlaceReplayReadTests
                 var c = pipe.NextChunk();
                 if (c.IsEmpty) return;
                 foreach (byte b in c.Span) { sum += b; count++; }
-                if (count % 97 == 0) Thread.Sleep(1); // the reader works a while now and then: chunks pile up
+                if (count == busyAt) { atBusy.Set(); goOn.Wait(TimeSpan.FromSeconds(60)); } // held outside the pipe
+                else if (count % 97 == 0) Thread.Sleep(1); // the reader works a while now and then: chunks pile up
             }
         });
         reader.Start();
-        long expected = 0;
+        long expected = 0, wakesBeforeBusy = 0, wakesAfterBusy = 0;
         for (int i = 0; i < Chunks; i++)
         {
+            if (i == BusyFrom)
+            {
+                // the reader has taken every byte so far and is held outside the pipe: these appends wake nobody
+                Assert.True(atBusy.Wait(TimeSpan.FromSeconds(60)), "the reader did not reach the busy phase");
+                wakesBeforeBusy = pipe.Wakes;
+            }
             var chunk = new byte[1 + i % 7];
             for (int k = 0; k < chunk.Length; k++) chunk[k] = (byte)(i + k);
             foreach (byte b in chunk) expected += b;
             pipe.Append(chunk);
-            if (i % 500 == 0) Thread.Sleep(5); // and now and then the reader runs dry and sleeps
+            if (i == BusyFrom + BusyChunks - 1) { wakesAfterBusy = pipe.Wakes; goOn.Set(); }
+            if (i % 500 == 0 && i != BusyFrom) Thread.Sleep(5); // and now and then the reader runs dry and sleeps
         }
         pipe.Complete();
+        goOn.Set();
         Assert.True(reader.Join(TimeSpan.FromSeconds(60)));
         Assert.Equal(expected, sum);
         Assert.True(pipe.Sleeps >= 1, "the reader never slept");
         Assert.True(pipe.Wakes <= pipe.Sleeps, $"{pipe.Wakes} wake-ups for {pipe.Sleeps} sleeps of the reader");
-        Assert.True(pipe.Wakes < Chunks / 10, $"{pipe.Wakes} wake-ups for {Chunks} appends");
+        Assert.True(wakesAfterBusy == wakesBeforeBusy, $"{wakesAfterBusy - wakesBeforeBusy} wake-ups for {BusyChunks} appends while the reader was busy outside the pipe");
     }
 }
