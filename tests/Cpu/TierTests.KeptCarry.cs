@@ -86,11 +86,7 @@ public partial class TierTests
         // the first iterations (the default tier's regions form at the third) and the last ones (the exit to int3)
         for (ulong stop = 0; stop <= total + 1; stop = stop == 12 * 12 ? total - 2 * 12 : stop + 1)
         {
-            var reference = Run(ExecutionTier.Interpreter, stop);
-            var compiled = Run(ExecutionTier.Compiled, stop);
-            var eager = Run(ExecutionTier.Default, stop, EagerThreshold);
-            Assert.True(reference == compiled, $"stop at {stop}:\ninterpreter {reference}\ncompiled    {compiled}");
-            Assert.True(reference == eager, $"stop at {stop}:\ninterpreter {reference}\ndefault     {eager}");
+            AssertTiersAgree((tier, threshold) => Run(tier, stop, threshold), $"stop at {stop}");
         }
     }
 
@@ -109,20 +105,10 @@ public partial class TierTests
                     string atStop = vm.State(vm.Run(ulong.MaxValue));
                     return (atStop, vm.State(vm.Run(ulong.MaxValue)));
                 }
-                var reference = Run(ExecutionTier.Interpreter);
-                var compiled = Run(ExecutionTier.Compiled);
-                var eager = Run(ExecutionTier.Default, EagerThreshold);
-                Assert.True(reference == compiled, $"pointer {n} faults at iteration {j}:\ninterpreter {reference}\ncompiled    {compiled}");
-                Assert.True(reference == eager, $"pointer {n} faults at iteration {j}:\ninterpreter {reference}\ndefault     {eager}");
-                if (reference.Item1.Contains("fault=11/")) carries.Add(Carry(reference.Item1));
+                var reference = AssertTiersAgree(Run, $"pointer {n} faults at iteration {j}");
+                if (reference.Item1.Contains("fault=11/")) carries.Add(CarryOf(reference.Item1));
             }
         // not vacuous: faults were taken with CF both set and clear
         Assert.Equal(2, carries.Count);
-
-        static ulong Carry(string state)
-        {
-            int at = state.IndexOf("flags=") + "flags=".Length;
-            return Convert.ToUInt64(state[at..state.IndexOf(' ', at)], 16) & CpuT.CF;
-        }
     }
 }

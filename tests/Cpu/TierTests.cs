@@ -105,6 +105,25 @@ public partial class TierTests
     /// the interpreter ran before.</summary>
     const int EagerThreshold = 2;
 
+    /// <summary>One run's (state at the stop, state at the end) in the interpreter, the compiled tier and the default
+    /// tier compiling eagerly: the two compiled ones must equal the interpreter's, which is returned.</summary>
+    static (string, string) AssertTiersAgree(Func<ExecutionTier, int?, (string, string)> run, string where)
+    {
+        var reference = run(ExecutionTier.Interpreter, null);
+        var compiled = run(ExecutionTier.Compiled, null);
+        var eager = run(ExecutionTier.Default, EagerThreshold);
+        Assert.True(reference == compiled, $"{where}:\ninterpreter {reference}\ncompiled    {compiled}");
+        Assert.True(reference == eager, $"{where}:\ninterpreter {reference}\ndefault     {eager}");
+        return reference;
+    }
+
+    /// <summary>CF of the flags a <c>State</c> string shows.</summary>
+    static ulong CarryOf(string state)
+    {
+        int at = state.IndexOf("flags=") + "flags=".Length;
+        return Convert.ToUInt64(state[at..state.IndexOf(' ', at)], 16) & CpuT.CF;
+    }
+
     /// <summary>A loop of several blocks (both arms of a branch, a call into a function, a join) whose flags cross
     /// block edges: the compare of one block is read by setb and adc in the next ones, on either path.</summary>
     static readonly byte[] RegionCode = NativeRunner.Asm(a =>
