@@ -132,4 +132,30 @@ public class SharedImageTests
         Assert.True(m.Kernel.Images.TemplateHits >= 2, $"template hits {m.Kernel.Images.TemplateHits}");
         Assert.True(m.Kernel.Images.Code.Hits > 100, $"shared block hits {m.Kernel.Images.Code.Hits}");
     }
+
+    [Fact]
+    public void AProgramExecutedOnceBuildsNoTemplateAndItsSecondLoadBuildsOne()
+    {
+        // `busybox true`: the start program is loaded straight into its address space (no template to pay for)
+        using (var once = new ReVirt.Machine(new MachineOptions { Program = BusyboxTests.Busybox, Args = new[] { "true" }, Diagnostics = TextWriter.Null }))
+        {
+            once.Load();
+            Assert.Equal(0, once.Run());
+            Assert.Equal(0, once.Kernel.Images.TemplatesBuilt);
+        }
+        // a shell (busybox) that executes busybox three times: the first exec builds the template, the others map it
+        var opts = new MachineOptions
+        {
+            Program = BusyboxTests.Busybox,
+            Args = new[] { "sh", "-c", "/bin/busybox true; /bin/busybox true; /bin/busybox false || exit 4" },
+            Diagnostics = TextWriter.Null,
+        };
+        using var m = new ReVirt.Machine(opts);
+        m.Load();
+        Assert.Equal(4, m.Run());
+        var images = m.Kernel.Images;
+        Assert.Equal(1, images.TemplatesBuilt);
+        Assert.True(images.FileHits >= 2, $"file hits {images.FileHits}");
+        Assert.Equal(images.FileHits - 1, images.TemplateHits);
+    }
 }

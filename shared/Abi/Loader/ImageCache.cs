@@ -47,6 +47,8 @@ public sealed class ImageCache : IDisposable
         public byte[]? Digest;
         /// <summary>Templates built from these bytes, one per (bias, name): usually one, so a list.</summary>
         public readonly List<Template> Templates = new();
+        /// <summary>Whether these bytes were loaded once without a template (see <see cref="Load"/>).</summary>
+        public bool LoadedOnce;
     }
 
     sealed class Template(ulong bias, string name, ImageTemplate image, LoadedProgram program)
@@ -64,8 +66,8 @@ public sealed class ImageCache : IDisposable
     /// <summary>Blocks decoded from the templates' frames, shared by the machine's processes.</summary>
     public SharedCode Code { get; } = new();
 
-    /// <summary>Statistics: execs served from the cache, images loaded from a template.</summary>
-    public long FileHits, TemplateHits;
+    /// <summary>Statistics: execs served from the cache, images loaded from a template, templates built.</summary>
+    public long FileHits, TemplateHits, TemplatesBuilt;
 
     /// <summary>The bytes and digest (XxHash128) of the file with this identity, when cached.</summary>
     public bool TryGet(FileIdentity id, out byte[] bytes, out byte[] digest)
@@ -95,6 +97,11 @@ public sealed class ImageCache : IDisposable
     /// Loads a validated ELF image as <see cref="ElfLoader.Load(GuestMemory, byte[], ElfImage, ulong, string)"/>
     /// does: for bytes this cache holds, from a template built once per (bias, name) and mapped copy-on-write;
     /// other bytes are loaded directly. `mem` must hold nothing where the image goes (a new image's address space).
+    /// The first load of a file's bytes goes straight into `mem` too, and the template is built at the second: the
+    /// start program of most runs is never executed again (`busybox true`, a compressor), and a template there cost
+    /// every such run a second address space, the pinning of every frame and its mapping (about 3 ms of CPU at
+    /// start-up on the 2 MB busybox, loaded host). Either way the process sees the same bytes; only the sharing of
+    /// frames and decoded blocks with later processes starts one exec later.
     /// </summary>
     public LoadedProgram Load(GuestMemory mem, byte[] f, ElfImage img, ulong bias, string name)
     {
@@ -102,8 +109,14 @@ public sealed class ImageCache : IDisposable
         Template? t = null;
         foreach (var c in e.Templates)
             if (c.Bias == bias && c.Name == name) { t = c; break; }
+        if (t == null && !e.LoadedOnce)
+        {
+            e.LoadedOnce = true;
+            return ElfLoader.Load(mem, f, img, bias, name);
+        }
         if (t == null)
         {
+            TemplatesBuilt++;
             using var scratch = new GuestMemory();
             var program = ElfLoader.Load(scratch, f, img, bias, name);
             t = new Template(bias, name, scratch.ToTemplate(), program);
