@@ -119,18 +119,24 @@ public class SharedImageTests
     {
         // /bin/busybox is a file the machine may cache (unchanged since long before the run): the second and third
         // execs take its bytes, image and decoded blocks from the first
-        var opts = new MachineOptions
+        using var m = ShellRunningBusyboxThrice();
+        Assert.True(m.Kernel.Images.FileHits >= 2, $"file hits {m.Kernel.Images.FileHits}");
+        Assert.True(m.Kernel.Images.TemplateHits >= 2, $"template hits {m.Kernel.Images.TemplateHits}");
+        Assert.True(m.Kernel.Images.Code.Hits > 100, $"shared block hits {m.Kernel.Images.Code.Hits}");
+    }
+
+    /// <summary>A machine that ran busybox's sh executing /bin/busybox three times (exit status 4 checked).</summary>
+    static ReVirt.Machine ShellRunningBusyboxThrice()
+    {
+        var m = new ReVirt.Machine(new MachineOptions
         {
             Program = BusyboxTests.Busybox,
             Args = new[] { "sh", "-c", "/bin/busybox true; /bin/busybox true; /bin/busybox false || exit 4" },
             Diagnostics = TextWriter.Null,
-        };
-        using var m = new ReVirt.Machine(opts);
+        });
         m.Load();
         Assert.Equal(4, m.Run());
-        Assert.True(m.Kernel.Images.FileHits >= 2, $"file hits {m.Kernel.Images.FileHits}");
-        Assert.True(m.Kernel.Images.TemplateHits >= 2, $"template hits {m.Kernel.Images.TemplateHits}");
-        Assert.True(m.Kernel.Images.Code.Hits > 100, $"shared block hits {m.Kernel.Images.Code.Hits}");
+        return m;
     }
 
     [Fact]
@@ -144,15 +150,7 @@ public class SharedImageTests
             Assert.Equal(0, once.Kernel.Images.TemplatesBuilt);
         }
         // a shell (busybox) that executes busybox three times: the first exec builds the template, the others map it
-        var opts = new MachineOptions
-        {
-            Program = BusyboxTests.Busybox,
-            Args = new[] { "sh", "-c", "/bin/busybox true; /bin/busybox true; /bin/busybox false || exit 4" },
-            Diagnostics = TextWriter.Null,
-        };
-        using var m = new ReVirt.Machine(opts);
-        m.Load();
-        Assert.Equal(4, m.Run());
+        using var m = ShellRunningBusyboxThrice();
         var images = m.Kernel.Images;
         Assert.Equal(1, images.TemplatesBuilt);
         Assert.True(images.FileHits >= 2, $"file hits {images.FileHits}");
