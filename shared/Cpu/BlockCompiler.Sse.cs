@@ -9,9 +9,10 @@ namespace ReVirt.Cpu;
 /// SSE forms inline (<see cref="XmmKind"/>): the XMM registers stay in the thread's <see cref="VirtualCpu.Xmm"/>
 /// (no local holds one), so such an instruction stores and loads no guest register, where its handler call stores
 /// every register the region may have written and loads every one it uses. Each form calls a small operation of
-/// Isa.SseCompiled.cs with the register numbers as constants (the generic ones are not inlined: compiled once each,
-/// optimised, at their first call; inlined into every region they made the runtime's JIT of an SSE-heavy region
-/// several times slower, and a region's compile time is what a short program pays). Memory: an 8- or 4-byte operand goes through the region's
+/// Isa.SseCompiled.cs with the register numbers as constants (the generic ones are called through
+/// their addresses, never inlined: precompiled in the image, see <see cref="Isa.XmmCallOf"/>; inlined into every
+/// region they made the runtime's JIT of an SSE-heavy region several times slower, and a region's compile time is
+/// what a short program pays). Memory: an 8- or 4-byte operand goes through the region's
 /// inline load or store and its shared slow path like an integer one; a 16-byte operand is checked for alignment
 /// (when the form demands it) and probed in the TLB inline, and anything else — a misaligned address, a TLB miss, a
 /// page end — calls the form's handler out of line, as does an arithmetic form whose managed fast path declines
@@ -26,18 +27,24 @@ public static unsafe partial class BlockCompiler
     /// <summary>Isa's operations for compiled code, by name and operation type (generic ones instantiated once).</summary>
     static readonly Dictionary<string, MethodInfo> XmmMethods = new();
 
-    static MethodInfo XmmMethod(string name, Type? op = null)
+    static MethodInfo XmmMethod(string name)
     {
-        string key = op == null ? name : name + "`" + op.Name;
         lock (XmmMethods)
         {
-            if (XmmMethods.TryGetValue(key, out var m)) return m;
+            if (XmmMethods.TryGetValue(name, out var m)) return m;
             m = typeof(Isa).GetMethod(name, BindingFlags.Static | BindingFlags.NonPublic | BindingFlags.Public)!;
-            if (op != null) m = m.MakeGenericMethod(op);
-            XmmMethods[key] = m;
+            XmmMethods[name] = m;
             return m;
         }
     }
+
+    // the signatures of the generic forms' operations (Isa.SseCompiled.cs): XMM registers and two numbers (XVop,
+    // XVopImm), registers and a host address (XVopMem); the arithmetic's with a register, a host address or a value
+    static readonly Type[] SigXRegs = { typeof(ulong[]), typeof(int), typeof(int) };
+    static readonly Type[] SigXMem = { typeof(ulong[]), typeof(int), typeof(byte*) };
+    static readonly Type[] SigArithRegs = { typeof(VirtualCpu), typeof(int), typeof(int) };
+    static readonly Type[] SigArithMem = { typeof(VirtualCpu), typeof(int), typeof(byte*) };
+    static readonly Type[] SigArithValue = { typeof(VirtualCpu), typeof(int), typeof(ulong) };
 
     /// <summary>The plan of an SSE form the compiled tier runs inline (<see cref="Isa.XmmKindOf"/>), or of a handler
     /// call when an operand is not of the forms the inline code handles.</summary>
@@ -60,7 +67,7 @@ public static unsafe partial class BlockCompiler
         };
         if (kind == XmmKind.MovdToX) p.O1 = Classify(ref i, 1);
         if (kind == XmmKind.MovdFromX) p.O0 = Classify(ref i, 0);
-        p.Form = Form.Xmm; p.XKind = kind; p.XOp = Isa.XmmOpOf(i.Code);
+        p.Form = Form.Xmm; p.XKind = kind;
         p.Memory = mem;
         p.Stores = mem && kind is XmmKind.StoreA or XmmKind.StoreU or XmmKind.MovsdStore or XmmKind.MovssStore or XmmKind.MovqStore
             or XmmKind.MovdFromX or XmmKind.MovlStore or XmmKind.MovhStore;
@@ -85,12 +92,12 @@ public static unsafe partial class BlockCompiler
             switch (p.XKind)
             {
                 case XmmKind.Vop:
-                    if (!p.Memory) { Xmm(); Const(d); Const(s); Call("XVop", p.XOp); break; }
+                    if (!p.Memory) { Xmm(); Const(d); Const(s); CallOp(ref ins, false, typeof(void), SigXRegs); break; }
                     usesHandler = Probe16(false, true, handler);
-                    Xmm(); Const(d); Ldloc(_host); Call("XVopMem", p.XOp);
+                    Xmm(); Const(d); Ldloc(_host); CallOp(ref ins, true, typeof(void), SigXMem);
                     break;
                 case XmmKind.VopImm:
-                    Xmm(); Const(d); Const(ins.Immediate8); Call("XVopImm", p.XOp);
+                    Xmm(); Const(d); Const(ins.Immediate8); CallOp(ref ins, false, typeof(void), SigXRegs);
                     break;
                 case XmmKind.LoadA or XmmKind.LoadU:
                     if (!p.Memory) { Xmm(); Const(d); Const(s); Call("XMove"); break; }
@@ -131,10 +138,10 @@ public static unsafe partial class BlockCompiler
                     break;
                 case XmmKind.ArithPd or XmmKind.ArithPs:
                 {
-                    string name = p.XKind == XmmKind.ArithPd ? "XArithPd" : "XArithPs";
                     if (p.Memory) Probe16(false, true, handler);
                     il.Emit(OpCodes.Ldarg_1); Const(d);
-                    if (p.Memory) { Ldloc(_host); Call(name + "Mem", p.XOp); } else { Const(s); Call(name, p.XOp); }
+                    if (p.Memory) { Ldloc(_host); CallOp(ref ins, true, typeof(bool), SigArithMem); }
+                    else { Const(s); CallOp(ref ins, false, typeof(bool), SigArithRegs); }
                     il.Emit(OpCodes.Brfalse, handler);
                     usesHandler = true;
                     break;
@@ -142,7 +149,7 @@ public static unsafe partial class BlockCompiler
                 case XmmKind.ArithSd or XmmKind.ArithSs:
                     if (p.Memory) LoadMem(_ea, p.Size); else XLane(s, 0);
                     Stloc(_v);
-                    il.Emit(OpCodes.Ldarg_1); Const(d); Ldloc(_v); Call(p.XKind == XmmKind.ArithSd ? "XArithSd" : "XArithSs", p.XOp);
+                    il.Emit(OpCodes.Ldarg_1); Const(d); Ldloc(_v); CallOp(ref ins, false, typeof(bool), SigArithValue);
                     il.Emit(OpCodes.Brfalse, handler);
                     usesHandler = true;
                     break;
@@ -200,6 +207,16 @@ public static unsafe partial class BlockCompiler
 
         void Const(int v) => _il.Emit(OpCodes.Ldc_I4, v);
 
-        void Call(string name, Type? op = null) => _il.Emit(OpCodes.Call, XmmMethod(name, op));
+        void Call(string name) => _il.Emit(OpCodes.Call, XmmMethod(name));
+
+        /// <summary>Calls the generic form's operation (<see cref="Isa.XmmCallOf"/>: precompiled, no JIT at its first
+        /// call) through its address, a constant of the region's code.</summary>
+        void CallOp(ref Instruction ins, bool memory, Type result, Type[] args)
+        {
+            nint fn = Isa.XmmCallOf(ins.Code, memory);
+            if (fn == 0) throw new InvalidOperationException($"no compiled-tier operation for {ins.Code}");
+            _il.Emit(OpCodes.Ldc_I8, (long)fn); _il.Emit(OpCodes.Conv_I);
+            _il.EmitCalli(OpCodes.Calli, CallingConventions.Standard, result, args, null);
+        }
     }
 }

@@ -215,9 +215,8 @@ public static unsafe partial class BlockCompiler
         /// <summary>Inline only while nothing can observe its flags (imul computes no flags inline: when they are
         /// live the handler runs).</summary>
         public bool NeedsDeadFlags;
-        /// <summary>Form.Xmm: how it runs inline and its operation type (see <see cref="Isa.XmmKindOf"/>).</summary>
+        /// <summary>Form.Xmm: how it runs inline (see <see cref="Isa.XmmKindOf"/>).</summary>
         public XmmKind XKind;
-        public Type? XOp;
     }
 
     static Operand Classify(ref Instruction i, int n)
@@ -930,8 +929,11 @@ public static unsafe partial class BlockCompiler
         /// register instructions that leave the flags alone.</summary>
         bool HeadReadsFlags(int m)
         {
-            foreach (ref Plan q in _allPlans[m].AsSpan())
+            // (an index, not a span: Span<Plan> is not in the precompiled image and was JIT-compiled at the first region)
+            Plan[] plans = _allPlans[m];
+            for (int k = 0; k < plans.Length; k++)
             {
+                ref Plan q = ref plans[k];
                 if (q.Memory || q.Form is Form.Helper or Form.Xmm or Form.Shift or Form.ShiftCl || q.Flags == FlagUse.Writes) return false;
                 if (q.Flags == FlagUse.Reads) return q.Form is Form.Jcc or Form.Setcc or Form.Cmovcc or Form.IncDec or Form.Sbb;
             }

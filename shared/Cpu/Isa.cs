@@ -13,7 +13,16 @@ public static unsafe partial class Isa
     static readonly delegate*<VirtualCpu, ref Instruction, void>[] ByCode = new delegate*<VirtualCpu, ref Instruction, void>[IcedCounts.Code];
     static readonly delegate*<VirtualCpu, ref Instruction, void>[] ByMnemonic = new delegate*<VirtualCpu, ref Instruction, void>[IcedCounts.Mnemonic];
 
-    static Isa() => Build();
+    /// <summary>Runs <see cref="Build"/> once, before the first reader of the tables it fills (<see cref="HandlerFor"/>,
+    /// <see cref="Implements"/>, the compiled tier's <see cref="XmmKindOf"/> and <see cref="XmmCallOf"/>; a handler is
+    /// only reached through them). Not Isa's own static constructor: a class with one gives every static method of it
+    /// in the precompiled image a class-initialisation check at its entry (a call through an import cell per handler
+    /// call, per guest instruction), where a class without one has none.</summary>
+    static class Built
+    {
+        static Built() => Build();
+        internal static void Ensure() { }
+    }
 
     static void Build()
     {
@@ -34,6 +43,7 @@ public static unsafe partial class Isa
     /// <see cref="CodeCache.SpecializedHandlers"/>).</summary>
     public static delegate*<VirtualCpu, ref Instruction, void> HandlerFor(ref Instruction i, bool specialize = true)
     {
+        Built.Ensure();
         if (i.HasLockPrefix && !Lockable(ref i)) return &Ud;
         if (specialize)
         {
@@ -58,7 +68,10 @@ public static unsafe partial class Isa
 
     /// <summary>True when the guest CPU implements this instruction (for tests and diagnostics).</summary>
     public static bool Implements(ref Instruction i)
-        => i.Code != Code.INVALID && (ByCode[(int)i.Code] != null || ByMnemonic[(int)i.Mnemonic] != null || InHintSpace(ref i));
+    {
+        Built.Ensure();
+        return i.Code != Code.INVALID && (ByCode[(int)i.Code] != null || ByMnemonic[(int)i.Mnemonic] != null || InHintSpace(ref i));
+    }
 
     /// <summary>LOCK is allowed only on these read-modify-write instructions with a memory destination; anywhere
     /// else the CPU raises #UD (SIGILL).</summary>
