@@ -593,6 +593,25 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         // whole and verified
         SnapshotReceive? snap = null;
         string Cut() => snap != null ? $" (the snapshot was cut off after {snap.Received} bytes; nothing of it is kept)" : "";
+        // Why the link stopped taking this replica's acknowledgements (null: it takes them). A write that fails does
+        // not end the reading: a primary that died while this replica could not read (frozen, starved) left records in
+        // this end's socket, and a kernel answers the first write to a dead peer with EPIPE or a reset while every byte
+        // the peer sent can still be read. Each of those records was shipped, may hold output the primary never
+        // released, and belongs to this replica's log: the link is read to its end (or to the silence bound) and only
+        // then is the primary lost, with all of it held. No more acks are written once one failed.
+        string? unanswerable = null;
+        void Answer(ulong held, long echoUnixMs = 0)
+        {
+            if (unanswerable != null) return;
+            try { SendAck(link, held, echoUnixMs); }
+            catch (LinkSendTimeoutException) { throw; } // the link closed itself: nothing more can be read
+            catch (IOException e)
+            {
+                unanswerable = e.Message;
+                log.WriteLine($"backup: an acknowledgement to the primary could not be sent ({e.Message}); reading what it sent to the end of the link");
+            }
+        }
+        string Unanswered() => unanswerable != null ? $" (acknowledgements had stopped going out: {unanswerable})" : "";
         void AckOwed()
         {
             owed = 0;
@@ -601,7 +620,7 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
                 // the test hook delays the ack, not the holding: what was received is written and replayed at once
                 ulong written = HoldReceived();
                 Thread.Sleep(s.AckDelayMs);
-                SendAck(link, written);
+                Answer(written);
                 return;
             }
             // The ack goes out first, as soon as the burst is verified and in this replica's memory (what it acknowledges
@@ -611,7 +630,7 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
             // a busy host let it take this thread's CPU before the ack is written) are off the acknowledgement's path;
             // the primary's output waits for the ack, the log copy and the replay only trail. Whatever happens to the
             // ack, what was received reaches the log copy and the replay.
-            try { SendAck(link, _received); }
+            try { Answer(_received); }
             finally { HoldReceived(); }
         }
         void OnBatch(in BatchView b)
@@ -688,7 +707,7 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
                     snap = null;
                     started = true;
                     _link = link;
-                    SendAck(link, Held);
+                    Answer(Held);
                     continue;
                 }
                 if (!started) { Start(p.Hello, p.Header); _link = link; started = true; }
@@ -701,7 +720,7 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
                     case PrimaryMessage.BodyOneofCase.Heartbeat:
                         if (owed > 0) AckOwed(); // batches before the heartbeat are acknowledged as batches are
                         Released(m.Heartbeat.Released);
-                        SendAck(link, Held, m.Heartbeat.SentUnixMs);
+                        Answer(Held, m.Heartbeat.SentUnixMs);
                         break;
                     case PrimaryMessage.BodyOneofCase.JoinPoint:
                         if (_hello is not { LiveSequence: > 0 } joined || m.JoinPoint.Sequence < joined.LiveSequence || m.JoinPoint.Sequence < _snapshotSequence || Volatile.Read(ref _joinPoint) != 0)
@@ -734,13 +753,13 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         }
         catch (EndOfStreamException)
         {
-            if (started) PrimaryLost("the primary closed the stream without saying goodbye", silence);
+            if (started) PrimaryLost($"the primary closed the stream without saying goodbye{Unanswered()}", silence, unanswerable);
             else Unclaim($"the primary closed the data link before its first message{Cut()}");
         }
         catch (IOException e)
         {
             string why = TimedOut(e) ? $"no batch or heartbeat for {silence.BoundMs} ms" : $"the connection to the primary broke ({e.Message})";
-            if (started) PrimaryLost(why, silence);
+            if (started) PrimaryLost(why + Unanswered(), silence, unanswerable);
             else Unclaim($"{why} after the welcome{Cut()}");
         }
         finally
@@ -858,7 +877,9 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
     }
 
     /// <summary>The primary is gone: let the replay drain what it holds, then take over.</summary>
-    public void PrimaryLost(string reason, LinkSilence? silence = null)
+    /// <param name="ackFailed">Why acknowledgements had stopped going out before the loss (null: they went out):
+    /// everything the primary sent was read after that all the same.</param>
+    public void PrimaryLost(string reason, LinkSilence? silence = null, string? ackFailed = null)
     {
         if (_lostReason != null) return;
         try { HoldReceived(); } // everything received is this replica's log: the replay drains it all
@@ -867,7 +888,7 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         _lostAt = Stopwatch.GetTimestamp();
         log.WriteLine($"backup: primary lost: {reason}; holding the log up to record #{Held}; draining {_pipe.Buffered} bytes");
         s.Events.Emit(ReplicaEvent.PrimaryLost, ("reason", reason), ("held", Held),
-            ("longestSilenceMs", silence?.LongestMs), ("silences", silence?.Histogram), ("silenceBoundMs", silence?.BoundMs));
+            ("longestSilenceMs", silence?.LongestMs), ("silences", silence?.Histogram), ("silenceBoundMs", silence?.BoundMs), ("ackFailed", ackFailed));
         RushDrain();
         // the takeover (on the replay thread, after the drain) asks for the decision under this lock, so what is done
         // here comes first, while the replay drains

@@ -100,7 +100,7 @@ public static class ReplicaEvent
     public const string RefusedPrimary = "refused-primary";   // peer, reason
     public const string Following = "following";              // primary, log, arbiter (the primary's first message after the welcome came)
     public const string HandshakeAbandoned = "handshake-abandoned"; // reason (the stream ended before the primary's first message: waiting for a primary again)
-    public const string PrimaryLost = "primary-lost";         // reason, held, longestSilenceMs (between the primary's messages since the session's first one), silences (how many reached 25, 50, ... ms), silenceBoundMs
+    public const string PrimaryLost = "primary-lost";         // reason, held, longestSilenceMs (between the primary's messages since the session's first one), silences (how many reached 25, 50, ... ms), silenceBoundMs, ackFailed (why acknowledgements had stopped going out before the loss, null: they went out; the link was read to its end all the same)
     public const string Announced = "announced";             // term, afterLostMs (a backup that won the arbiter as it lost its primary) the interface's address announced on its own TAP device before the drain ended
     public const string TookOver = "took-over";               // drainMs, instruction, record, resumeStdoutAt, logStdoutBytes, resumeStderrAt, checkpointInstruction, checkpointDigest
     public const string TakeoverDescriptor = "takeover-descriptor"; // detail

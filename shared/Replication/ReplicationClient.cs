@@ -1181,7 +1181,7 @@ public sealed class ReplicationClient : ILogSink
                     if (m.BodyCase == BackupMessage.BodyOneofCase.Refused)
                     {
                         session.Refused = true;
-                        OnAck(session, held, replayed); // in the order they came
+                        if (AckBeyondTheLog(held, replayed) is null) OnAck(session, held, replayed); // in the order they came
                         BackupLost(session, $"the backup stopped following: {m.Refused.Reason}");
                         return;
                     }
@@ -1189,6 +1189,7 @@ public sealed class ReplicationClient : ILogSink
                     held = Math.Max(held, m.Ack.HeldSequence);
                     replayed = Math.Max(replayed, m.Ack.ReplayedSequence);
                 }
+                if (AckBeyondTheLog(held, replayed) is { } bogus) { BackupLost(session, bogus); return; }
                 OnAck(session, held, replayed);
             }
         }
@@ -1200,6 +1201,20 @@ public sealed class ReplicationClient : ILogSink
         {
             if (!ct.IsCancellationRequested) BackupLost(session, session.SendError ?? $"the stream from the backup broke: {e.Message}");
         }
+    }
+
+    /// <summary>
+    /// An acknowledgement of a record this replica never logged is a protocol error (a damaged or forged message on the
+    /// link, or a backup that does not follow this log), never a licence to release: applied, it would release every
+    /// output held, none of which the backup holds. Every record a backup acknowledges was produced here first
+    /// (<c>_produced</c> is set before a record is shipped, and starts at the store's end for a replica that continued
+    /// a log), so anything beyond it is refused. Returns the reason, or null for a plausible ack.
+    /// </summary>
+    string? AckBeyondTheLog(ulong held, ulong replayed)
+    {
+        ulong end = (ulong)Interlocked.Read(ref _produced);
+        if (held <= end && replayed <= end) return null;
+        return $"protocol error: the backup acknowledged record #{Math.Max(held, replayed)} ({(held > end ? "held" : "replayed")}), but this replica's log ends at record #{end}; nothing was released for it";
     }
 
     static string Short(Exception e) => e is RpcException r ? $"{r.StatusCode}: {r.Status.Detail}" : e.Message;

@@ -51,4 +51,72 @@ public class FailureDetectionTests(ITestOutputHelper output)
             Replicas.DeleteArbiter(arbiter);
         }
     }
+    /// <summary>
+    /// A backup frozen while its primary goes on shipping, then the primary killed, then the backup thawed: the kernel
+    /// answers the backup's first acknowledgement to the dead primary with EPIPE (same-host socket) or a reset (TCP),
+    /// while every record the primary shipped is still readable from the backup's socket. The backup must read and
+    /// replay all of them before it goes live. The primary may run --max-lag-records unacknowledged records ahead of
+    /// the backup's last ack, and every ack the backup sent before the freeze reached the live primary, so once its
+    /// guest stops at that bound it has shipped at least (the backup's log copy at the freeze) + bound + 1 records;
+    /// the backup's takeover must come after all of them. Oracle cross-check: the primary's own --log file, read after
+    /// the kill (a prefix of what it shipped). Before the fix the failed write ended the reading: the backup took over
+    /// after the first 64 KiB it read after the thaw (~1,000 records short), on both transports.
+    /// </summary>
+    [Theory]
+    [InlineData("unix")]
+    [InlineData("tcp")]
+    public void ABackupThawedAfterItsPrimaryDiedReplaysEveryRecordInItsSocket(string transport)
+    {
+        const int Bound = 4000; // records: ~200 KB of counter records, beyond one 64 KiB read of the link
+        const int LinesInAll = 6000;
+        string arbiter = Replicas.TempFile(".lock"), primaryLog = Replicas.TempFile(".rvlog");
+        var (b, url) = Replicas.StartBackup("--arbiter", arbiter, "--timeout-ms", TimeoutMs);
+        using var _ = b;
+        // counter: each line a clock read and a write; --max-replay-lag-ms 0: only the bound on unacknowledged
+        // records stops the guest while the backup is frozen
+        using var p = Replicas.Primary("--backup", url, "--arbiter", arbiter, "--timeout-ms", TimeoutMs, "--data-link", transport,
+            "--max-replay-lag-ms", "0", "--max-lag-records", Bound.ToString(), "--log", primaryLog,
+            "--", GuestEnv.Guest("counter", "musl"), LinesInAll.ToString(), "2000");
+        try
+        {
+            Assert.Equal(transport, p.WaitForEvent(ReplicaEvent.Protected, Long).Str("dataLink"));
+            string copy = b.WaitForEvent(ReplicaEvent.Following, Long).Str("log")!;
+            Assert.True(p.WaitFor(() => Replicas.Lines(p.Stdout) >= 100, Long), "the primary's guest printed too little:\n" + p.Stderr);
+            Assert.True(b.Freeze(TimeSpan.FromSeconds(30)), "the backup did not stop within 30 s of its SIGSTOP");
+            ulong copyHeld = LastSequence(copy);
+            // the guest stops at the bound: its log stops growing (the primary's log file is written in 64 KiB steps)
+            long size = -1;
+            Assert.True(p.WaitFor(() => { long now = new FileInfo(primaryLog).Length; if (now == size) return true; size = now; Thread.Sleep(2000); return false; }, Long),
+                "the primary's guest did not stop at its bound on unacknowledged records");
+            Assert.False(p.HasExited, "the guest ended before its bound:\n" + p.Stderr);
+            p.KillHard();
+            p.WaitForExit(Long);
+            b.Signal(ReplicaProc.SIGCONT);
+            ulong shippedAtLeast = copyHeld + Bound + 1, primaryWrote = LastSequence(primaryLog);
+            var lost = b.WaitForEvent(ReplicaEvent.PrimaryLost, Long);
+            var took = b.WaitForEvent(ReplicaEvent.TookOver, Long);
+            ulong record = (ulong)took.Long("record")!.Value;
+            output.WriteLine($"{transport}: log copy at the freeze #{copyHeld}, primary's log file #{primaryWrote}, shipped at least #{shippedAtLeast}; lost: {lost.Str("reason")} (ack failed: {lost.Str("ackFailed") ?? "no"}); took over after record #{record}");
+            Assert.True(primaryWrote > copyHeld + 1000, $"the primary's log file holds #{primaryWrote}, the log copy held #{copyHeld} at the freeze: too few records shipped meanwhile");
+            Assert.True(record >= shippedAtLeast && record >= primaryWrote,
+                $"the backup took over after record #{record}; the primary had shipped at least #{Math.Max(shippedAtLeast, primaryWrote)}:\n{b.Stderr}");
+            Assert.Equal(0, b.WaitForExit(Long));
+            Assert.Equal(LinesInAll, Replicas.Lines(p.Stdout) + Replicas.Lines(b.Stdout));
+            Assert.StartsWith($"line {LinesInAll - 1} ", b.StdoutText.Split('\n')[^2]);
+        }
+        finally
+        {
+            b.Signal(ReplicaProc.SIGCONT);
+            Replicas.DeleteArbiter(arbiter);
+            File.Delete(primaryLog);
+        }
+    }
+
+    /// <summary>The last record of a log file, up to a frame it was cut off in.</summary>
+    static ulong LastSequence(string path)
+    {
+        using var r = ReVirt.Log.LogReader.Open(path);
+        foreach (var _ in r.ReadAll()) { }
+        return r.LastSequence;
+    }
 }

@@ -145,7 +145,7 @@ public class SameHostLinkTests(ITestOutputHelper output)
         return answer.Refused.Reason;
     }
 
-    static void ReceiveExactly(Socket s, byte[] buffer)
+    internal static void ReceiveExactly(Socket s, byte[] buffer)
     {
         for (int got = 0; got < buffer.Length;)
         {
