@@ -330,7 +330,7 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
                 pipe.Append(h.LogHeader.Span);
                 pipe.Starving = () => owner.AckReplayed(pipe.ReadingFor);
                 var reader = LogReader.OverVerifiedChunks(pipe, startsAfter: Sequence); // the link thread verifies every frame it appends; records are read in place
-                var opts = Recording.OptionsFrom(header, owner.Settings.Root, owner.Settings.Tap, owner.Settings.Netns, owner.Settings.HearsPrimary);
+                var opts = Recording.OptionsFrom(header, owner.Settings.Root, owner.Settings.Tap, owner.Settings.Netns, owner.Settings.HearsPrimary, ThreadPools.MakeCurrentThreadRealtime);
                 var boundary = new ReplayBoundary(reader, showOutput: false, owner.Follow(header));
                 var (restored, point) = MachineSnapshot.Restore(new CopyingReader(_pipe.Reader(), copy), h.LogHeader.Span, opts, boundary, applyFiles: !owner.Settings.SharedStorage);
                 m = restored;
@@ -931,6 +931,9 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
     void PrepareTakeover()
     {
         if (_boundary?.Nic is not { } nic || _arbiter == null || StandDownReason() != null) return;
+        if (s.HearsPrimary)
+            nic.HeardSettled = c => s.Events.Emit(ReplicaEvent.HeardFrames, ("read", c.Read), ("atLoss", c.AtLoss), ("largestBurst", c.LargestBurst),
+                ("kept", c.Kept), ("overwritten", c.Overwritten), ("given", c.Given), ("raised", c.Raised));
         nic.DropStaleInput();
         var r = Decide();
         if (!r.Won || !nic.AnnounceEarly()) return;
@@ -1113,7 +1116,7 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
             else
             {
                 var reader = LogReader.OverVerifiedChunks(_pipe); // the link thread verifies every frame it appends (Receive); records are read in place
-                var opts = Recording.OptionsFrom(header, s.Root, s.Tap, s.Netns, s.HearsPrimary);
+                var opts = Recording.OptionsFrom(header, s.Root, s.Tap, s.Netns, s.HearsPrimary, ThreadPools.MakeCurrentThreadRealtime);
                 _boundary = new ReplayBoundary(reader, showOutput: false, Follow(header));
                 // the program is read again for loading and must still be the one the hello's hash named
                 var program = Recording.RecordedProgram(header, opts, out var why) ?? throw new ElfLoadException($"program: {why}");

@@ -161,7 +161,7 @@ def start(mode, net, lock=None, events=None, bin_dir=BIN, extra_args=()):
     else:
         extra = ['--arbiter', lock, '--timeout-ms', '2000'] if lock else []
         ev = ['--events', events] if events else []
-        hears = ['--hears-primary'] if HEARS and os.path.abspath(bin_dir) == os.path.abspath(THIS) else []
+        hears = ['--hears-primary'] if HEARS and (HEARS == 'both' or os.path.abspath(bin_dir) == os.path.abspath(THIS)) else []
         b = Proc([BACKUP, 'listen', '--listen', 'http://127.0.0.1:0', '--insecure-no-auth', '--shared-storage', '--tap', 'rvb0', '--netns', NS] + extra + ev + hears)
         url = b.wait_for(r'listening on (http://127\.0\.0\.1:\d+)').group(1)
         p = Proc([PRIMARY, 'protect', '--backup', url] + extra + netargs + ['--'] + guest, SERVER.ready_on_stdout)
@@ -269,7 +269,8 @@ LINK = None
 
 
 # --hears-primary: the primary's TAP port is mirrored to the backup's (make_namespace) and the measured build's backup
-# runs with `--hears-primary` (the --compare build's backup only drops what its device heard)
+# runs with `--hears-primary` (the --compare build's backup only drops what its device heard); 'both' (--compare-hears):
+# the --compare build's backup hears too (a build that has the option)
 HEARS = False
 
 
@@ -308,6 +309,16 @@ def end_pair(p, b, lock):
         os.remove(f)
 
 
+def tap_dropped(dev='rvb0'):
+    """The frames the kernel dropped on their way to a TAP device's reader (its queue full: a starved reader), as
+    `ip -s link` counts them (tx_dropped: the device transmits towards its reader)."""
+    out = subprocess.run(['ip', '-n', NS, '-s', '-j', 'link', 'show', dev], capture_output=True, text=True).stdout
+    try:
+        return json.loads(out)[0]['stats64']['tx']['dropped']
+    except (ValueError, LookupError):
+        return float('nan')
+
+
 def kill_once(i, seconds, bin_dir=BIN):
     """One protected run killed mid-load; returns kvload's figures and, from the backup's events, when (ms after
     the kill) it noticed the loss (`lost`), won the arbiter (`won`) and had its interface up and announced (`up`)."""
@@ -325,6 +336,7 @@ def kill_once(i, seconds, bin_dir=BIN):
     stats = os.path.join(tempfile.gettempdir(), f'revirt-vnet-{os.getpid()}-{i}-{_runs}.relay')
     frames = os.path.join(tempfile.gettempdir(), f'revirt-vnet-{os.getpid()}-{i}-{_runs}.frames') if KEEP else None
     relay = start_relay(i, stats, frames) if LINK else None
+    dropped_before = tap_dropped()
     try:
         p, b, addr = start('protect', 'virtual', lock, events, bin_dir)
     except Exception:
@@ -381,14 +393,22 @@ def kill_once(i, seconds, bin_dir=BIN):
     def at(name, cond=lambda e: True):
         e = next((e for e in evs if e['event'] == name and cond(e)), None)
         return e['unixMs'] - killed_ms if e else float('nan')
+    result['tapDropped'] = tap_dropped() - dropped_before
+    # with --hears-primary, what the survivor's heard frames came to (this build's `heard-frames` event; absent in a
+    # build without it)
+    result['heard'] = next((e for e in evs if e['event'] == 'heard-frames'), None)
     result['lost'] = at('primary-lost')
     result['won'] = at('took-over')
     result['up'] = at('takeover-descriptor', lambda e: str(e.get('detail', '')).startswith('virtual interface'))
+    # the guest serves again only once the survivor's host descriptors are attached too
+    result['attachedAt'] = at('takeover-descriptor', lambda e: str(e.get('detail', '')).startswith('descriptors attached'))
     # the stall: the longest wait of a request in flight at some moment between the kill and the takeover (sent before
     # the interface was up, answered after the kill), not the longest request of the whole run (a protected server's
     # tail without any kill reaches hundreds of ms under load)
     up_mono = killed_mono + (result['up'] if result['up'] == result['up'] else 0) / 1000
     result['stall'] = max(((d - s) * 1000 for s, d in reqs if d > killed_mono and s < up_mono), default=float('nan'))
+    # the first reply after the kill that the survivor sent (answered after its interface was up)
+    result['first'] = min(((d - killed_mono) * 1000 for s, d in reqs if d > up_mono), default=float('nan'))
     lost = next((e for e in evs if e['event'] == 'primary-lost'), {})
     # the longest silence between the primary's messages before the kill (a build with heartbeats; else absent):
     # the margin against declaring a healthy primary lost
@@ -601,6 +621,8 @@ def main():
     ap.add_argument('--hears-primary', action='store_true', help='kill runs: the primary\'s TAP port is mirrored to the backup\'s '
                     '(tc clsact + mirred) and the measured build\'s backup runs with --hears-primary: a request only the dead '
                     'primary received is answered from the frames the backup heard instead of after the client\'s RTO')
+    ap.add_argument('--compare-hears', action='store_true', help='with --hears-primary and --compare: the --compare build\'s backup '
+                    'runs with --hears-primary too (a build that has it), so the two builds differ only in what they do with the frames')
     ap.add_argument('--duplicate', type=float, default=0.02, help='with --lossy-link: the probability that the relay sends a frame twice')
     ap.add_argument('--reorder', type=float, default=0.03, help='with --lossy-link: the probability that the relay holds a frame '
                     'back 1-3 ms (later frames overtake it)')
@@ -611,7 +633,7 @@ def main():
     if any(v not in BULK_VARIANTS for v in a.variants) or ('before' in a.variants and not a.compare):
         ap.error(f'--bulk-variants: a comma-separated list of {", ".join(BULK_VARIANTS)} (before needs --compare)')
     global SERVER, LINK, KEEP, HEARS, THIS
-    THIS, HEARS = a.this, a.hears_primary
+    THIS, HEARS = a.this, ('both' if a.compare_hears else True) if a.hears_primary else False
     if a.bulk:
         bulk(a)
         return
@@ -637,10 +659,10 @@ def main():
             try:
                 v = kill_once(i, 6)
                 stalls.append(v['stall'])
-                parts.append((v['lost'], v['won'], v['up']))
+                parts.append((v['lost'], v['announced'], v['won'], v['up'], v['first']))
                 if 'own' in v:
                     kept.append((v['own'], v['attached']))
-                print('kill', i, f"stall {v['stall']:.0f} ms (longest request of the run {v['max_ms']:.0f} ms) (backup: lost +{v['lost']:.0f}, won +{v['won']:.0f}, up +{v['up']:.0f} ms{relay_words(v)}), {v['requests']:.0f} requests, errors {v['errors']:.0f}", flush=True)
+                print('kill', i, f"stall {v['stall']:.0f} ms (longest request of the run {v['max_ms']:.0f} ms) (backup: lost +{v['lost']:.0f}, won +{v['won']:.0f}, up +{v['up']:.0f} ms, first reply +{v['first']:.0f} ms{relay_words(v)}{heard_words(v)}), {v['requests']:.0f} requests, errors {v['errors']:.0f}", flush=True)
             except Exception as e:  # a reset shows here: kvload exits non-zero when a connection closes
                 failed.append(str(e).strip().splitlines()[-1] if str(e).strip() else repr(e))
                 print('kill', i, 'FAILED', e, flush=True)
@@ -701,18 +723,42 @@ def print_stalls(a, stalls, parts, failed):
               f'{len(stalls)} of {a.kills} kills completed without a reset): p50 {statistics.median(s):.0f} ms, p99 {p99:.0f} ms, '
               f'max {s[-1]:.0f} ms; per kill (ms): {", ".join(f"{x:.0f}" for x in stalls)}.' + (f' Failed: {"; ".join(failed)}' if failed else ''))
         med = lambda k: statistics.median(x[k] for x in parts)
-        print(f'\nWhere the stall goes (medians, ms after the kill, from the backup\'s events): the loss noticed +{med(0):.0f}, '
-              f'the arbiter won (drain done) +{med(1):.0f}, the interface up and announced +{med(2):.0f}; per kill (lost/won/up/stall): '
-              + ", ".join(f"{l:.0f}/{w:.0f}/{u:.0f}/{st:.0f}" for (l, w, u), st in zip(parts, stalls)) + '.')
+        print(f'\nWhere the stall goes (medians, ms after the kill, from the backup\'s events and kvload\'s trace): the loss noticed +{med(0):.0f}, '
+              f'announced +{med(1):.0f}, drained and took over +{med(2):.0f}, the interface up +{med(3):.0f}, the first reply +{med(4):.0f}; '
+              f'per kill (lost/won/up/stall): '
+              + ", ".join(f"{l:.0f}/{w:.0f}/{u:.0f}/{st:.0f}" for (l, _, w, u, _), st in zip(parts, stalls)) + '.')
 
 
 def stall_summary(name, stalls, parts, failed):
+    """A table row: the stall and, as medians of ms after the kill, its parts (parts: lost, announced, took over,
+    interface up, first reply per kill)."""
     s = sorted(stalls)
     p99 = s[min(len(s) - 1, int(0.99 * len(s)))]
     med = lambda k: statistics.median(x[k] for x in parts)
-    return (f'| {name} | {len(s)} | {statistics.median(s):.0f} | {p99:.0f} | {med(0):.0f} | {med(1):.0f} | {med(2):.0f} | '
-            + ", ".join(f"{l:.0f}/{w:.0f}/{u:.0f}/{st:.0f}" for (l, w, u), st in zip(parts, stalls))
+    return (f'| {name} | {len(s)} | {statistics.median(s):.0f} | {p99:.0f} | {med(0):.0f} | {med(1):.0f} | {med(2):.0f} | {med(3):.0f} | {med(4):.0f} | '
+            + ", ".join(f"{l:.0f}/{w:.0f}/{u:.0f}/{st:.0f}" for (l, _, w, u, _), st in zip(parts, stalls))
             + (f' (failed: {"; ".join(failed)})' if failed else '') + ' |')
+
+
+def heard_words(v):
+    """The survivor's heard frames (`--hears-primary`) in a kill's line."""
+    h = v.get('heard')
+    drop = f"; backup's device dropped {v['tapDropped']:.0f}" if v.get('tapDropped', 0) == v.get('tapDropped', 0) else ''
+    if not h:
+        return drop
+    return (f"; heard {h['read']} frames ({h['atLoss']} read only at the loss, at most {h['largestBurst']} per wake-up), kept "
+            f"{h['kept']}, overwritten {h['overwritten']}, given {h['given']}, reader raised {h['raised']}") + drop
+
+
+def heard_summary(rows):
+    """Over a build's kills: the heard frames' counts (medians, max) and the device's drops."""
+    hs = [h for h, _ in rows if h]
+    med = lambda k: statistics.median(h[k] for h in hs)
+    drops = [d for _, d in rows if d == d]
+    return (f'frames heard per takeover p50 {med("read"):.0f}, kept {med("kept"):.0f}, overwritten {med("overwritten"):.0f}, '
+            f'given to the stack p50 {med("given"):.0f} (per kill: {", ".join(str(h["given"]) for h in hs)}), read only at the loss '
+            f'p50 {med("atLoss"):.0f}, largest burst max {max(h["largestBurst"] for h in hs)}, reader raised in {sum(bool(h["raised"]) for h in hs)} '
+            f'of {len(hs)}; frames the backup\'s device dropped: {", ".join(f"{d:.0f}" for d in drops)}')
 
 
 def link_words():
@@ -748,6 +794,7 @@ def compare_kills(a):
     builds = [('before', a.compare), ('this build', a.this)]
     res = {n: ([], [], []) for n, _ in builds}
     kept = {n: [] for n, _ in builds}   # with --keep-traces: (own stall, descriptors attached) per kill
+    heard = {n: [] for n, _ in builds}  # (the heard-frames event or None, frames the backup's device dropped) per kill
     loads = []
     try:
         for i in range(a.kills):
@@ -756,11 +803,12 @@ def compare_kills(a):
                 try:
                     v = kill_once(i, 6, d)
                     stalls.append(v['stall'])
-                    parts.append((v['lost'], v['won'], v['up']))
+                    parts.append((v['lost'], v['announced'], v['won'], v['up'], v['first']))
+                    heard[name].append((v['heard'], v['tapDropped']))
                     if 'own' in v:
                         kept[name].append((v['own'], v['attached']))
                     print('kill', i, name, f"stall {v['stall']:.0f} ms (longest request of the run {v['max_ms']:.0f} ms) (backup: lost +{v['lost']:.0f}, won +{v['won']:.0f}, up +{v['up']:.0f} ms; "
-                          f"announced +{v['announced']:.0f} ms; longest silence before {v['quiet']:.0f} ms; {v['why']}{relay_words(v)}); errors {v['errors']:.0f}", flush=True)
+                          f"announced +{v['announced']:.0f} ms; descriptors attached +{v['attachedAt']:.0f} ms; first reply +{v['first']:.0f} ms; longest silence before {v['quiet']:.0f} ms; {v['why']}{relay_words(v)}{heard_words(v)}); errors {v['errors']:.0f}", flush=True)
                 except Exception as e:
                     failed.append(str(e).strip().splitlines()[-1] if str(e).strip() else repr(e))
                     print('kill', i, name, 'FAILED', e, flush=True)
@@ -771,9 +819,9 @@ def compare_kills(a):
     print(f'\n{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, load average {min(loads):.0f}-{max(loads):.0f} '
           f'during the run; the two builds alternating, kill by kill; {SERVER.name}. Command: `python3 bench/vnet.py --kills-only --kills {a.kills} '
           f'--compare BIN_DIR{" --redis" if a.redis else ""}{f" --client-rto-min {a.client_rto_min}" if a.client_rto_min is not None else ""}'
-          f'{f" --lossy-link --loss {a.loss:g} --duplicate {a.duplicate:g} --reorder {a.reorder:g}" if LINK else ""}{" --hears-primary" if HEARS else ""}`.{link_words()}\n')
-    print('| build | kills | stall p50 ms | stall p99 (max) ms | loss noticed p50 | arbiter won p50 | interface up p50 | per kill lost/won/up/stall ms |')
-    print('|---|---|---|---|---|---|---|---|')
+          f'{f" --lossy-link --loss {a.loss:g} --duplicate {a.duplicate:g} --reorder {a.reorder:g}" if LINK else ""}{" --hears-primary" if HEARS else ""}{" --compare-hears" if HEARS == "both" else ""}`.{link_words()}\n')
+    print('| build | kills | stall p50 ms | stall p99 (max) ms | loss noticed p50 | announced p50 | drained, took over p50 | interface up p50 | first reply p50 | per kill lost/won/up/stall ms |')
+    print('|---|---|---|---|---|---|---|---|---|---|')
     for name, _ in builds:
         stalls, parts, failed = res[name]
         if stalls:
@@ -781,6 +829,9 @@ def compare_kills(a):
     for name, _ in builds:
         if kept[name]:
             print(f'\n{name}: ' + own_words(kept[name]) + '.')
+    for name, _ in builds:
+        if any(h for h, _ in heard[name]):
+            print(f'\n{name}: ' + heard_summary(heard[name]) + '.')
 
 
 if __name__ == '__main__':

@@ -282,6 +282,7 @@ public sealed class Drill(DrillSettings s)
             BackupChunks = backup.Chunks,
             BackupLog = backup.StderrLines,
             BackupEvents = backup.Events,
+            HearsPrimary = s.Network is VirtualNetwork { HearsPrimary: true },
             BackupExit = fault == FaultKind.KillBackup && !lateFault ? null : bExit,
             BackupKilled = fault == FaultKind.KillBackup && !lateFault,
             BackupExitedAtMs = backup.ExitedAtMs,

@@ -126,6 +126,8 @@ public sealed class RoundObservation
     public IReadOnlyList<string> ClientErrors { get; init; } = [];
     /// <summary>The load's client connections (service workloads), counted by the clients.</summary>
     public ConnectionStats? Connections { get; init; }
+    /// <summary>The backup heard the primary's wire (`--hears-primary` with a port mirror).</summary>
+    public bool HearsPrimary { get; init; }
 
     // ---------------------------------------------------------------- derived facts
 
@@ -143,6 +145,8 @@ public sealed class RoundObservation
     /// <summary>The primary lost its backup, won the arbiter and went on unprotected.</summary>
     public ReplicaEventRecord? PrimaryUnprotected => PrimaryEvent(ReplicaEvent.Unprotected);
     public ReplicaEventRecord? PrimaryFenced => PrimaryEvent(ReplicaEvent.Fenced);
+    /// <summary>What the frames the backup heard came to at its takeover (`--hears-primary`); null without one.</summary>
+    public ReplicaEventRecord? BackupHeard => BackupEvent(ReplicaEvent.HeardFrames);
     public ReplicaEventRecord? BackupDetected => BackupEvent(ReplicaEvent.PrimaryLost);
     public ReplicaEventRecord? PrimaryDetected => PrimaryEvent(ReplicaEvent.BackupLost);
     public ReplicaEventRecord? BackupStoodDown => BackupEvent(ReplicaEvent.StoodDown);

@@ -36,6 +36,10 @@ var netOpt = new Option<string>("--net")
     DefaultValueFactory = _ => "host",
 };
 netOpt.AcceptOnlyFromAmong("host", "virtual");
+var hearsOpt = new Option<bool>("--hears-primary")
+{
+    Description = "With --net virtual (rounds on this host, not --cycles or --hosts netns): the bridge mirrors every frame it delivers to the primary's TAP port onto the backup's (tc clsact + u32 + mirred) and the backup listens with --hears-primary, so a request only the dead primary received is answered from the frames the backup heard instead of after the client's retransmission time-out. The frames the backup heard, kept and gave its stack at each takeover are printed under the table and in report.json (heardFrames; hearsPrimary).",
+};
 var hostsOpt = new Option<string>("--hosts")
 {
     Description = "Where the replicas run. local (default): processes of this host, the replication link through a loopback relay. netns: the primary, the backup, the clients and etcd (the arbiter) each on a host of its own, a network namespace with one interface on a bridge the drill makes (and removes on exit; needs iproute2, and root or user namespaces: run by another user the drill re-runs itself in a user namespace of its own, where it is root over the namespaces it makes and nothing else; kvserver's guest network also needs TAP devices, i.e. a /dev/net/tun that user may open), so host faults are real: kill = the primary's host killed (its processes SIGKILLed, its ports down), link-down = its ports down at the bridge, partition = the bridge stops forwarding between the replicas' hosts (both still reach etcd and the clients), kill-backup, freeze, cut-kill (slow-link and throttle need the relay). With kvserver the guest serves on a virtual interface (--net virtual) moving between the replicas' TAP ports on the bridge. With --cycles: a host per replica slot besides the first primary's (see --cycles).",
@@ -50,14 +54,16 @@ var slotsOpt = new Option<int>("--slots") { Description = $"--cycles: the endpoi
 var buildDirOpt = new Option<string?>("--build-dir") { Description = "Where the bundled guest is built (default: guests/out of the repository)." };
 var drill = new Command("drill", "Start a local primary-backup pair (separate processes, replication through a fault-injecting loopback proxy) with a bundled workload, inject one fault per round at a random moment and check the invariants: no acknowledged write lost, no output released before the backup held it, output continuous across a failover (a repeat only byte-identical and only from the last round trip), exactly one live primary, the takeover state digest equal to the primary's, the workload finishing correctly. Prints a table per round and writes a JSON report and a timeline picture. Exit status 0 only when every invariant held in every round; 1 with the first violation and its seed otherwise; 2 on bad usage or when the pair cannot be started.")
 {
-    roundsOpt, cyclesOpt, tickOpt, replicasOpt, seedOpt, faultsOpt, workloadOpt, guestOpt, requestsOpt, connectionsOpt, linesOpt, workOpt, timeoutOpt, hbOpt, cpOpt, reportOpt, limitOpt, quietOpt, baseDelayOpt, plantOpt, plantCycleOpt, primaryArgOpt, backupArgOpt, buildDirOpt, netOpt, hostsOpt, slotsOpt,
+    roundsOpt, cyclesOpt, tickOpt, replicasOpt, seedOpt, faultsOpt, workloadOpt, guestOpt, requestsOpt, connectionsOpt, linesOpt, workOpt, timeoutOpt, hbOpt, cpOpt, reportOpt, limitOpt, quietOpt, baseDelayOpt, plantOpt, plantCycleOpt, primaryArgOpt, backupArgOpt, buildDirOpt, netOpt, hearsOpt, hostsOpt, slotsOpt,
 };
 drill.SetAction(parse =>
 {
     // without root the drill's hosts are made by root of a user namespace of its own: this command, run again in one
     if (parse.GetValue(hostsOpt) == "netns" && OperatingSystem.IsLinux() && !Environment.IsPrivilegedProcess) return UserNamespace.RunThisCommandInside(Console.Error);
-    if (parse.GetValue(cyclesOpt) is int cycles) return Cycles(parse, cycles);
     bool onHosts = parse.GetValue(hostsOpt) == "netns";
+    if (parse.GetValue(hearsOpt) && (parse.GetValue(netOpt) != "virtual" || onHosts || parse.GetValue(cyclesOpt) != null))
+    { Console.Error.WriteLine("chaos: --hears-primary needs --net virtual, on this host (not --hosts netns) and in rounds (not --cycles)"); return 2; }
+    if (parse.GetValue(cyclesOpt) is int cycles) return Cycles(parse, cycles);
     FaultKind[] faults;
     string faultList = parse.GetValue(faultsOpt)!;
     if (onHosts && faultList == string.Join(",", Faults.All.Select(Faults.Name))) faultList = "all"; // the default: every fault of the hosts
@@ -88,7 +94,7 @@ drill.SetAction(parse =>
     VirtualNetwork? virtualNet = null;
     if (parse.GetValue(netOpt) == "virtual" && hosts == null)
     {
-        try { virtualNet = VirtualNetwork.Create(); }
+        try { virtualNet = VirtualNetwork.Create(mirrorPrimary: parse.GetValue(hearsOpt)); }
         catch (Exception e) when (e is InvalidOperationException or System.ComponentModel.Win32Exception)
         { Console.Error.WriteLine($"chaos: --net virtual: cannot make the drill's network namespace (root and iproute2 needed): {e.Message}"); return 2; }
     }
@@ -136,6 +142,7 @@ drill.SetAction(parse =>
     catch (DrillSetupException e) { Console.Error.WriteLine($"\nchaos: cannot start the pair: {e.Message}"); return 2; }
     Console.WriteLine();
     Console.WriteLine(Report.Table(results));
+    if (Report.HeardLines(results) is { Count: > 0 } heard) foreach (var line in heard) Console.WriteLine(line);
     foreach (var r in results.Where(r => !r.Ok))
         foreach (var i in r.Invariants.Where(i => !i.Ok))
             Console.WriteLine($"round {r.Observation.Round + 1} ({Faults.Name(r.Observation.Fault)}, seed {r.Observation.Seed}): {i.Name} VIOLATED: {i.Detail}");

@@ -36,18 +36,30 @@ public static class Report
         return sb.ToString();
     }
 
+    /// <summary>Lines under the table for rounds whose backup heard the primary's wire (`--hears-primary`): the frames it
+    /// heard, kept and gave its stack at the takeover (empty when no round's backup did).</summary>
+    public static List<string> HeardLines(IReadOnlyList<RoundResult> rs) =>
+        rs.Where(r => r.Observation.HearsPrimary).Select(r => (r.Observation.Round + 1, Heard(r.Observation.BackupHeard))).Select(x => x.Item2 is { } h
+            ? $"round {x.Item1}: the backup heard {h.Read} frames on the primary's wire, kept the newest {h.Kept}, gave its stack {h.Given} that the log lacked (reader raised: {h.Raised})"
+            : $"round {x.Item1}: the backup heard the primary's wire; no takeover used the frames").ToList();
+
+    static HeardDto? Heard(ReplicaEventRecord? e) => e == null ? null
+        : new HeardDto(e.Long("read") ?? 0, (int)(e.Long("atLoss") ?? 0), (int)(e.Long("largestBurst") ?? 0), (int)(e.Long("kept") ?? 0), (int)(e.Long("given") ?? 0), e.Bool("raised") ?? false);
+
     // ------------------------------------------------------------------ JSON
 
+    /// <summary>A takeover's heard frames (the backup's heard-frames event: ReVirt.Linux.HeardCounts).</summary>
+    public sealed record HeardDto(long Read, int AtLoss, int LargestBurst, int Kept, int Given, bool Raised);
     public sealed record InvariantDto(string Name, bool Ok, string Detail);
     public sealed record EventDto(double AtMs, string Lane, string Label);
     public sealed record RoundDto(
         int Round, int Seed, string Fault, string FaultDetail, double? FaultAtMs, double? FaultEndMs, string Outcome,
         double? DetectionMs, double? DrainMs, double? FailoverMs, double? ServiceBackMs, double DurationMs, int RequestsDone,
         bool Ok, List<InvariantDto> Invariants, List<EventDto> Timeline,
-        long PrimaryStdoutBytes, long BackupStdoutBytes, int? PrimaryExit, int? BackupExit, string? ArbiterHolder, string? ArbiterRead, List<string> KilledAsHung, string Rerun);
+        long PrimaryStdoutBytes, long BackupStdoutBytes, int? PrimaryExit, int? BackupExit, string? ArbiterHolder, string? ArbiterRead, List<string> KilledAsHung, string Rerun, HeardDto? HeardFrames);
     /// <param name="HostsMadeBy">--hosts netns: who made the hosts: "root", or "user-namespace" (a drill run without root,
     /// root of a user namespace of its own); null on loopback.</param>
-    public sealed record ReportDto(string Tool, string Workload, string Net, string Hosts, string? Arbiter, int Seed, int Rounds, string[] Faults, bool Ok, string? FirstViolation, DateTimeOffset Finished, List<RoundDto> RoundResults, string? HostsMadeBy);
+    public sealed record ReportDto(string Tool, string Workload, string Net, string Hosts, string? Arbiter, int Seed, int Rounds, string[] Faults, bool Ok, string? FirstViolation, DateTimeOffset Finished, List<RoundDto> RoundResults, string? HostsMadeBy, bool HearsPrimary);
 
     /// <summary>The report's hostsMadeBy: who made the hosts of a --hosts netns drill.</summary>
     public static string? HostsMadeBy(NetnsHosts? hosts) => hosts == null ? null : hosts.Rootless ? "user-namespace" : "root";
@@ -60,7 +72,7 @@ public static class Report
     };
 
     public static string Rerun(RoundResult r, string workload) =>
-        $"chaos drill --rounds 1 --seed {r.Observation.Seed} --faults {Faults.Name(r.Observation.Fault)} --workload {workload}{(r.Observation.Connections?.VirtualNet == true ? " --net virtual" : "")}";
+        $"chaos drill --rounds 1 --seed {r.Observation.Seed} --faults {Faults.Name(r.Observation.Fault)} --workload {workload}{(r.Observation.Connections?.VirtualNet == true ? " --net virtual" : "")}{(r.Observation.HearsPrimary ? " --hears-primary" : "")}";
 
     public static ReportDto ToDto(IReadOnlyList<RoundResult> rs, DrillSettings s) => new(
         "revirt chaos drill", s.Workload.Name, s.Network != null ? "virtual" : "host", s.Hosts != null ? "netns" : "local", s.Hosts != null ? "etcd" : "lock file", s.Seed, rs.Count, s.Faults.Select(Faults.Name).ToArray(), rs.All(r => r.Ok), FirstViolation(rs, s.Workload.Name),
@@ -72,8 +84,8 @@ public static class Report
                 r.DetectionMs, r.DrainMs, r.FailoverMs, r.ServiceBackMs, r.DurationMs, r.Units, r.Ok,
                 r.Invariants.Select(i => new InvariantDto(i.Name, i.Ok, i.Detail)).ToList(),
                 r.Timeline.Select(e => new EventDto(Math.Round(e.AtMs, 1), e.Lane, e.Label)).ToList(),
-                o.PrimaryStdout.Length, o.BackupStdout.Length, o.PrimaryExit, o.BackupExit, o.ArbiterHolder, o.ArbiterRead, o.KilledAsHung, Rerun(r, s.Workload.Name));
-        }).ToList(), HostsMadeBy(s.Hosts));
+                o.PrimaryStdout.Length, o.BackupStdout.Length, o.PrimaryExit, o.BackupExit, o.ArbiterHolder, o.ArbiterRead, o.KilledAsHung, Rerun(r, s.Workload.Name), Heard(o.BackupHeard));
+        }).ToList(), HostsMadeBy(s.Hosts), s.Network is VirtualNetwork { HearsPrimary: true });
 
     public static string? FirstViolation(IReadOnlyList<RoundResult> rs, string workload)
     {

@@ -42,10 +42,15 @@ public sealed class VirtualNetwork : IGuestNetwork, IDisposable
     static int _made;
     readonly NamespaceSockets _clients;
 
-    VirtualNetwork(string name, int standbys)
+    /// <summary>The bridge copies every frame it delivers to <see cref="PrimaryTap"/> onto <see cref="BackupTap"/> (a
+    /// port mirror), and the backup listens with `--hears-primary`.</summary>
+    public bool HearsPrimary { get; }
+
+    VirtualNetwork(string name, int standbys, bool hearsPrimary)
     {
         Name = name;
         Standbys = standbys;
+        HearsPrimary = hearsPrimary;
         _clients = new NamespaceSockets(name);
     }
 
@@ -54,8 +59,9 @@ public sealed class VirtualNetwork : IGuestNetwork, IDisposable
     public static string StandbyTap(int slot) => $"rvb{slot}";
 
     /// <summary>Makes the namespace, its bridge and the TAP devices (the primary's and <paramref name="standbys"/>
-    /// more); throws with the failing command.</summary>
-    public static VirtualNetwork Create(int standbys = 1)
+    /// more); with <paramref name="mirrorPrimary"/> the primary's port mirrored onto the backup's
+    /// (<see cref="HearsPrimary"/>). Throws with the failing command.</summary>
+    public static VirtualNetwork Create(int standbys = 1, bool mirrorPrimary = false)
     {
         if (standbys < 1) throw new ArgumentOutOfRangeException(nameof(standbys), "a pair needs at least the backup's device");
         string name = $"rvchaos{Environment.ProcessId}n{Interlocked.Increment(ref _made)}";
@@ -73,7 +79,16 @@ public sealed class VirtualNetwork : IGuestNetwork, IDisposable
             }
             In("addr", "add", BridgeCidr, "dev", Bridge);
             In("link", "set", Bridge, "up");
-            return new VirtualNetwork(name, standbys);
+            if (mirrorPrimary)
+            {
+                // what the bridge sends out of the primary's port (the frames its device delivers to the primary) is
+                // copied out of the backup's: a clsact egress filter matching every frame (u32 0/0) with mirred
+                void Tc(params string[] a) => Child.Check(TimeSpan.FromMinutes(1), "ip", ["netns", "exec", name, "tc", .. a]);
+                Tc("qdisc", "add", "dev", PrimaryTap, "clsact");
+                Tc("filter", "add", "dev", PrimaryTap, "egress", "protocol", "all", "u32", "match", "u32", "0", "0",
+                   "action", "mirred", "egress", "mirror", "dev", BackupTap);
+            }
+            return new VirtualNetwork(name, standbys, mirrorPrimary);
         }
         catch { Ip("netns", "del", name); throw; }
     }
@@ -82,7 +97,7 @@ public sealed class VirtualNetwork : IGuestNetwork, IDisposable
     public string[] PrimaryArgs => ["--net", "virtual", "--ip", GuestCidr, "--tap", PrimaryTap, "--netns", Name];
 
     /// <summary>`backup listen` options: where the backup brings the interface up when it takes over.</summary>
-    public string[] BackupArgs => StandbyArgs(0);
+    public string[] BackupArgs => HearsPrimary ? [.. StandbyArgs(0), "--hears-primary"] : StandbyArgs(0);
 
     /// <summary>`backup listen` options of a replica on endpoint slot <paramref name="slot"/>.</summary>
     public string[] StandbyArgs(int slot) => slot >= 0 && slot < Standbys

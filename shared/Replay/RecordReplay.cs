@@ -53,8 +53,10 @@ public static class Recording
 
     /// <summary>The machine a header describes (under another root when given).</summary>
     /// <exception cref="LogFormatException">The header cannot be run (<see cref="LogHeader.NotRunnable"/>).</exception>
-    /// <remarks><paramref name="hearsPrimary"/>: this replica's device hears the primary's frames (<see cref="VirtualNetOptions.HearsPrimary"/>).</remarks>
-    public static MachineOptions OptionsFrom(LogHeader h, string? rootOverride, string? tap = null, string? netns = null, bool hearsPrimary = false)
+    /// <remarks><paramref name="hearsPrimary"/>: this replica's device hears the primary's frames (<see cref="VirtualNetOptions.HearsPrimary"/>),
+    /// read by a thread that <paramref name="raiseHearing"/> raises (<see cref="VirtualNetOptions.RaiseHearing"/>).</remarks>
+    public static MachineOptions OptionsFrom(LogHeader h, string? rootOverride, string? tap = null, string? netns = null, bool hearsPrimary = false,
+        Func<bool>? raiseHearing = null)
     {
         if (h.NotRunnable() is string why) throw new LogFormatException($"the log header cannot be run: {why}");
         // start state: "cwd=DIR", then "net=A.B.C.D/N MAC [WORDS]" (VirtualNetOptions.Identity) when the guest has a virtual interface (one per line)
@@ -64,7 +66,7 @@ public static class Recording
         return new MachineOptions
         {
             // the replica's own wire: a replay never opens it, a backup that goes live uses its own (--tap, --netns)
-            Net = net == null ? null : VirtualNetOptions.FromIdentity(net, tap ?? VirtualNetOptions.DefaultTap, netns) is { } o ? o with { HearsPrimary = hearsPrimary }
+            Net = net == null ? null : VirtualNetOptions.FromIdentity(net, tap ?? VirtualNetOptions.DefaultTap, netns) is { } o ? o with { HearsPrimary = hearsPrimary, RaiseHearing = hearsPrimary ? raiseHearing : null }
                 : throw new LogFormatException($"the log's start state names a malformed network interface or a stack behaviour this build does not know: '{net}'"),
             Root = rootOverride ?? h.RootDirectory,
             Program = h.Argv[0],

@@ -102,6 +102,7 @@ public static class ReplicaEvent
     public const string HandshakeAbandoned = "handshake-abandoned"; // reason (the stream ended before the primary's first message: waiting for a primary again)
     public const string PrimaryLost = "primary-lost";         // reason, held, longestSilenceMs (between the primary's messages since the session's first one), silences (how many reached 25, 50, ... ms), silenceBoundMs, ackFailed (why acknowledgements had stopped going out before the loss, null: they went out; the link was read to its end all the same)
     public const string Announced = "announced";             // term, afterLostMs (a backup that won the arbiter as it lost its primary) the interface's address announced on its own TAP device before the drain ended
+    public const string HeardFrames = "heard-frames";         // read, atLoss, largestBurst, kept, overwritten, given, raised (`--hears-primary`: the frames heard on the primary's wire while following, once the live stack has judged every one kept; HeardCounts)
     public const string TookOver = "took-over";               // drainMs, instruction, record, resumeStdoutAt, logStdoutBytes, resumeStderrAt, checkpointInstruction, checkpointDigest
     public const string TakeoverDescriptor = "takeover-descriptor"; // detail
     public const string StoodDown = "stood-down";             // reason, drainMs

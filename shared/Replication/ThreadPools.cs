@@ -21,9 +21,9 @@ public static class ThreadPools
     const int PrioProcess = 0;
 
     /// <summary>Linux SCHED_OTHER (the ordinary time-sharing policy).</summary>
-    const int SchedOther = 0;
+    public const int SchedOther = 0;
     /// <summary>Linux SCHED_RR (round-robin real-time policy).</summary>
-    const int SchedRoundRobin = 2;
+    public const int SchedRoundRobin = 2;
     /// <summary>The lowest real-time priority: above every ordinary thread, below any real-time work the machine has.</summary>
     const int LowestRealtimePriority = 1;
 

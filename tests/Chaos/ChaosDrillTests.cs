@@ -113,13 +113,15 @@ public class ChaosDrillTests(ITestOutputHelper output) : DrillTests(output)
     }
 
     /// <summary>
-    /// `chaos drill --net virtual`: the guest's connections are part of the machine, so the clients keep one
-    /// connection each through a kill and a freeze of the primary (connections-survive), and report.json says so.
+    /// `chaos drill --net virtual --hears-primary`: the guest's connections are part of the machine, so the clients keep
+    /// one connection each through a kill and a freeze of the primary (connections-survive), and report.json says so.
+    /// The primary's port is mirrored onto the backup's, whose heard frames (kept, given to its stack) each round
+    /// reports (fails when the drill sets no mirror up or does not pass the backup --hears-primary: none heard).
     /// </summary>
     [Fact]
     public void DrillOnTheVirtualNetworkKeepsEveryConnection()
     {
-        using var net = VirtualNetwork.Create();
+        using var net = VirtualNetwork.Create(mirrorPrimary: true);
         var s = Settings([FaultKind.Kill, FaultKind.Freeze], seed: 5, rounds: 2, workload: new KvWorkload(GuestEnv.Guest("kvserver", "musl"), 200, 6) { GiveUpMs = 30_000, Network = net });
         s = new DrillSettings
         {
@@ -136,6 +138,15 @@ public class ChaosDrillTests(ITestOutputHelper output) : DrillTests(output)
         {
             using var doc = JsonDocument.Parse(File.ReadAllText(Report.Write(dir, rs, s)[0]));
             Assert.Equal("virtual", doc.RootElement.GetProperty("net").GetString());
+            Assert.True(doc.RootElement.GetProperty("hearsPrimary").GetBoolean());
+            foreach (var round in doc.RootElement.GetProperty("roundResults").EnumerateArray())
+            {
+                var heard = round.GetProperty("heardFrames");
+                Assert.True(heard.ValueKind == JsonValueKind.Object, $"round {round.GetProperty("round")}: no heard frames reported");
+                Assert.True(heard.GetProperty("kept").GetInt32() >= 1 && heard.GetProperty("read").GetInt64() >= heard.GetProperty("kept").GetInt32(),
+                    $"round {round.GetProperty("round")}: {heard}");
+            }
+            Assert.Contains("--hears-primary", doc.RootElement.GetProperty("roundResults")[0].GetProperty("rerun").GetString());
             var inv = doc.RootElement.GetProperty("roundResults")[0].GetProperty("invariants").EnumerateArray().Single(i => i.GetProperty("name").GetString() == InvariantChecker.ConnectionsSurvive);
             Assert.True(inv.GetProperty("ok").GetBoolean());
         }

@@ -537,7 +537,7 @@ public class StackTakeoverTests(Xunit.Abstractions.ITestOutputHelper output)
         for (int i = 4; i <= 6; i++) ring.Add(Enumerable.Repeat((byte)i, i).ToArray());
         Assert.Equal(new[] { 3, 4, 5, 6 }, ring.OldestFirst().Select(f => (int)f[0]));
         Assert.All(ring.OldestFirst().Skip(1), f => Assert.Equal(Enumerable.Repeat(f[0], f[0]), f));
-        Assert.Equal(new byte[] { 3, 6 }, ring.OldestFirst().First());
+        Assert.Equal(new byte[] { 3, 6 }, ring.OldestFirst().First().ToArray());
     }
 
     /// <summary>A connection with nothing outstanding either way: the takeover's ACKs change nothing, nothing is

@@ -263,7 +263,10 @@ public class VirtualNetFailoverTests(ITestOutputHelper output)
     /// it, then killed) is answered by the survivor from the frames it heard, long before the client's own
     /// retransmission — the clients' route has a minimum RTO of 20 s here, so without the heard frames the answer
     /// could not come sooner than 20 s after the request. Fails without --hears-primary (the answer then waits for the
-    /// client's resend), and when the survivor judges the unheard request old (NetStack.HoldsAlready).
+    /// client's resend), and when the survivor judges the unheard request old (NetStack.HoldsAlready). The thread that
+    /// reads the heard frames runs as a real-time thread (the kernel's own view: /proc/PID/task/TID/stat; fails when it
+    /// is not raised), and the backup's heard-frames event counts what the frames came to (at least the request
+    /// given; fails when the counts are not reported or the given frame is not counted).
     /// </summary>
     [Fact]
     public void ARequestOnlyTheDeadPrimaryReceivedIsAnsweredFromTheFramesTheBackupHeard()
@@ -297,6 +300,10 @@ public class VirtualNetFailoverTests(ITestOutputHelper output)
             string? Line() => client.StandardOutput.ReadLineAsync().WaitAsync(Long).GetAwaiter().GetResult();
             string? ready = Line();
             if (ready?.StartsWith("ready") != true) Assert.Fail($"the client's SET: {ready} {client.StandardError.ReadToEnd()}");
+            // the backup replayed the SET's input, so its device is open and the hearing thread runs (raised as it starts)
+            int? policy = null;
+            Assert.True(SpinWait.SpinUntil(() => (policy = SchedulingPolicyOf(b.Pid, "tap-hear")) == ThreadPools.SchedRoundRobin, Long),
+                $"the backup's tap-hear thread has scheduling policy {policy?.ToString() ?? "(no such thread)"}, not SCHED_RR");
             p.Signal(ReplicaProc.SIGSTOP);
             long stoppedAt = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
             File.WriteAllText(go, "");
@@ -313,6 +320,13 @@ public class VirtualNetFailoverTests(ITestOutputHelper output)
             Assert.True(int.Parse(words[1]) < RtoMinMs * 3 / 4, $"the GET was answered {words[1]} ms after it was sent (the client's own resend comes after {RtoMinMs} ms)");
             Assert.Contains("v1", answered);
             Assert.Contains(b.Events, e => e.Name == ReplicaEvent.TakeoverDescriptor && e.Str("detail")!.Contains("frames heard"));
+            var heard = b.Event(ReplicaEvent.HeardFrames);
+            Assert.True(heard != null, "no heard-frames event");
+            output.WriteLine(heard.ToString());
+            Assert.True(heard.Long("given") >= 1, "the request only the dead primary received is not counted as given");
+            Assert.True(heard.Long("kept") >= heard.Long("given") && heard.Long("read") >= heard.Long("kept") && heard.Long("overwritten") == heard.Long("read") - heard.Long("kept"),
+                "the heard frames' counts do not add up");
+            Assert.Equal(true, heard.Bool("raised"));
             Assert.True(client.WaitForExit(60_000));
             using (var bye = ns.Start("python3", "-c", $"import socket; s=socket.create_connection(('{GuestIp}',{Port}),timeout=60); s.sendall(b'SHUTDOWN\\n'); print(s.recv(16))"))
                 Assert.True(bye.WaitForExit(60_000) && bye.ExitCode == 0, "the server did not take SHUTDOWN");
@@ -324,6 +338,24 @@ public class VirtualNetFailoverTests(ITestOutputHelper output)
             Replicas.DeleteArbiter(arbiter);
             File.Delete(go);
         }
+    }
+
+    /// <summary>The scheduling policy (SCHED_*) of process <paramref name="pid"/>'s thread named <paramref name="name"/>, as
+    /// the kernel reports it (field 41 of /proc/PID/task/TID/stat); null when there is no such thread.</summary>
+    static int? SchedulingPolicyOf(int pid, string name)
+    {
+        foreach (var task in Directory.EnumerateDirectories($"/proc/{pid}/task"))
+        {
+            try
+            {
+                if (File.ReadAllText(Path.Combine(task, "comm")).Trim() != name) continue;
+                string stat = File.ReadAllText(Path.Combine(task, "stat"));
+                // the fields after the command's closing parenthesis begin with field 3 (state)
+                return int.Parse(stat[(stat.LastIndexOf(')') + 2)..].Split(' ')[41 - 3]);
+            }
+            catch (IOException) { } // the thread ended meanwhile
+        }
+        return null;
     }
 
     /// <summary>Frames the kernel received from a replica's TAP device (what the replica sent on the wire).</summary>

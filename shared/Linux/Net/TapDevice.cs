@@ -107,6 +107,18 @@ public sealed unsafe class TapDevice : IDisposable
         return HostSys.Call(Nr.poll, (long)pfd, 1, Math.Max(0, timeoutMs)) > 0;
     }
 
+    /// <summary>Waits up to <paramref name="timeoutMs"/> for a frame to read or for <paramref name="wakeFd"/> (an
+    /// eventfd another thread writes to end the wait) to become readable, whichever comes first.</summary>
+    public void WaitReadableOr(int wakeFd, int timeoutMs)
+    {
+        var pfd = stackalloc int[4];
+        pfd[0] = _fd;
+        pfd[1] = POLLIN;
+        pfd[2] = wakeFd;
+        pfd[3] = POLLIN;
+        HostSys.Call(Nr.poll, (long)pfd, 2, Math.Max(0, timeoutMs));
+    }
+
     public void Dispose()
     {
         if (_fd >= 0) { HostSys.Call(Nr.close, _fd); _fd = -1; }

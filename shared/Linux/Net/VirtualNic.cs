@@ -43,6 +43,12 @@ public sealed record VirtualNetOptions(MacAddress Mac, uint Ip, int PrefixLength
     /// not of the machine: no part of <see cref="Identity"/>.</summary>
     public bool HearsPrimary { get; init; }
 
+    /// <summary>With <see cref="HearsPrimary"/>: run by the thread that reads the heard frames as it starts, to make it
+    /// run soon after its device wakes it (the backup makes it a real-time thread). A starved reader lets the
+    /// device's own queue fill, and the kernel then drops the newest frames — the ones a takeover needs. Returns
+    /// whether the thread was raised (reported in <see cref="HeardCounts.Raised"/>). A choice of this replica.</summary>
+    public Func<bool>? RaiseHearing { get; init; }
+
     /// <summary>The stack configuration these options stand for.</summary>
     public NetConfig StackConfig() => new(Mac, Ip, PrefixLength, Gateway)
         { Rack = Rack, DsackUndo = Undo, WindowedMinRtt = Undo, TimeWaitSyn = TimeWaitSyn, BatchInput = BatchInput };
@@ -209,7 +215,7 @@ public sealed class VirtualNic : IDisposable
         Stack.TakeOver(clock);
         Transmit(boundary, tid);
         return $"virtual interface {_options.Identity} up on {Where}, announced; {Stack.ConnectionCount} connections carried over"
-            + (_heard != null ? $"; {HeardKept} frames heard from the primary's wire before the loss kept" : "");
+            + (_heard != null ? $"; {_heard.Count} frames heard from the primary's wire before the loss kept" : "");
     }
 
     TapDevice Tap()
@@ -241,31 +247,59 @@ public sealed class VirtualNic : IDisposable
     HeardFrames? _hearing;
     Thread? _hearingThread;
     volatile bool _stopHearing;
-    /// <summary>After the loss: the frames heard before it (oldest first) that the stack is given at the first
-    /// synchronisations once live, before what its device received since.</summary>
-    Queue<byte[]>? _heard;
+    /// <summary>After the loss: the frames heard before it (oldest first: the ring's own buffers, no copy while the
+    /// takeover waits) that the stack is offered at the first synchronisations once live, before what its device
+    /// received since; only those it is given are copied.</summary>
+    Queue<ArraySegment<byte>>? _heard;
 
-    /// <summary>Frames heard so far (counted for the takeover report).</summary>
-    public int HeardKept { get; private set; }
-    /// <summary>Frames heard and given to the stack once live (the rest told it nothing new: <see cref="NetStack.HoldsAlready"/>).</summary>
-    public int HeardGiven { get; private set; }
+    /// <summary>What the frames heard while following came to (<see cref="HeardCounts"/>); complete once the stack has
+    /// been offered every frame kept, when <see cref="HeardSettled"/> is called.</summary>
+    public HeardCounts Heard => _counts;
+    HeardCounts _counts;
+
+    /// <summary>Called once (on the thread that feeds the stack, host side) when the stack has judged every frame heard
+    /// before the loss: the counts are final then.</summary>
+    public Action<HeardCounts>? HeardSettled { get; set; }
 
     /// <summary>Reads the device while the backup follows (the primary's frames, copied here, would otherwise fill the
-    /// device's queue with the oldest and drop the newest), keeping the newest in a ring.</summary>
+    /// device's queue with the oldest and drop the newest), keeping the newest in a ring. After each read of what the
+    /// device queued it naps <see cref="HearNapMs"/>: raised to real time, it would otherwise wake once per frame (tens
+    /// of thousands of times a second at load), while a nap lets the device queue a batch, far below its own bound
+    /// (500 frames: the 1 ms nap holds ~50 at 50,000 frames/s). Its waits end at once when <see cref="StopHearing"/>
+    /// writes to <see cref="_hearWake"/>: the loss must not wait for a wait's slice to run out.</summary>
     void Hear(TapDevice tap)
     {
         var ring = _hearing!;
+        _counts = _counts with { Raised = _options.RaiseHearing?.Invoke() ?? false };
+        int largest = 0;
         while (!_stopHearing)
-            if (tap.WaitReadable(HearSliceMs)) ring.ReadAll(tap);
+        {
+            tap.WaitReadableOr(_hearWake, HearSliceMs);
+            if (_stopHearing) break;
+            int n = ring.ReadAll(tap);
+            if (n == 0) continue;
+            if (n > largest) _counts = _counts with { LargestBurst = largest = n };
+            Thread.Sleep(HearNapMs);
+        }
     }
-    const int HearSliceMs = 20;
+    const int HearSliceMs = 1000, HearNapMs = 1;
 
-    /// <summary>Stops the reading thread (bounded: it notices within <see cref="HearSliceMs"/>); true when it has ended.</summary>
-    bool StopHearing()
+    /// <summary>An eventfd that ends the hearing thread's wait (<see cref="StopHearing"/>); -1 when none.</summary>
+    int _hearWake = -1;
+
+    /// <summary>Stops the reading thread (bounded: its wait ends when woken); true when it has ended.</summary>
+    unsafe bool StopHearing()
     {
         if (_hearingThread == null) return true;
         _stopHearing = true;
-        return _hearingThread.Join(TimeSpan.FromSeconds(5));
+        if (_hearWake >= 0)
+        {
+            long one = 1;
+            HostSys.Call(Nr.write, _hearWake, (long)&one, sizeof(long));
+        }
+        bool ended = _hearingThread.Join(TimeSpan.FromSeconds(5));
+        if (ended && _hearWake >= 0) { HostSys.Call(Nr.close, _hearWake); _hearWake = -1; }
+        return ended;
     }
 
     /// <summary>The device opened ahead, if it is open by now (never waits).</summary>
@@ -288,9 +322,9 @@ public sealed class VirtualNic : IDisposable
             // frames read while following) may be frames the primary received but never logged (a client's request the
             // clients would otherwise resend only on their retransmission timers); duplicates of logged ones are
             // harmless to TCP (and filtered once the stack runs: HoldsAlready)
-            _hearing.ReadAll(tap);
+            int atLoss = _hearing.ReadAll(tap);
             _heard = _hearing.OldestFirst();
-            HeardKept = _heard.Count;
+            _counts = _counts with { Read = _hearing.Count, AtLoss = atLoss, Kept = _heard.Count };
         }
         else DropQueued(tap);
         _staleDropped = true;
@@ -322,6 +356,9 @@ public sealed class VirtualNic : IDisposable
         if (_tap != null || _ahead != null) return;
         _ahead = Task.Factory.StartNew(() => TapDevice.Open(_options.TapName, _options.Namespace), CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
         if (!_options.HearsPrimary) return;
+        long wake = HostSys.Call(Nr.eventfd2, 0, O.CLOEXEC | O.NONBLOCK);
+        // without its eventfd the thread still stops, within its wait's slice
+        _hearWake = wake >= 0 ? (int)wake : -1;
         _hearing = new HeardFrames(HeardCapacity);
         _hearingThread = new Thread(() =>
         {
@@ -361,14 +398,21 @@ public sealed class VirtualNic : IDisposable
     {
         var tap = Tap();
         var frames = new List<byte[]>();
-        if (_heard is { Count: > 0 } heard)
+        if (_heard is { } heard)
         {
             // frames heard before the loss first (older than anything the device queued since), those that tell the
             // stack something; chosen here, on the host side, and logged as they are given
+            int given = 0;
             while (heard.Count > 0 && frames.Count < MaxFramesPerSync)
             {
                 var f = heard.Dequeue();
-                if (!Stack.HoldsAlready(f)) { frames.Add(f); HeardGiven++; }
+                if (!Stack.HoldsAlready(f)) { frames.Add(f.ToArray()); given++; }
+            }
+            _counts = _counts with { Given = _counts.Given + given };
+            if (heard.Count == 0)
+            {
+                _heard = null;
+                HeardSettled?.Invoke(_counts);
             }
             if (frames.Count > 0) return new NetReceived(Clock(), frames);
         }
@@ -404,6 +448,20 @@ public sealed class VirtualNic : IDisposable
 }
 
 /// <summary>
+/// What a following backup's heard frames came to at its takeover (<see cref="VirtualNetOptions.HearsPrimary"/>):
+/// frames read from its device in all (<see cref="Read"/>), of them read only as the primary was declared lost
+/// (<see cref="AtLoss"/>: what the device had queued meanwhile), the most read in one wake-up while following
+/// (<see cref="LargestBurst"/>: near the device's queue bound, 500, the kernel dropped frames), kept in the ring
+/// (<see cref="Kept"/>; <see cref="Overwritten"/> = read − kept), given to the stack as telling it something new
+/// (<see cref="Given"/>; the rest the log already held), and whether the reading thread was raised.
+/// </summary>
+public readonly record struct HeardCounts(long Read, int AtLoss, int LargestBurst, int Kept, int Given, bool Raised)
+{
+    /// <summary>Frames the ring no longer held at the loss (older than the newest <see cref="Kept"/>).</summary>
+    public long Overwritten => Read - Kept;
+}
+
+/// <summary>
 /// The newest frames a following backup heard on its device (<see cref="VirtualNetOptions.HearsPrimary"/>), with the
 /// a ring of reused buffers, written by one thread, read by another only after that one ended.
 /// </summary>
@@ -419,13 +477,16 @@ internal sealed class HeardFrames
         _lengths = new int[capacity];
     }
 
-    /// <summary>Reads every frame the device has queued into the ring, overwriting the oldest.</summary>
-    public void ReadAll(TapDevice tap)
+    /// <summary>Frames added in all (the ring holds the newest of them).</summary>
+    public long Count => _count;
+
+    /// <summary>Reads every frame the device has queued into the ring, overwriting the oldest; returns how many.</summary>
+    public int ReadAll(TapDevice tap)
     {
-        while (true)
+        for (int read = 0; ; read++)
         {
             int n = tap.Read(Slot(out int i));
-            if (n <= 0) return;
+            if (n <= 0) return read;
             Commit(i, n);
         }
     }
@@ -449,14 +510,14 @@ internal sealed class HeardFrames
         _count++;
     }
 
-    /// <summary>Copies of the frames held, oldest first.</summary>
-    public Queue<byte[]> OldestFirst()
+    /// <summary>The frames held, oldest first: views of the ring's buffers, valid as long as nothing is added.</summary>
+    public Queue<ArraySegment<byte>> OldestFirst()
     {
-        var q = new Queue<byte[]>();
+        var q = new Queue<ArraySegment<byte>>(_bufs.Length);
         for (long k = Math.Max(0, _count - _bufs.Length); k < _count; k++)
         {
             int i = (int)(k % _bufs.Length);
-            q.Enqueue(_bufs[i].AsSpan(0, _lengths[i]).ToArray());
+            q.Enqueue(new ArraySegment<byte>(_bufs[i], 0, _lengths[i]));
         }
         return q;
     }
