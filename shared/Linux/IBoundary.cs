@@ -101,8 +101,8 @@ public interface IBoundary
     void SettleNames(int tid) { }
 
     /// <summary>
-    /// A change of names or size of the guest's storage (rename, unlink, rmdir, mkdir, link, symlink, truncate,
-    /// ftruncate), after <see cref="SettleFiles"/>. The default treats it as any other syscall whose host effect a following backup
+    /// A change of names, size or metadata of the guest's storage (rename, unlink, rmdir, mkdir, mknod, link, symlink,
+    /// truncate, ftruncate, chmod, utimensat, an open with O_CREAT), after <see cref="SettleFiles"/>. The default treats it as any other syscall whose host effect a following backup
     /// performs on its own copy; a protected primary whose backup shares the storage predicts its result from the
     /// storage (which is the guest's view after the settle), logs it as done and holds the change in its output gate
     /// until the backup holds the log up to here (shared/Replication/StorageChanges.cs).

@@ -270,7 +270,6 @@ public sealed partial class Kernel
             long e = GuestAbs(dirfd, Path(pathAddr), out abs);
             if (e < 0) return e;
             if (ProcPathOp(nr, ref abs, follow) is long pr) return pr;
-            abs = GuestFs.Normalize(abs);
         }
         SettleFiles();
         Func<HostResult> perform = () => HostResult.Of(f != null ? onFile(f.HostFd) : Fs.OnObject(abs, follow, onFile));
