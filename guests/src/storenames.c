@@ -85,6 +85,9 @@ static void expect_mtime(const char *p, time_t t, long i)
 // now exists, sets its times to I*1000 s with utimensat; creates "o.I" read-only with O_CREAT (mode 0444); makes
 // the FIFO "f.I" (0600) and the regular file "r.I" (0644) with mknod, chmods "r.I" to 0600 and sets its times to
 // I*1000+1 s with utimes. Each mode and time is checked with stat.
+// the work's result is kept, so that the compiler keeps the work
+static volatile uint64_t meta_sink;
+
 static void meta(long n, long work, const char *go)
 {
     char p[512], line[64];
@@ -92,6 +95,7 @@ static void meta(long n, long work, const char *go)
     wait_for(go);
     for (long i = 0; i < n; i++) {
         for (long k = 0; k < work; k++) acc = acc * 6364136223846793005ULL + 1442695040888963407ULL;
+        meta_sink = acc;
         path_of(p, sizeof p, "c.%ld", i);
         int fd = open(p, O_WRONLY | O_CREAT | O_EXCL, 0600);
         if (fd < 0) bad("create", i);

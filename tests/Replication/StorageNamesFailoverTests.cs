@@ -19,7 +19,7 @@ namespace ReVirt.Tests.Replication;
 [Collection(ReVirt.Tests.Chaos.RealProcesses.Name)]
 public class StorageNamesFailoverTests(ITestOutputHelper output)
 {
-    const int Iterations = 40, NamesIterations = 150, MetaIterations = 20;
+    const int Iterations = 40, NamesIterations = 150, MetaIterations = 40;
     const string Work = "20000", NamesWork = "2000", PlantedNamesWork = "20000";
 
     static string Storenames => GuestEnv.Guest("storenames", "musl");
@@ -223,13 +223,14 @@ public class StorageNamesFailoverTests(ITestOutputHelper output)
     /// </summary>
     [Fact]
     public void AKilledPrimaryLeavesTheNativeRunsCreationsModesAndTimes()
-        // "iter N\n" is 7-8 bytes: a kill somewhere in the first ~15 iterations
-        => KillRounds(new Random(12), SoakSwitch.On ? 8 : 1, MetaIterations, ["meta"], 10, 110, NativeMetaTree, MetaTree);
+        // "iter N\n" is 7 bytes: a kill in the first 5 iterations; the 35 left wait for 9 acknowledgements each (the
+        // guest's own checks), which keeps it going well past the kill's 0-30 ms of jitter, mostly in held changes
+        => KillRounds(new Random(12), SoakSwitch.On ? 8 : 1, MetaIterations, Work, ["meta"], 10, 40, NativeMetaTree, MetaTree);
 
     /// <summary>Rounds of the workload <paramref name="mode"/> whose primary is SIGKILLed after a seeded number of
     /// bytes of its stdout in [<paramref name="killFrom"/>, <paramref name="killTo"/>): each survivor's guest ends
     /// well and leaves the native run's tree; at least one round takes over.</summary>
-    void KillRounds(Random rng, int rounds, int iterations, string[] mode, int killFrom, int killTo, Lazy<List<string>> native, Func<string, List<string>>? tree = null)
+    void KillRounds(Random rng, int rounds, int iterations, string work, string[] mode, int killFrom, int killTo, Lazy<List<string>> native, Func<string, List<string>>? tree = null)
     {
         int takeovers = 0;
         for (int round = 0; round < rounds; round++)
@@ -237,7 +238,7 @@ public class StorageNamesFailoverTests(ITestOutputHelper output)
             string root = NewRoot();
             try
             {
-                if (!SharedStorageRuns.KillAndTakeOver(output, root, root, shared: true, ["/d", iterations.ToString(), Work, .. mode], $"done {iterations}\n", rng.Next(killFrom, killTo), rng)) continue;
+                if (!SharedStorageRuns.KillAndTakeOver(output, root, root, shared: true, ["/d", iterations.ToString(), work, .. mode], $"done {iterations}\n", rng.Next(killFrom, killTo), rng)) continue;
                 takeovers++;
                 AssertNativeTree(root, $"round {round}", native.Value, tree);
             }
@@ -264,5 +265,5 @@ public class StorageNamesFailoverTests(ITestOutputHelper output)
     [Fact]
     public void AKilledPrimaryOnSharedStorageLeavesTheNativeRunsTree()
         // "iter N\n" is 7-8 bytes: a kill somewhere in the first ~30 iterations
-        => KillRounds(new Random(21), SoakSwitch.On ? 10 : 2, Iterations, [], 20, 220, NativeTree);
+        => KillRounds(new Random(21), SoakSwitch.On ? 10 : 2, Iterations, Work, [], 20, 220, NativeTree);
 }
