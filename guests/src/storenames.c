@@ -10,7 +10,8 @@
 // With a fourth argument "names" it makes only the changes of names (no writes, no truncations): nothing but
 // them is ever held, so each one's wait is for the one before ("all": everything). With a fifth, GO, it waits
 // (polling, up to a minute) until the path GO exists before its first iteration, whose first change is the link.
-// Usage: storenames DIR ITERATIONS [WORK [names|all [GO]]]
+// With "meta" it makes, per iteration, only new files and changes of their modes and times (meta below).
+// Usage: storenames DIR ITERATIONS [WORK [names|all|meta [GO]]]
 // The tree it leaves depends only on ITERATIONS: a run killed and continued elsewhere must leave a native run's.
 #define _GNU_SOURCE
 #include <errno.h>
@@ -20,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -53,6 +55,87 @@ static void put(int fd, const char *text, long i)
     if (write(fd, text, len) != (ssize_t)len) bad("write", i);
 }
 
+static void wait_for(const char *go)
+{
+    struct stat gst;
+    for (long t = 0; go && stat(go, &gst) != 0; t++) {
+        if (t >= 60000) bad("wait for GO", -1);
+        struct timespec ms = {0, 1000000};
+        nanosleep(&ms, NULL);
+    }
+}
+
+static void expect_mode(const char *p, mode_t mode, long i)
+{
+    struct stat st;
+    if (stat(p, &st) != 0) bad("stat", i);
+    if ((st.st_mode & 07777) != mode) { printf("BAD mode of %s at iteration %ld: %o\n", p, i, st.st_mode & 07777); exit(1); }
+}
+
+static void expect_mtime(const char *p, time_t t, long i)
+{
+    struct stat st;
+    if (stat(p, &st) != 0) bad("stat", i);
+    if (st.st_mtime != t) { printf("BAD mtime of %s at iteration %ld: %ld\n", p, i, (long)st.st_mtime); exit(1); }
+}
+
+// meta: iteration I creates "c.I" with O_CREAT|O_EXCL (mode 0600) and, before that creation can have reached the
+// storage, opens the name again read-only and with O_EXCL (EEXIST), writes "I" through the first descriptor and
+// reads it back through the second; fchmods it to 0640, appends "again" through an O_CREAT open of the name that
+// now exists, sets its times to I*1000 s with utimensat; creates "o.I" read-only with O_CREAT (mode 0444); makes
+// the FIFO "f.I" (0600) and the regular file "r.I" (0644) with mknod, chmods "r.I" to 0600 and sets its times to
+// I*1000+1 s with utimes. Each mode and time is checked with stat.
+// the work's result is kept, so that the compiler keeps the work
+static volatile uint64_t meta_sink;
+
+static void meta(long n, long work, const char *go)
+{
+    char p[512], line[64];
+    uint64_t acc = 1;
+    wait_for(go);
+    for (long i = 0; i < n; i++) {
+        for (long k = 0; k < work; k++) acc = acc * 6364136223846793005ULL + 1442695040888963407ULL;
+        meta_sink = acc;
+        path_of(p, sizeof p, "c.%ld", i);
+        int fd = open(p, O_WRONLY | O_CREAT | O_EXCL, 0600);
+        if (fd < 0) bad("create", i);
+        int rd = open(p, O_RDONLY);
+        if (rd < 0) bad("open of the new name", i);
+        if (open(p, O_WRONLY | O_CREAT | O_EXCL, 0600) >= 0 || errno != EEXIST) bad("second O_EXCL create", i);
+        snprintf(line, sizeof line, "%ld\n", i);
+        put(fd, line, i);
+        char back[64] = {0};
+        if (pread(rd, back, sizeof back - 1, 0) != (ssize_t)strlen(line) || strcmp(back, line) != 0) bad("read back", i);
+        if (fchmod(fd, 0640) != 0) bad("fchmod", i);
+        expect_mode(p, 0640, i);
+        int again = open(p, O_WRONLY | O_CREAT | O_APPEND, 0600);
+        if (again < 0) bad("open with O_CREAT of an existing name", i);
+        put(again, "again\n", i);
+        if (close(again) != 0 || close(fd) != 0 || close(rd) != 0) bad("close", i);
+        struct timespec ts[2] = {{i * 1000, 0}, {i * 1000, 0}};
+        if (utimensat(AT_FDCWD, p, ts, 0) != 0) bad("utimensat", i);
+        expect_mtime(p, i * 1000, i);
+        path_of(p, sizeof p, "o.%ld", i);
+        int ro = open(p, O_RDONLY | O_CREAT, 0444);
+        if (ro < 0) bad("read-only create", i);
+        if (write(ro, "x", 1) != -1 || errno != EBADF) bad("write to a read-only creation", i);
+        if (close(ro) != 0) bad("close", i);
+        expect_mode(p, 0444, i);
+        path_of(p, sizeof p, "f.%ld", i);
+        if (mknod(p, S_IFIFO | 0600, 0) != 0) bad("mknod fifo", i);
+        path_of(p, sizeof p, "r.%ld", i);
+        if (mknod(p, S_IFREG | 0644, 0) != 0) bad("mknod file", i);
+        if (chmod(p, 0600) != 0) bad("chmod", i);
+        expect_mode(p, 0600, i);
+        struct timeval tv[2] = {{i * 1000 + 1, 0}, {i * 1000 + 1, 0}};
+        if (utimes(p, tv) != 0) bad("utimes", i);
+        expect_mtime(p, i * 1000 + 1, i);
+        printf("iter %ld\n", i);
+    }
+    printf("done %ld\n", n);
+    exit((int)(acc & 0));
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 3) { fprintf(stderr, "usage: %s DIR ITERATIONS [WORK]\n", argv[0]); return 2; }
@@ -62,6 +145,8 @@ int main(int argc, char **argv)
     int data = !(argc > 4 && strcmp(argv[4], "names") == 0);
     const char *go = argc > 5 ? argv[5] : NULL;
     setvbuf(stdout, NULL, _IONBF, 0);
+    umask(022);
+    if (argc > 4 && strcmp(argv[4], "meta") == 0) meta(n, work, go);
     char p[512], q[512], line[64];
     int cur = open_cur(-1);
     path_of(p, sizeof p, "state", 0);
@@ -71,12 +156,7 @@ int main(int argc, char **argv)
     int tf = open(p, O_WRONLY | O_CREAT, 0644);
     if (tf < 0 || close(tf) != 0) bad("create tfile", -1);
     uint64_t acc = 1;
-    struct stat gst;
-    for (long t = 0; go && stat(go, &gst) != 0; t++) {
-        if (t >= 60000) bad("wait for GO", -1);
-        struct timespec ms = {0, 1000000};
-        nanosleep(&ms, NULL);
-    }
+    wait_for(go);
     for (long i = 0; i < n; i++) {
         for (long k = 0; k < work; k++) acc = acc * 6364136223846793005ULL + 1442695040888963407ULL;
         snprintf(line, sizeof line, "line %ld\n", i);

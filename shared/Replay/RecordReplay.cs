@@ -429,13 +429,13 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
     /// <summary>
     /// With a gate that holds file writes (the backup shares the guest's storage): the write is logged as done, with
     /// the absolute offset it goes to and how far the primary had released (<see cref="Replication.HeldWriteRecord"/>),
-    /// and its bytes wait in the gate until the backup holds this record. Writes to anything but a regular file go
-    /// as before. A write at the file offset moves the host descriptor's offset now, as the write would have.
+    /// and its bytes wait in the gate until the backup holds this record. Writes to anything but a regular file, and
+    /// through a read-only description (EBADF), go as before. A write at the file offset moves the host descriptor's offset now, as the write would have.
     /// </summary>
     public HostResult FileWrite(int tid, int nr, GuestFileWrite w)
     {
         var files = Gate?.Files;
-        if (files == null || w.Data.Length == 0 || Replication.FileOutput.Identify(w.HostFd) is not { Regular: true } id)
+        if (files == null || w.Data.Length == 0 || !w.Writable || Replication.FileOutput.Identify(w.HostFd) is not { Regular: true } id)
             return Syscall(tid, nr, w.Perform, reexecuteOnReplay: true);
         ShipBeforeCall(nr);
         // O_APPEND goes to the end even for pwrite, as Linux does
@@ -465,6 +465,7 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
         if (files == null || _k == null) return Syscall(tid, nr, c.Perform, reexecuteOnReplay: true);
         ShipBeforeCall(nr);
         var p = Replication.StorageChanges.Predict(_k.Fs, c);
+        if (p.FallBack != null) files.NoteOnce(p.FallBack);
         if (p.Unpredictable) return Syscall(tid, nr, c.Perform, reexecuteOnReplay: true);
         if (p.Result < 0) return Logged(tid, nr, HostResult.Of(p.Result));
         ulong seq = _w.Append(new SyscallResult
@@ -473,10 +474,7 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
             Data = Replication.HeldChangeRecord.Encode(files.ReleasedThrough, p.File),
         });
         OutputLogged();
-        Replication.HeldStorageChange held = c.Kind == StorageChangeKind.Truncate
-            ? new Replication.HeldTruncate(seq, p.File ?? default, p.HostFd, c.Length) { Errors = c.Errors }
-            : new Replication.HeldNameChange(seq, p.File, c) { Errors = c.Errors };
-        Gate!.HoldFileWrite(held);
+        Gate!.HoldFileWrite(Replication.StorageChanges.Hold(seq, c, p));
         return HostResult.Of(p.Result);
     }
 
@@ -1115,7 +1113,9 @@ public sealed class ReplayBoundary : IBoundary
         var s = ExpectSyscall(tid, nr);
         if (s.Data.Length != 0 && s.Data.Length != Replication.HeldChangeRecord.Size)
             throw Forged(s, $"a change of names or size's record holds {s.Data.Length} data bytes (0, or {Replication.HeldChangeRecord.Size} when held)");
-        if (s.Data.Length != 0 && s.Result != 0) throw Forged(s, $"a held change of names or size answered {s.Result}");
+        // a held creation answers the primary's descriptor of the new file, every other held change 0
+        if (s.Data.Length != 0 && (c.Kind == StorageChangeKind.Create ? s.Result < 0 || s.Result > int.MaxValue : s.Result != 0))
+            throw Forged(s, $"a held {c.Describe()} answered {s.Result}");
         if (s.Data.Length != 0 && _follow is { SharedStorage: true })
         {
             var (released, file) = Replication.HeldChangeRecord.Decode(s.Data);

@@ -30,7 +30,8 @@ public abstract class HeldStorageChange
     /// <summary>Bytes of guest data it holds (the held_bytes metric).</summary>
     public virtual long Bytes => 0;
 
-    /// <summary>A change of names (rename, unlink, rmdir, mkdir, link, symlink): path lookups of the guest wait for it.</summary>
+    /// <summary>A change of names (rename, unlink, rmdir, mkdir, mknod, link, symlink, a creation) or of a mode (chmod):
+    /// path lookups of the guest wait for it.</summary>
     public virtual bool ChangesNames => false;
 
     /// <summary>The end of <see cref="File"/> once this change is made, given the end before it.</summary>
@@ -76,8 +77,22 @@ public sealed class HeldTruncate(ulong seq, StorageFile file, int hostFd, long l
     public override string What => $"a truncation to {Length} bytes";
 }
 
-/// <summary>A held change of names (<see cref="GuestStorageChange"/>: rename, unlink, rmdir, mkdir, link, symlink),
-/// made by path inside the root at release.</summary>
+/// <summary>A held change made through a host descriptor of its file that this change owns (<see
+/// cref="GuestStorageChange.OnFile"/>), so it follows the file as a held write does: a creation (the primary's
+/// unnamed O_TMPFILE file given its name at release), a chmod or a change of times.</summary>
+public sealed class HeldOnFile(ulong seq, StorageFile file, int hostFd, GuestStorageChange change) : HeldStorageChange(seq, file)
+{
+    public int HostFd { get; } = hostFd;
+    public GuestStorageChange Change { get; } = change;
+    // a creation adds a name and a mode decides what lookups and opens answer: path lookups wait for both
+    public override bool ChangesNames => Change.Kind != StorageChangeKind.Utimes;
+    public override long Apply() => Change.OnFile!(HostFd);
+    public override void Close() => HostSys.Call(Nr.close, HostFd);
+    public override string What => Change.Describe();
+}
+
+/// <summary>A held change of names (<see cref="GuestStorageChange"/>: rename, unlink, rmdir, mkdir, mknod, link,
+/// symlink), made by path inside the root at release.</summary>
 public sealed class HeldNameChange(ulong seq, StorageFile? file, GuestStorageChange change) : HeldStorageChange(seq, file)
 {
     public GuestStorageChange Change { get; } = change;
@@ -114,7 +129,17 @@ public sealed class FileOutput
     long _heldBytes, _failures;
     readonly TextWriter _diagnostics;
 
+    readonly HashSet<string> _noted = new();
+
     public FileOutput(TextWriter diagnostics) => _diagnostics = diagnostics;
+
+    /// <summary>Says <paramref name="line"/> on the diagnostics, the first time only (a change normally held that
+    /// is made at once, and why).</summary>
+    public void NoteOnce(string line)
+    {
+        lock (_lock)
+            if (_noted.Add(line)) _diagnostics.WriteLine("revirt: " + line);
+    }
 
     /// <summary>Drills and tests only (<c>--plant files-early</c>): each change is released as soon as it is held,
     /// before the backup holds its record.</summary>
@@ -309,7 +334,8 @@ public static class HeldWriteRecord
 /// The payload of a held change of names or size (a rename, unlink, rmdir, mkdir, link, symlink, truncate or
 /// ftruncate record whose <see cref="Log.SyscallResult.Data"/> it is): how far the primary had released when it
 /// logged the change, and the device and inode numbers of the file it concerns (rename: the source; unlink, rmdir:
-/// the name's file; link: the file linked; 0 for mkdir, symlink and truncations), by which a survivor tells whether its primary made it (<see cref="UnreleasedFileWrites"/>).
+/// the name's file; link: the file linked; a creation: the file made unnamed; chmod, utimes: the file; 0 for mkdir,
+/// mknod, symlink and truncations), by which a survivor tells whether its primary made it (<see cref="UnreleasedFileWrites"/>).
 /// A record of a change that was not held (an error, or a change made at once) carries none.
 /// </summary>
 public static class HeldChangeRecord

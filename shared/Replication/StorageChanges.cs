@@ -6,10 +6,14 @@ namespace ReVirt.Replication;
 /// <summary>What a held change of names or size will answer the guest, and what it holds until it is made.</summary>
 /// <param name="Result">0 or -errno, as the host would answer the change now.</param>
 /// <param name="File">The file it concerns (<see cref="HeldChangeRecord"/>).</param>
-/// <param name="HostFd">A truncation: a host descriptor of the file, owned by the held change.</param>
+/// <param name="HostFd">A truncation, creation, chmod or change of times: a host descriptor of the file, owned by
+/// the held change (a creation's result is another one, the guest's).</param>
 /// <param name="Unpredictable">The result cannot be told without making the change (renameat2's other flags, a link
-/// of a file this process does not own): it is made at once, as before shared-storage holding.</param>
-public readonly record struct StoragePrediction(long Result, StorageFile? File = null, int HostFd = -1, bool Unpredictable = false);
+/// of a file this process does not own), or the call changes nothing whatever it answers (an O_CREAT open of a name
+/// that exists): it is made at once, as before shared-storage holding.</param>
+/// <param name="FallBack">Why a change that is normally held is made at once (a file system that refuses O_TMPFILE):
+/// said once on the replica's diagnostics.</param>
+public readonly record struct StoragePrediction(long Result, StorageFile? File = null, int HostFd = -1, bool Unpredictable = false, string? FallBack = null);
 
 /// <summary>
 /// Changes of names and sizes on shared storage (<see cref="GuestStorageChange"/>): the primary's prediction of
@@ -30,8 +34,12 @@ public static class StorageChanges
     {
         switch (c.Kind)
         {
-            case StorageChangeKind.Mkdir:
+            case StorageChangeKind.Mkdir or StorageChangeKind.Mknod:
                 return new(PredictNewName(fs, c.Path));
+            case StorageChangeKind.Create:
+                return PredictCreate(fs, c);
+            case StorageChangeKind.Chmod or StorageChangeKind.Utimes:
+                return PredictOnFile(fs, c);
             case StorageChangeKind.Symlink:
                 // an empty content is refused before the name is looked up; one of PATH_MAX bytes or more too
                 if (string.IsNullOrEmpty(c.Target)) return new(-Errno.ENOENT);
@@ -134,6 +142,99 @@ public static class StorageChanges
         return new(r, r == 0 ? new StorageFile(src.Dev, src.Ino) : null);
     }
 
+    /// <summary>
+    /// An open with O_CREAT. Held only when it creates its name: the name does not exist and the directory takes
+    /// new names. The primary then makes the file unnamed (O_TMPFILE in the directory, with the guest's access mode
+    /// and status flags, or read-write and re-opened read-only through /proc/self/fd): the guest gets that
+    /// descriptor and works on the file at once, its writes held as any; the held change owns a second descriptor
+    /// and gives the file its name at release (<see cref="GuestStorageChange.OnFile"/>). Until then no name on the
+    /// storage shows it (a takeover: the unnamed file goes with the primary, and the survivor creates the name
+    /// itself). Made at once, as before, whatever creates nothing (the name exists: an open or EEXIST; an error)
+    /// and what the prediction cannot name: a path ending in "/", O_DIRECTORY or O_PATH with O_CREAT, a final
+    /// dangling symlink (the open creates its target), a file system that refuses O_TMPFILE (<see
+    /// cref="StoragePrediction.FallBack"/>).
+    /// </summary>
+    static StoragePrediction PredictCreate(GuestFs fs, GuestStorageChange c)
+    {
+        int flags = c.OpenFlags;
+        if (c.Path.EndsWith('/') || (flags & (O.DIRECTORY | O.PATH)) != 0) return new(0, Unpredictable: true);
+        int guestFd = -1, heldFd = -1;
+        string? fallBack = null;
+        const long held = 1;
+        long r = fs.InParent(c.Path, -Errno.EISDIR, (dir, name) =>
+        {
+            if (HostStat.OfName(dir, name, out _) != -Errno.ENOENT || MayChangeNamesIn(dir) < 0) return 0;
+            int access = flags & O.ACCMODE;
+            // the status flags the new description keeps (O_APPEND, O_NONBLOCK, O_SYNC, ...)
+            int status = flags & ~(O.ACCMODE | O.CREAT | O.EXCL | O.TRUNC | O.NOCTTY | O.NOFOLLOW | O.CLOEXEC);
+            long t = HostSys.WithPath(Nr.openat, ".", p => HostSys.Call(Nr.openat, dir, p, O.TMPFILE | (access == O.RDONLY ? O.RDWR : access) | status | O.CLOEXEC, c.Mode));
+            if (t < 0) { fallBack = $"shared storage: O_TMPFILE refused (errno {-t}): creations in {GuestDirectory(c.Path)} are made at once, not held"; return 0; }
+            long g = access == O.RDONLY
+                ? HostSys.WithPath(Nr.open, $"/proc/self/fd/{t}", p => HostSys.Call(Nr.open, p, O.RDONLY | status | O.CLOEXEC, 0))
+                : HostSys.Call(Nr.fcntl, t, F.DUPFD_CLOEXEC, 0);
+            if (g < 0) { HostSys.Call(Nr.close, t); return 0; }
+            (guestFd, heldFd) = access == O.RDONLY ? ((int)g, (int)t) : ((int)t, (int)g);
+            return held;
+        });
+        if (r != held) return new(0, Unpredictable: true, FallBack: fallBack);
+        var id = FileOutput.Identify(heldFd);
+        return new(guestFd, id?.File, heldFd);
+    }
+
+    static string GuestDirectory(string path) => path.LastIndexOf('/') is > 0 and var i ? path[..i] : "/";
+
+    /// <summary>
+    /// chmod or a change of times (utimensat), by path or through a description, in Linux's order: utimensat's
+    /// times (both UTIME_OMIT: nothing is done, the path not even looked up — made at once), the path's lookup (an
+    /// O_PATH open of the file, the descriptor the held change keeps), a tv_nsec out of range (EINVAL), then the
+    /// permission: chmod and explicit times need the file's owner (EPERM), "now" (no times, or both UTIME_NOW) the
+    /// owner or write permission (EACCES); root passes. Immutable files and read-only file systems are not foreseen.
+    /// </summary>
+    static StoragePrediction PredictOnFile(GuestFs fs, GuestStorageChange c)
+    {
+        bool touch = true, valid = true;
+        if (c.Kind == StorageChangeKind.Utimes && c.Times is { Length: >= 32 } t)
+        {
+            long atime = BitConverter.ToInt64(t, 8), mtime = BitConverter.ToInt64(t, 24);
+            if (atime == Utime.OMIT && mtime == Utime.OMIT) return new(0, Unpredictable: true);
+            valid = ValidNsec(atime) && ValidNsec(mtime);
+            touch = atime == Utime.NOW && mtime == Utime.NOW;
+        }
+        long fd = c.HostFd >= 0
+            ? HostSys.Call(Nr.fcntl, c.HostFd, F.DUPFD_CLOEXEC, 0)
+            : fs.Open(c.Path, O.PATH | (c.Follow ? 0 : O.NOFOLLOW) | O.CLOEXEC, 0);
+        if (fd < 0) return new(fd);
+        long e = HostStat.Of((int)fd, out var st);
+        if (e == 0 && !valid) e = -Errno.EINVAL; // checked once the path is looked up
+        long euid = HostSys.Call(Nr.geteuid);
+        if (e == 0 && euid != 0 && st.Uid != euid)
+            e = c.Kind == StorageChangeKind.Utimes && touch ? MayWrite((int)fd) : -Errno.EPERM;
+        if (e < 0)
+        {
+            HostSys.Call(Nr.close, fd);
+            return new(e);
+        }
+        return new(0, new StorageFile(st.Dev, st.Ino), (int)fd);
+    }
+
+    static bool ValidNsec(long nsec) => nsec is Utime.NOW or Utime.OMIT or >= 0 and <= 999_999_999;
+
+    /// <summary>0 when this process may write the file behind <paramref name="fd"/> (O_PATH or not), else -EACCES.</summary>
+    static unsafe long MayWrite(int fd)
+    {
+        byte empty = 0;
+        return HostSys.Call(Nr.faccessat2, fd, (long)&empty, Access.W_OK, At.EMPTY_PATH | At.EACCESS) < 0 ? -Errno.EACCES : 0;
+    }
+
+    /// <summary>The held form of a change predicted to succeed, logged as record <paramref name="seq"/>.</summary>
+    public static HeldStorageChange Hold(ulong seq, GuestStorageChange c, StoragePrediction p) => c.Kind switch
+    {
+        StorageChangeKind.Truncate => new HeldTruncate(seq, p.File ?? default, p.HostFd, c.Length) { Errors = c.Errors },
+        StorageChangeKind.Create or StorageChangeKind.Chmod or StorageChangeKind.Utimes
+            => new HeldOnFile(seq, p.File ?? default, p.HostFd, c) { Errors = c.Errors },
+        _ => new HeldNameChange(seq, p.File, c) { Errors = c.Errors },
+    };
+
     static StoragePrediction PredictTruncate(GuestFs fs, GuestStorageChange c)
     {
         if (c.Length < 0) return new(-Errno.EINVAL);
@@ -186,18 +287,22 @@ public static class StorageChanges
     /// <summary>
     /// A survivor: did its primary make <paramref name="c"/> (held, predicted to succeed, on the storage as it was
     /// just before: the rule in <see cref="UnreleasedFileWrites"/>)? Truncations answer no (making one again with
-    /// the writes after it leaves the same content).
+    /// the writes after it leaves the same content), and so do chmod and changes of times (made again, they leave
+    /// the same mode; times given as "now" become the survivor's now).
     /// </summary>
     public static bool AlreadyMade(GuestFs fs, GuestStorageChange c, StorageFile? file)
     {
         switch (c.Kind)
         {
-            case StorageChangeKind.Mkdir or StorageChangeKind.Symlink:
+            case StorageChangeKind.Mkdir or StorageChangeKind.Symlink or StorageChangeKind.Mknod:
                 // the name did not exist when the primary predicted the change
                 return fs.InParent(c.Path, -Errno.EEXIST, (dir, name) => HostStat.OfName(dir, name, out _)) == 0;
             case StorageChangeKind.Link:
                 // made when its new name names the recorded file
                 return file is { } linked && InodeOf(fs, c.Target!) == linked.Ino;
+            case StorageChangeKind.Create:
+                // made when the name names the file the primary created unnamed (else that file went with it)
+                return file is { } created && InodeOf(fs, c.Path) == created.Ino;
             case StorageChangeKind.Unlink or StorageChangeKind.Rmdir or StorageChangeKind.Rename:
                 // made when the name no longer names the recorded file
                 return file is { } f && InodeOf(fs, c.Path) != f.Ino;
@@ -217,11 +322,24 @@ public static class StorageChanges
     /// <summary>A survivor makes a change its primary may not have made: 0 or -errno.</summary>
     public static long MakeAgain(GuestFs fs, GuestStorageChange c)
     {
-        if (c.Kind != StorageChangeKind.Truncate) return c.Perform().Value;
-        long fd = fs.Open(c.Path, O.WRONLY | O.CLOEXEC, 0);
-        if (fd < 0) return fd;
-        long r = HostSys.Call(Nr.ftruncate, fd, c.Length);
-        HostSys.Call(Nr.close, fd);
-        return r;
+        switch (c.Kind)
+        {
+            case StorageChangeKind.Truncate or StorageChangeKind.Create:
+            {
+                // a creation: the name, empty, with the mode the primary gave it (the writes after it follow)
+                long fd = c.Kind == StorageChangeKind.Create
+                    ? fs.Open(c.Path, O.WRONLY | O.CREAT | O.EXCL | O.CLOEXEC, (int)c.Mode)
+                    : fs.Open(c.Path, O.WRONLY | O.CLOEXEC, 0);
+                if (fd < 0) return fd;
+                long r = c.Kind == StorageChangeKind.Create ? 0 : HostSys.Call(Nr.ftruncate, fd, c.Length);
+                HostSys.Call(Nr.close, fd);
+                return r;
+            }
+            case StorageChangeKind.Chmod or StorageChangeKind.Utimes:
+                // by the path (the description's, for fchmod and futimens): this replica has no descriptor yet
+                return fs.OnObject(c.Path, c.Follow, c.OnFile!);
+            default:
+                return c.Perform().Value;
+        }
     }
 }

@@ -32,7 +32,7 @@ public class StorageChangesTests : IDisposable
         File.WriteAllText(Path.Combine(root, "full", "x"), "x");
     }
 
-    static unsafe GuestStorageChange Change(GuestFs fs, StorageChangeKind kind, string path, string? target = null, uint flags = 0, long length = 0)
+    static unsafe GuestStorageChange Change(GuestFs fs, StorageChangeKind kind, string path, string? target = null, uint flags = 0, long length = 0, uint mode = 0)
         => new()
         {
             Kind = kind, Path = path, Target = target, Flags = flags, Length = length,
@@ -45,6 +45,7 @@ public class StorageChangesTests : IDisposable
                 StorageChangeKind.Unlink => fs.InParent(path, -Errno.EISDIR, (d, n) => { fixed (byte* a = n) return HostSys.Call(Nr.unlinkat, d, (long)a, 0); }),
                 StorageChangeKind.Rmdir => fs.InParent(path, -Errno.EBUSY, (d, n) => { fixed (byte* a = n) return HostSys.Call(Nr.unlinkat, d, (long)a, At.REMOVEDIR); }),
                 StorageChangeKind.Mkdir => fs.InParent(path, -Errno.EEXIST, (d, n) => { fixed (byte* a = n) return HostSys.Call(Nr.mkdirat, d, (long)a, 0x1ed); }),
+                StorageChangeKind.Mknod => fs.InParent(path, -Errno.EEXIST, (d, n) => { fixed (byte* a = n) return HostSys.Call(Nr.mknodat, d, (long)a, mode, 0); }),
                 StorageChangeKind.Link => fs.InParents(path, target!, -Errno.EBUSY, (d1, n1, d2, n2) =>
                 {
                     fixed (byte* a = n1) fixed (byte* b = n2) return HostSys.Call(Nr.linkat, d1, (long)a, d2, (long)b, 0);
@@ -128,6 +129,175 @@ public class StorageChangesTests : IDisposable
         Assert.Equal(Listing(Path.Combine(_dir, "untouched-" + Guid.NewGuid().ToString("N"))), Listing(a)); // nothing made
     }
 
+    static readonly uint Rw = Convert.ToUInt32("600", 8), Rwx = Convert.ToUInt32("700", 8), RwR = Convert.ToUInt32("644", 8);
+
+    /// <summary>utimensat's two timespecs (seconds, nanoseconds) as the guest passes them.</summary>
+    static byte[] Times(long aSec, long aNsec, long mSec, long mNsec)
+    {
+        var t = new byte[32];
+        BitConverter.TryWriteBytes(t.AsSpan(0), aSec);
+        BitConverter.TryWriteBytes(t.AsSpan(8), aNsec);
+        BitConverter.TryWriteBytes(t.AsSpan(16), mSec);
+        BitConverter.TryWriteBytes(t.AsSpan(24), mNsec);
+        return t;
+    }
+
+    public static IEnumerable<object?[]> MetadataCases() =>
+    [
+        [StorageChangeKind.Chmod, "/f", Rw, null, true],
+        [StorageChangeKind.Chmod, "/empty", Rwx, null, true],
+        [StorageChangeKind.Chmod, "/full/x", Rw, null, true],
+        [StorageChangeKind.Chmod, "/missing", Rw, null, true],
+        [StorageChangeKind.Chmod, "/f/x", Rw, null, true],
+        [StorageChangeKind.Chmod, "/dl", Rw, null, true],
+        [StorageChangeKind.Utimes, "/f", 0u, null, true],
+        [StorageChangeKind.Utimes, "/missing", 0u, null, true],
+        [StorageChangeKind.Utimes, "/f", 0u, Times(5, 0, 7, 9), true],
+        [StorageChangeKind.Utimes, "/f", 0u, Times(0, Utime.NOW, 0, Utime.NOW), true],
+        [StorageChangeKind.Utimes, "/f", 0u, Times(5, Utime.NOW, 0, Utime.OMIT), true],
+        [StorageChangeKind.Utimes, "/missing", 0u, Times(0, Utime.OMIT, 0, Utime.OMIT), true],
+        [StorageChangeKind.Utimes, "/f", 0u, Times(5, 1_000_000_000, 7, 0), true],
+        [StorageChangeKind.Utimes, "/missing", 0u, Times(5, -1, 7, 0), true],
+        [StorageChangeKind.Utimes, "/f", 0u, Times(5, -1, 7, 0), true],
+        [StorageChangeKind.Utimes, "/f/x", 0u, Times(5, 0, 7, 0), true],
+        [StorageChangeKind.Utimes, "/dl", 0u, Times(5, 0, 7, 0), true],
+        [StorageChangeKind.Utimes, "/dl", 0u, Times(5, 0, 7, 0), false],
+        [StorageChangeKind.Mknod, "/p", SMode.IFIFO | Rw, null, true],
+        [StorageChangeKind.Mknod, "/r", SMode.IFREG | RwR, null, true],
+        [StorageChangeKind.Mknod, "/f", SMode.IFIFO | Rw, null, true],
+        [StorageChangeKind.Mknod, "/dl", SMode.IFIFO | Rw, null, true],
+        [StorageChangeKind.Mknod, "/missing/p", SMode.IFIFO | Rw, null, true],
+        [StorageChangeKind.Mknod, "/f/p", SMode.IFIFO | Rw, null, true],
+    ];
+
+    /// <summary>A chmod or change of times as the kernel hands it over: made through a host descriptor of the file
+    /// (as the kernel makes them).</summary>
+    static unsafe GuestStorageChange OnFileChange(StorageChangeKind kind, string path, uint mode, byte[]? times, bool follow = true)
+    {
+        Func<int, long> onFile = kind == StorageChangeKind.Chmod
+            ? fd => HostSys.WithPath(Nr.fchmodat, $"/proc/self/fd/{fd}", p => HostSys.Call(Nr.fchmodat, At.FDCWD, p, mode))
+            : fd => { fixed (byte* t = times) fixed (byte* e = new byte[1]) return HostSys.Call(Nr.utimensat, fd, (long)e, times == null ? 0 : (long)t, At.EMPTY_PATH); };
+        return new GuestStorageChange { Kind = kind, Path = path, Mode = mode, Times = times, Follow = follow, OnFile = onFile, Perform = () => HostResult.Of(0) };
+    }
+
+    /// <summary>An O_CREAT open as the kernel hands it over: at release, the unnamed file is linked to its name.</summary>
+    static unsafe GuestStorageChange CreateChange(GuestFs fs, string path, int flags, uint mode) => new()
+    {
+        Kind = StorageChangeKind.Create, Path = path, OpenFlags = flags, Mode = mode, Perform = () => HostResult.Of(0),
+        OnFile = fd => fs.InParent(path, -Errno.EISDIR, (dir, name) =>
+        {
+            fixed (byte* n = name) { long np = (long)n; return HostSys.WithPath(Nr.linkat, $"/proc/self/fd/{fd}", q => HostSys.Call(Nr.linkat, At.FDCWD, q, dir, np, At.SYMLINK_FOLLOW)); }
+        }),
+    };
+
+    /// <summary>Type, permission bits and modification time (ns) of every entry (a final symlink not followed).</summary>
+    static string MetaListing(string root) => string.Join("\n", Directory.EnumerateFileSystemEntries(root, "*", SearchOption.AllDirectories)
+        .Order(StringComparer.Ordinal)
+        .Select(e =>
+        {
+            HostStat.OfName(At.FDCWD, HostSys.Z(e), out var st);
+            return $"{Path.GetRelativePath(root, e)} {Convert.ToString(st.Mode, 8)} {(File.Exists(e) || Directory.Exists(e) ? File.GetLastWriteTimeUtc(e).Ticks : 0)}";
+        }));
+
+    /// <summary>
+    /// chmod, utimensat and mknod: the prediction (made on one copy, which it must leave as it was, modes and times
+    /// included) is what the host answers to the plain system call on the path in another copy; where it holds
+    /// the change, making the held change leaves the first copy's modes and times as the call left the second's.
+    /// Cases the prediction leaves to the host (both times UTIME_OMIT: Linux does nothing) are made at once.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(MetadataCases))]
+    public unsafe void AMetadataPredictionIsTheHostsOwnAnswer(StorageChangeKind kind, string path, uint mode, byte[]? times, bool follow)
+    {
+        string a = Path.Combine(_dir, "a"), b = Path.Combine(_dir, "b");
+        MakeTree(a);
+        MakeTree(b);
+        // the same times on both copies, so that a listing tells a change apart
+        foreach (var root in new[] { a, b })
+            foreach (var e in Directory.EnumerateFileSystemEntries(root, "*", SearchOption.AllDirectories).Where(e => File.Exists(e) || Directory.Exists(e)))
+                File.SetLastWriteTimeUtc(e, new DateTime(2020, 1, 1, 0, 0, 0, DateTimeKind.Utc));
+        using var fa = new GuestFs(a);
+        var change = kind == StorageChangeKind.Mknod ? Change(fa, StorageChangeKind.Mknod, path, mode: mode) : OnFileChange(kind, path, mode, times, follow);
+        string before = MetaListing(a);
+        var p = StorageChanges.Predict(fa, change);
+        Assert.Equal(before, MetaListing(a)); // nothing made
+        string host = Path.Combine(b, path.TrimStart('/'));
+        long real;
+        fixed (byte* t = times)
+        fixed (byte* hp = HostSys.Z(host))
+            real = kind switch
+            {
+                StorageChangeKind.Chmod => HostSys.Call(Nr.fchmodat, At.FDCWD, (long)hp, mode),
+                StorageChangeKind.Mknod => HostSys.Call(Nr.mknodat, At.FDCWD, (long)hp, mode, 0),
+                _ => HostSys.Call(Nr.utimensat, At.FDCWD, (long)hp, times == null ? 0 : (long)t, follow ? 0 : At.SYMLINK_NOFOLLOW),
+            };
+        if (p.Unpredictable) { Assert.Equal(0, real); return; }
+        Assert.Equal(real, p.Result);
+        if (p.Result < 0) return;
+        var held = StorageChanges.Hold(1, change, p);
+        try { Assert.Equal(0, held.Apply()); }
+        finally { held.Close(); }
+        if (times == null || times.AsSpan(8, 8).SequenceEqual(BitConverter.GetBytes(Utime.NOW))) return; // "now" differs by when
+        Assert.Equal(MetaListing(b), MetaListing(a));
+    }
+
+    public static IEnumerable<object[]> CreateCases() =>
+    [
+        ["/new", O.WRONLY | O.CREAT | O.EXCL, true],
+        ["/new", O.RDONLY | O.CREAT, true],
+        ["/new", O.RDWR | O.CREAT | O.APPEND, true],
+        ["/full/new", O.WRONLY | O.CREAT | O.TRUNC, true],
+        ["/f", O.WRONLY | O.CREAT, false],
+        ["/f", O.WRONLY | O.CREAT | O.EXCL, false],
+        ["/dl", O.WRONLY | O.CREAT, false],
+        ["/missing/new", O.WRONLY | O.CREAT, false],
+        ["/f/new", O.WRONLY | O.CREAT, false],
+        ["/new/", O.WRONLY | O.CREAT, false],
+    ];
+
+    /// <summary>
+    /// An O_CREAT open: held exactly when it creates its name (oracle: the host's open of the same path in another
+    /// copy made a file there). Held, the guest's descriptor is a file with no name yet (the first copy is left as
+    /// it was) with the access mode and status flags asked for; written through and then released, the first copy
+    /// equals the second, where the host's open made the file and the same bytes were written through it.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(CreateCases))]
+    public unsafe void ACreationIsHeldExactlyWhenItMakesItsName(string path, int flags, bool held)
+    {
+        string a = Path.Combine(_dir, "a"), b = Path.Combine(_dir, "b");
+        MakeTree(a);
+        MakeTree(b);
+        using var fa = new GuestFs(a);
+        using var fb = new GuestFs(b);
+        string before = Listing(b);
+        long real = HostSys.WithPath(Nr.open, Path.Combine(b, path.TrimStart('/')), q => HostSys.Call(Nr.open, q, flags | O.CLOEXEC, RwR));
+        // held: the host's open made the name (not held: it made none, or the target of a dangling symlink, a limit)
+        if (held) Assert.True(real >= 0 && Listing(b) != before, "the host's open made no name");
+        var change = CreateChange(fa, path, flags, RwR);
+        var p = StorageChanges.Predict(fa, change);
+        Assert.Equal(before, Listing(a)); // nothing named yet
+        Assert.Equal(!held, p.Unpredictable);
+        if (!held) { if (real >= 0) HostSys.Call(Nr.close, real); return; }
+        try
+        {
+            Assert.Equal(HostSys.Call(Nr.fcntl, real, F.GETFL) & (O.ACCMODE | O.APPEND), HostSys.Call(Nr.fcntl, p.Result, F.GETFL) & (O.ACCMODE | O.APPEND));
+            var data = "abc"u8.ToArray();
+            fixed (byte* d = data)
+                Assert.Equal(HostSys.Call(Nr.write, real, (long)d, 3), HostSys.Call(Nr.write, p.Result, (long)d, 3)); // EBADF when read-only
+            var hold = StorageChanges.Hold(1, change, p);
+            try { Assert.Equal(0, hold.Apply()); }
+            finally { hold.Close(); }
+            Assert.Equal(Listing(b), Listing(a));
+            Assert.Equal(MetaListing(b).Split('\n').Select(l => l[..l.LastIndexOf(' ')]), MetaListing(a).Split('\n').Select(l => l[..l.LastIndexOf(' ')]));
+        }
+        finally
+        {
+            HostSys.Call(Nr.close, real);
+            HostSys.Call(Nr.close, p.Result);
+        }
+    }
+
     /// <summary>Relative paths and contents of a tree (a fresh tree when <paramref name="root"/> does not exist yet).</summary>
     static string Listing(string root)
     {
@@ -183,6 +353,48 @@ public class StorageChangesTests : IDisposable
         // the single run: f moved to h with "!" after its byte, g gone, d made, h linked as k, sl made; h written
         // again by each round
         Assert.Equal("d/\ndl->nowhere\nempty/\nfull/\nfull/x=x/1\nh=f!/2\nk=f!/2\nsl->h", Listing(root));
+    }
+
+    /// <summary>
+    /// A survivor whose list holds a held creation of c (then a write to it), a mknod of the FIFO p, a chmod of f and
+    /// a change of g's times: whether its primary made them or not (a creation not made: the primary's unnamed file
+    /// went with it), the tree ends as a single run leaves it, and nothing fails for having been made before (a
+    /// creation is made again with O_EXCL only when its name does not name the primary's file).
+    /// </summary>
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void ASurvivorMakesAHeldCreationMknodChmodAndTimesItsPrimaryHadNotMade(bool primaryMadeThem)
+    {
+        string root = Path.Combine(_dir, "r");
+        MakeTree(root);
+        using var fs = new GuestFs(root);
+        uint rwR = Convert.ToUInt32("640", 8);
+        var create = CreateChange(fs, "/c", O.WRONLY | O.CREAT | O.EXCL, rwR);
+        var changes = new[] { create, Change(fs, StorageChangeKind.Mknod, "/p", mode: SMode.IFIFO | Rw), OnFileChange(StorageChangeKind.Chmod, "/f", Rw, null), OnFileChange(StorageChangeKind.Utimes, "/g", 0, Times(5, 0, 7, 0)) };
+        ulong seq = 10;
+        foreach (var change in changes)
+        {
+            var p = StorageChanges.Predict(fs, change);
+            Assert.False(p.Unpredictable);
+            Assert.True(p.Result >= 0);
+            if (change == create) HostSys.Call(Nr.close, p.Result); // the guest's descriptor
+            var held = StorageChanges.Hold(seq, change, p);
+            if (primaryMadeThem) Assert.Equal(0, held.Apply());
+            held.Close();
+            var redo = new UnreleasedFileWrites();
+            redo.AddChange(seq, change, p.File, releasedThrough: seq - 1);
+            if (change == create) redo.Add(seq + 1, "/c", 0, "abc"u8.ToArray(), releasedThrough: seq - 1);
+            string report = redo.Apply(fs);
+            Assert.DoesNotContain("failed", report);
+            seq += 10;
+        }
+        Assert.Equal("abc", File.ReadAllText(Path.Combine(root, "c")));
+        HostStat Lstat(string name) { Assert.Equal(0, HostStat.OfName(At.FDCWD, HostSys.Z(Path.Combine(root, name)), out var st)); return st; }
+        Assert.Equal(SMode.IFREG | rwR, Lstat("c").Mode);
+        Assert.Equal(SMode.IFIFO | Rw, Lstat("p").Mode);
+        Assert.Equal(SMode.IFREG | Rw, Lstat("f").Mode);
+        Assert.Equal(new DateTime(1970, 1, 1, 0, 0, 7, DateTimeKind.Utc), File.GetLastWriteTimeUtc(Path.Combine(root, "g")));
     }
 
     [Fact]

@@ -1,5 +1,7 @@
 using ReVirt.Chaos;
+using ReVirt.Abi;
 using ReVirt.Linux;
+using ReVirt.Replication;
 using ReVirt.Tests.Programs;
 using Xunit;
 using Xunit.Abstractions;
@@ -17,7 +19,7 @@ namespace ReVirt.Tests.Replication;
 [Collection(ReVirt.Tests.Chaos.RealProcesses.Name)]
 public class StorageNamesFailoverTests(ITestOutputHelper output)
 {
-    const int Iterations = 40, NamesIterations = 150;
+    const int Iterations = 40, NamesIterations = 150, MetaIterations = 40;
     const string Work = "20000", NamesWork = "2000", PlantedNamesWork = "20000";
 
     static string Storenames => GuestEnv.Guest("storenames", "musl");
@@ -41,7 +43,17 @@ public class StorageNamesFailoverTests(ITestOutputHelper output)
         return all.Order(StringComparer.Ordinal).ToList();
     }
 
-    static List<string> Native(int iterations, string work, params string[] mode)
+    /// <summary>The entries of the meta workload's tree (no subdirectories): name, type, permission bits, the times
+    /// the guest set (c.*, r.*: a second count) and a regular file's content. FIFOs are stat'ed, never opened.</summary>
+    static List<string> MetaTree(string dir) => Directory.EnumerateFileSystemEntries(dir).Select(e =>
+    {
+        Assert.Equal(0, HostStat.OfName(At.FDCWD, HostSys.Z(e), out var st));
+        string name = Path.GetFileName(e), kind = st.IsRegular ? "-" : st.Type == SMode.IFIFO ? "p" : "?";
+        string time = name[0] is 'c' or 'r' ? " t" + new DateTimeOffset(File.GetLastWriteTimeUtc(e)).ToUnixTimeSeconds() : "";
+        return $"{name} {kind}{Convert.ToString(st.Mode & 0xFFF, 8)}{time}{(st.IsRegular ? " = " + Convert.ToHexString(File.ReadAllBytes(e)) : "")}";
+    }).Order(StringComparer.Ordinal).ToList();
+
+    static List<string> Native(int iterations, string work, Func<string, List<string>> tree, params string[] mode)
     {
         string dir = TempFile("");
         Directory.CreateDirectory(dir);
@@ -49,13 +61,14 @@ public class StorageNamesFailoverTests(ITestOutputHelper output)
         {
             var r = GuestEnv.Exec(Storenames, [dir, iterations.ToString(), work, .. mode], null, TimeSpan.FromMinutes(1));
             Assert.Equal(0, r.ExitCode);
-            return Tree(dir);
+            return tree(dir);
         }
         finally { Directory.Delete(dir, true); }
     }
 
-    static readonly Lazy<List<string>> NativeTree = new(() => Native(Iterations, Work));
-    static readonly Lazy<List<string>> NativeNamesTree = new(() => Native(NamesIterations, NamesWork, "names"));
+    static readonly Lazy<List<string>> NativeTree = new(() => Native(Iterations, Work, Tree));
+    static readonly Lazy<List<string>> NativeNamesTree = new(() => Native(NamesIterations, NamesWork, Tree, "names"));
+    static readonly Lazy<List<string>> NativeMetaTree = new(() => Native(MetaIterations, NamesWork, MetaTree, "meta"));
 
     static string NewRoot()
     {
@@ -65,9 +78,9 @@ public class StorageNamesFailoverTests(ITestOutputHelper output)
         return root;
     }
 
-    void AssertNativeTree(string root, string what, List<string> native)
+    void AssertNativeTree(string root, string what, List<string> native, Func<string, List<string>>? tree = null)
     {
-        var got = Tree(Path.Combine(root, "d"));
+        var got = (tree ?? Tree)(Path.Combine(root, "d"));
         if (!got.SequenceEqual(native))
             output.WriteLine($"{what}: the tree differs from the native run's:\n{string.Join("\n", got)}\nnative:\n{string.Join("\n", native)}");
         Assert.True(got.SequenceEqual(native), $"{what}: the tree is not the native run's ({got.Count} entries, native {native.Count})");
@@ -158,6 +171,82 @@ public class StorageNamesFailoverTests(ITestOutputHelper output)
         finally { Directory.Delete(root, true); }
     }
 
+    /// <summary>What the meta workload's changes show on the storage: one for each name c.I, o.I, f.I, r.I, one for
+    /// each mode the guest set after creating (c.I 0640, r.I 0600) and one for each time it set (c.I, r.I).</summary>
+    static long MetaFacts(string d) => !Directory.Exists(d) ? 0 : Directory.EnumerateFileSystemEntries(d).Sum(e =>
+    {
+        string name = Path.GetFileName(e);
+        if (name is not ['c' or 'o' or 'f' or 'r', '.', ..] || !int.TryParse(name[2..], out int i)) return 0;
+        if (HostStat.OfName(At.FDCWD, HostSys.Z(e), out var st) < 0) return 0;
+        long mtime = new DateTimeOffset(File.GetLastWriteTimeUtc(e)).ToUnixTimeSeconds();
+        return 1 + name[0] switch
+        {
+            'c' => ((st.Mode & 0xFFF) == Convert.ToUInt32("640", 8) ? 1 : 0) + (mtime == i * 1000L ? 1 : 0),
+            'r' => ((st.Mode & 0xFFF) == Convert.ToUInt32("600", 8) ? 1 : 0) + (mtime == i * 1000L + 1 ? 1 : 0),
+            _ => 0,
+        };
+    });
+
+    /// <summary>
+    /// Creations (O_CREAT|O_EXCL, a read-only O_CREAT), mknod of a FIFO and a regular file, fchmod, chmod, utimensat
+    /// and utimes under the output rule, and a takeover before the first is released. The backup is frozen while the
+    /// guest waits for its go, so it holds no record of any of them; then the guest creates c.0 unnamed (its
+    /// second open of the name and its O_EXCL create wait until the name is given). For half a second the storage
+    /// may show no more names, modes and times than the held records the frozen backup has (before they were held,
+    /// c.0 appeared at once: 1 fact, 0 records; with `--plant files-early` 4 facts appear). Then the backup thaws
+    /// and the primary's guest runs its checks to the end (each fails with "BAD" where the guest would not see its
+    /// own pending change) and the tree, with modes and times, is a native run's. (A survivor's side: the seeded
+    /// kills of <see cref="AKilledPrimaryLeavesTheNativeRunsCreationsModesAndTimes"/>, and StorageChangesTests.)
+    /// </summary>
+    [Fact]
+    public void NoCreationModeOrTimeReachesSharedStorageBeforeTheBackupHoldsItsRecord()
+    {
+        string root = NewRoot(), d = Path.Combine(root, "d"), go = Path.Combine(root, "go");
+        try
+        {
+            var run = SharedStorageRuns.GrowthWhileTheBackupIsFrozen(output, root, ["/d", MetaIterations.ToString(), NamesWork, "meta", "/go"], $"done {MetaIterations}\n",
+                () => true, () => MetaFacts(d),
+                (_, held) => held.Count(r => r.Result >= 0 && r.Data.Length == HeldChangeRecord.Size
+                    && r.Nr is Nr.openat or Nr.mknod or Nr.mknodat or Nr.chmod or Nr.fchmod or Nr.fchmodat or Nr.utimensat),
+                TimeSpan.FromMilliseconds(500), plant: null, survivor: null, onceFrozen: () => File.WriteAllText(go, ""));
+            Assert.True(run.After <= run.Allowed, $"{run.After} names, modes and times reached the storage, though the frozen backup held the records of {run.Allowed}");
+            AssertNativeTree(root, "creations, modes and times after a frozen backup", NativeMetaTree.Value, MetaTree);
+        }
+        finally { Directory.Delete(root, true); }
+    }
+
+    /// <summary>
+    /// The meta workload, the primary SIGKILLed at a seeded moment: a creation, mknod, chmod or change of times the
+    /// primary held when it died is made by the survivor (a creation not released went with the primary unnamed),
+    /// none twice — the survivor's guest checks each result, its O_EXCL creations included — and the tree, with modes
+    /// and times, is a native run's.
+    /// </summary>
+    [Fact]
+    public void AKilledPrimaryLeavesTheNativeRunsCreationsModesAndTimes()
+        // "iter N\n" is 7 bytes: a kill in the first 5 iterations; the 35 left wait for 9 acknowledgements each (the
+        // guest's own checks), which keeps it going well past the kill's 0-30 ms of jitter, mostly in held changes
+        => KillRounds(new Random(12), SoakSwitch.On ? 8 : 1, MetaIterations, Work, ["meta"], 10, 40, NativeMetaTree, MetaTree);
+
+    /// <summary>Rounds of the workload <paramref name="mode"/> whose primary is SIGKILLed after a seeded number of
+    /// bytes of its stdout in [<paramref name="killFrom"/>, <paramref name="killTo"/>): each survivor's guest ends
+    /// well and leaves the native run's tree; at least one round takes over.</summary>
+    void KillRounds(Random rng, int rounds, int iterations, string work, string[] mode, int killFrom, int killTo, Lazy<List<string>> native, Func<string, List<string>>? tree = null)
+    {
+        int takeovers = 0;
+        for (int round = 0; round < rounds; round++)
+        {
+            string root = NewRoot();
+            try
+            {
+                if (!SharedStorageRuns.KillAndTakeOver(output, root, root, shared: true, ["/d", iterations.ToString(), work, .. mode], $"done {iterations}\n", rng.Next(killFrom, killTo), rng)) continue;
+                takeovers++;
+                AssertNativeTree(root, $"round {round}", native.Value, tree);
+            }
+            finally { Directory.Delete(root, true); }
+        }
+        Assert.True(takeovers > 0, "no round killed the primary before its guest finished");
+    }
+
     /// <summary>The planted violation (`--plant files-early`: held changes released without acknowledgements) is
     /// caught by the check above: directories whose records the frozen backup never held reach the storage.</summary>
     [Fact]
@@ -175,21 +264,6 @@ public class StorageNamesFailoverTests(ITestOutputHelper output)
     /// </summary>
     [Fact]
     public void AKilledPrimaryOnSharedStorageLeavesTheNativeRunsTree()
-    {
-        var rng = new Random(21);
-        int rounds = SoakSwitch.On ? 10 : 2, takeovers = 0;
-        for (int round = 0; round < rounds; round++)
-        {
-            string root = NewRoot();
-            try
-            {
-                // "iter N\n" is 7-8 bytes: a kill somewhere in the first ~30 iterations
-                if (!SharedStorageRuns.KillAndTakeOver(output, root, root, shared: true, ["/d", Iterations.ToString(), Work], $"done {Iterations}\n", rng.Next(20, 220), rng)) continue;
-                takeovers++;
-                AssertNativeTree(root, $"round {round}", NativeTree.Value);
-            }
-            finally { Directory.Delete(root, true); }
-        }
-        Assert.True(takeovers > 0, "no round killed the primary before its guest finished");
-    }
+        // "iter N\n" is 7-8 bytes: a kill somewhere in the first ~30 iterations
+        => KillRounds(new Random(21), SoakSwitch.On ? 10 : 2, Iterations, Work, [], 20, 220, NativeTree);
 }

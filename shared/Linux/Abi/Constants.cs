@@ -76,14 +76,22 @@ public static class O
     public const int RDONLY = 0, WRONLY = 1, RDWR = 2, ACCMODE = 3, CREAT = 0x40, EXCL = 0x80, NOCTTY = 0x100,
         TRUNC = 0x200, APPEND = 0x400, NONBLOCK = 0x800, DIRECT = 0x4000, DIRECTORY = 0x10000, NOFOLLOW = 0x20000, CLOEXEC = 0x80000,
         PATH = 0x200000;
+    /// <summary>O_TMPFILE as a program passes it: __O_TMPFILE with O_DIRECTORY (an unnamed file in the directory).</summary>
+    public const int TMPFILE = 0x410000;
 }
 
 /// <summary>*at() conventions.</summary>
 public static class At
 {
-    public const int FDCWD = -100, SYMLINK_NOFOLLOW = 0x100, REMOVEDIR = 0x200, EMPTY_PATH = 0x1000;
+    public const int FDCWD = -100, SYMLINK_NOFOLLOW = 0x100, REMOVEDIR = 0x200, SYMLINK_FOLLOW = 0x400, EMPTY_PATH = 0x1000;
     /// <summary>faccessat2: check with the effective ids (shares its value with REMOVEDIR, as in Linux).</summary>
     public const int EACCESS = 0x200;
+}
+
+/// <summary>utimensat's special tv_nsec values.</summary>
+public static class Utime
+{
+    public const long NOW = (1L << 30) - 1, OMIT = (1L << 30) - 2;
 }
 
 /// <summary>access(2) modes.</summary>

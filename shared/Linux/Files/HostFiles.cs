@@ -25,7 +25,7 @@ public class HostFile : OpenFile
 
     /// <summary>A held change of this description's file that failed on shared storage after the guest was told it
     /// was made: answered to the guest's next fsync, fdatasync or close.</summary>
-    public readonly DeferredStorageError ReleaseErrors = new();
+    public DeferredStorageError ReleaseErrors { get; init; } = new();
 
     /// <summary>What the recording's stability check of this description's file found so far (host-side; see
     /// <see cref="FileRef.IsStable(Abi.GuestFs, string, int, ref ReadStamp)"/>).</summary>

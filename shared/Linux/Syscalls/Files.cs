@@ -52,14 +52,16 @@ public sealed partial class Kernel
         r.Add(Nr.mkdirat, (t, a) => NameOp(t.Cpu, a.Nr, (int)a.A1, a.A2, -Errno.EEXIST, (d, n) => HostSys.Call(Nr.mkdirat, d, n, (long)a.A3), StorageChangeKind.Mkdir));
         r.Add(Nr.mknod, (t, a) => MknodAt(t.Cpu, a.Nr, At.FDCWD, a.A1, (uint)a.A2));
         r.Add(Nr.mknodat, (t, a) => MknodAt(t.Cpu, a.Nr, (int)a.A1, a.A2, (uint)a.A3));
-        r.Add(Nr.chmod, (t, a) => PathOp(t.Cpu, a.Nr, At.FDCWD, a.A1, true, fd => ViaFd(fd, p => HostSys.Call(Nr.fchmodat, At.FDCWD, p, (long)a.A2)), true));
-        r.Add(Nr.fchmodat, (t, a) => PathOp(t.Cpu, a.Nr, (int)a.A1, a.A2, true, fd => ViaFd(fd, p => HostSys.Call(Nr.fchmodat, At.FDCWD, p, (long)a.A3)), true));
-        r.Add(Nr.fchmod, (t, a) => OnHostFd(t.Cpu, a.Nr, (int)a.A1, h => HostSys.Call(Nr.fchmod, h, (long)a.A2), true));
+        r.Add(Nr.chmod, (t, a) => Chmod(t.Cpu, a.Nr, At.FDCWD, a.A1, (uint)a.A2));
+        r.Add(Nr.fchmodat, (t, a) => Chmod(t.Cpu, a.Nr, (int)a.A1, a.A2, (uint)a.A3));
+        r.Add(Nr.fchmod, (t, a) => Chmod(t.Cpu, a.Nr, (int)a.A1, 0, (uint)a.A2));
         r.Add(new[] { Nr.chown, Nr.lchown, Nr.fchown, Nr.fchownat }, (t, a) => 0);
         // extended attributes: the guest's files carry none (ls -l asks for ACLs and SELinux labels)
         r.Add(new[] { Nr.getxattr, Nr.lgetxattr, Nr.fgetxattr }, (t, a) => -Errno.ENODATA);
         r.Add(new[] { Nr.listxattr, Nr.llistxattr, Nr.flistxattr }, (t, a) => 0);
-        r.Add(Nr.utimensat, (t, a) => Utimensat(t.Cpu, (int)a.A1, a.A2, a.A3, (int)a.A4));
+        r.Add(Nr.utimensat, (t, a) => Utimensat(t.Cpu, (int)a.A1, a.A2, a.A3 != 0 ? Mem.ReadBytes(a.A3, 32) : null, (int)a.A4));
+        r.Add(Nr.futimesat, (t, a) => Futimesat(t.Cpu, (int)a.A1, a.A2, a.A3));
+        r.Add(Nr.utimes, (t, a) => Futimesat(t.Cpu, At.FDCWD, a.A1, a.A2));
         r.Add(Nr.rename, (t, a) => TwoPaths(t.Cpu, a.Nr, At.FDCWD, a.A1, At.FDCWD, a.A2, (d1, p, d2, q) => HostSys.Call(Nr.renameat2, d1, p, d2, q, 0), StorageChangeKind.Rename));
         r.Add(Nr.renameat, (t, a) => TwoPaths(t.Cpu, a.Nr, (int)a.A1, a.A2, (int)a.A3, a.A4, (d1, p, d2, q) => HostSys.Call(Nr.renameat2, d1, p, d2, q, 0), StorageChangeKind.Rename));
         r.Add(Nr.renameat2, (t, a) => TwoPaths(t.Cpu, a.Nr, (int)a.A1, a.A2, (int)a.A3, a.A4, (d1, p, d2, q) => HostSys.Call(Nr.renameat2, d1, p, d2, q, (long)a.A5), StorageChangeKind.Rename, (uint)a.A5));
@@ -194,6 +196,14 @@ public sealed partial class Kernel
 
     static readonly byte[] EmptyPath = [0];
 
+    /// <summary>Gives the unnamed file behind host descriptor <paramref name="fd"/> (an O_TMPFILE one) the name
+    /// <paramref name="name"/> in <paramref name="dir"/>: linkat of /proc/self/fd/N with AT_SYMLINK_FOLLOW, which
+    /// needs no privilege (AT_EMPTY_PATH would need CAP_DAC_READ_SEARCH). 0 or -errno.</summary>
+    static unsafe long LinkUnnamed(int fd, int dir, byte[] name)
+    {
+        fixed (byte* n = name) { long np = (long)n; return ViaFd(fd, p => HostSys.Call(Nr.linkat, At.FDCWD, p, dir, np, At.SYMLINK_FOLLOW)); }
+    }
+
     /// <summary>Calls a host ...at syscall with "" as its path (with At.EMPTY_PATH it acts on the descriptor itself).</summary>
     static unsafe long AtEmpty(Func<long, long> call) { fixed (byte* e = EmptyPath) return call((long)e); }
 
@@ -227,7 +237,53 @@ public sealed partial class Kernel
         uint type = mode & SMode.IFMT;
         if (type is not (0 or SMode.IFREG or SMode.IFIFO or SMode.IFSOCK)) return type is SMode.IFCHR or SMode.IFBLK ? -Errno.EPERM : -Errno.EINVAL;
         uint perm = mode & 0xFFF & ~(uint)P.Umask;
-        return NameOp(cpu, nr, dirfd, pathAddr, -Errno.EEXIST, (d, n) => HostSys.Call(Nr.mknodat, d, n, type | perm, 0));
+        return NameOp(cpu, nr, dirfd, pathAddr, -Errno.EEXIST, (d, n) => HostSys.Call(Nr.mknodat, d, n, type | perm, 0), StorageChangeKind.Mknod);
+    }
+
+    /// <summary>
+    /// chmod and fchmodat (a final symlink followed), fchmod (<paramref name="pathAddr"/> 0: the description
+    /// <paramref name="dirfd"/>): a change a primary on shared storage holds (<see cref="MetadataChange"/>). Made
+    /// through /proc/self/fd of a host descriptor of the file, which may be an O_PATH one.
+    /// </summary>
+    long Chmod(CpuT cpu, int nr, int dirfd, ulong pathAddr, uint mode)
+        => MetadataChange(cpu, nr, StorageChangeKind.Chmod, dirfd, pathAddr, true, mode, null,
+            fd => ViaFd(fd, p => HostSys.Call(Nr.fchmodat, At.FDCWD, p, mode)));
+
+    /// <summary>
+    /// A change of a file's mode or times (<paramref name="kind"/>), by path (a final symlink followed when
+    /// <paramref name="follow"/>) or, with <paramref name="pathAddr"/> 0, through the description
+    /// <paramref name="dirfd"/>. <paramref name="onFile"/> makes it through a host descriptor of the file (an O_PATH one
+    /// by path). A change a primary on shared storage holds (<see cref="IBoundary.StorageChange"/>) through a
+    /// descriptor of its own, so it follows the file as a held truncation does; a survivor makes it again by path.
+    /// </summary>
+    long MetadataChange(CpuT cpu, int nr, StorageChangeKind kind, int dirfd, ulong pathAddr, bool follow, uint mode, byte[]? times, Func<int, long> onFile)
+    {
+        OpenFile? f = null;
+        string abs;
+        if (pathAddr == 0)
+        {
+            if (!Fds.TryGetValue(dirfd, out f)) return -Errno.EBADF;
+            abs = f.GuestPath;
+        }
+        else
+        {
+            long e = GuestAbs(dirfd, Path(pathAddr), out abs);
+            if (e < 0) return e;
+            if (ProcPathOp(nr, ref abs, follow) is long pr) return pr;
+        }
+        SettleFiles();
+        Func<HostResult> perform = () => HostResult.Of(f != null ? onFile(f.HostFd) : Fs.OnObject(abs, follow, onFile));
+        // a description of something other than a file of the guest's storage (a pipe, a socket, a terminal)
+        long r = f is not null and not HostFile { OnStorage: true } || !abs.StartsWith('/')
+            ? Host(cpu, nr, perform, true).Value
+            : Boundary.StorageChange(cpu.Tid, nr, new GuestStorageChange
+            {
+                Kind = kind, Path = abs, HostFd = f?.HostFd ?? -1, Mode = mode, Times = times, Follow = follow,
+                Errors = (f as HostFile)?.ReleaseErrors, OnFile = onFile, Perform = perform,
+            }).Value;
+        if (r >= 0 && f != null) Changes.Mark(f);
+        else if (r >= 0) Changes.Mark(abs);
+        return r;
     }
 
     /// <summary>An operation on the name a guest path ends in (mkdir, unlink, rmdir): `call` gets the directory
@@ -384,7 +440,7 @@ public sealed partial class Kernel
         int hostMode = mode & ~P.Umask & 0xFFF;
         if ((flags & (O.CREAT | O.TRUNC)) != 0) SettleFiles(); // it may change the names or a file's size
         else SettleNames(); // it looks the path up among the names the guest made
-        var res = Host(cpu, Nr.openat, () =>
+        Func<HostResult> perform = () =>
         {
             // a FIFO's open waits for its other end with the calling thread only
             var opened = OpenWithoutWaiting(t, abs, flags, () => Fs.Open(abs, flags | O.CLOEXEC, hostMode));
@@ -399,7 +455,17 @@ public sealed partial class Kernel
                 hr.Value = ((long)isDir << 32) | r; // host fd and directory bit travel together
             }
             return hr;
-        }, reexecuteOnReplay: true);
+        };
+        // an open that may create its name (not an unnamed O_TMPFILE one): a primary on shared storage holds the
+        // creation (<see cref="IBoundary.StorageChange"/>), the guest working on the new file meanwhile
+        var errors = new DeferredStorageError(); // the new description's: a creation refused at release reports there
+        var res = (flags & O.CREAT) != 0 && (flags & O.TMPFILE & ~O.DIRECTORY) == 0
+            ? Boundary.StorageChange(cpu.Tid, Nr.openat, new GuestStorageChange
+            {
+                Kind = StorageChangeKind.Create, Path = abs, OpenFlags = flags, Mode = (uint)hostMode, Perform = perform, Errors = errors,
+                OnFile = fd => Fs.InParent(abs, -Errno.EISDIR, (dir, name) => LinkUnnamed(fd, dir, name)),
+            })
+            : Host(cpu, Nr.openat, perform, reexecuteOnReplay: true);
         // a following backup opened the file on its own root too: it keeps its own descriptor
         int local = res.Local is long l && l >= 0 ? (int)(l & 0xFFFFFFFF) : -1;
         if (res.Value < 0)
@@ -414,6 +480,7 @@ public sealed partial class Kernel
             GuestPath = abs,
             Directory = (res.Value >> 32) != 0,
             StatusFlags = flags & ~(O.CREAT | O.EXCL | O.TRUNC | O.CLOEXEC),
+            ReleaseErrors = errors,
         };
         return Fds.Install(file, (flags & O.CLOEXEC) != 0);
     }
@@ -514,7 +581,7 @@ public sealed partial class Kernel
                    {
                        HostFd = f.HostFd, Data = rest, Offset = offset, FileOffset = f.Offset,
                        Append = (f.StatusFlags & O.APPEND) != 0, GuestPath = f.GuestPath, Perform = perform,
-                       Errors = (f as HostFile)?.ReleaseErrors,
+                       Errors = (f as HostFile)?.ReleaseErrors, Writable = (f.StatusFlags & O.ACCMODE) != O.RDONLY,
                    }).Value
                : Host(cpu, nr, perform).Value;
         if (r == WouldBlock) return r;
@@ -621,17 +688,31 @@ public sealed partial class Kernel
         }).Value;
     }
 
-    unsafe long Utimensat(CpuT cpu, int dirfd, ulong pathAddr, ulong times, int flags)
+    /// <summary>utimensat (logged as such; futimesat and utimes come here with their times as timespecs): a change a
+    /// primary on shared storage holds (<see cref="MetadataChange"/>), made with AT_EMPTY_PATH on a host descriptor
+    /// of the file.</summary>
+    unsafe long Utimensat(CpuT cpu, int dirfd, ulong pathAddr, byte[]? t, int flags)
+        => MetadataChange(cpu, Nr.utimensat, StorageChangeKind.Utimes, dirfd, pathAddr, (flags & At.SYMLINK_NOFOLLOW) == 0, 0, t,
+            fd => { fixed (byte* tp = t) { long tt = t == null ? 0 : (long)tp; return AtEmpty(e => HostSys.Call(Nr.utimensat, fd, e, tt, At.EMPTY_PATH)); } });
+
+    /// <summary>futimesat and utimes: two timevals (or none: now) as utimensat's timespecs; a microsecond count out of
+    /// [0, 1e6) is EINVAL, as Linux answers before looking the path up.</summary>
+    long Futimesat(CpuT cpu, int dirfd, ulong pathAddr, ulong times)
     {
-        byte[]? t = times != 0 ? Mem.ReadBytes(times, 32) : null;
-        if (pathAddr == 0)
+        byte[]? t = null;
+        if (times != 0)
         {
-            if (!Fds.TryGetValue(dirfd, out var f)) return -Errno.EBADF;
-            SettleFiles();
-            return Host(cpu, Nr.utimensat, () => { fixed (byte* tp = t) return HostResult.Of(HostSys.Call(Nr.utimensat, f.HostFd, 0, t == null ? 0 : (long)tp, 0)); }, true).Value;
+            var tv = Mem.ReadBytes(times, 32);
+            t = new byte[32];
+            for (int i = 0; i < 2; i++)
+            {
+                long sec = BinaryPrimitives.ReadInt64LittleEndian(tv.AsSpan(16 * i)), usec = BinaryPrimitives.ReadInt64LittleEndian(tv.AsSpan(16 * i + 8));
+                if (usec is < 0 or >= 1_000_000) return -Errno.EINVAL;
+                BinaryPrimitives.WriteInt64LittleEndian(t.AsSpan(16 * i), sec);
+                BinaryPrimitives.WriteInt64LittleEndian(t.AsSpan(16 * i + 8), usec * 1000);
+            }
         }
-        return PathOp(cpu, Nr.utimensat, dirfd, pathAddr, (flags & At.SYMLINK_NOFOLLOW) == 0,
-            fd => { fixed (byte* tp = t) { long tt = t == null ? 0 : (long)tp; return AtEmpty(e => HostSys.Call(Nr.utimensat, fd, e, tt, At.EMPTY_PATH)); } }, true);
+        return Utimensat(cpu, dirfd, pathAddr, t, 0);
     }
 
     long Getcwd(ulong buf, ulong size)
