@@ -87,11 +87,20 @@ public sealed partial class OutputGate
             _acked = seq;
             Monitor.PulseAll(_lock);
             if (_discarded || _final) return;
+            long t0 = Stopwatch.GetTimestamp();
             ReleaseFiles(seq);
+            bool sockets = _unreleased.Count > 0;
             ReleaseSockets();
             ReleaseHeldThrough(seq, Fresh);
+            if (sockets && _releaseMs.Count < 1_000_000) _releaseMs.Add(Stopwatch.GetElapsedTime(t0).TotalMilliseconds);
         }
     }
+
+    readonly List<double> _releaseMs = new();
+
+    /// <summary>For each acknowledgement that found socket output held, how long (ms) its release took: from the ack's
+    /// arrival at the gate to the last host send it made (a reply released late in a long release waits that much).</summary>
+    public double[] AckReleaseTimesMs() { lock (_lock) return _releaseMs.ToArray(); }
 
     /// <summary>
     /// Emits the held stdout/stderr output produced up to record <paramref name="seq"/>, in order, under the lock.
