@@ -23,7 +23,7 @@ public sealed partial class OutputGate
     readonly Queue<Entry> _held = new();
     readonly Action<int, ReadOnlyMemory<byte>> _emit;
     ulong _acked;
-    bool _unprotected, _discarded, _final;
+    bool _unprotected, _discarded, _final; // written under the lock
 
     /// <summary>Asked before each release while protected: false when the link to the backup has gone stale
     /// (this process was stopped longer than the timeout), so nothing more is released until the watchdog decided.</summary>
@@ -81,19 +81,20 @@ public sealed partial class OutputGate
     /// <summary>The backup holds the log up to <paramref name="seq"/>: release everything produced up to there.</summary>
     public void Ack(ulong seq)
     {
+        List<HeldSocket>? busy;
+        long t0;
         lock (_lock)
         {
             if (seq <= _acked) return;
             _acked = seq;
             Monitor.PulseAll(_lock);
             if (_discarded || _final) return;
-            long t0 = Stopwatch.GetTimestamp();
+            t0 = Stopwatch.GetTimestamp();
             ReleaseFiles(seq);
-            bool sockets = _unreleased.Count > 0;
-            ReleaseSockets();
+            busy = TakeReleasable();
             ReleaseHeldThrough(seq, Fresh);
-            if (sockets && _releaseMs.Count < 1_000_000) _releaseMs.Add(Stopwatch.GetElapsedTime(t0).TotalMilliseconds);
         }
+        if (busy != null) SendOutsideLock(busy, t0);
     }
 
     readonly List<double> _releaseMs = new();
