@@ -210,6 +210,7 @@ def kv_bench(runs, seconds, connections, before=None):
                 c.ask('SHUTDOWN')
                 p.p.wait(timeout=120)
                 held = lag = trail = throttled = ship = release = None
+                batches = ''
                 if b:
                     b.p.wait(timeout=120)
                     _, m = p.wait_for(r'(\d+) socket sends held, p50 ([\d.]+) ms, p99 ([\d.]+) ms; (\d+) waited for credit')
@@ -226,9 +227,13 @@ def kv_bench(runs, seconds, connections, before=None):
                     ship = (float(m.group(2)), float(m.group(3))) if m else None
                     m = re.search(r'release: (\d+) acks, p50 ([\d.]+) ms, p99 ([\d.]+) ms', p.text())
                     release = (float(m.group(2)), float(m.group(3))) if m else None
+                    m = re.search(r'log (\d+) records, \d+ bytes .*?, (\d+) batches', p.text())
+                    batches = f'{int(m.group(2))} batches for {int(m.group(1))} records' if m else ''
+                    m = re.search(r'(\d+) contended lock acquisitions', p.text())
+                    batches += f', {int(m.group(1))} contended locks' if m else ''
                 per[mode].append((rate, p50, p99, cpu, held, lag, trail, throttled, trip if b else None, ship, release))
                 print('kv', conns, mode, f'{rate:.0f} req/s p50 {p50:.3f} p99 {p99:.3f}', f'backup cpu/s {cpu:.2f}' if cpu else '',
-                      f'held {held} lag {lag} round trip {trip} before shipping {ship} release {release} replay trail {trail} replay throttle {throttled} ms' if held else '', flush=True)
+                      f'held {held} lag {lag} round trip {trip} before shipping {ship} release {release} {batches} replay trail {trail} replay throttle {throttled} ms' if held else '', flush=True)
         res[conns] = {m: sorted(v, key=lambda x: x[0])[len(v) // 2] for m, v in per.items()}
     return res
 
