@@ -78,6 +78,8 @@ public sealed partial class OutputGate
         public int Offset, Count;
         /// <summary><see cref="Offset"/> when a pass outside the lock took the entry (what that pass freed is counted from here).</summary>
         public int PassStart;
+        /// <summary>When a pass outside the lock had the host take the entry's last byte (its hold time ends there).</summary>
+        public long SentAt;
         /// <summary>A shutdown or the last close, queued behind the socket's held bytes.</summary>
         public Func<HostResult>? End;
         public bool Last;
@@ -288,6 +290,7 @@ public sealed partial class OutputGate
                     if (r < 0) { h.Refusal = r; goto nextSocket; }
                     e.Offset = e.Send.Stream ? e.Offset + (int)r : e.Count; // a datagram goes whole or not at all
                 }
+                e.SentAt = Stopwatch.GetTimestamp();
                 h.SentWhole++;
             }
         nextSocket:;
@@ -305,7 +308,7 @@ public sealed partial class OutputGate
                 {
                     var e = h.Entries.Dequeue();
                     bytes += e.Count - e.PassStart;
-                    if (_socketHoldMs.Count < 1_000_000) _socketHoldMs.Add(Stopwatch.GetElapsedTime(e.Since, now).TotalMilliseconds);
+                    if (_socketHoldMs.Count < 1_000_000) _socketHoldMs.Add(Stopwatch.GetElapsedTime(e.Since, e.SentAt).TotalMilliseconds);
                 }
                 if (h.SentWhole < h.Sending.Count) bytes += h.Sending[h.SentWhole].Offset - h.Sending[h.SentWhole].PassStart;
                 h.Held -= bytes;
