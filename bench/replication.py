@@ -209,7 +209,8 @@ def kv_bench(runs, seconds, connections, before=None):
                 c = KvConn(port)
                 c.ask('SHUTDOWN')
                 p.p.wait(timeout=120)
-                held = lag = trail = throttled = None
+                held = lag = trail = throttled = ship = release = None
+                batches = ''
                 if b:
                     b.p.wait(timeout=120)
                     _, m = p.wait_for(r'(\d+) socket sends held, p50 ([\d.]+) ms, p99 ([\d.]+) ms; (\d+) waited for credit')
@@ -222,9 +223,17 @@ def kv_bench(runs, seconds, connections, before=None):
                     throttled = int(m.group(2)) if m else None
                     m = re.search(r'link round trip: (\d+) acks, p50 ([\d.]+) ms, p99 ([\d.]+) ms', p.text())  # older builds lack it
                     trip = (float(m.group(2)), float(m.group(3))) if m else None
-                per[mode].append((rate, p50, p99, cpu, held, lag, trail, throttled, trip if b else None))
+                    m = re.search(r'before shipping: (\d+) batches, p50 ([\d.]+) ms, p99 ([\d.]+) ms', p.text())  # older builds lack it
+                    ship = (float(m.group(2)), float(m.group(3))) if m else None
+                    m = re.search(r'release: (\d+) acks, p50 ([\d.]+) ms, p99 ([\d.]+) ms', p.text())
+                    release = (float(m.group(2)), float(m.group(3))) if m else None
+                    m = re.search(r'log (\d+) records, \d+ bytes .*?, (\d+) batches', p.text())
+                    batches = f'{int(m.group(2))} batches for {int(m.group(1))} records' if m else ''
+                    m = re.search(r'(\d+) contended lock acquisitions', p.text())
+                    batches += f', {int(m.group(1))} contended locks' if m else ''
+                per[mode].append((rate, p50, p99, cpu, held, lag, trail, throttled, trip if b else None, ship, release))
                 print('kv', conns, mode, f'{rate:.0f} req/s p50 {p50:.3f} p99 {p99:.3f}', f'backup cpu/s {cpu:.2f}' if cpu else '',
-                      f'held {held} lag {lag} round trip {trip} replay trail {trail} replay throttle {throttled} ms' if held else '', flush=True)
+                      f'held {held} lag {lag} round trip {trip} before shipping {ship} release {release} {batches} replay trail {trail} replay throttle {throttled} ms' if held else '', flush=True)
         res[conns] = {m: sorted(v, key=lambda x: x[0])[len(v) // 2] for m, v in per.items()}
     return res
 
@@ -476,19 +485,19 @@ def kv_compare(runs, seconds, connections, before):
     lines = [f'{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} '
              f'when the run ended; median of {runs} runs of {seconds} s each after {KV_WARMUP:g} s of warm-up, the three alternating'
              + (f'; primaries and the load generator on CPUs {PIN[0]}, backups on CPUs {PIN[1]} (taskset).' if PIN else '.'), '',
-             '| connections | | requests/s | vs `primary run` | latency p50 ms | latency p99 ms | added p50 ms | added p99 ms | backup CPU s per guest s | ack lag p50 ms | ack lag p99 ms | link round trip p50 ms | link round trip p99 ms | replay trail p50 ms | replay trail p99 ms | guest held for the replay ms |',
-             '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|']
+             '| connections | | requests/s | vs `primary run` | latency p50 ms | latency p99 ms | added p50 ms | added p99 ms | backup CPU s per guest s | ack lag p50 ms | ack lag p99 ms | link round trip p50 ms | link round trip p99 ms | before shipping p50 ms | before shipping p99 ms | ack to last release p50 ms | ack to last release p99 ms | replay trail p50 ms | replay trail p99 ms | guest held for the replay ms |',
+             '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|']
     for conns, r in res.items():
         rr = r['run']
-        lines.append(f'| {conns} | `primary run` | {rr[0]:.0f} | | {rr[1]:.3f} | {rr[2]:.3f} | | | | | | | | | | |')
+        lines.append(f'| {conns} | `primary run` | {rr[0]:.0f} | | {rr[1]:.3f} | {rr[2]:.3f} | | | | | | | | | | | | | | |')
         for mode, name in (('before', '`primary protect`, before'), ('protect', '`primary protect`, this build')):
             if mode not in r:
                 continue
             pr = r[mode]
             lag, trail = pr[5], pr[6]
             tr = f'{trail[0]:.3f} | {trail[1]:.3f}' if trail else '| '
-            rt = f'{pr[8][0]:.3f} | {pr[8][1]:.3f}' if pr[8] else '| '
-            lines.append(f'| {conns} | {name} | {pr[0]:.0f} | **{pr[0] / rr[0]:.2f}x** | {pr[1]:.3f} | {pr[2]:.3f} | **+{pr[1] - rr[1]:.3f}** | **+{pr[2] - rr[2]:.3f}** | {pr[3]:.2f} | {lag[0]:.3f} | {lag[1]:.3f} | {rt} | {tr} | {pr[7] if pr[7] is not None else ""} |')
+            rt, sh, rl = (f'{x[0]:.3f} | {x[1]:.3f}' if x else '| ' for x in (pr[8], pr[9], pr[10]))
+            lines.append(f'| {conns} | {name} | {pr[0]:.0f} | **{pr[0] / rr[0]:.2f}x** | {pr[1]:.3f} | {pr[2]:.3f} | **+{pr[1] - rr[1]:.3f}** | **+{pr[2] - rr[2]:.3f}** | {pr[3]:.2f} | {lag[0]:.3f} | {lag[1]:.3f} | {rt} | {sh} | {rl} | {tr} | {pr[7] if pr[7] is not None else ""} |')
     print('\n'.join(lines))
 
 

@@ -119,6 +119,8 @@ sealed class ProtectService(ProtectSettings settings, MachineOptions opts, ulong
             var (acks, lagP50, lagP99) = Percentiles(client.LagMs());
             var (trails, trailP50, trailP99) = Percentiles(client.ReplayTrailMs());
             var (trips, tripP50, tripP99) = Percentiles(client.RoundTripMs());
+            var (ships, shipP50, shipP99) = Percentiles(boundary.ShipWaitsMs());
+            var (releases, releaseP50, releaseP99) = Percentiles(client.Gate.AckReleaseTimesMs());
             int creditWaits = client.Gate.CreditWaitTimesMs().Length;
             double s = sw.Elapsed.TotalSeconds;
             Log.WriteLine($"primary: {icount} guest instructions in {s:F3} s, exit status {status}");
@@ -127,6 +129,8 @@ sealed class ProtectService(ProtectSettings settings, MachineOptions opts, ulong
             Log.WriteLine($"primary: output commit: {socks} socket sends held, p50 {sockP50:F3} ms, p99 {sockP99:F3} ms; {creditWaits} waited for credit");
             Log.WriteLine($"primary: backup lag: {acks} acks, p50 {lagP50:F3} ms, p99 {lagP99:F3} ms (age of the oldest record each ack covered)");
             Log.WriteLine($"primary: link round trip: {trips} acks, p50 {tripP50:F3} ms, p99 {tripP99:F3} ms (from the send of the newest batch each ack covered)");
+            Log.WriteLine($"primary: before shipping: {ships} batches, p50 {shipP50:F3} ms, p99 {shipP99:F3} ms (how long the oldest record holding output waited on the guest thread)");
+            Log.WriteLine($"primary: release: {releases} acks, p50 {releaseP50:F3} ms, p99 {releaseP99:F3} ms (from an ack's arrival at the gate to the last host send it made)");
             // contended lock acquisitions of the whole process (the output gate's lock is shared by the guest thread and
             // the threads that release output): a diagnostic of the primary's per-request cost, not a per-lock figure
             Log.WriteLine($"primary: {Monitor.LockContentionCount} contended lock acquisitions in this process");
@@ -134,7 +138,7 @@ sealed class ProtectService(ProtectSettings settings, MachineOptions opts, ulong
             settings.Events.Emit(ReplicaEvent.Stats, ("instructions", icount), ("seconds", s), ("records", writer.LastSequence), ("logBytes", writer.BytesWritten),
                 ("batches", client.Batches), ("handedOffBatches", client.HandedOffBatches), ("outputsHeld", held), ("outputHoldP50Ms", heldP50), ("outputHoldP99Ms", heldP99),
                 ("socketSendsHeld", socks), ("socketHoldP50Ms", sockP50), ("socketHoldP99Ms", sockP99), ("creditWaits", creditWaits),
-                ("acks", acks), ("lagP50Ms", lagP50), ("lagP99Ms", lagP99), ("roundTripP50Ms", tripP50), ("roundTripP99Ms", tripP99), ("replayTrailP50Ms", trailP50), ("replayTrailP99Ms", trailP99), ("throttledMs", client.Throttled.TotalMilliseconds),
+                ("acks", acks), ("lagP50Ms", lagP50), ("lagP99Ms", lagP99), ("roundTripP50Ms", tripP50), ("roundTripP99Ms", tripP99), ("shipWaitP50Ms", shipP50), ("shipWaitP99Ms", shipP99), ("releaseP50Ms", releaseP50), ("releaseP99Ms", releaseP99), ("replayTrailP50Ms", trailP50), ("replayTrailP99Ms", trailP99), ("throttledMs", client.Throttled.TotalMilliseconds),
                 ("replayThrottledMs", client.ThrottledForReplay.TotalMilliseconds), ("replayStalls", client.ReplayStalls));
         }
         return status;

@@ -288,20 +288,33 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
 
     // when the oldest unshipped record holding output was logged (Stopwatch ticks; 0: none)
     long _unshippedSince;
+    // that record was logged while a batch was on its way (LinkIdle was false): it goes at the first syscall after
+    // that batch's acknowledgement, not at the end of the round
+    bool _behindBatch;
 
     /// <summary>A record holding output was logged (guest thread): ship it before the guest waits, or within the bound.</summary>
     void OutputLogged()
     {
-        if (_unshippedSince == 0) _unshippedSince = System.Diagnostics.Stopwatch.GetTimestamp();
+        if (_unshippedSince != 0) return;
+        _unshippedSince = System.Diagnostics.Stopwatch.GetTimestamp();
+        _behindBatch = !LinkIdle();
     }
 
     /// <summary>Everything logged reaches the sink (the backup) now (guest thread).</summary>
     void Ship()
     {
+        if (_unshippedSince != 0 && _shipWaitMs.Count < 1_000_000)
+            _shipWaitMs.Add(System.Diagnostics.Stopwatch.GetElapsedTime(_unshippedSince).TotalMilliseconds);
         _unshippedSince = 0;
         _shippedThrough = _w.LastSequence;
         _w.Flush();
     }
+
+    readonly List<double> _shipWaitMs = new();
+
+    /// <summary>For each batch that carried a record holding output, how long (ms) the oldest such record waited on the
+    /// guest thread before it was shipped (guest thread, or once the guest has ended).</summary>
+    public double[] ShipWaitsMs() => _shipWaitMs.ToArray();
 
     /// <summary>Calls after which the guest usually waits or yields without a host call that could tell (in-VM waits,
     /// sleeps): records holding output are shipped before them. Host calls that may wait (poll, accept, reads) ship
@@ -313,12 +326,12 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
     /// next), whether or not they then wait.</summary>
     static bool EndsRound(int nr) => nr is Nr.poll or Nr.ppoll or Nr.select or Nr.pselect6 or Nr.epoll_wait or Nr.epoll_pwait or Nr.epoll_pwait2;
 
-    /// <summary>At a syscall's entry (guest thread): ship what holds output if the guest may wait now, if it ends a
-    /// round while nothing shipped earlier waits for its acknowledgement (<see cref="LinkIdle"/>), or if it waited long
-    /// enough.</summary>
+    /// <summary>At a syscall's entry (guest thread): ship what holds output if the guest may wait now, if nothing shipped
+    /// earlier waits for its acknowledgement (<see cref="LinkIdle"/>) and either the round ends or the output was
+    /// logged while a batch was on its way (its acknowledgement has come since), or if it waited long enough.</summary>
     void ShipBeforeCall(int nr)
     {
-        if (_unshippedSince != 0 && (MayWait(nr) || (EndsRound(nr) && LinkIdle()) || System.Diagnostics.Stopwatch.GetTimestamp() - _unshippedSince >= _shipAfterTicks)) Ship();
+        if (_unshippedSince != 0 && (MayWait(nr) || ((_behindBatch || EndsRound(nr)) && LinkIdle()) || System.Diagnostics.Stopwatch.GetTimestamp() - _unshippedSince >= _shipAfterTicks)) Ship();
     }
 
     // the last record shipped by Ship (guest thread)

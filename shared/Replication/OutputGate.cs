@@ -23,7 +23,7 @@ public sealed partial class OutputGate
     readonly Queue<Entry> _held = new();
     readonly Action<int, ReadOnlyMemory<byte>> _emit;
     ulong _acked;
-    bool _unprotected, _discarded, _final;
+    bool _unprotected, _discarded, _final; // written under the lock
 
     /// <summary>Asked before each release while protected: false when the link to the backup has gone stale
     /// (this process was stopped longer than the timeout), so nothing more is released until the watchdog decided.</summary>
@@ -81,17 +81,27 @@ public sealed partial class OutputGate
     /// <summary>The backup holds the log up to <paramref name="seq"/>: release everything produced up to there.</summary>
     public void Ack(ulong seq)
     {
+        List<HeldSocket>? busy;
+        long t0;
         lock (_lock)
         {
             if (seq <= _acked) return;
             _acked = seq;
             Monitor.PulseAll(_lock);
             if (_discarded || _final) return;
+            t0 = Stopwatch.GetTimestamp();
             ReleaseFiles(seq);
-            ReleaseSockets();
+            busy = TakeReleasable();
             ReleaseHeldThrough(seq, Fresh);
         }
+        if (busy != null) SendOutsideLock(busy, t0);
     }
+
+    readonly List<double> _releaseMs = new();
+
+    /// <summary>For each acknowledgement that found socket output held, how long (ms) its release took: from the ack's
+    /// arrival at the gate to the last host send it made (a reply released late in a long release waits that much).</summary>
+    public double[] AckReleaseTimesMs() { lock (_lock) return _releaseMs.ToArray(); }
 
     /// <summary>
     /// Emits the held stdout/stderr output produced up to record <paramref name="seq"/>, in order, under the lock.

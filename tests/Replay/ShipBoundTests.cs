@@ -8,8 +8,9 @@ namespace ReVirt.Tests.Replay;
 
 /// <summary>
 /// When a protected recording ships a record whose output waits in the gate (`primary protect --ship-after-us`): at
-/// the guest's first syscall once nothing shipped earlier waits for its acknowledgement, once the bound has passed,
-/// or at once when the guest may wait; while a batch is unacknowledged, never earlier on a call that does not wait.
+/// the end of the guest's round once nothing shipped earlier waits for its acknowledgement, at the first syscall after
+/// that acknowledgement when the record was logged behind a batch on its way, once the bound has passed, or at once
+/// when the guest may wait; while a batch is unacknowledged, never earlier on a call that does not wait.
 /// The oracle is the sink's own count of flushes (each flush is a batch to the backup).
 /// </summary>
 public class ShipBoundTests
@@ -110,6 +111,26 @@ public class ShipBoundTests
         Assert.Equal(before, sink.Flushes);
         gate.Ack(firstBatch); // the whole batch: the next call ships what gathered, in one batch
         b.Syscall(1, Nr.poll, Getpid);
+        Assert.Equal(before + 1, sink.Flushes);
+    }
+
+    [Fact]
+    public void RecordsLoggedBehindABatchGoAtTheFirstCallAfterItsAcknowledgementNotAtTheRoundsEnd()
+    {
+        var (b, sink) = Recording(10_000_000, out var gate);
+        b.Send(1, Nr.sendto, ReleasableSend());
+        ulong firstBatch = b.Point.Sequence;
+        b.Syscall(1, Nr.nanosleep, Getpid); // it goes, and stays unacknowledged for now
+        int before = sink.Flushes;
+        b.Send(1, Nr.sendto, ReleasableSend()); // a reply of the next round, logged while that batch is on its way
+        b.Syscall(1, Nr.getpid, Getpid);
+        Assert.Equal(before, sink.Flushes); // it gathers behind the batch
+        gate.Ack(firstBatch);
+        b.Syscall(1, Nr.getpid, Getpid); // the round goes on (no poll yet): the reply goes now, not at the round's end
+        Assert.Equal(before + 1, sink.Flushes);
+        // the next reply is logged behind that new batch: it gathers again until the new acknowledgement
+        b.Send(1, Nr.sendto, ReleasableSend());
+        b.Syscall(1, Nr.getpid, Getpid);
         Assert.Equal(before + 1, sink.Flushes);
     }
 

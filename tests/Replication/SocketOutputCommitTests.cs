@@ -229,4 +229,76 @@ public class SocketOutputCommitTests
         g.Ack(7);
         Assert.Equal("", x.ReadNow());
     }
+    /// <summary>
+    /// An acknowledgement's host sends run outside the gate's lock: while one is under way (held inside the host call
+    /// here), the guest thread accepts and holds further sends at once, even on the socket being released, and those
+    /// leave after the bytes released before them (the oracle: the peer's stream). Under the lock the guest's next send
+    /// waited for every host send of the release.
+    /// </summary>
+    [Fact]
+    public async Task TheGuestIsNotHeldUpByAnAcknowledgementsHostSends()
+    {
+        using var x = new Pair(SOCK_STREAM);
+        using var y = new Pair(SOCK_STREAM);
+        var g = new OutputGate((_, _) => { });
+        var inHost = new ManualResetEventSlim();
+        var goOn = new ManualResetEventSlim();
+        var slow = x.Send("a1 ");
+        var stalled = new SocketSend
+        {
+            Socket = slow.Socket, Data = slow.Data, HostFd = slow.HostFd, Stream = true,
+            Perform = (off, count, flags) => { inHost.Set(); Assert.True(goOn.Wait(TimeSpan.FromSeconds(30))); return slow.Perform(off, count, flags); },
+        };
+        Hold(g, 1, stalled);
+        var ack = Task.Run(() => g.Ack(1));
+        Assert.True(inHost.Wait(TimeSpan.FromSeconds(30)), "the release never reached the host send");
+        // the guest thread goes on while the host send is under way: another socket, and the socket being released
+        var guest = Task.Run(() =>
+        {
+            Hold(g, 2, y.Send("b1 "));
+            Hold(g, 3, x.Send("a2 "));
+        });
+        bool wentOn = await Task.WhenAny(guest, Task.Delay(TimeSpan.FromSeconds(5))) == guest;
+        goOn.Set();
+        await ack;
+        await guest;
+        Assert.True(wentOn, "the guest's sends waited for the acknowledgement's host send");
+        Assert.Equal("a1 ", x.ReadNow());
+        Assert.Equal("", y.ReadNow());
+        g.Ack(3);
+        Assert.Equal("a2 ", x.ReadNow());
+        Assert.Equal("b1 ", y.ReadNow());
+        Assert.Equal(0, g.SocketHeldBytes);
+    }
+
+    /// <summary>A send acknowledged while its socket's earlier bytes are being released outside the lock leaves right
+    /// after them, released by the thread that performed them (nobody else sends on that socket meanwhile).</summary>
+    [Fact]
+    public async Task ASendAcknowledgedDuringAReleaseOutsideTheLockFollowsItsSocketsEarlierBytes()
+    {
+        using var x = new Pair(SOCK_STREAM);
+        var g = new OutputGate((_, _) => { });
+        var inHost = new ManualResetEventSlim();
+        var goOn = new ManualResetEventSlim();
+        var slow = x.Send("a1 ");
+        var stalled = new SocketSend
+        {
+            Socket = slow.Socket, Data = slow.Data, HostFd = slow.HostFd, Stream = true,
+            Perform = (off, count, flags) => { inHost.Set(); Assert.True(goOn.Wait(TimeSpan.FromSeconds(30))); return slow.Perform(off, count, flags); },
+        };
+        Hold(g, 1, stalled);
+        var ack = Task.Run(() => g.Ack(1));
+        Assert.True(inHost.Wait(TimeSpan.FromSeconds(30)));
+        var later = Task.Run(() =>
+        {
+            Hold(g, 2, x.Send("a2 "));
+            g.Ack(2); // its socket is busy: left to the releasing thread
+        });
+        Assert.True(await Task.WhenAny(later, Task.Delay(TimeSpan.FromSeconds(5))) == later, "a hold or ack waited for the host send");
+        Assert.Equal("", x.ReadNow()); // a2 did not overtake a1
+        goOn.Set();
+        await ack;
+        Assert.Equal("a1 a2 ", x.ReadNow());
+        Assert.Equal(0, g.SocketHeldBytes);
+    }
 }
