@@ -27,6 +27,19 @@ def cpu(cmd):
     return ru.ru_utime + ru.ru_stime
 
 
+def bench_guests(work, out):
+    """The guests of these benches by name: (label, a function that makes the inputs and returns the command)."""
+    known = {}
+    for applet, mb, args in (('sha256sum', 8, []), ('gzip', 4, ['-c']), ('bzip2', 2, ['-c']), ('md5sum', 16, [])):
+        path = os.path.join(work, applet + '.bin')
+        known[applet] = (f'{applet} {mb} MB', lambda applet=applet, mb=mb, args=args, path=path:
+                         (make_input(path, mb << 20), ['/bin/busybox', applet] + args + [path])[1])
+    known['bench'] = ('bench.musl 10', lambda: [os.path.join(out, 'bench.musl'), '10'])
+    known['memtouch'] = ('memtouch 256 MiB', lambda: [os.path.join(out, 'memtouch.musl'), os.path.join(work, 'no-stop-file'), '256', '0', '2000'])
+    known['true'] = ('busybox true', lambda: ['/bin/busybox', 'true'])
+    return known
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--baseline-root', required=True, help='checkout of the earlier build (with its Release output)')
@@ -42,13 +55,7 @@ def main():
     work = tempfile.mkdtemp(prefix='revirt-recab-')
     out = os.path.join(ROOT, 'guests', 'out')
     subprocess.run(['bash', os.path.join(ROOT, 'guests', 'build.sh'), out, 'bench.musl', 'memtouch.musl'], check=True)
-    known = {}
-    for applet, mb, args in (('sha256sum', 8, []), ('gzip', 4, ['-c']), ('bzip2', 2, ['-c']), ('md5sum', 16, [])):
-        path = os.path.join(work, applet + '.bin')
-        known[applet] = (f'{applet} {mb} MB', lambda applet=applet, mb=mb, args=args, path=path:
-                         (make_input(path, mb << 20), ['/bin/busybox', applet] + args + [path])[1])
-    known['bench'] = ('bench.musl 10', lambda: [os.path.join(out, 'bench.musl'), '10'])
-    known['memtouch'] = ('memtouch 256 MiB', lambda: [os.path.join(out, 'memtouch.musl'), os.path.join(work, 'no-stop-file'), '256', '0', '2000'])
+    known = bench_guests(work, out)
     guests = {}
     for g in a.guests.split(','):
         if g not in known:

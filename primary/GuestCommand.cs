@@ -33,7 +33,9 @@ sealed class GuestCommand
         Description = "The x86-64 Linux program to run (static or dynamically linked, or a #! script), then its arguments (put them after '--'). A name without '/' is looked up in PATH under the root. Without a program: the built-in demo guest (a CPU benchmark compiled from guests/src/bench.c).",
         Arity = ArgumentArity.ZeroOrMore,
     };
-    public readonly Option<FileInfo> Log = new("--log")
+    // a string, not a FileInfo: the command-line library converts other types through a table of converters for
+    // every type it knows, whose making cost each recording about 3 ms of CPU at its start (the path is made full here)
+    public readonly Option<string> Log = new("--log")
     {
         Description = "The event log to write (replace if it exists).",
         Required = true,
@@ -58,7 +60,7 @@ sealed class GuestCommand
     {
         var o = new Option<string>("--checkpoint-interval")
         {
-            Description = $"Write a checkpoint (a digest of registers and all memory, verified by replay) every N guest instructions (default {Recording.DefaultCheckpointInterval:N0}: about five a second in the compiled tier); 0 disables periodic checkpoints (the final one is still written). A replay locates a divergence that no syscall, signal or output shows between two checkpoints: a smaller N narrows that window and costs, each time, rehashing the pages the guest wrote since the last checkpoint plus 32 bytes per page of its memory.",
+            Description = $"Write a checkpoint (a digest of registers and all memory, verified by replay) every N guest instructions (default {Grouped(Recording.DefaultCheckpointInterval)}: about five a second in the compiled tier); 0 disables periodic checkpoints (the final one is still written). A replay locates a divergence that no syscall, signal or output shows between two checkpoints: a smaller N narrows that window and costs, each time, rehashing the pages the guest wrote since the last checkpoint plus 32 bytes per page of its memory.",
             DefaultValueFactory = _ => Recording.DefaultCheckpointInterval.ToString(System.Globalization.CultureInfo.InvariantCulture),
         };
         o.Validators.Add(r =>
@@ -69,6 +71,23 @@ sealed class GuestCommand
         });
         return o;
     }
+    /// <summary><paramref name="v"/> with a comma between groups of three digits, as the invariant culture's "N0"
+    /// writes it. Not "N0" itself: formatting a number by a culture's rules made that culture's formatting data and
+    /// cost every `record` about 3 ms of CPU while it built its command line, for a line only --help shows.</summary>
+    internal static string Grouped(ulong v)
+    {
+        Span<char> text = stackalloc char[26]; // 20 digits and 6 commas at most
+        int at = text.Length, n = 0;
+        do
+        {
+            if (n > 0 && n % 3 == 0) text[--at] = ',';
+            text[--at] = (char)('0' + (int)(v % 10));
+            v /= 10;
+            n++;
+        } while (v != 0);
+        return new string(text[at..]);
+    }
+
     public readonly Option<string> Net = NetOption();
     public readonly Option<string?> Ip = new("--ip") { Description = "--net virtual: the interface's IPv4 address and prefix length, e.g. 10.0.0.2/24." };
     public readonly Option<string?> Mac = new("--mac") { Description = "--net virtual: the interface's MAC address (default: 02:52:56 followed by the address's last three bytes)." };
@@ -153,7 +172,7 @@ sealed class GuestCommand
         return record;
     }
 
-    int Guest(ParseResult parse, FileInfo? log)
+    int Guest(ParseResult parse, string? log)
     {
         string root = parse.GetValue(Root)!;
         if (!Directory.Exists(root))
@@ -175,17 +194,25 @@ sealed class GuestCommand
         }
         else
         {
+            string logPath = Path.GetFullPath(log);
             StartProgram program;
             try { program = Kernel.ResolveProgram(opts); }
             catch (ElfLoadException e) { Console.Error.WriteLine($"{_name}: {e.Message}"); return e.ExitStatus; }
             var header = Recording.Header(opts, program.Image, IntervalOf(parse));
-            using var writer = LogWriter.Create(log.FullName, header);
+            LogWriter writer;
+            try { writer = LogWriter.Create(logPath, header); }
+            catch (IOException e)
+            {
+                Console.Error.WriteLine($"{_name}: --log: {e.Message}");
+                return 2;
+            }
+            using var recording = writer;
             var boundary = new RecordingBoundary(writer, header.CheckpointInterval);
             using var m = new Machine(opts, boundary);
             status = LoadAndRun(m, opts, program, out icount, stats); // the very bytes the header's hash is of
             writer.Flush();
             if (stats)
-                Console.Error.WriteLine($"{_name}: log {log.FullName}: {boundary.Records} records, {boundary.LogBytes} bytes");
+                Console.Error.WriteLine($"{_name}: log {logPath}: {boundary.Records} records, {boundary.LogBytes} bytes");
         }
         Report(stats, start, icount, status);
         return status;

@@ -61,7 +61,7 @@ public sealed class LogWriter : IDisposable, IAsyncDisposable
     /// <summary>Creates a log file at <paramref name="path"/> (overwriting it) and writes the header.</summary>
     public static LogWriter Create(string path, LogHeader header, bool durable = false)
     {
-        var sink = StreamLogSink.CreateFile(path, durable);
+        var sink = new FileLogSink(path, durable);
         try { return new LogWriter(header, sink); }
         catch { sink.Dispose(); throw; }
     }

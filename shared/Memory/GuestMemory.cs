@@ -925,15 +925,45 @@ public sealed unsafe partial class GuestMemory : IDisposable
     void Order()
     {
         if (_ordered != null) return;
-        // Array.Sort has ReadyToRun code for ulong; LINQ's OrderBy instantiations for it do not (a recording's
-        // first checkpoints JIT-compiled some 25 of them)
+        // our own sort: neither LINQ's OrderBy instantiations for ulong (a recording's first checkpoints JIT-compiled
+        // some 25 of them) nor Array.Sort<ulong> (JIT-compiled at every recording's and replay's first digest) have
+        // ReadyToRun code
         var keys = new ulong[_pages.Count];
         _pages.Keys.CopyTo(keys, 0);
-        Array.Sort(keys);
+        SortAscending(keys);
         var pages = new Page[keys.Length];
         for (int i = 0; i < keys.Length; i++) pages[i] = _pages[keys[i]];
         _orderedNumbers = keys;
         _ordered = pages;
+    }
+
+    /// <summary>Sorts <paramref name="keys"/> in ascending order in place: a heap sort (O(n log n) in every case, no
+    /// recursion, no allocation).</summary>
+    internal static void SortAscending(Span<ulong> keys)
+    {
+        int n = keys.Length;
+        for (int i = n / 2 - 1; i >= 0; i--) SiftDown(keys, i, n);
+        for (int end = n - 1; end > 0; end--)
+        {
+            (keys[0], keys[end]) = (keys[end], keys[0]);
+            SiftDown(keys, 0, end);
+        }
+
+        // the largest of the heap [0, size) rooted at i goes up to i
+        static void SiftDown(Span<ulong> a, int i, int size)
+        {
+            ulong v = a[i];
+            while (true)
+            {
+                int child = 2 * i + 1;
+                if (child >= size) break;
+                if (child + 1 < size && a[child + 1] > a[child]) child++;
+                if (a[child] <= v) break;
+                a[i] = a[child];
+                i = child;
+            }
+            a[i] = v;
+        }
     }
 
     /// <summary>Frees the pages and the TLBs; a second call (memory shared by a vfork child) does nothing.</summary>

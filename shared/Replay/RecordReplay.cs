@@ -349,7 +349,8 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
     bool LinkIdle() => Gate!.AckedThrough >= _shippedThrough;
 
     // actions another thread asked to run on the guest thread at an instruction boundary (a snapshot for a standby)
-    readonly System.Collections.Concurrent.ConcurrentQueue<Action<Kernel>> _atStop = new();
+    // (ReVirt's own queue, not ConcurrentQueue: that type's assembly was loaded by every recording for this alone)
+    readonly HostEventQueue<Action<Kernel>> _atStop = new();
 
     /// <summary>
     /// Runs <paramref name="action"/> on the guest thread at its next stop, or where it idles (every thread waits):

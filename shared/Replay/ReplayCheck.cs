@@ -60,7 +60,10 @@ public static class ReplayCheck
             // the replay reads no further than the End record: make the reader look past it (it refuses any byte there)
             if (boundary.RecordingComplete) reader.TryRead(out _);
             string from = snapshot != null ? $" from the snapshot at record #{reader.StartsAfter}" : "";
-            string verified = $"{m.InstructionCount} instructions, {boundary.RecordsConsumed} records, {boundary.CheckpointsVerified} checkpoints and {boundary.OutputsVerified} outputs verified{from}, guest exit status {status}";
+            // the counts of type int as strings: the interpolation handler's generic method for int has no ReadyToRun
+            // code, and compiling it (optimised: it has a loop) cost every replay a millisecond or two of CPU
+            var inv = System.Globalization.CultureInfo.InvariantCulture;
+            string verified = $"{m.InstructionCount} instructions, {boundary.RecordsConsumed} records, {boundary.CheckpointsVerified.ToString(inv)} checkpoints and {boundary.OutputsVerified.ToString(inv)} outputs verified{from}, guest exit status {status.ToString(inv)}";
             return boundary.RecordingComplete
                 ? new(ReplayVerdictKind.Faithful, $"faithful: the replay matched the complete recording: {verified}", m.InstructionCount)
                 : new(ReplayVerdictKind.EndedEarly, $"recording ended early at record #{boundary.LastRecord}: the replay matched it ({verified}) but the log has no End record", m.InstructionCount);

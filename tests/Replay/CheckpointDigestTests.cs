@@ -255,4 +255,25 @@ public unsafe class CheckpointDigestTests
         }
         finally { File.Delete(log); }
     }
+
+    /// <summary>The page table's order (<c>GuestMemory.SortAscending</c>, a sort of our own) equals Array.Sort's on
+    /// random, sorted, reversed, repeated and tiny inputs.</summary>
+    [Fact]
+    public void PageNumbersSortAsArraySortSortsThem()
+    {
+        var rng = new Random(5);
+        List<ulong[]> inputs = [[], [7], [2, 1], [1, 1, 1], Enumerable.Range(0, 300).Select(i => (ulong)i).ToArray(),
+            Enumerable.Range(0, 300).Select(i => (ulong)(300 - i)).ToArray()];
+        for (int n = 3; n < 2000; n = n * 3 + 1)
+            inputs.Add(Enumerable.Range(0, n).Select(_ => (ulong)rng.NextInt64() >> rng.Next(0, 60)).ToArray());
+        inputs.Add(Enumerable.Range(0, 500).Select(_ => (ulong)rng.Next(0, 8)).ToArray());
+        foreach (var input in inputs)
+        {
+            var expected = (ulong[])input.Clone();
+            Array.Sort(expected);
+            var actual = (ulong[])input.Clone();
+            GuestMemory.SortAscending(actual);
+            Assert.Equal(expected, actual);
+        }
+    }
 }
