@@ -243,13 +243,7 @@ public class SocketOutputCommitTests
         var g = new OutputGate((_, _) => { });
         var inHost = new ManualResetEventSlim();
         var goOn = new ManualResetEventSlim();
-        var slow = x.Send("a1 ");
-        var stalled = new SocketSend
-        {
-            Socket = slow.Socket, Data = slow.Data, HostFd = slow.HostFd, Stream = true,
-            Perform = (off, count, flags) => { inHost.Set(); Assert.True(goOn.Wait(TimeSpan.FromSeconds(30))); return slow.Perform(off, count, flags); },
-        };
-        Hold(g, 1, stalled);
+        Hold(g, 1, Stalled(x.Send("a1 "), inHost, goOn));
         var ack = Task.Run(() => g.Ack(1));
         Assert.True(inHost.Wait(TimeSpan.FromSeconds(30)), "the release never reached the host send");
         // the guest thread goes on while the host send is under way: another socket, and the socket being released
@@ -271,6 +265,14 @@ public class SocketOutputCommitTests
         Assert.Equal(0, g.SocketHeldBytes);
     }
 
+    /// <summary><paramref name="send"/> whose host send signals <paramref name="inHost"/> and then waits in the host
+    /// call for <paramref name="goOn"/>: an acknowledgement's release held in the middle of its host sends.</summary>
+    static SocketSend Stalled(SocketSend send, ManualResetEventSlim inHost, ManualResetEventSlim goOn) => new()
+    {
+        Socket = send.Socket, Data = send.Data, HostFd = send.HostFd, Stream = true,
+        Perform = (off, count, flags) => { inHost.Set(); Assert.True(goOn.Wait(TimeSpan.FromSeconds(30))); return send.Perform(off, count, flags); },
+    };
+
     /// <summary>A send acknowledged while its socket's earlier bytes are being released outside the lock leaves right
     /// after them, released by the thread that performed them (nobody else sends on that socket meanwhile).</summary>
     [Fact]
@@ -280,13 +282,7 @@ public class SocketOutputCommitTests
         var g = new OutputGate((_, _) => { });
         var inHost = new ManualResetEventSlim();
         var goOn = new ManualResetEventSlim();
-        var slow = x.Send("a1 ");
-        var stalled = new SocketSend
-        {
-            Socket = slow.Socket, Data = slow.Data, HostFd = slow.HostFd, Stream = true,
-            Perform = (off, count, flags) => { inHost.Set(); Assert.True(goOn.Wait(TimeSpan.FromSeconds(30))); return slow.Perform(off, count, flags); },
-        };
-        Hold(g, 1, stalled);
+        Hold(g, 1, Stalled(x.Send("a1 "), inHost, goOn));
         var ack = Task.Run(() => g.Ack(1));
         Assert.True(inHost.Wait(TimeSpan.FromSeconds(30)));
         var later = Task.Run(() =>
