@@ -68,8 +68,19 @@ def start(mode, root, port):
                     url = m.group(1)
                     break
             p = subprocess.Popen(['dotnet', primary, 'protect', '--backup', url, '--'] + redis_args(port), **quiet)
-    wait_pong(port, p)
+    try:
+        wait_pong(port, p)
+    except (RuntimeError, TimeoutError):
+        for q in (p, b):
+            if q and q.poll() is None:
+                q.kill()
+        why = p.stderr.read() if p.poll() is not None else b''
+        raise ServerFailed(f'{mode} of {root or "native"} did not answer PING (exit {p.poll()}): ' + (why.decode(errors="replace") if isinstance(why, bytes) else why)[-2000:])
     return p, b
+
+
+class ServerFailed(Exception):
+    """A server that ended or never answered before its benchmark (its stderr's end in the message)."""
 
 
 def parse_csv(text):
@@ -92,10 +103,18 @@ def bench(port, requests, clients):
     return rows
 
 
-def measure(mode, root, a):
-    """One server: the warm-up pass (the cold figures, or None) and the measured pass."""
-    port = free_port()
-    p, b = start(mode, root, port)
+def measure(mode, root, a, attempts=3):
+    """One server: the warm-up pass (the cold figures, or None) and the measured pass. A server that fails to start
+    is reported and started again on another port (at most `attempts` times)."""
+    for attempt in range(attempts):
+        port = free_port()
+        try:
+            p, b = start(mode, root, port)
+            break
+        except ServerFailed as e:
+            print(f'attempt {attempt + 1}: {e}', file=sys.stderr, flush=True)
+            if attempt == attempts - 1:
+                raise
     try:
         cold = bench(port, a.warmup, a.clients) if a.warmup > 0 else None
         warm = bench(port, a.requests, a.clients)

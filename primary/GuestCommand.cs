@@ -257,6 +257,7 @@ sealed class GuestCommand
         {
             Console.Error.WriteLine($"{_name}: handed off to the JIT host after {resumed.At} guest instructions");
             TierStats(m, resumed.Settings.Tier, icount, resumed.At);
+            SyscallStats(m);
         }
         Report(resumed.Settings.Stats, resumed.Settings.StartTimestamp, icount, status);
         return status;
@@ -351,9 +352,14 @@ sealed class GuestCommand
         {
             if (m.Boundary is HandOffBoundary { LastRefusal: { } why }) Console.Error.WriteLine($"{_name}: no hand-off: {why}");
             TierStats(m, opts.Tier, icount);
+            SyscallStats(m);
         }
         return status;
     }
+
+    /// <summary>The guest's syscalls by number (strace -c inside the VM; the hand-off's JIT host counts from the
+    /// hand-off on).</summary>
+    void SyscallStats(Machine m) => Console.Error.WriteLine($"{_name}: guest syscalls: {m.Kernel.SyscallStats.Describe(SyscallCounts.ShownByStats)}");
 
     /// <param name="interpretedBefore">instructions a run interpreted before it was handed to this process</param>
     void TierStats(Machine m, ReVirt.Cpu.ExecutionTier tier, ulong icount, ulong interpretedBefore = 0)

@@ -86,6 +86,7 @@ sealed class ProtectService(ProtectSettings settings, MachineOptions opts, ulong
         ulong icount = 0;
         var sw = System.Diagnostics.Stopwatch.StartNew();
         Exception? failure = null;
+        SyscallCounts? calls = null;
         var ended = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var guest = new Thread(() =>
         {
@@ -96,6 +97,7 @@ sealed class ProtectService(ProtectSettings settings, MachineOptions opts, ulong
             try
             {
                 using var m = new Machine(opts, boundary);
+                calls = m.Kernel.SyscallStats;
                 m.Load(program); // the very bytes the header's hash is of
                 status = m.Run();
                 icount = m.InstructionCount;
@@ -124,6 +126,7 @@ sealed class ProtectService(ProtectSettings settings, MachineOptions opts, ulong
             int creditWaits = client.Gate.CreditWaitTimesMs().Length;
             double s = sw.Elapsed.TotalSeconds;
             Log.WriteLine($"primary: {icount} guest instructions in {s:F3} s, exit status {status}");
+            if (calls != null) Log.WriteLine($"primary: guest syscalls: {calls.Describe(SyscallCounts.ShownByStats)}");
             Log.WriteLine($"primary: log {writer.LastSequence} records, {writer.BytesWritten} bytes ({writer.BytesWritten / s / 1e6:F2} MB/s), {client.Batches} batches ({client.HandedOffBatches} handed to the sender thread); throttled {client.Throttled.TotalMilliseconds:F0} ms ({client.ThrottledForReplay.TotalMilliseconds:F0} ms for the backup's replay; the replay stalled {client.ReplayStalls} times)");
             Log.WriteLine($"primary: output commit: {held} outputs held, p50 {heldP50:F3} ms, p99 {heldP99:F3} ms");
             Log.WriteLine($"primary: output commit: {socks} socket sends held, p50 {sockP50:F3} ms, p99 {sockP99:F3} ms; {creditWaits} waited for credit");

@@ -506,11 +506,15 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles, IDisposable
     public ulong ReadRandom(CpuT cpu)
         => Boundary.Value(cpu.Tid, InputKind.Rdrand, () => BinaryPrimitives.ReadUInt64LittleEndian(HostSys.RandomBytes(8)));
 
+    /// <summary>The guest's syscalls by number and how often they parked (`--stats`).</summary>
+    public SyscallCounts SyscallStats { get; } = new();
+
     public void Syscall(CpuT cpu)
     {
         var t = Current; // the CPU that makes a syscall is the running thread's
         long nr = (long)cpu.R[CpuT.RAX];
         long r;
+        SyscallStats.Entered(nr);
         try
         {
             r = Dispatch(t, new SyscallArgs((int)nr, cpu.R[7], cpu.R[6], cpu.R[2], cpu.R[10], cpu.R[8], cpu.R[9]));
@@ -520,6 +524,7 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles, IDisposable
                 // change in the VM (Restart: only guest actions, so nothing is logged) or by the end of its host
                 // wait (WouldBlock: a logged wake-up)
                 cpu.Rip -= SyscallInsnLength;
+                SyscallStats.Parked(nr);
                 Park(t, (int)nr, inVm: r == Restart || t.AlsoWaitsInVm, onHost: r == WouldBlock);
                 t.AlsoWaitsInVm = false;
                 return;
