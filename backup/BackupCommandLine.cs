@@ -55,11 +55,12 @@ public static class BackupCommandLine
             DefaultValueFactory = _ => nameof(ReVirt.Cpu.ExecutionTier.Default),
         };
         tierOpt.Validators.Add(r => { if (!ReVirt.Cpu.ExecutionTiers.TryParse(r.GetValueOrDefault<string>(), out _)) r.AddError($"--tier: expected {ReVirt.Cpu.ExecutionTiers.HelpName}"); });
+        var statsOpt = new Option<bool>("--stats") { Description = "Report where the replay's host CPU time went (start-up, the guest's execution, syscalls and stops, other threads) with the counts of the guest's execution, as `primary run --stats` does (bench/record_cost.py --work)." };
         var replay = new Command("replay", "Re-execute a recording without touching the outside world, verifying every record against what the guest does: checkpoints, output bytes and digests, where each syscall wrote, the exit status and the log's End record. Exit status 0 when the replay matched a complete recording (faithful); 3 when it matched but the recording ended early (no End record: a crashed recorder or a cut log; the message names the last record); 1 and a message naming the first divergence; 2 when the log is refused (corrupt, forged or appended-to record, other format version, other program).")
         {
-            logOpt, showOpt, rootOpt, tierOpt,
+            logOpt, showOpt, rootOpt, tierOpt, statsOpt,
         };
-        replay.SetAction(parse => Replay(new FileInfo(parse.GetValue(logOpt)!), parse.GetValue(showOpt), parse.GetValue(rootOpt), ReVirt.Cpu.ExecutionTiers.Parse(parse.GetValue(tierOpt))));
+        replay.SetAction(parse => Replay(new FileInfo(parse.GetValue(logOpt)!), parse.GetValue(showOpt), parse.GetValue(rootOpt), ReVirt.Cpu.ExecutionTiers.Parse(parse.GetValue(tierOpt)), parse.GetValue(statsOpt)));
         root.Add(replay);
         // `backup replay` and `backup log` make only their own commands: making `listen`'s and `fuzz`'s options (Option<int>,
         // Option<double>: generic code over value types that ReadyToRun does not hold) JIT-compiled 13 methods in every replay.
@@ -155,7 +156,7 @@ public static class BackupCommandLine
         root.Add(fuzz);
     }
 
-    static int Replay(FileInfo log, bool show, string? rootOverride, ReVirt.Cpu.ExecutionTier tier)
+    static int Replay(FileInfo log, bool show, string? rootOverride, ReVirt.Cpu.ExecutionTier tier, bool stats = false)
     {
         if (!log.Exists) { Console.Error.WriteLine($"backup: {log.FullName}: no such file"); return (int)ReplayVerdictKind.Refused; }
         LogReader reader;
@@ -180,8 +181,11 @@ public static class BackupCommandLine
         {
             var sw = System.Diagnostics.Stopwatch.StartNew();
             Timer? progress = null;
+            Machine? machine = null;
             var v = ReplayCheck.Run(reader, rootOverride, show, (m, boundary) =>
             {
+                machine = m;
+                if (stats) m.Kernel.WorkAccount = new HostWorkAccount();
                 // progress on a terminal: where the replay is, every second
                 if (ReVirt.Replication.HostIo.IsTerminal(2))
                     progress = new Timer(_ =>
@@ -193,6 +197,7 @@ public static class BackupCommandLine
             string prefix = v.Kind == ReplayVerdictKind.Refused ? "refused: " : "";
             // straight to fd 2: the console's first use would cost a short replay ~10 ms of CPU (HostIo)
             ReVirt.Replication.HostIo.WriteLine(2, $"backup: {prefix}{v.Message} ({sw.Elapsed.TotalSeconds:F2} s)");
+            if (machine?.Kernel.WorkAccount is { } account) ReVirt.Replication.HostIo.WriteLine(2, $"backup: {account.Describe(machine.Kernel)}");
             return (int)v.Kind;
         }
     }

@@ -18,6 +18,16 @@ is the fixed start-up share. Per guest it reports, over the rounds:
   - the steady-state share: each round's (record - record of `busybox true`) / (run - run of `busybox true`), i.e.
     the ratio with the fixed start-up cost of both taken out, and the guest's M instructions per CPU second of run
     beyond start-up (the instruction count is the one the warm-up replay verified).
+With --work (builds whose `backup replay` has --stats), every process also reports where its CPU time went
+(HostWorkAccount: process CPU at the guest's start and end, the guest thread's execution — the execution loop without
+the syscalls it calls out to —, its syscalls, stops and exit, the other threads) with the deterministic counts of the
+guest's execution (instructions, blocks and regions compiled, instructions interpreted, syscalls, host methods
+JIT-compiled during the run). The execution is the same code doing the same work in the three modes (the counts
+show it), and it is where a loaded host's noise lands; so the "work" table models each round's process as run's median
+execution plus that process's own other parts (start-up, syscalls and stops, other threads, exit), which are small
+and so noisy only by milliseconds: record/run = (E + X_record) / (E + X_run), replay/record likewise, with the same
+median and 95 % interval over the rounds; "steady" leaves start-up and exit out of X. The execution's own paired ratio
+(record/run, replay/record) is printed beside it as the check that no cost hides in it (noisy, centred on 1).
 Replays read the log of the newest recording of their guest (one warm-up recording and replay per guest come first,
 unmeasured: the inputs and the build are in the page cache before round 1). --pin runs every measured process on the
 given CPUs (sched_setaffinity; e.g. `--pin 1`), so none migrates between cores while another line of work runs on
@@ -49,6 +59,29 @@ def measured(cmd, cpus):
     if os.waitstatus_to_exitcode(st) != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed: {text[-400:]}")
     return ru.ru_utime + ru.ru_stime, text
+
+
+WORK_FIELDS = ('start_ms', 'end_ms', 'execution_ms', 'kernel_ms', 'other_threads_ms', 'instructions', 'blocks_compiled',
+               'regions', 'interpreted', 'syscalls', 'loop_entries', 'jit_methods', 'allocated_kb')
+
+
+def work_of(text):
+    """The fields of a `host work:` line of --stats (HostWorkAccount.Describe), or None."""
+    line = next((l for l in text.splitlines() if 'host work:' in l), None)
+    if line is None:
+        return None
+    w = {k: float(v) for k, v in re.findall(r'(\w+)=([0-9.]+)', line)}
+    missing = [f for f in WORK_FIELDS if f not in w]
+    if missing:
+        raise RuntimeError(f'host work line without {missing}: {line}')
+    return w
+
+
+def accounts(root):
+    """Whether the build in root reports its host work (its `backup replay` takes --stats)."""
+    backup = os.path.join(root, 'backup/bin/Release/net10.0/backup.dll')
+    out = subprocess.run(['dotnet', backup, 'replay', '--help'], capture_output=True, text=True).stdout
+    return '--stats' in out
 
 
 def median_ci(xs):
@@ -87,6 +120,9 @@ def main():
                          '`busybox true` is always added for the start-up share')
     ap.add_argument('--pin', default='', metavar='CPUS', help='comma-separated CPU numbers every measured process runs on')
     ap.add_argument('--record-options', default='', metavar='OPTS', help='options given to `record`')
+    ap.add_argument('--work', action='store_true',
+                    help='also split each process\'s CPU (--stats: HostWorkAccount) and model the ratios with the '
+                         'execution\'s noise taken out (builds without the account are measured as before)')
     a = ap.parse_args()
     cpus = {int(c) for c in a.pin.split(',')} if a.pin else None
     work = tempfile.mkdtemp(prefix='revirt-reccost-')
@@ -105,14 +141,16 @@ def main():
     if a.baseline_root:
         builds = {'before': a.baseline_root, 'this': a.root}
     cmds = {}
+    working = {b for b, r in builds.items() if a.work and accounts(r)}
     for b, r in builds.items():
         primary = os.path.join(r, 'primary/bin/Release/net10.0/primary.dll')
         backup = os.path.join(r, 'backup/bin/Release/net10.0/backup.dll')
+        stats = ['--stats'] if b in working else []
         for i, (g, args) in enumerate(guests.items()):
             log = os.path.join(work, f'{b}-{i}.rvlog')
-            cmds[(b, g)] = {'run': ['dotnet', primary, 'run', '--'] + args,
-                            'record': ['dotnet', primary, 'record', '--log', log] + shlex.split(a.record_options) + ['--'] + args,
-                            'replay': ['dotnet', backup, 'replay', '--log', log]}
+            cmds[(b, g)] = {'run': ['dotnet', primary, 'run'] + stats + ['--'] + args,
+                            'record': ['dotnet', primary, 'record', '--log', log] + stats + shlex.split(a.record_options) + ['--'] + args,
+                            'replay': ['dotnet', backup, 'replay', '--log', log] + stats}
     instructions = {}
     for (b, g), c in cmds.items():
         measured(c['record'], cpus)
@@ -123,6 +161,7 @@ def main():
         instructions[g] = int(m.group(1))
     start_load = load()
     res = {(b, g, m): [] for b in builds for g in guests for m in MODES}
+    works = {(b, g, m): [] for b in working for g in guests for m in MODES}
     order = list(guests)
     for i in range(a.rounds):
         modes = MODES[i % 3:] + MODES[:i % 3]
@@ -130,7 +169,14 @@ def main():
         for g in order[i % len(order):] + order[:i % len(order)]:
             for b in bs:
                 for m in modes:
-                    res[(b, g, m)].append(measured(cmds[(b, g)][m], cpus)[0])
+                    cpu, text = measured(cmds[(b, g)][m], cpus)
+                    res[(b, g, m)].append(cpu)
+                    if b in working:
+                        w = work_of(text)
+                        if w is None:
+                            raise RuntimeError(f'{g} {m} ({b}): no host work line in: {text[-400:]}')
+                        w['total_ms'] = 1000 * cpu
+                        works[(b, g, m)].append(w)
         print(f'round {i + 1}/{a.rounds}, load {load()}', flush=True)
     true = known['true'][0]
     print(f'\n{a.rounds} rounds, load at start {start_load}, at end {load()}, pinned to {a.pin or "no CPU"}; '
@@ -156,7 +202,56 @@ def main():
                         f'{fmt_ratio([p / r for p, r in zip(steady_rep, steady_rec)])} | '
                         f'{instructions[g] / med(steady_run) / 1e6:.0f} |')
             print(row)
+    if working:
+        work_table(guests, [b for b in builds if b in working], works, true)
     shutil.rmtree(work, ignore_errors=True)
+
+
+def work_table(guests, builds, works, true):
+    """The ratios modelled from each process's parts other than the guest's execution (see the module's doc)."""
+    med = statistics.median
+    print('\nWork: ratios with the execution taken as run\'s median (E); X = process CPU - execution of each process; '
+          'X\' = syscalls, stops and other threads only (start-up and exit out); ms: medians of the rounds\' paired differences '
+          '[95 % interval]; counts: run / record / replay (last round)\n')
+    print('| guest | build | E ms | record/run | replay/record | steady record/run | steady replay/record | '
+          'record - run: start, syscalls+stops, other threads, end ms | replay - record: start, syscalls+stops, other, end ms | '
+          'execution record/run, replay/record (noisy check) | instructions | blocks compiled | interpreted | syscalls | '
+          'host JIT methods in the run |')
+    print('|---|---|---:|---|---|---|---|---|---|---|---|---|---|---|---|')
+
+    def parts(w):
+        return (w['start_ms'], w['kernel_ms'], w['other_threads_ms'], w['total_ms'] - w['end_ms'])
+
+    def diffs(hi, lo):
+        out = []
+        for k in range(4):
+            d = [parts(h)[k] - parts(l)[k] for h, l in zip(hi, lo)]
+            lo_, hi_ = median_ci(d)
+            out.append(f'{med(d):.1f} [{lo_:.1f}, {hi_:.1f}]')
+        return ', '.join(out)
+
+    def counts(field, ws):
+        return ' / '.join(f'{w[-1][field]:.0f}' for w in ws)
+
+    for g in guests:
+        for b in builds:
+            run, rec, rep = (works[(b, g, m)] for m in MODES)
+            e = med([w['execution_ms'] for w in run])
+            x = {m: [w['total_ms'] - w['execution_ms'] for w in works[(b, g, m)]] for m in MODES}
+            xs = {m: [w['kernel_ms'] + w['other_threads_ms'] for w in works[(b, g, m)]] for m in MODES}
+            steady = g != true
+            row = (f'| {g} | {b} | {e:.1f} | '
+                   f'{fmt_ratio([(e + r) / (e + u) for r, u in zip(x["record"], x["run"])])} | '
+                   f'{fmt_ratio([(e + p) / (e + r) for p, r in zip(x["replay"], x["record"])])} | '
+                   + (f'{fmt_ratio([(e + r) / (e + u) for r, u in zip(xs["record"], xs["run"])])} | '
+                      f'{fmt_ratio([(e + p) / (e + r) for p, r in zip(xs["replay"], xs["record"])])} | ' if steady else '(start-up) | | ')
+                   + f'{diffs(rec, run)} | {diffs(rep, rec)} | '
+                   f'{med([r["execution_ms"] / u["execution_ms"] for r, u in zip(rec, run)]):.3f}, '
+                   f'{med([p["execution_ms"] / r["execution_ms"] for p, r in zip(rep, rec)]):.3f} | '
+                   f'{counts("instructions", (run, rec, rep))} | {counts("blocks_compiled", (run, rec, rep))} | '
+                   f'{counts("interpreted", (run, rec, rep))} | {counts("syscalls", (run, rec, rep))} | '
+                   f'{counts("jit_methods", (run, rec, rep))} |')
+            print(row)
 
 
 if __name__ == '__main__':

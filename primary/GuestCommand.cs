@@ -345,6 +345,7 @@ sealed class GuestCommand
         }
         // set before the first instruction: every code cache of the machine's processes inherits it
         if (profile) m.Kernel.Init.Code.Profile = new ReVirt.Cpu.TierProfile();
+        if (stats) m.Kernel.WorkAccount = new HostWorkAccount();
         int status = m.Run();
         icount = m.InstructionCount;
         m.Kernel.Init.Code.Profile?.Write(Console.Error, m.Kernel.Init.Code, _name);
@@ -353,6 +354,7 @@ sealed class GuestCommand
             if (m.Boundary is HandOffBoundary { LastRefusal: { } why }) Console.Error.WriteLine($"{_name}: no hand-off: {why}");
             TierStats(m, opts.Tier, icount);
             SyscallStats(m);
+            Console.Error.WriteLine($"{_name}: {m.Kernel.WorkAccount!.Describe(m.Kernel)}");
         }
         return status;
     }

@@ -431,8 +431,13 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles, IDisposable
     // ---------------------------------------------------------------- running
 
     /// <summary>Runs the guest until it exits or is killed by a signal; returns the process exit status.</summary>
+    /// <summary>Where the host's CPU time goes during <see cref="Run"/> (null, the default: not measured). Set before Run.</summary>
+    public HostWorkAccount? WorkAccount { get; set; }
+
     public int Run()
     {
+        var account = WorkAccount;
+        account?.Begin();
         // a machine restored from a snapshot goes on with the thread that was running when it was taken
         if (!_restored) Current = MainThread;
         while (!Exited)
@@ -452,7 +457,15 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles, IDisposable
             // our store. (The boundary decides again: a replay's stops come from its log, not from host events.)
             Interlocked.MemoryBarrier();
             if (HostEventsPending) cpu.StopAt = Boundary.NextStop(this, cpu);
-            var r = cpu.Run();
+            RunResult r;
+            if (account == null) r = cpu.Run();
+            else
+            {
+                long at = HostWorkAccount.ThreadNow();
+                r = cpu.Run();
+                account.InExecutionLoopNs += HostWorkAccount.ThreadNow() - at;
+                account.LoopEntries++;
+            }
             if (t.Cpu != cpu)
             {
                 // execve gave the thread a new CPU during this run: it continues the machine's counts
@@ -473,6 +486,7 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles, IDisposable
         foreach (var proc in Processes) proc.Files.ExitAll(this, Current.Tid);
         LingerNetwork();
         Boundary.OnExit(this, Current.Cpu, ExitStatus);
+        account?.End();
         return ExitStatus;
     }
 
@@ -510,6 +524,22 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles, IDisposable
     public SyscallCounts SyscallStats { get; } = new();
 
     public void Syscall(CpuT cpu)
+    {
+        if (WorkAccount is not { } account)
+        {
+            TakeSyscall(cpu);
+            return;
+        }
+        long at = HostWorkAccount.ThreadNow();
+        try { TakeSyscall(cpu); }
+        finally
+        {
+            account.InSyscallsNs += HostWorkAccount.ThreadNow() - at;
+            account.Syscalls++;
+        }
+    }
+
+    void TakeSyscall(CpuT cpu)
     {
         var t = Current; // the CPU that makes a syscall is the running thread's
         long nr = (long)cpu.R[CpuT.RAX];

@@ -203,6 +203,8 @@ public static class Wait
 public static class Clocks
 {
     public const int REALTIME = 0, MONOTONIC = 1, BOOTTIME = 7, TAI = 11;
+    /// <summary>CPU time of the whole calling process (every thread) and of the calling thread alone.</summary>
+    public const int PROCESS_CPUTIME_ID = 2, THREAD_CPUTIME_ID = 3;
     public const int TIMER_ABSTIME = 1;
 }
 
