@@ -127,7 +127,7 @@ sealed class ProtectService(ProtectSettings settings, MachineOptions opts, ulong
             double s = sw.Elapsed.TotalSeconds;
             Log.WriteLine($"primary: {icount} guest instructions in {s:F3} s, exit status {status}");
             if (calls != null) Log.WriteLine($"primary: guest syscalls: {calls.Describe(SyscallCounts.ShownByStats)}");
-            Log.WriteLine($"primary: log {writer.LastSequence} records, {writer.BytesWritten} bytes ({writer.BytesWritten / s / 1e6:F2} MB/s), {client.Batches} batches ({client.HandedOffBatches} handed to the sender thread); throttled {client.Throttled.TotalMilliseconds:F0} ms ({client.ThrottledForReplay.TotalMilliseconds:F0} ms for the backup's replay; the replay stalled {client.ReplayStalls} times)");
+            Log.WriteLine($"primary: log {writer.LastSequence} records, {writer.BytesWritten} bytes ({writer.BytesWritten / s / 1e6:F2} MB/s), {client.Batches} batches ({client.HandedOffBatches} handed to the sender thread, {client.BatchesShippedAtAck} shipped by the ack thread); throttled {client.Throttled.TotalMilliseconds:F0} ms ({client.ThrottledForReplay.TotalMilliseconds:F0} ms for the backup's replay; the replay stalled {client.ReplayStalls} times)");
             Log.WriteLine($"primary: output commit: {held} outputs held, p50 {heldP50:F3} ms, p99 {heldP99:F3} ms");
             Log.WriteLine($"primary: output commit: {socks} socket sends held, p50 {sockP50:F3} ms, p99 {sockP99:F3} ms; {creditWaits} waited for credit");
             Log.WriteLine($"primary: backup lag: {acks} acks, p50 {lagP50:F3} ms, p99 {lagP99:F3} ms (age of the oldest record each ack covered)");

@@ -257,8 +257,9 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
     // acknowledgement per reply — or at the first syscall ShipAfterMicroseconds after it was logged. A poll that
     // finds requests ready does not ship: the guest does not wait, and the replies of the next requests join the
     // batch (shipping at every poll's entry sent a batch, and got an ack back, for every couple of requests when the
-    // clients' next requests trickled in) — unless no batch is on its way (LinkIdle): then the round's replies go at
-    // its end, and later rounds gather behind them until their acknowledgement is back.
+    // clients' next requests trickled in) — unless no batch is on its way: then the round's replies go at its end, and
+    // later rounds gather behind them until their acknowledgement is back, when the ack thread ships them before it
+    // releases that acknowledgement's output (Replication.ShipWindow holds these rules and the state they share).
     // The bound is 250 µs by default: each batch costs both replicas a send, a receive, an acknowledgement and a
     // wake-up or two (~100 µs of CPU for the pair on loopback), and a busy server that never parks had its rounds cut
     // into batches of ~7 replies by a 100 µs bound (kvserver, 16 and 64 connections: 0.14-0.17 batches per request);
@@ -286,35 +287,20 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
         }
     }
 
-    // when the oldest unshipped record holding output was logged (Stopwatch ticks; 0: none)
-    long _unshippedSince;
-    // that record was logged while a batch was on its way (LinkIdle was false): it goes at the first syscall after
-    // that batch's acknowledgement, not at the end of the round
-    bool _behindBatch;
-
-    /// <summary>A record holding output was logged (guest thread): ship it before the guest waits, or within the bound.</summary>
-    void OutputLogged()
-    {
-        if (_unshippedSince != 0) return;
-        _unshippedSince = System.Diagnostics.Stopwatch.GetTimestamp();
-        _behindBatch = !LinkIdle();
-    }
+    /// <summary>A record holding output was logged (guest thread): ship it before the guest waits, or by the rules of
+    /// <see cref="Replication.ShipWindow"/>.</summary>
+    void OutputLogged(ulong seq) => Gate!.Shipping.OutputLogged(seq);
 
     /// <summary>Everything logged reaches the sink (the backup) now (guest thread).</summary>
     void Ship()
     {
-        if (_unshippedSince != 0 && _shipWaitMs.Count < 1_000_000)
-            _shipWaitMs.Add(System.Diagnostics.Stopwatch.GetElapsedTime(_unshippedSince).TotalMilliseconds);
-        _unshippedSince = 0;
-        _shippedThrough = _w.LastSequence;
+        Gate?.Shipping.Shipped(_w.LastSequence);
         _w.Flush();
     }
 
-    readonly List<double> _shipWaitMs = new();
-
-    /// <summary>For each batch that carried a record holding output, how long (ms) the oldest such record waited on the
-    /// guest thread before it was shipped (guest thread, or once the guest has ended).</summary>
-    public double[] ShipWaitsMs() => _shipWaitMs.ToArray();
+    /// <summary>For each batch that carried a record holding output, how long (ms) the oldest such record waited
+    /// before it was shipped (guest thread, or once the guest has ended).</summary>
+    public double[] ShipWaitsMs() => Gate?.Shipping.WaitsMs() ?? [];
 
     /// <summary>Calls after which the guest usually waits or yields without a host call that could tell (in-VM waits,
     /// sleeps): records holding output are shipped before them. Host calls that may wait (poll, accept, reads) ship
@@ -326,27 +312,14 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
     /// next), whether or not they then wait.</summary>
     static bool EndsRound(int nr) => nr is Nr.poll or Nr.ppoll or Nr.select or Nr.pselect6 or Nr.epoll_wait or Nr.epoll_pwait or Nr.epoll_pwait2;
 
-    /// <summary>At a syscall's entry (guest thread): ship what holds output if the guest may wait now, if nothing shipped
-    /// earlier waits for its acknowledgement (<see cref="LinkIdle"/>) and either the round ends or the output was
-    /// logged while a batch was on its way (its acknowledgement has come since), or if it waited long enough.</summary>
+    /// <summary>At a syscall's entry (guest thread): ship what holds output if the guest may wait now, or when the
+    /// window says it is due (<see cref="Replication.ShipWindow.DueAtCall"/>: the bound passed, or no batch is on its
+    /// way and the round ends, its acknowledgement came, or it waited about a round trip).</summary>
     void ShipBeforeCall(int nr)
     {
-        if (_unshippedSince != 0 && (MayWait(nr) || ((_behindBatch || EndsRound(nr)) && LinkIdle()) || System.Diagnostics.Stopwatch.GetTimestamp() - _unshippedSince >= _shipAfterTicks)) Ship();
+        var window = Gate!.Shipping;
+        if (window.OutputWaits && (MayWait(nr) || window.DueAtCall(EndsRound(nr), _shipAfterTicks))) Ship();
     }
-
-    // the last record shipped by Ship (guest thread)
-    ulong _shippedThrough;
-
-    /// <summary>
-    /// The backup has acknowledged everything this thread shipped: no batch is on its way. A round's replies then go
-    /// when the round ends (the server polls again, even if it finds more requests ready) instead of waiting for the
-    /// bound behind requests that keep arriving; while a batch is on its way, the next rounds' replies gather until
-    /// its acknowledgement has come back (seen at the end of a round), the guest waits, or the bound passes. So at
-    /// most one batch that the server did not wait for travels at a time, and batches grow with the round trip
-    /// (Nagle's rule, for a link whose acknowledgements release the output). Shipping at the end of every round
-    /// regardless sent a batch, and got an acknowledgement back, for every couple of requests.
-    /// </summary>
-    bool LinkIdle() => Gate!.AckedThrough >= _shippedThrough;
 
     // actions another thread asked to run on the guest thread at an instruction boundary (a snapshot for a standby)
     // (ReVirt's own queue, not ConcurrentQueue: that type's assembly was loaded by every recording for this alone)
@@ -417,10 +390,10 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
     {
         if (Gate == null) return Syscall(tid, nr, send.Unheld);
         ShipBeforeCall(nr);
-        long n = Gate.AcceptSend(send, _shipBeforeCreditWait ??= () => { if (_unshippedSince != 0) Ship(); });
+        long n = Gate.AcceptSend(send, _shipBeforeCreditWait ??= () => { if (Gate.Shipping.OutputWaits) Ship(); });
         ulong seq = _w.Append(new SyscallResult { InstrCount = Icount, Tid = tid, Nr = nr, Result = n });
         if (n < 0) return HostResult.Of(n);
-        OutputLogged();
+        OutputLogged(seq);
         Gate.HoldSend(seq, send, (int)n);
         return HostResult.Of(n);
     }
@@ -435,7 +408,7 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
             return r;
         }
         ulong seq = _w.Append(new SyscallResult { InstrCount = Icount, Tid = tid, Nr = nr, Result = 0 });
-        OutputLogged();
+        OutputLogged(seq);
         Gate.HoldEnd(seq, socket, perform, nr == Nr.close);
         return HostResult.Of(0);
     }
@@ -461,7 +434,7 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
             InstrCount = Icount, Tid = tid, Nr = nr, Result = w.Data.Length,
             Data = Replication.HeldWriteRecord.Encode(at, files.ReleasedThrough),
         });
-        OutputLogged();
+        OutputLogged(seq);
         if (w.Offset < 0) HostSys.Call(Nr.lseek, w.HostFd, at + w.Data.Length, Seek.SET);
         Gate!.HoldFileWrite(new Replication.HeldFileWrite(seq, id.File, (int)dup, at, w.Data) { Errors = w.Errors });
         return HostResult.Of(w.Data.Length);
@@ -487,7 +460,7 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
             InstrCount = Icount, Tid = tid, Nr = nr, Result = p.Result,
             Data = Replication.HeldChangeRecord.Encode(files.ReleasedThrough, p.File),
         });
-        OutputLogged();
+        OutputLogged(seq);
         Gate!.HoldFileWrite(Replication.StorageChanges.Hold(seq, c, p));
         return HostResult.Of(p.Result);
     }
@@ -522,7 +495,7 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
         ShipBeforeCall(nr);
         var r = Logged(tid, nr, perform());
         // the thread parks on the host (nothing was ready): it waits, so what holds output travels now
-        if (r.Value == Kernel.WouldBlock && _unshippedSince != 0) Ship();
+        if (r.Value == Kernel.WouldBlock && Gate is { Shipping.OutputWaits: true }) Ship();
         return r;
     }
 
@@ -582,7 +555,7 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
 
     public NetReceived NetReceive(int tid, Func<NetReceived> perform)
     {
-        if (_unshippedSince != 0) Ship(); // the interface may wait on the host here (an idle machine with a network)
+        if (Gate is { Shipping.OutputWaits: true }) Ship(); // the interface may wait on the host here (an idle machine with a network)
         var r = perform();
         _w.Append(new NetInput { InstrCount = Icount, Tid = tid, ClockNs = r.ClockNs, Frames = r.Frames });
         return r;
@@ -685,7 +658,7 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
         var copy = bytes.ToArray();
         ulong seq = _w.Append(new Output { InstrCount = cpu.InstructionCount, Fd = fd, TotalBytes = total, Digest = digest, Bytes = copy });
         if (Gate == null) return;
-        OutputLogged();
+        OutputLogged(seq);
         Gate.Hold(seq, fd, copy);
     }
 

@@ -37,7 +37,15 @@ public sealed partial class OutputGate
 
     /// <param name="emit">Writes released bytes to the host descriptor (1 or 2); the bytes are valid only during the call
     /// (outputs released together to one descriptor come as one span).</param>
-    public OutputGate(Action<int, ReadOnlyMemory<byte>> emit) => _emit = emit;
+    public OutputGate(Action<int, ReadOnlyMemory<byte>> emit)
+    {
+        _emit = emit;
+        Shipping = new ShipWindow(this);
+    }
+
+    /// <summary>When records that hold output travel to the backup (the recording, the link and the acknowledgements
+    /// share it here: each side has the gate).</summary>
+    public ShipWindow Shipping { get; }
 
     /// <summary>A gate that writes to this process's stdout/stderr with raw write(2).</summary>
     public static OutputGate ToHostStdio() => new((fd, data) => HostIo.WriteAll(fd, data.Span));
@@ -78,9 +86,12 @@ public sealed partial class OutputGate
         }
     }
 
-    /// <summary>The backup holds the log up to <paramref name="seq"/>: release everything produced up to there.</summary>
+    /// <summary>The backup holds the log up to <paramref name="seq"/>: release everything produced up to there. Output
+    /// logged behind the batch this acknowledges is shipped first (<see cref="ShipWindow.Acknowledged"/>): the host
+    /// sends of a round's replies take longer than a batch's send, and the link would be idle meanwhile.</summary>
     public void Ack(ulong seq)
     {
+        Shipping.Acknowledged(seq);
         List<HeldSocket>? busy;
         long t0;
         lock (_lock)

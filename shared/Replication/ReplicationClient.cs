@@ -241,6 +241,9 @@ public sealed class ReplicationClient : ILogSink
     /// that produced them, before the link went direct: each cost a hand-off between threads. A backup that follows
     /// from the start sees none or the few produced while its sender thread started.</summary>
     public long HandedOffBatches => Interlocked.Read(ref _handedOff);
+    /// <summary>Batches the ack thread shipped as an acknowledgement left the link idle while output waited unshipped
+    /// (<see cref="ShipWindow.Acknowledged"/>).</summary>
+    public long BatchesShippedAtAck => Gate.Shipping.ShippedAtAcknowledgements;
     public TimeSpan Throttled => Stopwatch.GetElapsedTime(0, Interlocked.Read(ref _throttleTicks));
     /// <summary>How long the guest waited for the backup's replay (<see cref="ProtectSettings.MaxReplayLagMs"/>).</summary>
     public TimeSpan ThrottledForReplay => Stopwatch.GetElapsedTime(0, Interlocked.Read(ref _replayThrottleTicks));
@@ -282,6 +285,8 @@ public sealed class ReplicationClient : ILogSink
             Ship(d.Session, d.Frames, d.Length);
             if (d.Pooled) ArrayPool<byte>.Shared.Return(d.Frames);
         });
+        // records holding output that wait behind a batch go as its acknowledgement reaches the gate (the ack thread)
+        Gate.Shipping.Link = Flush;
         // found by the chaos drill (freeze): a primary stopped in the middle of releasing acknowledged output must
         // not go on releasing it when it wakes after the timeout — the backup may be live; the watchdog decides
         Gate.Fresh = () => _state != LinkState.Protected
@@ -837,6 +842,7 @@ public sealed class ReplicationClient : ILogSink
         if (_pending.Length == 0) return;
         int n = (int)_pending.Length;
         _store.Append(_pending.GetBuffer().AsSpan(0, n));
+        Gate.Shipping.Shipped((ulong)Interlocked.Read(ref _produced)); // (the guest thread appends under this lock too)
         if (_state == LinkState.Protected && _cur is { FromStore: false } s)
         {
             if (s.Direct)

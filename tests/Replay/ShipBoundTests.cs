@@ -15,14 +15,28 @@ namespace ReVirt.Tests.Replay;
 /// </summary>
 public class ShipBoundTests
 {
-    /// <summary>A log sink that only counts what it is handed.</summary>
+    /// <summary>A log sink that only counts what it is handed (and knows the newest record, as the link does).</summary>
     sealed class CountingSink : ILogSink
     {
         public int Records, Flushes;
-        public void Append(ReadOnlySpan<byte> encodedRecord) => Records++;
+        public ulong Last;
+        public void Append(ReadOnlySpan<byte> encodedRecord)
+        {
+            Records++;
+            Last = System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(encodedRecord[RecordFrame.SequenceOffset..]);
+        }
         public void Flush() => Flushes++;
         public void Dispose() { }
     }
+
+    /// <summary>The gate ships at acknowledgements as the replication client's flush does: everything handed to the
+    /// sink goes, and the window is told how far.</summary>
+    static void LinkTo(OutputGate gate, CountingSink sink, List<string>? order = null) => gate.Shipping.Link = () =>
+    {
+        gate.Shipping.Shipped(sink.Last);
+        sink.Flush();
+        order?.Add("shipped");
+    };
 
     static readonly object Socket = new();
 
@@ -133,6 +147,72 @@ public class ShipBoundTests
         b.Syscall(1, Nr.getpid, Getpid);
         Assert.Equal(before + 1, sink.Flushes);
     }
+
+    /// <summary>A recording whose gate ships at acknowledgements as the replication client does, with a batch of
+    /// <paramref name="sends"/> releasable sends on its way (the guest was about to sleep); <paramref name="batch"/> is
+    /// its last record.</summary>
+    static (RecordingBoundary Boundary, CountingSink Sink) Linked(int sends, out OutputGate gate, out ulong batch, List<string>? order = null)
+    {
+        var (b, sink) = Recording(10_000_000, out gate);
+        LinkTo(gate, sink, order);
+        for (int i = 0; i < sends; i++) b.Send(1, Nr.sendto, order == null ? ReleasableSend() : ReleasableSend(order));
+        batch = b.Point.Sequence;
+        b.Syscall(1, Nr.nanosleep, Getpid);
+        return (b, sink);
+    }
+
+    [Fact]
+    public void RecordsLoggedBehindABatchAreShippedByItsAcknowledgementBeforeItsOutputIsReleased()
+    {
+        var order = new List<string>();
+        var (b, sink) = Linked(2, out var gate, out ulong firstBatch, order);
+        int before = sink.Flushes;
+        b.Send(1, Nr.sendto, ReleasableSend(order)); // a reply of the next round, logged while that batch is on its way
+        b.Syscall(1, Nr.getpid, Getpid);
+        Assert.Equal(before, sink.Flushes); // it gathers behind the batch
+        gate.Ack(firstBatch - 1); // part of the batch: the link is still busy, nothing ships
+        Assert.Equal(before, sink.Flushes);
+        Assert.Equal(["sent"], order); // (the first send's record came before the second's)
+        gate.Ack(firstBatch); // the whole batch: the reply behind it goes with the acknowledgement, no guest call needed
+        Assert.Equal(before + 1, sink.Flushes);
+        Assert.Equal(["sent", "shipped", "sent"], order); // shipped before the acknowledged output was released
+        Assert.False(gate.Shipping.OutputWaits);
+        Assert.Equal(1, gate.Shipping.ShippedAtAcknowledgements);
+        b.Syscall(1, Nr.poll, Getpid); // the guest's next round end finds nothing left to ship
+        Assert.Equal(before + 1, sink.Flushes);
+    }
+
+    [Fact]
+    public void AnAcknowledgementShipsNothingWhenNoOutputWaits()
+    {
+        var (b, sink) = Linked(1, out var gate, out ulong firstBatch);
+        b.Syscall(1, Nr.getpid, Getpid); // a record without output, logged behind the batch
+        int before = sink.Flushes;
+        gate.Ack(firstBatch);
+        Assert.Equal(before, sink.Flushes); // only output is worth a batch of its own
+        Assert.Equal(0, gate.Shipping.ShippedAtAcknowledgements);
+    }
+
+    [Fact]
+    public void OutputLoggedOnAnIdleLinkWaitsForTheRoundsEndNotForAnAcknowledgement()
+    {
+        var (b, sink) = Linked(1, out var gate, out ulong firstBatch);
+        gate.Ack(firstBatch); // the link is idle
+        int before = sink.Flushes;
+        b.Send(1, Nr.sendto, ReleasableSend()); // logged with nothing on its way
+        gate.Ack(firstBatch); // a repeated acknowledgement (acks are cumulative) ships nothing
+        b.Syscall(1, Nr.getpid, Getpid);
+        Assert.Equal(before, sink.Flushes);
+        b.Syscall(1, Nr.poll, Getpid); // the round ends: it goes
+        Assert.Equal(before + 1, sink.Flushes);
+    }
+
+    /// <summary>A send the gate may release (its acknowledgement came): the host takes it whole.</summary>
+    static SocketSend ReleasableSend(List<string> order) => new()
+    {
+        Socket = Socket, Data = "reply\n"u8.ToArray(), HostFd = -1, Stream = true,
+        Perform = (offset, count, _) => { order.Add("sent"); return count; },
+    };
 
     /// <summary>A send the gate may release (its acknowledgement came): the host takes it whole.</summary>
     static SocketSend ReleasableSend() => new()
