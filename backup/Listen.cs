@@ -44,6 +44,10 @@ public sealed class ListenSettings
     /// <summary>Drills only (<c>--plant ack-early:MS</c>, hidden): acknowledge each batch MS ms before holding it,
     /// a violation the drill's checkers must report. 0: no plant.</summary>
     public int PlantAckEarlyMs { get; init; }
+    /// <summary>Tests only (<c>--plant join-never-acks</c>, hidden): as a standby joining a live replica, answer it (its
+    /// watchdog hears this replica) but acknowledge nothing held, so the join never completes: what the live
+    /// replica's bound on a join (<see cref="ProtectSettings.JoinTimeoutMs"/>) must end.</summary>
+    public bool PlantJoinNeverAcks { get; init; }
     /// <summary>Drills only (<c>--plant gate-early|stale-term|snapshot-omits-page|...</c>, hidden): the violation this
     /// replica carries once it has taken over and records on as the live replica (<see cref="ProtectSettings.Plant"/>,
     /// <see cref="ProtectSettings.PlantSnapshot"/>), so a drill can plant it in a later cycle than the first primary's.</summary>
@@ -64,6 +68,8 @@ public sealed class ListenSettings
     /// nothing after the takeover and runs unprotected.</summary>
     public IReadOnlyList<string> Standbys { get; init; } = [];
     public int StandbyRetryMs { get; init; } = 500;
+    /// <summary>Once taken over: the bound of a standby's join (<see cref="ProtectSettings.JoinTimeoutMs"/>).</summary>
+    public int JoinTimeoutMs { get; init; } = ProtectSettings.DefaultJoinTimeoutMs;
     public string? Netns { get; init; }
     /// <summary>The --tap device receives a copy of the frames the network delivers to the primary's (<c>--hears-primary</c>,
     /// <see cref="VirtualNetOptions.HearsPrimary"/>).</summary>
@@ -600,9 +606,12 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         // released, and belongs to this replica's log: the link is read to its end (or to the silence bound) and only
         // then is the primary lost, with all of it held. No more acks are written once one failed.
         string? unanswerable = null;
+        // planted (join-never-acks): a joining standby's answers hold nothing, however much it holds
+        bool withholdAcks = s.PlantJoinNeverAcks && p.Hello.LiveSequence > 0;
         void Answer(ulong held, long echoUnixMs = 0)
         {
             if (unanswerable != null) return;
+            if (withholdAcks) held = 0;
             try { SendAck(link, held, echoUnixMs); }
             catch (LinkSendTimeoutException) { throw; } // the link closed itself: nothing more can be read
             catch (IOException e)
@@ -1020,6 +1029,7 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
             BackupUrl = s.Standbys[0],
             Standbys = s.Standbys,
             StandbyRetryMs = s.StandbyRetryMs,
+            JoinTimeoutMs = s.JoinTimeoutMs,
             Secret = s.Secret,
             Tls = s.Tls,
             // the links this replica opens itself follow the primary's default (TCP) unless it insists on the socket:

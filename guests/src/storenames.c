@@ -11,7 +11,8 @@
 // them is ever held, so each one's wait is for the one before ("all": everything). With a fifth, GO, it waits
 // (polling, up to a minute) until the path GO exists before its first iteration, whose first change is the link.
 // With "meta" it makes, per iteration, only new files and changes of their modes and times (meta below).
-// Usage: storenames DIR ITERATIONS [WORK [names|all|meta [GO]]]
+// With "trunc" it truncates existing files by opening them with O_TRUNC (trunc below).
+// Usage: storenames DIR ITERATIONS [WORK [names|all|meta|trunc [GO]]]
 // The tree it leaves depends only on ITERATIONS: a run killed and continued elsewhere must leave a native run's.
 #define _GNU_SOURCE
 #include <errno.h>
@@ -136,6 +137,69 @@ static void meta(long n, long work, const char *go)
     exit((int)(acc & 0));
 }
 
+// trunc: DIR holds TRUNC_FILES files "t.K", each "start K\n" (made here when missing), and the directory "ready"
+// (made before GO: on shared storage it appears once the backup holds the log up to it). Iteration I
+// works on "t.(I%4)": it opens it read-only, then again with O_TRUNC — O_WRONLY|O_TRUNC on odd iterations,
+// O_RDWR|O_CREAT|O_TRUNC on even ones — and checks, before that truncation can have reached the storage, that the
+// first descriptor reads nothing and the second's fstat says 0 bytes; it writes "t K iteration I" through the
+// second, reads it back through the first; every third iteration it opens the file O_RDONLY|O_TRUNC (which Linux
+// truncates as well), reads nothing through it and writes "again I" through the second descriptor.
+#define TRUNC_FILES 4
+
+static void expect_read(int fd, const char *want, long i)
+{
+    char back[128] = {0};
+    ssize_t n = pread(fd, back, sizeof back - 1, 0);
+    if (n != (ssize_t)strlen(want) || strcmp(back, want) != 0) { printf("BAD read at iteration %ld: %zd bytes \"%s\", expected \"%s\"\n", i, n, back, want); exit(1); }
+}
+
+static void trunc_mode(long n, long work, const char *go)
+{
+    char p[512], line[64], start[32];
+    uint64_t acc = 1;
+    for (int k = 0; k < TRUNC_FILES; k++) {
+        path_of(p, sizeof p, "t.%ld", k);
+        int fd = open(p, O_WRONLY | O_CREAT | O_EXCL, 0644);
+        if (fd < 0 && errno == EEXIST) continue;
+        snprintf(start, sizeof start, "start %d\n", k);
+        if (fd < 0) bad("create t", -1);
+        put(fd, start, -1);
+        if (close(fd) != 0) bad("close", -1);
+    }
+    path_of(p, sizeof p, "ready", 0);
+    if (mkdir(p, 0755) != 0) bad("mkdir ready", -1);
+    wait_for(go);
+    for (long i = 0; i < n; i++) {
+        for (long k = 0; k < work; k++) acc = acc * 6364136223846793005ULL + 1442695040888963407ULL;
+        meta_sink = acc;
+        path_of(p, sizeof p, "t.%ld", i % TRUNC_FILES);
+        int rd = open(p, O_RDONLY);
+        if (rd < 0) bad("open t read-only", i);
+        int fd = open(p, i % 2 ? O_WRONLY | O_TRUNC : O_RDWR | O_CREAT | O_TRUNC, 0600);
+        if (fd < 0) bad("open with O_TRUNC", i);
+        expect_read(rd, "", i);
+        struct stat st;
+        if (fstat(fd, &st) != 0 || st.st_size != 0) { printf("BAD size after O_TRUNC at iteration %ld: %ld\n", i, (long)st.st_size); exit(1); }
+        snprintf(line, sizeof line, "t %ld iteration %ld\n", i % TRUNC_FILES, i);
+        put(fd, line, i);
+        expect_read(rd, line, i);
+        if (i % 3 == 2) {
+            int rt = open(p, O_RDONLY | O_TRUNC);
+            if (rt < 0) bad("open O_RDONLY|O_TRUNC", i);
+            expect_read(rt, "", i);
+            if (write(rt, "x", 1) != -1 || errno != EBADF) bad("write through O_RDONLY|O_TRUNC", i);
+            snprintf(line, sizeof line, "again %ld\n", i);
+            if (pwrite(fd, line, strlen(line), 0) != (ssize_t)strlen(line)) bad("pwrite", i);
+            expect_read(rt, line, i);
+            if (close(rt) != 0) bad("close", i);
+        }
+        if (close(fd) != 0 || close(rd) != 0) bad("close", i);
+        printf("iter %ld\n", i);
+    }
+    printf("done %ld\n", n);
+    exit((int)(acc & 0));
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 3) { fprintf(stderr, "usage: %s DIR ITERATIONS [WORK]\n", argv[0]); return 2; }
@@ -147,6 +211,7 @@ int main(int argc, char **argv)
     setvbuf(stdout, NULL, _IONBF, 0);
     umask(022);
     if (argc > 4 && strcmp(argv[4], "meta") == 0) meta(n, work, go);
+    if (argc > 4 && strcmp(argv[4], "trunc") == 0) trunc_mode(n, work, go);
     char p[512], q[512], line[64];
     int cur = open_cur(-1);
     path_of(p, sizeof p, "state", 0);

@@ -102,7 +102,7 @@ public interface IBoundary
 
     /// <summary>
     /// A change of names, size or metadata of the guest's storage (rename, unlink, rmdir, mkdir, mknod, link, symlink,
-    /// truncate, ftruncate, chmod, utimensat, an open with O_CREAT), after <see cref="SettleFiles"/>. The default treats it as any other syscall whose host effect a following backup
+    /// truncate, ftruncate, chmod, utimensat, an open with O_CREAT or O_TRUNC), after <see cref="SettleFiles"/>. The default treats it as any other syscall whose host effect a following backup
     /// performs on its own copy; a protected primary whose backup shares the storage predicts its result from the
     /// storage (which is the guest's view after the settle), logs it as done and holds the change in its output gate
     /// until the backup holds the log up to here (shared/Replication/StorageChanges.cs).
@@ -244,13 +244,15 @@ public sealed class LiveBoundary : IBoundary
 }
 
 /// <summary>The changes of names, sizes and metadata of the guest's storage that a primary on shared storage holds
-/// under the output rule (<see cref="IBoundary.StorageChange"/>). Create: an open with O_CREAT (its result is a
-/// descriptor); Mknod: a regular file, FIFO or socket name; Chmod and Utimes: a file's mode and times.</summary>
-public enum StorageChangeKind { Rename, Unlink, Rmdir, Mkdir, Truncate, Link, Symlink, Create, Mknod, Chmod, Utimes }
+/// under the output rule (<see cref="IBoundary.StorageChange"/>). Open: an open with O_CREAT or O_TRUNC (its result
+/// is a descriptor; it may create its name, or truncate the file it names); Mknod: a regular file, FIFO or socket
+/// name; Chmod and Utimes: a file's mode and times.</summary>
+public enum StorageChangeKind { Rename, Unlink, Rmdir, Mkdir, Truncate, Link, Symlink, Open, Mknod, Chmod, Utimes }
 
 /// <summary>
 /// A change of the guest's storage other than a write, as the kernel hands it to the boundary: rename (with
-/// renameat2 flags), unlink, rmdir, mkdir, mknod, link or symlink of a name, an open that may create its name, a
+/// renameat2 flags), unlink, rmdir, mkdir, mknod, link or symlink of a name, an open that may create its name or
+/// truncate its file, a
 /// truncation, chmod or change of times of a file (by path, or through a description: <see cref="HostFd"/>). Paths
 /// are absolute guest paths. <see cref="Perform"/> makes it on the host at once.
 /// </summary>
@@ -270,16 +272,16 @@ public sealed class GuestStorageChange
     public int HostFd { get; init; } = -1;
     /// <summary>ftruncate: the description's access mode may write.</summary>
     public bool Writable { get; init; }
-    /// <summary>Create: the guest's open flags.</summary>
+    /// <summary>Open: the guest's open flags.</summary>
     public int OpenFlags { get; init; }
-    /// <summary>Create, mknod: the host mode of the new file (type and permission bits, the guest's umask applied);
+    /// <summary>Open (a creation), mknod: the host mode of the new file (type and permission bits, the guest's umask applied);
     /// chmod: the mode asked for.</summary>
     public uint Mode { get; init; }
     /// <summary>Utimes: the two timespecs the guest gave (32 bytes), or null for "now".</summary>
     public byte[]? Times { get; init; }
     /// <summary>Chmod, utimes by path: a final symlink is followed.</summary>
     public bool Follow { get; init; } = true;
-    /// <summary>Create, chmod, utimes: the change made through a host descriptor of the file (create: the unnamed
+    /// <summary>Open, chmod, utimes: the change made through a host descriptor of the file (a creation: the unnamed
     /// file the primary made with O_TMPFILE given its name; chmod, utimes: a descriptor of the file, O_PATH or not).
     /// A held change makes it at release through a descriptor of its own.</summary>
     public Func<int, long>? OnFile { get; init; }
@@ -293,7 +295,7 @@ public sealed class GuestStorageChange
         StorageChangeKind.Truncate => $"truncation of {Path} to {Length} bytes",
         StorageChangeKind.Link => $"link of {Path} as {Target}",
         StorageChangeKind.Symlink => $"symlink {Path} to {Target}",
-        StorageChangeKind.Create => $"creation of {Path}",
+        StorageChangeKind.Open => (OpenFlags & O.TRUNC) != 0 ? $"truncating open of {Path}" : $"creation of {Path}",
         StorageChangeKind.Chmod => $"chmod of {Path} to {Convert.ToString(Mode, 8)}",
         StorageChangeKind.Utimes => $"change of the times of {Path}",
         _ => $"{Kind.ToString().ToLowerInvariant()} of {Path}",

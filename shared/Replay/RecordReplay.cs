@@ -1100,8 +1100,8 @@ public sealed class ReplayBoundary : IBoundary
         var s = ExpectSyscall(tid, nr);
         if (s.Data.Length != 0 && s.Data.Length != Replication.HeldChangeRecord.Size)
             throw Forged(s, $"a change of names or size's record holds {s.Data.Length} data bytes (0, or {Replication.HeldChangeRecord.Size} when held)");
-        // a held creation answers the primary's descriptor of the new file, every other held change 0
-        if (s.Data.Length != 0 && (c.Kind == StorageChangeKind.Create ? s.Result < 0 || s.Result > int.MaxValue : s.Result != 0))
+        // a held creation or truncating open answers the primary's descriptor of the file, every other held change 0
+        if (s.Data.Length != 0 && (c.Kind == StorageChangeKind.Open ? s.Result < 0 || s.Result > int.MaxValue : s.Result != 0))
             throw Forged(s, $"a held {c.Describe()} answered {s.Result}");
         if (s.Data.Length != 0 && _follow is { SharedStorage: true })
         {

@@ -125,6 +125,7 @@ public static class ReplicaEvent
     public const string StandbyRefused = "standby-refused";   // url, reason (each time a standby's answer changes)
     public const string StandbyHolds = "standby-holds";       // backup, records, transferMs (the standby acknowledged the log up to the join point: it may go live from here)
     public const string JoinPoint = "join-point";             // live replica: backup, sequence, unheldMs (the standby acknowledged its snapshot or backlog: output is held again from record sequence+1; it was released unheld for unheldMs while the standby joined). Standby: sequence, held (it must hold the log up to sequence before it may go live)
+    public const string JoinTimedOut = "join-timed-out";     // live replica: backup, url, joiningMs, joinTimeoutMs, acked, joinPoint (null: not told one) (a standby answered but did not hold the log up to its join point within --join-timeout-ms: dropped, reported as backup-lost, the next standby asked)
     public const string JoinIncomplete = "join-incomplete";   // standby: reason, held, joinPoint (null: not named yet), liveSequence (it lost the live replica before holding the log up to the join point, so it cannot go live: the pair is lost, as an unprotected replica's death is)
     // snapshot transfer (a standby that shares the guest's files joins from a machine snapshot, not from record 1)
     public const string SnapshotTaken = "snapshot-taken";     // sequence, pauseMs, pages (the guest's pause for the copy-on-write capture)

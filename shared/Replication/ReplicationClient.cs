@@ -71,6 +71,17 @@ public sealed class ProtectSettings
     public IReadOnlyList<string> Standbys { get; init; } = [];
     /// <summary>How long to wait between two rounds over the standbys while none accepts.</summary>
     public int StandbyRetryMs { get; init; } = 500;
+    /// <summary>
+    /// The bound of a join (<c>--join-timeout-ms</c>): a standby that does not hold the log up to its join point this
+    /// long after its join began (it answers, but never acknowledges its snapshot or backlog, or never the join point)
+    /// is dropped: the live replica reports <see cref="ReplicaEvent.JoinTimedOut"/>, goes on unprotected (its output
+    /// released under the arbiter, as for any lost standby) and asks the next standby. 0: no bound. The default
+    /// allows a 512 MiB snapshot (about 15 s) or a long log catch-up several times over.
+    /// </summary>
+    public int JoinTimeoutMs { get; init; } = DefaultJoinTimeoutMs;
+    public const int DefaultJoinTimeoutMs = 120_000;
+    /// <summary>The help of <c>--join-timeout-ms</c> (primary protect, backup listen).</summary>
+    public const string JoinTimeoutHelp = "A standby that joins must hold the log up to its join point (its snapshot or backlog acknowledged, then the records up to the join point) within this many milliseconds of its join's start; one that answers but does not (e.g. never acknowledges its snapshot) is dropped: `join-timed-out` is reported, the guest runs on unprotected with its output flowing, and the next standby is asked. 0: no bound.";
     /// <summary>Where this replica keeps its whole log for standbys that join later (null: a temporary file).</summary>
     public string? LogPath { get; init; }
     /// <summary>
@@ -223,6 +234,9 @@ public sealed class ReplicationClient : ILogSink
         public Timer? Watchdog;
         public int Lost;
         public long JoinedAt;
+        /// <summary>A joining standby acknowledged the log up to its join point (<see cref="ReplicaEvent.StandbyHolds"/>):
+        /// its join is complete and no longer bounded by <see cref="ProtectSettings.JoinTimeoutMs"/>.</summary>
+        public volatile bool HoldsJoinPoint;
         /// <summary>How often the sender heartbeats an idle link: --heartbeat-ms, or shorter when the backup's silence
         /// bound (Welcome.primary_silence_ms) asks for it.</summary>
         public int HeartbeatMs = 100;
@@ -1241,6 +1255,7 @@ public sealed class ReplicationClient : ILogSink
         {
             // a standby that joined now holds the log up to its join point: it may go live from here
             double ms = Stopwatch.GetElapsedTime(session.JoinedAt).TotalMilliseconds;
+            session.HoldsJoinPoint = true;
             _s.Events.Emit(ReplicaEvent.StandbyHolds, ("backup", session.BackupId), ("records", _base), ("transferMs", ms));
         }
         Gate.Ack(seq);
@@ -1280,6 +1295,32 @@ public sealed class ReplicationClient : ILogSink
         if (_state != LinkState.Protected || session != _cur) return;
         var silent = Stopwatch.GetElapsedTime(Interlocked.Read(ref _lastHeard));
         if (silent.TotalMilliseconds > _s.TimeoutMs) BackupLost(session, $"no acknowledgement or heartbeat from the backup for {silent.TotalMilliseconds:F0} ms");
+        else if (JoinOverdue(session) is { } joining) JoinTimedOut(session, joining);
+    }
+
+    /// <summary>How long a joining standby has been joining, when that is beyond <see cref="ProtectSettings.JoinTimeoutMs"/>
+    /// and it does not yet hold the log up to its join point; null otherwise (not a join, complete, or no bound).</summary>
+    TimeSpan? JoinOverdue(Session session)
+    {
+        if (session.JoinSequence == 0 || session.HoldsJoinPoint || _s.JoinTimeoutMs <= 0) return null;
+        var joining = Stopwatch.GetElapsedTime(session.JoinedAt);
+        return joining.TotalMilliseconds > _s.JoinTimeoutMs ? joining : null;
+    }
+
+    /// <summary>
+    /// A join that did not complete within its bound (watchdog): the standby answered — it was not silent — but never
+    /// came to hold the log up to its join point. It is dropped as a lost standby: one never told its join point
+    /// cannot go live (no term spent, as for a refusal), one told it may (the arbiter decides, as for any backup);
+    /// either way the guest runs on with its output released, and the next standby is asked.
+    /// </summary>
+    void JoinTimedOut(Session session, TimeSpan joining)
+    {
+        if (session.Lost != 0) return;
+        string reason = $"the standby did not hold the log up to its join point within --join-timeout-ms {_s.JoinTimeoutMs} (joining for {joining.TotalMilliseconds:F0} ms, acknowledged up to record #{Acked}{(session.Unheld ? $", never its {(session.SnapshotSequence > 0 ? "snapshot" : "backlog")} at record #{session.SwitchAt}" : $", join point #{session.JoinPoint}")})";
+        _log.WriteLine($"{_s.Role}: standby {session.BackupId} at {session.Url}: {reason}; dropping it");
+        _s.Events.Emit(ReplicaEvent.JoinTimedOut, ("backup", session.BackupId), ("url", session.Url), ("joiningMs", joining.TotalMilliseconds),
+            ("joinTimeoutMs", _s.JoinTimeoutMs), ("acked", Acked), ("joinPoint", session.JoinPoint > 0 ? session.JoinPoint : null));
+        BackupLost(session, reason);
     }
 
     /// <summary>

@@ -42,7 +42,7 @@ public class ReprotectionTests(ITestOutputHelper output)
     /// and catches up; the guest is told to stop and both end with status 0.</summary>
     void ProtectedAgainByAndEnded(ReplicaProc p, ReplicaProc s, string standbyUrl, string stop)
     {
-        Assert.Equal(standbyUrl, p.WaitForEvent(ReplicaEvent.Reprotected, Long).Str("url"));
+        Assert.True(p.WaitFor(() => p.Events.Any(e => e.Name == ReplicaEvent.Reprotected && e.Str("url") == standbyUrl), Long), $"not re-protected by {standbyUrl}");
         p.WaitForEvent(ReplicaEvent.StandbyHolds, Long);
         s.WaitForEvent(ReplicaEvent.CaughtUp, Long);
         File.WriteAllBytes(stop, []);
@@ -109,6 +109,59 @@ public class ReprotectionTests(ITestOutputHelper output)
             DeleteArbiter(arbiter);
             Directory.Delete(emptyRoot, true);
         }
+    }
+
+    /// <summary>
+    /// A join that never completes is bounded (<c>--join-timeout-ms</c>). The backup is killed; the first standby the
+    /// primary asks answers every message of its join but acknowledges nothing it holds (<c>--plant join-never-acks</c>,
+    /// a fake that never acks: deterministic), so it never holds its join point. Within the bound the guest's output
+    /// flows unheld; at the bound the primary reports <c>join-timed-out</c> for that standby (never told a join point),
+    /// drops it without asking the arbiter (it cannot go live: the term stays 1), its output goes on, and it asks the
+    /// next standby, which joins and holds its join point; the dropped standby never goes live. Without the bound the
+    /// primary waits for the mute standby for ever and never asks the second.
+    /// </summary>
+    [Fact]
+    public void AStandbyThatNeverAcknowledgesItsJoinIsDroppedAtTheJoinBoundAndTheNextStandbyJoins()
+    {
+        string arbiter = TempFile(".lock");
+        try
+        {
+            var (b, url) = Replicas.StartBackup("--arbiter", arbiter, "--timeout-ms", "2000");
+            using var _b = b;
+            var (mute, muteUrl) = Replicas.StartBackup("--arbiter", arbiter, "--timeout-ms", "2000", "--plant", "join-never-acks");
+            using var _m = mute;
+            var (s, standbyUrl) = Replicas.StartBackup("--arbiter", arbiter, "--timeout-ms", "2000");
+            using var _s = s;
+            var (stop, run) = TickerRun();
+            const int bound = 3000;
+            using var p = Replicas.Primary(["--backup", url, "--standby", muteUrl, "--standby", standbyUrl, "--standby-retry-ms", "200",
+                "--join-timeout-ms", bound.ToString(), "--arbiter", arbiter, "--timeout-ms", "2000", "--", .. run]);
+            p.WaitForEvent(ReplicaEvent.Protected, Long);
+            Assert.True(p.WaitFor(() => Lines(p.Stdout) >= 20, Long), "the guest prints");
+            b.KillHard();
+            Assert.Equal(muteUrl, p.WaitForEvent(ReplicaEvent.Reprotected, Long).Str("url"));
+            int joining = Lines(p.Stdout);
+            var timedOut = p.WaitForEvent(ReplicaEvent.JoinTimedOut, Long);
+            int dropped = Lines(p.Stdout);
+            output.WriteLine($"join-timed-out: {timedOut.Str("url")} after {timedOut.Long("joiningMs")} ms; lines {joining} -> {dropped} meanwhile");
+            Assert.Equal(muteUrl, timedOut.Str("url"));
+            Assert.True(timedOut.Long("joiningMs") >= bound, "dropped before the bound");
+            Assert.Null(timedOut.Long("joinPoint")); // it never acknowledged its snapshot: never told a join point
+            Assert.True(dropped > joining, "the guest's output did not flow while the standby joined");
+            // dropped without a term spent, the guest's output going on
+            Assert.True(p.WaitFor(() => p.Events.Count(e => e.Name == ReplicaEvent.Unprotected) >= 2, Long), "no unprotected event after the drop");
+            var after = p.Events.Where(e => e.Name == ReplicaEvent.Unprotected).Last();
+            Assert.Equal(1, after.Long("term"));
+            Assert.False(after.Bool("arbiterAsked"));
+            Assert.True(p.WaitFor(() => Lines(p.Stdout) >= dropped + 20, Long), "the guest's output stopped after the drop");
+            // the next standby joins and holds its join point
+            ProtectedAgainByAndEnded(p, s, standbyUrl, stop);
+            output.WriteLine($"mute standby:\n{mute.Stderr}");
+            AssertTicks(p.StdoutText, Lines(p.Stdout));
+            Assert.Null(mute.Event(ReplicaEvent.TookOver));
+            File.Delete(stop);
+        }
+        finally { DeleteArbiter(arbiter); }
     }
 
     [Fact]

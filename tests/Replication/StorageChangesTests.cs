@@ -183,7 +183,7 @@ public class StorageChangesTests : IDisposable
     /// <summary>An O_CREAT open as the kernel hands it over: at release, the unnamed file is linked to its name.</summary>
     static unsafe GuestStorageChange CreateChange(GuestFs fs, string path, int flags, uint mode) => new()
     {
-        Kind = StorageChangeKind.Create, Path = path, OpenFlags = flags, Mode = mode, Perform = () => HostResult.Of(0),
+        Kind = StorageChangeKind.Open, Path = path, OpenFlags = flags, Mode = mode, Perform = () => HostResult.Of(0),
         OnFile = fd => fs.InParent(path, -Errno.EISDIR, (dir, name) =>
         {
             fixed (byte* n = name) { long np = (long)n; return HostSys.WithPath(Nr.linkat, $"/proc/self/fd/{fd}", q => HostSys.Call(Nr.linkat, At.FDCWD, q, dir, np, At.SYMLINK_FOLLOW)); }
@@ -296,6 +296,122 @@ public class StorageChangesTests : IDisposable
             HostSys.Call(Nr.close, real);
             HostSys.Call(Nr.close, p.Result);
         }
+    }
+
+    public static IEnumerable<object[]> TruncatingOpenCases() =>
+    [
+        ["/f", O.WRONLY | O.TRUNC, true],
+        ["/f", O.RDONLY | O.TRUNC, true],
+        ["/f", O.RDWR | O.TRUNC | O.APPEND, true],
+        ["/f", O.WRONLY | O.CREAT | O.TRUNC, true],
+        ["/f", O.WRONLY | O.TRUNC | O.NOFOLLOW, true],
+        ["/full/x", O.RDWR | O.TRUNC, true],
+        ["/f", O.WRONLY | O.CREAT | O.EXCL | O.TRUNC, false],
+        ["/empty", O.WRONLY | O.TRUNC, false],
+        ["/empty", O.RDONLY | O.TRUNC, false],
+        ["/missing", O.WRONLY | O.TRUNC, false],
+        ["/f/x", O.WRONLY | O.TRUNC, false],
+        ["/f/", O.WRONLY | O.TRUNC, false],
+        ["/dl", O.WRONLY | O.TRUNC, false],
+        ["/dl", O.WRONLY | O.TRUNC | O.NOFOLLOW, false],
+        ["/dl", O.WRONLY | O.CREAT | O.TRUNC, false],
+        ["/f", O.WRONLY | O.TRUNC | O.DIRECTORY, false],
+    ];
+
+    /// <summary>
+    /// An open with O_TRUNC of an existing name: held exactly when the host's open of the same path in another copy
+    /// truncated a regular file (oracle: that copy's listing changed), with the host's own answer otherwise (an
+    /// error, or an open that truncates nothing, made at once). Held, the guest's descriptor is the file with its
+    /// old bytes still on the storage (the first copy is left as it was) and the access mode and status flags asked
+    /// for; written through and then released, the first copy equals the second, where the host's open truncated the
+    /// file and the same bytes were written through it.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(TruncatingOpenCases))]
+    public unsafe void ATruncatingOpenIsHeldExactlyWhenItTruncatesAFile(string path, int flags, bool held)
+    {
+        string a = Path.Combine(_dir, "a"), b = Path.Combine(_dir, "b");
+        MakeTree(a);
+        MakeTree(b);
+        using var fa = new GuestFs(a);
+        string before = Listing(b);
+        long real = HostSys.WithPath(Nr.open, Path.Combine(b, path.TrimStart('/')), q => HostSys.Call(Nr.open, q, flags | O.CLOEXEC, RwR));
+        if (held) Assert.True(real >= 0 && Listing(b) != before, "the host's open truncated nothing");
+        var change = CreateChange(fa, path, flags, RwR);
+        var p = StorageChanges.Predict(fa, change);
+        Assert.Equal(before, Listing(a)); // nothing truncated yet
+        Assert.Equal(!held, p.Unpredictable);
+        if (!held) { if (real >= 0) HostSys.Call(Nr.close, real); return; }
+        try
+        {
+            Assert.True(p.Truncation);
+            Assert.Equal(HostSys.Call(Nr.fcntl, real, F.GETFL) & (O.ACCMODE | O.APPEND), HostSys.Call(Nr.fcntl, p.Result, F.GETFL) & (O.ACCMODE | O.APPEND));
+            var hold = StorageChanges.Hold(1, change, p);
+            try { Assert.Equal(0, hold.Apply()); }
+            finally { hold.Close(); }
+            var data = "abc"u8.ToArray();
+            fixed (byte* d = data)
+                Assert.Equal(HostSys.Call(Nr.write, real, (long)d, 3), HostSys.Call(Nr.write, p.Result, (long)d, 3)); // EBADF when read-only
+            Assert.Equal(Listing(b), Listing(a));
+        }
+        finally
+        {
+            HostSys.Call(Nr.close, real);
+            HostSys.Call(Nr.close, p.Result);
+        }
+    }
+
+    /// <summary>truncate(2) of a FIFO answers EINVAL, as the host's does, without waiting for a reader (an open for
+    /// writing first would wait forever); the answer is predicted, not held.</summary>
+    [Fact]
+    public void ATruncationOfAFifoIsRefusedWithoutWaitingForAReader()
+    {
+        string a = Path.Combine(_dir, "a");
+        Directory.CreateDirectory(a);
+        Assert.Equal(0, HostSys.WithPath(Nr.mknodat, Path.Combine(a, "p"), q => HostSys.Call(Nr.mknodat, At.FDCWD, q, SMode.IFIFO | Rw, 0)));
+        using var fa = new GuestFs(a);
+        long real = HostSys.WithPath(Nr.truncate, Path.Combine(a, "p"), q => HostSys.Call(Nr.truncate, q, 0));
+        Assert.Equal(-Errno.EINVAL, real);
+        StoragePrediction p = default;
+        var predict = new Thread(() => p = StorageChanges.Predict(fa, Change(fa, StorageChangeKind.Truncate, "/p"))) { IsBackground = true };
+        predict.Start();
+        Assert.True(predict.Join(TimeSpan.FromSeconds(30)), "the prediction of a FIFO's truncation waited for a reader");
+        Assert.Equal(real, p.Result);
+    }
+
+    /// <summary>
+    /// A survivor whose list holds a held truncating open of f (O_WRONLY|O_TRUNC, or O_CREAT|O_TRUNC of c, which
+    /// creates it) and then a write through it: whether its primary made the truncation (and released the write) or
+    /// not, the file ends as a single run leaves it, with no old byte left past the write (a truncation taken for
+    /// made because the name still names the file would leave them).
+    /// </summary>
+    [Theory]
+    [InlineData(true, "/f", false)]
+    [InlineData(false, "/f", false)]
+    [InlineData(true, "/c", true)]
+    [InlineData(false, "/c", true)]
+    public void ASurvivorMakesAHeldTruncatingOpenItsPrimaryMayNotHaveMade(bool primaryMadeIt, string path, bool create)
+    {
+        string root = Path.Combine(_dir, "r");
+        MakeTree(root);
+        File.WriteAllText(Path.Combine(root, "f"), "old bytes of f, longer than the write");
+        using var fs = new GuestFs(root);
+        var change = CreateChange(fs, path, O.WRONLY | O.TRUNC | (create ? O.CREAT : 0), RwR);
+        var p = StorageChanges.Predict(fs, change);
+        Assert.False(p.Unpredictable);
+        Assert.True(p.Result >= 0);
+        Assert.Equal(!create, p.Truncation);
+        var held = StorageChanges.Hold(10, change, p);
+        if (primaryMadeIt) Assert.Equal(0, held.Apply());
+        held.Close();
+        HostSys.Call(Nr.close, p.Result);
+        var redo = new UnreleasedFileWrites();
+        redo.AddChange(10, change, p.File, releasedThrough: 9);
+        redo.Add(11, path, 0, "new"u8.ToArray(), releasedThrough: 9);
+        if (primaryMadeIt) File.WriteAllText(Path.Combine(root, path.TrimStart('/')), "new"); // its write released too
+        string report = redo.Apply(fs);
+        Assert.DoesNotContain("failed", report);
+        Assert.Equal("new", File.ReadAllText(Path.Combine(root, path.TrimStart('/'))));
     }
 
     /// <summary>Relative paths and contents of a tree (a fresh tree when <paramref name="root"/> does not exist yet).</summary>

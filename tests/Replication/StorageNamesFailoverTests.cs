@@ -19,7 +19,7 @@ namespace ReVirt.Tests.Replication;
 [Collection(ReVirt.Tests.Chaos.RealProcesses.Name)]
 public class StorageNamesFailoverTests(ITestOutputHelper output)
 {
-    const int Iterations = 40, NamesIterations = 150, MetaIterations = 40;
+    const int Iterations = 40, NamesIterations = 150, MetaIterations = 40, TruncIterations = 40;
     const string Work = "20000", NamesWork = "2000", PlantedNamesWork = "20000";
 
     static string Storenames => GuestEnv.Guest("storenames", "musl");
@@ -69,6 +69,7 @@ public class StorageNamesFailoverTests(ITestOutputHelper output)
     static readonly Lazy<List<string>> NativeTree = new(() => Native(Iterations, Work, Tree));
     static readonly Lazy<List<string>> NativeNamesTree = new(() => Native(NamesIterations, NamesWork, Tree, "names"));
     static readonly Lazy<List<string>> NativeMetaTree = new(() => Native(MetaIterations, NamesWork, MetaTree, "meta"));
+    static readonly Lazy<List<string>> NativeTruncTree = new(() => Native(TruncIterations, NamesWork, Tree, "trunc"));
 
     static string NewRoot()
     {
@@ -246,6 +247,56 @@ public class StorageNamesFailoverTests(ITestOutputHelper output)
         }
         Assert.True(takeovers > 0, "no round killed the primary before its guest finished");
     }
+
+    /// <summary>The trunc workload's files t.K (made with "start K" before its first iteration).</summary>
+    const int TruncFiles = 4;
+
+    /// <summary>How many of the files t.K the storage shows truncated (no longer holding "start K").</summary>
+    static long Truncated(string d) => Enumerable.Range(0, TruncFiles)
+        .Count(k => File.Exists(Path.Combine(d, $"t.{k}")) && File.ReadAllText(Path.Combine(d, $"t.{k}")) != $"start {k}\n");
+
+    /// <summary>
+    /// Opens with O_TRUNC of existing files under the output rule, and a takeover with one held. The files t.K are on
+    /// the storage before the run (the guest's own O_CREAT|O_EXCL of them fails with EEXIST: nothing held); once its
+    /// directory "ready" shows on the storage (the backup holds the log up to it) the backup is frozen while the guest
+    /// waits for its go, so it holds no record of any truncation; then the guest
+    /// opens t.0 with O_TRUNC and checks, through a descriptor opened before, that it reads nothing (it waits for the
+    /// truncation it made, never sees the old bytes). For half a second the storage may show no more truncated files
+    /// than the held opens the frozen backup has records of (before truncating opens were held, t.0 was truncated at
+    /// once: 1 file, 0 records; with `--plant files-early` all four are). Then the primary is SIGKILLed, the thawed
+    /// backup takes over with the truncation logged, shipped and never made, makes it, and its guest runs its checks
+    /// to the end: the tree is a native run's.
+    /// </summary>
+    [Fact]
+    public void NoTruncatingOpenReachesSharedStorageBeforeTheBackupHoldsItsRecordAndTheSurvivorMakesTheHeldOne()
+    {
+        string root = NewRoot(), d = Path.Combine(root, "d"), go = Path.Combine(root, "go");
+        for (int k = 0; k < TruncFiles; k++) File.WriteAllText(Path.Combine(d, $"t.{k}"), $"start {k}\n");
+        var events = new List<ReplicaEventRecord>();
+        try
+        {
+            var run = SharedStorageRuns.GrowthWhileTheBackupIsFrozen(output, root, ["/d", TruncIterations.ToString(), NamesWork, "trunc", "/go"], $"done {TruncIterations}\n",
+                () => Directory.Exists(Path.Combine(d, "ready")), () => Truncated(d),
+                (_, held) => held.Count(r => r.Nr is Nr.open or Nr.openat && r.Result >= 0 && r.Data.Length == HeldChangeRecord.Size),
+                TimeSpan.FromMilliseconds(500), plant: null, survivor: events, onceFrozen: () => File.WriteAllText(go, ""));
+            Assert.True(run.After <= run.Allowed, $"{run.After} truncated files reached the storage, though the frozen backup held the records of {run.Allowed} truncating opens");
+            Assert.Contains(events, e => e.Name == ReplicaEvent.TookOver);
+            Assert.True(SharedStorageRuns.ChangesMadeAgain(events) > 0, "the survivor made no held change of its primary");
+            AssertNativeTree(root, "truncating opens, primary killed while the backup was frozen", NativeTruncTree.Value);
+        }
+        finally { Directory.Delete(root, true); }
+    }
+
+    /// <summary>
+    /// The trunc workload, the primary SIGKILLed at a seeded moment: a truncation the primary held when it died is
+    /// made by the survivor, whose guest's checks (nothing read after each O_TRUNC, its own bytes after each write)
+    /// pass, and every file holds exactly what a native run leaves (a truncation lost would leave old bytes behind a
+    /// shorter write; one made twice after a write would lose the write).
+    /// </summary>
+    [Fact]
+    public void AKilledPrimaryLeavesTheNativeRunsTruncations()
+        // "iter N\n" is 7 bytes: a kill in the first 8 iterations; each iteration waits for 3-4 acknowledgements
+        => KillRounds(new Random(31), SoakSwitch.On ? 8 : 1, TruncIterations, Work, ["trunc"], 10, 60, NativeTruncTree);
 
     /// <summary>The planted violation (`--plant files-early`: held changes released without acknowledgements) is
     /// caught by the check above: directories whose records the frozen backup never held reach the storage.</summary>

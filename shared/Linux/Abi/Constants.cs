@@ -231,6 +231,8 @@ public static class Dirent64
 public static class SMode
 {
     public const uint IFMT = 0xF000, IFIFO = 0x1000, IFCHR = 0x2000, IFDIR = 0x4000, IFBLK = 0x6000, IFREG = 0x8000, IFSOCK = 0xC000;
+    /// <summary>The sticky bit (S_ISVTX) and others' write permission (S_IWOTH).</summary>
+    public const uint ISVTX = 0x200, IWOTH = 0x2;
     /// <summary>Offset of st_mode in struct stat (x86-64) and the structure's size.</summary>
     public const int StModeOffset = 24, StatSize = 144, StInoOffset = 8;
     /// <summary>Offsets of st_dev, st_uid and st_size in struct stat (x86-64).</summary>

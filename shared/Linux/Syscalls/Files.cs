@@ -315,8 +315,9 @@ public sealed partial class Kernel
             Kind = StorageChangeKind.Truncate, Path = abs, Length = length,
             Perform = () =>
             {
-                long fd = Fs.Open(abs, O.WRONLY, 0);
-                if (fd < 0) return HostResult.Of(fd == -Errno.EISDIR ? -Errno.EISDIR : fd);
+                if (length < 0) return HostResult.Of(-Errno.EINVAL);
+                long fd = TruncateOpen.ForWriting(Fs, abs);
+                if (fd < 0) return HostResult.Of(fd);
                 long r = HostSys.Call(Nr.ftruncate, fd, length);
                 HostSys.Call(Nr.close, fd);
                 return HostResult.Of(r);
@@ -456,13 +457,14 @@ public sealed partial class Kernel
             }
             return hr;
         };
-        // an open that may create its name (not an unnamed O_TMPFILE one): a primary on shared storage holds the
-        // creation (<see cref="IBoundary.StorageChange"/>), the guest working on the new file meanwhile
-        var errors = new DeferredStorageError(); // the new description's: a creation refused at release reports there
-        var res = (flags & O.CREAT) != 0 && (flags & O.TMPFILE & ~O.DIRECTORY) == 0
+        // an open that may create its name or truncate its file (not an unnamed O_TMPFILE one): a primary on shared
+        // storage holds the creation or the truncation (<see cref="IBoundary.StorageChange"/>), the guest working on
+        // the file meanwhile
+        var errors = new DeferredStorageError(); // the new description's: a creation or truncation refused at release reports there
+        var res = (flags & (O.CREAT | O.TRUNC)) != 0 && (flags & O.TMPFILE & ~O.DIRECTORY) == 0
             ? Boundary.StorageChange(cpu.Tid, Nr.openat, new GuestStorageChange
             {
-                Kind = StorageChangeKind.Create, Path = abs, OpenFlags = flags, Mode = (uint)hostMode, Perform = perform, Errors = errors,
+                Kind = StorageChangeKind.Open, Path = abs, OpenFlags = flags, Mode = (uint)hostMode, Perform = perform, Errors = errors,
                 OnFile = fd => Fs.InParent(abs, -Errno.EISDIR, (dir, name) => LinkUnnamed(fd, dir, name)),
             })
             : Host(cpu, Nr.openat, perform, reexecuteOnReplay: true);
