@@ -13,6 +13,9 @@ CPU seconds (robust on a loaded machine) and wall seconds, M guest instructions 
 compile time, the share of instructions run compiled, peak host memory, the ratio to qemu-user per row, and
 record/run and replay/record ratios. --aot also publishes revirt-run (run/, `primary run` compiled ahead of time with
 NativeAOT: no JIT at start, interpreter only; about a minute and a half of compilation) and adds its column.
+Whenever the `busybox true` start-up row is measured, revirt-run is published too (incremental when it is current)
+and a start-up table sets `dotnet primary.dll run` and `revirt-run` (the fast start for short guests) beside
+qemu-user over at least 21 alternating runs; --no-aot-startup leaves it out.
 
 Needs: gcc, musl-gcc, busybox-static, qemu-user (apt-get install -y musl-tools busybox-static qemu-user).
 """
@@ -44,6 +47,34 @@ def timed(cmd, stdin_path=None):
     return dt, ru.ru_utime + ru.ru_stime, text, ru.ru_maxrss / 1024
 
 
+STARTUP_ROW = 'busybox true (start-up)'
+STARTUP_RUNS = 21  # a 0.02-0.1 s process: fewer runs leave a ratio within noise on this machine
+
+
+def startup_rows(qemu, primary, aot, bb, runs):
+    """The start-up table: qemu-user, `dotnet primary.dll run` and revirt-run on `busybox true`, alternating in each
+    round (the order reversed every other round), CPU and wall medians and each one's ratio to qemu-user."""
+    configs = [('qemu-user', [qemu, bb, 'true']),
+               ('`dotnet primary.dll run` (JIT host)', ['dotnet', primary, 'run', '--', bb, 'true']),
+               ('`revirt-run` (NativeAOT: run/bin/aot/revirt-run)', [aot, '--', bb, 'true'])]
+    print(f'== start-up table ({runs} alternating runs)', flush=True)
+    cpu, wall = {k: [] for k, _ in configs}, {k: [] for k, _ in configs}
+    for r in range(runs):
+        for key, cmd in (configs if r % 2 == 0 else configs[::-1]):
+            dt, ct, _, _ = timed(cmd)
+            cpu[key].append(ct)
+            wall[key].append(dt)
+    q = statistics.median(cpu['qemu-user'])
+    out = ['\n## Start-up: `busybox true` under qemu-user, `primary run` and `revirt-run` (medians)\n',
+           f'{runs} rounds, each running the three once, in reverse order every other round. For short guests and scripts '
+           'revirt-run is the fast start (README); `primary run` pays the .NET runtime\'s JIT-host start-up.\n',
+           '| command | CPU s | wall s | CPU / qemu-user |', '|---|---:|---:|---:|']
+    for key, _ in configs:
+        c = statistics.median(cpu[key])
+        out.append(f'| {key} | {c:.4f} | {statistics.median(wall[key]):.4f} | {c / q:.1f}x |')
+    return out
+
+
 def make_input(path, size):
     """Mixed data: busybox's own bytes (binary) alternating with repetitive text, so compressors have work of both kinds."""
     with open('/bin/busybox', 'rb') as f:
@@ -64,6 +95,7 @@ def main():
     ap.add_argument('--only', action='append', help='run only the workloads whose name contains this (repeatable)')
     ap.add_argument('--aot', action='store_true', help='also publish and run revirt-run (NativeAOT, interpreter only) side by side')
     ap.add_argument('--no-record', action='store_true', help='leave out the record and replay configurations')
+    ap.add_argument('--no-aot-startup', action='store_true', help='leave out the start-up table of revirt-run beside `primary run` and qemu-user')
     ap.add_argument('--no-interpreter', action='store_true', help='leave out the interpreter-only configuration')
     ap.add_argument('--background-ab', action='store_true',
                     help='also run this build with --background-compile (the default tier compiling on a thread of its own) '
@@ -84,12 +116,14 @@ def main():
     primary = os.path.join(ROOT, 'primary', 'bin', 'Release', 'net10.0', 'primary.dll')
     backup = os.path.join(ROOT, 'backup', 'bin', 'Release', 'net10.0', 'backup.dll')
     qemu = shutil.which('qemu-x86_64')
-    aot = None
-    if a.aot:
+    aot = aot_binary = None
+    startup_table = not a.no_aot_startup and qemu is not None and (not a.only or any(o in STARTUP_ROW for o in a.only))
+    if a.aot or startup_table:
         print('publishing revirt-run (NativeAOT)...', flush=True)
         aot_dir = os.path.join(ROOT, 'run', 'bin', 'aot')
         sh(['dotnet', 'publish', os.path.join(ROOT, 'run'), '-r', 'linux-x64', '-c', 'Release', '-v', 'q', '-nologo', '-o', aot_dir], stdout=subprocess.DEVNULL)
-        aot = os.path.join(aot_dir, 'revirt-run')
+        aot_binary = os.path.join(aot_dir, 'revirt-run')
+        if a.aot: aot = aot_binary
 
     inputs = {}
     for name, mb in (('sha', 8), ('gzip', 4), ('bzip2', 2), ('md5', 16)):
@@ -102,7 +136,7 @@ def main():
         (f'busybox bzip2 -c ({2 / scale:g} MB)', [bb, 'bzip2', '-c', inputs['bzip2']]),
         (f'busybox md5sum ({16 // scale} MB)', [bb, 'md5sum', inputs['md5']]),
         (f'bench.musl {10 // scale} (own C: hash loop, matmul, sieve)', [os.path.join(guests, 'bench.musl'), str(10 // scale)]),
-        ('busybox true (start-up)', [bb, 'true']),
+        (STARTUP_ROW, [bb, 'true']),
         ('busybox echo (start-up)', [bb, 'echo', 'hello']),
         # a short script: the shell, a pipeline of three busybox applets (fork + exec each), a loop
         ('busybox sh script (start-up)', [bb, 'sh', '-c', 'for i in 1 2 3 4 5; do echo line $i; done | sort -r | head -n 2']),
@@ -242,6 +276,8 @@ def main():
             cells += [f'{med("run", 0, reg):.0f} / {med("bg", 0, reg):.0f}', f'{med("run", 1, reg):.2f} / {med("bg", 1, reg):.2f}',
                       f'{med("run", 1, ab):.1f} / {med("bg", 1, ab):.1f} %']
             out.append('| ' + ' | '.join(cells) + ' |')
+    if startup_table:
+        out += startup_rows(qemu, primary, aot_binary, bb, max(runs, STARTUP_RUNS))
     out.append('')
     body = '\n'.join(out) + '\n'
     notes_path = os.path.join(ROOT, 'docs', 'PERFORMANCE-notes.md')

@@ -167,7 +167,8 @@ public static class ElfLoader
                 if ((existing.Prot | prot) != existing.Prot) mem.Protect(existing.End - GuestMemory.PageSize, GuestMemory.PageSize, existing.Prot | prot);
             }
             if (end > mapFrom) mem.Map(mapFrom, end - mapFrom, prot, name, (long)((s.Offset & ~GuestMemory.PageMask) + (mapFrom - start)));
-            try { mem.Poke(s.Vaddr + bias, f.AsSpan((int)s.Offset, (int)s.FileSize)); }
+            // pages take their bytes at first use (PlaceImage): `f` is a program image, never changed once read
+            try { mem.PlaceImage(s.Vaddr + bias, f, (int)s.Offset, (int)s.FileSize); }
             catch (GuestFaultException) { throw new ElfLoadException($"{name}: segment {k} cannot be placed"); }
             if (s.Vaddr < firstVaddr) { firstVaddr = s.Vaddr; firstOffset = s.Offset; }
             maxEnd = Math.Max(maxEnd, s.Vaddr + bias + s.MemSize);

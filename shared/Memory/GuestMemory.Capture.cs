@@ -91,7 +91,7 @@ public sealed unsafe class MemoryCapture : IDisposable
         {
             if (_done || p.Saved == _id) return;
             byte* copy = PagePool.Rent();
-            Buffer.MemoryCopy(p.Data, copy, GuestMemory.PageSize, GuestMemory.PageSize);
+            p.CopyTo(new Span<byte>(copy, (int)GuestMemory.PageSize));
             _preserved[pn] = (p.Prot, (nint)copy);
             _preservedCount++;
             Volatile.Write(ref p.Saved, _id);
@@ -145,7 +145,7 @@ public sealed unsafe class MemoryCapture : IDisposable
                     // bytes are the capture's (and stay so while the lock is held); marked, the guest's next store
                     // need not copy it
                     var p = page!;
-                    new ReadOnlySpan<byte>(p.Data, pageBytes).CopyTo(to);
+                    p.CopyTo(to); // an image page not used yet is copied from the image, not filled
                     prots[n] = p.Prot;
                     Volatile.Write(ref p.Saved, _id);
                 }

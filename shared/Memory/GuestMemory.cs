@@ -64,7 +64,75 @@ public sealed unsafe partial class GuestMemory : IDisposable
 
     public sealed class Page
     {
-        public byte* Data;
+        /// <summary>The page's host bytes. A page placed by the loader (<see cref="PlaceImage"/>) has none until its
+        /// first use: reading this property then takes a frame and fills it from the image (see
+        /// <see cref="FromImage"/>); every path that hands the bytes to the guest or changes them goes through it.</summary>
+        public byte* Data
+        {
+            get { nint d = _data; return d != 0 ? (byte*)d : Fill(); }
+            set { _data = (nint)value; _source = null; }
+        }
+        nint _data;
+        /// <summary>An unfilled page's bytes: [_at, _at + _length) of the page are _source[_sourceOffset ..], the rest
+        /// zero (what the loader's copy would have written into a fresh zeroed page). Contract: the source array is a
+        /// program image's bytes, never changed once read (the image cache and the recording rely on the same).</summary>
+        byte[]? _source;
+        int _sourceOffset;
+        int _at, _length;
+
+        /// <summary>A page of a program image whose bytes are taken from <paramref name="source"/> at its first use.</summary>
+        internal static Page FromImage(byte[] source, int sourceOffset, int at, int length, Prot prot, uint born)
+            => new() { _source = source, _sourceOffset = sourceOffset, _at = at, _length = length, Prot = prot, Born = born };
+
+        /// <summary>Whether the page has host bytes of its own yet (false: an image page not used since it was placed).</summary>
+        internal bool Filled => _data != 0 || _source == null;
+
+        /// <summary>A copy of an unfilled page for another address space (a fork): it reads the same immutable image
+        /// bytes at its own first use, so nothing is shared and nothing needs copying on write.</summary>
+        internal Page UnfilledCopy() => new()
+        {
+            _source = _source, _sourceOffset = _sourceOffset, _at = _at, _length = _length,
+            Prot = Prot, HashLo = HashLo, HashHi = HashHi, Hashed = Hashed,
+        };
+
+        /// <summary>The page's bytes without filling it: an unfilled page wholly covered by its image is read where
+        /// the image holds it (the checkpoint digest hashes it without a frame); any other is filled.</summary>
+        internal ReadOnlySpan<byte> Bytes
+        {
+            get
+            {
+                var src = _source;
+                if (_data == 0 && src != null && _length == (int)PageSize) return new ReadOnlySpan<byte>(src, _sourceOffset, (int)PageSize);
+                return new ReadOnlySpan<byte>(Data, (int)PageSize);
+            }
+        }
+
+        /// <summary>Copies the page's 4096 bytes to <paramref name="to"/> without filling it (a capture's reader, any
+        /// thread).</summary>
+        internal void CopyTo(Span<byte> to)
+        {
+            var src = _source;
+            nint d = _data;
+            if (d != 0 || src == null) { new ReadOnlySpan<byte>((byte*)d, (int)PageSize).CopyTo(to); return; }
+            if (_length != (int)PageSize) to.Clear();
+            src.AsSpan(_sourceOffset, _length).CopyTo(to[_at..]);
+        }
+
+        /// <summary>First use of an image page: a frame with its bytes. The guest's thread fills; should another thread
+        /// fill the same page at once, the first frame stays and the other goes back.</summary>
+        byte* Fill()
+        {
+            var src = _source;
+            if (src == null) return null; // a released page
+            bool whole = _length == (int)PageSize;
+            byte* f = whole ? PagePool.Rent() : PagePool.RentZeroed();
+            src.AsSpan(_sourceOffset, _length).CopyTo(new Span<byte>(f + _at, _length));
+            nint was = Interlocked.CompareExchange(ref _data, (nint)f, 0);
+            if (was == 0) return f;
+            PagePool.Return(f);
+            return (byte*)was;
+        }
+
         public Prot Prot;
         public bool HasCode;
         /// <summary>Non-null while <see cref="Data"/> may be seen by another address space (a fork's copy-on-write,
@@ -122,6 +190,18 @@ public sealed unsafe partial class GuestMemory : IDisposable
 
     public IReadOnlyList<Vma> Vmas => _vmas;
     public int PageCount => _pages.Count;
+
+    /// <summary>Pages of the table that hold a frame of their own (the others are image pages not used yet, see
+    /// <see cref="PlaceImage"/>).</summary>
+    public int FilledPageCount
+    {
+        get
+        {
+            int n = 0;
+            foreach (var p in _pages.Values) if (p.Filled) n++;
+            return n;
+        }
+    }
 
     public void FlushTlb()
     {
@@ -434,6 +514,38 @@ public sealed unsafe partial class GuestMemory : IDisposable
 
     /// <summary>Writes regardless of page protection (the loader filling read-only segments).</summary>
     public void Poke(ulong a, ReadOnlySpan<byte> src) => WriteBytesCore(a, src, force: true);
+
+    /// <summary>
+    /// The loader's placement of a segment's file bytes: guest bytes [a, a + length) become
+    /// <paramref name="image"/>[offset, offset + length), regardless of protection, as <see cref="Poke"/> would make
+    /// them. A page not yet in the table enters it now (so the page table, and with it every digest and capture, is
+    /// what a copy at load gives) but takes a frame and its bytes only at its first use (<see cref="Page.Data"/>): a
+    /// short run of a large program touches a few of its pages, and the rest cost neither a frame nor a copy. A page
+    /// already present (one a segment before filled part of) gets the bytes now. Contract: <paramref name="image"/>
+    /// is never changed afterwards. Throws <see cref="GuestFaultException"/> where no mapping covers the range.
+    /// </summary>
+    public void PlaceImage(ulong a, byte[] image, int offset, int length)
+    {
+        if (offset < 0 || length < 0 || offset > image.Length - length) throw new ArgumentOutOfRangeException(nameof(length));
+        int done = 0;
+        while (done < length)
+        {
+            ulong cur = a + (ulong)done;
+            int off = (int)(cur & PageMask);
+            int n = Math.Min(length - done, (int)PageSize - off);
+            ulong pn = cur >> PageShift;
+            if (_pages.ContainsKey(pn)) Poke(cur, image.AsSpan(offset + done, n));
+            else
+            {
+                var vma = cur < AddressLimit ? FindVma(cur) : null;
+                if (vma == null) throw new GuestFaultException(cur, true, false);
+                if (cur >= vma.BeyondEof) throw new GuestFaultException(cur, true, true, beyondEndOfFile: true);
+                AddPage(pn, Page.FromImage(image, offset + done, off, n, vma.Prot, _captures));
+                FlushTlbPage(pn);
+            }
+            done += n;
+        }
+    }
 
     void WriteBytesCore(ulong a, ReadOnlySpan<byte> src, bool force)
     {
@@ -758,7 +870,9 @@ public sealed unsafe partial class GuestMemory : IDisposable
         foreach (var v in _vmas) m._vmas.Add(Copy(v));
         m._pages.EnsureCapacity(_pages.Count);
         // the child's pages hold the same bytes: their hashes carry over
-        foreach (var (pn, p) in _pages) m._pages[pn] = new Page { Data = p.Data, Prot = p.Prot, Shared = Share(p), HashLo = p.HashLo, HashHi = p.HashHi, Hashed = p.Hashed };
+        foreach (var (pn, p) in _pages)
+            m._pages[pn] = !p.Filled ? p.UnfilledCopy()
+                : new Page { Data = p.Data, Prot = p.Prot, Shared = Share(p), HashLo = p.HashLo, HashHi = p.HashHi, Hashed = p.Hashed };
         FlushWriteTlb();
         return m;
     }
@@ -789,7 +903,7 @@ public sealed unsafe partial class GuestMemory : IDisposable
     static void Release(Page p)
     {
         if (p.Shared is { } f) { p.Shared = null; f.Release(); }
-        else PagePool.Return(p.Data);
+        else if (p.Filled) PagePool.Return(p.Data); // an unfilled image page has no frame
         p.Data = null;
     }
 
@@ -897,7 +1011,7 @@ public sealed unsafe partial class GuestMemory : IDisposable
         foreach (var p in _ordered!)
         {
             if (p.Hashed) continue;
-            HashPage(new ReadOnlySpan<byte>(p.Data, (int)PageSize), out p.HashLo, out p.HashHi);
+            HashPage(p.Bytes, out p.HashLo, out p.HashHi);
             p.Hashed = true;
         }
         FlushWriteTlb();

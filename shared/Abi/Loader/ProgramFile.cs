@@ -85,7 +85,8 @@ public static unsafe class ProgramFile
     public static byte[] ReadAll(GuestFs fs, string guestPath, string name, long limit = MaxImageBytes)
     {
         using var h = OpenRegular(fs, guestPath, name, limit, out long size);
-        var buf = new byte[size];
+        // not cleared first: every byte handed out is read from the file (a short read returns only what was read)
+        var buf = GC.AllocateUninitializedArray<byte>(checked((int)size));
         int done = 0;
         while (done < buf.Length)
         {
