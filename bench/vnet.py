@@ -409,9 +409,10 @@ def kill_once(i, seconds, bin_dir=BIN):
     result['stall'] = max(((d - s) * 1000 for s, d in reqs if d > killed_mono and s < up_mono), default=float('nan'))
     # the link's own floor: the same statistic at points before the kill, with the same window (kill to interface
     # up), in the same run on the same link: what the longest wait across any such window is without a failover (on a
-    # lossy link a request in flight at a random moment may already be waiting on the link's loss recovery)
+    # lossy link a request in flight at a random moment may already be waiting on the link's loss recovery); a request
+    # still unanswered at the kill is left out (the failover's, not the link's; so the floor errs low)
     window = (up_mono - killed_mono)
-    result['floor'] = [max(((d - s) * 1000 for s, d in reqs if d > t and s < t + window), default=float('nan'))
+    result['floor'] = [max(((d - s) * 1000 for s, d in reqs if t < d < killed_mono and s < t + window), default=float('nan'))
                        for t in (killed_mono - x for x in FLOOR_BEFORE_S)]
     # the first reply after the kill that the survivor sent (answered after its interface was up)
     result['first'] = min(((d - killed_mono) * 1000 for s, d in reqs if d > up_mono), default=float('nan'))
