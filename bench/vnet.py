@@ -291,7 +291,10 @@ def start_relay(seed, stats, trace=None):
     """bench/lossyrelay.py between the clients' veth and the replicas' bridge (make_namespace(relay_clients=True));
     `trace`: a file for its line per frame."""
     relay = subprocess.Popen(['ip', 'netns', 'exec', NS, sys.executable, RELAY, 'rvg0', 'rvc1', str(LINK['loss']), str(seed),
-                              '--duplicate', str(LINK['duplicate']), '--reorder', str(LINK['reorder']), '--stats', stats]
+                              '--duplicate', str(LINK['duplicate']), '--reorder', str(LINK['reorder']), '--stats', stats,
+                              # a real-time relay: an ordinary one waited for time slices at load ~100 and held the
+                              # takeover's frames ~0.5 s (docs/PERFORMANCE-replication.md, 2026-12-01 23:30-00:00)
+                              '--realtime']
                              + (['--trace', trace] if trace else []),
                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     relay.stdout.readline()
