@@ -615,8 +615,7 @@ public class StackTakeoverTests(Xunit.Abstractions.ITestOutputHelper output)
     /// once at 2·SRTT + 10 ms and the reply arrives well before the 200 ms retransmission time-out; without it (a log
     /// recorded before `tkprobe`) it waits for that time-out. When the path keeps the repair, its ACK cancels the probe:
     /// nothing is sent twice. The oracle is the peer stack's own byte stream and the link's clock. Fails when the probe
-    /// is not armed after the repair (the reply then takes the RTO, 200 ms), or when it is armed with RFC 8985's
-    /// delayed-ACK allowance (2·SRTT + 200 ms, no sooner than the time-out).
+    /// is not armed after the repair (the reply then takes the RTO: 201 ms).
     /// </summary>
     [Theory]
     [InlineData(true, true)]
