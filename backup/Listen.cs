@@ -926,6 +926,13 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         }
     }
     const int DrainRushMs = 1000;
+    /// <summary>How long a survivor's live guest with a virtual interface stays a real-time thread after the go-live
+    /// (<see cref="Follow"/>): long enough for its clients' first retransmissions (their 200 ms minimum RTO) to be
+    /// answered, short against a guest that computes for long (the kernel's real-time throttling bounds it to 95 % of
+    /// a CPU meanwhile anyway).</summary>
+    const int LiveRushMs = 500;
+    bool _servingByNic;
+    IDisposable? _liveRush;
     readonly object _rush = new();
     bool _rushEnded;
     Timer? _rushTimer;
@@ -1095,15 +1102,24 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         WentLive = report =>
         {
             foreach (var line in report) s.Events.Emit(ReplicaEvent.TakeoverDescriptor, ("detail", line));
-            ThreadPools.MakeCurrentThreadOrdinary(); // the replay thread runs the live guest from here
+            // the replay thread runs the live guest from here; with a virtual interface it first answers what its
+            // clients sent during the outage (the heard frames, their retransmissions), which waited 100-400 ms for
+            // an ordinary thread's time slices at load ~80 (docs/PERFORMANCE-replication.md): it stays real-time for
+            // LiveRushMs, as the drain does for DrainRushMs, then runs as an ordinary thread
+            if (_servingByNic) _liveRush = ThreadPools.OrdinaryAfter(LiveRushMs);
+            else ThreadPools.MakeCurrentThreadOrdinary();
         },
         ServingAgain = up =>
         {
             // a virtual interface comes up before the host descriptors are attached, and the guest answers its
-            // clients only once both are done: the go-live work stays real-time until WentLive (ordinary from here,
-            // the descriptors were attached 31-363 ms after the interface was up at load ~2 and the first replies came
-            // that late). Without a virtual interface this is called once the descriptors are attached.
-            if (up != null) s.Events.Emit(ReplicaEvent.TakeoverDescriptor, ("detail", up));
+            // clients only once both are done: the go-live work stays real-time until WentLive (and LiveRushMs
+            // beyond; the descriptors were attached 31-363 ms after the interface was up at load ~2 and the first
+            // replies came that late). Without a virtual interface this is called once the descriptors are attached.
+            if (up != null)
+            {
+                _servingByNic = true;
+                s.Events.Emit(ReplicaEvent.TakeoverDescriptor, ("detail", up));
+            }
             else ThreadPools.MakeCurrentThreadOrdinary();
         },
         SharedStorage = s.SharedStorage,

@@ -291,7 +291,10 @@ def start_relay(seed, stats, trace=None):
     """bench/lossyrelay.py between the clients' veth and the replicas' bridge (make_namespace(relay_clients=True));
     `trace`: a file for its line per frame."""
     relay = subprocess.Popen(['ip', 'netns', 'exec', NS, sys.executable, RELAY, 'rvg0', 'rvc1', str(LINK['loss']), str(seed),
-                              '--duplicate', str(LINK['duplicate']), '--reorder', str(LINK['reorder']), '--stats', stats]
+                              '--duplicate', str(LINK['duplicate']), '--reorder', str(LINK['reorder']), '--stats', stats,
+                              # a real-time relay: an ordinary one waited for time slices at load ~100 and held the
+                              # takeover's frames ~0.5 s (docs/PERFORMANCE-replication.md, 2026-12-01 23:30-00:00)
+                              '--realtime']
                              + (['--trace', trace] if trace else []),
                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     relay.stdout.readline()
@@ -407,6 +410,13 @@ def kill_once(i, seconds, bin_dir=BIN):
     # tail without any kill reaches hundreds of ms under load)
     up_mono = killed_mono + (result['up'] if result['up'] == result['up'] else 0) / 1000
     result['stall'] = max(((d - s) * 1000 for s, d in reqs if d > killed_mono and s < up_mono), default=float('nan'))
+    # the link's own floor: the same statistic at points before the kill, with the same window (kill to interface
+    # up), in the same run on the same link: what the longest wait across any such window is without a failover (on a
+    # lossy link a request in flight at a random moment may already be waiting on the link's loss recovery); a request
+    # still unanswered at the kill is left out (the failover's, not the link's; so the floor errs low)
+    window = (up_mono - killed_mono)
+    result['floor'] = [max(((d - s) * 1000 for s, d in reqs if t < d < killed_mono and s < t + window), default=float('nan'))
+                       for t in (killed_mono - x for x in FLOOR_BEFORE_S)]
     # the first reply after the kill that the survivor sent (answered after its interface was up)
     result['first'] = min(((d - killed_mono) * 1000 for s, d in reqs if d > up_mono), default=float('nan'))
     lost = next((e for e in evs if e['event'] == 'primary-lost'), {})
@@ -417,6 +427,20 @@ def kill_once(i, seconds, bin_dir=BIN):
     # a build that asks the arbiter as it loses the primary announces the address before the drain ends
     result['announced'] = at('announced')
     return result
+
+
+# seconds before the kill where the link's floor is taken (kill_once): the load has run ~2 s before the kill, and a
+# wait that starts at the earliest point ends long before the kill
+FLOOR_BEFORE_S = (1.6, 1.3, 1.0, 0.7)
+
+
+def floor_words(floors):
+    """The link's floor over a build's kills: the same stall statistic at points before each kill (kill_once)."""
+    f = sorted(x for fl in floors for x in fl if x == x)
+    if not f:
+        return ''
+    return (f'the link\'s floor (the same statistic at {len(FLOOR_BEFORE_S)} points 0.7-1.6 s before each kill, no failover): '
+            f'p50 {statistics.median(f):.0f} ms, p90 {f[int(0.9 * (len(f) - 1))]:.0f}, max {f[-1]:.0f} over {len(f)} points')
 
 
 def keep_run(i, bin_dir, meta, *files):
@@ -654,15 +678,17 @@ def main():
     try:
         conns = [int(c) for c in a.connections.split(',')]
         tp = {} if a.kills_only else redis_throughput(a.runs, a.requests, conns) if a.redis else throughput(a.runs, a.seconds, conns, a.this)
-        stalls, failed, parts, kept = [], [], [], []
+        stalls, failed, parts, kept, floors = [], [], [], [], []
         for i in range(a.kills):
             try:
-                v = kill_once(i, 6)
+                # the build measured (--this): the one --hears-primary is given to (start)
+                v = kill_once(i, 6, a.this)
                 stalls.append(v['stall'])
                 parts.append((v['lost'], v['announced'], v['won'], v['up'], v['first']))
+                floors.append(v['floor'])
                 if 'own' in v:
                     kept.append((v['own'], v['attached']))
-                print('kill', i, f"stall {v['stall']:.0f} ms (longest request of the run {v['max_ms']:.0f} ms) (backup: lost +{v['lost']:.0f}, won +{v['won']:.0f}, up +{v['up']:.0f} ms, first reply +{v['first']:.0f} ms{relay_words(v)}{heard_words(v)}), {v['requests']:.0f} requests, errors {v['errors']:.0f}", flush=True)
+                print('kill', i, f"stall {v['stall']:.0f} ms (floor before the kill {'/'.join(f'{x:.0f}' for x in v['floor'])} ms) (longest request of the run {v['max_ms']:.0f} ms) (backup: lost +{v['lost']:.0f}, won +{v['won']:.0f}, up +{v['up']:.0f} ms, first reply +{v['first']:.0f} ms{relay_words(v)}{heard_words(v)}), {v['requests']:.0f} requests, errors {v['errors']:.0f}", flush=True)
             except Exception as e:  # a reset shows here: kvload exits non-zero when a connection closes
                 failed.append(str(e).strip().splitlines()[-1] if str(e).strip() else repr(e))
                 print('kill', i, 'FAILED', e, flush=True)
@@ -676,6 +702,8 @@ def main():
     else:
         print_kv(a, tp, conns, load_avg)
     print_stalls(a, stalls, parts, failed)
+    if floors:
+        print('\n' + floor_words(floors) + '.')
     if kept:
         print('\nWith the kept traces: ' + own_words(kept) + '.')
 
@@ -795,6 +823,7 @@ def compare_kills(a):
     res = {n: ([], [], []) for n, _ in builds}
     kept = {n: [] for n, _ in builds}   # with --keep-traces: (own stall, descriptors attached) per kill
     heard = {n: [] for n, _ in builds}  # (the heard-frames event or None, frames the backup's device dropped) per kill
+    floors = {n: [] for n, _ in builds}  # the link's floor per kill (kill_once)
     loads = []
     try:
         for i in range(a.kills):
@@ -805,9 +834,10 @@ def compare_kills(a):
                     stalls.append(v['stall'])
                     parts.append((v['lost'], v['announced'], v['won'], v['up'], v['first']))
                     heard[name].append((v['heard'], v['tapDropped']))
+                    floors[name].append(v['floor'])
                     if 'own' in v:
                         kept[name].append((v['own'], v['attached']))
-                    print('kill', i, name, f"stall {v['stall']:.0f} ms (longest request of the run {v['max_ms']:.0f} ms) (backup: lost +{v['lost']:.0f}, won +{v['won']:.0f}, up +{v['up']:.0f} ms; "
+                    print('kill', i, name, f"stall {v['stall']:.0f} ms (floor before the kill {'/'.join(f'{x:.0f}' for x in v['floor'])} ms) (longest request of the run {v['max_ms']:.0f} ms) (backup: lost +{v['lost']:.0f}, won +{v['won']:.0f}, up +{v['up']:.0f} ms; "
                           f"announced +{v['announced']:.0f} ms; descriptors attached +{v['attachedAt']:.0f} ms; first reply +{v['first']:.0f} ms; longest silence before {v['quiet']:.0f} ms; {v['why']}{relay_words(v)}{heard_words(v)}); errors {v['errors']:.0f}", flush=True)
                 except Exception as e:
                     failed.append(str(e).strip().splitlines()[-1] if str(e).strip() else repr(e))
@@ -826,6 +856,9 @@ def compare_kills(a):
         stalls, parts, failed = res[name]
         if stalls:
             print(stall_summary(name, stalls, parts, failed))
+    for name, _ in builds:
+        if floors[name]:
+            print(f'\n{name}: ' + floor_words(floors[name]) + '.')
     for name, _ in builds:
         if kept[name]:
             print(f'\n{name}: ' + own_words(kept[name]) + '.')

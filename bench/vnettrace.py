@@ -18,6 +18,12 @@ A request's wait is classed by the frames of its connection, first match:
 The failover's own stall is then the longest wait among requests the link did not touch (no frame of theirs
 dropped): what the kill alone cost.
 
+    python3 bench/vnettrace.py DIR --repairs
+
+counts, per build, the data segments of the takeover's repair (the guest's data segments from the kill until just
+after its interface was up) that the relay dropped, and how long until the guest sent each of them again (its
+retransmission time-out, or a probe after the repair).
+
     python3 bench/vnettrace.py DIR --resends
 
 counts, per build (the middle word of the kept runs' names), the guest's data segments sent again (a copy of a
@@ -98,6 +104,26 @@ def classify(rows, killed, up_mono, port):
 
 ACK_BEFORE_S, ACK_WITHIN_S = 0.002, 1.0
 
+# the takeover's repair: the guest's data segments from the kill until this long after the interface was up (the
+# repair is sent as the interface comes up; the event is written after it)
+REPAIR_AFTER_UP_S = 0.010
+
+
+def repairs(stem):
+    """(data segments of the takeover's repair, [ms from each one the relay dropped to the next copy of it the guest
+    sent, or None when none came]) of one kept run."""
+    killed, up_mono, _, _, frames = load_run(stem)
+    guest = [p for p in frames if len(p) >= 9 and p[1] == 'g>c' and int(p[8]) > 0 and p[2] in ('pass', 'drop', 'held')]
+    burst = [p for p in guest if killed < float(p[0]) <= up_mono + REPAIR_AFTER_UP_S]
+    waits = []
+    for p in burst:
+        if p[2] != 'drop':
+            continue
+        t, key = float(p[0]), (p[4], p[5])
+        again = next((float(q[0]) for q in guest if float(q[0]) > t and (q[4], q[5]) == key), None)
+        waits.append(None if again is None else (again - t) * 1000)
+    return len(burst), waits
+
 
 def resends(stem):
     """(the guest's data segments sent again, those of them whose ACK had passed the relay towards the guest before,
@@ -129,9 +155,24 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('dir')
     ap.add_argument('--resends', action='store_true', help="per build: the guest's resends, and those whose ACK had already passed")
+    ap.add_argument('--repairs', action='store_true', help="per build: the takeover's repair segments the link dropped and how "
+                    'long until the guest sent each again')
     ap.add_argument('--worst', type=int, default=2, help='requests shown per run')
     ap.add_argument('--quiet', action='store_true', help='the tally only')
     a = ap.parse_args()
+    if a.repairs:
+        per = {}
+        for stem in sorted(p[:-5] for p in glob.glob(os.path.join(a.dir, '*.json'))):
+            build = os.path.basename(stem).split('-')[1]
+            per.setdefault(build, []).append(repairs(stem))
+        for build, rows in sorted(per.items()):
+            waits = [w for _, ws in rows for w in ws]
+            got = sorted(w for w in waits if w is not None)
+            print(f"{build}: {len(rows)} runs; the takeover's repair: {sum(n for n, _ in rows)} data segments, the link dropped "
+                  f"{len(waits)} (in {sum(1 for _, ws in rows if ws)} runs); sent again after "
+                  + (', '.join(f'{w:.0f}' for w in got) or '-') + ' ms'
+                  + (f' (median {statistics.median(got):.0f})' if got else '') + (f'; {len(waits) - len(got)} never' if len(got) < len(waits) else ''))
+        return
     if a.resends:
         per = {}
         for stem in sorted(p[:-5] for p in glob.glob(os.path.join(a.dir, '*.json'))):

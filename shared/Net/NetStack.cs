@@ -43,6 +43,12 @@ public sealed record NetConfig(MacAddress Mac, uint Ip, int PrefixLength, uint G
     /// peer's ACK waited in the same batch is not fired before that ACK (a spurious time-out: a resend, a window cut to
     /// one segment and a doubled RTO). Without it the timers ran after each frame of the batch.</summary>
     public bool BatchInput { get; init; } = true;
+    /// <summary>A takeover's repair (<see cref="NetStack.TakeOver"/>) is followed by one tail-loss probe on every RACK
+    /// connection with data still out, at 2·SRTT + <see cref="TcpSocket.ProbeSlackNs"/> (without RFC 8985's allowance for
+    /// a delayed ACK): the repair's segments cross the same lossy path as any, and a lost one otherwise waited for the
+    /// retransmission time-out (200 ms at least, the log's back-off included). Without it a lost repair segment waited
+    /// for that time-out, as the stack did before.</summary>
+    public bool TakeoverProbe { get; init; } = true;
 
     public uint Mask => Ip4.Mask(PrefixLength);
     public uint SubnetBroadcast => (Ip & Mask) | ~Mask;
@@ -357,7 +363,7 @@ public sealed partial class NetStack
     /// Writes the stack's complete state in a canonical order (sockets by id, ARP entries by address): two stacks
     /// that were handed the same calls write the same bytes, and <see cref="Restore"/> rebuilds an equal stack.
     /// </summary>
-    public void WriteState(BinaryWriter w) => WriteState(w, StateLayout.BatchInput);
+    public void WriteState(BinaryWriter w) => WriteState(w, StateLayout.TakeoverProbe);
 
     /// <summary>
     /// The state's byte layouts, one per start-state word that added bytes to it, oldest first: a stack built for a
@@ -372,10 +378,13 @@ public sealed partial class NetStack
         TimeWaitSyn,
         /// <summary>`batch` added its setting (<see cref="NetConfig.BatchInput"/>).</summary>
         BatchInput,
+        /// <summary>`tkprobe` added its setting (<see cref="NetConfig.TakeoverProbe"/>).</summary>
+        TakeoverProbe,
     }
 
     /// <summary>The layout of the day whose behaviours <paramref name="c"/> has (each word implies the earlier ones).</summary>
-    static StateLayout LayoutOf(NetConfig c) => !c.TimeWaitSyn ? StateLayout.Undo : !c.BatchInput ? StateLayout.TimeWaitSyn : StateLayout.BatchInput;
+    static StateLayout LayoutOf(NetConfig c) => !c.TimeWaitSyn ? StateLayout.Undo : !c.BatchInput ? StateLayout.TimeWaitSyn
+        : !c.TakeoverProbe ? StateLayout.BatchInput : StateLayout.TakeoverProbe;
 
     void WriteState(BinaryWriter w, StateLayout layout)
     {
@@ -395,9 +404,9 @@ public sealed partial class NetStack
         {
             var c = new StateCodec(r);
             NetConfig cfg = null!;
-            ConfigState(c, ref cfg, StateLayout.BatchInput);
+            ConfigState(c, ref cfg, StateLayout.TakeoverProbe);
             var st = new NetStack(cfg, 0);
-            st.Serialize(c, StateLayout.BatchInput);
+            st.Serialize(c, StateLayout.TakeoverProbe);
             return st;
         }
         catch (EndOfStreamException) { throw new InvalidDataException("network stack state: truncated"); }
@@ -411,7 +420,7 @@ public sealed partial class NetStack
             arpFrames = d.ArpPendingFramesPerHost, sndBuf = d.SendBuffer, rcvBuf = d.ReceiveBuffer, udpBuf = d.UdpReceiveBuffer,
             synQ = d.MaxSynQueue, tw = d.MaxTimeWait, rate = d.ChallengeAcksPerSecond;
         bool sack = d.Sack, rack = d.Rack, dsack = d.Dsack, undo = d.DsackUndo, windowed = d.WindowedMinRtt, twSyn = d.TimeWaitSyn,
-            batch = d.BatchInput;
+            batch = d.BatchInput, takeoverProbe = d.TakeoverProbe;
         long minRttWindow = d.MinRttWindowNs;
         c.Do(ref mac); c.Do(ref ip); c.Do(ref prefix); c.Do(ref gw);
         c.Do(ref maxSockets); c.Do(ref maxOut); c.Do(ref arpSize); c.Do(ref arpHosts); c.Do(ref arpFrames); c.Do(ref sndBuf);
@@ -419,6 +428,7 @@ public sealed partial class NetStack
         c.Do(ref undo); c.Do(ref windowed); c.Do(ref minRttWindow);
         if (layout >= StateLayout.TimeWaitSyn) c.Do(ref twSyn);
         if (layout >= StateLayout.BatchInput) c.Do(ref batch);
+        if (layout >= StateLayout.TakeoverProbe) c.Do(ref takeoverProbe);
         if (!c.Reading) return;
         if (mac == 0 || ip == 0 || prefix is < 1 or > 30 || sndBuf is < 1 or > (64 << 20) || rcvBuf is < 1 or > (64 << 20) || minRttWindow < 1)
             throw new InvalidDataException("network stack state: an impossible interface configuration");
@@ -428,6 +438,7 @@ public sealed partial class NetStack
             ArpPendingFramesPerHost = arpFrames, SendBuffer = sndBuf, ReceiveBuffer = rcvBuf, UdpReceiveBuffer = udpBuf,
             MaxSynQueue = synQ, MaxTimeWait = tw, ChallengeAcksPerSecond = rate, Sack = sack, Rack = rack, Dsack = dsack,
             DsackUndo = undo, WindowedMinRtt = windowed, MinRttWindowNs = minRttWindow, TimeWaitSyn = twSyn, BatchInput = batch,
+            TakeoverProbe = takeoverProbe,
         };
     }
 

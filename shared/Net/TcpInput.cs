@@ -603,6 +603,8 @@ public sealed partial class TcpSocket
     /// have sent it), within the windows; the retransmission timer restarts from the takeover's clock. The peer drops
     /// what it already has and acknowledges the rest.</item>
     /// <item>A handshake in progress sends its SYN or SYN-ACK again (the old replica's may have been held).</item>
+    /// <item>With <see cref="NetConfig.TakeoverProbe"/>, one tail-loss probe a little over two round trips later if the
+    /// repair is not acknowledged by then (<see cref="ArmTakeoverProbe"/>).</item>
     /// </list>
     /// </summary>
     internal void Resynchronize()
@@ -626,6 +628,7 @@ public sealed partial class TcpSocket
         RtxDeadline = long.MaxValue;
         Output();
         if (RtxDeadline == long.MaxValue) RtxDeadline = Stack.Now + Rto;
+        if (Stack.Config.TakeoverProbe) ArmTakeoverProbe();
     }
 
     /// <summary>Duplicate ACKs that make a sender retransmit (RFC 5681 §3.2, DupThresh).</summary>

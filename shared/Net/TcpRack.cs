@@ -359,6 +359,27 @@ public sealed partial class TcpSocket
         if (at < RtxDeadline) ProbeDeadline = at;
     }
 
+    /// <summary>
+    /// After a takeover's go-back-N repair (<see cref="Resynchronize"/>, <see cref="NetConfig.TakeoverProbe"/>): one
+    /// tail-loss probe at 2·SRTT + <see cref="ProbeSlackNs"/> unless the repair is acknowledged first. The repair crosses
+    /// the same path as any segment and may be lost; without the probe a lost repair segment waited for the
+    /// retransmission time-out, 200 ms at least and with the back-off the log carries (docs/PERFORMANCE-replication.md:
+    /// on a link losing 2 % of the frames a repair segment of some connection was lost in most kills). Unlike
+    /// <see cref="ArmProbe"/> it adds no allowance for the peer's delayed ACK (RFC 8985's WCDelAckT, 200 ms with one
+    /// segment out, which would put it at the time-out) and it is armed with a back-off under way: it comes once per
+    /// connection per takeover, and a spurious one costs one duplicate segment that the peer reports as a D-SACK. A
+    /// function of the connection's state and the logged clock, as the repair is, so a replay of the survivor's log
+    /// probes identically. Only on RACK connections (the probe is RACK-TLP's) with everything sent (a repair the windows
+    /// cut short goes on as its ACKs arrive), and only before the retransmission time-out.
+    /// </summary>
+    void ArmTakeoverProbe()
+    {
+        ProbeDeadline = long.MaxValue;
+        if (!RackOn || !HasRtt || ProbeOut || InRecovery || SndUna == SndMax || SndNxt != SndMax) return;
+        long at = Stack.Now + 2 * Srtt + ProbeSlackNs;
+        if (at < RtxDeadline) ProbeDeadline = at;
+    }
+
     /// <summary>RFC 8985 §7.3: one new segment if the windows allow, else the last segment again; the RTO restarts.</summary>
     void TailLossProbe()
     {

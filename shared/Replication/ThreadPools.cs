@@ -75,6 +75,46 @@ public static class ThreadPools
     /// </summary>
     public static bool MakeCurrentThreadOrdinary() => SetPolicy(CurrentThreadId(), SchedOther, 0) & RestoreCurrentThread();
 
+    /// <summary>Thread <paramref name="tid"/> (of this process) back to the ordinary policy at the process's ordinary nice
+    /// value, as <see cref="MakeCurrentThreadOrdinary"/> but from any thread.</summary>
+    public static bool MakeOrdinary(long tid) => SetPolicy(tid, SchedOther, 0) & (ThreadNice(Environment.ProcessId) is int n && SetNice(tid, n));
+
+    /// <summary>
+    /// Keeps the calling thread as it is (raised or real-time) for <paramref name="ms"/> more milliseconds, then makes it
+    /// ordinary (<see cref="MakeOrdinary"/>) from a timer: for work whose first moments others wait for but that may
+    /// then compute for long (a survivor's live guest catching up with its clients). Disposing the result before it
+    /// fires makes the thread ordinary at once.
+    /// </summary>
+    public static IDisposable OrdinaryAfter(int ms) => new OrdinaryLater(CurrentThreadId(), ms);
+
+    sealed class OrdinaryLater : IDisposable
+    {
+        readonly long _tid;
+        readonly Timer _timer;
+        int _done;
+
+        public OrdinaryLater(long tid, int ms)
+        {
+            _tid = tid;
+            _timer = new Timer(_ => Fire(), null, ms, Timeout.Infinite);
+        }
+
+        void Fire()
+        {
+            if (Interlocked.Exchange(ref _done, 1) == 0) MakeOrdinary(_tid);
+        }
+
+        public void Dispose()
+        {
+            _timer.Dispose();
+            Fire();
+        }
+    }
+
+    /// <summary>The scheduling policy of thread <paramref name="tid"/> of this process (<see cref="SchedOther"/>,
+    /// <see cref="SchedRoundRobin"/>, ...), or -1 when it cannot be read.</summary>
+    public static int Policy(long tid) => OperatingSystem.IsLinux() && tid > 0 ? (int)HostSys.Call(Nr.sched_getscheduler, tid) : -1;
+
     /// <summary>The calling thread's nice value (-20..19), or null when it cannot be read.</summary>
     public static int? CurrentThreadNice() => OperatingSystem.IsLinux() ? ThreadNice(HostSys.Call(Nr.gettid)) : null;
 

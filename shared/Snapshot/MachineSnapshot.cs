@@ -76,8 +76,9 @@ public static partial class MachineSnapshot
     /// windowed minimum RTT (three samples for one value) and D-SACK undo episode, the stack's undo and min-RTT window
     /// settings; 9: whether the stack opens a new connection on a SYN for one in TIME-WAIT, and its count of those;
     /// 10: the state digest takes each page by its own XxHash128 (<see cref="StateDigest"/>, log format 4); 11: whether
-    /// the stack takes a synchronisation's frames before its timers run (<see cref="ReVirt.Net.NetConfig.BatchInput"/>).</summary>
-    public const uint Version = 11;
+    /// the stack takes a synchronisation's frames before its timers run (<see cref="ReVirt.Net.NetConfig.BatchInput"/>); 12:
+    /// whether a takeover's repair is followed by a tail-loss probe (<see cref="ReVirt.Net.NetConfig.TakeoverProbe"/>).</summary>
+    public const uint Version = 12;
     /// <summary>Most pages in one run of the memory section (1 MiB): the encoder's and decoder's buffer for a run.</summary>
     public const int RunPages = 256;
     /// <summary>Largest kernel section and file section a decoder takes (each is one array; the memory section, the

@@ -609,6 +609,55 @@ public class StackTakeoverTests(Xunit.Abstractions.ITestOutputHelper output)
         Assert.True(link.Now - at < Soon, $"the reply arrived {(link.Now - at) / 1e6:F1} ms after the takeover");
     }
 
+    /// <summary>
+    /// A reply that never left the old replica is repaired at the takeover, and the path loses the repair (every frame
+    /// the takeover sent: its ACKs and the segment). With <see cref="NetConfig.TakeoverProbe"/> the connection probes
+    /// once at 2·SRTT + 10 ms and the reply arrives well before the 200 ms retransmission time-out; without it (a log
+    /// recorded before `tkprobe`) it waits for that time-out. When the path keeps the repair, its ACK cancels the probe:
+    /// nothing is sent twice. The oracle is the peer stack's own byte stream and the link's clock. Fails when the probe
+    /// is not armed after the repair (the reply then takes the RTO: 201 ms).
+    /// </summary>
+    [Theory]
+    [InlineData(true, true)]
+    [InlineData(true, false)]
+    [InlineData(false, true)]
+    public void A_repair_the_path_loses_is_probed_again_long_before_the_time_out(bool probe, bool lose)
+    {
+        var link = new StackLink(58, b: new NetConfig(StackLink.MacB, StackLink.IpB, 24) { TakeoverProbe = probe });
+        var (c, s, _) = link.Connect();
+        var first = StackLink.Payload(100, 58);
+        Assert.Equal(first.Length, s.Send(first));   // one exchange, so the server has its RTT sample
+        Assert.Equal(first, ReadAll(link, c, first.Length));
+        Assert.True(link.Run(() => s.SndUna == s.SndMax, () => { }));
+        var reply = StackLink.Payload(300, 59);
+        Assert.Equal(reply.Length, s.Send(reply));
+        while (link.B.TryTakeFrame(out _)) { }        // never left the old replica
+        long at = link.Now;
+        link.B.TakeOver(at);
+        if (lose) while (link.B.TryTakeFrame(out _)) { }   // the path loses the repair
+        Assert.Equal(reply, ReadAll(link, c, reply.Length));
+        long took = link.Now - at;
+        output.WriteLine($"probe {probe}, repair lost {lose}: the reply arrived {took / 1e6:F1} ms after the takeover (SRTT {s.Srtt / 1e6:F1} ms)");
+        if (!lose)
+        {
+            Assert.True(took < Soon, $"the reply arrived {took / 1e6:F1} ms after the takeover");
+            _ = link.Run(() => false, () => { }, limitNs: link.Now + 2 * TcpSocket.MinRto);
+            Assert.Equal(0, link.B.Counters.TailLossProbes);   // the repair's ACK cancelled the probe
+            return;
+        }
+        if (probe)
+        {
+            Assert.True(took < Soon, $"the reply arrived {took / 1e6:F1} ms after the takeover");
+            Assert.Equal(1, link.B.Counters.TailLossProbes);
+        }
+        else
+        {
+            Assert.True(took >= TcpSocket.MinRto, $"without the probe the reply arrived {took / 1e6:F1} ms after the takeover");
+            Assert.Equal(0, link.B.Counters.TailLossProbes);
+        }
+        Assert.Equal(0, link.A.Counters.ResetsSent + link.B.Counters.ResetsSent);
+    }
+
     /// <summary>Two replicas with equal state taken over at the same clock send the same frames and end equal: the
     /// takeover is a function of the state and the logged clock, so a replay of the survivor's log reproduces it.</summary>
     [Fact]
@@ -632,5 +681,17 @@ public class StackTakeoverTests(Xunit.Abstractions.ITestOutputHelper output)
         Assert.Equal(1 + 4 + 2, frames.Count); // the announce, an ACK and three duplicates, the two full segments sent before (Nagle held the rest)
         Assert.Equal(frames, twinFrames);
         Assert.Equal(link.B.Digest(), twin.Digest());
+        // and what their timers send after it (the time-out's resend) is equal too
+        foreach (long later in new[] { at + TcpSocket.MinRto / 4, at + 2 * TcpSocket.MinRto })
+        {
+            link.B.Advance(later);
+            twin.Advance(later);
+            frames.Clear(); twinFrames.Clear();
+            while (link.B.TryTakeFrame(out var f)) frames.Add(f);
+            while (twin.TryTakeFrame(out var f)) twinFrames.Add(f);
+            if (later > at + TcpSocket.MinRto) Assert.NotEmpty(frames);
+            Assert.Equal(frames, twinFrames);
+            Assert.Equal(link.B.Digest(), twin.Digest());
+        }
     }
 }
