@@ -317,7 +317,8 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
     /// way and the round ends, its acknowledgement came, or it waited about a round trip).</summary>
     void ShipBeforeCall(int nr)
     {
-        var window = Gate!.Shipping;
+        // a plain recording has no gate: nothing holds output, nothing is shipped early
+        if (Gate?.Shipping is not { } window) return;
         if (window.OutputWaits && (MayWait(nr) || window.DueAtCall(EndsRound(nr), _shipAfterTicks))) Ship();
     }
 
