@@ -467,9 +467,6 @@ public static unsafe partial class BlockCompiler
         uint _zx;
         readonly Plan[][] _allPlans;
         readonly Label[] _starts;
-        /// <summary>The members that start where a call of the region returns to (its next-ip): a return branches to
-        /// the one whose address it pops, inside the region (return prediction, see <see cref="EmitRet"/>).</summary>
-        int[] _returnSites = null!;
         /// <summary>Second entries of region members (<see cref="Variant"/>), made as branches need them and emitted
         /// after the members; at most one per member on average.</summary>
         readonly List<Variant> _variants = new();
@@ -558,7 +555,6 @@ public static unsafe partial class BlockCompiler
             _liveIn = new uint[members.Length];
             _dirtyIn = new uint[members.Length];
             _reloadAfter = new uint[members.Length][];
-            _returnSites = ReturnSites();
             FlowRegisters();
         }
 
@@ -606,8 +602,7 @@ public static unsafe partial class BlockCompiler
             {
                 Form.Jcc => new[] { last.O0.Imm, next },
                 Form.Call or Form.Jmp => last.O0.Class == OpClass.Imm ? new[] { last.O0.Imm } : Array.Empty<ulong>(),
-                Form.Ret => ReturnTargets(),
-                Form.Helper => Array.Empty<ulong>(),
+                Form.Ret or Form.Helper => Array.Empty<ulong>(),
                 _ => new[] { next },
             };
             var members = new List<int>();
@@ -617,30 +612,6 @@ public static unsafe partial class BlockCompiler
                 if (m >= 0) members.Add(m);
             }
             return members.ToArray();
-        }
-
-        /// <summary>The members a call of the region returns to (see <see cref="_returnSites"/>), in member order.</summary>
-        int[] ReturnSites()
-        {
-            var sites = new List<int>();
-            for (int m = 0; m < _members.Length; m++)
-                for (int j = 0; j < _members.Length; j++)
-                {
-                    Block b = _members[j];
-                    if (b.Count > 0 && _allPlans[j][b.Count - 1].Form == Form.Call && b.Insts[b.Count - 1].NextIP == _members[m].Start)
-                    {
-                        sites.Add(m);
-                        break;
-                    }
-                }
-            return sites.ToArray();
-        }
-
-        ulong[] ReturnTargets()
-        {
-            var targets = new ulong[_returnSites.Length];
-            for (int n = 0; n < targets.Length; n++) targets[n] = _members[_returnSites[n]].Start;
-            return targets;
         }
 
         /// <summary>
@@ -924,37 +895,8 @@ public static unsafe partial class BlockCompiler
         /// is target and the method returns.</summary>
         void ExitTo(ulong target)
         {
-            CountBlock();
-            BranchTo(target);
-        }
-
-        /// <summary>Ends the block being emitted with a return (the popped address in _r): it is counted; where the
-        /// address is that of a return site in the region (<see cref="_returnSites"/>: the next-ip of one of its
-        /// calls), that member runs next here as after a direct jump (<see cref="BranchTo"/>); any other address,
-        /// whatever the call that led here, leaves with rip at it. The comparison is with the address the guest's
-        /// stack holds, so a return that does not go back to its call (a rewritten or popped return address, a
-        /// longjmp-like stack switch) goes where the interpreter would.</summary>
-        void EmitRet()
-        {
             var il = _il;
             CountBlock();
-            foreach (int m in _returnSites)
-            {
-                var other = il.DefineLabel();
-                Ldloc(_r); il.Emit(OpCodes.Ldc_I8, (long)_members[m].Start); il.Emit(OpCodes.Bne_Un, other);
-                var rec = _rec;
-                BranchTo(_members[m].Start);
-                il.MarkLabel(other);
-                _rec = rec; // (what that way stored is not stored on this one)
-            }
-            il.Emit(OpCodes.Ldarg_1); Ldloc(_r); il.Emit(OpCodes.Stfld, FRip);
-            Leave();
-        }
-
-        /// <summary>A direct transfer to target after the block is counted (see <see cref="ExitTo"/>).</summary>
-        void BranchTo(ulong target)
-        {
-            var il = _il;
             int m = Array.FindIndex(_members, x => x.Start == target);
             if (m >= 0)
             {
@@ -1205,7 +1147,6 @@ public static unsafe partial class BlockCompiler
                     Ldloc(_a); il.Emit(OpCodes.Ldc_I8, 8L); il.Emit(OpCodes.Add); Stloc(_a);
                     StReg(VirtualCpu.RSP, _a);
                     if (p.O0.Imm != 0) { LdReg(VirtualCpu.RSP); il.Emit(OpCodes.Ldc_I8, (long)p.O0.Imm); il.Emit(OpCodes.Add); Stloc(_a); StReg(VirtualCpu.RSP, _a); }
-                    if (_returnSites.Length > 0) { EmitRet(); return Flow.Exited; }
                     il.Emit(OpCodes.Ldarg_1); Ldloc(_r); il.Emit(OpCodes.Stfld, FRip);
                     return Flow.RipSet;
                 case Form.Jmp:

@@ -32,11 +32,6 @@ public sealed unsafe class Block
     /// <summary>The region compilation this block waits for (a cache that compiles in the background); null when none.
     /// Set and cleared on the guest thread only.</summary>
     public CompileJob? Pending;
-    /// <summary>Other regions that hold a copy of this block's code (a block compiled in one region may be compiled
-    /// again into a region formed later, see <see cref="CodeCache.FormRegion"/>); null when none. A change to this
-    /// block's code drops them with its own region. Only private blocks are copied (never those of the shared
-    /// store), so the list belongs to one code cache.</summary>
-    public List<Block[]>? CopiedInto;
 }
 
 /// <summary>
@@ -55,8 +50,6 @@ public sealed unsafe class CodeCache
     /// <summary>Bounds of a region (see <see cref="FormRegion"/>): the runtime's compile time grows with the method;
     /// 8-24 blocks measured alike on gzip and bzip2 (their inner loops are 2-8 blocks).</summary>
     public const int MaxRegionBlocks = 16, MaxRegionInstructions = 256;
-    /// <summary>Blocks compiled already that a region may copy (see <see cref="FormRegion"/>).</summary>
-    public const int MaxRegionCopies = 4;
     const int FastBits = 14;
     readonly Block?[] _fast = new Block?[1 << FastBits];
     readonly Dictionary<ulong, Block> _blocks = new();
@@ -89,9 +82,6 @@ public sealed unsafe class CodeCache
     // statistics of the tiers (instructions that ran compiled: all retired minus these interpreted ones); CompileTicks
     // are those of the regions compiled (published ones, with a background compiler), MaxCompileTicks the longest
     public long BlocksCompiled, RegionsCompiled, CompileTicks, MaxCompileTicks, InterpretedInstructions, CompileFailures;
-    /// <summary>Of <see cref="BlocksCompiled"/>, those compiled again as copies into a later region (see
-    /// <see cref="FormRegion"/>).</summary>
-    public long BlocksCopied;
     /// <summary>Regions queued to the background compiler, and those whose result was discarded because one of their
     /// blocks was invalidated while they were compiled or waited to be published.</summary>
     public long RegionsQueued, CompilesDiscarded;
@@ -317,31 +307,13 @@ public sealed unsafe class CodeCache
         MaxCompileTicks = Math.Max(MaxCompileTicks, ticks);
         for (int j = 0; j < members.Length; j++)
         {
-            Block m = members[j];
-            if (m.Compiled != null)
-            {
-                // compiled in another region already: that region stays its entry, this one holds a copy that only
-                // its own branches reach, and is dropped with the block's code (OnCodeWritten)
-                RecordCopy(m, members);
-                BlocksCopied++;
-                continue;
-            }
-            m.Compiled = f;
-            m.Members = members;
-            m.RegionIndex = j;
+            members[j].Compiled = f;
+            members[j].Members = members;
+            members[j].RegionIndex = j;
         }
         BlocksCompiled += members.Length;
         RegionsCompiled++;
         return f;
-    }
-
-    /// <summary>Notes that region holds a copy of b's code; regions no longer compiled (their head's region is another
-    /// one or none: dropped) are forgotten on the way, so the list stays as long as the live copies.</summary>
-    static void RecordCopy(Block b, Block[] region)
-    {
-        var copies = b.CopiedInto ??= new List<Block[]>();
-        copies.RemoveAll(r => r[0].Members != r);
-        copies.Add(region);
     }
 
     /// <summary>Any compilation b waits for will not be published (b changed or left this cache).</summary>
@@ -354,13 +326,11 @@ public sealed unsafe class CodeCache
 
     /// <summary>
     /// The region of a hot block: it and the blocks reachable from it by direct jumps, conditional jumps, direct
-    /// calls (the callee and the return site) and fall-through that are decoded already, not waiting for a
-    /// compilation and warm (ran whole at least an eighth of the compile threshold), breadth first, within
-    /// <see cref="MaxRegionBlocks"/> and <see cref="MaxRegionInstructions"/>. A block is entered from the execution
-    /// loop in the first region it was compiled in; a private one may be compiled again as a copy into later
-    /// regions, reached only by their internal branches (<see cref="Block.CopiedInto"/>). Nothing is decoded for
-    /// it: what a region contains depends only on what ran, and decoding ahead could touch pages the guest never
-    /// executed.
+    /// calls and fall-through that are decoded already, not compiled yet and warm (ran whole at least an eighth of
+    /// the compile threshold), breadth first, within <see cref="MaxRegionBlocks"/> and
+    /// <see cref="MaxRegionInstructions"/>. Every block is compiled once, in one region, which is entered at any of
+    /// its blocks. Nothing is decoded for it: what a region contains depends only on what ran, and decoding ahead
+    /// could touch pages the guest never executed.
     /// </summary>
     Block[] FormRegion(Block head)
     {
@@ -372,7 +342,7 @@ public sealed unsafe class CodeCache
         ulong page = head.Start >> GuestMemory.PageShift;
         if (shared && ((head.End - 1) >> GuestMemory.PageShift) != page) return members.ToArray();
         int instructions = head.Count;
-        int warm = CompileThreshold / 8, copies = 0;
+        int warm = CompileThreshold / 8;
         Span<ulong> next = stackalloc ulong[2];
         for (int j = 0; j < members.Count && members.Count < MaxRegionBlocks; j++)
         {
@@ -382,22 +352,12 @@ public sealed unsafe class CodeCache
             for (int t = 0; t < n; t++)
             {
                 if (!_blocks.TryGetValue(next[t], out var s) || !s.Valid || s.Bytes.Length == 0) continue;
-                // a block compiled already in another region is compiled again here as a copy (that region stays its
-                // entry): a loop or a call whose blocks got hot in another order than the loop's own (bzip2's and
-                // gzip's return sites and small functions became regions of one or two blocks before their callers)
-                // then runs without leaving this region. Only private regions copy (a shared block's code is the
-                // machine's, its copies would be one cache's).
-                // The compiled tier compiles each block at its first run, so it would copy every block's decoded
-                // neighbourhood again at each new block: it keeps to one region per block.
-                // At most MaxRegionCopies copies: each is compiled again, and copies filled regions to their limit
-                // (gzip 4 MB: 276 copies, the runtime's JIT time 2.4x, more than the returns they saved).
-                if (s.Hits < warm || s.Pending != null || (s.Compiled != null && (shared || Tier == ExecutionTier.Compiled || copies >= MaxRegionCopies))) continue;
+                if (s.Hits < warm || s.Compiled != null || s.Pending != null) continue;
                 if (_shared != null && _shared.Holds(s) != shared) continue;
                 if (shared && ((s.Start >> GuestMemory.PageShift) != page || ((s.End - 1) >> GuestMemory.PageShift) != page)) continue;
                 if (members.Contains(s) || instructions + s.Count > MaxRegionInstructions || members.Count >= MaxRegionBlocks) continue;
                 members.Add(s);
                 instructions += s.Count;
-                if (s.Compiled != null) copies++;
             }
         }
         return members.ToArray();
@@ -411,10 +371,7 @@ public sealed unsafe class CodeCache
         switch (last.FlowControl)
         {
             case FlowControl.ConditionalBranch: next[0] = last.NearBranch64; next[1] = last.NextIP; return 2;
-            case FlowControl.UnconditionalBranch: next[0] = last.NearBranch64; return 1;
-            // a call's return site too: a return to it inside the region branches there (BlockCompiler's return
-            // prediction, which compares the popped address with it)
-            case FlowControl.Call: next[0] = last.NearBranch64; next[1] = last.NextIP; return 2;
+            case FlowControl.UnconditionalBranch or FlowControl.Call: next[0] = last.NearBranch64; return 1;
             default: return 0;
         }
     }
@@ -436,15 +393,8 @@ public sealed unsafe class CodeCache
             if (_fast[ix] == b) _fast[ix] = null;
             if (b.Start == _running) hitRunning = true;
             CancelPending(b);
-            // the region that runs this block's old code is dropped, at each of its entries, and so is every
-            // region that holds a copy of it
+            // the region that runs this block's old code is dropped, at each of its entries
             if (b.Members is { } region && DropRegion(region)) hitRunning = true;
-            if (b.CopiedInto is { } copies)
-            {
-                foreach (var r in copies)
-                    if (DropRegion(r)) hitRunning = true;
-                b.CopiedInto = null;
-            }
         }
         return hitRunning;
     }
