@@ -72,6 +72,9 @@ public class PeerSecurityTests
         };
     }
 
+    /// <summary>The longest a test's own gRPC call to the backup may take (far beyond any answer on a loaded machine).</summary>
+    static readonly TimeSpan CallBound = TimeSpan.FromSeconds(90);
+
     /// <summary>A stranger's handshake: hello, then a proof made with a secret it guessed. Returns the backup's refusal.</summary>
     static Task<string> StrangerHandshake(string url, Hello hello) => Handshake(url, hello, "a guessed secret, long enough"u8.ToArray());
 
@@ -80,7 +83,9 @@ public class PeerSecurityTests
     {
         using var ch = GrpcChannel.ForAddress(url, new GrpcChannelOptions { MaxSendMessageSize = null, MaxReceiveMessageSize = null });
         var client = new Protocol.Replication.ReplicationClient(ch);
-        using var call = client.Stream();
+        // bounded: a transport that refuses a message by resetting the stream can leave a large write waiting for a
+        // window that never opens; the deadline turns that into an RpcException (a refusal) instead of a hang
+        using var call = client.Stream(deadline: DateTime.UtcNow + CallBound);
         try
         {
             await call.RequestStream.WriteAsync(new PrimaryMessage { Hello = hello });
@@ -206,7 +211,7 @@ public class PeerSecurityTests
         try
         {
             using var ch = GrpcChannel.ForAddress(url);
-            using var call = new Protocol.Replication.ReplicationClient(ch).Stream();
+            using var call = new Protocol.Replication.ReplicationClient(ch).Stream(deadline: DateTime.UtcNow + ReplicationProtocol.HandshakeTimeout + CallBound);
             await call.RequestStream.WriteAsync(new PrimaryMessage { Hello = HelloFor("/bin/true") });
             Assert.True(await call.ResponseStream.MoveNext());
             Assert.Equal(BackupMessage.BodyOneofCase.Challenge, call.ResponseStream.Current.BodyCase);
