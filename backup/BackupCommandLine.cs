@@ -87,8 +87,8 @@ public static class BackupCommandLine
         var keyOpt = new Option<string?>("--key") { Description = "Mutual TLS: the private key of --cert (PEM)." };
         var caOpt = new Option<string?>("--ca") { Description = "Mutual TLS: the CA certificate(s) (PEM) a primary's certificate must chain to (refused with the reason otherwise)." };
         var eventsOpt = new Option<string?>("--events") { Description = "Report what happens as JSON lines (one event per line: listening, following, primary-lost, took-over, stood-down, replay-matched, exit, ...) to FILE or to an inherited descriptor fd:N." };
-        var plantOpt = new Option<string?>("--plant") { Description = $"Drills only: plant a violation the drill's checkers must report: ack-early:MS acknowledges each batch MS ms before holding it; {JoinNeverAcks} (tests), as a standby, answers the live replica that it joins but never acknowledges its snapshot or log; {string.Join(", ", ReVirt.Replication.LivePlants.Names)} act as `primary protect --plant` does, once this replica has taken over and is live.", Hidden = true };
-        plantOpt.Validators.Add(r => { if (r.GetValueOrDefault<string?>() is { } v && AckEarlyMs(v) <= 0 && v != JoinNeverAcks && !ReVirt.Replication.LivePlants.Names.Contains(v)) r.AddError($"--plant {v}: expected ack-early:MS with MS > 0, {JoinNeverAcks}, or one of {string.Join(", ", ReVirt.Replication.LivePlants.Names)}"); });
+        var plantOpt = new Option<string?>("--plant") { Description = $"Drills only: plant a violation the drill's checkers must report: ack-early:MS acknowledges each batch MS ms before holding it; {JoinNeverAcks} (tests), as a standby, answers the live replica that it joins but never acknowledges its snapshot or log; {JoinSlowPrefix}MS (tests), as a standby taking a snapshot, reads it slowly: MS ms before each chunk; {string.Join(", ", ReVirt.Replication.LivePlants.Names)} act as `primary protect --plant` does, once this replica has taken over and is live.", Hidden = true };
+        plantOpt.Validators.Add(r => { if (r.GetValueOrDefault<string?>() is { } v && AckEarlyMs(v) <= 0 && JoinSlowMs(v) <= 0 && v != JoinNeverAcks && !ReVirt.Replication.LivePlants.Names.Contains(v)) r.AddError($"--plant {v}: expected ack-early:MS with MS > 0, {JoinNeverAcks}, {JoinSlowPrefix}MS with MS > 0, or one of {string.Join(", ", ReVirt.Replication.LivePlants.Names)}"); });
         var ackDelayOpt = new Option<int>("--ack-delay-ms") { Description = "Testing: delay every acknowledgement by this many milliseconds.", Hidden = true };
         var tapOpt = new Option<string>("--tap") { Description = "For a guest with a virtual network interface (primary --net virtual): the TAP device this replica brings the interface up on when it takes over (same MAC and IP, announced with a gratuitous ARP).", DefaultValueFactory = _ => VirtualNetOptions.DefaultTap };
         var hearsOpt = new Option<bool>("--hears-primary") { Description = "The --tap device receives a copy of every frame the network delivers to the primary's device (a port mirror such as `tc ... action mirred egress mirror dev TAP` on the primary's port, or a hub). While following, this replica keeps the newest frames it hears (up to 2048); when it takes over it gives its network stack those that tell the stack something new, so a client request only the dead primary received is answered at once instead of after the client's retransmission time-out (200 ms or more). Duplicates of what the log holds are harmless to TCP; a UDP datagram may reach the guest twice." };
@@ -106,9 +106,10 @@ public static class BackupCommandLine
         var metricsOpt = new Option<string?>("--metrics-listen") { Description = ReVirt.Replication.MetricsEndpoint.OptionHelp };
         var standbyRetryOpt = new Option<int>("--standby-retry-ms") { Description = "Pause between two rounds over the standbys while none accepts.", DefaultValueFactory = _ => 500 };
         var joinTimeoutOpt = new Option<int>("--join-timeout-ms") { Description = ReVirt.Replication.ProtectSettings.JoinTimeoutHelp + " (Once this replica has taken over.)", DefaultValueFactory = _ => ReVirt.Replication.ProtectSettings.DefaultJoinTimeoutMs };
+        var joinProgressOpt = new Option<int>("--join-progress-ms") { Description = ReVirt.Replication.ProtectSettings.JoinProgressHelp + " (Once this replica has taken over.)", DefaultValueFactory = _ => ReVirt.Replication.ProtectSettings.DefaultJoinProgressMs };
         var listen = new Command("listen", "Serve the replication endpoint, follow one primary (`primary protect`), replay its log in lockstep and acknowledge each batch as soon as it holds it; when the primary is lost, drain, win the arbiter and go live. Exit status: the guest's; 3 when standing down; 1 on divergence.")
         {
-            listenOpt, lrootOpt, tokenOpt, insecureOpt, sharedOpt, noSnapshotOpt, certOpt, keyOpt, caOpt, arbiterOpt, timeoutOpt, silenceOpt, copyOpt, eventsOpt, plantOpt, ackDelayOpt, tapOpt, netnsOpt, hearsOpt, standbyOpt, standbyRetryOpt, joinTimeoutOpt, dataPortOpt, dataLinkOpt, metricsOpt, gatherOpt,
+            listenOpt, lrootOpt, tokenOpt, insecureOpt, sharedOpt, noSnapshotOpt, certOpt, keyOpt, caOpt, arbiterOpt, timeoutOpt, silenceOpt, copyOpt, eventsOpt, plantOpt, ackDelayOpt, tapOpt, netnsOpt, hearsOpt, standbyOpt, standbyRetryOpt, joinTimeoutOpt, joinProgressOpt, dataPortOpt, dataLinkOpt, metricsOpt, gatherOpt,
         };
         listen.SetAction(parse =>
         {
@@ -123,6 +124,7 @@ public static class BackupCommandLine
                 Standbys = parse.GetValue(standbyOpt) ?? [],
                 StandbyRetryMs = parse.GetValue(standbyRetryOpt),
                 JoinTimeoutMs = parse.GetValue(joinTimeoutOpt),
+                JoinProgressMs = parse.GetValue(joinProgressOpt),
                 Root = parse.GetValue(lrootOpt),
                 Secret = secret,
                 InsecureNoAuth = parse.GetValue(insecureOpt),
@@ -137,6 +139,7 @@ public static class BackupCommandLine
                 Events = events,
                 PlantAckEarlyMs = parse.GetValue(plantOpt) is { } plant ? AckEarlyMs(plant) : 0,
                 PlantJoinNeverAcks = parse.GetValue(plantOpt) == JoinNeverAcks,
+                PlantJoinSlowMs = parse.GetValue(plantOpt) is { } slow ? JoinSlowMs(slow) : 0,
                 LivePlant = ReVirt.Replication.LivePlants.Parse(parse.GetValue(plantOpt)).Primary,
                 LiveSnapshotPlant = ReVirt.Replication.LivePlants.Parse(parse.GetValue(plantOpt)).Snapshot,
                 Tls = tls,
@@ -207,6 +210,9 @@ public static class BackupCommandLine
 
     /// <summary>The standby's plant that never acknowledges a join (<see cref="ReVirt.Backup.ListenSettings.PlantJoinNeverAcks"/>).</summary>
     const string JoinNeverAcks = "join-never-acks";
+    /// <summary>The standby's plant that reads a snapshot slowly (<see cref="ReVirt.Backup.ListenSettings.PlantJoinSlowMs"/>).</summary>
+    const string JoinSlowPrefix = "join-slow:";
+    static int JoinSlowMs(string plant) => plant.StartsWith(JoinSlowPrefix, StringComparison.Ordinal) && int.TryParse(plant.AsSpan(JoinSlowPrefix.Length), out int ms) && ms > 0 ? ms : 0;
 
     static int AckEarlyMs(string plant) =>
         plant.StartsWith("ack-early:", StringComparison.Ordinal) && int.TryParse(plant.AsSpan("ack-early:".Length), out int ms) ? ms : 0;

@@ -48,6 +48,10 @@ public sealed class ListenSettings
     /// watchdog hears this replica) but acknowledge nothing held, so the join never completes: what the live
     /// replica's bound on a join (<see cref="ProtectSettings.JoinTimeoutMs"/>) must end.</summary>
     public bool PlantJoinNeverAcks { get; init; }
+    /// <summary>Tests only (<c>--plant join-slow:MS</c>, hidden): as a standby taking a snapshot, wait this long before
+    /// reading each chunk (a slow host or link that still progresses), so the join outlasts the live replica's progress
+    /// bound (<see cref="ProtectSettings.JoinProgressMs"/>) many times over while never stopping. 0: no plant.</summary>
+    public int PlantJoinSlowMs { get; init; }
     /// <summary>Drills only (<c>--plant gate-early|stale-term|snapshot-omits-page|...</c>, hidden): the violation this
     /// replica carries once it has taken over and records on as the live replica (<see cref="ProtectSettings.Plant"/>,
     /// <see cref="ProtectSettings.PlantSnapshot"/>), so a drill can plant it in a later cycle than the first primary's.</summary>
@@ -70,6 +74,8 @@ public sealed class ListenSettings
     public int StandbyRetryMs { get; init; } = 500;
     /// <summary>Once taken over: the bound of a standby's join (<see cref="ProtectSettings.JoinTimeoutMs"/>).</summary>
     public int JoinTimeoutMs { get; init; } = ProtectSettings.DefaultJoinTimeoutMs;
+    /// <summary>Once taken over: the progress bound of a standby's join (<see cref="ProtectSettings.JoinProgressMs"/>).</summary>
+    public int JoinProgressMs { get; init; } = ProtectSettings.DefaultJoinProgressMs;
     public string? Netns { get; init; }
     /// <summary>The --tap device receives a copy of the frames the network delivers to the primary's (<c>--hears-primary</c>,
     /// <see cref="VirtualNetOptions.HearsPrimary"/>).</summary>
@@ -693,18 +699,22 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
                         return;
                     }
                     // answered every 100 ms (and while the restore makes room), so the live replica's watchdog hears
-                    // from this standby
-                    var alive = new BackupMessage { Ack = new Ack { HeldSequence = 0 } };
-                    bool fed = snap.Feed(c.Data.Memory, () => link.Send(alive));
+                    // from this standby; each answer says how much of the snapshot is restored, the join's progress
+                    // (--join-progress-ms) while no record can be acknowledged
+                    var restoring = snap;
+                    BackupMessage Alive() => new() { Ack = new Ack { HeldSequence = 0, SnapshotBytes = withholdAcks ? 0 : restoring.Received } };
+                    bool fed = snap.Feed(c.Data.Memory, () => link.Send(Alive()));
                     if (fed && !c.Last)
                     {
-                        if (Environment.TickCount64 - link.LastWriteTick >= 100) link.Send(alive);
+                        if (Environment.TickCount64 - link.LastWriteTick >= 100) link.Send(Alive());
+                        // planted (join-slow:MS): a slow standby that still progresses
+                        if (s.PlantJoinSlowMs > 0) Thread.Sleep(s.PlantJoinSlowMs);
                         continue;
                     }
                     double receiveMs = Stopwatch.GetElapsedTime(snap.Started).TotalMilliseconds;
                     if (fed) snap.Complete();
                     long lastAt = Stopwatch.GetTimestamp();
-                    while (!snap.Done.Wait(100)) link.Send(alive);
+                    while (!snap.Done.Wait(100)) link.Send(Alive());
                     if (snap.Error is { } reason)
                     {
                         log.WriteLine($"backup: refused the snapshot after {snap.Received} bytes: {reason}");
@@ -1037,6 +1047,7 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
             Standbys = s.Standbys,
             StandbyRetryMs = s.StandbyRetryMs,
             JoinTimeoutMs = s.JoinTimeoutMs,
+            JoinProgressMs = s.JoinProgressMs,
             Secret = s.Secret,
             Tls = s.Tls,
             // the links this replica opens itself follow the primary's default (TCP) unless it insists on the socket:

@@ -109,7 +109,9 @@ public sealed class NetnsHosts : IGuestNetwork, IDisposable
     /// <paramref name="guestNetwork"/> (the guest's virtual interface). Throws <see cref="NetnsUnavailableException"/>
     /// at once when this machine cannot (not root, no `ip`, no etcd, no TAP device), <see cref="InvalidOperationException"/>
     /// naming the failing command otherwise; whatever was made by then is removed.</summary>
-    public static NetnsHosts Create(int standbys = 0, bool guestNetwork = true)
+    /// <param name="tag">Letters and digits put into every namespace's name after the drill's own prefix (the sweep of
+    /// dead drills' namespaces still reads the pid before the 'x').</param>
+    public static NetnsHosts Create(int standbys = 0, bool guestNetwork = true, string tag = "")
     {
         if (!OperatingSystem.IsLinux() || !Environment.IsPrivilegedProcess)
             throw new NetnsUnavailableException("--hosts netns needs root, or root of a user namespace of its own (`chaos drill` run by another user re-runs itself in one): it makes network namespaces, a bridge and veth pairs");
@@ -124,7 +126,7 @@ public sealed class NetnsHosts : IGuestNetwork, IDisposable
             UserNamespace.PrivateNetnsDirectory();
         }
         SweepStale();
-        var h = new NetnsHosts($"{NamePrefix}{Environment.ProcessId}x{Interlocked.Increment(ref _made)}", standbys, guestNetwork, rootless);
+        var h = new NetnsHosts($"{NamePrefix}{Environment.ProcessId}x{Interlocked.Increment(ref _made)}{tag}", standbys, guestNetwork, rootless);
         try
         {
             h.Build();

@@ -51,10 +51,12 @@ var replicasOpt = new Option<string?>("--replicas") { Description = "Run the rep
 var tickOpt = new Option<int>("--tick-ms") { Description = "--cycles: the guest's sleep between two output lines.", DefaultValueFactory = _ => 20 };
 var plantCycleOpt = new Option<int>("--plant-cycle") { Description = "Drills only, with --cycles and --plant: which replica carries the plant: 0 (default) the first primary; N the replica that takes over in cycle N (it carries it from its takeover on; cycle N's fault must be one whose follower takes over, not kill-backup or partition).", Hidden = true };
 var slotsOpt = new Option<int>("--slots") { Description = $"--cycles: the endpoint slots the replicas rotate through ({CycleDrill.MinSlots} to {CycleDrill.MaxSlots}; with --hosts netns a host each): every listener is given the others as --standby, and each cycle's new standby starts on a slot no running replica uses. Two suffice (the replaced replica has ended before the new standby starts); more spread the standbys over more hosts.", DefaultValueFactory = _ => CycleDrill.DefaultSlots };
+var netnsTagOpt = new Option<string>("--netns-tag") { Description = "--hosts netns: a tag in the names of the network namespaces the drill makes (rvh<pid>x<n><tag><host>), to tell several people's drills on one machine apart; letters and digits, at most 16.", DefaultValueFactory = _ => "" };
+netnsTagOpt.Validators.Add(r => { if (r.GetValueOrDefault<string>() is { } t && (t.Length > 16 || !t.All(char.IsAsciiLetterOrDigit))) r.AddError("--netns-tag: letters and digits, at most 16"); });
 var buildDirOpt = new Option<string?>("--build-dir") { Description = "Where the bundled guest is built (default: guests/out of the repository)." };
 var drill = new Command("drill", "Start a local primary-backup pair (separate processes, replication through a fault-injecting loopback proxy) with a bundled workload, inject one fault per round at a random moment and check the invariants: no acknowledged write lost, no output released before the backup held it, output continuous across a failover (a repeat only byte-identical and only from the last round trip), exactly one live primary, the takeover state digest equal to the primary's, the workload finishing correctly. Prints a table per round and writes a JSON report and a timeline picture. Exit status 0 only when every invariant held in every round; 1 with the first violation and its seed otherwise; 2 on bad usage or when the pair cannot be started.")
 {
-    roundsOpt, cyclesOpt, tickOpt, replicasOpt, seedOpt, faultsOpt, workloadOpt, guestOpt, requestsOpt, connectionsOpt, linesOpt, workOpt, timeoutOpt, hbOpt, cpOpt, reportOpt, limitOpt, quietOpt, baseDelayOpt, plantOpt, plantCycleOpt, primaryArgOpt, backupArgOpt, buildDirOpt, netOpt, hearsOpt, hostsOpt, slotsOpt,
+    roundsOpt, cyclesOpt, tickOpt, replicasOpt, seedOpt, faultsOpt, workloadOpt, guestOpt, requestsOpt, connectionsOpt, linesOpt, workOpt, timeoutOpt, hbOpt, cpOpt, reportOpt, limitOpt, quietOpt, baseDelayOpt, plantOpt, plantCycleOpt, primaryArgOpt, backupArgOpt, buildDirOpt, netOpt, hearsOpt, hostsOpt, slotsOpt, netnsTagOpt,
 };
 drill.SetAction(parse =>
 {
@@ -85,7 +87,7 @@ drill.SetAction(parse =>
     if (onHosts)
     {
         if (parse.GetValue(baseDelayOpt) > 0) { Console.Error.WriteLine("chaos: --link-delay-ms needs the loopback relay (not with --hosts netns)"); return 2; }
-        try { hosts = NetnsHosts.Create(guestNetwork: workload == "kvserver"); }
+        try { hosts = NetnsHosts.Create(guestNetwork: workload == "kvserver", tag: parse.GetValue(netnsTagOpt)!); }
         catch (NetnsUnavailableException e) { Console.Error.WriteLine($"chaos: {e.Message}"); return 2; }
         catch (Exception e) when (e is InvalidOperationException or System.ComponentModel.Win32Exception or TimeoutException)
         { Console.Error.WriteLine($"chaos: --hosts netns: cannot make the drill's hosts: {e.Message}"); return 2; }
@@ -189,7 +191,7 @@ int Cycles(ParseResult parse, int cycles)
     if (onHosts)
     {
         // a host per replica slot (the backup's and one per further standby slot) besides the first primary's
-        try { hosts = NetnsHosts.Create(standbys: slots - 1, guestNetwork: onNet); }
+        try { hosts = NetnsHosts.Create(standbys: slots - 1, guestNetwork: onNet, tag: parse.GetValue(netnsTagOpt)!); }
         catch (NetnsUnavailableException e) { Console.Error.WriteLine($"chaos: {e.Message}"); return 2; }
         catch (Exception e) when (e is InvalidOperationException or System.ComponentModel.Win32Exception or TimeoutException)
         { Console.Error.WriteLine($"chaos: --hosts netns: cannot make the drill's hosts: {e.Message}"); return 2; }

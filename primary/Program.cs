@@ -62,6 +62,7 @@ Command ProtectCommand(GuestCommand guest)
     };
     var standbyRetryOpt = new Option<int>("--standby-retry-ms") { Description = "Pause between two rounds over the standbys while none accepts.", DefaultValueFactory = _ => 500 };
     var joinTimeoutOpt = new Option<int>("--join-timeout-ms") { Description = ReVirt.Replication.ProtectSettings.JoinTimeoutHelp, DefaultValueFactory = _ => ReVirt.Replication.ProtectSettings.DefaultJoinTimeoutMs };
+    var joinProgressOpt = new Option<int>("--join-progress-ms") { Description = ReVirt.Replication.ProtectSettings.JoinProgressHelp, DefaultValueFactory = _ => ReVirt.Replication.ProtectSettings.DefaultJoinProgressMs };
     var metricsOpt = new Option<string?>("--metrics-listen") { Description = ReVirt.Replication.MetricsEndpoint.OptionHelp };
     var storeOpt = new Option<string?>("--log") { Description = "Where this replica keeps its whole log, which a standby that joins later receives from the beginning (default: a temporary file removed at exit)." };
     var replayLagOpt = new Option<int>("--max-replay-lag-ms") { Description = "Slow the guest down while the backup's replay trails the log by more than this many milliseconds (the age of the oldest record it has not replayed), until it is within half of it: a takeover then has little to replay before going live. 0: no bound.", DefaultValueFactory = _ => 20 };
@@ -73,7 +74,7 @@ Command ProtectCommand(GuestCommand guest)
     var protoOpt = new Option<uint>("--protocol-version") { Description = "Testing: announce another protocol version.", Hidden = true, DefaultValueFactory = _ => ReVirt.Replication.ReplicationProtocol.Version };
     var protect = new Command("protect", "Run like `record`, streaming the event log to a backup (`backup listen`) that replays it in lockstep and takes over if this primary dies. Output leaves the VM only once the backup holds the log up to the point where it was produced.")
     {
-        backupOpt, noExitWatchOpt, standbyOpt, standbyRetryOpt, joinTimeoutOpt, storeOpt, tokenOpt, certOpt, keyOpt, caOpt, arbiterOpt, hbOpt, timeoutOpt, lagRecOpt, lagBytesOpt, replayLagOpt, shipAfterOpt, backupDataOpt, dataLinkOpt, eventsOpt, metricsOpt, plantOpt, protoOpt, guest.Interval, guest.Root, guest.Cwd, guest.Net, guest.Ip, guest.Mac, guest.Tap, guest.Netns, guest.NoRack, guest.Stats, guest.Tier, guest.BackgroundCompile, guest.Program,
+        backupOpt, noExitWatchOpt, standbyOpt, standbyRetryOpt, joinTimeoutOpt, joinProgressOpt, storeOpt, tokenOpt, certOpt, keyOpt, caOpt, arbiterOpt, hbOpt, timeoutOpt, lagRecOpt, lagBytesOpt, replayLagOpt, shipAfterOpt, backupDataOpt, dataLinkOpt, eventsOpt, metricsOpt, plantOpt, protoOpt, guest.Interval, guest.Root, guest.Cwd, guest.Net, guest.Ip, guest.Mac, guest.Tap, guest.Netns, guest.NoRack, guest.Stats, guest.Tier, guest.BackgroundCompile, guest.Program,
     };
     protect.SetAction(parse =>
     {
@@ -85,6 +86,7 @@ Command ProtectCommand(GuestCommand guest)
             Standbys = parse.GetValue(standbyOpt) ?? [],
             StandbyRetryMs = parse.GetValue(standbyRetryOpt),
             JoinTimeoutMs = parse.GetValue(joinTimeoutOpt),
+            JoinProgressMs = parse.GetValue(joinProgressOpt),
             LogPath = parse.GetValue(storeOpt),
             Stop = code => Environment.Exit(code),
             Tls = tls,

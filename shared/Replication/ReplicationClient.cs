@@ -72,16 +72,29 @@ public sealed class ProtectSettings
     /// <summary>How long to wait between two rounds over the standbys while none accepts.</summary>
     public int StandbyRetryMs { get; init; } = 500;
     /// <summary>
-    /// The bound of a join (<c>--join-timeout-ms</c>): a standby that does not hold the log up to its join point this
-    /// long after its join began (it answers, but never acknowledges its snapshot or backlog, or never the join point)
-    /// is dropped: the live replica reports <see cref="ReplicaEvent.JoinTimedOut"/>, goes on unprotected (its output
-    /// released under the arbiter, as for any lost standby) and asks the next standby. 0: no bound. The default
-    /// allows a 512 MiB snapshot (about 15 s) or a long log catch-up several times over.
+    /// A fixed bound on a whole join (<c>--join-timeout-ms</c>): a standby that does not hold the log up to its join
+    /// point this long after its join began is dropped, however well its transfer progresses: the live replica reports
+    /// <see cref="ReplicaEvent.JoinTimedOut"/>, goes on unprotected (its output released under the arbiter, as for any
+    /// lost standby) and asks the next standby. 0 (the default since the progress bound): no fixed bound, a join is
+    /// bounded by its progress only (<see cref="JoinProgressMs"/>), so a large snapshot or a long log on a slow link
+    /// is never cut off while it moves.
     /// </summary>
     public int JoinTimeoutMs { get; init; } = DefaultJoinTimeoutMs;
-    public const int DefaultJoinTimeoutMs = 120_000;
+    public const int DefaultJoinTimeoutMs = 0;
     /// <summary>The help of <c>--join-timeout-ms</c> (primary protect, backup listen).</summary>
-    public const string JoinTimeoutHelp = "A standby that joins must hold the log up to its join point (its snapshot or backlog acknowledged, then the records up to the join point) within this many milliseconds of its join's start; one that answers but does not (e.g. never acknowledges its snapshot) is dropped: `join-timed-out` is reported, the guest runs on unprotected with its output flowing, and the next standby is asked. 0: no bound.";
+    public const string JoinTimeoutHelp = "A fixed bound on a whole join: a standby that joins must hold the log up to its join point (its snapshot or backlog acknowledged, then the records up to the join point) within this many milliseconds of its join's start, however well its transfer progresses; one that does not is dropped: `join-timed-out` is reported, the guest runs on unprotected with its output flowing, and the next standby is asked. 0 (default): no fixed bound; --join-progress-ms bounds a join that stops progressing.";
+    /// <summary>
+    /// The progress bound of a join (<c>--join-progress-ms</c>): a joining standby is dropped when its join has made no
+    /// progress for this long: no chunk of its snapshot accepted by the link, no growth in the snapshot bytes it reports
+    /// restored (<c>Ack.snapshot_bytes</c>), and no advance in the records it acknowledges (its snapshot's, the log
+    /// backlog's, the records up to the join point). The live replica reports <see cref="ReplicaEvent.JoinStalled"/>,
+    /// goes on unprotected and asks the next standby, as for <see cref="JoinTimeoutMs"/>. A standby that keeps
+    /// receiving and acknowledging is never dropped, however long its join takes. 0: no progress bound.
+    /// </summary>
+    public int JoinProgressMs { get; init; } = DefaultJoinProgressMs;
+    public const int DefaultJoinProgressMs = 10_000;
+    /// <summary>The help of <c>--join-progress-ms</c> (primary protect, backup listen).</summary>
+    public const string JoinProgressHelp = "A joining standby whose join makes no progress for this many milliseconds is dropped: no chunk of its snapshot taken by the link, no more snapshot bytes reported restored, no further record acknowledged (its snapshot's or backlog's, then those up to its join point). `join-stalled` is reported, the guest runs on unprotected with its output flowing, and the next standby is asked. A standby that keeps receiving and acknowledging is never dropped, however long its join takes. 0: no progress bound.";
     /// <summary>Where this replica keeps its whole log for standbys that join later (null: a temporary file).</summary>
     public string? LogPath { get; init; }
     /// <summary>
@@ -235,8 +248,22 @@ public sealed class ReplicationClient : ILogSink
         public int Lost;
         public long JoinedAt;
         /// <summary>A joining standby acknowledged the log up to its join point (<see cref="ReplicaEvent.StandbyHolds"/>):
-        /// its join is complete and no longer bounded by <see cref="ProtectSettings.JoinTimeoutMs"/>.</summary>
+        /// its join is complete and no longer bounded by <see cref="ProtectSettings.JoinTimeoutMs"/> or
+        /// <see cref="ProtectSettings.JoinProgressMs"/>.</summary>
         public volatile bool HoldsJoinPoint;
+        /// <summary>A joining standby: when its join last progressed (<see cref="JoinProgressed"/>; Stopwatch ticks),
+        /// and the snapshot bytes it last reported restored.</summary>
+        public long ProgressAt;
+        public ulong SnapshotBytesRestored;
+        /// <summary>What progressed last (for the <see cref="ReplicaEvent.JoinStalled"/> report).</summary>
+        public volatile string ProgressWhat = "the join's start";
+        /// <summary>The join moved: a snapshot chunk went to the link, the standby reported more snapshot bytes
+        /// restored, or it acknowledged further records. Resets <see cref="ProtectSettings.JoinProgressMs"/>.</summary>
+        public void JoinProgressed(string what)
+        {
+            Interlocked.Exchange(ref ProgressAt, Stopwatch.GetTimestamp());
+            ProgressWhat = what;
+        }
         /// <summary>How often the sender heartbeats an idle link: --heartbeat-ms, or shorter when the backup's silence
         /// bound (Welcome.primary_silence_ms) asks for it.</summary>
         public int HeartbeatMs = 100;
@@ -534,6 +561,7 @@ public sealed class ReplicationClient : ILogSink
             session.CatchUpFrom = session.Snapshot != null ? session.SnapshotOffset : catchUp ? _store.HeaderLength : _store.Length;
             session.CatchUpTo = _store.Length;
             session.JoinedAt = Stopwatch.GetTimestamp();
+            session.ProgressAt = session.JoinedAt;
             if (catchUp)
             {
                 // a joining standby: output stays unheld (the gate stays open, under the arbiter) until it acknowledges
@@ -1164,6 +1192,8 @@ public sealed class ReplicationClient : ILogSink
             session.Link.Send(new PrimaryMessage { SnapshotChunk = chunk });
             offset += data.Length;
             sent++;
+            // the link took it: the standby is reading (a standby that stops reading fills the socket and stops this)
+            session.JoinProgressed($"snapshot byte {offset} sent");
             Interlocked.Add(ref _bytesSent, data.Length);
             return !truncate;
         }
@@ -1194,6 +1224,7 @@ public sealed class ReplicationClient : ILogSink
                 if (m.BodyCase == BackupMessage.BodyOneofCase.Refused) { session.Refused = true; BackupLost(session, $"the backup stopped following: {m.Refused.Reason}"); return; }
                 if (m.BodyCase != BackupMessage.BodyOneofCase.Ack) continue;
                 ulong held = m.Ack.HeldSequence, replayed = m.Ack.ReplayedSequence;
+                if (m.Ack.SnapshotBytes > session.SnapshotBytesRestored) SnapshotRestoredUpTo(session, m.Ack.SnapshotBytes);
                 // the acks already read (one read of the link brought them): only the newest matters
                 while (session.Link.HasBuffered)
                 {
@@ -1206,6 +1237,7 @@ public sealed class ReplicationClient : ILogSink
                         return;
                     }
                     if (m.BodyCase != BackupMessage.BodyOneofCase.Ack) continue;
+                    if (m.Ack.SnapshotBytes > session.SnapshotBytesRestored) SnapshotRestoredUpTo(session, m.Ack.SnapshotBytes);
                     held = Math.Max(held, m.Ack.HeldSequence);
                     replayed = Math.Max(replayed, m.Ack.ReplayedSequence);
                 }
@@ -1221,6 +1253,14 @@ public sealed class ReplicationClient : ILogSink
         {
             if (!ct.IsCancellationRequested) BackupLost(session, session.SendError ?? $"the stream from the backup broke: {e.Message}");
         }
+    }
+
+    /// <summary>A joining standby reported more of its snapshot restored (ack thread): progress of its join, nothing
+    /// more (no output is released for it).</summary>
+    static void SnapshotRestoredUpTo(Session session, ulong bytes)
+    {
+        session.SnapshotBytesRestored = bytes;
+        if (session.JoinSequence != 0 && !session.HoldsJoinPoint) session.JoinProgressed($"snapshot byte {bytes} restored by the standby");
     }
 
     /// <summary>
@@ -1249,6 +1289,7 @@ public sealed class ReplicationClient : ILogSink
         if (session.Unheld && seq >= session.SwitchAt) EndUnheld(session);
         long s = (long)seq;
         long before = Interlocked.Read(ref _acked);
+        if (s > before && session.JoinSequence != 0 && !session.HoldsJoinPoint) session.JoinProgressed($"record #{seq} acknowledged");
         long cur;
         while ((cur = Interlocked.Read(ref _acked)) < s && Interlocked.CompareExchange(ref _acked, s, cur) != cur) { }
         if (before < _base && s >= _base && _base > 0)
@@ -1296,6 +1337,33 @@ public sealed class ReplicationClient : ILogSink
         var silent = Stopwatch.GetElapsedTime(Interlocked.Read(ref _lastHeard));
         if (silent.TotalMilliseconds > _s.TimeoutMs) BackupLost(session, $"no acknowledgement or heartbeat from the backup for {silent.TotalMilliseconds:F0} ms");
         else if (JoinOverdue(session) is { } joining) JoinTimedOut(session, joining);
+        else if (JoinIdle(session) is { } idle) JoinStalled(session, idle);
+    }
+
+    /// <summary>How long a joining standby's join has made no progress, when that is beyond
+    /// <see cref="ProtectSettings.JoinProgressMs"/>; null otherwise (not a join, complete, moving, or no bound).</summary>
+    TimeSpan? JoinIdle(Session session)
+    {
+        if (session.JoinSequence == 0 || session.HoldsJoinPoint || _s.JoinProgressMs <= 0) return null;
+        var idle = Stopwatch.GetElapsedTime(Interlocked.Read(ref session.ProgressAt));
+        return idle.TotalMilliseconds > _s.JoinProgressMs ? idle : null;
+    }
+
+    /// <summary>
+    /// A join that stopped progressing (watchdog): the standby answered — it was not silent, or the silence bound
+    /// would have ended it — but nothing of its join moved for the progress bound. Dropped as
+    /// <see cref="JoinTimedOut"/> drops one: the guest runs on with its output released and the next standby is asked.
+    /// </summary>
+    void JoinStalled(Session session, TimeSpan idle)
+    {
+        if (session.Lost != 0) return;
+        double joiningMs = Stopwatch.GetElapsedTime(session.JoinedAt).TotalMilliseconds;
+        string reason = $"the standby's join made no progress for {idle.TotalMilliseconds:F0} ms (--join-progress-ms {_s.JoinProgressMs}; joining for {joiningMs:F0} ms, last progress: {session.ProgressWhat}; acknowledged up to record #{Acked}{(session.Unheld ? $", not yet its {(session.SnapshotSequence > 0 ? "snapshot" : "backlog")} at record #{session.SwitchAt}" : $", join point #{session.JoinPoint}")})";
+        _log.WriteLine($"{_s.Role}: standby {session.BackupId} at {session.Url}: {reason}; dropping it");
+        _s.Events.Emit(ReplicaEvent.JoinStalled, ("backup", session.BackupId), ("url", session.Url), ("idleMs", idle.TotalMilliseconds),
+            ("joiningMs", joiningMs), ("joinProgressMs", _s.JoinProgressMs), ("lastProgress", session.ProgressWhat),
+            ("snapshotBytesRestored", session.SnapshotBytesRestored), ("acked", Acked), ("joinPoint", session.JoinPoint > 0 ? session.JoinPoint : null));
+        BackupLost(session, reason);
     }
 
     /// <summary>How long a joining standby has been joining, when that is beyond <see cref="ProtectSettings.JoinTimeoutMs"/>

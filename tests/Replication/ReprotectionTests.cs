@@ -121,7 +121,50 @@ public class ReprotectionTests(ITestOutputHelper output)
     /// primary waits for the mute standby for ever and never asks the second.
     /// </summary>
     [Fact]
-    public void AStandbyThatNeverAcknowledgesItsJoinIsDroppedAtTheJoinBoundAndTheNextStandbyJoins()
+    public void AStandbyThatNeverAcknowledgesItsJoinIsDroppedAtTheJoinBoundAndTheNextStandbyJoins() =>
+        AMuteStandbyIsDroppedAndTheNextJoins(["--join-timeout-ms", "3000"], p =>
+        {
+            int joining = Lines(p.Stdout);
+            var timedOut = p.WaitForEvent(ReplicaEvent.JoinTimedOut, Long);
+            int dropped = Lines(p.Stdout);
+            output.WriteLine($"join-timed-out: {timedOut.Str("url")} after {timedOut.Long("joiningMs")} ms; lines {joining} -> {dropped} meanwhile");
+            Assert.True(timedOut.Long("joiningMs") >= 3000, "dropped before the bound");
+            Assert.True(dropped > joining, "the guest's output did not flow while the standby joined");
+            return timedOut;
+        });
+
+    /// <summary>
+    /// A join that stops progressing is dropped after the progress bound (<c>--join-progress-ms</c>), with no fixed
+    /// bound on the join's length. The backup is killed; the first standby asked takes its snapshot (the link takes
+    /// every chunk) but then reports nothing received and acknowledges nothing (<c>--plant join-never-acks</c>,
+    /// deterministic) while still answering every message, so its watchdog silence never trips. The primary reports
+    /// <c>join-stalled</c> for it (idle at least the bound, never told a join point), drops it without a term spent,
+    /// its output going on, and the next standby joins and holds its join point. Counting any answer as progress (the
+    /// standby's liveness acks) would keep the mute standby for ever.
+    /// </summary>
+    [Fact]
+    public void AStandbyWhoseJoinStopsProgressingIsDroppedAfterTheProgressBoundAndTheNextStandbyJoins() =>
+        AMuteStandbyIsDroppedAndTheNextJoins(["--join-progress-ms", "2000"], p =>
+        {
+            // bounded: the bound plus a loaded machine's margin
+            var stalled = p.WaitForEvent(ReplicaEvent.JoinStalled, TimeSpan.FromSeconds(60));
+            output.WriteLine($"join-stalled: {stalled.Str("url")} idle {stalled.Num("idleMs")} ms of {stalled.Num("joiningMs")} ms joining; last progress: {stalled.Str("lastProgress")}");
+            Assert.True(stalled.Num("idleMs") >= 2000, "dropped before the bound");
+            Assert.Equal(0, stalled.Long("snapshotBytesRestored"));
+            Assert.Null(p.Event(ReplicaEvent.JoinTimedOut)); // no fixed bound by default
+            return stalled;
+        });
+
+    /// <summary>
+    /// The shared course of the two bounds' tests: the backup is killed; the first standby the primary asks answers
+    /// every message of its join but acknowledges nothing it holds (<c>--plant join-never-acks</c>, a fake that never
+    /// acks: deterministic), so it never holds its join point; <paramref name="dropped"/> waits for the bound's event
+    /// (given <paramref name="bound"/>, the primary's options) and checks it. Then: that standby was never told a join
+    /// point, was dropped without asking the arbiter (it cannot go live: the term stays 1), the guest's output goes
+    /// on, and the next standby joins and holds its join point; the dropped standby never goes live. Without a bound
+    /// the primary waits for the mute standby for ever and never asks the second.
+    /// </summary>
+    void AMuteStandbyIsDroppedAndTheNextJoins(string[] bound, Func<ReplicaProc, ReVirt.Harness.ReplicaEventRecord> dropped)
     {
         string arbiter = TempFile(".lock");
         try
@@ -133,27 +176,22 @@ public class ReprotectionTests(ITestOutputHelper output)
             var (s, standbyUrl) = Replicas.StartBackup("--arbiter", arbiter, "--timeout-ms", "2000");
             using var _s = s;
             var (stop, run) = TickerRun();
-            const int bound = 3000;
             using var p = Replicas.Primary(["--backup", url, "--standby", muteUrl, "--standby", standbyUrl, "--standby-retry-ms", "200",
-                "--join-timeout-ms", bound.ToString(), "--arbiter", arbiter, "--timeout-ms", "2000", "--", .. run]);
+                .. bound, "--arbiter", arbiter, "--timeout-ms", "2000", "--", .. run]);
             p.WaitForEvent(ReplicaEvent.Protected, Long);
             Assert.True(p.WaitFor(() => Lines(p.Stdout) >= 20, Long), "the guest prints");
             b.KillHard();
             Assert.Equal(muteUrl, p.WaitForEvent(ReplicaEvent.Reprotected, Long).Str("url"));
-            int joining = Lines(p.Stdout);
-            var timedOut = p.WaitForEvent(ReplicaEvent.JoinTimedOut, Long);
-            int dropped = Lines(p.Stdout);
-            output.WriteLine($"join-timed-out: {timedOut.Str("url")} after {timedOut.Long("joiningMs")} ms; lines {joining} -> {dropped} meanwhile");
-            Assert.Equal(muteUrl, timedOut.Str("url"));
-            Assert.True(timedOut.Long("joiningMs") >= bound, "dropped before the bound");
-            Assert.Null(timedOut.Long("joinPoint")); // it never acknowledged its snapshot: never told a join point
-            Assert.True(dropped > joining, "the guest's output did not flow while the standby joined");
+            var drop = dropped(p);
+            int linesAtDrop = Lines(p.Stdout);
+            Assert.Equal(muteUrl, drop.Str("url"));
+            Assert.Null(drop.Long("joinPoint")); // it never acknowledged its snapshot: never told a join point
             // dropped without a term spent, the guest's output going on
             Assert.True(p.WaitFor(() => p.Events.Count(e => e.Name == ReplicaEvent.Unprotected) >= 2, Long), "no unprotected event after the drop");
             var after = p.Events.Where(e => e.Name == ReplicaEvent.Unprotected).Last();
             Assert.Equal(1, after.Long("term"));
             Assert.False(after.Bool("arbiterAsked"));
-            Assert.True(p.WaitFor(() => Lines(p.Stdout) >= dropped + 20, Long), "the guest's output stopped after the drop");
+            Assert.True(p.WaitFor(() => Lines(p.Stdout) >= linesAtDrop + 20, Long), "the guest's output stopped after the drop");
             // the next standby joins and holds its join point
             ProtectedAgainByAndEnded(p, s, standbyUrl, stop);
             output.WriteLine($"mute standby:\n{mute.Stderr}");

@@ -387,11 +387,16 @@ public class SnapshotJoinTests(ITestOutputHelper output)
     /// <paramref name="sleepMs"/> ms) that loses its backup once it printed 20 lines and re-protects itself with the
     /// standby; <paramref name="body"/> gets the primary, the standby, the arbiter's path and the guest's stop file.</summary>
     static void WithAPrimaryJoinedByAStandby(int mib, int sleepMs, string[] extra, Action<ReplicaProc, ReplicaProc, string, string> body)
+        => WithAPrimaryJoinedByAStandby(mib, sleepMs, extra, [], body);
+
+    /// <inheritdoc cref="WithAPrimaryJoinedByAStandby(int, int, string[], Action{ReplicaProc, ReplicaProc, string, string})"/>
+    /// <param name="standbyArgs">More options of the standby's `backup listen`.</param>
+    static void WithAPrimaryJoinedByAStandby(int mib, int sleepMs, string[] extra, string[] standbyArgs, Action<ReplicaProc, ReplicaProc, string, string> body)
     {
         string arbiter = TempFile(".lock"), stop = TempFile(".stop");
         try
         {
-            var (b, url, s, standbyUrl) = BackupAndStandby(arbiter);
+            var (b, url, s, standbyUrl) = BackupAndStandby(arbiter, standbyArgs);
             using var _b = b;
             using var _s = s;
             using var p = PrimaryThatLosesItsBackup(b, url, standbyUrl, arbiter, [GuestEnv.Guest("memtouch", "musl"), stop, mib.ToString(), sleepMs.ToString()], p => Lines(p.Stdout) >= 20, extra);
@@ -428,6 +433,34 @@ public class SnapshotJoinTests(ITestOutputHelper output)
         Assert.Equal(0, s.WaitForExit(Long));
         Assert.NotNull(s.WaitForEvent(ReplicaEvent.ReplayMatched, Long));
     });
+
+    /// <summary>
+    /// A join bounded by its progress, not by its length (<c>--join-progress-ms</c>): a standby on a slow host reads its
+    /// 16 MiB snapshot one chunk per 50 ms (<c>--plant join-slow:50</c>, deterministic), so its join lasts well over
+    /// twice the progress bound of 3 s, yet it never stops moving (each chunk the link takes, each restored count the
+    /// standby reports, then its acknowledgements). It is not dropped: no <c>join-stalled</c>, no second join; it holds
+    /// its join point and its lockstep replay verifies the guest to the end. A fixed bound of that length (the bound
+    /// before 2026-12-02, <c>--join-timeout-ms</c>) dropped it mid-transfer, as does a bound that counts only records
+    /// acknowledged (none can be until the snapshot is whole).
+    /// </summary>
+    [Fact]
+    public void AStandbyWhoseJoinKeepsProgressingIsNotDroppedHoweverLongTheJoinTakes() =>
+        WithAPrimaryJoinedByAStandby(16, 10, ["--join-progress-ms", JoinProgressMs.ToString()], ["--plant", "join-slow:50"], (p, s, _, stop) =>
+    {
+        var holds = p.WaitForEvent(ReplicaEvent.StandbyHolds, Long);
+        var sent = p.WaitForEvent(ReplicaEvent.SnapshotSent, Long);
+        double transferMs = holds.Num("transferMs")!.Value;
+        output.WriteLine($"join of {transferMs:F0} ms ({sent.Long("chunks")} chunks, {sent.Long("bytes")} bytes), progress bound {JoinProgressMs} ms");
+        Assert.Null(p.Event(ReplicaEvent.JoinStalled));
+        Assert.Single(p.Events, e => e.Name == ReplicaEvent.Reprotected);
+        Assert.True(transferMs > 2 * JoinProgressMs, $"the join took {transferMs:F0} ms: not long enough to show a bound on progress rather than on time");
+        File.WriteAllBytes(stop, []);
+        Assert.Equal(0, p.WaitForExit(Long));
+        Assert.Equal(0, s.WaitForExit(Long));
+        Assert.NotNull(s.WaitForEvent(ReplicaEvent.ReplayMatched, Long));
+        Assert.Null(p.Event(ReplicaEvent.JoinStalled));
+    });
+    const int JoinProgressMs = 3000;
 
     /// <summary>
     /// The live replica dies mid-join, as its 64 MiB snapshot is taken: the standby never goes live (it asks no
