@@ -198,6 +198,12 @@ public static class LogDump
                 sb.Append(CultureInfo.InvariantCulture, $"@icount={v.InstrCount} syscall {SyscallName(v.Nr)}({v.Nr}) = {v.Result} [by reference: {v.Path} at offset {v.Offset}, {ContentHash.Name(v.HashKind)} {Hex(v.Hash, 8)}] tid={v.Tid}");
                 break;
             }
+            case RecordKind.FileContentRun:
+            {
+                var v = r.Decode<FileContentRun>();
+                sb.Append(CultureInfo.InvariantCulture, $"@icount={v.FirstInstrCount}..{v.LastInstrCount} syscall {SyscallName(v.Nr)}({v.Nr}) x{v.Reads} = {v.Bytes} bytes [by reference: {v.Path} at offset {v.Offset}, xxh128 {Hex(v.Hash, 8)}] tid={v.Tid}");
+                break;
+            }
             case RecordKind.NetInput:
             {
                 var v = r.Decode<NetInput>();

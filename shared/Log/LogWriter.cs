@@ -93,6 +93,7 @@ public sealed class LogWriter : IDisposable, IAsyncDisposable
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         if (_finished) throw new InvalidOperationException("the log already ends with its End record");
+        EndContentRun();
         ulong seq = Append(new End { RecordCount = LastSequence, Digest = _digest.Current() });
         _finished = true;
         _sink.Flush();
@@ -104,6 +105,7 @@ public sealed class LogWriter : IDisposable, IAsyncDisposable
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         if (_finished) throw new InvalidOperationException("the log already ends with its End record: nothing may follow it");
+        if (_run?.Open == true) EndContentRun();
         int frameLength = RecordFrame.FrameLength(record.EncodedLength);
         ulong seq = LastSequence + 1;
         if (frameLength <= LargeFrame)
@@ -140,17 +142,57 @@ public sealed class LogWriter : IDisposable, IAsyncDisposable
     public ulong Append(in Output record) => Append<Output>(in record);
     public ulong Append(in Exit record) => Append<Exit>(in record);
     public ulong Append(in FileContent record) => Append<FileContent>(in record);
+    public ulong Append(in FileContentRun record) => Append<FileContentRun>(in record);
     public ulong Append(in Opaque record) => Append<Opaque>(in record);
+
+    /// <summary>Whether this log's format version has <see cref="FileContentRun"/> records (v7 on): only then does
+    /// <see cref="AppendContentRead"/> take reads.</summary>
+    public bool HoldsContentRuns => Header.Version >= LogFormat.ContentRunsSince;
+
+    PendingContentRun? _run;
+
+    /// <summary>
+    /// Takes a read(2)/pread64 by reference whose <paramref name="result"/> bytes (of <paramref name="requested"/>) went
+    /// to guest memory at <paramref name="addr"/> from <paramref name="path"/> at <paramref name="offset"/>: it joins
+    /// the held run when it continues it (<see cref="FileContentRun"/>), otherwise the held run is written and this read
+    /// starts the next. The caller appends the read's bytes to the hash returned, at once, before any other call of
+    /// this writer. The run's record is written before the next record, flush or End, or by <see cref="EndContentRun"/>
+    /// (<see cref="LastSequence"/> does not count it until then). Only for a log that <see cref="HoldsContentRuns"/>.
+    /// </summary>
+    public Xxh128 AppendContentRead(ulong instrCount, int tid, int nr, string path, long offset, int requested, long result, ulong addr)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (!HoldsContentRuns) throw new InvalidOperationException($"a log of format version {Header.Version} has no FileContentRun records");
+        if (_finished) throw new InvalidOperationException("the log already ends with its End record: nothing may follow it");
+        if (result <= 0 || result > requested) throw new ArgumentOutOfRangeException(nameof(result), $"a read by reference of {result} bytes of {requested}");
+        var run = _run ??= new PendingContentRun();
+        if (!run.Continues(tid, nr, path, offset, result))
+        {
+            if (run.Open) EndContentRun();
+            run.Start(instrCount, tid, nr, path, offset, addr);
+        }
+        run.Add(instrCount, requested, result);
+        return run.Hash;
+    }
+
+    /// <summary>Writes the held run of reads (<see cref="AppendContentRead"/>), if any; its sequence number, or 0.</summary>
+    public ulong EndContentRun()
+    {
+        if (_run is not { Open: true } run) return 0;
+        return run.TakeRecord(out var many, out var one) ? Append(in many) : Append(in one);
+    }
 
     public void Flush()
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
+        EndContentRun();
         _sink.Flush();
     }
 
     public ValueTask FlushAsync(CancellationToken cancellationToken = default)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
+        EndContentRun();
         return _sink.FlushAsync(cancellationToken);
     }
 
@@ -158,6 +200,7 @@ public sealed class LogWriter : IDisposable, IAsyncDisposable
     public void Dispose()
     {
         if (_disposed) return;
+        if (!_finished) EndContentRun();
         _disposed = true;
         _digest.Dispose();
         try { _sink.Flush(); }
@@ -167,6 +210,7 @@ public sealed class LogWriter : IDisposable, IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         if (_disposed) return;
+        if (!_finished) EndContentRun();
         _disposed = true;
         _digest.Dispose();
         try { await _sink.FlushAsync().ConfigureAwait(false); }

@@ -223,6 +223,7 @@ public readonly struct LogRecord
         RecordKind.Output => Decode<Output>(),
         RecordKind.Exit => Decode<Exit>(),
         RecordKind.FileContent => Decode<FileContent>(),
+        RecordKind.FileContentRun => Decode<FileContentRun>(),
         RecordKind.NetInput => Decode<NetInput>(),
         RecordKind.Wake => Decode<Wake>(),
         RecordKind.NetTakeover => Decode<NetTakeover>(),

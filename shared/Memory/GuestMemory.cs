@@ -624,6 +624,19 @@ public sealed unsafe partial class GuestMemory : IDisposable
         }
     }
 
+    /// <summary>Appends the guest bytes [a, a + len) to <paramref name="hash"/> where they are, page by page, without
+    /// allocation: a run of by-reference reads (<see cref="Log.FileContentRun"/>) is hashed read by read, by its
+    /// recording and its replay. Throws <see cref="GuestFaultException"/> when a byte is not readable.</summary>
+    public void AppendContent(ulong a, int len, Log.Xxh128 hash)
+    {
+        for (ulong cur = a, end = a + (ulong)Math.Max(len, 0); cur < end;)
+        {
+            int n = (int)Math.Min(end - cur, PageSize - (cur & PageMask));
+            hash.Append(new ReadOnlySpan<byte>(Translate(cur, false).Data + (cur & PageMask), n));
+            cur += (ulong)n;
+        }
+    }
+
     /// <summary>The longest range <see cref="ContentHash"/> copies to hash in one call when its pages lie apart.</summary>
     public const int ContentScratchBytes = 16 << 10;
 

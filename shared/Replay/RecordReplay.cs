@@ -294,6 +294,7 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
     /// <summary>Everything logged reaches the sink (the backup) now (guest thread).</summary>
     void Ship()
     {
+        _w.EndContentRun();
         Gate?.Shipping.Shipped(_w.LastSequence);
         _w.Flush();
     }
@@ -534,6 +535,13 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
         if (r.InGuest is ulong inGuest && r.Value > 0)
         {
             if (!r.ByReference) return Logged(tid, nr, r, [new GuestWrite(inGuest, _k!.Mem.ReadBytes(inGuest, (int)r.Value))]);
+            if (file.IntoGuest && _w.HoldsContentRuns)
+            {
+                // a read(2)/pread64 joins the run of reads the writer holds (one record for the run: FileContentRun)
+                var run = _w.AppendContentRead(Icount, tid, nr, file.GuestPath, file.Offset, file.Length, r.Value, inGuest);
+                _k!.Mem.AppendContent(inGuest, (int)r.Value, run);
+                return r;
+            }
             _k!.Mem.ContentHash(inGuest, (int)r.Value, _contentHash, _hash);
             AppendFileContent(tid, nr, file, r.Value, inGuest);
             return r;
@@ -851,6 +859,8 @@ public sealed class ReplayBoundary : IBoundary
     bool LiveNow()
     {
         if (_live) return true;
+        // the reads of a run taken from the log come first: the log goes on after them (Take refuses anything else)
+        if (_run != null) return false;
         if (Peek(out var next))
         {
             // a survivor's log: where it went live, its virtual interface was taken over (at the first boundary call
@@ -989,13 +999,15 @@ public sealed class ReplayBoundary : IBoundary
 
     LogRecord Take(Asked expecting)
     {
+        if (_run != null)
+            throw Diverged($"the guest asked for {expecting} where the recording made {_run.ReadsLeft} more of its {_run.Record.Reads} reads of {_run.Record.Path} by reference (offset {_run.NextOffset} next)");
         if (!Peek(out var rec)) throw OutOfRecords($" (it needs {expecting})");
         _havePeek = false;
         RecordsConsumed++;
         Volatile.Write(ref _replayed, rec.Sequence);
         // the next asynchronous event may be due before the guest leaves the block it is in: aim the stop at it
         var cpu = _k?.Current?.Cpu;
-        if (cpu != null && rec.Kind is RecordKind.SyscallResult or RecordKind.FileContent or RecordKind.Rdtsc or RecordKind.Rdrand or RecordKind.Output or RecordKind.NetInput)
+        if (cpu != null && rec.Kind is RecordKind.SyscallResult or RecordKind.FileContent or RecordKind.FileContentRun or RecordKind.Rdtsc or RecordKind.Rdrand or RecordKind.Output or RecordKind.NetInput)
             cpu.StopAt = ReplayStop(cpu);
         return rec;
     }
@@ -1119,8 +1131,11 @@ public sealed class ReplayBoundary : IBoundary
     /// </summary>
     public HostResult FileContent(int tid, int nr, FileRef file, Func<HostResult> perform)
     {
+        if (_run != null) return NextOfRun(tid, nr, file);
         if (LiveNow()) return _after.FileContent(tid, nr, file, perform);
-        if (!Peek(out var next) || next.Kind != RecordKind.FileContent) return Syscall(tid, nr, perform);
+        if (!Peek(out var next)) return Syscall(tid, nr, perform);
+        if (next.Kind == RecordKind.FileContentRun) return StartRun(tid, nr, file, next);
+        if (next.Kind != RecordKind.FileContent) return Syscall(tid, nr, perform);
         var c = Expect<Log.FileContent>(Asked.Content(file.GuestPath));
         if (c.Nr != nr || c.Path != file.GuestPath || c.Offset != file.Offset)
             throw Diverged($"the guest read {file.GuestPath} at offset {file.Offset} (syscall {nr}) where the recording read {c.Path} at offset {c.Offset} (syscall {c.Nr})");
@@ -1144,6 +1159,55 @@ public sealed class ReplayBoundary : IBoundary
         r.Write(c.Addr, bytes);
         return r;
     }
+
+    // the run of by-reference reads being replayed: its record was taken at the run's first read
+    ContentRunCursor? _run;
+
+    /// <summary>The first read of a run (<see cref="Log.FileContentRun"/>): the record is taken and the path opened
+    /// afresh — the run's bytes are checked against its hash only after its last read, when the guest has used them, so
+    /// they must come from the path's file as it is now, not from a file kept open that may have been replaced since.</summary>
+    HostResult StartRun(int tid, int nr, FileRef file, LogRecord rec)
+    {
+        if (_r.Header.Version < LogFormat.ContentRunsSince)
+            throw new LogFormatException($"a FileContentRun record in a log of format version {_r.Header.Version} (they exist from version {LogFormat.ContentRunsSince})", rec.Sequence);
+        var c = Expect<Log.FileContentRun>(Asked.Content(file.GuestPath));
+        if (!OpenContent(c.Path, reopen: true)) throw RunMissing(c, c.Offset);
+        _run = new ContentRunCursor(c);
+        return NextOfRun(tid, nr, file);
+    }
+
+    /// <summary>A read of the run under way: checked against the record (<see cref="ContentRunCursor.Next"/>), served
+    /// from the file opened at the run's start straight into the guest's pages and hashed there; after the last, the
+    /// run's bytes must hash to the record's hash or the replay is refused, naming the file.</summary>
+    HostResult NextOfRun(int tid, int nr, FileRef file)
+    {
+        var run = _run!;
+        if (run.Next(tid, nr, file.GuestPath, file.Offset, file.Length, file.IntoGuest, Icount, out long n) is { } why)
+        {
+            _run = null;
+            throw Diverged(why);
+        }
+        long at = run.NextOffset;
+        if (ContentRangeInGuest(file.Address, (int)n, at) != n)
+        {
+            _run = null;
+            throw RunMissing(run.Record, at);
+        }
+        _k!.Mem.AppendContent(file.Address, (int)n, run.Hash);
+        run.Served(n);
+        if (run.Done)
+        {
+            _run = null;
+            if (!run.Matches())
+                throw new ReplayInputMismatchException($"{run.Record.Path} under this replica's root {_k.Fs.Root} is not the file the recording read (xxh128 of offset {run.Record.Offset}, {run.Record.Bytes} bytes in {run.Record.Reads} reads, differs from the log's {Convert.ToHexStringLower(run.Record.Hash)[..16]})");
+        }
+        var r = HostResult.Of(n);
+        r.InGuest = file.Address;
+        return r;
+    }
+
+    ReplayInputMismatchException RunMissing(Log.FileContentRun c, long at)
+        => new($"{c.Path} (offset {c.Offset}, {c.Bytes} bytes in {c.Reads} reads), which the recording read by reference, is missing or shorter under this replica's root {_k?.Fs.Root} (at offset {at})");
 
     ReplayInputMismatchException ContentMissing(Log.FileContent c)
         => new($"{c.Path} (offset {c.Offset}, {c.Result} bytes), which the recording read by reference, is missing or shorter under this replica's root {_k?.Fs.Root}");
@@ -1178,19 +1242,22 @@ public sealed class ReplayBoundary : IBoundary
 
     /// <summary>One preadv of the record's range into the guest pages at its address; the bytes read, or -1 when the
     /// path is missing or not a regular file.</summary>
-    unsafe long ContentRangeInGuest(Log.FileContent c, bool reopen)
+    long ContentRangeInGuest(Log.FileContent c, bool reopen)
+        => OpenContent(c.Path, reopen) ? ContentRangeInGuest(c.Addr, (int)c.Result, c.Offset) : -1;
+
+    /// <summary>One preadv of [offset, offset + count) of the file kept open (<see cref="OpenContent"/>) into the guest
+    /// pages at <paramref name="addr"/>; the bytes read, or -1.</summary>
+    unsafe long ContentRangeInGuest(ulong addr, int count, long offset)
     {
-        if (!OpenContent(c.Path, reopen)) return -1;
-        int count = (int)c.Result;
-        int pages = Memory.GuestMemory.PagesSpanned(c.Addr, count);
+        int pages = Memory.GuestMemory.PagesSpanned(addr, count);
         var iov = pages <= 256 ? stackalloc long[2 * pages] : new long[2 * pages];
-        int n = _k!.Mem.WritableIovecs(c.Addr, count, iov);
+        int n = _k!.Mem.WritableIovecs(addr, count, iov);
         bool added = false;
         try
         {
             _contentFile!.DangerousAddRef(ref added);
             long r;
-            fixed (long* v = iov) r = HostSys.Call(Nr.preadv, (long)_contentFile.DangerousGetHandle(), (long)v, n, c.Offset, 0);
+            fixed (long* v = iov) r = HostSys.Call(Nr.preadv, (long)_contentFile!.DangerousGetHandle(), (long)v, n, offset, 0);
             return r < 0 ? -1 : r;
         }
         finally { if (added) _contentFile!.DangerousRelease(); }
@@ -1296,8 +1363,9 @@ public sealed class ReplayBoundary : IBoundary
     /// <summary>The next recorded asynchronous event's instruction count (never turns the machine live).</summary>
     ulong ReplayStop(CpuT cpu)
     {
-        // a plain replay whose log has no record left stops at once (AtStop reports it); a follower goes live
-        if (!Peek(out var rec)) return _follow == null ? Icount : ulong.MaxValue;
+        // a plain replay whose log has no record left stops at once (AtStop reports it); a follower goes live; the reads
+        // left of a run taken from the log come first (a plain replay stops at the next checkpoint due at the latest)
+        if (!Peek(out var rec)) return _run != null ? (_follow == null ? _checkpointDue : ulong.MaxValue) : _follow == null ? Icount : ulong.MaxValue;
         ulong at = rec.Kind switch
         {
             RecordKind.Checkpoint => rec.Decode<Checkpoint>().InstrCount,

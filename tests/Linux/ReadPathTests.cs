@@ -73,6 +73,7 @@ public class ReadPathTests(ReadPathTests.AgedFiles aged) : IClassFixture<ReadPat
         while (reader.TryRead(out var r))
         {
             if (r.Kind == RecordKind.FileContent && r.Decode<FileContent>() is { Path: var p, Nr: ReVirt.Linux.Nr.read } && p == path) kinds.Append('R');
+            if (r.Kind == RecordKind.FileContentRun && r.Decode<FileContentRun>() is { Path: var rp, Nr: ReVirt.Linux.Nr.read, Reads: var n } && rp == path) kinds.Append('R', (int)n);
             if (r.Kind == RecordKind.SyscallResult && r.Decode<SyscallResult>() is { Nr: ReVirt.Linux.Nr.read, Result: >= 512 } s
                 && s.MemWrites is [var w] && w.Bytes.Length == s.Result) kinds.Append('V');
         }
@@ -182,6 +183,14 @@ public class ReadPathTests(ReadPathTests.AgedFiles aged) : IClassFixture<ReadPat
                 {
                     if (r.Kind == RecordKind.SyscallResult && r.Decode<SyscallResult>() is { Nr: ReVirt.Linux.Nr.read, Result: >= 512 })
                         Assert.Fail("a read of 512 bytes or more from the stable file was logged by value");
+                    if (r.Kind == RecordKind.FileContentRun && r.Decode<FileContentRun>() is { Nr: ReVirt.Linux.Nr.read } run && run.Path == recFile)
+                    {
+                        // a run of equal reads here (dd's blocks): its reads start every Bytes/Reads bytes
+                        Assert.Equal(0, run.Bytes % run.Reads);
+                        for (int i = 0; i < run.Reads; i++) offsets.Add(run.Offset + i * (run.Bytes / run.Reads));
+                        Assert.Equal(System.IO.Hashing.XxHash128.Hash(file.AsSpan((int)run.Offset, (int)run.Bytes)), run.Hash);
+                        continue;
+                    }
                     if (r.Kind != RecordKind.FileContent || r.Decode<FileContent>() is not { Nr: ReVirt.Linux.Nr.read } c || c.Path != recFile) continue;
                     offsets.Add(c.Offset);
                     Assert.Equal(System.IO.Hashing.XxHash128.Hash(file.AsSpan((int)c.Offset, (int)c.Result)), c.Hash);
@@ -248,6 +257,7 @@ public class ReadPathTests(ReadPathTests.AgedFiles aged) : IClassFixture<ReadPat
                 while (reader.TryRead(out var r))
                 {
                     if (r.Kind == RecordKind.FileContent && r.Decode<FileContent>().Path == StableFile) byReference++;
+                    if (r.Kind == RecordKind.FileContentRun && r.Decode<FileContentRun>() is var run && run.Path == StableFile) byReference += (int)run.Reads;
                     if (r.Kind == RecordKind.SyscallResult && r.Decode<SyscallResult>() is { Nr: ReVirt.Linux.Nr.read, Result: >= 5000 } s
                         && s.MemWrites is [var w] && w.Bytes.Length == s.Result) byValue++;
                 }

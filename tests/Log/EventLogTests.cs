@@ -448,18 +448,20 @@ public class EventLogTests
         var h = SampleHeader();
         h.Version = 2; // the version before exact syscall positions: its logs would diverge
         var ex = Assert.Throws<LogFormatException>(() => new LogReader(new MemoryStream(h.Encode())));
-        Assert.Equal("log format version 2, this build reads 3 to 6 (its syscall positions are counted at their block's start, this build's exactly)", ex.Message);
+        Assert.Equal("log format version 2, this build reads 3 to 7 (its syscall positions are counted at their block's start, this build's exactly)", ex.Message);
         h.Version = 3; // the version before per-page hashes in checkpoint digests: still read, with its own digests
         Assert.Equal(3, new LogReader(new MemoryStream(h.Encode())).Header.Version);
         h.Version = 4; // the version before XxHash128 content hashes: still read, with its SHA-256 (ContentHashTests)
         Assert.Equal(4, new LogReader(new MemoryStream(h.Encode())).Header.Version);
         h.Version = 5; // the version before XXH3-128 End digests and program hashes: still read, with its SHA-256 (LogDigestTests)
         Assert.Equal(5, new LogReader(new MemoryStream(h.Encode())).Header.Version);
+        h.Version = 6; // the version before FileContentRun records: still read (it holds none)
+        Assert.Equal(6, new LogReader(new MemoryStream(h.Encode())).Header.Version);
 
         var log = WriteSampleLog();
-        BinaryPrimitives.WriteUInt16LittleEndian(log.AsSpan(8), 7);
+        BinaryPrimitives.WriteUInt16LittleEndian(log.AsSpan(8), 8);
         ex = Assert.Throws<LogFormatException>(() => new LogReader(new MemoryStream(log)));
-        Assert.Equal("log format version 7, this build reads 3 to 6", ex.Message);
+        Assert.Equal("log format version 8, this build reads 3 to 7", ex.Message);
     }
 
     [Fact]

@@ -113,6 +113,7 @@ public class DebianProgramTests : IClassFixture<DebianProgramTests.Tree>
             using (var reader = LogReader.Open(log))
                 while (reader.TryRead(out var r))
                     if (r.Kind == RecordKind.FileContent && r.Decode<FileContent>() is { Path: text } c && c.Nr == ReVirt.Linux.Nr.read) reads++;
+                    else if (r.Kind == RecordKind.FileContentRun && r.Decode<FileContentRun>() is { Path: text } run && run.Nr == ReVirt.Linux.Nr.read) reads += (int)run.Reads;
             Assert.True(reads > 0, "no read of the text was logged by reference");
             long size = new FileInfo(log).Length;
             Assert.True(size < new FileInfo(text).Length / 2, $"log of {size} bytes for a {new FileInfo(text).Length}-byte text");

@@ -1,0 +1,233 @@
+using ReVirt.Linux;
+using ReVirt.Log;
+using ReVirt.Replay;
+using Xunit;
+
+namespace ReVirt.Tests.Replay;
+
+/// <summary>
+/// Consecutive by-reference reads of one file are one <see cref="FileContentRun"/> record (format v7). A static
+/// busybox md5sum of a file, recorded in this process with checkpoints every <see cref="Interval"/> instructions (each
+/// ends a run, as every other record does): the oracles are the file itself (each run's hash is the XxHash128 of the
+/// file's bytes at its range, the runs and single reads cover the file exactly), a v6 recording of the same run (one
+/// FileContent per read: the same reads, checkpoints at the same instructions) and the replay (faithful, every
+/// checkpoint's state digest equal). Damaged run records, a run record in a log older than v7, a log cut inside a run record and a
+/// file changed or cut between recording and replay are refused with the reason.
+/// </summary>
+public class ContentRunTests
+{
+    const string Program = "/bin/busybox";
+    /// <summary>Checkpoints this often: a run ends at each, so the recording has many runs and a checkpoint inside
+    /// what would have been one.</summary>
+    const ulong Interval = 2_000_000;
+
+    static byte[] Record(string file, ushort version, string root = "/")
+    {
+        string log = Path.Combine(Path.GetTempPath(), $"revirt-contentrun-{Guid.NewGuid():N}.rvlog");
+        try
+        {
+            var opts = new MachineOptions { Program = Program, Args = ["md5sum", file], Cwd = "/", Root = root, Diagnostics = TextWriter.Null };
+            var program = Kernel.ResolveProgram(opts);
+            var header = Recording.Header(opts, program.Image, Interval, version);
+            using (var writer = LogWriter.Create(log, header))
+            {
+                using var m = new Machine(opts, new RecordingBoundary(writer, header.CheckpointInterval));
+                m.Load(program);
+                Assert.Equal(0, m.Run());
+            }
+            return File.ReadAllBytes(log);
+        }
+        finally { File.Delete(log); }
+    }
+
+    static ReplayVerdict Replay(byte[] log, string? root = null)
+    {
+        using var reader = new LogReader(new MemoryStream(log));
+        return ReplayCheck.Run(reader, root);
+    }
+
+    static List<LogRecord> Records(byte[] log)
+    {
+        var list = new List<LogRecord>();
+        using var reader = new LogReader(new MemoryStream(log));
+        while (reader.TryRead(out var r)) list.Add(r);
+        return list;
+    }
+
+    static List<FileContentRun> Runs(byte[] log, string path)
+        => Records(log).Where(r => r.Kind == RecordKind.FileContentRun).Select(r => r.Decode<FileContentRun>()).Where(r => r.Path == path).ToList();
+
+    static List<FileContent> SingleReads(byte[] log, string path)
+        => Records(log).Where(r => r.Kind == RecordKind.FileContent).Select(r => r.Decode<FileContent>()).Where(c => c.Path == path && c.Nr == Nr.read).ToList();
+
+    static List<(ulong, string)> Checkpoints(byte[] log)
+        => Records(log).Where(r => r.Kind == RecordKind.Checkpoint).Select(r => r.Decode<Checkpoint>()).Select(c => (c.InstrCount, Convert.ToHexString(c.StateDigest))).ToList();
+
+    static readonly Lazy<byte[]> V7 = new(() => Record(Program, LogFormat.CurrentVersion));
+
+    [Fact]
+    public void ConsecutiveReadsAreRunsOfTheFilesBytesAndReplayWithThePerReadLogsCheckpoints()
+    {
+        byte[] file = File.ReadAllBytes(Program);
+        var log = V7.Value;
+        var runs = Runs(log, Program);
+        var singles = SingleReads(log, Program);
+        Assert.True(runs.Count >= 4, $"{runs.Count} runs");
+        Assert.Contains(runs, r => r.Reads >= 8);
+        // the file, read once from its start to its end: the runs and single reads cover it exactly, in order
+        var pieces = runs.Select(r => (Offset: r.Offset, Bytes: r.Bytes, Reads: r.Reads)).Concat(singles.Select(c => (Offset: c.Offset, Bytes: c.Result, Reads: 1u))).OrderBy(p => p.Offset).ToList();
+        long at = 0;
+        foreach (var (offset, bytes, _) in pieces) { Assert.Equal(at, offset); at += bytes; }
+        Assert.Equal(file.LongLength, at);
+        foreach (var r in runs)
+        {
+            Assert.Equal(Nr.read, r.Nr);
+            Assert.True(r.Bytes <= FileContentRun.MaxBytes);
+            Assert.Equal(System.IO.Hashing.XxHash128.Hash(file.AsSpan((int)r.Offset, (int)r.Bytes)), r.Hash);
+        }
+
+        // the same run as a v6 log: a FileContent per read, the same reads, checkpoints at the same instructions
+        var v6 = Record(Program, 6);
+        Assert.Empty(Runs(v6, Program));
+        Assert.Equal(pieces.Sum(p => (long)p.Reads), SingleReads(v6, Program).Count);
+        var checkpoints = Checkpoints(log);
+        Assert.True(checkpoints.Count >= 4, $"{checkpoints.Count} checkpoints");
+        // (their digests differ between two recordings: each takes its own random bytes, AT_RANDOM's among them)
+        Assert.Equal(Checkpoints(v6).Select(c => c.Item1), checkpoints.Select(c => c.Item1));
+        Assert.True(log.Length < v6.Length, $"v7 log {log.Length} bytes, v6 {v6.Length}");
+
+        var verdict = Replay(log);
+        Assert.True(verdict.Kind == ReplayVerdictKind.Faithful, verdict.Message);
+        Assert.Contains($"{checkpoints.Count} checkpoints", verdict.Message);
+        verdict = Replay(v6);
+        Assert.True(verdict.Kind == ReplayVerdictKind.Faithful, verdict.Message);
+    }
+
+    /// <summary>The log with the first run record of <see cref="Program"/> with at least 4 reads rewritten by
+    /// <paramref name="change"/> (payload in, payload out), resealed.</summary>
+    static byte[] WithFirstRun(byte[] log, Func<byte[], byte[]> change)
+    {
+        var img = LogImage.Parse(log);
+        int i = img.Frames.FindIndex(f => LogImage.KindOf(f) == RecordKind.FileContentRun && FileContentRun.Decode(LogImage.Payload(f)).Reads >= 4);
+        Assert.True(i >= 0);
+        img.Frames[i] = LogImage.Frame(RecordKind.FileContentRun, change(LogImage.Payload(img.Frames[i])));
+        return img.Build();
+    }
+
+    static byte[] Reencoded(byte[] payload, Func<FileContentRun, FileContentRun> change)
+    {
+        var r = change(FileContentRun.Decode(payload));
+        var b = new byte[r.EncodedLength];
+        r.Encode(b);
+        return b;
+    }
+
+    [Fact]
+    public void DamagedRunRecordsAreRefusedWithTheReason()
+    {
+        var log = V7.Value;
+        // resealed unchanged: faithful (the rewriting is not what the cases below are refused for)
+        var verdict = Replay(WithFirstRun(log, p => p));
+        Assert.True(verdict.Kind == ReplayVerdictKind.Faithful, verdict.Message);
+
+        // one byte of the run's hash: refused at the run's last read, naming the file
+        verdict = Replay(WithFirstRun(log, p => Reencoded(p, r => { var h = (byte[])r.Hash.Clone(); h[5] ^= 0x01; r.Hash = h; return r; })));
+        Assert.Equal(ReplayVerdictKind.Refused, verdict.Kind);
+        Assert.Contains($"{Program} under this replica's root / is not the file the recording read", verdict.Message);
+
+        // one read more than the recording made: the read that ended the run asks for all that is left
+        verdict = Replay(WithFirstRun(log, p => Reencoded(p, r => { r.Reads++; return r; })));
+        Assert.Equal(ReplayVerdictKind.Diverged, verdict.Kind);
+        Assert.Contains($"of the recording's run of {Program}", verdict.Message);
+
+        // one read fewer: the run's last read is not at the recorded instruction
+        verdict = Replay(WithFirstRun(log, p => Reencoded(p, r => { r.Reads--; return r; })));
+        Assert.Equal(ReplayVerdictKind.Diverged, verdict.Kind);
+        Assert.Contains($"of the recording's run of {Program}", verdict.Message);
+
+        // a byte fewer: the last read would be short, the bytes' hash differs
+        verdict = Replay(WithFirstRun(log, p => Reencoded(p, r => { r.Bytes--; return r; })));
+        Assert.NotEqual(ReplayVerdictKind.Faithful, verdict.Kind);
+        Assert.Contains(Program, verdict.Message);
+
+        // a payload cut short (its frame resealed): refused as a corrupt record
+        verdict = Replay(WithFirstRun(log, p => p[..^1]));
+        Assert.Equal(ReplayVerdictKind.Refused, verdict.Kind);
+        Assert.Contains("corrupt log: malformed FileContentRun payload", verdict.Message);
+
+        // a run of one read, a run of more bytes than a run may hold: refused when decoded
+        verdict = Replay(WithFirstRun(log, p => Reencoded(p, r => { r.Reads = 1; return r; })));
+        Assert.Equal(ReplayVerdictKind.Refused, verdict.Kind);
+        Assert.Contains("FileContentRun payload: 1 reads", verdict.Message);
+        verdict = Replay(WithFirstRun(log, p => Reencoded(p, r => { r.Bytes = FileContentRun.MaxBytes + 1; return r; })));
+        Assert.Equal(ReplayVerdictKind.Refused, verdict.Kind);
+        Assert.Contains("at most 1048576 bytes", verdict.Message);
+
+        // a run record in a log of version 6, which has none: refused naming the version
+        var img = LogImage.Parse(log);
+        var header = new LogReader(new MemoryStream(log)).Header;
+        header.Version = 6;
+        img.Header = header.Encode();
+        verdict = Replay(img.Build());
+        Assert.Equal(ReplayVerdictKind.Refused, verdict.Kind);
+        Assert.Contains("a FileContentRun record in a log of format version 6", verdict.Message);
+
+        // the log cut inside the first run record: the replay ends early there, it does not go on without it
+        int cut = RunFrameStart(log) + 20;
+        verdict = Replay(log[..cut]);
+        Assert.Equal(ReplayVerdictKind.EndedEarly, verdict.Kind);
+        // a byte of the run record's path damaged without resealing: its checksum refuses it
+        var damaged = (byte[])log.Clone();
+        damaged[RunFrameStart(log) + RecordFrame.PayloadOffset + 8 + 8 + 4 + 4 + 4 + 1] ^= 0x20;
+        verdict = Replay(damaged);
+        Assert.Equal(ReplayVerdictKind.Refused, verdict.Kind);
+        Assert.Contains("checksum", verdict.Message);
+    }
+
+    /// <summary>Offset in the log of the first FileContentRun frame.</summary>
+    static int RunFrameStart(byte[] log)
+    {
+        var img = LogImage.Parse(log);
+        int at = img.Header.Length;
+        foreach (var f in img.Frames)
+        {
+            if (LogImage.KindOf(f) == RecordKind.FileContentRun) return at;
+            at += f.Length;
+        }
+        throw new InvalidOperationException("no run record");
+    }
+
+    [Fact]
+    public void AFileChangedOrCutBetweenRecordingAndReplayIsRefusedNamingIt()
+    {
+        const string read = "/usr/bin/md5sum"; // stable, not the program: the replay's root holds both
+        var log = Record(read, LogFormat.CurrentVersion);
+        Assert.NotEmpty(Runs(log, read));
+        string root = Directory.CreateTempSubdirectory("revirt-contentrun-root").FullName;
+        try
+        {
+            Directory.CreateDirectory(Path.Combine(root, "bin"));
+            Directory.CreateDirectory(Path.Combine(root, "usr/bin"));
+            File.Copy(Program, Path.Combine(root, "bin/busybox"));
+            string copy = Path.Combine(root, "usr/bin/md5sum");
+            File.Copy(read, copy);
+            var verdict = Replay(log, root);
+            Assert.True(verdict.Kind == ReplayVerdictKind.Faithful, verdict.Message);
+
+            var bytes = File.ReadAllBytes(read);
+            var changed = (byte[])bytes.Clone();
+            changed[bytes.Length / 2] ^= 0x55;
+            File.WriteAllBytes(copy, changed);
+            verdict = Replay(log, root);
+            Assert.Equal(ReplayVerdictKind.Refused, verdict.Kind);
+            Assert.Contains($"{read} under this replica's root {root} is not the file the recording read", verdict.Message);
+
+            File.WriteAllBytes(copy, bytes[..(bytes.Length / 2)]);
+            verdict = Replay(log, root);
+            Assert.Equal(ReplayVerdictKind.Refused, verdict.Kind);
+            Assert.Contains($"{read} (offset", verdict.Message);
+            Assert.Contains("is missing or shorter", verdict.Message);
+        }
+        finally { Directory.Delete(root, true); }
+    }
+}
