@@ -102,6 +102,13 @@ public class ReplicationTests(ITestOutputHelper output)
         Assert.Equal(10, stats.Long("outputsHeld"));
         // no output left before its log was acknowledged, and every ack took at least the injected delay
         Assert.True(stats.Num("outputHoldP50Ms") >= 140, p.Stderr);
+        // the batch path's timings (both replicas on one host: a same-host link, one clock): the injected delay is the
+        // backup's, between holding a batch and acknowledging it, not the ways there and back nor this replica's send
+        Assert.Equal("unix", p.WaitForEvent(ReplicaEvent.Protected, Long).Str("dataLink"));
+        Assert.True(stats.Num("backupHoldP50Ms") >= 140, p.Stderr);
+        Assert.True(stats.Num("roundTripP50Ms") >= 140, p.Stderr);
+        foreach (var way in new[] { "sendP50Ms", "toBackupP50Ms", "toAckThreadP50Ms" })
+            Assert.True(stats.Num(way) is > 0 and < 100, $"{way} {stats.Num(way)}\n{p.Stderr}");
     }
 
     /// <summary>
