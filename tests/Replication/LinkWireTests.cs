@@ -125,23 +125,8 @@ public class LinkWireTests
         for (int i = 0; i < 20000; i++)
         {
             var a = RandomAck(rng);
-            var bytes = new BackupMessage { Ack = a }.ToByteArray().ToList();
             bool damaged = i % 2 == 1;
-            if (damaged)
-                switch (rng.Next(4))
-                {
-                    case 0: { int at = rng.Next(bytes.Count); bytes.RemoveRange(at, Math.Min(bytes.Count - at, 1 + rng.Next(4))); break; }
-                    case 1: bytes[rng.Next(bytes.Count)] = (byte)rng.Next(256); break;
-                    case 2:
-                        {
-                            // a field inside the ack (unknown, known again, or of another wire type), the length mended
-                            var inner = a.ToByteArray().Concat(Field(rng)).ToArray();
-                            bytes = [0x22, .. Varint((ulong)inner.Length), .. inner];
-                            break;
-                        }
-                    default: bytes.InsertRange(rng.Next(bytes.Count + 1), [(byte)rng.Next(256)]); break;
-                }
-            var arr = bytes.ToArray();
+            var arr = damaged ? Damaged(rng, new BackupMessage { Ack = a }.ToByteArray(), 0x22, a.ToByteArray()) : new BackupMessage { Ack = a }.ToByteArray();
             bool inPlace = LinkWire.TryReadAck(arr, out var view);
             BackupMessage? parsed = null;
             try { parsed = BackupMessage.Parser.ParseFrom(arr); } catch (InvalidProtocolBufferException) { }
@@ -169,25 +154,7 @@ public class LinkWireTests
         for (int i = 0; i < 20000; i++)
         {
             var b = RandomBatch(rng);
-            var bytes = new PrimaryMessage { Batch = b }.ToByteArray().ToList();
-            switch (rng.Next(5))
-            {
-                case 0: { int at = rng.Next(bytes.Count); bytes.RemoveRange(at, Math.Min(bytes.Count - at, 1 + rng.Next(8))); break; }
-                case 1: for (int k = rng.Next(1, 4); k > 0; k--) bytes[rng.Next(bytes.Count)] = (byte)rng.Next(256); break;
-                case 2: bytes.InsertRange(rng.Next(bytes.Count + 1), Enumerable.Range(0, rng.Next(1, 6)).Select(_ => (byte)rng.Next(256))); break;
-                case 3:
-                    {
-                        // an unknown field (or a known one again) inside the batch, the outer length mended
-                        var inner = b.ToByteArray().Concat(Field(rng)).ToArray();
-                        var raw = new List<byte> { 0x1A };
-                        raw.AddRange(Varint((ulong)inner.Length));
-                        raw.AddRange(inner);
-                        bytes = raw;
-                        break;
-                    }
-                default: { int cut = rng.Next(1, bytes.Count); bytes.RemoveRange(cut, bytes.Count - cut); break; } // cut short
-            }
-            var arr = bytes.ToArray();
+            var arr = Damaged(rng, new PrimaryMessage { Batch = b }.ToByteArray(), 0x1A, b.ToByteArray());
             bool inPlace = LinkWire.TryReadBatch(arr, out var view);
             PrimaryMessage? parsed = null;
             try { parsed = PrimaryMessage.Parser.ParseFrom(arr); } catch (InvalidProtocolBufferException) { }
@@ -198,6 +165,27 @@ public class LinkWireTests
             AssertSame(parsed.Batch, view);
         }
         Assert.True(taken > 1000 && rejected > 1000, $"taken {taken}, rejected {rejected}");
+    }
+
+    /// <summary>A message's encoding damaged one way: bytes cut out, changed or added, a field added inside its body
+    /// (unknown, known again, or of another wire type; <paramref name="outerTag"/> and the length mended), or cut short.</summary>
+    static byte[] Damaged(Random rng, byte[] encoded, byte outerTag, byte[] body)
+    {
+        var bytes = encoded.ToList();
+        switch (rng.Next(5))
+        {
+            case 0: { int at = rng.Next(bytes.Count); bytes.RemoveRange(at, Math.Min(bytes.Count - at, 1 + rng.Next(8))); break; }
+            case 1: for (int k = rng.Next(1, 4); k > 0; k--) bytes[rng.Next(bytes.Count)] = (byte)rng.Next(256); break;
+            case 2: bytes.InsertRange(rng.Next(bytes.Count + 1), Enumerable.Range(0, rng.Next(1, 6)).Select(_ => (byte)rng.Next(256))); break;
+            case 3:
+                {
+                    var inner = body.Concat(Field(rng)).ToArray();
+                    bytes = [outerTag, .. Varint((ulong)inner.Length), .. inner];
+                    break;
+                }
+            default: { int cut = rng.Next(1, bytes.Count); bytes.RemoveRange(cut, bytes.Count - cut); break; } // cut short
+        }
+        return bytes.ToArray();
     }
 
     static IEnumerable<byte> Field(Random rng)
