@@ -107,8 +107,9 @@ public class ReplicationTests(ITestOutputHelper output)
         Assert.Equal("unix", p.WaitForEvent(ReplicaEvent.Protected, Long).Str("dataLink"));
         Assert.True(stats.Num("backupHoldP50Ms") >= 140, p.Stderr);
         Assert.True(stats.Num("roundTripP50Ms") >= 140, p.Stderr);
-        foreach (var way in new[] { "sendP50Ms", "toBackupP50Ms", "toAckThreadP50Ms" })
-            Assert.True(stats.Num(way) is > 0 and < 100, $"{way} {stats.Num(way)}\n{p.Stderr}");
+        // (a batch that arrives while the backup sleeps out the delay waits in its socket: its way there is not bounded)
+        Assert.True(stats.Num("sendP50Ms") is > 0 and < 100, p.Stderr);
+        Assert.True(stats.Num("toBackupP50Ms") > 0 && stats.Num("toAckThreadP50Ms") > 0, p.Stderr);
     }
 
     /// <summary>
