@@ -601,6 +601,10 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         var planted = s.PlantAckEarlyMs > 0 ? new Queue<(Batch Batch, long Due)>() : null;
         ulong earlyAcked = 0;
         int owed = 0; // batches received and not acknowledged yet
+        // the batch path's timings the next ack carries (--stats on the primary): when this thread held the first owed
+        // batch, and the newest batch's way here from the primary's write (same-host links; 0: not known)
+        long firstOwedAt = 0;
+        uint newestTransitUs = 0;
         // a snapshot arriving in chunks (a standby that takes one): restored as it arrives, nothing kept until it is
         // whole and verified
         SnapshotReceive? snap = null;
@@ -614,11 +618,11 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         string? unanswerable = null;
         // planted (join-never-acks): a joining standby's answers hold nothing, however much it holds
         bool withholdAcks = s.PlantJoinNeverAcks && p.Hello.LiveSequence > 0;
-        void Answer(ulong held, long echoUnixMs = 0)
+        void Answer(ulong held, long echoUnixMs = 0, uint transitUs = 0, uint holdUs = 0)
         {
             if (unanswerable != null) return;
             if (withholdAcks) held = 0;
-            try { SendAck(link, held, echoUnixMs); }
+            try { SendAck(link, held, echoUnixMs, transitUs, holdUs); }
             catch (LinkSendTimeoutException) { throw; } // the link closed itself: nothing more can be read
             catch (IOException e)
             {
@@ -635,7 +639,7 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
                 // the test hook delays the ack, not the holding: what was received is written and replayed at once
                 ulong written = HoldReceived();
                 Thread.Sleep(s.AckDelayMs);
-                Answer(written);
+                Answer(written, 0, newestTransitUs, HoldUs());
                 return;
             }
             // The ack goes out first, as soon as the burst is verified and in this replica's memory (what it acknowledges
@@ -645,10 +649,12 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
             // a busy host let it take this thread's CPU before the ack is written) are off the acknowledgement's path;
             // the primary's output waits for the ack, the log copy and the replay only trail. Whatever happens to the
             // ack, what was received reaches the log copy and the replay.
-            try { Answer(_received); }
+            try { Answer(_received, 0, newestTransitUs, HoldUs()); }
             finally { HoldReceived(); }
         }
-        void OnBatch(in BatchView b)
+        // microseconds since this thread held the first batch the ack about to go out covers (at least 1: measured)
+        uint HoldUs() => (uint)Math.Clamp(Stopwatch.GetElapsedTime(firstOwedAt).Ticks / (TimeSpan.TicksPerMillisecond / 1000), 1, uint.MaxValue);
+        void OnBatch(in BatchView b, long readAt)
         {
             if (planted != null)
             {
@@ -660,7 +666,8 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
                 return;
             }
             Receive(b, hold: false);
-            owed++;
+            if (owed++ == 0) firstOwedAt = readAt;
+            newestTransitUs = link.SharesClock ? LinkWire.TransitUs(b.SentMonotonicNs, LinkWire.MonotonicNs()) : 0;
         }
         try
         {
@@ -673,12 +680,13 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
                 silence.Listening();
                 // a batch (the message of every request) is read in place: no message objects, no copy of its frames
                 bool isBatch = link.ReceiveBatch(ReplicationProtocol.MaxMessageBytes, out var batch, out var other);
+                long readAt = Stopwatch.GetTimestamp();
                 silence.Heard();
                 if (isBatch)
                 {
                     if (!started) { Start(p.Hello, p.Header); _link = link; started = true; }
                     if (silence.Arm(s.PrimarySilenceMs)) link.ReceiveTimeoutMs = s.PrimarySilenceMs;
-                    OnBatch(batch);
+                    OnBatch(batch, readAt);
                     continue;
                 }
                 var m = other!;
@@ -734,7 +742,7 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
                 switch (m.BodyCase)
                 {
                     case PrimaryMessage.BodyOneofCase.Batch: // one the in-place reader left to the parser
-                        OnBatch(BatchView.Of(m.Batch));
+                        OnBatch(BatchView.Of(m.Batch), readAt);
                         break;
                     case PrimaryMessage.BodyOneofCase.Heartbeat:
                         if (owed > 0) AckOwed(); // batches before the heartbeat are acknowledged as batches are
@@ -830,7 +838,7 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
     }
 
     /// <summary>An ack of what this replica holds and how far its replay got (encoded by hand: no message objects).</summary>
-    void SendAck(DataLink link, ulong held, long echoUnixMs = 0) => link.SendAck(held, echoUnixMs, NoteAck(held));
+    void SendAck(DataLink link, ulong held, long echoUnixMs = 0, uint transitUs = 0, uint holdUs = 0) => link.SendAck(held, echoUnixMs, NoteAck(held), transitUs, holdUs);
 
     /// <summary>
     /// The replay's position reaches the primary at most this long after the replay consumed everything held. Acks

@@ -209,7 +209,7 @@ def kv_bench(runs, seconds, connections, before=None):
                 c = KvConn(port)
                 c.ask('SHUTDOWN')
                 p.p.wait(timeout=120)
-                held = lag = trail = throttled = ship = release = None
+                held = lag = trail = throttled = ship = release = path = None
                 batches = ''
                 if b:
                     b.p.wait(timeout=120)
@@ -227,13 +227,19 @@ def kv_bench(runs, seconds, connections, before=None):
                     ship = (float(m.group(2)), float(m.group(3))) if m else None
                     m = re.search(r'release: (\d+) acks, p50 ([\d.]+) ms, p99 ([\d.]+) ms', p.text())
                     release = (float(m.group(2)), float(m.group(3))) if m else None
+                    # where a batch's time goes (older builds lack it): send; to the backup's link thread; held to ack; ack back
+                    m = re.search(r'batch path: send \d+ batches, p50 ([\d.]+) ms, p99 ([\d.]+) ms .*?link thread \d+, p50 ([\d.]+) ms, p99 ([\d.]+) ms; '
+                                  r'backup holds to ack \d+, p50 ([\d.]+) ms, p99 ([\d.]+) ms; ack to this ack thread \d+, p50 ([\d.]+) ms, p99 ([\d.]+) ms', p.text())
+                    path = tuple(float(x) for x in m.groups()) if m else None
                     m = re.search(r'log (\d+) records, \d+ bytes .*?, (\d+) batches', p.text())
                     batches = f'{int(m.group(2))} batches for {int(m.group(1))} records' if m else ''
                     m = re.search(r'(\d+) contended lock acquisitions', p.text())
                     batches += f', {int(m.group(1))} contended locks' if m else ''
-                per[mode].append((rate, p50, p99, cpu, held, lag, trail, throttled, trip if b else None, ship, release))
+                per[mode].append((rate, p50, p99, cpu, held, lag, trail, throttled, trip if b else None, ship, release, path))
                 print('kv', conns, mode, f'{rate:.0f} req/s p50 {p50:.3f} p99 {p99:.3f}', f'backup cpu/s {cpu:.2f}' if cpu else '',
-                      f'held {held} lag {lag} round trip {trip} before shipping {ship} release {release} {batches} replay trail {trail} replay throttle {throttled} ms' if held else '', flush=True)
+                      f'held {held} lag {lag} round trip {trip} before shipping {ship} release {release} {batches} replay trail {trail} replay throttle {throttled} ms'
+                      + (f' batch path (send, to backup, backup holds to ack, ack back; p50/p99 ms) {path}' if path else '') if held else '',
+                      f'load {os.getloadavg()[0]:.1f}', flush=True)
         res[conns] = {m: sorted(v, key=lambda x: x[0])[len(v) // 2] for m, v in per.items()}
     return res
 
@@ -498,6 +504,17 @@ def kv_compare(runs, seconds, connections, before):
             tr = f'{trail[0]:.3f} | {trail[1]:.3f}' if trail else '| '
             rt, sh, rl = (f'{x[0]:.3f} | {x[1]:.3f}' if x else '| ' for x in (pr[8], pr[9], pr[10]))
             lines.append(f'| {conns} | {name} | {pr[0]:.0f} | **{pr[0] / rr[0]:.2f}x** | {pr[1]:.3f} | {pr[2]:.3f} | **+{pr[1] - rr[1]:.3f}** | **+{pr[2] - rr[2]:.3f}** | {pr[3]:.2f} | {lag[0]:.3f} | {lag[1]:.3f} | {rt} | {sh} | {rl} | {tr} | {pr[7] if pr[7] is not None else ""} |')
+    paths = [(conns, mode, r[mode]) for conns, r in res.items() for mode in ('before', 'protect') if mode in r and r[mode][11]]
+    if paths:
+        # a batch's way end to end (the median run's): before shipping, send, to the backup, held to ack there, the ack
+        # back, the release; the ways there and back are timed on one clock, so only for a same-host (Unix socket) link
+        lines += ['', 'Where a batch\'s time goes (the median run of each; ms, p50 / p99):', '',
+                  '| connections | build | before shipping | send (encode, write) | to the backup\'s link thread | backup holds to ack | ack to the ack thread | link round trip | ack to last release |',
+                  '|---|---|---|---|---|---|---|---|---|']
+        for conns, mode, pr in paths:
+            pa = pr[11]
+            two = lambda x: f'{x[0]:.3f} / {x[1]:.3f}' if x else ''
+            lines.append(f'| {conns} | {"before" if mode == "before" else "this build"} | {two(pr[9])} | {two(pa[0:2])} | {two(pa[2:4])} | {two(pa[4:6])} | {two(pa[6:8])} | {two(pr[8])} | {two(pr[10])} |')
     print('\n'.join(lines))
 
 

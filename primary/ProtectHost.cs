@@ -134,6 +134,13 @@ sealed class ProtectService(ProtectSettings settings, MachineOptions opts, ulong
             Log.WriteLine($"primary: link round trip: {trips} acks, p50 {tripP50:F3} ms, p99 {tripP99:F3} ms (from the send of the newest batch each ack covered)");
             Log.WriteLine($"primary: before shipping: {ships} batches, p50 {shipP50:F3} ms, p99 {shipP99:F3} ms (how long the oldest record holding output waited on the guest thread)");
             Log.WriteLine($"primary: release: {releases} acks, p50 {releaseP50:F3} ms, p99 {releaseP99:F3} ms (from an ack's arrival at the gate to the last host send it made)");
+            var path = client.BatchPath();
+            var (sends, sendP50, sendP99) = Percentiles(path.Send);
+            var (tos, toP50, toP99) = Percentiles(path.ToBackup);
+            var (holds, holdP50, holdP99) = Percentiles(path.BackupHold);
+            var (backs, backP50, backP99) = Percentiles(path.ToAckThread);
+            Log.WriteLine($"primary: batch path: send {sends} batches, p50 {sendP50:F3} ms, p99 {sendP99:F3} ms (encode and write); to the backup's link thread {tos}, p50 {toP50:F3} ms, p99 {toP99:F3} ms; " +
+                $"backup holds to ack {holds}, p50 {holdP50:F3} ms, p99 {holdP99:F3} ms; ack to this ack thread {backs}, p50 {backP50:F3} ms, p99 {backP99:F3} ms (the ways there and back: same-host links only)");
             // contended lock acquisitions of the whole process (the output gate's lock is shared by the guest thread and
             // the threads that release output): a diagnostic of the primary's per-request cost, not a per-lock figure
             Log.WriteLine($"primary: {Monitor.LockContentionCount} contended lock acquisitions in this process");
@@ -141,7 +148,7 @@ sealed class ProtectService(ProtectSettings settings, MachineOptions opts, ulong
             settings.Events.Emit(ReplicaEvent.Stats, ("instructions", icount), ("seconds", s), ("records", writer.LastSequence), ("logBytes", writer.BytesWritten),
                 ("batches", client.Batches), ("handedOffBatches", client.HandedOffBatches), ("outputsHeld", held), ("outputHoldP50Ms", heldP50), ("outputHoldP99Ms", heldP99),
                 ("socketSendsHeld", socks), ("socketHoldP50Ms", sockP50), ("socketHoldP99Ms", sockP99), ("creditWaits", creditWaits),
-                ("acks", acks), ("lagP50Ms", lagP50), ("lagP99Ms", lagP99), ("roundTripP50Ms", tripP50), ("roundTripP99Ms", tripP99), ("shipWaitP50Ms", shipP50), ("shipWaitP99Ms", shipP99), ("releaseP50Ms", releaseP50), ("releaseP99Ms", releaseP99), ("replayTrailP50Ms", trailP50), ("replayTrailP99Ms", trailP99), ("throttledMs", client.Throttled.TotalMilliseconds),
+                ("acks", acks), ("lagP50Ms", lagP50), ("lagP99Ms", lagP99), ("roundTripP50Ms", tripP50), ("roundTripP99Ms", tripP99), ("shipWaitP50Ms", shipP50), ("shipWaitP99Ms", shipP99), ("releaseP50Ms", releaseP50), ("releaseP99Ms", releaseP99), ("sendP50Ms", sendP50), ("sendP99Ms", sendP99), ("toBackupP50Ms", toP50), ("toBackupP99Ms", toP99), ("backupHoldP50Ms", holdP50), ("backupHoldP99Ms", holdP99), ("toAckThreadP50Ms", backP50), ("toAckThreadP99Ms", backP99), ("replayTrailP50Ms", trailP50), ("replayTrailP99Ms", trailP99), ("throttledMs", client.Throttled.TotalMilliseconds),
                 ("replayThrottledMs", client.ThrottledForReplay.TotalMilliseconds), ("replayStalls", client.ReplayStalls));
         }
         return status;

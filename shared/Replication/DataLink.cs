@@ -318,13 +318,34 @@ public sealed class DataLink : IDisposable
             }
         }
         catch (ObjectDisposedException e) { throw new IOException("the data link is closed", e); }
-        catch (IOException e) when (IsTimeout(e))
-        {
-            // part of the message may have gone: the stream cannot carry another one
-            string peer = _peer;
-            Close();
-            throw new LinkSendTimeoutException($"a message of {4 + size} bytes could not be sent on the data link to {peer} within {_sendTimeoutMs} ms (the peer stopped reading); the link is closed");
-        }
+        catch (IOException e) when (IsTimeout(e)) { throw SendTimedOut($"a message of {4 + size} bytes"); }
+    }
+
+    /// <summary>
+    /// The two replicas read one CLOCK_MONOTONIC: a same-host link (a Unix socket reaches only its own host), where the
+    /// batch path's messages carry their writer's clock so that the reader can time their way (--stats).
+    /// </summary>
+    public bool SharesClock => Kind == DataLinkKind.Unix;
+
+    /// <summary>
+    /// Writes a message prepared in place, length prefix included: <paramref name="length"/> bytes of
+    /// <paramref name="buffer"/> from <paramref name="start"/> (<see cref="LinkWire.WriteBatchHead"/> in front of a
+    /// batch's frames), in one write. Errors as <see cref="Send"/>.
+    /// </summary>
+    public void SendPrepared(byte[] buffer, int start, int length)
+    {
+        try { WriteRaw(buffer.AsSpan(start, length)); }
+        catch (ObjectDisposedException e) { throw new IOException("the data link is closed", e); }
+        catch (IOException e) when (IsTimeout(e)) { throw SendTimedOut($"a message of {length} bytes"); }
+    }
+
+    /// <summary>A send made no progress within the bound: part of the message may have gone, so the stream cannot carry
+    /// another one; the link is closed and the exception to throw names the bound.</summary>
+    LinkSendTimeoutException SendTimedOut(string what)
+    {
+        string peer = _peer;
+        Close();
+        return new LinkSendTimeoutException($"{what} could not be sent on the data link to {peer} within {_sendTimeoutMs} ms (the peer stopped reading); the link is closed");
     }
 
     static bool IsTimeout(Exception? e)
@@ -377,6 +398,25 @@ public sealed class DataLink : IDisposable
         catch (InvalidProtocolBufferException e) { throw new IOException($"the peer sent a malformed message: {e.Message}", e); }
     }
 
+    /// <summary>
+    /// Reads one of the backup's messages (the primary's ack thread): an ack is read in place (<see
+    /// cref="LinkWire.TryReadAck"/>: true, <paramref name="ack"/> set), any other message through the generated parser
+    /// (false, <paramref name="other"/> set). Errors as <see cref="Receive"/>.
+    /// </summary>
+    public bool ReceiveAck(int maxBytes, out AckView ack, out BackupMessage? other)
+    {
+        try
+        {
+            int at = Next(maxBytes, out int size);
+            other = null;
+            if (LinkWire.TryReadAck(_in.AsSpan(at, size), out ack)) return true;
+            other = BackupMessage.Parser.ParseFrom(_in, at, size);
+            return false;
+        }
+        catch (ObjectDisposedException e) { throw new IOException("the data link is closed", e); }
+        catch (InvalidProtocolBufferException e) { throw new IOException($"the peer sent a malformed message: {e.Message}", e); }
+    }
+
     /// <summary>Reads the next message's frame: returns where its encoding starts in the buffer (its
     /// <paramref name="size"/> bytes stay there until the next read) and moves past it.</summary>
     int Next(int maxBytes, out int size)
@@ -394,25 +434,20 @@ public sealed class DataLink : IDisposable
     /// Sends an acknowledgement (BackupMessage { Ack }) encoded by hand (<see cref="LinkWire.WriteAck"/>): no message
     /// object, one write. Errors as <see cref="Send"/>.
     /// </summary>
-    public void SendAck(ulong held, long echoUnixMs, ulong replayed)
+    public void SendAck(ulong held, long echoUnixMs, ulong replayed, uint transitUs = 0, uint holdUs = 0)
     {
         Span<byte> frame = stackalloc byte[4 + LinkWire.MaxAckBytes];
-        int size = LinkWire.WriteAck(frame[4..], held, echoUnixMs, replayed);
+        int size = LinkWire.WriteAck(frame[4..], held, echoUnixMs, replayed, transitUs, holdUs, SharesClock ? LinkWire.MonotonicNs() : 0);
         BinaryPrimitives.WriteInt32LittleEndian(frame, size);
         try { WriteRaw(frame[..(4 + size)]); }
         catch (ObjectDisposedException e) { throw new IOException("the data link is closed", e); }
-        catch (IOException e) when (IsTimeout(e))
-        {
-            string peer = _peer;
-            Close();
-            throw new LinkSendTimeoutException($"an acknowledgement could not be sent on the data link to {peer} within {_sendTimeoutMs} ms (the peer stopped reading); the link is closed");
-        }
+        catch (IOException e) when (IsTimeout(e)) { throw SendTimedOut("an acknowledgement"); }
     }
 
     /// <summary>Sends an acknowledgement unless the link is broken; false then.</summary>
-    public bool TrySendAck(ulong held, long echoUnixMs, ulong replayed)
+    public bool TrySendAck(ulong held, long echoUnixMs, ulong replayed, uint transitUs = 0, uint holdUs = 0)
     {
-        try { SendAck(held, echoUnixMs, replayed); return true; }
+        try { SendAck(held, echoUnixMs, replayed, transitUs, holdUs); return true; }
         catch (IOException) { return false; }
     }
 

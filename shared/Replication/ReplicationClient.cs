@@ -186,7 +186,11 @@ public sealed class ReplicationClient : ILogSink
     // frames for a link that went direct, in log order (added under the append lock), sent by whichever thread offers
     // them while no other thread is sending: the guest thread ships its records itself but never waits for another
     // thread's send, nor sends while holding the append lock
-    readonly OrderedSender<(Session Session, byte[] Frames, int Length, bool Pooled)> _direct;
+    readonly OrderedSender<(Session Session, byte[] Buffer, int Length, bool Pooled)> _direct;
+    // the batch path, batch by batch (--stats): this replica's encode and write of each batch; on a same-host link the
+    // batch's way to the backup's link thread, the backup's time from holding a batch to writing its ack, and the ack's
+    // way back to this replica's ack thread (each message carries its writer's clock: LinkWire.MonotonicNs)
+    readonly MsSamples _sendMs = new(), _batchTransitMs = new(), _backupHoldMs = new(), _ackTransitMs = new();
     Thread? _flusher;
     volatile bool _flusherStop, _hasPending;
 
@@ -308,6 +312,16 @@ public sealed class ReplicationClient : ILogSink
     /// to be shipped (gathering behind a batch on its way, until the guest's round ended or it was about to wait).</summary>
     public double[] RoundTripMs() { lock (_lagMs) return _roundTripMs.ToArray(); }
 
+    /// <summary>
+    /// Where a batch's time went, batch by batch (ms; <c>--stats</c>): this replica's encode and write of it (Send); on a
+    /// same-host link also its way to the backup's link thread (ToBackup: the write, the socket and the backup thread's
+    /// wake-up), the backup's time from holding a batch to writing the ack that covers it (BackupHold), and the ack's way
+    /// back to this replica's ack thread (ToAckThread). The rest of a reply's wait: <see cref="ShipWindow.WaitsMs"/>
+    /// before the send, <see cref="OutputGate.AckReleaseTimesMs"/> after the ack.
+    /// </summary>
+    public (double[] Send, double[] ToBackup, double[] BackupHold, double[] ToAckThread) BatchPath()
+        => (_sendMs.ToArray(), _batchTransitMs.ToArray(), _backupHoldMs.ToArray(), _ackTransitMs.ToArray());
+
     /// <summary>How far the backup's replay trailed at each ack that reported its position: the age (ms) of the oldest
     /// record it had not replayed yet (0: it had replayed everything produced). Only with a replay-lag bound.</summary>
     public double[] ReplayTrailMs() { lock (_lagMs) return _replayTrailMs.ToArray(); }
@@ -323,8 +337,8 @@ public sealed class ReplicationClient : ILogSink
         _store = store;
         _direct = new(d =>
         {
-            Ship(d.Session, d.Frames, d.Length);
-            if (d.Pooled) ArrayPool<byte>.Shared.Return(d.Frames);
+            Ship(d.Session, d.Buffer, d.Length);
+            if (d.Pooled) ArrayPool<byte>.Shared.Return(d.Buffer);
         });
         // records holding output that wait behind a batch go as its acknowledgement reaches the gate (the ack thread)
         Gate.Shipping.Link = Flush;
@@ -887,36 +901,44 @@ public sealed class ReplicationClient : ILogSink
         Gate.Shipping.Shipped((ulong)Interlocked.Read(ref _produced)); // (the guest thread appends under this lock too)
         if (_state == LinkState.Protected && _cur is { FromStore: false } s)
         {
-            if (s.Direct)
-            {
-                var frames = ArrayPool<byte>.Shared.Rent(n);
-                _pending.GetBuffer().AsSpan(0, n).CopyTo(frames);
-                _direct.Add((s, frames, n, true));
-            }
-            else s.Queue.Add(_pending.ToArray());
+            // the frames after room for the message's head (Ship writes it in place: one buffer, one write)
+            var buffer = s.Direct ? ArrayPool<byte>.Shared.Rent(LinkWire.MaxBatchHeadBytes + n) : new byte[LinkWire.MaxBatchHeadBytes + n];
+            _pending.GetBuffer().AsSpan(0, n).CopyTo(buffer.AsSpan(LinkWire.MaxBatchHeadBytes));
+            if (s.Direct) _direct.Add((s, buffer, n, true));
+            else s.Queue.Add(buffer);
         }
         _pending.SetLength(0);
     }
 
     /// <summary>Sends frames as one batch (by the thread that sends the direct frames, or by the sender thread before
-    /// the link went direct), never under the append lock. A broken link is closed; its reader reports the loss.</summary>
-    void Ship(Session session, byte[] frames, int length)
+    /// the link went direct), never under the append lock. The <paramref name="length"/> bytes of frames start at
+    /// <see cref="LinkWire.MaxBatchHeadBytes"/> in <paramref name="buffer"/>: the message's head is written in front of
+    /// them and the whole message goes in one write (no message objects, no copy of the frames). A broken link is
+    /// closed; its reader reports the loss.</summary>
+    void Ship(Session session, byte[] buffer, int length)
     {
-        ulong first = System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(frames.AsSpan(RecordFrame.SequenceOffset));
+        const int at = LinkWire.MaxBatchHeadBytes;
+        var frames = buffer.AsSpan(at, length);
+        ulong first = System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(frames[RecordFrame.SequenceOffset..]);
         uint count = 0;
-        for (int off = 0; off < length; off += (int)System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(frames.AsSpan(off))) count++;
-        // wrapped, not copied: Send encodes the message before it returns, and the frames stay untouched until then
-        var msg = new PrimaryMessage { Batch = new Batch { FirstSequence = first, Count = count, Frames = UnsafeByteOperations.UnsafeWrap(frames.AsMemory(0, length)), Released = Mark() } };
+        for (int off = 0; off < length; off += (int)System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(frames[off..])) count++;
         // noted before the send: its acknowledgement may be read before the send returns here (the sends of one session
         // are ordered, so the queue is in sequence order; a link that breaks is dropped with its queue)
-        if (session == _cur) _sentAt.Enqueue((first + count - 1, Stopwatch.GetTimestamp()));
-        try { session.Link.Send(msg); }
+        long t0 = Stopwatch.GetTimestamp();
+        if (session == _cur) _sentAt.Enqueue((first + count - 1, t0));
+        try
+        {
+            int start = LinkWire.WriteBatchHead(buffer, at, length, first, count, Gate.ReleasedStdout, Gate.ReleasedStderr,
+                session.Link.SharesClock ? LinkWire.MonotonicNs() : 0);
+            session.Link.SendPrepared(buffer, start, at + length - start);
+        }
         catch (IOException e)
         {
             session.SendError ??= $"sending to the backup failed: {e.Message}";
             session.Link.Close();
             return;
         }
+        _sendMs.Add(Stopwatch.GetElapsedTime(t0).TotalMilliseconds);
         Interlocked.Add(ref _bytesSent, length);
         Interlocked.Increment(ref _batches);
         ReplicationMetrics.LogBytes.Add(length);
@@ -1029,7 +1051,7 @@ public sealed class ReplicationClient : ILogSink
                 byte[]? f;
                 while (session.Queue.TryTake(out f))
                 {
-                    Ship(session, f, f.Length);
+                    Ship(session, f, f.Length - LinkWire.MaxBatchHeadBytes);
                     Interlocked.Increment(ref _handedOff);
                 }
                 // the last queued frames go ahead of every later one, and this thread sends them outside the lock
@@ -1037,7 +1059,7 @@ public sealed class ReplicationClient : ILogSink
                 {
                     while (session.Queue.TryTake(out f))
                     {
-                        _direct.Add((session, f, f.Length, false));
+                        _direct.Add((session, f, f.Length - LinkWire.MaxBatchHeadBytes, false));
                         Interlocked.Increment(ref _handedOff);
                     }
                     session.Direct = true;
@@ -1211,7 +1233,8 @@ public sealed class ReplicationClient : ILogSink
         {
             while (true)
             {
-                var m = session.Link.Receive(BackupMessage.Parser, ReplicationProtocol.MaxBackupMessageBytes);
+                bool isAck = NextAck(session.Link, out var ack, out var m);
+                ulong arrivedNs = session.Link.SharesClock ? LinkWire.MonotonicNs() : 0;
                 // found by the chaos drill (freeze): after a SIGSTOP longer than the timeout, acks queued before the
                 // freeze must not release output — the backup may already be live. Decide on the silence first.
                 var silent = Stopwatch.GetElapsedTime(Interlocked.Read(ref _lastHeard));
@@ -1221,25 +1244,26 @@ public sealed class ReplicationClient : ILogSink
                     return;
                 }
                 Touch();
-                if (m.BodyCase == BackupMessage.BodyOneofCase.Refused) { session.Refused = true; BackupLost(session, $"the backup stopped following: {m.Refused.Reason}"); return; }
-                if (m.BodyCase != BackupMessage.BodyOneofCase.Ack) continue;
-                ulong held = m.Ack.HeldSequence, replayed = m.Ack.ReplayedSequence;
-                if (m.Ack.SnapshotBytes > session.SnapshotBytesRestored) SnapshotRestoredUpTo(session, m.Ack.SnapshotBytes);
+                if (m?.BodyCase == BackupMessage.BodyOneofCase.Refused) { session.Refused = true; BackupLost(session, $"the backup stopped following: {m.Refused.Reason}"); return; }
+                if (!isAck) continue;
+                NoteAckTimes(ack, arrivedNs);
+                ulong held = ack.HeldSequence, replayed = ack.ReplayedSequence;
+                if (ack.SnapshotBytes > session.SnapshotBytesRestored) SnapshotRestoredUpTo(session, ack.SnapshotBytes);
                 // the acks already read (one read of the link brought them): only the newest matters
                 while (session.Link.HasBuffered)
                 {
-                    m = session.Link.Receive(BackupMessage.Parser, ReplicationProtocol.MaxBackupMessageBytes);
-                    if (m.BodyCase == BackupMessage.BodyOneofCase.Refused)
+                    if (!NextAck(session.Link, out ack, out m))
                     {
+                        if (m!.BodyCase != BackupMessage.BodyOneofCase.Refused) continue;
                         session.Refused = true;
                         if (AckBeyondTheLog(held, replayed) is null) OnAck(session, held, replayed); // in the order they came
                         BackupLost(session, $"the backup stopped following: {m.Refused.Reason}");
                         return;
                     }
-                    if (m.BodyCase != BackupMessage.BodyOneofCase.Ack) continue;
-                    if (m.Ack.SnapshotBytes > session.SnapshotBytesRestored) SnapshotRestoredUpTo(session, m.Ack.SnapshotBytes);
-                    held = Math.Max(held, m.Ack.HeldSequence);
-                    replayed = Math.Max(replayed, m.Ack.ReplayedSequence);
+                    NoteAckTimes(ack, arrivedNs);
+                    if (ack.SnapshotBytes > session.SnapshotBytesRestored) SnapshotRestoredUpTo(session, ack.SnapshotBytes);
+                    held = Math.Max(held, ack.HeldSequence);
+                    replayed = Math.Max(replayed, ack.ReplayedSequence);
                 }
                 if (AckBeyondTheLog(held, replayed) is { } bogus) { BackupLost(session, bogus); return; }
                 OnAck(session, held, replayed);
@@ -1261,6 +1285,26 @@ public sealed class ReplicationClient : ILogSink
     {
         session.SnapshotBytesRestored = bytes;
         if (session.JoinSequence != 0 && !session.HoldsJoinPoint) session.JoinProgressed($"snapshot byte {bytes} restored by the standby");
+    }
+
+    /// <summary>The backup's next message: true with an ack (read in place, or by the generated parser when the in-place
+    /// reader left it to it), false with any other message.</summary>
+    static bool NextAck(DataLink link, out AckView ack, out BackupMessage? other)
+    {
+        if (link.ReceiveAck(ReplicationProtocol.MaxBackupMessageBytes, out ack, out other)) return true;
+        if (other!.BodyCase != BackupMessage.BodyOneofCase.Ack) return false;
+        ack = AckView.Of(other.Ack);
+        return true;
+    }
+
+    /// <summary>The timings an ack carries (<see cref="BatchPath"/>); <paramref name="arrivedNs"/>: when the ack thread read
+    /// it, on the clock a same-host link shares (0: another host).</summary>
+    void NoteAckTimes(in AckView ack, ulong arrivedNs)
+    {
+        if (ack.TransitUs != 0) _batchTransitMs.Add(ack.TransitUs / 1000.0);
+        if (ack.HoldUs != 0) _backupHoldMs.Add(ack.HoldUs / 1000.0);
+        uint back = LinkWire.TransitUs(ack.SentMonotonicNs, arrivedNs);
+        if (back != 0) _ackTransitMs.Add(back / 1000.0);
     }
 
     /// <summary>

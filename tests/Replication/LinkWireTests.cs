@@ -17,6 +17,7 @@ public class LinkWireTests
         rng.NextBytes(frames);
         var b = new Batch { FirstSequence = Pick(rng), Count = (uint)Pick(rng), Frames = ByteString.CopyFrom(frames) };
         if (rng.Next(3) != 0) b.Released = new OutputMark { StdoutBytes = Pick(rng), StderrBytes = Pick(rng) };
+        if (rng.Next(2) != 0) b.SentMonotonicNs = Pick(rng);
         return b;
     }
 
@@ -38,6 +39,7 @@ public class LinkWireTests
         Assert.Equal(expected.Released != null, got.HasReleased);
         Assert.Equal(expected.Released?.StdoutBytes ?? 0, got.ReleasedStdout);
         Assert.Equal(expected.Released?.StderrBytes ?? 0, got.ReleasedStderr);
+        Assert.Equal(expected.SentMonotonicNs, got.SentMonotonicNs);
     }
 
     [Fact]
@@ -70,12 +72,73 @@ public class LinkWireTests
         var buf = new byte[LinkWire.MaxAckBytes];
         for (int i = 0; i < 2000; i++)
         {
-            ulong held = Pick(rng), replayed = Pick(rng);
-            long echo = rng.Next(3) switch { 0 => 0, 1 => -(long)Pick(rng), _ => (long)Pick(rng) };
-            int n = LinkWire.WriteAck(buf, held, echo, replayed);
-            var expected = new BackupMessage { Ack = new Ack { HeldSequence = held, EchoUnixMs = echo, ReplayedSequence = replayed } }.ToByteArray();
+            var a = RandomAck(rng);
+            int n = LinkWire.WriteAck(buf, a.HeldSequence, a.EchoUnixMs, a.ReplayedSequence, a.TransitUs, a.HoldUs, a.SentMonotonicNs, a.SnapshotBytes);
+            var expected = new BackupMessage { Ack = a }.ToByteArray();
             Assert.Equal(expected, buf[..n]);
         }
+    }
+
+    static Ack RandomAck(Random rng) => new()
+    {
+        HeldSequence = Pick(rng), ReplayedSequence = Pick(rng),
+        EchoUnixMs = rng.Next(3) switch { 0 => 0, 1 => -(long)Pick(rng), _ => (long)Pick(rng) },
+        TransitUs = (uint)(Pick(rng) >> 32), HoldUs = (uint)Pick(rng), SentMonotonicNs = Pick(rng), SnapshotBytes = Pick(rng),
+    };
+
+    /// <summary>
+    /// The primary's batches are written in place, the head in front of the frames (<see cref="LinkWire.WriteBatchHead"/>):
+    /// the generated parser reads from the prefix's length exactly the batch the fields give (the released mark always
+    /// present, as the primary sends one), and so does the in-place reader; the largest head fits the room left.
+    /// </summary>
+    [Fact]
+    public void ABatchWrittenInPlaceIsTheBatchTheGeneratedParserReads()
+    {
+        var rng = new Random(15);
+        for (int i = 0; i < 2000; i++)
+        {
+            var b = RandomBatch(rng);
+            b.Released ??= new OutputMark();
+            if (i == 0) (b.FirstSequence, b.Count, b.Released.StdoutBytes, b.Released.StderrBytes, b.SentMonotonicNs) = (ulong.MaxValue, uint.MaxValue, ulong.MaxValue, ulong.MaxValue, ulong.MaxValue);
+            int framesAt = LinkWire.MaxBatchHeadBytes + rng.Next(3); // the head goes right before the frames, wherever they are
+            var buffer = new byte[framesAt + b.Frames.Length + rng.Next(3)];
+            b.Frames.Span.CopyTo(buffer.AsSpan(framesAt));
+            int start = LinkWire.WriteBatchHead(buffer, framesAt, b.Frames.Length, b.FirstSequence, b.Count, b.Released.StdoutBytes, b.Released.StderrBytes, b.SentMonotonicNs);
+            int size = System.Buffers.Binary.BinaryPrimitives.ReadInt32LittleEndian(buffer.AsSpan(start));
+            Assert.Equal(framesAt + b.Frames.Length, start + 4 + size);
+            var parsed = PrimaryMessage.Parser.ParseFrom(buffer, start + 4, size);
+            Assert.Equal(PrimaryMessage.BodyOneofCase.Batch, parsed.BodyCase);
+            Assert.Equal(b, parsed.Batch);
+            Assert.True(LinkWire.TryReadBatch(buffer.AsMemory(start + 4, size), out var view), $"case {i}");
+            AssertSame(b, view);
+        }
+    }
+
+    /// <summary>Acks read in place (the primary's ack thread) have the fields the generated parser reads; damaged ones
+    /// are either read the same as the parser reads them or left to it, and the backup's other messages are never taken
+    /// for acks.</summary>
+    [Fact]
+    public void AnAckReadInPlaceIsTheAckTheGeneratedParserReads()
+    {
+        var rng = new Random(16);
+        int taken = 0, left = 0;
+        for (int i = 0; i < 20000; i++)
+        {
+            var a = RandomAck(rng);
+            bool damaged = i % 2 == 1;
+            var arr = damaged ? Damaged(rng, new BackupMessage { Ack = a }.ToByteArray(), 0x22, a.ToByteArray()) : new BackupMessage { Ack = a }.ToByteArray();
+            bool inPlace = LinkWire.TryReadAck(arr, out var view);
+            BackupMessage? parsed = null;
+            try { parsed = BackupMessage.Parser.ParseFrom(arr); } catch (InvalidProtocolBufferException) { }
+            if (!damaged) Assert.True(inPlace, $"case {i}: an ack of the generated encoder was left to the parser");
+            if (!inPlace) { left++; continue; }
+            taken++;
+            Assert.True(parsed is { BodyCase: BackupMessage.BodyOneofCase.Ack }, $"case {i}: read in place, but the parser reads {parsed?.BodyCase.ToString() ?? "nothing"}: {Convert.ToHexString(arr)}");
+            Assert.Equal(AckView.Of(parsed!.Ack), view);
+        }
+        Assert.True(taken > 10000 && left > 1000, $"taken {taken}, left {left}");
+        foreach (var m in new BackupMessage[] { new() { Refused = new Refused { Reason = "no" } }, new() { Challenge = new Challenge() }, new() })
+            Assert.False(LinkWire.TryReadAck(m.ToByteArray(), out _));
     }
 
     /// <summary>
@@ -91,25 +154,7 @@ public class LinkWireTests
         for (int i = 0; i < 20000; i++)
         {
             var b = RandomBatch(rng);
-            var bytes = new PrimaryMessage { Batch = b }.ToByteArray().ToList();
-            switch (rng.Next(5))
-            {
-                case 0: { int at = rng.Next(bytes.Count); bytes.RemoveRange(at, Math.Min(bytes.Count - at, 1 + rng.Next(8))); break; }
-                case 1: for (int k = rng.Next(1, 4); k > 0; k--) bytes[rng.Next(bytes.Count)] = (byte)rng.Next(256); break;
-                case 2: bytes.InsertRange(rng.Next(bytes.Count + 1), Enumerable.Range(0, rng.Next(1, 6)).Select(_ => (byte)rng.Next(256))); break;
-                case 3:
-                    {
-                        // an unknown field (or a known one again) inside the batch, the outer length mended
-                        var inner = b.ToByteArray().Concat(Field(rng)).ToArray();
-                        var raw = new List<byte> { 0x1A };
-                        raw.AddRange(Varint((ulong)inner.Length));
-                        raw.AddRange(inner);
-                        bytes = raw;
-                        break;
-                    }
-                default: { int cut = rng.Next(1, bytes.Count); bytes.RemoveRange(cut, bytes.Count - cut); break; } // cut short
-            }
-            var arr = bytes.ToArray();
+            var arr = Damaged(rng, new PrimaryMessage { Batch = b }.ToByteArray(), 0x1A, b.ToByteArray());
             bool inPlace = LinkWire.TryReadBatch(arr, out var view);
             PrimaryMessage? parsed = null;
             try { parsed = PrimaryMessage.Parser.ParseFrom(arr); } catch (InvalidProtocolBufferException) { }
@@ -120,6 +165,27 @@ public class LinkWireTests
             AssertSame(parsed.Batch, view);
         }
         Assert.True(taken > 1000 && rejected > 1000, $"taken {taken}, rejected {rejected}");
+    }
+
+    /// <summary>A message's encoding damaged one way: bytes cut out, changed or added, a field added inside its body
+    /// (unknown, known again, or of another wire type; <paramref name="outerTag"/> and the length mended), or cut short.</summary>
+    static byte[] Damaged(Random rng, byte[] encoded, byte outerTag, byte[] body)
+    {
+        var bytes = encoded.ToList();
+        switch (rng.Next(5))
+        {
+            case 0: { int at = rng.Next(bytes.Count); bytes.RemoveRange(at, Math.Min(bytes.Count - at, 1 + rng.Next(8))); break; }
+            case 1: for (int k = rng.Next(1, 4); k > 0; k--) bytes[rng.Next(bytes.Count)] = (byte)rng.Next(256); break;
+            case 2: bytes.InsertRange(rng.Next(bytes.Count + 1), Enumerable.Range(0, rng.Next(1, 6)).Select(_ => (byte)rng.Next(256))); break;
+            case 3:
+                {
+                    var inner = body.Concat(Field(rng)).ToArray();
+                    bytes = [outerTag, .. Varint((ulong)inner.Length), .. inner];
+                    break;
+                }
+            default: { int cut = rng.Next(1, bytes.Count); bytes.RemoveRange(cut, bytes.Count - cut); break; } // cut short
+        }
+        return bytes.ToArray();
     }
 
     static IEnumerable<byte> Field(Random rng)

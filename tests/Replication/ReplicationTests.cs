@@ -102,6 +102,14 @@ public class ReplicationTests(ITestOutputHelper output)
         Assert.Equal(10, stats.Long("outputsHeld"));
         // no output left before its log was acknowledged, and every ack took at least the injected delay
         Assert.True(stats.Num("outputHoldP50Ms") >= 140, p.Stderr);
+        // the batch path's timings (both replicas on one host: a same-host link, one clock): the injected delay is the
+        // backup's, between holding a batch and acknowledging it, not the ways there and back nor this replica's send
+        Assert.Equal("unix", p.WaitForEvent(ReplicaEvent.Protected, Long).Str("dataLink"));
+        Assert.True(stats.Num("backupHoldP50Ms") >= 140, p.Stderr);
+        Assert.True(stats.Num("roundTripP50Ms") >= 140, p.Stderr);
+        // (a batch that arrives while the backup sleeps out the delay waits in its socket: its way there is not bounded)
+        Assert.True(stats.Num("sendP50Ms") is > 0 and < 100, p.Stderr);
+        Assert.True(stats.Num("toBackupP50Ms") > 0 && stats.Num("toAckThreadP50Ms") > 0, p.Stderr);
     }
 
     /// <summary>
