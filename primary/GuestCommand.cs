@@ -181,7 +181,7 @@ sealed class GuestCommand
             return 2;
         }
         if (MakeOptions(parse) is not { } opts) return 2;
-        bool stats = parse.GetValue(Stats);
+        bool stats = Flag(parse, Stats);
         long start = System.Diagnostics.Stopwatch.GetTimestamp();
         int status;
         ulong icount = 0;
@@ -189,7 +189,7 @@ sealed class GuestCommand
         {
             using var m = new Machine(opts, HandOffBoundary(parse, opts, stats, start));
             // (revirt-run's and record's commands have no --profile-tier)
-            bool profile = parse.CommandResult.Command.Options.Contains(ProfileTier) && parse.GetValue(ProfileTier);
+            bool profile = parse.CommandResult.Command.Options.Contains(ProfileTier) && Flag(parse, ProfileTier);
             status = LoadAndRun(m, opts, null, out icount, stats, profile);
         }
         else
@@ -277,6 +277,14 @@ sealed class GuestCommand
         }
     }
 
+    /// <summary>The value of a flag (an option over bool) in a parse without errors: what <c>parse.GetValue(flag)</c>
+    /// gives (false when absent: the library's result is then implicit; true when given without a value, else its
+    /// value), read from the option's tokens.
+    /// GetValue over bool is the command-line library's generic code instantiated over a value type, which has no
+    /// precompiled code: its four methods were JIT-compiled at the start of every run.</summary>
+    internal static bool Flag(ParseResult parse, Option<bool> flag)
+        => parse.GetResult(flag) is { Implicit: false } r && (r.Tokens.Count == 0 || bool.Parse(r.Tokens[r.Tokens.Count - 1].Value));
+
     /// <summary>The machine's options from the command line; null (after saying why) when the network options are wrong.</summary>
     public MachineOptions? MakeOptions(ParseResult parse)
     {
@@ -286,12 +294,12 @@ sealed class GuestCommand
             if (parse.GetValue(Ip) is not { } ip) { Console.Error.WriteLine($"{_name}: --net virtual needs --ip A.B.C.D/N"); return null; }
             net = VirtualNetOptions.Parse(ip, parse.GetValue(Mac), parse.GetValue(Tap)!, out var err);
             if (net == null) { Console.Error.WriteLine($"{_name}: {err}"); return null; }
-            net = net with { Namespace = parse.GetValue(Netns), Rack = !parse.GetValue(NoRack) };
+            net = net with { Namespace = parse.GetValue(Netns), Rack = !Flag(parse, NoRack) };
             // the wire must exist before the guest runs: a clear error now rather than a failed socket call later
             try { TapDevice.Open(net.TapName, net.Namespace).Dispose(); }
             catch (Exception e) when (e is IOException or ArgumentException) { Console.Error.WriteLine($"{_name}: --tap {net.TapName}: {e.Message}"); return null; }
         }
-        else if (parse.GetValue(Ip) != null || parse.GetValue(Mac) != null || parse.GetValue(NoRack))
+        else if (parse.GetValue(Ip) != null || parse.GetValue(Mac) != null || Flag(parse, NoRack))
         {
             Console.Error.WriteLine($"{_name}: --ip, --mac and --no-rack need --net virtual");
             return null;
@@ -308,7 +316,7 @@ sealed class GuestCommand
             Cwd = parse.GetValue(Cwd) ?? (full == "/" ? Environment.CurrentDirectory : "/"),
             Net = net,
             Tier = ReVirt.Cpu.ExecutionTiers.Parse(parse.GetValue(Tier)),
-            CompileInBackground = parse.GetValue(BackgroundCompile),
+            CompileInBackground = Flag(parse, BackgroundCompile),
         };
     }
 
@@ -352,7 +360,9 @@ sealed class GuestCommand
         if (stats)
         {
             if (m.Boundary is HandOffBoundary { LastRefusal: { } why }) Console.Error.WriteLine($"{_name}: no hand-off: {why}");
-            TierStats(m, opts.Tier, icount);
+            // an ahead-of-time compiled host interprets whatever tier was asked for (ExecutionTiers.Effective)
+            if (m.TierNote is { } note) Console.Error.WriteLine($"{_name}: {note}");
+            TierStats(m, m.Options.Tier, icount);
             SyscallStats(m);
             Console.Error.WriteLine($"{_name}: {m.Kernel.WorkAccount!.Describe(m.Kernel)}");
         }

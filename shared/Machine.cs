@@ -1,5 +1,6 @@
 using System.Runtime.InteropServices;
 using ReVirt.Abi;
+using ReVirt.Cpu;
 using ReVirt.Linux;
 
 namespace ReVirt;
@@ -11,11 +12,21 @@ public sealed class Machine : IDisposable
     public MachineOptions Options { get; }
     public IBoundary Boundary { get; }
 
-    public Machine(MachineOptions options, IBoundary? boundary = null)
+    /// <summary>Set when the machine runs another tier than its options ask for: the one line `--stats` prints (see
+    /// <see cref="ExecutionTiers.FallbackNote"/>); null when it runs the requested tier.</summary>
+    public string? TierNote { get; }
+
+    public Machine(MachineOptions options, IBoundary? boundary = null) : this(options, boundary, CompiledTier.Supported) { }
+
+    /// <param name="dynamicCode">whether this host can run the compiled tier (<see cref="CompiledTier.Supported"/>;
+    /// tests pass false to build the machine an ahead-of-time compiled program builds). Without it every tier
+    /// interprets: <see cref="Options"/> then holds the interpreter tier and <see cref="TierNote"/> says so.</param>
+    public Machine(MachineOptions options, IBoundary? boundary, bool dynamicCode)
     {
-        Options = options;
+        TierNote = ExecutionTiers.FallbackNote(options.Tier, dynamicCode);
+        Options = TierNote == null ? options : options.WithTier(ExecutionTiers.Effective(options.Tier, dynamicCode));
         Boundary = boundary ?? new LiveBoundary();
-        Kernel = new Kernel(options, Boundary);
+        Kernel = new Kernel(Options, Boundary);
         Boundary.Attach(Kernel);
     }
 

@@ -1,4 +1,25 @@
+using System.Runtime.CompilerServices;
+
 namespace ReVirt.Cpu;
+
+/// <summary>
+/// The one way into the block compiler, whose code is IL handed to the runtime's JIT (DynamicMethod). Every call is
+/// behind <see cref="RuntimeFeature.IsDynamicCodeSupported"/>, which the ahead-of-time compiler (revirt-run's
+/// NativeAOT publish) takes as the constant false: the compiler and its DynamicMethods are then unreachable and left
+/// out of the image, so the analysis has no dynamic-code use to warn about (IL3050) and the program cannot reach
+/// one. A machine in such a host runs the interpreter tier (<see cref="ExecutionTiers.Effective"/>, chosen where the
+/// machine is built); this guard is what makes that choice safe by construction rather than by convention.
+/// </summary>
+public static class CompiledTier
+{
+    /// <summary>Whether this host process can run the compiled tier (a JIT is present).</summary>
+    public static bool Supported => RuntimeFeature.IsDynamicCodeSupported;
+
+    /// <summary><see cref="BlockCompiler.Compile"/> where the host can generate code; null (the region stays
+    /// interpreted) where it cannot.</summary>
+    internal static CompiledBlock? Compile(Block[] members, bool countHelpers)
+        => RuntimeFeature.IsDynamicCodeSupported ? BlockCompiler.Compile(members, countHelpers) : null;
+}
 
 /// <summary>Stopwatch ticks the host process's region compilations spent emitting IL and in the runtime's JIT, every
 /// thread together (statistics: where a compilation's cost lies). Apart from <see cref="BlockCompiler"/>, whose
@@ -130,7 +151,7 @@ public sealed class BackgroundCompiler
             CompiledBlock? f;
             // a defect of the compiler costs speed (the blocks stay interpreted), never the host process: this
             // thread has no guest instruction to blame it on
-            try { f = BlockCompiler.Compile(job.Members, job.CountHelpers); }
+            try { f = CompiledTier.Compile(job.Members, job.CountHelpers); }
             catch (Exception) { f = null; }
             job.Finish(f, System.Diagnostics.Stopwatch.GetTimestamp() - t0);
             Interlocked.Increment(ref Compiled);

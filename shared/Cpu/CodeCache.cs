@@ -255,7 +255,7 @@ public sealed unsafe class CodeCache
     static CompiledBlock? CompileHere(Block[] members, bool countHelpers, out long ticks)
     {
         long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
-        try { return BlockCompiler.Compile(members, countHelpers); }
+        try { return CompiledTier.Compile(members, countHelpers); }
         catch (Exception e) when (e is InvalidOperationException or NotSupportedException or ArgumentException or InvalidProgramException)
         {
             return null;

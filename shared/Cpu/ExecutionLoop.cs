@@ -27,8 +27,11 @@ public sealed class ExecutionLoop
     /// Runs until a handler sets <see cref="VirtualCpu.Yield"/> or the instruction count reaches <see cref="VirtualCpu.StopAt"/>.
     /// Guest faults are returned as signals to the caller (the kernel decides delivery).
     /// </summary>
-    // the guest's hot loop: compiled optimised at once rather than left in tier-0 or precompiled code
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    // Precompiled (ReadyToRun: optimised code, no tier-0 phase), not AggressiveOptimization: that attribute keeps a
+    // method out of the precompiled image, and its JIT compilation (FullOpts, with the exception handling) was the
+    // largest single JIT cost of every start. The loop calls nothing of Iced's (the executor and the compiled code
+    // run the instructions), so precompiled code loses no cross-assembly inlining here; a run that returns to its
+    // caller often (syscalls, stops) re-compiles it at tier 1 like any hot method.
     public RunResult Run()
     {
         VirtualCpu c = _cpu;

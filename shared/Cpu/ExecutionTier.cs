@@ -32,6 +32,18 @@ public static class ExecutionTiers
         return string.Equals(name, nameof(ExecutionTier.Compiled), StringComparison.OrdinalIgnoreCase);
     }
 
+    /// <summary>The tier a machine runs when <paramref name="requested"/> is asked for: the requested one where the
+    /// host can generate code at run time (<paramref name="dynamicCode"/>, <see cref="CompiledTier.Supported"/>), else
+    /// the interpreter. A program compiled ahead of time (revirt-run) has no JIT for the compiled tier's IL; every tier
+    /// gives the same results, so only the speed differs.</summary>
+    public static ExecutionTier Effective(ExecutionTier requested, bool dynamicCode) => dynamicCode ? requested : ExecutionTier.Interpreter;
+
+    /// <summary>The one line `--stats` prints when the machine runs another tier than the one asked for (see
+    /// <see cref="Effective"/>); null when it runs the requested one.</summary>
+    public static string? FallbackNote(ExecutionTier requested, bool dynamicCode)
+        => Effective(requested, dynamicCode) == requested ? null
+            : $"tier {requested} asked for, but this host cannot generate code at run time (compiled ahead of time): every block is interpreted (tier {ExecutionTier.Interpreter})";
+
     /// <summary>The tier a validated option value names.</summary>
     public static ExecutionTier Parse(string? name) => TryParse(name, out var t) ? t : throw new ArgumentException($"unknown tier '{name}' (expected {HelpName})", nameof(name));
 }

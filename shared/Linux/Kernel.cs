@@ -33,6 +33,14 @@ public sealed class MachineOptions
 
     /// <summary>The guest's environment: <see cref="Env"/>, or the host's as NAME=value strings in ordinal order
     /// (an order that does not depend on the host's hashing, so a recording and its replays agree).</summary>
+    /// <summary>A copy of these options that runs <paramref name="tier"/> (the caller's options stay as they are).</summary>
+    public MachineOptions WithTier(ExecutionTier tier)
+    {
+        var copy = (MachineOptions)MemberwiseClone();
+        copy.Tier = tier;
+        return copy;
+    }
+
     public string[] GuestEnvironment()
     {
         if (Env != null) return Env;

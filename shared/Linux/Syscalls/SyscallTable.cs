@@ -18,7 +18,13 @@ public enum SyscallFlags
 }
 
 /// <summary>One syscall the VM implements.</summary>
-public sealed record SyscallEntry(int Nr, string Name, SyscallHandler Handler, SyscallFlags Flags);
+public sealed record SyscallEntry(int Nr, SyscallHandler Handler, SyscallFlags Flags)
+{
+    /// <summary>The syscall's name, looked up when asked for (diagnostics, statistics): <see cref="ReVirt.Linux.Nr"/>'s table
+    /// of names is made by reflection over its constants, which cost every machine's first syscall several ms of
+    /// CPU when every entry was named at registration.</summary>
+    public string Name => ReVirt.Linux.Nr.Name(Nr);
+}
 
 /// <summary>
 /// Syscall number → name, handler and flags. Each family registers its handlers from its own file
@@ -37,7 +43,7 @@ public sealed class SyscallTable
     public void Add(int nr, SyscallHandler handler, SyscallFlags flags = SyscallFlags.None)
     {
         if (_entries[nr] != null) throw new InvalidOperationException($"syscall {Nr.Name(nr)} registered twice");
-        _entries[nr] = new SyscallEntry(nr, Nr.Name(nr), handler, flags == SyscallFlags.None ? _family : flags);
+        _entries[nr] = new SyscallEntry(nr, handler, flags == SyscallFlags.None ? _family : flags);
     }
 
     public void Add(int[] nrs, SyscallHandler handler, SyscallFlags flags = SyscallFlags.None)
