@@ -74,6 +74,12 @@ public sealed class ListenSettings
     /// <summary>The --tap device receives a copy of the frames the network delivers to the primary's (<c>--hears-primary</c>,
     /// <see cref="VirtualNetOptions.HearsPrimary"/>).</summary>
     public bool HearsPrimary { get; init; }
+    /// <summary>How long a survivor's live guest with a virtual interface stays a real-time thread after the go-live
+    /// (<c>--live-rush-ms</c>; 0: an ordinary thread from the go-live): long enough for its clients' first
+    /// retransmissions (their 200 ms minimum RTO) to be answered, short against a guest that computes for long (the
+    /// kernel's real-time throttling bounds it to 95 % of a CPU meanwhile anyway).</summary>
+    public int LiveRushMs { get; init; } = DefaultLiveRushMs;
+    public const int DefaultLiveRushMs = 500;
     /// <summary>The data link's transport (<c>--data-link</c>): whether this replica offers its same-host socket (and
     /// takes only it), and what it uses for the links it opens to standbys after a takeover.</summary>
     public DataLinkKind DataLink { get; init; }
@@ -926,11 +932,6 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         }
     }
     const int DrainRushMs = 1000;
-    /// <summary>How long a survivor's live guest with a virtual interface stays a real-time thread after the go-live
-    /// (<see cref="Follow"/>): long enough for its clients' first retransmissions (their 200 ms minimum RTO) to be
-    /// answered, short against a guest that computes for long (the kernel's real-time throttling bounds it to 95 % of
-    /// a CPU meanwhile anyway).</summary>
-    const int LiveRushMs = 500;
     bool _servingByNic;
     IDisposable? _liveRush;
     readonly object _rush = new();
@@ -949,7 +950,9 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         if (_boundary?.Nic is not { } nic || _arbiter == null || StandDownReason() != null) return;
         if (s.HearsPrimary)
             nic.HeardSettled = c => s.Events.Emit(ReplicaEvent.HeardFrames, ("read", c.Read), ("atLoss", c.AtLoss), ("largestBurst", c.LargestBurst),
-                ("kept", c.Kept), ("overwritten", c.Overwritten), ("given", c.Given), ("raised", c.Raised));
+                ("kept", c.Kept), ("overwritten", c.Overwritten), ("given", c.Given), ("raised", c.Raised),
+                ("own", c.Own), ("foreign", c.Foreign), ("old", c.Old), ("givenData", c.GivenData), ("givenAck", c.GivenAck),
+                ("givenControl", c.GivenControl), ("givenOther", c.GivenOther));
         nic.DropStaleInput();
         var r = Decide();
         if (!r.Won || !nic.AnnounceEarly()) return;
@@ -1106,7 +1109,7 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
             // clients sent during the outage (the heard frames, their retransmissions), which waited 100-400 ms for
             // an ordinary thread's time slices at load ~80 (docs/PERFORMANCE-replication.md): it stays real-time for
             // LiveRushMs, as the drain does for DrainRushMs, then runs as an ordinary thread
-            if (_servingByNic) _liveRush = ThreadPools.OrdinaryAfter(LiveRushMs);
+            if (_servingByNic && s.LiveRushMs > 0) _liveRush = ThreadPools.OrdinaryAfter(s.LiveRushMs);
             else ThreadPools.MakeCurrentThreadOrdinary();
         },
         ServingAgain = up =>
@@ -1122,6 +1125,9 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
             }
             else ThreadPools.MakeCurrentThreadOrdinary();
         },
+        Stepped = st => s.Events.Emit(ReplicaEvent.GoLive, ("continuedMs", st.ContinuedMs), ("interfaceUpMs", st.InterfaceUpMs),
+            ("servingMs", st.ServingMs), ("attachedMs", st.AttachedMs), ("timersMs", st.TimersMs), ("doneMs", st.DoneMs),
+            ("nicDropMs", st.Nic?.DropMs), ("nicRepairMs", st.Nic?.RepairMs), ("nicSendMs", st.Nic?.SendMs), ("nicFrames", st.Nic?.Frames)),
         SharedStorage = s.SharedStorage,
         Continue = (p, from) => ContinueRecording(p, from, header),
     };
