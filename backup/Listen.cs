@@ -897,6 +897,17 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
     public void PrimaryLost(string reason, LinkSilence? silence = null, string? ackFailed = null)
     {
         if (_lostReason != null) return;
+        // the link thread (raised, not real-time) runs what follows while the drained replay, a real-time thread, waits
+        // for the decision under _decide: at load ~100 it waited 40-100 ms for time slices before the arbiter was asked
+        // and 30-80 ms more before the announce (go-live events, 2026-12-02), a priority inversion on the clients'
+        // stall. It is a real-time thread until the takeover is prepared (a few ms of CPU), then raised again.
+        bool realtime = ThreadPools.MakeCurrentThreadRealtime();
+        try { LoseThePrimary(reason, silence, ackFailed); }
+        finally { if (realtime) ThreadPools.MakeRaised(ThreadPools.CurrentThreadId()); }
+    }
+
+    void LoseThePrimary(string reason, LinkSilence? silence, string? ackFailed)
+    {
         try { HoldReceived(); } // everything received is this replica's log: the replay drains it all
         catch (Exception e) when (e is IOException or ObjectDisposedException) { log.WriteLine($"backup: the log copy could not be written: {e.Message}"); }
         _lostReason = reason;
@@ -1127,7 +1138,7 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         },
         Stepped = st => s.Events.Emit(ReplicaEvent.GoLive, ("continuedMs", st.ContinuedMs), ("interfaceUpMs", st.InterfaceUpMs),
             ("servingMs", st.ServingMs), ("attachedMs", st.AttachedMs), ("timersMs", st.TimersMs), ("doneMs", st.DoneMs),
-            ("nicDropMs", st.Nic?.DropMs), ("nicRepairMs", st.Nic?.RepairMs), ("nicSendMs", st.Nic?.SendMs), ("nicFrames", st.Nic?.Frames)),
+            ("nicDropMs", st.Nic?.DropMs), ("nicRepairMs", st.Nic?.RepairMs), ("nicSendMs", st.Nic?.SendMs), ("nicFrames", st.Nic?.Frames), ("cpuMs", st.CpuMs)),
         SharedStorage = s.SharedStorage,
         Continue = (p, from) => ContinueRecording(p, from, header),
     };

@@ -537,7 +537,8 @@ def golive_words(name, vs):
                   + ', interface up ' + med(e['interfaceUpMs'] for e in g) + ' (stale frames dropped ' + med(e['nicDropMs'] for e in g)
                   + ', repair built ' + med(e['nicRepairMs'] for e in g) + ', ' + med(e['nicFrames'] for e in g) + ' frames sent in '
                   + med(e['nicSendMs'] for e in g) + '), serving event written ' + med(e['servingMs'] for e in g) + ', descriptors attached '
-                  + med(e['attachedMs'] for e in g) + ', timers ' + med(e['timersMs'] for e in g) + ', done ' + med(e['doneMs'] for e in g))
+                  + med(e['attachedMs'] for e in g) + ', timers ' + med(e['timersMs'] for e in g) + ', done ' + med(e['doneMs'] for e in g)
+                  + (', of which the replay thread\'s CPU ' + med(e['cpuMs'] for e in g) if all('cpuMs' in e for e in g) else ''))
     return words
 
 

@@ -707,10 +707,11 @@ public readonly record struct TakeoverPoint(
 /// virtual interface up, announced and repaired (<see cref="InterfaceUpMs"/>, null without one; its own steps in
 /// <see cref="Nic"/>), clients told they are served again (<see cref="ServingMs"/>: the event written), held file writes
 /// applied and host descriptors attached (<see cref="AttachedMs"/>), timers re-armed (<see cref="TimersMs"/>), host waits
-/// renewed and the report written (<see cref="DoneMs"/>): the guest runs from there.
+/// renewed and the report written (<see cref="DoneMs"/>): the guest runs from there. <see cref="CpuMs"/>: the CPU time
+/// the replay thread used meanwhile (far below <see cref="DoneMs"/>: the steps waited to run, not worked).
 /// </summary>
 public sealed record GoLiveSteps(double ContinuedMs, double? InterfaceUpMs, double ServingMs, double AttachedMs, double TimersMs, double DoneMs,
-    ReVirt.Linux.NicTakeoverSteps? Nic);
+    ReVirt.Linux.NicTakeoverSteps? Nic, double CpuMs);
 
 public sealed class FollowOptions
 {
@@ -894,7 +895,7 @@ public sealed class ReplayBoundary : IBoundary
             throw new ReplayStoodDownException($"the log ended at instruction {Icount} (record #{RecordsConsumed}) and this replica did not win the arbiter: standing down");
         _live = true;
         Takeover = pt;
-        long began = System.Diagnostics.Stopwatch.GetTimestamp();
+        long began = System.Diagnostics.Stopwatch.GetTimestamp(), cpuBegan = HostWorkAccount.ThreadNow();
         double Since() => System.Diagnostics.Stopwatch.GetElapsedTime(began).TotalMilliseconds;
         if (_follow.Continue?.Invoke(pt, new RecordingContinuation(_r.LastSequence, _out, _checkpointDue)) is { } after)
         {
@@ -936,7 +937,8 @@ public sealed class ReplayBoundary : IBoundary
             foreach (var line in report) _k.Options.Diagnostics.WriteLine("backup: takeover: " + line);
             _k.Options.Diagnostics.Flush();
             _follow.WentLive?.Invoke(report);
-            _follow.Stepped?.Invoke(new GoLiveSteps(continued, upMs, serving, attached, timers, Since(), _k.Nic?.TakeoverSteps));
+            _follow.Stepped?.Invoke(new GoLiveSteps(continued, upMs, serving, attached, timers, Since(), _k.Nic?.TakeoverSteps,
+                (HostWorkAccount.ThreadNow() - cpuBegan) / 1e6));
         }
         else _follow.ServingAgain?.Invoke(null);
         EmitUnreleased(relOut, relErr);
