@@ -104,12 +104,14 @@ public static class BackupCommandLine
         var dataLinkOpt = new Option<string>("--data-link") { Description = ReVirt.Replication.DataLinkKinds.Help + " On a backup: whether it offers the same-host socket (auto, the default: offered beside TCP; unix: it takes only the socket and also uses only it for the links it opens to standbys after a takeover, which otherwise go over TCP).", DefaultValueFactory = _ => "auto" };
         dataLinkOpt.AcceptOnlyFromAmong("auto", "unix", "tcp");
         var metricsOpt = new Option<string?>("--metrics-listen") { Description = ReVirt.Replication.MetricsEndpoint.OptionHelp };
+        var liveRushOpt = new Option<int>("--live-rush-ms") { Description = "--net virtual: once taken over, the live guest's thread stays a real-time thread this long (ms) after the go-live, so the answers to what its clients sent during the outage (heard frames, retransmissions) do not wait for time slices on a loaded host; then it is an ordinary thread. 0: ordinary from the go-live.", DefaultValueFactory = _ => ReVirt.Backup.ListenSettings.DefaultLiveRushMs };
+        liveRushOpt.Validators.Add(r => { if (r.GetValueOrDefault<int>() is < 0 or > 60_000) r.AddError("--live-rush-ms: 0 to 60000"); });
         var standbyRetryOpt = new Option<int>("--standby-retry-ms") { Description = "Pause between two rounds over the standbys while none accepts.", DefaultValueFactory = _ => 500 };
         var joinTimeoutOpt = new Option<int>("--join-timeout-ms") { Description = ReVirt.Replication.ProtectSettings.JoinTimeoutHelp + " (Once this replica has taken over.)", DefaultValueFactory = _ => ReVirt.Replication.ProtectSettings.DefaultJoinTimeoutMs };
         var joinProgressOpt = new Option<int>("--join-progress-ms") { Description = ReVirt.Replication.ProtectSettings.JoinProgressHelp + " (Once this replica has taken over.)", DefaultValueFactory = _ => ReVirt.Replication.ProtectSettings.DefaultJoinProgressMs };
         var listen = new Command("listen", "Serve the replication endpoint, follow one primary (`primary protect`), replay its log in lockstep and acknowledge each batch as soon as it holds it; when the primary is lost, drain, win the arbiter and go live. Exit status: the guest's; 3 when standing down; 1 on divergence.")
         {
-            listenOpt, lrootOpt, tokenOpt, insecureOpt, sharedOpt, noSnapshotOpt, certOpt, keyOpt, caOpt, arbiterOpt, timeoutOpt, silenceOpt, copyOpt, eventsOpt, plantOpt, ackDelayOpt, tapOpt, netnsOpt, hearsOpt, standbyOpt, standbyRetryOpt, joinTimeoutOpt, joinProgressOpt, dataPortOpt, dataLinkOpt, metricsOpt, gatherOpt,
+            listenOpt, lrootOpt, tokenOpt, insecureOpt, sharedOpt, noSnapshotOpt, certOpt, keyOpt, caOpt, arbiterOpt, timeoutOpt, silenceOpt, copyOpt, eventsOpt, plantOpt, ackDelayOpt, tapOpt, netnsOpt, hearsOpt, liveRushOpt, standbyOpt, standbyRetryOpt, joinTimeoutOpt, joinProgressOpt, dataPortOpt, dataLinkOpt, metricsOpt, gatherOpt,
         };
         listen.SetAction(parse =>
         {
@@ -146,6 +148,7 @@ public static class BackupCommandLine
                 Tap = parse.GetValue(tapOpt)!,
                 Netns = parse.GetValue(netnsOpt),
                 HearsPrimary = parse.GetValue(hearsOpt),
+                LiveRushMs = parse.GetValue(liveRushOpt),
                 MetricsListen = parse.GetValue(metricsOpt),
             });
         });

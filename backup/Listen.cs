@@ -80,6 +80,12 @@ public sealed class ListenSettings
     /// <summary>The --tap device receives a copy of the frames the network delivers to the primary's (<c>--hears-primary</c>,
     /// <see cref="VirtualNetOptions.HearsPrimary"/>).</summary>
     public bool HearsPrimary { get; init; }
+    /// <summary>How long a survivor's live guest with a virtual interface stays a real-time thread after the go-live
+    /// (<c>--live-rush-ms</c>; 0: an ordinary thread from the go-live): long enough for its clients' first
+    /// retransmissions (their 200 ms minimum RTO) to be answered, short against a guest that computes for long (the
+    /// kernel's real-time throttling bounds it to 95 % of a CPU meanwhile anyway).</summary>
+    public int LiveRushMs { get; init; } = DefaultLiveRushMs;
+    public const int DefaultLiveRushMs = 500;
     /// <summary>The data link's transport (<c>--data-link</c>): whether this replica offers its same-host socket (and
     /// takes only it), and what it uses for the links it opens to standbys after a takeover.</summary>
     public DataLinkKind DataLink { get; init; }
@@ -909,6 +915,17 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
     public void PrimaryLost(string reason, LinkSilence? silence = null, string? ackFailed = null)
     {
         if (_lostReason != null) return;
+        // the link thread (raised, not real-time) runs what follows while the drained replay, a real-time thread, waits
+        // for the decision under _decide: at load ~100 it waited 40-100 ms for time slices before the arbiter was asked
+        // and 30-80 ms more before the announce (go-live events, 2026-12-02), a priority inversion on the clients'
+        // stall. It is a real-time thread until the takeover is prepared (a few ms of CPU), then raised again.
+        bool realtime = ThreadPools.MakeCurrentThreadRealtime();
+        try { LoseThePrimary(reason, silence, ackFailed); }
+        finally { if (realtime) ThreadPools.MakeRaised(ThreadPools.CurrentThreadId()); }
+    }
+
+    void LoseThePrimary(string reason, LinkSilence? silence, string? ackFailed)
+    {
         try { HoldReceived(); } // everything received is this replica's log: the replay drains it all
         catch (Exception e) when (e is IOException or ObjectDisposedException) { log.WriteLine($"backup: the log copy could not be written: {e.Message}"); }
         _lostReason = reason;
@@ -944,11 +961,6 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         }
     }
     const int DrainRushMs = 1000;
-    /// <summary>How long a survivor's live guest with a virtual interface stays a real-time thread after the go-live
-    /// (<see cref="Follow"/>): long enough for its clients' first retransmissions (their 200 ms minimum RTO) to be
-    /// answered, short against a guest that computes for long (the kernel's real-time throttling bounds it to 95 % of
-    /// a CPU meanwhile anyway).</summary>
-    const int LiveRushMs = 500;
     bool _servingByNic;
     IDisposable? _liveRush;
     readonly object _rush = new();
@@ -967,7 +979,9 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         if (_boundary?.Nic is not { } nic || _arbiter == null || StandDownReason() != null) return;
         if (s.HearsPrimary)
             nic.HeardSettled = c => s.Events.Emit(ReplicaEvent.HeardFrames, ("read", c.Read), ("atLoss", c.AtLoss), ("largestBurst", c.LargestBurst),
-                ("kept", c.Kept), ("overwritten", c.Overwritten), ("given", c.Given), ("raised", c.Raised));
+                ("kept", c.Kept), ("overwritten", c.Overwritten), ("given", c.Given), ("raised", c.Raised),
+                ("own", c.Own), ("foreign", c.Foreign), ("old", c.Old), ("givenData", c.GivenData), ("givenAck", c.GivenAck),
+                ("givenControl", c.GivenControl), ("givenOther", c.GivenOther));
         nic.DropStaleInput();
         var r = Decide();
         if (!r.Won || !nic.AnnounceEarly()) return;
@@ -1125,7 +1139,7 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
             // clients sent during the outage (the heard frames, their retransmissions), which waited 100-400 ms for
             // an ordinary thread's time slices at load ~80 (docs/PERFORMANCE-replication.md): it stays real-time for
             // LiveRushMs, as the drain does for DrainRushMs, then runs as an ordinary thread
-            if (_servingByNic) _liveRush = ThreadPools.OrdinaryAfter(LiveRushMs);
+            if (_servingByNic && s.LiveRushMs > 0) _liveRush = ThreadPools.OrdinaryAfter(s.LiveRushMs);
             else ThreadPools.MakeCurrentThreadOrdinary();
         },
         ServingAgain = up =>
@@ -1141,6 +1155,9 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
             }
             else ThreadPools.MakeCurrentThreadOrdinary();
         },
+        Stepped = st => s.Events.Emit(ReplicaEvent.GoLive, ("continuedMs", st.ContinuedMs), ("interfaceUpMs", st.InterfaceUpMs),
+            ("servingMs", st.ServingMs), ("attachedMs", st.AttachedMs), ("timersMs", st.TimersMs), ("doneMs", st.DoneMs),
+            ("nicDropMs", st.Nic?.DropMs), ("nicRepairMs", st.Nic?.RepairMs), ("nicSendMs", st.Nic?.SendMs), ("nicFrames", st.Nic?.Frames), ("cpuMs", st.CpuMs)),
         SharedStorage = s.SharedStorage,
         Continue = (p, from) => ContinueRecording(p, from, header),
     };

@@ -49,6 +49,7 @@ BULK = os.path.join(ROOT, 'guests', 'out', 'bulkserver.musl')
 BULKCLIENT = os.path.join(ROOT, 'bench', 'bulkclient.py')
 RELAY = os.path.join(ROOT, 'bench', 'lossyrelay.py')
 KVLOAD = os.path.join(tempfile.gettempdir(), f'revirt-vnet-kvload-{os.getpid()}')
+# the clients' network namespace (its name: --netns-prefix and this process's id; TAP devices are made inside it)
 NS = f'rvbench{os.getpid()}'
 GUEST_IP, PORT = '10.213.8.2', 7000
 NET = ['--net', 'virtual', '--ip', GUEST_IP + '/24', '--netns', NS]
@@ -148,10 +149,11 @@ class Proc:
         raise TimeoutError(pattern)
 
 
-def start(mode, net, lock=None, events=None, bin_dir=BIN, extra_args=()):
+def start(mode, net, lock=None, events=None, bin_dir=BIN, extra_args=(), backup_args=()):
     """kvserver under run or protect, on host sockets (loopback) or the virtual interface; returns (primary, backup, address).
     `events`: a file for the backup's JSON-lines events (`--events`); `bin_dir`: the build whose primary.dll and
-    backup.dll run; `extra_args`: more options for both replicas' guest (e.g. --no-rack)."""
+    backup.dll run; `extra_args`: more options for the primary's guest (e.g. --no-rack, --no-takeover-probe);
+    `backup_args`: more options for `backup listen` (e.g. --live-rush-ms 0)."""
     b = None
     PRIMARY, BACKUP = os.path.join(bin_dir, 'primary.dll'), os.path.join(bin_dir, 'backup.dll')
     guest = SERVER.command(net)
@@ -162,7 +164,7 @@ def start(mode, net, lock=None, events=None, bin_dir=BIN, extra_args=()):
         extra = ['--arbiter', lock, '--timeout-ms', '2000'] if lock else []
         ev = ['--events', events] if events else []
         hears = ['--hears-primary'] if HEARS and (HEARS == 'both' or os.path.abspath(bin_dir) == os.path.abspath(THIS)) else []
-        b = Proc([BACKUP, 'listen', '--listen', 'http://127.0.0.1:0', '--insecure-no-auth', '--shared-storage', '--tap', 'rvb0', '--netns', NS] + extra + ev + hears)
+        b = Proc([BACKUP, 'listen', '--listen', 'http://127.0.0.1:0', '--insecure-no-auth', '--shared-storage', '--tap', 'rvb0', '--netns', NS] + extra + ev + hears + list(backup_args))
         url = b.wait_for(r'listening on (http://127\.0\.0\.1:\d+)').group(1)
         p = Proc([PRIMARY, 'protect', '--backup', url] + extra + netargs + ['--'] + guest, SERVER.ready_on_stdout)
     try:
@@ -322,7 +324,7 @@ def tap_dropped(dev='rvb0'):
         return float('nan')
 
 
-def kill_once(i, seconds, bin_dir=BIN):
+def kill_once(i, seconds, bin_dir=BIN, primary_args=(), backup_args=(), label=None):
     """One protected run killed mid-load; returns kvload's figures and, from the backup's events, when (ms after
     the kill) it noticed the loss (`lost`), won the arbiter (`won`) and had its interface up and announced (`up`)."""
     # a lock path of its own per run: the builds alternate with the same kill number, and a takeover leaves the file
@@ -341,7 +343,7 @@ def kill_once(i, seconds, bin_dir=BIN):
     relay = start_relay(i, stats, frames) if LINK else None
     dropped_before = tap_dropped()
     try:
-        p, b, addr = start('protect', 'virtual', lock, events, bin_dir)
+        p, b, addr = start('protect', 'virtual', lock, events, bin_dir, primary_args, backup_args)
     except Exception:
         if relay:
             relay.kill()
@@ -379,7 +381,7 @@ def kill_once(i, seconds, bin_dir=BIN):
         # wait of a request the relay dropped none of whose frames, and the guest answers only once the survivor's
         # descriptors are attached
         import vnettrace
-        stem = keep_run(i, bin_dir, {'killedMono': killed_mono, 'killedUnixMs': killed_ms}, trace, events, frames)
+        stem = keep_run(i, label or bin_dir, {'killedMono': killed_mono, 'killedUnixMs': killed_ms}, trace, events, frames)
         result['own'], result['attached'] = vnettrace.own_stall(stem)
         if frames and os.path.exists(frames):
             os.remove(frames)
@@ -409,14 +411,20 @@ def kill_once(i, seconds, bin_dir=BIN):
     # the interface was up, answered after the kill), not the longest request of the whole run (a protected server's
     # tail without any kill reaches hundreds of ms under load)
     up_mono = killed_mono + (result['up'] if result['up'] == result['up'] else 0) / 1000
-    result['stall'] = max(((d - s) * 1000 for s, d in reqs if d > killed_mono and s < up_mono), default=float('nan'))
-    # the link's own floor: the same statistic at points before the kill, with the same window (kill to interface
-    # up), in the same run on the same link: what the longest wait across any such window is without a failover (on a
-    # lossy link a request in flight at a random moment may already be waiting on the link's loss recovery); a request
-    # still unanswered at the kill is left out (the failover's, not the link's; so the floor errs low)
-    window = (up_mono - killed_mono)
-    result['floor'] = [max(((d - s) * 1000 for s, d in reqs if t < d < killed_mono and s < t + window), default=float('nan'))
-                       for t in (killed_mono - x for x in FLOOR_BEFORE_S)]
+    window = up_mono - killed_mono
+    result['stall'] = longest_wait(reqs, killed_mono, window)
+    # the link's own floor: the same statistic (the longest wait of a request in flight at some moment of a window as
+    # long as the kill-to-interface-up one) at points before the kill, in the same run on the same link, with no
+    # failover: on a lossy link some of the 64 connections are waiting on their own loss recovery at any moment, and
+    # the stall's window catches the longest of those waits just as a floor window does (floor_points)
+    load_start = min((s for s, _ in reqs), default=killed_mono)
+    points = floor_points(killed_mono, window, load_start)
+    result['floor'] = [longest_wait(reqs, t, window, censor=killed_mono) for t in points]
+    # and how many requests of the window waited beyond the bound, across the kill and at the same moments before it
+    result['over'] = waits_over(reqs, killed_mono, window)
+    result['floorOver'] = [waits_over(reqs, t, window, censor=killed_mono) for t in points]
+    result['goLive'] = next((e for e in evs if e['event'] == 'go-live'), None)
+    result['upIn'], result['attachIn'] = detail_ms(evs)
     # the first reply after the kill that the survivor sent (answered after its interface was up)
     result['first'] = min(((d - killed_mono) * 1000 for s, d in reqs if d > up_mono), default=float('nan'))
     lost = next((e for e in evs if e['event'] == 'primary-lost'), {})
@@ -429,28 +437,119 @@ def kill_once(i, seconds, bin_dir=BIN):
     return result
 
 
-# seconds before the kill where the link's floor is taken (kill_once): the load has run ~2 s before the kill, and a
-# wait that starts at the earliest point ends long before the kill
-FLOOR_BEFORE_S = (1.6, 1.3, 1.0, 0.7)
+def longest_wait(reqs, t, window, censor=float('inf')):
+    """The stall statistic at moment `t`: the longest wait (ms) of a request in flight at some moment of [t, t+window]
+    (answered after t, sent before t+window). `censor`: a wait still going at that moment counts only up to it (a
+    floor taken before the kill must not include what the kill added to a wait; it then errs low, never high)."""
+    return max(((min(d, censor) - s) * 1000 for s, d in reqs if d > t and s < t + window), default=float('nan'))
+
+
+def waits_over(reqs, t, window, limit_ms=300, censor=float('inf')):
+    """How many requests in flight at some moment of [t, t+window] waited more than `limit_ms` (the issue's bound): the
+    longest wait is one connection's, often one whose request the link lost twice; this counts how many clients a
+    window's stall reached."""
+    return sum(1 for s, d in reqs if d > t and s < t + window and (min(d, censor) - s) * 1000 > limit_ms)
+
+
+# where the link's floor is taken (kill_once): moments this long before the kill, FLOOR_STEP_S apart, each with its
+# whole window before the kill and at least FLOOR_WARMUP_S after the load's first request (a fresh connection's first
+# requests wait for the guest's first compilations and the kernel's first RTT estimates). Before 2026-12-02 the floor
+# was four moments 0.7-1.6 s before the kill, pooled over the kills: one long wait spanned all four (they are 0.3 s
+# apart and the longest waits 0.6-1.2 s), and a moment 1.6 s before the kill was 0.4 s into the load.
+FLOOR_BEFORE_S = tuple(round(0.15 * k, 2) for k in range(1, 10))   # 0.15 .. 1.35 s
+FLOOR_WARMUP_S = 0.5
+
+
+def floor_points(killed, window, load_start):
+    return [killed - x for x in FLOOR_BEFORE_S if killed - x + window <= killed and killed - x >= load_start + FLOOR_WARMUP_S]
+
+
+def run_floor(points):
+    """A kill's floor: the median of the statistic at its moments before the kill (nan when there are none)."""
+    f = [x for x in points if x == x]
+    return statistics.median(f) if f else float('nan')
+
+
+def detail_ms(evs):
+    """(interface up in, descriptors attached in) ms, as the survivor's takeover-descriptor details say them (a build
+    without the go-live event says them too)."""
+    up = att = float('nan')
+    for e in evs:
+        d = str(e.get('detail', '')) if e['event'] == 'takeover-descriptor' else ''
+        m = re.search(r'interface up in (\d+) ms', d)
+        if m:
+            up = float(m.group(1))
+        m = re.search(r'descriptors attached in (\d+) ms', d)
+        if m:
+            att = float(m.group(1))
+    return up, att
+
+
+def rank(xs, q):
+    """The nearest-rank q-quantile of xs (sorted, non-empty): with fewer than 100 values p99 is the largest."""
+    return xs[max(0, min(len(xs) - 1, -(-int(q * 1000) * len(xs) // 1000) - 1))]
 
 
 def floor_words(floors):
-    """The link's floor over a build's kills: the same stall statistic at points before each kill (kill_once)."""
+    """The link's floor over a build's kills: the same stall statistic at moments before each kill (kill_once)."""
     f = sorted(x for fl in floors for x in fl if x == x)
     if not f:
         return ''
-    return (f'the link\'s floor (the same statistic at {len(FLOOR_BEFORE_S)} points 0.7-1.6 s before each kill, no failover): '
-            f'p50 {statistics.median(f):.0f} ms, p90 {f[int(0.9 * (len(f) - 1))]:.0f}, max {f[-1]:.0f} over {len(f)} points')
+    return (f'the link\'s floor (the same statistic at up to {len(FLOOR_BEFORE_S)} moments 0.15-1.35 s before each kill, no failover): '
+            f'p50 {statistics.median(f):.0f} ms, p90 {rank(f, 0.9):.0f}, max {f[-1]:.0f} over {len(f)} moments')
+
+
+def bound_rows(runs):
+    """Per kill (stall, floor, stall - floor, own stall or nan, requests over 300 ms across the kill, the same at the
+    moments before it (median)): the floor is the median of the statistic at that kill's moments before it."""
+    return [(v['stall'], run_floor(v['floor']), v['stall'] - run_floor(v['floor']), v.get('own', float('nan')), v['over'], run_floor(v['floorOver']))
+            for v in runs]
+
+
+def bound_table(rows_by_build):
+    """The bound as a Markdown table: per build, p50/p99/max over its kills of the stall, the link's floor, the stall
+    minus the floor and (with --keep-traces) the own stall; then every kill's figures."""
+    q = lambda xs: (lambda v: f'{statistics.median(v):.0f} / {rank(v, 0.99):.0f} / {v[-1]:.0f}' if v else 'n/a')(sorted(x for x in xs if x == x))
+    out = ['| build | kills | stall p50 / p99 / max ms | floor p50 / p99 / max ms | stall - floor p50 / p99 / max ms | own stall p50 / p99 / max ms | requests > 300 ms across the kill p50 / max | the same before it (floor) p50 / max |',
+           '|---|---|---|---|---|---|---|---|']
+    for name, rows in rows_by_build:
+        if rows:
+            o, fo = sorted(r[4] for r in rows), sorted(r[5] for r in rows if r[5] == r[5])
+            out.append(f'| {name} | {len(rows)} | {q(r[0] for r in rows)} | {q(r[1] for r in rows)} | {q(r[2] for r in rows)} | {q(r[3] for r in rows)} | '
+                       f'{statistics.median(o):.0f} / {o[-1]:.0f} | ' + (f'{statistics.median(fo):.0f} / {fo[-1]:.0f} |' if fo else 'n/a |'))
+    for name, rows in rows_by_build:
+        if rows:
+            out.append(f'\n{name}, per kill (stall/floor/stall-floor[/own] ms): ' + ', '.join(
+                f'{a:.0f}/{b:.0f}/{c:+.0f}' + (f'/{d:.0f}' if d == d else '') for a, b, c, d, _, _ in rows))
+    return '\n'.join(out)
+
+
+def golive_words(name, vs):
+    """The survivor's go-live steps over a build's kills (medians, max): from the takeover-descriptor details (every
+    build) and, where the build emits it, the go-live event's steps."""
+    def med(xs):
+        xs = sorted(x for x in xs if x is not None and x == x)
+        return f'{statistics.median(xs):.1f} (max {xs[-1]:.1f})' if xs else 'n/a'
+    words = f'{name}: interface up in {med(v["upIn"] for v in vs)} ms, descriptors attached {med(v["attachIn"] for v in vs)} ms after it'
+    g = [v['goLive'] for v in vs if v.get('goLive')]
+    if g:
+        words += ('; go-live steps (ms after the arbiter\'s grant, medians): recording continued ' + med(e['continuedMs'] for e in g)
+                  + ', interface up ' + med(e['interfaceUpMs'] for e in g) + ' (stale frames dropped ' + med(e['nicDropMs'] for e in g)
+                  + ', repair built ' + med(e['nicRepairMs'] for e in g) + ', ' + med(e['nicFrames'] for e in g) + ' frames sent in '
+                  + med(e['nicSendMs'] for e in g) + '), serving event written ' + med(e['servingMs'] for e in g) + ', descriptors attached '
+                  + med(e['attachedMs'] for e in g) + ', timers ' + med(e['timersMs'] for e in g) + ', done ' + med(e['doneMs'] for e in g)
+                  + (', of which the replay thread\'s CPU ' + med(e['cpuMs'] for e in g) if all('cpuMs' in e for e in g) else ''))
+    return words
 
 
 def keep_run(i, bin_dir, meta, *files):
     """Copies a kill run's files to --keep-traces DIR/kill{i}-{build}-{run}.* with the kill's times (the build: the
     tree of a tests/bin/Release/net10.0 directory, e.g. `base` for /check/base/tests/bin/Release/net10.0, else the
-    directory's own name); returns their common stem."""
+    directory's own name, or a --kill-variants name); returns their common stem."""
     import shutil
     d = os.path.abspath(bin_dir)
     tree = os.path.abspath(os.path.join(d, '..', '..', '..', '..'))
-    build = os.path.basename(tree) if d == os.path.join(tree, 'tests', 'bin', 'Release', 'net10.0') else os.path.basename(d)
+    build = (os.path.basename(tree) if d == os.path.join(tree, 'tests', 'bin', 'Release', 'net10.0') else os.path.basename(d)) if os.path.isdir(d) else bin_dir
     stem = os.path.join(KEEP, f'kill{i}-{build}-{_runs}')
     for f in files:
         if f and os.path.exists(f):
@@ -652,7 +751,17 @@ def main():
                     'back 1-3 ms (later frames overtake it)')
     ap.add_argument('--bulk-variants', default='sack,nosack', help='with --bulk: the throughput variants, alternating: sack, nosack '
                     '(the client\'s SACK off), norack (this build with --no-rack), before (the --compare build)')
+    ap.add_argument('--kill-variants', metavar='LIST', help='kill runs (--kills-only): what alternates kill by kill, a comma-separated '
+                    'list of ' + ', '.join(f'{k} ({v[0]})' for k, v in KILL_VARIANTS.items()) + '; default: before,this with --compare, else this')
+    ap.add_argument('--netns-prefix', default='rvbench', help='the clients\' network namespace is named this and the process id '
+                    '(a name of its own beside other benches on a shared machine)')
     a = ap.parse_args()
+    global NS
+    NS = NET[-1] = f'{a.netns_prefix}{os.getpid()}'
+    a.kill_variants_arg = a.kill_variants
+    a.kill_variants = [v for v in (a.kill_variants or '').split(',') if v]
+    if any(v not in KILL_VARIANTS for v in a.kill_variants) or ('before' in a.kill_variants and not a.compare):
+        ap.error(f'--kill-variants: a comma-separated list of {", ".join(KILL_VARIANTS)} (before needs --compare)')
     a.variants = [v for v in a.bulk_variants.split(',') if v]
     if any(v not in BULK_VARIANTS for v in a.variants) or ('before' in a.variants and not a.compare):
         ap.error(f'--bulk-variants: a comma-separated list of {", ".join(BULK_VARIANTS)} (before needs --compare)')
@@ -668,7 +777,7 @@ def main():
         LINK = {'loss': a.loss, 'duplicate': a.duplicate, 'reorder': a.reorder}
     if a.redis:
         SERVER = REDIS
-    if a.compare:
+    if a.compare or a.kill_variants:
         compare_kills(a)
         return
     subprocess.run(['gcc', '-O2', '-o', KVLOAD, os.path.join(ROOT, 'bench', 'kvload.c')], check=True)
@@ -678,7 +787,7 @@ def main():
     try:
         conns = [int(c) for c in a.connections.split(',')]
         tp = {} if a.kills_only else redis_throughput(a.runs, a.requests, conns) if a.redis else throughput(a.runs, a.seconds, conns, a.this)
-        stalls, failed, parts, kept, floors = [], [], [], [], []
+        stalls, failed, parts, kept, floors, runs = [], [], [], [], [], []
         for i in range(a.kills):
             try:
                 # the build measured (--this): the one --hears-primary is given to (start)
@@ -686,9 +795,10 @@ def main():
                 stalls.append(v['stall'])
                 parts.append((v['lost'], v['announced'], v['won'], v['up'], v['first']))
                 floors.append(v['floor'])
+                runs.append(v)
                 if 'own' in v:
                     kept.append((v['own'], v['attached']))
-                print('kill', i, f"stall {v['stall']:.0f} ms (floor before the kill {'/'.join(f'{x:.0f}' for x in v['floor'])} ms) (longest request of the run {v['max_ms']:.0f} ms) (backup: lost +{v['lost']:.0f}, won +{v['won']:.0f}, up +{v['up']:.0f} ms, first reply +{v['first']:.0f} ms{relay_words(v)}{heard_words(v)}), {v['requests']:.0f} requests, errors {v['errors']:.0f}", flush=True)
+                print('kill', i, f"stall {v['stall']:.0f} ms (floor {run_floor(v['floor']):.0f} ms, the median of {'/'.join(f'{x:.0f}' for x in v['floor'])} ms) (longest request of the run {v['max_ms']:.0f} ms) (backup: lost +{v['lost']:.0f}, won +{v['won']:.0f}, up +{v['up']:.0f} ms, first reply +{v['first']:.0f} ms{relay_words(v)}{heard_words(v)}), {v['requests']:.0f} requests, errors {v['errors']:.0f}", flush=True)
             except Exception as e:  # a reset shows here: kvload exits non-zero when a connection closes
                 failed.append(str(e).strip().splitlines()[-1] if str(e).strip() else repr(e))
                 print('kill', i, 'FAILED', e, flush=True)
@@ -702,6 +812,8 @@ def main():
     else:
         print_kv(a, tp, conns, load_avg)
     print_stalls(a, stalls, parts, failed)
+    if stalls:
+        print('\n' + bound_table([('this build', bound_rows(runs))]))
     if floors:
         print('\n' + floor_words(floors) + '.')
     if kept:
@@ -774,8 +886,10 @@ def heard_words(v):
     drop = f"; backup's device dropped {v['tapDropped']:.0f}" if v.get('tapDropped', 0) == v.get('tapDropped', 0) else ''
     if not h:
         return drop
+    kinds = (f" (data {h['givenData']}, ack {h['givenAck']}, SYN/RST {h['givenControl']}, other {h['givenOther']}; not given: old {h['old']}, "
+             f"own {h['own']}, foreign {h['foreign']})") if 'old' in h else ''
     return (f"; heard {h['read']} frames ({h['atLoss']} read only at the loss, at most {h['largestBurst']} per wake-up), kept "
-            f"{h['kept']}, overwritten {h['overwritten']}, given {h['given']}, reader raised {h['raised']}") + drop
+            f"{h['kept']}, overwritten {h['overwritten']}, given {h['given']}{kinds}, reader raised {h['raised']}") + drop
 
 
 def heard_summary(rows):
@@ -783,8 +897,13 @@ def heard_summary(rows):
     hs = [h for h, _ in rows if h]
     med = lambda k: statistics.median(h[k] for h in hs)
     drops = [d for _, d in rows if d == d]
+    kinds = ''
+    if all('old' in h for h in hs):
+        tot = lambda k: sum(h[k] for h in hs)
+        kinds = (f'; over the kills given {tot("given")}: data {tot("givenData")}, ack {tot("givenAck")}, SYN/RST {tot("givenControl")}, '
+                 f'other {tot("givenOther")}; not given: old {tot("old")}, own {tot("own")}, foreign {tot("foreign")}')
     return (f'frames heard per takeover p50 {med("read"):.0f}, kept {med("kept"):.0f}, overwritten {med("overwritten"):.0f}, '
-            f'given to the stack p50 {med("given"):.0f} (per kill: {", ".join(str(h["given"]) for h in hs)}), read only at the loss '
+            f'given to the stack p50 {med("given"):.0f} (per kill: {", ".join(str(h["given"]) for h in hs)}{kinds}), read only at the loss '
             f'p50 {med("atLoss"):.0f}, largest burst max {max(h["largestBurst"] for h in hs)}, reader raised in {sum(bool(h["raised"]) for h in hs)} '
             f'of {len(hs)}; frames the backup\'s device dropped: {", ".join(f"{d:.0f}" for d in drops)}')
 
@@ -814,30 +933,45 @@ def own_words(kept):
             + ', '.join(f'{o:.0f}/{a:.0f}' for o, a in kept))
 
 
+# --kill-variants: what each kill run is, alternating kill by kill (name: build, primary's options, backup's options)
+KILL_VARIANTS = {
+    'before': ('the --compare build', (), ()),
+    'this': ('this build', (), ()),
+    'noprobe': ("this build, no tail-loss probe after the takeover's repair (primary --no-takeover-probe)", ('--no-takeover-probe',), ()),
+    'norush': ('this build, the live guest an ordinary thread from the go-live (backup --live-rush-ms 0)', (), ('--live-rush-ms', '0')),
+    'neither': ('this build, neither the probe nor the real-time window', ('--no-takeover-probe',), ('--live-rush-ms', '0')),
+}
+
+
 def compare_kills(a):
     subprocess.run(['gcc', '-O2', '-o', KVLOAD, os.path.join(ROOT, 'bench', 'kvload.c')], check=True)
     make_namespace(a.client_rto_min, relay_clients=LINK is not None)
     if HEARS:
         mirror_primary_port()
-    builds = [('before', a.compare), ('this build', a.this)]
-    res = {n: ([], [], []) for n, _ in builds}
-    kept = {n: [] for n, _ in builds}   # with --keep-traces: (own stall, descriptors attached) per kill
-    heard = {n: [] for n, _ in builds}  # (the heard-frames event or None, frames the backup's device dropped) per kill
-    floors = {n: [] for n, _ in builds}  # the link's floor per kill (kill_once)
+    names = a.kill_variants or (['before', 'this'] if a.compare else ['this'])
+    builds = [(('before' if n == 'before' else 'this build' if n == 'this' else n), a.compare if n == 'before' else a.this, n) for n in names]
+    res = {n: ([], [], []) for n, _, _ in builds}
+    kept = {n: [] for n, _, _ in builds}   # with --keep-traces: (own stall, descriptors attached) per kill
+    heard = {n: [] for n, _, _ in builds}  # (the heard-frames event or None, frames the backup's device dropped) per kill
+    floors = {n: [] for n, _, _ in builds}  # the link's floor per kill (kill_once)
+    runs = {n: [] for n, _, _ in builds}    # every completed kill's figures
     loads = []
     try:
         for i in range(a.kills):
-            for name, d in builds:
+            for name, d, variant in builds:
                 stalls, parts, failed = res[name]
+                _, pargs, bargs = KILL_VARIANTS[variant]
                 try:
-                    v = kill_once(i, 6, d)
+                    v = kill_once(i, 6, d, pargs, bargs, None if variant in ('before', 'this') else variant)
                     stalls.append(v['stall'])
                     parts.append((v['lost'], v['announced'], v['won'], v['up'], v['first']))
                     heard[name].append((v['heard'], v['tapDropped']))
                     floors[name].append(v['floor'])
+                    runs[name].append(v)
                     if 'own' in v:
                         kept[name].append((v['own'], v['attached']))
-                    print('kill', i, name, f"stall {v['stall']:.0f} ms (floor before the kill {'/'.join(f'{x:.0f}' for x in v['floor'])} ms) (longest request of the run {v['max_ms']:.0f} ms) (backup: lost +{v['lost']:.0f}, won +{v['won']:.0f}, up +{v['up']:.0f} ms; "
+                    fl = run_floor(v['floor'])
+                    print('kill', i, name, f"stall {v['stall']:.0f} ms, floor {fl:.0f} ms (median of {'/'.join(f'{x:.0f}' for x in v['floor'])}), stall - floor {v['stall'] - fl:+.0f} ms (longest request of the run {v['max_ms']:.0f} ms) (backup: lost +{v['lost']:.0f}, won +{v['won']:.0f}, up +{v['up']:.0f} ms; "
                           f"announced +{v['announced']:.0f} ms; descriptors attached +{v['attachedAt']:.0f} ms; first reply +{v['first']:.0f} ms; longest silence before {v['quiet']:.0f} ms; {v['why']}{relay_words(v)}{heard_words(v)}); errors {v['errors']:.0f}", flush=True)
                 except Exception as e:
                     failed.append(str(e).strip().splitlines()[-1] if str(e).strip() else repr(e))
@@ -847,25 +981,33 @@ def compare_kills(a):
         subprocess.run(['ip', 'netns', 'del', NS])
         os.remove(KVLOAD)
     print(f'\n{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, load average {min(loads):.0f}-{max(loads):.0f} '
-          f'during the run; the two builds alternating, kill by kill; {SERVER.name}. Command: `python3 bench/vnet.py --kills-only --kills {a.kills} '
-          f'--compare BIN_DIR{" --redis" if a.redis else ""}{f" --client-rto-min {a.client_rto_min}" if a.client_rto_min is not None else ""}'
-          f'{f" --lossy-link --loss {a.loss:g} --duplicate {a.duplicate:g} --reorder {a.reorder:g}" if LINK else ""}{" --hears-primary" if HEARS else ""}{" --compare-hears" if HEARS == "both" else ""}`.{link_words()}\n')
-    print('| build | kills | stall p50 ms | stall p99 (max) ms | loss noticed p50 | announced p50 | drained, took over p50 | interface up p50 | first reply p50 | per kill lost/won/up/stall ms |')
+          f'during the run; {" / ".join(n for n, _, _ in builds)} alternating, kill by kill; {SERVER.name}. Command: `python3 bench/vnet.py --kills-only --kills {a.kills} '
+          f'{"--compare BIN_DIR " if a.compare else ""}{f"--kill-variants {a.kill_variants_arg} " if a.kill_variants else ""}{"--redis " if a.redis else ""}{f"--client-rto-min {a.client_rto_min} " if a.client_rto_min is not None else ""}'
+          f'{f"--lossy-link --loss {a.loss:g} --duplicate {a.duplicate:g} --reorder {a.reorder:g} " if LINK else ""}{"--hears-primary " if HEARS else ""}{"--compare-hears " if HEARS == "both" else ""}{"--keep-traces DIR" if KEEP else ""}`.{link_words()}\n')
+    for name, _, variant in builds:
+        if variant not in ('before', 'this'):
+            print(f'{name}: {KILL_VARIANTS[variant][0]}.')
+    print('\n| build | kills | stall p50 ms | stall p99 (max) ms | loss noticed p50 | announced p50 | drained, took over p50 | interface up p50 | first reply p50 | per kill lost/won/up/stall ms |')
     print('|---|---|---|---|---|---|---|---|---|---|')
-    for name, _ in builds:
+    for name, _, _ in builds:
         stalls, parts, failed = res[name]
         if stalls:
             print(stall_summary(name, stalls, parts, failed))
-    for name, _ in builds:
+    print('\nThe bound (per kill: the stall, the link\'s floor - the same statistic, the longest wait of a request in flight during a window as '
+          'long as the kill-to-interface-up one, at moments before the kill in the same run, median over the moments - and the stall minus the floor):\n')
+    print(bound_table([(name, bound_rows(runs[name])) for name, _, _ in builds]))
+    for name, _, _ in builds:
         if floors[name]:
             print(f'\n{name}: ' + floor_words(floors[name]) + '.')
-    for name, _ in builds:
+    for name, _, _ in builds:
         if kept[name]:
             print(f'\n{name}: ' + own_words(kept[name]) + '.')
-    for name, _ in builds:
+    for name, _, _ in builds:
+        if runs[name]:
+            print('\n' + golive_words(name, runs[name]) + '.')
+    for name, _, _ in builds:
         if any(h for h, _ in heard[name]):
             print(f'\n{name}: ' + heard_summary(heard[name]) + '.')
-
 
 if __name__ == '__main__':
     main()

@@ -40,16 +40,21 @@ public static class Report
     /// heard, kept and gave its stack at the takeover (empty when no round's backup did).</summary>
     public static List<string> HeardLines(IReadOnlyList<RoundResult> rs) =>
         rs.Where(r => r.Observation.HearsPrimary).Select(r => (r.Observation.Round + 1, Heard(r.Observation.BackupHeard))).Select(x => x.Item2 is { } h
-            ? $"round {x.Item1}: the backup heard {h.Read} frames on the primary's wire, kept the newest {h.Kept}, gave its stack {h.Given} that the log lacked (reader raised: {h.Raised})"
+            ? $"round {x.Item1}: the backup heard {h.Read} frames on the primary's wire, kept the newest {h.Kept}, gave its stack {h.Given} that the log lacked " +
+              $"(data {h.GivenData}, ack {h.GivenAck}, SYN/RST {h.GivenControl}, other {h.GivenOther}; not given: old {h.Old}, its own {h.Own}, for others {h.Foreign}; reader raised: {h.Raised})"
             : $"round {x.Item1}: the backup heard the primary's wire; no takeover used the frames").ToList();
 
     static HeardDto? Heard(ReplicaEventRecord? e) => e == null ? null
-        : new HeardDto(e.Long("read") ?? 0, (int)(e.Long("atLoss") ?? 0), (int)(e.Long("largestBurst") ?? 0), (int)(e.Long("kept") ?? 0), (int)(e.Long("given") ?? 0), e.Bool("raised") ?? false);
+        : new HeardDto(e.Long("read") ?? 0, (int)(e.Long("atLoss") ?? 0), (int)(e.Long("largestBurst") ?? 0), (int)(e.Long("kept") ?? 0), (int)(e.Long("given") ?? 0), e.Bool("raised") ?? false,
+            (int)(e.Long("old") ?? 0), (int)(e.Long("own") ?? 0), (int)(e.Long("foreign") ?? 0),
+            (int)(e.Long("givenData") ?? 0), (int)(e.Long("givenAck") ?? 0), (int)(e.Long("givenControl") ?? 0), (int)(e.Long("givenOther") ?? 0));
 
     // ------------------------------------------------------------------ JSON
 
-    /// <summary>A takeover's heard frames (the backup's heard-frames event: ReVirt.Linux.HeardCounts).</summary>
-    public sealed record HeardDto(long Read, int AtLoss, int LargestBurst, int Kept, int Given, bool Raised);
+    /// <summary>A takeover's heard frames (the backup's heard-frames event: ReVirt.Linux.HeardCounts; what was not given and
+    /// what was given, by kind: ReVirt.Net.NetStack.JudgeHeard).</summary>
+    public sealed record HeardDto(long Read, int AtLoss, int LargestBurst, int Kept, int Given, bool Raised,
+        int Old, int Own, int Foreign, int GivenData, int GivenAck, int GivenControl, int GivenOther);
     public sealed record InvariantDto(string Name, bool Ok, string Detail);
     public sealed record EventDto(double AtMs, string Lane, string Label);
     public sealed record RoundDto(

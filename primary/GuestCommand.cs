@@ -93,6 +93,7 @@ sealed class GuestCommand
     public readonly Option<string?> Mac = new("--mac") { Description = "--net virtual: the interface's MAC address (default: 02:52:56 followed by the address's last three bytes)." };
     public readonly Option<string> Tap = new("--tap") { Description = "--net virtual: the TAP device that is the interface's wire (create it with `ip tuntap add NAME mode tap` and give the host side an address on the same network).", DefaultValueFactory = _ => VirtualNetOptions.DefaultTap };
     public readonly Option<string?> Netns = new("--netns") { Description = "--net virtual: open the TAP device in this network namespace (a name of `ip netns`, or a path) instead of this process's." };
+    public readonly Option<bool> NoTakeoverProbe = new("--no-takeover-probe") { Description = "protect --net virtual: a backup that takes over repairs each connection without the tail-loss probe that follows the repair (a lost repair segment then waits for the retransmission time-out). For comparison runs; recorded in the log, so the backup does the same." };
     public readonly Option<bool> NoRack = new("--no-rack") { Description = "--net virtual: the in-VM TCP senders without RACK-TLP (RFC 8985): SACK loss recovery by duplicate ACKs only, no tail-loss probe, a lost retransmission waits for the retransmission time-out. For comparison runs; recorded in the log, so replays and backups do the same." };
     public readonly Option<bool> Stats = new("--stats")
     {
@@ -285,6 +286,9 @@ sealed class GuestCommand
     internal static bool Flag(ParseResult parse, Option<bool> flag)
         => parse.GetResult(flag) is { Implicit: false } r && (r.Tokens.Count == 0 || bool.Parse(r.Tokens[r.Tokens.Count - 1].Value));
 
+    /// <summary>`--no-takeover-probe` was given (an option of `protect` only).</summary>
+    bool NoProbe(ParseResult parse) => parse.GetResult(NoTakeoverProbe) != null && Flag(parse, NoTakeoverProbe);
+
     /// <summary>The machine's options from the command line; null (after saying why) when the network options are wrong.</summary>
     public MachineOptions? MakeOptions(ParseResult parse)
     {
@@ -294,14 +298,14 @@ sealed class GuestCommand
             if (parse.GetValue(Ip) is not { } ip) { Console.Error.WriteLine($"{_name}: --net virtual needs --ip A.B.C.D/N"); return null; }
             net = VirtualNetOptions.Parse(ip, parse.GetValue(Mac), parse.GetValue(Tap)!, out var err);
             if (net == null) { Console.Error.WriteLine($"{_name}: {err}"); return null; }
-            net = net with { Namespace = parse.GetValue(Netns), Rack = !Flag(parse, NoRack) };
+            net = net with { Namespace = parse.GetValue(Netns), Rack = !Flag(parse, NoRack), TakeoverProbe = !NoProbe(parse) };
             // the wire must exist before the guest runs: a clear error now rather than a failed socket call later
             try { TapDevice.Open(net.TapName, net.Namespace).Dispose(); }
             catch (Exception e) when (e is IOException or ArgumentException) { Console.Error.WriteLine($"{_name}: --tap {net.TapName}: {e.Message}"); return null; }
         }
-        else if (parse.GetValue(Ip) != null || parse.GetValue(Mac) != null || Flag(parse, NoRack))
+        else if (parse.GetValue(Ip) != null || parse.GetValue(Mac) != null || Flag(parse, NoRack) || NoProbe(parse))
         {
-            Console.Error.WriteLine($"{_name}: --ip, --mac and --no-rack need --net virtual");
+            Console.Error.WriteLine($"{_name}: --ip, --mac, --no-rack and --no-takeover-probe need --net virtual");
             return null;
         }
         string root = parse.GetValue(Root)!;

@@ -30,6 +30,26 @@ readonly ref struct TcpSegment
     public int Length => Data.Length + (Syn ? 1 : 0) + (Fin ? 1 : 0);
 }
 
+/// <summary>What a frame heard on the old primary's wire is to a stack taking over (<see cref="NetStack.JudgeHeard"/>):
+/// the first three are not given to the stack, the rest are.</summary>
+public enum HeardKind : byte
+{
+    /// <summary>A copy of a frame this interface sent itself.</summary>
+    Own,
+    /// <summary>Not for this interface (or not an Ethernet frame).</summary>
+    Foreign,
+    /// <summary>TCP the stack already holds (the log had it).</summary>
+    Old,
+    /// <summary>TCP carrying data or a FIN the stack does not hold.</summary>
+    Data,
+    /// <summary>TCP carrying only an acknowledgment (or window, or SACK) the stack does not hold.</summary>
+    Ack,
+    /// <summary>TCP SYN or RST.</summary>
+    Control,
+    /// <summary>Anything else (ARP, ICMP, UDP): the stack judges it itself.</summary>
+    Other,
+}
+
 public sealed partial class NetStack
 {
     internal const int EphemeralLow = 32768, EphemeralHigh = 60999;   // Linux's ip_local_port_range
@@ -96,19 +116,75 @@ public sealed partial class NetStack
     /// </summary>
     public bool HoldsAlready(ReadOnlySpan<byte> frame)
     {
-        if (frame.Length < Wire.EthHeader + Wire.Ip4Header || Wire.U16(frame, 12) != Wire.EtherTypeIp4) return false;
+        if (!TryTcpHeader(frame, out var b, out int hlen)) return false;
         var p = frame[Wire.EthHeader..];
-        int ihl = (p[0] & 0xF) * 4, total = Wire.U16(p, 2);
-        if (p[0] >> 4 != 4 || ihl < Wire.Ip4Header || total < ihl + Wire.TcpHeader || total > p.Length || p[9] != Wire.ProtoTcp) return false;
-        var b = p[ihl..total];
-        int hlen = (b[12] >> 4) * 4;
-        if (hlen < Wire.TcpHeader || hlen > b.Length) return false;
         var flags = (TcpFlags)(b[13] & 0x3F);
         if ((flags & ~(TcpFlags.Ack | TcpFlags.Psh)) != 0 || (flags & TcpFlags.Ack) == 0) return false;
         if (FindConnection(Wire.U32(p, 16), Wire.U16(b, 2), Wire.U32(p, 12), Wire.U16(b, 0)) is not { } c
             || c.State is TcpState.Closed or TcpState.Listen or TcpState.SynSent or TcpState.SynReceived) return false;
         uint seq = Wire.U32(b, 4), ack = Wire.U32(b, 8);
         return Seq.Le(seq + (uint)(b.Length - hlen), c.RcvNxt) && Seq.Le(ack, c.SndUna);
+    }
+
+    /// <summary>
+    /// What a frame a backup heard on the old primary's wire (<c>--hears-primary</c>) is to this stack at the takeover,
+    /// judged on the host side before anything is given to the stack (what is given is logged, so a replay sees exactly
+    /// it; what is not given never reaches the stack or the log). Reads the state only. First match:
+    /// <list type="bullet">
+    /// <item><see cref="HeardKind.Own"/>: its source MAC is this interface's own — a copy of a frame this interface sent
+    /// (the survivor's early gratuitous ARP, flooded by the bridge to the old primary's port and mirrored back): never a
+    /// peer's input (the stack would answer its own gratuitous ARP).</item>
+    /// <item><see cref="HeardKind.Foreign"/>: too short for an Ethernet header or addressed to neither this interface's
+    /// MAC nor broadcast (a flood the mirror copied): the stack would drop it unread.</item>
+    /// <item><see cref="HeardKind.Old"/>: TCP that tells the stack nothing it does not hold (<see cref="HoldsAlready"/>),
+    /// or a SYN of a synchronized connection's own handshake (its sequence number is the one the log's SYN had): given,
+    /// it would only draw a duplicate or challenge ACK.</item>
+    /// <item>Else what it is, given: <see cref="HeardKind.Data"/> (TCP with data or FIN), <see cref="HeardKind.Ack"/>
+    /// (TCP with only an acknowledgment, window or SACK news), <see cref="HeardKind.Control"/> (TCP SYN or RST),
+    /// <see cref="HeardKind.Other"/> (ARP, ICMP, UDP, anything the stack judges itself).</item>
+    /// </list>
+    /// </summary>
+    public HeardKind JudgeHeard(ReadOnlySpan<byte> frame)
+    {
+        if (IsOwnFrame(frame)) return HeardKind.Own;
+        if (frame.Length < Wire.EthHeader) return HeardKind.Foreign;
+        var dst = MacAddress.Read(frame);
+        if (dst != Config.Mac && dst != MacAddress.Broadcast) return HeardKind.Foreign;
+        if (HoldsAlready(frame) || IsOwnHandshakeSyn(frame)) return HeardKind.Old;
+        if (!TryTcpHeader(frame, out var b, out int hlen)) return HeardKind.Other;
+        var flags = (TcpFlags)(b[13] & 0x3F);
+        if ((flags & (TcpFlags.Syn | TcpFlags.Rst)) != 0) return HeardKind.Control;
+        return b.Length > hlen || (flags & TcpFlags.Fin) != 0 ? HeardKind.Data : HeardKind.Ack;
+    }
+
+    /// <summary>Whether the frame's source MAC is this interface's own: a copy of a frame it sent (no peer's input).</summary>
+    public bool IsOwnFrame(ReadOnlySpan<byte> frame) =>
+        frame.Length >= 2 * Wire.MacLength && MacAddress.Read(frame[Wire.MacLength..]) == Config.Mac;
+
+    /// <summary>A SYN (with or without ACK) of a synchronized connection whose sequence number is the connection's initial
+    /// receive sequence: the handshake the log already holds, heard again.</summary>
+    bool IsOwnHandshakeSyn(ReadOnlySpan<byte> frame)
+    {
+        if (!TryTcpHeader(frame, out var b, out _) || ((TcpFlags)b[13] & (TcpFlags.Syn | TcpFlags.Rst | TcpFlags.Fin)) != TcpFlags.Syn) return false;
+        var p = frame[Wire.EthHeader..];
+        return FindConnection(Wire.U32(p, 16), Wire.U16(b, 2), Wire.U32(p, 12), Wire.U16(b, 0)) is { } c
+            && c.State is not (TcpState.Closed or TcpState.Listen or TcpState.SynSent or TcpState.SynReceived)
+            && Wire.U32(b, 4) == c.Irs;
+    }
+
+    /// <summary>The TCP header and body of an IPv4 frame (no checksum check; the stack checks when it is given), with
+    /// the header's length; false when the frame is not a well-formed IPv4 TCP segment.</summary>
+    static bool TryTcpHeader(ReadOnlySpan<byte> frame, out ReadOnlySpan<byte> tcp, out int hlen)
+    {
+        tcp = default;
+        hlen = 0;
+        if (frame.Length < Wire.EthHeader + Wire.Ip4Header || Wire.U16(frame, 12) != Wire.EtherTypeIp4) return false;
+        var p = frame[Wire.EthHeader..];
+        int ihl = (p[0] & 0xF) * 4, total = Wire.U16(p, 2);
+        if (p[0] >> 4 != 4 || ihl < Wire.Ip4Header || total < ihl + Wire.TcpHeader || total > p.Length || p[9] != Wire.ProtoTcp) return false;
+        tcp = p[ihl..total];
+        hlen = (tcp[12] >> 4) * 4;
+        return hlen >= Wire.TcpHeader && hlen <= tcp.Length;
     }
 
     internal TcpSocket? FindConnection(uint lip, ushort lport, uint rip, ushort rport) =>

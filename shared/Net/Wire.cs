@@ -91,6 +91,8 @@ public static class Ip4
 /// <summary>Header layouts and the Internet checksum (RFC 1071). Offsets are from the start of each header.</summary>
 static class Wire
 {
+    /// <summary>Bytes of a MAC address (the Ethernet header: destination, source, EtherType).</summary>
+    public const int MacLength = 6;
     public const int EthHeader = 14, ArpPacket = 28, Ip4Header = 20, TcpHeader = 20, UdpHeader = 8, IcmpHeader = 8;
     public const ushort EtherTypeIp4 = 0x0800, EtherTypeArp = 0x0806;
     public const byte ProtoIcmp = 1, ProtoTcp = 6, ProtoUdp = 17;

@@ -709,6 +709,18 @@ public readonly record struct TakeoverPoint(
 /// gone and everything it sent has been replayed — <see cref="TakeOver"/> decides (by winning the arbiter) whether
 /// this replica goes live; it returns false to stand down.
 /// </summary>
+/// <summary>
+/// The go-live's steps on the survivor, each as ms after the go-live began (the arbiter's grant,
+/// <see cref="FollowOptions.TakeOver"/> returning): recording continued for standbys (<see cref="ContinuedMs"/>), the
+/// virtual interface up, announced and repaired (<see cref="InterfaceUpMs"/>, null without one; its own steps in
+/// <see cref="Nic"/>), clients told they are served again (<see cref="ServingMs"/>: the event written), held file writes
+/// applied and host descriptors attached (<see cref="AttachedMs"/>), timers re-armed (<see cref="TimersMs"/>), host waits
+/// renewed and the report written (<see cref="DoneMs"/>): the guest runs from there. <see cref="CpuMs"/>: the CPU time
+/// the replay thread used meanwhile (far below <see cref="DoneMs"/>: the steps waited to run, not worked).
+/// </summary>
+public sealed record GoLiveSteps(double ContinuedMs, double? InterfaceUpMs, double ServingMs, double AttachedMs, double TimersMs, double DoneMs,
+    ReVirt.Linux.NicTakeoverSteps? Nic, double CpuMs);
+
 public sealed class FollowOptions
 {
     public required Func<TakeoverPoint, bool> TakeOver { get; init; }
@@ -719,6 +731,9 @@ public sealed class FollowOptions
     /// then leaves out), before the rest of the go-live work (host descriptors, timers); without a virtual interface
     /// (null), once the host descriptors are attached (listeners listen again).</summary>
     public Action<string?>? ServingAgain { get; init; }
+    /// <summary>Called on the replay thread at the end of the go-live (after <see cref="WentLive"/>) with how long each
+    /// of its steps took (<see cref="GoLiveSteps"/>): where a takeover's own part of a client's stall goes.</summary>
+    public Action<GoLiveSteps>? Stepped { get; init; }
     /// <summary>The primary's guest root is this replica's too (one directory, shared storage): the primary's file
     /// effects are already there, so this replica must not apply them again while it follows (an append would be
     /// doubled, an O_TRUNC open would cut what the primary wrote since). Files are opened when it goes live.</summary>
@@ -890,40 +905,50 @@ public sealed class ReplayBoundary : IBoundary
             throw new ReplayStoodDownException($"the log ended at instruction {Icount} (record #{RecordsConsumed}) and this replica did not win the arbiter: standing down");
         _live = true;
         Takeover = pt;
+        long began = System.Diagnostics.Stopwatch.GetTimestamp(), cpuBegan = HostWorkAccount.ThreadNow();
+        double Since() => System.Diagnostics.Stopwatch.GetElapsedTime(began).TotalMilliseconds;
         if (_follow.Continue?.Invoke(pt, new RecordingContinuation(_r.LastSequence, _out, _checkpointDue)) is { } after)
         {
             _after = after;
             if (_k != null) after.Attach(_k);
         }
+        double continued = Since();
         if (_k != null)
         {
             var report = new List<string>();
             // the virtual interface (if the guest has one) comes up first with the replayed connections: its clients
             // wait for it (its announce and the segments it resends), nothing of theirs waits for what follows
             string? up = null;
+            double? upMs = null;
             if (_k.Nic is { } nic)
             {
-                long t1 = System.Diagnostics.Stopwatch.GetTimestamp();
                 up = nic.TakeOver(this, _k.Current.Tid);
-                up += $" (interface up in {System.Diagnostics.Stopwatch.GetElapsedTime(t1).TotalMilliseconds:F0} ms)";
-                _k.Options.Diagnostics.WriteLine("backup: takeover: " + up);
+                upMs = Since();
+                up += $" (interface up in {upMs - continued:F0} ms)";
                 _follow.ServingAgain?.Invoke(up);
             }
+            double serving = Since();
             // on shared storage, the held writes the old primary may not have released reach the files first
             if (_unreleasedFiles.Count > 0) report.Add(_unreleasedFiles.Apply(_k.Fs));
             // the machine's descriptors get host descriptors of this replica: listeners listen again, files are
             // re-opened at their offsets, the old primary's connections are reset
-            long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
             report.AddRange(TakeoverAgent.AttachHost(_k));
+            double attached = Since();
             report.AddRange(_k.RearmTimers()); // the interval and POSIX timers the guest had set fire on this host now
-            if (up != null) report.Add($"descriptors attached in {System.Diagnostics.Stopwatch.GetElapsedTime(t0).TotalMilliseconds:F0} ms after the interface was up");
+            double timers = Since();
+            if (up != null) report.Add($"descriptors attached in {timers - serving:F0} ms after the interface was up");
             else _follow.ServingAgain?.Invoke(null); // a guest on host sockets is served again once its listeners listen
             // threads parked on the old primary's host waits wait again on this host (logged wake-ups when the log goes on)
             if (_after is RecordingBoundary) _k.PostRenewedHostWaits();
             else _k.RenewHostWaits();
+            // the diagnostics are written once the guest's clients are served again: a write to a starved reader's
+            // pipe must not hold the interface's repair back
+            if (up != null) _k.Options.Diagnostics.WriteLine("backup: takeover: " + up);
             foreach (var line in report) _k.Options.Diagnostics.WriteLine("backup: takeover: " + line);
             _k.Options.Diagnostics.Flush();
             _follow.WentLive?.Invoke(report);
+            _follow.Stepped?.Invoke(new GoLiveSteps(continued, upMs, serving, attached, timers, Since(), _k.Nic?.TakeoverSteps,
+                (HostWorkAccount.ThreadNow() - cpuBegan) / 1e6));
         }
         else _follow.ServingAgain?.Invoke(null);
         EmitUnreleased(relOut, relErr);

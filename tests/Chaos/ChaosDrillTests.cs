@@ -145,6 +145,10 @@ public class ChaosDrillTests(ITestOutputHelper output) : DrillTests(output)
                 Assert.True(heard.ValueKind == JsonValueKind.Object, $"round {round.GetProperty("round")}: no heard frames reported");
                 Assert.True(heard.GetProperty("kept").GetInt32() >= 1 && heard.GetProperty("read").GetInt64() >= heard.GetProperty("kept").GetInt32(),
                     $"round {round.GetProperty("round")}: {heard}");
+                // every kept frame judged: not given (old, own, for others) or given
+                int Get(string k) => heard.GetProperty(k).GetInt32();
+                Assert.True(Get("kept") == Get("old") + Get("own") + Get("foreign") + Get("given")
+                    && Get("given") == Get("givenData") + Get("givenAck") + Get("givenControl") + Get("givenOther"), $"round {round.GetProperty("round")}: {heard}");
             }
             Assert.Contains("--hears-primary", doc.RootElement.GetProperty("roundResults")[0].GetProperty("rerun").GetString());
             var inv = doc.RootElement.GetProperty("roundResults")[0].GetProperty("invariants").EnumerateArray().Single(i => i.GetProperty("name").GetString() == InvariantChecker.ConnectionsSurvive);

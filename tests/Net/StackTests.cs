@@ -526,6 +526,86 @@ public class StackTakeoverTests(Xunit.Abstractions.ITestOutputHelper output)
         Assert.Equal(0, link.A.Counters.Retransmits);
     }
 
+    /// <summary>
+    /// Frames a backup heard on the old primary's wire are judged before any is given to the stack taking over
+    /// (<see cref="NetStack.JudgeHeard"/>): the peer's handshake SYN and a logged segment again are old; a copy of the
+    /// survivor's own gratuitous ARP (flooded to the old primary's port and mirrored back) is its own, which the stack,
+    /// given it, would answer (the hazard, checked on the stack itself); a flood for another MAC is foreign; the
+    /// request and an ACK only the old replica received are data and ack; a new connection's SYN is control; an ARP
+    /// request is left to the stack. Fails when the own frame, the foreign one or the handshake SYN is given.
+    /// </summary>
+    [Fact]
+    public void Frames_heard_on_the_old_replicas_wire_are_judged_before_they_are_given()
+    {
+        var link = new StackLink(56);
+        var heard = new List<byte[]>();
+        link.Sent = (from, f) => { if (from == link.A) heard.Add(f); };
+        var (c, s, _) = link.Connect();
+        byte[] syn = heard.First(f => f.Length >= 54 && f[12] == 0x08 && f[23] == 6 && (f[47] & 0x12) == 0x02);
+        var first = StackLink.Payload(100, 56);
+        Assert.Equal(first.Length, c.Send(first));
+        Assert.Equal(first, ReadAll(link, s, first.Length));
+        Assert.True(link.Run(() => c.SndUna == c.SndMax, () => { }));
+        byte[] logged = heard.First(f => TcpPayload(f) == first.Length);
+        link.Sent = null;
+        // the server's reply reaches the client, whose ACK of it reaches only the old replica; then the client's request
+        var reply = StackLink.Payload(40, 57);
+        Assert.Equal(reply.Length, s.Send(reply));
+        while (link.B.TryTakeFrame(out var f)) link.A.Input(f, link.Now);
+        link.A.Advance(link.Now + 300_000_000);   // past the client's delayed-ACK timer
+        var request = StackLink.Payload(60, 58);
+        Assert.Equal(request.Length, c.Send(request));
+        var onlyOld = new List<byte[]>();
+        while (link.A.TryTakeFrame(out var f)) onlyOld.Add(f);
+        output.WriteLine("the client's frames the old replica alone received: " + string.Join(", ", onlyOld.Select(f => $"{f.Length} bytes, TCP payload {TcpPayload(f)}")));
+        byte[] ack = onlyOld.First(f => TcpPayload(f) == 0), data = onlyOld.First(f => TcpPayload(f) == request.Length);
+        byte[] own = NetStack.GratuitousArp(StackLink.MacB, StackLink.IpB);
+        byte[] foreign = (byte[])data.Clone();
+        new MacAddress(0x02_00_00_00_00_77).Write(foreign);
+        var second = link.A.CreateTcp()!;
+        Assert.Equal(-NetErrno.EINPROGRESS, second.Connect(StackLink.IpB, 7000));
+        byte[] newSyn = link.A.TryTakeFrame(out var sf) ? sf : throw new Xunit.Sdk.XunitException("no SYN for the second connection");
+        var arpAsk = link.A.TryTakeFrame(out var af) && af[12] == 0x08 && af[13] == 0x06 ? af : ArpRequestFrom(StackLink.MacA, StackLink.IpA, StackLink.IpB);
+        var b = link.B;
+        Assert.Equal(HeardKind.Old, b.JudgeHeard(syn));
+        Assert.Equal(HeardKind.Old, b.JudgeHeard(logged));
+        Assert.Equal(HeardKind.Own, b.JudgeHeard(own));
+        Assert.Equal(HeardKind.Foreign, b.JudgeHeard(foreign));
+        Assert.Equal(HeardKind.Foreign, b.JudgeHeard(new byte[8]));
+        Assert.Equal(HeardKind.Data, b.JudgeHeard(data));
+        Assert.Equal(HeardKind.Ack, b.JudgeHeard(ack));
+        Assert.Equal(HeardKind.Control, b.JudgeHeard(newSyn));
+        Assert.Equal(HeardKind.Other, b.JudgeHeard(arpAsk));
+        Assert.All(new[] { HeardKind.Own, HeardKind.Foreign, HeardKind.Old }, k => Assert.False(ReVirt.Linux.HeardCounts.IsGiven(k)));
+        Assert.All(new[] { HeardKind.Data, HeardKind.Ack, HeardKind.Control, HeardKind.Other }, k => Assert.True(ReVirt.Linux.HeardCounts.IsGiven(k)));
+        // why the own frame is kept out: the stack given its own gratuitous ARP answers it (to itself)
+        long before = b.Counters.FramesOut;
+        b.Receive([own], link.Now);
+        Assert.True(b.Counters.FramesOut > before, "the stack did not answer its own gratuitous ARP (the hazard this judgement guards against is gone)");
+        var counts = new ReVirt.Linux.HeardCounts();
+        foreach (var f in new[] { syn, logged, own, foreign, data, ack, newSyn, arpAsk }) counts = counts.Judged(b.JudgeHeard(f));
+        Assert.Equal((1, 1, 2, 4, 1, 1, 1, 1), (counts.Own, counts.Foreign, counts.Old, counts.Given, counts.GivenData, counts.GivenAck, counts.GivenControl, counts.GivenOther));
+    }
+
+    /// <summary>The TCP payload's length of an IPv4 TCP frame; -1 for any other frame.</summary>
+    static int TcpPayload(byte[] f) => f.Length >= 54 && f[12] == 0x08 && f[13] == 0 && f[23] == 6
+        ? ((f[16] << 8) | f[17]) - (f[14] & 0xF) * 4 - (f[14 + (f[14] & 0xF) * 4 + 12] >> 4) * 4 : -1;
+
+    /// <summary>An ARP request for <paramref name="target"/> from <paramref name="mac"/>/<paramref name="ip"/>, as a
+    /// client sends it (broadcast).</summary>
+    static byte[] ArpRequestFrom(MacAddress mac, uint ip, uint target)
+    {
+        var f = new byte[42];
+        MacAddress.Broadcast.Write(f);
+        mac.Write(f.AsSpan(6));
+        f[12] = 0x08; f[13] = 0x06;
+        f[14] = 0; f[15] = 1; f[16] = 0x08; f[17] = 0; f[18] = 6; f[19] = 4; f[20] = 0; f[21] = 1;
+        mac.Write(f.AsSpan(22));
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt32BigEndian(f.AsSpan(28), ip);
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt32BigEndian(f.AsSpan(38), target);
+        return f;
+    }
+
     /// <summary>The ring of heard frames keeps the newest (its capacity), whole, oldest first.</summary>
     [Fact]
     public void The_heard_frames_kept_are_the_newest_oldest_first()

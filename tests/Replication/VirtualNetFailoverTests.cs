@@ -326,6 +326,10 @@ public class VirtualNetFailoverTests(ITestOutputHelper output)
             Assert.True(heard.Long("given") >= 1, "the request only the dead primary received is not counted as given");
             Assert.True(heard.Long("kept") >= heard.Long("given") && heard.Long("read") >= heard.Long("kept") && heard.Long("overwritten") == heard.Long("read") - heard.Long("kept"),
                 "the heard frames' counts do not add up");
+            // every kept frame was judged (NetStack.JudgeHeard): not given (own, foreign, old) or given by kind
+            Assert.Equal(heard.Long("kept"), heard.Long("own") + heard.Long("foreign") + heard.Long("old") + heard.Long("given"));
+            Assert.Equal(heard.Long("given"), heard.Long("givenData") + heard.Long("givenAck") + heard.Long("givenControl") + heard.Long("givenOther"));
+            Assert.True(heard.Long("givenData") >= 1, "the request only the dead primary received is not counted as data given");
             Assert.Equal(true, heard.Bool("raised"));
             Assert.True(client.WaitForExit(60_000));
             using (var bye = ns.Start("python3", "-c", $"import socket; s=socket.create_connection(('{GuestIp}',{Port}),timeout=60); s.sendall(b'SHUTDOWN\\n'); print(s.recv(16))"))

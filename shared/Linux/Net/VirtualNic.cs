@@ -209,6 +209,7 @@ public sealed class VirtualNic : IDisposable
     /// </summary>
     public string TakeOver(IBoundary boundary, int tid)
     {
+        long start = Stopwatch.GetTimestamp();
         long clock = boundary.NetTakeover(tid, () =>
         {
             // frames the device queued while this replica followed (broadcasts the primary answered) are not input;
@@ -219,11 +220,21 @@ public sealed class VirtualNic : IDisposable
             _clockOffset = Stack.Now - HostClock();
             return Stack.Now;
         });
+        long taken = Stopwatch.GetTimestamp();
         Stack.TakeOver(clock);
+        long repaired = Stack.PendingFrames;
+        long built = Stopwatch.GetTimestamp();
         Transmit(boundary, tid);
+        long sent = Stopwatch.GetTimestamp();
+        TakeoverSteps = new NicTakeoverSteps(Ms(start, taken), Ms(taken, built), Ms(built, sent), (int)repaired);
         return $"virtual interface {_options.Identity} up on {Where}, announced; {Stack.ConnectionCount} connections carried over"
             + (_heard != null ? $"; {_heard.Count} frames heard from the primary's wire before the loss kept" : "");
     }
+
+    /// <summary>How long <see cref="TakeOver"/>'s steps took on this host (null before it ran).</summary>
+    public NicTakeoverSteps? TakeoverSteps { get; private set; }
+
+    static double Ms(long from, long to) => (to - from) * 1000.0 / Stopwatch.Frequency;
 
     TapDevice Tap()
     {
@@ -409,13 +420,13 @@ public sealed class VirtualNic : IDisposable
         {
             // frames heard before the loss first (older than anything the device queued since), those that tell the
             // stack something; chosen here, on the host side, and logged as they are given
-            int given = 0;
             while (heard.Count > 0 && frames.Count < MaxFramesPerSync)
             {
                 var f = heard.Dequeue();
-                if (!Stack.HoldsAlready(f)) { frames.Add(f.ToArray()); given++; }
+                var kind = Stack.JudgeHeard(f);
+                _counts = _counts.Judged(kind);
+                if (HeardCounts.IsGiven(kind)) frames.Add(f.ToArray());
             }
-            _counts = _counts with { Given = _counts.Given + given };
             if (heard.Count == 0)
             {
                 _heard = null;
@@ -439,12 +450,19 @@ public sealed class VirtualNic : IDisposable
         }
         while (n > 0)
         {
-            frames.Add(buf.AsSpan(0, n).ToArray());
+            // a copy of this interface's own frame (a port mirror sends the survivor's broadcasts back) is no peer's
+            // input (NetStack.JudgeHeard): not given, not logged
+            if (Stack.IsOwnFrame(buf.AsSpan(0, n))) OwnFramesDropped++;
+            else frames.Add(buf.AsSpan(0, n).ToArray());
             if (frames.Count >= MaxFramesPerSync) break;
             n = tap.Read(buf);
         }
         return new NetReceived(Clock(), frames);
     }
+
+    /// <summary>Frames read from the device since it opened whose source MAC was this interface's own (not given to the
+    /// stack: <see cref="HeardKind.Own"/>).</summary>
+    public long OwnFramesDropped { get; private set; }
 
     public void Dispose()
     {
@@ -460,10 +478,36 @@ public sealed class VirtualNic : IDisposable
 /// (<see cref="AtLoss"/>: what the device had queued meanwhile), the most read in one wake-up while following
 /// (<see cref="LargestBurst"/>: near the device's queue bound, 500, the kernel dropped frames), kept in the ring
 /// (<see cref="Kept"/>; <see cref="Overwritten"/> = read − kept), given to the stack as telling it something new
-/// (<see cref="Given"/>; the rest the log already held), and whether the reading thread was raised.
+/// (<see cref="Given"/>), and whether the reading thread was raised. The kept frames are judged one by one
+/// (<see cref="NetStack.JudgeHeard"/>): <see cref="Own"/>, <see cref="Foreign"/> and <see cref="Old"/> are not given;
+/// <see cref="GivenData"/>, <see cref="GivenAck"/>, <see cref="GivenControl"/> and <see cref="GivenOther"/> are (their
+/// sum is <see cref="Given"/>).
 /// </summary>
 public readonly record struct HeardCounts(long Read, int AtLoss, int LargestBurst, int Kept, int Given, bool Raised)
 {
+    public int Own { get; init; }
+    public int Foreign { get; init; }
+    public int Old { get; init; }
+    public int GivenData { get; init; }
+    public int GivenAck { get; init; }
+    public int GivenControl { get; init; }
+    public int GivenOther { get; init; }
+
+    /// <summary>Whether a frame of this kind is given to the stack.</summary>
+    public static bool IsGiven(HeardKind k) => k is not (HeardKind.Own or HeardKind.Foreign or HeardKind.Old);
+
+    /// <summary>These counts with one more frame judged <paramref name="k"/>.</summary>
+    public HeardCounts Judged(HeardKind k) => k switch
+    {
+        HeardKind.Own => this with { Own = Own + 1 },
+        HeardKind.Foreign => this with { Foreign = Foreign + 1 },
+        HeardKind.Old => this with { Old = Old + 1 },
+        HeardKind.Data => this with { Given = Given + 1, GivenData = GivenData + 1 },
+        HeardKind.Ack => this with { Given = Given + 1, GivenAck = GivenAck + 1 },
+        HeardKind.Control => this with { Given = Given + 1, GivenControl = GivenControl + 1 },
+        _ => this with { Given = Given + 1, GivenOther = GivenOther + 1 },
+    };
+
     /// <summary>Frames the ring no longer held at the loss (older than the newest <see cref="Kept"/>).</summary>
     public long Overwritten => Read - Kept;
 }
@@ -529,3 +573,9 @@ internal sealed class HeardFrames
         return q;
     }
 }
+
+/// <summary>How long a takeover of the interface took on the survivor's host (<see cref="VirtualNic.TakeOver"/>):
+/// the go-live point crossing the boundary with the device's stale frames dropped (<see cref="DropMs"/>), the stack's
+/// repair built (<see cref="RepairMs"/>: the announce, every connection's ACKs and resent segments), and those
+/// <see cref="Frames"/> frames sent through the boundary to the device (<see cref="SendMs"/>).</summary>
+public readonly record struct NicTakeoverSteps(double DropMs, double RepairMs, double SendMs, int Frames);
