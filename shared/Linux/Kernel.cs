@@ -122,10 +122,8 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles, IDisposable
     public bool HostEventsPending => _hostEventsPending;
 
     readonly HostEventQueue<PostedWake> _wakes = new();
-    /// <summary>What an idle machine's poll reads once it is armed: an event is queued or the wait must end now.</summary>
-    readonly Func<bool> _idleWaitOver;
-    /// <summary>Longest single idle poll: the machine looks again whether anything can still wake it.</summary>
-    const long IdleRecheckNs = 500_000_000;
+    /// <summary>Signalled whenever a host event is posted (an idle machine waits on it).</summary>
+    readonly SemaphoreSlim _posted = new(0);
 
     /// <summary>The host side of blocking calls (registrations are made only inside host operations).</summary>
     public readonly HostWaiter Waiter;
@@ -137,7 +135,7 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles, IDisposable
         _wakes.Enqueue(new PostedWake(tid, seq));
         _hostEventsPending = true;
         StopRunning();
-        Waiter.Signal();
+        _posted.Release();
     }
 
     /// <summary>Takes one posted wake-up (guest thread only).</summary>
@@ -179,9 +177,7 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles, IDisposable
             if (_runnable > 0) return true;
             // a wait that ends now is posted after it stops counting as registered: look at the queues once more
             if (!MayBeWoken()) { bool any = EventQueued() || _interrupted; _interrupted = false; return any; }
-            // the guest thread waits on the host descriptors itself (no hand-off to and back from another thread);
-            // a wait that ends here is posted on this thread and taken by the loop's condition
-            Waiter.PollHere(IdleRecheckNs, _idleWaitOver);
+            _posted.Wait(TimeSpan.FromMilliseconds(500));
         }
         _interrupted = false;
         return true;
@@ -194,7 +190,7 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles, IDisposable
     public void Interrupt()
     {
         _interrupted = true;
-        Waiter.Signal();
+        _posted.Release();
     }
 
     /// <summary>Takes one posted host event where nothing is logged (a live run): a wake-up, a signal from outside
@@ -229,7 +225,7 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles, IDisposable
         _hostEvents.Enqueue(sig);
         _hostEventsPending = true;
         StopRunning();
-        Waiter.Signal();
+        _posted.Release();
     }
 
     /// <summary>Asks the running thread (from any host thread) to stop at its next block boundary.</summary>
@@ -304,7 +300,6 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles, IDisposable
         Boundary = boundary;
         Fs = new GuestFs(options.Root);
         Waiter = new HostWaiter(PostWake);
-        _idleWaitOver = () => EventQueued() || _interrupted || _runnable > 0;
         var mem = new GuestMemory();
         var fds = new FdTable();
         for (int fd = 0; fd < 3; fd++) fds.InstallAt(fd, new StdioFile(fd), cloexec: false);
@@ -453,8 +448,6 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles, IDisposable
                 Schedule(); // switches, waits for the host while every thread waits, or ends a deadlocked guest
                 continue;
             }
-            // guest code runs while some thread waits on the host: the waiter's thread polls for it meanwhile
-            if (Waiter.NeedsThread) Waiter.HandToThread();
             var cpu = t.Cpu;
             cpu.StopAt = Boundary.NextStop(this, cpu);
             // A host event posted while NextStop decided (it saw none pending) lowered StopAt to 0 before the store

@@ -177,9 +177,6 @@ public sealed partial class Kernel
         // next round runs it. Cleared before the actions run: a request that comes after them ends the wait.
         _interrupted = false;
         Boundary.AtNetworkWait(this);
-        // threads parked on host descriptors or deadlines meanwhile: the waiter's thread polls for them while this
-        // thread waits for the interface (only an idle machine's own poll covers them otherwise)
-        if (Waiter.NeedsThread) Waiter.HandToThread();
         _nic.Sync(Boundary, Current.Tid, NextWaitDeadline(_nic.Stack.Now), () => HostEventsPending || _interrupted);
         InVmChanged();
         return true;
