@@ -78,26 +78,43 @@ public class PeerSecurityTests
     /// <summary>A stranger's handshake: hello, then a proof made with a secret it guessed. Returns the backup's refusal.</summary>
     static Task<string> StrangerHandshake(string url, Hello hello) => Handshake(url, hello, "a guessed secret, long enough"u8.ToArray());
 
-    /// <summary>A handshake proving `secret`; returns the backup's refusal reason, or the kind of its answer.</summary>
+    /// <summary>What <see cref="Handshake"/> returns when the call did not end within its bound.</summary>
+    const string TimedOut = "timeout";
+
+    /// <summary>
+    /// A handshake proving `secret`; returns the backup's refusal reason, the kind of its answer, or
+    /// <see cref="TimedOut"/>. Bounded as a whole, disposal included: in suite runs on a loaded machine a call here
+    /// outlived its gRPC deadline (the test host was stopped as hung after 20 minutes), so the deadline alone is not
+    /// the bound; a stuck step now ends the test with a failure that says so.
+    /// </summary>
     static async Task<string> Handshake(string url, Hello hello, byte[] secret)
+    {
+        var work = Task.Run(() => HandshakeCall(url, hello, secret));
+        try { return await work.WaitAsync(CallBound + TimeSpan.FromSeconds(30)); }
+        catch (TimeoutException) { return TimedOut; }
+    }
+
+    static async Task<string> HandshakeCall(string url, Hello hello, byte[] secret)
     {
         using var ch = GrpcChannel.ForAddress(url, new GrpcChannelOptions { MaxSendMessageSize = null, MaxReceiveMessageSize = null });
         var client = new Protocol.Replication.ReplicationClient(ch);
         // bounded: a transport that refuses a message by resetting the stream can leave a large write waiting for a
-        // window that never opens; the deadline turns that into an RpcException (a refusal) instead of a hang
-        using var call = client.Stream(deadline: DateTime.UtcNow + CallBound);
+        // window that never opens; the deadline (and the token, for the writes) turn that into an RpcException
+        using var cts = new CancellationTokenSource(CallBound);
+        using var call = client.Stream(deadline: DateTime.UtcNow + CallBound, cancellationToken: cts.Token);
         try
         {
-            await call.RequestStream.WriteAsync(new PrimaryMessage { Hello = hello });
-            if (!await call.ResponseStream.MoveNext()) return "closed";
+            await call.RequestStream.WriteAsync(new PrimaryMessage { Hello = hello }, cts.Token);
+            if (!await call.ResponseStream.MoveNext(cts.Token)) return "closed";
             var m = call.ResponseStream.Current;
             if (m.BodyCase == BackupMessage.BodyOneofCase.Refused) return m.Refused.Reason;
             var proof = ReplicationProtocol.Proof(secret, hello, m.Challenge.ServerNonce.ToByteArray());
-            await call.RequestStream.WriteAsync(new PrimaryMessage { Auth = new Auth { Proof = ByteString.CopyFrom(proof) } });
-            if (!await call.ResponseStream.MoveNext()) return "closed";
+            await call.RequestStream.WriteAsync(new PrimaryMessage { Auth = new Auth { Proof = ByteString.CopyFrom(proof) } }, cts.Token);
+            if (!await call.ResponseStream.MoveNext(cts.Token)) return "closed";
             return call.ResponseStream.Current.Refused?.Reason ?? call.ResponseStream.Current.BodyCase.ToString();
         }
         catch (RpcException e) { return $"rpc: {e.StatusCode}"; }
+        catch (OperationCanceledException) { return TimedOut; }
     }
 
     [Fact]
@@ -110,8 +127,10 @@ public class PeerSecurityTests
         {
             long rss0 = PeakRssKiB(b.Pid);
             // a 48 MiB hello (over the 40 MiB message limit) is refused by the transport before it is buffered
+            // (the client's own write of it may then wait for a window that never opens: that ends at the call's bound,
+            // and what this test guards is the backup's side: its memory below, and that it still answers)
             var r = await StrangerHandshake(url, HelloFor("/bin/true", 48 << 20));
-            Assert.StartsWith("rpc:", r);
+            Assert.True(r.StartsWith("rpc:") || r == TimedOut, r);
             // hellos naming a device, a huge tree and a missing file all get the same answer, at once: nothing is
             // opened or hashed before the secret is proved, so nothing tells whether a path exists
             var answers = new List<string>();
