@@ -248,7 +248,6 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         return Microsoft.Extensions.Diagnostics.HealthChecks.HealthCheckResult.Healthy(_primaryId == "" ? "waiting for a primary" : "following " + _primaryId);
     }
 
-    /// <summary>Checks a hello; returns the refusal reason or null.</summary>
     /// <summary>
     /// What is checked before the peer has proved the secret: only what costs nothing (no file is looked at, so a
     /// stranger learns nothing about this machine's files and cannot make it hash anything).

@@ -286,9 +286,6 @@ sealed class GuestCommand
     internal static bool Flag(ParseResult parse, Option<bool> flag)
         => parse.GetResult(flag) is { Implicit: false } r && (r.Tokens.Count == 0 || bool.Parse(r.Tokens[r.Tokens.Count - 1].Value));
 
-    /// <summary>`--no-takeover-probe` was given (an option of `protect` only).</summary>
-    bool NoProbe(ParseResult parse) => parse.GetResult(NoTakeoverProbe) != null && Flag(parse, NoTakeoverProbe);
-
     /// <summary>The machine's options from the command line; null (after saying why) when the network options are wrong.</summary>
     public MachineOptions? MakeOptions(ParseResult parse)
     {
@@ -298,12 +295,12 @@ sealed class GuestCommand
             if (parse.GetValue(Ip) is not { } ip) { Console.Error.WriteLine($"{_name}: --net virtual needs --ip A.B.C.D/N"); return null; }
             net = VirtualNetOptions.Parse(ip, parse.GetValue(Mac), parse.GetValue(Tap)!, out var err);
             if (net == null) { Console.Error.WriteLine($"{_name}: {err}"); return null; }
-            net = net with { Namespace = parse.GetValue(Netns), Rack = !Flag(parse, NoRack), TakeoverProbe = !NoProbe(parse) };
+            net = net with { Namespace = parse.GetValue(Netns), Rack = !Flag(parse, NoRack), TakeoverProbe = !Flag(parse, NoTakeoverProbe) };
             // the wire must exist before the guest runs: a clear error now rather than a failed socket call later
             try { TapDevice.Open(net.TapName, net.Namespace).Dispose(); }
             catch (Exception e) when (e is IOException or ArgumentException) { Console.Error.WriteLine($"{_name}: --tap {net.TapName}: {e.Message}"); return null; }
         }
-        else if (parse.GetValue(Ip) != null || parse.GetValue(Mac) != null || Flag(parse, NoRack) || NoProbe(parse))
+        else if (parse.GetValue(Ip) != null || parse.GetValue(Mac) != null || Flag(parse, NoRack) || Flag(parse, NoTakeoverProbe))
         {
             Console.Error.WriteLine($"{_name}: --ip, --mac, --no-rack and --no-takeover-probe need --net virtual");
             return null;

@@ -31,8 +31,6 @@ public sealed class MachineOptions
     /// 2-core host it was measured on, the background compiler cost CPU and wall time (docs/PERFORMANCE.md).</summary>
     public bool CompileInBackground;
 
-    /// <summary>The guest's environment: <see cref="Env"/>, or the host's as NAME=value strings in ordinal order
-    /// (an order that does not depend on the host's hashing, so a recording and its replays agree).</summary>
     /// <summary>A copy of these options that runs <paramref name="tier"/> (the caller's options stay as they are).</summary>
     public MachineOptions WithTier(ExecutionTier tier)
     {
@@ -41,6 +39,8 @@ public sealed class MachineOptions
         return copy;
     }
 
+    /// <summary>The guest's environment: <see cref="Env"/>, or the host's as NAME=value strings in ordinal order
+    /// (an order that does not depend on the host's hashing, so a recording and its replays agree).</summary>
     public string[] GuestEnvironment()
     {
         if (Env != null) return Env;
@@ -438,10 +438,10 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles, IDisposable
 
     // ---------------------------------------------------------------- running
 
-    /// <summary>Runs the guest until it exits or is killed by a signal; returns the process exit status.</summary>
     /// <summary>Where the host's CPU time goes during <see cref="Run"/> (null, the default: not measured). Set before Run.</summary>
     public HostWorkAccount? WorkAccount { get; set; }
 
+    /// <summary>Runs the guest until it exits or is killed by a signal; returns the process exit status.</summary>
     public int Run()
     {
         var account = WorkAccount;

@@ -705,11 +705,6 @@ public readonly record struct TakeoverPoint(
     ulong Instruction, ulong Record, ulong LogStdoutBytes, ulong LogStderrBytes, ulong ResumeStdoutAt, ulong ResumeStderrAt);
 
 /// <summary>
-/// Follow mode of a replay (a backup replaying a primary's log as it arrives). When the log ends — the primary is
-/// gone and everything it sent has been replayed — <see cref="TakeOver"/> decides (by winning the arbiter) whether
-/// this replica goes live; it returns false to stand down.
-/// </summary>
-/// <summary>
 /// The go-live's steps on the survivor, each as ms after the go-live began (the arbiter's grant,
 /// <see cref="FollowOptions.TakeOver"/> returning): recording continued for standbys (<see cref="ContinuedMs"/>), the
 /// virtual interface up, announced and repaired (<see cref="InterfaceUpMs"/>, null without one; its own steps in
@@ -721,6 +716,11 @@ public readonly record struct TakeoverPoint(
 public sealed record GoLiveSteps(double ContinuedMs, double? InterfaceUpMs, double ServingMs, double AttachedMs, double TimersMs, double DoneMs,
     ReVirt.Linux.NicTakeoverSteps? Nic, double CpuMs);
 
+/// <summary>
+/// Follow mode of a replay (a backup replaying a primary's log as it arrives). When the log ends — the primary is
+/// gone and everything it sent has been replayed — <see cref="TakeOver"/> decides (by winning the arbiter) whether
+/// this replica goes live; it returns false to stand down.
+/// </summary>
 public sealed class FollowOptions
 {
     public required Func<TakeoverPoint, bool> TakeOver { get; init; }

@@ -220,7 +220,6 @@ public static class Rlimit
     public const int STACK = 3, NPROC = 6, NOFILE = 7;
 }
 
-/// <summary>File type bits of st_mode.</summary>
 /// <summary>struct linux_dirent64 as getdents64 fills it: u64 d_ino, s64 d_off, u16 d_reclen, u8 d_type, then the
 /// NUL-terminated name; each record padded to 8 bytes.</summary>
 public static class Dirent64
