@@ -247,6 +247,19 @@ public sealed class ReplicaProc : IDisposable
         return ThreadStacks(stacksWithin, out var why) is { } stacks ? $"{head}; its threads:\n{stacks}" : $"{head}; no thread stacks ({why})";
     }
 
+    /// <summary>
+    /// What a failed expectation needs to know about this replica: whether (and with which code, when) it exited, the
+    /// names of the events it emitted, and the last lines of its stderr. For assertion messages, so a failure on a
+    /// loaded machine says why the replica stopped instead of only that it did.
+    /// </summary>
+    public string State(int stderrLines = 15)
+    {
+        var inv = System.Globalization.CultureInfo.InvariantCulture;
+        string life = _p.HasExited ? $"exited with code {_p.ExitCode} at {ExitedAtMs?.ToString("F0", inv) ?? "?"} ms" : $"running at {Now.ToString("F0", inv)} ms";
+        var tail = StderrLines.TakeLast(stderrLines).Select(l => l.Text);
+        return $"{Name} (pid {Pid}) {life}; events: {string.Join(", ", Events.Select(e => e.Name))}; stderr tail:\n{string.Join("\n", tail)}";
+    }
+
     static string StackTool()
     {
         string home = Environment.GetFolderPath(Environment.SpecialFolder.UserProfile);

@@ -98,9 +98,17 @@ public class FailureDetectionTests(ITestOutputHelper output)
             if (!atFirstMessage) Assert.True(p.WaitFor(() => Replicas.Lines(p.Stdout) >= 100, Long), "the primary's guest printed too little:\n" + p.Stderr);
             Assert.True(b.Freeze(TimeSpan.FromSeconds(30)), "the backup did not stop within 30 s of its SIGSTOP");
             ulong copyHeld = LastSequence(copy);
-            // the guest stops at the bound: its log stops growing (the primary's log file is written in 64 KiB steps)
+            // the guest stops at the bound: its log stops growing (the primary's log file is written in 64 KiB steps).
+            // Unchanged for 2 s is not enough on its own: on a loaded machine the primary can go 2 s without writing
+            // its first step (an empty file was taken for a guest at its bound), so the file must also hold more than
+            // the 1,000 records beyond the copy that the assertion below needs
             long size = -1;
-            Assert.True(p.WaitFor(() => { long now = new FileInfo(primaryLog).Length; if (now == size) return true; size = now; Thread.Sleep(2000); return false; }, Long),
+            Assert.True(p.WaitFor(() =>
+                {
+                    long now = new FileInfo(primaryLog).Length;
+                    if (now == size && WrittenBeyond(primaryLog, copyHeld + 1000)) return true;
+                    size = now; Thread.Sleep(2000); return false;
+                }, Long),
                 "the primary's guest did not stop at its bound on unacknowledged records");
             Assert.False(p.HasExited, "the guest ended before its bound:\n" + p.Stderr);
             p.KillHard();
@@ -124,6 +132,14 @@ public class FailureDetectionTests(ITestOutputHelper output)
             Replicas.DeleteArbiter(arbiter);
             File.Delete(primaryLog);
         }
+    }
+
+    /// <summary>Whether a log file being written holds a record after <paramref name="sequence"/> (false while it is
+    /// too short to hold even its header).</summary>
+    static bool WrittenBeyond(string path, ulong sequence)
+    {
+        try { return LastSequence(path) > sequence; }
+        catch (ReVirt.Log.LogFormatException) { return false; }
     }
 
     /// <summary>The last record of a log file, up to a frame it was cut off in.</summary>

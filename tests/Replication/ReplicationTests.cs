@@ -289,7 +289,9 @@ public class ReplicationTests(ITestOutputHelper output)
         File.Copy(GuestEnv.Guest("counter", "glibc"), Path.Combine(rootB, "prog")); // same path, another program
         try
         {
-            var (b, url) = Replicas.StartBackup("--token-file", tok1);
+            // neither replica may declare the other lost below on a loaded machine (at the 1 s default the backup
+            // took over at load 100: the primary had merely not been scheduled, and stopped); nothing here is a loss
+            var (b, url) = Replicas.StartBackup("--token-file", tok1, "--primary-silence-ms", "15000");
             using var _ = b;
             // a refused primary exits 2 with a `refused` event whose reason names the cause, and runs no guest
             string Refused(params string[] a)
@@ -317,7 +319,7 @@ public class ReplicationTests(ITestOutputHelper output)
             // the first primary's guest waits for the stop file before it counts, so it still runs when the second
             // primary knocks however long that one takes to start
             Assert.True(File.Exists(BusyboxTests.Busybox), $"{BusyboxTests.Busybox} is needed (Debian's busybox-static; .ci/run installs it)");
-            using var first = Replicas.Primary("--backup", url, "--token-file", tok1, "--", BusyboxTests.Busybox, "sh", "-c",
+            using var first = Replicas.Primary("--backup", url, "--token-file", tok1, "--timeout-ms", "15000", "--", BusyboxTests.Busybox, "sh", "-c",
                 "while [ ! -e \"$0\" ]; do sleep 0.05; done; exec \"$1\" 200 20000", stop, Counter);
             first.WaitForEvent(ReplicaEvent.Protected, Long);
             Assert.Contains("already follows a primary", Refused("--token-file", tok1, "--", Counter, "3", "1000"));

@@ -24,11 +24,19 @@ public class SnapshotJoinTests(ITestOutputHelper output)
         Directory.GetFiles(Path.GetDirectoryName(Path.GetFullPath(log))!, Path.GetFileName(log) + ".snapshot.partial*");
     static void DeleteArbiter(string path) => Replicas.DeleteArbiter(path);
 
+    /// <summary>
+    /// How long a backup here hears nothing from its primary before declaring it lost. These tests end primaries by
+    /// SIGKILL (the link's end is noticed at once) and never by silence, so the bound only has to outlast a healthy
+    /// primary's stall on a machine at load 100: at the product's 1 s default, a backup took over from a primary that
+    /// had merely not been scheduled, and the primary stopped (the arbiter held in a later term).
+    /// </summary>
+    const string LoadedSilenceMs = "15000";
+
     /// <summary>A backup and a standby (both sharing this machine's files) on free loopback ports.</summary>
     static (ReplicaProc Backup, string Url, ReplicaProc Standby, string StandbyUrl) BackupAndStandby(string arbiter, params string[] standbyArgs)
     {
-        var (b, url) = Replicas.StartBackup("--arbiter", arbiter, "--timeout-ms", "2000");
-        var (s, standbyUrl) = Replicas.StartBackup(["--arbiter", arbiter, "--timeout-ms", "2000", .. standbyArgs]);
+        var (b, url) = Replicas.StartBackup("--arbiter", arbiter, "--timeout-ms", "2000", "--primary-silence-ms", LoadedSilenceMs);
+        var (s, standbyUrl) = Replicas.StartBackup(["--arbiter", arbiter, "--timeout-ms", "2000", "--primary-silence-ms", LoadedSilenceMs, .. standbyArgs]);
         return (b, url, s, standbyUrl);
     }
 
@@ -44,7 +52,7 @@ public class SnapshotJoinTests(ITestOutputHelper output)
         var p = Replicas.Primary(["--backup", url, "--standby", standbyUrl, "--standby-retry-ms", "200", "--arbiter", arbiter, "--timeout-ms", "2000",
             "--checkpoint-interval", "2000000", .. extra, "--", .. guest]);
         p.WaitForEvent(ReplicaEvent.Protected, Long);
-        Assert.True(p.WaitFor(() => running(p), Long), "the guest runs");
+        Assert.True(p.WaitFor(() => running(p), Long), "the guest runs: " + p.State() + "\nbackup: " + backup.State());
         backup.KillHard();
         p.WaitForEvent(ReplicaEvent.Unprotected, Long);
         return p;
