@@ -102,8 +102,10 @@ public sealed partial class OutputGate
     /// </summary>
     public long AcceptSend(SocketSend s, Action? beforeWait = null)
     {
-        if (beforeWait != null && MustWait(s)) beforeWait();
+        // one pass under the lock decides a send that fits (every send of a server that keeps up): the lock is shared
+        // with the threads that release, so the guest thread takes it as few times per send as it can
         long t0 = 0;
+        bool mayWait = beforeWait == null;
         lock (_lock)
         {
             var h = Socket(s.Socket, s.HostFd);
@@ -116,6 +118,17 @@ public sealed partial class OutputGate
                     long room = SocketCredit - h.Held;
                     if (h.Held == 0 || s.Data.Length <= room) return s.Data.Length;
                     if (s.NonBlocking) return s.Stream && room > 0 ? room : -Errno.EAGAIN;
+                    if (!mayWait)
+                    {
+                        // the wait needs acknowledgements of what is logged: ship it first, outside the lock (the
+                        // link's send must not hold up the threads that release), then decide again
+                        Monitor.Exit(_lock);
+                        try { beforeWait!(); }
+                        finally { Monitor.Enter(_lock); }
+                        h = Socket(s.Socket, s.HostFd);
+                        mayWait = true;
+                        continue;
+                    }
                     if (t0 == 0) { t0 = Stopwatch.GetTimestamp(); _waiters++; }
                     Monitor.Wait(_lock, 50);
                 }
@@ -128,16 +141,6 @@ public sealed partial class OutputGate
                     if (_creditWaitMs.Count < 1_000_000) _creditWaitMs.Add(Stopwatch.GetElapsedTime(t0).TotalMilliseconds);
                 }
             }
-        }
-    }
-
-    /// <summary>A blocking send that does not fit the socket's credit now.</summary>
-    bool MustWait(SocketSend s)
-    {
-        lock (_lock)
-        {
-            if (_discarded || s.NonBlocking || !_sockets.TryGetValue(s.Socket, out var h) || h.Error != 0) return false;
-            return h.Held > 0 && s.Data.Length > SocketCredit - h.Held;
         }
     }
 
@@ -240,7 +243,10 @@ public sealed partial class OutputGate
     /// An acknowledgement's release, under the lock: sockets whose head holds releasable sends are marked busy and
     /// their sends listed, to be performed by <see cref="SendOutsideLock"/> once the lock is let go (the guest thread
     /// goes on accepting and holding sends meanwhile instead of waiting for a run of host sends: at 64 connections
-    /// one ack releases 20-30 replies); a socket whose head is a queued shutdown or close is released here.
+    /// one ack releases 20-30 replies); a socket whose head is a queued shutdown or close is released here. The busy
+    /// sockets are listed in the order their first releasable send was logged: one ack's host sends take a while (tens
+    /// of microseconds each), and the reply that has waited longest leaves first, whatever order the set of sockets
+    /// holding output keeps.
     /// </summary>
     List<HeldSocket>? TakeReleasable()
     {
@@ -261,11 +267,18 @@ public sealed partial class OutputGate
             }
             if (h.Sending.Count == 0) continue;
             h.Busy = true;
-            (busy ??= new()).Add(h);
+            if (busy == null) { busy = _spareBusy ?? new(); _spareBusy = null; }
+            busy.Add(h);
         }
         _releasing.Clear();
+        if (busy is { Count: > 1 }) busy.Sort(ByFirstSendLogged);
         return busy;
     }
+
+    // a list of busy sockets kept between acknowledgements (taken and given back under the lock): an ack allocates nothing
+    List<HeldSocket>? _spareBusy;
+
+    static readonly Comparison<HeldSocket> ByFirstSendLogged = (a, b) => a.Sending[0].Seq.CompareTo(b.Sending[0].Seq);
 
     /// <summary>
     /// Performs the sends <see cref="TakeReleasable"/> listed, outside the lock, in each socket's order and without
@@ -322,6 +335,8 @@ public sealed partial class OutputGate
             }
             if (freed && _waiters > 0) Monitor.PulseAll(_lock);
             if (_releaseMs.Count < 1_000_000) _releaseMs.Add(Stopwatch.GetElapsedTime(ackedAt, now).TotalMilliseconds);
+            busy.Clear();
+            _spareBusy = busy;
         }
     }
 
