@@ -104,8 +104,25 @@ public sealed partial class OutputGate
     {
         // one pass under the lock decides a send that fits (every send of a server that keeps up): the lock is shared
         // with the threads that release, so the guest thread takes it as few times per send as it can
+        while (true)
+        {
+            long r = Accept(s, mayWait: beforeWait == null);
+            if (r != MustShipFirst) return r;
+            // the wait needs acknowledgements of what is logged: it is shipped first, outside the lock (the link's
+            // send must not hold up the threads that release), and the send is decided again
+            beforeWait!();
+            beforeWait = null;
+        }
+    }
+
+    /// <summary><see cref="Accept"/>'s answer when the send must wait for credit but may not wait yet.</summary>
+    const long MustShipFirst = long.MinValue;
+
+    /// <summary>The send's answer under the lock; a blocking send that does not fit waits for credit when
+    /// <paramref name="mayWait"/>, or else answers <see cref="MustShipFirst"/>.</summary>
+    long Accept(SocketSend s, bool mayWait)
+    {
         long t0 = 0;
-        bool mayWait = beforeWait == null;
         lock (_lock)
         {
             var h = Socket(s.Socket, s.HostFd);
@@ -118,17 +135,7 @@ public sealed partial class OutputGate
                     long room = SocketCredit - h.Held;
                     if (h.Held == 0 || s.Data.Length <= room) return s.Data.Length;
                     if (s.NonBlocking) return s.Stream && room > 0 ? room : -Errno.EAGAIN;
-                    if (!mayWait)
-                    {
-                        // the wait needs acknowledgements of what is logged: ship it first, outside the lock (the
-                        // link's send must not hold up the threads that release), then decide again
-                        Monitor.Exit(_lock);
-                        try { beforeWait!(); }
-                        finally { Monitor.Enter(_lock); }
-                        h = Socket(s.Socket, s.HostFd);
-                        mayWait = true;
-                        continue;
-                    }
+                    if (!mayWait) return MustShipFirst;
                     if (t0 == 0) { t0 = Stopwatch.GetTimestamp(); _waiters++; }
                     Monitor.Wait(_lock, 50);
                 }
