@@ -102,7 +102,26 @@ public sealed partial class OutputGate
     /// </summary>
     public long AcceptSend(SocketSend s, Action? beforeWait = null)
     {
-        if (beforeWait != null && MustWait(s)) beforeWait();
+        // one pass under the lock decides a send that fits (every send of a server that keeps up): the lock is shared
+        // with the threads that release, so the guest thread takes it as few times per send as it can
+        while (true)
+        {
+            long r = Accept(s, mayWait: beforeWait == null);
+            if (r != MustShipFirst) return r;
+            // the wait needs acknowledgements of what is logged: it is shipped first, outside the lock (the link's
+            // send must not hold up the threads that release), and the send is decided again
+            beforeWait!();
+            beforeWait = null;
+        }
+    }
+
+    /// <summary><see cref="Accept"/>'s answer when the send must wait for credit but may not wait yet.</summary>
+    const long MustShipFirst = long.MinValue;
+
+    /// <summary>The send's answer under the lock; a blocking send that does not fit waits for credit when
+    /// <paramref name="mayWait"/>, or else answers <see cref="MustShipFirst"/>.</summary>
+    long Accept(SocketSend s, bool mayWait)
+    {
         long t0 = 0;
         lock (_lock)
         {
@@ -116,6 +135,7 @@ public sealed partial class OutputGate
                     long room = SocketCredit - h.Held;
                     if (h.Held == 0 || s.Data.Length <= room) return s.Data.Length;
                     if (s.NonBlocking) return s.Stream && room > 0 ? room : -Errno.EAGAIN;
+                    if (!mayWait) return MustShipFirst;
                     if (t0 == 0) { t0 = Stopwatch.GetTimestamp(); _waiters++; }
                     Monitor.Wait(_lock, 50);
                 }
@@ -128,16 +148,6 @@ public sealed partial class OutputGate
                     if (_creditWaitMs.Count < 1_000_000) _creditWaitMs.Add(Stopwatch.GetElapsedTime(t0).TotalMilliseconds);
                 }
             }
-        }
-    }
-
-    /// <summary>A blocking send that does not fit the socket's credit now.</summary>
-    bool MustWait(SocketSend s)
-    {
-        lock (_lock)
-        {
-            if (_discarded || s.NonBlocking || !_sockets.TryGetValue(s.Socket, out var h) || h.Error != 0) return false;
-            return h.Held > 0 && s.Data.Length > SocketCredit - h.Held;
         }
     }
 
@@ -240,7 +250,10 @@ public sealed partial class OutputGate
     /// An acknowledgement's release, under the lock: sockets whose head holds releasable sends are marked busy and
     /// their sends listed, to be performed by <see cref="SendOutsideLock"/> once the lock is let go (the guest thread
     /// goes on accepting and holding sends meanwhile instead of waiting for a run of host sends: at 64 connections
-    /// one ack releases 20-30 replies); a socket whose head is a queued shutdown or close is released here.
+    /// one ack releases 20-30 replies); a socket whose head is a queued shutdown or close is released here. The busy
+    /// sockets are listed in the order their first releasable send was logged: one ack's host sends take a while (tens
+    /// of microseconds each), and the reply that has waited longest leaves first, whatever order the set of sockets
+    /// holding output keeps.
     /// </summary>
     List<HeldSocket>? TakeReleasable()
     {
@@ -261,11 +274,18 @@ public sealed partial class OutputGate
             }
             if (h.Sending.Count == 0) continue;
             h.Busy = true;
-            (busy ??= new()).Add(h);
+            if (busy == null) { busy = _spareBusy ?? new(); _spareBusy = null; }
+            busy.Add(h);
         }
         _releasing.Clear();
+        if (busy is { Count: > 1 }) busy.Sort(ByFirstSendLogged);
         return busy;
     }
+
+    // a list of busy sockets kept between acknowledgements (taken and given back under the lock): an ack allocates nothing
+    List<HeldSocket>? _spareBusy;
+
+    static readonly Comparison<HeldSocket> ByFirstSendLogged = (a, b) => a.Sending[0].Seq.CompareTo(b.Sending[0].Seq);
 
     /// <summary>
     /// Performs the sends <see cref="TakeReleasable"/> listed, outside the lock, in each socket's order and without
@@ -322,6 +342,8 @@ public sealed partial class OutputGate
             }
             if (freed && _waiters > 0) Monitor.PulseAll(_lock);
             if (_releaseMs.Count < 1_000_000) _releaseMs.Add(Stopwatch.GetElapsedTime(ackedAt, now).TotalMilliseconds);
+            busy.Clear();
+            _spareBusy = busy;
         }
     }
 

@@ -297,4 +297,80 @@ public class SocketOutputCommitTests
         Assert.Equal("a1 a2 ", x.ReadNow());
         Assert.Equal(0, g.SocketHeldBytes);
     }
+
+    /// <summary>
+    /// One acknowledgement that releases replies on several sockets makes their host sends in the order the sends were
+    /// logged (the oldest reply first), whatever order the gate keeps its sockets in: the oracle is the log order the
+    /// test assigns, the observed order is the order of the host send calls. Sockets that emptied and hold again are
+    /// what reorders a set, so each round holds them in another order.
+    /// </summary>
+    [Fact]
+    public void AnAcknowledgementSendsItsSocketsRepliesInTheOrderTheyWereLogged()
+    {
+        var pairs = Enumerable.Range(0, 6).Select(_ => new Pair(SOCK_STREAM)).ToArray();
+        try
+        {
+            var g = new OutputGate((_, _) => { });
+            var sent = new List<int>();
+            ulong seq = 0;
+            int[][] rounds = [[0, 1, 2, 3, 4, 5], [5, 4, 3, 2, 1, 0], [2, 5, 0, 3, 1, 4], [1, 0, 3, 2, 5, 4], [4, 2, 0, 5, 3, 1]];
+            foreach (var order in rounds)
+            {
+                sent.Clear();
+                foreach (int i in order)
+                {
+                    var s = pairs[i].Send($"r{i} ");
+                    int who = i;
+                    Hold(g, ++seq, new SocketSend
+                    {
+                        Socket = s.Socket, Data = s.Data, HostFd = s.HostFd, Stream = true,
+                        Perform = (off, count, flags) => { lock (sent) sent.Add(who); return s.Perform(off, count, flags); },
+                    });
+                }
+                g.Ack(seq);
+                Assert.Equal(order, sent);
+                foreach (int i in order) Assert.Equal($"r{i} ", pairs[i].ReadNow());
+            }
+            Assert.Equal(0, g.SocketHeldBytes);
+        }
+        finally { foreach (var p in pairs) p.Dispose(); }
+    }
+
+    /// <summary>
+    /// A blocking send that does not fit its socket's credit has what it waits for shipped first, outside the gate's
+    /// lock (the ship callback may need threads that take the lock: here the acknowledgement it provokes, which frees
+    /// the credit so the send is then taken without waiting); a send that fits ships nothing.
+    /// </summary>
+    [Fact]
+    public void ABlockingSendThatMustWaitShipsFirstOutsideTheLockAndASendThatFitsDoesNot()
+    {
+        using var x = new Pair(SOCK_STREAM);
+        var g = new OutputGate((_, _) => { }) { SocketCredit = 1000 };
+        int ships = 0;
+        bool ackedMeanwhile = false;
+        void Ship()
+        {
+            ships++;
+            // the backup's acknowledgement arrives on its own thread while the guest thread is in the callback
+            var acker = new Thread(() => g.Ack(1)) { IsBackground = true };
+            acker.Start();
+            ackedMeanwhile = acker.Join(TimeSpan.FromSeconds(30));
+        }
+        var first = x.Send(new string('a', 800));
+        Assert.Equal(800, g.AcceptSend(first, Ship));
+        Assert.Equal(0, ships); // an empty socket takes it: nothing to ship for it
+        g.HoldSend(1, first, 800);
+        var second = x.Send(new string('b', 800));
+        Assert.Equal(800, g.AcceptSend(second, Ship));
+        Assert.Equal(1, ships);
+        Assert.True(ackedMeanwhile, "the acknowledgement could not take the gate's lock while the ship callback ran");
+        Assert.Empty(g.CreditWaitTimesMs()); // the credit was free once the callback returned: no wait
+        g.HoldSend(2, second, 800);
+        var third = x.Send(new string('c', 100));
+        Assert.Equal(100, g.AcceptSend(third, Ship)); // fits the credit next to 800 held
+        Assert.Equal(1, ships);
+        g.HoldSend(3, third, 100);
+        g.Ack(3);
+        Assert.Equal(new string('a', 800) + new string('b', 800) + new string('c', 100), Encoding.ASCII.GetString(x.ReadExactly(1700)));
+    }
 }
