@@ -19,6 +19,11 @@ public sealed class HostResult
     /// <summary>Set by a <see cref="IBoundary.FileContent"/> operation: the single write holds the unchanged content
     /// of a stable regular file (<see cref="FileRef.IsStable"/>), which a recording may log by reference.</summary>
     public bool ByReference;
+    /// <summary>Set with <see cref="ByReference"/> on a read whose own bytes were not proven to come from the unchanged
+    /// file (only the description's first read is checked on its own: <see cref="ContentReads"/>): a boundary that logs
+    /// it by reference must ask this check after the read and before it logs, flushes or ships anything that follows
+    /// the read, and log the read by value when the check fails (<see cref="Log.LogWriter.AppendContentRead"/> does).</summary>
+    public Log.IContentSourceCheck? SourceCheck;
     /// <summary>Set by a <see cref="IBoundary.FileContent"/> operation that read its bytes straight into guest memory:
     /// the <see cref="Value"/> bytes at this address are the content (no <see cref="Writes"/>), and a boundary that
     /// logs the content takes it from there.</summary>

@@ -155,31 +155,45 @@ public sealed class LogWriter : IDisposable, IAsyncDisposable
     /// Takes a read(2)/pread64 by reference whose <paramref name="result"/> bytes (of <paramref name="requested"/>) went
     /// to guest memory at <paramref name="addr"/> from <paramref name="path"/> at <paramref name="offset"/>: it joins
     /// the held run when it continues it (<see cref="FileContentRun"/>), otherwise the held run is written and this read
-    /// starts the next. The caller appends the read's bytes to the hash returned, at once, before any other call of
-    /// this writer. The run's record is written before the next record, flush or End, or by <see cref="EndContentRun"/>
-    /// (<see cref="LastSequence"/> does not count it until then). Only for a log that <see cref="HoldsContentRuns"/>.
+    /// starts the next. Returns where the caller copies the read's bytes, at once, before any other call of this writer.
+    /// <paramref name="check"/>: null when the read itself was proven to come from the unchanged file; otherwise what
+    /// proves it once at the run's end (<see cref="IContentSourceCheck"/>). The run's record is written before the next
+    /// record, flush or End, or by <see cref="EndContentRun"/> (<see cref="LastSequence"/> does not count it until
+    /// then). Only for a log that <see cref="HoldsContentRuns"/>.
     /// </summary>
-    public Xxh128 AppendContentRead(ulong instrCount, int tid, int nr, string path, long offset, int requested, long result, ulong addr)
+    public Span<byte> AppendContentRead(ulong instrCount, int tid, int nr, string path, long offset, int requested, long result, ulong addr,
+        IContentSourceCheck? check = null)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         if (!HoldsContentRuns) throw new InvalidOperationException($"a log of format version {Header.Version} has no FileContentRun records");
         if (_finished) throw new InvalidOperationException("the log already ends with its End record: nothing may follow it");
         if (result <= 0 || result > requested) throw new ArgumentOutOfRangeException(nameof(result), $"a read by reference of {result} bytes of {requested}");
         var run = _run ??= new PendingContentRun();
-        if (!run.Continues(tid, nr, path, offset, result))
+        if (!run.Continues(tid, nr, path, offset, result, check))
         {
             if (run.Open) EndContentRun();
-            run.Start(instrCount, tid, nr, path, offset, addr);
+            run.Start(instrCount, tid, nr, path, offset);
         }
-        run.Add(instrCount, requested, result);
-        return run.Hash;
+        return run.Add(instrCount, requested, result, addr, check);
     }
 
-    /// <summary>Writes the held run of reads (<see cref="AppendContentRead"/>), if any; its sequence number, or 0.</summary>
+    /// <summary>
+    /// Writes the held run of reads (<see cref="AppendContentRead"/>), if any; the sequence number of its last record, or
+    /// 0. When a read of the run needs its check and the check finds the file changed, each read is written by value
+    /// (a <see cref="SyscallResult"/> with the bytes the guest got, at its instruction count, as a read of a file that
+    /// is not stable is always logged): the log never names a file whose bytes the guest did not get.
+    /// </summary>
     public ulong EndContentRun()
     {
         if (_run is not { Open: true } run) return 0;
-        return run.TakeRecord(out var many, out var one) ? Append(in many) : Append(in one);
+        switch (run.Take(out var many, out var one))
+        {
+            case PendingContentRun.Form.Run: return Append(in many);
+            case PendingContentRun.Form.Single: return Append(in one);
+        }
+        ulong seq = 0;
+        for (int i = 0; i < run.ByValueReads; i++) seq = Append(run.ReadByValue(i));
+        return seq;
     }
 
     public void Flush()

@@ -625,8 +625,8 @@ public sealed unsafe partial class GuestMemory : IDisposable
     }
 
     /// <summary>Appends the guest bytes [a, a + len) to <paramref name="hash"/> where they are, page by page, without
-    /// allocation: a run of by-reference reads (<see cref="Log.FileContentRun"/>) is hashed read by read, by its
-    /// recording and its replay. Throws <see cref="GuestFaultException"/> when a byte is not readable.</summary>
+    /// allocation: a replay hashes a run of by-reference reads (<see cref="Log.FileContentRun"/>) read by read (its
+    /// recording hashes the copy it keeps of the run's bytes). Throws <see cref="GuestFaultException"/> when a byte is not readable.</summary>
     public void AppendContent(ulong a, int len, Log.Xxh128 hash)
     {
         for (ulong cur = a, end = a + (ulong)Math.Max(len, 0); cur < end;)

@@ -537,11 +537,13 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
             if (!r.ByReference) return Logged(tid, nr, r, [new GuestWrite(inGuest, _k!.Mem.ReadBytes(inGuest, (int)r.Value))]);
             if (file.IntoGuest && _w.HoldsContentRuns)
             {
-                // a read(2)/pread64 joins the run of reads the writer holds (one record for the run: FileContentRun)
-                var run = _w.AppendContentRead(Icount, tid, nr, file.GuestPath, file.Offset, file.Length, r.Value, inGuest);
-                _k!.Mem.AppendContent(inGuest, (int)r.Value, run);
+                // a read(2)/pread64 joins the run of reads the writer holds (one record for the run: FileContentRun),
+                // which keeps its bytes and asks the read's check, if it has one, at the run's end
+                _k!.Mem.ReadBytes(inGuest, _w.AppendContentRead(Icount, tid, nr, file.GuestPath, file.Offset, file.Length, r.Value, inGuest, r.SourceCheck));
                 return r;
             }
+            // an older log: one record per read, so the read's check (if it has one) is asked now
+            if (r.SourceCheck is { } check && !check.Unchanged()) return Logged(tid, nr, r, [new GuestWrite(inGuest, _k!.Mem.ReadBytes(inGuest, (int)r.Value))]);
             _k!.Mem.ContentHash(inGuest, (int)r.Value, _contentHash, _hash);
             AppendFileContent(tid, nr, file, r.Value, inGuest);
             return r;

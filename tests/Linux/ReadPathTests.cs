@@ -26,7 +26,7 @@ public class ReadPathTests(ReadPathTests.AgedFiles aged) : IClassFixture<ReadPat
         {
             var data = new byte[Size];
             new Random(11).NextBytes(data);
-            for (int i = 0; i < 6; i++) File.WriteAllBytes(Path.Combine(Dir, $"f{i}"), data);
+            for (int i = 0; i < 7; i++) File.WriteAllBytes(Path.Combine(Dir, $"f{i}"), data);
             Thread.Sleep(TimeSpan.FromSeconds(2.5));
         }
 
@@ -80,13 +80,6 @@ public class ReadPathTests(ReadPathTests.AgedFiles aged) : IClassFixture<ReadPat
         return kinds.ToString();
     }
 
-    /// <summary>
-    /// A file found stable at its first reads and changed while the guest still reads it through the same open
-    /// description (here by the guest itself, through another descriptor, past the range read so far): the reads
-    /// before the change are logged by reference, every read after it by value (the recording checks the
-    /// description's file at each read, not only once), and the replay is faithful. The oracle is the same script run
-    /// natively on an identical file.
-    /// </summary>
     /// <summary>The hash a by-reference read logs and a replay checks (SHA-256 in logs before v5, XxHash128 since) is
     /// taken from the guest pages: a range in one run of pages adjacent in host memory in one call, others through an
     /// incremental hash; the oracle is the hash of the bytes copied out. The pages of the first region are touched out
@@ -122,6 +115,13 @@ public class ReadPathTests(ReadPathTests.AgedFiles aged) : IClassFixture<ReadPat
         }
     }
 
+    /// <summary>
+    /// A file found stable at its first reads and changed while the guest still reads it through the same open
+    /// description (here by the guest itself, through another descriptor, past the range read so far): the reads
+    /// before the change are logged by reference, every read after it by value (the check that ends each run of reads
+    /// finds the change, and the description's later reads are not tried again), and the replay is faithful. The
+    /// oracle is the same script run natively on an identical file.
+    /// </summary>
     [Fact]
     public void AFileChangedWhileReadIsLoggedByValueFromTheChangeOn()
     {
@@ -130,6 +130,60 @@ public class ReadPathTests(ReadPathTests.AgedFiles aged) : IClassFixture<ReadPat
             "busybox dd bs=4096 count=1 seek=100 conv=notrunc of=\"$1\" </dev/zero 2>/dev/null; " +
             "busybox dd bs=4096 <&3 2>/dev/null | busybox md5sum";
         RecordAndReplayScript(script, (log, recFile) => Assert.Matches("^R{3}V{10,}$", ReadKinds(log, recFile)));
+    }
+
+    /// <summary>
+    /// A file found stable at a description's first reads and changed by another host process while the guest still
+    /// reads it through that description: none of the later reads is checked on its own (one fstat at the end of their
+    /// run proves them all), and that check finds the change, so the run is logged by value. Here the guest reads 2
+    /// blocks (dd), makes a file and waits for another; the test then changes every byte past those blocks and makes
+    /// the other file; md5sum reads the rest through the same description, one run of 4 KiB reads. Oracles: the
+    /// recording prints the host's own MD5 of the original first blocks and of the changed rest; the replay, run on the
+    /// file holding its original bytes again, is faithful and prints the same (the first blocks came from those bytes,
+    /// the rest is in the log). Fails when the run's check is skipped: md5sum's reads are then logged by reference with
+    /// the hash of the changed bytes, and the replay refuses the original file.
+    /// </summary>
+    [Fact]
+    public void AFileChangedByAnotherProcessWhileADescriptionReadsItIsLoggedByValueAndReplaysOnTheOriginal()
+    {
+        const string script = "exec 3<\"$1\"; busybox dd bs=4096 count=2 <&3 2>/dev/null | busybox md5sum; : > \"$2\"; " +
+            "until [ -e \"$3\" ]; do busybox sleep 0.05; done; busybox md5sum <&3";
+        string file = aged.Take();
+        string dir = Directory.CreateTempSubdirectory("revirt-read-handshake").FullName;
+        string ready = Path.Combine(dir, "ready"), go = Path.Combine(dir, "go");
+        string log = Path.Combine(Path.GetTempPath(), $"revirt-read-{Guid.NewGuid():N}.rvlog");
+        byte[] original = File.ReadAllBytes(file), changed = (byte[])original.Clone();
+        for (int i = 8192; i < changed.Length; i++) changed[i] ^= 0x5A;
+        static string Md5Line(byte[] b) => Convert.ToHexStringLower(System.Security.Cryptography.MD5.HashData(b)) + "  -\n";
+        string expected = Md5Line(original[..8192]) + Md5Line(changed[8192..]);
+        try
+        {
+            using (var rec = RunningProgram.Dotnet(GuestEnv.PrimaryDll, "record", "--log", log, "--", "/bin/busybox", "sh", "-c", script, "sh", file, ready, go))
+            {
+                var limit = DateTime.UtcNow + TimeSpan.FromMinutes(3);
+                while (!File.Exists(ready))
+                {
+                    Assert.False(rec.HasExited, $"the recording ended before the guest made {ready}: {rec.Stderr}");
+                    Assert.True(DateTime.UtcNow < limit, $"the guest did not make {ready} in 3 minutes");
+                    Thread.Sleep(20);
+                }
+                using (var f = new FileStream(file, FileMode.Open, FileAccess.Write))
+                {
+                    f.Position = 8192;
+                    f.Write(changed, 8192, changed.Length - 8192);
+                }
+                File.WriteAllBytes(go, []);
+                var outcome = rec.WaitForExit(TimeSpan.FromMinutes(3));
+                Assert.True(outcome.ExitCode == 0, outcome.Stderr);
+                Assert.Equal(expected, outcome.StdoutText);
+            }
+            Assert.Matches("^R{2}V{100,}$", ReadKinds(log, file));
+            File.WriteAllBytes(file, original);
+            var rp = GuestEnv.Dotnet(GuestEnv.BackupDll, ["replay", "--log", log, "--show-output"]);
+            Assert.True(rp.ExitCode == 0, rp.Stderr);
+            Assert.Equal(expected, rp.StdoutText);
+        }
+        finally { File.Delete(log); Directory.Delete(dir, true); }
     }
 
     /// <summary>Runs a busybox sh <paramref name="script"/> (its $1: an aged file) natively and recorded, each on a file

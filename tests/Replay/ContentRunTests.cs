@@ -230,4 +230,63 @@ public class ContentRunTests
         }
         finally { Directory.Delete(root, true); }
     }
+    /// <summary>Counts how often the writer asks it and answers as told.</summary>
+    sealed class FixedCheck(bool unchanged) : IContentSourceCheck
+    {
+        public int Asked;
+        public bool Unchanged() { Asked++; return unchanged; }
+    }
+
+    /// <summary>
+    /// The writer proves a run of reads once, at its end, with the check its unchecked reads carry
+    /// (<see cref="IContentSourceCheck"/>): four reads of one file (the first proven on its own, three carrying the
+    /// check) then another record. When the check holds, one run record with the XxHash128 of the bytes given; when it
+    /// finds the file changed, each read is written by value, in order, at its own instruction count, with exactly the
+    /// bytes given and nothing naming the file. Fails when the writer ignores a failed check (the run goes by
+    /// reference) or asks it per read instead of once.
+    /// </summary>
+    [Fact]
+    public void ARunIsProvenOnceAtItsEndAndWrittenReadByReadByValueWhenItsFileChanged()
+    {
+        var bytes = new byte[3 * 4096 + 100];
+        new Random(3).NextBytes(bytes);
+        int[] lengths = [4096, 4096, 4096, 100];
+        byte[] Write(IContentSourceCheck check)
+        {
+            var header = new LogHeader
+            {
+                ProgramHash = LogHeader.ComputeProgramHash("p"u8), CpuModel = "test", RootDirectory = "/", Argv = ["/p"], Envp = [],
+                StartTime = DateTimeOffset.UnixEpoch, StartState = [], CheckpointInterval = 0,
+            };
+            var ms = new MemoryStream();
+            using (var w = new LogWriter(header, new StreamLogSink(ms, leaveOpen: true)))
+            {
+                for (int i = 0, at = 0; i < lengths.Length; at += lengths[i], i++)
+                    bytes.AsSpan(at, lengths[i]).CopyTo(w.AppendContentRead(100 + 10 * (ulong)i, 1, Nr.read, "/f", at, 4096, lengths[i], 0x10000 + 0x2000 * (ulong)i, i == 0 ? null : check));
+                w.Append(new Exit { InstrCount = 200, Status = 0 });
+            }
+            return ms.ToArray();
+        }
+
+        var holds = new FixedCheck(true);
+        var records = Records(Write(holds));
+        Assert.Equal(1, holds.Asked);
+        Assert.Equal([RecordKind.FileContentRun, RecordKind.Exit], records.Select(r => r.Kind));
+        var run = records[0].Decode<FileContentRun>();
+        Assert.Equal((4u, bytes.LongLength, 100ul, 130ul, 0L), (run.Reads, run.Bytes, run.FirstInstrCount, run.LastInstrCount, run.Offset));
+        Assert.Equal(System.IO.Hashing.XxHash128.Hash(bytes), run.Hash);
+
+        var fails = new FixedCheck(false);
+        records = Records(Write(fails));
+        Assert.Equal(1, fails.Asked);
+        Assert.Equal([RecordKind.SyscallResult, RecordKind.SyscallResult, RecordKind.SyscallResult, RecordKind.SyscallResult, RecordKind.Exit], records.Select(r => r.Kind));
+        for (int i = 0, at = 0; i < lengths.Length; at += lengths[i], i++)
+        {
+            var read = records[i].Decode<SyscallResult>();
+            Assert.Equal((100 + 10 * (ulong)i, 1, Nr.read, (long)lengths[i]), (read.InstrCount, read.Tid, read.Nr, read.Result));
+            var write = Assert.Single(read.MemWrites!);
+            Assert.Equal(0x10000 + 0x2000 * (ulong)i, write.Addr);
+            Assert.Equal(bytes.AsSpan(at, lengths[i]).ToArray(), write.Bytes);
+        }
+    }
 }

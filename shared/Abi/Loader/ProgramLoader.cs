@@ -246,8 +246,7 @@ public readonly record struct FileRef(string GuestPath, long Offset, int Length,
     /// <summary>A stat buffer of a regular file not changed since shortly before this process started.</summary>
     public static bool OldRegular(ReadOnlySpan<byte> st)
     {
-        uint mode = System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(st[24..]);
-        return (mode & 0xF000) == 0x8000 && StCtimeNs(st) < ProcessStartNs - SettleNs;
+        return IsRegular(st) && StCtimeNs(st) < ProcessStartNs - SettleNs;
     }
 
     /// <summary>st_ctime of a stat buffer in ns.</summary>
@@ -256,33 +255,26 @@ public readonly record struct FileRef(string GuestPath, long Offset, int Length,
             + System.Buffers.Binary.BinaryPrimitives.ReadInt64LittleEndian(st[112..]);
 
     /// <summary>
-    /// <see cref="IsStable"/> for the many reads of one open description, at the cost of one fstat per read once the
-    /// first has passed the whole check. <paramref name="stamp"/> is what the description remembers of it:
+    /// <see cref="IsStable"/> for the first by-reference read of one open description. <paramref name="stamp"/> is what
+    /// the description remembers of it:
     /// <list type="bullet">
     /// <item>Nothing yet: the whole check (the path under the root and the descriptor name one old regular file);
-    /// when it passes, the file's identity (<see cref="ImageCache.FileIdentity"/>) is kept.</item>
-    /// <item>An identity: stable when fstat of the descriptor shows the same device, inode, size, st_mtime and
-    /// st_ctime. The kernel sets st_ctime to now on every change of the file's content, size, mode or links (a write,
-    /// a truncate, a chmod, an unlink or a rename of it, a rename over it), and nothing can set it back, so an
-    /// unchanged old st_ctime means the file still holds what it held shortly before this process started. Not
-    /// checked again per read: that the path still names this file (only a rename of a directory above it, which
-    /// leaves the file's st_ctime alone, makes the path name something else). That costs the replay nothing it had:
-    /// a replay reads the path from its own root, later, whatever the recording saw, and compares every read's
-    /// SHA-256, so a root whose path names other bytes is refused naming the file, never replayed wrong.</item>
-    /// <item><see cref="ReadStamp.Changed"/>: fstat of the descriptor once showed a change during the run; st_ctime
-    /// only moves forward, so no later read can be by reference and none asks the host.</item>
+    /// when it passes, the file's identity (<see cref="ImageCache.FileIdentity"/>) is kept. Later reads of the
+    /// description are proven by <see cref="Unchanged"/>, once per run of reads (Linux/Files/ContentReads.cs).</item>
+    /// <item>An identity: <see cref="Unchanged"/> now.</item>
+    /// <item><see cref="ReadStamp.Changed"/>: the file once showed a change during the run; st_ctime only moves
+    /// forward, so no later read can be by reference and none asks the host.</item>
     /// </list>
     /// </summary>
     public static unsafe bool IsStable(GuestFs fs, string guestPath, int hostFd, ref ReadStamp stamp)
     {
         if (stamp.Changed) return false;
+        if (stamp.Identity != null) return Unchanged(hostFd, ref stamp);
         Span<byte> st = stackalloc byte[StatSize];
         long r;
         fixed (byte* s = st) r = HostSys.Call(Nr.fstat, hostFd, (long)s);
-        if (r < 0) { stamp = default; return false; }
-        if (stamp.Identity is { } id && id.Matches(st)) return true;
-        stamp = default;
-        if ((System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(st[24..]) & 0xF000) == 0x8000 && !OldRegular(st))
+        if (r < 0) return false;
+        if (IsRegular(st) && !OldRegular(st))
         {
             stamp = ReadStamp.ChangedDuringRun;
             return false;
@@ -291,6 +283,32 @@ public readonly record struct FileRef(string GuestPath, long Offset, int Length,
         stamp = new ReadStamp(ImageCache.FileIdentity.OfStable(st), false);
         return stamp.Identity != null;
     }
+
+    /// <summary>
+    /// Whether fstat of <paramref name="hostFd"/> shows the identity <paramref name="stamp"/> holds: the same device,
+    /// inode, size, st_mtime and st_ctime. The kernel sets st_ctime to now on every change of the file's content, size,
+    /// mode or links (a write, a truncate, a chmod, an unlink or a rename of it, a rename over it), and nothing can set
+    /// it back, so an unchanged old st_ctime means the file still holds what it held shortly before this process
+    /// started. Not checked again: that the path still names this file (only a rename of a directory above it, which
+    /// leaves the file's st_ctime alone, makes the path name something else). That costs the replay nothing it had: a
+    /// replay reads the path from its own root, later, whatever the recording saw, and compares the hash, so a root
+    /// whose path names other bytes is refused naming the file, never replayed wrong. When the identity differs,
+    /// <paramref name="stamp"/> becomes <see cref="ReadStamp.Changed"/> for a regular file changed during the run, and
+    /// nothing (check whole again) otherwise.
+    /// </summary>
+    public static unsafe bool Unchanged(int hostFd, ref ReadStamp stamp)
+    {
+        if (stamp.Identity is not { } id) return false;
+        Span<byte> st = stackalloc byte[StatSize];
+        long r;
+        fixed (byte* s = st) r = HostSys.Call(Nr.fstat, hostFd, (long)s);
+        if (r < 0) { stamp = default; return false; }
+        if (id.Matches(st)) return true;
+        stamp = IsRegular(st) && !OldRegular(st) ? ReadStamp.ChangedDuringRun : default;
+        return false;
+    }
+
+    static bool IsRegular(ReadOnlySpan<byte> st) => (System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(st[24..]) & 0xF000) == 0x8000;
 
     /// <summary>Bytes of the host's struct stat (x86-64).</summary>
     const int StatSize = 144;

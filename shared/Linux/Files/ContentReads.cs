@@ -7,8 +7,9 @@ namespace ReVirt.Linux;
 /// read(2)/pread(2) of a regular file by reference. A program reads its own stable files (python's .pyc modules,
 /// a data set) as much as it maps libraries, and logging those bytes by value made a python3 workload's log several
 /// hundred KB. Like a file mapping, such a read crosses the boundary as <see cref="IBoundary.FileContent"/>: a
-/// recording logs (path, offset, SHA-256) when the file is stable (<see cref="FileRef.IsStable(Abi.GuestFs, string, int, ref ReadStamp)"/>:
-/// checked whole at the description's first such read, then one fstat per read) and the offset
+/// recording logs (path, offset, hash) when the file is stable (<see cref="FileRef.IsStable(Abi.GuestFs, string, int, ref ReadStamp)"/>:
+/// checked whole at the description's first such read; every later read of the description is proven by one fstat at
+/// the end of the run of reads it belongs to, <see cref="ReadSourceCheck"/>) and the offset
 /// the guest's description tracks is where the host read from; a replay reads the same range from its own root and
 /// refuses, naming the file, when the bytes differ. Anything else (an unstable file, a short read the host
 /// offset does not explain) is logged by value as before.
@@ -54,7 +55,14 @@ static class ContentReads
             // a file seen changing during the run never goes by reference again: no host call to find out where
             if (!k.Boundary.KeepsFileContent || f.ReadStamp.Changed) return hr;
             long from = offset >= 0 || at == f.VerifiedReadEnd ? at : HostSys.Call(Nr.lseek, f.HostFd, 0, Seek.CUR) - r;
-            hr.ByReference = from == at && FileRef.IsStable(k.Fs, f.GuestPath, f.HostFd, ref f.ReadStamp);
+            if (from != at) hr.ByReference = false;
+            else if (f.ReadStamp.Identity != null)
+            {
+                // found stable before: proven with the run this read joins, at its end (no host call here)
+                hr.ByReference = true;
+                hr.SourceCheck = f.SourceCheck;
+            }
+            else hr.ByReference = FileRef.IsStable(k.Fs, f.GuestPath, f.HostFd, ref f.ReadStamp);
             if (offset < 0) f.VerifiedReadEnd = hr.ByReference ? at + r : -1;
             return hr;
         });
@@ -81,4 +89,25 @@ static class ContentReads
         if (r > 0) mem.Poke(buf, tmp.AsSpan(0, (int)r));
         return r;
     }
+}
+
+/// <summary>
+/// The proof a run of by-reference reads of one description ends with (<see cref="Log.IContentSourceCheck"/>): one
+/// fstat of the description's host descriptor shows the identity the description's first read found stable (device,
+/// inode, size, st_mtime and an st_ctime older than the recording; <see cref="FileRef.Unchanged"/>).
+/// <para>Why one check at the run's end proves every read of the run: the kernel sets st_ctime to now whenever the
+/// file's content or size changes (it does so before it changes the bytes), and nothing sets it back, so an st_ctime
+/// still older than the recording after the run's last read means no byte changed from before the recording began
+/// until then: every read of the run got what a replay reading the path gets, as a check after each read showed
+/// before (one fstat per read: md5sum 16 MB made 4,096). The writer asks it after the run's last read and before it
+/// logs, flushes or ships anything that follows the run (any other record ends the run first), so nothing later in
+/// the log — no output, no shipment to a backup — rests on an unchecked read; a changed file has the run logged by
+/// value (the bytes the guest got, kept by the writer) and the description's later reads go by value, as before.</para>
+/// <para>The descriptor may be closed, or its number reused, by then (a close ends the run only when its record is
+/// written, after the close): fstat then fails or shows another identity, and the run goes by value. Another
+/// descriptor of the same inode answers as this one would: the question is only whether that inode changed.</para>
+/// </summary>
+sealed class ReadSourceCheck(HostFile file) : Log.IContentSourceCheck
+{
+    public bool Unchanged() => FileRef.Unchanged(file.HostFd, ref file.ReadStamp);
 }

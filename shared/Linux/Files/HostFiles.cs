@@ -36,6 +36,11 @@ public class HostFile : OpenFile
     /// value). See <see cref="ContentReads"/>: a read from exactly there needs no lseek to know where the host read.</summary>
     internal long VerifiedReadEnd = -1;
 
+    ReadSourceCheck? _sourceCheck;
+
+    /// <summary>What proves this description's reads after its first by reference, once per run (<see cref="ReadSourceCheck"/>).</summary>
+    internal ReadSourceCheck SourceCheck => _sourceCheck ??= new ReadSourceCheck(this);
+
     public override unsafe long Read(Kernel k, GuestThread t, ulong buf, int n, long offset)
     {
         if (IsDirectory) return -Errno.EISDIR;
