@@ -857,30 +857,37 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
     // the held position the link thread acknowledged last: the replay's own reports repeat it (holding is acknowledged
     // by the link thread only, after any --ack-delay-ms)
     ulong _ackedHeld;
-    ReplayPositionReporter? _reporter;
-    ReplayPositionReporter Reporter => _reporter ??= new ReplayPositionReporter(ReplayAckIntervalMs,
-        () => Stopwatch.GetElapsedTime(Interlocked.Read(ref _lastAckTicks)).TotalMilliseconds,
-        () => { if (ReplayUnreported(out var l)) TrySendReplayAck(l); });
 
     /// <summary>The replay consumed everything held (on the replay thread, which has read without waiting for
-    /// <paramref name="readingFor"/>): report its position unless an ack did, at once if no ack went out in the last
-    /// <see cref="ReplayAckIntervalMs"/> or the replay has just worked through a backlog (it read that long without
-    /// waiting), otherwise when the interval has passed.</summary>
-    /// <remarks>A replay that trails far enough to work that long without running dry is the one whose live replica
+    /// <paramref name="readingFor"/>; its pipe's <see cref="BlockingPipeStream.Starving"/>): reports its position
+    /// unless an ack did, at once if no ack went out in the last <see cref="ReplayAckIntervalMs"/> or the replay has
+    /// just worked through a backlog (it read that long without waiting); otherwise returns how long until the
+    /// interval has passed, and the pipe calls this again then if nothing arrived meanwhile (the replay thread waits
+    /// for the next batch at most that long). Returns <see cref="Timeout.InfiniteTimeSpan"/> when nothing is left to
+    /// report.</summary>
+    /// <remarks>The report is sent from the replay thread itself, which is awake at that point anyway: under a steady
+    /// load the replay runs dry every gathering period, so a report that is due goes out at one of those dry points
+    /// and costs no wake-up of any thread of this replica. (A reporting thread of its own, ticking once per interval
+    /// while the replay kept running dry, cost two wake-ups per interval: its timed sleep, and its arming.)
+    /// <para>A replay that trails far enough to work that long without running dry is the one whose live replica
     /// may be holding its guest until a report shows the replay back within its bound (<c>--max-replay-lag-ms</c>:
     /// the guest waits at its next record and sends no more meanwhile, so no ack of a new batch would carry the
-    /// position): reporting it when the interval has passed held that guest up to 5 ms longer each time. A replay
-    /// that keeps up runs dry within about a gathering period of being woken and keeps the interval.</remarks>
-    void AckReplayed(TimeSpan readingFor)
+    /// position): reporting it only when the interval has passed held that guest up to 5 ms longer each time. A
+    /// replay that keeps up runs dry within about a gathering period of being woken and keeps the interval.</para></remarks>
+    TimeSpan AckReplayed(TimeSpan readingFor)
     {
-        if (!ReplayUnreported(out var l)) return;
-        if (readingFor.TotalMilliseconds >= ReplayAckIntervalMs
-            || Stopwatch.GetElapsedTime(Interlocked.Read(ref _lastAckTicks)).TotalMilliseconds >= ReplayAckIntervalMs) { TrySendReplayAck(l); return; }
-        Reporter.Arm();
+        if (!ReplayUnreported(out var l)) return Timeout.InfiniteTimeSpan;
+        double sinceAck = Stopwatch.GetElapsedTime(Interlocked.Read(ref _lastAckTicks)).TotalMilliseconds;
+        if (readingFor.TotalMilliseconds >= ReplayAckIntervalMs || sinceAck >= ReplayAckIntervalMs)
+        {
+            TrySendReplayAck(l);
+            return Timeout.InfiniteTimeSpan;
+        }
+        return TimeSpan.FromMilliseconds(ReplayAckIntervalMs - sinceAck);
     }
 
-    /// <summary>Reports the replay's position with the held position acknowledged last (the replay's thread or its
-    /// ack thread: holding is acknowledged by the link thread only).</summary>
+    /// <summary>Reports the replay's position with the held position acknowledged last (the replay's thread: holding
+    /// is acknowledged by the link thread only).</summary>
     void TrySendReplayAck(DataLink l)
     {
         ulong held = Volatile.Read(ref _ackedHeld);

@@ -63,8 +63,17 @@ public sealed class BlockingPipeStream : ReadOnlyStream, Log.IFrameChunks
     public long Sleeps => Interlocked.Read(ref _sleeps);
 
     /// <summary>Called (on the reader's thread, outside the pipe's lock) when a read finds the pipe empty and is
-    /// about to wait: the reader has consumed everything appended so far. Once per time the pipe runs dry.</summary>
-    public Action? Starving { get; set; }
+    /// about to wait: the reader has consumed everything appended so far. Once per time the pipe runs dry, and again
+    /// while it stays dry when it asked for that: it returns how long the reader may wait for an append before it is
+    /// to be called again (<see cref="Timeout.InfiniteTimeSpan"/>: only at the next dry point). So the reader's own
+    /// thread does what is due some time after it ran dry (a backup's replay reports its position once no
+    /// acknowledgement carried it for an interval) with no thread of its own, and no wake-up at all while appends
+    /// keep coming: the wait for an append is bounded by the time asked for instead of being woken from elsewhere.</summary>
+    public Func<TimeSpan>? Starving { get; set; }
+
+    // when the reader is to call Starving again while the pipe stays dry (Stopwatch timestamp; 0: not before the next
+    // dry point). Reader's thread only.
+    long _starvingAgainAt;
 
     // when the reader last came back from a wait (or first read): it has been working through what it found since
     long _awakeSince = System.Diagnostics.Stopwatch.GetTimestamp();
@@ -183,7 +192,20 @@ public sealed class BlockingPipeStream : ReadOnlyStream, Log.IFrameChunks
         return true;
     }
 
-    void Starve() => Starving?.Invoke();
+    void Starve()
+    {
+        var again = Starving?.Invoke() ?? Timeout.InfiniteTimeSpan;
+        _starvingAgainAt = again < TimeSpan.Zero ? 0 : System.Diagnostics.Stopwatch.GetTimestamp() + Math.Max(1, (long)(again.TotalSeconds * System.Diagnostics.Stopwatch.Frequency));
+    }
+
+    /// <summary>After a sleep (reader's thread): when Starving asked to be called again and its time has come, the
+    /// next look at a dry pipe calls it again.</summary>
+    void StarvingAgainIfDue()
+    {
+        if (_starvingAgainAt == 0 || System.Diagnostics.Stopwatch.GetTimestamp() < _starvingAgainAt) return;
+        _starvingAgainAt = 0;
+        lock (_lock) _starving = false;
+    }
 
     /// <summary>The pipe is dry (under the lock): the reader is about to sleep; returns what it sleeps for (the futex
     /// word's value), gathering if it consumed something since it last slept.</summary>
@@ -197,15 +219,22 @@ public sealed class BlockingPipeStream : ReadOnlyStream, Log.IFrameChunks
 
     /// <summary>Sleeps on the futex word while it holds <paramref name="sleep"/> (outside the lock: an append that
     /// wakes the reader changes the word first, so a wake-up between the lock and the wait is never lost), for at
-    /// most <see cref="Gather"/> when gathering.</summary>
+    /// most <see cref="Gather"/> when gathering, and never past the time <see cref="Starving"/> asked to be called
+    /// again.</summary>
     unsafe void Sleep(int sleep)
     {
         Interlocked.Increment(ref _sleeps);
+        long ns = sleep == Gathers ? Gather.Ticks * (1_000_000_000 / TimeSpan.TicksPerSecond) : -1;
+        if (_starvingAgainAt != 0)
+        {
+            long left = _starvingAgainAt - System.Diagnostics.Stopwatch.GetTimestamp();
+            long leftNs = left <= 0 ? 0 : (long)(left * (1_000_000_000.0 / System.Diagnostics.Stopwatch.Frequency));
+            ns = ns < 0 ? leftNs : Math.Min(ns, leftNs);
+        }
         long timeout = 0;
         var ts = stackalloc long[2];
-        if (sleep == Gathers)
+        if (ns >= 0)
         {
-            long ns = Gather.Ticks * (1_000_000_000 / TimeSpan.TicksPerSecond);
             ts[0] = ns / 1_000_000_000;
             ts[1] = ns % 1_000_000_000;
             timeout = (long)ts;
@@ -215,6 +244,7 @@ public sealed class BlockingPipeStream : ReadOnlyStream, Log.IFrameChunks
             HostSys.Call(Nr.futex, (long)word, Futex.WAIT | Futex.PRIVATE_FLAG, sleep, timeout);
         lock (_lock) Volatile.Write(ref _sleep[0], Awake);
         _awakeSince = System.Diagnostics.Stopwatch.GetTimestamp();
+        StarvingAgainIfDue();
     }
 
     unsafe void WakeReader()

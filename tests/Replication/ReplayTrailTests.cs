@@ -64,6 +64,7 @@ public class ReplayTrailTests
                 lock (positions) positions.Add((Volatile.Read(ref given), replayed));
                 trail.Reported(replayed, System.Diagnostics.Stopwatch.GetTimestamp());
                 dry.Release();
+                return Timeout.InfiniteTimeSpan;
             };
             using var reader = new LogReader(pipe, leaveOpen: true);
             boundary = new ReplayBoundary(reader, showOutput: false);
