@@ -106,12 +106,13 @@ public static class BackupCommandLine
         var metricsOpt = new Option<string?>("--metrics-listen") { Description = ReVirt.Replication.MetricsEndpoint.OptionHelp };
         var liveRushOpt = new Option<int>("--live-rush-ms") { Description = "--net virtual: once taken over, the live guest's thread stays a real-time thread this long (ms) after the go-live, so the answers to what its clients sent during the outage (heard frames, retransmissions) do not wait for time slices on a loaded host; then it is an ordinary thread. 0: ordinary from the go-live.", DefaultValueFactory = _ => ReVirt.Backup.ListenSettings.DefaultLiveRushMs };
         liveRushOpt.Validators.Add(r => { if (r.GetValueOrDefault<int>() is < 0 or > 60_000) r.AddError("--live-rush-ms: 0 to 60000"); });
+        var noPrepOpt = new Option<bool>("--no-go-live-preparation") { Description = "--net virtual: do not prepare the go-live's code while following (by default a thread of its own runs a dry pass of the interface's takeover on scratch stacks and makes the go-live's other steps' code ready, so the replay thread does not run that code for the first time after the arbiter's grant). For comparison runs." };
         var standbyRetryOpt = new Option<int>("--standby-retry-ms") { Description = "Pause between two rounds over the standbys while none accepts.", DefaultValueFactory = _ => 500 };
         var joinTimeoutOpt = new Option<int>("--join-timeout-ms") { Description = ReVirt.Replication.ProtectSettings.JoinTimeoutHelp + " (Once this replica has taken over.)", DefaultValueFactory = _ => ReVirt.Replication.ProtectSettings.DefaultJoinTimeoutMs };
         var joinProgressOpt = new Option<int>("--join-progress-ms") { Description = ReVirt.Replication.ProtectSettings.JoinProgressHelp + " (Once this replica has taken over.)", DefaultValueFactory = _ => ReVirt.Replication.ProtectSettings.DefaultJoinProgressMs };
         var listen = new Command("listen", "Serve the replication endpoint, follow one primary (`primary protect`), replay its log in lockstep and acknowledge each batch as soon as it holds it; when the primary is lost, drain, win the arbiter and go live. Exit status: the guest's; 3 when standing down; 1 on divergence.")
         {
-            listenOpt, lrootOpt, tokenOpt, insecureOpt, sharedOpt, noSnapshotOpt, certOpt, keyOpt, caOpt, arbiterOpt, timeoutOpt, silenceOpt, copyOpt, eventsOpt, plantOpt, ackDelayOpt, tapOpt, netnsOpt, hearsOpt, liveRushOpt, standbyOpt, standbyRetryOpt, joinTimeoutOpt, joinProgressOpt, dataPortOpt, dataLinkOpt, metricsOpt, gatherOpt,
+            listenOpt, lrootOpt, tokenOpt, insecureOpt, sharedOpt, noSnapshotOpt, certOpt, keyOpt, caOpt, arbiterOpt, timeoutOpt, silenceOpt, copyOpt, eventsOpt, plantOpt, ackDelayOpt, tapOpt, netnsOpt, hearsOpt, liveRushOpt, noPrepOpt, standbyOpt, standbyRetryOpt, joinTimeoutOpt, joinProgressOpt, dataPortOpt, dataLinkOpt, metricsOpt, gatherOpt,
         };
         listen.SetAction(parse =>
         {
@@ -149,6 +150,7 @@ public static class BackupCommandLine
                 Netns = parse.GetValue(netnsOpt),
                 HearsPrimary = parse.GetValue(hearsOpt),
                 LiveRushMs = parse.GetValue(liveRushOpt),
+                PrepareGoLive = !parse.GetValue(noPrepOpt),
                 MetricsListen = parse.GetValue(metricsOpt),
             });
         });

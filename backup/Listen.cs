@@ -86,6 +86,9 @@ public sealed class ListenSettings
     /// kernel's real-time throttling bounds it to 95 % of a CPU meanwhile anyway).</summary>
     public int LiveRushMs { get; init; } = DefaultLiveRushMs;
     public const int DefaultLiveRushMs = 500;
+    /// <summary>Prepare the go-live's code while following (<see cref="FollowOptions.PrepareGoLive"/>; off with
+    /// <c>--no-go-live-preparation</c>, for comparison runs).</summary>
+    public bool PrepareGoLive { get; init; } = true;
     /// <summary>The data link's transport (<c>--data-link</c>): whether this replica offers its same-host socket (and
     /// takes only it), and what it uses for the links it opens to standbys after a takeover.</summary>
     public DataLinkKind DataLink { get; init; }
@@ -1163,7 +1166,9 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         },
         Stepped = st => s.Events.Emit(ReplicaEvent.GoLive, ("continuedMs", st.ContinuedMs), ("interfaceUpMs", st.InterfaceUpMs),
             ("servingMs", st.ServingMs), ("attachedMs", st.AttachedMs), ("timersMs", st.TimersMs), ("doneMs", st.DoneMs),
-            ("nicDropMs", st.Nic?.DropMs), ("nicRepairMs", st.Nic?.RepairMs), ("nicSendMs", st.Nic?.SendMs), ("nicFrames", st.Nic?.Frames), ("cpuMs", st.CpuMs)),
+            ("nicDropMs", st.Nic?.DropMs), ("nicRepairMs", st.Nic?.RepairMs), ("nicSendMs", st.Nic?.SendMs), ("nicFrames", st.Nic?.Frames), ("cpuMs", st.CpuMs),
+            ("jitMs", st.JitMs), ("jitMethods", st.JitMethods), ("prepared", st.Prepared)),
+        PrepareGoLive = s.PrepareGoLive,
         SharedStorage = s.SharedStorage,
         Continue = (p, from) => ContinueRecording(p, from, header),
     };

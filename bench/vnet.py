@@ -538,7 +538,9 @@ def golive_words(name, vs):
                   + ', repair built ' + med(e['nicRepairMs'] for e in g) + ', ' + med(e['nicFrames'] for e in g) + ' frames sent in '
                   + med(e['nicSendMs'] for e in g) + '), serving event written ' + med(e['servingMs'] for e in g) + ', descriptors attached '
                   + med(e['attachedMs'] for e in g) + ', timers ' + med(e['timersMs'] for e in g) + ', done ' + med(e['doneMs'] for e in g)
-                  + (', of which the replay thread\'s CPU ' + med(e['cpuMs'] for e in g) if all('cpuMs' in e for e in g) else ''))
+                  + (', of which the replay thread\'s CPU ' + med(e['cpuMs'] for e in g) if all('cpuMs' in e for e in g) else '')
+                  + ((', of that compiling (JIT) ' + med(e['jitMs'] for e in g) + ' ms, ' + med(e['jitMethods'] for e in g) + ' methods; prepared before the go-live in '
+                      + f"{sum(1 for e in g if e['prepared'])} of {len(g)}") if all('jitMs' in e for e in g) else ''))
     return words
 
 
@@ -940,6 +942,7 @@ KILL_VARIANTS = {
     'noprobe': ("this build, no tail-loss probe after the takeover's repair (primary --no-takeover-probe)", ('--no-takeover-probe',), ()),
     'norush': ('this build, the live guest an ordinary thread from the go-live (backup --live-rush-ms 0)', (), ('--live-rush-ms', '0')),
     'neither': ('this build, neither the probe nor the real-time window', ('--no-takeover-probe',), ('--live-rush-ms', '0')),
+    'noprep': ("this build, the go-live's code not prepared while following (backup --no-go-live-preparation)", (), ('--no-go-live-preparation',)),
 }
 
 

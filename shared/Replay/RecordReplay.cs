@@ -716,7 +716,16 @@ public readonly record struct TakeoverPoint(
 /// the replay thread used meanwhile (far below <see cref="DoneMs"/>: the steps waited to run, not worked).
 /// </summary>
 public sealed record GoLiveSteps(double ContinuedMs, double? InterfaceUpMs, double ServingMs, double AttachedMs, double TimersMs, double DoneMs,
-    ReVirt.Linux.NicTakeoverSteps? Nic, double CpuMs);
+    ReVirt.Linux.NicTakeoverSteps? Nic, double CpuMs)
+{
+    /// <summary>Of <see cref="CpuMs"/>: the time the replay thread spent compiling methods (JIT) meanwhile, and how
+    /// many it compiled (<see cref="System.Runtime.JitInfo"/>, this thread's own counts): first use of code that
+    /// <see cref="GoLivePreparation"/> did not reach.</summary>
+    public double JitMs { get; init; }
+    public long JitMethods { get; init; }
+    /// <summary>The go-live's code had been prepared (<see cref="GoLivePreparation.Ready"/>) when it began.</summary>
+    public bool Prepared { get; init; }
+}
 
 /// <summary>
 /// Follow mode of a replay (a backup replaying a primary's log as it arrives). When the log ends — the primary is
@@ -736,6 +745,10 @@ public sealed class FollowOptions
     /// <summary>Called on the replay thread at the end of the go-live (after <see cref="WentLive"/>) with how long each
     /// of its steps took (<see cref="GoLiveSteps"/>): where a takeover's own part of a client's stall goes.</summary>
     public Action<GoLiveSteps>? Stepped { get; init; }
+    /// <summary>While it follows a guest with a virtual interface, the replica prepares the go-live's code on a thread
+    /// of its own (<see cref="GoLivePreparation"/>), so its first run is not on the replay thread after the grant. Off
+    /// only for comparison runs (backup `--no-go-live-preparation`).</summary>
+    public bool PrepareGoLive { get; init; } = true;
     /// <summary>The primary's guest root is this replica's too (one directory, shared storage): the primary's file
     /// effects are already there, so this replica must not apply them again while it follows (an append would be
     /// doubled, an O_TRUNC open would cut what the primary wrote since). Files are opened when it goes live.</summary>
@@ -908,6 +921,9 @@ public sealed class ReplayBoundary : IBoundary
         _live = true;
         Takeover = pt;
         long began = System.Diagnostics.Stopwatch.GetTimestamp(), cpuBegan = HostWorkAccount.ThreadNow();
+        var jitBegan = System.Runtime.JitInfo.GetCompilationTime(currentThread: true);
+        long jitMethodsBegan = System.Runtime.JitInfo.GetCompiledMethodCount(currentThread: true);
+        bool prepared = GoLivePreparation.Ready;
         double Since() => System.Diagnostics.Stopwatch.GetElapsedTime(began).TotalMilliseconds;
         if (_follow.Continue?.Invoke(pt, new RecordingContinuation(_r.LastSequence, _out, _checkpointDue)) is { } after)
         {
@@ -925,8 +941,9 @@ public sealed class ReplayBoundary : IBoundary
             if (_k.Nic is { } nic)
             {
                 up = nic.TakeOver(this, _k.Current.Tid);
-                upMs = Since();
-                up += $" (interface up in {upMs - continued:F0} ms)";
+                double upAt = Since(); // not formatted as a double?: that generic formatter is not in the ReadyToRun image
+                upMs = upAt;
+                up += $" (interface up in {upAt - continued:F0} ms)";
                 _follow.ServingAgain?.Invoke(up);
             }
             double serving = Since();
@@ -950,10 +967,31 @@ public sealed class ReplayBoundary : IBoundary
             _k.Options.Diagnostics.Flush();
             _follow.WentLive?.Invoke(report);
             _follow.Stepped?.Invoke(new GoLiveSteps(continued, upMs, serving, attached, timers, Since(), _k.Nic?.TakeoverSteps,
-                (HostWorkAccount.ThreadNow() - cpuBegan) / 1e6));
+                (HostWorkAccount.ThreadNow() - cpuBegan) / 1e6)
+            {
+                JitMs = (System.Runtime.JitInfo.GetCompilationTime(currentThread: true) - jitBegan).TotalMilliseconds,
+                JitMethods = System.Runtime.JitInfo.GetCompiledMethodCount(currentThread: true) - jitMethodsBegan,
+                Prepared = prepared,
+            });
         }
         else _follow.ServingAgain?.Invoke(null);
         EmitUnreleased(relOut, relErr);
+    }
+
+    /// <summary>The go-live's steps that act on the host or the machine, whose code <see cref="GoLivePreparation"/>
+    /// makes ready without running them: this method's own (and its local functions), the virtual interface's
+    /// takeover and transmission and its TAP device, the host descriptors attached, timers re-armed, host waits
+    /// renewed, and the live boundary the machine runs on after it.</summary>
+    internal static IEnumerable<System.Reflection.MethodBase> GoLiveMethods()
+    {
+        const System.Reflection.BindingFlags Own = System.Reflection.BindingFlags.Instance | System.Reflection.BindingFlags.Static
+            | System.Reflection.BindingFlags.Public | System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.DeclaredOnly;
+        foreach (var m in typeof(ReplayBoundary).GetMethods(Own))
+            if (m.Name is nameof(GoLive) or nameof(EmitUnreleased) or nameof(HostWrite) || m.Name.Contains($"<{nameof(GoLive)}>")) yield return m;
+        foreach (var t in new[] { typeof(VirtualNic), typeof(TapDevice), typeof(TakeoverAgent), typeof(LiveBoundary) })
+            foreach (var m in GoLivePreparation.AllOf(t)) yield return m;
+        foreach (var name in new[] { nameof(Kernel.RearmTimers), nameof(Kernel.RenewHostWaits), nameof(Kernel.PostRenewedHostWaits) })
+            yield return typeof(Kernel).GetMethod(name, Type.EmptyTypes) ?? throw new MissingMethodException(nameof(Kernel), name);
     }
 
     /// <summary>Re-emits what the old primary may not have released (it can have released it in its last round trip:
@@ -1343,8 +1381,13 @@ public sealed class ReplayBoundary : IBoundary
     public NetReceived NetReceive(int tid, Func<NetReceived> perform)
     {
         if (LiveNow()) return _after.NetReceive(tid, perform);
-        // a following backup opens its TAP device now, off the failover's critical path (nothing is read before it)
-        if (_follow != null && _k?.Nic is { } nic) nic.OpenAhead();
+        // a following backup opens its TAP device now, off the failover's critical path (nothing is read before it),
+        // and prepares the go-live's code on a thread of its own
+        if (_follow != null && _k?.Nic is { } nic)
+        {
+            nic.OpenAhead();
+            if (_follow.PrepareGoLive) GoLivePreparation.Start(nic.Stack.Config);
+        }
         var n = Expect<NetInput>("the network interface's input");
         if (n.InstrCount != Icount || n.Tid != tid)
             throw Diverged($"network input taken at instruction {Icount} by thread {tid}, recorded at {n.InstrCount} by thread {n.Tid}");

@@ -106,6 +106,10 @@ public class VirtualNetFailoverTests(ITestOutputHelper output)
 
     enum Fault { Kill, Freeze, Partition }
 
+    /// <summary>Most methods the survivor's replay thread may JIT-compile between the grant and the go-live's end once
+    /// its code was prepared (a margin over what is left: the guest's own compiled blocks are not counted there).</summary>
+    const int MaxGoLiveJitMethods = 20;
+
     /// <summary>Faults the relay puts on the clients' link (probabilities per frame, each direction).</summary>
     sealed record LinkFaults(double Loss, double Duplicate, double Reorder);
 
@@ -460,6 +464,15 @@ public class VirtualNetFailoverTests(ITestOutputHelper output)
                 int? sc = sb.WaitForExit(Long);
                 Assert.True(sb.Event(ReplicaEvent.Diverged) == null && sc == 0, $"the standby's replay of the survivor's log: exit {sc}\n{sb.Stderr}");
             }
+            // the go-live's code was prepared while the backup followed (GoLivePreparation): the replay thread compiled
+            // (almost) nothing after the grant, by the runtime's own count (JitInfo); unprepared it compiled 81-86
+            // methods. Not with a standby: the recording that continues the log for it (ContinueRecording) is first
+            // used there and not prepared (40 methods measured)
+            var goLive = b.Event(ReplicaEvent.GoLive);
+            Assert.NotNull(goLive);
+            Assert.True(goLive.Bool("prepared") == true, $"the go-live's code was not prepared before the takeover: {goLive}");
+            if (!standby)
+                Assert.True(goLive.Long("jitMethods") <= MaxGoLiveJitMethods, $"the replay thread compiled {goLive.Long("jitMethods")} methods in the go-live: {goLive}");
             // a failover is seconds at worst on a loaded machine; its figure goes to docs/PERFORMANCE-replication.md
             Assert.True(stall < 30_000, $"stall {stall:F0} ms");
             if (link != null)
