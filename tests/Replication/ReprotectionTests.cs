@@ -169,15 +169,17 @@ public class ReprotectionTests(ITestOutputHelper output)
         string arbiter = TempFile(".lock");
         try
         {
-            var (b, url) = Replicas.StartBackup("--arbiter", arbiter, "--timeout-ms", "2000");
+            // only the join's own bound may drop the mute standby: on a machine at load 100 a 2 s silence bound on
+            // either side dropped it (or took over from the primary) first, which is not what this test is about
+            var (b, url) = Replicas.StartBackup("--arbiter", arbiter, "--timeout-ms", "2000", "--primary-silence-ms", "15000");
             using var _b = b;
-            var (mute, muteUrl) = Replicas.StartBackup("--arbiter", arbiter, "--timeout-ms", "2000", "--plant", "join-never-acks");
+            var (mute, muteUrl) = Replicas.StartBackup("--arbiter", arbiter, "--timeout-ms", "2000", "--primary-silence-ms", "15000", "--plant", "join-never-acks");
             using var _m = mute;
-            var (s, standbyUrl) = Replicas.StartBackup("--arbiter", arbiter, "--timeout-ms", "2000");
+            var (s, standbyUrl) = Replicas.StartBackup("--arbiter", arbiter, "--timeout-ms", "2000", "--primary-silence-ms", "15000");
             using var _s = s;
             var (stop, run) = TickerRun();
             using var p = Replicas.Primary(["--backup", url, "--standby", muteUrl, "--standby", standbyUrl, "--standby-retry-ms", "200",
-                .. bound, "--arbiter", arbiter, "--timeout-ms", "2000", "--", .. run]);
+                .. bound, "--arbiter", arbiter, "--timeout-ms", "10000", "--", .. run]);
             p.WaitForEvent(ReplicaEvent.Protected, Long);
             Assert.True(p.WaitFor(() => Lines(p.Stdout) >= 20, Long), "the guest prints");
             b.KillHard();
