@@ -9,6 +9,11 @@
 //   netecho unixpath DIR   AF_UNIX sockets bound to path names in DIR (relative and absolute names, stream and
 //                          datagram): getsockname/getpeername/accept/recvfrom show the names as given, a name
 //                          already taken is EADDRINUSE, a missing one ENOENT. Comparable with a native run.
+//   netecho reads         what receives write into the guest's buffer, as the kernel writes it: only the bytes
+//                          received (read, recv, recvfrom with an address, recvmsg, readv on buffers larger than
+//                          the message, after a large message went through), a blocking receive that waits for a
+//                          forked peer, poll over many descriptors (one closed, one -1) and epoll_wait reporting
+//                          several. Deterministic, comparable with a native run.
 //   netecho timeouts ADDR PORT   a listener on ADDR:PORT nobody connects to: poll, epoll_wait, select and ppoll
 //                          with time-outs end with nothing ready (select clears its set), then the elapsed
 //                          milliseconds on CLOCK_MONOTONIC are checked against the time-outs asked for.
@@ -30,6 +35,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+#include <sys/wait.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -352,10 +358,116 @@ static int timeouts_test(const char *addr, int port)
     return 0;
 }
 
+static unsigned fnv(const unsigned char *p, size_t n)
+{
+    unsigned h = 2166136261u;
+    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 16777619u;
+    return h;
+}
+
+static int reads_test(void)
+{
+    static unsigned char big[16384], large[12000];
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0) die("socketpair");
+    for (int round = 0; round < 5; round++) {
+        /* a large message first, so that whatever buffer a receive goes through last held other bytes */
+        memset(large, 'A' + round, sizeof large);
+        if (write(sv[0], large, sizeof large) != (ssize_t)sizeof large) die("write large");
+        size_t got = 0;
+        while (got < sizeof large) {
+            ssize_t k = read(sv[1], big, sizeof big);
+            if (k <= 0) die("read large");
+            got += (size_t)k;
+        }
+        memset(big, 0xA5, sizeof big);
+        if (write(sv[0], "short", 5) != 5) die("write short");
+        ssize_t n = -1;
+        unsigned extra = 0;
+        if (round == 0) n = read(sv[1], big, sizeof big);
+        if (round == 1) n = recv(sv[1], big, sizeof big, 0);
+        if (round == 2) {
+            struct sockaddr_un from;
+            memset(&from, 0x5A, sizeof from);
+            socklen_t fl = sizeof from;
+            n = recvfrom(sv[1], big, sizeof big, 0, (struct sockaddr *)&from, &fl);
+            extra = fl ^ fnv((unsigned char *)&from, sizeof from);
+        }
+        if (round == 3) {
+            struct iovec v[2] = { { big, 3 }, { big + 100, 5000 } };
+            n = readv(sv[1], v, 2);
+        }
+        if (round == 4) {
+            struct iovec v[2] = { { big, 2 }, { big + 200, 9000 } };
+            struct msghdr m = { .msg_iov = v, .msg_iovlen = 2 };
+            n = recvmsg(sv[1], &m, 0);
+            extra = (unsigned)m.msg_flags;
+        }
+        printf("receive %d: %zd bytes, buffer %08x, extra %08x\n", round, n, fnv(big, sizeof big), extra);
+    }
+
+    /* a blocking receive that waits for a forked peer */
+    char buf[64], go = 'g';
+    pid_t pid = fork();
+    if (pid < 0) die("fork");
+    if (pid == 0) {
+        if (read(sv[0], buf, 1) != 1) _exit(1);
+        if (write(sv[0], "late", 4) != 4) _exit(1);
+        _exit(0);
+    }
+    if (write(sv[1], &go, 1) != 1) die("write go");
+    ssize_t n = read(sv[1], buf, sizeof buf);
+    printf("blocking read: %.*s\n", (int)(n > 0 ? n : 0), buf);
+    int status;
+    waitpid(pid, &status, 0);
+    printf("peer: %d\n", status);
+    close(sv[0]);
+    close(sv[1]);
+
+    /* poll and epoll over many descriptors */
+    enum { PAIRS = 12 };
+    int p[PAIRS][2];
+    for (int i = 0; i < PAIRS; i++)
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, p[i]) != 0) die("socketpair poll");
+    for (int i = 0; i < PAIRS; i += 3)
+        if (write(p[i][0], "x", 1) != 1) die("write x");
+    int closed = p[PAIRS - 1][1];
+    close(closed);
+    struct pollfd pf[PAIRS + 2];
+    for (int i = 0; i < PAIRS; i++) pf[i] = (struct pollfd){ p[i][1], POLLIN, 0 };
+    pf[PAIRS] = (struct pollfd){ -1, POLLIN, 0 };
+    pf[PAIRS + 1] = (struct pollfd){ p[1][0], POLLOUT, 0 };
+    int r = poll(pf, PAIRS + 2, 0);
+    printf("poll: %d", r);
+    for (int i = 0; i < PAIRS + 2; i++) printf(" %x", pf[i].revents);
+    printf("\n");
+    int ep = epoll_create1(0);
+    if (ep < 0) die("epoll_create1");
+    for (int i = 0; i < PAIRS - 1; i++) {
+        struct epoll_event e = { .events = EPOLLIN, .data.u64 = 1000 + (uint64_t)i };
+        if (epoll_ctl(ep, EPOLL_CTL_ADD, p[i][1], &e) != 0) die("epoll_ctl");
+    }
+    struct epoll_event evs[PAIRS];
+    r = epoll_wait(ep, evs, PAIRS, 0);
+    unsigned long long seen = 0;
+    for (int i = 0; i < r; i++) seen |= 1ULL << (evs[i].data.u64 - 1000);
+    printf("epoll: %d ready, set %llx\n", r, seen);
+    r = epoll_wait(ep, evs, 2, 0);
+    printf("epoll at most 2: %d\n", r);
+    close(ep);
+    for (int i = 0; i < PAIRS; i++) {
+        close(p[i][0]);
+        if (p[i][1] != closed) close(p[i][1]);
+    }
+    printf("done\n");
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (argc >= 2 && strcmp(argv[1], "local") == 0) return local_test();
+    if (argc >= 2 && strcmp(argv[1], "reads") == 0) return reads_test();
     if (argc >= 3 && strcmp(argv[1], "unixpath") == 0) return unixpath_test(argv[2]);
     if (argc >= 3 && strcmp(argv[1], "sigpipe") == 0) return sigpipe_test(atoi(argv[2]));
     if (argc >= 4 && strcmp(argv[1], "timeouts") == 0) return timeouts_test(argv[2], atoi(argv[3]));

@@ -15,6 +15,40 @@ public sealed partial class Kernel
     /// finds some room moves what fits).</summary>
     const int RWF_NOWAIT = 8;
 
+    /// <summary>
+    /// The buffer a host read fills before its bytes become the answer's guest write (only the bytes the host returned
+    /// are copied out, <see cref="HostResult.Write"/>): one per host thread, reused, so a read of a few bytes into a
+    /// guest buffer of KBs allocates those few bytes, not the buffer (a server's every read did). Its content is left
+    /// from earlier reads: a caller copies out only what the host wrote, or clears what it copies. Host operations of
+    /// one thread never use it nested. A request above <see cref="ScratchKept"/> bytes gets a buffer of its own.
+    /// </summary>
+    [ThreadStatic] static byte[]? t_readScratch;
+    const int ScratchKept = 1 << 16;
+
+    internal static byte[] ReadScratch(int n)
+    {
+        if (n > ScratchKept) return GC.AllocateUninitializedArray<byte>(n);
+        var b = t_readScratch;
+        if (b == null || b.Length < n) t_readScratch = b = new byte[Math.Max(4096, (int)System.Numerics.BitOperations.RoundUpToPowerOf2((uint)n))];
+        return b;
+    }
+
+    /// <summary>
+    /// After one attempt of a receive on a host socket made with MSG_DONTWAIT (inside a host operation; its answer
+    /// <paramref name="received"/>): the receive itself is the readiness test, so a socket with data costs one host
+    /// call where a poll before the receive cost two. Only when it found nothing and the guest's call blocks is the
+    /// thread's wait registered (true: the answer is <see cref="WouldBlock"/>); a host description that is
+    /// non-blocking on its own answers EAGAIN, as with <see cref="WouldWait"/>. Not for MSG_WAITALL (that receive
+    /// waits for the rest).
+    /// </summary>
+    internal bool ReceiveWaits(GuestThread t, OpenFile f, bool nonBlocking, long received)
+    {
+        if (received != -Errno.EAGAIN || nonBlocking || (f.StatusFlags & O.NONBLOCK) != 0 || f.HostFd < 0 || HostNonBlocking(f.HostFd))
+            return false;
+        BlockOnHost(t, new HostWaitSpec([(f.HostFd, Poll.IN)], t.HostDeadline ?? HostWaitSpec.Never));
+        return true;
+    }
+
     /// <summary>The host descriptor's file type (S_IFMT bits), looked up once per description (inside a host
     /// operation).</summary>
     static unsafe uint HostFileType(OpenFile f)
@@ -35,23 +69,30 @@ public sealed partial class Kernel
 
     /// <summary>
     /// One attempt of a blocking write at the file offset on a descriptor that may wait (<see cref="WritesMayWait"/>):
-    /// writes what the host takes now (pwritev2 RWF_NOWAIT; where the host refuses the flag, a pipe gets at most
-    /// PIPE_BUF bytes once it polls writable, which a pipe always takes whole), or, when it takes nothing, registers
-    /// the thread's wait for room and answers <see cref="WouldBlock"/>. A count short of the whole is the caller's to
-    /// handle (<see cref="RestWaits"/>).
+    /// writes what the host takes now (pwritev2 RWF_NOWAIT, which is its own readiness test; where the host refuses the
+    /// flag, which it does for a description once and for all (<see cref="OpenFile.HostRefusesNoWait"/>: a terminal,
+    /// /dev/null), the write goes ahead once the descriptor polls writable, a pipe getting at most PIPE_BUF bytes, which
+    /// a pipe always takes whole), or, when it takes nothing, registers the thread's wait for room and answers
+    /// <see cref="WouldBlock"/>. A count short of the whole is the caller's to handle (<see cref="RestWaits"/>).
     /// </summary>
     unsafe HostResult WriteWithoutWaiting(GuestThread t, OpenFile f, byte[] data)
     {
-        if (data.Length > 0 && !HostReady(f.HostFd, Poll.OUT)) return WaitForRoom(t, f);
-        long r;
+        long r = -Errno.EOPNOTSUPP;
         fixed (byte* p = data)
         {
-            long* iov = stackalloc long[2];
-            iov[0] = (long)p;
-            iov[1] = data.Length;
-            r = HostSys.Call(Nr.pwritev2, f.HostFd, (long)iov, 1, -1, -1, RWF_NOWAIT);
+            if (!f.HostRefusesNoWait)
+            {
+                long* iov = stackalloc long[2];
+                iov[0] = (long)p;
+                iov[1] = data.Length;
+                r = HostSys.Call(Nr.pwritev2, f.HostFd, (long)iov, 1, -1, -1, RWF_NOWAIT);
+                f.HostRefusesNoWait = r == -Errno.EOPNOTSUPP;
+            }
             if (r == -Errno.EOPNOTSUPP)
+            {
+                if (data.Length > 0 && !HostReady(f.HostFd, Poll.OUT)) return WaitForRoom(t, f);
                 r = HostSys.Call(Nr.write, f.HostFd, (long)p, HostFileType(f) == SMode.IFIFO ? Math.Min(data.Length, Pipe.AtomicWrite) : data.Length);
+            }
         }
         return r == -Errno.EAGAIN ? WaitForRoom(t, f) : HostResult.Of(r);
     }

@@ -317,4 +317,35 @@ public class NetworkTests
         }
         finally { File.Delete(log); }
     }
+
+    /// <summary>
+    /// The kernel's own answer is the oracle for what receives leave in the guest's buffer (only the bytes received,
+    /// after a large message went through the VM's reused read buffer), for a blocking receive that waits for its peer
+    /// (the receive is its own readiness test: it must still wait, not answer EAGAIN), and for poll and epoll over many
+    /// descriptors; the recording replays the same.
+    /// </summary>
+    [Theory]
+    [InlineData("glibc")]
+    [InlineData("musl")]
+    public void SocketReceivesPollAndEpollMatchNative(string libc)
+    {
+        string prog = GuestEnv.Guest("netecho", libc);
+        var native = GuestEnv.Native(prog, new[] { "reads" });
+        Assert.Equal(0, native.ExitCode);
+        Assert.EndsWith("done\n", native.StdoutText);
+        var vm = GuestEnv.Vm(prog, new[] { "reads" });
+        Assert.True(vm.ExitCode == 0, vm.Stderr);
+        Assert.Equal(native.StdoutText, vm.StdoutText);
+
+        string log = TempLog();
+        try
+        {
+            var rec = Record(log, prog, "reads");
+            Assert.Equal(native.StdoutText, rec.StdoutText);
+            var rp = Replay(log);
+            Assert.True(rp.ExitCode == 0, rp.Stderr);
+            Assert.Equal(rec.Stdout, rp.Stdout);
+        }
+        finally { File.Delete(log); }
+    }
 }

@@ -111,6 +111,21 @@ public class HostSocket : HostFile
 
     public HostSocket() => GuestPath = "socket:";
 
+    /// <summary>A read of a socket is a receive: one host call when bytes are there (<see cref="Kernel.ReceiveWaits"/>),
+    /// logged as the read it is.</summary>
+    public override long Read(Kernel k, GuestThread t, ulong buf, int n, long offset)
+    {
+        if (offset >= 0 || n <= 0) return base.Read(k, t, buf, n, offset);
+        k.CheckWritable(buf, (ulong)n);
+        long r = Receive(() => k.HostBuffer(t.Cpu, Nr.read, buf, n, p =>
+        {
+            long got = HostSys.Call(Nr.recvfrom, HostFd, p, n, Msg.DONTWAIT, 0, 0);
+            return k.ReceiveWaits(t, this, false, got) ? Kernel.WouldBlock : got;
+        }, resultIsLength: true));
+        if (r > 0) Offset += r;
+        return r;
+    }
+
     /// <summary>write/writev on a connected socket is a send.</summary>
     public override long Write(Kernel k, GuestThread t, byte[] data, long offset)
         => offset < 0 ? k.SendBytes(t.Cpu, this, data, 0, null, Nr.write) : base.Write(k, t, data, offset);

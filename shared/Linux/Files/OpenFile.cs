@@ -21,6 +21,10 @@ public abstract class OpenFile
     /// <summary>The host descriptor's file type (S_IFMT bits; -1 until a host operation looked it up): host-side
     /// knowledge of live and recording runs, never guest state.</summary>
     internal int HostFileType = -1;
+    /// <summary>The host answered EOPNOTSUPP to a write with RWF_NOWAIT on this description (a property of the open
+    /// host file, fixed for its life): blocking writes poll before they write instead of asking again each time.
+    /// Host-side knowledge, never guest state.</summary>
+    internal bool HostRefusesNoWait;
 
     public virtual bool IsDirectory => false;
 

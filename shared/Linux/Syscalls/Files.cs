@@ -112,13 +112,15 @@ public sealed partial class Kernel
         if (len > 0) CheckWritable(guestBuf, (ulong)len);
         return Host(cpu, nr, () =>
         {
-            var buf = new byte[Math.Max(len, 1)];
+            // a reused buffer: a structure the host may fill in part is cleared first, as a fresh buffer was
+            var buf = ReadScratch(len);
+            if (!resultIsLength) buf.AsSpan(0, len).Clear();
             long r;
             fixed (byte* p = buf) r = call(len > 0 ? (long)p : 0);
             var res = HostResult.Of(r);
             if (r >= 0 && len > 0)
             {
-                int n = resultIsLength ? (int)r : len;
+                int n = resultIsLength ? (int)Math.Min(r, len) : len;
                 res.Write(guestBuf, buf.AsSpan(0, n).ToArray());
             }
             return res;
@@ -611,7 +613,7 @@ public sealed partial class Kernel
         long got = f.Receive(() => Host(cpu, Nr.readv, () =>
         {
             if (WouldWait(Current, f, Poll.IN) is long w) return HostResult.Of(w);
-            var tmp = new byte[n];
+            var tmp = ReadScratch(n);
             long r;
             unsafe { fixed (byte* p = tmp) r = HostSys.Call(Nr.read, f.HostFd, (long)p, n); }
             var res = HostResult.Of(r);

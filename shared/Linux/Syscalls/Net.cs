@@ -176,10 +176,10 @@ public sealed partial class Kernel
     }
 
     /// <summary>Adds the writes of an output address: min(capacity, length) bytes and the full length.</summary>
-    void WriteOutAddr(HostResult res, ulong addr, ulong lenPtr, uint cap, byte[] hostAddr, int hostLen)
+    void WriteOutAddr(HostResult res, ulong addr, ulong lenPtr, uint cap, ReadOnlySpan<byte> hostAddr, int hostLen)
     {
         if (addr == 0 || lenPtr == 0) return;
-        var g = GuestAddress(hostAddr.AsSpan(0, Math.Min(hostLen, hostAddr.Length)).ToArray());
+        var g = GuestAddress(hostAddr[..Math.Min(hostLen, hostAddr.Length)].ToArray());
         int len = hostLen > hostAddr.Length ? hostLen : g.Length;
         int n = (int)Math.Min((uint)g.Length, cap);
         if (n > 0) res.Write(addr, g.AsSpan(0, n).ToArray());
@@ -391,13 +391,16 @@ public sealed partial class Kernel
         if (e < 0) return e;
         return f.Receive(() => Host(cpu, Nr.recvfrom, () =>
         {
-            if (WouldWait(Current, f, Poll.IN, (flags & Msg.DONTWAIT) != 0) is long w) return HostResult.Of(w);
-            var tmp = new byte[Math.Max(n, 1)];
-            var ab = new byte[MaxSockAddr];
+            var t = Current;
+            bool waitAll = (flags & SockAbi.MSG_WAITALL) != 0;
+            if (waitAll && WouldWait(t, f, Poll.IN, (flags & Msg.DONTWAIT) != 0) is long w) return HostResult.Of(w);
+            var tmp = ReadScratch(Math.Max(n, 1));
+            Span<byte> ab = stackalloc byte[MaxSockAddr];
             int alen = MaxSockAddr;
             long r;
             fixed (byte* p = tmp) fixed (byte* q = ab)
-                r = HostSys.Call(Nr.recvfrom, f.HostFd, (long)p, n, flags, addr != 0 ? (long)q : 0, addr != 0 ? (long)&alen : 0);
+                r = HostSys.Call(Nr.recvfrom, f.HostFd, (long)p, n, flags | (waitAll ? 0 : Msg.DONTWAIT), addr != 0 ? (long)q : 0, addr != 0 ? (long)&alen : 0);
+            if (!waitAll && ReceiveWaits(t, f, (flags & Msg.DONTWAIT) != 0, r)) return HostResult.Of(WouldBlock);
             var hr = HostResult.Of(r);
             if (r > 0) hr.Write(buf, tmp.AsSpan(0, (int)Math.Min(r, n)).ToArray());
             if (r >= 0) WriteOutAddr(hr, addr, lenPtr, cap, ab, alen);
@@ -436,8 +439,10 @@ public sealed partial class Kernel
         int n = (int)Math.Min(total, MaxNetIo);
         return f.Receive(() => Host(cpu, Nr.recvmsg, () =>
         {
-            if (WouldWait(Current, f, Poll.IN, (flags & Msg.DONTWAIT) != 0) is long w) return HostResult.Of(w);
-            var tmp = new byte[Math.Max(n, 1)];
+            var t = Current;
+            bool waitAll = (flags & SockAbi.MSG_WAITALL) != 0;
+            if (waitAll && WouldWait(t, f, Poll.IN, (flags & Msg.DONTWAIT) != 0) is long w) return HostResult.Of(w);
+            var tmp = ReadScratch(Math.Max(n, 1));
             var ab = new byte[MaxSockAddr];
             var hv = new byte[16];
             var hm = new byte[56];
@@ -453,8 +458,9 @@ public sealed partial class Kernel
                 }
                 BinaryPrimitives.WriteUInt64LittleEndian(hm.AsSpan(16), (ulong)v);
                 BinaryPrimitives.WriteUInt64LittleEndian(hm.AsSpan(24), 1);
-                r = HostSys.Call(Nr.recvmsg, f.HostFd, (long)h, flags);
+                r = HostSys.Call(Nr.recvmsg, f.HostFd, (long)h, flags | (waitAll ? 0 : Msg.DONTWAIT));
             }
+            if (!waitAll && ReceiveWaits(t, f, (flags & Msg.DONTWAIT) != 0, r)) return HostResult.Of(WouldBlock);
             var hr = HostResult.Of(r);
             if (r < 0) return hr;
             long off = 0, got = Math.Min(r, n);

@@ -52,9 +52,40 @@ public sealed partial class Kernel
 
     /// <summary>The descriptions of a guest poll set, looked up now (a negative fd is skipped, as poll does).</summary>
     PollEntry[] LookUp((int Fd, short Events)[] set)
-        => set.Select(e => new PollEntry(e.Fd, e.Fd >= 0 && Fds.TryGetValue(e.Fd, out var f) ? f : null, e.Events)).ToArray();
+    {
+        var entries = new PollEntry[set.Length];
+        for (int k = 0; k < set.Length; k++)
+        {
+            var (fd, events) = set[k];
+            entries[k] = new PollEntry(fd, fd >= 0 && Fds.TryGetValue(fd, out var f) ? f : null, events);
+        }
+        return entries;
+    }
 
     static bool IsHostBacked(OpenFile? f) => f != null && f.ReadyEvents(0) == null;
+
+    /// <summary>Whether some open description of the set is host-backed (<paramref name="host"/>) and some is the
+    /// VM's own (<paramref name="inVm"/>).</summary>
+    static void Kinds(PollEntry[] set, out bool host, out bool inVm)
+    {
+        host = inVm = false;
+        foreach (var e in set)
+        {
+            if (e.File == null) continue;
+            if (IsHostBacked(e.File)) host = true;
+            else inVm = true;
+        }
+    }
+
+    /// <summary>struct pollfd.</summary>
+    struct HostPollFd
+    {
+        public int Fd;
+        public short Events, Revents;
+    }
+
+    /// <summary>Host poll sets up to this many entries live on the stack.</summary>
+    const int StackPollFds = 256;
 
     /// <summary>What each entry reports now (revents): the description itself, or one host poll without waiting over
     /// the host descriptors (inside a host operation only when some entry is host-backed). POLLNVAL for a
@@ -62,31 +93,36 @@ public sealed partial class Kernel
     static unsafe short[] ReadyNow(PollEntry[] set)
     {
         var rev = new short[set.Length];
-        var hostIdx = new List<int>();
+        // the host-backed entries, in set order, are asked in one host poll that does not wait
+        Span<HostPollFd> pfd = set.Length <= StackPollFds ? stackalloc HostPollFd[set.Length] : new HostPollFd[set.Length];
+        Span<int> at = set.Length <= StackPollFds ? stackalloc int[set.Length] : new int[set.Length];
+        int hosts = 0;
         for (int k = 0; k < set.Length; k++)
         {
             var e = set[k];
             if (e.Fd < 0) continue;
             if (e.File == null) rev[k] = Poll.NVAL;
             else if (e.File.ReadyEvents(e.Events) is short ev) rev[k] = ev;
-            else hostIdx.Add(k);
+            else
+            {
+                pfd[hosts] = new HostPollFd { Fd = e.File.HostFd, Events = e.Events, Revents = 0 };
+                at[hosts++] = k;
+            }
         }
-        if (hostIdx.Count == 0) return rev;
-        var pfd = new byte[hostIdx.Count * 8];
-        for (int i = 0; i < hostIdx.Count; i++)
-        {
-            var e = set[hostIdx[i]];
-            BinaryPrimitives.WriteInt32LittleEndian(pfd.AsSpan(i * 8), e.File!.HostFd);
-            BinaryPrimitives.WriteInt16LittleEndian(pfd.AsSpan(i * 8 + 4), e.Events);
-        }
-        fixed (byte* p = pfd) HostSys.Call(Nr.poll, (long)p, hostIdx.Count, 0);
-        for (int i = 0; i < hostIdx.Count; i++) rev[hostIdx[i]] = BinaryPrimitives.ReadInt16LittleEndian(pfd.AsSpan(i * 8 + 6));
+        if (hosts == 0) return rev;
+        fixed (HostPollFd* p = pfd) HostSys.Call(Nr.poll, (long)p, hosts, 0);
+        for (int i = 0; i < hosts; i++) rev[at[i]] = pfd[i].Revents;
         return rev;
     }
 
     /// <summary>The host descriptors a wait on a poll set watches.</summary>
     static (int, short)[] WaitFds(PollEntry[] set)
-        => set.Where(e => e.File != null).Select(e => e.File!.HostWaitFd(e.Events)).OfType<(int, short)>().ToArray();
+    {
+        var fds = new List<(int, short)>(set.Length);
+        foreach (var e in set)
+            if (e.File?.HostWaitFd(e.Events) is { } w) fds.Add(w);
+        return fds.ToArray();
+    }
 
     long PollFds(GuestThread t, ulong fdsAddr, int nfds, long timeoutNs)
     {
@@ -96,8 +132,8 @@ public sealed partial class Kernel
         var asked = new (int Fd, short Events)[nfds];
         for (int k = 0; k < nfds; k++)
             asked[k] = (BinaryPrimitives.ReadInt32LittleEndian(raw.AsSpan(k * 8)), BinaryPrimitives.ReadInt16LittleEndian(raw.AsSpan(k * 8 + 4)));
-        var now = LookUp(asked);
-        return ReadyOrWait(t, Nr.poll, timeoutNs, now.Any(e => IsHostBacked(e.File)), now.Any(e => e.File != null && !IsHostBacked(e.File)),
+        Kinds(LookUp(asked), out bool host, out bool inVm);
+        return ReadyOrWait(t, Nr.poll, timeoutNs, host, inVm,
             () =>
             {
                 var rev = ReadyNow(LookUp(asked));
@@ -197,37 +233,44 @@ public sealed partial class Kernel
         CheckWritable(evPtr, (ulong)(n * Epoll.EventSize));
         var table = ep.Entries;
         long ns = timeoutMs < 0 ? -1 : timeoutMs * 1_000_000L;
-        bool host = table.Values.Any(e => IsHostBacked(e.File));
-        return ReadyOrWait(t, Nr.epoll_wait, ns, host, table.Values.Any(e => !IsHostBacked(e.File)),
+        bool host = false, inVm = false;
+        foreach (var e in table.Values)
+        {
+            if (IsHostBacked(e.File)) host = true;
+            else inVm = true;
+        }
+        return ReadyOrWait(t, Nr.epoll_wait, ns, host, inVm,
             () =>
             {
-                var outb = new List<byte>();
+                // the answer is gathered in the thread's read buffer: in-VM entries first (table order), then what
+                // the host epoll reports, translated in place (its slots trail the ones written)
+                var buf = ReadScratch(n * Epoll.EventSize);
                 int count = 0;
                 void Add(uint events, ulong data)
                 {
-                    var ev = new byte[Epoll.EventSize];
-                    BinaryPrimitives.WriteUInt32LittleEndian(ev, events);
-                    BinaryPrimitives.WriteUInt64LittleEndian(ev.AsSpan(4), data);
-                    outb.AddRange(ev);
+                    BinaryPrimitives.WriteUInt32LittleEndian(buf.AsSpan(count * Epoll.EventSize), events);
+                    BinaryPrimitives.WriteUInt64LittleEndian(buf.AsSpan(count * Epoll.EventSize + 4), data);
                     count++;
                 }
+                // every entry is asked (a description can change kind at the attempt at which a backup goes live)
                 foreach (var e in table.Values)
                     if (count < n && e.File.ReadyEvents((short)e.Events) is short r && r != 0) Add((ushort)r, e.Data);
                 if (host && count < n && ep.HostFd >= 0)
                 {
-                    var buf = new byte[(n - count) * Epoll.EventSize];
+                    int first = count;
                     long got;
-                    fixed (byte* p = buf) got = HostSys.Call(Nr.epoll_wait, ep.HostFd, (long)p, n - count, 0);
+                    fixed (byte* p = buf) got = HostSys.Call(Nr.epoll_wait, ep.HostFd, (long)(p + first * Epoll.EventSize), n - first, 0);
                     for (int k = 0; k < got; k++)
                     {
                         // the host reports the guest descriptor as its data: the guest gets its own data back
-                        uint events = BinaryPrimitives.ReadUInt32LittleEndian(buf.AsSpan(k * Epoll.EventSize));
-                        int gfd = (int)BinaryPrimitives.ReadUInt64LittleEndian(buf.AsSpan(k * Epoll.EventSize + 4));
+                        int at = (first + k) * Epoll.EventSize;
+                        uint events = BinaryPrimitives.ReadUInt32LittleEndian(buf.AsSpan(at));
+                        int gfd = (int)BinaryPrimitives.ReadUInt64LittleEndian(buf.AsSpan(at + 4));
                         if (table.TryGetValue(gfd, out var entry)) Add(events, entry.Data);
                     }
                 }
                 var res = HostResult.Of(count);
-                if (count > 0) res.Write(evPtr, outb.ToArray());
+                if (count > 0) res.Write(evPtr, buf.AsSpan(0, count * Epoll.EventSize).ToArray());
                 return (res, count);
             },
             () => ep.HostFd >= 0 ? [(ep.HostFd, Poll.IN)] : []);
