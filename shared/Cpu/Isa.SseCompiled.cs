@@ -37,6 +37,9 @@ internal enum XmmKind : byte
     Pshufd,
     /// <summary>cvtdq2pd xmm, xmm/m64 (exact: no MXCSR).</summary>
     Cvtdq2pd,
+    /// <summary>cvtsi2sd xmm, r/m32/64 (decided by the compiler, not in the table: exact for a 32-bit source and for a
+    /// 64-bit one of at most 2^53 in magnitude, the handler otherwise).</summary>
+    Cvtsi2sd,
 }
 
 /// <summary>

@@ -25,8 +25,10 @@ namespace ReVirt.Cpu;
 /// </summary>
 public static unsafe partial class Isa
 {
-    const uint MxcsrCtlDefault = 0x1F80;   // RC nearest, all masked, no DAZ/FTZ
-    const uint PeFlag = 0x20;
+    internal const uint MxcsrCtlDefault = 0x1F80;   // RC nearest, all masked, no DAZ/FTZ
+    internal const uint PeFlag = 0x20;
+    /// <summary>MXCSR's control bits (FZ, RC, the exception masks, DAZ): above the six sticky exception flags.</summary>
+    internal const uint MxcsrControlBits = 0xFFC0;
 
     static void RegisterSseFloat()
     {
@@ -157,10 +159,10 @@ public static unsafe partial class Isa
 
     /// <summary>May an operation that can be inexact take the managed path? (default control, PE already set)</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static bool ArithFast(VirtualCpu c) => (c.Mxcsr & 0xFFE0) == (MxcsrCtlDefault | PeFlag);
+    static bool ArithFast(VirtualCpu c) => (c.Mxcsr & (MxcsrControlBits | PeFlag)) == (MxcsrCtlDefault | PeFlag);
     /// <summary>May an exact operation (min/max) take the managed path?</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static bool CtlDefault(VirtualCpu c) => (c.Mxcsr & 0xFFC0) == MxcsrCtlDefault;
+    static bool CtlDefault(VirtualCpu c) => (c.Mxcsr & MxcsrControlBits) == MxcsrCtlDefault;
 
     // ---------------------------------------------------------------- arithmetic
 
