@@ -25,6 +25,7 @@ public static unsafe partial class BlockCompiler
     static readonly FieldInfo FXmm = typeof(VirtualCpu).GetField(nameof(VirtualCpu.Xmm))!;
     static readonly FieldInfo FMxcsr = typeof(VirtualCpu).GetField(nameof(VirtualCpu.Mxcsr))!;
     static readonly MethodInfo MBitsDouble = typeof(BitConverter).GetMethod(nameof(BitConverter.UInt64BitsToDouble), new[] { typeof(ulong) })!;
+    static readonly MethodInfo MTruncate = typeof(Math).GetMethod(nameof(Math.Truncate), new[] { typeof(double) })!;
     static readonly MethodInfo MDoubleBits = typeof(BitConverter).GetMethod(nameof(BitConverter.DoubleToUInt64Bits), new[] { typeof(double) })!;
 
     /// <summary>The generic forms (<see cref="XmmKind.Vop"/>) that work on whole 64-bit lanes, emitted as IL on the
@@ -129,6 +130,22 @@ public static unsafe partial class BlockCompiler
         return p;
     }
 
+    /// <summary>cvttsd2si r32/64, xmm/m64 inline (<see cref="XmmKind.Cvttsd2si"/>), or the handler for a 32-bit
+    /// address form.</summary>
+    static Plan AnalyzeCvttsd2si(ref Instruction i)
+    {
+        var p = new Plan { Form = Form.Helper, Flags = FlagUse.Reads };
+        Operand o0 = Classify(ref i, 0);
+        if (o0.Class != OpClass.Reg || o0.RegKind > 1) return p;
+        if (i.Op1Kind == OpKind.Memory && !SimpleMemory(ref i)) return p;
+        p.O0 = o0;
+        p.Size = i.Code == Code.Cvttsd2si_r64_xmmm64 ? 8 : 4;
+        p.Form = Form.Xmm; p.XKind = XmmKind.Cvttsd2si;
+        p.Memory = i.Op1Kind == OpKind.Memory;
+        p.Flags = FlagUse.Reads; // its handler may raise an unmasked invalid or precision exception
+        return p;
+    }
+
     sealed partial class Emitter
     {
         /// <summary>Whether the region has an SSE form inline (its code reads the lanes through <see cref="_xmm"/>).</summary>
@@ -142,6 +159,7 @@ public static unsafe partial class BlockCompiler
             int s = ins.OpCount > 1 && ins.Op1Kind == OpKind.Register ? Isa.XmmIndex(ins.Op1Register) : -1;
             Label handler = il.DefineLabel(), done = il.DefineLabel();
             bool usesHandler = false;
+            uint reload = 0; // general registers the handler writes (loaded again after it)
             if (p.Memory) { Ea(ref ins, true); Stloc(_ea); }
             switch (p.XKind)
             {
@@ -250,6 +268,35 @@ public static unsafe partial class BlockCompiler
                     XSetLane(d, 0, r);
                     break;
                 }
+                case XmmKind.Cvttsd2si:
+                {
+                    // Isa.Cvttsd2si's fast path: a normal or zero source below 2^63 (2^31) in magnitude, truncated
+                    // exactly or with a masked precision exception already recorded; anything else (a NaN, an
+                    // infinity, a denormal, out of range: the integer indefinite and the flags) is the handler's,
+                    // which writes the general register itself (its local is loaded again after it, see
+                    // HandlerOutOfLine)
+                    if (p.Memory) LoadMem(_ea, 8); else XLaneRef(s, 0);
+                    LocalBuilder a = XT(XB, 0);
+                    Stloc(a);
+                    Pin(p.O0.Reg); // (before the branch: the handler's path stores the record as it is after it)
+                    NormalOrZero(a, handler);
+                    Ldloc(a); il.Emit(OpCodes.Ldc_I4_1); il.Emit(OpCodes.Shl);
+                    il.Emit(OpCodes.Ldc_I8, unchecked((long)(BitConverter.DoubleToUInt64Bits(p.Size == 8 ? 0x1p63 : 0x1p31) << 1)));
+                    il.Emit(OpCodes.Bge_Un, handler);
+                    Label exactOrRecorded = il.DefineLabel();
+                    il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, FMxcsr); Const((int)(Isa.PrecisionMask | Isa.PeFlag)); il.Emit(OpCodes.And);
+                    Const((int)(Isa.PrecisionMask | Isa.PeFlag)); il.Emit(OpCodes.Beq, exactOrRecorded);
+                    AsDouble(a); il.Emit(OpCodes.Call, MTruncate); AsDouble(a); il.Emit(OpCodes.Bne_Un, handler);
+                    il.MarkLabel(exactOrRecorded);
+                    AsDouble(a);
+                    if (p.Size == 8) il.Emit(OpCodes.Conv_I8);
+                    else { il.Emit(OpCodes.Conv_I4); il.Emit(OpCodes.Conv_U4); il.Emit(OpCodes.Conv_U8); }
+                    Stloc(_v);
+                    Write(ref p.O0, p.Size, _v, pin: false);
+                    usesHandler = true;
+                    reload = 1u << p.O0.Reg;
+                    break;
+                }
                 case XmmKind.Pshufd:
                     Xmm(); Const(d); Const(s); Const(ins.Immediate8); Call("XPshufd");
                     break;
@@ -262,7 +309,7 @@ public static unsafe partial class BlockCompiler
                     throw new InvalidOperationException($"xmm form {p.XKind}");
             }
             il.MarkLabel(done);
-            if (usesHandler) HandlerOutOfLine(k, handler, done);
+            if (usesHandler) HandlerOutOfLine(k, handler, done, reload);
         }
 
         /// <summary>Leaves in _host the host address of the 16 bytes at _ea when they are (aligned, when `aligned`)
@@ -276,8 +323,9 @@ public static unsafe partial class BlockCompiler
         }
 
         /// <summary>Calls instruction k's handler at `handler`, out of line, with the region's state stored as at any
-        /// handler call (the flag record of this point), and goes on at done.</summary>
-        void HandlerOutOfLine(int k, Label handler, Label done)
+        /// handler call (the flag record of this point), and goes on at done; the general registers in `reload` (those
+        /// the handler writes: the inline path wrote them before done) are loaded from the thread again.</summary>
+        void HandlerOutOfLine(int k, Label handler, Label done, uint reload = 0)
         {
             int j = _j;
             Block b = _b;
@@ -291,7 +339,8 @@ public static unsafe partial class BlockCompiler
                 _j = j; _b = b; _rec = rec; _valid = valid; _dirty = dirty;
                 _il.MarkLabel(handler);
                 EmitHelper(k, ref b.Insts[k]);
-                _il.Emit(OpCodes.Br, done); // (the locals still hold every register: the handler changes none of them)
+                LoadRegs(reload);
+                _il.Emit(OpCodes.Br, done); // (the locals hold every register: the handler changes none of the others)
                 _j = savedJ; _b = savedB; _rec = savedRec; _zx = savedZx; _valid = savedValid; _dirty = savedDirty;
             });
         }

@@ -266,6 +266,7 @@ public static unsafe partial class BlockCompiler
         if (i.HasLockPrefix || i.Code == Code.INVALID) return p;
         if (Isa.XmmKindOf(i.Code) != XmmKind.None) return AnalyzeXmm(ref i);
         if (i.Code is Code.Cvtsi2sd_xmm_rm32 or Code.Cvtsi2sd_xmm_rm64) return AnalyzeCvtsi2sd(ref i);
+        if (i.Code is Code.Cvttsd2si_r32_xmmm64 or Code.Cvttsd2si_r64_xmmm64) return AnalyzeCvttsd2si(ref i);
         int count = i.OpCount;
         Operand o0 = count > 0 ? Classify(ref i, 0) : default, o1 = count > 1 ? Classify(ref i, 1) : default;
         p.O0 = o0; p.O1 = o1;
@@ -686,7 +687,7 @@ public static unsafe partial class BlockCompiler
             Form.Mov or Form.Movzx or Form.Movsx or Form.Lea or Form.IncDec or Form.Neg or Form.Not or Form.Pop or Form.Setcc
                 or Form.Cmovcc or Form.Shift or Form.ShiftCl or Form.Imul or Form.Bswap or Form.Sbb => true,
             Form.Alu => p.AluStores,
-            Form.Xmm => p.XKind == XmmKind.MovdFromX,
+            Form.Xmm => p.XKind is XmmKind.MovdFromX or XmmKind.Cvttsd2si,
             _ => false,
         };
 

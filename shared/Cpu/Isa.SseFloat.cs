@@ -29,6 +29,8 @@ public static unsafe partial class Isa
     internal const uint PeFlag = 0x20;
     /// <summary>MXCSR's control bits (FZ, RC, the exception masks, DAZ): above the six sticky exception flags.</summary>
     internal const uint MxcsrControlBits = 0xFFC0;
+    /// <summary>MXCSR's precision exception mask (PM).</summary>
+    internal const uint PrecisionMask = 0x1000;
 
     static void RegisterSseFloat()
     {
@@ -356,7 +358,7 @@ public static unsafe partial class Isa
         double x = BitConverter.UInt64BitsToDouble(a);
         bool wide = i.Code == Code.Cvttsd2si_r64_xmmm64;
         if (NormOrZeroD(a) && Math.Abs(x) < (wide ? 9223372036854775808.0 : 2147483648.0)
-            && ((c.Mxcsr & 0x1020) == 0x1020 || x == Math.Truncate(x)))
+            && ((c.Mxcsr & (PrecisionMask | PeFlag)) == (PrecisionMask | PeFlag) || x == Math.Truncate(x)))
         {
             c.SetReg(i.Op0Register, wide ? (ulong)(long)x : (uint)(int)x);
             return;
