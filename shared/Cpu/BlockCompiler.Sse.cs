@@ -281,7 +281,7 @@ public static unsafe partial class BlockCompiler
                     Pin(p.O0.Reg); // (before the branch: the handler's path stores the record as it is after it)
                     NormalOrZero(a, handler);
                     Ldloc(a); il.Emit(OpCodes.Ldc_I4_1); il.Emit(OpCodes.Shl);
-                    il.Emit(OpCodes.Ldc_I8, unchecked((long)(BitConverter.DoubleToUInt64Bits(p.Size == 8 ? 0x1p63 : 0x1p31) << 1)));
+                    il.Emit(OpCodes.Ldc_I8, unchecked((long)(BitConverter.DoubleToUInt64Bits(p.Size == 8 ? 9223372036854775808.0 : 2147483648.0) << 1)));
                     il.Emit(OpCodes.Bge_Un, handler);
                     Label exactOrRecorded = il.DefineLabel();
                     il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, FMxcsr); Const((int)(Isa.PrecisionMask | Isa.PeFlag)); il.Emit(OpCodes.And);
