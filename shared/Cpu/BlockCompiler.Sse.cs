@@ -23,43 +23,6 @@ namespace ReVirt.Cpu;
 public static unsafe partial class BlockCompiler
 {
     static readonly FieldInfo FXmm = typeof(VirtualCpu).GetField(nameof(VirtualCpu.Xmm))!;
-    static readonly FieldInfo FMxcsr = typeof(VirtualCpu).GetField(nameof(VirtualCpu.Mxcsr))!;
-    static readonly MethodInfo MBitsDouble = typeof(BitConverter).GetMethod(nameof(BitConverter.UInt64BitsToDouble), new[] { typeof(ulong) })!;
-    static readonly MethodInfo MTruncate = typeof(Math).GetMethod(nameof(Math.Truncate), new[] { typeof(double) })!;
-    static readonly MethodInfo MDoubleBits = typeof(BitConverter).GetMethod(nameof(BitConverter.DoubleToUInt64Bits), new[] { typeof(double) })!;
-
-    /// <summary>The generic forms (<see cref="XmmKind.Vop"/>) that work on whole 64-bit lanes, emitted as IL on the
-    /// lanes with no call: a region whose hot loop calls an SSE operation has every guest register the JIT
-    /// holds in a caller-saved host register spilled around the call.</summary>
-    internal enum LaneOp { None, Xor, And, Or, AndNot, Add, Sub, UnpackLow, UnpackHigh }
-
-    internal static LaneOp LaneOpOf(Code code) => code switch
-    {
-        Code.Pxor_xmm_xmmm128 or Code.Xorps_xmm_xmmm128 or Code.Xorpd_xmm_xmmm128 => LaneOp.Xor,
-        Code.Pand_xmm_xmmm128 or Code.Andps_xmm_xmmm128 or Code.Andpd_xmm_xmmm128 => LaneOp.And,
-        Code.Por_xmm_xmmm128 or Code.Orps_xmm_xmmm128 or Code.Orpd_xmm_xmmm128 => LaneOp.Or,
-        Code.Pandn_xmm_xmmm128 or Code.Andnps_xmm_xmmm128 or Code.Andnpd_xmm_xmmm128 => LaneOp.AndNot,
-        Code.Paddq_xmm_xmmm128 => LaneOp.Add,
-        Code.Psubq_xmm_xmmm128 => LaneOp.Sub,
-        Code.Unpcklpd_xmm_xmmm128 or Code.Punpcklqdq_xmm_xmmm128 => LaneOp.UnpackLow,
-        Code.Unpckhpd_xmm_xmmm128 or Code.Punpckhqdq_xmm_xmmm128 => LaneOp.UnpackHigh,
-        _ => LaneOp.None,
-    };
-
-    /// <summary>The double-precision arithmetic forms (sd and pd) emitted as IL on the lanes (see
-    /// <see cref="Emitter.EmitArithD"/>); the single-precision ones call their operation.</summary>
-    internal enum FloatOp { None, Add, Sub, Mul, Div, Min, Max }
-
-    internal static FloatOp FloatOpOf(Code code) => code switch
-    {
-        Code.Addsd_xmm_xmmm64 or Code.Addpd_xmm_xmmm128 => FloatOp.Add,
-        Code.Subsd_xmm_xmmm64 or Code.Subpd_xmm_xmmm128 => FloatOp.Sub,
-        Code.Mulsd_xmm_xmmm64 or Code.Mulpd_xmm_xmmm128 => FloatOp.Mul,
-        Code.Divsd_xmm_xmmm64 or Code.Divpd_xmm_xmmm128 => FloatOp.Div,
-        Code.Minsd_xmm_xmmm64 or Code.Minpd_xmm_xmmm128 => FloatOp.Min,
-        Code.Maxsd_xmm_xmmm64 or Code.Maxpd_xmm_xmmm128 => FloatOp.Max,
-        _ => FloatOp.None,
-    };
 
     /// <summary>Isa's operations for compiled code, by name and operation type (generic ones instantiated once).</summary>
     static readonly Dictionary<string, MethodInfo> XmmMethods = new();
@@ -115,42 +78,8 @@ public static unsafe partial class BlockCompiler
         return p;
     }
 
-    /// <summary>cvtsi2sd xmm, r/m32/64 inline (<see cref="XmmKind.Cvtsi2sd"/>), or the handler for a 32-bit address form.</summary>
-    static Plan AnalyzeCvtsi2sd(ref Instruction i)
-    {
-        var p = new Plan { Form = Form.Helper, Flags = FlagUse.Reads };
-        Operand o1 = Classify(ref i, 1);
-        if (o1.Class is not (OpClass.Reg or OpClass.Mem)) return p;
-        p.O1 = o1;
-        p.Size = i.Code == Code.Cvtsi2sd_xmm_rm64 ? 8 : 4;
-        p.Form = Form.Xmm; p.XKind = XmmKind.Cvtsi2sd;
-        p.Memory = o1.Class == OpClass.Mem;
-        // a 64-bit source beyond 2^53 calls the handler, which may raise an unmasked precision exception
-        p.Flags = p.Size == 8 ? FlagUse.Reads : FlagUse.None;
-        return p;
-    }
-
-    /// <summary>cvttsd2si r32/64, xmm/m64 inline (<see cref="XmmKind.Cvttsd2si"/>), or the handler for a 32-bit
-    /// address form.</summary>
-    static Plan AnalyzeCvttsd2si(ref Instruction i)
-    {
-        var p = new Plan { Form = Form.Helper, Flags = FlagUse.Reads };
-        Operand o0 = Classify(ref i, 0);
-        if (o0.Class != OpClass.Reg || o0.RegKind > 1) return p;
-        if (i.Op1Kind == OpKind.Memory && !SimpleMemory(ref i)) return p;
-        p.O0 = o0;
-        p.Size = i.Code == Code.Cvttsd2si_r64_xmmm64 ? 8 : 4;
-        p.Form = Form.Xmm; p.XKind = XmmKind.Cvttsd2si;
-        p.Memory = i.Op1Kind == OpKind.Memory;
-        p.Flags = FlagUse.Reads; // its handler may raise an unmasked invalid or precision exception
-        return p;
-    }
-
     sealed partial class Emitter
     {
-        /// <summary>Whether the region has an SSE form inline (its code reads the lanes through <see cref="_xmm"/>).</summary>
-        bool _usesXmm;
-
         /// <summary>Emits SSE instruction k inline (plan p of <see cref="AnalyzeXmm"/>).</summary>
         void EmitXmm(int k, ref Instruction ins, ref Plan p)
         {
@@ -159,21 +88,10 @@ public static unsafe partial class BlockCompiler
             int s = ins.OpCount > 1 && ins.Op1Kind == OpKind.Register ? Isa.XmmIndex(ins.Op1Register) : -1;
             Label handler = il.DefineLabel(), done = il.DefineLabel();
             bool usesHandler = false;
-            uint reload = 0; // general registers the handler writes (loaded again after it)
             if (p.Memory) { Ea(ref ins, true); Stloc(_ea); }
             switch (p.XKind)
             {
                 case XmmKind.Vop:
-                {
-                    LaneOp lop = LaneOpOf(ins.Code);
-                    if (lop != LaneOp.None)
-                    {
-                        if (p.Memory) usesHandler = Probe16(false, true, handler);
-                        SourceLanes(s, p.Memory, 2);
-                        EmitLaneOp(lop, d);
-                        break;
-                    }
-                }
                     if (!p.Memory) { Xmm(); Const(d); Const(s); CallOp(ref ins, false, typeof(void), SigXRegs); break; }
                     usesHandler = Probe16(false, true, handler);
                     Xmm(); Const(d); Ldloc(_host); CallOp(ref ins, true, typeof(void), SigXMem);
@@ -221,14 +139,6 @@ public static unsafe partial class BlockCompiler
                 case XmmKind.ArithPd or XmmKind.ArithPs:
                 {
                     if (p.Memory) Probe16(false, true, handler);
-                    FloatOp fop = FloatOpOf(ins.Code);
-                    if (p.XKind == XmmKind.ArithPd && fop != FloatOp.None)
-                    {
-                        SourceLanes(s, p.Memory, 2);
-                        EmitArithD(fop, d, 2, handler);
-                        usesHandler = true;
-                        break;
-                    }
                     il.Emit(OpCodes.Ldarg_1); Const(d);
                     if (p.Memory) { Ldloc(_host); CallOp(ref ins, true, typeof(bool), SigArithMem); }
                     else { Const(s); CallOp(ref ins, false, typeof(bool), SigArithRegs); }
@@ -238,65 +148,11 @@ public static unsafe partial class BlockCompiler
                 }
                 case XmmKind.ArithSd or XmmKind.ArithSs:
                     if (p.Memory) LoadMem(_ea, p.Size); else XLane(s, 0);
-                    if (p.XKind == XmmKind.ArithSd && FloatOpOf(ins.Code) is var sop and not FloatOp.None)
-                    {
-                        Stloc(XT(XB, 0));
-                        EmitArithD(sop, d, 1, handler);
-                        usesHandler = true;
-                        break;
-                    }
                     Stloc(_v);
                     il.Emit(OpCodes.Ldarg_1); Const(d); Ldloc(_v); CallOp(ref ins, false, typeof(bool), SigArithValue);
                     il.Emit(OpCodes.Brfalse, handler);
                     usesHandler = true;
                     break;
-                case XmmKind.Cvtsi2sd:
-                {
-                    // the integer, sign-extended: every 32-bit one and every 64-bit one in [-2^53, 2^53] is a double
-                    // exactly (no flag, any rounding mode); a larger one is rounded by the handler's exact path
-                    Read(ref p.O1, p.Size);
-                    if (p.Size == 4) { il.Emit(OpCodes.Conv_I4); il.Emit(OpCodes.Conv_I8); }
-                    LocalBuilder v = XT(XB, 0), r = XT(XR, 0);
-                    Stloc(v);
-                    if (p.Size == 8)
-                    {
-                        Ldloc(v); il.Emit(OpCodes.Ldc_I8, 1L << 53); il.Emit(OpCodes.Add); il.Emit(OpCodes.Ldc_I8, 1L << 54);
-                        il.Emit(OpCodes.Bgt_Un, handler);
-                        usesHandler = true;
-                    }
-                    Ldloc(v); il.Emit(OpCodes.Conv_R8); il.Emit(OpCodes.Call, MDoubleBits); Stloc(r);
-                    XSetLane(d, 0, r);
-                    break;
-                }
-                case XmmKind.Cvttsd2si:
-                {
-                    // Isa.Cvttsd2si's fast path: a normal or zero source below 2^63 (2^31) in magnitude, truncated
-                    // exactly or with a masked precision exception already recorded; anything else (a NaN, an
-                    // infinity, a denormal, out of range: the integer indefinite and the flags) is the handler's,
-                    // which writes the general register itself (its local is loaded again after it, see
-                    // HandlerOutOfLine)
-                    if (p.Memory) LoadMem(_ea, 8); else XLaneRef(s, 0);
-                    LocalBuilder a = XT(XB, 0);
-                    Stloc(a);
-                    Pin(p.O0.Reg); // (before the branch: the handler's path stores the record as it is after it)
-                    NormalOrZero(a, handler);
-                    Ldloc(a); il.Emit(OpCodes.Ldc_I4_1); il.Emit(OpCodes.Shl);
-                    il.Emit(OpCodes.Ldc_I8, unchecked((long)(BitConverter.DoubleToUInt64Bits(p.Size == 8 ? 9223372036854775808.0 : 2147483648.0) << 1)));
-                    il.Emit(OpCodes.Bge_Un, handler);
-                    Label exactOrRecorded = il.DefineLabel();
-                    il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, FMxcsr); Const((int)(Isa.PrecisionMask | Isa.PeFlag)); il.Emit(OpCodes.And);
-                    Const((int)(Isa.PrecisionMask | Isa.PeFlag)); il.Emit(OpCodes.Beq, exactOrRecorded);
-                    AsDouble(a); il.Emit(OpCodes.Call, MTruncate); AsDouble(a); il.Emit(OpCodes.Bne_Un, handler);
-                    il.MarkLabel(exactOrRecorded);
-                    AsDouble(a);
-                    if (p.Size == 8) il.Emit(OpCodes.Conv_I8);
-                    else { il.Emit(OpCodes.Conv_I4); il.Emit(OpCodes.Conv_U4); il.Emit(OpCodes.Conv_U8); }
-                    Stloc(_v);
-                    Write(ref p.O0, p.Size, _v, pin: false);
-                    usesHandler = true;
-                    reload = 1u << p.O0.Reg;
-                    break;
-                }
                 case XmmKind.Pshufd:
                     Xmm(); Const(d); Const(s); Const(ins.Immediate8); Call("XPshufd");
                     break;
@@ -309,7 +165,7 @@ public static unsafe partial class BlockCompiler
                     throw new InvalidOperationException($"xmm form {p.XKind}");
             }
             il.MarkLabel(done);
-            if (usesHandler) HandlerOutOfLine(k, handler, done, reload);
+            if (usesHandler) HandlerOutOfLine(k, handler, done);
         }
 
         /// <summary>Leaves in _host the host address of the 16 bytes at _ea when they are (aligned, when `aligned`)
@@ -323,9 +179,8 @@ public static unsafe partial class BlockCompiler
         }
 
         /// <summary>Calls instruction k's handler at `handler`, out of line, with the region's state stored as at any
-        /// handler call (the flag record of this point), and goes on at done; the general registers in `reload` (those
-        /// the handler writes: the inline path wrote them before done) are loaded from the thread again.</summary>
-        void HandlerOutOfLine(int k, Label handler, Label done, uint reload = 0)
+        /// handler call (the flag record of this point), and goes on at done.</summary>
+        void HandlerOutOfLine(int k, Label handler, Label done)
         {
             int j = _j;
             Block b = _b;
@@ -339,156 +194,9 @@ public static unsafe partial class BlockCompiler
                 _j = j; _b = b; _rec = rec; _valid = valid; _dirty = dirty;
                 _il.MarkLabel(handler);
                 EmitHelper(k, ref b.Insts[k]);
-                LoadRegs(reload);
-                _il.Emit(OpCodes.Br, done); // (the locals hold every register: the handler changes none of the others)
+                _il.Emit(OpCodes.Br, done); // (the locals still hold every register: the handler changes none of them)
                 _j = savedJ; _b = savedB; _rec = savedRec; _zx = savedZx; _valid = savedValid; _dirty = savedDirty;
             });
-        }
-
-        // ------------------------------------------------------------ lane code: no call (see LaneOp, FloatOp)
-
-        /// <summary>Temporaries of the inline lane code: a destination lane (XA), a source lane (XB) and a result
-        /// (XR), each for lanes 0 and 1; declared at the first use.</summary>
-        const int XA = 0, XB = 2, XR = 4;
-        readonly LocalBuilder?[] _xt = new LocalBuilder?[6];
-
-        LocalBuilder XT(int kind, int lane) => _xt[kind + lane] ??= _il.DeclareLocal(typeof(ulong));
-
-        /// <summary>Pushes lane `lane` of XMM register x through the region's reference to the lanes (no bounds check).</summary>
-        void XLaneRef(int x, int lane)
-        {
-            Ldloc(_xmm);
-            if (2 * x + lane != 0) { Const((2 * x + lane) * 8); _il.Emit(OpCodes.Add); }
-            _il.Emit(OpCodes.Ldind_I8);
-        }
-
-        /// <summary>Stores the value in local v into lane `lane` of XMM register x.</summary>
-        void XSetLane(int x, int lane, LocalBuilder v)
-        {
-            Ldloc(_xmm);
-            if (2 * x + lane != 0) { Const((2 * x + lane) * 8); _il.Emit(OpCodes.Add); }
-            Ldloc(v); _il.Emit(OpCodes.Stind_I8);
-        }
-
-        /// <summary>Reads the source's lanes into the XB temporaries: XMM register s, or the 16 bytes at _host (the
-        /// probe found them) when `memory`.</summary>
-        void SourceLanes(int s, bool memory, int lanes)
-        {
-            for (int n = 0; n < lanes; n++)
-            {
-                if (memory)
-                {
-                    Ldloc(_host); if (n != 0) { _il.Emit(OpCodes.Ldc_I4_8); _il.Emit(OpCodes.Add); }
-                    _il.Emit(OpCodes.Unaligned, (byte)1); _il.Emit(OpCodes.Ldind_I8);
-                }
-                else XLaneRef(s, n);
-                Stloc(XT(XB, n));
-            }
-        }
-
-        /// <summary>A whole-lane operation on register d and the source lanes (XB): both destination lanes are read
-        /// before either is written, so a source that is d itself reads its old value.</summary>
-        void EmitLaneOp(LaneOp op, int d)
-        {
-            var il = _il;
-            for (int n = 0; n < 2; n++) { XLaneRef(d, n); Stloc(XT(XA, n)); }
-            for (int n = 0; n < 2; n++)
-            {
-                switch (op)
-                {
-                    case LaneOp.Xor: Ldloc(XT(XA, n)); Ldloc(XT(XB, n)); il.Emit(OpCodes.Xor); break;
-                    case LaneOp.And: Ldloc(XT(XA, n)); Ldloc(XT(XB, n)); il.Emit(OpCodes.And); break;
-                    case LaneOp.Or: Ldloc(XT(XA, n)); Ldloc(XT(XB, n)); il.Emit(OpCodes.Or); break;
-                    case LaneOp.AndNot: Ldloc(XT(XA, n)); il.Emit(OpCodes.Not); Ldloc(XT(XB, n)); il.Emit(OpCodes.And); break;
-                    case LaneOp.Add: Ldloc(XT(XA, n)); Ldloc(XT(XB, n)); il.Emit(OpCodes.Add); break;
-                    case LaneOp.Sub: Ldloc(XT(XA, n)); Ldloc(XT(XB, n)); il.Emit(OpCodes.Sub); break;
-                    // low: d's low lane, then the source's low lane; high: d's high lane, then the source's high lane
-                    case LaneOp.UnpackLow: Ldloc(n == 0 ? XT(XA, 0) : XT(XB, 0)); break;
-                    case LaneOp.UnpackHigh: Ldloc(n == 0 ? XT(XA, 1) : XT(XB, 1)); break;
-                    default: throw new InvalidOperationException($"lane operation {op}");
-                }
-                Stloc(XT(XR, n));
-            }
-            for (int n = 0; n < 2; n++) XSetLane(d, n, XT(XR, n));
-        }
-
-        /// <summary>
-        /// addsd/subsd/mulsd/divsd/minsd/maxsd (lanes 1) and their pd forms (lanes 2) on register d and the source
-        /// lanes (XB), as <see cref="Isa.ArithSdFast{T}"/> and <see cref="Isa.ArithPdFast{T}"/> compute them: taken
-        /// only when MXCSR's control bits are the default (and for an operation that can be inexact, PE is already
-        /// set), every operand lane is normal or zero, and (but for min and max, which are exact) every result lane is
-        /// normal or an exact zero; anything else — a NaN (whose payload the host's hardware path propagates), an
-        /// infinity, a denormal, an underflow or overflow, another rounding mode, DAZ or FTZ — branches to the form's
-        /// handler before any lane is written, which computes it on the exact path. The same IEEE operations as the
-        /// fast path's in the same rounding (the runtime's doubles are SSE2 doubles), so the two tiers agree bit for bit.
-        /// min and max are x86's: the destination when it compares below (above) the source, else the source (so a
-        /// zero of either sign against a zero gives the source's).
-        /// </summary>
-        void EmitArithD(FloatOp op, int d, int lanes, Label handler)
-        {
-            var il = _il;
-            bool exact = op is FloatOp.Min or FloatOp.Max;
-            uint mask = exact ? Isa.MxcsrControlBits : Isa.MxcsrControlBits | Isa.PeFlag;
-            uint want = exact ? Isa.MxcsrCtlDefault : Isa.MxcsrCtlDefault | Isa.PeFlag;
-            il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, FMxcsr); Const((int)mask); il.Emit(OpCodes.And); Const((int)want);
-            il.Emit(OpCodes.Bne_Un, handler);
-            for (int n = 0; n < lanes; n++) { XLaneRef(d, n); Stloc(XT(XA, n)); }
-            for (int n = 0; n < lanes; n++) { NormalOrZero(XT(XA, n), handler); NormalOrZero(XT(XB, n), handler); }
-            for (int n = 0; n < lanes; n++)
-            {
-                LocalBuilder a = XT(XA, n), b = XT(XB, n), r = XT(XR, n);
-                if (exact)
-                {
-                    // (no NaN here: an ordered compare decides)
-                    Label source = il.DefineLabel(), chosen = il.DefineLabel();
-                    AsDouble(a); AsDouble(b);
-                    il.Emit(op == FloatOp.Max ? OpCodes.Ble_Un : OpCodes.Bge_Un, source);
-                    Ldloc(a); Stloc(r); il.Emit(OpCodes.Br, chosen);
-                    il.MarkLabel(source);
-                    Ldloc(b); Stloc(r);
-                    il.MarkLabel(chosen);
-                    continue;
-                }
-                AsDouble(a); AsDouble(b);
-                il.Emit(op switch { FloatOp.Add => OpCodes.Add, FloatOp.Sub => OpCodes.Sub, FloatOp.Mul => OpCodes.Mul, _ => OpCodes.Div });
-                il.Emit(OpCodes.Call, MDoubleBits); Stloc(r);
-                Kept(r, a, b, handler);
-            }
-            for (int n = 0; n < lanes; n++) XSetLane(d, n, XT(XR, n));
-        }
-
-        void AsDouble(LocalBuilder bits) { Ldloc(bits); _il.Emit(OpCodes.Call, MBitsDouble); }
-
-        /// <summary>Pushes (x &lt;&lt; 1) - 2^53: below <see cref="NormalBelow"/> exactly for a normal double x, and
-        /// <see cref="ZeroAt"/> for +-0 (the sign shifted out, the exponent field moved to the top).</summary>
-        void Biased(LocalBuilder x)
-        {
-            Ldloc(x); _il.Emit(OpCodes.Ldc_I4_1); _il.Emit(OpCodes.Shl); _il.Emit(OpCodes.Ldc_I8, -(1L << 53)); _il.Emit(OpCodes.Add);
-        }
-
-        const ulong NormalBelow = 0x7FEUL << 53, ZeroAt = unchecked(0UL - (1UL << 53));
-
-        /// <summary>Goes to the handler unless x is a normal double or +-0 (<see cref="Isa"/>'s NormOrZeroD).</summary>
-        void NormalOrZero(LocalBuilder x, Label handler)
-        {
-            var il = _il;
-            Label ok = il.DefineLabel();
-            Biased(x); il.Emit(OpCodes.Ldc_I8, unchecked((long)NormalBelow)); il.Emit(OpCodes.Blt_Un, ok);
-            Biased(x); il.Emit(OpCodes.Ldc_I8, unchecked((long)ZeroAt)); il.Emit(OpCodes.Bne_Un, handler);
-            il.MarkLabel(ok);
-        }
-
-        /// <summary>Goes to the handler unless result r of a and b may be kept (<see cref="Isa"/>'s KeepD): normal, or
-        /// a zero with a zero operand (exact; a zero from two non-zero operands may be an underflow).</summary>
-        void Kept(LocalBuilder r, LocalBuilder a, LocalBuilder b, Label handler)
-        {
-            var il = _il;
-            Label ok = il.DefineLabel();
-            Biased(r); il.Emit(OpCodes.Ldc_I8, unchecked((long)NormalBelow)); il.Emit(OpCodes.Blt_Un, ok);
-            Ldloc(r); il.Emit(OpCodes.Ldc_I4_1); il.Emit(OpCodes.Shl); il.Emit(OpCodes.Ldc_I8, 0L); il.Emit(OpCodes.Bne_Un, handler);
-            Ldloc(a); il.Emit(OpCodes.Ldc_I4_1); il.Emit(OpCodes.Shl); il.Emit(OpCodes.Ldc_I8, 0L); il.Emit(OpCodes.Beq, ok);
-            Ldloc(b); il.Emit(OpCodes.Ldc_I4_1); il.Emit(OpCodes.Shl); il.Emit(OpCodes.Ldc_I8, 0L); il.Emit(OpCodes.Bne_Un, handler);
-            il.MarkLabel(ok);
         }
 
         /// <summary>Pushes the thread's XMM registers (pairs of 64-bit lanes).</summary>

@@ -265,8 +265,6 @@ public static unsafe partial class BlockCompiler
         var p = new Plan { Form = Form.Helper, Flags = FlagUse.Reads };
         if (i.HasLockPrefix || i.Code == Code.INVALID) return p;
         if (Isa.XmmKindOf(i.Code) != XmmKind.None) return AnalyzeXmm(ref i);
-        if (i.Code is Code.Cvtsi2sd_xmm_rm32 or Code.Cvtsi2sd_xmm_rm64) return AnalyzeCvtsi2sd(ref i);
-        if (i.Code is Code.Cvttsd2si_r32_xmmm64 or Code.Cvttsd2si_r64_xmmm64) return AnalyzeCvttsd2si(ref i);
         int count = i.OpCount;
         Operand o0 = count > 0 ? Classify(ref i, 0) : default, o1 = count > 1 ? Classify(ref i, 1) : default;
         p.O0 = o0; p.O1 = o1;
@@ -425,9 +423,6 @@ public static unsafe partial class BlockCompiler
         readonly DynamicMethod _dm;
         readonly ILGenerator _il;
         readonly LocalBuilder _regs, _mem, _ea, _a, _bv, _r, _v;
-        /// <summary>ref ulong: the thread's first XMM lane (<see cref="VirtualCpu.Xmm"/>, an array that is never
-        /// replaced), loaded with the registers' base, so inline SSE code reads and writes lanes without a bounds check.</summary>
-        readonly LocalBuilder _xmm;
         // the software TLBs' bases, the probe's entry and host address, a load's value, a store's status
         readonly LocalBuilder _tlb, _e, _host, _ld, _st;
         /// <summary>A shift's count (int32).</summary>
@@ -519,7 +514,6 @@ public static unsafe partial class BlockCompiler
             _dm = new DynamicMethod($"block_{head.Start:x}", typeof(void), new[] { typeof(Block[]), typeof(VirtualCpu) }, restrictedSkipVisibility: true);
             _il = _dm.GetILGenerator(256 + total * 64);
             _regs = _il.DeclareLocal(typeof(ulong).MakeByRefType());
-            _xmm = _il.DeclareLocal(typeof(ulong).MakeByRefType());
             _mem = _il.DeclareLocal(typeof(GuestMemory));
             _ea = _il.DeclareLocal(typeof(ulong));
             _a = _il.DeclareLocal(typeof(ulong));
@@ -545,7 +539,7 @@ public static unsafe partial class BlockCompiler
             {
                 Block b = members[j];
                 var plans = _plans = _allPlans[j] = new Plan[b.Count];
-                for (int k = 0; k < b.Count; k++) { plans[k] = Analyze(ref b.Insts[k]); _usesXmm |= plans[k].Form == Form.Xmm; }
+                for (int k = 0; k < b.Count; k++) plans[k] = Analyze(ref b.Insts[k]);
                 // from the end, so that the liveness of k sees the final plans of the instructions after it
                 for (int k = b.Count - 1; k >= 0; k--)
                 {
@@ -687,7 +681,7 @@ public static unsafe partial class BlockCompiler
             Form.Mov or Form.Movzx or Form.Movsx or Form.Lea or Form.IncDec or Form.Neg or Form.Not or Form.Pop or Form.Setcc
                 or Form.Cmovcc or Form.Shift or Form.ShiftCl or Form.Imul or Form.Bswap or Form.Sbb => true,
             Form.Alu => p.AluStores,
-            Form.Xmm => p.XKind is XmmKind.MovdFromX or XmmKind.Cvttsd2si,
+            Form.Xmm => p.XKind == XmmKind.MovdFromX,
             _ => false,
         };
 
@@ -783,7 +777,6 @@ public static unsafe partial class BlockCompiler
         {
             var il = _il;
             il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, FR); il.Emit(OpCodes.Ldc_I4_0); il.Emit(OpCodes.Ldelema, typeof(ulong)); il.Emit(OpCodes.Stloc, _regs);
-            if (_usesXmm) { il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, FXmm); il.Emit(OpCodes.Ldc_I4_0); il.Emit(OpCodes.Ldelema, typeof(ulong)); il.Emit(OpCodes.Stloc, _xmm); }
             il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, FMem); il.Emit(OpCodes.Stloc, _mem);
             Ldloc(_mem); il.Emit(OpCodes.Call, MReadTlb); Stloc(_tlb); // (the write TLB follows it)
             LoadRegs(regs);

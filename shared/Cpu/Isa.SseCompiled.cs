@@ -37,12 +37,6 @@ internal enum XmmKind : byte
     Pshufd,
     /// <summary>cvtdq2pd xmm, xmm/m64 (exact: no MXCSR).</summary>
     Cvtdq2pd,
-    /// <summary>cvtsi2sd xmm, r/m32/64 (decided by the compiler, not in the table: exact for a 32-bit source and for a
-    /// 64-bit one of at most 2^53 in magnitude, the handler otherwise).</summary>
-    Cvtsi2sd,
-    /// <summary>cvttsd2si r32/64, xmm/m64 (decided by the compiler: the handler for what its fast path declines,
-    /// which writes the general register itself).</summary>
-    Cvttsd2si,
 }
 
 /// <summary>

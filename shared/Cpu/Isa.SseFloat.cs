@@ -25,12 +25,8 @@ namespace ReVirt.Cpu;
 /// </summary>
 public static unsafe partial class Isa
 {
-    internal const uint MxcsrCtlDefault = 0x1F80;   // RC nearest, all masked, no DAZ/FTZ
-    internal const uint PeFlag = 0x20;
-    /// <summary>MXCSR's control bits (FZ, RC, the exception masks, DAZ): above the six sticky exception flags.</summary>
-    internal const uint MxcsrControlBits = 0xFFC0;
-    /// <summary>MXCSR's precision exception mask (PM).</summary>
-    internal const uint PrecisionMask = 0x1000;
+    const uint MxcsrCtlDefault = 0x1F80;   // RC nearest, all masked, no DAZ/FTZ
+    const uint PeFlag = 0x20;
 
     static void RegisterSseFloat()
     {
@@ -161,10 +157,10 @@ public static unsafe partial class Isa
 
     /// <summary>May an operation that can be inexact take the managed path? (default control, PE already set)</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static bool ArithFast(VirtualCpu c) => (c.Mxcsr & (MxcsrControlBits | PeFlag)) == (MxcsrCtlDefault | PeFlag);
+    static bool ArithFast(VirtualCpu c) => (c.Mxcsr & 0xFFE0) == (MxcsrCtlDefault | PeFlag);
     /// <summary>May an exact operation (min/max) take the managed path?</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static bool CtlDefault(VirtualCpu c) => (c.Mxcsr & MxcsrControlBits) == MxcsrCtlDefault;
+    static bool CtlDefault(VirtualCpu c) => (c.Mxcsr & 0xFFC0) == MxcsrCtlDefault;
 
     // ---------------------------------------------------------------- arithmetic
 
@@ -358,7 +354,7 @@ public static unsafe partial class Isa
         double x = BitConverter.UInt64BitsToDouble(a);
         bool wide = i.Code == Code.Cvttsd2si_r64_xmmm64;
         if (NormOrZeroD(a) && Math.Abs(x) < (wide ? 9223372036854775808.0 : 2147483648.0)
-            && ((c.Mxcsr & (PrecisionMask | PeFlag)) == (PrecisionMask | PeFlag) || x == Math.Truncate(x)))
+            && ((c.Mxcsr & 0x1020) == 0x1020 || x == Math.Truncate(x)))
         {
             c.SetReg(i.Op0Register, wide ? (ulong)(long)x : (uint)(int)x);
             return;

@@ -340,13 +340,13 @@ public class SseDifferentialTests
 
     // ---------------------------------------------------------------- the forms the compiled tier runs as IL
 
-    /// <summary>The double-precision arithmetic the compiled tier emits as IL on the lanes (BlockCompiler.Sse.cs,
-    /// EmitArithD): its fast path is taken only under MXCSR's default control bits (with PE set for add, sub, mul
-    /// and div) and normal-or-zero lanes, so the general cases above reach it in about one case of twenty. These
-    /// states reach it in about a third: MXCSR is the default with PE set in half the cases (the rest: PE clear, or a
-    /// random mode), and each lane is a moderate normal value, a zero of either sign, or (one in four) a NaN with a
-    /// payload, a signalling NaN, an infinity, a denormal or an extreme value; the forms put a zero against a zero
-    /// (min and max give the source's) and an operand against itself.</summary>
+    /// <summary>The double-precision arithmetic's managed fast path (Isa.ArithSdFast and kin, which both tiers take:
+    /// the compiled tier through its precompiled operations): taken only under MXCSR's default control bits (with PE
+    /// set for add, sub, mul and div) and normal-or-zero lanes, so the general cases above reach it in about one case
+    /// of twenty. These states reach it in about a third: MXCSR is the default with PE set in half the cases (the
+    /// rest: PE clear, or a random mode), and each lane is a moderate normal value, a zero of either sign, or (one in
+    /// four) a NaN with a payload, a signalling NaN, an infinity, a denormal or an extreme value; the forms put a zero
+    /// against a zero (min and max give the source's) and an operand against itself.</summary>
     public static IEnumerable<object[]> InlineFormNames() => InlineForms.Select(f => new object[] { f.Name });
 
     static readonly Form[] InlineForms = BuildInlineForms();
@@ -404,7 +404,7 @@ public class SseDifferentialTests
     }
 
     /// <summary>Each tier against the host (VmRunner runs the interpreter's two handler sets and the compiled tier
-    /// and requires them to agree) on states that often take the compiled tier's inline path; at least a quarter
+    /// and requires them to agree) on states that often take the fast path; at least a quarter
     /// of the cases must have taken it for their first instruction (default control bits with PE, both low lanes
     /// normal or zero).</summary>
     [Theory]
@@ -428,7 +428,7 @@ public class SseDifferentialTests
                 report.Append($"case {n}: {diff}\ninput:\n{input}\n");
         }
         Assert.True(failures == 0, $"{name}: {failures}/{cases} cases differ\n{report}");
-        Assert.True(inline * 4 >= cases, $"{name}: only {inline}/{cases} cases on the inline path");
+        Assert.True(inline * 4 >= cases, $"{name}: only {inline}/{cases} cases on the fast path");
     }
 
     static bool NormalOrZero(ulong x) => ((x >> 52) & 0x7FF) - 1 < 0x7FE || (x << 1) == 0;
