@@ -338,6 +338,101 @@ public class SseDifferentialTests
         Assert.True(failures == 0, $"{name}: {failures}/{Cases} cases differ\n{report}");
     }
 
+    // ---------------------------------------------------------------- the forms the compiled tier runs as IL
+
+    /// <summary>The double-precision arithmetic's managed fast path (Isa.ArithSdFast and kin, which both tiers take:
+    /// the compiled tier through its precompiled operations): taken only under MXCSR's default control bits (with PE
+    /// set for add, sub, mul and div) and normal-or-zero lanes, so the general cases above reach it in about one case
+    /// of twenty. These states reach it in about a third: MXCSR is the default with PE set in half the cases (the
+    /// rest: PE clear, or a random mode), and each lane is a moderate normal value, a zero of either sign, or (one in
+    /// four) a NaN with a payload, a signalling NaN, an infinity, a denormal or an extreme value; the forms put a zero
+    /// against a zero (min and max give the source's) and an operand against itself.</summary>
+    public static IEnumerable<object[]> InlineFormNames() => InlineForms.Select(f => new object[] { f.Name });
+
+    static readonly Form[] InlineForms = BuildInlineForms();
+
+    static Form[] BuildInlineForms()
+    {
+        var l = new List<Form>();
+        void S(string n, Action<Assembler, AssemblerRegisterXMM, AssemblerRegisterXMM> rr, Action<Assembler, AssemblerRegisterXMM, AssemblerMemoryOperand> rm, AssemblerMemoryOperand mem)
+            => l.Add(F(n, Lane.F64, a => { rr(a, xmm1, xmm2); rm(a, xmm3, mem); rr(a, xmm4, xmm4); rr(a, xmm5, xmm6); rr(a, xmm7, xmm8); }));
+        AssemblerMemoryOperand M64 = __qword_ptr[rsi + 8];
+        S("addsd", (a, x, y) => a.addsd(x, y), (a, x, m) => a.addsd(x, m), M64);
+        S("subsd", (a, x, y) => a.subsd(x, y), (a, x, m) => a.subsd(x, m), M64);
+        S("mulsd", (a, x, y) => a.mulsd(x, y), (a, x, m) => a.mulsd(x, m), M64);
+        S("divsd", (a, x, y) => a.divsd(x, y), (a, x, m) => a.divsd(x, m), M64);
+        S("minsd", (a, x, y) => a.minsd(x, y), (a, x, m) => a.minsd(x, m), M64);
+        S("maxsd", (a, x, y) => a.maxsd(x, y), (a, x, m) => a.maxsd(x, m), M64);
+        S("addpd", (a, x, y) => a.addpd(x, y), (a, x, m) => a.addpd(x, m), X);
+        S("subpd", (a, x, y) => a.subpd(x, y), (a, x, m) => a.subpd(x, m), X);
+        S("mulpd", (a, x, y) => a.mulpd(x, y), (a, x, m) => a.mulpd(x, m), X);
+        S("divpd", (a, x, y) => a.divpd(x, y), (a, x, m) => a.divpd(x, m), X);
+        S("minpd", (a, x, y) => a.minpd(x, y), (a, x, m) => a.minpd(x, m), X);
+        S("maxpd", (a, x, y) => a.maxpd(x, y), (a, x, m) => a.maxpd(x, m), X);
+        return l.ToArray();
+    }
+
+    static readonly ulong[] InlineSpecialsD =
+    {
+        0x7FF8_0000_0000_0000, 0xFFF8_0000_0000_0000, 0x7FF8_dead_beef_0000, 0xFFFC_0000_0000_1234, 0x7FF0_0000_0000_0001,
+        0xFFF4_0000_0000_1234, 0x7FF0_0000_0000_0000, 0xFFF0_0000_0000_0000, 0x0000_0000_0000_0001, 0x800F_FFFF_FFFF_FFFF,
+        0x0008_0000_0000_0000, 0x0010_0000_0000_0000, 0x8010_0000_0000_0000, 0x7FEF_FFFF_FFFF_FFFF, 0xFFEF_FFFF_FFFF_FFFF,
+        0x0010_0000_0000_0001, 0x2000_0000_0000_0000, 0x5FF0_0000_0000_0000,
+    };
+
+    static ulong InlineLane(Random r) => r.Next(8) switch
+    {
+        0 or 1 => InlineSpecialsD[r.Next(InlineSpecialsD.Length)],
+        2 => (ulong)r.Next(2) << 63, // +-0
+        _ => BitConverter.DoubleToUInt64Bits((r.NextDouble() - 0.5) * Math.Pow(2, r.Next(-60, 60))),
+    };
+
+    static CpuSnapshot InlineState(Random r)
+    {
+        var s = RandomState(r, Lane.F64);
+        for (int x = 0; x < 16; x++) s.Xmm[x] = new UInt128(InlineLane(r), InlineLane(r));
+        // equal operands (a zero against a zero of the other sign among them) in some cases
+        if (r.Next(4) == 0) s.Xmm[2] = s.Xmm[1] ^ ((UInt128)(ulong)r.Next(2) << 63) ^ ((UInt128)(ulong)r.Next(2) << 127);
+        for (int o = 0; o + 8 <= s.Memory.Length; o += 8) BitConverter.TryWriteBytes(s.Memory.AsSpan(o), InlineLane(r));
+        s.Mxcsr = r.Next(4) switch
+        {
+            0 or 1 => CpuSnapshot.DefaultMxcsr | 0x20,
+            2 => CpuSnapshot.DefaultMxcsr | (uint)r.Next(0x20) & ~0x20u,
+            _ => 0x1F80u | (uint)r.Next(64) | (uint)r.Next(4) << 13 | (uint)r.Next(2) * 0x40 | (uint)r.Next(2) * 0x8000,
+        };
+        return s;
+    }
+
+    /// <summary>Each tier against the host (VmRunner runs the interpreter's two handler sets and the compiled tier
+    /// and requires them to agree) on states that often take the fast path; at least a quarter
+    /// of the cases must have taken it for their first instruction (default control bits with PE, both low lanes
+    /// normal or zero).</summary>
+    [Theory]
+    [MemberData(nameof(InlineFormNames))]
+    public void InlineDoubleArithmeticMatchesHostCpu(string name)
+    {
+        Assert.True(NativeRunner.IsSupported);
+        Form form = InlineForms.First(f => f.Name == name);
+        var r = new Random(StableSeed("inline " + name));
+        int failures = 0, inline = 0, cases = SoakSwitch.On ? 800 : 200;
+        var report = new System.Text.StringBuilder();
+        for (int n = 0; n < cases; n++)
+        {
+            var input = InlineState(r);
+            if ((input.Mxcsr & 0xFFE0) == 0x1FA0 && NormalOrZero((ulong)input.Xmm[1]) && NormalOrZero((ulong)input.Xmm[2])) inline++;
+            byte[] code = NativeRunner.Asm(form.Build(r));
+            var expected = NativeRunner.Run(code, input);
+            var actual = VmRunner.Run(code, input, out string? fault);
+            string diff = fault ?? CpuSnapshot.Diff(expected, actual, CpuSnapshot.ArithFlags, compareMxcsr: true);
+            if (diff.Length != 0 && ++failures <= 3)
+                report.Append($"case {n}: {diff}\ninput:\n{input}\n");
+        }
+        Assert.True(failures == 0, $"{name}: {failures}/{cases} cases differ\n{report}");
+        Assert.True(inline * 4 >= cases, $"{name}: only {inline}/{cases} cases on the fast path");
+    }
+
+    static bool NormalOrZero(ulong x) => ((x >> 52) & 0x7FF) - 1 < 0x7FE || (x << 1) == 0;
+
     static int StableSeed(string s)
     {
         int h = 17;
