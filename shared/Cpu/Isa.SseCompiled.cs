@@ -52,21 +52,39 @@ public static unsafe partial class Isa
     /// <summary>By <see cref="Code"/>: the inline kind of an SSE form and the operation type of a generic one
     /// (an <see cref="IVop"/> or an <see cref="IFArith"/>), read by the compiler only.</summary>
     static readonly XmmKind[] XmmKinds = new XmmKind[IcedCounts.Code];
-    /// <summary>By <see cref="Code"/>, a generic form's operation for compiled code: its instantiation over the form's
+    /// <summary>A generic form's operations for compiled code: its instantiation over the form's
     /// operation type (<see cref="XVop{T}"/>, <see cref="XArithPd{T}"/> and their kin) with a register source, and
     /// with a memory source (0: none). Taken here, where the instantiation is named in code, so the precompiled image
     /// holds them: instantiated by reflection when a region is compiled, each one the guest's code used was
-    /// JIT-compiled at its first call, fully optimised (bench.musl: some 20 of them, about 7 % of its CPU samples).</summary>
-    static readonly nint[] XmmCalls = new nint[IcedCounts.Code], XmmCallsMem = new nint[IcedCounts.Code];
+    /// JIT-compiled at its first call, fully optimised (bench.musl: some 20 of them, about 7 % of its CPU samples).
+    /// Kept as a list of the forms that have one (index 0: none) and each Code's index into it: a few hundred bytes
+    /// beside a 4,900-entry table, where two pointer tables by Code were 79 KiB of fresh pages at every start-up.</summary>
+    static nint[] XmmCalls = new nint[128], XmmCallsMem = new nint[128];
+    static int _xmmCallCount = 1;
+    /// <summary>By <see cref="Code"/>: the index of the form's operations in <see cref="XmmCalls"/> and
+    /// <see cref="XmmCallsMem"/> (0: none).</summary>
+    static readonly ushort[] XmmCallSlot = new ushort[IcedCounts.Code];
 
     internal static XmmKind XmmKindOf(Code code) { Built.Ensure(); return XmmKinds[(int)code]; }
     /// <summary>The operation compiled code calls for a generic SSE form (see <see cref="XmmCalls"/>); 0 for the others.</summary>
-    internal static nint XmmCallOf(Code code, bool memory) { Built.Ensure(); return (memory ? XmmCallsMem : XmmCalls)[(int)code]; }
+    internal static nint XmmCallOf(Code code, bool memory) { Built.Ensure(); return (memory ? XmmCallsMem : XmmCalls)[XmmCallSlot[(int)code]]; }
 
     // (plain stores, no tuples or lambdas: generic instantiations over value types would each be JIT-compiled at start-up)
     static void XmmForm(Code code, XmmKind kind, nint call = 0, nint callMem = 0)
     {
-        XmmKinds[(int)code] = kind; XmmCalls[(int)code] = call; XmmCallsMem[(int)code] = callMem;
+        XmmKinds[(int)code] = kind;
+        if (call == 0 && callMem == 0) { XmmCallSlot[(int)code] = 0; return; }
+        if (_xmmCallCount == XmmCalls.Length)
+        {
+            var calls = new nint[XmmCalls.Length * 2];
+            var callsMem = new nint[XmmCalls.Length * 2];
+            Array.Copy(XmmCalls, calls, _xmmCallCount);
+            Array.Copy(XmmCallsMem, callsMem, _xmmCallCount);
+            XmmCalls = calls; XmmCallsMem = callsMem;
+        }
+        if (_xmmCallCount > ushort.MaxValue) throw new InvalidOperationException("more SSE form operations than a table entry can index");
+        XmmCalls[_xmmCallCount] = call; XmmCallsMem[_xmmCallCount] = callMem;
+        XmmCallSlot[(int)code] = (ushort)_xmmCallCount++;
     }
 
     /// <summary>Registers op xmm, xmm/m128 as <see cref="Pv{T}"/> and for the compiled tier.</summary>

@@ -10,8 +10,8 @@ namespace ReVirt.Cpu;
 /// </summary>
 public static unsafe partial class Isa
 {
-    static readonly delegate*<VirtualCpu, ref Instruction, void>[] ByCode = new delegate*<VirtualCpu, ref Instruction, void>[IcedCounts.Code];
-    static readonly delegate*<VirtualCpu, ref Instruction, void>[] ByMnemonic = new delegate*<VirtualCpu, ref Instruction, void>[IcedCounts.Mnemonic];
+    /// <summary>Every registered handler, by Code and by Mnemonic.</summary>
+    static readonly HandlerTable Table = new();
 
     /// <summary>Runs <see cref="Build"/> once, before the first reader of the tables it fills (<see cref="HandlerFor"/>,
     /// <see cref="Implements"/>, the compiled tier's <see cref="XmmKindOf"/> and <see cref="XmmCallOf"/>; a handler is
@@ -36,8 +36,8 @@ public static unsafe partial class Isa
     static partial void RegisterSse();
     static partial void RegisterX87();
 
-    static void Reg(Mnemonic m, delegate*<VirtualCpu, ref Instruction, void> h) => ByMnemonic[(int)m] = h;
-    static void Reg(Code c, delegate*<VirtualCpu, ref Instruction, void> h) => ByCode[(int)c] = h;
+    static void Reg(Mnemonic m, delegate*<VirtualCpu, ref Instruction, void> h) => Table.Add(m, h);
+    static void Reg(Code c, delegate*<VirtualCpu, ref Instruction, void> h) => Table.Add(c, h);
 
     /// <summary>The handler for an instruction; `specialize` false keeps to the generic handlers (see
     /// <see cref="CodeCache.SpecializedHandlers"/>).</summary>
@@ -50,8 +50,7 @@ public static unsafe partial class Isa
             var f = Specialized(ref i);
             if (f != null) return f;
         }
-        var h = Implements(ref i) ? ByCode[(int)i.Code] : null;
-        if (h == null) h = Implements(ref i) ? ByMnemonic[(int)i.Mnemonic] : null;
+        var h = i.Code != Code.INVALID ? Table.Find(i.Code, i.Mnemonic) : null;
         if (h == null && InHintSpace(ref i)) h = &Nop;
         if (h == null) h = &Illegal;
         return h;
@@ -70,7 +69,7 @@ public static unsafe partial class Isa
     public static bool Implements(ref Instruction i)
     {
         Built.Ensure();
-        return i.Code != Code.INVALID && (ByCode[(int)i.Code] != null || ByMnemonic[(int)i.Mnemonic] != null || InHintSpace(ref i));
+        return i.Code != Code.INVALID && (Table.Has(i.Code, i.Mnemonic) || InHintSpace(ref i));
     }
 
     /// <summary>LOCK is allowed only on these read-modify-write instructions with a memory destination; anywhere

@@ -12,8 +12,14 @@ internal static unsafe partial class HostSys
     // LibraryImport, not DllImport with SetLastError: errno is then read by generated C# around a call that needs no
     // marshalling, which ReadyToRun precompiles; the runtime built (JIT-compiled) a marshalling stub for the
     // DllImport at the first syscall of every run.
-    [LibraryImport("libc", EntryPoint = "syscall", SetLastError = true)]
+    // The C library by its glibc soname (the host runtime this builds for, linux-x64, is glibc's): the runtime loads
+    // a name with a suffix as given, where the bare "libc" was first tried as libc.so (a linker script: read and
+    // refused) and liblibc.so in six folders before the loader's own alias: about 0.7 ms of every start-up.
+    [LibraryImport(Libc, EntryPoint = "syscall", SetLastError = true)]
     private static partial long syscall6(long n, long a1, long a2, long a3, long a4, long a5, long a6);
+
+    /// <summary>The C library's file name for the runtime's native loader (see syscall6).</summary>
+    internal const string Libc = "libc.so.6";
 
     public static long Call(long nr, long a1 = 0, long a2 = 0, long a3 = 0, long a4 = 0, long a5 = 0, long a6 = 0)
     {

@@ -353,6 +353,13 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles, IDisposable
     public static StartProgram ResolveProgram(MachineOptions o)
     {
         using var fs = new GuestFs(o.Root);
+        return ResolveProgram(o, fs);
+    }
+
+    /// <summary><see cref="ResolveProgram(MachineOptions)"/> through a machine's own view of the root (a second
+    /// root descriptor and openat2 probe spared on the start path).</summary>
+    static StartProgram ResolveProgram(MachineOptions o, GuestFs fs)
+    {
         var candidates = new List<string>();
         if (o.Program.Contains('/')) candidates.Add(o.Program.StartsWith('/') ? o.Program : GuestFs.Join(o.Cwd, o.Program));
         else
@@ -379,7 +386,7 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles, IDisposable
     public void Load(StartProgram? program = null)
     {
         var p = Init;
-        program ??= ResolveProgram(Options);
+        program ??= ResolveProgram(Options, Fs);
         var pidResult = Boundary.Syscall(0, Nr.getpid, () => HostResult.Of(Environment.ProcessId));
         p.Pid = p.Pgid = p.Sid = (int)pidResult.Value;
         p.MainThread.Cpu.Tid = p.Pid;
