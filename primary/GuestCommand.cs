@@ -17,7 +17,33 @@ sealed class GuestCommand
     /// <summary>The program's name in its messages ("primary: ...").</summary>
     readonly string _name;
 
-    public GuestCommand(string name) => _name = name;
+    /// <summary>The command line when this tree is made for one parse of it (null: a tree for any line, as help,
+    /// errors and the record and protect commands need): `run` then leaves out the flags that no token of it names.</summary>
+    readonly string[]? _line;
+
+    /// <param name="line">the command line the tree will parse, when `run` may leave out the flags (options over
+    /// bool) that none of its tokens names; null: every option is made. System.CommandLine's generic code over a
+    /// value type has no ReadyToRun code, so each Option&lt;bool&gt; made cost every `run` three JIT-compiled methods
+    /// (and, with the only other ones at start being Iced's, the JIT's set-up) for flags a start seldom gives. A token
+    /// that does not spell a flag's name (alone or with ':' or '=' and a value) is tokenized alike whether or not the
+    /// flag is in the tree (no flag has a single-letter alias to bundle, and response files are parsed under the
+    /// full tree: see LeanRoot), so a parse without errors means the same either way; a flag left out reads false,
+    /// as an absent one does.</param>
+    public GuestCommand(string name, string[]? line = null)
+    {
+        _name = name;
+        _line = line;
+    }
+
+    /// <summary>Whether the tree is for any command line, or some token of this one spells the option <paramref name="name"/>.</summary>
+    bool MayName(string name)
+    {
+        if (_line == null) return true;
+        foreach (var t in _line)
+            if (t.StartsWith(name, StringComparison.Ordinal) && (t.Length == name.Length || t[name.Length] is ':' or '='))
+                return true;
+        return false;
+    }
 
     public readonly Option<string> Root = new("--root")
     {
@@ -93,21 +119,28 @@ sealed class GuestCommand
     public readonly Option<string?> Mac = new("--mac") { Description = "--net virtual: the interface's MAC address (default: 02:52:56 followed by the address's last three bytes)." };
     public readonly Option<string> Tap = new("--tap") { Description = "--net virtual: the TAP device that is the interface's wire (create it with `ip tuntap add NAME mode tap` and give the host side an address on the same network).", DefaultValueFactory = _ => VirtualNetOptions.DefaultTap };
     public readonly Option<string?> Netns = new("--netns") { Description = "--net virtual: open the TAP device in this network namespace (a name of `ip netns`, or a path) instead of this process's." };
-    public readonly Option<bool> NoTakeoverProbe = new("--no-takeover-probe") { Description = "protect --net virtual: a backup that takes over repairs each connection without the tail-loss probe that follows the repair (a lost repair segment then waits for the retransmission time-out). For comparison runs; recorded in the log, so the backup does the same." };
-    public readonly Option<bool> NoRack = new("--no-rack") { Description = "--net virtual: the in-VM TCP senders without RACK-TLP (RFC 8985): SACK loss recovery by duplicate ACKs only, no tail-loss probe, a lost retransmission waits for the retransmission time-out. For comparison runs; recorded in the log, so replays and backups do the same." };
-    public readonly Option<bool> Stats = new("--stats")
+    // The flags (options over bool) are made at their first use (see the constructor's `line`): a flag never made
+    // is in no tree, and reads false (IsSet).
+    public Option<bool> NoTakeoverProbe => _noTakeoverProbe ??= new("--no-takeover-probe") { Description = "protect --net virtual: a backup that takes over repairs each connection without the tail-loss probe that follows the repair (a lost repair segment then waits for the retransmission time-out). For comparison runs; recorded in the log, so the backup does the same." };
+    Option<bool>? _noTakeoverProbe;
+    public Option<bool> NoRack => _noRack ??= new("--no-rack") { Description = "--net virtual: the in-VM TCP senders without RACK-TLP (RFC 8985): SACK loss recovery by duplicate ACKs only, no tail-loss probe, a lost retransmission waits for the retransmission time-out. For comparison runs; recorded in the log, so replays and backups do the same." };
+    Option<bool>? _noRack;
+    public Option<bool> Stats => _stats ??= new("--stats")
     {
         Description = "Print instruction counts and timing to stderr when the guest ends.",
     };
-    public readonly Option<bool> ProfileTier = new("--profile-tier")
+    Option<bool>? _stats;
+    public Option<bool> ProfileTier => _profileTier ??= new("--profile-tier")
     {
         Description = "Count where compiled code returns to the execution loop (by target address) and which instructions it hands to the interpreter's handlers (by mnemonic), and print the most frequent to stderr when the guest ends. Slows the run; for finding what the compiled tier should do next, not for timing.",
     };
+    Option<bool>? _profileTier;
     public readonly Option<string> Tier = TierOption();
-    public readonly Option<bool> BackgroundCompile = new("--background-compile")
+    public Option<bool> BackgroundCompile => _backgroundCompile ??= new("--background-compile")
     {
         Description = "Default tier: compile a hot region on a compiler thread of its own while the guest goes on interpreting it, instead of on the guest's thread, which waits for it. Which blocks run compiled then depends on host timing; the results are the same either way. Needs an idle core to pay off. --stats reports the compile time in both cases.",
     };
+    Option<bool>? _backgroundCompile;
     /// <summary>--hand-off-after (revirt-run only).</summary>
     public Option<ulong?> HandOffAfter => _handOffAfter ??= HandOffAfterOption();
     Option<ulong?>? _handOffAfter;
@@ -154,9 +187,13 @@ sealed class GuestCommand
     /// hand-off options: <paramref name="handOff"/>).</summary>
     public T Runs<T>(T command, bool handOff = false) where T : Command
     {
-        foreach (var o in new Option[] { Root, Cwd, Net, Ip, Mac, Tap, Netns, NoRack, Stats, Tier, BackgroundCompile }) command.Options.Add(o);
+        foreach (var o in new Option[] { Root, Cwd, Net, Ip, Mac, Tap, Netns }) command.Options.Add(o);
+        if (MayName("--no-rack")) command.Options.Add(NoRack);
+        if (MayName("--stats")) command.Options.Add(Stats);
+        command.Options.Add(Tier);
+        if (MayName("--background-compile")) command.Options.Add(BackgroundCompile);
         if (handOff) { command.Options.Add(HandOffAfter); command.Options.Add(JitHost); }
-        if (!handOff) command.Options.Add(ProfileTier);
+        if (!handOff && MayName("--profile-tier")) command.Options.Add(ProfileTier);
         command.Arguments.Add(Program);
         command.SetAction(parse => Guest(parse, null));
         return command;
@@ -182,7 +219,7 @@ sealed class GuestCommand
             return 2;
         }
         if (MakeOptions(parse) is not { } opts) return 2;
-        bool stats = Flag(parse, Stats);
+        bool stats = IsSet(parse, _stats);
         long start = System.Diagnostics.Stopwatch.GetTimestamp();
         int status;
         ulong icount = 0;
@@ -190,7 +227,7 @@ sealed class GuestCommand
         {
             using var m = new Machine(opts, HandOffBoundary(parse, opts, stats, start));
             // (revirt-run's and record's commands have no --profile-tier)
-            bool profile = parse.CommandResult.Command.Options.Contains(ProfileTier) && Flag(parse, ProfileTier);
+            bool profile = _profileTier is { } p && parse.CommandResult.Command.Options.Contains(p) && Flag(parse, p);
             status = LoadAndRun(m, opts, null, out icount, stats, profile);
         }
         else
@@ -286,6 +323,15 @@ sealed class GuestCommand
     internal static bool Flag(ParseResult parse, Option<bool> flag)
         => parse.GetResult(flag) is { Implicit: false } r && (r.Tokens.Count == 0 || bool.Parse(r.Tokens[r.Tokens.Count - 1].Value));
 
+    /// <summary>What the run reads of each flag in a parse of a tree this command made, in the order --no-rack,
+    /// --no-takeover-probe, --stats, --profile-tier, --background-compile (for tests: the same reads the run makes).</summary>
+    internal bool[] FlagValues(ParseResult parse)
+        => [IsSet(parse, _noRack), IsSet(parse, _noTakeoverProbe), IsSet(parse, _stats), IsSet(parse, _profileTier), IsSet(parse, _backgroundCompile)];
+
+    /// <summary>A flag's value (<see cref="Flag"/>), false for one never made (in no tree: the command line does not
+    /// name it). Reading a flag through this leaves it unmade.</summary>
+    internal static bool IsSet(ParseResult parse, Option<bool>? made) => made != null && Flag(parse, made);
+
     /// <summary>The machine's options from the command line; null (after saying why) when the network options are wrong.</summary>
     public MachineOptions? MakeOptions(ParseResult parse)
     {
@@ -295,12 +341,12 @@ sealed class GuestCommand
             if (parse.GetValue(Ip) is not { } ip) { Console.Error.WriteLine($"{_name}: --net virtual needs --ip A.B.C.D/N"); return null; }
             net = VirtualNetOptions.Parse(ip, parse.GetValue(Mac), parse.GetValue(Tap)!, out var err);
             if (net == null) { Console.Error.WriteLine($"{_name}: {err}"); return null; }
-            net = net with { Namespace = parse.GetValue(Netns), Rack = !Flag(parse, NoRack), TakeoverProbe = !Flag(parse, NoTakeoverProbe) };
+            net = net with { Namespace = parse.GetValue(Netns), Rack = !IsSet(parse, _noRack), TakeoverProbe = !IsSet(parse, _noTakeoverProbe) };
             // the wire must exist before the guest runs: a clear error now rather than a failed socket call later
             try { TapDevice.Open(net.TapName, net.Namespace).Dispose(); }
             catch (Exception e) when (e is IOException or ArgumentException) { Console.Error.WriteLine($"{_name}: --tap {net.TapName}: {e.Message}"); return null; }
         }
-        else if (parse.GetValue(Ip) != null || parse.GetValue(Mac) != null || Flag(parse, NoRack) || Flag(parse, NoTakeoverProbe))
+        else if (parse.GetValue(Ip) != null || parse.GetValue(Mac) != null || IsSet(parse, _noRack) || IsSet(parse, _noTakeoverProbe))
         {
             Console.Error.WriteLine($"{_name}: --ip, --mac, --no-rack and --no-takeover-probe need --net virtual");
             return null;
@@ -317,7 +363,7 @@ sealed class GuestCommand
             Cwd = parse.GetValue(Cwd) ?? (full == "/" ? Environment.CurrentDirectory : "/"),
             Net = net,
             Tier = ReVirt.Cpu.ExecutionTiers.Parse(parse.GetValue(Tier)),
-            CompileInBackground = Flag(parse, BackgroundCompile),
+            CompileInBackground = IsSet(parse, _backgroundCompile),
         };
     }
 

@@ -16,7 +16,8 @@ const string Description = "ReVirt primary: runs and records guest programs in a
 // errors, help and --version read as before.
 if (LeanRoot.Fits(args))
 {
-    var lean = Tree(new Command("primary", Description), new GuestCommand("primary"));
+    // (and `run` leaves out the flags no token names: GuestCommand's line)
+    var lean = Tree(new Command("primary", Description), new GuestCommand("primary", args));
     if (lean.Errors.Count == 0) return lean.Invoke();
 }
 return Tree(new RootCommand(Description), new GuestCommand("primary")).Invoke();
