@@ -135,33 +135,4 @@ public class GuestPageFrameTests
         Assert.Matches("^tib (0|N) ENOMEM$", lines[1]);
         Assert.Equal("after ok", lines[2]);
     }
-
-    /// <summary>Each chunk asks the host for a transparent huge page (one fault for its first frame instead of one per
-    /// 4 KiB frame). The oracle is the host kernel's own account of the mapping (/proc/self/smaps: the VmFlags of the
-    /// range holding a frame carry "hg", the MADV_HUGEPAGE advice). Fails when the chunk is mapped without the advice.
-    /// A kernel without transparent huge pages has nothing to answer: the test then only checks the frame's zeros.</summary>
-    [Fact]
-    public unsafe void AChunkOfFramesIsAdvisedToUseHugePages()
-    {
-        byte* f = PagePool.RentZeroed();
-        try
-        {
-            for (int i = 0; i < (int)GuestMemory.PageSize; i++) Assert.Equal(0, f[i]);
-            if (!Directory.Exists("/sys/kernel/mm/transparent_hugepage")) return;
-            ulong at = (ulong)f;
-            string? flags = null;
-            bool inRange = false;
-            foreach (var line in File.ReadLines("/proc/self/smaps"))
-            {
-                int dash = line.IndexOf('-'), space = line.IndexOf(' ');
-                if (dash > 0 && space > dash && ulong.TryParse(line.AsSpan(0, dash), System.Globalization.NumberStyles.HexNumber, null, out ulong lo)
-                    && ulong.TryParse(line.AsSpan(dash + 1, space - dash - 1), System.Globalization.NumberStyles.HexNumber, null, out ulong hi))
-                    inRange = at >= lo && at < hi;
-                else if (inRange && line.StartsWith("VmFlags:", StringComparison.Ordinal)) { flags = line; break; }
-            }
-            Assert.NotNull(flags);
-            Assert.Contains(" hg", flags);
-        }
-        finally { PagePool.Return(f); }
-    }
 }
