@@ -23,8 +23,6 @@ static unsafe class PagePool
     const int FramesPerChunk = (int)(ChunkBytes >> GuestMemory.PageShift);
     /// <summary>Wholly free chunks kept mapped (16 MiB).</summary>
     const int SpareChunks = 8;
-    /// <summary>madvise advice: back the range with transparent huge pages where the host can.</summary>
-    const int MADV_HUGEPAGE = 14;
 
     sealed class Chunk(byte* at)
     {
@@ -118,13 +116,6 @@ static unsafe class PagePool
         if (at > (ulong)r) HostSys.Call(Nr.munmap, r, (long)(at - (ulong)r));
         ulong end = (ulong)r + 2 * ChunkBytes;
         if (end > at + ChunkBytes) HostSys.Call(Nr.munmap, (long)(at + ChunkBytes), (long)(end - at - ChunkBytes));
-        // a chunk is exactly one transparent huge page: the first frame touched faults in all 2 MiB at once (one fault
-        // and one zeroing instead of one fault per 4 KiB frame, each a trip through the kernel that costs 5-15 us of
-        // CPU on the virtualised hosts measured, docs/PERFORMANCE.md), and guest accesses then miss the host's TLB
-        // less. Best effort: a host with transparent huge pages off (or a kernel without them) maps 4 KiB pages as
-        // before. A chunk's frames are handed out densely (Fresh counts up), so the memory this adds is at most the
-        // unused part of each machine's last chunk.
-        HostSys.Call(Nr.madvise, (long)at, (long)ChunkBytes, MADV_HUGEPAGE);
         var c = new Chunk((byte*)at) { Slot = Available.Count };
         Chunks.Add(at, c);
         Available.Add(c);
