@@ -10,9 +10,13 @@ namespace ReVirt.Linux;
 public sealed class HostResult
 {
     public long Value;
-    /// <summary>A list of objects, not of (address, bytes) tuples: the framework's generic code over a tuple holding
-    /// a ulong has no ReadyToRun code and was JIT-compiled (13 methods) at the first syscall of every run.</summary>
-    public List<GuestWrite> Writes = new();
+    /// <summary>The writes in order, made when the first one is added: most results carry none (a send, a poll that
+    /// finds nothing, a close), and a replay answers hundreds of thousands of calls a second. A list of objects, not of
+    /// (address, bytes) tuples: the framework's generic code over a tuple holding a ulong has no ReadyToRun code and
+    /// was JIT-compiled (13 methods) at the first syscall of every run.</summary>
+    List<GuestWrite>? _writes;
+    /// <summary>The bytes to put into guest memory, in order (read them before the result changes again).</summary>
+    public ReadOnlySpan<GuestWrite> Writes => System.Runtime.InteropServices.CollectionsMarshal.AsSpan(_writes);
     /// <summary>A following backup re-executed the operation on its own host (reexecuteOnReplay): what its host
     /// answered (e.g. its own descriptor), while <see cref="Value"/> is the logged answer the guest sees.</summary>
     public long? Local;
@@ -29,7 +33,12 @@ public sealed class HostResult
     /// logs the content takes it from there.</summary>
     public ulong? InGuest;
     public static HostResult Of(long value) => new() { Value = value };
-    public HostResult Write(ulong addr, byte[] bytes) { Writes.Add(new GuestWrite(addr, bytes)); return this; }
+    /// <summary>An answer taken from a log record: its value and the record's decoded writes (null: none), which the
+    /// result takes over as they are (the decoded record is not used again), not copied one by one.</summary>
+    public static HostResult Of(long value, List<GuestWrite>? writes) => new() { Value = value, _writes = writes };
+    public HostResult Write(ulong addr, byte[] bytes) { (_writes ??= new()).Add(new GuestWrite(addr, bytes)); return this; }
+    /// <summary>Drops every write (a call that sends what the host put in its buffer elsewhere than guest memory).</summary>
+    public void ClearWrites() => _writes?.Clear();
 }
 
 /// <summary>Kinds of nondeterministic input that are not syscalls.</summary>

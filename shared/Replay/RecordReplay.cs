@@ -519,9 +519,9 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
     }
 
     /// <summary>A result's writes in the log record's form (null when there are none).</summary>
-    static List<GuestWrite>? LogWrites(List<GuestWrite> writes)
+    static List<GuestWrite>? LogWrites(ReadOnlySpan<GuestWrite> writes)
     {
-        return writes.Count == 0 ? null : new List<GuestWrite>(writes);
+        return writes.Length == 0 ? null : [.. writes];
     }
 
     /// <summary>A stable file's bytes are logged as (path, offset, hash of the log version's kind); anything else by
@@ -548,7 +548,7 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
             AppendFileContent(tid, nr, file, r.Value, inGuest);
             return r;
         }
-        if (!r.ByReference || r.Value < 0 || r.Writes.Count != 1) return Logged(tid, nr, r);
+        if (!r.ByReference || r.Value < 0 || r.Writes.Length != 1) return Logged(tid, nr, r);
         var (addr, bytes) = r.Writes[0];
         ContentHash.Compute(_contentHash, bytes, _hash);
         AppendFileContent(tid, nr, file, r.Value, addr);
@@ -1116,9 +1116,8 @@ public sealed class ReplayBoundary : IBoundary
 
     HostResult Replayed(SyscallResult s, Func<HostResult> perform, bool reexecuteOnReplay)
     {
-        var r = HostResult.Of(s.Result);
-        // one by one: a foreach over a list of tuples is generic code the runtime compiles for the replay alone
-        if (s.MemWrites is { } writes) for (int i = 0; i < writes.Count; i++) r.Write(writes[i].Addr, writes[i].Bytes);
+        // the decoded record's writes are the answer's: no second list and no second object per write
+        var r = HostResult.Of(s.Result, s.MemWrites);
         // a following backup performs this replica's own file effects on its own root (the guest sees the log)
         if (reexecuteOnReplay && _follow is { SharedStorage: false }) r.Local = perform().Value;
         return r;

@@ -25,14 +25,19 @@ public static class RecordedWrites
     /// <summary>Most iovec entries a readv/recvmsg names (UIO_MAXIOV).</summary>
     const ulong MaxIov = 1024;
 
+    /// <summary>The buffers a syscall's arguments name, reused by each call on the thread (a check calls nothing that
+    /// checks again).</summary>
+    [ThreadStatic] static (ulong Start, ulong Len)[]? t_allowed;
+
     /// <summary>Returns why the writes cannot come from this syscall, or null when every write is one it can make.</summary>
     public static string? Check(int nr, CpuT cpu, GuestMemory mem, IReadOnlyList<GuestWrite>? writes)
     {
         if (writes == null || writes.Count == 0) return null;
         ulong a1 = cpu.R[7], a2 = cpu.R[6], a3 = cpu.R[2], a4 = cpu.R[10], a5 = cpu.R[8], a6 = cpu.R[9];
         // an array grown by hand, not a List: List's code over a tuple of ulongs has no ReadyToRun code and would be
-        // compiled for each replay at its first syscall with writes
-        var allowed = new (ulong Start, ulong Len)[8];
+        // compiled for each replay at its first syscall with writes; the calling thread's own, kept between calls (a
+        // replay checks every read's and poll's writes here: one array per call was a tenth of what it allocated)
+        var allowed = t_allowed ??= new (ulong Start, ulong Len)[8];
         int count = 0;
         void Buf(ulong addr, ulong len)
         {
@@ -41,7 +46,7 @@ public static class RecordedWrites
             {
                 var more = new (ulong Start, ulong Len)[2 * count];
                 Array.Copy(allowed, more, count);
-                allowed = more;
+                t_allowed = allowed = more;
             }
             allowed[count++] = (addr, len);
         }

@@ -122,7 +122,7 @@ public static class ProgramLoader
         });
         if (res.Value == -Errno.ENOENT || res.Value == -Errno.ENOTDIR) throw new ElfLoadException($"{what}: no such file", 127);
         if (res.Value < 0) throw new ElfLoadException(reason.Length > 0 ? $"{what}: {reason}" : $"{what}: cannot be read (errno {-res.Value})");
-        return res.Writes.Count == 1 ? res.Writes[0].Bytes : Array.Empty<byte>();
+        return res.Writes.Length == 1 ? res.Writes[0].Bytes : Array.Empty<byte>();
     }
 
     /// <summary>

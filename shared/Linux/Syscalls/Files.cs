@@ -781,7 +781,7 @@ public sealed partial class Kernel
         if (rd.Value <= 0) return rd.Value;
         if (offset < 0) i.Offset += rd.Value;
         var data = rd.Writes[0].Bytes;
-        rd.Writes.Clear();
+        rd.ClearWrites();
         long w;
         Current.WriteMustNotPark = true;
         try { w = o.Write(this, Current, data, -1); }

@@ -125,7 +125,7 @@ public sealed partial class Kernel
             unsafe { fixed (byte* p = b) HostSys.Call(Nr.uname, (long)p); }
             return HostResult.Of(0).Write(0, b.AsSpan(65, 65).ToArray());
         });
-        var node = res.Writes.Count > 0 ? res.Writes[0].Bytes : new byte[65];
+        var node = res.Writes.Length > 0 ? res.Writes[0].Bytes : new byte[65];
         var outb = new byte[390];
         void Field(int idx, string s) => Encoding.ASCII.GetBytes(s).CopyTo(outb, idx * 65);
         Field(0, "Linux");
