@@ -319,6 +319,18 @@ public sealed class ReplicationClient : ILogSink
     /// back to this replica's ack thread (ToAckThread). The rest of a reply's wait: <see cref="ShipWindow.WaitsMs"/>
     /// before the send, <see cref="OutputGate.AckReleaseTimesMs"/> after the ack.
     /// </summary>
+    /// <summary>Acks the ack thread read, its passes (each applies the acks read together as one) and how the current link's reads
+    /// went (<see cref="DataLink.ReadCounts"/>).</summary>
+    public (long Acks, long Passes, long AfterPoll, long WithoutPoll, long FoundNothing) AckReads
+    {
+        get
+        {
+            var (after, without, nothing) = _cur?.Link.ReadCounts ?? default;
+            return (Interlocked.Read(ref _acksRead), Interlocked.Read(ref _ackPasses), after, without, nothing);
+        }
+    }
+    long _ackPasses, _acksRead;
+
     public (double[] Send, double[] ToBackup, double[] BackupHold, double[] ToAckThread) BatchPath()
         => (_sendMs.ToArray(), _batchTransitMs.ToArray(), _backupHoldMs.ToArray(), _ackTransitMs.ToArray());
 
@@ -1249,7 +1261,10 @@ public sealed class ReplicationClient : ILogSink
                 NoteAckTimes(ack, arrivedNs);
                 ulong held = ack.HeldSequence, replayed = ack.ReplayedSequence;
                 if (ack.SnapshotBytes > session.SnapshotBytesRestored) SnapshotRestoredUpTo(session, ack.SnapshotBytes);
-                // the acks already read (one read of the link brought them): only the newest matters
+                // the acks already read (one read of the link brought them): only the newest matters (acks are
+                // cumulative), one pass releases for all of them. (No look for acks still in the socket: each ack
+                // releases replies of its own batch, which are not to wait for a call that mostly finds nothing.)
+                Interlocked.Increment(ref _ackPasses);
                 while (session.Link.HasBuffered)
                 {
                     if (!NextAck(session.Link, out ack, out m))
@@ -1301,6 +1316,7 @@ public sealed class ReplicationClient : ILogSink
     /// it, on the clock a same-host link shares (0: another host).</summary>
     void NoteAckTimes(in AckView ack, ulong arrivedNs)
     {
+        Interlocked.Increment(ref _acksRead);
         if (ack.TransitUs != 0) _batchTransitMs.Add(ack.TransitUs / 1000.0);
         if (ack.HoldUs != 0) _backupHoldMs.Add(ack.HoldUs / 1000.0);
         uint back = LinkWire.TransitUs(ack.SentMonotonicNs, arrivedNs);
