@@ -682,10 +682,9 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
             while (true)
             {
                 if (planted != null) HoldDuePlanted(planted, link);
-                // one ack for a burst: whatever already arrived is held first (one write of the log copy), including
-                // what the socket holds by now when the link expects more (DataLink.TakeArrived: a backlog), but no
+                // one ack for a burst: whatever already arrived is held first (one write of the log copy), but no
                 // batch ever waits for a batch that has not arrived
-                if (owed > 0 && (owed >= MaxBatchesPerAck || !link.TakeArrived())) AckOwed();
+                if (owed > 0 && (!link.HasBuffered || owed >= MaxBatchesPerAck)) AckOwed();
                 silence.Listening();
                 // a batch (the message of every request) is read in place: no message objects, no copy of its frames
                 bool isBatch = link.ReceiveBatch(ReplicationProtocol.MaxMessageBytes, out var batch, out var other);

@@ -425,7 +425,7 @@ def kv_profile(seconds, connections, mode, perf_dir=None, bin_dir=BIN, syscalls=
             # over the whole run (warm-up and shutdown included): the batches the link carried per request served
             total = v['rate'] * (seconds + KV_WARMUP)
             print(f'batches (whole run) per request: {int(m.group(1)) / total:.3f}')
-            print('\n'.join(l for l in p.text().splitlines() if 'held' in l or 'lag' in l or 'batch' in l or 'trail' in l or 'link reads' in l or 'host GC' in l))
+            print('\n'.join(l for l in p.text().splitlines() if 'held' in l or 'lag' in l or 'batch' in l or 'trail' in l or 'ack thread:' in l or 'host GC' in l))
 
 
 def kv_ab_once(extra, conns, seconds, backup_extra=()):

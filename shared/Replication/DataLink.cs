@@ -47,13 +47,9 @@ public sealed class DataLink : IDisposable
     byte[] _out = new byte[InitialBuffer];
     int _closed;
     long _lastWrite;
-    // a plain same-host link: a read waits for data in poll(2) first (see Fill), unless data is expected (ReadUnix)
+    // a plain same-host link: a read waits for data in poll(2) first (see Fill)
     readonly bool _pollBeforeRead;
     int _receiveTimeoutMs;
-    // (plain same-host link, reader thread) the last read suggests that the peer's next message is in the socket
-    // already: the next read first takes what is there without waiting (see ReadUnix)
-    bool _expectData;
-    long _pollReads, _readsWithoutPoll, _readsFoundNothing;
 
     DataLink(Socket socket, Stream stream, string? peer = null)
     {
@@ -459,19 +455,6 @@ public sealed class DataLink : IDisposable
     void Fill(int need)
     {
         if (_inEnd - _inPos >= need) return;
-        MakeRoom(need);
-        while (_inEnd - _inPos < need)
-        {
-            int n = _pollBeforeRead ? ReadUnix() : _stream.Read(_in, _inEnd, _in.Length - _inEnd);
-            if (n == 0) throw new EndOfStreamException("the peer closed the data link");
-            _inEnd += n;
-        }
-    }
-
-    /// <summary>Makes room for <paramref name="need"/> bytes from _inPos on: what is buffered moves to the buffer's start,
-    /// or to a larger buffer.</summary>
-    void MakeRoom(int need)
-    {
         if (_in.Length < need) // grow (a large message); keep what is buffered
         {
             var bigger = new byte[Math.Max(need, _in.Length * 2)];
@@ -486,95 +469,14 @@ public sealed class DataLink : IDisposable
             _inEnd -= _inPos;
             _inPos = 0;
         }
-    }
-
-    /// <summary>
-    /// One read of a plain same-host link (for <see cref="Fill"/>): a poll for input and the read (<see cref="AwaitData"/> says why the poll), or, when data is expected, first a
-    /// read that does not wait (MSG_DONTWAIT), which is the only call when the data is there. Data is expected when
-    /// the last read brought more than the message it was for (a backlog: the peer writes faster than this end reads),
-    /// or when the last read without a poll found data; a read without a poll that finds nothing (one call more than
-    /// the poll and the read) ends the expectation. (A poll that returned at once was tried as a sign too: on a loaded
-    /// primary it was followed by nothing twelve times as often as by an ack.) So a reader that keeps up
-    /// with its peer, and sleeps in the poll for every message, never makes the extra call, and one that trails a
-    /// backlog reads it with one call per read instead of two.
-    /// </summary>
-    int ReadUnix()
-    {
-        if (_expectData)
+        while (_inEnd - _inPos < need)
         {
-            long got = ReadNow(_in.Length - _inEnd);
-            if (got >= 0)
-            {
-                _expectData = got > 0;
-                return (int)got;
-            }
+            if (_pollBeforeRead) AwaitData();
+            int n = _stream.Read(_in, _inEnd, _in.Length - _inEnd);
+            if (n == 0) throw new EndOfStreamException("the peer closed the data link");
+            _inEnd += n;
         }
-        AwaitData();
-        int n = _stream.Read(_in, _inEnd, _in.Length - _inEnd);
-        _pollReads++;
-        _expectData = BeyondOneMessage(_inEnd + n - _inPos);
-        return n;
     }
-
-    /// <summary>Whether <paramref name="have"/> bytes from _inPos on hold more than the message that starts there
-    /// (part of the next one: a backlog).</summary>
-    bool BeyondOneMessage(int have) => have > 4 && have > 4L + BinaryPrimitives.ReadUInt32LittleEndian(_in.AsSpan(_inPos));
-
-    /// <summary>Reads what the socket holds into _in at _inEnd (at most <paramref name="room"/> bytes) without
-    /// waiting: the count (0: the peer closed the link), or -1 when nothing was there, or on an error, which the
-    /// ordinary read then reports as <see cref="Receive"/> does. Expects nothing more after -1.</summary>
-    unsafe long ReadNow(int room)
-    {
-        bool added = false;
-        try
-        {
-            // the descriptor stays this socket's during the call (a Close on another thread closes it only after)
-            _socket.SafeHandle.DangerousAddRef(ref added);
-            long fd = _socket.SafeHandle.DangerousGetHandle();
-            fixed (byte* p = &_in[_inEnd])
-            {
-                long r;
-                do r = ReVirt.Linux.HostSys.Call(ReVirt.Linux.Nr.recvfrom, fd, (long)p, room, ReVirt.Linux.Msg.DONTWAIT);
-                while (r == -ReVirt.Linux.Errno.EINTR);
-                if (r >= 0)
-                {
-                    _readsWithoutPoll++;
-                    return r;
-                }
-            }
-        }
-        catch (ObjectDisposedException) { } // closed: the ordinary read reports it
-        finally { if (added) _socket.SafeHandle.DangerousRelease(); }
-        _readsFoundNothing++;
-        _expectData = false;
-        return -1;
-    }
-
-    /// <summary>
-    /// The backup's link thread, before it acknowledges what it holds: when data is expected (see <see
-    /// cref="ReadUnix"/>), what has arrived meanwhile is read now, without waiting, so that one acknowledgement covers
-    /// it too (acks are cumulative: each covers every record received before it went out). True when a whole message is
-    /// buffered (the next <see cref="Receive"/> does not wait). Nothing is read on other links, or when no data is
-    /// expected: a look that finds nothing costs a call (the reader thread only).
-    /// </summary>
-    public bool TakeArrived()
-    {
-        if (HasBuffered) return true;
-        if (!_pollBeforeRead || !_expectData || Volatile.Read(ref _closed) != 0) return false;
-        int have = _inEnd - _inPos;
-        if (_in.Length - _inEnd < MinReadRoom) MakeRoom(have + MinReadRoom);
-        long got = ReadNow(_in.Length - _inEnd);
-        if (got > 0) _inEnd += (int)got;
-        // got == 0 (the end): the next Receive reads the end again and reports it
-        return HasBuffered;
-    }
-
-    /// <summary>Room <see cref="TakeArrived"/> makes in the read buffer before a read (a batch of a few records).</summary>
-    const int MinReadRoom = 16 * 1024;
-
-    /// <summary>How this end's reads of a plain same-host link went (the reader thread's counts; other links: zeros):
-    /// reads after a poll, reads without one that found data, reads without one that found nothing.</summary>
-    public (long AfterPoll, long WithoutPoll, long FoundNothing) ReadCounts => (_pollReads, _readsWithoutPoll, _readsFoundNothing);
 
     /// <summary>
     /// Waits until the socket has something to read (data, the end, an error), within the receive time-out, in poll(2)

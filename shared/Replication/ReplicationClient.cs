@@ -312,6 +312,10 @@ public sealed class ReplicationClient : ILogSink
     /// to be shipped (gathering behind a batch on its way, until the guest's round ended or it was about to wait).</summary>
     public double[] RoundTripMs() { lock (_lagMs) return _roundTripMs.ToArray(); }
 
+    /// <summary>Acks the ack thread read, and its passes (each applies the acks one read of the link brought as one).</summary>
+    public (long Acks, long Passes) AckReads => (Interlocked.Read(ref _acksRead), Interlocked.Read(ref _ackPasses));
+    long _ackPasses, _acksRead;
+
     /// <summary>
     /// Where a batch's time went, batch by batch (ms; <c>--stats</c>): this replica's encode and write of it (Send); on a
     /// same-host link also its way to the backup's link thread (ToBackup: the write, the socket and the backup thread's
@@ -319,18 +323,6 @@ public sealed class ReplicationClient : ILogSink
     /// back to this replica's ack thread (ToAckThread). The rest of a reply's wait: <see cref="ShipWindow.WaitsMs"/>
     /// before the send, <see cref="OutputGate.AckReleaseTimesMs"/> after the ack.
     /// </summary>
-    /// <summary>Acks the ack thread read, its passes (each applies the acks read together as one) and how the current link's reads
-    /// went (<see cref="DataLink.ReadCounts"/>).</summary>
-    public (long Acks, long Passes, long AfterPoll, long WithoutPoll, long FoundNothing) AckReads
-    {
-        get
-        {
-            var (after, without, nothing) = _cur?.Link.ReadCounts ?? default;
-            return (Interlocked.Read(ref _acksRead), Interlocked.Read(ref _ackPasses), after, without, nothing);
-        }
-    }
-    long _ackPasses, _acksRead;
-
     public (double[] Send, double[] ToBackup, double[] BackupHold, double[] ToAckThread) BatchPath()
         => (_sendMs.ToArray(), _batchTransitMs.ToArray(), _backupHoldMs.ToArray(), _ackTransitMs.ToArray());
 
@@ -1262,8 +1254,7 @@ public sealed class ReplicationClient : ILogSink
                 ulong held = ack.HeldSequence, replayed = ack.ReplayedSequence;
                 if (ack.SnapshotBytes > session.SnapshotBytesRestored) SnapshotRestoredUpTo(session, ack.SnapshotBytes);
                 // the acks already read (one read of the link brought them): only the newest matters (acks are
-                // cumulative), one pass releases for all of them. (No look for acks still in the socket: each ack
-                // releases replies of its own batch, which are not to wait for a call that mostly finds nothing.)
+                // cumulative), one pass releases for all of them
                 Interlocked.Increment(ref _ackPasses);
                 while (session.Link.HasBuffered)
                 {

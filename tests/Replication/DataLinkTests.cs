@@ -120,8 +120,21 @@ public class DataLinkTests
     [Fact]
     public void AReaderOfASameHostLinkIsNotWokenByThePeerTakingWhatItsEndSent()
     {
-        var (link, peer) = OpenSameHostLink();
-        using var _ = link;
+        string name = DataLink.NewSocketName();
+        using var listener = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        listener.Bind(DataLink.AbstractEndPoint(name));
+        listener.Listen(1);
+        byte[] secret = RandomNumberGenerator.GetBytes(32), ticket = RandomNumberGenerator.GetBytes(DataLink.TicketBytes);
+        Socket? peer = null;
+        var accept = new Thread(() =>
+        {
+            peer = listener.Accept();
+            ReadExactly(peer, DataLink.OpeningBytes);
+            peer.Send(Frame(new BackupMessage { Ack = new Ack() }));
+        }) { IsBackground = true, Name = "peer" };
+        accept.Start();
+        using var link = DataLink.ConnectLocal(name, "localhost", null, secret, ticket, TimeSpan.FromSeconds(30));
+        Assert.True(accept.Join(TimeSpan.FromSeconds(30)), "the peer did not take the opening within 30 s");
         try
         {
             long tid = 0;
@@ -139,106 +152,21 @@ public class DataLinkTests
             for (int i = 0; i < 200; i++)
             {
                 link.Send(heartbeat);
-                ReadExactly(peer, size); // the peer takes it while the reader sleeps
+                ReadExactly(peer!, size); // the peer takes it while the reader sleeps
                 Thread.Sleep(1); // (a reader woken by it has run and slept again before the next)
             }
             long woken = VoluntarySwitches(tid) - before;
-            peer.Send(Frame(new BackupMessage { Ack = new Ack { HeldSequence = 7 } }));
+            peer!.Send(Frame(new BackupMessage { Ack = new Ack { HeldSequence = 7 } }));
             Assert.True(reader.Join(TimeSpan.FromSeconds(30)), "the reader did not get the message sent to it");
             Assert.Equal(7UL, got!.Ack.HeldSequence);
             Assert.True(woken <= 20, $"the reader was switched out {woken} times while the peer took 200 messages this end sent (it must sleep until something arrives for it)");
         }
         finally { peer?.Dispose(); }
 
+        static bool Sleeping(long tid) => File.ReadAllText($"/proc/self/task/{tid}/stat").Split(')')[1].Trim().StartsWith('S');
         static long VoluntarySwitches(long tid) => long.Parse(File.ReadAllLines($"/proc/self/task/{tid}/status")
             .First(l => l.StartsWith("voluntary_ctxt_switches:")).Split(':')[1].Trim());
     }
-
-    /// <summary>
-    /// A reader of a same-host link reads without a poll only when the peer's next message is expected to be there
-    /// already, and a read without a poll that finds nothing turns that off: a reader that keeps up polls and reads (two
-    /// calls, never a third), a reader that trails a backlog reads with one call, and <see cref="DataLink.TakeArrived"/>
-    /// (the backup's look for more before an ack) reads what arrived only then. The counts are the link's own
-    /// (<see cref="DataLink.ReadCounts"/>); every message arrives whole and in order whichever way it was read. ~0.1 s.
-    /// </summary>
-    [Fact]
-    public void AReaderReadsWithoutAPollOnlyWhenItsPeersNextMessageIsExpectedThere()
-    {
-        var (link, peer) = OpenSameHostLink();
-        using var _ = link;
-        try
-        {
-            byte[] Ack(ulong n) => Frame(new BackupMessage { Ack = new Ack { HeldSequence = n } });
-            ulong Next() => link.Receive(BackupMessage.Parser, ReplicationProtocol.MaxBackupMessageBytes).Ack.HeldSequence;
-            // a read that has to wait: the peer sends only once the reader sleeps (in its poll)
-            ulong WaitedFor(ulong n)
-            {
-                long tid = 0;
-                ulong got = 0;
-                var reader = new Thread(() => { Volatile.Write(ref tid, ThreadPools.CurrentThreadId()); got = Next(); }) { IsBackground = true, Name = "reader" };
-                reader.Start();
-                Assert.True(SpinWait.SpinUntil(() => Volatile.Read(ref tid) != 0 && Sleeping(tid), TimeSpan.FromSeconds(30)), "the reader did not block");
-                peer.Send(Ack(n));
-                Assert.True(reader.Join(TimeSpan.FromSeconds(30)), "the reader did not get the message sent to it");
-                return got;
-            }
-            // keeping up: it slept for message 1, so it expects nothing (whatever the opening's answer left it at)
-            Assert.Equal(1UL, WaitedFor(1));
-            var c0 = link.ReadCounts;
-            // 2 and 3 in one write, in the socket before the read: one poll and one read take both (a backlog)
-            peer.Send([.. Ack(2), .. Ack(3)]);
-            Assert.Equal(2UL, Next());
-            Assert.Equal(3UL, Next());
-            Assert.Equal((c0.AfterPoll + 1, c0.WithoutPoll, c0.FoundNothing), link.ReadCounts);
-            // after a backlog the next message is expected: one read, no poll
-            peer.Send(Ack(4));
-            Assert.Equal(4UL, Next());
-            Assert.Equal((c0.AfterPoll + 1, c0.WithoutPoll + 1, c0.FoundNothing), link.ReadCounts);
-            // still expected; nothing there: one look that finds nothing, then the poll and the read
-            Assert.Equal(5UL, WaitedFor(5));
-            Assert.Equal((c0.AfterPoll + 2, c0.WithoutPoll + 1, c0.FoundNothing + 1), link.ReadCounts);
-            // it slept for 5: nothing expected, so the look before an ack reads nothing (costs no call)...
-            peer.Send(Ack(6));
-            Assert.False(link.TakeArrived());
-            Assert.Equal((c0.AfterPoll + 2, c0.WithoutPoll + 1, c0.FoundNothing + 1), link.ReadCounts);
-            // ...and when something is expected (the read of 6 brought the start of 7 too), it reads what arrived, which
-            // the next receive takes without a call
-            byte[] seven = Ack(7);
-            peer.Send(seven.AsSpan(0, 3));
-            Assert.Equal(6UL, Next());
-            peer.Send(seven.AsSpan(3));
-            Assert.True(link.TakeArrived());
-            var c1 = link.ReadCounts;
-            Assert.Equal(7UL, Next());
-            Assert.Equal(c1, link.ReadCounts);
-            Assert.Equal((c0.AfterPoll + 3, c0.WithoutPoll + 2, c0.FoundNothing + 1), c1);
-        }
-        finally { peer?.Dispose(); }
-    }
-
-    /// <summary>A same-host link opened to a peer the test plays (it took the opening and accepted it): the primary's
-    /// end, and the peer's socket.</summary>
-    static (DataLink Link, Socket Peer) OpenSameHostLink()
-    {
-        string name = DataLink.NewSocketName();
-        using var listener = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-        listener.Bind(DataLink.AbstractEndPoint(name));
-        listener.Listen(1);
-        byte[] secret = RandomNumberGenerator.GetBytes(32), ticket = RandomNumberGenerator.GetBytes(DataLink.TicketBytes);
-        Socket? peer = null;
-        var accept = new Thread(() =>
-        {
-            peer = listener.Accept();
-            ReadExactly(peer, DataLink.OpeningBytes);
-            peer.Send(Frame(new BackupMessage { Ack = new Ack() }));
-        }) { IsBackground = true, Name = "peer" };
-        accept.Start();
-        var link = DataLink.ConnectLocal(name, "localhost", null, secret, ticket, TimeSpan.FromSeconds(30));
-        Assert.True(accept.Join(TimeSpan.FromSeconds(30)), "the peer did not take the opening within 30 s");
-        return (link, peer!);
-    }
-
-    static bool Sleeping(long tid) => File.ReadAllText($"/proc/self/task/{tid}/stat").Split(')')[1].Trim().StartsWith('S');
 
     static byte[] Frame(IMessage message)
     {
