@@ -377,13 +377,14 @@ def kv_profile(seconds, connections, mode, perf_dir=None, bin_dir=BIN, syscalls=
         t0 = time.perf_counter()
         perfs = [subprocess.Popen(['perf', 'record', '-g', '-q', '-p', str(pid), '-o', os.path.join(perf_dir, f'{mode}-{conns}-{n}.data'), '--', 'sleep', str(seconds)],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for n, pid in procs] if perf_dir else []
-        tracer = subprocess.Popen(['perf', 'trace', '-s', '-p', str(b.p.pid), '--', 'sleep', str(seconds)], stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.PIPE, text=True) if syscalls and b else None
+        # one tracer per replica (the primary's too: its ack thread's calls per acknowledgement)
+        tracers = [(n, subprocess.Popen(['perf', 'trace', '-s', '-p', str(pid), '--', 'sleep', str(seconds)], stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.PIPE, text=True)) for n, pid in procs] if syscalls else []
         time.sleep(seconds)
         for pp in perfs:
             pp.wait(timeout=120)
         after = {n: thread_stats(pid) for n, pid in procs}
-        traced = trace_summary(tracer.communicate(timeout=120)[1]) if tracer else None
+        traced = [(n, trace_summary(t.communicate(timeout=120)[1])) for n, t in tracers]
         wall = time.perf_counter() - t0
         stdout, _ = proc.communicate(timeout=seconds + 120)
         f = stdout.split()
@@ -409,11 +410,11 @@ def kv_profile(seconds, connections, mode, perf_dir=None, bin_dir=BIN, syscalls=
             for cpu, vol, inv, name in sorted(rows, reverse=True):
                 print(f'| {n} | {name} | {cpu:.1f} | {vol:.2f} | {inv:.2f} |')
             print(f'| {n} | all | {tot[0] * 1e6 / requests:.1f} | {tot[1] / requests:.2f} | {tot[2] / requests:.2f} |')
-        if traced:
-            print('backup system calls per request (perf trace -s over the window; calls of 0.005 per request or more):')
+        for n, per_thread in traced:
+            print(f'{n} system calls per request (perf trace -s over the window; calls of 0.005 per request or more):')
             print('| thread | calls | of which |')
             print('|---|---|---|')
-            for name, calls in sorted(traced.items(), key=lambda kv: -sum(kv[1].values())):
+            for name, calls in sorted(per_thread.items(), key=lambda kv: -sum(kv[1].values())):
                 total = sum(calls.values()) / requests
                 if total < 0.005:
                     continue
@@ -424,7 +425,7 @@ def kv_profile(seconds, connections, mode, perf_dir=None, bin_dir=BIN, syscalls=
             # over the whole run (warm-up and shutdown included): the batches the link carried per request served
             total = v['rate'] * (seconds + KV_WARMUP)
             print(f'batches (whole run) per request: {int(m.group(1)) / total:.3f}')
-            print('\n'.join(l for l in p.text().splitlines() if 'held' in l or 'lag' in l or 'batch' in l or 'trail' in l))
+            print('\n'.join(l for l in p.text().splitlines() if 'held' in l or 'lag' in l or 'batch' in l or 'trail' in l or 'ack thread:' in l or 'host GC' in l))
 
 
 def kv_ab_once(extra, conns, seconds, backup_extra=()):
@@ -532,7 +533,7 @@ def main():
                     'microseconds and context switches per request under the load (one run per connection count); prints, writes nothing')
     ap.add_argument('--kv-perf', metavar='DIR', help='with --kv-profile: also `perf record -g` each replica over the measured window '
                     'into DIR/MODE-CONNECTIONS-REPLICA.data (run with DOTNET_PerfMapEnabled=1 for .NET method names)')
-    ap.add_argument('--kv-syscalls', action='store_true', help='with --kv-profile: also count the backup\'s system calls per '
+    ap.add_argument('--kv-syscalls', action='store_true', help='with --kv-profile: also count each replica\'s system calls per '
                     'request and thread over the measured window (`perf trace -s`: futex, poll, read, write...)')
     ap.add_argument('--kv-profile-bin', metavar='BIN_DIR', default=BIN, help="with --kv-profile: another build's primary.dll/backup.dll")
     ap.add_argument('--kv-pin', metavar='PRIMARY_CPUS:BACKUP_CPUS', help='kvserver only: run the primary (`run` and '

@@ -141,6 +141,9 @@ sealed class ProtectService(ProtectSettings settings, MachineOptions opts, ulong
             var (backs, backP50, backP99) = Percentiles(path.ToAckThread);
             Log.WriteLine($"primary: batch path: send {sends} batches, p50 {sendP50:F3} ms, p99 {sendP99:F3} ms (encode and write); to the backup's link thread {tos}, p50 {toP50:F3} ms, p99 {toP99:F3} ms; " +
                 $"backup holds to ack {holds}, p50 {holdP50:F3} ms, p99 {holdP99:F3} ms; ack to this ack thread {backs}, p50 {backP50:F3} ms, p99 {backP99:F3} ms (the ways there and back: same-host links only)");
+            var reads = client.AckReads;
+            Log.WriteLine($"primary: ack thread: {reads.Acks} acks read, applied in {reads.Passes} passes");
+            Log.WriteLine($"primary: host GC: {GC.GetTotalAllocatedBytes() >> 20} MB allocated, {GC.CollectionCount(0)}/{GC.CollectionCount(1)}/{GC.CollectionCount(2)} collections (gen 0/1/2), {GC.GetTotalPauseDuration().TotalMilliseconds:F0} ms paused");
             // contended lock acquisitions of the whole process (the output gate's lock is shared by the guest thread and
             // the threads that release output): a diagnostic of the primary's per-request cost, not a per-lock figure
             Log.WriteLine($"primary: {Monitor.LockContentionCount} contended lock acquisitions in this process");

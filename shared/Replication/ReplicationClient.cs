@@ -312,6 +312,10 @@ public sealed class ReplicationClient : ILogSink
     /// to be shipped (gathering behind a batch on its way, until the guest's round ended or it was about to wait).</summary>
     public double[] RoundTripMs() { lock (_lagMs) return _roundTripMs.ToArray(); }
 
+    /// <summary>Acks the ack thread read, and its passes (each applies the acks one read of the link brought as one).</summary>
+    public (long Acks, long Passes) AckReads => (Interlocked.Read(ref _acksRead), Interlocked.Read(ref _ackPasses));
+    long _ackPasses, _acksRead;
+
     /// <summary>
     /// Where a batch's time went, batch by batch (ms; <c>--stats</c>): this replica's encode and write of it (Send); on a
     /// same-host link also its way to the backup's link thread (ToBackup: the write, the socket and the backup thread's
@@ -1249,7 +1253,9 @@ public sealed class ReplicationClient : ILogSink
                 NoteAckTimes(ack, arrivedNs);
                 ulong held = ack.HeldSequence, replayed = ack.ReplayedSequence;
                 if (ack.SnapshotBytes > session.SnapshotBytesRestored) SnapshotRestoredUpTo(session, ack.SnapshotBytes);
-                // the acks already read (one read of the link brought them): only the newest matters
+                // the acks already read (one read of the link brought them): only the newest matters (acks are
+                // cumulative), one pass releases for all of them
+                Interlocked.Increment(ref _ackPasses);
                 while (session.Link.HasBuffered)
                 {
                     if (!NextAck(session.Link, out ack, out m))
@@ -1301,6 +1307,7 @@ public sealed class ReplicationClient : ILogSink
     /// it, on the clock a same-host link shares (0: another host).</summary>
     void NoteAckTimes(in AckView ack, ulong arrivedNs)
     {
+        Interlocked.Increment(ref _acksRead);
         if (ack.TransitUs != 0) _batchTransitMs.Add(ack.TransitUs / 1000.0);
         if (ack.HoldUs != 0) _backupHoldMs.Add(ack.HoldUs / 1000.0);
         uint back = LinkWire.TransitUs(ack.SentMonotonicNs, arrivedNs);
