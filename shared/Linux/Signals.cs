@@ -10,6 +10,7 @@ public sealed partial class Kernel
     /// point of the running thread: it goes to the machine's first process.</summary>
     public void RaiseAsync(CpuT cpu, int sig)
     {
+        _clockEpoch++;
         if (P == Init && Current.CanRun) RaiseSignal(Current, sig);
         else SignalProcess(Init, sig);
     }
