@@ -103,9 +103,22 @@ def bench(port, requests, clients):
     return rows
 
 
+def cpu_s(proc):
+    """User + system CPU seconds a running process has used so far (/proc/PID/stat), 0 when it has none."""
+    if proc is None:
+        return 0.0
+    try:
+        fields = open(f'/proc/{proc.pid}/stat').read().rpartition(')')[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def measure(mode, root, a, attempts=3):
-    """One server: the warm-up pass (the cold figures, or None) and the measured pass. A server that fails to start
-    is reported and started again on another port (at most `attempts` times)."""
+    """One server: the warm-up pass (the cold figures, or None), the measured pass and the measured pass's CPU per
+    request in us (the server's process, and the backup's under `protect`): on a loaded machine CPU per request says
+    more than requests/s. A server that fails to start is reported and started again on another port (at most
+    `attempts` times)."""
     for attempt in range(attempts):
         port = free_port()
         try:
@@ -117,13 +130,17 @@ def measure(mode, root, a, attempts=3):
                 raise
     try:
         cold = bench(port, a.warmup, a.clients) if a.warmup > 0 else None
+        c0 = (cpu_s(p), cpu_s(b))
         warm = bench(port, a.requests, a.clients)
+        c1 = (cpu_s(p), cpu_s(b))
+        per = 1e6 / (a.requests * len(TESTS))
+        cpu = ((c1[0] - c0[0]) * per, (c1[1] - c0[1]) * per)
     finally:
         subprocess.run(['redis-cli', '-p', str(port), 'shutdown', 'nosave'], capture_output=True)
         p.wait(timeout=300)
         if b:
             b.wait(timeout=300)
-    return cold, warm
+    return cold, warm, cpu
 
 
 def medians(results):
@@ -166,19 +183,20 @@ def main():
                 sys.exit(f'{f} is missing: build {name} first (dotnet build tests/ReVirt.Tests.csproj -c Release)')
     configs = list(builds)
     began, loads = datetime.datetime.now(datetime.timezone.utc), [os.getloadavg()[0]]
-    cold, warm = {}, {}
+    cold, warm, cpus = {}, {}, {}
     for i in range(a.runs):
         # the builds' order turns every round, so neither always runs right after the other
         order = configs if i % 2 == 0 else configs[::-1]
         rounds = [('native', None)] + [(b, m) for b in order for m in ('run', 'protect')]
         for build, mode in rounds:
             key = 'native' if build == 'native' else (build, mode)
-            c, w = measure(mode or 'native', builds.get(build), a)
+            c, w, cpu = measure(mode or 'native', builds.get(build), a)
             warm.setdefault(key, []).append(w)
+            cpus.setdefault(key, []).append(cpu)
             if c:
                 cold.setdefault(key, []).append(c)
             loads.append(os.getloadavg()[0])
-            print(i, key, 'warm', w, 'cold', c, f'load {loads[-1]:.1f}', flush=True)
+            print(i, key, 'warm', w, 'cold', c, 'cpu us/request', cpu, f'load {loads[-1]:.1f}', flush=True)
     ended = datetime.datetime.now(datetime.timezone.utc)
     cmd = f'python3 bench/redis.py --runs {a.runs} --requests {a.requests} --clients {a.clients} --warmup {a.warmup}' + \
           (f' --baseline-root {a.baseline_root}' if a.baseline_root else '')
@@ -189,6 +207,12 @@ def main():
              '"this" is this checkout' + (f', "before" {a.baseline_root}' if a.baseline_root else '') + f'. Targets (issue 12): protect / run '
              f'>= {TARGET_RATIO}x, added p50 <= {TARGET_ADDED_P50_MS} ms, added p99 <= {TARGET_ADDED_P99_MS} ms.', '']
     lines += table(medians_of(warm), configs, f'Warm servers (measured after an untimed pass of {a.warmup} requests per test):' if a.warmup else 'Cold servers (no warm-up pass):')
+    lines += ['CPU per request of the measured pass (us; median of the runs; the server process, and the backup under `protect`):', '',
+              '| mode | server us/request | backup us/request | total |', '|---|---|---|---|']
+    for key, v in cpus.items():
+        srv, bak = statistics.median(x[0] for x in v), statistics.median(x[1] for x in v)
+        lines.append(f'| {key if key == "native" else " ".join(key)} | {srv:.1f} | {bak:.1f} | {srv + bak:.1f} |')
+    lines.append('')
     if cold:
         lines += table(medians_of(cold), configs, 'Cold start (the warm-up pass itself: the first test, SET, pays for compiling redis\'s hot code, on both replicas under `protect`):')
     text = '\n'.join(lines)

@@ -37,16 +37,27 @@ public sealed partial class Kernel
     /// After one attempt of a receive on a host socket made with MSG_DONTWAIT (inside a host operation; its answer
     /// <paramref name="received"/>): the receive itself is the readiness test, so a socket with data costs one host
     /// call where a poll before the receive cost two. Only when it found nothing and the guest's call blocks is the
-    /// thread's wait registered (true: the answer is <see cref="WouldBlock"/>); a host description that is
-    /// non-blocking on its own answers EAGAIN, as with <see cref="WouldWait"/>. Not for MSG_WAITALL (that receive
-    /// waits for the rest).
+    /// thread's wait registered (the answer is then <see cref="WouldBlock"/>, with the wait's deadline logged); null
+    /// when the answer stands: a host description that is non-blocking on its own answers EAGAIN, as with
+    /// <see cref="WouldWait"/>, and so does a wait whose receive timeout (SO_RCVTIMEO) has passed, as Linux does.
     /// </summary>
-    internal bool ReceiveWaits(GuestThread t, OpenFile f, bool nonBlocking, long received)
+    internal HostResult? ReceiveWait(GuestThread t, OpenFile f, bool nonBlocking, long received)
     {
         if (received != -Errno.EAGAIN || nonBlocking || (f.StatusFlags & O.NONBLOCK) != 0 || f.HostFd < 0 || HostNonBlocking(f.HostFd))
-            return false;
-        BlockOnHost(t, new HostWaitSpec([(f.HostFd, Poll.IN)], t.HostDeadline ?? HostWaitSpec.Never));
-        return true;
+            return null;
+        // Linux counts the timeout from the call's first wait, over the whole call (the retries of a MSG_WAITALL)
+        long deadline = DeadlineOf(t, () => ReceiveTimeoutNs(f.HostFd) is long ns and > 0 ? HostClock.NowNs() + ns : HostWaitSpec.Never);
+        if (deadline != HostWaitSpec.Never && HostClock.NowNs() >= deadline) return null;
+        return BlockUntil(t, [(f.HostFd, Poll.IN)], deadline);
+    }
+
+    /// <summary>The host socket's receive timeout (SO_RCVTIMEO) in ns, 0 for none (inside a host operation).</summary>
+    static unsafe long ReceiveTimeoutNs(int fd)
+    {
+        long* tv = stackalloc long[2];
+        int len = 2 * sizeof(long);
+        if (HostSys.Call(Nr.getsockopt, fd, Sock.SOL_SOCKET, SockAbi.SO_RCVTIMEO, (long)tv, (long)&len) < 0) return 0;
+        return tv[0] * 1_000_000_000 + tv[1] * 1_000;
     }
 
     /// <summary>The host descriptor's file type (S_IFMT bits), looked up once per description (inside a host

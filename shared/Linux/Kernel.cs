@@ -30,6 +30,11 @@ public sealed class MachineOptions
     /// function of the guest's execution alone). The results are the same either way. Off by default: on the loaded
     /// 2-core host it was measured on, the background compiler cost CPU and wall time (docs/PERFORMANCE.md).</summary>
     public bool CompileInBackground;
+    /// <summary>A clock read that follows a logged read of the same clock with no other syscall or asynchronous
+    /// event between is answered from that read and the instructions run since (<see cref="Kernel"/>'s ClockRead), not
+    /// from the host: one log record where a server's pair of reads around a request made two. Set by a recording
+    /// (whose log header says so: <c>LogFlags.ClockReadsBetweenEvents</c>) and by its replays; off for `run`.</summary>
+    public bool ClockReadsBetweenEvents;
 
     /// <summary>A copy of these options that runs <paramref name="tier"/> (the caller's options stay as they are).</summary>
     public MachineOptions WithTier(ExecutionTier tier)
@@ -159,6 +164,7 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles, IDisposable
     /// in that very wait (a wait that ended for another reason is not ended twice).</summary>
     public void Wake(int tid, uint seq)
     {
+        _clockEpoch++;
         var t = _threads.FirstOrDefault(x => x.Tid == tid && !x.Dead);
         if (t != null && t.Parked && t.HostWait == seq) Unpark(t);
     }
@@ -558,6 +564,8 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles, IDisposable
     {
         var t = Current; // the CPU that makes a syscall is the running thread's
         long nr = (long)cpu.R[CpuT.RAX];
+        // every other syscall may take time or let other work run: a clock read after it asks the host again
+        if (nr != Nr.clock_gettime && nr != Nr.gettimeofday) _clockEpoch++;
         long r;
         SyscallStats.Entered(nr);
         try

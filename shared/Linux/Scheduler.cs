@@ -167,6 +167,7 @@ public sealed partial class Kernel
     /// <summary>Makes `to` the running thread (a logged or replayed preemption).</summary>
     public void SwitchTo(CpuT from, int toTid)
     {
+        _clockEpoch++;
         var to = _threads.FirstOrDefault(t => t.Tid == toTid && t.CanRun);
         if (to == null) return;
         MakeCurrent(to);

@@ -10,6 +10,7 @@ public sealed partial class Kernel
     /// point of the running thread: it goes to the machine's first process.</summary>
     public void RaiseAsync(CpuT cpu, int sig)
     {
+        _clockEpoch++;
         if (P == Init && Current.CanRun) RaiseSignal(Current, sig);
         else SignalProcess(Init, sig);
     }
@@ -73,14 +74,15 @@ public sealed partial class Kernel
     /// A signal handler runs while the thread is parked in a syscall (rip at the syscall instruction). As Linux: a
     /// call that already moved bytes returns that count; a call of the restartable kind (ERESTARTSYS: reads,
     /// writes, accept, wait4, ...) runs again after the handler when the action has SA_RESTART; every other call
-    /// (poll, select, epoll_wait, nanosleep, pause, sigsuspend: ERESTARTNOHAND and restart blocks) returns -EINTR.
+    /// (poll, select, epoll_wait, nanosleep, pause, sigsuspend: ERESTARTNOHAND and restart blocks) returns -EINTR, and
+    /// so does a receive waiting with a receive time-out (<see cref="TimedReceive"/>).
     /// </summary>
     void InterruptCall(GuestThread t, SigAction a)
     {
         Unpark(t);
         var cpu = t.Cpu;
         long done = t.PartialDone;
-        bool restart = done == 0 && (a.Flags & Sa.RESTART) != 0 && RestartsAfterHandler(t.ParkedNr);
+        bool restart = done == 0 && (a.Flags & Sa.RESTART) != 0 && RestartsAfterHandler(t.ParkedNr) && !TimedReceive(t);
         EndCall(t);
         if (restart) return;
         cpu.Rip += SyscallInsnLength;

@@ -8,6 +8,10 @@ namespace ReVirt.Log;
 public enum LogFlags : uint
 {
     None = 0,
+    /// <summary>A clock read that follows a logged read of its clock with no other syscall or asynchronous event
+    /// between is not logged: the kernel answers it from that read and the instruction count (recordings of this
+    /// build; their replays must do the same, logs without the flag are replayed with every read logged).</summary>
+    ClockReadsBetweenEvents = 1,
 }
 
 /// <summary>

@@ -26,9 +26,12 @@ public static class Recording
     {
         var env = o.GuestEnvironment();
         o.Env = env; // the recorded run and its replays see exactly this environment
+        // the recorded run answers clock reads between events as its replays will (an older version's log: never)
+        o.ClockReadsBetweenEvents = version == LogFormat.CurrentVersion;
         return new LogHeader
         {
             Version = version,
+            Flags = o.ClockReadsBetweenEvents ? LogFlags.ClockReadsBetweenEvents : LogFlags.None,
             ProgramHash = LogHeader.ComputeProgramHash(programImage, version),
             CpuModel = Cpu.CpuModel.Description,
             RootDirectory = Path.GetFullPath(o.Root),
@@ -73,6 +76,7 @@ public static class Recording
             Args = h.Argv[1..],
             Env = h.Envp,
             Cwd = cwd,
+            ClockReadsBetweenEvents = (h.Flags & LogFlags.ClockReadsBetweenEvents) != 0,
         };
     }
 

@@ -152,6 +152,8 @@ public static partial class MachineSnapshot
     {
         long t0 = Stopwatch.GetTimestamp(), cpu0 = HostClock.Now(ThreadCpuClock);
         if (Uncapturable(k, withFiles) is { } why) throw new InvalidOperationException(why);
+        // clock anchors are not carried: the machine restored from this has none, and neither has this one from here
+        k.ForgetClockAnchors();
         var kernel = EncodeKernel(k, point, SHA256.HashData(encodedHeader));
         var changed = k.Changes.Paths;
         var entries = withFiles ? RootFiles.Capture(k.Fs, changed, MaxFileBytes) : null;

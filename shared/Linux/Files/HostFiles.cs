@@ -111,17 +111,12 @@ public class HostSocket : HostFile
 
     public HostSocket() => GuestPath = "socket:";
 
-    /// <summary>A read of a socket is a receive: one host call when bytes are there (<see cref="Kernel.ReceiveWaits"/>),
-    /// logged as the read it is.</summary>
+    /// <summary>A read of a socket is a receive (<see cref="Kernel.ReceiveRead"/>): one host call when bytes are
+    /// there, logged as the read it is.</summary>
     public override long Read(Kernel k, GuestThread t, ulong buf, int n, long offset)
     {
         if (offset >= 0 || n <= 0) return base.Read(k, t, buf, n, offset);
-        k.CheckWritable(buf, (ulong)n);
-        long r = Receive(() => k.HostBuffer(t.Cpu, Nr.read, buf, n, p =>
-        {
-            long got = HostSys.Call(Nr.recvfrom, HostFd, p, n, Msg.DONTWAIT, 0, 0);
-            return k.ReceiveWaits(t, this, false, got) ? Kernel.WouldBlock : got;
-        }, resultIsLength: true));
+        long r = k.ReceiveRead(this, buf, n);
         if (r > 0) Offset += r;
         return r;
     }

@@ -389,23 +389,86 @@ public sealed partial class Kernel
         CheckWritable(buf, (ulong)n);
         e = OutAddrCapacity(addr, lenPtr, out uint cap);
         if (e < 0) return e;
-        return f.Receive(() => Host(cpu, Nr.recvfrom, () =>
+        return ReceiveHost(f, Nr.recvfrom, n, flags, (done, hostFlags) =>
         {
-            var t = Current;
-            bool waitAll = (flags & SockAbi.MSG_WAITALL) != 0;
-            if (waitAll && WouldWait(t, f, Poll.IN, (flags & Msg.DONTWAIT) != 0) is long w) return HostResult.Of(w);
-            var tmp = ReadScratch(Math.Max(n, 1));
+            var tmp = ReadScratch(Math.Max(n - done, 1));
             Span<byte> ab = stackalloc byte[MaxSockAddr];
             int alen = MaxSockAddr;
             long r;
             fixed (byte* p = tmp) fixed (byte* q = ab)
-                r = HostSys.Call(Nr.recvfrom, f.HostFd, (long)p, n, flags | (waitAll ? 0 : Msg.DONTWAIT), addr != 0 ? (long)q : 0, addr != 0 ? (long)&alen : 0);
-            if (!waitAll && ReceiveWaits(t, f, (flags & Msg.DONTWAIT) != 0, r)) return HostResult.Of(WouldBlock);
+                r = HostSys.Call(Nr.recvfrom, f.HostFd, (long)p, n - done, hostFlags, addr != 0 ? (long)q : 0, addr != 0 ? (long)&alen : 0);
             var hr = HostResult.Of(r);
-            if (r > 0) hr.Write(buf, tmp.AsSpan(0, (int)Math.Min(r, n)).ToArray());
+            if (r > 0) hr.Write(buf + (ulong)done, tmp.AsSpan(0, (int)Math.Min(r, n - done)).ToArray());
             if (r >= 0) WriteOutAddr(hr, addr, lenPtr, cap, ab, alen);
             return hr;
+        });
+    }
+
+    /// <summary>read(2) on a socket: a receive without flags, logged as the read it is.</summary>
+    internal unsafe long ReceiveRead(HostSocket f, ulong buf, int n)
+    {
+        CheckWritable(buf, (ulong)n);
+        return ReceiveHost(f, Nr.read, n, 0, (_, hostFlags) =>
+        {
+            var tmp = ReadScratch(n);
+            long r;
+            fixed (byte* p = tmp) r = HostSys.Call(Nr.recvfrom, f.HostFd, (long)p, n, hostFlags, 0, 0);
+            var hr = HostResult.Of(r);
+            if (r > 0) hr.Write(buf, tmp.AsSpan(0, (int)Math.Min(r, n)).ToArray());
+            return hr;
+        });
+    }
+
+    /// <summary>
+    /// A receive on a host socket (recvfrom, recvmsg, read) through the boundary, never waiting on the host: each
+    /// attempt is one logged host operation, `attempt(done, hostFlags)`, that receives what is there now into the
+    /// guest's buffer from byte `done` on (MSG_DONTWAIT; its answer carries the bytes as guest writes); finding
+    /// nothing, a blocking call parks its thread until the socket is readable or its SO_RCVTIMEO ends
+    /// (<see cref="ReceiveWait"/>), and the rest of the machine runs on (the peer may be a process of this guest).
+    /// A blocking MSG_WAITALL receive on a stream socket goes on until it has all `n` bytes, keeping those received
+    /// in <see cref="GuestThread.PartialDone"/> across its waits; as Linux, it returns fewer at end of file, on an
+    /// error, when its receive timeout ends, and when a signal's handler interrupts it (<see cref="InterruptCall"/>).
+    /// Whether the rest waits is a logged answer of its own (<see cref="ReceiveRestWaits"/>): the deadline is the
+    /// host's to judge. MSG_PEEK|MSG_WAITALL keeps waiting on the host (a gap: a peek cannot go on from a part).
+    /// </summary>
+    long ReceiveHost(HostSocket f, int nr, int n, int flags, Func<int, int, HostResult> attempt)
+    {
+        var t = Current;
+        bool nonBlocking = (flags & Msg.DONTWAIT) != 0;
+        bool waitAll = (flags & SockAbi.MSG_WAITALL) != 0;
+        if (waitAll && (flags & SockAbi.MSG_PEEK) != 0)
+            return f.Receive(() => Host(t.Cpu, nr, () =>
+                WouldWait(t, f, Poll.IN, nonBlocking) is long w ? HostResult.Of(w) : attempt(0, flags)).Value);
+        bool all = waitAll && !nonBlocking && (f.StatusFlags & Sock.NONBLOCK) == 0 && (f.Type & Sock.TYPE_MASK) == Sock.STREAM;
+        int done = all ? (int)Math.Min(t.PartialDone, n) : 0;
+        int hostFlags = (flags & ~SockAbi.MSG_WAITALL) | Msg.DONTWAIT;
+        long r = f.Receive(() => Host(t.Cpu, nr, () =>
+        {
+            var hr = attempt(done, hostFlags);
+            return ReceiveWait(t, f, nonBlocking, hr.Value) ?? hr;
         }).Value);
+        if (!all || r == WouldBlock) return r;
+        if (r < 0) return done > 0 ? done : r;
+        long total = done + r;
+        if (r == 0 || total >= n) return total;
+        return ReceiveRestWaits(t, nr, f, total) ?? total;
+    }
+
+    /// <summary>The thread is parked in a socket receive that waits with a receive time-out (SO_RCVTIMEO; its deadline
+    /// is logged, so replays know it too): Linux ends it with EINTR when a handler interrupts it, even with
+    /// SA_RESTART (sock_intr_errno), where a receive without one is restarted.</summary>
+    internal static bool TimedReceive(GuestThread t)
+        => t.ParkedNr is Nr.recvfrom or Nr.recvmsg or Nr.read && t.LoggedDeadline != null;
+
+    /// <summary>A blocking MSG_WAITALL receive that has `received` bytes of the call's, not all: a logged answer says
+    /// whether the rest waits (the thread parks, the count kept in <see cref="GuestThread.PartialDone"/>, the answer
+    /// <see cref="WouldBlock"/>) or not (its receive timeout has ended: null, the call returns the count).</summary>
+    long? ReceiveRestWaits(GuestThread t, int nr, HostSocket f, long received)
+    {
+        long r = Host(t.Cpu, nr, () => ReceiveWait(t, f, false, -Errno.EAGAIN) ?? HostResult.Of(0)).Value;
+        if (r != WouldBlock) return null;
+        t.PartialDone = received;
+        return WouldBlock;
     }
 
     /// <summary>The iovecs of a guest msghdr (checked writable when receiving).</summary>
@@ -437,12 +500,9 @@ public sealed partial class Kernel
         if ((e = ReadMsgHdr(msg, true, out var hdr)) < 0) return e;
         var (m, name, nameCap, vecs, total) = (hdr.Raw, hdr.Name, hdr.NameLen, hdr.Vecs, hdr.Total);
         int n = (int)Math.Min(total, MaxNetIo);
-        return f.Receive(() => Host(cpu, Nr.recvmsg, () =>
+        return ReceiveHost(f, Nr.recvmsg, n, flags, (done, hostFlags) =>
         {
-            var t = Current;
-            bool waitAll = (flags & SockAbi.MSG_WAITALL) != 0;
-            if (waitAll && WouldWait(t, f, Poll.IN, (flags & Msg.DONTWAIT) != 0) is long w) return HostResult.Of(w);
-            var tmp = ReadScratch(Math.Max(n, 1));
+            var tmp = ReadScratch(Math.Max(n - done, 1));
             var ab = new byte[MaxSockAddr];
             var hv = new byte[16];
             var hm = new byte[56];
@@ -450,7 +510,7 @@ public sealed partial class Kernel
             fixed (byte* p = tmp) fixed (byte* q = ab) fixed (byte* v = hv) fixed (byte* h = hm)
             {
                 BinaryPrimitives.WriteUInt64LittleEndian(hv, (ulong)p);
-                BinaryPrimitives.WriteUInt64LittleEndian(hv.AsSpan(8), (ulong)n);
+                BinaryPrimitives.WriteUInt64LittleEndian(hv.AsSpan(8), (ulong)(n - done));
                 if (name != 0)
                 {
                     BinaryPrimitives.WriteUInt64LittleEndian(hm, (ulong)q);
@@ -458,17 +518,20 @@ public sealed partial class Kernel
                 }
                 BinaryPrimitives.WriteUInt64LittleEndian(hm.AsSpan(16), (ulong)v);
                 BinaryPrimitives.WriteUInt64LittleEndian(hm.AsSpan(24), 1);
-                r = HostSys.Call(Nr.recvmsg, f.HostFd, (long)h, flags | (waitAll ? 0 : Msg.DONTWAIT));
+                r = HostSys.Call(Nr.recvmsg, f.HostFd, (long)h, hostFlags);
             }
-            if (!waitAll && ReceiveWaits(t, f, (flags & Msg.DONTWAIT) != 0, r)) return HostResult.Of(WouldBlock);
             var hr = HostResult.Of(r);
             if (r < 0) return hr;
-            long off = 0, got = Math.Min(r, n);
+            // the bytes go to the guest's iovecs from byte `done` of the call on
+            long at = 0, off = 0, got = Math.Min(r, n - done);
             foreach (var (b, l) in vecs)
             {
                 if (off >= got) break;
-                long take = Math.Min((long)l, got - off);
-                hr.Write(b, tmp.AsSpan((int)off, (int)take).ToArray());
+                long skip = Math.Clamp(done - at, 0, (long)l);
+                at += (long)l;
+                long take = Math.Min((long)l - skip, got - off);
+                if (take <= 0) continue;
+                hr.Write(b + (ulong)skip, tmp.AsSpan((int)off, (int)take).ToArray());
                 off += take;
             }
             var outm = (byte[])m.Clone();
@@ -485,7 +548,7 @@ public sealed partial class Kernel
             BinaryPrimitives.WriteInt32LittleEndian(outm.AsSpan(48), BinaryPrimitives.ReadInt32LittleEndian(hm.AsSpan(48)));
             hr.Write(msg, outm);
             return hr;
-        }).Value);
+        });
     }
 
     // ---------------------------------------------------------------- options

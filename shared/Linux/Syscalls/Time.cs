@@ -9,9 +9,9 @@ public sealed partial class Kernel
     void RegisterTimeSyscalls(SyscallTable r)
     {
         r.Family(SyscallFlags.Host);
-        r.Add(Nr.clock_gettime, (t, a) => HostBuffer(t.Cpu, a.Nr, a.A2, 16, buf => HostSys.Call(Nr.clock_gettime, (long)a.A1, buf)));
+        r.Add(Nr.clock_gettime, (t, a) => ClockRead(t, a.Nr, (int)a.A1, a.A2, ClockUnit.Nanoseconds, buf => HostSys.Call(Nr.clock_gettime, (long)a.A1, buf)));
         r.Add(Nr.clock_getres, (t, a) => HostBuffer(t.Cpu, a.Nr, a.A2, a.A2 == 0 ? 0 : 16, buf => HostSys.Call(Nr.clock_getres, (long)a.A1, buf)));
-        r.Add(Nr.gettimeofday, (t, a) => HostBuffer(t.Cpu, a.Nr, a.A1, a.A1 == 0 ? 0 : 16, buf => HostSys.Call(Nr.gettimeofday, buf, 0)));
+        r.Add(Nr.gettimeofday, (t, a) => ClockRead(t, a.Nr, Clocks.REALTIME, a.A1, ClockUnit.Microseconds, buf => HostSys.Call(Nr.gettimeofday, buf, 0)));
         r.Add(Nr.time, (t, a) =>
         {
             long now = HostValue(t.Cpu, a.Nr, () => HostSys.Call(Nr.time, 0));
@@ -33,6 +33,80 @@ public sealed partial class Kernel
             }).Value;
         });
     }
+
+    /// <summary>The second field of the structure a clock read fills: a timespec's nanoseconds or a timeval's
+    /// microseconds.</summary>
+    enum ClockUnit { Nanoseconds = 1, Microseconds = 1000 }
+
+    /// <summary>
+    /// Where a clock read stands against the last logged read of its clock: the value it gave (ns), the machine's
+    /// instruction count then, and the count of syscalls and asynchronous events (<see cref="_clockEpoch"/>) then.
+    /// <see cref="Floor"/>: the last value answered from it (a later read from the host is never below it).
+    /// </summary>
+    struct ClockAnchor
+    {
+        public long Epoch, Ns, Floor;
+        public ulong At;
+    }
+
+    /// <summary>Counts every syscall but the clock reads, and every asynchronous event (wake-up, preemption, signal from
+    /// outside): the same count at the same point of a recording and of its replays.</summary>
+    long _clockEpoch = 1;
+    /// <summary>By clock id: REALTIME (and gettimeofday), MONOTONIC, MONOTONIC_RAW, BOOTTIME; the others always ask
+    /// the host.</summary>
+    readonly ClockAnchor[] _clockAnchors = new ClockAnchor[ClockAnchoredIds];
+    const int ClockAnchoredIds = 8, MonotonicRaw = 4;
+
+    /// <summary>How far (in the machine's instructions) a clock read may be from its clock's logged read and still be
+    /// answered from it: about 0.1-1 ms of guest execution, so a computation between two reads longer than that reads
+    /// the host's clock again.</summary>
+    internal const ulong ClockSpanInstructions = 100_000;
+    /// <summary>What one instruction adds to a clock answered from its last logged read: the interpreter and the
+    /// compiled tier run 0.1-1 instructions per ns, so a time answered this way runs at or behind the host's and the
+    /// next logged read does not go back (it is kept at or above <see cref="ClockAnchor.Floor"/> in any case).</summary>
+    internal const long ClockNsPerInstruction = 1;
+
+    /// <summary>
+    /// clock_gettime and gettimeofday. With <see cref="MachineOptions.ClockReadsBetweenEvents"/>, a read of REALTIME,
+    /// MONOTONIC, MONOTONIC_RAW or BOOTTIME that comes after a logged read of the same clock with no other syscall
+    /// and no asynchronous event between, within <see cref="ClockSpanInstructions"/>, is answered without the host
+    /// and without a record: the logged value plus <see cref="ClockNsPerInstruction"/> per instruction run since, a
+    /// function of the log and the instruction count, so every replay answers it the same. Nothing that could let time
+    /// pass lies between the two: a wait is a syscall, and preemption, wake-ups and signals from outside end the
+    /// anchor. Any other read is the host's, logged, and becomes its clock's anchor (raised to the last value answered
+    /// from the anchor before, so the clock never goes back). A snapshot does not carry anchors: capturing one ends
+    /// them (<see cref="ForgetClockAnchors"/>), as a restored machine starts with none.
+    /// </summary>
+    long ClockRead(GuestThread t, int nr, int clock, ulong addr, ClockUnit unit, Func<long, long> host)
+    {
+        if (!Options.ClockReadsBetweenEvents || addr == 0 || clock is not (Clocks.REALTIME or Clocks.MONOTONIC or MonotonicRaw or Clocks.BOOTTIME))
+            return HostBuffer(t.Cpu, nr, addr, addr == 0 ? 0 : 16, host);
+        CheckWritable(addr, 16);
+        ref var an = ref _clockAnchors[clock];
+        ulong now = t.Cpu.InstructionCount;
+        long ns;
+        if (an.Epoch == _clockEpoch && now - an.At < ClockSpanInstructions)
+        {
+            ns = an.Ns + (long)(now - an.At) * ClockNsPerInstruction;
+            an.Floor = ns;
+        }
+        else
+        {
+            long r = HostBuffer(t.Cpu, nr, addr, 16, host);
+            if (r != 0) return r;
+            long logged = (long)Mem.Read64(addr) * 1_000_000_000 + (long)Mem.Read64(addr + 8) * (long)unit;
+            ns = Math.Max(logged, an.Floor);
+            an = new ClockAnchor { Epoch = _clockEpoch, Ns = ns, At = now, Floor = long.MinValue };
+            if (ns == logged) return 0;
+        }
+        Mem.Write64(addr, (ulong)(ns / 1_000_000_000));
+        Mem.Write64(addr + 8, (ulong)(ns % 1_000_000_000 / (long)unit));
+        return 0;
+    }
+
+    /// <summary>Every clock read from here on asks the host (a snapshot is taken: the machine restored from it has no
+    /// anchors).</summary>
+    internal void ForgetClockAnchors() => _clockEpoch++;
 
     /// <summary>
     /// nanosleep and clock_nanosleep (relative, or TIMER_ABSTIME: a point on the given clock). Only the calling
