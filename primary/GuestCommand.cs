@@ -233,10 +233,10 @@ sealed class GuestCommand
         else
         {
             string logPath = Path.GetFullPath(log);
-            StartProgram program;
-            try { program = Kernel.ResolveProgram(opts); }
+            HashedProgram program;
+            try { program = Recording.ReadProgram(opts); }
             catch (ElfLoadException e) { Console.Error.WriteLine($"{_name}: {e.Message}"); return e.ExitStatus; }
-            var header = Recording.Header(opts, program.Image, IntervalOf(parse));
+            var header = Recording.Header(opts, program, IntervalOf(parse));
             LogWriter writer;
             try { writer = LogWriter.Create(logPath, header); }
             catch (IOException e)
@@ -247,10 +247,11 @@ sealed class GuestCommand
             using var recording = writer;
             var boundary = new RecordingBoundary(writer, header.CheckpointInterval);
             using var m = new Machine(opts, boundary);
-            status = LoadAndRun(m, opts, program, out icount, stats); // the very bytes the header's hash is of
+            status = LoadAndRun(m, opts, program.Program, out icount, stats); // the very bytes the header's hash is of
             writer.Flush();
             if (stats)
-                Console.Error.WriteLine($"{_name}: log {logPath}: {boundary.Records} records, {boundary.LogBytes} bytes");
+                Console.Error.WriteLine($"{_name}: log {logPath}: {boundary.Records} records, {boundary.LogBytes} bytes, "
+                    + $"{boundary.Checkpoints} checkpoint digests in {boundary.CheckpointCpuNs / 1e6:F1} ms of CPU");
         }
         Report(stats, start, icount, status);
         return status;

@@ -55,10 +55,11 @@ sealed class ProtectService(ProtectSettings settings, MachineOptions opts, ulong
 
     async Task<int> RunAsync()
     {
-        StartProgram program;
-        try { program = Kernel.ResolveProgram(opts); }
+        HashedProgram read;
+        try { read = Recording.ReadProgram(opts); }
         catch (ElfLoadException e) { Log.WriteLine($"primary: {e.Message}"); return e.ExitStatus; }
-        var header = Recording.Header(opts, program.Image, checkpointInterval);
+        var program = read.Program;
+        var header = Recording.Header(opts, read, checkpointInterval);
         var encoded = header.Encode();
         string storePath = settings.LogPath ?? Path.Combine(Path.GetTempPath(), $"revirt-primary-{Environment.ProcessId}.rvlog");
         using var store = LogStore.Create(storePath);

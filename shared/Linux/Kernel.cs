@@ -356,15 +356,19 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles, IDisposable
     /// Finds the program as execve would after a shell's PATH search: a name without '/' is looked up in the
     /// guest's PATH under the root. Returns the guest path and the host path of the file.
     /// </summary>
-    public static StartProgram ResolveProgram(MachineOptions o)
+    public static StartProgram ResolveProgram(MachineOptions o) => ResolveProgram(o, hash: null);
+
+    /// <summary><see cref="ResolveProgram(MachineOptions)"/>, appending the image's bytes to <paramref name="hash"/> as
+    /// they are read (a recording's program hash: <see cref="ProgramFile.ReadAll"/>).</summary>
+    public static StartProgram ResolveProgram(MachineOptions o, Log.Xxh128? hash)
     {
         using var fs = new GuestFs(o.Root);
-        return ResolveProgram(o, fs);
+        return ResolveProgram(o, fs, hash);
     }
 
     /// <summary><see cref="ResolveProgram(MachineOptions)"/> through a machine's own view of the root (a second
     /// root descriptor and openat2 probe spared on the start path).</summary>
-    static StartProgram ResolveProgram(MachineOptions o, GuestFs fs)
+    static StartProgram ResolveProgram(MachineOptions o, GuestFs fs, Log.Xxh128? hash = null)
     {
         var candidates = new List<string>();
         if (o.Program.Contains('/')) candidates.Add(o.Program.StartsWith('/') ? o.Program : GuestFs.Join(o.Cwd, o.Program));
@@ -382,7 +386,7 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles, IDisposable
             if (kind == null || (kind == "directory" && candidates.Count > 1)) continue; // a PATH search skips directories
             if (kind != "regular file") throw new ElfLoadException(kind == "directory" ? $"{c}: is a directory" : $"{c}: is a {kind}, not a regular file");
             // read through the root descriptor and checked again on the open descriptor (a swap since is refused)
-            return new StartProgram(c, ProgramFile.ReadAll(fs, c, c));
+            return new StartProgram(c, ProgramFile.ReadAll(fs, c, c, hash: hash));
         }
         throw ElfLoadException.NotFound(o.Program);
     }

@@ -43,6 +43,15 @@ public abstract class LogDigest : IDisposable
         return h;
     }
 
+    /// <summary>The v6+ program hash (<see cref="ProgramHash(ReadOnlySpan{byte}, ushort)"/>) of the bytes appended to
+    /// <paramref name="program"/> (a program image hashed as it was read).</summary>
+    public static byte[] ProgramHash(Xxh128 program)
+    {
+        var h = new byte[LogHeader.ProgramHashLength];
+        program.GetCurrentHash(h);
+        return h;
+    }
+
     /// <summary>The program hash (<see cref="ProgramHash(ReadOnlySpan{byte}, ushort)"/>) of a stream's remaining bytes.</summary>
     public static byte[] ProgramHash(Stream program, ushort version)
     {
@@ -51,9 +60,7 @@ public abstract class LogDigest : IDisposable
         var buf = new byte[1 << 16];
         int n;
         while ((n = program.Read(buf)) > 0) x.Append(buf.AsSpan(0, n));
-        var h = new byte[LogHeader.ProgramHashLength];
-        x.GetCurrentHash(h);
-        return h;
+        return ProgramHash(x);
     }
 
     /// <summary>Appends bytes of the log to what is hashed.</summary>

@@ -107,6 +107,23 @@ public sealed unsafe partial class GuestMemory : IDisposable
             }
         }
 
+        /// <summary>The hash of an unfilled page wholly covered by its image at a page-aligned offset, when the
+        /// image's read kept its pages' hashes (<see cref="KeepImagePageHashes"/>): the checkpoint digest then takes it
+        /// without reading the image's bytes (whose first reads from user mode cost ~10 us a page on the hosts measured,
+        /// ~5 ms for a 2 MB program at a recording's first checkpoint). The same value <see cref="HashPage"/> gives for
+        /// <see cref="Bytes"/>.</summary>
+        internal bool TryImageHash(out ulong lo, out ulong hi)
+        {
+            var src = _source;
+            lo = hi = 0;
+            if (_data != 0 || src == null || _length != (int)PageSize || (_sourceOffset & (int)PageMask) != 0) return false;
+            if (!ImagePageHashes.TryGetValue(src, out var hashes)) return false;
+            int i = 2 * (_sourceOffset >> PageShift);
+            if (i + 1 >= hashes.Length) return false;
+            (lo, hi) = (hashes[i], hashes[i + 1]);
+            return true;
+        }
+
         /// <summary>Copies the page's 4096 bytes to <paramref name="to"/> without filling it (a capture's reader, any
         /// thread).</summary>
         internal void CopyTo(Span<byte> to)
@@ -1024,13 +1041,22 @@ public sealed unsafe partial class GuestMemory : IDisposable
         foreach (var p in _ordered!)
         {
             if (p.Hashed) continue;
-            HashPage(p.Bytes, out p.HashLo, out p.HashHi);
+            if (!p.TryImageHash(out p.HashLo, out p.HashHi)) HashPage(p.Bytes, out p.HashLo, out p.HashHi);
             p.Hashed = true;
         }
         FlushWriteTlb();
         numbers = _orderedNumbers;
         return _ordered;
     }
+
+    /// <summary>Hashes of program images' whole pages (<see cref="HashPage"/> of image[4096 k ..], as (lo, hi) at 2k,
+    /// 2k + 1), kept by the read of a recording's or replay's program (ProgramFile.ReadAll) while its bytes were in a
+    /// small warm buffer; held as long as the image is.</summary>
+    static readonly System.Runtime.CompilerServices.ConditionalWeakTable<byte[], ulong[]> ImagePageHashes = new();
+
+    /// <summary>Keeps <paramref name="hashes"/> (see <see cref="ImagePageHashes"/>) as the page hashes of
+    /// <paramref name="image"/>, which is never changed afterwards (the contract of <see cref="PlaceImage"/>).</summary>
+    public static void KeepImagePageHashes(byte[] image, ulong[] hashes) => ImagePageHashes.AddOrUpdate(image, hashes);
 
     /// <summary>A page's hash as its <see cref="Page.HashLo"/>, <see cref="Page.HashHi"/> keep it: XxHash128 of its
     /// bytes, the 16 bytes read as two little-endian words (the one definition kept hashes and hashes of bytes taken

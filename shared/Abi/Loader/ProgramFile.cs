@@ -81,22 +81,88 @@ public static unsafe class ProgramFile
         return h;
     }
 
-    /// <summary>Reads a whole regular file of the guest's root (see the class contract).</summary>
-    public static byte[] ReadAll(GuestFs fs, string guestPath, string name, long limit = MaxImageBytes)
+    /// <summary>Reads a whole regular file of the guest's root (see the class contract). <paramref name="hash"/>, when
+    /// given (a recording's or replay's program), is appended every byte of the image in order as it is read, so the
+    /// hash is of exactly the bytes returned; the hash of each whole 4 KiB page of the image is then kept for the
+    /// checkpoint digest too (<see cref="Memory.GuestMemory.KeepImagePageHashes"/>), taken in the same pass.</summary>
+    /// <exception cref="ElfLoadException">The file is missing, not a regular file, too large, or a read failed.</exception>
+    public static byte[] ReadAll(GuestFs fs, string guestPath, string name, long limit = MaxImageBytes, Log.Xxh128? hash = null)
     {
         using var h = OpenRegular(fs, guestPath, name, limit, out long size);
         // not cleared first: every byte handed out is read from the file (a short read returns only what was read);
         // pinned, so its pages can be faulted in at once (Populate) and stay where they were populated
         var buf = GC.AllocateUninitializedArray<byte>(checked((int)size), pinned: true);
         Populate(buf);
+        ulong[]? pages = hash != null ? new ulong[2 * (buf.Length >> Memory.GuestMemory.PageShift)] : null;
+        int done = ReadThroughChunk((int)h.DangerousGetHandle(), buf, hash, ref pages, name);
+        if (done != buf.Length) return buf.AsSpan(0, done).ToArray(); // (the file shrank: no page hashes kept)
+        if (pages != null) Memory.GuestMemory.KeepImagePageHashes(buf, pages);
+        return buf;
+    }
+
+    /// <summary>Bytes read at a time (<see cref="ReadThroughChunk"/>): whole guest pages.</summary>
+    const int Chunk = 64 << 10, PageBytes = (int)Memory.GuestMemory.PageSize;
+
+    /// <summary>
+    /// Fills <paramref name="image"/> from the file at offset 0 (until it is full or the file ends; returns the bytes
+    /// read), a <see cref="Chunk"/> at a time through one small buffer: each chunk is read there, hashed there when
+    /// asked, and moved into the image by the kernel (<see cref="MoveIn"/>). Why not read into the image directly:
+    /// on the virtualised hosts measured the first access from user mode to each fresh 4 KiB page costs ~10 us of
+    /// CPU even after the kernel populated and filled it (a host artefact, seen the same way from C), so hashing a 2 MB
+    /// image in place cost a recording ~5 ms at its start (490 pages it otherwise never touches: the loader maps only
+    /// what the program needs), and a read into the image's pages itself cost ~5 ms against ~1 ms through a warm chunk
+    /// (docs/PERFORMANCE.md).
+    /// </summary>
+    /// <param name="pages">when given, receives each whole page's hash (<see cref="Memory.GuestMemory.HashPage"/>) at
+    /// 2k, 2k + 1; set to null when a read came back short before the end (a regular file does not do that), since
+    /// the pages are then no longer aligned with the chunks</param>
+    static int ReadThroughChunk(int fd, byte[] image, Log.Xxh128? hash, ref ulong[]? pages, string name)
+    {
+        byte* chunk = stackalloc byte[Chunk];
         int done = 0;
-        while (done < buf.Length)
+        fixed (byte* into = image)
+            while (done < image.Length)
+            {
+                int want = Math.Min(Chunk, image.Length - done);
+                long n = HostSys.Call(Nr.pread64, fd, (long)chunk, want, done);
+                if (n == -Errno.EINTR) continue;
+                if (n < 0) throw new ElfLoadException($"{name}: cannot read (errno {-n})");
+                if (n == 0) break; // the file shrank while being read: what was there
+                hash?.Append(new ReadOnlySpan<byte>(chunk, (int)n));
+                if (n < want) pages = null;
+                if (pages != null)
+                    for (int at = 0; at + PageBytes <= n; at += PageBytes)
+                    {
+                        int k = 2 * ((done + at) / PageBytes);
+                        Memory.GuestMemory.HashPage(new ReadOnlySpan<byte>(chunk + at, PageBytes), out pages[k], out pages[k + 1]);
+                    }
+                MoveIn(chunk, into + done, (int)n);
+                done += (int)n;
+            }
+        return done;
+    }
+
+    /// <summary>Whether chunks are moved into the image by the kernel (<see cref="MoveIn"/>): cleared for good when
+    /// process_vm_writev is refused here (a seccomp filter, a kernel without it); tests clear it to check the plain
+    /// copy gives the same bytes.</summary>
+    internal static bool KernelCopy { get; set; } = true;
+
+    /// <summary>Copies <paramref name="count"/> bytes from the chunk to <paramref name="to"/> with the kernel's
+    /// process_vm_writev into this process (its pages written without being touched from user mode), or with a plain
+    /// copy where the kernel refuses (the result is the same bytes either way).</summary>
+    static void MoveIn(byte* from, byte* to, int count)
+    {
+        if (KernelCopy)
         {
-            int n = RandomAccess.Read(h, buf.AsSpan(done), done);
-            if (n <= 0) break; // the file shrank while being read: what was there
-            done += n;
+            long* local = stackalloc long[2], remote = stackalloc long[2];
+            local[0] = (long)from; local[1] = count;
+            remote[0] = (long)to; remote[1] = count;
+            long r = HostSys.Call(Nr.process_vm_writev, Environment.ProcessId, (long)local, 1, (long)remote, 1, 0);
+            if (r == count) return;
+            if (r < 0) KernelCopy = false;
+            else { from += r; to += r; count -= (int)r; } // (a partial copy: the rest in user mode)
         }
-        return done == buf.Length ? buf : buf.AsSpan(0, done).ToArray();
+        Buffer.MemoryCopy(from, to, count, count);
     }
 
     const int MADV_POPULATE_WRITE = 23, HostPage = 4096;
