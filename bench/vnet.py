@@ -268,6 +268,10 @@ def shutdown(net, addr):
         raise RuntimeError(f'SHUTDOWN: {out.stderr.strip().splitlines()[-1] if out.stderr.strip() else out.returncode}')
 
 
+# the load average after each throughput run (a shared machine: the figures are only as quiet as this)
+LOADS = []
+
+
 def alternating(runs, connections, measure, describe, bin_dir=BIN):
     """Every (connections, mode, network) measured `runs` times, modes and networks alternating within each run:
     {key: [measure(net, addr, conns) per run]}; each server is shut down and waited for before the next starts.
@@ -284,14 +288,16 @@ def alternating(runs, connections, measure, describe, bin_dir=BIN):
                     if b:
                         b.p.wait(timeout=120)
                     res.setdefault((conns, mode, net), []).append(v)
-                    print(conns, mode, net, describe(v), flush=True)
+                    LOADS.append(os.getloadavg()[0])
+                    print(conns, mode, net, describe(v), f'load {LOADS[-1]:.0f}', flush=True)
     return res
 
 
 def throughput(runs, seconds, connections, bin_dir=BIN):
+    """The median run (by rate) per (connections, mode, network), with every run's rate in `rates`."""
     res = alternating(runs, connections, lambda net, addr, conns: load(net, addr, conns, seconds),
                       lambda v: f"{v['rate']:.0f} req/s p50 {v['p50_ms']:.3f} p99 {v['p99_ms']:.3f}", bin_dir)
-    return {k: sorted(v, key=lambda x: x['rate'])[len(v) // 2] for k, v in res.items()}
+    return {k: dict(sorted(v, key=lambda x: x['rate'])[len(v) // 2], rates=[x['rate'] for x in v]) for k, v in res.items()}
 
 
 REDIS_TESTS = ('set', 'get')
@@ -945,18 +951,27 @@ def print_redis(a, tp, conns, load_avg):
 
 def print_kv(a, tp, conns, load_avg):
     print(f'## kvserver through the in-VM TCP/IP stack (`bench/vnet.py`)\n')
-    print(f'{datetime.date.today()}, {os.cpu_count()} cores (load average {load_avg:.1f} at the end: shared machine), '
-          f'median of {a.runs} run(s) of {a.seconds:.0f} s (after 1 s of warm-up); `bench/kvload.c` keeps one request outstanding per '
+    loads = f'load average {min(LOADS):.0f}-{max(LOADS):.0f} over the runs' if LOADS else f'load average {load_avg:.1f} at the end'
+    print(f'{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores ({loads}: '
+          f'{"LOADED, shared machine" if LOADS and max(LOADS) > 2 else "quiet"}), '
+          f'median of {a.runs} run(s) of {a.seconds:.0f} s (after 1 s of warm-up), modes and networks alternating within each run; '
+          f'`bench/kvload.c` keeps one request outstanding per '
           f'connection. Host sockets: client on 127.0.0.1. Virtual: the client in a network namespace, the guest on a TAP device '
           f'bridged to it (`--net virtual`). Command: `python3 bench/vnet.py --runs {a.runs} --seconds {a.seconds:g} --connections {a.connections} --kills {a.kills}'
-          f'{" --kills-only" if a.kills_only else ""}{f" --lossy-link --loss {a.loss:g} --duplicate {a.duplicate:g} --reorder {a.reorder:g}" if LINK else ""}`.{link_words()}\n')
+          f'{" --kills-only" if a.kills_only else ""}{" --this BIN_DIR" if os.path.abspath(a.this) != os.path.abspath(BIN) else ""}'
+          f'{f" --lossy-link --loss {a.loss:g} --duplicate {a.duplicate:g} --reorder {a.reorder:g}" if LINK else ""}`.{link_words()}\n')
     if tp:
-        print('| connections | | host sockets req/s | p50 ms | p99 ms | in-VM stack req/s | p50 ms | p99 ms | stack / host |')
+        print('| connections | | host sockets req/s (per run) | p50 ms | p99 ms | in-VM stack req/s (per run) | p50 ms | p99 ms | stack / host |')
         print('|---|---|---|---|---|---|---|---|---|')
+    runs = lambda x: ', '.join(f'{r:.0f}' for r in x.get('rates', []))
     for c in (conns if tp else []):
         for mode in ('run', 'protect'):
             h, v = tp[(c, mode, 'host')], tp[(c, mode, 'virtual')]
-            print(f"| {c} | `primary {mode}` | {h['rate']:.0f} | {h['p50_ms']:.3f} | {h['p99_ms']:.3f} | {v['rate']:.0f} | {v['p50_ms']:.3f} | {v['p99_ms']:.3f} | **{v['rate'] / h['rate']:.2f}x** |")
+            print(f"| {c} | `primary {mode}` | {h['rate']:.0f} ({runs(h)}) | {h['p50_ms']:.3f} | {h['p99_ms']:.3f} | {v['rate']:.0f} ({runs(v)}) | {v['p50_ms']:.3f} | {v['p99_ms']:.3f} | **{v['rate'] / h['rate']:.2f}x** |")
+    if tp:
+        print('\nprotect / run (the same network): ' + '; '.join(
+            f"{c} connections: host sockets {tp[(c, 'protect', 'host')]['rate'] / tp[(c, 'run', 'host')]['rate']:.2f}x, "
+            f"in-VM stack {tp[(c, 'protect', 'virtual')]['rate'] / tp[(c, 'run', 'virtual')]['rate']:.2f}x" for c in conns) + '.')
     print()
 
 
