@@ -466,13 +466,12 @@ public class VirtualNetFailoverTests(ITestOutputHelper output)
             }
             // the go-live's code was prepared while the backup followed (GoLivePreparation): the replay thread compiled
             // (almost) nothing after the grant, by the runtime's own count (JitInfo); unprepared it compiled 81-86
-            // methods. Not with a standby: the recording that continues the log for it (ContinueRecording) is first
-            // used there and not prepared (40 methods measured)
+            // methods. With a standby too: the recording that continues the log for it (ContinueRecording) is
+            // rehearsed on scratch data while following (40 methods in the go-live before, 16 without a standby)
             var goLive = b.Event(ReplicaEvent.GoLive);
             Assert.NotNull(goLive);
             Assert.True(goLive.Bool("prepared") == true, $"the go-live's code was not prepared before the takeover: {goLive}");
-            if (!standby)
-                Assert.True(goLive.Long("jitMethods") <= MaxGoLiveJitMethods, $"the replay thread compiled {goLive.Long("jitMethods")} methods in the go-live: {goLive}");
+            Assert.True(goLive.Long("jitMethods") <= MaxGoLiveJitMethods, $"the replay thread compiled {goLive.Long("jitMethods")} methods in the go-live: {goLive}");
             // a failover is seconds at worst on a loaded machine; its figure goes to docs/PERFORMANCE-replication.md
             Assert.True(stall < 30_000, $"stall {stall:F0} ms");
             if (link != null)
