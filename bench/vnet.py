@@ -48,9 +48,10 @@ KV = os.path.join(ROOT, 'guests', 'out', 'kvserver.musl')
 BULK = os.path.join(ROOT, 'guests', 'out', 'bulkserver.musl')
 BULKCLIENT = os.path.join(ROOT, 'bench', 'bulkclient.py')
 RELAY = os.path.join(ROOT, 'bench', 'lossyrelay.py')
+CUTRELAY = os.path.join(ROOT, 'bench', 'cutrelay.py')
 KVLOAD = os.path.join(tempfile.gettempdir(), f'revirt-vnet-kvload-{os.getpid()}')
 # the clients' network namespace (its name: --netns-prefix and this process's id; TAP devices are made inside it)
-NS = f'rvbench{os.getpid()}'
+NS = f'rvbenchvnet{os.getpid()}'
 GUEST_IP, PORT = '10.213.8.2', 7000
 NET = ['--net', 'virtual', '--ip', GUEST_IP + '/24', '--netns', NS]
 
@@ -85,53 +86,60 @@ def sh(*args):
 def make_namespace(rto_min_ms=None, relay=False, relay_clients=False):
     """The clients' namespace; `rto_min_ms`: the minimum retransmission time-out of the clients' route to the guest
     (Linux's default is 200 ms), as a deployment sets it with `ip route ... rto_min`. `relay`: the primary's TAP
-    device is not a port of the bridge; a veth pair (rvr0, rvr1 on the bridge) is there for bench/lossyrelay.py.
-    `relay_clients`: both replicas' TAP devices are ports of the bridge, and the clients' address is on a veth (rvc0)
-    whose peer rvc1 reaches the bridge only through the relay (rvc1 <-> rvg0, rvg0's peer on the bridge): every frame
+    device is not a port of the bridge; a veth pair (vnetr0, vnetr1 on the bridge) is there for bench/lossyrelay.py.
+    `relay_clients`: both replicas' TAP devices are ports of the bridge, and the clients' address is on a veth (vnetc0)
+    whose peer vnetc1 reaches the bridge only through the relay (vnetc1 <-> vnetg0, vnetg0's peer on the bridge): every frame
     between the clients and either replica crosses it, before and after a takeover (`relay_args`)."""
     sh('ip', 'netns', 'add', NS)
     def i(*a): sh('ip', 'netns', 'exec', NS, 'ip', *a)
     i('link', 'set', 'lo', 'up')
-    i('link', 'add', 'rvbr0', 'type', 'bridge')
-    for tap in ('rvp0', 'rvb0'):
+    i('link', 'add', 'vnetbr0', 'type', 'bridge')
+    for tap in ('vnetp0', 'vnetb0'):
         i('tuntap', 'add', 'dev', tap, 'mode', 'tap')
-        if not (relay and tap == 'rvp0'):
-            i('link', 'set', tap, 'master', 'rvbr0')
+        if not (relay and tap == 'vnetp0'):
+            i('link', 'set', tap, 'master', 'vnetbr0')
         i('link', 'set', tap, 'up')
     if relay_clients:
-        i('link', 'add', 'rvg0', 'type', 'veth', 'peer', 'name', 'rvg1')
-        i('link', 'set', 'rvg1', 'master', 'rvbr0')
-        i('link', 'add', 'rvc1', 'type', 'veth', 'peer', 'name', 'rvc0')
-        for d in ('rvg0', 'rvg1', 'rvc1', 'rvc0'):
+        i('link', 'add', 'vnetg0', 'type', 'veth', 'peer', 'name', 'vnetg1')
+        i('link', 'set', 'vnetg1', 'master', 'vnetbr0')
+        i('link', 'add', 'vnetc1', 'type', 'veth', 'peer', 'name', 'vnetc0')
+        for d in ('vnetg0', 'vnetg1', 'vnetc1', 'vnetc0'):
             i('link', 'set', d, 'up')
-        i('link', 'set', 'rvbr0', 'up')
+        i('link', 'set', 'vnetbr0', 'up')
         # one segment per frame: the relay cannot split a segmentation-offload super-frame
-        i('link', 'set', 'rvc0', 'gso_max_segs', '1', 'gso_max_size', '1500')
-        i('addr', 'add', '10.213.8.1/24', 'dev', 'rvc0')
+        i('link', 'set', 'vnetc0', 'gso_max_segs', '1', 'gso_max_size', '1500')
+        i('addr', 'add', '10.213.8.1/24', 'dev', 'vnetc0')
         if rto_min_ms is not None:
-            i('route', 'replace', '10.213.8.0/24', 'dev', 'rvc0', 'proto', 'kernel', 'scope', 'link', 'src', '10.213.8.1', 'rto_min', f'{rto_min_ms}ms')
+            i('route', 'replace', '10.213.8.0/24', 'dev', 'vnetc0', 'proto', 'kernel', 'scope', 'link', 'src', '10.213.8.1', 'rto_min', f'{rto_min_ms}ms')
         return
     if relay:
-        i('link', 'add', 'rvr0', 'type', 'veth', 'peer', 'name', 'rvr1')
-        i('link', 'set', 'rvr1', 'master', 'rvbr0')
-        for d in ('rvr0', 'rvr1'):
+        i('link', 'add', 'vnetr0', 'type', 'veth', 'peer', 'name', 'vnetr1')
+        i('link', 'set', 'vnetr1', 'master', 'vnetbr0')
+        for d in ('vnetr0', 'vnetr1'):
             i('link', 'set', d, 'up')
-    i('addr', 'add', '10.213.8.1/24', 'dev', 'rvbr0')
+    i('addr', 'add', '10.213.8.1/24', 'dev', 'vnetbr0')
     if relay:
         # the relay copies frames as AF_PACKET sees them and cannot split a segmentation-offload super-frame: the
         # clients' TCP builds one segment per frame on this bridge (an upload's data; a download's ACKs fit anyway)
-        i('link', 'set', 'rvbr0', 'gso_max_segs', '1', 'gso_max_size', '1500')
-    i('link', 'set', 'rvbr0', 'up')
+        i('link', 'set', 'vnetbr0', 'gso_max_segs', '1', 'gso_max_size', '1500')
+    i('link', 'set', 'vnetbr0', 'up')
     if rto_min_ms is not None:
-        i('route', 'replace', '10.213.8.0/24', 'dev', 'rvbr0', 'proto', 'kernel', 'scope', 'link', 'src', '10.213.8.1', 'rto_min', f'{rto_min_ms}ms')
+        i('route', 'replace', '10.213.8.0/24', 'dev', 'vnetbr0', 'proto', 'kernel', 'scope', 'link', 'src', '10.213.8.1', 'rto_min', f'{rto_min_ms}ms')
+
+
+# --jit-log DIR: each backup lists the methods it JIT-compiles in DIR/backup-N.txt (the runtime's DOTNET_JitStdOutFile
+# and DOTNET_JitDisasmSummary), in the order they were compiled (None: not listed)
+JITLOG = None
+_jitlogs = 0
 
 
 class Proc:
     """A replica process whose stderr lines are kept, and its stdout's with `stdout` (a guest that says it is ready
-    there; kvserver's stdout, a line per SET, is not read)."""
-    def __init__(self, args, stdout=False):
+    there; kvserver's stdout, a line per SET, is not read). `jit`: the runtime lists the methods it JIT-compiles there."""
+    def __init__(self, args, stdout=False, jit=None):
+        env = dict(os.environ, DOTNET_JitStdOutFile=jit, DOTNET_JitDisasmSummary='1') if jit else None
         self.p = subprocess.Popen(['dotnet'] + args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE if stdout else subprocess.DEVNULL,
-                                  stderr=subprocess.PIPE, text=True)
+                                  stderr=subprocess.PIPE, text=True, env=env)
         self.lines = []
         for stream in ((self.p.stdout, self.p.stderr) if stdout else (self.p.stderr,)):
             threading.Thread(target=lambda f=stream: [self.lines.append(l.rstrip('\n')) for l in f], daemon=True).start()
@@ -149,24 +157,38 @@ class Proc:
         raise TimeoutError(pattern)
 
 
-def start(mode, net, lock=None, events=None, bin_dir=BIN, extra_args=(), backup_args=()):
+def start(mode, net, lock=None, events=None, bin_dir=BIN, extra_args=(), backup_args=(), relay=None):
     """kvserver under run or protect, on host sockets (loopback) or the virtual interface; returns (primary, backup, address).
     `events`: a file for the backup's JSON-lines events (`--events`); `bin_dir`: the build whose primary.dll and
     backup.dll run; `extra_args`: more options for the primary's guest (e.g. --no-rack, --no-takeover-probe);
-    `backup_args`: more options for `backup listen` (e.g. --live-rush-ms 0)."""
+    `backup_args`: more options for `backup listen` (e.g. --live-rush-ms 0). `relay`: a list that receives a
+    bench/cutrelay.py process put between the replicas (both of the backup's ports; the data link is then TCP), which a
+    partition cuts; the primary then waits 20 s for acknowledgements before it asks the arbiter, so that the backup,
+    which notices the silence after --primary-silence-ms, asks first (as the partition test does)."""
     b = None
     PRIMARY, BACKUP = os.path.join(bin_dir, 'primary.dll'), os.path.join(bin_dir, 'backup.dll')
     guest = SERVER.command(net)
-    netargs = NET + ['--tap', 'rvp0'] + list(extra_args) if net == 'virtual' else []
+    netargs = NET + ['--tap', 'vnetp0'] + list(extra_args) if net == 'virtual' else []
     if mode == 'run':
         p = Proc([PRIMARY, 'run'] + netargs + ['--'] + guest, SERVER.ready_on_stdout)
     else:
         extra = ['--arbiter', lock, '--timeout-ms', '2000'] if lock else []
         ev = ['--events', events] if events else []
         hears = ['--hears-primary'] if HEARS and (HEARS == 'both' or os.path.abspath(bin_dir) == os.path.abspath(THIS)) else []
-        b = Proc([BACKUP, 'listen', '--listen', 'http://127.0.0.1:0', '--insecure-no-auth', '--shared-storage', '--tap', 'rvb0', '--netns', NS] + extra + ev + hears + list(backup_args))
+        global _jitlogs
+        _jitlogs += 1
+        b = Proc(jit=os.path.join(JITLOG, f'backup-{_jitlogs}.txt') if JITLOG else None, args=[BACKUP, 'listen', '--listen', 'http://127.0.0.1:0', '--insecure-no-auth', '--shared-storage', '--tap', 'vnetb0', '--netns', NS] + extra + ev + hears + list(backup_args))
         url = b.wait_for(r'listening on (http://127\.0\.0\.1:\d+)').group(1)
-        p = Proc([PRIMARY, 'protect', '--backup', url] + extra + netargs + ['--'] + guest, SERVER.ready_on_stdout)
+        to = ['--backup', url]
+        if relay is not None:
+            data_port = listening_event(events)['dataPort']
+            r = subprocess.Popen(['chrt', '-r', '1', sys.executable, CUTRELAY, url.rsplit(':', 1)[1], str(data_port)],
+                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            relay.append(r)
+            grpc_port, relay_data = r.stdout.readline().split()
+            to = ['--backup', f'http://127.0.0.1:{grpc_port}', '--backup-data', f'127.0.0.1:{relay_data}']
+            extra = extra[:-1] + ['20000']
+        p = Proc([PRIMARY, 'protect'] + to + extra + netargs + ['--'] + guest, SERVER.ready_on_stdout)
     try:
         p.wait_for(SERVER.ready)
     except Exception:
@@ -176,6 +198,37 @@ def start(mode, net, lock=None, events=None, bin_dir=BIN, extra_args=(), backup_
                 r.p.wait(timeout=60)
         raise
     return p, b, (GUEST_IP if net == 'virtual' else '127.0.0.1')
+
+
+def events_of(path):
+    """The JSON-lines events a replica wrote to `path` so far (a line being written is left for the next read)."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except FileNotFoundError:
+        return []
+    out = []
+    for l in text.split('\n')[:-1]:
+        try:
+            out.append(json.loads(l))
+        except ValueError:
+            pass
+    return out
+
+
+def wait_event(path, name, timeout=120):
+    """The first event `name` in the events file `path`, waited for up to `timeout` s."""
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        e = next((e for e in events_of(path) if e['event'] == name), None)
+        if e:
+            return e
+        time.sleep(0.005)
+    raise TimeoutError(f'no {name} event within {timeout} s')
+
+
+def listening_event(path):
+    return wait_event(path, 'listening')
 
 
 def client(net, *args):
@@ -215,6 +268,10 @@ def shutdown(net, addr):
         raise RuntimeError(f'SHUTDOWN: {out.stderr.strip().splitlines()[-1] if out.stderr.strip() else out.returncode}')
 
 
+# the load average after each throughput run (a shared machine: the figures are only as quiet as this)
+LOADS = []
+
+
 def alternating(runs, connections, measure, describe, bin_dir=BIN):
     """Every (connections, mode, network) measured `runs` times, modes and networks alternating within each run:
     {key: [measure(net, addr, conns) per run]}; each server is shut down and waited for before the next starts.
@@ -231,14 +288,16 @@ def alternating(runs, connections, measure, describe, bin_dir=BIN):
                     if b:
                         b.p.wait(timeout=120)
                     res.setdefault((conns, mode, net), []).append(v)
-                    print(conns, mode, net, describe(v), flush=True)
+                    LOADS.append(os.getloadavg()[0])
+                    print(conns, mode, net, describe(v), f'load {LOADS[-1]:.0f}', flush=True)
     return res
 
 
 def throughput(runs, seconds, connections, bin_dir=BIN):
+    """The median run (by rate) per (connections, mode, network), with every run's rate in `rates`."""
     res = alternating(runs, connections, lambda net, addr, conns: load(net, addr, conns, seconds),
                       lambda v: f"{v['rate']:.0f} req/s p50 {v['p50_ms']:.3f} p99 {v['p99_ms']:.3f}", bin_dir)
-    return {k: sorted(v, key=lambda x: x['rate'])[len(v) // 2] for k, v in res.items()}
+    return {k: dict(sorted(v, key=lambda x: x['rate'])[len(v) // 2], rates=[x['rate'] for x in v]) for k, v in res.items()}
 
 
 REDIS_TESTS = ('set', 'get')
@@ -277,11 +336,11 @@ HEARS = False
 
 
 def mirror_primary_port():
-    """Every frame the bridge delivers to the primary's TAP device (rvp0) is copied to the backup's (rvb0): a clsact
+    """Every frame the bridge delivers to the primary's TAP device (vnetp0) is copied to the backup's (vnetb0): a clsact
     egress filter with mirred (this kernel has no prio qdisc or matchall classifier; u32 matching everything)."""
-    sh('ip', 'netns', 'exec', NS, 'tc', 'qdisc', 'add', 'dev', 'rvp0', 'clsact')
-    sh('ip', 'netns', 'exec', NS, 'tc', 'filter', 'add', 'dev', 'rvp0', 'egress', 'protocol', 'all', 'u32', 'match', 'u32', '0', '0',
-       'action', 'mirred', 'egress', 'mirror', 'dev', 'rvb0')
+    sh('ip', 'netns', 'exec', NS, 'tc', 'qdisc', 'add', 'dev', 'vnetp0', 'clsact')
+    sh('ip', 'netns', 'exec', NS, 'tc', 'filter', 'add', 'dev', 'vnetp0', 'egress', 'protocol', 'all', 'u32', 'match', 'u32', '0', '0',
+       'action', 'mirred', 'egress', 'mirror', 'dev', 'vnetb0')
 
 
 # --keep-traces: a directory where each kill run leaves its files (kvload's trace, the backup's events, the relay's
@@ -292,7 +351,7 @@ KEEP = None
 def start_relay(seed, stats, trace=None):
     """bench/lossyrelay.py between the clients' veth and the replicas' bridge (make_namespace(relay_clients=True));
     `trace`: a file for its line per frame."""
-    relay = subprocess.Popen(['ip', 'netns', 'exec', NS, sys.executable, RELAY, 'rvg0', 'rvc1', str(LINK['loss']), str(seed),
+    relay = subprocess.Popen(['ip', 'netns', 'exec', NS, sys.executable, RELAY, 'vnetg0', 'vnetc1', str(LINK['loss']), str(seed),
                               '--duplicate', str(LINK['duplicate']), '--reorder', str(LINK['reorder']), '--stats', stats,
                               # a real-time relay: an ordinary one waited for time slices at load ~100 and held the
                               # takeover's frames ~0.5 s (docs/PERFORMANCE-replication.md, 2026-12-01 23:30-00:00)
@@ -314,7 +373,7 @@ def end_pair(p, b, lock):
         os.remove(f)
 
 
-def tap_dropped(dev='rvb0'):
+def tap_dropped(dev='vnetb0'):
     """The frames the kernel dropped on their way to a TAP device's reader (its queue full: a starved reader), as
     `ip -s link` counts them (tx_dropped: the device transmits towards its reader)."""
     out = subprocess.run(['ip', '-n', NS, '-s', '-j', 'link', 'show', dev], capture_output=True, text=True).stdout
@@ -324,9 +383,28 @@ def tap_dropped(dev='rvb0'):
         return float('nan')
 
 
-def kill_once(i, seconds, bin_dir=BIN, primary_args=(), backup_args=(), label=None):
-    """One protected run killed mid-load; returns kvload's figures and, from the backup's events, when (ms after
-    the kill) it noticed the loss (`lost`), won the arbiter (`won`) and had its interface up and announced (`up`)."""
+def frames_from(dev):
+    """Frames the kernel received from a replica's TAP device in the clients' namespace (what the replica sent)."""
+    out = subprocess.run(['ip', 'netns', 'exec', NS, 'cat', f'/sys/class/net/{dev}/statistics/rx_packets'], capture_output=True, text=True).stdout
+    return int(out) if out.strip() else -1
+
+
+# --faults: how the primary fails in a kill run (the name `kill` stays for all three: they are measured alike)
+FAULTS = {
+    'kill': 'SIGKILL of the primary (its data link closes: noticed at once)',
+    'freeze': 'SIGSTOP of the primary until the backup took over, then SIGCONT (noticed by its silence on the data link, '
+              'after --primary-silence-ms; the old primary is fenced when it wakes)',
+    'partition': 'the link between the replicas cut silently by bench/cutrelay.py, both replicas running and on the clients\' '
+                 'bridge (noticed by the silence, after --primary-silence-ms; the old primary holds its output unacknowledged '
+                 'and is fenced when it asks the arbiter)',
+}
+
+
+def kill_once(i, seconds, bin_dir=BIN, primary_args=(), backup_args=(), label=None, fault='kill'):
+    """One protected run whose primary fails mid-load (`fault`: kill, freeze or partition, FAULTS); returns kvload's
+    figures and, from the backup's events, when (ms after the fault) it noticed the loss (`lost`), won the arbiter
+    (`won`) and had its interface up and announced (`up`); for freeze and partition also the frames the old primary's
+    TAP device sent after the takeover (`oldFrames`: the gate must hold every one)."""
     # a lock path of its own per run: the builds alternate with the same kill number, and a takeover leaves the file
     # of its term (PATH.2, ...) beside PATH; a pair started on a path with another pair's terms is not a fresh pair
     # (the arbiter's contract: remove PATH and PATH.* before reusing it), which may be what made one run's clients
@@ -342,12 +420,13 @@ def kill_once(i, seconds, bin_dir=BIN, primary_args=(), backup_args=(), label=No
     frames = os.path.join(tempfile.gettempdir(), f'revirt-vnet-{os.getpid()}-{i}-{_runs}.frames') if KEEP else None
     relay = start_relay(i, stats, frames) if LINK else None
     dropped_before = tap_dropped()
+    cut = [] if fault == 'partition' else None
     try:
-        p, b, addr = start('protect', 'virtual', lock, events, bin_dir, primary_args, backup_args)
+        p, b, addr = start('protect', 'virtual', lock, events, bin_dir, primary_args, backup_args, relay=cut)
     except Exception:
-        if relay:
-            relay.kill()
-            relay.wait()
+        for r in ([relay] if relay else []) + (cut or []):
+            r.kill()
+            r.wait()
         raise
     result = {}
     try:
@@ -363,15 +442,32 @@ def kill_once(i, seconds, bin_dir=BIN, primary_args=(), backup_args=(), label=No
         time.sleep(seconds / 3)
         killed_ms = time.time() * 1000
         killed_mono = time.monotonic()  # kvload's trace clock (CLOCK_MONOTONIC, the same in every namespace)
-        p.p.send_signal(signal.SIGKILL)
+        if fault == 'kill':
+            p.p.send_signal(signal.SIGKILL)
+        else:
+            if fault == 'freeze':
+                p.p.send_signal(signal.SIGSTOP)
+            else:
+                cut[0].send_signal(signal.SIGUSR1)
+            wait_event(events, 'took-over')
+            at_takeover = frames_from('vnetp0')
+            if fault == 'freeze':
+                p.p.send_signal(signal.SIGCONT)
         t.join()
         shutdown('virtual', addr)
         b.p.wait(timeout=120)
+        if fault != 'kill':
+            # the old primary is fenced (it finds the arbiter taken); nothing it sent after the takeover reached the wire
+            p.p.wait(timeout=120)
+            result['oldFrames'] = frames_from('vnetp0') - at_takeover
+            result['oldExit'] = p.p.returncode
     finally:
+        if fault == 'freeze' and p.p.poll() is None:
+            p.p.send_signal(signal.SIGCONT)
         end_pair(p, b, lock)
-        if relay:
-            relay.terminate()
-            relay.wait(timeout=60)
+        for r in ([relay] if relay else []) + (cut or []):
+            r.terminate()
+            r.wait(timeout=60)
     if relay:
         with open(stats) as f:
             result['relay'] = json.load(f)
@@ -601,7 +697,7 @@ def bulk_throughput(a):
     for r in range(a.runs):
         for k in a.variants:
             _, sack, build, extra = BULK_VARIANTS[k]
-            relay = subprocess.Popen(['ip', 'netns', 'exec', NS, sys.executable, RELAY, 'rvp0', 'rvr0', str(a.loss), str(r)],
+            relay = subprocess.Popen(['ip', 'netns', 'exec', NS, sys.executable, RELAY, 'vnetp0', 'vnetr0', str(a.loss), str(r)],
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
             try:
                 relay.stdout.readline()
@@ -755,10 +851,20 @@ def main():
                     '(the client\'s SACK off), norack (this build with --no-rack), before (the --compare build)')
     ap.add_argument('--kill-variants', metavar='LIST', help='kill runs (--kills-only): what alternates kill by kill, a comma-separated '
                     'list of ' + ', '.join(f'{k} ({v[0]})' for k, v in KILL_VARIANTS.items()) + '; default: before,this with --compare, else this')
-    ap.add_argument('--netns-prefix', default='rvbench', help='the clients\' network namespace is named this and the process id '
+    ap.add_argument('--netns-prefix', default='rvbenchvnet', help='the clients\' network namespace is named this and the process id '
                     '(a name of its own beside other benches on a shared machine)')
+    ap.add_argument('--jit-log', metavar='DIR', help='each backup lists the methods it JIT-compiles, in order, in DIR/backup-N.txt '
+                    '(DOTNET_JitStdOutFile with DOTNET_JitDisasmSummary): what a go-live compiled first')
+    ap.add_argument('--faults', default='kill', help='kill runs (--kills-only): how the primary fails, a comma-separated list '
+                    'alternating kill by kill: ' + '; '.join(f'{k}: {v}' for k, v in FAULTS.items()))
+    ap.add_argument('--silence-ms', type=int, metavar='MS', help="kill runs: the backup's --primary-silence-ms (how long a silent "
+                    "primary is waited for: a frozen or partitioned primary's detection time; default: the backup's own, 1000)")
     a = ap.parse_args()
-    global NS
+    global NS, SILENCE
+    a.faults = [f for f in a.faults.split(',') if f]
+    if not a.faults or any(f not in FAULTS for f in a.faults):
+        ap.error(f'--faults: a comma-separated list of {", ".join(FAULTS)}')
+    SILENCE = ('--primary-silence-ms', str(a.silence_ms)) if a.silence_ms else ()
     NS = NET[-1] = f'{a.netns_prefix}{os.getpid()}'
     a.kill_variants_arg = a.kill_variants
     a.kill_variants = [v for v in (a.kill_variants or '').split(',') if v]
@@ -767,7 +873,10 @@ def main():
     a.variants = [v for v in a.bulk_variants.split(',') if v]
     if any(v not in BULK_VARIANTS for v in a.variants) or ('before' in a.variants and not a.compare):
         ap.error(f'--bulk-variants: a comma-separated list of {", ".join(BULK_VARIANTS)} (before needs --compare)')
-    global SERVER, LINK, KEEP, HEARS, THIS
+    global SERVER, LINK, KEEP, HEARS, THIS, JITLOG
+    if a.jit_log:
+        JITLOG = os.path.abspath(a.jit_log)
+        os.makedirs(JITLOG, exist_ok=True)
     THIS, HEARS = a.this, ('both' if a.compare_hears else True) if a.hears_primary else False
     if a.bulk:
         bulk(a)
@@ -779,7 +888,7 @@ def main():
         LINK = {'loss': a.loss, 'duplicate': a.duplicate, 'reorder': a.reorder}
     if a.redis:
         SERVER = REDIS
-    if a.compare or a.kill_variants:
+    if a.compare or a.kill_variants or a.faults != ['kill']:
         compare_kills(a)
         return
     subprocess.run(['gcc', '-O2', '-o', KVLOAD, os.path.join(ROOT, 'bench', 'kvload.c')], check=True)
@@ -842,18 +951,27 @@ def print_redis(a, tp, conns, load_avg):
 
 def print_kv(a, tp, conns, load_avg):
     print(f'## kvserver through the in-VM TCP/IP stack (`bench/vnet.py`)\n')
-    print(f'{datetime.date.today()}, {os.cpu_count()} cores (load average {load_avg:.1f} at the end: shared machine), '
-          f'median of {a.runs} run(s) of {a.seconds:.0f} s (after 1 s of warm-up); `bench/kvload.c` keeps one request outstanding per '
+    loads = f'load average {min(LOADS):.0f}-{max(LOADS):.0f} over the runs' if LOADS else f'load average {load_avg:.1f} at the end'
+    print(f'{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores ({loads}: '
+          f'{"LOADED, shared machine" if LOADS and max(LOADS) > 2 else "quiet"}), '
+          f'median of {a.runs} run(s) of {a.seconds:.0f} s (after 1 s of warm-up), modes and networks alternating within each run; '
+          f'`bench/kvload.c` keeps one request outstanding per '
           f'connection. Host sockets: client on 127.0.0.1. Virtual: the client in a network namespace, the guest on a TAP device '
           f'bridged to it (`--net virtual`). Command: `python3 bench/vnet.py --runs {a.runs} --seconds {a.seconds:g} --connections {a.connections} --kills {a.kills}'
-          f'{" --kills-only" if a.kills_only else ""}{f" --lossy-link --loss {a.loss:g} --duplicate {a.duplicate:g} --reorder {a.reorder:g}" if LINK else ""}`.{link_words()}\n')
+          f'{" --kills-only" if a.kills_only else ""}{" --this BIN_DIR" if os.path.abspath(a.this) != os.path.abspath(BIN) else ""}'
+          f'{f" --lossy-link --loss {a.loss:g} --duplicate {a.duplicate:g} --reorder {a.reorder:g}" if LINK else ""}`.{link_words()}\n')
     if tp:
-        print('| connections | | host sockets req/s | p50 ms | p99 ms | in-VM stack req/s | p50 ms | p99 ms | stack / host |')
+        print('| connections | | host sockets req/s (per run) | p50 ms | p99 ms | in-VM stack req/s (per run) | p50 ms | p99 ms | stack / host |')
         print('|---|---|---|---|---|---|---|---|---|')
+    runs = lambda x: ', '.join(f'{r:.0f}' for r in x.get('rates', []))
     for c in (conns if tp else []):
         for mode in ('run', 'protect'):
             h, v = tp[(c, mode, 'host')], tp[(c, mode, 'virtual')]
-            print(f"| {c} | `primary {mode}` | {h['rate']:.0f} | {h['p50_ms']:.3f} | {h['p99_ms']:.3f} | {v['rate']:.0f} | {v['p50_ms']:.3f} | {v['p99_ms']:.3f} | **{v['rate'] / h['rate']:.2f}x** |")
+            print(f"| {c} | `primary {mode}` | {h['rate']:.0f} ({runs(h)}) | {h['p50_ms']:.3f} | {h['p99_ms']:.3f} | {v['rate']:.0f} ({runs(v)}) | {v['p50_ms']:.3f} | {v['p99_ms']:.3f} | **{v['rate'] / h['rate']:.2f}x** |")
+    if tp:
+        print('\nprotect / run (the same network): ' + '; '.join(
+            f"{c} connections: host sockets {tp[(c, 'protect', 'host')]['rate'] / tp[(c, 'run', 'host')]['rate']:.2f}x, "
+            f"in-VM stack {tp[(c, 'protect', 'virtual')]['rate'] / tp[(c, 'run', 'virtual')]['rate']:.2f}x" for c in conns) + '.')
     print()
 
 
@@ -869,6 +987,37 @@ def print_stalls(a, stalls, parts, failed):
               f'announced +{med(1):.0f}, drained and took over +{med(2):.0f}, the interface up +{med(3):.0f}, the first reply +{med(4):.0f}; '
               f'per kill (lost/won/up/stall): '
               + ", ".join(f"{l:.0f}/{w:.0f}/{u:.0f}/{st:.0f}" for (l, _, w, u, _), st in zip(parts, stalls)) + '.')
+
+
+def fault_args(a):
+    """The fault options of a kill series, as its command line names them."""
+    return (f"--faults {','.join(a.faults)} " if a.faults != ['kill'] else '') + (f'--silence-ms {a.silence_ms} ' if a.silence_ms else '')
+
+
+def fault_table(builds, res, runs):
+    """What a fault's stall is made of, per (build, fault): noticing the primary is lost (at once for a kill: its data
+    link closes; the silence bound for a freeze or a partition), then the takeover (the arbiter, the drain, the
+    interface up); and whether a live old primary kept off the wire after the takeover and was fenced."""
+    pm = lambda xs: (lambda v: f'{statistics.median(v):.0f} / {v[-1]:.0f}' if v else 'n/a')(sorted(x for x in xs if x == x))
+    out = ['| build, fault | kills | stall p50 / max ms | detection (the fault to the loss noticed) p50 / max ms | takeover (the loss '
+           'noticed to the interface up) p50 / max ms | old primary\'s frames on the wire after the takeover (sum) | old primary fenced (exit 3) |',
+           '|---|---|---|---|---|---|---|']
+    for name, _, _ in builds:
+        stalls, parts, _ = res[name]
+        if not stalls:
+            continue
+        olds = [v['oldFrames'] for v in runs[name] if 'oldFrames' in v]
+        fenced = sum(1 for v in runs[name] if v.get('oldExit') == 3)
+        out.append(f'| {name} | {len(stalls)} | {pm(stalls)} | {pm(x[0] for x in parts)} | {pm(x[3] - x[0] for x in parts)} | '
+                   + (f'{sum(olds)} | {fenced} of {len(olds)} |' if olds else 'n/a (killed) | n/a |'))
+    return '\n'.join(out)
+
+
+def old_words(v):
+    """Freeze and partition: what the old primary sent on the wire after the takeover, and how it ended."""
+    if 'oldFrames' not in v:
+        return ''
+    return f"; old primary: {v['oldFrames']} frames on the wire after the takeover, exit {v['oldExit']}"
 
 
 def stall_summary(name, stalls, parts, failed):
@@ -935,6 +1084,10 @@ def own_words(kept):
             + ', '.join(f'{o:.0f}/{a:.0f}' for o, a in kept))
 
 
+# --silence-ms: the backup's --primary-silence-ms in kill runs (empty: its default)
+SILENCE = ()
+
+
 # --kill-variants: what each kill run is, alternating kill by kill (name: build, primary's options, backup's options)
 KILL_VARIANTS = {
     'before': ('the --compare build', (), ()),
@@ -943,6 +1096,10 @@ KILL_VARIANTS = {
     'norush': ('this build, the live guest an ordinary thread from the go-live (backup --live-rush-ms 0)', (), ('--live-rush-ms', '0')),
     'neither': ('this build, neither the probe nor the real-time window', ('--no-takeover-probe',), ('--live-rush-ms', '0')),
     'noprep': ("this build, the go-live's code not prepared while following (backup --no-go-live-preparation)", (), ('--no-go-live-preparation',)),
+    # a standby the survivor asks after the takeover makes it record on (the recording continued in its go-live); none
+    # listens at that address (port 9 of loopback), so the survivor keeps asking it, off the replay thread
+    'standby': ('this build, the backup given a standby (it records on after the takeover; none answers)', (), ('--standby', 'http://127.0.0.1:9', '--standby-retry-ms', '200')),
+    'standbynoprep': ('this build, the backup given a standby, its go-live not prepared', (), ('--standby', 'http://127.0.0.1:9', '--standby-retry-ms', '200', '--no-go-live-preparation')),
 }
 
 
@@ -952,7 +1109,11 @@ def compare_kills(a):
     if HEARS:
         mirror_primary_port()
     names = a.kill_variants or (['before', 'this'] if a.compare else ['this'])
-    builds = [(('before' if n == 'before' else 'this build' if n == 'this' else n), a.compare if n == 'before' else a.this, n) for n in names]
+    label = lambda n: 'before' if n == 'before' else 'this build' if n == 'this' else n
+    # each (variant, fault) is a row of its own; the faults alternate kill by kill as the variants do
+    runs_of = [(label(n) + ('' if a.faults == ['kill'] else f', {f}'), a.compare if n == 'before' else a.this, n, f) for f in a.faults for n in names]
+    fault_of = {name: f for name, _, _, f in runs_of}
+    builds = [(name, d, n) for name, d, n, _ in runs_of]
     res = {n: ([], [], []) for n, _, _ in builds}
     kept = {n: [] for n, _, _ in builds}   # with --keep-traces: (own stall, descriptors attached) per kill
     heard = {n: [] for n, _, _ in builds}  # (the heard-frames event or None, frames the backup's device dropped) per kill
@@ -965,7 +1126,7 @@ def compare_kills(a):
                 stalls, parts, failed = res[name]
                 _, pargs, bargs = KILL_VARIANTS[variant]
                 try:
-                    v = kill_once(i, 6, d, pargs, bargs, None if variant in ('before', 'this') else variant)
+                    v = kill_once(i, 6, d, pargs, bargs + SILENCE, None if variant in ('before', 'this') else variant, fault_of[name])
                     stalls.append(v['stall'])
                     parts.append((v['lost'], v['announced'], v['won'], v['up'], v['first']))
                     heard[name].append((v['heard'], v['tapDropped']))
@@ -975,7 +1136,7 @@ def compare_kills(a):
                         kept[name].append((v['own'], v['attached']))
                     fl = run_floor(v['floor'])
                     print('kill', i, name, f"stall {v['stall']:.0f} ms, floor {fl:.0f} ms (median of {'/'.join(f'{x:.0f}' for x in v['floor'])}), stall - floor {v['stall'] - fl:+.0f} ms (longest request of the run {v['max_ms']:.0f} ms) (backup: lost +{v['lost']:.0f}, won +{v['won']:.0f}, up +{v['up']:.0f} ms; "
-                          f"announced +{v['announced']:.0f} ms; descriptors attached +{v['attachedAt']:.0f} ms; first reply +{v['first']:.0f} ms; longest silence before {v['quiet']:.0f} ms; {v['why']}{relay_words(v)}{heard_words(v)}); errors {v['errors']:.0f}", flush=True)
+                          f"announced +{v['announced']:.0f} ms; descriptors attached +{v['attachedAt']:.0f} ms; first reply +{v['first']:.0f} ms; longest silence before {v['quiet']:.0f} ms; {v['why']}{relay_words(v)}{heard_words(v)}{old_words(v)}); errors {v['errors']:.0f}; load {os.getloadavg()[0]:.0f}", flush=True)
                 except Exception as e:
                     failed.append(str(e).strip().splitlines()[-1] if str(e).strip() else repr(e))
                     print('kill', i, name, 'FAILED', e, flush=True)
@@ -986,16 +1147,21 @@ def compare_kills(a):
     print(f'\n{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, load average {min(loads):.0f}-{max(loads):.0f} '
           f'during the run; {" / ".join(n for n, _, _ in builds)} alternating, kill by kill; {SERVER.name}. Command: `python3 bench/vnet.py --kills-only --kills {a.kills} '
           f'{"--compare BIN_DIR " if a.compare else ""}{f"--kill-variants {a.kill_variants_arg} " if a.kill_variants else ""}{"--redis " if a.redis else ""}{f"--client-rto-min {a.client_rto_min} " if a.client_rto_min is not None else ""}'
-          f'{f"--lossy-link --loss {a.loss:g} --duplicate {a.duplicate:g} --reorder {a.reorder:g} " if LINK else ""}{"--hears-primary " if HEARS else ""}{"--compare-hears " if HEARS == "both" else ""}{"--keep-traces DIR" if KEEP else ""}`.{link_words()}\n')
+          f'{f"--lossy-link --loss {a.loss:g} --duplicate {a.duplicate:g} --reorder {a.reorder:g} " if LINK else ""}{"--hears-primary " if HEARS else ""}{"--compare-hears " if HEARS == "both" else ""}{fault_args(a)}{"--keep-traces DIR" if KEEP else ""}`.{link_words()}\n')
     for name, _, variant in builds:
         if variant not in ('before', 'this'):
             print(f'{name}: {KILL_VARIANTS[variant][0]}.')
+    if a.faults != ['kill']:
+        print('Faults (the times are ms after the fault): ' + '; '.join(f'{f}: {FAULTS[f]}' for f in a.faults)
+              + f". The backup's --primary-silence-ms: {a.silence_ms or '1000 (its default)'}.")
     print('\n| build | kills | stall p50 ms | stall p99 (max) ms | loss noticed p50 | announced p50 | drained, took over p50 | interface up p50 | first reply p50 | per kill lost/won/up/stall ms |')
     print('|---|---|---|---|---|---|---|---|---|---|')
     for name, _, _ in builds:
         stalls, parts, failed = res[name]
         if stalls:
             print(stall_summary(name, stalls, parts, failed))
+    if a.faults != ['kill']:
+        print('\n' + fault_table(builds, res, runs))
     print('\nThe bound (per kill: the stall, the link\'s floor - the same statistic, the longest wait of a request in flight during a window as '
           'long as the kill-to-interface-up one, at moments before the kill in the same run, median over the moments - and the stall minus the floor):\n')
     print(bound_table([(name, bound_rows(runs[name])) for name, _, _ in builds]))

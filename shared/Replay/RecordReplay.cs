@@ -802,6 +802,10 @@ public sealed class FollowOptions
     /// boundary the live machine runs on from here (a <see cref="RecordingBoundary"/> continuing the log, so that a
     /// standby can join this replica later), or null for a plain live machine that records nothing.</summary>
     public Func<TakeoverPoint, RecordingContinuation, IBoundary?>? Continue { get; init; }
+    /// <summary>A dry pass of what <see cref="Continue"/> builds, on scratch data that touches nothing of this replica
+    /// (null: <see cref="Continue"/> builds nothing): run by the go-live's preparation while following
+    /// (<see cref="GoLivePreparation"/>), so that the continuation's first use is not after the grant.</summary>
+    public Action? RehearseContinue { get; init; }
 }
 
 /// <summary>Where a following replay turned live, for the recording that continues its log: the last record it
@@ -1430,7 +1434,7 @@ public sealed class ReplayBoundary : IBoundary
         if (_follow != null && _k?.Nic is { } nic)
         {
             nic.OpenAhead();
-            if (_follow.PrepareGoLive) GoLivePreparation.Start(nic.Stack.Config);
+            if (_follow.PrepareGoLive) GoLivePreparation.Start(nic.Stack.Config, _follow.RehearseContinue);
         }
         var n = Expect<NetInput>("the network interface's input");
         if (n.InstrCount != Icount || n.Tid != tid)

@@ -68,4 +68,32 @@ public class TakeoverRehearsalTests
         Assert.Equal(0, report.Failed);
         Assert.True(report.Prepared >= 20, $"{report.Prepared} methods prepared");
     }
+
+    /// <summary>
+    /// A survivor with standbys records on after the grant: the preparation runs the replica's dry pass of that
+    /// continuation (<see cref="FollowOptions.RehearseContinue"/>) once, on its own thread, and says so in its report;
+    /// a dry pass that fails (a scratch file it cannot write) is counted as a failure and leaves the rest of the
+    /// preparation standing (the go-live only runs that code cold). Fails on a preparation that ignores the dry pass
+    /// (the continuation's 24 methods would then first be compiled after the grant), runs it twice, or lets its
+    /// failure end the preparation.
+    /// </summary>
+    [Fact]
+    public void The_preparation_runs_the_continuations_dry_pass_once_and_survives_its_failure()
+    {
+        var like = new NetConfig(StackLink.MacB, StackLink.IpB, 24);
+        int runs = 0, thread = -1;
+        var report = GoLivePreparation.Run(like, () => { runs++; thread = Environment.CurrentManagedThreadId; });
+        Assert.Equal(1, runs);
+        Assert.Equal(Environment.CurrentManagedThreadId, thread);
+        Assert.True(report.ContinuationRehearsed);
+        Assert.Equal(0, report.Failed);
+
+        var failed = GoLivePreparation.Run(like, () => throw new IOException("the scratch log cannot be written"));
+        Assert.False(failed.ContinuationRehearsed);
+        Assert.Equal(1, failed.Failed);
+        Assert.True(failed.Rehearsal.StreamIntact);
+        Assert.True(failed.Prepared >= 20, $"{failed.Prepared} methods prepared");
+
+        Assert.False(GoLivePreparation.Run(like).ContinuationRehearsed); // none given: nothing to rehearse
+    }
 }

@@ -107,8 +107,10 @@ public class VirtualNetFailoverTests(ITestOutputHelper output)
     enum Fault { Kill, Freeze, Partition }
 
     /// <summary>Most methods the survivor's replay thread may JIT-compile between the grant and the go-live's end once
-    /// its code was prepared (a margin over what is left: the guest's own compiled blocks are not counted there).</summary>
-    const int MaxGoLiveJitMethods = 20;
+    /// its code was prepared (a margin over what is left: 9 with a standby, 1 without, measured at load ~70; the guest's
+    /// own compiled blocks are not counted there). Unprepared parts show above it: the continuation for a standby 24,
+    /// the descriptor copy's growth 15, the rest 65.</summary>
+    const int MaxGoLiveJitMethods = 12;
 
     /// <summary>Faults the relay puts on the clients' link (probabilities per frame, each direction).</summary>
     sealed record LinkFaults(double Loss, double Duplicate, double Reorder);
@@ -466,13 +468,13 @@ public class VirtualNetFailoverTests(ITestOutputHelper output)
             }
             // the go-live's code was prepared while the backup followed (GoLivePreparation): the replay thread compiled
             // (almost) nothing after the grant, by the runtime's own count (JitInfo); unprepared it compiled 81-86
-            // methods. Not with a standby: the recording that continues the log for it (ContinueRecording) is first
-            // used there and not prepared (40 methods measured)
+            // methods. With a standby too: the recording that continues the log for it (ContinueRecording) is
+            // rehearsed on scratch data while following (40 methods in the go-live before, 16 without a standby)
             var goLive = b.Event(ReplicaEvent.GoLive);
             Assert.NotNull(goLive);
+            output.WriteLine($"go-live: {goLive}");
             Assert.True(goLive.Bool("prepared") == true, $"the go-live's code was not prepared before the takeover: {goLive}");
-            if (!standby)
-                Assert.True(goLive.Long("jitMethods") <= MaxGoLiveJitMethods, $"the replay thread compiled {goLive.Long("jitMethods")} methods in the go-live: {goLive}");
+            Assert.True(goLive.Long("jitMethods") <= MaxGoLiveJitMethods, $"the replay thread compiled {goLive.Long("jitMethods")} methods in the go-live: {goLive}");
             // a failover is seconds at worst on a loaded machine; its figure goes to docs/PERFORMANCE-replication.md
             Assert.True(stall < 30_000, $"stall {stall:F0} ms");
             if (link != null)
