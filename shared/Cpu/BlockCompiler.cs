@@ -484,19 +484,6 @@ public static unsafe partial class BlockCompiler
             public readonly Src[] Shape = shape;
             public readonly Label Start = start;
         }
-        /// <summary>The code that returns to the execution loop, shared by the exits that store the same registers
-        /// and the same pending record (rip is set before the branch to it): without it each exit repeated those
-        /// stores (13 % of bzip2's region IL, measured 2026-12-02), which the runtime's JIT compiles as well: its
-        /// time is what a short program pays for the compiled tier. Valid: the registers whose locals
-        /// hold the guest's value at every exit branching to it.</summary>
-        sealed class ExitTail(uint dirty, Src[] rec, uint valid, Label label)
-        {
-            public readonly uint Dirty = dirty;
-            public readonly Src[] Rec = rec;
-            public uint Valid = valid;
-            public readonly Label Label = label;
-        }
-        readonly List<ExitTail> _tails = new();
         /// <summary>Code placed after every block: each memory access's jump to the shared slow path.</summary>
         readonly List<Action> _cold = new();
         /// <summary>The shared slow paths' arguments: the access's site (an index into <see cref="_resume"/>), address,
@@ -732,7 +719,6 @@ public static unsafe partial class BlockCompiler
             // (a variant's branches may ask for further variants: the list grows while it is walked)
             for (int n = 0; n < _variants.Count; n++) EmitMember(_variants[n].Member, _variants[n].Start, _variants[n].Shape);
             foreach (var cold in _cold) cold();
-            EmitExitTails();
             EmitSlowPaths();
             return _dm;
         }
@@ -805,34 +791,8 @@ public static unsafe partial class BlockCompiler
             _valid |= set;
         }
 
-        /// <summary>Returns to the execution loop (rip is set): through the exit tail that stores this point's dirty
-        /// registers and pending record (<see cref="ExitTail"/>), shared by every exit of the region that stores the
-        /// same, so an exit is its rip and one branch. Afterwards the record is the thread's, as after
-        /// <see cref="Materialize"/>.</summary>
-        void Leave()
-        {
-            ExitTail? tail = null;
-            foreach (var t in _tails)
-                if (t.Dirty == _dirty && SameShape(t.Rec, _rec)) { tail = t; break; }
-            if (tail == null) _tails.Add(tail = new ExitTail(_dirty, _rec, _valid, _il.DefineLabel()));
-            else tail.Valid &= _valid;
-            _il.Emit(OpCodes.Br, tail.Label);
-            _rec = ThreadRecord();
-        }
-
-        /// <summary>The exit tails (see <see cref="Leave"/>), emitted after the members: each stores its registers
-        /// and record and returns. The registers it reads must hold the guest's value at every exit that branches to
-        /// it (the intersection of those exits' valid sets; a register outside it refuses the region).</summary>
-        void EmitExitTails()
-        {
-            foreach (var t in _tails)
-            {
-                _il.MarkLabel(t.Label);
-                _valid = t.Valid; _dirty = t.Dirty; _rec = t.Rec;
-                SyncOut(true);
-                _il.Emit(OpCodes.Ret);
-            }
-        }
+        /// <summary>Returns to the execution loop (rip is set).</summary>
+        void Leave() { SyncOut(true); _il.Emit(OpCodes.Ret); }
 
         /// <summary>Names instruction k of the block being emitted as the one executing (for a fault or a handler).</summary>
         void At(int k)
@@ -933,11 +893,10 @@ public static unsafe partial class BlockCompiler
         /// starts a block of the region, that block runs next here if the execution loop would run it whole too
         /// (the guest has not yielded and all of it fits before <see cref="VirtualCpu.StopAt"/>); otherwise rip
         /// is target and the method returns.</summary>
-        /// <param name="counted">the block was counted before (a jcc counts its block once, before its two ways)</param>
-        void ExitTo(ulong target, bool counted = false)
+        void ExitTo(ulong target)
         {
             var il = _il;
-            if (!counted) CountBlock();
+            CountBlock();
             int m = Array.FindIndex(_members, x => x.Start == target);
             if (m >= 0)
             {
@@ -1198,15 +1157,14 @@ public static unsafe partial class BlockCompiler
                     return Flow.RipSet;
                 case Form.Jcc:
                 {
-                    CountBlock(); // (both ways complete the block: counted once, before the condition)
                     Condition(ins.ConditionCode, fusable ? _plans[k - 1] : default, fusable);
                     var notTaken = il.DefineLabel();
                     il.Emit(OpCodes.Brfalse, notTaken);
                     var rec = _rec;
-                    ExitTo(p.O0.Imm, counted: true);
+                    ExitTo(p.O0.Imm);
                     il.MarkLabel(notTaken);
                     _rec = rec; // (what the first way stored is not stored on this one)
-                    ExitTo(ins.NextIP, counted: true);
+                    ExitTo(ins.NextIP);
                     return Flow.Exited;
                 }
                 case Form.Setcc:
