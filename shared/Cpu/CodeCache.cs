@@ -252,11 +252,14 @@ public sealed unsafe class CodeCache
         return Install(members, f, ticks);
     }
 
-    static CompiledBlock? CompileHere(Block[] members, bool countHelpers, out long ticks)
+    /// <summary>The region compiled, or null when the compiler failed in any way (a defect in an emitter shows as any
+    /// exception, a NullReferenceException as well as an InvalidProgramException from the JIT): one that escaped
+    /// would unwind through the execution loop with the block half entered and take the host process down.</summary>
+    internal static CompiledBlock? CompileHere(Block[] members, bool countHelpers, out long ticks)
     {
         long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
         try { return CompiledTier.Compile(members, countHelpers); }
-        catch (Exception e) when (e is InvalidOperationException or NotSupportedException or ArgumentException or InvalidProgramException)
+        catch (Exception e) when (e is not OutOfMemoryException)
         {
             return null;
         }

@@ -61,16 +61,19 @@ public sealed partial class Kernel
     /// answered from it: about 0.1-1 ms of guest execution, so a computation between two reads longer than that reads
     /// the host's clock again.</summary>
     internal const ulong ClockSpanInstructions = 100_000;
-    /// <summary>What one instruction adds to a clock answered from its last logged read: the interpreter and the
-    /// compiled tier run 0.1-1 instructions per ns, so a time answered this way runs at or behind the host's and the
-    /// next logged read does not go back (it is kept at or above <see cref="ClockAnchor.Floor"/> in any case).</summary>
-    internal const long ClockNsPerInstruction = 1;
+    /// <summary>How many instructions add one ns to a clock answered from its last logged read. A time answered this
+    /// way must never run ahead of the host's: a logged read after it is raised to it (<see cref="ClockAnchor.Floor"/>:
+    /// no clock goes back), and a raised read shortens the interval the guest measures from it to the next one, which
+    /// can then show less than a sleep or timer that Linux promises took at least its time (seen with 1 instruction
+    /// per ns: the compiled tier's tight loops run about 1 instruction per ns, at times more). 4 per ns is above
+    /// anything this machine runs (0.1-1.5 instructions per ns), so the answered time stays behind the host's.</summary>
+    internal const ulong ClockInstructionsPerNs = 4;
 
     /// <summary>
     /// clock_gettime and gettimeofday. With <see cref="MachineOptions.ClockReadsBetweenEvents"/>, a read of REALTIME,
     /// MONOTONIC, MONOTONIC_RAW or BOOTTIME that comes after a logged read of the same clock with no other syscall
     /// and no asynchronous event between, within <see cref="ClockSpanInstructions"/>, is answered without the host
-    /// and without a record: the logged value plus <see cref="ClockNsPerInstruction"/> per instruction run since, a
+    /// and without a record: the logged value plus one ns per <see cref="ClockInstructionsPerNs"/> instructions run since, a
     /// function of the log and the instruction count, so every replay answers it the same. Nothing that could let time
     /// pass lies between the two: a wait is a syscall, and preemption, wake-ups and signals from outside end the
     /// anchor. Any other read is the host's, logged, and becomes its clock's anchor (raised to the last value answered
@@ -87,7 +90,7 @@ public sealed partial class Kernel
         long ns;
         if (an.Epoch == _clockEpoch && now - an.At < ClockSpanInstructions)
         {
-            ns = an.Ns + (long)(now - an.At) * ClockNsPerInstruction;
+            ns = an.Ns + (long)((now - an.At) / ClockInstructionsPerNs);
             an.Floor = ns;
         }
         else
