@@ -194,22 +194,47 @@ public sealed partial class Kernel
         ArmHostTimer(t, sig);
     }
 
-    /// <summary>A host timer that posts <paramref name="sig"/> at the timer's <see cref="HostTimerBase.Due"/> and then
-    /// every interval, keeping the VM's record current (the next expiry; a one-shot timer that fired is disarmed).</summary>
+    /// <summary>
+    /// A host timer that posts <paramref name="sig"/> at the timer's <see cref="HostTimerBase.Due"/> and then every
+    /// interval, keeping the VM's record current (the next expiry; a one-shot timer that fired is disarmed). Linux never
+    /// delivers a timer's signal before its expiry, but System.Threading.Timer counts on a coarse millisecond tick and
+    /// can fire a few ms early (a guest then read less than 20 ms between a read before a 20 ms ITIMER_REAL and a read
+    /// after its signal): so the host timer is one-shot, set to the milliseconds left rounded up, and a firing that
+    /// finds the due time not yet reached on the precise clock waits out the rest. A periodic timer's next expiry is
+    /// the last one plus the interval (plus whole intervals missed, as Linux counts them as overruns of one signal),
+    /// not the firing's time plus the interval, so it does not drift.
+    /// </summary>
     void ArmHostTimer(HostTimerBase t, int sig)
     {
         t.Timer?.Dispose();
         t.Timer = null;
         if (!t.Armed) return;
-        var first = t.Due - DateTime.UtcNow;
-        if (first < TimeSpan.Zero) first = TimeSpan.Zero;
-        t.Timer = new Timer(_ =>
+        Timer? timer = null;
+        timer = new Timer(_ =>
         {
-            if (Exited) return;
-            if (t.Interval > TimeSpan.Zero) t.Due = DateTime.UtcNow + t.Interval;
+            if (Exited || t.Timer != timer) return; // disarmed or re-armed since
+            var now = DateTime.UtcNow;
+            if (now < t.Due) { ScheduleHostTimer(timer!, t.Due - now); return; }
+            if (t.Interval > TimeSpan.Zero)
+            {
+                long missed = (now - t.Due).Ticks / t.Interval.Ticks;
+                t.Due += TimeSpan.FromTicks((missed + 1) * t.Interval.Ticks);
+                ScheduleHostTimer(timer!, t.Due - now);
+            }
             else t.Armed = false;
             if (sig != 0) PostHostSignal(sig);
-        }, null, first, t.Interval > TimeSpan.Zero ? t.Interval : Timeout.InfiniteTimeSpan);
+        });
+        t.Timer = timer;
+        ScheduleHostTimer(timer, t.Due - DateTime.UtcNow);
+    }
+
+    /// <summary>Fires <paramref name="timer"/> once, no earlier than <paramref name="left"/> from now (whole ms, rounded
+    /// up). A timer disposed meanwhile (disarmed by the guest) is left alone.</summary>
+    static void ScheduleHostTimer(Timer timer, TimeSpan left)
+    {
+        long ms = left <= TimeSpan.Zero ? 0 : (long)Math.Ceiling(left.TotalMilliseconds);
+        try { timer.Change(ms, Timeout.Infinite); }
+        catch (ObjectDisposedException) { }
     }
 
     /// <summary>
