@@ -91,12 +91,28 @@ public static class ThreadPools
     {
         readonly long _tid;
         readonly Timer _timer;
+        readonly long _due;
         int _done;
 
         public OrdinaryLater(long tid, int ms)
         {
             _tid = tid;
-            _timer = new Timer(_ => Fire(), null, ms, Timeout.Infinite);
+            _due = System.Diagnostics.Stopwatch.GetTimestamp() + ms * System.Diagnostics.Stopwatch.Frequency / 1000;
+            _timer = new Timer(_ => Expire(), null, ms, Timeout.Infinite);
+        }
+
+        /// <summary>The timer's firing: System.Threading.Timer counts on a coarse millisecond tick and can fire a ms or
+        /// two early, so a firing before the bound on the precise clock waits out the rest (the thread stays real-time
+        /// for its whole bound, not about it).</summary>
+        void Expire()
+        {
+            long left = _due - System.Diagnostics.Stopwatch.GetTimestamp();
+            if (left > 0)
+            {
+                try { _timer.Change((long)Math.Ceiling(left * 1000.0 / System.Diagnostics.Stopwatch.Frequency), Timeout.Infinite); return; }
+                catch (ObjectDisposedException) { return; } // disposed meanwhile: Dispose made it ordinary
+            }
+            Fire();
         }
 
         void Fire()
