@@ -363,7 +363,7 @@ public sealed class ReplicationClient : ILogSink
         // the first handshake of a process includes loading and compiling the gRPC stack (and the backup's check of
         // the root, which hashes it): 10 s per attempt was too short on a loaded 2-core machine
         var session = await HandshakeAsync(_s.BackupUrl, Math.Max(1, _s.ConnectAttempts), TimeSpan.FromMilliseconds(Math.Max(30_000, _s.TimeoutMs * 3)), _stop.Token);
-        ReplicationMetrics.Observe(() => Interlocked.Read(ref _produced) - Interlocked.Read(ref _acked), () => Gate.AllHeldBytes);
+        ReplicationMetrics.Observe(() => Interlocked.Read(ref _produced) - Interlocked.Read(ref _acked), () => Gate.AllHeldBytes, () => Interlocked.Read(ref _acked));
         Activate(session, catchUp: false);
         if (_s.Plant == PrimaryPlant.GateEarly) PlantGateEarly();
         StartFlusher();
@@ -402,7 +402,7 @@ public sealed class ReplicationClient : ILogSink
         _produced = (long)_store.LastSequence;
         _producedBytes = _store.Length;
         _state = LinkState.Unprotected;
-        ReplicationMetrics.Observe(() => Interlocked.Read(ref _produced) - Interlocked.Read(ref _acked), () => Gate.AllHeldBytes);
+        ReplicationMetrics.Observe(() => Interlocked.Read(ref _produced) - Interlocked.Read(ref _acked), () => Gate.AllHeldBytes, () => Interlocked.Read(ref _acked));
         Gate.GoUnprotected(() => _arbiter.StillHolds(_s.Id), ArbiterLostWhileUnprotected);
         StartFlusher();
         StartReprotecting();

@@ -22,16 +22,20 @@ public static class ReplicationMetrics
     /// <summary>Re-protections: a live replica protected again by a standby that joined it.</summary>
     public static readonly Counter<long> Reprotections = Meter.CreateCounter<long>("revirt.replication.reprotections", null, "standbys that joined this live replica and protect it again");
 
-    static Func<long>? _lag, _held;
+    static Func<long>? _lag, _held, _acknowledged;
     static int _registered;
 
-    /// <summary>Publishes this process's lag (records produced and not yet acknowledged) and held output bytes.</summary>
-    public static void Observe(Func<long> lagRecords, Func<long> heldBytes)
+    /// <summary>Publishes this process's lag (records produced and not yet acknowledged), held output bytes and the
+    /// sequence of the newest record its backup acknowledged (what output may leave up to: an operator or a drill
+    /// compares it with a replica's log).</summary>
+    public static void Observe(Func<long> lagRecords, Func<long> heldBytes, Func<long> acknowledgedRecord)
     {
         _lag = lagRecords;
         _held = heldBytes;
+        _acknowledged = acknowledgedRecord;
         if (Interlocked.Exchange(ref _registered, 1) != 0) return;
         Meter.CreateObservableGauge("revirt.replication.lag", () => _lag?.Invoke() ?? 0, "{record}", "log records produced and not yet acknowledged by the backup");
+        Meter.CreateObservableGauge("revirt.replication.acknowledged", () => _acknowledged?.Invoke() ?? 0, "{record}", "sequence of the newest log record the current backup acknowledged");
         Meter.CreateObservableGauge("revirt.replication.held_bytes", () => _held?.Invoke() ?? 0, "By", "output bytes (stdout, stderr, sockets, shared-storage file writes) held until the backup acknowledges their log");
     }
 }

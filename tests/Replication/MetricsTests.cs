@@ -1,11 +1,9 @@
-using System.Globalization;
-using System.Net.Sockets;
-using System.Text;
 using ReVirt.Tests.Chaos;
 using ReVirt.Replication;
 using ReVirt.Tests.Programs;
 using Xunit;
 using Xunit.Abstractions;
+using static ReVirt.Tests.Replication.MetricsScrape;
 
 namespace ReVirt.Tests.Replication;
 
@@ -56,6 +54,7 @@ public class MetricsTests(ITestOutputHelper output)
             Assert.True(scraped["revirt_replication_ack_latency_milliseconds_count"] > 0);
             Assert.Equal(scraped["revirt_replication_ack_latency_milliseconds_count"], scraped["revirt_replication_ack_latency_milliseconds_bucket{le=\"+Inf\"}"]);
             Assert.True(scraped.ContainsKey("revirt_replication_lag"));
+            Assert.True(scraped["revirt_replication_acknowledged"] > 0, "no acknowledged record, though the guest's output was released");
             Assert.Equal(0, scraped["revirt_replication_failovers_total"]);
             Assert.Equal(404, Get(metricsUrl.Replace("/metrics", "/other", StringComparison.Ordinal)).Status);
 
@@ -118,29 +117,5 @@ public class MetricsTests(ITestOutputHelper output)
         Assert.Equal(("0.0.0.0", 9464, "/metrics"), Parsed("http://*:9464"));
         Assert.Equal(("127.0.0.1", 9100, "/m"), Parsed("http://localhost:9100/m"));
         static (string, int, string) Parsed(string u) { var (a, port, path) = MetricsEndpoint.ParseUrl(u); return (a.ToString(), port, path); }
-    }
-
-    /// <summary>Sample lines of an exposition: name (with labels) → value.</summary>
-    static Dictionary<string, double> Samples(string body) => body.Split('\n', StringSplitOptions.RemoveEmptyEntries)
-        .Where(l => !l.StartsWith('#'))
-        .Select(l => (Name: l[..l.LastIndexOf(' ')], Value: double.Parse(l[(l.LastIndexOf(' ') + 1)..], CultureInfo.InvariantCulture)))
-        .ToDictionary(s => s.Name, s => s.Value);
-
-    /// <summary>One HTTP/1.1 GET (a scraper), bounded by socket time-outs.</summary>
-    static (int Status, string? Type, string Body) Get(string url)
-    {
-        var u = new Uri(url);
-        using var s = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { ReceiveTimeout = 10_000, SendTimeout = 10_000 };
-        s.Connect(u.Host, u.Port);
-        s.Send(Encoding.ASCII.GetBytes($"GET {u.PathAndQuery} HTTP/1.1\r\nHost: {u.Authority}\r\nAccept: text/plain\r\n\r\n"));
-        var ms = new MemoryStream();
-        var buf = new byte[8192];
-        int n;
-        while ((n = s.Receive(buf)) > 0) ms.Write(buf, 0, n);
-        string text = Encoding.UTF8.GetString(ms.ToArray());
-        int end = text.IndexOf("\r\n\r\n", StringComparison.Ordinal);
-        var head = text[..end].Split("\r\n");
-        string? type = head.Skip(1).Select(h => h.Split(':', 2)).FirstOrDefault(h => h[0].Equals("Content-Type", StringComparison.OrdinalIgnoreCase))?[1].Trim();
-        return (int.Parse(head[0].Split(' ')[1], CultureInfo.InvariantCulture), type, text[(end + 4)..]);
     }
 }
