@@ -22,14 +22,14 @@ public static class Recording
 
     /// <summary>The header of a recording of <paramref name="programImage"/> under <paramref name="o"/>, in format
     /// <paramref name="version"/> (an older one only for tests of what older logs do: its program hash is of its kind).</summary>
-    public static LogHeader Header(MachineOptions o, byte[] programImage, ulong checkpointInterval, ushort version = LogFormat.CurrentVersion)
+    public static LogHeader Header(MachineOptions o, ReadOnlyMemory<byte> programImage, ulong checkpointInterval, ushort version = LogFormat.CurrentVersion)
     {
         var env = o.GuestEnvironment();
         o.Env = env; // the recorded run and its replays see exactly this environment
         return new LogHeader
         {
             Version = version,
-            ProgramHash = LogHeader.ComputeProgramHash(programImage, version),
+            ProgramHash = LogHeader.ComputeProgramHash(programImage.Span, version),
             CpuModel = Cpu.CpuModel.Description,
             RootDirectory = Path.GetFullPath(o.Root),
             Argv = o.Argv(),
@@ -87,7 +87,7 @@ public static class Recording
         StartProgram p;
         try { p = Kernel.ResolveProgram(opts); }
         catch (ElfLoadException e) { reason = $"the recorded program is missing or cannot be read: {e.Message}"; return null; }
-        if (!LogHeader.ComputeProgramHash(p.Image, h.Version).AsSpan().SequenceEqual(h.ProgramHash))
+        if (!LogHeader.ComputeProgramHash(p.Image.Span, h.Version).AsSpan().SequenceEqual(h.ProgramHash))
         {
             reason = $"{p.GuestPath} under the root {opts.Root} is not the program that was recorded (its {LogDigest.NameFor(h.Version)} differs from the log's {Convert.ToHexStringLower(h.ProgramHash)})";
             return null;
