@@ -133,14 +133,14 @@ public static class ElfLoader
     public static byte[] Sha256(byte[] image) => SHA256.HashData(image);
 
     /// <summary>Loads a program: ET_EXEC at its own addresses, ET_DYN at <see cref="PieBase"/>.</summary>
-    public static LoadedProgram Load(GuestMemory mem, byte[] f, string name)
+    public static LoadedProgram Load(GuestMemory mem, ReadOnlyMemory<byte> f, string name)
     {
-        var img = ElfImage.Parse(f, name);
+        var img = ElfImage.Parse(f.Span, name);
         return Load(mem, f, img, img.Type == ElfImage.EtDyn ? PieBase - img.LowVaddr : 0, name);
     }
 
     /// <summary>Loads a validated image with the given bias (0 for ET_EXEC).</summary>
-    public static LoadedProgram Load(GuestMemory mem, byte[] f, ElfImage img, ulong bias, string name)
+    public static LoadedProgram Load(GuestMemory mem, ReadOnlyMemory<byte> f, ElfImage img, ulong bias, string name)
     {
         if (img.Type == ElfImage.EtExec) bias = 0;
         if (!ElfImage.Within(bias, img.HighVaddr, GuestMemory.AddressLimit) || bias + img.LowVaddr < MinAddress)

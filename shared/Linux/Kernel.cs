@@ -305,6 +305,8 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles, IDisposable
         Nic?.Dispose();
         foreach (var p in Processes) p.Mem.Dispose();
         Images.Dispose();
+        // last: the address spaces and the image cache above read the start program's bytes until they are gone
+        ((IDisposable?)_startImage)?.Dispose();
         Fs.Dispose();
     }
 
@@ -363,12 +365,18 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles, IDisposable
     public static StartProgram ResolveProgram(MachineOptions o, Log.Xxh128? hash)
     {
         using var fs = new GuestFs(o.Root);
-        return ResolveProgram(o, fs, hash);
+        return ResolveProgram(o, fs, (f, path) => ProgramFile.ReadAll(f, path, path, hash: hash));
     }
 
+    /// <summary>The start program's bytes when the machine read them itself (<see cref="Load"/> without a program) and
+    /// they are in native memory: the machine owns them and frees them last in <see cref="Dispose"/>. (A program
+    /// resolved by the caller, as a recording does to hash it first, stays an array the collector frees.)</summary>
+    NativeImage? _startImage;
+
     /// <summary><see cref="ResolveProgram(MachineOptions)"/> through a machine's own view of the root (a second
-    /// root descriptor and openat2 probe spared on the start path).</summary>
-    static StartProgram ResolveProgram(MachineOptions o, GuestFs fs, Log.Xxh128? hash = null)
+    /// root descriptor and openat2 probe spared on the start path); `read` reads the guest path found (also the name
+    /// its errors give).</summary>
+    static StartProgram ResolveProgram(MachineOptions o, GuestFs fs, Func<GuestFs, string, ReadOnlyMemory<byte>> read)
     {
         var candidates = new List<string>();
         if (o.Program.Contains('/')) candidates.Add(o.Program.StartsWith('/') ? o.Program : GuestFs.Join(o.Cwd, o.Program));
@@ -386,7 +394,7 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles, IDisposable
             if (kind == null || (kind == "directory" && candidates.Count > 1)) continue; // a PATH search skips directories
             if (kind != "regular file") throw new ElfLoadException(kind == "directory" ? $"{c}: is a directory" : $"{c}: is a {kind}, not a regular file");
             // read through the root descriptor and checked again on the open descriptor (a swap since is refused)
-            return new StartProgram(c, ProgramFile.ReadAll(fs, c, c, hash: hash));
+            return new StartProgram(c, read(fs, c));
         }
         throw ElfLoadException.NotFound(o.Program);
     }
@@ -396,7 +404,11 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles, IDisposable
     public void Load(StartProgram? program = null)
     {
         var p = Init;
-        program ??= ResolveProgram(Options, Fs);
+        if (program == null)
+        {
+            program = ResolveProgram(Options, Fs, static (f, path) => ProgramFile.ReadImage(f, path, path));
+            _startImage = NativeImage.Of(program.Image);
+        }
         var pidResult = Boundary.Syscall(0, Nr.getpid, () => HostResult.Of(Environment.ProcessId));
         p.Pid = p.Pgid = p.Sid = (int)pidResult.Value;
         p.MainThread.Cpu.Tid = p.Pid;

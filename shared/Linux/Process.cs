@@ -46,7 +46,7 @@ public sealed class Process
 
     /// <summary>The program image it runs (its bytes are the machine's start state).</summary>
     public LoadedProgram Program = null!;
-    public byte[] ProgramImage = Array.Empty<byte>();
+    public ReadOnlyMemory<byte> ProgramImage = Array.Empty<byte>();
     public string ProgramGuestPath = "";
     /// <summary>What execve loaded (program, interpreter, argv).</summary>
     public StartImage Start = null!;

@@ -70,28 +70,29 @@ public sealed unsafe partial class GuestMemory : IDisposable
         public byte* Data
         {
             get { nint d = _data; return d != 0 ? (byte*)d : Fill(); }
-            set { _data = (nint)value; _source = null; }
+            set { _data = (nint)value; _source = default; _fromImage = false; }
         }
         nint _data;
         /// <summary>An unfilled page's bytes: [_at, _at + _length) of the page are _source[_sourceOffset ..], the rest
         /// zero (what the loader's copy would have written into a fresh zeroed page). Contract: the source array is a
         /// program image's bytes, never changed once read (the image cache and the recording rely on the same).</summary>
-        byte[]? _source;
+        ReadOnlyMemory<byte> _source;
+        bool _fromImage; // _source is set (a default ReadOnlyMemory cannot be told from an empty one)
         int _sourceOffset;
         int _at, _length;
 
         /// <summary>A page of a program image whose bytes are taken from <paramref name="source"/> at its first use.</summary>
-        internal static Page FromImage(byte[] source, int sourceOffset, int at, int length, Prot prot, uint born)
-            => new() { _source = source, _sourceOffset = sourceOffset, _at = at, _length = length, Prot = prot, Born = born };
+        internal static Page FromImage(ReadOnlyMemory<byte> source, int sourceOffset, int at, int length, Prot prot, uint born)
+            => new() { _source = source, _fromImage = true, _sourceOffset = sourceOffset, _at = at, _length = length, Prot = prot, Born = born };
 
         /// <summary>Whether the page has host bytes of its own yet (false: an image page not used since it was placed).</summary>
-        internal bool Filled => _data != 0 || _source == null;
+        internal bool Filled => _data != 0 || !_fromImage;
 
         /// <summary>A copy of an unfilled page for another address space (a fork): it reads the same immutable image
         /// bytes at its own first use, so nothing is shared and nothing needs copying on write.</summary>
         internal Page UnfilledCopy() => new()
         {
-            _source = _source, _sourceOffset = _sourceOffset, _at = _at, _length = _length,
+            _source = _source, _fromImage = _fromImage, _sourceOffset = _sourceOffset, _at = _at, _length = _length,
             Prot = Prot, HashLo = HashLo, HashHi = HashHi, Hashed = Hashed,
         };
 
@@ -101,8 +102,8 @@ public sealed unsafe partial class GuestMemory : IDisposable
         {
             get
             {
-                var src = _source;
-                if (_data == 0 && src != null && _length == (int)PageSize) return new ReadOnlySpan<byte>(src, _sourceOffset, (int)PageSize);
+                // (the page holds _source, and so its owner, while a caller reads the span: the page is in use)
+                if (_data == 0 && _fromImage && _length == (int)PageSize) return _source.Span.Slice(_sourceOffset, (int)PageSize);
                 return new ReadOnlySpan<byte>(Data, (int)PageSize);
             }
         }
@@ -114,10 +115,9 @@ public sealed unsafe partial class GuestMemory : IDisposable
         /// <see cref="Bytes"/>.</summary>
         internal bool TryImageHash(out ulong lo, out ulong hi)
         {
-            var src = _source;
             lo = hi = 0;
-            if (_data != 0 || src == null || _length != (int)PageSize || (_sourceOffset & (int)PageMask) != 0) return false;
-            if (!ImagePageHashes.TryGetValue(src, out var hashes)) return false;
+            if (_data != 0 || !_fromImage || _length != (int)PageSize || (_sourceOffset & (int)PageMask) != 0) return false;
+            if (ImageHolder(_source) is not { } holder || !ImagePageHashes.TryGetValue(holder, out var hashes)) return false;
             int i = 2 * (_sourceOffset >> PageShift);
             if (i + 1 >= hashes.Length) return false;
             (lo, hi) = (hashes[i], hashes[i + 1]);
@@ -129,10 +129,12 @@ public sealed unsafe partial class GuestMemory : IDisposable
         internal void CopyTo(Span<byte> to)
         {
             var src = _source;
+            bool fromImage = _fromImage;
             nint d = _data;
-            if (d != 0 || src == null) { new ReadOnlySpan<byte>((byte*)d, (int)PageSize).CopyTo(to); return; }
+            if (d != 0 || !fromImage) { new ReadOnlySpan<byte>((byte*)d, (int)PageSize).CopyTo(to); return; }
             if (_length != (int)PageSize) to.Clear();
-            src.AsSpan(_sourceOffset, _length).CopyTo(to[_at..]);
+            src.Span.Slice(_sourceOffset, _length).CopyTo(to[_at..]);
+            GC.KeepAlive(this); // the page holds the native image's owner while its bytes are read
         }
 
         /// <summary>First use of an image page: a frame with its bytes. The guest's thread fills; should another thread
@@ -140,10 +142,11 @@ public sealed unsafe partial class GuestMemory : IDisposable
         byte* Fill()
         {
             var src = _source;
-            if (src == null) return null; // a released page
+            if (!_fromImage) return null; // a released page
             bool whole = _length == (int)PageSize;
             byte* f = whole ? PagePool.Rent() : PagePool.RentZeroed();
-            src.AsSpan(_sourceOffset, _length).CopyTo(new Span<byte>(f + _at, _length));
+            src.Span.Slice(_sourceOffset, _length).CopyTo(new Span<byte>(f + _at, _length));
+            GC.KeepAlive(this); // the page holds the native image's owner while its bytes are read
             nint was = Interlocked.CompareExchange(ref _data, (nint)f, 0);
             if (was == 0) return f;
             PagePool.Return(f);
@@ -541,7 +544,7 @@ public sealed unsafe partial class GuestMemory : IDisposable
     /// already present (one a segment before filled part of) gets the bytes now. Contract: <paramref name="image"/>
     /// is never changed afterwards. Throws <see cref="GuestFaultException"/> where no mapping covers the range.
     /// </summary>
-    public void PlaceImage(ulong a, byte[] image, int offset, int length)
+    public void PlaceImage(ulong a, ReadOnlyMemory<byte> image, int offset, int length)
     {
         if (offset < 0 || length < 0 || offset > image.Length - length) throw new ArgumentOutOfRangeException(nameof(length));
         int done = 0;
@@ -551,7 +554,7 @@ public sealed unsafe partial class GuestMemory : IDisposable
             int off = (int)(cur & PageMask);
             int n = Math.Min(length - done, (int)PageSize - off);
             ulong pn = cur >> PageShift;
-            if (_pages.ContainsKey(pn)) Poke(cur, image.AsSpan(offset + done, n));
+            if (_pages.ContainsKey(pn)) Poke(cur, image.Span.Slice(offset + done, n));
             else
             {
                 var vma = cur < AddressLimit ? FindVma(cur) : null;
@@ -1050,13 +1053,24 @@ public sealed unsafe partial class GuestMemory : IDisposable
     }
 
     /// <summary>Hashes of program images' whole pages (<see cref="HashPage"/> of image[4096 k ..], as (lo, hi) at 2k,
-    /// 2k + 1), kept by the read of a recording's or replay's program (ProgramFile.ReadAll) while its bytes were in a
-    /// small warm buffer; held as long as the image is.</summary>
-    static readonly System.Runtime.CompilerServices.ConditionalWeakTable<byte[], ulong[]> ImagePageHashes = new();
+    /// 2k + 1), kept by the read of a recording's or replay's program (ProgramFile.ReadAll, ReadImage) while its bytes
+    /// were in a small warm buffer; keyed by the object holding the image's bytes (<see cref="ImageHolder"/>: an array
+    /// or a native image's memory manager) and held as long as that object is.</summary>
+    static readonly System.Runtime.CompilerServices.ConditionalWeakTable<object, ulong[]> ImagePageHashes = new();
 
-    /// <summary>Keeps <paramref name="hashes"/> (see <see cref="ImagePageHashes"/>) as the page hashes of
-    /// <paramref name="image"/>, which is never changed afterwards (the contract of <see cref="PlaceImage"/>).</summary>
-    public static void KeepImagePageHashes(byte[] image, ulong[] hashes) => ImagePageHashes.AddOrUpdate(image, hashes);
+    /// <summary>Keeps <paramref name="hashes"/> (see <see cref="ImagePageHashes"/>) as the page hashes of the image
+    /// whose whole bytes <paramref name="holder"/> holds (<see cref="ImageHolder"/>), never changed afterwards (the
+    /// contract of <see cref="PlaceImage"/>).</summary>
+    public static void KeepImagePageHashes(object holder, ulong[] hashes) => ImagePageHashes.AddOrUpdate(holder, hashes);
+
+    /// <summary>The object whose whole contents <paramref name="bytes"/> are (an array or a native program image,
+    /// <see cref="Abi.NativeImage"/>); null for a part of one. Identifies an image by the very bytes held, not their
+    /// values.</summary>
+    public static object? ImageHolder(ReadOnlyMemory<byte> bytes)
+    {
+        if (MemoryMarshal.TryGetArray(bytes, out var seg)) return seg.Offset == 0 && seg.Count == seg.Array!.Length ? seg.Array : null;
+        return Abi.NativeImage.Of(bytes);
+    }
 
     /// <summary>A page's hash as its <see cref="Page.HashLo"/>, <see cref="Page.HashHi"/> keep it: XxHash128 of its
     /// bytes, the 16 bytes read as two little-endian words (the one definition kept hashes and hashes of bytes taken

@@ -22,8 +22,8 @@ public static class Recording
 
     /// <summary>The header of a recording of <paramref name="programImage"/> under <paramref name="o"/>, in format
     /// <paramref name="version"/> (an older one only for tests of what older logs do: its program hash is of its kind).</summary>
-    public static LogHeader Header(MachineOptions o, byte[] programImage, ulong checkpointInterval, ushort version = LogFormat.CurrentVersion)
-        => Header(o, new HashedProgram(new StartProgram("", programImage), LogHeader.ComputeProgramHash(programImage, version), version), checkpointInterval);
+    public static LogHeader Header(MachineOptions o, ReadOnlyMemory<byte> programImage, ulong checkpointInterval, ushort version = LogFormat.CurrentVersion)
+        => Header(o, new HashedProgram(new StartProgram("", programImage), LogHeader.ComputeProgramHash(programImage.Span, version), version), checkpointInterval);
 
     /// <summary>The header of a recording of a program read with <see cref="ReadProgram"/>, in its format version.</summary>
     public static LogHeader Header(MachineOptions o, HashedProgram program, ulong checkpointInterval)
@@ -96,7 +96,7 @@ public static class Recording
         if (version < LogDigest.Xxh128Since)
         {
             var p = Kernel.ResolveProgram(o);
-            return new HashedProgram(p, LogHeader.ComputeProgramHash(p.Image, version), version);
+            return new HashedProgram(p, LogHeader.ComputeProgramHash(p.Image.Span, version), version);
         }
         var hash = new Xxh128();
         var program = Kernel.ResolveProgram(o, hash);

@@ -54,7 +54,7 @@ public class ProgramReadTests
                 {
                     var read = Recording.ReadProgram(Options(root));
                     var onDisk = File.ReadAllBytes(Path.Combine(root, "prog"));
-                    Assert.True(onDisk.AsSpan().SequenceEqual(read.Program.Image), $"{size} bytes: the image differs from the file");
+                    Assert.True(onDisk.AsSpan().SequenceEqual(read.Program.Image.Span), $"{size} bytes: the image differs from the file");
                     Assert.Equal(Xxh128ProgramHash(onDisk), read.Hash);
                     Assert.Equal(LogFormat.CurrentVersion, read.Version);
                     Assert.Equal("/prog", read.Program.GuestPath);
@@ -73,7 +73,7 @@ public class ProgramReadTests
         {
             var read = Recording.ReadProgram(Options(root), 5);
             Assert.Equal(SHA256.HashData(bytes), read.Hash);
-            Assert.True(bytes.AsSpan().SequenceEqual(read.Program.Image));
+            Assert.True(bytes.AsSpan().SequenceEqual(read.Program.Image.Span));
         }
         finally { Directory.Delete(root, true); }
     }
@@ -90,7 +90,7 @@ public class ProgramReadTests
             var same = Recording.RecordedProgram(header, Options(root), out string none);
             Assert.NotNull(same);
             Assert.Equal("", none);
-            Assert.True(bytes.AsSpan().SequenceEqual(same!.Image));
+            Assert.True(bytes.AsSpan().SequenceEqual(same!.Image.Span));
 
             bytes[200_001] ^= 1; // in the fourth chunk
             File.WriteAllBytes(Path.Combine(root, "prog"), bytes);

@@ -312,7 +312,7 @@ public class GuestFsSecurityTests
                 try { p = Kernel.ResolveProgram(opts); }
                 catch (ElfLoadException) { continue; }
                 found++;
-                Assert.Equal("inside program", Encoding.UTF8.GetString(p.Image));
+                Assert.Equal("inside program", Encoding.UTF8.GetString(p.Image.Span));
             }
             Assert.True(found > 0 && swapper.Swaps > LinkSwapper.MinSwaps, $"the race did not happen: {found} found, {swapper.Swaps} swaps");
         }

@@ -41,9 +41,9 @@ public sealed class ImageCache : IDisposable
         static long StMtimeNs(ReadOnlySpan<byte> st) => BinaryPrimitives.ReadInt64LittleEndian(st[88..]) * 1_000_000_000 + BinaryPrimitives.ReadInt64LittleEndian(st[96..]);
     }
 
-    sealed class Entry(byte[] bytes)
+    sealed class Entry(ReadOnlyMemory<byte> bytes)
     {
-        public readonly byte[] Bytes = bytes;
+        public readonly ReadOnlyMemory<byte> Bytes = bytes;
         public byte[]? Digest;
         /// <summary>Templates built from these bytes, one per (bias, name): usually one, so a list.</summary>
         public readonly List<Template> Templates = new();
@@ -60,7 +60,9 @@ public sealed class ImageCache : IDisposable
     }
 
     readonly Dictionary<FileIdentity, Entry> _byId = new();
-    readonly Dictionary<byte[], Entry> _byBytes = new(ReferenceEqualityComparer.Instance);
+    /// <summary>Entries by the object holding their bytes (<see cref="GuestMemory.ImageHolder"/>: an array or a <see cref="NativeImage"/>): a load is served
+    /// from a template only for the very bytes the cache holds.</summary>
+    readonly Dictionary<object, Entry> _byBytes = new(ReferenceEqualityComparer.Instance);
     long _bytes;
 
     /// <summary>Blocks decoded from the templates' frames, shared by the machine's processes.</summary>
@@ -70,31 +72,33 @@ public sealed class ImageCache : IDisposable
     public long FileHits, TemplateHits, TemplatesBuilt;
 
     /// <summary>The bytes and digest (XxHash128) of the file with this identity, when cached.</summary>
-    public bool TryGet(FileIdentity id, out byte[] bytes, out byte[] digest)
+    public bool TryGet(FileIdentity id, out ReadOnlyMemory<byte> bytes, out byte[] digest)
     {
         if (_byId.TryGetValue(id, out var e))
         {
             bytes = e.Bytes;
-            digest = e.Digest ??= Log.Xxh128.Hash(e.Bytes);
+            digest = e.Digest ??= Log.Xxh128.Hash(e.Bytes.Span);
             FileHits++;
             return true;
         }
-        bytes = digest = null!;
+        bytes = default;
+        digest = null!;
         return false;
     }
 
     /// <summary>Keeps a file's bytes (read from the file whose identity this is) while the bounds allow.</summary>
-    public void Add(FileIdentity id, byte[] bytes, byte[]? digest = null)
+    public void Add(FileIdentity id, ReadOnlyMemory<byte> bytes, byte[]? digest = null)
     {
-        if (_byId.ContainsKey(id) || bytes.LongLength != id.Size || _byId.Count >= MaxFiles || _bytes + bytes.LongLength > MaxBytes) return;
+        if (_byId.ContainsKey(id) || bytes.Length != id.Size || _byId.Count >= MaxFiles || _bytes + bytes.Length > MaxBytes) return;
+        if (GuestMemory.ImageHolder(bytes) is not { } holder) return;
         var e = new Entry(bytes) { Digest = digest };
         _byId[id] = e;
-        _byBytes[bytes] = e;
-        _bytes += bytes.LongLength;
+        _byBytes[holder] = e;
+        _bytes += bytes.Length;
     }
 
     /// <summary>
-    /// Loads a validated ELF image as <see cref="ElfLoader.Load(GuestMemory, byte[], ElfImage, ulong, string)"/>
+    /// Loads a validated ELF image as <see cref="ElfLoader.Load(GuestMemory, ReadOnlyMemory{byte}, ElfImage, ulong, string)"/>
     /// does: for bytes this cache holds, from a template built once per (bias, name) and mapped copy-on-write;
     /// other bytes are loaded directly. `mem` must hold nothing where the image goes (a new image's address space).
     /// The first load of a file's bytes goes straight into `mem` too, and the template is built at the second: the
@@ -103,9 +107,9 @@ public sealed class ImageCache : IDisposable
     /// start-up on the 2 MB busybox, loaded host). Either way the process sees the same bytes; only the sharing of
     /// frames and decoded blocks with later processes starts one exec later.
     /// </summary>
-    public LoadedProgram Load(GuestMemory mem, byte[] f, ElfImage img, ulong bias, string name)
+    public LoadedProgram Load(GuestMemory mem, ReadOnlyMemory<byte> f, ElfImage img, ulong bias, string name)
     {
-        if (!_byBytes.TryGetValue(f, out var e)) return ElfLoader.Load(mem, f, img, bias, name);
+        if (GuestMemory.ImageHolder(f) is not { } holder || !_byBytes.TryGetValue(holder, out var e)) return ElfLoader.Load(mem, f, img, bias, name);
         Template? t = null;
         foreach (var c in e.Templates)
             if (c.Bias == bias && c.Name == name) { t = c; break; }

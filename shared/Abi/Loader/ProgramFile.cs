@@ -81,64 +81,120 @@ public static unsafe class ProgramFile
         return h;
     }
 
-    /// <summary>Reads a whole regular file of the guest's root (see the class contract). <paramref name="hash"/>, when
-    /// given (a recording's or replay's program), is appended every byte of the image in order as it is read, so the
-    /// hash is of exactly the bytes returned; the hash of each whole 4 KiB page of the image is then kept for the
-    /// checkpoint digest too (<see cref="Memory.GuestMemory.KeepImagePageHashes"/>), taken in the same pass.</summary>
+    /// <summary>Reads a whole regular file of the guest's root (see the class contract) into a managed array.
+    /// <paramref name="hash"/>, when given (a recording's or replay's program), is appended every byte of the image in
+    /// order as it is read, so the hash is of exactly the bytes returned; the hash of each whole 4 KiB page of the image
+    /// is then kept for the checkpoint digest too (<see cref="Memory.GuestMemory.KeepImagePageHashes"/>), taken in the
+    /// same pass.</summary>
     /// <exception cref="ElfLoadException">The file is missing, not a regular file, too large, or a read failed.</exception>
     public static byte[] ReadAll(GuestFs fs, string guestPath, string name, long limit = MaxImageBytes, Log.Xxh128? hash = null)
     {
         using var h = OpenRegular(fs, guestPath, name, limit, out long size);
+        return ReadAll(h, checked((int)size), hash, name);
+    }
+
+    static byte[] ReadAll(SafeFileHandle h, int size, Log.Xxh128? hash, string name)
+    {
         // not cleared first: every byte handed out is read from the file (a short read returns only what was read);
         // pinned, so its pages can be faulted in at once (Populate) and stay where they were populated
-        var buf = GC.AllocateUninitializedArray<byte>(checked((int)size), pinned: true);
+        var buf = GC.AllocateUninitializedArray<byte>(size, pinned: true);
         Populate(buf);
         ulong[]? pages = hash != null ? new ulong[2 * (buf.Length >> Memory.GuestMemory.PageShift)] : null;
-        int done = ReadThroughChunk((int)h.DangerousGetHandle(), buf, hash, ref pages, name);
+        int done;
+        fixed (byte* into = buf) done = ReadThroughChunk((int)h.DangerousGetHandle(), into, buf.Length, hash, ref pages, name);
         if (done != buf.Length) return buf.AsSpan(0, done).ToArray(); // (the file shrank: no page hashes kept)
         if (pages != null) Memory.GuestMemory.KeepImagePageHashes(buf, pages);
         return buf;
+    }
+
+    /// <summary>Files from this size on are read into a <see cref="NativeImage"/> (huge pages) rather than an array:
+    /// a huge page's one fault and 2 MiB zeroing cost about what 30-45 faults of 4 KiB pages do on the hosts measured.</summary>
+    public const int NativeFrom = 256 << 10;
+
+    /// <summary>
+    /// Reads a whole regular file of the guest's root as <see cref="ReadAll(GuestFs, string, string, long, Log.Xxh128?)"/>
+    /// does (without a hash), for the start program a machine reads itself: the same checks and errors and the same
+    /// bytes (what the file held when read, a copy never changed afterwards), held in a <see cref="NativeImage"/> when
+    /// the file is large (see <see cref="NativeFrom"/>), else in an array. The caller owns a native image
+    /// (<see cref="NativeImage.Of"/> finds it) and disposes it once nothing reads it.
+    /// </summary>
+    public static ReadOnlyMemory<byte> ReadImage(GuestFs fs, string guestPath, string name, long limit = MaxImageBytes)
+    {
+        using var h = OpenRegular(fs, guestPath, name, limit, out long size);
+        if (size < NativeFrom) return ReadAll(h, checked((int)size), null, name);
+        var image = new NativeImage(checked((int)size));
+        int done;
+        try
+        {
+            fixed (byte* into = image.Filling) done = ReadDirect((int)h.DangerousGetHandle(), into, image.Length, name);
+        }
+        catch { ((IDisposable)image).Dispose(); throw; }
+        if (done == size) return image.Memory;
+        // the file shrank while being read: what was there, as ReadAll gives it
+        var part = image.Filling[..done].ToArray();
+        ((IDisposable)image).Dispose();
+        return part;
+    }
+
+    /// <summary>
+    /// Fills the <paramref name="length"/> bytes at <paramref name="into"/> from the file at offset 0 with reads straight
+    /// into them (until they are full or the file ends; returns the bytes read). For a <see cref="NativeImage"/>: its
+    /// huge pages do not pay the per-4 KiB first-touch cost <see cref="ReadThroughChunk"/> avoids, and the kernel's copy
+    /// into them is cheaper without the chunk's second copy (busybox's 2 MB, C probe on this host: 0.8-0.9 ms against
+    /// 1.1-1.6 through a chunk and process_vm_writev; docs/PERFORMANCE.md).
+    /// </summary>
+    static int ReadDirect(int fd, byte* into, int length, string name)
+    {
+        int done = 0;
+        while (done < length)
+        {
+            long n = HostSys.Call(Nr.pread64, fd, (long)(into + done), length - done, done);
+            if (n == -Errno.EINTR) continue;
+            if (n < 0) throw new ElfLoadException($"{name}: cannot read (errno {-n})");
+            if (n == 0) break; // the file shrank while being read: what was there
+            done += (int)n;
+        }
+        return done;
     }
 
     /// <summary>Bytes read at a time (<see cref="ReadThroughChunk"/>): whole guest pages.</summary>
     const int Chunk = 64 << 10, PageBytes = (int)Memory.GuestMemory.PageSize;
 
     /// <summary>
-    /// Fills <paramref name="image"/> from the file at offset 0 (until it is full or the file ends; returns the bytes
-    /// read), a <see cref="Chunk"/> at a time through one small buffer: each chunk is read there, hashed there when
-    /// asked, and moved into the image by the kernel (<see cref="MoveIn"/>). Why not read into the image directly:
-    /// on the virtualised hosts measured the first access from user mode to each fresh 4 KiB page costs ~10 us of
-    /// CPU even after the kernel populated and filled it (a host artefact, seen the same way from C), so hashing a 2 MB
-    /// image in place cost a recording ~5 ms at its start (490 pages it otherwise never touches: the loader maps only
-    /// what the program needs), and a read into the image's pages itself cost ~5 ms against ~1 ms through a warm chunk
-    /// (docs/PERFORMANCE.md).
+    /// Fills the <paramref name="length"/> bytes at <paramref name="into"/> from the file at offset 0 (until they are
+    /// full or the file ends; returns the bytes read), a <see cref="Chunk"/> at a time through one small buffer: each
+    /// chunk is read there, hashed there when asked, and moved into the image by the kernel (<see cref="MoveIn"/>). Why
+    /// not read into the image directly: on the virtualised hosts measured the first access from user mode to each fresh
+    /// 4 KiB page costs ~10 us of CPU even after the kernel populated and filled it (a host artefact, seen the same way
+    /// from C), so hashing a 2 MB image in place cost a recording ~5 ms at its start (490 pages it otherwise never
+    /// touches: the loader maps only what the program needs), and a read into the image's pages itself cost ~5 ms
+    /// against ~1 ms through a warm chunk (docs/PERFORMANCE.md).
     /// </summary>
     /// <param name="pages">when given, receives each whole page's hash (<see cref="Memory.GuestMemory.HashPage"/>) at
     /// 2k, 2k + 1; set to null when a read came back short before the end (a regular file does not do that), since
     /// the pages are then no longer aligned with the chunks</param>
-    static int ReadThroughChunk(int fd, byte[] image, Log.Xxh128? hash, ref ulong[]? pages, string name)
+    static int ReadThroughChunk(int fd, byte* into, int length, Log.Xxh128? hash, ref ulong[]? pages, string name)
     {
         byte* chunk = stackalloc byte[Chunk];
         int done = 0;
-        fixed (byte* into = image)
-            while (done < image.Length)
-            {
-                int want = Math.Min(Chunk, image.Length - done);
-                long n = HostSys.Call(Nr.pread64, fd, (long)chunk, want, done);
-                if (n == -Errno.EINTR) continue;
-                if (n < 0) throw new ElfLoadException($"{name}: cannot read (errno {-n})");
-                if (n == 0) break; // the file shrank while being read: what was there
-                hash?.Append(new ReadOnlySpan<byte>(chunk, (int)n));
-                if (n < want) pages = null;
-                if (pages != null)
-                    for (int at = 0; at + PageBytes <= n; at += PageBytes)
-                    {
-                        int k = 2 * ((done + at) / PageBytes);
-                        Memory.GuestMemory.HashPage(new ReadOnlySpan<byte>(chunk + at, PageBytes), out pages[k], out pages[k + 1]);
-                    }
-                MoveIn(chunk, into + done, (int)n);
-                done += (int)n;
-            }
+        while (done < length)
+        {
+            int want = Math.Min(Chunk, length - done);
+            long n = HostSys.Call(Nr.pread64, fd, (long)chunk, want, done);
+            if (n == -Errno.EINTR) continue;
+            if (n < 0) throw new ElfLoadException($"{name}: cannot read (errno {-n})");
+            if (n == 0) break; // the file shrank while being read: what was there
+            hash?.Append(new ReadOnlySpan<byte>(chunk, (int)n));
+            if (n < want) pages = null;
+            if (pages != null)
+                for (int at = 0; at + PageBytes <= n; at += PageBytes)
+                {
+                    int k = 2 * ((done + at) / PageBytes);
+                    Memory.GuestMemory.HashPage(new ReadOnlySpan<byte>(chunk + at, PageBytes), out pages[k], out pages[k + 1]);
+                }
+            MoveIn(chunk, into + done, (int)n);
+            done += (int)n;
+        }
         return done;
     }
 

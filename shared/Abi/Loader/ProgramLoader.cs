@@ -7,7 +7,7 @@ namespace ReVirt.Abi;
 
 /// <summary>The program a machine starts with, found under its root: its guest path and its bytes, read once through
 /// the root descriptor (so the bytes a recording hashes are the bytes that run).</summary>
-public sealed record StartProgram(string GuestPath, byte[] Image);
+public sealed record StartProgram(string GuestPath, ReadOnlyMemory<byte> Image);
 
 /// <summary>What execve set up: the loaded program, its interpreter, the argv it runs with and where it starts.</summary>
 public sealed class StartImage
@@ -40,13 +40,13 @@ public static class ProgramLoader
     const ulong Hwcap2 = 0;
 
     /// <summary>Loads the program named by argv[0] (already resolved to `guestPath` and read: `image`).</summary>
-    public static StartImage Load(GuestMemory mem, GuestFs fs, IBoundary boundary, int tid, string guestPath, byte[] image, string[] argv, ImageCache? images = null)
+    public static StartImage Load(GuestMemory mem, GuestFs fs, IBoundary boundary, int tid, string guestPath, ReadOnlyMemory<byte> image, string[] argv, ImageCache? images = null)
     {
         string execPath = guestPath;
-        for (int depth = 0; ElfImage.IsScript(image); depth++)
+        for (int depth = 0; ElfImage.IsScript(image.Span); depth++)
         {
             if (depth >= MaxScriptDepth) throw new ElfLoadException($"{guestPath}: too many levels of #! interpreters");
-            var (interp, arg) = ParseShebang(image, guestPath);
+            var (interp, arg) = ParseShebang(image.Span, guestPath);
             var list = new List<string> { interp };
             if (arg != null) list.Add(arg);
             list.Add(guestPath);
@@ -61,9 +61,9 @@ public static class ProgramLoader
     /// <summary>Loads an ELF image already read (by the start-up path or by execve) and, when it names one, its
     /// interpreter; through `images` when given (see <see cref="ImageCache.Load"/>). Throws
     /// <see cref="ElfLoadException"/> (exit status 127 when the interpreter is missing).</summary>
-    public static StartImage LoadElf(GuestMemory mem, GuestFs fs, IBoundary boundary, int tid, byte[] image, string guestPath, string execPath, string[] argv, ImageCache? images = null)
+    public static StartImage LoadElf(GuestMemory mem, GuestFs fs, IBoundary boundary, int tid, ReadOnlyMemory<byte> image, string guestPath, string execPath, string[] argv, ImageCache? images = null)
     {
-        var img = ElfImage.Parse(image, guestPath);
+        var img = ElfImage.Parse(image.Span, guestPath);
         ulong bias = img.Type == ElfImage.EtDyn ? ElfLoader.PieBase - img.LowVaddr : 0;
         var program = images != null ? images.Load(mem, image, img, bias, guestPath) : ElfLoader.Load(mem, image, img, bias, guestPath);
         var start = new StartImage { Program = program, StartRip = program.Entry, ExecPath = execPath, BinaryPath = guestPath, Argv = argv };

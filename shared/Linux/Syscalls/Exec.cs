@@ -60,12 +60,13 @@ public sealed partial class Kernel
     long ExecImage(GuestThread t, string abs, string execPath, List<string> argv, List<string> env, int depth)
     {
         if (depth > MaxInterpreterDepth) return -Errno.ELOOP;
-        var image = ReadImage(t, abs, out long e);
-        if (image == null) return e;
-        if (image.Length >= 2 && image[0] == '#' && image[1] == '!')
+        var read = ReadImage(t, abs, out long e);
+        if (read is not { } image) return e;
+        var head = image.Span;
+        if (head.Length >= 2 && head[0] == '#' && head[1] == '!')
         {
-            int nl = Array.IndexOf(image, (byte)'\n');
-            string line = Encoding.UTF8.GetString(image, 2, (nl < 0 ? Math.Min(image.Length, 256) : Math.Min(nl, 256)) - 2).Trim(' ', '\t', '\r');
+            int nl = head.IndexOf((byte)'\n');
+            string line = Encoding.UTF8.GetString(head.Slice(2, (nl < 0 ? Math.Min(image.Length, 256) : Math.Min(nl, 256)) - 2)).Trim(' ', '\t', '\r');
             if (line.Length == 0) return -Errno.ENOEXEC;
             int sp = line.IndexOfAny(new[] { ' ', '\t' });
             string interp = sp < 0 ? line : line[..sp];
@@ -78,7 +79,7 @@ public sealed partial class Kernel
             if (ge < 0) return ge;
             return ExecImage(t, iabs, interp, nargv, env, depth + 1);
         }
-        if (image.Length < 4 || image[0] != 0x7F || image[1] != 'E' || image[2] != 'L' || image[3] != 'F') return -Errno.ENOEXEC;
+        if (head.Length < 4 || head[0] != 0x7F || head[1] != 'E' || head[2] != 'L' || head[3] != 'F') return -Errno.ENOEXEC;
         var mem = new GuestMemory();
         StartImage start;
         try { start = ProgramLoader.LoadElf(mem, Fs, Boundary, t.Tid, image, abs, execPath, argv.ToArray(), Images); }
@@ -125,9 +126,9 @@ public sealed partial class Kernel
     /// length and the digest; the bytes come from the file under this replica's root, or from the machine's
     /// <see cref="ImageCache"/> when it is the same stable file as one read before.
     /// </summary>
-    unsafe byte[]? ReadImage(GuestThread t, string abs, out long err)
+    unsafe ReadOnlyMemory<byte>? ReadImage(GuestThread t, string abs, out long err)
     {
-        byte[]? bytes = null;
+        ReadOnlyMemory<byte>? bytes = null;
         var res = HostSide(t.Cpu, Nr.execve, () =>
         {
             // the checks and the read act on descriptors resolved under the root in one step each; the read checks
@@ -145,7 +146,7 @@ public sealed partial class Kernel
             var read = ReadProgramFile(abs, st, out long readErr);
             if (read == null) return HostResult.Of(readErr);
             bytes = read.Value.Bytes;
-            return HostResult.Of(bytes.Length).Write(0, read.Value.Digest);
+            return HostResult.Of(read.Value.Bytes.Length).Write(0, read.Value.Digest);
         }, out var digest);
         err = res.Value;
         if (res.Value < 0) return null;
@@ -163,15 +164,15 @@ public sealed partial class Kernel
     /// <summary>The bytes and digest of a program file whose stat buffer is `st` (null: not stat'ed): from the
     /// image cache when it is a stable file seen before, else read (and kept when stable). Null when unreadable
     /// (err: ENOENT when it is gone, else EACCES).</summary>
-    (byte[] Bytes, byte[] Digest)? ReadProgramFile(string abs, byte[]? st, out long err)
+    (ReadOnlyMemory<byte> Bytes, byte[] Digest)? ReadProgramFile(string abs, byte[]? st, out long err)
     {
         err = 0;
         var id = st == null ? null : ImageCache.FileIdentity.OfStable(st);
         if (id is { } known && Images.TryGet(known, out var cached, out var cachedDigest)) return (cached, cachedDigest);
-        byte[] bytes;
+        ReadOnlyMemory<byte> bytes;
         try { bytes = ProgramFile.ReadAll(Fs, abs, abs); }
         catch (ElfLoadException e) { err = e.ExitStatus == 127 ? -Errno.ENOENT : -Errno.EACCES; return null; }
-        var digest = Log.Xxh128.Hash(bytes);
+        var digest = Log.Xxh128.Hash(bytes.Span);
         if (id is { } stable) Images.Add(stable, bytes, digest);
         return (bytes, digest);
     }
