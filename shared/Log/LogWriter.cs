@@ -157,7 +157,8 @@ public sealed class LogWriter : IDisposable, IAsyncDisposable
     /// the held run when it continues it (<see cref="FileContentRun"/>), otherwise the held run is written and this read
     /// starts the next. Returns where the caller copies the read's bytes, at once, before any other call of this writer.
     /// <paramref name="check"/>: null when the read itself was proven to come from the unchanged file; otherwise what
-    /// proves it once at the run's end (<see cref="IContentSourceCheck"/>). The run's record is written before the next
+    /// proves it at the run's end, and wherever the copy the run keeps of its unproven reads would outgrow
+    /// <see cref="PendingContentRun.TailBytes"/> (<see cref="IContentSourceCheck"/>). The run's record is written before the next
     /// record, flush or End, or by <see cref="EndContentRun"/> (<see cref="LastSequence"/> does not count it until
     /// then). Only for a log that <see cref="HoldsContentRuns"/>.
     /// </summary>
@@ -169,7 +170,9 @@ public sealed class LogWriter : IDisposable, IAsyncDisposable
         if (_finished) throw new InvalidOperationException("the log already ends with its End record: nothing may follow it");
         if (result <= 0 || result > requested) throw new ArgumentOutOfRangeException(nameof(result), $"a read by reference of {result} bytes of {requested}");
         var run = _run ??= new PendingContentRun();
-        if (!run.Continues(tid, nr, path, offset, result, check))
+        // a read that continues the run may first have the reads held proven (PendingContentRun.TryProveHeld); when
+        // that finds the file changed, the run is written and the read starts the next
+        if (!run.Continues(tid, nr, path, offset, result, check) || !run.TryProveHeld(result))
         {
             if (run.Open) EndContentRun();
             run.Start(instrCount, tid, nr, path, offset);
@@ -179,9 +182,10 @@ public sealed class LogWriter : IDisposable, IAsyncDisposable
 
     /// <summary>
     /// Writes the held run of reads (<see cref="AppendContentRead"/>), if any; the sequence number of its last record, or
-    /// 0. When a read of the run needs its check and the check finds the file changed, each read is written by value
-    /// (a <see cref="SyscallResult"/> with the bytes the guest got, at its instruction count, as a read of a file that
-    /// is not stable is always logged): the log never names a file whose bytes the guest did not get.
+    /// 0. When a read of the run needs its check and the check finds the file changed, the reads an earlier proof of the
+    /// run proved are written as their own record (<see cref="PendingContentRun.TryProveHeld"/>) and each later read by
+    /// value (a <see cref="SyscallResult"/> with the bytes the guest got, at its instruction count, as a read of a file
+    /// that is not stable is always logged): the log never names a file whose bytes the guest did not get.
     /// </summary>
     public ulong EndContentRun()
     {
@@ -191,8 +195,13 @@ public sealed class LogWriter : IDisposable, IAsyncDisposable
             case PendingContentRun.Form.Run: return Append(in many);
             case PendingContentRun.Form.Single: return Append(in one);
         }
-        ulong seq = 0;
-        for (int i = 0; i < run.ByValueReads; i++) seq = Append(run.ReadByValue(i));
+        ulong seq = run.ProvenRecord(out many, out one) switch
+        {
+            PendingContentRun.Form.Run => Append(in many),
+            PendingContentRun.Form.Single => Append(in one),
+            _ => 0,
+        };
+        for (int i = run.FirstByValueRead; i < run.ByValueEnd; i++) seq = Append(run.ReadByValue(i));
         return seq;
     }
 

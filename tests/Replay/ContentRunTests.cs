@@ -231,6 +231,23 @@ public class ContentRunTests
         finally { Directory.Delete(root, true); }
     }
     /// <summary>Counts how often the writer asks it and answers as told.</summary>
+    /// <summary>A log of <paramref name="reads"/> (appended through the writer) followed by an Exit at <paramref name="exitAt"/>.</summary>
+    static byte[] Written(Action<LogWriter> reads, ulong exitAt)
+    {
+        var header = new LogHeader
+        {
+            ProgramHash = LogHeader.ComputeProgramHash("p"u8), CpuModel = "test", RootDirectory = "/", Argv = ["/p"], Envp = [],
+            StartTime = DateTimeOffset.UnixEpoch, StartState = [], CheckpointInterval = 0,
+        };
+        var ms = new MemoryStream();
+        using (var w = new LogWriter(header, new StreamLogSink(ms, leaveOpen: true)))
+        {
+            reads(w);
+            w.Append(new Exit { InstrCount = exitAt, Status = 0 });
+        }
+        return ms.ToArray();
+    }
+
     sealed class FixedCheck(bool unchanged) : IContentSourceCheck
     {
         public int Asked;
@@ -252,21 +269,11 @@ public class ContentRunTests
         new Random(3).NextBytes(bytes);
         int[] lengths = [4096, 4096, 4096, 100];
         byte[] Write(IContentSourceCheck check)
-        {
-            var header = new LogHeader
-            {
-                ProgramHash = LogHeader.ComputeProgramHash("p"u8), CpuModel = "test", RootDirectory = "/", Argv = ["/p"], Envp = [],
-                StartTime = DateTimeOffset.UnixEpoch, StartState = [], CheckpointInterval = 0,
-            };
-            var ms = new MemoryStream();
-            using (var w = new LogWriter(header, new StreamLogSink(ms, leaveOpen: true)))
+            => Written(w =>
             {
                 for (int i = 0, at = 0; i < lengths.Length; at += lengths[i], i++)
                     bytes.AsSpan(at, lengths[i]).CopyTo(w.AppendContentRead(100 + 10 * (ulong)i, 1, Nr.read, "/f", at, 4096, lengths[i], 0x10000 + 0x2000 * (ulong)i, i == 0 ? null : check));
-                w.Append(new Exit { InstrCount = 200, Status = 0 });
-            }
-            return ms.ToArray();
-        }
+            }, exitAt: 200);
 
         var holds = new FixedCheck(true);
         var records = Records(Write(holds));
@@ -287,6 +294,69 @@ public class ContentRunTests
             var write = Assert.Single(read.MemWrites!);
             Assert.Equal(0x10000 + 0x2000 * (ulong)i, write.Addr);
             Assert.Equal(bytes.AsSpan(at, lengths[i]).ToArray(), write.Bytes);
+        }
+    }
+
+    /// <summary>A check that holds for its first <paramref name="holds"/> asks and finds the file changed after.</summary>
+    sealed class ChangesAfter(int holds) : IContentSourceCheck
+    {
+        public int Asked;
+        public bool Unchanged() => ++Asked <= holds;
+    }
+
+    /// <summary>
+    /// A run longer than the copy the writer keeps (<see cref="PendingContentRun.TailBytes"/>) is proven where the copy
+    /// would overflow, and its hash still covers every byte: 80 reads of 4 KiB (2.5 copies' worth) of one file, then
+    /// another record. When every check holds: one run record whose hash is the XxHash128 of all the bytes (the oracle:
+    /// System.IO.Hashing), the check asked at each overflow and at the end. When the file changes after the first
+    /// proof: the reads that proof proved are one run record of exactly those bytes, every later read is written by value
+    /// at its own instruction count with the bytes given (the reads after the failed proof start a run of their own
+    /// that goes by value too), nothing names the file for a byte not proven. Fails when the hash restarts at a proof,
+    /// when the proven reads are dropped or written by value, or when no proof is made before the run's end.
+    /// </summary>
+    [Fact]
+    public void ARunLongerThanTheKeptCopyIsProvenAsItGoesAndSplitsWhereTheFileChanged()
+    {
+        const int Read = 4096, Reads = 80;
+        int perCopy = PendingContentRun.TailBytes / Read;
+        Assert.True(Reads > 2 * perCopy && Reads < 3 * perCopy);
+        var bytes = new byte[Reads * Read];
+        new Random(5).NextBytes(bytes);
+        ulong InstrOf(int i) => 1000 + 10 * (ulong)i;
+        ulong AddrOf(int i) => 0x10000 + 0x1000 * (ulong)(i % 3);
+        byte[] Write(IContentSourceCheck check)
+            => Written(w =>
+            {
+                for (int i = 0; i < Reads; i++)
+                    bytes.AsSpan(i * Read, Read).CopyTo(w.AppendContentRead(InstrOf(i), 1, Nr.read, "/f", i * Read, Read, Read, AddrOf(i), i == 0 ? null : check));
+            }, exitAt: 5000);
+
+        var holds = new ChangesAfter(int.MaxValue);
+        var records = Records(Write(holds));
+        Assert.Equal(3, holds.Asked); // at the two overflows and at the end
+        Assert.Equal([RecordKind.FileContentRun, RecordKind.Exit], records.Select(r => r.Kind));
+        var run = records[0].Decode<FileContentRun>();
+        Assert.Equal(((uint)Reads, bytes.LongLength, InstrOf(0), InstrOf(Reads - 1), 0L), (run.Reads, run.Bytes, run.FirstInstrCount, run.LastInstrCount, run.Offset));
+        Assert.Equal(System.IO.Hashing.XxHash128.Hash(bytes), run.Hash);
+
+        var changes = new ChangesAfter(1);
+        records = Records(Write(changes));
+        Assert.Equal(3, changes.Asked); // the first proof holds, the second finds the change, the next run's end too
+        Assert.Equal(RecordKind.FileContentRun, records[0].Kind);
+        var proven = records[0].Decode<FileContentRun>();
+        Assert.Equal(((uint)perCopy, (long)perCopy * Read, InstrOf(0), InstrOf(perCopy - 1), 0L), (proven.Reads, proven.Bytes, proven.FirstInstrCount, proven.LastInstrCount, proven.Offset));
+        Assert.Equal(System.IO.Hashing.XxHash128.Hash(bytes.AsSpan(0, perCopy * Read)), proven.Hash);
+        Assert.Equal(Reads - perCopy + 2, records.Count);
+        Assert.Equal(RecordKind.Exit, records[^1].Kind);
+        for (int i = perCopy; i < Reads; i++)
+        {
+            var rec = records[1 + i - perCopy];
+            Assert.Equal(RecordKind.SyscallResult, rec.Kind);
+            var read = rec.Decode<SyscallResult>();
+            Assert.Equal((InstrOf(i), 1, Nr.read, (long)Read), (read.InstrCount, read.Tid, read.Nr, read.Result));
+            var write = Assert.Single(read.MemWrites!);
+            Assert.Equal(AddrOf(i), write.Addr);
+            Assert.Equal(bytes.AsSpan(i * Read, Read).ToArray(), write.Bytes);
         }
     }
 }
