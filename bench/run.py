@@ -154,7 +154,8 @@ def main():
     if qemu:
         configs.append(('qemu', lambda cmd: [qemu] + cmd))
     if a.baseline:
-        configs.append(('before', lambda cmd: ['dotnet', a.baseline, 'run', '--'] + cmd))
+        # with --stats as this build's run (the same reporting cost), for its blocks compiled and compile time
+        configs.append(('before', lambda cmd: ['dotnet', a.baseline, 'run', '--stats', '--'] + cmd))
     if not a.no_interpreter:
         configs.append(('interp', lambda cmd: ['dotnet', primary, 'run', '--tier', 'Interpreter', '--'] + cmd))
     if a.background_ab:
@@ -185,6 +186,10 @@ def main():
                 t = re.search(r'tier \w+: (\d+) blocks compiled in (\d+) ms, (\d+) of (\d+) instructions run compiled \(([\d.]+) %\)', err)
                 if key == 'run' and t:
                     tier.update({'blocks': int(t.group(1)), 'ms': int(t.group(2)), 'share': float(t.group(5))})
+                if key in ('run', 'before') and t:
+                    # blocks compiled, and the compiling threads' CPU ms (builds from 2026-12-02 on; wall ms before)
+                    cc = re.search(r'compile CPU ([\d.]+) ms', err)
+                    tier.setdefault('compile', {}).setdefault(key, []).append((int(t.group(1)), float(cc.group(1)) if cc else NAN))
                 if key in ('run', 'bg') and t:
                     tier.setdefault('ab', {}).setdefault(key, []).append((int(t.group(2)), float(t.group(5))))
                     r2 = re.search(r'(\d+) regions, ([\d.]+) ms per region', err)
@@ -193,6 +198,8 @@ def main():
                 if key == 'record': logbytes = os.path.getsize(log)
             print(f'   run {r + 1}/{runs}: ' + ', '.join(f'{k} {wall[k][-1]:.2f}s/{cpu[k][-1]:.2f}cpu' for k, _ in configs), flush=True)
         if 'rss' in tier: tier['rss'] = max(tier['rss'])
+        for key, v in tier.get('compile', {}).items():
+            tier['compile'][key] = (statistics.median(x[0] for x in v), statistics.median(x[1] for x in v))
         rows.append((name, {k: statistics.median(v) for k, v in wall.items()}, {k: statistics.median(v) for k, v in cpu.items()}, icount, logbytes, tier))
 
     now = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')
@@ -215,14 +222,17 @@ def main():
                (' --no-record' if a.no_record else '') + ''.join(f' --only "{o}"' for o in a.only or []) + '`\n')
     out.append('## Native vs qemu-user vs ReVirt (CPU seconds, medians)\n')
     out.append('"interpreter" is `primary run --tier Interpreter`, "default" is `primary run` (interpret, compile blocks that ran '
-               '4096 times); blocks compiled, compile time, share of instructions run compiled and peak RSS are of the default tier.'
+               '4096 times, SSE-heavy blocks later); blocks compiled, compile time (wall ms), share of instructions run compiled and '
+               'peak RSS are of the default tier; compile CPU ms is the compiling threads\' CPU time in region compilations (IL '
+               'emission and the runtime\'s JIT; "nan" for a build that does not report it).'
                + (' "revirt-run interpreter" is the NativeAOT-compiled `run` with `--hand-off-after 0` (interpreter only); '
                   '"revirt-run" is it as users run it: interpreted, and handed to `primary`\'s JIT host in the same process after '
                   '20 M guest instructions.' if has_aot else '') + '\n')
     hdr = ('| workload | native | qemu-user |' + (' ReVirt before |' if has_before else '') +
            ' ReVirt interpreter | ReVirt default |' + (' revirt-run interpreter | revirt-run |' if has_aot else '') + ' default/qemu | interpreter/qemu |' +
            (' before/qemu |' if has_before else '') + (' revirt-run interpreter/qemu | revirt-run/qemu |' if has_aot else '') +
-           ' default/native | guest instructions | M instr/s interpreter | M instr/s default | blocks compiled | compile ms | run compiled | peak RSS MB |')
+           ' default/native | guest instructions | M instr/s interpreter | M instr/s default | blocks compiled | compile ms | run compiled | peak RSS MB |'
+           + (' default/before CPU | blocks compiled before | compile CPU ms default / before |' if has_before else ' compile CPU ms |'))
     out.append(hdr)
     out.append('|---' * (hdr.count('|') - 1) + '|')
     for name, w, c, ic, lb, t in rows:
@@ -240,6 +250,14 @@ def main():
         cells.append(f'{ic / c.get("interp", NAN) / 1e6:.1f}' if ic else '?')
         cells.append(f'{ic / c["run"] / 1e6:.1f}' if ic else '?')
         cells += [str(t.get('blocks', '?')), str(t.get('ms', '?')), f'{t["share"]:.1f} %' if 'share' in t else '?', f'{t.get("rss", 0):.0f}']
+        comp = t.get('compile', {})
+        run_cpu = f'{comp["run"][1]:.1f}' if 'run' in comp else '?'
+        if has_before:
+            before = comp.get('before')
+            cells += [f'**{c["run"] / c["before"]:.3f}**', f'{before[0]:.0f}' if before else '?',
+                      f'{run_cpu} / ' + (f'{before[1]:.1f}' if before else '?')]
+        else:
+            cells.append(run_cpu)
         out.append('| ' + ' | '.join(cells) + ' |')
     out.append('\n## The same runs in wall seconds (medians)\n')
     hdr = '| workload | native | qemu-user |' + (' ReVirt before |' if has_before else '') + ' ReVirt interpreter | ReVirt default |' + (' revirt-run interpreter | revirt-run |' if has_aot else '') + ' default/qemu |'

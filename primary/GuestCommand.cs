@@ -433,6 +433,7 @@ sealed class GuestCommand
             + $"{code.RegionsCompiled} regions, {code.CompileTicks * ms / Math.Max(1, code.RegionsCompiled):F2} ms per region (longest {code.MaxCompileTicks * ms:F2}), "
             + $"IL emission {ReVirt.Cpu.CompileTime.EmitTicks * ms:F0} ms, JIT {ReVirt.Cpu.CompileTime.JitTicks * ms:F0} ms, "
             + (code.Background != null ? $"compiled in the background ({code.RegionsQueued} queued, {code.RegionsTakenBack} taken back by the guest, {code.CompilesDiscarded} discarded)" : "compiled on the guest thread")
-            + $", {code.CompileFailures} compilations refused");
+            + $", {code.CompileFailures} compilations refused"
+            + $", compile CPU {ReVirt.Cpu.CompileTime.CpuNs / 1e6:F1} ms");
     }
 }

@@ -28,6 +28,9 @@ public static class CompiledTier
 public static class CompileTime
 {
     public static long EmitTicks, JitTicks;
+    /// <summary>CPU time (ns) of the compiling threads in region compilations, emission and JIT together: unlike the
+    /// Stopwatch ticks, not inflated by a loaded host's waits for a core.</summary>
+    public static long CpuNs;
 }
 
 /// <summary>

@@ -82,6 +82,7 @@ public static unsafe partial class BlockCompiler
     /// call also counts itself in the code cache's <see cref="TierProfile.HelperCalls"/> (a profile run).</summary>
     public static CompiledBlock Compile(Block[] members, bool countHelpers = false)
     {
+        long cpu0 = ReVirt.Linux.HostClock.Now(ReVirt.Linux.Clocks.THREAD_CPUTIME_ID);
         var key = Key.Of(members, countHelpers);
         DynamicMethod? dm;
         lock (Shared) Shared.TryGetValue(key, out dm);
@@ -99,6 +100,7 @@ public static unsafe partial class BlockCompiler
         var f = (CompiledBlock)dm.CreateDelegate(typeof(CompiledBlock), members); // JIT-compiles it (see Emitter)
         Interlocked.Add(ref CompileTime.EmitTicks, t1 - t0);
         Interlocked.Add(ref CompileTime.JitTicks, System.Diagnostics.Stopwatch.GetTimestamp() - t1);
+        Interlocked.Add(ref CompileTime.CpuNs, ReVirt.Linux.HostClock.Now(ReVirt.Linux.Clocks.THREAD_CPUTIME_ID) - cpu0);
         return f;
     }
 

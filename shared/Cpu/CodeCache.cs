@@ -20,6 +20,10 @@ public sealed unsafe class Block
     public byte[] Bytes = Array.Empty<byte>();
     /// <summary>Times the interpreter ran the whole block (counts toward compilation in the default tier).</summary>
     public int Hits;
+    /// <summary>The value of <see cref="Hits"/> at which the code cache compiles the block (its region): the cache's
+    /// threshold weighed by what compiling this block costs and saves (<see cref="CompileCost"/>); 0 never (a cache
+    /// that does not compile). Set when the block is decoded; the block's bytes decide it.</summary>
+    public int CompileAt;
     /// <summary>The compiled form of all <see cref="Count"/> instructions, once compiled; null before. It may run
     /// on into the other blocks of its region (<see cref="Members"/>) without returning to the execution loop.</summary>
     public CompiledBlock? Compiled;
@@ -76,8 +80,15 @@ public sealed unsafe class CodeCache
     /// <summary>Which tier runs blocks (<see cref="ExecutionTier"/>); results are the same in every tier.</summary>
     public ExecutionTier Tier { get; }
 
-    /// <summary>Executions of a whole block after which the default tier compiles it; 0 never compiles.</summary>
+    /// <summary>Executions of a whole block after which the default tier compiles it; 0 never compiles. With
+    /// <see cref="WeighByCost"/> a block whose compiled code saves less per run (SSE forms) waits longer
+    /// (<see cref="Block.CompileAt"/>).</summary>
     public readonly int CompileThreshold;
+
+    /// <summary>Each block's compile point is the threshold weighed by its instruction mix (<see cref="CompileCost"/>);
+    /// false: every block compiles after exactly <see cref="CompileThreshold"/> runs (tests that need regions to form
+    /// at a known iteration).</summary>
+    public bool WeighByCost { get; }
 
     // statistics of the tiers (instructions that ran compiled: all retired minus these interpreted ones); CompileTicks
     // are those of the regions compiled (published ones, with a background compiler), MaxCompileTicks the longest
@@ -108,7 +119,9 @@ public sealed unsafe class CodeCache
     /// after a few iterations); ignored by the interpreter-only tier.</param>
     /// <param name="background">the default tier's compiler thread (null: compile on the guest thread); the
     /// <see cref="ExecutionTier.Compiled"/> tier always compiles on the guest thread, before a block's first run.</param>
-    public CodeCache(GuestMemory mem, ExecutionTier tier = ExecutionTier.Default, SharedCode? shared = null, int? compileThreshold = null, BackgroundCompiler? background = null)
+    /// <param name="weighByCost">see <see cref="WeighByCost"/>; by default on unless a threshold is given.</param>
+    public CodeCache(GuestMemory mem, ExecutionTier tier = ExecutionTier.Default, SharedCode? shared = null, int? compileThreshold = null, BackgroundCompiler? background = null,
+        bool? weighByCost = null)
     {
         _shared = shared;
         Tier = tier;
@@ -121,6 +134,8 @@ public sealed unsafe class CodeCache
             ExecutionTier.Compiled => 1,
             _ => compileThreshold is > 0 ? compileThreshold.Value : DefaultCompileThreshold,
         };
+        // the compiled tier compiles every block before its first run: nothing to weigh
+        WeighByCost = tier == ExecutionTier.Default && (weighByCost ?? compileThreshold == null);
 
         _mem = mem;
         _mem.CodeWritten = OnCodeWritten;
@@ -201,6 +216,7 @@ public sealed unsafe class CodeCache
             b.Handlers = new delegate*<VirtualCpu, ref Instruction, void>[] { &Isa.ExecFault };
             b.Count = 1;
             b.End = rip;
+            b.CompileAt = CompileThreshold;
             return b;
         }
         var reader = new ByteArrayCodeReader(_fetch, 0, avail);
@@ -228,6 +244,7 @@ public sealed unsafe class CodeCache
         for (int i = 0; i < n; i++) b.Handlers[i] = handlers[i];
         b.End = end;
         b.Bytes = _fetch.AsSpan(0, (int)(end - rip)).ToArray();
+        b.CompileAt = WeighByCost ? CompileCost.CompileAt(CompileThreshold, b.Insts) : CompileThreshold;
         return b;
     }
 
@@ -281,7 +298,7 @@ public sealed unsafe class CodeCache
         var job = b.Pending!;
         if (!job.Finished)
         {
-            if (++b.Hits < 2 * CompileThreshold || job.Cancelled || !job.TryClaim()) return null;
+            if (++b.Hits < b.CompileAt + CompileThreshold || job.Cancelled || !job.TryClaim()) return null;
             var f = CompileHere(job.Members, job.CountHelpers, out long ticks);
             job.Finish(f, ticks);
             RegionsTakenBack++;
@@ -330,7 +347,7 @@ public sealed unsafe class CodeCache
     /// <summary>
     /// The region of a hot block: it and the blocks reachable from it by direct jumps, conditional jumps, direct
     /// calls and fall-through that are decoded already, not compiled yet and warm (ran whole at least an eighth of
-    /// the compile threshold), breadth first, within <see cref="MaxRegionBlocks"/> and
+    /// its own compile point, <see cref="Block.CompileAt"/>), breadth first, within <see cref="MaxRegionBlocks"/> and
     /// <see cref="MaxRegionInstructions"/>. Every block is compiled once, in one region, which is entered at any of
     /// its blocks. Nothing is decoded for it: what a region contains depends only on what ran, and decoding ahead
     /// could touch pages the guest never executed.
@@ -345,7 +362,6 @@ public sealed unsafe class CodeCache
         ulong page = head.Start >> GuestMemory.PageShift;
         if (shared && ((head.End - 1) >> GuestMemory.PageShift) != page) return members.ToArray();
         int instructions = head.Count;
-        int warm = CompileThreshold / 8;
         Span<ulong> next = stackalloc ulong[2];
         for (int j = 0; j < members.Count && members.Count < MaxRegionBlocks; j++)
         {
@@ -355,7 +371,7 @@ public sealed unsafe class CodeCache
             for (int t = 0; t < n; t++)
             {
                 if (!_blocks.TryGetValue(next[t], out var s) || !s.Valid || s.Bytes.Length == 0) continue;
-                if (s.Hits < warm || s.Compiled != null || s.Pending != null) continue;
+                if (s.Hits < s.CompileAt / 8 || s.Compiled != null || s.Pending != null) continue;
                 if (_shared != null && _shared.Holds(s) != shared) continue;
                 if (shared && ((s.Start >> GuestMemory.PageShift) != page || ((s.End - 1) >> GuestMemory.PageShift) != page)) continue;
                 if (members.Contains(s) || instructions + s.Count > MaxRegionInstructions || members.Count >= MaxRegionBlocks) continue;

@@ -60,7 +60,7 @@ public sealed class ExecutionLoop
                     {
                         // a block waiting for its background compilation runs interpreted until it is published
                         if (b.Pending != null) f = code.TryPublish(b);
-                        else if (++b.Hits == code.CompileThreshold) f = code.Compile(b);
+                        else if (++b.Hits == b.CompileAt) f = code.Compile(b);
                     }
                     if (f != null)
                     {

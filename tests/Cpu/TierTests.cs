@@ -54,9 +54,10 @@ public partial class TierTests
         public readonly CpuT Cpu;
         public readonly GuestMemory Mem = new();
 
-        public Vm(byte[] code, ExecutionTier tier, ulong rsi = Data, ulong rdi = Data + 0x800, int? threshold = null, BackgroundCompiler? background = null)
+        public Vm(byte[] code, ExecutionTier tier, ulong rsi = Data, ulong rdi = Data + 0x800, int? threshold = null, BackgroundCompiler? background = null,
+            bool? weighByCost = null)
         {
-            Cpu = new CpuT(Mem, new CodeCache(Mem, tier, compileThreshold: threshold, background: background), new VmRunner.NoHost());
+            Cpu = new CpuT(Mem, new CodeCache(Mem, tier, compileThreshold: threshold, background: background, weighByCost: weighByCost), new VmRunner.NoHost());
             Mem.Map(NativeRunner.CodeBase, NativeRunner.CodeSize, Prot.Read | Prot.Write | Prot.Exec, "code");
             Mem.Poke(NativeRunner.SnippetAddress, code);
             Mem.Map(Data, DataSize, Prot.Read | Prot.Write, "data");
