@@ -28,6 +28,8 @@ KV = os.path.join(ROOT, 'guests', 'out', 'kvserver.musl')
 
 # --kv-protect-args: options added to every `primary protect` of --kv-compare and --kv-profile
 PROTECT_ARGS = []
+# --kv-backup-args: options added to every `backup listen` of --kv-compare, --kv-profile and --kv-ab
+BACKUP_ARGS = []
 # --kv-pin: CPU lists (taskset -c) for the primary and the load generator, and for the backup; None: unpinned
 PIN = None
 
@@ -71,7 +73,7 @@ class Proc:
 
 
 def backup(*extra, bin_dir=BIN, cpus=None):
-    b = Proc([os.path.join(bin_dir, 'backup.dll'), 'listen', '--listen', 'http://127.0.0.1:0', '--insecure-no-auth', '--shared-storage'] + list(extra), cpus)  # loopback, one root
+    b = Proc([os.path.join(bin_dir, 'backup.dll'), 'listen', '--listen', 'http://127.0.0.1:0', '--insecure-no-auth', '--shared-storage'] + list(extra) + BACKUP_ARGS, cpus)  # loopback, one root
     _, m = b.wait_for(r'listening on (http://127\.0\.0\.1:\d+)')
     return b, m.group(1)
 
@@ -552,6 +554,9 @@ def main():
     ap.add_argument('--kv-protect-args', metavar='OPTIONS', default='', help='kvserver only: options for every `primary protect` of '
                     '--kv-compare and --kv-profile, both builds (one string, e.g. --kv-protect-args="--data-link tcp": two builds '
                     'whose defaults differ compared on one transport)')
+    ap.add_argument('--kv-backup-args', metavar='OPTIONS', default='', help='kvserver only: options for every `backup listen` of '
+                    '--kv-compare, --kv-profile and --kv-ab, every build (one string, e.g. --kv-backup-args="--primary-silence-ms 10000": '
+                    'on a loaded machine a backup not scheduled for its 1 s silence bound takes over from a healthy primary)')
     ap.add_argument('--kv-ab', metavar='OPTIONS', help='kvserver only: this build\'s `primary protect` as is and with the '
                     'primary options OPTIONS (one string, given as --kv-ab="--max-replay-lag-ms 0"), alternating --runs times per '
                     'connection count: requests/s, latency, CPU microseconds per request of each replica, voluntary '
@@ -560,8 +565,9 @@ def main():
                     'options after "backup:" go to `backup listen`; a set that begins with build:BIN_DIR runs that '
                     'build\'s primary.dll/backup.dll (e.g. --kv-ab="build:/check/base/tests/bin/Release/net10.0")')
     a = ap.parse_args()
-    global KV_WARMUP, PIN, PROTECT_ARGS
+    global KV_WARMUP, PIN, PROTECT_ARGS, BACKUP_ARGS
     PROTECT_ARGS = shlex.split(a.kv_protect_args)
+    BACKUP_ARGS = shlex.split(a.kv_backup_args)
     KV_WARMUP = a.kv_warmup
     if a.kv_pin:
         prim, sep, back = a.kv_pin.partition(':')
