@@ -459,6 +459,9 @@ def kv_ab_once(extra, conns, seconds, backup_extra=(), bin_dir=BIN):
     m = re.search(r'(\d+) batches', p.text())
     whole = v['rate'] * (seconds + KV_WARMUP)  # requests over the whole run, as near as the window's rate tells
     g = re.search(r'host GC: (\d+) MB allocated, (\d+)/\d+/\d+ collections \(gen 0/1/2\), (\d+) ms paused', p.text())
+    h = re.search(r'(\d+) socket sends held', p.text())
+    if g and h:  # exact counts of the whole run, for allocation per send (start-up's allocation included)
+        print(f'  whole run: {g.group(1)} MB allocated, {h.group(1)} socket sends held', flush=True)
     return (v['rate'], v['p50_ms'], v['p99_ms'], total('p', 0) * 1e6 / requests, total('b', 0) * 1e6 / requests,
             (total('p', 1) + total('b', 1)) / requests, int(m.group(1)) / whole if m else 0.0,
             int(g.group(1)) * 1048576 / whole if g else 0.0, float(g.group(2)) if g else 0.0, float(g.group(3)) if g else 0.0)
