@@ -8,6 +8,7 @@ docs/PERFORMANCE-replication.md.
     python3 bench/replication.py --kv-ab="--max-replay-lag-ms 0" --runs 4    (an option of `primary protect`, A/B)
     python3 bench/replication.py --kv-ab="--ship-after-us 100;--ship-after-us 500"    (as is and two variants, alternating)
     python3 bench/replication.py --kv-ab="backup: --replay-gather-us 3000"    (a variant's options after "backup:" go to `backup listen`)
+    python3 bench/replication.py --kv-ab="build:OTHER/tests/bin/Release/net10.0"    (another build's protect in the same rotation)
 
 The kvserver load comes from bench/kvload.c (built here with gcc): a closed-loop, single-threaded epoll client
 that keeps one request outstanding per connection and records each request's latency; it costs a few
@@ -27,6 +28,8 @@ KV = os.path.join(ROOT, 'guests', 'out', 'kvserver.musl')
 
 # --kv-protect-args: options added to every `primary protect` of --kv-compare and --kv-profile
 PROTECT_ARGS = []
+# --kv-backup-args: options added to every `backup listen` of --kv-compare, --kv-profile and --kv-ab
+BACKUP_ARGS = []
 # --kv-pin: CPU lists (taskset -c) for the primary and the load generator, and for the backup; None: unpinned
 PIN = None
 
@@ -70,7 +73,7 @@ class Proc:
 
 
 def backup(*extra, bin_dir=BIN, cpus=None):
-    b = Proc([os.path.join(bin_dir, 'backup.dll'), 'listen', '--listen', 'http://127.0.0.1:0', '--insecure-no-auth', '--shared-storage'] + list(extra), cpus)  # loopback, one root
+    b = Proc([os.path.join(bin_dir, 'backup.dll'), 'listen', '--listen', 'http://127.0.0.1:0', '--insecure-no-auth', '--shared-storage'] + list(extra) + BACKUP_ARGS, cpus)  # loopback, one root
     _, m = b.wait_for(r'listening on (http://127\.0\.0\.1:\d+)')
     return b, m.group(1)
 
@@ -428,13 +431,15 @@ def kv_profile(seconds, connections, mode, perf_dir=None, bin_dir=BIN, syscalls=
             print('\n'.join(l for l in p.text().splitlines() if 'held' in l or 'lag' in l or 'batch' in l or 'trail' in l or 'ack thread:' in l or 'host GC' in l))
 
 
-def kv_ab_once(extra, conns, seconds, backup_extra=()):
-    """One measured window of this build's `primary protect` (with the primary options extra) under the closed-loop
-    load: (requests/s, p50 ms, p99 ms, primary CPU us per request, backup CPU us per request, voluntary context
-    switches per request of both replicas, batches per request over the whole run)."""
+def kv_ab_once(extra, conns, seconds, backup_extra=(), bin_dir=BIN):
+    """One measured window of `primary protect` of the build in bin_dir (with the primary options extra) under the
+    closed-loop load: (requests/s, p50 ms, p99 ms, primary CPU us per request, backup CPU us per request, voluntary
+    context switches per request of both replicas, batches per request over the whole run, the primary's allocated
+    bytes per request over the whole run (its `host GC:` line; start-up's allocation included), its gen-0 collections
+    and its GC pause ms over the whole run)."""
     port = free_port()
-    b, url = backup(*backup_extra, cpus=PIN and PIN[1])
-    p = Proc([PRIMARY, 'protect', '--backup', url, '--stats'] + extra + ['--', KV, str(port)], PIN and PIN[0])
+    b, url = backup(*backup_extra, bin_dir=bin_dir, cpus=PIN and PIN[1])
+    p = Proc([os.path.join(bin_dir, 'primary.dll'), 'protect', '--backup', url, '--stats'] + extra + ['--', KV, str(port)], PIN and PIN[0])
     p.wait_for(r'kvserver: listening on')
     proc = subprocess.Popen(pinned([KVLOAD, str(port), str(conns), str(seconds), str(KV_WARMUP)], PIN and PIN[0]), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(KV_WARMUP)
@@ -452,8 +457,14 @@ def kv_ab_once(extra, conns, seconds, backup_extra=()):
     def total(n, k):
         return sum(x[k] for x in after[n].values()) - sum(x[k] for x in before[n].values())
     m = re.search(r'(\d+) batches', p.text())
+    whole = v['rate'] * (seconds + KV_WARMUP)  # requests over the whole run, as near as the window's rate tells
+    g = re.search(r'host GC: (\d+) MB allocated, (\d+)/\d+/\d+ collections \(gen 0/1/2\), (\d+) ms paused', p.text())
+    h = re.search(r'(\d+) socket sends held', p.text())
+    if g and h:  # exact counts of the whole run, for allocation per send (start-up's allocation included)
+        print(f'  whole run: {g.group(1)} MB allocated, {h.group(1)} socket sends held', flush=True)
     return (v['rate'], v['p50_ms'], v['p99_ms'], total('p', 0) * 1e6 / requests, total('b', 0) * 1e6 / requests,
-            (total('p', 1) + total('b', 1)) / requests, int(m.group(1)) / (v['rate'] * (seconds + KV_WARMUP)) if m else 0.0)
+            (total('p', 1) + total('b', 1)) / requests, int(m.group(1)) / whole if m else 0.0,
+            int(g.group(1)) * 1048576 / whole if g else 0.0, float(g.group(2)) if g else 0.0, float(g.group(3)) if g else 0.0)
 
 
 def kv_ab(runs, seconds, connections, extras):
@@ -466,21 +477,24 @@ def kv_ab(runs, seconds, connections, extras):
     for _ in range(runs):
         for conns in connections:
             for name, args in variants:
-                # "PRIMARY OPTIONS backup: BACKUP OPTIONS"
+                # "[build:BIN_DIR] PRIMARY OPTIONS backup: BACKUP OPTIONS"
+                bin_dir = BIN
+                if args and args[0].startswith('build:'):
+                    bin_dir, args = args[0][len('build:'):], args[1:]
                 cut = args.index('backup:') if 'backup:' in args else len(args)
-                x = kv_ab_once(args[:cut], conns, seconds, args[cut + 1:])
+                x = kv_ab_once(args[:cut], conns, seconds, args[cut + 1:], bin_dir)
                 res.setdefault((conns, name), []).append(x)
                 print('kv', conns, name, ' '.join(f'{y:.3f}' for y in x), f'load {os.getloadavg()[0]:.1f}', flush=True)
     load = os.getloadavg()
     print(f'{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} '
           f'when the run ended; median of {runs} runs of {seconds:g} s each after {KV_WARMUP:g} s of warm-up, alternating; options: {" | ".join(" ".join(e) for e in extras)}')
     print()
-    print('| connections | `primary protect` | requests/s | latency p50 ms | latency p99 ms | primary CPU µs per request | backup CPU µs per request | voluntary switches per request | batches per request |')
-    print('|---|---|---|---|---|---|---|---|---|')
+    print('| connections | `primary protect` | requests/s | latency p50 ms | latency p99 ms | primary CPU µs per request | backup CPU µs per request | voluntary switches per request | batches per request | primary bytes allocated per request (whole run) | primary gen-0 collections | primary GC paused ms |')
+    print('|---|---|---|---|---|---|---|---|---|---|---|---|')
     order = {name: i for i, (name, _) in enumerate(variants)}
     for (conns, name), xs in sorted(res.items(), key=lambda kv: (kv[0][0], order[kv[0][1]])):
         med = [statistics.median(c) for c in zip(*xs)]
-        print(f'| {conns} | {name} | {med[0]:.0f} | {med[1]:.3f} | {med[2]:.3f} | {med[3]:.1f} | {med[4]:.1f} | {med[5]:.3f} | {med[6]:.3f} |')
+        print(f'| {conns} | {name} | {med[0]:.0f} | {med[1]:.3f} | {med[2]:.3f} | {med[3]:.1f} | {med[4]:.1f} | {med[5]:.3f} | {med[6]:.3f} | {med[7]:.0f} | {med[8]:.0f} | {med[9]:.0f} |')
 
 
 def kv_compare(runs, seconds, connections, before):
@@ -543,14 +557,20 @@ def main():
     ap.add_argument('--kv-protect-args', metavar='OPTIONS', default='', help='kvserver only: options for every `primary protect` of '
                     '--kv-compare and --kv-profile, both builds (one string, e.g. --kv-protect-args="--data-link tcp": two builds '
                     'whose defaults differ compared on one transport)')
+    ap.add_argument('--kv-backup-args', metavar='OPTIONS', default='', help='kvserver only: options for every `backup listen` of '
+                    '--kv-compare, --kv-profile and --kv-ab, every build (one string, e.g. --kv-backup-args="--primary-silence-ms 10000": '
+                    'on a loaded machine a backup not scheduled for its 1 s silence bound takes over from a healthy primary)')
     ap.add_argument('--kv-ab', metavar='OPTIONS', help='kvserver only: this build\'s `primary protect` as is and with the '
                     'primary options OPTIONS (one string, given as --kv-ab="--max-replay-lag-ms 0"), alternating --runs times per '
                     'connection count: requests/s, latency, CPU microseconds per request of each replica, voluntary '
                     'context switches and batches per request (medians); prints, writes nothing. Several option sets '
-                    'separated by ";" (e.g. --kv-ab="--ship-after-us 100;--ship-after-us 500") run in the same rotation')
+                    'separated by ";" (e.g. --kv-ab="--ship-after-us 100;--ship-after-us 500") run in the same rotation; '
+                    'options after "backup:" go to `backup listen`; a set that begins with build:BIN_DIR runs that '
+                    'build\'s primary.dll/backup.dll (e.g. --kv-ab="build:/check/base/tests/bin/Release/net10.0")')
     a = ap.parse_args()
-    global KV_WARMUP, PIN, PROTECT_ARGS
+    global KV_WARMUP, PIN, PROTECT_ARGS, BACKUP_ARGS
     PROTECT_ARGS = shlex.split(a.kv_protect_args)
+    BACKUP_ARGS = shlex.split(a.kv_backup_args)
     KV_WARMUP = a.kv_warmup
     if a.kv_pin:
         prim, sep, back = a.kv_pin.partition(':')

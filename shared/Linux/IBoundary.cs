@@ -74,7 +74,11 @@ public interface IBoundary
     /// within the socket's credit and holds them until the backup holds the log up to here (output commit);
     /// everyone else treats it as any other syscall that performs the whole send.
     /// </summary>
-    HostResult Send(int tid, int nr, SocketSend send) => Syscall(tid, nr, send.Unheld);
+    HostResult Send(int tid, int nr, in SocketSend send)
+    {
+        var s = send;
+        return Syscall(tid, nr, () => s.Unheld());
+    }
 
     /// <summary>
     /// A shutdown or the last close of a socket. A protected primary that still holds bytes for the socket
@@ -198,12 +202,13 @@ public interface IBoundary
 }
 
 /// <summary>
-/// A send on a socket as the kernel hands it to the boundary. <see cref="Perform"/>(offset, count, flags) sends
-/// <c>Data[offset..offset+count]</c> on the host socket with extra flags (MSG_NOSIGNAL always; the gate adds MSG_DONTWAIT)
-/// and returns the host's answer (bytes sent or -errno); it may run later, on another thread, until the socket's
-/// last close has taken effect.
+/// A send on a socket as the kernel hands it to the boundary: a value (the boundary and a protected primary's output
+/// gate copy it; nothing is allocated for it beyond its <see cref="Data"/>). <see cref="Perform"/>(offset, count, flags)
+/// has its <see cref="Target"/> send <c>Data[offset..offset+count]</c> on the host socket with extra flags
+/// (MSG_NOSIGNAL always; the gate adds MSG_DONTWAIT) and returns the host's answer (bytes sent or -errno); it may run
+/// later, on another thread, until the socket's last close has taken effect.
 /// </summary>
-public sealed class SocketSend
+public readonly struct SocketSend
 {
     /// <summary>The socket's identity (the guest's open file description, shared by dup'd descriptors).</summary>
     public required object Socket { get; init; }
@@ -214,14 +219,34 @@ public sealed class SocketSend
     public bool NonBlocking { get; init; }
     /// <summary>A byte stream (TCP, AF_UNIX stream): a send may be accepted in part. Datagrams are all or nothing.</summary>
     public bool Stream { get; init; }
-    public required Func<int, int, int, long> Perform { get; init; }
-    /// <summary>The whole send where no gate holds its bytes, when it is not simply <see cref="Perform"/>: a blocking
-    /// send that never waits on the host (it sends what the host takes and registers its thread's wait when the host
-    /// takes nothing: <see cref="Kernel.WouldBlock"/>).</summary>
-    public Func<HostResult>? Attempt { get; init; }
+    /// <summary>Who performs the send on the host (one object for every send it makes: no closure per send).</summary>
+    public required ISendTarget Target { get; init; }
+    /// <summary>The guest's send flags, passed to the host with the extra flags (a target that needs them).</summary>
+    public int Flags { get; init; }
+    /// <summary>The destination address the guest gave (sendto, sendmsg), in guest form; null: the connected peer.</summary>
+    public byte[]? Address { get; init; }
+    /// <summary>An Af.UNIX destination's guest path (resolved under the root when the send is performed).</summary>
+    public string? UnixPath { get; init; }
+    /// <summary>Where no gate holds the bytes, a blocking send that must not wait on the host: it sends what the host
+    /// takes now and registers its thread's wait when the host takes nothing (<see cref="Kernel.WouldBlock"/>).</summary>
+    public bool Parks { get; init; }
+
+    /// <summary>Sends <c>Data[offset..offset+count]</c> on the host (see the type).</summary>
+    public long Perform(int offset, int count, int extraFlags) => Target.Perform(this, offset, count, extraFlags);
 
     /// <summary>The send performed at once, bytes not held (an unprotected run, or a backup following the log).</summary>
-    public HostResult Unheld() => Attempt?.Invoke() ?? HostResult.Of(Perform(0, Data.Length, 0));
+    public HostResult Unheld() => Target.Unheld(this);
+}
+
+/// <summary>Performs <see cref="SocketSend"/>s on the host (the kernel for guest sockets, the virtual interface for its
+/// frames).</summary>
+public interface ISendTarget
+{
+    /// <summary>Sends <c>s.Data[offset..offset+count]</c> with <paramref name="extraFlags"/>: bytes taken or -errno.</summary>
+    long Perform(in SocketSend s, int offset, int count, int extraFlags);
+
+    /// <summary>The whole send where no gate holds its bytes.</summary>
+    HostResult Unheld(in SocketSend s) => HostResult.Of(Perform(s, 0, s.Data.Length, 0));
 }
 
 /// <summary>
@@ -251,6 +276,7 @@ public sealed class GuestFileWrite
 public sealed class LiveBoundary : IBoundary
 {
     public HostResult Syscall(int tid, int nr, Func<HostResult> perform, bool reexecuteOnReplay = false) => perform();
+    public HostResult Send(int tid, int nr, in SocketSend send) => send.Unheld();
     public ulong Value(int tid, InputKind kind, Func<ulong> perform) => perform();
     public byte[] Bytes(int tid, InputKind kind, int count, Func<byte[]> perform) => perform();
     public bool Replaying => false;

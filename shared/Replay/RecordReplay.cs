@@ -433,9 +433,9 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
     /// result logged as any syscall's) and its bytes wait in the gate until the backup holds the log up to this
     /// record; the record is shipped at once, so the acknowledgement comes back as soon as the link allows.
     /// </summary>
-    public HostResult Send(int tid, int nr, SocketSend send)
+    public HostResult Send(int tid, int nr, in SocketSend send)
     {
-        if (Gate == null) return Syscall(tid, nr, send.Unheld);
+        if (Gate == null) { var s = send; return Syscall(tid, nr, () => s.Unheld()); }
         ShipBeforeCall(nr);
         long n = Gate.AcceptSend(send, _shipBeforeCreditWait ??= () => { if (Gate.Shipping.OutputWaits) Ship(); });
         ulong seq = _w.Append(new SyscallResult { InstrCount = Icount, Tid = tid, Nr = nr, Result = n });
@@ -1420,8 +1420,11 @@ public sealed class ReplayBoundary : IBoundary
         return r;
     }
 
-    public HostResult Send(int tid, int nr, SocketSend send)
-        => LiveNow() ? _after.Send(tid, nr, send) : Syscall(tid, nr, send.Unheld);
+    public HostResult Send(int tid, int nr, in SocketSend send)
+    {
+        if (!LiveNow()) { var s = send; return Syscall(tid, nr, () => s.Unheld()); }
+        return _after.Send(tid, nr, send);
+    }
 
     public HostResult SocketEnd(int tid, int nr, object socket, Func<HostResult> perform, bool reexecuteOnReplay)
         => LiveNow() ? _after.SocketEnd(tid, nr, socket, perform, reexecuteOnReplay) : Syscall(tid, nr, perform, reexecuteOnReplay);

@@ -69,12 +69,14 @@ public sealed partial class OutputGate
         public long Refusal;
     }
 
+    /// <summary>One held send or queued end. Entries are reused (<see cref="NewEntry"/>, <see cref="Recycle"/>): a send
+    /// held allocates nothing here.</summary>
     sealed class SocketEntry
     {
         public ulong Seq;
         public long Since;
-        /// <summary>A send: bytes [Offset, Count) of its data are still to go.</summary>
-        public SocketSend? Send;
+        /// <summary>A send (when <see cref="End"/> is null): bytes [Offset, Count) of its data are still to go.</summary>
+        public SocketSend Send;
         public int Offset, Count;
         /// <summary><see cref="Offset"/> when a pass outside the lock took the entry (what that pass freed is counted from here).</summary>
         public int PassStart;
@@ -84,6 +86,35 @@ public sealed partial class OutputGate
         public Func<HostResult>? End;
         public bool Last;
     }
+
+    // entries whose send or end is done, kept for the next (under the lock); bounded, so that a burst's entries do
+    // not stay forever
+    readonly Stack<SocketEntry> _spareEntries = new();
+    const int MaxSpareEntries = 4096;
+
+    /// <summary>An entry for a new send or end (under the lock): a spare one when there is one.</summary>
+    SocketEntry NewEntry(ulong seq)
+    {
+        var e = _spareEntries.Count > 0 ? _spareEntries.Pop() : new SocketEntry();
+        e.Seq = seq;
+        e.Since = Stopwatch.GetTimestamp();
+        return e;
+    }
+
+    /// <summary>An entry dequeued for good (under the lock; nobody refers to it any more): cleared (its bytes are not
+    /// kept alive) and kept for the next send.</summary>
+    void Recycle(SocketEntry e)
+    {
+        e.Send = default;
+        e.End = null;
+        e.Last = false;
+        e.Offset = e.Count = e.PassStart = 0;
+        e.SentAt = 0;
+        if (_spareEntries.Count < MaxSpareEntries) _spareEntries.Push(e);
+    }
+
+    /// <summary>Entries kept for reuse right now (tests: a held send's entry comes back once it is released).</summary>
+    internal int SpareSocketEntries { get { lock (_lock) return _spareEntries.Count; } }
 
     /// <summary>Bytes held for sockets right now.</summary>
     public long SocketHeldBytes => Interlocked.Read(ref _socketHeldBytes);
@@ -100,7 +131,7 @@ public sealed partial class OutputGate
     /// not fit waits here for credit; <paramref name="beforeWait"/> runs first (outside the gate's lock): what the wait
     /// needs acknowledged must have been shipped.
     /// </summary>
-    public long AcceptSend(SocketSend s, Action? beforeWait = null)
+    public long AcceptSend(in SocketSend s, Action? beforeWait = null)
     {
         // one pass under the lock decides a send that fits (every send of a server that keeps up): the lock is shared
         // with the threads that release, so the guest thread takes it as few times per send as it can
@@ -120,7 +151,7 @@ public sealed partial class OutputGate
 
     /// <summary>The send's answer under the lock; a blocking send that does not fit waits for credit when
     /// <paramref name="mayWait"/>, or else answers <see cref="MustShipFirst"/>.</summary>
-    long Accept(SocketSend s, bool mayWait)
+    long Accept(in SocketSend s, bool mayWait)
     {
         long t0 = 0;
         lock (_lock)
@@ -152,13 +183,16 @@ public sealed partial class OutputGate
     }
 
     /// <summary>Guest thread, after the send's result (<paramref name="count"/> bytes) was logged as record <paramref name="seq"/>.</summary>
-    public void HoldSend(ulong seq, SocketSend s, int count)
+    public void HoldSend(ulong seq, in SocketSend s, int count)
     {
         lock (_lock)
         {
             if (_discarded) return;
             var h = Socket(s.Socket, s.HostFd);
-            h.Entries.Enqueue(new SocketEntry { Seq = seq, Since = Stopwatch.GetTimestamp(), Send = s, Count = count });
+            var e = NewEntry(seq);
+            e.Send = s;
+            e.Count = count;
+            h.Entries.Enqueue(e);
             h.Held += count;
             _socketHeldBytes += count;
             _unreleased.Add(h);
@@ -182,7 +216,10 @@ public sealed partial class OutputGate
         {
             if (_discarded) return;
             var h = Socket(socket, -1);
-            h.Entries.Enqueue(new SocketEntry { Seq = seq, Since = Stopwatch.GetTimestamp(), End = end, Last = last });
+            var e = NewEntry(seq);
+            e.End = end;
+            e.Last = last;
+            h.Entries.Enqueue(e);
             _unreleased.Add(h);
             Release(h);
         }
@@ -264,11 +301,11 @@ public sealed partial class OutputGate
         foreach (var h in _releasing)
         {
             if (h.Busy || h.Stuck || h.Entries.Count == 0) continue;
-            if (h.Entries.Peek().Send == null) { Release(h); continue; }
+            if (h.Entries.Peek().End != null) { Release(h); continue; }
             h.Sending.Clear();
             foreach (var e in h.Entries)
             {
-                if (e.Send == null || !Releasable(e.Seq)) break;
+                if (e.End != null || !Releasable(e.Seq)) break;
                 e.PassStart = e.Offset;
                 h.Sending.Add(e);
             }
@@ -305,7 +342,7 @@ public sealed partial class OutputGate
                 if (Volatile.Read(ref _discarded) || (!Volatile.Read(ref _unprotected) && Fresh != null && !Fresh())) goto nextSocket;
                 while (e.Offset < e.Count)
                 {
-                    long r = e.Send!.Perform(e.Offset, e.Count - e.Offset, MSG_DONTWAIT);
+                    long r = e.Send.Perform(e.Offset, e.Count - e.Offset, MSG_DONTWAIT);
                     if (r == -Errno.EINTR) continue;
                     if (r < 0) { h.Refusal = r; goto nextSocket; }
                     e.Offset = e.Send.Stream ? e.Offset + (int)r : e.Count; // a datagram goes whole or not at all
@@ -329,6 +366,7 @@ public sealed partial class OutputGate
                     var e = h.Entries.Dequeue();
                     bytes += e.Count - e.PassStart;
                     if (_socketHoldMs.Count < 1_000_000) _socketHoldMs.Add(Stopwatch.GetElapsedTime(e.Since, e.SentAt).TotalMilliseconds);
+                    Recycle(e);
                 }
                 if (h.SentWhole < h.Sending.Count) bytes += h.Sending[h.SentWhole].Offset - h.Sending[h.SentWhole].PassStart;
                 h.Held -= bytes;
@@ -362,9 +400,10 @@ public sealed partial class OutputGate
                 h.Entries.Dequeue();
                 e.End();
                 if (e.Last) _sockets.Remove(h.Key);
+                Recycle(e);
                 continue;
             }
-            long r = e.Send!.Perform(e.Offset, e.Count - e.Offset, MSG_DONTWAIT);
+            long r = e.Send.Perform(e.Offset, e.Count - e.Offset, MSG_DONTWAIT);
             if (r == -Errno.EINTR) continue;
             if (r == -Errno.EAGAIN) { h.Stuck = true; WakeDrainer(); break; }
             freed = true;
@@ -376,6 +415,7 @@ public sealed partial class OutputGate
             if (e.Offset < e.Count) { h.Held -= e.Count - e.Offset; _socketHeldBytes -= e.Count - e.Offset; } // a datagram goes whole or not at all
             h.Entries.Dequeue();
             if (_socketHoldMs.Count < 1_000_000) _socketHoldMs.Add(Stopwatch.GetElapsedTime(e.Since).TotalMilliseconds);
+            Recycle(e);
         }
         if (h.Entries.Count == 0) _unreleased.Remove(h);
         if (freed && _waiters > 0) Monitor.PulseAll(_lock);
@@ -392,11 +432,12 @@ public sealed partial class OutputGate
         for (int i = 0; i < n; i++)
         {
             var e = h.Entries.Dequeue();
-            bool drop = e == failed || (e.Send != null && e.Send.Stream);
+            bool drop = e == failed || (e.End == null && e.Send.Stream);
             if (!drop) { h.Entries.Enqueue(e); continue; }
             long rest = e.Count - e.Offset;
             h.Held -= rest;
             _socketHeldBytes -= rest;
+            Recycle(e);
         }
     }
 

@@ -48,7 +48,7 @@ sealed class ProbingBoundary : IBoundary
     // (a replay's Idle takes the next record, the default waits for host events)
     public bool Idle(Kernel kernel, CpuT cpu) => _inner.Idle(kernel, cpu);
     public HostResult Output(int tid, int nr, int fd, byte[] data, Func<HostResult> perform) => _inner.Output(tid, nr, fd, data, perform);
-    public HostResult Send(int tid, int nr, SocketSend send) => _inner.Send(tid, nr, send);
+    public HostResult Send(int tid, int nr, in SocketSend send) => _inner.Send(tid, nr, send);
     public HostResult SocketEnd(int tid, int nr, object socket, Func<HostResult> perform, bool reexecuteOnReplay) => _inner.SocketEnd(tid, nr, socket, perform, reexecuteOnReplay);
     public HostResult FileContent(int tid, int nr, FileRef file, Func<HostResult> perform) => _inner.FileContent(tid, nr, file, perform);
     public NetReceived NetReceive(int tid, Func<NetReceived> perform) => _inner.NetReceive(tid, perform);

@@ -44,7 +44,7 @@ public class ShipBoundTests
     static SocketSend HeldSend() => new()
     {
         Socket = Socket, Data = "reply\n"u8.ToArray(), HostFd = -1, Stream = true,
-        Perform = (_, _, _) => throw new InvalidOperationException("a held send was performed without an acknowledgement"),
+        Target = new FuncSendTarget((_, _, _) => throw new InvalidOperationException("a held send was performed without an acknowledgement")),
     };
 
     static (RecordingBoundary Boundary, CountingSink Sink) Recording(int shipAfterUs) => Recording(shipAfterUs, out _);
@@ -211,14 +211,14 @@ public class ShipBoundTests
     static SocketSend ReleasableSend(List<string> order) => new()
     {
         Socket = Socket, Data = "reply\n"u8.ToArray(), HostFd = -1, Stream = true,
-        Perform = (offset, count, _) => { order.Add("sent"); return count; },
+        Target = new FuncSendTarget((offset, count, _) => { order.Add("sent"); return count; }),
     };
 
     /// <summary>A send the gate may release (its acknowledgement came): the host takes it whole.</summary>
     static SocketSend ReleasableSend() => new()
     {
         Socket = Socket, Data = "reply\n"u8.ToArray(), HostFd = -1, Stream = true,
-        Perform = (offset, count, _) => count,
+        Target = new FuncSendTarget((offset, count, _) => count),
     };
 
     [Fact]

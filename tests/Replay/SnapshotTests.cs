@@ -68,7 +68,7 @@ public class SnapshotTests(Xunit.Abstractions.ITestOutputHelper output)
 
         public HostResult Syscall(int tid, int nr, Func<HostResult> perform, bool reexecuteOnReplay = false) => inner.Syscall(tid, nr, perform, reexecuteOnReplay);
         public HostResult Output(int tid, int nr, int fd, byte[] data, Func<HostResult> perform) => inner.Output(tid, nr, fd, data, perform);
-        public HostResult Send(int tid, int nr, SocketSend send) => inner.Send(tid, nr, send);
+        public HostResult Send(int tid, int nr, in SocketSend send) => inner.Send(tid, nr, send);
         public HostResult SocketEnd(int tid, int nr, object socket, Func<HostResult> perform, bool reexecuteOnReplay) => inner.SocketEnd(tid, nr, socket, perform, reexecuteOnReplay);
         public HostResult FileContent(int tid, int nr, FileRef file, Func<HostResult> perform) => inner.FileContent(tid, nr, file, perform);
         public NetReceived NetReceive(int tid, Func<NetReceived> perform) => inner.NetReceive(tid, perform);

@@ -164,7 +164,7 @@ public sealed class ResetConnection : HostSocket
         return -Errno.ECONNRESET;
     }
 
-    public override long Send(Kernel k, GuestThread t, int flags, Func<long> host)
+    public override long? RefusesSend(Kernel k, GuestThread t, int flags)
     {
         if ((flags & Msg.NOSIGNAL) == 0) k.RaiseSignal(t, Sig.PIPE);
         return -Errno.EPIPE;

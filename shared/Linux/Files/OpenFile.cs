@@ -44,8 +44,9 @@ public abstract class OpenFile
     /// <summary>A stream read or receive: performs the host operation unless the description answers itself.</summary>
     public virtual long Receive(Func<long> host) => host();
 
-    /// <summary>A send on a stream: performs the host operation unless the description answers itself.</summary>
-    public virtual long Send(Kernel k, GuestThread t, int flags, Func<long> host) => host();
+    /// <summary>A send on a stream: the answer the description gives itself without the host (and the signal it
+    /// raises), or null when the send goes to the host.</summary>
+    public virtual long? RefusesSend(Kernel k, GuestThread t, int flags) => null;
 
     /// <summary>accept on a listener.</summary>
     public virtual long Accept(Func<long> host) => host();

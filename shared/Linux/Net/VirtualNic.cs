@@ -112,7 +112,7 @@ public sealed record VirtualNetOptions(MacAddress Mac, uint Ip, int PrefixLength
 /// and a replay sends nothing. The TAP device is opened on first use by whoever performs host operations (the
 /// recording primary, or a backup once it is live).
 /// </summary>
-public sealed class VirtualNic : IDisposable
+public sealed class VirtualNic : IDisposable, ISendTarget
 {
     /// <summary>Pseudo syscall number under which a batch of outgoing frames is logged.</summary>
     public const int TransmitNr = -2001;
@@ -191,14 +191,14 @@ public sealed class VirtualNic : IDisposable
         // each frame is a datagram for the output gate: a protected primary holds it until the backup has the log
         // that produced it, and releases it whole
         while (Stack.TryTakeFrame(out var f))
-        {
-            var frame = f;
-            boundary.Send(tid, TransmitNr, new SocketSend
-            {
-                Socket = this, Data = frame, HostFd = hostFd, Stream = false,
-                Perform = (offset, count, _) => { Tap().Write(frame.AsSpan(offset, count)); return count; },
-            });
-        }
+            boundary.Send(tid, TransmitNr, new SocketSend { Socket = this, Data = f, HostFd = hostFd, Stream = false, Target = this });
+    }
+
+    /// <summary>A frame onto the TAP device (whole: a frame is a datagram).</summary>
+    long ISendTarget.Perform(in SocketSend s, int offset, int count, int extraFlags)
+    {
+        Tap().Write(s.Data.AsSpan(offset, count));
+        return count;
     }
 
     /// <summary>

@@ -11,7 +11,7 @@ namespace ReVirt.Linux;
 /// Also select/pselect6/ppoll, epoll and eventfd. Address structures are passed through verbatim (host and guest
 /// are both x86-64 Linux), except Af.UNIX path names, which are guest paths under the root.
 /// </summary>
-public sealed partial class Kernel
+public sealed partial class Kernel : ISendTarget
 {
     const int MaxSockAddr = 128;      // sizeof(struct sockaddr_storage)
     const int MaxSockOpt = 4096;      // bound on option buffers
@@ -330,13 +330,14 @@ public sealed partial class Kernel
     /// Sig.PIPE (Msg.NOSIGNAL); the guest gets it like from the kernel unless it asked for Msg.NOSIGNAL.
     /// </summary>
     internal long SendBytes(CpuT cpu, HostSocket f, byte[] data, int flags, byte[]? addr, int nr)
-        => f.Send(this, Current, flags, () => SendHost(cpu, f, data, flags, addr, nr));
+        => f.RefusesSend(this, Current, flags) ?? SendHost(cpu, f, data, flags, addr, nr);
 
-    unsafe long SendHost(CpuT cpu, HostSocket f, byte[] data, int flags, byte[]? addr, int nr)
+    /// <summary>The send as a value the boundary (and a protected primary's output gate) keeps: no closure or object
+    /// is made per send; this kernel performs it (<see cref="ISendTarget"/>), now or when the gate releases it.</summary>
+    long SendHost(CpuT cpu, HostSocket f, byte[] data, int flags, byte[]? addr, int nr)
     {
         var t = Current;
         string? unix = addr != null ? UnixGuestPath(addr) : null;
-        int hostFd = f.HostFd;
         bool blocking = ((flags & Msg.DONTWAIT) | (f.StatusFlags & Sock.NONBLOCK)) == 0;
         // a blocking send waits with its thread only (not inside sendfile: see GuestThread.WriteMustNotPark)
         bool parks = blocking && !t.WriteMustNotPark;
@@ -344,21 +345,10 @@ public sealed partial class Kernel
         // a blocking stream send the host took in part goes on with the rest after its thread waited for room
         int done = parks && stream ? (int)Math.Min(t.PartialDone, data.Length) : 0;
         var rest = done == 0 ? data : data[done..];
-        long Perform(int offset, int count, int extraFlags) => WithHostAddress(addr ?? [], unix, bind: false, h =>
-        {
-            fixed (byte* p = rest) fixed (byte* q = h)
-                return HostSys.Call(Nr.sendto, hostFd, (long)(p + offset), count, flags | Msg.NOSIGNAL | extraFlags,
-                    addr != null ? (long)q : 0, addr != null ? h.Length : 0);
-        });
         var res = Boundary.Send(cpu.Tid, nr, new SocketSend
         {
-            Socket = f, Data = rest, HostFd = hostFd, Stream = stream, NonBlocking = !blocking, Perform = Perform,
-            // unheld (no output gate), a blocking send never waits on the host: it sends what the host takes now
-            Attempt = parks ? () =>
-            {
-                long r = Perform(0, rest.Length, Msg.DONTWAIT);
-                return r == -Errno.EAGAIN ? WaitForRoom(t, f) : HostResult.Of(r);
-            } : null,
+            Socket = f, Data = rest, HostFd = f.HostFd, Stream = stream, NonBlocking = !blocking, Target = this,
+            Flags = flags, Address = addr, UnixPath = unix, Parks = parks,
         });
         foreach (var (wa, wb) in res.Writes) Mem.Poke(wa, wb);
         long r = res.Value;
@@ -367,6 +357,33 @@ public sealed partial class Kernel
         if (r < 0) return done > 0 ? done : r;
         if (parks && stream && r < rest.Length && RestWaits(t, nr, f, done + r) is long wait) return wait;
         return done + r;
+    }
+
+    /// <summary>A guest socket's send on the host socket (any thread: an output gate releases later). A send to the
+    /// connected peer is one host call; an address goes through <see cref="WithHostAddress"/>.</summary>
+    unsafe long ISendTarget.Perform(in SocketSend s, int offset, int count, int extraFlags)
+    {
+        int flags = s.Flags | Msg.NOSIGNAL | extraFlags;
+        if (s.Address != null) return SendToAddress(s.Data, s.HostFd, offset, count, flags, s.Address, s.UnixPath);
+        fixed (byte* p = s.Data) return HostSys.Call(Nr.sendto, s.HostFd, (long)(p + offset), count, flags, 0, 0);
+    }
+
+    /// <summary>A send to an address (its own method: the closure it needs is made only for such a send).</summary>
+    unsafe long SendToAddress(byte[] data, int fd, int offset, int count, int flags, byte[] addr, string? unix)
+        => WithHostAddress(addr, unix, bind: false, h =>
+        {
+            fixed (byte* p = data) fixed (byte* q = h)
+                return HostSys.Call(Nr.sendto, fd, (long)(p + offset), count, flags, (long)q, h.Length);
+        });
+
+    /// <summary>Unheld (no output gate), on the sending guest thread: a blocking send never waits on the host; it
+    /// sends what the host takes now and parks its thread when the host takes nothing.</summary>
+    HostResult ISendTarget.Unheld(in SocketSend s)
+    {
+        ISendTarget target = this;
+        if (!s.Parks) return HostResult.Of(target.Perform(s, 0, s.Data.Length, 0));
+        long r = target.Perform(s, 0, s.Data.Length, Msg.DONTWAIT);
+        return r == -Errno.EAGAIN ? WaitForRoom(Current, (HostSocket)s.Socket) : HostResult.Of(r);
     }
 
     long SendTo(CpuT cpu, int fd, ulong buf, ulong len, int flags, ulong addr, uint addrLen)
