@@ -115,18 +115,36 @@ public class PipeGatherTests
     {
         // no gathering: every dry point is an untimed wait, which only an append ends (a lost wake-up hangs it)
         var pipe = new BlockingPipeStream();
-        var (reader, seen) = Reader(pipe);
+        int taken = 0;
+        var reader = new Thread(() =>
+        {
+            for (int expect = 0; ; expect++)
+            {
+                var c = pipe.NextChunk();
+                if (c.IsEmpty) return;
+                if (c.Length != 1 || c.Span[0] != (byte)expect) throw new InvalidOperationException($"chunk #{expect} held {c.Span[0]}");
+                Volatile.Write(ref taken, expect + 1);
+            }
+        }) { IsBackground = true, Name = "pipe reader" };
+        reader.Start();
         var rng = new Random(12);
         var sw = Stopwatch.StartNew();
         int n = 0;
-        for (; n < 250 && (n < 20 || sw.ElapsedMilliseconds < 3000); n++)
+        // many appends, each a random few hundred nanoseconds after the reader took the one before: somewhere along
+        // its way from the take to its futex wait (the window a wake-up can be lost in is that narrow)
+        for (; n < 200_000 && (n < 1000 || sw.ElapsedMilliseconds < 2000); n++)
         {
-            if (n > 0) WaitFor(() => Count(seen) == n, $"the reader to be woken for append #{n - 1} (a lost wake-up)");
-            // the reader has just taken the last append and is on its way to park: append somewhere along that way
-            Spin(TimeSpan.FromTicks(rng.Next(0, 300)));
+            var waited = Stopwatch.StartNew();
+            while (Volatile.Read(ref taken) < n)
+            {
+                Assert.True(waited.Elapsed < Bound, $"the reader was not woken for append #{n - 1} (a lost wake-up)");
+                Thread.SpinWait(1);
+            }
+            Thread.SpinWait(rng.Next(0, 60));
             pipe.Append(new[] { (byte)n });
         }
-        WaitFor(() => Count(seen) == n, $"the reader to be woken for the last append (a lost wake-up)");
-        Finish(pipe, reader, seen, n);
+        pipe.Complete();
+        Assert.True(reader.Join(Bound), $"the reader did not take all {n} appends and the end (it took {Volatile.Read(ref taken)}; a lost wake-up)");
+        Assert.Equal(n, Volatile.Read(ref taken));
     }
 }
