@@ -16,6 +16,13 @@ namespace ReVirt.Replication;
 /// log would otherwise be woken for every batch (a futex wake on the appending thread and a context switch on each
 /// side, several thousand times a second under a request-response load); gathering for a millisecond wakes it once
 /// for several batches, at the price of trailing the log by up to that long.
+/// <para>Gathering adapts to the arrival rate: a reader gathers only while gathering pays, i.e. while the last
+/// gathering sleep found something, or (after one that did not) once an append comes within a gathering period of
+/// the reader running dry. A reader whose appends come further apart than that (a request every few milliseconds)
+/// would otherwise sleep twice per append: a gathering sleep that ends empty, then the wait for the append that
+/// wakes it; now it waits for the append at once, one sleep per append and the same wake-up on the appending side
+/// (the empty gathering sleep's wake-up was the reader's own timer: about a third of a following replay's CPU at a
+/// low rate, bench/replaycost --paced-us).</para>
 /// <para>The reader sleeps on a futex word of its own (outside the pipe's lock), and an append wakes it only when it
 /// sleeps and the rule above says so: one futex wait per sleep on the reader's side, one futex wake per wake-up (none
 /// while it works or gathers) on the producer's, and the woken reader never contends for a lock its waker still holds
@@ -35,6 +42,14 @@ public sealed class BlockingPipeStream : ReadOnlyStream, Log.IFrameChunks
     bool _starving;
     // the reader consumed something since it last waited (it may sleep to gather)
     bool _consumed;
+    // Reader's thread only. Gathering pays (the reader's next dry point after consuming gathers): the last gathering
+    // sleep found something, or an append came within a gathering period of the reader running dry. True at first.
+    bool _gatherPays = true;
+    // the kind of the reader's last sleep (Gathers: a gathering sleep, which pays if something is taken before the
+    // reader sleeps again), and when it last ran dry after consuming (Stopwatch timestamp; 0: it has taken something
+    // since): the first take after a dry point decides whether gathering pays
+    int _lastSleep;
+    long _dryAt;
 
     /// <summary>What the reader sleeps for (the futex word, under <see cref="_lock"/> for every change but the
     /// reader's own reset after it woke): <see cref="Awake"/>, <see cref="WaitsForAppend"/> (any append wakes it),
@@ -151,8 +166,19 @@ public sealed class BlockingPipeStream : ReadOnlyStream, Log.IFrameChunks
     ReadOnlyMemory<byte> Took(ReadOnlyMemory<byte> chunk)
     {
         _buffered -= chunk.Length;
-        _consumed = true;
+        Consumed();
         return chunk;
+    }
+
+    /// <summary>The reader took something (under the lock): the first take after a dry point decides whether the
+    /// next dry point gathers: yes after a gathering sleep (it found this), or when this came within a gathering
+    /// period of the dry point.</summary>
+    void Consumed()
+    {
+        _consumed = true;
+        if (_dryAt == 0) return;
+        _gatherPays = _lastSleep == Gathers || System.Diagnostics.Stopwatch.GetElapsedTime(_dryAt) < Gather;
+        _dryAt = 0;
     }
 
     public override int Read(Span<byte> buffer)
@@ -171,7 +197,7 @@ public sealed class BlockingPipeStream : ReadOnlyStream, Log.IFrameChunks
                     _curPos += n;
                     if (_curPos == _cur.Length) _cur = null;
                     _buffered -= n;
-                    _consumed = true;
+                    Consumed();
                     return n;
                 }
                 if (_completed) return 0;
@@ -208,11 +234,15 @@ public sealed class BlockingPipeStream : ReadOnlyStream, Log.IFrameChunks
     }
 
     /// <summary>The pipe is dry (under the lock): the reader is about to sleep; returns what it sleeps for (the futex
-    /// word's value), gathering if it consumed something since it last slept.</summary>
+    /// word's value): it gathers if it consumed something since it last slept and gathering pays (a gathering sleep
+    /// that found nothing says it does not).</summary>
     int BeginSleep()
     {
-        int sleep = _consumed && Gather > TimeSpan.Zero ? Gathers : WaitsForAppend;
+        if (_consumed) _dryAt = System.Diagnostics.Stopwatch.GetTimestamp();
+        else if (_lastSleep == Gathers) _gatherPays = false;
+        int sleep = _consumed && _gatherPays && Gather > TimeSpan.Zero ? Gathers : WaitsForAppend;
         _consumed = false;
+        _lastSleep = sleep;
         Volatile.Write(ref _sleep[0], sleep);
         return sleep;
     }
