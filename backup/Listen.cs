@@ -471,6 +471,15 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         _file = StreamLogSink.CreateFile(path);
         _file.Append(h.LogHeader.Span);
         _file.Flush();
+        _copyDigest?.Dispose();
+        _copyDigest = null;
+        if (s.Standbys.Count > 0)
+        {
+            // a replica that records on after a takeover continues the log's running digest over the copy's bytes:
+            // kept here as the copy grows, it is not read and digested again on the go-live path
+            _copyDigest = new CopyDigest(LogHeader.Decode(h.LogHeader.Span, out _).Version);
+            _copyDigest.Append(h.LogHeader.Span);
+        }
         log.WriteLine($"backup: following {h.PrimaryId}; log copy {path}; arbiter {_arbiter.Describe}");
         s.Events.Emit(ReplicaEvent.Following, ("primary", h.PrimaryId), ("log", path), ("arbiter", _arbiter.Describe), ("term", _term), ("liveSequence", h.LiveSequence),
             ("fromSnapshot", _snapshotSequence > 0 ? _snapshotSequence : null));
@@ -528,6 +537,14 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
             _file!.Append(burst);
             _file.Flush();
             Held = _received;
+            _copyDigest?.Append(burst);
+        }
+        catch
+        {
+            // the copy may hold part of the burst: its bytes are read again if this replica goes live
+            _copyDigest?.Dispose();
+            _copyDigest = null;
+            throw;
         }
         finally
         {
@@ -536,6 +553,14 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         }
         return Held;
     }
+
+    /// <summary>With standbys and the go-live prepared: the continued recording's flush ticker, its thread started while
+    /// following (taken by the go-live; null before the preparation, after the go-live, or without standbys).</summary>
+    RecordingBoundary.FlushTicker? _readyTicker;
+
+    /// <summary>With standbys: the running digest of every byte of the log copy (link thread until the go-live, which
+    /// takes it; null without standbys, or once a write of the copy failed and the copy's bytes are not known).</summary>
+    CopyDigest? _copyDigest;
 
     /// <summary>Frames received and not handed to the replay yet, in order (link thread).</summary>
     readonly MemoryStream _toReplay = new();
@@ -912,7 +937,8 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         HoldReceived();
         log.WriteLine($"backup: the primary's guest ended with status {g.ExitStatus} after record #{g.LastSequence}; finishing the replay");
         s.Events.Emit(ReplicaEvent.PrimaryFinished, ("status", g.ExitStatus), ("lastSequence", g.LastSequence),
-            ("longestSilenceMs", silence.LongestMs), ("silences", silence.Histogram), ("silenceBoundMs", silence.BoundMs));
+            ("longestSilenceMs", silence.LongestMs), ("silences", silence.Histogram), ("silenceBoundMs", silence.BoundMs),
+            ("longestSilenceAtMs", silence.LongestAtMs), ("longSilences", silence.Long));
         _goodbye = true;
         _primaryEnded.Set();
         _pipe.Complete();
@@ -941,7 +967,8 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         _lostAt = Stopwatch.GetTimestamp();
         log.WriteLine($"backup: primary lost: {reason}; holding the log up to record #{Held}; draining {_pipe.Buffered} bytes");
         s.Events.Emit(ReplicaEvent.PrimaryLost, ("reason", reason), ("held", Held),
-            ("longestSilenceMs", silence?.LongestMs), ("silences", silence?.Histogram), ("silenceBoundMs", silence?.BoundMs), ("ackFailed", ackFailed));
+            ("longestSilenceMs", silence?.LongestMs), ("silences", silence?.Histogram), ("silenceBoundMs", silence?.BoundMs), ("ackFailed", ackFailed),
+            ("longestSilenceAtMs", silence?.LongestAtMs), ("longSilences", silence?.Long));
         RushDrain();
         // the takeover (on the replay thread, after the drain) asks for the decision under this lock, so what is done
         // here comes first, while the replay drains
@@ -1069,9 +1096,12 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
     {
         if (s.Standbys.Count == 0 || _hello is not { } h) return null;
         if (from.LastSequence != Held) throw new InvalidOperationException($"the replay consumed {from.LastSequence} records but this replica holds {Held}");
+        long t0 = Stopwatch.GetTimestamp();
         _file?.Dispose();
         _file = null;
         var store = LogStore.Open(_logPath, h.LogHeader.Length, Held, _snapshotSequence);
+        // the link thread no longer appends (the primary is lost): the running digest is this thread's now
+        var digest = Interlocked.Exchange(ref _copyDigest, null);
         var client = new ReplicationClient(new ProtectSettings
         {
             BackupUrl = s.Standbys[0],
@@ -1095,13 +1125,33 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
             PlantSnapshot = s.LiveSnapshotPlant,
             Stop = code => Environment.Exit(code),
         }, log, store);
-        using (var prefix = new FileStream(_logPath, FileMode.Open, FileAccess.Read, FileShare.ReadWrite))
+        long clientAt = Stopwatch.GetTimestamp();
+        // the continued log's digest covers every byte before it: the running digest of the copy when it holds all of
+        // them (the copy's length says so), else the copy read and digested again (the measured cost of the go-live
+        // with a standby before the running digest: tens of ms for a log of tens of MB on a loaded machine)
+        bool carried = digest != null && digest.Bytes == store.Length;
+        if (carried) _liveWriter = new LogWriter(header, client, Held, digest!.Take(), store.Length);
+        else
+        {
+            digest?.Dispose();
+            using var prefix = new FileStream(_logPath, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
             _liveWriter = new LogWriter(header, client, Held, prefix);
+        }
+        long writerAt = Stopwatch.GetTimestamp();
         var recording = new RecordingBoundary(_liveWriter, from) { Gate = client.Gate };
+        // the flush ticker's thread was started while following (RehearseContinuation): starting it here waited for
+        // the new thread's first time slice on the go-live path (a median 60 ms at load 50-60)
+        var ticker = Interlocked.Exchange(ref _readyTicker, null);
+        if (ticker != null) recording.UseTicker(ticker);
         client.Snapshots = recording; // standbys join from a snapshot (with the changed files when their root is their own)
         client.Gate.StartReleasedAt(p.LogStdoutBytes, p.LogStderrBytes);
+        long boundaryAt = Stopwatch.GetTimestamp();
         client.StartLive(h.LogHeader.ToByteArray(), _arbiter!, _wonTerm);
+        long liveAt = Stopwatch.GetTimestamp();
         _liveClient = client;
+        static double Ms(long from, long to) => Stopwatch.GetElapsedTime(from, to).TotalMilliseconds;
+        s.Events.Emit(ReplicaEvent.RecordingContinued, ("storeMs", Ms(t0, clientAt)), ("writerMs", Ms(clientAt, writerAt)),
+            ("boundaryMs", Ms(writerAt, boundaryAt)), ("startLiveMs", Ms(boundaryAt, liveAt)), ("prefixBytes", store.Length), ("digestCarried", carried), ("tickerReady", ticker != null));
         log.WriteLine($"backup: recording on after record #{Held} into {_logPath}; asking standbys {string.Join(", ", s.Standbys)} to join");
         return recording;
     }
@@ -1113,12 +1163,14 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
     /// generic code over value types that no ReadyToRun image holds), the log's continuation after a scratch prefix,
     /// the recording boundary and the gate's start - so that their first use is not on the replay thread after the
     /// grant (measured at load ~45: the continuation JIT-compiled 24 methods, 6-7 ms of the go-live's CPU).
-    /// Touches nothing of this replica: no standby is asked, no thread started, no metric registered (the client never
-    /// goes live; the gauges its StartLive registers are instantiated on a scratch meter), and the scratch file is
-    /// removed.
+    /// Touches nothing of this replica: no standby is asked, no metric registered (the client never goes live; the
+    /// gauges its StartLive registers are instantiated on a scratch meter), and the scratch file is removed. One thread
+    /// is started: the flush ticker the continued recording will use (<see cref="_readyTicker"/>), waiting until then.
     /// </summary>
     void RehearseContinuation(LogHeader header)
     {
+        var ticker = new RecordingBoundary.FlushTicker();
+        if (Interlocked.CompareExchange(ref _readyTicker, ticker, null) != null) ticker.Dispose();
         string path = Path.Combine(Path.GetTempPath(), $"revirt-golive-prep-{Environment.ProcessId}-{Guid.NewGuid():N}.rvlog");
         var encoded = header.Encode();
         File.WriteAllBytes(path, encoded);

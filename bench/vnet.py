@@ -520,6 +520,8 @@ def kill_once(i, seconds, bin_dir=BIN, primary_args=(), backup_args=(), label=No
     result['over'] = waits_over(reqs, killed_mono, window)
     result['floorOver'] = [waits_over(reqs, t, window, censor=killed_mono) for t in points]
     result['goLive'] = next((e for e in evs if e['event'] == 'go-live'), None)
+    # with a standby: the continuation's own steps (a build that emits recording-continued)
+    result['continued'] = next((e for e in evs if e['event'] == 'recording-continued'), None)
     result['upIn'], result['attachIn'] = detail_ms(evs)
     # the first reply after the kill that the survivor sent (answered after its interface was up)
     result['first'] = min(((d - killed_mono) * 1000 for s, d in reqs if d > up_mono), default=float('nan'))
@@ -637,6 +639,11 @@ def golive_words(name, vs):
                   + (', of which the replay thread\'s CPU ' + med(e['cpuMs'] for e in g) if all('cpuMs' in e for e in g) else '')
                   + ((', of that compiling (JIT) ' + med(e['jitMs'] for e in g) + ' ms, ' + med(e['jitMethods'] for e in g) + ' methods; prepared before the go-live in '
                       + f"{sum(1 for e in g if e['prepared'])} of {len(g)}") if all('jitMs' in e for e in g) else ''))
+    c = [v['continued'] for v in vs if v.get('continued')]
+    if c:
+        words += ('; the recording continued (ms, medians): log store opened and client built ' + med(e['storeMs'] for e in c) + ', log writer '
+                  + med(e['writerMs'] for e in c) + ' (over a log of ' + med(e['prefixBytes'] / 1e6 for e in c) + ' MB; its digest carried from the copy in '
+                  + f"{sum(1 for e in c if e['digestCarried'])} of {len(c)}), boundary " + med(e['boundaryMs'] for e in c) + ', StartLive ' + med(e['startLiveMs'] for e in c))
     return words
 
 
@@ -859,6 +866,11 @@ def main():
                     'alternating kill by kill: ' + '; '.join(f'{k}: {v}' for k, v in FAULTS.items()))
     ap.add_argument('--silence-ms', type=int, metavar='MS', help="kill runs: the backup's --primary-silence-ms (how long a silent "
                     "primary is waited for: a frozen or partitioned primary's detection time; default: the backup's own, 1000)")
+    ap.add_argument('--heartbeat-ms', type=int, metavar='MS', help="the primary's --heartbeat-ms (it heartbeats an idle link at "
+                    "most this far apart, and at least 8 times within the backup's bound)")
+    ap.add_argument('--silence-runs', type=int, metavar='N', help='no fault: N protected runs of --seconds under the 64-connection '
+                    'load, counting the takeovers from a healthy primary (false detections) at the backup\'s --silence-ms and '
+                    'printing its histogram of silences on the data link')
     a = ap.parse_args()
     global NS, SILENCE
     a.faults = [f for f in a.faults.split(',') if f]
@@ -868,7 +880,7 @@ def main():
     NS = NET[-1] = f'{a.netns_prefix}{os.getpid()}'
     a.kill_variants_arg = a.kill_variants
     a.kill_variants = [v for v in (a.kill_variants or '').split(',') if v]
-    if any(v not in KILL_VARIANTS for v in a.kill_variants) or ('before' in a.kill_variants and not a.compare):
+    if any(v not in KILL_VARIANTS for v in a.kill_variants) or (any(v.startswith('before') for v in a.kill_variants) and not a.compare):
         ap.error(f'--kill-variants: a comma-separated list of {", ".join(KILL_VARIANTS)} (before needs --compare)')
     a.variants = [v for v in a.bulk_variants.split(',') if v]
     if any(v not in BULK_VARIANTS for v in a.variants) or ('before' in a.variants and not a.compare):
@@ -888,6 +900,9 @@ def main():
         LINK = {'loss': a.loss, 'duplicate': a.duplicate, 'reorder': a.reorder}
     if a.redis:
         SERVER = REDIS
+    if a.silence_runs:
+        silence_runs(a)
+        return
     if a.compare or a.kill_variants or a.faults != ['kill']:
         compare_kills(a)
         return
@@ -1099,8 +1114,73 @@ KILL_VARIANTS = {
     # a standby the survivor asks after the takeover makes it record on (the recording continued in its go-live); none
     # listens at that address (port 9 of loopback), so the survivor keeps asking it, off the replay thread
     'standby': ('this build, the backup given a standby (it records on after the takeover; none answers)', (), ('--standby', 'http://127.0.0.1:9', '--standby-retry-ms', '200')),
+    'beforestandby': ('the --compare build, the backup given a standby (as standby)', (), ('--standby', 'http://127.0.0.1:9', '--standby-retry-ms', '200')),
     'standbynoprep': ('this build, the backup given a standby, its go-live not prepared', (), ('--standby', 'http://127.0.0.1:9', '--standby-retry-ms', '200', '--no-go-live-preparation')),
 }
+
+
+def silence_runs(a):
+    """--silence-runs N: no fault at all. N protected runs (kvserver on the virtual network, 64 connections, --seconds
+    each) with the backup's --primary-silence-ms (--silence-ms) and the primary's --heartbeat-ms (--heartbeat-ms):
+    how long a healthy primary falls silent on the data link at the machine's load, and how often a bound that short
+    takes over from it (a false detection: the arbiter fences the healthy primary, the clients keep their connections
+    and see a stall, the pair is left without a backup). The backup's histogram counts every silence of at least 25,
+    50, 100, 150, 200, 250, 300 and 500 ms since the session's first message; `warm` is the part of the run before the
+    short bound applies (the backup's silence warm-up)."""
+    subprocess.run(['gcc', '-O2', '-o', KVLOAD, os.path.join(ROOT, 'bench', 'kvload.c')], check=True)
+    make_namespace(a.client_rto_min)
+    pargs = ('--heartbeat-ms', str(a.heartbeat_ms)) if a.heartbeat_ms else ()
+    rows, loads = [], []
+    try:
+        for i in range(a.silence_runs):
+            lock = os.path.join(tempfile.gettempdir(), f'revirt-vnet-{os.getpid()}-s{i}.lock')
+            events = os.path.join(tempfile.gettempdir(), f'revirt-vnet-{os.getpid()}-s{i}.events')
+            t_start = time.time() * 1000
+            p = b = ready = None
+            row = {'run': i, 'load': os.getloadavg()[0]}
+            try:
+                p, b, addr = start('protect', 'virtual', lock, events, a.this, pargs, SILENCE)
+                ready = time.time() * 1000
+                try:
+                    row.update(load('virtual', addr, 64, a.seconds))
+                except Exception as e:
+                    row['loadError'] = str(e).strip().splitlines()[-1] if str(e).strip() else repr(e)
+                shutdown('virtual', addr)
+                b.p.wait(timeout=120)
+            except Exception as e:
+                row['error'] = str(e).strip().splitlines()[-1] if str(e).strip() else repr(e)
+            finally:
+                if p is not None:
+                    end_pair(p, b, lock)
+            evs = events_of(events)
+            if os.path.exists(events):
+                os.remove(events)
+            lost = next((e for e in evs if e['event'] == 'primary-lost'), None)
+            fin = next((e for e in evs if e['event'] == 'primary-finished'), None)
+            e = lost or fin or {}
+            row.update(lost=lost is not None, lostAt=(lost['unixMs'] - t_start) if lost else None, readyAt=ready - t_start if ready else None,
+                       reason=lost.get('reason') if lost else None, longest=e.get('longestSilenceMs'), silences=e.get('silences'),
+                       bound=e.get('silenceBoundMs'), longestAt=e.get('longestSilenceAtMs'), long=e.get('longSilences'),
+                       tookOver=any(x['event'] == 'took-over' for x in evs), load2=os.getloadavg()[0])
+            loads += [row['load'], row['load2']]
+            rows.append(row)
+            print('run', i, json.dumps(row), flush=True)
+    finally:
+        subprocess.run(['ip', 'netns', 'del', NS])
+        os.remove(KVLOAD)
+    done = [r for r in rows if r.get('silences')]
+    print(f'\n{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, load average {min(loads):.0f}-{max(loads):.0f}; '
+          f'command: `python3 bench/vnet.py --silence-runs {a.silence_runs} --seconds {a.seconds:g} {fault_args(a)}'
+          f'{f"--heartbeat-ms {a.heartbeat_ms} " if a.heartbeat_ms else ""}`\n')
+    print('| run | load | the healthy primary declared lost | longest silence ms (ms into the session) | silences of at least 25/50/100/150/200/250/300/500 ms | the first of 100 ms or more, ENDED_AT:MS | requests |')
+    print('|---|---|---|---|---|---|---|')
+    for r in rows:
+        ready = f"ready at {r['readyAt']:.0f}" if r['readyAt'] is not None else 'before the guest was ready'
+        taken = (f"yes{', taken over' if r['tookOver'] else ''}, {r['lostAt']:.0f} ms after the start ({ready}): {r['reason']}"
+                 if r['lost'] else ('no' if r.get('silences') else f"? {r.get('error')}"))
+        print(f"| {r['run']} | {r['load']:.0f}-{r['load2']:.0f} | {taken} | {r['longest']} ({r['longestAt']}) | {r['silences']} | {r.get('long') or ''} | {r.get('requests', float('nan')):.0f} |")
+    silent = [r for r in rows if r['lost'] and str(r.get('reason', '')).startswith('no batch or heartbeat')]
+    print(f"\n{len(silent)} false detections by the silence bound in {len(done)} runs ({sum(r['tookOver'] for r in rows)} takeovers).")
 
 
 def compare_kills(a):
@@ -1111,7 +1191,7 @@ def compare_kills(a):
     names = a.kill_variants or (['before', 'this'] if a.compare else ['this'])
     label = lambda n: 'before' if n == 'before' else 'this build' if n == 'this' else n
     # each (variant, fault) is a row of its own; the faults alternate kill by kill as the variants do
-    runs_of = [(label(n) + ('' if a.faults == ['kill'] else f', {f}'), a.compare if n == 'before' else a.this, n, f) for f in a.faults for n in names]
+    runs_of = [(label(n) + ('' if a.faults == ['kill'] else f', {f}'), a.compare if n in ('before', 'beforestandby') else a.this, n, f) for f in a.faults for n in names]
     fault_of = {name: f for name, _, _, f in runs_of}
     builds = [(name, d, n) for name, d, n, _ in runs_of]
     res = {n: ([], [], []) for n, _, _ in builds}

@@ -58,6 +58,27 @@ public sealed class LogWriter : IDisposable, IAsyncDisposable
         LastSequence = lastSequence;
     }
 
+    /// <summary>
+    /// Continues a log whose first <paramref name="lastSequence"/> records (and header), <paramref name="bytes"/> bytes
+    /// in all, exist elsewhere and were digested as they were written (<paramref name="digestSoFar"/>, of this log's
+    /// version, over exactly those bytes; the writer owns it from now on): as the constructor over a prefix stream,
+    /// without reading the prefix again.
+    /// </summary>
+    public LogWriter(LogHeader header, ILogSink sink, ulong lastSequence, LogDigest digestSoFar, long bytes, bool leaveOpen = false)
+    {
+        ArgumentNullException.ThrowIfNull(header);
+        ArgumentNullException.ThrowIfNull(sink);
+        ArgumentNullException.ThrowIfNull(digestSoFar);
+        _sink = sink;
+        _leaveOpen = leaveOpen;
+        Header = header;
+        _digest = digestSoFar;
+        HeaderLength = header.Encode().Length;
+        if (bytes < HeaderLength) throw new ArgumentOutOfRangeException(nameof(bytes), $"{bytes} bytes do not hold the {HeaderLength}-byte header");
+        BytesWritten = bytes;
+        LastSequence = lastSequence;
+    }
+
     /// <summary>Creates a log file at <paramref name="path"/> (overwriting it) and writes the header.</summary>
     public static LogWriter Create(string path, LogHeader header, bool durable = false)
     {

@@ -235,21 +235,29 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
     /// Asks for a flush every <see cref="FlushInterval"/> on a thread of its own until disposed. A
     /// <see cref="Timer"/> would start the thread pool (a timer thread, a gate thread and a worker that spins before it
     /// sleeps) in a recording that otherwise never uses it. The thread holds its recording weakly: one abandoned
-    /// without its exit (a test's, a failed run's) is collected, and the thread ends with it.
+    /// without its exit (a test's, a failed run's) is collected, and the thread ends with it. The thread may be started
+    /// ahead of its recording (<see cref="UseTicker"/>): <see cref="Thread.Start()"/> returns only once the new thread
+    /// runs, a wait for a time slice on a loaded machine (up to ~70 ms at load 50-60 on 2 cores), which a survivor's
+    /// go-live must not spend; until <see cref="Own"/> gives it its recording the thread only waits.
     /// </summary>
-    sealed class FlushTicker : IDisposable
+    public sealed class FlushTicker : IDisposable
     {
-        readonly ManualResetEvent _stop = new(false);
+        readonly ManualResetEvent _stop = new(false), _owned = new(false);
+        WeakReference<RecordingBoundary>? _owner;
 
-        public FlushTicker(RecordingBoundary owner)
+        /// <summary>Starts the ticker's thread (it asks for nothing until <see cref="Own"/>).</summary>
+        public FlushTicker() => new Thread(Tick) { IsBackground = true, Name = "revirt log flush" }.Start();
+
+        /// <summary>From now on the ticker asks <paramref name="owner"/> for its flushes (once; later calls are ignored).</summary>
+        internal void Own(RecordingBoundary owner)
         {
-            var weak = new WeakReference<RecordingBoundary>(owner);
-            new Thread(() => Tick(weak)) { IsBackground = true, Name = "revirt log flush" }.Start();
+            if (Interlocked.CompareExchange(ref _owner, new WeakReference<RecordingBoundary>(owner), null) == null) _owned.Set();
         }
 
-        void Tick(WeakReference<RecordingBoundary> owner)
+        void Tick()
         {
-            while (!_stop.WaitOne(FlushInterval) && Ask(owner)) { }
+            if (WaitHandle.WaitAny([_stop, _owned]) == 0) return;
+            while (!_stop.WaitOne(FlushInterval) && Ask(_owner!)) { }
         }
 
         static bool Ask(WeakReference<RecordingBoundary> owner)
@@ -259,8 +267,17 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
             return true;
         }
 
-        /// <summary>Stops the requests (one under way may still finish: it only sets flags). Call once.</summary>
+        /// <summary>Stops the requests (one under way may still finish: it only sets flags); a ticker never owned ends
+        /// its thread. Call once.</summary>
         public void Dispose() => _stop.Set();
+    }
+
+    /// <summary>This recording's flush requests come from <paramref name="ticker"/>, a ticker started ahead of it (its
+    /// thread already running), instead of one started when a kernel attaches. Before <see cref="Attach"/> only.</summary>
+    public void UseTicker(FlushTicker ticker)
+    {
+        if (_flushTicker != null) throw new InvalidOperationException("the recording has a flush ticker already");
+        _flushTicker = ticker;
     }
 
     void RequestFlush()
@@ -409,7 +426,8 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
     public void Attach(Kernel k)
     {
         _k = k;
-        _flushTicker ??= new FlushTicker(this);
+        _flushTicker ??= new FlushTicker();
+        _flushTicker.Own(this);
     }
 
     ulong Icount => _k?.Current?.Cpu.InstructionCount ?? 0;

@@ -18,11 +18,18 @@ namespace ReVirt.Replication;
 public sealed class LinkSilence(int initialBoundMs)
 {
     long _last = Stopwatch.GetTimestamp();
+    long _armedAt;
     bool _armed;
-    double _longest;
+    double _longest, _longestAt;
     /// <summary>Silences of at least each of <see cref="Steps"/> ms since the short bound was armed.</summary>
     readonly int[] _over = new int[Steps.Length];
-    static readonly int[] Steps = [25, 50, 100, 150, 200, 300, 500];
+    static readonly int[] Steps = [25, 50, 100, 150, 200, 250, 300, 500];
+    /// <summary>The first <see cref="LongKept"/> silences of at least <see cref="LongMs"/> ms: when they ended (ms since
+    /// the bound was armed) and how long they were: whether a live primary's long silences come with its start or at
+    /// any time (what a shorter bound would have taken over from).</summary>
+    readonly List<(double At, double Ms)> _long = [];
+    const int LongKept = 16;
+    const double LongMs = 100;
 
     /// <summary>The silence after which the primary is lost now.</summary>
     public int BoundMs { get; private set; } = initialBoundMs;
@@ -30,8 +37,15 @@ public sealed class LinkSilence(int initialBoundMs)
     /// <summary>The longest silence between two messages since the short bound was armed (0 before).</summary>
     public double LongestMs => Math.Round(_longest, 1);
 
+    /// <summary>When the longest silence ended, ms after the short bound was armed (0 before).</summary>
+    public double LongestAtMs => Math.Round(_longestAt);
+
     /// <summary>How many silences reached each step, e.g. "25:40 50:6 100:1 150:0 ..." (the tail that a bound must clear).</summary>
     public string Histogram => string.Join(' ', Steps.Select((ms, i) => $"{ms}:{_over[i]}"));
+
+    /// <summary>The first silences of at least 100 ms as "AT:MS ..." (AT: when each ended, ms after the short bound was
+    /// armed; MS: its length).</summary>
+    public string Long => string.Join(' ', _long.Select(l => $"{l.At:F0}:{l.Ms:F0}"));
 
     /// <summary>The reader starts waiting for the next message: a silence is the time it then waits, not the time it
     /// spent on the last message (holding a batch can take a while without the link being silent).</summary>
@@ -44,8 +58,13 @@ public sealed class LinkSilence(int initialBoundMs)
         if (_armed)
         {
             double ms = Stopwatch.GetElapsedTime(_last, now).TotalMilliseconds;
-            _longest = Math.Max(_longest, ms);
+            if (ms > _longest)
+            {
+                _longest = ms;
+                _longestAt = Stopwatch.GetElapsedTime(_armedAt, now).TotalMilliseconds;
+            }
             for (int i = 0; i < Steps.Length && ms >= Steps[i]; i++) _over[i]++;
+            if (ms >= LongMs && _long.Count < LongKept) _long.Add((Stopwatch.GetElapsedTime(_armedAt, now).TotalMilliseconds, ms));
         }
         _last = now;
     }
@@ -56,6 +75,7 @@ public sealed class LinkSilence(int initialBoundMs)
     {
         if (_armed) return false;
         _armed = true;
+        _armedAt = Stopwatch.GetTimestamp();
         BoundMs = boundMs;
         return true;
     }

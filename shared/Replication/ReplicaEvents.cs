@@ -100,16 +100,17 @@ public static class ReplicaEvent
     public const string RefusedPrimary = "refused-primary";   // peer, reason
     public const string Following = "following";              // primary, log, arbiter (the primary's first message after the welcome came)
     public const string HandshakeAbandoned = "handshake-abandoned"; // reason (the stream ended before the primary's first message: waiting for a primary again)
-    public const string PrimaryLost = "primary-lost";         // reason, held, longestSilenceMs (between the primary's messages since the session's first one), silences (how many reached 25, 50, ... ms), silenceBoundMs, ackFailed (why acknowledgements had stopped going out before the loss, null: they went out; the link was read to its end all the same)
+    public const string PrimaryLost = "primary-lost";         // reason, held, longestSilenceMs (between the primary's messages since the session's first one), silences (how many reached 25, 50, ... ms), silenceBoundMs, longestSilenceAtMs (when the longest ended, ms after the session's first message), longSilences (the first 16 of at least 100 ms, "AT:MS ..."), ackFailed (why acknowledgements had stopped going out before the loss, null: they went out; the link was read to its end all the same)
     public const string Announced = "announced";             // term, afterLostMs (a backup that won the arbiter as it lost its primary) the interface's address announced on its own TAP device before the drain ended
     public const string HeardFrames = "heard-frames";         // read, atLoss, largestBurst, kept, overwritten, given, raised, own, foreign, old, givenData, givenAck, givenControl, givenOther (`--hears-primary`: the frames heard on the primary's wire while following, once the live stack has judged every one kept; HeardCounts, NetStack.JudgeHeard)
     public const string GoLive = "go-live";                   // continuedMs, interfaceUpMs, servingMs, attachedMs, timersMs, doneMs, nicDropMs, nicRepairMs, nicSendMs, nicFrames, cpuMs (a takeover's go-live steps, ms after the arbiter's grant; the nic* fields: the virtual interface's own steps, durations; cpuMs: the replay thread's CPU time meanwhile: GoLiveSteps)
+    public const string RecordingContinued = "recording-continued"; // storeMs, writerMs, boundaryMs, startLiveMs, prefixBytes, digestCarried, tickerReady (a survivor with standbys records on: the steps of its continuation, ms; digestCarried: the log's digest came from the running digest of the copy, not from reading it again)
     public const string TookOver = "took-over";               // drainMs, instruction, record, resumeStdoutAt, logStdoutBytes, resumeStderrAt, checkpointInstruction, checkpointDigest
     public const string TakeoverDescriptor = "takeover-descriptor"; // detail
     public const string StoodDown = "stood-down";             // reason, drainMs
     public const string ReplayMatched = "replay-matched";     // instructions, records, checkpoints, outputs, status
     public const string Diverged = "diverged";                // message
-    public const string PrimaryFinished = "primary-finished"; // status, lastSequence, longestSilenceMs, silences, silenceBoundMs (the primary said goodbye)
+    public const string PrimaryFinished = "primary-finished"; // status, lastSequence, longestSilenceMs, silences, silenceBoundMs, longestSilenceAtMs, longSilences (the primary said goodbye)
     public const string CaughtUp = "caught-up";               // records, ms (a standby that joined a live replica replayed the log it had then)
     // primary
     public const string Protected = "protected";              // backup, url, term, dataLink (unix: the same-host socket; tcp)

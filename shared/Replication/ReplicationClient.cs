@@ -404,7 +404,11 @@ public sealed class ReplicationClient : ILogSink
         _state = LinkState.Unprotected;
         ReplicationMetrics.Observe(() => Interlocked.Read(ref _produced) - Interlocked.Read(ref _acked), () => Gate.AllHeldBytes, () => Interlocked.Read(ref _acked));
         Gate.GoUnprotected(() => _arbiter.StillHolds(_s.Id), ArbiterLostWhileUnprotected);
-        StartFlusher();
+        // the flusher is started from the pool, not here: this runs on a survivor's go-live path, and Thread.Start waits
+        // until the new thread runs, which on a loaded machine is a wait for a time slice (the go-live with a standby
+        // took 6-56 ms in StartLive at load 40-100); it only flushes records older than FlushAgeMs, so a few ms late is
+        // nothing
+        ThreadPool.UnsafeQueueUserWorkItem(_ => StartFlusher(), null);
         StartReprotecting();
     }
 

@@ -44,4 +44,25 @@ public class LinkSilenceTests
         Assert.True(s.LongestMs >= 30 && s.LongestMs <= waitedMs + 0.1, $"longest silence {s.LongestMs} ms, waited {waitedMs:F1} ms");
         Assert.StartsWith("25:1 ", s.Histogram);
     }
+
+    [Fact]
+    public void LongSilencesAreKeptWithWhenTheyEnded()
+    {
+        var s = new LinkSilence(2000);
+        var sinceArmed = System.Diagnostics.Stopwatch.StartNew();
+        Assert.True(s.Arm(1000));
+        Assert.Equal("", s.Long);
+        s.Listening();
+        var wait = System.Diagnostics.Stopwatch.StartNew();
+        Thread.Sleep(120);
+        s.Heard();
+        double waitedMs = wait.Elapsed.TotalMilliseconds, endedMs = sinceArmed.Elapsed.TotalMilliseconds;
+        var kept = s.Long.Split(' ');
+        Assert.Single(kept);
+        var (at, ms) = (double.Parse(kept[0].Split(':')[0]), double.Parse(kept[0].Split(':')[1]));
+        Assert.True(ms >= 119 && ms <= waitedMs + 1, $"kept {kept[0]}, waited {waitedMs:F1} ms");
+        Assert.True(at >= ms && at <= endedMs + 1, $"kept {kept[0]}: it ended {endedMs:F1} ms after the bound was armed");
+        Assert.Equal(Math.Round(at), s.LongestAtMs);
+        Assert.Contains(" 100:1 ", s.Histogram);
+    }
 }

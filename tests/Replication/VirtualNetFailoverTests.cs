@@ -466,6 +466,17 @@ public class VirtualNetFailoverTests(ITestOutputHelper output)
                 int? sc = sb.WaitForExit(Long);
                 Assert.True(sb.Event(ReplicaEvent.Diverged) == null && sc == 0, $"the standby's replay of the survivor's log: exit {sc}\n{sb.Stderr}");
             }
+            if (standby)
+            {
+                // the continuation started no thread and read no log on the go-live path: its flush ticker was started
+                // while following, and the log's digest was the running digest of the copy (the standby's replay of the
+                // whole log above checks the End record's digest)
+                var continued = b.Event(ReplicaEvent.RecordingContinued);
+                Assert.NotNull(continued);
+                output.WriteLine($"recording continued: {continued}");
+                Assert.True(continued.Bool("tickerReady") == true, $"the flush ticker was started on the go-live path: {continued}");
+                Assert.True(continued.Bool("digestCarried") == true, $"the go-live read the log copy again: {continued}");
+            }
             // the go-live's code was prepared while the backup followed (GoLivePreparation): the replay thread compiled
             // (almost) nothing after the grant, by the runtime's own count (JitInfo); unprepared it compiled 81-86
             // methods. With a standby too: the recording that continues the log for it (ContinueRecording) is
