@@ -80,15 +80,28 @@ public class PipeReadingForTests
         });
         pipe.Append(new byte[4]);
         reader.Start();
-        while (true) { lock (seen) if (seen.Count >= 1) break; Thread.Sleep(1); }
+        WaitForDryPoints(seen, 1);
         Thread.Sleep(1000);
         pipe.Append(new byte[4]);
-        while (true) { lock (seen) if (seen.Count >= 2) break; Thread.Sleep(1); }
+        WaitForDryPoints(seen, 2);
         pipe.Append(new byte[4]);
         Assert.True(reader.Join(TimeSpan.FromSeconds(30)));
         Assert.True(seen[0] >= TimeSpan.FromMilliseconds(60), $"after 60 ms of work: {seen[0].TotalMilliseconds:F1} ms");
         // the second dry point comes right after a ~1 s wait: the wait is not work (a loaded host may delay the
         // reader's wake-up, not stretch it to a second)
         Assert.True(seen[1] < TimeSpan.FromMilliseconds(900), $"right after a 1 s wait: {seen[1].TotalMilliseconds:F1} ms");
+    }
+
+    /// <summary>Waits until the reader has reached <paramref name="count"/> dry points (bounded: a reader that never
+    /// gets there fails the test instead of hanging the suite).</summary>
+    static void WaitForDryPoints(List<TimeSpan> seen, int count)
+    {
+        var limit = Stopwatch.StartNew();
+        while (true)
+        {
+            lock (seen) if (seen.Count >= count) return;
+            Assert.True(limit.Elapsed < TimeSpan.FromSeconds(20), $"the reader did not reach dry point {count} within 20 s");
+            Thread.Sleep(1);
+        }
     }
 }
