@@ -96,9 +96,14 @@ public sealed partial class OutputGate
         long t0;
         lock (_lock)
         {
-            if (seq <= _acked) return;
-            _acked = seq;
-            Monitor.PulseAll(_lock);
+            // an ack that repeats the last one still releases: output a stale link kept held (Fresh) leaves with the
+            // first ack after the backup proved it still follows, which need not acknowledge anything new
+            if (seq < _acked) return;
+            if (seq > _acked)
+            {
+                _acked = seq;
+                Monitor.PulseAll(_lock);
+            }
             if (_discarded || _final) return;
             t0 = Stopwatch.GetTimestamp();
             ReleaseFiles(seq);

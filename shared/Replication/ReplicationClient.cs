@@ -271,7 +271,45 @@ public sealed class ReplicationClient : ILogSink
         /// <summary>How often the sender heartbeats an idle link: --heartbeat-ms, or shorter when the backup's silence
         /// bound (Welcome.primary_silence_ms) asks for it.</summary>
         public int HeartbeatMs = 100;
+        /// <summary>How long the link may go unheard before an ack no longer proves the backup still follows: half
+        /// the backup's silence bound (it may declare this replica lost once it heard nothing for that bound), at
+        /// most the timeout. See <see cref="StaleLink"/>.</summary>
+        public int StaleMs = int.MaxValue;
     }
+
+    /// <summary>
+    /// After this replica heard nothing from its backup for longer than the session's <see cref="Session.StaleMs"/>
+    /// (it was stopped, or not scheduled), acks already queued on the link prove nothing: the backup may have
+    /// declared it lost meanwhile, won the arbiter and gone live, and output they would release would leave after
+    /// the takeover. From such a gap, no output is released (<see cref="OutputGate.Fresh"/>) until the backup
+    /// answers something sent after the gap was seen: a heartbeat sent since (its echo) or a record produced since
+    /// (its ack). A backup that went live answers neither, and the watchdog ends the session at the timeout.
+    /// </summary>
+    internal sealed class StaleLink
+    {
+        long _sinceUnixMs, _produced;
+        /// <summary>False while a proof of the backup's life is owed.</summary>
+        public bool Proven => Volatile.Read(ref _sinceUnixMs) == 0;
+        /// <summary>A gap was seen on the ack thread: records up to <paramref name="produced"/> and heartbeats sent
+        /// before now no longer count (a second gap before the proof keeps the first one's marks).</summary>
+        public void GapSeen(long produced)
+        {
+            if (!Proven) return;
+            Volatile.Write(ref _produced, produced);
+            Volatile.Write(ref _sinceUnixMs, DateTimeOffset.UtcNow.ToUnixTimeMilliseconds());
+        }
+        /// <summary>Messages the ack thread read together (newest echo, highest held sequence): true if they prove the
+        /// backup still follows.</summary>
+        public bool ProvenBy(long echoUnixMs, ulong held)
+        {
+            long since = Volatile.Read(ref _sinceUnixMs);
+            if (since == 0) return true;
+            if (echoUnixMs < since && (long)held <= Volatile.Read(ref _produced)) return false;
+            Volatile.Write(ref _sinceUnixMs, 0);
+            return true;
+        }
+    }
+    readonly StaleLink _stale = new();
 
     public OutputGate Gate { get; } = OutputGate.ToHostStdio();
 
@@ -349,7 +387,7 @@ public sealed class ReplicationClient : ILogSink
         // found by the chaos drill (freeze): a primary stopped in the middle of releasing acknowledged output must
         // not go on releasing it when it wakes after the timeout — the backup may be live; the watchdog decides
         Gate.Fresh = () => _state != LinkState.Protected
-            || Stopwatch.GetElapsedTime(Interlocked.Read(ref _lastHeard)).TotalMilliseconds <= _s.TimeoutMs;
+            || (_stale.Proven && Stopwatch.GetElapsedTime(Interlocked.Read(ref _lastHeard)).TotalMilliseconds <= Math.Min(_s.TimeoutMs, _cur?.StaleMs ?? int.MaxValue));
     }
 
     // ------------------------------------------------------------------ handshake
@@ -534,7 +572,8 @@ public sealed class ReplicationClient : ILogSink
         opened.SendTimeoutMs = ReplicationProtocol.SendBoundMs(_s.TimeoutMs);
         cts.Token.Register(opened.Close);
         return new Session { Url = url, Channel = channel, Call = call!, Cts = cts, Link = opened, BackupId = backupId, WantsSnapshot = wantsSnapshot, WantsSnapshotFiles = wantsFiles,
-            HeartbeatMs = ReplicationProtocol.HeartbeatInterval(_s.HeartbeatMs, silenceMs) };
+            HeartbeatMs = ReplicationProtocol.HeartbeatInterval(_s.HeartbeatMs, silenceMs),
+            StaleMs = silenceMs > 0 ? Math.Min(_s.TimeoutMs, (int)(silenceMs / 2)) : _s.TimeoutMs };
     }
 
     /// <summary>
@@ -1251,11 +1290,13 @@ public sealed class ReplicationClient : ILogSink
                     BackupLost(session, $"no acknowledgement or heartbeat from the backup for {silent.TotalMilliseconds:F0} ms");
                     return;
                 }
+                if (_state == LinkState.Protected && silent.TotalMilliseconds > session.StaleMs) _stale.GapSeen(Interlocked.Read(ref _produced));
                 Touch();
                 if (m?.BodyCase == BackupMessage.BodyOneofCase.Refused) { session.Refused = true; BackupLost(session, $"the backup stopped following: {m.Refused.Reason}"); return; }
                 if (!isAck) continue;
                 NoteAckTimes(ack, arrivedNs);
                 ulong held = ack.HeldSequence, replayed = ack.ReplayedSequence;
+                long echo = ack.EchoUnixMs;
                 if (ack.SnapshotBytes > session.SnapshotBytesRestored) SnapshotRestoredUpTo(session, ack.SnapshotBytes);
                 // the acks already read (one read of the link brought them): only the newest matters (acks are
                 // cumulative), one pass releases for all of them
@@ -1266,7 +1307,8 @@ public sealed class ReplicationClient : ILogSink
                     {
                         if (m!.BodyCase != BackupMessage.BodyOneofCase.Refused) continue;
                         session.Refused = true;
-                        if (AckBeyondTheLog(held, replayed) is null) OnAck(session, held, replayed); // in the order they came
+                        // in the order they came, unless a gap left them unproven (StaleLink)
+                        if (AckBeyondTheLog(held, replayed) is null && _stale.ProvenBy(echo, held)) OnAck(session, held, replayed);
                         BackupLost(session, $"the backup stopped following: {m.Refused.Reason}");
                         return;
                     }
@@ -1274,8 +1316,12 @@ public sealed class ReplicationClient : ILogSink
                     if (ack.SnapshotBytes > session.SnapshotBytesRestored) SnapshotRestoredUpTo(session, ack.SnapshotBytes);
                     held = Math.Max(held, ack.HeldSequence);
                     replayed = Math.Max(replayed, ack.ReplayedSequence);
+                    echo = Math.Max(echo, ack.EchoUnixMs);
                 }
                 if (AckBeyondTheLog(held, replayed) is { } bogus) { BackupLost(session, bogus); return; }
+                // after a gap, acks that do not prove the backup still follows are applied (cumulatively) only with
+                // the first that does (StaleLink); until then the gate releases nothing
+                if (!_stale.ProvenBy(echo, held)) continue;
                 OnAck(session, held, replayed);
             }
         }

@@ -26,6 +26,50 @@ public class GateAndArbiterTests
         Assert.Equal((1, "d"), emitted[^1]);
     }
 
+    /// <summary>Output a stale link kept held (Fresh false when its ack came) leaves with the next ack once the link
+    /// is fresh again, even one that acknowledges nothing new (a heartbeat's answer proving the backup follows).
+    /// Fails with a gate that ignores an ack not beyond the last.</summary>
+    [Fact]
+    public void OutputKeptHeldByAStaleLinkLeavesWithTheNextAckThoughItRepeatsTheLast()
+    {
+        var emitted = new List<string>();
+        bool fresh = false;
+        var g = new OutputGate((_, d) => emitted.Add(System.Text.Encoding.ASCII.GetString(d.Span))) { Fresh = () => fresh };
+        g.Hold(3, 1, "a"u8.ToArray());
+        g.Ack(3);
+        Assert.Empty(emitted);
+        fresh = true;
+        g.Ack(3);
+        Assert.Equal(["a"], emitted);
+        g.Ack(3);
+        Assert.Equal(["a"], emitted);
+    }
+
+    /// <summary>
+    /// After a gap on the link (this replica unheard-of long enough for its backup to have gone live), only an answer
+    /// to something sent after the gap proves the backup still follows: the echo of a heartbeat sent since, or an
+    /// ack beyond the records produced by then; queued acks from before prove nothing. Fails with the proof taken
+    /// from any ack.
+    /// </summary>
+    [Fact]
+    public void AfterAGapOnlyAnAnswerToSomethingSentSinceProvesTheBackupFollows()
+    {
+        var stale = new ReplicationClient.StaleLink();
+        Assert.True(stale.Proven);
+        Assert.True(stale.ProvenBy(0, 1));
+        long before = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() - 1;
+        stale.GapSeen(produced: 10);
+        Assert.False(stale.Proven);
+        Assert.False(stale.ProvenBy(0, 10));        // an ack of records produced before the gap
+        Assert.False(stale.ProvenBy(before, 9));    // the echo of a heartbeat sent before it
+        Assert.False(stale.Proven);
+        Assert.True(stale.ProvenBy(0, 11));         // a record produced since
+        Assert.True(stale.Proven);
+        stale.GapSeen(produced: 20);
+        Assert.True(stale.ProvenBy(DateTimeOffset.UtcNow.ToUnixTimeMilliseconds(), 0)); // a heartbeat sent since
+        Assert.True(stale.Proven);
+    }
+
     [Fact]
     public void OutputsOneAckReleasesToOneDescriptorLeaveInOneWriteInOrder()
     {
