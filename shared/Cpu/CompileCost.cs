@@ -29,8 +29,10 @@ public static class CompileCost
     {
         if (threshold <= 1 || insts.Length == 0) return threshold;
         long weight = 0;
-        foreach (ref readonly Instruction i in insts.AsSpan())
-            weight += Isa.XmmKindOf(i.Code) != XmmKind.None ? SseWeight : 1;
+        // indexed, not through a Span<Instruction>: a span of another assembly's struct is a generic instantiation
+        // the ReadyToRun image lacks, and its three methods would be JIT-compiled at every start
+        for (int k = 0; k < insts.Length; k++)
+            weight += Isa.XmmKindOf(insts[k].Code) != XmmKind.None ? SseWeight : 1;
         long at = (threshold * weight + insts.Length - 1) / insts.Length; // the threshold times the average weight, rounded up
         return (int)Math.Min(at, int.MaxValue);
     }
