@@ -279,7 +279,9 @@ print(n, flush=True)
         if (!client.HasExited) client.Kill();
         client.WaitForExit();
         File.Delete(script);
-        Assert.True(ok, $"echo did not finish: echoed {echoed}, client exited {client.HasExited}, stderr {client.StandardError.ReadToEnd()}");
+        Assert.True(ok, $"echo did not finish: echoed {echoed}, client exited {client.HasExited}, stderr {client.StandardError.ReadToEnd()}; " +
+            (conn == null ? "no connection" : $"stack's connection: {conn.State}, rto {conn.Rto / 1_000_000} ms (srtt {conn.Srtt / 1_000_000} ms), una {conn.SndUna - conn.Iss} nxt {conn.SndNxt - conn.Iss} max {conn.SndMax - conn.Iss}, " +
+            $"rtx deadline in {(conn.RtxDeadline == long.MaxValue ? "never" : ((conn.RtxDeadline - stack.Now) / 1_000_000).ToString())} ms, timeouts {stack.Counters.RetransmitTimeouts}, retransmits {stack.Counters.Retransmits}, fast {stack.Counters.FastRetransmits}, pending echo {pending.Count}"));
         var words = output.Result.Split(' ', StringSplitOptions.RemoveEmptyEntries);
         Assert.Equal(0, client.ExitCode);
         Assert.Equal(Megabyte.ToString(), words[0]);
