@@ -130,15 +130,17 @@ public static unsafe partial class BlockCompiler
     static readonly FieldInfo FLazyCarryOverflow = typeof(VirtualCpu).GetField("_lazyCarryOverflow", Inst)!;
     static readonly FieldInfo FInsts = typeof(Block).GetField(nameof(Block.Insts))!;
     static readonly FieldInfo FHandlers = typeof(Block).GetField(nameof(Block.Handlers))!;
-    static readonly MethodInfo MReadTlb = typeof(GuestMemory).GetProperty(nameof(GuestMemory.ReadTlb))!.GetMethod!;
-    static readonly MethodInfo MLoadSlow = typeof(GuestMemory).GetMethod(nameof(GuestMemory.LoadSlow))!;
-    static readonly MethodInfo MStoreSlow = typeof(GuestMemory).GetMethod(nameof(GuestMemory.StoreSlow))!;
-    static readonly MethodInfo MFaulted = typeof(GuestMemory).GetProperty(nameof(GuestMemory.Faulted))!.GetMethod!;
-    static readonly MethodInfo MTakeFault = typeof(GuestMemory).GetMethod(nameof(GuestMemory.TakeFault))!;
-    static readonly ConstructorInfo CCodeInvalidated = typeof(CodeInvalidatedException).GetConstructor(Type.EmptyTypes)!;
+    // the memory's calls and the byte swaps through one small type (see RegionCalls: a lookup where they live costs more
+    // reflection than the rest of these together)
+    static readonly MethodInfo MReadTlb = RegionCalls.Of(nameof(RegionCalls.ReadTlb));
+    static readonly MethodInfo MLoadSlow = RegionCalls.Of(nameof(RegionCalls.LoadSlow));
+    static readonly MethodInfo MStoreSlow = RegionCalls.Of(nameof(RegionCalls.StoreSlow));
+    static readonly MethodInfo MFaulted = RegionCalls.Of(nameof(RegionCalls.Faulted));
+    static readonly MethodInfo MTakeFault = RegionCalls.Of(nameof(RegionCalls.TakeFault));
+    static readonly MethodInfo MCodeInvalidated = RegionCalls.Of(nameof(RegionCalls.CodeInvalidated));
     static readonly MethodInfo MCondOf = typeof(VirtualCpu).GetMethod(nameof(VirtualCpu.CondOf), Inst)!;
-    static readonly MethodInfo MReverse32 = typeof(System.Buffers.Binary.BinaryPrimitives).GetMethod(nameof(System.Buffers.Binary.BinaryPrimitives.ReverseEndianness), new[] { typeof(uint) })!;
-    static readonly MethodInfo MReverse64 = typeof(System.Buffers.Binary.BinaryPrimitives).GetMethod(nameof(System.Buffers.Binary.BinaryPrimitives.ReverseEndianness), new[] { typeof(ulong) })!;
+    static readonly MethodInfo MReverse32 = RegionCalls.Of(nameof(RegionCalls.Reverse32));
+    static readonly MethodInfo MReverse64 = RegionCalls.Of(nameof(RegionCalls.Reverse64));
     /// <summary>OF's bit number in RFLAGS (and in the flag record's carry/overflow word).</summary>
     static readonly int OfBit = System.Numerics.BitOperations.Log2(VirtualCpu.OF);
     static readonly MethodInfo MKeepCarryOf = typeof(VirtualCpu).GetMethod(nameof(VirtualCpu.KeepCarryOf), Inst)!;
@@ -842,7 +844,7 @@ public static unsafe partial class BlockCompiler
                 Ldloc(_site); il.Emit(OpCodes.Switch, ResumeSites());
                 il.Emit(OpCodes.Br, fault);
                 il.MarkLabel(invalidated);
-                il.Emit(OpCodes.Newobj, CCodeInvalidated); il.Emit(OpCodes.Throw);
+                il.Emit(OpCodes.Call, MCodeInvalidated); il.Emit(OpCodes.Throw);
             }
             il.MarkLabel(fault);
             il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldfld, FMem); il.Emit(OpCodes.Call, MTakeFault); il.Emit(OpCodes.Throw);
