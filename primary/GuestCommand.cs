@@ -199,13 +199,20 @@ sealed class GuestCommand
         return command;
     }
 
-    /// <summary>The `record` command.</summary>
+    /// <summary>The `record` command. Its flags are made only when the command line may name them, as `run`'s are
+    /// (see the constructor's `line`): each Option&lt;bool&gt; made cost every recording three JIT-compiled methods (and the
+    /// runtime's generic cache a fourth) that `run` never compiles.</summary>
     public Command RecordCommand()
     {
         var record = new Command("record", "Run like `run` and record every nondeterministic input to an event log that `backup replay --log FILE` re-executes instruction for instruction.")
         {
-            Log, Interval, Root, Cwd, Net, Ip, Mac, Tap, Netns, NoRack, Stats, Tier, BackgroundCompile, Program,
+            Log, Interval, Root, Cwd, Net, Ip, Mac, Tap, Netns,
         };
+        if (MayName("--no-rack")) record.Options.Add(NoRack);
+        if (MayName("--stats")) record.Options.Add(Stats);
+        record.Options.Add(Tier);
+        if (MayName("--background-compile")) record.Options.Add(BackgroundCompile);
+        record.Arguments.Add(Program);
         record.SetAction(parse => Guest(parse, parse.GetValue(Log)));
         return record;
     }
@@ -234,8 +241,10 @@ sealed class GuestCommand
         {
             string logPath = Path.GetFullPath(log);
             HashedProgram program;
-            try { program = Recording.ReadProgram(opts); }
+            // a large program in a native image, as `run` reads it: disposed after the machine (declared before it)
+            try { program = Recording.ReadProgram(opts, native: true); }
             catch (ElfLoadException e) { Console.Error.WriteLine($"{_name}: {e.Message}"); return e.ExitStatus; }
+            using var image = ReVirt.Abi.NativeImage.Of(program.Program.Image);
             var header = Recording.Header(opts, program, IntervalOf(parse));
             LogWriter writer;
             try { writer = LogWriter.Create(logPath, header); }

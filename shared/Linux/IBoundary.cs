@@ -17,6 +17,9 @@ public sealed class HostResult
     List<GuestWrite>? _writes;
     /// <summary>The bytes to put into guest memory, in order (read them before the result changes again).</summary>
     public ReadOnlySpan<GuestWrite> Writes => System.Runtime.InteropServices.CollectionsMarshal.AsSpan(_writes);
+    /// <summary>The writes as a log record's <see cref="SyscallResult.MemWrites"/> takes them (null: none): the result's own
+    /// list, not a copy, for a record encoded at once (the writer keeps nothing of it).</summary>
+    internal List<GuestWrite>? WritesToLog => _writes is { Count: > 0 } w ? w : null;
     /// <summary>A following backup re-executed the operation on its own host (reexecuteOnReplay): what its host
     /// answered (e.g. its own descriptor), while <see cref="Value"/> is the logged answer the guest sees.</summary>
     public long? Local;

@@ -361,11 +361,14 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles, IDisposable
     public static StartProgram ResolveProgram(MachineOptions o) => ResolveProgram(o, hash: null);
 
     /// <summary><see cref="ResolveProgram(MachineOptions)"/>, appending the image's bytes to <paramref name="hash"/> as
-    /// they are read (a recording's program hash: <see cref="ProgramFile.ReadAll"/>).</summary>
-    public static StartProgram ResolveProgram(MachineOptions o, Log.Xxh128? hash)
+    /// they are read (a recording's program hash: <see cref="ProgramFile.ReadAll"/>). <paramref name="native"/>: a large
+    /// program is read into a <see cref="NativeImage"/> (<see cref="ProgramFile.ReadImage"/>), which the caller owns and
+    /// disposes after the machine that runs it.</summary>
+    public static StartProgram ResolveProgram(MachineOptions o, Log.Xxh128? hash, bool native = false)
     {
         using var fs = new GuestFs(o.Root);
-        return ResolveProgram(o, fs, (f, path) => ProgramFile.ReadAll(f, path, path, hash: hash));
+        return native ? ResolveProgram(o, fs, (f, path) => ProgramFile.ReadImage(f, path, path, hash: hash))
+            : ResolveProgram(o, fs, (f, path) => ProgramFile.ReadAll(f, path, path, hash: hash));
     }
 
     /// <summary>The start program's bytes when the machine read them itself (<see cref="Load"/> without a program) and

@@ -13,6 +13,14 @@ public interface IContentSourceCheck
     bool Unchanged();
 }
 
+/// <summary>Copies the bytes of a memory write that a record carries by value straight into the record
+/// (<see cref="LogWriter.AppendOneWrite"/>): guest memory, read without an array of its own.</summary>
+public interface IWriteSource
+{
+    /// <summary>Copies the <c>into.Length</c> bytes at <paramref name="addr"/> into <paramref name="into"/>.</summary>
+    void CopyTo(ulong addr, Span<byte> into);
+}
+
 /// <summary>
 /// The by-reference reads a <see cref="LogWriter"/> has taken but not yet written: one thread's consecutive reads of
 /// one file (<see cref="FileContentRun"/>'s rule). The writer writes it as one record before anything else it writes
@@ -105,10 +113,10 @@ sealed class PendingContentRun
         int i = (int)_reads;
         if (i == _instr.Length)
         {
-            Array.Resize(ref _instr, 2 * i);
-            Array.Resize(ref _addrs, 2 * i);
-            Array.Resize(ref _starts, 2 * i);
-            Array.Resize(ref _results, 2 * i);
+            _instr = Doubled(_instr);
+            _addrs = Doubled(_addrs);
+            _starts = Doubled(_starts);
+            _results = Doubled(_results);
         }
         if (_tailUsed + result > _tail.Length)
         {
@@ -125,6 +133,23 @@ sealed class PendingContentRun
         _tailUsed += (int)result;
         _lastFull = result == requested;
         return into;
+    }
+
+    /// <summary>A copy of <paramref name="a"/> twice as long. Not Array.Resize: that is generic code, and its
+    /// instantiation over ulong (with the copy it calls) has no ReadyToRun code, so a run's 65th read JIT-compiled two
+    /// methods in every recording that reads a file of 256 KiB or more; Array.Copy is not generic.</summary>
+    static ulong[] Doubled(ulong[] a)
+    {
+        var b = new ulong[2 * a.Length];
+        Array.Copy(a, b, a.Length);
+        return b;
+    }
+
+    static int[] Doubled(int[] a)
+    {
+        var b = new int[2 * a.Length];
+        Array.Copy(a, b, a.Length);
+        return b;
     }
 
     /// <summary>Appends the copied bytes not yet hashed to the run's hash (the caller filled them after <see cref="Add"/>).</summary>

@@ -124,33 +124,82 @@ public sealed class LogWriter : IDisposable, IAsyncDisposable
     /// <summary>Encodes and appends a record; returns its sequence number.</summary>
     public ulong Append<T>(in T record) where T : struct, IRecordPayload<T>
     {
+        var payload = Begin(record.EncodedLength);
+        record.Encode(payload);
+        return Commit(T.Kind);
+    }
+
+    /// <summary>
+    /// Appends the <see cref="Output"/> record of <paramref name="bytes"/> written to <paramref name="fd"/>, from spans:
+    /// the record <c>Append(new Output { ... })</c> writes, without the arrays that record holds (a recording logs every
+    /// write to stdout and stderr: no allocation per write).
+    /// </summary>
+    public ulong AppendOutput(ulong instrCount, int fd, ulong totalBytes, ReadOnlySpan<byte> digest, ReadOnlySpan<byte> bytes)
+    {
+        var payload = Begin(Output.EncodedLengthOf(digest.Length, bytes.Length));
+        Output.Encode(payload, instrCount, fd, totalBytes, digest, bytes);
+        return Commit(RecordKind.Output);
+    }
+
+    /// <summary>
+    /// Appends the <see cref="SyscallResult"/> of a call whose one memory write is the <paramref name="count"/> bytes at
+    /// <paramref name="addr"/> that <paramref name="source"/> copies straight into the record (no <see
+    /// cref="SyscallResult.Data"/>): the record <c>Append(new SyscallResult { ..., MemWrites = [new(addr, bytes)] })</c>
+    /// writes, without the copy, the list and the write object (a read logged by value, once per read).
+    /// </summary>
+    public ulong AppendOneWrite(ulong instrCount, int tid, int nr, long result, ulong addr, int count, IWriteSource source)
+    {
+        var payload = Begin(SyscallResult.OneWriteLength(count));
+        source.CopyTo(addr, SyscallResult.EncodeOneWrite(payload, instrCount, tid, nr, result, addr, count));
+        return Commit(RecordKind.SyscallResult);
+    }
+
+    /// <summary>The frame being encoded (<see cref="Begin"/> to <see cref="Commit"/>): the scratch buffer, or a rented
+    /// array for a large record; its length.</summary>
+    byte[]? _frame;
+    bool _frameRented;
+    int _frameLength;
+
+    /// <summary>Starts a record whose payload is <paramref name="payloadLength"/> bytes (a held run of reads is written
+    /// first): the span its payload is encoded into, before <see cref="Commit"/> and no other call of this writer.</summary>
+    Span<byte> Begin(int payloadLength)
+    {
         ObjectDisposedException.ThrowIf(_disposed, this);
         if (_finished) throw new InvalidOperationException("the log already ends with its End record: nothing may follow it");
         if (_run?.Open == true) EndContentRun();
-        int frameLength = RecordFrame.FrameLength(record.EncodedLength);
-        ulong seq = LastSequence + 1;
+        int frameLength = RecordFrame.FrameLength(payloadLength);
         if (frameLength <= LargeFrame)
         {
             if (_scratch.Length < frameLength)
                 _scratch = new byte[Math.Max((int)BitOperations.RoundUpToPowerOf2((uint)frameLength), _scratch.Length * 2)];
-            RecordFrame.Encode(in record, seq, _scratch);
-            _sink.Append(_scratch.AsSpan(0, frameLength));
-            _digest.Append(_scratch.AsSpan(0, frameLength));
+            (_frame, _frameRented) = (_scratch, false);
         }
-        else
+        // Do not keep a huge scratch buffer alive for a rare large record.
+        else (_frame, _frameRented) = (ArrayPool<byte>.Shared.Rent(frameLength), true);
+        _frameLength = frameLength;
+        return _frame.AsSpan(RecordFrame.PayloadOffset, payloadLength);
+    }
+
+    /// <summary>Seals the record <see cref="Begin"/> started as a record of <paramref name="kind"/> and appends it;
+    /// returns its sequence number.</summary>
+    ulong Commit(RecordKind kind)
+    {
+        var buf = _frame!;
+        ulong seq = LastSequence + 1;
+        try
         {
-            // Do not keep a huge scratch buffer alive for a rare large record.
-            var rented = ArrayPool<byte>.Shared.Rent(frameLength);
-            try
-            {
-                RecordFrame.Encode(in record, seq, rented);
-                _sink.Append(rented.AsSpan(0, frameLength));
-                _digest.Append(rented.AsSpan(0, frameLength));
-            }
-            finally { ArrayPool<byte>.Shared.Return(rented); }
+            var frame = buf.AsSpan(0, _frameLength);
+            RecordFrame.Seal(frame, seq, kind);
+            _sink.Append(frame);
+            _digest.Append(frame);
+        }
+        finally
+        {
+            if (_frameRented) ArrayPool<byte>.Shared.Return(buf);
+            (_frame, _frameRented) = (null, false);
         }
         LastSequence = seq;
-        BytesWritten += frameLength;
+        BytesWritten += _frameLength;
         return seq;
     }
 

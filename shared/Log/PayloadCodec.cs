@@ -64,6 +64,15 @@ internal ref struct PayloadWriter
         Unsafe.CopyBlockUnaligned(ref Room(v.Length), ref Unsafe.AsRef(in v[0]), (uint)v.Length);
     }
 
+    /// <summary>The next <paramref name="n"/> bytes, left for the caller to fill.</summary>
+    public Span<byte> Skip(int n)
+    {
+        if ((uint)n > (uint)(_dest.Length - _pos)) ThrowFull(n);
+        var at = _dest.Slice(_pos, n);
+        _pos += n;
+        return at;
+    }
+
     /// <summary>u32 length + bytes.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Bytes(ReadOnlySpan<byte> v) { U32((uint)v.Length); Raw(v); }

@@ -87,11 +87,38 @@ public struct SyscallResult : IRecordPayload<SyscallResult>
     {
         get
         {
-            int n = checked(8 + 4 + 4 + 8 + PayloadWriter.BytesSize(Data.Length) + 4);
+            int n = checked(FixedLength + PayloadWriter.BytesSize(Data.Length) + 4);
             if (MemWrites is { } w)
                 foreach (var (_, b) in w) n = checked(n + 8 + PayloadWriter.BytesSize(b?.Length ?? 0));
             return n;
         }
+    }
+
+    /// <summary>InstrCount, Tid, Nr, Result.</summary>
+    const int FixedLength = 8 + 4 + 4 + 8;
+
+    /// <summary>The payload's length for a result with no <see cref="Data"/> and one memory write of
+    /// <paramref name="count"/> bytes (<see cref="EncodeOneWrite"/>).</summary>
+    public static int OneWriteLength(int count) => checked(FixedLength + PayloadWriter.BytesSize(0) + 4 + 8 + PayloadWriter.BytesSize(count));
+
+    /// <summary>Encodes, into exactly <see cref="OneWriteLength"/>(<paramref name="count"/>) bytes, the payload of a result
+    /// with no <see cref="Data"/> and one memory write of <paramref name="count"/> bytes at <paramref name="addr"/>, all but
+    /// the write's bytes: returns where they go (the same payload <see cref="Encode"/> writes for such a record once the
+    /// caller has filled them).</summary>
+    internal static Span<byte> EncodeOneWrite(Span<byte> destination, ulong instrCount, int tid, int nr, long result, ulong addr, int count)
+    {
+        var w = new PayloadWriter(destination);
+        w.U64(instrCount);
+        w.I32(tid);
+        w.I32(nr);
+        w.I64(result);
+        w.Bytes([]);
+        w.U32(1);
+        w.U64(addr);
+        w.U32((uint)count);
+        var bytes = w.Skip(count);
+        w.AssertEnd();
+        return bytes;
     }
 
     public readonly void Encode(Span<byte> destination)
@@ -350,17 +377,24 @@ public struct Output : IRecordPayload<Output>
     public byte[] Bytes { readonly get => _bytes ?? []; set => _bytes = value; }
 
     public static RecordKind Kind => RecordKind.Output;
-    public readonly int EncodedLength =>
-        checked(8 + 4 + 8 + PayloadWriter.BytesSize(Digest.Length) + PayloadWriter.BytesSize(Bytes.Length));
+    public readonly int EncodedLength => EncodedLengthOf(Digest.Length, Bytes.Length);
 
-    public readonly void Encode(Span<byte> destination)
+    /// <summary>The payload's length for a digest of <paramref name="digestLength"/> and <paramref name="bytesLength"/> bytes written.</summary>
+    public static int EncodedLengthOf(int digestLength, int bytesLength)
+        => checked(8 + 4 + 8 + PayloadWriter.BytesSize(digestLength) + PayloadWriter.BytesSize(bytesLength));
+
+    public readonly void Encode(Span<byte> destination) => Encode(destination, InstrCount, Fd, TotalBytes, Digest, Bytes);
+
+    /// <summary>The payload of an Output record from its fields, into exactly <see cref="EncodedLengthOf"/> bytes (what a
+    /// recording writes without making the record's arrays: <see cref="LogWriter.AppendOutput"/>).</summary>
+    internal static void Encode(Span<byte> destination, ulong instrCount, int fd, ulong totalBytes, ReadOnlySpan<byte> digest, ReadOnlySpan<byte> bytes)
     {
         var w = new PayloadWriter(destination);
-        w.U64(InstrCount);
-        w.I32(Fd);
-        w.U64(TotalBytes);
-        w.Bytes(Digest);
-        w.Bytes(Bytes);
+        w.U64(instrCount);
+        w.I32(fd);
+        w.U64(totalBytes);
+        w.Bytes(digest);
+        w.Bytes(bytes);
         w.AssertEnd();
     }
 

@@ -91,7 +91,10 @@ public static class Recording
     /// of a 2 MB image, ~5 ms of CPU at the start of every recording and replay on the hosts measured.
     /// </summary>
     /// <exception cref="ElfLoadException">The program is missing, not a regular file, or cannot be read.</exception>
-    public static HashedProgram ReadProgram(MachineOptions o, ushort version = LogFormat.CurrentVersion)
+    /// <param name="native">a large program is read into a <see cref="Abi.NativeImage"/> (huge pages: one fault where a
+    /// 2 MB array took ~500, the start cost `run` already saves), which the caller owns: it disposes it after the
+    /// machine (<see cref="Abi.NativeImage.Of"/> finds it). A v6+ log's read only.</param>
+    public static HashedProgram ReadProgram(MachineOptions o, ushort version = LogFormat.CurrentVersion, bool native = false)
     {
         if (version < LogDigest.Xxh128Since)
         {
@@ -99,7 +102,7 @@ public static class Recording
             return new HashedProgram(p, LogHeader.ComputeProgramHash(p.Image.Span, version), version);
         }
         var hash = new Xxh128();
-        var program = Kernel.ResolveProgram(o, hash);
+        var program = Kernel.ResolveProgram(o, hash, native);
         return new HashedProgram(program, LogDigest.ProgramHash(hash), version);
     }
 
@@ -133,11 +136,19 @@ public sealed class OutputDigests
 {
     readonly ResumableXxHash64[] _h = { new(), new(), new() };
 
-    public (ulong Total, byte[] Digest) Add(int fd, ReadOnlySpan<byte> bytes)
+    /// <summary>The digest's length in bytes.</summary>
+    public const int DigestLength = ResumableXxHash64.HashLength;
+
+    /// <summary>Appends <paramref name="bytes"/> to stream <paramref name="fd"/>'s chain: its digest now goes to
+    /// <paramref name="digest"/> (<see cref="DigestLength"/> bytes); returns the bytes written to it in all. (Not a
+    /// tuple of the total and a new array: an output per write allocated the array, and the tuple over a ulong is
+    /// generic code no ReadyToRun image holds, JIT-compiled at the first output of every recording.)</summary>
+    public ulong Add(int fd, ReadOnlySpan<byte> bytes, Span<byte> digest)
     {
         int i = Math.Clamp(fd, 0, 2);
         _h[i].Append(bytes);
-        return (_h[i].Length, _h[i].GetCurrentHash());
+        _h[i].GetCurrentHash(digest);
+        return _h[i].Length;
     }
 
     /// <summary>Bytes written to the stream so far (fd 0, 1, 2).</summary>
@@ -239,11 +250,15 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
     /// ahead of its recording (<see cref="UseTicker"/>): <see cref="Thread.Start()"/> returns only once the new thread
     /// runs, a wait for a time slice on a loaded machine (up to ~70 ms at load 50-60 on 2 cores), which a survivor's
     /// go-live must not spend; until <see cref="Own"/> gives it its recording the thread only waits.
+    /// <para>It waits on a monitor, not on wait handles: making the first ManualResetEvent of a process JIT-compiled a
+    /// method of the runtime's type cache that no ReadyToRun image holds, in every recording and never in `run`.</para>
     /// </summary>
     public sealed class FlushTicker : IDisposable
     {
-        readonly ManualResetEvent _stop = new(false), _owned = new(false);
+        /// <summary>Guards <see cref="_owner"/> and <see cref="_stopped"/>; pulsed when either changes.</summary>
+        readonly object _gate = new(); // (an object: Monitor.Wait needs its monitor, which a Lock does not take)
         WeakReference<RecordingBoundary>? _owner;
+        bool _stopped;
 
         /// <summary>Starts the ticker's thread (it asks for nothing until <see cref="Own"/>).</summary>
         public FlushTicker() => new Thread(Tick) { IsBackground = true, Name = "revirt log flush" }.Start();
@@ -251,13 +266,35 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
         /// <summary>From now on the ticker asks <paramref name="owner"/> for its flushes (once; later calls are ignored).</summary>
         internal void Own(RecordingBoundary owner)
         {
-            if (Interlocked.CompareExchange(ref _owner, new WeakReference<RecordingBoundary>(owner), null) == null) _owned.Set();
+            lock (_gate)
+            {
+                if (_owner != null) return;
+                _owner = new WeakReference<RecordingBoundary>(owner);
+                Monitor.PulseAll(_gate);
+            }
         }
 
         void Tick()
         {
-            if (WaitHandle.WaitAny([_stop, _owned]) == 0) return;
-            while (!_stop.WaitOne(FlushInterval) && Ask(_owner!)) { }
+            WeakReference<RecordingBoundary> owner;
+            lock (_gate)
+            {
+                while (!_stopped && _owner == null) Monitor.Wait(_gate);
+                if (_stopped) return;
+                owner = _owner!;
+            }
+            while (WaitInterval() && Ask(owner)) { }
+        }
+
+        /// <summary>Waits one <see cref="FlushInterval"/> (a wake-up before it waits on); false once stopped.</summary>
+        bool WaitInterval()
+        {
+            long due = Environment.TickCount64 + (long)FlushInterval.TotalMilliseconds;
+            lock (_gate)
+            {
+                for (long left; !_stopped && (left = due - Environment.TickCount64) > 0;) Monitor.Wait(_gate, (int)left);
+                return !_stopped;
+            }
         }
 
         static bool Ask(WeakReference<RecordingBoundary> owner)
@@ -269,7 +306,14 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
 
         /// <summary>Stops the requests (one under way may still finish: it only sets flags); a ticker never owned ends
         /// its thread. Call once.</summary>
-        public void Dispose() => _stop.Set();
+        public void Dispose()
+        {
+            lock (_gate)
+            {
+                _stopped = true;
+                Monitor.PulseAll(_gate);
+            }
+        }
     }
 
     /// <summary>This recording's flush requests come from <paramref name="ticker"/>, a ticker started ahead of it (its
@@ -426,6 +470,7 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
     public void Attach(Kernel k)
     {
         _k = k;
+        _guestBytes = new GuestBytes(k);
         _flushTicker ??= new FlushTicker();
         _flushTicker.Own(this);
     }
@@ -567,24 +612,31 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
     // a send that must wait for credit waits for acknowledgements: what it waits for must have been shipped
     Action? _shipBeforeCreditWait;
 
-    /// <summary>Logs a result with the bytes it put into guest memory (<paramref name="writes"/> when the operation
-    /// wrote them there itself, otherwise its <see cref="HostResult.Writes"/>).</summary>
-    HostResult Logged(int tid, int nr, HostResult r, List<GuestWrite>? writes = null)
+    /// <summary>Logs a result with the bytes it put into guest memory (its <see cref="HostResult.Writes"/>). The record
+    /// takes the result's own list of writes: the writer encodes it at once and keeps nothing, so nothing is copied
+    /// or made per call (a copy of the list was one allocation per syscall with writes that `run` never made).</summary>
+    HostResult Logged(int tid, int nr, HostResult r)
     {
-        writes ??= LogWrites(r.Writes);
-        _w.Append(new SyscallResult
-        {
-            InstrCount = Icount, Tid = tid, Nr = nr, Result = r.Value,
-            MemWrites = writes is { Count: > 0 } ? writes : null,
-        });
+        _w.Append(new SyscallResult { InstrCount = Icount, Tid = tid, Nr = nr, Result = r.Value, MemWrites = r.WritesToLog });
         FlushIfDue();
         return r;
     }
 
-    /// <summary>A result's writes in the log record's form (null when there are none).</summary>
-    static List<GuestWrite>? LogWrites(ReadOnlySpan<GuestWrite> writes)
+    /// <summary>Logs a result whose bytes the operation read straight into guest memory (<see cref="HostResult.InGuest"/>)
+    /// by value: the record carries them as its one write, copied from guest memory into the record (no array).</summary>
+    HostResult LoggedFromGuest(int tid, int nr, HostResult r, ulong inGuest)
     {
-        return writes.Length == 0 ? null : [.. writes];
+        _w.AppendOneWrite(Icount, tid, nr, r.Value, inGuest, (int)r.Value, _guestBytes!);
+        FlushIfDue();
+        return r;
+    }
+
+    /// <summary>The attached kernel's guest memory as the writer's source of by-value bytes.</summary>
+    GuestBytes? _guestBytes;
+
+    sealed class GuestBytes(Kernel k) : IWriteSource
+    {
+        public void CopyTo(ulong addr, Span<byte> into) => k.Mem.ReadBytes(addr, into);
     }
 
     /// <summary>A stable file's bytes are logged as (path, offset, hash of the log version's kind); anything else by
@@ -597,7 +649,7 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
         if (Gate?.Files != null && nr != Nr.mmap && nr != Nr.execve) r.ByReference = false;
         if (r.InGuest is ulong inGuest && r.Value > 0)
         {
-            if (!r.ByReference) return Logged(tid, nr, r, [new GuestWrite(inGuest, _k!.Mem.ReadBytes(inGuest, (int)r.Value))]);
+            if (!r.ByReference) return LoggedFromGuest(tid, nr, r, inGuest);
             if (file.IntoGuest && _w.HoldsContentRuns)
             {
                 // a read(2)/pread64 joins the run of reads the writer holds (one record for the run: FileContentRun),
@@ -606,7 +658,7 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
                 return r;
             }
             // an older log: one record per read, so the read's check (if it has one) is asked now
-            if (r.SourceCheck is { } check && !check.Unchanged()) return Logged(tid, nr, r, [new GuestWrite(inGuest, _k!.Mem.ReadBytes(inGuest, (int)r.Value))]);
+            if (r.SourceCheck is { } check && !check.Unchanged()) return LoggedFromGuest(tid, nr, r, inGuest);
             _k!.Mem.ContentHash(inGuest, (int)r.Value, _contentHash, _hash);
             AppendFileContent(tid, nr, file, r.Value, inGuest);
             return r;
@@ -726,14 +778,18 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
         return true;
     }
 
+    /// <summary>Where each output's digest is put while its record is written (the writer encodes it at once).</summary>
+    readonly byte[] _outputDigest = new byte[OutputDigests.DigestLength];
+
+    /// <summary>Logs an output from the guest's bytes as they are (no copy, no record arrays); only a gate, which holds
+    /// the bytes until the backup has their record, gets a copy of its own.</summary>
     public void OnOutput(Kernel kernel, CpuT cpu, int fd, ReadOnlySpan<byte> bytes)
     {
-        var (total, digest) = _out.Add(fd, bytes);
-        var copy = bytes.ToArray();
-        ulong seq = _w.Append(new Output { InstrCount = cpu.InstructionCount, Fd = fd, TotalBytes = total, Digest = digest, Bytes = copy });
+        ulong total = _out.Add(fd, bytes, _outputDigest);
+        ulong seq = _w.AppendOutput(cpu.InstructionCount, fd, total, _outputDigest, bytes);
         if (Gate == null) return;
         OutputLogged(seq);
-        Gate.Hold(seq, fd, copy);
+        Gate.Hold(seq, fd, bytes.ToArray());
     }
 
     public void OnExit(Kernel kernel, CpuT cpu, int status)
@@ -1653,9 +1709,10 @@ public sealed class ReplayBoundary : IBoundary
         }
         _writeFromLog = false;
         var o = Expect<Output>("an output record");
-        var (total, digest) = _out.Add(fd, bytes);
+        Span<byte> digest = stackalloc byte[OutputDigests.DigestLength];
+        ulong total = _out.Add(fd, bytes, digest);
         if (o.InstrCount != cpu.InstructionCount) throw Diverged($"output recorded at instruction {o.InstrCount} came at instruction {cpu.InstructionCount}");
-        if (o.Fd != fd || o.TotalBytes != total || !digest.AsSpan().SequenceEqual(o.Digest) || !bytes.SequenceEqual(o.Bytes))
+        if (o.Fd != fd || o.TotalBytes != total || !digest.SequenceEqual(o.Digest) || !bytes.SequenceEqual(o.Bytes))
             throw Diverged($"output on fd {fd} ({bytes.Length} bytes, {total} in all) differs from the recorded output on fd {o.Fd} ({o.Bytes.Length} bytes, {o.TotalBytes} in all)");
         OutputsVerified++;
         if (fd == 2) _logErr = total; else _logOut = total;

@@ -47,8 +47,19 @@ public sealed class ResumableXxHash64
         data.CopyTo(_buf);
     }
 
+    /// <summary>The digest's length in bytes.</summary>
+    public const int HashLength = 8;
+
     /// <summary>The digest of everything appended so far, big-endian (as XxHash64.GetCurrentHash gives it).</summary>
     public byte[] GetCurrentHash()
+    {
+        var d = new byte[HashLength];
+        GetCurrentHash(d);
+        return d;
+    }
+
+    /// <summary><see cref="GetCurrentHash()"/> into the first <see cref="HashLength"/> bytes of <paramref name="d"/>.</summary>
+    public void GetCurrentHash(Span<byte> d)
     {
         ulong h = _total >= 32
             ? Merge(Merge(Merge(Merge(BitOperations.RotateLeft(_v1, 1) + BitOperations.RotateLeft(_v2, 7) + BitOperations.RotateLeft(_v3, 12) + BitOperations.RotateLeft(_v4, 18), _v1), _v2), _v3), _v4)
@@ -67,9 +78,7 @@ public sealed class ResumableXxHash64
         }
         foreach (byte b in rest) h = BitOperations.RotateLeft(h ^ b * P5, 11) * P1;
         h ^= h >> 33; h *= P2; h ^= h >> 29; h *= P3; h ^= h >> 32;
-        var d = new byte[8];
         BinaryPrimitives.WriteUInt64BigEndian(d, h);
-        return d;
     }
 
     public void SaveState(Span<byte> d)

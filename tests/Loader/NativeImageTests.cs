@@ -107,13 +107,17 @@ public class NativeImageTests
     /// <summary>The runtime's list of the methods a `primary run busybox true` JIT-compiled (DOTNET_JitStdOutFile); it
     /// names at least Iced's table loader's List instantiations in every run (so an empty list cannot pass for a
     /// clean one).</summary>
-    static List<string> JitCompiledByARunOfBusyboxTrue()
+    static List<string> JitCompiledByARunOfBusyboxTrue() => JitCompiledBy("run", "--", "/bin/busybox", "true");
+
+    /// <summary>The runtime's list of the methods `primary ARGS` JIT-compiled (DOTNET_JitStdOutFile), one line each;
+    /// the command must succeed and run a guest (the list names Iced's table loader's List instantiations).</summary>
+    internal static List<string> JitCompiledBy(params string[] primaryArgs)
     {
         string list = Path.Combine(Path.GetTempPath(), "revirt-start-jit-" + Guid.NewGuid().ToString("N") + ".txt");
         try
         {
             var env = new Dictionary<string, string> { ["DOTNET_JitDisasmSummary"] = "1", ["DOTNET_JitStdOutFile"] = list };
-            var r = GuestEnv.Dotnet(GuestEnv.PrimaryDll, ["run", "--", "/bin/busybox", "true"], env: env);
+            var r = GuestEnv.Dotnet(GuestEnv.PrimaryDll, primaryArgs, env: env);
             Assert.True(r.ExitCode == 0, $"exit {r.ExitCode}: {r.Stderr}");
             var compiled = File.ReadAllLines(list).Where(l => l.Contains("JIT compiled", StringComparison.Ordinal)).ToList();
             Assert.Contains(compiled, l => l.Contains("Iced.Intel", StringComparison.Ordinal));

@@ -621,6 +621,51 @@ public class EventLogTests
         Console.WriteLine($"100k records: write {writeTime.TotalMilliseconds:F0} ms, read {sw.Elapsed.TotalMilliseconds:F0} ms, {ms.Length} bytes");
     }
 
+    /// <summary>The span forms a recording appends with (an output from the guest's bytes, a by-value read copied from
+    /// guest memory into the record) write byte for byte the frames of the records they stand for, small and larger
+    /// than the writer's scratch limit (1 MiB: a rented frame). Oracle: Append of the record structs, whose
+    /// decoding the replay reads. Fails on a span form that orders, sizes or fills a field differently.</summary>
+    [Theory]
+    [InlineData(0)]
+    [InlineData(37)]
+    [InlineData(3 << 20)]
+    public void SpanFormsWriteTheFramesOfTheRecordsTheyStandFor(int size)
+    {
+        var bytes = new byte[size];
+        new Random(size).NextBytes(bytes);
+        byte[] digest = [1, 2, 3, 4, 5, 6, 7, 8];
+        const ulong addr = 0x7fff_1234_5000;
+        byte[] Frames(Action<LogWriter> append)
+        {
+            var sink = new MemoryLogSink();
+            using (var w = new LogWriter(SampleHeader(), sink, leaveOpen: true))
+            {
+                w.Append(new Rdtsc { InstrCount = 1, Value = 2 }); // the span forms follow a record in the scratch buffer
+                append(w);
+                w.Append(new Rdtsc { InstrCount = 3, Value = 4 });
+            }
+            return sink.ToArray();
+        }
+        var outputOracle = Frames(w => w.Append(new Output { InstrCount = 42, Fd = 2, TotalBytes = 1000 + (ulong)size, Digest = digest, Bytes = bytes }));
+        var output = Frames(w => w.AppendOutput(42, 2, 1000 + (ulong)size, digest, bytes));
+        Assert.True(outputOracle.AsSpan().SequenceEqual(output), "Output frames differ");
+        var readOracle = Frames(w => w.Append(new SyscallResult { InstrCount = 43, Tid = 7, Nr = 0, Result = size, MemWrites = [new GuestWrite(addr, bytes)] }));
+        var read = Frames(w => w.AppendOneWrite(43, 7, 0, size, addr, size, new FromArray(addr, bytes)));
+        Assert.True(readOracle.AsSpan().SequenceEqual(read), "SyscallResult frames differ");
+        using var reader = new LogReader(new MemoryStream(read));
+        Assert.True(reader.TryRead(out _));
+        Assert.True(reader.TryRead(out var r));
+        var decoded = r.Decode<SyscallResult>();
+        Assert.Equal(addr, decoded.MemWrites![0].Addr);
+        Assert.True(bytes.AsSpan().SequenceEqual(decoded.MemWrites[0].Bytes));
+    }
+
+    /// <summary>Memory of one array at an address (a stand-in for guest memory).</summary>
+    sealed class FromArray(ulong at, byte[] bytes) : IWriteSource
+    {
+        public void CopyTo(ulong addr, Span<byte> into) => bytes.AsSpan(checked((int)(addr - at)), into.Length).CopyTo(into);
+    }
+
     [Fact]
     public void Append_DoesNotAllocate_OnceWarm()
     {

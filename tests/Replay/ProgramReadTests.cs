@@ -39,9 +39,11 @@ public class ProgramReadTests
     static byte[] Xxh128ProgramHash(byte[] bytes) => [.. System.IO.Hashing.XxHash128.Hash(bytes), .. new byte[16]];
 
     [Theory]
-    [InlineData(true)]
-    [InlineData(false)]
-    public void TheHashIsOfExactlyTheBytesRead(bool kernelCopy)
+    [InlineData(true, false)]
+    [InlineData(false, false)]
+    [InlineData(true, true)]
+    [InlineData(false, true)]
+    public void TheHashIsOfExactlyTheBytesRead(bool kernelCopy, bool native)
     {
         bool was = ProgramFile.KernelCopy;
         ProgramFile.KernelCopy = kernelCopy;
@@ -52,7 +54,10 @@ public class ProgramReadTests
                 var (root, bytes) = Program(size, size);
                 try
                 {
-                    var read = Recording.ReadProgram(Options(root));
+                    var read = Recording.ReadProgram(Options(root), native: native);
+                    // a large program read for a recording is in a native image (huge pages) the caller disposes
+                    using var image = NativeImage.Of(read.Program.Image);
+                    Assert.Equal(native && size >= ProgramFile.NativeFrom, image != null);
                     var onDisk = File.ReadAllBytes(Path.Combine(root, "prog"));
                     Assert.True(onDisk.AsSpan().SequenceEqual(read.Program.Image.Span), $"{size} bytes: the image differs from the file");
                     Assert.Equal(Xxh128ProgramHash(onDisk), read.Hash);
@@ -101,13 +106,17 @@ public class ProgramReadTests
         finally { Directory.Delete(root, true); }
     }
 
-    [Fact]
-    public void TheDigestOfUnusedImagePagesTakenFromTheReadIsTheDigestOfTheirBytes()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void TheDigestOfUnusedImagePagesTakenFromTheReadIsTheDigestOfTheirBytes(bool native)
     {
         var (root, _) = Program(300_000, 3); // 73 whole pages and a partial one
         try
         {
-            var image = Recording.ReadProgram(Options(root)).Program.Image;
+            var image = Recording.ReadProgram(Options(root), native: native).Program.Image;
+            using var owner = NativeImage.Of(image);
+            Assert.Equal(native, owner != null);
             using var mem = new GuestMemory();
             mem.Map(0x400000, 0x50000, Prot.Read | Prot.Exec, "/prog");
             mem.PlaceImage(0x400000, image, 0, image.Length); // page-aligned: whole pages take the kept hashes

@@ -113,23 +113,33 @@ public static unsafe class ProgramFile
 
     /// <summary>
     /// Reads a whole regular file of the guest's root as <see cref="ReadAll(GuestFs, string, string, long, Log.Xxh128?)"/>
-    /// does (without a hash), for the start program a machine reads itself: the same checks and errors and the same
-    /// bytes (what the file held when read, a copy never changed afterwards), held in a <see cref="NativeImage"/> when
-    /// the file is large (see <see cref="NativeFrom"/>), else in an array. The caller owns a native image
-    /// (<see cref="NativeImage.Of"/> finds it) and disposes it once nothing reads it.
+    /// does, for the start program a machine reads itself or a recording reads for its header: the same checks and
+    /// errors and the same bytes (what the file held when read, a copy never changed afterwards), held in a
+    /// <see cref="NativeImage"/> when the file is large (see <see cref="NativeFrom"/>), else in an array. The caller
+    /// owns a native image (<see cref="NativeImage.Of"/> finds it) and disposes it once nothing reads it.
+    /// <paramref name="hash"/>, when given (a recording's program), is appended every byte as it is read and the
+    /// image's page hashes are kept, as <see cref="ReadAll(GuestFs, string, string, long, Log.Xxh128?)"/> does: the
+    /// bytes then pass through the warm chunk (<see cref="ReadThroughChunk"/>) into the image's huge pages.
     /// </summary>
-    public static ReadOnlyMemory<byte> ReadImage(GuestFs fs, string guestPath, string name, long limit = MaxImageBytes)
+    public static ReadOnlyMemory<byte> ReadImage(GuestFs fs, string guestPath, string name, long limit = MaxImageBytes, Log.Xxh128? hash = null)
     {
         using var h = OpenRegular(fs, guestPath, name, limit, out long size);
-        if (size < NativeFrom) return ReadAll(h, checked((int)size), null, name);
+        if (size < NativeFrom) return ReadAll(h, checked((int)size), hash, name);
         var image = new NativeImage(checked((int)size));
+        ulong[]? pages = hash != null ? new ulong[2 * (image.Length >> Memory.GuestMemory.PageShift)] : null;
         int done;
         try
         {
-            fixed (byte* into = image.Filling) done = ReadDirect((int)h.DangerousGetHandle(), into, image.Length, name);
+            int fd = (int)h.DangerousGetHandle();
+            fixed (byte* into = image.Filling)
+                done = hash == null ? ReadDirect(fd, into, image.Length, name) : ReadThroughChunk(fd, into, image.Length, hash, ref pages, name);
         }
         catch { ((IDisposable)image).Dispose(); throw; }
-        if (done == size) return image.Memory;
+        if (done == size)
+        {
+            if (pages != null) Memory.GuestMemory.KeepImagePageHashes(image, pages);
+            return image.Memory;
+        }
         // the file shrank while being read: what was there, as ReadAll gives it
         var part = image.Filling[..done].ToArray();
         ((IDisposable)image).Dispose();
