@@ -117,14 +117,14 @@ sealed class ProtectService(ProtectSettings settings, MachineOptions opts, ulong
             Log.WriteLine($"primary: {client.Gate.SocketHeldBytes} bytes held for sockets whose peers stopped reading were not delivered");
         if (stats)
         {
-            var (held, heldP50, heldP99) = Percentiles(client.Gate.HoldTimesMs());
-            var (socks, sockP50, sockP99) = Percentiles(client.Gate.SocketHoldTimesMs());
-            var (acks, lagP50, lagP99) = Percentiles(client.LagMs());
-            var (trails, trailP50, trailP99) = Percentiles(client.ReplayTrailMs());
-            var (trips, tripP50, tripP99) = Percentiles(client.RoundTripMs());
-            var (ships, shipP50, shipP99) = Percentiles(boundary.ShipWaitsMs());
-            var (releases, releaseP50, releaseP99) = Percentiles(client.Gate.AckReleaseTimesMs());
-            int creditWaits = client.Gate.CreditWaitTimesMs().Length;
+            var (held, heldP50, heldP99) = client.Gate.HoldTimes.Summary();
+            var (socks, sockP50, sockP99) = client.Gate.SocketHoldTimes.Summary();
+            var (acks, lagP50, lagP99) = client.Lags.Summary();
+            var (trails, trailP50, trailP99) = client.ReplayTrails.Summary();
+            var (trips, tripP50, tripP99) = client.RoundTrips.Summary();
+            var (ships, shipP50, shipP99) = boundary.ShipWaits?.Summary() ?? default;
+            var (releases, releaseP50, releaseP99) = client.Gate.AckReleaseTimes.Summary();
+            long creditWaits = client.Gate.CreditWaitTimes.Count;
             double s = sw.Elapsed.TotalSeconds;
             Log.WriteLine($"primary: {icount} guest instructions in {s:F3} s, exit status {status}");
             if (calls != null) Log.WriteLine($"primary: guest syscalls: {calls.Describe(SyscallCounts.ShownByStats)}");
@@ -136,10 +136,10 @@ sealed class ProtectService(ProtectSettings settings, MachineOptions opts, ulong
             Log.WriteLine($"primary: before shipping: {ships} batches, p50 {shipP50:F3} ms, p99 {shipP99:F3} ms (how long the oldest record holding output waited on the guest thread)");
             Log.WriteLine($"primary: release: {releases} acks, p50 {releaseP50:F3} ms, p99 {releaseP99:F3} ms (from an ack's arrival at the gate to the last host send it made)");
             var path = client.BatchPath();
-            var (sends, sendP50, sendP99) = Percentiles(path.Send);
-            var (tos, toP50, toP99) = Percentiles(path.ToBackup);
-            var (holds, holdP50, holdP99) = Percentiles(path.BackupHold);
-            var (backs, backP50, backP99) = Percentiles(path.ToAckThread);
+            var (sends, sendP50, sendP99) = path.Send.Summary();
+            var (tos, toP50, toP99) = path.ToBackup.Summary();
+            var (holds, holdP50, holdP99) = path.BackupHold.Summary();
+            var (backs, backP50, backP99) = path.ToAckThread.Summary();
             Log.WriteLine($"primary: batch path: send {sends} batches, p50 {sendP50:F3} ms, p99 {sendP99:F3} ms (encode and write); to the backup's link thread {tos}, p50 {toP50:F3} ms, p99 {toP99:F3} ms; " +
                 $"backup holds to ack {holds}, p50 {holdP50:F3} ms, p99 {holdP99:F3} ms; ack to this ack thread {backs}, p50 {backP50:F3} ms, p99 {backP99:F3} ms (the ways there and back: same-host links only)");
             var reads = client.AckReads;
@@ -156,12 +156,5 @@ sealed class ProtectService(ProtectSettings settings, MachineOptions opts, ulong
                 ("replayThrottledMs", client.ThrottledForReplay.TotalMilliseconds), ("replayStalls", client.ReplayStalls));
         }
         return status;
-    }
-
-    static (int Count, double P50, double P99) Percentiles(double[] xs)
-    {
-        Array.Sort(xs);
-        double P(double q) => xs.Length == 0 ? 0 : xs[Math.Min(xs.Length - 1, (int)(q * xs.Length))];
-        return (xs.Length, P(0.5), P(0.99));
     }
 }

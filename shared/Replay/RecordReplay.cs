@@ -391,9 +391,9 @@ public sealed class RecordingBoundary : IBoundary, Snapshot.ISnapshotSource
         _w.Flush();
     }
 
-    /// <summary>For each batch that carried a record holding output, how long (ms) the oldest such record waited
-    /// before it was shipped (guest thread, or once the guest has ended).</summary>
-    public double[] ShipWaitsMs() => Gate?.Shipping.WaitsMs() ?? [];
+    /// <summary>For each batch that carried a record holding output, how long the oldest such record waited before it
+    /// was shipped (null: a plain recording, which has no gate).</summary>
+    public Replication.LatencyHistogram? ShipWaits => Gate?.Shipping.Waits;
 
     /// <summary>Calls after which the guest usually waits or yields without a host call that could tell (in-VM waits,
     /// sleeps): records holding output are shipped before them. Host calls that may wait (poll, accept, reads) ship

@@ -42,7 +42,7 @@ public sealed partial class OutputGate
 
     readonly Dictionary<object, HeldSocket> _sockets = new(ReferenceEqualityComparer.Instance);
     readonly HashSet<HeldSocket> _unreleased = new();
-    readonly List<double> _socketHoldMs = new(), _creditWaitMs = new();
+    readonly LatencyHistogram _socketHolds = new(), _creditWaits = new();
     long _socketHeldBytes;
     int _waiters;
     Thread? _drainer;
@@ -119,11 +119,11 @@ public sealed partial class OutputGate
     /// <summary>Bytes held for sockets right now.</summary>
     public long SocketHeldBytes => Interlocked.Read(ref _socketHeldBytes);
 
-    /// <summary>Milliseconds each socket send's bytes spent in the gate (until the host took their last byte).</summary>
-    public double[] SocketHoldTimesMs() { lock (_lock) return _socketHoldMs.ToArray(); }
+    /// <summary>How long each socket send's bytes spent in the gate (until the host took their last byte).</summary>
+    public LatencyHistogram SocketHoldTimes => _socketHolds;
 
-    /// <summary>Milliseconds each blocking send waited for credit (sends that did not wait are not counted).</summary>
-    public double[] CreditWaitTimesMs() { lock (_lock) return _creditWaitMs.ToArray(); }
+    /// <summary>How long each blocking send waited for credit (sends that did not wait are not counted).</summary>
+    public LatencyHistogram CreditWaitTimes => _creditWaits;
 
     /// <summary>
     /// Guest thread, before the send is logged: how many bytes of <paramref name="s"/> the socket takes now, or
@@ -176,7 +176,7 @@ public sealed partial class OutputGate
                 if (t0 != 0)
                 {
                     _waiters--;
-                    if (_creditWaitMs.Count < 1_000_000) _creditWaitMs.Add(Stopwatch.GetElapsedTime(t0).TotalMilliseconds);
+                    _creditWaits.AddTicks(t0, Stopwatch.GetTimestamp());
                 }
             }
         }
@@ -365,7 +365,7 @@ public sealed partial class OutputGate
                 {
                     var e = h.Entries.Dequeue();
                     bytes += e.Count - e.PassStart;
-                    if (_socketHoldMs.Count < 1_000_000) _socketHoldMs.Add(Stopwatch.GetElapsedTime(e.Since, e.SentAt).TotalMilliseconds);
+                    _socketHolds.AddTicks(e.Since, e.SentAt);
                     Recycle(e);
                 }
                 if (h.SentWhole < h.Sending.Count) bytes += h.Sending[h.SentWhole].Offset - h.Sending[h.SentWhole].PassStart;
@@ -379,7 +379,7 @@ public sealed partial class OutputGate
                 else Release(h); // ends queued behind the sends, and sends whose acknowledgement came meanwhile
             }
             if (freed && _waiters > 0) Monitor.PulseAll(_lock);
-            if (_releaseMs.Count < 1_000_000) _releaseMs.Add(Stopwatch.GetElapsedTime(ackedAt, now).TotalMilliseconds);
+            _releases.AddTicks(ackedAt, now);
             busy.Clear();
             _spareBusy = busy;
         }
@@ -414,7 +414,7 @@ public sealed partial class OutputGate
             if (e.Offset < e.Count && e.Send.Stream) continue;
             if (e.Offset < e.Count) { h.Held -= e.Count - e.Offset; _socketHeldBytes -= e.Count - e.Offset; } // a datagram goes whole or not at all
             h.Entries.Dequeue();
-            if (_socketHoldMs.Count < 1_000_000) _socketHoldMs.Add(Stopwatch.GetElapsedTime(e.Since).TotalMilliseconds);
+            _socketHolds.AddTicks(e.Since, Stopwatch.GetTimestamp());
             Recycle(e);
         }
         if (h.Entries.Count == 0) _unreleased.Remove(h);

@@ -31,7 +31,7 @@ public sealed partial class OutputGate
     Func<bool>? _stillOwner;
     Action? _ownershipLost;
     long _releasedOut, _releasedErr, _heldBytes;
-    readonly List<double> _holdMs = new();
+    readonly LatencyHistogram _holds = new();
 
     readonly record struct Entry(ulong Seq, int Fd, byte[] Bytes, long Since);
 
@@ -63,9 +63,9 @@ public sealed partial class OutputGate
     /// <summary><see cref="Acked"/> without the gate's lock (any thread; it only grows while protected).</summary>
     public ulong AckedThrough => Volatile.Read(ref _acked);
 
-    /// <summary>Milliseconds each output held while protected spent in the gate (released by an acknowledgement, or
-    /// when this replica went on without its backup or released the end of a run under the arbiter).</summary>
-    public double[] HoldTimesMs() { lock (_lock) return _holdMs.ToArray(); }
+    /// <summary>How long each output held while protected spent in the gate (released by an acknowledgement, or when
+    /// this replica went on without its backup or released the end of a run under the arbiter).</summary>
+    public LatencyHistogram HoldTimes => _holds;
 
     /// <summary>Output produced by log record <paramref name="seq"/>.</summary>
     public void Hold(ulong seq, int fd, byte[] bytes)
@@ -77,7 +77,7 @@ public sealed partial class OutputGate
             if (seq <= _acked && _held.Count == 0 && !_final)
             {
                 // acknowledged before it reached the gate (the guest thread was slow to get here): held for no time
-                if (_holdMs.Count < 1_000_000) _holdMs.Add(0);
+                _holds.AddNs(0);
                 Emit(fd, bytes);
                 return;
             }
@@ -113,11 +113,11 @@ public sealed partial class OutputGate
         if (busy != null) SendOutsideLock(busy, t0);
     }
 
-    readonly List<double> _releaseMs = new();
+    readonly LatencyHistogram _releases = new();
 
-    /// <summary>For each acknowledgement that found socket output held, how long (ms) its release took: from the ack's
+    /// <summary>For each acknowledgement that found socket output held, how long its release took: from the ack's
     /// arrival at the gate to the last host send it made (a reply released late in a long release waits that much).</summary>
-    public double[] AckReleaseTimesMs() { lock (_lock) return _releaseMs.ToArray(); }
+    public LatencyHistogram AckReleaseTimes => _releases;
 
     /// <summary>
     /// Emits the held stdout/stderr output produced up to record <paramref name="seq"/>, in order, under the lock.
@@ -134,7 +134,7 @@ public sealed partial class OutputGate
             if (fresh != null && !fresh()) return; // the link went stale mid-release: keep the rest held
             var e = _held.Dequeue();
             _heldBytes -= e.Bytes.Length;
-            if (_holdMs.Count < 1_000_000) _holdMs.Add(Stopwatch.GetElapsedTime(e.Since, now).TotalMilliseconds);
+            _holds.AddTicks(e.Since, now);
             if (_held.Count == 0 || _held.Peek().Seq > seq || _held.Peek().Fd != e.Fd) { Emit(e.Fd, e.Bytes); continue; }
             _run.SetLength(0);
             _run.Write(e.Bytes);
@@ -142,7 +142,7 @@ public sealed partial class OutputGate
             {
                 var next = _held.Dequeue();
                 _heldBytes -= next.Bytes.Length;
-                if (_holdMs.Count < 1_000_000) _holdMs.Add(Stopwatch.GetElapsedTime(next.Since, now).TotalMilliseconds);
+                _holds.AddTicks(next.Since, now);
                 _run.Write(next.Bytes);
             }
             Emit(e.Fd, _run.GetBuffer().AsMemory(0, (int)_run.Length));

@@ -164,7 +164,7 @@ public sealed class ReplicationClient : ILogSink
     readonly ConcurrentQueue<(ulong Seq, long Cum, long Ticks)> _inflight = new();
     // records the backup has not reported replayed, and where it reported its replay last
     readonly ReplayTrail _trail = new();
-    readonly List<double> _lagMs = new(), _replayTrailMs = new(), _roundTripMs = new();
+    readonly LatencyHistogram _lags = new(), _replayTrails = new(), _roundTrips = new();
     // live batches sent and not acknowledged yet: the last record of each and when it went to the link
     readonly ConcurrentQueue<(ulong Last, long Ticks)> _sentAt = new();
     readonly object _flow = new();
@@ -190,7 +190,7 @@ public sealed class ReplicationClient : ILogSink
     // the batch path, batch by batch (--stats): this replica's encode and write of each batch; on a same-host link the
     // batch's way to the backup's link thread, the backup's time from holding a batch to writing its ack, and the ack's
     // way back to this replica's ack thread (each message carries its writer's clock: LinkWire.MonotonicNs)
-    readonly MsSamples _sendMs = new(), _batchTransitMs = new(), _backupHoldMs = new(), _ackTransitMs = new();
+    readonly LatencyHistogram _sends = new(), _batchTransits = new(), _backupHolds = new(), _ackTransits = new();
     Thread? _flusher;
     volatile bool _flusherStop, _hasPending;
 
@@ -342,31 +342,31 @@ public sealed class ReplicationClient : ILogSink
     public long Term => Interlocked.Read(ref _term);
     public LogStore Store => _store;
 
-    /// <summary>The backup's lag: for each ack, how long ago the oldest record it covered was produced (ms).</summary>
-    public double[] LagMs() { lock (_lagMs) return _lagMs.ToArray(); }
+    /// <summary>The backup's lag: for each ack, how long ago the oldest record it covered was produced.</summary>
+    public LatencyHistogram Lags => _lags;
 
     /// <summary>The link's round trip: for each ack that covered a batch sent from here, how long ago the newest such
     /// batch went to the link (ms). Unlike <see cref="LagMs"/> it leaves out how long its records waited on this replica
     /// to be shipped (gathering behind a batch on its way, until the guest's round ended or it was about to wait).</summary>
-    public double[] RoundTripMs() { lock (_lagMs) return _roundTripMs.ToArray(); }
+    public LatencyHistogram RoundTrips => _roundTrips;
 
     /// <summary>Acks the ack thread read, and its passes (each applies the acks one read of the link brought as one).</summary>
     public (long Acks, long Passes) AckReads => (Interlocked.Read(ref _acksRead), Interlocked.Read(ref _ackPasses));
     long _ackPasses, _acksRead;
 
     /// <summary>
-    /// Where a batch's time went, batch by batch (ms; <c>--stats</c>): this replica's encode and write of it (Send); on a
+    /// Where a batch's time went, batch by batch (<c>--stats</c>): this replica's encode and write of it (Send); on a
     /// same-host link also its way to the backup's link thread (ToBackup: the write, the socket and the backup thread's
     /// wake-up), the backup's time from holding a batch to writing the ack that covers it (BackupHold), and the ack's way
     /// back to this replica's ack thread (ToAckThread). The rest of a reply's wait: <see cref="ShipWindow.WaitsMs"/>
-    /// before the send, <see cref="OutputGate.AckReleaseTimesMs"/> after the ack.
+    /// before the send, <see cref="OutputGate.AckReleaseTimes"/> after the ack.
     /// </summary>
-    public (double[] Send, double[] ToBackup, double[] BackupHold, double[] ToAckThread) BatchPath()
-        => (_sendMs.ToArray(), _batchTransitMs.ToArray(), _backupHoldMs.ToArray(), _ackTransitMs.ToArray());
+    public (LatencyHistogram Send, LatencyHistogram ToBackup, LatencyHistogram BackupHold, LatencyHistogram ToAckThread) BatchPath()
+        => (_sends, _batchTransits, _backupHolds, _ackTransits);
 
-    /// <summary>How far the backup's replay trailed at each ack that reported its position: the age (ms) of the oldest
+    /// <summary>How far the backup's replay trailed at each ack that reported its position: the age of the oldest
     /// record it had not replayed yet (0: it had replayed everything produced). Only with a replay-lag bound.</summary>
-    public double[] ReplayTrailMs() { lock (_lagMs) return _replayTrailMs.ToArray(); }
+    public LatencyHistogram ReplayTrails => _replayTrails;
     /// <summary>A backup follows and output is held for it (not while a standby joins: its output flows unheld).</summary>
     public bool IsProtected => _state == LinkState.Protected && _cur is not { Unheld: true };
 
@@ -985,7 +985,7 @@ public sealed class ReplicationClient : ILogSink
             session.Link.Close();
             return;
         }
-        _sendMs.Add(Stopwatch.GetElapsedTime(t0).TotalMilliseconds);
+        _sends.AddTicks(t0, Stopwatch.GetTimestamp());
         Interlocked.Add(ref _bytesSent, length);
         Interlocked.Increment(ref _batches);
         ReplicationMetrics.LogBytes.Add(length);
@@ -1358,10 +1358,10 @@ public sealed class ReplicationClient : ILogSink
     void NoteAckTimes(in AckView ack, ulong arrivedNs)
     {
         Interlocked.Increment(ref _acksRead);
-        if (ack.TransitUs != 0) _batchTransitMs.Add(ack.TransitUs / 1000.0);
-        if (ack.HoldUs != 0) _backupHoldMs.Add(ack.HoldUs / 1000.0);
+        if (ack.TransitUs != 0) _batchTransits.AddNs(ack.TransitUs * 1000L);
+        if (ack.HoldUs != 0) _backupHolds.AddNs(ack.HoldUs * 1000L);
         uint back = LinkWire.TransitUs(ack.SentMonotonicNs, arrivedNs);
-        if (back != 0) _ackTransitMs.Add(back / 1000.0);
+        if (back != 0) _ackTransits.AddNs(back * 1000L);
     }
 
     /// <summary>
@@ -1405,7 +1405,7 @@ public sealed class ReplicationClient : ILogSink
         {
             _trail.Reported(replayed, now);
             double trail = _trail.TrailMs(now);
-            lock (_lagMs) if (_replayTrailMs.Count < 1_000_000) _replayTrailMs.Add(trail);
+            _replayTrails.AddMs(trail);
             // a standby replaying the backlog is not waited for; once its replay is within the bound, it is kept there
             if (!_replayNear && (long)_trail.Replayed >= Interlocked.Read(ref _base) && trail <= _s.MaxReplayLagMs) _replayNear = true;
         }
@@ -1415,7 +1415,7 @@ public sealed class ReplicationClient : ILogSink
             _sentAt.TryDequeue(out _);
             newestSent = b.Ticks;
         }
-        if (newestSent != 0) lock (_lagMs) if (_roundTripMs.Count < 1_000_000) _roundTripMs.Add(Stopwatch.GetElapsedTime(newestSent, now).TotalMilliseconds);
+        if (newestSent != 0) _roundTrips.AddTicks(newestSent, now);
         bool first = true;
         while (_inflight.TryPeek(out var e) && e.Seq <= seq)
         {
@@ -1425,7 +1425,7 @@ public sealed class ReplicationClient : ILogSink
             {
                 double ms = Stopwatch.GetElapsedTime(e.Ticks, now).TotalMilliseconds;
                 ReplicationMetrics.AckLatency.Record(ms);
-                lock (_lagMs) if (_lagMs.Count < 1_000_000) _lagMs.Add(ms);
+                _lags.AddTicks(e.Ticks, now);
             }
             first = false;
         }

@@ -36,7 +36,7 @@ public sealed class ShipWindow
     // that record was logged while a batch was on its way: it may go as soon as that batch is acknowledged
     bool _behind;
     long _shippedAtAck;
-    readonly List<double> _waitsMs = new();
+    readonly LatencyHistogram _waits = new();
 
     public ShipWindow(OutputGate gate) => _gate = gate;
 
@@ -75,7 +75,7 @@ public sealed class ShipWindow
         {
             if (through > _shipped) Volatile.Write(ref _shipped, through);
             if (_since == 0) return;
-            if (_waitsMs.Count < 1_000_000) _waitsMs.Add(Stopwatch.GetElapsedTime(_since).TotalMilliseconds);
+            _waits.AddTicks(_since, Stopwatch.GetTimestamp());
             Volatile.Write(ref _since, 0);
         }
     }
@@ -106,7 +106,7 @@ public sealed class ShipWindow
         Interlocked.Increment(ref _shippedAtAck);
     }
 
-    /// <summary>For each batch that carried a record holding output, how long (ms) the oldest such record waited before
-    /// it was handed to the link.</summary>
-    public double[] WaitsMs() { lock (_lock) return _waitsMs.ToArray(); }
+    /// <summary>For each batch that carried a record holding output, how long the oldest such record waited before it
+    /// was handed to the link.</summary>
+    public LatencyHistogram Waits => _waits;
 }
