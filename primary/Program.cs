@@ -7,6 +7,9 @@ if (args.Length > 0 && args[0] == ReVirt.Replication.ExitWatch.Verb) return ReVi
 // a machine handed over by revirt-run (the same process, after execve): it continues the run, reporting as revirt-run
 if (args.Length > 0 && args[0] == ReVirt.Snapshot.HandOff.Verb) return new GuestCommand("revirt-run").Resume(args);
 
+// a command that runs a guest builds the decoder's tables on a second thread meanwhile (see DecodeTables)
+if (args.Length > 0 && args[0] is "run" or "record" or "protect") ReVirt.Cpu.DecodeTables.BuildInBackground();
+
 const string Description = "ReVirt primary: runs and records guest programs in a deterministic x86-64 virtual machine.";
 
 // A command line that cannot ask for help, the version or a directive is parsed under a plain root command first:

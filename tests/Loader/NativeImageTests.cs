@@ -136,7 +136,14 @@ public class NativeImageTests
     public void ARunOfBusyboxTrueJitCompilesOnlyWhatNoReadyToRunImageHolds()
     {
         string[] unavoidable = ["List`1[Iced.Intel.DecoderInternal.HandlerInfo]", "System.Threading.Thread:GetThreadStaticsBase", "(dynamicClass)"];
-        var others = JitCompiledByARunOfBusyboxTrue().Where(l => !unavoidable.Any(u => l.Contains(u, StringComparison.Ordinal))).ToList();
+        var others = JitCompiledByARunOfBusyboxTrue().Where(l => !unavoidable.Any(u => l.Contains(u, StringComparison.Ordinal)) && !HotHelperTierUp(l)).ToList();
         Assert.True(others.Count == 0, "JIT-compiled at start:\n" + string.Join("\n", others));
     }
+
+    /// <summary>A Tier-1 re-compilation of one of the runtime's cast helpers (CastHelpers.StelemRef and kin, precompiled
+    /// code): their call counts start once the runtime's tiering delay has passed without new methods, which a run
+    /// slowed down by a loaded machine can reach while Iced's tables (thousands of array stores) are still being
+    /// built. A re-compilation of precompiled code, not code an image lacks.</summary>
+    static bool HotHelperTierUp(string line)
+        => line.Contains("System.Runtime.CompilerServices.CastHelpers:", StringComparison.Ordinal) && line.Contains("[Tier1", StringComparison.Ordinal);
 }

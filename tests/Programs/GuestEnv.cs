@@ -109,6 +109,9 @@ public sealed class RunningProgram : IDisposable
 
     public string Stderr { get { lock (_lock) return _err.ToString(); } }
 
+    /// <summary>The process id (e.g. to read its /proc entries while it runs).</summary>
+    public int Pid => _p.Id;
+
     public bool HasExited => _p.HasExited;
 
     /// <summary>Waits for a stderr line matching the pattern and returns its first group.</summary>
