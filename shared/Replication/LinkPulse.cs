@@ -8,7 +8,7 @@ namespace ReVirt.Replication;
 /// <summary>
 /// The primary's liveness pulse on a plain data link: a native thread, unknown to the .NET runtime, that writes a
 /// <c>Pulse</c> message (15 bytes, its send time on CLOCK_MONOTONIC inside) on the link every interval, at the lowest
-/// real-time priority (SCHED_RR 1; nice -10 when that is refused).
+/// real-time priority (SCHED_RR 2; nice -10 when that is refused).
 ///
 /// Why native: the managed heartbeat thread (real-time too) still stops whenever the runtime suspends managed threads
 /// for a garbage collection, and on a loaded machine a collection's suspension waits until every managed thread (the
@@ -23,9 +23,11 @@ namespace ReVirt.Replication;
 /// collection that never ends) falls silent and is taken over from, only later than a dead one.
 ///
 /// Sharing the stream: each message on the link must reach the socket whole and unmixed. Every writer takes one lock
-/// word in the native block; the pulse thread holds it for one 15-byte write, and the managed writers of the link
-/// take and release it inside the native <see cref="Write"/> (never in managed code: a thread the runtime suspended
-/// while holding it would stop the pulse for the whole suspension).
+/// word in the native block, a priority-inheriting futex (FUTEX_LOCK_PI: an ordinary writer preempted while holding it
+/// runs at the pulse's real-time priority until it lets go, instead of leaving the pulse to wait for its next time
+/// slice); the pulse thread holds it for one 15-byte write, and the managed writers of the link take and release it
+/// inside the native <see cref="Write"/> (never in managed code: a thread the runtime suspended while holding it would
+/// stop the pulse for the whole suspension).
 ///
 /// Lifetime: the block (lock word, counters, the pulse's bytes) is freed by whichever side lets go last: the thread
 /// when it ends (stopped, or its write failed: it then closes its own duplicate of the socket, so a descriptor number
@@ -50,13 +52,21 @@ public sealed unsafe partial class LinkPulse
 
     // Linux x86-64 system calls and constants the generated code uses
     const int SysWrite = 1, SysClose = 3, SysMunmap = 11, SysRtSigprocmask = 14, SysSchedYield = 24, SysNanosleep = 35, SysSetpriority = 141,
-        SysSchedSetscheduler = 144, SysGettid = 186, SysClockGettime = 228, SysClockNanosleep = 230;
+        SysSchedSetscheduler = 144, SysGettid = 186, SysFutex = 202, SysClockGettime = 228, SysClockNanosleep = 230;
     const int ClockMonotonic = 1, TimerAbstime = 1, EIntr = 4, EAgain = 11;
+    const int FutexLockPiPrivate = 6 | 128, FutexUnlockPiPrivate = 7 | 128;
     const int ProtRead = 1, ProtWrite = 2, ProtExec = 4, MapPrivateAnonymous = 0x22, FDupFdCloexec = 1030;
     const long NsPerSecond = 1_000_000_000;
-    /// <summary>How long the pulse thread sleeps when a writer holds the link (one 200 us nap; a real-time thread
-    /// must not spin on a lock an ordinary thread holds).</summary>
+    /// <summary>How long the pulse thread naps when waiting for the lock in the kernel failed (it should not).</summary>
     const long BusySleepNs = 200_000;
+
+    /// <summary>
+    /// The thread's real-time priority (SCHED_RR): one above the lowest, where the replicas' own real-time threads run
+    /// (ThreadPools.MakeCurrentThreadRealtime: the heartbeat sender, and the backup's replay, which may spin). At the
+    /// same priority the pulse waited behind such spinning threads' 100 ms round-robin slices: a pulse woke 1.2 s late
+    /// on a loaded 2-core machine (LinkPulseTests). It runs for microseconds per interval, so it takes nothing from them.
+    /// </summary>
+    const int RealtimePriority = 2;
 
     static nint _run, _write;
     static readonly Lock CodeLock = new();
@@ -87,13 +97,13 @@ public sealed unsafe partial class LinkPulse
         *(long*)(b + OffIntervalNs) = Math.Max(1, intervalMs) * 1_000_000L;
         *(long*)(b + OffMapBytes) = BlockBytes;
         *(long*)(b + OffBusySleep + 8) = BusySleepNs;
-        *(int*)(b + OffSchedParam) = 1; // the lowest real-time priority
+        *(int*)(b + OffSchedParam) = RealtimePriority;
         *(ulong*)(b + OffSignalMask) = ulong.MaxValue; // SIG_BLOCK of every signal (SIGKILL and SIGSTOP cannot be)
         FrameHead.CopyTo(new Span<byte>(b + OffFrame, FrameHead.Length));
         *(int*)(b + OffFrameLength) = FrameBytes;
         var pulse = new LinkPulse(b);
         pulse.KeepAliveUntil(keepAliveMs);
-        int e = pthread_create(out nint thread, 0, _run, (nint)b);
+        int e = CreateThread(b, out nint thread);
         if (e != 0)
         {
             HostSys.Call(Nr.close, own);
@@ -113,9 +123,9 @@ public sealed unsafe partial class LinkPulse
     public long Pulses => Volatile.Read(ref *(long*)(_block + OffPulses));
     /// <summary>The longest the thread woke after a pulse was due (ms).</summary>
     public double MaxLateMs => Volatile.Read(ref *(long*)(_block + OffMaxLateNs)) / 1e6;
-    /// <summary>Pulses that waited for another writer's message (one 200 us nap each).</summary>
+    /// <summary>Pulses that waited for another writer's message.</summary>
     public long LockWaits => Volatile.Read(ref *(long*)(_block + OffLockWaits));
-    /// <summary>The thread runs at real-time priority (SCHED_RR 1); otherwise it asked for nice -10 (<see cref="Raised"/>).</summary>
+    /// <summary>The thread runs at real-time priority (SCHED_RR 2); otherwise it asked for nice -10 (<see cref="Raised"/>).</summary>
     public bool Realtime => WaitStarted() && *(int*)(_block + OffSchedResult) == 0;
     /// <summary>The thread runs at real-time priority or at nice -10.</summary>
     public bool Raised => Realtime || *(int*)(_block + OffNiceResult) == 0;
@@ -171,8 +181,41 @@ public sealed unsafe partial class LinkPulse
         return ts[0] * NsPerSecond + ts[1];
     }
 
+    /// <summary>Starts the thread real-time from its first instruction when permitted (created with an explicit
+    /// SCHED_RR 2: a thread started at ordinary priority waits for its first time slice on a loaded machine before it
+    /// can raise itself), else at the creator's priority (it then raises itself as far as it may).</summary>
+    static int CreateThread(byte* block, out nint thread)
+    {
+        byte* attr = stackalloc byte[PthreadAttrBytes];
+        int priority = RealtimePriority;
+        if (pthread_attr_init(attr) == 0)
+        {
+            try
+            {
+                if (pthread_attr_setinheritsched(attr, PthreadExplicitSched) == 0 && pthread_attr_setschedpolicy(attr, ThreadPools.SchedRoundRobin) == 0
+                    && pthread_attr_setschedparam(attr, &priority) == 0 && pthread_create(out thread, (nint)attr, _run, (nint)block) == 0)
+                    return 0;
+            }
+            finally { pthread_attr_destroy(attr); }
+        }
+        return pthread_create(out thread, 0, _run, (nint)block);
+    }
+    /// <summary>Room for glibc's pthread_attr_t on x86-64 (56 bytes).</summary>
+    const int PthreadAttrBytes = 64;
+    const int PthreadExplicitSched = 1;
+
     [LibraryImport(HostSys.Libc)]
     private static partial int pthread_create(out nint thread, nint attr, nint start, nint arg);
+    [LibraryImport(HostSys.Libc)]
+    private static partial int pthread_attr_init(byte* attr);
+    [LibraryImport(HostSys.Libc)]
+    private static partial int pthread_attr_destroy(byte* attr);
+    [LibraryImport(HostSys.Libc)]
+    private static partial int pthread_attr_setinheritsched(byte* attr, int inherit);
+    [LibraryImport(HostSys.Libc)]
+    private static partial int pthread_attr_setschedpolicy(byte* attr, int policy);
+    [LibraryImport(HostSys.Libc)]
+    private static partial int pthread_attr_setschedparam(byte* attr, int* param);
     [LibraryImport(HostSys.Libc)]
     private static partial int pthread_detach(nint thread);
 
@@ -255,8 +298,13 @@ public sealed unsafe partial class LinkPulse
         // the managed side has not run for its grace: no pulse
         a.cmp(r12, __qword_ptr[rbx + OffKeepAliveNs]); a.jg(loop);
         a.Label(ref acquire);
-        a.xor(eax, eax); a.mov(ecx, 1); a.@lock.cmpxchg(__dword_ptr[rbx + OffLock], ecx); a.je(locked);
+        a.mov(r15d, __dword_ptr[rbx + OffTid]);
+        a.xor(eax, eax); a.@lock.cmpxchg(__dword_ptr[rbx + OffLock], r15d); a.je(locked);
+        // a writer holds the link: wait in the kernel, which lends the holder this thread's priority until it lets go
         a.inc(__qword_ptr[rbx + OffLockWaits]);
+        a.mov(eax, SysFutex); a.lea(rdi, __[rbx + OffLock]); a.mov(esi, FutexLockPiPrivate); a.xor(edx, edx); a.xor(r10d, r10d); a.syscall();
+        a.test(eax, eax); a.je(locked);
+        // (the wait failed: a nap, then again; a real-time thread must not spin on an ordinary thread's lock)
         a.mov(eax, SysNanosleep); a.lea(rdi, __[rbx + OffBusySleep]); a.xor(esi, esi); a.syscall();
         a.cmp(__dword_ptr[rbx + OffStop], 0); a.jne(finish);
         a.jmp(acquire);
@@ -271,11 +319,13 @@ public sealed unsafe partial class LinkPulse
         a.cmp(rax, -EIntr); a.je(again);
         a.test(rax, rax); a.jle(failed);
         a.add(r14, rax); a.cmp(r14d, __dword_ptr[rbx + OffFrameLength]); a.jb(again);
-        a.mov(__dword_ptr[rbx + OffLock], 0);
+        EmitUnlock(a, r15d);
         a.inc(__qword_ptr[rbx + OffPulses]); a.mov(__qword_ptr[rbx + OffLastPulseNs], r12);
         a.jmp(loop);
         a.Label(ref failed);
-        a.mov(__dword_ptr[rbx + OffLock], 0);
+        a.mov(r13, rax);
+        EmitUnlock(a, r15d);
+        a.mov(rax, r13);
         // EAGAIN with nothing written: the send time-out passed (the backup is not reading); this pulse is skipped
         a.cmp(rax, -EAgain); a.jne(kept);
         a.test(r14, r14); a.jne(kept);
@@ -285,7 +335,7 @@ public sealed unsafe partial class LinkPulse
         a.mov(__dword_ptr[rbx + OffError], eax);
         a.jmp(finish);
         a.Label(ref stopLocked);
-        a.mov(__dword_ptr[rbx + OffLock], 0);
+        EmitUnlock(a, r15d);
         a.Label(ref finish);
         a.mov(eax, SysClose); a.mov(edi, __dword_ptr[rbx + OffPulseFd]); a.syscall();
         a.mov(__dword_ptr[rbx + OffExited], 1);
@@ -304,22 +354,39 @@ public sealed unsafe partial class LinkPulse
     /// </summary>
     static void EmitWrite(Assembler a)
     {
-        Label acquire = a.CreateLabel(), again = a.CreateLabel(), done = a.CreateLabel();
-        a.push(rbx); a.push(r12); a.push(r13); a.push(r14);
+        Label acquire = a.CreateLabel(), again = a.CreateLabel(), failed = a.CreateLabel(), unlock = a.CreateLabel();
+        a.push(rbx); a.push(r12); a.push(r13); a.push(r14); a.push(r15);
         a.mov(rbx, rdi); a.mov(r12, rsi); a.mov(r13, rdx); a.xor(r14d, r14d);
+        a.mov(eax, SysGettid); a.syscall(); a.mov(r15d, eax);
         a.Label(ref acquire);
-        a.xor(eax, eax); a.mov(ecx, 1); a.@lock.cmpxchg(__dword_ptr[rbx + OffLock], ecx); a.je(again);
+        a.xor(eax, eax); a.@lock.cmpxchg(__dword_ptr[rbx + OffLock], r15d); a.je(again);
+        a.mov(eax, SysFutex); a.lea(rdi, __[rbx + OffLock]); a.mov(esi, FutexLockPiPrivate); a.xor(edx, edx); a.xor(r10d, r10d); a.syscall();
+        a.test(eax, eax); a.je(again);
         a.mov(eax, SysSchedYield); a.syscall();
         a.jmp(acquire);
         a.Label(ref again);
         a.mov(eax, SysWrite); a.mov(edi, __dword_ptr[rbx + OffWriterFd]); a.lea(rsi, __[r12 + r14]); a.mov(rdx, r13); a.sub(rdx, r14); a.syscall();
         a.cmp(rax, -EIntr); a.je(again);
-        a.test(rax, rax); a.jle(done); // the negative errno (or 0: nothing more can be written) is the answer
+        a.test(rax, rax); a.jle(failed);
         a.add(r14, rax); a.cmp(r14, r13); a.jb(again);
+        a.jmp(unlock);
+        a.Label(ref failed);
+        a.mov(r14, rax); // the answer: the negative errno (or 0: nothing more can be written)
+        a.Label(ref unlock);
+        EmitUnlock(a, r15d);
         a.mov(rax, r14);
-        a.Label(ref done);
-        a.mov(__dword_ptr[rbx + OffLock], 0);
-        a.pop(r14); a.pop(r13); a.pop(r12); a.pop(rbx);
+        a.pop(r15); a.pop(r14); a.pop(r13); a.pop(r12); a.pop(rbx);
         a.ret();
+    }
+
+    /// <summary>Releases the lock held by thread <paramref name="tid"/> (rbx: the block): the word back to 0 unless a
+    /// waiter marked it, else the kernel hands it over (FUTEX_UNLOCK_PI). Clobbers rax, rcx, rdx, rsi, rdi, r11.</summary>
+    static void EmitUnlock(Assembler a, AssemblerRegister32 tid)
+    {
+        Label done = a.CreateLabel();
+        a.mov(eax, tid); a.xor(ecx, ecx); a.@lock.cmpxchg(__dword_ptr[rbx + OffLock], ecx); a.je(done);
+        a.mov(eax, SysFutex); a.lea(rdi, __[rbx + OffLock]); a.mov(esi, FutexUnlockPiPrivate); a.syscall();
+        a.Label(ref done);
+        a.nop();
     }
 }

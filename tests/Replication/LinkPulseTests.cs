@@ -93,8 +93,9 @@ public class LinkPulseTests
 
     /// <summary>
     /// Blocking full collections of a large object graph suspend every managed thread for tens of milliseconds each;
-    /// pulses keep being written through those pauses, about one per interval. A pulse written by managed code (the
-    /// heartbeat thread's way) is stopped by each pause: at most one or two would carry a stamp inside it.
+    /// pulses keep being written through those pauses, about one per interval (at least half of them are asked for).
+    /// A pulse written by managed code (the heartbeat thread's way) is stopped by each pause: at most one or two would
+    /// carry a stamp inside it.
     /// </summary>
     [Fact]
     public void PulsesGoOnWhileACollectionSuspendsTheRuntime()
@@ -104,7 +105,11 @@ public class LinkPulseTests
         using var _w = w;
         using var _r = r;
         var drain = new Drain(r);
-        var pulse = LinkPulse.Start((int)w.Handle, IntervalMs, keepAliveMs: 600_000, out var why);
+        // (each 15-byte pulse costs the socket a buffer of its own: about 280 fill a Unix socket's default send budget,
+        // and the reader, a managed thread, is suspended by every collection too; so pulses of 10 ms, and the reader
+        // catches up after each collection before the next)
+        const int GcIntervalMs = 10;
+        var pulse = LinkPulse.Start((int)w.Handle, GcIntervalMs, keepAliveMs: 600_000, out var why);
         Assert.True(pulse != null, why);
         // a graph large enough that marking and compacting it takes tens of milliseconds even on a quiet machine
         var graph = new object[48][];
@@ -126,6 +131,7 @@ public class LinkPulseTests
             double p = (GC.GetTotalPauseDuration() - before).TotalMilliseconds;
             windows.Add((t0, t1, p));
             pausedMs += p;
+            for (var wait = Stopwatch.StartNew(); wait.Elapsed < TimeSpan.FromSeconds(20) && !drain.StampsNow().Any(x => x > t1);) Thread.Sleep(5);
         }
         GC.KeepAlive(graph);
         // every window's pulses arrive within a few intervals (the drain is a managed thread too: give it time)
@@ -137,7 +143,7 @@ public class LinkPulseTests
         Assert.Null(drain.Damage);
         var stamps = drain.StampsNow();
         int inside = windows.Sum(x => stamps.Count(s => s > x.From && s < x.To));
-        double expected = pausedMs / IntervalMs;
+        double expected = pausedMs / GcIntervalMs;
         string detail = $"{windows.Count} collections paused the runtime {pausedMs:F0} ms in all (windows {string.Join(", ", windows.Select(x => $"{(x.To - x.From) / 1e6:F0} ms/{x.PauseMs:F0} ms paused"))}); {inside} pulses stamped inside them, {stamps.Length} in all; pulse thread {(pulse.Realtime ? "real-time" : "not real-time")}, latest wake {pulse.MaxLateMs:F1} ms after due";
         Assert.True(inside >= expected / 2, detail);
         pulse.Release();
@@ -198,16 +204,18 @@ public class LinkPulseTests
         using var _w = w;
         using var _r = r;
         var drain = new Drain(r);
-        ulong started = Now();
         const int KeepAliveMs = 100;
         var pulse = LinkPulse.Start((int)w.Handle, IntervalMs, KeepAliveMs, out var why);
         Assert.True(pulse != null, why);
+        ulong started = Now(); // the keep-alive was set inside Start: its deadline is before this + the grace
         ulong until = started + KeepAliveMs * 1_000_000UL;
         // well past the grace, by the pulses' clock
         for (var wait = Stopwatch.StartNew(); wait.Elapsed < TimeSpan.FromSeconds(20) && Now() < until + 300_000_000UL;) Thread.Sleep(10);
-        Assert.Equal(-1, Array.FindIndex(drain.StampsNow(), s => s > until + 1_000_000UL * (ulong)IntervalMs * 2 + 50_000_000UL));
-        long before = pulse!.Pulses;
-        Assert.True(before > 0, "no pulse at all within the grace");
+        var stamps = drain.StampsNow();
+        string detail = $"{stamps.Length} pulses read, {pulse!.Pulses} written, stamped {string.Join(' ', stamps.Select(s => $"{((long)s - (long)started) / 1e6:F1}"))} ms after the start; thread {pulse.Tid}, latest wake {pulse.MaxLateMs:F1} ms late";
+        Assert.True(Array.FindIndex(stamps, s => s > until + 1_000_000UL * (ulong)IntervalMs * 2 + 50_000_000UL) < 0, detail);
+        long before = pulse.Pulses;
+        Assert.True(before > 0, "no pulse at all within the grace: " + detail);
         // refreshed: the pulses come again
         pulse.KeepAliveUntil(60_000);
         for (var wait = Stopwatch.StartNew(); wait.Elapsed < TimeSpan.FromSeconds(20) && pulse.Pulses <= before;) Thread.Sleep(5);
