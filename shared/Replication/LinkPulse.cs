@@ -62,9 +62,9 @@ public sealed unsafe partial class LinkPulse
 
     /// <summary>
     /// The thread's real-time priority (SCHED_RR): one above the lowest, where the replicas' own real-time threads run
-    /// (ThreadPools.MakeCurrentThreadRealtime: the heartbeat sender, and the backup's replay, which may spin). At the
-    /// same priority the pulse waited behind such spinning threads' 100 ms round-robin slices: a pulse woke 1.2 s late
-    /// on a loaded 2-core machine (LinkPulseTests). It runs for microseconds per interval, so it takes nothing from them.
+    /// (ThreadPools.MakeCurrentThreadRealtime: the heartbeat sender, and the backup's replay, which may spin): at the
+    /// same priority the pulse could wait behind a spinning thread's 100 ms round-robin slice. It runs for microseconds
+    /// per interval, so it takes nothing from them.
     /// </summary>
     const int RealtimePriority = 2;
 
