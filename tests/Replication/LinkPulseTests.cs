@@ -57,17 +57,17 @@ public class LinkPulseTests
                         while (have - at >= 4)
                         {
                             int size = BinaryPrimitives.ReadInt32LittleEndian(buf.AsSpan(at));
-                            if (size < 0 || size > buf.Length - 4) { Damage = $"a length of {size} at a message boundary"; return; }
+                            if (size < 0 || size > buf.Length - 4) { Damage = $"a length of {size} at a message boundary"; Discard(s, buf); return; }
                             if (have - at < 4 + size) break;
                             if (intact != null && size != 11)
                             {
-                                if (!intact(buf, at + 4, size)) { Damage = $"a message of {size} bytes with foreign bytes inside"; return; }
+                                if (!intact(buf, at + 4, size)) { Damage = $"a message of {size} bytes with foreign bytes inside"; Discard(s, buf); return; }
                                 lock (Others) Others.Add(size);
                             }
                             else
                             {
                                 var m = PrimaryMessage.Parser.ParseFrom(buf, at + 4, size);
-                                if (m.BodyCase != PrimaryMessage.BodyOneofCase.Pulse) { Damage = $"a {m.BodyCase} of {size} bytes"; return; }
+                                if (m.BodyCase != PrimaryMessage.BodyOneofCase.Pulse) { Damage = $"a {m.BodyCase} of {size} bytes"; Discard(s, buf); return; }
                                 lock (Stamps) Stamps.Add(m.Pulse.SentMonotonicNs);
                             }
                             at += 4 + size;
@@ -82,6 +82,12 @@ public class LinkPulseTests
                 }
             }) { IsBackground = true, Name = "pulse-test-drain" };
             _t.Start();
+        }
+
+        /// <summary>After damage, the rest is read and dropped to the end, so that a writer is never left blocked.</summary>
+        static void Discard(Socket s, byte[] buf)
+        {
+            while (s.Receive(buf) > 0) { }
         }
 
         public bool Join() => _t.Join(TimeSpan.FromSeconds(30));
@@ -161,6 +167,7 @@ public class LinkPulseTests
         using var _w = w;
         using var _r = r;
         w.SendBufferSize = 16 * 1024;
+        w.SendTimeout = 20_000; // a write that cannot go on fails instead of waiting for ever
         const int MessageBytes = 200_000, Messages = 60;
         // a message's body: its index, then bytes that follow from it, so any foreign byte inside is seen
         static byte Fill(int index, int k) => (byte)(index * 31 + k * 7 + 1);
