@@ -717,12 +717,21 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
                 silence.Heard();
                 if (isBatch)
                 {
+                    silence.Spoke();
                     if (!started) { Start(p.Hello, p.Header); _link = link; started = true; }
                     if (silence.Arm(s.PrimarySilenceMs)) link.ReceiveTimeoutMs = s.PrimarySilenceMs;
                     OnBatch(batch, readAt);
                     continue;
                 }
                 var m = other!;
+                if (m.BodyCase == PrimaryMessage.BodyOneofCase.Pulse)
+                {
+                    // the primary's liveness pulse (LinkPulse): counted against the silence bound (Heard, above), never
+                    // answered, and no start of the session (it may come while a snapshot is being taken)
+                    silence.Pulsed(m.Pulse.SentMonotonicNs, link.SharesClock);
+                    continue;
+                }
+                silence.Spoke();
                 if (!started && m.BodyCase == PrimaryMessage.BodyOneofCase.Heartbeat && AcceptsSnapshot(p.Hello))
                 {
                     // the live replica is taking or encoding the snapshot: this standby starts only with it
@@ -938,7 +947,8 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         log.WriteLine($"backup: the primary's guest ended with status {g.ExitStatus} after record #{g.LastSequence}; finishing the replay");
         s.Events.Emit(ReplicaEvent.PrimaryFinished, ("status", g.ExitStatus), ("lastSequence", g.LastSequence),
             ("longestSilenceMs", silence.LongestMs), ("silences", silence.Histogram), ("silenceBoundMs", silence.BoundMs),
-            ("longestSilenceAtMs", silence.LongestAtMs), ("longSilences", silence.Long));
+            ("longestSilenceAtMs", silence.LongestAtMs), ("longSilences", silence.Long),
+            ("longestUnpulsedMs", silence.LongestUnpulsedMs), ("longUnpulsed", silence.LongUnpulsed), ("pulses", silence.Pulses), ("pulseGapMs", silence.PulseGapMs), ("pulseDelayMs", silence.PulseDelayMs));
         _goodbye = true;
         _primaryEnded.Set();
         _pipe.Complete();
@@ -968,7 +978,8 @@ public sealed class BackupSession(ListenSettings s, TextWriter log)
         log.WriteLine($"backup: primary lost: {reason}; holding the log up to record #{Held}; draining {_pipe.Buffered} bytes");
         s.Events.Emit(ReplicaEvent.PrimaryLost, ("reason", reason), ("held", Held),
             ("longestSilenceMs", silence?.LongestMs), ("silences", silence?.Histogram), ("silenceBoundMs", silence?.BoundMs), ("ackFailed", ackFailed),
-            ("longestSilenceAtMs", silence?.LongestAtMs), ("longSilences", silence?.Long));
+            ("longestSilenceAtMs", silence?.LongestAtMs), ("longSilences", silence?.Long),
+            ("longestUnpulsedMs", silence?.LongestUnpulsedMs), ("longUnpulsed", silence?.LongUnpulsed), ("pulses", silence?.Pulses), ("pulseGapMs", silence?.PulseGapMs), ("pulseDelayMs", silence?.PulseDelayMs));
         RushDrain();
         // the takeover (on the replay thread, after the drain) asks for the decision under this lock, so what is done
         // here comes first, while the replay drains

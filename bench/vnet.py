@@ -868,6 +868,8 @@ def main():
                     "primary is waited for: a frozen or partitioned primary's detection time; default: the backup's own, 1000)")
     ap.add_argument('--heartbeat-ms', type=int, metavar='MS', help="the primary's --heartbeat-ms (it heartbeats an idle link at "
                     "most this far apart, and at least 8 times within the backup's bound)")
+    ap.add_argument('--no-pulse', action='store_true', help="with --silence-runs: the primary runs with --no-pulse (only the managed heartbeats keep its link alive)")
+    ap.add_argument('--primary-events', action='store_true', help="with --silence-runs: the primary writes events too (a build with LinkPulse reports its pulse's and heartbeat's delays and the GC pauses)")
     ap.add_argument('--silence-runs', type=int, metavar='N', help='no fault: N protected runs of --seconds under the 64-connection '
                     'load, counting the takeovers from a healthy primary (false detections) at the backup\'s --silence-ms and '
                     'printing its histogram of silences on the data link')
@@ -1129,17 +1131,18 @@ def silence_runs(a):
     short bound applies (the backup's silence warm-up)."""
     subprocess.run(['gcc', '-O2', '-o', KVLOAD, os.path.join(ROOT, 'bench', 'kvload.c')], check=True)
     make_namespace(a.client_rto_min)
-    pargs = ('--heartbeat-ms', str(a.heartbeat_ms)) if a.heartbeat_ms else ()
+    pargs = (('--heartbeat-ms', str(a.heartbeat_ms)) if a.heartbeat_ms else ()) + (('--no-pulse',) if a.no_pulse else ())
     rows, loads = [], []
     try:
         for i in range(a.silence_runs):
             lock = os.path.join(tempfile.gettempdir(), f'revirt-vnet-{os.getpid()}-s{i}.lock')
             events = os.path.join(tempfile.gettempdir(), f'revirt-vnet-{os.getpid()}-s{i}.events')
+            pevents = os.path.join(tempfile.gettempdir(), f'revirt-vnet-{os.getpid()}-s{i}.pevents')
             t_start = time.time() * 1000
             p = b = ready = None
             row = {'run': i, 'load': os.getloadavg()[0]}
             try:
-                p, b, addr = start('protect', 'virtual', lock, events, a.this, pargs, SILENCE)
+                p, b, addr = start('protect', 'virtual', lock, events, a.this, pargs + (('--events', pevents) if a.primary_events else ()), SILENCE)
                 ready = time.time() * 1000
                 try:
                     row.update(load('virtual', addr, 64, a.seconds))
@@ -1152,15 +1155,25 @@ def silence_runs(a):
             finally:
                 if p is not None:
                     end_pair(p, b, lock)
+                    row['primaryExit'] = p.p.returncode
+                    row['primaryTail'] = p.lines[-4:]
             evs = events_of(events)
-            if os.path.exists(events):
-                os.remove(events)
+            pevs = events_of(pevents) if a.primary_events else []
+            for f in (events, pevents):
+                if os.path.exists(f):
+                    os.remove(f)
             lost = next((e for e in evs if e['event'] == 'primary-lost'), None)
+            # the primary's pulse (a build with LinkPulse and --primary-events): its own delays and the process's GC pauses
+            pend = next((e for e in pevs if e['event'] == 'pulse-ended'), None) or {}
+            row.update(pulseLateMs=pend.get('maxLateMs'), heartbeatLateMs=pend.get('heartbeatMaxLateMs'), gcPauseMs=pend.get('gcPauseMs'),
+                       gcs=pend.get('gcs'), realtime=pend.get('realtime'), lockWaits=pend.get('lockWaits'))
             fin = next((e for e in evs if e['event'] == 'primary-finished'), None)
             e = lost or fin or {}
             row.update(lost=lost is not None, lostAt=(lost['unixMs'] - t_start) if lost else None, readyAt=ready - t_start if ready else None,
                        reason=lost.get('reason') if lost else None, longest=e.get('longestSilenceMs'), silences=e.get('silences'),
                        bound=e.get('silenceBoundMs'), longestAt=e.get('longestSilenceAtMs'), long=e.get('longSilences'),
+                       unpulsed=e.get('longestUnpulsedMs'), longUnpulsed=e.get('longUnpulsed'), pulses=e.get('pulses'),
+                       pulseGap=e.get('pulseGapMs'), pulseDelay=e.get('pulseDelayMs'),
                        tookOver=any(x['event'] == 'took-over' for x in evs), load2=os.getloadavg()[0])
             loads += [row['load'], row['load2']]
             rows.append(row)
@@ -1171,7 +1184,8 @@ def silence_runs(a):
     done = [r for r in rows if r.get('silences')]
     print(f'\n{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, load average {min(loads):.0f}-{max(loads):.0f}; '
           f'command: `python3 bench/vnet.py --silence-runs {a.silence_runs} --seconds {a.seconds:g} {fault_args(a)}'
-          f'{f"--heartbeat-ms {a.heartbeat_ms} " if a.heartbeat_ms else ""}`\n')
+          f'{f"--heartbeat-ms {a.heartbeat_ms} " if a.heartbeat_ms else ""}{"--no-pulse " if a.no_pulse else ""}{"--primary-events " if a.primary_events else ""}'
+          f'{f"--this {a.this} " if a.this != BIN else ""}`\n')
     print('| run | load | the healthy primary declared lost | longest silence ms (ms into the session) | silences of at least 25/50/100/150/200/250/300/500 ms | the first of 100 ms or more, ENDED_AT:MS | requests |')
     print('|---|---|---|---|---|---|---|')
     for r in rows:
@@ -1179,6 +1193,17 @@ def silence_runs(a):
         taken = (f"yes{', taken over' if r['tookOver'] else ''}, {r['lostAt']:.0f} ms after the start ({ready}): {r['reason']}"
                  if r['lost'] else ('no' if r.get('silences') else f"? {r.get('error')}"))
         print(f"| {r['run']} | {r['load']:.0f}-{r['load2']:.0f} | {taken} | {r['longest']} ({r['longestAt']}) | {r['silences']} | {r.get('long') or ''} | {r.get('requests', float('nan')):.0f} |")
+    if any(r.get('pulses') for r in rows):
+        print('\nThe pulse (LinkPulse) beside the messages the runtime writes, per run: the longest silence between messages other than '
+              'pulses (batches and heartbeats: what the bound measured without the pulse), the longest gap between two pulses by '
+              'their own send stamps (the primary\'s side), the longest from a pulse\'s send to its read (the backup\'s side); '
+              'with --primary-events the primary\'s own figures: the pulse thread\'s latest wake past its due time, the managed '
+              'heartbeat\'s latest send past its due time, the process\'s GC pauses in all and collections (gen 0/1/2).\n')
+        print('| run | longest silence, all messages ms | without pulses ms (first of 100 ms or more, AT:MS) | pulses | pulse send gap ms | pulse send-to-read ms | pulse wake late ms | heartbeat late ms | GC pause ms (gen0/1/2) | pulse real-time |')
+        print('|---|---|---|---|---|---|---|---|---|---|')
+        for r in rows:
+            print(f"| {r['run']} | {r['longest']} | {r.get('unpulsed')} ({r.get('longUnpulsed') or ''}) | {r.get('pulses')} | {r.get('pulseGap')} | {r.get('pulseDelay')} | "
+                  f"{r.get('pulseLateMs')} | {r.get('heartbeatLateMs')} | {r.get('gcPauseMs')} ({r.get('gcs')}) | {r.get('realtime')} |")
     silent = [r for r in rows if r['lost'] and str(r.get('reason', '')).startswith('no batch or heartbeat')]
     print(f"\n{len(silent)} false detections by the silence bound in {len(done)} runs ({sum(r['tookOver'] for r in rows)} takeovers).")
 

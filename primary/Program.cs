@@ -55,6 +55,10 @@ Command ProtectCommand(GuestCommand guest)
     var eventsOpt = new Option<string?>("--events") { Description = "Report what happens as JSON lines (one event per line: protected, backup-lost, unprotected, fenced, exit, ...) to FILE or to an inherited descriptor fd:N." };
     var plantOpt = new Option<string?>("--plant") { Description = "Drills only: plant a violation the drill's checkers must report (gate-early, files-early, ignore-arbiter, stale-term, snapshot-omits-page, snapshot-corrupt-chunk, snapshot-truncated, join-withholds-log).", Hidden = true };
     plantOpt.AcceptOnlyFromAmong(ReVirt.Replication.LivePlants.Names);
+    var noPulseOpt = new Option<bool>("--no-pulse")
+    {
+        Description = "Write no liveness pulse on the data link: by default a native thread of this process (which no garbage collection stops, at real-time priority when permitted) writes a small message on a plain data link every heartbeat interval, so the backup's --primary-silence-ms measures this process and its link rather than the runtime's pauses. Without it only the heartbeats (paused by garbage collections) keep a quiet link alive. A TLS link has no pulse.",
+    };
     var noExitWatchOpt = new Option<bool>("--no-exit-watch")
     {
         Description = "Start no exit watch: by default a small process beside this one shuts the data link down the moment this process starts to exit (killed or ended), so the backup learns of a death at once instead of when the kernel has torn the process down and closes its sockets (tens to hundreds of ms on a loaded machine). A frozen or cut-off primary is still judged by the backup's --primary-silence-ms.",
@@ -78,7 +82,7 @@ Command ProtectCommand(GuestCommand guest)
     var protoOpt = new Option<uint>("--protocol-version") { Description = "Testing: announce another protocol version.", Hidden = true, DefaultValueFactory = _ => ReVirt.Replication.ReplicationProtocol.Version };
     var protect = new Command("protect", "Run like `record`, streaming the event log to a backup (`backup listen`) that replays it in lockstep and takes over if this primary dies. Output leaves the VM only once the backup holds the log up to the point where it was produced.")
     {
-        backupOpt, noExitWatchOpt, standbyOpt, standbyRetryOpt, joinTimeoutOpt, joinProgressOpt, storeOpt, tokenOpt, certOpt, keyOpt, caOpt, arbiterOpt, hbOpt, timeoutOpt, lagRecOpt, lagBytesOpt, replayLagOpt, shipAfterOpt, backupDataOpt, dataLinkOpt, eventsOpt, metricsOpt, plantOpt, protoOpt, guest.Interval, guest.Root, guest.Cwd, guest.Net, guest.Ip, guest.Mac, guest.Tap, guest.Netns, guest.NoRack, guest.NoTakeoverProbe, guest.Stats, guest.Tier, guest.BackgroundCompile, guest.Program,
+        backupOpt, noExitWatchOpt, noPulseOpt, standbyOpt, standbyRetryOpt, joinTimeoutOpt, joinProgressOpt, storeOpt, tokenOpt, certOpt, keyOpt, caOpt, arbiterOpt, hbOpt, timeoutOpt, lagRecOpt, lagBytesOpt, replayLagOpt, shipAfterOpt, backupDataOpt, dataLinkOpt, eventsOpt, metricsOpt, plantOpt, protoOpt, guest.Interval, guest.Root, guest.Cwd, guest.Net, guest.Ip, guest.Mac, guest.Tap, guest.Netns, guest.NoRack, guest.NoTakeoverProbe, guest.Stats, guest.Tier, guest.BackgroundCompile, guest.Program,
     };
     protect.SetAction(parse =>
     {
@@ -112,6 +116,7 @@ Command ProtectCommand(GuestCommand guest)
             ProtocolVersion = parse.GetValue(protoOpt),
             Events = events,
             ExitWatch = !parse.GetValue(noExitWatchOpt),
+            Pulse = !parse.GetValue(noPulseOpt),
             Plant = ReVirt.Replication.LivePlants.Parse(parse.GetValue(plantOpt)).Primary,
             PlantSnapshot = ReVirt.Replication.LivePlants.Parse(parse.GetValue(plantOpt)).Snapshot,
         };

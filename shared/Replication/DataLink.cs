@@ -293,9 +293,60 @@ public sealed class DataLink : IDisposable
     {
         lock (_write)
         {
-            _stream.Write(bytes);
-            _stream.Flush();
+            if (_pulse is { } pulse) WritePulsed(pulse, bytes);
+            else
+            {
+                _stream.Write(bytes);
+                _stream.Flush();
+            }
             Interlocked.Exchange(ref _lastWrite, Environment.TickCount64);
+        }
+    }
+
+    /// <summary>A write while a pulse shares the socket: through the pulse's lock, in native code (errors as the
+    /// stream reports them).</summary>
+    void WritePulsed(LinkPulse pulse, ReadOnlySpan<byte> bytes)
+    {
+        if (Volatile.Read(ref _closed) != 0) throw new ObjectDisposedException(nameof(DataLink));
+        long n = pulse.Write(bytes);
+        if (n == bytes.Length) return;
+        if (n == -PulseEAgain) throw new IOException("the send timed out", new SocketException((int)SocketError.TimedOut));
+        if (n == -PulseEBadF) throw new ObjectDisposedException(nameof(DataLink));
+        throw new IOException($"the data link broke ({(n < 0 ? $"errno {-n}" : "nothing more could be written")})", new SocketException(n < 0 ? (int)-n : (int)SocketError.Shutdown));
+    }
+    const int PulseEAgain = 11, PulseEBadF = 9;
+
+    /// <summary>Stops the link's pulse (<see cref="StartPulse"/>): no pulse follows a message written after this
+    /// returns (the goodbye). Returns it (its counters stay readable while the link is open), or null.</summary>
+    public LinkPulse? StopPulse()
+    {
+        lock (_write)
+        {
+            _pulse?.Stop();
+            return _pulse;
+        }
+    }
+
+    // the liveness pulse on this link (a plain link of the primary's, once it runs: StartPulse)
+    LinkPulse? _pulse;
+
+    /// <summary>
+    /// Starts the primary's liveness pulse on this link (<see cref="LinkPulse"/>): a <c>Pulse</c> message every
+    /// <paramref name="intervalMs"/> ms from a native thread, while <see cref="LinkPulse.KeepAliveUntil"/> allows. Only
+    /// on a plain link (a TLS link's bytes are the TLS stream's, which only managed code writes): null otherwise, or
+    /// when it cannot start, with the reason in <paramref name="why"/>; the link then carries only the managed
+    /// heartbeats. From here on every message is written under the pulse's lock.
+    /// </summary>
+    public LinkPulse? StartPulse(int intervalMs, int keepAliveMs, out string? why)
+    {
+        why = null;
+        if (_stream is not NetworkStream) { why = "a TLS link (its bytes are written by the TLS stream only)"; return null; }
+        lock (_write)
+        {
+            if (_closed != 0) { why = "the link is closed"; return null; }
+            if (_pulse != null) { why = "a pulse runs already"; return null; }
+            _pulse = LinkPulse.Start((int)_socket.Handle, intervalMs, keepAliveMs, out why);
+            return _pulse;
         }
     }
 
@@ -545,11 +596,22 @@ public sealed class DataLink : IDisposable
     {
         if (Interlocked.Exchange(ref _closed, 1) != 0) return;
         try { _socket.Shutdown(SocketShutdown.Both); } catch (Exception e) when (e is SocketException or ObjectDisposedException) { }
+        // a pulse's writers use the socket's descriptor number: no writer may be inside a write when it closes. The
+        // shutdown ended any blocked write, so the write lock comes at once; if it does not, the pulse's block is left
+        // (its thread ends at its next write, on its own duplicate of the socket)
+        if (_pulse is { } pulse && Monitor.TryEnter(_write, CloseWaitMs))
+        {
+            try { pulse.Release(); _pulse = null; }
+            finally { Monitor.Exit(_write); }
+        }
         try { _stream.Dispose(); } catch (Exception) { }
         _socket.Dispose();
     }
 
     public void Dispose() => Close();
+
+    /// <summary>How long <see cref="Close"/> waits for a writer to leave the pulse's lock.</summary>
+    const int CloseWaitMs = 5000;
 }
 
 /// <summary>The backup's same-host socket cannot be reached from here (<see cref="DataLink.ConnectLocal"/>): nothing was

@@ -69,6 +69,56 @@ public sealed class LinkSilence(int initialBoundMs)
         _last = now;
     }
 
+    // the messages other than pulses (batches, heartbeats: what the bound measured before the pulse), and the pulses
+    long _lastOther;
+    double _longestOther;
+    readonly List<(double At, double Ms)> _longOther = [];
+    ulong _lastPulseNs;
+    long _pulses;
+    double _pulseGap, _pulseDelay;
+
+    /// <summary>The longest silence between messages other than pulses (batches and heartbeats, which the runtime's
+    /// pauses stop) since the short bound was armed: what the silence bound measured without the pulse.</summary>
+    public double LongestUnpulsedMs => Math.Round(_longestOther, 1);
+
+    /// <summary>The first silences between messages other than pulses of at least 100 ms, "AT:MS ..." as <see cref="Long"/>.</summary>
+    public string LongUnpulsed => string.Join(' ', _longOther.Select(l => $"{l.At:F0}:{l.Ms:F0}"));
+
+    /// <summary>Pulses read (<see cref="LinkPulse"/>).</summary>
+    public long Pulses => _pulses;
+
+    /// <summary>The longest time between two pulses' sending, by their own stamps (the primary's side of a silence:
+    /// its pulse thread's scheduling), ms; 0 before two pulses.</summary>
+    public double PulseGapMs => Math.Round(_pulseGap, 1);
+
+    /// <summary>The longest time from a pulse's sending to its reading here (this side of a silence: the link and this
+    /// reader's scheduling), ms; 0 when the replicas do not share a clock.</summary>
+    public double PulseDelayMs => Math.Round(_pulseDelay, 1);
+
+    /// <summary>A message other than a pulse arrived (after <see cref="Heard"/>).</summary>
+    public void Spoke()
+    {
+        long now = _last;
+        if (_armed && _lastOther != 0)
+        {
+            double ms = Stopwatch.GetElapsedTime(_lastOther, now).TotalMilliseconds;
+            if (ms > _longestOther) _longestOther = ms;
+            if (ms >= LongMs && _longOther.Count < LongKept) _longOther.Add((Stopwatch.GetElapsedTime(_armedAt, now).TotalMilliseconds, ms));
+        }
+        if (_armed) _lastOther = now;
+    }
+
+    /// <summary>A pulse arrived (after <see cref="Heard"/>), stamped <paramref name="sentNs"/> on the primary's
+    /// CLOCK_MONOTONIC, which this replica reads too when <paramref name="sharedClock"/>.</summary>
+    public void Pulsed(ulong sentNs, bool sharedClock)
+    {
+        _pulses++;
+        if (_lastPulseNs != 0 && sentNs > _lastPulseNs) _pulseGap = Math.Max(_pulseGap, (sentNs - _lastPulseNs) / 1e6);
+        _lastPulseNs = sentNs;
+        ulong now = sharedClock ? LinkWire.MonotonicNs() : 0;
+        if (now > sentNs) _pulseDelay = Math.Max(_pulseDelay, (now - sentNs) / 1e6);
+    }
+
     /// <summary>A message of the running session arrived: from now on the short bound applies. True the first time
     /// (the caller sets the link's receive time-out to it).</summary>
     public bool Arm(int boundMs)
@@ -76,6 +126,7 @@ public sealed class LinkSilence(int initialBoundMs)
         if (_armed) return false;
         _armed = true;
         _armedAt = Stopwatch.GetTimestamp();
+        _lastOther = _armedAt;
         BoundMs = boundMs;
         return true;
     }

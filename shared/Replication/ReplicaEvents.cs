@@ -119,6 +119,9 @@ public static class ReplicaEvent
     public const string Unprotected = "unprotected";          // arbiter, term, arbiterAsked (false: a standby lost while joining, which cannot go live: the term stays)
     public const string FinalRelease = "final-release";       // arbiter, heldBytes (the guest ended: the primary releases its last output holding the arbiter)
     public const string Fenced = "fenced";                    // reason, term
+    public const string PulseStarted = "pulse-started";     // backup, intervalMs, realtime (SCHED_RR granted), raised (real-time or nice -10), tid (the native liveness pulse on the data link: LinkPulse)
+    public const string PulseUnavailable = "pulse-unavailable"; // backup, reason (no liveness pulse: a TLS link, or it could not start; only the managed heartbeats)
+    public const string PulseEnded = "pulse-ended";         // backup, pulses, maxLateMs (the longest the pulse thread woke after a pulse was due), lockWaits (pulses that waited for another message's write), realtime, raised, error (the negative errno of the write that ended it, 0: none), heartbeatMaxLateMs (the managed heartbeat thread's longest delay past a heartbeat's due time), gcPauseMs (the process's garbage collection pauses in all), gcs (collections of generation 0/1/2)
     public const string ExitWatched = "exit-watched";         // backup, watcherPid (a process beside this replica shuts the data link down the moment this process starts to exit: ExitWatch)
     public const string ExitUnwatched = "exit-unwatched";     // backup, reason (no exit watch: the backup learns of this process's death when the kernel closes its sockets)
     public const string ReplayStalled = "replay-stalled";    // replayed, trailMs, waitedMs, backup (the backup's replay reported no progress for the timeout while the guest waited for it: the bound on replay lag is suspended until the replay is within it again)

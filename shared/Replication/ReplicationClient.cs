@@ -21,6 +21,13 @@ public sealed class ProtectSettings
     public byte[] Secret { get; init; } = [];
     public string? ArbiterPath { get; init; }
     public int HeartbeatMs { get; init; } = 100;
+    /// <summary>
+    /// A native pulse thread writes a <c>Pulse</c> on a plain data link every heartbeat interval, besides the managed
+    /// heartbeats (<see cref="LinkPulse"/>): garbage collections and a loaded machine's scheduling do not stop it, so
+    /// the backup's silence bound measures the process and its link, not the runtime's pauses. Off
+    /// (<c>--no-pulse</c>): only the managed heartbeats (for comparisons).
+    /// </summary>
+    public bool Pulse { get; init; } = true;
     public int TimeoutMs { get; init; } = 2000;
     /// <summary>The guest is slowed down (blocked at its next log record) while this many records are unacknowledged.</summary>
     public long MaxLagRecords { get; init; } = 50_000;
@@ -1049,6 +1056,8 @@ public sealed class ReplicationClient : ILogSink
     void SendLoop(Session session)
     {
         var ct = session.Cts.Token;
+        LinkPulse? pulse = null;
+        long heartbeatLateMs = 0; // the longest a heartbeat went out after it was due (this thread's own delays)
         // the heartbeats are how the backup knows this replica is alive: on a loaded machine they must not wait for
         // time slices behind other work (a silence past the backup's bound is a takeover)
         ThreadPools.RaiseCurrentThread();
@@ -1115,14 +1124,18 @@ public sealed class ReplicationClient : ILogSink
             }
             // from here on this thread only heartbeats an idle link: real-time, so a loaded machine does not delay it
             ThreadPools.MakeCurrentThreadRealtime();
+            pulse = StartPulse(session);
             while (!ct.IsCancellationRequested && !session.StopSending)
             {
+                // this thread runs: the runtime makes progress, and the pulse may go on for the timeout from now
+                pulse?.KeepAliveUntil(_s.TimeoutMs);
                 long idle = Environment.TickCount64 - session.Link.LastWriteTick;
                 if (idle < session.HeartbeatMs)
                 {
                     session.Wake.Wait((int)(session.HeartbeatMs - idle), ct);
                     continue;
                 }
+                heartbeatLateMs = Math.Max(heartbeatLateMs, idle - session.HeartbeatMs);
                 session.Link.Send(new PrimaryMessage
                 {
                     Heartbeat = new Heartbeat { LastSequence = (ulong)Interlocked.Read(ref _produced), Released = Mark(), SentUnixMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() },
@@ -1137,7 +1150,31 @@ public sealed class ReplicationClient : ILogSink
                 session.Link.Close();
             }
         }
-        finally { session.Snapshot?.Dispose(); } // (sent or abandoned: the guest stops preserving pages for it)
+        finally
+        {
+            session.Snapshot?.Dispose(); // (sent or abandoned: the guest stops preserving pages for it)
+            // no pulse after the goodbye (or once the session ended); the counters say how the pulse fared
+            if (pulse != null && session.Link.StopPulse() is { } stopped)
+                _s.Events.Emit(ReplicaEvent.PulseEnded, [("backup", session.BackupId), .. stopped.Fields(), ("heartbeatMaxLateMs", heartbeatLateMs),
+                    ("gcPauseMs", Math.Round(GC.GetTotalPauseDuration().TotalMilliseconds, 1)), ("gcs", $"{GC.CollectionCount(0)}/{GC.CollectionCount(1)}/{GC.CollectionCount(2)}")]);
+        }
+    }
+
+    /// <summary>Starts the session's liveness pulse (<see cref="LinkPulse"/>) at the heartbeat interval, unless
+    /// <c>--no-pulse</c>; reports whether it runs and at which priority.</summary>
+    LinkPulse? StartPulse(Session session)
+    {
+        if (!_s.Pulse) return null;
+        var pulse = session.Link.StartPulse(session.HeartbeatMs, _s.TimeoutMs, out var why);
+        if (pulse == null)
+        {
+            _log.WriteLine($"{_s.Role}: no liveness pulse on the data link ({why}): the backup hears only the heartbeats, which garbage collections pause");
+            _s.Events.Emit(ReplicaEvent.PulseUnavailable, ("backup", session.BackupId), ("reason", why));
+            return null;
+        }
+        if (!pulse.Realtime) _log.WriteLine($"{_s.Role}: the liveness pulse runs at {(pulse.Raised ? "nice -10" : "ordinary priority")}: real-time priority (SCHED_RR) was refused (it needs CAP_SYS_NICE)");
+        _s.Events.Emit(ReplicaEvent.PulseStarted, ("backup", session.BackupId), ("intervalMs", session.HeartbeatMs), ("realtime", pulse.Realtime), ("raised", pulse.Raised), ("tid", pulse.Tid));
+        return pulse;
     }
 
     OutputMark Mark() => new() { StdoutBytes = Gate.ReleasedStdout, StderrBytes = Gate.ReleasedStderr };
