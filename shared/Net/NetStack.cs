@@ -49,6 +49,11 @@ public sealed record NetConfig(MacAddress Mac, uint Ip, int PrefixLength, uint G
     /// retransmission time-out (200 ms at least, the log's back-off included). Without it a lost repair segment waited
     /// for that time-out, as the stack did before.</summary>
     public bool TakeoverProbe { get; init; } = true;
+    /// <summary>Loss repair without long stalls (TcpStallTests): every ACK that delivers data sent once is an RTT sample
+    /// (so a time-out's back-off ends at the first such ACK), a resend RACK finds lost during a go-back-N goes again
+    /// at once instead of at the next time-out, and a segment at our window's right edge has its ACK taken (a peer that
+    /// filled the window past a hole sends its ACKs there). Without it, as the stack did before.</summary>
+    public bool LossRepair { get; init; } = true;
 
     public uint Mask => Ip4.Mask(PrefixLength);
     public uint SubnetBroadcast => (Ip & Mask) | ~Mask;
@@ -363,7 +368,7 @@ public sealed partial class NetStack
     /// Writes the stack's complete state in a canonical order (sockets by id, ARP entries by address): two stacks
     /// that were handed the same calls write the same bytes, and <see cref="Restore"/> rebuilds an equal stack.
     /// </summary>
-    public void WriteState(BinaryWriter w) => WriteState(w, StateLayout.TakeoverProbe);
+    public void WriteState(BinaryWriter w) => WriteState(w, StateLayout.LossRepair);
 
     /// <summary>
     /// The state's byte layouts, one per start-state word that added bytes to it, oldest first: a stack built for a
@@ -380,11 +385,13 @@ public sealed partial class NetStack
         BatchInput,
         /// <summary>`tkprobe` added its setting (<see cref="NetConfig.TakeoverProbe"/>).</summary>
         TakeoverProbe,
+        /// <summary>`lossrepair` added its setting (<see cref="NetConfig.LossRepair"/>).</summary>
+        LossRepair,
     }
 
     /// <summary>The layout of the day whose behaviours <paramref name="c"/> has (each word implies the earlier ones).</summary>
     static StateLayout LayoutOf(NetConfig c) => !c.TimeWaitSyn ? StateLayout.Undo : !c.BatchInput ? StateLayout.TimeWaitSyn
-        : !c.TakeoverProbe ? StateLayout.BatchInput : StateLayout.TakeoverProbe;
+        : !c.TakeoverProbe ? StateLayout.BatchInput : !c.LossRepair ? StateLayout.TakeoverProbe : StateLayout.LossRepair;
 
     void WriteState(BinaryWriter w, StateLayout layout)
     {
@@ -404,9 +411,9 @@ public sealed partial class NetStack
         {
             var c = new StateCodec(r);
             NetConfig cfg = null!;
-            ConfigState(c, ref cfg, StateLayout.TakeoverProbe);
+            ConfigState(c, ref cfg, StateLayout.LossRepair);
             var st = new NetStack(cfg, 0);
-            st.Serialize(c, StateLayout.TakeoverProbe);
+            st.Serialize(c, StateLayout.LossRepair);
             return st;
         }
         catch (EndOfStreamException) { throw new InvalidDataException("network stack state: truncated"); }
@@ -420,7 +427,7 @@ public sealed partial class NetStack
             arpFrames = d.ArpPendingFramesPerHost, sndBuf = d.SendBuffer, rcvBuf = d.ReceiveBuffer, udpBuf = d.UdpReceiveBuffer,
             synQ = d.MaxSynQueue, tw = d.MaxTimeWait, rate = d.ChallengeAcksPerSecond;
         bool sack = d.Sack, rack = d.Rack, dsack = d.Dsack, undo = d.DsackUndo, windowed = d.WindowedMinRtt, twSyn = d.TimeWaitSyn,
-            batch = d.BatchInput, takeoverProbe = d.TakeoverProbe;
+            batch = d.BatchInput, takeoverProbe = d.TakeoverProbe, lossRepair = d.LossRepair;
         long minRttWindow = d.MinRttWindowNs;
         c.Do(ref mac); c.Do(ref ip); c.Do(ref prefix); c.Do(ref gw);
         c.Do(ref maxSockets); c.Do(ref maxOut); c.Do(ref arpSize); c.Do(ref arpHosts); c.Do(ref arpFrames); c.Do(ref sndBuf);
@@ -429,6 +436,7 @@ public sealed partial class NetStack
         if (layout >= StateLayout.TimeWaitSyn) c.Do(ref twSyn);
         if (layout >= StateLayout.BatchInput) c.Do(ref batch);
         if (layout >= StateLayout.TakeoverProbe) c.Do(ref takeoverProbe);
+        if (layout >= StateLayout.LossRepair) c.Do(ref lossRepair);
         if (!c.Reading) return;
         if (mac == 0 || ip == 0 || prefix is < 1 or > 30 || sndBuf is < 1 or > (64 << 20) || rcvBuf is < 1 or > (64 << 20) || minRttWindow < 1)
             throw new InvalidDataException("network stack state: an impossible interface configuration");
@@ -438,7 +446,7 @@ public sealed partial class NetStack
             ArpPendingFramesPerHost = arpFrames, SendBuffer = sndBuf, ReceiveBuffer = rcvBuf, UdpReceiveBuffer = udpBuf,
             MaxSynQueue = synQ, MaxTimeWait = tw, ChallengeAcksPerSecond = rate, Sack = sack, Rack = rack, Dsack = dsack,
             DsackUndo = undo, WindowedMinRtt = windowed, MinRttWindowNs = minRttWindow, TimeWaitSyn = twSyn, BatchInput = batch,
-            TakeoverProbe = takeoverProbe,
+            TakeoverProbe = takeoverProbe, LossRepair = lossRepair,
         };
     }
 

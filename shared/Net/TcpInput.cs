@@ -342,7 +342,9 @@ public sealed partial class TcpSocket
         c.Parent = this;
         c.ReuseAddr = ReuseAddr; c.NoDelay = NoDelay; c.KeepIdleNs = KeepIdleNs; c.KeepIntervalNs = KeepIntervalNs;
         c.KeepCount = KeepCount; c._keepAlive = _keepAlive;
-        c.Irs = seg.Seq; c.RcvNxt = seg.Seq + 1;
+        // nothing advertised yet: the right edge starts at RCV.NXT (left at 0, it stood for half of all sequence numbers
+        // beyond any window, and the SYN-ACK offered 64 KiB whatever the receive buffer holds)
+        c.Irs = seg.Seq; c.RcvNxt = c.RcvAdvEdge = seg.Seq + 1;
         c.RcvShift = WindowShift;
         c.TakeOptions(seg);
         c.Iss = iss ?? Stack.InitialSequence(c.LocalIp, c.LocalPort, c.RemoteIp, c.RemotePort);
@@ -385,8 +387,13 @@ public sealed partial class TcpSocket
         bool acceptable = len == 0
             ? (wnd == 0 ? seq == RcvNxt : Seq.InRange(seq, RcvNxt, RcvNxt + wnd))
             : wnd > 0 && (Seq.InRange(seq, RcvNxt, RcvNxt + wnd) || Seq.InRange(seq + (uint)len - 1, RcvNxt, RcvNxt + wnd));
-        // With a zero window a segment at RCV.NXT still carries a valid ACK (RFC 9293 §3.10.7.4).
-        bool ackOnly = !acceptable && wnd == 0 && seq == RcvNxt;
+        // A segment starting exactly at the window's right edge still carries a valid ACK (RFC 9293 §3.10.7.4: "special
+        // allowance should be made to accept valid ACKs"): with a zero window that is a segment at RCV.NXT; with an open
+        // one it is what a peer sends once it has filled our window past a hole we still wait for (its SND.NXT is our
+        // right edge), and Linux's receiver takes such a segment too (it tests SEG.SEQ <= RCV.NXT + RCV.WND). Dropped
+        // whole, its acknowledgment of our data would be lost until the hole is filled: our sender would sit on a full
+        // send buffer, retransmit on its timer (backing the RTO off) and stop reading the peer's answers.
+        bool ackOnly = !acceptable && (Stack.Config.LossRepair ? seq == RcvNxt + wnd : wnd == 0 && seq == RcvNxt);
         if (!acceptable && !ackOnly)
         {
             c.DropOutOfWindow++;
@@ -424,6 +431,8 @@ public sealed partial class TcpSocket
         // Trim to the window: bytes already received at the front, bytes beyond the window at the back.
         var data = ackOnly ? ReadOnlySpan<byte>.Empty : seg.Data;
         bool fin = seg.Fin && !ackOnly;
+        // data or a FIN beyond the window is not taken; the ACK sent for it tells the peer the window (RFC 9293 §3.10.7.4)
+        if (ackOnly && len > 0 && Stack.Config.LossRepair && Stack.AllowUnsolicited()) AckPending = true;
         if (Seq.Lt(seq, RcvNxt))
         {
             int cut = (int)(RcvNxt - seq);
@@ -536,6 +545,7 @@ public sealed partial class TcpSocket
         }
         bool advanced = Seq.Gt(ack, SndUna);
         uint acked = advanced ? ack - SndUna : 0;
+        ResetAckRtt();
         if (advanced)
         {
             if (RackOn) RackCumulative(ack);   // before SND.UNA moves: what the ACK delivers dates RACK's reference
@@ -556,6 +566,8 @@ public sealed partial class TcpSocket
         // window, are lost; this replaces the duplicate-ACK count on a RACK connection
         bool rackLost = RackOn && RackOnAck(sack, dsack != null);
         if (RackOn) ProbeAcked(ack, advanced, sackNews, dsack);
+        // on a RACK connection every ACK delivering a range sent once gives a sample (TakeAckRtt), before the timer restarts
+        if (TakeAckRtt() is var rtt and >= 0 && Stack.Config.LossRepair) { RttTiming = false; RttSample(rtt); }
         if (advanced)
         {
             if (RttTiming && Seq.Gt(ack, RttSeq)) { RttTiming = false; RttSample(Stack.Now - RttStart); }
@@ -733,7 +745,7 @@ public sealed partial class TcpSocket
             return;
         }
         if (!seg.Syn) return;
-        Irs = seg.Seq; RcvNxt = seg.Seq + 1;
+        Irs = seg.Seq; RcvNxt = RcvAdvEdge = seg.Seq + 1;   // nothing advertised beyond RCV.NXT yet (see OnListen)
         TakeOptions(seg);
         if (!seg.HasAck)
         {

@@ -200,12 +200,40 @@ public sealed partial class TcpSocket
         if (r.At > RackAt || (r.At == RackAt && r.Order > RackOrder)) { RackAt = r.At; RackOrder = r.Order; RackRtt = rtt; }
     }
 
+    // The RFC 6298 sample one ACK gives (ns, -1: none), gathered while it delivers ranges (ProcessAck resets and
+    // takes it within the one call, so it is never part of the saved state).
+    long _ackRttCumulative = -1, _ackRttSacked = -1;
+    bool _ackDeliveredResend;
+
+    void ResetAckRtt() { _ackRttCumulative = _ackRttSacked = -1; _ackDeliveredResend = false; }
+
+    /// <summary>
+    /// The RTT sample for the RTO estimator (RFC 6298 §2) this ACK gives on a RACK connection, or -1: the oldest range
+    /// it delivered that was sent once only (Karn's rule), cumulatively, unless the cumulative part delivered a resent
+    /// range too (then its time says nothing certain); else the oldest such range it SACKed. As Linux takes its
+    /// samples (without timestamps): every ACK that delivers a segment sent once gives one, so a retransmission
+    /// timeout's back-off lasts only until the first such ACK after it (RFC 6298 §5.7 keeps the backed-off RTO until a
+    /// new sample). With the single timed segment of RFC 6298 alone, any resend in its flight voided the measurement,
+    /// and under steady loss the backed-off RTO stayed, doubling again at each later time-out.
+    /// </summary>
+    long TakeAckRtt()
+    {
+        long rtt = _ackRttCumulative >= 0 && !_ackDeliveredResend ? _ackRttCumulative : _ackRttSacked;
+        ResetAckRtt();
+        return rtt;
+    }
+
     /// <summary>Before SND.UNA moves to <paramref name="ack"/>: the ranges it delivers update RACK, then leave the flight.</summary>
     void RackCumulative(uint ack)
     {
         int k = 0;
         for (; k < Flight.Count && Seq.Le(Flight[k].End, ack); k++)
-            if (!Flight[k].Sacked) RackDelivered(Flight[k]);
+            if (!Flight[k].Sacked)
+            {
+                RackDelivered(Flight[k]);
+                if (Flight[k].Retransmitted) _ackDeliveredResend = true;
+                else _ackRttCumulative = Math.Max(_ackRttCumulative, Stack.Now - Flight[k].At);
+            }
         Flight.RemoveRange(0, k);
         if (Flight.Count > 0 && Seq.Lt(Flight[0].Start, ack)) { var r = Flight[0]; r.Start = ack; Flight[0] = r; }
     }
@@ -234,6 +262,7 @@ public sealed partial class TcpSocket
             r.Sacked = true; r.Lost = false;
             Flight[k] = r;
             RackDelivered(r);
+            if (!r.Retransmitted) _ackRttSacked = Math.Max(_ackRttSacked, Stack.Now - r.At);
         }
     }
 
@@ -300,6 +329,24 @@ public sealed partial class TcpSocket
         uint pipe = 0;
         foreach (var r in Flight) if (!r.Sacked && !r.Lost) pipe += r.End - r.Start;
         return pipe;
+    }
+
+    /// <summary>
+    /// During a go-back-N resend (after a retransmission time-out, RFC 8985 §6.3, or a takeover's repair): the ranges
+    /// below SND.NXT that RACK found lost again (a resend the path lost too) go again at once, lowest first, while
+    /// the pipe leaves a segment of room in the congestion window — as Linux's loss state resends what its scoreboard
+    /// marks lost. Before, the go-back-N only moved forward and weighed the window against everything outstanding,
+    /// SACKed bytes included: one lost resend left the flight full until the next time-out, which doubled the RTO
+    /// again and, every range of the flight being a resend, could give no RTT sample (Karn) to bring it back. On a
+    /// lossy path a large flight then took time-out after time-out, each twice as long as the one before.
+    /// </summary>
+    void ResendLostBehind()
+    {
+        for (uint pipe = RackPipe(); Cwnd > pipe && Cwnd - pipe >= (uint)SegmentRoom && RackNextLost(out uint seq, out int len) && Seq.Lt(seq, SndNxt); pipe += (uint)len)
+        {
+            if (Seq.Gt(seq + (uint)len, SndNxt)) len = (int)(SndNxt - seq);
+            if (!ResendHole(seq, len)) break;
+        }
     }
 
     /// <summary>The lowest range marked lost and not resent since, as much as fits in a segment.</summary>

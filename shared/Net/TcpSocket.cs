@@ -349,6 +349,9 @@ public sealed partial class TcpSocket
             bool finWanted = ShutWrite;
             bool sackRecovery = InRecovery && SackOk;
             if (sackRecovery && !probe) SendHoles();
+            // a go-back-N resend (after a time-out or a takeover's repair) on a RACK connection: what RACK finds lost
+            // behind it goes again first (TcpRack.cs)
+            if (Stack.Config.LossRepair && RackOn && !InRecovery && Seq.Lt(SndNxt, SndMax) && !probe) ResendLostBehind();
             uint sentBefore = SndMax;
             int mss = SegmentRoom;
             while (true)

@@ -226,8 +226,8 @@ public class RackStartStateTests
     {
         var on = ReVirt.Linux.VirtualNetOptions.Parse("10.0.0.2/24", null, "tap0", out _)!;
         var off = on with { Rack = false };
-        Assert.Equal("10.0.0.2/24 02:52:56:00:00:02 undo twsyn batch tkprobe", on.Identity);
-        Assert.Equal("10.0.0.2/24 02:52:56:00:00:02 norack undo twsyn batch tkprobe", off.Identity);
+        Assert.Equal("10.0.0.2/24 02:52:56:00:00:02 undo twsyn batch tkprobe lossrepair", on.Identity);
+        Assert.Equal("10.0.0.2/24 02:52:56:00:00:02 norack undo twsyn batch tkprobe lossrepair", off.Identity);
         Assert.False(ReVirt.Linux.VirtualNetOptions.FromIdentity(off.Identity, "tap1", null)!.Rack);
         Assert.True(ReVirt.Linux.VirtualNetOptions.FromIdentity(on.Identity, "tap1", null)!.Rack);
         Assert.Null(ReVirt.Linux.VirtualNetOptions.FromIdentity(on.Identity + " fast", "tap1", null));

@@ -22,15 +22,16 @@ public class StackStartStateReplayTests
     const string Address = "10.0.0.2/24 02:52:56:00:00:02";
 
     /// <summary>Every identity a build wrote, oldest first, with the stack it stood for.</summary>
-    public static TheoryData<string, bool, bool, bool, bool, bool> Generations => new()
+    public static TheoryData<string, bool, bool, bool, bool, bool, bool> Generations => new()
     {
-        { Address, true, false, false, false, false },                     // before D-SACK undo: RACK on, nothing else
-        { Address + " norack", false, false, false, false, false },        // the same, recorded with --no-rack
-        { Address + " undo", true, true, false, false, false },            // D-SACK undo and the windowed minimum RTT (before twsyn)
-        { Address + " norack undo", false, true, false, false, false },
-        { Address + " undo twsyn", true, true, true, false, false },       // a SYN may reopen a connection in TIME-WAIT (before batch)
-        { Address + " undo twsyn batch", true, true, true, true, false },  // a batch's frames before its timers (before tkprobe)
-        { Address + " undo twsyn batch tkprobe", true, true, true, true, true },   // a probe after a takeover's repair (today's)
+        { Address, true, false, false, false, false, false },                     // before D-SACK undo: RACK on, nothing else
+        { Address + " norack", false, false, false, false, false, false },        // the same, recorded with --no-rack
+        { Address + " undo", true, true, false, false, false, false },            // D-SACK undo and the windowed minimum RTT (before twsyn)
+        { Address + " norack undo", false, true, false, false, false, false },
+        { Address + " undo twsyn", true, true, true, false, false, false },       // a SYN may reopen a connection in TIME-WAIT (before batch)
+        { Address + " undo twsyn batch", true, true, true, true, false, false },  // a batch's frames before its timers (before tkprobe)
+        { Address + " undo twsyn batch tkprobe", true, true, true, true, true, false },   // a probe after a takeover's repair (before lossrepair)
+        { Address + " undo twsyn batch tkprobe lossrepair", true, true, true, true, true, true },   // loss repair without long stalls (today's)
     };
 
     static LogHeader Header(string identity) => new()
@@ -44,16 +45,17 @@ public class StackStartStateReplayTests
 
     [Theory]
     [MemberData(nameof(Generations))]
-    public void A_log_of_every_past_identity_builds_the_stack_of_its_day(string identity, bool rack, bool undo, bool timeWaitSyn, bool batch, bool takeoverProbe)
+    public void A_log_of_every_past_identity_builds_the_stack_of_its_day(string identity, bool rack, bool undo, bool timeWaitSyn, bool batch, bool takeoverProbe, bool lossRepair)
     {
         var c = ReplayConfig(Header(identity));
-        Assert.Equal((rack, undo, undo, timeWaitSyn, batch, takeoverProbe), (c.Rack, c.DsackUndo, c.WindowedMinRtt, c.TimeWaitSyn, c.BatchInput, c.TakeoverProbe));
+        Assert.Equal((rack, undo, undo, timeWaitSyn, batch, takeoverProbe, lossRepair),
+            (c.Rack, c.DsackUndo, c.WindowedMinRtt, c.TimeWaitSyn, c.BatchInput, c.TakeoverProbe, c.LossRepair));
     }
 
     [Fact]
     public void A_log_naming_a_behaviour_this_build_does_not_know_is_refused()
     {
-        var e = Assert.Throws<LogFormatException>(() => Recording.OptionsFrom(Header(Address + " undo twsyn batch tkprobe later"), "/", "tap1"));
+        var e = Assert.Throws<LogFormatException>(() => Recording.OptionsFrom(Header(Address + " undo twsyn batch tkprobe lossrepair later"), "/", "tap1"));
         Assert.Contains("does not know", e.Message);
     }
 
@@ -281,7 +283,7 @@ public class StackStartStateReplayTests
         return m.ToArray();
     }
 
-    // Today's state layout (NetStack.WriteState) up to the fields `twsyn`, `batch` and `tkprobe` added: the configuration
+    // Today's state layout (NetStack.WriteState) up to the fields `twsyn`, `batch`, `tkprobe` and `lossrepair` added: the configuration
     // (MAC 8, address 4, prefix 4, gateway 4, eleven int bounds 44, five bools, the minimum-RTT window 8), then the
     // TimeWaitSyn byte, the BatchInput byte and the TakeoverProbe byte; the stack (clock 8, generator 8, ISN key 8, next
     // socket id 8, next ephemeral port 2, IP id 2, rate window 8 and count 4), then the counters: 35 longs before
@@ -289,14 +291,15 @@ public class StackStartStateReplayTests
     const int TimeWaitSynSettingAt = 8 + 4 + 4 + 4 + 11 * 4 + 5 + 8;
     const int BatchSettingAt = TimeWaitSynSettingAt + 1;
     const int TakeoverProbeSettingAt = BatchSettingAt + 1;
-    const int TimeWaitReopensAt = TakeoverProbeSettingAt + 1 + 8 + 8 + 8 + 8 + 2 + 2 + 8 + 4 + 35 * 8;
+    const int LossRepairSettingAt = TakeoverProbeSettingAt + 1;
+    const int TimeWaitReopensAt = LossRepairSettingAt + 1 + 8 + 8 + 8 + 8 + 2 + 2 + 8 + 4 + 35 * 8;
 
     /// <summary>The state in the layout of the day of a stack configured as <paramref name="c"/>: today's bytes without
     /// `tkprobe`'s setting when it lacks tkprobe, without `batch`'s too when it lacks batch, and without `twsyn`'s
     /// setting and counter too when it lacks twsyn.</summary>
     static byte[] DayLayout(byte[] s, NetConfig c)
     {
-        bool Kept(int i) => !(!c.TakeoverProbe && i == TakeoverProbeSettingAt) && !(!c.BatchInput && i == BatchSettingAt)
+        bool Kept(int i) => !(!c.LossRepair && i == LossRepairSettingAt) && !(!c.TakeoverProbe && i == TakeoverProbeSettingAt) && !(!c.BatchInput && i == BatchSettingAt)
             && !(!c.TimeWaitSyn && (i == TimeWaitSynSettingAt || i >= TimeWaitReopensAt && i < TimeWaitReopensAt + 8));
         return [.. s.Where((_, i) => Kept(i))];
     }

@@ -137,6 +137,40 @@ sealed class TapPump(NetStack stack, TapDevice tap, int seed, double loss = 0, d
 
     public long Now => _clock.ElapsedTicks * (1_000_000_000 / Stopwatch.Frequency);
 
+    /// <summary>When set, the last frames that crossed the wire (either way, with what the wire did to them) are
+    /// kept, summarised, for a report of a stalled transfer.</summary>
+    public Queue<string>? Trace;
+    /// <summary>Sees each frame the wire hands the stack, just before the stack takes it.</summary>
+    public Action<byte[]>? OnIncoming;
+
+    void Note(byte[] f, bool incoming, string fate)
+    {
+        if (Trace == null) return;
+        Trace.Enqueue($"{Now / 1_000_000,8} {(incoming ? "in " : "out")} {fate,-4} {TcpSummary(f)}");
+        while (Trace.Count > 400) Trace.Dequeue();
+    }
+
+    /// <summary>One line for a TCP frame: flags, seq, ack, data length, window, SACK blocks (raw numbers).</summary>
+    internal static string TcpSummary(byte[] f)
+    {
+        if (f.Length < Wire.EthHeader + Wire.Ip4Header + Wire.TcpHeader || Wire.U16(f, 12) != 0x0800 || f[Wire.EthHeader + 9] != Wire.ProtoTcp) return "non-tcp";
+        int ihl = (f[Wire.EthHeader] & 0xF) * 4, total = Wire.U16(f, Wire.EthHeader + 2);
+        var t = f.AsSpan(Wire.EthHeader + ihl, total - ihl);
+        int doff = (t[12] >> 4) * 4;
+        var fl = (TcpFlags)(t[13] & 0x3F);
+        var sb = new System.Text.StringBuilder($"{fl} seq {Wire.U32(t, 4)} ack {Wire.U32(t, 8)} len {t.Length - doff} win {Wire.U16(t, 14)}");
+        var o = t[Wire.TcpHeader..doff];
+        for (int i = 0; i < o.Length;)
+        {
+            if (o[i] == 0) break;
+            if (o[i] == 1) { i++; continue; }
+            if (i + 1 >= o.Length || o[i + 1] < 2) break;
+            if (o[i] == 5) for (int k = i + 2; k + 8 <= i + o[i + 1]; k += 8) sb.Append($" sack {Wire.U32(o, k)}-{Wire.U32(o, k + 4)}");
+            i += o[i + 1];
+        }
+        return sb.ToString();
+    }
+
     /// <summary>While set, the wire is cut both ways: every frame the TAP device brings is handed to it instead of the
     /// stack, and what the stack sends is dropped (a replica that died).</summary>
     public Action<byte[]>? Cut;
@@ -145,7 +179,8 @@ sealed class TapPump(NetStack stack, TapDevice tap, int seed, double loss = 0, d
     void Pass(byte[] f, bool incoming)
     {
         if (Cut is { } cut) { if (incoming) cut(f); return; }
-        if (_rng.NextDouble() < loss) { Dropped++; if (!incoming) DroppedOutBytes += StackSackTests.DataLength(f); return; }
+        if (_rng.NextDouble() < loss) { Dropped++; Note(f, incoming, "LOST"); if (!incoming) DroppedOutBytes += StackSackTests.DataLength(f); return; }
+        Note(f, incoming, "");
         int copies = _rng.NextDouble() < duplicate ? 2 : 1;
         if (copies == 2) Duplicated++;
         for (int i = 0; i < copies; i++)
@@ -157,7 +192,7 @@ sealed class TapPump(NetStack stack, TapDevice tap, int seed, double loss = 0, d
 
     void Deliver(byte[] f, bool incoming)
     {
-        if (incoming) stack.Input(f, Now); else tap.Write(f);
+        if (incoming) { OnIncoming?.Invoke(f); stack.Input(f, Now); } else tap.Write(f);
     }
 
     public bool Run(Func<bool> done, Action app, TimeSpan limit)
@@ -182,6 +217,53 @@ sealed class TapPump(NetStack stack, TapDevice tap, int seed, double loss = 0, d
                 if (_held[i].At <= Now) { var h = _held[i]; _held.RemoveAt(i--); Deliver(h.Frame, h.In); }
             stack.Advance(Now);
         }
+    }
+}
+
+/// <summary>Detects a transfer that makes no progress (nothing echoed, nothing acknowledged or received by the stack)
+/// for <see cref="Limit"/> and keeps a report of the stack connection's state and the wire's last frames.</summary>
+sealed class StallWatch
+{
+    public long Limit = 6_000_000_000;
+    public string? Report;
+    (long, uint, uint, int) _last;
+    long _since = -1;
+
+    public long MaxRto, MaxGap, EdgeAcks, EdgeAcksNew;
+    /// <summary>Counts pure ACKs whose sequence number is exactly the right edge of the stack's receive window (a
+    /// strict RFC 793 test drops them), and those of them that acknowledge new data.</summary>
+    public void Inspect(byte[] f, TcpSocket? c)
+    {
+        if (c == null || c.State is not (TcpState.Established or TcpState.CloseWait)) return;
+        if (f.Length < Wire.EthHeader + Wire.Ip4Header + Wire.TcpHeader || Wire.U16(f, 12) != 0x0800 || f[Wire.EthHeader + 9] != Wire.ProtoTcp) return;
+        int ihl = (f[Wire.EthHeader] & 0xF) * 4, total = Wire.U16(f, Wire.EthHeader + 2);
+        var t = f.AsSpan(Wire.EthHeader + ihl, total - ihl);
+        int doff = (t[12] >> 4) * 4;
+        if (t.Length != doff || (t[13] & 0x07) != 0) return;
+        uint wnd = c.ReceiveWindow();
+        if (wnd > 0 && Wire.U32(t, 4) == c.RcvNxt + wnd) { EdgeAcks++; if (Seq.Gt(Wire.U32(t, 8), c.SndUna)) EdgeAcksNew++; }
+    }
+    public bool Stalled(TapPump pump, NetStack stack, TcpSocket? c, long echoed, int pending)
+    {
+        if (c == null) return false;
+        MaxRto = Math.Max(MaxRto, c.Rto);
+        var now = (echoed, c.SndUna, c.RcvNxt, pending);
+        if (now != _last || _since < 0) { MaxGap = Math.Max(MaxGap, pump.Now - _since); _last = now; _since = pump.Now; return false; }
+        if (pump.Now - _since < Limit) return false;
+        var k = stack.Counters;
+        string Rel(long d) => d == long.MaxValue ? "never" : $"{(d - stack.Now) / 1_000_000} ms";
+        var sb = new System.Text.StringBuilder();
+        sb.AppendLine($"echoed {echoed} pending {pending} state {c.State} una {c.SndUna} nxt {c.SndNxt} max {c.SndMax} (iss {c.Iss}) sndwnd {c.SndWnd} cwnd {c.Cwnd} ssthresh {c.Ssthresh} " +
+            $"inrec {c.InRecovery} recover {c.Recover} highrxt {c.HighRxt} dupacks {c.DupAcks} retries {c.Retries} rto {c.Rto / 1_000_000} srtt {c.Srtt / 1_000_000} hasrtt {c.HasRtt}");
+        sb.AppendLine($"rtx {Rel(c.RtxDeadline)} rack {Rel(c.RackDeadline)} probe {Rel(c.ProbeDeadline)} keep {Rel(c.KeepDeadline)} end {Rel(c.EndDeadline)} probeout {c.ProbeOut} " +
+            $"sendbuf {c.SendBuf.Count} recvbuf {c.RecvBuf.Count} ooo {c.Ooo.Count} rcvnxt {c.RcvNxt} (irs {c.Irs}) advwnd {c.RcvAdvEdge - c.RcvNxt} rwnd {c.ReceiveWindow()} finsent {c.FinSent} finrecv {c.FinReceived} shutwrite {c.ShutWrite}");
+        sb.AppendLine($"sacked [{string.Join(" ", c.Sacked.Select(r => $"{r.Start}-{r.End}"))}]");
+        sb.AppendLine($"flight {c.Flight.Count}: [{string.Join(" ", c.Flight.Take(40).Select(r => $"{r.Start}-{r.End}{(r.Lost ? "L" : "")}{(r.Sacked ? "S" : "")}{(r.Retransmitted ? "R" : "")}@{(r.At - stack.Now) / 1_000_000}"))}]");
+        sb.AppendLine($"rackat {(c.RackAt == long.MinValue ? "none" : ((c.RackAt - stack.Now) / 1_000_000).ToString())} rackrtt {c.RackRtt / 1_000_000} minrtt {c.MinRtt / 1_000_000} reo {c.ReorderingSeen}x{c.ReorderMultiplier} undo {c.UndoOpen}");
+        sb.AppendLine($"counters: timeouts {k.RetransmitTimeouts} retransmits {k.Retransmits} fast {k.FastRetransmits} tlp {k.TailLossProbes} racklost {k.RackLostSegments} ratelimited {k.RateLimited} oow {k.DropOutOfWindow} badack {k.DropBadAck}");
+        foreach (var line in pump.Trace ?? new()) sb.AppendLine(line);
+        Report = sb.ToString();
+        return true;
     }
 }
 
@@ -235,7 +317,8 @@ print(n, flush=True)
     /// <summary>The stack serves an echo port; a Linux client sends 1 MB and reads it back. <paramref name="linuxSack"/>
     /// false: the client's namespace has net.ipv4.tcp_sack 0, so its SYN offers no SACK. Returns the stack, its
     /// connection and the wire.</summary>
-    static (NetStack Stack, TcpSocket Conn, TapPump Pump) LinuxClientThroughStack(int seed, double loss, double dup, double reorder, bool linuxSack = true)
+    static (NetStack Stack, TcpSocket Conn, TapPump Pump) LinuxClientThroughStack(int seed, double loss, double dup, double reorder, bool linuxSack = true,
+        StallWatch? watch = null)
     {
         using var ns = new TapNamespace();
         if (!linuxSack) ns.Exec("sh", "-c", "echo 0 > /proc/sys/net/ipv4/tcp_sack");
@@ -253,7 +336,8 @@ print(n, flush=True)
         var buf = new byte[65536];
         long echoed = 0;
         bool closed = false;
-        bool ok = pump.Run(() => client.HasExited && closed, () =>
+        if (watch != null) { pump.Trace = new(); pump.OnIncoming = f => watch.Inspect(f, conn); }
+        bool ok = pump.Run(() => client.HasExited && closed || watch != null && watch.Stalled(pump, stack, conn, echoed, pending.Count), () =>
         {
             if (conn == null && listener.Accept(out var c) == 0) conn = c;
             if (conn == null || closed) return;
@@ -279,6 +363,7 @@ print(n, flush=True)
         if (!client.HasExited) client.Kill();
         client.WaitForExit();
         File.Delete(script);
+        if (watch?.Report != null) return (stack, conn!, pump);
         Assert.True(ok, $"echo did not finish: echoed {echoed}, client exited {client.HasExited}, stderr {client.StandardError.ReadToEnd()}; " +
             (conn == null ? "no connection" : $"stack's connection: {conn.State}, rto {conn.Rto / 1_000_000} ms (srtt {conn.Srtt / 1_000_000} ms), una {conn.SndUna - conn.Iss} nxt {conn.SndNxt - conn.Iss} max {conn.SndMax - conn.Iss}, " +
             $"rtx deadline in {(conn.RtxDeadline == long.MaxValue ? "never" : ((conn.RtxDeadline - stack.Now) / 1_000_000).ToString())} ms, timeouts {stack.Counters.RetransmitTimeouts}, retransmits {stack.Counters.Retransmits}, fast {stack.Counters.FastRetransmits}, pending echo {pending.Count}"));
@@ -354,6 +439,30 @@ print(n, flush=True)
         // reliably run by run, so the comparison of SACK on and off is StackSackTests' (deterministic)
         Assert.True(onRatio <= 1.5, $"resent per lost byte: SACK on {onRatio:F2}, off {offRatio:F2}");
     }
+    /// <summary>Soak: the SACK echo over many seeds; a transfer without progress for 6 s is reported with the stack
+    /// connection's state and the wire's last frames. Seeds from REVIRT_TCPSTALL_SEEDS ("FIRST-LAST").</summary>
+    [Fact]
+    public void Soak_sack_echo_over_seeds()
+    {
+        if (!SoakSwitch.On) { output.WriteLine(SoakSwitch.Skipped); return; }
+        var range = (Environment.GetEnvironmentVariable("REVIRT_TCPSTALL_SEEDS") ?? "100-119").Split('-').Select(int.Parse).ToArray();
+        int stalls = 0, runs = 0;
+        var log = Environment.GetEnvironmentVariable("REVIRT_TCPSTALL_LOG") ?? "/tmp/tcpstall-soak.log";
+        int repeat = int.Parse(Environment.GetEnvironmentVariable("REVIRT_TCPSTALL_REPEAT") ?? "1");
+        for (int seed = range[0]; seed <= range[1]; seed++)
+        for (int rep = 0; rep < repeat; rep++)
+        {
+            var watch = new StallWatch();
+            var sw = Stopwatch.StartNew();
+            var (st, conn, _) = LinuxClientThroughStack(seed, 0.03, 0, 0, watch: watch);
+            runs++;
+            if (watch.Report != null) { stalls++; File.AppendAllText(log, $"=== seed {seed} STALL\n{watch.Report}\n"); }
+            else File.AppendAllText(log, $"seed {seed} ok {sw.ElapsedMilliseconds} ms maxrto {watch.MaxRto / 1_000_000} final rto {conn.Rto / 1_000_000} srtt {conn.Srtt / 1_000} us maxgap {watch.MaxGap / 1_000_000} ms timeouts {st.Counters.RetransmitTimeouts} fast {st.Counters.FastRetransmits} tlp {st.Counters.TailLossProbes} edgeacks {watch.EdgeAcks} new {watch.EdgeAcksNew} oow {st.Counters.DropOutOfWindow} ratelimited {st.Counters.RateLimited}\n");
+        }
+        File.AppendAllText(log, $"runs {runs} stalls {stalls}\n");
+        Assert.Equal(0, stalls);
+    }
+
     [Fact] public void Stack_client_to_a_Linux_server() => StackClientToLinux(3, 0, 0, 0);
     [Fact] public void Stack_client_to_a_Linux_server_with_loss_duplication_reordering() => StackClientToLinux(4, 0.03, 0.02, 0.05);
 

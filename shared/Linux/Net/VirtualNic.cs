@@ -42,6 +42,10 @@ public sealed record VirtualNetOptions(MacAddress Mac, uint Ip, int PrefixLength
     /// replayed (a survivor's log of that day repaired without it).</summary>
     public bool TakeoverProbe { get; init; } = true;
 
+    /// <summary>The stack's loss repair without long stalls (<see cref="NetConfig.LossRepair"/>). Always on for a new
+    /// run; off only when a log recorded before it existed is replayed.</summary>
+    public bool LossRepair { get; init; } = true;
+
     /// <summary>This replica's TAP device receives a copy of every frame the network delivers to the primary's (a port
     /// mirror, a hub): while it follows, a backup keeps the last frames it heard, and at a takeover gives the stack
     /// those the log may lack (<see cref="VirtualNic.OpenAhead"/>). A choice of this replica (backup `--hears-primary`),
@@ -56,7 +60,7 @@ public sealed record VirtualNetOptions(MacAddress Mac, uint Ip, int PrefixLength
 
     /// <summary>The stack configuration these options stand for.</summary>
     public NetConfig StackConfig() => new(Mac, Ip, PrefixLength, Gateway)
-        { Rack = Rack, DsackUndo = Undo, WindowedMinRtt = Undo, TimeWaitSyn = TimeWaitSyn, BatchInput = BatchInput, TakeoverProbe = TakeoverProbe };
+        { Rack = Rack, DsackUndo = Undo, WindowedMinRtt = Undo, TimeWaitSyn = TimeWaitSyn, BatchInput = BatchInput, TakeoverProbe = TakeoverProbe, LossRepair = LossRepair };
 
     /// <summary>Parses `--ip A.B.C.D/N` and `--mac aa:bb:cc:dd:ee:ff`; null with a reason when either is malformed.</summary>
     public static VirtualNetOptions? Parse(string ip, string? mac, string tap, out string? error)
@@ -73,14 +77,14 @@ public sealed record VirtualNetOptions(MacAddress Mac, uint Ip, int PrefixLength
     /// <summary>The identity as the log's start state records it: "A.B.C.D/N aa:bb:cc:dd:ee:ff", then the words of the
     /// stack's behaviour: " norack" when RACK-TLP is off, " undo" when D-SACK undo and the windowed minimum RTT are on,
     /// " twsyn" when a SYN may reopen a connection in TIME-WAIT, " batch" when a synchronisation's frames are all taken
-    /// before the timers run, " tkprobe" when a takeover's repair is followed by a tail-loss probe. A log written before
-    /// a word existed lacks it and replays with the behaviour of its day (RACK on, no undo, no reopening, timers after
-    /// each frame, no probe after a repair); a build that does not know a word refuses the log instead of replaying it
+    /// before the timers run, " tkprobe" when a takeover's repair is followed by a tail-loss probe, " lossrepair" with
+    /// <see cref="NetConfig.LossRepair"/>. A log written before a word existed lacks it and replays with the behaviour of
+    /// its day (RACK on, no undo, no reopening, timers after each frame, no probe after a repair, the old loss repair); a build that does not know a word refuses the log instead of replaying it
     /// with another stack.</summary>
     public string Identity => $"{Ip4.ToString(Ip)}/{PrefixLength} {Mac}" + (Rack ? "" : " " + NoRackWord) + (Undo ? " " + UndoWord : "")
-        + (TimeWaitSyn ? " " + TimeWaitSynWord : "") + (BatchInput ? " " + BatchInputWord : "") + (TakeoverProbe ? " " + TakeoverProbeWord : "");
+        + (TimeWaitSyn ? " " + TimeWaitSynWord : "") + (BatchInput ? " " + BatchInputWord : "") + (TakeoverProbe ? " " + TakeoverProbeWord : "") + (LossRepair ? " " + LossRepairWord : "");
 
-    const string NoRackWord = "norack", UndoWord = "undo", TimeWaitSynWord = "twsyn", BatchInputWord = "batch", TakeoverProbeWord = "tkprobe";
+    const string NoRackWord = "norack", UndoWord = "undo", TimeWaitSynWord = "twsyn", BatchInputWord = "batch", TakeoverProbeWord = "tkprobe", LossRepairWord = "lossrepair";
 
     /// <summary>Reads <see cref="Identity"/> back, with this replica's TAP device; null when malformed or when it names
     /// a behaviour this build does not know.</summary>
@@ -88,7 +92,7 @@ public sealed record VirtualNetOptions(MacAddress Mac, uint Ip, int PrefixLength
     {
         var parts = identity.Split(' ');
         if (parts.Length < 2) return null;
-        bool rack = true, undo = false, twSyn = false, batch = false, takeoverProbe = false;
+        bool rack = true, undo = false, twSyn = false, batch = false, takeoverProbe = false, lossRepair = false;
         foreach (string word in parts.AsSpan(2))
         {
             if (word == NoRackWord && rack) rack = false;
@@ -96,10 +100,11 @@ public sealed record VirtualNetOptions(MacAddress Mac, uint Ip, int PrefixLength
             else if (word == TimeWaitSynWord && !twSyn) twSyn = true;
             else if (word == BatchInputWord && !batch) batch = true;
             else if (word == TakeoverProbeWord && !takeoverProbe) takeoverProbe = true;
+            else if (word == LossRepairWord && !lossRepair) lossRepair = true;
             else return null;
         }
         return Parse(parts[0], parts[1], tap, out _) is { } o
-            ? o with { Namespace = ns, Rack = rack, Undo = undo, TimeWaitSyn = twSyn, BatchInput = batch, TakeoverProbe = takeoverProbe } : null;
+            ? o with { Namespace = ns, Rack = rack, Undo = undo, TimeWaitSyn = twSyn, BatchInput = batch, TakeoverProbe = takeoverProbe, LossRepair = lossRepair } : null;
     }
 }
 
