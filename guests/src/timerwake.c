@@ -86,19 +86,20 @@ static void result(const char *what, long r)
     fflush(stdout);
 }
 
-static void itimer_read_pipe(void)
+// one case: a child writes one byte after `ms` to a pipe (or, with `socket`, a socketpair); `arm` arms the timer and
+// `call` blocks on the reading end; `disarm` (if any) removes the timer
+static void late_peer_case(const char *what, int socket, int ms, void (*arm)(void), long (*call)(int fd), void (*disarm)(void))
 {
-    const char *what = "setitimer ITIMER_REAL 50 ms, read of a pipe written after 400 ms";
     for (int try = 0;; try++) {
         int p[2];
-        if (pipe(p) < 0) { perror("pipe"); exit(2); }
-        pid_t pid = late_writer(p[1], 400);
-        char b;
+        if ((socket ? socketpair(AF_UNIX, SOCK_STREAM, 0, p) : pipe(p)) < 0) { perror("pipe"); exit(2); }
+        pid_t pid = late_writer(p[1], ms);
         handled = 0;
-        itimer_ms(50);
+        arm();
         int again = early(what, try);
-        long r = again ? 0 : read(p[0], &b, 1);
+        long r = again ? 0 : call(p[0]);
         if (!again) result(what, r);
+        if (disarm) disarm();
         reap(pid);
         close(p[0]);
         close(p[1]);
@@ -106,32 +107,25 @@ static void itimer_read_pipe(void)
     }
 }
 
-static void posix_timer_recv(void)
+static void itimer_50ms(void) { itimer_ms(50); }
+static long read_one(int fd) { char b; return read(fd, &b, 1); }
+static long recv_one(int fd) { char b; return recv(fd, &b, 1, 0); }
+static long poll_in(int fd) { struct pollfd pf = { fd, POLLIN, 0 }; return poll(&pf, 1, -1); }
+static void alarm_1s(void) { alarm(1); }
+
+static timer_t posix_timer;
+
+static void posix_timer_50ms(void)
 {
-    const char *what = "timer_create SIGUSR1 50 ms, recv of a socketpair written after 400 ms";
-    for (int try = 0;; try++) {
-        int sv[2];
-        if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0) { perror("socketpair"); exit(2); }
-        pid_t pid = late_writer(sv[1], 400);
-        struct sigevent ev = { 0 };
-        ev.sigev_notify = SIGEV_SIGNAL;
-        ev.sigev_signo = SIGUSR1;
-        timer_t id;
-        if (timer_create(CLOCK_MONOTONIC, &ev, &id) < 0) { perror("timer_create"); exit(2); }
-        struct itimerspec its = { { 0, 0 }, { 0, 50 * 1000000L } };
-        char b;
-        handled = 0;
-        timer_settime(id, 0, &its, NULL);
-        int again = early(what, try);
-        long r = again ? 0 : recv(sv[0], &b, 1, 0);
-        if (!again) result(what, r);
-        timer_delete(id);
-        reap(pid);
-        close(sv[0]);
-        close(sv[1]);
-        if (!again) return;
-    }
+    struct sigevent ev = { 0 };
+    ev.sigev_notify = SIGEV_SIGNAL;
+    ev.sigev_signo = SIGUSR1;
+    if (timer_create(CLOCK_MONOTONIC, &ev, &posix_timer) < 0) { perror("timer_create"); exit(2); }
+    struct itimerspec its = { { 0, 0 }, { 0, 50 * 1000000L } };
+    timer_settime(posix_timer, 0, &its, NULL);
 }
+
+static void posix_timer_delete(void) { timer_delete(posix_timer); }
 
 static void itimer_nanosleep(void)
 {
@@ -151,26 +145,6 @@ static void itimer_nanosleep(void)
                left_ms > 0 && left_ms < 400 ? "between 0 and 400 ms" : "wrong", (int)handled);
     else printf("setitimer ITIMER_REAL 50 ms, nanosleep 400 ms: %d, handler ran %d\n", r, (int)handled);
     fflush(stdout);
-}
-
-static void alarm_poll(void)
-{
-    const char *what = "alarm 1 s, poll of a pipe written after 1300 ms";
-    for (int try = 0;; try++) {
-        int p[2];
-        if (pipe(p) < 0) { perror("pipe"); exit(2); }
-        pid_t pid = late_writer(p[1], 1300);
-        struct pollfd pf = { p[0], POLLIN, 0 };
-        handled = 0;
-        alarm(1);
-        int again = early(what, try);
-        long r = again ? 0 : poll(&pf, 1, -1);
-        if (!again) result(what, r);
-        reap(pid);
-        close(p[0]);
-        close(p[1]);
-        if (!again) return;
-    }
 }
 
 static void timerfd_poll(void)
@@ -197,10 +171,11 @@ int main(void)
 {
     handle(SIGALRM);
     handle(SIGUSR1);
-    itimer_read_pipe();
-    posix_timer_recv();
+    late_peer_case("setitimer ITIMER_REAL 50 ms, read of a pipe written after 400 ms", 0, 400, itimer_50ms, read_one, NULL);
+    late_peer_case("timer_create SIGUSR1 50 ms, recv of a socketpair written after 400 ms", 1, 400, posix_timer_50ms,
+                   recv_one, posix_timer_delete);
     itimer_nanosleep();
-    alarm_poll();
+    late_peer_case("alarm 1 s, poll of a pipe written after 1300 ms", 0, 1300, alarm_1s, poll_in, NULL);
     timerfd_poll();
     printf("done\n");
     return 0;
