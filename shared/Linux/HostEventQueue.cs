@@ -26,6 +26,16 @@ internal sealed class HostEventQueue<T>
         }
     }
 
+    /// <summary>The oldest item, left in the queue.</summary>
+    public bool TryPeek(out T item)
+    {
+        lock (_gate)
+        {
+            item = _count == 0 ? default! : _items[_head];
+            return _count != 0;
+        }
+    }
+
     public bool TryDequeue(out T item)
     {
         lock (_gate)
@@ -49,9 +59,19 @@ internal sealed class HostEventQueue<T>
     }
 }
 
-/// <summary>A posted end of a host wait: the thread and the number of its wait.</summary>
-internal readonly struct PostedWake(int tid, uint seq)
+/// <summary>A posted end of a host wait: the thread and the number of its wait; <see cref="Order"/> numbers it among
+/// all posted events.</summary>
+internal readonly struct PostedWake(int tid, uint seq, long order)
 {
     public readonly int Tid = tid;
     public readonly uint Seq = seq;
+    public readonly long Order = order;
+}
+
+/// <summary>A posted host event: a signal from outside or a timer, or the preemption event; <see cref="Order"/> numbers
+/// it among all posted events.</summary>
+internal readonly struct PostedSignal(int sig, long order)
+{
+    public readonly int Sig = sig;
+    public readonly long Order = order;
 }

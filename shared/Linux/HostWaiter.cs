@@ -26,11 +26,31 @@ public static class HostClock
 }
 
 /// <summary>
-/// The host side of blocking calls: one host thread that waits (ppoll) on every host descriptor and deadline that
-/// parked guest threads wait for, and posts a wake-up for a thread (its id and the number of its wait) when its
+/// A timer expiry that the host waiter's thread fires (<see cref="HostWaiter.Schedule"/>): <see cref="Fire"/> runs on
+/// that thread at or after the due point and answers the next due point (a periodic timer, or one that found its
+/// expiry not reached yet on a finer clock) or <see cref="HostWaitSpec.Never"/> when it is done.
+/// </summary>
+public sealed class HostAlarm(Func<long> fire)
+{
+    internal readonly Func<long> Fire = fire;
+    /// <summary>The next due point on the host's monotonic clock (nanoseconds); read and written under the waiter's lock.</summary>
+    internal long DueNs;
+    /// <summary>Cancelled: a firing under way does not schedule it again.</summary>
+    internal bool Cancelled;
+}
+
+/// <summary>
+/// The host side of blocking calls and of the guest's timers: one host thread that waits (ppoll) on every host
+/// descriptor and deadline that parked guest threads wait for and on the due points of the timers the guest armed,
+/// fires every timer that is due, and then posts a wake-up for each thread (its id and the number of its wait) whose
 /// wait is over. The wake-up is an asynchronous event like a signal from outside: the boundary places it at an
 /// exact instruction and logs it, so a replay wakes the thread at the same point without a host wait.
-/// Registrations are made only inside host operations (a replay makes none); everything else is the kernel's.
+/// Timers fire here, not from the runtime's thread pool, so that their signals are never later than the ends of
+/// waits that came after them: a pool callback ran more than 350 ms late on a loaded machine, while this thread
+/// posted the wake-up of a guest's 400 ms sleep whose peer then completed a receive that the 50 ms timer's signal
+/// should have interrupted (Linux orders both by its own timers). Fired in the same pass and before the wake-ups, a
+/// timer that was due before a wait ended has posted its signal before that wait's wake-up, however late the pass.
+/// Registrations and timers are made only inside host operations (a replay makes none); everything else is the kernel's.
 /// </summary>
 public sealed class HostWaiter : IDisposable
 {
@@ -39,6 +59,7 @@ public sealed class HostWaiter : IDisposable
     readonly Action<int, uint> _wake;
     readonly object _lock = new();
     readonly Dictionary<int, Registration> _regs = new();
+    readonly List<HostAlarm> _alarms = new();
     /// <summary>Waits that ended and whose wake-up is being posted: they still count as waiting (<see cref="Any"/>).</summary>
     int _posting;
     int _eventFd = -1;
@@ -75,6 +96,30 @@ public sealed class HostWaiter : IDisposable
         if (had) Kick();
     }
 
+    /// <summary>Fires <paramref name="alarm"/> on the waiter's thread at <paramref name="dueNs"/> (host monotonic clock)
+    /// or later, and again at each due point its firing answers.</summary>
+    public void Schedule(HostAlarm alarm, long dueNs)
+    {
+        lock (_lock)
+        {
+            alarm.DueNs = dueNs;
+            alarm.Cancelled = false;
+            if (!_alarms.Contains(alarm)) _alarms.Add(alarm);
+            EnsureThread();
+        }
+        Kick();
+    }
+
+    /// <summary>The alarm fires no more (a firing under way on the waiter's thread may still finish).</summary>
+    public void Cancel(HostAlarm alarm)
+    {
+        lock (_lock)
+        {
+            alarm.Cancelled = true;
+            _alarms.Remove(alarm);
+        }
+    }
+
     void EnsureThread()
     {
         if (_thread != null) return;
@@ -100,14 +145,18 @@ public sealed class HostWaiter : IDisposable
         while (!_stopping)
         {
             Registration[] regs;
-            lock (_lock) regs = _regs.Values.ToArray();
+            long deadline = HostWaitSpec.Never;
+            lock (_lock)
+            {
+                regs = _regs.Values.ToArray();
+                foreach (var a in _alarms) deadline = Math.Min(deadline, a.DueNs);
+            }
             int n = 1 + regs.Sum(r => r.Spec.Fds.Length);
             if (pfd.Length < n * 8) pfd = new byte[n * 8];
             Array.Clear(pfd);
             BinaryPrimitives.WriteInt32LittleEndian(pfd, _eventFd);
             BinaryPrimitives.WriteInt16LittleEndian(pfd.AsSpan(4), Poll.IN);
             int k = 1;
-            long deadline = HostWaitSpec.Never;
             foreach (var r in regs)
             {
                 deadline = Math.Min(deadline, r.Spec.DeadlineNs);
@@ -135,6 +184,8 @@ public sealed class HostWaiter : IDisposable
                 HostSys.Call(Nr.read, _eventFd, (long)&v, 8);
             }
             long now = HostClock.NowNs();
+            // the timers first: each that was due by now posts its signal before any wake-up of this pass
+            FireDue(now);
             k = 1;
             var done = new List<Registration>();
             foreach (var r in regs)
@@ -157,6 +208,35 @@ public sealed class HostWaiter : IDisposable
                 try { _wake(r.Tid, r.Seq); }
                 finally { lock (_lock) _posting--; }
             }
+        }
+    }
+
+    /// <summary>Fires the alarms due at <paramref name="now"/>, earliest first, and schedules again those that answer
+    /// a next due point (unless cancelled while firing).</summary>
+    void FireDue(long now)
+    {
+        List<HostAlarm>? due = null;
+        lock (_lock)
+        {
+            for (int i = _alarms.Count - 1; i >= 0; i--)
+                if (_alarms[i].DueNs <= now)
+                {
+                    (due ??= new()).Add(_alarms[i]);
+                    _alarms.RemoveAt(i);
+                }
+        }
+        if (due == null) return;
+        due.Sort((a, b) => a.DueNs.CompareTo(b.DueNs));
+        foreach (var a in due)
+        {
+            long next = a.Fire();
+            if (next == HostWaitSpec.Never) continue;
+            lock (_lock)
+                if (!a.Cancelled && !_alarms.Contains(a))
+                {
+                    a.DueNs = next;
+                    _alarms.Add(a);
+                }
         }
     }
 

@@ -128,7 +128,10 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles, IDisposable
     FdTable Fds => Current.Process.Fds;
 
     // ---------------------------------------------------------------- host events (timers, signals from outside)
-    readonly HostEventQueue<int> _hostEvents = new();
+    readonly HostEventQueue<PostedSignal> _hostEvents = new();
+    /// <summary>Numbers the posts of host events and wake-ups across both queues (Interlocked), so that a stop takes
+    /// a signal before a wake-up posted after it (<see cref="TryTakeWake"/>).</summary>
+    long _postOrder;
     volatile bool _hostEventsPending;
     ulong _queuedEvents; // bit n: signal n is queued (Interlocked)
 
@@ -145,15 +148,25 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles, IDisposable
     /// the boundary places (and logs) the wake-up at the next block boundary of the running thread.</summary>
     void PostWake(int tid, uint seq)
     {
-        _wakes.Enqueue(new PostedWake(tid, seq));
+        _wakes.Enqueue(new PostedWake(tid, seq, Interlocked.Increment(ref _postOrder)));
         _hostEventsPending = true;
         StopRunning();
         _posted.Release();
     }
 
-    /// <summary>Takes one posted wake-up (guest thread only).</summary>
+    /// <summary>
+    /// Takes one posted wake-up (guest thread only), unless a host event posted before it is still queued: that one
+    /// is taken first (<see cref="TryTakeHostEvent"/>). The host waiter posts the signals of the timers that were due
+    /// before the wake-ups of the same pass, and a timer's signal must interrupt a wait before a thread woken after
+    /// its expiry runs on (and, say, sends the data that would complete that wait).
+    /// </summary>
     public bool TryTakeWake(out int tid, out uint seq)
     {
+        if (!_wakes.TryPeek(out var head) || (_hostEvents.TryPeek(out var earlier) && earlier.Order < head.Order))
+        {
+            (tid, seq) = (0, 0);
+            return false;
+        }
         bool got = _wakes.TryDequeue(out var w);
         (tid, seq) = (w.Tid, w.Seq);
         if (got && _hostEvents.IsEmpty && _wakes.IsEmpty) ClearPending();
@@ -236,7 +249,7 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles, IDisposable
             old = Interlocked.Read(ref _queuedEvents);
             if ((old & bit) != 0) { _hostEventsPending = true; StopRunning(); return; }
         } while (Interlocked.CompareExchange(ref _queuedEvents, old | bit, old) != old);
-        _hostEvents.Enqueue(sig);
+        _hostEvents.Enqueue(new PostedSignal(sig, Interlocked.Increment(ref _postOrder)));
         _hostEventsPending = true;
         StopRunning();
         _posted.Release();
@@ -254,7 +267,8 @@ public sealed partial class Kernel : ICpuHost, IMachineFiles, IDisposable
     public bool TryTakeHostEvent(out int sig)
     {
         ClearPending();
-        bool got = _hostEvents.TryDequeue(out sig);
+        bool got = _hostEvents.TryDequeue(out var posted);
+        sig = posted.Sig;
         if (got)
         {
             ulong bit = 1UL << (sig & 63), old;

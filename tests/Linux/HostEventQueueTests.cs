@@ -48,7 +48,7 @@ public class HostEventQueueTests
         var posters = Enumerable.Range(0, Posters).Select(p => new Thread(() =>
         {
             go.Wait();
-            for (uint k = 0; k < Each; k++) q.Enqueue(new PostedWake(p, k));
+            for (uint k = 0; k < Each; k++) q.Enqueue(new PostedWake(p, k, order: 0));
         })).ToList();
         foreach (var t in posters) t.Start();
         go.Set();

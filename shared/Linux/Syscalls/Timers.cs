@@ -4,8 +4,8 @@ using CpuT = ReVirt.Cpu.VirtualCpu;
 namespace ReVirt.Linux;
 
 /// <summary>Interval timers (setitimer, alarm) and POSIX timers: host timers that post signals to the guest. The host
-/// timers exist only in a live or recording run (they are created inside host operations); a replay receives the
-/// signals from the log. Every replica keeps each timer's setting in the VM (armed, first expiry on CLOCK_REALTIME from
+/// timers (<see cref="HostAlarm"/>s fired by the host waiter's thread) exist only in a live or recording run (they
+/// are created inside host operations); a replay receives the signals from the log. Every replica keeps each timer's setting in the VM (armed, first expiry on CLOCK_REALTIME from
 /// a logged clock reading, interval), so a machine snapshot carries it and a replica that goes live arms its host
 /// timers again from it (<see cref="RearmTimers"/>).</summary>
 public sealed partial class Kernel
@@ -67,7 +67,7 @@ public sealed partial class Kernel
         long r = Host(cpu, Nr.alarm, () =>
         {
             ran = true;
-            long remaining = t.Timer == null ? 0 : (long)Math.Ceiling(Math.Max(0, (t.Due - DateTime.UtcNow).TotalSeconds));
+            long remaining = t.Alarm == null ? 0 : (long)Math.Ceiling(Math.Max(0, (t.Due - DateTime.UtcNow).TotalSeconds));
             ArmTimer(t, TimerSignal(0), now, TimeSpan.FromSeconds(seconds), TimeSpan.Zero);
             return HostResult.Of(remaining);
         }).Value;
@@ -84,12 +84,18 @@ public sealed partial class Kernel
     static byte[] EncodeItimer(HostTimerBase t) => EncodeTimer(t, ticksToUnit: 0.1);
 
     /// <summary>An interval or POSIX timer may still post a signal.</summary>
-    bool TimersArmed => _itimers.Any(t => t.Timer != null) || _posixTimers.Values.Any(t => t.Timer != null);
+    bool TimersArmed => _itimers.Any(t => t.Alarm != null) || _posixTimers.Values.Any(t => t.Alarm != null);
 
     void StopTimers()
     {
-        foreach (var t in _itimers) { t.Timer?.Dispose(); t.Timer = null; }
-        foreach (var t in _posixTimers.Values) { t.Timer?.Dispose(); t.Timer = null; }
+        foreach (var t in _itimers) DisarmHostTimer(t);
+        foreach (var t in _posixTimers.Values) DisarmHostTimer(t);
+    }
+
+    /// <summary>The timer's host alarm fires no more.</summary>
+    void DisarmHostTimer(HostTimerBase t)
+    {
+        if (Interlocked.Exchange(ref t.Alarm, null) is { } a) Waiter.Cancel(a);
     }
 
     // ---------------------------------------------------------------- POSIX timers (timer_create and friends)
@@ -102,7 +108,8 @@ public sealed partial class Kernel
 
     class HostTimerBase
     {
-        public Timer? Timer;
+        /// <summary>The host alarm that fires the timer (live or recording, while it may still expire); null otherwise.</summary>
+        public HostAlarm? Alarm;
         public DateTime Due;
         public TimeSpan Interval;
         /// <summary>Set to expire (a one-shot timer that fired is not): what a snapshot carries, with
@@ -169,7 +176,7 @@ public sealed partial class Kernel
     long TimerDelete(CpuT cpu, int id)
     {
         if (!_posixTimers.Remove(id, out var t)) return -Errno.EINVAL;
-        Host(cpu, Nr.timer_delete, () => { t.Timer?.Dispose(); t.Timer = null; return HostResult.Of(0); });
+        Host(cpu, Nr.timer_delete, () => { DisarmHostTimer(t); return HostResult.Of(0); });
         t.Armed = false;
         return 0;
     }
@@ -196,46 +203,50 @@ public sealed partial class Kernel
 
     /// <summary>
     /// A host timer that posts <paramref name="sig"/> at the timer's <see cref="HostTimerBase.Due"/> and then every
-    /// interval, keeping the VM's record current (the next expiry; a one-shot timer that fired is disarmed). Linux never
-    /// delivers a timer's signal before its expiry, but System.Threading.Timer counts on a coarse millisecond tick and
-    /// can fire a few ms early (a guest then read less than 20 ms between a read before a 20 ms ITIMER_REAL and a read
-    /// after its signal): so the host timer is one-shot, set to the milliseconds left rounded up, and a firing that
-    /// finds the due time not yet reached on the precise clock waits out the rest. A periodic timer's next expiry is
-    /// the last one plus the interval (plus whole intervals missed, as Linux counts them as overruns of one signal),
-    /// not the firing's time plus the interval, so it does not drift.
+    /// interval, keeping the VM's record current (the next expiry; a one-shot timer that fired is disarmed). It is an
+    /// alarm of the host waiter's own thread (<see cref="HostWaiter.Schedule"/>), not a thread-pool callback: the
+    /// waiter fires every due timer before it posts the ends of host waits, so a signal is never placed after a
+    /// wake-up (and what the woken thread then did) that came later than its expiry, however busy the machine.
+    /// Linux never delivers a timer's signal before its expiry: the due time is kept on CLOCK_REALTIME, the alarm is
+    /// set on the monotonic clock to the time left, and a firing that finds the due time not yet reached on the
+    /// realtime clock waits out the rest. A periodic timer's next expiry is the last one plus the interval (plus whole
+    /// intervals missed, as Linux counts them as overruns of one signal), not the firing's time plus the interval, so
+    /// it does not drift.
     /// </summary>
     void ArmHostTimer(HostTimerBase t, int sig)
     {
-        t.Timer?.Dispose();
-        t.Timer = null;
+        DisarmHostTimer(t);
         if (!t.Armed) return;
-        Timer? timer = null;
-        timer = new Timer(_ =>
-        {
-            if (Exited || t.Timer != timer) return; // disarmed or re-armed since
-            var now = DateTime.UtcNow;
-            if (now < t.Due) { ScheduleHostTimer(timer!, t.Due - now); return; }
-            if (t.Interval > TimeSpan.Zero)
-            {
-                long missed = (now - t.Due).Ticks / t.Interval.Ticks;
-                t.Due += TimeSpan.FromTicks((missed + 1) * t.Interval.Ticks);
-                ScheduleHostTimer(timer!, t.Due - now);
-            }
-            else t.Armed = false;
-            if (sig != 0) PostHostSignal(sig);
-        });
-        t.Timer = timer;
-        ScheduleHostTimer(timer, t.Due - DateTime.UtcNow);
+        HostAlarm alarm = null!;
+        alarm = new HostAlarm(() => Expire(t, alarm, sig));
+        t.Alarm = alarm;
+        Waiter.Schedule(alarm, MonotonicAfter(t.Due - DateTime.UtcNow));
     }
 
-    /// <summary>Fires <paramref name="timer"/> once, no earlier than <paramref name="left"/> from now (whole ms, rounded
-    /// up). A timer disposed meanwhile (disarmed by the guest) is left alone.</summary>
-    static void ScheduleHostTimer(Timer timer, TimeSpan left)
+    /// <summary>A firing of <paramref name="alarm"/> (on the host waiter's thread): posts the timer's signal if its
+    /// expiry has come; answers the alarm's next due point, or <see cref="HostWaitSpec.Never"/> once it is done.</summary>
+    long Expire(HostTimerBase t, HostAlarm alarm, int sig)
     {
-        long ms = left <= TimeSpan.Zero ? 0 : (long)Math.Ceiling(left.TotalMilliseconds);
-        try { timer.Change(ms, Timeout.Infinite); }
-        catch (ObjectDisposedException) { }
+        if (Exited || t.Alarm != alarm) return HostWaitSpec.Never; // disarmed or re-armed since
+        var now = DateTime.UtcNow;
+        if (now < t.Due) return MonotonicAfter(t.Due - now);
+        long next = HostWaitSpec.Never;
+        if (t.Interval > TimeSpan.Zero)
+        {
+            long missed = (now - t.Due).Ticks / t.Interval.Ticks;
+            t.Due += TimeSpan.FromTicks((missed + 1) * t.Interval.Ticks);
+            next = MonotonicAfter(t.Due - now);
+        }
+        else t.Armed = false;
+        if (sig != 0) PostHostSignal(sig);
+        // a one-shot timer that fired is no longer armed on the host (after its signal is queued: an idle machine
+        // that sees neither a queued event nor an armed timer ends the guest as deadlocked)
+        if (next == HostWaitSpec.Never) Interlocked.CompareExchange(ref t.Alarm, null, alarm);
+        return next;
     }
+
+    /// <summary>The point of the host's monotonic clock <paramref name="left"/> from now (now when it is not positive).</summary>
+    static long MonotonicAfter(TimeSpan left) => HostClock.NowNs() + Math.Max(0, left.Ticks) * 100;
 
     /// <summary>
     /// A replica that has just gone live (its replay, or a snapshot it restored, kept the timers' settings but no host
@@ -250,7 +261,7 @@ public sealed partial class Kernel
         var now = DateTime.UtcNow;
         void One(string name, HostTimerBase t, int sig)
         {
-            if (!t.Armed || t.Timer != null) return;
+            if (!t.Armed || t.Alarm != null) return;
             if (t.Due <= now)
             {
                 if (t.Interval <= TimeSpan.Zero)
@@ -284,7 +295,7 @@ public sealed partial class Kernel
     static byte[] EncodeTimer(HostTimerBase t, double ticksToUnit)
     {
         var b = new byte[32];
-        if (t.Timer != null)
+        if (t.Alarm != null)
         {
             var rem = t.Due - DateTime.UtcNow;
             if (rem < TimeSpan.Zero) rem = TimeSpan.FromTicks(1);
