@@ -125,6 +125,9 @@ public sealed partial class OutputGate
     /// <summary>How long each blocking send waited for credit (sends that did not wait are not counted).</summary>
     public LatencyHistogram CreditWaitTimes => _creditWaits;
 
+    /// <summary>Blocking sends waiting for credit right now (each until an acknowledgement frees room).</summary>
+    public int SendsWaitingForCredit { get { lock (_lock) return _waiters; } }
+
     /// <summary>
     /// Guest thread, before the send is logged: how many bytes of <paramref name="s"/> the socket takes now, or
     /// the -errno the send answers (a host error from an earlier release, or EAGAIN). A blocking send that does

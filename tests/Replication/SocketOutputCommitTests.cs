@@ -233,8 +233,12 @@ public class SocketOutputCommitTests
         Hold(g, 1, x.Send(new string('a', 800)));
         var second = x.Send(new string('b', 800));
         var accept = Task.Run(() => g.AcceptSend(second));
-        // it cannot complete: nothing frees credit until the ack (this holds however slow the machine is)
+        // it waits (a task the pool starts late must not reach the gate after the ack), and it cannot complete:
+        // nothing frees credit until the ack (this holds however slow the machine is)
+        Assert.True(SpinWait.SpinUntil(() => g.SendsWaitingForCredit == 1 || accept.IsCompleted, TimeSpan.FromSeconds(30)),
+            "the blocking send never reached the gate");
         Assert.NotSame(accept, await Task.WhenAny(accept, Task.Delay(300)));
+        Assert.Equal(1, g.SendsWaitingForCredit);
         g.Ack(1);
         Assert.Equal(800, await accept.WaitAsync(TimeSpan.FromSeconds(30)));
         g.HoldSend(2, second, 800);
