@@ -101,8 +101,12 @@ public class RecordingOnlyStopsTests
         {
             var opts = new MachineOptions { Program = GuestEnv.Guest(guest, "musl"), Cwd = Environment.CurrentDirectory };
             var rec = Record(opts, log, seed);
+            // the time slice that preempts is a host timer: a run on a loaded host can end before one fired. That run
+            // proves nothing about preemptions, so it is recorded again (a few times at most)
+            for (int again = 0; guest == "threads" && again < 4 && GuestEnv.CountRecords(log, RecordKind.Preempt) == 0; again++)
+                rec = Record(opts, log, seed);
             Assert.Equal(0, rec.Status);
-            if (guest == "threads") Assert.True(GuestEnv.CountRecords(log, RecordKind.Preempt) > 0, "threads: no preemption was recorded");
+            if (guest == "threads") Assert.True(GuestEnv.CountRecords(log, RecordKind.Preempt) > 0, "threads: no preemption was recorded in 5 runs");
             else Assert.True(GuestEnv.CountRecords(log, RecordKind.Signal) > 0, $"{guest}: no signal was recorded");
             AssertReplaysFaithfully(log, rec, guest);
         }
